@@ -1,0 +1,46 @@
+# Two commands on a fresh machine: `make run` (app on the demo) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DEMO ?= demo-workspace
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test lint bench package screenshots clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+# torch first, as the CPU build, only when no torch is present (a bare requirement may pull CUDA).
+$(STAMP): $(PY) pyproject.toml
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+$(DEMO)/embridge.db: | $(STAMP)
+	$(VENV)/bin/embridge demo --workspace $(DEMO)
+
+run: $(STAMP) $(DEMO)/embridge.db
+	$(VENV)/bin/embridge-gui --workspace $(DEMO)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check .
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) -m bench.run_all
+
+package: $(STAMP)
+	$(PY) -m pip install --quiet -e ".[package]"
+	$(VENV)/bin/pyinstaller --noconfirm --clean --distpath dist --workpath build packaging/embridge.spec
+
+screenshots: $(STAMP) $(DEMO)/embridge.db
+	QT_QPA_PLATFORM=offscreen $(PY) -m app.screenshots --workspace $(DEMO) --out docs/screenshots
+
+clean:
+	rm -rf build dist $(DEMO) .pytest_cache .ruff_cache

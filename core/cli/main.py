@@ -1,0 +1,98 @@
+"""``embridge`` command line: one subcommand per core action.
+
+Each command module exposes ``register(subparsers)``; a handler returns ``(data, text)``: a JSON-able
+dict printed as one object with ``--json``, else the human summary. Progress goes to stderr. Any
+:class:`EmbridgeError` becomes one line on stderr and exit status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+from typing import Any
+
+from core import __version__
+from core.errors import Cancelled, EmbridgeError
+
+COMMAND_MODULES = (
+    "core.cli.workspace_cmds",
+    "core.cli.train_cmds",
+    "core.cli.report_cmds",
+    "core.cli.bundle_cmds",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import importlib
+
+    parser = argparse.ArgumentParser(prog="embridge", description="Plan and check embedding model upgrades.")
+    parser.add_argument("--version", action="version", version=f"embridge {__version__}")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:
+                continue  # a command family not installed in this build
+            raise
+        module.register(subparsers)
+    return parser
+
+
+def emit(data: dict[str, Any], text: str, as_json: bool) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(data, default=_json_default, indent=None) + "\n")
+    else:
+        sys.stdout.write(text.rstrip() + "\n")
+    sys.stdout.flush()
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if hasattr(value, "__fspath__"):
+        return os.fspath(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        data, text = args.handler(args)
+    except Cancelled as exc:
+        _error(str(exc))
+        return 130
+    except EmbridgeError as exc:
+        _error(str(exc))
+        return 1
+    except KeyboardInterrupt:
+        _error("interrupted")
+        return 130
+    except Exception as exc:  # a bug: one line, and the traceback when asked for
+        if os.environ.get("EMBRIDGE_DEBUG"):
+            traceback.print_exc()
+        _error(f"unexpected {type(exc).__name__}: {exc} (set EMBRIDGE_DEBUG=1 for the traceback)")
+        return 3
+    emit(data, text, getattr(args, "json", False))
+    return 0
+
+
+def _error(message: str) -> None:
+    if sys.stderr is not None:
+        sys.stderr.write("embridge: error: " + " ".join(message.split()) + "\n")
+
+
+def add_common(parser: argparse.ArgumentParser, workspace: bool = True) -> None:
+    """Flags every command shares: --workspace and --json."""
+    if workspace:
+        parser.add_argument("--workspace", "-w", required=True, metavar="DIR", help="workspace folder")
+    parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,128 @@
+"""Workspace commands: init, info, import, model add, embed, demo."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from core.cli.main import add_common
+from core.progress import StderrProgress
+from core.store import Workspace
+
+Result = tuple[dict[str, Any], str]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("init", help="create an empty workspace")
+    add_common(p)
+    p.set_defaults(handler=cmd_init)
+
+    p = sub.add_parser("info", help="show models, items, vector sets and runs")
+    add_common(p)
+    p.set_defaults(handler=cmd_info)
+
+    p = sub.add_parser("import", help="import items: image folder, CSV/JSONL texts, or vectors")
+    add_common(p)
+    p.add_argument("--path", required=True, help="folder or file to import")
+    p.add_argument("--format", choices=["images", "csv", "jsonl", "vectors"], help="default: from the path")
+    p.add_argument("--split", help="split name for the imported items (e.g. gallery, query)")
+    p.add_argument("--model", help="for vector files: the (vectors-kind) model these vectors belong to")
+    p.add_argument("--ids", help="for .npy vector files: text file with one item key a line")
+    p.add_argument("--key-column", default="key")
+    p.add_argument("--text-column", default="text")
+    p.add_argument("--label-column", default="label")
+    p.set_defaults(handler=cmd_import)
+
+    model = sub.add_parser("model", help="manage models").add_subparsers(dest="model_command", required=True)
+    p = model.add_parser("add", help="add a model checkpoint to the workspace")
+    add_common(p)
+    p.add_argument("--name", required=True)
+    p.add_argument("--path", required=True, help="checkpoint file or model folder")
+    p.add_argument("--kind", help="torchscript, export, state_dict, vectors, sentence_transformers")
+    p.add_argument("--role", choices=["old", "new", "other"], default="other")
+    p.add_argument("--arch", help="built-in architecture for a bare state_dict")
+    p.set_defaults(handler=cmd_model_add)
+    p = model.add_parser("list", help="list models")
+    add_common(p)
+    p.set_defaults(handler=cmd_model_list)
+
+    p = sub.add_parser("embed", help="embed items with a model into a vector set")
+    add_common(p)
+    p.add_argument("--model", required=True)
+    p.add_argument("--split", help="only items of this split (default: all items)")
+    p.add_argument("--sample", type=int, help="embed a seeded random sample of this many items")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.set_defaults(handler=cmd_embed)
+
+    p = sub.add_parser("demo", help="build the bundled demo workspace (handwritten digits)")
+    add_common(p)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(handler=cmd_demo)
+
+
+def cmd_init(args: argparse.Namespace) -> Result:
+    ws = Workspace.create(args.workspace)
+    ws.close()
+    return {"workspace": str(ws.root.resolve()), "created": True}, f"created workspace {ws.root}"
+
+
+def cmd_info(args: argparse.Namespace) -> Result:
+    from core.overview import overview_text, workspace_overview
+
+    with Workspace.open(args.workspace) as ws:
+        info = workspace_overview(ws)
+    return info, overview_text(info)
+
+
+def cmd_import(args: argparse.Namespace) -> Result:
+    from core.importers import import_items
+
+    with Workspace.open(args.workspace) as ws:
+        out = import_items(ws, args.path, args.format, args.split, args.model, args.ids,
+                           args.key_column, args.text_column, args.label_column)
+    return out, f"imported {out['count']} items ({out['format']}) from {out['path']}"
+
+
+def cmd_model_add(args: argparse.Namespace) -> Result:
+    from core.models import describe_model
+
+    spec = describe_model(args.path, kind=args.kind, name=args.name, arch=args.arch)
+    with Workspace.open(args.workspace) as ws:
+        row = ws.add_model(args.name, args.role, spec.to_dict(), args.path)
+    data = {k: row[k] for k in ("name", "role", "kind", "modality", "dim", "params", "sha256", "path")}
+    return data, f"added model {row['name']} ({row['kind']}, {row['modality']}, dim {row['dim']}, role {row['role']})"
+
+
+def cmd_model_list(args: argparse.Namespace) -> Result:
+    with Workspace.open(args.workspace) as ws:
+        models = [{k: m[k] for k in ("name", "role", "kind", "modality", "dim", "params", "sha256")}
+                  for m in ws.models()]
+    text = "\n".join(f"{m['name']:<14} {m['role']:<5} {m['kind']:<12} dim {m['dim']}" for m in models)
+    return {"models": models}, text or "no models"
+
+
+def cmd_embed(args: argparse.Namespace) -> Result:
+    import numpy as np
+
+    from core.embed import embed_items
+
+    with Workspace.open(args.workspace) as ws:
+        ids = ws.item_ids(args.split)
+        if args.sample is not None and args.sample < len(ids):
+            ids = np.sort(np.random.default_rng(args.seed).choice(ids, size=args.sample, replace=False))
+        info = embed_items(ws, args.model, ids, batch_size=args.batch_size, device=args.device,
+                           on_progress=StderrProgress(f"embed {args.model}"))
+    data = {"model": args.model, "vector_set": info["id"], "count": info["count"], "dim": info["dim"],
+            "path": info["path"]}
+    return data, f"embedded {info['count']} items with {args.model} (dim {info['dim']}) -> {info['path']}"
+
+
+def cmd_demo(args: argparse.Namespace) -> Result:
+    from core.demo import build_demo
+    from core.overview import overview_text, workspace_overview
+
+    with build_demo(args.workspace, seed=args.seed, on_progress=StderrProgress("demo")) as ws:
+        info = workspace_overview(ws)
+    return info, overview_text(info)

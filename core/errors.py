@@ -1,0 +1,70 @@
+"""Error types the command line and the app turn into one readable line.
+
+Every error a user can cause derives from :class:`EmbridgeError`; its message names the file (or
+object) and the problem, so the CLI prints ``str(exc)`` and exits non-zero, and the app shows it in
+a dialog. Anything else escaping the core is a bug and is shown with its traceback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class EmbridgeError(Exception):
+    """A user-facing failure with a one-line explanation."""
+
+
+class InputError(EmbridgeError):
+    """A file or value given by the user is unusable; the message names it and says why."""
+
+    def __init__(self, source: str | Path | None, problem: str) -> None:
+        self.source = str(source) if source is not None else None
+        self.problem = problem
+        super().__init__(f"{self.source}: {problem}" if self.source else problem)
+
+
+class CheckpointError(InputError):
+    """A model checkpoint cannot be loaded or does not behave like an embedder."""
+
+
+class VectorFileError(InputError):
+    """A vector file is unreadable, misaligned or holds non-finite values."""
+
+
+class ImportDataError(InputError):
+    """Items to import are malformed (duplicates, missing files, empty input...)."""
+
+
+class StoreError(EmbridgeError):
+    """The workspace cannot satisfy a request (missing object, integrity failure...)."""
+
+
+class IntegrityError(StoreError):
+    """A stored file no longer matches its recorded checksum or shape."""
+
+
+class WorkspaceBusyError(StoreError):
+    """Another process holds the workspace database for longer than the busy timeout."""
+
+
+class SchemaVersionError(StoreError):
+    """The workspace was written by a newer Embridge, or its schema is unknown."""
+
+
+class DeviceError(EmbridgeError):
+    """The requested compute device is not available."""
+
+
+class TrainingError(EmbridgeError):
+    """Training cannot proceed (NaN loss, missing labels, out of memory...)."""
+
+
+class BundleError(EmbridgeError):
+    """An upgrade bundle is malformed, unsafe or has been tampered with."""
+
+
+class Cancelled(EmbridgeError):  # noqa: N818 - reads naturally as `raise Cancelled()`
+    """The user asked a running job to stop; partial results were kept where possible."""
+
+    def __init__(self, message: str = "cancelled by the user") -> None:
+        super().__init__(message)

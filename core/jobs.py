@@ -1,0 +1,80 @@
+"""Qt-free job running: a job is a plain function of ``(on_progress, should_stop)``.
+
+``run_job`` executes it and turns every ending (result, cancel, user error, bug) into a
+:class:`JobOutcome` of plain values, which is all the app's worker sends across a signal.
+``recorded_run`` is how core functions leave a trace in the workspace: the run row says
+running/completed/failed/cancelled, and a process killed mid-job shows as interrupted.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from core.errors import Cancelled, EmbridgeError
+from core.progress import ProgressFn, StopFn, no_progress
+
+JobFn = Callable[[ProgressFn, StopFn], Any]
+
+
+class CancelToken:
+    """A thread-safe stop flag; pass ``token`` itself as ``should_stop``."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    def __call__(self) -> bool:
+        return self._event.is_set()
+
+
+@dataclass
+class JobOutcome:
+    status: str  # completed | cancelled | failed
+    result: Any = None
+    error: str | None = None
+    details: str | None = None  # traceback for bugs, None for user errors
+    duration_s: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def run_job(fn: JobFn, on_progress: ProgressFn | None = None, token: CancelToken | None = None) -> JobOutcome:
+    """Run a job to its end and describe how it ended; never raises."""
+    token = token or CancelToken()
+    start = time.perf_counter()
+    try:
+        result = fn(on_progress or no_progress, token)
+    except Cancelled as exc:
+        return JobOutcome("cancelled", error=str(exc), duration_s=time.perf_counter() - start)
+    except EmbridgeError as exc:
+        return JobOutcome("failed", error=str(exc), duration_s=time.perf_counter() - start)
+    except Exception as exc:  # a bug: keep the traceback for the details pane
+        return JobOutcome("failed", error=f"{type(exc).__name__}: {exc}", details=traceback.format_exc(),
+                          duration_s=time.perf_counter() - start)
+    status = "cancelled" if isinstance(result, dict) and result.get("status") == "cancelled" else "completed"
+    return JobOutcome(status, result=result, duration_s=time.perf_counter() - start)
+
+
+@contextmanager
+def recorded_run(ws: Any, kind: str, method: str | None = None, config: dict | None = None) -> Iterator[dict]:
+    """Record a job as a workspace run; fill the yielded dict with ``metrics``/fields to store."""
+    run_id = ws.start_run(kind, method, config)
+    record: dict[str, Any] = {"run_id": run_id}
+    try:
+        yield record
+    except Cancelled as exc:
+        ws.finish_run(run_id, "cancelled", error=str(exc), metrics=record.get("metrics"))
+        raise
+    except BaseException as exc:
+        ws.finish_run(run_id, "failed", error=f"{exc}" or type(exc).__name__, metrics=record.get("metrics"))
+        raise
+    fields = {k: v for k, v in record.items() if k in ("device", "epochs")}
+    ws.finish_run(run_id, record.get("status", "completed"), metrics=record.get("metrics"),
+                  error=record.get("error"), **fields)

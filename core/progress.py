@@ -1,0 +1,59 @@
+"""Callback conventions shared by every long-running core function.
+
+Long work takes ``on_progress(done, total, info)`` and ``should_stop()``; the app's worker turns
+the first into a queued signal and the second into a cancel flag, the CLI prints to stderr. Only
+plain Python values go into ``info`` so they can cross a Qt signal unchanged.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from core.errors import Cancelled
+
+ProgressFn = Callable[[int, int, dict[str, Any]], None]
+StopFn = Callable[[], bool]
+
+
+def no_progress(done: int, total: int, info: dict[str, Any]) -> None:
+    """Default progress sink: ignore."""
+
+
+def never_stop() -> bool:
+    """Default stop check: keep going."""
+    return False
+
+
+def check_stop(should_stop: StopFn | None) -> None:
+    """Raise :class:`Cancelled` when the caller asked to stop."""
+    if should_stop is not None and should_stop():
+        raise Cancelled()
+
+
+class StderrProgress:
+    """A throttled one-line progress printer for the command line (stderr, never stdout)."""
+
+    def __init__(self, label: str, min_interval: float = 0.5) -> None:
+        self.label = label
+        self.min_interval = min_interval
+        self._last = 0.0
+
+    def __call__(self, done: int, total: int, info: dict[str, Any]) -> None:
+        now = time.monotonic()
+        if done < total and now - self._last < self.min_interval:
+            return
+        self._last = now
+        stream = sys.stderr
+        if stream is None:  # windowed frozen apps have no stderr
+            return
+        extra = " ".join(f"{k}={_fmt(v)}" for k, v in info.items() if isinstance(v, int | float | str))
+        pct = 100.0 * done / total if total else 100.0
+        stream.write(f"{self.label}: {done}/{total} ({pct:.0f}%) {extra}\n")
+        stream.flush()
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)

@@ -1,0 +1,5 @@
+"""Workspace store: SQLite metadata plus memmapped vector files, crash-safe and versioned."""
+
+from core.store.workspace import Workspace
+
+__all__ = ["Workspace"]

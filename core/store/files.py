@@ -1,0 +1,111 @@
+"""Crash-safe file primitives: write to a temp name in the same folder, fsync, rename.
+
+A reader therefore sees either the old file or the complete new one, never a torn write. Temp
+names start with ``.tmp-`` so a workspace can sweep leftovers of a crashed writer on open.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+TMP_PREFIX = ".tmp-"
+_HASH_BLOCK = 1 << 20
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file, streamed in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(_HASH_BLOCK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_tree(path: str | Path) -> str:
+    """Hash of a folder: every file's relative path and content, in sorted order."""
+    root = Path(path)
+    digest = hashlib.sha256()
+    for file in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(file.relative_to(root).as_posix().encode())
+        digest.update(sha256_file(file).encode())
+    return digest.hexdigest()
+
+
+def temp_path_for(final: Path) -> Path:
+    """A unique temp name beside ``final`` (same filesystem, so the rename is atomic)."""
+    return final.with_name(f"{TMP_PREFIX}{uuid.uuid4().hex[:12]}-{final.name}")
+
+
+def fsync_dir(path: Path) -> None:
+    """Persist a rename by syncing the containing folder (no-op where unsupported)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def publish(tmp: Path, final: Path) -> None:
+    """Make a fully written temp file visible under its final name, durably."""
+    with open(tmp, "rb+") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, final)
+    fsync_dir(final.parent)
+
+
+@contextmanager
+def atomic_target(final: str | Path) -> Iterator[Path]:
+    """Yield a temp path to write; on success it replaces ``final``, on error it is removed."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path_for(final)
+    try:
+        yield tmp
+        publish(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(final: str | Path, data: bytes) -> None:
+    with atomic_target(final) as tmp:
+        tmp.write_bytes(data)
+
+
+def atomic_write_text(final: str | Path, text: str) -> None:
+    atomic_write_bytes(final, text.encode("utf-8"))
+
+
+def atomic_copy(src: str | Path, final: str | Path) -> None:
+    """Copy a file so that ``final`` only ever appears complete."""
+    with atomic_target(final) as tmp:
+        shutil.copyfile(src, tmp)
+
+
+def atomic_copy_tree(src: str | Path, final: str | Path) -> None:
+    """Copy a folder under a temp name, then rename it into place."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path_for(final)
+    try:
+        shutil.copytree(src, tmp)
+        os.replace(tmp, final)
+        fsync_dir(final.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -1,0 +1,163 @@
+"""Runs, adapters, reports and bundles: the workspace's history of what was done.
+
+A run is any recorded job (train, embed, report, export). It is 'running' while its process lives;
+one whose process died without finishing shows as 'interrupted', so a restarted app or a second
+command tells the user what happened instead of showing a job that never ends.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+from core.errors import StoreError
+from core.store.files import atomic_copy, sha256_file
+from core.store.rows import decode, encode, now_iso, pid_alive
+
+FINAL_STATUSES = ("completed", "failed", "cancelled", "interrupted")
+
+
+class RecordsMixin:
+    """Methods of :class:`core.store.Workspace` for runs and their artifacts."""
+
+    root: Path
+
+    # -- runs -------------------------------------------------------------------------------
+    def start_run(self, kind: str, method: str | None = None, config: dict | None = None) -> int:
+        row = {"kind": kind, "method": method, "status": "running", "config": config or {},
+               "metrics": {}, "epochs": [], "started": now_iso(), "pid": os.getpid(),
+               "host": socket.gethostname()}
+        with self.transaction():
+            return int(self.db["runs"].insert(encode(row)).last_pk)
+
+    def update_run(self, run_id: int, **fields: Any) -> None:
+        with self.transaction():
+            self.db["runs"].update(run_id, encode(fields))
+
+    def finish_run(self, run_id: int, status: str, *, metrics: dict | None = None,
+                   error: str | None = None, **fields: Any) -> None:
+        if status not in FINAL_STATUSES:
+            raise ValueError(f"unknown final status {status}")
+        run = self.run(run_id)
+        started = run.get("started")
+        duration = fields.pop("duration_s", None)
+        if duration is None and started:
+            from datetime import datetime
+
+            duration = (datetime.fromisoformat(now_iso()) - datetime.fromisoformat(started)).total_seconds()
+        update = {"status": status, "finished": now_iso(), "error": error, "duration_s": duration, **fields}
+        if metrics is not None:
+            update["metrics"] = metrics
+        self.update_run(run_id, **update)
+
+    def run(self, run_id: int) -> dict[str, Any]:
+        rows = list(self.db.query("select * from runs where id = ?", [run_id]))
+        if not rows:
+            raise StoreError(f"{self.root}: no run with id {run_id}")
+        return self._with_liveness(decode(rows[0]))
+
+    def runs(self, kind: str | None = None) -> list[dict[str, Any]]:
+        sql, args = "select * from runs", []
+        if kind:
+            sql, args = sql + " where kind = ?", [kind]
+        return [self._with_liveness(decode(r)) for r in self.db.query(sql + " order by id", args)]
+
+    def latest_run(self, kind: str, status: str = "completed") -> dict[str, Any] | None:
+        done = [r for r in self.runs(kind) if r["status"] == status]
+        return done[-1] if done else None
+
+    def _with_liveness(self, run: dict[str, Any]) -> dict[str, Any]:
+        if run["status"] == "running" and run.get("host") == socket.gethostname() and not pid_alive(run.get("pid")):
+            run["status"] = "interrupted"
+        return run
+
+    def mark_interrupted_runs(self) -> int:
+        """Persist 'interrupted' for runs whose process died; returns how many."""
+        stale = [r["id"] for r in self.runs() if r["status"] == "interrupted" and not r.get("finished")]
+        for run_id in stale:
+            self.update_run(run_id, status="interrupted", finished=now_iso(),
+                            error="the process stopped before the job finished")
+        return len(stale)
+
+    # -- adapters ---------------------------------------------------------------------------
+    def add_adapter(self, run_id: int | None, kind: str, direction: str, in_dim: int, out_dim: int,
+                    old_model: str, new_model: str, source_file: str | Path,
+                    config: dict | None = None) -> dict[str, Any]:
+        """Copy an adapter file into ``adapters/`` and register it in one transaction."""
+        sha = sha256_file(source_file)
+        final = self.root / "adapters" / f"{kind}-run{run_id}-{sha[:12]}{Path(source_file).suffix or '.pt'}"
+        atomic_copy(source_file, final)
+        row = {"run_id": run_id, "kind": kind, "direction": direction, "in_dim": in_dim,
+               "out_dim": out_dim, "old_model": old_model, "new_model": new_model,
+               "file": final.relative_to(self.root).as_posix(), "sha256": sha,
+               "config": config or {}, "created": now_iso()}
+        with self.transaction():
+            pk = self.db["adapters"].insert(encode(row)).last_pk
+        return self.adapter(int(pk))
+
+    def adapter(self, adapter_id: int) -> dict[str, Any]:
+        rows = list(self.db.query("select * from adapters where id = ?", [adapter_id]))
+        if not rows:
+            raise StoreError(f"{self.root}: no adapter with id {adapter_id}")
+        return self._with_path(decode(rows[0]))
+
+    def adapters(self) -> list[dict[str, Any]]:
+        return [self._with_path(decode(r)) for r in self.db.query("select * from adapters order by id")]
+
+    def adapter_for_run(self, run_id: int) -> dict[str, Any]:
+        rows = list(self.db.query("select id from adapters where run_id = ? order by id desc", [run_id]))
+        if not rows:
+            raise StoreError(f"{self.root}: run {run_id} produced no adapter")
+        return self.adapter(int(rows[0]["id"]))
+
+    def adapter_path(self, adapter_id: int, verify: bool = True) -> Path:
+        row = self.adapter(adapter_id)
+        path = Path(row["path"])
+        if verify and (not path.exists() or sha256_file(path) != row["sha256"]):
+            from core.errors import IntegrityError
+
+            raise IntegrityError(f"{path}: adapter file is missing or changed since it was stored")
+        return path
+
+    # -- reports and bundles ----------------------------------------------------------------
+    def add_report(self, run_id: int | None, adapter_id: int | None, json_file: str | Path,
+                   html_file: str | Path | None, summary: dict) -> dict[str, Any]:
+        row = {"run_id": run_id, "adapter_id": adapter_id, "json_file": self._rel(json_file),
+               "html_file": self._rel(html_file) if html_file else None, "summary": summary,
+               "created": now_iso()}
+        with self.transaction():
+            pk = self.db["reports"].insert(encode(row)).last_pk
+        return self.report(int(pk))
+
+    def report(self, report_id: int) -> dict[str, Any]:
+        rows = list(self.db.query("select * from reports where id = ?", [report_id]))
+        if not rows:
+            raise StoreError(f"{self.root}: no report with id {report_id}")
+        return decode(rows[0])
+
+    def reports(self) -> list[dict[str, Any]]:
+        return [decode(r) for r in self.db.query("select * from reports order by id")]
+
+    def add_bundle(self, adapter_id: int | None, report_id: int | None, path: str | Path,
+                   sha256: str, manifest: dict) -> dict[str, Any]:
+        row = {"adapter_id": adapter_id, "report_id": report_id, "path": str(path), "sha256": sha256,
+               "manifest": manifest, "created": now_iso()}
+        with self.transaction():
+            pk = self.db["bundles"].insert(encode(row)).last_pk
+        return decode(next(iter(self.db.query("select * from bundles where id = ?", [pk]))))
+
+    def bundles(self) -> list[dict[str, Any]]:
+        return [decode(r) for r in self.db.query("select * from bundles order by id")]
+
+    def _rel(self, path: str | Path) -> str:
+        p = Path(path)
+        try:
+            return p.resolve().relative_to(self.root.resolve()).as_posix()
+        except ValueError:
+            return str(p)
+
+    def _with_path(self, row: dict[str, Any]) -> dict[str, Any]:
+        row["path"] = str(self.root / row["file"])
+        return row

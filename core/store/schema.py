@@ -1,0 +1,102 @@
+"""Workspace database schema and its migrations.
+
+The schema version lives in the ``meta`` table. Each migration is a function from version N to
+N+1 run inside one transaction, so an interrupted upgrade leaves the old schema intact. A
+workspace written by a newer Embridge is refused rather than guessed at.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import sqlite_utils
+
+from core.errors import SchemaVersionError
+
+SCHEMA_VERSION = 1
+
+_TABLES: dict[str, tuple[dict[str, type], dict]] = {
+    "items": (
+        {"id": int, "key": str, "label": str, "split": str, "source": str, "modality": str,
+         "text": str, "path": str, "metadata": str, "created": str},
+        {"pk": "id", "not_null": {"key"}},
+    ),
+    "models": (
+        {"id": int, "name": str, "role": str, "kind": str, "modality": str, "dim": int,
+         "params": int, "sha256": str, "file": str, "source_path": str, "spec": str, "created": str},
+        {"pk": "id", "not_null": {"name", "kind"}},
+    ),
+    "vector_sets": (
+        {"id": int, "model_id": int, "name": str, "dim": int, "dtype": str, "count": int,
+         "file": str, "ids_file": str, "sha256": str, "ids_sha256": str, "created": str},
+        {"pk": "id", "foreign_keys": [("model_id", "models", "id")]},
+    ),
+    "folds": (
+        {"item_id": int, "fold": str, "seed": int},
+        {"pk": "item_id", "foreign_keys": [("item_id", "items", "id")]},
+    ),
+    "runs": (
+        {"id": int, "kind": str, "method": str, "status": str, "config": str, "metrics": str,
+         "epochs": str, "device": str, "started": str, "finished": str, "duration_s": float,
+         "error": str, "pid": int, "host": str},
+        {"pk": "id"},
+    ),
+    "adapters": (
+        {"id": int, "run_id": int, "kind": str, "direction": str, "in_dim": int, "out_dim": int,
+         "old_model": str, "new_model": str, "file": str, "sha256": str, "config": str,
+         "created": str},
+        {"pk": "id", "foreign_keys": [("run_id", "runs", "id")]},
+    ),
+    "reports": (
+        {"id": int, "run_id": int, "adapter_id": int, "json_file": str, "html_file": str,
+         "summary": str, "created": str},
+        {"pk": "id"},
+    ),
+    "bundles": (
+        {"id": int, "adapter_id": int, "report_id": int, "path": str, "sha256": str,
+         "manifest": str, "created": str},
+        {"pk": "id"},
+    ),
+}
+
+
+def _create_v1(db: sqlite_utils.Database) -> None:
+    for name, (columns, opts) in _TABLES.items():
+        db[name].create(columns, **opts)
+    db["items"].create_index(["key"], unique=True)
+    db["items"].create_index(["split"])
+    db["models"].create_index(["name"], unique=True)
+    db["vector_sets"].create_index(["model_id"])
+    db["adapters"].create_index(["run_id"])
+
+
+# MIGRATIONS[n] upgrades a version-n database to n+1.
+MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {0: _create_v1}
+
+
+def current_version(db: sqlite_utils.Database) -> int:
+    if "meta" not in db.table_names():
+        return 0
+    row = db.execute("select value from meta where key = 'schema_version'").fetchone()
+    return int(row[0]) if row else 0
+
+
+def migrate(db: sqlite_utils.Database, source: str) -> int:
+    """Bring ``db`` to SCHEMA_VERSION, one transaction per step; returns the final version."""
+    version = current_version(db)
+    if version > SCHEMA_VERSION:
+        raise SchemaVersionError(
+            f"{source}: workspace schema version {version} is newer than this Embridge "
+            f"understands ({SCHEMA_VERSION}); upgrade Embridge to open it"
+        )
+    while version < SCHEMA_VERSION:
+        step = MIGRATIONS.get(version)
+        if step is None:
+            raise SchemaVersionError(f"{source}: no migration from schema version {version}")
+        with db.atomic():
+            if "meta" not in db.table_names():
+                db["meta"].create({"key": str, "value": str}, pk="key")
+            step(db)
+            version += 1
+            db["meta"].upsert({"key": "schema_version", "value": str(version)}, pk="key")
+    return version

@@ -1,0 +1,354 @@
+"""The workspace: one folder holding everything of one upgrade project.
+
+``embridge.db`` (SQLite through sqlite-utils, WAL mode, busy timeout) keeps metadata; ``vectors/``
+keeps ``.npy`` matrices; ``models/`` and ``adapters/`` keep copies of checkpoints so a workspace
+is self-contained. Every registration is one ``BEGIN IMMEDIATE`` transaction, so a second
+process waits for the first writer (up to the busy timeout) and then gets a clear error.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import sqlite_utils
+
+from core.errors import ImportDataError, StoreError, VectorFileError, WorkspaceBusyError
+from core.store.files import TMP_PREFIX, atomic_copy, atomic_copy_tree
+from core.store.records import RecordsMixin
+from core.store.rows import decode, encode, now_iso
+from core.store.schema import migrate
+from core.store.vectors import VectorSetWriter, check_finite, open_matrix, verified_sha256
+
+DB_NAME = "embridge.db"
+ITEM_FIELDS = ("key", "label", "split", "source", "modality", "text", "path", "metadata")
+ROLES = ("old", "new", "other")
+
+
+class Workspace(RecordsMixin):
+    """Open handle on a workspace folder; see the module docstring."""
+
+    def __init__(self, root: Path, db: sqlite_utils.Database) -> None:
+        self.root = root
+        self.db = db
+
+    # -- opening ----------------------------------------------------------------------------
+    @classmethod
+    def create(cls, path: str | Path, busy_timeout: float = 10.0) -> Workspace:
+        root = Path(path)
+        if (root / DB_NAME).exists():
+            raise StoreError(f"{root}: a workspace already exists here")
+        if root.exists() and any(p for p in root.iterdir() if not p.name.startswith(".")):
+            raise StoreError(f"{root}: folder is not empty; choose an empty or new folder")
+        root.mkdir(parents=True, exist_ok=True)
+        return cls._connect(root, busy_timeout)
+
+    @classmethod
+    def open(cls, path: str | Path, busy_timeout: float = 10.0) -> Workspace:
+        root = Path(path)
+        if not (root / DB_NAME).is_file():
+            raise StoreError(f"{root}: not an Embridge workspace (no {DB_NAME}); run 'embridge init' first")
+        return cls._connect(root, busy_timeout)
+
+    @classmethod
+    def open_or_create(cls, path: str | Path, busy_timeout: float = 10.0) -> Workspace:
+        root = Path(path)
+        return cls.open(root, busy_timeout) if (root / DB_NAME).exists() else cls.create(root, busy_timeout)
+
+    @classmethod
+    def _connect(cls, root: Path, busy_timeout: float) -> Workspace:
+        db_path = root / DB_NAME
+        try:
+            conn = sqlite3.connect(str(db_path), timeout=busy_timeout, check_same_thread=False)
+            db = sqlite_utils.Database(conn)
+            db.execute("PRAGMA foreign_keys=ON")
+            if db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                db.enable_wal()
+            migrate(db, str(db_path))
+        except sqlite3.DatabaseError as exc:
+            raise _translate(exc, db_path) from exc
+        for sub in ("vectors", "models", "adapters", "reports", "bundles"):
+            (root / sub).mkdir(exist_ok=True)
+        ws = cls(root, db)
+        ws._sweep_temp_files()
+        return ws
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> Workspace:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite_utils.Database]:
+        """One write transaction; nested calls become savepoints of the outer one."""
+        conn = self.db.conn
+        if conn.in_transaction:
+            with self.db.atomic():
+                yield self.db
+            return
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise _translate(exc, self.root / DB_NAME) from exc
+        try:
+            yield self.db
+        except BaseException:
+            conn.rollback()
+            raise
+        try:
+            conn.commit()
+        except sqlite3.OperationalError as exc:
+            conn.rollback()
+            raise _translate(exc, self.root / DB_NAME) from exc
+
+    def _sweep_temp_files(self) -> None:
+        """Remove temp files a crashed writer left behind (never registered, never visible)."""
+        import time
+
+        cutoff = time.time() - 3600  # leave files of a writer that may still be running
+        for sub in ("vectors", "models", "adapters", "reports", "bundles"):
+            for tmp in (self.root / sub).glob(f"{TMP_PREFIX}*"):
+                if tmp.is_file() and tmp.stat().st_mtime < cutoff:
+                    tmp.unlink(missing_ok=True)
+
+    # -- items ------------------------------------------------------------------------------
+    def add_items(self, records: Sequence[dict[str, Any]], source: str = "items") -> list[int]:
+        """Insert items all-or-nothing; duplicate or existing keys are an ImportDataError."""
+        if not records:
+            raise ImportDataError(source, "no items to import")
+        keys = [str(r.get("key", "")).strip() for r in records]
+        if any(not k for k in keys):
+            raise ImportDataError(source, f"item {keys.index('') + 1} has an empty key")
+        seen: set[str] = set()
+        dupes = [k for k in keys if k in seen or seen.add(k)]
+        if dupes:
+            raise ImportDataError(source, f"duplicate keys in the input: {', '.join(sorted(set(dupes))[:5])}")
+        existing = self.existing_keys(keys)
+        if existing:
+            raise ImportDataError(source, f"{len(existing)} keys already exist in the workspace, "
+                                  f"e.g. {', '.join(sorted(existing)[:5])}")
+        created = now_iso()
+        rows = [encode({**{f: r.get(f) for f in ITEM_FIELDS}, "key": k,
+                        "label": None if r.get("label") is None else str(r["label"]),
+                        "metadata": r.get("metadata") or {}, "created": created})
+                for k, r in zip(keys, records, strict=True)]
+        with self.transaction():
+            self.db["items"].insert_all(rows, batch_size=1000)
+        return self.ids_for_keys(keys).tolist()
+
+    def existing_keys(self, keys: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        for start in range(0, len(keys), 500):
+            part = list(keys[start:start + 500])
+            marks = ",".join("?" * len(part))
+            found.update(r["key"] for r in self.db.query(f"select key from items where key in ({marks})", part))
+        return found
+
+    def items(self, split: str | None = None, ids: Sequence[int] | None = None) -> list[dict[str, Any]]:
+        """Item rows (metadata decoded), ordered by id or in the order of ``ids``."""
+        if ids is not None:
+            by_id = {}
+            id_list = [int(i) for i in ids]
+            for start in range(0, len(id_list), 500):
+                part = id_list[start:start + 500]
+                marks = ",".join("?" * len(part))
+                for r in self.db.query(f"select * from items where id in ({marks})", part):
+                    by_id[r["id"]] = decode(r)
+            missing = [i for i in id_list if i not in by_id]
+            if missing:
+                raise StoreError(f"{self.root}: unknown item ids, e.g. {missing[:5]}")
+            return [by_id[i] for i in id_list]
+        sql, args = "select * from items", []
+        if split:
+            sql, args = sql + " where split = ?", [split]
+        return [decode(r) for r in self.db.query(sql + " order by id", args)]
+
+    def item_ids(self, split: str | None = None) -> np.ndarray:
+        sql, args = "select id from items", []
+        if split:
+            sql, args = sql + " where split = ?", [split]
+        return np.array([r[0] for r in self.db.execute(sql + " order by id", args).fetchall()], dtype=np.int64)
+
+    def ids_for_keys(self, keys: Sequence[str]) -> np.ndarray:
+        lookup = {r[1]: r[0] for r in self.db.execute("select id, key from items").fetchall()}
+        missing = [k for k in keys if k not in lookup]
+        if missing:
+            raise StoreError(f"{self.root}: {len(missing)} unknown item keys, e.g. {missing[:5]}")
+        return np.array([lookup[k] for k in keys], dtype=np.int64)
+
+    def labels(self, ids: Sequence[int]) -> list[str | None]:
+        lookup = dict(self.db.execute("select id, label from items").fetchall())
+        return [lookup.get(int(i)) for i in ids]
+
+    def split_counts(self) -> dict[str, int]:
+        rows = self.db.execute("select coalesce(split, ''), count(*) from items group by 1 order by 1")
+        return {name or "unassigned": count for name, count in rows.fetchall()}
+
+    # -- models -----------------------------------------------------------------------------
+    def add_model(self, name: str, role: str, spec: dict[str, Any], source_path: str | Path | None) -> dict:
+        """Copy a checkpoint into ``models/`` and register its spec (one transaction)."""
+        if role not in ROLES:
+            raise StoreError(f"unknown role '{role}': use one of {', '.join(ROLES)}")
+        if self.db.execute("select 1 from models where name = ?", [name]).fetchone():
+            raise StoreError(f"{self.root}: a model named '{name}' already exists")
+        stored = None
+        if source_path is not None:
+            src = Path(source_path)
+            stored = self.root / "models" / f"{name}-{str(spec.get('sha256', ''))[:12]}{src.suffix}"
+            (atomic_copy_tree if src.is_dir() else atomic_copy)(src, stored)
+        row = {"name": name, "role": role, "kind": spec.get("kind"), "modality": spec.get("modality"),
+               "dim": spec.get("dim"), "params": spec.get("params"), "sha256": spec.get("sha256"),
+               "file": stored.relative_to(self.root).as_posix() if stored else None,
+               "source_path": str(source_path) if source_path else None, "spec": spec,
+               "created": now_iso()}
+        with self.transaction():
+            self.db["models"].insert(encode(row))
+        return self.model(name)
+
+    def model(self, name: str) -> dict[str, Any]:
+        rows = list(self.db.query("select * from models where name = ?", [name]))
+        if not rows:
+            known = ", ".join(m["name"] for m in self.models()) or "none"
+            raise StoreError(f"{self.root}: no model named '{name}' (known: {known})")
+        return self._model_row(rows[0])
+
+    def models(self) -> list[dict[str, Any]]:
+        return [self._model_row(r) for r in self.db.query("select * from models order by id")]
+
+    def model_by_role(self, role: str) -> dict[str, Any]:
+        found = [m for m in self.models() if m["role"] == role]
+        if not found:
+            raise StoreError(f"{self.root}: no model with role '{role}'; add one with 'embridge model add --role {role}'")
+        return found[-1]
+
+    def _model_row(self, row: dict[str, Any]) -> dict[str, Any]:
+        out = decode(row)
+        out["path"] = str(self.root / out["file"]) if out.get("file") else None
+        return out
+
+    # -- vector sets ------------------------------------------------------------------------
+    def vector_set_writer(self, model: str, item_ids: np.ndarray, dim: int, dtype: str = "float32",
+                          name: str | None = None, resume_key: str | None = None) -> VectorSetWriter:
+        """A resumable chunk writer; ``commit()`` registers the set. See core.store.vectors."""
+        model_row = self.model(model)
+        set_name = name or "vectors"
+        key = resume_key or f"{model}-{set_name}"
+
+        def register(matrix: Path, ids_file: Path, sha: str, ids_sha: str) -> dict[str, Any]:
+            row = {"model_id": model_row["id"], "name": set_name, "dim": dim, "dtype": dtype,
+                   "count": len(item_ids), "file": matrix.relative_to(self.root).as_posix(),
+                   "ids_file": ids_file.relative_to(self.root).as_posix(), "sha256": sha,
+                   "ids_sha256": ids_sha, "created": now_iso()}
+            with self.transaction():
+                pk = self.db["vector_sets"].insert(row).last_pk
+            return self.vector_set(int(pk))
+
+        return VectorSetWriter(self.root / "vectors" / ".partial", self.root / "vectors" / model,
+                               key, item_ids, dim, dtype, register, f"vectors of model '{model}'",
+                               final_stem=set_name)
+
+    def add_vector_set(self, model: str, item_ids: Sequence[int], vectors: np.ndarray,
+                       name: str | None = None, dtype: str | None = None) -> dict[str, Any]:
+        """Store an in-memory matrix aligned to ``item_ids`` in one step."""
+        vectors = np.asarray(vectors)
+        label = f"vectors of model '{model}'"
+        if vectors.ndim != 2:
+            raise VectorFileError(label, f"expected a 2-D matrix, got shape {vectors.shape}")
+        if len(item_ids) != vectors.shape[0]:
+            raise VectorFileError(label, f"{vectors.shape[0]} vectors but {len(item_ids)} item ids")
+        check_finite(vectors, label)
+        self.items(ids=item_ids)  # raises on unknown ids
+        chosen = dtype or ("float16" if vectors.dtype == np.float16 else "float32")
+        writer = self.vector_set_writer(model, np.asarray(item_ids), vectors.shape[1], chosen, name,
+                                        resume_key=f"direct-{uuid.uuid4().hex}")
+        try:
+            writer.write(0, vectors)
+            return writer.commit()
+        except BaseException:
+            writer.abort()
+            raise
+
+    def vector_set(self, set_id: int) -> dict[str, Any]:
+        rows = list(self.db.query(
+            "select v.*, m.name as model from vector_sets v join models m on m.id = v.model_id where v.id = ?",
+            [set_id]))
+        if not rows:
+            raise StoreError(f"{self.root}: no vector set with id {set_id}")
+        row = rows[0]
+        row["path"] = str(self.root / row["file"])
+        return row
+
+    def vector_sets(self, model: str | None = None) -> list[dict[str, Any]]:
+        sql = "select v.id from vector_sets v join models m on m.id = v.model_id"
+        args: list[Any] = []
+        if model:
+            sql, args = sql + " where m.name = ?", [model]
+        return [self.vector_set(r[0]) for r in self.db.execute(sql + " order by v.id", args).fetchall()]
+
+    def open_vector_set(self, set_id: int, verify: bool = True) -> tuple[np.ndarray, np.memmap]:
+        """Item ids and a read-only memmap of one vector set, checksums verified."""
+        info = self.vector_set(set_id)
+        ids_path = self.root / info["ids_file"]
+        if verify:
+            verified_sha256(ids_path, info["ids_sha256"])
+        ids = np.load(ids_path, allow_pickle=False)
+        if ids.shape != (info["count"],):
+            raise VectorFileError(ids_path, f"id list has shape {ids.shape}, expected ({info['count']},)")
+        matrix = open_matrix(self.root / info["file"], info["sha256"] if verify else None,
+                             info["count"], info["dim"])
+        return ids, matrix
+
+    def ids_with_vectors(self, model: str) -> np.ndarray:
+        """Sorted ids of items that have vectors under ``model`` (any of its sets)."""
+        sets = self.vector_sets(model)
+        if not sets:
+            return np.zeros(0, dtype=np.int64)
+        return np.unique(np.concatenate([self.open_vector_set(s["id"])[0] for s in sets]))
+
+    def vectors_for(self, model: str, item_ids: Sequence[int], dtype: type = np.float32) -> np.ndarray:
+        """Gather ``model``'s vectors for ``item_ids`` in that order (later sets win)."""
+        want = np.asarray(item_ids, dtype=np.int64)
+        sets = self.vector_sets(model)
+        if not sets:
+            raise StoreError(f"{self.root}: model '{model}' has no vectors yet; run 'embridge embed --model {model}'")
+        out = np.empty((len(want), sets[0]["dim"]), dtype=dtype)
+        filled = np.zeros(len(want), dtype=bool)
+        position = {int(i): n for n, i in enumerate(want)}
+        for info in reversed(sets):
+            ids, matrix = self.open_vector_set(info["id"])
+            rows_in_set = np.array([position.get(int(i), -1) for i in ids])
+            take = (rows_in_set >= 0) & ~filled[np.maximum(rows_in_set, 0)]
+            if take.any():
+                out[rows_in_set[take]] = matrix[np.flatnonzero(take)]
+                filled[rows_in_set[take]] = True
+        if not filled.all():
+            raise StoreError(f"{self.root}: {int((~filled).sum())} of {len(want)} requested items have no "
+                             f"vectors under model '{model}'")
+        return out
+
+    # -- folds ------------------------------------------------------------------------------
+    def folds(self) -> dict[int, str]:
+        return dict(self.db.execute("select item_id, fold from folds").fetchall())
+
+    def set_folds(self, assignment: dict[int, str], seed: int) -> None:
+        rows = [{"item_id": int(i), "fold": f, "seed": seed} for i, f in assignment.items()]
+        with self.transaction():
+            self.db["folds"].upsert_all(rows, pk="item_id")
+
+
+def _translate(exc: sqlite3.DatabaseError, db_path: Path) -> Exception:
+    text = str(exc).lower()
+    if "locked" in text or "busy" in text:
+        return WorkspaceBusyError(f"{db_path}: the workspace is busy (another process is writing); try again")
+    if "not a database" in text or "malformed" in text or "file is encrypted" in text:
+        return StoreError(f"{db_path}: the workspace database is corrupt or not a database ({exc})")
+    return StoreError(f"{db_path}: {exc}")
