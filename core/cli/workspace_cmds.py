@@ -40,7 +40,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--path", required=True, help="checkpoint file or model folder")
     p.add_argument("--kind", help="torchscript, export, state_dict, vectors, sentence_transformers")
     p.add_argument("--role", choices=["old", "new", "other"], default="other")
-    p.add_argument("--arch", help="built-in architecture for a bare state_dict")
+    p.add_argument("--arch", help="built-in architecture for a bare state_dict (mlp, small_cnn)")
+    p.add_argument("--arch-config", help="JSON object of the architecture's settings, for a bare state_dict")
+    p.add_argument("--input-shape", help="input shape without batch, e.g. 1,28,28 (when it cannot be inferred)")
     p.set_defaults(handler=cmd_model_add)
     p = model.add_parser("list", help="list models")
     add_common(p)
@@ -88,11 +90,43 @@ def cmd_import(args: argparse.Namespace) -> Result:
 def cmd_model_add(args: argparse.Namespace) -> Result:
     from core.models import describe_model
 
-    spec = describe_model(args.path, kind=args.kind, name=args.name, arch=args.arch)
+    spec = describe_model(args.path, kind=args.kind, name=args.name, arch=args.arch,
+                          arch_config=_json_object(args.arch_config, "--arch-config"),
+                          input_shape=_shape(args.input_shape))
     with Workspace.open(args.workspace) as ws:
         row = ws.add_model(args.name, args.role, spec.to_dict(), args.path)
     data = {k: row[k] for k in ("name", "role", "kind", "modality", "dim", "params", "sha256", "path")}
     return data, f"added model {row['name']} ({row['kind']}, {row['modality']}, dim {row['dim']}, role {row['role']})"
+
+
+def _json_object(raw: str | None, flag: str) -> dict[str, Any] | None:
+    import json
+
+    from core.errors import InputError
+
+    if raw is None:
+        return None
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise InputError(flag, f"not valid JSON ({exc.msg})") from exc
+    if not isinstance(value, dict):
+        raise InputError(flag, "expected a JSON object such as '{\"input_dim\": 64, \"out_dim\": 32}'")
+    return value
+
+
+def _shape(raw: str | None) -> tuple[int, ...] | None:
+    from core.errors import InputError
+
+    if raw is None:
+        return None
+    try:
+        shape = tuple(int(part) for part in raw.replace("x", ",").split(",") if part.strip())
+    except ValueError as exc:
+        raise InputError("--input-shape", f"expected integers like 1,28,28, got '{raw}'") from exc
+    if not shape or min(shape) <= 0:
+        raise InputError("--input-shape", f"expected positive integers like 1,28,28, got '{raw}'")
+    return shape
 
 
 def cmd_model_list(args: argparse.Namespace) -> Result:

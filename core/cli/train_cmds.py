@@ -1,0 +1,97 @@
+"""Training commands: ``embridge train`` and ``embridge runs``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from core.cli.main import add_common
+from core.errors import InputError
+from core.progress import StderrProgress
+from core.store import Workspace
+
+Result = tuple[dict[str, Any], str]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="fit a compatibility layer between the old and new model")
+    add_common(p)
+    p.add_argument("--method", required=True,
+                   help="procrustes, affine, lowrank, mlp, bct, bt2 (oca), fct, fusion or auto")
+    p.add_argument("--old", help="old model name (default: the model with role old)")
+    p.add_argument("--new", help="new model name (default: the model with role new)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--loss", choices=["mse", "cosine", "contrastive"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="any other setting of the method (value parsed as JSON when it can be)")
+    p.set_defaults(handler=cmd_train)
+
+    p = sub.add_parser("runs", help="list recorded runs (training, reports, exports)")
+    add_common(p)
+    p.add_argument("--kind", help="only runs of this kind (train, report, export, embed)")
+    p.set_defaults(handler=cmd_runs)
+
+
+def parse_settings(args: argparse.Namespace) -> dict[str, Any]:
+    settings: dict[str, Any] = {}
+    for flag in ("epochs", "lr", "batch_size", "loss"):
+        if getattr(args, flag) is not None:
+            settings[flag] = getattr(args, flag)
+    for item in args.set:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise InputError("--set", f"expected KEY=VALUE, got '{item}'")
+        try:
+            settings[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            settings[key.strip()] = raw
+    return settings
+
+
+def cmd_train(args: argparse.Namespace) -> Result:
+    from core.train.runs import train_run
+
+    with Workspace.open(args.workspace) as ws:
+        out = train_run(ws, args.method, args.old, args.new, device=args.device, config=parse_settings(args),
+                        seed=args.seed, on_progress=StderrProgress(f"train {args.method}"))
+    return out, _train_text(out)
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}%"
+
+
+def _train_text(out: dict[str, Any]) -> str:
+    lines = [f"run #{out['run_id']}: {out['method']} ({out['kind']}) {out['status']} on {out['device']} "
+             f"in {out['duration_s']:.1f}s; pairs {out['pairs']}"]
+    if out.get("old_old_top1") is not None:
+        verdict = "PASSES" if out["upgraded_top1"] > out["old_old_top1"] else "FAILS"
+        lines.append(f"held-out top-1: old/old {_pct(out['old_old_top1'])}, new/new {_pct(out['new_new_top1'])}, "
+                     f"upgraded {_pct(out['upgraded_top1'])} -> {verdict} the compatibility criterion; "
+                     f"gain retained {_pct(out['gain_retained'])}")
+    else:
+        lines.append(f"held-out own-item top-1 of upgraded queries: {_pct(out.get('upgraded_pair_top1'))}")
+    for cand in out.get("candidates") or []:
+        lines.append(f"  candidate {cand.get('kind')}: val {cand.get('val_metric')} {cand.get('note', '')}")
+    lines.append(f"adapter #{out['adapter_id']}: {out['adapter_path']}")
+    return "\n".join(lines)
+
+
+def cmd_runs(args: argparse.Namespace) -> Result:
+    with Workspace.open(args.workspace) as ws:
+        runs = ws.runs(args.kind)
+    rows = [{k: r.get(k) for k in ("id", "kind", "method", "status", "device", "started", "duration_s", "error")}
+            | {"metrics": {k: v for k, v in (r.get("metrics") or {}).items()
+                           if k in ("old_old_top1", "new_new_top1", "upgraded_top1", "gain_retained")}}
+            for r in runs]
+    text = "\n".join(
+        f"#{r['id']:<4} {r['kind']:<7} {str(r['method']):<11} {r['status']:<11} "
+        + " ".join(f"{k}={v:.3f}" for k, v in r["metrics"].items() if isinstance(v, float))
+        + (f"  ({r['error']})" if r["error"] else "")
+        for r in rows)
+    return {"runs": rows}, text or "no runs"

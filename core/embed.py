@@ -1,0 +1,141 @@
+"""Embedding items with a model, in batches and chunks, into the workspace or into memory.
+
+:func:`embed_items` streams a gallery through the model one chunk at a time (bounded memory) and
+writes each finished chunk through the workspace's resumable vector-set writer. A run stopped by
+the user (``should_stop``) or interrupted (Ctrl-C, a crash) keeps its completed chunks, and the
+next run with the same model, items and set name continues after them. A run that fails (a
+broken item, a model producing NaN) discards its partial file, since its rows cannot be trusted
+to match a corrected rerun. Embeddings-only models look vectors up by item key instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from core.device import resolve_device
+from core.errors import Cancelled, CheckpointError, InputError
+from core.models import LoadedModel, ModelSpec, load_model, make_inputs
+from core.progress import ProgressFn, StopFn, check_stop, no_progress
+
+ModelLike = LoadedModel | torch.nn.Module | ModelSpec | str | Path
+
+
+def _as_loaded(model: ModelLike, device: str | torch.device) -> LoadedModel:
+    dev = device if isinstance(device, torch.device) else resolve_device(device)
+    if isinstance(model, LoadedModel):
+        return model.on(dev)
+    if isinstance(model, torch.nn.Module):
+        return LoadedModel.from_module(model, device=dev)
+    return load_model(model, dev)
+
+
+def _embed_rows(model: LoadedModel, inputs: Any) -> np.ndarray:
+    """One batch: looked up by key for embeddings-only models, else run through the model."""
+    return model.lookup(list(inputs)) if model.spec.kind == "vectors" else model.embed_batch(inputs)
+
+
+def embed_array(model: ModelLike, inputs: np.ndarray | torch.Tensor | Sequence[str], batch_size: int = 256,
+                device: str | torch.device = "auto", on_progress: ProgressFn | None = None,
+                should_stop: StopFn | None = None) -> np.ndarray:
+    """Embed an in-memory batch-first array (texts for text models, keys for vectors models).
+
+    Returns float32 (N x dim); ``should_stop`` is checked before every batch.
+    """
+    loaded = _as_loaded(model, device)
+    progress = on_progress or no_progress
+    total = len(inputs)
+    if total == 0:
+        raise InputError(loaded.spec.name, "nothing to embed (no inputs)")
+    if batch_size < 1:
+        raise InputError(loaded.spec.name, f"batch size must be positive, got {batch_size}")
+    out: np.ndarray | None = None
+    for start in range(0, total, batch_size):
+        check_stop(should_stop)
+        stop = min(start + batch_size, total)
+        block = _embed_rows(loaded, inputs[start:stop])
+        if out is None:
+            out = np.empty((total, block.shape[1]), dtype=np.float32)
+        out[start:stop] = block
+        progress(stop, total, {"model": loaded.spec.name})
+    assert out is not None
+    return out
+
+
+def embed_items(workspace: Any, model_name: str, item_ids: Sequence[int] | np.ndarray, *, batch_size: int = 256,
+                chunk_size: int = 4096, device: str | torch.device = "auto",
+                on_progress: ProgressFn | None = None, should_stop: StopFn | None = None, resume: bool = True,
+                name: str | None = None, dtype: str = "float32") -> dict[str, Any]:
+    """Embed workspace items with a registered model and register the vector set (see module docstring).
+
+    Returns the registered vector set's info. ``resume=False`` discards an earlier partial run.
+    Raises :class:`Cancelled` when stopped; the completed chunks are kept for the next run.
+    """
+    row = workspace.model(model_name)
+    spec = ModelSpec.from_dict(row["spec"])
+    spec = replace(spec, name=model_name, path=row.get("path") or spec.path)
+    ids = np.asarray(item_ids, dtype=np.int64)
+    label = f"model '{model_name}'"
+    if ids.ndim != 1 or len(ids) == 0:
+        raise InputError(label, "no items to embed")
+    if batch_size < 1 or chunk_size < 1:
+        raise InputError(label, f"batch and chunk sizes must be positive (got {batch_size}, {chunk_size})")
+    model = load_model(spec, device, verify=True)
+    if spec.kind == "vectors":
+        _check_keys_present(workspace, model, ids, chunk_size)
+    key_source = f"{model_name}\0{spec.sha256}\0{name or ''}\0{dtype}".encode()
+    resume_key = "embed-" + hashlib.sha256(key_source).hexdigest()[:20]
+    writer = workspace.vector_set_writer(model_name, ids, spec.dim, dtype, name=name, resume_key=resume_key)
+    if not resume and writer.done_rows:
+        writer.abort()
+        writer = workspace.vector_set_writer(model_name, ids, spec.dim, dtype, name=name, resume_key=resume_key)
+    progress = on_progress or no_progress
+    total, first = len(ids), writer.done_rows
+    try:
+        progress(first, total, {"model": model_name, "resumed_from": first})
+        for chunk_start in range(first, total, chunk_size):
+            check_stop(should_stop)
+            items = workspace.items(ids=ids[chunk_start:chunk_start + chunk_size])
+            block = _embed_chunk(model, items, chunk_start, total, batch_size, progress, should_stop)
+            writer.write(chunk_start, block)
+        return writer.commit()
+    except (Cancelled, KeyboardInterrupt):
+        raise  # completed chunks stay on disk for the next run
+    except BaseException:
+        writer.abort()
+        raise
+
+
+def _embed_chunk(model: LoadedModel, items: list[dict[str, Any]], offset: int, total: int, batch_size: int,
+                 progress: ProgressFn, should_stop: StopFn | None) -> np.ndarray:
+    if model.spec.kind == "vectors":
+        block = model.lookup([str(it["key"]) for it in items])
+        progress(offset + len(items), total, {"model": model.spec.name})
+        return block
+    parts = []
+    for start in range(0, len(items), batch_size):
+        check_stop(should_stop)
+        batch = items[start:start + batch_size]
+        parts.append(model.embed_batch(make_inputs(batch, model.spec)))
+        progress(offset + start + len(batch), total, {"model": model.spec.name})
+    return np.concatenate(parts)
+
+
+def _check_keys_present(workspace: Any, model: LoadedModel, ids: np.ndarray, chunk_size: int) -> None:
+    """Fail before writing anything when the vectors file lacks some items."""
+    missing: list[str] = []
+    count = 0
+    for start in range(0, len(ids), chunk_size):
+        keys = [str(it["key"]) for it in workspace.items(ids=ids[start:start + chunk_size])]
+        absent = model.module.missing(keys)
+        count += len(absent)
+        missing.extend(absent[: max(0, 5 - len(missing))])
+    if count:
+        raise CheckpointError(model.spec.path, f"{count} of {len(ids)} items have no vector in this file "
+                              f"(e.g. {', '.join(missing)})")

@@ -1,0 +1,131 @@
+"""Reading ``state_dict`` checkpoints safely and explaining why a file cannot be read.
+
+``torch.load`` is only ever called with ``weights_only=True``: a checkpoint that needs arbitrary
+Python objects is refused, never executed. When torch's restricted unpickler rejects a file we
+disassemble the pickle with :mod:`pickletools` (which runs nothing) to tell "needs code" apart
+from "corrupt".
+"""
+
+from __future__ import annotations
+
+import pickle
+import pickletools
+import warnings
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from core.errors import CheckpointError
+
+NEEDS_CODE = ("refused: the file needs arbitrary code to load (pickle); "
+              "save a state_dict or TorchScript instead")
+_CODE_OPCODES = {"GLOBAL", "STACK_GLOBAL", "INST", "OBJ", "REDUCE", "NEWOBJ", "NEWOBJ_EX"}
+
+
+@dataclass
+class StateCheckpoint:
+    """The parts of a ``state_dict`` checkpoint needed to rebuild the model."""
+
+    arch: str
+    arch_config: dict[str, Any]
+    state_dict: dict[str, torch.Tensor]
+    modality: str | None = None
+    input_shape: tuple[int, ...] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def safe_torch_load(path: str | Path) -> Any:
+    """``torch.load(weights_only=True)`` on CPU with every failure turned into a CheckpointError."""
+    p = Path(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # torch's notes on pickle protocols
+            return torch.load(p, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "Unsupported global" in str(exc) or _pickle_needs_code(p):
+            raise CheckpointError(p, NEEDS_CODE) from exc
+        raise CheckpointError(p, "not a readable PyTorch checkpoint (corrupt or another format)") from exc
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise CheckpointError(p, f"unreadable or truncated checkpoint ({first_line(exc)})") from exc
+
+
+def _pickle_needs_code(path: Path) -> bool:
+    """True when the file (or the data.pkl of a torch zip) is a well-formed pickle importing globals."""
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                name = next((n for n in archive.namelist() if n.endswith("data.pkl")), None)
+                data = archive.read(name) if name else b""
+        else:
+            data = path.read_bytes()
+        return any(op.name in _CODE_OPCODES for op, _, _ in pickletools.genops(data))
+    except Exception:  # any parse failure means "not a well-formed pickle"
+        return False
+
+
+def read_state_checkpoint(path: str | Path, arch: str | None = None,
+                          arch_config: Mapping[str, Any] | None = None) -> StateCheckpoint:
+    """Read a format-1 checkpoint, or a bare state dict when ``arch`` and its config are given."""
+    p = Path(path)
+    obj = safe_torch_load(p)
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(p, f"expected a dict of weights, found {type(obj).__name__}")
+    if "format" in obj:
+        return _format_one(p, obj, arch, arch_config)
+    state = _tensor_dict(p, obj)
+    if not arch:
+        raise CheckpointError(p, "a bare state_dict: name its architecture (--arch mlp|small_cnn) and config")
+    if not arch_config:
+        raise CheckpointError(p, f"a bare state_dict: give the config of architecture '{arch}' "
+                              "(e.g. input_dim, out_dim)")
+    return StateCheckpoint(arch, dict(arch_config), state)
+
+
+def _format_one(path: Path, obj: Mapping[str, Any], arch: str | None,
+                arch_config: Mapping[str, Any] | None) -> StateCheckpoint:
+    if obj.get("format") != 1:
+        raise CheckpointError(path, f"unsupported checkpoint format {obj.get('format')!r} (this version reads 1)")
+    stored_arch = obj.get("arch")
+    if not isinstance(stored_arch, str):
+        raise CheckpointError(path, "checkpoint lacks the architecture name ('arch')")
+    if arch and arch != stored_arch:
+        raise CheckpointError(path, f"checkpoint is architecture '{stored_arch}', not '{arch}'")
+    config = obj.get("arch_config") or {}
+    if not isinstance(config, Mapping):
+        raise CheckpointError(path, "'arch_config' must be a dict")
+    merged = {**config, **(arch_config or {})}
+    shape = obj.get("input_shape")
+    extra = {k: v for k, v in obj.items() if k not in ("format", "arch", "arch_config", "state_dict")}
+    return StateCheckpoint(stored_arch, merged, _tensor_dict(path, obj.get("state_dict")),
+                           obj.get("modality"), tuple(int(s) for s in shape) if shape else None, extra)
+
+
+def _tensor_dict(path: Path, obj: Any) -> dict[str, torch.Tensor]:
+    if not isinstance(obj, Mapping) or not obj:
+        raise CheckpointError(path, "no state_dict (a non-empty dict of tensors) in the checkpoint")
+    bad = [str(k) for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+    if bad:
+        raise CheckpointError(path, f"state_dict entries that are not tensors: {', '.join(bad[:5])}")
+    return dict(obj)
+
+
+def load_weights(module: torch.nn.Module, ckpt: StateCheckpoint, path: str | Path) -> None:
+    """Strictly load weights, naming the mismatching keys or shapes."""
+    try:
+        module.load_state_dict(ckpt.state_dict, strict=True)
+    except RuntimeError as exc:
+        detail = " ".join(str(exc).split())
+        raise CheckpointError(path, f"weights do not fit architecture '{ckpt.arch}' with config "
+                              f"{ckpt.arch_config}: {detail[:400]}") from exc
+
+
+def first_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception's text, for one-line error messages."""
+    for line in str(exc).splitlines():
+        if line.strip():
+            return line.strip().split(". ")[0][:300]
+    return type(exc).__name__

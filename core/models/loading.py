@@ -1,0 +1,255 @@
+"""Describing checkpoints of every kind and running them on one batch.
+
+Trust: TorchScript files and ``torch.export`` programs carry the model's own code, and loading
+one runs that code's graph; only load them from a source you trust (see :mod:`core.models.openers`).
+
+:func:`describe_model` opens a checkpoint on the CPU, works out its input shape, and probes it with
+a small dummy batch, so a model that rejects its inputs, returns something other than a 2-D
+matrix, or produces NaN is caught when it is added rather than halfway through a gallery.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from core.device import resolve_device
+from core.errors import CheckpointError
+from core.models.builtin import classifier_weights, count_params
+from core.models.checkpoint import first_line
+from core.models.openers import Opened, open_model
+from core.models.spec import (
+    KINDS,
+    MODALITIES,
+    ModelSpec,
+    checkpoint_sha256,
+    infer_kind,
+    modality_for_shape,
+    require_exists,
+)
+from core.models.text import encode_texts
+
+_PROBE_TEXTS = ("a probe sentence", "another, slightly longer probe sentence")
+
+
+def check_output(out: Any, rows: int, source: str | Path, dim: int | None = None) -> np.ndarray:
+    """The model's output as a float32 (rows x dim) matrix, or a CheckpointError saying what is wrong."""
+    if isinstance(out, torch.Tensor):
+        arr = out.detach().float().cpu().numpy()
+    elif isinstance(out, np.ndarray):
+        arr = out.astype(np.float32, copy=False)
+    else:
+        raise CheckpointError(source, f"the model returned {type(out).__name__}; an embedder must return "
+                              "one 2-D tensor (batch x dim)")
+    if arr.ndim != 2:
+        raise CheckpointError(source, f"the model output has shape {tuple(arr.shape)}; an embedder must "
+                              "return a 2-D (batch x dim) tensor")
+    if arr.shape[0] != rows:
+        raise CheckpointError(source, f"the model returned {arr.shape[0]} rows for a batch of {rows}")
+    if dim and arr.shape[1] != dim:
+        raise CheckpointError(source, f"the model returned dimension {arr.shape[1]}, recorded as {dim}")
+    bad = ~np.isfinite(arr).all(axis=1)
+    if bad.any():
+        raise CheckpointError(source, f"the model output holds NaN or inf values ({int(bad.sum())} of {rows} rows)")
+    return arr
+
+
+def _eval_mode(module: torch.nn.Module) -> torch.nn.Module:
+    """Switch to eval mode; exported programs refuse the call (they were traced in their final mode)."""
+    try:
+        module.eval()
+    except NotImplementedError:
+        pass
+    return module
+
+
+def _first_weight(module: Any) -> torch.Tensor | None:
+    """The first linear (2-D) or convolution (4-D) weight, which fixes what input the model takes."""
+    named = getattr(module, "named_parameters", None)
+    if callable(named):
+        for _, weight in named():
+            if weight.ndim in (2, 4):
+                return weight
+    return None
+
+
+def _first_layer_hint(module: Any) -> str:
+    weight = _first_weight(module)
+    if weight is None:
+        return ""
+    if weight.ndim == 2:
+        return f"; its first layer takes {weight.shape[1]} input features"
+    return f"; its first layer takes {weight.shape[1]}-channel images"
+
+
+class LoadedModel:
+    """A model ready to embed on one device; weights are read on first use (see module docstring)."""
+
+    def __init__(self, spec: ModelSpec, device: torch.device, opened: Opened | None = None,
+                 verify: bool = False) -> None:
+        self.spec = spec
+        self.device = device
+        self._opened = opened
+        self._verify = verify
+
+    @classmethod
+    def from_module(cls, module: torch.nn.Module, input_shape: Sequence[int] = (), name: str = "module",
+                    device: torch.device | None = None) -> LoadedModel:
+        """Wrap a module already in memory (tests, benchmarks, the demo); it is not copied."""
+        shape = tuple(int(s) for s in input_shape)
+        spec = ModelSpec(name=name, kind="module", modality=modality_for_shape(shape) if shape else "vector",
+                         input_shape=shape, dim=0, params=count_params(module), sha256="",
+                         path=f"<in-memory model {name}>")
+        dev = device or next((p.device for p in module.parameters()), torch.device("cpu"))
+        return cls(spec, dev, Opened(_eval_mode(module).to(dev)))
+
+    def on(self, device: torch.device) -> LoadedModel:
+        """This model on ``device``: itself, a moved in-memory module, or a lazy reload from the file."""
+        if device == self.device:
+            return self
+        if self.spec.kind == "module":
+            return LoadedModel.from_module(self.module, self.spec.input_shape, self.spec.name, device)
+        return LoadedModel(self.spec, device, verify=self._verify)
+
+    @property
+    def opened(self) -> Opened:
+        if self._opened is None:
+            if self._verify and checkpoint_sha256(self.spec.path) != self.spec.sha256:
+                raise CheckpointError(self.spec.path, "file changed since the model was added (sha256 differs)")
+            self._opened = open_model(self.spec.kind, self.spec.path, self.device, self.spec.arch,
+                                      self.spec.arch_config)
+        return self._opened
+
+    @property
+    def module(self) -> Any:
+        return self.opened.module
+
+    def classifier_weights(self) -> np.ndarray | None:
+        return classifier_weights(self.module)
+
+    def lookup(self, keys: Sequence[str]) -> np.ndarray:
+        """Vectors of an embeddings-only model for the given item keys."""
+        if self.spec.kind != "vectors":
+            raise CheckpointError(self.spec.path, "only embeddings-only (vectors) models look items up by key")
+        return self.module.lookup(keys)
+
+    def embed_batch(self, inputs: torch.Tensor | np.ndarray | Sequence[str]) -> np.ndarray:
+        """Embeddings (float32, batch x dim) of one batch, checked for shape and finiteness."""
+        if self.spec.kind == "vectors":
+            raise CheckpointError(self.spec.path, "an embeddings-only model looks items up by key; use lookup()")
+        rows = len(inputs)
+        if self.spec.kind == "sentence_transformers":
+            with torch.inference_mode():
+                return check_output(encode_texts(self.module, inputs), rows, self.spec.path, self.spec.dim)
+        if not isinstance(inputs, torch.Tensor | np.ndarray):
+            raise CheckpointError(self.spec.path, f"model {self.spec.name} takes {self.spec.modality} input "
+                                  "(a tensor), not text")
+        x = torch.as_tensor(inputs).to(self.device)
+        try:
+            with torch.inference_mode():
+                out = self._forward(x)
+        except (RuntimeError, ValueError, TypeError, IndexError, AssertionError) as exc:
+            raise CheckpointError(self.spec.path, f"the model rejects inputs of shape {self.spec.input_shape} "
+                                  f"(a batch {tuple(x.shape)}): {first_line(exc)}"
+                                  f"{_first_layer_hint(self.module)}") from exc
+        return check_output(out, rows, self.spec.path, self.spec.dim)
+
+    def _forward(self, x: torch.Tensor) -> Any:
+        """Run the module; programs exported with a fixed batch get padded batches of that size."""
+        fixed = self.opened.fixed_batch
+        if fixed is None or len(x) == fixed:
+            return self.module(x)
+        parts = []
+        for start in range(0, len(x), fixed):
+            chunk = x[start:start + fixed]
+            real = len(chunk)
+            if real < fixed:
+                chunk = torch.cat([chunk, chunk[-1:].expand(fixed - real, *chunk.shape[1:])])
+            out = self.module(chunk)
+            if not isinstance(out, torch.Tensor):
+                return out  # check_output explains
+            parts.append(out[:real])
+        return torch.cat(parts)
+
+
+def _inspect(path: str | Path, kind: str | None, name: str | None, arch: str | None,
+             arch_config: Mapping[str, Any] | None, input_shape: Sequence[int] | None,
+             modality: str | None) -> tuple[ModelSpec, Opened]:
+    p = require_exists(path)
+    kind = kind or infer_kind(p)
+    if kind not in KINDS:
+        raise CheckpointError(p, f"unknown model kind '{kind}'; use one of {', '.join(KINDS)}")
+    if (arch or arch_config) and kind != "state_dict":
+        raise CheckpointError(p, f"an architecture applies to state_dict checkpoints only, this is {kind}")
+    cpu = torch.device("cpu")
+    opened = open_model(kind, p, cpu, arch, arch_config)
+    shape = _settle_shape(p, kind, opened, input_shape)
+    chosen = modality or opened.modality or modality_for_shape(shape)
+    if chosen not in MODALITIES:
+        raise CheckpointError(p, f"unknown modality '{chosen}'; use one of {', '.join(MODALITIES)}")
+    spec = ModelSpec(name=name or p.stem, kind=kind, modality=chosen, input_shape=shape, dim=0,
+                     params=count_params(opened.module), sha256=checkpoint_sha256(p), path=str(p.resolve()),
+                     arch=opened.arch, arch_config=dict(opened.arch_config),
+                     has_classifier=classifier_weights(opened.module) is not None)
+    return replace(spec, dim=_probe(LoadedModel(spec, cpu, opened))), opened
+
+
+def _settle_shape(path: Path, kind: str, opened: Opened, given: Sequence[int] | None) -> tuple[int, ...]:
+    wanted = tuple(int(s) for s in given) if given else None
+    found = opened.input_shape
+    if kind in ("vectors", "sentence_transformers"):
+        return ()
+    if found is not None and wanted is not None and wanted != found:
+        raise CheckpointError(path, f"the model takes input shape {found}, not {wanted}")
+    shape = wanted or found
+    if shape is None:
+        weight = _first_weight(opened.module)
+        if weight is not None and weight.ndim == 2:
+            return (int(weight.shape[1]),)  # a first linear layer fixes a vector input
+        raise CheckpointError(path, "cannot tell the model's input shape; pass input_shape (e.g. 1,28,28 for "
+                              f"28x28 grayscale images){_first_layer_hint(opened.module)}")
+    if any(s <= 0 for s in shape):
+        raise CheckpointError(path, f"invalid input shape {shape}")
+    return shape
+
+
+def _probe(model: LoadedModel) -> int:
+    """Run a dummy batch and return the output dimension (errors name the file)."""
+    spec = model.spec
+    if spec.kind == "vectors":
+        return model.module.dim
+    if spec.kind == "sentence_transformers":
+        return int(model.embed_batch(list(_PROBE_TEXTS)).shape[1])
+    batch = model.opened.fixed_batch or 2
+    gen = torch.Generator().manual_seed(0)
+    return int(model.embed_batch(torch.rand((batch, *spec.input_shape), generator=gen)).shape[1])
+
+
+def describe_model(path: str | Path, kind: str | None = None, name: str | None = None, *,
+                   arch: str | None = None, arch_config: Mapping[str, Any] | None = None,
+                   input_shape: Sequence[int] | None = None, modality: str | None = None) -> ModelSpec:
+    """Open, inspect and probe a checkpoint; ``kind`` is inferred when None (see module docstring)."""
+    return _inspect(path, kind, name, arch, arch_config, input_shape, modality)[0]
+
+
+def load_model(path_or_spec: str | Path | ModelSpec | Mapping[str, Any], device: str | torch.device = "auto",
+               *, verify: bool = False, kind: str | None = None, name: str | None = None,
+               arch: str | None = None, arch_config: Mapping[str, Any] | None = None,
+               input_shape: Sequence[int] | None = None, modality: str | None = None) -> LoadedModel:
+    """A :class:`LoadedModel` on ``device``; from a spec the weights load lazily on first use.
+
+    A path is described first (options as in :func:`describe_model`); ``verify`` re-checks a
+    spec's sha256 before loading, catching a checkpoint changed since it was added.
+    """
+    dev = device if isinstance(device, torch.device) else resolve_device(device)
+    if isinstance(path_or_spec, Mapping):
+        path_or_spec = ModelSpec.from_dict(dict(path_or_spec))
+    if isinstance(path_or_spec, ModelSpec):
+        return LoadedModel(path_or_spec, dev, verify=verify)
+    spec, opened = _inspect(path_or_spec, kind, name, arch, arch_config, input_shape, modality)
+    return LoadedModel(spec, dev, opened if dev.type == "cpu" else None)

@@ -1,0 +1,109 @@
+"""What the workspace records about a model, and how a checkpoint's kind is recognised.
+
+A :class:`ModelSpec` is plain data (it converts to and from a JSON-able dict) so the store can keep
+it in SQLite and a bundle manifest can repeat it. Kinds are told apart by suffix first and, for
+ambiguous suffixes such as ``.pt``, by the entries of the zip archive torch writes, which we list
+without unpickling anything.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from core.errors import CheckpointError
+from core.store.files import sha256_file, sha256_tree
+
+KINDS = ("torchscript", "export", "state_dict", "vectors", "sentence_transformers")
+MODALITIES = ("image", "text", "vector")
+SENTENCE_TRANSFORMERS_MARKERS = ("modules.json", "config_sentence_transformers.json")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Identity and interface of an embedding model (input shape excludes the batch dimension)."""
+
+    name: str
+    kind: str
+    modality: str
+    input_shape: tuple[int, ...]
+    dim: int
+    params: int
+    sha256: str
+    path: str
+    arch: str | None = None
+    arch_config: dict[str, Any] = field(default_factory=dict)
+    has_classifier: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["input_shape"] = list(self.input_shape)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelSpec:
+        """Rebuild from :meth:`to_dict` output; unknown keys (added by newer versions) are ignored."""
+        known = {f.name for f in fields(cls)}
+        missing = {"name", "kind", "modality", "dim", "sha256", "path"} - set(data)
+        if missing:
+            raise CheckpointError(data.get("path"), f"model record lacks {', '.join(sorted(missing))}")
+        values = {k: v for k, v in data.items() if k in known}
+        values["input_shape"] = tuple(int(s) for s in values.get("input_shape") or ())
+        values["arch_config"] = dict(values.get("arch_config") or {})
+        values.setdefault("params", 0)
+        return cls(**values)
+
+
+def checkpoint_sha256(path: str | Path) -> str:
+    """sha256 of a checkpoint file, or of a model folder's files (names and contents)."""
+    p = Path(path)
+    return sha256_tree(p) if p.is_dir() else sha256_file(p)
+
+
+def require_exists(path: str | Path) -> Path:
+    p = Path(path)
+    if not p.exists():
+        raise CheckpointError(p, "file not found")
+    if p.is_file() and p.stat().st_size == 0:
+        raise CheckpointError(p, "file is empty")
+    return p
+
+
+def infer_kind(path: str | Path) -> str:
+    """Guess a checkpoint's kind from its suffix or, for ``.pt``-like files, its archive entries."""
+    p = require_exists(path)
+    if p.is_dir():
+        if any((p / marker).is_file() for marker in SENTENCE_TRANSFORMERS_MARKERS):
+            return "sentence_transformers"
+        raise CheckpointError(p, "a model folder must be a sentence-transformers model (no modules.json found)")
+    suffix = p.suffix.lower()
+    if suffix == ".npz":
+        return "vectors"
+    if suffix == ".npy":
+        raise CheckpointError(p, "an embeddings-only model is one .npz file with arrays 'ids' and 'vectors'")
+    if suffix == ".pt2":
+        return "export"
+    if suffix in (".ts", ".torchscript"):
+        return "torchscript"
+    return _kind_from_archive(p)
+
+
+def _kind_from_archive(path: Path) -> str:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return "state_dict"  # legacy torch.save format; loading it says whether it is valid
+    tails = {n.split("/", 1)[1] if "/" in n else n for n in names}
+    if "constants.pkl" in tails or any(t.startswith("code/") for t in tails):
+        return "torchscript"
+    if "archive_format" in tails or any(t.startswith("models/") for t in tails):
+        return "export"
+    return "state_dict"
+
+
+def modality_for_shape(shape: tuple[int, ...]) -> str:
+    """Vectors are 1-D inputs; 2-D (H, W) and 3-D (C, H, W) inputs are images."""
+    return "vector" if len(shape) == 1 else "image"

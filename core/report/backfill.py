@@ -1,0 +1,238 @@
+"""Partial backfill: retrieval quality as a growing share β of the gallery is re-embedded.
+
+During a partial backfill the gallery is mixed. A backfilled item is represented by its new vector
+n_g and scored against the raw new query, ⟨n_q, n_g⟩; every other item keeps its old vector o_g and
+is scored against the adapted query, ⟨h(n_q), o_g⟩. Each query gets one ranking merged by score.
+
+Ordering policies (which items to re-embed first; the backfilled set at β is a prefix of the order):
+- ``random``: a seeded permutation.
+- ``least_confident``: smallest self-retrieval margin first. An item's margin is
+  ⟨h(n_g), o_g⟩ − max_{g'≠g} ⟨h(n_g), o_g'⟩: how clearly the bridged system finds the item's own old
+  vector when the item itself is the query. Items the bridge confuses are backfilled first.
+- ``largest_residual``: largest adapter residual ‖h(n_g) − o_g‖ first.
+Both informed policies need h(n_g), the adapted new vectors of the gallery items.
+
+The curve at β = 0 is the new→old cell, at β = 1 the new/new cell. In between it need not rise
+steadily: new/new and adapted/old scores live on different scales, and when one side scores higher
+across the board its items crowd the merged ranking. The curve shows that as measured. Its area (trapezoid over β) is
+the backfilling metric of FastFill. The two score matrices are computed per block of queries, and
+per policy only top-k candidates are kept: one pass over each prefix (new scores) and suffix (old
+scores) of the order gives every β at once, so the cost does not grow with the number of steps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from core.errors import InputError
+from core.progress import ProgressFn, StopFn, check_stop, no_progress
+from core.report.search import SearchConfig, search
+
+POLICIES = ("random", "least_confident", "largest_residual")
+
+
+@dataclass
+class BackfillCurve:
+    """One policy's curve: metric values per β and the area under each."""
+
+    policy: str
+    betas: np.ndarray
+    values: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def areas(self) -> dict[str, float]:
+        return {name: float(np.trapezoid(v, self.betas)) for name, v in self.values.items()}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "policy": self.policy,
+            "betas": self.betas.tolist(),
+            "values": {name: v.tolist() for name, v in self.values.items()},
+            "areas": self.areas,
+        }
+
+
+def residual_norms(gallery_adapted: np.ndarray, gallery_old: np.ndarray) -> np.ndarray:
+    """‖h(n_g) − o_g‖ per gallery item."""
+    return np.linalg.norm(
+        np.asarray(gallery_adapted, np.float32) - np.asarray(gallery_old, np.float32), axis=1
+    )
+
+
+def self_margins(
+    gallery_adapted: np.ndarray, gallery_old: np.ndarray, config: SearchConfig | None = None
+) -> np.ndarray:
+    """⟨h(n_g), o_g⟩ minus the best score of any other old gallery vector for the query h(n_g)."""
+    ha = np.asarray(gallery_adapted, np.float32)
+    o = np.asarray(gallery_old, np.float32)
+    n = o.shape[0]
+    own = (ha * o).sum(axis=1)
+    if n < 2:
+        return own
+    _, best_other, _ = search(ha, o, 1, exclude=np.arange(n), config=config)
+    return own - best_other[:, 0]
+
+
+def backfill_order(
+    policy: str,
+    n_gallery: int,
+    seed: int = 0,
+    gallery_adapted: np.ndarray | None = None,
+    gallery_old: np.ndarray | None = None,
+    search_config: SearchConfig | None = None,
+) -> np.ndarray:
+    """Gallery rows in the order a policy re-embeds them (first = backfilled first)."""
+    if policy == "random":
+        return np.random.default_rng(seed).permutation(n_gallery)
+    if policy not in POLICIES:
+        raise InputError("backfill policy", f"unknown {policy!r}; choose from {POLICIES}")
+    if gallery_adapted is None or gallery_old is None:
+        raise InputError("backfill policy", f"{policy!r} needs the adapted new vectors of the gallery items")
+    if policy == "largest_residual":
+        return np.argsort(-residual_norms(gallery_adapted, gallery_old), kind="stable")
+    return np.argsort(self_margins(gallery_adapted, gallery_old, search_config), kind="stable")
+
+
+def _top(scores: np.ndarray, rel: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Keep the k best columns per row (unordered) with their relevance."""
+    if scores.shape[1] <= k:
+        return scores, rel
+    if k == 1:
+        best = scores.argmax(axis=1)[:, None]
+        return np.take_along_axis(scores, best, 1), np.take_along_axis(rel, best, 1)
+    part = np.argpartition(-scores, kth=k - 1, axis=1)[:, :k]
+    return np.take_along_axis(scores, part, 1), np.take_along_axis(rel, part, 1)
+
+
+def _running_top(scores: np.ndarray, rel: np.ndarray, cuts: np.ndarray, k: int, suffix: bool) -> list:
+    """Top-k of columns [:m] (prefix) or [m:] (suffix) for every m in ``cuts``, in one pass."""
+    b = scores.shape[0]
+    cur = (np.empty((b, 0), np.float32), np.empty((b, 0), bool))
+    out: dict[int, tuple] = {}
+    seq = sorted(set(cuts.tolist()), reverse=suffix)
+    prev = scores.shape[1] if suffix else 0
+    for m in seq:
+        lo, hi = (m, prev) if suffix else (prev, m)
+        cur = _top(
+            np.concatenate([cur[0], scores[:, lo:hi]], 1), np.concatenate([cur[1], rel[:, lo:hi]], 1), k
+        )
+        out[m] = cur
+        prev = m
+    return [out[m] for m in cuts.tolist()]
+
+
+def _first_hit(scores: np.ndarray, rel: np.ndarray) -> np.ndarray:
+    order = np.argsort(-scores, axis=1, kind="stable")
+    ranked_rel = np.take_along_axis(rel, order, 1)
+    return np.where(ranked_rel.any(1), ranked_rel.argmax(1), scores.shape[1])
+
+
+def backfill_curves(
+    queries_new: np.ndarray,
+    queries_adapted: np.ndarray,
+    gallery_new: np.ndarray,
+    gallery_old: np.ndarray,
+    query_targets: Any,
+    gallery_targets: Any,
+    orders: dict[str, np.ndarray],
+    betas: Any = None,
+    ks: tuple[int, ...] = (1, 5),
+    exclude: Any = None,
+    block: int | None = None,
+    on_progress: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
+) -> dict[str, BackfillCurve]:
+    """Top-k curves over β for each ordering in ``orders`` (policy name -> gallery row order).
+
+    Values are means over queries with at least one relevant gallery item (as in the metrics).
+    """
+    on_progress = on_progress or no_progress
+    nq, hq = np.asarray(queries_new, np.float32), np.asarray(queries_adapted, np.float32)
+    ng, og = np.asarray(gallery_new, np.float32), np.asarray(gallery_old, np.float32)
+    qt, gt = np.asarray(query_targets), np.asarray(gallery_targets)
+    n_q, n_g = nq.shape[0], ng.shape[0]
+    if hq.shape[0] != n_q or og.shape[0] != n_g or qt.shape != (n_q,) or gt.shape != (n_g,):
+        raise InputError("partial backfill", "queries, gallery and their targets differ in length")
+    if nq.shape[1] != ng.shape[1] or hq.shape[1] != og.shape[1]:
+        raise InputError("partial backfill", "query and gallery dims differ (new vs new, adapted vs old)")
+    betas = np.linspace(0.0, 1.0, 11) if betas is None else np.asarray(betas, np.float64)
+    if betas.ndim != 1 or betas.size == 0 or betas.min() < 0 or betas.max() > 1:
+        raise InputError("partial backfill", "betas must be fractions in [0, 1]")
+    cuts = np.rint(betas * n_g).astype(np.int64)
+    for policy, order in orders.items():
+        if not np.array_equal(np.sort(order), np.arange(n_g)):
+            raise InputError("partial backfill", f"order {policy!r} is not a permutation of the gallery rows")
+    ex = None if exclude is None else np.asarray(exclude, np.int64)
+    kmax = max(ks)
+    hits = {p: np.zeros((betas.size, len(ks))) for p in orders}
+    n_valid = 0
+    block = block or max(1, min(n_q, 4_000_000 // max(n_g, 1)))
+    for start in range(0, n_q, block):
+        check_stop(should_stop)
+        stop = min(start + block, n_q)
+        s_new, s_old = nq[start:stop] @ ng.T, hq[start:stop] @ og.T
+        rel = gt[None, :] == qt[start:stop, None]
+        if ex is not None:
+            rows = np.flatnonzero(ex[start:stop] >= 0)
+            cols = ex[start:stop][rows]
+            s_new[rows, cols] = s_old[rows, cols] = -np.inf
+            rel[rows, cols] = False
+        valid = rel.any(axis=1)
+        n_valid += int(valid.sum())
+        for policy, order in orders.items():
+            p_rel = rel[:, order]
+            heads = _running_top(s_new[:, order], p_rel, cuts, kmax, suffix=False)
+            tails = _running_top(s_old[:, order], p_rel, cuts, kmax, suffix=True)
+            for b, (head, tail) in enumerate(zip(heads, tails, strict=True)):
+                first = _first_hit(
+                    np.concatenate([head[0], tail[0]], 1), np.concatenate([head[1], tail[1]], 1)
+                )
+                hits[policy][b] += [int(((first < k) & valid).sum()) for k in ks]
+        on_progress(stop, n_q, {"stage": "backfill"})
+    if n_valid == 0:
+        raise InputError("partial backfill", "no query has a relevant gallery item")
+    return {
+        p: BackfillCurve(p, betas, {f"top{k}": hits[p][:, i] / n_valid for i, k in enumerate(ks)})
+        for p in orders
+    }
+
+
+def partial_backfill(
+    queries_new: np.ndarray,
+    queries_adapted: np.ndarray,
+    gallery_new: np.ndarray,
+    gallery_old: np.ndarray,
+    query_targets: Any,
+    gallery_targets: Any,
+    gallery_adapted: np.ndarray | None = None,
+    policies: tuple[str, ...] = POLICIES,
+    steps: int = 11,
+    ks: tuple[int, ...] = (1, 5),
+    exclude: Any = None,
+    seed: int = 0,
+    search_config: SearchConfig | None = None,
+    on_progress: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
+) -> dict[str, BackfillCurve]:
+    """Curves for the named policies over ``steps`` evenly spaced β from 0 to 1."""
+    if steps < 2:
+        raise InputError("partial backfill", f"needs at least 2 steps, got {steps}")
+    n_g = np.asarray(gallery_old).shape[0]
+    orders = {p: backfill_order(p, n_g, seed, gallery_adapted, gallery_old, search_config) for p in policies}
+    return backfill_curves(
+        queries_new,
+        queries_adapted,
+        gallery_new,
+        gallery_old,
+        query_targets,
+        gallery_targets,
+        orders,
+        np.linspace(0.0, 1.0, steps),
+        ks,
+        exclude,
+        on_progress=on_progress,
+        should_stop=should_stop,
+    )

@@ -1,0 +1,219 @@
+"""Report figures from plain data, shared by the HTML export and the desktop app's canvases.
+
+Every function builds a ``matplotlib.figure.Figure`` directly (no pyplot state, no GUI backend), so
+it renders headless through Agg here and inside a ``FigureCanvasQTAgg`` in the app.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from matplotlib import rc_context
+from matplotlib.figure import Figure
+
+_SIZE = (6.4, 3.6)
+# Fixed colours for the usual cells so the same cell looks the same in every figure.
+_CELL_COLOURS = {"old/old": "#7f7f7f", "new/new": "#2ca02c", "new→old": "#1f77b4", "new/fct(old)": "#9467bd"}
+_PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
+
+
+def _colour(name: str, i: int) -> str:
+    return _CELL_COLOURS.get(name, _PALETTE[i % len(_PALETTE)])
+
+
+def _figure(size: tuple[float, float] = _SIZE) -> Figure:
+    return Figure(figsize=size, layout="constrained")
+
+
+def _finite(value: Any) -> float:
+    return float(value) if value is not None and np.isfinite(value) else float("nan")
+
+
+def metric_bars(
+    cells: Mapping[str, Mapping[str, float]],
+    metrics: Sequence[str] | None = None,
+    cis: Mapping[str, Mapping[str, tuple[float, float]]] | None = None,
+    title: str = "Retrieval quality per cell",
+) -> Figure:
+    """Grouped bars: one group per metric, one bar per cell, optional CI whiskers."""
+    names = list(cells)
+    metrics = list(metrics or next(iter(cells.values()), {}).keys())
+    fig = _figure()
+    ax = fig.add_subplot()
+    width = 0.8 / max(len(names), 1)
+    x = np.arange(len(metrics))
+    for i, cell in enumerate(names):
+        values = [_finite(cells[cell].get(m)) for m in metrics]
+        err = None
+        if cis and cell in cis:
+            lo_hi = [cis[cell].get(m, (v, v)) for m, v in zip(metrics, values, strict=True)]
+            err = np.array([[v - lo, hi - v] for v, (lo, hi) in zip(values, lo_hi, strict=True)]).T
+        ax.bar(x + (i - (len(names) - 1) / 2) * width, values, width, yerr=err, capsize=2,
+               label=cell, color=_colour(cell, i))  # fmt: skip
+    ax.set_xticks(x, metrics)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("value")
+    ax.set_title(title)
+    ax.legend(fontsize="small", ncols=min(len(names), 4), loc="upper left")
+    return fig
+
+
+def recall_curves(curves: Mapping[str, Mapping[int, float]], title: str = "Recall@k") -> Figure:
+    """Recall@k against k, one line per cell (``{cell: {k: recall}}``)."""
+    fig = _figure()
+    ax = fig.add_subplot()
+    for i, (cell, points) in enumerate(curves.items()):
+        ks = sorted(points)
+        ax.plot(ks, [_finite(points[k]) for k in ks], marker="o", label=cell, color=_colour(cell, i))
+    ax.set_xscale("log")
+    ax.set_xlabel("k")
+    ax.set_ylabel("recall@k")
+    ax.set_ylim(0, 1.05)
+    ax.set_title(title)
+    ax.legend(fontsize="small")
+    return fig
+
+
+def flip_bars(flips: Mapping[str, Mapping[str, float]], title: str = "Top-1 flips against old/old") -> Figure:
+    """Negative and positive flip rates per upgraded cell (``{cell: {"negative": r, "positive": r}}``)."""
+    names = list(flips)
+    fig = _figure()
+    ax = fig.add_subplot()
+    x = np.arange(len(names))
+    neg = [_finite(flips[c].get("negative")) for c in names]
+    pos = [_finite(flips[c].get("positive")) for c in names]
+    ax.bar(x - 0.2, neg, 0.4, label="negative flips", color="#d62728")
+    ax.bar(x + 0.2, pos, 0.4, label="positive flips", color="#2ca02c")
+    ax.set_xticks(x, names)
+    ax.set_ylabel("share of queries")
+    ax.set_title(title)
+    ax.legend(fontsize="small")
+    return fig
+
+
+def per_label_bars(
+    values: Mapping[str, Mapping[Any, float]],
+    metric: str = "top1",
+    max_labels: int = 30,
+    title: str | None = None,
+) -> Figure:
+    """Horizontal bars of a metric per label for each cell (``{cell: {label: value}}``).
+
+    With many labels only the ``max_labels`` worst under the first cell are drawn, worst on top.
+    """
+    names = list(values)
+    first = values[names[0]] if names else {}
+    labels = sorted(first, key=lambda lab: _finite(first[lab]))[:max_labels]
+    fig = _figure((6.4, max(2.5, 0.28 * len(labels) * max(1, len(names)) ** 0.5 + 1.2)))
+    ax = fig.add_subplot()
+    height = 0.8 / max(len(names), 1)
+    y = np.arange(len(labels))
+    for i, cell in enumerate(names):
+        ax.barh(y + (i - (len(names) - 1) / 2) * height, [_finite(values[cell].get(lab)) for lab in labels],
+                height, label=cell, color=_colour(cell, i))  # fmt: skip
+    ax.set_yticks(y, [str(lab) for lab in labels], fontsize="small")
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1.05)
+    ax.set_xlabel(metric)
+    shown = f" (worst {len(labels)} of {len(first)})" if len(first) > len(labels) else ""
+    ax.set_title(title or f"{metric} per label{shown}")
+    ax.legend(fontsize="small", loc="lower right")
+    return fig
+
+
+def compatibility_heatmap(
+    matrix: Any,
+    versions: Sequence[str],
+    ac: float | None = None,
+    am: float | None = None,
+    metric: str = "top1",
+) -> Figure:
+    """Heatmap of C[i][j] = M(query model i, gallery model j) for j ≤ i, values written in cells."""
+    c = np.asarray(matrix, dtype=np.float64)
+    t = c.shape[0]
+    shown = np.where(np.tril(np.ones((t, t), dtype=bool)), c, np.nan)
+    fig = _figure((5.2, 4.4))
+    ax = fig.add_subplot()
+    image = ax.imshow(shown, cmap="viridis", vmin=np.nanmin(shown), vmax=np.nanmax(shown))
+    for i in range(t):
+        for j in range(i + 1):
+            ax.text(j, i, f"{shown[i, j]:.3f}", ha="center", va="center", color="white", fontsize="small")
+    ax.set_xticks(range(t), list(versions))
+    ax.set_yticks(range(t), list(versions))
+    ax.set_xlabel("gallery model")
+    ax.set_ylabel("query model")
+    scores = []
+    if ac is not None:
+        scores.append(f"AC {ac:.3f}")
+    if am is not None:
+        scores.append(f"AM {am:.3f}")
+    ax.set_title(f"Compatibility matrix ({metric})" + (": " + ", ".join(scores) if scores else ""))
+    fig.colorbar(image, ax=ax, shrink=0.8)
+    return fig
+
+
+def backfill_curves(
+    curves: Mapping[str, Mapping[str, Any]],
+    metric: str = "top1",
+    references: Mapping[str, float] | None = None,
+    title: str | None = None,
+) -> Figure:
+    """Metric against backfilled fraction β per policy (``{policy: {"betas", "values", "area"}}``).
+
+    ``references`` draws horizontal lines, e.g. ``{"old/old": 0.61}``.
+    """
+    fig = _figure()
+    ax = fig.add_subplot()
+    for i, (policy, curve) in enumerate(curves.items()):
+        area = curve.get("area")
+        label = f"{policy} (area {area:.3f})" if area is not None else policy
+        ax.plot(curve["betas"], curve["values"], marker=".", label=label, color=_PALETTE[i % len(_PALETTE)])
+    for i, (name, value) in enumerate((references or {}).items()):
+        ax.axhline(value, linestyle="--", linewidth=1, color=_colour(name, i + 4), label=name)
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("backfilled fraction β of the gallery")
+    ax.set_ylabel(metric)
+    ax.set_title(title or f"Partial backfill: {metric}")
+    ax.legend(fontsize="small", loc="lower right")
+    return fig
+
+
+def training_curves(epochs: Sequence[Mapping[str, Any]], x_key: str = "epoch") -> Figure:
+    """Per-epoch numbers: keys with "loss" on the left axes, every other number on the right."""
+    keys: list[str] = []
+    for row in epochs:
+        keys += [k for k, v in row.items() if k != x_key and k not in keys and isinstance(v, int | float)]
+    loss_keys = [k for k in keys if "loss" in k]
+    other_keys = [k for k in keys if "loss" not in k]
+    fig = _figure((8.0, 3.4))
+    axes = fig.subplots(1, 2)
+    xs = [row.get(x_key, i + 1) for i, row in enumerate(epochs)]
+    for ax, group, ylabel in ((axes[0], loss_keys, "loss"), (axes[1], other_keys, "metric")):
+        for i, key in enumerate(group):
+            ys = [_finite(row.get(key)) for row in epochs]
+            ax.plot(xs, ys, marker=".", label=key, color=_PALETTE[i % len(_PALETTE)])
+        ax.set_xlabel(x_key)
+        ax.set_ylabel(ylabel)
+        if group:
+            ax.legend(fontsize="small")
+    axes[0].set_title("Training loss")
+    axes[1].set_title("Validation metrics")
+    return fig
+
+
+def figure_to_png_bytes(fig: Figure, dpi: int = 100) -> bytes:
+    """PNG bytes (rendered through Agg whatever canvas the figure is attached to)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()
+
+
+def figure_to_svg(fig: Figure) -> str:
+    """SVG text to inline in the HTML report; undated, with fixed element ids (reproducible files)."""
+    buf = io.StringIO()
+    with rc_context({"svg.hashsalt": "embridge"}):
+        fig.savefig(buf, format="svg", metadata={"Date": None})
+    return buf.getvalue()

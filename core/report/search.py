@@ -1,0 +1,319 @@
+"""Gallery search with faiss: exact inner product up to a size, approximate beyond, and stated.
+
+Conventions follow :mod:`core.retrieval`: rows are L2-normalised by the caller when cosine is
+meant, and ``exclude[i]`` names a gallery row that query i must not retrieve (-1 for none; the
+query itself when Q ⊂ G). The gallery may be a memmap (float16 or float32): it is added to the
+index in float32 chunks, so memory stays near the index's own vector bytes. When the index is
+approximate, recall@k of its results against exact search is measured on a seeded query sample
+and returned with the parameters, so a report can say how it searched and how well.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from core.errors import InputError, VectorFileError
+from core.progress import ProgressFn, StopFn, check_stop, no_progress
+
+METHODS = ("auto", "exact", "ivf", "hnsw")
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """How to search. ``method="auto"`` is exact up to ``exact_max`` items, ``approximate`` beyond."""
+
+    method: str = "auto"
+    exact_max: int = 200_000
+    approximate: str = "ivf"
+    nlist: int | None = None  # None: 4·sqrt(N), capped so every list gets >= 39 training points
+    nprobe: int = 32
+    hnsw_m: int = 32
+    ef_construction: int = 80
+    ef_search: int = 128
+    train_per_list: int = 50
+    measure_recall: bool = True
+    recall_sample: int = 1000
+    recall_k: int | None = None  # None: the k of the search itself
+    threads: int | None = None  # None: the CPUs this process may use
+    query_block: int = 4096
+    add_chunk: int = 65_536
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class SearchInfo:
+    """What a report states about its search: method, index parameters, measured recall."""
+
+    method: str
+    params: dict[str, Any]
+    exact: bool
+    recall_vs_exact: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class GalleryIndex:
+    """A built faiss index with what it is (the quantizer is kept alive alongside the IVF index)."""
+
+    index: Any
+    method: str
+    params: dict[str, Any]
+    dim: int
+    ntotal: int
+    quantizer: Any = None
+
+
+def load_faiss(threads: int | None = None) -> Any:
+    """Import faiss after torch (one OpenMP load order for the process) and set its thread count."""
+    try:
+        import torch  # noqa: F401  (torch's OpenMP runtime first, then faiss's)
+    except ImportError:  # pragma: no cover - torch is a dependency, kept optional here
+        pass
+    import faiss
+
+    faiss.omp_set_num_threads(max(1, threads or _usable_cpus()))
+    return faiss
+
+
+def _usable_cpus() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def _check_matrix(name: str, array: Any, dim: int | None = None) -> None:
+    shape = getattr(array, "shape", None)
+    if shape is None or len(shape) != 2:
+        raise InputError(name, f"expected a 2-D array of vectors, got shape {shape}")
+    if shape[0] == 0:
+        raise InputError(name, "holds no vectors")
+    if dim is not None and shape[1] != dim:
+        raise InputError(name, f"vectors have {shape[1]} dims, the gallery has {dim}")
+
+
+def _float32_rows(name: str, array: Any, start: int, stop: int) -> np.ndarray:
+    """Rows [start, stop) as contiguous float32, refusing NaN/inf with the first bad row named."""
+    rows = np.ascontiguousarray(array[start:stop], dtype=np.float32)
+    finite = np.isfinite(rows).all(axis=1)
+    if not finite.all():
+        bad = start + int(np.flatnonzero(~finite)[0])
+        raise VectorFileError(name, f"row {bad} holds non-finite values")
+    return rows
+
+
+def choose_method(n_gallery: int, config: SearchConfig) -> str:
+    """The index kind for a gallery of this size under ``config``."""
+    if config.method not in METHODS:
+        raise InputError("search method", f"unknown method {config.method!r}; choose from {METHODS}")
+    if config.method != "auto":
+        return config.method
+    if n_gallery <= config.exact_max:
+        return "exact"
+    if config.approximate not in ("ivf", "hnsw"):
+        raise InputError("search method", f"unknown approximate method {config.approximate!r}")
+    return config.approximate
+
+
+def default_nlist(n_gallery: int) -> int:
+    """4·sqrt(N) lists, no more than N/39 so that k-means has enough points per list."""
+    return max(1, min(int(round(4 * math.sqrt(n_gallery))), n_gallery // 39))
+
+
+def build_index(
+    gallery: Any,
+    config: SearchConfig | None = None,
+    source: str = "gallery",
+    on_progress: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
+) -> GalleryIndex:
+    """Build the index for ``gallery`` (array or memmap), adding it in float32 chunks."""
+    config = config or SearchConfig()
+    on_progress = on_progress or no_progress
+    _check_matrix(source, gallery)
+    n, dim = int(gallery.shape[0]), int(gallery.shape[1])
+    method = choose_method(n, config)
+    faiss = load_faiss(config.threads)
+    quantizer = None
+    params: dict[str, Any] = {"gallery_size": n, "dim": dim, "metric": "inner_product"}
+    if method == "exact":
+        index = faiss.IndexFlatIP(dim)
+    elif method == "ivf":
+        nlist = min(config.nlist or default_nlist(n), n)
+        quantizer = faiss.IndexFlatIP(dim)
+        index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        index.cp.seed = config.seed
+        index.cp.spherical = True
+        n_train = min(n, config.train_per_list * nlist)
+        rng = np.random.default_rng(config.seed)
+        rows = np.sort(rng.choice(n, size=n_train, replace=False))
+        train = np.ascontiguousarray(np.asarray(gallery[rows]), dtype=np.float32)
+        if not np.isfinite(train).all():
+            raise VectorFileError(source, "holds non-finite values")
+        index.train(train)
+        del train
+        index.nprobe = min(config.nprobe, nlist)
+        params.update(nlist=nlist, nprobe=int(index.nprobe), train_size=n_train)
+    elif method == "hnsw":
+        index = faiss.IndexHNSWFlat(dim, config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = config.ef_construction
+        index.hnsw.efSearch = config.ef_search
+        params.update(M=config.hnsw_m, ef_construction=config.ef_construction, ef_search=config.ef_search)
+    else:  # pragma: no cover - choose_method guards this
+        raise InputError("search method", method)
+    for start in range(0, n, config.add_chunk):
+        check_stop(should_stop)
+        stop = min(start + config.add_chunk, n)
+        index.add(_float32_rows(source, gallery, start, stop))
+        on_progress(stop, n, {"stage": "index"})
+    return GalleryIndex(index=index, method=method, params=params, dim=dim, ntotal=n, quantizer=quantizer)
+
+
+def _drop_excluded(idx: np.ndarray, scores: np.ndarray, exclude: np.ndarray, width: int) -> tuple:
+    """Remove each row's excluded id (or its last entry when absent) from a (k+1)-wide result."""
+    ex = exclude[:, None]
+    match = (idx == ex) & (ex >= 0)
+    pos = np.where(match.any(axis=1), match.argmax(axis=1), idx.shape[1] - 1)
+    keep = np.arange(idx.shape[1])[None, :] != pos[:, None]
+    n = idx.shape[0]
+    return idx[keep].reshape(n, -1)[:, :width], scores[keep].reshape(n, -1)[:, :width]
+
+
+def _result_width(k: int, ntotal: int, has_exclude: bool) -> int:
+    if k < 1:
+        raise InputError("k", f"must be at least 1, got {k}")
+    width = min(k, ntotal - (1 if has_exclude else 0))
+    if width < 1:
+        raise InputError("gallery", "is too small to retrieve anything once the query itself is excluded")
+    return width
+
+
+def _as_exclude(exclude: Any, n_queries: int) -> np.ndarray | None:
+    if exclude is None:
+        return None
+    ex = np.asarray(exclude, dtype=np.int64)
+    if ex.shape != (n_queries,):
+        raise InputError("exclude", f"expected one gallery row per query ({n_queries}), got shape {ex.shape}")
+    return ex
+
+
+def search_index(
+    gindex: GalleryIndex,
+    queries: Any,
+    k: int,
+    exclude: Any = None,
+    block: int = 4096,
+    source: str = "queries",
+    on_progress: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k gallery rows (int64, -1 where the index found too few) and scores (float32), best first."""
+    on_progress = on_progress or no_progress
+    _check_matrix(source, queries, gindex.dim)
+    n_q = int(queries.shape[0])
+    ex = _as_exclude(exclude, n_q)
+    width = _result_width(k, gindex.ntotal, ex is not None)
+    ask = min(width + (1 if ex is not None else 0), gindex.ntotal)
+    idx_out = np.empty((n_q, width), dtype=np.int64)
+    score_out = np.empty((n_q, width), dtype=np.float32)
+    for start in range(0, n_q, block):
+        check_stop(should_stop)
+        stop = min(start + block, n_q)
+        scores, idx = gindex.index.search(_float32_rows(source, queries, start, stop), ask)
+        idx = idx.astype(np.int64, copy=False)
+        scores = np.where(idx >= 0, scores, -np.inf).astype(np.float32)
+        if ex is not None:
+            idx, scores = _drop_excluded(idx, scores, ex[start:stop], width)
+        idx_out[start:stop] = idx
+        score_out[start:stop] = scores
+        on_progress(stop, n_q, {"stage": "search"})
+    return idx_out, score_out
+
+
+def exact_topk_chunked(
+    queries: np.ndarray, gallery: Any, k: int, exclude: np.ndarray | None = None, chunk: int = 65_536
+) -> np.ndarray:
+    """Exact top-k ids by brute force over gallery chunks (numpy only): the reference for recall."""
+    q = np.ascontiguousarray(queries, dtype=np.float32)
+    n_q, n = q.shape[0], int(gallery.shape[0])
+    best_idx = np.full((n_q, 0), -1, dtype=np.int64)
+    best_score = np.full((n_q, 0), -np.inf, dtype=np.float32)
+    rows = np.arange(n_q)
+    for start in range(0, n, chunk):
+        stop = min(start + chunk, n)
+        scores = q @ _float32_rows("gallery", gallery, start, stop).T
+        if exclude is not None:
+            inside = (exclude >= start) & (exclude < stop)
+            scores[rows[inside], exclude[inside] - start] = -np.inf
+        ids = np.broadcast_to(np.arange(start, stop, dtype=np.int64), scores.shape)
+        all_scores = np.concatenate([best_score, scores], axis=1)
+        all_ids = np.concatenate([best_idx, ids], axis=1)
+        kk = min(k, all_scores.shape[1])
+        part = np.argpartition(-all_scores, kth=kk - 1, axis=1)[:, :kk]
+        best_score = np.take_along_axis(all_scores, part, axis=1)
+        best_idx = np.take_along_axis(all_ids, part, axis=1)
+    order = np.argsort(-best_score, axis=1, kind="stable")
+    return np.take_along_axis(best_idx, order, axis=1)
+
+
+def overlap_recall(found: np.ndarray, truth: np.ndarray) -> float:
+    """Mean over rows of |found ∩ truth| / |truth| (ids unique within a row, -1 = empty slot)."""
+    both = np.sort(np.concatenate([found, truth], axis=1), axis=1)
+    shared = ((both[:, 1:] == both[:, :-1]) & (both[:, 1:] >= 0)).sum(axis=1)
+    sizes = np.maximum((truth >= 0).sum(axis=1), 1)
+    return float(np.mean(shared / sizes))
+
+
+def measure_recall(
+    gindex: GalleryIndex,
+    queries: Any,
+    gallery: Any,
+    k: int,
+    exclude: Any = None,
+    sample: int = 1000,
+    seed: int = 0,
+) -> tuple[float, int]:
+    """Recall@k of the index's results against exact search on a seeded query sample: (recall, n)."""
+    n_q = int(queries.shape[0])
+    ex = _as_exclude(exclude, n_q)
+    rows = np.sort(np.random.default_rng(seed).choice(n_q, size=min(sample, n_q), replace=False))
+    q = np.ascontiguousarray(np.asarray(queries[rows]), dtype=np.float32)
+    ex_rows = ex[rows] if ex is not None else None
+    found, _ = search_index(gindex, q, k, ex_rows)
+    truth = exact_topk_chunked(q, gallery, found.shape[1], ex_rows)
+    return overlap_recall(found, truth), int(rows.size)
+
+
+def search(
+    queries: Any,
+    gallery: Any,
+    k: int,
+    exclude: Any = None,
+    config: SearchConfig | None = None,
+    on_progress: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
+) -> tuple[np.ndarray, np.ndarray, SearchInfo]:
+    """Build the right index for the gallery, search all queries, and say how (and how well)."""
+    config = config or SearchConfig()
+    _check_matrix("gallery", gallery)
+    _check_matrix("queries", queries, int(gallery.shape[1]))
+    gindex = build_index(gallery, config, on_progress=on_progress, should_stop=should_stop)
+    idx, scores = search_index(
+        gindex, queries, k, exclude, config.query_block, on_progress=on_progress, should_stop=should_stop
+    )
+    params = dict(gindex.params)
+    recall = None
+    if gindex.method != "exact" and config.measure_recall:
+        check_stop(should_stop)
+        recall_k = min(config.recall_k or k, idx.shape[1])
+        recall, n_sample = measure_recall(
+            gindex, queries, gallery, recall_k, exclude, config.recall_sample, config.seed
+        )
+        params.update(recall_k=recall_k, recall_sample=n_sample)
+    return idx, scores, SearchInfo(gindex.method, params, gindex.method == "exact", recall)

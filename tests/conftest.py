@@ -1,0 +1,32 @@
+"""Shared fixtures: one demo workspace built per test session, copied for tests that write."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _isolated_settings(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Never read or write the user's real settings from a test."""
+    monkeypatch.setenv("EMBRIDGE_CONFIG_DIR", str(tmp_path_factory.mktemp("config")))
+
+
+@pytest.fixture(scope="session")
+def demo_workspace_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo workspace, built once; treat as read-only (use ``demo_copy`` to write)."""
+    from core.demo import build_demo
+
+    path = tmp_path_factory.mktemp("demo") / "ws"
+    build_demo(path, seed=0).close()
+    return path
+
+
+@pytest.fixture
+def demo_copy(demo_workspace_path: Path, tmp_path: Path) -> Path:
+    """A private copy of the demo workspace that a test may change."""
+    target = tmp_path / "ws"
+    shutil.copytree(demo_workspace_path, target)
+    return target

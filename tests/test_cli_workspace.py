@@ -1,0 +1,90 @@
+"""The command line end to end: demo, info, init, import, model add, embed, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from core.cli.main import main
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict | str, str]:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    data = json.loads(out) if "--json" in args and code == 0 else out
+    return code, data, err
+
+
+def test_demo_info_json_shows_models_splits_and_vectors(demo_workspace_path: Path) -> None:
+    out = subprocess.run([sys.executable, "-m", "core.cli.main", "info", "--workspace", str(demo_workspace_path),
+                          "--json"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    info = json.loads(out.stdout)
+    models = {m["name"]: m for m in info["models"]}
+    assert models["old-mlp"]["role"] == "old" and models["old-mlp"]["dim"] == 32
+    assert models["new-cnn"]["role"] == "new" and models["new-cnn"]["dim"] == 64
+    assert all(len(m["sha256"]) == 64 for m in models.values())
+    assert info["items"] == {"gallery": 997, "query": 200}
+    sets = {v["model"]: v for v in info["vector_sets"]}
+    assert sets["old-mlp"]["count"] == 997 + 200 and sets["old-mlp"]["dim"] == 32
+    assert sets["new-cnn"]["count"] == 600 + 200
+    assert Path(sets["old-mlp"]["path"]).is_file()
+
+
+def test_demo_command_builds_a_workspace(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, data, err = run_cli(capsys, "demo", "--workspace", str(tmp_path / "w"), "--json")
+    assert code == 0, err
+    assert {m["name"] for m in data["models"]} == {"old-mlp", "new-cnn"}
+    assert "demo:" in err  # progress goes to stderr, never stdout
+
+
+def test_init_import_model_add_embed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ws = str(tmp_path / "w")
+    assert run_cli(capsys, "init", "--workspace", ws)[0] == 0
+    rng = np.random.default_rng(0)
+    vecs = rng.normal(size=(30, 6)).astype(np.float32)
+    np.savez(tmp_path / "items.npz", ids=np.array([f"it{i}" for i in range(30)]), vectors=vecs)
+    code, data, err = run_cli(capsys, "import", "--workspace", ws, "--path", str(tmp_path / "items.npz"),
+                              "--split", "gallery", "--json")
+    assert code == 0, err
+    assert data["count"] == 30
+    # a TorchScript embedder taking the 6-d item vectors as input
+    module = torch.jit.script(torch.nn.Sequential(torch.nn.Linear(6, 4)))
+    module.save(str(tmp_path / "m.pt"))
+    code, data, err = run_cli(capsys, "model", "add", "--workspace", ws, "--name", "m", "--path",
+                              str(tmp_path / "m.pt"), "--role", "new", "--json")
+    assert code == 0, err
+    assert data["dim"] == 4 and data["kind"] == "torchscript"
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["info", "--workspace", "{tmp}/nope"], "not an Embridge workspace"),
+        (["model", "add", "--workspace", "{ws}", "--name", "x", "--path", "{tmp}/missing.pt"], "missing.pt"),
+        (["import", "--workspace", "{ws}", "--path", "{tmp}/bad.csv"], "bad.csv"),
+        (["embed", "--workspace", "{ws}", "--model", "ghost"], "no model named 'ghost'"),
+        (["train", "--workspace", "{ws}", "--method", "procrustes"], "no model with role 'old'"),
+        (["init", "--workspace", "{ws}"], "already exists"),
+    ],
+)
+def test_errors_exit_non_zero_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                            args: list[str], needle: str) -> None:
+    ws = tmp_path / "w"
+    assert main(["init", "--workspace", str(ws)]) == 0
+    (tmp_path / "bad.csv").write_text("key,body\n1,2\n", encoding="utf-8")
+    capsys.readouterr()
+    filled = [a.format(tmp=tmp_path, ws=ws) for a in args]
+    code = main(filled)
+    out, err = capsys.readouterr()
+    assert code != 0
+    assert out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("embridge: error: ")
+    assert needle in lines[0]

@@ -1,0 +1,178 @@
+"""Embedding in batches and chunks: same numbers as a direct forward, resumable, all-or-nothing on failure."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from core.embed import embed_array, embed_items
+from core.errors import Cancelled, CheckpointError, InputError
+from core.models import LoadedModel, build_model, describe_model, save_checkpoint, save_vectors_model
+from core.store import Workspace
+
+CONFIG = {"input_dim": 6, "hidden": 12, "out_dim": 3}
+N_ITEMS, CHUNK, BATCH = 50, 16, 5
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Iterator[Workspace]:
+    workspace = Workspace.create(tmp_path / "ws")
+    yield workspace
+    workspace.close()
+
+
+@pytest.fixture
+def model(tmp_path: Path) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build_model("mlp", CONFIG)[0].eval()
+
+
+def _inputs() -> np.ndarray:
+    return np.random.default_rng(0).normal(size=(N_ITEMS, 6)).astype(np.float32)
+
+
+def _add_items(ws: Workspace, inputs: np.ndarray) -> np.ndarray:
+    records = [{"key": f"item-{i:03d}", "label": str(i % 4), "modality": "vector",
+                "metadata": {"array": row.tolist()}} for i, row in enumerate(inputs)]
+    return np.asarray(ws.add_items(records))
+
+
+def _add_model(ws: Workspace, model: torch.nn.Module, tmp_path: Path, name: str = "old") -> None:
+    path = tmp_path / f"{name}.pt"
+    save_checkpoint(path, model, "mlp", CONFIG)
+    ws.add_model(name, "old", describe_model(path, name=name).to_dict(), path)
+
+
+@pytest.fixture
+def forwarded(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Rows passed through a model's forward, one entry per batch."""
+    rows: list[int] = []
+    original = LoadedModel.embed_batch
+
+    def counting(self: LoadedModel, inputs: object) -> np.ndarray:
+        rows.append(len(inputs))  # type: ignore[arg-type]
+        return original(self, inputs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(LoadedModel, "embed_batch", counting)
+    return rows
+
+
+def _stored(ws: Workspace, info: dict) -> tuple[np.ndarray, np.ndarray]:
+    ids, matrix = ws.open_vector_set(info["id"])
+    return ids, np.asarray(matrix)
+
+
+def test_embed_array_matches_forward_reports_progress_and_stops(model: torch.nn.Module) -> None:
+    x = _inputs()
+    seen: list[tuple[int, int]] = []
+    got = embed_array(model, x, batch_size=8, device="cpu", on_progress=lambda d, t, _: seen.append((d, t)))
+    with torch.no_grad():
+        np.testing.assert_allclose(got, model(torch.from_numpy(x)).numpy(), atol=1e-6)
+    assert seen == [(min(s + 8, 50), 50) for s in range(0, 50, 8)]
+    calls = iter(range(100))
+    with pytest.raises(Cancelled):
+        embed_array(model, x, batch_size=8, device="cpu", should_stop=lambda: next(calls) >= 3)
+    with pytest.raises(InputError, match="nothing to embed"):
+        embed_array(model, x[:0], device="cpu")
+
+
+def test_embed_items_writes_a_vector_set_aligned_to_the_ids(ws: Workspace, model: torch.nn.Module,
+                                                            tmp_path: Path, forwarded: list[int]) -> None:
+    x = _inputs()
+    ids = _add_items(ws, x)
+    _add_model(ws, model, tmp_path)
+    forwarded.clear()  # describing the model probed it once
+    order = ids[::-1].copy()  # any order of ids is kept
+    info = embed_items(ws, "old", order, batch_size=BATCH, chunk_size=CHUNK, device="cpu")
+    stored_ids, vectors = _stored(ws, info)
+    assert info["count"] == N_ITEMS and info["dim"] == 3 and stored_ids.tolist() == order.tolist()
+    with torch.no_grad():
+        np.testing.assert_allclose(vectors, model(torch.from_numpy(x[::-1].copy())).numpy(), atol=1e-6)
+    assert sum(forwarded) == N_ITEMS and max(forwarded) == BATCH
+
+
+def test_interrupted_embedding_resumes_after_the_last_complete_chunk(
+        ws: Workspace, model: torch.nn.Module, tmp_path: Path, forwarded: list[int]) -> None:
+    ids = _add_items(ws, _inputs())
+    _add_model(ws, model, tmp_path)
+    full = embed_items(ws, "old", ids, batch_size=BATCH, chunk_size=CHUNK, device="cpu", name="full")
+    forwarded.clear()
+
+    done = {"rows": 0}
+    def track(d: int, t: int, info: dict) -> None:
+        done["rows"] = d
+
+    with pytest.raises(Cancelled):  # asked to stop once two chunks are through
+        embed_items(ws, "old", ids, batch_size=BATCH, chunk_size=CHUNK, device="cpu", name="part",
+                    on_progress=track, should_stop=lambda: done["rows"] >= 2 * CHUNK)
+    assert sum(forwarded) == 2 * CHUNK
+    assert [s["name"] for s in ws.vector_sets("old")] == ["full"]  # nothing registered yet
+    forwarded.clear()
+    starts: list[int] = []
+    resumed = embed_items(ws, "old", ids, batch_size=BATCH, chunk_size=CHUNK, device="cpu", name="part",
+                          on_progress=lambda d, t, info: starts.append(info.get("resumed_from", -1)))
+    assert sum(forwarded) == N_ITEMS - 2 * CHUNK and starts[0] == 2 * CHUNK
+    np.testing.assert_array_equal(_stored(ws, resumed)[1], _stored(ws, full)[1])
+    assert _stored(ws, resumed)[0].tolist() == ids.tolist()
+
+
+def test_resume_false_starts_over(ws: Workspace, model: torch.nn.Module, tmp_path: Path,
+                                  forwarded: list[int]) -> None:
+    ids = _add_items(ws, _inputs())
+    _add_model(ws, model, tmp_path)
+    forwarded.clear()
+    with pytest.raises(Cancelled):
+        embed_items(ws, "old", ids, batch_size=BATCH, chunk_size=CHUNK, device="cpu",
+                    should_stop=lambda: sum(forwarded) >= CHUNK)
+    forwarded.clear()
+    embed_items(ws, "old", ids, batch_size=BATCH, chunk_size=CHUNK, device="cpu", resume=False)
+    assert sum(forwarded) == N_ITEMS
+
+
+def test_a_failed_run_registers_nothing_and_leaves_no_partial_rows(
+        ws: Workspace, model: torch.nn.Module, tmp_path: Path, forwarded: list[int]) -> None:
+    x = _inputs()
+    records = [{"key": f"k{i}", "modality": "vector", "metadata": {"array": row.tolist()}}
+               for i, row in enumerate(x)]
+    records[40]["metadata"] = {"array": [1.0, 2.0]}  # wrong length, in the third chunk
+    ids = np.asarray(ws.add_items(records))
+    _add_model(ws, model, tmp_path)
+    with pytest.raises(InputError, match=r"item 'k40': 2 values but model old takes input of shape \(6,\)"):
+        embed_items(ws, "old", ids, batch_size=BATCH, chunk_size=CHUNK, device="cpu")
+    assert ws.vector_sets("old") == []
+    forwarded.clear()
+    good = ids[:40]
+    embed_items(ws, "old", good, batch_size=BATCH, chunk_size=CHUNK, device="cpu")
+    assert sum(forwarded) == 40
+
+
+def test_vectors_model_is_looked_up_and_missing_keys_are_counted(ws: Workspace, tmp_path: Path,
+                                                                 forwarded: list[int]) -> None:
+    ids = _add_items(ws, _inputs())
+    table = np.random.default_rng(3).normal(size=(N_ITEMS, 4)).astype(np.float32)
+    keys = [f"item-{i:03d}" for i in range(N_ITEMS)]
+    partial = save_vectors_model(tmp_path / "some.npz", keys[:47], table[:47])
+    ws.add_model("some", "old", describe_model(partial).to_dict(), partial)
+    with pytest.raises(CheckpointError, match=r"some-[0-9a-f]+\.npz: 3 of 50 items have no vector in this "
+                                              r"file \(e\.g\. item-047, item-048, item-049\)"):
+        embed_items(ws, "some", ids, chunk_size=CHUNK, device="cpu")
+    assert ws.vector_sets("some") == []
+    full = save_vectors_model(tmp_path / "all.npz", keys[::-1], table[::-1])
+    ws.add_model("all", "old", describe_model(full).to_dict(), full)
+    info = embed_items(ws, "all", ids, chunk_size=CHUNK, device="cpu")
+    np.testing.assert_array_equal(_stored(ws, info)[1], table)
+    assert forwarded == []  # looked up, never run
+
+
+def test_a_stored_checkpoint_that_changed_is_refused(ws: Workspace, model: torch.nn.Module,
+                                                     tmp_path: Path) -> None:
+    ids = _add_items(ws, _inputs())
+    _add_model(ws, model, tmp_path)
+    stored = Path(ws.model("old")["path"])
+    save_checkpoint(stored, build_model("mlp", CONFIG)[0], "mlp", CONFIG)
+    with pytest.raises(CheckpointError, match="file changed since the model was added"):
+        embed_items(ws, "old", ids, device="cpu")

@@ -1,0 +1,116 @@
+"""Report figures: each returns a Figure with the expected artists and renders to PNG and SVG."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+
+from core.report import figures
+
+CELLS = {
+    "old/old": {"top1": 0.61, "top5": 0.80, "recall@10": 0.86, "mAP": 0.41},
+    "new→old": {"top1": 0.66, "top5": 0.84, "recall@10": 0.89, "mAP": 0.45},
+    "new/new": {"top1": 0.74, "top5": 0.90, "recall@10": 0.93, "mAP": 0.55},
+}
+
+
+def _renders(fig: Figure) -> None:
+    png = figures.figure_to_png_bytes(fig, dpi=40)
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 1000
+
+
+def test_metric_bars_with_intervals() -> None:
+    cis = {"new→old": {"top1": (0.62, 0.70), "top5": (0.81, 0.87)}}
+    fig = figures.metric_bars(CELLS, cis=cis)
+    (ax,) = fig.axes
+    assert len(ax.patches) == 3 * 4
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["top1", "top5", "recall@10", "mAP"]
+    assert len(ax.get_legend().get_texts()) == 3
+    heights = sorted(round(p.get_height(), 2) for p in ax.patches)
+    assert heights[0] == 0.41 and heights[-1] == 0.93
+    _renders(fig)
+
+
+def test_recall_and_flip_figures() -> None:
+    fig = figures.recall_curves(
+        {c: {1: v["top1"], 5: v["top5"], 10: v["recall@10"]} for c, v in CELLS.items()}
+    )
+    (ax,) = fig.axes
+    assert len(ax.lines) == 3 and list(ax.lines[0].get_xdata()) == [1, 5, 10]
+    _renders(fig)
+    fig = figures.flip_bars(
+        {"new→old": {"negative": 0.04, "positive": 0.09}, "fusion": {"negative": 0.02, "positive": 0.07}}
+    )
+    (ax,) = fig.axes
+    assert len(ax.patches) == 4
+    assert [round(p.get_height(), 2) for p in ax.patches] == [0.04, 0.02, 0.09, 0.07]
+    _renders(fig)
+
+
+def test_per_label_bars_caps_labels() -> None:
+    rng = np.random.default_rng(0)
+    old = {f"class{i}": float(v) for i, v in enumerate(rng.random(50))}
+    up = {k: min(1.0, v + 0.1) for k, v in old.items()}
+    fig = figures.per_label_bars({"old/old": old, "new→old": up}, max_labels=10)
+    (ax,) = fig.axes
+    assert len(ax.patches) == 20
+    shown = [t.get_text() for t in ax.get_yticklabels()]
+    assert shown == sorted(old, key=old.get)[:10]  # the worst labels under the first cell
+    assert "worst 10 of 50" in ax.get_title()
+    _renders(fig)
+
+
+def test_compatibility_heatmap() -> None:
+    c = np.array([[0.5, np.nan, np.nan], [0.6, 0.7, np.nan], [0.4, 0.8, 0.9]])
+    fig = figures.compatibility_heatmap(c, ["v1", "v2", "v3"], ac=2 / 3, am=0.65)
+    assert len(fig.axes) == 2  # heatmap and colour bar
+    ax = fig.axes[0]
+    assert sorted(t.get_text() for t in ax.texts) == sorted(
+        ["0.500", "0.600", "0.700", "0.400", "0.800", "0.900"]
+    )
+    assert "AC 0.667" in ax.get_title() and "AM 0.650" in ax.get_title()
+    _renders(fig)
+
+
+def test_backfill_and_training_curves() -> None:
+    betas = np.linspace(0, 1, 6).tolist()
+    curves = {
+        "random": {"betas": betas, "values": [0.6, 0.64, 0.67, 0.7, 0.72, 0.74], "area": 0.68},
+        "largest_residual": {"betas": betas, "values": [0.6, 0.69, 0.72, 0.73, 0.74, 0.74], "area": 0.71},
+    }
+    fig = figures.backfill_curves(curves, references={"old/old": 0.61, "new/new": 0.74})
+    (ax,) = fig.axes
+    assert len(ax.lines) == 4
+    assert "random (area 0.680)" in [t.get_text() for t in ax.get_legend().get_texts()]
+    _renders(fig)
+    epochs = [
+        {"epoch": e, "train_loss": 1 / e, "val_loss": 1.2 / e, "val_top1": 0.5 + 0.02 * e, "note": "x"}
+        for e in range(1, 6)
+    ]
+    fig = figures.training_curves(epochs)
+    left, right = fig.axes
+    assert len(left.lines) == 2 and len(right.lines) == 1
+    assert list(right.lines[0].get_ydata()) == pytest.approx([0.52, 0.54, 0.56, 0.58, 0.60])
+    _renders(fig)
+
+
+def test_svg_is_reproducible() -> None:
+    a = figures.figure_to_svg(figures.metric_bars(CELLS))
+    b = figures.figure_to_svg(figures.metric_bars(CELLS))
+    assert a.lstrip().startswith("<?xml") and "</svg>" in a
+    assert a == b
+
+
+def test_no_pyplot_and_no_qt() -> None:
+    code = (
+        "import sys\n"
+        "from core.report import figures\n"
+        "figures.figure_to_png_bytes(figures.metric_bars({'a': {'top1': 0.5}}))\n"
+        "bad = [m for m in sys.modules if m == 'matplotlib.pyplot' or m.startswith(('PySide6', 'PyQt'))]\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

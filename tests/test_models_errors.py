@@ -1,0 +1,190 @@
+"""Every bad checkpoint is a CheckpointError naming the file and the problem, and nothing runs."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from core.errors import CheckpointError
+from core.models import build_model, describe_model, save_checkpoint
+
+MLP_CONFIG = {"input_dim": 8, "out_dim": 4}
+
+
+class _TouchOnLoad:
+    """Unpickling this would create ``marker``: proof of arbitrary code execution if it appears."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return (pathlib.Path.touch, (pathlib.Path(self.marker),))
+
+
+class _Output(torch.nn.Module):
+    """A vector model whose output is deliberately wrong in the way ``mode`` says."""
+
+    def __init__(self, mode: str) -> None:
+        super().__init__()
+        self.mode = mode
+        self.layer = torch.nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.layer(x)
+        if self.mode == "3d":
+            return y.unsqueeze(1)
+        if self.mode == "nan":
+            return y * float("nan")
+        if self.mode == "inf":
+            return y + float("inf")
+        return y[:1]  # "rows": one row whatever the batch
+
+
+def _script(module: torch.nn.Module, path: Path) -> Path:
+    torch.jit.save(torch.jit.script(module), str(path))
+    return path
+
+
+def _state_checkpoint(tmp_path: Path) -> Path:
+    path = tmp_path / "good.pt"
+    save_checkpoint(path, build_model("mlp", MLP_CONFIG)[0], "mlp", MLP_CONFIG)
+    return path
+
+
+def test_missing_and_empty_files(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match=r"absent\.pt: file not found"):
+        describe_model(tmp_path / "absent.pt")
+    (tmp_path / "empty.pt").write_bytes(b"")
+    with pytest.raises(CheckpointError, match=r"empty\.pt: file is empty"):
+        describe_model(tmp_path / "empty.pt")
+
+
+def test_random_bytes_are_reported_as_unreadable(tmp_path: Path) -> None:
+    path = tmp_path / "noise.pt"
+    path.write_bytes(np.random.default_rng(0).bytes(4096))
+    with pytest.raises(CheckpointError, match=r"noise\.pt: not a readable PyTorch checkpoint"):
+        describe_model(path)
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".ts", ".pt2"])
+def test_truncated_files_of_each_kind(tmp_path: Path, suffix: str) -> None:
+    source = _state_checkpoint(tmp_path)
+    if suffix == ".ts":
+        source = _script(build_model("mlp", MLP_CONFIG)[0], tmp_path / "full.ts")
+    if suffix == ".pt2":
+        program = torch.export.export(build_model("mlp", MLP_CONFIG)[0].eval(), (torch.zeros(2, 8),))
+        source = tmp_path / "full.pt2"
+        torch.export.save(program, str(source))
+    data = source.read_bytes()
+    cut = tmp_path / f"cut{suffix}"
+    cut.write_bytes(data[: len(data) * 2 // 3])
+    with pytest.raises(CheckpointError, match=rf"cut\{suffix}: .*(truncated|unreadable)"):
+        describe_model(cut)
+
+
+@pytest.mark.parametrize("writer", ["torch.save", "pickle.dump"])
+def test_pickles_that_need_code_are_refused_and_do_not_run(tmp_path: Path, writer: str) -> None:
+    marker = tmp_path / "code-ran"
+    path = tmp_path / "evil.pt"
+    payload = {"state_dict": _TouchOnLoad(marker)}
+    if writer == "torch.save":
+        torch.save(payload, path)
+    else:
+        with open(path, "wb") as fh:
+            pickle.dump(payload, fh, protocol=4)
+    # the file would run code under a plain unpickler: the marker proves the test's premise
+    if writer == "pickle.dump":
+        pickle.loads(path.read_bytes())
+    else:
+        torch.load(path, weights_only=False)
+    assert marker.exists()
+    os.remove(marker)
+    with pytest.raises(CheckpointError, match=r"evil\.pt: refused: the file needs arbitrary code to load"):
+        describe_model(path)
+    assert not marker.exists()
+
+
+def test_unknown_architecture_and_mismatched_weights(tmp_path: Path) -> None:
+    weights = build_model("mlp", MLP_CONFIG)[0]
+    path = tmp_path / "odd.pt"
+    torch.save({"format": 1, "arch": "resnet9000", "arch_config": {}, "state_dict": weights.state_dict()}, path)
+    with pytest.raises(CheckpointError, match=r"odd\.pt: unknown architecture 'resnet9000'; built-in ones: mlp"):
+        describe_model(path)
+    save_checkpoint(path, weights, "mlp", {"input_dim": 8, "out_dim": 6})
+    with pytest.raises(CheckpointError, match=r"odd\.pt: weights do not fit architecture 'mlp'.*size mismatch"):
+        describe_model(path)
+    save_checkpoint(path, weights, "mlp", {"input_dim": 8})
+    with pytest.raises(CheckpointError, match=r"odd\.pt: architecture 'mlp' needs config keys out_dim"):
+        describe_model(path)
+
+
+def test_wrong_input_shape_says_what_the_model_takes(tmp_path: Path) -> None:
+    path = _script(build_model("mlp", MLP_CONFIG)[0], tmp_path / "mlp.ts")
+    with pytest.raises(CheckpointError, match=r"mlp\.ts: the model rejects inputs of shape \(10,\).*"
+                                              r"first layer takes 8 input features"):
+        describe_model(path, input_shape=(10,))
+    good = _state_checkpoint(tmp_path)
+    with pytest.raises(CheckpointError, match=r"good\.pt: the model takes input shape \(8,\), not \(1, 28, 28\)"):
+        describe_model(good, input_shape=(1, 28, 28))
+
+
+@pytest.mark.parametrize(("mode", "message"), [
+    ("3d", r"output has shape \(2, 1, 4\); an embedder must return a 2-D"),
+    ("nan", r"output holds NaN or inf values \(2 of 2 rows\)"),
+    ("inf", r"output holds NaN or inf values"),
+    ("rows", r"returned 1 rows for a batch of 2"),
+])
+def test_bad_outputs_are_caught_by_the_probe(tmp_path: Path, mode: str, message: str) -> None:
+    path = _script(_Output(mode), tmp_path / f"{mode}.ts")
+    with pytest.raises(CheckpointError, match=rf"{mode}\.ts: the model {message}"):
+        describe_model(path)
+
+
+def test_nan_weights_in_a_state_dict(tmp_path: Path) -> None:
+    model = build_model("mlp", MLP_CONFIG)[0]
+    with torch.no_grad():
+        model.body[0].weight[0, 0] = float("nan")
+    path = tmp_path / "nan.pt"
+    save_checkpoint(path, model, "mlp", MLP_CONFIG)
+    with pytest.raises(CheckpointError, match=r"nan\.pt: the model output holds NaN"):
+        describe_model(path)
+
+
+def test_vectors_files_are_validated(tmp_path: Path) -> None:
+    path = tmp_path / "vecs.npz"
+    np.savez(path, ids=np.array(["a", "b", "a"]), vectors=np.zeros((3, 2)))
+    with pytest.raises(CheckpointError, match=r"vecs\.npz: duplicate ids"):
+        describe_model(path)
+    np.savez(path, ids=np.array(["a", "b"]), vectors=np.array([[0.0, np.nan], [1.0, 1.0]]))
+    with pytest.raises(CheckpointError, match=r"vecs\.npz: row 0 holds NaN"):
+        describe_model(path)
+    np.savez(path, ids=np.array(["a", "b"], dtype=object), vectors=np.zeros((2, 2)))
+    with pytest.raises(CheckpointError, match=r"vecs\.npz: unreadable vector file"):
+        describe_model(path)
+    np.save(tmp_path / "vecs.npy", np.zeros((2, 2)))
+    with pytest.raises(CheckpointError, match=r"vecs\.npy: an embeddings-only model is one \.npz file"):
+        describe_model(tmp_path / "vecs.npy")
+
+
+def test_kind_and_option_mistakes(tmp_path: Path) -> None:
+    good = _state_checkpoint(tmp_path)
+    with pytest.raises(CheckpointError, match=r"good\.pt: unknown model kind 'onnx'"):
+        describe_model(good, kind="onnx")
+    with pytest.raises(CheckpointError, match=r"good\.pt: not a loadable TorchScript file"):
+        describe_model(good, kind="torchscript")
+    scripted = _script(build_model("mlp", MLP_CONFIG)[0], tmp_path / "s.ts")
+    with pytest.raises(CheckpointError, match=r"s\.ts: an architecture applies to state_dict checkpoints only"):
+        describe_model(scripted, arch="mlp")
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    with pytest.raises(CheckpointError, match=r"folder: a model folder must be a sentence-transformers model"):
+        describe_model(folder)
+    torch.save([torch.zeros(2)], tmp_path / "list.pt")
+    with pytest.raises(CheckpointError, match=r"list\.pt: expected a dict of weights, found list"):
+        describe_model(tmp_path / "list.pt")

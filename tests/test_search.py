@@ -1,0 +1,122 @@
+"""faiss search: exact results, self-exclusion, memmap float16 galleries, and stated approximate recall."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from core.errors import InputError, VectorFileError
+from core.report.search import (
+    SearchConfig,
+    build_index,
+    choose_method,
+    default_nlist,
+    exact_topk_chunked,
+    search,
+    search_index,
+)
+from core.retrieval import exact_topk, l2_normalize
+
+
+def _uniform(n: int, dim: int, seed: int) -> np.ndarray:
+    return l2_normalize(np.random.default_rng(seed).normal(size=(n, dim)))
+
+
+def test_exact_search_matches_numpy_and_excludes_the_query() -> None:
+    gallery = _uniform(3000, 24, 0)
+    queries = gallery[:200]
+    exclude = np.arange(200)
+    exclude[::7] = -1  # some queries keep themselves
+    idx, scores, info = search(queries, gallery, 10, exclude=exclude, config=SearchConfig(add_chunk=700))
+    assert info.method == "exact" and info.exact and info.recall_vs_exact is None
+    assert idx.dtype == np.int64 and scores.dtype == np.float32 and idx.shape == (200, 10)
+    ref_idx, ref_scores = exact_topk(queries, gallery, 10, exclude=exclude)
+    np.testing.assert_array_equal(idx, ref_idx)
+    np.testing.assert_allclose(scores, ref_scores, atol=1e-5)
+    excluded = exclude >= 0
+    assert not (idx[excluded] == exclude[excluded, None]).any()
+    assert (idx[~excluded, 0] == np.flatnonzero(~excluded)).all()  # its own item ranks first
+
+
+def test_small_gallery_returns_what_exists() -> None:
+    gallery = _uniform(5, 8, 1)
+    idx, _, _ = search(gallery, gallery, 10, exclude=np.arange(5))
+    assert idx.shape == (5, 4)
+    assert all(sorted(row) == sorted(set(range(5)) - {i}) for i, row in enumerate(idx.tolist()))
+    with pytest.raises(InputError, match="too small"):
+        search(gallery[:1], gallery[:1], 3, exclude=np.array([0]))
+
+
+def test_memmap_float16_gallery(tmp_path) -> None:
+    gallery = _uniform(4000, 32, 2).astype(np.float16)
+    path = tmp_path / "gallery.npy"
+    np.save(path, gallery)
+    mm = np.load(path, mmap_mode="r")
+    assert isinstance(mm, np.memmap) and mm.dtype == np.float16
+    queries = _uniform(50, 32, 3)
+    idx, _, info = search(queries, mm, 5, config=SearchConfig(add_chunk=512))
+    ref, _ = exact_topk(queries, gallery.astype(np.float32), 5)
+    np.testing.assert_array_equal(idx, ref)
+    assert info.params["gallery_size"] == 4000
+
+
+@pytest.mark.parametrize(
+    ("config", "name"),
+    [
+        (SearchConfig(method="ivf", nprobe=8, recall_sample=5000), "ivf"),
+        (SearchConfig(method="hnsw", hnsw_m=8, ef_search=10, ef_construction=20, recall_sample=5000), "hnsw"),
+    ],
+)
+def test_approximate_recall_is_stated_correctly(config: SearchConfig, name: str) -> None:
+    # uniform random vectors are the hard case for approximate search: recall is well below 1
+    gallery = _uniform(12000, 32, 4)
+    queries = np.concatenate([gallery[:150], _uniform(150, 32, 5)])
+    exclude = np.concatenate([np.arange(150), np.full(150, -1)])
+    idx, _, info = search(queries, gallery, 10, exclude=exclude, config=config)
+    assert info.method == name and not info.exact
+    assert info.params["recall_k"] == 10 and info.params["recall_sample"] == 300
+    truth = exact_topk(queries, gallery, 10, exclude=exclude)[0]
+    measured = np.mean([len(set(a) & set(t)) / 10 for a, t in zip(idx.tolist(), truth.tolist(), strict=True)])
+    assert info.recall_vs_exact == pytest.approx(measured, abs=1e-12)
+    assert 0.25 < info.recall_vs_exact < 0.7  # measured: about 0.4 for both
+    assert not (idx[:150] == np.arange(150)[:, None]).any()
+    if name == "ivf":
+        assert info.params["nlist"] == default_nlist(12000) == 307 and info.params["nprobe"] == 8
+
+
+def test_recall_on_a_sample_and_auto_choice() -> None:
+    gallery = _uniform(6000, 16, 6)
+    queries = _uniform(400, 16, 7)
+    config = SearchConfig(exact_max=5000, nprobe=4, recall_sample=100, seed=3)
+    assert choose_method(6000, config) == "ivf" and choose_method(5000, config) == "exact"
+    idx, _, info = search(queries, gallery, 5, config=config)
+    assert info.method == "ivf" and info.params["recall_sample"] == 100
+    rows = np.sort(np.random.default_rng(3).choice(400, size=100, replace=False))
+    truth = exact_topk(queries[rows], gallery, 5)[0]
+    measured = np.mean(
+        [len(set(a) & set(t)) / 5 for a, t in zip(idx[rows].tolist(), truth.tolist(), strict=True)]
+    )
+    assert info.recall_vs_exact == pytest.approx(measured, abs=1e-12)
+
+
+def test_chunked_reference_and_index_reuse() -> None:
+    gallery = _uniform(2500, 12, 8)
+    queries = _uniform(30, 12, 9)
+    ref = exact_topk(queries, gallery, 7)[0]
+    np.testing.assert_array_equal(exact_topk_chunked(queries, gallery, 7, chunk=300), ref)
+    gindex = build_index(gallery)
+    np.testing.assert_array_equal(search_index(gindex, queries, 7)[0], ref)
+
+
+def test_bad_inputs_are_named() -> None:
+    gallery = _uniform(100, 8, 10)
+    with pytest.raises(InputError, match="queries"):
+        search(_uniform(3, 9, 0), gallery, 2)
+    with pytest.raises(InputError, match="exclude"):
+        search(gallery[:3], gallery, 2, exclude=np.array([0, 1]))
+    bad = gallery.copy()
+    bad[42, 3] = np.nan
+    with pytest.raises(VectorFileError, match="vectors.npy: row 42"):
+        build_index(bad, source="vectors.npy")
+    with pytest.raises(InputError, match="method"):
+        search(gallery, gallery, 2, config=SearchConfig(method="lsh"))
