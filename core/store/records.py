@@ -12,7 +12,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from core.errors import StoreError
+from core.errors import IntegrityError, StoreError
 from core.store.files import atomic_copy, sha256_file
 from core.store.rows import decode, encode, now_iso, pid_alive
 
@@ -34,6 +34,8 @@ class RecordsMixin:
 
     def update_run(self, run_id: int, **fields: Any) -> None:
         with self.transaction():
+            if not self.db.execute("select 1 from runs where id = ?", [run_id]).fetchone():
+                raise StoreError(f"{self.root}: no run with id {run_id}")
             self.db["runs"].update(run_id, encode(fields))
 
     def finish_run(self, run_id: int, status: str, *, metrics: dict | None = None,
@@ -86,15 +88,27 @@ class RecordsMixin:
                     old_model: str, new_model: str, source_file: str | Path,
                     config: dict | None = None) -> dict[str, Any]:
         """Copy an adapter file into ``adapters/`` and register it in one transaction."""
-        sha = sha256_file(source_file)
-        final = self.root / "adapters" / f"{kind}-run{run_id}-{sha[:12]}{Path(source_file).suffix or '.pt'}"
-        atomic_copy(source_file, final)
+        source = Path(source_file)
+        if not source.is_file():
+            raise StoreError(f"{source}: the adapter file to store does not exist")
+        if run_id is not None:
+            self.run(run_id)  # raises StoreError for an unknown run, before anything is copied
+        sha = sha256_file(source)
+        final = self.root / "adapters" / f"{kind}-run{run_id}-{sha[:12]}{source.suffix or '.pt'}"
+        rel = final.relative_to(self.root).as_posix()
+        atomic_copy(source, final)
+        if sha256_file(final) != sha:
+            raise IntegrityError(f"{source}: the file changed while it was being stored")
         row = {"run_id": run_id, "kind": kind, "direction": direction, "in_dim": in_dim,
                "out_dim": out_dim, "old_model": old_model, "new_model": new_model,
-               "file": final.relative_to(self.root).as_posix(), "sha256": sha,
-               "config": config or {}, "created": now_iso()}
-        with self.transaction():
-            pk = self.db["adapters"].insert(encode(row)).last_pk
+               "file": rel, "sha256": sha, "config": config or {}, "created": now_iso()}
+        try:
+            with self.transaction():
+                pk = self.db["adapters"].insert(encode(row)).last_pk
+        except BaseException:
+            if not self.db.execute("select 1 from adapters where file = ?", [rel]).fetchone():
+                final.unlink(missing_ok=True)  # no other row uses this (identical) copy
+            raise
         return self.adapter(int(pk))
 
     def adapter(self, adapter_id: int) -> dict[str, Any]:
@@ -116,8 +130,6 @@ class RecordsMixin:
         row = self.adapter(adapter_id)
         path = Path(row["path"])
         if verify and (not path.exists() or sha256_file(path) != row["sha256"]):
-            from core.errors import IntegrityError
-
             raise IntegrityError(f"{path}: adapter file is missing or changed since it was stored")
         return path
 

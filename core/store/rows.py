@@ -1,4 +1,4 @@
-"""Row helpers: JSON columns in and out, timestamps, and the liveness of recorded processes."""
+"""Row helpers: JSON columns in and out, validated item rows, timestamps, and process liveness."""
 
 from __future__ import annotations
 
@@ -7,6 +7,11 @@ import os
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
+
+from core.errors import ImportDataError
+
+TEXT_FIELDS = ("split", "source", "modality", "text", "path")
 JSON_COLUMNS = {"metadata", "spec", "config", "metrics", "epochs", "summary", "manifest"}
 
 
@@ -15,9 +20,47 @@ def now_iso() -> str:
 
 
 def encode(row: dict[str, Any]) -> dict[str, Any]:
-    """Serialise JSON columns of a row about to be written."""
-    return {k: (json.dumps(v, default=_jsonable) if k in JSON_COLUMNS and v is not None else v)
+    """Serialise JSON columns of a row about to be written; numpy scalars and paths become plain values."""
+    return {k: (json.dumps(v, default=_jsonable) if k in JSON_COLUMNS and v is not None else _plain(v))
             for k, v in row.items()}
+
+
+_BINDABLE = frozenset({str, int, float, bytes, type(None)})
+
+
+def _plain(value: Any) -> Any:
+    """A value SQLite can bind: numpy scalars as Python numbers, paths as strings."""
+    if type(value) in _BINDABLE:  # the common case, without slow ABC checks
+        return value
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    return value
+
+
+def item_row(key: str, record: dict[str, Any], created: str, source: str) -> dict[str, Any]:
+    """One encoded items row; a field SQLite cannot store is an ImportDataError naming the item."""
+    row: dict[str, Any] = {"key": key, "created": created,
+                           "label": None if record.get("label") is None else str(record["label"])}
+    for field in TEXT_FIELDS:
+        value = record.get(field)
+        if value is None or type(value) is str:
+            row[field] = value
+            continue
+        if isinstance(value, os.PathLike):
+            value = os.fspath(value)
+        if value is not None and not isinstance(value, str):
+            raise ImportDataError(source, f"item '{key}': field '{field}' must be text, "
+                                  f"got {type(value).__name__}")
+        row[field] = value
+    metadata = record.get("metadata") or {}
+    if not isinstance(metadata, dict):
+        raise ImportDataError(source, f"item '{key}': metadata must be a mapping, got {type(metadata).__name__}")
+    try:
+        return encode({**row, "metadata": metadata})
+    except (TypeError, ValueError) as exc:
+        raise ImportDataError(source, f"item '{key}': metadata is not JSON-serialisable ({exc})") from exc
 
 
 def decode(row: dict[str, Any]) -> dict[str, Any]:

@@ -2,27 +2,37 @@
 
 Writers fill a memmap under ``vectors/.partial/`` chunk by chunk and record how many rows are
 durable in a small JSON beside it, so an interrupted embedding resumes from the last complete
-chunk. Only ``commit`` makes the set visible: it hashes the files, renames them into place and
-registers them in one transaction. Readers open memmaps and check the recorded sha256 once per
-process (per file size and mtime), so a corrupted or swapped file is caught before use.
+chunk. The file's full size is reserved on disk up front, so a full disk is an error at the start
+rather than a crash mid-write. Only ``commit`` makes the set visible: it hashes the files, notes the
+final names in the progress JSON, renames them into place and registers them in one transaction;
+a writer killed between the rename and the registration gets its files back on resume. Readers
+open memmaps and check the recorded sha256 once per process (per file identity, size and times),
+so a corrupted or swapped file is caught before use.
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import os
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from core.errors import IntegrityError, VectorFileError
+from core.errors import IntegrityError, StoreError, VectorFileError
 from core.store.files import atomic_write_text, fsync_dir, publish, sha256_file
 
 SUPPORTED_DTYPES = ("float32", "float16")
-_verified: dict[tuple[str, int, int], str] = {}
+_verified: dict[tuple[str, int, int, int, int], str] = {}
+# A file modified within this many seconds of its last check may share its mtime with the
+# modification (coarse filesystem clocks), so such a check is not remembered.
+_RACY_WINDOW_NS = 2_000_000_000
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 
 def check_finite(block: np.ndarray, source: str, first_row: int = 0) -> None:
@@ -33,16 +43,40 @@ def check_finite(block: np.ndarray, source: str, first_row: int = 0) -> None:
         raise VectorFileError(source, f"row {row} holds NaN or inf values ({int(bad.sum())} bad rows in block)")
 
 
+def as_storage_dtype(block: np.ndarray, dtype: str, source: str, first_row: int = 0) -> np.ndarray:
+    """Cast finite vectors to the stored dtype, refusing values the cast would turn into inf."""
+    check_finite(block, source, first_row)
+    with np.errstate(over="ignore"):
+        out = block.astype(dtype, copy=False)
+    bad = ~np.isfinite(out).all(axis=1)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0]) + first_row
+        raise VectorFileError(source, f"row {row} holds values too large for {dtype} "
+                              f"({int(bad.sum())} rows); store this set as float32")
+    return out
+
+
+def disk_error(exc: OSError, path: Path, action: str) -> StoreError:
+    """A readable StoreError for a failed file operation (a full disk named as such)."""
+    if exc.errno in _DISK_FULL:
+        return StoreError(f"{path}: not enough disk space to {action} ({exc.strerror})")
+    return StoreError(f"{path}: cannot {action} ({exc})")
+
+
 def verified_sha256(path: Path, expected: str) -> None:
-    """Check a file's sha256 against the recorded one, caching success per (size, mtime)."""
-    st = path.stat()
-    key = (str(path), st.st_size, st.st_mtime_ns)
+    """Check a file's sha256 against the recorded one, caching success per file identity and times."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise IntegrityError(f"{path}: file is missing from the workspace") from None
+    key = (str(path), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
     if _verified.get(key) == expected:
         return
     actual = sha256_file(path)
     if actual != expected:
         raise IntegrityError(f"{path}: checksum mismatch (file changed or corrupted since it was stored)")
-    _verified[key] = expected
+    if time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) > _RACY_WINDOW_NS:
+        _verified[key] = expected
 
 
 def open_matrix(path: Path, expected_sha: str | None, expect_rows: int, expect_dim: int) -> np.memmap:
@@ -60,6 +94,20 @@ def open_matrix(path: Path, expected_sha: str | None, expect_rows: int, expect_d
     return arr
 
 
+def _reserve(path: Path) -> None:
+    """Allocate a sparse file's blocks now, so that a full disk fails here and not in a memmap write."""
+    if not hasattr(os, "posix_fallocate"):
+        return
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+    except OSError as exc:
+        if exc.errno in _DISK_FULL:
+            raise
+    finally:
+        os.close(fd)
+
+
 class VectorSetWriter:
     """Chunked, resumable writer for one vector set; see the module docstring."""
 
@@ -74,6 +122,7 @@ class VectorSetWriter:
         register: Callable[[Path, Path, str, str], dict[str, Any]],
         label: str,
         final_stem: str = "vectors",
+        is_registered: Callable[[Path], bool] | None = None,
     ) -> None:
         if dtype not in SUPPORTED_DTYPES:
             raise VectorFileError(label, f"unsupported dtype {dtype}; use one of {SUPPORTED_DTYPES}")
@@ -86,35 +135,76 @@ class VectorSetWriter:
             raise VectorFileError(label, "duplicate item ids in the vector set")
         self.dim, self.dtype, self.label = dim, dtype, label
         self._register = register
+        self._is_registered = is_registered
         self._final_dir = final_dir
         self._final_stem = final_stem
-        partial_dir.mkdir(parents=True, exist_ok=True)
         self._matrix = partial_dir / f"{resume_key}.npy"
         self._state = partial_dir / f"{resume_key}.json"
         self._ids_file = partial_dir / f"{resume_key}.ids.npy"
-        self.done_rows = self._resume_or_start()
+        try:
+            partial_dir.mkdir(parents=True, exist_ok=True)
+            self.done_rows = self._resume_or_start()
+        except OSError as exc:
+            raise disk_error(exc, self._matrix, f"start {label}") from exc
 
     def _fingerprint(self) -> dict[str, Any]:
+        # Order-sensitive: a resumed writer must see the very same id list, row for row.
         return {"rows": len(self.ids), "dim": self.dim, "dtype": self.dtype,
-                "ids_hash": int(np.bitwise_xor.reduce(self.ids * 2654435761 % (1 << 61)))}
+                "ids_sha256": hashlib.sha256(self.ids.tobytes()).hexdigest()}
+
+    def _read_state(self) -> dict[str, Any]:
+        try:
+            state = json.loads(self._state.read_text())
+        except (OSError, ValueError):
+            return {}
+        return state if isinstance(state, dict) else {}
 
     def _resume_or_start(self) -> int:
-        if self._state.exists() and self._matrix.exists():
-            try:
-                state = json.loads(self._state.read_text())
-            except (OSError, ValueError):
-                state = {}
-            if state.get("fingerprint") == self._fingerprint():
-                self._mm = np.load(self._matrix, mmap_mode="r+")
+        state = self._read_state()
+        if state.get("fingerprint") == self._fingerprint():
+            self._take_back_published(state.get("committing"))
+            mm = self._open_partial()
+            if mm is not None:
+                self._mm = mm
                 return int(state.get("done_rows", 0))
         self.abort()
-        self._mm = np.lib.format.open_memmap(self._matrix, mode="w+", dtype=self.dtype,
-                                             shape=(len(self.ids), self.dim))
-        self._save_state(0)
+        try:
+            self._mm = np.lib.format.open_memmap(self._matrix, mode="w+", dtype=self.dtype,
+                                                 shape=(len(self.ids), self.dim))
+            _reserve(self._matrix)
+            self._save_state(0)
+        except BaseException:
+            self.abort()
+            raise
         return 0
 
-    def _save_state(self, done: int) -> None:
-        atomic_write_text(self._state, json.dumps({"fingerprint": self._fingerprint(), "done_rows": done}))
+    def _open_partial(self) -> np.memmap | None:
+        if not self._matrix.exists():
+            return None
+        try:
+            mm = np.load(self._matrix, mmap_mode="r+", allow_pickle=False)
+        except (OSError, ValueError):
+            return None
+        return mm if mm.shape == (len(self.ids), self.dim) and mm.dtype == np.dtype(self.dtype) else None
+
+    def _take_back_published(self, committing: Any) -> None:
+        """After a crash inside ``commit``: move unregistered published files back (or drop duplicates)."""
+        if not isinstance(committing, list) or self._is_registered is None:
+            return
+        for name, partial in zip(committing, (self._matrix, self._ids_file), strict=False):
+            final = self._final_dir / str(name)
+            if final.name != str(name) or not final.exists() or self._is_registered(final):
+                continue
+            if partial.exists():
+                final.unlink()
+            else:
+                os.replace(final, partial)
+
+    def _save_state(self, done: int, committing: list[str] | None = None) -> None:
+        state: dict[str, Any] = {"fingerprint": self._fingerprint(), "done_rows": done}
+        if committing:
+            state["committing"] = committing
+        atomic_write_text(self._state, json.dumps(state))
 
     def write(self, start_row: int, block: np.ndarray) -> None:
         """Write rows ``start_row ..`` and make them durable before recording progress."""
@@ -124,43 +214,97 @@ class VectorSetWriter:
         stop = start_row + block.shape[0]
         if start_row < 0 or stop > len(self.ids):
             raise VectorFileError(self.label, f"rows {start_row}:{stop} fall outside 0:{len(self.ids)}")
-        check_finite(block, self.label, start_row)
-        self._mm[start_row:stop] = block.astype(self.dtype, copy=False)
-        self._mm.flush()
-        if start_row <= self.done_rows:
-            self.done_rows = max(self.done_rows, stop)
-            self._save_state(self.done_rows)
+        stored = as_storage_dtype(block, self.dtype, self.label, start_row)
+        try:
+            self._mm[start_row:stop] = stored
+            self._mm.flush()
+            if start_row <= self.done_rows:
+                self.done_rows = max(self.done_rows, stop)
+                self._save_state(self.done_rows)
+        except OSError as exc:
+            raise disk_error(exc, self._matrix, f"write {self.label}") from exc
 
     def commit(self) -> dict[str, Any]:
         """Finish: hash, move into ``vectors/``, register in one transaction."""
         if self.done_rows < len(self.ids):
             raise VectorFileError(self.label, f"only {self.done_rows} of {len(self.ids)} rows were written")
-        self._mm.flush()
-        del self._mm
-        np.save(self._ids_file, self.ids)
-        self._final_dir.mkdir(parents=True, exist_ok=True)
         stem = f"{self._final_stem}-{os.urandom(4).hex()}"
         final_matrix = self._final_dir / f"{stem}.npy"
         final_ids = self._final_dir / f"{stem}.ids.npy"
-        sha, ids_sha = sha256_file(self._matrix), sha256_file(self._ids_file)
-        publish(self._ids_file, final_ids)
-        publish(self._matrix, final_matrix)
         try:
+            self._mm.flush()
+            np.save(self._ids_file, self.ids)
+            sha, ids_sha = sha256_file(self._matrix), sha256_file(self._ids_file)
+            self._final_dir.mkdir(parents=True, exist_ok=True)
+            self._save_state(self.done_rows, committing=[final_matrix.name, final_ids.name])
+        except OSError as exc:
+            raise disk_error(exc, self._matrix, f"finish {self.label}") from exc
+        del self._mm
+        try:
+            publish(self._ids_file, final_ids)
+            publish(self._matrix, final_matrix)
             info = self._register(final_matrix, final_ids, sha, ids_sha)
-        except BaseException:
-            final_matrix.unlink(missing_ok=True)
-            final_ids.unlink(missing_ok=True)
+        except BaseException as exc:
+            try:
+                self._unpublish(final_matrix, final_ids)
+            except OSError:
+                pass  # the state still names the final files; a resume takes them back
+            if isinstance(exc, OSError):
+                raise disk_error(exc, final_matrix, f"store {self.label}") from exc
             raise
         self._state.unlink(missing_ok=True)
         fsync_dir(self._final_dir)
         return info
 
+    def _unpublish(self, final_matrix: Path, final_ids: Path) -> None:
+        """Undo a failed commit's renames so the writer can commit again (or resume later)."""
+        registered = self._is_registered is not None and self._is_registered(final_matrix)
+        for final, partial in ((final_matrix, self._matrix), (final_ids, self._ids_file)):
+            if final.exists() and not registered:
+                os.replace(final, partial)
+        if self._matrix.exists():
+            self._mm = np.load(self._matrix, mmap_mode="r+", allow_pickle=False)
+            self._save_state(self.done_rows)
+
     def abort(self) -> None:
-        """Forget any partial state for this resume key."""
+        """Forget any partial state for this resume key (and unregistered files of a failed commit)."""
         if hasattr(self, "_mm"):
             del self._mm
+        committing = self._read_state().get("committing")
+        if isinstance(committing, list) and self._is_registered is not None:
+            for name in committing:
+                final = self._final_dir / str(name)
+                if final.name == str(name) and final.exists() and not self._is_registered(final):
+                    final.unlink()
         for path in (self._matrix, self._state, self._ids_file):
             path.unlink(missing_ok=True)
+
+
+def sweep_orphans(vectors_dir: Path, registered: set[Path], cutoff: float) -> int:
+    """Delete vector files no set registers, untouched since ``cutoff``; returns how many.
+
+    They come from a commit whose registration never happened (killed writer, rolled-back outer
+    transaction). Files a crashed writer's progress JSON still names are kept: resuming takes
+    them back.
+    """
+    claimed: set[str] = set()
+    for state in (vectors_dir / ".partial").glob("*.json"):
+        try:
+            claimed.update(str(n) for n in json.loads(state.read_text()).get("committing") or [])
+        except (OSError, ValueError, AttributeError, TypeError):
+            continue
+    removed = 0
+    for path in vectors_dir.glob("*/*.npy"):
+        if path.parent.name == ".partial" or path in registered or path.name in claimed:
+            continue
+        try:
+            st = path.stat()
+            if max(st.st_mtime, st.st_ctime) < cutoff:
+                path.unlink()
+                removed += 1
+        except OSError:
+            continue
+    return removed
 
 
 def remove_partial(partial_dir: Path) -> None:

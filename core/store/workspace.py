@@ -3,12 +3,16 @@
 ``embridge.db`` (SQLite through sqlite-utils, WAL mode, busy timeout) keeps metadata; ``vectors/``
 keeps ``.npy`` matrices; ``models/`` and ``adapters/`` keep copies of checkpoints so a workspace
 is self-contained. Every registration is one ``BEGIN IMMEDIATE`` transaction, so a second
-process waits for the first writer (up to the busy timeout) and then gets a clear error.
+process waits for the first writer (up to the busy timeout) and then gets a clear error; threads
+sharing one open workspace take turns, so their transactions never interleave.
 """
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
+import threading
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -18,16 +22,30 @@ from typing import Any
 import numpy as np
 import sqlite_utils
 
-from core.errors import ImportDataError, StoreError, VectorFileError, WorkspaceBusyError
+from core.errors import (
+    ImportDataError,
+    IntegrityError,
+    StoreError,
+    VectorFileError,
+    WorkspaceBusyError,
+)
 from core.store.files import TMP_PREFIX, atomic_copy, atomic_copy_tree
 from core.store.records import RecordsMixin
-from core.store.rows import decode, encode, now_iso
+from core.store.rows import decode, encode, item_row, now_iso
 from core.store.schema import migrate
-from core.store.vectors import VectorSetWriter, check_finite, open_matrix, verified_sha256
+from core.store.vectors import (
+    SUPPORTED_DTYPES,
+    VectorSetWriter,
+    as_storage_dtype,
+    open_matrix,
+    sweep_orphans,
+    verified_sha256,
+)
 
 DB_NAME = "embridge.db"
 ITEM_FIELDS = ("key", "label", "split", "source", "modality", "text", "path", "metadata")
 ROLES = ("old", "new", "other")
+TEMP_MAX_AGE_S = 3600  # older temp files belong to a writer that died, not one still running
 
 
 class Workspace(RecordsMixin):
@@ -36,6 +54,7 @@ class Workspace(RecordsMixin):
     def __init__(self, root: Path, db: sqlite_utils.Database) -> None:
         self.root = root
         self.db = db
+        self._lock = threading.RLock()
 
     # -- opening ----------------------------------------------------------------------------
     @classmethod
@@ -63,15 +82,18 @@ class Workspace(RecordsMixin):
     @classmethod
     def _connect(cls, root: Path, busy_timeout: float) -> Workspace:
         db_path = root / DB_NAME
+        conn = sqlite3.connect(str(db_path), timeout=busy_timeout, check_same_thread=False)
         try:
-            conn = sqlite3.connect(str(db_path), timeout=busy_timeout, check_same_thread=False)
             db = sqlite_utils.Database(conn)
             db.execute("PRAGMA foreign_keys=ON")
             if db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
                 db.enable_wal()
             migrate(db, str(db_path))
-        except sqlite3.DatabaseError as exc:
-            raise _translate(exc, db_path) from exc
+        except BaseException as exc:
+            conn.close()
+            if isinstance(exc, sqlite3.DatabaseError):
+                raise _translate(exc, db_path) from exc
+            raise
         for sub in ("vectors", "models", "adapters", "reports", "bundles"):
             (root / sub).mkdir(exist_ok=True)
         ws = cls(root, db)
@@ -89,36 +111,54 @@ class Workspace(RecordsMixin):
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite_utils.Database]:
-        """One write transaction; nested calls become savepoints of the outer one."""
-        conn = self.db.conn
-        if conn.in_transaction:
-            with self.db.atomic():
+        """One write transaction; nested calls become savepoints of the outer one.
+
+        SQLite errors inside it roll it back and surface as StoreError naming the database.
+        """
+        with self._lock:
+            conn = self.db.conn
+            if conn.in_transaction:
+                try:
+                    with self.db.atomic():
+                        yield self.db
+                except sqlite3.DatabaseError as exc:
+                    raise _translate(exc, self.root / DB_NAME) from exc
+                return
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                raise _translate(exc, self.root / DB_NAME) from exc
+            try:
                 yield self.db
-            return
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            raise _translate(exc, self.root / DB_NAME) from exc
-        try:
-            yield self.db
-        except BaseException:
-            conn.rollback()
-            raise
-        try:
-            conn.commit()
-        except sqlite3.OperationalError as exc:
-            conn.rollback()
-            raise _translate(exc, self.root / DB_NAME) from exc
+            except sqlite3.DatabaseError as exc:
+                conn.rollback()
+                raise _translate(exc, self.root / DB_NAME) from exc
+            except BaseException:
+                conn.rollback()
+                raise
+            try:
+                conn.commit()
+            except sqlite3.OperationalError as exc:
+                conn.rollback()
+                raise _translate(exc, self.root / DB_NAME) from exc
 
     def _sweep_temp_files(self) -> None:
-        """Remove temp files a crashed writer left behind (never registered, never visible)."""
-        import time
-
-        cutoff = time.time() - 3600  # leave files of a writer that may still be running
+        """Remove temp files and unregistered vector files a crashed writer left behind (never visible)."""
+        cutoff = time.time() - TEMP_MAX_AGE_S
         for sub in ("vectors", "models", "adapters", "reports", "bundles"):
-            for tmp in (self.root / sub).glob(f"{TMP_PREFIX}*"):
-                if tmp.is_file() and tmp.stat().st_mtime < cutoff:
-                    tmp.unlink(missing_ok=True)
+            for tmp in (self.root / sub).rglob(f"{TMP_PREFIX}*"):
+                try:
+                    if tmp.lstat().st_mtime >= cutoff:
+                        continue
+                    if tmp.is_dir() and not tmp.is_symlink():
+                        shutil.rmtree(tmp, ignore_errors=True)
+                    else:
+                        tmp.unlink(missing_ok=True)
+                except OSError:
+                    continue  # swept by a concurrent opener, or not ours to remove
+        registered = {self.root / r[c] for r in self.db.execute("select file, ids_file from vector_sets")
+                      for c in (0, 1) if r[c]}
+        sweep_orphans(self.root / "vectors", registered, cutoff)
 
     # -- items ------------------------------------------------------------------------------
     def add_items(self, records: Sequence[dict[str, Any]], source: str = "items") -> list[int]:
@@ -132,18 +172,15 @@ class Workspace(RecordsMixin):
         dupes = [k for k in keys if k in seen or seen.add(k)]
         if dupes:
             raise ImportDataError(source, f"duplicate keys in the input: {', '.join(sorted(set(dupes))[:5])}")
-        existing = self.existing_keys(keys)
-        if existing:
-            raise ImportDataError(source, f"{len(existing)} keys already exist in the workspace, "
-                                  f"e.g. {', '.join(sorted(existing)[:5])}")
         created = now_iso()
-        rows = [encode({**{f: r.get(f) for f in ITEM_FIELDS}, "key": k,
-                        "label": None if r.get("label") is None else str(r["label"]),
-                        "metadata": r.get("metadata") or {}, "created": created})
-                for k, r in zip(keys, records, strict=True)]
-        with self.transaction():
+        rows = [item_row(k, r, created, source) for k, r in zip(keys, records, strict=True)]
+        with self.transaction():  # checked inside, so a concurrent import cannot slip in between
+            existing = self.existing_keys(keys)
+            if existing:
+                raise ImportDataError(source, f"{len(existing)} keys already exist in the workspace, "
+                                      f"e.g. {', '.join(sorted(existing)[:5])}")
             self.db["items"].insert_all(rows, batch_size=1000)
-        return self.ids_for_keys(keys).tolist()
+            return self.ids_for_keys(keys).tolist()
 
     def existing_keys(self, keys: Sequence[str]) -> set[str]:
         found: set[str] = set()
@@ -178,6 +215,13 @@ class Workspace(RecordsMixin):
             sql, args = sql + " where split = ?", [split]
         return np.array([r[0] for r in self.db.execute(sql + " order by id", args).fetchall()], dtype=np.int64)
 
+    def check_item_ids(self, item_ids: Sequence[int] | np.ndarray) -> None:
+        """Raise StoreError naming a few ids that are not items of this workspace."""
+        ids = np.asarray(item_ids, dtype=np.int64).ravel()
+        unknown = ids[~np.isin(ids, self.item_ids())]
+        if len(unknown):
+            raise StoreError(f"{self.root}: unknown item ids, e.g. {unknown[:5].tolist()}")
+
     def ids_for_keys(self, keys: Sequence[str]) -> np.ndarray:
         lookup = {r[1]: r[0] for r in self.db.execute("select id, key from items").fetchall()}
         missing = [k for k in keys if k not in lookup]
@@ -200,18 +244,33 @@ class Workspace(RecordsMixin):
             raise StoreError(f"unknown role '{role}': use one of {', '.join(ROLES)}")
         if self.db.execute("select 1 from models where name = ?", [name]).fetchone():
             raise StoreError(f"{self.root}: a model named '{name}' already exists")
-        stored = None
-        if source_path is not None:
-            src = Path(source_path)
-            stored = self.root / "models" / f"{name}-{str(spec.get('sha256', ''))[:12]}{src.suffix}"
-            (atomic_copy_tree if src.is_dir() else atomic_copy)(src, stored)
-        row = {"name": name, "role": role, "kind": spec.get("kind"), "modality": spec.get("modality"),
-               "dim": spec.get("dim"), "params": spec.get("params"), "sha256": spec.get("sha256"),
-               "file": stored.relative_to(self.root).as_posix() if stored else None,
-               "source_path": str(source_path) if source_path else None, "spec": spec,
-               "created": now_iso()}
-        with self.transaction():
-            self.db["models"].insert(encode(row))
+        src = Path(source_path) if source_path is not None else None
+        if src is not None and not src.exists():
+            raise StoreError(f"{src}: the checkpoint to store does not exist")
+        stored = self.root / "models" / f"{name}-{str(spec.get('sha256', ''))[:12]}{src.suffix}" if src else None
+        rel = stored.relative_to(self.root).as_posix() if stored else None
+        try:  # encoded first: a spec that cannot be stored copies nothing
+            row = encode({"name": name, "role": role, "kind": spec.get("kind"), "modality": spec.get("modality"),
+                          "dim": spec.get("dim"), "params": spec.get("params"), "sha256": spec.get("sha256"),
+                          "file": rel, "source_path": str(src) if src else None, "spec": spec,
+                          "created": now_iso()})
+        except (TypeError, ValueError) as exc:
+            raise StoreError(f"{self.root}: the spec of model '{name}' is not JSON-serialisable ({exc})") from exc
+        if src is not None and stored is not None:
+            try:
+                (atomic_copy_tree if src.is_dir() else atomic_copy)(src, stored)
+            except OSError as exc:
+                raise StoreError(f"{stored}: cannot copy the checkpoint {src} ({exc})") from exc
+        try:
+            with self.transaction():
+                self.db["models"].insert(row)
+        except BaseException:
+            if stored is not None and not self.db.execute("select 1 from models where file = ?", [rel]).fetchone():
+                if stored.is_dir():  # the copy was made for this row alone
+                    shutil.rmtree(stored, ignore_errors=True)
+                else:
+                    stored.unlink(missing_ok=True)
+            raise
         return self.model(name)
 
     def model(self, name: str) -> dict[str, Any]:
@@ -240,6 +299,7 @@ class Workspace(RecordsMixin):
                           name: str | None = None, resume_key: str | None = None) -> VectorSetWriter:
         """A resumable chunk writer; ``commit()`` registers the set. See core.store.vectors."""
         model_row = self.model(model)
+        self.check_item_ids(item_ids)
         set_name = name or "vectors"
         key = resume_key or f"{model}-{set_name}"
 
@@ -252,9 +312,14 @@ class Workspace(RecordsMixin):
                 pk = self.db["vector_sets"].insert(row).last_pk
             return self.vector_set(int(pk))
 
+        def is_registered(path: Path) -> bool:
+            rel = path.relative_to(self.root).as_posix()
+            return self.db.execute("select 1 from vector_sets where file = ? or ids_file = ?",
+                                   [rel, rel]).fetchone() is not None
+
         return VectorSetWriter(self.root / "vectors" / ".partial", self.root / "vectors" / model,
                                key, item_ids, dim, dtype, register, f"vectors of model '{model}'",
-                               final_stem=set_name)
+                               final_stem=set_name, is_registered=is_registered)
 
     def add_vector_set(self, model: str, item_ids: Sequence[int], vectors: np.ndarray,
                        name: str | None = None, dtype: str | None = None) -> dict[str, Any]:
@@ -265,13 +330,14 @@ class Workspace(RecordsMixin):
             raise VectorFileError(label, f"expected a 2-D matrix, got shape {vectors.shape}")
         if len(item_ids) != vectors.shape[0]:
             raise VectorFileError(label, f"{vectors.shape[0]} vectors but {len(item_ids)} item ids")
-        check_finite(vectors, label)
-        self.items(ids=item_ids)  # raises on unknown ids
         chosen = dtype or ("float16" if vectors.dtype == np.float16 else "float32")
+        if chosen not in SUPPORTED_DTYPES:
+            raise VectorFileError(label, f"unsupported dtype {chosen}; use one of {SUPPORTED_DTYPES}")
+        stored = as_storage_dtype(vectors, chosen, label)  # before any file exists
         writer = self.vector_set_writer(model, np.asarray(item_ids), vectors.shape[1], chosen, name,
                                         resume_key=f"direct-{uuid.uuid4().hex}")
         try:
-            writer.write(0, vectors)
+            writer.write(0, stored)
             return writer.commit()
         except BaseException:
             writer.abort()
@@ -298,11 +364,16 @@ class Workspace(RecordsMixin):
         """Item ids and a read-only memmap of one vector set, checksums verified."""
         info = self.vector_set(set_id)
         ids_path = self.root / info["ids_file"]
+        if not ids_path.is_file():
+            raise IntegrityError(f"{ids_path}: id list of vector set {set_id} is missing from the workspace")
         if verify:
             verified_sha256(ids_path, info["ids_sha256"])
-        ids = np.load(ids_path, allow_pickle=False)
+        try:
+            ids = np.load(ids_path, allow_pickle=False)
+        except (ValueError, OSError) as exc:
+            raise IntegrityError(f"{ids_path}: unreadable id list ({exc})") from exc
         if ids.shape != (info["count"],):
-            raise VectorFileError(ids_path, f"id list has shape {ids.shape}, expected ({info['count']},)")
+            raise IntegrityError(f"{ids_path}: id list has shape {ids.shape}, expected ({info['count']},)")
         matrix = open_matrix(self.root / info["file"], info["sha256"] if verify else None,
                              info["count"], info["dim"])
         return ids, matrix
@@ -316,30 +387,38 @@ class Workspace(RecordsMixin):
 
     def vectors_for(self, model: str, item_ids: Sequence[int], dtype: type = np.float32) -> np.ndarray:
         """Gather ``model``'s vectors for ``item_ids`` in that order (later sets win)."""
-        want = np.asarray(item_ids, dtype=np.int64)
+        want = np.asarray(item_ids, dtype=np.int64).ravel()
         sets = self.vector_sets(model)
         if not sets:
             raise StoreError(f"{self.root}: model '{model}' has no vectors yet; run 'embridge embed --model {model}'")
-        out = np.empty((len(want), sets[0]["dim"]), dtype=dtype)
-        filled = np.zeros(len(want), dtype=bool)
-        position = {int(i): n for n, i in enumerate(want)}
+        dim = sets[-1]["dim"]
+        unique, where = np.unique(want, return_inverse=True)
+        out = np.empty((len(unique), dim), dtype=dtype)
+        filled = np.zeros(len(unique), dtype=bool)
         for info in reversed(sets):
+            if filled.all():
+                break
+            if info["dim"] != dim:
+                raise StoreError(f"{self.root}: vector sets of model '{model}' differ in dimension "
+                                 f"({info['dim']} in set {info['id']}, {dim} in the newest)")
             ids, matrix = self.open_vector_set(info["id"])
-            rows_in_set = np.array([position.get(int(i), -1) for i in ids])
-            take = (rows_in_set >= 0) & ~filled[np.maximum(rows_in_set, 0)]
-            if take.any():
-                out[rows_in_set[take]] = matrix[np.flatnonzero(take)]
-                filled[rows_in_set[take]] = True
-        if not filled.all():
-            raise StoreError(f"{self.root}: {int((~filled).sum())} of {len(want)} requested items have no "
+            slot = np.minimum(np.searchsorted(unique, ids), len(unique) - 1)  # unique is not empty here
+            rows = np.flatnonzero((unique[slot] == ids) & ~filled[slot])
+            if len(rows):
+                out[slot[rows]] = matrix[rows]
+                filled[slot[rows]] = True
+        missing = int((~filled[where]).sum())
+        if missing:
+            raise StoreError(f"{self.root}: {missing} of {len(want)} requested items have no "
                              f"vectors under model '{model}'")
-        return out
+        return out[where]
 
     # -- folds ------------------------------------------------------------------------------
     def folds(self) -> dict[int, str]:
         return dict(self.db.execute("select item_id, fold from folds").fetchall())
 
     def set_folds(self, assignment: dict[int, str], seed: int) -> None:
+        self.check_item_ids(list(assignment))
         rows = [{"item_id": int(i), "fold": f, "seed": seed} for i, f in assignment.items()]
         with self.transaction():
             self.db["folds"].upsert_all(rows, pk="item_id")

@@ -1,0 +1,1 @@
+"""Small helpers shared by the store tests (a child-process script and folder snapshots)."""

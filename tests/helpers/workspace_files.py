@@ -1,0 +1,41 @@
+"""Snapshots of a workspace folder, to prove that a failed write changed nothing.
+
+The database is checkpointed first (``wal_checkpoint(TRUNCATE)``), so every committed change is
+in ``embridge.db`` and the ``-wal`` file is empty; a failed write that still committed something
+would then show up as a changed ``embridge.db`` or a non-empty ``-wal``. Only ``-shm`` is left
+out: it is SQLite's shared-memory index of the WAL, rewritten by readers too, and holds no data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+from pathlib import Path
+
+from core.store import Workspace
+
+
+def checkpoint(ws: Workspace) -> None:
+    busy, _, _ = ws.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    assert busy == 0, "checkpoint could not complete"
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """sha256 of every file under ``root`` (except the ``-shm`` index), keyed by relative path."""
+    out: dict[str, str] = {}
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        if path.name.endswith("-shm"):
+            continue
+        out[path.relative_to(root).as_posix()] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
+
+
+def table_dump(root: Path) -> dict[str, list[tuple]]:
+    """Every row of every table, read through a separate connection."""
+    conn = sqlite3.connect(os.fspath(root / "embridge.db"))
+    try:
+        names = [r[0] for r in conn.execute("select name from sqlite_master where type = 'table'")]
+        return {n: sorted(conn.execute(f'select * from "{n}"').fetchall(), key=repr) for n in names}
+    finally:
+        conn.close()

@@ -1,0 +1,302 @@
+"""Bad input fails with a specific error naming the object, and a failed write changes nothing.
+
+Each failing write is checked against a snapshot of the whole folder (see
+``helpers.workspace_files``): every file's sha256 after a WAL checkpoint, and every table row.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers.workspace_files import checkpoint, snapshot, table_dump
+
+from core.errors import (
+    EmbridgeError,
+    ImportDataError,
+    IntegrityError,
+    SchemaVersionError,
+    StoreError,
+    VectorFileError,
+)
+from core.store import Workspace
+from core.store import vectors as vectors_module
+from core.store.files import sha256_file
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Workspace:
+    """A workspace with items, two models, one vector set, a run and an adapter already stored."""
+    workspace = Workspace.create(tmp_path / "ws")
+    ids = workspace.add_items([{"key": f"k{i}", "label": str(i % 2)} for i in range(10)])
+    workspace.add_model("m", "old", {"kind": "vectors", "dim": 4}, None)
+    workspace.add_model("n", "new", {"kind": "vectors", "dim": 4}, None)
+    workspace.add_vector_set("m", ids, np.ones((10, 4), dtype=np.float32))
+    adapter = tmp_path / "a.pt"
+    adapter.write_bytes(b"adapter")
+    workspace.add_adapter(workspace.start_run("train"), "affine", "backward", 4, 4, "m", "n", adapter)
+    yield workspace
+    workspace.close()
+
+
+def _fails_cleanly(ws: Workspace, call: Callable[[], object], error: type[EmbridgeError], pattern: str) -> None:
+    """``call`` raises ``error`` matching ``pattern`` and leaves the folder byte-identical."""
+    checkpoint(ws)
+    files, rows = snapshot(ws.root), table_dump(ws.root)
+    with pytest.raises(error, match=pattern):
+        call()
+    assert snapshot(ws.root) == files
+    assert table_dump(ws.root) == rows
+
+
+def _ids(ws: Workspace) -> list[int]:
+    return ws.item_ids().tolist()
+
+
+# -- items ------------------------------------------------------------------------------------
+def test_duplicate_keys_in_input(ws: Workspace) -> None:
+    _fails_cleanly(ws, lambda: ws.add_items([{"key": "x"}, {"key": "y"}, {"key": " x "}], source="in.csv"),
+                   ImportDataError, r"^in\.csv: duplicate keys in the input: x$")
+
+
+def test_keys_already_present(ws: Workspace) -> None:
+    _fails_cleanly(ws, lambda: ws.add_items([{"key": "new1"}, {"key": "k3"}, {"key": "k7"}], source="b.jsonl"),
+                   ImportDataError, r"^b\.jsonl: 2 keys already exist in the workspace, e\.g\. k3, k7$")
+
+
+def test_empty_input_and_empty_key(ws: Workspace) -> None:
+    _fails_cleanly(ws, lambda: ws.add_items([], source="empty.csv"), ImportDataError,
+                   r"^empty\.csv: no items to import$")
+    _fails_cleanly(ws, lambda: ws.add_items([{"key": "ok"}, {"key": "  "}], source="c.csv"),
+                   ImportDataError, r"^c\.csv: item 2 has an empty key$")
+
+
+def test_unstorable_item_field_names_the_item(ws: Workspace) -> None:
+    records = [{"key": f"n{i}"} for i in range(1500)] + [{"key": "bad", "text": {"not": "text"}}]
+    _fails_cleanly(ws, lambda: ws.add_items(records, source="odd.jsonl"), ImportDataError,
+                   r"^odd\.jsonl: item 'bad': field 'text'")
+    _fails_cleanly(ws, lambda: ws.add_items([{"key": "m", "metadata": {"x": object()}}], source="odd.jsonl"),
+                   ImportDataError, r"^odd\.jsonl: item 'm': metadata")
+
+
+# -- vector sets ------------------------------------------------------------------------------
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_rows_are_named(ws: Workspace, bad: float) -> None:
+    vecs = np.zeros((10, 4), dtype=np.float32)
+    vecs[6, 2] = bad
+    vecs[8, 0] = bad
+    _fails_cleanly(ws, lambda: ws.add_vector_set("n", _ids(ws), vecs), VectorFileError,
+                   r"^vectors of model 'n': row 6 holds NaN or inf values \(2 bad rows")
+
+
+def test_values_that_overflow_float16_are_refused(ws: Workspace) -> None:
+    vecs = np.zeros((10, 4))
+    vecs[3, 1] = 1e6  # finite as float64, inf once stored as float16
+    _fails_cleanly(ws, lambda: ws.add_vector_set("n", _ids(ws), vecs, dtype="float16"), VectorFileError,
+                   r"row 3 .*float16")
+
+
+@pytest.mark.parametrize(("vectors", "pattern"), [
+    (np.zeros(10), r"expected a 2-D matrix, got shape \(10,\)"),
+    (np.zeros((10, 2, 2)), r"expected a 2-D matrix"),
+    (np.zeros((9, 4)), r"9 vectors but 10 item ids"),
+    (np.zeros((10, 0)), r"dimension must be positive"),
+])
+def test_wrong_shapes(ws: Workspace, vectors: np.ndarray, pattern: str) -> None:
+    _fails_cleanly(ws, lambda: ws.add_vector_set("n", _ids(ws), vectors), VectorFileError,
+                   r"^vectors of model 'n': " + pattern)
+
+
+def test_bad_item_id_lists(ws: Workspace) -> None:
+    ids = _ids(ws)
+    _fails_cleanly(ws, lambda: ws.add_vector_set("n", ids[:3] + [999, 1000], np.zeros((5, 4))), StoreError,
+                   r"unknown item ids, e\.g\. \[999, 1000\]")
+    _fails_cleanly(ws, lambda: ws.add_vector_set("n", ids[:3] + ids[:1], np.zeros((4, 4))), VectorFileError,
+                   r"duplicate item ids")
+    _fails_cleanly(ws, lambda: ws.add_vector_set("n", [], np.zeros((0, 4))), VectorFileError,
+                   r"non-empty 1-D list of item ids")
+    _fails_cleanly(ws, lambda: ws.vector_set_writer("n", np.array([ids[0], 777]), 4), StoreError,
+                   r"unknown item ids, e\.g\. \[777\]")
+
+
+def test_unknown_model(ws: Workspace) -> None:
+    _fails_cleanly(ws, lambda: ws.add_vector_set("ghost", _ids(ws), np.zeros((10, 4))), StoreError,
+                   r"no model named 'ghost' \(known: m, n\)")
+    _fails_cleanly(ws, lambda: ws.vector_set_writer("ghost", np.array(_ids(ws)), 4), StoreError,
+                   r"no model named 'ghost'")
+    with pytest.raises(StoreError, match=r"model 'n' has no vectors yet"):
+        ws.vectors_for("n", _ids(ws))
+
+
+def test_writer_rejects_bad_blocks_and_early_commit(ws: Workspace) -> None:
+    writer = ws.vector_set_writer("n", np.array(_ids(ws)), 4, resume_key="bad-blocks")
+    with pytest.raises(VectorFileError, match=r"block of shape \(2, 3\) does not match dim 4"):
+        writer.write(0, np.zeros((2, 3)))
+    with pytest.raises(VectorFileError, match=r"rows 8:12 fall outside 0:10"):
+        writer.write(8, np.zeros((4, 4)))
+    with pytest.raises(VectorFileError, match=r"row 5 holds NaN"):
+        writer.write(4, np.array([[0, 0, 0, 0], [np.nan, 0, 0, 0]]))
+    writer.write(0, np.zeros((4, 4)))
+    checkpoint(ws)
+    files, rows = snapshot(ws.root), table_dump(ws.root)
+    with pytest.raises(VectorFileError, match=r"only 4 of 10 rows were written"):
+        writer.commit()
+    assert snapshot(ws.root) == files and table_dump(ws.root) == rows
+    with pytest.raises(VectorFileError, match=r"unsupported dtype int8"):
+        ws.vector_set_writer("n", np.array(_ids(ws)), 4, dtype="int8")
+    writer.abort()
+
+
+def test_model_and_fold_and_run_mistakes(ws: Workspace, tmp_path: Path) -> None:
+    _fails_cleanly(ws, lambda: ws.add_model("m", "old", {"kind": "x"}, None), StoreError,
+                   r"a model named 'm' already exists")
+    _fails_cleanly(ws, lambda: ws.add_model("z", "boss", {"kind": "x"}, None), StoreError, r"unknown role 'boss'")
+    _fails_cleanly(ws, lambda: ws.add_model("z", "old", {"kind": "x"}, tmp_path / "nope.pt"), StoreError,
+                   r"nope\.pt: .*does not exist")
+    ckpt = tmp_path / "ok.pt"
+    ckpt.write_bytes(b"ok")
+    _fails_cleanly(ws, lambda: ws.add_model("z", "old", {"kind": "x", "bad": object()}, ckpt), StoreError,
+                   r"spec .*not JSON-serialisable")
+    _fails_cleanly(ws, lambda: ws.set_folds({_ids(ws)[0]: "train", 4242: "test"}, seed=1), StoreError,
+                   r"unknown item ids, e\.g\. \[4242\]")
+    _fails_cleanly(ws, lambda: ws.update_run(99, status="completed"), StoreError, r"no run with id 99")
+    _fails_cleanly(ws, lambda: ws.finish_run(99, "completed"), StoreError, r"no run with id 99")
+    src = tmp_path / "b.pt"
+    src.write_bytes(b"b")
+    _fails_cleanly(ws, lambda: ws.add_adapter(98, "mlp", "backward", 4, 4, "m", "n", src), StoreError,
+                   r"no run with id 98")
+    _fails_cleanly(ws, lambda: ws.add_adapter(None, "mlp", "backward", 4, 4, "m", "n", tmp_path / "gone.pt"),
+                   StoreError, r"gone\.pt: .*does not exist")
+
+
+# -- opening ----------------------------------------------------------------------------------
+def test_opening_a_folder_that_is_not_a_workspace(tmp_path: Path) -> None:
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "plain" / "notes.txt").write_text("hi")
+    before = snapshot(tmp_path / "plain")
+    with pytest.raises(StoreError, match=r"plain: not an Embridge workspace \(no embridge\.db\)"):
+        Workspace.open(tmp_path / "plain")
+    with pytest.raises(StoreError, match=r"plain: folder is not empty"):
+        Workspace.create(tmp_path / "plain")
+    assert snapshot(tmp_path / "plain") == before
+    with pytest.raises(StoreError, match=r"missing: not an Embridge workspace"):
+        Workspace.open(tmp_path / "missing")
+    assert not (tmp_path / "missing").exists()
+
+
+def test_creating_over_an_existing_workspace(ws: Workspace) -> None:
+    _fails_cleanly(ws, lambda: Workspace.create(ws.root), StoreError, r"a workspace already exists here")
+
+
+def test_corrupt_database(tmp_path: Path) -> None:
+    root = tmp_path / "ws"
+    Workspace.create(root).close()
+    (root / "embridge.db").write_bytes(np.random.default_rng(0).bytes(8192))
+    for sidecar in ("embridge.db-wal", "embridge.db-shm"):
+        (root / sidecar).unlink(missing_ok=True)
+    before = snapshot(root)
+    with pytest.raises(StoreError, match=re.escape(str(root / "embridge.db")) + r": the workspace database is corrupt"):
+        Workspace.open(root)
+    assert snapshot(root) == before
+
+
+def test_newer_schema_version_is_refused(tmp_path: Path) -> None:
+    root = tmp_path / "ws"
+    Workspace.create(root).close()
+    conn = sqlite3.connect(root / "embridge.db")
+    conn.execute("update meta set value = '99' where key = 'schema_version'")
+    conn.commit()
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    before = snapshot(root)
+    with pytest.raises(SchemaVersionError, match=r"schema version 99 is newer than this Embridge understands \(1\)"):
+        Workspace.open(root)
+    assert snapshot(root) == before
+
+
+def test_vector_file_changed_after_registration(ws: Workspace) -> None:
+    info = ws.vector_sets("m")[0]
+    ws.open_vector_set(info["id"])  # verified once and remembered for this process
+    path = Path(info["path"])
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0x10
+    path.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match=re.escape(str(path)) + r": checksum mismatch"):
+        ws.open_vector_set(info["id"])
+    with pytest.raises(IntegrityError, match=r"checksum mismatch"):
+        ws.vectors_for("m", _ids(ws))
+    _, matrix = ws.open_vector_set(info["id"], verify=False)  # an explicit opt-out still reads it
+    assert matrix.shape == (10, 4)
+
+
+def test_checksums_are_remembered_only_for_settled_files(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    hashed: list[str] = []
+    real = vectors_module.sha256_file
+    monkeypatch.setattr(vectors_module, "sha256_file", lambda p: hashed.append(Path(p).name) or real(p))
+    set_id = ws.vector_sets("m")[0]["id"]
+    monkeypatch.setattr(vectors_module, "_RACY_WINDOW_NS", 10**18)  # as if the files were just written
+    ws.open_vector_set(set_id)
+    ws.open_vector_set(set_id)
+    assert len(hashed) == 4  # an edit could share a fresh file's mtime, so it is hashed each time
+    monkeypatch.setattr(vectors_module, "_RACY_WINDOW_NS", 0)  # as if the files were old
+    ws.open_vector_set(set_id)
+    ws.open_vector_set(set_id)
+    assert len(hashed) == 6  # hashed once more, then remembered
+
+
+def test_vector_file_swapped_for_one_of_the_same_size(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(vectors_module, "_RACY_WINDOW_NS", 0)
+    info = ws.vector_sets("m")[0]
+    ws.open_vector_set(info["id"])  # verified and remembered
+    path = Path(info["path"])
+    stat = path.stat()
+    np.save(path.with_name("other.npy"), np.full((10, 4), 2, dtype=np.float32))
+    os.replace(path.with_name("other.npy"), path)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # same size, same mtime: only the content differs
+    assert path.stat().st_size == stat.st_size
+    with pytest.raises(IntegrityError, match=r"checksum mismatch"):
+        ws.open_vector_set(info["id"])
+
+
+def test_vector_file_edited_in_place_with_its_mtime_restored(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(vectors_module, "_RACY_WINDOW_NS", 0)
+    info = ws.vector_sets("m")[0]
+    ws.open_vector_set(info["id"])
+    path = Path(info["path"])
+    stat = path.stat()
+    with open(path, "r+b") as fh:
+        fh.seek(-1, os.SEEK_END)
+        fh.write(b"\x7f")
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    with pytest.raises(IntegrityError, match=r"checksum mismatch"):
+        ws.open_vector_set(info["id"])
+
+
+def test_missing_vector_and_id_files(ws: Workspace) -> None:
+    info = ws.vector_sets("m")[0]
+    matrix, ids = ws.root / info["file"], ws.root / info["ids_file"]
+    matrix.rename(matrix.with_suffix(".bak"))
+    with pytest.raises(IntegrityError, match=re.escape(str(matrix)) + r": vector file is missing"):
+        ws.open_vector_set(info["id"])
+    matrix.with_suffix(".bak").rename(matrix)
+    ids.unlink()
+    with pytest.raises(IntegrityError, match=re.escape(str(ids)) + r": .*missing"):
+        ws.open_vector_set(info["id"])
+    with pytest.raises(IntegrityError, match=r"missing"):
+        ws.open_vector_set(info["id"], verify=False)
+
+
+def test_truncated_vector_file(ws: Workspace) -> None:
+    info = ws.vector_sets("m")[0]
+    path = Path(info["path"])
+    path.write_bytes(path.read_bytes()[:-16])
+    with pytest.raises(IntegrityError, match=r"checksum mismatch"):
+        ws.open_vector_set(info["id"])
+    with pytest.raises(IntegrityError, match=re.escape(str(path))):
+        ws.open_vector_set(info["id"], verify=False)
+    assert sha256_file(path) != info["sha256"]
