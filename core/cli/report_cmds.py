@@ -1,0 +1,160 @@
+"""Report and planning commands: ``embridge report``, ``embridge plan`` and ``embridge chain``."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from core.cli.main import add_common
+from core.errors import InputError
+from core.progress import StderrProgress
+from core.report.export import json_safe
+from core.store import Workspace
+
+Result = tuple[dict[str, Any], str]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="compatibility report of a trained layer (report.json + report.html)")
+    add_common(p)
+    p.add_argument("--run", type=int, help="training run (default: the latest completed one)")
+    p.add_argument("--heldout-gallery", action="store_true",
+                   help="leave the train fold (the items the layer was fitted on) out of the gallery")
+    p.add_argument("--rollback", action="store_true", help="also score the rollback cell old/new")
+    _search_flags(p)
+    p.add_argument("--backfill-steps", type=int, default=11, help="points on the partial-backfill curves")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the intervals")
+    p.set_defaults(handler=cmd_report)
+
+    p = sub.add_parser("plan", help="upgrade options with time, storage and quality, and a recommendation")
+    add_common(p)
+    p.add_argument("--run", type=int, help="training run (default: the latest completed one)")
+    p.add_argument("--fraction", type=float, help="plan the partial backfill at this fraction of the gallery")
+    p.add_argument("--device", default="auto", help="device to time re-embedding on (auto, cpu, cuda, mps)")
+    p.add_argument("--gain-threshold", type=float, default=0.9,
+                   help="share of the full-backfill gain a layer must keep to be enough on its own")
+    p.add_argument("--target-share", type=float, default=0.95,
+                   help="share of the full backfill's top-1 a partial backfill must reach")
+    p.set_defaults(handler=cmd_plan)
+
+    p = sub.add_parser("chain", help="compatibility matrix of three or more model versions (AC, AM)")
+    add_common(p)
+    p.add_argument("--models", required=True, help="versions oldest first, comma-separated: v1,v2,v3")
+    p.add_argument("--runs", required=True, help="training runs of each step, comma-separated: v2→v1,v3→v2")
+    p.add_argument("--metric", default="top1")
+    p.add_argument("--heldout-gallery", action="store_true")
+    _search_flags(p)
+    p.set_defaults(handler=cmd_chain)
+
+
+def _search_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--search", choices=["auto", "exact", "ivf", "hnsw"], default="auto",
+                   help="faiss search: exact up to --exact-max gallery items, approximate beyond (auto)")
+    p.add_argument("--exact-max", type=int, default=200_000)
+
+
+def _search_config(args: argparse.Namespace) -> Any:
+    from core.report.search import SearchConfig
+
+    return SearchConfig(method=args.search, exact_max=args.exact_max)
+
+
+def _pct(value: Any) -> str:
+    return "n/a" if not isinstance(value, int | float) else f"{100 * value:.1f}%"
+
+
+def cmd_report(args: argparse.Namespace) -> Result:
+    from core.report.build import build_report
+
+    with Workspace.open(args.workspace) as ws:
+        report = build_report(ws, args.run, heldout_gallery=args.heldout_gallery, search=_search_config(args),
+                              backfill_steps=args.backfill_steps, rollback=args.rollback, n_boot=args.bootstrap,
+                              on_progress=StderrProgress("report"))
+    return json_safe(report_data(report)), _report_text(report)
+
+
+def report_data(report: dict[str, Any]) -> dict[str, Any]:
+    """The CLI's JSON: cells with their headline metrics, the headline numbers and the file paths."""
+    scoring = report["scoring"]
+    shown = ["top1", "top5", *[f"recall@{k}" for k in scoring["recall_ks"]], scoring["map_key"]]
+    head = report["headline"]
+    return {
+        "report_id": report["report_id"], "run_id": report["run"]["id"], "adapter_id": report["adapter"]["id"],
+        "method": report["adapter"]["kind"], "upgraded_cell": report["upgraded_cell"],
+        "ceiling_cell": report["ceiling_cell"],
+        "cells": {name: {m: c["metrics"].get(m) for m in shown} | {"n_queries": c["n_queries"]}
+                  for name, c in report["cells"].items()},
+        **{k: v for k, v in head.items() if not k.startswith("backfill_area_")},
+        "backfill_areas": {p: c["areas"]["top1"] for p, c in report["backfill"]["policies"].items()},
+        "sizes": report["sizes"], "search": {k: report["search"][k] for k in ("method", "exact", "recall_vs_exact",
+                                                                             "statement")},
+        "verdicts": report["verdicts"],
+        "report_json": (report.get("files") or {}).get("json"), "report_html": (report.get("files") or {}).get("html"),
+    }
+
+
+def _report_text(report: dict[str, Any]) -> str:
+    h, s = report["headline"], report["sizes"]
+    lines = [f"report #{report['report_id']}: {report['adapter']['kind']} layer of run {report['run']['id']}, "
+             f"{s['queries']} queries, gallery {s['gallery']} of {s['gallery_full']} items",
+             f"top-1: old/old {_pct(h['old_old_top1'])}, {report['ceiling_cell']} {_pct(h['ceiling_top1'])}, "
+             f"{report['upgraded_cell']} {_pct(h['upgraded_top1'])}; gain retained {_pct(h['gain_retained'])}, "
+             f"ARR@{h['arr_k']} {_pct(h['arr'])}",
+             f"flips: negative {_pct(h['negative_flip_rate'])}, positive {_pct(h['positive_flip_rate'])}",
+             *report["verdicts"], report["search"]["statement"]]
+    for policy, curve in report["backfill"]["policies"].items():
+        lines.append(f"partial backfill ({policy}): area {curve['areas']['top1']:.3f}")
+    files = report.get("files") or {}
+    if files:
+        lines += [f"json: {files['json']}", f"html: {files['html']}"]
+    return "\n".join(lines)
+
+
+def cmd_plan(args: argparse.Namespace) -> Result:
+    from core.plan import plan_upgrade
+
+    with Workspace.open(args.workspace) as ws:
+        plan = plan_upgrade(ws, args.run, args.fraction, device=args.device, gain_threshold=args.gain_threshold,
+                            target_share=args.target_share, on_progress=StderrProgress("plan"))
+    return json_safe(plan), _plan_text(plan)
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _plan_text(plan: dict[str, Any]) -> str:
+    lines = [f"plan for run {plan['run_id']} ({plan['adapter_kind']}), full gallery {plan['gallery_full']} items:"]
+    for o in plan["options"]:
+        mark = "*" if o["name"] == plan["recommendation"] else " "
+        time_s = "unknown" if o["time_s"] is None else f"{o['time_s']:.2f}s"
+        lines.append(f"{mark} {o['title']:<44} time {time_s:>10}  storage {_size(o['storage_bytes']):>10}  "
+                     f"top-1 {_pct(o['quality'].get('top1'))}")
+    lines += [f"recommendation: {plan['recommendation']}", plan["reason"], *plan["notes"]]
+    return "\n".join(lines)
+
+
+def cmd_chain(args: argparse.Namespace) -> Result:
+    from core.report.chain import chain_report
+
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    try:
+        runs = [int(r) for r in args.runs.split(",") if r.strip()]
+    except ValueError as exc:
+        raise InputError("--runs", f"expected comma-separated run ids, got '{args.runs}'") from exc
+    with Workspace.open(args.workspace) as ws:
+        report = chain_report(ws, models, runs, metric=args.metric, heldout_gallery=args.heldout_gallery,
+                              search=_search_config(args), on_progress=StderrProgress("chain"))
+    chain = report["chain"]
+    data = {"report_id": report["report_id"], "versions": chain["versions"], "metric": chain["metric"],
+            "matrix": chain["matrix"], "ac": chain["ac"], "am": chain["am"], "criterion": chain["criterion"],
+            "report_json": report["files"]["json"], "report_html": report["files"]["html"]}
+    rows = [f"{v:>12} " + " ".join(f"{x:.3f}" if j <= i else "  -  " for j, x in enumerate(chain["matrix"][i]))
+            for i, v in enumerate(chain["versions"])]
+    text = "\n".join([f"compatibility matrix ({chain['metric']}), query model by row, gallery model by column:",
+                      *rows, f"AC {chain['ac']:.3f}  AM {chain['am']:.3f}", f"html: {report['files']['html']}"])
+    return json_safe(data), text

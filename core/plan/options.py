@@ -1,0 +1,288 @@
+"""Upgrade options from a report and measured throughput: time, storage, quality, and a recommendation.
+
+Pure functions of plain data, so every rule can be checked on a hand-made report. Rules:
+
+- **stay** is recommended when the new model is not better than the old one on this gallery
+  (full-backfill top-1 not above old/old top-1): upgrading costs without a gain.
+- A layer (adapter only, forward transform, fusion) is *acceptable* when it passes the compatibility
+  criterion (top-1 above old/old) and keeps at least ``gain_threshold`` of the full-backfill gain,
+  or reaches ``target_share`` of the full-backfill top-1.
+- **partial backfill** re-embeds the fraction β of the gallery; by default the smallest β on the curve
+  whose top-1 reaches ``target_share`` of the full backfill's. Policies are compared by cost: random
+  needs no new vector to order the items, the informed policies need every item's new vector first
+  (a full re-embedding pass), so they cost as much as a full backfill and are reported as notes only.
+- **full backfill** re-embeds everything and is always acceptable when the new model is better.
+- The recommendation is the acceptable option that re-embeds the fewest items, then the fastest,
+  then the best top-1. Costs are extrapolated to the full gallery, not the evaluation sample.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from core.errors import InputError
+from core.plan.throughput import Throughput
+from core.report.compat import gain_retained
+
+LAYER_OPTIONS = ("adapter_only", "forward_transform", "fusion")
+ORDERING_IS_FREE = ("random",)
+
+
+def _metrics_of(report: Mapping[str, Any], cell: str) -> dict[str, float]:
+    try:
+        metrics = report["cells"][cell]["metrics"]
+    except KeyError as exc:
+        raise InputError("report", f"has no cell '{cell}'") from exc
+    scoring = report.get("scoring") or {}
+    keys = ["top1", "top5", f"recall@{scoring.get('recall_k', 10)}", scoring.get("map_key", "mAP")]
+    return {k: metrics[k] for k in keys if k in metrics and metrics[k] is not None}
+
+
+def _time(items: float, rate: float | None) -> float | None:
+    if items == 0:
+        return 0.0
+    return None if not rate else float(items / rate)
+
+
+def curve_point(betas: Sequence[float], values: Sequence[float], beta: float) -> float:
+    """A curve's value at β, linear between measured points (exact at them)."""
+    return float(np.interp(beta, np.asarray(betas, float), np.asarray(values, float)))
+
+
+def first_reaching(betas: Sequence[float], values: Sequence[float], target: float) -> float | None:
+    """The smallest measured β whose value reaches ``target`` (None when none does)."""
+    for b, v in zip(betas, values, strict=True):
+        if v is not None and v >= target - 1e-12:
+            return float(b)
+    return None
+
+
+class _Sizes:
+    """Gallery size, dims and bytes per value that storage and time are computed from."""
+
+    def __init__(self, report: Mapping[str, Any]) -> None:
+        models, adapter = report["models"], report["adapter"]
+        self.n = int(report["sizes"]["gallery_full"])
+        self.n_sample = int(report["sizes"]["gallery"])
+        self.d_old, self.d_new = int(models["old"]["dim"]), int(models["new"]["dim"])
+        self.b_old = int(models["old"].get("bytes_per_value", 4))
+        self.b_new = int(models["new"].get("bytes_per_value", 4))
+        head = report.get("ceiling_cell") == "head/head"
+        self.d_full = int(adapter["out_dim"]) if head else self.d_new
+        self.forward = adapter.get("direction") == "forward"
+        self.d_rest = int(adapter["out_dim"]) if self.forward else self.d_old  # non-backfilled items' dims
+        self.b_rest = 4 if self.forward else self.b_old
+        self.adapter_bytes = int(adapter.get("file_bytes") or 0)
+
+    def old_index(self) -> int:
+        return self.n * self.d_old * self.b_old
+
+    def mixed(self, beta: float) -> int:
+        backfilled = int(round(beta * self.n))
+        return backfilled * self.d_full * self.b_new + (self.n - backfilled) * self.d_rest * self.b_rest
+
+
+def _option(name: str, title: str, time_s: float | None, storage: int, embedded: int, quality: dict[str, float],
+            floor: float, ceiling: float, notes: list[str], **extra: Any) -> dict[str, Any]:
+    top1 = quality.get("top1")
+    return {"name": name, "title": title, "time_s": time_s, "storage_bytes": int(storage), "items_embedded": embedded,
+            "quality": quality, "gain_retained": None if top1 is None else gain_retained(top1, floor, ceiling),
+            "passes_criterion": None if top1 is None else bool(top1 > floor), "notes": notes, **extra}
+
+
+def layer_option(name: str, kind: str, quality: dict[str, float], rate: float | None, sizes: _Sizes,
+                 floor: float, ceiling: float, source: str, out_dim: int | None = None,
+                 adapter_bytes: int | None = None) -> dict[str, Any]:
+    """Adapter only / fusion (query side, nothing re-embedded) or a forward transform of the gallery."""
+    extra_bytes = sizes.adapter_bytes if adapter_bytes is None else adapter_bytes
+    per_query = None if not rate else 1e6 / rate
+    if name == "forward_transform":
+        dim = out_dim or sizes.d_new
+        notes = [f"Transforms all {sizes.n} stored old vectors with the {kind} layer (no backbone run); new "
+                 "queries then search the transformed gallery as they are.", source]
+        return _option(name, f"Forward transform ({kind})", _time(sizes.n, rate), sizes.n * dim * 4 + extra_bytes, 0,
+                       quality, floor, ceiling, notes)
+    notes = [f"Nothing is re-embedded; each new query passes through the {kind} layer "
+             + (f"(about {per_query:.1f} µs per query in batches) " if per_query else "")
+             + "and searches the old gallery as it is.", source]
+    if kind == "fusion" or name == "fusion":
+        notes.append("Fusion needs both encoders at query time: every query is also embedded by the old model.")
+    title = "Fusion (old + mapped new query)" if name == "fusion" else f"Adapter only ({kind})"
+    return _option(name, title, 0.0, sizes.old_index() + extra_bytes, 0, quality, floor, ceiling, notes,
+                   query_latency_us=per_query)
+
+
+def partial_option(report: Mapping[str, Any], tp: Throughput, sizes: _Sizes, floor: float, ceiling: float,
+                   target: float, fraction: float | None) -> tuple[dict[str, Any] | None, list[str]]:
+    """The cheapest partial backfill reaching ``target`` (or at ``fraction``), with notes on the others."""
+    policies = (report.get("backfill") or {}).get("policies") or {}
+    if fraction is not None and not 0 < fraction < 1:
+        return None, [f"A partial backfill at β = {fraction:g} is the {'layer alone' if fraction <= 0 else 'full backfill'}"
+                      "; see that option."]
+    notes: list[str] = []
+    candidates = []
+    for policy, curve in policies.items():
+        betas, values = curve["betas"], curve["values"]["top1"]
+        beta = fraction if fraction is not None else first_reaching(betas, values, target)
+        if beta is None or beta >= 1:
+            continue
+        if beta <= 0:
+            return None, [f"The layer alone already reaches {target:.3f} top-1 (β = 0)."]
+        free = policy in ORDERING_IS_FREE
+        embedded = int(round(beta * sizes.n)) if free else sizes.n
+        quality = {"top1": curve_point(betas, values, beta)}
+        if "top5" in curve["values"]:
+            quality["top5"] = curve_point(betas, curve["values"]["top5"], beta)
+        if embedded >= sizes.n:
+            notes.append(f"{policy} order reaches {quality['top1']:.3f} top-1 at β = {beta:.2f}, but ordering the "
+                         "items by it needs every item's new vector first (a full re-embedding pass), so it costs "
+                         "as much as the full backfill.")
+            continue
+        candidates.append((embedded, -quality["top1"], beta, policy, quality))
+    if not candidates:
+        notes.append(f"No backfill order that is free to compute reaches {target:.3f} top-1 before the whole "
+                     "gallery is re-embedded: a partial backfill is no cheaper than the full one.")
+        return None, notes
+    embedded, _, beta, policy, quality = min(candidates)
+    backfilled = int(round(beta * sizes.n))
+    opt_notes = [f"Re-embeds {backfilled} of {sizes.n} gallery items (β = {beta:.2f}) in {policy} order; the rest "
+                 "stay behind the layer until they are re-embedded.",
+                 "Quality is read off the partial-backfill curve measured on the evaluation sample."]
+    option = _option("partial_backfill", f"Partial backfill to β = {beta:.2f} ({policy} order)",
+                     _time(embedded, tp.embed_items_per_s), sizes.mixed(beta) + sizes.adapter_bytes, embedded,
+                     quality, floor, ceiling, opt_notes, fraction=beta, policy=policy)
+    return option, notes
+
+
+def plan_from_report(report: Mapping[str, Any], throughput: Throughput, *, fraction: float | None = None,
+                     gain_threshold: float = 0.9, target_share: float = 0.95,
+                     alternatives: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
+    """Options with time, storage and expected quality, and the recommended one with its reason.
+
+    ``alternatives``: other layers of the same model pair (e.g. a forward transform or a fusion run),
+    each ``{"name", "kind", "quality", "items_per_s", "source"}`` (+ ``out_dim``, ``adapter_bytes``).
+    """
+    if fraction is not None and not 0 <= fraction <= 1:
+        raise InputError("--fraction", f"must lie between 0 and 1, got {fraction}")
+    sizes = _Sizes(report)
+    up_cell, ceil_cell = report["upgraded_cell"], report["ceiling_cell"]
+    floor_q, up_q, ceil_q = (_metrics_of(report, c) for c in ("old/old", up_cell, ceil_cell))
+    floor, ceiling = floor_q["top1"], ceil_q["top1"]
+    target = target_share * ceiling
+    kind = report["adapter"]["kind"]
+    options = [_option("stay", "Stay on the old model", 0.0, sizes.old_index(), 0, floor_q, floor, ceiling,
+                       ["Today's system: the old model keeps serving queries and gallery; the new model is unused."])]
+    own = "forward_transform" if sizes.forward else ("fusion" if kind == "fusion" else "adapter_only")
+    options.append(layer_option(own, kind, up_q, throughput.adapter_items_per_s, sizes, floor, ceiling,
+                                f"Quality: the {up_cell} cell of this report."))
+    for alt in alternatives:
+        if alt["name"] not in {o["name"] for o in options} and alt.get("quality", {}).get("top1") is not None:
+            options.append(layer_option(alt["name"], alt["kind"], dict(alt["quality"]), alt.get("items_per_s"), sizes,
+                                        floor, ceiling, alt.get("source", ""), alt.get("out_dim"),
+                                        alt.get("adapter_bytes")))
+    partial, partial_notes = partial_option(report, throughput, sizes, floor, ceiling, target, fraction)
+    if partial is not None:
+        options.append(partial)
+    options.append(_option("full_backfill", "Full backfill", _time(sizes.n, throughput.embed_items_per_s),
+                           sizes.n * sizes.d_full * sizes.b_new, sizes.n, ceil_q, floor, ceiling,
+                           [f"Re-embeds all {sizes.n} gallery items with the new model; quality is the {ceil_cell} "
+                            "cell of this report."]))
+    by_item = (report.get("sizes") or {}).get("relevance") == "item"
+    new_better = True if by_item else ceiling > floor  # without labels: the premise of the upgrade
+    for opt in options:
+        if by_item:
+            opt["passes_criterion"] = opt["gain_retained"] = None
+        opt["bytes_per_item"] = opt["storage_bytes"] / max(sizes.n, 1)
+        opt["acceptable"] = _acceptable(opt, new_better, gain_threshold, target)
+    choice = _choose(options)
+    plan = {"recommendation": choice["name"], "options": options, "new_better": None if by_item else new_better,
+            "adapter_passes": None if by_item else bool(up_q["top1"] > floor),
+            "targets": {"gain_threshold": gain_threshold, "target_share": target_share, "target_top1": target},
+            "gallery_full": sizes.n, "gallery_sample": sizes.n_sample, "throughput": throughput.to_dict(),
+            "notes": [*throughput.notes, *partial_notes]}
+    plan["reason"] = _reason(plan, choice, report, floor, ceiling, gain_threshold, target_share)
+    if by_item:
+        plan["notes"].insert(0, "Without labels the report cannot tell whether the new model is better or whether "
+                             "the layer passes the compatibility criterion. This plan assumes the new model is better "
+                             f"and asks every option to reach {_pct(target_share)} of own-item retrieval (top-1 "
+                             f"{target:.3f}: each new query finds its own item first).")
+    if plan["adapter_passes"] is False:
+        plan["notes"].insert(0, f"The {kind} layer FAILS the compatibility criterion ({up_cell} top-1 "
+                             f"{up_q['top1']:.3f} ≤ old/old {floor:.3f}). Offer instead: fusion during the transition, "
+                             "a partial backfill, or a full backfill.")
+    if not new_better:
+        plan["notes"].insert(0, f"The new model is not better than the old one on this gallery ({ceil_cell} top-1 "
+                             f"{ceiling:.3f} vs old/old {floor:.3f}).")
+    return plan
+
+
+def _acceptable(opt: Mapping[str, Any], new_better: bool, gain_threshold: float, target: float) -> bool:
+    if opt["name"] == "stay":
+        return not new_better
+    if not new_better:
+        return False
+    top1 = opt["quality"].get("top1")
+    if opt["name"] == "full_backfill":
+        return True
+    if opt["name"] == "partial_backfill":
+        return top1 is not None and top1 >= target - 1e-12
+    gr = opt.get("gain_retained")
+    reaches = top1 is not None and top1 >= target - 1e-12
+    if opt["passes_criterion"] is None:  # no labels: own-item retrieval is all there is to judge
+        return reaches
+    return bool(opt["passes_criterion"]) and ((gr is not None and gr >= gain_threshold) or reaches)
+
+
+def _choose(options: list[dict[str, Any]]) -> dict[str, Any]:
+    ok = [o for o in options if o["acceptable"]]
+    return min(ok, key=lambda o: (o["items_embedded"], o["time_s"] or 0.0, -(o["quality"].get("top1") or 0.0)))
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.0f}%"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "an unmeasured time"
+    if seconds < 120:
+        return f"about {seconds:.1f} s"
+    return f"about {seconds / 60:.0f} min" if seconds < 7200 else f"about {seconds / 3600:.1f} h"
+
+
+def _reason(plan: Mapping[str, Any], choice: Mapping[str, Any], report: Mapping[str, Any], floor: float,
+            ceiling: float, gain_threshold: float, target_share: float) -> str:
+    kind, ceil_cell = report["adapter"]["kind"], report["ceiling_cell"]
+    layer = next(o for o in plan["options"] if o["name"] in LAYER_OPTIONS)
+    name = choice["name"]
+    if name == "stay":
+        return (f"Stay: the new model is not better than the old one on this gallery ({ceil_cell} top-1 "
+                f"{ceiling:.3f} vs old/old {floor:.3f}), so re-embedding or bridging would cost without a gain.")
+    if name in LAYER_OPTIONS and choice["passes_criterion"] is None:
+        return (f"{choice['title']}: judged by own-item retrieval (no labels), {_pct(choice['quality']['top1'])} of "
+                f"new queries find their own item first through it, at least {_pct(target_share)}, with nothing "
+                f"re-embedded, in {_duration(choice['time_s'])}.")
+    if name in LAYER_OPTIONS:
+        return (f"{choice['title']}: it passes the compatibility criterion (top-1 {choice['quality']['top1']:.3f} > "
+                f"old/old {floor:.3f}) and keeps {_pct(choice['gain_retained'])} of the full-backfill gain "
+                f"with nothing re-embedded, in {_duration(choice['time_s'])}.")
+    if layer["passes_criterion"] is None:
+        why = (f"the {kind} layer alone lets only {_pct(layer['quality']['top1'])} of new queries find their own "
+               f"item first (below {_pct(target_share)}; no labels, so own-item retrieval is the measure)")
+    elif not layer["passes_criterion"]:
+        why = (f"the {kind} layer alone fails the compatibility criterion (top-1 {layer['quality']['top1']:.3f} vs "
+               f"old/old {floor:.3f})")
+    else:
+        why = (f"the {kind} layer alone keeps only {_pct(layer['gain_retained'])} of the full-backfill gain "
+               f"(below {_pct(gain_threshold)})")
+    if name == "partial_backfill":
+        return (f"Partial backfill: {why}; re-embedding {_pct(choice['fraction'])} of the gallery "
+                f"({choice['items_embedded']} items, {_duration(choice['time_s'])}) in {choice['policy']} order "
+                f"reaches top-1 {choice['quality']['top1']:.3f}, at least {_pct(target_share)} of the full "
+                f"backfill's {ceiling:.3f}.")
+    return (f"Full backfill: {why}, and no partial backfill reaches {_pct(target_share)} of the full backfill's "
+            f"top-1 ({ceiling:.3f}) short of re-embedding everything; re-embed all {choice['items_embedded']} items "
+            f"({_duration(choice['time_s'])}).")

@@ -1,0 +1,86 @@
+"""``plan_upgrade``: the workspace side of the planner (which report, which layers, measured rates).
+
+It plans from the latest report of the run (building one when there is none), measures throughput
+on this machine, adds the other layers trained for the same model pair (a forward transform, a
+fusion layer) as alternatives, and returns :func:`core.plan.options.plan_from_report`'s plan.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from core.adapters import load_adapter
+from core.adapters.base import Adapter
+from core.errors import EmbridgeError
+from core.plan.options import plan_from_report
+from core.plan.throughput import Throughput, measure_throughput
+from core.progress import ProgressFn, StopFn, check_stop, no_progress
+from core.report.build import build_report, latest_report_for_run, resolve_train_run
+from core.store import Workspace
+
+ALTERNATIVE_KINDS = {"fct": "forward_transform", "fusion": "fusion"}
+
+
+def plan_upgrade(ws: Workspace, run_id: int | None = None, fraction: float | None = None,
+                 report: dict[str, Any] | None = None, *, throughput: Throughput | None = None,
+                 device: str = "auto", gain_threshold: float = 0.9, target_share: float = 0.95,
+                 on_progress: ProgressFn | None = None, should_stop: StopFn | None = None) -> dict[str, Any]:
+    """Plan the upgrade for a training run's layer (default: the latest completed run)."""
+    progress = on_progress or no_progress
+    if report is None:
+        run = resolve_train_run(ws, run_id)
+        progress(0, 3, {"stage": "report"})
+        report = latest_report_for_run(ws, run["id"]) or build_report(ws, run["id"], should_stop=should_stop)
+    check_stop(should_stop)
+    progress(1, 3, {"stage": "throughput"})
+    row = ws.adapter(int(report["adapter"]["id"]))
+    adapter = load_adapter(ws.adapter_path(row["id"]))
+    alternatives, alt_adapters = _alternatives(ws, row)
+    if throughput is None:
+        throughput = measure_throughput(ws, adapter, row["new_model"], device=device, extra=alt_adapters)
+    for alt in alternatives:
+        alt["items_per_s"] = throughput.extra.get(alt["name"])
+    check_stop(should_stop)
+    progress(2, 3, {"stage": "options"})
+    plan = plan_from_report(report, throughput, fraction=fraction, gain_threshold=gain_threshold,
+                            target_share=target_share, alternatives=alternatives)
+    plan.update(run_id=report["run"]["id"], report_id=report.get("report_id"), adapter_id=row["id"],
+                adapter_kind=row["kind"], old_model=row["old_model"], new_model=row["new_model"])
+    progress(3, 3, {"stage": "done"})
+    return plan
+
+
+def _alternatives(ws: Workspace, chosen: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Adapter]]:
+    """The latest completed fct and fusion layers of the same model pair, other than the chosen one."""
+    latest: dict[str, dict[str, Any]] = {}
+    for row in ws.adapters():
+        if (row["kind"] in ALTERNATIVE_KINDS and row["kind"] != chosen["kind"] and row["id"] != chosen["id"]
+                and (row["old_model"], row["new_model"]) == (chosen["old_model"], chosen["new_model"])
+                and row.get("run_id") is not None and ws.run(row["run_id"])["status"] == "completed"):
+            latest[row["kind"]] = row
+    out, adapters = [], {}
+    for kind, row in latest.items():
+        name = ALTERNATIVE_KINDS[kind]
+        try:
+            adapters[name] = load_adapter(ws.adapter_path(row["id"]))
+        except EmbridgeError:
+            continue  # a missing or changed file: not offered
+        alt = _alternative_quality(ws, row)
+        alt.update(name=name, kind=kind, out_dim=row["out_dim"], adapter_bytes=None, run_id=row["run_id"])
+        out.append(alt)
+    return out, adapters
+
+
+def _alternative_quality(ws: Workspace, row: dict[str, Any]) -> dict[str, Any]:
+    """Its report's upgraded cell when it has one, else the held-out numbers of its training run."""
+    report = latest_report_for_run(ws, row["run_id"])
+    if report is not None:
+        metrics = report["cells"][report["upgraded_cell"]]["metrics"]
+        return {"quality": {k: metrics[k] for k in ("top1", "top5") if k in metrics},
+                "source": f"Quality: the {report['upgraded_cell']} cell of report {report.get('report_id')} "
+                          f"(run {row['run_id']})."}
+    metrics = ws.run(row["run_id"]).get("metrics") or {}
+    top1 = metrics.get("upgraded_top1")
+    return {"quality": {"top1": top1} if top1 is not None else {},
+            "source": f"Quality: held-out test-fold top-1 of training run {row['run_id']}, measured at training "
+                      "time on a different query/gallery split than this report; build its report to compare."}

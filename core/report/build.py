@@ -1,0 +1,235 @@
+"""Assemble a full compatibility report for one training run, write it and register it.
+
+``build_report`` is what ``embridge report`` and the app's Reports page call. It draws the evaluation
+sample (:mod:`core.report.sample`), scores every cell with faiss (:mod:`core.report.cells`), adds
+comparisons, flips, per-label rows, the formal compatibility rate, bootstrap CIs and the partial
+backfill curves, records the job as a ``report`` run and writes ``report.json`` + ``report.html``
+under ``<workspace>/reports/<id>/`` (:mod:`core.report.export`).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core import __version__
+from core.adapters import load_adapter
+from core.adapters.base import Adapter
+from core.errors import InputError
+from core.jobs import recorded_run
+from core.progress import ProgressFn, StopFn, check_stop, no_progress
+from core.report import sections
+from core.report.backfill import partial_backfill
+from core.report.cells import (
+    CellResult,
+    Sides,
+    ceiling_cell,
+    cell_specs,
+    score_cell,
+    scoring_plan,
+    search_summary,
+    upgrade_sides,
+    upgraded_cell,
+)
+from core.report.compat import compatibility_rate
+from core.report.sample import EvalSample, MatrixMaker, evaluation_sample
+from core.report.search import SearchConfig
+from core.store import Workspace
+from core.store.files import TMP_PREFIX
+from core.store.rows import now_iso
+
+SCHEMA = "embridge.report/1"
+COMPAT_MAX_ITEMS = 20_000
+
+
+def resolve_train_run(ws: Workspace, run_id: int | None) -> dict[str, Any]:
+    """The given training run, or the latest completed one; InputError when there is none."""
+    if run_id is None:
+        run = ws.latest_run("train")
+        if run is None:
+            raise InputError(str(ws.root), "no completed training run; fit a layer first with 'embridge train'")
+        return run
+    run = ws.run(int(run_id))
+    if run["kind"] != "train":
+        raise InputError(f"run {run_id}", f"is a {run['kind']} run, not a training run")
+    if run["status"] != "completed":
+        raise InputError(f"run {run_id}", f"has status '{run['status']}'; only completed runs have a usable layer")
+    return run
+
+
+def build_report(ws: Workspace, run_id: int | None = None, *, heldout_gallery: bool = False,
+                 search: SearchConfig | None = None, backfill_steps: int = 11, rollback: bool = False,
+                 n_boot: int = 1000, seed: int = 0, write: bool = True, memory_budget: int = 512 << 20,
+                 on_progress: ProgressFn | None = None, should_stop: StopFn | None = None) -> dict[str, Any]:
+    """The report dict of a training run's layer (see the module docstring); also written when ``write``.
+
+    Gallery-side matrices larger than ``memory_budget`` bytes are gathered into memmaps in a scratch
+    folder under ``reports/`` (removed afterwards), so memory stays bounded as the sample grows.
+    """
+    run = resolve_train_run(ws, run_id)
+    row = ws.adapter_for_run(run["id"])
+    adapter = load_adapter(ws.adapter_path(row["id"]))
+    if getattr(adapter, "side_dim", 0):
+        raise InputError(f"adapter {row['id']}", "this fct layer needs side information for every gallery item, "
+                         "which the workspace does not store; it cannot be evaluated here")
+    options = {"train_run": run["id"], "adapter_id": row["id"], "heldout_gallery": heldout_gallery,
+               "search": asdict(search or SearchConfig()), "backfill_steps": backfill_steps,
+               "rollback": rollback, "n_boot": n_boot, "seed": seed}
+    with recorded_run(ws, "report", row["kind"], options) as record:
+        with tempfile.TemporaryDirectory(prefix=f"{TMP_PREFIX}scratch-", dir=ws.root / "reports",
+                                         ignore_cleanup_errors=True) as scratch:
+            report = assemble(ws, run, row, adapter, heldout_gallery=heldout_gallery, search=search,
+                              backfill_steps=backfill_steps, rollback=rollback, n_boot=n_boot, seed=seed,
+                              maker=MatrixMaker(ws, Path(scratch), memory_budget),
+                              on_progress=on_progress or no_progress, should_stop=should_stop)
+        report["report_run_id"] = record["run_id"]
+        record["metrics"] = dict(report["headline"])
+        if write:
+            from core.report.export import save_report
+
+            check_stop(should_stop)
+            save_report(ws, report, on_progress=on_progress, should_stop=should_stop)
+            record["metrics"]["report_id"] = report["report_id"]
+    return report
+
+
+def assemble(ws: Workspace, run: dict[str, Any], row: dict[str, Any], adapter: Adapter, *, maker: MatrixMaker,
+             heldout_gallery: bool, search: SearchConfig | None, backfill_steps: int, rollback: bool,
+             n_boot: int, seed: int, on_progress: ProgressFn, should_stop: StopFn | None) -> dict[str, Any]:
+    """Every section of the report, without writing anything."""
+    old, new = row["old_model"], row["new_model"]
+    stages = ["sample", "vectors", "cells", "statistics", "backfill"]
+
+    def stage(name: str, **info: Any) -> None:
+        check_stop(should_stop)
+        on_progress(stages.index(name), len(stages), {"stage": name, **info})
+
+    stage("sample")
+    sample = evaluation_sample(ws, [old, new], heldout_gallery, seed=int(run_seed(run)))
+    plan = scoring_plan(sample, search)
+    stage("vectors", queries=int(sample.query_ids.size), gallery=int(sample.gallery_ids.size))
+    sides = upgrade_sides(maker, sample, adapter, old, new, rollback)
+    cells: dict[str, CellResult] = {}
+    for name, q_side, g_side, queries, gallery in cell_specs(adapter, sides):
+        stage("cells", cell=name)
+        cells[name] = score_cell(name, q_side, g_side, queries, gallery, sample, plan, should_stop=should_stop)
+    upgraded, ceiling = upgraded_cell(adapter), ceiling_cell(adapter)
+    stage("statistics")
+    head = sections.headline(cells, upgraded, ceiling, plan, n_boot, seed, sample.relevance)
+    search_cells = {name: cell.search.to_dict() for name, cell in cells.items()}
+    report: dict[str, Any] = {
+        "schema": SCHEMA, "kind": "upgrade", "created": now_iso(), "embridge_version": __version__,
+        "report_id": None, "run": _run_section(run), "adapter": _adapter_section(row),
+        "models": {"old": _model_section(ws, old), "new": _model_section(ws, new)},
+        "protocol": sample.protocol(), "sizes": {**sample.sizes(), "queries_scored": head["n_queries"]},
+        "scoring": plan.to_dict(), "search": search_summary(search_cells),
+        "cells": {name: sections.cell_section(c, plan, n_boot, seed) for name, c in cells.items()},
+        "upgraded_cell": upgraded, "ceiling_cell": ceiling, "headline": head,
+        "comparison": sections.comparison(cells, upgraded, ceiling, plan),
+        "flips": sections.flips_section(cells, n_boot, seed),
+        "flipped_queries": sections.flipped_records(cells, upgraded, sample),
+        "per_label": sections.per_label_section(cells, sample, plan),
+        "compatibility_rate": _compat_rate(sides, sample, seed),
+        "verdicts": sections.verdicts(head, upgraded, ceiling, adapter.kind, sample.relevance),
+    }
+    stage("backfill")
+    report["backfill"] = _backfill(sides, sample, plan, backfill_steps, seed, should_stop)
+    for policy, curve in report["backfill"]["policies"].items():
+        head[f"backfill_area_{policy}"] = curve["areas"]["top1"]
+    on_progress(len(stages), len(stages), {"stage": "done"})
+    return report
+
+
+def run_seed(run: dict[str, Any]) -> int:
+    return int(((run.get("config") or {}).get("settings") or {}).get("seed", 0))
+
+
+def _run_section(run: dict[str, Any]) -> dict[str, Any]:
+    metrics = run.get("metrics") or {}
+    heldout = {k: metrics.get(k) for k in ("old_old_top1", "new_new_top1", "upgraded_top1", "gain_retained",
+                                           "n_queries", "val_metric", "val_metric_name") if k in metrics}
+    return {"id": run["id"], "method": run.get("method"), "status": run.get("status"),
+            "device": run.get("device"), "duration_s": run.get("duration_s"), "config": run.get("config") or {},
+            "epochs": run.get("epochs") or [], "heldout_test_fold": heldout}
+
+
+def _adapter_section(row: dict[str, Any]) -> dict[str, Any]:
+    path = Path(row["path"])
+    return {"id": row["id"], "kind": row["kind"], "direction": row["direction"], "in_dim": row["in_dim"],
+            "out_dim": row["out_dim"], "old_model": row["old_model"], "new_model": row["new_model"],
+            "sha256": row["sha256"], "file_bytes": path.stat().st_size if path.exists() else None,
+            "config": row.get("config") or {}}
+
+
+def _model_section(ws: Workspace, name: str) -> dict[str, Any]:
+    m = ws.model(name)
+    sets = ws.vector_sets(name)
+    dtype = sets[-1]["dtype"] if sets else "float32"
+    return {"name": name, "role": m.get("role"), "kind": m.get("kind"), "dim": m.get("dim"),
+            "sha256": m.get("sha256"), "vector_dtype": dtype, "bytes_per_value": int(np.dtype(dtype).itemsize),
+            "vectors": int(sum(s["count"] for s in sets))}
+
+
+def _compat_rate(sides: Sides, sample: EvalSample, seed: int) -> dict[str, Any] | None:
+    """Formal compatibility rate on sampled labelled gallery pairs (None without labels)."""
+    if sample.relevance != "label":
+        return None
+    rows = np.array([i for i, v in enumerate(sample.gallery_labels) if v is not None], dtype=np.int64)
+    if rows.size < 2:
+        return None
+    if rows.size > COMPAT_MAX_ITEMS:
+        rows = np.sort(np.random.default_rng(seed).choice(rows, COMPAT_MAX_ITEMS, replace=False))
+    labels = np.array([sample.gallery_labels[i] for i in rows], dtype=str)
+    out = compatibility_rate(np.asarray(sides.g_adapted[rows]), np.asarray(sides.g_up[rows]), labels, seed=seed)
+    out["n_items"] = int(rows.size)
+    return out
+
+
+def _backfill(sides: Sides, sample: EvalSample, plan: Any, steps: int, seed: int,
+              should_stop: StopFn | None) -> dict[str, Any]:
+    curves = partial_backfill(sides.q_head, sides.q_up, sides.g_head, sides.g_up, sample.query_targets,
+                              sample.gallery_targets, gallery_adapted=sides.g_adapted, steps=steps, ks=(1, 5),
+                              exclude=sample.exclude, seed=seed, search_config=plan.config,
+                              should_stop=should_stop)
+    policies = {p: c.to_dict() for p, c in curves.items()}
+    best = max(policies, key=lambda p: policies[p]["areas"]["top1"])
+    return {"steps": steps, "ks": [1, 5], "policies": policies, "best_policy": best,
+            "note": ["β = 0 is the upgraded cell (no item re-embedded), β = 1 the full-backfill cell.",
+                     "Backfilled items are scored new against new, the rest through the layer; one merged "
+                     "ranking per query.",
+                     "least_confident and largest_residual rank items by their bridged new vectors, so in "
+                     "deployment they need every item's new vector first; random needs none."]}
+
+
+def flipped_queries(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """Flipped queries of the upgraded cell, negative ones first, each tagged with its direction."""
+    section = report.get("flipped_queries") or {}
+    return ([{**r, "flip": "negative"} for r in section.get("negative", [])]
+            + [{**r, "flip": "positive"} for r in section.get("positive", [])])
+
+
+def load_report(ws: Workspace, report_id: int) -> dict[str, Any]:
+    """Read a stored report's JSON back."""
+    import json
+
+    row = ws.report(report_id)
+    path = Path(row["json_file"])
+    path = path if path.is_absolute() else ws.root / path
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InputError(str(path), f"cannot read report {report_id} ({exc})") from exc
+
+
+def latest_report_for_run(ws: Workspace, run_id: int) -> dict[str, Any] | None:
+    rows = [r for r in ws.reports() if r.get("run_id") == run_id and r.get("json_file")]
+    for row in reversed(rows):
+        path = Path(row["json_file"])
+        if (path if path.is_absolute() else ws.root / path).is_file():
+            return load_report(ws, int(row["id"]))
+    return None
+

@@ -1,0 +1,177 @@
+"""Report cells M(query side, gallery side): the vectors each side uses and their retrieval metrics.
+
+Cells of an upgrade report (METHODS.md "Retrieval protocol"):
+
+- ``old/old``: old queries against the old gallery (today's system, the floor);
+- ``new/new``: new queries against the new gallery (full backfill, the ceiling);
+- ``new→old``: queries of the upgraded system (h(new), bt2's old-compatible part, or fusion's mixed
+  query) against the untouched old gallery; ``new/fct(old)`` instead for a forward layer: new queries
+  against the transformed old gallery;
+- ``head/head`` for bct and bt2: the head's own output on both sides, what a full backfill with the
+  head would index (then the ceiling);
+- ``old/new`` on request: the rollback direction, old queries against a backfilled gallery served
+  in the old space (h(new) of each item), or old queries through a forward layer against new vectors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from core.adapters import adapt_gallery, adapt_queries, new_space_vectors
+from core.adapters.apply import HEAD_KINDS
+from core.adapters.base import Adapter
+from core.progress import ProgressFn, StopFn
+from core.report.metrics import CellMetrics, choose_map_mode, evaluate, ranking_depth, relevance
+from core.report.sample import EvalSample, MatrixMaker
+from core.report.search import SearchConfig, SearchInfo, choose_method, search
+
+OLD_OLD, NEW_NEW, NEW_OLD, NEW_FCT, HEAD_HEAD, OLD_NEW = (
+    "old/old", "new/new", "new→old", "new/fct(old)", "head/head", "old/new")
+TOP_SHOWN = 5  # result keys kept per query for the flipped-query browser
+RECALL_KS = (1, 2, 5, 10, 20, 50, 100)
+MAX_FULL_RANKING_ENTRIES = 5_000_000  # queries × gallery beyond which mAP@R replaces full mAP
+
+
+@dataclass(frozen=True)
+class ScoringPlan:
+    """How every cell of one report is searched and scored (the same for all cells)."""
+
+    config: SearchConfig
+    map_mode: str
+    map_key: str
+    depth: int
+    recall_ks: tuple[int, ...]
+    recall_k: int  # the recall@k used for ARR and the headline
+    r_cap: int = 1000
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"map_mode": self.map_mode, "map_key": self.map_key, "ranking_depth": self.depth,
+                "recall_ks": list(self.recall_ks), "recall_k": self.recall_k, "r_cap": self.r_cap}
+
+
+def scoring_plan(sample: EvalSample, config: SearchConfig | None = None) -> ScoringPlan:
+    """Ranking depth and mAP flavour for this sample: full mAP when the exact full ranking is affordable."""
+    config = config or SearchConfig()
+    n_q, n_g = int(sample.query_ids.size), int(sample.gallery_ids.size)
+    map_mode = choose_map_mode(n_g)
+    if choose_method(n_g, config) != "exact" or n_q * n_g > MAX_FULL_RANKING_ENTRIES:
+        map_mode = "at_r"
+    empty = np.zeros((n_q, 0), dtype=np.int64)
+    max_rel = int(relevance(empty, sample.query_targets, sample.gallery_targets, sample.exclude).n_relevant.max())
+    depth = ranking_depth(map_mode, n_g, max_rel, (max(RECALL_KS),))
+    depth = min(depth, n_g - (1 if sample.exclude is not None else 0))
+    recall_ks = tuple(k for k in RECALL_KS if k <= depth) or (depth,)
+    recall_k = max(k for k in recall_ks if k <= 10)
+    config = replace(config, recall_k=config.recall_k or recall_k)
+    return ScoringPlan(config, map_mode, "mAP" if map_mode == "full" else "mAP@R", depth, recall_ks, recall_k)
+
+
+@dataclass
+class CellResult:
+    """One scored cell: per-query metrics, the first results of each query and how it searched."""
+
+    name: str
+    query_side: str
+    gallery_side: str
+    metrics: CellMetrics
+    top: np.ndarray  # (n_queries, <= TOP_SHOWN) gallery rows, -1 where nothing was found
+    search: SearchInfo
+
+
+def score_cell(name: str, query_side: str, gallery_side: str, queries: np.ndarray, gallery: np.ndarray,
+               sample: EvalSample, plan: ScoringPlan, on_progress: ProgressFn | None = None,
+               should_stop: StopFn | None = None) -> CellResult:
+    """Search ``queries`` in ``gallery`` and score the ranking against the sample's relevance."""
+    ranked, _, info = search(queries, gallery, plan.depth, sample.exclude, plan.config,
+                             on_progress=on_progress, should_stop=should_stop)
+    rel = relevance(ranked, sample.query_targets, sample.gallery_targets, sample.exclude)
+    metrics = evaluate(rel, topk=(1, 5), recall_ks=plan.recall_ks, map_mode=plan.map_mode, r_cap=plan.r_cap)
+    return CellResult(name, query_side, gallery_side, metrics, ranked[:, :TOP_SHOWN].copy(), info)
+
+
+@dataclass
+class Sides:
+    """Every query-side and gallery-side matrix an upgrade report needs (shared where identical)."""
+
+    q_old: np.ndarray
+    q_new: np.ndarray
+    q_up: np.ndarray
+    q_head: np.ndarray
+    g_old: np.ndarray
+    g_new: np.ndarray
+    g_up: np.ndarray
+    g_head: np.ndarray
+    g_adapted: np.ndarray  # the bridged counterpart of each item, used by the informed backfill policies
+    q_roll: np.ndarray | None = None  # rollback cell, when asked for
+    g_roll: np.ndarray | None = None
+
+
+def upgrade_sides(maker: MatrixMaker, sample: EvalSample, adapter: Adapter, old: str, new: str,
+                  rollback: bool = False) -> Sides:
+    """Gather and adapt the vectors of both sides (see :mod:`core.adapters.apply` for each kind)."""
+    q_ids, g_ids = sample.query_ids, sample.gallery_ids
+    forward = adapter.direction == "forward"
+    head = adapter.kind in HEAD_KINDS
+    q_old, q_new = maker.matrix(q_ids, [old]), maker.matrix(q_ids, [new])
+    g_old, g_new = maker.matrix(g_ids, [old]), maker.matrix(g_ids, [new])
+    q_up = q_new if forward else maker.matrix(q_ids, [new, old], lambda n, o: adapt_queries(adapter, n, o))
+    g_up = maker.matrix(g_ids, [old], lambda o: adapt_gallery(adapter, o)) if forward else g_old
+    q_head = maker.matrix(q_ids, [new], lambda n: new_space_vectors(adapter, n)) if head else q_new
+    g_head = maker.matrix(g_ids, [new], lambda n: new_space_vectors(adapter, n)) if head else g_new
+    g_adapted = g_new if forward else maker.matrix(g_ids, [new, old], lambda n, o: adapt_queries(adapter, n, o))
+    sides = Sides(q_old, q_new, q_up, q_head, g_old, g_new, g_up, g_head, g_adapted)
+    if rollback and forward:
+        sides.q_roll, sides.g_roll = maker.matrix(q_ids, [old], lambda o: adapt_gallery(adapter, o)), g_new
+    elif rollback:
+        sides.q_roll, sides.g_roll = q_old, g_adapted
+    return sides
+
+
+def cell_specs(adapter: Adapter, sides: Sides) -> list[tuple[str, str, str, np.ndarray, np.ndarray]]:
+    """(name, query side, gallery side, queries, gallery) of every cell this adapter's report has."""
+    kind = adapter.kind
+    forward = adapter.direction == "forward"
+    up_query = {"fusion": "fusion of the old query and h(new query)", "bt2": "bt2 head, old-compatible part"}.get(
+        kind, "new query" if forward else f"{kind}(new query)")
+    specs = [(OLD_OLD, "old model", "old gallery", sides.q_old, sides.g_old),
+             (NEW_NEW, "new model", "new gallery (full backfill)", sides.q_new, sides.g_new)]
+    if forward:
+        specs.append((NEW_FCT, up_query, f"{kind}(old gallery)", sides.q_up, sides.g_up))
+    else:
+        specs.append((NEW_OLD, up_query, "old gallery (no backfill)", sides.q_up, sides.g_up))
+    if kind in HEAD_KINDS:
+        specs.append((HEAD_HEAD, f"{kind} head(new query)", f"{kind} head(new gallery)", sides.q_head, sides.g_head))
+    if sides.q_roll is not None and sides.g_roll is not None:
+        roll = ((f"{kind}(old query)", "new gallery") if forward
+                else ("old model", f"{kind}(new gallery), in the old space"))
+        specs.append((OLD_NEW, *roll, sides.q_roll, sides.g_roll))
+    return specs
+
+
+def upgraded_cell(adapter: Adapter) -> str:
+    return NEW_FCT if adapter.direction == "forward" else NEW_OLD
+
+
+def ceiling_cell(adapter: Adapter) -> str:
+    """The full-backfill cell: the head's own space for bct/bt2, else the raw new model."""
+    return HEAD_HEAD if adapter.kind in HEAD_KINDS else NEW_NEW
+
+
+def search_summary(cells: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """One statement for all cells: the method, its parameters and the worst measured recall."""
+    first = next(iter(cells.values()))
+    recalls = [c["recall_vs_exact"] for c in cells.values() if c.get("recall_vs_exact") is not None]
+    exact = all(c["exact"] for c in cells.values())
+    params = {k: v for k, v in first["params"].items() if k not in ("dim",)}
+    if exact:
+        text = f"Exact inner-product search (faiss IndexFlatIP) over {params.get('gallery_size')} gallery vectors."
+    else:
+        text = (f"Approximate search ({first['method']}, {params}); recall@{params.get('recall_k')} against exact "
+                f"search, measured on {params.get('recall_sample')} queries: "
+                + ", ".join(f"{n} {c['recall_vs_exact']:.4f}" for n, c in cells.items()
+                            if c.get("recall_vs_exact") is not None) + ".")
+    return {"method": first["method"], "exact": exact, "params": params,
+            "recall_vs_exact": min(recalls) if recalls else None, "cells": cells, "statement": text}

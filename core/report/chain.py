@@ -1,0 +1,138 @@
+"""Version chains v1 → v2 → … → vT: the compatibility matrix of composed layers, with AC and AM.
+
+C[i][j] = M(query model i, gallery model j) for j ≤ i. The diagonal is each model against its own
+gallery. Below it, with backward layers (run k maps v(k+1) → v(k)), a query of version i passes
+through the layers i→i−1, …, j+1→j in turn (re-normalised after each, as every layer was fitted on
+unit vectors) and searches gallery j unchanged. With forward layers (old → new) the gallery of
+version j is carried up to version i instead. A chain mixing the two directions, or using fusion
+(which needs each query under two models), is refused. AC and AM are those of
+:func:`core.report.compat.matrix_scores`.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core import __version__
+from core.adapters import adapt_gallery, adapt_queries, load_adapter
+from core.adapters.base import Adapter
+from core.errors import InputError
+from core.jobs import recorded_run
+from core.progress import ProgressFn, StopFn, check_stop, no_progress
+from core.report.build import SCHEMA
+from core.report.cells import score_cell, scoring_plan, search_summary
+from core.report.compat import matrix_scores
+from core.report.sample import MatrixMaker, evaluation_sample
+from core.report.search import SearchConfig
+from core.retrieval import l2_normalize
+from core.store import Workspace
+from core.store.files import TMP_PREFIX
+from core.store.rows import now_iso
+
+
+def chain_layers(ws: Workspace, models: Sequence[str], runs: Sequence[int]) -> tuple[list[Adapter], list[dict], str]:
+    """Load and check one layer per consecutive pair; returns (adapters, rows, direction)."""
+    if len(models) < 2 or len(runs) != len(models) - 1:
+        raise InputError("chain", f"needs T >= 2 model versions and T - 1 runs, got {len(models)} models and "
+                         f"{len(runs)} runs")
+    adapters, rows = [], []
+    for k, run_id in enumerate(runs):
+        run = ws.run(int(run_id))
+        if run["kind"] != "train" or run["status"] != "completed":
+            raise InputError(f"run {run_id}", f"is a {run['status']} {run['kind']} run, not a completed training run")
+        row = ws.adapter_for_run(int(run_id))
+        if (row["old_model"], row["new_model"]) != (models[k], models[k + 1]):
+            raise InputError(f"run {run_id}", f"links '{row['new_model']}' and '{row['old_model']}', but step {k + 1} "
+                             f"of the chain is '{models[k + 1]}' → '{models[k]}'")
+        if row["kind"] == "fusion":
+            raise InputError(f"run {run_id}", "fusion needs each query under two models and cannot be composed; "
+                             "use its base layer's run")
+        adapters.append(load_adapter(ws.adapter_path(row["id"])))
+        rows.append(row)
+    forward = {a.direction == "forward" for a in adapters}
+    if len(forward) > 1:
+        raise InputError("chain", "mixes forward (old → new) and backward layers; use one direction throughout")
+    return adapters, rows, "forward" if forward.pop() else "backward"
+
+
+def _down(adapters: Sequence[Adapter], i: int, j: int) -> Any:
+    """Query transform from version i down to version j through backward layers i-1 … j."""
+    def apply(x: np.ndarray) -> np.ndarray:
+        for k in range(i - 1, j - 1, -1):
+            x = l2_normalize(adapt_queries(adapters[k], l2_normalize(x)))
+        return x
+    return apply
+
+
+def _up(adapters: Sequence[Adapter], j: int, i: int) -> Any:
+    """Gallery transform from version j up to version i through forward layers j … i-1."""
+    def apply(x: np.ndarray) -> np.ndarray:
+        for k in range(j, i):
+            x = l2_normalize(adapt_gallery(adapters[k], l2_normalize(x)))
+        return x
+    return apply
+
+
+def chain_report(ws: Workspace, models: Sequence[str], runs: Sequence[int], *, metric: str = "top1",
+                 heldout_gallery: bool = False, search: SearchConfig | None = None, write: bool = True,
+                 on_progress: ProgressFn | None = None, should_stop: StopFn | None = None) -> dict[str, Any]:
+    """The compatibility matrix report of a chain of versions (see the module docstring)."""
+    progress = on_progress or no_progress
+    models = list(models)
+    adapters, rows, direction = chain_layers(ws, models, runs)
+    config = {"models": models, "runs": [int(r) for r in runs], "metric": metric, "heldout_gallery": heldout_gallery}
+    with recorded_run(ws, "report", "chain", config) as record:
+        sample = evaluation_sample(ws, models, heldout_gallery)
+        plan = scoring_plan(sample, search)
+        if metric not in ("top1", "top5", plan.map_key, f"recall@{plan.recall_k}"):
+            raise InputError("chain metric", f"unknown {metric!r}; use top1, top5, recall@{plan.recall_k} or "
+                             f"{plan.map_key}")
+        t = len(models)
+        shown = ["top1", "top5", f"recall@{plan.recall_k}", plan.map_key]
+        matrices = {m: np.full((t, t), np.nan) for m in shown}
+        searches: dict[str, Any] = {}
+        pairs = [(i, j) for i in range(t) for j in range(i + 1)]
+        with tempfile.TemporaryDirectory(prefix=f"{TMP_PREFIX}scratch-", dir=ws.root / "reports",
+                                         ignore_cleanup_errors=True) as scratch:
+            maker = MatrixMaker(ws, Path(scratch))
+            for n, (i, j) in enumerate(pairs):
+                check_stop(should_stop)
+                progress(n, len(pairs), {"stage": "cells", "query": models[i], "gallery": models[j]})
+                down = direction == "backward" and i > j
+                up = direction == "forward" and i > j
+                queries = maker.matrix(sample.query_ids, [models[i]], _down(adapters, i, j) if down else None)
+                gallery = maker.matrix(sample.gallery_ids, [models[j]], _up(adapters, j, i) if up else None)
+                cell = score_cell(f"{models[i]}/{models[j]}", models[i], models[j], queries, gallery, sample, plan,
+                                  should_stop=should_stop)
+                summary = cell.metrics.summary()
+                for m in shown:
+                    matrices[m][i, j] = summary[m]
+                searches[cell.name] = cell.search.to_dict()
+        scores = matrix_scores(matrices[metric])
+        below = [{"query": models[i], "gallery": models[j], "value": float(matrices[metric][i, j]),
+                  "reference": float(matrices[metric][j, j]),
+                  "passes": bool(matrices[metric][i, j] > matrices[metric][j, j])}
+                 for i, j in pairs if i > j]
+        chain = {"versions": models, "runs": [int(r) for r in runs], "direction": direction, "metric": metric,
+                 "matrix": matrices[metric].tolist(), "matrices": {m: v.tolist() for m, v in matrices.items()},
+                 "ac": scores["ac"], "am": scores["am"], "criterion": below,
+                 "layers": [{"run_id": r["run_id"], "adapter_id": r["id"], "kind": r["kind"],
+                             "direction": r["direction"], "maps": f"{r['new_model']} → {r['old_model']}"}
+                            for r in rows]}
+        report = {"schema": SCHEMA, "kind": "chain", "created": now_iso(), "embridge_version": __version__,
+                  "report_id": None, "chain": chain, "protocol": sample.protocol(),
+                  "sizes": {**sample.sizes(), "versions": t}, "scoring": plan.to_dict(),
+                  "search": search_summary(searches), "report_run_id": record["run_id"]}
+        record["metrics"] = {"ac": chain["ac"], "am": chain["am"], "versions": t}
+        progress(len(pairs), len(pairs), {"stage": "done"})
+        if write:
+            from core.report.export import save_report
+
+            save_report(ws, report, should_stop=should_stop)
+            record["metrics"]["report_id"] = report["report_id"]
+    return report

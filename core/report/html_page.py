@@ -1,0 +1,211 @@
+"""The self-contained HTML page of a report: inline CSS, inline SVG figures, no scripts, no URLs.
+
+:func:`render_html` takes the JSON-safe report dict and the figures already rendered to inline SVG
+(see :func:`core.report.export.figure_svgs`); every figure given appears exactly once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from html import escape
+from typing import Any
+
+CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:2em auto;max-width:70em;color:#222;
+padding:0 1em;line-height:1.4}
+h1{font-size:1.6em;margin-bottom:.2em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.6em}
+.meta{color:#666;font-size:.9em}table{border-collapse:collapse;margin:.6em 0;font-size:.92em}
+th,td{border:1px solid #ddd;padding:.25em .6em;text-align:left;vertical-align:top}th{background:#f4f4f4}
+td.n{text-align:right;font-variant-numeric:tabular-nums}.fail{color:#b00020;font-weight:600}
+.pass{color:#1b7f3b;font-weight:600}figure{margin:1em 0}figure svg{max-width:100%;height:auto}
+figcaption{color:#555;font-size:.9em}.small{font-size:.85em;color:#555}
+"""
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    if isinstance(value, list):
+        return ", ".join(_fmt(v) for v in value)
+    return str(value)
+
+
+def _ci(pair: Sequence[Any] | None) -> str:
+    if not pair or None in pair:
+        return ""
+    return f" [{pair[0]:.3f}, {pair[1]:.3f}]"
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    head = "".join(f"<th>{escape(str(h))}</th>" for h in headers)
+    body = "".join(
+        "<tr>" + "".join(f'<td class="n">{escape(_fmt(v))}</td>' if isinstance(v, int | float) and not
+                         isinstance(v, bool) else f"<td>{escape(_fmt(v))}</td>" for v in row) + "</tr>"
+        for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _list(lines: Sequence[str]) -> str:
+    return "<ul>" + "".join(f"<li>{escape(str(line))}</li>" for line in lines) + "</ul>"
+
+
+class _Figures:
+    """Hands out each SVG once; whatever was not placed goes to a last section."""
+
+    def __init__(self, svgs: Mapping[str, str]) -> None:
+        self.svgs, self.used = dict(svgs), set()
+
+    def take(self, name: str, caption: str) -> str:
+        if name not in self.svgs or name in self.used:
+            return ""
+        self.used.add(name)
+        return f'<figure id="figure-{escape(name)}">{self.svgs[name]}<figcaption>{escape(caption)}</figcaption></figure>'
+
+    def rest(self) -> str:
+        left = [n for n in self.svgs if n not in self.used]
+        return "".join(self.take(n, n) for n in left)
+
+
+def _headline(report: Mapping[str, Any]) -> str:
+    h = report.get("headline") or {}
+    up, cc = report.get("upgraded_cell"), report.get("ceiling_cell")
+    verdict = {True: '<span class="pass">passes</span>', False: '<span class="fail">fails</span>'}.get(
+        h.get("compatible"), "cannot be judged without labels")
+    rows = [("old/old top-1 (today)", h.get("old_old_top1")), (f"{cc} top-1 (full backfill)", h.get("ceiling_top1")),
+            (f"{up} top-1 (upgraded)", h.get("upgraded_top1")),
+            ("gain retained" + _ci(h.get("gain_retained_ci")), h.get("gain_retained")),
+            (f"ARR (recall@{h.get('arr_k')})", h.get("arr")),
+            ("negative flip rate" + _ci(h.get("negative_flip_rate_ci")), h.get("negative_flip_rate")),
+            ("positive flip rate" + _ci(h.get("positive_flip_rate_ci")), h.get("positive_flip_rate")),
+            ("relative NFR" + _ci(h.get("relative_nfr_ci")), h.get("relative_nfr")),
+            ("queries scored", h.get("n_queries"))]
+    return (f"<p>Compatibility criterion (top-1): the upgrade {verdict}.</p>" + _list(report.get("verdicts") or [])
+            + _table(["number", "value"], rows))
+
+
+def _cells(report: Mapping[str, Any], figs: _Figures) -> str:
+    scoring = report.get("scoring") or {}
+    shown = ["top1", "top5", f"recall@{scoring.get('recall_k', 10)}", scoring.get("map_key", "mAP")]
+    rows = []
+    for name, cell in (report.get("cells") or {}).items():
+        metrics, cis = cell.get("metrics") or {}, cell.get("ci") or {}
+        rows.append([name, cell.get("query_side"), cell.get("gallery_side"),
+                     *[f"{_fmt(metrics.get(m))}{_ci(cis.get(m))}" for m in shown], cell.get("n_queries")])
+    return (_table(["cell", "query side", "gallery side", *shown, "queries"], rows)
+            + figs.take("cells", "Metrics per cell with 95% bootstrap intervals")
+            + figs.take("recall", "Recall@k per cell"))
+
+
+def _compatibility(report: Mapping[str, Any]) -> str:
+    rows = [[m, r.get("old_old"), r.get("upgraded"), r.get("new_new"), r.get("passes"), r.get("gain_retained"),
+             r.get("arr")] for m, r in (report.get("comparison") or {}).items()]
+    out = _table(["metric", "old/old", "upgraded", "full backfill", "criterion", "gain retained", "ARR"], rows)
+    rate = report.get("compatibility_rate")
+    if rate:
+        out += (f"<p>Formal compatibility rate on {rate.get('n_positive')} same-label and {rate.get('n_negative')} "
+                f"different-label sampled gallery pairs ({rate.get('distance')} distance): {_fmt(rate.get('rate'))} "
+                f"(same-label {_fmt(rate.get('positive_rate'))}, different-label {_fmt(rate.get('negative_rate'))}).</p>")
+    return out
+
+
+def _flips(report: Mapping[str, Any], figs: _Figures, listed: int = 50) -> str:
+    rows = [[n, f.get("negative_flip_rate"), f.get("positive_flip_rate"), f.get("relative_nfr"), f.get("n_negative"),
+             f.get("n_positive")] for n, f in (report.get("flips") or {}).items()]
+    out = _table(["cell vs old/old", "NFR", "PFR", "relative NFR", "negative", "positive"], rows)
+    out += figs.take("flips", "Top-1 flips against old/old")
+    section = report.get("flipped_queries") or {}
+    for kind in ("negative", "positive"):
+        records = section.get(kind) or []
+        if records:
+            out += f"<h3>{kind.capitalize()} flips of {escape(str(section.get('cell')))} (first {min(listed, len(records))} of {section.get('n_' + kind)})</h3>"
+            out += _table(["query", "label", "old/old top results", "upgraded top results"],
+                          [[r["query_key"], r.get("label"), _pairs(r["old_top"], r.get("old_top_labels")),
+                            _pairs(r["upgraded_top"], r.get("upgraded_top_labels"))] for r in records[:listed]])
+    return out
+
+
+def _pairs(keys: Sequence[str], labels: Sequence[Any] | None) -> str:
+    labels = labels or [None] * len(keys)
+    return "; ".join(f"{k} ({lab})" if lab is not None else k for k, lab in zip(keys, labels, strict=False))
+
+
+def _per_label(report: Mapping[str, Any], figs: _Figures) -> str:
+    per_label = report.get("per_label") or {}
+    if not per_label:
+        return "<p>No labels: per-label numbers need labelled queries.</p>"
+    names = list(per_label)
+    by_label: dict[str, dict[str, Any]] = {}
+    for name in names:
+        for row in per_label[name]:
+            by_label.setdefault(str(row["label"]), {"n": row["n"]})[name] = row.get("top1")
+    rows = [[lab, v["n"], *[v.get(n) for n in names]] for lab, v in by_label.items()]
+    return _table(["label", "queries", *[f"{n} top-1" for n in names]], rows) + figs.take(
+        "per_label", "Top-1 per label (worst labels first)")
+
+
+def _backfill(report: Mapping[str, Any], figs: _Figures) -> str:
+    b = report.get("backfill") or {}
+    if not b.get("policies"):
+        return ""
+    rows = [[p, c["areas"].get("top1"), c["areas"].get("top5"), c["values"]["top1"][0], c["values"]["top1"][-1]]
+            for p, c in b["policies"].items()]
+    return (_list(b.get("note") or []) + _table(["policy", "area top-1", "area top-5", "top-1 at β=0",
+                                                 "top-1 at β=1"], rows)
+            + f"<p>Best policy by area: {escape(str(b.get('best_policy')))}.</p>"
+            + figs.take("backfill", "Top-1 against the backfilled fraction β"))
+
+
+def _training(report: Mapping[str, Any], figs: _Figures) -> str:
+    run = report.get("run") or {}
+    held = run.get("heldout_test_fold") or {}
+    rows = [["run", run.get("id")], ["method", run.get("method")], ["device", run.get("device")],
+            ["duration (s)", run.get("duration_s")], *[[k, v] for k, v in held.items()]]
+    return _table(["training", "value"], rows) + figs.take("training", "Training and validation curves")
+
+
+def _chain(report: Mapping[str, Any], figs: _Figures) -> str:
+    chain = report.get("chain") or {}
+    versions = chain.get("versions") or []
+    matrix = chain.get("matrix") or []
+    rows = [[versions[i], *[matrix[i][j] if j <= i else "" for j in range(len(versions))]] for i in range(len(versions))]
+    return (f"<p>C[i][j] = {escape(str(chain.get('metric')))} of query model i against gallery model j (j ≤ i), "
+            f"queries mapped down the chain of layers. AC = {_fmt(chain.get('ac'))}, AM = {_fmt(chain.get('am'))}.</p>"
+            + _table(["query \\ gallery", *versions], rows)
+            + figs.take("compatibility_matrix", "Compatibility matrix"))
+
+
+def render_html(report: Mapping[str, Any], svgs: Mapping[str, str]) -> str:
+    """The whole page as text (see the module docstring)."""
+    figs = _Figures(svgs)
+    adapter = report.get("adapter") or {}
+    models = report.get("models") or {}
+    if report.get("kind") == "chain":
+        title = "Compatibility chain " + " → ".join((report.get("chain") or {}).get("versions") or [])
+    else:
+        title = (f"Compatibility report: {adapter.get('kind')} layer, {(models.get('new') or {}).get('name')} → "
+                 f"{(models.get('old') or {}).get('name')}")
+    meta = (f"Report {report.get('report_id')} · created {report.get('created')} · Embridge "
+            f"{report.get('embridge_version')} · schema {report.get('schema')}")
+    parts = [f"<h1>{escape(title)}</h1>", f'<p class="meta">{escape(meta)}</p>']
+    search = report.get("search") or {}
+    protocol = list(report.get("protocol") or []) + ([search["statement"]] if search.get("statement") else [])
+    if report.get("kind") == "chain":
+        parts += ["<h2>Compatibility matrix</h2>", _chain(report, figs)]
+    else:
+        parts += ["<h2>Verdict</h2>", _headline(report)]
+    parts += ["<h2>Protocol</h2>", _list(protocol),
+              _table(["size", "value"], list((report.get("sizes") or {}).items()))]
+    if report.get("kind") != "chain":
+        parts += ["<h2>Cells</h2>", _cells(report, figs), "<h2>Compatibility</h2>", _compatibility(report),
+                  "<h2>Flips</h2>", _flips(report, figs), "<h2>Per label</h2>", _per_label(report, figs),
+                  "<h2>Partial backfill</h2>", _backfill(report, figs), "<h2>Training</h2>", _training(report, figs)]
+    rest = figs.rest()
+    if rest:
+        parts += ["<h2>More figures</h2>", rest]
+    body = "\n".join(parts)
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'
+            f"<style>{CSS}</style></head>\n<body>\n{body}\n</body></html>\n")

@@ -1,0 +1,171 @@
+"""Report sections from scored cells: metrics with CIs, comparison, flips, per-label rows, verdicts.
+
+Everything returned is plain Python (floats, ints, strings, lists, dicts), ready for JSON; undefined
+numbers are None or NaN (written as null).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+
+from core.report.cells import NEW_NEW, OLD_OLD, CellResult, ScoringPlan
+from core.report.compat import arr, compare, gain_retained
+from core.report.flips import cell_flips, flip_cis
+from core.report.metrics import bootstrap_ci, bootstrap_statistic_ci, per_label
+from core.report.sample import EvalSample
+
+MAX_LISTED_FLIPS = 500
+
+
+def headline_metrics(plan: ScoringPlan) -> list[str]:
+    return ["top1", "top5", f"recall@{plan.recall_k}", plan.map_key]
+
+
+def cell_section(cell: CellResult, plan: ScoringPlan, n_boot: int, seed: int) -> dict[str, Any]:
+    """Means of every metric, bootstrap CIs of the headline ones, the recall@k curve, search facts."""
+    m = cell.metrics
+    summary = m.summary()
+    cis = {}
+    for name in headline_metrics(plan):
+        lo, hi = bootstrap_ci(m.per_query[name][m.valid], n_boot, seed=seed)
+        cis[name] = [lo, hi]
+    return {"query_side": cell.query_side, "gallery_side": cell.gallery_side, "n_queries": m.n_queries,
+            "n_without_relevant": m.n_without_relevant, "metrics": summary, "ci": cis,
+            "recall_curve": {str(k): summary[f"recall@{k}"] for k in plan.recall_ks},
+            "search": cell.search.to_dict()}
+
+
+def _gain_stat(oo: np.ndarray, nn: np.ndarray, up: np.ndarray) -> float:
+    value = gain_retained(float(up.mean()), float(oo.mean()), float(nn.mean()))
+    return float("nan") if value is None else value
+
+
+def quiet_flip_cis(correct_old: np.ndarray, correct_new: np.ndarray, n_boot: int, seed: int) -> dict[str, Any]:
+    """Flip CIs without numpy's all-NaN warnings (relative NFR is undefined when nothing can flip)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return flip_cis(correct_old, correct_new, n_boot, seed=seed)
+
+
+def headline(cells: dict[str, CellResult], upgraded: str, ceiling: str, plan: ScoringPlan,
+             n_boot: int, seed: int, relevance: str = "label") -> dict[str, Any]:
+    """The numbers a reader looks at first: top-1 of the three systems, gain retained, ARR, flips.
+
+    With relevance by item (no labels) the same-model cells are trivially perfect, so the
+    criterion is undefined (``compatible`` is None) and the upgraded top-1 is own-item retrieval.
+    """
+    oo, up, cc = cells[OLD_OLD].metrics, cells[upgraded].metrics, cells[ceiling].metrics
+    valid = oo.valid
+    s_oo, s_up, s_cc = oo.summary(), up.summary(), cc.summary()
+    rk = f"recall@{plan.recall_k}"
+    flips = cell_flips(oo, up)
+    correct_old, correct_up = oo.correct()[valid], up.correct()[valid]
+    fci = quiet_flip_cis(correct_old, correct_up, n_boot, seed)
+    top1 = [c.per_query["top1"][valid] for c in (oo, cc, up)]
+    gr_ci: tuple[Any, Any] = (None, None)
+    if relevance == "label" and valid.any():
+        gr_ci = bootstrap_statistic_ci(_gain_stat, top1, n_boot, seed=seed)
+    return {
+        "old_old_top1": s_oo["top1"], "new_new_top1": cells[NEW_NEW].metrics.summary()["top1"],
+        "ceiling_top1": s_cc["top1"], "upgraded_top1": s_up["top1"],
+        "gain_retained": gain_retained(s_up["top1"], s_oo["top1"], s_cc["top1"]),
+        "gain_retained_ci": list(gr_ci), "arr": arr(s_up[rk], s_cc[rk]), "arr_k": plan.recall_k,
+        "compatible": bool(s_up["top1"] > s_oo["top1"]) if relevance == "label" else None,
+        "negative_flip_rate": flips.negative_rate, "positive_flip_rate": flips.positive_rate,
+        "relative_nfr": flips.relative_nfr,
+        "negative_flip_rate_ci": list(fci["negative_flip_rate"]),
+        "positive_flip_rate_ci": list(fci["positive_flip_rate"]),
+        "relative_nfr_ci": list(fci["relative_nfr"]), "n_queries": oo.n_queries,
+    }
+
+
+def comparison(cells: dict[str, CellResult], upgraded: str, ceiling: str, plan: ScoringPlan) -> dict[str, Any]:
+    """Per metric: criterion pass/fail, gain retained and (recall@k) ARR of the upgraded cell."""
+    keep = set(headline_metrics(plan)) | {f"recall@{k}" for k in plan.recall_ks}
+    rows = compare(cells[upgraded].metrics.summary(), cells[OLD_OLD].metrics.summary(),
+                   cells[ceiling].metrics.summary())
+    return {name: row for name, row in rows.items() if name in keep}
+
+
+def flips_section(cells: dict[str, CellResult], n_boot: int, seed: int) -> dict[str, Any]:
+    """Top-1 flips of every cell against old/old (counts, rates, CIs; keys are in ``flipped_queries``)."""
+    base = cells[OLD_OLD].metrics
+    out = {}
+    for name, cell in cells.items():
+        if name == OLD_OLD:
+            continue
+        f = cell_flips(base, cell.metrics)
+        row = f.to_dict(max_listed=0)
+        row.pop("negative"), row.pop("positive")
+        cis = quiet_flip_cis(base.correct()[base.valid], cell.metrics.correct()[base.valid], n_boot, seed)
+        row["ci"] = {k: list(v) for k, v in cis.items()}
+        out[name] = row
+    return out
+
+
+def flipped_records(cells: dict[str, CellResult], upgraded: str, sample: EvalSample,
+                    max_listed: int = MAX_LISTED_FLIPS) -> dict[str, Any]:
+    """The flipped queries of the upgraded cell with their first results under both systems."""
+    f = cell_flips(cells[OLD_OLD].metrics, cells[upgraded].metrics)
+    old_top, up_top = cells[OLD_OLD].top, cells[upgraded].top
+
+    def record(i: int) -> dict[str, Any]:
+        def keys(rows: np.ndarray) -> list[str]:
+            return [sample.gallery_keys[r] for r in rows if r >= 0]
+
+        def labels(rows: np.ndarray) -> list[str | None]:
+            return [sample.gallery_labels[r] for r in rows if r >= 0]
+
+        return {"query_key": sample.query_keys[i], "label": sample.query_labels[i],
+                "old_top": keys(old_top[i]), "old_top_labels": labels(old_top[i]),
+                "upgraded_top": keys(up_top[i]), "upgraded_top_labels": labels(up_top[i])}
+
+    return {"cell": upgraded, "n_negative": int(f.negative.size), "n_positive": int(f.positive.size),
+            "max_listed": max_listed,
+            "negative": [record(int(i)) for i in f.negative[:max_listed]],
+            "positive": [record(int(i)) for i in f.positive[:max_listed]]}
+
+
+def per_label_section(cells: dict[str, CellResult], sample: EvalSample, plan: ScoringPlan) -> dict[str, Any]:
+    """Per-label means of top-1, top-5 and mAP for each cell (label relevance only)."""
+    if sample.relevance != "label":
+        return {}
+    labels = np.array(["" if v is None else v for v in sample.query_labels], dtype=str)
+    out = {}
+    for name, cell in cells.items():
+        values = {k: cell.metrics.per_query[k] for k in ("top1", "top5", plan.map_key)}
+        out[name] = per_label(values, labels, cell.metrics.valid)
+    return out
+
+
+def verdicts(head: dict[str, Any], upgraded: str, ceiling: str, kind: str, relevance: str = "label") -> list[str]:
+    """Plain sentences: is the new model better, does the layer pass, what to do otherwise."""
+    oo, cc, up, gr = head["old_old_top1"], head["ceiling_top1"], head["upgraded_top1"], head["gain_retained"]
+    if relevance != "label":
+        return ["Without labels, a query's relevant item is its own item: the same-model cells find it trivially, "
+                "so neither whether the new model is better nor the compatibility criterion can be measured here.",
+                f"Through the {kind} layer, {_pct(up)} of new queries find their own item's old vector first "
+                f"({upgraded} top-1); add labels or ground truth to measure retrieval quality."]
+    lines = []
+    if not cc > oo:
+        lines.append(f"The new model is not better than the old one on this gallery: {ceiling} top-1 "
+                     f"{_pct(cc)} against old/old {_pct(oo)}. Upgrading does not pay here.")
+    if head["compatible"]:
+        lines.append(f"The {kind} layer passes the compatibility criterion: {upgraded} top-1 {_pct(up)} > "
+                     f"old/old {_pct(oo)}; it keeps {_pct(gr)} of the full-backfill gain.")
+        if gr is not None and gr < 0.9:
+            lines.append("Bridging alone leaves much of the gain unused; see the partial-backfill curves and the "
+                         "plan for what re-embedding part or all of the gallery buys.")
+    else:
+        lines.append(f"The {kind} layer FAILS the compatibility criterion: {upgraded} top-1 {_pct(up)} is not "
+                     f"above old/old {_pct(oo)}, so serving new queries through it makes search worse than "
+                     "today. Bridging alone is not enough here: consider fusion during the transition "
+                     "(old and mapped new query together), a partial backfill, or a full backfill.")
+    return lines
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None or not np.isfinite(value) else f"{100 * value:.1f}%"

@@ -1,0 +1,65 @@
+"""``embridge report``, ``plan`` and ``chain`` end to end with --json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from report_fixtures import build_chain_workspace
+
+from core.cli.main import main
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict | str, str]:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    data = json.loads(out) if "--json" in args and code == 0 else out
+    return code, data, err
+
+
+def test_report_and_plan_on_a_demo_copy(demo_copy: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ws = str(demo_copy)
+    code, err_out, err = run_cli(capsys, "report", "--workspace", ws, "--json")
+    assert code == 1 and "no completed training run" in err and err.count("\n") == 1
+    code, trained, err = run_cli(capsys, "train", "--workspace", ws, "--method", "affine", "--device", "cpu", "--json")
+    assert code == 0, err
+    code, rep, err = run_cli(capsys, "report", "--workspace", ws, "--bootstrap", "200", "--json")
+    assert code == 0, err
+    assert "report:" in err  # progress on stderr, one JSON object on stdout
+    assert rep["run_id"] == trained["run_id"] and set(rep["cells"]) == {"old/old", "new/new", "new→old"}
+    for cell in rep["cells"].values():
+        assert {"top1", "top5", "recall@10", "mAP"} <= set(cell) and 0 <= cell["top1"] <= 1
+    for key in ("gain_retained", "arr", "negative_flip_rate", "positive_flip_rate"):
+        assert isinstance(rep[key], float)
+    assert rep["upgraded_top1"] - rep["old_old_top1"] == pytest.approx(
+        rep["positive_flip_rate"] - rep["negative_flip_rate"])
+    assert Path(rep["report_json"]).is_file() and Path(rep["report_html"]).is_file()
+    assert Path(rep["report_json"]).parent.name == str(rep["report_id"])
+    stored = json.loads(Path(rep["report_json"]).read_text(encoding="utf-8"))
+    assert stored["headline"]["gain_retained"] == rep["gain_retained"]
+
+    code, plan, err = run_cli(capsys, "plan", "--workspace", ws, "--device", "cpu", "--json")
+    assert code == 0, err
+    assert plan["report_id"] == rep["report_id"]
+    names = [o["name"] for o in plan["options"]]
+    assert names[:2] == ["stay", "adapter_only"] and names[-1] == "full_backfill"
+    for option in plan["options"]:
+        assert {"name", "time_s", "storage_bytes", "quality", "notes"} <= set(option)
+    assert plan["recommendation"] in names and plan["reason"]
+    code, plan_half, err = run_cli(capsys, "plan", "--workspace", ws, "--fraction", "0.5", "--device", "cpu", "--json")
+    assert code == 0, err
+    half = {o["name"]: o for o in plan_half["options"]}["partial_backfill"]
+    assert half["fraction"] == 0.5 and half["items_embedded"] == round(0.5 * 997)
+
+    code, text, err = run_cli(capsys, "report", "--workspace", ws, "--run", "999")
+    assert code == 1 and "no run with id 999" in err
+
+
+def test_chain_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    info = build_chain_workspace(tmp_path / "ws")
+    code, data, err = run_cli(capsys, "chain", "--workspace", str(info["path"]), "--models", ",".join(info["models"]),
+                              "--runs", ",".join(str(r) for r in info["runs"]), "--json")
+    assert code == 0, err
+    assert data["versions"] == ["v1", "v2", "v3"] and len(data["matrix"]) == 3 and data["matrix"][0][2] is None
+    assert 0 <= data["ac"] <= 1 and 0 <= data["am"] <= 1 and Path(data["report_html"]).is_file()

@@ -1,0 +1,85 @@
+"""Version chains: the compatibility matrix of composed layers on a synthetic three-version workspace."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from report_fixtures import brute_force, build_chain_workspace, protocol_ids
+
+from core.adapters import adapt_queries, load_adapter
+from core.errors import InputError
+from core.report.chain import chain_report
+from core.store import Workspace
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    info = build_chain_workspace(tmp_path_factory.mktemp("chain") / "ws")
+    with Workspace.open(info["path"]) as ws:
+        info["report"] = chain_report(ws, info["models"], info["runs"])
+    return info
+
+
+def _gallery_and_queries(ws: Workspace, models: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    queries, gallery = protocol_ids(ws, models[0], models[1])
+    for name in models[2:]:
+        have = ws.ids_with_vectors(name)
+        queries, gallery = np.intersect1d(queries, have), np.intersect1d(gallery, have)
+    return queries, gallery
+
+
+def test_matrix_matches_brute_force_with_composed_layers(chain: dict[str, Any]) -> None:
+    models, c = chain["models"], chain["report"]["chain"]
+    m = np.array(c["matrix"], dtype=np.float64)
+    with Workspace.open(chain["path"]) as ws:
+        queries, gallery = _gallery_and_queries(ws, models)
+        q_lab, g_lab = np.array(ws.labels(queries)), np.array(ws.labels(gallery))
+        vec = {name: (ws.vectors_for(name, queries), ws.vectors_for(name, gallery)) for name in models}
+        layers = [load_adapter(ws.adapter_path(ws.adapter_for_run(r)["id"])) for r in chain["runs"]]
+    assert chain["report"]["sizes"]["queries"] == len(queries) == 64
+    for i, name in enumerate(models):
+        assert m[i, i] == pytest.approx(brute_force(*vec[name], q_lab, g_lab)["top1"], abs=1e-6)
+    # v3 queries through v3→v2, then v2→v1, against the untouched v1 gallery
+    q = vec["v3"][0]
+    for layer in (layers[1], layers[0]):
+        q = adapt_queries(layer, q / np.linalg.norm(q, axis=1, keepdims=True))
+    assert m[2, 0] == pytest.approx(brute_force(q, vec["v1"][1], q_lab, g_lab)["top1"], abs=1e-6)
+    q21 = adapt_queries(layers[1], vec["v3"][0] / np.linalg.norm(vec["v3"][0], axis=1, keepdims=True))
+    assert m[2, 1] == pytest.approx(brute_force(q21, vec["v2"][1], q_lab, g_lab)["top1"], abs=1e-6)
+    assert np.isnan(m[np.triu_indices(3, k=1)]).all()
+    # each version separates more classes than the one before: the diagonal rises clearly
+    assert m[0, 0] + 0.1 < m[1, 1] and m[1, 1] + 0.1 < m[2, 2]
+
+
+def test_ac_and_am_follow_their_definitions(chain: dict[str, Any]) -> None:
+    c = chain["report"]["chain"]
+    m = np.array(c["matrix"], dtype=np.float64)
+    wins = [m[i, j] > m[j, j] for i in range(3) for j in range(i)]
+    assert c["ac"] == pytest.approx(2 * sum(wins) / (3 * 2))
+    assert c["am"] == pytest.approx(np.mean([m[i, j] for i in range(3) for j in range(i + 1)]))
+    assert [row["passes"] for row in c["criterion"]] == wins
+    assert set(c["matrices"]) == {"top1", "top5", "recall@10", "mAP"}
+
+
+def test_chain_report_files(chain: dict[str, Any]) -> None:
+    report = chain["report"]
+    stored = json.loads(Path(report["files"]["json"]).read_text(encoding="utf-8"))
+    assert stored["schema"] == "embridge.report/1" and stored["kind"] == "chain"
+    assert stored["chain"]["matrix"][0][1] is None  # above the diagonal: undefined, written as null
+    page = Path(report["files"]["html"]).read_text(encoding="utf-8")
+    assert page.count("<svg") == 1 and 'id="figure-compatibility_matrix"' in page
+    assert "http://" not in page and "https://" not in page
+    with Workspace.open(chain["path"]) as ws:
+        row = ws.report(report["report_id"])
+        assert row["run_id"] is None and row["summary"]["ac"] == report["chain"]["ac"]
+
+
+def test_chain_refuses_steps_in_the_wrong_order(chain: dict[str, Any]) -> None:
+    with Workspace.open(chain["path"]) as ws, pytest.raises(InputError, match="step 1 of the chain"):
+        chain_report(ws, chain["models"], list(reversed(chain["runs"])), write=False)
+    with Workspace.open(chain["path"]) as ws, pytest.raises(InputError, match="T - 1 runs"):
+        chain_report(ws, chain["models"], chain["runs"][:1], write=False)
