@@ -1,0 +1,111 @@
+"""State shared by the main window and its pages: the open workspace, jobs, settings, errors.
+
+Pages read the workspace through ``ctx.ws`` (a handle owned by the GUI thread) and start work with
+:meth:`AppContext.run`, which gives the job its own workspace handle in the worker thread (SQLite
+connections are not shared across threads) and reports failures through the one error path.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QObject, Signal
+
+from app.errors import ErrorReporter
+from app.settings import Settings
+from app.workers import Job, JobManager
+from core.errors import EmbridgeError
+from core.jobs import JobOutcome
+from core.progress import ProgressFn, StopFn
+from core.store import Workspace
+
+log = logging.getLogger("embridge.app")
+WorkspaceJob = Callable[[Workspace, ProgressFn, StopFn], Any]
+
+
+class AppContext(QObject):
+    workspace_changed = Signal()
+    data_changed = Signal()  # a job or an action changed what the workspace holds
+    devices_changed = Signal()
+
+    def __init__(self, settings: Settings, jobs: JobManager, reporter: ErrorReporter) -> None:
+        super().__init__()
+        self.settings = settings
+        self.jobs = jobs
+        self.reporter = reporter
+        self.ws: Workspace | None = None
+        self.devices: list[str] = ["auto"]
+        self.device_label = "detecting…"
+
+    # -- workspace --------------------------------------------------------------------------
+    def open_workspace(self, path: str | Path, create: bool = False) -> bool:
+        """Open (or create) a workspace; a failure is shown to the user and returns False."""
+        try:
+            ws = Workspace.create(path) if create else Workspace.open(path)
+            ws.mark_interrupted_runs()
+        except EmbridgeError as exc:
+            self.reporter.report("Cannot open workspace" if not create else "Cannot create workspace", str(exc))
+            return False
+        self.close_workspace(emit=False)
+        self.ws = ws
+        self.settings.add_recent(ws.root)
+        log.info("opened workspace %s", Path(ws.root).resolve())
+        self.workspace_changed.emit()
+        return True
+
+    def close_workspace(self, emit: bool = True) -> None:
+        if self.ws is not None:
+            self.ws.close()
+            self.ws = None
+            if emit:
+                self.workspace_changed.emit()
+
+    # -- jobs -------------------------------------------------------------------------------
+    def run(self, title: str, fn: WorkspaceJob, on_done: Callable[[Any], None] | None = None,
+            **options: Any) -> Job | None:
+        """Run ``fn(ws, on_progress, should_stop)`` on a fresh handle of the open workspace."""
+        if self.ws is None:
+            self.reporter.report(title, "Open or create a workspace first.")
+            return None
+        root = Path(self.ws.root)
+
+        def job(on_progress: ProgressFn, should_stop: StopFn) -> Any:
+            with Workspace.open(root) as ws:
+                return fn(ws, on_progress, should_stop)
+
+        return self.run_plain(title, job, on_done, changes_workspace=True, **options)
+
+    def run_plain(self, title: str, fn: Callable[[ProgressFn, StopFn], Any],
+                  on_done: Callable[[Any], None] | None = None, changes_workspace: bool = False,
+                  **options: Any) -> Job:
+        """Run a job that needs no workspace; errors go to the error dialog, results to ``on_done``."""
+
+        def finished(outcome: JobOutcome) -> None:
+            if outcome.status == "failed":
+                self.reporter.report(f"{title} failed", outcome.error or "unknown error", outcome.details)
+            elif outcome.status == "completed" and on_done is not None:
+                on_done(outcome.result)
+            if changes_workspace and self.ws is not None:
+                self.data_changed.emit()
+
+        return self.jobs.start(title, fn, finished, **options)
+
+    # -- compute device ---------------------------------------------------------------------
+    def detect_devices(self) -> Job:
+        """Find the compute device in the background (importing torch takes a moment)."""
+
+        def detect(on_progress: ProgressFn, should_stop: StopFn) -> tuple[str, list[str]]:
+            from core.device import available_devices, describe_device, resolve_device
+
+            return describe_device(resolve_device("auto")), available_devices()
+
+        def found(result: tuple[str, list[str]]) -> None:
+            self.device_label, names = result
+            self.devices = ["auto", *names]
+            log.info("compute device: %s", self.device_label)
+            self.devices_changed.emit()
+
+        return self.run_plain("Detect compute device", detect, found, visible=False)

@@ -1,0 +1,32 @@
+"""Short human forms of durations, sizes and shares for labels and tables."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def format_seconds(seconds: float) -> str:
+    """'4.2 s', '3 min 05 s' or '1 h 02 min': short enough for a status line."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+def format_bytes(count: float) -> str:
+    """'512 B', '3.4 MiB', '1.2 GiB'."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if count < 1024:
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    return f"{count:.1f} TiB"
+
+
+def format_share(value: Any) -> str:
+    """A share in [0, 1] as a percentage; 'n/a' for undefined numbers (None, NaN)."""
+    if not isinstance(value, int | float) or value != value:
+        return "n/a"
+    return f"{100 * value:.1f}%"

@@ -1,0 +1,72 @@
+"""``embridge-gui``: start the desktop app, optionally opening a workspace.
+
+Only Qt and the light parts of the core are imported before the window shows; torch, faiss and
+matplotlib load later, in the background or when a page needs them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import sys
+from collections.abc import Sequence
+
+from PySide6.QtCore import QCoreApplication, Qt
+from PySide6.QtGui import QGuiApplication
+from PySide6.QtWidgets import QApplication
+
+from app.context import AppContext
+from app.errors import ErrorReporter, setup_file_logging
+from app.main_window import MainWindow
+from app.settings import Settings, log_dir
+from app.workers import JobManager
+
+APP_NAME = "Embridge"
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="embridge-gui", description="Embridge desktop app")
+    parser.add_argument("--workspace", "-w", metavar="DIR", help="open this workspace on start")
+    parser.add_argument("--self-test", action="store_true", help="reserved for the packaged app's self-test")
+    return parser.parse_known_args(argv)[0]
+
+
+def application() -> QApplication:
+    """The QApplication, created once with the names QStandardPaths and QSettings use."""
+    existing = QApplication.instance()
+    if isinstance(existing, QApplication):
+        return existing
+    QGuiApplication.setHighDpiScaleFactorRoundingPolicy(Qt.HighDpiScaleFactorRoundingPolicy.PassThrough)
+    QCoreApplication.setOrganizationName(APP_NAME)
+    QCoreApplication.setApplicationName(APP_NAME)
+    return QApplication(sys.argv[:1])
+
+
+def build_main_window(workspace: str | None = None) -> MainWindow:
+    """Settings, log file, error reporter, job manager and the window, wired together."""
+    settings = Settings()
+    reporter = ErrorReporter(setup_file_logging(log_dir()))
+    ctx = AppContext(settings, JobManager(), reporter)
+    window = MainWindow(ctx)
+    reporter.parent_widget = window
+    if workspace:
+        ctx.open_workspace(workspace)
+    return window
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    multiprocessing.freeze_support()
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    app = application()
+    window = build_main_window(args.workspace)
+    window.ctx.reporter.install()
+    window.show()
+    window.start()
+    try:
+        return app.exec()
+    finally:
+        window.ctx.reporter.uninstall()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,180 @@
+"""The main window: navigation, one page per workflow step, jobs and log docks, the status bar.
+
+Nothing here imports torch, faiss or matplotlib: the compute device is detected by a background
+job after the window is shown, and pages import heavy modules only when they need them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from PySide6.QtCore import QByteArray, Qt, QTimer
+from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
+from PySide6.QtWidgets import (
+    QDockWidget,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QMainWindow,
+    QMenu,
+    QMessageBox,
+    QStackedWidget,
+    QWidget,
+)
+
+from app import dialogs
+from app.context import AppContext
+from app.jobs_panel import JobsPanel
+from app.logview import LogView
+from app.pages import PAGES, page_class
+from app.settings import window_settings
+from app.workers import Job
+
+log = logging.getLogger("embridge.app")
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, ctx: AppContext) -> None:
+        super().__init__()
+        self.ctx = ctx
+        self.setWindowTitle("Embridge")
+        self.nav = QListWidget()
+        self.nav.setMaximumWidth(180)
+        self.stack = QStackedWidget()
+        self.pages: dict[str, QWidget] = {}
+        for n, (key, title, target) in enumerate(PAGES, start=1):
+            page = page_class(target)(ctx)
+            self.pages[key] = page
+            self.stack.addWidget(page)
+            self.nav.addItem(f"{n}  {title}")
+        self.nav.currentRowChanged.connect(self.stack.setCurrentIndex)
+        central = QWidget()
+        layout = QHBoxLayout(central)
+        layout.addWidget(self.nav)
+        layout.addWidget(self.stack, 1)
+        self.setCentralWidget(central)
+
+        self.jobs_panel = JobsPanel(ctx.jobs, self.show_job_error)
+        self.jobs_dock = self._dock("Jobs", "jobs", self.jobs_panel, Qt.DockWidgetArea.RightDockWidgetArea)
+        self.log_view = LogView()
+        self.log_dock = self._dock("Log", "log", self.log_view, Qt.DockWidgetArea.BottomDockWidgetArea)
+
+        self.workspace_label = QLabel("No workspace")
+        self.device_label = QLabel(f"Device: {ctx.device_label}")
+        self.statusBar().addWidget(self.workspace_label, 1)
+        self.statusBar().addPermanentWidget(self.device_label)
+        self._build_menus()
+        ctx.workspace_changed.connect(self._on_workspace_changed)
+        ctx.devices_changed.connect(lambda: self.device_label.setText(f"Device: {ctx.device_label}"))
+        self.nav.setCurrentRow(0)
+        self.resize(1280, 860)
+        self.resizeDocks([self.log_dock], [130], Qt.Orientation.Vertical)
+        self._restore_geometry()
+
+    def _dock(self, title: str, name: str, widget: QWidget, area: Qt.DockWidgetArea) -> QDockWidget:
+        dock = QDockWidget(title, self)
+        dock.setObjectName(f"{name}_dock")
+        dock.setWidget(widget)
+        self.addDockWidget(area, dock)
+        return dock
+
+    def _build_menus(self) -> None:
+        workspace_page = self.pages["workspace"]
+        file_menu = self.menuBar().addMenu("&File")
+        self._action(file_menu, "&New workspace…", QKeySequence.StandardKey.New, workspace_page.new_workspace)
+        self._action(file_menu, "&Open workspace…", QKeySequence.StandardKey.Open, workspace_page.open_workspace)
+        self.recent_menu = file_menu.addMenu("Open &recent")
+        self.recent_menu.aboutToShow.connect(self._fill_recent_menu)
+        self._action(file_menu, "&Close workspace", "Ctrl+Shift+W", self.ctx.close_workspace)
+        file_menu.addSeparator()
+        self._action(file_menu, "&Quit", QKeySequence.StandardKey.Quit, self.close)
+
+        view_menu = self.menuBar().addMenu("&View")
+        for n, (key, title, _target) in enumerate(PAGES, start=1):
+            self._action(view_menu, f"&{n} {title}", f"Ctrl+{n}", lambda k=key: self.show_page(k))
+        view_menu.addSeparator()
+        view_menu.addAction(self.jobs_dock.toggleViewAction())
+        view_menu.addAction(self.log_dock.toggleViewAction())
+        self.jobs_dock.toggleViewAction().setShortcut("Ctrl+J")
+        self.log_dock.toggleViewAction().setShortcut("Ctrl+L")
+
+        jobs_menu = self.menuBar().addMenu("&Jobs")
+        self._action(jobs_menu, "&Cancel all jobs", "Ctrl+Shift+X", self.ctx.jobs.cancel_all)
+        self._action(jobs_menu, "C&lear finished jobs", None, self.jobs_panel.clear_finished)
+
+        help_menu = self.menuBar().addMenu("&Help")
+        self._action(help_menu, "&About Embridge", None, self._about)
+
+    def _action(self, menu: QMenu, text: str, shortcut: QKeySequence.StandardKey | str | None,
+                slot: Callable[[], object]) -> QAction:
+        action = QAction(text, self)
+        if shortcut is not None:
+            action.setShortcut(QKeySequence(shortcut))
+        action.triggered.connect(lambda _checked=False: slot())
+        menu.addAction(action)
+        return action
+
+    def _fill_recent_menu(self) -> None:
+        self.recent_menu.clear()
+        for path in self.ctx.settings.recent_workspaces:
+            action = self.recent_menu.addAction(path)
+            action.triggered.connect(lambda _checked=False, p=path: self.ctx.open_workspace(p))
+        if not self.recent_menu.actions():
+            self.recent_menu.addAction("(none)").setEnabled(False)
+
+    def _about(self) -> None:
+        from core import __version__
+
+        log_path = self.ctx.reporter.log_path
+        QMessageBox.about(self, "About Embridge",
+                          f"<b>Embridge {__version__}</b><p>Plan and check embedding model upgrades.</p>"
+                          f"<p>Settings: {self.ctx.settings.path}<br>Log: {log_path}</p>")
+
+    # -- behaviour --------------------------------------------------------------------------
+    def show_page(self, key: str) -> QWidget:
+        index = [k for k, _t, _m in PAGES].index(key)
+        self.nav.setCurrentRow(index)
+        return self.pages[key]
+
+    def start(self) -> None:
+        """Work deferred until the window is visible: find the compute device."""
+        QTimer.singleShot(0, self.ctx.detect_devices)
+
+    def show_job_error(self, job: Job) -> None:
+        outcome = job.outcome
+        if outcome is not None:
+            self.ctx.reporter.show_dialog(f"{job.title} failed", outcome.error or "unknown error", outcome.details)
+
+    def _on_workspace_changed(self) -> None:
+        ws = self.ctx.ws
+        root = str(Path(ws.root).resolve()) if ws is not None else None
+        self.workspace_label.setText(f"Workspace: {root}" if root else "No workspace")
+        self.setWindowTitle(f"Embridge — {Path(root).name}" if root else "Embridge")
+
+    def _restore_geometry(self) -> None:
+        settings = window_settings()
+        geometry, state = settings.value("geometry"), settings.value("state")
+        if isinstance(geometry, QByteArray):
+            self.restoreGeometry(geometry)
+        if isinstance(state, QByteArray):
+            self.restoreState(state)
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        running = [j for j in self.ctx.jobs.running() if j.visible]
+        if running:
+            names = ", ".join(j.title for j in running)
+            if not dialogs.confirm(self, "Jobs are running",
+                                   f"{len(running)} job(s) still running ({names}). Cancel them and quit?"):
+                event.ignore()
+                return
+        if not self.ctx.jobs.shutdown(timeout_s=60.0):
+            log.warning("some jobs did not stop within 60 s")
+        settings = window_settings()
+        settings.setValue("geometry", self.saveGeometry())
+        settings.setValue("state", self.saveState())
+        settings.sync()
+        self.ctx.close_workspace(emit=False)
+        self.log_view.detach()
+        event.accept()

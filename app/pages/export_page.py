@@ -1,0 +1,168 @@
+"""Export page: build an upgrade bundle from a training run, verify bundles, show and open them."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtWidgets import (
+    QComboBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QPlainTextEdit,
+    QPushButton,
+    QSplitter,
+)
+
+from app import dialogs
+from app.context import AppContext
+from app.pages.base import Page, completed_train_runs, fill_table, make_table, run_label
+from app.pages.forms import PathField, set_combo_items
+from core.progress import ProgressFn, StopFn
+from core.store import Workspace
+
+log = logging.getLogger("embridge.app")
+GALLERY_CHOICES = {"default (yes for old→new layers)": None, "yes": True, "no": False}
+
+
+class ExportPage(Page):
+    title = "Export"
+
+    def __init__(self, ctx: AppContext) -> None:
+        super().__init__(ctx)
+        self._runs: list[dict[str, Any]] = []
+        self._bundles: list[dict[str, Any]] = []
+        box = QGroupBox("&Build a bundle")
+        form = QFormLayout(box)
+        self.run_combo = QComboBox()
+        self.run_combo.currentIndexChanged.connect(self._suggest_out)
+        self.out = PathField("Bundle destination (a folder, or a name ending in .zip)", "Zip (*.zip)",
+                             folder=True, save=True)
+        self.gallery = QComboBox()
+        self.gallery.addItems(list(GALLERY_CHOICES))
+        self.build_button = QPushButton("&Build bundle")
+        self.build_button.clicked.connect(self.export_from_form)
+        form.addRow("&Run", self.run_combo)
+        form.addRow("&Destination", self.out)
+        form.addRow("Transformed &gallery", self.gallery)
+        form.addRow(self.build_button)
+        self.layout_.addWidget(box)
+
+        buttons = QHBoxLayout()
+        self.verify_button = QPushButton("&Verify selected")
+        self.verify_button.clicked.connect(lambda: self._with_selected(self.verify))
+        self.verify_other = QPushButton("Verify a bundle &file…")
+        self.verify_other.clicked.connect(self.verify_chosen)
+        self.open_button = QPushButton("&Open selected")
+        self.open_button.clicked.connect(lambda: self._with_selected(self.open_bundle))
+        for button in (self.verify_button, self.verify_other, self.open_button):
+            buttons.addWidget(button)
+        buttons.addStretch(1)
+        self.layout_.addLayout(buttons)
+
+        split = QSplitter()
+        self.table = make_table(["Bundle", "Path", "Adapter", "Report", "Created", "sha256"])
+        self.table.itemSelectionChanged.connect(self._show_selected)
+        self.details = QPlainTextEdit()
+        self.details.setReadOnly(True)
+        split.addWidget(self.table)
+        split.addWidget(self.details)
+        split.setSizes([600, 400])
+        self.layout_.addWidget(split, 1)
+
+    # -- actions ----------------------------------------------------------------------------
+    def _suggest_out(self, index: int) -> None:
+        if self.ctx.ws is not None and 0 <= index < len(self._runs):
+            run = self._runs[index]
+            folder, stem = Path(self.ctx.ws.root).resolve() / "bundles", f"run{run['id']}-{run['method']}"
+            target, n = folder / f"{stem}.zip", 2
+            while target.exists():
+                target, n = folder / f"{stem}-{n}.zip", n + 1
+            self.out.setText(str(target))
+
+    def export_from_form(self) -> None:
+        index = self.run_combo.currentIndex()
+        if not 0 <= index < len(self._runs) or not self.out.text():
+            self.ctx.reporter.report("Build bundle", "Choose a completed training run and a destination first.")
+            return
+        self.export(self._runs[index]["id"], self.out.text(), GALLERY_CHOICES[self.gallery.currentText()])
+
+    def export(self, run_id: int, out: str, gallery: bool | None = None) -> None:
+        """Write and verify a bundle in the background (the core publishes it only when complete)."""
+
+        def job(ws: Workspace, on_progress: ProgressFn, should_stop: StopFn) -> dict[str, Any]:
+            from core.bundle import export_bundle
+
+            return export_bundle(ws, out, [run_id], gallery=gallery, on_progress=on_progress,
+                                 should_stop=should_stop)
+
+        def done(info: dict[str, Any]) -> None:
+            log.info("bundle %s written to %s (%d bytes)", info["bundle_id"], info["path"], info["bytes"])
+            self.out.setText("")  # the next refresh suggests a fresh name
+
+        self.ctx.run(f"Export bundle of run {run_id}", job, done)
+
+    def verify(self, path: str) -> None:
+        """Check every hash and re-run the probes, in the background; the result shows below."""
+
+        def job(on_progress: ProgressFn, should_stop: StopFn) -> dict[str, Any]:
+            from core.bundle import verify_bundle
+
+            return verify_bundle(path, on_progress=on_progress, should_stop=should_stop)
+
+        def done(result: dict[str, Any]) -> None:
+            probes = result.get("probes") or {}
+            text = (f"✔ {result['path']} verified: {result['files_checked']} files checked, "
+                    f"{probes.get('count', 0)} probes reproduced (max abs difference {probes.get('max_abs_diff', 0):.2g})")
+            log.info(text)
+            self.details.setPlainText(text + "\n\n" + self.details.toPlainText())
+
+        self.ctx.run_plain(f"Verify {Path(path).name}", job, done)
+
+    def verify_chosen(self) -> None:
+        path = dialogs.choose_file(self, "Verify a bundle", "Bundles (*.zip manifest.json);;All files (*)")
+        if path:
+            self.verify(str(Path(path).parent) if Path(path).name == "manifest.json" else path)
+
+    def open_bundle(self, path: str) -> None:
+        target = Path(path)
+        dialogs.open_path(str(target if target.is_dir() else target.parent))
+
+    def _with_selected(self, action: Any) -> None:
+        row = self.table.currentRow()
+        if not 0 <= row < len(self._bundles):
+            self.ctx.reporter.report("Bundles", "Select a bundle in the table first.")
+            return
+        action(self._bundles[row]["path"])
+
+    # -- state ------------------------------------------------------------------------------
+    def refresh(self) -> None:
+        assert self.ctx.ws is not None
+        ws = self.ctx.ws
+        self._runs = completed_train_runs(ws)
+        set_combo_items(self.run_combo, [run_label(r) for r in self._runs])
+        if self._runs and not self.out.text():
+            self._suggest_out(self.run_combo.currentIndex())
+        self._bundles = list(reversed(ws.bundles()))
+        fill_table(self.table, [[b["id"], b["path"], b.get("adapter_id"), b.get("report_id"), b.get("created"),
+                                 str(b.get("sha256"))[:12]] for b in self._bundles])
+        if self._bundles and self.table.currentRow() < 0:
+            self.table.selectRow(0)
+        self._show_selected()
+
+    def _show_selected(self) -> None:
+        row = self.table.currentRow()
+        if not 0 <= row < len(self._bundles):
+            self.details.setPlainText("Select a bundle to see its manifest." if self._bundles else "No bundles yet.")
+            return
+        manifest = self._bundles[row].get("manifest") or {}
+        try:
+            from core.bundle import bundle_text
+
+            text = bundle_text(manifest)
+        except (KeyError, TypeError):  # a manifest of another format version: show it raw
+            text = json.dumps(manifest, indent=2)
+        self.details.setPlainText(f"{self._bundles[row]['path']}\n{text}")

@@ -1,0 +1,125 @@
+"""Small form widgets the pages share: a path field with browse buttons and a settings form."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLineEdit,
+    QPushButton,
+    QSpinBox,
+    QWidget,
+)
+
+from app import dialogs
+
+
+class PathField(QWidget):
+    """A line edit with 'File…' and/or 'Folder…' buttons that ask through ``app.dialogs``."""
+
+    def __init__(self, title: str, file_filter: str | None = "All files (*)", folder: bool = False,
+                 save: bool = False) -> None:
+        super().__init__()
+        self.edit = QLineEdit()
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.edit, 1)
+        if file_filter is not None:
+            file_button = QPushButton("File…")
+            ask = dialogs.choose_save_path if save else dialogs.choose_file
+            file_button.clicked.connect(lambda: self._set(ask(self, title, file_filter)))
+            layout.addWidget(file_button)
+        if folder:
+            folder_button = QPushButton("Folder…")
+            folder_button.clicked.connect(lambda: self._set(dialogs.choose_directory(self, title)))
+            layout.addWidget(folder_button)
+
+    def _set(self, path: str | None) -> None:
+        if path:
+            self.edit.setText(path)
+
+    def text(self) -> str:
+        return self.edit.text().strip()
+
+    def setText(self, text: str) -> None:
+        self.edit.setText(text)
+
+
+def set_combo_items(combo: QComboBox, values: list[str], keep: bool = True) -> None:
+    """Replace a combo's entries, keeping the current choice when it is still offered."""
+    current = combo.currentText()
+    combo.blockSignals(True)
+    combo.clear()
+    combo.addItems(values)
+    if keep and current in values:
+        combo.setCurrentText(current)
+    combo.blockSignals(False)
+
+
+class SettingsForm(QWidget):
+    """One editor per setting, chosen by the default's type; ``values()`` gives them back typed."""
+
+    def __init__(self, choices: dict[str, list[str]] | None = None) -> None:
+        super().__init__()
+        self.choices = choices or {}
+        self.form = QFormLayout(self)
+        self._getters: dict[str, Callable[[], Any]] = {}
+
+    def set_defaults(self, defaults: dict[str, Any]) -> None:
+        while self.form.rowCount():
+            self.form.removeRow(0)
+        self._getters.clear()
+        for key, value in defaults.items():
+            editor, getter = self._editor(key, value)
+            editor.setObjectName(f"setting_{key}")
+            self.form.addRow(key.replace("_", " "), editor)
+            self._getters[key] = getter
+
+    def _editor(self, key: str, value: Any) -> tuple[QWidget, Callable[[], Any]]:
+        if key in self.choices:
+            combo = QComboBox()
+            combo.addItems(self.choices[key])
+            combo.setCurrentText(str(value))
+            return combo, combo.currentText
+        if isinstance(value, bool):
+            box = QCheckBox()
+            box.setChecked(value)
+            return box, box.isChecked
+        if isinstance(value, int):
+            spin = QSpinBox()
+            spin.setRange(0, 1_000_000)
+            spin.setValue(value)
+            return spin, spin.value
+        if isinstance(value, float):
+            dspin = QDoubleSpinBox()
+            dspin.setDecimals(6)
+            dspin.setRange(0.0, 1e6)
+            dspin.setSingleStep(value / 10 if value else 0.1)
+            dspin.setValue(value)
+            return dspin, dspin.value
+        if isinstance(value, str):
+            edit = QLineEdit(value)
+            return edit, lambda: edit.text().strip()
+        edit = QLineEdit(json.dumps(value))
+        edit.setToolTip("JSON value")
+        return edit, lambda: json.loads(edit.text())
+
+    def values(self) -> dict[str, Any]:
+        """The edited settings; a malformed JSON field raises ValueError naming the setting."""
+        out = {}
+        for key, get in self._getters.items():
+            try:
+                out[key] = get()
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"setting '{key}': not valid JSON ({exc.msg})") from exc
+        return out
+
+    def editor(self, key: str) -> QWidget | None:
+        return self.findChild(QWidget, f"setting_{key}")

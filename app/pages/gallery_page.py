@@ -1,0 +1,167 @@
+"""Gallery page: import items (image folders, CSV/JSONL texts, vector files) and embed them."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+from PySide6.QtWidgets import (
+    QComboBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QSpinBox,
+)
+
+from app.context import AppContext
+from app.pages.base import Page, fill_table, make_table
+from app.pages.forms import PathField, set_combo_items
+from core.importers import FORMATS
+from core.progress import ProgressFn, StopFn
+from core.store import Workspace
+
+log = logging.getLogger("embridge.app")
+ALL_ITEMS = "(all items)"
+SPLITS = ["", "gallery", "query", "train"]
+ITEM_FILTER = "Items (*.csv *.tsv *.jsonl *.ndjson *.npz *.npy);;All files (*)"
+
+
+def sample_ids(ids: np.ndarray, size: int, seed: int) -> np.ndarray:
+    """A seeded random sample of ``size`` ids in ascending order (all of them when size is 0 or not smaller than the id count)."""
+    if size <= 0 or size >= len(ids):
+        return ids
+    return np.sort(np.random.default_rng(seed).choice(ids, size=size, replace=False))
+
+
+class GalleryPage(Page):
+    title = "Gallery"
+
+    def __init__(self, ctx: AppContext) -> None:
+        super().__init__(ctx)
+        top = QHBoxLayout()
+        top.addWidget(self._import_box(), 1)
+        top.addWidget(self._embed_box(), 1)
+        self.layout_.addLayout(top)
+        self.counts_label = QLabel()
+        self.layout_.addWidget(self.counts_label)
+        self.layout_.addWidget(QLabel("Vector sets"))
+        self.sets_table = make_table(["Set", "Model", "Name", "Items", "Dim", "Type", "File"])
+        self.layout_.addWidget(self.sets_table, 1)
+
+    def _import_box(self) -> QGroupBox:
+        box = QGroupBox("&Import items")
+        form = QFormLayout(box)
+        self.import_path = PathField("Choose items to import", ITEM_FILTER, folder=True)
+        self.import_format = QComboBox()
+        self.import_format.addItems(["auto", *FORMATS])
+        self.import_split = QComboBox()
+        self.import_split.setEditable(True)
+        self.import_split.addItems(SPLITS)
+        self.import_model = QComboBox()
+        self.import_ids = PathField("Id list for an .npy file (one key a line)", "Text (*.txt);;All files (*)")
+        self.import_button = QPushButton("&Import")
+        self.import_button.clicked.connect(self.import_from_form)
+        form.addRow("&Path", self.import_path)
+        form.addRow("&Format", self.import_format)
+        form.addRow("&Split", self.import_split)
+        form.addRow("Vectors of model", self.import_model)
+        form.addRow("Id list (.npy)", self.import_ids)
+        form.addRow(self.import_button)
+        return box
+
+    def _embed_box(self) -> QGroupBox:
+        box = QGroupBox("&Embed items")
+        form = QFormLayout(box)
+        self.embed_model = QComboBox()
+        self.embed_split = QComboBox()
+        self.embed_sample = QSpinBox()
+        self.embed_sample.setRange(0, 100_000_000)
+        self.embed_sample.setSpecialValueText("all")
+        self.embed_sample.setToolTip("Embed a seeded random sample of this many items (0 = all)")
+        self.embed_seed = QSpinBox()
+        self.embed_seed.setRange(0, 2**31 - 1)
+        self.embed_device = QComboBox()
+        self.embed_batch = QSpinBox()
+        self.embed_batch.setRange(1, 65536)
+        self.embed_batch.setValue(int(self.ctx.settings.get("batch_size")))
+        self.embed_button = QPushButton("&Embed")
+        self.embed_button.clicked.connect(self.embed_from_form)
+        form.addRow("&Model", self.embed_model)
+        form.addRow("Items of split", self.embed_split)
+        form.addRow("Sample si&ze", self.embed_sample)
+        form.addRow("Seed", self.embed_seed)
+        form.addRow("&Device", self.embed_device)
+        form.addRow("Batch size", self.embed_batch)
+        form.addRow(self.embed_button)
+        self.ctx.devices_changed.connect(lambda: set_combo_items(self.embed_device, self.ctx.devices))
+        set_combo_items(self.embed_device, self.ctx.devices)
+        return box
+
+    # -- actions ----------------------------------------------------------------------------
+    def import_from_form(self) -> None:
+        path = self.import_path.text()
+        if not path:
+            self.ctx.reporter.report("Import items", "Choose a file or folder to import first.")
+            return
+        fmt = self.import_format.currentText()
+        self.import_items(path, None if fmt == "auto" else fmt, self.import_split.currentText().strip() or None,
+                          self.import_model.currentText() or None, self.import_ids.text() or None)
+
+    def import_items(self, path: str, fmt: str | None = None, split: str | None = None,
+                     model: str | None = None, ids_path: str | None = None) -> None:
+        """Import in the background (all-or-nothing in the core)."""
+
+        def job(ws: Workspace, on_progress: ProgressFn, should_stop: StopFn) -> dict[str, Any]:
+            from core.importers import import_items
+
+            on_progress(0, 1, {"stage": "reading"})
+            return import_items(ws, path, fmt, split, model, ids_path)
+
+        def done(info: dict[str, Any]) -> None:
+            log.info("imported %d items (%s) from %s", info["count"], info["format"], info["path"])
+            self.import_path.setText("")
+
+        self.ctx.run(f"Import {path}", job, done)
+
+    def embed_from_form(self) -> None:
+        model = self.embed_model.currentText()
+        if not model:
+            self.ctx.reporter.report("Embed items", "Add a model on the Models page first.")
+            return
+        split = self.embed_split.currentText()
+        self.embed(model, None if split == ALL_ITEMS else split, self.embed_sample.value(), self.embed_seed.value(),
+                   self.embed_device.currentText() or "auto", self.embed_batch.value())
+
+    def embed(self, model: str, split: str | None = None, sample: int = 0, seed: int = 0,
+              device: str = "auto", batch_size: int = 256) -> None:
+        """Embed the chosen items with ``model`` in the background (resumable in the core)."""
+
+        def job(ws: Workspace, on_progress: ProgressFn, should_stop: StopFn) -> dict[str, Any]:
+            from core.embed import embed_items
+
+            ids = sample_ids(ws.item_ids(split), sample, seed)
+            return embed_items(ws, model, ids, batch_size=batch_size, device=device,
+                               on_progress=on_progress, should_stop=should_stop)
+
+        def done(info: dict[str, Any]) -> None:
+            log.info("embedded %d items with %s (dim %d)", info["count"], model, info["dim"])
+
+        self.ctx.run(f"Embed with {model}", job, done)
+
+    # -- state ------------------------------------------------------------------------------
+    def refresh(self) -> None:
+        from core.overview import workspace_overview
+
+        assert self.ctx.ws is not None
+        info = workspace_overview(self.ctx.ws)
+        names = [m["name"] for m in info["models"]]
+        set_combo_items(self.embed_model, names)
+        set_combo_items(self.import_model, ["", *[m["name"] for m in info["models"] if m["kind"] == "vectors"]])
+        set_combo_items(self.embed_split, [ALL_ITEMS, *[s for s in info["items"] if s != "unassigned"]])
+        counts = ", ".join(f"{split}: {n}" for split, n in info["items"].items()) or "none"
+        self.counts_label.setText(f"Items — {counts}; {info['labelled_items']} labelled")
+        fill_table(self.sets_table, [[v["id"], v["model"], v["name"], v["count"], v["dim"], v["dtype"], v["path"]]
+                                     for v in info["vector_sets"]])

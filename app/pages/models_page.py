@@ -1,0 +1,206 @@
+"""Models page: add checkpoints (file dialog or drag and drop), show each spec, warn about mismatches."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtGui import QDragEnterEvent, QDropEvent
+from PySide6.QtWidgets import (
+    QComboBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPlainTextEdit,
+    QPushButton,
+    QSplitter,
+)
+
+from app.context import AppContext
+from app.pages.base import Page, fill_table, make_table
+from app.pages.forms import PathField, set_combo_items
+from core.errors import InputError
+from core.progress import ProgressFn, StopFn
+from core.store import Workspace
+
+log = logging.getLogger("embridge.app")
+CHECKPOINT_FILTER = "Models (*.pt *.pt2 *.ts *.torchscript *.pth *.bin *.npz);;All files (*)"
+COLUMNS = ["Name", "Role", "Kind", "Modality", "Dim", "Input shape", "Parameters", "sha256"]
+
+
+def spec_warnings(models: list[dict[str, Any]]) -> list[str]:
+    """Plain-language warnings about the old/new pair: missing roles, dims or modalities that differ."""
+    old = [m for m in models if m["role"] == "old"]
+    new = [m for m in models if m["role"] == "new"]
+    notes = []
+    if not old:
+        notes.append("No model has the role 'old' yet: add the model that built today's index as 'old'.")
+    if not new:
+        notes.append("No model has the role 'new' yet: add the model you want to upgrade to as 'new'.")
+    if not (old and new):
+        return notes
+    o, n = old[-1], new[-1]
+    if o["dim"] != n["dim"]:
+        notes.append(f"Dimensions differ: {o['name']} gives {o['dim']}-d vectors, {n['name']} {n['dim']}-d. "
+                     "New vectors cannot be searched against the old index without a compatibility layer; "
+                     "the Train page says which methods handle different dimensions.")
+    if o["modality"] != n["modality"]:
+        notes.append(f"Modalities differ: {o['name']} reads {o['modality']} input, {n['name']} reads "
+                     f"{n['modality']}. Training pairs need the same items embedded by both models.")
+    shapes = (o.get("input_shape"), n.get("input_shape"))
+    if o["modality"] == n["modality"] == "image" and shapes[0] and shapes[1] and shapes[0] != shapes[1]:
+        notes.append(f"Input shapes differ ({tuple(shapes[0])} vs {tuple(shapes[1])}): each model gets "
+                     "the images conformed to its own input shape.")
+    return notes
+
+
+def parse_shape(text: str) -> tuple[int, ...] | None:
+    """'1,28,28' or '1x28x28' -> (1, 28, 28); empty -> None (let the core infer it)."""
+    text = text.strip().replace("x", ",").replace("(", "").replace(")", "")
+    if not text:
+        return None
+    try:
+        shape = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError as exc:
+        raise InputError("input shape", f"'{text}' is not a list of integers such as 1,28,28") from exc
+    return shape or None
+
+
+def suggest_role(models: list[dict[str, Any]]) -> str:
+    roles = {m["role"] for m in models}
+    return "old" if "old" not in roles else "new" if "new" not in roles else "other"
+
+
+class ModelsPage(Page):
+    title = "Models"
+
+    def __init__(self, ctx: AppContext) -> None:
+        super().__init__(ctx)
+        self.setAcceptDrops(True)
+        add_box = QGroupBox("&Add a model (or drop a checkpoint file on this page)")
+        form = QFormLayout(add_box)
+        self.path = PathField("Choose a model checkpoint", CHECKPOINT_FILTER, folder=True)
+        self.path.edit.textChanged.connect(self._suggest_name)
+        self.name = QLineEdit()
+        self.role = QComboBox()
+        self.role.addItems(["old", "new", "other"])
+        self.kind = QComboBox()
+        self.kind.addItem("auto")
+        self.arch = QLineEdit()
+        self.arch.setPlaceholderText("built-in architecture, for a bare state_dict")
+        self.input_shape = QLineEdit()
+        self.input_shape.setPlaceholderText("e.g. 1,28,28 when the checkpoint does not say")
+        self.add_button = QPushButton("A&dd model")
+        self.add_button.clicked.connect(self.add_from_form)
+        for label, widget in (("&Checkpoint", self.path), ("&Name", self.name), ("&Role", self.role),
+                              ("&Kind", self.kind), ("Architecture", self.arch), ("Input shape", self.input_shape)):
+            form.addRow(label, widget)
+        buttons = QHBoxLayout()
+        buttons.addStretch(1)
+        buttons.addWidget(self.add_button)
+        form.addRow(buttons)
+        self.layout_.addWidget(add_box)
+
+        self.warnings = QLabel()
+        self.warnings.setWordWrap(True)
+        self.warnings.setStyleSheet("QLabel { color: #a15c00; }")
+        self.layout_.addWidget(self.warnings)
+
+        split = QSplitter()
+        self.table = make_table(COLUMNS)
+        self.table.itemSelectionChanged.connect(self._show_spec)
+        self.spec_view = QPlainTextEdit()
+        self.spec_view.setReadOnly(True)
+        split.addWidget(self.table)
+        split.addWidget(self.spec_view)
+        split.setSizes([600, 300])
+        self.layout_.addWidget(split, 1)
+        self._models: list[dict[str, Any]] = []
+
+    # -- adding -----------------------------------------------------------------------------
+    def _suggest_name(self, text: str) -> None:
+        if text and not self.name.isModified():
+            self.name.setText(Path(text).stem)
+
+    def add_from_form(self) -> None:
+        path = self.path.text()
+        if not path:
+            self.ctx.reporter.report("Add model", "Choose a checkpoint file first.")
+            return
+        try:
+            shape = parse_shape(self.input_shape.text())
+        except InputError as exc:
+            self.ctx.reporter.report("Add model", str(exc))
+            return
+        kind = self.kind.currentText()
+        self.add_model(path, self.name.text().strip() or Path(path).stem, self.role.currentText(),
+                       None if kind == "auto" else kind, self.arch.text().strip() or None, shape)
+
+    def add_model(self, path: str | Path, name: str, role: str, kind: str | None = None,
+                  arch: str | None = None, input_shape: tuple[int, ...] | None = None) -> None:
+        """Describe the checkpoint (loads and probes it) and register it, in the background."""
+
+        def job(ws: Workspace, on_progress: ProgressFn, should_stop: StopFn) -> dict[str, Any]:
+            from core.models import describe_model
+
+            on_progress(0, 2, {"stage": "inspecting the checkpoint"})
+            spec = describe_model(path, kind=kind, name=name, arch=arch, input_shape=input_shape)
+            on_progress(1, 2, {"stage": "copying it into the workspace"})
+            row = ws.add_model(name, role, spec.to_dict(), path)
+            return {"name": row["name"], "dim": row["dim"], "kind": row["kind"]}
+
+        def added(info: dict[str, Any]) -> None:
+            log.info("added model %s (%s, dim %s)", info["name"], info["kind"], info["dim"])
+            self.path.setText("")
+            self.name.clear()
+
+        self.ctx.run(f"Add model {name}", job, added, milestone="stage")
+
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
+        if event.mimeData().hasUrls() and self.ctx.ws is not None:
+            event.acceptProposedAction()
+
+    def dropEvent(self, event: QDropEvent) -> None:
+        for url in event.mimeData().urls():
+            if url.isLocalFile():
+                self.add_dropped(url.toLocalFile())
+        event.acceptProposedAction()
+
+    def add_dropped(self, path: str) -> None:
+        """A dropped file is added at once, with its stem as name and the next missing role."""
+        taken = {m["name"] for m in self._models}
+        name, n = Path(path).stem, 2
+        while name in taken:
+            name, n = f"{Path(path).stem}-{n}", n + 1
+        self.add_model(path, name, suggest_role(self._models))
+
+    # -- state ------------------------------------------------------------------------------
+    def refresh(self) -> None:
+        from core.overview import workspace_overview
+
+        if self.kind.count() == 1:
+            from core.models.spec import KINDS
+
+            set_combo_items(self.kind, ["auto", *KINDS])
+        assert self.ctx.ws is not None
+        self._models = workspace_overview(self.ctx.ws)["models"]
+        fill_table(self.table, [[m["name"], m["role"], m["kind"], m["modality"], m["dim"],
+                                 "x".join(str(s) for s in m["input_shape"] or []) or None, m["params"],
+                                 str(m["sha256"])[:12]] for m in self._models])
+        self.role.setCurrentText(suggest_role(self._models))
+        self.warnings.setText("\n".join(f"⚠ {w}" for w in spec_warnings(self._models)))
+        if self._models and self.table.currentRow() < 0:
+            self.table.selectRow(0)
+        self._show_spec()
+
+    def _show_spec(self) -> None:
+        row = self.table.currentRow()
+        if self.ctx.ws is None or not 0 <= row < len(self._models):
+            self.spec_view.setPlainText("Select a model to see its full spec.")
+            return
+        full = self.ctx.ws.model(self._models[row]["name"])
+        self.spec_view.setPlainText(json.dumps(full.get("spec") or {}, indent=2, sort_keys=True))

@@ -1,0 +1,173 @@
+"""Plan page: the cost of each upgrade option, the recommendation, and the partial-backfill curves.
+
+``core.plan.plan_upgrade`` does all the work (it builds the run's report first when there is none and
+times this machine); the curves are the report's own backfill figure, as in the HTML report.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+from typing import Any
+
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QBrush, QColor
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QGridLayout,
+    QLabel,
+    QPushButton,
+    QSplitter,
+)
+
+from app.context import AppContext
+from app.formatting import format_bytes, format_seconds, format_share
+from app.pages.base import Page, completed_train_runs, fill_table, make_table, run_label
+from app.pages.forms import set_combo_items
+from app.plots import PlotWidget
+from core.progress import ProgressFn, StopFn
+from core.store import Workspace
+
+log = logging.getLogger("embridge.app")
+COLUMNS = ["Option", "Time", "Storage", "Items re-embedded", "Top-1", "Gain retained", "Passes", "Acceptable"]
+CHOSEN = QColor("#d8f0d8")
+
+
+def option_row(option: dict[str, Any]) -> list[Any]:
+    time_s = option.get("time_s")
+    passes = option.get("passes_criterion")
+    return [option["title"], "unknown" if time_s is None else format_seconds(time_s),
+            format_bytes(option["storage_bytes"]), option["items_embedded"],
+            format_share((option.get("quality") or {}).get("top1")), format_share(option.get("gain_retained")),
+            "" if passes is None else "yes" if passes else "no", "yes" if option.get("acceptable") else "no"]
+
+
+class PlanPage(Page):
+    title = "Plan"
+
+    def __init__(self, ctx: AppContext) -> None:
+        super().__init__(ctx)
+        self.plan: dict[str, Any] | None = None
+        self._runs: list[dict[str, Any]] = []
+        self.run_combo = QComboBox()
+        self.run_combo.currentIndexChanged.connect(self._run_chosen)
+        self.fraction = QDoubleSpinBox()
+        self.fraction.setRange(0.0, 1.0)
+        self.fraction.setSingleStep(0.05)
+        self.fraction.setSpecialValueText("auto")
+        self.fraction.setToolTip("Plan the partial backfill at this share of the gallery (auto: the smallest "
+                                 "share that reaches the target)")
+        self.gain_threshold = self._share_box(0.9, "Share of the full-backfill gain a layer must keep")
+        self.target_share = self._share_box(0.95, "Share of the full backfill's top-1 a partial backfill must reach")
+        self.device = QComboBox()
+        self.plan_button = QPushButton("&Plan the upgrade")
+        self.plan_button.clicked.connect(self.plan_from_form)
+        grid = QGridLayout()
+        for n, (label, widget) in enumerate((("&Run", self.run_combo), ("&Fraction", self.fraction),
+                                             ("&Gain threshold", self.gain_threshold),
+                                             ("&Target share", self.target_share), ("De&vice", self.device))):
+            caption = QLabel(label)
+            caption.setBuddy(widget)
+            row, col = (0, 0) if n == 0 else (1 + (n - 1) // 2, 2 * ((n - 1) % 2))
+            grid.addWidget(caption, row, col)
+            grid.addWidget(widget, row, col + 1, 1, 3 if n == 0 else 1)
+        grid.addWidget(self.plan_button, 0, 4)
+        grid.setColumnStretch(1, 1)
+        grid.setColumnStretch(3, 1)
+        self.layout_.addLayout(grid)
+        ctx.devices_changed.connect(lambda: set_combo_items(self.device, self.ctx.devices))
+        set_combo_items(self.device, ctx.devices)
+
+        self.summary = QLabel("Make a plan to compare the options.")
+        self.summary.setWordWrap(True)
+        self.summary.setTextFormat(Qt.TextFormat.RichText)
+        self.layout_.addWidget(self.summary)
+        split = QSplitter(Qt.Orientation.Vertical)
+        self.options = make_table(COLUMNS)
+        self.plot = PlotWidget("The partial-backfill curves of the run's report appear here.")
+        split.addWidget(self.options)
+        split.addWidget(self.plot)
+        split.setSizes([250, 450])
+        self.layout_.addWidget(split, 1)
+
+    @staticmethod
+    def _share_box(value: float, tip: str) -> QDoubleSpinBox:
+        box = QDoubleSpinBox()
+        box.setRange(0.0, 1.0)
+        box.setSingleStep(0.05)
+        box.setValue(value)
+        box.setToolTip(tip)
+        return box
+
+    # -- actions ----------------------------------------------------------------------------
+    def plan_from_form(self) -> None:
+        index = self.run_combo.currentIndex()
+        if not 0 <= index < len(self._runs):
+            self.ctx.reporter.report("Plan", "Train a layer on the Train page first.")
+            return
+        fraction = self.fraction.value() or None
+        self.make_plan(self._runs[index]["id"], fraction, self.device.currentText() or "auto",
+                       self.gain_threshold.value(), self.target_share.value())
+
+    def make_plan(self, run_id: int, fraction: float | None = None, device: str = "auto",
+                  gain_threshold: float = 0.9, target_share: float = 0.95) -> None:
+        """Plan in the background (building the run's report first when it has none)."""
+
+        def job(ws: Workspace, on_progress: ProgressFn, should_stop: StopFn) -> dict[str, Any]:
+            from core.plan import plan_upgrade
+
+            return plan_upgrade(ws, run_id, fraction, device=device, gain_threshold=gain_threshold,
+                                target_share=target_share, on_progress=on_progress, should_stop=should_stop)
+
+        self.ctx.run(f"Plan the upgrade of run {run_id}", job, self.show_plan, milestone="stage")
+
+    def show_plan(self, plan: dict[str, Any]) -> None:
+        self.plan = plan
+        options = plan["options"]
+        fill_table(self.options, [option_row(o) for o in options])
+        for row, option in enumerate(options):
+            if option["name"] == plan["recommendation"]:
+                for col in range(self.options.columnCount()):
+                    self.options.item(row, col).setBackground(QBrush(CHOSEN))
+        chosen = next((o["title"] for o in options if o["name"] == plan["recommendation"]), plan["recommendation"])
+        def text(value: str) -> str:
+            return html.escape(value, quote=False)
+
+        notes = "".join(f"<li>{text(n)}</li>" for n in plan.get("notes") or [])
+        self.summary.setText(f"<b>Recommendation: {text(chosen)}</b><p>{text(plan['reason'])}</p>"
+                             + (f"<ul>{notes}</ul>" if notes else ""))
+        if self.ctx.ws is not None and plan.get("report_id") is not None:
+            from core.report.build import load_report
+
+            self._show_curves(load_report(self.ctx.ws, int(plan["report_id"])))
+
+    def _show_curves(self, report: dict[str, Any] | None) -> None:
+        """The report's partial-backfill figure, the one its HTML page shows."""
+        if report is None:
+            self.plot.clear("Build this run's report (or make a plan) to see its partial-backfill curves.")
+            return
+        from core.report.export import report_figures
+
+        figure = report_figures(report).get("backfill")
+        if figure is None:
+            self.plot.clear("The report has no partial-backfill curves.")
+        else:
+            self.plot.show_figure(figure)
+
+    def _run_chosen(self, index: int) -> None:
+        """Show the chosen run's latest report curves at once; the options need a plan."""
+        if self.ctx.ws is None or not 0 <= index < len(self._runs):
+            return
+        if self.plan is not None and self.plan.get("run_id") == self._runs[index]["id"]:
+            return
+        from core.report.build import latest_report_for_run
+
+        self._show_curves(latest_report_for_run(self.ctx.ws, int(self._runs[index]["id"])))
+
+    # -- state ------------------------------------------------------------------------------
+    def refresh(self) -> None:
+        assert self.ctx.ws is not None
+        self._runs = completed_train_runs(self.ctx.ws)
+        set_combo_items(self.run_combo, [run_label(r) for r in self._runs])
+        self._run_chosen(self.run_combo.currentIndex())

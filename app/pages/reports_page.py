@@ -1,0 +1,238 @@
+"""Reports page: build a compatibility report for a run; its metrics, figures and flipped queries.
+
+Everything shown comes from the report dict of ``core.report.build`` (the same one written to
+report.json): the metrics table colours the core's pass/fail comparison, the figures are those of
+``core.report.export.report_figures`` (the HTML report's), and the browser lists the core's
+flipped queries with the items looked up in the workspace.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+from typing import Any
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QSpinBox,
+    QTabWidget,
+)
+
+from app import dialogs
+from app.context import AppContext
+from app.pages.base import Page, completed_train_runs, make_table, run_label
+from app.pages.forms import set_combo_items
+from app.pages.report_widgets import FlipBrowser, fill_metrics_table
+from app.plots import PlotWidget
+from core.errors import StoreError
+from core.progress import ProgressFn, StopFn
+from core.store import Workspace
+
+log = logging.getLogger("embridge.app")
+FIGURE_TITLES = {"cells": "Metrics", "recall": "Recall@k", "flips": "Flips", "per_label": "Per label",
+                 "backfill": "Partial backfill", "training": "Training", "compatibility_matrix": "Matrix"}
+
+
+def shown_cells(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each cell's headline metrics (top-1, top-5, recall@k, mAP flavour) as the report lists them."""
+    scoring = report.get("scoring") or {}
+    shown = ["top1", "top5", *[f"recall@{k}" for k in scoring.get("recall_ks", [])], scoring.get("map_key", "mAP")]
+    return {name: {m: cell["metrics"].get(m) for m in shown if m in cell["metrics"]}
+            for name, cell in (report.get("cells") or {}).items()}
+
+
+def flip_entries(ws: Workspace, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Browser entries: the core's flipped-query records with the workspace items they name."""
+    keys = list(dict.fromkeys(k for r in records for k in [r["query_key"], *r["old_top"], *r["upgraded_top"]]))
+    items: dict[str, dict[str, Any]] = {}
+    if keys:
+        try:
+            for item in ws.items(ids=ws.ids_for_keys(keys).tolist()):
+                items[item["key"]] = item
+        except StoreError:  # items removed since the report: show keys and labels only
+            log.warning("some items of this report are no longer in the workspace")
+
+    def listed(keys: list[str], labels: list[Any] | None) -> list[dict[str, Any]]:
+        labels = labels or []
+        return [items.get(k) or {"key": k, "label": labels[i] if i < len(labels) else None}
+                for i, k in enumerate(keys)]
+
+    return [{"kind": r["flip"], "query": items.get(r["query_key"]) or {"key": r["query_key"], "label": r.get("label")},
+             "old": listed(r["old_top"], r.get("old_top_labels")),
+             "upgraded": listed(r["upgraded_top"], r.get("upgraded_top_labels"))}
+            for r in records]
+
+
+class ReportsPage(Page):
+    title = "Reports"
+
+    def __init__(self, ctx: AppContext) -> None:
+        super().__init__(ctx)
+        self.report: dict[str, Any] | None = None
+        self._runs: list[dict[str, Any]] = []
+        self._reports: list[dict[str, Any]] = []
+        self._figures_for: int | None = None
+        self._wanted: int | None = None  # a report just built, to show on the next refresh
+
+        build = QHBoxLayout()
+        self.run_combo = QComboBox()
+        self.heldout = QCheckBox("&Held-out gallery")
+        self.heldout.setToolTip("Leave the items the layer was fitted on out of the gallery")
+        self.rollback = QCheckBox("Ro&llback cell")
+        self.n_boot = QSpinBox()
+        self.n_boot.setRange(0, 100_000)
+        self.n_boot.setValue(1000)
+        self.n_boot.setToolTip("Bootstrap resamples for the confidence intervals")
+        self.build_button = QPushButton("&Build report")
+        self.build_button.clicked.connect(self.build_from_form)
+        build.addWidget(QLabel("Run:"))
+        build.addWidget(self.run_combo, 1)
+        build.addWidget(self.build_button)
+        self.layout_.addLayout(build)
+        options = QHBoxLayout()
+        options.addWidget(self.heldout)
+        options.addWidget(self.rollback)
+        options.addWidget(QLabel("Bootstrap resamples:"))
+        options.addWidget(self.n_boot)
+        options.addStretch(1)
+        self.layout_.addLayout(options)
+
+        pick = QHBoxLayout()
+        self.report_combo = QComboBox()
+        self.report_combo.currentIndexChanged.connect(self._report_chosen)
+        self.html_button = QPushButton("Open &HTML report")
+        self.html_button.clicked.connect(self.open_html)
+        pick.addWidget(QLabel("Re&port:"))
+        pick.addWidget(self.report_combo, 1)
+        pick.addWidget(self.html_button)
+        self.layout_.addLayout(pick)
+
+        self.verdict = QLabel()
+        self.verdict.setWordWrap(True)
+        self.verdict.setTextFormat(Qt.TextFormat.RichText)
+        self.layout_.addWidget(self.verdict)
+
+        self.tabs = QTabWidget()
+        self.metrics = make_table(["Metric"])
+        self.figure_tabs = QTabWidget()
+        self.plots: dict[str, PlotWidget] = {}
+        self.flips = FlipBrowser()
+        self.tabs.addTab(self.metrics, "&Metrics")
+        self.tabs.addTab(self.figure_tabs, "&Figures")
+        self.tabs.addTab(self.flips, "Flipped &queries")
+        self.tabs.currentChanged.connect(self._tab_changed)
+        self.layout_.addWidget(self.tabs, 1)
+
+    # -- actions ----------------------------------------------------------------------------
+    def build_from_form(self) -> None:
+        index = self.run_combo.currentIndex()
+        if not 0 <= index < len(self._runs):
+            self.ctx.reporter.report("Build report", "Train a layer on the Train page first.")
+            return
+        self.build(self._runs[index]["id"], self.heldout.isChecked(), self.rollback.isChecked(), self.n_boot.value())
+
+    def build(self, run_id: int, heldout_gallery: bool = False, rollback: bool = False, n_boot: int = 1000) -> None:
+        """Score every cell of the run's layer in the background; the new report is then shown."""
+
+        def job(ws: Workspace, on_progress: ProgressFn, should_stop: StopFn) -> int:
+            from core.report.build import build_report
+
+            report = build_report(ws, run_id, heldout_gallery=heldout_gallery, rollback=rollback, n_boot=n_boot,
+                                  on_progress=on_progress, should_stop=should_stop)
+            return int(report["report_id"])
+
+        def done(report_id: int) -> None:
+            log.info("report %d built for run %d", report_id, run_id)
+            self._wanted = report_id
+
+        self.ctx.run(f"Report on run {run_id}", job, done, milestone="stage")
+
+    def open_html(self) -> None:
+        files = (self.report or {}).get("files") or {}
+        if files.get("html"):
+            dialogs.open_path(files["html"])
+
+    # -- showing a report -------------------------------------------------------------------
+    def _report_chosen(self, index: int) -> None:
+        if self.ctx.ws is None or not 0 <= index < len(self._reports):
+            self.show_report(None)
+            return
+        from core.report.build import load_report
+
+        try:
+            self.show_report(load_report(self.ctx.ws, int(self._reports[index]["id"])))
+        except StoreError as exc:
+            self.ctx.reporter.report("Open report", str(exc))
+
+    def show_report(self, report: dict[str, Any] | None) -> None:
+        self.report = report
+        self._figures_for = None
+        for plot in self.plots.values():
+            plot.clear()
+        self.html_button.setEnabled(bool(((report or {}).get("files") or {}).get("html")))
+        if report is None:
+            self.verdict.setText("No report yet: build one for a training run." if self._runs
+                                 else "Train a layer on the Train page, then build its report here.")
+            self.metrics.clear()
+            self.metrics.setRowCount(0)
+            self.flips.set_flips([])
+            return
+        upgraded = report.get("upgraded_cell")
+        head = report.get("headline") or {}
+        colour = "#1b7f3b" if head.get("compatible") else "#b00020"
+        lines = "".join(f"<p style='color:{colour if i == 0 else '#222'}'>{html.escape(v)}</p>"
+                        for i, v in enumerate(reversed(report.get("verdicts") or [])))
+        facts = " ".join(report.get("protocol") or [])
+        statement = (report.get("search") or {}).get("statement", "")
+        self.verdict.setText(f"{lines}<p style='color:#555'>{html.escape(facts)} {html.escape(statement)}</p>")
+        comparison = {upgraded: report["comparison"]} if upgraded and report.get("comparison") else {}
+        fill_metrics_table(self.metrics, shown_cells(report), comparison)
+        from core.report.build import flipped_queries
+
+        self.flips.set_flips(flip_entries(self.ctx.ws, flipped_queries(report)) if self.ctx.ws else [])
+        if self.tabs.currentWidget() is self.figure_tabs:
+            self.show_figures()
+
+    def _tab_changed(self, _index: int) -> None:
+        if self.tabs.currentWidget() is self.figure_tabs:
+            self.show_figures()
+
+    def show_figures(self) -> None:
+        """The report's figures, built once per report on first view (matplotlib loads here)."""
+        if self.report is None or self._figures_for == id(self.report):
+            return
+        from core.report.export import report_figures
+
+        self._figures_for = id(self.report)
+        for name, figure in report_figures(self.report).items():
+            if name not in self.plots:
+                self.plots[name] = PlotWidget()
+                self.figure_tabs.addTab(self.plots[name], FIGURE_TITLES.get(name, name))
+            self.plots[name].show_figure(figure)
+
+    # -- state ------------------------------------------------------------------------------
+    def refresh(self) -> None:
+        assert self.ctx.ws is not None
+        ws = self.ctx.ws
+        self._runs = completed_train_runs(ws)
+        set_combo_items(self.run_combo, [run_label(r) for r in self._runs])
+        self._reports = [r for r in reversed(ws.reports()) if r.get("json_file")]
+        labels = [f"report {r['id']}" + (f" · run {r['run_id']}" if r.get("run_id") is not None else "")
+                  for r in self._reports]
+        wanted = self._wanted
+        self.report_combo.blockSignals(True)
+        current = self.report_combo.currentText()
+        self.report_combo.clear()
+        self.report_combo.addItems(labels)
+        target = next((n for n, r in enumerate(self._reports) if r["id"] == wanted), None)
+        if target is None:
+            target = labels.index(current) if current in labels else 0
+        self._wanted = None
+        self.report_combo.setCurrentIndex(target if labels else -1)
+        self.report_combo.blockSignals(False)
+        self._report_chosen(self.report_combo.currentIndex())

@@ -1,0 +1,281 @@
+"""Train page: choose a method (with what it needs), set hyper-parameters, watch it train, cancel."""
+
+from __future__ import annotations
+
+import html
+import logging
+from typing import Any
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import (
+    QComboBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    QScrollArea,
+    QSplitter,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.context import AppContext
+from app.pages.base import Page, fill_table, make_table
+from app.pages.forms import SettingsForm, set_combo_items
+from app.pages.live_curves import LiveCurves
+from app.plots import PlotWidget
+from app.workers import Job
+from core.errors import InputError
+from core.progress import ProgressFn, StopFn
+from core.store import Workspace
+
+log = logging.getLogger("embridge.app")
+HIDDEN_SETTINGS = ("device",)  # chosen with the device box, not in the form
+HEADLINE = ("old_old_top1", "new_new_top1", "upgraded_top1", "gain_retained")
+
+
+class TrainPage(Page):
+    title = "Train"
+
+    def __init__(self, ctx: AppContext) -> None:
+        super().__init__(ctx)
+        self.job: Job | None = None
+        self.live = LiveCurves()
+        self._methods: dict[str, Any] = {}
+        self._overview: dict[str, Any] = {}
+
+        chooser = QGroupBox("&Method")
+        self.methods = QListWidget()
+        self.methods.currentRowChanged.connect(self._method_changed)
+        self.explain = QLabel()
+        self.explain.setWordWrap(True)
+        self.explain.setTextFormat(Qt.TextFormat.RichText)
+        self.explain.setAlignment(Qt.AlignmentFlag.AlignTop)
+        chooser_layout = QHBoxLayout(chooser)
+        self.methods.setMinimumWidth(210)
+        chooser_layout.addWidget(self.methods, 2)
+        chooser_layout.addWidget(self.explain, 3)
+
+        setup = QGroupBox("&Settings")
+        setup_layout = QVBoxLayout(setup)
+        models = QFormLayout()
+        self.old_model, self.new_model, self.device = QComboBox(), QComboBox(), QComboBox()
+        models.addRow("&Old model", self.old_model)
+        models.addRow("Ne&w model", self.new_model)
+        models.addRow("De&vice", self.device)
+        setup_layout.addLayout(models)
+        self.form = SettingsForm()
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setWidget(self.form)
+        setup_layout.addWidget(scroll, 1)
+        buttons = QHBoxLayout()
+        self.train_button = QPushButton("&Train")
+        self.train_button.clicked.connect(self.train_from_form)
+        self.cancel_button = QPushButton("&Cancel training")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self.cancel)
+        buttons.addStretch(1)
+        buttons.addWidget(self.train_button)
+        buttons.addWidget(self.cancel_button)
+        setup_layout.addLayout(buttons)
+
+        top = QSplitter()
+        top.addWidget(chooser)
+        top.addWidget(setup)
+        top.setSizes([600, 400])
+
+        results = QWidget()
+        results_layout = QVBoxLayout(results)
+        results_layout.setContentsMargins(0, 0, 0, 0)
+        self.plot = PlotWidget("The loss and validation metric appear here while a method trains.")
+        self.result_label = QLabel()
+        self.result_label.setWordWrap(True)
+        self.runs_table = make_table(["Run", "Method", "Status", "Old/old top-1", "New/new top-1",
+                                      "Upgraded top-1", "Gain retained", "Note"])
+        results_layout.addWidget(self.plot, 2)
+        results_layout.addWidget(self.result_label)
+        results_layout.addWidget(self.runs_table, 1)
+        split = QSplitter(Qt.Orientation.Vertical)
+        split.addWidget(top)
+        split.addWidget(results)
+        split.setSizes([380, 520])
+        self.layout_.addWidget(split, 1)
+        ctx.devices_changed.connect(lambda: set_combo_items(self.device, self.ctx.devices))
+        set_combo_items(self.device, ctx.devices)
+        self.old_model.currentTextChanged.connect(self._models_changed)
+        self.new_model.currentTextChanged.connect(self._models_changed)
+
+    # -- method chooser ---------------------------------------------------------------------
+    def _load_methods(self) -> None:
+        from core.adapters.registry import METHODS
+
+        seen: set[int] = set()
+        for kind, info in METHODS.items():
+            if id(info) not in seen:  # 'oca' is another name for 'bt2'
+                seen.add(id(info))
+                self._methods[kind] = info
+        for kind, info in self._methods.items():
+            item = QListWidgetItem(f"{info.title}")
+            item.setData(Qt.ItemDataRole.UserRole, kind)
+            self.methods.addItem(item)
+        auto_item = QListWidgetItem("Automatic choice")
+        auto_item.setData(Qt.ItemDataRole.UserRole, "auto")
+        self.methods.addItem(auto_item)
+        self.methods.setCurrentRow(0)
+
+    def current_method(self) -> str | None:
+        item = self.methods.currentItem()
+        return item.data(Qt.ItemDataRole.UserRole) if item is not None else None
+
+    def select_method(self, kind: str) -> None:
+        for row in range(self.methods.count()):
+            if self.methods.item(row).data(Qt.ItemDataRole.UserRole) == kind:
+                self.methods.setCurrentRow(row)
+                return
+        raise KeyError(kind)
+
+    def _method_changed(self, *_args: object) -> None:
+        kind = self.current_method()
+        if not kind:
+            return
+        from core.train.config import LOSSES, allowed_settings
+
+        info = self._methods.get(kind)
+        defaults = {k: v for k, v in allowed_settings(kind).items() if k not in HIDDEN_SETTINGS}
+        if info is not None and not info.trainable and kind != "fusion":  # closed form: no epochs, no optimiser
+            defaults = {k: v for k, v in defaults.items() if k in info.defaults or k == "seed"}
+        self.form.choices = {"loss": list(LOSSES), "base": ["procrustes", "affine", "lowrank", "mlp", "bct"]}
+        self.form.set_defaults(defaults)
+        self._explain(kind)
+
+    def _explain(self, kind: str) -> None:
+        problems = self.requirement_problems(kind)
+        if kind == "auto":
+            from core.train import auto
+
+            text = f"<b>Automatic choice</b><p>{html.escape((auto.__doc__ or '').split(chr(10))[0].replace('``', ''))}</p>"
+        else:
+            info = self._methods[kind]
+            text = (f"<b>{html.escape(info.title)}</b><p>{html.escape(info.summary)}</p>"
+                    f"<p>Direction: {info.direction} · Needs labels: {'yes' if info.needs_labels else 'no'} · "
+                    f"Needs equal dimensions: {'yes' if info.equal_dims else 'no'} · "
+                    f"{'trained over epochs' if info.trainable else 'closed form (no epochs)'}</p>")
+        text += "".join(f"<p style='color:#b00020'>⚠ {html.escape(p)}</p>" for p in problems)
+        self.explain.setText(text)
+        self.train_button.setEnabled(not problems and self.job is None)
+
+    def requirement_problems(self, kind: str) -> list[str]:
+        """Why ``kind`` cannot run on this workspace's old/new pair (empty when it can)."""
+        info = self._methods.get(kind)
+        models = {m["name"]: m for m in self._overview.get("models", [])}
+        old, new = models.get(self.old_model.currentText()), models.get(self.new_model.currentText())
+        problems = []
+        if old is None or new is None:
+            problems.append("Choose an old and a new model (add them on the Models page).")
+        elif old["name"] == new["name"]:
+            problems.append("The old and the new model must differ.")
+        if info is not None and info.needs_labels and not self._overview.get("labelled_items"):
+            problems.append(f"{info.title} needs labelled items; this workspace has none.")
+        if info is not None and info.equal_dims and old and new and old["dim"] != new["dim"]:
+            problems.append(f"{info.title} needs equal dimensions; the models give {old['dim']} and {new['dim']}.")
+        return problems
+
+    # -- training ---------------------------------------------------------------------------
+    def train_from_form(self) -> None:
+        try:
+            config = self.form.values()
+        except ValueError as exc:
+            self.ctx.reporter.report("Train", str(exc))
+            return
+        self.train(self.current_method() or "", self.old_model.currentText(), self.new_model.currentText(),
+                   self.device.currentText() or "auto", config)
+
+    def train(self, method: str, old: str, new: str, device: str = "auto",
+              config: dict[str, Any] | None = None) -> Job | None:
+        """Validate the settings now, then train in the background with a live plot."""
+        from core.train.config import resolve_config
+
+        try:
+            resolve_config(method, config)
+        except InputError as exc:
+            self.ctx.reporter.report("Train", str(exc))
+            return None
+
+        def job(ws: Workspace, on_progress: ProgressFn, should_stop: StopFn) -> dict[str, Any]:
+            from core.train.runs import train_run
+
+            return train_run(ws, method, old, new, device=device, config=config,
+                             on_progress=on_progress, should_stop=should_stop)
+
+        self.live = LiveCurves()
+        self.plot.clear("Training started…")
+        self.result_label.setText("")
+        self.job = self.ctx.run(f"Train {method}", job, self._trained, on_progress=self._progress)
+        if self.job is not None:
+            self.job.finished.connect(self._job_ended)
+            self.train_button.setEnabled(False)
+            self.cancel_button.setEnabled(True)
+        return self.job
+
+    def _progress(self, done: int, total: int, info: dict[str, Any]) -> None:
+        from core.report.figures import training_curves
+
+        if self.live.add(info):
+            rows = self.live.table()
+            self.plot.schedule(lambda: training_curves(rows))
+
+    def cancel(self) -> None:
+        if self.job is not None:
+            self.job.cancel()
+            self.cancel_button.setEnabled(False)
+
+    def _job_ended(self, _outcome: object) -> None:
+        self.job = None
+        self.cancel_button.setEnabled(False)
+        self._models_changed()
+
+    def _models_changed(self, *_args: object) -> None:
+        kind = self.current_method()
+        if kind is not None:
+            self._explain(kind)
+
+    def _trained(self, summary: dict[str, Any]) -> None:
+        numbers = ", ".join(f"{k.replace('_', ' ')} {summary[k]:.3f}" for k in HEADLINE
+                            if isinstance(summary.get(k), int | float))
+        self.result_label.setText(f"Run {summary['run_id']} ({summary['method']}, {summary['status']}): "
+                                  f"{numbers or summary.get('note', '')}")
+
+    # -- state ------------------------------------------------------------------------------
+    def refresh(self) -> None:
+        from core.overview import workspace_overview
+
+        assert self.ctx.ws is not None
+        self._overview = workspace_overview(self.ctx.ws)
+        names = [m["name"] for m in self._overview["models"]]
+        for combo, role in ((self.old_model, "old"), (self.new_model, "new")):
+            set_combo_items(combo, names)
+            by_role = [m["name"] for m in self._overview["models"] if m["role"] == role]
+            if by_role and combo.currentText() not in by_role:
+                combo.setCurrentText(by_role[-1])
+        if not self._methods:
+            self._load_methods()
+        runs = self.ctx.ws.runs("train")
+        fill_table(self.runs_table, [[r["id"], r["method"], r["status"],
+                                      *[(r.get("metrics") or {}).get(k) for k in HEADLINE],
+                                      r.get("error") or (r.get("metrics") or {}).get("note")]
+                                     for r in reversed(runs)])
+        self._show_recorded(runs)
+        self._models_changed()
+
+    def _show_recorded(self, runs: list[dict[str, Any]]) -> None:
+        """Outside a live run, plot the latest run's recorded epochs as its report will."""
+        if self.job is not None or not runs or not runs[-1].get("epochs"):
+            return
+        from core.report.export import report_figures
+
+        epochs = runs[-1]["epochs"]
+        self.plot.schedule(lambda: report_figures({"run": {"epochs": epochs}})["training"])

@@ -1,0 +1,113 @@
+"""Workspace page: create, open and reopen workspaces; what the open one holds and what ran in it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtWidgets import (
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QPlainTextEdit,
+    QPushButton,
+    QVBoxLayout,
+)
+
+from app import dialogs
+from app.context import AppContext
+from app.pages.base import Page, fill_table, make_table
+from core.overview import overview_text, workspace_overview
+from core.progress import ProgressFn, StopFn
+
+
+class WorkspacePage(Page):
+    title = "Workspace"
+    needs_workspace = False
+
+    def __init__(self, ctx: AppContext) -> None:
+        super().__init__(ctx)
+        buttons = QHBoxLayout()
+        self.new_button = QPushButton("&New workspace…")
+        self.open_button = QPushButton("&Open workspace…")
+        self.demo_button = QPushButton("Build &demo workspace…")
+        self.demo_button.setToolTip("Builds a small ready-to-train workspace from the bundled handwritten digits")
+        for button, slot in ((self.new_button, self.new_workspace), (self.open_button, self.open_workspace),
+                             (self.demo_button, self.build_demo)):
+            button.clicked.connect(slot)
+            buttons.addWidget(button)
+        buttons.addStretch(1)
+        self.layout_.addLayout(buttons)
+
+        recent_box = QGroupBox("&Recent workspaces")
+        self.recent = QListWidget()
+        self.recent.itemActivated.connect(lambda item: self.ctx.open_workspace(item.text()))
+        self.forget_button = QPushButton("Re&move from list")
+        self.forget_button.clicked.connect(self.forget_selected)
+        recent_layout = QVBoxLayout(recent_box)
+        recent_layout.addWidget(QLabel("Enter or double-click opens a workspace."))
+        recent_layout.addWidget(self.recent)
+        recent_layout.addWidget(self.forget_button)
+        self.layout_.addWidget(recent_box, 1)
+
+        current_box = QGroupBox("Open workspace")
+        self.summary = QPlainTextEdit()
+        self.summary.setReadOnly(True)
+        self.runs = make_table(["Run", "Kind", "Method", "Status", "Started", "Seconds", "Error"])
+        current_layout = QVBoxLayout(current_box)
+        current_layout.addWidget(self.summary, 1)
+        current_layout.addWidget(QLabel("Runs"))
+        current_layout.addWidget(self.runs, 1)
+        self.layout_.addWidget(current_box, 2)
+
+    # -- actions ----------------------------------------------------------------------------
+    def new_workspace(self) -> None:
+        path = dialogs.choose_directory(self, "New workspace: choose an empty folder")
+        if path:
+            self.ctx.open_workspace(path, create=True)
+
+    def open_workspace(self) -> None:
+        path = dialogs.choose_directory(self, "Open workspace folder")
+        if path:
+            self.ctx.open_workspace(path)
+
+    def build_demo(self) -> None:
+        path = dialogs.choose_directory(self, "Demo workspace: choose an empty folder")
+        if path:
+            self.start_demo(path)
+
+    def start_demo(self, path: str | Path) -> None:
+        """Build the demo workspace at ``path`` in the background, then open it."""
+
+        def job(on_progress: ProgressFn, should_stop: StopFn) -> str:
+            from core.demo import build_demo
+
+            with build_demo(path, on_progress=on_progress, should_stop=should_stop) as ws:
+                return str(ws.root)
+
+        self.ctx.run_plain("Build demo workspace", job, lambda root: self.ctx.open_workspace(root),
+                           milestone="stage")
+
+    def forget_selected(self) -> None:
+        item = self.recent.currentItem()
+        if item is not None:
+            self.ctx.settings.remove_recent(item.text())
+            self.refresh()
+
+    # -- state ------------------------------------------------------------------------------
+    def refresh(self) -> None:
+        self.recent.clear()
+        for path in self.ctx.settings.recent_workspaces:
+            item = QListWidgetItem(path)
+            if not (Path(path) / "embridge.db").is_file():
+                item.setToolTip("This folder no longer holds a workspace")
+            self.recent.addItem(item)
+        ws = self.ctx.ws
+        if ws is None:
+            self.summary.setPlainText("No workspace is open.")
+            fill_table(self.runs, [])
+            return
+        self.summary.setPlainText(overview_text(workspace_overview(ws)))
+        fill_table(self.runs, [[r["id"], r["kind"], r["method"], r["status"], r.get("started"),
+                                r.get("duration_s"), r.get("error")] for r in reversed(ws.runs())])

@@ -1,0 +1,80 @@
+"""Plot widgets: one ``FigureCanvasQTAgg`` showing a Figure made by ``core.report.figures``.
+
+matplotlib is imported on the first figure, never when a page is built, so the window opens fast.
+Redraws are debounced: ``schedule`` keeps only the latest figure recipe and builds it once per
+interval, so a fast stream of training progress costs a few redraws a second at most.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from PySide6.QtCore import QSize, Qt, QTimer
+from PySide6.QtWidgets import QLabel, QSizePolicy, QVBoxLayout, QWidget
+
+FigureRecipe = Callable[[], Any]  # returns a matplotlib Figure
+
+
+class PlotWidget(QWidget):
+    """Shows one figure at a time; ``figure`` is the one on screen (None while empty)."""
+
+    def __init__(self, empty_text: str = "Nothing to plot yet.", debounce_ms: int = 250) -> None:
+        super().__init__()
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+        self.setMinimumHeight(120)
+        self.placeholder = QLabel(empty_text)
+        self.placeholder.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.canvas: QWidget | None = None
+        self.figure: Any = None
+        self._layout = QVBoxLayout(self)
+        self._layout.setContentsMargins(0, 0, 0, 0)
+        self._layout.addWidget(self.placeholder)
+        self._pending: FigureRecipe | None = None
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(debounce_ms)
+        self._timer.timeout.connect(self.flush)
+
+    def sizeHint(self) -> QSize:
+        return QSize(640, 360)
+
+    def show_figure(self, figure: Any) -> None:
+        """Put ``figure`` on a fresh canvas (the previous canvas and figure are released)."""
+        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+
+        canvas = FigureCanvasQTAgg(figure)
+        canvas.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+        self._drop_canvas()
+        self.placeholder.setVisible(False)
+        self._layout.addWidget(canvas)
+        self.canvas, self.figure = canvas, figure
+        canvas.draw_idle()
+
+    def schedule(self, recipe: FigureRecipe) -> None:
+        """Draw ``recipe()`` soon; later calls before the redraw replace earlier ones."""
+        self._pending = recipe
+        if not self._timer.isActive():
+            self._timer.start()
+
+    def flush(self) -> None:
+        """Draw the pending recipe now (tests and screenshots call this to skip the wait)."""
+        self._timer.stop()
+        recipe, self._pending = self._pending, None
+        if recipe is not None:
+            self.show_figure(recipe())
+
+    def clear(self, text: str | None = None) -> None:
+        self._pending = None
+        self._timer.stop()
+        self._drop_canvas()
+        if text is not None:
+            self.placeholder.setText(text)
+        self.placeholder.setVisible(True)
+
+    def _drop_canvas(self) -> None:
+        if self.canvas is not None:
+            self._layout.removeWidget(self.canvas)
+            self.canvas.setParent(None)
+            self.canvas.deleteLater()
+            self.canvas, self.figure = None, None

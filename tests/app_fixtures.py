@@ -1,0 +1,65 @@
+"""Fixtures for the desktop app's tests: a main window, thread hygiene, error-dialog capture.
+
+Test modules import what they use (``from app_fixtures import ...``); the settings folder is
+isolated by the suite-wide ``EMBRIDGE_CONFIG_DIR`` fixture in ``conftest.py``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+from PySide6.QtCore import QThreadPool
+from PySide6.QtWidgets import QApplication
+from pytestqt.qtbot import QtBot
+
+from app.errors import ErrorDialog
+from app.main_window import MainWindow
+
+
+def error_dialogs() -> list[ErrorDialog]:
+    """Error dialogs currently open (they are non-modal top-level windows)."""
+    return [w for w in QApplication.topLevelWidgets() if isinstance(w, ErrorDialog) and w.isVisible()]
+
+
+def close_error_dialogs() -> None:
+    for dialog in error_dialogs():
+        dialog.close()
+
+
+@pytest.fixture
+def no_threads_left() -> Iterator[None]:
+    """Fail a test that leaves a pool thread or a new Python thread running."""
+    before = {t.ident for t in threading.enumerate()}
+    yield
+    pool = QThreadPool.globalInstance()
+    active = pool.activeThreadCount()
+    pool.waitForDone(20_000)  # clean up for the next test before failing this one
+    extra = [t.name for t in threading.enumerate()
+             if t.ident not in before and t.is_alive() and not isinstance(t, threading._DummyThread)]
+    assert active == 0, f"{active} pool thread(s) still running after the test"
+    assert not extra, f"threads left running: {extra}"
+
+
+@pytest.fixture
+def window(qtbot: QtBot, no_threads_left: None) -> Iterator[MainWindow]:
+    """The main window as ``embridge-gui`` builds it; every job must have ended by teardown."""
+    from app.main import application, build_main_window
+
+    application()
+    win = build_main_window()
+    qtbot.addWidget(win)
+    win.show()
+    yield win
+    leftover = [job.title for job in win.ctx.jobs.running() if job.visible]
+    win.ctx.jobs.shutdown(timeout_s=60.0)
+    close_error_dialogs()
+    win.ctx.close_workspace(emit=False)
+    win.log_view.detach()
+    assert not leftover, f"jobs still running at the end of the test: {leftover}"
+
+
+def wait_for_jobs(qtbot: QtBot, win: MainWindow, timeout_ms: int = 60_000) -> None:
+    """Wait until every job of the window has ended and its outcome was delivered."""
+    qtbot.waitUntil(lambda: not win.ctx.jobs.running(), timeout=timeout_ms)

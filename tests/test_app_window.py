@@ -1,0 +1,119 @@
+"""Main window behaviour: start-up cost, keyboard navigation, settings and geometry, screenshots."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from app_fixtures import no_threads_left, window
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QKeySequence
+from pytestqt.qtbot import QtBot
+
+from app.main_window import MainWindow
+from app.pages import PAGES
+from app.settings import Settings
+
+__all__ = ["no_threads_left", "window"]
+pytestmark = pytest.mark.usefixtures("no_threads_left")
+
+
+def test_building_the_window_imports_neither_torch_nor_faiss_nor_matplotlib(tmp_path: Path) -> None:
+    code = ("import sys; from app.main import application, build_main_window; application(); "
+            "w = build_main_window(); w.show(); "
+            "print(sorted(m for m in ('torch', 'faiss', 'matplotlib') if m in sys.modules))")
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "EMBRIDGE_CONFIG_DIR": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def test_main_opens_the_workspace_given_and_exits_cleanly(tmp_path: Path) -> None:
+    from core.store import Workspace
+
+    Workspace.create(tmp_path / "ws").close()
+    code = ("import sys; from PySide6.QtCore import QTimer; from PySide6.QtWidgets import QApplication; "
+            "import app.main as m; app = m.application(); "
+            "QTimer.singleShot(500, lambda: [w.close() for w in QApplication.topLevelWidgets()]); "
+            "sys.exit(m.main(['--workspace', sys.argv[1]]))")
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "EMBRIDGE_CONFIG_DIR": str(tmp_path / "config")}
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "ws")], capture_output=True, text=True,
+                         env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    log = (tmp_path / "config" / "logs" / "embridge.log").read_text(encoding="utf-8")
+    assert f"opened workspace {(tmp_path / 'ws').resolve()}" in log
+    settings = json.loads((tmp_path / "config" / "settings.json").read_text(encoding="utf-8"))
+    assert settings["recent_workspaces"] == [str((tmp_path / "ws").resolve())]
+
+
+def test_every_page_has_a_ctrl_number_shortcut(qtbot: QtBot, window: MainWindow) -> None:
+    window.activateWindow()
+    qtbot.waitExposed(window)
+    shortcuts = {a.shortcut().toString(): a for a in window.findChildren(type(window.menuBar().actions()[0]))}
+    for n, (key, _title, _target) in enumerate(PAGES, start=1):
+        action = shortcuts[QKeySequence(f"Ctrl+{n}").toString()]
+        action.trigger()
+        assert window.stack.currentWidget() is window.pages[key]
+    qtbot.keyClick(window, Qt.Key.Key_3, Qt.KeyboardModifier.ControlModifier)
+    assert window.stack.currentWidget() is window.pages["gallery"]
+
+
+def test_pages_without_a_workspace_say_how_to_open_one(qtbot: QtBot, window: MainWindow) -> None:
+    for key in ("models", "gallery", "train", "reports", "plan", "export"):
+        page = window.show_page(key)
+        assert page.placeholder.isVisible(), key
+    assert window.show_page("workspace").body.isVisible()
+
+
+def test_recent_workspaces_live_in_a_readable_json_file(tmp_path: Path) -> None:
+    settings = Settings(tmp_path / "settings.json")
+    for name in ("a", "b", "a"):
+        settings.add_recent(tmp_path / name)
+    data = json.loads((tmp_path / "settings.json").read_text(encoding="utf-8"))
+    assert data["recent_workspaces"] == [str((tmp_path / "a").resolve()), str((tmp_path / "b").resolve())]
+    (tmp_path / "settings.json").write_text("{not json", encoding="utf-8")
+    assert Settings(tmp_path / "settings.json").recent_workspaces == []  # a broken file is not fatal
+
+
+def test_opening_a_folder_that_is_no_workspace_reports_why(qtbot: QtBot, window: MainWindow, tmp_path: Path) -> None:
+    from app_fixtures import close_error_dialogs, error_dialogs
+
+    assert not window.ctx.open_workspace(tmp_path)
+    qtbot.waitUntil(lambda: bool(error_dialogs()), timeout=5_000)
+    (dialog,) = error_dialogs()
+    assert dialog.message == f"{tmp_path}: not an Embridge workspace (no embridge.db); run 'embridge init' first"
+    close_error_dialogs()
+    assert window.ctx.ws is None
+
+
+def test_window_geometry_is_remembered(qtbot: QtBot) -> None:
+    from app.main import application, build_main_window
+
+    application()
+    first = build_main_window()
+    qtbot.addWidget(first)
+    first.show()
+    first.resize(780, 650)
+    qtbot.waitUntil(lambda: first.size().width() == 780)
+    first.close()
+    assert (Path(os.environ["EMBRIDGE_CONFIG_DIR"]) / "window.ini").is_file()
+    second = build_main_window()
+    qtbot.addWidget(second)
+    assert (second.size().width(), second.size().height()) == (780, 650)
+    second.close()
+
+
+def test_screenshots_render_every_page(demo_copy: Path, tmp_path: Path) -> None:
+    from app.screenshots import main
+
+    out = tmp_path / "shots"
+    assert main(["--workspace", str(demo_copy), "--out", str(out), "--size", "1000x700"]) == 0
+    from PySide6.QtGui import QImage
+
+    for key, _title, _target in PAGES:
+        image = QImage(str(out / f"{key}.png"))
+        assert (image.width(), image.height()) == (1000, 700), key
