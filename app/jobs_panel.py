@@ -16,8 +16,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.formatting import format_seconds
 from app.workers import Job, JobManager
+from core.formatting import format_seconds
 from core.jobs import JobOutcome
 
 

@@ -139,3 +139,13 @@ def _check_keys_present(workspace: Any, model: LoadedModel, ids: np.ndarray, chu
     if count:
         raise CheckpointError(model.spec.path, f"{count} of {len(ids)} items have no vector in this file "
                               f"(e.g. {', '.join(missing)})")
+
+
+def sample_ids(ids: np.ndarray, size: int | None, seed: int = 0) -> np.ndarray:
+    """A seeded random sample of ``size`` ids in ascending order (all ids when size is None, 0 or too big).
+
+    This is how an evaluation sample is drawn: the CLI's ``embed --sample`` and the Gallery page agree.
+    """
+    if not size or size >= len(ids):
+        return ids
+    return np.sort(np.random.default_rng(seed).choice(ids, size=size, replace=False))

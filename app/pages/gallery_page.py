@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import numpy as np
 from PySide6.QtWidgets import (
     QComboBox,
     QFormLayout,
@@ -27,13 +26,6 @@ log = logging.getLogger("embridge.app")
 ALL_ITEMS = "(all items)"
 SPLITS = ["", "gallery", "query", "train"]
 ITEM_FILTER = "Items (*.csv *.tsv *.jsonl *.ndjson *.npz *.npy);;All files (*)"
-
-
-def sample_ids(ids: np.ndarray, size: int, seed: int) -> np.ndarray:
-    """A seeded random sample of ``size`` ids in ascending order (all of them when size is 0 or not smaller than the id count)."""
-    if size <= 0 or size >= len(ids):
-        return ids
-    return np.sort(np.random.default_rng(seed).choice(ids, size=size, replace=False))
 
 
 class GalleryPage(Page):
@@ -140,7 +132,7 @@ class GalleryPage(Page):
         """Embed the chosen items with ``model`` in the background (resumable in the core)."""
 
         def job(ws: Workspace, on_progress: ProgressFn, should_stop: StopFn) -> dict[str, Any]:
-            from core.embed import embed_items
+            from core.embed import embed_items, sample_ids
 
             ids = sample_ids(ws.item_ids(split), sample, seed)
             return embed_items(ws, model, ids, batch_size=batch_size, device=device,

@@ -22,10 +22,10 @@ from PySide6.QtWidgets import (
 )
 
 from app.context import AppContext
-from app.formatting import format_bytes, format_seconds, format_share
 from app.pages.base import Page, completed_train_runs, fill_table, make_table, run_label
 from app.pages.forms import set_combo_items
 from app.plots import PlotWidget
+from core.formatting import format_bytes, format_seconds, format_share
 from core.progress import ProgressFn, StopFn
 from core.store import Workspace
 

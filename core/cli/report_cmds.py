@@ -7,6 +7,7 @@ from typing import Any
 
 from core.cli.main import add_common
 from core.errors import InputError
+from core.formatting import format_bytes
 from core.progress import StderrProgress
 from core.report.export import json_safe
 from core.store import Workspace
@@ -119,20 +120,12 @@ def cmd_plan(args: argparse.Namespace) -> Result:
     return json_safe(plan), _plan_text(plan)
 
 
-def _size(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
-
-
 def _plan_text(plan: dict[str, Any]) -> str:
     lines = [f"plan for run {plan['run_id']} ({plan['adapter_kind']}), full gallery {plan['gallery_full']} items:"]
     for o in plan["options"]:
         mark = "*" if o["name"] == plan["recommendation"] else " "
         time_s = "unknown" if o["time_s"] is None else f"{o['time_s']:.2f}s"
-        lines.append(f"{mark} {o['title']:<44} time {time_s:>10}  storage {_size(o['storage_bytes']):>10}  "
+        lines.append(f"{mark} {o['title']:<44} time {time_s:>10}  storage {format_bytes(o['storage_bytes']):>10}  "
                      f"top-1 {_pct(o['quality'].get('top1'))}")
     lines += [f"recommendation: {plan['recommendation']}", plan["reason"], *plan["notes"]]
     return "\n".join(lines)

@@ -138,16 +138,17 @@ def cmd_model_list(args: argparse.Namespace) -> Result:
 
 
 def cmd_embed(args: argparse.Namespace) -> Result:
-    import numpy as np
-
-    from core.embed import embed_items
+    from core.embed import embed_items, sample_ids
+    from core.jobs import recorded_run
 
     with Workspace.open(args.workspace) as ws:
-        ids = ws.item_ids(args.split)
-        if args.sample is not None and args.sample < len(ids):
-            ids = np.sort(np.random.default_rng(args.seed).choice(ids, size=args.sample, replace=False))
-        info = embed_items(ws, args.model, ids, batch_size=args.batch_size, device=args.device,
-                           on_progress=StderrProgress(f"embed {args.model}"))
+        ids = sample_ids(ws.item_ids(args.split), args.sample, args.seed)
+        config = {"model": args.model, "split": args.split, "sample": args.sample, "items": len(ids),
+                  "batch_size": args.batch_size, "device": args.device}
+        with recorded_run(ws, "embed", args.model, config) as record:  # a killed embed shows as interrupted
+            info = embed_items(ws, args.model, ids, batch_size=args.batch_size, device=args.device,
+                               on_progress=StderrProgress(f"embed {args.model}"))
+            record["metrics"] = {"vector_set": info["id"], "count": info["count"]}
     data = {"model": args.model, "vector_set": info["id"], "count": info["count"], "dim": info["dim"],
             "path": info["path"]}
     return data, f"embedded {info['count']} items with {args.model} (dim {info['dim']}) -> {info['path']}"

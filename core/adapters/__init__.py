@@ -1,0 +1,50 @@
+"""Compatibility layers between an old and a new embedding model (see docs in each module).
+
+Every adapter is a ``torch.nn.Module`` with ``kind``, ``direction`` ('backward' new->old,
+'forward' old->new, 'joint' for bt2), ``in_dim``, ``out_dim`` and ``config()``; all are
+TorchScript-able. Use :func:`adapt_queries` / :func:`adapt_gallery` / :func:`new_space_vectors`
+to apply any of them without special cases.
+"""
+
+from core.adapters.apply import adapt_gallery, adapt_queries, new_space_vectors
+from core.adapters.base import Adapter
+from core.adapters.checkpoint import (
+    adapter_from_payload,
+    adapter_payload,
+    export_torchscript,
+    load_adapter,
+    plain_copy,
+    save_adapter,
+    script_adapter,
+)
+from core.adapters.fusion import FusionAdapter
+from core.adapters.heads import BT2Adapter
+from core.adapters.linear import AffineAdapter, LowRankAdapter, ProcrustesAdapter
+from core.adapters.mlp import BCTAdapter, FCTAdapter, MLPAdapter
+from core.adapters.registry import METHODS, MethodInfo, build_adapter, canonical_kind
+
+__all__ = [
+    "METHODS",
+    "Adapter",
+    "AffineAdapter",
+    "BCTAdapter",
+    "BT2Adapter",
+    "FCTAdapter",
+    "FusionAdapter",
+    "LowRankAdapter",
+    "MLPAdapter",
+    "MethodInfo",
+    "ProcrustesAdapter",
+    "adapt_gallery",
+    "adapt_queries",
+    "adapter_from_payload",
+    "adapter_payload",
+    "build_adapter",
+    "canonical_kind",
+    "export_torchscript",
+    "load_adapter",
+    "new_space_vectors",
+    "plain_copy",
+    "save_adapter",
+    "script_adapter",
+]

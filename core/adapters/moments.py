@@ -1,0 +1,112 @@
+"""Closed-form fits from streamed second moments: the same solutions as :mod:`closed_form`, at the
+cost of the cross-covariance product and in O(d²) extra memory.
+
+The direct fits centre full float64 copies of both arrays (four N x d float64 arrays at the peak:
+24 GB for 1M x 768 pairs) and Procrustes maps every training row once more to get its scale. Here
+the centred moments Sᵀ T (and Sᵀ S where needed) are accumulated in float64 over row blocks, so
+the arithmetic is one pass of GEMMs over the data and memory does not grow with N:
+
+* Procrustes' scale needs ||S W||²: for in_dim <= out_dim W has orthonormal rows and that equals
+  ||S||², an O(N d) sum; only a truncating map (in_dim > out_dim) needs the Gram matrix.
+* Blocks are shifted by the first block's mean before accumulating, so the large common mean of
+  real embeddings does not cost precision when the moments are centred at the end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from core.adapters.closed_form import LinearSolution, ProcrustesSolution
+
+BLOCK_ROWS = 16_384
+
+
+@dataclass
+class PairMoments:
+    """Centred moments of paired rows x (source) and y (target), all float64."""
+
+    count: int
+    mean_in: np.ndarray
+    mean_out: np.ndarray
+    cross: np.ndarray  # Σ (x − μx)ᵀ (y − μy), in_dim x out_dim
+    sq_norm_in: float  # Σ ||x − μx||²
+    gram: np.ndarray | None = None  # Σ (x − μx)ᵀ (x − μx), when asked for
+
+
+def pair_moments(source: np.ndarray, target: np.ndarray, with_gram: bool = False,
+                 block: int = BLOCK_ROWS) -> PairMoments:
+    """Accumulate the centred moments over row blocks (arrays or memmaps of any float dtype)."""
+    n = int(source.shape[0])
+    if n == 0 or target.shape[0] != n:
+        raise ValueError(f"need the same non-zero number of rows, got {source.shape} and {target.shape}")
+    shift_x = np.asarray(source[: min(block, n)], dtype=np.float64).mean(axis=0)
+    shift_y = np.asarray(target[: min(block, n)], dtype=np.float64).mean(axis=0)
+    sum_x = np.zeros_like(shift_x)
+    sum_y = np.zeros_like(shift_y)
+    cross = np.zeros((shift_x.size, shift_y.size))
+    gram = np.zeros((shift_x.size, shift_x.size)) if with_gram else None
+    sq = 0.0
+    for start in range(0, n, block):
+        x = np.array(source[start : start + block], dtype=np.float64)
+        y = np.array(target[start : start + block], dtype=np.float64)
+        x -= shift_x
+        y -= shift_y
+        sum_x += x.sum(axis=0)
+        sum_y += y.sum(axis=0)
+        cross += x.T @ y
+        if gram is not None:
+            gram += x.T @ x
+        else:
+            sq += float(np.einsum("ij,ij->", x, x))
+    dx, dy = sum_x / n, sum_y / n
+    cross -= n * np.outer(dx, dy)
+    if gram is not None:
+        gram -= n * np.outer(dx, dx)
+        sq = float(np.trace(gram))
+    else:
+        sq -= n * float(dx @ dx)
+    return PairMoments(n, shift_x + dx, shift_y + dy, cross, max(sq, 0.0), gram)
+
+
+def procrustes_from_moments(m: PairMoments) -> ProcrustesSolution:
+    """W = U Vᵀ from the SVD of Sᵀ T, with the least-squares scale (see closed_form.procrustes)."""
+    u, sv, vt = np.linalg.svd(m.cross, full_matrices=False)
+    weight = u @ vt
+    if weight.shape[0] > weight.shape[1]:
+        if m.gram is None:
+            raise ValueError("a truncating Procrustes map (in_dim > out_dim) needs the Gram matrix")
+        denom = float(np.einsum("ij,ij->", weight, m.gram @ weight))
+    else:
+        denom = m.sq_norm_in
+    scale = float(sv.sum() / denom) if denom > 0 else 1.0
+    return ProcrustesSolution(weight, scale, m.mean_in, m.mean_out)
+
+
+def ridge_path_from_moments(m: PairMoments, relative_lambdas: list[float]) -> Iterator[tuple[float, LinearSolution]]:
+    """Ridge solutions (with bias) per λ relative to the mean feature variance (see closed_form)."""
+    if m.gram is None:
+        raise ValueError("ridge regression needs the Gram matrix; use pair_moments(..., with_gram=True)")
+    evals, evecs = np.linalg.eigh(m.gram)
+    evals = np.clip(evals, 0.0, None)
+    rhs = evecs.T @ m.cross
+    base = float(np.trace(m.gram)) / m.gram.shape[0] or 1.0
+    for rel in relative_lambdas:
+        lam = float(rel) * base
+        inv = 1.0 / np.maximum(evals + lam, 1e-12 * max(base, 1e-12))
+        weight = evecs @ (inv[:, None] * rhs)
+        yield float(rel), LinearSolution(weight, m.mean_out - m.mean_in @ weight)
+
+
+def procrustes_streamed(source: np.ndarray, target: np.ndarray, block: int = BLOCK_ROWS) -> ProcrustesSolution:
+    """Drop-in for :func:`core.adapters.closed_form.procrustes`."""
+    with_gram = source.shape[1] > target.shape[1]
+    return procrustes_from_moments(pair_moments(source, target, with_gram, block))
+
+
+def ridge_path_streamed(source: np.ndarray, target: np.ndarray, relative_lambdas: list[float],
+                        block: int = BLOCK_ROWS) -> Iterator[tuple[float, LinearSolution]]:
+    """Drop-in for :func:`core.adapters.closed_form.ridge_path`."""
+    return ridge_path_from_moments(pair_moments(source, target, True, block), relative_lambdas)

@@ -1,0 +1,100 @@
+"""What each kind of compatibility layer is, what it needs, and how to rebuild one from its config.
+
+``METHODS`` feeds the app's method chooser and ``embridge train --method``: the one-sentence
+explanation, whether labels are required, the direction and the default hyper-parameters (the
+keys a caller may override besides the common training settings).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from core.adapters.base import Adapter
+from core.adapters.fusion import FusionAdapter
+from core.adapters.heads import BT2Adapter
+from core.adapters.linear import AffineAdapter, LowRankAdapter, ProcrustesAdapter
+from core.adapters.mlp import BCTAdapter, FCTAdapter, MLPAdapter
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    """Description of one kind for choosers, validation of settings and reports."""
+
+    kind: str
+    title: str
+    direction: str
+    needs_labels: bool
+    equal_dims: bool
+    trainable: bool
+    summary: str
+    defaults: dict[str, Any] = field(default_factory=dict)
+
+
+RIDGE_GRID = [1e-6, 1e-4, 1e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0]
+ALPHA_GRID = [round(0.1 * i, 1) for i in range(11)]
+
+METHODS: dict[str, MethodInfo] = {
+    m.kind: m
+    for m in [
+        MethodInfo("procrustes", "Procrustes (rotation)", "backward", False, False, False,
+                   "Rotates centred new query vectors onto the old space; training-free and exact, "
+                   "a strong baseline when the two models differ by little more than a rotation.", {}),
+        MethodInfo("affine", "Affine (ridge)", "backward", False, False, False,
+                   "Least-squares linear map with bias from new to old vectors, regularisation chosen "
+                   "on validation; closed form, handles scaling and shearing that a rotation cannot.",
+                   {"ridge_grid": RIDGE_GRID}),
+        MethodInfo("lowrank", "Low-rank affine", "backward", False, False, True,
+                   "A rank-r linear map (plus a diagonal when dims match) trained to retrieve each "
+                   "item's old vector; fewer parameters than affine, robust with few pairs.",
+                   {"rank": 64, "diagonal": True, "loss": "contrastive"}),
+        MethodInfo("mlp", "Residual MLP", "backward", False, False, True,
+                   "An affine map plus a small GELU network for the non-linear remainder, trained to "
+                   "retrieve each item's old vector; the most accurate pure query-side map.",
+                   {"hidden": 512, "loss": "contrastive"}),
+        MethodInfo("bct", "BCT head", "backward", True, False, True,
+                   "A head on new vectors trained to classify with a new classifier and with the old "
+                   "classifier (influence loss), so its outputs are comparable to old vectors.",
+                   {"hidden": 512, "influence_weight": 1.0, "logit_scale": 16.0}),
+        MethodInfo("bt2", "BT² / OCA orthogonal head", "joint", True, False, True,
+                   "An orthogonal head into old-dim + k dims: the first dims align to the old space "
+                   "for old-gallery search, the k extra dims keep what only the new model knows.",
+                   {"extra_dims": 32, "influence_weight": 1.0, "align_weight": 1.0, "logit_scale": 16.0, "lr": 1e-2}),
+        MethodInfo("fct", "FCT gallery transform", "forward", False, False, True,
+                   "Transforms the stored old gallery vectors into the new space (optionally with side "
+                   "information), a cheap backfill without re-running the new model on every item.",
+                   {"hidden": 512, "loss": "mse"}),
+        MethodInfo("fusion", "Fusion (old + mapped new query)", "backward", False, False, False,
+                   "Scores with a mix of the old query and the mapped new query, mixing weight chosen "
+                   "on validation; needs both models at query time but never does worse than today.",
+                   {"base": "affine", "alpha_grid": ALPHA_GRID}),
+    ]
+}
+ALIASES = {"oca": "bt2"}
+
+
+def canonical_kind(kind: str) -> str:
+    """The registry name of ``kind`` (``oca`` is BT²'s orthogonal head under another name)."""
+    name = kind.strip().lower()
+    return ALIASES.get(name, name)
+
+ADAPTER_CLASSES: dict[str, type[Adapter]] = {
+    "procrustes": ProcrustesAdapter,
+    "affine": AffineAdapter,
+    "lowrank": LowRankAdapter,
+    "mlp": MLPAdapter,
+    "bct": BCTAdapter,
+    "bt2": BT2Adapter,
+    "fct": FCTAdapter,
+}
+
+
+def build_adapter(kind: str, config: dict[str, Any]) -> Adapter:
+    """An untrained adapter of ``kind`` with the shape recorded in ``config`` (see Adapter.config)."""
+    kind = canonical_kind(kind)
+    if kind == "fusion":
+        base = config["base"]
+        return FusionAdapter(build_adapter(base["kind"], base["config"]), config.get("alpha", 0.5))
+    if kind not in ADAPTER_CLASSES:
+        raise KeyError(f"unknown adapter kind {kind!r}")
+    return ADAPTER_CLASSES[kind](**config)

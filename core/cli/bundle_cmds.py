@@ -1,0 +1,127 @@
+"""Bundle commands: ``embridge bundle export | verify | inspect | apply``.
+
+Only ``export`` reads a workspace; the others take a bundle path alone, so they run where the
+bundle is deployed.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from core.cli.main import add_common
+from core.errors import InputError
+from core.progress import StderrProgress
+
+Result = tuple[dict[str, Any], str]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    bundle = sub.add_parser("bundle", help="export, verify, inspect and apply upgrade bundles")
+    cmds = bundle.add_subparsers(dest="bundle_command", required=True, metavar="ACTION")
+
+    p = cmds.add_parser("export", help="export a run's adapter (or a chain of runs) as a bundle")
+    add_common(p)
+    p.add_argument("--run", type=int, action="append", dest="runs", metavar="ID",
+                   help="training run to export (repeat for a chain; default: the latest)")
+    p.add_argument("--chain", metavar="ID1,ID2", help="comma-separated run ids forming a chain")
+    p.add_argument("--out", required=True, metavar="DIR_OR_ZIP", help="bundle folder, or a path ending in .zip")
+    p.add_argument("--report", type=int, metavar="ID", help="report to include (default: the run's latest)")
+    p.add_argument("--gallery", action=argparse.BooleanOptionalAction, default=None,
+                   help="include the transformed gallery (default: yes for old->new layers)")
+    p.add_argument("--probes", type=int, default=64, help="number of probe vectors (default 64)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing bundle at --out")
+    p.set_defaults(handler=cmd_export)
+
+    p = cmds.add_parser("verify", help="check a bundle's hashes and re-run its adapter on the probes")
+    _path_args(p)
+    p.set_defaults(handler=cmd_verify)
+
+    p = cmds.add_parser("inspect", help="show a bundle's manifest and files")
+    _path_args(p)
+    p.set_defaults(handler=cmd_inspect)
+
+    p = cmds.add_parser("apply", help="transform a vector file with a bundle (chunked, resumable)")
+    _path_args(p)
+    p.add_argument("--vectors", required=True, metavar="IN.npy", help="input vectors (.npy, n x in_dim)")
+    p.add_argument("--out", required=True, metavar="OUT.npy", help="output vectors (.npy, float32)")
+    p.add_argument("--old-vectors", metavar="OLD.npy", help="old-model query vectors (fusion bundles only)")
+    p.add_argument("--normalise", action="store_true", help="L2-normalise the outputs")
+    p.add_argument("--chunk-rows", type=int, default=65_536, help="rows per chunk (default 65536)")
+    p.set_defaults(handler=cmd_apply)
+
+
+def _path_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("path", metavar="PATH", help="bundle folder or .zip")
+    add_common(p, workspace=False)
+    p.add_argument("--max-member-mb", type=float, help="refuse members larger than this (MiB)")
+    p.add_argument("--max-total-mb", type=float, help="refuse bundles larger than this uncompressed (MiB)")
+
+
+def _limits(args: argparse.Namespace) -> Any:
+    from dataclasses import replace
+
+    from core.bundle import BundleLimits
+
+    limits = BundleLimits.from_env()
+    if args.max_member_mb is not None:
+        limits = replace(limits, max_member_bytes=int(args.max_member_mb * (1 << 20)))
+    if args.max_total_mb is not None:
+        limits = replace(limits, max_total_bytes=int(args.max_total_mb * (1 << 20)))
+    return limits
+
+
+def _run_ids(args: argparse.Namespace) -> list[int] | None:
+    ids = list(args.runs or [])
+    if args.chain:
+        try:
+            ids += [int(part) for part in args.chain.split(",") if part.strip()]
+        except ValueError:
+            raise InputError("--chain", f"expected comma-separated run ids, got {args.chain!r}") from None
+    return ids or None
+
+
+def cmd_export(args: argparse.Namespace) -> Result:
+    from core.bundle import bundle_text, export_bundle
+    from core.store import Workspace
+
+    with Workspace.open(args.workspace) as ws:
+        result = export_bundle(ws, args.out, _run_ids(args), report_id=args.report, gallery=args.gallery,
+                               probes=args.probes, overwrite=args.overwrite,
+                               on_progress=StderrProgress("export"))
+    text = (f"exported bundle {result['bundle_id']} to {result['path']} ({result['format']}, "
+            f"{result['bytes']} bytes, verified)\n" + bundle_text(result["manifest"]))
+    return result, text
+
+
+def cmd_verify(args: argparse.Namespace) -> Result:
+    from core.bundle import verify_bundle
+
+    result = verify_bundle(args.path, _limits(args), on_progress=StderrProgress("verify"))
+    probes = result["probes"]
+    text = (f"{args.path}: OK: {result['files_checked']} files match their sha256; the adapter reproduces "
+            f"{probes['count']} probe outputs (max abs difference {probes['max_abs_diff']:.3g}, "
+            f"rtol={probes['rtol']}, atol={probes['atol']})")
+    return result, text
+
+
+def cmd_inspect(args: argparse.Namespace) -> Result:
+    from core.bundle import bundle_text, inspect_bundle
+
+    result = inspect_bundle(args.path, _limits(args))
+    files = "\n".join(f"  {f['name']}  {f['bytes']} bytes" for f in result["files"])
+    text = (f"{args.path} ({result['format']}, not verified; run 'embridge bundle verify')\n"
+            + bundle_text(result["manifest"]) + "\nfiles:\n" + files)
+    return result, text
+
+
+def cmd_apply(args: argparse.Namespace) -> Result:
+    from core.bundle import apply_bundle
+
+    if args.chunk_rows < 1:
+        raise InputError("--chunk-rows", "must be at least 1")
+    result = apply_bundle(args.path, args.vectors, args.out, old_vectors=args.old_vectors,
+                          normalise_output=args.normalise, chunk_rows=args.chunk_rows, limits=_limits(args),
+                          on_progress=StderrProgress("apply"))
+    resumed = f", resumed at row {result['resumed_from']}" if result["resumed_from"] else ""
+    return result, f"wrote {result['rows']} x {result['dim']} vectors to {result['path']}{resumed}"

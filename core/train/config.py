@@ -1,0 +1,117 @@
+"""Training settings: common defaults, per-method defaults from the registry, and validation.
+
+A caller passes a :class:`FitConfig` or a flat dict (the GUI's form, the CLI's flags); unknown keys
+and bad values raise :class:`InputError` naming the setting, so a typo never trains silently with
+defaults.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from core.adapters.registry import METHODS, canonical_kind
+from core.errors import InputError
+
+COMMON_DEFAULTS: dict[str, Any] = {
+    "epochs": 40,
+    "batch_size": 256,
+    "lr": 1e-3,
+    "weight_decay": 1e-4,
+    "loss": "cosine",
+    "temperature": 0.05,
+    "patience": 8,
+    "seed": 0,
+    "device": "auto",
+    "amp": True,
+}
+LOSSES = ("mse", "cosine", "contrastive")
+AUTO_CANDIDATES = ("procrustes", "affine", "lowrank", "mlp", "bct", "bt2")
+FUSION_BASES = ("procrustes", "affine", "lowrank", "mlp", "bct")
+SOURCE = "training settings"
+
+
+@dataclass
+class FitConfig:
+    """Typed form of the common settings; ``None`` keeps the method's default. ``options`` holds
+    method-specific settings (see ``METHODS[kind].defaults``)."""
+
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    weight_decay: float | None = None
+    loss: str | None = None
+    temperature: float | None = None
+    patience: int | None = None
+    seed: int | None = None
+    device: str | None = None
+    amp: bool | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "options"}
+        return {**{k: v for k, v in out.items() if v is not None}, **self.options}
+
+
+def known_kinds() -> list[str]:
+    return [*METHODS, "auto"]
+
+
+def allowed_settings(kind: str) -> dict[str, Any]:
+    """Defaults for ``kind``: the common settings overlaid with the method's own."""
+    if kind == "auto":
+        # each candidate keeps its own defaults (loss, lr...) unless the caller sets them
+        return {**COMMON_DEFAULTS, **_specific(AUTO_CANDIDATES), "candidates": list(AUTO_CANDIDATES)}
+    out = {**COMMON_DEFAULTS, **METHODS[kind].defaults}
+    if kind == "fusion":
+        out = {**COMMON_DEFAULTS, **_specific(FUSION_BASES), **METHODS["fusion"].defaults}
+    return out
+
+
+def _specific(kinds: tuple[str, ...]) -> dict[str, Any]:
+    """Method-specific settings of several kinds (common ones such as loss or lr left out)."""
+    merged: dict[str, Any] = {}
+    for kind in kinds:
+        merged.update({k: v for k, v in METHODS[kind].defaults.items() if k not in COMMON_DEFAULTS})
+    return merged
+
+
+def resolve_config(kind: str, config: FitConfig | dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
+    """(canonical kind, full settings) after checking names and values."""
+    name = canonical_kind(kind)
+    if name not in known_kinds():
+        raise InputError("method", f"unknown method '{kind}'; choose one of {', '.join(known_kinds())}")
+    user = config.to_dict() if isinstance(config, FitConfig) else dict(config or {})
+    defaults = allowed_settings(name)
+    unknown = sorted(set(user) - set(defaults))
+    if unknown:
+        raise InputError(SOURCE, f"unknown setting(s) {', '.join(unknown)} for method '{name}'; "
+                                 f"known: {', '.join(sorted(defaults))}")
+    merged = {**defaults, **user}
+    _check(merged, name)
+    return name, merged
+
+
+def _check(s: dict[str, Any], kind: str) -> None:
+    def need(ok: bool, key: str, what: str) -> None:
+        if not ok:
+            raise InputError(SOURCE, f"'{key}' must be {what}, got {s[key]!r}")
+
+    for key in ("epochs", "batch_size", "patience"):
+        need(isinstance(s[key], int) and not isinstance(s[key], bool) and s[key] >= 1, key, "a positive integer")
+    need(s["batch_size"] >= 2, "batch_size", "at least 2")
+    for key in ("lr", "temperature"):
+        need(isinstance(s[key], int | float) and s[key] > 0, key, "a positive number")
+    need(isinstance(s["weight_decay"], int | float) and s["weight_decay"] >= 0, "weight_decay", "zero or more")
+    if "loss" in s:
+        need(s["loss"] in LOSSES, "loss", f"one of {', '.join(LOSSES)}")
+    for key in ("rank", "hidden", "extra_dims"):
+        if key in s:
+            need(isinstance(s[key], int) and s[key] >= 1, key, "a positive integer")
+    if kind == "auto":
+        bad = [c for c in s["candidates"] if canonical_kind(c) not in AUTO_CANDIDATES]
+        need(bool(s["candidates"]) and not bad, "candidates", f"a non-empty list from {', '.join(AUTO_CANDIDATES)}")
+    if kind == "fusion":
+        need(s["base"] in FUSION_BASES, "base", f"one of {', '.join(FUSION_BASES)}")
+        need(all(0.0 <= a <= 1.0 for a in s["alpha_grid"]) and bool(s["alpha_grid"]), "alpha_grid",
+             "a non-empty list of numbers in [0, 1]")

@@ -1,0 +1,135 @@
+"""Array-level inputs and outputs of training: paired vectors in, a fitted adapter and its record out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from core.adapters.base import Adapter
+from core.errors import InputError
+
+STATUSES = ("completed", "cancelled", "failed")
+
+
+def _matrix(name: str, value: Any, rows: int | None = None, dim: int | None = None) -> np.ndarray:
+    arr = np.asarray(value)
+    if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise InputError(name, f"expected a non-empty 2-D array of vectors, got shape {arr.shape}")
+    if not np.issubdtype(arr.dtype, np.number):
+        raise InputError(name, f"expected numbers, got dtype {arr.dtype}")
+    arr = np.ascontiguousarray(arr, dtype=np.float32)
+    if rows is not None and arr.shape[0] != rows:
+        raise InputError(name, f"has {arr.shape[0]} rows but its paired array has {rows}")
+    if dim is not None and arr.shape[1] != dim:
+        raise InputError(name, f"has dim {arr.shape[1]} but the training split has dim {dim}")
+    if not np.isfinite(arr).all():
+        raise InputError(name, f"contains {int((~np.isfinite(arr)).sum())} NaN or infinite values")
+    return arr
+
+
+def _labels(name: str, value: Any, rows: int) -> np.ndarray | None:
+    if value is None:
+        return None
+    arr = np.asarray(value)
+    if arr.ndim != 1 or arr.shape[0] != rows:
+        raise InputError(name, f"expected {rows} labels (one per pair), got shape {arr.shape}")
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise InputError(name, f"labels must be integers (-1 = unknown), got dtype {arr.dtype}")
+    return arr.astype(np.int64)
+
+
+@dataclass
+class PairData:
+    """Vectors of the same items under both models, split into train and validation.
+
+    Labels are int64 class ids with -1 for unknown. ``old_classifier`` (optional) holds the old
+    model's classifier weights, row c for class id c. ``side_*`` is optional side information for
+    ``fct`` (one row per item).
+    """
+
+    old_train: np.ndarray
+    new_train: np.ndarray
+    old_val: np.ndarray
+    new_val: np.ndarray
+    labels_train: np.ndarray | None = None
+    labels_val: np.ndarray | None = None
+    old_classifier: np.ndarray | None = None
+    side_train: np.ndarray | None = None
+    side_val: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        self.old_train = _matrix("old_train", self.old_train)
+        self.new_train = _matrix("new_train", self.new_train, rows=len(self.old_train))
+        self.old_val = _matrix("old_val", self.old_val, dim=self.old_dim)
+        self.new_val = _matrix("new_val", self.new_val, rows=len(self.old_val), dim=self.new_dim)
+        if len(self.old_train) < 2 or len(self.old_val) < 2:
+            raise InputError("pair data", "need at least 2 training and 2 validation pairs")
+        self.labels_train = _labels("labels_train", self.labels_train, len(self.old_train))
+        self.labels_val = _labels("labels_val", self.labels_val, len(self.old_val))
+        if self.old_classifier is not None:
+            self.old_classifier = _matrix("old_classifier", self.old_classifier, dim=self.old_dim)
+        if (self.side_train is None) != (self.side_val is None):
+            raise InputError("side information", "give it for both the training and the validation split")
+        if self.side_train is not None:
+            self.side_train = _matrix("side_train", self.side_train, rows=len(self.old_train))
+            self.side_val = _matrix("side_val", self.side_val, rows=len(self.old_val), dim=self.side_dim)
+
+    @property
+    def old_dim(self) -> int:
+        return int(self.old_train.shape[1])
+
+    @property
+    def new_dim(self) -> int:
+        return int(self.new_train.shape[1])
+
+    @property
+    def side_dim(self) -> int:
+        return 0 if self.side_train is None else int(self.side_train.shape[1])
+
+    @property
+    def has_labels(self) -> bool:
+        """True when the training split has at least two known classes."""
+        return count_classes(self.labels_train) >= 2
+
+
+def count_classes(labels: np.ndarray | None) -> int:
+    """Number of distinct known (>= 0) labels."""
+    return 0 if labels is None else int(np.unique(labels[labels >= 0]).size)
+
+
+@dataclass
+class FitResult:
+    """Outcome of one fit. ``status``: completed, cancelled (best state so far kept) or failed
+    (e.g. the loss became NaN; ``adapter`` then holds the last good state and ``reason`` says why)."""
+
+    kind: str
+    adapter: Adapter | None
+    status: str = "completed"
+    reason: str = ""
+    metrics: list[dict[str, float]] = field(default_factory=list)
+    best_val_metric: float | None = None
+    best_epoch: int | None = None
+    val_metric_name: str = ""
+    device: str = "cpu"
+    duration_s: float = 0.0
+    config: dict[str, Any] = field(default_factory=dict)
+    candidates: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything but the module, as plain JSON-able values (for the runs table and --json)."""
+        return {
+            "kind": self.kind,
+            "status": self.status,
+            "reason": self.reason,
+            "metrics": self.metrics,
+            "best_val_metric": self.best_val_metric,
+            "best_epoch": self.best_epoch,
+            "val_metric_name": self.val_metric_name,
+            "device": self.device,
+            "duration_s": self.duration_s,
+            "config": self.config,
+            "candidates": self.candidates,
+            "adapter_config": None if self.adapter is None else self.adapter.config(),
+        }

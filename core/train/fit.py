@@ -1,0 +1,196 @@
+"""``fit_adapter``: the array-level entry point that fits any kind on paired vectors.
+
+Closed-form kinds (procrustes, affine) solve in float64 and pick their regularisation on the
+validation split; trainable kinds start from a closed-form solution and go through
+:func:`core.train.loop.train_loop`; ``fusion`` fits its base layer then picks α; ``auto`` (see
+:mod:`core.train.auto`) fits several and keeps the best on validation. Work runs under a forked,
+seeded RNG, so results are reproducible on the CPU and the caller's RNG is left alone.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from core.adapters.base import Adapter
+from core.adapters.closed_form import LinearSolution, procrustes, ridge_path
+from core.adapters.fusion import FusionAdapter
+from core.adapters.heads import BT2Adapter
+from core.adapters.linear import AffineAdapter, LowRankAdapter, ProcrustesAdapter
+from core.adapters.mlp import BCTAdapter, FCTAdapter, MLPAdapter
+from core.device import resolve_device
+from core.errors import InputError, TrainingError
+from core.progress import ProgressFn, StopFn, never_stop, no_progress
+from core.train.auto import fit_auto
+from core.train.config import FitConfig, allowed_settings, resolve_config
+from core.train.data import FitResult, PairData
+from core.train.loop import train_loop
+from core.train.objectives import BCTObjective, BT2Objective, PairObjective, class_prototypes
+from core.train.validation import metric_name, upgrade_metric
+
+INIT_RIDGE = 1e-3  # relative λ of the closed-form start of trainable kinds
+
+
+def fit_adapter(
+    kind: str,
+    data: PairData,
+    config: FitConfig | dict[str, Any] | None = None,
+    on_progress: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
+) -> FitResult:
+    """Fit a compatibility layer of ``kind`` (a METHODS key, ``oca`` or ``auto``) on ``data``.
+
+    Never raises for a cancel or a diverging loss: see ``FitResult.status``. Raises InputError
+    for bad settings or data, DeviceError for an absent device, TrainingError when labels are
+    required but missing or memory runs out.
+    """
+    if not isinstance(data, PairData):
+        raise InputError("pair data", f"expected PairData, got {type(data).__name__}")
+    name, settings = resolve_config(kind, config)
+    user = config.to_dict() if isinstance(config, FitConfig) else dict(config or {})
+    progress, stop = on_progress or no_progress, should_stop or never_stop
+    device = resolve_device(settings["device"])
+    if name == "auto":
+        return fit_auto(data, settings, user, progress, stop, fit_adapter)
+    start = time.perf_counter()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(settings["seed"]))
+        if name == "procrustes":
+            result = _fit_procrustes(data, progress)
+        elif name == "affine":
+            result = _fit_affine(data, settings, progress, stop)
+        elif name == "fusion":
+            result = _fit_fusion(data, settings, user, progress, stop)
+        else:
+            result = _fit_trainable(name, data, settings, device, progress, stop)
+    result.device = str(device) if name not in ("procrustes", "affine") else "cpu"
+    result.duration_s = time.perf_counter() - start
+    result.config = settings
+    return result
+
+
+def _val(adapter: Adapter, data: PairData) -> tuple[float, str]:
+    return upgrade_metric(adapter, data.old_val, data.new_val, data.labels_val, data.side_val)
+
+
+def _fit_procrustes(data: PairData, progress: ProgressFn) -> FitResult:
+    adapter = ProcrustesAdapter.from_solution(procrustes(data.new_train, data.old_train)).eval()
+    val, name = _val(adapter, data)
+    progress(1, 1, {"epoch": 0, "step": 1, "val_metric": val, "best_val_metric": val})
+    return FitResult("procrustes", adapter, metrics=[{"epoch": 0.0, "val_metric": val}],
+                     best_val_metric=val, best_epoch=0, val_metric_name=name)
+
+
+def _val_mse(adapter: Adapter, data: PairData) -> float:
+    with torch.inference_mode():
+        pred = adapter(torch.as_tensor(data.new_val)).numpy()
+    return float(((pred - data.old_val) ** 2).sum(axis=1).mean())
+
+
+def _fit_affine(data: PairData, s: dict[str, Any], progress: ProgressFn, stop: StopFn) -> FitResult:
+    grid = [float(r) for r in s["ridge_grid"]]
+    result = FitResult("affine", None)
+    best_key: tuple[float, float] | None = None
+    for i, (rel, sol) in enumerate(ridge_path(data.new_train, data.old_train, grid)):
+        if stop() and result.adapter is not None:
+            result.status, result.reason = "cancelled", f"cancelled by the user after {i} of {len(grid)} λ values"
+            break
+        adapter = AffineAdapter.from_solution(sol, rel).eval()
+        val, result.val_metric_name = _val(adapter, data)
+        mse = _val_mse(adapter, data)
+        result.metrics.append({"epoch": 0.0, "ridge": rel, "val_metric": val, "val_mse": mse})
+        if best_key is None or (val, -mse) > best_key:
+            best_key, result.adapter, result.best_val_metric, result.best_epoch = (val, -mse), adapter, val, 0
+        progress(i + 1, len(grid), {"epoch": 0, "step": i + 1, "val_metric": val,
+                                    "best_val_metric": float(best_key[0])})
+    return result
+
+
+def _ridge(source: np.ndarray, target: np.ndarray) -> LinearSolution:
+    return next(ridge_path(source, target, [INIT_RIDGE]))[1]
+
+
+def _labels_for(kind: str, data: PairData) -> tuple[np.ndarray, np.ndarray]:
+    """(class ids, contiguous training labels with -1 for unknown); requires labels."""
+    if not data.has_labels:
+        raise TrainingError(
+            f"method '{kind}' trains classifiers and needs class labels (at least two classes) on the "
+            "training pairs, which have none; use procrustes, affine, lowrank or mlp instead"
+        )
+    labels = data.labels_train
+    class_ids = np.unique(labels[labels >= 0])
+    contiguous = np.where(labels >= 0, np.searchsorted(class_ids, labels), -1)
+    return class_ids, contiguous.astype(np.int64)
+
+
+def build_for_training(kind: str, data: PairData, s: dict[str, Any]) -> tuple[Adapter, nn.Module, np.ndarray]:
+    """(adapter at its closed-form start, objective, contiguous labels) for a trainable kind."""
+    old, new = data.old_train, data.new_train
+    labels = np.full(len(old), -1, dtype=np.int64)
+    if kind == "lowrank":
+        adapter: Adapter = LowRankAdapter(data.new_dim, data.old_dim, s["rank"], s["diagonal"])
+        adapter.init_from_linear(_ridge(new, old))
+        return adapter, PairObjective(s["loss"], s["temperature"], False), labels
+    if kind in ("mlp", "bct"):
+        cls = MLPAdapter if kind == "mlp" else BCTAdapter
+        adapter = cls(data.new_dim, data.old_dim, s["hidden"])
+        adapter.init_from_data(new, _ridge(new, old))
+        if kind == "mlp":
+            return adapter, PairObjective(s["loss"], s["temperature"], False), labels
+        class_ids, labels = _labels_for(kind, data)
+        centre, protos = class_prototypes(old, labels, len(class_ids), data.old_classifier, class_ids)
+        return adapter, BCTObjective(centre, protos, s["influence_weight"], s["logit_scale"]), labels
+    if kind == "bt2":
+        class_ids, labels = _labels_for(kind, data)
+        adapter = BT2Adapter(data.new_dim, data.old_dim + s["extra_dims"], data.old_dim)
+        adapter.init_from_procrustes(procrustes(new, old))
+        centre, protos = class_prototypes(old, labels, len(class_ids), data.old_classifier, class_ids)
+        objective = BT2Objective(centre, protos, s["extra_dims"], s["influence_weight"],
+                                 s["align_weight"], s["logit_scale"])
+        return adapter, objective, labels
+    if kind == "fct":
+        source = old if data.side_train is None else np.concatenate([old, data.side_train], axis=1)
+        adapter = FCTAdapter(source.shape[1], data.new_dim, s["hidden"], data.side_dim)
+        adapter.init_from_data(source, _ridge(source, new))
+        return adapter, PairObjective(s["loss"], s["temperature"], True), labels
+    raise InputError("method", f"'{kind}' is not a trainable method")
+
+
+def _fit_trainable(
+    kind: str, data: PairData, s: dict[str, Any], device: torch.device, progress: ProgressFn, stop: StopFn
+) -> FitResult:
+    adapter, objective, labels = build_for_training(kind, data, s)
+    tensors = {"old": torch.as_tensor(data.old_train), "new": torch.as_tensor(data.new_train),
+               "labels": torch.as_tensor(labels)}
+    if data.side_train is not None:
+        tensors["side"] = torch.as_tensor(data.side_train)
+    name = metric_name(data.labels_val)
+    outcome = train_loop(adapter, objective, tensors, lambda: _val(adapter, data)[0], s, device, progress, stop)
+    return FitResult(kind, adapter, outcome.status, outcome.reason, outcome.metrics, outcome.best_val,
+                     outcome.best_epoch, name)
+
+
+def _fit_fusion(
+    data: PairData, s: dict[str, Any], user: dict[str, Any], progress: ProgressFn, stop: StopFn
+) -> FitResult:
+    base_kind = s["base"]
+    keys = allowed_settings(base_kind)
+    base = fit_adapter(base_kind, data, {k: v for k, v in user.items() if k in keys}, progress, stop)
+    result = FitResult("fusion", None, base.status, base.reason, list(base.metrics),
+                       val_metric_name=base.val_metric_name)
+    if base.adapter is None or base.status == "failed":
+        return result
+    for alpha in s["alpha_grid"]:
+        fused = FusionAdapter(base.adapter, float(alpha)).eval()
+        val = _val(fused, data)[0]
+        result.metrics.append({"epoch": 0.0, "alpha": float(alpha), "val_metric": val})
+        # ties go to the larger α: closer to today's system, the safer choice
+        if result.best_val_metric is None or val > result.best_val_metric or (
+            val == result.best_val_metric and float(alpha) > float(result.adapter.alpha)
+        ):
+            result.adapter, result.best_val_metric, result.best_epoch = fused, val, base.best_epoch
+    return result

@@ -1,0 +1,69 @@
+"""``auto`` fits what the data allows, keeps the best on validation and says why."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import torch
+
+from core.adapters import METHODS
+from core.synthetic import class_structured_pair
+from core.train import PairData, fit_adapter
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread() -> Iterator[None]:
+    """These problems are tiny: one thread avoids thread overhead on a shared 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def data() -> PairData:
+    pair = class_structured_pair(800, 8, 16, 24, 4, seed=2)
+    tr, va = pair.splits((0.75, 0.25), seed=0)
+    return PairData(tr.old, tr.new, va.old, va.new, tr.labels, va.labels)
+
+
+def test_auto_with_labels_picks_the_best_validation_score(data: PairData) -> None:
+    progress: list[tuple[int, int, dict[str, Any]]] = []
+    result = fit_adapter("auto", data, {"candidates": ["procrustes", "affine", "bct"], "epochs": 4,
+                                        "hidden": 32, "device": "cpu"},
+                         on_progress=lambda d, t, i: progress.append((d, t, i)))
+    table = {c["kind"]: c for c in result.candidates}
+    assert set(table) == {"procrustes", "affine", "bct"}
+    assert all(c["status"] == "completed" and 0.0 < c["val_metric"] <= 1.0 for c in table.values())
+    best = max(table.values(), key=lambda c: c["val_metric"])
+    assert result.status == "completed" and result.kind == best["kind"] == result.adapter.kind
+    assert result.best_val_metric == best["val_metric"]
+    assert result.reason.startswith(f"{best['kind']} won with validation label top-1 {best['val_metric']:.3f}")
+    assert "ahead of" in result.reason
+    done = [d for d, _, _ in progress]
+    assert done == sorted(done) and progress[-1][0] == progress[-1][1] == 3000
+    assert {i["candidate"] for _, _, i in progress} == {"procrustes", "affine", "bct"}
+
+
+def test_auto_without_labels_skips_classifier_kinds(data: PairData) -> None:
+    unlabelled = PairData(data.old_train, data.new_train, data.old_val, data.new_val)
+    result = fit_adapter("auto", unlabelled, {"candidates": ["procrustes", "affine", "bt2", "bct"], "device": "cpu"})
+    skipped = [c["kind"] for c in result.candidates if c["status"] == "skipped"]
+    assert skipped == ["bt2", "bct"] and all(METHODS[k].needs_labels for k in skipped)
+    assert result.kind in ("procrustes", "affine") and result.val_metric_name == "pair_top1"
+    assert "own-item top-1" in result.reason
+
+
+def test_auto_cancelled_keeps_what_finished(data: PairData) -> None:
+    seen: list[str] = []
+
+    def stop() -> bool:
+        return len(seen) > 3
+
+    result = fit_adapter("auto", data, {"candidates": ["procrustes", "lowrank", "mlp"], "epochs": 5, "device": "cpu"},
+                         on_progress=lambda d, t, i: seen.append(i["candidate"]), should_stop=stop)
+    assert result.status == "cancelled"
+    assert [c["kind"] for c in result.candidates] == ["procrustes", "lowrank"]
+    assert result.adapter is not None and "stopped early by the user" in result.reason
