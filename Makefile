@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 DEMO ?= demo-workspace
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint bench package screenshots clean
+.PHONY: install run test lint bench package package-check screenshots clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,9 @@ bench: $(STAMP)
 package: $(STAMP)
 	$(PY) -m pip install --quiet -e ".[package]"
 	$(VENV)/bin/pyinstaller --noconfirm --clean --distpath dist --workpath build packaging/embridge.spec
+
+package-check:
+	dist/embridge/embridge --self-test
 
 screenshots: $(STAMP) $(DEMO)/embridge.db
 	QT_QPA_PLATFORM=offscreen $(PY) -m app.screenshots --workspace $(DEMO) --out docs/screenshots

@@ -27,7 +27,8 @@ APP_NAME = "Embridge"
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="embridge-gui", description="Embridge desktop app")
     parser.add_argument("--workspace", "-w", metavar="DIR", help="open this workspace on start")
-    parser.add_argument("--self-test", action="store_true", help="reserved for the packaged app's self-test")
+    parser.add_argument("--self-test", action="store_true",
+                        help="run the demo pipeline headlessly (no window) and exit 0 when it works")
     return parser.parse_known_args(argv)[0]
 
 
@@ -56,7 +57,12 @@ def build_main_window(workspace: str | None = None) -> MainWindow:
 
 def main(argv: Sequence[str] | None = None) -> int:
     multiprocessing.freeze_support()
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    if args.self_test:
+        from core.selftest import self_test_main
+
+        return self_test_main(argv)
     app = application()
     window = build_main_window(args.workspace)
     window.ctx.reporter.install()

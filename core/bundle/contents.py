@@ -1,0 +1,185 @@
+"""What goes into a bundle, gathered from the workspace: steps, models, report, metrics, probes.
+
+A bundle holds one adapter or a chain of them (v3 -> v2 -> v1). Each step is a training run's
+adapter, re-read from the workspace with its checksum verified. Probe vectors are real stored
+vectors of held-out items (the test fold) when the workspace has them, normalised the way the
+layer was trained, so ``verify`` exercises the adapter on data like what it will see.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core.adapters import Adapter, load_adapter
+from core.bundle.deploy import inputs_of
+from core.bundle.runtime import l2_rows
+from core.errors import BundleError, StoreError
+from core.store import Workspace
+
+HEADLINE_KEYS = ("old_old_top1", "new_new_top1", "upgraded_top1", "gain_retained", "compatible",
+                 "upgraded_pair_top1", "n_queries", "arr", "negative_flip_rate", "positive_flip_rate")
+
+
+@dataclass
+class Step:
+    """One adapter of the bundle with the run and the workspace row it came from."""
+
+    run: dict[str, Any]
+    row: dict[str, Any]
+    adapter: Adapter
+
+    @property
+    def input_normalised(self) -> bool:
+        return bool((self.row.get("config") or {}).get("input_normalised", False))
+
+    @property
+    def source_model(self) -> str:
+        """The model whose vectors this step takes."""
+        return self.row["old_model"] if self.adapter.direction == "forward" else self.row["new_model"]
+
+    @property
+    def target_model(self) -> str:
+        return self.row["new_model"] if self.adapter.direction == "forward" else self.row["old_model"]
+
+    def describe(self, report_id: int | None) -> dict[str, Any]:
+        return {"run_id": self.run["id"], "adapter_id": self.row["id"], "kind": self.adapter.kind,
+                "direction": self.adapter.direction, "old_model": self.row["old_model"],
+                "new_model": self.row["new_model"], "in_dim": self.adapter.in_dim,
+                "out_dim": self.adapter.out_dim, "adapter_sha256": self.row["sha256"],
+                "input_normalised": self.input_normalised, "config": self.adapter.config(),
+                "report_id": report_id, "metrics": headline(self.run.get("metrics") or {})}
+
+
+def resolve_steps(ws: Workspace, run_ids: list[int] | None) -> list[Step]:
+    """The adapters of ``run_ids`` (default: the latest completed training run), in chain order."""
+    if not run_ids:
+        latest = ws.latest_run("train")
+        if latest is None:
+            raise BundleError(f"{ws.root}: no completed training run to export; run 'embridge train' first")
+        run_ids = [int(latest["id"])]
+    if len(set(run_ids)) != len(run_ids):
+        raise BundleError(f"runs {run_ids}: a run appears twice")
+    steps = []
+    for run_id in run_ids:
+        run = ws.run(int(run_id))
+        row = ws.adapter_for_run(int(run_id))
+        steps.append(Step(run, row, load_adapter(ws.adapter_path(int(row["id"])))))
+    return order_chain(steps)
+
+
+def order_chain(steps: list[Step]) -> list[Step]:
+    """Order steps so each one's output model is the next one's input model (v3->v2, v2->v1)."""
+    if len(steps) == 1:
+        return steps
+    for s in steps:
+        if s.adapter.kind == "fusion":
+            raise BundleError(f"run {s.run['id']}: fusion layers cannot be part of a chain")
+    if len({s.adapter.direction == "forward" for s in steps}) > 1:
+        raise BundleError("a chain must be all new->old layers or all old->new layers, not a mix")
+    targets = {s.target_model for s in steps}
+    starts = [s for s in steps if s.source_model not in targets]
+    if len(starts) != 1:
+        raise BundleError("runs " + ", ".join(str(s.run["id"]) for s in steps) + " do not form one chain: "
+                          + "; ".join(f"run {s.run['id']} maps {s.source_model} -> {s.target_model}" for s in steps))
+    ordered, remaining = [starts[0]], [s for s in steps if s is not starts[0]]
+    while remaining:
+        nxt = [s for s in remaining if s.source_model == ordered[-1].target_model]
+        if len(nxt) != 1:
+            raise BundleError(f"no single run continues the chain from model '{ordered[-1].target_model}'")
+        ordered.append(nxt[0])
+        remaining.remove(nxt[0])
+    return ordered
+
+
+def model_entry(ws: Workspace, name: str) -> dict[str, Any]:
+    """The workspace's record of a model (spec with sha256), or just its name if it was removed."""
+    try:
+        m = ws.model(name)
+    except StoreError:
+        return {"name": name, "sha256": None, "spec": None, "note": "model no longer in the workspace"}
+    return {"name": name, "role": m.get("role"), "kind": m.get("kind"), "dim": m.get("dim"),
+            "sha256": m.get("sha256"), "spec": m.get("spec")}
+
+
+def report_for(ws: Workspace, step: Step) -> dict[str, Any] | None:
+    """The latest report of a step's run or adapter, or None."""
+    found = [r for r in ws.reports() if r.get("run_id") == step.run["id"] or r.get("adapter_id") == step.row["id"]]
+    return found[-1] if found else None
+
+
+def report_files(ws: Workspace, report: dict[str, Any]) -> dict[str, Path]:
+    """Bundle name -> file of a report row (paths relative to the workspace root)."""
+    out: dict[str, Path] = {}
+    for key, name in (("json_file", "report.json"), ("html_file", "report.html")):
+        rel = report.get(key)
+        if rel:
+            path = Path(rel) if Path(rel).is_absolute() else ws.root / rel
+            if not path.is_file():
+                raise BundleError(f"{path}: report {report['id']}'s {name} is missing from the workspace")
+            out[name] = path
+    return out
+
+
+def headline(values: dict[str, Any]) -> dict[str, Any]:
+    """The scalar headline numbers of a run's or report's summary."""
+    return {k: values[k] for k in HEADLINE_KEYS if k in values and _scalar(values[k])}
+
+
+def _scalar(value: Any) -> bool:
+    return value is None or isinstance(value, bool | int | float | str)
+
+
+def metrics_for(steps: list[Step], report: dict[str, Any] | None) -> dict[str, Any]:
+    if report is not None:
+        summary = report.get("summary") or {}
+        values = {k: v for k, v in summary.items() if _scalar(v) and not isinstance(v, str)}
+        return {"source": f"report {report['id']}", "values": values}
+    if len(steps) == 1:
+        return {"source": f"training run {steps[0].run['id']} (held-out test fold)",
+                "values": headline(steps[0].run.get("metrics") or {})}
+    return {"source": "none for the chain as a whole; see each step under 'chain'", "values": {}}
+
+
+def probe_vectors(ws: Workspace, first: Step, count: int, seed: int) -> tuple[np.ndarray, np.ndarray | None, str]:
+    """(inputs, old query inputs for fusion or None, where they came from), as fed to the module."""
+    adapter = first.adapter
+    rng = np.random.default_rng(seed)
+    if getattr(adapter, "side_dim", 0):
+        x = rng.standard_normal((count, adapter.in_dim)).astype(np.float32)
+        return x, None, "seeded Gaussian vectors (the layer takes side information the workspace does not store)"
+    model = first.source_model
+    ids = ws.ids_with_vectors(model)
+    if "old" in inputs_of(adapter)[1:]:
+        ids = np.intersect1d(ids, ws.ids_with_vectors(first.row["old_model"]))
+    if len(ids) == 0:
+        x = rng.standard_normal((count, adapter.in_dim)).astype(np.float32)
+        x = l2_rows(x) if first.input_normalised else x
+        return x, (l2_rows(rng.standard_normal((count, adapter.out_dim))) if adapter.kind == "fusion" else None), \
+            "seeded Gaussian vectors (no stored vectors of the input model)"
+    folds = ws.folds()
+    held_out = np.array([i for i in ids if folds.get(int(i)) == "test"], dtype=np.int64)
+    pool = held_out if len(held_out) else ids
+    chosen = np.sort(rng.choice(pool, size=min(count, len(pool)), replace=False))
+    x = ws.vectors_for(model, chosen)
+    x = l2_rows(x) if first.input_normalised else x.astype(np.float32)
+    old = None
+    if adapter.kind == "fusion":
+        old = l2_rows(ws.vectors_for(first.row["old_model"], chosen))
+    where = "held-out (test fold)" if len(held_out) else "stored"
+    return x, old, f"{len(chosen)} {where} vectors of model '{model}'"
+
+
+def gallery_ids(ws: Workspace, model: str) -> np.ndarray:
+    """Ids of the gallery items stored under ``model`` (all its items if no 'gallery' split)."""
+    have = ws.ids_with_vectors(model)
+    gallery = ws.item_ids("gallery")
+    return np.intersect1d(have, gallery) if len(gallery) else have
+
+
+def item_keys(ws: Workspace, ids: np.ndarray) -> np.ndarray:
+    lookup = dict(ws.db.execute("select id, key from items").fetchall())
+    return np.array([str(lookup[int(i)]) for i in ids])

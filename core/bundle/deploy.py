@@ -1,0 +1,127 @@
+"""The module a bundle deploys: one ``forward`` that does the adapter's job, scriptable.
+
+Deployers should not need to know that a BT² head answers old-gallery queries through
+``to_old`` or that fusion mixes two queries, so each adapter is wrapped in a small module whose
+``forward`` is exactly what the upgraded system runs:
+
+* backward kinds (procrustes, affine, lowrank, mlp, bct): ``forward(new) -> old-space query``;
+* ``bt2``: ``forward(new) -> to_old(new)`` (the old-compatible part);
+* ``fusion``: ``forward(new, old) -> fused query`` (needs both models' query vectors);
+* ``fct`` (forward): ``forward(old [+ side]) -> new-space gallery vector``.
+
+:func:`compose_adapters` chains two of them (v3 -> v2 then v2 -> v1) into one module.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from core.adapters import Adapter, plain_copy
+from core.errors import BundleError
+
+
+class Step(nn.Module):
+    """One adapter's deployed function (single input); ``in_dim``/``out_dim`` as plain ints."""
+
+    def __init__(self, inner: nn.Module, in_dim: int, out_dim: int) -> None:
+        super().__init__()
+        self.inner = inner
+        self.in_dim = int(in_dim)
+        self.out_dim = int(out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x)
+
+
+class OldPart(Step):
+    """BT²: the first ``old_dims`` outputs, the query that searches the old gallery."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner.to_old(x)
+
+
+class FusedQuery(nn.Module):
+    """Fusion: ``forward(new, old)`` gives α·norm(old) + (1 − α)·norm(h(new))."""
+
+    def __init__(self, inner: nn.Module, in_dim: int, out_dim: int) -> None:
+        super().__init__()
+        self.inner = inner
+        self.in_dim = int(in_dim)
+        self.out_dim = int(out_dim)
+
+    def forward(self, x: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
+        return self.inner.fuse(old, x)
+
+
+class Chain(nn.Module):
+    """``second(first(x))``: e.g. a v3 -> v2 layer followed by a v2 -> v1 layer.
+
+    With ``normalise_between`` the intermediate vectors are L2-normalised first, which is what a
+    second layer trained on normalised vectors (the workspace convention) expects as input.
+    """
+
+    def __init__(self, first: nn.Module, second: nn.Module, normalise_between: bool = False) -> None:
+        super().__init__()
+        self.first = first
+        self.second = second
+        self.normalise_between = bool(normalise_between)
+        self.in_dim = int(first.in_dim)
+        self.out_dim = int(second.out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.first(x)
+        if self.normalise_between:
+            h = F.normalize(h, dim=-1)
+        return self.second(h)
+
+
+def inputs_of(adapter: Adapter) -> list[str]:
+    """What the deployed ``forward`` takes, in order: 'new' and/or 'old' vectors."""
+    if adapter.kind == "fusion":
+        return ["new", "old"]
+    return ["old"] if adapter.direction == "forward" else ["new"]
+
+
+def deploy_module(adapter: Adapter | nn.Module) -> nn.Module:
+    """The deployable wrapper of ``adapter`` (an independent CPU copy in eval mode)."""
+    if isinstance(adapter, Step | Chain | FusedQuery):
+        return adapter
+    if not isinstance(adapter, Adapter):
+        raise BundleError(f"cannot deploy a {type(adapter).__name__}: not an Embridge adapter")
+    inner = plain_copy(adapter)
+    if adapter.kind == "fusion":
+        return FusedQuery(inner, adapter.in_dim, adapter.out_dim).eval()
+    if adapter.kind == "bt2":
+        return OldPart(inner, adapter.in_dim, int(adapter.old_dims)).eval()
+    return Step(inner, adapter.in_dim, adapter.out_dim).eval()
+
+
+def compose_adapters(first: Adapter | nn.Module, second: Adapter | nn.Module,
+                     normalise_between: bool = False) -> Chain:
+    """One module applying ``first`` then ``second``; dims and directions must line up."""
+    for part in (first, second):
+        if isinstance(part, FusedQuery) or getattr(part, "kind", None) == "fusion":
+            raise BundleError("fusion layers need the old query too and cannot be chained")
+    if isinstance(first, Adapter) and isinstance(second, Adapter):
+        if first.direction == "forward" and second.direction != "forward" or \
+                first.direction != "forward" and second.direction == "forward":
+            raise BundleError(f"cannot chain a {first.direction} {first.kind} layer with a "
+                              f"{second.direction} {second.kind} layer")
+        if getattr(second, "side_dim", 0):
+            raise BundleError("an fct layer that needs side information cannot be the second step of a chain")
+    a, b = deploy_module(first), deploy_module(second)
+    if int(a.out_dim) != int(b.in_dim):
+        raise BundleError(f"cannot chain layers: the first gives {a.out_dim}-d vectors, the second "
+                          f"expects {b.in_dim}-d")
+    return Chain(a, b, normalise_between).eval()
+
+
+def script(module: nn.Module) -> torch.jit.ScriptModule:
+    """TorchScript of a deploy module (scripted, so ``torch.jit.load`` alone runs it)."""
+    try:
+        return torch.jit.script(module)
+    except Exception as exc:  # TorchScript raises several error types
+        raise BundleError(f"the adapter cannot be compiled to TorchScript ({type(exc).__name__}: {exc})") from exc
+

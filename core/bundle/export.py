@@ -1,0 +1,192 @@
+"""Export a workspace's adapter (or chain of adapters) as a bundle folder or ``.zip``.
+
+The bundle is assembled in a temp folder beside the destination and only then renamed into
+place (a zip is written to a temp file and renamed), so a crash or a cancel never leaves a
+half bundle under the final name. The export is recorded as a workspace run and the bundle is
+registered with its sha256 (of the zip file, or the folder tree).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from core import __version__
+from core.adapters import adapter_payload
+from core.bundle import contents
+from core.bundle.deploy import compose_adapters, deploy_module, inputs_of, script
+from core.bundle.manifest import CHECKSUMS, FORMAT_VERSION, MANIFEST, checksums_text
+from core.bundle.readme import readme_text
+from core.bundle.runtime import (
+    ADAPTER_FILE,
+    PROBE_ATOL,
+    PROBE_INPUTS,
+    PROBE_OLD,
+    PROBE_OUTPUTS,
+    PROBE_RTOL,
+    l2_rows,
+    run_module,
+    verify_bundle,
+)
+from core.errors import BundleError
+from core.jobs import recorded_run
+from core.progress import ProgressFn, StopFn, check_stop, no_progress
+from core.store import Workspace
+from core.store.files import atomic_target, fsync_dir, sha256_file, sha256_tree, temp_path_for
+from core.store.rows import now_iso
+
+STATE_FILE = "adapter_state.pt"
+GALLERY_DIR = "gallery_transformed"
+GALLERY_CHUNK = 16_384
+
+
+def export_bundle(ws: Workspace, out: str | Path, run_ids: list[int] | None = None, *,
+                  report_id: int | None = None, gallery: bool | None = None, probes: int = 64, seed: int = 0,
+                  overwrite: bool = False, on_progress: ProgressFn | None = None,
+                  should_stop: StopFn | None = None) -> dict[str, Any]:
+    """Write a bundle of ``run_ids``' adapters (a chain when several) to ``out`` (folder or .zip).
+
+    ``gallery``: include ``gallery_transformed/`` (default: yes for old->new layers that need no
+    side information, which the workspace does not store).
+    ``report_id``: the report to include (default: the latest one of a single run).
+    """
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise BundleError(f"{out}: already exists; choose another name or allow overwriting")
+    steps = contents.resolve_steps(ws, run_ids)
+    config = {"runs": [s.run["id"] for s in steps], "out": str(out), "gallery": gallery, "probes": probes}
+    with recorded_run(ws, "export", steps[0].adapter.kind if len(steps) == 1 else "chain", config) as record:
+        staging = temp_path_for(out if out.suffix.lower() != ".zip" else out.with_suffix(""))
+        staging.mkdir(parents=True)
+        try:
+            manifest = _fill(ws, staging, steps, report_id, gallery, probes, seed, on_progress, should_stop)
+            check_stop(should_stop)
+            _publish(staging, out, overwrite)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        verify_bundle(out)
+        digest = sha256_file(out) if out.is_file() else sha256_tree(out)
+        row = ws.add_bundle(steps[0].row["id"], manifest["report"]["id"], out.resolve(), digest, manifest)
+        record["metrics"] = {"bundle_id": row["id"], "path": str(out.resolve()), "sha256": digest}
+    size = out.stat().st_size if out.is_file() else sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    return {"bundle_id": row["id"], "run_id": record["run_id"], "path": str(out.resolve()),
+            "format": "zip" if out.is_file() else "folder", "sha256": digest, "bytes": size,
+            "files": sorted(manifest["files"]) + [CHECKSUMS, MANIFEST], "manifest": manifest}
+
+
+def _fill(ws: Workspace, root: Path, steps: list[contents.Step], report_id: int | None, gallery: bool | None,
+          probe_count: int, seed: int, on_progress: ProgressFn | None, should_stop: StopFn | None) -> dict:
+    """Write every file of the bundle into ``root``; returns the manifest (also written)."""
+    first, last = steps[0], steps[-1]
+    module = deploy_module(first.adapter)
+    for step in steps[1:]:
+        module = compose_adapters(module, step.adapter, normalise_between=step.input_normalised)
+    torch.jit.save(script(module), str(root / ADAPTER_FILE))
+    state = adapter_payload(first.adapter) if len(steps) == 1 else {
+        "format": 1, "kind": "chain", "steps": [adapter_payload(s.adapter) for s in steps],
+        "normalise_between": [s.input_normalised for s in steps[1:]]}
+    torch.save(state, root / STATE_FILE)
+
+    reports = {s.run["id"]: contents.report_for(ws, s) for s in steps}
+    report = ws.report(report_id) if report_id is not None else (reports[first.run["id"]] if len(steps) == 1 else None)
+    report_entry: dict[str, Any] = {"id": None, "files": [], "note": "no report for this run"}
+    if report is not None:
+        files = contents.report_files(ws, report)
+        for name, path in files.items():
+            shutil.copyfile(path, root / name)
+        report_entry = {"id": report["id"], "files": sorted(files)}
+
+    x, old, source = contents.probe_vectors(ws, first, probe_count, seed)
+    (root / "probes").mkdir()
+    np.save(root / PROBE_INPUTS, x)
+    if old is not None:
+        np.save(root / PROBE_OLD, old)
+    np.save(root / PROBE_OUTPUTS, run_module(module, x, old))
+
+    forward = first.adapter.direction == "forward"
+    side_info = bool(getattr(first.adapter, "side_dim", 0))
+    gallery_entry = None
+    if (forward and not side_info) if gallery is None else gallery:
+        if not forward or side_info:
+            raise BundleError("a transformed gallery needs an old->new layer without side information")
+        gallery_entry = _write_gallery(ws, root, module, first, last, on_progress, should_stop)
+
+    kind = first.adapter.kind if len(steps) == 1 else "chain"
+    manifest: dict[str, Any] = {
+        "format_version": FORMAT_VERSION, "created": now_iso(), "embridge_version": __version__,
+        "adapter": {"kind": kind, "direction": first.adapter.direction, "in_dim": int(module.in_dim),
+                    "out_dim": int(module.out_dim), "inputs": inputs_of(first.adapter),
+                    "file": ADAPTER_FILE, "state_file": STATE_FILE,
+                    "run_ids": [s.run["id"] for s in steps], "adapter_ids": [s.row["id"] for s in steps]},
+        "models": {"new": contents.model_entry(ws, first.row["new_model"] if not forward else last.row["new_model"]),
+                   "old": contents.model_entry(ws, last.row["old_model"] if not forward else first.row["old_model"]),
+                   "intermediate": [contents.model_entry(ws, s.target_model) for s in steps[:-1]]},
+        "chain": [s.describe(reports[s.run["id"]]["id"] if reports[s.run["id"]] else None) for s in steps],
+        "normalisation": {"input": "l2" if first.input_normalised else "none", "output": "l2",
+                          "similarity": "cosine (inner product of L2-normalised vectors)"},
+        "metrics": contents.metrics_for(steps, report), "report": report_entry,
+        "probes": {"inputs": PROBE_INPUTS, "outputs": PROBE_OUTPUTS, "old_inputs": PROBE_OLD if old is not None else None,
+                   "count": int(len(x)), "source": source, "rtol": PROBE_RTOL, "atol": PROBE_ATOL},
+        "gallery_transformed": gallery_entry, "files": {},
+    }
+    (root / "README.md").write_text(readme_text(manifest), encoding="utf-8")
+    manifest["files"] = {p.relative_to(root).as_posix(): {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+                         for p in sorted(root.rglob("*")) if p.is_file()}
+    (root / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True), encoding="utf-8")
+    sums = {name: entry["sha256"] for name, entry in manifest["files"].items()}
+    sums[MANIFEST] = sha256_file(root / MANIFEST)
+    (root / CHECKSUMS).write_text(checksums_text(sums), encoding="utf-8")
+    return manifest
+
+
+def _write_gallery(ws: Workspace, root: Path, module: Any, first: contents.Step, last: contents.Step,
+                   on_progress: ProgressFn | None, should_stop: StopFn | None) -> dict[str, Any]:
+    """The workspace gallery's old vectors transformed, in chunks, with their ids and keys."""
+    report = on_progress or no_progress
+    model = first.row["old_model"]
+    ids = contents.gallery_ids(ws, model)
+    if len(ids) == 0:
+        raise BundleError(f"{ws.root}: model '{model}' has no stored gallery vectors to transform")
+    folder = root / GALLERY_DIR
+    folder.mkdir()
+    matrix = np.lib.format.open_memmap(folder / "vectors.npy", mode="w+", dtype=np.float32,
+                                       shape=(len(ids), int(module.out_dim)))
+    for start in range(0, len(ids), GALLERY_CHUNK):
+        check_stop(should_stop)
+        chunk = ws.vectors_for(model, ids[start:start + GALLERY_CHUNK])
+        matrix[start:start + len(chunk)] = run_module(module, l2_rows(chunk) if first.input_normalised else chunk)
+        report(start + len(chunk), len(ids), {"stage": "transforming the gallery"})
+    matrix.flush()
+    del matrix
+    np.save(folder / "ids.npy", ids)
+    np.save(folder / "keys.npy", contents.item_keys(ws, ids))
+    return {"vectors": f"{GALLERY_DIR}/vectors.npy", "ids": f"{GALLERY_DIR}/ids.npy",
+            "keys": f"{GALLERY_DIR}/keys.npy", "count": int(len(ids)), "from_model": model,
+            "to_model": last.row["new_model"], "normalised": False}
+
+
+def _publish(staging: Path, out: Path, overwrite: bool) -> None:
+    """Rename the finished folder into place, or zip it to a temp file renamed into place."""
+    if out.suffix.lower() == ".zip":
+        with atomic_target(out) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+            for path in sorted(staging.rglob("*")):
+                if path.is_file():
+                    zf.write(path, path.relative_to(staging).as_posix())
+        return
+    old = None
+    if out.exists():
+        if not overwrite:
+            raise BundleError(f"{out}: already exists")
+        old = temp_path_for(out)
+        os.replace(out, old)
+    os.replace(staging, out)
+    fsync_dir(out.parent)
+    if old is not None:
+        shutil.rmtree(old) if old.is_dir() else old.unlink()

@@ -1,0 +1,120 @@
+"""The bundle's manifest and its integrity scheme.
+
+``manifest.json`` describes the upgrade and lists the sha256 and size of every other file under
+``files``. Its own hash cannot live inside it, so a top-level ``CHECKSUMS`` file lists the sha256
+of every file of the bundle *including* ``manifest.json``, one ``<sha256>  <name>`` line each (the
+format of ``sha256sum``, so ``sha256sum -c CHECKSUMS`` also checks a bundle folder without
+Embridge). Verification requires both files, requires them to agree with each other, and requires
+the set of files present to be exactly the set listed: so a changed byte anywhere, a missing or an
+extra file, and an edited manifest are all reported, naming the file. Like any unsigned checksum,
+this detects corruption and careless edits, not a forger who rewrites both lists.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from core.bundle.archive import BundleSource
+from core.errors import BundleError
+from core.progress import ProgressFn, StopFn, check_stop, no_progress
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+CHECKSUMS = "CHECKSUMS"
+RESERVED = (MANIFEST, CHECKSUMS)
+REQUIRED_KEYS = ("format_version", "created", "embridge_version", "adapter", "files", "probes")
+_LINE = re.compile(r"^([0-9a-f]{64})  (\S(?:.*\S)?)$")
+
+
+def checksums_text(hashes: Mapping[str, str]) -> str:
+    """``CHECKSUMS`` content: one ``sha256sum`` line per file, sorted by name."""
+    return "".join(f"{hashes[name]}  {name}\n" for name in sorted(hashes))
+
+
+def parse_checksums(src: BundleSource) -> dict[str, str]:
+    if not src.has(CHECKSUMS):
+        raise BundleError(f"{src.path}: {CHECKSUMS} is missing, so the manifest cannot be checked")
+    out: dict[str, str] = {}
+    try:
+        text = src.read_bytes(CHECKSUMS).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BundleError(f"{src.path}: {CHECKSUMS} is not UTF-8 text") from exc
+    for number, line in enumerate(text.splitlines(), start=1):
+        match = _LINE.match(line)
+        if not match or match.group(2) in out:
+            raise BundleError(f"{src.path}: {CHECKSUMS} line {number} is malformed or repeated: {line[:80]!r}")
+        out[match.group(2)] = match.group(1)
+    return out
+
+
+def parse_manifest(src: BundleSource) -> dict[str, Any]:
+    """The manifest as a dict; its format version must be one this Embridge reads."""
+    if not src.has(MANIFEST):
+        raise BundleError(f"{src.path}: {MANIFEST} is missing; this is not an Embridge bundle")
+    try:
+        manifest = json.loads(src.read_bytes(MANIFEST).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"{src.path}: {MANIFEST} is not valid JSON ({exc})") from exc
+    if not isinstance(manifest, dict):
+        raise BundleError(f"{src.path}: {MANIFEST} must hold a JSON object")
+    version = manifest.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise BundleError(f"{src.path}: {MANIFEST} has no integer format_version")
+    if version > FORMAT_VERSION or version < 1:
+        raise BundleError(f"{src.path}: bundle format {version} is not supported by this Embridge "
+                          f"(it reads format 1 to {FORMAT_VERSION}); upgrade Embridge")
+    missing = [k for k in REQUIRED_KEYS if k not in manifest]
+    if missing:
+        raise BundleError(f"{src.path}: {MANIFEST} lacks {', '.join(missing)}")
+    if not isinstance(manifest["files"], dict):
+        raise BundleError(f"{src.path}: {MANIFEST} 'files' must map names to hashes")
+    return manifest
+
+
+def listed_hashes(src: BundleSource, manifest: dict[str, Any]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for name, entry in manifest["files"].items():
+        sha = entry.get("sha256") if isinstance(entry, dict) else None
+        if not isinstance(sha, str) or not re.fullmatch(r"[0-9a-f]{64}", sha):
+            raise BundleError(f"{src.path}: {MANIFEST} has no valid sha256 for {name}")
+        out[name] = sha
+    return out
+
+
+def check_integrity(src: BundleSource, on_progress: ProgressFn | None = None,
+                    should_stop: StopFn | None = None) -> dict[str, Any]:
+    """Check CHECKSUMS, the manifest and every file; returns the manifest or raises BundleError."""
+    report = on_progress or no_progress
+    sums = parse_checksums(src)
+    if MANIFEST not in sums:
+        raise BundleError(f"{src.path}: {CHECKSUMS} does not list {MANIFEST}")
+    if src.has(MANIFEST) and src.sha256(MANIFEST) != sums[MANIFEST]:
+        raise BundleError(f"{src.path}: {MANIFEST} was edited after export (its sha256 differs from {CHECKSUMS})")
+    manifest = parse_manifest(src)
+    listed = listed_hashes(src, manifest)
+    for name in sorted(set(listed) | set(sums)):
+        if name == MANIFEST:
+            continue
+        if name in RESERVED or listed.get(name) != sums.get(name):
+            raise BundleError(f"{src.path}: {name}: {MANIFEST} and {CHECKSUMS} disagree about this file")
+    present = set(src.names()) - set(RESERVED)
+    for name in sorted(set(listed) - present):
+        raise BundleError(f"{src.path}: {name} is listed in the manifest but missing from the bundle")
+    for name in sorted(present - set(listed)):
+        raise BundleError(f"{src.path}: {name} is not listed in the manifest (extra file added after export)")
+    total = sum(src.size(n) for n in listed)
+    done = 0
+    for name in sorted(listed):
+        check_stop(should_stop)
+        entry = manifest["files"][name]
+        if isinstance(entry.get("bytes"), int) and entry["bytes"] != src.size(name):
+            raise BundleError(f"{src.path}: {name} was changed after export ({src.size(name)} bytes, "
+                              f"the manifest says {entry['bytes']})")
+        if src.sha256(name) != listed[name]:
+            raise BundleError(f"{src.path}: {name} was changed after export (sha256 mismatch)")
+        done += src.size(name)
+        report(done, total, {"stage": "hashing", "file": name})
+    return manifest

@@ -1,0 +1,64 @@
+"""The deployment note written into every bundle as ``README.md``, derived from its manifest."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _usage(manifest: dict[str, Any]) -> list[str]:
+    adapter = manifest["adapter"]
+    norm_in = manifest["normalisation"]["input"] == "l2"
+    x = "F.normalize(x, dim=-1)" if norm_in else "x"
+    if adapter["inputs"] == ["new", "old"]:
+        call = f"m({x}, old_query)"
+    else:
+        call = f"m({x})"
+    return ["import torch, torch.nn.functional as F",
+            'm = torch.jit.load("adapter.pt").eval()',
+            f"y = F.normalize({call}, dim=-1)  # x: float32 tensor (n, {adapter['in_dim']})"]
+
+
+def _purpose(manifest: dict[str, Any]) -> str:
+    adapter, models = manifest["adapter"], manifest["models"]
+    old, new = models["old"]["name"], models["new"]["name"]
+    if adapter["direction"] == "forward":
+        return (f"It maps vectors of the old model **{old}** into the space of the new model **{new}**: "
+                "transform the stored gallery once, then search it with new-model queries.")
+    if adapter["inputs"] == ["new", "old"]:
+        return (f"It fuses a query embedded by both **{new}** (new) and **{old}** (old) into one vector "
+                f"that searches the existing **{old}** gallery unchanged.")
+    return (f"It maps query vectors of the new model **{new}** into the space of the old model **{old}**, "
+            f"so they search the existing **{old}** gallery without re-embedding it.")
+
+
+def readme_text(manifest: dict[str, Any]) -> str:
+    adapter = manifest["adapter"]
+    lines = [f"# Embridge upgrade bundle: {adapter['kind']} ({adapter['direction']})", "",
+             _purpose(manifest), "", "## Use (torch only)", "", "```python", *_usage(manifest), "```", ""]
+    if manifest["normalisation"]["input"] == "l2":
+        lines.append("Inputs are L2-normalised before the layer, as in training; outputs are L2-normalised "
+                     "for cosine / inner-product search.")
+    else:
+        lines.append("Inputs are the model's vectors as stored (no normalisation); outputs are L2-normalised "
+                     "for cosine / inner-product search.")
+    if len(manifest.get("chain", [])) > 1:
+        steps = " then ".join(f"{s['new_model'] if s['direction'] != 'forward' else s['old_model']} -> "
+                              f"{s['old_model'] if s['direction'] != 'forward' else s['new_model']} ({s['kind']})"
+                              for s in manifest["chain"])
+        lines += ["", f"This bundle chains {len(manifest['chain'])} layers: {steps}."]
+    if manifest.get("gallery_transformed"):
+        g = manifest["gallery_transformed"]
+        lines += ["", f"`{g['vectors']}` holds the {g['count']} gallery vectors already transformed "
+                  f"(row i belongs to item `{g['keys']}`[i]); they are not normalised."]
+    metrics = manifest.get("metrics", {}).get("values", {})
+    if metrics:
+        shown = ", ".join(f"{k} = {v:.4g}" if isinstance(v, float) else f"{k} = {v}"
+                          for k, v in list(metrics.items())[:6])
+        lines += ["", f"Measured ({manifest['metrics']['source']}): {shown}."]
+    lines += ["", "## Check before use", "",
+              "`embridge bundle verify <bundle>` checks every file's sha256 (`CHECKSUMS` covers "
+              "`manifest.json`, which lists all other files) and re-runs the layer on `probes/`. "
+              "Without Embridge: `sha256sum -c CHECKSUMS` in the bundle folder.",
+              "`embridge bundle apply <bundle> --vectors in.npy --out out.npy` transforms a large vector "
+              "file in resumable chunks.", ""]
+    return "\n".join(lines)

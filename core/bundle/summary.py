@@ -1,0 +1,52 @@
+"""A bundle's description without running it: ``embridge bundle inspect`` and the app's Export page."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from core.bundle.archive import BundleLimits, open_bundle
+from core.bundle.manifest import parse_manifest
+
+
+def inspect_bundle(path: str | Path, limits: BundleLimits | None = None) -> dict[str, Any]:
+    """The manifest and the file list of a bundle (safety checks only; ``verify`` checks hashes)."""
+    with open_bundle(path, limits) as src:
+        manifest = parse_manifest(src)
+        files = [{"name": n, "bytes": src.size(n)} for n in src.names()]
+    return {"path": str(Path(path)), "format": "zip" if Path(path).is_file() else "folder",
+            "verified": False, "manifest": manifest, "files": files,
+            "total_bytes": sum(f["bytes"] for f in files)}
+
+
+def _model_line(entry: dict[str, Any] | None) -> str:
+    if not entry:
+        return "?"
+    sha = (entry.get("sha256") or "")[:12]
+    return f"{entry.get('name')} ({entry.get('dim') or '?'}-d{', sha256 ' + sha if sha else ''})"
+
+
+def bundle_text(manifest: dict[str, Any]) -> str:
+    """A few human lines about a bundle's manifest."""
+    a = manifest["adapter"]
+    lines = [f"adapter: {a['kind']} ({a['direction']}), {a['in_dim']} -> {a['out_dim']} dims, "
+             f"inputs: {' + '.join(a['inputs'])}",
+             f"old model: {_model_line(manifest['models'].get('old'))}",
+             f"new model: {_model_line(manifest['models'].get('new'))}",
+             f"normalisation: inputs {manifest['normalisation']['input']}, outputs {manifest['normalisation']['output']}",
+             f"created {manifest['created']} by Embridge {manifest['embridge_version']} "
+             f"(format {manifest['format_version']})"]
+    if len(manifest.get("chain", [])) > 1:
+        lines.append("chain: " + " then ".join(f"run {s['run_id']} {s['kind']} {s['new_model']}->{s['old_model']}"
+                                               if s["direction"] != "forward" else
+                                               f"run {s['run_id']} {s['kind']} {s['old_model']}->{s['new_model']}"
+                                               for s in manifest["chain"]))
+    report = manifest.get("report", {})
+    lines.append(f"report: {report['id']}" if report.get("id") is not None else "report: none")
+    values = manifest.get("metrics", {}).get("values", {})
+    if values:
+        lines.append("metrics: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                             for k, v in values.items()))
+    if manifest.get("gallery_transformed"):
+        lines.append(f"gallery_transformed: {manifest['gallery_transformed']['count']} vectors")
+    return "\n".join(lines)

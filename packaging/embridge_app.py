@@ -1,0 +1,40 @@
+"""Entry point of the packaged Embridge app (PyInstaller onedir build).
+
+``embridge --self-test [--self-test-out FILE]`` runs the headless pipeline check and exits 0 or 1;
+``embridge cli COMMAND ...`` runs the command line; anything else starts the desktop app.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sys
+
+
+def _guard_streams() -> None:
+    """Windowed builds start with ``sys.stdout``/``sys.stderr`` set to None; give them a sink."""
+    if sys.stdout is None:
+        sys.stdout = open(os.devnull, "w", encoding="utf-8")
+    if sys.stderr is None:
+        sys.stderr = open(os.devnull, "w", encoding="utf-8")
+
+
+def main() -> int:
+    multiprocessing.freeze_support()
+    _guard_streams()
+    argv = sys.argv[1:]
+    if "--self-test" in argv:
+        from core.selftest import self_test_main
+
+        return self_test_main(argv)
+    if argv[:1] == ["cli"]:
+        from core.cli.main import main as cli_main
+
+        return cli_main(argv[1:])
+    from app.main import main as app_main
+
+    return app_main(argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

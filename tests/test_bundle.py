@@ -1,0 +1,209 @@
+"""Exporting, verifying and loading bundles: outputs equal the in-process adapters."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from bundle_fixtures import build_upgrade_workspace
+
+from core.adapters import adapt_gallery, adapt_queries, load_adapter
+from core.bundle import compose_adapters, export_bundle, inspect_bundle, load_bundle, verify_bundle
+from core.errors import BundleError, Cancelled
+from core.retrieval import l2_normalize
+from core.store import Workspace
+from core.store.files import sha256_file, sha256_tree
+
+F32 = {"rtol": 1e-5, "atol": 1e-6}
+
+
+@pytest.fixture(scope="module")
+def upgrade(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    return build_upgrade_workspace(tmp_path_factory.mktemp("bundle") / "ws")
+
+
+def _adapter(ws: Workspace, run_id: int) -> Any:
+    return load_adapter(ws.adapter_path(ws.adapter_for_run(run_id)["id"]))
+
+
+def test_zip_bundle_reproduces_the_adapter_and_describes_the_upgrade(upgrade: dict, tmp_path: Path) -> None:
+    out = tmp_path / "out" / "upgrade.zip"
+    with Workspace.open(upgrade["path"]) as ws:
+        result = export_bundle(ws, out, [upgrade["runs"]["v3_to_v1"]])
+        adapter = _adapter(ws, upgrade["runs"]["v3_to_v1"])
+        models = {m["name"]: m for m in ws.models()}
+        registered = ws.bundles()[-1]
+        export_run = ws.runs("export")[-1]
+        held_out = sum(1 for fold in ws.folds().values() if fold == "test")
+        summary = ws.report(upgrade["report_id"])["summary"]
+    assert sorted(p.name for p in out.parent.iterdir()) == ["upgrade.zip"]  # no temp leftovers
+
+    v3 = upgrade["vectors"]["v3"]
+    loaded = load_bundle(out)
+    np.testing.assert_allclose(loaded(v3), adapt_queries(adapter, l2_normalize(v3)), **F32)
+
+    m = result["manifest"]
+    assert m["format_version"] == 1 and m["embridge_version"]
+    assert m["adapter"] | {"run_ids": [upgrade["runs"]["v3_to_v1"]]} == m["adapter"]
+    assert (m["adapter"]["kind"], m["adapter"]["direction"], m["adapter"]["in_dim"], m["adapter"]["out_dim"]) == \
+        ("procrustes", "backward", 32, 16)
+    assert m["models"]["old"]["sha256"] == models["v1"]["sha256"]
+    assert m["models"]["new"]["spec"] == models["v3"]["spec"]
+    assert m["normalisation"]["input"] == "l2" and m["normalisation"]["output"] == "l2"
+    assert m["report"]["id"] == upgrade["report_id"]
+    assert m["metrics"]["source"] == f"report {upgrade['report_id']}"
+    assert m["metrics"]["values"]["upgraded_top1"] == summary["upgraded_top1"]
+    assert m["metrics"]["values"]["negative_flip_rate"] == summary["negative_flip_rate"]
+    with zipfile.ZipFile(out) as zf:
+        names = set(zf.namelist())
+        report_json = json.loads(zf.read("report.json"))
+        readme = zf.read("README.md").decode()
+    assert {"manifest.json", "CHECKSUMS", "adapter.pt", "adapter_state.pt", "report.json", "report.html",
+            "probes/inputs.npy", "probes/outputs.npy", "README.md"} == names
+    assert set(m["files"]) == names - {"manifest.json", "CHECKSUMS"}
+    assert report_json["report_id"] == upgrade["report_id"]
+    assert report_json["headline"]["upgraded_top1"] == summary["upgraded_top1"]
+    assert "torch.jit.load" in readme and "F.normalize" in readme
+    assert registered["sha256"] == sha256_file(out) == result["sha256"]
+    assert registered["manifest"]["adapter"]["kind"] == "procrustes"
+    assert export_run["status"] == "completed"
+
+    checked = verify_bundle(out)
+    assert checked["ok"] and checked["probes"]["count"] == min(64, held_out)
+    assert m["probes"]["source"].endswith("held-out (test fold) vectors of model 'v3'")
+    assert checked["probes"]["max_abs_diff"] <= checked["probes"]["atol"]
+    assert inspect_bundle(out)["manifest"]["adapter"]["kind"] == "procrustes"
+
+
+def test_folder_bundle_runs_with_torch_alone(upgrade: dict, tmp_path: Path) -> None:
+    out = tmp_path / "bundle"
+    with Workspace.open(upgrade["path"]) as ws:
+        result = export_bundle(ws, out, [upgrade["runs"]["v3_to_v2"]])
+        assert ws.bundles()[-1]["sha256"] == sha256_tree(out)
+    assert result["format"] == "folder" and result["manifest"]["report"]["id"] is None
+    script = (
+        "import sys, numpy as np, torch, torch.nn.functional as F\n"
+        "m = torch.jit.load('adapter.pt').eval()\n"
+        "x = torch.from_numpy(np.load('probes/inputs.npy'))\n"
+        "y = m(F.normalize(x, dim=-1)).detach().numpy()\n"
+        "assert not any(k == 'core' or k.startswith('core.') for k in sys.modules)\n"
+        "print(float(np.abs(y - np.load('probes/outputs.npy')).max()))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=out, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert float(done.stdout) <= 1e-5
+    if shutil.which("sha256sum"):  # the documented check without Embridge
+        sums = subprocess.run(["sha256sum", "--quiet", "-c", "CHECKSUMS"], cwd=out, capture_output=True, timeout=60)
+        assert sums.returncode == 0, sums.stdout
+
+
+def test_forward_bundle_carries_the_transformed_gallery(upgrade: dict, tmp_path: Path) -> None:
+    out = tmp_path / "fct.zip"
+    with Workspace.open(upgrade["path"]) as ws:
+        export_bundle(ws, out, [upgrade["runs"]["fct"]])
+        adapter = _adapter(ws, upgrade["runs"]["fct"])
+        gallery_ids = ws.item_ids("gallery")
+    with zipfile.ZipFile(out) as zf:
+        vectors = np.load(zf.open("gallery_transformed/vectors.npy"))
+        ids = np.load(zf.open("gallery_transformed/ids.npy"))
+        keys = np.load(zf.open("gallery_transformed/keys.npy"))
+        manifest = json.loads(zf.read("manifest.json"))
+    np.testing.assert_array_equal(ids, gallery_ids)
+    position = {int(i): n for n, i in enumerate(upgrade["ids"])}
+    rows = [position[int(i)] for i in ids]
+    assert list(keys) == [f"item-{r:03d}" for r in rows]
+    expected = adapt_gallery(adapter, l2_normalize(upgrade["vectors"]["v1"][rows]))
+    np.testing.assert_allclose(vectors, expected, **F32)
+    assert manifest["adapter"]["direction"] == "forward" and manifest["adapter"]["inputs"] == ["old"]
+    assert manifest["gallery_transformed"]["count"] == len(gallery_ids)
+    v1 = upgrade["vectors"]["v1"]
+    np.testing.assert_allclose(load_bundle(out)(v1), adapt_gallery(adapter, l2_normalize(v1)), **F32)
+
+
+def test_chained_bundle_equals_the_two_layers_in_sequence(upgrade: dict, tmp_path: Path) -> None:
+    runs = upgrade["runs"]
+    out = tmp_path / "chain.zip"
+    with Workspace.open(upgrade["path"]) as ws:
+        # given oldest step first: the export orders the chain itself
+        manifest = export_bundle(ws, out, [runs["v2_to_v1"], runs["v3_to_v2"]])["manifest"]
+        v3_to_v2, v2_to_v1 = _adapter(ws, runs["v3_to_v2"]), _adapter(ws, runs["v2_to_v1"])
+    v3 = upgrade["vectors"]["v3"]
+    in_sequence = adapt_queries(v2_to_v1, l2_normalize(adapt_queries(v3_to_v2, l2_normalize(v3))))
+    np.testing.assert_allclose(load_bundle(out)(v3), in_sequence, **F32)
+    assert [s["run_id"] for s in manifest["chain"]] == [runs["v3_to_v2"], runs["v2_to_v1"]]
+    assert [(s["new_model"], s["old_model"]) for s in manifest["chain"]] == [("v3", "v2"), ("v2", "v1")]
+    assert (manifest["models"]["new"]["name"], manifest["models"]["old"]["name"]) == ("v3", "v1")
+    assert [m["name"] for m in manifest["models"]["intermediate"]] == ["v2"]
+    assert (manifest["adapter"]["kind"], manifest["adapter"]["in_dim"], manifest["adapter"]["out_dim"]) == \
+        ("chain", 32, 16)
+
+    import torch
+
+    composed = compose_adapters(v3_to_v2, v2_to_v1, normalise_between=True)
+    with torch.inference_mode():
+        eager = composed(torch.from_numpy(l2_normalize(v3))).numpy()
+    np.testing.assert_allclose(eager, in_sequence, **F32)
+    raw = compose_adapters(v3_to_v2, v2_to_v1)
+    with torch.inference_mode():
+        plain = raw(torch.from_numpy(l2_normalize(v3))).numpy()
+    np.testing.assert_allclose(plain, adapt_queries(v2_to_v1, adapt_queries(v3_to_v2, l2_normalize(v3))), **F32)
+
+
+def test_chain_refuses_runs_that_do_not_link(upgrade: dict, tmp_path: Path) -> None:
+    runs = upgrade["runs"]
+    with Workspace.open(upgrade["path"]) as ws:
+        with pytest.raises(BundleError, match="do not form one chain"):
+            export_bundle(ws, tmp_path / "x.zip", [runs["v2_to_v1"], runs["v3_to_v1"]])
+        with pytest.raises(BundleError, match="fusion"):
+            export_bundle(ws, tmp_path / "y.zip", [runs["v3_to_v2"], runs["fusion"]])
+        with pytest.raises(BundleError, match="cannot be chained"):
+            compose_adapters(_adapter(ws, runs["fusion"]), _adapter(ws, runs["v2_to_v1"]))
+        with pytest.raises(BundleError, match="16-d vectors"):
+            compose_adapters(_adapter(ws, runs["v3_to_v1"]), _adapter(ws, runs["v3_to_v2"]))
+    assert not (tmp_path / "x.zip").exists()
+
+
+def test_bt2_and_fusion_bundles_deploy_the_query_side(upgrade: dict, tmp_path: Path) -> None:
+    runs, v1, v3 = upgrade["runs"], upgrade["vectors"]["v1"], upgrade["vectors"]["v3"]
+    with Workspace.open(upgrade["path"]) as ws:
+        export_bundle(ws, tmp_path / "bt2", [runs["bt2"]])
+        export_bundle(ws, tmp_path / "fusion", [runs["fusion"]])
+        bt2, fusion = _adapter(ws, runs["bt2"]), _adapter(ws, runs["fusion"])
+    head = load_bundle(tmp_path / "bt2")
+    assert head.out_dim == 16
+    np.testing.assert_allclose(head(v3), adapt_queries(bt2, l2_normalize(v3)), **F32)
+    fused = load_bundle(tmp_path / "fusion")
+    assert fused.inputs == ["new", "old"] and (tmp_path / "fusion" / "probes" / "old_inputs.npy").is_file()
+    np.testing.assert_allclose(fused(v3, v1), adapt_queries(fusion, l2_normalize(v3), l2_normalize(v1)), **F32)
+    with pytest.raises(BundleError, match="old model's query vectors"):
+        fused(v3)
+
+
+def test_cancelled_or_refused_export_leaves_nothing(upgrade: dict, tmp_path: Path) -> None:
+    out = tmp_path / "b.zip"
+    calls = {"n": 0}
+
+    def stop_during_gallery() -> bool:
+        calls["n"] += 1
+        return True
+
+    with Workspace.open(upgrade["path"]) as ws:
+        with pytest.raises(Cancelled):
+            export_bundle(ws, out, [upgrade["runs"]["fct"]], should_stop=stop_during_gallery)
+        assert ws.runs("export")[-1]["status"] == "cancelled"
+        assert calls["n"] >= 1
+        assert list(tmp_path.iterdir()) == []
+        out.write_bytes(b"keep me")
+        with pytest.raises(BundleError, match="already exists"):
+            export_bundle(ws, out, [upgrade["runs"]["v3_to_v1"]])
+        assert out.read_bytes() == b"keep me"
+        with pytest.raises(BundleError, match="old->new layer"):
+            export_bundle(ws, tmp_path / "g.zip", [upgrade["runs"]["v3_to_v1"]], gallery=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.zip"]

@@ -1,0 +1,207 @@
+"""Tampered and hostile bundles fail loudly with a BundleError that names the file."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import stat
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from bundle_fixtures import build_upgrade_workspace
+
+from core.bundle import BundleLimits, export_bundle, inspect_bundle, load_bundle, verify_bundle
+from core.bundle.manifest import checksums_text
+from core.errors import BundleError
+from core.store import Workspace
+from core.store.files import sha256_file
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    root = tmp_path_factory.mktemp("safety")
+    info = build_upgrade_workspace(root / "ws")
+    with Workspace.open(info["path"]) as ws:
+        export_bundle(ws, root / "bundle", [info["runs"]["v3_to_v1"]])
+        export_bundle(ws, root / "bundle.zip", [info["runs"]["v3_to_v1"]])
+        export_bundle(ws, root / "other", [info["runs"]["v2_to_v1"]])
+    return {"folder": root / "bundle", "zip": root / "bundle.zip", "other": root / "other"}
+
+
+@pytest.fixture
+def folder(exported: dict[str, Any], tmp_path: Path) -> Path:
+    target = tmp_path / "bundle"
+    shutil.copytree(exported["folder"], target)
+    return target
+
+
+def _flip_byte(path: Path, offset: int | None = None) -> None:
+    data = bytearray(path.read_bytes())
+    at = len(data) // 2 if offset is None else offset
+    data[at] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("name", ["adapter.pt", "probes/inputs.npy", "probes/outputs.npy", "report.json",
+                                  "adapter_state.pt", "README.md"])
+def test_a_changed_byte_is_caught_naming_the_file(folder: Path, name: str) -> None:
+    verify_bundle(folder)  # intact copy passes
+    _flip_byte(folder / name)
+    with pytest.raises(BundleError, match=rf"{name}.*(changed after export|sha256)"):
+        verify_bundle(folder)
+    with pytest.raises(BundleError, match=name):
+        load_bundle(folder)
+
+
+def test_missing_and_extra_files_are_caught(folder: Path) -> None:
+    (folder / "report.html").unlink()
+    with pytest.raises(BundleError, match=r"report\.html is listed in the manifest but missing"):
+        verify_bundle(folder)
+    shutil.copyfile(folder / "README.md", folder / "report.html")
+    with pytest.raises(BundleError, match=r"report\.html was changed after export"):
+        verify_bundle(folder)
+
+
+def test_an_extra_unlisted_file_is_caught(folder: Path) -> None:
+    (folder / "probes" / "notes.txt").write_text("added later")
+    with pytest.raises(BundleError, match=r"probes/notes\.txt is not listed in the manifest"):
+        verify_bundle(folder)
+
+
+def test_an_edited_manifest_is_caught(folder: Path) -> None:
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["metrics"]["values"]["upgraded_top1"] = 0.99
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    with pytest.raises(BundleError, match=r"manifest\.json was edited after export"):
+        verify_bundle(folder)
+    (folder / "CHECKSUMS").unlink()
+    with pytest.raises(BundleError, match="CHECKSUMS is missing"):
+        verify_bundle(folder)
+
+
+def _rewrite_checksums(folder: Path, manifest: dict[str, Any]) -> None:
+    """What a careful forger would do: keep both lists consistent."""
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    sums = {name: e["sha256"] for name, e in manifest["files"].items()}
+    sums["manifest.json"] = sha256_file(folder / "manifest.json")
+    (folder / "CHECKSUMS").write_text(checksums_text(sums))
+
+
+def test_a_swapped_adapter_with_rewritten_hashes_fails_the_probes(folder: Path, exported: dict) -> None:
+    shutil.copyfile(exported["other"] / "adapter.pt", folder / "adapter.pt")  # 24-d input, not 32-d
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["files"]["adapter.pt"]["sha256"] = sha256_file(folder / "adapter.pt")
+    manifest["files"]["adapter.pt"]["bytes"] = (folder / "adapter.pt").stat().st_size
+    _rewrite_checksums(folder, manifest)
+    with pytest.raises(BundleError, match=r"adapter\.pt"):
+        verify_bundle(folder)
+    # a same-shape adapter that computes something else: scale the weights slightly
+    module = torch.jit.load(str(exported["folder"] / "adapter.pt"))
+    with torch.no_grad():
+        for p in module.parameters():
+            p.mul_(1.01)
+        for b in module.buffers():
+            b.mul_(1.01)
+    torch.jit.save(module, str(folder / "adapter.pt"))
+    manifest["files"]["adapter.pt"] = {"sha256": sha256_file(folder / "adapter.pt"),
+                                       "bytes": (folder / "adapter.pt").stat().st_size}
+    _rewrite_checksums(folder, manifest)
+    with pytest.raises(BundleError, match=r"adapter\.pt no longer reproduces probes/outputs\.npy"):
+        verify_bundle(folder)
+
+
+def test_unsupported_format_version_is_refused(folder: Path) -> None:
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["format_version"] = 2
+    _rewrite_checksums(folder, manifest)
+    with pytest.raises(BundleError, match="bundle format 2 is not supported"):
+        verify_bundle(folder)
+
+
+def test_a_changed_member_inside_the_zip_is_caught(exported: dict, tmp_path: Path) -> None:
+    tampered = tmp_path / "tampered.zip"
+    with zipfile.ZipFile(exported["zip"]) as src, zipfile.ZipFile(tampered, "w") as dst:
+        for info in src.infolist():
+            data = src.read(info)
+            if info.filename == "probes/inputs.npy":
+                array = np.load(io.BytesIO(data))
+                array[0, 0] += 1e-3
+                buf = io.BytesIO()
+                np.save(buf, array)
+                data = buf.getvalue()
+            dst.writestr(info.filename, data)
+    verify_bundle(exported["zip"])
+    with pytest.raises(BundleError, match=r"probes/inputs\.npy was changed after export"):
+        verify_bundle(tampered)
+
+
+def _zip_with(path: Path, source: Path, extra: list[tuple[zipfile.ZipInfo | str, bytes]]) -> Path:
+    with zipfile.ZipFile(source) as src, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            dst.writestr(info, src.read(info))
+        for name, data in extra:
+            dst.writestr(name, data)
+    return path
+
+
+def _symlink_info(name: str) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(name)
+    info.external_attr = (stat.S_IFLNK | 0o777) << 16
+    return info
+
+
+@pytest.mark.parametrize(("member", "message"), [
+    ("../evil", "points outside the bundle"),
+    ("probes/../../evil", "points outside the bundle"),
+    ("/etc/evil", "absolute path"),
+    ("C:/evil", "absolute path"),
+    ("probes\\..\\evil", "backslash"),
+])
+def test_unsafe_member_names_are_refused(exported: dict, tmp_path: Path, member: str, message: str) -> None:
+    hostile = _zip_with(tmp_path / "hostile.zip", exported["zip"], [(member, b"x")])
+    for action in (verify_bundle, inspect_bundle, load_bundle):
+        with pytest.raises(BundleError, match=message):
+            action(hostile)
+    assert not (tmp_path.parent / "evil").exists()
+
+
+def test_symlink_members_and_folders_with_links_are_refused(exported: dict, folder: Path, tmp_path: Path) -> None:
+    hostile = _zip_with(tmp_path / "link.zip", exported["zip"], [(_symlink_info("probes/link"), b"/etc/passwd")])
+    with pytest.raises(BundleError, match="probes/link is a symbolic link"):
+        verify_bundle(hostile)
+    (folder / "probes" / "link").symlink_to("/etc/passwd")
+    with pytest.raises(BundleError, match="probes/link is a symbolic link"):
+        verify_bundle(folder)
+
+
+def test_oversize_members_and_zip_bombs_are_refused(exported: dict, tmp_path: Path) -> None:
+    bomb = _zip_with(tmp_path / "bomb.zip", exported["zip"], [("probes/zeros.bin", bytes(20 << 20))])
+    assert bomb.stat().st_size < 1 << 20  # 20 MiB of zeros compress to a few KiB
+    with pytest.raises(BundleError, match=r"probes/zeros\.bin is \d+ bytes, over the \d+-byte cap per file"):
+        verify_bundle(bomb, BundleLimits(max_member_bytes=8 << 20))
+    with pytest.raises(BundleError, match="possible zip bomb"):
+        inspect_bundle(bomb, BundleLimits(max_total_bytes=10 << 20))
+    with pytest.raises(BundleError, match=r"probes/zeros\.bin is not listed"):  # within the caps: still extra
+        verify_bundle(bomb)
+
+
+def test_duplicate_members_and_non_bundles_are_refused(exported: dict, tmp_path: Path) -> None:
+    with zipfile.ZipFile(exported["zip"]) as src:
+        readme = src.read("README.md")
+    dup = tmp_path / "dup.zip"
+    shutil.copyfile(exported["zip"], dup)
+    with pytest.warns(UserWarning), zipfile.ZipFile(dup, "a") as zf:
+        zf.writestr("README.md", readme + b"!")
+    with pytest.raises(BundleError, match="README.md appears twice"):
+        verify_bundle(dup)
+    junk = tmp_path / "junk.zip"
+    junk.write_bytes(b"not a zip at all")
+    with pytest.raises(BundleError, match="not a bundle"):
+        verify_bundle(junk)
+    with pytest.raises(BundleError, match="no such bundle"):
+        verify_bundle(tmp_path / "missing.zip")
