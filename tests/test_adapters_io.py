@@ -103,7 +103,8 @@ def test_bt2_query_and_new_space_slices(fitted: dict[str, Adapter]) -> None:
     a = fitted["bt2"]
     new = np.random.default_rng(0).standard_normal((9, a.in_dim)).astype(np.float32)
     full = new_space_vectors(a, new)
-    assert full.shape == (9, a.old_dims + a.extra_dims) == (9, 12 + 5)
+    # BT²'s widening: the head's output is the new dim plus extra_dims learned dims
+    assert full.shape == (9, a.old_dims + a.extra_dims) == (9, 16 + 5)
     assert np.allclose(adapt_queries(a, new), full[:, : a.old_dims], atol=1e-6)
 
 

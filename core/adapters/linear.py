@@ -13,23 +13,31 @@ from core.adapters.closed_form import LinearSolution, ProcrustesSolution
 
 
 class ProcrustesAdapter(Adapter):
-    """y = scale * (x - mean_in) @ W + mean_out with W semi-orthogonal; no trainable parameters."""
+    """y = scale * (x - mean_in) @ W + mean_out; no trainable parameters.
 
-    def __init__(self, in_dim: int, out_dim: int) -> None:
+    W is semi-orthogonal for the plain fit (``whitening`` 0) and whiten-rotate-de-whiten for the
+    whitened fit (``whitening`` = its shrinkage; see :func:`closed_form.whitened_procrustes`).
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, whitening: float = 0.0) -> None:
         super().__init__("procrustes", "backward", in_dim, out_dim)
+        self.whitening = float(whitening)
         self.register_buffer("weight", torch.zeros(in_dim, out_dim))
         self.register_buffer("scale", torch.ones(()))
         self.register_buffer("mean_in", torch.zeros(in_dim))
         self.register_buffer("mean_out", torch.zeros(out_dim))
 
     @classmethod
-    def from_solution(cls, sol: ProcrustesSolution) -> ProcrustesAdapter:
-        adapter = cls(sol.weight.shape[0], sol.weight.shape[1])
+    def from_solution(cls, sol: ProcrustesSolution, whitening: float = 0.0) -> ProcrustesAdapter:
+        adapter = cls(sol.weight.shape[0], sol.weight.shape[1], whitening)
         adapter.weight.copy_(as_tensor(sol.weight))
         adapter.scale.fill_(sol.scale)
         adapter.mean_in.copy_(as_tensor(sol.mean_in))
         adapter.mean_out.copy_(as_tensor(sol.mean_out))
         return adapter
+
+    def config(self) -> dict[str, Any]:
+        return {**super().config(), "whitening": self.whitening}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.scale * ((x - self.mean_in) @ self.weight) + self.mean_out

@@ -38,29 +38,36 @@ class PairMoments:
 
 def pair_moments(source: np.ndarray, target: np.ndarray, with_gram: bool = False,
                  block: int = BLOCK_ROWS) -> PairMoments:
-    """Accumulate the centred moments over row blocks (arrays or memmaps of any float dtype)."""
+    """Accumulate the centred moments over row blocks (arrays or memmaps of any float dtype).
+
+    Each block is cast and shifted in one pass into reused float64 buffers; the sums and squared
+    norms are BLAS products over those buffers, so the only full-cost step is the GEMM.
+    """
     n = int(source.shape[0])
     if n == 0 or target.shape[0] != n:
         raise ValueError(f"need the same non-zero number of rows, got {source.shape} and {target.shape}")
-    shift_x = np.asarray(source[: min(block, n)], dtype=np.float64).mean(axis=0)
-    shift_y = np.asarray(target[: min(block, n)], dtype=np.float64).mean(axis=0)
+    rows = min(block, n)
+    shift_x = np.asarray(source[:rows], dtype=np.float64).mean(axis=0)
+    shift_y = np.asarray(target[:rows], dtype=np.float64).mean(axis=0)
+    xbuf, ybuf, ones = np.empty((rows, shift_x.size)), np.empty((rows, shift_y.size)), np.ones(rows)
     sum_x = np.zeros_like(shift_x)
     sum_y = np.zeros_like(shift_y)
     cross = np.zeros((shift_x.size, shift_y.size))
     gram = np.zeros((shift_x.size, shift_x.size)) if with_gram else None
     sq = 0.0
     for start in range(0, n, block):
-        x = np.array(source[start : start + block], dtype=np.float64)
-        y = np.array(target[start : start + block], dtype=np.float64)
-        x -= shift_x
-        y -= shift_y
-        sum_x += x.sum(axis=0)
-        sum_y += y.sum(axis=0)
+        m = min(block, n - start)
+        x, y = xbuf[:m], ybuf[:m]
+        np.subtract(source[start : start + m], shift_x, out=x)
+        np.subtract(target[start : start + m], shift_y, out=y)
+        sum_x += ones[:m] @ x
+        sum_y += ones[:m] @ y
         cross += x.T @ y
         if gram is not None:
             gram += x.T @ x
         else:
-            sq += float(np.einsum("ij,ij->", x, x))
+            flat = x.reshape(-1)
+            sq += float(flat @ flat)
     dx, dy = sum_x / n, sum_y / n
     cross -= n * np.outer(dx, dy)
     if gram is not None:

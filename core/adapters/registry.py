@@ -32,14 +32,17 @@ class MethodInfo:
 
 
 RIDGE_GRID = [1e-6, 1e-4, 1e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0]
+SHRINK_GRID = [0.01, 0.03, 0.1, 0.3, 1.0]
 ALPHA_GRID = [round(0.1 * i, 1) for i in range(11)]
 
 METHODS: dict[str, MethodInfo] = {
     m.kind: m
     for m in [
         MethodInfo("procrustes", "Procrustes (rotation)", "backward", False, False, False,
-                   "Rotates centred new query vectors onto the old space; training-free and exact, "
-                   "a strong baseline when the two models differ by little more than a rotation.", {}),
+                   "Rotates centred new query vectors onto the old space, optionally between whitened "
+                   "spaces (VecMap) when validation prefers it; training-free, a strong baseline when the "
+                   "two models differ by little more than a rotation.",
+                   {"whiten": "auto", "shrink_grid": SHRINK_GRID}),
         MethodInfo("affine", "Affine (ridge)", "backward", False, False, False,
                    "Least-squares linear map with bias from new to old vectors, regularisation chosen "
                    "on validation; closed form, handles scaling and shearing that a rotation cannot.",
@@ -55,11 +58,13 @@ METHODS: dict[str, MethodInfo] = {
         MethodInfo("bct", "BCT head", "backward", True, False, True,
                    "A head on new vectors trained to classify with a new classifier and with the old "
                    "classifier (influence loss), so its outputs are comparable to old vectors.",
-                   {"hidden": 512, "influence_weight": 1.0, "logit_scale": 16.0}),
+                   {"hidden": 512, "influence_weight": 1.0, "logit_scale": 16.0, "batch_size": 64, "patience": 15}),
         MethodInfo("bt2", "BT² / OCA orthogonal head", "joint", True, False, True,
-                   "An orthogonal head into old-dim + k dims: the first dims align to the old space "
-                   "for old-gallery search, the k extra dims keep what only the new model knows.",
-                   {"extra_dims": 32, "influence_weight": 1.0, "align_weight": 1.0, "logit_scale": 16.0, "lr": 1e-2}),
+                   "BT² for frozen models: a small learned branch widens the new vector by k dims and an "
+                   "orthogonal layer maps the widened vector; the first old-dim outputs align to the old "
+                   "space for old-gallery search, the rest keep what only the new model knows.",
+                   {"extra_dims": 32, "hidden": 64, "influence_weight": 1.0, "align_weight": 1.0,
+                    "logit_scale": 16.0, "lr": 1e-2, "batch_size": 64, "patience": 15}),
         MethodInfo("fct", "FCT gallery transform", "forward", False, False, True,
                    "Transforms the stored old gallery vectors into the new space (optionally with side "
                    "information), a cheap backfill without re-running the new model on every item.",
@@ -67,7 +72,7 @@ METHODS: dict[str, MethodInfo] = {
         MethodInfo("fusion", "Fusion (old + mapped new query)", "backward", False, False, False,
                    "Scores with a mix of the old query and the mapped new query, mixing weight chosen "
                    "on validation; needs both models at query time but never does worse than today.",
-                   {"base": "affine", "alpha_grid": ALPHA_GRID}),
+                   {"base": "mlp", "alpha_grid": ALPHA_GRID}),
     ]
 }
 ALIASES = {"oca": "bt2"}

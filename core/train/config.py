@@ -108,6 +108,10 @@ def _check(s: dict[str, Any], kind: str) -> None:
     for key in ("rank", "hidden", "extra_dims"):
         if key in s:
             need(isinstance(s[key], int) and s[key] >= 1, key, "a positive integer")
+    if "whiten" in s:
+        need(isinstance(s["whiten"], bool) or s["whiten"] == "auto", "whiten", "'auto', true or false")
+        need(all(isinstance(v, int | float) and v > 0 for v in s["shrink_grid"]) and bool(s["shrink_grid"]),
+             "shrink_grid", "a non-empty list of positive numbers")
     if kind == "auto":
         bad = [c for c in s["candidates"] if canonical_kind(c) not in AUTO_CANDIDATES]
         need(bool(s["candidates"]) and not bad, "candidates", f"a non-empty list from {', '.join(AUTO_CANDIDATES)}")

@@ -10,6 +10,7 @@ seeded RNG, so results are reproducible on the CPU and the caller's RNG is left 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -17,7 +18,13 @@ import torch
 from torch import nn
 
 from core.adapters.base import Adapter
-from core.adapters.closed_form import LinearSolution, procrustes, ridge_path
+from core.adapters.closed_form import (
+    LinearSolution,
+    ProcrustesSolution,
+    procrustes,
+    ridge_path,
+    whitened_procrustes,
+)
 from core.adapters.fusion import FusionAdapter
 from core.adapters.heads import BT2Adapter
 from core.adapters.linear import AffineAdapter, LowRankAdapter, ProcrustesAdapter
@@ -60,7 +67,7 @@ def fit_adapter(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(settings["seed"]))
         if name == "procrustes":
-            result = _fit_procrustes(data, progress)
+            result = _fit_procrustes(data, settings, progress)
         elif name == "affine":
             result = _fit_affine(data, settings, progress, stop)
         elif name == "fusion":
@@ -77,12 +84,29 @@ def _val(adapter: Adapter, data: PairData) -> tuple[float, str]:
     return upgrade_metric(adapter, data.old_val, data.new_val, data.labels_val, data.side_val)
 
 
-def _fit_procrustes(data: PairData, progress: ProgressFn) -> FitResult:
-    adapter = ProcrustesAdapter.from_solution(procrustes(data.new_train, data.old_train)).eval()
-    val, name = _val(adapter, data)
-    progress(1, 1, {"epoch": 0, "step": 1, "val_metric": val, "best_val_metric": val})
-    return FitResult("procrustes", adapter, metrics=[{"epoch": 0.0, "val_metric": val}],
-                     best_val_metric=val, best_epoch=0, val_metric_name=name)
+def _procrustes_candidates(data: PairData, s: dict[str, Any]) -> Iterator[tuple[float, ProcrustesSolution]]:
+    """(whitening shrinkage, solution): 0 = the plain rotation, then the whitened fits asked for."""
+    if s["whiten"] is not True:
+        yield 0.0, procrustes(data.new_train, data.old_train)
+    if s["whiten"] is not False:
+        for shrink in s["shrink_grid"]:
+            yield float(shrink), whitened_procrustes(data.new_train, data.old_train, float(shrink))
+
+
+def _fit_procrustes(data: PairData, s: dict[str, Any], progress: ProgressFn) -> FitResult:
+    """Closed form; with ``whiten`` 'auto' the plain and whitened fits compete on validation
+    (ties go to the plain rotation, listed first)."""
+    result = FitResult("procrustes", None, best_epoch=0)
+    candidates = list(_procrustes_candidates(data, s))
+    for i, (shrink, sol) in enumerate(candidates):
+        adapter = ProcrustesAdapter.from_solution(sol, shrink).eval()
+        val, result.val_metric_name = _val(adapter, data)
+        result.metrics.append({"epoch": 0.0, "whitening": shrink, "val_metric": val})
+        if result.best_val_metric is None or val > result.best_val_metric:
+            result.adapter, result.best_val_metric = adapter, val
+        progress(i + 1, len(candidates), {"epoch": 0, "step": i + 1, "val_metric": val,
+                                          "best_val_metric": result.best_val_metric})
+    return result
 
 
 def _val_mse(adapter: Adapter, data: PairData) -> float:
@@ -146,10 +170,11 @@ def build_for_training(kind: str, data: PairData, s: dict[str, Any]) -> tuple[Ad
         return adapter, BCTObjective(centre, protos, s["influence_weight"], s["logit_scale"]), labels
     if kind == "bt2":
         class_ids, labels = _labels_for(kind, data)
-        adapter = BT2Adapter(data.new_dim, data.old_dim + s["extra_dims"], data.old_dim)
-        adapter.init_from_procrustes(procrustes(new, old))
+        adapter = BT2Adapter(data.new_dim, data.new_dim + s["extra_dims"], data.old_dim, s["hidden"])
+        if not adapter.init_from_linear(_ridge(new, old), new):
+            adapter.init_from_procrustes(procrustes(new, old), new)
         centre, protos = class_prototypes(old, labels, len(class_ids), data.old_classifier, class_ids)
-        objective = BT2Objective(centre, protos, s["extra_dims"], s["influence_weight"],
+        objective = BT2Objective(centre, protos, adapter.extra_dims, s["influence_weight"],
                                  s["align_weight"], s["logit_scale"])
         return adapter, objective, labels
     if kind == "fct":
