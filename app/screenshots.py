@@ -27,6 +27,10 @@ def render_pages(window: object, out: Path) -> list[Path]:
     for key, _title, _target in PAGES:
         page = window.show_page(key)
         QApplication.processEvents()
+        if hasattr(page, "plan_from_form"):  # show a filled plan rather than an empty form
+            page.plan_from_form()
+            window.ctx.jobs.wait(300.0)
+            QApplication.processEvents()
         for plot in page.findChildren(PlotWidget):
             plot.flush()
         QApplication.processEvents()

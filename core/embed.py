@@ -149,3 +149,20 @@ def sample_ids(ids: np.ndarray, size: int | None, seed: int = 0) -> np.ndarray:
     if not size or size >= len(ids):
         return ids
     return np.sort(np.random.default_rng(seed).choice(ids, size=size, replace=False))
+
+
+def embed_recorded(workspace: Any, model_name: str, item_ids: Sequence[int] | np.ndarray, *,
+                   config: dict[str, Any] | None = None, **options: Any) -> dict[str, Any]:
+    """:func:`embed_items` recorded as an ``embed`` run, so a killed embed shows as interrupted.
+
+    The CLI and the app both embed through this; ``config`` adds what the caller chose (split, sample).
+    """
+    from core.jobs import recorded_run
+
+    run_config = {"model": model_name, "items": int(len(item_ids)), **(config or {}),
+                  **{k: str(v) if k == "device" else v for k, v in options.items()
+                     if k in ("batch_size", "chunk_size", "device", "dtype")}}
+    with recorded_run(workspace, "embed", model_name, run_config) as record:
+        info = embed_items(workspace, model_name, item_ids, **options)
+        record["metrics"] = {"vector_set": info["id"], "count": info["count"], "dim": info["dim"]}
+    return info

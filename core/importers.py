@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import csv
 import json
+import math
+import os
+import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -41,13 +44,18 @@ def read_image_folder(root: Path) -> list[dict[str, Any]]:
     if not root.is_dir():
         raise ImportDataError(root, "image import needs a folder with one sub-folder per label")
     records = []
+    inside = root.resolve()
     for label_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         for file in sorted(label_dir.rglob("*")):
             if file.is_file() and file.suffix.lower() in IMAGE_SUFFIXES:
+                target = file.resolve()
+                if not target.is_relative_to(inside):  # a link must not pull in files from elsewhere
+                    raise ImportDataError(file, f"symbolic link to {target}, outside the imported folder {inside}; "
+                                          "copy the file into the folder instead")
                 if file.stat().st_size == 0:
                     raise ImportDataError(file, "image file is empty")
                 records.append({"key": file.relative_to(root).as_posix(), "label": label_dir.name,
-                                "modality": "image", "path": str(file.resolve())})
+                                "modality": "image", "path": str(target)})
     loose = [p.name for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
     if loose:
         raise ImportDataError(root, f"{len(loose)} images lie directly in the folder (e.g. {loose[0]}); "
@@ -108,6 +116,7 @@ def read_jsonl_texts(path: Path, key_col: str = "key", text_col: str = "text",
 def read_vector_file(path: Path, ids_path: Path | None = None) -> tuple[list[str], np.ndarray]:
     """Keys and a float matrix from ``.npz`` (arrays 'ids' and 'vectors') or ``.npy`` + ids text file."""
     try:
+        check_npy_sizes(path)
         if path.suffix.lower() == ".npz":
             with np.load(path, allow_pickle=False) as data:
                 if "vectors" not in data or "ids" not in data:
@@ -118,10 +127,12 @@ def read_vector_file(path: Path, ids_path: Path | None = None) -> tuple[list[str
             if ids_path is None:
                 raise VectorFileError(path, "an .npy vector file needs an id list (--ids FILE, one key a line)")
             keys = [line.strip() for line in Path(ids_path).read_text(encoding="utf-8").splitlines() if line.strip()]
-    except (ValueError, OSError, EOFError) as exc:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
         if isinstance(exc, VectorFileError):
             raise
         raise VectorFileError(path, f"unreadable vector file ({exc})") from exc
+    except MemoryError as exc:
+        raise VectorFileError(path, "too large to load into memory") from exc
     if vectors.dtype.kind not in "fiu":
         raise VectorFileError(path, f"vectors must be numeric, got dtype {vectors.dtype}")
     if vectors.ndim != 2:
@@ -136,6 +147,40 @@ def read_vector_file(path: Path, ids_path: Path | None = None) -> tuple[list[str
     out = vectors.astype(np.float16 if vectors.dtype == np.float16 else np.float32)
     check_finite(out, str(path))
     return keys, out
+
+
+def _npy_data_bytes(fh: BinaryIO) -> tuple[int, int]:
+    """(bytes the .npy header says its data takes, header length) without reading the data."""
+    version = np.lib.format.read_magic(fh)
+    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, _, dtype = read_header(fh, max_header_size=10_000)
+    if np.dtype(dtype).hasobject:  # a pickle, not raw data: np.load refuses it (allow_pickle=False)
+        return 0, fh.tell()
+    return math.prod(int(n) for n in shape) * np.dtype(dtype).itemsize, fh.tell()
+
+
+def check_npy_sizes(path: Path) -> None:
+    """Refuse an .npy (or .npz member) whose header claims more data than the file holds.
+
+    Loading trusts the header's shape and allocates it up front, so a forged or truncated header
+    would otherwise ask for terabytes before noticing the data is missing.
+    """
+    if path.suffix.lower() == ".npz":
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                if info.filename.endswith(".npy"):
+                    with zf.open(info) as fh:
+                        claimed, header = _npy_data_bytes(fh)
+                    if claimed > info.file_size - header:
+                        raise VectorFileError(path, f"member {info.filename} claims {claimed} bytes of data in "
+                                              f"its header but holds {info.file_size - header}")
+        return
+    with open(path, "rb") as fh:
+        claimed, header = _npy_data_bytes(fh)
+        size = os.fstat(fh.fileno()).st_size
+    if claimed > size - header:
+        raise VectorFileError(path, f"the header claims {claimed} bytes of data but the file holds {size - header} "
+                              "(truncated or forged)")
 
 
 def _dupes(keys: list[str]) -> set[str]:
@@ -170,7 +215,9 @@ def import_items(ws: Workspace, path: str | Path, fmt: str | None = None, split:
         r["split"] = split or r.get("split")
         r["source"] = str(src)
     if vectors is not None and model:
-        ws.model(model)  # fail before writing when the model is unknown
+        dim = ws.model(model).get("dim")  # fail before writing when the model is unknown or gives other dims
+        if isinstance(dim, int) and dim > 0 and vectors.shape[1] != dim:
+            raise VectorFileError(src, f"{vectors.shape[1]}-d vectors, but model '{model}' gives {dim}-d vectors")
     with ws.transaction():
         ids = ws.add_items(records, source=str(src))
         vector_set = None

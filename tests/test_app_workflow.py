@@ -86,6 +86,8 @@ def test_open_models_import_embed_train_report_plan_export(qtbot: QtBot, window:
     click(qtbot, gallery.embed_button)
     wait_for_jobs(qtbot, window)
     assert gallery.sets_table.rowCount() == sets_before + 1
+    embeds = [r for r in window.ctx.ws.runs("embed") if r["method"] == "old-mlp"]
+    assert embeds and embeds[-1]["status"] == "completed" and embeds[-1]["metrics"]["count"] == 4
     assert not error_dialogs()
 
     # Train: a trainable method for a few epochs, with the live plot.

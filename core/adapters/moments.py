@@ -8,6 +8,8 @@ the arithmetic is one pass of GEMMs over the data and memory does not grow with 
 
 * Procrustes' scale needs ||S W||²: for in_dim <= out_dim W has orthonormal rows and that equals
   ||S||², an O(N d) sum; only a truncating map (in_dim > out_dim) needs the Gram matrix.
+* Whitened Procrustes (every shrinkage of the grid) needs only Sᵀ T, Sᵀ S and Tᵀ T and two
+  eigendecompositions, where the direct fit recentres and remaps the data once per shrinkage.
 * Blocks are shifted by the first block's mean before accumulating, so the large common mean of
   real embeddings does not cost precision when the moments are centred at the end.
 """
@@ -34,10 +36,11 @@ class PairMoments:
     cross: np.ndarray  # Σ (x − μx)ᵀ (y − μy), in_dim x out_dim
     sq_norm_in: float  # Σ ||x − μx||²
     gram: np.ndarray | None = None  # Σ (x − μx)ᵀ (x − μx), when asked for
+    gram_out: np.ndarray | None = None  # Σ (y − μy)ᵀ (y − μy), when asked for (whitening)
 
 
 def pair_moments(source: np.ndarray, target: np.ndarray, with_gram: bool = False,
-                 block: int = BLOCK_ROWS) -> PairMoments:
+                 block: int = BLOCK_ROWS, with_gram_out: bool = False) -> PairMoments:
     """Accumulate the centred moments over row blocks (arrays or memmaps of any float dtype).
 
     Each block is cast and shifted in one pass into reused float64 buffers; the sums and squared
@@ -54,6 +57,7 @@ def pair_moments(source: np.ndarray, target: np.ndarray, with_gram: bool = False
     sum_y = np.zeros_like(shift_y)
     cross = np.zeros((shift_x.size, shift_y.size))
     gram = np.zeros((shift_x.size, shift_x.size)) if with_gram else None
+    gram_out = np.zeros((shift_y.size, shift_y.size)) if with_gram_out else None
     sq = 0.0
     for start in range(0, n, block):
         m = min(block, n - start)
@@ -68,14 +72,18 @@ def pair_moments(source: np.ndarray, target: np.ndarray, with_gram: bool = False
         else:
             flat = x.reshape(-1)
             sq += float(flat @ flat)
+        if gram_out is not None:
+            gram_out += y.T @ y
     dx, dy = sum_x / n, sum_y / n
     cross -= n * np.outer(dx, dy)
+    if gram_out is not None:
+        gram_out -= n * np.outer(dy, dy)
     if gram is not None:
         gram -= n * np.outer(dx, dx)
         sq = float(np.trace(gram))
     else:
         sq -= n * float(dx @ dx)
-    return PairMoments(n, shift_x + dx, shift_y + dy, cross, max(sq, 0.0), gram)
+    return PairMoments(n, shift_x + dx, shift_y + dy, cross, max(sq, 0.0), gram, gram_out)
 
 
 def procrustes_from_moments(m: PairMoments) -> ProcrustesSolution:
@@ -90,6 +98,52 @@ def procrustes_from_moments(m: PairMoments) -> ProcrustesSolution:
         denom = m.sq_norm_in
     scale = float(sv.sum() / denom) if denom > 0 else 1.0
     return ProcrustesSolution(weight, scale, m.mean_in, m.mean_out)
+
+
+class _Powers:
+    """(C + s·mean(eig C)·I)^p from one eigendecomposition of C, for any shrinkage s and power p
+    (the same matrices as ``closed_form._matrix_power``, without one eigh per call)."""
+
+    def __init__(self, cov: np.ndarray) -> None:
+        evals, self.evecs = np.linalg.eigh(cov)
+        self.evals = np.clip(evals, 0.0, None)
+        self.mean = float(self.evals.mean()) or 1.0
+
+    def __call__(self, shrinkage: float, power: float) -> np.ndarray:
+        return (self.evecs * np.maximum(self.evals + float(shrinkage) * self.mean, 1e-12) ** power) @ self.evecs.T
+
+
+def procrustes_candidates(m: PairMoments, whiten: bool | str, shrink_grid: list[float]) -> Iterator[
+    tuple[float, ProcrustesSolution]
+]:
+    """(shrinkage, solution) as ``core.train.fit`` compares them: 0 = the plain rotation (unless
+    ``whiten`` is True), then one whitened fit per shrinkage (unless ``whiten`` is False); see
+    ``closed_form.whitened_procrustes``. All come from the same moments."""
+    if whiten is not True:
+        yield 0.0, procrustes_from_moments(m)
+    if whiten is False or not shrink_grid:
+        return
+    if m.gram is None or m.gram_out is None:
+        raise ValueError("whitened Procrustes needs both Gram matrices (with_gram and with_gram_out)")
+    cov_s, cov_t = _Powers(m.gram / m.count), _Powers(m.gram_out / m.count)
+    for shrink in shrink_grid:
+        if shrink <= 0:
+            raise ValueError(f"whitening shrinkage must be positive, got {shrink}")
+        white_s = cov_s(shrink, -0.5)
+        u, _, vt = np.linalg.svd(white_s @ m.cross @ cov_t(shrink, -0.5), full_matrices=False)
+        weight = white_s @ u @ vt @ cov_t(shrink, 0.5)
+        yield float(shrink), ProcrustesSolution(weight, 1.0, m.mean_in, m.mean_out)
+
+
+def procrustes_candidates_streamed(source: np.ndarray, target: np.ndarray, whiten: bool | str,
+                                   shrink_grid: list[float], block: int = BLOCK_ROWS) -> list[
+    tuple[float, ProcrustesSolution]
+]:
+    """Drop-in for ``core.train.fit._procrustes_candidates``: one pass over the data for all fits."""
+    whitened = whiten is not False and bool(shrink_grid)
+    with_gram = whitened or source.shape[1] > target.shape[1]
+    m = pair_moments(source, target, with_gram, block, with_gram_out=whitened)
+    return list(procrustes_candidates(m, whiten, shrink_grid))
 
 
 def ridge_path_from_moments(m: PairMoments, relative_lambdas: list[float]) -> Iterator[tuple[float, LinearSolution]]:

@@ -77,7 +77,11 @@ def _train_text(out: dict[str, Any]) -> str:
     else:
         lines.append(f"held-out own-item top-1 of upgraded queries: {_pct(out.get('upgraded_pair_top1'))}")
     for cand in out.get("candidates") or []:
-        lines.append(f"  candidate {cand.get('kind')}: val {cand.get('val_metric')} {cand.get('note', '')}")
+        val = cand.get("val_metric")
+        shown = f"{val:.3f}" if isinstance(val, float) else "n/a"
+        lines.append(f"  candidate {cand.get('kind'):<11} validation top-1 {shown} ({cand.get('status')})")
+    if out.get("reason"):
+        lines.append(out["reason"])
     lines.append(f"adapter #{out['adapter_id']}: {out['adapter_path']}")
     return "\n".join(lines)
 

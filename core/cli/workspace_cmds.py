@@ -138,17 +138,13 @@ def cmd_model_list(args: argparse.Namespace) -> Result:
 
 
 def cmd_embed(args: argparse.Namespace) -> Result:
-    from core.embed import embed_items, sample_ids
-    from core.jobs import recorded_run
+    from core.embed import embed_recorded, sample_ids
 
     with Workspace.open(args.workspace) as ws:
         ids = sample_ids(ws.item_ids(args.split), args.sample, args.seed)
-        config = {"model": args.model, "split": args.split, "sample": args.sample, "items": len(ids),
-                  "batch_size": args.batch_size, "device": args.device}
-        with recorded_run(ws, "embed", args.model, config) as record:  # a killed embed shows as interrupted
-            info = embed_items(ws, args.model, ids, batch_size=args.batch_size, device=args.device,
-                               on_progress=StderrProgress(f"embed {args.model}"))
-            record["metrics"] = {"vector_set": info["id"], "count": info["count"]}
+        info = embed_recorded(ws, args.model, ids, config={"split": args.split, "sample": args.sample},
+                              batch_size=args.batch_size, device=args.device,
+                              on_progress=StderrProgress(f"embed {args.model}"))
     data = {"model": args.model, "vector_set": info["id"], "count": info["count"], "dim": info["dim"],
             "path": info["path"]}
     return data, f"embedded {info['count']} items with {args.model} (dim {info['dim']}) -> {info['path']}"

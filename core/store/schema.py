@@ -83,7 +83,10 @@ def current_version(db: sqlite_utils.Database) -> int:
 
 def migrate(db: sqlite_utils.Database, source: str) -> int:
     """Bring ``db`` to SCHEMA_VERSION, one transaction per step; returns the final version."""
-    version = current_version(db)
+    try:
+        version = current_version(db)
+    except ValueError as exc:  # a damaged or hand-edited meta row
+        raise SchemaVersionError(f"{source}: unknown workspace schema version ({exc})") from exc
     if version > SCHEMA_VERSION:
         raise SchemaVersionError(
             f"{source}: workspace schema version {version} is newer than this Embridge "

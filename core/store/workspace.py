@@ -9,6 +9,7 @@ sharing one open workspace take turns, so their transactions never interleave.
 
 from __future__ import annotations
 
+import os
 import shutil
 import sqlite3
 import threading
@@ -25,6 +26,7 @@ import sqlite_utils
 from core.errors import (
     ImportDataError,
     IntegrityError,
+    SchemaVersionError,
     StoreError,
     VectorFileError,
     WorkspaceBusyError,
@@ -46,6 +48,24 @@ DB_NAME = "embridge.db"
 ITEM_FIELDS = ("key", "label", "split", "source", "modality", "text", "path", "metadata")
 ROLES = ("old", "new", "other")
 TEMP_MAX_AGE_S = 3600  # older temp files belong to a writer that died, not one still running
+BUSY_TIMEOUT_ENV = "EMBRIDGE_BUSY_TIMEOUT"
+DEFAULT_BUSY_TIMEOUT_S = 10.0
+
+
+def resolve_busy_timeout(seconds: float | None) -> float:
+    """How long a writer waits for another process's write: the argument, else the env var, else 10 s."""
+    if seconds is not None:
+        return float(seconds)
+    raw = os.environ.get(BUSY_TIMEOUT_ENV, "").strip()
+    if not raw:
+        return DEFAULT_BUSY_TIMEOUT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:  # also refuses NaN
+        raise StoreError(f"{BUSY_TIMEOUT_ENV}: expected a number of seconds (0 or more), got '{raw}'")
+    return value
 
 
 class Workspace(RecordsMixin):
@@ -58,34 +78,39 @@ class Workspace(RecordsMixin):
 
     # -- opening ----------------------------------------------------------------------------
     @classmethod
-    def create(cls, path: str | Path, busy_timeout: float = 10.0) -> Workspace:
+    def create(cls, path: str | Path, busy_timeout: float | None = None) -> Workspace:
         root = Path(path)
         if (root / DB_NAME).exists():
             raise StoreError(f"{root}: a workspace already exists here")
         if root.exists() and any(p for p in root.iterdir() if not p.name.startswith(".")):
             raise StoreError(f"{root}: folder is not empty; choose an empty or new folder")
         root.mkdir(parents=True, exist_ok=True)
-        return cls._connect(root, busy_timeout)
+        return cls._connect(root, busy_timeout, create=True)
 
     @classmethod
-    def open(cls, path: str | Path, busy_timeout: float = 10.0) -> Workspace:
+    def open(cls, path: str | Path, busy_timeout: float | None = None) -> Workspace:
+        """Open an existing workspace; ``busy_timeout`` (seconds) defaults to ``$EMBRIDGE_BUSY_TIMEOUT`` or 10."""
         root = Path(path)
         if not (root / DB_NAME).is_file():
             raise StoreError(f"{root}: not an Embridge workspace (no {DB_NAME}); run 'embridge init' first")
-        return cls._connect(root, busy_timeout)
+        return cls._connect(root, busy_timeout, create=False)
 
     @classmethod
-    def open_or_create(cls, path: str | Path, busy_timeout: float = 10.0) -> Workspace:
+    def open_or_create(cls, path: str | Path, busy_timeout: float | None = None) -> Workspace:
         root = Path(path)
         return cls.open(root, busy_timeout) if (root / DB_NAME).exists() else cls.create(root, busy_timeout)
 
     @classmethod
-    def _connect(cls, root: Path, busy_timeout: float) -> Workspace:
+    def _connect(cls, root: Path, busy_timeout: float | None, create: bool) -> Workspace:
         db_path = root / DB_NAME
-        conn = sqlite3.connect(str(db_path), timeout=busy_timeout, check_same_thread=False)
+        conn = sqlite3.connect(str(db_path), timeout=resolve_busy_timeout(busy_timeout), check_same_thread=False)
         try:
             db = sqlite_utils.Database(conn)
             db.execute("PRAGMA foreign_keys=ON")
+            tables = db.table_names()  # checked before anything is written to the file
+            if not create and tables and "meta" not in tables:  # (no tables at all: a create that was cut short)
+                raise SchemaVersionError(f"{db_path}: not an Embridge workspace database (it holds tables but no "
+                                         "Embridge schema; made by another program?); Embridge leaves it untouched")
             if db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
                 db.enable_wal()
             migrate(db, str(db_path))
@@ -299,6 +324,10 @@ class Workspace(RecordsMixin):
                           name: str | None = None, resume_key: str | None = None) -> VectorSetWriter:
         """A resumable chunk writer; ``commit()`` registers the set. See core.store.vectors."""
         model_row = self.model(model)
+        expected = model_row.get("dim")
+        if dim > 0 and isinstance(expected, int) and expected > 0 and dim != expected:
+            raise VectorFileError(f"vectors of model '{model}'", f"{dim}-d vectors, but the model gives "
+                                  f"{expected}-d vectors")
         self.check_item_ids(item_ids)
         set_name = name or "vectors"
         key = resume_key or f"{model}-{set_name}"

@@ -84,7 +84,7 @@ def train_run(ws: Workspace, method: str, old: str | None = None, new: str | Non
         record["metrics"] = {k: v for k, v in summary.items() if k not in ("candidates",)}
         record["metrics"]["candidates"] = result.candidates
         record["status"] = "cancelled" if result.status == "cancelled" else "completed"
-        record["error"] = result.reason or None
+        record["error"] = result.reason or None if result.status == "cancelled" else None
     return summary
 
 

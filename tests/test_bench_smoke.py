@@ -1,0 +1,90 @@
+"""The benchmark suite runs end to end at toy sizes and writes complete results (no timing asserted)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+AREAS = ("fit", "train", "search", "apply", "desktop")
+ROW_KEYS = {"name", "unit", "measured", "floor", "floor_name", "ratio", "target", "passed", "note", "details"}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("bench")
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+           "EMBRIDGE_CONFIG_DIR": str(out / "config")}
+    proc = subprocess.run([sys.executable, "-m", "bench.run_all", "--tiny", "--out", str(out / "results"),
+                           "--work-dir", str(out)], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out / "results"
+
+
+def _load(folder: Path, area: str) -> dict:
+    return json.loads((folder / f"{area}.json").read_text())
+
+
+@pytest.mark.slow
+def test_every_area_writes_valid_results(tiny_run: Path) -> None:
+    for area in AREAS:
+        result = _load(tiny_run, area)
+        assert result["area"] == area and result["tiny"] is True and "error" not in result
+        machine = result["machine"]
+        for key in ("cpu_model", "usable_cpus", "memory_gb", "numpy", "torch", "faiss", "gpu"):
+            assert machine[key] not in (None, ""), (area, key)
+        assert result["rows"], area
+        for row in result["rows"]:
+            assert set(row) == ROW_KEYS, (area, row["name"])
+            if row["measured"] is not None and row["floor"]:
+                assert row["ratio"] == pytest.approx(row["measured"] / row["floor"])
+            if row["target"] is not None and row["measured"] is not None and row["floor"] is not None:
+                assert isinstance(row["passed"], bool), (area, row["name"])
+
+
+@pytest.mark.slow
+def test_results_hold_real_measurements(tiny_run: Path) -> None:
+    fit = {r["name"]: r for r in _load(tiny_run, "fit")["rows"]}
+    streamed = [r for name, r in fit.items() if "streamed" in name]
+    assert len(streamed) == 2 and all(r["measured"] > 0 and r["floor"] > 0 for r in streamed)
+
+    train = _load(tiny_run, "train")["rows"]
+    kinds = {r["name"].split(" ")[0] for r in train if r["measured"] is not None}
+    assert kinds == {"lowrank", "mlp", "bct", "bt2", "fct"}
+    gpu_rows = [r for r in train if "GPU" in r["name"] or "cuda" in r["name"]]
+    assert gpu_rows, "a GPU row is always present: measured on a GPU, or saying why not"
+    for r in gpu_rows:
+        assert r["measured"] is not None or r["note"] == "no GPU available in this run"
+
+    search = {r["name"]: r for r in _load(tiny_run, "search")["rows"]}
+    agree = next(r for name, r in search.items() if name.startswith("exact ids, core vs raw faiss"))
+    assert agree["measured"] >= 0.99  # the same exact index on the same vectors
+    recalls = [r["measured"] for name, r in search.items() if name.startswith("IVF recall")]
+    assert len(recalls) == 2 and all(0.5 < x <= 1.0 for x in recalls)
+    assert all(r["measured"] > 0 for name, r in search.items() if "peak memory" in name)
+
+    apply = {r["name"]: r for r in _load(tiny_run, "apply")["rows"]}
+    fast = [r for name, r in apply.items() if "fast_apply (numpy" in name]
+    assert len(fast) == 2 and all(r["details"]["max_abs_diff_vs_generic"] < 1e-3 for r in fast)
+
+    desktop = _load(tiny_run, "desktop")["rows"]
+    launch = [r for r in desktop if r["name"].startswith("launch")]
+    assert launch and all(r["measured"] is not None and r["measured"] > 0 for r in launch)
+    stalls = [r for r in desktop if "stall" in r["name"]]
+    assert len(stalls) == 3 and all(r["measured"] is not None for r in stalls)
+
+
+@pytest.mark.slow
+def test_document_lists_machine_and_every_area(tiny_run: Path) -> None:
+    text = (tiny_run / "performance.md").read_text()
+    assert "## Machine" in text and "CPU:" in text and "torch" in text and "faiss" in text
+    for title in ("Closed-form fits", "Training throughput", "Report search", "Adapter application",
+                  "Desktop responsiveness"):
+        assert f"## {title}" in text
+    assert text.count("| Benchmark |") == len(AREAS)

@@ -1,0 +1,284 @@
+"""``kill -9`` of the command line in the middle of embed, train, report and bundle export.
+
+Each test starts ``python -m core.cli.main ...`` on a copy of the demo workspace, waits until the
+command is demonstrably mid-work (a chunk recorded in the embed's progress file, a training epoch
+or report stage printed on stderr while its run row says 'running', the export's staging folder
+beside the destination) and sends SIGKILL. Afterwards the workspace opens and passes SQLite's
+integrity check, every registered vector set, adapter, report and bundle has its files (and the
+checksummed ones verify), nothing of the killed job is registered, ``embridge runs --json`` shows
+the job as interrupted, and resuming or rerunning gives the result of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import re
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from core.cli.main import main
+from core.store import Workspace
+from core.store.files import TMP_PREFIX
+
+REPO = Path(__file__).resolve().parent.parent
+HEADLINE = ("old_old_top1", "new_new_top1", "upgraded_top1", "gain_retained")
+
+
+class Child:
+    """A CLI process whose stderr lines are collected as they arrive."""
+
+    def __init__(self, args: list[str]) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "core.cli.main", *args], cwd=REPO,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append(line.rstrip("\n"))
+
+    def wait_until(self, condition: Callable[[], bool], what: str, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if self.proc.poll() is not None:
+                self._reader.join(5)
+                raise AssertionError(f"the command ended (status {self.proc.returncode}) before {what}: "
+                                     + "\n".join(self.lines[-5:]))
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            time.sleep(0.005)
+
+    def kill(self) -> None:
+        os.kill(self.proc.pid, signal.SIGKILL)
+        assert self.proc.wait(timeout=30) == -signal.SIGKILL  # killed, not finished on its own
+        self._reader.join(5)
+
+
+@pytest.fixture
+def started() -> Iterator[list[Child]]:
+    """Children started by a test; any still running at the end are killed."""
+    children: list[Child] = []
+    yield children
+    for child in children:
+        if child.proc.poll() is None:
+            child.kill()
+
+
+def _start(children: list[Child], args: list[str]) -> Child:
+    child = Child(args)
+    children.append(child)
+    return child
+
+
+def _cli_json(capsys: pytest.CaptureFixture[str], args: list[str]) -> tuple[dict[str, Any], str]:
+    capsys.readouterr()
+    code = main([*args, "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    return json.loads(out), err
+
+
+def _runs(capsys: pytest.CaptureFixture[str], ws: Path, kind: str) -> list[dict[str, Any]]:
+    return _cli_json(capsys, ["runs", "-w", str(ws), "--kind", kind])[0]["runs"]
+
+
+def _running(ws: Path, kind: str) -> bool:
+    """A run of ``kind`` is recorded as running (read through a connection of our own)."""
+    conn = sqlite3.connect(ws / "embridge.db", timeout=5)
+    try:
+        return conn.execute("select count(*) from runs where kind = ? and status = 'running'", [kind]).fetchone()[0] > 0
+    finally:
+        conn.close()
+
+
+def _assert_consistent(root: Path) -> None:
+    """Opens, passes integrity_check; every registered object has intact files; no stray files."""
+    with Workspace.open(root) as ws:
+        assert ws.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        registered = set()
+        for info in ws.vector_sets():
+            ws.open_vector_set(info["id"])  # raises on a missing, short or changed file
+            registered |= {ws.root / info["file"], ws.root / info["ids_file"]}
+        stored = {p for p in (root / "vectors").rglob("*") if p.is_file() and ".partial" not in p.parts}
+        assert stored == registered
+        adapters = {ws.adapter_path(a["id"]) for a in ws.adapters()}  # verifies each file's sha256
+        assert {p for p in (root / "adapters").iterdir() if not p.name.startswith(TMP_PREFIX)} == adapters
+        for report in ws.reports():
+            assert (root / report["json_file"]).is_file() and (root / report["html_file"]).is_file()
+        for bundle in ws.bundles():
+            assert Path(bundle["path"]).exists()
+
+
+def _copy(source: Path, target: Path) -> Path:
+    shutil.copytree(source, target)
+    return target
+
+
+# -- embed ------------------------------------------------------------------------------------
+EXTRA = 6000  # items beyond one embedding chunk, so a killed run leaves a recorded chunk behind
+
+
+def _add_array_items(root: Path) -> None:
+    """Items the old model (8x8 pixel input) can embed from values stored in the database."""
+    values = np.random.default_rng(5).random((EXTRA, 64)).astype(np.float32)
+    with Workspace.open(root) as ws:
+        ws.add_items([{"key": f"extra-{i:05d}", "modality": "array", "split": "extra", "label": str(i % 10),
+                       "metadata": {"array": values[i].tolist()}} for i in range(EXTRA)])
+
+
+def _partial_rows(root: Path) -> int:
+    rows = 0
+    for state in (root / "vectors" / ".partial").glob("embed-*.json"):
+        rows = max(rows, json.loads(state.read_text())["done_rows"])
+    return rows
+
+
+def test_kill_during_embed_then_resume_gives_identical_vectors(
+        demo_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], started: list[Child]) -> None:
+    from core.embed import embed_items
+
+    chunk = inspect.signature(embed_items).parameters["chunk_size"].default
+    assert EXTRA > chunk
+    _add_array_items(demo_copy)
+    reference_ws = _copy(demo_copy, tmp_path / "reference")
+    with Workspace.open(demo_copy) as ws:
+        sets_before = [s["id"] for s in ws.vector_sets()]
+    args = ["embed", "-w", str(demo_copy), "--model", "old-mlp", "--split", "extra", "--batch-size", "32",
+            "--device", "cpu"]
+    child = _start(started, args)
+    child.wait_until(lambda: (demo_copy / "vectors" / ".partial").is_dir() and _partial_rows(demo_copy) >= chunk,
+                     "the first chunk was recorded")
+    child.kill()
+
+    (run,) = _runs(capsys, demo_copy, "embed")
+    assert run["status"] == "interrupted"
+    _assert_consistent(demo_copy)
+    with Workspace.open(demo_copy) as ws:
+        assert [s["id"] for s in ws.vector_sets()] == sets_before  # the killed set is not registered
+
+    resumed, err = _cli_json(capsys, args)
+    assert f"resumed_from={chunk}" in err  # continued after the recorded chunk instead of starting over
+    reference, _ = _cli_json(capsys, [*args[:2], str(reference_ws), *args[3:]])
+    assert resumed["count"] == reference["count"] == EXTRA
+    with Workspace.open(demo_copy) as ws, Workspace.open(reference_ws) as ref:
+        ids = ws.item_ids("extra")
+        assert ids.tolist() == ref.item_ids("extra").tolist()
+        np.testing.assert_array_equal(ws.vectors_for("old-mlp", ids), ref.vectors_for("old-mlp", ids))
+        assert ws.vector_set(resumed["vector_set"])["sha256"] == ref.vector_set(reference["vector_set"])["sha256"]
+    assert [r["status"] for r in _runs(capsys, demo_copy, "embed")] == ["interrupted", "completed"]
+    _assert_consistent(demo_copy)
+
+
+# -- train ------------------------------------------------------------------------------------
+def test_kill_during_train_then_rerun_gives_the_same_heldout_numbers(
+        demo_copy: Path, demo_workspace_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        started: list[Child]) -> None:
+    args = ["train", "-w", str(demo_copy), "--method", "mlp", "--epochs", "500", "--device", "cpu", "--seed", "3"]
+    child = _start(started, args)
+    child.wait_until(lambda: any(re.match(r"train mlp: \d+/\d+ .*epoch=1 ", line) for line in child.lines),
+                     "the first epoch was reported")
+    assert _running(demo_copy, "train")
+    child.kill()
+
+    (run,) = _runs(capsys, demo_copy, "train")
+    assert run["status"] == "interrupted" and run["method"] == "mlp"
+    _assert_consistent(demo_copy)
+    with Workspace.open(demo_copy) as ws:
+        assert ws.adapters() == []  # no adapter of the killed run
+
+    rerun, _ = _cli_json(capsys, args)
+    reference_ws = _copy(demo_workspace_path, tmp_path / "reference")
+    reference, _ = _cli_json(capsys, [*args[:2], str(reference_ws), *args[3:]])
+    assert {k: rerun[k] for k in HEADLINE} == {k: reference[k] for k in HEADLINE}
+    assert rerun["epochs_run"] == reference["epochs_run"] > 1
+    assert rerun["upgraded_top1"] > rerun["old_old_top1"]  # a real, useful result, not an empty one
+    assert [r["status"] for r in _runs(capsys, demo_copy, "train")] == ["interrupted", "completed"]
+    _assert_consistent(demo_copy)
+
+
+# -- report and bundle export -------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def trained(demo_workspace_path: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
+    """The demo workspace with one completed (closed-form) training run."""
+    from core.train.runs import train_run
+
+    root = _copy(demo_workspace_path, tmp_path_factory.mktemp("trained") / "ws")
+    with Workspace.open(root) as ws:
+        run_id = train_run(ws, "procrustes", device="cpu")["run_id"]
+    return root, run_id
+
+
+def test_kill_during_report_then_rerun_gives_the_same_report(
+        trained: tuple[Path, int], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        started: list[Child]) -> None:
+    ws_path, run_id = _copy(trained[0], tmp_path / "ws"), trained[1]
+    reports_before = sorted(p.name for p in (ws_path / "reports").iterdir())
+    args = ["report", "-w", str(ws_path), "--run", str(run_id), "--bootstrap", "200"]
+    child = _start(started, args)
+    child.wait_until(lambda: any(line.startswith("report: ") for line in child.lines) and _running(ws_path, "report"),
+                     "the report's first stage was reported")
+    child.kill()
+
+    (run,) = _runs(capsys, ws_path, "report")
+    assert run["status"] == "interrupted"
+    _assert_consistent(ws_path)
+    with Workspace.open(ws_path) as ws:
+        assert ws.reports() == []
+    leftovers = [p.name for p in (ws_path / "reports").iterdir() if p.name not in reports_before]
+    assert all(name.startswith(TMP_PREFIX) for name in leftovers), leftovers  # only the scratch folder
+
+    rerun, _ = _cli_json(capsys, args)
+    reference_ws = _copy(trained[0], tmp_path / "reference")
+    reference, _ = _cli_json(capsys, [*args[:2], str(reference_ws), *args[3:]])
+    for key in (*HEADLINE, "arr", "negative_flip_rate", "positive_flip_rate", "cells", "backfill_areas"):
+        assert rerun[key] == reference[key], key
+    assert Path(rerun["report_json"]).is_file() and Path(rerun["report_html"]).is_file()
+    _assert_consistent(ws_path)
+
+
+def test_kill_during_bundle_export_then_rerun_gives_a_verified_bundle(
+        trained: tuple[Path, int], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        started: list[Child]) -> None:
+    from core.bundle import verify_bundle
+
+    ws_path, run_id = _copy(trained[0], tmp_path / "ws"), trained[1]
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    out = out_dir / "upgrade.zip"
+    args = ["bundle", "export", "-w", str(ws_path), "--run", str(run_id), "--out", str(out)]
+    child = _start(started, args)
+    child.wait_until(lambda: any(out_dir.iterdir()), "the export's staging folder appeared")
+    child.kill()
+
+    assert not out.exists()  # never a half bundle under the final name
+    assert all(p.name.startswith(TMP_PREFIX) for p in out_dir.iterdir())
+    (run,) = _runs(capsys, ws_path, "export")
+    assert run["status"] == "interrupted"
+    _assert_consistent(ws_path)
+    with Workspace.open(ws_path) as ws:
+        assert ws.bundles() == []
+
+    rerun, _ = _cli_json(capsys, args)
+    reference, _ = _cli_json(capsys, [*args[:6], "--out", str(tmp_path / "reference.zip")])
+    assert verify_bundle(out)["files_checked"] == verify_bundle(tmp_path / "reference.zip")["files_checked"]
+    for name in ("probes/inputs.npy", "probes/outputs.npy"):
+        assert rerun["manifest"]["files"][name] == reference["manifest"]["files"][name]
+    assert rerun["manifest"]["metrics"] == reference["manifest"]["metrics"]
+    with Workspace.open(ws_path) as ws:
+        assert [Path(b["path"]) for b in ws.bundles()] == [out.resolve(), (tmp_path / "reference.zip").resolve()]
+    assert [r["status"] for r in _runs(capsys, ws_path, "export")] == ["interrupted", "completed", "completed"]
+    _assert_consistent(ws_path)

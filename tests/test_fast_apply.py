@@ -1,0 +1,51 @@
+"""The numpy path for linear adapters gives the generic path's vectors, and only for linear kinds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from core.adapters import AffineAdapter, MLPAdapter, ProcrustesAdapter, adapt_queries
+from core.adapters.closed_form import procrustes, ridge_path
+from core.adapters.fast_apply import apply_linear, fast_adapt_queries, linear_map
+from core.synthetic import rotation_pair
+
+
+@pytest.fixture(scope="module")
+def pair():
+    return rotation_pair(800, 32, 24, noise=0.05, seed=2, mean_norm=3.0)
+
+
+def _adapters(pair) -> list:
+    proc = ProcrustesAdapter.from_solution(procrustes(pair.new, pair.old)).eval()
+    aff = AffineAdapter.from_solution(next(ridge_path(pair.new, pair.old, [1e-3]))[1], 1e-3).eval()
+    return [proc, aff]
+
+
+def test_folded_map_matches_the_torch_module(pair, tmp_path) -> None:
+    queries = np.random.default_rng(5).normal(size=(5_000, 32)).astype(np.float32) + 1.0
+    np.save(tmp_path / "q.npy", queries)
+    for adapter in _adapters(pair):
+        m = linear_map(adapter)
+        assert m is not None and m.weight.dtype == np.float32 and m.weight.flags.c_contiguous
+        expected = adapt_queries(adapter, queries)
+        got = apply_linear(m, queries, block=777)
+        assert got.dtype == np.float32 and got.shape == (5_000, 24)
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+        from_disk = fast_adapt_queries(adapter, np.load(tmp_path / "q.npy", mmap_mode="r"))
+        np.testing.assert_array_equal(from_disk, apply_linear(m, queries))
+
+
+def test_other_kinds_take_the_generic_path(pair) -> None:
+    mlp = MLPAdapter(32, 24, hidden=16).eval()
+    assert linear_map(mlp) is None
+    x = pair.new[:50]
+    np.testing.assert_array_equal(fast_adapt_queries(mlp, x), adapt_queries(mlp, x))
+
+
+def test_shapes_are_checked_and_empty_input_works(pair) -> None:
+    m = linear_map(_adapters(pair)[0])
+    assert m is not None
+    with pytest.raises(ValueError, match="dim 32"):
+        apply_linear(m, np.zeros((3, 31), np.float32))
+    assert apply_linear(m, np.zeros((0, 32), np.float32)).shape == (0, 24)

@@ -1,0 +1,67 @@
+"""NpyRows reads .npy rows with plain file reads and serves search exactly as a memmap does."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from core.errors import VectorFileError
+from core.report.npy_rows import NpyRows
+from core.report.search import SearchConfig, search
+from core.retrieval import l2_normalize
+
+
+@pytest.fixture
+def matrix(tmp_path):
+    data = np.random.default_rng(0).normal(size=(70_001, 5)).astype(np.float32)
+    path = tmp_path / "m.npy"
+    np.save(path, data)
+    return path, data
+
+
+def test_slices_rows_and_index_arrays(matrix) -> None:
+    path, data = matrix
+    with NpyRows(path) as rows:
+        assert rows.shape == data.shape and len(rows) == 70_001 and rows.dtype == np.float32
+        np.testing.assert_array_equal(rows[3:66_000], data[3:66_000])
+        np.testing.assert_array_equal(rows[-4:], data[-4:])
+        np.testing.assert_array_equal(rows[::9_999], data[::9_999])
+        np.testing.assert_array_equal(rows[7], data[7])
+        assert rows[10:10].shape == (0, 5)
+        idx = np.random.default_rng(1).choice(70_001, 3_000, replace=False)  # unsorted, spans blocks
+        np.testing.assert_array_equal(rows[idx], data[idx])
+        mask = np.zeros(70_001, bool)
+        mask[[0, 65_536, 70_000]] = True
+        np.testing.assert_array_equal(rows[mask], data[mask])
+        with pytest.raises(IndexError):
+            rows[np.array([70_001])]
+
+
+def test_bad_files_name_the_file(tmp_path, matrix) -> None:
+    path, _ = matrix
+    cut = tmp_path / "cut.npy"
+    cut.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(VectorFileError, match="truncated"):
+        NpyRows(cut)
+    fortran = tmp_path / "f.npy"
+    np.save(fortran, np.asfortranarray(np.ones((4, 3), np.float32)))
+    with pytest.raises(VectorFileError, match="f.npy"):
+        NpyRows(fortran)
+    text = tmp_path / "t.npy"
+    text.write_text("not an array")
+    with pytest.raises(VectorFileError, match="header"):
+        NpyRows(text)
+
+
+@pytest.mark.parametrize("method", ["exact", "ivf"])
+def test_search_gives_the_memmap_results(tmp_path, method: str) -> None:
+    gallery = l2_normalize(np.random.default_rng(2).normal(size=(6_000, 16)))
+    np.save(tmp_path / "g.npy", gallery)
+    queries = gallery[:300] + 0.05
+    config = SearchConfig(method=method, nlist=40, add_chunk=1_000)
+    ref_idx, ref_scores, ref_info = search(queries, np.load(tmp_path / "g.npy", mmap_mode="r"), 5, config=config)
+    with NpyRows(tmp_path / "g.npy") as rows:
+        idx, scores, info = search(queries, rows, 5, config=config)
+    np.testing.assert_array_equal(idx, ref_idx)
+    np.testing.assert_array_equal(scores, ref_scores)
+    assert info.recall_vs_exact == ref_info.recall_vs_exact
