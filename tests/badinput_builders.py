@@ -67,24 +67,9 @@ def state_checkpoint(path: Path, config: dict | None = None, nan: bool = False) 
 
 
 def scripted(path: Path, mode: str = "ok") -> Path:
-    import torch
+    from odd_models import scripted_model
 
-    class Odd(torch.nn.Module):
-        def __init__(self, mode: str) -> None:
-            super().__init__()
-            self.mode = mode
-            self.layer = torch.nn.Linear(8, 4)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            y = self.layer(x)
-            if self.mode == "3d":
-                return y.unsqueeze(1)
-            if self.mode == "inf":
-                return y + float("inf")
-            return y
-
-    torch.jit.save(torch.jit.script(Odd(mode)), str(path))
-    return path
+    return scripted_model(path, mode)
 
 
 def truncated(path: Path) -> Path:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
 import torch
+from train_fixtures import one_torch_thread  # noqa: F401 (autouse fixture)
 
 from core.adapters import (
     METHODS,
@@ -25,15 +24,6 @@ from core.synthetic import class_structured_pair
 from core.train import PairData, allowed_settings, fit_adapter
 
 KINDS = ["procrustes", "affine", "lowrank", "mlp", "bct", "bt2", "fct", "fusion"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    """These problems are tiny: one thread avoids thread overhead on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from odd_models import scripted_model
 
 from core.errors import CheckpointError
 from core.models import build_model, describe_model, save_checkpoint
@@ -25,25 +26,6 @@ class _TouchOnLoad:
 
     def __reduce__(self) -> tuple:
         return (pathlib.Path.touch, (pathlib.Path(self.marker),))
-
-
-class _Output(torch.nn.Module):
-    """A vector model whose output is deliberately wrong in the way ``mode`` says."""
-
-    def __init__(self, mode: str) -> None:
-        super().__init__()
-        self.mode = mode
-        self.layer = torch.nn.Linear(8, 4)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.layer(x)
-        if self.mode == "3d":
-            return y.unsqueeze(1)
-        if self.mode == "nan":
-            return y * float("nan")
-        if self.mode == "inf":
-            return y + float("inf")
-        return y[:1]  # "rows": one row whatever the batch
 
 
 def _script(module: torch.nn.Module, path: Path) -> Path:
@@ -141,7 +123,7 @@ def test_wrong_input_shape_says_what_the_model_takes(tmp_path: Path) -> None:
     ("rows", r"returned 1 rows for a batch of 2"),
 ])
 def test_bad_outputs_are_caught_by_the_probe(tmp_path: Path, mode: str, message: str) -> None:
-    path = _script(_Output(mode), tmp_path / f"{mode}.ts")
+    path = scripted_model(tmp_path / f"{mode}.ts", mode)
     with pytest.raises(CheckpointError, match=rf"{mode}\.ts: the model {message}"):
         describe_model(path)
 

@@ -2,31 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import torch
+from train_fixtures import one_torch_thread, small_labelled_pairs  # noqa: F401 (autouse fixture)
 
 from core.adapters import METHODS
-from core.synthetic import class_structured_pair
 from core.train import PairData, fit_adapter
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    """These problems are tiny: one thread avoids thread overhead on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
 def data() -> PairData:
-    pair = class_structured_pair(800, 8, 16, 24, 4, seed=2)
-    tr, va = pair.splits((0.75, 0.25), seed=0)
-    return PairData(tr.old, tr.new, va.old, va.new, tr.labels, va.labels)
+    return small_labelled_pairs(2)
 
 
 def test_auto_with_labels_picks_the_best_validation_score(data: PairData) -> None:

@@ -8,12 +8,11 @@ old/old was at least +0.06 for the maps, +0.11 for bt2, +0.15 for bct, +0.17 for
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pytest
-import torch
+from train_fixtures import one_torch_thread  # noqa: F401 (autouse fixture)
 
 from core.synthetic import class_structured_pair
 from core.train import FitResult, PairData, allowed_settings, evaluate_heldout, fit_adapter
@@ -21,13 +20,6 @@ from core.train import FitResult, PairData, allowed_settings, evaluate_heldout, 
 NEW_TO_OLD = ["procrustes", "affine", "lowrank", "mlp", "bct", "bt2", "fusion"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    """These problems are tiny: one thread avoids thread overhead on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 SETTINGS = {"epochs": 10, "device": "cpu", "hidden": 128, "seed": 0}
 
 

@@ -2,33 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from train_fixtures import one_torch_thread, small_labelled_pairs  # noqa: F401 (autouse fixture)
 
 from core.errors import DeviceError, InputError, TrainingError
-from core.synthetic import class_structured_pair
 from core.train import FitConfig, PairData, fit_adapter, upgrade_metric
 from core.train.objectives import PairObjective
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    """These problems are tiny: one thread avoids thread overhead on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def data() -> PairData:
-    pair = class_structured_pair(800, 8, 16, 24, 4, seed=1)
-    tr, va = pair.splits((0.75, 0.25), seed=0)
-    return PairData(tr.old, tr.new, va.old, va.new, tr.labels, va.labels)
+    return small_labelled_pairs(1)
 
 
 def _val(result: Any, data: PairData) -> float:

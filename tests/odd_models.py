@@ -1,0 +1,34 @@
+"""Tiny TorchScript embedders whose output is deliberately wrong, for bad-checkpoint tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+
+class OddOutput(torch.nn.Module):
+    """A vector model (8 -> 4) whose output is wrong in the way ``mode`` says ('ok' is correct)."""
+
+    def __init__(self, mode: str = "ok") -> None:
+        super().__init__()
+        self.mode = mode
+        self.layer = torch.nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.layer(x)
+        if self.mode == "3d":
+            return y.unsqueeze(1)
+        if self.mode == "nan":
+            return y * float("nan")
+        if self.mode == "inf":
+            return y + float("inf")
+        if self.mode == "rows":
+            return y[:1]  # one row whatever the batch
+        return y
+
+
+def scripted_model(path: Path, mode: str = "ok") -> Path:
+    """Save an :class:`OddOutput` as TorchScript at ``path``."""
+    torch.jit.save(torch.jit.script(OddOutput(mode)), str(path))
+    return path
