@@ -48,10 +48,9 @@ def machine_lines(m: dict[str, Any]) -> list[str]:
     return [
         f"- CPU: {m.get('cpu_model')} — {m.get('usable_cpus')} usable of {m.get('logical_cpus')} logical cores",
         f"- Memory: {m.get('memory_gb')} GB; OS: {m.get('os')}",
-        f"- Python {m.get('python')}, numpy {m.get('numpy')}, torch {m.get('torch')} "
-        f"({m.get('torch_threads')} threads), faiss {m.get('faiss')}",
+        f"- Python {m.get('python')}, numpy {m.get('numpy')}, torch {m.get('torch')}, faiss {m.get('faiss')}",
         f"- GPU: {m.get('gpu')}",
-        f"- Load average when the area finished: {', '.join(fmt(x) for x in m.get('load_average') or [])}",
+        "- Shared with other jobs while measuring; each area's load average is under its table.",
     ]
 
 
@@ -75,15 +74,19 @@ def area_section(result: dict[str, Any], about: str) -> list[str]:
     out.append("")
     for note in result.get("notes", []):
         out.append(f"- {note}")
-    out += ["", f"Machine for this area: {result['machine'].get('cpu_model')}, "
-                f"{result['machine'].get('usable_cpus')} cores, GPU: {result['machine'].get('gpu')}; "
-                f"ran {fmt(result.get('duration_s'))} s.", ""]
+    m = result["machine"]
+    out += ["", f"Machine for this area: {m.get('cpu_model')}, {m.get('usable_cpus')} cores, torch threads "
+                f"{m.get('torch_threads')}, GPU: {m.get('gpu')}; load average at the end "
+                f"{', '.join(fmt(x) for x in m.get('load_average') or [])}; ran {fmt(result.get('duration_s'))} s.", ""]
     return out
 
 
 def render(results: dict[str, dict[str, Any]], abouts: dict[str, str], intro: str, findings: str = "") -> str:
     lines = ["# Performance", "", intro.strip(), ""]
-    first = next((r for r in results.values() if "machine" in r), None)
+    # the header describes the machine as the multi-threaded areas saw it (fit and train CPU rows
+    # run single-threaded children on purpose; each area's own line says so)
+    order = ("search", "desktop", "apply", "train", "fit")
+    first = next((results[a] for a in order if a in results and "machine" in results[a]), None)
     if first is not None:
         lines += ["## Machine", "", *machine_lines(first["machine"]), ""]
     summary = [(a, row) for a in AREAS if a in results for row in results[a].get("rows", [])

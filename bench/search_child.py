@@ -3,10 +3,10 @@
 ``--impl core`` (``--reader mmap`` or ``pread``, see :mod:`core.report.npy_rows`) runs
 :func:`core.report.search.build_index` + ``search_index`` (what ``search`` does, minus its recall
 sample); ``--reserve`` (exact only) first reserves the flat index's storage, the change proposed
-for ``build_index``, so that chunked adds never regrow it. ``--impl faiss`` builds the same index with raw faiss calls
-(same nlist, nprobe, training rows and k-means seed) and searches all queries in one call.
-Both open the gallery and queries as memmaps of ``.npy`` files, as workspace vectors are opened.
-Prints one JSON line: timings, VmHWM, the sampled peak of private (anonymous) memory.
+for ``build_index``, so that chunked adds never regrow it. ``--impl faiss`` builds the same index
+with raw faiss calls (same nlist, nprobe, training rows and k-means seed) and searches all queries
+in one call. Both open the gallery and queries as memmaps of ``.npy`` files, as workspace vectors
+are opened. Prints one JSON line: timings, VmHWM, the sampled peak of private (anonymous) memory.
 """
 
 from __future__ import annotations
