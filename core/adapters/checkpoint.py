@@ -7,10 +7,8 @@ a temporary file in the same folder that is renamed into place.
 
 from __future__ import annotations
 
-import os
-import tempfile
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -20,22 +18,9 @@ import torch
 from core.adapters.base import Adapter
 from core.adapters.registry import build_adapter
 from core.errors import CheckpointError
+from core.store.files import atomic_target
 
 FORMAT = 1
-
-
-def _atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
 
 
 def adapter_payload(adapter: Adapter) -> dict[str, Any]:
@@ -54,7 +39,9 @@ def plain_copy(adapter: Adapter) -> Adapter:
 def save_adapter(adapter: Adapter, path: str | Path) -> Path:
     """Write ``adapter`` to ``path`` atomically; returns the path."""
     payload = adapter_payload(adapter)
-    return _atomic_write(path, lambda tmp: torch.save(payload, tmp))
+    with atomic_target(path) as tmp:
+        torch.save(payload, tmp)
+    return Path(path)
 
 
 def adapter_from_payload(payload: Any, source: str | Path) -> Adapter:
@@ -102,8 +89,6 @@ def export_torchscript(adapter: Adapter, path: str | Path) -> Path:
     """Save a TorchScript version that loads with ``torch.jit.load`` alone, atomically."""
     scripted = script_adapter(adapter)
 
-    def write(tmp: str) -> None:
-        with quiet_jit():
-            torch.jit.save(scripted, tmp)
-
-    return _atomic_write(path, write)
+    with atomic_target(path) as tmp, quiet_jit():
+        torch.jit.save(scripted, str(tmp))
+    return Path(path)

@@ -8,7 +8,6 @@ logits, but BCT reuses the old model's classifier weights, found under ``classif
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ import torch
 from torch import nn
 
 from core.errors import CheckpointError
-from core.store.files import temp_path_for
+from core.store.files import atomic_target
 
 CLASSIFIER_KEY = "classifier.weight"
 
@@ -104,13 +103,8 @@ def save_checkpoint(path: str | Path, model: nn.Module | Mapping[str, torch.Tens
                                "state_dict": {k: v.detach().cpu() for k, v in state.items()}}
     if modality:
         payload["modality"] = modality
-    final = Path(path)
-    tmp = temp_path_for(final)
-    try:
+    with atomic_target(path) as tmp:
         torch.save(payload, tmp)
-        os.replace(tmp, final)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def classifier_weights(model_or_state: Any) -> np.ndarray | None:

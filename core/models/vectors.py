@@ -7,7 +7,6 @@ file. Embedding such a model means looking the items up by key.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import numpy as np
 
 from core.errors import CheckpointError, VectorFileError
 from core.importers import read_vector_file
-from core.store.files import temp_path_for
+from core.store.files import atomic_target
 
 
 class VectorTable:
@@ -65,11 +64,6 @@ def save_vectors_model(path: str | Path, keys: Sequence[str], vectors: np.ndarra
     matrix = np.asarray(vectors)
     if matrix.ndim != 2 or matrix.shape[0] != len(keys):
         raise CheckpointError(final, f"{len(keys)} keys but vectors of shape {matrix.shape}")
-    tmp = temp_path_for(final)
-    try:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, ids=np.asarray([str(k) for k in keys]), vectors=matrix)
-        os.replace(tmp, final)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_target(final) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, ids=np.asarray([str(k) for k in keys]), vectors=matrix)
     return final
