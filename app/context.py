@@ -15,6 +15,7 @@ from typing import Any
 from PySide6.QtCore import QObject, Signal
 
 from app.errors import ErrorReporter
+from app.preload import preload
 from app.settings import Settings
 from app.workers import Job, JobManager
 from core.errors import EmbridgeError
@@ -95,9 +96,11 @@ class AppContext(QObject):
 
     # -- compute device ---------------------------------------------------------------------
     def detect_devices(self) -> Job:
-        """Find the compute device in the background (importing torch takes a moment)."""
+        """Find the compute device in the background. Its job also imports torch and faiss (see
+        :mod:`app.preload`), once, before the user can start work."""
 
         def detect(on_progress: ProgressFn, should_stop: StopFn) -> tuple[str, list[str]]:
+            preload("torch", "faiss")
             from core.device import available_devices, describe_device, resolve_device
 
             return describe_device(resolve_device("auto")), available_devices()

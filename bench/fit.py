@@ -13,8 +13,7 @@ memory (blocking does not change the arithmetic):
 
 Everything runs in a child process with one BLAS thread and is timed in CPU seconds (see NOTE).
 A float32 ``Xᵀ Y`` + SVD is recorded beside the float64 floor for reference. Peak extra memory of
-each call comes from tracemalloc (numpy reports its buffers to it); a call whose predicted peak
-does not fit the machine's available memory is skipped and the row says so.
+each call comes from tracemalloc (numpy reports its buffers to it).
 """
 
 from __future__ import annotations
@@ -33,15 +32,12 @@ from bench.common import (
     Target,
     area_result,
     emit,
-    gib,
-    memory_available_bytes,
     run_child,
     timed,
     write_json,
 )
 from bench.data import pair_arrays
-from core.adapters.closed_form import procrustes, ridge_path, whitened_procrustes
-from core.adapters.moments import procrustes_candidates_streamed, ridge_path_streamed
+from core.adapters.closed_form import procrustes_candidates, ridge_path
 from core.adapters.registry import METHODS
 from core.train import PairData, fit_adapter
 
@@ -53,7 +49,6 @@ BLOCK = 16_384
 FULL_SIZES = [(100_000, 384), (100_000, 768), (1_000_000, 384), (1_000_000, 768)]
 TINY_SIZES = [(3_000, 64)]
 FLOOR_NAMES = {"procrustes": "float64 GEMMs + 2 eigh + 1 SVD per candidate", "affine": "float64 GEMMs + 1 solve per λ"}
-MARGIN = 3 * 1024**3  # memory left to the rest of a shared machine
 
 
 def floor_cross(x: np.ndarray, y: np.ndarray, gram: bool) -> tuple[np.ndarray, np.ndarray | None]:
@@ -105,15 +100,7 @@ def traced(fn: Callable[[], Any]) -> tuple[float, float, int]:
     return time.process_time() - cpu, wall, tracemalloc.get_traced_memory()[1] - base
 
 
-def predicted_extra(kind: str, n: int, d_in: int, d_out: int) -> float:
-    """float64 working copies the direct fits make (see core.adapters.closed_form): centred copies of
-    both sides plus, for the whitened fits, both whitened copies and a centring temporary."""
-    if kind == "procrustes":
-        return 8.0 * n * (3 * d_in + 2 * d_out)
-    return 8.0 * n * (d_in + 2 * d_out)
-
-
-def measure_size(n: int, d: int, n_val: int, repeats: int, seed: int) -> tuple[list[Row], list[str]]:
+def measure_size(n: int, d: int, n_val: int, repeats: int, seed: int) -> list[Row]:
     old, new = pair_arrays(n + n_val, d, d, seed=seed)
     old_tr, new_tr, old_val, new_val = old[:n], new[:n], old[n:], new[n:]
     grid = [float(r) for r in METHODS["affine"].defaults["ridge_grid"]]
@@ -123,31 +110,16 @@ def measure_size(n: int, d: int, n_val: int, repeats: int, seed: int) -> tuple[l
     size = f"N={n:,} d={d}"
     q = new_val.astype(np.float32)
     pairs = PairData(old_tr, new_tr, old_val, new_val)
-
-    def skip(kind: str) -> str | None:
-        need, have = predicted_extra(kind, n, d, d), memory_available_bytes()
-        if have is not None and need + MARGIN > have:
-            return f"skipped: needs about {gib(need):.1f} GB of float64 copies, {gib(have):.1f} GB available"
-        return None
-
     calls: dict[str, Callable[[], Any]] = {
         "floor procrustes": lambda: floor_procrustes(new_tr, old_tr, n_cand, whiten is not False),
         "floor affine": lambda: floor_affine(new_tr, old_tr, grid),
         "floor float32": lambda: floor_f32_procrustes(new_tr, old_tr),
         "floor validation": lambda: q @ q.T,
-        "streamed procrustes": lambda: procrustes_candidates_streamed(new_tr, old_tr, whiten, shrinks),
-        "streamed affine": lambda: list(ridge_path_streamed(new_tr, old_tr, grid)),
+        "solve procrustes": lambda: procrustes_candidates(new_tr, old_tr, whiten, shrinks),
+        "solve affine": lambda: list(ridge_path(new_tr, old_tr, grid)),
+        "fit_adapter procrustes": lambda: fit_adapter("procrustes", pairs),
+        "fit_adapter affine": lambda: fit_adapter("affine", pairs),
     }
-    skips = {kind: skip(kind) for kind in ("procrustes", "affine")}
-    def direct_procrustes() -> list[Any]:
-        plain = [] if whiten is True else [procrustes(new_tr, old_tr)]
-        return plain + ([] if whiten is False else [whitened_procrustes(new_tr, old_tr, v) for v in shrinks])
-
-    for kind, solve in (("procrustes", direct_procrustes),
-                        ("affine", lambda: list(ridge_path(new_tr, old_tr, grid)))):
-        if not skips[kind]:
-            calls[f"direct {kind}"] = solve
-            calls[f"fit_adapter {kind}"] = lambda k=kind, p=pairs: fit_adapter(k, p)
     times: dict[str, float] = {}
     walls: dict[str, float] = {}
     peaks: dict[str, int] = {}
@@ -160,32 +132,22 @@ def measure_size(n: int, d: int, n_val: int, repeats: int, seed: int) -> tuple[l
     data = {"n": n, "d": d, "floor_float32_cpu_s": times["floor float32"],
             "floor_peak_mb": peaks["floor procrustes"] / 1e6}
 
-    def wall(name: str, floor_name: str) -> dict[str, float | None]:
-        return {"wall_s": walls.get(name), "floor_wall_s": walls[floor_name]}
+    def details(name: str, floor_name: str) -> dict[str, Any]:
+        return {**data, "wall_s": walls[name], "floor_wall_s": walls[floor_name], "peak_extra_mb": peaks[name] / 1e6}
 
     floors = {"procrustes": times["floor procrustes"], "affine": times["floor affine"]}
     evals = {"procrustes": n_cand, "affine": len(grid)}
     rows: list[Row] = []
     for kind in ("procrustes", "affine"):
-        rows.append(Row(f"{kind} solve, closed_form ({size})", "CPU s", times.get(f"direct {kind}"), floors[kind],
-                        FLOOR_NAMES[kind], TARGET, skips[kind] or "core.adapters.closed_form (today)",
-                        {**data, **wall(f"direct {kind}", f"floor {kind}"),
-                         "peak_extra_mb": peaks.get(f"direct {kind}", 0) / 1e6}))
-    for kind in ("procrustes", "affine"):
-        rows.append(Row(f"{kind} solve, streamed moments ({size})", "CPU s", times[f"streamed {kind}"], floors[kind],
-                        FLOOR_NAMES[kind], TARGET, "core.adapters.moments (proposed)",
-                        {**data, **wall(f"streamed {kind}", f"floor {kind}"),
-                         "peak_extra_mb": peaks[f"streamed {kind}"] / 1e6}))
+        rows.append(Row(f"{kind} solve, all candidates ({size})", "CPU s", times[f"solve {kind}"], floors[kind],
+                        FLOOR_NAMES[kind], TARGET, "core.adapters.closed_form", details(f"solve {kind}", f"floor {kind}")))
     for kind in ("procrustes", "affine"):
         val_floor = evals[kind] * times["floor validation"]
         rows.append(Row(f"{kind} fit_adapter end to end ({size}, {n_val:,} validation pairs)", "CPU s",
-                        times.get(f"fit_adapter {kind}"), floors[kind] + val_floor,
-                        f"floor + {evals[kind]} raw validation product(s)", TARGET, skips[kind] or "today's path",
-                        {**data, **wall(f"fit_adapter {kind}", f"floor {kind}"), "validation_floor_cpu_s": val_floor,
-                         "peak_extra_mb": peaks.get(f"fit_adapter {kind}", 0) / 1e6}))
-    del pairs, old, new, calls
-    gc.collect()
-    return rows, []
+                        times[f"fit_adapter {kind}"], floors[kind] + val_floor,
+                        f"floor + {evals[kind]} raw validation product(s)", TARGET, "core.train.fit_adapter",
+                        {**details(f"fit_adapter {kind}", f"floor {kind}"), "validation_floor_cpu_s": val_floor}))
+    return rows
 
 
 def measure_all(tiny: bool, repeats: int | None, seed: int, partial_path: str | None) -> dict[str, Any]:
@@ -201,7 +163,7 @@ def measure_all(tiny: bool, repeats: int | None, seed: int, partial_path: str | 
     try:
         for n, d in sizes:
             reps = repeats or (2 if n * d <= 100_000 * 384 else 1)
-            rows += measure_size(n, d, n_val, reps, seed)[0]
+            rows += measure_size(n, d, n_val, reps, seed)
             if partial_path:
                 write_json(Path(partial_path), {**area_result("fit", rows, settings, [*notes, f"partial: up to N={n:,} d={d}"],
                                                               started, "cpu"), "tiny": tiny})

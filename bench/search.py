@@ -6,11 +6,10 @@ Each measurement runs in its own process (:mod:`bench.search_child`) so that its
 * throughput (queries/s, index build included) of ``core.report.search`` against raw faiss with
   the same index parameters, each in its own process: target >= 0.8x; and search-only throughput
   with core and raw calls alternated on one built index (free of build-to-build noise);
-* peak memory: target <= vector bytes (gallery + queries) + 1 GB. VmHWM counts the memmap's file
-  pages once they are read, and a faiss flat index grown by chunked adds regrows (copies) its
-  storage; both paths are therefore also run with the proposed fix (the gallery read through
-  :class:`core.report.npy_rows.NpyRows`, plain reads; for exact also the storage reserved before
-  the adds) on a 1,000-query subset;
+* peak memory: target <= vector bytes (gallery + queries) + 1 GB. VmHWM counts a memmap's file
+  pages once they are read: raw faiss adding the memmapped gallery holds them on top of the index's
+  own copy, while ``build_index`` reads the file behind a memmap with plain reads and reserves the
+  exact index's storage (see :mod:`core.report.npy_rows`);
 * approximate search: recall@k of the IVF results against the exact results, all queries.
 """
 
@@ -61,7 +60,7 @@ def method_rows(method: str, size: str, n_q: int, core: dict[str, Any], raw: dic
         Row(f"{method} index build ({size})", "s", core["build_s"], raw["build_s"], "raw faiss, one add call",
             None, "chunked float32 adds with a finiteness check"),
         Row(f"{method} peak memory, memmap ({size})", "MB", mb(core, "vm_hwm_bytes"), mb(raw, "vm_hwm_bytes"),
-            "raw faiss VmHWM", mem_target, "VmHWM; counts the memmap's file pages once read",
+            "raw faiss VmHWM", mem_target, "VmHWM of the whole run (memmapped gallery and queries)",
             {"core_anon_peak_mb": mb(core, "anon_peak_bytes"), "faiss_anon_peak_mb": mb(raw, "anon_peak_bytes")}),
     ]
 
@@ -85,18 +84,6 @@ def measure_gallery(work: Path, n: int, n_q: int, dim: int, k: int, seed: int) -
                 ids[f"{impl}_{method}"] = np.load(path)
         params = {"nlist": nlist, "nprobe": 32} if method == "ivf" else {}
         rows += method_rows(method, size, n_q, out["core"], out["faiss"], mem_target, params)
-        sub = min(1_000, n_q)
-        fix = ("--reserve",) if method == "exact" else ()
-        new = child("core", method, g, q, k, nlist, None, "--reader", "pread", "--max-queries", str(sub), *fix)
-        raw = out["faiss"]
-        label = "reserved storage + NpyRows" if method == "exact" else "NpyRows"
-        rows.append(Row(f"{method} index build, {label} ({size})", "s", new.get("build_s"),
-                        raw.get("build_s"), "raw faiss, one add call", None,
-                        new.get("error", "proposed build_index change" if fix else "proposed reader")))
-        rows.append(Row(f"{method} peak memory, {label} ({size}; {sub:,} queries)", "MB",
-                        mb(new, "vm_hwm_bytes"), mb(raw, "vm_hwm_bytes"), "raw faiss VmHWM (memmap)", mem_target,
-                        new.get("error", "proposed: no mapped file pages" + (", no regrowth of the index" if fix else "")),
-                        {"anon_peak_mb": mb(new, "anon_peak_bytes")}))
     for impl in ("core", "faiss"):
         if f"{impl}_exact" in ids and f"{impl}_ivf" in ids:
             recall = overlap_recall(ids[f"{impl}_ivf"], ids[f"{impl}_exact"])

@@ -1,9 +1,7 @@
 """One search measurement in its own process, so that its peak memory is its own.
 
-``--impl core`` (``--reader mmap`` or ``pread``, see :mod:`core.report.npy_rows`) runs
-:func:`core.report.search.build_index` + ``search_index`` (what ``search`` does, minus its recall
-sample); ``--reserve`` (exact only) first reserves the flat index's storage, the change proposed
-for ``build_index``, so that chunked adds never regrow it. ``--impl faiss`` builds the same index
+``--impl core`` runs :func:`core.report.search.build_index` + ``search_index`` (what ``search``
+does, minus its recall sample). ``--impl faiss`` builds the same index
 with raw faiss calls (same nlist, nprobe, training rows and k-means seed) and searches all queries
 in one call. Both open the gallery and queries as memmaps of ``.npy`` files, as workspace vectors
 are opened. Prints one JSON line: timings, VmHWM, the sampled peak of private (anonymous) memory.
@@ -19,27 +17,11 @@ import numpy as np
 
 from bench.common import AnonPeak, emit
 
-
-def reserved_flat_index(gallery: Any, config: Any) -> Any:
-    """``build_index`` for the exact method with the index's storage reserved up front (the proposed
-    change): chunked adds then never regrow and copy the code vector."""
-    from core.report.search import GalleryIndex, _float32_rows, load_faiss
-
-    faiss = load_faiss(config.threads)
-    n, dim = int(gallery.shape[0]), int(gallery.shape[1])
-    index = faiss.IndexFlatIP(dim)
-    index.codes.resize(n * index.code_size)  # std::vector keeps this capacity after the next line
-    index.codes.resize(0)
-    for start in range(0, n, config.add_chunk):
-        index.add(_float32_rows("gallery", gallery, start, min(start + config.add_chunk, n)))
-    return GalleryIndex(index=index, method="exact", params={}, dim=dim, ntotal=n)
-
-
 SAME_INDEX: dict[str, float] = {}
 
 
 def core_search(gallery: np.ndarray, queries: np.ndarray, k: int, method: str, nlist: int, nprobe: int,
-                threads: int, reserve: bool = False, rounds: int = 0) -> tuple[np.ndarray, float, float]:
+                threads: int, rounds: int = 0) -> tuple[np.ndarray, float, float]:
     """Build + search with core; then ``rounds`` alternations of core ``search_index`` and a raw
     ``index.search`` on this same index (search-only timings free of build-to-build noise)."""
     from core.report.search import SearchConfig, build_index, search_index
@@ -47,7 +29,7 @@ def core_search(gallery: np.ndarray, queries: np.ndarray, k: int, method: str, n
     config = SearchConfig(method=method, nlist=nlist or None, nprobe=nprobe, threads=threads,
                           measure_recall=False)
     t0 = time.perf_counter()
-    gindex = reserved_flat_index(gallery, config) if reserve else build_index(gallery, config)
+    gindex = build_index(gallery, config)
     t1 = time.perf_counter()
     idx, _ = search_index(gindex, queries, k, block=config.query_block)
     t2 = time.perf_counter()
@@ -64,7 +46,7 @@ def core_search(gallery: np.ndarray, queries: np.ndarray, k: int, method: str, n
 
 
 def faiss_search(gallery: np.ndarray, queries: np.ndarray, k: int, method: str, nlist: int, nprobe: int,
-                 threads: int, reserve: bool = False, rounds: int = 0, train_per_list: int = 50,
+                 threads: int, rounds: int = 0, train_per_list: int = 50,
                  seed: int = 0) -> tuple[np.ndarray, float, float]:
     import faiss  # already loaded after torch by main(), as the app does
 
@@ -97,28 +79,21 @@ def main() -> None:
     p.add_argument("--nlist", type=int, default=0)
     p.add_argument("--nprobe", type=int, default=32)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--reader", choices=("mmap", "pread"), default="mmap")
     p.add_argument("--max-queries", type=int, default=0)
-    p.add_argument("--reserve", action="store_true", help="core, exact: reserve the index storage first")
     p.add_argument("--same-index-rounds", type=int, default=0, help="core: alternate core/raw searches after")
     p.add_argument("--ids-out", default="")
     a = p.parse_args()
     from core.report.search import load_faiss
 
     load_faiss(a.threads)  # imports (torch, faiss) are a once-per-process cost, not search time
-    if a.reader == "pread":
-        from core.report.npy_rows import NpyRows
-
-        gallery: Any = NpyRows(a.gallery)
-    else:
-        gallery = np.load(a.gallery, mmap_mode="r", allow_pickle=False)
+    gallery = np.load(a.gallery, mmap_mode="r", allow_pickle=False)
     queries = np.load(a.queries, mmap_mode="r", allow_pickle=False)
     if a.max_queries:
         queries = queries[: a.max_queries]
     run = core_search if a.impl == "core" else faiss_search
     with AnonPeak() as anon:
         idx, build_s, search_s = run(gallery, queries, a.k, a.method, a.nlist, a.nprobe, a.threads,
-                                     a.reserve and a.method == "exact", a.same_index_rounds)
+                                     a.same_index_rounds)
     if a.ids_out:
         np.save(a.ids_out, idx)
     out: dict[str, Any] = {"build_s": build_s, "search_s": search_s, "total_s": build_s + search_s,

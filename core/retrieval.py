@@ -1,7 +1,7 @@
 """Exact top-k retrieval by inner product, in blocks, with label-based hit counting.
 
-This is the small exact search the training loop uses for early stopping and held-out numbers;
-the report module builds faiss-backed exact and approximate search on the same conventions:
+This is the numpy exact search the training loop uses for early stopping and held-out numbers,
+and the reference the report's faiss search measures its recall against. Conventions:
 queries and gallery are 2-D float arrays (rows L2-normalised by the caller when cosine is meant),
 ``exclude`` pairs each query with a gallery row to skip (the query itself when Q is inside G).
 """
@@ -24,34 +24,60 @@ def exact_topk(
     k: int,
     exclude: np.ndarray | None = None,
     block: int = 1024,
+    gallery_chunk: int = 16_384,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Indices and scores of the k best gallery rows per query, best first.
 
-    ``exclude[i]`` is a gallery row index that query i must not retrieve (or -1 for none).
+    ``exclude[i]`` is a gallery row index that query i must not retrieve (or -1 for none). The
+    gallery may be a memmap of any float dtype: it is read ``gallery_chunk`` rows at a time and
+    a running top-k is kept, so memory stays at one block x chunk score tile. k = 1 (the pair
+    and label top-1 of validation) takes a plain argmax, about the cost of the product itself.
     """
     q = np.asarray(queries, dtype=np.float32)
-    g = np.asarray(gallery, dtype=np.float32)
-    if q.ndim != 2 or g.ndim != 2 or q.shape[1] != g.shape[1]:
-        raise ValueError(f"query dim {q.shape} and gallery dim {g.shape} do not match")
-    k = min(k, g.shape[0] - (1 if exclude is not None else 0))
+    shape = getattr(gallery, "shape", ())
+    if q.ndim != 2 or len(shape) != 2 or q.shape[1] != shape[1]:
+        raise ValueError(f"query dim {q.shape} and gallery dim {tuple(shape)} do not match")
+    n_q, n = q.shape[0], int(shape[0])
+    ex = None if exclude is None else np.asarray(exclude, dtype=np.int64)
+    k = min(k, n - (1 if ex is not None else 0))
     if k <= 0:
         raise ValueError("the gallery is too small to retrieve anything")
-    idx_out = np.empty((q.shape[0], k), dtype=np.int64)
-    score_out = np.empty((q.shape[0], k), dtype=np.float32)
-    for start in range(0, q.shape[0], block):
-        stop = min(start + block, q.shape[0])
-        scores = q[start:stop] @ g.T
-        if exclude is not None:
-            rows = np.arange(stop - start)
-            ex = np.asarray(exclude[start:stop])
-            valid = ex >= 0
-            scores[rows[valid], ex[valid]] = -np.inf
-        part = np.argpartition(-scores, kth=k - 1, axis=1)[:, :k]
-        part_scores = np.take_along_axis(scores, part, axis=1)
-        order = np.argsort(-part_scores, axis=1, kind="stable")
-        idx_out[start:stop] = np.take_along_axis(part, order, axis=1)
-        score_out[start:stop] = np.take_along_axis(part_scores, order, axis=1)
-    return idx_out, score_out
+    best_idx = np.full((n_q, k), -1, dtype=np.int64)
+    best_score = np.full((n_q, k), -np.inf, dtype=np.float32)
+    for g_start in range(0, n, gallery_chunk):
+        g_stop = min(g_start + gallery_chunk, n)
+        g = np.asarray(gallery[g_start:g_stop], dtype=np.float32)
+        for start in range(0, n_q, block):
+            stop = min(start + block, n_q)
+            scores = q[start:stop] @ g.T
+            if ex is not None:
+                local = ex[start:stop] - g_start
+                inside = np.flatnonzero((local >= 0) & (local < g_stop - g_start))
+                scores[inside, local[inside]] = -np.inf
+            _merge(scores, g_start, best_idx[start:stop], best_score[start:stop])
+    if k > 1:
+        order = np.argsort(-best_score, axis=1, kind="stable")
+        best_idx = np.take_along_axis(best_idx, order, axis=1)
+        best_score = np.take_along_axis(best_score, order, axis=1)
+    return best_idx, best_score
+
+
+def _merge(scores: np.ndarray, offset: int, best_idx: np.ndarray, best_score: np.ndarray) -> None:
+    """Fold one score tile (gallery rows from ``offset``) into the running top-k, in place."""
+    k = best_idx.shape[1]
+    if k == 1:
+        col = scores.argmax(axis=1)
+        top = scores[np.arange(len(scores)), col]
+        better = top > best_score[:, 0]
+        best_idx[better, 0] = col[better] + offset
+        best_score[better, 0] = top[better]
+        return
+    ids = np.arange(offset, offset + scores.shape[1], dtype=np.int64)
+    scores = np.concatenate([best_score, scores], axis=1)
+    ids = np.concatenate([best_idx, np.broadcast_to(ids, (len(scores), ids.size))], axis=1)
+    part = np.argpartition(-scores, kth=k - 1, axis=1)[:, :k]
+    best_score[:] = np.take_along_axis(scores, part, axis=1)
+    best_idx[:] = np.take_along_axis(ids, part, axis=1)
 
 
 def label_topk_hits(topk_idx: np.ndarray, query_labels: np.ndarray, gallery_labels: np.ndarray) -> np.ndarray:

@@ -59,9 +59,31 @@ def test_search_gives_the_memmap_results(tmp_path, method: str) -> None:
     np.save(tmp_path / "g.npy", gallery)
     queries = gallery[:300] + 0.05
     config = SearchConfig(method=method, nlist=40, add_chunk=1_000)
-    ref_idx, ref_scores, ref_info = search(queries, np.load(tmp_path / "g.npy", mmap_mode="r"), 5, config=config)
+    ref_idx, ref_scores, ref_info = search(queries, np.load(tmp_path / "g.npy"), 5, config=config)
     with NpyRows(tmp_path / "g.npy") as rows:
-        idx, scores, info = search(queries, rows, 5, config=config)
-    np.testing.assert_array_equal(idx, ref_idx)
-    np.testing.assert_array_equal(scores, ref_scores)
-    assert info.recall_vs_exact == ref_info.recall_vs_exact
+        runs = [search(queries, rows, 5, config=config),
+                search(queries, np.load(tmp_path / "g.npy", mmap_mode="r"), 5, config=config)]
+    for idx, scores, info in runs:
+        np.testing.assert_array_equal(idx, ref_idx)
+        np.testing.assert_array_equal(scores, ref_scores)
+        assert info.recall_vs_exact == ref_info.recall_vs_exact
+
+
+def test_whole_file_memmaps_are_read_through_their_file(tmp_path, matrix) -> None:
+    path, data = matrix
+    mm = np.load(path, mmap_mode="r")
+    with NpyRows.of_memmap(mm) as rows:
+        assert rows.shape == data.shape
+        np.testing.assert_array_equal(rows[65_000:70_001], data[65_000:])
+    raw = tmp_path / "raw.f16"
+    raw.write_bytes(b"\0" * 100 + data.astype(np.float16).tobytes())
+    offset_map = np.memmap(raw, dtype=np.float16, mode="r", offset=100, shape=data.shape)
+    with NpyRows.of_memmap(offset_map) as rows:
+        np.testing.assert_array_equal(rows[[5, 70_000, 1]], data.astype(np.float16)[[5, 70_000, 1]])
+    written = np.memmap(tmp_path / "w.f32", dtype=np.float32, mode="w+", shape=(10, 5))
+    written[:] = data[:10]  # not flushed: the reads still see it
+    with NpyRows.of_memmap(written) as rows:
+        np.testing.assert_array_equal(rows[:], data[:10])
+    # views, slices, plain arrays and 1-D maps have no whole-file layout to read
+    for other in (mm[10:], mm[:, :3], mm.T, data, np.load(path, mmap_mode="r").reshape(-1)):
+        assert NpyRows.of_memmap(other) is None

@@ -11,7 +11,6 @@ from core.report.search import (
     build_index,
     choose_method,
     default_nlist,
-    exact_topk_chunked,
     search,
     search_index,
 )
@@ -103,7 +102,7 @@ def test_chunked_reference_and_index_reuse() -> None:
     gallery = _uniform(2500, 12, 8)
     queries = _uniform(30, 12, 9)
     ref = exact_topk(queries, gallery, 7)[0]
-    np.testing.assert_array_equal(exact_topk_chunked(queries, gallery, 7, chunk=300), ref)
+    np.testing.assert_array_equal(exact_topk(queries, gallery, 7, gallery_chunk=300)[0], ref)
     gindex = build_index(gallery)
     np.testing.assert_array_equal(search_index(gindex, queries, 7)[0], ref)
 

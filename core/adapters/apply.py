@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from core.adapters.base import Adapter
+from core.adapters.fast_apply import apply_linear, linear_map
 
 HEAD_KINDS = ("bct", "bt2")
 
@@ -54,10 +55,16 @@ def _check_dim(adapter: Adapter, x: np.ndarray, dim: int, what: str) -> None:
 def adapt_queries(
     adapter: Adapter, new: np.ndarray, old: np.ndarray | None = None, batch_size: int = 8192
 ) -> np.ndarray:
-    """Query vectors of the upgraded system (see module doc); ``old`` is needed only by fusion."""
+    """Query vectors of the upgraded system (see module doc); ``old`` is needed only by fusion.
+
+    procrustes and affine take the folded numpy path of :mod:`core.adapters.fast_apply`.
+    """
     if adapter.direction == "forward":
         return np.asarray(new, dtype=np.float32)
     _check_dim(adapter, new, adapter.in_dim, "new vectors")
+    folded = linear_map(adapter)
+    if folded is not None:
+        return apply_linear(folded, new)
     if adapter.kind == "fusion":
         if old is None or len(old) != len(new):
             raise ValueError("fusion needs the old model's query vectors, one per new query vector")

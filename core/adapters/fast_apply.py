@@ -1,6 +1,7 @@
-"""A numpy path for applying the linear new->old layers (procrustes, affine) to many queries.
+"""The numpy path :func:`core.adapters.adapt_queries` takes for the linear new->old layers
+(procrustes, affine).
 
-The generic :func:`core.adapters.adapt_queries` runs the torch module per 8192-row batch:
+Running the torch module per 8192-row batch (the path of every other kind),
 Procrustes does four passes over each batch (subtract the input mean, matmul, scale, add the
 output mean), every batch is copied into a tensor and back out, and the batches are concatenated
 at the end. Folded into one ``y = x @ W + b`` (W, b computed once in float64, stored as float32),
@@ -66,13 +67,3 @@ def apply_linear(m: LinearMap, x: np.ndarray, block: int = BLOCK_ROWS) -> np.nda
         np.matmul(rows, m.weight, out=out[start:stop])
         out[start:stop] += m.bias
     return out
-
-
-def fast_adapt_queries(adapter: Adapter, new: np.ndarray, old: np.ndarray | None = None) -> np.ndarray:
-    """Same result as ``adapt_queries`` (to float32 rounding), by the numpy path where it applies."""
-    from core.adapters.apply import adapt_queries
-
-    m = linear_map(adapter)
-    if m is None:
-        return adapt_queries(adapter, new, old)
-    return apply_linear(m, new)

@@ -1,16 +1,18 @@
-"""Row access to a ``.npy`` matrix by plain file reads, for building search indexes in less memory.
+"""Row access to a ``.npy`` matrix (or the file behind a memmap) by plain file reads, for building
+search indexes in less memory.
 
 A memmap's pages stay mapped into the process once read, so adding a memmapped gallery to a faiss
 index counts the file's bytes in the resident set on top of the index's own copy (about twice the
 vector bytes at the peak). :class:`NpyRows` answers the row slices and row-index lookups that
-:func:`core.report.search.build_index`, ``search_index`` and ``measure_recall`` make with
-``os.pread`` into fresh arrays, so only the index and one chunk are resident; the file's pages
-stay in the reclaimable page cache. Use it in place of ``np.load(path, mmap_mode="r")``.
+:func:`core.report.search.build_index`, ``search_index`` and ``measure_recall`` make with plain
+reads into fresh arrays, so only the index and one chunk are resident; the file's pages stay in
+the reclaimable page cache. ``build_index`` reads a whole-file memmap gallery this way by itself
+(:meth:`NpyRows.of_memmap`); open a stored matrix with ``NpyRows(path)`` to skip the mapping.
 """
 
 from __future__ import annotations
 
-import os
+import mmap
 from pathlib import Path
 from typing import Any
 
@@ -24,34 +26,36 @@ SCAN_ROWS = 65_536
 class NpyRows:
     """Read-only, 2-D, C-ordered ``.npy`` matrix; ``rows[a:b]`` and ``rows[index_array]`` read the file."""
 
-    def __init__(self, path: str | Path) -> None:
-        self._fd = -1
+    def __init__(self, path: str | Path, layout: tuple[int, tuple[int, int], np.dtype] | None = None) -> None:
+        """Open ``path`` as a ``.npy`` file, or as raw rows at ``layout`` = (byte offset, shape, dtype)."""
+        self._fh: Any = None
         self.path = Path(path)
-        try:
-            with open(self.path, "rb") as fh:
-                version = np.lib.format.read_magic(fh)
-                if version not in ((1, 0), (2, 0)):
-                    raise ValueError(f"unsupported .npy format version {version}")
-                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                               else np.lib.format.read_array_header_2_0)
-                shape, fortran, dtype = read_header(fh)
-                self.offset = fh.tell()
-        except (OSError, ValueError) as exc:
-            raise VectorFileError(str(self.path), f"cannot read the .npy header: {exc}") from exc
-        if len(shape) != 2 or fortran or dtype.hasobject:
-            raise VectorFileError(str(self.path), f"expected a C-ordered 2-D numeric matrix, got shape {shape}")
+        offset, shape, dtype = layout if layout is not None else _npy_layout(self.path)
+        if len(shape) != 2:
+            raise VectorFileError(str(self.path), f"expected a 2-D matrix, got shape {shape}")
+        self.offset = int(offset)
         self.shape: tuple[int, int] = (int(shape[0]), int(shape[1]))
         self.dtype = np.dtype(dtype)
         self.row_bytes = self.shape[1] * self.dtype.itemsize
         expected = self.offset + self.shape[0] * self.row_bytes
         if self.path.stat().st_size < expected:
             raise VectorFileError(str(self.path), f"is truncated: {self.path.stat().st_size} bytes, expected {expected}")
-        self._fd = os.open(self.path, os.O_RDONLY)
+        self._fh = open(self.path, "rb", buffering=0)  # noqa: SIM115 - closed by close()/__del__
+
+    @classmethod
+    def of_memmap(cls, array: Any) -> NpyRows | None:
+        """A reader of the file behind ``array`` when it maps a whole C-ordered 2-D matrix (what
+        ``np.load(..., mmap_mode=...)`` and ``np.memmap`` return); None for anything else, views
+        and slices included, whose offset numpy does not track."""
+        if not (isinstance(array, np.memmap) and isinstance(array.base, mmap.mmap) and array.ndim == 2
+                and array.flags.c_contiguous and array.filename and not array.dtype.hasobject):
+            return None
+        return cls(array.filename, (int(array.offset), array.shape, array.dtype))
 
     def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
 
     def __enter__(self) -> NpyRows:
         return self
@@ -74,10 +78,11 @@ class NpyRows:
         if out.size == 0:
             return out
         view = memoryview(out.reshape(-1).view(np.uint8))
-        pos, done = self.offset + start * self.row_bytes, 0
+        self._fh.seek(self.offset + start * self.row_bytes)
+        done = 0
         while done < len(view):
-            got = os.preadv(self._fd, [view[done:]], pos + done)
-            if got <= 0:
+            got = self._fh.readinto(view[done:])
+            if not got:
                 raise VectorFileError(str(self.path), f"ended early while reading rows {start}..{stop}")
             done += got
         return out
@@ -114,3 +119,21 @@ class NpyRows:
             out[order[pos:end]] = block[wanted[pos:end] - start]
             pos = end
         return out
+
+
+def _npy_layout(path: Path) -> tuple[int, tuple[int, ...], np.dtype]:
+    """(data offset, shape, dtype) from a ``.npy`` header, refusing Fortran order and objects."""
+    try:
+        with open(path, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            if version not in ((1, 0), (2, 0)):
+                raise ValueError(f"unsupported .npy format version {version}")
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, fortran, dtype = read_header(fh)
+            offset = fh.tell()
+    except (OSError, ValueError) as exc:
+        raise VectorFileError(str(path), f"cannot read the .npy header: {exc}") from exc
+    if len(shape) != 2 or fortran or dtype.hasobject:
+        raise VectorFileError(str(path), f"expected a C-ordered 2-D numeric matrix, got shape {shape}")
+    return offset, shape, dtype

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -19,6 +21,8 @@ import numpy as np
 
 from core.errors import InputError, VectorFileError
 from core.progress import ProgressFn, StopFn, check_stop, no_progress
+from core.report.npy_rows import NpyRows
+from core.retrieval import exact_topk
 
 METHODS = ("auto", "exact", "ivf", "hnsw")
 
@@ -133,17 +137,41 @@ def build_index(
     on_progress: ProgressFn | None = None,
     should_stop: StopFn | None = None,
 ) -> GalleryIndex:
-    """Build the index for ``gallery`` (array or memmap), adding it in float32 chunks."""
+    """Build the index for ``gallery`` (array or memmap), adding it in float32 chunks.
+
+    A whole-file memmap is read with plain file reads (see :mod:`core.report.npy_rows`) and the
+    exact index's storage is reserved before the adds, so the peak stays near the index's own
+    vector bytes instead of twice them.
+    """
     config = config or SearchConfig()
     on_progress = on_progress or no_progress
     _check_matrix(source, gallery)
     n, dim = int(gallery.shape[0]), int(gallery.shape[1])
     method = choose_method(n, config)
+    with _plain_reads(gallery) as rows:
+        return _build(rows, n, dim, method, config, source, on_progress, should_stop)
+
+
+@contextmanager
+def _plain_reads(gallery: Any) -> Iterator[Any]:
+    """The gallery itself, or a plain-read view of the file behind it (closed afterwards)."""
+    reader = NpyRows.of_memmap(gallery)
+    try:
+        yield gallery if reader is None else reader
+    finally:
+        if reader is not None:
+            reader.close()
+
+
+def _build(gallery: Any, n: int, dim: int, method: str, config: SearchConfig, source: str,
+           on_progress: ProgressFn, should_stop: StopFn | None) -> GalleryIndex:
     faiss = load_faiss(config.threads)
     quantizer = None
     params: dict[str, Any] = {"gallery_size": n, "dim": dim, "metric": "inner_product"}
     if method == "exact":
         index = faiss.IndexFlatIP(dim)
+        index.codes.resize(n * index.code_size)  # reserve: chunked adds then never regrow and copy it
+        index.codes.resize(0)
     elif method == "ivf":
         nlist = min(config.nlist or default_nlist(n), n)
         quantizer = faiss.IndexFlatIP(dim)
@@ -236,32 +264,6 @@ def search_index(
     return idx_out, score_out
 
 
-def exact_topk_chunked(
-    queries: np.ndarray, gallery: Any, k: int, exclude: np.ndarray | None = None, chunk: int = 65_536
-) -> np.ndarray:
-    """Exact top-k ids by brute force over gallery chunks (numpy only): the reference for recall."""
-    q = np.ascontiguousarray(queries, dtype=np.float32)
-    n_q, n = q.shape[0], int(gallery.shape[0])
-    best_idx = np.full((n_q, 0), -1, dtype=np.int64)
-    best_score = np.full((n_q, 0), -np.inf, dtype=np.float32)
-    rows = np.arange(n_q)
-    for start in range(0, n, chunk):
-        stop = min(start + chunk, n)
-        scores = q @ _float32_rows("gallery", gallery, start, stop).T
-        if exclude is not None:
-            inside = (exclude >= start) & (exclude < stop)
-            scores[rows[inside], exclude[inside] - start] = -np.inf
-        ids = np.broadcast_to(np.arange(start, stop, dtype=np.int64), scores.shape)
-        all_scores = np.concatenate([best_score, scores], axis=1)
-        all_ids = np.concatenate([best_idx, ids], axis=1)
-        kk = min(k, all_scores.shape[1])
-        part = np.argpartition(-all_scores, kth=kk - 1, axis=1)[:, :kk]
-        best_score = np.take_along_axis(all_scores, part, axis=1)
-        best_idx = np.take_along_axis(all_ids, part, axis=1)
-    order = np.argsort(-best_score, axis=1, kind="stable")
-    return np.take_along_axis(best_idx, order, axis=1)
-
-
 def overlap_recall(found: np.ndarray, truth: np.ndarray) -> float:
     """Mean over rows of |found ∩ truth| / |truth| (ids unique within a row, -1 = empty slot)."""
     both = np.sort(np.concatenate([found, truth], axis=1), axis=1)
@@ -286,7 +288,8 @@ def measure_recall(
     q = np.ascontiguousarray(np.asarray(queries[rows]), dtype=np.float32)
     ex_rows = ex[rows] if ex is not None else None
     found, _ = search_index(gindex, q, k, ex_rows)
-    truth = exact_topk_chunked(q, gallery, found.shape[1], ex_rows)
+    with _plain_reads(gallery) as reference:
+        truth, _ = exact_topk(q, reference, found.shape[1], ex_rows)
     return overlap_recall(found, truth), int(rows.size)
 
 

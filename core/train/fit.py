@@ -10,7 +10,6 @@ seeded RNG, so results are reproducible on the CPU and the caller's RNG is left 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -18,13 +17,7 @@ import torch
 from torch import nn
 
 from core.adapters.base import Adapter
-from core.adapters.closed_form import (
-    LinearSolution,
-    ProcrustesSolution,
-    procrustes,
-    ridge_path,
-    whitened_procrustes,
-)
+from core.adapters.closed_form import LinearSolution, procrustes, procrustes_candidates, ridge_path
 from core.adapters.fusion import FusionAdapter
 from core.adapters.heads import BT2Adapter
 from core.adapters.linear import AffineAdapter, LowRankAdapter, ProcrustesAdapter
@@ -84,20 +77,12 @@ def _val(adapter: Adapter, data: PairData) -> tuple[float, str]:
     return upgrade_metric(adapter, data.old_val, data.new_val, data.labels_val, data.side_val)
 
 
-def _procrustes_candidates(data: PairData, s: dict[str, Any]) -> Iterator[tuple[float, ProcrustesSolution]]:
-    """(whitening shrinkage, solution): 0 = the plain rotation, then the whitened fits asked for."""
-    if s["whiten"] is not True:
-        yield 0.0, procrustes(data.new_train, data.old_train)
-    if s["whiten"] is not False:
-        for shrink in s["shrink_grid"]:
-            yield float(shrink), whitened_procrustes(data.new_train, data.old_train, float(shrink))
-
-
 def _fit_procrustes(data: PairData, s: dict[str, Any], progress: ProgressFn) -> FitResult:
     """Closed form; with ``whiten`` 'auto' the plain and whitened fits compete on validation
     (ties go to the plain rotation, listed first)."""
     result = FitResult("procrustes", None, best_epoch=0)
-    candidates = list(_procrustes_candidates(data, s))
+    shrinks = [float(v) for v in s["shrink_grid"]]
+    candidates = procrustes_candidates(data.new_train, data.old_train, s["whiten"], shrinks)
     for i, (shrink, sol) in enumerate(candidates):
         adapter = ProcrustesAdapter.from_solution(sol, shrink).eval()
         val, result.val_metric_name = _val(adapter, data)

@@ -14,6 +14,7 @@ import numpy as np
 from core.adapters.apply import HEAD_KINDS, adapt_gallery, adapt_queries, new_space_vectors
 from core.adapters.base import Adapter
 from core.errors import InputError
+from core.report.compat import gain_retained
 from core.retrieval import exact_topk, l2_normalize, top1_accuracy
 from core.train.data import count_classes
 
@@ -48,13 +49,6 @@ def upgrade_metric(
     if metric_name(labels) == "label_top1":
         return label_top1(queries, gallery, labels), "label_top1"
     return pair_top1(queries, gallery), "pair_top1"
-
-
-def gain_retained(upgraded: float, old_old: float, new_new: float) -> float | None:
-    """Share of the full-backfill gain kept: (up − oo) / (nn − oo); None when nn == oo."""
-    if new_new == old_old:
-        return None
-    return (upgraded - old_old) / (new_new - old_old)
 
 
 def evaluate_heldout(

@@ -1,0 +1,90 @@
+"""Import the heavy native packages (torch, faiss) from a worker without stalling the GUI thread.
+
+A plain ``import torch`` in a background thread still freezes the event loop for a quarter of a
+second or more: CPython holds the GIL while it ``dlopen``s an extension module (and runs the C++
+static initialisers of every library it pulls in), and a full garbage collection over the
+hundreds of thousands of objects the import creates holds it again. So, per package:
+
+1. ``dlopen`` its extension module's library through ctypes, a foreign call that releases the
+   GIL, with the flags CPython itself uses; the import then finds the library already loaded;
+2. import it with the cyclic collector paused, then ``gc.freeze()`` the imported objects before
+   resuming it, so no later collection (in any thread, the GUI's included) walks them.
+
+Every step is best effort: a library not where expected, or a platform without ``dlopen``, only
+means the plain import runs.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import importlib
+import importlib.util
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+# the library behind each package's extension module, relative to the package folder; dlopen
+# pulls in what it links against (libtorch_cpu, libfaiss, OpenMP, BLAS)
+NATIVE_LIBRARIES = {
+    "torch": ("lib/libtorch_python.so", "lib/libtorch_python.dylib"),
+    "faiss": ("_swigfaiss.abi3.so", "_swigfaiss.so"),
+}
+
+
+def _dlopen() -> Any:
+    if not hasattr(sys, "getdlopenflags"):
+        return None
+    try:
+        fn = ctypes.CDLL(None).dlopen
+    except (AttributeError, OSError):
+        return None
+    fn.restype, fn.argtypes = ctypes.c_void_p, [ctypes.c_char_p, ctypes.c_int]
+    return fn
+
+
+def load_native_library(package: str) -> bool:
+    """dlopen ``package``'s extension library with the GIL released; False when not done."""
+    dlopen = _dlopen()
+    spec = importlib.util.find_spec(package) if package not in sys.modules else None
+    if dlopen is None or spec is None or not spec.origin:
+        return False
+    root = Path(spec.origin).parent
+    for rel in NATIVE_LIBRARIES.get(package, ()):
+        path = root / rel
+        if path.is_file():
+            return bool(dlopen(str(path).encode(), sys.getdlopenflags()))
+    return False
+
+
+def preload(*packages: str) -> dict[str, str]:
+    """Import ``packages`` in order (torch before faiss: one OpenMP load order) with the least
+    GIL hold; meant for a worker thread right after the window shows. Returns how each went:
+    'native' (library preloaded), 'plain', 'already imported' or 'failed: <why>' (logged; the
+    page that needs the package reports the error when it is used)."""
+    outcome: dict[str, str] = {}
+    for package in packages:
+        if package in sys.modules:
+            outcome[package] = "already imported"
+            continue
+        try:
+            loaded = load_native_library(package)
+        except (OSError, ValueError, ImportError) as exc:
+            log.debug("no native preload for %s: %s", package, exc)
+            loaded = False
+        was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            importlib.import_module(package)
+            outcome[package] = "native" if loaded else "plain"
+        except ImportError as exc:
+            log.warning("could not import %s in the background: %s", package, exc)
+            outcome[package] = f"failed: {exc}"
+        finally:
+            gc.freeze()  # before re-enabling: else the first collection walks every new object
+            if was_enabled:
+                gc.enable()
+    return outcome
