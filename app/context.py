@@ -24,6 +24,9 @@ from core.progress import ProgressFn, StopFn
 from core.store import Workspace
 
 log = logging.getLogger("embridge.app")
+
+# imported by warm_up: torch._dynamo is what torch's optimisers import on first use (with sympy)
+WARM_UP = ("torch", "torch._dynamo", "faiss", "matplotlib.figure", "core.train", "core.report.build")
 WorkspaceJob = Callable[[Workspace, ProgressFn, StopFn], Any]
 
 
@@ -31,6 +34,7 @@ class AppContext(QObject):
     workspace_changed = Signal()
     data_changed = Signal()  # a job or an action changed what the workspace holds
     devices_changed = Signal()
+    libraries_loaded = Signal()  # the start-up warm-up (see warm_up) has finished
 
     def __init__(self, settings: Settings, jobs: JobManager, reporter: ErrorReporter) -> None:
         super().__init__()
@@ -96,11 +100,11 @@ class AppContext(QObject):
 
     # -- compute device ---------------------------------------------------------------------
     def detect_devices(self) -> Job:
-        """Find the compute device in the background. Its job also imports torch and faiss (see
-        :mod:`app.preload`), once, before the user can start work."""
+        """Find the compute device in the background (its job imports torch, see
+        :mod:`app.preload`), then warm up the rest."""
 
         def detect(on_progress: ProgressFn, should_stop: StopFn) -> tuple[str, list[str]]:
-            preload("torch", "faiss")
+            preload("torch")
             from core.device import available_devices, describe_device, resolve_device
 
             return describe_device(resolve_device("auto")), available_devices()
@@ -110,5 +114,19 @@ class AppContext(QObject):
             self.devices = ["auto", *names]
             log.info("compute device: %s", self.device_label)
             self.devices_changed.emit()
+            self.warm_up()
 
         return self.run_plain("Detect compute device", detect, found, visible=False)
+
+    def warm_up(self) -> Job:
+        """Import what the first training, report and figure jobs need, in the background and
+        once, so those jobs do not stall the window with imports when the user starts them."""
+
+        def load(on_progress: ProgressFn, should_stop: StopFn) -> dict[str, str]:
+            return preload(*WARM_UP)
+
+        def loaded(outcome: dict[str, str]) -> None:
+            log.info("libraries loaded: %s", outcome)
+            self.libraries_loaded.emit()
+
+        return self.run_plain("Load libraries", load, loaded, visible=False)

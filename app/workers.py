@@ -146,11 +146,13 @@ class JobManager(QObject):
         assert isinstance(job, Job)
         log.info("job '%s' %s in %.1f s%s", job.title, outcome.status, outcome.duration_s,
                  f": {outcome.error}" if outcome.error else "")
+        # the job has ended: forget it before its callback runs, so a callback that closes the
+        # app (and so waits for every job) does not wait for the job it is called from
+        self._jobs.pop(job.id, None)
         try:
             if job.on_done is not None:
                 job.on_done(outcome)
         finally:
-            self._jobs.pop(job.id, None)
             self.job_finished.emit(job)
 
     def running(self) -> list[Job]:

@@ -9,7 +9,8 @@ memory (blocking does not change the arithmetic):
 * affine: cast + Xᵀ X + Xᵀ Y + one normal-equations solve (G + λI)⁻¹ C **per λ of the grid**
   (8 values by default): the grid is counted, so per-λ cost is the floor's solve;
 * ``fit_adapter`` end to end also validates each candidate (6 for procrustes, 8 for affine), so its
-  floor adds that many raw validation products (n_val x n_val x d, float32).
+  floor adds that many raw validation products (n_val x d by d x n_val, float32, two distinct
+  matrices as in the search itself).
 
 Everything runs in a child process with one BLAS thread and is timed in CPU seconds (see NOTE).
 A float32 ``Xᵀ Y`` + SVD is recorded beside the float64 floor for reference. Peak extra memory of
@@ -108,13 +109,15 @@ def measure_size(n: int, d: int, n_val: int, repeats: int, seed: int) -> list[Ro
     shrinks = [float(v) for v in METHODS["procrustes"].defaults.get("shrink_grid", [])]
     n_cand = (0 if whiten is True else 1) + (0 if whiten is False else len(shrinks))
     size = f"N={n:,} d={d}"
-    q = new_val.astype(np.float32)
+    # the validation search scores adapted new vectors against old ones: a general product (q @ q.T
+    # would let BLAS compute half of a symmetric result, a floor no real search can reach)
+    q, g = new_val.astype(np.float32), old_val.astype(np.float32)
     pairs = PairData(old_tr, new_tr, old_val, new_val)
     calls: dict[str, Callable[[], Any]] = {
         "floor procrustes": lambda: floor_procrustes(new_tr, old_tr, n_cand, whiten is not False),
         "floor affine": lambda: floor_affine(new_tr, old_tr, grid),
         "floor float32": lambda: floor_f32_procrustes(new_tr, old_tr),
-        "floor validation": lambda: q @ q.T,
+        "floor validation": lambda: q @ g.T,
         "solve procrustes": lambda: procrustes_candidates(new_tr, old_tr, whiten, shrinks),
         "solve affine": lambda: list(ridge_path(new_tr, old_tr, grid)),
         "fit_adapter procrustes": lambda: fit_adapter("procrustes", pairs),

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,39 @@ def test_building_the_window_imports_neither_torch_nor_faiss_nor_matplotlib(tmp_
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_after_start_up_the_libraries_jobs_need_are_loaded_in_the_background(tmp_path: Path) -> None:
+    code = textwrap.dedent("""
+        import json, sys
+        from PySide6.QtCore import QTimer
+        import app.main as m
+        from app.context import WARM_UP
+        app = m.application()
+        w = m.build_main_window()
+        w.show()
+        seen = {}
+        def loaded():
+            seen.update(device=w.ctx.device_label, devices=w.ctx.devices,
+                        modules=[n for n in WARM_UP if n in sys.modules])
+            app.quit()
+        w.ctx.libraries_loaded.connect(loaded)
+        w.start()
+        QTimer.singleShot(120_000, app.quit)
+        app.exec()
+        w.ctx.jobs.shutdown(30.0)
+        print(json.dumps(seen))
+    """)
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "EMBRIDGE_CONFIG_DIR": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=180)
+    assert out.returncode == 0, out.stderr
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    from app.context import WARM_UP
+
+    assert seen["modules"] == list(WARM_UP)  # every warm-up module imported before the signal
+    assert seen["devices"][:2] == ["auto", "cpu"] and seen["device"]
+    log = (tmp_path / "logs" / "embridge.log").read_text(encoding="utf-8")
+    assert "libraries loaded:" in log and "'torch': 'already imported'" in log  # device detection came first
 
 
 def test_main_opens_the_workspace_given_and_exits_cleanly(tmp_path: Path) -> None:

@@ -162,3 +162,20 @@ def test_cancelled_raised_by_a_job_is_not_reported_as_a_failure(qtbot: QtBot, wi
     started = window.ctx.run_plain("stops at once", job)
     wait_for_jobs(qtbot, window)
     assert started.outcome.status == "cancelled" and not error_dialogs()
+
+
+def test_a_callback_that_shuts_the_manager_down_does_not_wait_for_its_own_job(qtbot: QtBot, window: MainWindow) -> None:
+    jobs = window.ctx.jobs
+    waited: list[tuple[bool, float]] = []
+
+    def close_app(outcome: object) -> None:  # what quitting from a job's callback does
+        start = time.monotonic()
+        waited.append((jobs.shutdown(5.0), time.monotonic() - start))
+
+    started = jobs.start("quits on completion", lambda p, s: 42, close_app)
+    with qtbot.waitSignal(jobs.job_finished, timeout=10_000):
+        pass
+    assert started.outcome.result == 42
+    ok, seconds = waited[0]
+    assert ok and seconds < 5.0  # with the job still counted it would spin until its timeout
+    assert not jobs.running()

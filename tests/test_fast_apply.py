@@ -53,3 +53,20 @@ def test_shapes_are_checked_and_empty_input_works(pair) -> None:
     with pytest.raises(ValueError, match="dim 32"):
         apply_linear(m, np.zeros((3, 31), np.float32))
     assert apply_linear(m, np.zeros((0, 32), np.float32)).shape == (0, 24)
+
+
+def test_the_folded_map_follows_changes_to_the_adapter(pair) -> None:
+    proc, aff = _adapters(pair)
+    x = pair.new[:20]
+    for adapter in (proc, aff):
+        before = adapt_queries(adapter, x)
+        assert linear_map(adapter) is linear_map(adapter)  # kept between calls
+        with torch.no_grad():
+            adapter.weight.mul_(2.0)  # an in-place write
+        with torch.inference_mode():
+            expected = adapter(torch.as_tensor(x)).numpy()
+        np.testing.assert_allclose(adapt_queries(adapter, x), expected, rtol=1e-4, atol=1e-4)
+        assert not np.allclose(adapt_queries(adapter, x), before, atol=1e-3)
+    fresh = _adapters(pair)[1]
+    aff.load_state_dict(fresh.state_dict())  # copies into the same tensors
+    np.testing.assert_allclose(adapt_queries(aff, x), adapt_queries(fresh, x), rtol=1e-6, atol=1e-6)

@@ -18,7 +18,6 @@ import torch
 
 from core.adapters.base import Adapter
 
-FAST_KINDS = ("procrustes", "affine")
 BLOCK_ROWS = 4096
 
 
@@ -42,17 +41,33 @@ def _f64(t: torch.Tensor) -> np.ndarray:
     return t.detach().cpu().double().numpy()
 
 
+_TENSORS = {"procrustes": ("scale", "weight", "mean_in", "mean_out"), "affine": ("weight", "bias")}
+_CACHE_ATTR = "_folded_linear_map"
+
+
 def linear_map(adapter: Adapter) -> LinearMap | None:
-    """The folded map of a procrustes or affine adapter; None for every other kind."""
-    if adapter.kind == "procrustes":
-        scale = float(_f64(adapter.scale))
-        weight = scale * _f64(adapter.weight)
-        bias = _f64(adapter.mean_out) - _f64(adapter.mean_in) @ weight
-    elif adapter.kind == "affine":
-        weight, bias = _f64(adapter.weight), _f64(adapter.bias)
-    else:
+    """The folded map of a procrustes or affine adapter; None for every other kind.
+
+    The map is kept on the adapter and rebuilt only when one of its tensors is replaced or changed
+    in place (torch counts in-place writes in ``_version``), so one-query calls stay cheap.
+    """
+    names = _TENSORS.get(adapter.kind)
+    if names is None:
         return None
-    return LinearMap(np.ascontiguousarray(weight, dtype=np.float32), bias.astype(np.float32))
+    tensors = [getattr(adapter, n) for n in names]
+    key = tuple((t.data_ptr(), t._version) for t in tensors)
+    cached = adapter.__dict__.get(_CACHE_ATTR)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    values = dict(zip(names, (_f64(t) for t in tensors), strict=True))
+    if adapter.kind == "procrustes":
+        weight = float(values["scale"]) * values["weight"]
+        bias = values["mean_out"] - values["mean_in"] @ weight
+    else:
+        weight, bias = values["weight"], values["bias"]
+    folded = LinearMap(np.ascontiguousarray(weight, dtype=np.float32), bias.astype(np.float32))
+    adapter.__dict__[_CACHE_ATTR] = (key, folded)
+    return folded
 
 
 def apply_linear(m: LinearMap, x: np.ndarray, block: int = BLOCK_ROWS) -> np.ndarray:

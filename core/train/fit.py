@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from core.adapters.apply import adapt_queries
 from core.adapters.base import Adapter
 from core.adapters.closed_form import LinearSolution, procrustes, procrustes_candidates, ridge_path
 from core.adapters.fusion import FusionAdapter
@@ -30,7 +31,7 @@ from core.train.config import FitConfig, allowed_settings, resolve_config
 from core.train.data import FitResult, PairData
 from core.train.loop import train_loop
 from core.train.objectives import BCTObjective, BT2Objective, PairObjective, class_prototypes
-from core.train.validation import metric_name, upgrade_metric
+from core.train.validation import metric_name, retrieval_metric, upgrade_metric
 
 INIT_RIDGE = 1e-3  # relative λ of the closed-form start of trainable kinds
 
@@ -94,12 +95,6 @@ def _fit_procrustes(data: PairData, s: dict[str, Any], progress: ProgressFn) -> 
     return result
 
 
-def _val_mse(adapter: Adapter, data: PairData) -> float:
-    with torch.inference_mode():
-        pred = adapter(torch.as_tensor(data.new_val)).numpy()
-    return float(((pred - data.old_val) ** 2).sum(axis=1).mean())
-
-
 def _fit_affine(data: PairData, s: dict[str, Any], progress: ProgressFn, stop: StopFn) -> FitResult:
     grid = [float(r) for r in s["ridge_grid"]]
     result = FitResult("affine", None)
@@ -109,8 +104,9 @@ def _fit_affine(data: PairData, s: dict[str, Any], progress: ProgressFn, stop: S
             result.status, result.reason = "cancelled", f"cancelled by the user after {i} of {len(grid)} λ values"
             break
         adapter = AffineAdapter.from_solution(sol, rel).eval()
-        val, result.val_metric_name = _val(adapter, data)
-        mse = _val_mse(adapter, data)
+        queries = adapt_queries(adapter, data.new_val)  # one mapping serves both numbers
+        val, result.val_metric_name = retrieval_metric(queries, data.old_val, data.labels_val)
+        mse = float(((queries - data.old_val) ** 2).sum(axis=1).mean())
         result.metrics.append({"epoch": 0.0, "ridge": rel, "val_metric": val, "val_mse": mse})
         if best_key is None or (val, -mse) > best_key:
             best_key, result.adapter, result.best_val_metric, result.best_epoch = (val, -mse), adapter, val, 0

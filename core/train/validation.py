@@ -44,8 +44,11 @@ def upgrade_metric(
     side: np.ndarray | None = None,
 ) -> tuple[float, str]:
     """(value, name) of the upgraded system's top-1: by label when labels exist, else by pair."""
-    queries = adapt_queries(adapter, new, old)
-    gallery = adapt_gallery(adapter, old, side)
+    return retrieval_metric(adapt_queries(adapter, new, old), adapt_gallery(adapter, old, side), labels)
+
+
+def retrieval_metric(queries: np.ndarray, gallery: np.ndarray, labels: np.ndarray | None) -> tuple[float, str]:
+    """(value, name) of top-1 for already adapted queries and gallery rows (see upgrade_metric)."""
     if metric_name(labels) == "label_top1":
         return label_top1(queries, gallery, labels), "label_top1"
     return pair_top1(queries, gallery), "pair_top1"
