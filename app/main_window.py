@@ -1,7 +1,7 @@
 """The main window: navigation, one page per workflow step, jobs and log docks, the status bar.
 
-Nothing here imports torch, faiss or matplotlib: the compute device is detected by a background
-job after the window is shown, and pages import heavy modules only when they need them.
+Nothing here imports torch, faiss or matplotlib: once the window is shown, background jobs detect
+the compute device and then import what later jobs need (see :mod:`app.preload`).
 """
 
 from __future__ import annotations
@@ -139,7 +139,7 @@ class MainWindow(QMainWindow):
         return self.pages[key]
 
     def start(self) -> None:
-        """Work deferred until the window is visible: find the compute device."""
+        """Work deferred until the window is visible: find the compute device, then warm up."""
         QTimer.singleShot(0, self.ctx.detect_devices)
 
     def show_job_error(self, job: Job) -> None:

@@ -1,11 +1,21 @@
-"""Shared fixtures: one demo workspace built per test session, copied for tests that write."""
+"""Shared fixtures: one demo workspace built per test session, copied for tests that write.
+
+Property tests draw the same examples on every run (``derandomize``), so a run's result depends
+on the code alone; ``HYPOTHESIS_PROFILE=explore`` searches fresh random examples instead.
+"""
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+settings.register_profile("repeatable", derandomize=True, database=None)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 
 @pytest.fixture(autouse=True)

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from core.errors import InputError
 from core.report.backfill import POLICIES, backfill_curves, backfill_order
 from core.report.compat import criterion, gain_retained
 from core.report.metrics import bootstrap_ci, bootstrap_statistic_ci
@@ -55,6 +56,7 @@ def _top_k(queries: np.ndarray, gallery: np.ndarray, q_labels: np.ndarray, g_lab
 @settings(max_examples=20, deadline=None)
 @given(n_q=st.integers(1, 25), n_g=st.integers(2, 60), d_new=st.integers(2, 8), d_old=st.integers(2, 8),
        classes=st.integers(1, 5), steps=st.integers(2, 7), seed=st.integers(0, 2**16))
+@example(n_q=1, n_g=2, d_new=2, d_old=2, classes=2, steps=2, seed=1)  # its one query's label is not in the gallery
 def test_partial_backfill_starts_at_the_upgraded_cell_and_ends_at_new_new(
         n_q: int, n_g: int, d_new: int, d_old: int, classes: int, steps: int, seed: int) -> None:
     rng = np.random.default_rng(seed)
@@ -63,6 +65,10 @@ def test_partial_backfill_starts_at_the_upgraded_cell_and_ends_at_new_new(
     gh = rng.normal(size=(n_g, d_old))
     qy, gy = rng.integers(0, classes, n_q), rng.integers(0, classes, n_g)
     orders = {p: backfill_order(p, n_g, seed, gallery_adapted=gh, gallery_old=go) for p in POLICIES}
+    if not np.isin(qy, gy).any():  # no query has a relevant item: there is nothing to measure
+        with pytest.raises(InputError, match="no query has a relevant gallery item"):
+            backfill_curves(qn, qh, gn, go, qy, gy, orders, np.linspace(0, 1, steps), ks=(1, 5))
+        return
     curves = backfill_curves(qn, qh, gn, go, qy, gy, orders, np.linspace(0, 1, steps), ks=(1, 5))
     f32 = np.float32  # the curves score in float32; so does the brute force, to share its ties
     for k in (1, 5):
