@@ -6,7 +6,7 @@ the same code path as a user, without a modal dialog waiting for a click.
 
 from __future__ import annotations
 
-from PySide6.QtWidgets import QFileDialog, QInputDialog, QMessageBox, QWidget
+from PySide6.QtWidgets import QFileDialog, QMessageBox, QWidget
 
 
 def confirm(parent: QWidget | None, title: str, text: str) -> bool:
@@ -29,11 +29,6 @@ def choose_save_path(parent: QWidget | None, title: str, filters: str = "All fil
                      start: str = "") -> str | None:
     path, _ = QFileDialog.getSaveFileName(parent, title, start, filters)
     return path or None
-
-
-def ask_text(parent: QWidget | None, title: str, label: str, default: str = "") -> str | None:
-    text, ok = QInputDialog.getText(parent, title, label, text=default)
-    return (text.strip() or None) if ok else None
 
 
 def open_path(path: str) -> bool:

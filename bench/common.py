@@ -94,11 +94,6 @@ def usable_cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def memory_available_bytes() -> int | None:
-    value = read_key_values("/proc/meminfo").get("MemAvailable")
-    return int(value.split()[0]) * 1024 if value else None
-
-
 def machine_info(device: str = "cpu") -> dict[str, Any]:
     """What a reader needs to judge the numbers: CPU, cores, memory, library versions, load, GPU."""
     import faiss
@@ -138,10 +133,6 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     start = time.perf_counter()
     value = fn()
     return time.perf_counter() - start, value
-
-
-def best_time(fn: Callable[[], Any], repeats: int) -> float:
-    return min(timed(fn)[0] for _ in range(max(1, repeats)))
 
 
 def peak_rss_bytes() -> int:
@@ -220,7 +211,3 @@ def area_result(area: str, rows: list[Row] | list[Row | dict[str, Any]], setting
         "rows": [r if isinstance(r, dict) else r.to_dict() for r in rows],
         "notes": notes,
     }
-
-
-def gib(n_bytes: float) -> float:
-    return n_bytes / 1024**3

@@ -27,10 +27,6 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def sha256_tree(path: str | Path) -> str:
     """Hash of a folder: every file's relative path and content, in sorted order."""
     root = Path(path)

@@ -16,7 +16,6 @@ import errno
 import hashlib
 import json
 import os
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -305,7 +304,3 @@ def sweep_orphans(vectors_dir: Path, registered: set[Path], cutoff: float) -> in
         except OSError:
             continue
     return removed
-
-
-def remove_partial(partial_dir: Path) -> None:
-    shutil.rmtree(partial_dir, ignore_errors=True)
