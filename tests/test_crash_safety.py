@@ -222,18 +222,21 @@ def test_run_of_a_killed_process_shows_interrupted(ws_path: Path, tmp_path: Path
 
 def test_stale_temp_files_are_swept_on_open(ws_path: Path) -> None:
     old, fresh = time.time() - 7200, time.time()
-    stale = [ws_path / "vectors" / ".partial" / f"{TMP_PREFIX}abc-k.json", ws_path / "models" / f"{TMP_PREFIX}x.pt"]
-    stale_dir = ws_path / "models" / f"{TMP_PREFIX}y-folder"
-    recent = ws_path / "adapters" / f"{TMP_PREFIX}z.pt"
-    for path in [*stale, recent, stale_dir / "w.bin"]:
+    ours = f"{TMP_PREFIX}0123456789ab-"  # the names temp_path_for gives
+    stale = [ws_path / "vectors" / ".partial" / f"{ours}k.json", ws_path / "models" / f"{ours}x.pt"]
+    stale_dir = ws_path / "models" / f"{ours}y-folder"
+    recent = ws_path / "adapters" / f"{ours}z.pt"
+    not_ours = ws_path / "models" / f"{TMP_PREFIX}notes.pt"  # a temp-like name this program never gives
+    for path in [*stale, recent, not_ours, stale_dir / "w.bin"]:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"partial")
-    for path in [*stale, stale_dir]:
+    for path in [*stale, stale_dir, not_ours]:
         os.utime(path, (old, old))
     os.utime(recent, (fresh, fresh))
     Workspace.open(ws_path).close()
     assert not any(p.exists() for p in [*stale, stale_dir])
     assert recent.exists()  # may belong to a writer that is still running
+    assert not_ours.exists()
 
 
 def test_unregistered_vector_files_are_swept_unless_a_resume_needs_them(
@@ -245,7 +248,7 @@ def test_unregistered_vector_files_are_swept_unless_a_resume_needs_them(
     with Workspace.open(ws_path) as ws:
         ids = ws.item_ids()[:5]
         ws.add_vector_set("m", ids, np.ones((5, DIM)), name="kept")
-    orphan = ws_path / "vectors" / "m" / "lost-0000.npy"  # e.g. from a rolled-back outer transaction
+    orphan = ws_path / "vectors" / "m" / "lost-0000abcd.npy"  # e.g. from a rolled-back outer transaction
     np.save(orphan, np.zeros((2, DIM), dtype=np.float32))
     monkeypatch.setattr("core.store.workspace.TEMP_MAX_AGE_S", -60)  # everything counts as old
     with Workspace.open(ws_path) as ws:

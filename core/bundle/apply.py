@@ -9,8 +9,11 @@ complete result is renamed to ``<out>``; the sidecar is then removed.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +22,10 @@ import numpy as np
 from core.bundle.archive import BundleLimits
 from core.bundle.runtime import LoadedBundle, load_bundle
 from core.errors import BundleError, VectorFileError
+from core.paths import check_output, check_regular
 from core.progress import ProgressFn, StopFn, check_stop, no_progress
-from core.store.files import atomic_write_text, publish
+from core.store.files import atomic_write_text, publish, sha256_file
+from core.store.vectors import disk_error
 
 DEFAULT_CHUNK = 65_536
 
@@ -31,12 +36,17 @@ def partial_paths(out: Path) -> tuple[Path, Path]:
 
 
 def _open_input(path: Path, label: str, dim: int, rows: int | None = None) -> np.ndarray:
+    if not path.exists():
+        raise VectorFileError(path, f"{label} file does not exist")
+    check_regular(path, f"{label} file", folders=False)
     try:
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
-    except FileNotFoundError:
-        raise VectorFileError(path, f"{label} file does not exist") from None
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, EOFError) as exc:
         raise VectorFileError(path, f"not a readable .npy matrix ({exc})") from exc
+    if not isinstance(arr, np.ndarray):  # an .npz archive opens as a mapping of arrays
+        if hasattr(arr, "close"):
+            arr.close()
+        raise VectorFileError(path, f"{label} must be one .npy matrix, not an .npz archive or other container")
     if arr.ndim != 2 or arr.shape[1] != dim:
         raise VectorFileError(path, f"{label} have shape {arr.shape}; the bundle's adapter expects (n, {dim})")
     if rows is not None and arr.shape[0] != rows:
@@ -47,8 +57,10 @@ def _open_input(path: Path, label: str, dim: int, rows: int | None = None) -> np
 
 
 def _identity(path: Path) -> dict[str, Any]:
+    """Where the input is and what it holds: a resume needs the very same bytes, not just size and time."""
     st = path.stat()
-    return {"path": str(path.resolve()), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
+    return {"path": str(path.resolve()), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns,
+            "sha256": sha256_file(path)}
 
 
 def apply_bundle(bundle: str | Path | LoadedBundle, vectors: str | Path, out: str | Path, *,
@@ -56,12 +68,30 @@ def apply_bundle(bundle: str | Path | LoadedBundle, vectors: str | Path, out: st
                  chunk_rows: int = DEFAULT_CHUNK, limits: BundleLimits | None = None,
                  on_progress: ProgressFn | None = None, should_stop: StopFn | None = None) -> dict[str, Any]:
     """Write ``bundle(vectors)`` to ``out`` (.npy float32) in chunks; see the module docstring."""
-    loaded = bundle if isinstance(bundle, LoadedBundle) else load_bundle(bundle, limits)
-    report = on_progress or no_progress
     src, out = Path(vectors), Path(out)
-    if src.resolve() == out.resolve():
-        raise BundleError(f"{out}: the output must not overwrite the input vectors")
+    bundle_path = bundle.path if isinstance(bundle, LoadedBundle) else Path(bundle)
+    partial, sidecar = partial_paths(out)
+    lock_path = out.with_name(out.name + ".lock")
+    for target in (out, partial, sidecar, lock_path):
+        check_output(target, inputs=(bundle_path, src, old_vectors))
+    if out.is_dir() or out.is_symlink():
+        raise BundleError(f"{out}: is {'a symbolic link' if out.is_symlink() else 'a folder'}; --out must be "
+                          "a new or existing .npy file")
+    if out.exists() and not out.is_file():
+        raise BundleError(f"{out}: is not a regular file; --out must be a new or existing .npy file")
+    loaded = bundle if isinstance(bundle, LoadedBundle) else load_bundle(bundle, limits)
     x = _open_input(src, "vectors", loaded.in_dim)
+    try:
+        with _exclusive(lock_path, out):
+            return _apply(loaded, src, x, out, old_vectors, normalise_output, chunk_rows, on_progress, should_stop)
+    except OSError as exc:
+        raise disk_error(exc, out, "write the output") from exc
+
+
+def _apply(loaded: LoadedBundle, src: Path, x: np.ndarray, out: Path, old_vectors: str | Path | None,
+           normalise_output: bool, chunk_rows: int, on_progress: ProgressFn | None,
+           should_stop: StopFn | None) -> dict[str, Any]:
+    report = on_progress or no_progress
     old = None
     if loaded.needs_old:
         if old_vectors is None:
@@ -122,6 +152,32 @@ def _resume(partial: Path, sidecar: Path, state: dict[str, Any]) -> tuple[int, n
         _discard(partial, sidecar)
         return 0, None
     return done, matrix
+
+
+@contextmanager
+def _exclusive(lock_path: Path, out: Path) -> Iterator[None]:
+    """Hold ``<out>.lock`` for the whole apply, so two applies never write one output at once."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise BundleError(f"{out}: another 'bundle apply' is writing this output; wait for it to finish "
+                              "or choose another --out") from None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(lock_path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # the holder before us removed it: lock the new one
+    try:
+        yield
+    finally:
+        lock_path.unlink(missing_ok=True)  # still holding the lock, so nobody else has it now
+        os.close(fd)
 
 
 def _discard(partial: Path, sidecar: Path) -> None:

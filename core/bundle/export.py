@@ -8,6 +8,7 @@ registered with its sha256 (of the zip file, or the folder tree).
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -37,10 +38,12 @@ from core.bundle.runtime import (
 )
 from core.errors import BundleError
 from core.jobs import recorded_run
+from core.paths import check_output, remove_no_follow
 from core.progress import ProgressFn, StopFn, check_stop, no_progress
 from core.store import Workspace
 from core.store.files import atomic_target, fsync_dir, sha256_file, sha256_tree, temp_path_for
 from core.store.rows import now_iso
+from core.store.vectors import disk_error
 
 STATE_FILE = "adapter_state.pt"
 GALLERY_DIR = "gallery_transformed"
@@ -57,18 +60,22 @@ def export_bundle(ws: Workspace, out: str | Path, run_ids: list[int] | None = No
     side information, which the workspace does not store).
     ``report_id``: the report to include (default: the latest one of a single run).
     """
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise BundleError(f"{out}: already exists; choose another name or allow overwriting")
+    out = check_output(out, workspace=ws.root)
+    if out.exists() or out.is_symlink():
+        if not overwrite:
+            raise BundleError(f"{out}: already exists; choose another name or allow overwriting")
+        replaceable_bundle(out)
     steps = contents.resolve_steps(ws, run_ids)
     config = {"runs": [s.run["id"] for s in steps], "out": str(out), "gallery": gallery, "probes": probes}
     with recorded_run(ws, "export", steps[0].adapter.kind if len(steps) == 1 else "chain", config) as record:
         staging = temp_path_for(out if out.suffix.lower() != ".zip" else out.with_suffix(""))
-        staging.mkdir(parents=True)
         try:
+            staging.mkdir(parents=True)
             manifest = _fill(ws, staging, steps, report_id, gallery, probes, seed, on_progress, should_stop)
             check_stop(should_stop)
             _publish(staging, out, overwrite)
+        except OSError as exc:  # a full disk or a folder we may not write: one line, nothing left
+            raise disk_error(exc, out, "write the bundle") from exc
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         verify_bundle(out)
@@ -88,7 +95,9 @@ def _fill(ws: Workspace, root: Path, steps: list[contents.Step], report_id: int 
     module = deploy_module(first.adapter)
     for step in steps[1:]:
         module = compose_adapters(module, step.adapter, normalise_between=step.input_normalised)
-    torch.jit.save(script(module), str(root / ADAPTER_FILE))
+    buffer = io.BytesIO()  # saved to memory first: torch aborts the process on a failed file write
+    torch.jit.save(script(module), buffer)
+    (root / ADAPTER_FILE).write_bytes(buffer.getvalue())
     state = adapter_payload(first.adapter) if len(steps) == 1 else {
         "format": 1, "kind": "chain", "steps": [adapter_payload(s.adapter) for s in steps],
         "normalise_between": [s.input_normalised for s in steps[1:]]}
@@ -189,4 +198,28 @@ def _publish(staging: Path, out: Path, overwrite: bool) -> None:
     os.replace(staging, out)
     fsync_dir(out.parent)
     if old is not None:
-        shutil.rmtree(old) if old.is_dir() else old.unlink()
+        remove_no_follow(old)
+
+
+def replaceable_bundle(out: Path) -> None:
+    """``--overwrite`` replaces a bundle only: never a link, a plain folder or any other file."""
+    if out.is_symlink():
+        raise BundleError(f"{out}: is a symbolic link; --overwrite replaces only a bundle, not what a link "
+                          "points to")
+    if out.is_dir():
+        if not ((out / MANIFEST).is_file() and (out / CHECKSUMS).is_file()):
+            raise BundleError(f"{out}: is a folder but not a bundle (no {MANIFEST} and {CHECKSUMS}); "
+                              "--overwrite replaces only a bundle")
+        if out.suffix.lower() == ".zip":
+            raise BundleError(f"{out}: is a bundle folder; a .zip output would replace it with a file")
+        return
+    if out.suffix.lower() != ".zip":
+        raise BundleError(f"{out}: is a file; a bundle folder would replace it (use a path ending in .zip)")
+    try:
+        with zipfile.ZipFile(out) as zf:
+            names = set(zf.namelist())
+    except (OSError, zipfile.BadZipFile):
+        names = set()
+    if MANIFEST not in names or CHECKSUMS not in names:
+        raise BundleError(f"{out}: is not a bundle (.zip with {MANIFEST} and {CHECKSUMS}); --overwrite "
+                          "replaces only a bundle")

@@ -14,7 +14,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-TMP_PREFIX = ".tmp-"
+from core.paths import TMP_PREFIX
+
 _HASH_BLOCK = 1 << 20
 
 

@@ -81,6 +81,26 @@ def current_version(db: sqlite_utils.Database) -> int:
     return int(row[0]) if row else 0
 
 
+def check_tables(db: sqlite_utils.Database, source: str) -> None:
+    """Refuse a database missing a table or column of the current schema (dropped or hand-edited)."""
+    try:
+        version = current_version(db)
+    except ValueError:
+        return  # migrate names a garbled version
+    if version != SCHEMA_VERSION:
+        return  # an older schema is migrated first; a newer one is refused by migrate
+    tables = set(db.table_names())
+    for name, (columns, _) in _TABLES.items():
+        if name not in tables:
+            raise SchemaVersionError(f"{source}: the workspace database is damaged: table '{name}' is missing; "
+                                     "restore it from a backup")
+        have = {c.name for c in db[name].columns}
+        missing = sorted(set(columns) - have)
+        if missing:
+            raise SchemaVersionError(f"{source}: the workspace database is damaged: table '{name}' lacks "
+                                     f"column(s) {', '.join(missing)}; restore it from a backup")
+
+
 def migrate(db: sqlite_utils.Database, source: str) -> int:
     """Bring ``db`` to SCHEMA_VERSION, one transaction per step; returns the final version."""
     try:

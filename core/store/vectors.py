@@ -16,6 +16,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from core.errors import IntegrityError, StoreError, VectorFileError
+from core.paths import is_real_dir
 from core.store.files import atomic_write_text, fsync_dir, publish, sha256_file
 
 SUPPORTED_DTYPES = ("float32", "float16")
@@ -32,6 +34,7 @@ _verified: dict[tuple[str, int, int, int, int], str] = {}
 # modification (coarse filesystem clocks), so such a check is not remembered.
 _RACY_WINDOW_NS = 2_000_000_000
 _DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+_COMMITTED = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*-[0-9a-f]{8}(?:\.ids)?\.npy")
 
 
 def check_finite(block: np.ndarray, source: str, first_row: int = 0) -> None:
@@ -279,28 +282,43 @@ class VectorSetWriter:
             path.unlink(missing_ok=True)
 
 
-def sweep_orphans(vectors_dir: Path, registered: set[Path], cutoff: float) -> int:
+def committed_name(name: str) -> bool:
+    """True for the names ``commit`` gives vector files: ``<set name>-<8 hex>.npy`` / ``.ids.npy``."""
+    return bool(_COMMITTED.fullmatch(name))
+
+
+def sweep_orphans(vectors_dir: Path, registered: set[Path], cutoff: float, models: set[str]) -> int:
     """Delete vector files no set registers, untouched since ``cutoff``; returns how many.
 
     They come from a commit whose registration never happened (killed writer, rolled-back outer
-    transaction). Files a crashed writer's progress JSON still names are kept: resuming takes
-    them back.
+    transaction). Only regular files with the names ``commit`` gives, in the real (not linked)
+    folder of a registered model, are candidates; files a crashed writer's progress JSON still
+    names are kept: resuming takes them back.
     """
     claimed: set[str] = set()
-    for state in (vectors_dir / ".partial").glob("*.json"):
-        try:
-            claimed.update(str(n) for n in json.loads(state.read_text()).get("committing") or [])
-        except (OSError, ValueError, AttributeError, TypeError):
-            continue
+    partial = vectors_dir / ".partial"
+    if is_real_dir(partial):
+        for state in partial.glob("*.json"):
+            try:
+                claimed.update(str(n) for n in json.loads(state.read_text()).get("committing") or [])
+            except (OSError, ValueError, AttributeError, TypeError):
+                continue
     removed = 0
-    for path in vectors_dir.glob("*/*.npy"):
-        if path.parent.name == ".partial" or path in registered or path.name in claimed:
+    for model in sorted(models):
+        folder = vectors_dir / model
+        if model in (".partial", "", ".", "..") or "/" in model or not is_real_dir(folder):
             continue
-        try:
-            st = path.stat()
-            if max(st.st_mtime, st.st_ctime) < cutoff:
-                path.unlink()
-                removed += 1
-        except OSError:
-            continue
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                path = Path(entry.path)
+                if (not entry.is_file(follow_symlinks=False) or not committed_name(entry.name)
+                        or path in registered or entry.name in claimed):
+                    continue
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                    if max(st.st_mtime, st.st_ctime) < cutoff:
+                        os.unlink(path)
+                        removed += 1
+                except OSError:
+                    continue
     return removed

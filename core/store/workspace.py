@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
+import stat
 import threading
 import time
 import uuid
@@ -31,10 +32,11 @@ from core.errors import (
     VectorFileError,
     WorkspaceBusyError,
 )
-from core.store.files import TMP_PREFIX, atomic_copy, atomic_copy_tree
+from core.paths import DB_NAME, check_name, child, is_real_dir, owned_temps, remove_no_follow
+from core.store.files import atomic_copy, atomic_copy_tree
 from core.store.records import RecordsMixin
 from core.store.rows import decode, encode, item_row, now_iso
-from core.store.schema import migrate
+from core.store.schema import check_tables, migrate
 from core.store.vectors import (
     SUPPORTED_DTYPES,
     VectorSetWriter,
@@ -44,7 +46,6 @@ from core.store.vectors import (
     verified_sha256,
 )
 
-DB_NAME = "embridge.db"
 ITEM_FIELDS = ("key", "label", "split", "source", "modality", "text", "path", "metadata")
 ROLES = ("old", "new", "other")
 TEMP_MAX_AGE_S = 3600  # older temp files belong to a writer that died, not one still running
@@ -91,14 +92,14 @@ class Workspace(RecordsMixin):
     def open(cls, path: str | Path, busy_timeout: float | None = None) -> Workspace:
         """Open an existing workspace; ``busy_timeout`` (seconds) defaults to ``$EMBRIDGE_BUSY_TIMEOUT`` or 10."""
         root = Path(path)
-        if not (root / DB_NAME).is_file():
-            raise StoreError(f"{root}: not an Embridge workspace (no {DB_NAME}); run 'embridge init' first")
+        _check_database_file(root)
         return cls._connect(root, busy_timeout, create=False)
 
     @classmethod
     def open_or_create(cls, path: str | Path, busy_timeout: float | None = None) -> Workspace:
         root = Path(path)
-        return cls.open(root, busy_timeout) if (root / DB_NAME).exists() else cls.create(root, busy_timeout)
+        exists = (root / DB_NAME).exists() or (root / DB_NAME).is_symlink()
+        return cls.open(root, busy_timeout) if exists else cls.create(root, busy_timeout)
 
     @classmethod
     def _connect(cls, root: Path, busy_timeout: float | None, create: bool) -> Workspace:
@@ -108,12 +109,18 @@ class Workspace(RecordsMixin):
             db = sqlite_utils.Database(conn)
             db.execute("PRAGMA foreign_keys=ON")
             tables = db.table_names()  # checked before anything is written to the file
-            if not create and tables and "meta" not in tables:  # (no tables at all: a create that was cut short)
+            if not create and not tables and _holds_files(root):  # else: a create cut short, finished now
+                raise SchemaVersionError(f"{db_path}: the workspace database holds no tables (empty or never "
+                                         "finished); Embridge leaves it and the workspace's files untouched")
+            if not create and tables and "meta" not in tables:
                 raise SchemaVersionError(f"{db_path}: not an Embridge workspace database (it holds tables but no "
                                          "Embridge schema; made by another program?); Embridge leaves it untouched")
+            if not create:
+                check_tables(db, str(db_path))  # before any write: a damaged database stays as it is
             if db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
                 db.enable_wal()
             migrate(db, str(db_path))
+            check_tables(db, str(db_path))
         except BaseException as exc:
             conn.close()
             if isinstance(exc, sqlite3.DatabaseError):
@@ -168,22 +175,25 @@ class Workspace(RecordsMixin):
                 raise _translate(exc, self.root / DB_NAME) from exc
 
     def _sweep_temp_files(self) -> None:
-        """Remove temp files and unregistered vector files a crashed writer left behind (never visible)."""
+        """Remove temp files and unregistered vector files a crashed writer left behind (never visible).
+
+        Only names this program gives its own files are removed, in the workspace's own folders,
+        and no symbolic link is ever followed (a linked folder is left alone entirely).
+        """
         cutoff = time.time() - TEMP_MAX_AGE_S
         for sub in ("vectors", "models", "adapters", "reports", "bundles"):
-            for tmp in (self.root / sub).rglob(f"{TMP_PREFIX}*"):
+            for tmp in list(owned_temps(self.root / sub)):
                 try:
                     if tmp.lstat().st_mtime >= cutoff:
                         continue
-                    if tmp.is_dir() and not tmp.is_symlink():
-                        shutil.rmtree(tmp, ignore_errors=True)
-                    else:
-                        tmp.unlink(missing_ok=True)
+                    remove_no_follow(tmp)
                 except OSError:
                     continue  # swept by a concurrent opener, or not ours to remove
         registered = {self.root / r[c] for r in self.db.execute("select file, ids_file from vector_sets")
                       for c in (0, 1) if r[c]}
-        sweep_orphans(self.root / "vectors", registered, cutoff)
+        models = {r[0] for r in self.db.execute("select name from models") if isinstance(r[0], str)}
+        if is_real_dir(self.root / "vectors"):
+            sweep_orphans(self.root / "vectors", registered, cutoff, models)
 
     # -- items ------------------------------------------------------------------------------
     def add_items(self, records: Sequence[dict[str, Any]], source: str = "items") -> list[int]:
@@ -267,12 +277,13 @@ class Workspace(RecordsMixin):
         """Copy a checkpoint into ``models/`` and register its spec (one transaction)."""
         if role not in ROLES:
             raise StoreError(f"unknown role '{role}': use one of {', '.join(ROLES)}")
+        check_name(name, "model name")
         if self.db.execute("select 1 from models where name = ?", [name]).fetchone():
             raise StoreError(f"{self.root}: a model named '{name}' already exists")
         src = Path(source_path) if source_path is not None else None
         if src is not None and not src.exists():
             raise StoreError(f"{src}: the checkpoint to store does not exist")
-        stored = self.root / "models" / f"{name}-{str(spec.get('sha256', ''))[:12]}{src.suffix}" if src else None
+        stored = child(self.root / "models", f"{name}-{str(spec.get('sha256', ''))[:12]}{src.suffix}") if src else None
         rel = stored.relative_to(self.root).as_posix() if stored else None
         try:  # encoded first: a spec that cannot be stored copies nothing
             row = encode({"name": name, "role": role, "kind": spec.get("kind"), "modality": spec.get("modality"),
@@ -329,8 +340,10 @@ class Workspace(RecordsMixin):
             raise VectorFileError(f"vectors of model '{model}'", f"{dim}-d vectors, but the model gives "
                                   f"{expected}-d vectors")
         self.check_item_ids(item_ids)
-        set_name = name or "vectors"
+        set_name = check_name(name or "vectors", "vector set name")
         key = resume_key or f"{model}-{set_name}"
+        partial_dir, final_dir = self.root / "vectors" / ".partial", child(self.root / "vectors", model)
+        child(partial_dir, f"{key}.npy")
 
         def register(matrix: Path, ids_file: Path, sha: str, ids_sha: str) -> dict[str, Any]:
             row = {"model_id": model_row["id"], "name": set_name, "dim": dim, "dtype": dtype,
@@ -346,7 +359,7 @@ class Workspace(RecordsMixin):
             return self.db.execute("select 1 from vector_sets where file = ? or ids_file = ?",
                                    [rel, rel]).fetchone() is not None
 
-        return VectorSetWriter(self.root / "vectors" / ".partial", self.root / "vectors" / model,
+        return VectorSetWriter(partial_dir, final_dir,
                                key, item_ids, dim, dtype, register, f"vectors of model '{model}'",
                                final_stem=set_name, is_registered=is_registered)
 
@@ -451,6 +464,31 @@ class Workspace(RecordsMixin):
         rows = [{"item_id": int(i), "fold": f, "seed": seed} for i, f in assignment.items()]
         with self.transaction():
             self.db["folds"].upsert_all(rows, pk="item_id")
+
+
+def _holds_files(root: Path) -> bool:
+    """True when any workspace folder holds a file (links are not entered)."""
+    for sub in ("vectors", "models", "adapters", "reports", "bundles"):
+        folder = root / sub
+        if folder.is_symlink() or (folder.exists() and any(os.scandir(folder))):
+            return True
+    return False
+
+
+def _check_database_file(root: Path) -> None:
+    """The database must be a readable, non-empty regular file; never created or repaired here."""
+    db_path = root / DB_NAME
+    try:
+        st = db_path.stat()
+    except FileNotFoundError:
+        raise StoreError(f"{root}: not an Embridge workspace (no {DB_NAME}); run 'embridge init' first") from None
+    except OSError as exc:
+        raise StoreError(f"{db_path}: cannot read the workspace database ({exc.strerror})") from exc
+    if not stat.S_ISREG(st.st_mode):
+        raise StoreError(f"{db_path}: the workspace database is not a regular file")
+    if st.st_size == 0:
+        raise StoreError(f"{db_path}: the workspace database is empty (0 bytes); restore it from a backup. "
+                         "Embridge leaves it and the workspace's files untouched")
 
 
 def _translate(exc: sqlite3.DatabaseError, db_path: Path) -> Exception:

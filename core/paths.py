@@ -1,0 +1,151 @@
+"""Where Embridge may write, what it may delete, and which names may become file names.
+
+Every command that writes a file the user named checks it with :func:`check_output` first: an
+output is never a workspace, inside one, a folder holding one, or any input (nor inside or above
+an input folder, such as an unzipped bundle). Deleting never follows a symbolic link and only
+removes names this program gives its own files (:func:`owned_temp_name`). User-chosen names that
+become file names (model and vector-set names) go through :func:`check_name`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import stat
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from core.errors import InputError
+
+DB_NAME = "embridge.db"
+TMP_PREFIX = ".tmp-"
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_WINDOWS_RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)), *(f"lpt{i}" for i in range(10))}
+# temp names this program writes: temp_path_for (".tmp-<12 hex>-name") and scratch folders
+_OWNED_TEMP = re.compile(r"\.tmp-(?:[0-9a-f]{12}-.+|scratch-[A-Za-z0-9_]+)")
+
+
+def absolute(path: str | Path) -> Path:
+    """``path`` made absolute with links resolved (it need not exist)."""
+    return Path(os.path.abspath(os.fspath(path))).resolve()
+
+
+def is_within(path: str | Path, folder: str | Path) -> bool:
+    """True when ``path`` is ``folder`` or lies below it (both resolved)."""
+    p, f = absolute(path), absolute(folder)
+    return p == f or f in p.parents
+
+
+def _workspace_above(path: Path) -> Path | None:
+    for folder in (path, *path.parents):
+        try:
+            if (folder / DB_NAME).exists():
+                return folder
+        except OSError:
+            continue
+    return None
+
+
+def check_output(out: str | Path, *, label: str = "--out", workspace: str | Path | None = None,
+                 inputs: Iterable[str | Path | None] = ()) -> Path:
+    """Refuse an output path that would overwrite or land inside what the command reads or keeps.
+
+    Raises :class:`InputError` naming ``out``; returns it (unchanged) when it is safe.
+    """
+    target = absolute(out)
+    where = f"{label} {out}"
+    if workspace is not None:
+        ws = absolute(workspace)
+        if target == ws:
+            raise InputError(where, f"is the workspace {workspace}; write outputs outside it")
+        if ws in target.parents:
+            raise InputError(where, f"is inside the workspace {workspace}; write outputs outside it")
+        if target in ws.parents:
+            raise InputError(where, f"is a folder holding the workspace {workspace}; write outputs elsewhere")
+    found = _workspace_above(target)
+    if found is not None:
+        raise InputError(where, f"is inside the workspace {found}; write outputs outside it")
+    for given in inputs:
+        if given is None:
+            continue
+        source = absolute(given)
+        if target == source:
+            raise InputError(where, f"is also an input ({given}); choose another output")
+        if source in target.parents:
+            raise InputError(where, f"is inside the input {given}; choose another output")
+        if target in source.parents:
+            raise InputError(where, f"is a folder holding the input {given}; choose another output")
+    return Path(out)
+
+
+def check_name(name: object, what: str = "model name") -> str:
+    """A name that becomes a file name: letters, digits, ``.``, ``_``, ``-``; at most 64; no path parts."""
+    text = name if isinstance(name, str) else ""
+    if (not _NAME.fullmatch(text) or text.endswith(".") or ".." in text
+            or text.split(".")[0].lower() in _WINDOWS_RESERVED):
+        raise InputError(f"{what} {name!r}", "use 1 to 64 letters, digits, '.', '_' or '-', starting with a letter "
+                         "or digit (it becomes a file name, so no '/', '\\', '..' or spaces)")
+    return text
+
+
+def child(folder: Path, *parts: str) -> Path:
+    """``folder / parts`` after checking that it stays inside ``folder`` (a stored name cannot escape)."""
+    path = folder.joinpath(*parts)
+    if not is_within(path, folder) or any(p in ("", ".", "..") or "/" in p or "\\" in p for p in parts):
+        raise InputError(path, f"escapes its folder {folder}")
+    return path
+
+
+def is_real_dir(path: Path) -> bool:
+    """A folder that is not a symbolic link (lstat)."""
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def owned_temp_name(name: str) -> bool:
+    """True for names of temp files and folders this program creates."""
+    return bool(_OWNED_TEMP.fullmatch(name))
+
+
+def owned_temps(folder: Path) -> Iterator[Path]:
+    """Temp files and folders of ours under ``folder``, never entering a symbolic link."""
+    if not is_real_dir(folder):
+        return
+    for top, dirs, files in os.walk(folder, followlinks=False):
+        base = Path(top)
+        for name in [*files, *dirs]:
+            if owned_temp_name(name):
+                yield base / name
+        dirs[:] = [d for d in dirs if not owned_temp_name(d) and is_real_dir(base / d)]
+
+
+def remove_no_follow(path: Path) -> None:
+    """Remove a file, a link (the link itself) or a folder tree without following any link."""
+    st = os.lstat(path)
+    if stat.S_ISDIR(st.st_mode):
+        shutil.rmtree(path)  # rmtree never follows links inside the tree
+    else:
+        os.unlink(path)
+
+
+def check_regular(path: str | Path, label: str = "input", folders: bool = True) -> Path:
+    """Refuse what is neither a regular file nor (when allowed) a folder: FIFOs, devices, sockets.
+
+    Reading a FIFO blocks forever; reading a device may never end.
+    """
+    p = Path(path)
+    try:
+        mode = os.stat(p).st_mode
+    except FileNotFoundError:
+        raise InputError(p, f"{label} not found") from None
+    except OSError as exc:
+        raise InputError(p, f"cannot read the {label} ({exc.strerror})") from exc
+    if stat.S_ISREG(mode) or (folders and stat.S_ISDIR(mode)):
+        return p
+    kind = "a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(
+        mode) else "a socket" if stat.S_ISSOCK(mode) else "a folder" if stat.S_ISDIR(mode) else "not a regular file"
+    wanted = "a regular file or folder" if folders else "a regular file"
+    raise InputError(p, f"is {kind}; the {label} must be {wanted}")
