@@ -107,6 +107,8 @@ def read_jsonl_texts(path: Path, key_col: str = "key", text_col: str = "text",
             row = json.loads(line)
         except json.JSONDecodeError as exc:
             raise ImportDataError(path, f"line {n}: invalid JSON ({exc.msg})") from exc
+        except RecursionError:
+            raise ImportDataError(path, f"line {n}: JSON nested too deeply") from None
         if not isinstance(row, dict):
             raise ImportDataError(path, f"line {n}: expected a JSON object")
         records.append(_text_record(row, n, path, key_col, text_col, label_col))

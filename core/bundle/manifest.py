@@ -22,6 +22,8 @@ from core.errors import BundleError
 from core.progress import ProgressFn, StopFn, check_stop, no_progress
 
 FORMAT_VERSION = 1
+ADAPTER_FILE = "adapter.pt"
+MAX_DIM = 1 << 20
 MANIFEST = "manifest.json"
 CHECKSUMS = "CHECKSUMS"
 RESERVED = (MANIFEST, CHECKSUMS)
@@ -58,6 +60,8 @@ def parse_manifest(src: BundleSource) -> dict[str, Any]:
         manifest = json.loads(src.read_bytes(MANIFEST).decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BundleError(f"{src.path}: {MANIFEST} is not valid JSON ({exc})") from exc
+    except RecursionError:
+        raise BundleError(f"{src.path}: {MANIFEST} is nested too deeply to be a bundle manifest") from None
     if not isinstance(manifest, dict):
         raise BundleError(f"{src.path}: {MANIFEST} must hold a JSON object")
     version = manifest.get("format_version")
@@ -71,7 +75,68 @@ def parse_manifest(src: BundleSource) -> dict[str, Any]:
         raise BundleError(f"{src.path}: {MANIFEST} lacks {', '.join(missing)}")
     if not isinstance(manifest["files"], dict):
         raise BundleError(f"{src.path}: {MANIFEST} 'files' must map names to hashes")
+    check_fields(src.path, manifest)
     return manifest
+
+
+def check_fields(where: object, m: dict[str, Any]) -> None:
+    """Refuse a manifest whose fields have the wrong types or values, naming the field."""
+    def fail(field: str, problem: str) -> None:
+        raise BundleError(f"{where}: {MANIFEST} field '{field}' {problem}")
+
+    def text(value: Any) -> bool:
+        return isinstance(value, str) and 0 < len(value) <= 500
+
+    def dim(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_DIM
+
+    adapter = m["adapter"]
+    if not isinstance(adapter, dict) or not adapter:
+        fail("adapter", "must be a non-empty object")
+    for key in ("kind", "direction"):
+        if not text(adapter.get(key)):
+            fail(f"adapter.{key}", "must be a non-empty string")
+    for key in ("in_dim", "out_dim"):
+        if not dim(adapter.get(key)):
+            fail(f"adapter.{key}", f"must be an integer from 1 to {MAX_DIM}, got {str(adapter.get(key))[:40]!r}")
+    inputs = adapter.get("inputs")
+    if not (isinstance(inputs, list) and inputs in (["new"], ["old"], ["new", "old"])):
+        fail("adapter.inputs", "must be [\"new\"], [\"old\"] or [\"new\", \"old\"]")
+    if adapter.get("file") != ADAPTER_FILE:
+        fail("adapter.file", f"must be '{ADAPTER_FILE}' (a bundle holds its adapter there), "
+             f"got {str(adapter.get('file'))[:80]!r}")
+    if ADAPTER_FILE not in m["files"]:
+        fail("files", f"does not list {ADAPTER_FILE}")
+    for name, entry in m["files"].items():
+        size = entry.get("bytes") if isinstance(entry, dict) else None
+        if not isinstance(entry, dict) or (size is not None and not (isinstance(size, int) and size >= 0)):
+            fail(f"files.{str(name)[:80]}", "must be an object with a sha256 and a byte count")
+    for key in ("created", "embridge_version"):
+        if not text(m.get(key)):
+            fail(key, "must be a non-empty string")
+    norm = m.get("normalisation")
+    if not (isinstance(norm, dict) and text(norm.get("input")) and text(norm.get("output"))):
+        fail("normalisation", "must be an object with 'input' and 'output' strings")
+    for key in ("probes", "models", "metrics", "report"):
+        if key in m and not isinstance(m[key], dict):
+            fail(key, "must be an object")
+    for role in ("old", "new"):
+        entry = (m.get("models") or {}).get(role)
+        if entry is not None and not isinstance(entry, dict):
+            fail(f"models.{role}", "must be an object")
+    chain = m.get("chain", [])
+    steps_ok = isinstance(chain, list) and all(
+        isinstance(step, dict) and all(step.get(k) is not None and text(str(step[k]))
+                                       for k in ("run_id", "kind", "direction"))
+        for step in chain)
+    if not steps_ok:
+        fail("chain", "must be a list of steps (objects with run_id, kind and direction)")
+    gallery = m.get("gallery_transformed")
+    if gallery is not None and not (isinstance(gallery, dict) and isinstance(gallery.get("count"), int)):
+        fail("gallery_transformed", "must be null or an object with an integer count")
+    values = (m.get("metrics") or {}).get("values", {})
+    if not isinstance(values, dict):
+        fail("metrics.values", "must be an object")
 
 
 def listed_hashes(src: BundleSource, manifest: dict[str, Any]) -> dict[str, str]:

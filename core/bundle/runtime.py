@@ -17,11 +17,11 @@ import numpy as np
 import torch
 
 from core.bundle.archive import BundleLimits, BundleSource, open_bundle, read_npy
-from core.bundle.manifest import check_integrity
+from core.bundle.manifest import ADAPTER_FILE, check_integrity
 from core.errors import BundleError
+from core.models.checkpoint import first_line
 from core.progress import ProgressFn, StopFn
 
-ADAPTER_FILE = "adapter.pt"
 PROBE_INPUTS, PROBE_OLD, PROBE_OUTPUTS = "probes/inputs.npy", "probes/old_inputs.npy", "probes/outputs.npy"
 # Probe outputs are recomputed by the same TorchScript on the same CPU kernels; the slack covers
 # other CPUs and thread counts (float32 sums in another order), far below any retrieval effect.
@@ -125,8 +125,8 @@ def check_probes(src: BundleSource, manifest: dict[str, Any], module: torch.jit.
         raise BundleError(f"{src.path}: {PROBE_OLD} is missing for a bundle that takes old query vectors")
     try:
         actual = run_module(module, inputs, old)
-    except RuntimeError as exc:
-        raise BundleError(f"{src.path}: {ADAPTER_FILE} fails on the probe vectors ({exc})") from exc
+    except Exception as exc:  # the adapter's own code may raise anything (TorchScript: torch.jit.Error)
+        raise BundleError(f"{src.path}: {ADAPTER_FILE} fails on the probe vectors ({first_line(exc)})") from exc
     diff = float(np.max(np.abs(actual - expected))) if actual.size else 0.0
     if actual.shape != expected.shape or not np.allclose(actual, expected, rtol=PROBE_RTOL, atol=PROBE_ATOL):
         raise BundleError(f"{src.path}: {ADAPTER_FILE} no longer reproduces {PROBE_OUTPUTS} "

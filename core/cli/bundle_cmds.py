@@ -10,6 +10,7 @@ import argparse
 from typing import Any
 
 from core.cli.main import add_common
+from core.cli.options import MEBIBYTES, RUN_ID, number
 from core.errors import InputError
 from core.progress import StderrProgress
 
@@ -22,14 +23,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = cmds.add_parser("export", help="export a run's adapter (or a chain of runs) as a bundle")
     add_common(p)
-    p.add_argument("--run", type=int, action="append", dest="runs", metavar="ID",
+    p.add_argument("--run", type=RUN_ID, action="append", dest="runs", metavar="ID",
                    help="training run to export (repeat for a chain; default: the latest)")
     p.add_argument("--chain", metavar="ID1,ID2", help="comma-separated run ids forming a chain")
     p.add_argument("--out", required=True, metavar="DIR_OR_ZIP", help="bundle folder, or a path ending in .zip")
-    p.add_argument("--report", type=int, metavar="ID", help="report to include (default: the run's latest)")
+    p.add_argument("--report", type=RUN_ID, metavar="ID", help="report to include (default: the run's latest)")
     p.add_argument("--gallery", action=argparse.BooleanOptionalAction, default=None,
                    help="include the transformed gallery (default: yes for old->new layers)")
-    p.add_argument("--probes", type=int, default=64, help="number of probe vectors (default 64)")
+    p.add_argument("--probes", type=number(int, low=1, high=100_000), default=64, help="number of probe vectors (default 64)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing bundle at --out")
     p.set_defaults(handler=cmd_export)
 
@@ -47,15 +48,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, metavar="OUT.npy", help="output vectors (.npy, float32)")
     p.add_argument("--old-vectors", metavar="OLD.npy", help="old-model query vectors (fusion bundles only)")
     p.add_argument("--normalise", action="store_true", help="L2-normalise the outputs")
-    p.add_argument("--chunk-rows", type=int, default=65_536, help="rows per chunk (default 65536)")
+    p.add_argument("--chunk-rows", type=number(int, low=1, high=1 << 28), default=65_536, help="rows per chunk (default 65536)")
     p.set_defaults(handler=cmd_apply)
 
 
 def _path_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("path", metavar="PATH", help="bundle folder or .zip")
     add_common(p, workspace=False)
-    p.add_argument("--max-member-mb", type=float, help="refuse members larger than this (MiB)")
-    p.add_argument("--max-total-mb", type=float, help="refuse bundles larger than this uncompressed (MiB)")
+    p.add_argument("--max-member-mb", type=MEBIBYTES, help="refuse members larger than this (MiB)")
+    p.add_argument("--max-total-mb", type=MEBIBYTES, help="refuse bundles larger than this uncompressed (MiB)")
 
 
 def _limits(args: argparse.Namespace) -> Any:

@@ -29,7 +29,9 @@ COMMAND_MODULES = (
 def build_parser() -> argparse.ArgumentParser:
     import importlib
 
-    parser = argparse.ArgumentParser(prog="embridge", description="Plan and check embedding model upgrades.")
+    from core.cli.options import OneLineParser
+
+    parser = OneLineParser(prog="embridge", description="Plan and check embedding model upgrades.")
     parser.add_argument("--version", action="version", version=f"embridge {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
@@ -61,7 +63,10 @@ def _json_default(value: Any) -> Any:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # a usage error (already printed as one line), --help or --version
+        return exc.code if isinstance(exc.code, int) else 2
     try:
         data, text = args.handler(args)
     except Cancelled as exc:

@@ -6,10 +6,12 @@ import argparse
 from typing import Any
 
 from core.cli.main import add_common
+from core.cli.options import RUN_ID, SHARE, number
 from core.errors import InputError
 from core.formatting import format_bytes
 from core.progress import StderrProgress
 from core.report.export import json_safe
+from core.report.limits import MAX_BOOTSTRAP, MIN_BOOTSTRAP
 from core.store import Workspace
 
 Result = tuple[dict[str, Any], str]
@@ -18,23 +20,25 @@ Result = tuple[dict[str, Any], str]
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="compatibility report of a trained layer (report.json + report.html)")
     add_common(p)
-    p.add_argument("--run", type=int, help="training run (default: the latest completed one)")
+    p.add_argument("--run", type=RUN_ID, help="training run (default: the latest completed one)")
     p.add_argument("--heldout-gallery", action="store_true",
                    help="leave the train fold (the items the layer was fitted on) out of the gallery")
     p.add_argument("--rollback", action="store_true", help="also score the rollback cell old/new")
     _search_flags(p)
-    p.add_argument("--backfill-steps", type=int, default=11, help="points on the partial-backfill curves")
-    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the intervals")
+    p.add_argument("--backfill-steps", type=number(int, low=2, high=1001), default=11,
+                   help="points on the partial-backfill curves")
+    p.add_argument("--bootstrap", type=number(int, low=MIN_BOOTSTRAP, high=MAX_BOOTSTRAP), default=1000,
+                   help=f"bootstrap resamples for the intervals ({MIN_BOOTSTRAP} to {MAX_BOOTSTRAP})")
     p.set_defaults(handler=cmd_report)
 
     p = sub.add_parser("plan", help="upgrade options with time, storage and quality, and a recommendation")
     add_common(p)
-    p.add_argument("--run", type=int, help="training run (default: the latest completed one)")
-    p.add_argument("--fraction", type=float, help="plan the partial backfill at this fraction of the gallery")
+    p.add_argument("--run", type=RUN_ID, help="training run (default: the latest completed one)")
+    p.add_argument("--fraction", type=SHARE, help="plan the partial backfill at this fraction of the gallery")
     p.add_argument("--device", default="auto", help="device to time re-embedding on (auto, cpu, cuda, mps)")
-    p.add_argument("--gain-threshold", type=float, default=0.9,
+    p.add_argument("--gain-threshold", type=SHARE, default=0.9,
                    help="share of the full-backfill gain a layer must keep to be enough on its own")
-    p.add_argument("--target-share", type=float, default=0.95,
+    p.add_argument("--target-share", type=number(float, low=0.0, high=1.0, low_open=True), default=0.95,
                    help="share of the full backfill's top-1 a partial backfill must reach")
     p.set_defaults(handler=cmd_plan)
 
@@ -51,7 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _search_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--search", choices=["auto", "exact", "ivf", "hnsw"], default="auto",
                    help="faiss search: exact up to --exact-max gallery items, approximate beyond (auto)")
-    p.add_argument("--exact-max", type=int, default=200_000)
+    p.add_argument("--exact-max", type=number(int, low=0, high=10**9), default=200_000)
 
 
 def _search_config(args: argparse.Namespace) -> Any:

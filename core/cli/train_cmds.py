@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from core.cli.main import add_common
+from core.cli.options import BATCH_SIZE, POSITIVE_COUNT, SEED, number
 from core.errors import InputError
 from core.progress import StderrProgress
 from core.store import Workspace
@@ -22,11 +23,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--old", help="old model name (default: the model with role old)")
     p.add_argument("--new", help="new model name (default: the model with role new)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--batch-size", type=int)
+    p.add_argument("--epochs", type=POSITIVE_COUNT)
+    p.add_argument("--lr", type=number(float, low=0.0, high=1e3, low_open=True))
+    p.add_argument("--batch-size", type=BATCH_SIZE)
     p.add_argument("--loss", choices=["mse", "cosine", "contrastive"])
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any other setting of the method (value parsed as JSON when it can be)")
     p.set_defaults(handler=cmd_train)

@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from core.cli.main import add_common
+from core.cli.options import BATCH_SIZE, POSITIVE_COUNT, SEED
 from core.progress import StderrProgress
 from core.store import Workspace
 
@@ -52,15 +53,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_common(p)
     p.add_argument("--model", required=True)
     p.add_argument("--split", help="only items of this split (default: all items)")
-    p.add_argument("--sample", type=int, help="embed a seeded random sample of this many items")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sample", type=POSITIVE_COUNT, help="embed a seeded random sample of this many items")
+    p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--device", default="auto")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=BATCH_SIZE, default=256)
     p.set_defaults(handler=cmd_embed)
 
     p = sub.add_parser("demo", help="build the bundled demo workspace (handwritten digits)")
     add_common(p)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=SEED, default=0)
     p.set_defaults(handler=cmd_demo)
 
 
@@ -89,7 +90,9 @@ def cmd_import(args: argparse.Namespace) -> Result:
 
 def cmd_model_add(args: argparse.Namespace) -> Result:
     from core.models import describe_model
+    from core.paths import check_name
 
+    check_name(args.name, "--name")  # before the checkpoint is even opened
     spec = describe_model(args.path, kind=args.kind, name=args.name, arch=args.arch,
                           arch_config=_json_object(args.arch_config, "--arch-config"),
                           input_shape=_shape(args.input_shape))

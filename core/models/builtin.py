@@ -79,8 +79,12 @@ ARCHITECTURES: dict[str, Architecture] = {
 }
 
 
-def build_model(arch: str, config: Mapping[str, Any], source: object = None) -> tuple[nn.Module, tuple[int, ...]]:
-    """Instantiate a built-in architecture; returns the module and its input shape (no batch)."""
+def build_model(arch: str, config: Mapping[str, Any], source: object = None,
+                device: str | None = None) -> tuple[nn.Module, tuple[int, ...]]:
+    """Instantiate a built-in architecture; returns the module and its input shape (no batch).
+
+    ``device="meta"`` builds shapes without allocating memory (to check a config before building).
+    """
     if arch not in ARCHITECTURES:
         raise CheckpointError(source, f"unknown architecture '{arch}'; built-in ones: {', '.join(ARCHITECTURES)}")
     info = ARCHITECTURES[arch]
@@ -88,7 +92,11 @@ def build_model(arch: str, config: Mapping[str, Any], source: object = None) -> 
     if missing:
         raise CheckpointError(source, f"architecture '{arch}' needs config keys {', '.join(missing)}")
     try:
-        module = info.builder(**dict(config))
+        if device is None:
+            module = info.builder(**dict(config))
+        else:
+            with torch.device(device):
+                module = info.builder(**dict(config))
         shape = info.input_shape(dict(config))
     except (TypeError, ValueError, RuntimeError) as exc:
         raise CheckpointError(source, f"invalid config for architecture '{arch}': {exc}") from exc

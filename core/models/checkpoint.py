@@ -51,6 +51,10 @@ def safe_torch_load(path: str | Path) -> Any:
         raise CheckpointError(p, "not a readable PyTorch checkpoint (corrupt or another format)") from exc
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
         raise CheckpointError(p, f"unreadable or truncated checkpoint ({first_line(exc)})") from exc
+    except (KeyError, IndexError, TypeError, AttributeError, MemoryError, RecursionError,
+            UnicodeDecodeError, OverflowError) as exc:  # what torch's unpickler raises on other bytes
+        raise CheckpointError(p, "not a valid PyTorch checkpoint (corrupt, truncated or another format: "
+                              f"{type(exc).__name__})") from exc
 
 
 def _pickle_needs_code(path: Path) -> bool:
@@ -111,6 +115,23 @@ def _tensor_dict(path: Path, obj: Any) -> dict[str, torch.Tensor]:
     if bad:
         raise CheckpointError(path, f"state_dict entries that are not tensors: {', '.join(bad[:5])}")
     return dict(obj)
+
+
+def check_declared_sizes(expected: torch.nn.Module, ckpt: StateCheckpoint, path: str | Path) -> None:
+    """Compare the config's layer shapes (built on the meta device) with the file's tensors.
+
+    Runs before the real model is built, so a tiny file whose config asks for huge layers is
+    refused without allocating them.
+    """
+    want = {k: tuple(v.shape) for k, v in expected.state_dict().items()}
+    have = {k: tuple(v.shape) for k, v in ckpt.state_dict.items()}
+    problems = [f"missing key {k}" for k in want if k not in have]
+    problems += [f"unexpected key {k}" for k in have if k not in want]
+    problems += [f"size mismatch for {k}: the file holds {have[k]}, the config asks for {want[k]}"
+                 for k in want if k in have and have[k] != want[k]]
+    if problems:
+        raise CheckpointError(path, f"weights do not fit architecture '{ckpt.arch}' with config "
+                              f"{ckpt.arch_config}: {'; '.join(problems[:3])[:400]}")
 
 
 def load_weights(module: torch.nn.Module, ckpt: StateCheckpoint, path: str | Path) -> None:

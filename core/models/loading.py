@@ -87,6 +87,14 @@ def _first_layer_hint(module: Any) -> str:
     return f"; its first layer takes {weight.shape[1]}-channel images"
 
 
+def _reason(exc: BaseException) -> str:
+    """One line on why a forward pass failed; a TorchScript error's last line names the raised error."""
+    if isinstance(exc, torch.jit.Error):
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        return lines[-1][:300] if lines else type(exc).__name__
+    return first_line(exc)
+
+
 class LoadedModel:
     """A model ready to embed on one device; weights are read on first use (see module docstring)."""
 
@@ -153,9 +161,9 @@ class LoadedModel:
         try:
             with torch.inference_mode():
                 out = self._forward(x)
-        except (RuntimeError, ValueError, TypeError, IndexError, AssertionError) as exc:
+        except Exception as exc:  # the model's own code may raise anything (TorchScript: torch.jit.Error)
             raise CheckpointError(self.spec.path, f"the model rejects inputs of shape {self.spec.input_shape} "
-                                  f"(a batch {tuple(x.shape)}): {first_line(exc)}"
+                                  f"(a batch {tuple(x.shape)}): {_reason(exc)}"
                                   f"{_first_layer_hint(self.module)}") from exc
         return check_output(out, rows, self.spec.path, self.spec.dim)
 

@@ -18,7 +18,7 @@ import torch
 
 from core.errors import CheckpointError
 from core.models.builtin import build_model
-from core.models.checkpoint import first_line, load_weights, read_state_checkpoint
+from core.models.checkpoint import check_declared_sizes, first_line, load_weights, read_state_checkpoint
 from core.models.spec import KINDS, require_exists
 from core.models.text import open_sentence_transformer
 from core.models.vectors import VectorTable
@@ -48,6 +48,7 @@ def open_model(kind: str, path: str | Path, device: torch.device, arch: str | No
         return _open_export(p, device)
     if kind == "state_dict":
         ckpt = read_state_checkpoint(p, arch, arch_config)
+        check_declared_sizes(build_model(ckpt.arch, ckpt.arch_config, p, device="meta")[0], ckpt, p)
         module, shape = build_model(ckpt.arch, ckpt.arch_config, p)
         load_weights(module, ckpt, p)
         if ckpt.input_shape and ckpt.input_shape != shape:

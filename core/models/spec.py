@@ -13,7 +13,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from core.errors import CheckpointError
+from core.errors import CheckpointError, InputError
+from core.paths import check_regular
 from core.store.files import sha256_file, sha256_tree
 
 KINDS = ("torchscript", "export", "state_dict", "vectors", "sentence_transformers")
@@ -63,9 +64,14 @@ def checkpoint_sha256(path: str | Path) -> str:
 
 
 def require_exists(path: str | Path) -> Path:
+    """The checkpoint path, refused when missing, empty, or neither a regular file nor a folder (a FIFO)."""
     p = Path(path)
     if not p.exists():
         raise CheckpointError(p, "file not found")
+    try:
+        check_regular(p, "checkpoint")
+    except InputError as exc:
+        raise CheckpointError(p, exc.problem) from None
     if p.is_file() and p.stat().st_size == 0:
         raise CheckpointError(p, "file is empty")
     return p

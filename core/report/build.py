@@ -36,6 +36,7 @@ from core.report.cells import (
     upgraded_cell,
 )
 from core.report.compat import compatibility_rate
+from core.report.limits import MAX_BOOTSTRAP, MIN_BOOTSTRAP
 from core.report.sample import EvalSample, MatrixMaker, evaluation_sample
 from core.report.search import SearchConfig
 from core.store import Workspace
@@ -61,6 +62,18 @@ def resolve_train_run(ws: Workspace, run_id: int | None) -> dict[str, Any]:
     return run
 
 
+def check_settings(n_boot: object, backfill_steps: object) -> None:
+    """Refuse resample counts and curve sizes that cannot give a meaningful report (before any run starts)."""
+    def whole(value: object) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    if not (whole(n_boot) and MIN_BOOTSTRAP <= n_boot <= MAX_BOOTSTRAP):
+        raise InputError("bootstrap resamples", f"must be an integer from {MIN_BOOTSTRAP} to {MAX_BOOTSTRAP}, "
+                         f"got {n_boot!r}")
+    if not (whole(backfill_steps) and 2 <= backfill_steps <= 1001):
+        raise InputError("backfill steps", f"must be an integer from 2 to 1001, got {backfill_steps!r}")
+
+
 def build_report(ws: Workspace, run_id: int | None = None, *, heldout_gallery: bool = False,
                  search: SearchConfig | None = None, backfill_steps: int = 11, rollback: bool = False,
                  n_boot: int = 1000, seed: int = 0, write: bool = True, memory_budget: int = 512 << 20,
@@ -70,6 +83,7 @@ def build_report(ws: Workspace, run_id: int | None = None, *, heldout_gallery: b
     Gallery-side matrices larger than ``memory_budget`` bytes are gathered into memmaps in a scratch
     folder under ``reports/`` (removed afterwards), so memory stays bounded as the sample grows.
     """
+    check_settings(n_boot, backfill_steps)
     run = resolve_train_run(ws, run_id)
     row = ws.adapter_for_run(run["id"])
     adapter = load_adapter(ws.adapter_path(row["id"]))

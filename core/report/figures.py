@@ -51,6 +51,7 @@ def metric_bars(
         if cis and cell in cis:
             lo_hi = [cis[cell].get(m, (v, v)) for m, v in zip(metrics, values, strict=True)]
             err = np.array([[v - lo, hi - v] for v, (lo, hi) in zip(values, lo_hi, strict=True)]).T
+            err = np.nan_to_num(np.maximum(err, 0.0))  # an interval may miss its estimate; whiskers stay >= 0
         ax.bar(x + (i - (len(names) - 1) / 2) * width, values, width, yerr=err, capsize=2,
                label=cell, color=_colour(cell, i))  # fmt: skip
     ax.set_xticks(x, metrics)

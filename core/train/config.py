@@ -7,6 +7,7 @@ defaults.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -101,8 +102,9 @@ def _check(s: dict[str, Any], kind: str) -> None:
         need(isinstance(s[key], int) and not isinstance(s[key], bool) and s[key] >= 1, key, "a positive integer")
     need(s["batch_size"] >= 2, "batch_size", "at least 2")
     for key in ("lr", "temperature"):
-        need(isinstance(s[key], int | float) and s[key] > 0, key, "a positive number")
-    need(isinstance(s["weight_decay"], int | float) and s["weight_decay"] >= 0, "weight_decay", "zero or more")
+        need(isinstance(s[key], int | float) and math.isfinite(s[key]) and s[key] > 0, key, "a positive number")
+    need(isinstance(s["weight_decay"], int | float) and math.isfinite(s["weight_decay"]) and s["weight_decay"] >= 0,
+         "weight_decay", "zero or more")
     if "loss" in s:
         need(s["loss"] in LOSSES, "loss", f"one of {', '.join(LOSSES)}")
     for key in ("rank", "hidden", "extra_dims"):

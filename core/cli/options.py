@@ -1,0 +1,68 @@
+"""Validated numeric option types for every ``embridge`` command, and one-line usage errors.
+
+Every numeric option is parsed by :func:`number`: finite (no NaN or inf), an integer where an
+integer is meant, and inside its range, so a bad value is a usage error (exit 2) naming the
+option before anything is opened, run or written. :class:`OneLineParser` prints usage errors as
+the same single ``embridge: error:`` line as every other error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Callable
+from typing import NoReturn
+
+SEED_MAX = 2**32 - 1
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line on stderr and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        if sys.stderr is not None:
+            sys.stderr.write(f"embridge: error: {' '.join(message.split())} (see '{self.prog} --help')\n")
+        raise SystemExit(2)
+
+
+def number(kind: type = int, *, low: float | None = None, high: float | None = None,
+           low_open: bool = False) -> Callable[[str], int | float]:
+    """An argparse ``type`` accepting a finite ``kind`` in [low, high] (``(low, high]`` if ``low_open``)."""
+    noun = "an integer" if kind is int else "a number"
+    if low is not None and high is not None:
+        span = f"{'above' if low_open else 'from'} {_shown(low)} {'and at most' if low_open else 'to'} {_shown(high)}"
+    elif low is not None:
+        span = f"{'above' if low_open else 'at least'} {_shown(low)}"
+    else:
+        span = f"at most {_shown(high)}" if high is not None else ""
+    wanted = f"{noun} {span}".strip()
+
+    def parse(raw: str) -> int | float:
+        text = raw.strip()
+        try:
+            value: int | float = int(text, 10) if kind is int else float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {wanted}, got '{raw}'") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"expected {wanted}, got '{raw}' (not a finite number)")
+        too_low = low is not None and (value <= low if low_open else value < low)
+        if too_low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"expected {wanted}, got '{raw}'")
+        return value
+
+    parse.__name__ = wanted  # argparse names the type in some messages
+    return parse
+
+
+def _shown(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+# the options several commands share
+SEED = number(int, low=0, high=SEED_MAX)
+RUN_ID = number(int, low=1)
+POSITIVE_COUNT = number(int, low=1, high=10**9)
+BATCH_SIZE = number(int, low=1, high=1 << 20)
+SHARE = number(float, low=0.0, high=1.0)
+MEBIBYTES = number(float, low=0.0, high=float(1 << 30), low_open=True)
