@@ -62,6 +62,15 @@ def run_job(fn: JobFn, on_progress: ProgressFn | None = None, token: CancelToken
     return JobOutcome(status, result=result, duration_s=time.perf_counter() - start)
 
 
+def _finish_quietly(ws: Any, run_id: int, status: str, error: str, record: dict[str, Any]) -> None:
+    """Record how a run ended without hiding why: if even that write fails (a full disk), the run
+    stays 'running' and reads as interrupted once this process is gone."""
+    try:
+        ws.finish_run(run_id, status, error=error, metrics=record.get("metrics"))
+    except EmbridgeError:
+        pass
+
+
 @contextmanager
 def recorded_run(ws: Any, kind: str, method: str | None = None, config: dict | None = None) -> Iterator[dict]:
     """Record a job as a workspace run; fill the yielded dict with ``metrics``/fields to store."""
@@ -70,10 +79,18 @@ def recorded_run(ws: Any, kind: str, method: str | None = None, config: dict | N
     try:
         yield record
     except Cancelled as exc:
-        ws.finish_run(run_id, "cancelled", error=str(exc), metrics=record.get("metrics"))
+        _finish_quietly(ws, run_id, "cancelled", str(exc), record)
         raise
+    except OSError as exc:  # a full disk or an unwritable folder: a user-facing error naming the file
+        from pathlib import Path
+
+        from core.store.files import disk_error
+
+        error = disk_error(exc, Path(exc.filename or ws.root), f"finish the {kind} run")
+        _finish_quietly(ws, run_id, "failed", str(error), record)
+        raise error from exc
     except BaseException as exc:
-        ws.finish_run(run_id, "failed", error=f"{exc}" or type(exc).__name__, metrics=record.get("metrics"))
+        _finish_quietly(ws, run_id, "failed", f"{exc}" or type(exc).__name__, record)
         raise
     fields = {k: v for k, v in record.items() if k in ("device", "epochs")}
     ws.finish_run(run_id, record.get("status", "completed"), metrics=record.get("metrics"),

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from badinputs import CORPUS, Case, corpus_base, make_env, state
+from badinputs_commands import COMMAND_CASES
 
 from core.cli.main import main
 
@@ -39,7 +40,16 @@ def _error_line(err: str) -> str:
     return errors[0]
 
 
-@pytest.mark.parametrize("case", CORPUS, ids=lambda c: c.name)
+ALL_CASES = [*CORPUS, *COMMAND_CASES]
+
+
+def test_the_command_corpus_is_large_and_names_are_unique() -> None:
+    names = [case.name for case in ALL_CASES]
+    assert len(names) == len(set(names))
+    assert len(COMMAND_CASES) >= 60
+
+
+@pytest.mark.parametrize("case", ALL_CASES, ids=lambda c: c.name)
 def test_bad_input_is_named_and_changes_nothing(case: Case, corpus_base: dict[str, Any], tmp_path: Path,
                                                 capsys: pytest.CaptureFixture[str],
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
@@ -53,7 +63,7 @@ def test_bad_input_is_named_and_changes_nothing(case: Case, corpus_base: dict[st
         code = main(case.argv(env, bad))
         out, err = capsys.readouterr()
     line = _error_line(err)
-    assert code == 1, line
+    assert code == getattr(case, "code", 1), line
     assert out == ""
     assert str(bad) in line, f"the message does not name {bad}: {line}"
     assert re.search(case.expect, line), line

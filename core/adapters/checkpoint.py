@@ -18,7 +18,7 @@ import torch
 from core.adapters.base import Adapter
 from core.adapters.registry import build_adapter
 from core.errors import CheckpointError
-from core.store.files import atomic_target
+from core.store.files import atomic_target, torch_bytes
 
 FORMAT = 1
 
@@ -39,8 +39,9 @@ def plain_copy(adapter: Adapter) -> Adapter:
 def save_adapter(adapter: Adapter, path: str | Path) -> Path:
     """Write ``adapter`` to ``path`` atomically; returns the path."""
     payload = adapter_payload(adapter)
+    data = torch_bytes(payload)
     with atomic_target(path) as tmp:
-        torch.save(payload, tmp)
+        tmp.write_bytes(data)
     return Path(path)
 
 
@@ -89,6 +90,8 @@ def export_torchscript(adapter: Adapter, path: str | Path) -> Path:
     """Save a TorchScript version that loads with ``torch.jit.load`` alone, atomically."""
     scripted = script_adapter(adapter)
 
-    with atomic_target(path) as tmp, quiet_jit():
-        torch.jit.save(scripted, str(tmp))
+    with quiet_jit():
+        data = torch_bytes(scripted, jit=True)
+    with atomic_target(path) as tmp:
+        tmp.write_bytes(data)
     return Path(path)

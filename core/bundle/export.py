@@ -8,7 +8,6 @@ registered with its sha256 (of the zip file, or the folder tree).
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
@@ -17,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from core import __version__
 from core.adapters import adapter_payload
@@ -41,9 +39,16 @@ from core.jobs import recorded_run
 from core.paths import check_output, remove_no_follow
 from core.progress import ProgressFn, StopFn, check_stop, no_progress
 from core.store import Workspace
-from core.store.files import atomic_target, fsync_dir, sha256_file, sha256_tree, temp_path_for
+from core.store.files import (
+    atomic_target,
+    disk_error,
+    fsync_dir,
+    sha256_file,
+    sha256_tree,
+    temp_path_for,
+    torch_bytes,
+)
 from core.store.rows import now_iso
-from core.store.vectors import disk_error
 
 STATE_FILE = "adapter_state.pt"
 GALLERY_DIR = "gallery_transformed"
@@ -95,13 +100,11 @@ def _fill(ws: Workspace, root: Path, steps: list[contents.Step], report_id: int 
     module = deploy_module(first.adapter)
     for step in steps[1:]:
         module = compose_adapters(module, step.adapter, normalise_between=step.input_normalised)
-    buffer = io.BytesIO()  # saved to memory first: torch aborts the process on a failed file write
-    torch.jit.save(script(module), buffer)
-    (root / ADAPTER_FILE).write_bytes(buffer.getvalue())
+    (root / ADAPTER_FILE).write_bytes(torch_bytes(script(module), jit=True))
     state = adapter_payload(first.adapter) if len(steps) == 1 else {
         "format": 1, "kind": "chain", "steps": [adapter_payload(s.adapter) for s in steps],
         "normalise_between": [s.input_normalised for s in steps[1:]]}
-    torch.save(state, root / STATE_FILE)
+    (root / STATE_FILE).write_bytes(torch_bytes(state))
 
     reports = {s.run["id"]: contents.report_for(ws, s) for s in steps}
     report = ws.report(report_id) if report_id is not None else (reports[first.run["id"]] if len(steps) == 1 else None)

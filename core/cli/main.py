@@ -78,6 +78,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         _error("interrupted")
         return 130
+    except OSError as exc:  # the machine, not a bug: a full disk, a permission, a vanished file
+        _error(f"{exc.filename or 'a file'}: {exc.strerror or exc}")
+        return 1
     except Exception as exc:  # a bug: one line, and the traceback when asked for
         if os.environ.get("EMBRIDGE_DEBUG"):
             traceback.print_exc()

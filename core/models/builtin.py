@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from core.errors import CheckpointError
-from core.store.files import atomic_target
+from core.store.files import atomic_target, torch_bytes
 
 CLASSIFIER_KEY = "classifier.weight"
 
@@ -111,8 +111,9 @@ def save_checkpoint(path: str | Path, model: nn.Module | Mapping[str, torch.Tens
                                "state_dict": {k: v.detach().cpu() for k, v in state.items()}}
     if modality:
         payload["modality"] = modality
+    data = torch_bytes(payload)
     with atomic_target(path) as tmp:
-        torch.save(payload, tmp)
+        tmp.write_bytes(data)
 
 
 def classifier_weights(model_or_state: Any) -> np.ndarray | None:

@@ -125,10 +125,10 @@ def check_declared_sizes(expected: torch.nn.Module, ckpt: StateCheckpoint, path:
     """
     want = {k: tuple(v.shape) for k, v in expected.state_dict().items()}
     have = {k: tuple(v.shape) for k, v in ckpt.state_dict.items()}
-    problems = [f"missing key {k}" for k in want if k not in have]
+    problems = [f"size mismatch for {k}: the file holds {have[k]}, the config asks for {want[k]}"
+                for k in want if k in have and have[k] != want[k]]
+    problems += [f"missing key {k}" for k in want if k not in have]
     problems += [f"unexpected key {k}" for k in have if k not in want]
-    problems += [f"size mismatch for {k}: the file holds {have[k]}, the config asks for {want[k]}"
-                 for k in want if k in have and have[k] != want[k]]
     if problems:
         raise CheckpointError(path, f"weights do not fit architecture '{ckpt.arch}' with config "
                               f"{ckpt.arch_config}: {'; '.join(problems[:3])[:400]}")

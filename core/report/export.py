@@ -152,6 +152,7 @@ def save_report(ws: Workspace, report: dict[str, Any], on_progress: ProgressFn |
     with ws.transaction() as db:
         report_id = int(db.execute("select coalesce(max(id), 0) + 1 from reports").fetchone()[0])
         folder = ws.root / "reports" / str(report_id)
+        ours = not folder.exists()  # a folder left by someone else is never removed
         json_path, html_path = folder / "report.json", folder / "report.html"
         report["report_id"] = report_id
         report["files"] = {"json": str(json_path), "html": str(html_path)}
@@ -164,7 +165,8 @@ def save_report(ws: Workspace, report: dict[str, Any], on_progress: ProgressFn |
             if int(row["id"]) != report_id:
                 raise StoreError(f"{folder}: report registered as {row['id']}, expected {report_id}")
         except BaseException:
-            shutil.rmtree(folder, ignore_errors=True)
+            if ours:
+                shutil.rmtree(folder, ignore_errors=True)
             raise
     progress(2, 2, {"stage": "written"})
     return row

@@ -6,7 +6,9 @@ names start with ``.tmp-`` so a workspace can sweep leftovers of a crashed write
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import io
 import os
 import shutil
 import uuid
@@ -14,9 +16,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from core.errors import StoreError
 from core.paths import TMP_PREFIX
 
 _HASH_BLOCK = 1 << 20
+DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+def disk_error(exc: OSError, path: Path, action: str) -> StoreError:
+    """A readable StoreError for a failed file operation (a full disk named as such)."""
+    if exc.errno in DISK_FULL:
+        return StoreError(f"{path}: not enough disk space to {action} ({exc.strerror})")
+    return StoreError(f"{path}: cannot {action} ({exc.strerror or exc})")
 
 
 def sha256_file(path: str | Path) -> str:
@@ -69,11 +80,14 @@ def publish(tmp: Path, final: Path) -> None:
 def atomic_target(final: str | Path) -> Iterator[Path]:
     """Yield a temp path to write; on success it replaces ``final``, on error it is removed."""
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path_for(final)
     try:
+        final.parent.mkdir(parents=True, exist_ok=True)
         yield tmp
         publish(tmp, final)
+    except OSError as exc:  # a full disk (or a folder we may not write) is one line naming the file
+        tmp.unlink(missing_ok=True)
+        raise disk_error(exc, final, "write it") from exc
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -82,6 +96,19 @@ def atomic_target(final: str | Path) -> Iterator[Path]:
 def atomic_write_bytes(final: str | Path, data: bytes) -> None:
     with atomic_target(final) as tmp:
         tmp.write_bytes(data)
+
+
+def torch_bytes(obj: object, jit: bool = False) -> bytes:
+    """``torch.save`` (or ``torch.jit.save``) into memory: torch's own file writer aborts the whole
+    process on a failed write (a full disk), while a Python write raises an error we can report."""
+    import torch
+
+    buffer = io.BytesIO()
+    if jit:
+        torch.jit.save(obj, buffer)
+    else:
+        torch.save(obj, buffer)
+    return buffer.getvalue()
 
 
 def atomic_write_text(final: str | Path, text: str) -> None:

@@ -12,7 +12,6 @@ so a corrupted or swapped file is caught before use.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import os
@@ -24,16 +23,15 @@ from typing import Any
 
 import numpy as np
 
-from core.errors import IntegrityError, StoreError, VectorFileError
+from core.errors import IntegrityError, VectorFileError
 from core.paths import is_real_dir
-from core.store.files import atomic_write_text, fsync_dir, publish, sha256_file
+from core.store.files import DISK_FULL, atomic_write_text, disk_error, fsync_dir, publish, sha256_file
 
 SUPPORTED_DTYPES = ("float32", "float16")
 _verified: dict[tuple[str, int, int, int, int], str] = {}
 # A file modified within this many seconds of its last check may share its mtime with the
 # modification (coarse filesystem clocks), so such a check is not remembered.
 _RACY_WINDOW_NS = 2_000_000_000
-_DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 _COMMITTED = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*-[0-9a-f]{8}(?:\.ids)?\.npy")
 
 
@@ -56,13 +54,6 @@ def as_storage_dtype(block: np.ndarray, dtype: str, source: str, first_row: int 
         raise VectorFileError(source, f"row {row} holds values too large for {dtype} "
                               f"({int(bad.sum())} rows); store this set as float32")
     return out
-
-
-def disk_error(exc: OSError, path: Path, action: str) -> StoreError:
-    """A readable StoreError for a failed file operation (a full disk named as such)."""
-    if exc.errno in _DISK_FULL:
-        return StoreError(f"{path}: not enough disk space to {action} ({exc.strerror})")
-    return StoreError(f"{path}: cannot {action} ({exc})")
 
 
 def verified_sha256(path: Path, expected: str) -> None:
@@ -104,7 +95,7 @@ def _reserve(path: Path) -> None:
     try:
         os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
     except OSError as exc:
-        if exc.errno in _DISK_FULL:
+        if exc.errno in DISK_FULL:
             raise
     finally:
         os.close(fd)

@@ -19,6 +19,7 @@ from core.errors import InputError, TrainingError
 from core.jobs import recorded_run
 from core.progress import ProgressFn, StopFn
 from core.store import Workspace
+from core.train.config import resolve_config
 from core.train.data import PairData
 from core.train.fit import fit_adapter
 from core.train.pairs import PairSplit, fold_arrays, fold_labels, split_pairs
@@ -52,6 +53,8 @@ def train_run(ws: Workspace, method: str, old: str | None = None, new: str | Non
               device: str = "auto", config: dict[str, Any] | None = None, seed: int = 0,
               on_progress: ProgressFn | None = None, should_stop: StopFn | None = None) -> dict[str, Any]:
     """Fit ``method`` between two workspace models and record the run; returns its summary."""
+    settings = {"seed": seed, **(config or {}), "device": device}
+    resolve_config(method, settings)  # a bad setting is refused before any run is recorded
     old = old or ws.model_by_role("old")["name"]
     new = new or ws.model_by_role("new")["name"]
     if old == new:
@@ -64,7 +67,6 @@ def train_run(ws: Workspace, method: str, old: str | None = None, new: str | Non
         classifier, classifier_note = old_classifier_for(ws, old, split)
     data = PairData(arrays[old, "train"], arrays[new, "train"], arrays[old, "val"], arrays[new, "val"],
                     _labels_or_none(labels["train"]), _labels_or_none(labels["val"]), classifier)
-    settings = {"seed": seed, **(config or {}), "device": device}
     run_config = {"method": method, "old": old, "new": new, "settings": settings, "pairs": split.count(),
                   "fitted_on": "item pairs of the train fold", "old_classifier": classifier_note}
     with recorded_run(ws, "train", method, run_config) as record:
