@@ -68,3 +68,11 @@ class Cancelled(EmbridgeError):  # noqa: N818 - reads naturally as `raise Cancel
 
     def __init__(self, message: str = "cancelled by the user") -> None:
         super().__init__(message)
+
+
+def first_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception's text, for one-line error messages."""
+    for line in str(exc).splitlines():
+        if line.strip():
+            return line.strip().split(". ")[0][:300]
+    return type(exc).__name__
