@@ -23,7 +23,7 @@ def l2_normalize(x: np.ndarray, source: str | None = None) -> np.ndarray:
     Raises :class:`VectorFileError` naming ``source`` (the file or model the rows came from) when
     a row holds NaN or inf.
     """
-    x = np.array(x, dtype=np.float32, copy=True) if np.asarray(x).dtype != np.float32 else np.array(x, copy=True)
+    x = np.array(x, dtype=np.float32)  # a copy, normalised in place below
     if x.ndim != 2:
         raise VectorFileError(source, f"expected a 2-D matrix of vectors, got shape {x.shape}")
     with np.errstate(over="ignore", invalid="ignore", under="ignore"):
