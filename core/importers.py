@@ -10,6 +10,7 @@ import csv
 import json
 import math
 import os
+import unicodedata
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from core.errors import ImportDataError, VectorFileError
+from core.errors import ImportDataError, VectorFileError, printable
 from core.images import validate_image
 from core.keys import normalise_keys, normalise_label
 from core.store import Workspace
@@ -69,7 +70,7 @@ def read_image_folder(root: Path) -> list[dict[str, Any]]:
                 raise ImportDataError(file, "image file is empty")
             validate_image(file)
             records.append({"key": file.relative_to(root).as_posix(), "label": label, "modality": "image",
-                            "path": str(target), "where": str(file)})
+                            "path": str(target), "where": printable(str(file))})
     if not records:
         raise ImportDataError(root, "no image files found in the label sub-folders")
     return _with_keys(records, root)
@@ -104,6 +105,9 @@ def _text_record(row: dict[str, Any], n: int, source: Path, key_col: str, text_c
         raise ImportDataError(source, f"{where}: missing or empty '{text_col}' field")
     if not isinstance(text, str):
         raise ImportDataError(source, f"{where}: the '{text_col}' field must be text, got {type(text).__name__}")
+    odd = next((ch for ch in text if ch not in "\t\n\r" and unicodedata.category(ch) in ("Cc", "Cs")), None)
+    if odd is not None:
+        raise ImportDataError(source, f"{where}: the '{text_col}' field holds the control character U+{ord(odd):04X}")
     key = row.get(key_col)
     extra = {k: v for k, v in row.items() if k not in (key_col, text_col, label_col)}
     return {"key": f"{source.stem}:{n}" if key is None or key == "" else key, "text": text,
@@ -317,11 +321,12 @@ def read_vector_file(path: Path, ids_path: Path | None = None) -> tuple[list[str
     if vectors.ndim != 2:
         raise VectorFileError(path, f"vectors must be a 2-D matrix, got shape {vectors.shape}")
     if len(raw) != vectors.shape[0]:
-        raise VectorFileError(path, f"{vectors.shape[0]} vectors but {len(raw)} ids")
+        where = "" if ids_source == path else f" in {ids_source}"
+        raise VectorFileError(path, f"{vectors.shape[0]} vectors but {len(raw)} ids{where}")
     keys = normalise_keys(raw, ids_source, noun="id", wheres=wheres)
     dupes = _dupes(keys)
     if dupes:
-        raise VectorFileError(path, f"duplicate ids, e.g. {sorted(dupes)[:3]}")
+        raise VectorFileError(ids_source, f"duplicate ids, e.g. {sorted(dupes)[:3]}")
     return keys, as_storage_dtype(vectors, "float16" if vectors.dtype == np.float16 else "float32", str(path))
 
 
