@@ -20,7 +20,7 @@ import numpy as np
 
 from core.errors import ImportDataError, VectorFileError, printable
 from core.images import validate_image
-from core.keys import normalise_keys, normalise_label
+from core.keys import char_name, normalise_keys, normalise_label
 from core.store import Workspace
 from core.store.vectors import as_storage_dtype
 
@@ -105,9 +105,11 @@ def _text_record(row: dict[str, Any], n: int, source: Path, key_col: str, text_c
         raise ImportDataError(source, f"{where}: missing or empty '{text_col}' field")
     if not isinstance(text, str):
         raise ImportDataError(source, f"{where}: the '{text_col}' field must be text, got {type(text).__name__}")
-    odd = next((ch for ch in text if ch not in "\t\n\r" and unicodedata.category(ch) in ("Cc", "Cs")), None)
+    # C0 controls (NUL...) break tokenizers and lone surrogates cannot be stored as UTF-8; line
+    # separators and C1 characters are legitimate text
+    odd = next((ch for ch in text if (ch < " " and ch not in "\t\n\r") or unicodedata.category(ch) == "Cs"), None)
     if odd is not None:
-        raise ImportDataError(source, f"{where}: the '{text_col}' field holds the control character U+{ord(odd):04X}")
+        raise ImportDataError(source, f"{where}: the '{text_col}' field holds the {char_name(odd)}")
     key = row.get(key_col)
     extra = {k: v for k, v in row.items() if k not in (key_col, text_col, label_col)}
     return {"key": f"{source.stem}:{n}" if key is None or key == "" else key, "text": text,

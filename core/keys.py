@@ -21,10 +21,16 @@ BOM = "\ufeff"
 _FORBIDDEN_CATEGORIES = {"Cc", "Cs", "Zl", "Zp"}  # control, lone surrogate, line/paragraph separator
 
 
+def char_name(ch: str) -> str:
+    """'control character U+000A', 'lone surrogate U+D800' or 'line separator U+2028' for messages."""
+    kind = {"Cs": "lone surrogate", "Zl": "line separator", "Zp": "paragraph separator"}
+    return f"{kind.get(unicodedata.category(ch), 'control character')} U+{ord(ch):04X}"
+
+
 def _bad_char(text: str) -> str | None:
     for ch in text:
         if unicodedata.category(ch) in _FORBIDDEN_CATEGORIES:
-            return f"U+{ord(ch):04X}"
+            return char_name(ch)
     return None
 
 
@@ -33,7 +39,7 @@ def clean_text(raw: str, source: str | Path | None, where: str, what: str) -> st
     text = unicodedata.normalize("NFC", raw.removeprefix(BOM).strip())
     bad = _bad_char(text)
     if bad:
-        raise ImportDataError(source, f"{where}: the {what} {text[:40]!r} holds the control character {bad}")
+        raise ImportDataError(source, f"{where}: the {what} {text[:40]!r} holds the {bad}")
     return text
 
 
