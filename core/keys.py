@@ -36,7 +36,7 @@ def _bad_char(text: str) -> str | None:
 
 def clean_text(raw: str, source: str | Path | None, where: str, what: str) -> str:
     """``raw`` without a leading BOM or outer spaces, in NFC; control characters are refused."""
-    text = unicodedata.normalize("NFC", raw.removeprefix(BOM).strip())
+    text = unicodedata.normalize("NFC", raw.strip().removeprefix(BOM).strip())
     bad = _bad_char(text)
     if bad:
         raise ImportDataError(source, f"{where}: the {what} {text[:40]!r} holds the {bad}")
@@ -65,7 +65,7 @@ def normalise_keys(raw: Sequence[Any], source: str | Path | None, noun: str = "k
     for n, value in enumerate(raw):
         where = wheres[n] if wheres is not None else f"{noun} {n + 1}"
         key = normalise_key(value, source, where)
-        given = str(value).removeprefix(BOM).strip()
+        given = str(value).strip().removeprefix(BOM).strip()
         before = first.setdefault(key, (given, where))
         if before[0] != given:
             raise ImportDataError(source, f"{where}: {given!r} and {before[0]!r} ({before[1]}) differ only in "
