@@ -82,8 +82,8 @@ def stall_jobs(n_train: int, n_gallery: int, n_queries: int, dim: int, epochs: i
     def report(on_progress: Any, should_stop: Any) -> dict[str, Any]:
         import numpy as np
 
+        from core.l2 import l2_normalize
         from core.report.search import SearchConfig, search
-        from core.retrieval import l2_normalize
 
         rng = np.random.default_rng(1)
         gallery = l2_normalize(rng.standard_normal((n_gallery, dim)))

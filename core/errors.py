@@ -18,7 +18,7 @@ class InputError(EmbridgeError):
     """A file or value given by the user is unusable; the message names it and says why."""
 
     def __init__(self, source: str | Path | None, problem: str) -> None:
-        self.source = str(source) if source is not None else None
+        self.source = printable(str(source)) if source is not None else None
         self.problem = problem
         super().__init__(f"{self.source}: {problem}" if self.source else problem)
 
@@ -68,3 +68,18 @@ class Cancelled(EmbridgeError):  # noqa: N818 - reads naturally as `raise Cancel
 
     def __init__(self, message: str = "cancelled by the user") -> None:
         super().__init__(message)
+
+
+def first_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception's text, for one-line error messages."""
+    for line in str(exc).splitlines():
+        if line.strip():
+            return line.strip().split(". ")[0][:300]
+    return type(exc).__name__
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters escaped (``\\n`` -> ``\\x0a``), so a hostile file name
+    can neither break the one-line error nor hide part of itself."""
+    return "".join(f"\\x{ord(ch):02x}" if ord(ch) < 32 or 127 <= ord(ch) < 160
+                   else f"\\u{ord(ch):04x}" if ch in "\u2028\u2029" else ch for ch in text)

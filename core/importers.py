@@ -10,15 +10,19 @@ import csv
 import json
 import math
 import os
+import unicodedata
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
 
-from core.errors import ImportDataError, VectorFileError
+from core.errors import ImportDataError, VectorFileError, printable
+from core.images import validate_image
+from core.keys import char_name, normalise_keys, normalise_label
 from core.store import Workspace
-from core.store.vectors import check_finite
+from core.store.vectors import as_storage_dtype
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".npy"}
 FORMATS = ("images", "csv", "jsonl", "vectors")
@@ -40,47 +44,84 @@ def detect_format(path: Path) -> str:
 
 
 def read_image_folder(root: Path) -> list[dict[str, Any]]:
-    """One sub-folder per label; every image file inside becomes an item keyed by its relative path."""
+    """One sub-folder per label; every image file inside becomes an item keyed by its relative path.
+
+    Links are followed only within the folder, and a folder link never leads back to a folder
+    already walked: a label folder linking to the root would otherwise import every image again.
+    Every image is checked to decode (and to be within the pixel limit) before anything is stored.
+    """
     if not root.is_dir():
         raise ImportDataError(root, "image import needs a folder with one sub-folder per label")
-    records = []
     inside = root.resolve()
-    for label_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        for file in sorted(label_dir.rglob("*")):
-            if file.is_file() and file.suffix.lower() in IMAGE_SUFFIXES:
-                target = file.resolve()
-                if not target.is_relative_to(inside):  # a link must not pull in files from elsewhere
-                    raise ImportDataError(file, f"symbolic link to {target}, outside the imported folder {inside}; "
-                                          "copy the file into the folder instead")
-                if file.stat().st_size == 0:
-                    raise ImportDataError(file, "image file is empty")
-                records.append({"key": file.relative_to(root).as_posix(), "label": label_dir.name,
-                                "modality": "image", "path": str(target)})
     loose = [p.name for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
     if loose:
         raise ImportDataError(root, f"{len(loose)} images lie directly in the folder (e.g. {loose[0]}); "
                               "put them in one sub-folder per label")
+    seen_dirs: dict[Path, Path] = {inside: root}
+    records = []
+    for label_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        label = normalise_label(label_dir.name, label_dir, "folder name")
+        for file in _image_files(label_dir, inside, seen_dirs):
+            target = file.resolve()
+            if not target.is_relative_to(inside):  # a link must not pull in files from elsewhere
+                raise ImportDataError(file, f"symbolic link to {target}, outside the imported folder {inside}; "
+                                      "copy the file into the folder instead")
+            if file.stat().st_size == 0:
+                raise ImportDataError(file, "image file is empty")
+            validate_image(file)
+            records.append({"key": file.relative_to(root).as_posix(), "label": label, "modality": "image",
+                            "path": str(target), "where": printable(str(file))})
     if not records:
         raise ImportDataError(root, "no image files found in the label sub-folders")
-    return records
+    return _with_keys(records, root)
+
+
+def _image_files(folder: Path, inside: Path, seen_dirs: dict[Path, Path]) -> list[Path]:
+    """Image files under ``folder``, in order, refusing folder links that leave or re-enter the tree."""
+    real = folder.resolve()
+    if not real.is_relative_to(inside):
+        raise ImportDataError(folder, f"symbolic link to {real}, outside the imported folder {inside}; "
+                              "copy the files into the folder instead")
+    if real in seen_dirs:
+        raise ImportDataError(folder, f"links back to {seen_dirs[real]} inside the imported folder; "
+                              "its images would be imported twice")
+    seen_dirs[real] = folder
+    files = []
+    for entry in sorted(folder.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir():
+            files.extend(_image_files(entry, inside, seen_dirs))
+        elif entry.is_file() and entry.suffix.lower() in IMAGE_SUFFIXES:
+            files.append(entry)
+    return files
+
 
 
 def _text_record(row: dict[str, Any], n: int, source: Path, key_col: str, text_col: str,
-                 label_col: str) -> dict[str, Any]:
+                 label_col: str, where: str) -> dict[str, Any]:
     text = row.get(text_col)
-    if text is None or str(text).strip() == "":
-        raise ImportDataError(source, f"record {n}: missing or empty '{text_col}' field")
+    if text is None or (isinstance(text, str) and text.strip() == ""):
+        raise ImportDataError(source, f"{where}: missing or empty '{text_col}' field")
+    if not isinstance(text, str):
+        raise ImportDataError(source, f"{where}: the '{text_col}' field must be text, got {type(text).__name__}")
+    # C0 controls (NUL...) break tokenizers and lone surrogates cannot be stored as UTF-8; line
+    # separators and C1 characters are legitimate text
+    odd = next((ch for ch in text if (ch < " " and ch not in "\t\n\r") or unicodedata.category(ch) == "Cs"), None)
+    if odd is not None:
+        raise ImportDataError(source, f"{where}: the '{text_col}' field holds the {char_name(odd)}")
     key = row.get(key_col)
     extra = {k: v for k, v in row.items() if k not in (key_col, text_col, label_col)}
-    return {"key": str(key) if key not in (None, "") else f"{source.stem}:{n}", "text": str(text),
-            "label": row.get(label_col) if row.get(label_col) not in ("",) else None,
-            "modality": "text", "metadata": extra}
+    return {"key": f"{source.stem}:{n}" if key is None or key == "" else key, "text": text,
+            "label": normalise_label(row.get(label_col), source, f"{where}: '{label_col}'"),
+            "modality": "text", "metadata": extra, "where": f"{where}: '{key_col}'"}
 
 
 def read_csv_texts(path: Path, key_col: str = "key", text_col: str = "text",
                    label_col: str = "label") -> list[dict[str, Any]]:
+    """Rows of a CSV/TSV file (UTF-8, with or without a byte-order mark) as text items."""
     try:
-        with open(path, newline="", encoding="utf-8") as fh:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
             dialect = "excel-tab" if path.suffix.lower() == ".tsv" else "excel"
             reader = csv.DictReader(fh, dialect=dialect)
             if not reader.fieldnames or text_col not in reader.fieldnames:
@@ -90,17 +131,22 @@ def read_csv_texts(path: Path, key_col: str = "key", text_col: str = "text",
         raise ImportDataError(path, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
     except csv.Error as exc:
         raise ImportDataError(path, f"malformed CSV ({exc})") from exc
-    return [_text_record(r, n, path, key_col, text_col, label_col) for n, r in enumerate(rows, start=1)]
+    for n, row in enumerate(rows, start=1):
+        if None in row:  # DictReader files surplus fields under None
+            raise ImportDataError(path, f"record {n}: {len(row[None])} more fields than the header has columns")
+    return _with_keys([_text_record(r, n, path, key_col, text_col, label_col, f"record {n}")
+                          for n, r in enumerate(rows, start=1)], path)
 
 
 def read_jsonl_texts(path: Path, key_col: str = "key", text_col: str = "text",
                      label_col: str = "label") -> list[dict[str, Any]]:
+    """One JSON object a line; only newlines end a record (U+2028 inside a string is valid JSON)."""
     records = []
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
         raise ImportDataError(path, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
-    for n, line in enumerate(lines, start=1):
+    for n, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:
@@ -111,24 +157,161 @@ def read_jsonl_texts(path: Path, key_col: str = "key", text_col: str = "text",
             raise ImportDataError(path, f"line {n}: JSON nested too deeply") from None
         if not isinstance(row, dict):
             raise ImportDataError(path, f"line {n}: expected a JSON object")
-        records.append(_text_record(row, n, path, key_col, text_col, label_col))
+        records.append(_text_record(row, n, path, key_col, text_col, label_col, f"line {n}"))
+    return _with_keys(records, path)
+
+
+
+def _with_keys(records: list[dict[str, Any]], source: Path) -> list[dict[str, Any]]:
+    """Records with their keys normalised (NFC, no BOM); look-alike keys are refused."""
+    keys = normalise_keys([r["key"] for r in records], source, wheres=[r.pop("where") for r in records])
+    for record, key in zip(records, keys, strict=True):
+        record["key"] = key
     return records
 
 
-def read_vector_file(path: Path, ids_path: Path | None = None) -> tuple[list[str], np.ndarray]:
-    """Keys and a float matrix from ``.npz`` (arrays 'ids' and 'vectors') or ``.npy`` + ids text file."""
+@dataclass(frozen=True)
+class NpyHeader:
+    """What an .npy header declares, read without touching the data."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    data_bytes: int  # what the data would take (0 for pickled object arrays, which np.load refuses)
+    header_bytes: int
+
+    @property
+    def rows(self) -> int:
+        return self.shape[0] if self.shape else 0
+
+
+# deflate expands at most about 1032:1; anything claiming more was forged
+_DEFLATE_MAX_RATIO = 1100
+
+
+def npy_header_info(fh: BinaryIO) -> NpyHeader:
+    """The header of the .npy stream ``fh`` (left at the start of the data)."""
+    version = np.lib.format.read_magic(fh)
+    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, _, dtype = read_header(fh, max_header_size=10_000)
+    dtype = np.dtype(dtype)
+    shape = tuple(int(n) for n in shape)
+    claimed = 0 if dtype.hasobject else math.prod(shape) * dtype.itemsize
+    return NpyHeader(shape, dtype, claimed, fh.tell())
+
+
+def npz_headers(path: Path) -> dict[str, NpyHeader]:
+    """Headers of every array in an .npz, checked against the sizes the zip really holds."""
+    headers = {}
+    with zipfile.ZipFile(path) as zf:
+        for info in zf.infolist():
+            if not info.filename.endswith(".npy"):
+                continue
+            if info.compress_type == zipfile.ZIP_STORED and info.file_size != info.compress_size:
+                raise VectorFileError(path, f"member {info.filename} claims {info.file_size} bytes but stores "
+                                      f"{info.compress_size} (forged sizes)")
+            if info.compress_type == zipfile.ZIP_DEFLATED and \
+                    info.file_size > _DEFLATE_MAX_RATIO * info.compress_size + 4096:
+                raise VectorFileError(path, f"member {info.filename} claims {info.file_size} bytes from "
+                                      f"{info.compress_size} compressed bytes, more than deflate can expand")
+            with zf.open(info) as fh:
+                header = npy_header_info(fh)
+            if header.data_bytes > info.file_size - header.header_bytes:
+                raise VectorFileError(path, f"member {info.filename} claims {header.data_bytes} bytes of data in "
+                                      f"its header but holds {info.file_size - header.header_bytes}")
+            headers[info.filename.removesuffix(".npy")] = header
+    return headers
+
+
+def npy_file_header(path: Path) -> NpyHeader:
+    """The header of an .npy file, refused when it claims more data than the file holds."""
+    with open(path, "rb") as fh:
+        header = npy_header_info(fh)
+        size = os.fstat(fh.fileno()).st_size
+    if header.data_bytes > size - header.header_bytes:
+        raise VectorFileError(path, f"the header claims {header.data_bytes} bytes of data but the file holds "
+                              f"{size - header.header_bytes} (truncated or forged)")
+    return header
+
+
+def _check_vectors_header(header: NpyHeader, path: Path) -> None:
+    if header.dtype.hasobject:
+        return  # np.load refuses pickled objects with its own message
+    if header.dtype.kind not in "fiu":
+        raise VectorFileError(path, f"vectors must be numeric, got dtype {header.dtype}")
+    if len(header.shape) != 2:
+        raise VectorFileError(path, f"vectors must be a 2-D matrix, got shape {header.shape}")
+    if header.rows == 0:
+        raise VectorFileError(path, "the file holds no vectors")
+    if header.shape[1] == 0:
+        raise VectorFileError(path, f"vectors have shape {header.shape}: no values per vector")
+
+
+def _check_ids_header(header: NpyHeader, path: Path, rows: int) -> None:
+    """ids: a 1-D array of text or integers, one per vector, checked before it is allocated."""
+    if header.dtype.kind not in "USiu":
+        raise VectorFileError(path, f"ids must be text or integers, got dtype {header.dtype}")
+    if len(header.shape) != 1:
+        what = "a single value" if not header.shape else f"shape {header.shape}"
+        raise VectorFileError(path, f"ids must be a 1-D array with one key per vector, got {what}")
+    if header.rows != rows:
+        raise VectorFileError(path, f"{rows} vectors but {header.rows} ids")
+    if header.dtype.itemsize == 0:
+        raise VectorFileError(path, f"all {header.rows} ids are empty strings (dtype {header.dtype})")
+
+
+def _raw_ids(ids: np.ndarray, path: Path) -> list[str | int]:
+    """Python keys from an ids array: text, UTF-8 bytes (decoded) or integers."""
+    if ids.dtype.kind != "S":
+        return ids.tolist()
+    out: list[str | int] = []
+    for n, raw in enumerate(ids.tolist(), start=1):
+        try:
+            out.append(raw.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise VectorFileError(path, f"id {n} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    return out
+
+
+def read_ids_file(path: Path) -> tuple[list[str], list[str]]:
+    """Keys of an id list (one a line, UTF-8, BOM allowed) and where each stands ("line 3")."""
     try:
-        check_npy_sizes(path)
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise VectorFileError(path, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise VectorFileError(path, f"cannot read the id list ({exc.strerror or exc})") from None
+    lines = [line.removesuffix("\r") for line in text.split("\n")]
+    while lines and not lines[-1].strip():
+        lines.pop()
+    blank = next((n for n, line in enumerate(lines, start=1) if not line.strip()), None)
+    if blank is not None:
+        raise VectorFileError(path, f"line {blank} is empty; the id list needs one key a line, in row order")
+    return lines, [f"line {n}" for n in range(1, len(lines) + 1)]
+
+
+def read_vector_file(path: Path, ids_path: Path | None = None) -> tuple[list[str], np.ndarray]:
+    """Keys and a float matrix from ``.npz`` (arrays 'ids' and 'vectors') or ``.npy`` + ids text file.
+
+    Headers are read and checked first (shapes, dtypes, sizes against the file), so a forged
+    file is refused before anything is allocated for it.
+    """
+    try:
         if path.suffix.lower() == ".npz":
+            headers = npz_headers(path)
+            if "vectors" not in headers or "ids" not in headers:
+                raise VectorFileError(path, f"an .npz needs arrays 'ids' and 'vectors' (found {sorted(headers)})")
+            _check_vectors_header(headers["vectors"], path)
+            _check_ids_header(headers["ids"], path, headers["vectors"].rows)
             with np.load(path, allow_pickle=False) as data:
-                if "vectors" not in data or "ids" not in data:
-                    raise VectorFileError(path, f"an .npz needs arrays 'ids' and 'vectors' (found {list(data)})")
-                vectors, keys = data["vectors"], [str(k) for k in data["ids"].tolist()]
+                vectors = data["vectors"]
+                raw, ids_source, wheres = _raw_ids(data["ids"], path), path, None
         else:
-            vectors = np.load(path, allow_pickle=False)
+            _check_vectors_header(npy_file_header(path), path)
             if ids_path is None:
                 raise VectorFileError(path, "an .npy vector file needs an id list (--ids FILE, one key a line)")
-            keys = [line.strip() for line in Path(ids_path).read_text(encoding="utf-8").splitlines() if line.strip()]
+            raw, wheres = read_ids_file(ids_path)
+            ids_source = ids_path
+            vectors = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
         if isinstance(exc, VectorFileError):
             raise
@@ -139,50 +322,14 @@ def read_vector_file(path: Path, ids_path: Path | None = None) -> tuple[list[str
         raise VectorFileError(path, f"vectors must be numeric, got dtype {vectors.dtype}")
     if vectors.ndim != 2:
         raise VectorFileError(path, f"vectors must be a 2-D matrix, got shape {vectors.shape}")
-    if vectors.shape[0] == 0:
-        raise VectorFileError(path, "the file holds no vectors")
-    if len(keys) != vectors.shape[0]:
-        raise VectorFileError(path, f"{vectors.shape[0]} vectors but {len(keys)} ids")
-    dupes = {k for k in keys if keys.count(k) > 1} if len(keys) < 5000 else _dupes(keys)
+    if len(raw) != vectors.shape[0]:
+        where = "" if ids_source == path else f" in {ids_source}"
+        raise VectorFileError(path, f"{vectors.shape[0]} vectors but {len(raw)} ids{where}")
+    keys = normalise_keys(raw, ids_source, noun="id", wheres=wheres)
+    dupes = _dupes(keys)
     if dupes:
-        raise VectorFileError(path, f"duplicate ids, e.g. {sorted(dupes)[:3]}")
-    out = vectors.astype(np.float16 if vectors.dtype == np.float16 else np.float32)
-    check_finite(out, str(path))
-    return keys, out
-
-
-def _npy_data_bytes(fh: BinaryIO) -> tuple[int, int]:
-    """(bytes the .npy header says its data takes, header length) without reading the data."""
-    version = np.lib.format.read_magic(fh)
-    read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-    shape, _, dtype = read_header(fh, max_header_size=10_000)
-    if np.dtype(dtype).hasobject:  # a pickle, not raw data: np.load refuses it (allow_pickle=False)
-        return 0, fh.tell()
-    return math.prod(int(n) for n in shape) * np.dtype(dtype).itemsize, fh.tell()
-
-
-def check_npy_sizes(path: Path) -> None:
-    """Refuse an .npy (or .npz member) whose header claims more data than the file holds.
-
-    Loading trusts the header's shape and allocates it up front, so a forged or truncated header
-    would otherwise ask for terabytes before noticing the data is missing.
-    """
-    if path.suffix.lower() == ".npz":
-        with zipfile.ZipFile(path) as zf:
-            for info in zf.infolist():
-                if info.filename.endswith(".npy"):
-                    with zf.open(info) as fh:
-                        claimed, header = _npy_data_bytes(fh)
-                    if claimed > info.file_size - header:
-                        raise VectorFileError(path, f"member {info.filename} claims {claimed} bytes of data in "
-                                              f"its header but holds {info.file_size - header}")
-        return
-    with open(path, "rb") as fh:
-        claimed, header = _npy_data_bytes(fh)
-        size = os.fstat(fh.fileno()).st_size
-    if claimed > size - header:
-        raise VectorFileError(path, f"the header claims {claimed} bytes of data but the file holds {size - header} "
-                              "(truncated or forged)")
+        raise VectorFileError(ids_source, f"duplicate ids, e.g. {sorted(dupes)[:3]}")
+    return keys, as_storage_dtype(vectors, "float16" if vectors.dtype == np.float16 else "float32", str(path))
 
 
 def _dupes(keys: list[str]) -> set[str]:

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from core.l2 import l2_normalize
 
-def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
-    """Row-normalise to unit length as float32 (zero rows stay zero)."""
-    x = np.asarray(x, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.maximum(norms, eps)
+__all__ = ["exact_topk", "l2_normalize", "top1_accuracy"]
+
+
 
 
 def exact_topk(

@@ -97,7 +97,7 @@ def _run(root: Path, demo_from: str | Path | None, result: dict[str, Any], repor
 def _pipeline(ws: Any, root: Path, result: dict[str, Any], report: ProgressFn) -> None:
     from core.adapters import adapt_queries, load_adapter
     from core.bundle import export_bundle, load_bundle, verify_bundle
-    from core.retrieval import l2_normalize
+    from core.l2 import l2_normalize
     from core.train.runs import train_run
 
     summary = _step(result, "fit procrustes", report, lambda: train_run(ws, "procrustes", device="cpu"))

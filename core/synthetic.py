@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from core.l2 import l2_normalize
+
 
 @dataclass
 class SyntheticPair:
@@ -110,8 +112,8 @@ def class_structured_pair(
     new = z_new @ g_new + new_noise * rng.standard_normal((n, new_dim))
     lin_old = z_old @ g_old
     old = lin_old + nonlinearity * np.tanh(lin_old) + old_noise * rng.standard_normal((n, old_dim))
-    new = _normalise(new + mean_norm * _unit(rng, new_dim))
-    old = _normalise(old + mean_norm * _unit(rng, old_dim))
+    new = l2_normalize(new + mean_norm * _unit(rng, new_dim))
+    old = l2_normalize(old + mean_norm * _unit(rng, old_dim))
     truth = {"seen_classes": np.arange(old_seen_classes), "n_classes": n_classes}
     return SyntheticPair(old.astype(np.float32), new.astype(np.float32), labels.astype(np.int64), truth)
 
@@ -121,5 +123,3 @@ def _unit(rng: np.random.Generator, dim: int) -> np.ndarray:
     return v / np.linalg.norm(v)
 
 
-def _normalise(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)

@@ -9,11 +9,13 @@ object) the builder returns. ``app`` says which desktop action can meet the same
 from __future__ import annotations
 
 import hashlib
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import badinput_builders as mk
+import import_builders as ib
 import numpy as np
 import pytest
 from badinput_builders import Env
@@ -179,6 +181,241 @@ CORPUS: list[Case] = [
        r"the workspace is busy \(another process is writing\)"),
     _c("ws-vector-file-changed", mk.tampered_vectors, ("train", "-w", "{ws}", "--method", "procrustes", "--old", "v1",
                                                      "--new", "v3"), "checksum mismatch"),
+]
+
+
+# -- hostile imports: keys, ids, labels, headers that lie, images that are not what they say -----
+IDS_LIST = ("import", "-w", "{ws}", "--path", "{in}/vec.npy", "--model", "v1", "--ids", "{bad}")
+NPY_IN = (*IMPORT_V1, "--ids", "{in}/ids.txt")
+APPLY = ("bundle", "apply", "{bundle}", "--vectors", "{bad}", "--out", "{in}/out.npy")
+TWO = np.ones((2, 16), np.float32)
+
+
+def _ids(name: str, ids: np.ndarray, vectors: np.ndarray = TWO) -> Callable[[Env], Path]:
+    return lambda e: ib.npz_arrays(e.inputs / name, ids, vectors)
+
+
+def _text(name: str, content: str | bytes) -> Callable[[Env], Path]:
+    return lambda e: mk.write(e.inputs / name, content)
+
+
+def _npy_image(folder: str, raw: Callable[[], bytes]) -> Callable[[Env], Path]:
+    return lambda e: ib.npy_image(e, folder, "pixels.npy", raw())
+
+
+def _seeded(key: str, build: Callable[[Env], Path]) -> Callable[[Env], Path]:
+    def run(e: Env) -> Path:
+        ib.with_existing_key(e, key)
+        return build(e)
+    return run
+
+
+def _env(name: str, value: str, build: Callable[[Env], Path | str], bad: str | None = None) -> Callable[[Env], Path | str]:
+    def run(e: Env) -> Path | str:
+        e.environ[name] = value
+        out = build(e)
+        return bad or out
+    return run
+
+
+CAFE_NFC, CAFE_NFD = "caf\u00e9", "cafe\u0301"
+CORPUS += [
+    # .npz ids and headers
+    _c("vectors-zero-byte-ids-claim-3e8-rows", lambda e: ib.zero_byte_ids(e, 300_000_000, 2), IMPORT_V1,
+       "2 vectors but 300000000 ids", app="import"),
+    _c("vectors-zero-byte-ids-match-the-rows", lambda e: ib.zero_byte_ids(e, 2, 2), IMPORT_V1,
+       r"all 2 ids are empty strings \(dtype <U0\)"),
+    _c("vectors-zero-width-claim-3e8-rows", lambda e: ib.zero_byte_ids(e, 300_000_000, 300_000_000, width=0),
+       IMPORT_V1, r"shape \(300000000, 0\): no values per vector"),
+    _c("vectors-ids-0d-string", _ids("scalar.npz", np.array("new-0")), IMPORT_V1,
+       "ids must be a 1-D array with one key per vector, got a single value"),
+    _c("vectors-ids-2d", _ids("grid.npz", np.array([["new-0"], ["new-1"]])), IMPORT_V1,
+       r"ids must be a 1-D array with one key per vector, got shape \(2, 1\)"),
+    _c("vectors-ids-float", _ids("fids.npz", np.array([1.5, 2.5])), IMPORT_V1,
+       "ids must be text or integers, got dtype float64"),
+    _c("vectors-ids-bool", _ids("bids.npz", np.array([True, False])), IMPORT_V1,
+       "ids must be text or integers, got dtype bool"),
+    _c("vectors-ids-object-pickle", _ids("oids.npz", np.array(["new-0", "new-1"], dtype=object)), IMPORT_V1,
+       "ids must be text or integers, got dtype object"),
+    _c("vectors-ids-bytes-not-utf8", _ids("latin.npz", np.array([b"new-0", b"caf\xe9"])), IMPORT_V1,
+       "id 2 is not UTF-8 text"),
+    _c("vectors-ids-empty-string", _ids("blank.npz", np.array(["new-0", ""])), IMPORT_V1, "id 2: the key is empty"),
+    _c("vectors-ids-only-spaces", _ids("spaces.npz", np.array(["new-0", "   "])), IMPORT_V1,
+       "id 2: the key is empty"),
+    _c("vectors-ids-only-a-bom", _ids("bomonly.npz", np.array(["\ufeff", "new-1"])), IMPORT_V1,
+       "id 1: the key is empty"),
+    _c("vectors-ids-newline", _ids("nl.npz", np.array(["new\n0", "new-1"])), IMPORT_V1,
+       "id 1: the key 'new\\\\n0' holds the control character U\\+000A"),
+    _c("vectors-ids-nul", _ids("nul.npz", np.array(["new\x000", "new-1"])), IMPORT_V1,
+       r"control character U\+0000"),
+    _c("vectors-ids-line-separator", _ids("ls.npz", np.array(["new\u20280", "new-1"])), IMPORT_V1,
+       r"line separator U\+2028"),
+    _c("vectors-ids-delete-char", _ids("del.npz", np.array(["new-0", "new\x7f1"])), IMPORT_V1,
+       r"id 2: .*control character U\+007F"),
+    _c("vectors-ids-nfc-look-alikes", _ids("nfd.npz", np.array([CAFE_NFC, CAFE_NFD])), IMPORT_V1,
+       "id 2: .* differ only in Unicode normalisation"),
+    _c("vectors-ids-bom-makes-a-duplicate", _ids("bomdup.npz", np.array(["\ufeffnew-0", "new-0"])), IMPORT_V1,
+       r"duplicate ids, e\.g\. \['new-0'\]"),
+    _c("vectors-ids-int-and-text-duplicate", _ids("intdup.npz", np.array([7, 7])), IMPORT_V1,
+       r"duplicate ids, e\.g\. \['7'\]"),
+    _c("vectors-ids-nfd-of-an-existing-key", _seeded(CAFE_NFC, _ids("exists.npz", np.array([CAFE_NFD, "new-1"]))),
+       IMPORT_V1, f"1 keys already exist in the workspace, e.g. {CAFE_NFC}"),
+    _c("vectors-float64-beyond-float32", ib.huge_float64, IMPORT_V1,
+       r"row 1 holds values too large for float32 \(1 rows\)$"),
+    _c("vectors-float16-inf", lambda e: mk.npz(e.inputs / "h.npz", np.array([[1, np.inf]] * 2, np.float16)),
+       IMPORT_V1, "row 0 holds NaN or inf"),
+    _c("vectors-zero-width", lambda e: mk.npz(e.inputs / "w0.npz", np.ones((2, 0), np.float32)), IMPORT_V1,
+       "no values per vector"),
+    _c("vectors-npz-deflate-size-forged", lambda e: ib.forged_member_size(e, "ratio.npz", zipfile.ZIP_DEFLATED,
+                                                                          0xFFFFFFF0),
+       IMPORT_V1, "claims 4294967280 bytes from .* compressed bytes, more than deflate can expand"),
+    _c("vectors-npz-stored-size-forged", lambda e: ib.forged_member_size(e, "stored.npz", zipfile.ZIP_STORED,
+                                                                         10**9),
+       IMPORT_V1, r"member ids\.npy claims 1000000000 bytes but stores \d+ \(forged sizes\)"),
+    _c("vectors-npz-random-bytes", _text("noise.npz", np.random.default_rng(5).bytes(2048)), IMPORT_V1,
+       "unreadable vector file"),
+    _c("vectors-npz-ids-header-claims-huge", lambda e: ib.raw_npz(e.inputs / "hid.npz", {
+        "ids.npy": ib.header_only((10**12,), "<U8"), "vectors.npy": ib.npy_bytes(TWO)}), IMPORT_V1,
+       r"member ids\.npy claims 32000000000000 bytes of data"),
+    # .npy vectors and their id list
+    _c("vectors-npy-3d", lambda e: mk.npy_with_ids(e, "cube.npy", ib.npy_bytes(np.ones((2, 4, 4), np.float32))),
+       NPY_IN, r"2-D matrix, got shape \(2, 4, 4\)"),
+    _c("vectors-npy-bool", lambda e: mk.npy_with_ids(e, "b.npy", ib.npy_bytes(np.ones((2, 16), bool))), NPY_IN,
+       "must be numeric, got dtype bool"),
+    _c("vectors-npy-no-rows", lambda e: mk.npy_with_ids(e, "z.npy", ib.npy_bytes(np.ones((0, 16), np.float32))),
+       NPY_IN, "holds no vectors"),
+    _c("vectors-npy-bad-magic-version", lambda e: mk.npy_with_ids(e, "v9.npy", b"\x93NUMPY\x09\x00" + b"\0" * 80),
+       NPY_IN, "unreadable vector file"),
+    _c("ids-file-blank-line-in-the-middle", lambda e: ib.ids_file_case(e, "new-0\n\nnew-1\n", rows=3), IDS_LIST,
+       "line 2 is empty; the id list needs one key a line"),
+    _c("ids-file-not-utf8", lambda e: ib.ids_file_case(e, b"new-0\ncaf\xe9\n"), IDS_LIST, "not UTF-8 text"),
+    _c("ids-file-missing", lambda e: (ib.ids_file_case(e, "x"), e.inputs / "absent-ids.txt")[1], IDS_LIST,
+       "cannot read the id list"),
+    _c("ids-file-is-a-folder", lambda e: (ib.ids_file_case(e, "x"), (e.inputs / "ids-dir").mkdir(),
+                                          e.inputs / "ids-dir")[2], IDS_LIST, "cannot read the id list"),
+    _c("ids-file-nfc-look-alikes", lambda e: ib.ids_file_case(e, f"{CAFE_NFC}\n{CAFE_NFD}\n"), IDS_LIST,
+       "line 2: .* differ only in Unicode normalisation"),
+    _c("ids-file-tab-in-a-key", lambda e: ib.ids_file_case(e, "new\t0\nnew-1\n"), IDS_LIST,
+       r"line 1: the key 'new\\t0' holds the control character U\+0009"),
+    _c("ids-file-bom-then-duplicate", lambda e: ib.ids_file_case(e, "\ufeffnew-0\nnew-0\n"), IDS_LIST,
+       r"duplicate ids, e\.g\. \['new-0'\]"),
+    _c("ids-file-utf16", lambda e: ib.ids_file_case(e, "new-0\nnew-1\n".encode("utf-16")), IDS_LIST,
+       "not UTF-8 text"),
+    _c("ids-file-too-few-lines", lambda e: ib.ids_file_case(e, "new-0\n", rows=3), IDS_LIST, "3 vectors but 1 ids"),
+    # embeddings-only models get the same checks
+    _c("ckpt-vectors-ids-2d", _ids("m2d.npz", np.array([["a"], ["b"]])), MODEL_ADD, "ids must be a 1-D array"),
+    _c("ckpt-vectors-zero-byte-ids", lambda e: ib.zero_byte_ids(e, 300_000_000, 2), MODEL_ADD,
+       "2 vectors but 300000000 ids"),
+    _c("ckpt-vectors-beyond-float32", ib.huge_float64, MODEL_ADD, "values too large for float32"),
+    _c("ckpt-vectors-ids-look-alikes", _ids("mnfd.npz", np.array([CAFE_NFD, CAFE_NFC])), MODEL_ADD,
+       "differ only in Unicode normalisation"),
+    # CSV
+    _c("csv-bom-and-duplicate-keys", _text("bom.csv", "\ufeffkey,text\na,x\na,y\n"), IMPORT,
+       "duplicate keys in the input: a"),
+    _c("csv-control-char-in-key", _text("ctl.csv", "key,text\na\x01b,x\n"), IMPORT,
+       r"record 1: 'key': the key 'a\\x01b' holds the control character U\+0001"),
+    _c("csv-control-char-in-label", _text("lab.csv", "key,text,label\na,x,ca\x07t\n"), IMPORT,
+       r"record 1: 'label': the label .* U\+0007"),
+    _c("csv-nfc-look-alike-keys", _text("nfd.csv", f"key,text\n{CAFE_NFC},x\n{CAFE_NFD},y\n"), IMPORT,
+       "record 2: 'key': .* differ only in Unicode normalisation"),
+    _c("csv-nfd-of-an-existing-key", _seeded(CAFE_NFC, _text("nfd-again.csv", f"key,text\n{CAFE_NFD},y\n")), IMPORT,
+       f"already exist in the workspace, e.g. {CAFE_NFC}"),
+    _c("csv-surplus-fields", _text("wide.csv", "key,text\na,x,extra,more\n"), IMPORT,
+       "record 1: 2 more fields than the header has columns"),
+    _c("csv-nul-byte-in-text", _text("nul.csv", "key,text\na,x\x00y\n"), IMPORT,
+       r"record 1: the 'text' field holds the control character U\+0000"),
+    _c("csv-field-over-the-size-limit", _text("long.csv", "key,text\na," + "x" * 200_000 + "\n"), IMPORT,
+       "malformed CSV .*field larger than field limit"),
+    _c("csv-key-only-a-bom", _text("bomkey.csv", "key,text\n\ufeff,x\n"), IMPORT, "record 1: 'key': the key is empty"),
+    _c("csv-utf16", _text("wide16.csv", "key,text\na,x\n".encode("utf-16")), IMPORT, "not UTF-8"),
+    _c("tsv-no-text-column", _text("cols.tsv", "key\tbody\na\tx\n"), IMPORT, "no 'text' column"),
+    # JSONL
+    _c("jsonl-label-boolean", _text("lb.jsonl", '{"text": "x", "label": true}\n'), IMPORT,
+       "line 1: 'label': a label must be text or an integer, got the boolean true", app="import"),
+    _c("jsonl-label-object", _text("lo.jsonl", '{"text": "x", "label": {"a": 1}}\n'), IMPORT,
+       "line 1: 'label': a label must be text or an integer, got an object"),
+    _c("jsonl-label-list", _text("ll.jsonl", '{"text": "x", "label": [1, 2]}\n'), IMPORT, "got a list"),
+    _c("jsonl-label-fraction", _text("lf.jsonl", '{"text": "x", "label": 2.5}\n'), IMPORT, "got the number 2.5"),
+    _c("jsonl-label-nan", _text("ln.jsonl", '{"text": "x", "label": NaN}\n'), IMPORT, "got the number nan"),
+    _c("jsonl-label-huge-float", _text("lh.jsonl", '{"text": "x", "label": 1e400}\n'), IMPORT, "got the number inf"),
+    _c("jsonl-text-number", _text("tn.jsonl", '{"key": "a", "text": 42}\n'), IMPORT,
+       "line 1: the 'text' field must be text, got int"),
+    _c("jsonl-text-object", _text("to.jsonl", '{"key": "a", "text": {"en": "hi"}}\n'), IMPORT,
+       "the 'text' field must be text, got dict"),
+    _c("jsonl-key-boolean", _text("kb.jsonl", '{"key": false, "text": "x"}\n'), IMPORT,
+       "line 1: 'key': a key must be text or an integer, got the boolean false"),
+    _c("jsonl-key-object", _text("ko.jsonl", '{"key": {"id": 1}, "text": "x"}\n'), IMPORT, "got an object"),
+    _c("jsonl-key-fraction", _text("kf.jsonl", '{"key": 1.5, "text": "x"}\n'), IMPORT, "got the number 1.5"),
+    _c("jsonl-key-lone-surrogate", _text("ks.jsonl", '{"key": "a\\ud800", "text": "x"}\n'), IMPORT,
+       r"lone surrogate U\+D800"),
+    _c("jsonl-key-line-separator", _text("kls.jsonl", '{"key": "a\u2028b", "text": "x"}\n'), IMPORT,
+       r"line 1: 'key': .* holds the line separator U\+2028"),
+    _c("jsonl-text-lone-surrogate", _text("ts.jsonl", '{"key": "a", "text": "x\\udc00y"}\n'), IMPORT,
+       r"line 1: the 'text' field holds the lone surrogate U\+DC00"),
+    _c("jsonl-text-nul", _text("tnul.jsonl", '{"key": "a", "text": "x\\u0000y"}\n'), IMPORT,
+       r"line 1: the 'text' field holds the control character U\+0000"),
+    _c("jsonl-nfc-look-alike-keys", _text("nfd.jsonl", f'{{"key": "{CAFE_NFC}", "text": "x"}}\n'
+                                                       f'{{"key": "{CAFE_NFD}", "text": "y"}}\n'), IMPORT,
+       "line 2: 'key': .* differ only in Unicode normalisation"),
+    _c("jsonl-int-and-text-key-duplicate", _text("kid.jsonl", '{"key": 3, "text": "x"}\n{"key": "3", "text": "y"}\n'),
+       IMPORT, "duplicate keys in the input: 3"),
+    _c("jsonl-nested-too-deeply", _text("deep.jsonl", '{"text": "x", "m": ' + "[" * 200_000 + "]" * 200_000 + "}\n"),
+       IMPORT, "line 1: JSON nested too deeply"),
+    _c("jsonl-raw-tab-inside-a-string", _text("tab.jsonl", '{"text": "a\tb"}\n'), IMPORT,
+       "line 1: invalid JSON .*control character"),
+    _c("jsonl-not-utf8", _text("latin.jsonl", b'{"text": "caf\xe9"}\n'), IMPORT, "not UTF-8"),
+    _c("jsonl-blank-text", _text("bt.jsonl", '{"key": "a", "text": "   "}\n'), IMPORT,
+       "line 1: missing or empty 'text'"),
+    _c("jsonl-bom-then-duplicate-keys", _text("bomdup.jsonl", '\ufeff{"key": "a", "text": "x"}\n{"key": "a", "text": "y"}\n'),
+       IMPORT, "duplicate keys in the input: a"),
+    _c("jsonl-top-level-string", _text("str.jsonl", '"just text"\n'), IMPORT, "line 1: expected a JSON object"),
+    # images
+    _c("images-not-an-image", lambda e: ib.bad_image(e, "fake", "1.png", b"this is not a PNG at all"),
+       _import("fake"), r"unreadable image \(unknown or damaged format\)", app="import"),
+    _c("images-text-named-jpg", lambda e: ib.bad_image(e, "fakejpg", "1.jpg", "hello world\n" * 20),
+       _import("fakejpg"), "unreadable image"),
+    _c("images-garbage-bmp", lambda e: ib.bad_image(e, "fakebmp", "1.bmp", b"BM" + b"\xff" * 60),
+       _import("fakebmp"), "unreadable image"),
+    _c("images-truncated-png", ib.truncated_png, _import("cut-png"), "unreadable image"),
+    _c("images-truncated-jpeg", ib.truncated_jpeg, _import("cut-jpg"), "unreadable image"),
+    _c("images-decompression-bomb-png", lambda e: ib.bomb_png(ib.image_folder(e, "bomb") / "dog" / "b.png",
+                                                             7000, 7000),
+       _import("bomb"), r"image is 7000 x 7000 \(49000000 pixels\), over the limit of 40000000", app="import"),
+    _c("images-bomb-header-claims-10-gigapixels",
+       lambda e: ib.bomb_png(ib.image_folder(e, "gbomb") / "dog" / "b.png", 100_000, 100_000, real_data=False),
+       _import("gbomb"), r"100000 x 100000|too large to decode safely"),
+    _c("images-pixel-limit-lowered", _env("EMBRIDGE_MAX_IMAGE_PIXELS", "10",
+                                          lambda e: ib.image_folder(e, "small") / "cat" / "0.png"),
+       _import("small"), r"image is 4 x 4 \(16 pixels\), over the limit of 10"),
+    _c("images-pixel-limit-not-a-number", _env("EMBRIDGE_MAX_IMAGE_PIXELS", "lots",
+                                               lambda e: ib.image_folder(e, "small2"), "EMBRIDGE_MAX_IMAGE_PIXELS"),
+       _import("small2"), "must be a whole number of pixels, got 'lots'"),
+    _c("images-label-folder-links-to-the-root", ib.folder_links_to_root, _import("loop"),
+       "links back to .* inside the imported folder; its images would be imported twice"),
+    _c("images-nested-link-to-another-label", ib.nested_link_to_label, _import("nested-loop"),
+       "links back to .*its images would be imported twice"),
+    _c("images-npy-object-array", _npy_image("npyobj", lambda: ib.npy_bytes(np.ones((4, 4)).astype(object))),
+       _import("npyobj"), "a .npy image must hold numbers, got dtype object"),
+    _c("images-npy-4d", _npy_image("npy4d", lambda: ib.npy_bytes(np.ones((1, 2, 2, 2), np.float32))),
+       _import("npy4d"), r"1-, 2- or 3-D, got shape \(1, 2, 2, 2\)"),
+    _c("images-npy-header-claims-huge", _npy_image("npybig", lambda: ib.header_only((10**6, 10**6), "|u1")),
+       _import("npybig"), "the header claims 1000000000000 bytes of data but the file holds 0"),
+    _c("images-npy-strings", _npy_image("npystr", lambda: ib.npy_bytes(np.array([["a", "b"]]))),
+       _import("npystr"), "must hold numbers, got dtype <U1"),
+    _c("images-npy-random-bytes", _npy_image("npyjunk", lambda: np.random.default_rng(6).bytes(256)),
+       _import("npyjunk"), "not a readable .npy image"),
+    _c("images-control-char-in-file-name", lambda e: ib.odd_named_image(e, "ctlname", "cat", "a\x01b.png"),
+       _import("ctlname"), r"holds the control character U\+0001"),
+    _c("images-newline-in-label-folder", lambda e: ib.odd_named_image(e, "nlname", "ca\nt", "x.png").rsplit("/", 1)[0],
+       _import("nlname"), r"folder name: the label 'ca\\nt' holds the control character U\+000A"),
+    _c("images-nfc-look-alike-names", ib.look_alike_images, _import("lookalike"),
+       "differ only in Unicode normalisation"),
+    _c("images-only-hidden-files", ib.only_hidden_images, _import("hidden"), "no image files found"),
+    # bundle apply: values beyond float32, inf
+    _c("bundle-apply-float64-beyond-float32", lambda e: mk.apply_input(e, "big64.npy", np.full((3, 32), 1e39)),
+       APPLY, r"row 0 holds values too large for float32 \(3 rows\)$"),
+    _c("bundle-apply-inf-vectors", lambda e: mk.apply_input(e, "inf.npy", np.full((3, 32), np.inf, np.float32)),
+       APPLY, "row 0 holds NaN or inf values"),
 ]
 
 

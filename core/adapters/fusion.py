@@ -11,9 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from core.adapters.base import Adapter
+from core.adapters.l2 import l2_normalize_torch
 
 
 class FusionAdapter(Adapter):
@@ -35,5 +35,5 @@ class FusionAdapter(Adapter):
     @torch.jit.export
     def fuse(self, old_query: torch.Tensor, new_query: torch.Tensor) -> torch.Tensor:
         """The fused query vector (compare it with the old gallery by inner product)."""
-        mapped = F.normalize(self.base(new_query), dim=-1)
-        return self.alpha * F.normalize(old_query, dim=-1) + (1.0 - self.alpha) * mapped
+        mapped = l2_normalize_torch(self.base(new_query), dim=-1)
+        return self.alpha * l2_normalize_torch(old_query, dim=-1) + (1.0 - self.alpha) * mapped

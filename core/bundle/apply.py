@@ -25,7 +25,7 @@ from core.errors import BundleError, VectorFileError
 from core.paths import check_output, check_regular
 from core.progress import ProgressFn, StopFn, check_stop, no_progress
 from core.store.files import atomic_write_text, publish, sha256_file
-from core.store.vectors import disk_error
+from core.store.vectors import as_storage_dtype, disk_error
 
 DEFAULT_CHUNK = 65_536
 
@@ -114,11 +114,10 @@ def _apply(loaded: LoadedBundle, src: Path, x: np.ndarray, out: Path, old_vector
         while done < n:
             check_stop(should_stop)
             end = min(done + int(chunk_rows), n)
-            block = np.asarray(x[done:end], dtype=np.float32)
-            if not np.isfinite(block).all():
-                bad = done + int(np.flatnonzero(~np.isfinite(block).all(axis=1))[0])
-                raise VectorFileError(src, f"row {bad} holds NaN or inf values")
-            matrix[done:end] = loaded(block, None if old is None else np.asarray(old[done:end]), normalise_output)
+            block = as_storage_dtype(np.asarray(x[done:end]), "float32", str(src), done)
+            old_block = None if old is None else as_storage_dtype(np.asarray(old[done:end]), "float32",
+                                                                  str(old_vectors), done)
+            matrix[done:end] = loaded(block, old_block, normalise_output)
             matrix.flush()
             done = end
             atomic_write_text(sidecar, json.dumps({**state, "done": done}))

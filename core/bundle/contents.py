@@ -16,8 +16,8 @@ import numpy as np
 
 from core.adapters import Adapter, load_adapter
 from core.bundle.deploy import inputs_of
-from core.bundle.runtime import l2_rows
 from core.errors import BundleError, StoreError
+from core.l2 import l2_normalize
 from core.store import Workspace
 
 HEADLINE_KEYS = ("old_old_top1", "new_new_top1", "upgraded_top1", "gain_retained", "compatible",
@@ -157,18 +157,18 @@ def probe_vectors(ws: Workspace, first: Step, count: int, seed: int) -> tuple[np
         ids = np.intersect1d(ids, ws.ids_with_vectors(first.row["old_model"]))
     if len(ids) == 0:
         x = rng.standard_normal((count, adapter.in_dim)).astype(np.float32)
-        x = l2_rows(x) if first.input_normalised else x
-        return x, (l2_rows(rng.standard_normal((count, adapter.out_dim))) if adapter.kind == "fusion" else None), \
+        x = l2_normalize(x) if first.input_normalised else x
+        return x, (l2_normalize(rng.standard_normal((count, adapter.out_dim))) if adapter.kind == "fusion" else None), \
             "seeded Gaussian vectors (no stored vectors of the input model)"
     folds = ws.folds()
     held_out = np.array([i for i in ids if folds.get(int(i)) == "test"], dtype=np.int64)
     pool = held_out if len(held_out) else ids
     chosen = np.sort(rng.choice(pool, size=min(count, len(pool)), replace=False))
     x = ws.vectors_for(model, chosen)
-    x = l2_rows(x) if first.input_normalised else x.astype(np.float32)
+    x = l2_normalize(x) if first.input_normalised else x.astype(np.float32)
     old = None
     if adapter.kind == "fusion":
-        old = l2_rows(ws.vectors_for(first.row["old_model"], chosen))
+        old = l2_normalize(ws.vectors_for(first.row["old_model"], chosen))
     where = "held-out (test fold)" if len(held_out) else "stored"
     return x, old, f"{len(chosen)} {where} vectors of model '{model}'"
 

@@ -15,10 +15,10 @@ Deployers should not need to know that a BT² head answers old-gallery queries t
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from core.adapters import Adapter, plain_copy
+from core.adapters.l2 import l2_normalize_torch
 from core.errors import BundleError
 
 
@@ -73,7 +73,7 @@ class Chain(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.first(x)
         if self.normalise_between:
-            h = F.normalize(h, dim=-1)
+            h = l2_normalize_torch(h, dim=-1)
         return self.second(h)
 
 

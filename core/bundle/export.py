@@ -30,12 +30,12 @@ from core.bundle.runtime import (
     PROBE_OLD,
     PROBE_OUTPUTS,
     PROBE_RTOL,
-    l2_rows,
     run_module,
     verify_bundle,
 )
 from core.errors import BundleError
 from core.jobs import recorded_run
+from core.l2 import l2_normalize
 from core.paths import check_output, remove_no_follow
 from core.progress import ProgressFn, StopFn, check_stop, no_progress
 from core.store import Workspace
@@ -173,7 +173,7 @@ def _write_gallery(ws: Workspace, root: Path, module: Any, first: contents.Step,
     for start in range(0, len(ids), GALLERY_CHUNK):
         check_stop(should_stop)
         chunk = ws.vectors_for(model, ids[start:start + GALLERY_CHUNK])
-        matrix[start:start + len(chunk)] = run_module(module, l2_rows(chunk) if first.input_normalised else chunk)
+        matrix[start:start + len(chunk)] = run_module(module, l2_normalize(chunk) if first.input_normalised else chunk)
         report(start + len(chunk), len(ids), {"stage": "transforming the gallery"})
     matrix.flush()
     del matrix

@@ -19,6 +19,7 @@ import torch
 from core.bundle.archive import BundleLimits, BundleSource, open_bundle, read_npy
 from core.bundle.manifest import ADAPTER_FILE, check_integrity
 from core.errors import BundleError
+from core.l2 import l2_normalize
 from core.models.checkpoint import first_line
 from core.progress import ProgressFn, StopFn
 
@@ -26,11 +27,6 @@ PROBE_INPUTS, PROBE_OLD, PROBE_OUTPUTS = "probes/inputs.npy", "probes/old_inputs
 # Probe outputs are recomputed by the same TorchScript on the same CPU kernels; the slack covers
 # other CPUs and thread counts (float32 sums in another order), far below any retrieval effect.
 PROBE_RTOL, PROBE_ATOL = 1e-4, 1e-5
-
-
-def l2_rows(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 def run_module(module: Any, x: np.ndarray, old: np.ndarray | None = None, batch: int = 8192) -> np.ndarray:
@@ -85,7 +81,7 @@ class LoadedBundle:
         if x.ndim != 2 or x.shape[1] != self.in_dim:
             raise BundleError(f"{self.path}: {what} have shape {tuple(x.shape)}, the adapter expects "
                               f"(n, {self.in_dim})")
-        return l2_rows(x) if self.normalise_inputs else x
+        return l2_normalize(x, f"{self.path}: {what}") if self.normalise_inputs else x
 
     def __call__(self, vectors: np.ndarray, old: np.ndarray | None = None, normalise_output: bool = False,
                  batch: int = 8192) -> np.ndarray:
@@ -98,7 +94,7 @@ class LoadedBundle:
         else:
             old = None
         y = run_module(self.module, x, old, batch)
-        return l2_rows(y) if normalise_output else y
+        return l2_normalize(y, f"{self.path}: adapted vectors") if normalise_output else y
 
 
 def load_module(src: BundleSource) -> torch.jit.ScriptModule:

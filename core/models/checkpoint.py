@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from core.errors import CheckpointError
+from core.errors import CheckpointError, first_line
 
 NEEDS_CODE = ("refused: the file needs arbitrary code to load (pickle); "
               "save a state_dict or TorchScript instead")
@@ -142,11 +142,3 @@ def load_weights(module: torch.nn.Module, ckpt: StateCheckpoint, path: str | Pat
         detail = " ".join(str(exc).split())
         raise CheckpointError(path, f"weights do not fit architecture '{ckpt.arch}' with config "
                               f"{ckpt.arch_config}: {detail[:400]}") from exc
-
-
-def first_line(exc: BaseException) -> str:
-    """The first non-empty line of an exception's text, for one-line error messages."""
-    for line in str(exc).splitlines():
-        if line.strip():
-            return line.strip().split(". ")[0][:300]
-    return type(exc).__name__

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from core.errors import InputError
+from core.images import check_image_header, validate_npy_image
 from core.models.checkpoint import first_line
 from core.models.spec import ModelSpec
 
@@ -78,6 +79,10 @@ def read_image(path: str | Path) -> np.ndarray:
     p = Path(path)
     if not p.is_file():
         raise InputError(p, "image file not found")
+    if p.suffix.lower() == ".npy":
+        validate_npy_image(p)  # the header's size first: never allocate what a forged header claims
+    else:
+        check_image_header(p)  # the pixel count first: never decode a decompression bomb
     try:
         if p.suffix.lower() == ".npy":
             arr = np.load(p, allow_pickle=False)

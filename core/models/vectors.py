@@ -7,6 +7,7 @@ file. Embedding such a model means looking the items up by key.
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -48,6 +49,7 @@ class VectorTable:
 
     def lookup(self, keys: Sequence[str]) -> np.ndarray:
         """float32 rows for ``keys`` in order; every key must be present."""
+        keys = [unicodedata.normalize("NFC", k) for k in keys]  # as the importers store keys
         absent = self.missing(keys)
         if absent:
             raise CheckpointError(self.source, f"{len(absent)} of {len(keys)} items have no vector in this file "

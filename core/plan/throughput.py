@@ -16,6 +16,7 @@ import numpy as np
 
 from core.adapters import adapt_gallery, adapt_queries
 from core.adapters.base import Adapter
+from core.l2 import l2_normalize
 from core.store import Workspace
 from core.train.pairs import QUERY_SPLIT
 
@@ -52,7 +53,7 @@ def adapter_rate(adapter: Adapter, batch: int = 4096, min_seconds: float = 0.1, 
 
     def unit(dim: int) -> np.ndarray:
         x = rng.standard_normal((batch, dim)).astype(np.float32)
-        return x / np.linalg.norm(x, axis=1, keepdims=True)
+        return l2_normalize(x)
 
     if adapter.direction == "forward":
         side_dim = int(getattr(adapter, "side_dim", 0) or 0)

@@ -23,13 +23,13 @@ from core.adapters import adapt_gallery, adapt_queries, load_adapter
 from core.adapters.base import Adapter
 from core.errors import InputError
 from core.jobs import recorded_run
+from core.l2 import l2_normalize
 from core.progress import ProgressFn, StopFn, check_stop, no_progress
 from core.report.build import SCHEMA
 from core.report.cells import score_cell, scoring_plan, search_summary
 from core.report.compat import matrix_scores
 from core.report.sample import MatrixMaker, evaluation_sample
 from core.report.search import SearchConfig
-from core.retrieval import l2_normalize
 from core.store import Workspace
 from core.store.files import TMP_PREFIX
 from core.store.rows import now_iso

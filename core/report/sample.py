@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from core.errors import InputError
-from core.retrieval import l2_normalize
+from core.l2 import l2_normalize
 from core.store import Workspace
 from core.train.pairs import QUERY_SPLIT, split_pairs
 

@@ -51,8 +51,9 @@ def as_storage_dtype(block: np.ndarray, dtype: str, source: str, first_row: int 
     bad = ~np.isfinite(out).all(axis=1)
     if bad.any():
         row = int(np.flatnonzero(bad)[0]) + first_row
+        hint = "" if np.dtype(dtype) == np.float32 else "; store this set as float32"
         raise VectorFileError(source, f"row {row} holds values too large for {dtype} "
-                              f"({int(bad.sum())} rows); store this set as float32")
+                              f"({int(bad.sum())} rows){hint}")
     return out
 
 

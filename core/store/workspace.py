@@ -32,6 +32,7 @@ from core.errors import (
     VectorFileError,
     WorkspaceBusyError,
 )
+from core.keys import normalise_keys
 from core.paths import DB_NAME, check_name, child, is_real_dir, owned_temps, remove_no_follow
 from core.store.files import atomic_copy, atomic_copy_tree
 from core.store.records import RecordsMixin
@@ -203,6 +204,7 @@ class Workspace(RecordsMixin):
         keys = [str(r.get("key", "")).strip() for r in records]
         if any(not k for k in keys):
             raise ImportDataError(source, f"item {keys.index('') + 1} has an empty key")
+        keys = normalise_keys(keys, source, noun="item")  # NFC, as every importer stores keys
         seen: set[str] = set()
         dupes = [k for k in keys if k in seen or seen.add(k)]
         if dupes:

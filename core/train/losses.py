@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from core.adapters.l2 import l2_normalize_torch
+
 
 def pair_loss(name: str, pred: torch.Tensor, target: torch.Tensor, temperature: float) -> torch.Tensor:
     """MSE, cosine or InfoNCE between adapted vectors and their targets (row i pairs with row i).
@@ -19,14 +21,14 @@ def pair_loss(name: str, pred: torch.Tensor, target: torch.Tensor, temperature: 
     if name == "cosine":
         return 1.0 - F.cosine_similarity(pred, target, dim=1).mean()
     if name == "contrastive":
-        logits = F.normalize(pred, dim=1) @ F.normalize(target, dim=1).t() / temperature
+        logits = l2_normalize_torch(pred, dim=1) @ l2_normalize_torch(target, dim=1).t() / temperature
         return F.cross_entropy(logits, torch.arange(len(pred), device=pred.device))
     raise ValueError(f"unknown loss {name!r}")
 
 
 def cosine_logits(features: torch.Tensor, weights: torch.Tensor, scale: float) -> torch.Tensor:
     """Scaled cosine-similarity logits of features against class weight vectors."""
-    return scale * F.normalize(features.float(), dim=1) @ F.normalize(weights.float(), dim=1).t()
+    return scale * l2_normalize_torch(features.float(), dim=1) @ l2_normalize_torch(weights.float(), dim=1).t()
 
 
 def masked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from core.errors import InputError
-from core.retrieval import l2_normalize
+from core.l2 import l2_normalize
 from core.store import Workspace
 
 FOLDS = ("train", "val", "test")

@@ -14,8 +14,9 @@ import numpy as np
 from core.adapters.apply import HEAD_KINDS, adapt_gallery, adapt_queries, new_space_vectors
 from core.adapters.base import Adapter
 from core.errors import InputError
+from core.l2 import l2_normalize
 from core.report.compat import gain_retained
-from core.retrieval import exact_topk, l2_normalize, top1_accuracy
+from core.retrieval import exact_topk, top1_accuracy
 from core.train.data import count_classes
 
 

@@ -1,0 +1,106 @@
+"""Item keys and labels as every importer stores them: NFC text, no control characters.
+
+The same name typed on macOS (decomposed, NFD) and on Linux (composed, NFC) must be one item, so
+keys are normalised to NFC; two keys of one import that only become equal through NFC are refused
+as look-alikes rather than silently merged. A leading byte-order mark (U+FEFF), which editors on
+Windows put before the first key of a file, is dropped. Labels are text or integers written the
+canonical way (``3``, never ``3.0`` or ``True``), so the same class never turns into two.
+"""
+
+from __future__ import annotations
+
+import math
+import unicodedata
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from core.errors import ImportDataError
+
+BOM = "\ufeff"
+_FORBIDDEN_CATEGORIES = {"Cc", "Cs", "Zl", "Zp"}  # control, lone surrogate, line/paragraph separator
+
+
+def char_name(ch: str) -> str:
+    """'control character U+000A', 'lone surrogate U+D800' or 'line separator U+2028' for messages."""
+    kind = {"Cs": "lone surrogate", "Zl": "line separator", "Zp": "paragraph separator"}
+    return f"{kind.get(unicodedata.category(ch), 'control character')} U+{ord(ch):04X}"
+
+
+def _bad_char(text: str) -> str | None:
+    for ch in text:
+        if unicodedata.category(ch) in _FORBIDDEN_CATEGORIES:
+            return char_name(ch)
+    return None
+
+
+def clean_text(raw: str, source: str | Path | None, where: str, what: str) -> str:
+    """``raw`` without a leading BOM or outer spaces, in NFC; control characters are refused."""
+    text = unicodedata.normalize("NFC", raw.strip().removeprefix(BOM).strip())
+    bad = _bad_char(text)
+    if bad:
+        raise ImportDataError(source, f"{where}: the {what} {text[:40]!r} holds the {bad}")
+    return text
+
+
+def normalise_key(raw: Any, source: str | Path | None, where: str) -> str:
+    """One item key as stored: text (or an integer) in NFC, never empty."""
+    if isinstance(raw, bool) or not isinstance(raw, str | int):
+        raise ImportDataError(source, f"{where}: a key must be text or an integer, got {_kind(raw)}")
+    key = clean_text(str(raw), source, where, "key")
+    if not key:
+        raise ImportDataError(source, f"{where}: the key is empty")
+    return key
+
+
+def normalise_keys(raw: Sequence[Any], source: str | Path | None, noun: str = "key",
+                   wheres: Sequence[str] | None = None) -> list[str]:
+    """Every key normalised; keys that differ only in Unicode form (NFC vs NFD) are refused.
+
+    ``wheres`` names each key's place in the file for messages ("line 3"); by default "key 3".
+    Exact repeats are left to the caller, which reports duplicates in its own words.
+    """
+    keys: list[str] = []
+    first: dict[str, tuple[str, str]] = {}
+    for n, value in enumerate(raw):
+        where = wheres[n] if wheres is not None else f"{noun} {n + 1}"
+        key = normalise_key(value, source, where)
+        given = str(value).strip().removeprefix(BOM).strip()
+        before = first.setdefault(key, (given, where))
+        if before[0] != given:
+            raise ImportDataError(source, f"{where}: {given!r} and {before[0]!r} ({before[1]}) differ only in "
+                                  "Unicode normalisation (they look the same); rename one")
+        keys.append(key)
+    return keys
+
+
+def normalise_label(raw: Any, source: str | Path | None, where: str) -> str | None:
+    """A label as stored: NFC text or a canonical integer; None (or "") means no label.
+
+    Booleans, objects, lists and non-integral numbers are refused: stored as text they would
+    become classes such as ``True`` or ``{'a': 1}`` that no user meant.
+    """
+    if raw is None:
+        return None
+    if isinstance(raw, bool) or not isinstance(raw, str | int | float):
+        raise ImportDataError(source, f"{where}: a label must be text or an integer, got {_kind(raw)}")
+    if isinstance(raw, float):
+        if not (math.isfinite(raw) and raw.is_integer()):
+            raise ImportDataError(source, f"{where}: a label must be text or an integer, got the number {raw!r}")
+        raw = int(raw)
+    label = clean_text(str(raw), source, where, "label")
+    return label or None
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return f"the boolean {str(value).lower()}"
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list | tuple):
+        return "a list"
+    if value is None:
+        return "null"
+    if isinstance(value, float):
+        return f"the number {value!r}"
+    return type(value).__name__

@@ -1,0 +1,49 @@
+"""One overflow-safe L2 row normalisation for every numpy caller.
+
+Squaring a float32 value above about 1.8e19 overflows, so a naive ``x / norm(x)`` turns rows of
+huge but finite values into zeros, and squaring denormals underflows to zero norms. Rows whose
+naive norm is not usable are rescaled by their largest magnitude first, which is exact in
+direction. Rows holding NaN or inf are refused with an error naming where they came from; all-zero
+rows have no direction and stay zero.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from core.errors import VectorFileError
+
+# Below this the float32 sum of squares may have lost (underflowed) parts of the row.
+_SAFE_MIN_NORM = 1e-18
+
+
+def l2_normalize(x: np.ndarray, source: str | None = None) -> np.ndarray:
+    """Rows of ``x`` scaled to unit length as a new float32 array (all-zero rows stay zero).
+
+    Raises :class:`VectorFileError` naming ``source`` (the file or model the rows came from) when
+    a row holds NaN or inf.
+    """
+    x = np.array(x, dtype=np.float32)  # a copy, normalised in place below
+    if x.ndim != 2:
+        raise VectorFileError(source, f"expected a 2-D matrix of vectors, got shape {x.shape}")
+    with np.errstate(over="ignore", invalid="ignore", under="ignore"):
+        norms = np.sqrt(np.einsum("ij,ij->i", x, x))
+    odd = np.flatnonzero(~(np.isfinite(norms) & (norms >= _SAFE_MIN_NORM)))
+    if len(odd):
+        _check_rows_finite(x, odd, source)
+        sub = x[odd]
+        scale = np.abs(sub).max(axis=1)
+        live = scale > 0
+        sub[live] /= scale[live, None]
+        x[odd] = sub
+        norms[odd] = np.where(live, np.sqrt(np.einsum("ij,ij->i", sub, sub)), 0.0)
+    nonzero = norms > 0
+    x[nonzero] /= norms[nonzero, None]
+    return x
+
+
+def _check_rows_finite(x: np.ndarray, rows: np.ndarray, source: str | None) -> None:
+    bad = rows[~np.isfinite(x[rows]).all(axis=1)]
+    if len(bad):
+        raise VectorFileError(source, f"row {int(bad[0])} holds NaN or inf values ({len(bad)} such rows); "
+                              "they cannot be normalised")
