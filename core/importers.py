@@ -190,8 +190,16 @@ def _dupes(keys: list[str]) -> set[str]:
 
 def import_items(ws: Workspace, path: str | Path, fmt: str | None = None, split: str | None = None,
                  model: str | None = None, ids_path: str | Path | None = None,
-                 key_col: str = "key", text_col: str = "text", label_col: str = "label") -> dict[str, Any]:
-    """Import items (and, for vector files with ``model``, that model's vectors) all-or-nothing."""
+                 key_col: str = "key", text_col: str = "text", label_col: str = "label",
+                 qrels: str | Path | None = None, qrels_seed: int = 0) -> dict[str, Any]:
+    """Import items (and, for vector files with ``model``, that model's vectors) all-or-nothing.
+
+    ``qrels`` names a judgments file (see :mod:`core.qrels`) stored in the same transaction, so its
+    keys may name the items being imported as well as earlier ones.
+    """
+    from core.qrels import read_qrels, store_qrels
+
+    judgments = read_qrels(qrels) if qrels is not None else None
     src = Path(path)
     if not src.exists():
         raise ImportDataError(src, "no such file or folder")
@@ -223,5 +231,7 @@ def import_items(ws: Workspace, path: str | Path, fmt: str | None = None, split:
         vector_set = None
         if vectors is not None and model:
             vector_set = ws.add_vector_set(model, ids, vectors, name=split or src.stem)
+        stored = store_qrels(ws, judgments, qrels_seed) if judgments is not None else None
     return {"path": str(src), "format": fmt, "count": len(ids), "split": split,
-            "vector_set": vector_set["id"] if vector_set else None}
+            "vector_set": vector_set["id"] if vector_set else None,
+            "qrels": stored.to_dict() if stored else None}
