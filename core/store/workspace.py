@@ -302,7 +302,11 @@ class Workspace(RecordsMixin, JudgmentsMixin):
 
     # -- models -----------------------------------------------------------------------------
     def add_model(self, name: str, role: str, spec: dict[str, Any], source_path: str | Path | None) -> dict:
-        """Copy a checkpoint into ``models/`` and register its spec (one transaction)."""
+        """Copy a checkpoint into ``models/`` and register its spec (one transaction).
+
+        A vectors-only model's file is referenced, not copied: its vectors enter the workspace once,
+        as the model's vector sets, when they are embedded or imported.
+        """
         if role not in ROLES:
             raise StoreError(f"unknown role '{role}': use one of {', '.join(ROLES)}")
         if self.db.execute("select 1 from models where name = ?", [name]).fetchone():
@@ -310,12 +314,13 @@ class Workspace(RecordsMixin, JudgmentsMixin):
         src = Path(source_path) if source_path is not None else None
         if src is not None and not src.exists():
             raise StoreError(f"{src}: the checkpoint to store does not exist")
-        stored = self.root / "models" / f"{name}-{str(spec.get('sha256', ''))[:12]}{src.suffix}" if src else None
+        copy = src is not None and spec.get("kind") != "vectors"
+        stored = self.root / "models" / f"{name}-{str(spec.get('sha256', ''))[:12]}{src.suffix}" if copy else None
         rel = stored.relative_to(self.root).as_posix() if stored else None
         try:  # encoded first: a spec that cannot be stored copies nothing
             row = encode({"name": name, "role": role, "kind": spec.get("kind"), "modality": spec.get("modality"),
                           "dim": spec.get("dim"), "params": spec.get("params"), "sha256": spec.get("sha256"),
-                          "file": rel, "source_path": str(src) if src else None, "spec": spec,
+                          "file": rel, "source_path": str(src.resolve()) if src else None, "spec": spec,
                           "created": now_iso()})
         except (TypeError, ValueError) as exc:
             raise StoreError(f"{self.root}: the spec of model '{name}' is not JSON-serialisable ({exc})") from exc
@@ -354,7 +359,10 @@ class Workspace(RecordsMixin, JudgmentsMixin):
 
     def _model_row(self, row: dict[str, Any]) -> dict[str, Any]:
         out = decode(row)
-        out["path"] = str(self.root / out["file"]) if out.get("file") else None
+        if out.get("file"):
+            out["path"] = str(self.root / out["file"])
+        else:  # a vectors-only model references its file where it lies
+            out["path"] = out.get("source_path") if out.get("kind") == "vectors" else None
         return out
 
     # -- vector sets ------------------------------------------------------------------------
