@@ -23,7 +23,8 @@ import numpy as np
 from core.errors import VectorFileError
 from core.store.vectors import as_storage_dtype
 
-BLOCK_ROWS = 16_384
+BLOCK_ROWS = 4096  # 6 MB of 384-d float32 rows
+_PIECE = 1 << 20
 _LOCAL_HEADER = struct.Struct("<4s5H3L2H")  # zip local file header: 30 bytes
 
 
@@ -55,8 +56,9 @@ class MatrixReader:
         return np.memmap(self.path, dtype=self.dtype, mode="r", offset=self.data_offset, shape=self.shape,
                          order="F" if self.fortran_order else "C")
 
-    def blocks(self, block_rows: int = BLOCK_ROWS) -> Iterator[tuple[int, np.ndarray]]:
+    def blocks(self, block_rows: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
         """(first row, rows) in file order, cast to the stored dtype and checked finite."""
+        block_rows = block_rows or BLOCK_ROWS
         if self.mapped:
             mm = self.memmap()
             for start in range(0, self.rows, block_rows):
@@ -67,14 +69,13 @@ class MatrixReader:
             fh.read(self.data_offset)
             for start in range(0, self.rows, block_rows):
                 count = min(block_rows, self.rows - start)
-                raw = fh.read(count * row_bytes)
-                if len(raw) != count * row_bytes:
-                    raise VectorFileError(self.path, f"member {self.member} ends early, at row {start}")
-                block = np.frombuffer(raw, dtype=self.dtype).reshape(count, self.dim)
+                block = _read_exactly(fh, count * row_bytes, self.path, f"member {self.member} ends early, "
+                                      f"at row {start}").view(self.dtype).reshape(count, self.dim)
                 yield start, self._checked(block, start)
 
-    def take(self, rows: np.ndarray, block_rows: int = BLOCK_ROWS) -> Iterator[tuple[int, np.ndarray]]:
+    def take(self, rows: np.ndarray, block_rows: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
         """The rows ``rows`` (ascending file rows) in blocks: (offset in ``rows``, block)."""
+        block_rows = block_rows or BLOCK_ROWS
         rows = np.asarray(rows, dtype=np.int64)
         if self.mapped:
             mm = self.memmap()
@@ -158,6 +159,19 @@ class VectorFile:
             if queries.dim != vectors.dim:
                 raise VectorFileError(src, f"query_vectors are {queries.dim}-d but vectors are {vectors.dim}-d")
             return cls(src, keys, vectors, query_keys, queries)
+
+
+def _read_exactly(fh: BinaryIO, size: int, path: Path, short: str) -> np.ndarray:
+    """``size`` bytes into one buffer, read in 1 MiB pieces (one big read of a zip member keeps copies)."""
+    out = np.empty(size, dtype=np.uint8)
+    pos = 0
+    while pos < size:
+        piece = fh.read(min(_PIECE, size - pos))
+        if not piece:
+            raise VectorFileError(path, short)
+        out[pos:pos + len(piece)] = np.frombuffer(piece, dtype=np.uint8)
+        pos += len(piece)
+    return out
 
 
 def _read_header(fh: BinaryIO) -> tuple[tuple[int, ...], bool, np.dtype, int]:
