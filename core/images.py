@@ -79,15 +79,14 @@ def validate_image(path: str | Path) -> None:
 
 def validate_npy_image(path: str | Path) -> None:
     """A ``.npy`` image: a plain numeric 2-D or 3-D array whose header fits the file."""
-    from core.importers import npy_file_header
+    from core.vector_files import npy_header
 
     try:
-        header = npy_file_header(Path(path))
+        shape, dtype = npy_header(Path(path))
     except VectorFileError as exc:
         raise ImportDataError(path, exc.problem) from None
     except (ValueError, OSError, EOFError) as exc:
         raise ImportDataError(path, f"not a readable .npy image ({first_line(exc)})") from None
-    shape, dtype = header.shape, header.dtype
     if dtype.hasobject or dtype.kind not in "uifb":
         raise ImportDataError(path, f"a .npy image must hold numbers, got dtype {dtype}")
     if len(shape) not in (1, 2, 3):
