@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 
 from core.errors import InputError
+from core.evaluation.compat import gain_retained
 from core.plan.throughput import Throughput
-from core.report.compat import gain_retained
 
 LAYER_OPTIONS = ("adapter_only", "forward_transform", "fusion")
 ORDERING_IS_FREE = ("random",)
