@@ -96,7 +96,8 @@ def upgrade_tasks(ws: Workspace, models: Sequence[str], heldout_gallery: bool = 
     if heldout_gallery:
         full_ids, removed = _without_train(ws, full_ids)
         sample_ids, _ = _without_train(ws, sample_ids)
-    rule = choose_rule(ws, queries.ids, sample_ids, "test" if source == "judged test queries" else None)
+    rule = choose_rule(ws, queries.ids, np.union1d(full_ids, sample_ids),
+                       "test" if source == "judged test queries" else None)
     gallery_full = int(ws.gallery_ids().size)
     suffix = " without the train fold" if heldout_gallery else ""
     if full_ids.size == gallery_full:

@@ -156,10 +156,11 @@ def run_seed(run: dict[str, Any]) -> int:
 def _run_section(run: dict[str, Any]) -> dict[str, Any]:
     metrics = run.get("metrics") or {}
     heldout = {k: metrics.get(k) for k in ("old_old_top1", "new_new_top1", "upgraded_top1", "gain_retained",
-                                           "n_queries", "val_metric", "val_metric_name") if k in metrics}
+                                           "gain_retained_note", "n_queries", "heldout_protocol", "pairs_used",
+                                           "val_metric", "val_metric_name", "val_protocol") if k in metrics}
     return {"id": run["id"], "method": run.get("method"), "status": run.get("status"),
             "device": run.get("device"), "duration_s": run.get("duration_s"), "config": run.get("config") or {},
-            "epochs": run.get("epochs") or [], "heldout_test_fold": heldout}
+            "epochs": run.get("epochs") or [], "heldout": heldout}
 
 
 def _adapter_section(row: dict[str, Any]) -> dict[str, Any]:

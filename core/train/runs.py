@@ -124,6 +124,10 @@ def heldout_numbers(ws: Workspace, adapter: Any, old: str, new: str, seed: int =
     results = measure_upgrade(ws, adapter, old, new, seed=seed, maker=MatrixMaker(ws))
     out = results.headline()
     out["heldout_protocol"] = results.cells[results.upgraded].protocol.describe()
+    if adapter.direction == "forward":
+        out["new_fct_top1"] = out["upgraded_top1"]
+    if results.ceiling != "new/new":
+        out["head_new_new_top1"] = out["ceiling_top1"]
     if results.tasks.full.rule.source == "own item":
         out["upgraded_pair_top1"] = out["upgraded_top1"]
         out["note"] = ("no labels or judgments: a query's relevant item is its own item, so only the "
