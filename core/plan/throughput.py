@@ -18,7 +18,7 @@ from core.adapters import adapt_gallery, adapt_queries
 from core.adapters.base import Adapter
 from core.l2 import l2_normalize
 from core.store import Workspace
-from core.train.pairs import QUERY_SPLIT
+from core.store.workspace import QUERY_SPLIT
 
 
 @dataclass

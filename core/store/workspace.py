@@ -50,6 +50,7 @@ from core.store.vectors import (
 
 ITEM_FIELDS = ("key", "label", "split", "source", "modality", "text", "path", "metadata")
 ROLES = ("old", "new", "other")
+QUERY_SPLIT = "query"  # items of this split are queries; every other item belongs to the gallery
 TEMP_MAX_AGE_S = 3600  # older temp files belong to a writer that died, not one still running
 BUSY_TIMEOUT_ENV = "EMBRIDGE_BUSY_TIMEOUT"
 DEFAULT_BUSY_TIMEOUT_S = 10.0
@@ -269,6 +270,20 @@ class Workspace(RecordsMixin, JudgmentsMixin):
             args.append(_check_namespace(namespace))
         sql = "select id from items" + (" where " + " and ".join(conds) if conds else "")
         return np.array([r[0] for r in self.db.execute(sql + " order by id", args).fetchall()], dtype=np.int64)
+
+    def gallery_ids(self, model: str | None = None) -> np.ndarray:
+        """The gallery: every item not of the query split, sorted; with ``model``, only those it embedded.
+
+        This is the one definition of the gallery that training, reports, plans and bundles share.
+        """
+        rows = self.db.execute("select id from items where coalesce(split, '') != ? order by id", [QUERY_SPLIT])
+        ids = np.array([r[0] for r in rows.fetchall()], dtype=np.int64)
+        return ids if model is None else np.intersect1d(ids, self.ids_with_vectors(model))
+
+    def query_ids(self, model: str | None = None) -> np.ndarray:
+        """Items of the query split, sorted; with ``model``, only those it embedded."""
+        ids = self.item_ids(QUERY_SPLIT)
+        return ids if model is None else np.intersect1d(ids, self.ids_with_vectors(model))
 
     def check_item_ids(self, item_ids: Sequence[int] | np.ndarray) -> None:
         """Raise StoreError naming a few ids that are not items of this workspace."""

@@ -1,8 +1,9 @@
 """``auto``: fit every candidate the data allows and keep the best on validation.
 
-Candidates are scored by the same number (validation top-1 of new->old queries against the
-validation items' old vectors), so the choice is like for like; every candidate's score is
-recorded with a sentence saying why the winner won.
+Candidates are scored by the same number (top-1 of the upgraded system's dev queries against the
+whole old gallery in a workspace run; see :mod:`core.evaluation.selection`), so the choice is like
+for like; every candidate's score is recorded with a sentence saying why the winner won, or, when
+every candidate scored the same, that no choice was made and the simplest candidate was kept.
 """
 
 from __future__ import annotations
@@ -12,15 +13,12 @@ from collections.abc import Callable
 from typing import Any
 
 from core.adapters.registry import METHODS, canonical_kind
+from core.evaluation.choice import choose
 from core.progress import ProgressFn, StopFn
 from core.train.config import allowed_settings
 from core.train.data import FitResult, PairData
 
 UNITS = 1000  # progress units per candidate
-
-
-def _describe(metric_name: str) -> str:
-    return "label top-1" if metric_name == "label_top1" else "own-item top-1"
 
 
 def fit_auto(
@@ -57,20 +55,17 @@ def fit_auto(
         reason = "cancelled before any candidate finished" if cancelled else "every candidate failed"
         return FitResult("auto", None, "cancelled" if cancelled else "failed", reason, candidates=table,
                          duration_s=time.perf_counter() - start, config=settings)
-    # stable sort: on equal scores the earlier (simpler) candidate wins
-    ranked = sorted(usable, key=lambda r: -float(r.best_val_metric or 0.0))
-    best = ranked[0]
-    what = _describe(best.val_metric_name)
-    why = f"{best.kind} won with validation {what} {best.best_val_metric:.3f}"
-    if len(ranked) > 1:
-        why += f", ahead of {ranked[1].kind} ({ranked[1].best_val_metric:.3f})"
-    why += " (new->old queries against the validation items' old vectors)"
+    choice = choose([r.kind for r in usable], [float(r.best_val_metric or 0.0) for r in usable],
+                    data.validation().protocol, default=0, default_why="the simplest candidate, listed first")
+    best = usable[choice.index]
+    why = choice.reason
     if best.kind in ("bct", "bt2"):
         why += f"; note that {best.kind} changes the new model's output, so a full backfill uses its head"
     return FitResult(
         kind=best.kind, adapter=best.adapter, status="cancelled" if cancelled else "completed",
         reason=why + ("; stopped early by the user" if cancelled else ""), metrics=best.metrics,
         best_val_metric=best.best_val_metric, best_epoch=best.best_epoch,
-        val_metric_name=best.val_metric_name, device=best.device,
+        val_metric_name=best.val_metric_name, val_protocol=best.val_protocol, device=best.device,
         duration_s=time.perf_counter() - start, config=settings, candidates=table,
+        choice={"what": "auto candidate", **choice.to_dict(), "kind": best.kind},
     )

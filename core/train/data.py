@@ -46,7 +46,10 @@ class PairData:
 
     Labels are int64 class ids with -1 for unknown. ``old_classifier`` (optional) holds the old
     model's classifier weights, row c for class id c. ``side_*`` is optional side information for
-    ``fct`` (one row per item).
+    ``fct`` (one row per item). ``validator`` (a :class:`core.evaluation.selection.Validator`) is what
+    candidates, epochs, λ, whitening and α are chosen on; by default the validation items retrieve
+    among their own old vectors (:func:`core.evaluation.selection.array_validator`), while a
+    workspace run passes its dev queries against the whole old gallery.
     """
 
     old_train: np.ndarray
@@ -58,6 +61,7 @@ class PairData:
     old_classifier: np.ndarray | None = None
     side_train: np.ndarray | None = None
     side_val: np.ndarray | None = None
+    validator: Any = None
 
     def __post_init__(self) -> None:
         self.old_train = _matrix("old_train", self.old_train)
@@ -75,6 +79,14 @@ class PairData:
         if self.side_train is not None:
             self.side_train = _matrix("side_train", self.side_train, rows=len(self.old_train))
             self.side_val = _matrix("side_val", self.side_val, rows=len(self.old_val), dim=self.side_dim)
+
+    def validation(self) -> Any:
+        """The validator candidates are scored with (built on first use when none was given)."""
+        if self.validator is None:
+            from core.evaluation.selection import array_validator
+
+            self.validator = array_validator(self.old_val, self.new_val, self.labels_val, self.side_val)
+        return self.validator
 
     @property
     def old_dim(self) -> int:
@@ -112,10 +124,12 @@ class FitResult:
     best_val_metric: float | None = None
     best_epoch: int | None = None
     val_metric_name: str = ""
+    val_protocol: str = ""  # where the validation number was measured, in words
     device: str = "cpu"
     duration_s: float = 0.0
     config: dict[str, Any] = field(default_factory=dict)
     candidates: list[dict[str, Any]] = field(default_factory=list)
+    choice: dict[str, Any] | None = None  # how the final state was chosen (see core.evaluation.choice)
 
     def to_dict(self) -> dict[str, Any]:
         """Everything but the module, as plain JSON-able values (for the runs table and --json)."""
@@ -127,9 +141,11 @@ class FitResult:
             "best_val_metric": self.best_val_metric,
             "best_epoch": self.best_epoch,
             "val_metric_name": self.val_metric_name,
+            "val_protocol": self.val_protocol,
             "device": self.device,
             "duration_s": self.duration_s,
             "config": self.config,
             "candidates": self.candidates,
+            "choice": self.choice,
             "adapter_config": None if self.adapter is None else self.adapter.config(),
         }
