@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +40,8 @@ def tiny_sentence_transformer(folder: Path, prompts: dict[str, str] | None = Non
 
     bert = tiny_bert(folder.parent / f"{folder.name}-bert", seed=seed)
     transformer = models.Transformer(str(bert))
-    modules = [transformer, models.Pooling(transformer.get_word_embedding_dimension(), pooling)]
+    dim = getattr(transformer, "get_embedding_dimension", None) or transformer.get_word_embedding_dimension
+    modules = [transformer, models.Pooling(dim(), pooling)]
     if normalize:
         modules.append(models.Normalize())
     SentenceTransformer(modules=modules, device="cpu", prompts=prompts).save(str(folder))
@@ -66,9 +68,12 @@ def tiny_onnx(folder: Path, seed: int = 2) -> Path:
     ids = torch.tensor([[2, 8, 9, 3], [2, 8, 3, 0]])
     mask = (ids != 0).long()
     axes = {0: "batch", 1: "tokens"}
-    torch.onnx.export(_LastHidden(model), (ids, mask), str(folder / "model.onnx"), dynamo=False, opset_version=17,
-                      input_names=["input_ids", "attention_mask"], output_names=["last_hidden_state"],
-                      dynamic_axes={"input_ids": axes, "attention_mask": axes, "last_hidden_state": axes})
+    with warnings.catch_warnings():  # the exporter's tracer notes about transformers' Python branches
+        warnings.simplefilter("ignore")
+        torch.onnx.export(_LastHidden(model), (ids, mask), str(folder / "model.onnx"), dynamo=False,
+                          opset_version=17, input_names=["input_ids", "attention_mask"],
+                          output_names=["last_hidden_state"],
+                          dynamic_axes={"input_ids": axes, "attention_mask": axes, "last_hidden_state": axes})
     return folder
 
 

@@ -97,7 +97,7 @@ def cmd_import(args: argparse.Namespace) -> Result:
 
 def cmd_model_add(args: argparse.Namespace) -> Result:
     from core.models import TextOptions, describe_model
-    from core.models.prompts import prompts_text
+    from core.prompts import prompts_text
 
     text = TextOptions(args.query_prompt, args.document_prompt, args.pooling)
     spec = describe_model(args.path, kind=args.kind, name=args.name, arch=args.arch,

@@ -11,7 +11,7 @@ matrix, or produces NaN is caught when it is added rather than halfway through a
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from core.models.spec import (
     require_exists,
 )
 from core.models.text_folders import TEXT_KINDS, check_pooling, folder_prompts
+from core.prompts import TextOptions
 
 _PROBE_TEXTS = ("a probe sentence", "another, slightly longer probe sentence")
 
@@ -194,15 +195,6 @@ class LoadedModel:
                 return out  # check_output explains
             parts.append(out[:real])
         return torch.cat(parts)
-
-
-@dataclass(frozen=True)
-class TextOptions:
-    """How a text model is run: prompts per role (None: the folder's own) and pooling (None: the folder's)."""
-
-    query_prompt: str | None = None
-    document_prompt: str | None = None
-    pooling: str | None = None
 
 
 def _text_settings(p: Path, kind: str, text: TextOptions) -> dict[str, Any]:
