@@ -38,6 +38,12 @@ def hub_offline() -> None:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:  # progress bars of the libraries would start tqdm's monitor thread, which outlives every job
+        import tqdm
+
+        tqdm.tqdm.monitor_interval = 0
+    except ImportError:
+        pass
 
 
 def read_json(path: Path) -> Any:
