@@ -23,7 +23,8 @@ import torch
 from core.device import resolve_device
 from core.errors import Cancelled, InputError
 from core.models import LoadedModel, ModelSpec, load_model, make_inputs
-from core.progress import ProgressFn, StopFn, check_stop, no_progress
+from core.models.spec import role_of_split
+from core.progress import ProgressFn, StopFn, Throughput, check_stop, no_progress
 
 ModelLike = LoadedModel | torch.nn.Module | ModelSpec | str | Path
 
@@ -44,10 +45,11 @@ def _embed_rows(model: LoadedModel, inputs: Any) -> np.ndarray:
 
 def embed_array(model: ModelLike, inputs: np.ndarray | torch.Tensor | Sequence[str], batch_size: int = 256,
                 device: str | torch.device = "auto", on_progress: ProgressFn | None = None,
-                should_stop: StopFn | None = None) -> np.ndarray:
+                should_stop: StopFn | None = None, role: str | None = None) -> np.ndarray:
     """Embed an in-memory batch-first array (texts for text models, keys for vectors models).
 
-    Returns float32 (N x dim); ``should_stop`` is checked before every batch.
+    Returns float32 (N x dim); ``should_stop`` is checked before every batch. Texts get the prompt
+    of ``role`` ("query" or "document"; None: no prompt) and are batched by length.
     """
     loaded = _as_loaded(model, device)
     progress = on_progress or no_progress
@@ -56,6 +58,10 @@ def embed_array(model: ModelLike, inputs: np.ndarray | torch.Tensor | Sequence[s
         raise InputError(loaded.spec.name, "nothing to embed (no inputs)")
     if batch_size < 1:
         raise InputError(loaded.spec.name, f"batch size must be positive, got {batch_size}")
+    if loaded.is_text:
+        meter = _BatchMeter(loaded.spec.name, 0, total, progress, should_stop)
+        check_stop(should_stop)
+        return loaded.embed_texts(list(inputs), role, batch_size, meter)
     out: np.ndarray | None = None
     for start in range(0, total, batch_size):
         check_stop(should_stop)
@@ -103,12 +109,13 @@ def embed_items(workspace: Any, model_name: str, item_ids: Sequence[int] | np.nd
         writer = workspace.vector_set_writer(model_name, ids, spec.dim, dtype, name=name, resume_key=resume_key)
     progress = on_progress or no_progress
     total, first = len(ids), writer.done_rows
+    throughput = Throughput(total, first)
     try:
         progress(first, total, {"model": model_name, "resumed_from": first})
         for chunk_start in range(first, total, chunk_size):
             check_stop(should_stop)
             items = workspace.items(ids=ids[chunk_start:chunk_start + chunk_size])
-            block = _embed_chunk(model, items, chunk_start, total, batch_size, progress, should_stop)
+            block = _embed_chunk(model, items, chunk_start, total, batch_size, progress, should_stop, throughput)
             writer.write(chunk_start, block)
         return writer.commit()
     except (Cancelled, KeyboardInterrupt):
@@ -118,14 +125,52 @@ def embed_items(workspace: Any, model_name: str, item_ids: Sequence[int] | np.nd
         raise
 
 
+class _BatchMeter:
+    """Called after each text batch: reports progress with items/s and ETA, and honours a stop request."""
+
+    def __init__(self, model: str, done: int, total: int, progress: ProgressFn, should_stop: StopFn | None,
+                 throughput: Throughput | None = None) -> None:
+        self.model, self.done, self.total = model, done, total
+        self.progress, self.should_stop = progress, should_stop
+        self.throughput = throughput or Throughput(total, done)
+
+    def __call__(self, rows: int) -> None:
+        self.done += rows
+        self.progress(self.done, self.total, {"model": self.model, **self.throughput.info(self.done)})
+        if self.done < self.total:
+            check_stop(self.should_stop)
+
+
+def _embed_text_chunk(model: LoadedModel, items: list[dict[str, Any]], meter: _BatchMeter,
+                      batch_size: int) -> np.ndarray:
+    """Query items with the query prompt, the others with the document prompt, each batched by length."""
+    texts = make_inputs(items, model.spec)
+    roles = np.array([role_of_split(it.get("split")) for it in items])
+    block: np.ndarray | None = None
+    for role in ("query", "document"):
+        idx = np.flatnonzero(roles == role)
+        if len(idx) == 0:
+            continue
+        rows = model.embed_texts([texts[i] for i in idx], role, batch_size, meter)
+        if block is None:
+            block = np.empty((len(items), rows.shape[1]), dtype=np.float32)
+        block[idx] = rows
+    assert block is not None
+    return block
+
+
 def _embed_chunk(model: LoadedModel, items: list[dict[str, Any]], offset: int, total: int, batch_size: int,
-                 progress: ProgressFn, should_stop: StopFn | None) -> np.ndarray:
+                 progress: ProgressFn, should_stop: StopFn | None, throughput: Throughput) -> np.ndarray:
+    if model.is_text:
+        meter = _BatchMeter(model.spec.name, offset, total, progress, should_stop, throughput)
+        return _embed_text_chunk(model, items, meter, batch_size)
     parts = []
     for start in range(0, len(items), batch_size):
         check_stop(should_stop)
         batch = items[start:start + batch_size]
         parts.append(model.embed_batch(make_inputs(batch, model.spec)))
-        progress(offset + start + len(batch), total, {"model": model.spec.name})
+        done = offset + start + len(batch)
+        progress(done, total, {"model": model.spec.name, **throughput.info(done)})
     return np.concatenate(parts)
 
 

@@ -14,7 +14,10 @@ def workspace_overview(ws: Workspace) -> dict[str, Any]:
         {"name": m["name"], "role": m["role"], "kind": m["kind"], "modality": m["modality"],
          "dim": m["dim"], "params": m["params"], "sha256": m["sha256"], "path": m["path"],
          "input_shape": (m["spec"] or {}).get("input_shape"),
-         "has_classifier": (m["spec"] or {}).get("has_classifier", False)}
+         "has_classifier": (m["spec"] or {}).get("has_classifier", False),
+         "query_prompt": (m["spec"] or {}).get("query_prompt", ""),
+         "document_prompt": (m["spec"] or {}).get("document_prompt", ""),
+         "pooling": (m["spec"] or {}).get("pooling")}
         for m in ws.models()
     ]
     vector_sets = [

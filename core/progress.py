@@ -33,6 +33,29 @@ def check_stop(should_stop: StopFn | None) -> None:
         raise Cancelled()
 
 
+class Throughput:
+    """Items per second and time left of a long loop, as plain values for a progress ``info`` dict."""
+
+    def __init__(self, total: int, done: int = 0) -> None:
+        self.total, self.first, self.start = total, done, time.monotonic()
+
+    def info(self, done: int) -> dict[str, float]:
+        elapsed = time.monotonic() - self.start
+        if done <= self.first or elapsed <= 0:
+            return {}
+        rate = (done - self.first) / elapsed
+        return {"items_per_s": round(rate, 1), "eta_s": round(max(0, self.total - done) / rate, 1)}
+
+
+def rate_text(info: dict[str, Any]) -> str:
+    """ "1234 items/s, ETA 0:42" from a progress info dict, or "" when it holds no rate."""
+    rate, eta = info.get("items_per_s"), info.get("eta_s")
+    if not isinstance(rate, int | float) or not isinstance(eta, int | float):
+        return ""
+    minutes, seconds = divmod(int(round(eta)), 60)
+    return f"{rate:.0f} items/s, ETA {minutes}:{seconds:02d}"
+
+
 class StderrProgress:
     """A throttled one-line progress printer for the command line (stderr, never stdout)."""
 
@@ -49,9 +72,11 @@ class StderrProgress:
         stream = sys.stderr
         if stream is None:  # windowed frozen apps have no stderr
             return
-        extra = " ".join(f"{k}={_fmt(v)}" for k, v in info.items() if isinstance(v, int | float | str))
+        extra = " ".join(f"{k}={_fmt(v)}" for k, v in info.items()
+                         if isinstance(v, int | float | str) and k not in ("items_per_s", "eta_s"))
+        rate = rate_text(info)
         pct = 100.0 * done / total if total else 100.0
-        stream.write(f"{self.label}: {done}/{total} ({pct:.0f}%) {extra}\n")
+        stream.write(f"{self.label}: {done}/{total} ({pct:.0f}%){' ' + rate if rate else ''} {extra}\n")
         stream.flush()
 
 

@@ -25,11 +25,13 @@ from app.pages.base import Page, fill_table, make_table
 from app.pages.forms import PathField, set_combo_items
 from core.errors import InputError
 from core.progress import ProgressFn, StopFn
+from core.prompts import TextOptions, prompts_text
 from core.store import Workspace
 
 log = logging.getLogger("embridge.app")
 CHECKPOINT_FILTER = "Models (*.pt *.pt2 *.ts *.torchscript *.pth *.bin *.npz);;All files (*)"
-COLUMNS = ["Name", "Role", "Kind", "Modality", "Dim", "Input shape", "Parameters", "sha256"]
+COLUMNS = ["Name", "Role", "Kind", "Modality", "Dim", "Input shape", "Parameters", "sha256", "Prompts"]
+MODEL_DEFAULT = "model's own"
 
 
 def spec_warnings(models: list[dict[str, Any]]) -> list[str]:
@@ -94,10 +96,18 @@ class ModelsPage(Page):
         self.arch.setPlaceholderText("built-in architecture, for a bare state_dict")
         self.input_shape = QLineEdit()
         self.input_shape.setPlaceholderText("e.g. 1,28,28 when the checkpoint does not say")
+        self.query_prompt = QLineEdit()
+        self.query_prompt.setPlaceholderText("text models: prepended to queries (empty: the model's own prompt)")
+        self.document_prompt = QLineEdit()
+        self.document_prompt.setPlaceholderText("text models: prepended to gallery items (empty: the model's own)")
+        self.pooling = QComboBox()
+        self.pooling.addItems([MODEL_DEFAULT, "mean", "cls", "last"])
         self.add_button = QPushButton("A&dd model")
         self.add_button.clicked.connect(self.add_from_form)
         for label, widget in (("&Checkpoint", self.path), ("&Name", self.name), ("&Role", self.role),
-                              ("&Kind", self.kind), ("Architecture", self.arch), ("Input shape", self.input_shape)):
+                              ("&Kind", self.kind), ("Architecture", self.arch), ("Input shape", self.input_shape),
+                              ("&Query prompt", self.query_prompt), ("Doc&ument prompt", self.document_prompt),
+                              ("&Pooling", self.pooling)):
             form.addRow(label, widget)
         buttons = QHBoxLayout()
         buttons.addStretch(1)
@@ -137,18 +147,23 @@ class ModelsPage(Page):
             self.ctx.reporter.report("Add model", str(exc))
             return
         kind = self.kind.currentText()
+        pooling = self.pooling.currentText()
+        text = TextOptions(self.query_prompt.text() or None, self.document_prompt.text() or None,
+                           None if pooling == MODEL_DEFAULT else pooling)
         self.add_model(path, self.name.text().strip() or Path(path).stem, self.role.currentText(),
-                       None if kind == "auto" else kind, self.arch.text().strip() or None, shape)
+                       None if kind == "auto" else kind, self.arch.text().strip() or None, shape,
+                       text if text != TextOptions() else None)
 
     def add_model(self, path: str | Path, name: str, role: str, kind: str | None = None,
-                  arch: str | None = None, input_shape: tuple[int, ...] | None = None) -> None:
+                  arch: str | None = None, input_shape: tuple[int, ...] | None = None,
+                  text: TextOptions | None = None) -> None:
         """Describe the checkpoint (loads and probes it) and register it, in the background."""
 
         def job(ws: Workspace, on_progress: ProgressFn, should_stop: StopFn) -> dict[str, Any]:
             from core.models import describe_model
 
             on_progress(0, 2, {"stage": "inspecting the checkpoint"})
-            spec = describe_model(path, kind=kind, name=name, arch=arch, input_shape=input_shape)
+            spec = describe_model(path, kind=kind, name=name, arch=arch, input_shape=input_shape, text=text)
             on_progress(1, 2, {"stage": "copying it into the workspace"})
             row = ws.add_model(name, role, spec.to_dict(), path)
             return {"name": row["name"], "dim": row["dim"], "kind": row["kind"]}
@@ -157,6 +172,8 @@ class ModelsPage(Page):
             log.info("added model %s (%s, dim %s)", info["name"], info["kind"], info["dim"])
             self.path.setText("")
             self.name.clear()
+            self.query_prompt.clear()
+            self.document_prompt.clear()
 
         self.ctx.run(f"Add model {name}", job, added, milestone="stage")
 
@@ -190,7 +207,7 @@ class ModelsPage(Page):
         self._models = workspace_overview(self.ctx.ws)["models"]
         fill_table(self.table, [[m["name"], m["role"], m["kind"], m["modality"], m["dim"],
                                  "x".join(str(s) for s in m["input_shape"] or []) or None, m["params"],
-                                 str(m["sha256"])[:12]] for m in self._models])
+                                 str(m["sha256"])[:12], prompts_text(m) or None] for m in self._models])
         self.role.setCurrentText(suggest_role(self._models))
         self.warnings.setText("\n".join(f"⚠ {w}" for w in spec_warnings(self._models)))
         if self._models and self.table.currentRow() < 0:

@@ -31,10 +31,27 @@ def _purpose(manifest: dict[str, Any]) -> str:
             f"so they search the existing **{old}** gallery without re-embedding it.")
 
 
+def prompt_notes(models: dict[str, Any]) -> list[str]:
+    """One line per text model that embeds with prompts: queries and documents must be embedded alike."""
+    notes = []
+    for role in ("old", "new"):
+        entry = models.get(role) or {}
+        spec = entry.get("spec") or {}
+        parts = [f'{what} as `"{spec[key]}" + text`' for what, key in (("queries", "query_prompt"),
+                                                                      ("documents", "document_prompt"))
+                 if spec.get(key)]
+        if parts:
+            notes.append(f"The {role} model **{entry.get('name')}** embeds {' and '.join(parts)}; embed new "
+                         "texts the same way (the prompts are in `manifest.json`, "
+                         f"models.{role}.spec).")
+    return notes
+
+
 def readme_text(manifest: dict[str, Any]) -> str:
     adapter = manifest["adapter"]
     lines = [f"# Embridge upgrade bundle: {adapter['kind']} ({adapter['direction']})", "",
-             _purpose(manifest), "", "## Use (torch only)", "", "```python", *_usage(manifest), "```", ""]
+             _purpose(manifest), "", *[f"{n}\n" for n in prompt_notes(manifest["models"])],
+             "## Use (torch only)", "", "```python", *_usage(manifest), "```", ""]
     if manifest["normalisation"]["input"] == "l2":
         lines.append("Inputs are L2-normalised before the layer, as in training; outputs are L2-normalised "
                      "for cosine / inner-product search.")

@@ -42,11 +42,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_common(p)
     p.add_argument("--name", required=True)
     p.add_argument("--path", required=True, help="checkpoint file or model folder")
-    p.add_argument("--kind", help="torchscript, export, state_dict, vectors, sentence_transformers")
+    p.add_argument("--kind", help="torchscript, export, state_dict, vectors, sentence_transformers, transformers, "
+                   "onnx (default: from the path)")
     p.add_argument("--role", choices=["old", "new", "other"], default="other")
     p.add_argument("--arch", help="built-in architecture for a bare state_dict (mlp, small_cnn)")
     p.add_argument("--arch-config", help="JSON object of the architecture's settings, for a bare state_dict")
     p.add_argument("--input-shape", help="input shape without batch, e.g. 1,28,28 (when it cannot be inferred)")
+    p.add_argument("--query-prompt", help="text models: prepended to query items (default: the model's own "
+                   "'query' prompt, else none; '' for none)")
+    p.add_argument("--document-prompt", help="text models: prepended to gallery items (default: the model's "
+                   "own 'document' or 'passage' prompt, else none; '' for none)")
+    p.add_argument("--pooling", choices=["mean", "cls", "last"],
+                   help="transformers and ONNX folders: how token states become one vector (default: from "
+                   "the folder's config; mean for encoders, last token for decoders)")
     p.set_defaults(handler=cmd_model_add)
     p = model.add_parser("list", help="list models")
     add_common(p)
@@ -126,17 +134,22 @@ def _qrels_text(qrels: dict[str, Any]) -> str:
 
 
 def cmd_model_add(args: argparse.Namespace) -> Result:
-    from core.models import describe_model
+    from core.models import TextOptions, describe_model
     from core.paths import check_name
+    from core.prompts import prompts_text
 
     check_name(args.name, "--name")  # before the checkpoint is even opened
+    text = TextOptions(args.query_prompt, args.document_prompt, args.pooling)
     spec = describe_model(args.path, kind=args.kind, name=args.name, arch=args.arch,
                           arch_config=_json_object(args.arch_config, "--arch-config"),
-                          input_shape=_shape(args.input_shape))
+                          input_shape=_shape(args.input_shape), text=text)
     with Workspace.open(args.workspace) as ws:
         row = ws.add_model(args.name, args.role, spec.to_dict(), args.path)
     data = {k: row[k] for k in ("name", "role", "kind", "modality", "dim", "params", "sha256", "path")}
-    return data, f"added model {row['name']} ({row['kind']}, {row['modality']}, dim {row['dim']}, role {row['role']})"
+    data.update(query_prompt=spec.query_prompt, document_prompt=spec.document_prompt, pooling=spec.pooling)
+    line = f"added model {row['name']} ({row['kind']}, {row['modality']}, dim {row['dim']}, role {row['role']})"
+    described = prompts_text(spec.to_dict())
+    return data, line + (f"; {described}" if described else "")
 
 
 def _json_object(raw: str | None, flag: str) -> dict[str, Any] | None:

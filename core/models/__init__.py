@@ -6,7 +6,7 @@ code) and :mod:`core.models.inputs` for how workspace items become input batches
 
 from core.models.builtin import ARCHITECTURES, build_model, classifier_weights, save_checkpoint
 from core.models.inputs import make_inputs
-from core.models.loading import LoadedModel, check_output, describe_model, load_model
+from core.models.loading import LoadedModel, TextOptions, check_output, describe_model, load_model
 from core.models.spec import KINDS, MODALITIES, ModelSpec, infer_kind
 from core.models.text import sentence_transformers_available
 from core.models.vectors import VectorTable, save_vectors_model
@@ -17,6 +17,7 @@ __all__ = [
     "MODALITIES",
     "LoadedModel",
     "ModelSpec",
+    "TextOptions",
     "VectorTable",
     "build_model",
     "check_output",

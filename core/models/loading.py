@@ -10,7 +10,7 @@ matrix, or produces NaN is caught when it is added rather than halfway through a
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,8 @@ from core.models.spec import (
     modality_for_shape,
     require_exists,
 )
-from core.models.text import encode_texts
+from core.models.text_folders import TEXT_KINDS, check_pooling, folder_prompts
+from core.prompts import TextOptions
 
 _PROBE_TEXTS = ("a probe sentence", "another, slightly longer probe sentence")
 
@@ -130,7 +131,7 @@ class LoadedModel:
             if self._verify and checkpoint_sha256(self.spec.path) != self.spec.sha256:
                 raise CheckpointError(self.spec.path, "file changed since the model was added (sha256 differs)")
             self._opened = open_model(self.spec.kind, self.spec.path, self.device, self.spec.arch,
-                                      self.spec.arch_config)
+                                      self.spec.arch_config, self.spec.pooling)
         return self._opened
 
     @property
@@ -146,14 +147,33 @@ class LoadedModel:
             raise CheckpointError(self.spec.path, "only embeddings-only (vectors) models look items up by key")
         return self.module.lookup(keys)
 
-    def embed_batch(self, inputs: torch.Tensor | np.ndarray | Sequence[str]) -> np.ndarray:
+    @property
+    def is_text(self) -> bool:
+        return self.spec.kind in TEXT_KINDS
+
+    def embed_texts(self, texts: Sequence[str], role: str | None = None, batch_size: int = 64,
+                    on_batch: Callable[[int], None] | None = None) -> np.ndarray:
+        """Embeddings of texts with the prompt of ``role`` ("query", "document" or None for none).
+
+        Texts are batched by length inside the call (see :mod:`core.models.text_encoders`);
+        ``on_batch(n)`` is called after each batch of n texts.
+        """
+        if not self.is_text:
+            raise CheckpointError(self.spec.path, f"model {self.spec.name} takes {self.spec.modality} input "
+                                  "(a tensor), not text")
+        texts = list(texts)
+        if any(not isinstance(t, str) for t in texts):
+            raise CheckpointError(self.spec.path, f"model {self.spec.name} takes a list of texts")
+        out = self.module.embed_texts(texts, self.spec.prompt_for(role), max(1, batch_size), on_batch)
+        return check_output(out, len(texts), self.spec.path, self.spec.dim)
+
+    def embed_batch(self, inputs: torch.Tensor | np.ndarray | Sequence[str], role: str | None = None) -> np.ndarray:
         """Embeddings (float32, batch x dim) of one batch, checked for shape and finiteness."""
         if self.spec.kind == "vectors":
             raise CheckpointError(self.spec.path, "an embeddings-only model looks items up by key; use lookup()")
         rows = len(inputs)
-        if self.spec.kind == "sentence_transformers":
-            with torch.inference_mode():
-                return check_output(encode_texts(self.module, inputs), rows, self.spec.path, self.spec.dim)
+        if self.is_text:
+            return self.embed_texts(inputs, role, batch_size=max(1, rows))
         if not isinstance(inputs, torch.Tensor | np.ndarray):
             raise CheckpointError(self.spec.path, f"model {self.spec.name} takes {self.spec.modality} input "
                                   "(a tensor), not text")
@@ -185,17 +205,35 @@ class LoadedModel:
         return torch.cat(parts)
 
 
+def _text_settings(p: Path, kind: str, text: TextOptions) -> dict[str, Any]:
+    """Spec fields of a text model, or an error when text options are given for another kind."""
+    given = [flag for flag, value in (("query prompt", text.query_prompt), ("document prompt", text.document_prompt),
+                                      ("pooling", text.pooling)) if value is not None]
+    if kind not in TEXT_KINDS:
+        if given:
+            raise CheckpointError(p, f"a {given[0]} applies to text models only, this is {kind}")
+        return {}
+    if kind == "sentence_transformers" and text.pooling is not None:
+        raise CheckpointError(p, "a sentence-transformers folder pools as its own modules say; "
+                              "pooling applies to transformers and ONNX folders")
+    own = folder_prompts(p)
+    return {"query_prompt": own.query if text.query_prompt is None else text.query_prompt,
+            "document_prompt": own.document if text.document_prompt is None else text.document_prompt,
+            "pooling": None if kind == "sentence_transformers" else check_pooling(p, text.pooling)}
+
+
 def _inspect(path: str | Path, kind: str | None, name: str | None, arch: str | None,
              arch_config: Mapping[str, Any] | None, input_shape: Sequence[int] | None,
-             modality: str | None) -> tuple[ModelSpec, Opened]:
+             modality: str | None, text: TextOptions | None = None) -> tuple[ModelSpec, Opened]:
     p = require_exists(path)
     kind = kind or infer_kind(p)
     if kind not in KINDS:
         raise CheckpointError(p, f"unknown model kind '{kind}'; use one of {', '.join(KINDS)}")
     if (arch or arch_config) and kind != "state_dict":
         raise CheckpointError(p, f"an architecture applies to state_dict checkpoints only, this is {kind}")
+    settings = _text_settings(p, kind, text or TextOptions())
     cpu = torch.device("cpu")
-    opened = open_model(kind, p, cpu, arch, arch_config)
+    opened = open_model(kind, p, cpu, arch, arch_config, settings.get("pooling"))
     shape = _settle_shape(p, kind, opened, input_shape)
     chosen = modality or opened.modality or modality_for_shape(shape)
     if chosen not in MODALITIES:
@@ -203,14 +241,14 @@ def _inspect(path: str | Path, kind: str | None, name: str | None, arch: str | N
     spec = ModelSpec(name=name or p.stem, kind=kind, modality=chosen, input_shape=shape, dim=0,
                      params=count_params(opened.module), sha256=checkpoint_sha256(p), path=str(p.resolve()),
                      arch=opened.arch, arch_config=dict(opened.arch_config),
-                     has_classifier=classifier_weights(opened.module) is not None)
+                     has_classifier=classifier_weights(opened.module) is not None, **settings)
     return replace(spec, dim=_probe(LoadedModel(spec, cpu, opened))), opened
 
 
 def _settle_shape(path: Path, kind: str, opened: Opened, given: Sequence[int] | None) -> tuple[int, ...]:
     wanted = tuple(int(s) for s in given) if given else None
     found = opened.input_shape
-    if kind in ("vectors", "sentence_transformers"):
+    if kind == "vectors" or kind in TEXT_KINDS:
         return ()
     if found is not None and wanted is not None and wanted != found:
         raise CheckpointError(path, f"the model takes input shape {found}, not {wanted}")
@@ -232,8 +270,8 @@ def _probe(model: LoadedModel) -> int:
     if spec.kind == "vectors":
         model.module.check_values()
         return model.module.dim
-    if spec.kind == "sentence_transformers":
-        return int(model.embed_batch(list(_PROBE_TEXTS)).shape[1])
+    if model.is_text:
+        return int(model.embed_texts(list(_PROBE_TEXTS), "query").shape[1])
     batch = model.opened.fixed_batch or 2
     gen = torch.Generator().manual_seed(0)
     return int(model.embed_batch(torch.rand((batch, *spec.input_shape), generator=gen)).shape[1])
@@ -241,15 +279,20 @@ def _probe(model: LoadedModel) -> int:
 
 def describe_model(path: str | Path, kind: str | None = None, name: str | None = None, *,
                    arch: str | None = None, arch_config: Mapping[str, Any] | None = None,
-                   input_shape: Sequence[int] | None = None, modality: str | None = None) -> ModelSpec:
-    """Open, inspect and probe a checkpoint; ``kind`` is inferred when None (see module docstring)."""
-    return _inspect(path, kind, name, arch, arch_config, input_shape, modality)[0]
+                   input_shape: Sequence[int] | None = None, modality: str | None = None,
+                   text: TextOptions | None = None) -> ModelSpec:
+    """Open, inspect and probe a checkpoint; ``kind`` is inferred when None (see module docstring).
+
+    ``text`` sets a text model's prompts and pooling (defaults: what its folder says).
+    """
+    return _inspect(path, kind, name, arch, arch_config, input_shape, modality, text)[0]
 
 
 def load_model(path_or_spec: str | Path | ModelSpec | Mapping[str, Any], device: str | torch.device = "auto",
                *, verify: bool = False, kind: str | None = None, name: str | None = None,
                arch: str | None = None, arch_config: Mapping[str, Any] | None = None,
-               input_shape: Sequence[int] | None = None, modality: str | None = None) -> LoadedModel:
+               input_shape: Sequence[int] | None = None, modality: str | None = None,
+               text: TextOptions | None = None) -> LoadedModel:
     """A :class:`LoadedModel` on ``device``; from a spec the weights load lazily on first use.
 
     A path is described first (options as in :func:`describe_model`); ``verify`` re-checks a
@@ -260,5 +303,5 @@ def load_model(path_or_spec: str | Path | ModelSpec | Mapping[str, Any], device:
         path_or_spec = ModelSpec.from_dict(dict(path_or_spec))
     if isinstance(path_or_spec, ModelSpec):
         return LoadedModel(path_or_spec, dev, verify=verify)
-    spec, opened = _inspect(path_or_spec, kind, name, arch, arch_config, input_shape, modality)
+    spec, opened = _inspect(path_or_spec, kind, name, arch, arch_config, input_shape, modality, text)
     return LoadedModel(spec, dev, opened if dev.type == "cpu" else None)

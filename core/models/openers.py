@@ -20,7 +20,7 @@ from core.errors import CheckpointError
 from core.models.builtin import build_model
 from core.models.checkpoint import check_declared_sizes, first_line, load_weights, read_state_checkpoint
 from core.models.spec import KINDS, require_exists
-from core.models.text import open_sentence_transformer
+from core.models.text_folders import TEXT_KINDS
 from core.models.vectors import VectorTable
 
 DECLARATION_FILE = "embridge.json"  # optional TorchScript extra file: {"input_shape": [...], "modality": ...}
@@ -39,8 +39,8 @@ class Opened:
 
 
 def open_model(kind: str, path: str | Path, device: torch.device, arch: str | None = None,
-               arch_config: Mapping[str, Any] | None = None) -> Opened:
-    """Load a checkpoint of a known kind onto ``device`` in eval mode."""
+               arch_config: Mapping[str, Any] | None = None, pooling: str | None = None) -> Opened:
+    """Load a checkpoint of a known kind onto ``device`` in eval mode (``pooling``: text folders only)."""
     p = require_exists(path)
     if kind == "torchscript":
         return _open_torchscript(p, device)
@@ -57,8 +57,12 @@ def open_model(kind: str, path: str | Path, device: torch.device, arch: str | No
         return Opened(module.eval().to(device), shape, ckpt.modality, ckpt.arch, ckpt.arch_config)
     if kind == "vectors":
         return Opened(VectorTable.load(p), (), "vector")
-    if kind == "sentence_transformers":
-        return Opened(open_sentence_transformer(p, str(device)), (), "text")
+    if kind in TEXT_KINDS:
+        from core.models.text_encoders import open_text_encoder
+
+        if not p.is_dir():
+            raise CheckpointError(p, f"a {kind} model is a folder, not a file")
+        return Opened(open_text_encoder(kind, p, str(device), pooling), (), "text")
     raise CheckpointError(p, f"unknown model kind '{kind}'; use one of {', '.join(KINDS)}")
 
 

@@ -17,9 +17,9 @@ from core.errors import CheckpointError, InputError
 from core.paths import check_regular
 from core.store.files import sha256_file, sha256_tree
 
-KINDS = ("torchscript", "export", "state_dict", "vectors", "sentence_transformers")
+KINDS = ("torchscript", "export", "state_dict", "vectors", "sentence_transformers", "transformers", "onnx")
 MODALITIES = ("image", "text", "vector")
-SENTENCE_TRANSFORMERS_MARKERS = ("modules.json", "config_sentence_transformers.json")
+ROLES_BY_SPLIT = {"query": "query"}  # every other split is embedded as a document
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,13 @@ class ModelSpec:
     arch: str | None = None
     arch_config: dict[str, Any] = field(default_factory=dict)
     has_classifier: bool = False
+    query_prompt: str = ""
+    document_prompt: str = ""
+    pooling: str | None = None
+
+    def prompt_for(self, role: str | None) -> str:
+        """The text prepended for a role: "query", "document", or None for no prompt."""
+        return self.query_prompt if role == "query" else self.document_prompt if role == "document" else ""
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -81,9 +88,9 @@ def infer_kind(path: str | Path) -> str:
     """Guess a checkpoint's kind from its suffix or, for ``.pt``-like files, its archive entries."""
     p = require_exists(path)
     if p.is_dir():
-        if any((p / marker).is_file() for marker in SENTENCE_TRANSFORMERS_MARKERS):
-            return "sentence_transformers"
-        raise CheckpointError(p, "a model folder must be a sentence-transformers model (no modules.json found)")
+        from core.models.text_folders import folder_kind
+
+        return folder_kind(p)
     suffix = p.suffix.lower()
     if suffix == ".npz":
         return "vectors"
@@ -108,6 +115,11 @@ def _kind_from_archive(path: Path) -> str:
     if "archive_format" in tails or any(t.startswith("models/") for t in tails):
         return "export"
     return "state_dict"
+
+
+def role_of_split(split: str | None) -> str:
+    """Items of split "query" get the query prompt; gallery (and every other split) the document prompt."""
+    return ROLES_BY_SPLIT.get(split or "", "document")
 
 
 def modality_for_shape(shape: tuple[int, ...]) -> str:

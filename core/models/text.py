@@ -1,23 +1,25 @@
-"""Optional sentence-transformers models (a local model folder), never downloaded at run time.
+"""Sentence-transformers model folders, read locally and never downloaded.
 
 The package is an optional extra (``pip install 'embridge[text]'``); without it, a text model
 gives a clear error and everything else keeps working. Hub access is switched off before the
-package is imported, and ``trust_remote_code`` is never enabled.
+package is imported, ``trust_remote_code`` is never enabled, and a folder whose ``modules.json``
+names a module outside sentence-transformers is refused before the package sees it.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import inspect
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from core.errors import CheckpointError
 from core.models.checkpoint import first_line
+from core.models.text_encoders import BatchDone, length_order, scatter_rows
+from core.models.text_folders import check_sentence_transformers_folder, hub_offline
 
 MISSING_PACKAGE = ("this is a sentence-transformers model but the sentence-transformers package is not "
                    "installed; install it with: pip install 'embridge[text]'")
@@ -27,31 +29,44 @@ def sentence_transformers_available() -> bool:
     return importlib.util.find_spec("sentence_transformers") is not None
 
 
-def open_sentence_transformer(path: str | Path, device: str) -> Any:
+class SentenceTransformerEncoder:
+    """A local sentence-transformers folder (its own modules, pooling and normalisation)."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    def parameters(self) -> Any:
+        return self.model.parameters()
+
+    def embed_texts(self, texts: Sequence[str], prompt: str, batch_size: int,
+                    on_batch: BatchDone | None = None) -> np.ndarray:
+        """Rows in input order; batches of similar length; ``prompt=""`` also overrides a default prompt."""
+        order = length_order([len(t) for t in texts])
+        parts = []
+        for start in range(0, len(texts), batch_size):
+            idx = order[start:start + batch_size]
+            with torch.inference_mode():
+                block = self.model.encode([texts[i] for i in idx], prompt=prompt, batch_size=len(idx),
+                                          convert_to_numpy=True, show_progress_bar=False,
+                                          normalize_embeddings=False)
+            parts.append((idx, np.asarray(block, dtype=np.float32)))
+            if on_batch is not None:
+                on_batch(len(idx))
+        return scatter_rows(parts, len(texts))
+
+
+def open_sentence_transformer(path: str | Path, device: str) -> SentenceTransformerEncoder:
     """Load a local sentence-transformers folder in eval mode on ``device``."""
     p = Path(path)
     if not sentence_transformers_available():
         raise CheckpointError(p, MISSING_PACKAGE)
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    check_sentence_transformers_folder(p)
+    hub_offline()
     from sentence_transformers import SentenceTransformer
 
-    accepted = inspect.signature(SentenceTransformer.__init__).parameters
-    options: dict[str, Any] = {"device": device}
-    if "local_files_only" in accepted:
-        options["local_files_only"] = True
-    if "trust_remote_code" in accepted:
-        options["trust_remote_code"] = False
     try:
-        model = SentenceTransformer(str(p), **options)
+        model = SentenceTransformer(str(p), device=device, local_files_only=True, trust_remote_code=False)
     except Exception as exc:  # the package raises many types (OSError, ValueError, HF errors)
         raise CheckpointError(p, f"cannot load the sentence-transformers model ({first_line(exc)})") from exc
     model.eval()
-    return model
-
-
-def encode_texts(model: Any, texts: Sequence[str]) -> np.ndarray:
-    """Raw (unnormalised) embeddings of one batch of texts."""
-    out = model.encode(list(texts), batch_size=max(1, len(texts)), convert_to_numpy=True,
-                       show_progress_bar=False, normalize_embeddings=False)
-    return np.asarray(out)
+    return SentenceTransformerEncoder(model)

@@ -86,10 +86,10 @@ def embed_rate(ws: Workspace, model: str, sample: int = 64, device: str = "auto"
     ids = np.sort(np.random.default_rng(seed).choice(gallery, size=min(sample, gallery.size), replace=False))
     items = ws.items(ids=ids.tolist())
     loaded = load_model(spec, dev)
-    loaded.embed_batch(make_inputs(items[: min(8, len(items))], loaded.spec))  # warm-up: weights, kernels
+    loaded.embed_batch(make_inputs(items[: min(8, len(items))], loaded.spec), role="document")  # warm-up: weights, kernels
 
     def run() -> None:
-        loaded.embed_batch(make_inputs(items, loaded.spec))
+        loaded.embed_batch(make_inputs(items, loaded.spec), role="document")
 
     seconds, reps = _timed(run, min_seconds, max_reps=20)
     note = (f"Re-embedding measured on {len(items)} real gallery items on {dev} (reading and preparing the items "

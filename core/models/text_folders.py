@@ -1,0 +1,179 @@
+"""Recognising text model folders as they travel, and refusing the ones that would run their own code.
+
+Three layouts are read: a sentence-transformers folder (``modules.json``), a plain Hugging Face
+transformers folder (``config.json`` + safetensors weights + tokenizer files) and an ONNX export
+(``model.onnx`` or ``onnx/model.onnx`` + tokenizer files). Everything is checked from the files
+alone, before any library opens them: a config with ``auto_map`` (custom modelling code) or a
+``modules.json`` naming a module outside sentence-transformers is refused with one line, since
+loading it would mean running code shipped with the model. Nothing is ever downloaded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from core.errors import CheckpointError
+
+TEXT_KINDS = ("sentence_transformers", "transformers", "onnx")
+POOLINGS = ("mean", "cls", "last")
+SENTENCE_TRANSFORMERS_MARKERS = ("modules.json", "config_sentence_transformers.json")
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer.model", "vocab.json", "spiece.model")
+ONNX_FILES = ("model.onnx", "onnx/model.onnx")
+_CODE_CONFIGS = ("config.json", "tokenizer_config.json", "preprocessor_config.json", "processor_config.json")
+_STANDARD_MODULE_PREFIX = "sentence_transformers."
+_DOCUMENT_PROMPT_NAMES = ("document", "passage", "corpus")
+_DECODER_TYPES = {"gpt2", "gpt_neo", "gptj", "llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi",
+                  "phi3", "opt", "bloom", "falcon"}
+NO_REMOTE_CODE = "Embridge never runs code shipped with a model (trust_remote_code)"
+
+
+def hub_offline() -> None:
+    """Switch the Hugging Face libraries to local files only, before they are imported."""
+    for key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+        os.environ[key] = "1"
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:  # progress bars of the libraries would start tqdm's monitor thread, which outlives every job
+        import tqdm
+
+        tqdm.tqdm.monitor_interval = 0
+    except ImportError:
+        pass
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise CheckpointError(path, f"not valid JSON ({exc.__class__.__name__})") from exc
+
+
+def folder_kind(folder: Path) -> str:
+    """The kind of a model folder, or a one-line error saying what a model folder needs."""
+    if any((folder / marker).is_file() for marker in SENTENCE_TRANSFORMERS_MARKERS):
+        return "sentence_transformers"
+    if onnx_file(folder) is not None:
+        return "onnx"
+    if (folder / "config.json").is_file():
+        return "transformers"
+    raise CheckpointError(folder, "not a model folder Embridge reads: expected a sentence-transformers folder "
+                          "(modules.json), a transformers folder (config.json + model.safetensors) or an ONNX "
+                          "export (model.onnx + tokenizer files)")
+
+
+def onnx_file(folder: Path) -> Path | None:
+    return next((folder / name for name in ONNX_FILES if (folder / name).is_file()), None)
+
+
+def refuse_remote_code(folder: Path) -> None:
+    """Raise when any config in ``folder`` asks for custom code (``auto_map``)."""
+    for name in _CODE_CONFIGS:
+        file = folder / name
+        if file.is_file():
+            data = read_json(file)
+            if isinstance(data, dict) and data.get("auto_map"):
+                raise CheckpointError(file, f"the model asks for remote code (auto_map); {NO_REMOTE_CODE}")
+
+
+def require_tokenizer(folder: Path) -> None:
+    if not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        raise CheckpointError(folder, "no tokenizer files (tokenizer.json or vocab.txt); save the tokenizer "
+                              "next to the model (tokenizer.save_pretrained)")
+
+
+def require_weights(folder: Path) -> None:
+    if not (folder / "config.json").is_file():
+        raise CheckpointError(folder, "no config.json; save the model with save_pretrained")
+    if not any(folder.glob("*.safetensors")):
+        legacy = [n for n in ("pytorch_model.bin", "tf_model.h5") if (folder / n).is_file()]
+        hint = f" ({legacy[0]} is not read: re-save with safe_serialization=True)" if legacy else ""
+        raise CheckpointError(folder, f"no safetensors weights (model.safetensors){hint}")
+
+
+def check_transformers_folder(folder: Path) -> None:
+    refuse_remote_code(folder)
+    require_weights(folder)
+    require_tokenizer(folder)
+
+
+def check_onnx_folder(folder: Path) -> Path:
+    refuse_remote_code(folder)
+    model = onnx_file(folder)
+    if model is None:
+        raise CheckpointError(folder, "no model.onnx (looked for model.onnx and onnx/model.onnx)")
+    require_tokenizer(folder)
+    return model
+
+
+def check_sentence_transformers_folder(folder: Path) -> None:
+    """Every module standard and present; a Transformer module's own folder checked like a plain one."""
+    refuse_remote_code(folder)
+    modules_file = folder / "modules.json"
+    if not modules_file.is_file():
+        raise CheckpointError(folder, "no modules.json; save the model with SentenceTransformer.save")
+    modules = read_json(modules_file)
+    if not isinstance(modules, list):
+        raise CheckpointError(modules_file, "expected a JSON list of modules")
+    for entry in modules:
+        kind = str(entry.get("type", "")) if isinstance(entry, dict) else ""
+        if not kind.startswith(_STANDARD_MODULE_PREFIX):
+            raise CheckpointError(modules_file, f"names a non-standard module '{kind or entry}'; "
+                                  f"{NO_REMOTE_CODE}")
+        sub = folder / str(entry.get("path", ""))
+        if not sub.is_dir():
+            raise CheckpointError(modules_file, f"module '{kind.rsplit('.', 1)[-1]}' is missing its folder "
+                                  f"'{entry.get('path')}'")
+        if kind.endswith(".Transformer"):
+            check_transformers_folder(sub)
+
+
+@dataclass(frozen=True)
+class FolderPrompts:
+    """Prompts a model folder ships (sentence-transformers ``prompts``); empty when it has none."""
+
+    query: str = ""
+    document: str = ""
+
+
+def folder_prompts(folder: Path) -> FolderPrompts:
+    file = folder / "config_sentence_transformers.json"
+    if not file.is_file():
+        return FolderPrompts()
+    config = read_json(file)
+    prompts = config.get("prompts") if isinstance(config, dict) else None
+    if not isinstance(prompts, dict):
+        return FolderPrompts()
+    default = prompts.get(config.get("default_prompt_name") or "", "")
+    document = next((prompts[n] for n in _DOCUMENT_PROMPT_NAMES if n in prompts), default)
+    return FolderPrompts(query=str(prompts.get("query", default)), document=str(document))
+
+
+def default_pooling(folder: Path) -> str:
+    """Pooling a folder implies: its sentence-transformers pooling config, last token for decoders, else mean."""
+    pooling_config = folder / "1_Pooling" / "config.json"
+    if pooling_config.is_file():
+        data = read_json(pooling_config)
+        flags = {"cls": "pooling_mode_cls_token", "mean": "pooling_mode_mean_tokens", "last": "pooling_mode_lasttoken"}
+        named = {"cls": "cls", "mean": "mean", "lasttoken": "last"}.get(str(data.get("pooling_mode")))
+        found = named or next((mode for mode, flag in flags.items() if data.get(flag)), None)
+        if found:
+            return found
+    config_file = folder / "config.json"
+    config = read_json(config_file) if config_file.is_file() else {}
+    architectures = config.get("architectures") or []
+    if config.get("is_decoder") or config.get("model_type") in _DECODER_TYPES \
+            or any(str(a).endswith("ForCausalLM") for a in architectures):
+        return "last"
+    return "mean"
+
+
+def check_pooling(folder: Path, pooling: str | None) -> str:
+    chosen = pooling or default_pooling(folder)
+    if chosen not in POOLINGS:
+        raise CheckpointError(folder, f"unknown pooling '{chosen}'; use one of {', '.join(POOLINGS)}")
+    return chosen

@@ -1,0 +1,45 @@
+"""The Models page adds text model folders with prompts and shows the prompts each model embeds with."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from app_fixtures import error_dialogs, no_threads_left, wait_for_jobs, window
+from PySide6.QtCore import Qt
+from pytestqt.qtbot import QtBot
+from text_fixtures import tiny_sentence_transformer
+
+from app.main_window import MainWindow
+from core.store import Workspace
+
+__all__ = ["no_threads_left", "window"]
+pytestmark = pytest.mark.usefixtures("no_threads_left")
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("app-text")
+    return tiny_sentence_transformer(root / "e5ish", prompts={"query": "query: ", "document": "passage: "})
+
+
+def test_models_page_adds_a_text_folder_with_prompts_and_shows_them(qtbot: QtBot, window: MainWindow,
+                                                                    folder: Path, tmp_path: Path) -> None:
+    Workspace.create(tmp_path / "ws").close()
+    window.ctx.open_workspace(tmp_path / "ws")
+    models = window.show_page("models")
+    models.path.setText(str(folder))
+    models.role.setCurrentText("new")
+    models.document_prompt.setText("Represent this document: ")  # overrides the folder's "passage: "
+    qtbot.mouseClick(models.add_button, Qt.MouseButton.LeftButton)
+    wait_for_jobs(qtbot, window)
+    assert not error_dialogs()
+    assert models.table.rowCount() == 1
+    header = [models.table.horizontalHeaderItem(c).text() for c in range(models.table.columnCount())]
+    prompts = models.table.item(0, header.index("Prompts")).text()
+    assert prompts == 'query prompt "query: ", document prompt "Represent this document: "'
+    spec = json.loads(models.spec_view.toPlainText())
+    assert (spec["kind"], spec["query_prompt"], spec["document_prompt"]) == \
+        ("sentence_transformers", "query: ", "Represent this document: ")
+    assert models.document_prompt.text() == ""  # the form is ready for the next model

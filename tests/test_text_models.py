@@ -1,0 +1,252 @@
+"""Text model folders as users have them: sentence-transformers, plain transformers, ONNX.
+
+Every model is built here from random weights with a vocabulary written by the test, and every
+embedding is checked against a direct transformers / sentence-transformers / onnxruntime computation.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from text_fixtures import (
+    TEXTS,
+    reference_embeddings,
+    tiny_bert,
+    tiny_onnx,
+    tiny_sentence_transformer,
+    write_json,
+)
+
+from core.cli.main import main
+from core.embed import embed_array, embed_items
+from core.errors import CheckpointError
+from core.importers import import_items
+from core.models import TextOptions, describe_model, load_model
+from core.progress import StderrProgress
+from core.store import Workspace
+
+PROMPTS = {"query": "query: ", "document": "passage: "}
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("text-models")
+    return {"bert": tiny_bert(root / "bert"),
+            "st": tiny_sentence_transformer(root / "st"),
+            "st_prompts": tiny_sentence_transformer(root / "st-prompts", prompts=PROMPTS, seed=3),
+            "onnx": tiny_onnx(root / "onnx")}
+
+
+@pytest.mark.parametrize("pooling", ["mean", "cls", "last"])
+def test_transformers_folder_matches_a_direct_forward_pass(folders: dict[str, Path], pooling: str) -> None:
+    spec = describe_model(folders["bert"], text=TextOptions(pooling=pooling))
+    assert (spec.kind, spec.modality, spec.dim, spec.pooling) == ("transformers", "text", 16, pooling)
+    got = embed_array(spec, TEXTS, batch_size=3, device="cpu")
+    np.testing.assert_allclose(got, reference_embeddings(folders["bert"], TEXTS, pooling), atol=1e-5)
+
+
+def test_transformers_folder_pools_by_mean_unless_the_config_says_decoder(folders: dict[str, Path],
+                                                                        tmp_path: Path) -> None:
+    assert describe_model(folders["bert"]).pooling == "mean"
+    decoder = shutil.copytree(folders["bert"], tmp_path / "decoder")
+    config = json.loads((decoder / "config.json").read_text())
+    write_json(decoder / "config.json", {**config, "is_decoder": True})
+    assert describe_model(decoder).pooling == "last"
+
+
+@pytest.mark.parametrize("name", ["bert", "st", "onnx"])
+def test_embeddings_do_not_depend_on_batch_size_or_order(folders: dict[str, Path], name: str) -> None:
+    model = load_model(folders[name], "cpu")
+    one_by_one = embed_array(model, TEXTS, batch_size=1, device="cpu")
+    together = embed_array(model, TEXTS, batch_size=64, device="cpu")
+    order = np.random.default_rng(0).permutation(len(TEXTS))
+    shuffled = embed_array(model, [TEXTS[i] for i in order], batch_size=3, device="cpu")
+    np.testing.assert_allclose(together, one_by_one, atol=1e-5)
+    np.testing.assert_allclose(shuffled, one_by_one[order], atol=1e-5)
+    assert np.linalg.norm(one_by_one - one_by_one[::-1], axis=1).max() > 1e-3  # texts really differ
+
+
+def test_sentence_transformers_folder_matches_its_own_encode(folders: dict[str, Path]) -> None:
+    from sentence_transformers import SentenceTransformer
+
+    spec = describe_model(folders["st"])
+    assert (spec.kind, spec.dim, spec.query_prompt, spec.document_prompt) == ("sentence_transformers", 16, "", "")
+    reference = SentenceTransformer(str(folders["st"]), device="cpu").encode(TEXTS, convert_to_numpy=True)
+    got = embed_array(spec, TEXTS, batch_size=2, device="cpu")
+    np.testing.assert_allclose(got, reference, atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)  # its Normalize module ran
+
+
+def test_onnx_folder_matches_onnxruntime_and_torch(folders: dict[str, Path]) -> None:
+    import onnxruntime
+    from transformers import AutoTokenizer
+
+    spec = describe_model(folders["onnx"])
+    assert (spec.kind, spec.dim, spec.pooling) == ("onnx", 16, "mean")
+    got = embed_array(spec, TEXTS, batch_size=3, device="cpu")
+    session = onnxruntime.InferenceSession(str(folders["onnx"] / "model.onnx"), providers=["CPUExecutionProvider"])
+    tokenizer = AutoTokenizer.from_pretrained(str(folders["onnx"]))
+    direct = []
+    for text in TEXTS:
+        ids = np.asarray([tokenizer(text)["input_ids"]], dtype=np.int64)
+        (hidden,) = session.run(None, {"input_ids": ids, "attention_mask": np.ones_like(ids)})
+        direct.append(hidden[0].mean(axis=0))
+    np.testing.assert_allclose(got, np.stack(direct), atol=1e-5)
+    np.testing.assert_allclose(got, reference_embeddings(folders["onnx"].parent / "onnx-torch", TEXTS), atol=1e-4)
+
+
+def _text_workspace(root: Path) -> Workspace:
+    ws = Workspace.create(root)
+    for split, texts in (("gallery", TEXTS[:5]), ("query", TEXTS[5:])):
+        file = root.parent / f"{root.name}-{split}.jsonl"
+        file.write_text("".join(json.dumps({"key": f"{split}-{i}", "text": t}) + "\n" for i, t in enumerate(texts)))
+        import_items(ws, file, "jsonl", split=split)
+    return ws
+
+
+def test_prompts_are_the_models_own_and_applied_by_split(folders: dict[str, Path], tmp_path: Path) -> None:
+    from sentence_transformers import SentenceTransformer
+
+    folder = folders["st_prompts"]
+    spec = describe_model(folder, name="e5ish")
+    assert (spec.query_prompt, spec.document_prompt) == ("query: ", "passage: ")
+    ws = _text_workspace(tmp_path / "ws")
+    ws.add_model("e5ish", "new", spec.to_dict(), folder)
+    ids = ws.item_ids()
+    embed_items(ws, "e5ish", ids, batch_size=2, device="cpu")
+    vectors = ws.vectors_for("e5ish", ids)
+    rows = {it["key"]: vectors[k] for k, it in enumerate(ws.items(ids=ids))}
+    st = SentenceTransformer(str(folder), device="cpu")
+    queries, docs = TEXTS[5:], TEXTS[:5]
+    with_query = st.encode(queries, prompt="query: ")
+    with_doc = st.encode(docs, prompt="passage: ")
+    np.testing.assert_allclose(np.stack([rows[f"query-{i}"] for i in range(len(queries))]), with_query, atol=1e-5)
+    np.testing.assert_allclose(np.stack([rows[f"gallery-{i}"] for i in range(len(docs))]), with_doc, atol=1e-5)
+    bare = st.encode(queries, prompt="")
+    assert np.abs(with_query - bare).max() > 1e-2  # the prompt changes the vectors
+    ws.close()
+
+
+def test_model_add_sets_prompts_and_pooling_from_the_command_line(folders: dict[str, Path], tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    ws_dir = tmp_path / "ws"
+    _text_workspace(ws_dir).close()
+    assert main(["model", "add", "-w", str(ws_dir), "--name", "plain", "--path", str(folders["st_prompts"]),
+                 "--query-prompt", "", "--document-prompt", "Represent this for retrieval: ", "--json"]) == 0
+    added = json.loads(capsys.readouterr().out)
+    assert (added["query_prompt"], added["document_prompt"]) == ("", "Represent this for retrieval: ")
+    assert main(["model", "add", "-w", str(ws_dir), "--name", "cls", "--path", str(folders["bert"]),
+                 "--pooling", "cls", "--query-prompt", "query: "]) == 0
+    assert 'query prompt "query: ", cls pooling' in capsys.readouterr().out
+    with Workspace.open(ws_dir) as ws:
+        assert ws.model("plain")["spec"]["document_prompt"] == "Represent this for retrieval: "
+        assert ws.model("cls")["spec"]["pooling"] == "cls"
+        embed_items(ws, "cls", ws.item_ids("query"), device="cpu")
+        vectors = ws.vectors_for("cls", ws.item_ids("query"))
+    prompted = reference_embeddings(folders["bert"], [f"query: {t}" for t in TEXTS[5:]], "cls")
+    np.testing.assert_allclose(vectors, prompted, atol=1e-5)
+
+
+def test_prompts_travel_in_bundle_manifests(folders: dict[str, Path], tmp_path: Path) -> None:
+    from core.bundle.contents import model_entry
+    from core.bundle.readme import prompt_notes
+
+    ws = _text_workspace(tmp_path / "ws")
+    ws.add_model("e5ish", "new", describe_model(folders["st_prompts"]).to_dict(), folders["st_prompts"])
+    entry = model_entry(ws, "e5ish")
+    assert (entry["spec"]["query_prompt"], entry["spec"]["document_prompt"]) == ("query: ", "passage: ")
+    notes = prompt_notes({"new": entry, "old": {"name": "old", "spec": {"query_prompt": ""}}})
+    assert len(notes) == 1 and '`"query: " + text`' in notes[0] and '`"passage: " + text`' in notes[0]
+    ws.close()
+
+
+def test_embedding_progress_reports_items_per_second_and_eta(folders: dict[str, Path], tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    ws = _text_workspace(tmp_path / "ws")
+    ws.add_model("bert", "old", describe_model(folders["bert"]).to_dict(), folders["bert"])
+    seen: list[tuple[int, int, dict]] = []
+    embed_items(ws, "bert", ws.item_ids(), batch_size=2, device="cpu",
+                on_progress=lambda done, total, info: seen.append((done, total, dict(info))))
+    ws.close()
+    batches = [s for s in seen if "items_per_s" in s[2]]
+    assert len(batches) == 5 and batches[-1][0] == batches[-1][1] == len(TEXTS)  # queries 2+1, gallery 2+2+1
+    assert all(info["items_per_s"] > 0 and info["eta_s"] >= 0 for _, _, info in batches)
+    StderrProgress("embed bert", min_interval=0)(4, 8, {"items_per_s": 250.0, "eta_s": 75.0})
+    assert "4/8 (50%) 250 items/s, ETA 1:15" in capsys.readouterr().err
+
+
+def test_nothing_is_downloaded(folders: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a network connection was attempted")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    for name in ("bert", "st_prompts", "onnx"):
+        assert describe_model(folders[name]).dim == 16
+
+
+# -- folders that cannot be used -----------------------------------------------------------------
+
+def _broken(folders: dict[str, Path], tmp_path: Path, source: str, change: str) -> Path:
+    folder = shutil.copytree(folders[source], tmp_path / f"{source}-{change}")
+    if change == "no-weights":
+        (folder / "model.safetensors").unlink()
+    elif change == "no-tokenizer":
+        for name in ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json"):
+            (folder / name).unlink(missing_ok=True)
+    elif change == "auto-map":
+        config = json.loads((folder / "config.json").read_text())
+        write_json(folder / "config.json", {**config, "auto_map": {"AutoModel": "modeling_evil.EvilModel"}})
+    elif change == "custom-module":
+        modules = json.loads((folder / "modules.json").read_text())
+        modules[1]["type"] = "evil_package.pooling.Pooling"
+        write_json(folder / "modules.json", modules)
+    elif change == "module-folder-gone":
+        shutil.rmtree(folder / "1_Pooling")
+    elif change == "no-onnx":
+        (folder / "model.onnx").unlink()
+    return folder
+
+
+@pytest.mark.parametrize(("source", "change", "message"), [
+    ("bert", "no-weights", r"bert-no-weights: no safetensors weights \(model\.safetensors\)"),
+    ("bert", "no-tokenizer", r"bert-no-tokenizer: no tokenizer files"),
+    ("bert", "auto-map", r"config\.json: the model asks for remote code \(auto_map\); Embridge never runs code"),
+    ("st", "custom-module", r"modules\.json: names a non-standard module 'evil_package\.pooling\.Pooling'"),
+    ("st", "module-folder-gone", r"modules\.json: module 'Pooling' is missing its folder '1_Pooling'"),
+    ("st", "auto-map", r"config\.json: the model asks for remote code"),
+    ("onnx", "no-tokenizer", r"onnx-no-tokenizer: no tokenizer files"),
+])
+def test_unusable_folders_give_one_clear_line(folders: dict[str, Path], tmp_path: Path, source: str, change: str,
+                                             message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = _broken(folders, tmp_path, source, change)
+    with pytest.raises(CheckpointError, match=message):
+        describe_model(folder)
+    ws_dir = tmp_path / "ws"
+    Workspace.create(ws_dir).close()
+    assert main(["model", "add", "-w", str(ws_dir), "--name", "m", "--path", str(folder)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("embridge: error: ")
+    with Workspace.open(ws_dir) as ws:
+        assert ws.models() == []
+
+
+def test_onnx_kind_without_a_model_file_and_options_for_other_kinds(folders: dict[str, Path],
+                                                                    tmp_path: Path) -> None:
+    folder = _broken(folders, tmp_path, "onnx", "no-onnx")
+    with pytest.raises(CheckpointError, match=r"no model\.onnx \(looked for model\.onnx and onnx/model\.onnx\)"):
+        describe_model(folder, kind="onnx")
+    with pytest.raises(CheckpointError, match="pools as its own modules say"):
+        describe_model(folders["st"], text=TextOptions(pooling="cls"))
+    with pytest.raises(CheckpointError, match="unknown pooling 'max'"):
+        describe_model(folders["bert"], text=TextOptions(pooling="max"))
+    module = torch.nn.Linear(4, 3)
+    file = tmp_path / "lin.pt"
+    torch.jit.save(torch.jit.script(module), str(file))
+    with pytest.raises(CheckpointError, match="a query prompt applies to text models only, this is torchscript"):
+        describe_model(file, input_shape=(4,), text=TextOptions(query_prompt="query: "))
