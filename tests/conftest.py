@@ -40,3 +40,4 @@ def demo_copy(demo_workspace_path: Path, tmp_path: Path) -> Path:
     target = tmp_path / "ws"
     shutil.copytree(demo_workspace_path, target)
     return target
+from qt_hygiene import qt_hygiene  # noqa: E402,F401  (fails Qt tests that leave widgets, timers or threads)
