@@ -30,7 +30,7 @@ class PathField(QWidget):
                  save: bool = False) -> None:
         super().__init__()
         self.edit = QLineEdit()
-        self.edit.setMinimumWidth(320)
+        self.edit.setMinimumWidth(220)
         layout = QHBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.edit, 1)
