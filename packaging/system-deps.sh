@@ -1,17 +1,18 @@
 #!/bin/sh
 # System libraries Embridge needs beyond Python packages, on Debian/Ubuntu.
 #   packaging/system-deps.sh run    the Qt "xcb" platform plugin's libraries (make run)
-#   packaging/system-deps.sh test   chromium, for the test that loads the HTML report (make test)
+#   packaging/system-deps.sh test   the same, and chromium for the test that loads the HTML report (make test)
 # Installs what is missing with apt-get when run as root; otherwise says what to install and fails.
 # PYTHON (default .venv/bin/python) is used to find the Qt plugin and check it with ldd.
 set -eu
 what="${1:-run}"
 PYTHON="${PYTHON:-.venv/bin/python}"
 
+xcb="libxcb-icccm4 libxcb-keysyms1 libxcb-xinerama0 libxcb-image0 libxcb-render-util0 libxcb-randr0
+     libxcb-shape0 libxcb-cursor0 libxcb-xkb1 libxkbcommon-x11-0 libegl1 libgl1 libfontconfig1 libdbus-1-3"
 case "$what" in
-  run) packages="libxcb-icccm4 libxcb-keysyms1 libxcb-xinerama0 libxcb-image0 libxcb-render-util0 libxcb-randr0
-                 libxcb-shape0 libxcb-cursor0 libxcb-xkb1 libxkbcommon-x11-0 libegl1 libgl1 libfontconfig1 libdbus-1-3" ;;
-  test) packages="chromium" ;;
+  run) packages="$xcb" ;;
+  test) packages="$xcb chromium" ;;
   *) echo "usage: $0 run|test" >&2; exit 2 ;;
 esac
 
@@ -35,7 +36,7 @@ else
   echo "system-deps: not a Debian-like system; make sure the equivalents of these are installed: $packages" >&2
 fi
 
-if [ "$what" = run ] && [ -x "$PYTHON" ]; then
+if [ -x "$PYTHON" ]; then
   plugin="$("$PYTHON" -c 'import os, PySide6; print(os.path.join(os.path.dirname(PySide6.__file__), "Qt", "plugins", "platforms", "libqxcb.so"))')"
   if [ -f "$plugin" ]; then
     absent="$(ldd "$plugin" 2>/dev/null | awk '/not found/ {print $1}' | sort -u | tr '\n' ' ')"
