@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 DEMO ?= demo-workspace
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint bench package package-check screenshots clean
+.PHONY: install run test lint bench package package-check screenshots clean system-deps-run system-deps-test
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -22,14 +22,21 @@ install: $(STAMP)
 $(DEMO)/embridge.db: | $(STAMP)
 	$(VENV)/bin/embridge demo --workspace $(DEMO)
 
-run: $(STAMP) $(DEMO)/embridge.db
+# system libraries (Qt's xcb plugin; chromium for the HTML report test): installed when root, else named
+system-deps-run: $(STAMP)
+	PYTHON=$(PY) sh packaging/system-deps.sh run
+
+system-deps-test: $(STAMP)
+	PYTHON=$(PY) sh packaging/system-deps.sh test
+
+run: $(STAMP) system-deps-run $(DEMO)/embridge.db
 	$(VENV)/bin/embridge-gui --workspace $(DEMO)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
 
-test: $(STAMP)
+test: $(STAMP) system-deps-test
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q
@@ -45,7 +52,7 @@ package-check:
 	dist/embridge/embridge --self-test
 
 screenshots: $(STAMP) $(DEMO)/embridge.db
-	QT_QPA_PLATFORM=offscreen $(PY) -m app.screenshots --workspace $(DEMO) --out docs/screenshots
+	QT_QPA_PLATFORM=offscreen $(PY) -m app.screenshots --workspace $(DEMO) --out docs/screenshots --prepare
 
 clean:
 	rm -rf build dist $(DEMO) .pytest_cache .ruff_cache

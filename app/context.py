@@ -35,6 +35,7 @@ class AppContext(QObject):
     data_changed = Signal()  # a job or an action changed what the workspace holds
     devices_changed = Signal()
     libraries_loaded = Signal()  # the start-up warm-up (see warm_up) has finished
+    focus_run_changed = Signal()  # the run just trained or reported on (pickers default to it)
 
     def __init__(self, settings: Settings, jobs: JobManager, reporter: ErrorReporter) -> None:
         super().__init__()
@@ -44,6 +45,13 @@ class AppContext(QObject):
         self.ws: Workspace | None = None
         self.devices: list[str] = ["auto"]
         self.device_label = "detecting…"
+        self.focus_run: int | None = None
+
+    def set_focus_run(self, run_id: int | None) -> None:
+        """The run the user works on now: the one just trained, reported on or planned."""
+        if run_id != self.focus_run:
+            self.focus_run = run_id
+            self.focus_run_changed.emit()
 
     # -- workspace --------------------------------------------------------------------------
     def open_workspace(self, path: str | Path, create: bool = False) -> bool:
@@ -56,6 +64,7 @@ class AppContext(QObject):
             return False
         self.close_workspace(emit=False)
         self.ws = ws
+        self.focus_run = None
         self.settings.add_recent(ws.root)
         log.info("opened workspace %s", Path(ws.root).resolve())
         self.workspace_changed.emit()
@@ -65,6 +74,7 @@ class AppContext(QObject):
         if self.ws is not None:
             self.ws.close()
             self.ws = None
+            self.focus_run = None
             if emit:
                 self.workspace_changed.emit()
 
@@ -126,7 +136,7 @@ class AppContext(QObject):
             return preload(*WARM_UP)
 
         def loaded(outcome: dict[str, str]) -> None:
-            log.info("libraries loaded: %s", outcome)
+            log.info("libraries loaded: %s", ", ".join(f"{k} {v}" for k, v in outcome.items()))
             self.libraries_loaded.emit()
 
         return self.run_plain("Load libraries", load, loaded, visible=False)

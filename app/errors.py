@@ -54,16 +54,29 @@ class ErrorDialog(QDialog):
         self.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         self.message, self.details = message, details
         layout = QVBoxLayout(self)
-        text = QLabel(message)
-        text.setWordWrap(True)
-        text.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        layout.addWidget(text)
+        # the one-line message first and prominent; a traceback only on request
+        first, _, rest = message.partition("\n")
+        self.message_label = QLabel(first)
+        self.message_label.setWordWrap(True)
+        self.message_label.setStyleSheet("QLabel { font-weight: bold; }")
+        self.message_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        layout.addWidget(self.message_label)
+        if rest.strip():
+            more = QLabel(rest.strip())
+            more.setWordWrap(True)
+            more.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+            layout.addWidget(more)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
+        self.details_view: QPlainTextEdit | None = None
         if details:
             self.details_view = QPlainTextEdit(details)
             self.details_view.setReadOnly(True)
             self.details_view.setMinimumSize(640, 240)
+            self.details_view.setVisible(False)
             layout.addWidget(self.details_view)
+            self.toggle_details = QPushButton("Show &details")
+            self.toggle_details.clicked.connect(self._toggle_details)
+            buttons.addButton(self.toggle_details, QDialogButtonBox.ButtonRole.ActionRole)
             copy = QPushButton("&Copy details")
             copy.clicked.connect(self.copy_details)
             buttons.addButton(copy, QDialogButtonBox.ButtonRole.ActionRole)
@@ -73,6 +86,13 @@ class ErrorDialog(QDialog):
             layout.addWidget(where)
         buttons.rejected.connect(self.close)
         layout.addWidget(buttons)
+
+    def _toggle_details(self) -> None:
+        assert self.details_view is not None
+        shown = not self.details_view.isVisible()
+        self.details_view.setVisible(shown)
+        self.toggle_details.setText("Hide &details" if shown else "Show &details")
+        self.adjustSize()
 
     def copy_details(self) -> None:
         QGuiApplication.clipboard().setText(f"{self.message}\n\n{self.details or ''}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from PySide6.QtCore import QSize, QTimer
+from PySide6.QtCore import QSize, Qt, QTimer
 from PySide6.QtWidgets import (
     QFrame,
     QHBoxLayout,
@@ -21,6 +21,14 @@ from core.formatting import format_seconds
 from core.jobs import JobOutcome
 
 
+def early_stop_note(info: dict) -> str:
+    """A training job may end before its last epoch: say when it would stop early."""
+    patience, idle = info.get("patience"), info.get("epochs_without_gain")
+    if not isinstance(patience, int) or not isinstance(idle, int):
+        return ""
+    return f"stops early after {max(patience - idle, 0)} more epoch(s) without validation gain"
+
+
 class JobRow(QFrame):
     """What the user sees of one job; the cancel button asks the job to stop cooperatively."""
 
@@ -29,9 +37,12 @@ class JobRow(QFrame):
         self.job = job
         self.setFrameShape(QFrame.Shape.StyledPanel)
         self.title = QLabel(job.title)
+        self.title.setWordWrap(True)
+        self.title.setMinimumWidth(0)
         self.bar = QProgressBar()
         self.bar.setRange(0, 0)  # busy until the first progress report
         self.status = QLabel("starting…")
+        self.status.setWordWrap(True)
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setToolTip(f"Stop '{job.title}' at its next step")
         self.cancel_button.clicked.connect(self._cancel)
@@ -67,7 +78,11 @@ class JobRow(QFrame):
         text = f"{format_seconds(self.job.elapsed_s())} elapsed"
         eta = self.job.eta_s()
         if eta is not None:
-            text += f" · about {format_seconds(eta)} left"
+            text += f" · at most {format_seconds(eta)} left" if early_stop_note(self.job.info) \
+                else f" · about {format_seconds(eta)} left"
+        note = early_stop_note(self.job.info)
+        if note:
+            text += f" · {note}"
         stage = self.job.info.get("stage")
         if isinstance(stage, str):
             text = f"{stage} · {text}"
@@ -104,6 +119,7 @@ class JobsPanel(QWidget):
         holder.setLayout(self._rows_box)
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         scroll.setWidget(holder)
         self.clear_button = QPushButton("C&lear finished")
         self.clear_button.clicked.connect(self.clear_finished)

@@ -10,7 +10,7 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from PySide6.QtCore import QByteArray, Qt, QTimer
+from PySide6.QtCore import QByteArray, QSize, Qt, QTimer
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import (
     QDockWidget,
@@ -33,6 +33,8 @@ from app.settings import window_settings
 from app.workers import Job
 
 log = logging.getLogger("embridge.app")
+MIN_SIZE = QSize(1024, 700)  # every page fits (the screenshots show it); smaller would clip forms
+JOBS_WIDTH = 300  # the jobs dock's width at start and its floor after a restore
 
 
 class MainWindow(QMainWindow):
@@ -69,8 +71,11 @@ class MainWindow(QMainWindow):
         ctx.workspace_changed.connect(self._on_workspace_changed)
         ctx.devices_changed.connect(lambda: self.device_label.setText(f"Device: {ctx.device_label}"))
         self.nav.setCurrentRow(0)
-        self.resize(1280, 860)
+        self.setMinimumSize(MIN_SIZE)
+        self.jobs_panel.setMinimumWidth(JOBS_WIDTH - 40)
+        self.resize(1400, 900)
         self.resizeDocks([self.log_dock], [130], Qt.Orientation.Vertical)
+        self.resizeDocks([self.jobs_dock], [JOBS_WIDTH], Qt.Orientation.Horizontal)
         self._restore_geometry()
 
     def _dock(self, title: str, name: str, widget: QWidget, area: Qt.DockWidgetArea) -> QDockWidget:
@@ -105,6 +110,7 @@ class MainWindow(QMainWindow):
         self._action(jobs_menu, "C&lear finished jobs", None, self.jobs_panel.clear_finished)
 
         help_menu = self.menuBar().addMenu("&Help")
+        self._action(help_menu, "&Guide: workflow and metrics", "F1", self.show_guide)
         self._action(help_menu, "&About Embridge", None, self._about)
 
     def _action(self, menu: QMenu, text: str, shortcut: QKeySequence.StandardKey | str | None,
@@ -123,6 +129,24 @@ class MainWindow(QMainWindow):
             action.triggered.connect(lambda _checked=False, p=path: self.ctx.open_workspace(p))
         if not self.recent_menu.actions():
             self.recent_menu.addAction("(none)").setEnabled(False)
+
+    def show_guide(self) -> QWidget:
+        """A short, non-modal guide to the workflow and to what each number means."""
+        from PySide6.QtWidgets import QDialog, QTextBrowser, QVBoxLayout
+
+        from app.help_text import GUIDE_HTML
+
+        dialog = QDialog(self)
+        dialog.setWindowTitle("Embridge guide")
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        text = QTextBrowser()
+        text.setHtml(GUIDE_HTML)
+        layout = QVBoxLayout(dialog)
+        layout.addWidget(text)
+        dialog.resize(640, 560)
+        dialog.show()
+        self.guide = dialog
+        return dialog
 
     def _about(self) -> None:
         from core import __version__
@@ -160,6 +184,10 @@ class MainWindow(QMainWindow):
             self.restoreGeometry(geometry)
         if isinstance(state, QByteArray):
             self.restoreState(state)
+        # a dock squeezed narrow in an earlier session (or a saved state from an older layout)
+        # would clip the job cards; restore never brings back a width below the floor
+        if self.jobs_dock.width() < JOBS_WIDTH - 40:
+            self.resizeDocks([self.jobs_dock], [JOBS_WIDTH], Qt.Orientation.Horizontal)
 
     def closeEvent(self, event: QCloseEvent) -> None:
         running = [j for j in self.ctx.jobs.running() if j.visible]

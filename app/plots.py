@@ -36,20 +36,37 @@ class PlotWidget(QWidget):
         self._timer.setInterval(debounce_ms)
         self._timer.timeout.connect(self.flush)
 
+    def hideEvent(self, event: Any) -> None:
+        """A hidden plot draws its pending figure when shown again, not in the background."""
+        super().hideEvent(event)
+        self._timer.stop()
+
+    def showEvent(self, event: Any) -> None:
+        super().showEvent(event)
+        if self._pending is not None and not self._timer.isActive():
+            self._timer.start()
+
     def sizeHint(self) -> QSize:
         return QSize(640, 360)
 
     def show_figure(self, figure: Any) -> None:
-        """Put ``figure`` on a fresh canvas (the previous canvas and figure are released)."""
+        """Put ``figure`` on a fresh canvas (the previous canvas and figure are released).
+
+        The new canvas takes the old one's size and is drawn at once, before it replaces the old
+        one, so a stream of redraws never shows an empty or half-laid-out frame.
+        """
         from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 
         canvas = FigureCanvasQTAgg(figure)
         canvas.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+        size = self.canvas.size() if self.canvas is not None else self.size()
+        if size.width() > 0 and size.height() > 0:
+            canvas.resize(size)
+        canvas.draw()
         self._drop_canvas()
         self.placeholder.setVisible(False)
         self._layout.addWidget(canvas)
         self.canvas, self.figure = canvas, figure
-        canvas.draw_idle()
 
     def schedule(self, recipe: FigureRecipe) -> None:
         """Draw ``recipe()`` soon; later calls before the redraw replace earlier ones."""

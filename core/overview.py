@@ -42,9 +42,31 @@ def workspace_overview(ws: Workspace) -> dict[str, Any]:
     }
 
 
+QUERY_SPLIT = "query"
+
+
+def gallery_splits(split_counts: dict[str, int]) -> dict[str, int]:
+    """The splits whose items form the gallery that reports and plans search: every split but the
+    query split (items without a split included). Pages and ``embridge info`` state this."""
+    return {name: count for name, count in split_counts.items() if name != QUERY_SPLIT}
+
+
+def gallery_text(split_counts: dict[str, int]) -> str:
+    """'gallery: 1027 items (gallery 997 + mine 30); queries: 200 (query split)'."""
+    parts = gallery_splits(split_counts)
+    total = sum(parts.values())
+    inner = " + ".join(f"{k} {v}" for k, v in parts.items())
+    text = f"gallery: {total} items" + (f" ({inner})" if len(parts) > 1 else "")
+    if QUERY_SPLIT in split_counts:
+        text += f"; queries: {split_counts[QUERY_SPLIT]} (split '{QUERY_SPLIT}')"
+    return text
+
+
 def overview_text(info: dict[str, Any]) -> str:
     lines = [f"workspace {info['workspace']} (schema v{info['schema_version']})"]
     lines.append("items: " + (", ".join(f"{k} {v}" for k, v in info["items"].items()) or "none"))
+    if info["items"]:
+        lines.append(gallery_text(info["items"]))
     if info.get("judgments"):
         lines.append("judgments: " + ", ".join(f"{split} {c['judgments']} ({c['relevant']} relevant, "
                                                 f"{c['queries']} queries)" for split, c in info["judgments"].items()))

@@ -11,20 +11,24 @@ from collections.abc import Iterator
 
 import pytest
 from PySide6.QtCore import QThreadPool
-from PySide6.QtWidgets import QApplication
 from pytestqt.qtbot import QtBot
 
 from app.errors import ErrorDialog
 from app.main_window import MainWindow
 
-
-def error_dialogs() -> list[ErrorDialog]:
-    """Error dialogs currently open (they are non-modal top-level windows)."""
-    return [w for w in QApplication.topLevelWidgets() if isinstance(w, ErrorDialog) and w.isVisible()]
+_current: list[MainWindow] = []  # the window of the running test (set by the ``window`` fixture)
 
 
-def close_error_dialogs() -> None:
-    for dialog in error_dialogs():
+def error_dialogs(win: MainWindow | None = None) -> list[ErrorDialog]:
+    """Error dialogs the test's own window has open (not those of any other window)."""
+    target = win if win is not None else (_current[-1] if _current else None)
+    if target is None:
+        return []
+    return [d for d in list(target.ctx.reporter.open_dialogs) if d.isVisible()]
+
+
+def close_error_dialogs(win: MainWindow | None = None) -> None:
+    for dialog in error_dialogs(win):
         dialog.close()
 
 
@@ -51,10 +55,12 @@ def window(qtbot: QtBot, no_threads_left: None) -> Iterator[MainWindow]:
     win = build_main_window()
     qtbot.addWidget(win)
     win.show()
+    _current.append(win)
     yield win
+    _current.remove(win)
     leftover = [job.title for job in win.ctx.jobs.running() if job.visible]
     win.ctx.jobs.shutdown(timeout_s=60.0)
-    close_error_dialogs()
+    close_error_dialogs(win)
     win.ctx.close_workspace(emit=False)
     win.log_view.detach()
     assert not leftover, f"jobs still running at the end of the test: {leftover}"

@@ -40,3 +40,9 @@ def demo_copy(demo_workspace_path: Path, tmp_path: Path) -> Path:
     target = tmp_path / "ws"
     shutil.copytree(demo_workspace_path, target)
     return target
+from qt_hygiene import qt_hygiene  # noqa: E402,F401  (fails Qt tests that leave widgets, timers or threads)
+
+# The offscreen platform's default screen (800x800) is smaller than the window's minimum size, so
+# restored geometry would be clamped; tests get a desktop-sized screen instead.
+if os.environ.get("QT_QPA_PLATFORM") == "offscreen":
+    os.environ["QT_QPA_PLATFORM"] = f"offscreen:configfile={Path(__file__).with_name('offscreen_screen.json')}"

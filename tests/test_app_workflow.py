@@ -104,7 +104,7 @@ def test_open_models_import_embed_train_report_plan_export(qtbot: QtBot, window:
     assert "upgraded top1" in train.result_label.text()
     assert train.live.table()  # live rows arrived while it trained
     train.plot.flush()
-    assert train.plot.figure is not None and len(train.plot.figure.axes) == 2
+    assert train.plot.figure is not None and len(train.plot.figure.axes) == 3  # loss (+ lr) and validation
     assert train.runs_table.item(0, 1).text() == "lowrank" and train.runs_table.item(0, 2).text() == "completed"
 
     # Reports: build the run's report; the table colours the core's verdicts, flips show items.

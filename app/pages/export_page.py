@@ -12,6 +12,7 @@ from PySide6.QtWidgets import (
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
+    QLabel,
     QPlainTextEdit,
     QPushButton,
     QSplitter,
@@ -19,9 +20,10 @@ from PySide6.QtWidgets import (
 
 from app import dialogs
 from app.context import AppContext
-from app.pages.base import Page, completed_train_runs, fill_table, make_table, run_label
+from app.pages.base import Page, completed_train_runs, fill_table, make_table, run_label, select_run
 from app.pages.forms import PathField, set_combo_items
 from core.progress import ProgressFn, StopFn
+from core.run_choice import run_choice
 from core.store import Workspace
 
 log = logging.getLogger("embridge.app")
@@ -38,14 +40,20 @@ class ExportPage(Page):
         box = QGroupBox("&Build a bundle")
         form = QFormLayout(box)
         self.run_combo = QComboBox()
-        self.run_combo.currentIndexChanged.connect(self._suggest_out)
+        self.run_combo.currentIndexChanged.connect(self._run_changed)
         self.out = PathField("Bundle destination (a folder, or a name ending in .zip)", "Zip (*.zip)",
                              folder=True, save=True)
         self.gallery = QComboBox()
         self.gallery.addItems(list(GALLERY_CHOICES))
         self.build_button = QPushButton("&Build bundle")
         self.build_button.clicked.connect(self.export_from_form)
+        self.run_info = QLabel()
+        self.run_info.setWordWrap(True)
+        self._suggested, self._folder = "", None
+        self._focus_seen: int | None = None
+        ctx.focus_run_changed.connect(self.mark_stale)
         form.addRow("&Run", self.run_combo)
+        form.addRow("", self.run_info)
         form.addRow("&Destination", self.out)
         form.addRow("Transformed &gallery", self.gallery)
         form.addRow(self.build_button)
@@ -74,14 +82,40 @@ class ExportPage(Page):
         self.layout_.addWidget(split, 1)
 
     # -- actions ----------------------------------------------------------------------------
+    def _run_changed(self, index: int) -> None:
+        if 0 <= index < len(self._runs):
+            self._suggest_out(index)
+            self._show_run(self._runs[index])
+
     def _suggest_out(self, index: int) -> None:
-        if self.ctx.ws is not None and 0 <= index < len(self._runs):
-            run = self._runs[index]
-            folder, stem = Path(self.ctx.ws.root).resolve() / "bundles", f"run{run['id']}-{run['method']}"
-            target, n = folder / f"{stem}.zip", 2
-            while target.exists():
-                target, n = folder / f"{stem}-{n}.zip", n + 1
-            self.out.setText(str(target))
+        """A free bundle name for the chosen run, in the folder last used (the workspace's
+        ``bundles`` folder at first); a destination the user typed is never replaced."""
+        if self.ctx.ws is None or not 0 <= index < len(self._runs):
+            return
+        if self.out.text() and self.out.text() != self._suggested:
+            return
+        run = self._runs[index]
+        folder = self._folder or Path(self.ctx.ws.root).resolve() / "bundles"
+        stem = f"run{run['id']}-{run_choice(run).kind or run['method']}"
+        target, n = folder / f"{stem}.zip", 2
+        while target.exists():
+            target, n = folder / f"{stem}-{n}.zip", n + 1
+        self._suggested = str(target)
+        self.out.setText(self._suggested)
+
+    def _show_run(self, run: dict[str, Any]) -> None:
+        """What the chosen run is: the method fitted (and for auto, the candidates and why)."""
+        from core.report.number_source import source_of_run, with_source
+
+        choice = run_choice(run)
+        metrics = run.get("metrics") or {}
+        text = f"Run {run['id']}: {choice.method_text()}"
+        top1 = metrics.get("upgraded_top1")
+        if isinstance(top1, int | float):
+            text += " · " + with_source(f"upgraded top-1 {top1:.3f}", source_of_run(run))
+        if choice.is_auto:
+            text += f"\nCandidates ({choice.metric}): {choice.candidates_text()}\n{choice.reason}"
+        self.run_info.setText(text)
 
     def export_from_form(self) -> None:
         index = self.run_combo.currentIndex()
@@ -101,7 +135,9 @@ class ExportPage(Page):
 
         def done(info: dict[str, Any]) -> None:
             log.info("bundle %s written to %s (%d bytes)", info["bundle_id"], info["path"], info["bytes"])
-            self.out.setText("")  # the next refresh suggests a fresh name
+            # keep the folder the user chose; the next refresh suggests a fresh name inside it
+            self._folder = Path(info["path"]).resolve().parent
+            self._suggested = self.out.text()
 
         self.ctx.run(f"Export bundle of run {run_id}", job, done)
 
@@ -139,13 +175,27 @@ class ExportPage(Page):
         action(self._bundles[row]["path"])
 
     # -- state ------------------------------------------------------------------------------
+    def reset(self) -> None:
+        self._runs, self._bundles, self._suggested, self._folder, self._focus_seen = [], [], "", None, None
+        self.run_combo.clear()
+        self.out.setText("")
+        self.run_info.setText("")
+        self.table.setRowCount(0)
+
     def refresh(self) -> None:
         assert self.ctx.ws is not None
         ws = self.ctx.ws
         self._runs = completed_train_runs(ws)
+        self.run_combo.blockSignals(True)
         set_combo_items(self.run_combo, [run_label(r) for r in self._runs])
-        if self._runs and not self.out.text():
+        if self.ctx.focus_run != self._focus_seen:
+            self._focus_seen = self.ctx.focus_run
+            select_run(self.run_combo, self._runs, self.ctx.focus_run)
+        self.run_combo.blockSignals(False)
+        self.build_button.setEnabled(bool(self._runs))
+        if self._runs:
             self._suggest_out(self.run_combo.currentIndex())
+            self._show_run(self._runs[max(self.run_combo.currentIndex(), 0)])
         self._bundles = list(reversed(ws.bundles()))
         fill_table(self.table, [[b["id"], b["path"], b.get("adapter_id"), b.get("report_id"), b.get("created"),
                                  str(b.get("sha256"))[:12]] for b in self._bundles])

@@ -12,6 +12,7 @@ from PySide6.QtWidgets import (
     QDoubleSpinBox,
     QFormLayout,
     QHBoxLayout,
+    QLabel,
     QLineEdit,
     QPushButton,
     QSpinBox,
@@ -19,6 +20,7 @@ from PySide6.QtWidgets import (
 )
 
 from app import dialogs
+from core.setting_help import setting_help
 
 
 class PathField(QWidget):
@@ -28,6 +30,7 @@ class PathField(QWidget):
                  save: bool = False) -> None:
         super().__init__()
         self.edit = QLineEdit()
+        self.edit.setMinimumWidth(220)
         layout = QHBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.edit, 1)
@@ -79,7 +82,11 @@ class SettingsForm(QWidget):
         for key, value in defaults.items():
             editor, getter = self._editor(key, value)
             editor.setObjectName(f"setting_{key}")
-            self.form.addRow(key.replace("_", " "), editor)
+            tip = setting_help(key)
+            editor.setToolTip(tip)
+            caption = QLabel(key.replace("_", " "))
+            caption.setToolTip(tip)
+            self.form.addRow(caption, editor)
             self._getters[key] = getter
 
     def _editor(self, key: str, value: Any) -> tuple[QWidget, Callable[[], Any]]:

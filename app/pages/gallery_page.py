@@ -19,6 +19,7 @@ from app.context import AppContext
 from app.pages.base import Page, fill_table, make_table
 from app.pages.forms import PathField, set_combo_items
 from core.importers import FORMATS
+from core.overview import gallery_text
 from core.progress import ProgressFn, StopFn
 from core.store import Workspace
 
@@ -34,10 +35,12 @@ class GalleryPage(Page):
     def __init__(self, ctx: AppContext) -> None:
         super().__init__(ctx)
         top = QHBoxLayout()
-        top.addWidget(self._import_box(), 1)
-        top.addWidget(self._embed_box(), 1)
+        top.addWidget(self._import_box(), 3)
+        top.addWidget(self._embed_box(), 2)
         self.layout_.addLayout(top)
         self.counts_label = QLabel()
+        self.counts_label.setWordWrap(True)
+        self.counts_label.setToolTip("Items of the split 'query' are the queries; every other split forms the gallery.")
         self.layout_.addWidget(self.counts_label)
         self.layout_.addWidget(QLabel("Vector sets"))
         self.sets_table = make_table(["Set", "Model", "Name", "Items", "Dim", "Type", "File"])
@@ -155,6 +158,7 @@ class GalleryPage(Page):
         set_combo_items(self.import_model, ["", *[m["name"] for m in info["models"] if m["kind"] == "vectors"]])
         set_combo_items(self.embed_split, [ALL_ITEMS, *[s for s in info["items"] if s != "unassigned"]])
         counts = ", ".join(f"{split}: {n}" for split, n in info["items"].items()) or "none"
-        self.counts_label.setText(f"Items — {counts}; {info['labelled_items']} labelled")
+        self.counts_label.setText(f"Items by split — {counts}; {info['labelled_items']} labelled. "
+                                  f"Reports and plans search the {gallery_text(info['items'])}.")
         fill_table(self.sets_table, [[v["id"], v["model"], v["name"], v["count"], v["dim"], v["dtype"], v["path"]]
                                      for v in info["vector_sets"]])

@@ -8,16 +8,19 @@ from typing import Any
 class LiveCurves:
     """The loss and validation metric per epoch as the training loop reports them.
 
-    A report during epoch e carries a step loss and the validation metric measured after epoch
-    e - 1 (epoch 0 is the untrained layer); each row keeps the mean of the losses reported during
-    its epoch and its metric. ``auto`` fits several candidates in turn: a new candidate starts new
-    rows. When the run ends the page shows the per-epoch numbers the core recorded instead.
+    Each report during epoch e carries the row the core recorded for the last finished epoch
+    (``last_epoch``: its mean training loss, validation metric and learning rate), so finished
+    epochs show exactly the numbers the run record will hold; only the epoch in progress shows a
+    running mean of the step losses seen so far. ``auto`` fits several candidates in turn: a new
+    candidate starts new rows.
     """
 
     def __init__(self) -> None:
         self.rows: dict[int, dict[str, Any]] = {}
         self._losses: dict[int, list[float]] = {}
+        self._recorded: set[int] = set()
         self._candidate: Any = None
+        self._info: dict[str, Any] = {}
 
     def add(self, info: dict[str, Any]) -> bool:
         """Take one progress report; True when it changed what the plot shows."""
@@ -28,11 +31,25 @@ class LiveCurves:
             self._candidate = info.get("candidate")
             self.rows.clear()
             self._losses.clear()
+            self._recorded.clear()
+        self._info = info
         epoch = int(epoch)
-        if isinstance(info.get("val_metric"), int | float):
+        last = info.get("last_epoch")
+        if isinstance(last, dict) and isinstance(last.get("epoch"), int | float):
+            done = int(last["epoch"])
+            row = {"epoch": done}
+            if isinstance(last.get("train_loss"), int | float):
+                row["loss"] = float(last["train_loss"])
+            if isinstance(last.get("val_metric"), int | float):
+                row["val_metric"] = float(last["val_metric"])
+            if isinstance(last.get("lr"), int | float):
+                row["lr"] = float(last["lr"])
+            self.rows[done] = row
+            self._recorded.add(done)
+        elif isinstance(info.get("val_metric"), int | float):  # a loop without recorded rows
             before = max(epoch - 1, 0)
             self.rows.setdefault(before, {"epoch": before})["val_metric"] = float(info["val_metric"])
-        if isinstance(info.get("loss"), int | float):
+        if isinstance(info.get("loss"), int | float) and epoch not in self._recorded:
             losses = self._losses.setdefault(epoch, [])
             losses.append(float(info["loss"]))
             self.rows.setdefault(epoch, {"epoch": epoch})["loss"] = sum(losses) / len(losses)
@@ -41,3 +58,15 @@ class LiveCurves:
     def table(self) -> list[dict[str, Any]]:
         """Rows in epoch order, as ``core.report.figures.training_curves`` takes them."""
         return [self.rows[e] for e in sorted(self.rows)]
+
+    def status(self) -> str:
+        """'Epoch 5 of at most 40; stops early after 3 more epochs without validation gain.'"""
+        info = self._info
+        epoch, patience, idle = info.get("epoch"), info.get("patience"), info.get("epochs_without_gain")
+        if not isinstance(epoch, int | float) or not isinstance(patience, int) or not isinstance(idle, int):
+            return ""
+        who = f"{self._candidate}: " if self._candidate else ""
+        best = info.get("best_val_metric")
+        best_text = f"; best validation so far {best:.3f}" if isinstance(best, int | float) else ""
+        return (f"{who}epoch {int(epoch)}{best_text}; stops early after {max(patience - idle, 0)} more epoch(s) "
+                "without validation gain (the best epoch is kept).")

@@ -20,6 +20,7 @@ from PySide6.QtWidgets import (
     QSplitter,
 )
 
+from app import dialogs
 from app.context import AppContext
 from app.pages.base import Page, fill_table, make_table
 from app.pages.forms import PathField, set_combo_items
@@ -58,6 +59,21 @@ def spec_warnings(models: list[dict[str, Any]]) -> list[str]:
         notes.append(f"Input shapes differ ({tuple(shapes[0])} vs {tuple(shapes[1])}): each model gets "
                      "the images conformed to its own input shape.")
     return notes
+
+
+def model_details(model: dict[str, Any]) -> str:
+    """Readable details of a stored model: where its copy lives, where it came from, its spec."""
+    spec = dict(model.get("spec") or {})
+    spec.pop("path", None)  # the path it was read from at add time; shown below with its state
+    source = model.get("source_path")
+    source_state = "" if not source else " (still there)" if Path(source).exists() else " (no longer exists)"
+    lines = [f"name: {model['name']}", f"role: {model['role']}", f"kind: {model.get('kind')}",
+             f"modality: {model.get('modality')}", f"dimensions: {model.get('dim')}",
+             f"parameters: {model.get('params')}", f"sha256: {model.get('sha256')}",
+             f"stored copy: {model.get('path') or 'none (vectors only)'}",
+             f"added from: {source or 'unknown'}{source_state}", f"added: {model.get('created')}", "",
+             "spec:", json.dumps(spec, indent=2, sort_keys=True)]
+    return "\n".join(lines)
 
 
 def parse_shape(text: str) -> tuple[int, ...] | None:
@@ -120,6 +136,22 @@ class ModelsPage(Page):
         self.warnings.setStyleSheet("QLabel { color: #a15c00; }")
         self.layout_.addWidget(self.warnings)
 
+        manage = QHBoxLayout()
+        self.rename_button = QPushButton("Re&name…")
+        self.rename_button.clicked.connect(self.rename_selected)
+        self.set_role = QComboBox()
+        self.set_role.addItems(["old", "new", "other"])
+        self.set_role_button = QPushButton("Set r&ole")
+        self.set_role_button.clicked.connect(lambda: self.change_role(self.selected_name(), self.set_role.currentText()))
+        self.remove_button = QPushButton("Re&move")
+        self.remove_button.setToolTip("Remove the selected model; refused while vector sets or adapters use it")
+        self.remove_button.clicked.connect(self.remove_selected)
+        manage.addWidget(QLabel("Selected model:"))
+        for widget in (self.rename_button, self.set_role, self.set_role_button, self.remove_button):
+            manage.addWidget(widget)
+        manage.addStretch(1)
+        self.layout_.addLayout(manage)
+
         split = QSplitter()
         self.table = make_table(COLUMNS)
         self.table.itemSelectionChanged.connect(self._show_spec)
@@ -161,9 +193,11 @@ class ModelsPage(Page):
 
         def job(ws: Workspace, on_progress: ProgressFn, should_stop: StopFn) -> dict[str, Any]:
             from core.models import describe_model
+            from core.models.manage import check_not_duplicate
 
             on_progress(0, 2, {"stage": "inspecting the checkpoint"})
             spec = describe_model(path, kind=kind, name=name, arch=arch, input_shape=input_shape, text=text)
+            check_not_duplicate(ws, spec.to_dict(), path)
             on_progress(1, 2, {"stage": "copying it into the workspace"})
             row = ws.add_model(name, role, spec.to_dict(), path)
             return {"name": row["name"], "dim": row["dim"], "kind": row["kind"]}
@@ -216,8 +250,60 @@ class ModelsPage(Page):
 
     def _show_spec(self) -> None:
         row = self.table.currentRow()
-        if self.ctx.ws is None or not 0 <= row < len(self._models):
-            self.spec_view.setPlainText("Select a model to see its full spec.")
+        has = self.ctx.ws is not None and 0 <= row < len(self._models)
+        for widget in (self.rename_button, self.set_role_button, self.remove_button):
+            widget.setEnabled(has)
+        if not has:
+            self.spec_view.setPlainText("Select a model to see its details.")
             return
+        assert self.ctx.ws is not None
         full = self.ctx.ws.model(self._models[row]["name"])
-        self.spec_view.setPlainText(json.dumps(full.get("spec") or {}, indent=2, sort_keys=True))
+        self.set_role.setCurrentText(full["role"])
+        self.spec_view.setPlainText(model_details(full))
+
+    # -- managing ---------------------------------------------------------------------------
+    def selected_name(self) -> str | None:
+        row = self.table.currentRow()
+        return self._models[row]["name"] if 0 <= row < len(self._models) else None
+
+    def _change(self, title: str, action: Any) -> bool:
+        """Run a quick model change (one small transaction) and show the result; errors go to the dialog."""
+        from core.errors import EmbridgeError
+
+        if self.ctx.ws is None:
+            return False
+        try:
+            action(self.ctx.ws)
+        except EmbridgeError as exc:
+            self.ctx.reporter.report(title, str(exc))
+            return False
+        self.ctx.data_changed.emit()
+        return True
+
+    def remove_selected(self) -> None:
+        name = self.selected_name()
+        if name and dialogs.confirm(self, "Remove model", f"Remove model '{name}' and its stored checkpoint copy?"):
+            self.remove(name)
+
+    def remove(self, name: str) -> bool:
+        from core.models.manage import remove_model
+
+        return self._change(f"Remove model {name}", lambda ws: remove_model(ws, name))
+
+    def rename_selected(self) -> None:
+        name = self.selected_name()
+        new_name = dialogs.ask_text(self, "Rename model", f"New name for '{name}':", name or "") if name else None
+        if name and new_name:
+            self.rename(name, new_name)
+
+    def rename(self, name: str, new_name: str) -> bool:
+        from core.models.manage import rename_model
+
+        return self._change(f"Rename model {name}", lambda ws: rename_model(ws, name, new_name))
+
+    def change_role(self, name: str | None, role: str) -> bool:
+        from core.models.manage import set_model_role
+
+        if not name:
+            return False
+        return self._change(f"Set the role of {name}", lambda ws: set_model_role(ws, name, role))

@@ -15,14 +15,16 @@ from PySide6.QtGui import QBrush, QColor
 from PySide6.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
+    QFrame,
     QGridLayout,
     QLabel,
     QPushButton,
+    QScrollArea,
     QSplitter,
 )
 
 from app.context import AppContext
-from app.pages.base import Page, completed_train_runs, fill_table, make_table, run_label
+from app.pages.base import Page, completed_train_runs, fill_table, make_table, run_label, select_run
 from app.pages.forms import set_combo_items
 from app.plots import PlotWidget
 from core.formatting import format_bytes, format_seconds, format_share
@@ -82,14 +84,26 @@ class PlanPage(Page):
         self.summary = QLabel("Make a plan to compare the options.")
         self.summary.setWordWrap(True)
         self.summary.setTextFormat(Qt.TextFormat.RichText)
-        self.layout_.addWidget(self.summary)
+        self.summary.setAlignment(Qt.AlignmentFlag.AlignTop)
+        summary_scroll = QScrollArea()
+        summary_scroll.setWidgetResizable(True)
+        summary_scroll.setFrameShape(QFrame.Shape.NoFrame)
+        summary_scroll.setWidget(self.summary)
+        summary_scroll.setMinimumHeight(80)
+        summary_scroll.setMaximumHeight(170)
+        self.layout_.addWidget(summary_scroll)
         split = QSplitter(Qt.Orientation.Vertical)
+        split.setChildrenCollapsible(False)
         self.options = make_table(COLUMNS)
+        self.options.setMinimumHeight(110)
         self.plot = PlotWidget("The partial-backfill curves of the run's report appear here.")
+        self.plot.setMinimumHeight(200)
         split.addWidget(self.options)
         split.addWidget(self.plot)
-        split.setSizes([250, 450])
+        split.setSizes([230, 450])
         self.layout_.addWidget(split, 1)
+        ctx.focus_run_changed.connect(self.mark_stale)
+        self._focus_seen: int | None = None
 
     @staticmethod
     def _share_box(value: float, tip: str) -> QDoubleSpinBox:
@@ -120,6 +134,7 @@ class PlanPage(Page):
             return plan_upgrade(ws, run_id, fraction, device=device, gain_threshold=gain_threshold,
                                 target_share=target_share, on_progress=on_progress, should_stop=should_stop)
 
+        self.ctx.set_focus_run(run_id)
         self.ctx.run(f"Plan the upgrade of run {run_id}", job, self.show_plan, milestone="stage")
 
     def show_plan(self, plan: dict[str, Any]) -> None:
@@ -135,12 +150,19 @@ class PlanPage(Page):
             return html.escape(value, quote=False)
 
         notes = "".join(f"<li>{text(n)}</li>" for n in plan.get("notes") or [])
-        self.summary.setText(f"<b>Recommendation: {text(chosen)}</b><p>{text(plan['reason'])}</p>"
-                             + (f"<ul>{notes}</ul>" if notes else ""))
+        measured = ""
+        report = None
         if self.ctx.ws is not None and plan.get("report_id") is not None:
             from core.report.build import load_report
+            from core.report.number_source import source_of_report
 
-            self._show_curves(load_report(self.ctx.ws, int(plan["report_id"])))
+            report = load_report(self.ctx.ws, int(plan["report_id"]))
+            measured = (f"<p style='color:#555'>Quality numbers: report {plan['report_id']}, measured on "
+                        f"{text(source_of_report(report).label())}.</p>")
+        self.summary.setText(f"<b>Recommendation: {text(chosen)}</b><p>{text(plan['reason'])}</p>"
+                             + (f"<ul>{notes}</ul>" if notes else "") + measured)
+        if report is not None:
+            self._show_curves(report)
 
     def _show_curves(self, report: dict[str, Any] | None) -> None:
         """The report's partial-backfill figure, the one its HTML page shows."""
@@ -166,8 +188,22 @@ class PlanPage(Page):
         self._show_curves(latest_report_for_run(self.ctx.ws, int(self._runs[index]["id"])))
 
     # -- state ------------------------------------------------------------------------------
+    def reset(self) -> None:
+        self.plan, self._runs, self._focus_seen = None, [], None
+        self.run_combo.clear()
+        self.options.setRowCount(0)
+        self.summary.setText("Make a plan to compare the options.")
+        self.plot.clear("The partial-backfill curves of the run's report appear here.")
+
     def refresh(self) -> None:
         assert self.ctx.ws is not None
         self._runs = completed_train_runs(self.ctx.ws)
+        self.run_combo.blockSignals(True)
         set_combo_items(self.run_combo, [run_label(r) for r in self._runs])
+        if self.ctx.focus_run != self._focus_seen:
+            self._focus_seen = self.ctx.focus_run
+            select_run(self.run_combo, self._runs, self.ctx.focus_run)
+        self.run_combo.blockSignals(False)
+        self.plan_button.setEnabled(bool(self._runs))
+        self.plan_button.setToolTip("" if self._runs else "Train a layer on the Train page first.")
         self._run_chosen(self.run_combo.currentIndex())

@@ -27,9 +27,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.pages.base import format_value
+from app.pages.base import format_value, set_header_tips
+from core.report.wording import comparison_word
 
-PASS_COLOUR, FAIL_COLOUR = QColor("#d8f0d8"), QColor("#f6d5d5")
+PASS_COLOUR, FAIL_COLOUR, EQUAL_COLOUR = QColor("#d8f0d8"), QColor("#f6d5d5"), QColor("#e8e8e8")
+WORD_COLOURS = {"pass": PASS_COLOUR, "fail": FAIL_COLOUR, "equal": EQUAL_COLOUR}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif"}
 THUMB = 64
 
@@ -50,22 +52,25 @@ def fill_metrics_table(table: QTableWidget, cells: dict[str, dict[str, Any]],
     table.clear()
     table.setColumnCount(len(headers))
     table.setHorizontalHeaderLabels(headers)
+    set_header_tips(table, {h: ("pass: beats old/old; equal: same value; fail: worse" if h.endswith("vs old/old")
+                                else "share of the full-backfill gain kept" if h.endswith("gain retained") else "")
+                            for h in headers})
     table.setRowCount(len(metrics))
     for r, metric in enumerate(metrics):
         table.setItem(r, 0, QTableWidgetItem(metric))
         for c, cell in enumerate(cell_names, start=1):
             item = QTableWidgetItem(format_value(cells[cell].get(metric)))
-            verdict = comparison.get(cell, {}).get(metric, {}).get("passes")
-            if verdict is not None:
-                item.setBackground(QBrush(PASS_COLOUR if verdict else FAIL_COLOUR))
+            word = comparison_word(comparison.get(cell, {}).get(metric, {}))
+            if word:
+                item.setBackground(QBrush(WORD_COLOURS[word]))
             table.setItem(r, c, item)
         col = len(cell_names) + 1
         for rows in comparison.values():
             row = rows.get(metric, {})
-            verdict = row.get("passes")
-            mark = QTableWidgetItem("" if verdict is None else "pass" if verdict else "fail")
-            if verdict is not None:
-                mark.setBackground(QBrush(PASS_COLOUR if verdict else FAIL_COLOUR))
+            word = comparison_word(row)
+            mark = QTableWidgetItem(word)
+            if word:
+                mark.setBackground(QBrush(WORD_COLOURS[word]))
             table.setItem(r, col, mark)
             table.setItem(r, col + 1, QTableWidgetItem(format_value(row.get("gain_retained"))))
             col += 2

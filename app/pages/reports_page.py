@@ -16,24 +16,29 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
+    QFrame,
     QHBoxLayout,
     QLabel,
     QPushButton,
+    QScrollArea,
     QSpinBox,
     QTabWidget,
 )
 
 from app import dialogs
 from app.context import AppContext
-from app.pages.base import Page, completed_train_runs, make_table, run_label
+from app.pages.base import Page, completed_train_runs, make_table, run_label, select_run
 from app.pages.forms import set_combo_items
 from app.pages.report_widgets import FlipBrowser, fill_metrics_table
 from app.plots import PlotWidget
 from core.errors import StoreError
 from core.progress import ProgressFn, StopFn
+from core.report.number_source import source_of_report
+from core.report.wording import verdict_tone
 from core.store import Workspace
 
 log = logging.getLogger("embridge.app")
+TONE_COLOURS = {"pass": "#1b7f3b", "fail": "#b00020", "caution": "#a15c00", "info": "#222"}
 FIGURE_TITLES = {"cells": "Metrics", "recall": "Recall@k", "flips": "Flips", "per_label": "Per label",
                  "backfill": "Partial backfill", "training": "Training", "compatibility_matrix": "Matrix"}
 
@@ -90,7 +95,9 @@ class ReportsPage(Page):
         self.n_boot.setToolTip("Bootstrap resamples for the confidence intervals")
         self.build_button = QPushButton("&Build report")
         self.build_button.clicked.connect(self.build_from_form)
-        build.addWidget(QLabel("Run:"))
+        run_caption = QLabel("&Run:")
+        run_caption.setBuddy(self.run_combo)
+        build.addWidget(run_caption)
         build.addWidget(self.run_combo, 1)
         build.addWidget(self.build_button)
         self.layout_.addLayout(build)
@@ -107,7 +114,9 @@ class ReportsPage(Page):
         self.report_combo.currentIndexChanged.connect(self._report_chosen)
         self.html_button = QPushButton("Open &HTML report")
         self.html_button.clicked.connect(self.open_html)
-        pick.addWidget(QLabel("Re&port:"))
+        report_caption = QLabel("Re&port:")
+        report_caption.setBuddy(self.report_combo)
+        pick.addWidget(report_caption)
         pick.addWidget(self.report_combo, 1)
         pick.addWidget(self.html_button)
         self.layout_.addLayout(pick)
@@ -115,7 +124,14 @@ class ReportsPage(Page):
         self.verdict = QLabel()
         self.verdict.setWordWrap(True)
         self.verdict.setTextFormat(Qt.TextFormat.RichText)
-        self.layout_.addWidget(self.verdict)
+        self.verdict.setAlignment(Qt.AlignmentFlag.AlignTop)
+        self.verdict.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        verdict_scroll = QScrollArea()
+        verdict_scroll.setWidgetResizable(True)
+        verdict_scroll.setFrameShape(QFrame.Shape.NoFrame)
+        verdict_scroll.setWidget(self.verdict)
+        verdict_scroll.setMinimumHeight(90)
+        self.layout_.addWidget(verdict_scroll)
 
         self.tabs = QTabWidget()
         self.metrics = make_table(["Metric"])
@@ -126,7 +142,10 @@ class ReportsPage(Page):
         self.tabs.addTab(self.figure_tabs, "&Figures")
         self.tabs.addTab(self.flips, "Flipped &queries")
         self.tabs.currentChanged.connect(self._tab_changed)
+        self.tabs.setMinimumHeight(220)
         self.layout_.addWidget(self.tabs, 1)
+        ctx.focus_run_changed.connect(self.mark_stale)
+        self._focus_seen: int | None = None
 
     # -- actions ----------------------------------------------------------------------------
     def build_from_form(self) -> None:
@@ -149,15 +168,27 @@ class ReportsPage(Page):
         def done(report_id: int) -> None:
             log.info("report %d built for run %d", report_id, run_id)
             self._wanted = report_id
+            self.ctx.set_focus_run(run_id)
 
         self.ctx.run(f"Report on run {run_id}", job, done, milestone="stage")
 
     def open_html(self) -> None:
+        """Open the HTML report in a browser, and always say where it is (with a copy button),
+        since a machine without a browser opens nothing."""
         files = (self.report or {}).get("files") or {}
         if files.get("html"):
-            dialogs.open_path(files["html"])
+            opened = dialogs.open_path(files["html"])
+            self.path_dialog = dialogs.show_path(self, "HTML report", files["html"], opened)
 
     # -- showing a report -------------------------------------------------------------------
+    def reset(self) -> None:
+        self._wanted, self._focus_seen, self._runs, self._reports = None, None, [], []
+        self.run_combo.clear()
+        self.report_combo.blockSignals(True)
+        self.report_combo.clear()
+        self.report_combo.blockSignals(False)
+        self.show_report(None)
+
     def _report_chosen(self, index: int) -> None:
         if self.ctx.ws is None or not 0 <= index < len(self._reports):
             self.show_report(None)
@@ -166,6 +197,9 @@ class ReportsPage(Page):
 
         try:
             self.show_report(load_report(self.ctx.ws, int(self._reports[index]["id"])))
+            run_id = self._reports[index].get("run_id")
+            if run_id is not None:
+                select_run(self.run_combo, self._runs, int(run_id))
         except StoreError as exc:
             self.ctx.reporter.report("Open report", str(exc))
 
@@ -183,13 +217,13 @@ class ReportsPage(Page):
             self.flips.set_flips([])
             return
         upgraded = report.get("upgraded_cell")
-        head = report.get("headline") or {}
-        colour = "#1b7f3b" if head.get("compatible") else "#b00020"
-        lines = "".join(f"<p style='color:{colour if i == 0 else '#222'}'>{html.escape(v)}</p>"
-                        for i, v in enumerate(reversed(report.get("verdicts") or [])))
+        lines = "".join(f"<p style='color:{TONE_COLOURS[verdict_tone(v)]}'>{html.escape(v)}</p>"
+                        for v in report.get("verdicts") or [])
+        source = source_of_report(report)
         facts = " ".join(report.get("protocol") or [])
         statement = (report.get("search") or {}).get("statement", "")
-        self.verdict.setText(f"{lines}<p style='color:#555'>{html.escape(facts)} {html.escape(statement)}</p>")
+        self.verdict.setText(f"<p><b>Measured on: {html.escape(source.label())}</b></p>{lines}"
+                             f"<p style='color:#555'>{html.escape(facts)} {html.escape(statement)}</p>")
         comparison = {upgraded: report["comparison"]} if upgraded and report.get("comparison") else {}
         fill_metrics_table(self.metrics, shown_cells(report), comparison)
         from core.report.build import flipped_queries
@@ -221,6 +255,14 @@ class ReportsPage(Page):
         ws = self.ctx.ws
         self._runs = completed_train_runs(ws)
         set_combo_items(self.run_combo, [run_label(r) for r in self._runs])
+        self.build_button.setEnabled(bool(self._runs))
+        focus = self.ctx.focus_run
+        if focus != self._focus_seen:
+            self._focus_seen = focus
+            select_run(self.run_combo, self._runs, focus)
+            if self._wanted is None:  # show the focused run's latest report
+                self._wanted = next((r["id"] for r in reversed(ws.reports()) if r.get("run_id") == focus
+                                     and r.get("json_file")), None)
         self._reports = [r for r in reversed(ws.reports()) if r.get("json_file")]
         labels = [f"report {r['id']}" + (f" · run {r['run_id']}" if r.get("run_id") is not None else "")
                   for r in self._reports]

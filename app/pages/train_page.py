@@ -35,6 +35,43 @@ from core.store import Workspace
 log = logging.getLogger("embridge.app")
 HIDDEN_SETTINGS = ("device",)  # chosen with the device box, not in the form
 HEADLINE = ("old_old_top1", "new_new_top1", "upgraded_top1", "gain_retained")
+RUN_COLUMNS = ["Run", "Method", "Status", "Old/old top-1", "New/new top-1", "Upgraded top-1", "Gain retained",
+               "Measured on", "Candidates", "Note"]
+
+
+def run_row(run: dict[str, Any]) -> list[Any]:
+    """One row of the runs table: the method actually fitted, the numbers and where they come from."""
+    from core.report.number_source import source_of_run
+    from core.run_choice import run_choice
+
+    metrics = run.get("metrics") or {}
+    choice = run_choice(run)
+    measured = source_of_run(run).label() if any(isinstance(metrics.get(k), int | float) for k in HEADLINE) else ""
+    note = run.get("error") or choice.reason or metrics.get("note")
+    return [run["id"], choice.method_text(), run["status"], *[metrics.get(k) for k in HEADLINE], measured,
+            choice.candidates_text() if choice.is_auto else "", note]
+
+
+def result_text(summary: dict[str, Any]) -> str:
+    """What the page says when a run ends: the numbers with their source, the choice, early stopping."""
+    from core.report.number_source import source_of_run, with_source
+    from core.run_choice import run_choice
+
+    record = {"method": summary.get("method"), "metrics": summary}
+    choice = run_choice(record)
+    numbers = ", ".join(f"{k.replace('_', ' ')} {summary[k]:.3f}" for k in HEADLINE
+                        if isinstance(summary.get(k), int | float))
+    text = f"Run {summary['run_id']} ({choice.method_text()}, {summary['status']}): "
+    text += with_source(numbers, source_of_run(record)) if numbers else str(summary.get("note") or "")
+    if choice.is_auto and choice.candidates:
+        text += f". Candidates ({choice.metric}): {choice.candidates_text()}"
+    reason = str(summary.get("reason") or "")
+    if reason:
+        text += f". {reason[0].upper()}{reason[1:]}"
+    epochs, best = summary.get("epochs_run"), summary.get("best_epoch")
+    if isinstance(best, int) and isinstance(epochs, int) and epochs > 1:
+        text += f" (best epoch {best}, kept)"
+    return text
 
 
 class TrainPage(Page):
@@ -69,6 +106,7 @@ class TrainPage(Page):
         setup_layout.addLayout(models)
         self.form = SettingsForm()
         scroll = QScrollArea()
+        scroll.setMinimumHeight(200)  # about seven settings rows before scrolling
         scroll.setWidgetResizable(True)
         scroll.setWidget(self.form)
         setup_layout.addWidget(scroll, 1)
@@ -94,15 +132,15 @@ class TrainPage(Page):
         self.plot = PlotWidget("The loss and validation metric appear here while a method trains.")
         self.result_label = QLabel()
         self.result_label.setWordWrap(True)
-        self.runs_table = make_table(["Run", "Method", "Status", "Old/old top-1", "New/new top-1",
-                                      "Upgraded top-1", "Gain retained", "Note"])
+        self.runs_table = make_table(RUN_COLUMNS)
         results_layout.addWidget(self.plot, 2)
         results_layout.addWidget(self.result_label)
         results_layout.addWidget(self.runs_table, 1)
         split = QSplitter(Qt.Orientation.Vertical)
         split.addWidget(top)
         split.addWidget(results)
-        split.setSizes([380, 520])
+        split.setChildrenCollapsible(False)
+        split.setSizes([440, 460])
         self.layout_.addWidget(split, 1)
         ctx.devices_changed.connect(lambda: set_combo_items(self.device, self.ctx.devices))
         set_combo_items(self.device, ctx.devices)
@@ -227,6 +265,9 @@ class TrainPage(Page):
         if self.live.add(info):
             rows = self.live.table()
             self.plot.schedule(lambda: training_curves(rows))
+        note = self.live.status()
+        if note:
+            self.result_label.setText(note)
 
     def cancel(self) -> None:
         if self.job is not None:
@@ -244,10 +285,16 @@ class TrainPage(Page):
             self._explain(kind)
 
     def _trained(self, summary: dict[str, Any]) -> None:
-        numbers = ", ".join(f"{k.replace('_', ' ')} {summary[k]:.3f}" for k in HEADLINE
-                            if isinstance(summary.get(k), int | float))
-        self.result_label.setText(f"Run {summary['run_id']} ({summary['method']}, {summary['status']}): "
-                                  f"{numbers or summary.get('note', '')}")
+        self.result_label.setText(result_text(summary))
+        self.ctx.set_focus_run(int(summary["run_id"]))
+
+    def reset(self) -> None:
+        """A new workspace: no curves, result or runs of the previous one stay on screen."""
+        self.live = LiveCurves()
+        self.plot.clear("The loss and validation metric appear here while a method trains.")
+        self.result_label.setText("")
+        self.runs_table.setRowCount(0)
+        self._overview = {}
 
     # -- state ------------------------------------------------------------------------------
     def refresh(self) -> None:
@@ -264,10 +311,7 @@ class TrainPage(Page):
         if not self._methods:
             self._load_methods()
         runs = self.ctx.ws.runs("train")
-        fill_table(self.runs_table, [[r["id"], r["method"], r["status"],
-                                      *[(r.get("metrics") or {}).get(k) for k in HEADLINE],
-                                      r.get("error") or (r.get("metrics") or {}).get("note")]
-                                     for r in reversed(runs)])
+        fill_table(self.runs_table, [run_row(r) for r in reversed(runs)])
         self._show_recorded(runs)
         self._models_changed()
 
@@ -278,4 +322,5 @@ class TrainPage(Page):
         from core.report.export import report_figures
 
         epochs = runs[-1]["epochs"]
-        self.plot.schedule(lambda: report_figures({"run": {"epochs": epochs}})["training"])
+        heldout = {"val_metric_name": (runs[-1].get("metrics") or {}).get("val_metric_name")}
+        self.plot.schedule(lambda: report_figures({"run": {"epochs": epochs, "heldout_test_fold": heldout}})["training"])

@@ -1,4 +1,4 @@
-"""Workspace commands: init, info, import, model add, embed, demo."""
+"""Workspace commands: init, info, import, model add|list|remove|rename|set-role, embed, demo."""
 
 from __future__ import annotations
 
@@ -59,6 +59,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = model.add_parser("list", help="list models")
     add_common(p)
     p.set_defaults(handler=cmd_model_list)
+    p = model.add_parser("remove", help="remove a model that no vector set or adapter uses")
+    add_common(p)
+    p.add_argument("--name", required=True)
+    p.set_defaults(handler=cmd_model_remove)
+    p = model.add_parser("rename", help="rename a model (its adapters and runs follow)")
+    add_common(p)
+    p.add_argument("--name", required=True)
+    p.add_argument("--to", required=True, help="the new name")
+    p.set_defaults(handler=cmd_model_rename)
+    p = model.add_parser("set-role", help="give a model the role old, new or other")
+    add_common(p)
+    p.add_argument("--name", required=True)
+    p.add_argument("--role", required=True, choices=["old", "new", "other"])
+    p.set_defaults(handler=cmd_model_set_role)
 
     p = sub.add_parser("embed", help="embed items with a model into a vector set")
     add_common(p)
@@ -143,7 +157,10 @@ def cmd_model_add(args: argparse.Namespace) -> Result:
     spec = describe_model(args.path, kind=args.kind, name=args.name, arch=args.arch,
                           arch_config=_json_object(args.arch_config, "--arch-config"),
                           input_shape=_shape(args.input_shape), text=text)
+    from core.models.manage import check_not_duplicate
+
     with Workspace.open(args.workspace) as ws:
+        check_not_duplicate(ws, spec.to_dict(), args.path)
         row = ws.add_model(args.name, args.role, spec.to_dict(), args.path)
     data = {k: row[k] for k in ("name", "role", "kind", "modality", "dim", "params", "sha256", "path")}
     data.update(query_prompt=spec.query_prompt, document_prompt=spec.document_prompt, pooling=spec.pooling)
@@ -188,6 +205,30 @@ def cmd_model_list(args: argparse.Namespace) -> Result:
                   for m in ws.models()]
     text = "\n".join(f"{m['name']:<14} {m['role']:<5} {m['kind']:<12} dim {m['dim']}" for m in models)
     return {"models": models}, text or "no models"
+
+
+def cmd_model_remove(args: argparse.Namespace) -> Result:
+    from core.models.manage import remove_model
+
+    with Workspace.open(args.workspace) as ws:
+        data = remove_model(ws, args.name)
+    return data, f"removed model {args.name}"
+
+
+def cmd_model_rename(args: argparse.Namespace) -> Result:
+    from core.models.manage import rename_model
+
+    with Workspace.open(args.workspace) as ws:
+        row = rename_model(ws, args.name, args.to)
+    return {"name": row["name"], "was": args.name}, f"renamed model {args.name} to {row['name']}"
+
+
+def cmd_model_set_role(args: argparse.Namespace) -> Result:
+    from core.models.manage import set_model_role
+
+    with Workspace.open(args.workspace) as ws:
+        row = set_model_role(ws, args.name, args.role)
+    return {"name": row["name"], "role": row["role"]}, f"model {row['name']} now has role {row['role']}"
 
 
 def cmd_embed(args: argparse.Namespace) -> Result:

@@ -88,7 +88,8 @@ def report_figures(report: Mapping[str, Any]) -> dict[str, Any]:
     if any(isinstance(v, int | float) for row in epochs for k, v in row.items() if k != "epoch"):
         axis = _epoch_axis(epochs)
         rows = epochs if axis == "epoch" else [{k: v for k, v in r.items() if k != "epoch"} for r in epochs]
-        out["training"] = figures.training_curves(rows, axis)
+        heldout = (report.get("run") or {}).get("heldout_test_fold") or {}
+        out["training"] = figures.training_curves(rows, axis, heldout.get("val_metric_name"))
     chain = report.get("chain")
     if chain:
         out["compatibility_matrix"] = figures.compatibility_heatmap(

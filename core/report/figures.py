@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 from matplotlib import rc_context
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator, NullLocator
 
 _SIZE = (6.4, 3.6)
 # Fixed colours for the usual cells so the same cell looks the same in every figure.
@@ -30,6 +31,13 @@ def _figure(size: tuple[float, float] = _SIZE) -> Figure:
 
 def _finite(value: Any) -> float:
     return float(value) if value is not None and np.isfinite(value) else float("nan")
+
+
+def _legend_below(fig: Figure, ax: Any, entries: int) -> None:
+    """The legend under the plot, outside the axes, so it never covers bars or lines."""
+    if ax.get_legend_handles_labels()[0]:
+        fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", fontsize="small",
+                   ncols=max(1, min(entries, 4)), frameon=False)
 
 
 def metric_bars(
@@ -58,7 +66,7 @@ def metric_bars(
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("value")
     ax.set_title(title)
-    ax.legend(fontsize="small", ncols=min(len(names), 4), loc="upper left")
+    _legend_below(fig, ax, len(names))
     return fig
 
 
@@ -70,11 +78,15 @@ def recall_curves(curves: Mapping[str, Mapping[int, float]], title: str = "Recal
         ks = sorted(points)
         ax.plot(ks, [_finite(points[k]) for k in ks], marker="o", label=cell, color=_colour(cell, i))
     ax.set_xscale("log")
+    every_k = sorted({int(k) for points in curves.values() for k in points})
+    if every_k:
+        ax.set_xticks(every_k, [str(k) for k in every_k])
+        ax.xaxis.set_minor_locator(NullLocator())
     ax.set_xlabel("k")
     ax.set_ylabel("recall@k")
     ax.set_ylim(0, 1.05)
     ax.set_title(title)
-    ax.legend(fontsize="small")
+    _legend_below(fig, ax, len(curves))
     return fig
 
 
@@ -91,7 +103,7 @@ def flip_bars(flips: Mapping[str, Mapping[str, float]], title: str = "Top-1 flip
     ax.set_xticks(x, names)
     ax.set_ylabel("share of queries")
     ax.set_title(title)
-    ax.legend(fontsize="small")
+    _legend_below(fig, ax, 2)
     return fig
 
 
@@ -121,7 +133,7 @@ def per_label_bars(
     ax.set_xlabel(metric)
     shown = f" (worst {len(labels)} of {len(first)})" if len(first) > len(labels) else ""
     ax.set_title(title or f"{metric} per label{shown}")
-    ax.legend(fontsize="small", loc="lower right")
+    _legend_below(fig, ax, len(names))
     return fig
 
 
@@ -178,30 +190,57 @@ def backfill_curves(
     ax.set_xlabel("backfilled fraction β of the gallery")
     ax.set_ylabel(metric)
     ax.set_title(title or f"Partial backfill: {metric}")
-    ax.legend(fontsize="small", loc="lower right")
+    _legend_below(fig, ax, len(curves) + len(references or {}))
     return fig
 
 
-def training_curves(epochs: Sequence[Mapping[str, Any]], x_key: str = "epoch") -> Figure:
-    """Per-epoch numbers: keys with "loss" on the left axes, every other number on the right."""
+METRIC_LABELS = {"label_top1": "validation top-1 (same label)", "pair_top1": "validation top-1 (own item)"}
+
+
+def training_curves(epochs: Sequence[Mapping[str, Any]], x_key: str = "epoch",
+                    metric_name: str | None = None) -> Figure:
+    """Per-epoch numbers: the training loss (with the learning rate on its own right axis) and the
+    validation metric, named. A fit without a loss (closed form) gets the validation panel only."""
     keys: list[str] = []
     for row in epochs:
         keys += [k for k, v in row.items() if k != x_key and k not in keys and isinstance(v, int | float)]
     loss_keys = [k for k in keys if "loss" in k]
-    other_keys = [k for k in keys if "loss" not in k]
-    fig = _figure((8.0, 3.4))
-    axes = fig.subplots(1, 2)
+    lr_keys = [k for k in keys if k == "lr"]
+    other_keys = [k for k in keys if "loss" not in k and k != "lr"]
+    has_loss = any(np.isfinite(_finite(row.get(k))) for row in epochs for k in loss_keys)
+    fig = _figure((8.0, 3.4) if has_loss else _SIZE)
+    axes = list(np.atleast_1d(fig.subplots(1, 2 if has_loss else 1)))
     xs = [row.get(x_key, i + 1) for i, row in enumerate(epochs)]
-    for ax, group, ylabel in ((axes[0], loss_keys, "loss"), (axes[1], other_keys, "metric")):
+    metric_label = METRIC_LABELS.get(metric_name or "", metric_name or "validation top-1")
+
+    def label(key: str) -> str:
+        return {"val_metric": metric_label, "train_loss": "training loss", "loss": "training loss"}.get(
+            key, key.replace("_", " "))
+
+    def draw(ax: Any, group: list[str], ylabel: str) -> None:
         for i, key in enumerate(group):
-            ys = [_finite(row.get(key)) for row in epochs]
-            ax.plot(xs, ys, marker=".", label=key, color=_PALETTE[i % len(_PALETTE)])
+            ax.plot(xs, [_finite(row.get(key)) for row in epochs], marker=".", label=label(key),
+                    color=_PALETTE[i % len(_PALETTE)])
         ax.set_xlabel(x_key)
         ax.set_ylabel(ylabel)
-        if group:
-            ax.legend(fontsize="small")
-    axes[0].set_title("Training loss")
-    axes[1].set_title("Validation metrics")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+    if has_loss:
+        draw(axes[0], loss_keys, "training loss")
+        axes[0].set_title("Training loss")
+        if lr_keys:
+            twin = axes[0].twinx()
+            twin.plot(xs, [_finite(row.get("lr")) for row in epochs], linestyle="--", color="#7f7f7f",
+                      label="learning rate")
+            twin.set_ylabel("learning rate")
+            lines = axes[0].get_lines() + twin.get_lines()
+            axes[0].legend(lines, [ln.get_label() for ln in lines], fontsize="small", loc="upper right")
+        elif loss_keys:
+            axes[0].legend(fontsize="small", loc="upper right")
+    draw(axes[-1], other_keys, metric_label)
+    axes[-1].set_title("Validation")
+    if len(other_keys) > 1:
+        axes[-1].legend(fontsize="small", loc="lower right")
     return fig
 
 

@@ -1,0 +1,64 @@
+"""What an automatic-choice run chose, from its run record: the winner, each candidate, and why.
+
+``train_run`` records the candidates' validation scores and the reason in the run's metrics; the
+CLI (``embridge runs``/``train``), the app's tables and run pickers, and bundle summaries all read
+them through :func:`run_choice` so they say the same thing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Candidate:
+    kind: str
+    status: str
+    score: float | None  # the validation metric the choice compared
+    note: str
+
+
+@dataclass(frozen=True)
+class RunChoice:
+    method: str  # what the user asked for ("auto" or a kind)
+    kind: str | None  # what was fitted (the winner for "auto")
+    metric: str  # the validation metric candidates were compared on
+    reason: str
+    candidates: tuple[Candidate, ...]
+
+    @property
+    def is_auto(self) -> bool:
+        return self.method == "auto"
+
+    def method_text(self) -> str:
+        """'auto → lowrank' for an automatic choice, else the kind."""
+        if self.is_auto:
+            return f"auto → {self.kind}" if self.kind else "auto (nothing chosen)"
+        return self.kind or self.method
+
+    def candidates_text(self) -> str:
+        """'lowrank 0.812 (chosen), procrustes 0.790, bct skipped: needs labels'."""
+        parts = []
+        for c in self.candidates:
+            if c.score is not None:
+                part = f"{c.kind} {c.score:.3f}"
+            else:
+                part = f"{c.kind} {c.status}" + (f": {c.note}" if c.note else "")
+            parts.append(part + (" (chosen)" if c.kind == self.kind else ""))
+        return ", ".join(parts)
+
+
+def run_choice(run: dict[str, Any]) -> RunChoice:
+    """The choice a training run record states (works for any method; candidates only for auto)."""
+    metrics = run.get("metrics") or {}
+    method = str(run.get("method") or metrics.get("method") or "")
+    kind = metrics.get("kind") or (None if method == "auto" else method)
+    metric = metrics.get("val_metric_name") or "validation top-1"
+    metric = {"label_top1": "validation label top-1", "pair_top1": "validation own-item top-1"}.get(metric, metric)
+    candidates = tuple(Candidate(str(c.get("kind")), str(c.get("status") or ""),
+                                 float(c["val_metric"]) if isinstance(c.get("val_metric"), int | float) else None,
+                                 str(c.get("reason") or ""))
+                       for c in metrics.get("candidates") or [])
+    ranked = tuple(sorted(candidates, key=lambda c: (c.score is None, -(c.score or 0.0))))
+    return RunChoice(method, kind, metric, str(metrics.get("reason") or ""), ranked)

@@ -1,0 +1,33 @@
+"""One sentence per training setting: the app's tooltips and the CLI's help read these."""
+
+from __future__ import annotations
+
+SETTING_HELP: dict[str, str] = {
+    "epochs": "Most passes over the training pairs; training may stop earlier (see patience).",
+    "batch_size": "Training pairs per optimisation step.",
+    "lr": "Learning rate of the AdamW optimiser (cosine-decayed to zero over the epochs).",
+    "weight_decay": "AdamW weight decay: pulls the layer's weights towards zero.",
+    "loss": "How mapped new vectors are pulled to old ones: mse, cosine, or contrastive (in-batch negatives).",
+    "temperature": "Softness of the contrastive loss; smaller values punish near misses harder.",
+    "patience": "Stop early after this many epochs without a better validation score; the best epoch is kept.",
+    "seed": "Seed for the train/validation/test split and the training order (same seed, same result).",
+    "device": "Where to train: auto picks a GPU when there is one.",
+    "amp": "Mixed precision on a GPU (faster, same results within rounding); ignored on the CPU.",
+    "candidates": "Methods the automatic choice fits; the best on validation wins.",
+    "rank": "Rank of the low-rank map (smaller: fewer parameters, less over-fitting).",
+    "hidden": "Width of the MLP's hidden layer.",
+    "ridge_grid": "Ridge strengths tried for the closed-form fit; the best on validation is kept.",
+    "shrink_grid": "Covariance shrinkage values tried when whitening; the best on validation is kept.",
+    "alpha_grid": "Fusion weights of old and mapped new query tried; the best on validation is kept.",
+    "whiten": "Whiten both spaces before the orthogonal fit (helps when the spaces are anisotropic).",
+    "diagonal": "Fit only a per-dimension scale and shift instead of a full matrix.",
+    "base": "The layer fusion combines with the old query vector.",
+    "align_weight": "Weight of the term that keeps new vectors close to the old classifier's space.",
+    "influence_weight": "Weight of the old classifier's loss on new vectors (backward-compatible training).",
+    "logit_scale": "Scale of the classifier logits in the compatibility loss.",
+    "extra_dims": "Extra dimensions the head adds beyond the old model's.",
+}
+
+
+def setting_help(key: str) -> str:
+    return SETTING_HELP.get(key, key.replace("_", " "))

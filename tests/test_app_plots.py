@@ -1,0 +1,103 @@
+"""Plots: the live training plot matches the recorded epochs and never shows a blank frame; the
+figures name their axes, keep the learning rate off the metric's axis and keep legends off the data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from pytestqt.qtbot import QtBot
+
+from app.pages.live_curves import LiveCurves
+from app.pages.train_page import result_text
+from app.plots import PlotWidget
+from core.report import figures
+from core.store import Workspace
+
+
+@pytest.fixture(scope="module")
+def mlp_run(demo_workspace_path: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """An MLP run that stops early (patience 1), with every progress report it sent."""
+    import shutil
+
+    from core.train.runs import train_run
+
+    path = tmp_path_factory.mktemp("mlp") / "ws"
+    shutil.copytree(demo_workspace_path, path)
+    reports: list[dict[str, Any]] = []
+    with Workspace.open(path) as ws:
+        summary = train_run(ws, "mlp", device="cpu", config={"epochs": 60, "patience": 1, "lr": 0.01},
+                            on_progress=lambda d, t, info: reports.append(dict(info)))
+        run = ws.run(summary["run_id"])
+    return {"summary": summary, "run": run, "reports": reports}
+
+
+def test_live_rows_equal_the_recorded_epochs(mlp_run: dict[str, Any]) -> None:
+    live = LiveCurves()
+    for info in mlp_run["reports"]:
+        live.add(info)
+    recorded = {int(e["epoch"]): e for e in mlp_run["run"]["epochs"]}
+    rows = {row["epoch"]: row for row in live.table()}
+    finished = [e for e in recorded if e < max(recorded)]  # the last epoch ends after the last report
+    assert len(finished) >= 2
+    for epoch in finished:
+        assert rows[epoch]["val_metric"] == recorded[epoch]["val_metric"]
+        if "train_loss" in recorded[epoch]:
+            assert rows[epoch]["loss"] == recorded[epoch]["train_loss"]
+            assert rows[epoch]["lr"] == recorded[epoch]["lr"]
+
+
+def test_early_stopping_is_announced(mlp_run: dict[str, Any]) -> None:
+    summary = mlp_run["summary"]
+    assert summary["epochs_run"] < 61  # it stopped before the 60th epoch
+    live = LiveCurves()
+    live.add(mlp_run["reports"][-1])
+    assert "stops early after" in live.status() and "without validation gain" in live.status()
+    text = result_text(summary)
+    assert "Stopped early at epoch" in text and f"best epoch {summary['best_epoch']}" in text
+    from app.jobs_panel import early_stop_note
+
+    assert early_stop_note(mlp_run["reports"][-1]).startswith("stops early after")
+
+
+def test_every_live_redraw_shows_a_drawn_figure(qtbot: QtBot, mlp_run: dict[str, Any]) -> None:
+    plot = PlotWidget()
+    qtbot.addWidget(plot)
+    plot.resize(640, 360)
+    plot.show()
+    live = LiveCurves()
+    sizes = []
+    for info in mlp_run["reports"]:
+        if live.add(info):
+            rows = live.table()
+            plot.schedule(lambda rows=rows: figures.training_curves(rows))
+            plot.flush()
+            pixels = np.asarray(plot.canvas.buffer_rgba())
+            assert pixels.std() > 5, "a blank frame"  # drawn before it replaced the previous canvas
+            sizes.append((plot.canvas.width(), plot.canvas.height()))
+    assert len(sizes) > 8 and len(set(sizes[1:])) == 1
+
+
+def test_training_figure_names_axes_and_keeps_lr_apart(mlp_run: dict[str, Any]) -> None:
+    fig = figures.training_curves(mlp_run["run"]["epochs"], "epoch", mlp_run["run"]["metrics"]["val_metric_name"])
+    loss, lr, val = fig.axes
+    assert loss.get_ylabel() == "training loss" and lr.get_ylabel() == "learning rate"
+    assert val.get_ylabel() == "validation top-1 (same label)"
+    assert [ln.get_label() for ln in val.get_lines()] == ["validation top-1 (same label)"]
+    assert all(float(t).is_integer() for t in val.get_xticks())
+    closed = figures.training_curves([{"val_metric": 0.5}, {"val_metric": 0.7}], "candidate")
+    assert len(closed.axes) == 1 and closed.axes[0].get_title() == "Validation"  # no empty loss axes
+
+
+def test_recall_ticks_are_plain_k_and_legends_sit_outside_the_data() -> None:
+    fig = figures.recall_curves({"old/old": {1: 0.2, 10: 0.5, 100: 0.9}, "new→old": {1: 0.3, 10: 0.6, 100: 1.0}})
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "10", "100"]
+    bars = figures.metric_bars({"old/old": {"top1": 0.9}, "new→old": {"top1": 0.95}, "new/new": {"top1": 1.0}})
+    bars.canvas.draw()
+    renderer = bars.canvas.get_renderer()
+    (legend,) = bars.legends
+    assert not legend.get_window_extent(renderer).overlaps(bars.axes[0].get_window_extent(renderer))
