@@ -21,9 +21,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_common(p)
     p.set_defaults(handler=cmd_info)
 
-    p = sub.add_parser("import", help="import items: image folder, CSV/JSONL texts, or vectors")
+    p = sub.add_parser("import", help="import items: image folder, CSV/JSONL texts, vectors, or a vector store")
     add_common(p)
-    p.add_argument("--path", required=True, help="folder or file to import")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--path", help="folder or file to import")
+    source.add_argument("--from", dest="from_uri", metavar="URI",
+                        help="vector store collection, e.g. qdrant:///data/db?collection=docs")
+    p.add_argument("--label-field", help="with --from: payload field holding the label")
+    p.add_argument("--text-field", help="with --from: payload field holding the text")
     p.add_argument("--format", choices=["images", "csv", "jsonl", "vectors"], help="default: from the path")
     p.add_argument("--split", help="split name for the imported items (e.g. gallery, query)")
     p.add_argument("--model", help="for vector files: the (vectors-kind) model these vectors belong to")
@@ -81,10 +86,22 @@ def cmd_info(args: argparse.Namespace) -> Result:
 def cmd_import(args: argparse.Namespace) -> Result:
     from core.importers import import_items
 
+    if args.from_uri:
+        return _import_from_store(args)
     with Workspace.open(args.workspace) as ws:
         out = import_items(ws, args.path, args.format, args.split, args.model, args.ids,
                            args.key_column, args.text_column, args.label_column)
     return out, f"imported {out['count']} items ({out['format']}) from {out['path']}"
+
+
+def _import_from_store(args: argparse.Namespace) -> Result:
+    from core.connectors.gallery_import import import_from_store
+
+    with Workspace.open(args.workspace) as ws:
+        out = import_from_store(ws, args.from_uri, args.model, args.label_field, args.text_field,
+                                args.split or "gallery", on_progress=StderrProgress("import"))
+    return out.to_dict(), (f"imported {out.count} points from {out.store} ({out.new_items} new items), "
+                           f"vectors of model {out.model} (dim {out.dim}) in vector set {out.vector_set}")
 
 
 def cmd_model_add(args: argparse.Namespace) -> Result:
