@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "core.cli.train_cmds",
     "core.cli.report_cmds",
     "core.cli.bundle_cmds",
+    "core.cli.store_cmds",
 )
 
 

@@ -22,9 +22,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_common(p)
     p.set_defaults(handler=cmd_info)
 
-    p = sub.add_parser("import", help="import items: image folder, CSV/JSONL texts, vectors, or a BEIR folder")
+    p = sub.add_parser("import", help="import items: image folder, CSV/JSONL texts, vectors, a BEIR folder "
+                                      "or a vector store")
     add_common(p)
-    p.add_argument("--path", help="folder or file to import (may be left out when only --qrels is given)")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--path", help="folder or file to import (may be left out when only --qrels is given)")
+    source.add_argument("--from", dest="from_uri", metavar="URI",
+                        help="vector store collection, e.g. qdrant:///data/db?collection=docs")
+    p.add_argument("--label-field", help="with --from: payload field holding the label")
+    p.add_argument("--text-field", help="with --from: payload field holding the text")
     p.add_argument("--format", choices=["images", "csv", "jsonl", "vectors", "beir"], help="default: from the path")
     p.add_argument("--qrels", help="relevance judgments: query key, item key, grade[, split] a line (tsv or csv)")
     p.add_argument("--qrels-seed", type=int, default=0,
@@ -105,8 +111,11 @@ def cmd_info(args: argparse.Namespace) -> Result:
 
 
 def cmd_import(args: argparse.Namespace) -> Result:
+    if args.from_uri:
+        return _import_from_store(args)
     if args.path is None and args.qrels is None:
-        _usage_error("give --path (a folder or file to import) or --qrels FILE to import judgments only")
+        _usage_error("give --path (a folder or file to import), --from URI, or --qrels FILE to import "
+                     "judgments only")
     if args.format == "beir":
         if args.qrels is not None or args.path is None:
             _usage_error("--format beir takes --path DIR only: its judgments come from DIR/qrels/")
@@ -145,6 +154,16 @@ def _qrels_text(qrels: dict[str, Any]) -> str:
     splits = ", ".join(f"{k} {v}" for k, v in qrels["per_split"].items())
     seed = f" (queries split with seed {qrels['split_seed']})" if qrels["split_seed"] is not None else ""
     return f"stored {qrels['judgments']} judgments from {qrels['path']}: {splits}{seed}"
+
+
+def _import_from_store(args: argparse.Namespace) -> Result:
+    from core.connectors.gallery_import import import_from_store
+
+    with Workspace.open(args.workspace) as ws:
+        out = import_from_store(ws, args.from_uri, args.model, args.label_field, args.text_field,
+                                args.split or "gallery", on_progress=StderrProgress("import"))
+    return out.to_dict(), (f"imported {out.count} points from {out.store} ({out.new_items} new items), "
+                           f"vectors of model {out.model} (dim {out.dim}) in vector set {out.vector_set}")
 
 
 def cmd_model_add(args: argparse.Namespace) -> Result:

@@ -1,0 +1,73 @@
+"""Vector-store commands: migrate, rollback, check (``import --from`` lives with import)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from core.cli.main import add_common
+from core.progress import StderrProgress
+
+Result = tuple[dict[str, Any], str]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("migrate", help="move a vector store's gallery to the new model's space through a bundle")
+    add_common(p, workspace=False)
+    p.add_argument("--bundle", required=True, help="bundle (.zip or folder) from 'embridge bundle export'")
+    p.add_argument("--from", dest="source", required=True, metavar="URI", help="source collection (only read)")
+    p.add_argument("--to", dest="target", required=True, metavar="URI", help="new (shadow) collection to write")
+    p.add_argument("--order", choices=["random", "planner"], default="random",
+                   help="which points get real new vectors first (with --new-vectors)")
+    p.add_argument("--new-vectors", metavar="FILE.npz", help="real new-model vectors (arrays ids, vectors) to attach")
+    p.add_argument("--backfill", type=int, metavar="N", help="attach new vectors to at most N points")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--switch", action="store_true", help="after verification, move the alias to the new collection")
+    p.add_argument("--alias", help="alias to move (default: &alias= in --to)")
+    p.add_argument("--batch", type=int, default=4096, help="points per batch (default 4096)")
+    p.set_defaults(handler=cmd_migrate)
+
+    p = sub.add_parser("rollback", help="point a store's alias back at an earlier collection")
+    add_common(p, workspace=False)
+    p.add_argument("--to", dest="target", required=True, metavar="URI", help="collection to serve again")
+    p.add_argument("--alias", help="alias to move (default: &alias= in --to)")
+    p.set_defaults(handler=cmd_rollback)
+
+    p = sub.add_parser("check", help="how many points of a store are in which model's space")
+    add_common(p, workspace=False)
+    p.add_argument("--uri", required=True, help="store collection (or alias) to check")
+    p.add_argument("--label-field", help="payload field with labels: also measure top-1 label agreement")
+    p.add_argument("--served-as", help="for a half-migrated store: the model version its queries use")
+    p.add_argument("--sample", type=int, default=2000, help="queries for the quality measure (default 2000)")
+    p.set_defaults(handler=cmd_check)
+
+
+def cmd_migrate(args: argparse.Namespace) -> Result:
+    from core.connectors.migration import migrate_store
+
+    result = migrate_store(args.bundle, args.source, args.target, order=args.order, switch=args.switch,
+                           alias=args.alias, batch_size=args.batch, new_vectors=args.new_vectors,
+                           backfill=args.backfill, seed=args.seed, on_progress=StderrProgress("migrate"))
+    v = result.verification
+    text = (f"{result.status}: {v.target_count} points in {result.target} ({result.written} written now, "
+            f"{result.rows_per_s:,.0f} points/s); verified: counts match, spaces "
+            + ", ".join(f"{k}: {n}" for k, n in sorted(v.spaces.items()))
+            + f", {v.sample} sampled vectors within {v.max_abs_diff:.2g} of the bundle")
+    if result.switched:
+        text += f"\nalias '{result.alias}' now serves '{result.collection}' (was {result.previous})"
+    return result.to_dict(), text
+
+
+def cmd_rollback(args: argparse.Namespace) -> Result:
+    from core.connectors.migration import rollback_store
+
+    out = rollback_store(args.target, args.alias)
+    verb = "now serves" if out["changed"] else "already serves"
+    return out, f"alias '{out['alias']}' {verb} '{out['collection']}' (before: {out['previous']})"
+
+
+def cmd_check(args: argparse.Namespace) -> Result:
+    from core.connectors.check import check_store
+
+    result = check_store(args.uri, args.label_field, args.served_as, args.sample)
+    return result.to_dict(), result.text()

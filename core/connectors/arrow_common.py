@@ -1,0 +1,64 @@
+"""Arrow conversions shared by the table-shaped stores (Parquet datasets and LanceDB)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from core.connectors.base import Batch, PointId, VectorStoreError
+
+
+def vector_array(vectors: np.ndarray) -> Any:
+    import pyarrow as pa
+
+    flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).ravel(), type=pa.float32())
+    return pa.FixedSizeListArray.from_arrays(flat, int(vectors.shape[1]))
+
+
+def batch_to_table(batch: Batch, id_col: str, vec_col: str, schema: Any = None) -> Any:
+    """An Arrow table of the batch: id, vector, then one column per payload field."""
+    import pyarrow as pa
+
+    names: list[str] = []
+    for payload in batch.payloads:
+        for key in payload:
+            if key not in names and key not in (id_col, vec_col):
+                names.append(key)
+    columns = {id_col: pa.array(batch.ids), vec_col: vector_array(batch.vectors)}
+    for name in names:
+        columns[name] = pa.array([p.get(name) for p in batch.payloads])
+    table = pa.table(columns)
+    if schema is not None:
+        missing = [f.name for f in schema if f.name not in table.column_names]
+        for name in missing:
+            table = table.append_column(name, pa.nulls(len(table), schema.field(name).type))
+        try:
+            table = table.select(schema.names).cast(schema)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, KeyError, ValueError) as exc:
+            raise VectorStoreError(f"the batch does not fit the table's columns ({exc})") from exc
+    return table
+
+
+def table_to_batch(table: Any, id_col: str, vec_col: str, cursor: Any) -> Batch:
+    """A Batch from an Arrow table or record batch with an id and a fixed-size-list vector column."""
+    names = table.schema.names
+    if id_col not in names or vec_col not in names:
+        raise VectorStoreError(f"no '{id_col}' and '{vec_col}' columns (columns: {', '.join(names)}); name "
+                               "them with ?id=COLUMN&vector=COLUMN")
+    column = table.column(id_col) if hasattr(table, "column") else table[id_col]
+    ids: list[PointId] = column.to_pylist()
+    vec = table.column(vec_col)
+    vec = vec.combine_chunks() if hasattr(vec, "combine_chunks") else vec
+    if len(vec) == 0:
+        vectors = np.zeros((0, vec.type.list_size if hasattr(vec.type, "list_size") else 0), np.float32)
+    else:
+        width = vec.type.list_size if hasattr(vec.type, "list_size") else len(vec[0].as_py())
+        vectors = np.asarray(vec.flatten().to_numpy(zero_copy_only=False), dtype=np.float32).reshape(len(vec), width)
+    others = [n for n in names if n not in (id_col, vec_col)]
+    if others:
+        cols = {n: table.column(n).to_pylist() for n in others}
+        payloads = [{n: cols[n][i] for n in others} for i in range(len(ids))]
+    else:
+        payloads = [{} for _ in ids]
+    return Batch(ids, vectors, payloads, cursor)

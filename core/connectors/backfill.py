@@ -1,0 +1,89 @@
+"""New-model vectors attached during a migration: which points get them, in which order.
+
+A partial backfill gives real new-model vectors to some points and the bundle's transform to the
+rest (both live in the new space). ``random`` picks a seeded random subset; ``planner`` picks the
+points the bundle serves worst first, largest residual ``‖h(o) − n‖`` between the transformed old
+vector and the real new one, the same policy the partial-backfill report calls largest_residual.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from core.connectors.base import Connector, PointId
+from core.connectors.transform import StoreTransform
+from core.errors import InputError
+from core.progress import ProgressFn, StopFn, check_stop, no_progress
+from core.store.vectors import check_finite
+
+ORDERS = ("random", "planner")
+
+
+@dataclass
+class NewVectors:
+    """Real new-model vectors by point id (ids compared as text, as stores differ in id types)."""
+
+    path: Path
+    index: dict[str, int]
+    vectors: np.ndarray
+
+    def lookup(self, pid: PointId) -> int | None:
+        return self.index.get(str(pid))
+
+
+def read_new_vectors(path: str | Path, dim: int, option: str = "--new-vectors") -> NewVectors:
+    """An ``.npz`` with arrays ``ids`` (point ids) and ``vectors`` (n, dim) of the new model."""
+    file = Path(path)
+    try:
+        with np.load(file, allow_pickle=False) as data:
+            if "ids" not in data or "vectors" not in data:
+                raise InputError(file, f"{option} needs an .npz with arrays 'ids' and 'vectors' (found {list(data)})")
+            ids, vectors = data["ids"], np.asarray(data["vectors"], dtype=np.float32)
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        if isinstance(exc, InputError):
+            raise
+        raise InputError(file, f"unreadable {option} file ({exc})") from exc
+    if vectors.ndim != 2 or vectors.shape[1] != dim or len(ids) != len(vectors):
+        raise InputError(file, f"expected {len(ids)} new-model vectors of dimension {dim}, got shape {vectors.shape}")
+    check_finite(vectors, str(file))
+    keys = [str(i) for i in ids.tolist()]
+    index = {k: n for n, k in enumerate(keys)}
+    if len(index) != len(keys):
+        raise InputError(file, "duplicate ids in the new-model vectors")
+    return NewVectors(file, index, vectors)
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def choose_backfill(order: str, new: NewVectors, budget: int | None, source: Connector, transform: StoreTransform,
+                    batch_size: int, seed: int = 0, on_progress: ProgressFn | None = None,
+                    should_stop: StopFn | None = None) -> set[str]:
+    """The ids (as text) that get their real new vector: the first ``budget`` in the chosen order."""
+    if order not in ORDERS:
+        raise InputError("--order", f"unknown order '{order}' (use {' or '.join(ORDERS)})")
+    keys = list(new.index)
+    take = len(keys) if budget is None else max(0, min(int(budget), len(keys)))
+    if order == "random":
+        chosen = np.random.default_rng(seed).permutation(len(keys))[:take]
+        return {keys[i] for i in chosen}
+    report = on_progress or no_progress
+    residual = np.full(len(keys), -1.0)
+    total, done = source.count(), 0
+    for batch in source.read_batches(batch_size):
+        check_stop(should_stop)
+        rows = [(n, new.lookup(pid)) for n, pid in enumerate(batch.ids)]
+        rows = [(n, r) for n, r in rows if r is not None]
+        if rows:
+            at, where = np.array([n for n, _ in rows]), np.array([r for _, r in rows])
+            adapted = _unit(transform.apply(batch.vectors[at]))
+            residual[where] = np.linalg.norm(adapted - _unit(new.vectors[where]), axis=1)
+        done += len(batch)
+        report(done, total, {"stage": "ordering the backfill"})
+    order_rows = np.argsort(-residual, kind="stable")[:take]
+    return {keys[i] for i in order_rows if residual[i] >= 0}

@@ -1,0 +1,253 @@
+"""The one interface every vector-store connector implements.
+
+A store holds *collections* (Qdrant collections, LanceDB/pgvector tables, Chroma collections,
+Parquet dataset folders) of points: an id, a float vector and a payload of plain fields. A connector
+is opened on a :class:`StoreURI` that names the store and one collection; ``with_collection`` gives
+a connector on a sibling collection of the same store (the shadow a migration writes).
+
+Reading is a stream of :class:`Batch` objects in a fixed order; every batch carries an opaque,
+JSON-able ``cursor`` from which ``read_batches`` continues, so a resumed job never rereads what it
+has already handled. Writing is an upsert by id, and ``delete_ids`` removes points, which together
+make a retried batch land exactly once even on append-only stores.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import numpy as np
+
+from core.errors import EmbridgeError, InputError
+
+PointId = int | str
+SPACE_FIELD = "embridge_space"  # payload field / column naming the model version of each point
+
+
+class VectorStoreError(EmbridgeError):
+    """A vector store cannot be opened, read or written; the message names the URI."""
+
+
+@dataclass(frozen=True)
+class StoreURI:
+    """A parsed store address: ``scheme://[host]/path?collection=NAME&...``."""
+
+    raw: str
+    scheme: str
+    netloc: str
+    path: str
+    params: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, uri: str, option: str = "--uri") -> StoreURI:
+        parts = urlsplit(uri)
+        if not parts.scheme or "://" not in uri:
+            raise InputError(option, f"'{uri}' is not a store URI (expected e.g. qdrant:///path/to/db?collection=docs)")
+        params = {}
+        for key, values in parse_qs(parts.query, keep_blank_values=True).items():
+            if len(values) != 1:
+                raise InputError(option, f"'{uri}' gives the parameter '{key}' {len(values)} times")
+            params[key] = values[0]
+        return cls(uri, parts.scheme.lower(), parts.netloc, parts.path, params)
+
+    def param(self, *names: str, default: str | None = None) -> str | None:
+        for name in names:
+            value = self.params.get(name)
+            if value:
+                return value
+        return default
+
+    def with_params(self, **changes: str | None) -> StoreURI:
+        """The same store with some parameters replaced (None removes one)."""
+        from urllib.parse import urlencode
+
+        params = {**self.params, **{k: v for k, v in changes.items() if v is not None}}
+        for k, v in changes.items():
+            if v is None:
+                params.pop(k, None)
+        base = self.raw.split("?", 1)[0]
+        return StoreURI(f"{base}?{urlencode(params)}" if params else base, self.scheme, self.netloc, self.path,
+                        params)
+
+
+@dataclass
+class Batch:
+    """Points read from or written to a store: ids, an (n, d) float32 matrix, one payload dict each."""
+
+    ids: list[PointId]
+    vectors: np.ndarray
+    payloads: list[dict[str, Any]]
+    cursor: Any = None  # where the next read continues (JSON-able); None after the last batch
+
+    def __post_init__(self) -> None:
+        self.vectors = np.ascontiguousarray(self.vectors, dtype=np.float32)
+        if self.vectors.ndim != 2 or len(self.ids) != self.vectors.shape[0] or len(self.payloads) != len(self.ids):
+            raise VectorStoreError(f"a batch needs one vector and one payload per id (got {len(self.ids)} ids, "
+                             f"vectors {self.vectors.shape}, {len(self.payloads)} payloads)")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+@dataclass(frozen=True)
+class CollectionInfo:
+    name: str
+    count: int
+    dim: int | None
+
+
+class Connector(ABC):
+    """A store opened on one collection; see the module docstring."""
+
+    scheme: str = ""
+    writable: bool = True
+    supports_alias: bool = True
+
+    def __init__(self, uri: StoreURI) -> None:
+        self.uri = uri
+        self.collection = self.collection_name(uri)
+
+    # -- naming -----------------------------------------------------------------------------
+    @staticmethod
+    def collection_name(uri: StoreURI) -> str:
+        name = uri.param("collection", "table")
+        if not name:
+            raise InputError(uri.raw, "no collection named (add ?collection=NAME, or ?table=NAME)")
+        return name
+
+    def with_collection(self, name: str) -> Connector:
+        """A connector on another collection of the same store (sharing the client)."""
+        other = self.__class__.__new__(self.__class__)
+        other.__dict__.update(self.__dict__)
+        other.uri = self.uri.with_params(collection=name, table=None) if "table" not in self.uri.params \
+            else self.uri.with_params(table=name)
+        other.collection = name
+        return other
+
+    def describe(self) -> str:
+        return f"{self.scheme} store {self.location()} collection '{self.collection}'"
+
+    def location(self) -> str:
+        return self.uri.raw.split("?", 1)[0]
+
+    def state_dir(self) -> str | None:
+        """A local folder beside the store for migration checkpoints (None for remote stores)."""
+        return None
+
+    # -- reading ----------------------------------------------------------------------------
+    @abstractmethod
+    def exists(self) -> bool: ...
+
+    @abstractmethod
+    def count(self) -> int: ...
+
+    @abstractmethod
+    def dim(self) -> int | None: ...
+
+    @abstractmethod
+    def read_batches(self, batch_size: int, cursor: Any = None) -> Iterator[Batch]:
+        """Batches in a fixed order, starting after ``cursor`` (None: from the start)."""
+
+    def normalises(self) -> bool:
+        """Whether the store keeps vectors scaled to unit length (so a written vector reads back normalised)."""
+        return False
+
+    def read_ids(self, ids: list[PointId]) -> Batch:
+        """The points with these ids (in that order); missing ids are left out."""
+        wanted = set(ids)
+        found: dict[PointId, tuple[np.ndarray, dict[str, Any]]] = {}
+        for batch in self.read_batches(4096):
+            for pid, vec, payload in zip(batch.ids, batch.vectors, batch.payloads, strict=True):
+                if pid in wanted:
+                    found[pid] = (vec, payload)
+        order = [i for i in ids if i in found]
+        dim = self.dim() or 0
+        vectors = np.stack([found[i][0] for i in order]) if order else np.zeros((0, dim), np.float32)
+        return Batch(order, vectors, [found[i][1] for i in order])
+
+    def space_counts(self) -> dict[str, int]:
+        """How many points carry each value of the space field ('' for none)."""
+        counts: dict[str, int] = {}
+        for batch in self.read_batches(8192):
+            for payload in batch.payloads:
+                key = str(payload.get(SPACE_FIELD) or "")
+                counts[key] = counts.get(key, 0) + 1
+        return counts
+
+    # -- writing ----------------------------------------------------------------------------
+    def _writable(self) -> None:
+        if not self.writable:
+            raise VectorStoreError(f"{self.describe()}: this store is read-only in Embridge")
+
+    @abstractmethod
+    def create(self, dim: int, like: Connector | None = None, sample: Batch | None = None) -> None:
+        """Create this (empty) collection for ``dim``-d vectors, settings from ``like``, fields from ``sample``."""
+
+    @abstractmethod
+    def drop(self) -> None: ...
+
+    @abstractmethod
+    def write(self, batch: Batch) -> None:
+        """Upsert the batch's points (by id)."""
+
+    @abstractmethod
+    def delete_ids(self, ids: list[PointId]) -> None: ...
+
+    # -- aliases ----------------------------------------------------------------------------
+    def alias_target(self, alias: str) -> str | None:
+        """The collection an alias serves now (None when the alias does not exist)."""
+        raise VectorStoreError(f"{self.describe()}: this store has no aliases")
+
+    def set_alias(self, alias: str, target: str) -> None:
+        """Point ``alias`` at ``target`` in one atomic step."""
+        raise VectorStoreError(f"{self.describe()}: this store has no aliases")
+
+    # -- checkpoints --------------------------------------------------------------------------
+    def _state_file(self, key: str) -> Path:
+        folder = self.state_dir()
+        if folder is None:
+            raise VectorStoreError(f"{self.describe()}: a remote store; pass --state-dir DIR for the checkpoint")
+        return Path(folder).with_name(Path(folder).name + ".embridge") / f"{key}.json"
+
+    def load_state(self, key: str) -> dict[str, Any] | None:
+        """A job's saved checkpoint (None when there is none)."""
+        file = self._state_file(key)
+        try:
+            return json.loads(file.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            raise VectorStoreError(f"{file}: unreadable checkpoint ({exc})") from exc
+
+    def save_state(self, key: str, state: dict[str, Any] | None) -> None:
+        """Replace a job's checkpoint atomically (None removes it)."""
+        from core.store.files import atomic_write_text
+
+        file = self._state_file(key)
+        if state is None:
+            file.unlink(missing_ok=True)
+            return
+        file.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(file, json.dumps(state))
+
+    def close(self) -> None:  # noqa: B027 - most stores hold nothing to release
+        """Release clients and connections."""
+
+    def __enter__(self) -> Connector:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def check_write_batch(connector: Connector, batch: Batch, dim: int) -> None:
+    """Refuse a batch of the wrong width or with non-finite values before anything is written."""
+    if batch.vectors.shape[1] != dim:
+        raise VectorStoreError(f"{connector.describe()}: {batch.vectors.shape[1]}-d vectors for a {dim}-d collection")
+    if not np.isfinite(batch.vectors).all():
+        raise VectorStoreError(f"{connector.describe()}: a batch holds NaN or inf values")

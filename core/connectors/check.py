@@ -1,0 +1,144 @@
+"""``embridge check``: which space each point of a store is in, and quality only where it means something.
+
+A store whose points are in more than one model version is *half-migrated*: a query can only be
+compared with points of its own space, so a quality number for the whole store depends on how it is
+served. ``check_store`` refuses it then unless told the serving space (``served_as``), and measures
+quality on the points that space can reach, saying what share of the store that is. Spaces of one
+model version (a new model's own vectors and the bundle's transform of old ones) count as one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from core.connectors import open_store
+from core.connectors.base import SPACE_FIELD, Connector, VectorStoreError
+from core.errors import InputError
+
+UNMARKED = "(unmarked)"
+
+
+def model_version(space: str) -> str:
+    """The model version of a space value: ``v3@bundle:...`` and ``v3`` are both ``v3``."""
+    return space.split("@", 1)[0] if space else UNMARKED
+
+
+@dataclass
+class StoreQuality:
+    served_as: str
+    label_field: str
+    points: int
+    reachable_share: float
+    top1_label_agreement: float
+
+
+@dataclass
+class StoreCheck:
+    store: str
+    serves: str | None
+    count: int
+    spaces: dict[str, int]
+    versions: dict[str, int]
+    state: str  # empty | single | half-migrated | unmarked
+    migration: dict[str, Any] | None = None
+    quality: StoreQuality | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def text(self) -> str:
+        lines = [f"{self.store}: {self.count} points, {self.state}"]
+        if self.serves:
+            lines.append(f"  alias of collection '{self.serves}'")
+        for space, n in sorted(self.spaces.items(), key=lambda kv: -kv[1]):
+            lines.append(f"  {n:>10}  {space or UNMARKED}")
+        if self.migration:
+            lines.append(f"  migration into it: {self.migration['status']}, {self.migration['written']} of "
+                         f"{self.migration['total']} points written")
+        if self.quality:
+            q = self.quality
+            lines.append(f"  quality served as {q.served_as}: top-1 '{q.label_field}' agreement "
+                         f"{q.top1_label_agreement:.3f} over {q.points} points ({q.reachable_share:.0%} of the store)")
+        lines += [f"  {note}" for note in self.notes]
+        return "\n".join(lines)
+
+
+def check_store(uri: str, label_field: str | None = None, served_as: str | None = None,
+                sample: int = 2000, seed: int = 0) -> StoreCheck:
+    store = open_store(uri, "--uri")
+    try:
+        return _check(store, label_field, served_as, sample, seed)
+    finally:
+        store.close()
+
+
+def _check(store: Connector, label_field: str | None, served_as: str | None, sample: int, seed: int) -> StoreCheck:
+    if not store.exists():
+        raise VectorStoreError(f"{store.describe()}: no such collection")
+    count = store.count()
+    spaces = {k: v for k, v in store.space_counts().items()}
+    versions: dict[str, int] = {}
+    for space, n in spaces.items():
+        versions[model_version(space)] = versions.get(model_version(space), 0) + n
+    if count == 0:
+        state = "empty"
+    elif len(versions) > 1:
+        state = "half-migrated"
+    elif UNMARKED in versions:
+        state = "unmarked"
+    else:
+        state = "single"
+    result = StoreCheck(store.describe(), store.alias_target(store.collection) if store.supports_alias else None,
+                        count, spaces, versions, state)
+    try:
+        migration = store.load_state(f"migrate-{store.collection}")
+    except VectorStoreError:
+        migration = None
+    if migration:
+        result.migration = {"status": migration.get("status"), "written": migration.get("written"),
+                            "total": migration.get("fingerprint", {}).get("source_count")}
+        if migration.get("status") != "complete":
+            result.state = "half-migrated"
+            result.notes.append("an unfinished migration is writing this collection; run the same "
+                                "'embridge migrate' again to finish it")
+    if state == "half-migrated":
+        parts = ", ".join(f"{n} in {v}" for v, n in sorted(versions.items()))
+        result.notes.append(f"points of several model versions ({parts}); a query reaches only its own")
+    if label_field:
+        result.quality = _quality(store, result, label_field, served_as, sample, seed)
+    return result
+
+
+def _quality(store: Connector, check: StoreCheck, label_field: str, served_as: str | None, sample: int,
+             seed: int) -> StoreQuality:
+    if check.state == "half-migrated" and not served_as:
+        raise InputError("--served-as", f"{check.store} is half-migrated ({', '.join(f'{n} in {v}' for v, n in sorted(check.versions.items()))}); "
+                         "its quality depends on how it is served: pass --served-as with the model version queries use")
+    version = served_as or next(iter(check.versions), UNMARKED)
+    if version not in check.versions:
+        raise InputError("--served-as", f"no points of '{version}' in {check.store} (versions: "
+                         f"{', '.join(sorted(check.versions))})")
+    vectors, labels = [], []
+    for batch in store.read_batches(4096):
+        for vec, payload in zip(batch.vectors, batch.payloads, strict=True):
+            if model_version(str(payload.get(SPACE_FIELD) or "")) == version and payload.get(label_field) is not None:
+                vectors.append(vec)
+                labels.append(str(payload[label_field]))
+    if len(vectors) < 2:
+        raise InputError("--label-field", f"fewer than two points of '{version}' carry the field '{label_field}'")
+    x = np.stack(vectors)
+    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    lab = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    queries = rng.choice(len(x), size=min(sample, len(x)), replace=False)
+    hits = 0
+    for start in range(0, len(queries), 512):
+        q = queries[start:start + 512]
+        scores = x[q] @ x.T
+        scores[np.arange(len(q)), q] = -np.inf  # leave the query itself out
+        hits += int((lab[np.argmax(scores, axis=1)] == lab[q]).sum())
+    return StoreQuality(version, label_field, len(x), check.versions[version] / check.count, hits / len(queries))

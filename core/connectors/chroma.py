@@ -1,0 +1,124 @@
+"""Chroma, embedded persistent client: ``chroma:///path/to/db?collection=docs``.
+
+Chroma ids are strings, payloads are its metadata (plain values only). Chroma has no aliases and
+no atomic rename, so a migration into Chroma writes and verifies the new collection but cannot
+switch readers over; Embridge says so instead of renaming in two visible steps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from core.connectors.base import Batch, Connector, PointId, StoreURI, VectorStoreError, check_write_batch
+
+
+class ChromaConnector(Connector):
+    scheme = "chroma"
+    supports_alias = False
+
+    def __init__(self, uri: StoreURI) -> None:
+        import chromadb
+
+        super().__init__(uri)
+        if uri.netloc:
+            host, _, port = uri.netloc.partition(":")
+            self.client = chromadb.HttpClient(host=host, port=int(port or 8000))
+            self.local_path = None
+        else:
+            if not uri.path or uri.path == "/":
+                raise VectorStoreError(f"{uri.raw}: name the database folder, e.g. chroma:///data/chroma?collection=docs")
+            self.local_path = uri.path
+            from chromadb.config import Settings
+
+            self.client = chromadb.PersistentClient(path=uri.path, settings=Settings(anonymized_telemetry=False))
+        self._col: Any = None
+
+    def describe(self) -> str:
+        return f"Chroma {self.local_path or self.uri.netloc} collection '{self.collection}'"
+
+    def with_collection(self, name: str) -> ChromaConnector:
+        other = super().with_collection(name)
+        assert isinstance(other, ChromaConnector)
+        other._col = None
+        return other
+
+    def state_dir(self) -> str | None:
+        return self.local_path
+
+    def _names(self) -> list[str]:
+        return [c if isinstance(c, str) else c.name for c in self.client.list_collections()]
+
+    def col(self) -> Any:
+        if self._col is None:
+            if self.collection not in self._names():
+                raise VectorStoreError(f"{self.describe()}: no such collection (collections: "
+                                       f"{', '.join(self._names()) or 'none'})")
+            self._col = self.client.get_collection(self.collection)
+        return self._col
+
+    def exists(self) -> bool:
+        return self.collection in self._names()
+
+    def count(self) -> int:
+        return int(self.col().count())
+
+    def dim(self) -> int | None:
+        got = self.col().get(limit=1, include=["embeddings"])
+        embeddings = got.get("embeddings")
+        return int(len(embeddings[0])) if embeddings is not None and len(embeddings) else None
+
+    def read_batches(self, batch_size: int, cursor: Any = None) -> Iterator[Batch]:
+        """Cursor: the number of points already read (Chroma lists them in insertion order)."""
+        col, offset, total = self.col(), int(cursor or 0), self.count()
+        while offset < total:
+            got = col.get(limit=batch_size, offset=offset, include=["embeddings", "metadatas"])
+            if not got["ids"]:
+                return
+            offset += len(got["ids"])
+            payloads = [dict(m) if m else {} for m in got["metadatas"]]
+            yield Batch(list(got["ids"]), np.asarray(got["embeddings"], dtype=np.float32), payloads,
+                        offset if offset < total else None)
+
+    def read_ids(self, ids: list[PointId]) -> Batch:
+        got = self.col().get(ids=[str(i) for i in ids], include=["embeddings", "metadatas"])
+        found = {i: (e, m) for i, e, m in zip(got["ids"], got["embeddings"], got["metadatas"], strict=True)}
+        order = [i for i in ids if str(i) in found]
+        vectors = np.asarray([found[str(i)][0] for i in order], dtype=np.float32).reshape(len(order), -1)
+        return Batch(order, vectors, [dict(found[str(i)][1] or {}) for i in order])
+
+    def create(self, dim: int, like: Connector | None = None, sample: Batch | None = None) -> None:
+        self._writable()
+        if self.exists():
+            raise VectorStoreError(f"{self.describe()}: the collection already exists")
+        metadata = dict(like.col().metadata or {}) if isinstance(like, ChromaConnector) and like.exists() else None
+        self._col = self.client.create_collection(self.collection, metadata=metadata or {"hnsw:space": "cosine"})
+
+    def drop(self) -> None:
+        if self.exists():
+            self.client.delete_collection(self.collection)
+        self._col = None
+
+    def write(self, batch: Batch) -> None:
+        if not len(batch):
+            return
+        check_write_batch(self, batch, batch.vectors.shape[1])
+        step = int(self.client.get_max_batch_size())
+        col = self.col()
+        for start in range(0, len(batch), step):
+            end = start + step
+            col.upsert(ids=[str(i) for i in batch.ids[start:end]], embeddings=batch.vectors[start:end],
+                       metadatas=[p or None for p in batch.payloads[start:end]])
+
+    def delete_ids(self, ids: list[PointId]) -> None:
+        if ids and self.exists():
+            self.col().delete(ids=[str(i) for i in ids])
+
+    def alias_target(self, alias: str) -> str | None:
+        return None
+
+    def set_alias(self, alias: str, target: str) -> None:
+        raise VectorStoreError(f"{self.describe()}: Chroma has no aliases or atomic renames, so Embridge cannot "
+                               f"switch readers over; point the application at collection '{target}'")

@@ -1,0 +1,91 @@
+"""FAISS index files, read-only: ``faiss:///path/to/index.faiss``.
+
+Ids are the index's own (an ``IndexIDMap`` keeps them; otherwise the row numbers), vectors are
+reconstructed from the index (exact for flat indexes, the stored codes for compressed ones).
+FAISS files hold no payload, so every point's payload is empty.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core.connectors.base import Batch, Connector, PointId, StoreURI, VectorStoreError
+
+
+class FaissConnector(Connector):
+    scheme = "faiss"
+    writable = False
+    supports_alias = False
+
+    def __init__(self, uri: StoreURI) -> None:
+        self.path = Path(uri.path)
+        self.uri = uri
+        self.collection = self.path.stem
+        self._index: Any = None
+        self._ids: np.ndarray | None = None
+
+    def describe(self) -> str:
+        return f"FAISS index {self.path}"
+
+    def _load(self) -> Any:
+        import faiss
+
+        if self._index is None:
+            if not self.path.is_file():
+                raise VectorStoreError(f"{self.path}: no such FAISS index file")
+            try:
+                index = faiss.read_index(str(self.path))
+            except RuntimeError as exc:
+                raise VectorStoreError(f"{self.path}: not a readable FAISS index ({str(exc).splitlines()[0]})") from exc
+            inner = index
+            if hasattr(index, "id_map"):
+                self._ids = faiss.vector_to_array(index.id_map).astype(np.int64)
+                inner = faiss.downcast_index(index.index)
+            else:
+                self._ids = np.arange(index.ntotal, dtype=np.int64)
+            ivf = faiss.try_extract_index_ivf(inner)
+            if ivf is not None:
+                ivf.make_direct_map()
+            self._index, self._inner = index, inner
+        return self._index
+
+    def exists(self) -> bool:
+        return self.path.is_file()
+
+    def count(self) -> int:
+        return int(self._load().ntotal)
+
+    def dim(self) -> int | None:
+        return int(self._load().d)
+
+    def read_batches(self, batch_size: int, cursor: Any = None) -> Iterator[Batch]:
+        """Cursor: the number of vectors already read."""
+        self._load()
+        assert self._ids is not None
+        total, start = len(self._ids), int(cursor or 0)
+        while start < total:
+            end = min(start + batch_size, total)
+            try:
+                vectors = self._inner.reconstruct_n(start, end - start)
+            except RuntimeError as exc:
+                raise VectorStoreError(f"{self.path}: this index type cannot give back its vectors "
+                                       f"({str(exc).splitlines()[0]})") from exc
+            ids: list[PointId] = [int(i) for i in self._ids[start:end]]
+            yield Batch(ids, vectors, [{} for _ in ids], end if end < total else None)
+            start = end
+
+    def create(self, dim: int, like: Connector | None = None, sample: Batch | None = None) -> None:
+        self._writable()
+
+    def drop(self) -> None:
+        self._writable()
+
+    def write(self, batch: Batch) -> None:
+        self._writable()
+
+    def delete_ids(self, ids: list[PointId]) -> None:
+        self._writable()

@@ -1,0 +1,145 @@
+"""LanceDB, embedded: ``lancedb:///path/to/db?table=docs``.
+
+Tables hold an id column, a fixed-size-list vector column and payload columns (``?id=`` and
+``?vector=`` name them when they differ from ``id`` and ``vector``). LanceDB OSS cannot rename a
+table, so an alias is a symbolic link ``<alias>.lance`` beside the tables, which LanceDB opens like a
+table; switching replaces the link in one atomic rename.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core.connectors.arrow_common import batch_to_table, table_to_batch
+from core.connectors.base import Batch, Connector, PointId, StoreURI, VectorStoreError, check_write_batch
+from core.connectors.links import link_target, swap_link
+
+
+def _sql_literal(value: PointId) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+class LanceDBConnector(Connector):
+    scheme = "lancedb"
+
+    def __init__(self, uri: StoreURI) -> None:
+        import lancedb
+
+        super().__init__(uri)
+        if not uri.path or uri.path == "/":
+            raise VectorStoreError(f"{uri.raw}: name the database folder, e.g. lancedb:///data/db?table=docs")
+        self.root = Path(uri.path)
+        self.id_col = uri.param("id", default="id") or "id"
+        self.vec_col = uri.param("vector", default="vector") or "vector"
+        try:
+            self.db = lancedb.connect(str(self.root))
+        except Exception as exc:  # lancedb raises several types for an unusable folder
+            raise VectorStoreError(f"{self.root}: cannot open the LanceDB database ({exc})") from exc
+        self._table: Any = None
+
+    def describe(self) -> str:
+        return f"LanceDB {self.root} table '{self.collection}'"
+
+    def with_collection(self, name: str) -> LanceDBConnector:
+        other = super().with_collection(name)
+        assert isinstance(other, LanceDBConnector)
+        other._table = None
+        return other
+
+    def state_dir(self) -> str:
+        return str(self.root)
+
+    def _link(self, name: str) -> Path:
+        return self.root / f"{name}.lance"
+
+    def table(self) -> Any:
+        if self._table is None:
+            if not self.exists():
+                raise VectorStoreError(f"{self.describe()}: no such table (tables: "
+                                       f"{', '.join(self._names()) or 'none'})")
+            self._table = self.db.open_table(self.collection)
+        return self._table
+
+    def _names(self) -> list[str]:
+        listing = self.db.table_names(limit=100_000) if hasattr(self.db, "table_names") else []
+        return list(listing)
+
+    def exists(self) -> bool:
+        return self._link(self.collection).exists() or self.collection in self._names()
+
+    def count(self) -> int:
+        return int(self.table().count_rows())
+
+    def dim(self) -> int | None:
+        schema = self.table().schema
+        if self.vec_col not in schema.names:
+            raise VectorStoreError(f"{self.describe()}: no vector column '{self.vec_col}' (columns: "
+                                   f"{', '.join(schema.names)}); name it with ?vector=COLUMN")
+        return int(getattr(schema.field(self.vec_col).type, "list_size", 0)) or None
+
+    def read_batches(self, batch_size: int, cursor: Any = None) -> Iterator[Batch]:
+        """Cursor: the number of rows already read (LanceDB scans in a fixed order)."""
+        total = self.count()
+        offset = int(cursor or 0)
+        if offset >= total:
+            return
+        reader = self.table().search().offset(offset).limit(None).to_batches(batch_size)
+        for rb in reader:
+            offset += rb.num_rows
+            yield table_to_batch(rb, self.id_col, self.vec_col, offset if offset < total else None)
+
+    def read_ids(self, ids: list[PointId]) -> Batch:
+        found: dict[PointId, tuple] = {}
+        for start in range(0, len(ids), 1000):
+            part = ", ".join(_sql_literal(v) for v in ids[start:start + 1000])
+            table = self.table().search().where(f"{self.id_col} IN ({part})").limit(None).to_arrow()
+            got = table_to_batch(table, self.id_col, self.vec_col, None)
+            found.update({i: (v, p) for i, v, p in zip(got.ids, got.vectors, got.payloads, strict=True)})
+        order = [i for i in ids if i in found]
+        vectors = np.stack([found[i][0] for i in order]) if order else np.zeros((0, self.dim() or 0), np.float32)
+        return Batch(order, vectors, [found[i][1] for i in order])
+
+    def create(self, dim: int, like: Connector | None = None, sample: Batch | None = None) -> None:
+        self._writable()
+        if self.exists():
+            raise VectorStoreError(f"{self.describe()}: the table already exists")
+        self._schema_dim = dim  # the table itself is made by the first write (its columns follow the data)
+
+    def drop(self) -> None:
+        if self._link(self.collection).is_symlink():
+            raise VectorStoreError(f"{self.describe()}: is an alias; drop the table it points at instead")
+        if self.exists():
+            self.db.drop_table(self.collection)
+        self._table = None
+
+    def write(self, batch: Batch) -> None:
+        if not len(batch):
+            return
+        check_write_batch(self, batch, batch.vectors.shape[1])
+        if self._table is None and not self.exists():
+            self._table = self.db.create_table(self.collection, data=batch_to_table(batch, self.id_col, self.vec_col))
+            return
+        table = self.table()
+        table.add(batch_to_table(batch, self.id_col, self.vec_col, table.schema))
+
+    def delete_ids(self, ids: list[PointId]) -> None:
+        if not ids or not self.exists():
+            return
+        for start in range(0, len(ids), 1000):
+            part = ", ".join(_sql_literal(v) for v in ids[start:start + 1000])
+            self.table().delete(f"{self.id_col} IN ({part})")
+
+    def alias_target(self, alias: str) -> str | None:
+        target = link_target(self._link(alias))
+        return target[:-len(".lance")] if target and target.endswith(".lance") else target
+
+    def set_alias(self, alias: str, target: str) -> None:
+        if not self._link(target).is_dir():
+            raise VectorStoreError(f"{self.root}: no table '{target}' to serve")
+        swap_link(self._link(alias), f"{target}.lance")

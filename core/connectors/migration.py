@@ -1,0 +1,305 @@
+"""Migrating a stored gallery to a new model's space through a bundle, without downtime.
+
+The source collection is only read. Points stream through the bundle's forward transform (or, for
+the points chosen for a partial backfill, take their real new-model vector) into a *shadow*
+collection; every written point names its space in the ``embridge_space`` payload field. After the
+last batch the shadow is verified (counts, the space of every point, and the written vectors of a
+sample against the bundle applied to the source), and only then, with ``switch``, the alias moves to
+it in one atomic step. ``rollback`` points the alias back.
+
+Exactly once, across kill -9: a checkpoint (beside the store, or in the database for PostgreSQL)
+records the source cursor and the count written. Before a batch is written its ids are recorded as
+*pending*; after it is written the cursor advances and the pending mark is cleared. A resumed run
+first deletes whatever a pending batch may have left in the shadow, then writes it again, so even
+append-only stores end with every point exactly once. Running a finished migration again only
+re-verifies it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core.connectors import open_store
+from core.connectors.backfill import NewVectors, choose_backfill, read_new_vectors
+from core.connectors.base import SPACE_FIELD, Batch, Connector, StoreURI, VectorStoreError
+from core.connectors.transform import StoreTransform, load_transform
+from core.errors import InputError
+from core.progress import ProgressFn, StopFn, check_stop, no_progress
+
+VERIFY_SAMPLE = 256
+VERIFY_RTOL, VERIFY_ATOL = 1e-4, 1e-5
+
+
+@dataclass
+class Verification:
+    source_count: int
+    target_count: int
+    spaces: dict[str, int]
+    sample: int
+    max_abs_diff: float
+    bundle_probes: dict[str, Any] | None
+
+    @property
+    def ok(self) -> bool:
+        return self.source_count == self.target_count and sum(self.spaces.values()) == self.target_count and \
+            "" not in self.spaces
+
+
+@dataclass
+class MigrationResult:
+    source: str
+    target: str
+    collection: str
+    status: str  # completed | already complete
+    total: int
+    written: int
+    resumed_from: int
+    backfilled: int
+    seconds: float
+    verification: Verification
+    switched: bool = False
+    alias: str | None = None
+    previous: str | None = None
+    spaces: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.written / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["rows_per_s"] = self.rows_per_s
+        out["verification"]["ok"] = self.verification.ok
+        return out
+
+
+def open_pair(source_uri: str, target_uri: str) -> tuple[Connector, Connector]:
+    """Source and target connectors; the same store shares one client (embedded stores lock their folder)."""
+    src_uri, dst_uri = StoreURI.parse(source_uri, "--from"), StoreURI.parse(target_uri, "--to")
+    source = open_store(src_uri, "--from")
+    try:
+        if src_uri.scheme == dst_uri.scheme and src_uri.scheme != "parquet" and \
+                src_uri.raw.split("?", 1)[0] == dst_uri.raw.split("?", 1)[0]:
+            target = source.with_collection(type(source).collection_name(dst_uri))
+            target.uri = dst_uri
+        else:
+            target = open_store(dst_uri, "--to")
+    except BaseException:
+        source.close()
+        raise
+    if src_uri.scheme == dst_uri.scheme and source.location() == target.location() and \
+            (source.alias_target(source.collection) or source.collection) == target.collection:
+        source.close()
+        raise InputError("--to", f"'{target_uri}' is the source collection itself; a migration writes a new "
+                         "collection and never changes the source")
+    return source, target
+
+
+def space_names(transform: StoreTransform) -> dict[str, str]:
+    """Payload values: real new-model vectors, and the bundle's transform of old ones."""
+    return {"new": transform.new_space, "adapted": f"{transform.new_space}@bundle:{transform.adapter_sha256[:12]}",
+            "old": transform.old_space}
+
+
+def migrate_store(bundle: str | Path, source_uri: str, target_uri: str, *, order: str = "random",
+                  switch: bool = False, alias: str | None = None, batch_size: int = 4096,
+                  new_vectors: str | Path | None = None, backfill: int | None = None, seed: int = 0,
+                  on_progress: ProgressFn | None = None, should_stop: StopFn | None = None) -> MigrationResult:
+    """See the module docstring; raises EmbridgeError subclasses naming the option or store at fault."""
+    if batch_size < 1:
+        raise InputError("--batch", f"must be at least 1, got {batch_size}")
+    if new_vectors is None and (order != "random" or backfill is not None):
+        raise InputError("--order" if order != "random" else "--backfill", "chooses which points get real "
+                         "new-model vectors; give those with --new-vectors FILE.npz")
+    report = on_progress or no_progress
+    transform = load_transform(bundle)
+    new = read_new_vectors(new_vectors, transform.out_dim) if new_vectors is not None else None
+    source, target = open_pair(source_uri, target_uri)
+    try:
+        alias = alias or target.uri.param("alias")
+        if switch and not alias:
+            raise InputError("--switch", "name the alias to move (--alias NAME, or &alias=NAME in --to)")
+        if switch and not target.supports_alias:
+            target.set_alias(alias or "", target.collection)  # raises the store's own explanation
+        return _run(transform, source, target, new, order, backfill, seed, batch_size, switch, alias,
+                    report, should_stop)
+    finally:
+        target.close()
+        source.close()
+
+
+def _fingerprint(transform: StoreTransform, source: Connector, target: Connector, total: int,
+                 new: NewVectors | None, order: str, backfill: int | None, seed: int) -> dict[str, Any]:
+    return {"bundle": transform.adapter_sha256, "source": source.location(), "source_collection": source.collection,
+            "target": target.collection, "source_count": total, "order": order, "backfill": backfill, "seed": seed,
+            "new_vectors": hashlib.sha256(new.vectors.tobytes()).hexdigest() if new is not None else None}
+
+
+def state_key(target: Connector) -> str:
+    return f"migrate-{target.collection}"
+
+
+def _run(transform: StoreTransform, source: Connector, target: Connector, new: NewVectors | None, order: str,
+         backfill: int | None, seed: int, batch_size: int, switch: bool, alias: str | None,
+         report: ProgressFn, should_stop: StopFn | None) -> MigrationResult:
+    if not source.exists():
+        raise VectorStoreError(f"{source.describe()}: no such collection")
+    dim = source.dim()
+    if dim != transform.in_dim:
+        raise VectorStoreError(f"{source.describe()}: holds {dim}-d vectors, the bundle {transform.path} maps "
+                               f"{transform.in_dim}-d {transform.old_space} vectors")
+    total = source.count()
+    key = state_key(target)
+    fingerprint = _fingerprint(transform, source, target, total, new, order, backfill, seed)
+    state = target.load_state(key)
+    if state is not None and state.get("fingerprint") != fingerprint:
+        raise VectorStoreError(f"{target.describe()}: holds a different migration (another bundle, source or "
+                               "settings, or the source changed since); drop it or choose another target")
+    if state is None and target.exists():
+        raise VectorStoreError(f"{target.describe()}: already exists and is not a migration Embridge started; "
+                               "choose a new target collection")
+    names = space_names(transform)
+    started = time.perf_counter()
+    if state is None:
+        state = {"fingerprint": fingerprint, "cursor": None, "written": 0, "pending": None, "status": "running",
+                 "backfill_ids": None}
+        target.save_state(key, state)
+    resumed_from = int(state["written"])
+    if state["status"] == "running":
+        chosen: set[str] = set()
+        if new is not None:
+            if state.get("backfill_ids") is None:
+                chosen = choose_backfill(order, new, backfill, source, transform, batch_size, seed, report, should_stop)
+                state["backfill_ids"] = sorted(chosen)
+                target.save_state(key, state)
+            chosen = set(state["backfill_ids"])
+        _copy(transform, source, target, new, chosen, names, batch_size, state, key, total, report, should_stop)
+        status = "completed"
+    else:
+        status = "already complete"
+    seconds = time.perf_counter() - started
+    verification = verify_migration(transform, source, target, names, new)
+    if not verification.ok:
+        raise VectorStoreError(f"{target.describe()}: verification failed: {verification.target_count} points "
+                               f"written for {verification.source_count} in the source, spaces {verification.spaces}")
+    if state["status"] != "complete":
+        state["status"] = "complete"
+        target.save_state(key, state)
+    result = MigrationResult(source.describe(), target.describe(), target.collection, status, total,
+                             int(state["written"]) - resumed_from if status == "completed" else 0, resumed_from,
+                             len(state.get("backfill_ids") or []), seconds, verification, spaces=names)
+    if switch and alias:
+        result.previous = switch_alias(target, alias, target.collection)
+        result.switched, result.alias = True, alias
+    return result
+
+
+def _copy(transform: StoreTransform, source: Connector, target: Connector, new: NewVectors | None,
+          chosen: set[str], names: dict[str, str], batch_size: int, state: dict[str, Any], key: str, total: int,
+          report: ProgressFn, should_stop: StopFn | None) -> None:
+    if state.get("pending"):
+        target.delete_ids(list(state["pending"]))  # a batch cut short, or written but not yet recorded
+        state["pending"] = None
+        target.save_state(key, state)
+    created = target.exists()
+    report(int(state["written"]), total, {"stage": "migrating"})
+    for batch in source.read_batches(batch_size, state["cursor"]):
+        check_stop(should_stop)
+        out = transform_batch(transform, batch, new, chosen, names)
+        if not created:
+            target.create(transform.out_dim, like=source, sample=out)
+            created = True
+        state["pending"] = list(batch.ids)
+        target.save_state(key, state)
+        target.write(out)
+        state.update(cursor=batch.cursor, written=int(state["written"]) + len(batch), pending=None)
+        target.save_state(key, state)
+        report(int(state["written"]), total, {"stage": "migrating"})
+        if batch.cursor is None:
+            break
+    if not created:  # an empty source still gets its (empty) shadow
+        target.create(transform.out_dim, like=source, sample=None)
+
+
+def transform_batch(transform: StoreTransform, batch: Batch, new: NewVectors | None, chosen: set[str],
+                    names: dict[str, str]) -> Batch:
+    """The batch in the new space: real new vectors for chosen ids, the bundle's transform for the rest."""
+    vectors = transform.apply(batch.vectors)
+    spaces = [names["adapted"]] * len(batch)
+    if new is not None and chosen:
+        for n, pid in enumerate(batch.ids):
+            row = new.lookup(pid) if str(pid) in chosen else None
+            if row is not None:
+                vectors[n] = new.vectors[row]
+                spaces[n] = names["new"]
+    payloads = [{**p, SPACE_FIELD: s} for p, s in zip(batch.payloads, spaces, strict=True)]
+    return Batch(list(batch.ids), vectors, payloads)
+
+
+def verify_migration(transform: StoreTransform, source: Connector, target: Connector, names: dict[str, str],
+                     new: NewVectors | None) -> Verification:
+    """Counts, every point's space, and a sample of written vectors recomputed from the source."""
+    source_count = source.count()
+    target_count = target.count() if target.exists() else 0
+    spaces = target.space_counts() if target_count else {}
+    sample = next(iter(target.read_batches(VERIFY_SAMPLE)), None) if target_count else None
+    diff = 0.0
+    checked = 0
+    if sample is not None:
+        ids = list(sample.ids)[:VERIFY_SAMPLE]
+        originals = source.read_ids(ids)
+        if len(originals) != len(ids):
+            raise VectorStoreError(f"{target.describe()}: {len(ids) - len(originals)} written points are not in the "
+                                   "source")
+        written = {str(i): (v, p) for i, v, p in zip(sample.ids, sample.vectors, sample.payloads, strict=True)}
+        expected = transform.apply(originals.vectors)
+        unit = target.normalises()
+        for n, pid in enumerate(originals.ids):
+            vec, payload = written[str(pid)]
+            want = expected[n]
+            if payload.get(SPACE_FIELD) == names["new"] and new is not None:
+                row = new.lookup(pid)
+                want = new.vectors[row] if row is not None else want
+            if unit:
+                want = want / max(float(np.linalg.norm(want)), 1e-12)
+            if not np.allclose(vec, want, rtol=VERIFY_RTOL, atol=VERIFY_ATOL):
+                raise VectorStoreError(f"{target.describe()}: point {pid!r} holds a vector that is not the bundle's "
+                                       f"transform of the source (max abs difference {np.max(np.abs(vec - want)):.3g})")
+            diff = max(diff, float(np.max(np.abs(vec - want))) if len(want) else 0.0)
+            checked += 1
+    return Verification(source_count, target_count, spaces, checked, diff, transform.probes)
+
+
+def switch_alias(store: Connector, alias: str, target: str) -> str | None:
+    """Point ``alias`` at ``target`` atomically; returns the collection it served before."""
+    previous = store.alias_target(alias)
+    store.set_alias(alias, target)
+    history = store.load_state(f"alias-{alias}") or {"history": []}
+    history["history"] = [*history["history"], {"from": previous, "to": target, "at": time.time()}]
+    store.save_state(f"alias-{alias}", history)
+    return previous
+
+
+def rollback_store(uri: str, alias: str | None = None) -> dict[str, Any]:
+    """Point the alias back at the collection named in ``uri`` (the one it served before a switch)."""
+    store = open_store(uri, "--to")
+    try:
+        alias = alias or store.uri.param("alias")
+        if not alias:
+            raise InputError("--alias", "name the alias to switch back (--alias NAME, or &alias=NAME in --to)")
+        if not store.exists():
+            raise VectorStoreError(f"{store.describe()}: no such collection to switch back to")
+        current = store.alias_target(alias)
+        if current == store.collection:
+            return {"alias": alias, "collection": store.collection, "previous": current, "changed": False}
+        previous = switch_alias(store, alias, store.collection)
+        return {"alias": alias, "collection": store.collection, "previous": previous, "changed": True,
+                "count": store.count()}
+    finally:
+        store.close()

@@ -1,0 +1,155 @@
+"""Parquet/Arrow datasets: ``parquet:///path/to/dataset_dir``.
+
+A collection is a folder of ``.parquet`` files with an id column, a fixed-size-list vector column and
+any payload columns (``?id=COLUMN&vector=COLUMN`` when they are not called ``id`` and ``vector``).
+Siblings of the folder are the store's other collections; an alias is a symbolic link beside them.
+Each written batch becomes one file named after a hash of its ids, written under a temporary name
+and renamed, so writing the same batch again replaces that file instead of duplicating rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from core.connectors.arrow_common import batch_to_table, table_to_batch
+from core.connectors.base import Batch, Connector, PointId, StoreURI, VectorStoreError, check_write_batch
+from core.connectors.links import link_target, swap_link
+
+
+class ParquetConnector(Connector):
+    scheme = "parquet"
+
+    def __init__(self, uri: StoreURI) -> None:
+        import pyarrow.parquet  # noqa: F401 - fail early when the extra is missing
+
+        if not uri.path or uri.path == "/":
+            raise VectorStoreError(f"{uri.raw}: name the dataset folder, e.g. parquet:///data/docs")
+        self.folder = Path(uri.path.rstrip("/"))
+        super().__init__(uri)
+        self.id_col = uri.param("id", default="id") or "id"
+        self.vec_col = uri.param("vector", default="vector") or "vector"
+
+    @staticmethod
+    def collection_name(uri: StoreURI) -> str:
+        return Path(uri.path.rstrip("/")).name
+
+    def with_collection(self, name: str) -> ParquetConnector:
+        path = str(self.folder.parent / name)
+        query = self.uri.raw.split("?", 1)[1] if "?" in self.uri.raw else ""
+        return ParquetConnector(StoreURI.parse(f"parquet://{path}" + (f"?{query}" if query else "")))
+
+    def location(self) -> str:
+        return str(self.folder.parent)
+
+    def describe(self) -> str:
+        return f"Parquet dataset {self.folder}"
+
+    def state_dir(self) -> str:
+        return str(self.folder.parent)
+
+    def _files(self) -> list[Path]:
+        if not self.folder.is_dir():
+            raise VectorStoreError(f"{self.folder}: no such Parquet dataset folder")
+        return sorted(p for p in self.folder.iterdir() if p.suffix == ".parquet" and not p.name.startswith("."))
+
+    def exists(self) -> bool:
+        return self.folder.is_dir()
+
+    def count(self) -> int:
+        import pyarrow.parquet as pq
+
+        return sum(pq.ParquetFile(f).metadata.num_rows for f in self._files())
+
+    def dim(self) -> int | None:
+        import pyarrow.parquet as pq
+
+        files = self._files()
+        if not files:
+            return None
+        field = pq.read_schema(files[0]).field(self.vec_col) if self.vec_col in pq.read_schema(files[0]).names \
+            else None
+        if field is None:
+            raise VectorStoreError(f"{files[0]}: no vector column '{self.vec_col}' (name it with ?vector=COLUMN)")
+        return int(getattr(field.type, "list_size", 0)) or None
+
+    def read_batches(self, batch_size: int, cursor: Any = None) -> Iterator[Batch]:
+        """Cursor: ``[file index, rows of that file done]``."""
+        import pyarrow.parquet as pq
+
+        files = self._files()
+        start_file, start_row = (cursor or [0, 0])
+        for index in range(int(start_file), len(files)):
+            pf = pq.ParquetFile(files[index])
+            done = 0
+            skip = int(start_row) if index == int(start_file) else 0
+            for rb in pf.iter_batches(batch_size=batch_size):
+                if done + rb.num_rows <= skip:
+                    done += rb.num_rows
+                    continue
+                if skip > done:
+                    rb = rb.slice(skip - done)
+                    done = skip
+                done += rb.num_rows
+                last = index == len(files) - 1 and done == pf.metadata.num_rows
+                yield table_to_batch(rb, self.id_col, self.vec_col, None if last else [index, done])
+
+    def create(self, dim: int, like: Connector | None = None, sample: Batch | None = None) -> None:
+        self._writable()
+        if self.folder.exists() and any(self.folder.iterdir()):
+            raise VectorStoreError(f"{self.folder}: the target dataset folder exists and is not empty")
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def drop(self) -> None:
+        if self.folder.is_symlink():
+            raise VectorStoreError(f"{self.folder}: is an alias; drop the dataset it points at instead")
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def write(self, batch: Batch) -> None:
+        import pyarrow.parquet as pq
+
+        if not len(batch):
+            return
+        check_write_batch(self, batch, batch.vectors.shape[1])
+        table = batch_to_table(batch, self.id_col, self.vec_col)
+        digest = hashlib.sha256(repr(batch.ids).encode()).hexdigest()[:24]
+        final = self.folder / f"part-{digest}.parquet"
+        tmp = self.folder / f".{final.name}.tmp"
+        try:
+            pq.write_table(table, tmp)
+            os.replace(tmp, final)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise VectorStoreError(f"{final}: cannot write ({exc})") from exc
+
+    def delete_ids(self, ids: list[PointId]) -> None:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        doomed = pa.array(list(ids))
+        for file in self._files():
+            table = pq.read_table(file)
+            keep = pc.invert(pc.is_in(table.column(self.id_col), value_set=doomed.cast(table.schema.field(
+                self.id_col).type)))
+            if pc.all(keep).as_py():
+                continue
+            kept = table.filter(keep)
+            if len(kept):
+                tmp = file.with_name(f".{file.name}.tmp")
+                pq.write_table(kept, tmp)
+                os.replace(tmp, file)
+            else:
+                file.unlink()
+
+    def alias_target(self, alias: str) -> str | None:
+        return link_target(self.folder.parent / alias)
+
+    def set_alias(self, alias: str, target: str) -> None:
+        if not (self.folder.parent / target).is_dir():
+            raise VectorStoreError(f"{self.folder.parent / target}: no such dataset to serve")
+        swap_link(self.folder.parent / alias, target)

@@ -1,0 +1,262 @@
+"""PostgreSQL with pgvector: ``postgresql://user@host:5432/db?table=docs&column=embedding``.
+
+``table`` names the table (or view), ``column`` its vector column (default ``embedding``), ``id`` its
+key column (default ``id``); every other column is payload. Other query parameters (``host=`` for a
+socket folder, ``sslmode=``...) go to the server unchanged. Rows are read in key order with keyset
+paging, written with binary ``COPY`` (one transaction per batch). An alias is a view: a switch drops
+and recreates it inside one transaction, so a reader sees the old table or the new one. Migration
+checkpoints live in a small ``embridge_state`` table of the same database.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlencode
+
+import numpy as np
+
+from core.connectors.base import (
+    SPACE_FIELD,
+    Batch,
+    Connector,
+    PointId,
+    StoreURI,
+    VectorStoreError,
+    check_write_batch,
+)
+
+OUR_PARAMS = ("table", "collection", "column", "id", "alias")
+
+
+def _pg_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "bigint"
+    if isinstance(value, float):
+        return "double precision"
+    return "text"
+
+
+class PgVectorConnector(Connector):
+    scheme = "postgresql"
+
+    def __init__(self, uri: StoreURI) -> None:
+        import psycopg
+
+        super().__init__(uri)
+        self.vec_col = uri.param("column", "vector", default="embedding") or "embedding"
+        self.id_col = uri.param("id", default="id") or "id"
+        base = uri.raw.split("?", 1)[0]
+        rest = {k: v for k, v in uri.params.items() if k not in OUR_PARAMS}
+        self.conninfo = base + (f"?{urlencode(rest)}" if rest else "")
+        try:
+            self.conn = psycopg.connect(self.conninfo, autocommit=True)
+        except psycopg.Error as exc:
+            raise VectorStoreError(f"{base}: cannot connect to PostgreSQL ({str(exc).strip().splitlines()[0]})") from exc
+        try:
+            from pgvector.psycopg import register_vector
+
+            register_vector(self.conn)
+        except psycopg.ProgrammingError as exc:
+            raise VectorStoreError(f"{base}: the pgvector extension is not installed in this database "
+                                   "(CREATE EXTENSION vector)") from exc
+
+    @staticmethod
+    def collection_name(uri: StoreURI) -> str:
+        name = uri.param("table", "collection")
+        if not name:
+            raise VectorStoreError(f"{uri.raw}: no table named (add ?table=NAME&column=VECTOR_COLUMN)")
+        return name
+
+    def describe(self) -> str:
+        return f"PostgreSQL {self.uri.raw.split('?', 1)[0]} table '{self.collection}'"
+
+    def location(self) -> str:
+        return self.conninfo
+
+    def _ident(self, *names: str) -> Any:
+        from psycopg import sql
+
+        return sql.SQL(", ").join(sql.Identifier(n) for n in names)
+
+    def _columns(self, name: str | None = None) -> list[tuple[str, str]]:
+        rows = self.conn.execute(
+            "select a.attname, format_type(a.atttypid, a.atttypmod) from pg_attribute a "
+            "join pg_class c on c.oid = a.attrelid where c.relname = %s and a.attnum > 0 and not a.attisdropped "
+            "and pg_table_is_visible(c.oid) order by a.attnum", [name or self.collection]).fetchall()
+        return [(r[0], r[1]) for r in rows]
+
+    def exists(self) -> bool:
+        return bool(self._columns())
+
+    def _need(self) -> list[tuple[str, str]]:
+        cols = self._columns()
+        if not cols:
+            raise VectorStoreError(f"{self.describe()}: no such table or view")
+        names = [c for c, _ in cols]
+        for col, what in ((self.id_col, "id (?id=COLUMN)"), (self.vec_col, "vector (?column=COLUMN)")):
+            if col not in names:
+                raise VectorStoreError(f"{self.describe()}: no {what} column '{col}' (columns: {', '.join(names)})")
+        return cols
+
+    def count(self) -> int:
+        from psycopg import sql
+
+        self._need()
+        return int(self.conn.execute(sql.SQL("select count(*) from {}").format(self._ident(self.collection)))
+                   .fetchone()[0])
+
+    def dim(self) -> int | None:
+        kind = dict(self._need())[self.vec_col]
+        if kind.startswith("vector(") and kind.endswith(")"):
+            return int(kind[len("vector("):-1])
+        raise VectorStoreError(f"{self.describe()}: column '{self.vec_col}' has type {kind}, not a pgvector vector(n)")
+
+    def read_batches(self, batch_size: int, cursor: Any = None) -> Iterator[Batch]:
+        """Cursor: the last id read (rows come in id order)."""
+        from psycopg import sql
+
+        cols = [c for c, _ in self._need()]
+        others = [c for c in cols if c not in (self.id_col, self.vec_col)]
+        select = sql.SQL("select {} from {}").format(self._ident(self.id_col, self.vec_col, *others),
+                                                     self._ident(self.collection))
+        order = sql.SQL(" order by {} limit %s").format(self._ident(self.id_col))
+        where = sql.SQL(" where {} > %s").format(self._ident(self.id_col))
+        last = cursor
+        while True:
+            query = select + (where if last is not None else sql.SQL("")) + order
+            args = [last, batch_size] if last is not None else [batch_size]
+            with self.conn.cursor(binary=True) as cur:
+                rows = cur.execute(query, args).fetchall()
+            if not rows:
+                return
+            last = rows[-1][0]
+            ids = [r[0] for r in rows]
+            vectors = np.stack([np.asarray(r[1], dtype=np.float32) for r in rows])
+            payloads = [dict(zip(others, r[2:], strict=True)) for r in rows]
+            yield Batch(ids, vectors, payloads, last if len(rows) == batch_size else None)
+            if len(rows) < batch_size:
+                return
+
+    def read_ids(self, ids: list[PointId]) -> Batch:
+        from psycopg import sql
+
+        cols = [c for c, _ in self._need()]
+        others = [c for c in cols if c not in (self.id_col, self.vec_col)]
+        query = sql.SQL("select {} from {} where {} = any(%s)").format(
+            self._ident(self.id_col, self.vec_col, *others), self._ident(self.collection), self._ident(self.id_col))
+        with self.conn.cursor(binary=True) as cur:
+            rows = {r[0]: r for r in cur.execute(query, [list(ids)]).fetchall()}
+        order = [i for i in ids if i in rows]
+        vectors = np.stack([np.asarray(rows[i][1], dtype=np.float32) for i in order]) if order else \
+            np.zeros((0, self.dim() or 0), np.float32)
+        return Batch(order, vectors, [dict(zip(others, rows[i][2:], strict=True)) for i in order])
+
+    def create(self, dim: int, like: Connector | None = None, sample: Batch | None = None) -> None:
+        from psycopg import sql
+
+        self._writable()
+        if self.exists():
+            raise VectorStoreError(f"{self.describe()}: the table already exists")
+        table = self._ident(self.collection)
+        with self.conn.transaction():
+            if isinstance(like, PgVectorConnector) and like.conninfo == self.conninfo and like.exists():
+                source = like.alias_target(like.collection) or like.collection
+                self.conn.execute(sql.SQL("create table {} (like {} including defaults including constraints)")
+                                  .format(table, self._ident(source)))
+                self.conn.execute(sql.SQL("alter table {} alter column {} type vector({})").format(
+                    table, self._ident(self.vec_col), sql.Literal(int(dim))))
+                if not any(c == SPACE_FIELD for c, _ in self._columns()):
+                    self.conn.execute(sql.SQL("alter table {} add column {} text").format(table,
+                                                                                           self._ident(SPACE_FIELD)))
+                keyed = self.conn.execute("select 1 from pg_index i join pg_class c on c.oid = i.indrelid "
+                                          "where c.relname = %s and i.indisprimary", [self.collection]).fetchone()
+                if not keyed:
+                    self.conn.execute(sql.SQL("alter table {} add primary key ({})").format(
+                        table, self._ident(self.id_col)))
+                return
+            payload_types: dict[str, str] = {}
+            for payload in (sample.payloads if sample is not None else []):
+                for key, value in payload.items():
+                    if value is not None and key not in payload_types:
+                        payload_types[key] = _pg_type(value)
+            payload_types.setdefault(SPACE_FIELD, "text")
+            id_type = _pg_type(sample.ids[0]) if sample is not None and len(sample) else "text"
+            columns = [sql.SQL("{} {} primary key").format(self._ident(self.id_col), sql.SQL(id_type)),
+                       sql.SQL("{} vector({})").format(self._ident(self.vec_col), sql.Literal(int(dim)))]
+            columns += [sql.SQL("{} {}").format(self._ident(k), sql.SQL(t)) for k, t in payload_types.items()
+                        if k not in (self.id_col, self.vec_col)]
+            self.conn.execute(sql.SQL("create table {} ({})").format(table, sql.SQL(", ").join(columns)))
+
+    def drop(self) -> None:
+        from psycopg import sql
+
+        self.conn.execute(sql.SQL("drop table if exists {}").format(self._ident(self.collection)))
+
+    def write(self, batch: Batch) -> None:
+        from psycopg import sql
+
+        if not len(batch):
+            return
+        check_write_batch(self, batch, batch.vectors.shape[1])
+        types = dict(self._need())
+        payload_cols = [c for c in types if c not in (self.id_col, self.vec_col)]
+        unknown = sorted({k for p in batch.payloads for k in p} - set(payload_cols))
+        if unknown:
+            raise VectorStoreError(f"{self.describe()}: no columns for the payload fields {', '.join(unknown)}")
+        cols = [self.id_col, self.vec_col, *payload_cols]
+        copy = sql.SQL("copy {} ({}) from stdin (format binary)").format(self._ident(self.collection),
+                                                                         self._ident(*cols))
+        with self.conn.transaction(), self.conn.cursor() as cur, cur.copy(copy) as cp:
+            cp.set_types([types[c] if not types[c].startswith("vector") else "vector" for c in cols])
+            for pid, vec, payload in zip(batch.ids, batch.vectors, batch.payloads, strict=True):
+                cp.write_row([pid, vec, *[payload.get(c) for c in payload_cols]])
+
+    def delete_ids(self, ids: list[PointId]) -> None:
+        from psycopg import sql
+
+        if ids and self.exists():
+            self.conn.execute(sql.SQL("delete from {} where {} = any(%s)").format(
+                self._ident(self.collection), self._ident(self.id_col)), [list(ids)])
+
+    def alias_target(self, alias: str) -> str | None:
+        row = self.conn.execute(
+            "select distinct t.relname from pg_class v join pg_rewrite r on r.ev_class = v.oid "
+            "join pg_depend d on d.objid = r.oid join pg_class t on t.oid = d.refobjid "
+            "where v.relname = %s and v.relkind = 'v' and t.oid <> v.oid and pg_table_is_visible(v.oid)",
+            [alias]).fetchall()
+        return str(row[0][0]) if len(row) == 1 else None
+
+    def set_alias(self, alias: str, target: str) -> None:
+        from psycopg import sql
+
+        kinds = dict(self.conn.execute("select relname, relkind from pg_class where relname in (%s, %s) "
+                                       "and pg_table_is_visible(oid)", [alias, target]).fetchall())
+        if kinds.get(target) not in ("r", "p"):
+            raise VectorStoreError(f"{self.describe()}: no table '{target}' to serve")
+        if alias in kinds and kinds[alias] != "v":
+            raise VectorStoreError(f"{self.describe()}: '{alias}' is a table, not an alias view; choose another name")
+        with self.conn.transaction():
+            self.conn.execute(sql.SQL("drop view if exists {}").format(self._ident(alias)))
+            self.conn.execute(sql.SQL("create view {} as select * from {}").format(self._ident(alias),
+                                                                                  self._ident(target)))
+
+    # -- checkpoints in the database itself ---------------------------------------------------
+    def load_state(self, key: str) -> dict[str, Any] | None:
+        self.conn.execute("create table if not exists embridge_state (key text primary key, state jsonb not null)")
+        row = self.conn.execute("select state from embridge_state where key = %s", [key]).fetchone()
+        return dict(row[0]) if row else None
+
+    def save_state(self, key: str, state: dict[str, Any] | None) -> None:
+        self.conn.execute("create table if not exists embridge_state (key text primary key, state jsonb not null)")
+        if state is None:
+            self.conn.execute("delete from embridge_state where key = %s", [key])
+            return
+        self.conn.execute("insert into embridge_state (key, state) values (%s, %s) on conflict (key) "
+                          "do update set state = excluded.state", [key, json.dumps(state)])
+
+    def close(self) -> None:
+        self.conn.close()

@@ -1,0 +1,185 @@
+"""Qdrant: ``qdrant:///path/to/db?collection=docs`` (embedded local mode) or ``qdrant://host:6333?collection=docs``.
+
+With an empty host the store is Qdrant's embedded local mode on that folder; with a host it is a
+server (``?https=1`` for TLS, the API key from ``$QDRANT_API_KEY``). ``?vector=NAME`` picks a named
+vector. Point ids are what Qdrant allows: unsigned integers or UUID strings. Aliases are Qdrant's
+own, and a switch is one ``update_collection_aliases`` call (delete and create together).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from core.connectors.base import Batch, Connector, PointId, StoreURI, VectorStoreError, check_write_batch
+
+
+class QdrantConnector(Connector):
+    scheme = "qdrant"
+
+    def __init__(self, uri: StoreURI) -> None:
+        from qdrant_client import QdrantClient
+
+        super().__init__(uri)
+        self.vector_name = uri.param("vector")
+        try:
+            if uri.netloc:
+                scheme = "https" if uri.param("https") in ("1", "true", "yes") else "http"
+                self.client = QdrantClient(url=f"{scheme}://{uri.netloc}", api_key=os.environ.get("QDRANT_API_KEY"))
+                self.local_path = None
+            else:
+                if not uri.path or uri.path == "/":
+                    raise VectorStoreError(f"{uri.raw}: name the database folder, e.g. qdrant:///data/qdrant?collection=docs")
+                self.local_path = uri.path
+                self.client = QdrantClient(path=uri.path)
+        except VectorStoreError:
+            raise
+        except Exception as exc:  # a locked folder, an unreachable server...
+            raise VectorStoreError(f"{uri.raw}: cannot open the Qdrant store ({exc})") from exc
+
+    def describe(self) -> str:
+        return f"Qdrant {self.local_path or self.uri.netloc} collection '{self.collection}'"
+
+    def state_dir(self) -> str | None:
+        return self.local_path
+
+    def _real_name(self) -> str:
+        return self.alias_target(self.collection) or self.collection
+
+    def exists(self) -> bool:
+        return bool(self.client.collection_exists(self._real_name()))
+
+    def _need(self) -> str:
+        name = self._real_name()
+        if not self.client.collection_exists(name):
+            names = ", ".join(c.name for c in self.client.get_collections().collections) or "none"
+            raise VectorStoreError(f"{self.describe()}: no such collection (collections: {names})")
+        return name
+
+    def count(self) -> int:
+        return int(self.client.count(self._need(), exact=True).count)
+
+    def _vector_params(self) -> Any:
+        vectors = self.client.get_collection(self._need()).config.params.vectors
+        if isinstance(vectors, dict):
+            if self.vector_name not in vectors:
+                raise VectorStoreError(f"{self.describe()}: named vectors {sorted(vectors)}; pick one with ?vector=NAME")
+            return vectors[self.vector_name]
+        return vectors
+
+    def normalises(self) -> bool:
+        from qdrant_client import models
+
+        return self._vector_params().distance == models.Distance.COSINE
+
+    def dim(self) -> int | None:
+        return int(self._vector_params().size)
+
+    def _vector(self, raw: Any) -> Any:
+        if isinstance(raw, dict):
+            return raw[self.vector_name] if self.vector_name else next(iter(raw.values()))
+        return raw
+
+    def read_batches(self, batch_size: int, cursor: Any = None) -> Iterator[Batch]:
+        """Cursor: Qdrant's own next-page offset (the next point id)."""
+        name, dim = self._need(), self.dim() or 0
+        offset = cursor
+        while True:
+            records, offset = self.client.scroll(name, limit=batch_size, offset=offset, with_payload=True,
+                                                 with_vectors=True)
+            if not records:
+                return
+            vectors = np.asarray([self._vector(r.vector) for r in records], dtype=np.float32).reshape(-1, dim)
+            yield Batch([r.id for r in records], vectors, [dict(r.payload or {}) for r in records], offset)
+            if offset is None:
+                return
+
+    def read_ids(self, ids: list[PointId]) -> Batch:
+        name, dim = self._need(), self.dim() or 0
+        found = {r.id: r for r in self.client.retrieve(name, ids=list(ids), with_payload=True, with_vectors=True)}
+        order = [i for i in ids if i in found]
+        vectors = np.asarray([self._vector(found[i].vector) for i in order], dtype=np.float32).reshape(-1, dim)
+        return Batch(order, vectors, [dict(found[i].payload or {}) for i in order])
+
+    def space_counts(self) -> dict[str, int]:
+        from core.connectors.base import SPACE_FIELD
+
+        counts: dict[str, int] = {}
+        name, offset = self._need(), None
+        while True:
+            records, offset = self.client.scroll(name, limit=8192, offset=offset, with_payload=[SPACE_FIELD],
+                                                 with_vectors=False)
+            for r in records:
+                key = str((r.payload or {}).get(SPACE_FIELD) or "")
+                counts[key] = counts.get(key, 0) + 1
+            if offset is None or not records:
+                return counts
+
+    def create(self, dim: int, like: Connector | None = None, sample: Batch | None = None) -> None:
+        from qdrant_client import models
+
+        self._writable()
+        if self.client.collection_exists(self.collection):
+            raise VectorStoreError(f"{self.describe()}: the collection already exists")
+        distance = models.Distance.COSINE
+        if isinstance(like, QdrantConnector) and like.exists():
+            distance = like._vector_params().distance
+        params = models.VectorParams(size=int(dim), distance=distance)
+        self.client.create_collection(self.collection, vectors_config={self.vector_name: params}
+                                      if self.vector_name else params)
+
+    def drop(self) -> None:
+        if self.client.collection_exists(self.collection):
+            self.client.delete_collection(self.collection)
+
+    def write(self, batch: Batch) -> None:
+        from qdrant_client import models
+
+        if not len(batch):
+            return
+        check_write_batch(self, batch, batch.vectors.shape[1])
+        vectors = batch.vectors.tolist()
+        if self.vector_name:
+            vectors = {self.vector_name: vectors}
+        try:
+            self.client.upsert(self.collection, points=models.Batch(ids=list(batch.ids), vectors=vectors,
+                                                                    payloads=batch.payloads), wait=True)
+        except ValueError as exc:
+            raise VectorStoreError(f"{self.describe()}: cannot write the batch ({exc}); Qdrant ids must be "
+                                   "unsigned integers or UUIDs") from exc
+
+    def delete_ids(self, ids: list[PointId]) -> None:
+        from qdrant_client import models
+
+        if ids and self.client.collection_exists(self.collection):
+            self.client.delete(self.collection, points_selector=models.PointIdsList(points=list(ids)), wait=True)
+
+    def alias_target(self, alias: str) -> str | None:
+        for entry in self.client.get_aliases().aliases:
+            if entry.alias_name == alias:
+                return str(entry.collection_name)
+        return None
+
+    def set_alias(self, alias: str, target: str) -> None:
+        from qdrant_client import models
+
+        if not self.client.collection_exists(target):
+            raise VectorStoreError(f"{self.describe()}: no collection '{target}' to serve")
+        if alias in {c.name for c in self.client.get_collections().collections}:
+            raise VectorStoreError(f"{self.describe()}: '{alias}' is a collection, not an alias; choose another "
+                                   "alias name")
+        ops: list[Any] = []
+        if self.alias_target(alias) is not None:
+            ops.append(models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=alias)))
+        ops.append(models.CreateAliasOperation(create_alias=models.CreateAlias(collection_name=target,
+                                                                                alias_name=alias)))
+        self.client.update_collection_aliases(change_aliases_operations=ops)
+
+    def close(self) -> None:
+        try:
+            self.client.close()
+        except Exception:  # noqa: S110 - closing a client that is already gone
+            pass

@@ -1,0 +1,55 @@
+"""The one place a migration turns old vectors into new-space vectors with a bundle.
+
+Everything else in the store code calls :func:`load_transform` and :meth:`StoreTransform.apply`, so
+the runtime underneath (today the bundle's verified TorchScript module) can change without touching
+the migration.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core.errors import BundleError
+
+
+@dataclass
+class StoreTransform:
+    """A verified bundle seen from a store migration: which spaces it maps, and the mapping."""
+
+    path: Path
+    direction: str
+    old_space: str
+    new_space: str
+    in_dim: int
+    out_dim: int
+    adapter_sha256: str
+    probes: dict[str, Any] | None
+    _loaded: Any
+
+    def apply(self, old_vectors: np.ndarray) -> np.ndarray:
+        """New-space float32 rows for old-model rows (as the bundle's transformed gallery)."""
+        return self._loaded(old_vectors)
+
+
+def load_transform(bundle: str | Path) -> StoreTransform:
+    """Verify the bundle (hashes and probes) and check it maps a stored gallery old -> new."""
+    from core.bundle.runtime import load_bundle
+
+    loaded = load_bundle(bundle)
+    m = loaded.manifest
+    adapter = m["adapter"]
+    if adapter["direction"] != "forward":
+        raise BundleError(f"{bundle}: a {adapter['direction']} ({adapter['kind']}) layer maps new queries into the "
+                          "old space, so the stored gallery stays as it is and there is nothing to migrate; deploy "
+                          "the bundle on the query side, or export a forward (fct) layer to migrate a store")
+    if loaded.inputs != ["old"]:
+        raise BundleError(f"{bundle}: this layer needs inputs {loaded.inputs}; a store migration can feed it only "
+                          "the stored old vectors")
+    models = m.get("models", {})
+    return StoreTransform(Path(bundle), adapter["direction"], str(models.get("old", {}).get("name") or "old"),
+                          str(models.get("new", {}).get("name") or "new"), loaded.in_dim, loaded.out_dim,
+                          m["files"][adapter["file"]]["sha256"], loaded.probe_check, loaded)
