@@ -58,13 +58,15 @@ METHODS: dict[str, MethodInfo] = {
         MethodInfo("bct", "BCT head", "backward", True, False, True,
                    "A head on new vectors trained to classify with a new classifier and with the old "
                    "classifier (influence loss), so its outputs are comparable to old vectors.",
-                   {"hidden": 512, "influence_weight": 1.0, "logit_scale": 16.0, "batch_size": 64, "patience": 15}),
+                   {"hidden": 512, "influence_weight": 1.0, "logit_scale": 16.0, "softmax_classes": 1024,
+                    "batch_size": 64, "patience": 15}),
         MethodInfo("bt2", "BT² / OCA orthogonal head", "joint", True, False, True,
                    "BT² for frozen models: a small learned branch widens the new vector by k dims and an "
                    "orthogonal layer maps the widened vector; the first old-dim outputs align to the old "
                    "space for old-gallery search, the rest keep what only the new model knows.",
                    {"extra_dims": 32, "hidden": 64, "influence_weight": 1.0, "align_weight": 1.0,
-                    "logit_scale": 16.0, "lr": 1e-2, "batch_size": 64, "patience": 15}),
+                    "logit_scale": 16.0, "softmax_classes": 1024, "lr": 1e-2, "batch_size": 64,
+                    "patience": 15}),
         MethodInfo("fct", "FCT gallery transform", "forward", False, False, True,
                    "Transforms the stored old gallery vectors into the new space (optionally with side "
                    "information), a cheap backfill without re-running the new model on every item.",

@@ -107,7 +107,7 @@ def _check(s: dict[str, Any], kind: str) -> None:
          "weight_decay", "zero or more")
     if "loss" in s:
         need(s["loss"] in LOSSES, "loss", f"one of {', '.join(LOSSES)}")
-    for key in ("rank", "hidden", "extra_dims"):
+    for key in ("rank", "hidden", "extra_dims", "softmax_classes"):
         if key in s:
             need(isinstance(s[key], int) and s[key] >= 1, key, "a positive integer")
     if "whiten" in s:

@@ -175,7 +175,8 @@ def build_for_training(kind: str, data: PairData, s: dict[str, Any]) -> tuple[Ad
             return adapter, PairObjective(s["loss"], s["temperature"], False), labels
         class_ids, labels = _labels_for(kind, data)
         centre, protos = class_prototypes(old, labels, len(class_ids), data.old_classifier, class_ids)
-        return adapter, BCTObjective(centre, protos, s["influence_weight"], s["logit_scale"]), labels
+        return adapter, BCTObjective(centre, protos, s["influence_weight"], s["logit_scale"],
+                                       s["softmax_classes"], s["seed"]), labels
     if kind == "bt2":
         class_ids, labels = _labels_for(kind, data)
         adapter = BT2Adapter(data.new_dim, data.new_dim + s["extra_dims"], data.old_dim, s["hidden"])
@@ -183,7 +184,7 @@ def build_for_training(kind: str, data: PairData, s: dict[str, Any]) -> tuple[Ad
             adapter.init_from_procrustes(procrustes(new, old), new)
         centre, protos = class_prototypes(old, labels, len(class_ids), data.old_classifier, class_ids)
         objective = BT2Objective(centre, protos, adapter.extra_dims, s["influence_weight"],
-                                 s["align_weight"], s["logit_scale"])
+                                 s["align_weight"], s["logit_scale"], s["softmax_classes"], s["seed"])
         return adapter, objective, labels
     if kind == "fct":
         source = old if data.side_train is None else np.concatenate([old, data.side_train], axis=1)

@@ -136,6 +136,11 @@ def _step(
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(opt)
+        after_step = getattr(objective, "after_step", None)
+        if after_step is not None:  # parameters the objective updates itself (sampled classifier rows)
+            group = opt.param_groups[0]
+            after_step(float(group["lr"]), float(group["weight_decay"]),
+                       float(scaler.get_scale()) if scaler.is_enabled() else 1.0)
         scaler.update()
         return value
     except RuntimeError as exc:  # torch.OutOfMemoryError (CUDA) or MPS's plain RuntimeError

@@ -54,38 +54,143 @@ def class_prototypes(
     return centre.astype(np.float32), protos.astype(np.float32)
 
 
-class BCTObjective(nn.Module):
+class ClassSampler:
+    """Which classifier rows a batch's softmax runs over: all of them, or a sample when there are many.
+
+    With thousands of classes the full softmax (batch x classes logits, and their gradient) makes a
+    step's cost grow with the class count. Above ``max_classes`` each step uses the batch's own
+    classes plus uniformly drawn other classes up to ``max_classes`` (the partial-FC sampled
+    softmax), so the cost per step is bounded whatever the class count.
+    """
+
+    def __init__(self, n_classes: int, max_classes: int, seed: int) -> None:
+        self.n_classes = int(n_classes)
+        self.max_classes = int(max_classes)
+        self.generator = torch.Generator().manual_seed(int(seed))
+
+    @property
+    def samples(self) -> bool:
+        return self.n_classes > self.max_classes
+
+    def rows(self, labels: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """(class rows to score, or None for all; labels re-indexed into those rows, -1 kept)."""
+        if not self.samples:
+            return None, labels
+        known = labels >= 0
+        positives = torch.unique(labels[known].cpu())
+        wanted = max(0, self.max_classes - len(positives))
+        draw = torch.randint(self.n_classes, (2 * wanted,), generator=self.generator)
+        seen = torch.zeros(self.n_classes, dtype=torch.bool)
+        seen[positives] = True
+        fresh = torch.unique(draw[~seen[draw]])[:wanted]  # a few draws repeat: fine, cost stays flat
+        rows = torch.cat([positives, fresh]).to(labels.device)
+        lookup = torch.full((self.n_classes,), -1, dtype=torch.long, device=labels.device)
+        lookup[rows] = torch.arange(len(rows), device=labels.device)
+        remapped = torch.where(known, lookup[labels.clamp(min=0)], labels)
+        return rows, remapped
+
+
+class NewClassifier(nn.Module):
+    """The trainable new classifier: a plain parameter, or lazily updated rows when classes are sampled.
+
+    Under a sampled softmax only the scored rows get a gradient, but AdamW would still decay and
+    update every row each step, a cost that grows with the class count. Then the rows live in a
+    buffer and :meth:`apply_row_updates` runs AdamW on the scored rows alone (per-row step counts
+    for the bias correction), after the loop's backward pass.
+    """
+
+    def __init__(self, init: torch.Tensor, sampler: ClassSampler, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8) -> None:
+        super().__init__()
+        self.sampler = sampler
+        self.betas, self.eps = betas, eps
+        self._pending: tuple[torch.Tensor, torch.Tensor] | None = None
+        if sampler.samples:
+            self.register_buffer("rows_weight", init.clone())
+            self.register_buffer("exp_avg", torch.zeros_like(init))
+            self.register_buffer("exp_avg_sq", torch.zeros_like(init))
+            self.register_buffer("row_steps", torch.zeros(len(init)))
+        else:
+            self.weight = nn.Parameter(init.clone())
+
+    def select(self, rows: torch.Tensor | None) -> torch.Tensor:
+        if rows is None:
+            return self.weight
+        picked = self.rows_weight[rows].clone().requires_grad_(True)
+        self._pending = (rows, picked)
+        return picked
+
+    @torch.no_grad()
+    def apply_row_updates(self, lr: float, weight_decay: float, grad_scale: float = 1.0) -> None:
+        """AdamW on the rows the last step scored (nothing when no rows were sampled)."""
+        if self._pending is None:
+            return
+        rows, picked = self._pending
+        self._pending = None
+        if picked.grad is None:
+            return
+        grad = picked.grad.float() / grad_scale
+        if not bool(torch.isfinite(grad).all()):
+            return
+        b1, b2 = self.betas
+        self.row_steps[rows] += 1
+        steps = self.row_steps[rows].unsqueeze(1)
+        m = self.exp_avg[rows].mul_(b1).add_(grad, alpha=1 - b1)
+        v = self.exp_avg_sq[rows].mul_(b2).addcmul_(grad, grad, value=1 - b2)
+        self.exp_avg[rows], self.exp_avg_sq[rows] = m, v
+        update = (m / (1 - b1**steps)) / ((v / (1 - b2**steps)).sqrt() + self.eps)
+        w = self.rows_weight[rows]
+        self.rows_weight[rows] = w * (1 - lr * weight_decay) - lr * update
+
+
+def _fixed_rows(weights: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
+    return weights if rows is None else weights[rows]
+
+
+class ClassifierObjective(nn.Module):
+    """Shared by bct and bt2: the loop calls :meth:`after_step` after each optimiser step."""
+
+    new_classifier: NewClassifier
+
+    def after_step(self, lr: float, weight_decay: float, grad_scale: float) -> None:
+        self.new_classifier.apply_row_updates(lr, weight_decay, grad_scale)
+
+
+class BCTObjective(ClassifierObjective):
     """CE with a new (trainable) classifier + influence CE with the fixed old classifier."""
 
-    def __init__(self, centre: np.ndarray, prototypes: np.ndarray, influence_weight: float, scale: float) -> None:
+    def __init__(self, centre: np.ndarray, prototypes: np.ndarray, influence_weight: float, scale: float,
+                 max_classes: int = 1024, seed: int = 0) -> None:
         super().__init__()
         self.register_buffer("centre", torch.as_tensor(centre))
         self.register_buffer("old_weights", torch.as_tensor(prototypes))
-        self.new_classifier = nn.Parameter(torch.as_tensor(prototypes).clone())
+        self.sampler = ClassSampler(len(prototypes), max_classes, seed)
+        self.new_classifier = NewClassifier(torch.as_tensor(prototypes), self.sampler)
         self.influence_weight = float(influence_weight)
         self.scale = float(scale)
 
     def forward(self, adapter: Adapter, batch: Batch) -> torch.Tensor:
         h = adapter(batch["new"]) - self.centre
-        y = batch["labels"]
-        new_ce = masked_cross_entropy(cosine_logits(h, self.new_classifier, self.scale), y)
-        old_ce = masked_cross_entropy(cosine_logits(h, self.old_weights, self.scale), y)
+        rows, y = self.sampler.rows(batch["labels"])
+        new_ce = masked_cross_entropy(cosine_logits(h, self.new_classifier.select(rows), self.scale), y)
+        old_ce = masked_cross_entropy(cosine_logits(h, _fixed_rows(self.old_weights, rows), self.scale), y)
         return new_ce + self.influence_weight * old_ce
 
 
-class BT2Objective(nn.Module):
+class BT2Objective(ClassifierObjective):
     """First a dims: cosine to the old vector + influence CE; all a + k dims: new-classifier CE."""
 
     def __init__(
         self, centre: np.ndarray, prototypes: np.ndarray, extra_dims: int,
-        influence_weight: float, align_weight: float, scale: float,
+        influence_weight: float, align_weight: float, scale: float, max_classes: int = 1024, seed: int = 0,
     ) -> None:
         super().__init__()
         self.old_dims = int(prototypes.shape[1])
         self.register_buffer("centre", torch.as_tensor(centre))
         self.register_buffer("old_weights", torch.as_tensor(prototypes))
         init = torch.cat([torch.as_tensor(prototypes), 0.01 * torch.randn(len(prototypes), extra_dims)], dim=1)
-        self.new_classifier = nn.Parameter(init)
+        self.sampler = ClassSampler(len(prototypes), max_classes, seed)
+        self.new_classifier = NewClassifier(init, self.sampler)
         self.influence_weight = float(influence_weight)
         self.align_weight = float(align_weight)
         self.scale = float(scale)
@@ -93,9 +198,10 @@ class BT2Objective(nn.Module):
     def forward(self, adapter: Adapter, batch: Batch) -> torch.Tensor:
         h = adapter(batch["new"])
         h_old = h[:, : self.old_dims]
-        y = batch["labels"]
+        rows, y = self.sampler.rows(batch["labels"])
         align = 1.0 - F.cosine_similarity(h_old.float(), batch["old"].float(), dim=1).mean()
-        old_ce = masked_cross_entropy(cosine_logits(h_old - self.centre, self.old_weights, self.scale), y)
+        old_ce = masked_cross_entropy(
+            cosine_logits(h_old - self.centre, _fixed_rows(self.old_weights, rows), self.scale), y)
         centred = torch.cat([h_old - self.centre, h[:, self.old_dims :]], dim=1)
-        new_ce = masked_cross_entropy(cosine_logits(centred, self.new_classifier, self.scale), y)
+        new_ce = masked_cross_entropy(cosine_logits(centred, self.new_classifier.select(rows), self.scale), y)
         return self.align_weight * align + self.influence_weight * old_ce + new_ce
