@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--text-field", help="with --from: payload field holding the text")
     p.add_argument("--format", choices=["images", "csv", "jsonl", "vectors", "beir"], help="default: from the path")
     p.add_argument("--qrels", help="relevance judgments: query key, item key, grade[, split] a line (tsv or csv)")
-    p.add_argument("--qrels-seed", type=int, default=0,
+    p.add_argument("--qrels-seed", type=SEED, default=0,
                    help="seed of the train/dev/test split of queries when --qrels gives no split (default 0)")
     p.add_argument("--split", help="split name for the imported items (e.g. gallery, query)")
     p.add_argument("--model", help="for vector files: the (vectors-kind) model these vectors belong to")
