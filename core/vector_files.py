@@ -154,12 +154,12 @@ class VectorFile:
             if ("query_ids" in members) != ("query_vectors" in members):
                 raise VectorFileError(src, "an .npz with queries needs both 'query_ids' and 'query_vectors'")
             vectors = _member_reader(src, zf, members["vectors"])
-            keys = _keys(src, zf, members["ids"])
+            keys = _keys(src, zf, members["ids"], vectors.rows)
             _check_keys(src, keys, vectors, "ids")
             if "query_vectors" not in members:
                 return cls(src, keys, vectors)
             queries = _member_reader(src, zf, members["query_vectors"])
-            query_keys = _keys(src, zf, members["query_ids"])
+            query_keys = _keys(src, zf, members["query_ids"], queries.rows)
             _check_keys(src, query_keys, queries, "query_ids")
             if queries.dim != vectors.dim:
                 raise VectorFileError(src, f"query_vectors are {queries.dim}-d but vectors are {vectors.dim}-d")
@@ -205,7 +205,7 @@ def _validated(src: Path, shape: tuple[int, ...], dtype: np.dtype, data_bytes: i
     if shape[0] == 0:
         raise VectorFileError(src, "the file holds no vectors")
     if shape[1] == 0:
-        raise VectorFileError(src, "the vectors have no dimensions (shape with 0 columns)")
+        raise VectorFileError(src, f"vectors have shape {shape}: no values per vector")
 
 
 def read_ids_file(path: Path) -> tuple[list[str], list[str]]:
@@ -274,23 +274,25 @@ def _member_reader(src: Path, zf: zipfile.ZipFile, name: str) -> MatrixReader:
     return MatrixReader(src, name, (shape[0], shape[1]), dtype, False, header, mapped=False)
 
 
-def _keys(src: Path, zf: zipfile.ZipFile, name: str) -> list[str]:
+def _keys(src: Path, zf: zipfile.ZipFile, name: str, rows: int) -> list[str]:
     """Keys of an ids member: a 1-D array of text, UTF-8 bytes or integers, normalised as importers store them."""
     info = zf.getinfo(name)
     _check_member_sizes(src, info)
     what = name.removesuffix(".npy")
+    noun = what.replace("_", " ").removesuffix("s")  # "id" or "query id"
     with zf.open(info) as fh:
         shape, _, dtype, header = _read_header(fh)
-    if dtype.hasobject:
-        raise VectorFileError(src, "unreadable vector file (Object arrays cannot be loaded when allow_pickle=False)")
+    if dtype.kind not in "USiu":
+        raise VectorFileError(src, f"{what} must be text or integers, got dtype {dtype}")
     if math.prod(shape) * dtype.itemsize > info.file_size - header:
         raise VectorFileError(src, f"member {name} claims {math.prod(shape) * dtype.itemsize} bytes of data in "
                               f"its header but holds {info.file_size - header}")
-    if dtype.kind not in "USiu":
-        raise VectorFileError(src, f"{what} must be text or integers, got dtype {dtype}")
     if len(shape) != 1:
         shown = "a single value" if not shape else f"shape {shape}"
         raise VectorFileError(src, f"{what} must be a 1-D array with one key per vector, got {shown}")
+    if shape[0] != rows:
+        vectors = "vectors" if what == "ids" else "query vectors"
+        raise VectorFileError(src, f"{rows} {vectors} but {shape[0]} {what.replace('_', ' ')}")
     if dtype.itemsize == 0 and shape[0]:
         raise VectorFileError(src, f"all {shape[0]} {what} are empty strings (dtype {dtype})")
     with zf.open(info) as fh:
@@ -301,9 +303,9 @@ def _keys(src: Path, zf: zipfile.ZipFile, name: str) -> list[str]:
             try:
                 value = value.decode("utf-8")
             except UnicodeDecodeError as exc:
-                raise VectorFileError(src, f"{what} {n} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+                raise VectorFileError(src, f"{noun} {n} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
         raw.append(value)
-    return normalise_keys(raw, src, noun=what.replace("_", " ").removesuffix("s"))
+    return normalise_keys(raw, src, noun=noun)
 
 
 def _check_keys(src: Path, keys: list[str], reader: MatrixReader, what: str) -> None:

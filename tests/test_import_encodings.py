@@ -76,7 +76,8 @@ def test_keys_are_stored_in_nfc_and_an_nfd_twin_is_the_same_item(ws: Workspace, 
     (tmp_path / "b.jsonl").write_text(json.dumps({"key": CAFE_NFC, "text": "again"}) + "\n", encoding="utf-8")
     with pytest.raises(ImportDataError, match=f"already exist in the workspace, e.g. {CAFE_NFC}"):
         import_items(ws, tmp_path / "b.jsonl")
-    table = VectorTable([CAFE_NFC], np.ones((1, 2), np.float32), tmp_path / "m.npz")
+    np.savez(tmp_path / "m.npz", ids=np.array([CAFE_NFC]), vectors=np.ones((1, 2), np.float32))
+    table = VectorTable.load(tmp_path / "m.npz")
     assert table.lookup([CAFE_NFD]).shape == (1, 2)  # an embeddings-only model finds the item either way
 
 
