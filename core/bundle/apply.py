@@ -106,9 +106,13 @@ def _apply(loaded: LoadedBundle, src: Path, x: np.ndarray, out: Path, old_vector
     done, matrix = _resume(partial, sidecar, state)
     resumed_from = done
     if matrix is None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        matrix = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float32, shape=(n, loaded.out_dim))
-        atomic_write_text(sidecar, json.dumps({**state, "done": 0}))
+        try:
+            matrix = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float32, shape=(n, loaded.out_dim))
+            atomic_write_text(sidecar, json.dumps({**state, "done": 0}))
+        except BaseException:  # no row done yet (a full disk at the start): leave nothing behind
+            matrix = None
+            _discard(partial, sidecar)
+            raise
     try:
         report(done, n, {"stage": "applying the bundle"})
         while done < n:
