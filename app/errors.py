@@ -44,8 +44,13 @@ def setup_file_logging(folder: Path) -> Path:
     return path
 
 
+def headline(message: str) -> str:
+    """The one line the command line prints for the same error (whitespace folded, nothing dropped)."""
+    return " ".join(str(message).split()) or "unknown error"
+
+
 class ErrorDialog(QDialog):
-    """A readable message, the traceback (selectable, with a copy button) and the log file's path."""
+    """The error's one line on top, then (bugs only) the traceback with a copy button, and the log's path."""
 
     def __init__(self, title: str, message: str, details: str | None, log_path: Path | None,
                  parent: QWidget | None = None) -> None:
@@ -53,10 +58,16 @@ class ErrorDialog(QDialog):
         self.setWindowTitle(title)
         self.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         self.message, self.details = message, details
+        self.headline = headline(message)
         layout = QVBoxLayout(self)
-        text = QLabel(message)
+        text = QLabel(self.headline)
+        text.setObjectName("headline")
         text.setWordWrap(True)
+        text.setTextFormat(Qt.TextFormat.PlainText)
         text.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        font = text.font()
+        font.setBold(True)
+        text.setFont(font)
         layout.addWidget(text)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
         if details:
