@@ -73,6 +73,12 @@ def held_apply_lock(env: Env) -> Path:
     return env.inputs / "out.npy"
 
 
+def link_named(env: Env, name: str, target: Path) -> Path:
+    link = env.inputs / name
+    link.symlink_to(target)
+    return link
+
+
 def link_to_bundle(env: Env) -> Path:
     target = bundle_copy(env)
     link = env.inputs / "link.zip"
