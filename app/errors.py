@@ -44,8 +44,13 @@ def setup_file_logging(folder: Path) -> Path:
     return path
 
 
+def headline(message: str) -> str:
+    """The one line the command line prints for the same error (whitespace folded, nothing dropped)."""
+    return " ".join(str(message).split()) or "unknown error"
+
+
 class ErrorDialog(QDialog):
-    """A readable message, the traceback (selectable, with a copy button) and the log file's path."""
+    """The error's one line on top, then (bugs only) the traceback with a copy button, and the log's path."""
 
     def __init__(self, title: str, message: str, details: str | None, log_path: Path | None,
                  parent: QWidget | None = None) -> None:
@@ -53,19 +58,18 @@ class ErrorDialog(QDialog):
         self.setWindowTitle(title)
         self.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         self.message, self.details = message, details
+        self.headline = headline(message)
         layout = QVBoxLayout(self)
-        # the one-line message first and prominent; a traceback only on request
-        first, _, rest = message.partition("\n")
-        self.message_label = QLabel(first)
+        # the one line first and prominent (as the command line prints it); a traceback only on request
+        self.message_label = QLabel(self.headline)
+        self.message_label.setObjectName("headline")
         self.message_label.setWordWrap(True)
-        self.message_label.setStyleSheet("QLabel { font-weight: bold; }")
+        self.message_label.setTextFormat(Qt.TextFormat.PlainText)
         self.message_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        font = self.message_label.font()
+        font.setBold(True)
+        self.message_label.setFont(font)
         layout.addWidget(self.message_label)
-        if rest.strip():
-            more = QLabel(rest.strip())
-            more.setWordWrap(True)
-            more.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-            layout.addWidget(more)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
         self.details_view: QPlainTextEdit | None = None
         if details:

@@ -73,6 +73,12 @@ def held_apply_lock(env: Env) -> Path:
     return env.inputs / "out.npy"
 
 
+def link_named(env: Env, name: str, target: Path) -> Path:
+    link = env.inputs / name
+    link.symlink_to(target)
+    return link
+
+
 def link_to_bundle(env: Env) -> Path:
     target = bundle_copy(env)
     link = env.inputs / "link.zip"
@@ -116,10 +122,10 @@ def npz_for_import(env: Env) -> Path:
 class RaisesInForward(torch.nn.Module):
     """An 8 -> 4 embedder whose forward raises once a batch has more than ``limit`` rows."""
 
-    def __init__(self, limit: int = 0) -> None:
+    def __init__(self, limit: int = 0, in_features: int = 8) -> None:
         super().__init__()
         self.limit = limit
-        self.layer = torch.nn.Linear(8, 4)
+        self.layer = torch.nn.Linear(in_features, 4)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[0] > self.limit:
@@ -127,9 +133,9 @@ class RaisesInForward(torch.nn.Module):
         return self.layer(x)
 
 
-def raising_model(env: Env, limit: int = 0, name: str = "raises.ts") -> Path:
+def raising_model(env: Env, limit: int = 0, name: str = "raises.ts", in_features: int = 8) -> Path:
     path = env.inputs / name
-    torch.jit.save(torch.jit.script(RaisesInForward(limit)), str(path))
+    torch.jit.save(torch.jit.script(RaisesInForward(limit, in_features)), str(path))
     return path
 
 

@@ -16,12 +16,13 @@ from typing import Any
 import pytest
 from app_fixtures import close_error_dialogs, error_dialogs, no_threads_left, wait_for_jobs, window
 from badinputs import CORPUS, Case, Env, corpus_base, make_env, option, state
+from badinputs_commands import COMMAND_CASES
 from pytestqt.qtbot import QtBot
 
 from app.main_window import MainWindow
 
 __all__ = ["corpus_base", "no_threads_left", "window"]
-APP_CASES = [case for case in CORPUS if case.app]
+APP_CASES = [case for case in [*CORPUS, *COMMAND_CASES] if case.app]
 
 
 def test_every_app_action_meets_several_bad_inputs() -> None:
@@ -62,7 +63,19 @@ def test_bad_input_shows_an_error_dialog(case: Case, qtbot: QtBot, window: MainW
     assert dialog.windowTitle() == title
     assert str(bad) in dialog.message and re.search(case.expect, dialog.message), dialog.message
     assert dialog.details is None  # explained in one message, no traceback
+    top = dialog.layout().itemAt(0).widget()
+    assert top.text() == dialog.headline == " ".join(dialog.message.split())  # the one line, on top
+    assert "Traceback" not in dialog.headline and "\n" not in top.text()
     assert window.isVisible()
     close_error_dialogs()
     window.ctx.close_workspace()
     assert state(tmp_path) == before
+
+
+def test_a_bug_shows_its_one_line_on_top_and_the_traceback_below(qtbot: QtBot, window: MainWindow) -> None:
+    window.ctx.reporter.report("Unexpected error", "KeyError: 101\n  (while unpickling)", "Traceback (most recent...)")
+    qtbot.waitUntil(lambda: bool(error_dialogs()), timeout=10_000)
+    (dialog,) = error_dialogs()
+    assert dialog.layout().itemAt(0).widget().text() == "KeyError: 101 (while unpickling)"
+    assert dialog.details_view.toPlainText().startswith("Traceback")
+    close_error_dialogs()

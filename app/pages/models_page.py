@@ -194,7 +194,9 @@ class ModelsPage(Page):
         def job(ws: Workspace, on_progress: ProgressFn, should_stop: StopFn) -> dict[str, Any]:
             from core.models import describe_model
             from core.models.manage import check_not_duplicate
+            from core.paths import check_name
 
+            check_name(name, "model name")  # before the checkpoint is even opened
             on_progress(0, 2, {"stage": "inspecting the checkpoint"})
             spec = describe_model(path, kind=kind, name=name, arch=arch, input_shape=input_shape, text=text)
             check_not_duplicate(ws, spec.to_dict(), path)

@@ -106,9 +106,13 @@ def _apply(loaded: LoadedBundle, src: Path, x: np.ndarray, out: Path, old_vector
     done, matrix = _resume(partial, sidecar, state)
     resumed_from = done
     if matrix is None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        matrix = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float32, shape=(n, loaded.out_dim))
-        atomic_write_text(sidecar, json.dumps({**state, "done": 0}))
+        try:
+            matrix = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float32, shape=(n, loaded.out_dim))
+            atomic_write_text(sidecar, json.dumps({**state, "done": 0}))
+        except BaseException:  # no row done yet (a full disk at the start): leave nothing behind
+            matrix = None
+            _discard(partial, sidecar)
+            raise
     try:
         report(done, n, {"stage": "applying the bundle"})
         while done < n:
@@ -135,19 +139,38 @@ def _apply(loaded: LoadedBundle, src: Path, x: np.ndarray, out: Path, old_vector
 
 
 def _resume(partial: Path, sidecar: Path, state: dict[str, Any]) -> tuple[int, np.memmap | None]:
-    """Rows already done and the open partial matrix, when a matching earlier run left them."""
-    if not (partial.exists() and sidecar.exists()):
-        _discard(partial, sidecar)
+    """Rows already done and the open partial matrix, when a matching earlier run left them.
+
+    Only files an earlier apply provably left (a progress file of ours beside them) are replaced;
+    anything else under those names is the user's and stops the apply.
+    """
+    for path in (partial, sidecar):
+        if path.is_symlink() or (path.exists() and not path.is_file()):
+            raise BundleError(f"{path}: is a link or a folder; 'bundle apply' writes its progress under this name, "
+                              "so move it away or choose another --out")
+    if not sidecar.exists():
+        if partial.exists():
+            raise BundleError(f"{partial}: exists, but no earlier 'bundle apply' left it (no {sidecar.name}); "
+                              "move it away or choose another --out")
         return 0, None
     try:
         saved = json.loads(sidecar.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        saved = None
+    if not (isinstance(saved, dict) and {"bundle", "input", "rows", "done"} <= saved.keys()):
+        raise BundleError(f"{sidecar}: exists but is not the progress file of a 'bundle apply'; move it away or "
+                          "choose another --out")
+    if not partial.exists():
+        _discard(partial, sidecar)
+        return 0, None
+    try:
         done = int(saved.get("done", -1))
         if {k: saved.get(k) for k in state} != state or not 0 <= done <= state["rows"]:
             raise ValueError("a different bundle, input or setting")
         matrix = np.load(partial, mmap_mode="r+", allow_pickle=False)
         if matrix.shape != (state["rows"], state["dim"]) or matrix.dtype != np.float32:
             raise ValueError("partial output of another shape")
-    except (OSError, ValueError, json.JSONDecodeError):
+    except (OSError, ValueError, TypeError):
         _discard(partial, sidecar)
         return 0, None
     return done, matrix

@@ -25,6 +25,7 @@ from core.evaluation.vectors import MatrixMaker
 from core.jobs import recorded_run
 from core.progress import ProgressFn, StopFn
 from core.store import Workspace
+from core.store.files import TMP_PREFIX
 from core.train.config import resolve_config
 from core.train.data import PairData
 from core.train.fit import fit_adapter
@@ -139,7 +140,8 @@ def heldout_numbers(ws: Workspace, adapter: Any, old: str, new: str, seed: int =
 
 def _store_adapter(ws: Workspace, run_id: int, result: Any, old: str, new: str) -> dict[str, Any]:
     adapter = result.adapter
-    with tempfile.TemporaryDirectory() as tmp:
+    # written on the workspace's own disk (the system temp folder may be another, smaller one)
+    with tempfile.TemporaryDirectory(prefix=f"{TMP_PREFIX}scratch-", dir=ws.root / "adapters") as tmp:
         path = save_adapter(adapter, Path(tmp) / "adapter.pt")
         return ws.add_adapter(run_id, adapter.kind, adapter.direction, adapter.in_dim, adapter.out_dim,
                               old, new, path, {**adapter.config(), "input_normalised": True})

@@ -1,0 +1,175 @@
+"""Faults while a command runs: a full disk (a real file-size limit on a real process, or an
+ENOSPC write) and a model that fails halfway through an embedding.
+
+Each must end in one line naming the file and the problem, exit status 1, no file changed or
+left behind, and in the database only the documented trace: one new run row, status
+``failed``, whose error is that same line.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import resource
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import badinput_builders as mk
+import badinput_command_builders as cb
+import numpy as np
+import pytest
+from badinputs import corpus_base, make_env
+from helpers.workspace_files import snapshot, table_dump
+
+from core.cli.main import main
+
+__all__ = ["corpus_base"]
+REPO = Path(__file__).resolve().parent.parent
+DB_FILES = ("embridge.db", "embridge.db-wal", "embridge.db-shm")
+
+
+@dataclass(frozen=True)
+class Fault:
+    name: str
+    args: tuple[str, ...]
+    expect: str
+    fsize: int | None = None  # a real RLIMIT_FSIZE on a real process, in bytes (over SQLite's 32 KiB -shm)
+    prepare: Callable[[Any], None] | None = None
+    run_row: bool = True  # the command had started a recorded run
+    rerun: bool = True  # without the limit, the same command then succeeds (skipped where slow)
+
+
+def _files(root: Path) -> dict[str, str]:
+    return {k: v for k, v in snapshot(root).items() if Path(k).name not in DB_FILES}
+
+
+def _limited(limit: int) -> Callable[[], None]:
+    def apply() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG errors instead of being killed
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return apply
+
+
+def _big_input(env: Any) -> None:
+    cb.bundle_copy(env)
+    np.save(env.inputs / "q.npy", np.random.default_rng(0).standard_normal((5000, 32)).astype(np.float32))
+
+
+def _with_report(env: Any) -> None:
+    """A report of run 3, so the bundle carries its 200 kB report.html."""
+    from core.report.build import build_report
+    from core.store import Workspace
+
+    with Workspace.open(env.ws) as ws:
+        build_report(ws, 3, n_boot=50, backfill_steps=3)
+
+
+FAULTS = [
+    Fault("disk-full-bundle-export-zip", ("bundle", "export", "-w", "{ws}", "--run", "3", "--out", "{in}/b.zip"),
+          r"b\.zip: not enough disk space", fsize=100_000, prepare=_with_report),
+    Fault("disk-full-bundle-export-folder", ("bundle", "export", "-w", "{ws}", "--run", "3", "--out", "{in}/b"),
+          r"/b: not enough disk space", fsize=100_000, prepare=_with_report),
+    Fault("disk-full-train", ("train", "-w", "{ws}", "--method", "mlp", "--old", "v1", "--new", "v3",
+                              "--set", "hidden=2048", "--epochs", "2"), "adapters/.*: not enough disk space",
+          fsize=100_000, rerun=False),
+    Fault("disk-full-report", ("report", "-w", "{ws}", "--run", "3", "--bootstrap", "50", "--backfill-steps", "3"),
+          r"report\.html: not enough disk space", fsize=100_000, rerun=False),
+    Fault("disk-full-bundle-apply", ("bundle", "apply", "{in}/b.zip", "--vectors", "{in}/q.npy",
+                                     "--out", "{in}/out.npy"), r"out\.npy: not enough disk space",
+          fsize=100_000, prepare=_big_input, run_row=False),
+]
+
+
+def _check(env: Any, fault: Fault, before_files: dict, before_rows: dict, code: int, err: str) -> None:
+    errors = [line for line in err.splitlines() if line.startswith("embridge: error: ")]
+    assert len(errors) == 1 and err.rstrip().splitlines()[-1] == errors[0], err
+    line = errors[0]
+    assert code == 1, line
+    assert re.search(fault.expect, line), line
+    assert "Traceback" not in err and "unexpected" not in line
+    assert _files(env.root) == before_files  # nothing written, nothing left behind
+    after_rows = table_dump(env.ws)
+    for table, rows in before_rows.items():
+        if table != "runs":
+            assert after_rows[table] == rows, table
+    new_runs = [r for r in after_rows["runs"] if r not in before_rows["runs"]]
+    assert len(after_rows["runs"]) == len(before_rows["runs"]) + (1 if fault.run_row else 0)
+    if fault.run_row:
+        columns = [c[1] for c in _columns(env.ws)]
+        run = dict(zip(columns, new_runs[0], strict=True))
+        assert run["status"] == "failed"
+        assert run["error"] and run["error"] in " ".join(line.split()), (run["error"], line)
+
+
+def _columns(ws: Path) -> list[tuple]:
+    import sqlite3
+
+    conn = sqlite3.connect(ws / "embridge.db")
+    try:
+        return conn.execute("pragma table_info(runs)").fetchall()
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("fault", FAULTS, ids=lambda f: f.name)
+def test_a_full_disk_fails_cleanly_in_a_real_process(fault: Fault, corpus_base: dict[str, Path],
+                                                     tmp_path: Path) -> None:
+    env = make_env(corpus_base["ws"], corpus_base["bundle"], tmp_path)
+    if fault.prepare:
+        fault.prepare(env)
+    subs = {"ws": env.ws, "in": env.inputs}
+    args = [a.format(**subs) for a in fault.args]
+    before_files, before_rows = _files(env.root), table_dump(env.ws)
+    proc = subprocess.run([sys.executable, "-m", "core.cli.main", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=300, preexec_fn=_limited(fault.fsize or 0))
+    _check(env, fault, before_files, before_rows, proc.returncode, proc.stderr)
+    assert proc.stdout == ""
+    if not fault.rerun:
+        return
+    # with the limit lifted the same command succeeds: the failure left nothing in its way
+    again = subprocess.run([sys.executable, "-m", "core.cli.main", *args], cwd=REPO, capture_output=True, text=True,
+                           timeout=300)
+    assert again.returncode == 0, again.stderr
+
+
+def test_no_space_while_writing_a_trained_layer(corpus_base: dict[str, Path], tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str],
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """ENOSPC from the write itself (not a size limit), in the process that records the run."""
+    env = make_env(corpus_base["ws"], corpus_base["bundle"], tmp_path)
+    real = Path.write_bytes
+
+    def full(self: Path, data: Any) -> int:
+        if "adapters" in self.parts:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self))
+        return real(self, data)
+
+    before_files, before_rows = _files(env.root), table_dump(env.ws)
+    monkeypatch.setattr(Path, "write_bytes", full)
+    code = main(["train", "-w", str(env.ws), "--method", "procrustes", "--old", "v1", "--new", "v3"])
+    _, err = capsys.readouterr()
+    fault = Fault("enospc-train", (), r"adapters/.*adapter\.pt: not enough disk space .*No space left")
+    _check(env, fault, before_files, before_rows, code, err)
+
+
+def test_a_model_that_fails_halfway_through_an_embedding(corpus_base: dict[str, Path], tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """The model passes its probe when added (2 rows) and raises on the first real batch."""
+    env = make_env(corpus_base["ws"], corpus_base["bundle"], tmp_path)
+    for i in range(12):  # 4x4 grayscale images, flattened to 16 features for a vector-input model
+        mk.png(env.inputs / "imgs" / str(i % 2) / f"{i}.png", 20 * i)
+    assert main(["import", "-w", str(env.ws), "--path", str(env.inputs / "imgs"), "--split", "pics"]) == 0
+    model = cb.raising_model(env, limit=4, in_features=16)
+    assert main(["model", "add", "-w", str(env.ws), "--name", "flaky", "--path", str(model)]) == 0
+    capsys.readouterr()
+    before_files, before_rows = _files(env.root), table_dump(env.ws)
+    code = main(["embed", "-w", str(env.ws), "--model", "flaky", "--split", "pics"])
+    _, err = capsys.readouterr()
+    fault = Fault("model-fails-mid-embed", (), r"models/flaky-.*\.ts: the model rejects inputs .*this model refuses to work")
+    _check(env, fault, before_files, before_rows, code, err)

@@ -1,0 +1,288 @@
+"""Nothing of the user's is ever deleted or overwritten: outputs, sweeps, names and resumes.
+
+Written as a hostile user would: linked folders, an emptied database, names that are paths,
+outputs that are the workspace or an input, an input swapped for another of the same size and
+time, and property tests over arbitrary names, paths and option values.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from core.cli.main import main
+from core.cli.options import number
+from core.errors import Cancelled, InputError, StoreError
+from core.paths import check_name, check_output, is_within
+from core.store import Workspace
+from core.store.workspace import DB_NAME
+
+DIM = 4
+
+
+def _workspace_with_vectors(root: Path) -> tuple[Path, Path]:
+    """A workspace whose model 'm' has one registered vector set; returns (root, its folder)."""
+    with Workspace.create(root) as ws:
+        ids = ws.add_items([{"key": f"k{i}"} for i in range(3)])
+        ws.add_model("m", "old", {"kind": "vectors", "dim": DIM, "sha256": "0" * 64}, None)
+        ws.add_vector_set("m", ids, np.ones((3, DIM), dtype=np.float32))
+    return root, root / "vectors" / "m"
+
+
+def _users_files(folder: Path) -> dict[str, bytes]:
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {"notes.npy": b"mine", "vectors-0123abcd.npy": b"looks like ours, is not",
+             "vectors-0123abcd.ids.npy": b"also mine"}
+    old = time.time() - 7200
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+        os.utime(folder / name, (old, old))
+    return files
+
+
+@pytest.fixture
+def sweep_everything(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("core.store.workspace.TEMP_MAX_AGE_S", -60)  # every unregistered file counts as old
+
+
+def test_the_sweep_never_follows_a_linked_model_folder(tmp_path: Path, sweep_everything: None) -> None:
+    root, model_dir = _workspace_with_vectors(tmp_path / "ws")
+    elsewhere = tmp_path / "my-own-vectors"
+    files = _users_files(elsewhere)
+    shutil.rmtree(model_dir)
+    model_dir.symlink_to(elsewhere, target_is_directory=True)
+    Workspace.open(root).close()
+    assert {p.name: p.read_bytes() for p in elsewhere.iterdir()} == files
+
+
+def test_the_sweep_never_follows_a_linked_vectors_folder(tmp_path: Path, sweep_everything: None) -> None:
+    root, _ = _workspace_with_vectors(tmp_path / "ws")
+    elsewhere = tmp_path / "linked-vectors"
+    shutil.move(root / "vectors", elsewhere)
+    files = _users_files(elsewhere / "m")
+    (root / "vectors").symlink_to(elsewhere, target_is_directory=True)
+    Workspace.open(root).close()
+    assert {p.name: p.read_bytes() for p in (elsewhere / "m").iterdir() if p.name in files} == files
+
+
+def test_the_sweep_removes_only_names_it_gives(tmp_path: Path, sweep_everything: None) -> None:
+    root, model_dir = _workspace_with_vectors(tmp_path / "ws")
+    registered = sorted(p.name for p in model_dir.iterdir())
+    mine = {"notes.npy": b"x", "copy of vectors.npy": b"y", "vectors-xyz.npy": b"z"}
+    for name, data in mine.items():
+        (model_dir / name).write_bytes(data)
+    orphan = model_dir / "lost-0000abcd.npy"  # the name a commit gives; never registered
+    np.save(orphan, np.zeros((1, DIM)))
+    linked_orphan = model_dir / "gone-0000abcd.npy"
+    target = tmp_path / "target.npy"
+    target.write_bytes(b"keep")
+    linked_orphan.symlink_to(target)
+    (tmp_path / "unregistered-model").mkdir()
+    _users_files(root / "vectors" / "not-a-model")
+    old = time.time() - 7200
+    for path in [*model_dir.iterdir()]:
+        os.utime(path, (old, old), follow_symlinks=False)
+    Workspace.open(root).close()
+    assert not orphan.exists()
+    assert linked_orphan.is_symlink() and target.read_bytes() == b"keep"  # a link is not ours to remove
+    assert all((model_dir / n).read_bytes() == d for n, d in mine.items())
+    assert set(registered) <= {p.name for p in model_dir.iterdir()}
+    assert len(list((root / "vectors" / "not-a-model").iterdir())) == 3  # no model, no sweep
+
+
+@pytest.mark.parametrize("damage", ["empty", "no-tables", "missing"])
+def test_a_damaged_database_is_an_error_and_nothing_is_deleted(tmp_path: Path, damage: str,
+                                                               capsys: pytest.CaptureFixture[str],
+                                                               sweep_everything: None) -> None:
+    root, model_dir = _workspace_with_vectors(tmp_path / "ws")
+    before = {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()
+              and not p.name.startswith(DB_NAME)}
+    db = root / DB_NAME
+    if damage == "empty":
+        db.write_bytes(b"")
+    elif damage == "no-tables":
+        db.unlink()
+        import sqlite3
+
+        conn = sqlite3.connect(db)  # a valid SQLite file that holds no table (a create cut short, say)
+        conn.executescript("create table t (x); drop table t;")
+        conn.close()
+        assert db.stat().st_size > 0
+    else:
+        db.unlink()
+    for command in (["info", "-w", str(root)], ["model", "list", "-w", str(root)]):
+        assert main(command) == 1
+        err = capsys.readouterr().err
+        assert err.count("embridge: error:") == 1 and str(root) in err, err
+    after = {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()
+             and not p.name.startswith(DB_NAME)}
+    assert after == before
+    assert len(list(model_dir.glob("*.npy"))) == 2
+
+
+def test_export_with_overwrite_never_replaces_what_is_not_a_bundle(tmp_path: Path) -> None:
+    from bundle_fixtures import build_upgrade_workspace
+
+    from core.bundle import export_bundle
+
+    info = build_upgrade_workspace(tmp_path / "ws", with_report=False)
+    run = info["runs"]["v3_to_v1"]
+    with Workspace.open(info["path"]) as ws:
+        for out in (ws.root, ws.root / "vectors", ws.root / DB_NAME, tmp_path):
+            with pytest.raises(InputError, match="workspace"):
+                export_bundle(ws, out, [run], overwrite=True)
+        assert len(list((ws.root / "vectors").rglob("*.npy"))) == 6
+        first = export_bundle(ws, tmp_path / "b", [run])
+        again = export_bundle(ws, tmp_path / "b", [run], overwrite=True)  # a bundle may be replaced
+        assert again["path"] == first["path"] and again["bundle_id"] != first["bundle_id"]
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["b", "ws"]  # the old copy is gone, nothing else
+
+
+def test_apply_resumes_only_on_the_same_input_bytes(tmp_path: Path) -> None:
+    """An input replaced by another of the same size and modification time starts over."""
+    from bundle_fixtures import build_upgrade_workspace
+
+    from core.bundle import apply_bundle, export_bundle
+
+    info = build_upgrade_workspace(tmp_path / "ws", with_report=False)
+    with Workspace.open(info["path"]) as ws:
+        export_bundle(ws, tmp_path / "b.zip", [info["runs"]["v3_to_v1"]])
+    rng = np.random.default_rng(5)
+    first, second = (rng.standard_normal((300, 32)).astype(np.float32) for _ in range(2))
+    src, out = tmp_path / "q.npy", tmp_path / "out" / "y.npy"
+    np.save(src, first)
+    stamp = os.stat(src).st_mtime_ns
+    calls = []
+
+    def stop_after_one_chunk() -> bool:
+        calls.append(1)
+        return len(calls) > 1
+
+    with pytest.raises(Cancelled):
+        apply_bundle(tmp_path / "b.zip", src, out, chunk_rows=100, should_stop=stop_after_one_chunk)
+    np.save(src, second)  # same shape, so the same size; and the same time, as a careless copy keeps
+    os.utime(src, ns=(stamp, stamp))
+    assert os.stat(src).st_size == (tmp_path / "q.npy").stat().st_size
+    result = apply_bundle(tmp_path / "b.zip", src, out, chunk_rows=100)
+    assert result["resumed_from"] == 0
+    fresh = apply_bundle(tmp_path / "b.zip", src, tmp_path / "fresh.npy", chunk_rows=100)
+    np.testing.assert_array_equal(np.load(out), np.load(fresh["path"]))
+
+
+# -- properties ----------------------------------------------------------------------------------
+names = st.one_of(st.text(max_size=80), st.sampled_from(["..", ".", "../x", "a/b", "/abs", "C:\\x", "con", "a..b",
+                                                           "v1", "model-2.0", "x" * 64, "x" * 65, " ", "a\0b"]))
+
+
+@settings(max_examples=200, deadline=None)
+@given(name=names)
+def test_any_name_is_refused_or_stays_a_single_file_name(name: str) -> None:
+    root = Path("/ws/models")
+    try:
+        checked = check_name(name)
+    except InputError as exc:
+        assert "file name" in str(exc)
+        return
+    assert checked == name and 1 <= len(name) <= 64
+    path = root / f"{name}-0123456789ab.pt"
+    assert path.parent == root and os.path.normpath(path) == str(path)
+    assert not any(c in name for c in "/\\\0\n ") and ".." not in name
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=names)
+def test_model_add_with_any_name_writes_only_inside_the_workspace(name: str, tmp_path: Path) -> None:
+    from badinput_builders import state_checkpoint
+
+    root = Path(tempfile.mkdtemp(dir=tmp_path))
+    ckpt = state_checkpoint(root / "m.pt")
+    ws_root = root / "ws"
+    Workspace.create(ws_root).close()
+    outside_before = sorted(p for p in root.rglob("*") if not is_within(p, ws_root))
+    code = main(["model", "add", "-w", str(ws_root), "--name", name, "--path", str(ckpt)])
+    assert code in (0, 1)
+    assert sorted(p for p in root.rglob("*") if not is_within(p, ws_root)) == outside_before
+    stored = [p for p in (ws_root / "models").rglob("*") if p.is_file()]
+    assert len(stored) == (1 if code == 0 else 0)
+    assert all(p.parent == ws_root / "models" for p in stored)
+
+
+parts = st.lists(st.sampled_from(["..", ".", "ws", "vectors", "in", "b.zip", "q.npy", "x", "unzipped"]),
+                 min_size=0, max_size=5)
+
+
+@settings(max_examples=300, deadline=None)
+@given(out=parts)
+def test_an_accepted_output_never_touches_the_workspace_or_an_input(out: list[str]) -> None:
+    base = Path("/tmp/embridge-property-root")
+    ws, inputs = base / "ws", [base / "in" / "b.zip", base / "in" / "q.npy", base / "in" / "unzipped"]
+    target = base.joinpath(*out)
+    try:
+        check_output(target, workspace=ws, inputs=inputs)
+    except InputError:
+        return
+    real = Path(os.path.normpath(target))
+    for kept in (ws, *inputs):
+        common = os.path.commonpath([real, kept])
+        assert common not in (str(real), str(kept)), (real, kept)  # neither holds the other, nor equal
+
+
+@settings(max_examples=300, deadline=None)
+@given(raw=st.one_of(st.text(max_size=12), st.floats().map(repr), st.integers(-10**12, 10**12).map(str)),
+       low=st.integers(-5, 5), span=st.integers(0, 100), is_int=st.booleans(), low_open=st.booleans())
+def test_a_numeric_option_is_finite_and_in_range_or_refused(raw: str, low: int, span: int, is_int: bool,
+                                                            low_open: bool) -> None:
+    parse = number(int if is_int else float, low=low, high=low + span, low_open=low_open)
+    try:
+        value = parse(raw)
+    except argparse.ArgumentTypeError as exc:
+        assert raw in str(exc) and "expected" in str(exc)
+        return
+    assert math.isfinite(value) and (isinstance(value, int) if is_int else isinstance(value, float))
+    assert (value > low if low_open else value >= low) and value <= low + span
+
+
+def test_every_numeric_option_of_every_command_is_validated() -> None:
+    """No command keeps a bare int/float option: each one's type is a checked ``number``."""
+    from core.cli.main import build_parser
+
+    def walk(parser: argparse.ArgumentParser, path: str) -> list[tuple[str, str, object]]:
+        found = []
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    found += walk(sub, f"{path} {name}")
+            elif action.type is not None:
+                found.append((path, action.option_strings[0] if action.option_strings else action.dest, action.type))
+        return found
+
+    options = walk(build_parser(), "embridge")
+    assert len(options) >= 20
+    bare = [(cmd, flag) for cmd, flag, kind in options if kind in (int, float)]
+    assert not bare, bare
+    for _cmd, _flag, kind in options:
+        with pytest.raises(argparse.ArgumentTypeError):
+            kind("nan")
+
+
+def test_the_store_refuses_a_name_that_is_a_path(tmp_path: Path) -> None:
+    with Workspace.create(tmp_path / "ws") as ws:
+        for bad in ("../../x", "a/b", "", ".hidden"):
+            with pytest.raises(InputError, match="file name"):
+                ws.add_model(bad, "old", {"kind": "vectors", "dim": 2, "sha256": "0" * 64}, None)
+        ws.add_model("m", "old", {"kind": "vectors", "dim": 2, "sha256": "0" * 64}, None)
+        with pytest.raises(InputError, match="vector set name"):
+            ws.add_vector_set("m", ws.add_items([{"key": "a"}]), np.ones((1, 2)), name="../evil")
+        with pytest.raises(StoreError):
+            ws.add_model("m", "new", {"kind": "vectors", "dim": 2, "sha256": "0" * 64}, None)
+    assert not (tmp_path / "evil").exists() and not (tmp_path / "x").exists()
