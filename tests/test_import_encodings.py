@@ -121,8 +121,10 @@ def test_a_bomb_already_in_a_workspace_is_refused_at_embed_time_before_decoding(
 
 def _peak_rss_kib(argv: list[str], tmp: Path) -> tuple[int, str]:
     """Run ``embridge argv`` in a fresh process; its peak resident memory (KiB) and error output."""
-    script = ("import resource, sys\nfrom core.cli.main import main\ncode = main(sys.argv[1:])\n"
-              "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, code)")
+    # VmHWM is this process's own peak; ru_maxrss would include the forked copy of pytest
+    script = ("import re, sys\nfrom core.cli.main import main\ncode = main(sys.argv[1:])\n"
+              "hwm = re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1)\n"
+              "print(hwm, code)")
     proc = subprocess.run([sys.executable, "-c", script, *argv], cwd=REPO, capture_output=True, text=True,
                           timeout=300, env={**os.environ, "HOME": str(tmp)})
     rss, code = proc.stdout.split()

@@ -31,7 +31,6 @@ from core.errors import (
     VectorFileError,
     WorkspaceBusyError,
 )
-from core.keys import normalise_keys
 from core.store.files import TMP_PREFIX, atomic_copy, atomic_copy_tree
 from core.store.records import RecordsMixin
 from core.store.rows import decode, encode, item_row, now_iso
@@ -194,7 +193,6 @@ class Workspace(RecordsMixin):
         keys = [str(r.get("key", "")).strip() for r in records]
         if any(not k for k in keys):
             raise ImportDataError(source, f"item {keys.index('') + 1} has an empty key")
-        keys = normalise_keys(keys, source, noun="item")  # NFC, as every importer stores keys
         seen: set[str] = set()
         dupes = [k for k in keys if k in seen or seen.add(k)]
         if dupes:
