@@ -17,6 +17,7 @@ from typing import Any
 from core.errors import ImportDataError, printable
 from core.images import validate_image
 from core.keys import char_name, normalise_keys, normalise_label
+from core.progress import ProgressFn, StopFn, check_stop, no_progress
 from core.store import Workspace
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".npy"}
@@ -38,7 +39,8 @@ def detect_format(path: Path) -> str:
                           f"({', '.join(FORMATS)})")
 
 
-def read_image_folder(root: Path) -> list[dict[str, Any]]:
+def read_image_folder(root: Path, on_progress: ProgressFn | None = None,
+                      should_stop: StopFn | None = None) -> list[dict[str, Any]]:
     """One sub-folder per label; every image file inside becomes an item keyed by its relative path.
 
     Links are followed only within the folder, and a folder link never leads back to a folder
@@ -53,21 +55,28 @@ def read_image_folder(root: Path) -> list[dict[str, Any]]:
         raise ImportDataError(root, f"{len(loose)} images lie directly in the folder (e.g. {loose[0]}); "
                               "put them in one sub-folder per label")
     seen_dirs: dict[Path, Path] = {inside: root}
-    records = []
+    found = []
     for label_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         label = normalise_label(label_dir.name, label_dir, "folder name")
-        for file in _image_files(label_dir, inside, seen_dirs):
-            target = file.resolve()
-            if not target.is_relative_to(inside):  # a link must not pull in files from elsewhere
-                raise ImportDataError(file, f"symbolic link to {target}, outside the imported folder {inside}; "
-                                      "copy the file into the folder instead")
-            if file.stat().st_size == 0:
-                raise ImportDataError(file, "image file is empty")
-            validate_image(file)
-            records.append({"key": file.relative_to(root).as_posix(), "label": label, "modality": "image",
-                            "path": str(target), "where": printable(str(file))})
-    if not records:
+        found += [(file, label) for file in _image_files(label_dir, inside, seen_dirs)]
+    if not found:
         raise ImportDataError(root, "no image files found in the label sub-folders")
+    report = on_progress or no_progress
+    records = []
+    for n, (file, label) in enumerate(found):
+        if n % 64 == 0:
+            check_stop(should_stop)
+            report(n, len(found), {"stage": "checking images"})
+        target = file.resolve()
+        if not target.is_relative_to(inside):  # a link must not pull in files from elsewhere
+            raise ImportDataError(file, f"symbolic link to {target}, outside the imported folder {inside}; "
+                                  "copy the file into the folder instead")
+        if file.stat().st_size == 0:
+            raise ImportDataError(file, "image file is empty")
+        validate_image(file)
+        records.append({"key": file.relative_to(root).as_posix(), "label": label, "modality": "image",
+                        "path": str(target), "where": printable(str(file))})
+    report(len(found), len(found), {"stage": "checking images"})
     return _with_keys(records, root)
 
 
@@ -168,11 +177,14 @@ def _with_keys(records: list[dict[str, Any]], source: Path) -> list[dict[str, An
 def import_items(ws: Workspace, path: str | Path, fmt: str | None = None, split: str | None = None,
                  model: str | None = None, ids_path: str | Path | None = None,
                  key_col: str = "key", text_col: str = "text", label_col: str = "label",
-                 qrels: str | Path | None = None, qrels_seed: int = 0) -> dict[str, Any]:
+                 qrels: str | Path | None = None, qrels_seed: int = 0,
+                 on_progress: ProgressFn | None = None, should_stop: StopFn | None = None) -> dict[str, Any]:
     """Import items (and, for vector files with ``model``, that model's vectors) all-or-nothing.
 
     ``qrels`` names a judgments file (see :mod:`core.qrels`) stored in the same transaction, so its
-    keys may name the items being imported as well as earlier ones.
+    keys may name the items being imported as well as earlier ones. ``on_progress``/``should_stop``
+    follow :mod:`core.progress`; image folders report while every image is checked to decode, which
+    is the slow part of a large import.
     """
     from core.qrels import read_qrels, store_qrels
 
@@ -186,7 +198,7 @@ def import_items(ws: Workspace, path: str | Path, fmt: str | None = None, split:
 
         return import_vector_file(ws, src, split, model, ids_path, judgments, qrels_seed)
     if fmt == "images":
-        records = read_image_folder(src)
+        records = read_image_folder(src, on_progress, should_stop)
     elif fmt in ("csv", "jsonl"):
         if src.stat().st_size == 0:
             raise ImportDataError(src, "the file is empty")

@@ -37,8 +37,8 @@ def l2_normalize(x: np.ndarray, source: str | None = None) -> np.ndarray:
         sub[live] /= scale[live, None]
         x[odd] = sub
         norms[odd] = np.where(live, np.sqrt(np.einsum("ij,ij->i", sub, sub)), 0.0)
-    nonzero = norms > 0
-    x[nonzero] /= norms[nonzero, None]
+    norms[norms == 0] = 1.0  # all-zero rows stay zero
+    x /= norms[:, None]
     return x
 
 

@@ -107,3 +107,22 @@ def test_the_torch_twin_keeps_nan_visible_and_half_precision_working() -> None:
     grad_in = torch.tensor([[1e38, 1e38]], requires_grad=True)
     l2_normalize_torch(grad_in).sum().backward()
     assert torch.isfinite(grad_in.grad).all()
+
+
+def test_a_fusion_layer_takes_old_query_vectors_of_1e38_like_their_scaled_down_selves() -> None:
+    """Fusion normalises the raw old-model query inside the deployed module: in torch, not numpy."""
+    from core.adapters.fusion import FusionAdapter
+    from core.adapters.linear import AffineAdapter
+    from core.bundle.deploy import deploy_module, script
+
+    torch.manual_seed(0)
+    fusion = FusionAdapter(AffineAdapter(8, 6), alpha=0.4).eval()
+    new = torch.randn(5, 8)
+    old = torch.randn(5, 6)
+    huge = old / old.abs().amax(dim=1, keepdim=True) * 1e38
+    with torch.no_grad():
+        expected = fusion.fuse(old, new)
+        np.testing.assert_allclose(fusion.fuse(huge, new).numpy(), expected.numpy(), rtol=1e-5, atol=1e-6)
+        deployed = script(deploy_module(fusion))
+        np.testing.assert_allclose(deployed(new, huge).numpy(), deployed(new, old).numpy(), rtol=1e-5, atol=1e-6)
+        assert torch.isfinite(deployed(new, huge)).all()

@@ -113,7 +113,8 @@ class GalleryPage(Page):
             from core.importers import import_items
 
             on_progress(0, 1, {"stage": "reading"})
-            return import_items(ws, path, fmt, split, model, ids_path)
+            return import_items(ws, path, fmt, split, model, ids_path, on_progress=on_progress,
+                                should_stop=should_stop)
 
         def done(info: dict[str, Any]) -> None:
             log.info("imported %d items (%s) from %s", info["count"], info["format"], info["path"])

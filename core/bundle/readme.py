@@ -54,7 +54,10 @@ def readme_text(manifest: dict[str, Any]) -> str:
              "## Use (torch only)", "", "```python", *_usage(manifest), "```", ""]
     if manifest["normalisation"]["input"] == "l2":
         lines.append("Inputs are L2-normalised before the layer, as in training; outputs are L2-normalised "
-                     "for cosine / inner-product search.")
+                     "for cosine / inner-product search. Rows with values above about 1e19 overflow "
+                     "`F.normalize` (their squared length is infinite in float32) and come out as zeros: "
+                     "divide such rows by their largest magnitude first "
+                     "(`x / x.abs().amax(-1, keepdim=True)`), as `embridge bundle apply` does.")
     else:
         lines.append("Inputs are the model's vectors as stored (no normalisation); outputs are L2-normalised "
                      "for cosine / inner-product search.")
