@@ -2,7 +2,8 @@
 
 ``embridge.db`` (SQLite through sqlite-utils, WAL mode, busy timeout) keeps metadata; ``vectors/``
 keeps ``.npy`` matrices; ``models/`` and ``adapters/`` keep copies of checkpoints so a workspace
-is self-contained. Every registration is one ``BEGIN IMMEDIATE`` transaction, so a second
+is self-contained (a vectors-only model's file is referenced instead: its vectors are stored once,
+as the model's vector sets, when embedded or imported). Every registration is one ``BEGIN IMMEDIATE`` transaction, so a second
 process waits for the first writer (up to the busy timeout) and then gets a clear error; threads
 sharing one open workspace take turns, so their transactions never interleave.
 """
