@@ -272,13 +272,16 @@ class Workspace(RecordsMixin, JudgmentsMixin):
         ``namespace`` 'doc' or 'query' looks in that namespace only; None looks in both and a key
         that names both a document and a query resolves to the document.
         """
-        sql, args = "select id, key, namespace from items", []
-        if namespace is not None:
-            sql, args = sql + " where namespace = ?", [_check_namespace(namespace)]
+        where, extra = ("", []) if namespace is None else (" and namespace = ?", [_check_namespace(namespace)])
+        wanted = list(dict.fromkeys(keys))
         lookup: dict[str, int] = {}
-        for item_id, key, space in self.db.execute(sql, args).fetchall():
-            if space == DOC_NAMESPACE or key not in lookup:
-                lookup[key] = item_id
+        for start in range(0, len(wanted), 500):  # indexed look-ups: cheap for a few keys among millions
+            part = wanted[start:start + 500]
+            marks = ",".join("?" * len(part))
+            for item_id, key, space in self.db.execute(
+                    f"select id, key, namespace from items where key in ({marks}){where}", [*part, *extra]):
+                if space == DOC_NAMESPACE or key not in lookup:
+                    lookup[key] = item_id
         missing = [k for k in keys if k not in lookup]
         if missing:
             what = "item keys" if namespace is None else f"{namespace} keys"
