@@ -22,7 +22,7 @@ import numpy as np
 
 from core.errors import VectorFileError
 from core.keys import normalise_keys
-from core.store.vectors import as_storage_dtype
+from core.store.vectors import as_storage_dtype, release_pages
 
 BLOCK_ROWS = 4096  # 6 MB of 384-d float32 rows
 _PIECE = 1 << 20
@@ -64,7 +64,9 @@ class MatrixReader:
         if self.mapped:
             mm = self.memmap()
             for start in range(0, self.rows, block_rows):
-                yield start, self._checked(np.asarray(mm[start:start + block_rows]), start)
+                block = self._checked(np.array(mm[start:start + block_rows]), start)
+                self._release(mm, start, start + len(block))
+                yield start, block
             return
         row_bytes = self.dim * self.dtype.itemsize
         with zipfile.ZipFile(self.path) as zf, zf.open(self.member or "") as fh:
@@ -83,7 +85,9 @@ class MatrixReader:
             mm = self.memmap()
             for start in range(0, len(rows), block_rows):
                 part = rows[start:start + block_rows]
-                yield start, self._checked(np.asarray(mm[part]), 0, part)
+                block = self._checked(mm[part], 0, part)
+                self._release(mm, int(part[0]), int(part[-1]) + 1)
+                yield start, block
             return
         done = 0
         for first, block in self.blocks(block_rows):
@@ -100,6 +104,10 @@ class MatrixReader:
         for offset, block in self.take(rows[order]):
             out[order[offset:offset + len(block)]] = block
         return out
+
+    def _release(self, mm: np.ndarray, start: int, stop: int) -> None:
+        if not self.fortran_order:
+            release_pages(mm, start, stop)
 
     def _checked(self, block: np.ndarray, first_row: int, rows: np.ndarray | None = None) -> np.ndarray:
         bad = ~np.isfinite(block).all(axis=1) if block.dtype.kind == "f" else np.zeros(len(block), bool)

@@ -159,3 +159,17 @@ def test_attaching_streams_in_bounded_memory(ws: Workspace, tmp_path: Path, monk
     assert peak < matrix.nbytes / 4, f"peak {peak / 1e6:.1f} MB for a {matrix.nbytes / 1e6:.1f} MB matrix"
     rows = np.array([5, 9_999, 2_345])
     np.testing.assert_array_equal(ws.vectors_for("big", ws.doc_ids_for_keys([keys[r] for r in rows])), matrix[rows])
+
+
+def test_cli_attaches_vectors_and_stores_qrels_with_them(ws: Workspace, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    docs, dv, queries, qv = _sample_file(tmp_path / "new.npz")
+    (tmp_path / "judged.tsv").write_text("q3\td5\t2\ttest\n7\t7\t1\tdev\n")
+    root = str(ws.root)
+    code = main(["import", "-w", root, "--format", "vectors", "--path", str(tmp_path / "new.npz"), "--model", "new",
+                 "--qrels", str(tmp_path / "judged.tsv")])
+    out = capsys.readouterr().out
+    assert code == 0 and "stored vectors of model new for 34 items (0 already had them)" in out
+    assert "stored 2 judgments" in out
+    assert ws.judgments("dev").relevant_sets() == {int(ws.query_ids_for_keys(["7"])[0]):
+                                                   {int(ws.doc_ids_for_keys(["7"])[0]): 1}}
