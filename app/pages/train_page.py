@@ -61,6 +61,8 @@ def result_text(summary: dict[str, Any]) -> str:
     choice = run_choice(record)
     numbers = ", ".join(f"{k.replace('_', ' ')} {summary[k]:.3f}" for k in HEADLINE
                         if isinstance(summary.get(k), int | float))
+    if summary.get("gain_retained") is None and summary.get("gain_retained_note"):
+        numbers += f", gain retained undefined: {summary['gain_retained_note']}"
     text = f"Run {summary['run_id']} ({choice.method_text()}, {summary['status']}): "
     text += with_source(numbers, source_of_run(record)) if numbers else str(summary.get("note") or "")
     if choice.is_auto and choice.candidates:

@@ -211,6 +211,11 @@ def _compat_rate(sides: Sides, sample: EvalSample, seed: int) -> dict[str, Any] 
 
 def _backfill(sides: Sides, sample: EvalSample, plan: Any, steps: int, seed: int,
               should_stop: StopFn | None) -> dict[str, Any]:
+    if sample.relevance == "judgments":
+        return {"steps": steps, "ks": [1, 5], "policies": {}, "best_policy": None,
+                "note": ["Partial-backfill curves are measured with label or own-item relevance; with relevance "
+                         "judgments they are not computed yet, so the plan offers the layer, fusion and the full "
+                         "backfill only."]}
     curves = partial_backfill(sides.q_head, sides.q_up, sides.g_head, sides.g_up, sample.query_targets,
                               sample.gallery_targets, gallery_adapted=sides.g_adapted, steps=steps, ks=(1, 5),
                               exclude=sample.exclude, seed=seed, search_config=plan.config,
@@ -218,7 +223,9 @@ def _backfill(sides: Sides, sample: EvalSample, plan: Any, steps: int, seed: int
     policies = {p: c.to_dict() for p, c in curves.items()}
     best = max(policies, key=lambda p: policies[p]["areas"]["top1"])
     return {"steps": steps, "ks": [1, 5], "policies": policies, "best_policy": best,
-            "note": ["β = 0 is the upgraded cell (no item re-embedded), β = 1 the full-backfill cell.",
+            "note": ["The curves run on the evaluation sample (every item needs both vectors): β = 0 is the upgraded "
+                     "system on the sample (no item re-embedded; the upgraded cell itself searches the whole old "
+                     "gallery), β = 1 the full-backfill cell.",
                      "Backfilled items are scored new against new, the rest through the layer; one merged "
                      "ranking per query.",
                      "least_confident and largest_residual rank items by their bridged new vectors, so in "
