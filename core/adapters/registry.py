@@ -33,6 +33,8 @@ class MethodInfo:
 
 RIDGE_GRID = [1e-6, 1e-4, 1e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0]
 SHRINK_GRID = [0.01, 0.03, 0.1, 0.3, 1.0]
+# retrieval objective: negatives in batch, a sample of the old gallery per step, mined hard ones
+RETRIEVAL_DEFAULTS: dict[str, Any] = {"loss": "retrieval", "bank_size": 1024, "hard_negatives": 8, "hard_every": 2}
 ALPHA_GRID = [round(0.1 * i, 1) for i in range(11)]
 
 METHODS: dict[str, MethodInfo] = {
@@ -50,11 +52,11 @@ METHODS: dict[str, MethodInfo] = {
         MethodInfo("lowrank", "Low-rank affine", "backward", False, False, True,
                    "A rank-r linear map (plus a diagonal when dims match) trained to retrieve each "
                    "item's old vector; fewer parameters than affine, robust with few pairs.",
-                   {"rank": 64, "diagonal": True, "loss": "contrastive"}),
+                   {"rank": 64, "diagonal": True, **RETRIEVAL_DEFAULTS}),
         MethodInfo("mlp", "Residual MLP", "backward", False, False, True,
                    "An affine map plus a small GELU network for the non-linear remainder, trained to "
                    "retrieve each item's old vector; the most accurate pure query-side map.",
-                   {"hidden": 512, "loss": "contrastive"}),
+                   {"hidden": 512, **RETRIEVAL_DEFAULTS}),
         MethodInfo("bct", "BCT head", "backward", True, False, True,
                    "A head on new vectors trained to classify with a new classifier and with the old "
                    "classifier (influence loss), so its outputs are comparable to old vectors.",

@@ -25,7 +25,7 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "device": "auto",
     "amp": True,
 }
-LOSSES = ("mse", "cosine", "contrastive")
+LOSSES = ("mse", "cosine", "contrastive", "retrieval")
 AUTO_CANDIDATES = ("procrustes", "affine", "lowrank", "mlp", "bct", "bt2")
 FUSION_BASES = ("procrustes", "affine", "lowrank", "mlp", "bct")
 SOURCE = "training settings"
@@ -105,6 +105,11 @@ def _check(s: dict[str, Any], kind: str) -> None:
     need(isinstance(s["weight_decay"], int | float) and s["weight_decay"] >= 0, "weight_decay", "zero or more")
     if "loss" in s:
         need(s["loss"] in LOSSES, "loss", f"one of {', '.join(LOSSES)}")
+    for key in ("bank_size", "hard_negatives"):
+        if key in s:
+            need(isinstance(s[key], int) and not isinstance(s[key], bool) and s[key] >= 0, key, "zero or more")
+    if "hard_every" in s:
+        need(isinstance(s["hard_every"], int) and s["hard_every"] >= 1, "hard_every", "a positive integer")
     for key in ("rank", "hidden", "extra_dims"):
         if key in s:
             need(isinstance(s[key], int) and s[key] >= 1, key, "a positive integer")

@@ -9,6 +9,7 @@ import numpy as np
 
 from core.adapters.base import Adapter
 from core.errors import InputError
+from core.train.retrieval_task import RetrievalTask
 
 STATUSES = ("completed", "cancelled", "failed")
 
@@ -47,6 +48,12 @@ class PairData:
     Labels are int64 class ids with -1 for unknown. ``old_classifier`` (optional) holds the old
     model's classifier weights, row c for class id c. ``side_*`` is optional side information for
     ``fct`` (one row per item).
+
+    Retrieval training and choice (optional): ``query_new_train`` are new vectors of training
+    queries and ``query_relevant_train`` the row of each one's relevant document in the old
+    gallery bank, which is ``old_train`` followed by ``gallery_old`` (old vectors of further
+    gallery items, e.g. those the new model has not embedded). ``dev`` holds dev queries with
+    their judged documents; when given, validation (early stopping, every choice) scores on it.
     """
 
     old_train: np.ndarray
@@ -58,6 +65,10 @@ class PairData:
     old_classifier: np.ndarray | None = None
     side_train: np.ndarray | None = None
     side_val: np.ndarray | None = None
+    query_new_train: np.ndarray | None = None
+    query_relevant_train: np.ndarray | None = None
+    gallery_old: np.ndarray | None = None
+    dev: RetrievalTask | None = None
 
     def __post_init__(self) -> None:
         self.old_train = _matrix("old_train", self.old_train)
@@ -75,6 +86,32 @@ class PairData:
         if self.side_train is not None:
             self.side_train = _matrix("side_train", self.side_train, rows=len(self.old_train))
             self.side_val = _matrix("side_val", self.side_val, rows=len(self.old_val), dim=self.side_dim)
+        if self.gallery_old is not None:
+            self.gallery_old = _matrix("gallery_old", self.gallery_old, dim=self.old_dim)
+        if (self.query_new_train is None) != (self.query_relevant_train is None):
+            raise InputError("query pairs", "give both the new query vectors and their relevant gallery rows")
+        if self.query_new_train is not None:
+            self.query_new_train = _matrix("query_new_train", self.query_new_train, dim=self.new_dim)
+            rel = np.asarray(self.query_relevant_train)
+            if rel.shape != (len(self.query_new_train),) or not np.issubdtype(rel.dtype, np.integer) or (
+                    rel.min() < 0 or rel.max() >= self.bank_size):
+                raise InputError("query_relevant_train", f"expected one gallery row in [0, {self.bank_size}) "
+                                                         "per training query")
+            self.query_relevant_train = rel.astype(np.int64)
+        if self.dev is not None and (self.dev.old_gallery.shape[1] != self.old_dim
+                                     or self.dev.new_queries.shape[1] != self.new_dim):
+            raise InputError("dev queries", "their dims do not match the training pairs'")
+
+    @property
+    def bank_size(self) -> int:
+        """Rows of the old gallery bank: the training items, then ``gallery_old``."""
+        return len(self.old_train) + (0 if self.gallery_old is None else len(self.gallery_old))
+
+    def old_bank(self) -> np.ndarray:
+        """The old gallery vectors retrieval training ranks against (see the class doc)."""
+        if self.gallery_old is None:
+            return self.old_train
+        return np.concatenate([self.old_train, self.gallery_old])
 
     @property
     def old_dim(self) -> int:

@@ -30,8 +30,8 @@ from core.train.auto import fit_auto
 from core.train.config import FitConfig, allowed_settings, resolve_config
 from core.train.data import FitResult, PairData
 from core.train.loop import train_loop
-from core.train.objectives import BCTObjective, BT2Objective, PairObjective, class_prototypes
-from core.train.validation import metric_name, retrieval_metric, upgrade_metric
+from core.train.objectives import BCTObjective, BT2Objective, PairObjective, RetrievalObjective, class_prototypes
+from core.train.validation import DEV_METRIC, dev_metric, metric_name, retrieval_metric, upgrade_metric
 
 INIT_RIDGE = 1e-3  # relative λ of the closed-form start of trainable kinds
 
@@ -75,6 +75,8 @@ def fit_adapter(
 
 
 def _val(adapter: Adapter, data: PairData) -> tuple[float, str]:
+    if data.dev is not None and adapter.direction != "forward":
+        return dev_metric(adapter, data.dev), DEV_METRIC
     return upgrade_metric(adapter, data.old_val, data.new_val, data.labels_val, data.side_val)
 
 
@@ -106,6 +108,8 @@ def _fit_affine(data: PairData, s: dict[str, Any], progress: ProgressFn, stop: S
         adapter = AffineAdapter.from_solution(sol, rel).eval()
         queries = adapt_queries(adapter, data.new_val)  # one mapping serves both numbers
         val, result.val_metric_name = retrieval_metric(queries, data.old_val, data.labels_val)
+        if data.dev is not None:
+            val, result.val_metric_name = _val(adapter, data)
         mse = float(((queries - data.old_val) ** 2).sum(axis=1).mean())
         result.metrics.append({"epoch": 0.0, "ridge": rel, "val_metric": val, "val_mse": mse})
         if best_key is None or (val, -mse) > best_key:
@@ -139,13 +143,13 @@ def build_for_training(kind: str, data: PairData, s: dict[str, Any]) -> tuple[Ad
     if kind == "lowrank":
         adapter: Adapter = LowRankAdapter(data.new_dim, data.old_dim, s["rank"], s["diagonal"])
         adapter.init_from_linear(_ridge(new, old))
-        return adapter, PairObjective(s["loss"], s["temperature"], False), labels
+        return adapter, _backward_objective(data, s), labels
     if kind in ("mlp", "bct"):
         cls = MLPAdapter if kind == "mlp" else BCTAdapter
         adapter = cls(data.new_dim, data.old_dim, s["hidden"])
         adapter.init_from_data(new, _ridge(new, old))
         if kind == "mlp":
-            return adapter, PairObjective(s["loss"], s["temperature"], False), labels
+            return adapter, _backward_objective(data, s), labels
         class_ids, labels = _labels_for(kind, data)
         centre, protos = class_prototypes(old, labels, len(class_ids), data.old_classifier, class_ids)
         return adapter, BCTObjective(centre, protos, s["influence_weight"], s["logit_scale"]), labels
@@ -166,15 +170,39 @@ def build_for_training(kind: str, data: PairData, s: dict[str, Any]) -> tuple[Ad
     raise InputError("method", f"'{kind}' is not a trainable method")
 
 
+def _backward_objective(data: PairData, s: dict[str, Any]) -> nn.Module:
+    """The objective of lowrank / mlp: a pair loss, or retrieval among the old gallery bank."""
+    if s["loss"] != "retrieval":
+        return PairObjective(s["loss"], s["temperature"], False)
+    return RetrievalObjective(data.old_bank(), s["temperature"], s["bank_size"], s["hard_negatives"],
+                              s["hard_every"], s["seed"])
+
+
+def training_rows(kind: str, data: PairData, labels: np.ndarray) -> dict[str, torch.Tensor]:
+    """Rows the loop batches: the item pairs, then (new -> old kinds) the training query pairs.
+
+    A query row's target (``old``) is the old vector of its relevant document and ``pos`` that
+    document's row in the old gallery bank; an item's ``pos`` is its own row.
+    """
+    new, old = data.new_train, data.old_train
+    pos = np.arange(len(old), dtype=np.int64)
+    if data.query_new_train is not None and kind in ("lowrank", "mlp"):
+        new = np.concatenate([new, data.query_new_train])
+        old = np.concatenate([old, data.old_bank()[data.query_relevant_train]])
+        pos = np.concatenate([pos, data.query_relevant_train])
+        labels = np.concatenate([labels, np.full(len(data.query_new_train), -1, dtype=np.int64)])
+    return {"old": torch.as_tensor(old), "new": torch.as_tensor(new), "labels": torch.as_tensor(labels),
+            "pos": torch.as_tensor(pos), "row": torch.arange(len(new))}
+
+
 def _fit_trainable(
     kind: str, data: PairData, s: dict[str, Any], device: torch.device, progress: ProgressFn, stop: StopFn
 ) -> FitResult:
     adapter, objective, labels = build_for_training(kind, data, s)
-    tensors = {"old": torch.as_tensor(data.old_train), "new": torch.as_tensor(data.new_train),
-               "labels": torch.as_tensor(labels)}
+    tensors = training_rows(kind, data, labels)
     if data.side_train is not None:
         tensors["side"] = torch.as_tensor(data.side_train)
-    name = metric_name(data.labels_val)
+    name = DEV_METRIC if data.dev is not None and adapter.direction != "forward" else metric_name(data.labels_val)
     outcome = train_loop(adapter, objective, tensors, lambda: _val(adapter, data)[0], s, device, progress, stop)
     return FitResult(kind, adapter, outcome.status, outcome.reason, outcome.metrics, outcome.best_val,
                      outcome.best_epoch, name)

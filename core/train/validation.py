@@ -17,6 +17,7 @@ from core.errors import InputError
 from core.report.compat import gain_retained
 from core.retrieval import exact_topk, l2_normalize, top1_accuracy
 from core.train.data import count_classes
+from core.train.retrieval_task import RetrievalTask
 
 
 def label_top1(queries: np.ndarray, gallery: np.ndarray, labels: np.ndarray) -> float:
@@ -29,6 +30,14 @@ def pair_top1(queries: np.ndarray, gallery: np.ndarray) -> float:
     """Share of queries whose nearest gallery row is their own item (row i for query i)."""
     idx, _ = exact_topk(l2_normalize(queries), l2_normalize(gallery), 1)
     return float((idx[:, 0] == np.arange(len(queries))).mean())
+
+
+DEV_METRIC = "dev_success_at_1"
+
+
+def dev_metric(adapter: Adapter, task: RetrievalTask) -> float:
+    """Success@1 of the upgraded system's queries (mapped, or fused for fusion) against the old gallery."""
+    return task.score_queries(adapt_queries(adapter, task.new_queries, task.old_queries))
 
 
 def metric_name(labels: np.ndarray | None) -> str:

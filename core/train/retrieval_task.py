@@ -1,0 +1,92 @@
+"""Queries with judged documents, embedded by both models: the task that choices are scored on.
+
+A :class:`RetrievalTask` holds dev (or test) queries under both models, the whole old gallery
+(every document, distractors included), the new vectors of the documents the new model has
+embedded (``new_rows``: their gallery rows), and each query's relevant gallery rows. Every
+serving option (old/old, a layer, fusion, a cascade, new/new) is scored on it by the same number,
+success@1 (the first result is relevant), so choices are like for like and match what users see.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from core.errors import InputError
+from core.retrieval import exact_topk, l2_normalize
+
+
+def _rows(name: str, value: np.ndarray, dim: int | None = None) -> np.ndarray:
+    arr = np.asarray(value, dtype=np.float32)
+    if arr.ndim != 2 or len(arr) == 0 or (dim is not None and arr.shape[1] != dim):
+        raise InputError(name, f"expected a non-empty 2-D array of vectors{f' of dim {dim}' if dim else ''}, "
+                               f"got shape {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise InputError(name, "contains NaN or infinite values")
+    return l2_normalize(arr)
+
+
+@dataclass
+class RetrievalTask:
+    """Queries (``old_queries``, ``new_queries``, one row per query) against the old gallery.
+
+    ``relevant`` is (n_queries,) or (n_queries, r) gallery row indices, -1 padding. ``new_gallery``
+    holds new vectors of the gallery rows ``new_rows`` (None: the new model embedded no document).
+    """
+
+    old_queries: np.ndarray
+    new_queries: np.ndarray
+    old_gallery: np.ndarray
+    relevant: np.ndarray
+    new_gallery: np.ndarray | None = None
+    new_rows: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        self.old_gallery = _rows("old_gallery", self.old_gallery)
+        self.old_queries = _rows("old_queries", self.old_queries, self.old_gallery.shape[1])
+        self.new_queries = _rows("new_queries", self.new_queries)
+        if len(self.new_queries) != len(self.old_queries):
+            raise InputError("new_queries", f"has {len(self.new_queries)} rows but old_queries has "
+                                            f"{len(self.old_queries)}")
+        rel = np.asarray(self.relevant, dtype=np.int64)
+        rel = rel[:, None] if rel.ndim == 1 else rel
+        if rel.ndim != 2 or len(rel) != len(self.old_queries) or rel.max(initial=-1) >= len(self.old_gallery):
+            raise InputError("relevant", "expected one row of gallery indices per query, each below the gallery size")
+        if not (rel >= 0).any(axis=1).all():
+            raise InputError("relevant", "every query needs at least one relevant gallery row")
+        self.relevant = rel
+        if self.new_gallery is not None:
+            self.new_gallery = _rows("new_gallery", self.new_gallery, self.new_queries.shape[1])
+            rows = np.arange(len(self.old_gallery)) if self.new_rows is None else np.asarray(self.new_rows, np.int64)
+            if rows.shape != (len(self.new_gallery),) or rows.min() < 0 or rows.max() >= len(self.old_gallery):
+                raise InputError("new_rows", "expected one gallery row index per new gallery vector")
+            self.new_rows = rows
+
+    def __len__(self) -> int:
+        return int(len(self.old_queries))
+
+    @property
+    def full_new_gallery(self) -> bool:
+        """True when the new model embedded every gallery row (new/new can be measured)."""
+        return self.new_gallery is not None and len(self.new_gallery) == len(self.old_gallery)
+
+    def success_at_1(self, ranked: np.ndarray) -> float:
+        """Share of queries whose first result (gallery row ``ranked[:, 0]``) is relevant."""
+        first = np.asarray(ranked)[:, :1]
+        return float((first == self.relevant).any(axis=1).mean())
+
+    def old_old(self) -> float:
+        """Today's system: old queries against the old gallery."""
+        return self.success_at_1(exact_topk(self.old_queries, self.old_gallery, 1)[0])
+
+    def new_new(self) -> float | None:
+        """Full backfill: new queries against the new gallery (None unless every row has a new vector)."""
+        if not self.full_new_gallery:
+            return None
+        ranked = exact_topk(self.new_queries, self.new_gallery, 1)[0]
+        return self.success_at_1(self.new_rows[ranked])
+
+    def score_queries(self, queries: np.ndarray) -> float:
+        """Success@1 of query vectors in the old space (mapped or fused) against the old gallery."""
+        return self.success_at_1(exact_topk(l2_normalize(queries), self.old_gallery, 1)[0])
