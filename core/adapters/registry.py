@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.adapters.base import Adapter
+from core.adapters.cascade import K_GRID, CascadeAdapter
 from core.adapters.fusion import FusionAdapter
 from core.adapters.heads import BT2Adapter
 from core.adapters.linear import AffineAdapter, LowRankAdapter, ProcrustesAdapter
@@ -75,6 +76,11 @@ METHODS: dict[str, MethodInfo] = {
                    "Scores with a mix of the old query and the mapped new query, mixing weight chosen "
                    "on validation; needs both models at query time but never does worse than today.",
                    {"base": "mlp", "alpha_grid": ALPHA_GRID}),
+        MethodInfo("cascade", "Cascade (old recall, new re-rank)", "backward", False, False, False,
+                   "The old index recalls the top K for the old query and the new model re-ranks those K "
+                   "with the new query (new vectors where the item has one, else through the layer); K "
+                   "chosen on dev queries; needs both models at query time and K re-ranks per query.",
+                   {"base": "affine", "k_grid": K_GRID}),
     ]
 }
 ALIASES = {"oca": "bt2"}
@@ -102,6 +108,9 @@ def build_adapter(kind: str, config: dict[str, Any]) -> Adapter:
     if kind == "fusion":
         base = config["base"]
         return FusionAdapter(build_adapter(base["kind"], base["config"]), config.get("alpha", 0.5))
+    if kind == "cascade":
+        base = config["base"]
+        return CascadeAdapter(build_adapter(base["kind"], base["config"]), config.get("k", 20))
     if kind not in ADAPTER_CLASSES:
         raise KeyError(f"unknown adapter kind {kind!r}")
     return ADAPTER_CLASSES[kind](**config)

@@ -26,7 +26,7 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "amp": True,
 }
 LOSSES = ("mse", "cosine", "contrastive", "retrieval")
-AUTO_CANDIDATES = ("procrustes", "affine", "lowrank", "mlp", "bct", "bt2")
+AUTO_CANDIDATES = ("procrustes", "affine", "lowrank", "mlp", "bct", "bt2", "fusion", "cascade")
 FUSION_BASES = ("procrustes", "affine", "lowrank", "mlp", "bct")
 SOURCE = "training settings"
 
@@ -61,10 +61,11 @@ def allowed_settings(kind: str) -> dict[str, Any]:
     """Defaults for ``kind``: the common settings overlaid with the method's own."""
     if kind == "auto":
         # each candidate keeps its own defaults (loss, lr...) unless the caller sets them
-        return {**COMMON_DEFAULTS, **_specific(AUTO_CANDIDATES), "candidates": list(AUTO_CANDIDATES)}
+        specific = {k: v for k, v in _specific(AUTO_CANDIDATES).items() if k != "base"}
+        return {**COMMON_DEFAULTS, **specific, "candidates": list(AUTO_CANDIDATES)}
     out = {**COMMON_DEFAULTS, **METHODS[kind].defaults}
-    if kind == "fusion":
-        out = {**COMMON_DEFAULTS, **_specific(FUSION_BASES), **METHODS["fusion"].defaults}
+    if kind in ("fusion", "cascade"):
+        out = {**COMMON_DEFAULTS, **_specific(FUSION_BASES), **METHODS[kind].defaults}
     return out
 
 
@@ -120,7 +121,11 @@ def _check(s: dict[str, Any], kind: str) -> None:
     if kind == "auto":
         bad = [c for c in s["candidates"] if canonical_kind(c) not in AUTO_CANDIDATES]
         need(bool(s["candidates"]) and not bad, "candidates", f"a non-empty list from {', '.join(AUTO_CANDIDATES)}")
-    if kind == "fusion":
+    if kind in ("fusion", "cascade"):
         need(s["base"] in FUSION_BASES, "base", f"one of {', '.join(FUSION_BASES)}")
+    if "k_grid" in s:
+        need(bool(s["k_grid"]) and all(isinstance(k, int) and not isinstance(k, bool) and k >= 1
+                                       for k in s["k_grid"]), "k_grid", "a non-empty list of positive integers")
+    if "alpha_grid" in s:
         need(all(0.0 <= a <= 1.0 for a in s["alpha_grid"]) and bool(s["alpha_grid"]), "alpha_grid",
              "a non-empty list of numbers in [0, 1]")

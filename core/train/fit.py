@@ -19,7 +19,6 @@ from torch import nn
 from core.adapters.apply import adapt_queries
 from core.adapters.base import Adapter
 from core.adapters.closed_form import LinearSolution, procrustes, procrustes_candidates, ridge_path
-from core.adapters.fusion import FusionAdapter
 from core.adapters.heads import BT2Adapter
 from core.adapters.linear import AffineAdapter, LowRankAdapter, ProcrustesAdapter
 from core.adapters.mlp import BCTAdapter, FCTAdapter, MLPAdapter
@@ -27,6 +26,7 @@ from core.device import resolve_device
 from core.errors import InputError, TrainingError
 from core.progress import ProgressFn, StopFn, never_stop, no_progress
 from core.train.auto import fit_auto
+from core.train.bridges import choose_cascade, choose_fusion
 from core.train.config import FitConfig, allowed_settings, resolve_config
 from core.train.data import FitResult, PairData
 from core.train.loop import train_loop
@@ -56,7 +56,7 @@ def fit_adapter(
     progress, stop = on_progress or no_progress, should_stop or never_stop
     device = resolve_device(settings["device"])
     if name == "auto":
-        return fit_auto(data, settings, user, progress, stop, fit_adapter)
+        return fit_auto(data, settings, user, progress, stop, fit_adapter, _val)
     start = time.perf_counter()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(settings["seed"]))
@@ -64,8 +64,8 @@ def fit_adapter(
             result = _fit_procrustes(data, settings, progress)
         elif name == "affine":
             result = _fit_affine(data, settings, progress, stop)
-        elif name == "fusion":
-            result = _fit_fusion(data, settings, user, progress, stop)
+        elif name in ("fusion", "cascade"):
+            result = _fit_bridge(name, data, settings, user, progress, stop)
         else:
             result = _fit_trainable(name, data, settings, device, progress, stop)
     result.device = str(device) if name not in ("procrustes", "affine") else "cpu"
@@ -208,23 +208,24 @@ def _fit_trainable(
                      outcome.best_epoch, name)
 
 
-def _fit_fusion(
-    data: PairData, s: dict[str, Any], user: dict[str, Any], progress: ProgressFn, stop: StopFn
+def _fit_bridge(
+    name: str, data: PairData, s: dict[str, Any], user: dict[str, Any], progress: ProgressFn, stop: StopFn
 ) -> FitResult:
+    """fusion / cascade: fit the base layer, then choose α / K on the validation task."""
+    if name == "cascade" and data.dev is None:
+        raise InputError("cascade", "choosing K needs dev queries with judged documents (none were given)")
     base_kind = s["base"]
     keys = allowed_settings(base_kind)
     base = fit_adapter(base_kind, data, {k: v for k, v in user.items() if k in keys}, progress, stop)
-    result = FitResult("fusion", None, base.status, base.reason, list(base.metrics),
-                       val_metric_name=base.val_metric_name)
+    result = FitResult(name, None, base.status, base.reason, list(base.metrics), val_metric_name=base.val_metric_name)
     if base.adapter is None or base.status == "failed":
         return result
-    for alpha in s["alpha_grid"]:
-        fused = FusionAdapter(base.adapter, float(alpha)).eval()
-        val = _val(fused, data)[0]
-        result.metrics.append({"epoch": 0.0, "alpha": float(alpha), "val_metric": val})
-        # ties go to the larger α: closer to today's system, the safer choice
-        if result.best_val_metric is None or val > result.best_val_metric or (
-            val == result.best_val_metric and float(alpha) > float(result.adapter.alpha)
-        ):
-            result.adapter, result.best_val_metric, result.best_epoch = fused, val, base.best_epoch
+    if name == "fusion":
+        choice = choose_fusion(base.adapter, data, s["alpha_grid"], _val)
+    else:
+        choice = choose_cascade(base.adapter, data, s["k_grid"])
+    result.adapter, result.best_val_metric, result.best_epoch = choice.adapter, choice.score, base.best_epoch
+    result.val_metric_name = choice.metric_name
+    result.metrics.extend(choice.metrics)
+    result.reason = "; ".join(r for r in (choice.note, base.reason) if r)
     return result

@@ -9,10 +9,12 @@ success@1 (the first result is relevant), so choices are like for like and match
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
+from core.adapters.cascade import cascade_rank
 from core.errors import InputError
 from core.retrieval import exact_topk, l2_normalize
 
@@ -90,3 +92,9 @@ class RetrievalTask:
     def score_queries(self, queries: np.ndarray) -> float:
         """Success@1 of query vectors in the old space (mapped or fused) against the old gallery."""
         return self.success_at_1(exact_topk(l2_normalize(queries), self.old_gallery, 1)[0])
+
+    def cascade_score(self, k: int, layer: Callable[[np.ndarray], np.ndarray] | None) -> float:
+        """Success@1 of the cascade: old index recalls ``k``, new vectors (else ``layer``) re-rank."""
+        ranking = cascade_rank(self.old_queries, self.old_gallery, self.new_queries, self.new_gallery,
+                               self.new_rows, k, layer)
+        return self.success_at_1(ranking.ids)
