@@ -160,7 +160,7 @@ def query_document_task(
     seed: int = 0,
     old_query_noise: float = 0.9,
     new_query_noise: float = 0.8,
-    query_shift: float = 0.8,
+    query_shift: float = 1.2,
     nuisance_dims: int = 4,
     nuisance_scale: float = 1.0,
     mean_norm: float = 4.0,

@@ -35,7 +35,8 @@ class MethodInfo:
 RIDGE_GRID = [1e-6, 1e-4, 1e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0]
 SHRINK_GRID = [0.01, 0.03, 0.1, 0.3, 1.0]
 # retrieval objective: negatives in batch, a sample of the old gallery per step, mined hard ones
-RETRIEVAL_DEFAULTS: dict[str, Any] = {"loss": "retrieval", "bank_size": 1024, "hard_negatives": 8, "hard_every": 2}
+RETRIEVAL_DEFAULTS: dict[str, Any] = {"loss": "retrieval", "bank_size": 1024, "hard_negatives": 8, "hard_every": 2,
+                                      "lr": 3e-3}
 ALPHA_GRID = [round(0.1 * i, 1) for i in range(11)]
 
 METHODS: dict[str, MethodInfo] = {
