@@ -30,7 +30,13 @@ from core.train.bridges import choose_cascade, choose_fusion
 from core.train.config import FitConfig, allowed_settings, resolve_config
 from core.train.data import FitResult, PairData
 from core.train.loop import train_loop
-from core.train.objectives import BCTObjective, BT2Objective, PairObjective, RetrievalObjective, class_prototypes
+from core.train.objectives import (
+    BCTObjective,
+    BT2Objective,
+    PairObjective,
+    RetrievalObjective,
+    class_prototypes,
+)
 from core.train.validation import DEV_METRIC, dev_metric, metric_name, retrieval_metric, upgrade_metric
 
 INIT_RIDGE = 1e-3  # relative λ of the closed-form start of trainable kinds
