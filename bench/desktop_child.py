@@ -8,7 +8,7 @@
 * ``stall``: the main window with its job manager; a 5 ms QTimer in the GUI thread records the
   gaps between its ticks: while the start-up jobs detect the device and import torch, faiss,
   matplotlib and the core in the background (:mod:`app.preload`), then idle (the floor), then
-  while app workers run a training job (``fit_adapter``) and a report job (``core.report.search``
+  while app workers run a training job (``fit_adapter``) and a report job (``core.evaluation.search``
   + top-1) at the same time, twice: the first ("cold") round is the first use of each library
   (lazy initialisation inside torch and faiss), the second is the steady state.
 """
@@ -82,7 +82,7 @@ def stall_jobs(n_train: int, n_gallery: int, n_queries: int, dim: int, epochs: i
     def report(on_progress: Any, should_stop: Any) -> dict[str, Any]:
         import numpy as np
 
-        from core.report.search import SearchConfig, search
+        from core.evaluation.search import SearchConfig, search
         from core.retrieval import l2_normalize
 
         rng = np.random.default_rng(1)

@@ -8,7 +8,7 @@ import numpy as np
 
 from core.synthetic import SyntheticRetrieval, query_document_task
 from core.train import PairData
-from core.train.retrieval_task import RetrievalTask
+from core.train.judged_queries import JudgedQueries
 
 
 @dataclass
@@ -16,9 +16,9 @@ class QueryUpgrade:
     """Documents (60% also embedded by the new model), train / dev / test queries, and pair data."""
 
     task: SyntheticRetrieval
-    dev: RetrievalTask
-    test: RetrievalTask
-    test_full: RetrievalTask  # every document with a new vector: the full backfill
+    dev: JudgedQueries
+    test: JudgedQueries
+    test_full: JudgedQueries  # every document with a new vector: the full backfill
     docs_only: PairData  # fitted on document pairs only
     with_queries: PairData  # plus the train queries, each paired with its relevant document
 
@@ -29,8 +29,8 @@ def query_upgrade(seed: int = 0, coverage: float = 0.6) -> QueryUpgrade:
     n = len(t.old_docs)
     embedded = np.sort(np.random.default_rng(seed).permutation(n)[: int(coverage * n)])
 
-    def task(q: SyntheticRetrieval, rows: np.ndarray) -> RetrievalTask:
-        return RetrievalTask(q.old_queries, q.new_queries, t.old_docs, q.relevant, t.new_docs[rows], rows)
+    def task(q: SyntheticRetrieval, rows: np.ndarray) -> JudgedQueries:
+        return JudgedQueries(q.old_queries, q.new_queries, t.old_docs, q.relevant, t.new_docs[rows], rows)
 
     fit, val = embedded[: int(0.8 * len(embedded))], embedded[int(0.8 * len(embedded)) :]
     rest = np.setdiff1d(np.arange(n), embedded)

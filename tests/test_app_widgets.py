@@ -22,7 +22,7 @@ from app.pages.report_widgets import (
     item_image,
     thumbnail,
 )
-from core.report.compat import compare
+from core.evaluation.compat import compare
 
 __all__ = ["no_threads_left"]
 pytestmark = pytest.mark.usefixtures("no_threads_left")
@@ -42,7 +42,7 @@ def test_metrics_table_colours_upgraded_cells_by_the_core_criterion(qtbot: QtBot
     assert table.item(top1, 4).text() == "pass" and table.item(m_ap, 4).text() == "fail"
     assert table.item(top1, 3).background().color() == PASS_COLOUR
     assert table.item(m_ap, 3).background().color() == FAIL_COLOUR
-    assert table.item(top1, 5).text() == "0.5"  # (0.70 - 0.60) / (0.80 - 0.60), from core.report.compat
+    assert table.item(top1, 5).text() == "0.5"  # (0.70 - 0.60) / (0.80 - 0.60), from core.evaluation.compat
     assert table.item(top1, 1).background().style().name == "NoBrush"  # reference cells are not judged
 
 

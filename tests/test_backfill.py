@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from core.errors import InputError
+from core.evaluation.metrics import evaluate, relevance
 from core.report.backfill import (
     BackfillCurve,
     backfill_curves,
@@ -14,7 +15,6 @@ from core.report.backfill import (
     residual_norms,
     self_margins,
 )
-from core.report.metrics import evaluate, relevance
 from core.retrieval import l2_normalize
 
 

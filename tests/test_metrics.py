@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from core.errors import InputError
-from core.report.metrics import (
+from core.evaluation.metrics import (
     ap_at_r,
     average_precision,
     bootstrap_ci,
@@ -19,7 +19,7 @@ from core.report.metrics import (
     summary_with_ci,
     topk_correct,
 )
-from core.report.search import search
+from core.evaluation.search import search
 from core.retrieval import l2_normalize
 
 # Gallery rows 0..4 with labels a b a c a.

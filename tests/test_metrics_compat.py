@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from core.errors import InputError
-from core.report.compat import arr, compare, compatibility_rate, criterion, gain_retained, matrix_scores
+from core.evaluation.compat import arr, compare, compatibility_rate, criterion, gain_retained, matrix_scores
+from core.evaluation.metrics import evaluate, relevance
 from core.report.flips import cell_flips, flip_cis, flips
-from core.report.metrics import evaluate, relevance
 
 
 def test_flips_hand_worked() -> None:

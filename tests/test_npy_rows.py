@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from core.errors import VectorFileError
-from core.report.npy_rows import NpyRows
-from core.report.search import SearchConfig, search
+from core.evaluation.npy_rows import NpyRows
+from core.evaluation.search import SearchConfig, search
 from core.retrieval import l2_normalize
 
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from report_fixtures import DemoCase, demo_case, protocol_ids
 
+from core.evaluation.search import SearchConfig, build_index, search_index
 from core.report.build import build_report
-from core.report.search import SearchConfig, build_index, search_index
 from core.retrieval import l2_normalize
 from core.store import Workspace
 

@@ -14,9 +14,9 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from core.errors import InputError
+from core.evaluation.compat import criterion, gain_retained
+from core.evaluation.metrics import bootstrap_ci, bootstrap_statistic_ci
 from core.report.backfill import POLICIES, backfill_curves, backfill_order
-from core.report.compat import criterion, gain_retained
-from core.report.metrics import bootstrap_ci, bootstrap_statistic_ci
 
 finite = st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False)
 

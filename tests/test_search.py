@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from core.errors import InputError, VectorFileError
-from core.report.search import (
+from core.evaluation.search import (
     SearchConfig,
     build_index,
     choose_method,

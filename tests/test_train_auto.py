@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pytest
 from train_fixtures import one_torch_thread, small_labelled_pairs  # noqa: F401 (autouse fixture)
 
@@ -27,7 +28,8 @@ def test_auto_with_labels_picks_the_best_validation_score(data: PairData) -> Non
     best = max(table.values(), key=lambda c: c["val_metric"])
     assert result.status == "completed" and result.kind == best["kind"] == result.adapter.kind
     assert result.best_val_metric == best["val_metric"]
-    assert result.reason.startswith(f"{best['kind']} won with validation label top-1 {best['val_metric']:.3f}")
+    assert result.reason.startswith(f"{best['kind']} won with validation top-1 {best['val_metric']:.3f}")
+    assert "labelled validation items" in result.reason and result.choice["decided"]
     assert "ahead of" in result.reason
     done = [d for d, _, _ in progress]
     assert done == sorted(done) and progress[-1][0] == progress[-1][1] == 3000
@@ -40,7 +42,17 @@ def test_auto_without_labels_skips_classifier_kinds(data: PairData) -> None:
     skipped = [c["kind"] for c in result.candidates if c["status"] == "skipped"]
     assert skipped == ["bt2", "bct"] and all(METHODS[k].needs_labels for k in skipped)
     assert result.kind in ("procrustes", "affine") and result.val_metric_name == "pair_top1"
-    assert "own-item top-1" in result.reason
+    assert "relevance: the query's own item" in result.reason
+
+
+def test_auto_says_no_choice_was_made_when_every_candidate_scores_the_same(data: PairData) -> None:
+    """Leave-one-out by label where every label occurs once measures nothing: no winner is named."""
+    once = np.arange(len(data.old_val), dtype=np.int64)  # each validation label occurs once
+    tied = PairData(data.old_train, data.new_train, data.old_val, data.new_val, data.labels_train, once)
+    result = fit_adapter("auto", tied, {"candidates": ["affine", "procrustes"], "device": "cpu"})
+    assert result.choice["decided"] is False and result.kind == "affine"  # the default: listed first
+    assert result.reason.startswith("no choice was made: no validation query has a relevant item")
+    assert "won" not in result.reason
 
 
 def test_auto_cancelled_keeps_what_finished(data: PairData) -> None:

@@ -48,7 +48,7 @@ def test_retrieval_objective_beats_mse_on_test_queries(up: QueryUpgrade) -> None
     # documents only (seeds 0-4: retrieval - mse = 0.086, 0.114, 0.088, 0.086, 0.078)
     mse = fit_adapter("mlp", up.docs_only, {**EPOCHS, "loss": "mse"})
     ret = fit_adapter("mlp", up.docs_only, EPOCHS)
-    assert ret.config["loss"] == "retrieval" and ret.val_metric_name == "dev_success_at_1"
+    assert ret.config["loss"] == "retrieval" and ret.val_metric_name == "judged_top1"
     assert _test_score(up, ret.adapter) >= _test_score(up, mse.adapter) + 0.05
 
 
@@ -103,7 +103,7 @@ def test_auto_considers_fusion_and_cascade_and_picks_a_passing_option(up: QueryU
     assert 0 < rows["fusion"]["alpha"] < 1 and rows["cascade"]["k"] >= 1
     best = max(rows.values(), key=lambda r: r["val_metric"])
     assert result.kind == best["kind"] and result.best_val_metric == best["val_metric"]
-    assert "dev success@1" in result.reason and "old/old scores" in result.reason
+    assert "dev queries (judged)" in result.reason and "(old/old) scores" in result.reason
     assert _test_score(up, result.adapter) > up.test.old_old() + 0.1  # fusion: 0.42 vs 0.18
 
 

@@ -39,7 +39,7 @@ def fill_metrics_table(table: QTableWidget, cells: dict[str, dict[str, Any]],
                        comparison: dict[str, dict[str, dict[str, Any]]]) -> None:
     """Rows are metrics; columns the cells, then per upgraded cell its pass/fail and gain retained.
 
-    ``cells``: ``{cell: {metric: value}}``; ``comparison``: ``{cell: core.report.compat.compare(...)}``.
+    ``cells``: ``{cell: {metric: value}}``; ``comparison``: ``{cell: core.evaluation.compat.compare(...)}``.
     An upgraded cell's value is green where it beats old/old and red where it does not.
     """
     metrics = list(dict.fromkeys(m for values in cells.values() for m in values))

@@ -56,14 +56,16 @@ def cascade_rank(
     new_rows: np.ndarray | None,
     k: int,
     layer: Callable[[np.ndarray], np.ndarray] | None = None,
+    exclude: np.ndarray | None = None,
 ) -> CascadeRanking:
     """Rank the old index's top ``k`` per query by the new query (see the module doc).
 
     ``new_gallery[j]`` is the new vector of gallery row ``new_rows[j]`` (None: no item has one);
     ``layer`` maps new queries into the old space for items without a new vector, and is required
-    only when some recalled item lacks one. Vectors are compared by cosine.
+    only when some recalled item lacks one; ``exclude[i]`` is a gallery row query i may not recall
+    (itself, when queries are gallery items), or -1. Vectors are compared by cosine.
     """
-    recalled, _ = exact_topk(l2_normalize(old_queries), l2_normalize(old_gallery), k)
+    recalled, _ = exact_topk(l2_normalize(old_queries), l2_normalize(old_gallery), k, exclude)
     nq = l2_normalize(new_queries)
     where = np.full(len(old_gallery), -1, dtype=np.int64)
     if new_gallery is not None:

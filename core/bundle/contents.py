@@ -2,8 +2,10 @@
 
 A bundle holds one adapter or a chain of them (v3 -> v2 -> v1). Each step is a training run's
 adapter, re-read from the workspace with its checksum verified. Probe vectors are real stored
-vectors of held-out items (the test fold) when the workspace has them, normalised the way the
-layer was trained, so ``verify`` exercises the adapter on data like what it will see.
+vectors of held-out items when the workspace has them, normalised the way the
+layer was trained, so ``verify`` exercises the adapter on data like what it will see. Held-out items are
+the test queries of :mod:`core.evaluation` (those the training run's and the report's numbers are
+measured on); the bundle's metrics say which protocol they come from.
 """
 
 from __future__ import annotations
@@ -17,11 +19,12 @@ import numpy as np
 from core.adapters import Adapter, load_adapter
 from core.bundle.deploy import inputs_of
 from core.bundle.runtime import l2_rows
-from core.errors import BundleError, StoreError
+from core.errors import BundleError, EmbridgeError, StoreError
 from core.store import Workspace
 
-HEADLINE_KEYS = ("old_old_top1", "new_new_top1", "upgraded_top1", "gain_retained", "compatible",
-                 "upgraded_pair_top1", "n_queries", "arr", "negative_flip_rate", "positive_flip_rate")
+HEADLINE_KEYS = ("old_old_top1", "new_new_top1", "upgraded_top1", "gain_retained", "gain_retained_note",
+                 "compatible", "upgraded_pair_top1", "n_queries", "arr", "negative_flip_rate", "positive_flip_rate",
+                 "ndcg@10", "mrr@10", "pairs_used", "heldout_protocol", "relevance")
 
 
 @dataclass
@@ -51,7 +54,8 @@ class Step:
                 "new_model": self.row["new_model"], "in_dim": self.adapter.in_dim,
                 "out_dim": self.adapter.out_dim, "adapter_sha256": self.row["sha256"],
                 "input_normalised": self.input_normalised, "config": self.adapter.config(),
-                "report_id": report_id, "metrics": headline(self.run.get("metrics") or {})}
+                "report_id": report_id, "fitted_on": (self.run.get("config") or {}).get("fitted_on"),
+                "metrics": headline(self.run.get("metrics") or {})}
 
 
 def resolve_steps(ws: Workspace, run_ids: list[int] | None) -> list[Step]:
@@ -139,7 +143,7 @@ def metrics_for(steps: list[Step], report: dict[str, Any] | None) -> dict[str, A
         values = {k: v for k, v in summary.items() if _scalar(v) and not isinstance(v, str)}
         return {"source": f"report {report['id']}", "values": values}
     if len(steps) == 1:
-        return {"source": f"training run {steps[0].run['id']} (held-out test fold)",
+        return {"source": f"training run {steps[0].run['id']} (held-out test queries, as the report measures them)",
                 "values": headline(steps[0].run.get("metrics") or {})}
     return {"source": "none for the chain as a whole; see each step under 'chain'", "values": {}}
 
@@ -160,8 +164,7 @@ def probe_vectors(ws: Workspace, first: Step, count: int, seed: int) -> tuple[np
         x = l2_rows(x) if first.input_normalised else x
         return x, (l2_rows(rng.standard_normal((count, adapter.out_dim))) if adapter.kind == "fusion" else None), \
             "seeded Gaussian vectors (no stored vectors of the input model)"
-    folds = ws.folds()
-    held_out = np.array([i for i in ids if folds.get(int(i)) == "test"], dtype=np.int64)
+    held_out = np.intersect1d(ids, _test_queries(ws, first))
     pool = held_out if len(held_out) else ids
     chosen = np.sort(rng.choice(pool, size=min(count, len(pool)), replace=False))
     x = ws.vectors_for(model, chosen)
@@ -169,15 +172,18 @@ def probe_vectors(ws: Workspace, first: Step, count: int, seed: int) -> tuple[np
     old = None
     if adapter.kind == "fusion":
         old = l2_rows(ws.vectors_for(first.row["old_model"], chosen))
-    where = "held-out (test fold)" if len(held_out) else "stored"
+    where = "held-out (test query)" if len(held_out) else "stored"
     return x, old, f"{len(chosen)} {where} vectors of model '{model}'"
 
 
-def gallery_ids(ws: Workspace, model: str) -> np.ndarray:
-    """Ids of the gallery items stored under ``model`` (all its items if no 'gallery' split)."""
-    have = ws.ids_with_vectors(model)
-    gallery = ws.item_ids("gallery")
-    return np.intersect1d(have, gallery) if len(gallery) else have
+def _test_queries(ws: Workspace, step: Step) -> np.ndarray:
+    """The test queries of the evaluation path (:func:`core.evaluation.tasks.test_queries`), or none."""
+    from core.evaluation.tasks import test_queries
+
+    try:
+        return test_queries(ws, [step.row["old_model"], step.row["new_model"]])[0].ids
+    except EmbridgeError:
+        return np.zeros(0, dtype=np.int64)
 
 
 def item_keys(ws: Workspace, ids: np.ndarray) -> np.ndarray:

@@ -151,7 +151,7 @@ def _write_gallery(ws: Workspace, root: Path, module: Any, first: contents.Step,
     """The workspace gallery's old vectors transformed, in chunks, with their ids and keys."""
     report = on_progress or no_progress
     model = first.row["old_model"]
-    ids = contents.gallery_ids(ws, model)
+    ids = ws.gallery_ids(model)
     if len(ids) == 0:
         raise BundleError(f"{ws.root}: model '{model}' has no stored gallery vectors to transform")
     folder = root / GALLERY_DIR

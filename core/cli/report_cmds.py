@@ -55,7 +55,7 @@ def _search_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _search_config(args: argparse.Namespace) -> Any:
-    from core.report.search import SearchConfig
+    from core.evaluation.search import SearchConfig
 
     return SearchConfig(method=args.search, exact_max=args.exact_max)
 

@@ -27,6 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--loss", choices=["mse", "cosine", "contrastive"])
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--pairs", choices=["documents", "queries", "both"],
+                   help="fit on document pairs, query pairs (queries judged in train) or both "
+                        "(default: both when query pairs exist, else documents); test queries never are")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any other setting of the method (value parsed as JSON when it can be)")
     p.set_defaults(handler=cmd_train)
@@ -58,7 +61,7 @@ def cmd_train(args: argparse.Namespace) -> Result:
 
     with Workspace.open(args.workspace) as ws:
         out = train_run(ws, args.method, args.old, args.new, device=args.device, config=parse_settings(args),
-                        seed=args.seed, on_progress=StderrProgress(f"train {args.method}"))
+                        seed=args.seed, pairs=args.pairs, on_progress=StderrProgress(f"train {args.method}"))
     return out, _train_text(out)
 
 
@@ -68,18 +71,29 @@ def _pct(value: float | None) -> str:
 
 def _train_text(out: dict[str, Any]) -> str:
     lines = [f"run #{out['run_id']}: {out['method']} ({out['kind']}) {out['status']} on {out['device']} "
-             f"in {out['duration_s']:.1f}s; pairs {out['pairs']}"]
-    if out.get("old_old_top1") is not None:
-        verdict = "PASSES" if out["upgraded_top1"] > out["old_old_top1"] else "FAILS"
+             f"in {out['duration_s']:.1f}s; fitted on {out.get('pairs_used', 'document')} pairs {out['pairs']}"]
+    if out.get("compatible") is not None:
+        verdict = "PASSES" if out["compatible"] else "FAILS"
+        gain = (_pct(out["gain_retained"]) if out.get("gain_retained") is not None
+                else f"undefined ({out.get('gain_retained_note') or 'n/a'})")
         lines.append(f"held-out top-1: old/old {_pct(out['old_old_top1'])}, new/new {_pct(out['new_new_top1'])}, "
                      f"upgraded {_pct(out['upgraded_top1'])} -> {verdict} the compatibility criterion; "
-                     f"gain retained {_pct(out['gain_retained'])}")
+                     f"gain retained {gain}")
+        if out.get("ndcg@10") is not None:
+            lines.append(f"held-out nDCG@10: old/old {_pct(out['old_old_ndcg@10'])}, new/new "
+                         f"{_pct(out['new_new_ndcg@10'])}, upgraded {_pct(out['ndcg@10'])}; MRR@10 upgraded "
+                         f"{_pct(out['mrr@10'])}")
     else:
-        lines.append(f"held-out own-item top-1 of upgraded queries: {_pct(out.get('upgraded_pair_top1'))}")
+        lines.append(f"held-out own-item top-1 of upgraded queries: {_pct(out.get('upgraded_top1'))}")
+    if out.get("heldout_protocol"):
+        lines.append(f"measured on {out['heldout_protocol']} (old/old and upgraded; new/new on the evaluation "
+                     "sample: see the report)")
     for cand in out.get("candidates") or []:
         val = cand.get("val_metric")
         shown = f"{val:.3f}" if isinstance(val, float) else "n/a"
         lines.append(f"  candidate {cand.get('kind'):<11} validation top-1 {shown} ({cand.get('status')})")
+    if out.get("val_protocol"):
+        lines.append(f"validated on {out['val_protocol']}")
     if out.get("reason"):
         lines.append(out["reason"])
     lines.append(f"adapter #{out['adapter_id']}: {out['adapter_path']}")

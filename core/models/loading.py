@@ -222,6 +222,7 @@ def _probe(model: LoadedModel) -> int:
     """Run a dummy batch and return the output dimension (errors name the file)."""
     spec = model.spec
     if spec.kind == "vectors":
+        model.module.check_values()
         return model.module.dim
     if spec.kind == "sentence_transformers":
         return int(model.embed_batch(list(_PROBE_TEXTS)).shape[1])

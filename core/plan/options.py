@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 
 from core.errors import InputError
+from core.evaluation.compat import gain_note, gain_retained
 from core.plan.throughput import Throughput
-from core.report.compat import gain_retained
 
 LAYER_OPTIONS = ("adapter_only", "forward_transform", "fusion")
 ORDERING_IS_FREE = ("random",)
@@ -90,6 +90,7 @@ def _option(name: str, title: str, time_s: float | None, storage: int, embedded:
     top1 = quality.get("top1")
     return {"name": name, "title": title, "time_s": time_s, "storage_bytes": int(storage), "items_embedded": embedded,
             "quality": quality, "gain_retained": None if top1 is None else gain_retained(top1, floor, ceiling),
+            "gain_retained_note": gain_note(floor, ceiling),
             "passes_criterion": None if top1 is None else bool(top1 > floor), "notes": notes, **extra}
 
 
@@ -194,11 +195,13 @@ def plan_from_report(report: Mapping[str, Any], throughput: Throughput, *, fract
     new_better = True if by_item else ceiling > floor  # without labels: the premise of the upgrade
     for opt in options:
         if by_item:
-            opt["passes_criterion"] = opt["gain_retained"] = None
+            opt["passes_criterion"] = opt["gain_retained"] = opt["gain_retained_note"] = None
         opt["bytes_per_item"] = opt["storage_bytes"] / max(sizes.n, 1)
         opt["acceptable"] = _acceptable(opt, new_better, gain_threshold, target)
     choice = _choose(options)
     plan = {"recommendation": choice["name"], "options": options, "new_better": None if by_item else new_better,
+            "protocols": (report.get("headline") or {}).get("protocols"),
+            "pairs": ((report.get("run") or {}).get("config") or {}).get("fitted_on"),
             "adapter_passes": None if by_item else bool(up_q["top1"] > floor),
             "targets": {"gain_threshold": gain_threshold, "target_share": target_share, "target_top1": target},
             "gallery_full": sizes.n, "gallery_sample": sizes.n_sample, "throughput": throughput.to_dict(),

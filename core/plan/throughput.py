@@ -17,7 +17,7 @@ import numpy as np
 from core.adapters import adapt_gallery, adapt_queries
 from core.adapters.base import Adapter
 from core.store import Workspace
-from core.train.pairs import QUERY_SPLIT
+from core.store.workspace import QUERY_SPLIT
 
 
 @dataclass

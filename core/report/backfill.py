@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 
 from core.errors import InputError
+from core.evaluation.search import SearchConfig, search
 from core.progress import ProgressFn, StopFn, check_stop, no_progress
-from core.report.search import SearchConfig, search
 
 POLICIES = ("random", "least_confident", "largest_residual")
 

@@ -20,24 +20,17 @@ from core import __version__
 from core.adapters import load_adapter
 from core.adapters.base import Adapter
 from core.errors import InputError
+from core.evaluation.compat import compatibility_rate
+from core.evaluation.scoring import scoring_plan
+from core.evaluation.search import SearchConfig
+from core.evaluation.upgrade import OLD_OLD, score_upgrade, upgrade_vectors
+from core.evaluation.vectors import MatrixMaker
 from core.jobs import recorded_run
 from core.progress import ProgressFn, StopFn, check_stop, no_progress
 from core.report import sections
 from core.report.backfill import partial_backfill
-from core.report.cells import (
-    CellResult,
-    Sides,
-    ceiling_cell,
-    cell_specs,
-    score_cell,
-    scoring_plan,
-    search_summary,
-    upgrade_sides,
-    upgraded_cell,
-)
-from core.report.compat import compatibility_rate
-from core.report.sample import EvalSample, MatrixMaker, evaluation_sample
-from core.report.search import SearchConfig
+from core.report.cells import CellResult, Sides, cell_specs, score_cell, search_summary, upgrade_sides
+from core.report.sample import EvalSample, evaluation_sample
 from core.store import Workspace
 from core.store.files import TMP_PREFIX
 from core.store.rows import now_iso
@@ -110,16 +103,28 @@ def assemble(ws: Workspace, run: dict[str, Any], row: dict[str, Any], adapter: A
 
     stage("sample")
     sample = evaluation_sample(ws, [old, new], heldout_gallery, seed=int(run_seed(run)))
-    plan = scoring_plan(sample, search)
-    stage("vectors", queries=int(sample.query_ids.size), gallery=int(sample.gallery_ids.size))
+    tasks = sample.tasks
+    stage("vectors", queries=int(sample.query_ids.size), gallery=int(sample.gallery_ids.size),
+          old_gallery=int(sample.full_ids.size))
+    vecs = upgrade_vectors(maker, tasks, adapter, old, new)
     sides = upgrade_sides(maker, sample, adapter, old, new, rollback)
+    stage("cells", cell="main")
+    main = score_upgrade(tasks, adapter, vecs, search, should_stop=should_stop)
+    plan = main.plan
+    sample_plan = scoring_plan(tasks.sample, search, like=plan)
     cells: dict[str, CellResult] = {}
     for name, q_side, g_side, queries, gallery in cell_specs(adapter, sides):
         stage("cells", cell=name)
-        cells[name] = score_cell(name, q_side, g_side, queries, gallery, sample, plan, should_stop=should_stop)
-    upgraded, ceiling = upgraded_cell(adapter), ceiling_cell(adapter)
+        if name in main.cells:
+            which = "old" if name in (OLD_OLD, main.upgraded) else "sample"
+            cells[name] = CellResult.of(name, q_side, g_side, main.cells[name], which)
+        else:
+            cells[name] = score_cell(name, q_side, g_side, queries, gallery, tasks.sample, sample_plan,
+                                     should_stop=should_stop)
+    upgraded, ceiling = main.upgraded, main.ceiling
     stage("statistics")
     head = sections.headline(cells, upgraded, ceiling, plan, n_boot, seed, sample.relevance)
+    head.update(main.headline())
     search_cells = {name: cell.search.to_dict() for name, cell in cells.items()}
     report: dict[str, Any] = {
         "schema": SCHEMA, "kind": "upgrade", "created": now_iso(), "embridge_version": __version__,
@@ -151,10 +156,11 @@ def run_seed(run: dict[str, Any]) -> int:
 def _run_section(run: dict[str, Any]) -> dict[str, Any]:
     metrics = run.get("metrics") or {}
     heldout = {k: metrics.get(k) for k in ("old_old_top1", "new_new_top1", "upgraded_top1", "gain_retained",
-                                           "n_queries", "val_metric", "val_metric_name") if k in metrics}
+                                           "gain_retained_note", "n_queries", "heldout_protocol", "pairs_used",
+                                           "val_metric", "val_metric_name", "val_protocol") if k in metrics}
     return {"id": run["id"], "method": run.get("method"), "status": run.get("status"),
             "device": run.get("device"), "duration_s": run.get("duration_s"), "config": run.get("config") or {},
-            "epochs": run.get("epochs") or [], "heldout_test_fold": heldout}
+            "epochs": run.get("epochs") or [], "heldout": heldout}
 
 
 def _adapter_section(row: dict[str, Any]) -> dict[str, Any]:

@@ -15,7 +15,7 @@ Cells of an upgrade report (METHODS.md "Retrieval protocol"):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -23,55 +23,32 @@ import numpy as np
 from core.adapters import adapt_gallery, adapt_queries, new_space_vectors
 from core.adapters.apply import HEAD_KINDS
 from core.adapters.base import Adapter
+from core.evaluation.metrics import CellMetrics
+from core.evaluation.scoring import TOP_SHOWN, EvalResult, ScoringPlan, score, scoring_plan
+from core.evaluation.search import SearchInfo
+from core.evaluation.task import Protocol, RetrievalTask
+from core.evaluation.upgrade import (
+    HEAD_HEAD,
+    NEW_FCT,
+    NEW_NEW,
+    NEW_OLD,
+    OLD_NEW,
+    OLD_OLD,
+    ceiling_cell,
+    upgraded_cell,
+)
+from core.evaluation.vectors import MatrixMaker
 from core.progress import ProgressFn, StopFn
-from core.report.metrics import CellMetrics, choose_map_mode, evaluate, ranking_depth, relevance
-from core.report.sample import EvalSample, MatrixMaker
-from core.report.search import SearchConfig, SearchInfo, choose_method, search
+from core.report.sample import EvalSample
 
-OLD_OLD, NEW_NEW, NEW_OLD, NEW_FCT, HEAD_HEAD, OLD_NEW = (
-    "old/old", "new/new", "new→old", "new/fct(old)", "head/head", "old/new")
-TOP_SHOWN = 5  # result keys kept per query for the flipped-query browser
-RECALL_KS = (1, 2, 5, 10, 20, 50, 100)
-MAX_FULL_RANKING_ENTRIES = 5_000_000  # queries × gallery beyond which mAP@R replaces full mAP
-
-
-@dataclass(frozen=True)
-class ScoringPlan:
-    """How every cell of one report is searched and scored (the same for all cells)."""
-
-    config: SearchConfig
-    map_mode: str
-    map_key: str
-    depth: int
-    recall_ks: tuple[int, ...]
-    recall_k: int  # the recall@k used for ARR and the headline
-    r_cap: int = 1000
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"map_mode": self.map_mode, "map_key": self.map_key, "ranking_depth": self.depth,
-                "recall_ks": list(self.recall_ks), "recall_k": self.recall_k, "r_cap": self.r_cap}
-
-
-def scoring_plan(sample: EvalSample, config: SearchConfig | None = None) -> ScoringPlan:
-    """Ranking depth and mAP flavour for this sample: full mAP when the exact full ranking is affordable."""
-    config = config or SearchConfig()
-    n_q, n_g = int(sample.query_ids.size), int(sample.gallery_ids.size)
-    map_mode = choose_map_mode(n_g)
-    if choose_method(n_g, config) != "exact" or n_q * n_g > MAX_FULL_RANKING_ENTRIES:
-        map_mode = "at_r"
-    empty = np.zeros((n_q, 0), dtype=np.int64)
-    max_rel = int(relevance(empty, sample.query_targets, sample.gallery_targets, sample.exclude).n_relevant.max())
-    depth = ranking_depth(map_mode, n_g, max_rel, (max(RECALL_KS),))
-    depth = min(depth, n_g - (1 if sample.exclude is not None else 0))
-    recall_ks = tuple(k for k in RECALL_KS if k <= depth) or (depth,)
-    recall_k = max(k for k in recall_ks if k <= 10)
-    config = replace(config, recall_k=config.recall_k or recall_k)
-    return ScoringPlan(config, map_mode, "mAP" if map_mode == "full" else "mAP@R", depth, recall_ks, recall_k)
+__all__ = ["HEAD_HEAD", "NEW_FCT", "NEW_NEW", "NEW_OLD", "OLD_NEW", "OLD_OLD", "TOP_SHOWN", "CellResult", "ScoringPlan",
+           "Sides", "cell_specs", "ceiling_cell", "score_cell", "scoring_plan", "search_summary", "upgrade_sides",
+           "upgraded_cell"]
 
 
 @dataclass
 class CellResult:
-    """One scored cell: per-query metrics, the first results of each query and how it searched."""
+    """One scored cell: per-query metrics, the first results of each query, how it searched and where."""
 
     name: str
     query_side: str
@@ -79,17 +56,20 @@ class CellResult:
     metrics: CellMetrics
     top: np.ndarray  # (n_queries, <= TOP_SHOWN) gallery rows, -1 where nothing was found
     search: SearchInfo
+    protocol: Protocol | None = None
+    gallery: str = "sample"  # "old" (the whole old gallery) or "sample" (the evaluation sample)
+
+    @classmethod
+    def of(cls, name: str, query_side: str, gallery_side: str, result: EvalResult, gallery: str) -> CellResult:
+        return cls(name, query_side, gallery_side, result.cell, result.top, result.search, result.protocol, gallery)
 
 
 def score_cell(name: str, query_side: str, gallery_side: str, queries: np.ndarray, gallery: np.ndarray,
-               sample: EvalSample, plan: ScoringPlan, on_progress: ProgressFn | None = None,
-               should_stop: StopFn | None = None) -> CellResult:
-    """Search ``queries`` in ``gallery`` and score the ranking against the sample's relevance."""
-    ranked, _, info = search(queries, gallery, plan.depth, sample.exclude, plan.config,
-                             on_progress=on_progress, should_stop=should_stop)
-    rel = relevance(ranked, sample.query_targets, sample.gallery_targets, sample.exclude)
-    metrics = evaluate(rel, topk=(1, 5), recall_ks=plan.recall_ks, map_mode=plan.map_mode, r_cap=plan.r_cap)
-    return CellResult(name, query_side, gallery_side, metrics, ranked[:, :TOP_SHOWN].copy(), info)
+               task: RetrievalTask, plan: ScoringPlan, on_progress: ProgressFn | None = None,
+               should_stop: StopFn | None = None, which: str = "sample") -> CellResult:
+    """Search ``queries`` in ``gallery`` and score the ranking under the task's relevance."""
+    result = score(task, queries, gallery, plan, on_progress=on_progress, should_stop=should_stop)
+    return CellResult.of(name, query_side, gallery_side, result, which)
 
 
 @dataclass
@@ -131,7 +111,9 @@ def upgrade_sides(maker: MatrixMaker, sample: EvalSample, adapter: Adapter, old:
 
 
 def cell_specs(adapter: Adapter, sides: Sides) -> list[tuple[str, str, str, np.ndarray, np.ndarray]]:
-    """(name, query side, gallery side, queries, gallery) of every cell this adapter's report has."""
+    """(name, query side, gallery side, queries, gallery) of every cell this adapter's report has
+    (the matrices are the evaluation sample's; the main cells are scored by
+    :func:`core.evaluation.upgrade.score_upgrade`, on the whole old gallery where they can be)."""
     kind = adapter.kind
     forward = adapter.direction == "forward"
     up_query = {"fusion": "fusion of the old query and h(new query)", "bt2": "bt2 head, old-compatible part"}.get(
@@ -150,14 +132,6 @@ def cell_specs(adapter: Adapter, sides: Sides) -> list[tuple[str, str, str, np.n
         specs.append((OLD_NEW, *roll, sides.q_roll, sides.g_roll))
     return specs
 
-
-def upgraded_cell(adapter: Adapter) -> str:
-    return NEW_FCT if adapter.direction == "forward" else NEW_OLD
-
-
-def ceiling_cell(adapter: Adapter) -> str:
-    """The full-backfill cell: the head's own space for bct/bt2, else the raw new model."""
-    return HEAD_HEAD if adapter.kind in HEAD_KINDS else NEW_NEW
 
 
 def search_summary(cells: dict[str, dict[str, Any]]) -> dict[str, Any]:

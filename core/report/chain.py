@@ -6,7 +6,7 @@ through the layers i→i−1, …, j+1→j in turn (re-normalised after each, as
 unit vectors) and searches gallery j unchanged. With forward layers (old → new) the gallery of
 version j is carried up to version i instead. A chain mixing the two directions, or using fusion
 (which needs each query under two models), is refused. AC and AM are those of
-:func:`core.report.compat.matrix_scores`.
+:func:`core.evaluation.compat.matrix_scores`.
 """
 
 from __future__ import annotations
@@ -22,13 +22,15 @@ from core import __version__
 from core.adapters import adapt_gallery, adapt_queries, load_adapter
 from core.adapters.base import Adapter
 from core.errors import InputError
+from core.evaluation.compat import matrix_scores
+from core.evaluation.scoring import scoring_plan
+from core.evaluation.search import SearchConfig
+from core.evaluation.vectors import MatrixMaker
 from core.jobs import recorded_run
 from core.progress import ProgressFn, StopFn, check_stop, no_progress
 from core.report.build import SCHEMA
-from core.report.cells import score_cell, scoring_plan, search_summary
-from core.report.compat import matrix_scores
-from core.report.sample import MatrixMaker, evaluation_sample
-from core.report.search import SearchConfig
+from core.report.cells import score_cell, search_summary
+from core.report.sample import evaluation_sample
 from core.retrieval import l2_normalize
 from core.store import Workspace
 from core.store.files import TMP_PREFIX
@@ -88,7 +90,8 @@ def chain_report(ws: Workspace, models: Sequence[str], runs: Sequence[int], *, m
     config = {"models": models, "runs": [int(r) for r in runs], "metric": metric, "heldout_gallery": heldout_gallery}
     with recorded_run(ws, "report", "chain", config) as record:
         sample = evaluation_sample(ws, models, heldout_gallery)
-        plan = scoring_plan(sample, search)
+        task = sample.tasks.sample  # every cell needs some model's gallery vectors: the evaluation sample
+        plan = scoring_plan(task, search)
         if metric not in ("top1", "top5", plan.map_key, f"recall@{plan.recall_k}"):
             raise InputError("chain metric", f"unknown {metric!r}; use top1, top5, recall@{plan.recall_k} or "
                              f"{plan.map_key}")
@@ -107,7 +110,7 @@ def chain_report(ws: Workspace, models: Sequence[str], runs: Sequence[int], *, m
                 up = direction == "forward" and i > j
                 queries = maker.matrix(sample.query_ids, [models[i]], _down(adapters, i, j) if down else None)
                 gallery = maker.matrix(sample.gallery_ids, [models[j]], _up(adapters, j, i) if up else None)
-                cell = score_cell(f"{models[i]}/{models[j]}", models[i], models[j], queries, gallery, sample, plan,
+                cell = score_cell(f"{models[i]}/{models[j]}", models[i], models[j], queries, gallery, task, plan,
                                   should_stop=should_stop)
                 summary = cell.metrics.summary()
                 for m in shown:
@@ -125,7 +128,7 @@ def chain_report(ws: Workspace, models: Sequence[str], runs: Sequence[int], *, m
                              "direction": r["direction"], "maps": f"{r['new_model']} → {r['old_model']}"}
                             for r in rows]}
         report = {"schema": SCHEMA, "kind": "chain", "created": now_iso(), "embridge_version": __version__,
-                  "report_id": None, "chain": chain, "protocol": sample.protocol(),
+                  "report_id": None, "chain": chain, "protocol": sample.protocol(chain=True),
                   "sizes": {**sample.sizes(), "versions": t}, "scoring": plan.to_dict(),
                   "search": search_summary(searches), "report_run_id": record["run_id"]}
         record["metrics"] = {"ac": chain["ac"], "am": chain["am"], "versions": t}

@@ -23,7 +23,8 @@ from core.report.html_page import render_html
 from core.store import Workspace
 from core.store.files import atomic_write_text
 
-SUMMARY_KEYS = ("old_old_top1", "new_new_top1", "ceiling_top1", "upgraded_top1", "gain_retained", "arr",
+SUMMARY_KEYS = ("old_old_top1", "new_new_top1", "ceiling_top1", "upgraded_top1", "gain_retained",
+                "gain_retained_note", "ndcg@10", "mrr@10", "arr",
                 "arr_k", "compatible", "negative_flip_rate", "positive_flip_rate", "relative_nfr", "n_queries")
 
 

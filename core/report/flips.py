@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from core.errors import InputError
-from core.report.metrics import CellMetrics, bootstrap_ci, bootstrap_statistic_ci
+from core.evaluation.metrics import CellMetrics, bootstrap_ci, bootstrap_statistic_ci
 
 
 @dataclass(frozen=True)

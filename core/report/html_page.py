@@ -77,7 +77,8 @@ def _headline(report: Mapping[str, Any]) -> str:
         h.get("compatible"), "cannot be judged without labels")
     rows = [("old/old top-1 (today)", h.get("old_old_top1")), (f"{cc} top-1 (full backfill)", h.get("ceiling_top1")),
             (f"{up} top-1 (upgraded)", h.get("upgraded_top1")),
-            ("gain retained" + _ci(h.get("gain_retained_ci")), h.get("gain_retained")),
+            ("gain retained" + _ci(h.get("gain_retained_ci")),
+             h.get("gain_retained") if h.get("gain_retained") is not None else h.get("gain_retained_note")),
             (f"ARR (recall@{h.get('arr_k')})", h.get("arr")),
             ("negative flip rate" + _ci(h.get("negative_flip_rate_ci")), h.get("negative_flip_rate")),
             ("positive flip rate" + _ci(h.get("positive_flip_rate_ci")), h.get("positive_flip_rate")),
@@ -93,15 +94,18 @@ def _cells(report: Mapping[str, Any], figs: _Figures) -> str:
     rows = []
     for name, cell in (report.get("cells") or {}).items():
         metrics, cis = cell.get("metrics") or {}, cell.get("ci") or {}
-        rows.append([name, cell.get("query_side"), cell.get("gallery_side"),
+        protocol = cell.get("protocol") or {}
+        where = f"{protocol.get('gallery')} ({protocol.get('n_gallery')} items)" if protocol else ""
+        rows.append([name, cell.get("query_side"), cell.get("gallery_side"), where,
                      *[f"{_fmt(metrics.get(m))}{_ci(cis.get(m))}" for m in shown], cell.get("n_queries")])
-    return (_table(["cell", "query side", "gallery side", *shown, "queries"], rows)
+    return (_table(["cell", "query side", "gallery side", "gallery searched", *shown, "queries"], rows)
             + figs.take("cells", "Metrics per cell with 95% bootstrap intervals")
             + figs.take("recall", "Recall@k per cell"))
 
 
 def _compatibility(report: Mapping[str, Any]) -> str:
-    rows = [[m, r.get("old_old"), r.get("upgraded"), r.get("new_new"), r.get("passes"), r.get("gain_retained"),
+    rows = [[m, r.get("old_old"), r.get("upgraded"), r.get("new_new"), r.get("passes"),
+             r.get("gain_retained") if r.get("gain_retained") is not None else r.get("gain_retained_note"),
              r.get("arr")] for m, r in (report.get("comparison") or {}).items()]
     out = _table(["metric", "old/old", "upgraded", "full backfill", "criterion", "gain retained", "ARR"], rows)
     rate = report.get("compatibility_rate")
@@ -161,7 +165,7 @@ def _backfill(report: Mapping[str, Any], figs: _Figures) -> str:
 
 def _training(report: Mapping[str, Any], figs: _Figures) -> str:
     run = report.get("run") or {}
-    held = run.get("heldout_test_fold") or {}
+    held = run.get("heldout") or run.get("heldout_test_fold") or {}
     rows = [["run", run.get("id")], ["method", run.get("method")], ["device", run.get("device")],
             ["duration (s)", run.get("duration_s")], *[[k, v] for k, v in held.items()]]
     return _table(["training", "value"], rows) + figs.take("training", "Training and validation curves")

@@ -11,10 +11,10 @@ from typing import Any
 
 import numpy as np
 
+from core.evaluation.compat import NOT_BETTER, arr, compare, gain_retained
+from core.evaluation.metrics import bootstrap_ci, bootstrap_statistic_ci, per_label
 from core.report.cells import NEW_NEW, OLD_OLD, CellResult, ScoringPlan
-from core.report.compat import arr, compare, gain_retained
 from core.report.flips import cell_flips, flip_cis
-from core.report.metrics import bootstrap_ci, bootstrap_statistic_ci, per_label
 from core.report.sample import EvalSample
 
 MAX_LISTED_FLIPS = 500
@@ -32,7 +32,8 @@ def cell_section(cell: CellResult, plan: ScoringPlan, n_boot: int, seed: int) ->
     for name in headline_metrics(plan):
         lo, hi = bootstrap_ci(m.per_query[name][m.valid], n_boot, seed=seed)
         cis[name] = [lo, hi]
-    return {"query_side": cell.query_side, "gallery_side": cell.gallery_side, "n_queries": m.n_queries,
+    return {"query_side": cell.query_side, "gallery_side": cell.gallery_side, "gallery": cell.gallery,
+            "protocol": None if cell.protocol is None else cell.protocol.to_dict(), "n_queries": m.n_queries,
             "n_without_relevant": m.n_without_relevant, "metrics": summary, "ci": cis,
             "recall_curve": {str(k): summary[f"recall@{k}"] for k in plan.recall_ks},
             "search": cell.search.to_dict()}
@@ -66,14 +67,14 @@ def headline(cells: dict[str, CellResult], upgraded: str, ceiling: str, plan: Sc
     fci = quiet_flip_cis(correct_old, correct_up, n_boot, seed)
     top1 = [c.per_query["top1"][valid] for c in (oo, cc, up)]
     gr_ci: tuple[Any, Any] = (None, None)
-    if relevance == "label" and valid.any():
+    if relevance != "item" and valid.any():
         gr_ci = bootstrap_statistic_ci(_gain_stat, top1, n_boot, seed=seed)
     return {
         "old_old_top1": s_oo["top1"], "new_new_top1": cells[NEW_NEW].metrics.summary()["top1"],
         "ceiling_top1": s_cc["top1"], "upgraded_top1": s_up["top1"],
         "gain_retained": gain_retained(s_up["top1"], s_oo["top1"], s_cc["top1"]),
         "gain_retained_ci": list(gr_ci), "arr": arr(s_up[rk], s_cc[rk]), "arr_k": plan.recall_k,
-        "compatible": bool(s_up["top1"] > s_oo["top1"]) if relevance == "label" else None,
+        "compatible": bool(s_up["top1"] > s_oo["top1"]) if relevance != "item" else None,
         "negative_flip_rate": flips.negative_rate, "positive_flip_rate": flips.positive_rate,
         "relative_nfr": flips.relative_nfr,
         "negative_flip_rate_ci": list(fci["negative_flip_rate"]),
@@ -108,20 +109,24 @@ def flips_section(cells: dict[str, CellResult], n_boot: int, seed: int) -> dict[
 
 def flipped_records(cells: dict[str, CellResult], upgraded: str, sample: EvalSample,
                     max_listed: int = MAX_LISTED_FLIPS) -> dict[str, Any]:
-    """The flipped queries of the upgraded cell with their first results under both systems."""
+    """The flipped queries of the upgraded cell with their first results under both systems (each cell's
+    rows index the gallery it searched: the whole old gallery or the evaluation sample)."""
     f = cell_flips(cells[OLD_OLD].metrics, cells[upgraded].metrics)
     old_top, up_top = cells[OLD_OLD].top, cells[upgraded].top
 
+    def gallery_of(cell: CellResult) -> tuple[list[str], list[str | None]]:
+        if cell.gallery == "old":
+            return sample.full_keys, sample.full_labels
+        return sample.gallery_keys, sample.gallery_labels
+
+    (old_keys, old_labels), (up_keys, up_labels) = gallery_of(cells[OLD_OLD]), gallery_of(cells[upgraded])
+
     def record(i: int) -> dict[str, Any]:
-        def keys(rows: np.ndarray) -> list[str]:
-            return [sample.gallery_keys[r] for r in rows if r >= 0]
-
-        def labels(rows: np.ndarray) -> list[str | None]:
-            return [sample.gallery_labels[r] for r in rows if r >= 0]
-
         return {"query_key": sample.query_keys[i], "label": sample.query_labels[i],
-                "old_top": keys(old_top[i]), "old_top_labels": labels(old_top[i]),
-                "upgraded_top": keys(up_top[i]), "upgraded_top_labels": labels(up_top[i])}
+                "old_top": [old_keys[r] for r in old_top[i] if r >= 0],
+                "old_top_labels": [old_labels[r] for r in old_top[i] if r >= 0],
+                "upgraded_top": [up_keys[r] for r in up_top[i] if r >= 0],
+                "upgraded_top_labels": [up_labels[r] for r in up_top[i] if r >= 0]}
 
     return {"cell": upgraded, "n_negative": int(f.negative.size), "n_positive": int(f.positive.size),
             "max_listed": max_listed,
@@ -144,7 +149,7 @@ def per_label_section(cells: dict[str, CellResult], sample: EvalSample, plan: Sc
 def verdicts(head: dict[str, Any], upgraded: str, ceiling: str, kind: str, relevance: str = "label") -> list[str]:
     """Plain sentences: is the new model better, does the layer pass, what to do otherwise."""
     oo, cc, up, gr = head["old_old_top1"], head["ceiling_top1"], head["upgraded_top1"], head["gain_retained"]
-    if relevance != "label":
+    if relevance == "item":
         return ["Without labels, a query's relevant item is its own item: the same-model cells find it trivially, "
                 "so neither whether the new model is better nor the compatibility criterion can be measured here.",
                 f"Through the {kind} layer, {_pct(up)} of new queries find their own item's old vector first "
@@ -154,8 +159,10 @@ def verdicts(head: dict[str, Any], upgraded: str, ceiling: str, kind: str, relev
         lines.append(f"The new model is not better than the old one on this gallery: {ceiling} top-1 "
                      f"{_pct(cc)} against old/old {_pct(oo)}. Upgrading does not pay here.")
     if head["compatible"]:
+        kept = (f"it keeps {_pct(gr)} of the full-backfill gain" if gr is not None
+                else f"gain retained is undefined: {NOT_BETTER}")
         lines.append(f"The {kind} layer passes the compatibility criterion: {upgraded} top-1 {_pct(up)} > "
-                     f"old/old {_pct(oo)}; it keeps {_pct(gr)} of the full-backfill gain.")
+                     f"old/old {_pct(oo)}; {kept}.")
         if gr is not None and gr < 0.9:
             lines.append("Bridging alone leaves much of the gain unused; see the partial-backfill curves and the "
                          "plan for what re-embedding part or all of the gallery buys.")

@@ -9,7 +9,7 @@ import numpy as np
 
 from core.adapters.base import Adapter
 from core.errors import InputError
-from core.train.retrieval_task import RetrievalTask
+from core.train.judged_queries import JudgedQueries
 
 STATUSES = ("completed", "cancelled", "failed")
 
@@ -47,13 +47,17 @@ class PairData:
 
     Labels are int64 class ids with -1 for unknown. ``old_classifier`` (optional) holds the old
     model's classifier weights, row c for class id c. ``side_*`` is optional side information for
-    ``fct`` (one row per item).
+    ``fct`` (one row per item). ``validator`` (a :class:`core.evaluation.selection.Validator`) is what
+    candidates, epochs, λ, whitening and α are chosen on; by default the validation items retrieve
+    among their own old vectors (:func:`core.evaluation.selection.array_validator`), while a
+    workspace run passes its dev queries against the whole old gallery.
 
     Retrieval training and choice (optional): ``query_new_train`` are new vectors of training
     queries and ``query_relevant_train`` the row of each one's relevant document in the old
     gallery bank, which is ``old_train`` followed by ``gallery_old`` (old vectors of further
-    gallery items, e.g. those the new model has not embedded). ``dev`` holds dev queries with
-    their judged documents; when given, validation (early stopping, every choice) scores on it.
+    gallery items, e.g. those the new model has not embedded). ``dev`` (a
+    :class:`core.train.judged_queries.JudgedQueries`) holds dev queries with their judged documents as
+    arrays; given without a ``validator``, it is the validator.
     """
 
     old_train: np.ndarray
@@ -68,7 +72,8 @@ class PairData:
     query_new_train: np.ndarray | None = None
     query_relevant_train: np.ndarray | None = None
     gallery_old: np.ndarray | None = None
-    dev: RetrievalTask | None = None
+    dev: JudgedQueries | None = None
+    validator: Any = None
 
     def __post_init__(self) -> None:
         self.old_train = _matrix("old_train", self.old_train)
@@ -113,6 +118,16 @@ class PairData:
             return self.old_train
         return np.concatenate([self.old_train, self.gallery_old])
 
+    def validation(self) -> Any:
+        """The validator candidates are scored with (built on first use when none was given)."""
+        if self.validator is None and self.dev is not None:
+            self.validator = self.dev
+        if self.validator is None:
+            from core.evaluation.selection import array_validator
+
+            self.validator = array_validator(self.old_val, self.new_val, self.labels_val, self.side_val)
+        return self.validator
+
     @property
     def old_dim(self) -> int:
         return int(self.old_train.shape[1])
@@ -149,10 +164,12 @@ class FitResult:
     best_val_metric: float | None = None
     best_epoch: int | None = None
     val_metric_name: str = ""
+    val_protocol: str = ""  # where the validation number was measured, in words
     device: str = "cpu"
     duration_s: float = 0.0
     config: dict[str, Any] = field(default_factory=dict)
     candidates: list[dict[str, Any]] = field(default_factory=list)
+    choice: dict[str, Any] | None = None  # how the final state was chosen (see core.evaluation.choice)
 
     def to_dict(self) -> dict[str, Any]:
         """Everything but the module, as plain JSON-able values (for the runs table and --json)."""
@@ -164,9 +181,11 @@ class FitResult:
             "best_val_metric": self.best_val_metric,
             "best_epoch": self.best_epoch,
             "val_metric_name": self.val_metric_name,
+            "val_protocol": self.val_protocol,
             "device": self.device,
             "duration_s": self.duration_s,
             "config": self.config,
             "candidates": self.candidates,
+            "choice": self.choice,
             "adapter_config": None if self.adapter is None else self.adapter.config(),
         }

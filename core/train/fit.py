@@ -24,9 +24,10 @@ from core.adapters.linear import AffineAdapter, LowRankAdapter, ProcrustesAdapte
 from core.adapters.mlp import BCTAdapter, FCTAdapter, MLPAdapter
 from core.device import resolve_device
 from core.errors import InputError, TrainingError
+from core.evaluation.choice import Choice, all_tied, choose
 from core.progress import ProgressFn, StopFn, never_stop, no_progress
 from core.train.auto import fit_auto
-from core.train.bridges import choose_cascade, choose_fusion
+from core.train.bridges import cascade_ready, choose_cascade, choose_fusion
 from core.train.config import FitConfig, allowed_settings, resolve_config
 from core.train.data import FitResult, PairData
 from core.train.loop import train_loop
@@ -37,7 +38,6 @@ from core.train.objectives import (
     RetrievalObjective,
     class_prototypes,
 )
-from core.train.validation import DEV_METRIC, dev_metric, metric_name, retrieval_metric, upgrade_metric
 
 INIT_RIDGE = 1e-3  # relative λ of the closed-form start of trainable kinds
 
@@ -75,15 +75,22 @@ def fit_adapter(
         else:
             result = _fit_trainable(name, data, settings, device, progress, stop)
     result.device = str(device) if name not in ("procrustes", "affine") else "cpu"
+    result.val_metric_name = data.validation().metric_name
+    result.val_protocol = data.validation().protocol
     result.duration_s = time.perf_counter() - start
     result.config = settings
     return result
 
 
-def _val(adapter: Adapter, data: PairData) -> tuple[float, str]:
-    if data.dev is not None and adapter.direction != "forward":
-        return dev_metric(adapter, data.dev), DEV_METRIC
-    return upgrade_metric(adapter, data.old_val, data.new_val, data.labels_val, data.side_val)
+def _val(adapter: Adapter, data: PairData) -> float:
+    return data.validation().value(adapter)
+
+
+def _record(result: FitResult, choice: Choice, what: str) -> None:
+    """Note how ``what`` was chosen; a tie is stated as such (no winner is named)."""
+    result.choice = {"what": what, **choice.to_dict()}
+    if not choice.decided:
+        result.reason = "; ".join(r for r in (result.reason, f"{what}: {choice.reason}") if r)
 
 
 def _fit_procrustes(data: PairData, s: dict[str, Any], progress: ProgressFn) -> FitResult:
@@ -92,36 +99,52 @@ def _fit_procrustes(data: PairData, s: dict[str, Any], progress: ProgressFn) -> 
     result = FitResult("procrustes", None, best_epoch=0)
     shrinks = [float(v) for v in s["shrink_grid"]]
     candidates = procrustes_candidates(data.new_train, data.old_train, s["whiten"], shrinks)
+    adapters, scores = [], []
     for i, (shrink, sol) in enumerate(candidates):
         adapter = ProcrustesAdapter.from_solution(sol, shrink).eval()
-        val, result.val_metric_name = _val(adapter, data)
+        val = _val(adapter, data)
+        adapters.append(adapter)
+        scores.append(val)
         result.metrics.append({"epoch": 0.0, "whitening": shrink, "val_metric": val})
-        if result.best_val_metric is None or val > result.best_val_metric:
-            result.adapter, result.best_val_metric = adapter, val
         progress(i + 1, len(candidates), {"epoch": 0, "step": i + 1, "val_metric": val,
-                                          "best_val_metric": result.best_val_metric})
+                                          "best_val_metric": max(scores)})
+    names = [f"whitening {shrink:g}" if shrink else "the plain rotation" for shrink, _ in candidates]
+    choice = choose(names, scores, data.validation().protocol, default=0, default_why="listed first")
+    result.adapter, result.best_val_metric = adapters[choice.index], scores[choice.index]
+    if len(candidates) > 1:
+        _record(result, choice, "whitening")
     return result
 
 
 def _fit_affine(data: PairData, s: dict[str, Any], progress: ProgressFn, stop: StopFn) -> FitResult:
     grid = [float(r) for r in s["ridge_grid"]]
     result = FitResult("affine", None)
-    best_key: tuple[float, float] | None = None
+    adapters, scores, mses = [], [], []
     for i, (rel, sol) in enumerate(ridge_path(data.new_train, data.old_train, grid)):
-        if stop() and result.adapter is not None:
+        if stop() and adapters:
             result.status, result.reason = "cancelled", f"cancelled by the user after {i} of {len(grid)} λ values"
             break
         adapter = AffineAdapter.from_solution(sol, rel).eval()
-        queries = adapt_queries(adapter, data.new_val)  # one mapping serves both numbers
-        val, result.val_metric_name = retrieval_metric(queries, data.old_val, data.labels_val)
-        if data.dev is not None:
-            val, result.val_metric_name = _val(adapter, data)
-        mse = float(((queries - data.old_val) ** 2).sum(axis=1).mean())
+        val = _val(adapter, data)
+        mse = float(((adapt_queries(adapter, data.new_val) - data.old_val) ** 2).sum(axis=1).mean())
+        adapters.append(adapter)
+        scores.append(val)
+        mses.append(mse)
         result.metrics.append({"epoch": 0.0, "ridge": rel, "val_metric": val, "val_mse": mse})
-        if best_key is None or (val, -mse) > best_key:
-            best_key, result.adapter, result.best_val_metric, result.best_epoch = (val, -mse), adapter, val, 0
-        progress(i + 1, len(grid), {"epoch": 0, "step": i + 1, "val_metric": val,
-                                    "best_val_metric": float(best_key[0])})
+        progress(i + 1, len(grid), {"epoch": 0, "step": i + 1, "val_metric": val, "best_val_metric": max(scores)})
+    if not adapters:
+        return result
+    names = [f"λ {rel:g}" for rel in grid[: len(adapters)]]
+    lowest_mse = min(range(len(mses)), key=lambda i: mses[i])
+    choice = choose(names, scores, data.validation().protocol, default=lowest_mse,
+                    default_why="the lowest validation MSE")
+    if choice.decided:  # among equal best retrieval scores, the lower MSE
+        best = max(scores)
+        tied = [i for i, v in enumerate(scores) if v >= best - 1e-12]
+        choice = Choice(min(tied, key=lambda i: mses[i]), True, choice.reason)
+    result.adapter, result.best_val_metric, result.best_epoch = adapters[choice.index], scores[choice.index], 0
+    if len(adapters) > 1:
+        _record(result, choice, "ridge λ")
     return result
 
 
@@ -208,22 +231,27 @@ def _fit_trainable(
     tensors = training_rows(kind, data, labels)
     if data.side_train is not None:
         tensors["side"] = torch.as_tensor(data.side_train)
-    name = DEV_METRIC if data.dev is not None and adapter.direction != "forward" else metric_name(data.labels_val)
-    outcome = train_loop(adapter, objective, tensors, lambda: _val(adapter, data)[0], s, device, progress, stop)
-    return FitResult(kind, adapter, outcome.status, outcome.reason, outcome.metrics, outcome.best_val,
-                     outcome.best_epoch, name)
+    outcome = train_loop(adapter, objective, tensors, lambda: _val(adapter, data), s, device, progress, stop)
+    result = FitResult(kind, adapter, outcome.status, outcome.reason, outcome.metrics, outcome.best_val,
+                       outcome.best_epoch)
+    values = [m["val_metric"] for m in outcome.metrics]
+    if len(values) > 1 and all_tied(values):
+        epochs = [f"epoch {int(m['epoch'])}" for m in outcome.metrics]
+        _record(result, choose(epochs, values, data.validation().protocol, default=0,
+                               default_why="the closed-form start"), "early stopping")
+    return result
 
 
 def _fit_bridge(
     name: str, data: PairData, s: dict[str, Any], user: dict[str, Any], progress: ProgressFn, stop: StopFn
 ) -> FitResult:
     """fusion / cascade: fit the base layer, then choose α / K on the validation task."""
-    if name == "cascade" and data.dev is None:
-        raise InputError("cascade", "choosing K needs dev queries with judged documents (none were given)")
+    if name == "cascade":
+        cascade_ready(data)  # before fitting the base: say at once what is missing
     base_kind = s["base"]
     keys = allowed_settings(base_kind)
     base = fit_adapter(base_kind, data, {k: v for k, v in user.items() if k in keys}, progress, stop)
-    result = FitResult(name, None, base.status, base.reason, list(base.metrics), val_metric_name=base.val_metric_name)
+    result = FitResult(name, None, base.status, base.reason, list(base.metrics), choice=base.choice)
     if base.adapter is None or base.status == "failed":
         return result
     if name == "fusion":
@@ -231,7 +259,8 @@ def _fit_bridge(
     else:
         choice = choose_cascade(base.adapter, data, s["k_grid"])
     result.adapter, result.best_val_metric, result.best_epoch = choice.adapter, choice.score, base.best_epoch
-    result.val_metric_name = choice.metric_name
     result.metrics.extend(choice.metrics)
     result.reason = "; ".join(r for r in (choice.note, base.reason) if r)
+    if choice.choice is not None:
+        _record(result, choice.choice, "fusion α" if name == "fusion" else "cascade K")
     return result

@@ -1,9 +1,12 @@
 """Training as a recorded workspace job: pairs in, an adapter file and held-out numbers out.
 
 ``train_run`` is what the CLI's ``embridge train`` and the app's Train page call. It fits on the
-train fold, selects on the validation fold and reports on the test fold that no fit saw. Vectors
-are L2-normalised before fitting (recorded in the adapter's config as ``input_normalised``), so a
-deployment normalises new vectors the same way before applying the layer.
+train fold's pairs (documents, queries or both: ``pairs``), chooses epochs, λ, whitening, α and
+``auto``'s candidate on the dev queries retrieving among the whole old gallery, and reports held-out
+numbers on the test queries exactly as the report does (:mod:`core.evaluation`), so a run's
+``upgraded_top1`` is the report's for the same query set. Vectors are L2-normalised before fitting
+(recorded in the adapter's config as ``input_normalised``), so a deployment normalises new vectors
+the same way before applying the layer.
 """
 
 from __future__ import annotations
@@ -16,15 +19,18 @@ import numpy as np
 
 from core.adapters import save_adapter
 from core.errors import InputError, TrainingError
+from core.evaluation.selection import workspace_validator
+from core.evaluation.upgrade import measure_upgrade
+from core.evaluation.vectors import MatrixMaker
 from core.jobs import recorded_run
 from core.progress import ProgressFn, StopFn
 from core.store import Workspace
 from core.train.data import PairData
 from core.train.fit import fit_adapter
 from core.train.pairs import PairSplit, fold_arrays, fold_labels, split_pairs
-from core.train.validation import evaluate_heldout, pair_top1
 
 HEADLINE = ("old_old_top1", "new_new_top1", "upgraded_top1", "gain_retained")
+PAIR_KINDS = ("documents", "queries", "both")
 
 
 def old_classifier_for(ws: Workspace, old: str, split: PairSplit) -> tuple[np.ndarray | None, str]:
@@ -48,37 +54,62 @@ def _labels_or_none(codes: np.ndarray) -> np.ndarray | None:
     return codes if (codes >= 0).any() else None
 
 
+def training_pairs(ws: Workspace, split: PairSplit, pairs: str | None) -> tuple[PairSplit, str]:
+    """The split with its train fold narrowed to document pairs, query pairs or both.
+
+    Query pairs are query items of the train fold (queries judged in ``train``); test queries never
+    are. The default is ``both`` when query pairs exist, else ``documents``.
+    """
+    train = split.ids["train"]
+    queries = np.intersect1d(train, ws.query_ids())
+    chosen = pairs or ("both" if queries.size >= 2 else "documents")
+    if chosen not in PAIR_KINDS:
+        raise InputError("--pairs", f"must be one of {', '.join(PAIR_KINDS)}, got '{chosen}'")
+    ids = {"documents": np.setdiff1d(train, queries), "queries": queries, "both": train}[chosen]
+    if ids.size < 2:
+        what = ("query pairs: only queries judged in the train split (embedded by both models) may be fitted on"
+                if chosen == "queries" else "document pairs in the train fold")
+        raise InputError("--pairs", f"'{chosen}' leaves {ids.size} training pairs; need at least 2 {what}")
+    return PairSplit({**split.ids, "train": ids}, split.classes), chosen
+
+
 def train_run(ws: Workspace, method: str, old: str | None = None, new: str | None = None, *,
-              device: str = "auto", config: dict[str, Any] | None = None, seed: int = 0,
+              device: str = "auto", config: dict[str, Any] | None = None, seed: int = 0, pairs: str | None = None,
               on_progress: ProgressFn | None = None, should_stop: StopFn | None = None) -> dict[str, Any]:
     """Fit ``method`` between two workspace models and record the run; returns its summary."""
     old = old or ws.model_by_role("old")["name"]
     new = new or ws.model_by_role("new")["name"]
     if old == new:
         raise InputError("models", f"old and new model are both '{old}'; choose two different models")
-    split = split_pairs(ws, old, new, seed)
-    arrays = {(m, f): fold_arrays(ws, m, split, f) for m in (old, new) for f in ("train", "val", "test")}
-    labels = {f: fold_labels(ws, split, f) for f in ("train", "val", "test")}
+    split, pairs_used = training_pairs(ws, split_pairs(ws, old, new, seed), pairs)
+    arrays = {(m, f): fold_arrays(ws, m, split, f) for m in (old, new) for f in ("train", "val")}
+    labels = {f: fold_labels(ws, split, f) for f in ("train", "val")}
     classifier, classifier_note = (None, "")
     if method in ("bct", "bt2", "oca", "auto"):
         classifier, classifier_note = old_classifier_for(ws, old, split)
+    validator = workspace_validator(ws, old, new, seed)
     data = PairData(arrays[old, "train"], arrays[new, "train"], arrays[old, "val"], arrays[new, "val"],
-                    _labels_or_none(labels["train"]), _labels_or_none(labels["val"]), classifier)
+                    _labels_or_none(labels["train"]), _labels_or_none(labels["val"]), classifier,
+                    validator=validator)
     settings = {"seed": seed, **(config or {}), "device": device}
-    run_config = {"method": method, "old": old, "new": new, "settings": settings, "pairs": split.count(),
-                  "fitted_on": "item pairs of the train fold", "old_classifier": classifier_note}
+    counts = {**split.count(), "pairs": pairs_used}
+    run_config = {"method": method, "old": old, "new": new, "settings": settings, "pairs": counts,
+                  "fitted_on": f"{pairs_used} pairs of the train fold ({counts['train']} items)",
+                  "validated_on": validator.protocol, "old_classifier": classifier_note}
     with recorded_run(ws, "train", method, run_config) as record:
         result = fit_adapter(method, data, settings, on_progress, should_stop)
         record["epochs"], record["device"] = result.metrics, result.device
         if result.adapter is None or result.status == "failed":
             raise TrainingError(f"training {method} failed: {result.reason or 'no usable adapter'}")
-        heldout = _heldout(result.adapter, arrays[old, "test"], arrays[new, "test"], labels["test"])
+        heldout = heldout_numbers(ws, result.adapter, old, new, seed)
         adapter_row = _store_adapter(ws, record["run_id"], result, old, new)
         summary = {"run_id": record["run_id"], "method": method, "kind": result.adapter.kind,
                    "status": result.status, "reason": result.reason, "old": old, "new": new,
                    "device": result.device, "duration_s": round(result.duration_s, 3),
-                   "pairs": split.count(), "adapter_id": adapter_row["id"], "adapter_path": adapter_row["path"],
+                   "pairs": counts, "pairs_used": pairs_used, "adapter_id": adapter_row["id"],
+                   "adapter_path": adapter_row["path"],
                    "val_metric": result.best_val_metric, "val_metric_name": result.val_metric_name,
+                   "val_protocol": result.val_protocol, "choice": result.choice,
                    "best_epoch": result.best_epoch, "epochs_run": len(result.metrics),
                    "candidates": result.candidates, **heldout}
         record["metrics"] = {k: v for k, v in summary.items() if k not in ("candidates",)}
@@ -88,16 +119,20 @@ def train_run(ws: Workspace, method: str, old: str | None = None, new: str | Non
     return summary
 
 
-def _heldout(adapter: Any, old_test: np.ndarray, new_test: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
-    """Label-based held-out numbers when labels exist, else own-item retrieval only."""
-    if (labels >= 0).sum() >= 2 and len(np.unique(labels[labels >= 0])) >= 2:
-        return evaluate_heldout(adapter, old_test, new_test, labels)
-    from core.adapters import adapt_gallery, adapt_queries
-
-    queries, gallery = adapt_queries(adapter, new_test, old_test), adapt_gallery(adapter, old_test)
-    return {"old_old_top1": None, "new_new_top1": None, "upgraded_top1": None, "gain_retained": None,
-            "upgraded_pair_top1": pair_top1(queries, gallery), "n_queries": int(len(old_test)),
-            "note": "no labels: only own-item retrieval (upgraded_pair_top1) can be measured"}
+def heldout_numbers(ws: Workspace, adapter: Any, old: str, new: str, seed: int = 0) -> dict[str, Any]:
+    """The test queries' numbers, measured as the report measures them (same tasks, vectors, search)."""
+    results = measure_upgrade(ws, adapter, old, new, seed=seed, maker=MatrixMaker(ws))
+    out = results.headline()
+    out["heldout_protocol"] = results.cells[results.upgraded].protocol.describe()
+    if adapter.direction == "forward":
+        out["new_fct_top1"] = out["upgraded_top1"]
+    if results.ceiling != "new/new":
+        out["head_new_new_top1"] = out["ceiling_top1"]
+    if results.tasks.full.rule.source == "own item":
+        out["upgraded_pair_top1"] = out["upgraded_top1"]
+        out["note"] = ("no labels or judgments: a query's relevant item is its own item, so only the "
+                       "cross-model cells measure anything")
+    return out
 
 
 def _store_adapter(ws: Workspace, run_id: int, result: Any, old: str, new: str) -> dict[str, Any]:

@@ -1,8 +1,10 @@
-"""Retrieval numbers for early stopping, model choice and held-out reports (exact search).
+"""Array-level retrieval numbers for paired vectors without a workspace (tests, benchmarks, scripts).
 
-Protocol (METHODS.md): queries are the split's items, the gallery is the same items, so each
-query's own item is left out of its ranking; relevance is "same label". Without labels, the
-pair metric asks whether an adapted query retrieves its own item's vector instead.
+Everything is measured through :mod:`core.evaluation` (the same search and scoring as reports):
+the items retrieve among the same items' vectors, leaving each query's own item out, with
+relevance "same label"; without labels the pair metric asks whether an adapted query retrieves its
+own item's vector. A workspace run validates and reports on its dev and test queries instead
+(:mod:`core.train.runs`).
 """
 
 from __future__ import annotations
@@ -14,30 +16,28 @@ import numpy as np
 from core.adapters.apply import HEAD_KINDS, adapt_gallery, adapt_queries, new_space_vectors
 from core.adapters.base import Adapter
 from core.errors import InputError
-from core.report.compat import gain_retained
-from core.retrieval import exact_topk, l2_normalize, top1_accuracy
+from core.evaluation.compat import gain_note, gain_retained
+from core.evaluation.scoring import score, selection_plan
+from core.evaluation.selection import array_validator
+from core.retrieval import l2_normalize
 from core.train.data import count_classes
-from core.train.retrieval_task import RetrievalTask
+
+
+def _top1(queries: np.ndarray, gallery: np.ndarray, labels: np.ndarray | None) -> float:
+    """Top-1 of ``queries`` (row i = item i) among ``gallery`` under the array validation task."""
+    task = array_validator(gallery, queries, labels).task
+    rows = task.queries.ids
+    return float(score(task, l2_normalize(queries[rows]), l2_normalize(gallery), selection_plan(task)).metrics["top1"])
 
 
 def label_top1(queries: np.ndarray, gallery: np.ndarray, labels: np.ndarray) -> float:
     """Leave-one-out top-1 by label; queries with unknown label (-1) are skipped."""
-    idx = np.flatnonzero(labels >= 0)
-    return top1_accuracy(queries[idx], gallery, labels[idx], labels, exclude=idx)
+    return _top1(queries, gallery, labels)
 
 
 def pair_top1(queries: np.ndarray, gallery: np.ndarray) -> float:
     """Share of queries whose nearest gallery row is their own item (row i for query i)."""
-    idx, _ = exact_topk(l2_normalize(queries), l2_normalize(gallery), 1)
-    return float((idx[:, 0] == np.arange(len(queries))).mean())
-
-
-DEV_METRIC = "dev_success_at_1"
-
-
-def dev_metric(adapter: Adapter, task: RetrievalTask) -> float:
-    """Success@1 of the upgraded system's queries (mapped, or fused for fusion) against the old gallery."""
-    return task.score_queries(adapt_queries(adapter, task.new_queries, task.old_queries))
+    return _top1(queries, gallery, None)
 
 
 def metric_name(labels: np.ndarray | None) -> str:
@@ -53,14 +53,7 @@ def upgrade_metric(
     side: np.ndarray | None = None,
 ) -> tuple[float, str]:
     """(value, name) of the upgraded system's top-1: by label when labels exist, else by pair."""
-    return retrieval_metric(adapt_queries(adapter, new, old), adapt_gallery(adapter, old, side), labels)
-
-
-def retrieval_metric(queries: np.ndarray, gallery: np.ndarray, labels: np.ndarray | None) -> tuple[float, str]:
-    """(value, name) of top-1 for already adapted queries and gallery rows (see upgrade_metric)."""
-    if metric_name(labels) == "label_top1":
-        return label_top1(queries, gallery, labels), "label_top1"
-    return pair_top1(queries, gallery), "pair_top1"
+    return array_validator(old, new, labels, side).value(adapter), metric_name(labels)
 
 
 def evaluate_heldout(
@@ -70,12 +63,11 @@ def evaluate_heldout(
     labels_test: np.ndarray,
     side_test: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """Held-out compatibility numbers of one adapter on a split no fit has seen.
+    """Held-out compatibility numbers of one adapter on paired test arrays (leave-one-out by label).
 
-    ``upgraded_top1`` is always the upgraded system's query side against its gallery side (see
-    :mod:`core.adapters.apply`): for ``fct`` that is new queries vs the transformed old gallery,
-    also reported as ``new_fct_top1``. ``head_new_new_top1`` (bct, bt2) is new/new with the head's
-    own output, i.e. after a full backfill with the head.
+    ``upgraded_top1`` is the upgraded system's query side against its gallery side (see
+    :mod:`core.adapters.apply`); ``head_new_new_top1`` (bct, bt2) is new/new with the head's own
+    output. ``gain_retained`` is None when the new model is not better (``gain_retained_note`` says so).
     """
     old_test = np.asarray(old_test, dtype=np.float32)
     new_test = np.asarray(new_test, dtype=np.float32)
@@ -96,6 +88,7 @@ def evaluate_heldout(
         "new_new_top1": nn,
         "upgraded_top1": up,
         "gain_retained": gain_retained(up, oo, nn),
+        "gain_retained_note": gain_note(oo, nn),
         "compatible": bool(up > oo),
         "upgraded_pair_top1": pair_top1(queries, gallery),
     }

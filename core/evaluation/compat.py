@@ -1,10 +1,10 @@
 """Compatibility figures of merit: the BCT criterion, gain retained, ARR, the T-version matrix and
 the formal compatibility rate of Stationary Representations.
 
-Undefined ratios (a zero denominator) are returned as None, which JSON writes as null, so a report
-never shows a made-up number: gain retained is undefined when new/new equals old/old, ARR when
-recall@k(new, new) is 0. A negative gain-retained denominator (new/new below old/old) is kept as is:
-the ratio still says which share of the change the upgrade shows.
+Undefined ratios are returned as None, which JSON writes as null, so a report never shows a
+made-up number: gain retained is undefined when the new model is not better than the old one
+(new/new at or below old/old: the ratio's sign would flip and read as a large gain), ARR when
+recall@k(new, new) is 0. :data:`NOT_BETTER` is the sentence shown in place of such a gain.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import numpy as np
 from core.errors import InputError
 
 _EPS = 1e-12
+NOT_BETTER = "the new model is not better than the old one on this metric here"
 
 
 def criterion(upgraded: float, old_old: float) -> bool:
@@ -24,11 +25,21 @@ def criterion(upgraded: float, old_old: float) -> bool:
 
 
 def gain_retained(upgraded: float, old_old: float, new_new: float) -> float | None:
-    """(M(up) − M(oo)) / (M(nn) − M(oo)), the share of the full-backfill gain kept; None if undefined."""
+    """(M(up) − M(oo)) / (M(nn) − M(oo)), the share of the full-backfill gain kept; None when the new
+    model is not better (M(nn) <= M(oo)) or a value is missing."""
+    if upgraded is None or old_old is None or new_new is None:
+        return None
     denom = new_new - old_old
-    if not np.isfinite(denom) or abs(denom) < _EPS or not np.isfinite(upgraded):
+    if not np.isfinite(denom) or denom < _EPS or not np.isfinite(upgraded):
         return None
     return float((upgraded - old_old) / denom)
+
+
+def gain_note(old_old: float | None, new_new: float | None) -> str | None:
+    """:data:`NOT_BETTER` when gain retained is undefined because new/new is not above old/old."""
+    if old_old is None or new_new is None or not np.isfinite(new_new - old_old):
+        return None
+    return NOT_BETTER if new_new - old_old < _EPS else None
 
 
 def arr(recall_upgraded: float, recall_new_new: float) -> float | None:
@@ -51,6 +62,8 @@ def compare(
         if new_new is not None and name in new_new:
             row["new_new"] = new_new[name]
             row["gain_retained"] = gain_retained(up, oo, new_new[name])
+            if row["gain_retained"] is None and gain_note(oo, new_new[name]):
+                row["gain_retained_note"] = NOT_BETTER
             if name.startswith("recall@"):
                 row["arr"] = arr(up, new_new[name])
         out[name] = row

@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 
 from core.errors import InputError, VectorFileError
+from core.evaluation.npy_rows import NpyRows
 from core.progress import ProgressFn, StopFn, check_stop, no_progress
-from core.report.npy_rows import NpyRows
 from core.retrieval import exact_topk
 
 METHODS = ("auto", "exact", "ivf", "hnsw")
@@ -139,7 +139,7 @@ def build_index(
 ) -> GalleryIndex:
     """Build the index for ``gallery`` (array or memmap), adding it in float32 chunks.
 
-    A whole-file memmap is read with plain file reads (see :mod:`core.report.npy_rows`) and the
+    A whole-file memmap is read with plain file reads (see :mod:`core.evaluation.npy_rows`) and the
     exact index's storage is reserved before the adds, so the peak stays near the index's own
     vector bytes instead of twice them.
     """

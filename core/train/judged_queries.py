@@ -1,10 +1,12 @@
-"""Queries with judged documents, embedded by both models: the task that choices are scored on.
+"""Queries with judged documents as plain arrays: a validation task for fits without a workspace.
 
-A :class:`RetrievalTask` holds dev (or test) queries under both models, the whole old gallery
+A :class:`JudgedQueries` holds dev (or test) queries under both models, the whole old gallery
 (every document, distractors included), the new vectors of the documents the new model has
 embedded (``new_rows``: their gallery rows), and each query's relevant gallery rows. Every
 serving option (old/old, a layer, fusion, a cascade, new/new) is scored on it by the same number,
-success@1 (the first result is relevant), so choices are like for like and match what users see.
+top-1 (the first result is relevant, i.e. success@1), so choices are like for like. Passed as
+``PairData.dev`` it is the validator of a fit (the array counterpart of
+:func:`core.evaluation.selection.workspace_validator`, with the same interface).
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from core.adapters.apply import adapt_queries
+from core.adapters.base import Adapter
 from core.adapters.cascade import cascade_rank
 from core.errors import InputError
 from core.retrieval import exact_topk, l2_normalize
@@ -30,7 +34,7 @@ def _rows(name: str, value: np.ndarray, dim: int | None = None) -> np.ndarray:
 
 
 @dataclass
-class RetrievalTask:
+class JudgedQueries:
     """Queries (``old_queries``, ``new_queries``, one row per query) against the old gallery.
 
     ``relevant`` is (n_queries,) or (n_queries, r) gallery row indices, -1 padding. ``new_gallery``
@@ -67,6 +71,35 @@ class RetrievalTask:
 
     def __len__(self) -> int:
         return int(len(self.old_queries))
+
+    metric_name = "judged_top1"
+
+    @property
+    def protocol(self) -> str:
+        return (f"{len(self)} dev queries (judged) against the whole old gallery ({len(self.old_gallery)} items), "
+                "exact inner product")
+
+    @property
+    def has_new_gallery(self) -> bool:
+        return self.new_gallery is not None
+
+    @property
+    def gallery_size(self) -> int:
+        return int(len(self.old_gallery))
+
+    @property
+    def new_gallery_share(self) -> float:
+        return 0.0 if self.new_gallery is None else len(self.new_gallery) / len(self.old_gallery)
+
+    def value(self, adapter: Adapter) -> float:
+        """Top-1 of the upgraded system's queries (mapped, or fused for fusion) against the old gallery."""
+        return self.score_queries(adapt_queries(adapter, self.new_queries, self.old_queries))
+
+    def old_old_value(self) -> float:
+        return self.old_old()
+
+    def cascade_value(self, base: Adapter, k: int) -> float:
+        return self.cascade_score(k, lambda x: adapt_queries(base, x))
 
     @property
     def full_new_gallery(self) -> bool:

@@ -1,0 +1,100 @@
+"""Folds of the paired items: which items may be fitted on, selected on, or only measured on.
+
+The train / validation / test assignment is drawn once (seeded) and saved in the ``folds`` table,
+so every later run and every report uses the same held-out items; items embedded later get a fold
+on first use without moving anyone else. Query items (split ``query``) are held out (test fold)
+unless relevance judgments put them in the train or dev split: a query judged in ``test`` is
+always held out, one judged only in ``dev`` goes to the validation fold, one judged only in
+``train`` to the train fold. Labels are strings in the store and become integer codes here (sorted
+label order, -1 for unlabelled).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from core.errors import InputError
+from core.evaluation.relevance import judgments_of
+from core.store import Workspace
+from core.store.workspace import QUERY_SPLIT
+
+FOLDS = ("train", "val", "test")
+DEFAULT_FRACTIONS = (0.6, 0.2, 0.2)
+MIN_PAIRS = 20
+JUDGED_FOLD = {"test": "test", "dev": "val", "train": "train"}  # judgment split -> fold
+
+
+@dataclass
+class PairSplit:
+    """Ids per fold plus the label code table shared by all folds."""
+
+    ids: dict[str, np.ndarray]
+    classes: list[str]
+
+    def count(self) -> dict[str, int]:
+        return {k: int(len(v)) for k, v in self.ids.items()}
+
+
+def label_codes(labels: list[str | None], classes: list[str]) -> np.ndarray:
+    """Integer codes of ``labels`` in ``classes`` order; None or unknown labels become -1."""
+    index = {c: i for i, c in enumerate(classes)}
+    return np.array([index.get(lab, -1) if lab is not None else -1 for lab in labels], dtype=np.int64)
+
+
+def workspace_classes(ws: Workspace) -> list[str]:
+    """Every label in the workspace, ordered numerically when all labels are integers."""
+    labels = [r[0] for r in ws.db.execute("select distinct label from items where label is not null")]
+    try:
+        return [str(v) for v in sorted(int(x) for x in labels)]
+    except ValueError:
+        return sorted(labels)
+
+
+def paired_ids(ws: Workspace, old: str, new: str) -> np.ndarray:
+    """Sorted ids of items that have vectors under both models."""
+    return np.intersect1d(ws.ids_with_vectors(old), ws.ids_with_vectors(new))
+
+
+def query_folds(ws: Workspace, query_ids: np.ndarray) -> dict[int, str]:
+    """The fold of each query item: from its judgments' split when it has any, else test."""
+    judged: dict[int, str] = {}
+    judgments = judgments_of(ws)
+    if judgments is not None:
+        rank = {"train": 0, "val": 1, "test": 2}
+        for q, split in zip(judgments.query_ids.tolist(), judgments.splits.tolist(), strict=True):
+            fold, prev = JUDGED_FOLD.get(str(split), "test"), judged.get(int(q))
+            if prev is None or rank[fold] > rank[prev]:
+                judged[int(q)] = fold
+    return {int(i): judged.get(int(i), "test") for i in query_ids}
+
+
+def split_pairs(ws: Workspace, old: str, new: str, seed: int = 0,
+                fractions: tuple[float, float, float] = DEFAULT_FRACTIONS) -> PairSplit:
+    """Assign (and persist) folds for the paired items; returns ids per fold."""
+    ids = paired_ids(ws, old, new)
+    if len(ids) < MIN_PAIRS:
+        raise InputError(f"models '{old}' and '{new}'",
+                         f"only {len(ids)} items have vectors under both; embed at least {MIN_PAIRS} "
+                         f"items with both models (e.g. 'embridge embed --model {new} --sample 2000')")
+    stored = ws.folds()
+    missing = np.array([i for i in ids if int(i) not in stored], dtype=np.int64)
+    if len(missing):
+        queries = np.intersect1d(missing, ws.query_ids())
+        fresh = query_folds(ws, queries)
+        order = np.random.default_rng(seed).permutation(np.setdiff1d(missing, queries))
+        cuts = np.round(np.cumsum(fractions)[:-1] * len(order)).astype(int)
+        fresh.update({int(i): fold for fold, part in zip(FOLDS, np.split(order, cuts), strict=True) for i in part})
+        ws.set_folds(fresh, seed)
+        stored.update(fresh)
+    by_fold = {f: np.array(sorted(int(i) for i in ids if stored[int(i)] == f), dtype=np.int64) for f in FOLDS}
+    for fold in FOLDS:
+        if len(by_fold[fold]) < 2:
+            raise InputError(f"models '{old}' and '{new}'", f"the {fold} split has {len(by_fold[fold])} pairs; "
+                             "embed more items with both models")
+    return PairSplit(by_fold, workspace_classes(ws))
+
+
+__all__ = ["FOLDS", "MIN_PAIRS", "QUERY_SPLIT", "PairSplit", "label_codes", "paired_ids", "split_pairs",
+           "workspace_classes"]

@@ -1,0 +1,112 @@
+"""Where relevance comes from: relevance judgments, else labels, else the query's own item.
+
+One rule per query set, applied the same way whatever gallery the queries search (the whole old
+gallery or the evaluation sample), so a number measured in training and one in a report differ only
+when their query set or gallery differ, and both say which they used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from core.evaluation.metrics import Relevance, relevance
+from core.store import Workspace
+
+JUDGMENTS, LABELS, OWN_ITEM = "judgments", "labels", "own item"
+_NO_LABEL_QUERY = "\x00unlabelled-query"
+_NO_LABEL_ITEM = "\x00unlabelled-item"
+
+
+def judgments_of(ws: Workspace, split: str | None = None) -> Any:
+    """The workspace's relevance judgments (of ``split``), or None when it holds none."""
+    has = getattr(ws, "has_judgments", None)
+    if has is None or not has():
+        return None
+    found = ws.judgments(split)
+    return found if len(found) else None
+
+
+@dataclass(frozen=True)
+class RelevanceRule:
+    """Which gallery items are relevant to which query (see the module docstring).
+
+    ``labels``: item id -> label (label relevance); ``judged``: query id -> {item id: grade > 0}
+    and ``ideal``: query id -> every positive grade judged for it (the nDCG ideal).
+    """
+
+    source: str
+    labels: dict[int, str | None] = field(default_factory=dict)
+    judged: dict[int, dict[int, int]] = field(default_factory=dict)
+    ideal: dict[int, list[int]] = field(default_factory=dict)
+    split: str | None = None
+
+    def describe(self) -> str:
+        if self.source == JUDGMENTS:
+            return f"relevance judgments ({self.split or 'all'} split)"
+        if self.source == LABELS:
+            return "same label"
+        return "the query's own item"
+
+    def graded(self) -> bool:
+        return self.source == JUDGMENTS
+
+    def targets(self, ids: np.ndarray, query: bool) -> np.ndarray:
+        """Per item the value relevance compares (label or own id) for label and own-item rules."""
+        if self.source == OWN_ITEM:
+            return np.asarray(ids, dtype=np.int64).astype(str)
+        missing = _NO_LABEL_QUERY if query else _NO_LABEL_ITEM
+        return np.array([missing if (v := self.labels.get(int(i))) is None else v for i in ids], dtype=str)
+
+    def relevance(self, ranked: np.ndarray, query_ids: np.ndarray, gallery_ids: np.ndarray,
+                  exclude: np.ndarray | None) -> tuple[Relevance, np.ndarray | None]:
+        """(hits and relevant counts, grades of the ranked items or None) of a ranking of gallery rows."""
+        if self.source != JUDGMENTS:
+            rel = relevance(ranked, self.targets(query_ids, True), self.targets(gallery_ids, False), exclude)
+            return rel, None
+        ranked = np.asarray(ranked, dtype=np.int64)
+        gallery_ids = np.asarray(gallery_ids, dtype=np.int64)
+        ranked_ids = np.where(ranked >= 0, gallery_ids[np.maximum(ranked, 0)], -1)
+        grades = np.zeros(ranked.shape, dtype=np.float64)
+        n_rel = np.zeros(len(query_ids), dtype=np.int64)
+        for i, q in enumerate(np.asarray(query_ids, dtype=np.int64).tolist()):
+            judged = self.judged.get(q)
+            if not judged:
+                continue
+            rel_ids = np.fromiter(judged, dtype=np.int64, count=len(judged))
+            n_rel[i] = int(np.isin(rel_ids, gallery_ids, assume_unique=True).sum())
+            row = ranked_ids[i]
+            grades[i] = [judged.get(int(g), 0) if g >= 0 else 0 for g in row]
+        return Relevance(hits=grades > 0, n_relevant=n_rel), grades
+
+    def ideal_dcg(self, query_ids: np.ndarray, k: int = 10) -> np.ndarray:
+        """Ideal DCG@k of each query from every positive grade judged for it (0 when none)."""
+        disc = 1.0 / np.log2(np.arange(2, k + 2))
+        out = np.zeros(len(query_ids))
+        for i, q in enumerate(np.asarray(query_ids, dtype=np.int64).tolist()):
+            best = sorted(self.ideal.get(q, []), reverse=True)[:k]
+            out[i] = float(np.dot(best, disc[: len(best)]))
+        return out
+
+
+def judged_rule(judgments: Any, split: str | None) -> RelevanceRule:
+    """A judgments rule from a ``Judgments`` object (see core.store.judgments)."""
+    judged = judgments.relevant_sets()
+    ideal = {q: sorted(g.values(), reverse=True) for q, g in judged.items()}
+    return RelevanceRule(JUDGMENTS, judged=judged, ideal=ideal, split=split)
+
+
+def choose_rule(ws: Workspace, query_ids: np.ndarray, gallery_ids: np.ndarray,
+                split: str | None = None, use_judgments: bool = True) -> RelevanceRule:
+    """Judgments of ``split`` when they exist (and ``use_judgments``), else labels when queries and
+    gallery carry them, else own item."""
+    judgments = judgments_of(ws, split) if use_judgments else None
+    if judgments is not None:
+        return judged_rule(judgments, split)
+    query_labels, gallery_labels = ws.labels(query_ids), ws.labels(gallery_ids)
+    if any(v is not None for v in query_labels) and any(v is not None for v in gallery_labels):
+        ids = np.union1d(query_ids, gallery_ids)
+        return RelevanceRule(LABELS, labels=dict(zip(ids.tolist(), ws.labels(ids), strict=True)))
+    return RelevanceRule(OWN_ITEM)

@@ -1,0 +1,130 @@
+"""Scoring candidate layers during training: dev queries retrieving among a fixed gallery.
+
+A :class:`Validator` holds one task (for a workspace: :func:`core.evaluation.tasks.dev_task`, the dev
+queries against the whole old gallery) with its vectors, and scores any adapter on it through
+:func:`core.evaluation.scoring.score`. The old gallery does not change while new->old layers train,
+so its index is built once and reused after every epoch. Arrays without a workspace get
+:func:`array_validator`: the validation items retrieve among the validation items' old vectors
+(leave-one-out by label, or their own item without labels).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from core.adapters.apply import adapt_gallery, adapt_queries
+from core.adapters.base import Adapter
+from core.adapters.cascade import cascade_rank
+from core.evaluation.metrics import evaluate
+from core.evaluation.relevance import LABELS, OWN_ITEM, RelevanceRule
+from core.evaluation.scoring import EvalResult, ScoringPlan, gallery_index, score, selection_plan
+from core.evaluation.search import GalleryIndex
+from core.evaluation.task import GallerySet, QuerySet, RetrievalTask
+from core.evaluation.tasks import dev_task
+from core.evaluation.vectors import MatrixMaker
+from core.retrieval import l2_normalize
+from core.store import Workspace
+
+SELECTION_METRIC = "top1"
+
+
+class Validator:
+    """One validation task with its vectors; ``value(adapter)`` is the number candidates compete on."""
+
+    def __init__(self, task: RetrievalTask, q_old: np.ndarray, q_new: np.ndarray, g_old: np.ndarray,
+                 g_side: np.ndarray | None = None, metric: str = SELECTION_METRIC) -> None:
+        self.task, self.metric = task, metric
+        self.q_old, self.q_new, self.g_old, self.g_side = q_old, q_new, g_old, g_side  # rows L2-normalised
+        self.plan: ScoringPlan = selection_plan(task)
+        self._index: GalleryIndex | None = None
+        self.g_new: np.ndarray | None = None
+        self.g_new_rows: np.ndarray | None = None
+
+    @property
+    def protocol(self) -> str:
+        """The protocol in words, e.g. '40 dev queries (judged) against the whole old gallery (...)'."""
+        return self.task.protocol().describe()
+
+    @property
+    def metric_name(self) -> str:
+        """``judged_top1``, ``label_top1`` or ``pair_top1`` (own item), after the relevance rule."""
+        return {"judgments": "judged_top1", LABELS: "label_top1", OWN_ITEM: "pair_top1"}[self.task.rule.source]
+
+    def result(self, adapter: Adapter) -> EvalResult:
+        queries = l2_normalize(adapt_queries(adapter, self.q_new, self.q_old))
+        if adapter.direction == "forward":
+            return score(self.task, queries, l2_normalize(adapt_gallery(adapter, self.g_old, self.g_side)), self.plan)
+        if self._index is None:
+            self._index = gallery_index(self.g_old, self.plan)
+        return score(self.task, queries, self.g_old, self.plan, index=self._index)
+
+    def value(self, adapter: Adapter) -> float:
+        return float(self.result(adapter).metrics[self.metric])
+
+    def old_old_value(self) -> float:
+        """Today's system on the same task: old queries against the old gallery."""
+        if self._index is None:
+            self._index = gallery_index(self.g_old, self.plan)
+        return float(score(self.task, self.q_old, self.g_old, self.plan, index=self._index).metrics[self.metric])
+
+    def with_new_gallery(self, g_new: np.ndarray, rows: np.ndarray) -> Validator:
+        """Add the new vectors of gallery rows ``rows`` (L2-normalised), which a cascade re-ranks with."""
+        self.g_new, self.g_new_rows = g_new, np.asarray(rows, dtype=np.int64)
+        return self
+
+    @property
+    def has_new_gallery(self) -> bool:
+        return getattr(self, "g_new", None) is not None and len(self.g_new) > 0
+
+    @property
+    def gallery_size(self) -> int:
+        return int(len(self.g_old))
+
+    @property
+    def new_gallery_share(self) -> float:
+        return len(self.g_new) / max(len(self.g_old), 1) if self.has_new_gallery else 0.0
+
+    def cascade_value(self, base: Adapter, k: int) -> float:
+        """The task's metric for a cascade: the old index recalls ``k``, the new model re-ranks them."""
+        ranking = cascade_rank(self.q_old, self.g_old, self.q_new, self.g_new, self.g_new_rows, k,
+                               lambda x: adapt_queries(base, x), exclude=self.task.exclude)
+        rel, _ = self.task.rule.relevance(ranking.ids, self.task.queries.ids, self.task.gallery.ids, self.task.exclude)
+        cell = evaluate(rel, topk=self.plan.topk, recall_ks=(1,), map_mode="none")
+        return float(cell.summary()[self.metric])
+
+    def describe(self) -> dict[str, Any]:
+        return {"metric": self.metric, **self.task.protocol().to_dict()}
+
+
+def array_validator(old_val: np.ndarray, new_val: np.ndarray, labels_val: np.ndarray | None,
+                    side_val: np.ndarray | None = None) -> Validator:
+    """Validation on paired arrays alone (see the module docstring)."""
+    n = len(old_val)
+    ids = np.arange(n, dtype=np.int64)
+    labelled = labels_val is not None and np.unique(labels_val[labels_val >= 0]).size >= 2
+    if labelled:
+        labels = {i: (str(int(v)) if v >= 0 else None) for i, v in enumerate(labels_val.tolist())}
+        rule = RelevanceRule(LABELS, labels=labels)
+        queries = QuerySet("labelled validation items", ids[labels_val >= 0])
+    else:
+        rule = RelevanceRule(OWN_ITEM)
+        queries = QuerySet("validation items", ids)
+    task = RetrievalTask(queries, GallerySet("the validation items' old vectors", ids), rule)
+    old_val, new_val = l2_normalize(old_val), l2_normalize(new_val)
+    q_rows = queries.ids
+    validator = Validator(task, old_val[q_rows], new_val[q_rows], old_val, side_val)
+    return validator.with_new_gallery(new_val, ids)  # every validation item has its new vector
+
+
+def workspace_validator(ws: Workspace, old: str, new: str, seed: int = 0, maker: MatrixMaker | None = None) -> Validator:
+    """The dev queries of :func:`core.evaluation.tasks.dev_task` with their vectors, ready to score layers."""
+    task = dev_task(ws, old, new, seed)
+    maker = maker or MatrixMaker(ws)
+    q = task.queries.ids
+    validator = Validator(task, maker.matrix(q, [old]), maker.matrix(q, [new]), maker.matrix(task.gallery.ids, [old]))
+    with_new = np.flatnonzero(np.isin(task.gallery.ids, ws.ids_with_vectors(new)))
+    if with_new.size:  # the documents the new model has embedded: what a cascade re-ranks with
+        validator.with_new_gallery(maker.matrix(task.gallery.ids[with_new], [new]), with_new)
+    return validator

@@ -1,0 +1,93 @@
+"""What one retrieval number is measured on: a query set, a gallery, a relevance rule.
+
+Every number that training, reports, plans and bundles show is measured on a
+:class:`RetrievalTask` and comes back with its :class:`Protocol`, the plain statement of which
+queries searched which gallery under which relevance, so two numbers for one layer can always be
+told apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from core.evaluation.relevance import RelevanceRule
+
+
+@dataclass(frozen=True)
+class QuerySet:
+    """Named query items, e.g. "test queries (judged)" or "labelled queries (validation fold)"."""
+
+    name: str
+    ids: np.ndarray
+
+
+@dataclass(frozen=True)
+class GallerySet:
+    """Named gallery items, e.g. "the whole old gallery" or "the evaluation sample"."""
+
+    name: str
+    ids: np.ndarray
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """Where a number was measured, in words and sizes."""
+
+    query_set: str
+    n_queries: int
+    gallery: str
+    n_gallery: int
+    relevance: str
+    search: str = "exact inner product"
+
+    def describe(self) -> str:
+        return (f"{self.n_queries} {self.query_set} against {self.gallery} ({self.n_gallery} items), "
+                f"relevance: {self.relevance}; {self.search}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"query_set": self.query_set, "n_queries": self.n_queries, "gallery": self.gallery,
+                "n_gallery": self.n_gallery, "relevance": self.relevance, "search": self.search,
+                "text": self.describe()}
+
+
+@dataclass(frozen=True)
+class RetrievalTask:
+    """Queries, gallery and relevance; ``exclude[i]`` is the gallery row query i may not retrieve
+    (itself, when it is also a gallery item and relevance is not by its own item), or -1."""
+
+    queries: QuerySet
+    gallery: GallerySet
+    rule: RelevanceRule
+
+    @property
+    def exclude(self) -> np.ndarray | None:
+        if self.rule.source == "own item":
+            return None
+        g = self.gallery.ids
+        pos = np.clip(np.searchsorted(g, self.queries.ids), 0, max(g.size - 1, 0))
+        rows = np.where(g[pos] == self.queries.ids, pos, -1) if g.size else np.full(self.queries.ids.size, -1)
+        return rows if (rows >= 0).any() else None
+
+    def with_gallery(self, gallery: GallerySet) -> RetrievalTask:
+        """The same queries and relevance against another gallery (e.g. the evaluation sample)."""
+        return replace(self, gallery=gallery)
+
+    def with_queries(self, queries: QuerySet) -> RetrievalTask:
+        return replace(self, queries=queries)
+
+    def protocol(self, search: str = "exact inner product") -> Protocol:
+        return Protocol(self.queries.name, int(self.queries.ids.size), self.gallery.name,
+                        int(self.gallery.ids.size), self.rule.describe(), search)
+
+
+def own_item_gallery(task_queries: QuerySet, gallery: GallerySet, rule: RelevanceRule) -> GallerySet:
+    """With own-item relevance each query's own item must be in the gallery: add the missing ones."""
+    if rule.source != "own item":
+        return gallery
+    extra = np.setdiff1d(task_queries.ids, gallery.ids)
+    if not extra.size:
+        return gallery
+    return GallerySet(f"{gallery.name} plus the {extra.size} query items", np.union1d(gallery.ids, task_queries.ids))

@@ -1,0 +1,142 @@
+"""The workspace's retrieval tasks: which queries, which gallery, which relevance, for each purpose.
+
+- **Test queries** (held-out numbers of a training run, report cells, plan, bundle): query items
+  with ``test`` judgments when the workspace has judgments; else the query items of the test fold
+  (every query item without judgments is held out); else, with no query items at all, the test
+  fold of the gallery ("held-out items").
+- **Dev queries** (early stopping, ``auto``'s choice, λ, whitening, fusion α): query items with
+  ``dev`` judgments; else the validation fold ("labelled queries" with labels, "validation items"
+  retrieving their own item without), at most ``MAX_DEV_QUERIES`` of them, seeded.
+- **Galleries** (:meth:`Workspace.gallery_ids` is the one definition of the gallery): cells that need
+  only old gallery vectors search the whole old gallery (every gallery item the old model embedded);
+  cells that need the new model's gallery vectors search the evaluation sample (gallery items every
+  compared model embedded). ``heldout_gallery`` removes the train-fold items from both.
+- **Relevance**: judgments of the query set's split, else labels, else the query's own item
+  (the query items are then added to the gallery).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from core.errors import InputError
+from core.evaluation.folds import split_pairs
+from core.evaluation.relevance import choose_rule, judgments_of
+from core.evaluation.task import GallerySet, QuerySet, RetrievalTask, own_item_gallery
+from core.store import Workspace
+
+MAX_DEV_QUERIES = 1000
+
+
+@dataclass(frozen=True)
+class UpgradeTasks:
+    """The test task on the whole old gallery and the same queries on the evaluation sample."""
+
+    full: RetrievalTask
+    sample: RetrievalTask
+    query_source: str  # "judged test queries", "query split" or "test fold"
+    gallery_full: int  # size of the whole gallery (every non-query item)
+    removed_train: int = 0
+    heldout_gallery: bool = False
+
+
+def ids_under_all(ws: Workspace, models: Sequence[str]) -> np.ndarray:
+    """Sorted ids of items with vectors under every model in ``models``."""
+    ids = ws.ids_with_vectors(models[0])
+    for name in models[1:]:
+        ids = np.intersect1d(ids, ws.ids_with_vectors(name))
+    return ids
+
+
+def _judged_queries(ws: Workspace, split: str, have: np.ndarray) -> np.ndarray:
+    judgments = judgments_of(ws, split)
+    if judgments is None:
+        return np.zeros(0, dtype=np.int64)
+    return np.intersect1d(judgments.query_ids_unique(), have)
+
+
+def test_queries(ws: Workspace, models: Sequence[str], seed: int = 0) -> tuple[QuerySet, str]:
+    """(the test query set, its source) for ``models`` (see the module docstring)."""
+    label = "models " + ", ".join(f"'{m}'" for m in models)
+    both = ids_under_all(ws, models)
+    split_pairs(ws, models[0], models[1], seed)  # assigns (and keeps) folds for these items
+    folds = ws.folds()
+    judged = _judged_queries(ws, "test", np.intersect1d(both, ws.query_ids()))
+    if judged.size:
+        return QuerySet("test queries (judged)", judged), "judged test queries"
+    queries = np.array([i for i in np.intersect1d(both, ws.query_ids()) if folds.get(int(i)) == "test"],
+                       dtype=np.int64)
+    if queries.size:
+        return QuerySet("test queries (query split)", queries), "query split"
+    queries = np.array([i for i in np.intersect1d(both, ws.gallery_ids()) if folds.get(int(i)) == "test"],
+                       dtype=np.int64)
+    if queries.size == 0:
+        raise InputError(label, "no query items and no test fold with vectors under every model; "
+                         "import queries with --split query and embed them with each model")
+    return QuerySet("held-out items (test fold)", queries), "test fold"
+
+
+def _without_train(ws: Workspace, ids: np.ndarray) -> tuple[np.ndarray, int]:
+    folds = ws.folds()
+    keep = np.array([folds.get(int(i)) != "train" for i in ids], dtype=bool)
+    return ids[keep], int((~keep).sum())
+
+
+def upgrade_tasks(ws: Workspace, models: Sequence[str], heldout_gallery: bool = False,
+                  seed: int = 0) -> UpgradeTasks:
+    """The test tasks comparing ``models`` (old first): whole old gallery and evaluation sample."""
+    label = "models " + ", ".join(f"'{m}'" for m in models)
+    queries, source = test_queries(ws, models, seed)
+    full_ids = ws.gallery_ids(models[0])
+    sample_ids = np.intersect1d(ws.gallery_ids(), ids_under_all(ws, models))
+    removed = 0
+    if heldout_gallery:
+        full_ids, removed = _without_train(ws, full_ids)
+        sample_ids, _ = _without_train(ws, sample_ids)
+    rule = choose_rule(ws, queries.ids, np.union1d(full_ids, sample_ids),
+                       "test" if source == "judged test queries" else None)
+    gallery_full = int(ws.gallery_ids().size)
+    suffix = " without the train fold" if heldout_gallery else ""
+    if full_ids.size == gallery_full:
+        full = GallerySet("the whole gallery", full_ids)
+    else:
+        full = GallerySet(f"the old gallery{suffix} (every gallery item the old model embedded)", full_ids)
+    if sample_ids.size == gallery_full:
+        sample = GallerySet("the whole gallery", sample_ids)
+    else:
+        sample = GallerySet(f"the evaluation sample{suffix} (gallery items embedded by every compared model)",
+                            sample_ids)
+    full, sample = own_item_gallery(queries, full, rule), own_item_gallery(queries, sample, rule)
+    if sample.ids.size < 2:
+        raise InputError(label, f"the gallery holds {sample.ids.size} items with vectors under every model; "
+                         "embed more gallery items with each model")
+    return UpgradeTasks(RetrievalTask(queries, full, rule), RetrievalTask(queries, sample, rule), source,
+                        gallery_full, removed, heldout_gallery)
+
+
+def dev_task(ws: Workspace, old: str, new: str, seed: int = 0,
+             max_queries: int = MAX_DEV_QUERIES) -> RetrievalTask:
+    """Validation queries retrieving among the whole old gallery (see the module docstring)."""
+    pairs = ids_under_all(ws, [old, new])
+    split = split_pairs(ws, old, new, seed)
+    judged = _judged_queries(ws, "dev", np.intersect1d(pairs, ws.query_ids()))
+    gallery_ids = ws.gallery_ids(old)
+    if judged.size:
+        queries = QuerySet("dev queries (judged)", judged)
+        rule = choose_rule(ws, judged, gallery_ids, "dev")
+    else:
+        val = split.ids["val"]
+        rule = choose_rule(ws, val, gallery_ids, use_judgments=False)
+        name = "labelled queries (validation fold)" if rule.source == "labels" else "validation items (own item)"
+        if rule.source == "labels":
+            val = np.array([i for i, v in zip(val, ws.labels(val), strict=True) if v is not None], dtype=np.int64)
+        queries = QuerySet(name, val)
+    if queries.ids.size > max_queries:
+        pick = np.sort(np.random.default_rng(seed).choice(queries.ids, max_queries, replace=False))
+        queries = QuerySet(f"{queries.name}, a seeded sample of {max_queries}", pick)
+    gallery = own_item_gallery(queries, GallerySet("the whole old gallery", gallery_ids), rule)
+    return RetrievalTask(queries, gallery, rule)
+

@@ -1,0 +1,131 @@
+"""The numbers of an upgrade: old/old, new/new (the ceiling) and the upgraded system, on the test tasks.
+
+Cells that need only the old gallery's vectors (old/old and the upgraded system: new→old, fusion,
+or a forward transform of the stored old vectors) search the whole old gallery; new/new and the
+head's own space (bct, bt2) need the new model's gallery vectors and search the evaluation sample.
+Training's held-out numbers and the report's cells both come from :func:`score_upgrade`, on
+vectors gathered by the same :class:`~core.evaluation.vectors.MatrixMaker`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from core.adapters.apply import HEAD_KINDS, adapt_gallery, adapt_queries, new_space_vectors
+from core.adapters.base import Adapter
+from core.evaluation.compat import NOT_BETTER, gain_note, gain_retained
+from core.evaluation.relevance import OWN_ITEM
+from core.evaluation.scoring import EvalResult, ScoringPlan, score, scoring_plan
+from core.evaluation.search import SearchConfig
+from core.evaluation.tasks import UpgradeTasks, upgrade_tasks
+from core.evaluation.vectors import MatrixMaker
+from core.progress import StopFn
+from core.store import Workspace
+
+OLD_OLD, NEW_NEW, NEW_OLD, NEW_FCT, HEAD_HEAD, OLD_NEW = (
+    "old/old", "new/new", "new→old", "new/fct(old)", "head/head", "old/new")
+
+
+def upgraded_cell(adapter: Adapter) -> str:
+    return NEW_FCT if adapter.direction == "forward" else NEW_OLD
+
+
+def ceiling_cell(adapter: Adapter) -> str:
+    """The full-backfill cell: the head's own space for bct/bt2, else the raw new model."""
+    return HEAD_HEAD if adapter.kind in HEAD_KINDS else NEW_NEW
+
+
+@dataclass
+class UpgradeVectors:
+    """Query and gallery matrices of the main cells (rows aligned with the tasks' ids)."""
+
+    q_old: np.ndarray
+    q_new: np.ndarray
+    q_up: np.ndarray
+    q_head: np.ndarray
+    g_old_full: np.ndarray
+    g_up_full: np.ndarray
+    g_new: np.ndarray  # the evaluation sample under the new model
+    g_head: np.ndarray
+
+
+def upgrade_vectors(maker: MatrixMaker, tasks: UpgradeTasks, adapter: Adapter, old: str, new: str) -> UpgradeVectors:
+    """Gather (and adapt) every matrix the main cells need."""
+    q_ids, full_ids, sample_ids = tasks.full.queries.ids, tasks.full.gallery.ids, tasks.sample.gallery.ids
+    forward, head = adapter.direction == "forward", adapter.kind in HEAD_KINDS
+    q_old, q_new = maker.matrix(q_ids, [old]), maker.matrix(q_ids, [new])
+    q_up = q_new if forward else maker.matrix(q_ids, [new, old], lambda n, o: adapt_queries(adapter, n, o))
+    g_old_full = maker.matrix(full_ids, [old])
+    g_up_full = maker.matrix(full_ids, [old], lambda o: adapt_gallery(adapter, o)) if forward else g_old_full
+    g_new = maker.matrix(sample_ids, [new])
+    q_head = maker.matrix(q_ids, [new], lambda n: new_space_vectors(adapter, n)) if head else q_new
+    g_head = maker.matrix(sample_ids, [new], lambda n: new_space_vectors(adapter, n)) if head else g_new
+    return UpgradeVectors(q_old, q_new, q_up, q_head, g_old_full, g_up_full, g_new, g_head)
+
+
+@dataclass
+class UpgradeResults:
+    """The scored main cells, by name, and which are the upgraded and ceiling cells."""
+
+    tasks: UpgradeTasks
+    cells: dict[str, EvalResult]
+    upgraded: str
+    ceiling: str
+    kind: str
+    plan: ScoringPlan | None = None
+
+    def headline(self) -> dict[str, Any]:
+        """The headline numbers (the command-line contract's keys), each with where it was measured."""
+        oo, nn = self.cells[OLD_OLD].metrics, self.cells[NEW_NEW].metrics
+        up, cc = self.cells[self.upgraded].metrics, self.cells[self.ceiling].metrics
+        by_item = self.tasks.full.rule.source == OWN_ITEM
+        gain = None if by_item else gain_retained(up["top1"], oo["top1"], cc["top1"])
+        out: dict[str, Any] = {
+            "old_old_top1": oo["top1"], "new_new_top1": nn["top1"], "ceiling_top1": cc["top1"],
+            "upgraded_top1": up["top1"], "gain_retained": gain,
+            "gain_retained_note": None if by_item else gain_note(oo["top1"], cc["top1"]),
+            "compatible": None if by_item else bool(up["top1"] > oo["top1"]),
+            "n_queries": self.cells[OLD_OLD].cell.n_queries,
+            "relevance": self.tasks.full.rule.describe(),
+            "protocols": {name: r.protocol.to_dict() for name, r in self.cells.items()},
+        }
+        for key in ("ndcg@10", "mrr@10"):
+            if key in up:
+                out[key] = up[key]
+                out[f"old_old_{key}"], out[f"new_new_{key}"] = oo[key], nn[key]
+                out[f"compatible_{key}"] = bool(up[key] > oo[key])
+                out[f"gain_retained_{key}"] = gain_retained(up[key], oo[key], cc[key])
+                if out[f"gain_retained_{key}"] is None and gain_note(oo[key], cc[key]):
+                    out[f"gain_retained_{key}_note"] = NOT_BETTER
+        return out
+
+
+def cell_tasks(tasks: UpgradeTasks, adapter: Adapter, vecs: UpgradeVectors) -> list[tuple[str, Any, Any, Any]]:
+    """(cell, task, queries, gallery) of the main cells."""
+    out = [(OLD_OLD, tasks.full, vecs.q_old, vecs.g_old_full), (NEW_NEW, tasks.sample, vecs.q_new, vecs.g_new),
+           (upgraded_cell(adapter), tasks.full, vecs.q_up, vecs.g_up_full)]
+    if adapter.kind in HEAD_KINDS:
+        out.append((HEAD_HEAD, tasks.sample, vecs.q_head, vecs.g_head))
+    return out
+
+
+def score_upgrade(tasks: UpgradeTasks, adapter: Adapter, vecs: UpgradeVectors, search: SearchConfig | None = None,
+                  should_stop: StopFn | None = None) -> UpgradeResults:
+    """Score the main cells; every cell of one task uses that task's scoring plan."""
+    full = scoring_plan(tasks.full, search)
+    plans = {id(tasks.full): full, id(tasks.sample): scoring_plan(tasks.sample, search, like=full)}
+    cells = {name: score(task, q, g, plans[id(task)], should_stop=should_stop)
+             for name, task, q, g in cell_tasks(tasks, adapter, vecs)}
+    return UpgradeResults(tasks, cells, upgraded_cell(adapter), ceiling_cell(adapter), adapter.kind, plan=full)
+
+
+def measure_upgrade(ws: Workspace, adapter: Adapter, old: str, new: str, *, heldout_gallery: bool = False,
+                    seed: int = 0, search: SearchConfig | None = None, maker: MatrixMaker | None = None,
+                    should_stop: StopFn | None = None) -> UpgradeResults:
+    """Held-out numbers of ``adapter`` on the workspace's test queries (see the module docstring)."""
+    tasks = upgrade_tasks(ws, [old, new], heldout_gallery, seed)
+    vecs = upgrade_vectors(maker or MatrixMaker(ws), tasks, adapter, old, new)
+    return score_upgrade(tasks, adapter, vecs, search, should_stop)

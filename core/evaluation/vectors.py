@@ -1,0 +1,53 @@
+"""Gathering normalised (and optionally adapted) vectors of many items, chunk by chunk.
+
+Training's held-out numbers and the report gather their matrices through the same
+:class:`MatrixMaker`, so both score bit-identical vectors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from core.errors import InputError
+from core.retrieval import l2_normalize
+from core.store import Workspace
+
+Transform = Callable[..., np.ndarray]
+
+
+class MatrixMaker:
+    """Gathers (optionally transformed) normalised vectors chunk by chunk, spilling large ones to disk.
+
+    A matrix larger than ``budget_bytes`` is written into a float32 memmap under ``scratch``; smaller
+    ones stay in memory. ``transform`` receives one normalised block per model named, in order.
+    """
+
+    def __init__(self, ws: Workspace, scratch: Path | None = None, budget_bytes: int = 512 << 20,
+                 chunk: int = 65_536) -> None:
+        self.ws, self.scratch, self.budget, self.chunk = ws, scratch, budget_bytes, chunk
+        self._count = 0
+
+    def matrix(self, ids: np.ndarray, models: Sequence[str], transform: Transform | None = None) -> np.ndarray:
+        out: np.ndarray | None = None
+        n = int(ids.size)
+        for start in range(0, n, self.chunk):
+            part = ids[start:start + self.chunk]
+            blocks = [l2_normalize(self.ws.vectors_for(m, part)) for m in models]
+            block = l2_normalize(transform(*blocks)) if transform is not None else blocks[0]
+            if out is None:
+                out = self._allocate(n, block.shape[1])
+            out[start:start + len(part)] = block
+        if out is None:
+            raise InputError("evaluation sample", "no items to gather vectors for")
+        return out
+
+    def _allocate(self, rows: int, dim: int) -> np.ndarray:
+        if self.scratch is None or rows * dim * 4 <= self.budget:
+            return np.empty((rows, dim), dtype=np.float32)
+        self.scratch.mkdir(parents=True, exist_ok=True)
+        self._count += 1
+        path = self.scratch / f"matrix-{self._count}.f32"
+        return np.memmap(path, dtype=np.float32, mode="w+", shape=(rows, dim))
