@@ -46,7 +46,7 @@ def choose_fusion(base: Adapter, data: PairData, alpha_grid: Sequence[float], va
     choice = choose([f"α {a:g}" for a in alphas], scores, validator.protocol, default=0,
                     default_why="the largest α, closest to today's system")
     alpha, score = alphas[choice.index], scores[choice.index]
-    metrics = [{"epoch": 0.0, "alpha": a, "val_metric": v} for a, v in zip(alphas, scores, strict=True)]
+    metrics = [{"epoch": 0.0, "alpha": a, "val_metric": v} for a, v in sorted(zip(alphas, scores, strict=True))]
     out = BridgeChoice(fused[choice.index], score, {"alpha": alpha}, metrics, choice=choice)
     if alpha >= 1.0:
         out.adds_nothing = True
