@@ -57,15 +57,20 @@ def cascade_rank(
     k: int,
     layer: Callable[[np.ndarray], np.ndarray] | None = None,
     exclude: np.ndarray | None = None,
+    depth: int | None = None,
 ) -> CascadeRanking:
     """Rank the old index's top ``k`` per query by the new query (see the module doc).
 
     ``new_gallery[j]`` is the new vector of gallery row ``new_rows[j]`` (None: no item has one);
     ``layer`` maps new queries into the old space for items without a new vector, and is required
     only when some recalled item lacks one; ``exclude[i]`` is a gallery row query i may not recall
-    (itself, when queries are gallery items), or -1. Vectors are compared by cosine.
+    (itself, when queries are gallery items), or -1. Vectors are compared by cosine. With ``depth``
+    above ``k`` the ranking continues past the re-ranked head in the old index's order (tail
+    scores are the old model's), so metrics deeper than K can be measured.
     """
-    recalled, _ = exact_topk(l2_normalize(old_queries), l2_normalize(old_gallery), k, exclude)
+    recalled, old_scores = exact_topk(l2_normalize(old_queries), l2_normalize(old_gallery), max(k, depth or 0), exclude)
+    tail_ids, tail_scores = recalled[:, k:], old_scores[:, k:]
+    recalled = recalled[:, :k]
     nq = l2_normalize(new_queries)
     where = np.full(len(old_gallery), -1, dtype=np.int64)
     if new_gallery is not None:
@@ -84,7 +89,8 @@ def cascade_rank(
         og = l2_normalize(old_gallery)
         scores[~has] = np.einsum("ij,ij->i", np.repeat(mapped, (~has).sum(axis=1), axis=0), og[recalled[~has]])
     order = np.argsort(-scores, axis=1, kind="stable")
-    return CascadeRanking(np.take_along_axis(recalled, order, axis=1), np.take_along_axis(scores, order, axis=1))
+    ids = np.concatenate([np.take_along_axis(recalled, order, axis=1), tail_ids], axis=1)
+    return CascadeRanking(ids, np.concatenate([np.take_along_axis(scores, order, axis=1), tail_scores], axis=1))
 
 
 @dataclass
