@@ -8,22 +8,21 @@ when their query set or gallery differ, and both say which they used.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
 from core.evaluation.metrics import Relevance, relevance
 from core.store import Workspace
+from core.store.judgments import Judgments
 
 JUDGMENTS, LABELS, OWN_ITEM = "judgments", "labels", "own item"
 _NO_LABEL_QUERY = "\x00unlabelled-query"
 _NO_LABEL_ITEM = "\x00unlabelled-item"
 
 
-def judgments_of(ws: Workspace, split: str | None = None) -> Any:
+def judgments_of(ws: Workspace, split: str | None = None) -> Judgments | None:
     """The workspace's relevance judgments (of ``split``), or None when it holds none."""
-    has = getattr(ws, "has_judgments", None)
-    if has is None or not has():
+    if not ws.has_judgments():
         return None
     found = ws.judgments(split)
     return found if len(found) else None
@@ -91,7 +90,7 @@ class RelevanceRule:
         return out
 
 
-def judged_rule(judgments: Any, split: str | None) -> RelevanceRule:
+def judged_rule(judgments: Judgments, split: str | None) -> RelevanceRule:
     """A judgments rule from a ``Judgments`` object (see core.store.judgments)."""
     judged = judgments.relevant_sets()
     ideal = {q: sorted(g.values(), reverse=True) for q, g in judged.items()}

@@ -154,7 +154,7 @@ def judged_metrics(hits: np.ndarray, grades: np.ndarray, ideal: np.ndarray, k: i
     with np.errstate(divide="ignore", invalid="ignore"):
         ndcg = np.where(ideal > 0, dcg / ideal, 0.0)
     first = np.where(hits[:, :width].any(axis=1), hits[:, :width].argmax(axis=1), -1)
-    mrr = np.where(first >= 0, 1.0 / (first + 1.0), 0.0)
+    mrr = 1.0 / np.where(first >= 0, first + 1.0, np.inf)
     return {f"ndcg@{k}": ndcg, f"mrr@{k}": mrr}
 
 

@@ -198,6 +198,11 @@ def _compat_rate(sides: Sides, sample: EvalSample, seed: int) -> dict[str, Any] 
 
 def _backfill(sides: Sides, sample: EvalSample, plan: Any, steps: int, seed: int,
               should_stop: StopFn | None) -> dict[str, Any]:
+    if sample.relevance == "judgments":
+        return {"steps": steps, "ks": [1, 5], "policies": {}, "best_policy": None,
+                "note": ["Partial-backfill curves are measured with label or own-item relevance; with relevance "
+                         "judgments they are not computed yet, so the plan offers the layer, fusion and the full "
+                         "backfill only."]}
     curves = partial_backfill(sides.q_head, sides.q_up, sides.g_head, sides.g_up, sample.query_targets,
                               sample.gallery_targets, gallery_adapted=sides.g_adapted, steps=steps, ks=(1, 5),
                               exclude=sample.exclude, seed=seed, search_config=plan.config,

@@ -89,10 +89,14 @@ def flips(correct_old: Any, correct_new: Any, query_index: Any = None) -> Flips:
 
 
 def cell_flips(before: CellMetrics, after: CellMetrics) -> Flips:
-    """Top-1 flips between two cells on their scorable queries; indices refer to all queries."""
-    if not np.array_equal(before.valid, after.valid):
+    """Top-1 flips between two cells on the queries scorable in both; indices refer to all queries.
+
+    Cells on different galleries (the whole old gallery, the evaluation sample) may differ in which
+    queries have a relevant item to find; only queries scorable in both can flip.
+    """
+    if before.valid.shape != after.valid.shape:
         raise InputError("flips", "the two cells were scored on different query sets")
-    keep = np.flatnonzero(before.valid)
+    keep = np.flatnonzero(before.valid & after.valid)
     return flips(before.correct()[keep], after.correct()[keep], query_index=keep)
 
 

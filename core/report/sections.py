@@ -101,7 +101,8 @@ def flips_section(cells: dict[str, CellResult], n_boot: int, seed: int) -> dict[
         f = cell_flips(base, cell.metrics)
         row = f.to_dict(max_listed=0)
         row.pop("negative"), row.pop("positive")
-        cis = quiet_flip_cis(base.correct()[base.valid], cell.metrics.correct()[base.valid], n_boot, seed)
+        both = base.valid & cell.metrics.valid
+        cis = quiet_flip_cis(base.correct()[both], cell.metrics.correct()[both], n_boot, seed)
         row["ci"] = {k: list(v) for k, v in cis.items()}
         out[name] = row
     return out
