@@ -123,3 +123,80 @@ def _unit(rng: np.random.Generator, dim: int) -> np.ndarray:
     return v / np.linalg.norm(v)
 
 
+@dataclass
+class SyntheticRetrieval:
+    """A query/document retrieval task embedded by both models, with one relevant document per query.
+
+    ``old_docs``/``new_docs`` (n_docs rows) and ``old_queries``/``new_queries`` (n_queries rows) are
+    L2-normalised; ``relevant[i]`` is the document row relevant to query i.
+    """
+
+    old_docs: np.ndarray
+    new_docs: np.ndarray
+    old_queries: np.ndarray
+    new_queries: np.ndarray
+    relevant: np.ndarray
+
+    def query_subset(self, idx: np.ndarray) -> SyntheticRetrieval:
+        """The queries ``idx`` (all documents kept)."""
+        return SyntheticRetrieval(self.old_docs, self.new_docs, self.old_queries[idx], self.new_queries[idx],
+                                  self.relevant[idx])
+
+    def query_splits(self, fractions: tuple[float, ...] = (0.4, 0.2, 0.4), seed: int = 0) -> list[SyntheticRetrieval]:
+        """Disjoint random splits of the queries (e.g. train, dev, test); documents are shared."""
+        order = np.random.default_rng(seed).permutation(len(self.relevant))
+        cuts = np.cumsum([int(round(f * len(order))) for f in fractions[:-1]])
+        return [self.query_subset(np.sort(part)) for part in np.split(order, cuts)]
+
+
+def query_document_task(
+    n_docs: int = 1500,
+    n_queries: int = 900,
+    old_dim: int = 48,
+    new_dim: int = 64,
+    latent_dim: int = 24,
+    seed: int = 0,
+    old_query_noise: float = 0.9,
+    new_query_noise: float = 0.8,
+    query_shift: float = 1.2,
+    nuisance_dims: int = 4,
+    nuisance_scale: float = 1.0,
+    mean_norm: float = 4.0,
+) -> SyntheticRetrieval:
+    """Queries and documents that each model embeds differently, as asymmetric text encoders do.
+
+    Documents are latent points; a query is a noisy view of its relevant document (noisier under the
+    old model, so the new model is better on queries). Each model embeds queries with its own
+    query-side map (a perturbed copy of its document map plus a query offset, like a "query:"
+    prefix), so a map fitted on document pairs alone is off for queries. The old space also has a
+    few high-variance nuisance directions that carry nothing about the document, which a vector
+    fit (MSE) spends itself on and a retrieval objective learns to ignore; and both spaces share a
+    large common mean before L2 normalisation.
+    """
+    rng = np.random.default_rng(seed)
+    z_docs = rng.standard_normal((n_docs, latent_dim))
+    relevant = rng.integers(0, n_docs, size=n_queries)
+    eps = rng.standard_normal((n_queries, latent_dim))
+
+    def model(dim: int, extra: int, scale: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        doc_map = rng.standard_normal((latent_dim, dim)) / np.sqrt(latent_dim)
+        query_map = doc_map + query_shift * rng.standard_normal((latent_dim, dim)) / np.sqrt(latent_dim)
+        basis = random_semi_orthogonal(dim, extra, rng) if extra else np.zeros((dim, 0))
+        return doc_map, query_map, query_shift * _unit(rng, dim), basis * scale
+
+    o_doc, o_query, o_off, o_nuis = model(old_dim, nuisance_dims, nuisance_scale)
+    n_doc, n_query, n_off, _ = model(new_dim, 0, 0.0)
+    mean_old, mean_new = mean_norm * _unit(rng, old_dim), mean_norm * _unit(rng, new_dim)
+
+    def nuisance(rows: int) -> np.ndarray:
+        return rng.standard_normal((rows, o_nuis.shape[1])) @ o_nuis.T if o_nuis.shape[1] else 0.0
+
+    old_docs = z_docs @ o_doc + nuisance(n_docs) + 0.1 * rng.standard_normal((n_docs, old_dim)) + mean_old
+    new_docs = z_docs @ n_doc + 0.1 * rng.standard_normal((n_docs, new_dim)) + mean_new
+    z_old_q = z_docs[relevant] + old_query_noise * eps
+    z_new_q = z_docs[relevant] + new_query_noise * eps
+    old_queries = z_old_q @ o_query + o_off + nuisance(n_queries) + mean_old
+    new_queries = z_new_q @ n_query + n_off + mean_new
+    return SyntheticRetrieval(l2_normalize(old_docs).astype(np.float32), l2_normalize(new_docs).astype(np.float32),
+                              l2_normalize(old_queries).astype(np.float32), l2_normalize(new_queries).astype(np.float32),
+                              relevant.astype(np.int64))

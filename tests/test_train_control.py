@@ -11,7 +11,7 @@ from train_fixtures import one_torch_thread, small_labelled_pairs  # noqa: F401 
 
 from core.errors import DeviceError, InputError, TrainingError
 from core.train import FitConfig, PairData, fit_adapter, upgrade_metric
-from core.train.objectives import PairObjective
+from core.train.objectives import PairObjective, RetrievalObjective
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +67,11 @@ def test_out_of_memory_becomes_a_training_error(data: PairData, monkeypatch: pyt
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
     monkeypatch.setattr(PairObjective, "forward", explode)
+    monkeypatch.setattr(RetrievalObjective, "forward", explode)
     with pytest.raises(TrainingError, match="out of memory .* batch_size 256"):
         fit_adapter("lowrank", data, {"epochs": 1, "device": "cpu"})
+    with pytest.raises(TrainingError, match="out of memory .* batch_size 256"):
+        fit_adapter("mlp", data, {"epochs": 1, "device": "cpu", "loss": "mse"})
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the machine without a GPU")
@@ -114,7 +117,7 @@ def test_fitting_leaves_the_callers_rng_alone(data: PairData) -> None:
         ("nope", {}, "unknown method 'nope'"),
         ("mlp", {"epochz": 3}, "unknown setting\\(s\\) epochz"),
         ("mlp", {"epochs": 0}, "'epochs' must be a positive integer"),
-        ("mlp", {"loss": "hinge"}, "'loss' must be one of mse, cosine, contrastive"),
+        ("mlp", {"loss": "hinge"}, "'loss' must be one of mse, cosine, contrastive, retrieval"),
         ("lowrank", {"lr": -1.0}, "'lr' must be a positive number"),
         ("fusion", {"base": "fct"}, "'base' must be one of"),
         ("auto", {"candidates": ["fct"]}, "'candidates' must be"),

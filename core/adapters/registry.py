@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.adapters.base import Adapter
+from core.adapters.cascade import K_GRID, CascadeAdapter
 from core.adapters.fusion import FusionAdapter
 from core.adapters.heads import BT2Adapter
 from core.adapters.linear import AffineAdapter, LowRankAdapter, ProcrustesAdapter
@@ -33,6 +34,9 @@ class MethodInfo:
 
 RIDGE_GRID = [1e-6, 1e-4, 1e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0]
 SHRINK_GRID = [0.01, 0.03, 0.1, 0.3, 1.0]
+# retrieval objective: negatives in batch, a sample of the old gallery per step, mined hard ones
+RETRIEVAL_DEFAULTS: dict[str, Any] = {"loss": "retrieval", "bank_size": 1024, "hard_negatives": 8, "hard_every": 2,
+                                      "lr": 3e-3}
 ALPHA_GRID = [round(0.1 * i, 1) for i in range(11)]
 
 METHODS: dict[str, MethodInfo] = {
@@ -50,11 +54,11 @@ METHODS: dict[str, MethodInfo] = {
         MethodInfo("lowrank", "Low-rank affine", "backward", False, False, True,
                    "A rank-r linear map (plus a diagonal when dims match) trained to retrieve each "
                    "item's old vector; fewer parameters than affine, robust with few pairs.",
-                   {"rank": 64, "diagonal": True, "loss": "contrastive"}),
+                   {"rank": 64, "diagonal": True, **RETRIEVAL_DEFAULTS}),
         MethodInfo("mlp", "Residual MLP", "backward", False, False, True,
                    "An affine map plus a small GELU network for the non-linear remainder, trained to "
                    "retrieve each item's old vector; the most accurate pure query-side map.",
-                   {"hidden": 512, "loss": "contrastive"}),
+                   {"hidden": 512, **RETRIEVAL_DEFAULTS}),
         MethodInfo("bct", "BCT head", "backward", True, False, True,
                    "A head on new vectors trained to classify with a new classifier and with the old "
                    "classifier (influence loss), so its outputs are comparable to old vectors.",
@@ -75,6 +79,11 @@ METHODS: dict[str, MethodInfo] = {
                    "Scores with a mix of the old query and the mapped new query, mixing weight chosen "
                    "on validation; needs both models at query time but never does worse than today.",
                    {"base": "mlp", "alpha_grid": ALPHA_GRID}),
+        MethodInfo("cascade", "Cascade (old recall, new re-rank)", "backward", False, False, False,
+                   "The old index recalls the top K for the old query and the new model re-ranks those K "
+                   "with the new query (new vectors where the item has one, else through the layer); K "
+                   "chosen on dev queries; needs both models at query time and K re-ranks per query.",
+                   {"base": "affine", "k_grid": K_GRID}),
     ]
 }
 ALIASES = {"oca": "bt2"}
@@ -102,6 +111,9 @@ def build_adapter(kind: str, config: dict[str, Any]) -> Adapter:
     if kind == "fusion":
         base = config["base"]
         return FusionAdapter(build_adapter(base["kind"], base["config"]), config.get("alpha", 0.5))
+    if kind == "cascade":
+        base = config["base"]
+        return CascadeAdapter(build_adapter(base["kind"], base["config"]), config.get("k", 20))
     if kind not in ADAPTER_CLASSES:
         raise KeyError(f"unknown adapter kind {kind!r}")
     return ADAPTER_CLASSES[kind](**config)

@@ -84,6 +84,23 @@ def inputs_of(adapter: Adapter) -> list[str]:
     return ["old"] if adapter.direction == "forward" else ["new"]
 
 
+def serving_method(adapter: Adapter) -> dict[str, object]:
+    """How the upgraded system serves queries with this layer, for the manifest (fusion's α, a cascade's K)."""
+    if adapter.kind == "fusion":
+        alpha = round(float(adapter.alpha), 6)
+        return {"kind": "fusion", "alpha": alpha, "encoders": 2,
+                "serving": f"search the old index with {alpha:g} x old query + {1 - alpha:g} x forward(new query) "
+                           "(both L2-normalised); needs both encoders during the transition"
+                           + ("; alpha = 1 is the old query alone: fusion adds nothing" if alpha >= 1 else "")}
+    if adapter.kind == "cascade":
+        k = int(adapter.k)
+        return {"kind": "cascade", "k": k, "encoders": 2, "reranks_per_query": k,
+                "serving": f"the old index recalls the top {k} for the old query; re-rank those {k} by the new "
+                           "query against their new vectors where present, else forward(new query) against their "
+                           "old vectors; needs both encoders during the transition"}
+    return {"kind": adapter.kind, "encoders": 1}
+
+
 def deploy_module(adapter: Adapter | nn.Module) -> nn.Module:
     """The deployable wrapper of ``adapter`` (an independent CPU copy in eval mode)."""
     if isinstance(adapter, Step | Chain | FusedQuery):

@@ -20,7 +20,7 @@ import numpy as np
 from core import __version__
 from core.adapters import adapter_payload
 from core.bundle import contents
-from core.bundle.deploy import compose_adapters, deploy_module, inputs_of, script
+from core.bundle.deploy import compose_adapters, deploy_module, inputs_of, script, serving_method
 from core.bundle.manifest import CHECKSUMS, FORMAT_VERSION, MANIFEST, checksums_text
 from core.bundle.readme import readme_text
 from core.bundle.runtime import (
@@ -136,7 +136,8 @@ def _fill(ws: Workspace, root: Path, steps: list[contents.Step], report_id: int 
         "adapter": {"kind": kind, "direction": first.adapter.direction, "in_dim": int(module.in_dim),
                     "out_dim": int(module.out_dim), "inputs": inputs_of(first.adapter),
                     "file": ADAPTER_FILE, "state_file": STATE_FILE,
-                    "run_ids": [s.run["id"] for s in steps], "adapter_ids": [s.row["id"] for s in steps]},
+                    "run_ids": [s.run["id"] for s in steps], "adapter_ids": [s.row["id"] for s in steps],
+                    "method": serving_method(first.adapter) if len(steps) == 1 else {"kind": "chain", "encoders": 1}},
         "models": {"new": contents.model_entry(ws, first.row["new_model"] if not forward else last.row["new_model"]),
                    "old": contents.model_entry(ws, last.row["old_model"] if not forward else first.row["old_model"]),
                    "intermediate": [contents.model_entry(ws, s.target_model) for s in steps[:-1]]},

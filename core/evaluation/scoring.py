@@ -130,11 +130,20 @@ def score(task: RetrievalTask, queries: Any, gallery: Any, plan: ScoringPlan | N
         ranked, _ = search_index(index, queries, plan.depth, exclude, plan.config.query_block,
                                  should_stop=should_stop)
         info = SearchInfo(index.method, dict(index.params), index.method == "exact", None)
+    return score_ranking(task, ranked, plan, info)
+
+
+def score_ranking(task: RetrievalTask, ranked: np.ndarray, plan: ScoringPlan, info: SearchInfo,
+                  search: str | None = None) -> EvalResult:
+    """Score an existing ranking (gallery rows best first, -1 padding) under the task's relevance;
+    ``search`` describes how it was made when that is not a plain search (e.g. a cascade)."""
+    exclude = task.exclude
     rel, grades = task.rule.relevance(ranked, task.queries.ids, task.gallery.ids, exclude)
     cell = evaluate(rel, topk=plan.topk, recall_ks=plan.recall_ks, map_mode=plan.map_mode, r_cap=plan.r_cap)
     if grades is not None:
         cell.per_query.update(judged_metrics(rel.hits, grades, task.rule.ideal_dcg(task.queries.ids, JUDGED_K)))
-    return EvalResult(task.protocol(search_words(info)), cell.summary(), cell, ranked[:, :TOP_SHOWN].copy(), info)
+    protocol = task.protocol(search or search_words(info))
+    return EvalResult(protocol, cell.summary(), cell, ranked[:, :TOP_SHOWN].copy(), info)
 
 
 def judged_metrics(hits: np.ndarray, grades: np.ndarray, ideal: np.ndarray, k: int = JUDGED_K) -> dict[str, np.ndarray]:

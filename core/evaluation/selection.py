@@ -16,6 +16,8 @@ import numpy as np
 
 from core.adapters.apply import adapt_gallery, adapt_queries
 from core.adapters.base import Adapter
+from core.adapters.cascade import cascade_rank
+from core.evaluation.metrics import evaluate
 from core.evaluation.relevance import LABELS, OWN_ITEM, RelevanceRule
 from core.evaluation.scoring import EvalResult, ScoringPlan, gallery_index, score, selection_plan
 from core.evaluation.search import GalleryIndex
@@ -37,6 +39,8 @@ class Validator:
         self.q_old, self.q_new, self.g_old, self.g_side = q_old, q_new, g_old, g_side  # rows L2-normalised
         self.plan: ScoringPlan = selection_plan(task)
         self._index: GalleryIndex | None = None
+        self.g_new: np.ndarray | None = None
+        self.g_new_rows: np.ndarray | None = None
 
     @property
     def protocol(self) -> str:
@@ -59,6 +63,37 @@ class Validator:
     def value(self, adapter: Adapter) -> float:
         return float(self.result(adapter).metrics[self.metric])
 
+    def old_old_value(self) -> float:
+        """Today's system on the same task: old queries against the old gallery."""
+        if self._index is None:
+            self._index = gallery_index(self.g_old, self.plan)
+        return float(score(self.task, self.q_old, self.g_old, self.plan, index=self._index).metrics[self.metric])
+
+    def with_new_gallery(self, g_new: np.ndarray, rows: np.ndarray) -> Validator:
+        """Add the new vectors of gallery rows ``rows`` (L2-normalised), which a cascade re-ranks with."""
+        self.g_new, self.g_new_rows = g_new, np.asarray(rows, dtype=np.int64)
+        return self
+
+    @property
+    def has_new_gallery(self) -> bool:
+        return getattr(self, "g_new", None) is not None and len(self.g_new) > 0
+
+    @property
+    def gallery_size(self) -> int:
+        return int(len(self.g_old))
+
+    @property
+    def new_gallery_share(self) -> float:
+        return len(self.g_new) / max(len(self.g_old), 1) if self.has_new_gallery else 0.0
+
+    def cascade_value(self, base: Adapter, k: int) -> float:
+        """The task's metric for a cascade: the old index recalls ``k``, the new model re-ranks them."""
+        ranking = cascade_rank(self.q_old, self.g_old, self.q_new, self.g_new, self.g_new_rows, k,
+                               lambda x: adapt_queries(base, x), exclude=self.task.exclude)
+        rel, _ = self.task.rule.relevance(ranking.ids, self.task.queries.ids, self.task.gallery.ids, self.task.exclude)
+        cell = evaluate(rel, topk=self.plan.topk, recall_ks=(1,), map_mode="none")
+        return float(cell.summary()[self.metric])
+
     def describe(self) -> dict[str, Any]:
         return {"metric": self.metric, **self.task.protocol().to_dict()}
 
@@ -79,7 +114,8 @@ def array_validator(old_val: np.ndarray, new_val: np.ndarray, labels_val: np.nda
     task = RetrievalTask(queries, GallerySet("the validation items' old vectors", ids), rule)
     old_val, new_val = l2_normalize(old_val), l2_normalize(new_val)
     q_rows = queries.ids
-    return Validator(task, old_val[q_rows], new_val[q_rows], old_val, side_val)
+    validator = Validator(task, old_val[q_rows], new_val[q_rows], old_val, side_val)
+    return validator.with_new_gallery(new_val, ids)  # every validation item has its new vector
 
 
 def workspace_validator(ws: Workspace, old: str, new: str, seed: int = 0, maker: MatrixMaker | None = None) -> Validator:
@@ -87,4 +123,8 @@ def workspace_validator(ws: Workspace, old: str, new: str, seed: int = 0, maker:
     task = dev_task(ws, old, new, seed)
     maker = maker or MatrixMaker(ws)
     q = task.queries.ids
-    return Validator(task, maker.matrix(q, [old]), maker.matrix(q, [new]), maker.matrix(task.gallery.ids, [old]))
+    validator = Validator(task, maker.matrix(q, [old]), maker.matrix(q, [new]), maker.matrix(task.gallery.ids, [old]))
+    with_new = np.flatnonzero(np.isin(task.gallery.ids, ws.ids_with_vectors(new)))
+    if with_new.size:  # the documents the new model has embedded: what a cascade re-ranks with
+        validator.with_new_gallery(maker.matrix(task.gallery.ids[with_new], [new]), with_new)
+    return validator

@@ -16,10 +16,11 @@ import numpy as np
 
 from core.adapters.apply import HEAD_KINDS, adapt_gallery, adapt_queries, new_space_vectors
 from core.adapters.base import Adapter
+from core.adapters.cascade import cascade_rank
 from core.evaluation.compat import NOT_BETTER, gain_note, gain_retained
 from core.evaluation.relevance import OWN_ITEM
-from core.evaluation.scoring import EvalResult, ScoringPlan, score, scoring_plan
-from core.evaluation.search import SearchConfig
+from core.evaluation.scoring import EvalResult, ScoringPlan, score, score_ranking, scoring_plan
+from core.evaluation.search import SearchConfig, SearchInfo
 from core.evaluation.tasks import UpgradeTasks, upgrade_tasks
 from core.evaluation.vectors import MatrixMaker
 from core.progress import StopFn
@@ -50,6 +51,8 @@ class UpgradeVectors:
     g_up_full: np.ndarray
     g_new: np.ndarray  # the evaluation sample under the new model
     g_head: np.ndarray
+    g_new_part: np.ndarray | None = None  # cascade: new vectors of the gallery rows ``g_new_rows``
+    g_new_rows: np.ndarray | None = None
 
 
 def upgrade_vectors(maker: MatrixMaker, tasks: UpgradeTasks, adapter: Adapter, old: str, new: str) -> UpgradeVectors:
@@ -63,7 +66,22 @@ def upgrade_vectors(maker: MatrixMaker, tasks: UpgradeTasks, adapter: Adapter, o
     g_new = maker.matrix(sample_ids, [new])
     q_head = maker.matrix(q_ids, [new], lambda n: new_space_vectors(adapter, n)) if head else q_new
     g_head = maker.matrix(sample_ids, [new], lambda n: new_space_vectors(adapter, n)) if head else g_new
-    return UpgradeVectors(q_old, q_new, q_up, q_head, g_old_full, g_up_full, g_new, g_head)
+    vecs = UpgradeVectors(q_old, q_new, q_up, q_head, g_old_full, g_up_full, g_new, g_head)
+    if adapter.kind == "cascade":  # the gallery items the new model has embedded re-rank with their new vectors
+        rows = np.flatnonzero(np.isin(full_ids, maker.ws.ids_with_vectors(new)))
+        vecs.g_new_rows, vecs.g_new_part = rows, maker.matrix(full_ids[rows], [new])
+    return vecs
+
+
+def cascade_result(task: Any, adapter: Adapter, vecs: UpgradeVectors, plan: ScoringPlan) -> EvalResult:
+    """The upgraded cell of a cascade: the old index recalls K, the new model re-ranks them."""
+    k = int(adapter.k)
+    part = vecs.g_new_part if vecs.g_new_rows is not None and len(vecs.g_new_rows) else None
+    ranking = cascade_rank(vecs.q_old, vecs.g_old_full, vecs.q_new, part, vecs.g_new_rows, k,
+                           lambda x: adapt_queries(adapter.base, x), exclude=task.exclude, depth=plan.depth)
+    info = SearchInfo("exact", {}, True, None)
+    words = f"cascade: exact old-index recall of {k}, re-ranked by the new model"
+    return score_ranking(task, ranking.ids, plan, info, words)
 
 
 @dataclass
@@ -119,6 +137,8 @@ def score_upgrade(tasks: UpgradeTasks, adapter: Adapter, vecs: UpgradeVectors, s
     plans = {id(tasks.full): full, id(tasks.sample): scoring_plan(tasks.sample, search, like=full)}
     cells = {name: score(task, q, g, plans[id(task)], should_stop=should_stop)
              for name, task, q, g in cell_tasks(tasks, adapter, vecs)}
+    if adapter.kind == "cascade":
+        cells[upgraded_cell(adapter)] = cascade_result(tasks.full, adapter, vecs, full)
     return UpgradeResults(tasks, cells, upgraded_cell(adapter), ceiling_cell(adapter), adapter.kind, plan=full)
 
 

@@ -27,7 +27,8 @@ from core.errors import InputError
 from core.evaluation.compat import gain_note, gain_retained
 from core.plan.throughput import Throughput
 
-LAYER_OPTIONS = ("adapter_only", "forward_transform", "fusion")
+LAYER_OPTIONS = ("adapter_only", "forward_transform", "fusion", "cascade")
+BOTH_ENCODERS = ("fusion", "cascade")  # keep the old query in the loop: two encoders during the transition
 ORDERING_IS_FREE = ("random",)
 
 
@@ -96,7 +97,7 @@ def _option(name: str, title: str, time_s: float | None, storage: int, embedded:
 
 def layer_option(name: str, kind: str, quality: dict[str, float], rate: float | None, sizes: _Sizes,
                  floor: float, ceiling: float, source: str, out_dim: int | None = None,
-                 adapter_bytes: int | None = None) -> dict[str, Any]:
+                 adapter_bytes: int | None = None, rerank_k: int | None = None) -> dict[str, Any]:
     """Adapter only / fusion (query side, nothing re-embedded) or a forward transform of the gallery."""
     extra_bytes = sizes.adapter_bytes if adapter_bytes is None else adapter_bytes
     per_query = None if not rate else 1e6 / rate
@@ -109,11 +110,21 @@ def layer_option(name: str, kind: str, quality: dict[str, float], rate: float | 
     notes = [f"Nothing is re-embedded; each new query passes through the {kind} layer "
              + (f"(about {per_query:.1f} µs per query in batches) " if per_query else "")
              + "and searches the old gallery as it is.", source]
+    cost: dict[str, Any] = {"encoders_at_query_time": 1, "reranks_per_query": 0}
     if kind == "fusion" or name == "fusion":
         notes.append("Fusion needs both encoders at query time: every query is also embedded by the old model.")
+        cost["encoders_at_query_time"] = 2
     title = "Fusion (old + mapped new query)" if name == "fusion" else f"Adapter only ({kind})"
+    if name == "cascade":
+        k = int(rerank_k or 0)
+        notes = [f"Nothing is re-embedded; the old index recalls the top {k} for the old query and the new model "
+                 f"re-ranks those {k} with the new query (new vectors where an item has one, else through the "
+                 "layer).", "Serving cost: both encoders during the transition (every query is embedded by both "
+                 f"models) and {k} re-ranked items per query.", source]
+        cost = {"encoders_at_query_time": 2, "reranks_per_query": k}
+        title = f"Cascade (old recall of {k}, new re-rank)"
     return _option(name, title, 0.0, sizes.old_index() + extra_bytes, 0, quality, floor, ceiling, notes,
-                   query_latency_us=per_query)
+                   query_latency_us=per_query, serving_cost=cost)
 
 
 def partial_option(report: Mapping[str, Any], tp: Throughput, sizes: _Sizes, floor: float, ceiling: float,
@@ -176,14 +187,15 @@ def plan_from_report(report: Mapping[str, Any], throughput: Throughput, *, fract
     kind = report["adapter"]["kind"]
     options = [_option("stay", "Stay on the old model", 0.0, sizes.old_index(), 0, floor_q, floor, ceiling,
                        ["Today's system: the old model keeps serving queries and gallery; the new model is unused."])]
-    own = "forward_transform" if sizes.forward else ("fusion" if kind == "fusion" else "adapter_only")
+    own = "forward_transform" if sizes.forward else (kind if kind in BOTH_ENCODERS else "adapter_only")
     options.append(layer_option(own, kind, up_q, throughput.adapter_items_per_s, sizes, floor, ceiling,
-                                f"Quality: the {up_cell} cell of this report."))
+                                f"Quality: the {up_cell} cell of this report.",
+                                rerank_k=(report["adapter"].get("config") or {}).get("k")))
     for alt in alternatives:
         if alt["name"] not in {o["name"] for o in options} and alt.get("quality", {}).get("top1") is not None:
             options.append(layer_option(alt["name"], alt["kind"], dict(alt["quality"]), alt.get("items_per_s"), sizes,
                                         floor, ceiling, alt.get("source", ""), alt.get("out_dim"),
-                                        alt.get("adapter_bytes")))
+                                        alt.get("adapter_bytes"), alt.get("k")))
     partial, partial_notes = partial_option(report, throughput, sizes, floor, ceiling, target, fraction)
     if partial is not None:
         options.append(partial)
@@ -198,6 +210,9 @@ def plan_from_report(report: Mapping[str, Any], throughput: Throughput, *, fract
             opt["passes_criterion"] = opt["gain_retained"] = opt["gain_retained_note"] = None
         opt["bytes_per_item"] = opt["storage_bytes"] / max(sizes.n, 1)
         opt["acceptable"] = _acceptable(opt, new_better, gain_threshold, target)
+    only = _only_passing_bridge(options) if new_better and not by_item else None
+    if only is not None:
+        only["acceptable"] = only["only_passing"] = True
     choice = _choose(options)
     plan = {"recommendation": choice["name"], "options": options, "new_better": None if by_item else new_better,
             "protocols": (report.get("headline") or {}).get("protocols"),
@@ -239,6 +254,19 @@ def _acceptable(opt: Mapping[str, Any], new_better: bool, gain_threshold: float,
     return bool(opt["passes_criterion"]) and ((gr is not None and gr >= gain_threshold) or reaches)
 
 
+def _only_passing_bridge(options: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """A fusion or cascade option that is the only one passing the criterion without re-embedding.
+
+    Such an option keeps part of the gain from day one; it is recommended (for the transition)
+    even below the gain threshold, because nothing else that re-embeds nothing is better than today.
+    """
+    free = [o for o in options if o["name"] in LAYER_OPTIONS and o["items_embedded"] == 0]
+    passing = [o for o in free if o["passes_criterion"]]
+    if any(o["acceptable"] for o in free) or len(passing) != 1 or passing[0]["name"] not in BOTH_ENCODERS:
+        return None
+    return passing[0]
+
+
 def _choose(options: list[dict[str, Any]]) -> dict[str, Any]:
     ok = [o for o in options if o["acceptable"]]
     return min(ok, key=lambda o: (o["items_embedded"], o["time_s"] or 0.0, -(o["quality"].get("top1") or 0.0)))
@@ -268,6 +296,14 @@ def _reason(plan: Mapping[str, Any], choice: Mapping[str, Any], report: Mapping[
         return (f"{choice['title']}: judged by own-item retrieval (no labels), {_pct(choice['quality']['top1'])} of "
                 f"new queries find their own item first through it, at least {_pct(target_share)}, with nothing "
                 f"re-embedded, in {_duration(choice['time_s'])}.")
+    if name in LAYER_OPTIONS and choice.get("only_passing"):
+        cost = choice["serving_cost"]
+        reranks = f" and {cost['reranks_per_query']} re-ranked items per query" if cost["reranks_per_query"] else ""
+        return (f"{choice['title']}: the only option that passes the compatibility criterion without re-embedding "
+                f"(top-1 {choice['quality']['top1']:.3f} > old/old {floor:.3f}); it keeps "
+                f"{_pct(choice['gain_retained'])} of the full-backfill gain from day one, at the cost of both "
+                f"encoders during the transition{reranks}. The full backfill ({ceil_cell} top-1 {ceiling:.3f}) "
+                "remains the way to the whole gain.")
     if name in LAYER_OPTIONS:
         return (f"{choice['title']}: it passes the compatibility criterion (top-1 {choice['quality']['top1']:.3f} > "
                 f"old/old {floor:.3f}) and keeps {_pct(choice['gain_retained'])} of the full-backfill gain "

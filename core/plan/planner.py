@@ -18,7 +18,7 @@ from core.progress import ProgressFn, StopFn, check_stop, no_progress
 from core.report.build import build_report, latest_report_for_run, resolve_train_run
 from core.store import Workspace
 
-ALTERNATIVE_KINDS = {"fct": "forward_transform", "fusion": "fusion"}
+ALTERNATIVE_KINDS = {"fct": "forward_transform", "fusion": "fusion", "cascade": "cascade"}
 
 
 def plan_upgrade(ws: Workspace, run_id: int | None = None, fraction: float | None = None,
@@ -66,7 +66,8 @@ def _alternatives(ws: Workspace, chosen: dict[str, Any]) -> tuple[list[dict[str,
         except EmbridgeError:
             continue  # a missing or changed file: not offered
         alt = _alternative_quality(ws, row)
-        alt.update(name=name, kind=kind, out_dim=row["out_dim"], adapter_bytes=None, run_id=row["run_id"])
+        alt.update(name=name, kind=kind, out_dim=row["out_dim"], adapter_bytes=None, run_id=row["run_id"],
+                   k=(row.get("config") or {}).get("k"))
         out.append(alt)
     return out, adapters
 

@@ -153,7 +153,8 @@ def assemble(ws: Workspace, run: dict[str, Any], row: dict[str, Any], adapter: A
         "flipped_queries": sections.flipped_records(cells, upgraded, sample),
         "per_label": sections.per_label_section(cells, sample, plan),
         "compatibility_rate": _compat_rate(sides, sample, seed),
-        "verdicts": sections.verdicts(head, upgraded, ceiling, adapter.kind, sample.relevance),
+        "verdicts": sections.verdicts(head, upgraded, ceiling, adapter.kind, sample.relevance,
+                                      adapter.config()),
     }
     stage("backfill")
     report["backfill"] = _backfill(sides, sample, plan, backfill_steps, seed, should_stop)

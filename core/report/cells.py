@@ -116,8 +116,9 @@ def cell_specs(adapter: Adapter, sides: Sides) -> list[tuple[str, str, str, np.n
     :func:`core.evaluation.upgrade.score_upgrade`, on the whole old gallery where they can be)."""
     kind = adapter.kind
     forward = adapter.direction == "forward"
-    up_query = {"fusion": "fusion of the old query and h(new query)", "bt2": "bt2 head, old-compatible part"}.get(
-        kind, "new query" if forward else f"{kind}(new query)")
+    up_query = {"fusion": f"fusion of the old query and h(new query), α = {float(getattr(adapter, 'alpha', 0)):g}",
+                "cascade": f"cascade: old query recalls K = {int(getattr(adapter, 'k', 0))}, new query re-ranks",
+                "bt2": "bt2 head, old-compatible part"}.get(kind, "new query" if forward else f"{kind}(new query)")
     specs = [(OLD_OLD, "old model", "old gallery", sides.q_old, sides.g_old),
              (NEW_NEW, "new model", "new gallery (full backfill)", sides.q_new, sides.g_new)]
     if forward:

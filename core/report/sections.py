@@ -147,15 +147,22 @@ def per_label_section(cells: dict[str, CellResult], sample: EvalSample, plan: Sc
     return out
 
 
-def verdicts(head: dict[str, Any], upgraded: str, ceiling: str, kind: str, relevance: str = "label") -> list[str]:
-    """Plain sentences: is the new model better, does the layer pass, what to do otherwise."""
+def verdicts(head: dict[str, Any], upgraded: str, ceiling: str, kind: str, relevance: str = "label",
+             method: dict[str, Any] | None = None) -> list[str]:
+    """Plain sentences: is the new model better, does the layer pass, what to do otherwise.
+
+    ``method`` is the adapter's config: fusion's α and a cascade's K are stated; fusion at α = 1 is
+    said to add nothing (it is the old query alone), and neither is told to "consider" itself.
+    """
+    method = method or {}
+    serving = _serving_words(kind, method)
     oo, cc, up, gr = head["old_old_top1"], head["ceiling_top1"], head["upgraded_top1"], head["gain_retained"]
     if relevance == "item":
         return ["Without labels, a query's relevant item is its own item: the same-model cells find it trivially, "
                 "so neither whether the new model is better nor the compatibility criterion can be measured here.",
                 f"Through the {kind} layer, {_pct(up)} of new queries find their own item's old vector first "
                 f"({upgraded} top-1); add labels or ground truth to measure retrieval quality."]
-    lines = []
+    lines = [serving] if serving else []
     if not cc > oo:
         lines.append(f"The new model is not better than the old one on this gallery: {ceiling} top-1 "
                      f"{_pct(cc)} against old/old {_pct(oo)}. Upgrading does not pay here.")
@@ -168,11 +175,28 @@ def verdicts(head: dict[str, Any], upgraded: str, ceiling: str, kind: str, relev
             lines.append("Bridging alone leaves much of the gain unused; see the partial-backfill curves and the "
                          "plan for what re-embedding part or all of the gallery buys.")
     else:
+        instead = ("a partial backfill or a full backfill" if kind in ("fusion", "cascade") else
+                   "fusion during the transition (old and mapped new query together), a cascade (the old index "
+                   "recalls, the new model re-ranks), a partial backfill, or a full backfill")
         lines.append(f"The {kind} layer FAILS the compatibility criterion: {upgraded} top-1 {_pct(up)} is not "
                      f"above old/old {_pct(oo)}, so serving new queries through it makes search worse than "
-                     "today. Bridging alone is not enough here: consider fusion during the transition "
-                     "(old and mapped new query together), a partial backfill, or a full backfill.")
+                     f"today. Bridging alone is not enough here: consider {instead}.")
     return lines
+
+
+def _serving_words(kind: str, method: dict[str, Any]) -> str:
+    """What a fusion or cascade actually serves, from its α or K ('' for other kinds)."""
+    if kind == "fusion" and method.get("alpha") is not None:
+        alpha = float(method["alpha"])
+        if alpha >= 1.0:
+            return ("α = 1: fusion adds nothing here; the fused query is the old query alone, so this is "
+                    "today's system, not a fusion layer.")
+        return (f"Fusion with α = {alpha:g}: each query scores with {alpha:g} × the old query + {1 - alpha:g} × the "
+                "mapped new query; both encoders are needed during the transition.")
+    if kind == "cascade" and method.get("k") is not None:
+        return (f"Cascade with K = {int(method['k'])}: the old index recalls {int(method['k'])} items per query and "
+                "the new model re-ranks them; both encoders are needed during the transition.")
+    return ""
 
 
 def _pct(value: float | None) -> str:

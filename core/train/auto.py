@@ -1,9 +1,12 @@
 """``auto``: fit every candidate the data allows and keep the best on validation.
 
-Candidates are scored by the same number (top-1 of the upgraded system's dev queries against the
-whole old gallery in a workspace run; see :mod:`core.evaluation.selection`), so the choice is like
-for like; every candidate's score is recorded with a sentence saying why the winner won, or, when
-every candidate scored the same, that no choice was made and the simplest candidate was kept.
+Candidates are scored by the same number, so the choice is like for like: top-1 of the upgraded
+system's dev queries against the whole old gallery in a workspace run (see
+:mod:`core.evaluation.selection`). Besides the layers, ``auto`` considers fusion (α chosen on
+validation, over each fitted layer) and a cascade (old recall, new re-rank, K chosen on
+validation, the best layer as fallback). Every candidate's score and time are recorded with a
+sentence saying why the winner won and where today's system (old/old) stands, or, when every
+candidate scored the same, that no choice was made and the simplest candidate was kept.
 """
 
 from __future__ import annotations
@@ -13,12 +16,20 @@ from collections.abc import Callable
 from typing import Any
 
 from core.adapters.registry import METHODS, canonical_kind
+from core.errors import InputError
 from core.evaluation.choice import choose
 from core.progress import ProgressFn, StopFn
-from core.train.config import allowed_settings
+from core.train.bridges import BridgeChoice, ValFn, cascade_ready, choose_cascade, choose_fusion
+from core.train.config import FUSION_BASES, allowed_settings
 from core.train.data import FitResult, PairData
 
 UNITS = 1000  # progress units per candidate
+BRIDGES = ("fusion", "cascade")
+
+
+def _row(r: FitResult, **extra: Any) -> dict[str, Any]:
+    return {"kind": r.kind, "status": r.status, "reason": r.reason, "val_metric": r.best_val_metric,
+            "duration_s": r.duration_s, **extra}
 
 
 def fit_auto(
@@ -28,39 +39,53 @@ def fit_auto(
     progress: ProgressFn,
     stop: StopFn,
     fit_one: Callable[..., FitResult],
+    val: ValFn,
 ) -> FitResult:
     """Fit the candidates in ``settings['candidates']`` with the caller's explicit settings."""
     start = time.perf_counter()
     wanted = [canonical_kind(c) for c in settings["candidates"]]
-    runnable = [c for c in wanted if data.has_labels or not METHODS[c].needs_labels]
+    layers = [c for c in wanted if c not in BRIDGES]
+    bridges = [c for c in wanted if c in BRIDGES]
+    runnable = [c for c in layers if data.has_labels or not METHODS[c].needs_labels]
     skipped = [{"kind": c, "status": "skipped", "reason": "needs labels", "val_metric": None}
-               for c in wanted if c not in runnable]
+               for c in layers if c not in runnable]
     results: list[FitResult] = []
+    steps = len(runnable) + len(bridges)
     for i, cand in enumerate(runnable):
         keys = allowed_settings(cand)
         cfg = {k: v for k, v in user.items() if k in keys}
 
         def sub(done: int, total: int, info: dict[str, Any], i: int = i, cand: str = cand) -> None:
             share = int(UNITS * done / total) if total else UNITS
-            progress(i * UNITS + share, len(runnable) * UNITS, {**info, "candidate": cand})
+            progress(i * UNITS + share, steps * UNITS, {**info, "candidate": cand})
 
         results.append(fit_one(cand, data, cfg, sub, stop))
         if results[-1].status == "cancelled":
             break
-    usable = [r for r in results if r.status != "failed" and r.best_val_metric is not None]
-    table = [{"kind": r.kind, "status": r.status, "reason": r.reason, "val_metric": r.best_val_metric,
-              "duration_s": r.duration_s} for r in results] + skipped
     cancelled = any(r.status == "cancelled" for r in results)
+    usable = [r for r in results if r.status != "failed" and r.best_val_metric is not None]
+    table = [_row(r) for r in results] + skipped
+    if not cancelled:
+        for j, bridge in enumerate(bridges):
+            fitted, row = _bridge(bridge, usable, data, settings, val)
+            table.append(row)
+            if fitted is not None:
+                usable.append(fitted)
+            progress((len(runnable) + j + 1) * UNITS, steps * UNITS, {"candidate": bridge})
     if not usable:
         reason = "cancelled before any candidate finished" if cancelled else "every candidate failed"
         return FitResult("auto", None, "cancelled" if cancelled else "failed", reason, candidates=table,
                          duration_s=time.perf_counter() - start, config=settings)
+    # on equal scores the earlier (simpler, cheaper to serve) candidate wins: layers come before bridges
     choice = choose([r.kind for r in usable], [float(r.best_val_metric or 0.0) for r in usable],
                     data.validation().protocol, default=0, default_why="the simplest candidate, listed first")
     best = usable[choice.index]
-    why = choice.reason
+    why = choice.reason + _old_old_note(best, data)
     if best.kind in ("bct", "bt2"):
         why += f"; note that {best.kind} changes the new model's output, so a full backfill uses its head"
+    if best.kind in BRIDGES:
+        why += ("; serving it needs both encoders during the transition"
+                + ("" if best.kind == "fusion" else " and re-ranks K items per query"))
     return FitResult(
         kind=best.kind, adapter=best.adapter, status="cancelled" if cancelled else "completed",
         reason=why + ("; stopped early by the user" if cancelled else ""), metrics=best.metrics,
@@ -69,3 +94,50 @@ def fit_auto(
         duration_s=time.perf_counter() - start, config=settings, candidates=table,
         choice={"what": "auto candidate", **choice.to_dict(), "kind": best.kind},
     )
+
+
+def _old_old_note(best: FitResult, data: PairData) -> str:
+    """Where today's system stands on the same task (when the validator can say)."""
+    old_old = getattr(data.validation(), "old_old_value", None)
+    if old_old is None:
+        return ""
+    floor = float(old_old())
+    verdict = "above" if float(best.best_val_metric or 0.0) > floor else "NOT above"
+    return f"; today's system (old/old) scores {floor:.3f} there, the winner is {verdict} it"
+
+
+def _bridge(kind: str, layers: list[FitResult], data: PairData, settings: dict[str, Any],
+            val: ValFn) -> tuple[FitResult | None, dict[str, Any]]:
+    """(fitted fusion / cascade or None, its table row) on top of the fitted layers."""
+    start = time.perf_counter()
+    bases = [r for r in layers if r.kind in FUSION_BASES and r.adapter is not None]
+    row: dict[str, Any] = {"kind": kind, "status": "skipped", "val_metric": None, "duration_s": 0.0}
+    if not bases:
+        return None, {**row, "reason": "no fitted new->old layer to build on"}
+    if kind == "fusion" and data.validation().metric_name == "pair_top1":
+        return None, {**row, "reason": "own-item validation cannot choose α (the old query is the target "
+                                       "itself); add dev queries with judged documents"}
+    if kind == "cascade":
+        try:
+            cascade_ready(data)
+        except InputError as exc:
+            return None, {**row, "reason": exc.problem}
+    best_layer = max(bases, key=lambda r: float(r.best_val_metric or 0.0))
+    choices: list[tuple[FitResult, BridgeChoice]] = []
+    for base in (bases if kind == "fusion" else [best_layer]):
+        assert base.adapter is not None
+        if kind == "fusion":
+            grid = settings.get("alpha_grid") or METHODS["fusion"].defaults["alpha_grid"]
+            choices.append((base, choose_fusion(base.adapter, data, grid, val)))
+        else:
+            grid = settings.get("k_grid") or METHODS["cascade"].defaults["k_grid"]
+            choices.append((base, choose_cascade(base.adapter, data, grid)))
+    base, choice = max(choices, key=lambda bc: bc[1].score)
+    fitted = FitResult(kind, choice.adapter, "completed", f"{choice.note} (over {base.kind})", [*choice.metrics],
+                       choice.score, base.best_epoch, base.val_metric_name, base.val_protocol, base.device,
+                       time.perf_counter() - start)
+    out = {**_row(fitted), "base": base.kind, **choice.setting}
+    if choice.adds_nothing:
+        out["status"] = "no gain"
+        return None, out
+    return fitted, out

@@ -26,8 +26,8 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "device": "auto",
     "amp": True,
 }
-LOSSES = ("mse", "cosine", "contrastive")
-AUTO_CANDIDATES = ("procrustes", "affine", "lowrank", "mlp", "bct", "bt2")
+LOSSES = ("mse", "cosine", "contrastive", "retrieval")
+AUTO_CANDIDATES = ("procrustes", "affine", "lowrank", "mlp", "bct", "bt2", "fusion", "cascade")
 FUSION_BASES = ("procrustes", "affine", "lowrank", "mlp", "bct")
 SOURCE = "training settings"
 
@@ -62,10 +62,11 @@ def allowed_settings(kind: str) -> dict[str, Any]:
     """Defaults for ``kind``: the common settings overlaid with the method's own."""
     if kind == "auto":
         # each candidate keeps its own defaults (loss, lr...) unless the caller sets them
-        return {**COMMON_DEFAULTS, **_specific(AUTO_CANDIDATES), "candidates": list(AUTO_CANDIDATES)}
+        specific = {k: v for k, v in _specific(AUTO_CANDIDATES).items() if k != "base"}
+        return {**COMMON_DEFAULTS, **specific, "candidates": list(AUTO_CANDIDATES)}
     out = {**COMMON_DEFAULTS, **METHODS[kind].defaults}
-    if kind == "fusion":
-        out = {**COMMON_DEFAULTS, **_specific(FUSION_BASES), **METHODS["fusion"].defaults}
+    if kind in ("fusion", "cascade"):
+        out = {**COMMON_DEFAULTS, **_specific(FUSION_BASES), **METHODS[kind].defaults}
     return out
 
 
@@ -107,6 +108,11 @@ def _check(s: dict[str, Any], kind: str) -> None:
          "weight_decay", "zero or more")
     if "loss" in s:
         need(s["loss"] in LOSSES, "loss", f"one of {', '.join(LOSSES)}")
+    for key in ("bank_size", "hard_negatives"):
+        if key in s:
+            need(isinstance(s[key], int) and not isinstance(s[key], bool) and s[key] >= 0, key, "zero or more")
+    if "hard_every" in s:
+        need(isinstance(s["hard_every"], int) and s["hard_every"] >= 1, "hard_every", "a positive integer")
     for key in ("rank", "hidden", "extra_dims", "softmax_classes"):
         if key in s:
             need(isinstance(s[key], int) and s[key] >= 1, key, "a positive integer")
@@ -117,7 +123,11 @@ def _check(s: dict[str, Any], kind: str) -> None:
     if kind == "auto":
         bad = [c for c in s["candidates"] if canonical_kind(c) not in AUTO_CANDIDATES]
         need(bool(s["candidates"]) and not bad, "candidates", f"a non-empty list from {', '.join(AUTO_CANDIDATES)}")
-    if kind == "fusion":
+    if kind in ("fusion", "cascade"):
         need(s["base"] in FUSION_BASES, "base", f"one of {', '.join(FUSION_BASES)}")
+    if "k_grid" in s:
+        need(bool(s["k_grid"]) and all(isinstance(k, int) and not isinstance(k, bool) and k >= 1
+                                       for k in s["k_grid"]), "k_grid", "a non-empty list of positive integers")
+    if "alpha_grid" in s:
         need(all(0.0 <= a <= 1.0 for a in s["alpha_grid"]) and bool(s["alpha_grid"]), "alpha_grid",
              "a non-empty list of numbers in [0, 1]")

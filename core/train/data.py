@@ -9,6 +9,7 @@ import numpy as np
 
 from core.adapters.base import Adapter
 from core.errors import InputError
+from core.train.judged_queries import JudgedQueries
 
 STATUSES = ("completed", "cancelled", "failed")
 
@@ -50,6 +51,13 @@ class PairData:
     candidates, epochs, λ, whitening and α are chosen on; by default the validation items retrieve
     among their own old vectors (:func:`core.evaluation.selection.array_validator`), while a
     workspace run passes its dev queries against the whole old gallery.
+
+    Retrieval training and choice (optional): ``query_new_train`` are new vectors of training
+    queries and ``query_relevant_train`` the row of each one's relevant document in the old
+    gallery bank, which is ``old_train`` followed by ``gallery_old`` (old vectors of further
+    gallery items, e.g. those the new model has not embedded). ``dev`` (a
+    :class:`core.train.judged_queries.JudgedQueries`) holds dev queries with their judged documents as
+    arrays; given without a ``validator``, it is the validator.
     """
 
     old_train: np.ndarray
@@ -61,6 +69,10 @@ class PairData:
     old_classifier: np.ndarray | None = None
     side_train: np.ndarray | None = None
     side_val: np.ndarray | None = None
+    query_new_train: np.ndarray | None = None
+    query_relevant_train: np.ndarray | None = None
+    gallery_old: np.ndarray | None = None
+    dev: JudgedQueries | None = None
     validator: Any = None
 
     def __post_init__(self) -> None:
@@ -79,9 +91,37 @@ class PairData:
         if self.side_train is not None:
             self.side_train = _matrix("side_train", self.side_train, rows=len(self.old_train))
             self.side_val = _matrix("side_val", self.side_val, rows=len(self.old_val), dim=self.side_dim)
+        if self.gallery_old is not None:
+            self.gallery_old = _matrix("gallery_old", self.gallery_old, dim=self.old_dim)
+        if (self.query_new_train is None) != (self.query_relevant_train is None):
+            raise InputError("query pairs", "give both the new query vectors and their relevant gallery rows")
+        if self.query_new_train is not None:
+            self.query_new_train = _matrix("query_new_train", self.query_new_train, dim=self.new_dim)
+            rel = np.asarray(self.query_relevant_train)
+            if rel.shape != (len(self.query_new_train),) or not np.issubdtype(rel.dtype, np.integer) or (
+                    rel.min() < 0 or rel.max() >= self.bank_size):
+                raise InputError("query_relevant_train", f"expected one gallery row in [0, {self.bank_size}) "
+                                                         "per training query")
+            self.query_relevant_train = rel.astype(np.int64)
+        if self.dev is not None and (self.dev.old_gallery.shape[1] != self.old_dim
+                                     or self.dev.new_queries.shape[1] != self.new_dim):
+            raise InputError("dev queries", "their dims do not match the training pairs'")
+
+    @property
+    def bank_size(self) -> int:
+        """Rows of the old gallery bank: the training items, then ``gallery_old``."""
+        return len(self.old_train) + (0 if self.gallery_old is None else len(self.gallery_old))
+
+    def old_bank(self) -> np.ndarray:
+        """The old gallery vectors retrieval training ranks against (see the class doc)."""
+        if self.gallery_old is None:
+            return self.old_train
+        return np.concatenate([self.old_train, self.gallery_old])
 
     def validation(self) -> Any:
         """The validator candidates are scored with (built on first use when none was given)."""
+        if self.validator is None and self.dev is not None:
+            self.validator = self.dev
         if self.validator is None:
             from core.evaluation.selection import array_validator
 

@@ -19,7 +19,6 @@ from torch import nn
 from core.adapters.apply import adapt_queries
 from core.adapters.base import Adapter
 from core.adapters.closed_form import LinearSolution, procrustes, procrustes_candidates, ridge_path
-from core.adapters.fusion import FusionAdapter
 from core.adapters.heads import BT2Adapter
 from core.adapters.linear import AffineAdapter, LowRankAdapter, ProcrustesAdapter
 from core.adapters.mlp import BCTAdapter, FCTAdapter, MLPAdapter
@@ -28,10 +27,17 @@ from core.errors import InputError, TrainingError
 from core.evaluation.choice import Choice, all_tied, choose
 from core.progress import ProgressFn, StopFn, never_stop, no_progress
 from core.train.auto import fit_auto
+from core.train.bridges import cascade_ready, choose_cascade, choose_fusion
 from core.train.config import FitConfig, allowed_settings, resolve_config
 from core.train.data import FitResult, PairData
 from core.train.loop import train_loop
-from core.train.objectives import BCTObjective, BT2Objective, PairObjective, class_prototypes
+from core.train.objectives import (
+    BCTObjective,
+    BT2Objective,
+    PairObjective,
+    RetrievalObjective,
+    class_prototypes,
+)
 
 INIT_RIDGE = 1e-3  # relative λ of the closed-form start of trainable kinds
 
@@ -56,7 +62,7 @@ def fit_adapter(
     progress, stop = on_progress or no_progress, should_stop or never_stop
     device = resolve_device(settings["device"])
     if name == "auto":
-        return fit_auto(data, settings, user, progress, stop, fit_adapter)
+        return fit_auto(data, settings, user, progress, stop, fit_adapter, _val)
     start = time.perf_counter()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(settings["seed"]))
@@ -64,8 +70,8 @@ def fit_adapter(
             result = _fit_procrustes(data, settings, progress)
         elif name == "affine":
             result = _fit_affine(data, settings, progress, stop)
-        elif name == "fusion":
-            result = _fit_fusion(data, settings, user, progress, stop)
+        elif name in ("fusion", "cascade"):
+            result = _fit_bridge(name, data, settings, user, progress, stop)
         else:
             result = _fit_trainable(name, data, settings, device, progress, stop)
     result.device = str(device) if name not in ("procrustes", "affine") else "cpu"
@@ -166,13 +172,13 @@ def build_for_training(kind: str, data: PairData, s: dict[str, Any]) -> tuple[Ad
     if kind == "lowrank":
         adapter: Adapter = LowRankAdapter(data.new_dim, data.old_dim, s["rank"], s["diagonal"])
         adapter.init_from_linear(_ridge(new, old))
-        return adapter, PairObjective(s["loss"], s["temperature"], False), labels
+        return adapter, _backward_objective(data, s), labels
     if kind in ("mlp", "bct"):
         cls = MLPAdapter if kind == "mlp" else BCTAdapter
         adapter = cls(data.new_dim, data.old_dim, s["hidden"])
         adapter.init_from_data(new, _ridge(new, old))
         if kind == "mlp":
-            return adapter, PairObjective(s["loss"], s["temperature"], False), labels
+            return adapter, _backward_objective(data, s), labels
         class_ids, labels = _labels_for(kind, data)
         centre, protos = class_prototypes(old, labels, len(class_ids), data.old_classifier, class_ids)
         return adapter, BCTObjective(centre, protos, s["influence_weight"], s["logit_scale"],
@@ -194,12 +200,36 @@ def build_for_training(kind: str, data: PairData, s: dict[str, Any]) -> tuple[Ad
     raise InputError("method", f"'{kind}' is not a trainable method")
 
 
+def _backward_objective(data: PairData, s: dict[str, Any]) -> nn.Module:
+    """The objective of lowrank / mlp: a pair loss, or retrieval among the old gallery bank."""
+    if s["loss"] != "retrieval":
+        return PairObjective(s["loss"], s["temperature"], False)
+    return RetrievalObjective(data.old_bank(), s["temperature"], s["bank_size"], s["hard_negatives"],
+                              s["hard_every"], s["seed"])
+
+
+def training_rows(kind: str, data: PairData, labels: np.ndarray) -> dict[str, torch.Tensor]:
+    """Rows the loop batches: the item pairs, then (new -> old kinds) the training query pairs.
+
+    A query row's target (``old``) is the old vector of its relevant document and ``pos`` that
+    document's row in the old gallery bank; an item's ``pos`` is its own row.
+    """
+    new, old = data.new_train, data.old_train
+    pos = np.arange(len(old), dtype=np.int64)
+    if data.query_new_train is not None and kind in ("lowrank", "mlp"):
+        new = np.concatenate([new, data.query_new_train])
+        old = np.concatenate([old, data.old_bank()[data.query_relevant_train]])
+        pos = np.concatenate([pos, data.query_relevant_train])
+        labels = np.concatenate([labels, np.full(len(data.query_new_train), -1, dtype=np.int64)])
+    return {"old": torch.as_tensor(old), "new": torch.as_tensor(new), "labels": torch.as_tensor(labels),
+            "pos": torch.as_tensor(pos), "row": torch.arange(len(new))}
+
+
 def _fit_trainable(
     kind: str, data: PairData, s: dict[str, Any], device: torch.device, progress: ProgressFn, stop: StopFn
 ) -> FitResult:
     adapter, objective, labels = build_for_training(kind, data, s)
-    tensors = {"old": torch.as_tensor(data.old_train), "new": torch.as_tensor(data.new_train),
-               "labels": torch.as_tensor(labels)}
+    tensors = training_rows(kind, data, labels)
     if data.side_train is not None:
         tensors["side"] = torch.as_tensor(data.side_train)
     outcome = train_loop(adapter, objective, tensors, lambda: _val(adapter, data), s, device, progress, stop)
@@ -213,26 +243,25 @@ def _fit_trainable(
     return result
 
 
-def _fit_fusion(
-    data: PairData, s: dict[str, Any], user: dict[str, Any], progress: ProgressFn, stop: StopFn
+def _fit_bridge(
+    name: str, data: PairData, s: dict[str, Any], user: dict[str, Any], progress: ProgressFn, stop: StopFn
 ) -> FitResult:
+    """fusion / cascade: fit the base layer, then choose α / K on the validation task."""
+    if name == "cascade":
+        cascade_ready(data)  # before fitting the base: say at once what is missing
     base_kind = s["base"]
     keys = allowed_settings(base_kind)
     base = fit_adapter(base_kind, data, {k: v for k, v in user.items() if k in keys}, progress, stop)
-    result = FitResult("fusion", None, base.status, base.reason, list(base.metrics), choice=base.choice)
+    result = FitResult(name, None, base.status, base.reason, list(base.metrics), choice=base.choice)
     if base.adapter is None or base.status == "failed":
         return result
-    alphas = [float(a) for a in s["alpha_grid"]]
-    fused = [FusionAdapter(base.adapter, a).eval() for a in alphas]
-    scores = []
-    for alpha, candidate in zip(alphas, fused, strict=True):
-        scores.append(_val(candidate, data))
-        result.metrics.append({"epoch": 0.0, "alpha": alpha, "val_metric": scores[-1]})
-    # on equal best scores the larger α wins: closer to today's system, the safer choice
-    order = sorted(range(len(alphas)), key=lambda i: -alphas[i])
-    choice = choose([f"α {alphas[i]:g}" for i in order], [scores[i] for i in order],
-                    data.validation().protocol, default=0, default_why="the largest α, closest to today's system")
-    pick = order[choice.index]
-    result.adapter, result.best_val_metric, result.best_epoch = fused[pick], scores[pick], base.best_epoch
-    _record(result, choice, "fusion α")
+    if name == "fusion":
+        choice = choose_fusion(base.adapter, data, s["alpha_grid"], _val)
+    else:
+        choice = choose_cascade(base.adapter, data, s["k_grid"])
+    result.adapter, result.best_val_metric, result.best_epoch = choice.adapter, choice.score, base.best_epoch
+    result.metrics.extend(choice.metrics)
+    result.reason = "; ".join(r for r in (choice.note, base.reason) if r)
+    if choice.choice is not None:
+        _record(result, choice.choice, "fusion α" if name == "fusion" else "cascade K")
     return result

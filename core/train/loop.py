@@ -75,7 +75,10 @@ def train_loop(
     best_state = _snapshot(adapter)
     out.metrics.append({"epoch": 0.0, "val_metric": out.best_val})
     last_val, done, since_best, dirty = out.best_val, 0, 0, False
+    start_epoch = getattr(objective, "start_epoch", None)  # e.g. re-mining hard negatives
     for epoch in range(1, int(settings["epochs"]) + 1):
+        if start_epoch is not None:
+            start_epoch(adapter, epoch, data)
         order = torch.randperm(n, generator=gen).to(device)
         losses: list[float] = []
         for start in range(0, n, batch_size):

@@ -20,7 +20,7 @@ def pair_loss(name: str, pred: torch.Tensor, target: torch.Tensor, temperature: 
         return ((pred - target) ** 2).sum(dim=1).mean()
     if name == "cosine":
         return 1.0 - F.cosine_similarity(pred, target, dim=1).mean()
-    if name == "contrastive":
+    if name in ("contrastive", "retrieval"):  # retrieval without a bank: in-batch negatives only
         logits = l2_normalize_torch(pred, dim=1) @ l2_normalize_torch(target, dim=1).t() / temperature
         return F.cross_entropy(logits, torch.arange(len(pred), device=pred.device))
     raise ValueError(f"unknown loss {name!r}")
@@ -37,3 +37,33 @@ def masked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Te
     if not bool(known.any()):
         return logits.sum() * 0.0
     return F.cross_entropy(logits[known], labels[known])
+
+
+def retrieval_loss(
+    queries: torch.Tensor,
+    positives: torch.Tensor,
+    positive_ids: torch.Tensor,
+    negatives: list[tuple[torch.Tensor, torch.Tensor]],
+    temperature: float,
+) -> torch.Tensor:
+    """InfoNCE where query i must retrieve gallery row ``positive_ids[i]`` (vector ``positives[i]``).
+
+    Candidates are the batch's positives (in-batch negatives) plus each ``(vectors, ids)`` of
+    ``negatives``: (m x d, m) shared by the batch (a sample of the gallery bank) or (B x h x d,
+    B x h) per query (mined hard negatives). A candidate that is the query's own positive row
+    again is masked, so it never counts as a negative. Vectors are compared by cosine.
+    """
+    q = l2_normalize_torch(queries.float(), dim=-1)
+    pos = l2_normalize_torch(positives.float(), dim=-1)
+    same = positive_ids[None, :] == positive_ids[:, None]
+    same.fill_diagonal_(False)
+    parts = [(q @ pos.t()).masked_fill(same, float("-inf"))]
+    for vectors, ids in negatives:
+        neg = l2_normalize_torch(vectors.float(), dim=-1)
+        if neg.dim() == 2:
+            scores, clash = q @ neg.t(), ids[None, :] == positive_ids[:, None]
+        else:
+            scores, clash = torch.einsum("bd,bhd->bh", q, neg), ids == positive_ids[:, None]
+        parts.append(scores.masked_fill(clash, float("-inf")))
+    logits = torch.cat(parts, dim=1) / temperature
+    return F.cross_entropy(logits, torch.arange(len(q), device=q.device))

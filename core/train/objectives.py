@@ -13,7 +13,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.adapters.base import Adapter
-from core.train.losses import cosine_logits, masked_cross_entropy, pair_loss
+from core.adapters.l2 import l2_normalize_torch
+from core.retrieval import exact_topk
+from core.train.losses import cosine_logits, masked_cross_entropy, pair_loss, retrieval_loss
 
 Batch = dict[str, torch.Tensor]
 
@@ -205,3 +207,53 @@ class BT2Objective(ClassifierObjective):
         centred = torch.cat([h_old - self.centre, h[:, self.old_dims :]], dim=1)
         new_ce = masked_cross_entropy(cosine_logits(centred, self.new_classifier.select(rows), self.scale), y)
         return self.align_weight * align + self.influence_weight * old_ce + new_ce
+
+
+class RetrievalObjective(nn.Module):
+    """new -> old layers trained to retrieve each row's relevant vector among the old gallery.
+
+    Row i of a batch is a new vector (a document's, or a query's) whose positive is old gallery
+    row ``pos[i]`` (the document's own old vector, or the old vector of the query's relevant
+    document). Negatives: the batch's other positives, a random sample of ``bank_size`` rows of
+    the old gallery drawn per step, and ``hard_negatives`` top-scoring wrong gallery rows per
+    training row, mined with exact search every ``hard_every`` epochs. This fits the retrieval
+    task itself, which a vector fit (MSE) does not.
+    """
+
+    def __init__(self, bank: np.ndarray, temperature: float, bank_size: int, hard_negatives: int,
+                 hard_every: int, seed: int = 0) -> None:
+        super().__init__()
+        self.register_buffer("bank", l2_normalize_torch(torch.as_tensor(bank, dtype=torch.float32), dim=1))
+        self.temperature = float(temperature)
+        self.bank_size = int(bank_size)
+        self.hard_negatives = min(int(hard_negatives), len(bank) - 1)
+        self.hard_every = max(int(hard_every), 1)
+        self.gen = torch.Generator().manual_seed(int(seed))
+        self.hard: torch.Tensor | None = None
+
+    def start_epoch(self, adapter: Adapter, epoch: int, data: Batch) -> None:
+        """Re-mine the hard negatives of every training row on the epochs that call for it."""
+        if self.hard_negatives <= 0 or (epoch - 1) % self.hard_every:
+            return
+        with torch.no_grad():
+            queries = torch.cat([adapter(data["new"][s : s + 8192]).float()
+                                 for s in range(0, len(data["new"]), 8192)])
+        idx, _ = exact_topk(l2_normalize_torch(queries, dim=1).cpu().numpy(), self.bank.cpu().numpy(),
+                            self.hard_negatives + 1)
+        pos = data["pos"].cpu().numpy()
+        own = idx == pos[:, None]
+        order = np.argsort(own, axis=1, kind="stable")  # the own row (if mined) moves to the end
+        mined = np.take_along_axis(idx, order, axis=1)[:, : self.hard_negatives]
+        self.hard = torch.as_tensor(mined, device=data["new"].device)
+
+    def forward(self, adapter: Adapter, batch: Batch) -> torch.Tensor:
+        pos = batch["pos"]
+        negatives: list[tuple[torch.Tensor, torch.Tensor]] = []
+        if 0 < self.bank_size:
+            ids = torch.randint(len(self.bank), (min(self.bank_size, len(self.bank)),), generator=self.gen)
+            ids = ids.to(pos.device)
+            negatives.append((self.bank[ids], ids))
+        if self.hard is not None:
+            hard = self.hard[batch["row"]]
+            negatives.append((self.bank[hard], hard))
+        return retrieval_loss(adapter(batch["new"]), self.bank[pos], pos, negatives, self.temperature)

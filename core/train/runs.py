@@ -30,6 +30,7 @@ from core.train.config import resolve_config
 from core.train.data import PairData
 from core.train.fit import fit_adapter
 from core.train.pairs import PairSplit, fold_arrays, fold_labels, split_pairs
+from core.train.query_pairs import judged_query_pairs
 
 HEADLINE = ("old_old_top1", "new_new_top1", "upgraded_top1", "gain_retained")
 PAIR_KINDS = ("documents", "queries", "both")
@@ -92,13 +93,19 @@ def train_run(ws: Workspace, method: str, old: str | None = None, new: str | Non
     if method in ("bct", "bt2", "oca", "auto"):
         classifier, classifier_note = old_classifier_for(ws, old, split)
     validator = workspace_validator(ws, old, new, seed)
+    judged = judged_query_pairs(ws, old, new, split.ids["train"])
+    extra: dict[str, Any] = {}
+    if judged is not None:  # train queries retrieving their relevant documents (the retrieval objective)
+        extra = {"query_new_train": judged.new_queries, "query_relevant_train": judged.relevant_rows,
+                 "gallery_old": judged.gallery_old}
     data = PairData(arrays[old, "train"], arrays[new, "train"], arrays[old, "val"], arrays[new, "val"],
                     _labels_or_none(labels["train"]), _labels_or_none(labels["val"]), classifier,
-                    validator=validator)
+                    validator=validator, **extra)
     counts = {**split.count(), "pairs": pairs_used}
     run_config = {"method": method, "old": old, "new": new, "settings": settings, "pairs": counts,
                   "fitted_on": f"{pairs_used} pairs of the train fold ({counts['train']} items)",
-                  "validated_on": validator.protocol, "old_classifier": classifier_note}
+                  "validated_on": validator.protocol, "old_classifier": classifier_note,
+                  "judged_query_pairs": 0 if judged is None else int(len(judged.relevant_rows))}
     with recorded_run(ws, "train", method, run_config) as record:
         result = fit_adapter(method, data, settings, on_progress, should_stop)
         record["epochs"], record["device"] = result.metrics, result.device
