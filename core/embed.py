@@ -5,7 +5,8 @@ writes each finished chunk through the workspace's resumable vector-set writer. 
 the user (``should_stop``) or interrupted (Ctrl-C, a crash) keeps its completed chunks, and the
 next run with the same model, items and set name continues after them. A run that fails (a
 broken item, a model producing NaN) discards its partial file, since its rows cannot be trusted
-to match a corrected rerun. Embeddings-only models look vectors up by item key instead.
+to match a corrected rerun. Embeddings-only models copy the vectors their file holds for the
+requested items instead (see :func:`core.vector_attach.embed_with_vectors_file`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 
 from core.device import resolve_device
-from core.errors import Cancelled, CheckpointError, InputError
+from core.errors import Cancelled, InputError
 from core.models import LoadedModel, ModelSpec, load_model, make_inputs
 from core.models.spec import role_of_split
 from core.progress import ProgressFn, StopFn, Throughput, check_stop, no_progress
@@ -92,9 +93,14 @@ def embed_items(workspace: Any, model_name: str, item_ids: Sequence[int] | np.nd
         raise InputError(label, "no items to embed")
     if batch_size < 1 or chunk_size < 1:
         raise InputError(label, f"batch and chunk sizes must be positive (got {batch_size}, {chunk_size})")
-    model = load_model(spec, device, verify=True)
+    key_source_vectors = f"{model_name}\0{spec.sha256}\0{name or ''}".encode()
     if spec.kind == "vectors":
-        _check_keys_present(workspace, model, ids, chunk_size)
+        from core.vector_attach import embed_with_vectors_file
+
+        return embed_with_vectors_file(workspace, model_name, spec, ids, name or "vectors",
+                                       "embed-" + hashlib.sha256(key_source_vectors).hexdigest()[:20],
+                                       on_progress, should_stop, resume)
+    model = load_model(spec, device, verify=True)
     key_source = f"{model_name}\0{spec.sha256}\0{name or ''}\0{dtype}".encode()
     resume_key = "embed-" + hashlib.sha256(key_source).hexdigest()[:20]
     writer = workspace.vector_set_writer(model_name, ids, spec.dim, dtype, name=name, resume_key=resume_key)
@@ -158,10 +164,6 @@ def _embed_chunk(model: LoadedModel, items: list[dict[str, Any]], offset: int, t
     if model.is_text:
         meter = _BatchMeter(model.spec.name, offset, total, progress, should_stop, throughput)
         return _embed_text_chunk(model, items, meter, batch_size)
-    if model.spec.kind == "vectors":
-        block = model.lookup([str(it["key"]) for it in items])
-        progress(offset + len(items), total, {"model": model.spec.name, **throughput.info(offset + len(items))})
-        return block
     parts = []
     for start in range(0, len(items), batch_size):
         check_stop(should_stop)
@@ -170,20 +172,6 @@ def _embed_chunk(model: LoadedModel, items: list[dict[str, Any]], offset: int, t
         done = offset + start + len(batch)
         progress(done, total, {"model": model.spec.name, **throughput.info(done)})
     return np.concatenate(parts)
-
-
-def _check_keys_present(workspace: Any, model: LoadedModel, ids: np.ndarray, chunk_size: int) -> None:
-    """Fail before writing anything when the vectors file lacks some items."""
-    missing: list[str] = []
-    count = 0
-    for start in range(0, len(ids), chunk_size):
-        keys = [str(it["key"]) for it in workspace.items(ids=ids[start:start + chunk_size])]
-        absent = model.module.missing(keys)
-        count += len(absent)
-        missing.extend(absent[: max(0, 5 - len(missing))])
-    if count:
-        raise CheckpointError(model.spec.path, f"{count} of {len(ids)} items have no vector in this file "
-                              f"(e.g. {', '.join(missing)})")
 
 
 def sample_ids(ids: np.ndarray, size: int | None, seed: int = 0) -> np.ndarray:

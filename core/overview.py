@@ -31,6 +31,7 @@ def workspace_overview(ws: Workspace) -> dict[str, Any]:
         "schema_version": current_version(ws.db),
         "models": models,
         "items": ws.split_counts(),
+        "judgments": ws.judgment_counts(),
         "labelled_items": ws.db.execute("select count(*) from items where label is not null").fetchone()[0],
         "vector_sets": vector_sets,
         "runs": [{"id": r["id"], "kind": r["kind"], "method": r["method"], "status": r["status"]} for r in runs],
@@ -44,6 +45,9 @@ def workspace_overview(ws: Workspace) -> dict[str, Any]:
 def overview_text(info: dict[str, Any]) -> str:
     lines = [f"workspace {info['workspace']} (schema v{info['schema_version']})"]
     lines.append("items: " + (", ".join(f"{k} {v}" for k, v in info["items"].items()) or "none"))
+    if info.get("judgments"):
+        lines.append("judgments: " + ", ".join(f"{split} {c['judgments']} ({c['relevant']} relevant, "
+                                                f"{c['queries']} queries)" for split, c in info["judgments"].items()))
     lines.append("models:" if info["models"] else "models: none")
     for m in info["models"]:
         lines.append(f"  {m['name']:<12} {m['role']:<5} {m['kind']:<12} dim {m['dim']}  sha256 {str(m['sha256'])[:12]}")

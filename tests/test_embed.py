@@ -150,21 +150,26 @@ def test_a_failed_run_registers_nothing_and_leaves_no_partial_rows(
     assert sum(forwarded) == 40
 
 
-def test_vectors_model_is_looked_up_and_missing_keys_are_counted(ws: Workspace, tmp_path: Path,
+def test_vectors_model_embeds_exactly_the_items_its_file_covers(ws: Workspace, tmp_path: Path,
                                                                  forwarded: list[int]) -> None:
     ids = _add_items(ws, _inputs())
     table = np.random.default_rng(3).normal(size=(N_ITEMS, 4)).astype(np.float32)
     keys = [f"item-{i:03d}" for i in range(N_ITEMS)]
-    partial = save_vectors_model(tmp_path / "some.npz", keys[:47], table[:47])
+    partial = save_vectors_model(tmp_path / "some.npz", keys[:47][::-1], table[:47][::-1])
     ws.add_model("some", "old", describe_model(partial).to_dict(), partial)
-    with pytest.raises(CheckpointError, match=r"some-[0-9a-f]+\.npz: 3 of 50 items have no vector in this "
-                                              r"file \(e\.g\. item-047, item-048, item-049\)"):
-        embed_items(ws, "some", ids, chunk_size=CHUNK, device="cpu")
-    assert ws.vector_sets("some") == []
-    full = save_vectors_model(tmp_path / "all.npz", keys[::-1], table[::-1])
-    ws.add_model("all", "old", describe_model(full).to_dict(), full)
-    info = embed_items(ws, "all", ids, chunk_size=CHUNK, device="cpu")
-    np.testing.assert_array_equal(_stored(ws, info)[1], table)
+    assert ws.model("some")["path"] == str(partial.resolve()) and not list((ws.root / "models").iterdir())
+    info = embed_items(ws, "some", ids, chunk_size=CHUNK, device="cpu")
+    assert (info["count"], info["written"], info["not_covered"], info["already_stored"]) == (47, 47, 3, 0)
+    stored_ids, stored = _stored(ws, info)
+    assert sorted(stored_ids.tolist()) == list(ids[:47])
+    np.testing.assert_array_equal(ws.vectors_for("some", ids[:47]), table[:47])
+    again = embed_items(ws, "some", ids, chunk_size=CHUNK, device="cpu")  # nothing new: no second copy
+    assert again["written"] == 0 and again["already_stored"] == 47 and len(ws.vector_sets("some")) == 1
+    other = save_vectors_model(tmp_path / "other.npz", ["nope-1", "nope-2"], table[:2])
+    ws.add_model("other", "old", describe_model(other).to_dict(), other)
+    with pytest.raises(CheckpointError, match=r"other\.npz: none of the 50 items to embed has a vector"):
+        embed_items(ws, "other", ids, chunk_size=CHUNK, device="cpu")
+    assert ws.vector_sets("other") == []
     assert forwarded == []  # looked up, never run
 
 

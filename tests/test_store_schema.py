@@ -1,4 +1,4 @@
-"""Schema versioning: a fresh workspace is at version 1, reopening changes nothing, a failed
+"""Schema versioning: a fresh workspace is at the current version, a version-1 workspace migrates, reopening changes nothing, a failed
 migration leaves the old schema intact."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from core.errors import SchemaVersionError
 from core.store import Workspace
 from core.store import schema as schema_module
 
-TABLES = {"meta", "items", "models", "vector_sets", "folds", "runs", "adapters", "reports", "bundles"}
+TABLES = {"meta", "items", "models", "vector_sets", "folds", "runs", "adapters", "reports", "bundles", "judgments"}
 
 
 def _schema_sql(path: Path) -> list[tuple]:
@@ -26,11 +26,11 @@ def _schema_sql(path: Path) -> list[tuple]:
         conn.close()
 
 
-def test_fresh_workspace_is_at_version_one(tmp_path: Path) -> None:
+def test_fresh_workspace_is_at_the_current_version(tmp_path: Path) -> None:
     with Workspace.create(tmp_path / "ws") as ws:
         assert set(ws.db.table_names()) == TABLES
-        assert ws.db.execute("select key, value from meta").fetchall() == [("schema_version", "1")]
-        assert schema_module.current_version(ws.db) == schema_module.SCHEMA_VERSION == 1
+        assert ws.db.execute("select key, value from meta").fetchall() == [("schema_version", "2")]
+        assert schema_module.current_version(ws.db) == schema_module.SCHEMA_VERSION == 2
         assert ws.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert ws.db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
         for sub in ("vectors", "models", "adapters", "reports", "bundles"):
@@ -58,7 +58,7 @@ def test_reopening_is_idempotent(tmp_path: Path) -> None:
 
 def test_open_or_create_makes_a_new_workspace(tmp_path: Path) -> None:
     with Workspace.open_or_create(tmp_path / "new") as ws:
-        assert schema_module.current_version(ws.db) == 1
+        assert schema_module.current_version(ws.db) == 2
 
 
 def test_interrupted_migration_leaves_the_database_as_it_was(tmp_path: Path,
@@ -84,8 +84,8 @@ def test_interrupted_migration_leaves_the_database_as_it_was(tmp_path: Path,
 def test_missing_migration_step_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     root = tmp_path / "ws"
     Workspace.create(root).close()
-    monkeypatch.setattr(schema_module, "SCHEMA_VERSION", 2)
-    with pytest.raises(SchemaVersionError, match=r"no migration from schema version 1"):
+    monkeypatch.setattr(schema_module, "SCHEMA_VERSION", 3)
+    with pytest.raises(SchemaVersionError, match=r"no migration from schema version 2"):
         Workspace.open(root)
 
 
@@ -99,3 +99,37 @@ def test_newer_workspace_is_refused_and_left_untouched(tmp_path: Path) -> None:
     with pytest.raises(SchemaVersionError, match=r"embridge\.db: workspace schema version 99 is newer"):
         Workspace.open(root)
     assert snapshot(root) == before
+
+
+def _version_one_workspace(root: Path) -> None:
+    """A workspace as Embridge with schema version 1 wrote it (before key namespaces and judgments)."""
+    root.mkdir()
+    for sub in ("vectors", "models", "adapters", "reports", "bundles"):
+        (root / sub).mkdir()
+    db = sqlite_utils.Database(root / "embridge.db")
+    db["meta"].create({"key": str, "value": str}, pk="key")
+    schema_module.MIGRATIONS[0](db)
+    db["meta"].insert({"key": "schema_version", "value": "1"})
+    db["items"].insert_all([{"key": "g1", "split": "gallery"}, {"key": "g2", "split": "gallery"},
+                            {"key": "q1", "split": "query"}, {"key": "loose"}])
+    db.close()
+
+
+def test_version_one_workspace_migrates_keeping_its_items(tmp_path: Path) -> None:
+    root = tmp_path / "v1"
+    _version_one_workspace(root)
+    with Workspace.open(root) as ws:
+        assert schema_module.current_version(ws.db) == 2
+        assert set(ws.db.table_names()) == TABLES
+        rows = ws.db.execute("select key, split, namespace from items order by id").fetchall()
+        assert rows == [("g1", "gallery", "doc"), ("g2", "gallery", "doc"), ("q1", "query", "query"),
+                        ("loose", None, "doc")]
+        assert ws.ids_for_keys(["q1", "g2"]).tolist() == [3, 2]  # existing callers keep working
+        assert not ws.has_judgments() and len(ws.judgments()) == 0
+        # after the migration a query may take a document's key, and judgments can be stored
+        (q,) = ws.add_items([{"key": "g1", "split": "query"}])
+        assert ws.query_ids_for_keys(["g1"]).tolist() == [q] and ws.doc_ids_for_keys(["g1"]).tolist() == [1]
+        with pytest.raises(Exception, match="1 keys already exist in the workspace, e.g. g2"):
+            ws.add_items([{"key": "g2", "split": "gallery"}])
+    with Workspace.open(root) as ws:  # a second open migrates nothing
+        assert schema_module.current_version(ws.db) == 2

@@ -21,10 +21,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_common(p)
     p.set_defaults(handler=cmd_info)
 
-    p = sub.add_parser("import", help="import items: image folder, CSV/JSONL texts, or vectors")
+    p = sub.add_parser("import", help="import items: image folder, CSV/JSONL texts, vectors, or a BEIR folder")
     add_common(p)
-    p.add_argument("--path", required=True, help="folder or file to import")
-    p.add_argument("--format", choices=["images", "csv", "jsonl", "vectors"], help="default: from the path")
+    p.add_argument("--path", help="folder or file to import (may be left out when only --qrels is given)")
+    p.add_argument("--format", choices=["images", "csv", "jsonl", "vectors", "beir"], help="default: from the path")
+    p.add_argument("--qrels", help="relevance judgments: query key, item key, grade[, split] a line (tsv or csv)")
+    p.add_argument("--qrels-seed", type=int, default=0,
+                   help="seed of the train/dev/test split of queries when --qrels gives no split (default 0)")
     p.add_argument("--split", help="split name for the imported items (e.g. gallery, query)")
     p.add_argument("--model", help="for vector files: the (vectors-kind) model these vectors belong to")
     p.add_argument("--ids", help="for .npy vector files: text file with one item key a line")
@@ -87,12 +90,46 @@ def cmd_info(args: argparse.Namespace) -> Result:
 
 
 def cmd_import(args: argparse.Namespace) -> Result:
+    if args.path is None and args.qrels is None:
+        _usage_error("give --path (a folder or file to import) or --qrels FILE to import judgments only")
+    if args.format == "beir":
+        if args.qrels is not None or args.path is None:
+            _usage_error("--format beir takes --path DIR only: its judgments come from DIR/qrels/")
+        from core.beir_import import import_beir
+
+        with Workspace.open(args.workspace) as ws:
+            summary = import_beir(ws, args.path, on_progress=StderrProgress("import beir"))
+        judged = ", ".join(f"{k} {v}" for k, v in summary.judgments.items())
+        return summary.to_dict(), (f"imported {summary.documents} documents and {summary.queries} queries "
+                                   f"({summary.unjudged_queries} without judgments), judgments: {judged}")
+    if args.path is None:
+        from core.qrels import import_qrels
+
+        with Workspace.open(args.workspace) as ws:
+            qrels = import_qrels(ws, args.qrels, seed=args.qrels_seed)
+        return {"qrels": qrels.to_dict(), "count": 0}, _qrels_text(qrels.to_dict())
     from core.importers import import_items
 
     with Workspace.open(args.workspace) as ws:
         out = import_items(ws, args.path, args.format, args.split, args.model, args.ids,
-                           args.key_column, args.text_column, args.label_column)
-    return out, f"imported {out['count']} items ({out['format']}) from {out['path']}"
+                           args.key_column, args.text_column, args.label_column,
+                           qrels=args.qrels, qrels_seed=args.qrels_seed)
+    text = f"imported {out['count']} items ({out['format']}) from {out['path']}"
+    return out, text + ("; " + _qrels_text(out["qrels"]) if out.get("qrels") else "")
+
+
+def _usage_error(message: str) -> None:
+    """A wrong combination of options: one line and exit status 2, as argparse does."""
+    import sys
+
+    sys.stderr.write(f"embridge import: error: {message}\n")
+    raise SystemExit(2)
+
+
+def _qrels_text(qrels: dict[str, Any]) -> str:
+    splits = ", ".join(f"{k} {v}" for k, v in qrels["per_split"].items())
+    seed = f" (queries split with seed {qrels['split_seed']})" if qrels["split_seed"] is not None else ""
+    return f"stored {qrels['judgments']} judgments from {qrels['path']}: {splits}{seed}"
 
 
 def cmd_model_add(args: argparse.Namespace) -> Result:

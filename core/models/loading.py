@@ -260,6 +260,7 @@ def _probe(model: LoadedModel) -> int:
     """Run a dummy batch and return the output dimension (errors name the file)."""
     spec = model.spec
     if spec.kind == "vectors":
+        model.module.check_values()
         return model.module.dim
     if model.is_text:
         return int(model.embed_texts(list(_PROBE_TEXTS), "query").shape[1])

@@ -13,7 +13,12 @@ import sqlite_utils
 
 from core.errors import SchemaVersionError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+# Item keys live in two namespaces, so a query may share its key with a document (BEIR ids do).
+DOC_NAMESPACE = "doc"
+QUERY_NAMESPACE = "query"
+NAMESPACES = (DOC_NAMESPACE, QUERY_NAMESPACE)
 
 _TABLES: dict[str, tuple[dict[str, type], dict]] = {
     "items": (
@@ -70,8 +75,25 @@ def _create_v1(db: sqlite_utils.Database) -> None:
     db["adapters"].create_index(["run_id"])
 
 
+def _v2_namespaces_and_judgments(db: sqlite_utils.Database) -> None:
+    """Keys become unique per namespace (existing split 'query' items are queries); add judgments."""
+    db["items"].add_column("namespace", str, not_null_default=DOC_NAMESPACE)
+    db.execute("update items set namespace = ? where split = 'query'", [QUERY_NAMESPACE])
+    for name in [r[0] for r in db.execute("select name from sqlite_master where type = 'index' and "
+                                          "tbl_name = 'items' and sql like '%unique%'").fetchall()]:
+        db.execute(f'drop index "{name}"')
+    db["items"].create_index(["key", "namespace"], unique=True, index_name="idx_items_key_namespace")
+    db["judgments"].create(
+        {"query_id": int, "item_id": int, "grade": int, "split": str},
+        pk=("query_id", "item_id"), not_null={"grade", "split"},
+        foreign_keys=[("query_id", "items", "id"), ("item_id", "items", "id")],
+    )
+    db["judgments"].create_index(["split"])
+    db["judgments"].create_index(["item_id"])
+
+
 # MIGRATIONS[n] upgrades a version-n database to n+1.
-MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {0: _create_v1}
+MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {0: _create_v1, 1: _v2_namespaces_and_judgments}
 
 
 def current_version(db: sqlite_utils.Database) -> int:

@@ -32,9 +32,10 @@ from core.errors import (
     WorkspaceBusyError,
 )
 from core.store.files import TMP_PREFIX, atomic_copy, atomic_copy_tree
+from core.store.judgments import JudgmentsMixin
 from core.store.records import RecordsMixin
 from core.store.rows import decode, encode, item_row, now_iso
-from core.store.schema import migrate
+from core.store.schema import DOC_NAMESPACE, NAMESPACES, QUERY_NAMESPACE, migrate
 from core.store.vectors import (
     SUPPORTED_DTYPES,
     VectorSetWriter,
@@ -68,7 +69,7 @@ def resolve_busy_timeout(seconds: float | None) -> float:
     return value
 
 
-class Workspace(RecordsMixin):
+class Workspace(RecordsMixin, JudgmentsMixin):
     """Open handle on a workspace folder; see the module docstring."""
 
     def __init__(self, root: Path, db: sqlite_utils.Database) -> None:
@@ -187,32 +188,44 @@ class Workspace(RecordsMixin):
 
     # -- items ------------------------------------------------------------------------------
     def add_items(self, records: Sequence[dict[str, Any]], source: str = "items") -> list[int]:
-        """Insert items all-or-nothing; duplicate or existing keys are an ImportDataError."""
+        """Insert items all-or-nothing; duplicate or existing keys are an ImportDataError.
+
+        Items of split 'query' are queries and get their own key namespace, so a query key may
+        equal a document key; keys must be unique within each namespace.
+        """
         if not records:
             raise ImportDataError(source, "no items to import")
         keys = [str(r.get("key", "")).strip() for r in records]
         if any(not k for k in keys):
             raise ImportDataError(source, f"item {keys.index('') + 1} has an empty key")
-        seen: set[str] = set()
-        dupes = [k for k in keys if k in seen or seen.add(k)]
+        spaces = [item_namespace(r.get("split")) for r in records]
+        seen: set[tuple[str, str]] = set()
+        dupes = [k for k, ns in zip(keys, spaces, strict=True) if (ns, k) in seen or seen.add((ns, k))]
         if dupes:
             raise ImportDataError(source, f"duplicate keys in the input: {', '.join(sorted(set(dupes))[:5])}")
         created = now_iso()
-        rows = [item_row(k, r, created, source) for k, r in zip(keys, records, strict=True)]
+        rows = [{**item_row(k, r, created, source), "namespace": ns}
+                for k, r, ns in zip(keys, records, spaces, strict=True)]
+        by_space = {ns: [k for k, s in zip(keys, spaces, strict=True) if s == ns] for ns in set(spaces)}
         with self.transaction():  # checked inside, so a concurrent import cannot slip in between
-            existing = self.existing_keys(keys)
+            existing = sorted(set().union(*(self.existing_keys(ks, ns) for ns, ks in by_space.items())))
             if existing:
                 raise ImportDataError(source, f"{len(existing)} keys already exist in the workspace, "
-                                      f"e.g. {', '.join(sorted(existing)[:5])}")
+                                      f"e.g. {', '.join(existing[:5])}")
             self.db["items"].insert_all(rows, batch_size=1000)
-            return self.ids_for_keys(keys).tolist()
+            found = {ns: dict(zip(ks, self.ids_for_keys(ks, ns).tolist(), strict=True))
+                     for ns, ks in by_space.items()}
+            return [found[ns][k] for k, ns in zip(keys, spaces, strict=True)]
 
-    def existing_keys(self, keys: Sequence[str]) -> set[str]:
+    def existing_keys(self, keys: Sequence[str], namespace: str | None = None) -> set[str]:
+        """Those of ``keys`` that name an item (in ``namespace``, or in either when None)."""
         found: set[str] = set()
+        where, extra = ("", []) if namespace is None else (" and namespace = ?", [_check_namespace(namespace)])
         for start in range(0, len(keys), 500):
             part = list(keys[start:start + 500])
             marks = ",".join("?" * len(part))
-            found.update(r["key"] for r in self.db.query(f"select key from items where key in ({marks})", part))
+            found.update(r["key"] for r in self.db.query(f"select key from items where key in ({marks}){where}",
+                                                         [*part, *extra]))
         return found
 
     def items(self, split: str | None = None, ids: Sequence[int] | None = None) -> list[dict[str, Any]]:
@@ -234,10 +247,15 @@ class Workspace(RecordsMixin):
             sql, args = sql + " where split = ?", [split]
         return [decode(r) for r in self.db.query(sql + " order by id", args)]
 
-    def item_ids(self, split: str | None = None) -> np.ndarray:
-        sql, args = "select id from items", []
+    def item_ids(self, split: str | None = None, namespace: str | None = None) -> np.ndarray:
+        """Ids ascending, of one split and/or key namespace ('doc' or 'query') when given."""
+        conds, args = [], []
         if split:
-            sql, args = sql + " where split = ?", [split]
+            conds, args = ["split = ?"], [split]
+        if namespace:
+            conds.append("namespace = ?")
+            args.append(_check_namespace(namespace))
+        sql = "select id from items" + (" where " + " and ".join(conds) if conds else "")
         return np.array([r[0] for r in self.db.execute(sql + " order by id", args).fetchall()], dtype=np.int64)
 
     def check_item_ids(self, item_ids: Sequence[int] | np.ndarray) -> None:
@@ -247,12 +265,32 @@ class Workspace(RecordsMixin):
         if len(unknown):
             raise StoreError(f"{self.root}: unknown item ids, e.g. {unknown[:5].tolist()}")
 
-    def ids_for_keys(self, keys: Sequence[str]) -> np.ndarray:
-        lookup = {r[1]: r[0] for r in self.db.execute("select id, key from items").fetchall()}
+    def ids_for_keys(self, keys: Sequence[str], namespace: str | None = None) -> np.ndarray:
+        """Item ids for ``keys`` in order; unknown keys are a StoreError.
+
+        ``namespace`` 'doc' or 'query' looks in that namespace only; None looks in both and a key
+        that names both a document and a query resolves to the document.
+        """
+        sql, args = "select id, key, namespace from items", []
+        if namespace is not None:
+            sql, args = sql + " where namespace = ?", [_check_namespace(namespace)]
+        lookup: dict[str, int] = {}
+        for item_id, key, space in self.db.execute(sql, args).fetchall():
+            if space == DOC_NAMESPACE or key not in lookup:
+                lookup[key] = item_id
         missing = [k for k in keys if k not in lookup]
         if missing:
-            raise StoreError(f"{self.root}: {len(missing)} unknown item keys, e.g. {missing[:5]}")
+            what = "item keys" if namespace is None else f"{namespace} keys"
+            raise StoreError(f"{self.root}: {len(missing)} unknown {what}, e.g. {missing[:5]}")
         return np.array([lookup[k] for k in keys], dtype=np.int64)
+
+    def query_ids_for_keys(self, keys: Sequence[str]) -> np.ndarray:
+        """Item ids of query items by their (query namespace) keys."""
+        return self.ids_for_keys(keys, QUERY_NAMESPACE)
+
+    def doc_ids_for_keys(self, keys: Sequence[str]) -> np.ndarray:
+        """Item ids of document (gallery) items by their (document namespace) keys."""
+        return self.ids_for_keys(keys, DOC_NAMESPACE)
 
     def labels(self, ids: Sequence[int]) -> list[str | None]:
         lookup = dict(self.db.execute("select id, label from items").fetchall())
@@ -264,7 +302,11 @@ class Workspace(RecordsMixin):
 
     # -- models -----------------------------------------------------------------------------
     def add_model(self, name: str, role: str, spec: dict[str, Any], source_path: str | Path | None) -> dict:
-        """Copy a checkpoint into ``models/`` and register its spec (one transaction)."""
+        """Copy a checkpoint into ``models/`` and register its spec (one transaction).
+
+        A vectors-only model's file is referenced, not copied: its vectors enter the workspace once,
+        as the model's vector sets, when they are embedded or imported.
+        """
         if role not in ROLES:
             raise StoreError(f"unknown role '{role}': use one of {', '.join(ROLES)}")
         if self.db.execute("select 1 from models where name = ?", [name]).fetchone():
@@ -272,12 +314,13 @@ class Workspace(RecordsMixin):
         src = Path(source_path) if source_path is not None else None
         if src is not None and not src.exists():
             raise StoreError(f"{src}: the checkpoint to store does not exist")
-        stored = self.root / "models" / f"{name}-{str(spec.get('sha256', ''))[:12]}{src.suffix}" if src else None
+        copy = src is not None and spec.get("kind") != "vectors"
+        stored = self.root / "models" / f"{name}-{str(spec.get('sha256', ''))[:12]}{src.suffix}" if copy else None
         rel = stored.relative_to(self.root).as_posix() if stored else None
         try:  # encoded first: a spec that cannot be stored copies nothing
             row = encode({"name": name, "role": role, "kind": spec.get("kind"), "modality": spec.get("modality"),
                           "dim": spec.get("dim"), "params": spec.get("params"), "sha256": spec.get("sha256"),
-                          "file": rel, "source_path": str(src) if src else None, "spec": spec,
+                          "file": rel, "source_path": str(src.resolve()) if src else None, "spec": spec,
                           "created": now_iso()})
         except (TypeError, ValueError) as exc:
             raise StoreError(f"{self.root}: the spec of model '{name}' is not JSON-serialisable ({exc})") from exc
@@ -316,7 +359,10 @@ class Workspace(RecordsMixin):
 
     def _model_row(self, row: dict[str, Any]) -> dict[str, Any]:
         out = decode(row)
-        out["path"] = str(self.root / out["file"]) if out.get("file") else None
+        if out.get("file"):
+            out["path"] = str(self.root / out["file"])
+        else:  # a vectors-only model references its file where it lies
+            out["path"] = out.get("source_path") if out.get("kind") == "vectors" else None
         return out
 
     # -- vector sets ------------------------------------------------------------------------
@@ -451,6 +497,17 @@ class Workspace(RecordsMixin):
         rows = [{"item_id": int(i), "fold": f, "seed": seed} for i, f in assignment.items()]
         with self.transaction():
             self.db["folds"].upsert_all(rows, pk="item_id")
+
+
+def item_namespace(split: str | None) -> str:
+    """The key namespace of an item: queries (split 'query') apart from everything else."""
+    return QUERY_NAMESPACE if split == "query" else DOC_NAMESPACE
+
+
+def _check_namespace(namespace: str) -> str:
+    if namespace not in NAMESPACES:
+        raise StoreError(f"unknown key namespace '{namespace}': use one of {', '.join(NAMESPACES)}")
+    return namespace
 
 
 def _translate(exc: sqlite3.DatabaseError, db_path: Path) -> Exception:

@@ -1,0 +1,202 @@
+"""Reading relevance judgments (qrels) files and storing them against workspace items.
+
+A qrels file has one judgment a line: query key, item key, grade and optionally the split
+(train, dev or test), tab-separated (``.tsv``, BEIR's layout) or comma-separated (``.csv``; other
+suffixes: tab when the first line holds a tab). A first line whose grade field is not a number
+is a header. Query keys name query items (split 'query'), item keys document (gallery) items:
+the two are separate namespaces. Grades are integers >= 0; 0 means judged and not relevant.
+
+Every query's judgments belong to one split. When the file gives no split, queries are assigned
+to train / dev / test (60 / 20 / 20 %) by a seeded shuffle of the query keys; the seed is returned
+and recorded in the workspace. Any problem (unknown key, bad grade, a pair judged twice) is one
+error naming the file and line, and nothing is stored.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from core.errors import ImportDataError
+from core.store import Workspace
+from core.store.judgments import JUDGMENT_SPLITS, Judgments
+
+SPLIT_FRACTIONS = (0.6, 0.2, 0.2)
+SPLIT_SEED_META = "judgments_split_seed"
+
+
+@dataclass(frozen=True)
+class QrelLines:
+    """Parsed qrels lines, in file order, with the line each came from."""
+
+    path: Path
+    query_keys: list[str]
+    item_keys: list[str]
+    grades: list[int]
+    splits: list[str | None]
+    lines: list[int]
+
+    def __len__(self) -> int:
+        return len(self.query_keys)
+
+
+@dataclass(frozen=True)
+class QrelsSummary:
+    """What a qrels import stored."""
+
+    path: str
+    judgments: int
+    per_split: dict[str, int] = field(default_factory=dict)
+    split_seed: int | None = None  # set when the splits were drawn rather than given
+
+    def to_dict(self) -> dict:
+        return {"path": self.path, "judgments": self.judgments, "per_split": dict(self.per_split),
+                "split_seed": self.split_seed}
+
+
+def read_qrels(path: str | Path, split: str | None = None) -> QrelLines:
+    """Parse a qrels file (see the module docstring); ``split`` applies to lines that give none."""
+    src = Path(path)
+    if split is not None and split not in JUDGMENT_SPLITS:
+        raise ImportDataError(src, f"unknown split '{split}' (use {', '.join(JUDGMENT_SPLITS)})")
+    try:
+        with open(src, newline="", encoding="utf-8") as fh:
+            first = fh.readline()
+            delimiter = _delimiter(src, first)
+            fh.seek(0)
+            rows = list(csv.reader(fh, delimiter=delimiter))
+    except FileNotFoundError:
+        raise ImportDataError(src, "no such file") from None
+    except UnicodeDecodeError as exc:
+        raise ImportDataError(src, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    except (csv.Error, OSError) as exc:
+        raise ImportDataError(src, f"unreadable qrels file ({exc})") from exc
+    out = QrelLines(src, [], [], [], [], [])
+    width = None
+    for n, row in enumerate(rows, start=1):
+        cells = [c.strip() for c in row]
+        if not any(cells):
+            continue
+        if width is None and len(cells) >= 3 and not _is_number(cells[2]):
+            width = len(cells)  # a header line
+            continue
+        if len(cells) not in (3, 4):
+            raise ImportDataError(src, f"line {n}: expected 3 or 4 columns (query key, item key, grade[, split]), "
+                                  f"found {len(cells)}")
+        if width is not None and len(cells) != width:
+            raise ImportDataError(src, f"line {n}: {len(cells)} columns where earlier lines have {width}")
+        width = len(cells)
+        query, item, grade_text = cells[:3]
+        if not query or not item:
+            raise ImportDataError(src, f"line {n}: empty {'query' if not query else 'item'} key")
+        try:
+            grade = int(grade_text)
+        except ValueError:
+            raise ImportDataError(src, f"line {n}: grade '{grade_text}' is not an integer") from None
+        if grade < 0:
+            raise ImportDataError(src, f"line {n}: negative grade {grade}; grades are 0 or more")
+        row_split = cells[3] if len(cells) == 4 else split
+        if row_split is not None and row_split not in JUDGMENT_SPLITS:
+            raise ImportDataError(src, f"line {n}: unknown split '{row_split}' (use {', '.join(JUDGMENT_SPLITS)})")
+        out.query_keys.append(query)
+        out.item_keys.append(item)
+        out.grades.append(grade)
+        out.splits.append(row_split)
+        out.lines.append(n)
+    if not out.query_keys:
+        raise ImportDataError(src, "no judgments found")
+    _check_pairs(out)
+    return out
+
+
+def assign_query_splits(query_keys: list[str], seed: int) -> dict[str, str]:
+    """Seeded train/dev/test assignment of queries (60/20/20 %), independent of input order."""
+    unique = sorted(set(query_keys))
+    order = np.random.default_rng(seed).permutation(len(unique))
+    n_train = int(round(SPLIT_FRACTIONS[0] * len(unique)))
+    n_dev = int(round(SPLIT_FRACTIONS[1] * len(unique)))
+    out = {}
+    for rank, idx in enumerate(order.tolist()):
+        out[unique[idx]] = "train" if rank < n_train else "dev" if rank < n_train + n_dev else "test"
+    return out
+
+
+def resolve_qrels(ws: Workspace, qrels: QrelLines, seed: int = 0) -> tuple[Judgments, int | None]:
+    """Judgments on workspace item ids; lines without a split get one drawn with ``seed``."""
+    drawn = None
+    splits = list(qrels.splits)
+    if any(s is None for s in splits):
+        drawn = assign_query_splits([q for q, s in zip(qrels.query_keys, splits, strict=True) if s is None], seed)
+        splits = [s if s is not None else drawn[q] for q, s in zip(qrels.query_keys, splits, strict=True)]
+    queries = _lookup(ws, qrels, qrels.query_keys, "query", "query")
+    items = _lookup(ws, qrels, qrels.item_keys, "doc", "item")
+    judgments = Judgments.from_arrays([queries[k] for k in qrels.query_keys], [items[k] for k in qrels.item_keys],
+                                      qrels.grades, splits)
+    return judgments, (seed if drawn is not None else None)
+
+
+def import_qrels(ws: Workspace, path: str | Path, split: str | None = None, seed: int = 0) -> QrelsSummary:
+    """Read, resolve and store a qrels file in one transaction (see the module docstring)."""
+    qrels = read_qrels(path, split)
+    with ws.transaction():
+        return store_qrels(ws, qrels, seed)
+
+
+def store_qrels(ws: Workspace, qrels: QrelLines, seed: int = 0) -> QrelsSummary:
+    """Resolve and store parsed qrels; call inside the caller's transaction to import items with them."""
+    judgments, used_seed = resolve_qrels(ws, qrels, seed)
+    with ws.transaction():
+        ws.add_judgments(judgments, source=str(qrels.path))
+        if used_seed is not None:
+            ws.db["meta"].upsert({"key": SPLIT_SEED_META, "value": json.dumps(
+                {"seed": used_seed, "fractions": list(SPLIT_FRACTIONS), "source": str(qrels.path)})}, pk="key")
+    per_split = {s: int((judgments.splits == s).sum()) for s in JUDGMENT_SPLITS if (judgments.splits == s).any()}
+    return QrelsSummary(str(qrels.path), len(judgments), per_split, used_seed)
+
+
+def _lookup(ws: Workspace, qrels: QrelLines, keys: list[str], namespace: str, what: str) -> dict[str, int]:
+    wanted = sorted(set(keys))
+    found = ws.existing_keys(wanted, namespace)
+    if len(found) < len(wanted):
+        key, first = next((k, n) for k, n in zip(keys, qrels.lines, strict=True) if k not in found)
+        missing = len(wanted) - len(found)
+        where = "query items (split 'query')" if namespace == "query" else "gallery items"
+        raise ImportDataError(qrels.path, f"line {first}: unknown {what} key '{key}' ({missing} {what} keys are not "
+                              f"{where} of the workspace)")
+    return dict(zip(wanted, ws.ids_for_keys(wanted, namespace).tolist(), strict=True))
+
+
+def _check_pairs(qrels: QrelLines) -> None:
+    """A pair judged twice, or a query judged in two splits, is refused naming the later line."""
+    seen: dict[tuple[str, str], int] = {}
+    query_split: dict[str, tuple[str | None, int]] = {}
+    for q, i, s, n in zip(qrels.query_keys, qrels.item_keys, qrels.splits, qrels.lines, strict=True):
+        if (q, i) in seen:
+            raise ImportDataError(qrels.path, f"line {n}: query '{q}' and item '{i}' are already judged on line "
+                                  f"{seen[(q, i)]}")
+        seen[(q, i)] = n
+        before = query_split.setdefault(q, (s, n))
+        if before[0] != s:
+            raise ImportDataError(qrels.path, f"line {n}: query '{q}' is in split '{s}' here but '{before[0]}' on "
+                                  f"line {before[1]}; a query belongs to one split")
+
+
+def _delimiter(path: Path, first_line: str) -> str:
+    suffix = path.suffix.lower()
+    if suffix == ".tsv":
+        return "\t"
+    if suffix == ".csv":
+        return ","
+    return "\t" if "\t" in first_line else ","
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True

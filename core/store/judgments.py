@@ -1,0 +1,156 @@
+"""Relevance judgments: graded (query item, document item) pairs, each in one split.
+
+A judgment says how relevant a gallery item is to a query item: grade > 0 is relevant (higher is
+better), grade 0 was judged and found not relevant. Each judgment belongs to the train, dev or
+test split of its query, so training, model selection and held-out numbers never share queries.
+:class:`Judgments` is the array form every consumer gets; :class:`JudgmentsMixin` gives the
+workspace its read and write methods.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from core.errors import ImportDataError, StoreError
+from core.store.schema import DOC_NAMESPACE, QUERY_NAMESPACE
+
+JUDGMENT_SPLITS = ("train", "dev", "test")
+_CHUNK = 500
+
+
+@dataclass(frozen=True, eq=False)  # arrays: compare fields with numpy, not ==
+class Judgments:
+    """One row per judgment; all arrays have the same length."""
+
+    query_ids: np.ndarray  # int64 item ids of query items
+    item_ids: np.ndarray  # int64 item ids of gallery (document) items
+    grades: np.ndarray  # int32; > 0 relevant, 0 judged not relevant
+    splits: np.ndarray  # str: "train", "dev" or "test"
+
+    @classmethod
+    def empty(cls) -> Judgments:
+        return cls(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int32), np.zeros(0, dtype="<U5"))
+
+    @classmethod
+    def from_arrays(cls, query_ids: Sequence[int] | np.ndarray, item_ids: Sequence[int] | np.ndarray,
+                    grades: Sequence[int] | np.ndarray, splits: Sequence[str] | np.ndarray) -> Judgments:
+        out = cls(np.asarray(query_ids, dtype=np.int64).ravel(), np.asarray(item_ids, dtype=np.int64).ravel(),
+                  np.asarray(grades, dtype=np.int32).ravel(), np.asarray(splits, dtype=str).ravel())
+        if not len(out.query_ids) == len(out.item_ids) == len(out.grades) == len(out.splits):
+            raise ValueError("judgment arrays differ in length")
+        return out
+
+    def __len__(self) -> int:
+        return len(self.query_ids)
+
+    def for_split(self, split: str) -> Judgments:
+        keep = self.splits == split
+        return Judgments(self.query_ids[keep], self.item_ids[keep], self.grades[keep], self.splits[keep])
+
+    def query_ids_unique(self) -> np.ndarray:
+        """Sorted ids of the queries that have at least one judgment (relevant or not)."""
+        return np.unique(self.query_ids)
+
+    def relevant_sets(self) -> dict[int, dict[int, int]]:
+        """query id -> {item id: grade} over the relevant judgments (grade > 0) only."""
+        out: dict[int, dict[int, int]] = {}
+        keep = self.grades > 0
+        for q, i, g in zip(self.query_ids[keep].tolist(), self.item_ids[keep].tolist(),
+                           self.grades[keep].tolist(), strict=True):
+            out.setdefault(q, {})[i] = g
+        return out
+
+    def split_counts(self) -> dict[str, dict[str, int]]:
+        """Per split: judgments, relevant judgments and judged queries."""
+        out = {}
+        for split in JUDGMENT_SPLITS:
+            part = self.for_split(split)
+            if len(part):
+                out[split] = {"judgments": len(part), "relevant": int((part.grades > 0).sum()),
+                              "queries": len(part.query_ids_unique())}
+        return out
+
+
+class JudgmentsMixin:
+    """Methods of :class:`core.store.Workspace` for relevance judgments."""
+
+    root: Path
+
+    def judgments(self, split: str | None = None) -> Judgments:
+        """All judgments (or one split's), ordered by query id then item id; empty when none."""
+        if split is not None and split not in JUDGMENT_SPLITS:
+            raise StoreError(f"unknown judgment split '{split}': use one of {', '.join(JUDGMENT_SPLITS)}")
+        sql, args = "select query_id, item_id, grade, split from judgments", []
+        if split:
+            sql, args = sql + " where split = ?", [split]
+        rows = self.db.execute(sql + " order by query_id, item_id", args).fetchall()
+        if not rows:
+            return Judgments.empty()
+        q, i, g, s = zip(*rows, strict=True)
+        return Judgments.from_arrays(q, i, g, s)
+
+    def has_judgments(self) -> bool:
+        return self.db.execute("select 1 from judgments limit 1").fetchone() is not None
+
+    def add_judgments(self, judgments: Judgments, source: str = "judgments") -> int:
+        """Store judgments all-or-nothing; returns how many were added.
+
+        Query ids must be query items and item ids document items of this workspace; a pair given
+        twice, or already judged, is refused rather than silently overwritten.
+        """
+        if not len(judgments):
+            raise ImportDataError(source, "no judgments to store")
+        bad = sorted(set(judgments.splits.tolist()) - set(JUDGMENT_SPLITS))
+        if bad:
+            raise ImportDataError(source, f"unknown split '{bad[0]}' (use {', '.join(JUDGMENT_SPLITS)})")
+        if (judgments.grades < 0).any():
+            raise ImportDataError(source, f"negative grade {int(judgments.grades.min())}; grades are 0 or more")
+        pairs = np.stack([judgments.query_ids, judgments.item_ids], axis=1)
+        uniq, counts = np.unique(pairs, axis=0, return_counts=True)
+        if (counts > 1).any():
+            q, i = uniq[np.flatnonzero(counts > 1)[0]].tolist()
+            raise ImportDataError(source, f"the pair (query item {q}, item {i}) is judged more than once")
+        rows = [{"query_id": q, "item_id": i, "grade": g, "split": s} for q, i, g, s in zip(
+            judgments.query_ids.tolist(), judgments.item_ids.tolist(), judgments.grades.tolist(),
+            judgments.splits.tolist(), strict=True)]
+        with self.transaction():
+            self._check_namespace(judgments.query_ids_unique(), QUERY_NAMESPACE, source, "query")
+            self._check_namespace(np.unique(judgments.item_ids), DOC_NAMESPACE, source, "document")
+            already = self._already_judged(uniq)
+            if already:
+                raise ImportDataError(source, f"{already} pairs are already judged in the workspace")
+            self.db["judgments"].insert_all(rows, batch_size=1000)
+        return len(rows)
+
+    def judgment_counts(self) -> dict[str, dict[str, int]]:
+        """Per split: judgments, relevant ones and judged queries (what ``info`` shows)."""
+        rows = self.db.execute("select split, count(*), sum(grade > 0), count(distinct query_id) "
+                               "from judgments group by split order by split").fetchall()
+        return {s: {"judgments": n, "relevant": int(r or 0), "queries": q} for s, n, r, q in rows}
+
+    def _check_namespace(self, ids: np.ndarray, namespace: str, source: str, what: str) -> None:
+        found: set[int] = set()
+        id_list = ids.tolist()
+        for start in range(0, len(id_list), _CHUNK):
+            part = id_list[start:start + _CHUNK]
+            marks = ",".join("?" * len(part))
+            found.update(r[0] for r in self.db.execute(
+                f"select id from items where namespace = ? and id in ({marks})", [namespace, *part]))
+        wrong = [i for i in id_list if i not in found]
+        if wrong:
+            raise ImportDataError(source, f"{len(wrong)} ids are not {what} items of the workspace, e.g. {wrong[:5]}")
+
+    def _already_judged(self, pairs: np.ndarray) -> int:
+        count = 0
+        queries = np.unique(pairs[:, 0]).tolist()
+        wanted = {(int(q), int(i)) for q, i in pairs.tolist()}
+        for start in range(0, len(queries), _CHUNK):
+            part = queries[start:start + _CHUNK]
+            marks = ",".join("?" * len(part))
+            count += sum((q, i) in wanted for q, i in self.db.execute(
+                f"select query_id, item_id from judgments where query_id in ({marks})", part))
+        return count

@@ -1,0 +1,158 @@
+"""Attaching a vector file's rows to workspace items: documents by key, queries by query key.
+
+Both ``embridge import --format vectors --model NAME`` on existing items and ``embed`` with a
+vectors-only model come here. The file is streamed (see :mod:`core.vector_files`) into one
+resumable vector set, so neither the file nor the set is ever held in memory whole, and items that
+already hold this model's vectors are skipped, so the workspace keeps one copy of each vector.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from core.errors import InputError
+from core.progress import ProgressFn, StopFn, check_stop, no_progress
+from core.store import Workspace
+from core.store.schema import DOC_NAMESPACE, QUERY_NAMESPACE
+from core.vector_files import MatrixReader, VectorFile
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Rows of one matrix of the file (ascending) and the items they become, aligned."""
+
+    reader: MatrixReader
+    rows: np.ndarray
+    item_ids: np.ndarray
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """Which workspace items a vector file covers."""
+
+    segments: list[Segment]
+    unknown_keys: list[str]  # keys of the file naming no item (documents, then queries)
+    unknown_count: int
+
+    @property
+    def count(self) -> int:
+        return int(sum(len(s.rows) for s in self.segments))
+
+    def item_ids(self) -> np.ndarray:
+        return np.concatenate([s.item_ids for s in self.segments]) if self.segments else np.zeros(0, np.int64)
+
+
+def key_index(ws: Workspace, namespace: str, with_queries: bool = False) -> dict[str, int]:
+    """key -> item id for one key namespace (one query; 1M keys take about 100 MB).
+
+    ``with_queries`` lets document keys fall back to query items whose key no document has: a file
+    without ``query_ids`` may cover queries by their keys in ``ids``, as before queries had their own
+    namespace.
+    """
+    rows = ws.db.execute("select key, id from items where namespace = ?", [namespace]).fetchall()
+    if not with_queries:
+        return dict(rows)
+    fallback = ws.db.execute("select key, id from items where namespace = ?", [QUERY_NAMESPACE]).fetchall()
+    return {**dict(fallback), **dict(rows)}
+
+
+def coverage(ws: Workspace, vf: VectorFile, wanted: np.ndarray | None = None) -> Coverage:
+    """The file's rows that name workspace items (only ``wanted`` ids when given), in file order."""
+    segments, unknown, unknown_count = [], [], 0
+    has_queries = vf.query_keys is not None and vf.query_vectors is not None
+    parts = [(vf.keys, vf.vectors, DOC_NAMESPACE)]
+    if has_queries:
+        parts.append((vf.query_keys, vf.query_vectors, QUERY_NAMESPACE))
+    for keys, reader, namespace in parts:
+        index = key_index(ws, namespace, with_queries=namespace == DOC_NAMESPACE and not has_queries)
+        ids = np.fromiter((index.get(k, -1) for k in keys), dtype=np.int64, count=len(keys))
+        known = ids >= 0
+        unknown_count += int((~known).sum())
+        unknown.extend(keys[i] for i in np.flatnonzero(~known)[:5].tolist())
+        keep = known & np.isin(ids, wanted) if wanted is not None else known
+        rows = np.flatnonzero(keep)
+        if len(rows):
+            segments.append(Segment(reader, rows, ids[rows]))
+    return Coverage(segments, unknown[:5], unknown_count)
+
+
+def without_stored(ws: Workspace, model: str, cover: Coverage) -> tuple[Coverage, int]:
+    """Drop items that already hold vectors of ``model``; returns the rest and how many were dropped."""
+    stored = ws.ids_with_vectors(model)
+    kept, dropped = [], 0
+    for seg in cover.segments:
+        keep = ~np.isin(seg.item_ids, stored)
+        dropped += int((~keep).sum())
+        if keep.any():
+            kept.append(Segment(seg.reader, seg.rows[keep], seg.item_ids[keep]))
+    return Coverage(kept, cover.unknown_keys, cover.unknown_count), dropped
+
+
+def write_coverage(ws: Workspace, model: str, cover: Coverage, name: str, resume_key: str | None = None,
+                   on_progress: ProgressFn | None = None, should_stop: StopFn | None = None) -> dict[str, Any]:
+    """Stream the covered rows into one vector set of ``model`` and register it."""
+    if not cover.segments:
+        raise InputError(f"model '{model}'", "no rows to store")
+    first = cover.segments[0].reader
+    dtype = first.storage_dtype if all(s.reader.storage_dtype == first.storage_dtype
+                                       for s in cover.segments) else "float32"
+    writer = ws.vector_set_writer(model, cover.item_ids(), first.dim, dtype, name=name, resume_key=resume_key)
+    progress = on_progress or no_progress
+    total, offset = cover.count, 0
+    try:
+        for seg in cover.segments:
+            for start, block in seg.reader.take(seg.rows):
+                check_stop(should_stop)
+                at = offset + start
+                if at + len(block) > writer.done_rows:  # rows a resumed run already holds are not rewritten
+                    writer.write(at, block)
+                progress(at + len(block), total, {"model": model})
+            offset += len(seg.rows)
+        return writer.commit()
+    except BaseException as exc:
+        from core.errors import Cancelled
+
+        if resume_key is None or not isinstance(exc, Cancelled | KeyboardInterrupt):
+            writer.abort()
+        raise
+
+
+def embed_with_vectors_file(ws: Workspace, model: str, spec: Any, item_ids: np.ndarray, name: str,
+                            resume_key: str, on_progress: ProgressFn | None = None,
+                            should_stop: StopFn | None = None, resume: bool = True) -> dict[str, Any]:
+    """``embed`` with a vectors-only model: store exactly the requested items its file covers.
+
+    Requested items the file lacks are left without vectors (counted in ``not_covered``); items
+    already holding this model's vectors are not stored again (``already_stored``). Returns the new
+    vector set's info, or the model's newest set with ``written`` 0 when nothing was new.
+    """
+    from core.errors import CheckpointError, VectorFileError
+    from core.models.spec import checkpoint_sha256, require_exists
+
+    path = require_exists(spec.path)
+    if spec.sha256 and checkpoint_sha256(path) != spec.sha256:
+        raise CheckpointError(path, "file changed since the model was added (sha256 differs)")
+    try:
+        vf = VectorFile.open(path)
+    except VectorFileError as exc:
+        raise CheckpointError(path, exc.problem) from exc
+    cover = coverage(ws, vf, wanted=np.asarray(item_ids, dtype=np.int64))
+    if not cover.count:
+        raise CheckpointError(path, f"none of the {len(item_ids)} items to embed has a vector in this file "
+                              "(documents are looked up in 'ids', queries in 'query_ids')")
+    fresh, skipped = without_stored(ws, model, cover)
+    extra = {"not_covered": int(len(item_ids) - cover.count), "already_stored": skipped}
+    if not fresh.count:
+        newest = ws.vector_sets(model)[-1]
+        return {**newest, "written": 0, **extra}
+    if not resume:
+        ws.vector_set_writer(model, fresh.item_ids(), vf.dim, fresh.segments[0].reader.storage_dtype,
+                             name=name, resume_key=resume_key).abort()
+    try:
+        info = write_coverage(ws, model, fresh, name, resume_key, on_progress, should_stop)
+    except VectorFileError as exc:
+        raise CheckpointError(path, exc.problem) from exc
+    return {**info, "written": info["count"], **extra}

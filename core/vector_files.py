@@ -1,0 +1,253 @@
+"""Reading vector files without loading them whole: ``.npy`` matrices and ``.npz`` archives.
+
+An ``.npz`` holds ``ids`` (document keys) and ``vectors`` (one row per id) and optionally
+``query_ids`` / ``query_vectors`` for query items; an ``.npy`` matrix comes with a text file of keys.
+Only the key lists are read into memory. A matrix in an ``.npy``, or stored uncompressed in an
+``.npz`` (``np.savez``), is memory-mapped at its offset in the file; one deflated in an ``.npz``
+(``np.savez_compressed``) is decompressed block by block. Either way peak memory is one block of
+rows, not the file, so a 1M x 384 import needs tens of MB rather than gigabytes.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+from core.errors import VectorFileError
+from core.store.vectors import as_storage_dtype
+
+BLOCK_ROWS = 4096  # 6 MB of 384-d float32 rows
+_PIECE = 1 << 20
+_LOCAL_HEADER = struct.Struct("<4s5H3L2H")  # zip local file header: 30 bytes
+
+
+@dataclass(frozen=True)
+class MatrixReader:
+    """A 2-D numeric matrix in a file, read by blocks of rows or by row indices."""
+
+    path: Path
+    member: str | None  # the .npz member, or None for an .npy
+    shape: tuple[int, int]
+    dtype: np.dtype
+    fortran_order: bool
+    data_offset: int  # of the raw data in the file (stored) or in the member (deflated)
+    mapped: bool  # raw data readable at data_offset in the file itself
+
+    @property
+    def rows(self) -> int:
+        return self.shape[0]
+
+    @property
+    def dim(self) -> int:
+        return self.shape[1]
+
+    @property
+    def storage_dtype(self) -> str:
+        return "float16" if self.dtype == np.float16 else "float32"
+
+    def memmap(self) -> np.ndarray:
+        return np.memmap(self.path, dtype=self.dtype, mode="r", offset=self.data_offset, shape=self.shape,
+                         order="F" if self.fortran_order else "C")
+
+    def blocks(self, block_rows: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        """(first row, rows) in file order, cast to the stored dtype and checked finite."""
+        block_rows = block_rows or BLOCK_ROWS
+        if self.mapped:
+            mm = self.memmap()
+            for start in range(0, self.rows, block_rows):
+                yield start, self._checked(np.asarray(mm[start:start + block_rows]), start)
+            return
+        row_bytes = self.dim * self.dtype.itemsize
+        with zipfile.ZipFile(self.path) as zf, zf.open(self.member or "") as fh:
+            fh.read(self.data_offset)
+            for start in range(0, self.rows, block_rows):
+                count = min(block_rows, self.rows - start)
+                block = _read_exactly(fh, count * row_bytes, self.path, f"member {self.member} ends early, "
+                                      f"at row {start}").view(self.dtype).reshape(count, self.dim)
+                yield start, self._checked(block, start)
+
+    def take(self, rows: np.ndarray, block_rows: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        """The rows ``rows`` (ascending file rows) in blocks: (offset in ``rows``, block)."""
+        block_rows = block_rows or BLOCK_ROWS
+        rows = np.asarray(rows, dtype=np.int64)
+        if self.mapped:
+            mm = self.memmap()
+            for start in range(0, len(rows), block_rows):
+                part = rows[start:start + block_rows]
+                yield start, self._checked(np.asarray(mm[part]), 0, part)
+            return
+        done = 0
+        for first, block in self.blocks(block_rows):
+            stop = int(np.searchsorted(rows, first + len(block)))
+            if stop > done:
+                yield done, block[rows[done:stop] - first]
+                done = stop
+
+    def lookup(self, rows: np.ndarray) -> np.ndarray:
+        """Rows in the given (any) order, as the stored dtype."""
+        rows = np.asarray(rows, dtype=np.int64)
+        order = np.argsort(rows, kind="stable")
+        out = np.empty((len(rows), self.dim), dtype=self.storage_dtype)
+        for offset, block in self.take(rows[order]):
+            out[order[offset:offset + len(block)]] = block
+        return out
+
+    def _checked(self, block: np.ndarray, first_row: int, rows: np.ndarray | None = None) -> np.ndarray:
+        bad = ~np.isfinite(block).all(axis=1) if block.dtype.kind == "f" else np.zeros(len(block), bool)
+        if bad.any():
+            at = int(np.flatnonzero(bad)[0])
+            row = int(rows[at]) if rows is not None else first_row + at
+            raise VectorFileError(self.path, f"row {row} holds NaN or inf values")
+        return as_storage_dtype(block, self.storage_dtype, str(self.path), first_row)
+
+
+@dataclass(frozen=True)
+class VectorFile:
+    """Keys and matrix readers of one vector file: documents, and queries when it has them."""
+
+    path: Path
+    keys: list[str]
+    vectors: MatrixReader
+    query_keys: list[str] | None = None
+    query_vectors: MatrixReader | None = None
+
+    @property
+    def dim(self) -> int:
+        return self.vectors.dim
+
+    @classmethod
+    def open(cls, path: str | Path, ids_path: str | Path | None = None) -> VectorFile:
+        """Read the keys and matrix headers, checking shapes, dtypes and ids; no vectors are read."""
+        src = Path(path)
+        try:
+            if src.suffix.lower() == ".npz":
+                return cls._open_npz(src)
+            if ids_path is None:
+                raise VectorFileError(src, "an .npy vector file needs an id list (--ids FILE, one key a line)")
+            reader = _npy_reader(src)
+            keys = [line.strip() for line in Path(ids_path).read_text(encoding="utf-8").splitlines() if line.strip()]
+            _check_keys(src, keys, reader, "ids")
+            return cls(src, keys, reader)
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+            if isinstance(exc, VectorFileError):
+                raise
+            raise VectorFileError(src, f"unreadable vector file ({exc})") from exc
+
+    @classmethod
+    def _open_npz(cls, src: Path) -> VectorFile:
+        with zipfile.ZipFile(src) as zf:
+            members = {n[:-4]: n for n in zf.namelist() if n.endswith(".npy")}
+            if "vectors" not in members or "ids" not in members:
+                raise VectorFileError(src, f"an .npz needs arrays 'ids' and 'vectors' (found {sorted(members)})")
+            if ("query_ids" in members) != ("query_vectors" in members):
+                raise VectorFileError(src, "an .npz with queries needs both 'query_ids' and 'query_vectors'")
+            vectors = _member_reader(src, zf, members["vectors"])
+            keys = _keys(src, zf, members["ids"])
+            _check_keys(src, keys, vectors, "ids")
+            if "query_vectors" not in members:
+                return cls(src, keys, vectors)
+            queries = _member_reader(src, zf, members["query_vectors"])
+            query_keys = _keys(src, zf, members["query_ids"])
+            _check_keys(src, query_keys, queries, "query_ids")
+            if queries.dim != vectors.dim:
+                raise VectorFileError(src, f"query_vectors are {queries.dim}-d but vectors are {vectors.dim}-d")
+            return cls(src, keys, vectors, query_keys, queries)
+
+
+def _read_exactly(fh: BinaryIO, size: int, path: Path, short: str) -> np.ndarray:
+    """``size`` bytes into one buffer, read in 1 MiB pieces (one big read of a zip member keeps copies)."""
+    out = np.empty(size, dtype=np.uint8)
+    pos = 0
+    while pos < size:
+        piece = fh.read(min(_PIECE, size - pos))
+        if not piece:
+            raise VectorFileError(path, short)
+        out[pos:pos + len(piece)] = np.frombuffer(piece, dtype=np.uint8)
+        pos += len(piece)
+    return out
+
+
+def _read_header(fh: BinaryIO) -> tuple[tuple[int, ...], bool, np.dtype, int]:
+    version = np.lib.format.read_magic(fh)
+    if version == (1, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh, max_header_size=10_000)
+    else:
+        shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh, max_header_size=10_000)
+    return tuple(int(n) for n in shape), bool(fortran), np.dtype(dtype), fh.tell()
+
+
+def _validated(src: Path, shape: tuple[int, ...], dtype: np.dtype, data_bytes: int, member: str | None) -> None:
+    if dtype.hasobject:
+        raise VectorFileError(src, "unreadable vector file (Object arrays cannot be loaded when allow_pickle=False)")
+    claimed = math.prod(shape) * dtype.itemsize
+    if claimed > data_bytes:
+        if member:
+            raise VectorFileError(src, f"member {member} claims {claimed} bytes of data in its header but holds "
+                                  f"{data_bytes}")
+        raise VectorFileError(src, f"the header claims {claimed} bytes of data but the file holds {data_bytes} "
+                              "(truncated or forged)")
+    if dtype.kind not in "fiu":
+        raise VectorFileError(src, f"vectors must be numeric, got dtype {dtype}")
+    if len(shape) != 2:
+        raise VectorFileError(src, f"vectors must be a 2-D matrix, got shape {shape}")
+    if shape[0] == 0:
+        raise VectorFileError(src, "the file holds no vectors")
+    if shape[1] == 0:
+        raise VectorFileError(src, "the vectors have no dimensions (shape with 0 columns)")
+
+
+def _npy_reader(src: Path) -> MatrixReader:
+    with open(src, "rb") as fh:
+        shape, fortran, dtype, header = _read_header(fh)
+        size = src.stat().st_size
+    _validated(src, shape, dtype, size - header, None)
+    return MatrixReader(src, None, (shape[0], shape[1]), dtype, fortran, header, mapped=True)
+
+
+def _member_reader(src: Path, zf: zipfile.ZipFile, name: str) -> MatrixReader:
+    info = zf.getinfo(name)
+    with zf.open(info) as fh:
+        shape, fortran, dtype, header = _read_header(fh)
+    _validated(src, shape, dtype, info.file_size - header, name)
+    if info.compress_type == zipfile.ZIP_STORED and not info.flag_bits & 0x1:
+        with open(src, "rb") as raw:
+            raw.seek(info.header_offset)
+            fields = _LOCAL_HEADER.unpack(raw.read(_LOCAL_HEADER.size))
+        name_len, extra_len = fields[-2], fields[-1]
+        offset = info.header_offset + _LOCAL_HEADER.size + name_len + extra_len + header
+        return MatrixReader(src, name, (shape[0], shape[1]), dtype, fortran, offset, mapped=True)
+    if fortran:
+        raise VectorFileError(src, f"member {name} is column-major and compressed; save it with np.savez "
+                              "(uncompressed) or as a C-ordered array")
+    return MatrixReader(src, name, (shape[0], shape[1]), dtype, False, header, mapped=False)
+
+
+def _keys(src: Path, zf: zipfile.ZipFile, name: str) -> list[str]:
+    info = zf.getinfo(name)
+    with zf.open(info) as fh:
+        shape, _, dtype, header = _read_header(fh)
+    if dtype.hasobject:
+        raise VectorFileError(src, "unreadable vector file (Object arrays cannot be loaded when allow_pickle=False)")
+    if math.prod(shape) * dtype.itemsize > info.file_size - header:
+        raise VectorFileError(src, f"member {name} claims {math.prod(shape) * dtype.itemsize} bytes of data in "
+                              f"its header but holds {info.file_size - header}")
+    with zf.open(info) as fh:
+        values = np.lib.format.read_array(fh, allow_pickle=False)
+    return [str(k) for k in np.ravel(values).tolist()]
+
+
+def _check_keys(src: Path, keys: list[str], reader: MatrixReader, what: str) -> None:
+    if len(keys) != reader.rows:
+        noun = "vectors" if what == "ids" else "query vectors"
+        raise VectorFileError(src, f"{reader.rows} {noun} but {len(keys)} {what.replace('_', ' ')}")
+    seen: set[str] = set()
+    dupes = {k for k in keys if k in seen or seen.add(k)}
+    if dupes:
+        raise VectorFileError(src, f"duplicate {what.replace('_', ' ')}, e.g. {sorted(dupes)[:3]}")

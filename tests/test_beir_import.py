@@ -1,0 +1,169 @@
+"""BEIR folders and qrels files: documents and queries in separate key namespaces, graded
+judgments per split, one clear line for every bad input and nothing stored then."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from helpers.workspace_files import checkpoint, snapshot
+
+from core.beir_import import import_beir
+from core.cli.main import main
+from core.errors import Cancelled, ImportDataError
+from core.importers import import_items
+from core.qrels import SPLIT_SEED_META, assign_query_splits, import_qrels
+from core.store import Workspace
+
+CORPUS = [{"_id": "d1", "title": "Cats", "text": "Cats purr."}, {"_id": "d2", "text": "Dogs bark."},
+          {"_id": "7", "title": "Seven", "text": "A number.", "lang": "en"}, {"_id": "d4", "text": "Fish swim."}]
+QUERIES = [{"_id": "7", "text": "what purrs"}, {"_id": "q2", "text": "who barks"}, {"_id": "q3", "text": "count"},
+           {"_id": "q4", "text": "nobody judged me"}]
+QRELS = {"train": [("7", "d1", 2), ("7", "d2", 0)], "dev": [("q2", "d2", 1)],
+         "test": [("q3", "7", 1), ("q3", "d4", 3)]}
+
+
+def write_beir(root: Path, corpus=CORPUS, queries=QUERIES, qrels=QRELS) -> Path:
+    (root / "qrels").mkdir(parents=True)
+    (root / "corpus.jsonl").write_text("".join(json.dumps(r) + "\n" for r in corpus))
+    (root / "queries.jsonl").write_text("".join(json.dumps(r) + "\n" for r in queries))
+    for split, rows in qrels.items():
+        body = "".join(f"{q}\t{d}\t{g}\n" for q, d, g in rows)
+        (root / "qrels" / f"{split}.tsv").write_text("query-id\tcorpus-id\tscore\n" + body)
+    return root
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Workspace:
+    workspace = Workspace.create(tmp_path / "ws")
+    yield workspace
+    workspace.close()
+
+
+def test_beir_folder_becomes_items_and_judgments(ws: Workspace, tmp_path: Path) -> None:
+    seen = []
+    summary = import_beir(ws, write_beir(tmp_path / "beir"), on_progress=lambda d, t, i: seen.append((d, t)))
+    assert (summary.documents, summary.queries, summary.unjudged_queries) == (4, 4, 1)
+    assert summary.judgments == {"dev": 1, "test": 2, "train": 2} and seen[-1] == (8, 8)
+    assert ws.split_counts() == {"gallery": 4, "query": 4}
+    doc7, query7 = ws.doc_ids_for_keys(["7"])[0], ws.query_ids_for_keys(["7"])[0]
+    assert doc7 != query7  # the same id names a document and a query
+    docs = {r["key"]: r for r in ws.items("gallery")}
+    assert docs["d1"]["text"] == "Cats Cats purr." and docs["d1"]["metadata"]["title"] == "Cats"
+    assert docs["d2"]["text"] == "Dogs bark." and docs["7"]["metadata"] == {"title": "Seven", "lang": "en"}
+    train = ws.judgments("train")
+    assert train.query_ids.tolist() == [query7, query7] and sorted(train.grades.tolist()) == [0, 2]
+    test = ws.judgments("test")
+    q3 = int(ws.query_ids_for_keys(["q3"])[0])
+    assert test.relevant_sets() == {q3: {int(doc7): 1, int(ws.doc_ids_for_keys(["d4"])[0]): 3}}
+    assert "q4" in {r["key"] for r in ws.items("query")}  # imported without judgments
+
+
+BAD = [
+    ("unknown corpus id", dict(qrels={"test": [("q2", "nope", 1)]}), r"qrels/test\.tsv: line 2: corpus id 'nope'"),
+    ("unknown query id", dict(qrels={"test": [("d1", "d1", 1)]}), r"qrels/test\.tsv: line 2: query id 'd1' is not"),
+    ("non-integer grade", dict(qrels={"dev": [("q2", "d1", 1), ("q2", "d2", "1.5")]}),
+     r"qrels/dev\.tsv: line 3: grade '1\.5' is not an integer"),
+    ("negative grade", dict(qrels={"dev": [("q2", "d1", -1)]}), r"dev\.tsv: line 2: negative grade -1"),
+    ("pair judged twice", dict(qrels={"dev": [("q2", "d1", 1), ("q2", "d1", 2)]}),
+     r"dev\.tsv: line 3: query 'q2' and item 'd1' are already judged on line 2"),
+    ("query in two splits", dict(qrels={"dev": [("q2", "d1", 1)], "test": [("q2", "d2", 1)]}),
+     r"test\.tsv: line 2: query 'q2' is also judged in dev\.tsv \(line 2\)"),
+    ("duplicate document", dict(corpus=[*CORPUS, {"_id": "d1", "text": "again"}]),
+     r"corpus\.jsonl: line 5: duplicate _id 'd1'"),
+    ("document without text", dict(corpus=[*CORPUS, {"_id": "d9"}]), r"corpus\.jsonl: line 5: 'text' and 'title'"),
+    ("query without id", dict(queries=[*QUERIES, {"text": "x"}]), r"queries\.jsonl: line 5: missing or empty '_id'"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "message"), [b[1:] for b in BAD], ids=[b[0] for b in BAD])
+def test_bad_beir_input_is_one_line_and_stores_nothing(ws: Workspace, tmp_path: Path, overrides: dict,
+                                                       message: str) -> None:
+    root = write_beir(tmp_path / "beir", **overrides)
+    checkpoint(ws)
+    before = snapshot(ws.root)
+    with pytest.raises(ImportDataError, match=message):
+        import_beir(ws, root)
+    checkpoint(ws)
+    assert snapshot(ws.root) == before
+
+
+def test_stopped_import_stores_nothing(ws: Workspace, tmp_path: Path) -> None:
+    root = write_beir(tmp_path / "beir")
+    with pytest.raises(Cancelled):
+        import_beir(ws, root, on_progress=lambda *a: None, should_stop=lambda: ws.item_ids().size > 0)
+    assert ws.item_ids().size == 0 and not ws.has_judgments()
+
+
+def test_unknown_qrels_file_and_missing_parts(ws: Workspace, tmp_path: Path) -> None:
+    root = write_beir(tmp_path / "beir")
+    (root / "qrels" / "validation.tsv").write_text("q\td\ts\n")
+    with pytest.raises(ImportDataError, match=r"validation\.tsv: unexpected file in qrels/"):
+        import_beir(ws, root)
+    (root / "qrels" / "validation.tsv").unlink()
+    (root / "queries.jsonl").unlink()
+    with pytest.raises(ImportDataError, match=r"queries\.jsonl: missing"):
+        import_beir(ws, root)
+
+
+def test_qrels_with_a_csv_import_draws_seeded_splits(ws: Workspace, tmp_path: Path) -> None:
+    docs = tmp_path / "docs.csv"
+    docs.write_text("key,text\n" + "".join(f"d{i},document {i}\n" for i in range(30)))
+    import_items(ws, docs, split="gallery")
+    queries = tmp_path / "queries.jsonl"
+    queries.write_text("".join(json.dumps({"key": f"q{i}", "text": f"query {i}"}) + "\n" for i in range(20)))
+    qrels = tmp_path / "judged.csv"
+    qrels.write_text("query,item,grade\n" + "".join(f"q{i},d{i},{1 + i % 3}\nq{i},d{i + 10},0\n" for i in range(20)))
+    out = import_items(ws, queries, split="query", qrels=qrels, qrels_seed=5)
+    assert out["count"] == 20 and out["qrels"]["judgments"] == 40 and out["qrels"]["split_seed"] == 5
+    assert out["qrels"]["per_split"] == {"train": 24, "dev": 8, "test": 8}  # 12 / 4 / 4 queries
+    expected = assign_query_splits([f"q{i}" for i in range(20)], 5)
+    stored = ws.judgments()
+    key_of = {r["id"]: r["key"] for r in ws.items("query")}
+    assert all(expected[key_of[q]] == s for q, s in zip(stored.query_ids.tolist(), stored.splits.tolist(), strict=True))
+    assert json.loads(ws.db.execute("select value from meta where key = ?", [SPLIT_SEED_META]).fetchone()[0])["seed"] == 5
+    assert assign_query_splits([f"q{i}" for i in range(20)], 6) != expected
+
+
+def test_qrels_file_alone_with_given_splits_and_bad_lines(ws: Workspace, tmp_path: Path) -> None:
+    ws.add_items([{"key": "a", "split": "gallery"}, {"key": "b", "split": "gallery"}])
+    ws.add_items([{"key": "a", "split": "query"}])
+    good = tmp_path / "q.tsv"
+    good.write_text("a\ta\t1\ttest\na\tb\t0\ttest\n")  # no header: the first grade is a number
+    summary = import_qrels(ws, good)
+    assert summary.judgments == 2 and summary.split_seed is None and summary.per_split == {"test": 2}
+    checkpoint(ws)
+    before = snapshot(ws.root)
+    for body, message in [("a\tzz\t1\ttest\n", r"line 1: unknown item key 'zz'"),
+                          ("b\ta\t1\ttest\n", r"line 1: unknown query key 'b'"),
+                          ("a\ta\t2\ttest\n", "1 pairs are already judged"),
+                          ("a\ta\t2\tholdout\n", r"line 1: unknown split 'holdout'"),
+                          ("a\ta\n", r"line 1: expected 3 or 4 columns"),
+                          ("a\ta\t1\ttest\na\tb\t1\n", r"line 2: 3 columns where earlier lines have 4")]:
+        bad = tmp_path / "bad.tsv"
+        bad.write_text(body)
+        with pytest.raises(ImportDataError, match=r"bad\.tsv: " + message):
+            import_qrels(ws, bad)
+    checkpoint(ws)
+    assert snapshot(ws.root) == before
+
+
+def test_cli_imports_beir_and_reports_judgments_in_info(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ws = str(tmp_path / "w")
+    assert main(["init", "-w", ws]) == 0
+    capsys.readouterr()
+    root = write_beir(tmp_path / "beir")
+    assert main(["import", "-w", ws, "--format", "beir", "--path", str(root), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["documents"], out["queries"], out["judgments"]) == (4, 4, {"dev": 1, "test": 2, "train": 2})
+    assert main(["info", "-w", ws, "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["judgments"]["test"] == {"judgments": 2, "relevant": 2, "queries": 1}
+    assert info["judgments"]["train"] == {"judgments": 2, "relevant": 1, "queries": 1}
+    assert main(["import", "-w", ws, "--format", "beir", "--path", str(root)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "keys already exist in the workspace" in err
+    with pytest.raises(SystemExit) as stop:
+        main(["import", "-w", ws])
+    assert stop.value.code == 2 and "give --path" in capsys.readouterr().err
