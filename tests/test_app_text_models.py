@@ -43,3 +43,24 @@ def test_models_page_adds_a_text_folder_with_prompts_and_shows_them(qtbot: QtBot
     assert (spec["kind"], spec["query_prompt"], spec["document_prompt"]) == \
         ("sentence_transformers", "query: ", "Represent this document: ")
     assert models.document_prompt.text() == ""  # the form is ready for the next model
+
+
+def test_demo_choice_builds_the_text_demo(qtbot: QtBot, window: MainWindow, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import core.demo_text
+    from app import dialogs
+
+    calls: list[Path] = []
+
+    def fake_build(path: Path, seed: int = 0, on_progress: object = None, should_stop: object = None) -> Workspace:
+        calls.append(Path(path))  # the real builder is exercised in test_text_demo.py
+        return Workspace.create(path)
+
+    monkeypatch.setattr(core.demo_text, "build_text_demo", fake_build)
+    monkeypatch.setattr(dialogs, "choose_directory", lambda *a, **k: str(tmp_path / "text-demo"))
+    page = window.show_page("workspace")
+    page.demo_kind.setCurrentIndex(page.demo_kind.findData("text"))
+    qtbot.mouseClick(page.demo_button, Qt.MouseButton.LeftButton)
+    wait_for_jobs(qtbot, window)
+    assert calls == [tmp_path / "text-demo"] and not error_dialogs()
+    assert window.ctx.ws is not None and Path(window.ctx.ws.root) == tmp_path / "text-demo"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from PySide6.QtWidgets import (
+    QComboBox,
     QGroupBox,
     QHBoxLayout,
     QLabel,
@@ -21,6 +22,8 @@ from app.pages.base import Page, fill_table, make_table
 from core.overview import overview_text, workspace_overview
 from core.progress import ProgressFn, StopFn
 
+DEMO_KINDS = (("Images: handwritten digits", "digits"), ("Text: Bible verse retrieval", "text"))
+
 
 class WorkspacePage(Page):
     title = "Workspace"
@@ -32,11 +35,17 @@ class WorkspacePage(Page):
         self.new_button = QPushButton("&New workspace…")
         self.open_button = QPushButton("&Open workspace…")
         self.demo_button = QPushButton("Build &demo workspace…")
-        self.demo_button.setToolTip("Builds a small ready-to-train workspace from the bundled handwritten digits")
+        self.demo_button.setToolTip("Builds a small ready-to-train workspace from bundled data")
+        self.demo_kind = QComboBox()
+        for label, kind in DEMO_KINDS:
+            self.demo_kind.addItem(label, kind)
+        self.demo_kind.setToolTip("Images: handwritten digits with class labels. Text: Bible verses found from "
+                                  "another translation, with relevance judgments and two text encoders.")
         for button, slot in ((self.new_button, self.new_workspace), (self.open_button, self.open_workspace),
                              (self.demo_button, self.build_demo)):
             button.clicked.connect(slot)
             buttons.addWidget(button)
+        buttons.addWidget(self.demo_kind)
         buttons.addStretch(1)
         self.layout_.addLayout(buttons)
 
@@ -77,11 +86,15 @@ class WorkspacePage(Page):
         if path:
             self.start_demo(path)
 
-    def start_demo(self, path: str | Path) -> None:
-        """Build the demo workspace at ``path`` in the background, then open it."""
+    def start_demo(self, path: str | Path, kind: str | None = None) -> None:
+        """Build the demo workspace of ``kind`` (default: the chosen one) at ``path`` in the background, then open it."""
+        chosen = kind or self.demo_kind.currentData()
 
         def job(on_progress: ProgressFn, should_stop: StopFn) -> str:
-            from core.demo import build_demo
+            if chosen == "text":
+                from core.demo_text import build_text_demo as build_demo
+            else:
+                from core.demo import build_demo
 
             with build_demo(path, on_progress=on_progress, should_stop=should_stop) as ws:
                 return str(ws.root)

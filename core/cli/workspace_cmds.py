@@ -90,9 +90,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=BATCH_SIZE, default=256)
     p.set_defaults(handler=cmd_embed)
 
-    p = sub.add_parser("demo", help="build the bundled demo workspace (handwritten digits)")
+    p = sub.add_parser("demo", help="build a bundled demo workspace (handwritten digits, or text retrieval)")
     add_common(p)
     p.add_argument("--seed", type=SEED, default=0)
+    p.add_argument("--kind", choices=["digits", "text"], default="digits",
+                   help="digits: images with class labels (default); text: Bible verses found from another "
+                   "translation, with relevance judgments and two text encoders")
     p.set_defaults(handler=cmd_demo)
 
 
@@ -267,9 +270,12 @@ def cmd_embed(args: argparse.Namespace) -> Result:
 
 
 def cmd_demo(args: argparse.Namespace) -> Result:
-    from core.demo import build_demo
     from core.overview import overview_text, workspace_overview
 
+    if args.kind == "text":
+        from core.demo_text import build_text_demo as build_demo
+    else:
+        from core.demo import build_demo
     with build_demo(args.workspace, seed=args.seed, on_progress=StderrProgress("demo")) as ws:
         info = workspace_overview(ws)
     return info, overview_text(info)

@@ -1,0 +1,72 @@
+"""The text demo: bundled public-domain verses with judgments, imported as BEIR, two trained text encoders."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core.cli.main import main
+from core.demo_text import NEW_MODEL, OLD_MODEL, QUERY_PROMPT, load_verses, write_beir_folder
+from core.report.judged_metrics import score_rankings
+from core.store import Workspace
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("text-demo") / "ws"
+    assert main(["demo", "--kind", "text", "-w", str(root), "--json"]) == 0
+    return root
+
+
+def _ndcg(ws: Workspace, model: str, split: str) -> float:
+    judgments = ws.judgments(split)
+    queries, gallery = judgments.query_ids_unique(), ws.item_ids("gallery")
+    scores = ws.vectors_for(model, queries) @ ws.vectors_for(model, gallery).T
+    ranked = gallery[np.argsort(-scores, axis=1, kind="stable")[:, :100]]
+    return score_rankings(ranked, queries, judgments).mean()["ndcg@10"]
+
+
+def test_the_demo_holds_documents_queries_and_judgments_per_split(demo: Path) -> None:
+    corpus = [v for v in load_verses() if v.use == "corpus"]
+    with Workspace.open(demo) as ws:
+        assert ws.split_counts() == {"gallery": len(corpus), "query": 600}
+        assert {s: len(ws.judgments(s)) for s in ("train", "dev", "test")} == {"train": 300, "dev": 100, "test": 200}
+        judgments = ws.judgments()
+        queries = {it["id"]: it for it in ws.items(ids=judgments.query_ids)}
+        docs = {it["id"]: it for it in ws.items(ids=judgments.item_ids)}
+    by_ylt = {v.ylt: v.kjv for v in corpus}
+    for q, d in zip(judgments.query_ids[:50], judgments.item_ids[:50], strict=True):
+        assert by_ylt[queries[int(q)]["text"]] == docs[int(d)]["text"]  # a query's document is its own verse
+
+
+def test_the_new_encoder_uses_its_query_prompt_and_beats_the_old_one(demo: Path) -> None:
+    from sentence_transformers import SentenceTransformer
+
+    with Workspace.open(demo) as ws:
+        old, new = ws.model(OLD_MODEL), ws.model(NEW_MODEL)
+        assert (old["role"], new["role"]) == ("old", "new")
+        assert (old["spec"]["query_prompt"], new["spec"]["query_prompt"]) == ("", QUERY_PROMPT)
+        assert (old["dim"], new["dim"]) == (32, 64)
+        ndcg = {m: _ndcg(ws, m, "test") for m in (OLD_MODEL, NEW_MODEL)}
+        query = ws.items(ids=ws.judgments("test").query_ids_unique()[:5])
+        stored = ws.vectors_for(NEW_MODEL, [it["id"] for it in query])
+        folder = ws.root / new["file"]
+    assert ndcg[NEW_MODEL] > ndcg[OLD_MODEL] + 0.1, ndcg
+    assert 0.3 < ndcg[OLD_MODEL] < 0.9, ndcg  # a real task: neither trivial nor hopeless
+    encoder = SentenceTransformer(str(folder), device="cpu")
+    texts = [it["text"] for it in query]
+    np.testing.assert_allclose(stored, encoder.encode(texts, prompt=QUERY_PROMPT), atol=1e-5)
+    assert np.abs(stored - encoder.encode(texts, prompt="")).max() > 1e-3
+
+
+def test_the_beir_folder_is_what_a_user_would_import(tmp_path: Path) -> None:
+    counts = write_beir_folder(tmp_path / "beir", load_verses(), seed=0)
+    lines = (tmp_path / "beir" / "qrels" / "test.tsv").read_text().splitlines()
+    assert lines[0] == "query-id\tcorpus-id\tscore" and len(lines) == 1 + counts["test"] == 201
+    first = json.loads((tmp_path / "beir" / "queries.jsonl").read_text().splitlines()[0])
+    assert set(first) == {"_id", "text"} and first["_id"].startswith("q-")
