@@ -84,8 +84,8 @@ def test_training_figure_names_axes_and_keeps_lr_apart(mlp_run: dict[str, Any]) 
     fig = figures.training_curves(mlp_run["run"]["epochs"], "epoch", mlp_run["run"]["metrics"]["val_metric_name"])
     loss, lr, val = fig.axes
     assert loss.get_ylabel() == "training loss" and lr.get_ylabel() == "learning rate"
-    assert val.get_ylabel() == "validation top-1 (same label)"
-    assert [ln.get_label() for ln in val.get_lines()] == ["validation top-1 (same label)"]
+    assert val.get_ylabel() == "top-1 (same label)" and val.get_title().startswith("Validation")
+    assert [ln.get_label() for ln in val.get_lines()] == ["top-1 (same label)"]
     assert all(float(t).is_integer() for t in val.get_xticks())
     closed = figures.training_curves([{"val_metric": 0.5}, {"val_metric": 0.7}], "candidate")
     assert len(closed.axes) == 1 and closed.axes[0].get_title() == "Validation"  # no empty loss axes
