@@ -237,7 +237,7 @@ def training_curves(epochs: Sequence[Mapping[str, Any]], x_key: str = "epoch",
         elif loss_keys:
             axes[0].legend(fontsize="small", loc="upper right")
     draw(axes[-1], other_keys, metric_label)
-    axes[-1].set_title("Validation (best epoch kept)" if x_key == "epoch" else "Validation")
+    axes[-1].set_title("Validation")
     if len(other_keys) > 1:
         axes[-1].legend(fontsize="small", loc="lower right")
     return fig
