@@ -34,7 +34,7 @@ from app.workers import Job
 
 log = logging.getLogger("embridge.app")
 MIN_SIZE = QSize(1024, 700)  # every page fits (the screenshots show it); smaller would clip forms
-JOBS_WIDTH = 300  # the jobs dock's width at start and its floor after a restore
+JOBS_WIDTH = 270  # the jobs dock's width at start and its floor after a restore
 
 
 class MainWindow(QMainWindow):
@@ -44,6 +44,7 @@ class MainWindow(QMainWindow):
         self.setWindowTitle("Embridge")
         self.nav = QListWidget()
         self.nav.setMaximumWidth(180)
+        self.nav.setMinimumWidth(140)
         self.stack = QStackedWidget()
         self.pages: dict[str, QWidget] = {}
         for n, (key, title, target) in enumerate(PAGES, start=1):

@@ -55,7 +55,9 @@ def test_auto_choice_shows_winner_candidates_and_source_everywhere(qtbot: QtBot,
     assert f"{winner} {scores[winner]:.3f} (chosen)" in row["Candidates"]
     assert f"{winner} won" in row["Note"]
     n = run["metrics"]["n_queries"]
-    assert row["Measured on"] == f"{n} queries of the held-out test fold; gallery: {n} items of the test fold (old vectors)"
+    assert row["Measured on"] == f"held-out test fold, {n} q / {n} g"
+    assert train.runs_table.item(0, header.index("Measured on")).toolTip() == (
+        f"{n} queries of the held-out test fold; gallery: {n} items of the test fold (old vectors)")
     assert f"auto → {winner}" in train.result_label.text() and "held-out test fold" in train.result_label.text()
     assert f"upgraded top1 {run['metrics']['upgraded_top1']:.3f}" in train.result_label.text()
     for key in ("reports", "plan", "export"):

@@ -69,7 +69,9 @@ def test_open_models_import_embed_train_report_plan_export(qtbot: QtBot, window:
     wait_for_jobs(qtbot, window)
     assert models.table.rowCount() == 3
     models.table.selectRow(2)
-    spec = json.loads(models.spec_view.toPlainText())
+    details = models.spec_view.toPlainText()
+    assert "kind: vectors\n" in details and "dimensions: 5\n" in details
+    spec = json.loads(details.split("spec:\n", 1)[1])
     assert spec["kind"] == "vectors" and spec["dim"] == 5
 
     # Gallery: import a small image folder as a new split, then embed it with the old model.

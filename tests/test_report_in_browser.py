@@ -59,7 +59,7 @@ def test_a_broken_page_is_caught(tmp_path: Path) -> None:
     """The check sees console errors and a figure wider than the page (it can fail)."""
     bad = tmp_path / "bad.html"
     bad.write_text("<html><head><title>t</title></head><body><script>console.error('boom');"
-                   "undefined_function();</script><table><tr><td style='width:2000px'>wide</td></tr></table>"
+                   "undefined_function();</script><table style='width:2000px'><tr><td>wide</td></tr></table>"
                    "</body></html>", encoding="utf-8")
     with Page(width=PAGE_WIDTH, height=900) as page:
         page.load(bad)

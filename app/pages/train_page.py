@@ -46,7 +46,7 @@ def run_row(run: dict[str, Any]) -> list[Any]:
 
     metrics = run.get("metrics") or {}
     choice = run_choice(run)
-    measured = source_of_run(run).label() if any(isinstance(metrics.get(k), int | float) for k in HEADLINE) else ""
+    measured = source_of_run(run).short() if any(isinstance(metrics.get(k), int | float) for k in HEADLINE) else ""
     note = run.get("error") or choice.reason or metrics.get("note")
     return [run["id"], choice.method_text(), run["status"], *[metrics.get(k) for k in HEADLINE], measured,
             choice.candidates_text() if choice.is_auto else "", note]
@@ -314,6 +314,13 @@ class TrainPage(Page):
             self._load_methods()
         runs = self.ctx.ws.runs("train")
         fill_table(self.runs_table, [run_row(r) for r in reversed(runs)])
+        from core.report.number_source import source_of_run
+
+        column = RUN_COLUMNS.index("Measured on")
+        for row, run in enumerate(reversed(runs)):  # the full sentence on hover
+            item = self.runs_table.item(row, column)
+            if item is not None and item.text():
+                item.setToolTip(source_of_run(run).label())
         self._show_recorded(runs)
         self._models_changed()
 

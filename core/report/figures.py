@@ -194,7 +194,7 @@ def backfill_curves(
     return fig
 
 
-METRIC_LABELS = {"label_top1": "validation top-1 (same label)", "pair_top1": "validation top-1 (own item)"}
+METRIC_LABELS = {"label_top1": "top-1 (same label)", "pair_top1": "top-1 (own item)"}
 
 
 def training_curves(epochs: Sequence[Mapping[str, Any]], x_key: str = "epoch",
@@ -211,7 +211,7 @@ def training_curves(epochs: Sequence[Mapping[str, Any]], x_key: str = "epoch",
     fig = _figure((8.0, 3.4) if has_loss else _SIZE)
     axes = list(np.atleast_1d(fig.subplots(1, 2 if has_loss else 1)))
     xs = [row.get(x_key, i + 1) for i, row in enumerate(epochs)]
-    metric_label = METRIC_LABELS.get(metric_name or "", metric_name or "validation top-1")
+    metric_label = METRIC_LABELS.get(metric_name or "", metric_name or "top-1")
 
     def label(key: str) -> str:
         return {"val_metric": metric_label, "train_loss": "training loss", "loss": "training loss"}.get(

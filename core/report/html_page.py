@@ -10,6 +10,8 @@ from collections.abc import Mapping, Sequence
 from html import escape
 from typing import Any
 
+from core.report.wording import comparison_word
+
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:2em auto;max-width:70em;color:#222;
 padding:0 1em;line-height:1.4}
@@ -104,7 +106,7 @@ def _cells(report: Mapping[str, Any], figs: _Figures) -> str:
 
 
 def _compatibility(report: Mapping[str, Any]) -> str:
-    rows = [[m, r.get("old_old"), r.get("upgraded"), r.get("new_new"), r.get("passes"),
+    rows = [[m, r.get("old_old"), r.get("upgraded"), r.get("new_new"), comparison_word(r),
              r.get("gain_retained") if r.get("gain_retained") is not None else r.get("gain_retained_note"),
              r.get("arr")] for m, r in (report.get("comparison") or {}).items()]
     out = _table(["metric", "old/old", "upgraded", "full backfill", "criterion", "gain retained", "ARR"], rows)
