@@ -67,8 +67,8 @@ class LanceDBConnector(Connector):
         return self._table
 
     def _names(self) -> list[str]:
-        listing = self.db.table_names(limit=100_000) if hasattr(self.db, "table_names") else []
-        return list(listing)
+        listing = self.db.list_tables(limit=100_000)
+        return list(getattr(listing, "tables", listing))
 
     def exists(self) -> bool:
         return self._link(self.collection).exists() or self.collection in self._names()

@@ -266,8 +266,9 @@ def verify_migration(transform: StoreTransform, source: Connector, target: Conne
             if payload.get(SPACE_FIELD) == names["new"] and new is not None:
                 row = new.lookup(pid)
                 want = new.vectors[row] if row is not None else want
-            if unit:
+            if unit:  # compare directions: cosine collections may hand back normalised vectors
                 want = want / max(float(np.linalg.norm(want)), 1e-12)
+                vec = vec / max(float(np.linalg.norm(vec)), 1e-12)
             if not np.allclose(vec, want, rtol=VERIFY_RTOL, atol=VERIFY_ATOL):
                 raise VectorStoreError(f"{target.describe()}: point {pid!r} holds a vector that is not the bundle's "
                                        f"transform of the source (max abs difference {np.max(np.abs(vec - want)):.3g})")
