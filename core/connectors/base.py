@@ -183,6 +183,7 @@ class Connector(ABC):
 
     # -- writing ----------------------------------------------------------------------------
     def _writable(self) -> None:
+        """Raise for a store Embridge only reads (FAISS index files)."""
         if not self.writable:
             raise VectorStoreError(f"{self.describe()}: this store is read-only in Embridge")
 

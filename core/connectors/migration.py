@@ -122,6 +122,7 @@ def migrate_store(bundle: str | Path, source_uri: str, target_uri: str, *, order
     new = read_new_vectors(new_vectors, transform.out_dim) if new_vectors is not None else None
     source, target = open_pair(source_uri, target_uri)
     try:
+        target._writable()
         alias = alias or target.uri.param("alias")
         if switch and not alias:
             raise InputError("--switch", "name the alias to move (--alias NAME, or &alias=NAME in --to)")
