@@ -61,8 +61,9 @@ class MigrationResult:
     written: int
     resumed_from: int
     backfilled: int
-    seconds: float
+    seconds: float  # streaming: read, transform, write, checkpoint
     verification: Verification
+    verify_seconds: float = 0.0
     switched: bool = False
     alias: str | None = None
     previous: str | None = None
@@ -186,6 +187,7 @@ def _run(transform: StoreTransform, source: Connector, target: Connector, new: N
         status = "already complete"
     seconds = time.perf_counter() - started
     verification = verify_migration(transform, source, target, names, new)
+    verify_seconds = time.perf_counter() - started - seconds
     if not verification.ok:
         raise VectorStoreError(f"{target.describe()}: verification failed: {verification.target_count} points "
                                f"written for {verification.source_count} in the source, spaces {verification.spaces}")
@@ -194,7 +196,8 @@ def _run(transform: StoreTransform, source: Connector, target: Connector, new: N
         target.save_state(key, state)
     result = MigrationResult(source.describe(), target.describe(), target.collection, status, total,
                              int(state["written"]) - resumed_from if status == "completed" else 0, resumed_from,
-                             len(state.get("backfill_ids") or []), seconds, verification, spaces=names)
+                             len(state.get("backfill_ids") or []), seconds, verification, verify_seconds,
+                             spaces=names)
     if switch and alias:
         result.previous = switch_alias(target, alias, target.collection)
         result.switched, result.alias = True, alias

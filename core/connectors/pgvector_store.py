@@ -160,6 +160,16 @@ class PgVectorConnector(Connector):
             np.zeros((0, self.dim() or 0), np.float32)
         return Batch(order, vectors, [dict(zip(others, rows[i][2:], strict=True)) for i in order])
 
+    def space_counts(self) -> dict[str, int]:
+        from psycopg import sql
+
+        if SPACE_FIELD not in dict(self._need()):
+            count = self.count()
+            return {"": count} if count else {}
+        rows = self.conn.execute(sql.SQL("select coalesce({}, ''), count(*) from {} group by 1").format(
+            self._ident(SPACE_FIELD), self._ident(self.collection))).fetchall()
+        return {str(k): int(v) for k, v in rows}
+
     def create(self, dim: int, like: Connector | None = None, sample: Batch | None = None) -> None:
         from psycopg import sql
 
