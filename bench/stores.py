@@ -28,7 +28,7 @@ from bench.common import AnonPeak, Row, Target, area_result, run_child
 
 DIM = 384
 BATCH = 65_536
-SIZES = {"parquet": 1_000_000, "lancedb": 1_000_000, "pgvector": 1_000_000, "chroma": 100_000, "qdrant": 20_000}
+SIZES = {"parquet": 1_000_000, "lancedb": 1_000_000, "pgvector": 1_000_000, "chroma": 50_000, "qdrant": 20_000}
 TINY = {"parquet": 1_000, "lancedb": 1_000, "pgvector": 1_000, "chroma": 300, "qdrant": 200}
 RATE = Target("ratio_min", 0.8, ">= 0.8x the store's bulk insert")
 MEMORY = Target("abs_max", 1024.0, "<= 1024 MiB above the batch")
