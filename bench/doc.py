@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-AREAS = ("fit", "train", "search", "apply", "desktop")
+AREAS = ("fit", "train", "search", "apply", "desktop", "stores")
 TITLES = {
     "fit": "Closed-form fits",
     "train": "Training throughput",

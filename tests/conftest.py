@@ -40,6 +40,30 @@ def demo_copy(demo_workspace_path: Path, tmp_path: Path) -> Path:
     target = tmp_path / "ws"
     shutil.copytree(demo_workspace_path, target)
     return target
+
+
+@pytest.fixture(scope="session")
+def pg_server():  # noqa: ANN201 - yields the server's base URI
+    """A real PostgreSQL server with pgvector for the session (pgserver ships both); removed afterwards.
+
+    Run as root, pgserver starts the server as its own unprivileged user, which must be able to reach
+    the data folder: so it lives in a folder of its own outside pytest's private (0700) temp tree.
+    """
+    import tempfile
+
+    import pgserver
+
+    root = Path(tempfile.mkdtemp(prefix="embridge-pg-"))
+    root.chmod(0o711)
+    server = pgserver.get_server(root / "data", cleanup_mode="delete")
+    try:
+        server.psql("CREATE EXTENSION IF NOT EXISTS vector;")
+        yield server.get_uri()
+    finally:
+        server.cleanup()
+        shutil.rmtree(root, ignore_errors=True)
+
+
 from qt_hygiene import qt_hygiene  # noqa: E402,F401  (fails Qt tests that leave widgets, timers or threads)
 
 # The offscreen platform's default screen (800x800) is smaller than the window's minimum size, so

@@ -35,6 +35,7 @@ class ExportPage(Page):
 
     def __init__(self, ctx: AppContext) -> None:
         super().__init__(ctx)
+        self.store_dialog: Any = None  # made on first use
         self._runs: list[dict[str, Any]] = []
         self._bundles: list[dict[str, Any]] = []
         box = QGroupBox("&Build a bundle")
@@ -66,7 +67,9 @@ class ExportPage(Page):
         self.verify_other.clicked.connect(self.verify_chosen)
         self.open_button = QPushButton("&Open selected")
         self.open_button.clicked.connect(lambda: self._with_selected(self.open_bundle))
-        for button in (self.verify_button, self.verify_other, self.open_button):
+        self.migrate_store_button = QPushButton("&Migrate a store…")
+        self.migrate_store_button.clicked.connect(self.open_store_migration)
+        for button in (self.verify_button, self.verify_other, self.open_button, self.migrate_store_button):
             buttons.addWidget(button)
         buttons.addStretch(1)
         self.layout_.addLayout(buttons)
@@ -166,6 +169,18 @@ class ExportPage(Page):
     def open_bundle(self, path: str) -> None:
         target = Path(path)
         dialogs.open_path(str(target if target.is_dir() else target.parent))
+
+    def open_store_migration(self) -> None:
+        """Show the store-migration dialog, with the selected bundle filled in."""
+        from app.store_dialogs import StoreMigrateDialog
+
+        if self.store_dialog is None:
+            self.store_dialog = StoreMigrateDialog(self.ctx, self)
+        row = self.table.currentRow()
+        if 0 <= row < len(self._bundles) and not self.store_dialog.bundle.text():
+            self.store_dialog.bundle.setText(str(self._bundles[row]["path"]))
+        self.store_dialog.show()
+        self.store_dialog.raise_()
 
     def _with_selected(self, action: Any) -> None:
         row = self.table.currentRow()

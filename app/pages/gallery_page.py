@@ -34,6 +34,7 @@ class GalleryPage(Page):
 
     def __init__(self, ctx: AppContext) -> None:
         super().__init__(ctx)
+        self.store_dialog: Any = None  # made on first use
         top = QHBoxLayout()
         top.addWidget(self._import_box(), 3)
         top.addWidget(self._embed_box(), 2)
@@ -65,7 +66,19 @@ class GalleryPage(Page):
         form.addRow("Vectors of model", self.import_model)
         form.addRow("Id list (.npy)", self.import_ids)
         form.addRow(self.import_button)
+        self.store_import_button = QPushButton("Import from a &vector store…")
+        self.store_import_button.clicked.connect(self.open_store_import)
+        form.addRow(self.store_import_button)
         return box
+
+    def open_store_import(self) -> None:
+        """Show the vector-store import dialog (one per page, kept for its last result)."""
+        from app.store_dialogs import StoreImportDialog
+
+        if self.store_dialog is None:
+            self.store_dialog = StoreImportDialog(self.ctx, self)
+        self.store_dialog.show()
+        self.store_dialog.raise_()
 
     def _embed_box(self) -> QGroupBox:
         box = QGroupBox("&Embed items")

@@ -105,6 +105,7 @@ class Connector(ABC):
     """A store opened on one collection; see the module docstring."""
 
     scheme: str = ""
+    borrowed: bool = False
     writable: bool = True
     supports_alias: bool = True
 
@@ -127,6 +128,7 @@ class Connector(ABC):
         other.uri = self.uri.with_params(collection=name, table=None) if "table" not in self.uri.params \
             else self.uri.with_params(table=name)
         other.collection = name
+        other.borrowed = True  # the client belongs to the connector it came from, which closes it
         return other
 
     def describe(self) -> str:
@@ -154,7 +156,7 @@ class Connector(ABC):
         """Batches in a fixed order, starting after ``cursor`` (None: from the start)."""
 
     def normalises(self) -> bool:
-        """Whether the store keeps vectors scaled to unit length (so a written vector reads back normalised)."""
+        """Whether the store may hand back a written vector scaled to unit length (cosine collections)."""
         return False
 
     def read_ids(self, ids: list[PointId]) -> Batch:
@@ -181,6 +183,7 @@ class Connector(ABC):
 
     # -- writing ----------------------------------------------------------------------------
     def _writable(self) -> None:
+        """Raise for a store Embridge only reads (FAISS index files)."""
         if not self.writable:
             raise VectorStoreError(f"{self.describe()}: this store is read-only in Embridge")
 

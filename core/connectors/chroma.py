@@ -119,6 +119,11 @@ class ChromaConnector(Connector):
     def alias_target(self, alias: str) -> str | None:
         return None
 
+    def close(self) -> None:
+        """Release the shared in-process system, so the next open sees other processes' writes."""
+        if not self.borrowed:
+            self.client.close()
+
     def set_alias(self, alias: str, target: str) -> None:
         raise VectorStoreError(f"{self.describe()}: Chroma has no aliases or atomic renames, so Embridge cannot "
                                f"switch readers over; point the application at collection '{target}'")

@@ -15,7 +15,15 @@ from typing import Any
 import numpy as np
 
 from core.connectors.arrow_common import batch_to_table, table_to_batch
-from core.connectors.base import Batch, Connector, PointId, StoreURI, VectorStoreError, check_write_batch
+from core.connectors.base import (
+    SPACE_FIELD,
+    Batch,
+    Connector,
+    PointId,
+    StoreURI,
+    VectorStoreError,
+    check_write_batch,
+)
 from core.connectors.links import link_target, swap_link
 
 
@@ -67,8 +75,8 @@ class LanceDBConnector(Connector):
         return self._table
 
     def _names(self) -> list[str]:
-        listing = self.db.table_names(limit=100_000) if hasattr(self.db, "table_names") else []
-        return list(listing)
+        listing = self.db.list_tables(limit=100_000)
+        return list(getattr(listing, "tables", listing))
 
     def exists(self) -> bool:
         return self._link(self.collection).exists() or self.collection in self._names()
@@ -104,6 +112,15 @@ class LanceDBConnector(Connector):
         order = [i for i in ids if i in found]
         vectors = np.stack([found[i][0] for i in order]) if order else np.zeros((0, self.dim() or 0), np.float32)
         return Batch(order, vectors, [found[i][1] for i in order])
+
+    def space_counts(self) -> dict[str, int]:
+        if SPACE_FIELD not in self.table().schema.names:
+            return {"": self.count()} if self.count() else {}
+        counts: dict[str, int] = {}
+        for rb in self.table().search().select([SPACE_FIELD]).limit(None).to_batches(65_536):
+            for value in rb.column(0).to_pylist():
+                counts[value or ""] = counts.get(value or "", 0) + 1
+        return counts
 
     def create(self, dim: int, like: Connector | None = None, sample: Batch | None = None) -> None:
         self._writable()

@@ -61,8 +61,9 @@ class MigrationResult:
     written: int
     resumed_from: int
     backfilled: int
-    seconds: float
+    seconds: float  # streaming: read, transform, write, checkpoint
     verification: Verification
+    verify_seconds: float = 0.0
     switched: bool = False
     alias: str | None = None
     previous: str | None = None
@@ -122,6 +123,7 @@ def migrate_store(bundle: str | Path, source_uri: str, target_uri: str, *, order
     new = read_new_vectors(new_vectors, transform.out_dim) if new_vectors is not None else None
     source, target = open_pair(source_uri, target_uri)
     try:
+        target._writable()
         alias = alias or target.uri.param("alias")
         if switch and not alias:
             raise InputError("--switch", "name the alias to move (--alias NAME, or &alias=NAME in --to)")
@@ -185,6 +187,7 @@ def _run(transform: StoreTransform, source: Connector, target: Connector, new: N
         status = "already complete"
     seconds = time.perf_counter() - started
     verification = verify_migration(transform, source, target, names, new)
+    verify_seconds = time.perf_counter() - started - seconds
     if not verification.ok:
         raise VectorStoreError(f"{target.describe()}: verification failed: {verification.target_count} points "
                                f"written for {verification.source_count} in the source, spaces {verification.spaces}")
@@ -193,7 +196,8 @@ def _run(transform: StoreTransform, source: Connector, target: Connector, new: N
         target.save_state(key, state)
     result = MigrationResult(source.describe(), target.describe(), target.collection, status, total,
                              int(state["written"]) - resumed_from if status == "completed" else 0, resumed_from,
-                             len(state.get("backfill_ids") or []), seconds, verification, spaces=names)
+                             len(state.get("backfill_ids") or []), seconds, verification, verify_seconds,
+                             spaces=names)
     if switch and alias:
         result.previous = switch_alias(target, alias, target.collection)
         result.switched, result.alias = True, alias
@@ -266,8 +270,9 @@ def verify_migration(transform: StoreTransform, source: Connector, target: Conne
             if payload.get(SPACE_FIELD) == names["new"] and new is not None:
                 row = new.lookup(pid)
                 want = new.vectors[row] if row is not None else want
-            if unit:
+            if unit:  # compare directions: cosine collections may hand back normalised vectors
                 want = want / max(float(np.linalg.norm(want)), 1e-12)
+                vec = vec / max(float(np.linalg.norm(vec)), 1e-12)
             if not np.allclose(vec, want, rtol=VERIFY_RTOL, atol=VERIFY_ATOL):
                 raise VectorStoreError(f"{target.describe()}: point {pid!r} holds a vector that is not the bundle's "
                                        f"transform of the source (max abs difference {np.max(np.abs(vec - want)):.3g})")

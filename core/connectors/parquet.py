@@ -16,8 +16,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from core.connectors.arrow_common import batch_to_table, table_to_batch
-from core.connectors.base import Batch, Connector, PointId, StoreURI, VectorStoreError, check_write_batch
+from core.connectors.base import (
+    SPACE_FIELD,
+    Batch,
+    Connector,
+    PointId,
+    StoreURI,
+    VectorStoreError,
+    check_write_batch,
+)
 from core.connectors.links import link_target, swap_link
 
 
@@ -97,6 +107,35 @@ class ParquetConnector(Connector):
                 done += rb.num_rows
                 last = index == len(files) - 1 and done == pf.metadata.num_rows
                 yield table_to_batch(rb, self.id_col, self.vec_col, None if last else [index, done])
+
+    def read_ids(self, ids: list[PointId]) -> Batch:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        import pyarrow.dataset as ds
+
+        files = self._files()
+        if not files or not ids:
+            return Batch([], np.zeros((0, self.dim() or 0), np.float32), [])
+        data = ds.dataset([str(f) for f in files], format="parquet")
+        id_type = data.schema.field(self.id_col).type
+        table = data.to_table(filter=pc.field(self.id_col).isin(pa.array(list(ids)).cast(id_type)))
+        got = table_to_batch(table, self.id_col, self.vec_col, None)
+        found = {i: n for n, i in enumerate(got.ids)}
+        order = [i for i in ids if i in found]
+        rows = [found[i] for i in order]
+        return Batch(order, got.vectors[rows], [got.payloads[r] for r in rows])
+
+    def space_counts(self) -> dict[str, int]:
+        import pyarrow.parquet as pq
+
+        counts: dict[str, int] = {}
+        for file in self._files():
+            if SPACE_FIELD not in pq.read_schema(file).names:
+                counts[""] = counts.get("", 0) + pq.ParquetFile(file).metadata.num_rows
+                continue
+            for value in pq.read_table(file, columns=[SPACE_FIELD]).column(0).to_pylist():
+                counts[value or ""] = counts.get(value or "", 0) + 1
+        return counts
 
     def create(self, dim: int, like: Connector | None = None, sample: Batch | None = None) -> None:
         self._writable()

@@ -30,6 +30,11 @@ from core.connectors.base import (
 OUR_PARAMS = ("table", "collection", "column", "id", "alias")
 
 
+def _array(value: Any) -> np.ndarray:
+    """pgvector's binary values come back as ``Vector`` objects."""
+    return np.asarray(value.to_numpy() if hasattr(value, "to_numpy") else value, dtype=np.float32)
+
+
 def _pg_type(value: Any) -> str:
     if isinstance(value, bool):
         return "boolean"
@@ -135,7 +140,7 @@ class PgVectorConnector(Connector):
                 return
             last = rows[-1][0]
             ids = [r[0] for r in rows]
-            vectors = np.stack([np.asarray(r[1], dtype=np.float32) for r in rows])
+            vectors = np.stack([_array(r[1]) for r in rows])
             payloads = [dict(zip(others, r[2:], strict=True)) for r in rows]
             yield Batch(ids, vectors, payloads, last if len(rows) == batch_size else None)
             if len(rows) < batch_size:
@@ -151,9 +156,19 @@ class PgVectorConnector(Connector):
         with self.conn.cursor(binary=True) as cur:
             rows = {r[0]: r for r in cur.execute(query, [list(ids)]).fetchall()}
         order = [i for i in ids if i in rows]
-        vectors = np.stack([np.asarray(rows[i][1], dtype=np.float32) for i in order]) if order else \
+        vectors = np.stack([_array(rows[i][1]) for i in order]) if order else \
             np.zeros((0, self.dim() or 0), np.float32)
         return Batch(order, vectors, [dict(zip(others, rows[i][2:], strict=True)) for i in order])
+
+    def space_counts(self) -> dict[str, int]:
+        from psycopg import sql
+
+        if SPACE_FIELD not in dict(self._need()):
+            count = self.count()
+            return {"": count} if count else {}
+        rows = self.conn.execute(sql.SQL("select coalesce({}, ''), count(*) from {} group by 1").format(
+            self._ident(SPACE_FIELD), self._ident(self.collection))).fetchall()
+        return {str(k): int(v) for k, v in rows}
 
     def create(self, dim: int, like: Connector | None = None, sample: Batch | None = None) -> None:
         from psycopg import sql
@@ -259,4 +274,5 @@ class PgVectorConnector(Connector):
                           "do update set state = excluded.state", [key, json.dumps(state)])
 
     def close(self) -> None:
-        self.conn.close()
+        if not self.borrowed:
+            self.conn.close()

@@ -179,6 +179,8 @@ class QdrantConnector(Connector):
         self.client.update_collection_aliases(change_aliases_operations=ops)
 
     def close(self) -> None:
+        if self.borrowed:
+            return
         try:
             self.client.close()
         except Exception:  # noqa: S110 - closing a client that is already gone

@@ -1,0 +1,241 @@
+"""Dialogs for vector stores: import a stored gallery, and migrate a store through a bundle.
+
+Both run their work as ordinary background jobs (progress here and in the jobs panel, Cancel, errors
+in the error dialog) and call the same core functions as ``embridge import --from``, ``migrate``,
+``rollback`` and ``check``; the dialogs only collect the fields.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPlainTextEdit,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.context import AppContext
+from app.pages.forms import PathField
+from app.workers import Job
+from core.jobs import JobOutcome
+from core.progress import ProgressFn, StopFn
+from core.store import Workspace
+
+log = logging.getLogger("embridge.app")
+URI_HINT = "e.g. qdrant:///data/qdrant?collection=docs, lancedb:///data/db?table=docs, parquet:///data/docs"
+
+
+class _JobDialog(QDialog):
+    """A dialog with one running job at a time: progress bar, Cancel, and a result pane."""
+
+    def __init__(self, ctx: AppContext, title: str, parent: QWidget | None) -> None:
+        super().__init__(parent)
+        self.ctx = ctx
+        self.setWindowTitle(title)
+        self.job: Job | None = None
+        self.form = QFormLayout()
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.stage = QLabel("")
+        self.cancel_button = QPushButton("&Cancel")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.result = QPlainTextEdit()
+        self.result.setReadOnly(True)
+        self.buttons = QHBoxLayout()
+        layout = QVBoxLayout(self)
+        layout.addLayout(self.form)
+        layout.addLayout(self.buttons)
+        row = QHBoxLayout()
+        row.addWidget(self.progress, 1)
+        row.addWidget(self.cancel_button)
+        layout.addLayout(row)
+        layout.addWidget(self.stage)
+        layout.addWidget(self.result, 1)
+
+    def _progressed(self, done: int, total: int, info: dict[str, Any]) -> None:
+        self.progress.setRange(0, max(int(total), 1))
+        self.progress.setValue(min(int(done), max(int(total), 1)))
+        self.stage.setText(f"{info.get('stage', '')}: {done} of {total}")
+
+    def _started(self, job: Job | None) -> None:
+        self.job = job
+        if job is not None:
+            self.cancel_button.setEnabled(True)
+            job.finished.connect(self._ended)
+
+    def _ended(self, outcome: JobOutcome) -> None:
+        self.cancel_button.setEnabled(False)
+        if outcome.status != "completed":
+            self.stage.setText(f"{outcome.status}: {outcome.error or ''}")
+        self.job = None
+
+    def cancel(self) -> None:
+        if self.job is not None:
+            self.job.cancel()
+
+    def show_result(self, text: str) -> None:
+        self.result.setPlainText(text)
+        log.info(text.splitlines()[0] if text else "")
+
+
+class StoreImportDialog(_JobDialog):
+    """Gallery page: "Import from a vector store..." (``embridge import --from``)."""
+
+    def __init__(self, ctx: AppContext, parent: QWidget | None = None) -> None:
+        super().__init__(ctx, "Import from a vector store", parent)
+        self.uri = QLineEdit()
+        self.uri.setPlaceholderText(URI_HINT)
+        self.model = QLineEdit()
+        self.model.setPlaceholderText("name of the store's (old) model; default <collection>-vectors")
+        self.label_field = QLineEdit()
+        self.text_field = QLineEdit()
+        self.split = QComboBox()
+        self.split.setEditable(True)
+        self.split.addItems(["gallery", "query", "train"])
+        self.form.addRow("Store &URI", self.uri)
+        self.form.addRow("&Model", self.model)
+        self.form.addRow("&Label field", self.label_field)
+        self.form.addRow("&Text field", self.text_field)
+        self.form.addRow("&Split", self.split)
+        self.import_button = QPushButton("&Import")
+        self.import_button.clicked.connect(self.start_import)
+        self.buttons.addWidget(self.import_button)
+        self.buttons.addStretch(1)
+
+    def start_import(self) -> None:
+        uri = self.uri.text().strip()
+        if not uri:
+            self.ctx.reporter.report("Import from a vector store", "Enter the store's URI first.")
+            return
+        model = self.model.text().strip() or None
+        label, text = self.label_field.text().strip() or None, self.text_field.text().strip() or None
+        split = self.split.currentText().strip() or None
+
+        def job(ws: Workspace, on_progress: ProgressFn, should_stop: StopFn) -> dict[str, Any]:
+            from core.connectors.gallery_import import import_from_store
+
+            return import_from_store(ws, uri, model, label, text, split, on_progress=on_progress,
+                                     should_stop=should_stop).to_dict()
+
+        def done(out: dict[str, Any]) -> None:
+            self.show_result(f"Imported {out['count']} points from {out['store']} ({out['new_items']} new items); "
+                             f"vectors of model {out['model']} (dim {out['dim']}) in vector set {out['vector_set']}.")
+
+        self._started(self.ctx.run(f"Import from {uri}", job, done, on_progress=self._progressed))
+
+
+class StoreMigrateDialog(_JobDialog):
+    """Export page: "Migrate a store..." (``embridge migrate``, ``rollback`` and ``check``)."""
+
+    def __init__(self, ctx: AppContext, parent: QWidget | None = None) -> None:
+        super().__init__(ctx, "Migrate a store", parent)
+        self.bundle = PathField("Bundle to migrate with", "Bundles (*.zip);;All files (*)", folder=True)
+        self.source = QLineEdit()
+        self.source.setPlaceholderText("collection to read (never changed)")
+        self.target = QLineEdit()
+        self.target.setPlaceholderText("new collection to write")
+        self.alias = QLineEdit()
+        self.alias.setPlaceholderText("alias the application reads (for switch and rollback)")
+        self.switch = QCheckBox("Move the alias to the new collection once verified")
+        self.order = QComboBox()
+        self.order.addItems(["random", "planner"])
+        self.new_vectors = PathField("New-model vectors (.npz with ids and vectors)", "Vectors (*.npz);;All files (*)")
+        self.backfill = QSpinBox()
+        self.backfill.setRange(0, 2_000_000_000)
+        self.backfill.setSpecialValueText("all given")
+        self.batch = QSpinBox()
+        self.batch.setRange(1, 1_000_000)
+        self.batch.setValue(4096)
+        self.form.addRow("&Bundle", self.bundle)
+        self.form.addRow("&From", self.source)
+        self.form.addRow("&To", self.target)
+        self.form.addRow("&Alias", self.alias)
+        self.form.addRow("", self.switch)
+        self.form.addRow("New &vectors", self.new_vectors)
+        self.form.addRow("Backfill &order", self.order)
+        self.form.addRow("Backfill at &most", self.backfill)
+        self.form.addRow("Batch si&ze", self.batch)
+        self.migrate_button = QPushButton("&Migrate")
+        self.migrate_button.clicked.connect(self.start_migration)
+        self.rollback_button = QPushButton("&Roll back to From")
+        self.rollback_button.clicked.connect(self.start_rollback)
+        self.check_button = QPushButton("C&heck To")
+        self.check_button.clicked.connect(self.start_check)
+        for button in (self.migrate_button, self.rollback_button, self.check_button):
+            self.buttons.addWidget(button)
+        self.buttons.addStretch(1)
+
+    def _need(self, *fields: tuple[str, str]) -> bool:
+        missing = [name for name, value in fields if not value]
+        if missing:
+            self.ctx.reporter.report(self.windowTitle(), f"Fill in {', '.join(missing)} first.")
+        return not missing
+
+    def start_migration(self) -> None:
+        bundle, source, target = self.bundle.text(), self.source.text().strip(), self.target.text().strip()
+        if not self._need(("Bundle", bundle), ("From", source), ("To", target)):
+            return
+        options = {"order": self.order.currentText(), "switch": self.switch.isChecked(),
+                   "alias": self.alias.text().strip() or None, "batch_size": self.batch.value(),
+                   "new_vectors": self.new_vectors.text() or None,
+                   "backfill": self.backfill.value() or None}
+
+        def job(on_progress: ProgressFn, should_stop: StopFn) -> dict[str, Any]:
+            from core.connectors.migration import migrate_store
+
+            return migrate_store(bundle, source, target, on_progress=on_progress, should_stop=should_stop,
+                                 **options).to_dict()
+
+        def done(out: dict[str, Any]) -> None:
+            v = out["verification"]
+            text = (f"Migration {out['status']}: {v['target_count']} points in {out['target']} "
+                    f"({out['written']} written now at {out['rows_per_s']:.0f} points/s, resumed from "
+                    f"{out['resumed_from']}). Verified: counts match; spaces {v['spaces']}; {v['sample']} sampled "
+                    f"vectors within {v['max_abs_diff']:.2g} of the bundle.")
+            if out["switched"]:
+                text += f"\nAlias '{out['alias']}' now serves '{out['collection']}' (before: {out['previous']})."
+            self.show_result(text)
+
+        self._started(self.ctx.run_plain(f"Migrate {source}", job, done, on_progress=self._progressed))
+
+    def start_rollback(self) -> None:
+        source, alias = self.source.text().strip(), self.alias.text().strip()
+        if not self._need(("From", source), ("Alias", alias)):
+            return
+
+        def job(on_progress: ProgressFn, should_stop: StopFn) -> dict[str, Any]:
+            from core.connectors.migration import rollback_store
+
+            return rollback_store(source, alias)
+
+        def done(out: dict[str, Any]) -> None:
+            self.show_result(f"Alias '{out['alias']}' {'now' if out['changed'] else 'already'} serves "
+                             f"'{out['collection']}' (before: {out['previous']}).")
+
+        self._started(self.ctx.run_plain(f"Roll back {alias}", job, done))
+
+    def start_check(self) -> None:
+        target = self.target.text().strip()
+        if not self._need(("To", target)):
+            return
+
+        def job(on_progress: ProgressFn, should_stop: StopFn) -> str:
+            from core.connectors.check import check_store
+
+            return check_store(target).text()
+
+        self._started(self.ctx.run_plain(f"Check {target}", job, self.show_result))

@@ -1,0 +1,246 @@
+"""Store migration: points per second through each local vector store, against its own bulk insert.
+
+Measured: ``embridge migrate`` (``core.connectors.migration.migrate_store``) moving N 384-d points
+from a source collection into a new one through a forward (fct) bundle: read, transform, write,
+checkpoint and verify, with 65,536-point batches. Floor, same store, same machine, same vectors:
+the store's own client inserting the already-transformed vectors into a fresh collection in batches
+of the same size (Parquet ``write_table``, LanceDB ``add``, Qdrant ``upsert``, Chroma ``add``,
+PostgreSQL binary ``COPY``). Ratio = migration rate / bulk-insert rate; target >= 0.8. Peak memory:
+the migration runs in a child process of its own; its peak private memory (RssAnon) above the
+level just before the migration started, target <= 1 GiB beyond one batch. Each store runs at the
+size given to it in ``SIZES`` (1M where the store takes it on this machine; embedded Qdrant persists
+point by point and Chroma builds its HNSW index while inserting, so they run smaller and say so).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.common import AnonPeak, Row, Target, area_result, run_child
+
+DIM = 384
+BATCH = 65_536
+SIZES = {"parquet": 1_000_000, "lancedb": 1_000_000, "pgvector": 1_000_000, "chroma": 50_000, "qdrant": 20_000}
+TINY = {"parquet": 1_000, "lancedb": 1_000, "pgvector": 1_000, "chroma": 300, "qdrant": 200}
+RATE = Target("ratio_min", 0.8, ">= 0.8x the store's bulk insert")
+MEMORY = Target("abs_max", 1024.0, "<= 1024 MiB above the batch")
+
+
+def chunks(n: int, batch: int, seed: int = 0) -> Any:
+    """(ids, old vectors) in batches, the same on every call (seeded per batch)."""
+    for start in range(0, n, batch):
+        end = min(start + batch, n)
+        rng = np.random.default_rng([seed, start])
+        yield list(range(start, end)), rng.standard_normal((end - start, DIM), dtype=np.float32)
+
+
+def build_bundle(folder: Path) -> Path:
+    """A real forward (fct) bundle 384 -> 384, trained briefly on synthetic pairs."""
+    from core.bundle import export_bundle
+    from core.store import Workspace
+    from core.train.runs import train_run
+
+    rng = np.random.default_rng(0)
+    n = 2_000
+    old = rng.standard_normal((n, DIM)).astype(np.float32)
+    new = (old @ np.linalg.qr(rng.standard_normal((DIM, DIM)))[0]).astype(np.float32)
+    new += 0.1 * rng.standard_normal(new.shape).astype(np.float32)
+    ws = Workspace.create(folder / "ws")
+    ids = ws.add_items([{"key": f"i{i}", "label": str(i % 10), "split": "gallery"} for i in range(n)])
+    for name, role, vectors in (("old", "old", old), ("new", "new", new)):
+        ws.add_model(name, role, {"name": name, "kind": "vectors", "dim": DIM, "sha256": name.encode().hex().ljust(64, "0")},
+                     None)
+        ws.add_vector_set(name, ids, vectors)
+    run = train_run(ws, "fct", old="old", new="new", device="cpu", config={"epochs": 1})
+    out = folder / "fct.zip"
+    export_bundle(ws, out, [run["run_id"]], gallery=False)
+    ws.close()
+    return out
+
+
+def store_uris(kind: str, root: Path, pg: str | None) -> tuple[str, str, str]:
+    """(source, migration target, bulk-insert target) URIs."""
+    if kind == "parquet":
+        return (f"parquet://{root}/pq/src", f"parquet://{root}/pq/migrated", f"parquet://{root}/pq/bulk")
+    if kind == "pgvector":
+        q = f"{pg}&column=embedding&table="
+        return q + "src", q + "migrated", q + "bulk"
+    key = "table" if kind == "lancedb" else "collection"
+    base = {"lancedb": "lancedb", "qdrant": "qdrant", "chroma": "chroma"}[kind]
+    return tuple(f"{base}://{root}/{kind}?{key}={name}" for name in ("src", "migrated", "bulk"))  # type: ignore[return-value]
+
+
+def fill(kind: str, uri: str, n: int) -> None:
+    """Write the source with the store's own client (as an application would)."""
+    from core.connectors import Batch, open_store
+
+    store = open_store(uri)
+    try:
+        for n_batch, (ids, old) in enumerate(chunks(n, BATCH)):
+            batch = Batch(ids, old, [{"label": str(i % 10)} for i in ids])
+            if n_batch == 0:
+                store.create(DIM, sample=batch)
+            store.write(batch)
+    finally:
+        store.close()
+
+
+def bulk_insert_seconds(kind: str, uri: str, n: int, bundle: Any) -> float:
+    """Time the store's native client inserting the transformed vectors (transform not timed)."""
+    from core.connectors import open_store
+    from core.connectors.base import SPACE_FIELD
+
+    store: Any = open_store(uri)
+    spent = 0.0
+    try:
+        for ids, old in chunks(n, BATCH):
+            new = bundle(old)
+            labels = [str(i % 10) for i in ids]
+            spaces = ["bulk"] * len(ids)
+            started = time.perf_counter()
+            _native_insert(kind, store, ids, new, labels, spaces, SPACE_FIELD)
+            spent += time.perf_counter() - started
+    finally:
+        store.close()
+    return spent
+
+
+def _native_insert(kind: str, store: Any, ids: list[int], vectors: np.ndarray, labels: list[str],
+                   spaces: list[str], space_field: str) -> None:
+    if kind in ("parquet", "lancedb"):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.table({"id": pa.array(ids, pa.int64()),
+                          "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), DIM),
+                          "label": labels, space_field: spaces})
+        if kind == "parquet":
+            store.folder.mkdir(parents=True, exist_ok=True)
+            pq.write_table(table, store.folder / f"part-{ids[0]:09d}.parquet")
+        elif store._table is None and not store.exists():
+            store._table = store.db.create_table(store.collection, data=table)
+        else:
+            store.table().add(table)
+    elif kind == "qdrant":
+        from qdrant_client import models
+
+        if not store.client.collection_exists(store.collection):
+            store.client.create_collection(store.collection, vectors_config=models.VectorParams(
+                size=DIM, distance=models.Distance.COSINE))
+        store.client.upsert(store.collection, points=models.Batch(ids=ids, vectors=vectors.tolist(), payloads=[
+            {"label": lab, space_field: s} for lab, s in zip(labels, spaces, strict=True)]), wait=True)
+    elif kind == "chroma":
+        col = store.client.get_or_create_collection(store.collection, metadata={"hnsw:space": "cosine"})
+        step = int(store.client.get_max_batch_size())
+        for start in range(0, len(ids), step):
+            end = start + step
+            col.add(ids=[str(i) for i in ids[start:end]], embeddings=vectors[start:end],
+                    metadatas=[{"label": lab, space_field: s} for lab, s in zip(labels[start:end], spaces[start:end],
+                                                                               strict=True)])
+    elif kind == "pgvector":
+        conn = store.conn
+        conn.execute(f"create table if not exists {store.collection} (id bigint primary key, embedding vector({DIM}), "
+                     f"label text, {space_field} text)")
+        with conn.transaction(), conn.cursor() as cur, cur.copy(
+                f"copy {store.collection} (id, embedding, label, {space_field}) from stdin (format binary)") as cp:
+            cp.set_types(["bigint", "vector", "text", "text"])
+            for row in zip(ids, vectors, labels, spaces, strict=True):
+                cp.write_row(row)
+
+
+def child(args: list[str]) -> None:
+    """``python -m bench.stores STAGE KIND N ROOT BUNDLE [PG]``: one measurement in its own process."""
+    stage, kind, n, root, bundle_path = args[0], args[1], int(args[2]), Path(args[3]), args[4]
+    pg = args[5] if len(args) > 5 else None
+    source, target, bulk = store_uris(kind, root, pg)
+    out: dict[str, Any] = {}
+    if stage == "prepare":
+        from core.bundle import load_bundle
+
+        started = time.perf_counter()
+        fill(kind, source, n)
+        out["fill_s"] = time.perf_counter() - started
+        out["bulk_s"] = bulk_insert_seconds(kind, bulk, n, load_bundle(bundle_path))
+    else:
+        from core.connectors.migration import migrate_store
+        from core.connectors.transform import load_transform
+
+        load_transform(bundle_path)  # libraries loaded and warm before the baseline
+        import core.connectors.backfill  # noqa: F401
+        from core.connectors import open_store
+
+        open_store(source).close()
+        with AnonPeak() as peak:
+            baseline = peak.peak
+            result = migrate_store(bundle_path, source, target, batch_size=BATCH)
+        out = {"migrate_s": result.seconds, "verify_s": result.verify_seconds, "written": result.written, "verified": result.verification.ok,
+               "peak_above_start_mib": (peak.peak - baseline) / 2**20, "baseline_mib": baseline / 2**20}
+    print(json.dumps(out), flush=True)
+
+
+def start_pg(root: Path) -> tuple[Any, str]:
+    import pgserver
+
+    root.chmod(0o711)
+    server = pgserver.get_server(root / "pgdata", cleanup_mode="delete")
+    server.psql("CREATE EXTENSION IF NOT EXISTS vector;")
+    return server, server.get_uri()
+
+
+def run(tiny: bool, device: str, seed: int = 0, only: list[str] | None = None,
+        sizes: dict[str, int] | None = None) -> dict[str, Any]:
+    started = time.time()
+    sizes = sizes or (TINY if tiny else SIZES)
+    rows: list[Row] = []
+    notes = [f"{DIM}-d float32 vectors, batches of {BATCH:,} points; sizes per store: "
+             + ", ".join(f"{k} {v:,}" for k, v in sizes.items())]
+    work = Path(tempfile.mkdtemp(prefix="embridge-bench-stores-"))
+    server = None
+    try:
+        bundle = build_bundle(work)
+        for kind in only or list(sizes):
+            n = sizes[kind]
+            root = work / kind
+            root.mkdir()
+            pg: list[str] = []
+            if kind == "pgvector":
+                server, uri = start_pg(root)
+                pg = [uri]
+            prep = run_child("bench.stores", ["prepare", kind, str(n), str(root), str(bundle), *pg], timeout_s=7200)
+            mig = run_child("bench.stores", ["migrate", kind, str(n), str(root), str(bundle), *pg], timeout_s=7200) \
+                if "error" not in prep else {"error": "not run: preparation failed"}
+            if server is not None:
+                server.cleanup()
+                server = None
+            shutil.rmtree(root, ignore_errors=True)
+            if "error" in prep or "error" in mig:
+                rows.append(Row(f"{kind}: migrate {n:,} points", "points/s", None,
+                                note=str(prep.get("error") or mig.get("error"))))
+                continue
+            rate, floor = n / mig["migrate_s"], n / prep["bulk_s"]
+            batch_mib = BATCH * DIM * 4 / 2**20
+            rows.append(Row(f"{kind}: migrate {n:,} points", "points/s", rate, floor,
+                            f"{kind} bulk insert of the same vectors", RATE,
+                            details={"migrate_s": mig["migrate_s"], "verify_s": mig["verify_s"],
+                                     "bulk_insert_s": prep["bulk_s"],
+                                     "verified": mig["verified"], "source_fill_s": prep["fill_s"]}))
+            rows.append(Row(f"{kind}: migration peak memory above start, beyond one batch ({batch_mib:.0f} MiB)",
+                            "MiB", max(mig["peak_above_start_mib"] - batch_mib, 0.0), target=MEMORY,
+                            details={"peak_above_start_mib": mig["peak_above_start_mib"]}))
+    finally:
+        if server is not None:
+            server.cleanup()
+        shutil.rmtree(work, ignore_errors=True)
+    return area_result("stores", rows, {"dim": DIM, "batch": BATCH, "sizes": sizes}, notes, started, device)
+
+
+if __name__ == "__main__":
+    child(sys.argv[1:])

@@ -1,0 +1,131 @@
+"""The vector-store dialogs: import a stored gallery (Gallery page) and migrate a store (Export page)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from app_fixtures import error_dialogs, no_threads_left, wait_for_jobs, window
+from bundle_fixtures import build_upgrade_workspace
+from PySide6.QtCore import Qt
+from pytestqt.qtbot import QtBot
+from store_fixtures import fill_source, read_all
+
+from app.main_window import MainWindow
+from core.bundle import export_bundle, load_bundle
+from core.store import Workspace
+
+__all__ = ["no_threads_left", "window"]
+pytestmark = pytest.mark.usefixtures("no_threads_left")
+
+
+@pytest.fixture
+def upgrade(tmp_path: Path) -> dict[str, Any]:
+    up = build_upgrade_workspace(tmp_path / "ws", with_report=False)
+    with Workspace.open(up["path"]) as ws:
+        export_bundle(ws, tmp_path / "fct.zip", [up["runs"]["fct"]])
+        labels = [str(x) for x in ws.labels(up["ids"])]
+    return {**up, "bundle": tmp_path / "fct.zip", "labels": labels}
+
+
+def click(qtbot: QtBot, button: object) -> None:
+    qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
+
+
+def test_import_from_a_store_and_migrate_switch_cancel_resume_rollback(
+        qtbot: QtBot, window: MainWindow, upgrade: dict, tmp_path: Path) -> None:
+    v1 = upgrade["vectors"]["v1"]
+    case = fill_source("parquet", tmp_path, list(range(len(v1))), v1, upgrade["labels"])
+    assert window.ctx.open_workspace(upgrade["path"])
+
+    gallery = window.show_page("gallery")
+    click(qtbot, gallery.store_import_button)
+    dialog = gallery.store_dialog
+    assert dialog.isVisible()
+    dialog.uri.setText(case.source)
+    dialog.model.setText("store-v1")
+    dialog.label_field.setText("label")
+    click(qtbot, dialog.import_button)
+    wait_for_jobs(qtbot, window)
+    assert not error_dialogs()
+    assert f"Imported {len(v1)} points" in dialog.result.toPlainText()
+    assert dialog.progress.value() == dialog.progress.maximum() > 0
+    with Workspace.open(upgrade["path"]) as ws:
+        keys = [str(i) for i in range(len(v1))]
+        np.testing.assert_allclose(ws.vectors_for("store-v1", ws.ids_for_keys(keys)), v1)
+        assert ws.labels(ws.ids_for_keys(keys)) == upgrade["labels"]
+
+    export = window.show_page("export")
+    export.refresh()
+    click(qtbot, export.migrate_store_button)
+    migrate = export.store_dialog
+    assert migrate.bundle.text() == str(upgrade["bundle"])  # the selected bundle, filled in
+    migrate.source.setText(case.source)
+    migrate.target.setText(case.target)
+    migrate.alias.setText("docs")
+    migrate.switch.setChecked(True)
+    migrate.batch.setValue(1)  # slow enough to cancel part-way
+
+    cancelled = {"at": 0}
+
+    def cancel_once(done: int, total: int, info: dict) -> None:
+        if 0 < done < total and migrate.job is not None and not cancelled["at"]:
+            cancelled["at"] = done
+            click(qtbot, migrate.cancel_button)
+
+    click(qtbot, migrate.migrate_button)
+    assert migrate.job is not None and migrate.cancel_button.isEnabled()
+    migrate.job.progressed.connect(cancel_once)
+    wait_for_jobs(qtbot, window)
+    assert cancelled["at"] > 0 and migrate.stage.text().startswith("cancelled")
+    checkpoint = json.loads((tmp_path / "pq.embridge" / "migrate-docs_v2.json").read_text())
+    assert 0 < checkpoint["written"] < len(v1) and checkpoint["status"] == "running"
+    assert not (tmp_path / "pq" / "docs").exists()  # nothing switched before verification
+
+    migrate.batch.setValue(50)
+    click(qtbot, migrate.migrate_button)
+    wait_for_jobs(qtbot, window)
+    assert not error_dialogs()
+    text = migrate.result.toPlainText()
+    assert "Migration completed" in text and "Alias 'docs' now serves 'docs_v2'" in text
+    assert f"resumed from {checkpoint['written']}" in text
+    assert os.readlink(tmp_path / "pq" / "docs") == "docs_v2"
+    got = read_all(case.alias_uri)
+    np.testing.assert_allclose(np.stack([got[str(i)][0] for i in range(len(v1))]),
+                               load_bundle(upgrade["bundle"])(v1), rtol=1e-4, atol=1e-5)
+
+    click(qtbot, migrate.check_button)
+    wait_for_jobs(qtbot, window)
+    assert f"{len(v1)} points, single" in migrate.result.toPlainText()
+
+    click(qtbot, migrate.rollback_button)
+    wait_for_jobs(qtbot, window)
+    assert "Alias 'docs' now serves 'docs_v1'" in migrate.result.toPlainText()
+    assert os.readlink(tmp_path / "pq" / "docs") == "docs_v1"
+    migrate.close()
+    dialog.close()
+
+
+def test_store_dialogs_report_missing_fields_and_store_errors(qtbot: QtBot, window: MainWindow, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    assert window.ctx.open_workspace(tmp_path / "ws", create=True)
+    reported: list[tuple[str, str]] = []
+    monkeypatch.setattr(window.ctx.reporter, "report", lambda title, text, details=None: reported.append((title, text)))
+    gallery = window.show_page("gallery")
+    click(qtbot, gallery.store_import_button)
+    click(qtbot, gallery.store_dialog.import_button)
+    assert reported[-1][1] == "Enter the store's URI first."
+    gallery.store_dialog.uri.setText(f"parquet://{tmp_path / 'nothing'}")
+    click(qtbot, gallery.store_dialog.import_button)
+    wait_for_jobs(qtbot, window)
+    assert reported[-1][1].endswith("nothing: no such collection")
+    export = window.show_page("export")
+    click(qtbot, export.migrate_store_button)
+    click(qtbot, export.store_dialog.migrate_button)
+    assert reported[-1][1] == "Fill in Bundle, From, To first."
+    gallery.store_dialog.close()
+    export.store_dialog.close()

@@ -1,0 +1,192 @@
+"""Store migration options and refusals: partial backfill orders, mixed stores, FAISS, bad input.
+
+Parquet (fast, real files) carries most of these; what they check is the store-independent core.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from bundle_fixtures import build_upgrade_workspace
+from store_fixtures import fill_source, read_all
+
+from core.bundle import export_bundle, load_bundle
+from core.cli.main import main
+from core.connectors import Batch, open_store
+from core.connectors.gallery_import import import_from_store
+from core.errors import Cancelled
+from core.store import Workspace
+
+
+@pytest.fixture(scope="module")
+def upgrade(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    root = tmp_path_factory.mktemp("store-options")
+    up = build_upgrade_workspace(root / "ws", with_report=False)
+    with Workspace.open(up["path"]) as ws:
+        export_bundle(ws, root / "fct.zip", [up["runs"]["fct"]])
+        export_bundle(ws, root / "backward.zip", [up["runs"]["v3_to_v1"]])
+        labels = [str(x) for x in ws.labels(up["ids"])]
+    return {**up, "bundle": root / "fct.zip", "backward": root / "backward.zip", "labels": labels}
+
+
+def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, Any, str]:
+    code = main([*args, "--json"])
+    out, err = capsys.readouterr()
+    return code, json.loads(out) if code == 0 else out, err
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+@pytest.fixture
+def source(upgrade: dict, tmp_path: Path) -> Any:
+    v1 = upgrade["vectors"]["v1"]
+    return fill_source("parquet", tmp_path, list(range(len(v1))), v1, upgrade["labels"])
+
+
+def test_planner_backfill_gives_new_vectors_where_the_bundle_is_worst(upgrade: dict, source: Any, tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    v1, v3 = upgrade["vectors"]["v1"], upgrade["vectors"]["v3"]
+    new_file = tmp_path / "new.npz"
+    np.savez(new_file, ids=np.arange(len(v3)), vectors=v3)
+    budget = 60
+    results = {}
+    for order in ("planner", "random"):
+        target = source.target.replace("docs_v2", f"docs_{order}")
+        code, out, err = cli(capsys, "migrate", "--bundle", str(upgrade["bundle"]), "--from", source.source,
+                             "--to", target, "--new-vectors", str(new_file), "--backfill", str(budget),
+                             "--order", order)
+        assert code == 0, err
+        got = read_all(target)
+        backfilled = sorted(int(k) for k, (_, p) in got.items() if p["embridge_space"] == out["spaces"]["new"])
+        assert len(backfilled) == budget and out["backfilled"] == budget
+        vectors = np.stack([got[str(i)][0] for i in range(len(v1))])
+        np.testing.assert_allclose(vectors[backfilled], v3[backfilled], rtol=1e-6)  # the real new vectors
+        rest = np.setdiff1d(np.arange(len(v1)), backfilled)
+        np.testing.assert_allclose(vectors[rest], load_bundle(upgrade["bundle"])(v1[rest]), rtol=1e-4, atol=1e-5)
+        results[order] = backfilled
+        code, checked, err = cli(capsys, "check", "--uri", target)
+        assert checked["state"] == "single" and checked["versions"] == {"v3": len(v1)}  # one model version
+    residual = np.linalg.norm(unit(load_bundle(upgrade["bundle"])(v1)) - unit(v3), axis=1)
+    # the planner takes exactly the largest residuals; the random subset is far from that
+    assert set(results["planner"]) == set(np.argsort(-residual)[:budget].tolist())
+    assert residual[results["planner"]].mean() > residual[results["random"]].mean() * 1.2
+
+
+def test_a_mixed_store_is_named_half_migrated_and_quality_needs_the_serving_space(
+        upgrade: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    v1, labels = upgrade["vectors"]["v1"], upgrade["labels"]
+    adapted = load_bundle(upgrade["bundle"])(v1)
+    uri = f"parquet://{tmp_path / 'mixed' / 'docs'}"
+    store = open_store(uri)
+    store.create(16)
+    # an application that re-embedded the first 100 points in place, tagging each point's model
+    half = 100
+    store.write(Batch(list(range(half)), adapted[:half, :16],  # one width per dataset: a 16-d stand-in
+                      [{"label": lab, "embridge_space": "v3"} for lab in labels[:half]]))
+    store.write(Batch(list(range(half, len(v1))), v1[half:],
+                      [{"label": lab, "embridge_space": "v1"} for lab in labels[half:]]))
+    code, out, err = cli(capsys, "check", "--uri", uri)
+    assert code == 0 and out["state"] == "half-migrated" and out["versions"] == {"v3": half, "v1": len(v1) - half}
+    code, out, err = cli(capsys, "check", "--uri", uri, "--label-field", "label")
+    assert code == 1 and "half-migrated" in err and "--served-as" in err and err.count("\n") == 1
+    code, out, err = cli(capsys, "check", "--uri", uri, "--label-field", "label", "--served-as", "v1",
+                         "--sample", "100000")
+    assert code == 0, err
+    quality = out["quality"]
+    assert quality["points"] == len(v1) - half and quality["reachable_share"] == pytest.approx((len(v1) - half) / len(v1))
+    x, lab = unit(v1[half:]), np.asarray(labels[half:])
+    scores = x @ x.T
+    np.fill_diagonal(scores, -np.inf)
+    assert quality["top1_label_agreement"] == pytest.approx(float((lab[scores.argmax(1)] == lab).mean()))
+
+
+def test_faiss_index_is_read_imported_and_migrated_into_parquet(upgrade: dict, tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    import faiss
+
+    v1 = np.ascontiguousarray(upgrade["vectors"]["v1"], dtype=np.float32)
+    index = faiss.IndexIDMap(faiss.IndexFlatIP(16))
+    ids = np.arange(len(v1), dtype=np.int64) * 7 + 3
+    index.add_with_ids(v1, ids)
+    path = tmp_path / "gallery.faiss"
+    faiss.write_index(index, str(path))
+    ws = tmp_path / "ws"
+    Workspace.create(ws).close()
+    code, out, err = cli(capsys, "import", "--workspace", str(ws), "--from", f"faiss://{path}", "--model", "v1")
+    assert code == 0 and out["count"] == len(v1), err
+    with Workspace.open(ws) as w:
+        np.testing.assert_allclose(w.vectors_for("v1", w.ids_for_keys([str(i) for i in ids])), v1)
+    target = f"parquet://{tmp_path / 'pq' / 'docs_v3'}"
+    code, out, err = cli(capsys, "migrate", "--bundle", str(upgrade["bundle"]), "--from", f"faiss://{path}",
+                         "--to", target)
+    assert code == 0 and out["written"] == len(v1), err
+    got = read_all(target)
+    np.testing.assert_allclose(np.stack([got[str(i)][0] for i in ids]), load_bundle(upgrade["bundle"])(v1),
+                               rtol=1e-4, atol=1e-5)
+    code, out, err = cli(capsys, "migrate", "--bundle", str(upgrade["bundle"]), "--from", f"faiss://{path}",
+                         "--to", f"faiss://{tmp_path / 'out.faiss'}")
+    assert code == 1 and "read-only" in err and not (tmp_path / "out.faiss").exists()
+
+
+def test_bad_requests_get_one_line_and_change_nothing(upgrade: dict, source: Any, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    before = read_all(source.source)
+    b = str(upgrade["bundle"])
+    cases = [
+        (["migrate", "--bundle", b, "--from", "mongo://x/y", "--to", source.target], "unknown store scheme"),
+        (["migrate", "--bundle", b, "--from", source.source, "--to", source.source], "is the source collection"),
+        (["migrate", "--bundle", str(upgrade["backward"]), "--from", source.source, "--to", source.target],
+         "nothing to migrate"),
+        (["migrate", "--bundle", b, "--from", source.source, "--to", source.target, "--switch"], "name the alias"),
+        (["migrate", "--bundle", b, "--from", source.source, "--to", source.target, "--order", "planner"],
+         "--new-vectors"),
+        (["migrate", "--bundle", b, "--from", source.source.replace("docs_v1", "nope"), "--to", source.target],
+         "no such collection"),
+        (["check", "--uri", "qdrant:///tmp/x"], "no collection named"),
+        (["rollback", "--to", source.source], "name the alias"),
+    ]
+    for args, message in cases:
+        code, _, err = cli(capsys, *args)
+        assert code in (1, 2) and message in err and err.count("\n") == 1, (args, err)
+    assert not Path(source.target.removeprefix("parquet://")).exists()
+    assert read_all(source.source).keys() == before.keys()
+    # a different migration into an existing shadow is refused, not mixed in
+    assert cli(capsys, "migrate", "--bundle", b, "--from", source.source, "--to", source.target)[0] == 0
+    code, _, err = cli(capsys, "migrate", "--bundle", b, "--from", source.source, "--to", source.target,
+                       "--batch", "7", "--seed", "3", "--new-vectors", str(_new_file(upgrade, tmp_path)))
+    assert code == 1 and "holds a different migration" in err
+
+
+def _new_file(upgrade: dict, tmp_path: Path) -> Path:
+    file = tmp_path / "new.npz"
+    np.savez(file, ids=np.arange(len(upgrade["vectors"]["v3"])), vectors=upgrade["vectors"]["v3"])
+    return file
+
+
+def test_a_cancelled_import_resumes_without_duplicates(upgrade: dict, source: Any, tmp_path: Path) -> None:
+    ws_path = tmp_path / "ws"
+    calls = {"n": 0}
+
+    def stop_after_some() -> bool:
+        calls["n"] += 1
+        return calls["n"] > 3
+
+    with Workspace.create(ws_path) as ws:
+        with pytest.raises(Cancelled):
+            import_from_store(ws, source.source, "v1", "label", batch_size=40, should_stop=stop_after_some)
+        partial = len(ws.item_ids())
+        assert 0 < partial < len(upgrade["ids"])
+        seen: list[tuple[int, int]] = []
+        out = import_from_store(ws, source.source, "v1", "label", batch_size=40,
+                                on_progress=lambda d, t, i: seen.append((d, t)))
+        assert out.count == len(upgrade["ids"]) and out.new_items == len(upgrade["ids"]) - partial
+        assert len(ws.item_ids()) == len(upgrade["ids"]) and seen[-1][0] == seen[-1][1]
+        keys = [str(i) for i in range(len(upgrade["ids"]))]
+        np.testing.assert_allclose(ws.vectors_for("v1", ws.ids_for_keys(keys)), upgrade["vectors"]["v1"])
+        assert ws.labels(ws.ids_for_keys(keys)) == upgrade["labels"]
