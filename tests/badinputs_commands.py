@@ -50,7 +50,7 @@ _OPTIONS: list[tuple[str, tuple[str, ...], str, list[str], str]] = [
     # (case prefix, command, option, bad values, expected text)
     ("embed", EMBED, "--sample", ["-3", "0", "nan", "1.5", "many"], "expected an integer from 1"),
     ("embed", EMBED, "--seed", ["-1", "4294967296", "inf"], "expected an integer from 0 to 4294967295"),
-    ("embed", EMBED, "--batch-size", ["0", "-8"], "expected an integer from 1"),
+    ("embed", EMBED, "--batch-size", ["0", "-8", "2000000"], "expected an integer from 1 to 1048576"),
     ("demo", ("demo", "-w", "{in}/demo"), "--seed", ["-1"], "expected an integer from 0"),
     ("train", TRAIN, "--epochs", ["0", "-5", "nan"], "expected an integer from 1"),
     ("train", TRAIN, "--lr", ["nan", "inf", "0", "-0.1", "1e9"], "expected a number above 0"),
@@ -63,13 +63,15 @@ _OPTIONS: list[tuple[str, tuple[str, ...], str, list[str], str]] = [
     ("plan", PLAN, "--gain-threshold", ["nan", "1.5", "-0.1", "inf"], "expected a number from 0 to 1"),
     ("plan", PLAN, "--target-share", ["0", "nan"], "expected a number above 0 and at most 1"),
     ("plan", PLAN, "--fraction", ["2", "-1", "nan"], "expected a number from 0 to 1"),
-    ("chain", CHAIN, "--exact-max", ["-1"], "expected an integer from 0"),
+    ("chain", CHAIN, "--exact-max", ["-1", "nan"], "expected an integer from 0"),
     ("export", (*EXPORT, "--out", "{in}/b.zip"), "--probes", ["0", "-1", "nan"], "expected an integer from 1"),
     ("export", ("bundle", "export", *WS, "--out", "{in}/b.zip"), "--run", ["0"], "expected an integer at least 1"),
+    ("export", (*EXPORT, "--out", "{in}/b.zip"), "--report", ["0", "-3"], "expected an integer at least 1"),
     ("verify", VERIFY, "--max-member-mb", ["nan", "0", "-1", "inf"], "expected a number above 0"),
-    ("verify", VERIFY, "--max-total-mb", ["nan", "0"], "expected a number above 0"),
+    ("verify", VERIFY, "--max-total-mb", ["nan", "0", "-1"], "expected a number above 0"),
     ("inspect", INSPECT, "--max-member-mb", ["-5"], "expected a number above 0"),
-    ("apply", (*APPLY, "--out", "{in}/out.npy"), "--chunk-rows", ["0", "-1", "nan"], "expected an integer from 1"),
+    ("apply", (*APPLY, "--out", "{in}/out.npy"), "--chunk-rows", ["0", "-1", "nan", "1000000000"],
+     "expected an integer from 1"),
     ("apply", (*APPLY, "--out", "{in}/out.npy"), "--max-total-mb", ["nan"], "expected a number above 0"),
 ]
 
@@ -208,6 +210,7 @@ _FORGED = [
     ("gallery-string", cb.manifest_edit("gallery_transformed", "all of it"), "gallery_transformed"),
     ("models-list", cb.manifest_edit("models", []), "models"),
     ("metrics-values-list", cb.manifest_edit("metrics.values", [1]), "metrics.values"),
+    ("probes-list", cb.manifest_edit("probes", []), "probes"),
 ]
 FORGED_CASES = [
     _c(f"bundle-forged-{label}-{action}", build, (*cmd, "{bad}"), f"field '{re.escape(field)}'")
