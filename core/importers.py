@@ -101,7 +101,6 @@ def _image_files(folder: Path, inside: Path, seen_dirs: dict[Path, Path]) -> lis
     return files
 
 
-
 def _text_record(row: dict[str, Any], n: int, source: Path, key_col: str, text_col: str,
                  label_col: str, where: str) -> dict[str, Any]:
     text = row.get(text_col)
@@ -139,7 +138,7 @@ def read_csv_texts(path: Path, key_col: str = "key", text_col: str = "text",
         if None in row:  # DictReader files surplus fields under None
             raise ImportDataError(path, f"record {n}: {len(row[None])} more fields than the header has columns")
     return _with_keys([_text_record(r, n, path, key_col, text_col, label_col, f"record {n}")
-                          for n, r in enumerate(rows, start=1)], path)
+                       for n, r in enumerate(rows, start=1)], path)
 
 
 def read_jsonl_texts(path: Path, key_col: str = "key", text_col: str = "text",
@@ -163,7 +162,6 @@ def read_jsonl_texts(path: Path, key_col: str = "key", text_col: str = "text",
             raise ImportDataError(path, f"line {n}: expected a JSON object")
         records.append(_text_record(row, n, path, key_col, text_col, label_col, f"line {n}"))
     return _with_keys(records, path)
-
 
 
 def _with_keys(records: list[dict[str, Any]], source: Path) -> list[dict[str, Any]]:
