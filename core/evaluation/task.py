@@ -41,7 +41,7 @@ class Protocol:
     gallery: str
     n_gallery: int
     relevance: str
-    search: str = "exact inner product"
+    search: str = "exact inner-product search"
 
     def describe(self) -> str:
         return (f"{self.n_queries} {self.query_set} against {self.gallery} ({self.n_gallery} items), "
@@ -78,7 +78,7 @@ class RetrievalTask:
     def with_queries(self, queries: QuerySet) -> RetrievalTask:
         return replace(self, queries=queries)
 
-    def protocol(self, search: str = "exact inner product") -> Protocol:
+    def protocol(self, search: str = "exact inner-product search") -> Protocol:
         return Protocol(self.queries.name, int(self.queries.ids.size), self.gallery.name,
                         int(self.gallery.ids.size), self.rule.describe(), search)
 
