@@ -21,9 +21,10 @@ from typing import BinaryIO
 import numpy as np
 
 from core.errors import VectorFileError
-from core.store.vectors import as_storage_dtype
+from core.store.vectors import as_storage_dtype, release_pages
 
-BLOCK_ROWS = 16_384
+BLOCK_ROWS = 4096  # 6 MB of 384-d float32 rows
+_PIECE = 1 << 20
 _LOCAL_HEADER = struct.Struct("<4s5H3L2H")  # zip local file header: 30 bytes
 
 
@@ -55,32 +56,36 @@ class MatrixReader:
         return np.memmap(self.path, dtype=self.dtype, mode="r", offset=self.data_offset, shape=self.shape,
                          order="F" if self.fortran_order else "C")
 
-    def blocks(self, block_rows: int = BLOCK_ROWS) -> Iterator[tuple[int, np.ndarray]]:
+    def blocks(self, block_rows: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
         """(first row, rows) in file order, cast to the stored dtype and checked finite."""
+        block_rows = block_rows or BLOCK_ROWS
         if self.mapped:
             mm = self.memmap()
             for start in range(0, self.rows, block_rows):
-                yield start, self._checked(np.asarray(mm[start:start + block_rows]), start)
+                block = self._checked(np.array(mm[start:start + block_rows]), start)
+                self._release(mm, start, start + len(block))
+                yield start, block
             return
         row_bytes = self.dim * self.dtype.itemsize
         with zipfile.ZipFile(self.path) as zf, zf.open(self.member or "") as fh:
             fh.read(self.data_offset)
             for start in range(0, self.rows, block_rows):
                 count = min(block_rows, self.rows - start)
-                raw = fh.read(count * row_bytes)
-                if len(raw) != count * row_bytes:
-                    raise VectorFileError(self.path, f"member {self.member} ends early, at row {start}")
-                block = np.frombuffer(raw, dtype=self.dtype).reshape(count, self.dim)
+                block = _read_exactly(fh, count * row_bytes, self.path, f"member {self.member} ends early, "
+                                      f"at row {start}").view(self.dtype).reshape(count, self.dim)
                 yield start, self._checked(block, start)
 
-    def take(self, rows: np.ndarray, block_rows: int = BLOCK_ROWS) -> Iterator[tuple[int, np.ndarray]]:
+    def take(self, rows: np.ndarray, block_rows: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
         """The rows ``rows`` (ascending file rows) in blocks: (offset in ``rows``, block)."""
+        block_rows = block_rows or BLOCK_ROWS
         rows = np.asarray(rows, dtype=np.int64)
         if self.mapped:
             mm = self.memmap()
             for start in range(0, len(rows), block_rows):
                 part = rows[start:start + block_rows]
-                yield start, self._checked(np.asarray(mm[part]), 0, part)
+                block = self._checked(mm[part], 0, part)
+                self._release(mm, int(part[0]), int(part[-1]) + 1)
+                yield start, block
             return
         done = 0
         for first, block in self.blocks(block_rows):
@@ -97,6 +102,10 @@ class MatrixReader:
         for offset, block in self.take(rows[order]):
             out[order[offset:offset + len(block)]] = block
         return out
+
+    def _release(self, mm: np.ndarray, start: int, stop: int) -> None:
+        if not self.fortran_order:
+            release_pages(mm, start, stop)
 
     def _checked(self, block: np.ndarray, first_row: int, rows: np.ndarray | None = None) -> np.ndarray:
         bad = ~np.isfinite(block).all(axis=1) if block.dtype.kind == "f" else np.zeros(len(block), bool)
@@ -158,6 +167,19 @@ class VectorFile:
             if queries.dim != vectors.dim:
                 raise VectorFileError(src, f"query_vectors are {queries.dim}-d but vectors are {vectors.dim}-d")
             return cls(src, keys, vectors, query_keys, queries)
+
+
+def _read_exactly(fh: BinaryIO, size: int, path: Path, short: str) -> np.ndarray:
+    """``size`` bytes into one buffer, read in 1 MiB pieces (one big read of a zip member keeps copies)."""
+    out = np.empty(size, dtype=np.uint8)
+    pos = 0
+    while pos < size:
+        piece = fh.read(min(_PIECE, size - pos))
+        if not piece:
+            raise VectorFileError(path, short)
+        out[pos:pos + len(piece)] = np.frombuffer(piece, dtype=np.uint8)
+        pos += len(piece)
+    return out
 
 
 def _read_header(fh: BinaryIO) -> tuple[tuple[int, ...], bool, np.dtype, int]:

@@ -53,6 +53,12 @@ def protocol_ids(ws: Workspace, old: str, new: str) -> tuple[np.ndarray, np.ndar
     return queries, gallery
 
 
+def old_gallery_ids(ws: Workspace, old: str) -> np.ndarray:
+    """The whole old gallery (every non-query item with an old vector), derived without the report code."""
+    query_split = {int(i) for i in ws.item_ids("query")}
+    return np.array([i for i in ws.ids_with_vectors(old) if int(i) not in query_split], dtype=np.int64)
+
+
 def brute_force(queries: np.ndarray, gallery: np.ndarray, q_labels: np.ndarray,
                 g_labels: np.ndarray) -> dict[str, Any]:
     """top-1, top-5, recall@10 and full-ranking mAP by plain numpy (cosine, stable order)."""

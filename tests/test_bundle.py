@@ -17,6 +17,7 @@ from bundle_fixtures import build_upgrade_workspace
 from core.adapters import adapt_gallery, adapt_queries, load_adapter
 from core.bundle import compose_adapters, export_bundle, inspect_bundle, load_bundle, verify_bundle
 from core.errors import BundleError, Cancelled
+from core.evaluation.tasks import heldout_queries
 from core.retrieval import l2_normalize
 from core.store import Workspace
 from core.store.files import sha256_file, sha256_tree
@@ -41,7 +42,8 @@ def test_zip_bundle_reproduces_the_adapter_and_describes_the_upgrade(upgrade: di
         models = {m["name"]: m for m in ws.models()}
         registered = ws.bundles()[-1]
         export_run = ws.runs("export")[-1]
-        held_out = sum(1 for fold in ws.folds().values() if fold == "test")
+        row = ws.adapter_for_run(upgrade["runs"]["v3_to_v1"])
+        held_out = heldout_queries(ws, [row["old_model"], row["new_model"]])[0].ids.size  # as reports measure
         summary = ws.report(upgrade["report_id"])["summary"]
     assert sorted(p.name for p in out.parent.iterdir()) == ["upgrade.zip"]  # no temp leftovers
 
@@ -77,7 +79,7 @@ def test_zip_bundle_reproduces_the_adapter_and_describes_the_upgrade(upgrade: di
 
     checked = verify_bundle(out)
     assert checked["ok"] and checked["probes"]["count"] == min(64, held_out)
-    assert m["probes"]["source"].endswith("held-out (test fold) vectors of model 'v3'")
+    assert m["probes"]["source"].endswith("held-out (test query) vectors of model 'v3'")
     assert checked["probes"]["max_abs_diff"] <= checked["probes"]["atol"]
     assert inspect_bundle(out)["manifest"]["adapter"]["kind"] == "procrustes"
 

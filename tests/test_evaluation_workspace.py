@@ -93,3 +93,22 @@ def test_query_pairs_alone_need_queries_judged_in_train(tmp_path: Path) -> None:
         assert run["pairs_used"] == "documents"
         folds = ws.folds()  # queries without judgments are held out, never fitted on
         assert {folds[int(q)] for q in case["query_ids"][case["splits"] == "train"]} == {"test"}
+
+
+def test_command_line_train_and_report_agree_on_a_judged_task(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from core.cli.main import main
+
+    case = build_judged_workspace(tmp_path / "ws", n_docs=300, n_queries=120)
+    ws = str(case["path"])
+    assert main(["train", "--workspace", ws, "--method", "affine", "--pairs", "both", "--device", "cpu",
+                 "--json"]) == 0
+    trained = json.loads(capsys.readouterr().out)
+    assert main(["report", "--workspace", ws, "--bootstrap", "50", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert trained["pairs_used"] == "both" and "test queries (judged)" in trained["heldout_protocol"]
+    for key in ("old_old_top1", "new_new_top1", "upgraded_top1", "gain_retained", "compatible", "ndcg@10", "mrr@10"):
+        assert trained[key] == report[key], key
+    assert report["protocols"]["new→old"]["query_set"] == "test queries (judged)"

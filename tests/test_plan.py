@@ -72,6 +72,15 @@ def test_new_model_not_better_means_stay() -> None:
     assert "not better than the old one" in plan["reason"] and "not better" in plan["notes"][0]
 
 
+def test_gain_retained_is_undefined_when_the_new_model_is_not_better() -> None:
+    from core.evaluation.compat import NOT_BETTER
+
+    plan = plan_from_report(make_report(0.45, 0.40, 0.50), RATE)  # the ratio's sign would flip: 2.0
+    for option in plan["options"]:
+        assert option["gain_retained"] is None and option["gain_retained_note"] == NOT_BETTER
+    assert options(plan)["adapter_only"]["passes_criterion"] is True  # the criterion stays per metric
+
+
 def test_informed_order_is_costed_with_its_ranking_pass() -> None:
     curves = {"random": [0.55, 0.60, 0.65, 0.70, 0.90], "least_confident": [0.55, 0.88, 0.89, 0.89, 0.90]}
     plan = plan_from_report(make_report(0.60, 0.90, 0.55, curves), RATE)

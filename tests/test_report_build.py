@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from report_fixtures import DemoCase, brute_force, demo_case, protocol_ids
+from report_fixtures import DemoCase, brute_force, demo_case, old_gallery_ids, protocol_ids
 
 from core.adapters import adapt_queries, load_adapter
 from core.report.build import build_report, flipped_queries, load_report
@@ -20,21 +20,23 @@ def case(demo_workspace_path: Path, tmp_path_factory: pytest.TempPathFactory) ->
 
 @pytest.fixture(scope="module")
 def truth(case: DemoCase) -> dict[str, dict]:
-    """old/old, new/new and new→old by brute force over the protocol's own ids."""
+    """old/old and new→old over the whole old gallery, new/new over the evaluation sample, by brute force."""
     with Workspace.open(case.path) as ws:
         old, new = case.train["old"], case.train["new"]
         queries, gallery = protocol_ids(ws, old, new)
-        q_lab, g_lab = np.array(ws.labels(queries)), np.array(ws.labels(gallery))
-        q_old, g_old = ws.vectors_for(old, queries), ws.vectors_for(old, gallery)
+        full = old_gallery_ids(ws, old)
+        q_lab, g_lab, f_lab = (np.array(ws.labels(ids)) for ids in (queries, gallery, full))
+        q_old, g_old, f_old = (ws.vectors_for(old, ids) for ids in (queries, gallery, full))
         q_new, g_new = ws.vectors_for(new, queries), ws.vectors_for(new, gallery)
         adapter = load_adapter(ws.adapter_path(case.train["adapter_id"]))
     norm = [v / np.linalg.norm(v, axis=1, keepdims=True) for v in (q_new, q_old)]
     q_up = adapt_queries(adapter, *norm)
     q_up = q_up / np.linalg.norm(q_up, axis=1, keepdims=True)
-    return {"sizes": {"queries": len(queries), "gallery": len(gallery)},
-            "old/old": brute_force(q_old, g_old, q_lab, g_lab),
+    return {"sizes": {"queries": len(queries), "gallery": len(gallery), "old_gallery": len(full)},
+            "old/old": brute_force(q_old, f_old, q_lab, f_lab),
             "new/new": brute_force(q_new, g_new, q_lab, g_lab),
-            "new→old": brute_force(q_up, g_old, q_lab, g_lab)}
+            "new→old": brute_force(q_up, f_old, q_lab, f_lab),
+            "new→old on the sample": brute_force(q_up, g_old, q_lab, g_lab)}
 
 
 def test_cells_and_protocol_are_stated(case: DemoCase) -> None:
@@ -49,7 +51,11 @@ def test_cells_and_protocol_are_stated(case: DemoCase) -> None:
     assert s["gallery_train_fold"] > 0 and not s["heldout_gallery"]
     assert any(f"contains {s['gallery_train_fold']} items the layer was fitted on" in line for line in r["protocol"])
     assert r["search"]["exact"] and r["search"]["method"] == "exact"
-    assert r["scoring"]["map_key"] == "mAP" and r["scoring"]["ranking_depth"] == 600
+    assert r["scoring"]["map_key"] == "mAP" and r["scoring"]["ranking_depth"] == 997
+    assert s["gallery_old"] == 997  # old/old and new→old search the whole gallery the old model embedded
+    assert [r["cells"][c]["gallery"] for c in ("old/old", "new→old", "new/new")] == ["old", "old", "sample"]
+    assert [r["cells"][c]["protocol"]["n_gallery"] for c in ("old/old", "new→old", "new/new")] == [997, 997, 600]
+    assert any("search the whole gallery: 997 items" in line for line in r["protocol"])
     for cell in r["cells"].values():
         for name, value in cell["metrics"].items():
             assert 0.0 <= value <= 1.0, name
@@ -59,7 +65,7 @@ def test_cells_and_protocol_are_stated(case: DemoCase) -> None:
 
 
 def test_cells_match_brute_force(case: DemoCase, truth: dict) -> None:
-    assert truth["sizes"] == {"queries": 200, "gallery": 600}
+    assert truth["sizes"] == {"queries": 200, "gallery": 600, "old_gallery": 997}
     for cell in ("old/old", "new/new", "new→old"):
         got = case.report["cells"][cell]["metrics"]
         for metric in ("top1", "top5", "recall@10", "mAP"):
@@ -93,14 +99,14 @@ def test_flips_agree_with_top1_and_list_real_results(case: DemoCase, truth: dict
         assert len(ws.ids_for_keys(keys)) == len(keys)
 
 
-def test_backfill_endpoints_are_the_cells(case: DemoCase) -> None:
+def test_backfill_endpoints_are_the_cells(case: DemoCase, truth: dict) -> None:
     b = case.report["backfill"]
     assert set(b["policies"]) == {"random", "least_confident", "largest_residual"}
-    up = case.report["cells"]["new→old"]["metrics"]["top1"]
+    up = truth["new→old on the sample"]["top1"]  # the curves run on the evaluation sample
     nn = case.report["cells"]["new/new"]["metrics"]["top1"]
     for curve in b["policies"].values():
         assert curve["betas"][0] == 0.0 and curve["betas"][-1] == 1.0 and len(curve["betas"]) == 11
-        assert curve["values"]["top1"][0] == up and curve["values"]["top1"][-1] == nn
+        assert curve["values"]["top1"][0] == pytest.approx(up, abs=1e-12) and curve["values"]["top1"][-1] == nn
         values = np.array(curve["values"]["top1"])
         assert curve["areas"]["top1"] == pytest.approx(np.trapezoid(values, curve["betas"]))
         assert values.min() >= 0 and values.max() <= 1

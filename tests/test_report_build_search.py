@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from report_fixtures import DemoCase, demo_case, protocol_ids
+from report_fixtures import DemoCase, demo_case, old_gallery_ids
 
 from core.evaluation.search import SearchConfig, build_index, search_index
 from core.report.build import build_report
@@ -23,7 +23,8 @@ def test_forced_ivf_states_parameters_and_true_recall(case: DemoCase) -> None:
     config = SearchConfig(method="ivf", nprobe=1, recall_sample=1000)
     with Workspace.open(case.path) as ws:
         report = build_report(ws, case.run_id, search=config, backfill_steps=3, n_boot=50, write=False)
-        queries, gallery = protocol_ids(ws, case.train["old"], case.train["new"])
+        queries = ws.item_ids("query")
+        gallery = old_gallery_ids(ws, case.train["old"])  # old/old searches the whole old gallery
         q_old = l2_normalize(ws.vectors_for(case.train["old"], queries))
         g_old = l2_normalize(ws.vectors_for(case.train["old"], gallery))
     s = report["search"]

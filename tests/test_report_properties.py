@@ -14,7 +14,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from core.errors import InputError
-from core.evaluation.compat import criterion, gain_retained
+from core.evaluation.compat import NOT_BETTER, criterion, gain_note, gain_retained
 from core.evaluation.metrics import bootstrap_ci, bootstrap_statistic_ci
 from core.report.backfill import POLICIES, backfill_curves, backfill_order
 
@@ -86,8 +86,9 @@ def test_partial_backfill_starts_at_the_upgraded_cell_and_ends_at_new_new(
 def test_gain_retained_is_anchored_at_both_ends_and_agrees_with_the_criterion(
         old_old: float, new_new: float, upgraded: float) -> None:
     share = gain_retained(upgraded, old_old, new_new)
-    if abs(new_new - old_old) < 1e-9:
-        return  # no gain to retain: undefined, or numerically meaningless
+    if new_new - old_old < 1e-9:  # the new model is not better: no gain to retain, undefined
+        assert share is None and gain_note(old_old, new_new) == NOT_BETTER
+        return
     assert share is not None
     assert gain_retained(old_old, old_old, new_new) == 0.0
     assert gain_retained(new_new, old_old, new_new) == pytest.approx(1.0)

@@ -76,6 +76,15 @@ def test_bad_judgments_store_nothing(ws: Workspace, judgments: tuple, message: s
     assert len(ws.judgments()) == 1
 
 
+def test_judgments_can_be_added_as_arrays(ws: Workspace) -> None:
+    assert ws.add_judgments(query_ids=[5, 6], item_ids=[1, 2], grades=[2, 0], splits=["dev", "test"]) == 2
+    assert ws.judgments("dev").grades.tolist() == [2] and ws.judgments("test").item_ids.tolist() == [2]
+    with pytest.raises(ImportDataError, match="judgment arrays differ in length"):
+        ws.add_judgments(query_ids=[5], item_ids=[3, 4], grades=[1], splits=["dev"])
+    with pytest.raises(ImportDataError, match="give a Judgments or all of"):
+        ws.add_judgments(query_ids=[5])
+
+
 def test_empty_workspace_has_no_judgments(tmp_path: Path) -> None:
     with Workspace.create(tmp_path / "e") as ws:
         empty = ws.judgments("train")

@@ -39,7 +39,9 @@ def option_row(option: dict[str, Any]) -> list[Any]:
     passes = option.get("passes_criterion")
     return [option["title"], "unknown" if time_s is None else format_seconds(time_s),
             format_bytes(option["storage_bytes"]), option["items_embedded"],
-            format_share((option.get("quality") or {}).get("top1")), format_share(option.get("gain_retained")),
+            format_share((option.get("quality") or {}).get("top1")),
+            option.get("gain_retained_note") if option.get("gain_retained") is None and option.get("gain_retained_note")
+            else format_share(option.get("gain_retained")),
             "" if passes is None else "yes" if passes else "no", "yes" if option.get("acceptable") else "no"]
 
 

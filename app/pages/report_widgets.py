@@ -67,7 +67,8 @@ def fill_metrics_table(table: QTableWidget, cells: dict[str, dict[str, Any]],
             if verdict is not None:
                 mark.setBackground(QBrush(PASS_COLOUR if verdict else FAIL_COLOUR))
             table.setItem(r, col, mark)
-            table.setItem(r, col + 1, QTableWidgetItem(format_value(row.get("gain_retained"))))
+            gain = format_value(row.get("gain_retained")) or row.get("gain_retained_note") or ""
+            table.setItem(r, col + 1, QTableWidgetItem(gain))
             col += 2
 
 

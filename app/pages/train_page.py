@@ -246,6 +246,8 @@ class TrainPage(Page):
     def _trained(self, summary: dict[str, Any]) -> None:
         numbers = ", ".join(f"{k.replace('_', ' ')} {summary[k]:.3f}" for k in HEADLINE
                             if isinstance(summary.get(k), int | float))
+        if summary.get("gain_retained") is None and summary.get("gain_retained_note"):
+            numbers += f", gain retained undefined: {summary['gain_retained_note']}"
         self.result_label.setText(f"Run {summary['run_id']} ({summary['method']}, {summary['status']}): "
                                   f"{numbers or summary.get('note', '')}")
 

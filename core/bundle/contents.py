@@ -177,11 +177,11 @@ def probe_vectors(ws: Workspace, first: Step, count: int, seed: int) -> tuple[np
 
 
 def _test_queries(ws: Workspace, step: Step) -> np.ndarray:
-    """The test queries of the evaluation path (:func:`core.evaluation.tasks.test_queries`), or none."""
-    from core.evaluation.tasks import test_queries
+    """The test queries of the evaluation path (:func:`core.evaluation.tasks.heldout_queries`), or none."""
+    from core.evaluation.tasks import heldout_queries
 
     try:
-        return test_queries(ws, [step.row["old_model"], step.row["new_model"]])[0].ids
+        return heldout_queries(ws, [step.row["old_model"], step.row["new_model"]])[0].ids
     except EmbridgeError:
         return np.zeros(0, dtype=np.int64)
 

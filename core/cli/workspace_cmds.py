@@ -107,6 +107,9 @@ def cmd_import(args: argparse.Namespace) -> Result:
                            args.key_column, args.text_column, args.label_column,
                            qrels=args.qrels, qrels_seed=args.qrels_seed)
     text = f"imported {out['count']} items ({out['format']}) from {out['path']}"
+    if out.get("attached") or out.get("already_stored"):
+        text += (f"; stored vectors of model {args.model} for {out['attached']} items"
+                 f" ({out['already_stored']} already had them)")
     return out, text + ("; " + _qrels_text(out["qrels"]) if out.get("qrels") else "")
 
 

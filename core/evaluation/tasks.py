@@ -58,7 +58,7 @@ def _judged_queries(ws: Workspace, split: str, have: np.ndarray) -> np.ndarray:
     return np.intersect1d(judgments.query_ids_unique(), have)
 
 
-def test_queries(ws: Workspace, models: Sequence[str], seed: int = 0) -> tuple[QuerySet, str]:
+def heldout_queries(ws: Workspace, models: Sequence[str], seed: int = 0) -> tuple[QuerySet, str]:
     """(the test query set, its source) for ``models`` (see the module docstring)."""
     label = "models " + ", ".join(f"'{m}'" for m in models)
     both = ids_under_all(ws, models)
@@ -89,7 +89,7 @@ def upgrade_tasks(ws: Workspace, models: Sequence[str], heldout_gallery: bool = 
                   seed: int = 0) -> UpgradeTasks:
     """The test tasks comparing ``models`` (old first): whole old gallery and evaluation sample."""
     label = "models " + ", ".join(f"'{m}'" for m in models)
-    queries, source = test_queries(ws, models, seed)
+    queries, source = heldout_queries(ws, models, seed)
     full_ids = ws.gallery_ids(models[0])
     sample_ids = np.intersect1d(ws.gallery_ids(), ids_under_all(ws, models))
     removed = 0

@@ -82,6 +82,7 @@ def _alternative_quality(ws: Workspace, row: dict[str, Any]) -> dict[str, Any]:
                           f"(run {row['run_id']})."}
     metrics = ws.run(row["run_id"]).get("metrics") or {}
     top1 = metrics.get("upgraded_top1")
+    where = metrics.get("heldout_protocol") or "its test queries"
     return {"quality": {"top1": top1} if top1 is not None else {},
-            "source": f"Quality: held-out test-fold top-1 of training run {row['run_id']}, measured at training "
-                      "time on a different query/gallery split than this report; build its report to compare."}
+            "source": f"Quality: held-out top-1 of training run {row['run_id']}, measured as reports measure it, "
+                      f"on {where}."}

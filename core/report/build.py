@@ -210,7 +210,9 @@ def _backfill(sides: Sides, sample: EvalSample, plan: Any, steps: int, seed: int
     policies = {p: c.to_dict() for p, c in curves.items()}
     best = max(policies, key=lambda p: policies[p]["areas"]["top1"])
     return {"steps": steps, "ks": [1, 5], "policies": policies, "best_policy": best,
-            "note": ["β = 0 is the upgraded cell (no item re-embedded), β = 1 the full-backfill cell.",
+            "note": ["The curves run on the evaluation sample (every item needs both vectors): β = 0 is the upgraded "
+                     "system on the sample (no item re-embedded; the upgraded cell itself searches the whole old "
+                     "gallery), β = 1 the full-backfill cell.",
                      "Backfilled items are scored new against new, the rest through the layer; one merged "
                      "ranking per query.",
                      "least_confident and largest_residual rank items by their bridged new vectors, so in "

@@ -96,12 +96,23 @@ class JudgmentsMixin:
     def has_judgments(self) -> bool:
         return self.db.execute("select 1 from judgments limit 1").fetchone() is not None
 
-    def add_judgments(self, judgments: Judgments, source: str = "judgments") -> int:
-        """Store judgments all-or-nothing; returns how many were added.
+    def add_judgments(self, judgments: Judgments | None = None, source: str = "judgments", *,
+                      query_ids: Sequence[int] | np.ndarray | None = None,
+                      item_ids: Sequence[int] | np.ndarray | None = None,
+                      grades: Sequence[int] | np.ndarray | None = None,
+                      splits: Sequence[str] | np.ndarray | None = None) -> int:
+        """Store judgments (a :class:`Judgments`, or its four arrays by keyword) all-or-nothing.
 
-        Query ids must be query items and item ids document items of this workspace; a pair given
-        twice, or already judged, is refused rather than silently overwritten.
+        Returns how many were added. Query ids must be query items and item ids document items of
+        this workspace; a pair given twice, or already judged, is refused rather than overwritten.
         """
+        if judgments is None:
+            if query_ids is None or item_ids is None or grades is None or splits is None:
+                raise ImportDataError(source, "give a Judgments or all of query_ids, item_ids, grades and splits")
+            try:
+                judgments = Judgments.from_arrays(query_ids, item_ids, grades, splits)
+            except ValueError as exc:
+                raise ImportDataError(source, str(exc)) from exc
         if not len(judgments):
             raise ImportDataError(source, "no judgments to store")
         bad = sorted(set(judgments.splits.tolist()) - set(JUDGMENT_SPLITS))

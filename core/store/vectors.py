@@ -15,6 +15,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import mmap
 import os
 import time
 from collections.abc import Callable
@@ -91,6 +92,26 @@ def open_matrix(path: Path, expected_sha: str | None, expect_rows: int, expect_d
     if arr.ndim != 2 or arr.shape != (expect_rows, expect_dim):
         raise IntegrityError(f"{path}: shape {arr.shape} differs from the recorded ({expect_rows}, {expect_dim})")
     return arr
+
+
+def release_pages(mm: np.ndarray, start_row: int, stop_row: int) -> None:
+    """Drop rows ``start_row:stop_row`` of a C-ordered file memmap from this process's resident memory.
+
+    The data stays in the file (and the page cache); touching the rows again reads it back. Without
+    this, a streamed pass over a file-backed matrix keeps every page it touched resident until the
+    map is closed, so peak memory grows with the file even though each block is used once.
+    """
+    base = getattr(mm, "_mmap", None)
+    if base is None or not hasattr(base, "madvise") or not hasattr(mmap, "MADV_DONTNEED") or stop_row <= start_row:
+        return
+    row_bytes = int(np.prod(mm.shape[1:], dtype=np.int64)) * mm.dtype.itemsize
+    inner = int(getattr(mm, "offset", 0)) % mmap.ALLOCATIONGRANULARITY  # where the array starts in the map
+    begin = inner + start_row * row_bytes
+    aligned = begin - begin % mmap.PAGESIZE
+    try:
+        base.madvise(mmap.MADV_DONTNEED, aligned, inner + stop_row * row_bytes - aligned)
+    except (OSError, ValueError):
+        pass  # only a memory hint
 
 
 def _reserve(path: Path) -> None:
@@ -217,6 +238,7 @@ class VectorSetWriter:
         try:
             self._mm[start_row:stop] = stored
             self._mm.flush()
+            release_pages(self._mm, start_row, stop)
             if start_row <= self.done_rows:
                 self.done_rows = max(self.done_rows, stop)
                 self._save_state(self.done_rows)

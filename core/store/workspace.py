@@ -2,7 +2,8 @@
 
 ``embridge.db`` (SQLite through sqlite-utils, WAL mode, busy timeout) keeps metadata; ``vectors/``
 keeps ``.npy`` matrices; ``models/`` and ``adapters/`` keep copies of checkpoints so a workspace
-is self-contained. Every registration is one ``BEGIN IMMEDIATE`` transaction, so a second
+is self-contained (a vectors-only model's file is referenced instead: its vectors are stored once,
+as the model's vector sets, when embedded or imported). Every registration is one ``BEGIN IMMEDIATE`` transaction, so a second
 process waits for the first writer (up to the busy timeout) and then gets a clear error; threads
 sharing one open workspace take turns, so their transactions never interleave.
 """
@@ -286,13 +287,16 @@ class Workspace(RecordsMixin, JudgmentsMixin):
         ``namespace`` 'doc' or 'query' looks in that namespace only; None looks in both and a key
         that names both a document and a query resolves to the document.
         """
-        sql, args = "select id, key, namespace from items", []
-        if namespace is not None:
-            sql, args = sql + " where namespace = ?", [_check_namespace(namespace)]
+        where, extra = ("", []) if namespace is None else (" and namespace = ?", [_check_namespace(namespace)])
+        wanted = list(dict.fromkeys(keys))
         lookup: dict[str, int] = {}
-        for item_id, key, space in self.db.execute(sql, args).fetchall():
-            if space == DOC_NAMESPACE or key not in lookup:
-                lookup[key] = item_id
+        for start in range(0, len(wanted), 500):  # indexed look-ups: cheap for a few keys among millions
+            part = wanted[start:start + 500]
+            marks = ",".join("?" * len(part))
+            for item_id, key, space in self.db.execute(
+                    f"select id, key, namespace from items where key in ({marks}){where}", [*part, *extra]):
+                if space == DOC_NAMESPACE or key not in lookup:
+                    lookup[key] = item_id
         missing = [k for k in keys if k not in lookup]
         if missing:
             what = "item keys" if namespace is None else f"{namespace} keys"

@@ -1,0 +1,175 @@
+"""Vector files are streamed, never loaded whole: memory-mapped when stored, decompressed in blocks
+when compressed; their rows attach to existing documents and queries by key, and a vectors-only
+model stores each vector once."""
+
+from __future__ import annotations
+
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers.workspace_files import checkpoint, snapshot
+
+from core.cli.main import main
+from core.embed import embed_items
+from core.errors import ImportDataError, VectorFileError
+from core.importers import import_items
+from core.models import describe_model, save_vectors_model
+from core.store import Workspace
+from core.vector_files import VectorFile
+
+RNG = np.random.default_rng(11)
+
+
+@pytest.mark.parametrize("save", [np.savez, np.savez_compressed])
+def test_reader_streams_stored_and_compressed_members_alike(tmp_path: Path, save) -> None:
+    matrix = RNG.normal(size=(1000, 7)).astype(np.float32)
+    path = tmp_path / "v.npz"
+    save(path, ids=np.array([f"k{i}" for i in range(1000)]), vectors=matrix,
+         query_ids=np.array(["a", "b"]), query_vectors=np.asfortranarray(matrix[:2].astype(np.float16))
+         if save is np.savez else matrix[:2].astype(np.float16))
+    vf = VectorFile.open(path)
+    assert vf.vectors.mapped == (save is np.savez) and vf.keys[3] == "k3" and vf.query_keys == ["a", "b"]
+    blocks = list(vf.vectors.blocks(block_rows=300))
+    assert [start for start, _ in blocks] == [0, 300, 600, 900]
+    np.testing.assert_array_equal(np.concatenate([b for _, b in blocks]), matrix)
+    rows = np.array([999, 5, 300, 299, 5])
+    np.testing.assert_array_equal(vf.vectors.lookup(rows), matrix[rows])
+    assert vf.query_vectors.storage_dtype == "float16"
+    np.testing.assert_array_equal(vf.query_vectors.lookup(np.array([1, 0])), matrix[[1, 0]].astype(np.float16))
+
+
+def test_bad_rows_are_named_by_their_row_in_the_file(tmp_path: Path) -> None:
+    matrix = np.ones((50, 3), np.float32)
+    matrix[37, 1] = np.inf
+    np.savez_compressed(tmp_path / "c.npz", ids=np.arange(50), vectors=matrix)
+    with pytest.raises(VectorFileError, match=r"c\.npz: row 37 holds NaN or inf"):
+        list(VectorFile.open(tmp_path / "c.npz").vectors.blocks(block_rows=8))
+    np.savez(tmp_path / "s.npz", ids=np.arange(50), vectors=matrix)
+    with pytest.raises(VectorFileError, match=r"s\.npz: row 37 holds NaN or inf"):
+        VectorFile.open(tmp_path / "s.npz").vectors.lookup(np.array([1, 37]))
+    np.savez(tmp_path / "q.npz", ids=np.arange(50), vectors=matrix, query_ids=np.arange(3))
+    with pytest.raises(VectorFileError, match="needs both 'query_ids' and 'query_vectors'"):
+        VectorFile.open(tmp_path / "q.npz")
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Workspace:
+    """Documents d0..d99 plus a document '7'; queries q0..q9 plus a query '7' (the same key)."""
+    workspace = Workspace.create(tmp_path / "ws")
+    workspace.add_items([{"key": f"d{i}", "split": "gallery"} for i in range(100)] + [{"key": "7", "split": "gallery"}])
+    workspace.add_items([{"key": f"q{i}", "split": "query"} for i in range(10)] + [{"key": "7", "split": "query"}])
+    workspace.add_model("new", "new", {"kind": "vectors", "dim": 8}, None)
+    yield workspace
+    workspace.close()
+
+
+def _sample_file(path: Path, compressed: bool = False) -> tuple[list[str], np.ndarray, list[str], np.ndarray]:
+    """New-model vectors for a sample of the documents (in shuffled order) and for some queries."""
+    docs = [f"d{i}" for i in RNG.permutation(100)[:30]] + ["7"]
+    queries = ["7", "q3", "q0"]
+    dv, qv = RNG.normal(size=(len(docs), 8)).astype(np.float32), RNG.normal(size=(3, 8)).astype(np.float32)
+    (np.savez_compressed if compressed else np.savez)(path, ids=np.array(docs), vectors=dv,
+                                                      query_ids=np.array(queries), query_vectors=qv)
+    return docs, dv, queries, qv
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_import_attaches_vectors_to_existing_documents_and_queries(ws: Workspace, tmp_path: Path,
+                                                                   compressed: bool) -> None:
+    docs, dv, queries, qv = _sample_file(tmp_path / "new.npz", compressed)
+    out = import_items(ws, tmp_path / "new.npz", fmt="vectors", model="new")
+    assert (out["count"], out["attached"], out["already_stored"]) == (0, 34, 0)
+    assert len(ws.item_ids()) == 112  # no item was added
+    np.testing.assert_array_equal(ws.vectors_for("new", ws.doc_ids_for_keys(docs)), dv)
+    np.testing.assert_array_equal(ws.vectors_for("new", ws.query_ids_for_keys(queries)), qv)
+    assert not np.array_equal(ws.vectors_for("new", ws.doc_ids_for_keys(["7"])),
+                              ws.vectors_for("new", ws.query_ids_for_keys(["7"])))
+    again = import_items(ws, tmp_path / "new.npz", fmt="vectors", model="new")
+    assert again["attached"] == 0 and again["already_stored"] == 34 and len(ws.vector_sets("new")) == 1
+
+
+def test_mixed_new_and_existing_keys_or_no_model_store_nothing(ws: Workspace, tmp_path: Path) -> None:
+    np.savez(tmp_path / "mixed.npz", ids=np.array(["d1", "fresh"]), vectors=np.ones((2, 8)))
+    np.savez(tmp_path / "old.npz", ids=np.array(["d1", "d2"]), vectors=np.ones((2, 8)))
+    checkpoint(ws)
+    before = snapshot(ws.root)
+    with pytest.raises(ImportDataError, match=r"mixed\.npz: 1 keys already exist in the workspace, e\.g\. d1, "
+                                              r"and 1 do not, e\.g\. fresh"):
+        import_items(ws, tmp_path / "mixed.npz", model="new")
+    with pytest.raises(ImportDataError, match=r"old\.npz: 2 keys already exist.*pass --model NAME"):
+        import_items(ws, tmp_path / "old.npz")
+    bad = np.ones((2, 8))
+    bad[1, 2] = np.nan
+    np.savez(tmp_path / "nan.npz", ids=np.array(["d1", "d2"]), vectors=bad)
+    with pytest.raises(VectorFileError, match=r"nan\.npz: row 1 holds NaN"):
+        import_items(ws, tmp_path / "nan.npz", model="new")
+    checkpoint(ws)
+    assert snapshot(ws.root) == before
+
+
+def test_vectors_only_model_references_its_file_and_embeds_covered_items(ws: Workspace, tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    docs, dv, queries, qv = _sample_file(tmp_path / "newer.npz")
+    spec = describe_model(tmp_path / "newer.npz")
+    ws.add_model("newer", "other", spec.to_dict(), tmp_path / "newer.npz")
+    assert not any((ws.root / "models").iterdir())  # referenced, not copied
+    gallery = ws.item_ids("gallery")
+    info = embed_items(ws, "newer", gallery, device="cpu")
+    assert (info["count"], info["not_covered"]) == (len(docs), 101 - len(docs))
+    assert set(ws.ids_with_vectors("newer").tolist()) == set(ws.doc_ids_for_keys(docs).tolist())
+    info = embed_items(ws, "newer", ws.item_ids(), device="cpu")  # the queries are new, the documents not
+    assert (info["written"], info["already_stored"]) == (len(queries), len(docs))
+    np.testing.assert_array_equal(ws.vectors_for("newer", ws.query_ids_for_keys(queries)), qv)
+    np.testing.assert_array_equal(ws.vectors_for("newer", ws.doc_ids_for_keys(docs)), dv)
+    stored_rows = sum(s["count"] for s in ws.vector_sets("newer"))
+    assert stored_rows == len(docs) + len(queries)  # each vector once
+
+
+def test_embed_cli_with_a_sample_of_the_gallery(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = str(tmp_path / "w")
+    with Workspace.create(root) as ws:
+        ws.add_items([{"key": f"g{i}", "split": "gallery"} for i in range(40)])
+    keys = [f"g{i}" for i in range(0, 40, 4)]
+    save_vectors_model(tmp_path / "sample.npz", keys, RNG.normal(size=(10, 6)).astype(np.float32))
+    assert main(["model", "add", "-w", root, "--name", "new", "--path", str(tmp_path / "sample.npz")]) == 0
+    assert main(["embed", "-w", root, "--model", "new", "--split", "gallery", "--json"]) == 0
+    assert '"count": 10' in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("save", [np.savez, np.savez_compressed])
+def test_attaching_streams_in_bounded_memory(ws: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                             save) -> None:
+    import core.vector_files
+
+    monkeypatch.setattr(core.vector_files, "BLOCK_ROWS", 64)  # blocks of 256 KB: memory is a few blocks
+    n = 100
+    matrix = RNG.normal(size=(10_000, 1024)).astype(np.float32)  # 41 MB; keys take a few MB more
+    keys = [f"d{i}" for i in range(n)] + [f"other{i}" for i in range(10_000 - n)]
+    save(tmp_path / "big.npz", ids=np.array(keys), vectors=matrix)
+    ws.add_model("big", "other", {"kind": "vectors", "dim": 1024}, None)
+    ws.add_items([{"key": k, "split": "gallery"} for k in keys[n:]])
+    tracemalloc.start()
+    try:
+        import_items(ws, tmp_path / "big.npz", model="big")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < matrix.nbytes / 4, f"peak {peak / 1e6:.1f} MB for a {matrix.nbytes / 1e6:.1f} MB matrix"
+    rows = np.array([5, 9_999, 2_345])
+    np.testing.assert_array_equal(ws.vectors_for("big", ws.doc_ids_for_keys([keys[r] for r in rows])), matrix[rows])
+
+
+def test_cli_attaches_vectors_and_stores_qrels_with_them(ws: Workspace, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    docs, dv, queries, qv = _sample_file(tmp_path / "new.npz")
+    (tmp_path / "judged.tsv").write_text("q3\td5\t2\ttest\n7\t7\t1\tdev\n")
+    root = str(ws.root)
+    code = main(["import", "-w", root, "--format", "vectors", "--path", str(tmp_path / "new.npz"), "--model", "new",
+                 "--qrels", str(tmp_path / "judged.tsv")])
+    out = capsys.readouterr().out
+    assert code == 0 and "stored vectors of model new for 34 items (0 already had them)" in out
+    assert "stored 2 judgments" in out
+    assert ws.judgments("dev").relevant_sets() == {int(ws.query_ids_for_keys(["7"])[0]):
+                                                   {int(ws.doc_ids_for_keys(["7"])[0]): 1}}
