@@ -4,6 +4,7 @@ held-out numbers, the report's verdict, the plan's options and the bundle manife
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 from train_fixtures import one_torch_thread  # noqa: F401 (autouse fixture)
 
+from core.bundle.export import export_bundle
 from core.plan.options import plan_from_report
 from core.plan.throughput import Throughput
 from core.report.build import build_report
@@ -55,6 +57,7 @@ def runs(ws_path: Path) -> dict[str, dict[str, Any]]:
         return {"auto": train_run(ws, "auto", device="cpu",
                                   config={**FAST, "candidates": ["procrustes", "affine", "fusion", "cascade"]}),
                 "cascade": train_run(ws, "cascade", device="cpu", config={"base": "affine"}),
+                "fusion": train_run(ws, "fusion", device="cpu", config={"base": "affine"}),
                 "mse": train_run(ws, "mlp", device="cpu", config={**FAST, "loss": "mse"}),
                 "retrieval": train_run(ws, "mlp", device="cpu", config=FAST)}
 
@@ -115,3 +118,18 @@ def test_plan_recommends_the_only_passing_bridge(runs: dict[str, dict[str, Any]]
     passing = {**failing, "name": "fusion", "kind": "fusion", "quality": {"top1": head["old_old_top1"] + 0.01}}
     plan = plan_from_report(report, tp, alternatives=[passing])
     assert plan["recommendation"] == "full_backfill"
+
+
+def test_bundle_manifest_records_the_serving_method(runs: dict[str, dict[str, Any]], ws_path: Path,
+                                                    tmp_path: Path) -> None:
+    with Workspace.open(ws_path) as ws:
+        export_bundle(ws, tmp_path / "cascade", [runs["cascade"]["run_id"]])
+        export_bundle(ws, tmp_path / "fusion", [runs["fusion"]["run_id"]])
+    manifest = json.loads((tmp_path / "cascade" / "manifest.json").read_text())
+    method = manifest["adapter"]["method"]
+    assert method["kind"] == "cascade" and method["reranks_per_query"] == method["k"] >= 1 and method["encoders"] == 2
+    assert f"recalls the top {method['k']}" in method["serving"]
+    manifest = json.loads((tmp_path / "fusion" / "manifest.json").read_text())
+    method = manifest["adapter"]["method"]
+    assert method["kind"] == "fusion" and 0.0 <= method["alpha"] <= 1.0 and method["encoders"] == 2
+    assert manifest["adapter"]["inputs"] == ["new", "old"]

@@ -20,7 +20,6 @@ from core.adapters.cascade import CascadeAdapter, cascade_rank, choose_k
 from core.errors import InputError
 from core.train import PairData, fit_adapter
 from core.train.bridges import choose_fusion
-from core.train.fit import _val
 from core.train.losses import retrieval_loss
 from core.train.objectives import RetrievalObjective
 
@@ -76,7 +75,7 @@ def test_fusion_that_adds_nothing_says_so(up: QueryUpgrade) -> None:
     useless = PairData(d.old_train, d.new_train, d.old_val, d.new_val, gallery_old=d.gallery_old,
                        dev=type(up.dev)(up.dev.old_queries, noise, up.dev.old_gallery, up.dev.relevant))
     base = fit_adapter("affine", useless, EPOCHS).adapter
-    choice = choose_fusion(base, useless, [0.0, 0.5, 1.0], _val)
+    choice = choose_fusion(base, useless, [0.0, 0.5, 1.0])
     assert choice.adds_nothing and choice.setting["alpha"] == 1.0
     assert choice.note.startswith("α = 1: fusion adds nothing here") and "not a fusion layer" in choice.note
     assert choice.score == pytest.approx(useless.dev.old_old())

@@ -37,7 +37,12 @@ class BridgeChoice:
     choice: Choice | None = None
 
 
-def choose_fusion(base: Adapter, data: PairData, alpha_grid: Sequence[float], val: ValFn) -> BridgeChoice:
+def _validation_value(adapter: Adapter, data: PairData) -> float:
+    return float(data.validation().value(adapter))
+
+
+def choose_fusion(base: Adapter, data: PairData, alpha_grid: Sequence[float],
+                  val: ValFn = _validation_value) -> BridgeChoice:
     """The α with the best validation score (ties: the larger α, closer to today's system)."""
     validator = data.validation()
     alphas = sorted({float(a) for a in alpha_grid}, reverse=True)
