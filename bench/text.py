@@ -117,8 +117,8 @@ def run(tiny: bool, device: str, seed: int = 0) -> dict[str, Any]:
     from core.store import Workspace
 
     started = time.time()
-    n = 256 if tiny else 4_096
-    repeats = 2 if tiny else 5
+    n = 256 if tiny else 2_048
+    repeats = 2 if tiny else 3
     texts = corpus(n, seed)
     rows: list[Row] = []
     notes: list[str] = []

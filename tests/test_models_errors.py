@@ -158,8 +158,8 @@ def test_vectors_files_are_validated(tmp_path: Path) -> None:
 
 def test_kind_and_option_mistakes(tmp_path: Path) -> None:
     good = _state_checkpoint(tmp_path)
-    with pytest.raises(CheckpointError, match=r"good\.pt: unknown model kind 'onnx'"):
-        describe_model(good, kind="onnx")
+    with pytest.raises(CheckpointError, match=r"good\.pt: unknown model kind 'tflite'"):
+        describe_model(good, kind="tflite")
     with pytest.raises(CheckpointError, match=r"good\.pt: not a loadable TorchScript file"):
         describe_model(good, kind="torchscript")
     scripted = _script(build_model("mlp", MLP_CONFIG)[0], tmp_path / "s.ts")
@@ -167,7 +167,7 @@ def test_kind_and_option_mistakes(tmp_path: Path) -> None:
         describe_model(scripted, arch="mlp")
     folder = tmp_path / "folder"
     folder.mkdir()
-    with pytest.raises(CheckpointError, match=r"folder: a model folder must be a sentence-transformers model"):
+    with pytest.raises(CheckpointError, match=r"folder: not a model folder Embridge reads: expected a sentence-transformers folder"):
         describe_model(folder)
     torch.save([torch.zeros(2)], tmp_path / "list.pt")
     with pytest.raises(CheckpointError, match=r"list\.pt: expected a dict of weights, found list"):

@@ -21,7 +21,6 @@ from core.models import (
     load_model,
     save_checkpoint,
     save_vectors_model,
-    sentence_transformers_available,
 )
 
 MLP_CONFIG = {"input_dim": 8, "hidden": [16], "out_dim": 4, "num_classes": 3}
@@ -168,7 +167,6 @@ def _tiny_sentence_transformer(folder: Path) -> None:
     SentenceTransformer(modules=[words, Pooling(12)], device="cpu").save(str(folder))
 
 
-@pytest.mark.skipif(not sentence_transformers_available(), reason="sentence-transformers is not installed")
 def test_sentence_transformers_folder_round_trips(tmp_path: Path) -> None:
     from sentence_transformers import SentenceTransformer
 

@@ -61,7 +61,7 @@ def open_model(kind: str, path: str | Path, device: torch.device, arch: str | No
         from core.models.text_encoders import open_text_encoder
 
         if not p.is_dir():
-            raise CheckpointError(p, f"a {kind} model is a folder, not a file")
+            raise CheckpointError(p, f"a model of kind {kind} is a folder, not a file")
         return Opened(open_text_encoder(kind, p, str(device), pooling), (), "text")
     raise CheckpointError(p, f"unknown model kind '{kind}'; use one of {', '.join(KINDS)}")
 

@@ -19,7 +19,7 @@ import torch
 from core.errors import CheckpointError
 from core.models.checkpoint import first_line
 from core.models.text_encoders import BatchDone, length_order, scatter_rows
-from core.models.text_folders import check_sentence_transformers_folder, hub_offline
+from core.models.text_folders import check_sentence_transformers_folder, hub_offline, quiet_transformers
 
 MISSING_PACKAGE = ("this is a sentence-transformers model but the sentence-transformers package is not "
                    "installed; install it with: pip install 'embridge[text]'")
@@ -64,6 +64,7 @@ def open_sentence_transformer(path: str | Path, device: str) -> SentenceTransfor
     hub_offline()
     from sentence_transformers import SentenceTransformer
 
+    quiet_transformers()
     try:
         model = SentenceTransformer(str(p), device=device, local_files_only=True, trust_remote_code=False)
     except Exception as exc:  # the package raises many types (OSError, ValueError, HF errors)

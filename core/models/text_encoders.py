@@ -27,6 +27,7 @@ from core.models.text_folders import (
     check_onnx_folder,
     check_transformers_folder,
     hub_offline,
+    quiet_transformers,
 )
 
 BatchDone = Callable[[int], None]
@@ -78,6 +79,7 @@ class _TokenizedEncoder:
     def __init__(self, folder: Path) -> None:
         from transformers import AutoTokenizer
 
+        quiet_transformers()
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True,
                                                            trust_remote_code=False)

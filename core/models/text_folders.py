@@ -46,6 +46,16 @@ def hub_offline() -> None:
         pass
 
 
+def quiet_transformers() -> None:
+    """No per-load progress bars from transformers on stderr (Embridge reports its own progress)."""
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
+
+
 def read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
