@@ -14,6 +14,7 @@ TITLES = {
     "search": "Report search",
     "apply": "Adapter application",
     "desktop": "Desktop responsiveness",
+    "stores": "Vector-store migration",
 }
 
 
