@@ -7,9 +7,11 @@ the store's own client inserting the already-transformed vectors into a fresh co
 of the same size (Parquet ``write_table``, LanceDB ``add``, Qdrant ``upsert``, Chroma ``add``,
 PostgreSQL binary ``COPY``). Ratio = migration rate / bulk-insert rate; target >= 0.8. Peak memory:
 the migration runs in a child process of its own (in-process under ``--tiny``); its peak private memory (RssAnon) above the
-level just before the migration started, target <= 1 GiB beyond one batch. Each store runs at the
-size given to it in ``SIZES`` (1M where the store takes it on this machine; embedded Qdrant persists
-point by point and Chroma builds its HNSW index while inserting, so they run smaller and say so).
+level just before the migration started, target <= 1 GiB beyond one batch. ``SIZES`` gives each
+store's default size (1M for Parquet, LanceDB and PostgreSQL; embedded Qdrant persists point by
+point and Chroma builds its HNSW index while inserting, so they run smaller); the note under the
+table gives the sizes of the recorded run. The transform alone (``transform_only_s``) is timed too:
+with an fct layer on a CPU it, not the store, bounds the migration rate.
 """
 
 from __future__ import annotations
