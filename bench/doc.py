@@ -15,6 +15,7 @@ TITLES = {
     "apply": "Adapter application",
     "desktop": "Desktop responsiveness",
     "text": "Text embedding",
+    "stores": "Vector-store migration",
 }
 
 

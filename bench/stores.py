@@ -6,10 +6,12 @@ checkpoint and verify, with 65,536-point batches. Floor, same store, same machin
 the store's own client inserting the already-transformed vectors into a fresh collection in batches
 of the same size (Parquet ``write_table``, LanceDB ``add``, Qdrant ``upsert``, Chroma ``add``,
 PostgreSQL binary ``COPY``). Ratio = migration rate / bulk-insert rate; target >= 0.8. Peak memory:
-the migration runs in a child process of its own; its peak private memory (RssAnon) above the
-level just before the migration started, target <= 1 GiB beyond one batch. Each store runs at the
-size given to it in ``SIZES`` (1M where the store takes it on this machine; embedded Qdrant persists
-point by point and Chroma builds its HNSW index while inserting, so they run smaller and say so).
+the migration runs in a child process of its own (in-process under ``--tiny``); its peak private memory (RssAnon) above the
+level just before the migration started, target <= 1 GiB beyond one batch. ``SIZES`` gives each
+store's default size (1M for Parquet, LanceDB and PostgreSQL; embedded Qdrant persists point by
+point and Chroma builds its HNSW index while inserting, so they run smaller); the note under the
+table gives the sizes of the recorded run. The transform alone (``transform_only_s``) is timed too:
+with an fct layer on a CPU it, not the store, bounds the migration rate.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from bench.common import AnonPeak, Row, Target, area_result, run_child
 DIM = 384
 BATCH = 65_536
 SIZES = {"parquet": 1_000_000, "lancedb": 1_000_000, "pgvector": 1_000_000, "chroma": 50_000, "qdrant": 20_000}
-TINY = {"parquet": 1_000, "lancedb": 1_000, "pgvector": 1_000, "chroma": 300, "qdrant": 200}
+TINY = {"parquet": 500, "lancedb": 500, "pgvector": 500, "chroma": 200, "qdrant": 100}
 RATE = Target("ratio_min", 0.8, ">= 0.8x the store's bulk insert")
 MEMORY = Target("abs_max", 1024.0, "<= 1024 MiB above the batch")
 
@@ -93,16 +95,18 @@ def fill(kind: str, uri: str, n: int) -> None:
         store.close()
 
 
-def bulk_insert_seconds(kind: str, uri: str, n: int, bundle: Any) -> float:
-    """Time the store's native client inserting the transformed vectors (transform not timed)."""
+def bulk_insert_seconds(kind: str, uri: str, n: int, bundle: Any) -> tuple[float, float]:
+    """Seconds of the store's native client inserting the transformed vectors, and of the transform alone."""
     from core.connectors import open_store
     from core.connectors.base import SPACE_FIELD
 
     store: Any = open_store(uri)
-    spent = 0.0
+    spent = transform = 0.0
     try:
         for ids, old in chunks(n, BATCH):
+            started = time.perf_counter()
             new = bundle(old)
+            transform += time.perf_counter() - started
             labels = [str(i % 10) for i in ids]
             spaces = ["bulk"] * len(ids)
             started = time.perf_counter()
@@ -110,7 +114,7 @@ def bulk_insert_seconds(kind: str, uri: str, n: int, bundle: Any) -> float:
             spent += time.perf_counter() - started
     finally:
         store.close()
-    return spent
+    return spent, transform
 
 
 def _native_insert(kind: str, store: Any, ids: list[int], vectors: np.ndarray, labels: list[str],
@@ -156,34 +160,42 @@ def _native_insert(kind: str, store: Any, ids: list[int], vectors: np.ndarray, l
                 cp.write_row(row)
 
 
-def child(args: list[str]) -> None:
-    """``python -m bench.stores STAGE KIND N ROOT BUNDLE [PG]``: one measurement in its own process."""
-    stage, kind, n, root, bundle_path = args[0], args[1], int(args[2]), Path(args[3]), args[4]
-    pg = args[5] if len(args) > 5 else None
+def measure(stage: str, kind: str, n: int, root: Path, bundle_path: str, pg: str | None) -> dict[str, Any]:
+    """One measurement: ``prepare`` (fill the source, time the bulk-insert floor) or ``migrate``."""
     source, target, bulk = store_uris(kind, root, pg)
-    out: dict[str, Any] = {}
     if stage == "prepare":
         from core.bundle import load_bundle
 
         started = time.perf_counter()
         fill(kind, source, n)
-        out["fill_s"] = time.perf_counter() - started
-        out["bulk_s"] = bulk_insert_seconds(kind, bulk, n, load_bundle(bundle_path))
-    else:
-        from core.connectors.migration import migrate_store
-        from core.connectors.transform import load_transform
+        fill_s = time.perf_counter() - started
+        bulk_s, transform_s = bulk_insert_seconds(kind, bulk, n, load_bundle(bundle_path))
+        return {"fill_s": fill_s, "bulk_s": bulk_s, "transform_s": transform_s}
+    from core.connectors import open_store
+    from core.connectors.migration import migrate_store
+    from core.connectors.transform import load_transform
 
-        load_transform(bundle_path)  # libraries loaded and warm before the baseline
-        import core.connectors.backfill  # noqa: F401
-        from core.connectors import open_store
+    load_transform(bundle_path)  # libraries loaded and warm before the baseline
+    open_store(source).close()
+    with AnonPeak() as peak:
+        baseline = peak.peak
+        result = migrate_store(bundle_path, source, target, batch_size=BATCH)
+    return {"migrate_s": result.seconds, "verify_s": result.verify_seconds, "written": result.written,
+            "verified": result.verification.ok, "peak_above_start_mib": (peak.peak - baseline) / 2**20,
+            "baseline_mib": baseline / 2**20}
 
-        open_store(source).close()
-        with AnonPeak() as peak:
-            baseline = peak.peak
-            result = migrate_store(bundle_path, source, target, batch_size=BATCH)
-        out = {"migrate_s": result.seconds, "verify_s": result.verify_seconds, "written": result.written, "verified": result.verification.ok,
-               "peak_above_start_mib": (peak.peak - baseline) / 2**20, "baseline_mib": baseline / 2**20}
+
+def child(args: list[str]) -> None:
+    """``python -m bench.stores STAGE KIND N ROOT BUNDLE [PG]``: one measurement in its own process."""
+    out = measure(args[0], args[1], int(args[2]), Path(args[3]), args[4], args[5] if len(args) > 5 else None)
     print(json.dumps(out), flush=True)
+
+
+def measured(tiny: bool, stage: str, kind: str, n: int, root: Path, bundle: Path, pg: list[str]) -> dict[str, Any]:
+    """A child process per measurement (its own memory); in-process for the --tiny smoke run."""
+    if tiny:
+        return measure(stage, kind, n, root, str(bundle), pg[0] if pg else None)
+    return run_child("bench.stores", [stage, kind, str(n), str(root), str(bundle), *pg], timeout_s=7200)
 
 
 def start_pg(root: Path) -> tuple[Any, str]:
@@ -214,9 +226,9 @@ def run(tiny: bool, device: str, seed: int = 0, only: list[str] | None = None,
             if kind == "pgvector":
                 server, uri = start_pg(root)
                 pg = [uri]
-            prep = run_child("bench.stores", ["prepare", kind, str(n), str(root), str(bundle), *pg], timeout_s=7200)
-            mig = run_child("bench.stores", ["migrate", kind, str(n), str(root), str(bundle), *pg], timeout_s=7200) \
-                if "error" not in prep else {"error": "not run: preparation failed"}
+            prep = measured(tiny, "prepare", kind, n, root, bundle, pg)
+            mig = measured(tiny, "migrate", kind, n, root, bundle, pg) if "error" not in prep else \
+                {"error": "not run: preparation failed"}
             if server is not None:
                 server.cleanup()
                 server = None
@@ -230,7 +242,7 @@ def run(tiny: bool, device: str, seed: int = 0, only: list[str] | None = None,
             rows.append(Row(f"{kind}: migrate {n:,} points", "points/s", rate, floor,
                             f"{kind} bulk insert of the same vectors", RATE,
                             details={"migrate_s": mig["migrate_s"], "verify_s": mig["verify_s"],
-                                     "bulk_insert_s": prep["bulk_s"],
+                                     "bulk_insert_s": prep["bulk_s"], "transform_only_s": prep["transform_s"],
                                      "verified": mig["verified"], "source_fill_s": prep["fill_s"]}))
             rows.append(Row(f"{kind}: migration peak memory above start, beyond one batch ({batch_mib:.0f} MiB)",
                             "MiB", max(mig["peak_above_start_mib"] - batch_mib, 0.0), target=MEMORY,

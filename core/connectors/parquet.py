@@ -118,7 +118,9 @@ class ParquetConnector(Connector):
             return Batch([], np.zeros((0, self.dim() or 0), np.float32), [])
         data = ds.dataset([str(f) for f in files], format="parquet")
         id_type = data.schema.field(self.id_col).type
-        table = data.to_table(filter=pc.field(self.id_col).isin(pa.array(list(ids)).cast(id_type)))
+        wanted = pc.field(self.id_col).isin(pa.array(list(ids)).cast(id_type))
+        # one file and one batch in flight: a scan for a few ids must not hold the dataset in memory
+        table = data.scanner(filter=wanted, fragment_readahead=1, batch_readahead=1).to_table()
         got = table_to_batch(table, self.id_col, self.vec_col, None)
         found = {i: n for n, i in enumerate(got.ids)}
         order = [i for i in ids if i in found]
