@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import ImportDataError
+from core.keys import normalise_key
 from core.progress import ProgressFn, StopFn, check_stop, no_progress
 from core.qrels import QrelLines, read_qrels, store_qrels
 from core.store import Workspace
@@ -81,7 +82,7 @@ def _records(path: Path, split: str, should_stop: StopFn | None) -> Iterator[dic
         raise ImportDataError(path, "missing: a BEIR folder holds corpus.jsonl, queries.jsonl and qrels/*.tsv")
     seen: set[str] = set()
     try:
-        with open(path, encoding="utf-8") as fh:
+        with open(path, encoding="utf-8-sig") as fh:
             for n, line in enumerate(fh, start=1):
                 if n % _CHUNK == 0:
                     check_stop(should_stop)
@@ -96,7 +97,7 @@ def _records(path: Path, split: str, should_stop: StopFn | None) -> Iterator[dic
                 key = row.get("_id")
                 if not isinstance(key, str | int) or isinstance(key, bool) or str(key).strip() == "":
                     raise ImportDataError(path, f"line {n}: missing or empty '_id'")
-                key = str(key).strip()
+                key = normalise_key(key, path, f"line {n}: '_id'")  # NFC, as every importer stores keys
                 if key in seen:
                     raise ImportDataError(path, f"line {n}: duplicate _id '{key}'")
                 seen.add(key)

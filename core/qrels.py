@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import ImportDataError
+from core.keys import normalise_key
 from core.store import Workspace
 from core.store.judgments import JUDGMENT_SPLITS, Judgments
 
@@ -64,7 +65,7 @@ def read_qrels(path: str | Path, split: str | None = None) -> QrelLines:
     if split is not None and split not in JUDGMENT_SPLITS:
         raise ImportDataError(src, f"unknown split '{split}' (use {', '.join(JUDGMENT_SPLITS)})")
     try:
-        with open(src, newline="", encoding="utf-8") as fh:
+        with open(src, newline="", encoding="utf-8-sig") as fh:
             first = fh.readline()
             delimiter = _delimiter(src, first)
             fh.seek(0)
@@ -93,6 +94,8 @@ def read_qrels(path: str | Path, split: str | None = None) -> QrelLines:
         query, item, grade_text = cells[:3]
         if not query or not item:
             raise ImportDataError(src, f"line {n}: empty {'query' if not query else 'item'} key")
+        query = normalise_key(query, src, f"line {n}: query key")  # as the importers store keys
+        item = normalise_key(item, src, f"line {n}: item key")
         try:
             grade = int(grade_text)
         except ValueError:

@@ -167,3 +167,16 @@ def test_cli_imports_beir_and_reports_judgments_in_info(tmp_path: Path, capsys: 
     with pytest.raises(SystemExit) as stop:
         main(["import", "-w", ws])
     assert stop.value.code == 2 and "give --path" in capsys.readouterr().err
+
+
+def test_beir_keys_are_stored_in_nfc_so_judgments_match_either_form(ws: Workspace, tmp_path: Path) -> None:
+    """A document id typed on macOS (NFD) and judged with the composed form (NFC) is one item."""
+    nfd, nfc = "cafe\u0301", "caf\u00e9"
+    corpus = [*CORPUS[:3], {"_id": nfd, "text": "Coffee."}]
+    qrels = {"train": [("7", nfc, 1)], "dev": [("q2", "d2", 1)], "test": [("q3", nfd, 2)]}
+    import_beir(ws, write_beir(tmp_path / "beir", corpus=corpus, qrels=qrels))
+    (doc,) = ws.doc_ids_for_keys([nfc])
+    judged = ws.judgments()
+    on_doc = sorted(int(g) for i, g in zip(judged.item_ids, judged.grades, strict=True) if int(i) == int(doc))
+    assert on_doc == [1, 2]  # the NFC judgment (train) and the NFD one (test) both name the one item
+    assert nfc in {it["key"] for it in ws.items(split="gallery")}

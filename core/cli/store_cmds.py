@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from core.cli.main import add_common
+from core.cli.options import BATCH_SIZE, POSITIVE_COUNT, SEED
 from core.progress import StderrProgress
 
 Result = tuple[dict[str, Any], str]
@@ -20,11 +21,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--order", choices=["random", "planner"], default="random",
                    help="which points get real new vectors first (with --new-vectors)")
     p.add_argument("--new-vectors", metavar="FILE.npz", help="real new-model vectors (arrays ids, vectors) to attach")
-    p.add_argument("--backfill", type=int, metavar="N", help="attach new vectors to at most N points")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--backfill", type=POSITIVE_COUNT, metavar="N", help="attach new vectors to at most N points")
+    p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--switch", action="store_true", help="after verification, move the alias to the new collection")
     p.add_argument("--alias", help="alias to move (default: &alias= in --to)")
-    p.add_argument("--batch", type=int, default=4096, help="points per batch (default 4096)")
+    p.add_argument("--batch", type=BATCH_SIZE, default=4096, help="points per batch (default 4096)")
     p.set_defaults(handler=cmd_migrate)
 
     p = sub.add_parser("rollback", help="point a store's alias back at an earlier collection")
@@ -38,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--uri", required=True, help="store collection (or alias) to check")
     p.add_argument("--label-field", help="payload field with labels: also measure top-1 label agreement")
     p.add_argument("--served-as", help="for a half-migrated store: the model version its queries use")
-    p.add_argument("--sample", type=int, default=2000, help="queries for the quality measure (default 2000)")
+    p.add_argument("--sample", type=POSITIVE_COUNT, default=2000, help="queries for the quality measure (default 2000)")
     p.set_defaults(handler=cmd_check)
 
 

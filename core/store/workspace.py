@@ -33,7 +33,6 @@ from core.errors import (
     VectorFileError,
     WorkspaceBusyError,
 )
-from core.keys import normalise_keys
 from core.paths import DB_NAME, check_name, child, is_real_dir, owned_temps, remove_no_follow
 from core.store.files import atomic_copy, atomic_copy_tree
 from core.store.judgments import JudgmentsMixin
@@ -211,7 +210,6 @@ class Workspace(RecordsMixin, JudgmentsMixin):
         keys = [str(r.get("key", "")).strip() for r in records]
         if any(not k for k in keys):
             raise ImportDataError(source, f"item {keys.index('') + 1} has an empty key")
-        keys = normalise_keys(keys, source, noun="item")  # NFC, as every importer stores keys
         spaces = [item_namespace(r.get("split")) for r in records]
         seen: set[tuple[str, str]] = set()
         dupes = [k for k, ns in zip(keys, spaces, strict=True) if (ns, k) in seen or seen.add((ns, k))]
