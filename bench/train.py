@@ -24,7 +24,7 @@ import torch
 from bench.common import NO_GPU, Row, Target, area_result, emit, run_child, timed
 from core.synthetic import class_structured_pair
 from core.train import PairData, fit_adapter, resolve_config
-from core.train.fit import build_for_training
+from core.train.fit import build_for_training, training_rows
 
 KINDS = ("lowrank", "mlp", "bct", "bt2", "fct")
 LOOP_TARGET = Target("ratio_min", 0.8, ">= 0.8x bare loop")
@@ -77,12 +77,14 @@ def bare_rate(kind: str, data: PairData, settings: dict[str, Any], steps: int, s
     adapter.prepare_training()
     adapter.to(device).train()
     objective.to(device).train()
-    tensors = {"old": torch.as_tensor(data.old_train), "new": torch.as_tensor(data.new_train),
-               "labels": torch.as_tensor(labels)}
-    tensors = {k: v.to(device) for k, v in tensors.items()}
+    tensors = {k: v.to(device) for k, v in training_rows(kind, data, labels).items()}
+    start_epoch = getattr(objective, "start_epoch", None)
+    if start_epoch is not None:  # mined hard negatives, as the core loop has them (untimed on both sides)
+        start_epoch(adapter, 1, tensors)
     params = [p for p in [*adapter.parameters(), *objective.parameters()] if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=float(full["lr"]), weight_decay=float(full["weight_decay"]))
-    n, bs = len(data.old_train), min(int(full["batch_size"]), len(data.old_train))
+    n = len(tensors["new"])
+    bs = min(int(full["batch_size"]), n)
     amp = device.type == "cuda" and bool(full["amp"])
     dtype = torch.bfloat16 if amp and torch.cuda.is_bf16_supported() else torch.float16
 

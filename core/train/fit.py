@@ -212,7 +212,8 @@ def training_rows(kind: str, data: PairData, labels: np.ndarray) -> dict[str, to
     """Rows the loop batches: the item pairs, then (new -> old kinds) the training query pairs.
 
     A query row's target (``old``) is the old vector of its relevant document and ``pos`` that
-    document's row in the old gallery bank; an item's ``pos`` is its own row.
+    document's row in the old gallery bank; an item's ``pos`` is its own row. fct's side vectors
+    ride along as ``side``.
     """
     new, old = data.new_train, data.old_train
     pos = np.arange(len(old), dtype=np.int64)
@@ -221,8 +222,11 @@ def training_rows(kind: str, data: PairData, labels: np.ndarray) -> dict[str, to
         old = np.concatenate([old, data.old_bank()[data.query_relevant_train]])
         pos = np.concatenate([pos, data.query_relevant_train])
         labels = np.concatenate([labels, np.full(len(data.query_new_train), -1, dtype=np.int64)])
-    return {"old": torch.as_tensor(old), "new": torch.as_tensor(new), "labels": torch.as_tensor(labels),
+    rows = {"old": torch.as_tensor(old), "new": torch.as_tensor(new), "labels": torch.as_tensor(labels),
             "pos": torch.as_tensor(pos), "row": torch.arange(len(new))}
+    if data.side_train is not None:
+        rows["side"] = torch.as_tensor(data.side_train)
+    return rows
 
 
 def _fit_trainable(
@@ -230,8 +234,6 @@ def _fit_trainable(
 ) -> FitResult:
     adapter, objective, labels = build_for_training(kind, data, s)
     tensors = training_rows(kind, data, labels)
-    if data.side_train is not None:
-        tensors["side"] = torch.as_tensor(data.side_train)
     outcome = train_loop(adapter, objective, tensors, lambda: _val(adapter, data), s, device, progress, stop)
     result = FitResult(kind, adapter, outcome.status, outcome.reason, outcome.metrics, outcome.best_val,
                        outcome.best_epoch)
