@@ -200,12 +200,19 @@ def test_models_page_manages_models_and_refuses_duplicates(qtbot: QtBot, window:
     assert "already in the workspace as model 'extra'" in dialog.message and "\n" not in dialog.message
     close_error_dialogs()
     assert models.table.rowCount() == 3
-    # details: readable, with the stored copy and a source that no longer exists
+    # details: readable; a copied checkpoint names its stored copy, a vectors file is referenced
+    # where it lies (the workspace keeps no copy), so its details say when it no longer exists
+    models.table.selectRow(0)
+    details = models.spec_view.toPlainText()
+    first = window.ctx.ws.models()[0]
+    assert first["file"] and Path(first["path"]).is_file()
+    assert f"stored copy: {first['path']}" in details and first["path"].startswith(str(demo_copy))
     npz.unlink()
     models.table.selectRow(2)
     details = models.spec_view.toPlainText()
     assert details.startswith("name: extra\nrole: other")
-    assert f"added from: {npz} (no longer exists)" in details and "stored copy: " + str(demo_copy) in details
+    assert f"vectors file: {npz} (referenced, not copied; no longer exists)" in details
+    assert "stored copy" not in details
     # rename, change role, remove
     monkeypatch.setattr(dialogs, "ask_text", lambda *a, **k: "extra-renamed")
     click(qtbot, models.rename_button)
@@ -246,9 +253,8 @@ def test_a_text_file_as_checkpoint_shows_one_line_on_top(qtbot: QtBot, window: M
 
 
 def test_help_guide_tooltips_and_tie_wording(qtbot: QtBot, window: MainWindow, demo_copy: Path) -> None:
-    from core.report.compat import compare
-
     from app.pages.report_widgets import EQUAL_COLOUR, fill_metrics_table
+    from core.evaluation.compat import compare
     from core.report.wording import comparison_word, verdict_tone
 
     window.ctx.open_workspace(demo_copy)

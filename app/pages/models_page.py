@@ -62,16 +62,21 @@ def spec_warnings(models: list[dict[str, Any]]) -> list[str]:
 
 
 def model_details(model: dict[str, Any]) -> str:
-    """Readable details of a stored model: where its copy lives, where it came from, its spec."""
+    """Readable details of a stored model: where its file lives (copy or reference), its spec."""
     spec = dict(model.get("spec") or {})
     spec.pop("path", None)  # the path it was read from at add time; shown below with its state
     source = model.get("source_path")
-    source_state = "" if not source else " (still there)" if Path(source).exists() else " (no longer exists)"
+    state = "" if not source else "still there" if Path(source).exists() else "no longer exists"
+    if model.get("kind") == "vectors" and not model.get("file"):
+        # the workspace keeps no copy of a vectors file: it is read where it lies
+        where = [f"vectors file: {source or 'unknown'} (referenced, not copied{'; ' + state if state else ''})"]
+    else:
+        where = [f"stored copy: {model.get('path') or 'none'}",
+                 f"added from: {source or 'unknown'}{f' ({state})' if state else ''}"]
     lines = [f"name: {model['name']}", f"role: {model['role']}", f"kind: {model.get('kind')}",
              f"modality: {model.get('modality')}", f"dimensions: {model.get('dim')}",
              f"parameters: {model.get('params')}", f"sha256: {model.get('sha256')}",
-             f"stored copy: {model.get('path') or 'none (vectors only)'}",
-             f"added from: {source or 'unknown'}{source_state}", f"added: {model.get('created')}", "",
+             *where, f"added: {model.get('created')}", "",
              "spec:", json.dumps(spec, indent=2, sort_keys=True)]
     return "\n".join(lines)
 
