@@ -29,7 +29,7 @@ def test_metric_bars_with_intervals() -> None:
     (ax,) = fig.axes
     assert len(ax.patches) == 3 * 4
     assert [t.get_text() for t in ax.get_xticklabels()] == ["top1", "top5", "recall@10", "mAP"]
-    assert len(ax.get_legend().get_texts()) == 3
+    assert len(fig.legends[0].get_texts()) == 3
     heights = sorted(round(p.get_height(), 2) for p in ax.patches)
     assert heights[0] == 0.41 and heights[-1] == 0.93
     _renders(fig)
@@ -85,7 +85,7 @@ def test_backfill_and_training_curves() -> None:
     fig = figures.backfill_curves(curves, references={"old/old": 0.61, "new/new": 0.74})
     (ax,) = fig.axes
     assert len(ax.lines) == 4
-    assert "random (area 0.680)" in [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "random (area 0.680)" in [t.get_text() for t in fig.legends[0].get_texts()]
     _renders(fig)
     epochs = [
         {"epoch": e, "train_loss": 1 / e, "val_loss": 1.2 / e, "val_top1": 0.5 + 0.02 * e, "note": "x"}

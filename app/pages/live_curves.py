@@ -9,7 +9,7 @@ class LiveCurves:
     """The loss and validation metric per epoch as the training loop reports them.
 
     Each report during epoch e carries the row the core recorded for the last finished epoch
-    (``last_epoch``: its mean training loss, validation metric and learning rate), so finished
+    (``last_epoch``, ``last_train_loss``, ``last_val_metric``, ``last_lr``), so finished
     epochs show exactly the numbers the run record will hold; only the epoch in progress shows a
     running mean of the step losses seen so far. ``auto`` fits several candidates in turn: a new
     candidate starts new rows.
@@ -35,15 +35,12 @@ class LiveCurves:
         self._info = info
         epoch = int(epoch)
         last = info.get("last_epoch")
-        if isinstance(last, dict) and isinstance(last.get("epoch"), int | float):
-            done = int(last["epoch"])
-            row = {"epoch": done}
-            if isinstance(last.get("train_loss"), int | float):
-                row["loss"] = float(last["train_loss"])
-            if isinstance(last.get("val_metric"), int | float):
-                row["val_metric"] = float(last["val_metric"])
-            if isinstance(last.get("lr"), int | float):
-                row["lr"] = float(last["lr"])
+        if isinstance(last, int | float):
+            done = int(last)
+            row: dict[str, Any] = {"epoch": done}
+            for key, name in (("last_train_loss", "loss"), ("last_val_metric", "val_metric"), ("last_lr", "lr")):
+                if isinstance(info.get(key), int | float):
+                    row[name] = float(info[key])
             self.rows[done] = row
             self._recorded.add(done)
         elif isinstance(info.get("val_metric"), int | float):  # a loop without recorded rows

@@ -98,8 +98,8 @@ def train_loop(
             losses.append(loss)
             on_progress(done, total, {"epoch": epoch, "step": done, "loss": loss,
                                       "val_metric": last_val, "best_val_metric": out.best_val,
-                                      "last_epoch": out.metrics[-1], "patience": int(settings["patience"]),
-                                      "epochs_without_gain": since_best})
+                                      **{f"last_{k}": v for k, v in out.metrics[-1].items()},
+                                      "patience": int(settings["patience"]), "epochs_without_gain": since_best})
         if out.status != "completed":
             break
         last_val = validate()
