@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from app_fixtures import error_dialogs, no_threads_left, wait_for_jobs, window
+from app_fixtures import close_error_dialogs, error_dialogs, no_threads_left, wait_for_jobs, window
 from judged_fixtures import build_judged_workspace
 from PySide6.QtCore import Qt
 from pytestqt.qtbot import QtBot
@@ -67,9 +67,11 @@ def test_gallery_page_imports_a_beir_folder_and_a_qrels_file(qtbot: QtBot, windo
     before = len(ws.items())
     (folder / "qrels" / "dev.tsv").write_text("query-id\tcorpus-id\tscore\nq1\tnope\t1\n")
     page.import_beir(str(folder))
+    qtbot.waitUntil(lambda: bool(error_dialogs()), timeout=60_000)
     wait_for_jobs(qtbot, window)
-    shown = error_dialogs()
-    assert len(shown) == 1 and "nope" in shown[0].message and len(ws.items()) == before
+    (dialog,) = error_dialogs()
+    assert "qrels/dev.tsv: line 2: corpus id 'nope'" in dialog.message and len(ws.items()) == before
+    close_error_dialogs()
 
 
 def test_train_page_pairs_protocol_and_judged_report(qtbot: QtBot, window: MainWindow, tmp_path: Path) -> None:
