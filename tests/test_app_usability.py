@@ -65,7 +65,8 @@ def test_auto_choice_shows_winner_candidates_and_source_everywhere(qtbot: QtBot,
     assert row["Pairs"] == run["metrics"]["pairs_used"] == "documents"  # the demo has no judged train queries
     assert train.runs_table.item(0, header.index("Measured on")).toolTip() == source.label()
     assert f"auto → {winner}" in train.result_label.text()
-    assert f"upgraded top1 {top1:.3f} ({source.label()})" in train.result_label.text()
+    assert f"upgraded top1 {top1:.3f}" in train.result_label.text()
+    assert f"gain retained {run['metrics']['gain_retained']:.3f} ({source.label()})" in train.result_label.text()
     assert f"Validated on {run['metrics']['val_protocol']}" in train.result_label.text()
     picker = f"run {run['id']} · auto → {winner} · upgraded top-1 {top1:.3f} ({source.short()})"
     for key in ("reports", "plan", "export"):
@@ -97,7 +98,7 @@ def test_auto_choice_shows_winner_candidates_and_source_everywhere(qtbot: QtBot,
     assert main(["runs", "--workspace", str(demo_copy), "--json"]) == 0
     listed = next(r for r in json.loads(capsys.readouterr().out)["runs"] if r["id"] == run["id"])
     assert listed["metrics"]["upgraded_top1"] == top1
-    assert listed["metrics"]["heldout_protocol"] == source.label()
+    assert listed["metrics"]["heldout_protocol"] == source.label() and listed["chosen"] == f"auto → {winner}"
 
 
 def test_switching_workspaces_clears_every_page(qtbot: QtBot, window: MainWindow, demo_copy: Path,
