@@ -227,7 +227,8 @@ def test_models_page_manages_models_and_refuses_duplicates(qtbot: QtBot, window:
     models.table.selectRow(2)
     details = models.spec_view.toPlainText()
     assert details.startswith("name: extra\nrole: other")
-    assert f"added from: {npz} (no longer exists)" in details and "stored copy: " + str(demo_copy) in details
+    # a vectors-only model is referenced where it lies, not copied into the workspace
+    assert f"added from: {npz} (no longer exists)" in details and "stored copy: none (vectors read where" in details
     # rename, change role, remove
     monkeypatch.setattr(dialogs, "ask_text", lambda *a, **k: "extra-renamed")
     click(qtbot, models.rename_button)
@@ -268,7 +269,7 @@ def test_a_text_file_as_checkpoint_shows_one_line_on_top(qtbot: QtBot, window: M
 
 
 def test_help_guide_tooltips_and_tie_wording(qtbot: QtBot, window: MainWindow, demo_copy: Path) -> None:
-    from core.report.compat import compare
+    from core.evaluation.compat import compare
 
     from app.pages.report_widgets import EQUAL_COLOUR, fill_metrics_table
     from core.report.wording import comparison_word, verdict_tone

@@ -70,7 +70,7 @@ def model_details(model: dict[str, Any]) -> str:
     lines = [f"name: {model['name']}", f"role: {model['role']}", f"kind: {model.get('kind')}",
              f"modality: {model.get('modality')}", f"dimensions: {model.get('dim')}",
              f"parameters: {model.get('params')}", f"sha256: {model.get('sha256')}",
-             f"stored copy: {model.get('path') or 'none (vectors only)'}",
+             f"stored copy: {model.get('path') if model.get('file') else 'none (vectors read where they lie)'}",
              f"added from: {source or 'unknown'}{source_state}", f"added: {model.get('created')}", "",
              "spec:", json.dumps(spec, indent=2, sort_keys=True)]
     return "\n".join(lines)

@@ -16,7 +16,7 @@ TIE_TOLERANCE = 1e-12
 
 
 def comparison_word(row: dict[str, Any]) -> Word:
-    """'pass', 'fail' or 'equal' for one metric row of ``core.report.compat.compare``."""
+    """'pass', 'fail' or 'equal' for one metric row of ``core.evaluation.compat.compare``."""
     up, oo = row.get("upgraded"), row.get("old_old")
     if isinstance(up, int | float) and isinstance(oo, int | float) and math.isfinite(up) and math.isfinite(oo) \
             and abs(float(up) - float(oo)) <= TIE_TOLERANCE:
