@@ -269,9 +269,8 @@ def test_a_text_file_as_checkpoint_shows_one_line_on_top(qtbot: QtBot, window: M
 
 
 def test_help_guide_tooltips_and_tie_wording(qtbot: QtBot, window: MainWindow, demo_copy: Path) -> None:
-    from core.evaluation.compat import compare
-
     from app.pages.report_widgets import EQUAL_COLOUR, fill_metrics_table
+    from core.evaluation.compat import compare
     from core.report.wording import comparison_word, verdict_tone
 
     window.ctx.open_workspace(demo_copy)
