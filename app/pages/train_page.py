@@ -28,7 +28,7 @@ from app.pages.forms import SettingsForm, set_combo_items
 from app.pages.live_curves import LiveCurves
 from app.plots import PlotWidget
 from app.workers import Job
-from core.errors import InputError
+from core.errors import EmbridgeError, InputError
 from core.progress import ProgressFn, StopFn
 from core.store import Workspace
 
@@ -165,6 +165,8 @@ class TrainPage(Page):
         set_combo_items(self.device, ctx.devices)
         self.old_model.currentTextChanged.connect(self._models_changed)
         self.new_model.currentTextChanged.connect(self._models_changed)
+        for combo in (self.old_model, self.new_model):  # a pair the user picks: its pairs and protocol
+            combo.activated.connect(lambda _i: self._show_pairs_and_protocol())
 
     # -- method chooser ---------------------------------------------------------------------
     def _load_methods(self) -> None:
@@ -353,7 +355,7 @@ class TrainPage(Page):
             return
         try:
             setup = pair_setup(self.ctx.ws, old, new)
-        except InputError as exc:
+        except EmbridgeError as exc:
             self.protocol_label.setText(str(exc))
             return
         current = self.pairs.currentText()
