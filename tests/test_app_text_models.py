@@ -39,7 +39,7 @@ def test_models_page_adds_a_text_folder_with_prompts_and_shows_them(qtbot: QtBot
     header = [models.table.horizontalHeaderItem(c).text() for c in range(models.table.columnCount())]
     prompts = models.table.item(0, header.index("Prompts")).text()
     assert prompts == 'query prompt "query: ", document prompt "Represent this document: "'
-    spec = json.loads(models.spec_view.toPlainText())
+    spec = json.loads(models.spec_view.toPlainText().split("\nspec:\n", 1)[1])  # the details end with the spec
     assert (spec["kind"], spec["query_prompt"], spec["document_prompt"]) == \
         ("sentence_transformers", "query: ", "Represent this document: ")
     assert models.document_prompt.text() == ""  # the form is ready for the next model

@@ -73,8 +73,8 @@ def fill_metrics_table(table: QTableWidget, cells: dict[str, dict[str, Any]],
             if word:
                 mark.setBackground(QBrush(WORD_COLOURS[word]))
             table.setItem(r, col, mark)
-            has_gain = row.get("gain_retained") is not None or row.get("gain_retained_note")
-            gain = gain_text(row.get("gain_retained"), row.get("gain_retained_note")) if has_gain else ""
+            value, note = row.get("gain_retained"), row.get("gain_retained_note")
+            gain = format_value(value) if value is not None else gain_text(None, note) if note else ""
             table.setItem(r, col + 1, QTableWidgetItem(gain))
             col += 2
 
