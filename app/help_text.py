@@ -9,6 +9,7 @@ HEADER_HELP: dict[str, str] = {
     "Gain retained": "(upgraded − old/old) ÷ (new/new − old/old): the share of the full-backfill gain the layer "
                      "keeps without re-embedding the gallery. 1.0 = all of it, 0 = none, negative = worse than today.",
     "Measured on": "The query set and gallery the numbers of this row were measured on.",
+    "Pairs": "The item pairs the layer was fitted on: documents, queries judged in the train split, or both.",
     "Method": "The method asked for; for the automatic choice, the method it chose.",
     "Candidates": "Automatic choice: every candidate's validation score; the best one was kept.",
     "Passes": "Does this option's top-1 beat today's system (old/old)? The compatibility criterion.",
@@ -45,7 +46,10 @@ when there are no labels).</li>
 <li><b>Gain retained</b>: (upgraded − old/old) ÷ (new/new − old/old).</li>
 <li><b>Criterion</b>: the layer <i>passes</i> a metric when upgraded beats old/old; <i>equal</i> when both
 sides are the same (for example recall@100 of 1.0 on both); <i>fail</i> when it is worse.</li>
-<li>Every number names where it was measured: a training run's numbers come from the held-out test fold
-of the item pairs; a report's from its query set against its gallery. The two differ by design.</li>
+<li>Every number names where it was measured: the protocol its record stores (query set and size,
+gallery and size, relevance: judgments, labels or the query's own item). A run's held-out numbers and
+its report's upgraded cell share one protocol, so they are the same numbers.</li>
+<li><b>nDCG@10</b> and <b>MRR@10</b>: measured when the workspace has relevance judgments (graded
+gain, log2 discount; reciprocal rank of the first relevant item in the top 10).</li>
 </ul>
 """

@@ -1,6 +1,8 @@
 """What an automatic-choice run chose, from its run record: the winner, each candidate, and why.
 
-``train_run`` records the candidates' validation scores and the reason in the run's metrics; the
+``train_run`` records the candidates' validation scores (``candidates``, fusion and cascade
+included), the ``choice`` (winner, whether the scores decided it, why) and the validation protocol
+(``val_protocol``) in the run's metrics; the
 CLI (``embridge runs``/``train``), the app's tables and run pickers, and bundle summaries all read
 them through :func:`run_choice` so they say the same thing.
 """
@@ -26,6 +28,8 @@ class RunChoice:
     metric: str  # the validation metric candidates were compared on
     reason: str
     candidates: tuple[Candidate, ...]
+    decided: bool = True  # False when every candidate tied and a stated default was kept
+    protocol: str = ""  # where the candidates were validated (the record's val_protocol)
 
     @property
     def is_auto(self) -> bool:
@@ -34,7 +38,9 @@ class RunChoice:
     def method_text(self) -> str:
         """'auto → lowrank' for an automatic choice, else the kind."""
         if self.is_auto:
-            return f"auto → {self.kind}" if self.kind else "auto (nothing chosen)"
+            if not self.kind:
+                return "auto (nothing chosen)"
+            return f"auto → {self.kind}" + ("" if self.decided else " (tie: default kept)")
         return self.kind or self.method
 
     def candidates_text(self) -> str:
@@ -45,6 +51,8 @@ class RunChoice:
                 part = f"{c.kind} {c.score:.3f}"
             else:
                 part = f"{c.kind} {c.status}" + (f": {c.note}" if c.note else "")
+            if c.score is not None and c.status not in ("completed", ""):
+                part += f" ({c.status})"
             parts.append(part + (" (chosen)" if c.kind == self.kind else ""))
         return ", ".join(parts)
 
@@ -53,12 +61,15 @@ def run_choice(run: dict[str, Any]) -> RunChoice:
     """The choice a training run record states (works for any method; candidates only for auto)."""
     metrics = run.get("metrics") or {}
     method = str(run.get("method") or metrics.get("method") or "")
-    kind = metrics.get("kind") or (None if method == "auto" else method)
+    recorded = metrics.get("choice") if isinstance(metrics.get("choice"), dict) else {}
+    kind = recorded.get("kind") or metrics.get("kind") or (None if method == "auto" else method)
     metric = metrics.get("val_metric_name") or "validation top-1"
-    metric = {"label_top1": "validation label top-1", "pair_top1": "validation own-item top-1"}.get(metric, metric)
+    metric = {"label_top1": "validation label top-1", "pair_top1": "validation own-item top-1",
+              "judged_top1": "validation judged top-1"}.get(metric, metric)
     candidates = tuple(Candidate(str(c.get("kind")), str(c.get("status") or ""),
                                  float(c["val_metric"]) if isinstance(c.get("val_metric"), int | float) else None,
                                  str(c.get("reason") or ""))
                        for c in metrics.get("candidates") or [])
     ranked = tuple(sorted(candidates, key=lambda c: (c.score is None, -(c.score or 0.0))))
-    return RunChoice(method, kind, metric, str(metrics.get("reason") or ""), ranked)
+    return RunChoice(method, kind, metric, str(metrics.get("reason") or recorded.get("reason") or ""), ranked,
+                     bool(recorded.get("decided", True)), str(metrics.get("val_protocol") or ""))

@@ -3,6 +3,7 @@ choice chose, stale pages, selections, counts, models, help, plots and layout.""
 
 from __future__ import annotations
 
+import html
 import json
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from pytestqt.qtbot import QtBot
 
 from app import dialogs
 from app.main_window import MIN_SIZE, MainWindow
+from core.report.number_source import source_of_report, source_of_run
 from core.store import Workspace
 
 __all__ = ["no_threads_left", "window"]
@@ -35,7 +37,8 @@ def train_in_core(path: Path, method: str, config: dict | None = None) -> dict:
 
 
 def test_auto_choice_shows_winner_candidates_and_source_everywhere(qtbot: QtBot, window: MainWindow,
-                                                                   demo_copy: Path) -> None:
+                                                                   demo_copy: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
     window.ctx.open_workspace(demo_copy)
     train = window.show_page("train")
     train.select_method("auto")
@@ -54,29 +57,48 @@ def test_auto_choice_shows_winner_candidates_and_source_everywhere(qtbot: QtBot,
         assert f"{kind} {score:.3f}" in row["Candidates"]
     assert f"{winner} {scores[winner]:.3f} (chosen)" in row["Candidates"]
     assert f"{winner} won" in row["Note"]
-    n = run["metrics"]["n_queries"]
-    assert row["Measured on"] == f"held-out test fold, {n} q / {n} g"
-    assert train.runs_table.item(0, header.index("Measured on")).toolTip() == (
-        f"{n} queries of the held-out test fold; gallery: {n} items of the test fold (old vectors)")
-    assert f"auto → {winner}" in train.result_label.text() and "held-out test fold" in train.result_label.text()
-    assert f"upgraded top1 {run['metrics']['upgraded_top1']:.3f}" in train.result_label.text()
+    top1 = run["metrics"]["upgraded_top1"]
+    source = source_of_run(run)
+    protocol = run["metrics"]["protocols"]["old/old"]
+    assert source.label() == run["metrics"]["heldout_protocol"]  # the CLI's "measured on" sentence, verbatim
+    assert row["Measured on"] == f"{protocol['n_queries']} {protocol['query_set']} / {protocol['n_gallery']} g"
+    assert row["Pairs"] == run["metrics"]["pairs_used"] == "documents"  # the demo has no judged train queries
+    assert train.runs_table.item(0, header.index("Measured on")).toolTip() == source.label()
+    assert f"auto → {winner}" in train.result_label.text()
+    assert f"upgraded top1 {top1:.3f}" in train.result_label.text()
+    assert f"gain retained {run['metrics']['gain_retained']:.3f} ({source.label()})" in train.result_label.text()
+    assert f"Validated on {run['metrics']['val_protocol']}" in train.result_label.text()
+    picker = f"run {run['id']} · auto → {winner} · upgraded top-1 {top1:.3f} ({source.short()})"
     for key in ("reports", "plan", "export"):
-        combo = window.show_page(key).run_combo
-        assert combo.currentText().startswith(f"run {run['id']} · auto → {winner} · upgraded top-1 "
-                                              f"{run['metrics']['upgraded_top1']:.3f} (held-out test fold, {n} q")
+        assert window.show_page(key).run_combo.currentText() == picker
     export = window.pages["export"]
     assert "Candidates (validation label top-1): " in export.run_info.text()
+    assert f"upgraded top-1 {top1:.3f} ({source.label()})" in export.run_info.text()
     assert Path(export.out.text()).name.startswith(f"run{run['id']}-{winner}")
 
-    # the report names its own query set and gallery beside its numbers
+    # the report measures the run's test queries as training did: the same number, the same protocol
     reports = window.show_page("reports")
     reports.n_boot.setValue(100)
     click(qtbot, reports.build_button)
     wait_for_jobs(qtbot, window, 120_000)
     assert not error_dialogs()
-    sizes = reports.report["sizes"]
-    assert (f"Measured on: {sizes['queries_scored']} queries of the {sizes['query_source']}; gallery: "
-            f"{sizes['gallery']} items of the gallery") in reports.verdict.text()
+    head = reports.report["headline"]
+    assert head["upgraded_top1"] == top1 and source_of_report(reports.report).label() == source.label()
+    assert f"Measured on: {source.label()}" in html.unescape(reports.verdict.text())
+    assert f"upgraded top-1 {top1:.3f}" in reports.verdict.text()
+    plan_page = window.show_page("plan")
+    click(qtbot, plan_page.plan_button)
+    wait_for_jobs(qtbot, window)
+    assert not error_dialogs() and plan_page.plan is not None
+    assert f"measured on {source.label()}" in html.unescape(plan_page.summary.text())
+    # the command line's JSON carries the same numbers and the same protocol
+    from core.cli.main import main
+
+    capsys.readouterr()
+    assert main(["runs", "--workspace", str(demo_copy), "--json"]) == 0
+    listed = next(r for r in json.loads(capsys.readouterr().out)["runs"] if r["id"] == run["id"])
+    assert listed["metrics"]["upgraded_top1"] == top1
+    assert listed["metrics"]["heldout_protocol"] == source.label() and listed["chosen"] == f"auto → {winner}"
 
 
 def test_switching_workspaces_clears_every_page(qtbot: QtBot, window: MainWindow, demo_copy: Path,

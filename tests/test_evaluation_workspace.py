@@ -15,6 +15,7 @@ from core.errors import InputError
 from core.evaluation.tasks import dev_task, upgrade_tasks
 from core.report.build import build_report
 from core.store import Workspace
+from core.train.pair_choice import pair_setup
 from core.train.runs import train_run
 
 HEADLINE = ("old_old_top1", "new_new_top1", "upgraded_top1", "gain_retained", "compatible", "n_queries",
@@ -68,6 +69,10 @@ def test_query_pairs_are_fitted_on_and_test_queries_never(judged: dict[str, Any]
         folds = ws.folds()
         for qid, split in zip(judged["query_ids"], judged["splits"], strict=True):
             assert folds[int(qid)] == {"train": "train", "dev": "val", "test": "test"}[split]
+        # the Train page's choices come from the same rule: both by default, 250 train queries
+        setup = pair_setup(ws, "old", "new")
+        assert setup.kinds == ("both", "documents", "queries") and setup.train_queries == 250
+        assert setup.validation == both["val_protocol"]  # the protocol training then validates on
         tasks = upgrade_tasks(ws, ["old", "new"])
         assert set(tasks.full.queries.ids.tolist()) == set(judged["query_ids"][judged["splits"] == "test"].tolist())
         dev = dev_task(ws, "old", "new")

@@ -7,37 +7,61 @@ import os
 import subprocess
 from pathlib import Path
 
+from core.evaluation.compat import NOT_BETTER
+from core.evaluation.task import Protocol
 from core.overview import gallery_splits, gallery_text
-from core.report.number_source import NumberSource, source_of_report, source_of_run, with_source
+from core.report.number_source import (
+    UNRECORDED,
+    NumberSource,
+    gain_text,
+    source_of_report,
+    source_of_run,
+    with_source,
+)
 from core.report.wording import comparison_word
 from core.run_choice import run_choice
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_number_sources_of_runs_and_reports_differ_and_accept_an_explicit_protocol() -> None:
-    run = {"metrics": {"n_queries": 120}}
-    assert with_source("0.810", source_of_run(run)) == \
-        "0.810 (120 queries of the held-out test fold; gallery: 120 items of the test fold (old vectors))"
-    report = {"sizes": {"queries": 200, "queries_scored": 200, "gallery": 1027, "query_source": "query split",
-                        "heldout_gallery": True}}
-    assert source_of_report(report).label() == \
-        "200 queries of the query split; gallery: 1027 items of the held-out gallery (train fold left out)"
-    explicit = {"protocol": {"query_set": "dev queries", "n_queries": 50, "gallery": "corpus", "n_gallery": 900}}
-    assert source_of_report({"evaluation": explicit["protocol"]}) == NumberSource("dev queries", 50, "corpus", 900)
-    assert source_of_run({"metrics": explicit}).short() == "dev queries, 50 q / 900 g"
+def test_number_sources_read_the_recorded_protocol_and_never_guess() -> None:
+    protocol = Protocol("test queries (judged)", 150, "the whole old gallery", 800, "relevance judgments (test split)")
+    run = {"metrics": {"n_queries": 150, "protocols": {"old/old": protocol.to_dict(), "new→old": protocol.to_dict()}}}
+    assert source_of_run(run) == NumberSource(protocol)
+    assert with_source("0.810", source_of_run(run)) == f"0.810 ({protocol.describe()})"
+    assert source_of_run(run).short() == "150 test queries (judged) / 800 g"
+    sample = Protocol("test queries (judged)", 150, "the evaluation sample", 400, "relevance judgments (test split)")
+    report = {"upgraded_cell": "new→old",
+              "headline": {"protocols": {"new/new": sample.to_dict(), "new→old": protocol.to_dict()}}}
+    assert source_of_report(report).label() == protocol.describe()  # the upgraded cell's, not new/new's
+    # an old record without protocols says so instead of inventing a query set from its sizes
+    assert source_of_run({"metrics": {"n_queries": 120}}).label() == UNRECORDED
+    assert source_of_report({"sizes": {"queries": 200, "gallery": 1027}}).short() == "protocol not recorded"
+    assert gain_text(0.7345, None) == "0.735"
+    assert gain_text(None, NOT_BETTER) == f"undefined — {NOT_BETTER}"
 
 
-def test_run_choice_ranks_candidates_and_names_the_winner() -> None:
-    run = {"method": "auto", "metrics": {"kind": "lowrank", "val_metric_name": "label_top1", "reason": "lowrank won",
-                                         "candidates": [
-                                             {"kind": "procrustes", "status": "completed", "val_metric": 0.79},
-                                             {"kind": "bct", "status": "skipped", "reason": "needs labels",
-                                              "val_metric": None},
-                                             {"kind": "lowrank", "status": "completed", "val_metric": 0.812}]}}
+def test_run_choice_reads_the_recorded_choice_candidates_and_validation_protocol() -> None:
+    run = {"method": "auto", "metrics": {
+        "kind": "lowrank", "val_metric_name": "judged_top1", "reason": "lowrank won with validation top-1 0.812",
+        "val_protocol": "60 dev queries (judged) against the whole old gallery (800 items)",
+        "choice": {"what": "auto candidate", "index": 2, "decided": True, "reason": "lowrank won", "kind": "lowrank"},
+        "candidates": [
+            {"kind": "procrustes", "status": "completed", "val_metric": 0.79},
+            {"kind": "bct", "status": "skipped", "reason": "needs labels", "val_metric": None},
+            {"kind": "lowrank", "status": "completed", "val_metric": 0.812},
+            {"kind": "fusion", "status": "no gain", "val_metric": 0.812, "base": "lowrank", "alpha": 0.0},
+            {"kind": "cascade", "status": "skipped", "reason": "the new model embedded no documents",
+             "val_metric": None}]}}
     choice = run_choice(run)
-    assert choice.method_text() == "auto → lowrank" and choice.metric == "validation label top-1"
-    assert choice.candidates_text() == "lowrank 0.812 (chosen), procrustes 0.790, bct skipped: needs labels"
+    assert choice.method_text() == "auto → lowrank" and choice.metric == "validation judged top-1"
+    assert choice.candidates_text() == ("lowrank 0.812 (chosen), fusion 0.812 (no gain), procrustes 0.790, "
+                                        "bct skipped: needs labels, "
+                                        "cascade skipped: the new model embedded no documents")
+    assert choice.protocol.startswith("60 dev queries (judged)") and choice.decided
+    tie = run_choice({"method": "auto", "metrics": {"kind": "procrustes", "choice": {
+        "decided": False, "kind": "procrustes", "reason": "no choice was made: every candidate scored top-1 1.000"}}})
+    assert tie.method_text() == "auto → procrustes (tie: default kept)" and tie.reason.startswith("no choice")
     plain = run_choice({"method": "affine", "metrics": {"kind": "affine"}})
     assert plain.method_text() == "affine" and not plain.is_auto and plain.candidates == ()
 

@@ -58,6 +58,9 @@ class GalleryPage(Page):
         self.import_split.addItems(SPLITS)
         self.import_model = QComboBox()
         self.import_ids = PathField("Id list for an .npy file (one key a line)", "Text (*.txt);;All files (*)")
+        self.import_qrels = PathField("Relevance judgments (query key, item key, grade[, split] a line)",
+                                      "Judgments (*.tsv *.csv *.txt);;All files (*)")
+        self.import_qrels.setToolTip("Optional: relevance judgments stored with the imported items (--qrels)")
         self.import_button = QPushButton("&Import")
         self.import_button.clicked.connect(self.import_from_form)
         form.addRow("&Path", self.import_path)
@@ -65,7 +68,13 @@ class GalleryPage(Page):
         form.addRow("&Split", self.import_split)
         form.addRow("Vectors of model", self.import_model)
         form.addRow("Id list (.npy)", self.import_ids)
+        form.addRow("&Judgments (qrels)", self.import_qrels)
         form.addRow(self.import_button)
+        self.beir_button = QPushButton("Import a &BEIR folder…")
+        self.beir_button.setToolTip("corpus.jsonl (documents), queries.jsonl and qrels/{train,dev,test}.tsv: "
+                                    "documents become gallery items, queries query items, qrels judgments")
+        self.beir_button.clicked.connect(self.choose_beir_folder)
+        form.addRow(self.beir_button)
         self.store_import_button = QPushButton("Import from a &vector store…")
         self.store_import_button.clicked.connect(self.open_store_import)
         form.addRow(self.store_import_button)
@@ -116,24 +125,48 @@ class GalleryPage(Page):
             return
         fmt = self.import_format.currentText()
         self.import_items(path, None if fmt == "auto" else fmt, self.import_split.currentText().strip() or None,
-                          self.import_model.currentText() or None, self.import_ids.text() or None)
+                          self.import_model.currentText() or None, self.import_ids.text() or None,
+                          self.import_qrels.text() or None)
 
     def import_items(self, path: str, fmt: str | None = None, split: str | None = None,
-                     model: str | None = None, ids_path: str | None = None) -> None:
-        """Import in the background (all-or-nothing in the core)."""
+                     model: str | None = None, ids_path: str | None = None, qrels: str | None = None) -> None:
+        """Import in the background (all-or-nothing in the core); ``qrels``: judgments stored with them."""
 
         def job(ws: Workspace, on_progress: ProgressFn, should_stop: StopFn) -> dict[str, Any]:
             from core.importers import import_items
 
             on_progress(0, 1, {"stage": "reading"})
-            return import_items(ws, path, fmt, split, model, ids_path, on_progress=on_progress,
+            return import_items(ws, path, fmt, split, model, ids_path, qrels=qrels, on_progress=on_progress,
                                 should_stop=should_stop)
 
         def done(info: dict[str, Any]) -> None:
             log.info("imported %d items (%s) from %s", info["count"], info["format"], info["path"])
             self.import_path.setText("")
+            self.import_qrels.setText("")
 
         self.ctx.run(f"Import {path}", job, done)
+
+    def choose_beir_folder(self) -> None:
+        from app import dialogs
+
+        folder = dialogs.choose_directory(self, "Choose a BEIR folder (corpus.jsonl, queries.jsonl, qrels/)")
+        if folder:
+            self.import_beir(folder)
+
+    def import_beir(self, path: str) -> None:
+        """Import a BEIR folder (documents, queries, judgments) in the background, all-or-nothing."""
+
+        def job(ws: Workspace, on_progress: ProgressFn, should_stop: StopFn) -> dict[str, Any]:
+            from core.beir_import import import_beir
+
+            return import_beir(ws, path, on_progress=on_progress, should_stop=should_stop).to_dict()
+
+        def done(info: dict[str, Any]) -> None:
+            judged = ", ".join(f"{k} {v}" for k, v in info["judgments"].items())
+            log.info("imported a BEIR folder %s: %d documents, %d queries, judgments %s", info["path"],
+                     info["documents"], info["queries"], judged or "none")
+
+        self.ctx.run(f"Import BEIR {path}", job, done)
 
     def embed_from_form(self) -> None:
         model = self.embed_model.currentText()

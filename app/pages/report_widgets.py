@@ -28,6 +28,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.pages.base import format_value, set_header_tips
+from core.report.number_source import gain_text
 from core.report.wording import comparison_word
 
 PASS_COLOUR, FAIL_COLOUR, EQUAL_COLOUR = QColor("#d8f0d8"), QColor("#f6d5d5"), QColor("#e8e8e8")
@@ -72,7 +73,8 @@ def fill_metrics_table(table: QTableWidget, cells: dict[str, dict[str, Any]],
             if word:
                 mark.setBackground(QBrush(WORD_COLOURS[word]))
             table.setItem(r, col, mark)
-            gain = format_value(row.get("gain_retained")) or row.get("gain_retained_note") or ""
+            value, note = row.get("gain_retained"), row.get("gain_retained_note")
+            gain = format_value(value) if value is not None else gain_text(None, note) if note else ""
             table.setItem(r, col + 1, QTableWidgetItem(gain))
             col += 2
 

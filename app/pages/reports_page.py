@@ -43,10 +43,30 @@ FIGURE_TITLES = {"cells": "Metrics", "recall": "Recall@k", "flips": "Flips", "pe
                  "backfill": "Partial backfill", "training": "Training", "compatibility_matrix": "Matrix"}
 
 
+JUDGED_METRICS = ("ndcg@10", "mrr@10")  # present when the report's relevance is judgments
+
+
+def headline_text(report: dict[str, Any]) -> str:
+    """The upgraded system's headline numbers with the report's gain-retained wording."""
+    from core.report.number_source import gain_text
+
+    head = report.get("headline") or {}
+    parts = [f"upgraded top-1 {head['upgraded_top1']:.3f} (old/old {head['old_old_top1']:.3f})"
+             for _ in [0] if isinstance(head.get("upgraded_top1"), int | float)
+             and isinstance(head.get("old_old_top1"), int | float)]
+    for key, name in (("ndcg@10", "nDCG@10"), ("mrr@10", "MRR@10")):
+        if isinstance(head.get(key), int | float):
+            parts.append(f"{name} {head[key]:.3f} (old/old {head.get(f'old_old_{key}', float('nan')):.3f})")
+    if "gain_retained" in head:
+        parts.append(f"gain retained: {gain_text(head.get('gain_retained'), head.get('gain_retained_note'))}")
+    return "; ".join(parts)
+
+
 def shown_cells(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Each cell's headline metrics (top-1, top-5, recall@k, mAP flavour) as the report lists them."""
     scoring = report.get("scoring") or {}
-    shown = ["top1", "top5", *[f"recall@{k}" for k in scoring.get("recall_ks", [])], scoring.get("map_key", "mAP")]
+    shown = ["top1", "top5", *[f"recall@{k}" for k in scoring.get("recall_ks", [])], scoring.get("map_key", "mAP"),
+             *JUDGED_METRICS]
     return {name: {m: cell["metrics"].get(m) for m in shown if m in cell["metrics"]}
             for name, cell in (report.get("cells") or {}).items()}
 
@@ -222,7 +242,8 @@ class ReportsPage(Page):
         source = source_of_report(report)
         facts = " ".join(report.get("protocol") or [])
         statement = (report.get("search") or {}).get("statement", "")
-        self.verdict.setText(f"<p><b>Measured on: {html.escape(source.label())}</b></p>{lines}"
+        self.verdict.setText(f"<p><b>Measured on: {html.escape(source.label())}</b></p>"
+                             f"<p>{html.escape(headline_text(report))}</p>{lines}"
                              f"<p style='color:#555'>{html.escape(facts)} {html.escape(statement)}</p>")
         comparison = {upgraded: report["comparison"]} if upgraded and report.get("comparison") else {}
         fill_metrics_table(self.metrics, shown_cells(report), comparison)

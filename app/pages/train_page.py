@@ -28,7 +28,7 @@ from app.pages.forms import SettingsForm, set_combo_items
 from app.pages.live_curves import LiveCurves
 from app.plots import PlotWidget
 from app.workers import Job
-from core.errors import InputError
+from core.errors import EmbridgeError, InputError
 from core.progress import ProgressFn, StopFn
 from core.store import Workspace
 
@@ -36,25 +36,29 @@ log = logging.getLogger("embridge.app")
 HIDDEN_SETTINGS = ("device",)  # chosen with the device box, not in the form
 HEADLINE = ("old_old_top1", "new_new_top1", "upgraded_top1", "gain_retained")
 RUN_COLUMNS = ["Run", "Method", "Status", "Old/old top-1", "New/new top-1", "Upgraded top-1", "Gain retained",
-               "Measured on", "Candidates", "Note"]
+               "Pairs", "Measured on", "Candidates", "Note"]
 
 
 def run_row(run: dict[str, Any]) -> list[Any]:
     """One row of the runs table: the method actually fitted, the numbers and where they come from."""
-    from core.report.number_source import source_of_run
+    from core.report.number_source import gain_text, source_of_run
     from core.run_choice import run_choice
 
     metrics = run.get("metrics") or {}
     choice = run_choice(run)
     measured = source_of_run(run).short() if any(isinstance(metrics.get(k), int | float) for k in HEADLINE) else ""
     note = run.get("error") or choice.reason or metrics.get("note")
-    return [run["id"], choice.method_text(), run["status"], *[metrics.get(k) for k in HEADLINE], measured,
+    gain = metrics.get("gain_retained")
+    values = [*[metrics.get(k) for k in HEADLINE[:-1]],
+              gain if gain is not None or not metrics.get("gain_retained_note")
+              else gain_text(gain, metrics["gain_retained_note"])]
+    return [run["id"], choice.method_text(), run["status"], *values, metrics.get("pairs_used") or "", measured,
             choice.candidates_text() if choice.is_auto else "", note]
 
 
 def result_text(summary: dict[str, Any]) -> str:
     """What the page says when a run ends: the numbers with their source, the choice, early stopping."""
-    from core.report.number_source import source_of_run, with_source
+    from core.report.number_source import gain_text, source_of_run, with_source
     from core.run_choice import run_choice
 
     record = {"method": summary.get("method"), "metrics": summary}
@@ -62,9 +66,13 @@ def result_text(summary: dict[str, Any]) -> str:
     numbers = ", ".join(f"{k.replace('_', ' ')} {summary[k]:.3f}" for k in HEADLINE
                         if isinstance(summary.get(k), int | float))
     if summary.get("gain_retained") is None and summary.get("gain_retained_note"):
-        numbers += f", gain retained undefined: {summary['gain_retained_note']}"
+        numbers += f", gain retained: {gain_text(None, summary['gain_retained_note'])}"
     text = f"Run {summary['run_id']} ({choice.method_text()}, {summary['status']}): "
     text += with_source(numbers, source_of_run(record)) if numbers else str(summary.get("note") or "")
+    if summary.get("pairs_used"):
+        text += f". Fitted on {summary['pairs_used']} pairs"
+    if choice.protocol:
+        text += f". Validated on {choice.protocol}"
     if choice.is_auto and choice.candidates:
         text += f". Candidates ({choice.metric}): {choice.candidates_text()}"
     reason = str(summary.get("reason") or "")
@@ -105,6 +113,15 @@ class TrainPage(Page):
         models.addRow("&Old model", self.old_model)
         models.addRow("Ne&w model", self.new_model)
         models.addRow("De&vice", self.device)
+        self.pairs = QComboBox()
+        self.pairs.activated.connect(lambda _i: self.pairs.setProperty("chosen", True))
+        self.pairs.setToolTip("Which item pairs the layer is fitted on: documents (gallery items), queries judged "
+                              "in the train split, or both. The default follows the workspace: both when it has "
+                              "train queries, else documents.")
+        models.addRow("&Pairs", self.pairs)
+        self.protocol_label = QLabel()
+        self.protocol_label.setWordWrap(True)
+        models.addRow("Validated on", self.protocol_label)
         setup_layout.addLayout(models)
         self.form = SettingsForm()
         scroll = QScrollArea()
@@ -148,6 +165,8 @@ class TrainPage(Page):
         set_combo_items(self.device, ctx.devices)
         self.old_model.currentTextChanged.connect(self._models_changed)
         self.new_model.currentTextChanged.connect(self._models_changed)
+        for combo in (self.old_model, self.new_model):  # a pair the user picks: its pairs and protocol
+            combo.activated.connect(lambda _i: self._show_pairs_and_protocol())
 
     # -- method chooser ---------------------------------------------------------------------
     def _load_methods(self) -> None:
@@ -232,10 +251,10 @@ class TrainPage(Page):
             self.ctx.reporter.report("Train", str(exc))
             return
         self.train(self.current_method() or "", self.old_model.currentText(), self.new_model.currentText(),
-                   self.device.currentText() or "auto", config)
+                   self.device.currentText() or "auto", config, self.pairs.currentText() or None)
 
     def train(self, method: str, old: str, new: str, device: str = "auto",
-              config: dict[str, Any] | None = None) -> Job | None:
+              config: dict[str, Any] | None = None, pairs: str | None = None) -> Job | None:
         """Validate the settings now, then train in the background with a live plot."""
         from core.train.config import resolve_config
 
@@ -248,7 +267,7 @@ class TrainPage(Page):
         def job(ws: Workspace, on_progress: ProgressFn, should_stop: StopFn) -> dict[str, Any]:
             from core.train.runs import train_run
 
-            return train_run(ws, method, old, new, device=device, config=config,
+            return train_run(ws, method, old, new, device=device, config=config, pairs=pairs,
                              on_progress=on_progress, should_stop=should_stop)
 
         self.live = LiveCurves()
@@ -292,6 +311,7 @@ class TrainPage(Page):
 
     def reset(self) -> None:
         """A new workspace: no curves, result or runs of the previous one stay on screen."""
+        self.pairs.setProperty("chosen", False)
         self.live = LiveCurves()
         self.plot.clear("The loss and validation metric appear here while a method trains.")
         self.result_label.setText("")
@@ -312,6 +332,7 @@ class TrainPage(Page):
                 combo.setCurrentText(by_role[-1])
         if not self._methods:
             self._load_methods()
+        self._show_pairs_and_protocol()
         runs = self.ctx.ws.runs("train")
         fill_table(self.runs_table, [run_row(r) for r in reversed(runs)])
         from core.report.number_source import source_of_run
@@ -323,6 +344,25 @@ class TrainPage(Page):
                 item.setToolTip(source_of_run(run).label())
         self._show_recorded(runs)
         self._models_changed()
+
+    def _show_pairs_and_protocol(self) -> None:
+        """The pair kinds the core allows here (its default first) and the validation protocol."""
+        from core.train.pair_choice import pair_setup
+
+        old, new = self.old_model.currentText(), self.new_model.currentText()
+        if self.ctx.ws is None or not old or not new or old == new:
+            self.protocol_label.setText("")
+            return
+        try:
+            setup = pair_setup(self.ctx.ws, old, new)
+        except EmbridgeError as exc:
+            self.protocol_label.setText(str(exc))
+            return
+        current = self.pairs.currentText()
+        set_combo_items(self.pairs, list(setup.kinds))
+        self.pairs.setCurrentText(current if current in setup.kinds and self.pairs.property("chosen") else
+                                  setup.default)
+        self.protocol_label.setText(setup.validation)
 
     def _show_recorded(self, runs: list[dict[str, Any]]) -> None:
         """Outside a live run, plot the latest run's recorded epochs as its report will."""

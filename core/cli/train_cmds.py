@@ -10,6 +10,8 @@ from core.cli.main import add_common
 from core.cli.options import BATCH_SIZE, POSITIVE_COUNT, SEED, number
 from core.errors import InputError
 from core.progress import StderrProgress
+from core.report.number_source import gain_text
+from core.run_choice import run_choice
 from core.store import Workspace
 
 Result = tuple[dict[str, Any], str]
@@ -76,10 +78,10 @@ def _train_text(out: dict[str, Any]) -> str:
     if out.get("compatible") is not None:
         verdict = "PASSES" if out["compatible"] else "FAILS"
         gain = (_pct(out["gain_retained"]) if out.get("gain_retained") is not None
-                else f"undefined ({out.get('gain_retained_note') or 'n/a'})")
+                else gain_text(None, out.get("gain_retained_note")))
         lines.append(f"held-out top-1: old/old {_pct(out['old_old_top1'])}, new/new {_pct(out['new_new_top1'])}, "
                      f"upgraded {_pct(out['upgraded_top1'])} -> {verdict} the compatibility criterion; "
-                     f"gain retained {gain}")
+                     f"gain retained: {gain}")
         if out.get("ndcg@10") is not None:
             lines.append(f"held-out nDCG@10: old/old {_pct(out['old_old_ndcg@10'])}, new/new "
                          f"{_pct(out['new_new_ndcg@10'])}, upgraded {_pct(out['ndcg@10'])}; MRR@10 upgraded "
@@ -101,15 +103,19 @@ def _train_text(out: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+RUNS_METRICS = ("old_old_top1", "new_new_top1", "upgraded_top1", "gain_retained", "gain_retained_note",
+                "ndcg@10", "mrr@10", "kind", "pairs_used", "heldout_protocol", "val_protocol")
+
+
 def cmd_runs(args: argparse.Namespace) -> Result:
     with Workspace.open(args.workspace) as ws:
         runs = ws.runs(args.kind)
     rows = [{k: r.get(k) for k in ("id", "kind", "method", "status", "device", "started", "duration_s", "error")}
-            | {"metrics": {k: v for k, v in (r.get("metrics") or {}).items()
-                           if k in ("old_old_top1", "new_new_top1", "upgraded_top1", "gain_retained")}}
+            | {"chosen": run_choice(r).method_text() if r.get("kind") == "train" else r.get("method"),
+               "metrics": {k: v for k, v in (r.get("metrics") or {}).items() if k in RUNS_METRICS}}
             for r in runs]
     text = "\n".join(
-        f"#{r['id']:<4} {r['kind']:<7} {str(r['method']):<11} {r['status']:<11} "
+        f"#{r['id']:<4} {r['kind']:<7} {str(r['chosen']):<11} {r['status']:<11} "
         + " ".join(f"{k}={v:.3f}" for k, v in r["metrics"].items() if isinstance(v, float))
         + (f"  ({r['error']})" if r["error"] else "")
         for r in rows)

@@ -1,10 +1,12 @@
-"""Where a number comes from: the query set and gallery it was measured on, in one phrase.
+"""Where a number comes from, read from the protocol its record states, in one phrase.
 
-A training run's numbers are measured on the held-out test fold (new queries of the fold against
-the fold's old vectors); a report's on its query set against its gallery. Every page of the app
-and the CLI print "0.845 (120 queries of the test fold; gallery 120 items)" through
-:func:`with_source`, so numbers from different protocols never look alike. When a record carries
-an explicit ``protocol`` mapping (query_set, n_queries, gallery, n_gallery) that is used as is.
+Training runs, reports and plans store every number together with the protocol of the evaluation
+path (:class:`core.evaluation.task.Protocol`: query set and size, gallery and size, relevance).
+Every page of the app prints "0.845 (150 test queries (judged) against the whole old gallery (800
+items), relevance: relevance judgments (test split); exact inner product)" through
+:func:`with_source`, worded by :meth:`Protocol.describe` as the CLI's "measured on" line is, so one
+run shows one number with one protocol everywhere. Nothing here guesses a protocol: a record
+written before protocols were stored says so.
 """
 
 from __future__ import annotations
@@ -12,60 +14,69 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from core.evaluation.task import Protocol
+
+UNRECORDED = "protocol not recorded (made by an older Embridge)"
+PROTOCOL_CELLS = ("new→old", "new/fct(old)", "old/old")  # the upgraded cells share old/old's task
+
 
 @dataclass(frozen=True)
 class NumberSource:
-    query_set: str
-    n_queries: int | None
-    gallery: str
-    n_gallery: int | None
+    """The protocol a number was measured on (None for a record that predates stored protocols)."""
+
+    protocol: Protocol | None
 
     def label(self) -> str:
-        """'120 queries of the held-out test fold; gallery: 120 items of the test fold'."""
-        queries = f"{self.n_queries} queries of the {self.query_set}" if self.n_queries is not None \
-            else f"queries of the {self.query_set}"
-        gallery = f"{self.n_gallery} items of the {self.gallery}" if self.n_gallery is not None else self.gallery
-        return f"{queries}; gallery: {gallery}"
+        """The protocol's own sentence (:meth:`Protocol.describe`, as the CLI prints it)."""
+        return UNRECORDED if self.protocol is None else self.protocol.describe()
 
     def short(self) -> str:
-        """'test fold, 120 q / 120 g' for narrow places such as run pickers."""
-        q = "" if self.n_queries is None else f", {self.n_queries} q"
-        g = "" if self.n_gallery is None else f" / {self.n_gallery} g"
-        return f"{self.query_set}{q}{g}"
+        """'150 test queries (judged) / 800 g' for narrow places such as run pickers."""
+        p = self.protocol
+        return "protocol not recorded" if p is None else f"{p.n_queries} {p.query_set} / {p.n_gallery} g"
 
 
-def _explicit(protocol: Any) -> NumberSource | None:
-    if isinstance(protocol, dict) and "query_set" in protocol:
-        return NumberSource(str(protocol["query_set"]), _int(protocol.get("n_queries")),
-                            str(protocol.get("gallery") or "gallery"), _int(protocol.get("n_gallery")))
-    return None
+def from_protocol(protocol: Any) -> NumberSource | None:
+    """The source a stored ``Protocol.to_dict()`` mapping states (None when it is not one)."""
+    if not isinstance(protocol, dict) or "query_set" not in protocol:
+        return None
+    p = Protocol(str(protocol["query_set"]), _int(protocol.get("n_queries")), str(protocol.get("gallery") or ""),
+                 _int(protocol.get("n_gallery")), str(protocol.get("relevance") or ""),
+                 str(protocol.get("search") or "exact inner product"))
+    return NumberSource(p)
 
 
-def _int(value: Any) -> int | None:
-    return int(value) if isinstance(value, int | float) else None
+def _int(value: Any) -> int:
+    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0
+
+
+def _from_cells(protocols: Any, first: str | None = None) -> NumberSource:
+    cells = protocols if isinstance(protocols, dict) else {}
+    for name in ([first] if first else []) + list(PROTOCOL_CELLS):
+        found = from_protocol(cells.get(name))
+        if found is not None:
+            return found
+    return NumberSource(None)
 
 
 def source_of_run(run: dict[str, Any]) -> NumberSource:
-    """The held-out test fold a training run's recorded numbers come from."""
-    metrics = run.get("metrics") or {}
-    explicit = _explicit(metrics.get("protocol"))
-    if explicit is not None:
-        return explicit
-    n = _int(metrics.get("n_queries"))
-    return NumberSource("held-out test fold", n, "test fold (old vectors)", n)
+    """The test queries and gallery a training run's held-out numbers were measured on (its record's)."""
+    metrics = run.get("metrics") or run
+    return _from_cells(metrics.get("protocols"))
 
 
 def source_of_report(report: dict[str, Any]) -> NumberSource:
-    """The query set and gallery a report's cells were scored on."""
-    explicit = _explicit(report.get("evaluation") or report.get("protocol"))
-    if explicit is not None:
-        return explicit
-    sizes = report.get("sizes") or {}
-    gallery = "held-out gallery (train fold left out)" if sizes.get("heldout_gallery") else "gallery"
-    return NumberSource(str(sizes.get("query_source") or "query split"),
-                        _int(sizes.get("queries_scored", sizes.get("queries"))), gallery, _int(sizes.get("gallery")))
+    """The query set and gallery of a report's upgraded cell (and old/old), as the report records it."""
+    return _from_cells((report.get("headline") or {}).get("protocols"), report.get("upgraded_cell"))
 
 
 def with_source(text: str, source: NumberSource | None) -> str:
     """``text`` followed by where it was measured, in brackets."""
     return text if source is None else f"{text} ({source.label()})"
+
+
+def gain_text(value: Any, note: Any) -> str:
+    """'0.734' or 'undefined — the new model is not better ...' (the record's own sentence)."""
+    if isinstance(value, int | float):
+        return f"{value:.3f}"
+    return f"undefined — {note}" if note else "undefined"

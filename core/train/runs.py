@@ -29,11 +29,11 @@ from core.store.files import TMP_PREFIX
 from core.train.config import resolve_config
 from core.train.data import PairData
 from core.train.fit import fit_adapter
+from core.train.pair_choice import PAIR_KINDS, default_pairs
 from core.train.pairs import PairSplit, fold_arrays, fold_labels, split_pairs
 from core.train.query_pairs import judged_query_pairs
 
 HEADLINE = ("old_old_top1", "new_new_top1", "upgraded_top1", "gain_retained")
-PAIR_KINDS = ("documents", "queries", "both")
 
 
 def old_classifier_for(ws: Workspace, old: str, split: PairSplit) -> tuple[np.ndarray | None, str]:
@@ -65,7 +65,7 @@ def training_pairs(ws: Workspace, split: PairSplit, pairs: str | None) -> tuple[
     """
     train = split.ids["train"]
     queries = np.intersect1d(train, ws.query_ids())
-    chosen = pairs or ("both" if queries.size >= 2 else "documents")
+    chosen = pairs or default_pairs(int(queries.size))
     if chosen not in PAIR_KINDS:
         raise InputError("--pairs", f"must be one of {', '.join(PAIR_KINDS)}, got '{chosen}'")
     ids = {"documents": np.setdiff1d(train, queries), "queries": queries, "both": train}[chosen]
