@@ -190,3 +190,14 @@ def test_a_changed_torch_free_file_is_refused(bundles: dict, tmp_path: Path) -> 
     (folder / "adapter.onnx").write_bytes(bytes(data))
     done = run_without_torch("bundle", "verify", str(folder))
     assert done.returncode == 1 and "adapter.onnx was changed after export" in done.stderr
+
+
+def test_auto_falls_back_to_torch_only_where_onnxruntime_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    from core.bundle.runtime import choose_runtime
+
+    onnx_bundle, numpy_bundle = {"portable": {"runtime": "onnx"}}, {"portable": {"runtime": "numpy"}}
+    assert choose_runtime(onnx_bundle) == "onnx" and choose_runtime({"format_version": 1}) == "torch"
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    assert choose_runtime(onnx_bundle) == "torch" and choose_runtime(numpy_bundle) == "numpy"
+    with pytest.raises(BundleError, match="--runtime numpy: this bundle's torch-free runtime is onnx"):
+        choose_runtime(onnx_bundle, "numpy")

@@ -122,10 +122,14 @@ def torch_engine(module: Any, batch: int = 8192) -> portable.Engine:
 
 
 def torch_available() -> bool:
+    return _importable("torch")
+
+
+def _importable(name: str) -> bool:
     from importlib.util import find_spec
 
     try:
-        return find_spec("torch") is not None
+        return find_spec(name) is not None
     except (ImportError, ValueError):  # blocked, or a placeholder left in sys.modules
         return False
 
@@ -165,7 +169,9 @@ def choose_runtime(manifest: dict[str, Any], runtime: str = "auto") -> str:
         raise BundleError(f"--runtime must be one of {', '.join(portable.RUNTIMES)}, got {runtime!r}")
     entry = portable.portable_entry(manifest)
     if runtime == "auto":
-        return entry["runtime"] if entry else "torch"
+        if entry is None or (entry["runtime"] == "onnx" and not _importable("onnxruntime") and torch_available()):
+            return "torch"  # format 1, or an ONNX bundle on a machine with torch but no onnxruntime
+        return entry["runtime"]
     if runtime != "torch" and (entry is None or entry.get("runtime") != runtime):
         have = entry["runtime"] if entry else "none (bundle format 1)"
         raise BundleError(f"--runtime {runtime}: this bundle's torch-free runtime is {have}; use --runtime auto")
