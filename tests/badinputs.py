@@ -149,7 +149,7 @@ CORPUS: list[Case] = [
        (*VERIFY, "--max-total-mb", "8"), "possible zip bomb"),
     _c("bundle-changed-byte", mk.flip_byte, VERIFY, r"adapter\.pt was changed after export", app="verify"),
     _c("bundle-unknown-format-version",
-       lambda e: mk.forged(e, "v2.zip", lambda m: m.update(format_version=2)), VERIFY, "bundle format 2 is not supported"),
+       lambda e: mk.forged(e, "v3.zip", lambda m: m.update(format_version=3)), VERIFY, "bundle format 3 is not supported"),
     _c("bundle-probe-header-claims-huge-shape",
        lambda e: mk.forged(e, "probe.zip", files={"probes/inputs.npy": mk.npy_header((10**12, 16))}), VERIFY,
        r"probes/inputs\.npy is not a plain \.npy array"),

@@ -52,7 +52,7 @@ def test_zip_bundle_reproduces_the_adapter_and_describes_the_upgrade(upgrade: di
     np.testing.assert_allclose(loaded(v3), adapt_queries(adapter, l2_normalize(v3)), **F32)
 
     m = result["manifest"]
-    assert m["format_version"] == 1 and m["embridge_version"]
+    assert m["format_version"] == 2 and m["embridge_version"]
     assert m["adapter"] | {"run_ids": [upgrade["runs"]["v3_to_v1"]]} == m["adapter"]
     assert (m["adapter"]["kind"], m["adapter"]["direction"], m["adapter"]["in_dim"], m["adapter"]["out_dim"]) == \
         ("procrustes", "backward", 32, 16)
@@ -67,8 +67,8 @@ def test_zip_bundle_reproduces_the_adapter_and_describes_the_upgrade(upgrade: di
         names = set(zf.namelist())
         report_json = json.loads(zf.read("report.json"))
         readme = zf.read("README.md").decode()
-    assert {"manifest.json", "CHECKSUMS", "adapter.pt", "adapter_state.pt", "report.json", "report.html",
-            "probes/inputs.npy", "probes/outputs.npy", "README.md"} == names
+    assert {"manifest.json", "CHECKSUMS", "adapter.pt", "adapter.safetensors", "adapter_state.pt", "report.json",
+            "report.html", "probes/inputs.npy", "probes/outputs.npy", "README.md"} == names
     assert set(m["files"]) == names - {"manifest.json", "CHECKSUMS"}
     assert report_json["report_id"] == upgrade["report_id"]
     assert report_json["headline"]["upgraded_top1"] == summary["upgraded_top1"]

@@ -117,9 +117,9 @@ def test_a_swapped_adapter_with_rewritten_hashes_fails_the_probes(folder: Path, 
 
 def test_unsupported_format_version_is_refused(folder: Path) -> None:
     manifest = json.loads((folder / "manifest.json").read_text())
-    manifest["format_version"] = 2
+    manifest["format_version"] = 3
     _rewrite_checksums(folder, manifest)
-    with pytest.raises(BundleError, match="bundle format 2 is not supported"):
+    with pytest.raises(BundleError, match="bundle format 3 is not supported"):
         verify_bundle(folder)
 
 

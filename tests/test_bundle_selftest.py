@@ -21,7 +21,7 @@ def test_self_test_runs_the_pipeline_on_the_demo(demo_workspace_path: Path, tmp_
     assert metrics["upgraded_top1"] > 0.3  # ten classes: chance is 0.1
     assert result["bundle"]["max_abs_diff_vs_in_process"] <= 1e-5
     assert (tmp_path / "work" / "bundle.zip").is_file()
-    assert result["bundle"]["files"] == 9  # with report.json and report.html
+    assert result["bundle"]["files"] == 10  # with report.json, report.html and adapter.safetensors
 
 
 def test_self_test_names_the_failing_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

@@ -42,6 +42,8 @@ def _f64(t: torch.Tensor) -> np.ndarray:
 
 
 _TENSORS = {"procrustes": ("scale", "weight", "mean_in", "mean_out"), "affine": ("weight", "bias")}
+# Linear too, but trained by gradient: folded for export (bundles), not on the query fast path.
+_FOLDABLE = {**_TENSORS, "lowrank": ("a", "b", "bias", "diag")}
 _CACHE_ATTR = "_folded_linear_map"
 
 
@@ -59,15 +61,32 @@ def linear_map(adapter: Adapter) -> LinearMap | None:
     cached = adapter.__dict__.get(_CACHE_ATTR)
     if cached is not None and cached[0] == key:
         return cached[1]
-    values = dict(zip(names, (_f64(t) for t in tensors), strict=True))
+    folded = fold_linear(adapter)
+    adapter.__dict__[_CACHE_ATTR] = (key, folded)
+    return folded
+
+
+def fold_linear(adapter: Adapter) -> LinearMap | None:
+    """``y = x @ W + b`` of any linear kind (procrustes, affine, lowrank), computed in float64.
+
+    lowrank's ``W`` is ``A Bᵀ`` plus ``diag(d)`` when it has the diagonal term. None for
+    non-linear kinds.
+    """
+    names = _FOLDABLE.get(adapter.kind)
+    if names is None:
+        return None
+    values = {n: _f64(getattr(adapter, n)) for n in names}
     if adapter.kind == "procrustes":
         weight = float(values["scale"]) * values["weight"]
         bias = values["mean_out"] - values["mean_in"] @ weight
+    elif adapter.kind == "lowrank":
+        weight = values["a"] @ values["b"].T
+        if getattr(adapter, "diagonal", False):
+            weight = weight + np.diag(values["diag"])
+        bias = values["bias"]
     else:
         weight, bias = values["weight"], values["bias"]
-    folded = LinearMap(np.ascontiguousarray(weight, dtype=np.float32), bias.astype(np.float32))
-    adapter.__dict__[_CACHE_ATTR] = (key, folded)
-    return folded
+    return LinearMap(np.ascontiguousarray(weight, dtype=np.float32), bias.astype(np.float32))
 
 
 def apply_linear(m: LinearMap, x: np.ndarray, block: int = BLOCK_ROWS) -> np.ndarray:

@@ -65,9 +65,14 @@ def _identity(path: Path) -> dict[str, Any]:
 
 def apply_bundle(bundle: str | Path | LoadedBundle, vectors: str | Path, out: str | Path, *,
                  old_vectors: str | Path | None = None, normalise_output: bool = False,
-                 chunk_rows: int = DEFAULT_CHUNK, limits: BundleLimits | None = None,
+                 chunk_rows: int = DEFAULT_CHUNK, limits: BundleLimits | None = None, runtime: str = "auto",
                  on_progress: ProgressFn | None = None, should_stop: StopFn | None = None) -> dict[str, Any]:
-    """Write ``bundle(vectors)`` to ``out`` (.npy float32) in chunks; see the module docstring."""
+    """Write ``bundle(vectors)`` to ``out`` (.npy float32) in chunks; see the module docstring.
+
+    ``runtime``: ``auto`` (the bundle's torch-free runtime when it has one, else torch), ``numpy``,
+    ``onnx`` or ``torch``; see :mod:`core.bundle.portable`. Nothing here imports torch unless the
+    torch runtime is used.
+    """
     src, out = Path(vectors), Path(out)
     bundle_path = bundle.path if isinstance(bundle, LoadedBundle) else Path(bundle)
     partial, sidecar = partial_paths(out)
@@ -79,7 +84,7 @@ def apply_bundle(bundle: str | Path | LoadedBundle, vectors: str | Path, out: st
                           "a new or existing .npy file")
     if out.exists() and not out.is_file():
         raise BundleError(f"{out}: is not a regular file; --out must be a new or existing .npy file")
-    loaded = bundle if isinstance(bundle, LoadedBundle) else load_bundle(bundle, limits)
+    loaded = bundle if isinstance(bundle, LoadedBundle) else load_bundle(bundle, limits, runtime=runtime)
     x = _open_input(src, "vectors", loaded.in_dim)
     try:
         with _exclusive(lock_path, out):
@@ -102,7 +107,8 @@ def _apply(loaded: LoadedBundle, src: Path, x: np.ndarray, out: Path, old_vector
     partial, sidecar = partial_paths(out)
     state = {"bundle": loaded.manifest["files"][loaded.manifest["adapter"]["file"]]["sha256"],
              "input": _identity(src), "old_input": _identity(Path(old_vectors)) if old_vectors else None,
-             "rows": n, "dim": loaded.out_dim, "normalise_output": normalise_output, "chunk_rows": int(chunk_rows)}
+             "rows": n, "dim": loaded.out_dim, "normalise_output": normalise_output, "chunk_rows": int(chunk_rows),
+             "runtime": loaded.runtime}
     done, matrix = _resume(partial, sidecar, state)
     resumed_from = done
     if matrix is None:
@@ -135,7 +141,7 @@ def _apply(loaded: LoadedBundle, src: Path, x: np.ndarray, out: Path, old_vector
     publish(partial, out)
     sidecar.unlink(missing_ok=True)
     return {"path": str(out.resolve()), "rows": n, "dim": loaded.out_dim, "resumed_from": resumed_from,
-            "normalised": normalise_output, "bundle": str(loaded.path)}
+            "normalised": normalise_output, "bundle": str(loaded.path), "runtime": loaded.runtime}
 
 
 def _resume(partial: Path, sidecar: Path, state: dict[str, Any]) -> tuple[int, np.memmap | None]:

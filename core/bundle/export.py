@@ -22,6 +22,7 @@ from core.adapters import adapter_payload
 from core.bundle import contents
 from core.bundle.deploy import compose_adapters, deploy_module, inputs_of, script, serving_method
 from core.bundle.manifest import CHECKSUMS, FORMAT_VERSION, MANIFEST, checksums_text
+from core.bundle.portable_export import write_portable
 from core.bundle.readme import readme_text
 from core.bundle.runtime import (
     ADAPTER_FILE,
@@ -120,7 +121,8 @@ def _fill(ws: Workspace, root: Path, steps: list[contents.Step], report_id: int 
     np.save(root / PROBE_INPUTS, x)
     if old is not None:
         np.save(root / PROBE_OLD, old)
-    np.save(root / PROBE_OUTPUTS, run_module(module, x, old))
+    expected = run_module(module, x, old)
+    np.save(root / PROBE_OUTPUTS, expected)
 
     forward = first.adapter.direction == "forward"
     side_info = bool(getattr(first.adapter, "side_dim", 0))
@@ -149,6 +151,8 @@ def _fill(ws: Workspace, root: Path, steps: list[contents.Step], report_id: int 
                    "count": int(len(x)), "source": source, "rtol": PROBE_RTOL, "atol": PROBE_ATOL},
         "gallery_transformed": gallery_entry, "files": {},
     }
+    manifest["portable"] = write_portable(root, steps, module, manifest["adapter"], manifest["normalisation"]["input"],
+                                          x, old, expected)
     (root / "README.md").write_text(readme_text(manifest), encoding="utf-8")
     manifest["files"] = {p.relative_to(root).as_posix(): {"sha256": sha256_file(p), "bytes": p.stat().st_size}
                          for p in sorted(root.rglob("*")) if p.is_file()}

@@ -21,7 +21,10 @@ from core.bundle.archive import BundleSource
 from core.errors import BundleError
 from core.progress import ProgressFn, StopFn, check_stop, no_progress
 
-FORMAT_VERSION = 1
+# 2: adds the torch-free adapter (adapter.safetensors, adapter.onnx for non-linear kinds) and the
+# manifest's "portable" section; format-1 bundles still verify and apply with torch.
+FORMAT_VERSION = 2
+PORTABLE_FILE = "adapter.safetensors"
 ADAPTER_FILE = "adapter.pt"
 MAX_DIM = 1 << 20
 MANIFEST = "manifest.json"
@@ -131,6 +134,14 @@ def check_fields(where: object, m: dict[str, Any]) -> None:
         for step in chain)
     if not steps_ok:
         fail("chain", "must be a list of steps (objects with run_id, kind and direction)")
+    if m["format_version"] >= 2:
+        entry = m.get("portable")
+        if not (isinstance(entry, dict) and entry.get("file") == PORTABLE_FILE and PORTABLE_FILE in m["files"]
+                and entry.get("runtime") in ("numpy", "onnx")):
+            fail("portable", f"must be an object naming '{PORTABLE_FILE}' (listed under files) and a runtime "
+                 "'numpy' or 'onnx'")
+        if entry["runtime"] == "onnx" and entry.get("onnx") not in m["files"]:
+            fail("portable.onnx", "must name the ONNX file listed under files")
     gallery = m.get("gallery_transformed")
     if gallery is not None and not (isinstance(gallery, dict) and isinstance(gallery.get("count"), int)):
         fail("gallery_transformed", "must be null or an object with an integer count")

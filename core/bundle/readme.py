@@ -18,6 +18,28 @@ def _usage(manifest: dict[str, Any]) -> list[str]:
             f"y = F.normalize({call}, dim=-1)  # x: float32 tensor (n, {adapter['in_dim']})"]
 
 
+def _portable_usage(manifest: dict[str, Any]) -> tuple[str, list[str]]:
+    """(heading, lines) of the torch-free deploy snippet: numpy for linear layers, onnxruntime else."""
+    entry = manifest.get("portable") or {}
+    norm = manifest["normalisation"]["input"] == "l2"
+    fusion = manifest["adapter"]["inputs"] == ["new", "old"]
+    unit = "unit = lambda v: v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)"
+    x = "unit(x)" if norm else "x"
+    if entry.get("runtime") == "numpy":
+        body = ["import numpy as np",
+                "from safetensors.numpy import load_file",
+                'p = load_file("adapter.safetensors")', unit,
+                f"y = {x} @ p[\"weight\"] + p[\"bias\"]  # x: float32 (n, {manifest['adapter']['in_dim']})"]
+        if fusion:
+            body.append('y = p["alpha"][0] * unit(old_query) + (1 - p["alpha"][0]) * unit(y)')
+        return "## Use with numpy only", [*body, "y = unit(y)"]
+    feed = '{"x": ' + x + (', "old": old_query}' if fusion else "}")
+    return "## Use with onnxruntime only", [
+        "import numpy as np, onnxruntime as ort", unit,
+        'session = ort.InferenceSession("adapter.onnx", providers=["CPUExecutionProvider"])',
+        f"y = unit(session.run(None, {feed})[0])  # x: float32 (n, {manifest['adapter']['in_dim']})"]
+
+
 def _purpose(manifest: dict[str, Any]) -> str:
     adapter, models = manifest["adapter"], manifest["models"]
     old, new = models["old"]["name"], models["new"]["name"]
@@ -47,11 +69,26 @@ def prompt_notes(models: dict[str, Any]) -> list[str]:
     return notes
 
 
+def _runtime_sections(manifest: dict[str, Any]) -> list[str]:
+    lines = []
+    if manifest.get("portable"):
+        heading, body = _portable_usage(manifest)
+        entry = manifest["portable"]
+        check = entry.get("export_check") or {}
+        lines += [heading, "", "```python", *body, "```", "",
+                  f"`{entry['file']}` holds the layer's tensors ({', '.join(entry.get('tensors', []))}); "
+                  f"the function is `{entry['formula']}`. At export it matched the torch layer on the "
+                  f"{check.get('count')} probe vectors to a max abs difference of {check.get('max_abs_diff', 0):.3g} "
+                  f"(tolerance rtol={check.get('rtol')}, atol={check.get('atol')}).", ""]
+    lines += ["## Use with torch", "", "```python", *_usage(manifest), "```", ""]
+    return lines
+
+
 def readme_text(manifest: dict[str, Any]) -> str:
     adapter = manifest["adapter"]
     lines = [f"# Embridge upgrade bundle: {adapter['kind']} ({adapter['direction']})", "",
              _purpose(manifest), "", *[f"{n}\n" for n in prompt_notes(manifest["models"])],
-             "## Use (torch only)", "", "```python", *_usage(manifest), "```", ""]
+             *_runtime_sections(manifest)]
     if manifest["normalisation"]["input"] == "l2":
         lines.append("Inputs are L2-normalised before the layer, as in training; outputs are L2-normalised "
                      "for cosine / inner-product search. Rows with values above about 1e19 overflow "
@@ -80,5 +117,6 @@ def readme_text(manifest: dict[str, Any]) -> str:
               "`manifest.json`, which lists all other files) and re-runs the layer on `probes/`. "
               "Without Embridge: `sha256sum -c CHECKSUMS` in the bundle folder.",
               "`embridge bundle apply <bundle> --vectors in.npy --out out.npy` transforms a large vector "
-              "file in resumable chunks.", ""]
+              "file in resumable chunks; `--runtime auto` (default) uses the torch-free runtime above, "
+              "so torch need not be installed.", ""]
     return "\n".join(lines)

@@ -1,9 +1,12 @@
-"""Loading and checking a bundle with torch and numpy only (no Embridge adapter code).
+"""Loading and checking a bundle without Embridge's adapter code, with or without torch.
 
-What a deployment runs is ``adapter.pt``, a TorchScript module; this module adds only what makes
-using it safe: every hash is verified before the module is loaded, the module is re-run on the
-stored probe vectors and compared with the stored outputs, and inputs are normalised the way the
-layer was trained (``manifest["normalisation"]``).
+A bundle's adapter runs in one of three runtimes: ``torch`` (``adapter.pt``, TorchScript),
+``numpy`` (linear kinds, ``adapter.safetensors``) or ``onnx`` (the other kinds, ``adapter.onnx``
+with onnxruntime); see :mod:`core.bundle.portable`. ``auto`` picks the torch-free one when the
+bundle has it (format 2). This module adds only what makes using it safe: every hash is verified
+before anything is loaded, the adapter is re-run on the stored probe vectors and compared with the
+stored (torch) outputs, and inputs are normalised the way the layer was trained
+(``manifest["normalisation"]``). torch is imported only when the torch runtime is used.
 """
 
 from __future__ import annotations
@@ -14,13 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
+from core.bundle import portable
 from core.bundle.archive import BundleLimits, BundleSource, open_bundle, read_npy
 from core.bundle.manifest import ADAPTER_FILE, check_integrity
-from core.errors import BundleError
+from core.errors import BundleError, first_line
 from core.l2 import l2_normalize
-from core.models.checkpoint import first_line
 from core.progress import ProgressFn, StopFn
 
 PROBE_INPUTS, PROBE_OLD, PROBE_OUTPUTS = "probes/inputs.npy", "probes/old_inputs.npy", "probes/outputs.npy"
@@ -31,6 +33,8 @@ PROBE_RTOL, PROBE_ATOL = 1e-4, 1e-5
 
 def run_module(module: Any, x: np.ndarray, old: np.ndarray | None = None, batch: int = 8192) -> np.ndarray:
     """Apply a deploy module (eager or scripted) to float32 rows, in batches."""
+    import torch
+
     outs = []
     with torch.inference_mode():
         for start in range(0, int(x.shape[0]), batch):
@@ -51,8 +55,9 @@ class LoadedBundle:
 
     path: Path
     manifest: dict[str, Any]
-    module: torch.jit.ScriptModule
+    engine: portable.Engine
     probe_check: dict[str, Any] | None = None
+    runtime: str = "torch"
 
     @property
     def inputs(self) -> list[str]:
@@ -93,11 +98,17 @@ class LoadedBundle:
             old = np.asarray(old, dtype=np.float32)
         else:
             old = None
-        y = run_module(self.module, x, old, batch)
+        y = self.engine(x, old)
         return l2_normalize(y, f"{self.path}: adapted vectors") if normalise_output else y
 
 
-def load_module(src: BundleSource) -> torch.jit.ScriptModule:
+def load_module(src: BundleSource) -> Any:
+    """The TorchScript ``adapter.pt`` (imports torch)."""
+    try:
+        import torch
+    except ImportError as exc:
+        raise BundleError(f"{src.path}: the torch runtime needs torch, which is not installed "
+                          "(use --runtime auto, numpy or onnx with a format-2 bundle)") from exc
     try:
         return torch.jit.load(io.BytesIO(src.read_bytes(ADAPTER_FILE)), map_location="cpu").eval()
     except BundleError:
@@ -106,7 +117,25 @@ def load_module(src: BundleSource) -> torch.jit.ScriptModule:
         raise BundleError(f"{src.path}: {ADAPTER_FILE} is not a loadable TorchScript module ({exc})") from exc
 
 
-def check_probes(src: BundleSource, manifest: dict[str, Any], module: torch.jit.ScriptModule) -> dict[str, Any]:
+def torch_engine(module: Any, batch: int = 8192) -> portable.Engine:
+    return lambda x, old=None: run_module(module, x, old, batch)
+
+
+def torch_available() -> bool:
+    return _importable("torch")
+
+
+def _importable(name: str) -> bool:
+    from importlib.util import find_spec
+
+    try:
+        return find_spec(name) is not None
+    except (ImportError, ValueError):  # blocked, or a placeholder left in sys.modules
+        return False
+
+
+def check_probes(src: BundleSource, manifest: dict[str, Any], engine: portable.Engine,
+                 runtime: str = "torch") -> dict[str, Any]:
     """Re-run the adapter on the stored probes; BundleError naming the file when they differ."""
     inputs = np.asarray(read_npy(src, PROBE_INPUTS))
     expected = np.asarray(read_npy(src, PROBE_OUTPUTS))
@@ -119,32 +148,72 @@ def check_probes(src: BundleSource, manifest: dict[str, Any], module: torch.jit.
                           f"({len(inputs)}, {adapter['out_dim']})")
     if len(adapter["inputs"]) > 1 and old is None:
         raise BundleError(f"{src.path}: {PROBE_OLD} is missing for a bundle that takes old query vectors")
+    file = {"torch": ADAPTER_FILE, "numpy": portable.PORTABLE_FILE, "onnx": portable.ONNX_FILE}[runtime]
+    rtol, atol = (PROBE_RTOL, PROBE_ATOL) if runtime == "torch" else (portable.PORTABLE_RTOL, portable.PORTABLE_ATOL)
     try:
-        actual = run_module(module, inputs, old)
+        actual = np.asarray(engine(inputs, old), dtype=np.float32)
+    except BundleError:
+        raise
     except Exception as exc:  # the adapter's own code may raise anything (TorchScript: torch.jit.Error)
-        raise BundleError(f"{src.path}: {ADAPTER_FILE} fails on the probe vectors ({first_line(exc)})") from exc
-    diff = float(np.max(np.abs(actual - expected))) if actual.size else 0.0
-    if actual.shape != expected.shape or not np.allclose(actual, expected, rtol=PROBE_RTOL, atol=PROBE_ATOL):
-        raise BundleError(f"{src.path}: {ADAPTER_FILE} no longer reproduces {PROBE_OUTPUTS} "
-                          f"(max abs difference {diff:.3g}, tolerance rtol={PROBE_RTOL}, atol={PROBE_ATOL})")
-    return {"count": int(len(inputs)), "max_abs_diff": diff, "rtol": PROBE_RTOL, "atol": PROBE_ATOL}
+        raise BundleError(f"{src.path}: {file} fails on the probe vectors ({first_line(exc)})") from exc
+    diff = float(np.max(np.abs(actual - expected))) if actual.size and actual.shape == expected.shape else 0.0
+    if actual.shape != expected.shape or not np.allclose(actual, expected, rtol=rtol, atol=atol):
+        raise BundleError(f"{src.path}: {file} no longer reproduces {PROBE_OUTPUTS} "
+                          f"(max abs difference {diff:.3g}, tolerance rtol={rtol}, atol={atol})")
+    return {"count": int(len(inputs)), "max_abs_diff": diff, "rtol": rtol, "atol": atol, "runtime": runtime}
+
+
+def choose_runtime(manifest: dict[str, Any], runtime: str = "auto") -> str:
+    """The runtime ``runtime`` resolves to for this bundle: ``auto`` prefers the torch-free one."""
+    if runtime not in portable.RUNTIMES:
+        raise BundleError(f"--runtime must be one of {', '.join(portable.RUNTIMES)}, got {runtime!r}")
+    entry = portable.portable_entry(manifest)
+    if runtime == "auto":
+        if entry is None or (entry["runtime"] == "onnx" and not _importable("onnxruntime") and torch_available()):
+            return "torch"  # format 1, or an ONNX bundle on a machine with torch but no onnxruntime
+        return entry["runtime"]
+    if runtime != "torch" and (entry is None or entry.get("runtime") != runtime):
+        have = entry["runtime"] if entry else "none (bundle format 1)"
+        raise BundleError(f"--runtime {runtime}: this bundle's torch-free runtime is {have}; use --runtime auto")
+    return runtime
+
+
+def _engine(src: BundleSource, manifest: dict[str, Any], runtime: str) -> portable.Engine:
+    if runtime == "torch":
+        return torch_engine(load_module(src))
+    return portable.portable_engine(src, manifest)[1]
 
 
 def verify_bundle(path: str | Path, limits: BundleLimits | None = None, on_progress: ProgressFn | None = None,
-                  should_stop: StopFn | None = None) -> dict[str, Any]:
-    """Check format, every sha256 and the probes; returns a summary, raises BundleError on failure."""
-    loaded = load_bundle(path, limits, on_progress=on_progress, should_stop=should_stop)
+                  should_stop: StopFn | None = None, runtime: str = "auto") -> dict[str, Any]:
+    """Check format, every sha256 and the probes; returns a summary, raises BundleError on failure.
+
+    With ``auto`` the probes are re-run by every runtime the bundle has and this machine can run
+    (the torch-free one, and TorchScript when torch is installed); otherwise by ``runtime`` alone.
+    """
+    loaded = load_bundle(path, limits, on_progress=on_progress, should_stop=should_stop, runtime=runtime)
     m = loaded.manifest
+    checks = {loaded.runtime: loaded.probe_check}
+    if runtime == "auto" and loaded.runtime != "torch" and torch_available():
+        with open_bundle(path, limits) as src:
+            checks["torch"] = check_probes(src, m, _engine(src, m, "torch"), "torch")
     return {"path": str(Path(path)), "ok": True, "format_version": m["format_version"],
-            "files_checked": len(m["files"]) + 2, "probes": loaded.probe_check,
-            "adapter": m["adapter"], "chain": m.get("chain", []), "metrics": m.get("metrics", {})}
+            "files_checked": len(m["files"]) + 2, "probes": loaded.probe_check, "runtime": loaded.runtime,
+            "runtimes_checked": checks, "adapter": m["adapter"], "chain": m.get("chain", []),
+            "metrics": m.get("metrics", {})}
 
 
 def load_bundle(path: str | Path, limits: BundleLimits | None = None, run_probes: bool = True,
-                on_progress: ProgressFn | None = None, should_stop: StopFn | None = None) -> LoadedBundle:
-    """Verify a bundle (hashes, format, probes) and return its adapter as a callable."""
+                on_progress: ProgressFn | None = None, should_stop: StopFn | None = None,
+                runtime: str = "auto") -> LoadedBundle:
+    """Verify a bundle (hashes, format, probes) and return its adapter as a callable.
+
+    This is the one entry point a worker needs: ``load_bundle(path)(vectors)`` gives the adapted
+    rows with numpy alone for linear bundles and with onnxruntime alone for the others.
+    """
     with open_bundle(path, limits) as src:
         manifest = check_integrity(src, on_progress, should_stop)
-        module = load_module(src)
-        probes = check_probes(src, manifest, module) if run_probes else None
-    return LoadedBundle(Path(path), manifest, module, probes)
+        chosen = choose_runtime(manifest, runtime)
+        engine = _engine(src, manifest, chosen)
+        probes = check_probes(src, manifest, engine, chosen) if run_probes else None
+    return LoadedBundle(Path(path), manifest, engine, probes, chosen)

@@ -41,6 +41,12 @@ def bundle_text(manifest: dict[str, Any]) -> str:
                                                if s["direction"] != "forward" else
                                                f"run {s['run_id']} {s['kind']} {s['old_model']}->{s['new_model']}"
                                                for s in manifest["chain"]))
+    entry = manifest.get("portable")
+    if isinstance(entry, dict):
+        files = " + ".join(f for f in (entry.get("file"), entry.get("onnx")) if f)
+        lines.append(f"torch-free runtime: {entry.get('runtime')} ({files})")
+    else:
+        lines.append("torch-free runtime: none (format 1: torch only)")
     report = manifest.get("report", {})
     lines.append(f"report: {report['id']}" if report.get("id") is not None else "report: none")
     values = manifest.get("metrics", {}).get("values", {})

@@ -36,6 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = cmds.add_parser("verify", help="check a bundle's hashes and re-run its adapter on the probes")
     _path_args(p)
+    _runtime_arg(p, "runtime that re-runs the probes (auto: the torch-free one, and torch when installed)")
     p.set_defaults(handler=cmd_verify)
 
     p = cmds.add_parser("inspect", help="show a bundle's manifest and files")
@@ -49,7 +50,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--old-vectors", metavar="OLD.npy", help="old-model query vectors (fusion bundles only)")
     p.add_argument("--normalise", action="store_true", help="L2-normalise the outputs")
     p.add_argument("--chunk-rows", type=number(int, low=1, high=1 << 28), default=65_536, help="rows per chunk (default 65536)")
+    _runtime_arg(p, "auto: numpy for linear layers, onnxruntime for the others (no torch); torch: adapter.pt")
     p.set_defaults(handler=cmd_apply)
+
+
+def _runtime_arg(p: argparse.ArgumentParser, text: str) -> None:
+    p.add_argument("--runtime", choices=["auto", "numpy", "onnx", "torch"], default="auto", help=text)
 
 
 def _path_args(p: argparse.ArgumentParser) -> None:
@@ -98,11 +104,10 @@ def cmd_export(args: argparse.Namespace) -> Result:
 def cmd_verify(args: argparse.Namespace) -> Result:
     from core.bundle import verify_bundle
 
-    result = verify_bundle(args.path, _limits(args), on_progress=StderrProgress("verify"))
-    probes = result["probes"]
-    text = (f"{args.path}: OK: {result['files_checked']} files match their sha256; the adapter reproduces "
-            f"{probes['count']} probe outputs (max abs difference {probes['max_abs_diff']:.3g}, "
-            f"rtol={probes['rtol']}, atol={probes['atol']})")
+    result = verify_bundle(args.path, _limits(args), on_progress=StderrProgress("verify"), runtime=args.runtime)
+    runs = "; ".join(f"{name} reproduces {p['count']} probe outputs (max abs difference {p['max_abs_diff']:.3g}, "
+                     f"rtol={p['rtol']}, atol={p['atol']})" for name, p in result["runtimes_checked"].items())
+    text = f"{args.path}: OK: {result['files_checked']} files match their sha256; {runs}"
     return result, text
 
 
@@ -123,6 +128,7 @@ def cmd_apply(args: argparse.Namespace) -> Result:
         raise InputError("--chunk-rows", "must be at least 1")
     result = apply_bundle(args.path, args.vectors, args.out, old_vectors=args.old_vectors,
                           normalise_output=args.normalise, chunk_rows=args.chunk_rows, limits=_limits(args),
-                          on_progress=StderrProgress("apply"))
+                          runtime=args.runtime, on_progress=StderrProgress("apply"))
     resumed = f", resumed at row {result['resumed_from']}" if result["resumed_from"] else ""
-    return result, f"wrote {result['rows']} x {result['dim']} vectors to {result['path']}{resumed}"
+    return result, (f"wrote {result['rows']} x {result['dim']} vectors to {result['path']} "
+                    f"({result['runtime']} runtime){resumed}")

@@ -88,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _error(f"unexpected {type(exc).__name__}: {exc} (set EMBRIDGE_DEBUG=1 for the traceback)")
         return 3
     emit(data, text, getattr(args, "json", False))
-    return 0
+    return int(getattr(args, "exit_status", 0))  # a handler sets 1 when a check it ran failed (report gate)
 
 
 def _error(message: str) -> None:

@@ -29,6 +29,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="points on the partial-backfill curves")
     p.add_argument("--bootstrap", type=number(int, low=MIN_BOOTSTRAP, high=MAX_BOOTSTRAP), default=1000,
                    help=f"bootstrap resamples for the intervals ({MIN_BOOTSTRAP} to {MAX_BOOTSTRAP})")
+    p.add_argument("--fail-under", type=_gate_check, action="append", default=[], metavar="METRIC=VALUE",
+                   help="release gate, repeatable: exit 1 unless METRIC is at least (= or >=) or at most (<=) "
+                        "VALUE, e.g. gain_retained=0.5 or negative_flip_rate<=0.05")
+    p.add_argument("--junit", metavar="FILE", help="write the --fail-under checks as JUnit XML to FILE")
     p.set_defaults(handler=cmd_report)
 
     p = sub.add_parser("plan", help="upgrade options with time, storage and quality, and a recommendation")
@@ -68,14 +72,51 @@ def _pct(value: Any) -> str:
     return "n/a" if not isinstance(value, int | float) else f"{100 * value:.1f}%"
 
 
+def _gate_check(text: str) -> Any:
+    from core.report.gate import parse_check
+
+    try:
+        return parse_check(text)
+    except InputError as exc:
+        raise argparse.ArgumentTypeError(exc.problem) from None
+
+
 def cmd_report(args: argparse.Namespace) -> Result:
+    from core.paths import check_output
     from core.report.build import build_report
 
+    if args.junit:
+        check_output(args.junit, label="--junit", workspace=args.workspace)
     with Workspace.open(args.workspace) as ws:
         report = build_report(ws, args.run, heldout_gallery=args.heldout_gallery, search=_search_config(args),
                               backfill_steps=args.backfill_steps, rollback=args.rollback, n_boot=args.bootstrap,
                               on_progress=StderrProgress("report"))
-    return json_safe(report_data(report)), _report_text(report)
+    data, text = json_safe(report_data(report)), _report_text(report)
+    if args.fail_under or args.junit:
+        data["gate"], text = _gate(args, data, text)
+    return data, text
+
+
+def _gate(args: argparse.Namespace, data: dict[str, Any], text: str) -> tuple[dict[str, Any], str]:
+    """Evaluate --fail-under, write --junit; failed checks go to stderr and set exit status 1."""
+    import sys
+
+    from core.report.gate import evaluate, junit_xml
+    from core.store.files import atomic_write_text
+
+    results = evaluate(args.fail_under, data)
+    if args.junit:
+        atomic_write_text(args.junit, junit_xml(results))
+    failed = [r for r in results if not r.passed]
+    for r in failed:
+        sys.stderr.write(f"embridge: gate failed: {r.message}\n")
+    if failed:
+        args.exit_status = 1
+    gate = {"passed": not failed, "checks": [{"check": r.check.text, "value": r.value, "passed": r.passed,
+                                              "message": r.message} for r in results],
+            "junit": str(args.junit) if args.junit else None}
+    summary = f"gate: {len(results) - len(failed)} of {len(results)} checks passed"
+    return gate, text + "\n" + summary
 
 
 def report_data(report: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,203 @@
+"""Torch-free bundles: ``adapter.safetensors`` (numpy, linear kinds) and ``adapter.onnx`` (onnxruntime).
+
+The decisive checks run ``embridge bundle apply`` and ``bundle verify`` in a subprocess where
+``import torch`` fails, and compare the result with the layer applied in this process by torch.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from bundle_fixtures import build_upgrade_workspace
+
+from core.adapters import load_adapter
+from core.bundle import export_bundle, verify_bundle
+from core.bundle.deploy import deploy_module
+from core.bundle.manifest import CHECKSUMS, MANIFEST, checksums_text
+from core.errors import BundleError
+from core.retrieval import l2_normalize
+from core.store import Workspace
+from core.store.files import sha256_file
+from core.train.runs import train_run
+
+ROOT = Path(__file__).resolve().parents[1]
+# Run a command with torch impossible to import: a meta-path finder refuses it before anything else loads.
+NO_TORCH = """
+import sys, runpy
+class _NoTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError("torch is blocked in this test")
+        return None
+sys.meta_path.insert(0, _NoTorch())
+sys.argv = ["embridge", *sys.argv[1:]]
+from core.cli.main import main
+code = main()
+assert not any(m == "torch" or m.startswith("torch.") for m in sys.modules), "torch was imported"
+raise SystemExit(code)
+"""
+
+
+def run_without_torch(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", NO_TORCH, *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    root = tmp_path_factory.mktemp("portable")
+    info = build_upgrade_workspace(root / "ws", with_report=False)
+    out: dict[str, Any] = {"root": root, "vectors": info["vectors"], "adapters": {}, "paths": {}}
+    with Workspace.open(info["path"]) as ws:
+        runs = dict(info["runs"])
+        for kind in ("mlp", "lowrank"):
+            runs[kind] = train_run(ws, kind, old="v1", new="v3", device="cpu", config={"epochs": 3})["run_id"]
+        for name in ("v3_to_v1", "lowrank", "fusion", "mlp", "fct", "bt2"):
+            path = root / f"{name}.zip"
+            out["paths"][name] = path
+            out[name] = export_bundle(ws, path, [runs[name]], gallery=False)["manifest"]
+            out["adapters"][name] = load_adapter(ws.adapter_path(ws.adapter_for_run(runs[name])["id"]))
+    rng = np.random.default_rng(11)
+    out["x32"] = root / "x32.npy"
+    np.save(out["x32"], (rng.standard_normal((500, 32)) * 2.0).astype(np.float32))
+    out["old16"] = root / "old16.npy"
+    np.save(out["old16"], rng.standard_normal((500, 16)).astype(np.float32))
+    return out
+
+
+def in_process(adapter: Any, x: np.ndarray, old: np.ndarray | None = None) -> np.ndarray:
+    """The layer as the workspace runs it: torch, on L2-normalised inputs."""
+    module = deploy_module(adapter)
+    with torch.no_grad():
+        args = [torch.from_numpy(l2_normalize(x))]
+        if old is not None:
+            args.append(torch.from_numpy(np.asarray(old, dtype=np.float32)))
+        return module(*args).numpy()
+
+
+def test_every_bundle_carries_a_checked_torch_free_adapter(bundles: dict) -> None:
+    expected = {"v3_to_v1": "numpy", "lowrank": "numpy", "fusion": "numpy", "mlp": "onnx", "fct": "onnx",
+                "bt2": "onnx"}
+    for name, runtime in expected.items():
+        m = bundles[name]
+        assert m["format_version"] == 2
+        entry = m["portable"]
+        assert entry["runtime"] == runtime, name
+        assert "adapter.safetensors" in m["files"] and len(m["files"]["adapter.safetensors"]["sha256"]) == 64
+        assert (entry["onnx"] in m["files"]) == (runtime == "onnx")
+        assert entry["export_check"]["max_abs_diff"] <= 1e-5, name
+        summary = verify_bundle(bundles["paths"][name])
+        assert set(summary["runtimes_checked"]) == {runtime, "torch"}
+        assert summary["runtimes_checked"][runtime]["max_abs_diff"] <= 1e-5
+    assert bundles["fusion"]["portable"]["tensors"] == ["alpha", "bias", "weight"]
+
+
+@pytest.mark.parametrize("name", ["v3_to_v1", "lowrank", "mlp", "bt2"])
+def test_apply_without_torch_equals_the_layer(bundles: dict, name: str, tmp_path: Path) -> None:
+    out = tmp_path / "out.npy"
+    done = run_without_torch("bundle", "apply", str(bundles["paths"][name]), "--vectors", str(bundles["x32"]),
+                             "--out", str(out), "--chunk-rows", "128", "--json")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["runtime"] == bundles[name]["portable"]["runtime"]
+    expected = in_process(bundles["adapters"][name], np.load(bundles["x32"]))
+    diff = float(np.abs(np.load(out) - expected).max())
+    assert diff <= 1e-6, diff
+    verified = run_without_torch("bundle", "verify", str(bundles["paths"][name]), "--json")
+    assert verified.returncode == 0, verified.stderr
+    checks = json.loads(verified.stdout)["runtimes_checked"]
+    assert list(checks) == [result["runtime"]] and checks[result["runtime"]]["max_abs_diff"] <= 1e-5
+
+
+def test_fusion_applies_without_torch(bundles: dict, tmp_path: Path) -> None:
+    out = tmp_path / "fused.npy"
+    done = run_without_torch("bundle", "apply", str(bundles["paths"]["fusion"]), "--vectors", str(bundles["x32"]),
+                             "--old-vectors", str(bundles["old16"]), "--out", str(out), "--json")
+    assert done.returncode == 0, done.stderr
+    old = l2_normalize(np.load(bundles["old16"]))
+    expected = in_process(bundles["adapters"]["fusion"], np.load(bundles["x32"]), old)
+    assert float(np.abs(np.load(out) - expected).max()) <= 1e-6
+
+
+def test_torch_runtime_without_torch_is_one_clear_line(bundles: dict, tmp_path: Path) -> None:
+    done = run_without_torch("bundle", "apply", str(bundles["paths"]["mlp"]), "--vectors", str(bundles["x32"]),
+                             "--out", str(tmp_path / "o.npy"), "--runtime", "torch")
+    assert done.returncode == 1 and "torch" in done.stderr and done.stderr.count("\n") == 1
+    assert not (tmp_path / "o.npy").exists()
+
+
+@pytest.mark.parametrize(("name", "heading"), [("v3_to_v1", "numpy only"), ("mlp", "onnxruntime only")])
+def test_readme_snippet_reproduces_the_probes_without_torch(bundles: dict, tmp_path: Path, name: str,
+                                                            heading: str) -> None:
+    import zipfile
+
+    folder = tmp_path / "b"
+    with zipfile.ZipFile(bundles["paths"][name]) as zf:
+        zf.extractall(folder)
+    readme = (folder / "README.md").read_text(encoding="utf-8")
+    assert f"## Use with {heading}" in readme and "## Use with torch" in readme
+    snippet = re.search(rf"## Use with {heading}\n\n```python\n(.*?)```", readme, re.S).group(1)
+    code = ("import sys; sys.modules['torch'] = None\nimport numpy as np\nx = np.load('probes/inputs.npy')\n"
+            + snippet + "print(float(np.abs(y - unit(np.load('probes/outputs.npy'))).max()))\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=folder, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert float(done.stdout) <= 1e-5
+
+
+def _as_format_1(src: Path, dst: Path) -> None:
+    """A bundle as Embridge wrote it before format 2: no torch-free files, no 'portable' section."""
+    import zipfile
+
+    with zipfile.ZipFile(src) as zf:
+        zf.extractall(dst)
+    for name in ("adapter.safetensors", "adapter.onnx"):
+        (dst / name).unlink(missing_ok=True)
+    manifest = json.loads((dst / MANIFEST).read_text(encoding="utf-8"))
+    manifest["format_version"] = 1
+    manifest.pop("portable")
+    manifest["files"] = {k: v for k, v in manifest["files"].items() if k not in ("adapter.safetensors", "adapter.onnx")}
+    (dst / MANIFEST).write_text(json.dumps(manifest), encoding="utf-8")
+    sums = {name: entry["sha256"] for name, entry in manifest["files"].items()}
+    sums[MANIFEST] = sha256_file(dst / MANIFEST)
+    (dst / CHECKSUMS).write_text(checksums_text(sums), encoding="utf-8")
+
+
+def test_format_1_bundles_still_verify_with_torch(bundles: dict, tmp_path: Path) -> None:
+    old = tmp_path / "v1"
+    _as_format_1(bundles["paths"]["mlp"], old)
+    summary = verify_bundle(old)
+    assert summary["format_version"] == 1 and summary["runtime"] == "torch"
+    with pytest.raises(BundleError, match="--runtime onnx"):
+        verify_bundle(old, runtime="onnx")
+
+
+def test_a_changed_torch_free_file_is_refused(bundles: dict, tmp_path: Path) -> None:
+    import zipfile
+
+    folder = tmp_path / "b"
+    with zipfile.ZipFile(bundles["paths"]["mlp"]) as zf:
+        zf.extractall(folder)
+    data = bytearray((folder / "adapter.onnx").read_bytes())
+    data[-10] ^= 0xFF
+    (folder / "adapter.onnx").write_bytes(bytes(data))
+    done = run_without_torch("bundle", "verify", str(folder))
+    assert done.returncode == 1 and "adapter.onnx was changed after export" in done.stderr
+
+
+def test_auto_falls_back_to_torch_only_where_onnxruntime_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    from core.bundle.runtime import choose_runtime
+
+    onnx_bundle, numpy_bundle = {"portable": {"runtime": "onnx"}}, {"portable": {"runtime": "numpy"}}
+    assert choose_runtime(onnx_bundle) == "onnx" and choose_runtime({"format_version": 1}) == "torch"
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    assert choose_runtime(onnx_bundle) == "torch" and choose_runtime(numpy_bundle) == "numpy"
+    with pytest.raises(BundleError, match="--runtime numpy: this bundle's torch-free runtime is onnx"):
+        choose_runtime(onnx_bundle, "numpy")
