@@ -7,13 +7,14 @@ import os
 from pathlib import Path
 from typing import Any
 
-AREAS = ("fit", "train", "search", "apply", "desktop", "stores")
+AREAS = ("fit", "train", "search", "apply", "desktop", "stores", "workflow")
 TITLES = {
     "fit": "Closed-form fits",
     "train": "Training throughput",
     "search": "Report search",
     "apply": "Adapter application",
     "desktop": "Desktop responsiveness",
+    "workflow": "Whole workflow",
 }
 
 
