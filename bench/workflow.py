@@ -1,8 +1,8 @@
 """The whole workflow a user runs, end to end, on vectors-only models: every step beside its floor.
 
 Synthetic old-model gallery vectors (N unit rows around 2,000 centres) in an uncompressed ``.npz``,
-and a new model's vectors of a seeded 20,000-item sample of that gallery (a rotation of the old
-ones plus noise) in a second ``.npz``. The steps are the command line's, each in a fresh process
+and a new model's vectors of a seeded sample of that gallery (20,000 items by default; a rotation of
+the old ones plus noise) in a second ``.npz``. The steps are the command line's, each in a fresh process
 (its peak resident memory is that process's ``VmHWM``): ``model add`` (both files, referenced, not
 copied), ``import --format vectors --model old`` (the gallery), ``embed --model new`` (attach the
 sample), ``train --method auto`` (every default candidate), ``report`` (old/old and new->old over
