@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-AREAS = ("fit", "train", "search", "apply", "desktop", "stores", "text")
+AREAS = ("fit", "train", "search", "apply", "desktop", "stores", "text", "workflow")
 TITLES = {
     "fit": "Closed-form fits",
     "train": "Training throughput",
@@ -16,6 +16,7 @@ TITLES = {
     "desktop": "Desktop responsiveness",
     "text": "Text embedding",
     "stores": "Vector-store migration",
+    "workflow": "Whole workflow",
 }
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-AREAS = ("fit", "train", "search", "apply", "desktop", "stores", "text")
+AREAS = ("fit", "train", "search", "apply", "desktop", "stores", "text", "workflow")
 ROW_KEYS = {"name", "unit", "measured", "floor", "floor_name", "ratio", "target", "passed", "note", "details"}
 
 
@@ -81,12 +81,23 @@ def test_results_hold_real_measurements(tiny_run: Path) -> None:
     stalls = [r for r in desktop if "stall" in r["name"]]
     assert len(stalls) == 3 and all(r["measured"] is not None for r in stalls)
 
+    workflow = {r["name"]: r for r in _load(tiny_run, "workflow")["rows"]}
+    timed = [r for name, r in workflow.items() if r["unit"] == "s"]
+    assert {name.split(",")[0] for name in workflow if workflow[name]["unit"] == "s"} == {
+        "import the old gallery", "attach the new model's sample", "train --method auto",
+        "report (whole old gallery)", "plan", "bundle export"}
+    assert all(r["measured"] > 0 for r in timed)
+    assert sum(r["floor"] is not None and r["floor"] > 0 for r in timed) == 5  # every step but plan has a floor
+    assert all(r["measured"] > 0 for name, r in workflow.items() if "peak memory" in name)
+    disk = [r for name, r in workflow.items() if name.startswith("workspace on disk")]
+    assert len(disk) == 2 and all(r["measured"] > 0 and r["floor"] > 0 for r in disk)
+
 
 @pytest.mark.slow
 def test_document_lists_machine_and_every_area(tiny_run: Path) -> None:
     text = (tiny_run / "performance.md").read_text()
     assert "## Machine" in text and "CPU:" in text and "torch" in text and "faiss" in text
     for title in ("Closed-form fits", "Training throughput", "Report search", "Adapter application",
-                  "Desktop responsiveness"):
+                  "Desktop responsiveness", "Whole workflow"):
         assert f"## {title}" in text
     assert text.count("| Benchmark |") == len(AREAS)

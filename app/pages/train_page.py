@@ -9,6 +9,7 @@ from typing import Any
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QComboBox,
+    QDoubleSpinBox,
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
@@ -33,7 +34,7 @@ from core.progress import ProgressFn, StopFn
 from core.store import Workspace
 
 log = logging.getLogger("embridge.app")
-HIDDEN_SETTINGS = ("device",)  # chosen with the device box, not in the form
+HIDDEN_SETTINGS = ("device", "time_budget")  # chosen with the device and budget boxes, not in the form
 HEADLINE = ("old_old_top1", "new_new_top1", "upgraded_top1", "gain_retained")
 RUN_COLUMNS = ["Run", "Method", "Status", "Old/old top-1", "New/new top-1", "Upgraded top-1", "Gain retained",
                "Pairs", "Measured on", "Candidates", "Note"]
@@ -78,6 +79,9 @@ def result_text(summary: dict[str, Any]) -> str:
     reason = str(summary.get("reason") or "")
     if reason:
         text += f". {reason[0].upper()}{reason[1:]}"
+    budget = summary.get("budget")
+    if budget:
+        text += f". Time budget {budget['seconds']:g} s, {budget['spent_s']:.1f} s spent"
     epochs, best = summary.get("epochs_run"), summary.get("best_epoch")
     if isinstance(best, int) and isinstance(epochs, int) and epochs > 1:
         text += f" (best epoch {best}, kept)"
@@ -122,6 +126,17 @@ class TrainPage(Page):
         self.protocol_label = QLabel()
         self.protocol_label.setWordWrap(True)
         models.addRow("Validated on", self.protocol_label)
+        self.time_budget = QDoubleSpinBox()
+        self.time_budget.setRange(0.0, 1e6)
+        self.time_budget.setDecimals(0)
+        self.time_budget.setSuffix(" s")
+        self.time_budget.setSpecialValueText("no limit")  # 0: every candidate runs to its end
+        self.time_budget.setToolTip("Automatic choice only: candidates run cheapest first; once this many "
+                                    "seconds are spent the rest are skipped, and a training candidate stops "
+                                    "at the end of its epoch.")
+        self.time_budget_label = QLabel("Time &budget")
+        self.time_budget_label.setBuddy(self.time_budget)
+        models.addRow(self.time_budget_label, self.time_budget)
         setup_layout.addLayout(models)
         self.form = SettingsForm()
         scroll = QScrollArea()
@@ -209,6 +224,8 @@ class TrainPage(Page):
             defaults = {k: v for k, v in defaults.items() if k in info.defaults or k == "seed"}
         self.form.choices = {"loss": list(LOSSES), "base": ["procrustes", "affine", "lowrank", "mlp", "bct"]}
         self.form.set_defaults(defaults)
+        self.time_budget.setVisible(kind == "auto")
+        self.time_budget_label.setVisible(kind == "auto")
         self._explain(kind)
 
     def _explain(self, kind: str) -> None:
@@ -250,6 +267,8 @@ class TrainPage(Page):
         except ValueError as exc:
             self.ctx.reporter.report("Train", str(exc))
             return
+        if self.current_method() == "auto" and self.time_budget.value() > 0:
+            config["time_budget"] = float(self.time_budget.value())
         self.train(self.current_method() or "", self.old_model.currentText(), self.new_model.currentText(),
                    self.device.currentText() or "auto", config, self.pairs.currentText() or None)
 

@@ -33,6 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pairs", choices=["documents", "queries", "both"],
                    help="fit on document pairs, query pairs (queries judged in train) or both "
                         "(default: both when query pairs exist, else documents); test queries never are")
+    p.add_argument("--time-budget", type=number(float, low=0.0, high=1e7, low_open=True), metavar="SECONDS",
+                   help="auto only: stop trying candidates (cheapest run first) once this many seconds are "
+                        "spent; a training candidate then ends at the end of its epoch")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any other setting of the method (value parsed as JSON when it can be)")
     p.set_defaults(handler=cmd_train)
@@ -48,6 +51,10 @@ def parse_settings(args: argparse.Namespace) -> dict[str, Any]:
     for flag in ("epochs", "lr", "batch_size", "loss"):
         if getattr(args, flag) is not None:
             settings[flag] = getattr(args, flag)
+    if getattr(args, "time_budget", None) is not None:
+        if args.method.strip().lower() != "auto":
+            raise InputError("--time-budget", f"only applies to --method auto, not '{args.method}'")
+        settings["time_budget"] = args.time_budget
     for item in args.set:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
@@ -94,7 +101,16 @@ def _train_text(out: dict[str, Any]) -> str:
     for cand in out.get("candidates") or []:
         val = cand.get("val_metric")
         shown = f"{val:.3f}" if isinstance(val, float) else "n/a"
-        lines.append(f"  candidate {cand.get('kind'):<11} validation top-1 {shown} ({cand.get('status')})")
+        took = cand.get("duration_s")
+        took_text = f" in {took:.1f}s" if isinstance(took, int | float) and cand.get("status") != "skipped" else ""
+        lines.append(f"  candidate {cand.get('kind'):<11} validation top-1 {shown} ({cand.get('status')}{took_text})"
+                     + (f": {cand['reason']}" if cand.get("status") == "skipped" and cand.get("reason") else ""))
+    if out.get("budget"):
+        b = out["budget"]
+        lines.append(f"time budget {b['seconds']:g}s: {b['spent_s']:.1f}s spent"
+                     + (f"; skipped {', '.join(b['skipped'])}" if b["skipped"] else "")
+                     + (f"; stopped at an epoch's end: {', '.join(b['stopped_at_epoch_end'])}"
+                        if b["stopped_at_epoch_end"] else ""))
     if out.get("val_protocol"):
         lines.append(f"validated on {out['val_protocol']}")
     if out.get("reason"):

@@ -7,6 +7,12 @@ validation, over each fitted layer) and a cascade (old recall, new re-rank, K ch
 validation, the best layer as fallback). Every candidate's score and time are recorded with a
 sentence saying why the winner won and where today's system (old/old) stands, or, when every
 candidate scored the same, that no choice was made and the simplest candidate was kept.
+
+Candidates run cheapest first (closed forms, then the trainable layers, then the bridges over
+them). With a ``time_budget`` (seconds), a candidate not yet started when the budget is spent is
+recorded as skipped with the reason, and a trainable one running then stops at the end of its
+epoch in its best validated state; the first candidate always runs. A candidate is never cut
+mid-epoch, so the run may overrun the budget by at most one epoch (or one closed-form fit).
 """
 
 from __future__ import annotations
@@ -20,11 +26,43 @@ from core.errors import InputError
 from core.evaluation.choice import choose
 from core.progress import ProgressFn, StopFn
 from core.train.bridges import BridgeChoice, ValFn, cascade_ready, choose_cascade, choose_fusion
-from core.train.config import FUSION_BASES, allowed_settings
+from core.train.config import AUTO_CANDIDATES, FUSION_BASES, allowed_settings
 from core.train.data import FitResult, PairData
 
 UNITS = 1000  # progress units per candidate
 BRIDGES = ("fusion", "cascade")
+
+
+class _Budget:
+    """Seconds allowed to the whole ``auto`` run (None: no limit) and what was cut to keep to them."""
+
+    def __init__(self, seconds: float | None) -> None:
+        self.seconds, self.start = seconds, time.perf_counter()
+        self.skipped: list[str] = []
+
+    def spent(self) -> float:
+        return time.perf_counter() - self.start
+
+    def over(self) -> bool:
+        return self.seconds is not None and self.spent() >= self.seconds
+
+    def skip(self, kind: str) -> dict[str, Any]:
+        self.skipped.append(kind)
+        return {"kind": kind, "status": "skipped", "val_metric": None, "duration_s": 0.0,
+                "reason": f"time budget of {self.seconds:g} s spent ({self.spent():.1f} s used)"}
+
+    def record(self, table: list[dict[str, Any]]) -> dict[str, Any] | None:
+        if self.seconds is None:
+            return None
+        cut = [r["kind"] for r in table if "time budget" in str(r.get("reason") or "") and r["status"] != "skipped"]
+        return {"seconds": self.seconds, "spent_s": round(self.spent(), 3), "skipped": list(self.skipped),
+                "stopped_at_epoch_end": cut,
+                "candidates_s": round(sum(float(r.get("duration_s") or 0.0) for r in table), 3)}
+
+
+def cost_order(kinds: list[str]) -> list[str]:
+    """Cheapest first: the order of AUTO_CANDIDATES (closed forms, small layers, heads, bridges)."""
+    return sorted(kinds, key=AUTO_CANDIDATES.index)
 
 
 def _row(r: FitResult, **extra: Any) -> dict[str, Any]:
@@ -43,15 +81,19 @@ def fit_auto(
 ) -> FitResult:
     """Fit the candidates in ``settings['candidates']`` with the caller's explicit settings."""
     start = time.perf_counter()
-    wanted = [canonical_kind(c) for c in settings["candidates"]]
+    budget = _Budget(settings.get("time_budget"))
+    wanted = cost_order(list(dict.fromkeys(canonical_kind(c) for c in settings["candidates"])))
     layers = [c for c in wanted if c not in BRIDGES]
     bridges = [c for c in wanted if c in BRIDGES]
     runnable = [c for c in layers if data.has_labels or not METHODS[c].needs_labels]
-    skipped = [{"kind": c, "status": "skipped", "reason": "needs labels", "val_metric": None}
+    skipped = [{"kind": c, "status": "skipped", "reason": "needs labels", "val_metric": None, "duration_s": 0.0}
                for c in layers if c not in runnable]
     results: list[FitResult] = []
     steps = len(runnable) + len(bridges)
     for i, cand in enumerate(runnable):
+        if results and budget.over():
+            skipped.append(budget.skip(cand))
+            continue
         keys = allowed_settings(cand)
         cfg = {k: v for k, v in user.items() if k in keys}
 
@@ -59,7 +101,7 @@ def fit_auto(
             share = int(UNITS * done / total) if total else UNITS
             progress(i * UNITS + share, steps * UNITS, {**info, "candidate": cand})
 
-        results.append(fit_one(cand, data, cfg, sub, stop))
+        results.append(fit_one(cand, data, cfg, sub, stop, budget.over))
         if results[-1].status == "cancelled":
             break
     cancelled = any(r.status == "cancelled" for r in results)
@@ -67,6 +109,9 @@ def fit_auto(
     table = [_row(r) for r in results] + skipped
     if not cancelled:
         for j, bridge in enumerate(bridges):
+            if budget.over():
+                table.append(budget.skip(bridge))
+                continue
             fitted, row = _bridge(bridge, usable, data, settings, val)
             table.append(row)
             if fitted is not None:
@@ -75,12 +120,14 @@ def fit_auto(
     if not usable:
         reason = "cancelled before any candidate finished" if cancelled else "every candidate failed"
         return FitResult("auto", None, "cancelled" if cancelled else "failed", reason, candidates=table,
-                         duration_s=time.perf_counter() - start, config=settings)
+                         duration_s=time.perf_counter() - start, config=settings, budget=budget.record(table))
     # on equal scores the earlier (simpler, cheaper to serve) candidate wins: layers come before bridges
     choice = choose([r.kind for r in usable], [float(r.best_val_metric or 0.0) for r in usable],
                     data.validation().protocol, default=0, default_why="the simplest candidate, listed first")
     best = usable[choice.index]
     why = choice.reason + _old_old_note(best, data)
+    if budget.skipped:
+        why += f"; not tried within the {budget.seconds:g} s time budget: {', '.join(budget.skipped)}"
     if best.kind in ("bct", "bt2"):
         why += f"; note that {best.kind} changes the new model's output, so a full backfill uses its head"
     if best.kind in BRIDGES:
@@ -92,7 +139,7 @@ def fit_auto(
         best_val_metric=best.best_val_metric, best_epoch=best.best_epoch,
         val_metric_name=best.val_metric_name, val_protocol=best.val_protocol, device=best.device,
         duration_s=time.perf_counter() - start, config=settings, candidates=table,
-        choice={"what": "auto candidate", **choice.to_dict(), "kind": best.kind},
+        choice={"what": "auto candidate", **choice.to_dict(), "kind": best.kind}, budget=budget.record(table),
     )
 
 

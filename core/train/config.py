@@ -63,7 +63,7 @@ def allowed_settings(kind: str) -> dict[str, Any]:
     if kind == "auto":
         # each candidate keeps its own defaults (loss, lr...) unless the caller sets them
         specific = {k: v for k, v in _specific(AUTO_CANDIDATES).items() if k != "base"}
-        return {**COMMON_DEFAULTS, **specific, "candidates": list(AUTO_CANDIDATES)}
+        return {**COMMON_DEFAULTS, **specific, "candidates": list(AUTO_CANDIDATES), "time_budget": None}
     out = {**COMMON_DEFAULTS, **METHODS[kind].defaults}
     if kind in ("fusion", "cascade"):
         out = {**COMMON_DEFAULTS, **_specific(FUSION_BASES), **METHODS[kind].defaults}
@@ -123,6 +123,10 @@ def _check(s: dict[str, Any], kind: str) -> None:
     if kind == "auto":
         bad = [c for c in s["candidates"] if canonical_kind(c) not in AUTO_CANDIDATES]
         need(bool(s["candidates"]) and not bad, "candidates", f"a non-empty list from {', '.join(AUTO_CANDIDATES)}")
+        budget = s["time_budget"]
+        need(budget is None or (isinstance(budget, int | float) and not isinstance(budget, bool)
+                                and math.isfinite(budget) and budget > 0), "time_budget",
+             "a positive number of seconds (or null for none)")
     if kind in ("fusion", "cascade"):
         need(s["base"] in FUSION_BASES, "base", f"one of {', '.join(FUSION_BASES)}")
     if "k_grid" in s:

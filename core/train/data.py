@@ -170,6 +170,7 @@ class FitResult:
     config: dict[str, Any] = field(default_factory=dict)
     candidates: list[dict[str, Any]] = field(default_factory=list)
     choice: dict[str, Any] | None = None  # how the final state was chosen (see core.evaluation.choice)
+    budget: dict[str, Any] | None = None  # auto with a time budget: seconds allowed, spent, what was cut
 
     def to_dict(self) -> dict[str, Any]:
         """Everything but the module, as plain JSON-able values (for the runs table and --json)."""
@@ -187,5 +188,6 @@ class FitResult:
             "config": self.config,
             "candidates": self.candidates,
             "choice": self.choice,
+            "budget": self.budget,
             "adapter_config": None if self.adapter is None else self.adapter.config(),
         }

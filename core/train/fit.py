@@ -48,8 +48,12 @@ def fit_adapter(
     config: FitConfig | dict[str, Any] | None = None,
     on_progress: ProgressFn | None = None,
     should_stop: StopFn | None = None,
+    stop_after_epoch: StopFn | None = None,
 ) -> FitResult:
     """Fit a compatibility layer of ``kind`` (a METHODS key, ``oca`` or ``auto``) on ``data``.
+
+    ``stop_after_epoch`` (``auto``'s time budget) ends a trainable fit at the end of an epoch,
+    validated and in its best state, where ``should_stop`` cancels at once.
 
     Never raises for a cancel or a diverging loss: see ``FitResult.status``. Raises InputError
     for bad settings or data, DeviceError for an absent device, TrainingError when labels are
@@ -71,9 +75,9 @@ def fit_adapter(
         elif name == "affine":
             result = _fit_affine(data, settings, progress, stop)
         elif name in ("fusion", "cascade"):
-            result = _fit_bridge(name, data, settings, user, progress, stop)
+            result = _fit_bridge(name, data, settings, user, progress, stop, stop_after_epoch)
         else:
-            result = _fit_trainable(name, data, settings, device, progress, stop)
+            result = _fit_trainable(name, data, settings, device, progress, stop, stop_after_epoch)
     result.device = str(device) if name not in ("procrustes", "affine") else "cpu"
     result.val_metric_name = data.validation().metric_name
     result.val_protocol = data.validation().protocol
@@ -230,11 +234,13 @@ def training_rows(kind: str, data: PairData, labels: np.ndarray) -> dict[str, to
 
 
 def _fit_trainable(
-    kind: str, data: PairData, s: dict[str, Any], device: torch.device, progress: ProgressFn, stop: StopFn
+    kind: str, data: PairData, s: dict[str, Any], device: torch.device, progress: ProgressFn, stop: StopFn,
+    stop_after_epoch: StopFn | None = None,
 ) -> FitResult:
     adapter, objective, labels = build_for_training(kind, data, s)
     tensors = training_rows(kind, data, labels)
-    outcome = train_loop(adapter, objective, tensors, lambda: _val(adapter, data), s, device, progress, stop)
+    outcome = train_loop(adapter, objective, tensors, lambda: _val(adapter, data), s, device, progress, stop,
+                         stop_after_epoch)
     result = FitResult(kind, adapter, outcome.status, outcome.reason, outcome.metrics, outcome.best_val,
                        outcome.best_epoch)
     values = [m["val_metric"] for m in outcome.metrics]
@@ -246,14 +252,15 @@ def _fit_trainable(
 
 
 def _fit_bridge(
-    name: str, data: PairData, s: dict[str, Any], user: dict[str, Any], progress: ProgressFn, stop: StopFn
+    name: str, data: PairData, s: dict[str, Any], user: dict[str, Any], progress: ProgressFn, stop: StopFn,
+    stop_after_epoch: StopFn | None = None,
 ) -> FitResult:
     """fusion / cascade: fit the base layer, then choose α / K on the validation task."""
     if name == "cascade":
         cascade_ready(data)  # before fitting the base: say at once what is missing
     base_kind = s["base"]
     keys = allowed_settings(base_kind)
-    base = fit_adapter(base_kind, data, {k: v for k, v in user.items() if k in keys}, progress, stop)
+    base = fit_adapter(base_kind, data, {k: v for k, v in user.items() if k in keys}, progress, stop, stop_after_epoch)
     result = FitResult(name, None, base.status, base.reason, list(base.metrics), choice=base.choice)
     if base.adapter is None or base.status == "failed":
         return result

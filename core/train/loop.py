@@ -53,8 +53,12 @@ def train_loop(
     device: torch.device,
     on_progress: ProgressFn,
     should_stop: StopFn,
+    stop_after_epoch: StopFn | None = None,
 ) -> LoopOutcome:
-    """Train ``adapter`` (and the objective's own parameters) on ``tensors`` (rows = pairs)."""
+    """Train ``adapter`` (and the objective's own parameters) on ``tensors`` (rows = pairs).
+
+    ``stop_after_epoch`` is asked after each validated epoch (a time budget): when it answers yes
+    the loop ends there, completed, in its best state."""
     adapter.prepare_training()
     adapter.to(device).train()
     objective.to(device).train()
@@ -113,6 +117,9 @@ def train_loop(
             if since_best >= int(settings["patience"]):
                 out.reason = f"stopped early at epoch {epoch}: no validation gain for {since_best} epochs"
                 break
+        if stop_after_epoch is not None and epoch < int(settings["epochs"]) and stop_after_epoch():
+            out.reason = f"stopped at the end of epoch {epoch}: the time budget was spent"
+            break
     if out.status == "cancelled" and dirty:  # the partial epoch may still be the best state
         current = validate()
         if current > out.best_val:

@@ -121,7 +121,7 @@ def train_run(ws: Workspace, method: str, old: str | None = None, new: str | Non
                    "val_metric": result.best_val_metric, "val_metric_name": result.val_metric_name,
                    "val_protocol": result.val_protocol, "choice": result.choice,
                    "best_epoch": result.best_epoch, "epochs_run": len(result.metrics),
-                   "candidates": result.candidates, **heldout}
+                   "candidates": result.candidates, "budget": result.budget, **heldout}
         record["metrics"] = {k: v for k, v in summary.items() if k not in ("candidates",)}
         record["metrics"]["candidates"] = result.candidates
         record["status"] = "cancelled" if result.status == "cancelled" else "completed"

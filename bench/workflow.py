@@ -1,0 +1,177 @@
+"""The whole workflow a user runs, end to end, on vectors-only models: every step beside its floor.
+
+Synthetic old-model gallery vectors (N unit rows around 2,000 centres) in an uncompressed ``.npz``,
+and a new model's vectors of a seeded sample of that gallery (20,000 items by default; a rotation of
+the old ones plus noise) in a second ``.npz``. The steps are the command line's, each in a fresh process
+(its peak resident memory is that process's ``VmHWM``): ``model add`` (both files, referenced, not
+copied), ``import --format vectors --model old`` (the gallery), ``embed --model new`` (attach the
+sample), ``train --method auto`` (every default candidate), ``report`` (old/old and new->old over
+the whole old gallery), ``plan`` and ``bundle export``. Floors, measured in the same run on the same
+files: reading the ``.npz`` whole and writing its bytes (import, attach), raw closed-form fits on
+the sample's pairs (ridge solve and Procrustes SVD; ``auto`` also trains networks, so its ratio
+shows what the trainable candidates cost on top), raw faiss exact search of the sample against the
+gallery (report) and writing the bundle's bytes (export). Targets: time <= 1.3x the floor; peak
+memory <= the vector bytes + 1 GiB; workspace size on disk <= 1.1x the vector bytes it holds.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.common import Row, Target, area_result, run_child
+from bench.data import clustered_rows
+
+SIZES = ((100_000, 384), (100_000, 768))  # 1M x 384 with `python -m bench.workflow --rows 1000000`
+SAMPLE = 20_000
+TINY_SIZES = ((2_000, 32),)
+TINY_SAMPLE = 400
+TINY_TRAIN = ("--time-budget", "2")  # a smoke test: the cheapest candidates only
+TIME = Target("ratio_max", 1.3, "<= 1.3x the floor")
+DISK = Target("ratio_max", 1.1, "<= 1.1x the vector bytes held")
+MiB = 2**20
+
+
+def write_inputs(folder: Path, n: int, dim: int, sample: int, seed: int = 0) -> tuple[Path, Path]:
+    """``old.npz`` (the gallery, keys ``d<i>``) and ``new.npz`` (a seeded sample, the new model)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((2_000, dim)).astype(np.float32) / np.float32(np.sqrt(dim))
+    old = clustered_rows(rng, centres, n, 1.0)
+    keys = np.array([f"d{i}" for i in range(n)])
+    old_path, new_path = folder / "old.npz", folder / "new.npz"
+    np.savez(old_path, ids=keys, vectors=old)
+    rows = np.sort(rng.choice(n, size=min(sample, n), replace=False))
+    rotation = np.linalg.qr(rng.standard_normal((dim, dim)))[0].astype(np.float32)
+    new = old[rows] @ rotation + np.float32(0.3 / np.sqrt(dim)) * rng.standard_normal((len(rows), dim), dtype=np.float32)
+    new /= np.linalg.norm(new, axis=1, keepdims=True)
+    np.savez(new_path, ids=keys[rows], vectors=new.astype(np.float32))
+    return old_path, new_path
+
+
+def disk_bytes(folder: Path) -> int:
+    """Bytes the folder's files occupy on disk (allocated blocks, as ``du`` counts)."""
+    return sum(p.stat().st_blocks * 512 for p in folder.rglob("*") if p.is_file())
+
+
+def _child(args: list[str], timeout_s: float) -> dict[str, Any]:
+    out = run_child("bench.workflow_child", args, timeout_s, env={"QT_QPA_PLATFORM": "offscreen"})
+    if "error" in out:
+        raise RuntimeError(f"{' '.join(args[:4])}: {out['error']}")
+    return out
+
+
+def _setup(ws: Path, old: Path, new: Path) -> None:
+    """``embridge init`` and ``model add`` of both files (they reference the files: nothing to time)."""
+    import contextlib
+    import io
+
+    from core.cli.main import main
+
+    for argv in (["init"], ["model", "add", "--name", "old", "--path", str(old), "--role", "old"],
+                 ["model", "add", "--name", "new", "--path", str(new), "--role", "new"]):
+        with contextlib.redirect_stdout(io.StringIO()):
+            if main([*argv, "--workspace", str(ws)]) != 0:
+                raise RuntimeError(f"embridge {' '.join(argv)} failed")
+
+
+def run_size(n: int, dim: int, sample: int, tmp: Path, timeout_s: float,
+             train_extra: tuple[str, ...] = ()) -> tuple[list[Row], dict[str, Any]]:
+    """Every step of the workflow at one size, with its floors; (rows, per-step details)."""
+    old, new = write_inputs(tmp, n, dim, sample)
+    ws, bundle = tmp / "ws", tmp / "upgrade.zip"
+    vector_bytes = (n + min(sample, n)) * dim * 4
+    memory = Target("abs_max", vector_bytes / MiB + 1024, f"<= {vector_bytes / MiB + 1024:,.0f} MiB "
+                    "(vector bytes + 1 GiB)")
+    size = f"{n:,} x {dim}"
+
+    def step(*argv: str) -> dict[str, Any]:
+        return _child(["step", "--", *argv, "--workspace", str(ws)], timeout_s)
+
+    def floor(*argv: str) -> dict[str, Any]:
+        return _child(["floor", *argv], timeout_s)
+
+    steps: dict[str, dict[str, Any]] = {}
+    _setup(ws, old, new)
+    steps["import the old gallery"] = step("import", "--format", "vectors", "--path", str(old), "--model", "old",
+                                           "--split", "gallery")
+    steps["attach the new model's sample"] = step("embed", "--model", "new", "--split", "gallery")
+    held_after_attach = disk_bytes(ws)
+    steps["train --method auto"] = step("train", "--method", "auto", "--device", "cpu", *train_extra)
+    steps["report (whole old gallery)"] = step("report", "--bootstrap", "200")
+    steps["plan"] = step("plan", "--device", "cpu")
+    steps["bundle export"] = step("bundle", "export", "--out", str(bundle))
+    held_at_end = disk_bytes(ws)
+    floors = {
+        "import the old gallery": ("read + write of old.npz", floor("read_write", str(old), str(tmp / "raw_old"))),
+        "attach the new model's sample": ("read + write of new.npz", floor("read_write", str(new), str(tmp / "raw_new"))),
+        "train --method auto": ("raw ridge + Procrustes fits", floor("fits", str(old), str(new))),
+        "report (whole old gallery)": ("raw faiss exact search", floor("search", str(old), str(new), "100")),
+        "bundle export": ("write of the bundle's bytes", floor("bundle", str(bundle), str(tmp / "raw_bundle.zip"))),
+    }
+    rows: list[Row] = []
+    for name, out in steps.items():
+        floor_name, raw = floors.get(name, ("", None))
+        rows.append(Row(f"{name}, {size}", "s", out["seconds"], raw["seconds"] if raw else None, floor_name,
+                        TIME if raw else None,
+                        details={"floor_peak_mib": raw["vm_hwm_bytes"] / MiB if raw else None}))
+        rows.append(Row(f"{name}, {size}, peak memory", "MiB", out["vm_hwm_bytes"] / MiB, None,
+                        "", memory, details={"vector_mib": vector_bytes / MiB}))
+    for when, held in (("after attaching", held_after_attach), ("at the end", held_at_end)):
+        rows.append(Row(f"workspace on disk {when}, {size}", "MiB", held / MiB, vector_bytes / MiB,
+                        "vector bytes held", DISK))
+    return rows, {"vector_bytes": vector_bytes, "steps": steps}
+
+
+def run(tiny: bool = False, device: str = "cpu", sizes: tuple[tuple[int, int], ...] | None = None,
+        sample: int | None = None, work_dir: str | None = None) -> dict[str, Any]:
+    started = time.time()
+    sizes = sizes or (TINY_SIZES if tiny else SIZES)
+    sample = sample or (TINY_SAMPLE if tiny else SAMPLE)
+    rows: list[Row] = []
+    details: dict[str, Any] = {}
+    for n, dim in sizes:
+        tmp = Path(tempfile.mkdtemp(prefix="embridge-workflow-", dir=work_dir))
+        try:
+            size_rows, details[f"{n}x{dim}"] = run_size(n, dim, sample, tmp, 300 if tiny else 3600,
+                                                        TINY_TRAIN if tiny else ())
+            rows += size_rows
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    notes = [f"sizes run: {', '.join(f'{n:,} x {d}' for n, d in sizes)}, new-model sample {sample:,}; "
+             "training on CPU (no GPU in this run)"]
+    return area_result("workflow", rows, {"sizes": sizes, "sample": sample, "details": details}, notes,
+                       started, device)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m bench.workflow --rows N --dim D``: one size, results merged into bench/results."""
+    import argparse
+
+    from bench.common import RESULTS_DIR, write_json
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rows", type=int, required=True)
+    p.add_argument("--dim", type=int, default=384)
+    p.add_argument("--sample", type=int, default=SAMPLE)
+    p.add_argument("--work-dir", default=None)
+    args = p.parse_args(argv)
+    result = run(sizes=((args.rows, args.dim),), sample=args.sample, work_dir=args.work_dir)
+    path = RESULTS_DIR / "workflow.json"
+    if path.exists():  # keep the other sizes' rows
+        old = json.loads(path.read_text())
+        tag = f", {args.rows:,} x {args.dim}"
+        result["rows"] = [r for r in old["rows"] if tag not in r["name"]] + result["rows"]
+        result["notes"] = old["notes"] + result["notes"]
+    write_json(path, {**result, "tiny": False})
+    print(json.dumps([r for r in result["rows"]], indent=1), file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
