@@ -1,4 +1,4 @@
-"""Scale-out commands: ``transform`` (a partitioned gallery through a bundle, locally or on Ray)."""
+"""Scale-out commands: ``transform`` (a gallery through a bundle) and ``embed-dataset`` (backfill embedding)."""
 
 from __future__ import annotations
 
@@ -34,6 +34,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_engine_flags(p)
     p.set_defaults(handler=cmd_transform)
 
+    p = sub.add_parser("embed-dataset", help="embed a partitioned Parquet dataset of items with a model (a partial "
+                                             "backfill in the planner's order with --order); --engine ray uses "
+                                             "an actor pool")
+    add_common(p, workspace=False)
+    p.add_argument("--model", required=True, help="model file or folder (as for 'model add')")
+    p.add_argument("--from", dest="source", required=True, metavar="URI",
+                   help="items, parquet:///folder with an id column and an input column (floats or text)")
+    p.add_argument("--to", dest="target", required=True, metavar="URI",
+                   help="output folder, parquet:///folder of (id, vector) chunk files (resumable)")
+    p.add_argument("--order", metavar="FILE.npy", help="ids to embed, in this order (e.g. the planner's)")
+    p.add_argument("--id-column", default="id")
+    p.add_argument("--input-column", default="input")
+    p.add_argument("--chunk", type=int, default=4096, help="items per task and output file (default 4096)")
+    p.add_argument("--batch", type=int, default=256, help="items per model batch (default 256)")
+    p.add_argument("--actors", type=int, help="actors in the Ray pool (default: one per CPU)")
+    p.add_argument("--num-gpus", type=float, default=0.0, help="GPUs per actor (default 0: CPU actors)")
+    add_engine_flags(p)
+    p.set_defaults(handler=cmd_embed_dataset)
+
 
 def cmd_transform(args: argparse.Namespace) -> Result:
     from core.scale.gallery_transform import transform_gallery
@@ -43,4 +62,25 @@ def cmd_transform(args: argparse.Namespace) -> Result:
                           on_progress=StderrProgress("transform"))
     text = (f"transformed {r.rows} rows in {r.written} partitions on {r.engine} ({r.rows_per_s:,.0f} rows/s); "
             f"{r.skipped} partitions were already done; output: {r.target}")
+    return r.to_dict(), text
+
+
+def cmd_embed_dataset(args: argparse.Namespace) -> Result:
+    import numpy as np
+
+    from core.errors import InputError
+    from core.scale.backfill_embed import embed_dataset
+
+    order = None
+    if args.order:
+        try:
+            order = np.load(args.order, allow_pickle=False).ravel()
+        except (OSError, ValueError) as exc:
+            raise InputError(args.order, f"cannot read the id order ({exc})") from exc
+    r = embed_dataset(args.model, args.source, args.target, engine=args.engine, order=order, chunk=args.chunk,
+                      batch_size=args.batch, actors=args.actors, num_gpus=args.num_gpus,
+                      ray_address=args.ray_address, id_col=args.id_column, input_col=args.input_column,
+                      on_progress=StderrProgress("embed"))
+    text = (f"embedded {r.items} items in {r.written} chunks on {r.engine} ({r.items_per_s:,.0f} items/s); "
+            f"{r.skipped} chunks were already done; output: {r.target}")
     return r.to_dict(), text
