@@ -77,6 +77,6 @@ def ray_cluster() -> object:
     """One local Ray for the whole test session (2 CPUs, as on CI), shut down at the end."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     yield ray
     ray.shutdown()

@@ -99,3 +99,18 @@ def test_embed_dataset_command_on_ray(ray_cluster: Any, model_and_items: dict, t
     assert json.loads(out)["items"] == 300 and "items/s" in err
     ids, _ = read_chunks(tmp_path / "out")
     np.testing.assert_array_equal(ids, np.arange(1000, 1300)[::-1])
+
+
+def test_cancel_on_ray_stops_the_pool_and_a_rerun_finishes(ray_cluster: Any, model_and_items: dict,
+                                                           tmp_path: Path) -> None:
+    m = model_and_items
+    seen: list[int] = []
+    with pytest.raises(Cancelled):
+        embed_dataset(m["model"], str(m["items"]), str(tmp_path / "out"), engine="ray", chunk=50,
+                      on_progress=lambda d, t, info: seen.append(d), should_stop=lambda: len(seen) >= 2)
+    finished = len(list((tmp_path / "out").glob("chunk-*.parquet")))
+    assert 2 <= finished <= 6  # the pool keeps one chunk per actor in flight; the rest never started
+    rerun = embed_dataset(m["model"], str(m["items"]), str(tmp_path / "out"), engine="ray", chunk=50)
+    assert rerun.skipped == finished and rerun.written == 14 - finished
+    ids, _ = read_chunks(tmp_path / "out")
+    np.testing.assert_array_equal(ids, np.arange(700) + 1000)

@@ -59,7 +59,7 @@ def _search_flags(p: argparse.ArgumentParser) -> None:
     from core.cli.scale_cmds import add_engine_flags
 
     add_engine_flags(p)
-    p.add_argument("--shards", type=int, metavar="N", help="gallery shards with --engine ray (default: one per CPU)")
+    p.add_argument("--shards", type=number(int, low=1, high=100_000), metavar="N", help="gallery shards with --engine ray (default: one per CPU)")
     p.add_argument("--exact-max", type=number(int, low=0, high=10**9), default=200_000)
 
 

@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from core.cli.main import add_common
+from core.cli.options import number
 from core.progress import StderrProgress
 
 Result = tuple[dict[str, Any], str]
@@ -30,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="output dataset folder, parquet:///folder (new, or an unfinished earlier run to resume)")
     p.add_argument("--id-column", default="id", help="id column (default id)")
     p.add_argument("--vector-column", default="vector", help="fixed-size-list vector column (default vector)")
-    p.add_argument("--num-cpus", type=int, metavar="N", help="CPUs of the local Ray started for the job")
+    p.add_argument("--num-cpus", type=number(int, low=1, high=4096), metavar="N", help="CPUs of the local Ray started for the job")
     add_engine_flags(p)
     p.set_defaults(handler=cmd_transform)
 
@@ -46,10 +47,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--order", metavar="FILE.npy", help="ids to embed, in this order (e.g. the planner's)")
     p.add_argument("--id-column", default="id")
     p.add_argument("--input-column", default="input")
-    p.add_argument("--chunk", type=int, default=4096, help="items per task and output file (default 4096)")
-    p.add_argument("--batch", type=int, default=256, help="items per model batch (default 256)")
-    p.add_argument("--actors", type=int, help="actors in the Ray pool (default: one per CPU)")
-    p.add_argument("--num-gpus", type=float, default=0.0, help="GPUs per actor (default 0: CPU actors)")
+    p.add_argument("--chunk", type=number(int, low=1, high=10**8), default=4096, help="items per task and output file (default 4096)")
+    p.add_argument("--batch", type=number(int, low=1, high=10**6), default=256, help="items per model batch (default 256)")
+    p.add_argument("--actors", type=number(int, low=1, high=100_000), help="actors in the Ray pool (default: one per CPU)")
+    p.add_argument("--num-gpus", type=number(float, low=0, high=64), default=0.0, help="GPUs per actor (default 0: CPU actors)")
     add_engine_flags(p)
     p.set_defaults(handler=cmd_embed_dataset)
 
