@@ -73,6 +73,13 @@ _OPTIONS: list[tuple[str, tuple[str, ...], str, list[str], str]] = [
     ("apply", (*APPLY, "--out", "{in}/out.npy"), "--chunk-rows", ["0", "-1", "nan", "1000000000"],
      "expected an integer from 1"),
     ("apply", (*APPLY, "--out", "{in}/out.npy"), "--max-total-mb", ["nan"], "expected a number above 0"),
+    ("report", REPORT, "--shards", ["0", "-2", "nan"], "expected an integer from 1"),
+    ("transform", ("transform", "--bundle", "{in}/b.zip", "--from", "{in}/g", "--to", "{in}/o"), "--num-cpus",
+     ["0", "nan"], "expected an integer from 1"),
+    ("embed-dataset", ("embed-dataset", "--model", "{in}/m.pt", "--from", "{in}/g", "--to", "{in}/o"), "--chunk",
+     ["0", "1.5"], "expected an integer from 1"),
+    ("embed-dataset", ("embed-dataset", "--model", "{in}/m.pt", "--from", "{in}/g", "--to", "{in}/o"), "--num-gpus",
+     ["nan", "-1", "inf"], "expected a number from 0 to 64"),
 ]
 
 

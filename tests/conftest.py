@@ -70,3 +70,13 @@ from qt_hygiene import qt_hygiene  # noqa: E402,F401  (fails Qt tests that leave
 # restored geometry would be clamped; tests get a desktop-sized screen instead.
 if os.environ.get("QT_QPA_PLATFORM") == "offscreen":
     os.environ["QT_QPA_PLATFORM"] = f"offscreen:configfile={Path(__file__).with_name('offscreen_screen.json')}"
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> object:
+    """One local Ray for the whole test session (2 CPUs, as on CI), shut down at the end."""
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield ray
+    ray.shutdown()

@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "core.cli.report_cmds",
     "core.cli.bundle_cmds",
     "core.cli.store_cmds",
+    "core.cli.scale_cmds",
 )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 from typing import Any
 
 from core.cli.main import add_common
@@ -59,13 +60,27 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _search_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--search", choices=["auto", "exact", "ivf", "hnsw"], default="auto",
                    help="faiss search: exact up to --exact-max gallery items, approximate beyond (auto)")
+    from core.cli.scale_cmds import add_engine_flags
+
+    add_engine_flags(p)
+    p.add_argument("--shards", type=number(int, low=1, high=100_000), metavar="N", help="gallery shards with --engine ray (default: one per CPU)")
     p.add_argument("--exact-max", type=number(int, low=0, high=10**9), default=200_000)
 
 
 def _search_config(args: argparse.Namespace) -> Any:
     from core.evaluation.search import SearchConfig
 
-    return SearchConfig(method=args.search, exact_max=args.exact_max)
+    return SearchConfig(method=args.search, exact_max=args.exact_max, engine=args.engine, shards=args.shards,
+                        ray_address=args.ray_address)
+
+
+def _engine_session(args: argparse.Namespace) -> Any:
+    """One Ray session for all the searches of a report on --engine ray (nothing for local)."""
+    if args.engine != "ray":
+        return contextlib.nullcontext()
+    from core.scale.engine import ray_session
+
+    return ray_session(args.ray_address)
 
 
 def _pct(value: Any) -> str:
@@ -87,7 +102,7 @@ def cmd_report(args: argparse.Namespace) -> Result:
 
     if args.junit:
         check_output(args.junit, label="--junit", workspace=args.workspace)
-    with Workspace.open(args.workspace) as ws:
+    with _engine_session(args), Workspace.open(args.workspace) as ws:
         report = build_report(ws, args.run, heldout_gallery=args.heldout_gallery, search=_search_config(args),
                               backfill_steps=args.backfill_steps, rollback=args.rollback, n_boot=args.bootstrap,
                               on_progress=StderrProgress("report"))
@@ -184,7 +199,7 @@ def cmd_chain(args: argparse.Namespace) -> Result:
         runs = [int(r) for r in args.runs.split(",") if r.strip()]
     except ValueError as exc:
         raise InputError("--runs", f"expected comma-separated run ids, got '{args.runs}'") from exc
-    with Workspace.open(args.workspace) as ws:
+    with _engine_session(args), Workspace.open(args.workspace) as ws:
         report = chain_report(ws, models, runs, metric=args.metric, heldout_gallery=args.heldout_gallery,
                               search=_search_config(args), on_progress=StderrProgress("chain"))
     chain = report["chain"]

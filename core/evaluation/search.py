@@ -21,6 +21,7 @@ import numpy as np
 
 from core.errors import InputError, VectorFileError
 from core.evaluation.npy_rows import NpyRows
+from core.evaluation.topk_merge import mask_excluded, tie_complete_search
 from core.progress import ProgressFn, StopFn, check_stop, no_progress
 from core.retrieval import exact_topk
 
@@ -47,6 +48,9 @@ class SearchConfig:
     query_block: int = 4096
     add_chunk: int = 65_536
     seed: int = 0
+    engine: str = "local"  # "ray": exact search over gallery shards on a Ray cluster (core.scale)
+    shards: int | None = None  # None: one shard per Ray CPU
+    ray_address: str | None = None  # None: RAY_ADDRESS, else a local Ray started for the search
 
 
 @dataclass(frozen=True)
@@ -203,16 +207,6 @@ def _build(gallery: Any, n: int, dim: int, method: str, config: SearchConfig, so
     return GalleryIndex(index=index, method=method, params=params, dim=dim, ntotal=n, quantizer=quantizer)
 
 
-def _drop_excluded(idx: np.ndarray, scores: np.ndarray, exclude: np.ndarray, width: int) -> tuple:
-    """Remove each row's excluded id (or its last entry when absent) from a (k+1)-wide result."""
-    ex = exclude[:, None]
-    match = (idx == ex) & (ex >= 0)
-    pos = np.where(match.any(axis=1), match.argmax(axis=1), idx.shape[1] - 1)
-    keep = np.arange(idx.shape[1])[None, :] != pos[:, None]
-    n = idx.shape[0]
-    return idx[keep].reshape(n, -1)[:, :width], scores[keep].reshape(n, -1)[:, :width]
-
-
 def _result_width(k: int, ntotal: int, has_exclude: bool) -> int:
     if k < 1:
         raise InputError("k", f"must be at least 1, got {k}")
@@ -253,13 +247,11 @@ def search_index(
     for start in range(0, n_q, block):
         check_stop(should_stop)
         stop = min(start + block, n_q)
-        scores, idx = gindex.index.search(_float32_rows(source, queries, start, stop), ask)
-        idx = idx.astype(np.int64, copy=False)
-        scores = np.where(idx >= 0, scores, -np.inf).astype(np.float32)
-        if ex is not None:
-            idx, scores = _drop_excluded(idx, scores, ex[start:stop], width)
-        idx_out[start:stop] = idx
-        score_out[start:stop] = scores
+        rows = _float32_rows(source, queries, start, stop)
+        idx, scores = tie_complete_search(gindex.index.search, rows, ask, gindex.ntotal)
+        idx, scores = mask_excluded(idx, scores, None if ex is None else ex[start:stop])
+        idx_out[start:stop] = idx[:, :width]
+        score_out[start:stop] = scores[:, :width]
         on_progress(stop, n_q, {"stage": "search"})
     return idx_out, score_out
 
@@ -306,6 +298,10 @@ def search(
     config = config or SearchConfig()
     _check_matrix("gallery", gallery)
     _check_matrix("queries", queries, int(gallery.shape[1]))
+    if config.engine != "local":
+        from core.scale.sharded_search import engine_search
+
+        return engine_search(queries, gallery, k, exclude, config, should_stop=should_stop)
     gindex = build_index(gallery, config, on_progress=on_progress, should_stop=should_stop)
     idx, scores = search_index(
         gindex, queries, k, exclude, config.query_block, on_progress=on_progress, should_stop=should_stop

@@ -1,0 +1,87 @@
+"""Scale-out commands: ``transform`` (a gallery through a bundle) and ``embed-dataset`` (backfill embedding)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from core.cli.main import add_common
+from core.cli.options import number
+from core.progress import StderrProgress
+
+Result = tuple[dict[str, Any], str]
+
+
+def add_engine_flags(p: argparse.ArgumentParser) -> None:
+    """--engine local|ray and where the Ray cluster is (shared by every command that scales out)."""
+    p.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="where the gallery work runs: this process (local) or a Ray cluster (ray)")
+    p.add_argument("--ray-address", metavar="ADDR",
+                   help="Ray cluster to attach to (default: RAY_ADDRESS, else a local Ray started for the job)")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("transform", help="forward-transform a partitioned Parquet gallery with a bundle "
+                                         "(resumable by partition; --engine ray runs partitions on a cluster)")
+    add_common(p, workspace=False)
+    p.add_argument("--bundle", required=True, help="bundle (.zip or folder) with a forward (old -> new) layer")
+    p.add_argument("--from", dest="source", required=True, metavar="URI",
+                   help="input dataset, parquet:///folder of .parquet files (only read)")
+    p.add_argument("--to", dest="target", required=True, metavar="URI",
+                   help="output dataset folder, parquet:///folder (new, or an unfinished earlier run to resume)")
+    p.add_argument("--id-column", default="id", help="id column (default id)")
+    p.add_argument("--vector-column", default="vector", help="fixed-size-list vector column (default vector)")
+    p.add_argument("--num-cpus", type=number(int, low=1, high=4096), metavar="N", help="CPUs of the local Ray started for the job")
+    add_engine_flags(p)
+    p.set_defaults(handler=cmd_transform)
+
+    p = sub.add_parser("embed-dataset", help="embed a partitioned Parquet dataset of items with a model (a partial "
+                                             "backfill in the planner's order with --order); --engine ray uses "
+                                             "an actor pool")
+    add_common(p, workspace=False)
+    p.add_argument("--model", required=True, help="model file or folder (as for 'model add')")
+    p.add_argument("--from", dest="source", required=True, metavar="URI",
+                   help="items, parquet:///folder with an id column and an input column (floats or text)")
+    p.add_argument("--to", dest="target", required=True, metavar="URI",
+                   help="output folder, parquet:///folder of (id, vector) chunk files (resumable)")
+    p.add_argument("--order", metavar="FILE.npy", help="ids to embed, in this order (e.g. the planner's)")
+    p.add_argument("--id-column", default="id")
+    p.add_argument("--input-column", default="input")
+    p.add_argument("--chunk", type=number(int, low=1, high=10**8), default=4096, help="items per task and output file (default 4096)")
+    p.add_argument("--batch", type=number(int, low=1, high=10**6), default=256, help="items per model batch (default 256)")
+    p.add_argument("--actors", type=number(int, low=1, high=100_000), help="actors in the Ray pool (default: one per CPU)")
+    p.add_argument("--num-gpus", type=number(float, low=0, high=64), default=0.0, help="GPUs per actor (default 0: CPU actors)")
+    add_engine_flags(p)
+    p.set_defaults(handler=cmd_embed_dataset)
+
+
+def cmd_transform(args: argparse.Namespace) -> Result:
+    from core.scale.gallery_transform import transform_gallery
+
+    r = transform_gallery(args.bundle, args.source, args.target, engine=args.engine, ray_address=args.ray_address,
+                          num_cpus=args.num_cpus, id_col=args.id_column, vec_col=args.vector_column,
+                          on_progress=StderrProgress("transform"))
+    text = (f"transformed {r.rows} rows in {r.written} partitions on {r.engine} ({r.rows_per_s:,.0f} rows/s); "
+            f"{r.skipped} partitions were already done; output: {r.target}")
+    return r.to_dict(), text
+
+
+def cmd_embed_dataset(args: argparse.Namespace) -> Result:
+    import numpy as np
+
+    from core.errors import InputError
+    from core.scale.backfill_embed import embed_dataset
+
+    order = None
+    if args.order:
+        try:
+            order = np.load(args.order, allow_pickle=False).ravel()
+        except (OSError, ValueError) as exc:
+            raise InputError(args.order, f"cannot read the id order ({exc})") from exc
+    r = embed_dataset(args.model, args.source, args.target, engine=args.engine, order=order, chunk=args.chunk,
+                      batch_size=args.batch, actors=args.actors, num_gpus=args.num_gpus,
+                      ray_address=args.ray_address, id_col=args.id_column, input_col=args.input_column,
+                      on_progress=StderrProgress("embed"))
+    text = (f"embedded {r.items} items in {r.written} chunks on {r.engine} ({r.items_per_s:,.0f} items/s); "
+            f"{r.skipped} chunks were already done; output: {r.target}")
+    return r.to_dict(), text

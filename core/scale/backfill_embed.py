@@ -1,0 +1,180 @@
+"""Embed a dataset of items with a model, locally or on a pool of Ray actors (GPU actors with --num-gpus).
+
+The input is a partitioned Parquet dataset with an id column and an input column (a fixed-size list
+of floats for array models, a string for text models). Items are taken in the given order (the
+planner's order for a partial backfill) and cut into chunks; each chunk is embedded by one actor
+(the model is loaded once per actor) and written as ``chunk-NNNNN.parquet`` with (id, vector), under
+a temporary name then renamed, so a rerun skips finished chunks. Progress reports items/s and ETA.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core.errors import InputError
+from core.progress import ProgressFn, StopFn, check_stop, no_progress
+from core.scale.engine import check_engine, import_ray, ray_session
+from core.scale.gallery_transform import list_partitions, parquet_dir
+
+STATE_FILE = "_embridge_embed.json"
+
+
+@dataclass(frozen=True)
+class EmbedResult:
+    engine: str
+    target: str
+    items: int
+    chunks: int
+    written: int
+    skipped: int
+    seconds: float
+
+    @property
+    def items_per_s(self) -> float:
+        return self.items / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "items_per_s": self.items_per_s}
+
+
+def read_items(folder: Path, id_col: str, input_col: str) -> tuple[np.ndarray, Any]:
+    """All ids and inputs of the dataset (inputs: float32 rows or a list of texts)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    tables = []
+    for file in list_partitions(folder):
+        table = pq.read_table(file)
+        if id_col not in table.column_names or input_col not in table.column_names:
+            raise InputError(file, f"no '{id_col}' and '{input_col}' columns (columns: {', '.join(table.column_names)})")
+        tables.append(table.select([id_col, input_col]))
+    table = pa.concat_tables(tables)
+    ids = np.asarray(table.column(id_col).to_pylist())
+    col = table.column(input_col).combine_chunks()
+    if pa.types.is_fixed_size_list(col.type):
+        inputs: Any = col.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(len(col), -1)
+    elif pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+        inputs = col.to_pylist()
+    else:
+        raise InputError(folder, f"column '{input_col}' is neither a fixed-size list of floats nor text")
+    return ids, inputs
+
+
+def ordered(ids: np.ndarray, inputs: Any, order: np.ndarray | None) -> tuple[np.ndarray, Any]:
+    """The items in ``order`` (ids, e.g. the planner's backfill order; None: as stored)."""
+    if order is None:
+        return ids, inputs
+    pos = {v: i for i, v in enumerate(ids.tolist())}
+    missing = [v for v in order.tolist() if v not in pos]
+    if missing:
+        raise InputError("--order", f"{len(missing)} ids are not in the dataset (first: {missing[0]})")
+    rows = np.asarray([pos[v] for v in order.tolist()], dtype=np.int64)
+    return ids[rows], inputs[rows] if isinstance(inputs, np.ndarray) else [inputs[i] for i in rows]
+
+
+class ChunkEmbedder:
+    """Holds one loaded model; embeds chunks and writes each as one Parquet file (a Ray actor body)."""
+
+    def __init__(self, model: str, device: str, batch_size: int) -> None:
+        from core.models import load_model
+
+        self.model = load_model(model, device)
+        self.batch_size = batch_size
+
+    def embed(self, ids: np.ndarray, inputs: Any, target: str) -> int:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        from core.connectors.arrow_common import vector_array
+        from core.embed import embed_array
+
+        if os.path.exists(target):
+            return 0
+        vectors = embed_array(self.model, inputs, self.batch_size, device=self.model.device)
+        tmp = str(Path(target).parent / f".{Path(target).name}.tmp-{os.getpid()}")
+        pq.write_table(pa.table({"id": pa.array(ids), "vector": vector_array(vectors)}), tmp)
+        os.replace(tmp, target)
+        return len(ids)
+
+
+def embed_dataset(model: str | Path, source: str, target: str, *, engine: str = "local",
+                  order: np.ndarray | None = None, chunk: int = 4096, batch_size: int = 256,
+                  actors: int | None = None, num_gpus: float = 0.0, ray_address: str | None = None,
+                  id_col: str = "id", input_col: str = "input", on_progress: ProgressFn | None = None,
+                  should_stop: StopFn | None = None) -> EmbedResult:
+    """Embed ``source`` items (in ``order``) into ``target`` chunk files on ``engine``; resumable by chunk."""
+    check_engine(engine)
+    on_progress = on_progress or no_progress
+    src, dst = parquet_dir(source, "--from"), parquet_dir(target, "--to")
+    if dst.resolve() == src.resolve() or src.resolve() in dst.resolve().parents:
+        raise InputError("--to", f"{dst}: the output folder must not be the input folder or inside it")
+    ids, inputs = ordered(*read_items(src, id_col, input_col), order)
+    state = {"model": str(Path(model).resolve()), "source": str(src.resolve()), "chunk": chunk,
+             "order": None if order is None else int(np.asarray(order).sum() % (2**61)), "n": len(ids)}
+    _prepare(dst, state)
+    bounds = [(a, min(a + chunk, len(ids))) for a in range(0, len(ids), chunk)]
+    jobs = [(ids[a:b], inputs[a:b], str(dst / f"chunk-{i:05d}.parquet")) for i, (a, b) in enumerate(bounds)]
+    began = time.perf_counter()
+    done_items = 0
+
+    def report(n_done: int, i: int) -> None:
+        rate = n_done / max(time.perf_counter() - began, 1e-9)
+        on_progress(i, len(jobs), {"stage": "embed", "items": n_done, "items_per_s": rate,
+                                   "eta_s": (len(ids) - n_done) / rate if rate > 0 else None})
+
+    if engine == "local":
+        worker = ChunkEmbedder(str(model), "cuda" if num_gpus else "cpu", batch_size)
+        written = []
+        for i, job in enumerate(jobs):
+            check_stop(should_stop)
+            written.append(worker.embed(*job))
+            done_items += len(job[0])
+            report(done_items, i + 1)
+    else:
+        written = _on_ray(model, jobs, actors, num_gpus, batch_size, ray_address, report, should_stop)
+    n_written = sum(1 for w in written if w)
+    return EmbedResult(engine, str(dst), sum(written), len(jobs), n_written, len(jobs) - n_written,
+                       time.perf_counter() - began)
+
+
+def _prepare(dst: Path, state: dict[str, Any]) -> None:
+    marker = dst / STATE_FILE
+    if marker.exists():
+        if json.loads(marker.read_text()) != state:
+            raise InputError("--to", f"{dst}: holds the output of another embedding job; choose a new folder")
+        return
+    if dst.exists() and any(dst.iterdir()):
+        raise InputError("--to", f"{dst}: exists and is not the output of an earlier run of this job")
+    dst.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps(state))
+
+
+def _on_ray(model: str | Path, jobs: list[tuple], actors: int | None, num_gpus: float, batch_size: int,
+            address: str | None, report: Any, should_stop: StopFn | None) -> list[int]:
+    """An ActorPool of model holders (one GPU each with ``num_gpus``); chunks in order, results in order."""
+    ray = import_ray()
+    from ray.util import ActorPool
+
+    with ray_session(address) as session:
+        n_actors = max(1, min(actors or session.cpus, len(jobs)))
+        actor_cls = ray.remote(num_cpus=1, num_gpus=num_gpus, max_restarts=3, max_task_retries=3)(ChunkEmbedder)
+        holders = [actor_cls.remote(str(model), "cuda" if num_gpus else "cpu", batch_size) for _ in range(n_actors)]
+        pool = ActorPool(holders)
+        results, done = [], 0
+        try:
+            for i, n in enumerate(pool.map(lambda a, job: a.embed.remote(*job), jobs)):
+                results.append(n)
+                done += len(jobs[i][0])
+                report(done, i + 1)
+                check_stop(should_stop)
+        finally:
+            for actor in holders:  # a cancel stops the work in flight too
+                ray.kill(actor)
+        return results

@@ -1,0 +1,76 @@
+"""Data for the scale-out tests: a partitioned Parquet gallery and a way to kill a busy Ray worker."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def write_partitions(folder: Path, vectors: np.ndarray, parts: int, first_id: int = 0) -> list[Path]:
+    """``parts`` Parquet files of (id, vector, label) rows, in id order."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder.mkdir(parents=True, exist_ok=True)
+    files = []
+    for i, rows in enumerate(np.array_split(np.arange(len(vectors)), parts)):
+        flat = pa.array(vectors[rows].astype(np.float32).ravel())
+        table = pa.table({"id": pa.array(rows + first_id, pa.int64()),
+                          "vector": pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1]),
+                          "label": pa.array([f"l{r % 5}" for r in rows])})
+        files.append(folder / f"part-{i:03d}.parquet")
+        pq.write_table(table, files[-1])
+    return files
+
+
+def read_partitions(folder: Path) -> dict[str, tuple[np.ndarray, np.ndarray, list]]:
+    """Each output file by name: ids, vectors, labels."""
+    import pyarrow.parquet as pq
+
+    out = {}
+    for file in sorted(folder.glob("*.parquet")):
+        t = pq.read_table(file)
+        vec = t.column("vector").combine_chunks()
+        vectors = vec.flatten().to_numpy().reshape(len(vec), vec.type.list_size)
+        out[file.name] = (t.column("id").to_numpy(), vectors, t.column("label").to_pylist())
+    return out
+
+
+def worker_pids(task_name: str) -> list[int]:
+    """Processes whose title says they are running Ray task ``task_name`` right now."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                title = fh.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if title.startswith(f"ray::{task_name}"):
+            pids.append(int(entry))
+    return pids
+
+
+class WorkerKiller(threading.Thread):
+    """Kills the first worker seen running ``task_name`` (SIGKILL), once; records its pid."""
+
+    def __init__(self, task_name: str, timeout: float = 60.0) -> None:
+        super().__init__(daemon=True)
+        self.task_name, self.timeout, self.killed = task_name, timeout, None
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        end = time.monotonic() + self.timeout
+        while not self.stop.is_set() and time.monotonic() < end:
+            pids = worker_pids(self.task_name)
+            if pids:
+                os.kill(pids[0], signal.SIGKILL)
+                self.killed = pids[0]
+                return
+            time.sleep(0.005)

@@ -1,0 +1,181 @@
+"""Scale-out engine: Ray results against the local engine on small data (one local Ray per session).
+
+The kill tests run first, while the Ray workers are cold (each first task imports torch and faiss,
+which leaves time to find and kill it); Ray must retry the task and the result must not change.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from bundle_fixtures import build_upgrade_workspace
+from scale_fixtures import WorkerKiller, read_partitions, write_partitions
+
+from core.bundle import export_bundle, load_bundle
+from core.cli.main import main
+from core.errors import Cancelled, InputError
+from core.evaluation.search import SearchConfig, search
+from core.evaluation.topk_merge import merge_topk
+from core.scale.gallery_transform import transform_gallery
+from core.scale.sharded_search import shard_bounds, sharded_search
+from core.store import Workspace
+
+
+@pytest.fixture(scope="module")
+def upgrade(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    root = tmp_path_factory.mktemp("scale")
+    up = build_upgrade_workspace(root / "ws")
+    with Workspace.open(up["path"]) as ws:
+        export_bundle(ws, root / "fct.zip", [up["runs"]["fct"]])
+    return {**up, "bundle": root / "fct.zip", "root": root}
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def gallery_with_ties(n: int = 3000, dim: int = 24, seed: int = 0) -> np.ndarray:
+    """Random unit rows where every 7th row repeats an earlier one, so equal scores are common."""
+    g = unit(np.random.default_rng(seed).standard_normal((n, dim)))
+    g[7::7] = g[3:3 + len(g[7::7])]
+    return g
+
+
+def assert_same_search(a: tuple, b: tuple) -> None:
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+
+
+def test_killed_transform_worker_is_retried_and_output_unchanged(ray_cluster: Any, upgrade: dict,
+                                                                 tmp_path: Path) -> None:
+    v1 = np.tile(upgrade["vectors"]["v1"], (20, 1))
+    write_partitions(tmp_path / "in", v1, parts=6)
+    killer = WorkerKiller("transform_partition")
+    killer.start()
+    ray_run = transform_gallery(upgrade["bundle"], f"parquet://{tmp_path / 'in'}", f"parquet://{tmp_path / 'ray'}",
+                                engine="ray")
+    killer.stop.set()
+    killer.join()
+    assert killer.killed is not None, "no transform worker was seen running, so none was killed"
+    local = transform_gallery(upgrade["bundle"], str(tmp_path / "in"), str(tmp_path / "local"))
+    assert ray_run.rows == local.rows == len(v1) and ray_run.written == 6
+    for name, (ids, vectors, labels) in read_partitions(tmp_path / "local").items():
+        r_ids, r_vectors, r_labels = read_partitions(tmp_path / "ray")[name]
+        np.testing.assert_array_equal(ids, r_ids)
+        np.testing.assert_array_equal(vectors, r_vectors)  # bitwise
+        assert labels == r_labels
+    assert not list((tmp_path / "ray").glob(".*.tmp-*"))
+
+
+def test_killed_search_worker_is_retried_and_ranking_unchanged(ray_cluster: Any, tmp_path: Path) -> None:
+    g = gallery_with_ties(20_000, 32, seed=1)
+    np.save(tmp_path / "g.npy", g)
+    q = unit(np.random.default_rng(2).standard_normal((300, 32)))
+    killer = WorkerKiller("search_shard")
+    killer.start()
+    sharded = sharded_search(q, np.load(tmp_path / "g.npy", mmap_mode="r"), 10, shards=6)
+    killer.stop.set()
+    killer.join()
+    local = search(q, g, 10, config=SearchConfig(method="exact"))
+    assert killer.killed is not None, "no search worker was seen running, so none was killed"
+    assert_same_search(sharded, local[:2])
+
+
+@pytest.mark.parametrize("k", [1, 10, 50])
+def test_sharded_search_equals_one_index_with_ties_and_exclusions(ray_cluster: Any, k: int) -> None:
+    g = gallery_with_ties()
+    q = g[:400] + 0.0  # queries inside the gallery: each excludes itself, as in old/old
+    exclude = np.arange(400)
+    local = search(q, g, k, exclude, SearchConfig(method="exact"))
+    for shards in (2, 5):
+        ray_idx, ray_scores, info = search(q, g, k, exclude, SearchConfig(engine="ray", shards=shards))
+        assert_same_search((ray_idx, ray_scores), local[:2])
+        assert info.exact and info.params["engine"] == "ray"
+    assert not (local[0] == exclude[:, None]).any()
+    # the duplicated rows really tie, and the lower row wins as in the single index
+    dup = local[1][:, :-1] == local[1][:, 1:]
+    if k > 1:
+        assert dup.any()
+        assert (local[0][:, :-1][dup] < local[0][:, 1:][dup]).all()
+
+
+def test_new_to_old_search_over_shards_matches(ray_cluster: Any) -> None:
+    """Queries from another model's space (no exclusion), more shards than CPUs."""
+    g = gallery_with_ties(2500, 16, seed=4)
+    q = unit(np.random.default_rng(5).standard_normal((150, 16)))
+    local = search(q, g, 20, config=SearchConfig(method="exact"))
+    assert_same_search(sharded_search(q, g, 20, shards=7), local[:2])
+
+
+def test_merge_topk_is_the_exact_top_k_of_the_union() -> None:
+    rng = np.random.default_rng(0)
+    scores = rng.integers(0, 6, size=(50, 90)).astype(np.float32)  # many ties
+    ids = np.arange(90)
+    parts = [(np.broadcast_to(ids[a:b], (50, b - a)), scores[:, a:b]) for a, b in shard_bounds(90, 4)]
+    top = [(np.argsort(-p[1], axis=1, kind="stable")[:, :8]) for p in parts]
+    idx, sc = merge_topk([np.take_along_axis(p[0], t, 1) for p, t in zip(parts, top, strict=True)],
+                         [np.take_along_axis(p[1], t, 1) for p, t in zip(parts, top, strict=True)], 8)
+    want = np.argsort(-scores, axis=1, kind="stable")[:, :8]  # stable: lower id first on ties
+    np.testing.assert_array_equal(idx, want)
+    np.testing.assert_array_equal(sc, np.take_along_axis(scores, want, 1))
+
+
+def test_transform_equals_the_bundle_and_resumes_by_partition(ray_cluster: Any, upgrade: dict,
+                                                               tmp_path: Path) -> None:
+    v1 = upgrade["vectors"]["v1"]
+    write_partitions(tmp_path / "in", v1, parts=5, first_id=100)
+    calls = []
+
+    def stop_after_two() -> bool:
+        calls.append(1)
+        return len(calls) > 2
+
+    with pytest.raises(Cancelled):
+        transform_gallery(upgrade["bundle"], str(tmp_path / "in"), str(tmp_path / "out"), should_stop=stop_after_two)
+    assert len(list((tmp_path / "out").glob("*.parquet"))) == 2
+    resumed = transform_gallery(upgrade["bundle"], str(tmp_path / "in"), str(tmp_path / "out"), engine="ray")
+    assert (resumed.skipped, resumed.written) == (2, 3)
+    out = read_partitions(tmp_path / "out")
+    ids = np.concatenate([o[0] for o in out.values()])
+    vectors = np.concatenate([o[1] for o in out.values()])
+    np.testing.assert_array_equal(ids, np.arange(len(v1)) + 100)
+    np.testing.assert_allclose(vectors, load_bundle(upgrade["bundle"])(v1), atol=1e-6, rtol=0)
+    again = transform_gallery(upgrade["bundle"], str(tmp_path / "in"), str(tmp_path / "out"))
+    assert (again.skipped, again.written) == (5, 0)
+
+
+def test_transform_command_and_its_refusals(ray_cluster: Any, upgrade: dict, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    write_partitions(tmp_path / "in", upgrade["vectors"]["v1"], parts=3)
+    args = ["transform", "--bundle", str(upgrade["bundle"]), "--from", f"parquet://{tmp_path / 'in'}"]
+    assert main([*args, "--to", f"parquet://{tmp_path / 'out'}", "--engine", "ray", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["rows"] == len(upgrade["vectors"]["v1"]) and data["engine"] == "ray"
+
+    assert main([*args, "--to", f"parquet://{tmp_path / 'in' / 'sub'}"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--to" in err[0] and "input folder" in err[0]
+    other = tmp_path / "in2"
+    write_partitions(other, upgrade["vectors"]["v1"][:, :8], parts=1)
+    assert main(["transform", "--bundle", str(upgrade["bundle"]), "--from", str(other),
+                 "--to", str(tmp_path / "out")]) == 1
+    assert "another transform" in capsys.readouterr().err
+    with pytest.raises(InputError, match="no 'id' and 'emb' columns"):
+        transform_gallery(upgrade["bundle"], str(tmp_path / "in"), str(tmp_path / "o3"), vec_col="emb")
+
+
+def test_report_on_ray_equals_the_local_report(ray_cluster: Any, upgrade: dict,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    run = str(upgrade["runs"]["v3_to_v1"])
+    common = ["report", "--workspace", str(upgrade["path"]), "--run", run, "--bootstrap", "50", "--json"]
+    results = []
+    for engine in (["--engine", "local"], ["--engine", "ray", "--shards", "3"]):
+        assert main([*common, *engine]) == 0
+        results.append(json.loads(capsys.readouterr().out))
+    local, ray_run = results
+    assert ray_run["search"]["exact"] and local["cells"] == ray_run["cells"]
+    assert all(c["top1"] > 0 for c in ray_run["cells"].values()) and local["verdicts"] == ray_run["verdicts"]

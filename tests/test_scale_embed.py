@@ -1,0 +1,116 @@
+"""Backfill embedding on Ray actors against the local engine (shares the session's local Ray)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from core.errors import Cancelled, InputError
+from core.models import load_model
+from core.models.builtin import build_model, save_checkpoint
+from core.scale.backfill_embed import embed_dataset
+
+
+def write_items(folder: Path, inputs: np.ndarray, parts: int) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder.mkdir(parents=True)
+    for i, rows in enumerate(np.array_split(np.arange(len(inputs)), parts)):
+        flat = pa.array(inputs[rows].ravel())
+        pq.write_table(pa.table({"id": pa.array(rows + 1000, pa.int64()),
+                                 "input": pa.FixedSizeListArray.from_arrays(flat, inputs.shape[1])}),
+                       folder / f"p{i}.parquet")
+
+
+def read_chunks(folder: Path) -> tuple[np.ndarray, np.ndarray]:
+    import pyarrow.parquet as pq
+
+    ids, vecs = [], []
+    for file in sorted(folder.glob("chunk-*.parquet")):
+        t = pq.read_table(file)
+        col = t.column("vector").combine_chunks()
+        ids.append(t.column("id").to_numpy())
+        vecs.append(col.flatten().to_numpy().reshape(len(col), col.type.list_size))
+    return np.concatenate(ids), np.concatenate(vecs)
+
+
+@pytest.fixture
+def model_and_items(tmp_path: Path) -> dict[str, Any]:
+    torch.manual_seed(0)
+    path = tmp_path / "m.pt"
+    save_checkpoint(path, build_model("mlp", {"input_dim": 8, "out_dim": 6})[0], "mlp", {"input_dim": 8, "out_dim": 6})
+    inputs = np.random.default_rng(0).standard_normal((700, 8)).astype(np.float32)
+    write_items(tmp_path / "items", inputs, 3)
+    return {"model": path, "inputs": inputs, "items": tmp_path / "items"}
+
+
+def test_ray_backfill_in_planner_order_equals_local(ray_cluster: Any, model_and_items: dict, tmp_path: Path) -> None:
+    m = model_and_items
+    order = np.random.default_rng(1).permutation(700)[:450] + 1000  # a partial backfill, planner's order
+    progress: list[dict] = []
+    ray_run = embed_dataset(m["model"], str(m["items"]), str(tmp_path / "ray"), engine="ray", order=order,
+                            chunk=100, on_progress=lambda d, t, info: progress.append(info))
+    local = embed_dataset(m["model"], str(m["items"]), str(tmp_path / "local"), order=order, chunk=100)
+    assert ray_run.items == local.items == 450 and ray_run.chunks == 5
+    r_ids, r_vec = read_chunks(tmp_path / "ray")
+    l_ids, l_vec = read_chunks(tmp_path / "local")
+    np.testing.assert_array_equal(r_ids, order)  # chunks follow the planner's order
+    np.testing.assert_array_equal(l_ids, r_ids)
+    np.testing.assert_allclose(r_vec, l_vec, atol=1e-6, rtol=0)
+    direct = load_model(m["model"], "cpu").embed_batch(m["inputs"][order - 1000])
+    np.testing.assert_allclose(r_vec, direct, atol=1e-6, rtol=0)
+    assert progress[-1]["items"] == 450 and progress[-1]["items_per_s"] > 0 and progress[-1]["eta_s"] == 0
+
+
+def test_backfill_resumes_by_chunk_and_refuses_bad_input(ray_cluster: Any, model_and_items: dict,
+                                                         tmp_path: Path) -> None:
+    m = model_and_items
+    calls: list[int] = []
+    with pytest.raises(Cancelled):
+        embed_dataset(m["model"], str(m["items"]), str(tmp_path / "out"), chunk=200,
+                      should_stop=lambda: calls.append(1) or len(calls) > 2)
+    resumed = embed_dataset(m["model"], str(m["items"]), str(tmp_path / "out"), chunk=200, engine="ray")
+    assert (resumed.skipped, resumed.written) == (2, 2)
+    ids, _ = read_chunks(tmp_path / "out")
+    np.testing.assert_array_equal(ids, np.arange(700) + 1000)
+    with pytest.raises(InputError, match="not in the dataset"):
+        embed_dataset(m["model"], str(m["items"]), str(tmp_path / "o2"), order=np.array([5]))
+    with pytest.raises(InputError, match="no 'id' and 'text' columns"):
+        embed_dataset(m["model"], str(m["items"]), str(tmp_path / "o3"), input_col="text")
+
+
+def test_embed_dataset_command_on_ray(ray_cluster: Any, model_and_items: dict, tmp_path: Path,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from core.cli.main import main
+
+    m = model_and_items
+    np.save(tmp_path / "order.npy", np.arange(1000, 1300)[::-1])
+    assert main(["embed-dataset", "--model", str(m["model"]), "--from", f"parquet://{m['items']}",
+                 "--to", f"parquet://{tmp_path / 'out'}", "--order", str(tmp_path / "order.npy"),
+                 "--engine", "ray", "--chunk", "128", "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["items"] == 300 and "items/s" in err
+    ids, _ = read_chunks(tmp_path / "out")
+    np.testing.assert_array_equal(ids, np.arange(1000, 1300)[::-1])
+
+
+def test_cancel_on_ray_stops_the_pool_and_a_rerun_finishes(ray_cluster: Any, model_and_items: dict,
+                                                           tmp_path: Path) -> None:
+    m = model_and_items
+    seen: list[int] = []
+    with pytest.raises(Cancelled):
+        embed_dataset(m["model"], str(m["items"]), str(tmp_path / "out"), engine="ray", chunk=50,
+                      on_progress=lambda d, t, info: seen.append(d), should_stop=lambda: len(seen) >= 2)
+    finished = len(list((tmp_path / "out").glob("chunk-*.parquet")))
+    assert 2 <= finished <= 6  # the pool keeps one chunk per actor in flight; the rest never started
+    rerun = embed_dataset(m["model"], str(m["items"]), str(tmp_path / "out"), engine="ray", chunk=50)
+    assert rerun.skipped == finished and rerun.written == 14 - finished
+    ids, _ = read_chunks(tmp_path / "out")
+    np.testing.assert_array_equal(ids, np.arange(700) + 1000)
