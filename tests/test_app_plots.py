@@ -19,7 +19,10 @@ from core.store import Workspace
 
 @pytest.fixture(scope="module")
 def mlp_run(demo_workspace_path: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """An MLP run that stops early (patience 3), with every progress report it sent."""
+    """An MLP run that stops early (patience 3), with every progress report it sent.
+
+    Batches of 64 give several progress reports per epoch, so even a run that stops after the
+    fewest epochs patience allows sends enough reports to redraw the live plot many times."""
     import shutil
 
     from core.train.runs import train_run
@@ -28,7 +31,8 @@ def mlp_run(demo_workspace_path: Path, tmp_path_factory: pytest.TempPathFactory)
     shutil.copytree(demo_workspace_path, path)
     reports: list[dict[str, Any]] = []
     with Workspace.open(path) as ws:
-        summary = train_run(ws, "mlp", device="cpu", config={"epochs": 60, "patience": 3},
+        summary = train_run(ws, "mlp", device="cpu", config={"epochs": 60, "patience": 3, "batch_size": 64,
+                                                          "loss": "retrieval", "lr": 3e-3},
                             on_progress=lambda d, t, info: reports.append(dict(info)))
         run = ws.run(summary["run_id"])
     return {"summary": summary, "run": run, "reports": reports}
