@@ -105,7 +105,8 @@ def test_procrustes_chooses_its_whitening_on_validation(demo_runs: dict[str, Any
 def test_fct_transformed_gallery_beats_old_old(demo_runs: dict[str, Any]) -> None:
     run = demo_runs["fct"]
     assert run["new_fct_top1"] == run["upgraded_top1"]
-    assert run["upgraded_top1"] > run["old_old_top1"] + 0.1  # measured on seed 0: +0.150 (0.940 vs 0.790)
+    # measured over fold seeds 0-3: +0.150, +0.125, +0.160, +0.165 (0.940 / 0.915 / 0.950 / 0.955 vs 0.790)
+    assert run["upgraded_top1"] > run["old_old_top1"] + 0.1
 
 
 def test_auto_picks_a_passing_candidate(demo_runs: dict[str, Any]) -> None:
