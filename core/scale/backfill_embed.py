@@ -168,13 +168,22 @@ def _on_ray(model: str | Path, jobs: list[tuple], actors: int | None, num_gpus: 
         holders = [actor_cls.remote(str(model), "cuda" if num_gpus else "cpu", batch_size) for _ in range(n_actors)]
         pool = ActorPool(holders)
         results, done = [], 0
+        submitted: list[Any] = []
+
+        def submit(actor: Any, job: Any) -> Any:
+            submitted.append(actor.embed.remote(*job))
+            return submitted[-1]
+
         try:
-            for i, n in enumerate(pool.map(lambda a, job: a.embed.remote(*job), jobs)):
+            for i, n in enumerate(pool.map(submit, jobs)):
                 results.append(n)
                 done += len(jobs[i][0])
                 report(done, i + 1)
                 check_stop(should_stop)
         finally:
             for actor in holders:  # a cancel stops the work in flight too
-                ray.kill(actor)
+                ray.kill(actor, no_restart=True)
+            # ray.kill returns at once: wait until every submitted chunk has finished or died with its
+            # actor, so nothing is written after this function returns
+            ray.wait(submitted, num_returns=len(submitted), timeout=60)
         return results
