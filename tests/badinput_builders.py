@@ -210,8 +210,6 @@ def rezip(env: Env, name: str, replace: dict[str, bytes] | None = None, drop: tu
 def forged(env: Env, name: str, manifest_edit: Callable[[dict], None] | None = None,
             files: dict[str, bytes] | None = None) -> Path:
     """A bundle changed the way a careful forger would: manifest and CHECKSUMS rewritten to match."""
-    from core.bundle.manifest import checksums_text
-
     with zipfile.ZipFile(env.bundle) as src:
         members = {i.filename: src.read(i) for i in src.infolist()}
     members.update(files or {})
@@ -220,9 +218,18 @@ def forged(env: Env, name: str, manifest_edit: Callable[[dict], None] | None = N
         manifest["files"][member] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
     if manifest_edit:
         manifest_edit(manifest)
-    members["manifest.json"] = json.dumps(manifest, indent=2, sort_keys=True).encode()
-    sums = {n: e["sha256"] for n, e in manifest["files"].items()}
-    sums["manifest.json"] = hashlib.sha256(members["manifest.json"]).hexdigest()
+    return with_manifest(env, name, members, json.dumps(manifest, indent=2, sort_keys=True).encode(),
+                         manifest["files"])
+
+
+def with_manifest(env: Env, name: str, members: dict[str, bytes], manifest: bytes,
+                  listed: dict[str, dict]) -> Path:
+    """The bundle ``members`` zipped with ``manifest`` as manifest.json and CHECKSUMS rewritten to match."""
+    from core.bundle.manifest import checksums_text
+
+    members = {**members, "manifest.json": manifest}
+    sums = {n: e["sha256"] for n, e in listed.items()}
+    sums["manifest.json"] = hashlib.sha256(manifest).hexdigest()
     members["CHECKSUMS"] = checksums_text(sums).encode()
     out = env.inputs / name
     with zipfile.ZipFile(out, "w") as dst:

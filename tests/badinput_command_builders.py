@@ -19,8 +19,6 @@ import numpy as np
 import torch
 from badinput_builders import Env
 
-from core.bundle.manifest import checksums_text
-
 
 # -- outputs and inputs ---------------------------------------------------------------------------
 def bundle_copy(env: Env, name: str = "b.zip") -> Path:
@@ -186,20 +184,9 @@ def manifest_drop(path: str) -> Callable[[Env], Path]:
 
 def raw_manifest(env: Env, name: str, text: bytes) -> Path:
     """A bundle whose manifest.json is ``text`` (any bytes), CHECKSUMS rewritten to match."""
-    import hashlib
-
     with zipfile.ZipFile(env.bundle) as src:
         members = {i.filename: src.read(i) for i in src.infolist()}
-    listed = json.loads(members["manifest.json"])["files"]
-    members["manifest.json"] = text
-    sums = {n: e["sha256"] for n, e in listed.items()}
-    sums["manifest.json"] = hashlib.sha256(text).hexdigest()
-    members["CHECKSUMS"] = checksums_text(sums).encode()
-    out = env.inputs / name
-    with zipfile.ZipFile(out, "w") as dst:
-        for member, data in members.items():
-            dst.writestr(member, data)
-    return out
+    return mk.with_manifest(env, name, members, text, json.loads(members["manifest.json"])["files"])
 
 
 def deeply_nested_manifest(env: Env) -> Path:
