@@ -6,15 +6,18 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QFormLayout,
+    QFrame,
     QHBoxLayout,
     QLabel,
     QLineEdit,
     QPushButton,
+    QScrollArea,
     QSpinBox,
     QWidget,
 )
@@ -130,3 +133,19 @@ class SettingsForm(QWidget):
 
     def editor(self, key: str) -> QWidget | None:
         return self.findChild(QWidget, f"setting_{key}")
+
+
+def scrolled_text(label: QLabel, min_height: int, max_height: int | None = None) -> QScrollArea:
+    """``label`` as wrapped, top-aligned rich text in a frameless scroll area, so long text scrolls
+    instead of being cut when the window is small."""
+    label.setWordWrap(True)
+    label.setTextFormat(Qt.TextFormat.RichText)
+    label.setAlignment(Qt.AlignmentFlag.AlignTop)
+    scroll = QScrollArea()
+    scroll.setWidgetResizable(True)
+    scroll.setFrameShape(QFrame.Shape.NoFrame)
+    scroll.setWidget(label)
+    scroll.setMinimumHeight(min_height)
+    if max_height is not None:
+        scroll.setMaximumHeight(max_height)
+    return scroll

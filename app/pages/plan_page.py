@@ -15,17 +15,15 @@ from PySide6.QtGui import QBrush, QColor
 from PySide6.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
-    QFrame,
     QGridLayout,
     QLabel,
     QPushButton,
-    QScrollArea,
     QSplitter,
 )
 
 from app.context import AppContext
 from app.pages.base import Page, completed_train_runs, fill_table, make_table, run_label, select_run
-from app.pages.forms import set_combo_items
+from app.pages.forms import scrolled_text, set_combo_items
 from app.plots import PlotWidget
 from core.formatting import format_bytes, format_seconds, format_share
 from core.progress import ProgressFn, StopFn
@@ -84,16 +82,7 @@ class PlanPage(Page):
         set_combo_items(self.device, ctx.devices)
 
         self.summary = QLabel("Make a plan to compare the options.")
-        self.summary.setWordWrap(True)
-        self.summary.setTextFormat(Qt.TextFormat.RichText)
-        self.summary.setAlignment(Qt.AlignmentFlag.AlignTop)
-        summary_scroll = QScrollArea()
-        summary_scroll.setWidgetResizable(True)
-        summary_scroll.setFrameShape(QFrame.Shape.NoFrame)
-        summary_scroll.setWidget(self.summary)
-        summary_scroll.setMinimumHeight(80)
-        summary_scroll.setMaximumHeight(170)
-        self.layout_.addWidget(summary_scroll)
+        self.layout_.addWidget(scrolled_text(self.summary, 80, 170))
         split = QSplitter(Qt.Orientation.Vertical)
         split.setChildrenCollapsible(False)
         self.options = make_table(COLUMNS)

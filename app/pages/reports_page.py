@@ -16,11 +16,9 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
-    QFrame,
     QHBoxLayout,
     QLabel,
     QPushButton,
-    QScrollArea,
     QSpinBox,
     QTabWidget,
 )
@@ -28,7 +26,7 @@ from PySide6.QtWidgets import (
 from app import dialogs
 from app.context import AppContext
 from app.pages.base import Page, completed_train_runs, make_table, run_label, select_run
-from app.pages.forms import set_combo_items
+from app.pages.forms import scrolled_text, set_combo_items
 from app.pages.report_widgets import FlipBrowser, fill_metrics_table
 from app.plots import PlotWidget
 from core.errors import StoreError
@@ -142,16 +140,8 @@ class ReportsPage(Page):
         self.layout_.addLayout(pick)
 
         self.verdict = QLabel()
-        self.verdict.setWordWrap(True)
-        self.verdict.setTextFormat(Qt.TextFormat.RichText)
-        self.verdict.setAlignment(Qt.AlignmentFlag.AlignTop)
         self.verdict.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        verdict_scroll = QScrollArea()
-        verdict_scroll.setWidgetResizable(True)
-        verdict_scroll.setFrameShape(QFrame.Shape.NoFrame)
-        verdict_scroll.setWidget(self.verdict)
-        verdict_scroll.setMinimumHeight(90)
-        self.layout_.addWidget(verdict_scroll)
+        self.layout_.addWidget(scrolled_text(self.verdict, 90))
 
         self.tabs = QTabWidget()
         self.metrics = make_table(["Metric"])
