@@ -7,11 +7,15 @@ started once per session by ``pgserver`` (its wheel ships the server and the ext
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
+
+from core.cli.main import main
 
 STORES = ("parquet", "lancedb", "qdrant", "chroma", "pgvector")
 
@@ -128,3 +132,13 @@ def read_all(uri: str) -> dict[str, tuple[np.ndarray, dict[str, Any]]]:
     finally:
         store.close()
     return out
+
+
+def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, Any, str]:
+    code = main([*args, "--json"])
+    out, err = capsys.readouterr()
+    return code, json.loads(out) if code == 0 else out, err
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)

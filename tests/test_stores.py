@@ -19,10 +19,9 @@ from typing import Any
 import numpy as np
 import pytest
 from bundle_fixtures import build_upgrade_workspace
-from store_fixtures import STORES, fill_source, fresh_pg_database, read_all
+from store_fixtures import STORES, cli, fill_source, fresh_pg_database, read_all, unit
 
 from core.bundle import export_bundle, load_bundle
-from core.cli.main import main
 from core.store import Workspace
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,16 +37,6 @@ def upgrade(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         export_bundle(ws, bundle, [up["runs"]["fct"]])
         labels = ws.labels(up["ids"])
     return {**up, "bundle": bundle, "labels": [str(x) for x in labels]}
-
-
-def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, Any, str]:
-    code = main([*args, "--json"])
-    out, err = capsys.readouterr()
-    return code, json.loads(out) if code == 0 else out, err
-
-
-def unit(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
 def top1_agreement(vectors: np.ndarray, labels: list[str]) -> float:

@@ -5,17 +5,15 @@ Parquet (fast, real files) carries most of these; what they check is the store-i
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from bundle_fixtures import build_upgrade_workspace
-from store_fixtures import fill_source, read_all
+from store_fixtures import cli, fill_source, read_all, unit
 
 from core.bundle import export_bundle, load_bundle
-from core.cli.main import main
 from core.connectors import Batch, open_store
 from core.connectors.gallery_import import import_from_store
 from core.errors import Cancelled
@@ -31,16 +29,6 @@ def upgrade(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         export_bundle(ws, root / "backward.zip", [up["runs"]["v3_to_v1"]])
         labels = [str(x) for x in ws.labels(up["ids"])]
     return {**up, "bundle": root / "fct.zip", "backward": root / "backward.zip", "labels": labels}
-
-
-def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, Any, str]:
-    code = main([*args, "--json"])
-    out, err = capsys.readouterr()
-    return code, json.loads(out) if code == 0 else out, err
-
-
-def unit(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
 @pytest.fixture
