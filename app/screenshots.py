@@ -48,13 +48,13 @@ def render_pages(window: object, out: Path) -> list[Path]:
 
 def prepare(workspace: Path, epochs: int = 8) -> int:
     """Train an automatic-choice layer and build its report (in ``workspace``); the run's id."""
-    from core.report.build import build_report
+    from core.report.build import ReportOptions, build_report
     from core.store import Workspace
     from core.train.runs import train_run
 
     with Workspace.open(workspace) as ws:
         run = train_run(ws, "auto", config={"epochs": epochs})
-        build_report(ws, run["run_id"], n_boot=200)
+        build_report(ws, run["run_id"], ReportOptions(n_boot=200))
     return int(run["run_id"])
 
 

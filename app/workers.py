@@ -60,10 +60,6 @@ class Job(QObject):
     def running(self) -> bool:
         return self.outcome is None
 
-    @property
-    def cancel_requested(self) -> bool:
-        return self.token()
-
     def cancel(self) -> None:
         """Ask the job to stop at its next check; it ends with status 'cancelled'."""
         if self.running and not self.token():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 
@@ -25,8 +26,17 @@ def format_bytes(count: float) -> str:
     return f"{count:.1f} TiB"
 
 
-def format_share(value: Any) -> str:
-    """A share in [0, 1] as a percentage; 'n/a' for undefined numbers (None, NaN)."""
-    if not isinstance(value, int | float) or value != value:
+def format_share(value: Any, digits: int = 1) -> str:
+    """A share in [0, 1] as a percentage; 'n/a' for undefined numbers (None, NaN, infinities, non-numbers)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         return "n/a"
-    return f"{100 * value:.1f}%"
+    return f"{100 * value:.{digits}f}%"
+
+
+def format_duration(seconds: float | None) -> str:
+    """An estimate in words for sentences: 'about 4.2 s', 'about 12 min', 'about 3.5 h'."""
+    if seconds is None:
+        return "an unmeasured time"
+    if seconds < 120:
+        return f"about {seconds:.1f} s"
+    return f"about {seconds / 60:.0f} min" if seconds < 7200 else f"about {seconds / 3600:.1f} h"

@@ -105,13 +105,13 @@ def _pipeline(ws: Any, root: Path, result: dict[str, Any], report: ProgressFn) -
     new = summary["new"]
 
     def evaluate() -> dict[str, Any]:
-        from core.report.build import build_report
+        from core.evaluation.headline import HEADLINE
+        from core.report.build import ReportOptions, build_report
 
-        built = build_report(ws, summary["run_id"], n_boot=200, backfill_steps=5)
-        head = built["headline"]
-        metrics = {k: head.get(k) for k in ("old_old_top1", "new_new_top1", "upgraded_top1", "gain_retained",
-                                            "negative_flip_rate", "n_queries")}
-        metrics["report_id"] = built["report_id"]
+        built = build_report(ws, summary["run_id"], ReportOptions(n_boot=200, backfill_steps=5))
+        head = built.headline
+        metrics = {k: head.get(k) for k in (*HEADLINE, "negative_flip_rate", "n_queries")}
+        metrics["report_id"] = built.report_id
         upgraded, old_old = float(head["upgraded_top1"]), float(head["old_old_top1"])
         if not upgraded >= MIN_KEPT_SHARE * old_old:
             raise SelfTestFailure(f"upgraded top-1 {upgraded:.3f} is below {MIN_KEPT_SHARE} x old/old {old_old:.3f}")

@@ -18,7 +18,7 @@ import torch
 
 from core.adapters import BT2Adapter, FCTAdapter, save_adapter
 from core.adapters.closed_form import procrustes, ridge_path
-from core.report.build import build_report
+from core.report.build import ReportOptions, build_report
 from core.retrieval import l2_normalize
 from core.store import Workspace
 from core.synthetic import class_structured_pair, random_semi_orthogonal
@@ -77,6 +77,6 @@ def build_upgrade_workspace(path: Path, seed: int = 3, with_report: bool = True)
     runs["bt2"] = _register(ws, bt2.eval(), "v1", "v3")["run_id"]
     report_id = None
     if with_report:  # the real report of the v3 -> v1 layer, small settings
-        report_id = build_report(ws, runs["v3_to_v1"], n_boot=50, backfill_steps=3)["report_id"]
+        report_id = build_report(ws, runs["v3_to_v1"], ReportOptions(n_boot=50, backfill_steps=3)).report_id
     ws.close()
     return {"path": path, "runs": runs, "ids": ids, "vectors": vectors, "report_id": report_id}

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from core.report.model import Report
 from core.retrieval import l2_normalize
 from core.store import Workspace
 
@@ -23,7 +24,7 @@ class DemoCase:
     path: Path
     run_id: int
     train: dict[str, Any]
-    report: dict[str, Any]
+    report: Report
 
 
 _CACHE: dict[str, DemoCase] = {}

@@ -101,7 +101,7 @@ def test_train_page_pairs_protocol_and_judged_report(qtbot: QtBot, window: MainW
     wait_for_jobs(qtbot, window, 120_000)
     assert not error_dialogs()
     report = reports.report
-    head = report["headline"]
+    head = report.headline
     assert source_of_report(report).label() == source_of_run(run).label()
     assert "relevance judgments (test split)" in source_of_run(run).label()
     assert head["ndcg@10"] == run["metrics"]["ndcg@10"] and head["mrr@10"] == run["metrics"]["mrr@10"]
@@ -112,21 +112,21 @@ def test_train_page_pairs_protocol_and_judged_report(qtbot: QtBot, window: MainW
     rows = [reports.metrics.item(r, 0).text() for r in range(reports.metrics.rowCount())]
     assert "ndcg@10" in rows and "mrr@10" in rows
     column = [reports.metrics.horizontalHeaderItem(c).text()
-              for c in range(reports.metrics.columnCount())].index(report["upgraded_cell"])
+              for c in range(reports.metrics.columnCount())].index(report.upgraded_cell)
     assert reports.metrics.item(rows.index("ndcg@10"), column).text() == format_value(head["ndcg@10"])
 
 
 def test_reports_say_gain_retained_is_undefined_when_the_new_model_is_not_better(
         qtbot: QtBot, window: MainWindow, tmp_path: Path) -> None:
-    from core.report.build import build_report
+    from core.report.build import ReportOptions, build_report
     from core.store import Workspace
     from core.train.runs import train_run
 
     build_judged_workspace(tmp_path / "worse", n_docs=300, n_queries=200, old_noise=0.3, new_noise=0.9)
     with Workspace.open(tmp_path / "worse") as ws:
         summary = train_run(ws, "procrustes", device="cpu")
-        report = build_report(ws, summary["run_id"], n_boot=50)
-    head = report["headline"]
+        report = build_report(ws, summary["run_id"], ReportOptions(n_boot=50))
+    head = report.headline
     assert head["new_new_top1"] <= head["old_old_top1"] and head["gain_retained"] is None  # measured, not assumed
     window.ctx.open_workspace(tmp_path / "worse")
     train = window.show_page("train")
@@ -134,6 +134,6 @@ def test_reports_say_gain_retained_is_undefined_when_the_new_model_is_not_better
     assert train.runs_table.item(0, header.index("Gain retained")).text() == \
         f"undefined — {summary['gain_retained_note']}"
     reports = window.show_page("reports")
-    assert reports.report is not None and reports.report["report_id"] == report["report_id"]
+    assert reports.report is not None and reports.report.report_id == report.report_id
     assert f"gain retained: undefined — {head['gain_retained_note']}" in html.unescape(reports.verdict.text())
     assert head["gain_retained_note"].startswith("the new model is not better")

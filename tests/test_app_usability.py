@@ -82,7 +82,7 @@ def test_auto_choice_shows_winner_candidates_and_source_everywhere(qtbot: QtBot,
     click(qtbot, reports.build_button)
     wait_for_jobs(qtbot, window, 120_000)
     assert not error_dialogs()
-    head = reports.report["headline"]
+    head = reports.report.headline
     assert head["upgraded_top1"] == top1 and source_of_report(reports.report).label() == source.label()
     assert f"Measured on: {source.label()}" in html.unescape(reports.verdict.text())
     assert f"upgraded top-1 {top1:.3f}" in reports.verdict.text()
@@ -143,7 +143,7 @@ def test_pickers_follow_the_run_just_trained_or_reported(qtbot: QtBot, window: M
     reports = window.show_page("reports")
     reports.build(first["run_id"], n_boot=50)
     wait_for_jobs(qtbot, window, 120_000)
-    assert reports.report["run"]["id"] == first["run_id"]
+    assert reports.report.run["id"] == first["run_id"]
     for key in ("plan", "export"):
         assert window.show_page(key).run_combo.currentText().startswith(f"run {first['run_id']} ·")
     # exporting keeps the folder the user chose and suggests the next free name there
@@ -182,11 +182,11 @@ def test_gallery_counts_say_which_splits_form_the_gallery(qtbot: QtBot, window: 
 
 def test_html_report_path_is_shown_when_no_browser_opens_it(qtbot: QtBot, window: MainWindow, demo_copy: Path,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    from core.report.build import build_report
+    from core.report.build import ReportOptions, build_report
 
     run = train_in_core(demo_copy, "procrustes")
     with Workspace.open(demo_copy) as ws:
-        build_report(ws, run["run_id"], n_boot=50)
+        build_report(ws, run["run_id"], ReportOptions(n_boot=50))
     window.ctx.open_workspace(demo_copy)
     reports = window.show_page("reports")
     assert reports.report is not None and reports.html_button.isEnabled()
@@ -194,9 +194,9 @@ def test_html_report_path_is_shown_when_no_browser_opens_it(qtbot: QtBot, window
     click(qtbot, reports.html_button)
     note = reports.path_dialog
     assert note.isVisible() and not note.opened
-    assert note.path_field.text() == reports.report["files"]["html"] and Path(note.path_field.text()).is_file()
+    assert note.path_field.text() == reports.report.html_file and Path(note.path_field.text()).is_file()
     click(qtbot, note.copy_button)
-    assert QGuiApplication.clipboard().text() == reports.report["files"]["html"]
+    assert QGuiApplication.clipboard().text() == reports.report.html_file
     note.close()
 
 
@@ -307,11 +307,11 @@ def test_help_guide_tooltips_and_tie_wording(qtbot: QtBot, window: MainWindow, d
 
 
 def test_layout_at_the_minimum_size(qtbot: QtBot, window: MainWindow, demo_copy: Path) -> None:
-    from core.report.build import build_report
+    from core.report.build import ReportOptions, build_report
 
     run = train_in_core(demo_copy, "procrustes")
     with Workspace.open(demo_copy) as ws:
-        build_report(ws, run["run_id"], n_boot=50)
+        build_report(ws, run["run_id"], ReportOptions(n_boot=50))
     window.ctx.open_workspace(demo_copy)
     window.resize(MIN_SIZE)
     qtbot.waitUntil(lambda: window.width() == MIN_SIZE.width())

@@ -117,21 +117,21 @@ def test_open_models_import_embed_train_report_plan_export(qtbot: QtBot, window:
     wait_for_jobs(qtbot, window)
     assert not error_dialogs()
     report = reports.report
-    assert report is not None and report["run"]["id"] == int(train.runs_table.item(0, 0).text())
-    upgraded = report["upgraded_cell"]
+    assert report is not None and report.run["id"] == int(train.runs_table.item(0, 0).text())
+    upgraded = report.upgraded_cell
     assert upgraded == "new→old"
     headers = [reports.metrics.horizontalHeaderItem(c).text() for c in range(reports.metrics.columnCount())]
-    assert headers[1:4] == list(report["cells"])[:3] and f"{upgraded} vs old/old" in headers
+    assert headers[1:4] == list(report.cells)[:3] and f"{upgraded} vs old/old" in headers
     verdict_col = headers.index(f"{upgraded} vs old/old")
     verdicts = {reports.metrics.item(r, 0).text(): reports.metrics.item(r, verdict_col).text()
                 for r in range(reports.metrics.rowCount())}
-    assert verdicts["top1"] == ("pass" if report["comparison"]["top1"]["passes"] else "fail")
+    assert verdicts["top1"] == ("pass" if report.comparison["top1"]["passes"] else "fail")
     colour = reports.metrics.item(0, headers.index(upgraded)).background().color()
-    assert colour == (PASS_COLOUR if report["comparison"]["top1"]["passes"] else FAIL_COLOUR)
+    assert colour == (PASS_COLOUR if report.comparison["top1"]["passes"] else FAIL_COLOUR)
     reports.tabs.setCurrentWidget(reports.figure_tabs)
     assert {"cells", "recall", "flips", "backfill", "training"} <= set(reports.plots)
     assert all(plot.figure is not None for plot in reports.plots.values())
-    n_flips = report["flipped_queries"]["n_negative"] + report["flipped_queries"]["n_positive"]
+    n_flips = report.flipped_queries["n_negative"] + report.flipped_queries["n_positive"]
     assert len(reports.flips.entries) == min(n_flips, 2 * 500) > 0
     first = reports.flips.entries[0]
     assert first["query"]["path"].endswith(".png") and len(first["old"]) == 5  # real workspace items
@@ -145,10 +145,10 @@ def test_open_models_import_embed_train_report_plan_export(qtbot: QtBot, window:
     wait_for_jobs(qtbot, window)
     assert not error_dialogs()
     plan = plan_page.plan
-    assert plan is not None and plan_page.options.rowCount() == len(plan["options"])
-    chosen = [o["name"] for o in plan["options"]].index(plan["recommendation"])
+    assert plan is not None and plan_page.options.rowCount() == len(plan.options)
+    chosen = [o["name"] for o in plan.options].index(plan.recommendation)
     assert plan_page.options.item(chosen, 0).background().color() == CHOSEN
-    assert plan["reason"] in plan_page.summary.text()
+    assert plan.reason in plan_page.summary.text()
     assert plan_page.plot.figure is not None
 
     # Export: build a bundle of that run, verify it and open its folder.

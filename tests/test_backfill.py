@@ -9,6 +9,7 @@ from core.errors import InputError
 from core.evaluation.metrics import evaluate, relevance
 from core.report.backfill import (
     BackfillCurve,
+    BackfillOptions,
     backfill_curves,
     backfill_order,
     partial_backfill,
@@ -130,7 +131,7 @@ def test_policy_orders_and_informed_policies_help() -> None:
     np.fill_diagonal(scores, -np.inf)
     np.testing.assert_allclose(margins, (w["gh"] * w["go"]).sum(1) - scores.max(1), atol=1e-5)
     curves = partial_backfill(
-        w["qn"], w["qh"], w["gn"], w["go"], w["qy"], w["gy"], gallery_adapted=w["gh"], steps=6, seed=4
+        w["qn"], w["qh"], w["gn"], w["go"], w["qy"], w["gy"], BackfillOptions(steps=6, seed=4), gallery_adapted=w["gh"]
     )
     areas = {p: c.areas["top1"] for p, c in curves.items()}
     assert set(areas) == {"random", "least_confident", "largest_residual"}

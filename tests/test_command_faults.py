@@ -63,11 +63,11 @@ def _big_input(env: Any) -> None:
 
 def _with_report(env: Any) -> None:
     """A report of run 3, so the bundle carries its 200 kB report.html."""
-    from core.report.build import build_report
+    from core.report.build import ReportOptions, build_report
     from core.store import Workspace
 
     with Workspace.open(env.ws) as ws:
-        build_report(ws, 3, n_boot=50, backfill_steps=3)
+        build_report(ws, 3, ReportOptions(n_boot=50, backfill_steps=3))
 
 
 FAULTS = [

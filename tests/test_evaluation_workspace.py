@@ -13,7 +13,7 @@ from train_fixtures import one_torch_thread  # noqa: F401 (autouse fixture)
 
 from core.errors import InputError
 from core.evaluation.tasks import dev_task, upgrade_tasks
-from core.report.build import build_report
+from core.report.build import ReportOptions, build_report
 from core.store import Workspace
 from core.train.pair_choice import pair_setup
 from core.train.runs import train_run
@@ -29,7 +29,7 @@ def judged(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     with Workspace.open(case["path"]) as ws:
         case["documents"] = train_run(ws, "affine", device="cpu", pairs="documents")
         case["both"] = train_run(ws, "affine", device="cpu")
-        case["report"] = build_report(ws, case["both"]["run_id"], n_boot=50, backfill_steps=3)
+        case["report"] = build_report(ws, case["both"]["run_id"], ReportOptions(n_boot=50, backfill_steps=3))
     return case
 
 
@@ -49,12 +49,12 @@ def test_training_reports_the_reports_numbers_on_judged_queries(judged: dict[str
 
 def test_cells_needing_only_old_vectors_search_the_whole_old_gallery(judged: dict[str, Any]) -> None:
     report = judged["report"]
-    cells = report["cells"]
+    cells = report.cells
     assert cells["old/old"]["gallery"] == cells["new→old"]["gallery"] == "old"
     assert cells["old/old"]["protocol"]["n_gallery"] == cells["new→old"]["protocol"]["n_gallery"] == 800
     assert cells["new/new"]["gallery"] == "sample" and cells["new/new"]["protocol"]["n_gallery"] == 400
-    assert report["sizes"]["gallery_old"] == 800 and report["sizes"]["gallery"] == 400
-    text = " ".join(report["protocol"])
+    assert report.sizes["gallery_old"] == 800 and report.sizes["gallery"] == 400
+    text = " ".join(report.protocol)
     assert "search the whole gallery: 800 items" in text and "400 of the 800 gallery items" in text
     # new/new is scored on the test queries whose relevant document has a new vector
     assert cells["new/new"]["n_queries"] < cells["old/old"]["n_queries"] == 150

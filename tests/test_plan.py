@@ -9,7 +9,7 @@ import pytest
 from report_fixtures import DemoCase, demo_case
 
 from core.errors import InputError
-from core.plan import Throughput, plan_from_report, plan_upgrade
+from core.plan import Plan, Throughput, plan_from_report, plan_upgrade
 from core.store import Workspace
 
 N, D_OLD, D_NEW, ADAPTER_BYTES = 100_000, 32, 64, 1000
@@ -32,29 +32,29 @@ def make_report(oo: float, nn: float, up: float, curves: dict[str, list[float]] 
             "backfill": {"policies": {p: {"betas": BETAS, "values": {"top1": v}} for p, v in curves.items()}}}
 
 
-def options(plan: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {o["name"]: o for o in plan["options"]}
+def options(plan: Plan) -> dict[str, dict[str, Any]]:
+    return {o["name"]: o for o in plan.options}
 
 
 def test_adapter_keeping_the_gain_is_enough() -> None:
     plan = plan_from_report(make_report(0.60, 0.80, 0.79), RATE)  # gain retained 0.95
-    assert plan["recommendation"] == "adapter_only"
+    assert plan.recommendation == "adapter_only"
     opt = options(plan)["adapter_only"]
     assert opt["gain_retained"] == pytest.approx(0.95) and opt["time_s"] == 0.0 and opt["items_embedded"] == 0
     assert opt["storage_bytes"] == N * D_OLD * 4 + ADAPTER_BYTES
-    assert "passes the compatibility criterion" in plan["reason"]
+    assert "passes the compatibility criterion" in plan.reason
 
 
 def test_failing_adapter_with_a_much_better_model_backfills_partially() -> None:
     report = make_report(0.60, 0.90, 0.55, {"random": [0.55, 0.70, 0.86, 0.88, 0.90]})
     plan = plan_from_report(report, RATE)
-    assert plan["recommendation"] == "partial_backfill" and not plan["adapter_passes"]
+    assert plan.recommendation == "partial_backfill" and not plan.adapter_passes
     opt = options(plan)["partial_backfill"]
     assert opt["fraction"] == 0.5 and opt["quality"]["top1"] == 0.86  # first point >= 0.95 * 0.90
     assert opt["items_embedded"] == N // 2 and opt["time_s"] == pytest.approx(N / 2 / 500.0)
     assert opt["storage_bytes"] == N // 2 * D_NEW * 4 + N // 2 * D_OLD * 4 + ADAPTER_BYTES
-    assert "fails the compatibility criterion" in plan["reason"]
-    assert any("FAILS the compatibility criterion" in n and "fusion" in n for n in plan["notes"])
+    assert "fails the compatibility criterion" in plan.reason
+    assert any("FAILS the compatibility criterion" in n and "fusion" in n for n in plan.notes)
     full = options(plan)["full_backfill"]
     assert full["time_s"] == pytest.approx(N / 500.0) and full["storage_bytes"] == N * D_NEW * 4
     assert full["bytes_per_item"] == D_NEW * 4 and options(plan)["stay"]["bytes_per_item"] == D_OLD * 4
@@ -62,21 +62,21 @@ def test_failing_adapter_with_a_much_better_model_backfills_partially() -> None:
 
 def test_no_early_point_means_full_backfill() -> None:
     plan = plan_from_report(make_report(0.60, 0.90, 0.62, {"random": [0.62, 0.66, 0.70, 0.75, 0.90]}), RATE)
-    assert plan["recommendation"] == "full_backfill" and "partial_backfill" not in options(plan)
-    assert "keeps only 7%" in plan["reason"]
+    assert plan.recommendation == "full_backfill" and "partial_backfill" not in options(plan)
+    assert "keeps only 7%" in plan.reason
 
 
 def test_new_model_not_better_means_stay() -> None:
     plan = plan_from_report(make_report(0.70, 0.68, 0.69), RATE)
-    assert plan["recommendation"] == "stay" and not plan["new_better"]
-    assert "not better than the old one" in plan["reason"] and "not better" in plan["notes"][0]
+    assert plan.recommendation == "stay" and not plan.new_better
+    assert "not better than the old one" in plan.reason and "not better" in plan.notes[0]
 
 
 def test_gain_retained_is_undefined_when_the_new_model_is_not_better() -> None:
     from core.evaluation.compat import NOT_BETTER
 
     plan = plan_from_report(make_report(0.45, 0.40, 0.50), RATE)  # the ratio's sign would flip: 2.0
-    for option in plan["options"]:
+    for option in plan.options:
         assert option["gain_retained"] is None and option["gain_retained_note"] == NOT_BETTER
     assert options(plan)["adapter_only"]["passes_criterion"] is True  # the criterion stays per metric
 
@@ -85,8 +85,8 @@ def test_informed_order_is_costed_with_its_ranking_pass() -> None:
     curves = {"random": [0.55, 0.60, 0.65, 0.70, 0.90], "least_confident": [0.55, 0.88, 0.89, 0.89, 0.90]}
     plan = plan_from_report(make_report(0.60, 0.90, 0.55, curves), RATE)
     # least_confident reaches the target at β = 0.25, but ranking by it needs every new vector first
-    assert "partial_backfill" not in options(plan) and plan["recommendation"] == "full_backfill"
-    assert any("least_confident order reaches 0.880 top-1 at β = 0.25" in n for n in plan["notes"])
+    assert "partial_backfill" not in options(plan) and plan.recommendation == "full_backfill"
+    assert any("least_confident order reaches 0.880 top-1 at β = 0.25" in n for n in plan.notes)
 
 
 def test_chosen_fraction_reads_the_curve_between_points() -> None:
@@ -104,14 +104,14 @@ def test_forward_alternative_and_unknown_embedding_cost() -> None:
            "out_dim": D_NEW, "source": "run 7"}
     plan = plan_from_report(report, no_backbone, alternatives=[alt])
     fwd = options(plan)["forward_transform"]
-    assert plan["recommendation"] == "forward_transform"
+    assert plan.recommendation == "forward_transform"
     assert fwd["time_s"] == pytest.approx(N / 2e5) and fwd["gain_retained"] == pytest.approx(28 / 30)
-    assert options(plan)["full_backfill"]["time_s"] is None and "no backbone here" in plan["notes"]
+    assert options(plan)["full_backfill"]["time_s"] is None and "no backbone here" in plan.notes
 
 
 def test_forward_layer_of_the_report_is_the_transform_option() -> None:
     plan = plan_from_report(make_report(0.60, 0.90, 0.89, direction="forward"), RATE)
-    assert plan["recommendation"] == "forward_transform" and "adapter_only" not in options(plan)
+    assert plan.recommendation == "forward_transform" and "adapter_only" not in options(plan)
     assert options(plan)["forward_transform"]["time_s"] == pytest.approx(N / 1e6)
 
 
@@ -125,27 +125,27 @@ def test_plan_on_the_demo_uses_its_report_and_measured_rates(case: DemoCase) -> 
         before = len(ws.reports())
         plan = plan_upgrade(ws, case.run_id, device="cpu")
         assert len(ws.reports()) == before  # planned from the existing report
-    assert plan["report_id"] == case.report["report_id"] and plan["run_id"] == case.run_id
+    assert plan.report_id == case.report.report_id and plan.run_id == case.run_id
     opts = options(plan)
-    rate = plan["throughput"]["embed_items_per_s"]
-    assert rate > 0 and plan["throughput"]["embed_sample"] == 64
+    rate = plan.throughput["embed_items_per_s"]
+    assert rate > 0 and plan.throughput["embed_sample"] == 64
     assert opts["full_backfill"]["time_s"] == pytest.approx(997 / rate)
     assert opts["stay"]["storage_bytes"] == 997 * 32 * 4 and opts["full_backfill"]["storage_bytes"] == 997 * 64 * 4
-    cells = case.report["cells"]
+    cells = case.report.cells
     assert opts["adapter_only"]["quality"]["top1"] == cells["new→old"]["metrics"]["top1"]
     assert opts["full_backfill"]["quality"]["top1"] == cells["new/new"]["metrics"]["top1"]
     # the affine layer keeps about a fifth of the gain on the demo: not enough on its own
-    assert case.report["headline"]["gain_retained"] < 0.9
-    assert plan["recommendation"] in ("partial_backfill", "full_backfill") and "keeps only" in plan["reason"]
+    assert case.report.headline["gain_retained"] < 0.9
+    assert plan.recommendation in ("partial_backfill", "full_backfill") and "keeps only" in plan.reason
 
 
 def test_without_labels_own_item_retrieval_decides() -> None:
     report = make_report(1.0, 1.0, 0.97, {"random": [0.97, 0.97, 0.98, 0.99, 1.0]})
     report["sizes"]["relevance"] = "item"
     plan = plan_from_report(report, RATE)
-    assert plan["recommendation"] == "adapter_only" and plan["new_better"] is None and plan["adapter_passes"] is None
-    assert "own-item retrieval" in plan["reason"] and "Without labels" in plan["notes"][0]
+    assert plan.recommendation == "adapter_only" and plan.new_better is None and plan.adapter_passes is None
+    assert "own-item retrieval" in plan.reason and "Without labels" in plan.notes[0]
     report["cells"]["new→old"]["metrics"]["top1"] = 0.40
     report["backfill"]["policies"]["random"]["values"]["top1"] = [0.40, 0.70, 0.96, 0.99, 1.0]
     plan = plan_from_report(report, RATE)
-    assert plan["recommendation"] == "partial_backfill" and options(plan)["partial_backfill"]["fraction"] == 0.5
+    assert plan.recommendation == "partial_backfill" and options(plan)["partial_backfill"]["fraction"] == 0.5

@@ -9,7 +9,7 @@ import pytest
 from report_fixtures import DemoCase, brute_force, demo_case, old_gallery_ids, protocol_ids
 
 from core.adapters import adapt_queries, load_adapter
-from core.report.build import build_report, flipped_queries, load_report
+from core.report.build import ReportOptions, build_report, load_report
 from core.store import Workspace
 
 
@@ -41,22 +41,22 @@ def truth(case: DemoCase) -> dict[str, dict]:
 
 def test_cells_and_protocol_are_stated(case: DemoCase) -> None:
     r = case.report
-    assert r["schema"] == "embridge.report/1" and r["kind"] == "upgrade"
-    assert set(r["cells"]) == {"old/old", "new/new", "new→old"}
-    assert r["upgraded_cell"] == "new→old" and r["ceiling_cell"] == "new/new"
-    s = r["sizes"]
+    assert r.schema == "embridge.report/1" and r.kind == "upgrade"
+    assert set(r.cells) == {"old/old", "new/new", "new→old"}
+    assert r.upgraded_cell == "new→old" and r.ceiling_cell == "new/new"
+    s = r.sizes
     # the demo: 200 query items, a 600-item evaluation sample of the 997-item gallery
     assert (s["queries"], s["gallery"], s["gallery_full"]) == (200, 600, 997)
     assert s["relevance"] == "label" and s["query_source"] == "query split"
     assert s["gallery_train_fold"] > 0 and not s["heldout_gallery"]
-    assert any(f"contains {s['gallery_train_fold']} items the layer was fitted on" in line for line in r["protocol"])
-    assert r["search"]["exact"] and r["search"]["method"] == "exact"
-    assert r["scoring"]["map_key"] == "mAP" and r["scoring"]["ranking_depth"] == 997
+    assert any(f"contains {s['gallery_train_fold']} items the layer was fitted on" in line for line in r.protocol)
+    assert r.search["exact"] and r.search["method"] == "exact"
+    assert r.scoring["map_key"] == "mAP" and r.scoring["ranking_depth"] == 997
     assert s["gallery_old"] == 997  # old/old and new→old search the whole gallery the old model embedded
-    assert [r["cells"][c]["gallery"] for c in ("old/old", "new→old", "new/new")] == ["old", "old", "sample"]
-    assert [r["cells"][c]["protocol"]["n_gallery"] for c in ("old/old", "new→old", "new/new")] == [997, 997, 600]
-    assert any("search the whole gallery: 997 items" in line for line in r["protocol"])
-    for cell in r["cells"].values():
+    assert [r.cells[c]["gallery"] for c in ("old/old", "new→old", "new/new")] == ["old", "old", "sample"]
+    assert [r.cells[c]["protocol"]["n_gallery"] for c in ("old/old", "new→old", "new/new")] == [997, 997, 600]
+    assert any("search the whole gallery: 997 items" in line for line in r.protocol)
+    for cell in r.cells.values():
         for name, value in cell["metrics"].items():
             assert 0.0 <= value <= 1.0, name
         for lo, hi in cell["ci"].values():
@@ -67,11 +67,11 @@ def test_cells_and_protocol_are_stated(case: DemoCase) -> None:
 def test_cells_match_brute_force(case: DemoCase, truth: dict) -> None:
     assert truth["sizes"] == {"queries": 200, "gallery": 600, "old_gallery": 997}
     for cell in ("old/old", "new/new", "new→old"):
-        got = case.report["cells"][cell]["metrics"]
+        got = case.report.cells[cell]["metrics"]
         for metric in ("top1", "top5", "recall@10", "mAP"):
             # near-ties may order differently in float32 (faiss vs numpy); one changed query moves a number by 1/200
             assert got[metric] == pytest.approx(truth[cell][metric], abs=1e-6), (cell, metric)
-    h = case.report["headline"]
+    h = case.report.headline
     assert h["old_old_top1"] == pytest.approx(truth["old/old"]["top1"], abs=1e-12)
     assert h["upgraded_top1"] == pytest.approx(truth["new→old"]["top1"], abs=1e-12)
     oo, nn, up = (truth[c]["top1"] for c in ("old/old", "new/new", "new→old"))
@@ -82,11 +82,11 @@ def test_cells_match_brute_force(case: DemoCase, truth: dict) -> None:
 
 
 def test_flips_agree_with_top1_and_list_real_results(case: DemoCase, truth: dict) -> None:
-    h = case.report["headline"]
+    h = case.report.headline
     old_ok, up_ok = truth["old/old"]["correct"], truth["new→old"]["correct"]
     assert h["negative_flip_rate"] == pytest.approx(np.mean(old_ok & ~up_ok))
     assert h["positive_flip_rate"] == pytest.approx(np.mean(~old_ok & up_ok))
-    flipped = flipped_queries(case.report)
+    flipped = case.report.flipped_list()
     negative = [f for f in flipped if f["flip"] == "negative"]
     assert len(negative) == int((old_ok & ~up_ok).sum()) and len(flipped) - len(negative) == int((~old_ok & up_ok).sum())
     for f in flipped:
@@ -100,10 +100,10 @@ def test_flips_agree_with_top1_and_list_real_results(case: DemoCase, truth: dict
 
 
 def test_backfill_endpoints_are_the_cells(case: DemoCase, truth: dict) -> None:
-    b = case.report["backfill"]
+    b = case.report.backfill
     assert set(b["policies"]) == {"random", "least_confident", "largest_residual"}
     up = truth["new→old on the sample"]["top1"]  # the curves run on the evaluation sample
-    nn = case.report["cells"]["new/new"]["metrics"]["top1"]
+    nn = case.report.cells["new/new"]["metrics"]["top1"]
     for curve in b["policies"].values():
         assert curve["betas"][0] == 0.0 and curve["betas"][-1] == 1.0 and len(curve["betas"]) == 11
         assert curve["values"]["top1"][0] == pytest.approx(up, abs=1e-12) and curve["values"]["top1"][-1] == nn
@@ -114,25 +114,25 @@ def test_backfill_endpoints_are_the_cells(case: DemoCase, truth: dict) -> None:
 
 def test_per_label_and_compatibility_rate(case: DemoCase) -> None:
     r = case.report
-    for name, rows in r["per_label"].items():
+    for name, rows in r.per_label.items():
         n = np.array([row["n"] for row in rows])
         top1 = np.array([row["top1"] for row in rows])
         assert n.sum() == 200 and {row["label"] for row in rows} == {str(d) for d in range(10)}
-        assert float((n * top1).sum() / n.sum()) == pytest.approx(r["cells"][name]["metrics"]["top1"])
-    rate = r["compatibility_rate"]
+        assert float((n * top1).sum() / n.sum()) == pytest.approx(r.cells[name]["metrics"]["top1"])
+    rate = r.compatibility_rate
     assert rate["n_positive"] == rate["n_negative"] == 10_000 and 0 <= rate["rate"] <= 1
     assert rate["rate"] == pytest.approx((rate["positive_rate"] + rate["negative_rate"]) / 2)
 
 
 def test_report_is_written_registered_and_round_trips(case: DemoCase) -> None:
     r = case.report
-    folder = case.path / "reports" / str(r["report_id"])
-    assert Path(r["files"]["json"]) == folder / "report.json" and (folder / "report.html").is_file()
+    folder = case.path / "reports" / str(r.report_id)
+    assert Path(r.json_file) == folder / "report.json" and (folder / "report.html").is_file()
     with Workspace.open(case.path) as ws:
-        row = ws.report(r["report_id"])
-        assert row["run_id"] == case.run_id and row["summary"]["upgraded_top1"] == r["headline"]["upgraded_top1"]
-        assert load_report(ws, r["report_id"])["cells"]["old/old"]["metrics"] == r["cells"]["old/old"]["metrics"]
-        recorded = ws.run(r["report_run_id"])
+        row = ws.report(r.report_id)
+        assert row["run_id"] == case.run_id and row["summary"]["upgraded_top1"] == r.headline["upgraded_top1"]
+        assert load_report(ws, r.report_id).cells["old/old"]["metrics"] == r.cells["old/old"]["metrics"]
+        recorded = ws.run(r.report_run_id)
         assert recorded["kind"] == "report" and recorded["status"] == "completed"
     assert not list((case.path / "reports").glob(".tmp-*"))  # the scratch folder is gone
 
@@ -140,13 +140,13 @@ def test_report_is_written_registered_and_round_trips(case: DemoCase) -> None:
 def test_heldout_gallery_leaves_out_the_train_fold(case: DemoCase) -> None:
     with Workspace.open(case.path) as ws:
         folds = ws.folds()
-        report = build_report(ws, case.run_id, heldout_gallery=True, backfill_steps=3, n_boot=50, write=False)
-    s = report["sizes"]
+        report = build_report(ws, case.run_id, ReportOptions(heldout_gallery=True, backfill_steps=3, n_boot=50), write=False)
+    s = report.sizes
     in_train = sum(1 for k in ws_gallery_ids(case) if folds.get(k) == "train")
     assert s["heldout_gallery"] and s["removed_train"] == in_train > 0
     assert s["gallery"] == 600 - in_train and s["gallery_train_fold"] == 0
-    assert any("were removed from the gallery" in line for line in report["protocol"])
-    assert report["report_id"] is None  # not written
+    assert any("were removed from the gallery" in line for line in report.protocol)
+    assert report.report_id is None  # not written
 
 
 def ws_gallery_ids(case: DemoCase) -> list[int]:

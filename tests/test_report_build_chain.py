@@ -33,14 +33,14 @@ def _gallery_and_queries(ws: Workspace, models: list[str]) -> tuple[np.ndarray, 
 
 
 def test_matrix_matches_brute_force_with_composed_layers(chain: dict[str, Any]) -> None:
-    models, c = chain["models"], chain["report"]["chain"]
+    models, c = chain["models"], chain["report"].chain
     m = np.array(c["matrix"], dtype=np.float64)
     with Workspace.open(chain["path"]) as ws:
         queries, gallery = _gallery_and_queries(ws, models)
         q_lab, g_lab = np.array(ws.labels(queries)), np.array(ws.labels(gallery))
         vec = {name: (ws.vectors_for(name, queries), ws.vectors_for(name, gallery)) for name in models}
         layers = [load_adapter(ws.adapter_path(ws.adapter_for_run(r)["id"])) for r in chain["runs"]]
-    assert chain["report"]["sizes"]["queries"] == len(queries) == 64
+    assert chain["report"].sizes["queries"] == len(queries) == 64
     for i, name in enumerate(models):
         assert m[i, i] == pytest.approx(brute_force(*vec[name], q_lab, g_lab)["top1"], abs=1e-6)
     # v3 queries through v3→v2, then v2→v1, against the untouched v1 gallery
@@ -56,7 +56,7 @@ def test_matrix_matches_brute_force_with_composed_layers(chain: dict[str, Any]) 
 
 
 def test_ac_and_am_follow_their_definitions(chain: dict[str, Any]) -> None:
-    c = chain["report"]["chain"]
+    c = chain["report"].chain
     m = np.array(c["matrix"], dtype=np.float64)
     wins = [m[i, j] > m[j, j] for i in range(3) for j in range(i)]
     assert c["ac"] == pytest.approx(2 * sum(wins) / (3 * 2))
@@ -67,15 +67,15 @@ def test_ac_and_am_follow_their_definitions(chain: dict[str, Any]) -> None:
 
 def test_chain_report_files(chain: dict[str, Any]) -> None:
     report = chain["report"]
-    stored = json.loads(Path(report["files"]["json"]).read_text(encoding="utf-8"))
+    stored = json.loads(Path(report.json_file).read_text(encoding="utf-8"))
     assert stored["schema"] == "embridge.report/1" and stored["kind"] == "chain"
     assert stored["chain"]["matrix"][0][1] is None  # above the diagonal: undefined, written as null
-    page = Path(report["files"]["html"]).read_text(encoding="utf-8")
+    page = Path(report.html_file).read_text(encoding="utf-8")
     assert page.count("<svg") == 1 and 'id="figure-compatibility_matrix"' in page
     assert "http://" not in page and "https://" not in page
     with Workspace.open(chain["path"]) as ws:
-        row = ws.report(report["report_id"])
-        assert row["run_id"] is None and row["summary"]["ac"] == report["chain"]["ac"]
+        row = ws.report(report.report_id)
+        assert row["run_id"] is None and row["summary"]["ac"] == report.chain["ac"]
 
 
 def test_chain_refuses_steps_in_the_wrong_order(chain: dict[str, Any]) -> None:

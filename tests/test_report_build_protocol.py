@@ -9,7 +9,7 @@ import pytest
 from report_fixtures import brute_force
 
 from core.adapters import adapt_queries, load_adapter
-from core.report.build import build_report
+from core.report.build import ReportOptions, build_report
 from core.store import Workspace
 from core.synthetic import class_structured_pair
 from core.train.runs import train_run
@@ -34,13 +34,13 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 def test_test_fold_queries_are_excluded_from_their_own_ranking(tmp_path: Path) -> None:
     with _workspace(tmp_path / "ws", labelled=True, query_split=False) as ws:
-        report = build_report(ws, backfill_steps=3, n_boot=50, write=False)
+        report = build_report(ws, None, ReportOptions(backfill_steps=3, n_boot=50), write=False)
         folds = ws.folds()
         test = np.array(sorted(i for i, f in folds.items() if f == "test"), dtype=np.int64)
         gallery = ws.item_ids()
         labels = np.array(ws.labels(gallery))
         old = _unit(ws.vectors_for("o", gallery))
-    s = report["sizes"]
+    s = report.sizes
     assert s["query_source"] == "test fold" and s["queries"] == len(test) == s["queries_in_gallery"]
     assert s["gallery"] == 300
     # brute force with the query's own row masked out of its ranking
@@ -48,12 +48,12 @@ def test_test_fold_queries_are_excluded_from_their_own_ranking(tmp_path: Path) -
     scores = old[rows] @ old.T
     scores[np.arange(len(rows)), rows] = -np.inf
     top1 = labels[scores.argmax(axis=1)] == labels[rows]
-    assert report["cells"]["old/old"]["metrics"]["top1"] == pytest.approx(top1.mean(), abs=1e-6)
+    assert report.cells["old/old"]["metrics"]["top1"] == pytest.approx(top1.mean(), abs=1e-6)
 
 
 def test_without_labels_a_query_finds_its_own_item(tmp_path: Path) -> None:
     with _workspace(tmp_path / "ws", labelled=False, query_split=True) as ws:
-        report = build_report(ws, backfill_steps=3, n_boot=50, write=False)
+        report = build_report(ws, None, ReportOptions(backfill_steps=3, n_boot=50), write=False)
         queries = ws.item_ids("query")
         everything = ws.item_ids()
         adapter = load_adapter(ws.adapter_path(ws.adapter_for_run(ws.latest_run("train")["id"])["id"]))
@@ -61,14 +61,14 @@ def test_without_labels_a_query_finds_its_own_item(tmp_path: Path) -> None:
         g_old = ws.vectors_for("o", everything)
         keys_q, keys_g = np.array([r["key"] for r in ws.items(ids=queries)]), np.array(
             [r["key"] for r in ws.items(ids=everything)])
-    s = report["sizes"]
+    s = report.sizes
     assert s["relevance"] == "item" and s["queries_added_to_gallery"] == 50 and s["gallery"] == 300
-    assert report["cells"]["old/old"]["metrics"]["top1"] == 1.0  # the same vector: found trivially
+    assert report.cells["old/old"]["metrics"]["top1"] == 1.0  # the same vector: found trivially
     own = brute_force(q_up, g_old, keys_q, keys_g)["top1"]
-    assert report["cells"]["new→old"]["metrics"]["top1"] == pytest.approx(own, abs=1e-6)
-    head = report["headline"]
-    assert head["compatible"] is None and head["gain_retained"] is None and report["per_label"] == {}
-    assert "Without labels" in report["verdicts"][0]
+    assert report.cells["new→old"]["metrics"]["top1"] == pytest.approx(own, abs=1e-6)
+    head = report.headline
+    assert head["compatible"] is None and head["gain_retained"] is None and report.per_label == {}
+    assert "Without labels" in report.verdicts[0]
 
 
 def test_a_stopped_report_is_recorded_as_cancelled_and_leaves_nothing(tmp_path: Path) -> None:
@@ -90,8 +90,8 @@ def test_a_stopped_report_is_recorded_as_cancelled_and_leaves_nothing(tmp_path: 
 
 def test_spilled_matrices_give_the_same_report(tmp_path: Path) -> None:
     with _workspace(tmp_path / "ws", labelled=True, query_split=True) as ws:
-        in_memory = build_report(ws, backfill_steps=5, n_boot=50, write=False)
-        spilled = build_report(ws, backfill_steps=5, n_boot=50, write=False, memory_budget=0)
+        in_memory = build_report(ws, None, ReportOptions(backfill_steps=5, n_boot=50), write=False)
+        spilled = build_report(ws, None, ReportOptions(backfill_steps=5, n_boot=50, memory_budget=0), write=False)
     for name, cell in in_memory["cells"].items():
         assert spilled["cells"][name]["metrics"] == cell["metrics"]
     assert spilled["backfill"]["policies"] == in_memory["backfill"]["policies"]

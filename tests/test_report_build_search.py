@@ -9,7 +9,7 @@ import pytest
 from report_fixtures import DemoCase, demo_case, old_gallery_ids
 
 from core.evaluation.search import SearchConfig, build_index, search_index
-from core.report.build import build_report
+from core.report.build import ReportOptions, build_report
 from core.retrieval import l2_normalize
 from core.store import Workspace
 
@@ -22,13 +22,13 @@ def case(demo_workspace_path: Path, tmp_path_factory: pytest.TempPathFactory) ->
 def test_forced_ivf_states_parameters_and_true_recall(case: DemoCase) -> None:
     config = SearchConfig(method="ivf", nprobe=1, recall_sample=1000)
     with Workspace.open(case.path) as ws:
-        report = build_report(ws, case.run_id, search=config, backfill_steps=3, n_boot=50, write=False)
+        report = build_report(ws, case.run_id, ReportOptions(search=config, backfill_steps=3, n_boot=50), write=False)
         queries = ws.item_ids("query")
         gallery = old_gallery_ids(ws, case.train["old"])  # old/old searches the whole old gallery
         q_old = l2_normalize(ws.vectors_for(case.train["old"], queries))
         g_old = l2_normalize(ws.vectors_for(case.train["old"], gallery))
-    s = report["search"]
-    assert s["method"] == "ivf" and not s["exact"] and report["scoring"]["map_key"] == "mAP@R"
+    s = report.search
+    assert s["method"] == "ivf" and not s["exact"] and report.scoring["map_key"] == "mAP@R"
     cell = s["cells"]["old/old"]
     params = cell["params"]
     assert params["nprobe"] == 1 and params["nlist"] > 1 and params["recall_k"] == 10

@@ -13,6 +13,7 @@ import pytest
 from report_fixtures import DemoCase, demo_case
 
 from core.report.export import inline_svg, json_safe, report_figures, save_report
+from core.report.model import Report
 from core.store import Workspace
 
 
@@ -39,11 +40,11 @@ class _Collector(HTMLParser):
 
 
 def test_json_has_schema_and_round_trips(case: DemoCase) -> None:
-    text = Path(case.report["files"]["json"]).read_text(encoding="utf-8")
+    text = Path(case.report.json_file).read_text(encoding="utf-8")
     loaded = json.loads(text)
     assert loaded["schema"] == "embridge.report/1"
-    assert loaded == json_safe(case.report)
-    assert loaded["report_id"] == case.report["report_id"]
+    assert loaded == case.report.to_json()
+    assert loaded["report_id"] == case.report.report_id
     assert "NaN" not in text and "Infinity" not in text
 
 
@@ -53,7 +54,7 @@ def test_json_safe_writes_undefined_numbers_as_null() -> None:
 
 
 def test_html_holds_every_figure_and_no_network_reference(case: DemoCase) -> None:
-    page = Path(case.report["files"]["html"]).read_text(encoding="utf-8")
+    page = Path(case.report.html_file).read_text(encoding="utf-8")
     figures = report_figures(case.report)
     assert set(figures) == {"cells", "recall", "flips", "per_label", "backfill", "training"}
     assert page.count("<svg") == len(figures)
@@ -67,13 +68,13 @@ def test_html_holds_every_figure_and_no_network_reference(case: DemoCase) -> Non
     for tag, attr, value in parser.refs:
         assert value.startswith("#") or (tag == "img" and value.startswith("data:")), (tag, attr, value)
     text = " ".join(parser.text)
-    head = case.report["headline"]
+    head = case.report.headline
     assert f"{head['upgraded_top1']:.4f}" in text and f"{head['old_old_top1']:.4f}" in text
-    assert case.report["search"]["statement"] in text
+    assert case.report.search["statement"] in text
 
 
 def test_inline_svg_ids_are_prefixed_and_resolve(case: DemoCase) -> None:
-    page = Path(case.report["files"]["html"]).read_text(encoding="utf-8")
+    page = Path(case.report.html_file).read_text(encoding="utf-8")
     ids = re.findall(r'\bid="([^"]+)"', page)
     assert len(ids) == len(set(ids))  # unique across all inlined figures
     refs = set(re.findall(r'href="#([^"]+)"', page)) | set(re.findall(r"url\(#([^)]+)\)", page))
@@ -84,8 +85,8 @@ def test_inline_svg_ids_are_prefixed_and_resolve(case: DemoCase) -> None:
 
 
 def test_no_temp_files_and_folder_named_by_id(case: DemoCase) -> None:
-    folder = Path(case.report["files"]["json"]).parent
-    assert folder.name == str(case.report["report_id"])
+    folder = Path(case.report.json_file).parent
+    assert folder.name == str(case.report.report_id)
     assert sorted(p.name for p in folder.iterdir()) == ["report.html", "report.json"]
 
 
@@ -99,10 +100,10 @@ def test_failed_registration_leaves_nothing(case: DemoCase, monkeypatch: pytest.
 
         monkeypatch.setattr(ws, "add_report", broken)
         with pytest.raises(OSError):
-            save_report(ws, dict(minimal))
+            save_report(ws, Report.from_json(minimal))
         monkeypatch.undo()
         expected_id = max((r["id"] for r in ws.reports()), default=0) + 1
         assert not (case.path / "reports" / str(expected_id)).exists()
         assert len(ws.reports()) == before
-        row = save_report(ws, dict(minimal))
+        row = save_report(ws, Report.from_json(minimal))
         assert row["id"] == expected_id and row["summary"]["upgraded_top1"] is None

@@ -35,7 +35,7 @@ def case(demo_workspace_path: Path, tmp_path_factory: pytest.TempPathFactory) ->
 
 
 def test_report_loads_cleanly_with_every_figure_visible_and_tables_fitting(case: DemoCase) -> None:
-    html = Path(case.report["files"]["html"])
+    html = Path(case.report.html_file)
     with Page(width=PAGE_WIDTH, height=900) as page:
         page.load(html)
         seen = page.evaluate(MEASURE)

@@ -76,10 +76,10 @@ def test_cascade_run_is_measured_as_a_cascade(runs: dict[str, dict[str, Any]], w
     assert run["upgraded_top1"] > run["old_old_top1"]
     with Workspace.open(ws_path) as ws:
         report = build_report(ws, run["run_id"])
-    k = report["adapter"]["config"]["k"]
-    assert report["cells"]["new→old"]["query_side"].startswith(f"cascade: old query recalls K = {k}")
-    assert any(v.startswith(f"Cascade with K = {k}") for v in report["verdicts"])
-    assert report["headline"]["upgraded_top1"] == pytest.approx(run["upgraded_top1"])
+    k = report.adapter["config"]["k"]
+    assert report.cells["new→old"]["query_side"].startswith(f"cascade: old query recalls K = {k}")
+    assert any(v.startswith(f"Cascade with K = {k}") for v in report.verdicts)
+    assert report.headline["upgraded_top1"] == pytest.approx(run["upgraded_top1"])
 
 
 def test_auto_picks_a_passing_option_and_records_every_candidate(runs: dict[str, dict[str, Any]]) -> None:
@@ -95,29 +95,29 @@ def test_auto_picks_a_passing_option_and_records_every_candidate(runs: dict[str,
 def test_plan_recommends_the_only_passing_bridge(runs: dict[str, dict[str, Any]], ws_path: Path) -> None:
     with Workspace.open(ws_path) as ws:
         report = build_report(ws, runs["cascade"]["run_id"])
-    head = report["headline"]
+    head = report.headline
     assert head["compatible"]  # measured (seed 0): the cascade scores 0.53, above new/new 0.47 and old/old 0.30
     # the real case: a bridge that passes but keeps a third of the gain (the plan is a pure function of the
     # report, so its rule is checked on this report with the cascade's cell set to that share)
     report = copy.deepcopy(report)
     oo, cc = head["old_old_top1"], head["ceiling_top1"]
-    report["cells"]["new→old"]["metrics"]["top1"] = oo + (cc - oo) / 3
+    report.cells["new→old"]["metrics"]["top1"] = oo + (cc - oo) / 3
     # a layer that fails next to this cascade: the cascade is then the only passing free option
     tp = Throughput(embed_items_per_s=None, adapter_items_per_s=1e5)
     failing = {"name": "adapter_only", "kind": "affine", "quality": {"top1": head["old_old_top1"] - 0.05},
                "items_per_s": 1e5, "source": "test"}
     plan = plan_from_report(report, tp, alternatives=[failing])
-    options = {o["name"]: o for o in plan["options"]}
+    options = {o["name"]: o for o in plan.options}
     cascade = options["cascade"]
-    k = report["adapter"]["config"]["k"]
+    k = report.adapter["config"]["k"]
     assert cascade["serving_cost"] == {"encoders_at_query_time": 2, "reranks_per_query": k}
-    assert plan["recommendation"] == "cascade" and cascade["only_passing"]
-    assert "the only option that passes the compatibility criterion without re-embedding" in plan["reason"]
-    assert f"{k} re-ranked items per query" in plan["reason"]
+    assert plan.recommendation == "cascade" and cascade["only_passing"]
+    assert "the only option that passes the compatibility criterion without re-embedding" in plan.reason
+    assert f"{k} re-ranked items per query" in plan.reason
     # with a second free option that passes, neither is "the only one": the full backfill is recommended
     passing = {**failing, "name": "fusion", "kind": "fusion", "quality": {"top1": head["old_old_top1"] + 0.01}}
     plan = plan_from_report(report, tp, alternatives=[passing])
-    assert plan["recommendation"] == "full_backfill"
+    assert plan.recommendation == "full_backfill"
 
 
 def test_bundle_manifest_records_the_serving_method(runs: dict[str, dict[str, Any]], ws_path: Path,

@@ -56,13 +56,13 @@ def test_the_demo_is_a_real_upgrade(demo_runs: dict[str, Any]) -> None:
 
 def test_training_numbers_are_the_reports_numbers(demo_runs: dict[str, Any]) -> None:
     """The run's held-out numbers and the report's headline are one computation on the same queries."""
-    from core.report.build import build_report
+    from core.report.build import ReportOptions, build_report
 
     ws = Workspace.open(demo_runs["_path"])
     try:
         for method in ("procrustes", "fusion", "fct"):
             run = demo_runs[method]
-            head = build_report(ws, run["run_id"], n_boot=20, backfill_steps=2, write=False)["headline"]
+            head = build_report(ws, run["run_id"], ReportOptions(n_boot=20, backfill_steps=2), write=False).headline
             for key in ("old_old_top1", "new_new_top1", "upgraded_top1", "gain_retained", "compatible", "n_queries"):
                 assert run[key] == head[key], (method, key)
             assert run["heldout_protocol"] == head["protocols"][head_cell(method)]["text"]

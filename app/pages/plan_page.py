@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from PySide6.QtCore import Qt
@@ -26,7 +27,9 @@ from app.pages.base import Page, completed_train_runs, fill_table, make_table, r
 from app.pages.forms import scrolled_text, set_combo_items
 from app.plots import PlotWidget
 from core.formatting import format_bytes, format_seconds, format_share
+from core.plan.model import Plan
 from core.progress import ProgressFn, StopFn
+from core.report.model import Report
 from core.store import Workspace
 
 log = logging.getLogger("embridge.app")
@@ -50,7 +53,7 @@ class PlanPage(Page):
 
     def __init__(self, ctx: AppContext) -> None:
         super().__init__(ctx)
-        self.plan: dict[str, Any] | None = None
+        self.plan: Plan | None = None
         self._runs: list[dict[str, Any]] = []
         self.run_combo = QComboBox()
         self.run_combo.currentIndexChanged.connect(self._run_chosen)
@@ -122,40 +125,41 @@ class PlanPage(Page):
         def job(ws: Workspace, on_progress: ProgressFn, should_stop: StopFn) -> dict[str, Any]:
             from core.plan import plan_upgrade
 
-            return plan_upgrade(ws, run_id, fraction, device=device, gain_threshold=gain_threshold,
+            plan = plan_upgrade(ws, run_id, fraction, device=device, gain_threshold=gain_threshold,
                                 target_share=target_share, on_progress=on_progress, should_stop=should_stop)
+            return plan.to_json()  # plain values cross the thread boundary
 
         self.ctx.set_focus_run(run_id)
         self.ctx.run(f"Plan the upgrade of run {run_id}", job, self.show_plan, milestone="stage")
 
-    def show_plan(self, plan: dict[str, Any]) -> None:
+    def show_plan(self, data: Plan | Mapping[str, Any]) -> None:
+        plan = data if isinstance(data, Plan) else Plan.from_json(data)
         self.plan = plan
-        options = plan["options"]
-        fill_table(self.options, [option_row(o) for o in options])
-        for row, option in enumerate(options):
-            if option["name"] == plan["recommendation"]:
+        fill_table(self.options, [option_row(o) for o in plan.options])
+        for row, option in enumerate(plan.options):
+            if option["name"] == plan.recommendation:
                 for col in range(self.options.columnCount()):
                     self.options.item(row, col).setBackground(QBrush(CHOSEN))
-        chosen = next((o["title"] for o in options if o["name"] == plan["recommendation"]), plan["recommendation"])
+        chosen = plan.recommended["title"]
         def text(value: str) -> str:
             return html.escape(value, quote=False)
 
-        notes = "".join(f"<li>{text(n)}</li>" for n in plan.get("notes") or [])
+        notes = "".join(f"<li>{text(n)}</li>" for n in plan.notes)
         measured = ""
         report = None
-        if self.ctx.ws is not None and plan.get("report_id") is not None:
+        if self.ctx.ws is not None and plan.report_id is not None:
             from core.report.build import load_report
             from core.report.number_source import source_of_report
 
-            report = load_report(self.ctx.ws, int(plan["report_id"]))
-            measured = (f"<p style='color:#555'>Quality numbers: report {plan['report_id']}, measured on "
+            report = load_report(self.ctx.ws, int(plan.report_id))
+            measured = (f"<p style='color:#555'>Quality numbers: report {plan.report_id}, measured on "
                         f"{text(source_of_report(report).label())}.</p>")
-        self.summary.setText(f"<b>Recommendation: {text(chosen)}</b><p>{text(plan['reason'])}</p>"
+        self.summary.setText(f"<b>Recommendation: {text(chosen)}</b><p>{text(plan.reason)}</p>"
                              + (f"<ul>{notes}</ul>" if notes else "") + measured)
         if report is not None:
             self._show_curves(report)
 
-    def _show_curves(self, report: dict[str, Any] | None) -> None:
+    def _show_curves(self, report: Report | None) -> None:
         """The report's partial-backfill figure, the one its HTML page shows."""
         if report is None:
             self.plot.clear("Build this run's report (or make a plan) to see its partial-backfill curves.")
@@ -172,7 +176,7 @@ class PlanPage(Page):
         """Show the chosen run's latest report curves at once; the options need a plan."""
         if self.ctx.ws is None or not 0 <= index < len(self._runs):
             return
-        if self.plan is not None and self.plan.get("run_id") == self._runs[index]["id"]:
+        if self.plan is not None and self.plan.run_id == self._runs[index]["id"]:
             return
         from core.report.build import latest_report_for_run
 

@@ -1,7 +1,7 @@
 """Reports page: build a compatibility report for a run; its metrics, figures and flipped queries.
 
-Everything shown comes from the report dict of ``core.report.build`` (the same one written to
-report.json): the metrics table colours the core's pass/fail comparison, the figures are those of
+Everything shown comes from the :class:`core.report.model.Report` of ``core.report.build`` (the
+same one written to report.json): the metrics table colours the core's pass/fail comparison, the figures are those of
 ``core.report.export.report_figures`` (the HTML report's), and the browser lists the core's
 flipped queries with the items looked up in the workspace.
 """
@@ -31,6 +31,7 @@ from app.pages.report_widgets import FlipBrowser, fill_metrics_table
 from app.plots import PlotWidget
 from core.errors import StoreError
 from core.progress import ProgressFn, StopFn
+from core.report.model import Report
 from core.report.number_source import source_of_report
 from core.report.wording import verdict_tone
 from core.store import Workspace
@@ -41,14 +42,11 @@ FIGURE_TITLES = {"cells": "Metrics", "recall": "Recall@k", "flips": "Flips", "pe
                  "backfill": "Partial backfill", "training": "Training", "compatibility_matrix": "Matrix"}
 
 
-JUDGED_METRICS = ("ndcg@10", "mrr@10")  # present when the report's relevance is judgments
-
-
-def headline_text(report: dict[str, Any]) -> str:
+def headline_text(report: Report) -> str:
     """The upgraded system's headline numbers with the report's gain-retained wording."""
     from core.report.number_source import gain_text
 
-    head = report.get("headline") or {}
+    head = report.headline
     parts = [f"upgraded top-1 {head['upgraded_top1']:.3f} (old/old {head['old_old_top1']:.3f})"
              for _ in [0] if isinstance(head.get("upgraded_top1"), int | float)
              and isinstance(head.get("old_old_top1"), int | float)]
@@ -58,15 +56,6 @@ def headline_text(report: dict[str, Any]) -> str:
     if "gain_retained" in head:
         parts.append(f"gain retained: {gain_text(head.get('gain_retained'), head.get('gain_retained_note'))}")
     return "; ".join(parts)
-
-
-def shown_cells(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Each cell's headline metrics (top-1, top-5, recall@k, mAP flavour) as the report lists them."""
-    scoring = report.get("scoring") or {}
-    shown = ["top1", "top5", *[f"recall@{k}" for k in scoring.get("recall_ks", [])], scoring.get("map_key", "mAP"),
-             *JUDGED_METRICS]
-    return {name: {m: cell["metrics"].get(m) for m in shown if m in cell["metrics"]}
-            for name, cell in (report.get("cells") or {}).items()}
 
 
 def flip_entries(ws: Workspace, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -96,7 +85,7 @@ class ReportsPage(Page):
 
     def __init__(self, ctx: AppContext) -> None:
         super().__init__(ctx)
-        self.report: dict[str, Any] | None = None
+        self.report: Report | None = None
         self._runs: list[dict[str, Any]] = []
         self._reports: list[dict[str, Any]] = []
         self._figures_for: int | None = None
@@ -169,11 +158,11 @@ class ReportsPage(Page):
         """Score every cell of the run's layer in the background; the new report is then shown."""
 
         def job(ws: Workspace, on_progress: ProgressFn, should_stop: StopFn) -> int:
-            from core.report.build import build_report
+            from core.report.build import ReportOptions, build_report
 
-            report = build_report(ws, run_id, heldout_gallery=heldout_gallery, rollback=rollback, n_boot=n_boot,
-                                  on_progress=on_progress, should_stop=should_stop)
-            return int(report["report_id"])
+            options = ReportOptions(heldout_gallery=heldout_gallery, rollback=rollback, n_boot=n_boot)
+            report = build_report(ws, run_id, options, on_progress=on_progress, should_stop=should_stop)
+            return int(report.report_id or 0)
 
         def done(report_id: int) -> None:
             log.info("report %d built for run %d", report_id, run_id)
@@ -185,10 +174,10 @@ class ReportsPage(Page):
     def open_html(self) -> None:
         """Open the HTML report in a browser, and always say where it is (with a copy button),
         since a machine without a browser opens nothing."""
-        files = (self.report or {}).get("files") or {}
-        if files.get("html"):
-            opened = dialogs.open_path(files["html"])
-            self.path_dialog = dialogs.show_path(self, "HTML report", files["html"], opened)
+        html_file = self.report.html_file if self.report is not None else None
+        if html_file:
+            opened = dialogs.open_path(html_file)
+            self.path_dialog = dialogs.show_path(self, "HTML report", html_file, opened)
 
     # -- showing a report -------------------------------------------------------------------
     def reset(self) -> None:
@@ -213,12 +202,12 @@ class ReportsPage(Page):
         except StoreError as exc:
             self.ctx.reporter.report("Open report", str(exc))
 
-    def show_report(self, report: dict[str, Any] | None) -> None:
+    def show_report(self, report: Report | None) -> None:
         self.report = report
         self._figures_for = None
         for plot in self.plots.values():
             plot.clear()
-        self.html_button.setEnabled(bool(((report or {}).get("files") or {}).get("html")))
+        self.html_button.setEnabled(bool(report is not None and report.html_file))
         if report is None:
             self.verdict.setText("No report yet: build one for a training run." if self._runs
                                  else "Train a layer on the Train page, then build its report here.")
@@ -226,20 +215,18 @@ class ReportsPage(Page):
             self.metrics.setRowCount(0)
             self.flips.set_flips([])
             return
-        upgraded = report.get("upgraded_cell")
+        upgraded = report.upgraded_cell
         lines = "".join(f"<p style='color:{TONE_COLOURS[verdict_tone(v)]}'>{html.escape(v)}</p>"
-                        for v in report.get("verdicts") or [])
+                        for v in report.verdicts)
         source = source_of_report(report)
-        facts = " ".join(report.get("protocol") or [])
-        statement = (report.get("search") or {}).get("statement", "")
+        facts = " ".join(report.protocol)
+        statement = report.search.get("statement", "")
         self.verdict.setText(f"<p><b>Measured on: {html.escape(source.label())}</b></p>"
                              f"<p>{html.escape(headline_text(report))}</p>{lines}"
                              f"<p style='color:#555'>{html.escape(facts)} {html.escape(statement)}</p>")
-        comparison = {upgraded: report["comparison"]} if upgraded and report.get("comparison") else {}
-        fill_metrics_table(self.metrics, shown_cells(report), comparison)
-        from core.report.build import flipped_queries
-
-        self.flips.set_flips(flip_entries(self.ctx.ws, flipped_queries(report)) if self.ctx.ws else [])
+        comparison = {upgraded: report.comparison} if upgraded and report.comparison else {}
+        fill_metrics_table(self.metrics, report.table(), comparison)
+        self.flips.set_flips(flip_entries(self.ctx.ws, report.flipped_list()) if self.ctx.ws else [])
         if self.tabs.currentWidget() is self.figure_tabs:
             self.show_figures()
 

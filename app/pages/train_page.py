@@ -30,12 +30,13 @@ from app.pages.live_curves import LiveCurves
 from app.plots import PlotWidget
 from app.workers import Job
 from core.errors import EmbridgeError, InputError
+from core.evaluation.headline import HEADLINE
 from core.progress import ProgressFn, StopFn
+from core.run_record import RunRecord
 from core.store import Workspace
 
 log = logging.getLogger("embridge.app")
 HIDDEN_SETTINGS = ("device", "time_budget")  # chosen with the device and budget boxes, not in the form
-HEADLINE = ("old_old_top1", "new_new_top1", "upgraded_top1", "gain_retained")
 RUN_COLUMNS = ["Run", "Method", "Status", "Old/old top-1", "New/new top-1", "Upgraded top-1", "Gain retained",
                "Pairs", "Measured on", "Candidates", "Note"]
 
@@ -45,15 +46,16 @@ def run_row(run: dict[str, Any]) -> list[Any]:
     from core.report.number_source import gain_text, source_of_run
     from core.run_choice import run_choice
 
-    metrics = run.get("metrics") or {}
+    record = RunRecord.from_row(run)
+    metrics = record.metrics
     choice = run_choice(run)
-    measured = source_of_run(run).short() if any(isinstance(metrics.get(k), int | float) for k in HEADLINE) else ""
-    note = run.get("error") or choice.reason or metrics.get("note")
+    measured = source_of_run(run).short() if record.has_headline() else ""
+    note = record.error or choice.reason or metrics.get("note")
     gain = metrics.get("gain_retained")
-    values = [*[metrics.get(k) for k in HEADLINE[:-1]],
+    values = [*[metrics.get(k) for k in HEADLINE if k != "gain_retained"],
               gain if gain is not None or not metrics.get("gain_retained_note")
               else gain_text(gain, metrics["gain_retained_note"])]
-    return [run["id"], choice.method_text(), run["status"], *values, metrics.get("pairs_used") or "", measured,
+    return [record.id, choice.method_text(), record.status, *values, metrics.get("pairs_used") or "", measured,
             choice.candidates_text() if choice.is_auto else "", note]
 
 

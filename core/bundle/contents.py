@@ -20,11 +20,8 @@ from core.adapters import Adapter, load_adapter
 from core.bundle.deploy import inputs_of
 from core.errors import BundleError, EmbridgeError, StoreError
 from core.l2 import l2_normalize
+from core.run_record import RunRecord
 from core.store import Workspace
-
-HEADLINE_KEYS = ("old_old_top1", "new_new_top1", "upgraded_top1", "gain_retained", "gain_retained_note",
-                 "compatible", "upgraded_pair_top1", "n_queries", "arr", "negative_flip_rate", "positive_flip_rate",
-                 "ndcg@10", "mrr@10", "pairs_used", "heldout_protocol", "relevance")
 
 
 @dataclass
@@ -55,7 +52,7 @@ class Step:
                 "out_dim": self.adapter.out_dim, "adapter_sha256": self.row["sha256"],
                 "input_normalised": self.input_normalised, "config": self.adapter.config(),
                 "report_id": report_id, "fitted_on": (self.run.get("config") or {}).get("fitted_on"),
-                "metrics": headline(self.run.get("metrics") or {})}
+                "metrics": RunRecord.from_row(self.run).summary}
 
 
 def resolve_steps(ws: Workspace, run_ids: list[int] | None) -> list[Step]:
@@ -128,11 +125,6 @@ def report_files(ws: Workspace, report: dict[str, Any]) -> dict[str, Path]:
     return out
 
 
-def headline(values: dict[str, Any]) -> dict[str, Any]:
-    """The scalar headline numbers of a run's or report's summary."""
-    return {k: values[k] for k in HEADLINE_KEYS if k in values and _scalar(values[k])}
-
-
 def _scalar(value: Any) -> bool:
     return value is None or isinstance(value, bool | int | float | str)
 
@@ -144,7 +136,7 @@ def metrics_for(steps: list[Step], report: dict[str, Any] | None) -> dict[str, A
         return {"source": f"report {report['id']}", "values": values}
     if len(steps) == 1:
         return {"source": f"training run {steps[0].run['id']} (held-out test queries, as the report measures them)",
-                "values": headline(steps[0].run.get("metrics") or {})}
+                "values": RunRecord.from_row(steps[0].run).summary}
     return {"source": "none for the chain as a whole; see each step under 'chain'", "values": {}}
 
 

@@ -8,7 +8,6 @@ dict printed as one object with ``--json``, else the human summary. Progress goe
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import traceback
@@ -17,6 +16,7 @@ from typing import Any
 
 from core import __version__
 from core.errors import Cancelled, EmbridgeError
+from core.json_values import dumps
 
 COMMAND_MODULES = (
     "core.cli.workspace_cmds",
@@ -49,18 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def emit(data: dict[str, Any], text: str, as_json: bool) -> None:
     if as_json:
-        sys.stdout.write(json.dumps(data, default=_json_default, indent=None) + "\n")
+        sys.stdout.write(dumps(data, indent=None) + "\n")
     else:
         sys.stdout.write(text.rstrip() + "\n")
     sys.stdout.flush()
-
-
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    if hasattr(value, "__fspath__"):
-        return os.fspath(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core.cli.main import add_common
 from core.cli.options import RUN_ID, SHARE, number
 from core.errors import InputError
-from core.formatting import format_bytes
+from core.formatting import format_bytes, format_share
+from core.json_values import json_safe
 from core.progress import StderrProgress
-from core.report.export import json_safe
 from core.report.limits import MAX_BOOTSTRAP, MIN_BOOTSTRAP
 from core.store import Workspace
+
+if TYPE_CHECKING:
+    from core.plan.model import Plan
+    from core.report.model import Report
 
 Result = tuple[dict[str, Any], str]
 
@@ -83,10 +87,6 @@ def _engine_session(args: argparse.Namespace) -> Any:
     return ray_session(args.ray_address)
 
 
-def _pct(value: Any) -> str:
-    return "n/a" if not isinstance(value, int | float) else f"{100 * value:.1f}%"
-
-
 def _gate_check(text: str) -> Any:
     from core.report.gate import parse_check
 
@@ -98,14 +98,14 @@ def _gate_check(text: str) -> Any:
 
 def cmd_report(args: argparse.Namespace) -> Result:
     from core.paths import check_output
-    from core.report.build import build_report
+    from core.report.build import ReportOptions, build_report
 
     if args.junit:
         check_output(args.junit, label="--junit", workspace=args.workspace)
     with _engine_session(args), Workspace.open(args.workspace) as ws:
-        report = build_report(ws, args.run, heldout_gallery=args.heldout_gallery, search=_search_config(args),
-                              backfill_steps=args.backfill_steps, rollback=args.rollback, n_boot=args.bootstrap,
-                              on_progress=StderrProgress("report"))
+        options = ReportOptions(heldout_gallery=args.heldout_gallery, search=_search_config(args),
+                                backfill_steps=args.backfill_steps, rollback=args.rollback, n_boot=args.bootstrap)
+        report = build_report(ws, args.run, options, on_progress=StderrProgress("report"))
     data, text = json_safe(report_data(report)), _report_text(report)
     if args.fail_under or args.junit:
         data["gate"], text = _gate(args, data, text)
@@ -134,40 +134,35 @@ def _gate(args: argparse.Namespace, data: dict[str, Any], text: str) -> tuple[di
     return gate, text + "\n" + summary
 
 
-def report_data(report: dict[str, Any]) -> dict[str, Any]:
-    """The CLI's JSON: cells with their headline metrics, the headline numbers and the file paths."""
-    scoring = report["scoring"]
-    shown = ["top1", "top5", *[f"recall@{k}" for k in scoring["recall_ks"]], scoring["map_key"]]
-    head = report["headline"]
+def report_data(report: Report) -> dict[str, Any]:
+    """The CLI's JSON: cells with their table metrics, the headline numbers and the file paths."""
     return {
-        "report_id": report["report_id"], "run_id": report["run"]["id"], "adapter_id": report["adapter"]["id"],
-        "method": report["adapter"]["kind"], "upgraded_cell": report["upgraded_cell"],
-        "ceiling_cell": report["ceiling_cell"],
-        "cells": {name: {m: c["metrics"].get(m) for m in shown} | {"n_queries": c["n_queries"]}
-                  for name, c in report["cells"].items()},
-        **{k: v for k, v in head.items() if not k.startswith("backfill_area_")},
-        "backfill_areas": {p: c["areas"]["top1"] for p, c in report["backfill"]["policies"].items()},
-        "sizes": report["sizes"], "search": {k: report["search"][k] for k in ("method", "exact", "recall_vs_exact",
-                                                                             "statement")},
-        "verdicts": report["verdicts"],
-        "report_json": (report.get("files") or {}).get("json"), "report_html": (report.get("files") or {}).get("html"),
+        "report_id": report.report_id, "run_id": report.run_id, "adapter_id": report.adapter_id,
+        "method": report.method, "upgraded_cell": report.upgraded_cell, "ceiling_cell": report.ceiling_cell,
+        "cells": {name: values | {"n_queries": report.cells[name]["n_queries"]}
+                  for name, values in report.table().items()},
+        **report.headline_numbers(),
+        "backfill_areas": report.backfill_areas,
+        "sizes": report.sizes, "search": {k: report.search[k] for k in ("method", "exact", "recall_vs_exact",
+                                                                         "statement")},
+        "verdicts": report.verdicts, "report_json": report.json_file, "report_html": report.html_file,
     }
 
 
-def _report_text(report: dict[str, Any]) -> str:
-    h, s = report["headline"], report["sizes"]
-    lines = [f"report #{report['report_id']}: {report['adapter']['kind']} layer of run {report['run']['id']}, "
+def _report_text(report: Report) -> str:
+    h, s = report.headline, report.sizes
+    lines = [f"report #{report.report_id}: {report.method} layer of run {report.run_id}, "
              f"{s['queries']} queries, gallery {s['gallery']} of {s['gallery_full']} items",
-             f"top-1: old/old {_pct(h['old_old_top1'])}, {report['ceiling_cell']} {_pct(h['ceiling_top1'])}, "
-             f"{report['upgraded_cell']} {_pct(h['upgraded_top1'])}; gain retained {_pct(h['gain_retained'])}, "
-             f"ARR@{h['arr_k']} {_pct(h['arr'])}",
-             f"flips: negative {_pct(h['negative_flip_rate'])}, positive {_pct(h['positive_flip_rate'])}",
-             *report["verdicts"], report["search"]["statement"]]
-    for policy, curve in report["backfill"]["policies"].items():
-        lines.append(f"partial backfill ({policy}): area {curve['areas']['top1']:.3f}")
-    files = report.get("files") or {}
-    if files:
-        lines += [f"json: {files['json']}", f"html: {files['html']}"]
+             f"top-1: old/old {format_share(h['old_old_top1'])}, {report.ceiling_cell} "
+             f"{format_share(h['ceiling_top1'])}, {report.upgraded_cell} {format_share(h['upgraded_top1'])}; "
+             f"gain retained {format_share(h['gain_retained'])}, ARR@{h['arr_k']} {format_share(h['arr'])}",
+             f"flips: negative {format_share(h['negative_flip_rate'])}, positive "
+             f"{format_share(h['positive_flip_rate'])}",
+             *report.verdicts, report.search["statement"]]
+    for policy, area in report.backfill_areas.items():
+        lines.append(f"partial backfill ({policy}): area {area:.3f}")
+    if report.files:
+        lines += [f"json: {report.json_file}", f"html: {report.html_file}"]
     return "\n".join(lines)
 
 
@@ -177,17 +172,17 @@ def cmd_plan(args: argparse.Namespace) -> Result:
     with Workspace.open(args.workspace) as ws:
         plan = plan_upgrade(ws, args.run, args.fraction, device=args.device, gain_threshold=args.gain_threshold,
                             target_share=args.target_share, on_progress=StderrProgress("plan"))
-    return json_safe(plan), _plan_text(plan)
+    return plan.to_json(), _plan_text(plan)
 
 
-def _plan_text(plan: dict[str, Any]) -> str:
-    lines = [f"plan for run {plan['run_id']} ({plan['adapter_kind']}), full gallery {plan['gallery_full']} items:"]
-    for o in plan["options"]:
-        mark = "*" if o["name"] == plan["recommendation"] else " "
+def _plan_text(plan: Plan) -> str:
+    lines = [f"plan for run {plan.run_id} ({plan.adapter_kind}), full gallery {plan.gallery_full} items:"]
+    for o in plan.options:
+        mark = "*" if o["name"] == plan.recommendation else " "
         time_s = "unknown" if o["time_s"] is None else f"{o['time_s']:.2f}s"
         lines.append(f"{mark} {o['title']:<44} time {time_s:>10}  storage {format_bytes(o['storage_bytes']):>10}  "
-                     f"top-1 {_pct(o['quality'].get('top1'))}")
-    lines += [f"recommendation: {plan['recommendation']}", plan["reason"], *plan["notes"]]
+                     f"top-1 {format_share(o['quality'].get('top1'))}")
+    lines += [f"recommendation: {plan.recommendation}", plan.reason, *plan.notes]
     return "\n".join(lines)
 
 
@@ -202,12 +197,12 @@ def cmd_chain(args: argparse.Namespace) -> Result:
     with _engine_session(args), Workspace.open(args.workspace) as ws:
         report = chain_report(ws, models, runs, metric=args.metric, heldout_gallery=args.heldout_gallery,
                               search=_search_config(args), on_progress=StderrProgress("chain"))
-    chain = report["chain"]
-    data = {"report_id": report["report_id"], "versions": chain["versions"], "metric": chain["metric"],
+    chain = report.chain or {}
+    data = {"report_id": report.report_id, "versions": chain["versions"], "metric": chain["metric"],
             "matrix": chain["matrix"], "ac": chain["ac"], "am": chain["am"], "criterion": chain["criterion"],
-            "report_json": report["files"]["json"], "report_html": report["files"]["html"]}
+            "report_json": report.json_file, "report_html": report.html_file}
     rows = [f"{v:>12} " + " ".join(f"{x:.3f}" if j <= i else "  -  " for j, x in enumerate(chain["matrix"][i]))
             for i, v in enumerate(chain["versions"])]
     text = "\n".join([f"compatibility matrix ({chain['metric']}), query model by row, gallery model by column:",
-                      *rows, f"AC {chain['ac']:.3f}  AM {chain['am']:.3f}", f"html: {report['files']['html']}"])
+                      *rows, f"AC {chain['ac']:.3f}  AM {chain['am']:.3f}", f"html: {report.html_file}"])
     return json_safe(data), text

@@ -9,6 +9,7 @@ from typing import Any
 from core.cli.main import add_common
 from core.cli.options import BATCH_SIZE, POSITIVE_COUNT, SEED, number
 from core.errors import InputError
+from core.formatting import format_share
 from core.progress import StderrProgress
 from core.report.number_source import gain_text
 from core.run_choice import run_choice
@@ -75,26 +76,22 @@ def cmd_train(args: argparse.Namespace) -> Result:
     return out, _train_text(out)
 
 
-def _pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{100 * value:.1f}%"
-
-
 def _train_text(out: dict[str, Any]) -> str:
     lines = [f"run #{out['run_id']}: {out['method']} ({out['kind']}) {out['status']} on {out['device']} "
              f"in {out['duration_s']:.1f}s; fitted on {out.get('pairs_used', 'document')} pairs {out['pairs']}"]
     if out.get("compatible") is not None:
         verdict = "PASSES" if out["compatible"] else "FAILS"
-        gain = (_pct(out["gain_retained"]) if out.get("gain_retained") is not None
+        gain = (format_share(out["gain_retained"]) if out.get("gain_retained") is not None
                 else gain_text(None, out.get("gain_retained_note")))
-        lines.append(f"held-out top-1: old/old {_pct(out['old_old_top1'])}, new/new {_pct(out['new_new_top1'])}, "
-                     f"upgraded {_pct(out['upgraded_top1'])} -> {verdict} the compatibility criterion; "
+        lines.append(f"held-out top-1: old/old {format_share(out['old_old_top1'])}, new/new {format_share(out['new_new_top1'])}, "
+                     f"upgraded {format_share(out['upgraded_top1'])} -> {verdict} the compatibility criterion; "
                      f"gain retained: {gain}")
         if out.get("ndcg@10") is not None:
-            lines.append(f"held-out nDCG@10: old/old {_pct(out['old_old_ndcg@10'])}, new/new "
-                         f"{_pct(out['new_new_ndcg@10'])}, upgraded {_pct(out['ndcg@10'])}; MRR@10 upgraded "
-                         f"{_pct(out['mrr@10'])}")
+            lines.append(f"held-out nDCG@10: old/old {format_share(out['old_old_ndcg@10'])}, new/new "
+                         f"{format_share(out['new_new_ndcg@10'])}, upgraded {format_share(out['ndcg@10'])}; MRR@10 upgraded "
+                         f"{format_share(out['mrr@10'])}")
     else:
-        lines.append(f"held-out own-item top-1 of upgraded queries: {_pct(out.get('upgraded_top1'))}")
+        lines.append(f"held-out own-item top-1 of upgraded queries: {format_share(out.get('upgraded_top1'))}")
     if out.get("heldout_protocol"):
         lines.append(f"measured on {out['heldout_protocol']} (old/old and upgraded; new/new on the evaluation "
                      "sample: see the report)")

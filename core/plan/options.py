@@ -25,21 +25,20 @@ import numpy as np
 
 from core.errors import InputError
 from core.evaluation.compat import gain_note, gain_retained
+from core.formatting import format_duration, format_share
+from core.plan.model import Plan
 from core.plan.throughput import Throughput
+from core.report.model import Report, as_report
 
 LAYER_OPTIONS = ("adapter_only", "forward_transform", "fusion", "cascade")
 BOTH_ENCODERS = ("fusion", "cascade")  # keep the old query in the loop: two encoders during the transition
 ORDERING_IS_FREE = ("random",)
 
 
-def _metrics_of(report: Mapping[str, Any], cell: str) -> dict[str, float]:
-    try:
-        metrics = report["cells"][cell]["metrics"]
-    except KeyError as exc:
-        raise InputError("report", f"has no cell '{cell}'") from exc
-    scoring = report.get("scoring") or {}
-    keys = ["top1", "top5", f"recall@{scoring.get('recall_k', 10)}", scoring.get("map_key", "mAP")]
-    return {k: metrics[k] for k in keys if k in metrics and metrics[k] is not None}
+def _metrics_of(report: Report, cell: str) -> dict[str, float]:
+    """A cell's headline metrics (those it has)."""
+    values = report.cell_metrics(cell, report.headline_metrics)
+    return {k: v for k, v in values.items() if v is not None}
 
 
 def _time(items: float, rate: float | None) -> float | None:
@@ -64,14 +63,14 @@ def first_reaching(betas: Sequence[float], values: Sequence[float], target: floa
 class _Sizes:
     """Gallery size, dims and bytes per value that storage and time are computed from."""
 
-    def __init__(self, report: Mapping[str, Any]) -> None:
-        models, adapter = report["models"], report["adapter"]
-        self.n = int(report["sizes"]["gallery_full"])
-        self.n_sample = int(report["sizes"]["gallery"])
+    def __init__(self, report: Report) -> None:
+        models, adapter = report.models, report.adapter
+        self.n = int(report.sizes["gallery_full"])
+        self.n_sample = int(report.sizes["gallery"])
         self.d_old, self.d_new = int(models["old"]["dim"]), int(models["new"]["dim"])
         self.b_old = int(models["old"].get("bytes_per_value", 4))
         self.b_new = int(models["new"].get("bytes_per_value", 4))
-        head = report.get("ceiling_cell") == "head/head"
+        head = report.ceiling_cell == "head/head"
         self.d_full = int(adapter["out_dim"]) if head else self.d_new
         self.forward = adapter.get("direction") == "forward"
         self.d_rest = int(adapter["out_dim"]) if self.forward else self.d_old  # non-backfilled items' dims
@@ -127,10 +126,10 @@ def layer_option(name: str, kind: str, quality: dict[str, float], rate: float | 
                    query_latency_us=per_query, serving_cost=cost)
 
 
-def partial_option(report: Mapping[str, Any], tp: Throughput, sizes: _Sizes, floor: float, ceiling: float,
+def partial_option(report: Report, tp: Throughput, sizes: _Sizes, floor: float, ceiling: float,
                    target: float, fraction: float | None) -> tuple[dict[str, Any] | None, list[str]]:
     """The cheapest partial backfill reaching ``target`` (or at ``fraction``), with notes on the others."""
-    policies = (report.get("backfill") or {}).get("policies") or {}
+    policies = report.backfill.get("policies") or {}
     if fraction is not None and not 0 < fraction < 1:
         return None, [f"A partial backfill at β = {fraction:g} is the {'layer alone' if fraction <= 0 else 'full backfill'}"
                       "; see that option."]
@@ -169,9 +168,9 @@ def partial_option(report: Mapping[str, Any], tp: Throughput, sizes: _Sizes, flo
     return option, notes
 
 
-def plan_from_report(report: Mapping[str, Any], throughput: Throughput, *, fraction: float | None = None,
+def plan_from_report(source: Report | Mapping[str, Any], throughput: Throughput, *, fraction: float | None = None,
                      gain_threshold: float = 0.9, target_share: float = 0.95,
-                     alternatives: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
+                     alternatives: Sequence[Mapping[str, Any]] = ()) -> Plan:
     """Options with time, storage and expected quality, and the recommended one with its reason.
 
     ``alternatives``: other layers of the same model pair (e.g. a forward transform or a fusion run),
@@ -179,18 +178,19 @@ def plan_from_report(report: Mapping[str, Any], throughput: Throughput, *, fract
     """
     if fraction is not None and not 0 <= fraction <= 1:
         raise InputError("--fraction", f"must lie between 0 and 1, got {fraction}")
+    report = as_report(source)
     sizes = _Sizes(report)
-    up_cell, ceil_cell = report["upgraded_cell"], report["ceiling_cell"]
+    up_cell, ceil_cell = str(report.upgraded_cell), str(report.ceiling_cell)
     floor_q, up_q, ceil_q = (_metrics_of(report, c) for c in ("old/old", up_cell, ceil_cell))
     floor, ceiling = floor_q["top1"], ceil_q["top1"]
     target = target_share * ceiling
-    kind = report["adapter"]["kind"]
+    kind = report.adapter["kind"]
     options = [_option("stay", "Stay on the old model", 0.0, sizes.old_index(), 0, floor_q, floor, ceiling,
                        ["Today's system: the old model keeps serving queries and gallery; the new model is unused."])]
     own = "forward_transform" if sizes.forward else (kind if kind in BOTH_ENCODERS else "adapter_only")
     options.append(layer_option(own, kind, up_q, throughput.adapter_items_per_s, sizes, floor, ceiling,
                                 f"Quality: the {up_cell} cell of this report.",
-                                rerank_k=(report["adapter"].get("config") or {}).get("k")))
+                                rerank_k=(report.adapter.get("config") or {}).get("k")))
     for alt in alternatives:
         if alt["name"] not in {o["name"] for o in options} and alt.get("quality", {}).get("top1") is not None:
             options.append(layer_option(alt["name"], alt["kind"], dict(alt["quality"]), alt.get("items_per_s"), sizes,
@@ -203,7 +203,7 @@ def plan_from_report(report: Mapping[str, Any], throughput: Throughput, *, fract
                            sizes.n * sizes.d_full * sizes.b_new, sizes.n, ceil_q, floor, ceiling,
                            [f"Re-embeds all {sizes.n} gallery items with the new model; quality is the {ceil_cell} "
                             "cell of this report."]))
-    by_item = (report.get("sizes") or {}).get("relevance") == "item"
+    by_item = report.sizes.get("relevance") == "item"
     new_better = True if by_item else ceiling > floor  # without labels: the premise of the upgrade
     for opt in options:
         if by_item:
@@ -215,8 +215,8 @@ def plan_from_report(report: Mapping[str, Any], throughput: Throughput, *, fract
         only["acceptable"] = only["only_passing"] = True
     choice = _choose(options)
     plan = {"recommendation": choice["name"], "options": options, "new_better": None if by_item else new_better,
-            "protocols": (report.get("headline") or {}).get("protocols"),
-            "pairs": ((report.get("run") or {}).get("config") or {}).get("fitted_on"),
+            "protocols": report.headline.get("protocols"),
+            "pairs": (report.run.get("config") or {}).get("fitted_on"),
             "adapter_passes": None if by_item else bool(up_q["top1"] > floor),
             "targets": {"gain_threshold": gain_threshold, "target_share": target_share, "target_top1": target},
             "gallery_full": sizes.n, "gallery_sample": sizes.n_sample, "throughput": throughput.to_dict(),
@@ -225,7 +225,7 @@ def plan_from_report(report: Mapping[str, Any], throughput: Throughput, *, fract
     if by_item:
         plan["notes"].insert(0, "Without labels the report cannot tell whether the new model is better or whether "
                              "the layer passes the compatibility criterion. This plan assumes the new model is better "
-                             f"and asks every option to reach {_pct(target_share)} of own-item retrieval (top-1 "
+                             f"and asks every option to reach {format_share(target_share, 0)} of own-item retrieval (top-1 "
                              f"{target:.3f}: each new query finds its own item first).")
     if plan["adapter_passes"] is False:
         plan["notes"].insert(0, f"The {kind} layer FAILS the compatibility criterion ({up_cell} top-1 "
@@ -234,7 +234,7 @@ def plan_from_report(report: Mapping[str, Any], throughput: Throughput, *, fract
     if not new_better:
         plan["notes"].insert(0, f"The new model is not better than the old one on this gallery ({ceil_cell} top-1 "
                              f"{ceiling:.3f} vs old/old {floor:.3f}).")
-    return plan
+    return Plan(**plan)
 
 
 def _acceptable(opt: Mapping[str, Any], new_better: bool, gain_threshold: float, target: float) -> bool:
@@ -272,56 +272,44 @@ def _choose(options: list[dict[str, Any]]) -> dict[str, Any]:
     return min(ok, key=lambda o: (o["items_embedded"], o["time_s"] or 0.0, -(o["quality"].get("top1") or 0.0)))
 
 
-def _pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{100 * value:.0f}%"
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "an unmeasured time"
-    if seconds < 120:
-        return f"about {seconds:.1f} s"
-    return f"about {seconds / 60:.0f} min" if seconds < 7200 else f"about {seconds / 3600:.1f} h"
-
-
-def _reason(plan: Mapping[str, Any], choice: Mapping[str, Any], report: Mapping[str, Any], floor: float,
+def _reason(plan: Mapping[str, Any], choice: Mapping[str, Any], report: Report, floor: float,
             ceiling: float, gain_threshold: float, target_share: float) -> str:
-    kind, ceil_cell = report["adapter"]["kind"], report["ceiling_cell"]
+    kind, ceil_cell = report.adapter["kind"], report.ceiling_cell
     layer = next(o for o in plan["options"] if o["name"] in LAYER_OPTIONS)
     name = choice["name"]
     if name == "stay":
         return (f"Stay: the new model is not better than the old one on this gallery ({ceil_cell} top-1 "
                 f"{ceiling:.3f} vs old/old {floor:.3f}), so re-embedding or bridging would cost without a gain.")
     if name in LAYER_OPTIONS and choice["passes_criterion"] is None:
-        return (f"{choice['title']}: judged by own-item retrieval (no labels), {_pct(choice['quality']['top1'])} of "
-                f"new queries find their own item first through it, at least {_pct(target_share)}, with nothing "
-                f"re-embedded, in {_duration(choice['time_s'])}.")
+        return (f"{choice['title']}: judged by own-item retrieval (no labels), {format_share(choice['quality']['top1'], 0)} of "
+                f"new queries find their own item first through it, at least {format_share(target_share, 0)}, with nothing "
+                f"re-embedded, in {format_duration(choice['time_s'])}.")
     if name in LAYER_OPTIONS and choice.get("only_passing"):
         cost = choice["serving_cost"]
         reranks = f" and {cost['reranks_per_query']} re-ranked items per query" if cost["reranks_per_query"] else ""
         return (f"{choice['title']}: the only option that passes the compatibility criterion without re-embedding "
                 f"(top-1 {choice['quality']['top1']:.3f} > old/old {floor:.3f}); it keeps "
-                f"{_pct(choice['gain_retained'])} of the full-backfill gain from day one, at the cost of both "
+                f"{format_share(choice['gain_retained'], 0)} of the full-backfill gain from day one, at the cost of both "
                 f"encoders during the transition{reranks}. The full backfill ({ceil_cell} top-1 {ceiling:.3f}) "
                 "remains the way to the whole gain.")
     if name in LAYER_OPTIONS:
         return (f"{choice['title']}: it passes the compatibility criterion (top-1 {choice['quality']['top1']:.3f} > "
-                f"old/old {floor:.3f}) and keeps {_pct(choice['gain_retained'])} of the full-backfill gain "
-                f"with nothing re-embedded, in {_duration(choice['time_s'])}.")
+                f"old/old {floor:.3f}) and keeps {format_share(choice['gain_retained'], 0)} of the full-backfill gain "
+                f"with nothing re-embedded, in {format_duration(choice['time_s'])}.")
     if layer["passes_criterion"] is None:
-        why = (f"the {kind} layer alone lets only {_pct(layer['quality']['top1'])} of new queries find their own "
-               f"item first (below {_pct(target_share)}; no labels, so own-item retrieval is the measure)")
+        why = (f"the {kind} layer alone lets only {format_share(layer['quality']['top1'], 0)} of new queries find their own "
+               f"item first (below {format_share(target_share, 0)}; no labels, so own-item retrieval is the measure)")
     elif not layer["passes_criterion"]:
         why = (f"the {kind} layer alone fails the compatibility criterion (top-1 {layer['quality']['top1']:.3f} vs "
                f"old/old {floor:.3f})")
     else:
-        why = (f"the {kind} layer alone keeps only {_pct(layer['gain_retained'])} of the full-backfill gain "
-               f"(below {_pct(gain_threshold)})")
+        why = (f"the {kind} layer alone keeps only {format_share(layer['gain_retained'], 0)} of the full-backfill gain "
+               f"(below {format_share(gain_threshold, 0)})")
     if name == "partial_backfill":
-        return (f"Partial backfill: {why}; re-embedding {_pct(choice['fraction'])} of the gallery "
-                f"({choice['items_embedded']} items, {_duration(choice['time_s'])}) in {choice['policy']} order "
-                f"reaches top-1 {choice['quality']['top1']:.3f}, at least {_pct(target_share)} of the full "
+        return (f"Partial backfill: {why}; re-embedding {format_share(choice['fraction'], 0)} of the gallery "
+                f"({choice['items_embedded']} items, {format_duration(choice['time_s'])}) in {choice['policy']} order "
+                f"reaches top-1 {choice['quality']['top1']:.3f}, at least {format_share(target_share, 0)} of the full "
                 f"backfill's {ceiling:.3f}.")
-    return (f"Full backfill: {why}, and no partial backfill reaches {_pct(target_share)} of the full backfill's "
+    return (f"Full backfill: {why}, and no partial backfill reaches {format_share(target_share, 0)} of the full backfill's "
             f"top-1 ({ceiling:.3f}) short of re-embedding everything; re-embed all {choice['items_embedded']} items "
-            f"({_duration(choice['time_s'])}).")
+            f"({format_duration(choice['time_s'])}).")

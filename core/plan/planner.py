@@ -7,33 +7,37 @@ fusion layer) as alternatives, and returns :func:`core.plan.options.plan_from_re
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from core.adapters import load_adapter
 from core.adapters.base import Adapter
 from core.errors import EmbridgeError
+from core.plan.model import Plan
 from core.plan.options import plan_from_report
 from core.plan.throughput import Throughput, measure_throughput
 from core.progress import ProgressFn, StopFn, check_stop, no_progress
 from core.report.build import build_report, latest_report_for_run, resolve_train_run
+from core.report.model import Report
+from core.run_record import RunRecord
 from core.store import Workspace
 
 ALTERNATIVE_KINDS = {"fct": "forward_transform", "fusion": "fusion", "cascade": "cascade"}
 
 
 def plan_upgrade(ws: Workspace, run_id: int | None = None, fraction: float | None = None,
-                 report: dict[str, Any] | None = None, *, throughput: Throughput | None = None,
+                 report: Report | None = None, *, throughput: Throughput | None = None,
                  device: str = "auto", gain_threshold: float = 0.9, target_share: float = 0.95,
-                 on_progress: ProgressFn | None = None, should_stop: StopFn | None = None) -> dict[str, Any]:
+                 on_progress: ProgressFn | None = None, should_stop: StopFn | None = None) -> Plan:
     """Plan the upgrade for a training run's layer (default: the latest completed run)."""
     progress = on_progress or no_progress
     if report is None:
         run = resolve_train_run(ws, run_id)
         progress(0, 3, {"stage": "report"})
-        report = latest_report_for_run(ws, run["id"]) or build_report(ws, run["id"], should_stop=should_stop)
+        report = latest_report_for_run(ws, run.id) or build_report(ws, run.id, should_stop=should_stop)
     check_stop(should_stop)
     progress(1, 3, {"stage": "throughput"})
-    row = ws.adapter(int(report["adapter"]["id"]))
+    row = ws.adapter(int(report.adapter["id"]))
     adapter = load_adapter(ws.adapter_path(row["id"]))
     alternatives, alt_adapters = _alternatives(ws, row)
     if throughput is None:
@@ -44,8 +48,8 @@ def plan_upgrade(ws: Workspace, run_id: int | None = None, fraction: float | Non
     progress(2, 3, {"stage": "options"})
     plan = plan_from_report(report, throughput, fraction=fraction, gain_threshold=gain_threshold,
                             target_share=target_share, alternatives=alternatives)
-    plan.update(run_id=report["run"]["id"], report_id=report.get("report_id"), adapter_id=row["id"],
-                adapter_kind=row["kind"], old_model=row["old_model"], new_model=row["new_model"])
+    plan = replace(plan, run_id=report.run_id, report_id=report.report_id, adapter_id=row["id"],
+                   adapter_kind=row["kind"], old_model=row["old_model"], new_model=row["new_model"])
     progress(3, 3, {"stage": "done"})
     return plan
 
@@ -56,7 +60,7 @@ def _alternatives(ws: Workspace, chosen: dict[str, Any]) -> tuple[list[dict[str,
     for row in ws.adapters():
         if (row["kind"] in ALTERNATIVE_KINDS and row["kind"] != chosen["kind"] and row["id"] != chosen["id"]
                 and (row["old_model"], row["new_model"]) == (chosen["old_model"], chosen["new_model"])
-                and row.get("run_id") is not None and ws.run(row["run_id"])["status"] == "completed"):
+                and row.get("run_id") is not None and RunRecord.from_row(ws.run(row["run_id"])).completed):
             latest[row["kind"]] = row
     out, adapters = [], {}
     for kind, row in latest.items():
@@ -76,11 +80,11 @@ def _alternative_quality(ws: Workspace, row: dict[str, Any]) -> dict[str, Any]:
     """Its report's upgraded cell when it has one, else the held-out numbers of its training run."""
     report = latest_report_for_run(ws, row["run_id"])
     if report is not None:
-        metrics = report["cells"][report["upgraded_cell"]]["metrics"]
+        metrics = report.cells[str(report.upgraded_cell)]["metrics"]
         return {"quality": {k: metrics[k] for k in ("top1", "top5") if k in metrics},
-                "source": f"Quality: the {report['upgraded_cell']} cell of report {report.get('report_id')} "
+                "source": f"Quality: the {report.upgraded_cell} cell of report {report.report_id} "
                           f"(run {row['run_id']})."}
-    metrics = ws.run(row["run_id"]).get("metrics") or {}
+    metrics = RunRecord.from_row(ws.run(row["run_id"])).metrics
     top1 = metrics.get("upgraded_top1")
     where = metrics.get("heldout_protocol") or "its test queries"
     return {"quality": {"top1": top1} if top1 is not None else {},

@@ -200,6 +200,17 @@ def backfill_curves(
     }
 
 
+@dataclass(frozen=True)
+class BackfillOptions:
+    """Which curves to measure and how: policies, β steps, cut-offs, the seed and the search."""
+
+    policies: tuple[str, ...] = POLICIES
+    steps: int = 11  # evenly spaced β from 0 to 1
+    ks: tuple[int, ...] = (1, 5)
+    seed: int = 0
+    search: SearchConfig | None = None
+
+
 def partial_backfill(
     queries_new: np.ndarray,
     queries_adapted: np.ndarray,
@@ -207,21 +218,19 @@ def partial_backfill(
     gallery_old: np.ndarray,
     query_targets: Any,
     gallery_targets: Any,
+    options: BackfillOptions | None = None,
+    *,
     gallery_adapted: np.ndarray | None = None,
-    policies: tuple[str, ...] = POLICIES,
-    steps: int = 11,
-    ks: tuple[int, ...] = (1, 5),
     exclude: Any = None,
-    seed: int = 0,
-    search_config: SearchConfig | None = None,
     on_progress: ProgressFn | None = None,
     should_stop: StopFn | None = None,
 ) -> dict[str, BackfillCurve]:
-    """Curves for the named policies over ``steps`` evenly spaced β from 0 to 1."""
-    if steps < 2:
-        raise InputError("partial backfill", f"needs at least 2 steps, got {steps}")
+    """Curves for the options' policies over its evenly spaced β from 0 to 1."""
+    opts = options or BackfillOptions()
+    if opts.steps < 2:
+        raise InputError("partial backfill", f"needs at least 2 steps, got {opts.steps}")
     n_g = np.asarray(gallery_old).shape[0]
-    orders = {p: backfill_order(p, n_g, seed, gallery_adapted, gallery_old, search_config) for p in policies}
+    orders = {p: backfill_order(p, n_g, opts.seed, gallery_adapted, gallery_old, opts.search) for p in opts.policies}
     return backfill_curves(
         queries_new,
         queries_adapted,
@@ -230,8 +239,8 @@ def partial_backfill(
         query_targets,
         gallery_targets,
         orders,
-        np.linspace(0.0, 1.0, steps),
-        ks,
+        np.linspace(0.0, 1.0, opts.steps),
+        opts.ks,
         exclude,
         on_progress=on_progress,
         should_stop=should_stop,

@@ -10,7 +10,7 @@ under ``<workspace>/reports/<id>/`` (:mod:`core.report.export`).
 from __future__ import annotations
 
 import tempfile
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,30 +28,56 @@ from core.evaluation.vectors import MatrixMaker
 from core.jobs import recorded_run
 from core.progress import ProgressFn, StopFn, check_stop, no_progress
 from core.report import sections
-from core.report.backfill import partial_backfill
+from core.report.backfill import BackfillOptions, partial_backfill
 from core.report.cells import CellResult, Sides, cell_specs, score_cell, search_summary, upgrade_sides
 from core.report.limits import MAX_BOOTSTRAP, MIN_BOOTSTRAP
+from core.report.model import SCHEMA, Report
 from core.report.sample import EvalSample, evaluation_sample
+from core.run_record import RunRecord
 from core.store import Workspace
 from core.store.files import TMP_PREFIX
 from core.store.rows import now_iso
 
-SCHEMA = "embridge.report/1"
+__all__ = ["SCHEMA", "Report", "ReportOptions", "build_report", "latest_report_for_run", "load_report",
+           "resolve_train_run"]
 COMPAT_MAX_ITEMS = 20_000
 
 
-def resolve_train_run(ws: Workspace, run_id: int | None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class ReportOptions:
+    """How a report is measured: the gallery, the search, the curves, the resampling, memory.
+
+    ``memory_budget``: gallery-side matrices larger than this many bytes are gathered into memmaps in
+    a scratch folder under ``reports/`` (removed afterwards), so memory stays bounded as the sample grows.
+    """
+
+    heldout_gallery: bool = False
+    search: SearchConfig | None = None
+    backfill_steps: int = 11
+    rollback: bool = False
+    n_boot: int = 1000
+    seed: int = 0
+    memory_budget: int = 512 << 20
+
+    def recorded(self) -> dict[str, Any]:
+        """The options as the report run records them."""
+        return {"heldout_gallery": self.heldout_gallery, "search": asdict(self.search or SearchConfig()),
+                "backfill_steps": self.backfill_steps, "rollback": self.rollback, "n_boot": self.n_boot,
+                "seed": self.seed}
+
+
+def resolve_train_run(ws: Workspace, run_id: int | None) -> RunRecord:
     """The given training run, or the latest completed one; InputError when there is none."""
     if run_id is None:
-        run = ws.latest_run("train")
-        if run is None:
+        row = ws.latest_run("train")
+        if row is None:
             raise InputError(str(ws.root), "no completed training run; fit a layer first with 'embridge train'")
-        return run
-    run = ws.run(int(run_id))
-    if run["kind"] != "train":
-        raise InputError(f"run {run_id}", f"is a {run['kind']} run, not a training run")
-    if run["status"] != "completed":
-        raise InputError(f"run {run_id}", f"has status '{run['status']}'; only completed runs have a usable layer")
+        return RunRecord.from_row(row)
+    run = RunRecord.from_row(ws.run(int(run_id)))
+    if run.kind != "train":
+        raise InputError(f"run {run_id}", f"is a {run.kind} run, not a training run")
+    if not run.completed:
+        raise InputError(f"run {run_id}", f"has status '{run.status}'; only completed runs have a usable layer")
     return run
 
 
@@ -67,48 +93,40 @@ def check_settings(n_boot: object, backfill_steps: object) -> None:
         raise InputError("backfill steps", f"must be an integer from 2 to 1001, got {backfill_steps!r}")
 
 
-def build_report(ws: Workspace, run_id: int | None = None, *, heldout_gallery: bool = False,
-                 search: SearchConfig | None = None, backfill_steps: int = 11, rollback: bool = False,
-                 n_boot: int = 1000, seed: int = 0, write: bool = True, memory_budget: int = 512 << 20,
-                 on_progress: ProgressFn | None = None, should_stop: StopFn | None = None) -> dict[str, Any]:
-    """The report dict of a training run's layer (see the module docstring); also written when ``write``.
-
-    Gallery-side matrices larger than ``memory_budget`` bytes are gathered into memmaps in a scratch
-    folder under ``reports/`` (removed afterwards), so memory stays bounded as the sample grows.
-    """
-    check_settings(n_boot, backfill_steps)
+def build_report(ws: Workspace, run_id: int | None = None, options: ReportOptions | None = None, *,
+                 write: bool = True, on_progress: ProgressFn | None = None,
+                 should_stop: StopFn | None = None) -> Report:
+    """The report of a training run's layer (see the module docstring); also written when ``write``."""
+    opts = options or ReportOptions()
+    check_settings(opts.n_boot, opts.backfill_steps)
     run = resolve_train_run(ws, run_id)
-    row = ws.adapter_for_run(run["id"])
+    row = ws.adapter_for_run(run.id)
     adapter = load_adapter(ws.adapter_path(row["id"]))
     if getattr(adapter, "side_dim", 0):
         raise InputError(f"adapter {row['id']}", "this fct layer needs side information for every gallery item, "
                          "which the workspace does not store; it cannot be evaluated here")
-    options = {"train_run": run["id"], "adapter_id": row["id"], "heldout_gallery": heldout_gallery,
-               "search": asdict(search or SearchConfig()), "backfill_steps": backfill_steps,
-               "rollback": rollback, "n_boot": n_boot, "seed": seed}
-    with recorded_run(ws, "report", row["kind"], options) as record:
+    recorded = {"train_run": run.id, "adapter_id": row["id"], **opts.recorded()}
+    with recorded_run(ws, "report", row["kind"], recorded) as record:
         with tempfile.TemporaryDirectory(prefix=f"{TMP_PREFIX}scratch-", dir=ws.root / "reports",
                                          ignore_cleanup_errors=True) as scratch:
-            report = assemble(ws, run, row, adapter, heldout_gallery=heldout_gallery, search=search,
-                              backfill_steps=backfill_steps, rollback=rollback, n_boot=n_boot, seed=seed,
-                              maker=MatrixMaker(ws, Path(scratch), memory_budget),
+            report = assemble(ws, run, row, adapter, opts, maker=MatrixMaker(ws, Path(scratch), opts.memory_budget),
                               on_progress=on_progress or no_progress, should_stop=should_stop)
-        report["report_run_id"] = record["run_id"]
-        record["metrics"] = dict(report["headline"])
+        report.report_run_id = record["run_id"]
+        record["metrics"] = dict(report.headline)
         if write:
             from core.report.export import save_report
 
             check_stop(should_stop)
             save_report(ws, report, on_progress=on_progress, should_stop=should_stop)
-            record["metrics"]["report_id"] = report["report_id"]
+            record["metrics"]["report_id"] = report.report_id
     return report
 
 
-def assemble(ws: Workspace, run: dict[str, Any], row: dict[str, Any], adapter: Adapter, *, maker: MatrixMaker,
-             heldout_gallery: bool, search: SearchConfig | None, backfill_steps: int, rollback: bool,
-             n_boot: int, seed: int, on_progress: ProgressFn, should_stop: StopFn | None) -> dict[str, Any]:
+def assemble(ws: Workspace, run: RunRecord, row: dict[str, Any], adapter: Adapter, options: ReportOptions, *,
+             maker: MatrixMaker, on_progress: ProgressFn, should_stop: StopFn | None) -> Report:
     """Every section of the report, without writing anything."""
     old, new = row["old_model"], row["new_model"]
+    search, n_boot, seed = options.search, options.n_boot, options.seed
     stages = ["sample", "vectors", "cells", "statistics", "backfill"]
 
     def stage(name: str, **info: Any) -> None:
@@ -116,12 +134,12 @@ def assemble(ws: Workspace, run: dict[str, Any], row: dict[str, Any], adapter: A
         on_progress(stages.index(name), len(stages), {"stage": name, **info})
 
     stage("sample")
-    sample = evaluation_sample(ws, [old, new], heldout_gallery, seed=int(run_seed(run)))
+    sample = evaluation_sample(ws, [old, new], options.heldout_gallery, seed=run.seed)
     tasks = sample.tasks
     stage("vectors", queries=int(sample.query_ids.size), gallery=int(sample.gallery_ids.size),
           old_gallery=int(sample.full_ids.size))
     vecs = upgrade_vectors(maker, tasks, adapter, old, new)
-    sides = upgrade_sides(maker, sample, adapter, old, new, rollback)
+    sides = upgrade_sides(maker, sample, adapter, old, new, options.rollback)
     stage("cells", cell="main")
     main = score_upgrade(tasks, adapter, vecs, search, should_stop=should_stop)
     plan = main.plan
@@ -140,42 +158,36 @@ def assemble(ws: Workspace, run: dict[str, Any], row: dict[str, Any], adapter: A
     head = sections.headline(cells, upgraded, ceiling, plan, n_boot, seed, sample.relevance)
     head.update(main.headline())
     search_cells = {name: cell.search.to_dict() for name, cell in cells.items()}
-    report: dict[str, Any] = {
-        "schema": SCHEMA, "kind": "upgrade", "created": now_iso(), "embridge_version": __version__,
-        "report_id": None, "run": _run_section(run), "adapter": _adapter_section(row),
-        "models": {"old": _model_section(ws, old), "new": _model_section(ws, new)},
-        "protocol": sample.protocol(), "sizes": {**sample.sizes(), "queries_scored": head["n_queries"]},
-        "scoring": plan.to_dict(), "search": search_summary(search_cells),
-        "cells": {name: sections.cell_section(c, plan, n_boot, seed) for name, c in cells.items()},
-        "upgraded_cell": upgraded, "ceiling_cell": ceiling, "headline": head,
-        "comparison": sections.comparison(cells, upgraded, ceiling, plan),
-        "flips": sections.flips_section(cells, n_boot, seed),
-        "flipped_queries": sections.flipped_records(cells, upgraded, sample),
-        "per_label": sections.per_label_section(cells, sample, plan),
-        "compatibility_rate": _compat_rate(sides, sample, seed),
-        "verdicts": sections.verdicts(head, upgraded, ceiling, adapter.kind, sample.relevance,
-                                      adapter.config()),
-    }
+    report = Report(
+        schema=SCHEMA, kind="upgrade", created=now_iso(), embridge_version=__version__,
+        report_id=None, run=_run_section(run), adapter=_adapter_section(row),
+        models={"old": _model_section(ws, old), "new": _model_section(ws, new)},
+        protocol=sample.protocol(), sizes={**sample.sizes(), "queries_scored": head["n_queries"]},
+        scoring=plan.to_dict(), search=search_summary(search_cells),
+        cells={name: sections.cell_section(c, plan, n_boot, seed) for name, c in cells.items()},
+        upgraded_cell=upgraded, ceiling_cell=ceiling, headline=head,
+        comparison=sections.comparison(cells, upgraded, ceiling, plan),
+        flips=sections.flips_section(cells, n_boot, seed),
+        flipped_queries=sections.flipped_records(cells, upgraded, sample),
+        per_label=sections.per_label_section(cells, sample, plan),
+        compatibility_rate=_compat_rate(sides, sample, seed),
+        verdicts=sections.verdicts(head, upgraded, ceiling, adapter.kind, sample.relevance, adapter.config()),
+    )
     stage("backfill")
-    report["backfill"] = _backfill(sides, sample, plan, backfill_steps, seed, should_stop)
-    for policy, curve in report["backfill"]["policies"].items():
+    report.backfill = _backfill(sides, sample, plan, options.backfill_steps, seed, should_stop)
+    for policy, curve in report.backfill["policies"].items():
         head[f"backfill_area_{policy}"] = curve["areas"]["top1"]
     on_progress(len(stages), len(stages), {"stage": "done"})
     return report
 
 
-def run_seed(run: dict[str, Any]) -> int:
-    return int(((run.get("config") or {}).get("settings") or {}).get("seed", 0))
-
-
-def _run_section(run: dict[str, Any]) -> dict[str, Any]:
-    metrics = run.get("metrics") or {}
+def _run_section(run: RunRecord) -> dict[str, Any]:
+    metrics = run.metrics
     heldout = {k: metrics.get(k) for k in ("old_old_top1", "new_new_top1", "upgraded_top1", "gain_retained",
                                            "gain_retained_note", "n_queries", "heldout_protocol", "pairs_used",
                                            "val_metric", "val_metric_name", "val_protocol") if k in metrics}
-    return {"id": run["id"], "method": run.get("method"), "status": run.get("status"),
-            "device": run.get("device"), "duration_s": run.get("duration_s"), "config": run.get("config") or {},
-            "epochs": run.get("epochs") or [], "heldout": heldout}
+    return {"id": run.id, "method": run.method, "status": run.status, "device": run.device,
+            "duration_s": run.duration_s, "config": run.config, "epochs": run.epochs, "heldout": heldout}
 
 
 def _adapter_section(row: dict[str, Any]) -> dict[str, Any]:
@@ -218,9 +230,9 @@ def _backfill(sides: Sides, sample: EvalSample, plan: Any, steps: int, seed: int
                          "judgments they are not computed yet, so the plan offers the layer, fusion and the full "
                          "backfill only."]}
     curves = partial_backfill(sides.q_head, sides.q_up, sides.g_head, sides.g_up, sample.query_targets,
-                              sample.gallery_targets, gallery_adapted=sides.g_adapted, steps=steps, ks=(1, 5),
-                              exclude=sample.exclude, seed=seed, search_config=plan.config,
-                              should_stop=should_stop)
+                              sample.gallery_targets, BackfillOptions(steps=steps, ks=(1, 5), seed=seed,
+                                                                      search=plan.config),
+                              gallery_adapted=sides.g_adapted, exclude=sample.exclude, should_stop=should_stop)
     policies = {p: c.to_dict() for p, c in curves.items()}
     best = max(policies, key=lambda p: policies[p]["areas"]["top1"])
     return {"steps": steps, "ks": [1, 5], "policies": policies, "best_policy": best,
@@ -233,27 +245,20 @@ def _backfill(sides: Sides, sample: EvalSample, plan: Any, steps: int, seed: int
                      "deployment they need every item's new vector first; random needs none."]}
 
 
-def flipped_queries(report: dict[str, Any]) -> list[dict[str, Any]]:
-    """Flipped queries of the upgraded cell, negative ones first, each tagged with its direction."""
-    section = report.get("flipped_queries") or {}
-    return ([{**r, "flip": "negative"} for r in section.get("negative", [])]
-            + [{**r, "flip": "positive"} for r in section.get("positive", [])])
-
-
-def load_report(ws: Workspace, report_id: int) -> dict[str, Any]:
-    """Read a stored report's JSON back."""
+def load_report(ws: Workspace, report_id: int) -> Report:
+    """Read a stored report back from its JSON file."""
     import json
 
     row = ws.report(report_id)
     path = Path(row["json_file"])
     path = path if path.is_absolute() else ws.root / path
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+        return Report.from_json(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError) as exc:
         raise InputError(str(path), f"cannot read report {report_id} ({exc})") from exc
 
 
-def latest_report_for_run(ws: Workspace, run_id: int) -> dict[str, Any] | None:
+def latest_report_for_run(ws: Workspace, run_id: int) -> Report | None:
     rows = [r for r in ws.reports() if r.get("run_id") == run_id and r.get("json_file")]
     for row in reversed(rows):
         path = Path(row["json_file"])

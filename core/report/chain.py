@@ -23,14 +23,15 @@ from core.adapters import adapt_gallery, adapt_queries, load_adapter
 from core.adapters.base import Adapter
 from core.errors import InputError
 from core.evaluation.compat import matrix_scores
+from core.evaluation.headline import headline_metrics
 from core.evaluation.scoring import scoring_plan
 from core.evaluation.search import SearchConfig
 from core.evaluation.vectors import MatrixMaker
 from core.jobs import recorded_run
 from core.l2 import l2_normalize
 from core.progress import ProgressFn, StopFn, check_stop, no_progress
-from core.report.build import SCHEMA
 from core.report.cells import score_cell, search_summary
+from core.report.model import SCHEMA, Report
 from core.report.sample import evaluation_sample
 from core.store import Workspace
 from core.store.files import TMP_PREFIX
@@ -82,7 +83,7 @@ def _up(adapters: Sequence[Adapter], j: int, i: int) -> Any:
 
 def chain_report(ws: Workspace, models: Sequence[str], runs: Sequence[int], *, metric: str = "top1",
                  heldout_gallery: bool = False, search: SearchConfig | None = None, write: bool = True,
-                 on_progress: ProgressFn | None = None, should_stop: StopFn | None = None) -> dict[str, Any]:
+                 on_progress: ProgressFn | None = None, should_stop: StopFn | None = None) -> Report:
     """The compatibility matrix report of a chain of versions (see the module docstring)."""
     progress = on_progress or no_progress
     models = list(models)
@@ -92,11 +93,10 @@ def chain_report(ws: Workspace, models: Sequence[str], runs: Sequence[int], *, m
         sample = evaluation_sample(ws, models, heldout_gallery)
         task = sample.tasks.sample  # every cell needs some model's gallery vectors: the evaluation sample
         plan = scoring_plan(task, search)
-        if metric not in ("top1", "top5", plan.map_key, f"recall@{plan.recall_k}"):
-            raise InputError("chain metric", f"unknown {metric!r}; use top1, top5, recall@{plan.recall_k} or "
-                             f"{plan.map_key}")
+        shown = headline_metrics(plan.recall_k, plan.map_key)
+        if metric not in shown:
+            raise InputError("chain metric", f"unknown {metric!r}; use {', '.join(shown[:-1])} or {shown[-1]}")
         t = len(models)
-        shown = ["top1", "top5", f"recall@{plan.recall_k}", plan.map_key]
         matrices = {m: np.full((t, t), np.nan) for m in shown}
         searches: dict[str, Any] = {}
         pairs = [(i, j) for i in range(t) for j in range(i + 1)]
@@ -127,15 +127,15 @@ def chain_report(ws: Workspace, models: Sequence[str], runs: Sequence[int], *, m
                  "layers": [{"run_id": r["run_id"], "adapter_id": r["id"], "kind": r["kind"],
                              "direction": r["direction"], "maps": f"{r['new_model']} → {r['old_model']}"}
                             for r in rows]}
-        report = {"schema": SCHEMA, "kind": "chain", "created": now_iso(), "embridge_version": __version__,
-                  "report_id": None, "chain": chain, "protocol": sample.protocol(chain=True),
-                  "sizes": {**sample.sizes(), "versions": t}, "scoring": plan.to_dict(),
-                  "search": search_summary(searches), "report_run_id": record["run_id"]}
+        report = Report(schema=SCHEMA, kind="chain", created=now_iso(), embridge_version=__version__,
+                        report_id=None, chain=chain, protocol=sample.protocol(chain=True),
+                        sizes={**sample.sizes(), "versions": t}, scoring=plan.to_dict(),
+                        search=search_summary(searches), report_run_id=record["run_id"])
         record["metrics"] = {"ac": chain["ac"], "am": chain["am"], "versions": t}
         progress(len(pairs), len(pairs), {"stage": "done"})
         if write:
             from core.report.export import save_report
 
             save_report(ws, report, should_stop=should_stop)
-            record["metrics"]["report_id"] = report["report_id"]
+            record["metrics"]["report_id"] = report.report_id
     return report

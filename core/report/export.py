@@ -1,4 +1,4 @@
-"""Report export: the figures of a report dict, ``report.json`` and a self-contained ``report.html``.
+"""Report export: the figures of a report, ``report.json`` and a self-contained ``report.html``.
 
 The HTML page has inline CSS and every figure as inline SVG: no script, no external stylesheet, font
 or image, and no URL at all, so it opens offline and can travel inside a bundle. Both files are
@@ -8,89 +8,69 @@ written atomically into ``<workspace>/reports/<report id>/`` and registered in o
 from __future__ import annotations
 
 import json
-import math
 import re
 import shutil
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from core.errors import StoreError
+from core.json_values import json_safe
 from core.progress import ProgressFn, StopFn, check_stop, no_progress
 from core.report.html_page import render_html
+from core.report.model import Report, as_report
 from core.store import Workspace
 from core.store.files import atomic_write_text
 
-SUMMARY_KEYS = ("old_old_top1", "new_new_top1", "ceiling_top1", "upgraded_top1", "gain_retained",
-                "gain_retained_note", "ndcg@10", "mrr@10", "arr",
-                "arr_k", "compatible", "negative_flip_rate", "positive_flip_rate", "relative_nfr", "n_queries")
+__all__ = ["figure_svgs", "inline_svg", "json_safe", "report_figures", "report_json", "save_report"]
 
 
-def json_safe(value: Any) -> Any:
-    """Plain JSON values: numpy scalars and arrays unwrapped, NaN and infinities as None, keys as text."""
-    if isinstance(value, Mapping):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | np.ndarray):
-        return [json_safe(v) for v in (value.tolist() if isinstance(value, np.ndarray) else value)]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
-def report_json(report: Mapping[str, Any]) -> str:
-    return json.dumps(json_safe(report), indent=1, ensure_ascii=False, allow_nan=False) + "\n"
+def report_json(report: Report) -> str:
+    """The text of ``report.json``."""
+    return json.dumps(report.to_json(), indent=1, ensure_ascii=False, allow_nan=False) + "\n"
 
 
 def _num(value: Any) -> float:
     return float(value) if isinstance(value, int | float) and value is not None else float("nan")
 
 
-def report_figures(report: Mapping[str, Any]) -> dict[str, Any]:
-    """Every figure of a report (or chain report) dict, by name: the app shows the same ones."""
+def report_figures(report: Report | Mapping[str, Any]) -> dict[str, Any]:
+    """Every figure of a report (or chain report), by name: the app shows the same ones."""
     from core.report import figures
 
+    r = as_report(report)
     out: dict[str, Any] = {}
-    cells = report.get("cells") or {}
-    scoring = report.get("scoring") or {}
-    if cells:
-        shown = ["top1", "top5", f"recall@{scoring.get('recall_k', 10)}", scoring.get("map_key", "mAP")]
-        values = {n: {m: _num(c["metrics"].get(m)) for m in shown} for n, c in cells.items()}
+    if r.cells:
+        shown = r.headline_metrics
+        values = {n: {m: _num(c["metrics"].get(m)) for m in shown} for n, c in r.cells.items()}
         cis = {n: {m: tuple(c["ci"][m]) for m in shown if m in (c.get("ci") or {})
-                   and None not in c["ci"][m]} for n, c in cells.items()}
+                   and None not in c["ci"][m]} for n, c in r.cells.items()}
         out["cells"] = figures.metric_bars(values, shown, cis)
         out["recall"] = figures.recall_curves(
-            {n: {int(k): _num(v) for k, v in c["recall_curve"].items()} for n, c in cells.items()})
-    flips = report.get("flips") or {}
-    if flips:
+            {n: {int(k): _num(v) for k, v in c["recall_curve"].items()} for n, c in r.cells.items()})
+    if r.flips:
         out["flips"] = figures.flip_bars({n: {"negative": f["negative_flip_rate"], "positive": f["positive_flip_rate"]}
-                                          for n, f in flips.items()})
-    per_label = report.get("per_label") or {}
-    if per_label:
-        wanted = [report.get("upgraded_cell"), "old/old", report.get("ceiling_cell")]
-        names = [n for n in dict.fromkeys(wanted) if n in per_label]
+                                          for n, f in r.flips.items()})
+    if r.per_label:
+        wanted = [r.upgraded_cell, "old/old", r.ceiling_cell]
+        names = [n for n in dict.fromkeys(wanted) if n in r.per_label]
         out["per_label"] = figures.per_label_bars(
-            {n: {str(r["label"]): _num(r.get("top1")) for r in per_label[n]} for n in names})
-    backfill = report.get("backfill") or {}
-    if backfill.get("policies"):
-        head = report.get("headline") or {}
-        refs = {"old/old": head.get("old_old_top1"), str(report.get("ceiling_cell")): head.get("ceiling_top1")}
+            {n: {str(row["label"]): _num(row.get("top1")) for row in r.per_label[n]} for n in names})
+    if r.backfill.get("policies"):
+        head = r.headline
+        refs = {"old/old": head.get("old_old_top1"), str(r.ceiling_cell): head.get("ceiling_top1")}
         out["backfill"] = figures.backfill_curves(
             {p: {"betas": c["betas"], "values": [_num(v) for v in c["values"]["top1"]], "area": c["areas"]["top1"]}
-             for p, c in backfill["policies"].items()},
+             for p, c in r.backfill["policies"].items()},
             references={k: float(v) for k, v in refs.items() if isinstance(v, int | float)})
-    epochs = (report.get("run") or {}).get("epochs") or []
+    epochs = r.run.get("epochs") or []
     if any(isinstance(v, int | float) for row in epochs for k, v in row.items() if k != "epoch"):
         axis = _epoch_axis(epochs)
-        rows = epochs if axis == "epoch" else [{k: v for k, v in r.items() if k != "epoch"} for r in epochs]
-        heldout = (report.get("run") or {}).get("heldout_test_fold") or {}
+        rows = epochs if axis == "epoch" else [{k: v for k, v in row.items() if k != "epoch"} for row in epochs]
+        heldout = r.run.get("heldout_test_fold") or {}
         out["training"] = figures.training_curves(rows, axis, heldout.get("val_metric_name"))
-    chain = report.get("chain")
+    chain = r.chain
     if chain:
         out["compatibility_matrix"] = figures.compatibility_heatmap(
             np.array(chain["matrix"], dtype=np.float64), chain["versions"], chain.get("ac"), chain.get("am"),
@@ -118,7 +98,7 @@ def inline_svg(svg: str, prefix: str) -> str:
     return re.sub(r"url\(#", f"url(#{prefix}-", svg).strip()
 
 
-def figure_svgs(report: Mapping[str, Any]) -> dict[str, str]:
+def figure_svgs(report: Report) -> dict[str, str]:
     """Each figure of the report rendered to inline SVG text."""
     from core.report.figures import figure_to_svg
 
@@ -126,20 +106,7 @@ def figure_svgs(report: Mapping[str, Any]) -> dict[str, str]:
             enumerate(report_figures(report).items())}
 
 
-def summary_of(report: Mapping[str, Any]) -> dict[str, Any]:
-    """The scalar numbers stored with the report row (and shown by bundles)."""
-    if report.get("kind") == "chain":
-        chain = report["chain"]
-        return json_safe({"kind": "chain", "versions": chain["versions"], "ac": chain["ac"], "am": chain["am"],
-                          "metric": chain["metric"]})
-    head = report.get("headline") or {}
-    out = {k: head.get(k) for k in SUMMARY_KEYS}
-    out.update({k: v for k, v in head.items() if k.startswith("backfill_area_")})
-    out["kind"] = "upgrade"
-    return json_safe(out)
-
-
-def save_report(ws: Workspace, report: dict[str, Any], on_progress: ProgressFn | None = None,
+def save_report(ws: Workspace, report: Report, on_progress: ProgressFn | None = None,
                 should_stop: StopFn | None = None) -> dict[str, Any]:
     """Write report.json and report.html into ``reports/<id>/`` and register them; returns the row.
 
@@ -156,14 +123,12 @@ def save_report(ws: Workspace, report: dict[str, Any], on_progress: ProgressFn |
         folder = ws.root / "reports" / str(report_id)
         ours = not folder.exists()  # a folder left by someone else is never removed
         json_path, html_path = folder / "report.json", folder / "report.html"
-        report["report_id"] = report_id
-        report["files"] = {"json": str(json_path), "html": str(html_path)}
+        report.report_id = report_id
+        report.files = {"json": str(json_path), "html": str(html_path)}
         try:
             atomic_write_text(json_path, report_json(report))
-            atomic_write_text(html_path, render_html(json_safe(report), svgs))
-            run_id = None if report.get("kind") == "chain" else (report.get("run") or {}).get("id")
-            adapter_id = None if report.get("kind") == "chain" else (report.get("adapter") or {}).get("id")
-            row = ws.add_report(run_id, adapter_id, json_path, html_path, summary_of(report))
+            atomic_write_text(html_path, render_html(report, svgs))
+            row = ws.add_report(report.run_id, report.adapter_id, json_path, html_path, report.summary())
             if int(row["id"]) != report_id:
                 raise StoreError(f"{folder}: report registered as {row['id']}, expected {report_id}")
         except BaseException:

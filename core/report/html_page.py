@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from html import escape
 from typing import Any
 
+from core.report.model import Report
 from core.report.wording import comparison_word
 
 CSS = """
@@ -90,9 +91,7 @@ def _headline(report: Mapping[str, Any]) -> str:
             + _table(["number", "value"], rows))
 
 
-def _cells(report: Mapping[str, Any], figs: _Figures) -> str:
-    scoring = report.get("scoring") or {}
-    shown = ["top1", "top5", f"recall@{scoring.get('recall_k', 10)}", scoring.get("map_key", "mAP")]
+def _cells(report: Mapping[str, Any], figs: _Figures, shown: list[str]) -> str:
     rows = []
     for name, cell in (report.get("cells") or {}).items():
         metrics, cis = cell.get("metrics") or {}, cell.get("ci") or {}
@@ -184,9 +183,10 @@ def _chain(report: Mapping[str, Any], figs: _Figures) -> str:
             + figs.take("compatibility_matrix", "Compatibility matrix"))
 
 
-def render_html(report: Mapping[str, Any], svgs: Mapping[str, str]) -> str:
-    """The whole page as text (see the module docstring)."""
+def render_html(typed: Report, svgs: Mapping[str, str]) -> str:
+    """The whole page as text (see the module docstring), drawn from the report's JSON form."""
     figs = _Figures(svgs)
+    report = typed.to_json()
     adapter = report.get("adapter") or {}
     models = report.get("models") or {}
     if report.get("kind") == "chain":
@@ -206,7 +206,7 @@ def render_html(report: Mapping[str, Any], svgs: Mapping[str, str]) -> str:
     parts += ["<h2>Protocol</h2>", _list(protocol),
               _table(["size", "value"], list((report.get("sizes") or {}).items()))]
     if report.get("kind") != "chain":
-        parts += ["<h2>Cells</h2>", _cells(report, figs), "<h2>Compatibility</h2>", _compatibility(report),
+        parts += ["<h2>Cells</h2>", _cells(report, figs, typed.headline_metrics), "<h2>Compatibility</h2>", _compatibility(report),
                   "<h2>Flips</h2>", _flips(report, figs), "<h2>Per label</h2>", _per_label(report, figs),
                   "<h2>Partial backfill</h2>", _backfill(report, figs), "<h2>Training</h2>", _training(report, figs)]
     rest = figs.rest()

@@ -11,10 +11,12 @@ written before protocols were stored says so.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from core.evaluation.task import Protocol
+from core.report.model import Report, as_report
 
 UNRECORDED = "protocol not recorded (made by an older Embridge)"
 PROTOCOL_CELLS = ("new→old", "new/fct(old)", "old/old")  # the upgraded cells share old/old's task
@@ -65,9 +67,10 @@ def source_of_run(run: dict[str, Any]) -> NumberSource:
     return _from_cells(metrics.get("protocols"))
 
 
-def source_of_report(report: dict[str, Any]) -> NumberSource:
+def source_of_report(report: Report | Mapping[str, Any]) -> NumberSource:
     """The query set and gallery of a report's upgraded cell (and old/old), as the report records it."""
-    return _from_cells((report.get("headline") or {}).get("protocols"), report.get("upgraded_cell"))
+    r = as_report(report)
+    return _from_cells(r.headline.get("protocols"), r.upgraded_cell)
 
 
 def with_source(text: str, source: NumberSource | None) -> str:

@@ -12,7 +12,9 @@ from typing import Any
 import numpy as np
 
 from core.evaluation.compat import NOT_BETTER, arr, compare, gain_retained
+from core.evaluation.headline import headline_metrics as plan_headline_metrics
 from core.evaluation.metrics import bootstrap_ci, bootstrap_statistic_ci, per_label
+from core.formatting import format_share
 from core.report.cells import NEW_NEW, OLD_OLD, CellResult, ScoringPlan
 from core.report.flips import cell_flips, flip_cis
 from core.report.sample import EvalSample
@@ -21,7 +23,8 @@ MAX_LISTED_FLIPS = 500
 
 
 def headline_metrics(plan: ScoringPlan) -> list[str]:
-    return ["top1", "top5", f"recall@{plan.recall_k}", plan.map_key]
+    """The plan's per-cell headline metrics (:func:`core.evaluation.headline.headline_metrics`)."""
+    return plan_headline_metrics(plan.recall_k, plan.map_key)
 
 
 def cell_section(cell: CellResult, plan: ScoringPlan, n_boot: int, seed: int) -> dict[str, Any]:
@@ -160,17 +163,17 @@ def verdicts(head: dict[str, Any], upgraded: str, ceiling: str, kind: str, relev
     if relevance == "item":
         return ["Without labels, a query's relevant item is its own item: the same-model cells find it trivially, "
                 "so neither whether the new model is better nor the compatibility criterion can be measured here.",
-                f"Through the {kind} layer, {_pct(up)} of new queries find their own item's old vector first "
+                f"Through the {kind} layer, {format_share(up)} of new queries find their own item's old vector first "
                 f"({upgraded} top-1); add labels or ground truth to measure retrieval quality."]
     lines = [serving] if serving else []
     if not cc > oo:
         lines.append(f"The new model is not better than the old one on this gallery: {ceiling} top-1 "
-                     f"{_pct(cc)} against old/old {_pct(oo)}. Upgrading does not pay here.")
+                     f"{format_share(cc)} against old/old {format_share(oo)}. Upgrading does not pay here.")
     if head["compatible"]:
-        kept = (f"it keeps {_pct(gr)} of the full-backfill gain" if gr is not None
+        kept = (f"it keeps {format_share(gr)} of the full-backfill gain" if gr is not None
                 else f"gain retained is undefined: {NOT_BETTER}")
-        lines.append(f"The {kind} layer passes the compatibility criterion: {upgraded} top-1 {_pct(up)} > "
-                     f"old/old {_pct(oo)}; {kept}.")
+        lines.append(f"The {kind} layer passes the compatibility criterion: {upgraded} top-1 {format_share(up)} > "
+                     f"old/old {format_share(oo)}; {kept}.")
         if gr is not None and gr < 0.9:
             lines.append("Bridging alone leaves much of the gain unused; see the partial-backfill curves and the "
                          "plan for what re-embedding part or all of the gallery buys.")
@@ -178,8 +181,8 @@ def verdicts(head: dict[str, Any], upgraded: str, ceiling: str, kind: str, relev
         instead = ("a partial backfill or a full backfill" if kind in ("fusion", "cascade") else
                    "fusion during the transition (old and mapped new query together), a cascade (the old index "
                    "recalls, the new model re-ranks), a partial backfill, or a full backfill")
-        lines.append(f"The {kind} layer FAILS the compatibility criterion: {upgraded} top-1 {_pct(up)} is not "
-                     f"above old/old {_pct(oo)}, so serving new queries through it makes search worse than "
+        lines.append(f"The {kind} layer FAILS the compatibility criterion: {upgraded} top-1 {format_share(up)} is not "
+                     f"above old/old {format_share(oo)}, so serving new queries through it makes search worse than "
                      f"today. Bridging alone is not enough here: consider {instead}.")
     return lines
 
@@ -198,6 +201,3 @@ def _serving_words(kind: str, method: dict[str, Any]) -> str:
                 "the new model re-ranks them; both encoders are needed during the transition.")
     return ""
 
-
-def _pct(value: float | None) -> str:
-    return "n/a" if value is None or not np.isfinite(value) else f"{100 * value:.1f}%"

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from core.errors import ImportDataError
+from core.json_values import dumps
 
 TEXT_FIELDS = ("split", "source", "modality", "text", "path")
 JSON_COLUMNS = {"metadata", "spec", "config", "metrics", "epochs", "summary", "manifest"}
@@ -20,8 +21,8 @@ def now_iso() -> str:
 
 
 def encode(row: dict[str, Any]) -> dict[str, Any]:
-    """Serialise JSON columns of a row about to be written; numpy scalars and paths become plain values."""
-    return {k: (json.dumps(v, default=_jsonable) if k in JSON_COLUMNS and v is not None else _plain(v))
+    """Serialise JSON columns of a row about to be written (:func:`core.json_values.json_safe`'s form)."""
+    return {k: (dumps(v) if k in JSON_COLUMNS and v is not None else _plain(v))
             for k, v in row.items()}
 
 
@@ -70,15 +71,6 @@ def decode(row: dict[str, Any]) -> dict[str, Any]:
         if isinstance(out[key], str):
             out[key] = json.loads(out[key])
     return out
-
-
-def _jsonable(value: Any) -> Any:
-    """Let numpy scalars and arrays, paths and tuples pass through json.dumps."""
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    if hasattr(value, "__fspath__"):
-        return os.fspath(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 def pid_alive(pid: int | None) -> bool:

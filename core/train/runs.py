@@ -33,8 +33,6 @@ from core.train.pair_choice import PAIR_KINDS, default_pairs
 from core.train.pairs import PairSplit, fold_arrays, fold_labels, split_pairs
 from core.train.query_pairs import judged_query_pairs
 
-HEADLINE = ("old_old_top1", "new_new_top1", "upgraded_top1", "gain_retained")
-
 
 def old_classifier_for(ws: Workspace, old: str, split: PairSplit) -> tuple[np.ndarray | None, str]:
     """The old model's classifier rows when its row r is the class labelled 'r'; else class means."""

@@ -1,0 +1,50 @@
+"""Which numbers are the headline: one definition read by every report, plan, run, page, command and file.
+
+- :data:`HEADLINE` are the four numbers every surface leads with (the command-line contract's keys
+  of ``embridge train`` and ``embridge report``);
+- :data:`REPORT_SUMMARY` are the scalar numbers stored with a report (its row's summary, bundle
+  metrics), :data:`RUN_SUMMARY` those of a training run (the held-out numbers a bundle carries);
+- :func:`headline_metrics` are the per-cell metrics with confidence intervals, in figures, chain
+  matrices and plan options; :func:`table_metrics` the per-cell columns of tables (the command
+  line's ``cells`` and the app's metrics table): the same, with every recall@k of the report, and the
+  judged metrics where a cell has them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+HEADLINE = ("old_old_top1", "new_new_top1", "upgraded_top1", "gain_retained")
+JUDGED_METRICS = ("ndcg@10", "mrr@10")  # present when relevance comes from judgments
+REPORT_SUMMARY = ("old_old_top1", "new_new_top1", "ceiling_top1", "upgraded_top1", "gain_retained",
+                  "gain_retained_note", *JUDGED_METRICS, "arr", "arr_k", "compatible", "negative_flip_rate",
+                  "positive_flip_rate", "relative_nfr", "n_queries")
+RUN_SUMMARY = (*HEADLINE, "gain_retained_note", "compatible", "upgraded_pair_top1", "n_queries", "arr",
+               "negative_flip_rate", "positive_flip_rate", *JUDGED_METRICS, "pairs_used", "heldout_protocol",
+               "relevance")
+BACKFILL_AREA = "backfill_area_"  # report summary keys per backfill policy: backfill_area_<policy>
+
+
+def headline_metrics(recall_k: int = 10, map_key: str = "mAP") -> list[str]:
+    """Per-cell headline metrics of a scoring plan: top-1, top-5, its recall@k and its mAP flavour."""
+    return ["top1", "top5", f"recall@{recall_k}", map_key]
+
+
+def table_metrics(recall_ks: Sequence[int], recall_k: int = 10, map_key: str = "mAP",
+                  present: Iterable[str] = ()) -> list[str]:
+    """Table columns: the headline metrics with recall@k for every k, plus judged metrics in ``present``."""
+    ks = list(recall_ks) or [recall_k]
+    out: list[str] = []
+    for name in headline_metrics(recall_k, map_key):
+        out += [f"recall@{k}" for k in ks] if name == f"recall@{recall_k}" else [name]
+    have = set(present)
+    return out + [m for m in JUDGED_METRICS if m in have]
+
+
+def pick(values: Mapping[str, Any], keys: Sequence[str], scalar_only: bool = False) -> dict[str, Any]:
+    """``values`` restricted to ``keys`` (in their order), skipping absent keys (and non-scalars if asked)."""
+    def scalar(v: Any) -> bool:
+        return v is None or isinstance(v, bool | int | float | str)
+
+    return {k: values[k] for k in keys if k in values and (not scalar_only or scalar(values[k]))}

@@ -1,0 +1,73 @@
+"""The upgrade plan as a typed object: what ``plan_upgrade`` returns and ``embridge plan --json`` prints.
+
+:class:`Plan` owns its JSON form (:meth:`Plan.to_json`, :meth:`Plan.from_json`: the keys the
+command line has always printed, plus ``schema``) and its headline: each option's ``quality`` holds
+the report's per-cell headline metrics (:mod:`core.evaluation.headline`). Options stay plain dicts
+of JSON values; pages and commands read the plan's attributes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, ClassVar
+
+from core.errors import InputError
+from core.json_values import json_safe
+
+SCHEMA_VERSION = 1
+SCHEMA = f"embridge.plan/{SCHEMA_VERSION}"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Options with time, storage and expected quality, the recommended one and why."""
+
+    SCHEMA_VERSION: ClassVar[int] = SCHEMA_VERSION
+
+    recommendation: str
+    options: list[dict[str, Any]]
+    reason: str = ""
+    new_better: bool | None = None
+    protocols: dict[str, Any] | None = None
+    pairs: str | None = None
+    adapter_passes: bool | None = None
+    targets: dict[str, float] = field(default_factory=dict)
+    gallery_full: int = 0
+    gallery_sample: int = 0
+    throughput: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    run_id: int | None = None
+    report_id: int | None = None
+    adapter_id: int | None = None
+    adapter_kind: str | None = None
+    old_model: str | None = None
+    new_model: str | None = None
+    schema: str = SCHEMA
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Plan:
+        schema = str(data.get("schema") or SCHEMA)
+        prefix, _, version = schema.rpartition("/")
+        if prefix != "embridge.plan" or not version.isdigit() or int(version) > SCHEMA_VERSION:
+            raise InputError("plan", f"has schema '{schema}'; this embridge reads '{SCHEMA}'")
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def to_json(self) -> dict[str, Any]:
+        """The command line's JSON object (plain values; NaN as null)."""
+        return json_safe(asdict(self))
+
+    @property
+    def schema_version(self) -> int:
+        return int(self.schema.rpartition("/")[2])
+
+    def option(self, name: str) -> dict[str, Any] | None:
+        return next((o for o in self.options if o["name"] == name), None)
+
+    @property
+    def recommended(self) -> dict[str, Any]:
+        """The recommended option."""
+        found = self.option(self.recommendation)
+        assert found is not None
+        return found

@@ -1,0 +1,82 @@
+"""A run as read from the workspace (training, report, …): typed attributes over its stored row.
+
+Reports, bundles, the command line and the app's pages read a training run's numbers through
+:class:`RunRecord`, so which of them are the headline is decided once
+(:mod:`core.evaluation.headline`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from core.evaluation.headline import HEADLINE, RUN_SUMMARY, pick
+from core.json_values import json_safe
+
+_COLUMNS = ("id", "kind", "method", "status", "config", "metrics", "epochs", "device", "started", "finished",
+            "duration_s", "error", "pid", "host")
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One recorded run: what was asked (``config``), what came out (``metrics``, ``epochs``), how it ended."""
+
+    SCHEMA_VERSION: ClassVar[int] = 1
+
+    id: int
+    kind: str
+    method: str | None = None
+    status: str = "completed"
+    config: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    epochs: list[dict[str, Any]] = field(default_factory=list)
+    device: str | None = None
+    started: str | None = None
+    finished: str | None = None
+    duration_s: float | None = None
+    error: str | None = None
+    pid: int | None = None
+    host: str | None = None
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> RunRecord:
+        """From a workspace row (JSON columns already decoded; absent columns take their defaults)."""
+        values = {k: row[k] for k in _COLUMNS if k in row}
+        for key, empty in (("config", dict), ("metrics", dict), ("epochs", list)):
+            values[key] = values.get(key) or empty()
+        return cls(**values)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RunRecord:
+        version = int(data.get("schema_version", cls.SCHEMA_VERSION))
+        if version > cls.SCHEMA_VERSION:
+            from core.errors import InputError
+
+            raise InputError("run record", f"has schema version {version}; this embridge reads up to "
+                             f"{cls.SCHEMA_VERSION}")
+        return cls.from_row(data)
+
+    def to_json(self) -> dict[str, Any]:
+        return json_safe({"schema_version": self.SCHEMA_VERSION, **{k: getattr(self, k) for k in _COLUMNS}})
+
+    @property
+    def completed(self) -> bool:
+        return self.status == "completed"
+
+    @property
+    def seed(self) -> int:
+        """The seed the run was fitted with (0 when not recorded)."""
+        return int(((self.config or {}).get("settings") or {}).get("seed", 0))
+
+    @property
+    def headline(self) -> dict[str, Any]:
+        """The headline numbers the run measured (absent ones left out)."""
+        return pick(self.metrics, HEADLINE)
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        """The run's scalar summary numbers (what a bundle carries for it)."""
+        return pick(self.metrics, RUN_SUMMARY, scalar_only=True)
+
+    def has_headline(self) -> bool:
+        return any(isinstance(v, int | float) and not isinstance(v, bool) for v in self.headline.values())
