@@ -161,7 +161,7 @@ def test_open_models_import_embed_train_report_plan_export(qtbot: QtBot, window:
     assert out.is_file() and export.table.rowCount() == 1
     export.table.selectRow(0)
     assert "adapter: lowrank" in export.details.toPlainText()
-    assert f"report: {report['report_id']}" in export.details.toPlainText()
+    assert f"report: {report.report_id}" in export.details.toPlainText()
     click(qtbot, export.verify_button)
     wait_for_jobs(qtbot, window)
     assert export.details.toPlainText().startswith(f"✔ {out.resolve()} verified")

@@ -34,7 +34,7 @@ def judged(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 
 def test_training_reports_the_reports_numbers_on_judged_queries(judged: dict[str, Any]) -> None:
-    run, head = judged["both"], judged["report"]["headline"]
+    run, head = judged["both"], judged["report"].headline
     for key in HEADLINE:
         assert run[key] == head[key], key
     assert run["heldout_protocol"] == head["protocols"]["new→old"]["text"]
@@ -64,7 +64,7 @@ def test_query_pairs_are_fitted_on_and_test_queries_never(judged: dict[str, Any]
     docs, both = judged["documents"], judged["both"]
     assert docs["pairs_used"] == "documents" and both["pairs_used"] == "both"  # default: both, query pairs exist
     assert both["pairs"]["train"] == docs["pairs"]["train"] + 250  # the 250 queries judged in train
-    assert judged["report"]["run"]["config"]["fitted_on"].startswith("both pairs of the train fold")
+    assert judged["report"].run["config"]["fitted_on"].startswith("both pairs of the train fold")
     with Workspace.open(judged["path"]) as ws:
         folds = ws.folds()
         for qid, split in zip(judged["query_ids"], judged["splits"], strict=True):

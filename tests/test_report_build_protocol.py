@@ -92,7 +92,7 @@ def test_spilled_matrices_give_the_same_report(tmp_path: Path) -> None:
     with _workspace(tmp_path / "ws", labelled=True, query_split=True) as ws:
         in_memory = build_report(ws, None, ReportOptions(backfill_steps=5, n_boot=50), write=False)
         spilled = build_report(ws, None, ReportOptions(backfill_steps=5, n_boot=50, memory_budget=0), write=False)
-    for name, cell in in_memory["cells"].items():
-        assert spilled["cells"][name]["metrics"] == cell["metrics"]
-    assert spilled["backfill"]["policies"] == in_memory["backfill"]["policies"]
-    assert spilled["compatibility_rate"] == in_memory["compatibility_rate"]
+    for name, cell in in_memory.cells.items():
+        assert spilled.cells[name]["metrics"] == cell["metrics"]
+    assert spilled.backfill["policies"] == in_memory.backfill["policies"]
+    assert spilled.compatibility_rate == in_memory.compatibility_rate
