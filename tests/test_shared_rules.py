@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -93,3 +94,16 @@ def test_a_method_the_pair_cannot_train_is_refused_alike_by_the_command_and_the_
     train.select_method("affine")
     assert train.requirement_problems("affine") == [] and train.train_button.isEnabled()
     assert requirement_problems("bct", {"name": "a", "dim": 4}, {"name": "b", "dim": 8}, labelled_items=3) == []
+
+
+def test_model_list_and_the_models_page_give_the_same_pair_warnings(
+        qtbot: QtBot, window: MainWindow, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    ws = _unlabelled_workspace(tmp_path / "ws")
+    assert main(["model", "list", "-w", str(ws), "--json"]) == 0
+    warnings = json.loads(capsys.readouterr().out)["warnings"]
+    assert len(warnings) == 1 and warnings[0].startswith("Dimensions differ: old gives 8-d vectors, new 12-d.")
+    assert main(["model", "list", "-w", str(ws)]) == 0
+    assert f"warning: {warnings[0]}" in capsys.readouterr().out
+    assert window.ctx.open_workspace(ws)
+    page = window.show_page("models")
+    assert page.warnings.text() == "\n".join(f"⚠ {w}" for w in warnings)
