@@ -6,6 +6,11 @@ is self-contained (a vectors-only model's file is referenced instead: its vector
 as the model's vector sets, when embedded or imported). Every registration is one ``BEGIN IMMEDIATE`` transaction, so a second
 process waits for the first writer (up to the busy timeout) and then gets a clear error; threads
 sharing one open workspace take turns, so their transactions never interleave.
+
+This module opens the database, runs transactions and keeps vector sets; the other methods come
+from mixins: items and folds (:mod:`core.store.items`), models (:mod:`core.store.model_rows`),
+runs and artifacts (:mod:`core.store.records`) and judgments (:mod:`core.store.judgments`). Every
+SQL statement Embridge runs on a workspace lives in this package.
 """
 
 from __future__ import annotations
