@@ -25,8 +25,6 @@ from app.context import AppContext
 from app.pages.base import Page, fill_table, make_table
 from app.pages.forms import PathField, set_combo_items
 from core.errors import InputError
-from core.models.adding import parse_input_shape
-from core.models.manage import pair_warnings
 from core.progress import ProgressFn, StopFn
 from core.prompts import TextOptions, prompts_text
 from core.store import Workspace
@@ -142,6 +140,8 @@ class ModelsPage(Page):
         if not path:
             self.ctx.reporter.report("Add model", "Choose a checkpoint file first.")
             return
+        from core.models.adding import parse_input_shape  # core.models loads torch: not at start-up
+
         try:
             shape = parse_input_shape(self.input_shape.text())
         except InputError as exc:
@@ -208,6 +208,8 @@ class ModelsPage(Page):
                                  "x".join(str(s) for s in m["input_shape"] or []) or None, m["params"],
                                  str(m["sha256"])[:12], prompts_text(m) or None] for m in self._models])
         self.role.setCurrentText(suggest_role(self._models))
+        from core.models.manage import pair_warnings
+
         self.warnings.setText("\n".join(f"⚠ {w}" for w in pair_warnings(self._models)))
         if self._models and self.table.currentRow() < 0:
             self.table.selectRow(0)
