@@ -23,10 +23,10 @@ from core.keys import normalise_key
 from core.progress import ProgressFn, StopFn, check_stop, no_progress
 from core.qrels import QrelLines, read_qrels, store_qrels
 from core.store import Workspace
+from core.store.items import QUERY_SPLIT
 from core.store.judgments import JUDGMENT_SPLITS
 
-GALLERY_SPLIT = "gallery"
-QUERY_SPLIT = "query"
+GALLERY_SPLIT = "gallery"  # a name only: every split but the query split forms the gallery
 _CHUNK = 10_000
 
 

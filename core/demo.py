@@ -122,7 +122,7 @@ def build_demo(path: str | Path, seed: int = 0, on_progress: ProgressFn | None =
                 ws.add_model(name, role, spec.to_dict(), file)
 
         report(3, steps, {"stage": "embedding the gallery with the old model"})
-        gallery_ids, query_ids = ws.item_ids("gallery"), ws.item_ids("query")
+        gallery_ids, query_ids = ws.gallery_ids(), ws.query_ids()
         embed_items(ws, "old-mlp", np.concatenate([gallery_ids, query_ids]), device="cpu",
                     should_stop=should_stop)
         report(4, steps, {"stage": "embedding the evaluation sample with the new model"})

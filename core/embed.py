@@ -199,3 +199,13 @@ def embed_recorded(workspace: Any, model_name: str, item_ids: Sequence[int] | np
         info = embed_items(workspace, model_name, item_ids, **options)
         record["metrics"] = {"vector_set": info["id"], "count": info["count"], "dim": info["dim"]}
     return info
+
+
+def embed_split(workspace: Any, model_name: str, split: str | None = None, sample: int | None = None,
+                seed: int = 0, **options: Any) -> dict[str, Any]:
+    """Embed the items of ``split`` (every item when None), or a seeded sample of them, as a recorded run.
+
+    ``embridge embed`` and the app's Gallery page both call this, so the same choice embeds the same items.
+    """
+    ids = sample_ids(workspace.item_ids(split), sample, seed)
+    return embed_recorded(workspace, model_name, ids, config={"split": split, "sample": sample}, **options)

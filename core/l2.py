@@ -9,12 +9,17 @@ rows have no direction and stay zero.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import numpy as np
 
 from core.errors import VectorFileError
 
 # Below this the float32 sum of squares may have lost (underflowed) parts of the row.
 _SAFE_MIN_NORM = 1e-18
+# The key of a layer's stored input policy: True when it was fitted on L2-normalised vectors.
+INPUT_POLICY_KEY = "input_normalised"
 
 
 def l2_normalize(x: np.ndarray, source: str | None = None) -> np.ndarray:
@@ -47,3 +52,23 @@ def _check_rows_finite(x: np.ndarray, rows: np.ndarray, source: str | None) -> N
     if len(bad):
         raise VectorFileError(source, f"row {int(bad[0])} holds NaN or inf values ({len(bad)} such rows); "
                               "they cannot be normalised")
+
+
+def layer_input_normalised(row: Mapping[str, Any]) -> bool:
+    """A stored layer's input policy: whether vectors are L2-normalised before it (its adapter row).
+
+    The workspace records the policy with every layer (``config.input_normalised``); a row without it
+    predates the record and was fitted the way every workspace layer is, on normalised vectors.
+    """
+    return bool((row.get("config") or {}).get(INPUT_POLICY_KEY, True))
+
+
+def prepare_input(x: np.ndarray, normalised: bool, source: str | None = None) -> np.ndarray:
+    """Vectors as a layer with input policy ``normalised`` expects them: L2-normalised, or as stored.
+
+    Reports, plans and bundles all feed layers through this, so a layer sees the same inputs
+    wherever it runs.
+    """
+    if normalised:
+        return l2_normalize(x, source)
+    return np.asarray(x, dtype=np.float32)

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from core.store import Workspace
-from core.store.schema import current_version
+from core.store.items import QUERY_SPLIT, in_gallery
 
 
 def workspace_overview(ws: Workspace) -> dict[str, Any]:
@@ -28,11 +28,11 @@ def workspace_overview(ws: Workspace) -> dict[str, Any]:
     runs = ws.runs()
     return {
         "workspace": str(Path(ws.root).resolve()),
-        "schema_version": current_version(ws.db),
+        "schema_version": ws.schema_version(),
         "models": models,
         "items": ws.split_counts(),
         "judgments": ws.judgment_counts(),
-        "labelled_items": ws.db.execute("select count(*) from items where label is not null").fetchone()[0],
+        "labelled_items": ws.labelled_count(),
         "vector_sets": vector_sets,
         "runs": [{"id": r["id"], "kind": r["kind"], "method": r["method"], "status": r["status"]} for r in runs],
         "adapters": [{"id": a["id"], "run_id": a["run_id"], "kind": a["kind"], "direction": a["direction"],
@@ -42,13 +42,11 @@ def workspace_overview(ws: Workspace) -> dict[str, Any]:
     }
 
 
-QUERY_SPLIT = "query"
-
-
 def gallery_splits(split_counts: dict[str, int]) -> dict[str, int]:
     """The splits whose items form the gallery that reports and plans search: every split but the
-    query split (items without a split included). Pages and ``embridge info`` state this."""
-    return {name: count for name, count in split_counts.items() if name != QUERY_SPLIT}
+    query split (items without a split included), as :func:`core.store.items.in_gallery` says.
+    Pages and ``embridge info`` state this."""
+    return {name: count for name, count in split_counts.items() if in_gallery(name)}
 
 
 def gallery_text(split_counts: dict[str, int]) -> str:

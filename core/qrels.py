@@ -155,8 +155,8 @@ def store_qrels(ws: Workspace, qrels: QrelLines, seed: int = 0) -> QrelsSummary:
     with ws.transaction():
         ws.add_judgments(judgments, source=str(qrels.path))
         if used_seed is not None:
-            ws.db["meta"].upsert({"key": SPLIT_SEED_META, "value": json.dumps(
-                {"seed": used_seed, "fractions": list(SPLIT_FRACTIONS), "source": str(qrels.path)})}, pk="key")
+            ws.set_meta(SPLIT_SEED_META, json.dumps(
+                {"seed": used_seed, "fractions": list(SPLIT_FRACTIONS), "source": str(qrels.path)}))
     per_split = {s: int((judgments.splits == s).sum()) for s in JUDGMENT_SPLITS if (judgments.splits == s).any()}
     return QrelsSummary(str(qrels.path), len(judgments), per_split, used_seed)
 

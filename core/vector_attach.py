@@ -52,11 +52,10 @@ def key_index(ws: Workspace, namespace: str, with_queries: bool = False) -> dict
     without ``query_ids`` may cover queries by their keys in ``ids``, as before queries had their own
     namespace.
     """
-    rows = ws.db.execute("select key, id from items where namespace = ?", [namespace]).fetchall()
+    rows = ws.key_index(namespace)
     if not with_queries:
-        return dict(rows)
-    fallback = ws.db.execute("select key, id from items where namespace = ?", [QUERY_NAMESPACE]).fetchall()
-    return {**dict(fallback), **dict(rows)}
+        return rows
+    return {**ws.key_index(QUERY_NAMESPACE), **rows}
 
 
 def coverage(ws: Workspace, vf: VectorFile, wanted: np.ndarray | None = None) -> Coverage:

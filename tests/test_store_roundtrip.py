@@ -264,7 +264,7 @@ def test_adapter_is_copied_hashed_and_verified(ws: Workspace, tmp_path: Path) ->
     row = ws.add_adapter(run_id, "affine", "backward", 8, 4, "old", "new", src, {"bias": True})
     path = ws.adapter_path(row["id"], verify=True)
     assert path.parent == ws.root / "adapters" and path.read_bytes() == src.read_bytes()
-    assert row["sha256"] == sha256_file(src) and row["config"] == {"bias": True}
+    assert row["sha256"] == sha256_file(src) and row["config"] == {"bias": True, "input_normalised": True}  # the input policy is always stored
     assert (row["in_dim"], row["out_dim"], row["direction"]) == (8, 4, "backward")
     assert ws.adapter_for_run(run_id)["id"] == row["id"] and [a["id"] for a in ws.adapters()] == [row["id"]]
     src.write_bytes(b"changed")  # the stored copy is independent of the source

@@ -182,12 +182,10 @@ class GalleryPage(Page):
         """Embed the chosen items with ``model`` in the background (resumable in the core)."""
 
         def job(ws: Workspace, on_progress: ProgressFn, should_stop: StopFn) -> dict[str, Any]:
-            from core.embed import embed_recorded, sample_ids
+            from core.embed import embed_split
 
-            ids = sample_ids(ws.item_ids(split), sample, seed)
-            return embed_recorded(ws, model, ids, config={"split": split, "sample": sample},
-                                  batch_size=batch_size, device=device, on_progress=on_progress,
-                                  should_stop=should_stop)
+            return embed_split(ws, model, split, sample, seed, batch_size=batch_size, device=device,
+                               on_progress=on_progress, should_stop=should_stop)
 
         def done(info: dict[str, Any]) -> None:
             log.info("embedded %d items with %s (dim %d)", info["count"], model, info["dim"])

@@ -35,32 +35,6 @@ COLUMNS = ["Name", "Role", "Kind", "Modality", "Dim", "Input shape", "Parameters
 MODEL_DEFAULT = "model's own"
 
 
-def spec_warnings(models: list[dict[str, Any]]) -> list[str]:
-    """Plain-language warnings about the old/new pair: missing roles, dims or modalities that differ."""
-    old = [m for m in models if m["role"] == "old"]
-    new = [m for m in models if m["role"] == "new"]
-    notes = []
-    if not old:
-        notes.append("No model has the role 'old' yet: add the model that built today's index as 'old'.")
-    if not new:
-        notes.append("No model has the role 'new' yet: add the model you want to upgrade to as 'new'.")
-    if not (old and new):
-        return notes
-    o, n = old[-1], new[-1]
-    if o["dim"] != n["dim"]:
-        notes.append(f"Dimensions differ: {o['name']} gives {o['dim']}-d vectors, {n['name']} {n['dim']}-d. "
-                     "New vectors cannot be searched against the old index without a compatibility layer; "
-                     "the Train page says which methods handle different dimensions.")
-    if o["modality"] != n["modality"]:
-        notes.append(f"Modalities differ: {o['name']} reads {o['modality']} input, {n['name']} reads "
-                     f"{n['modality']}. Training pairs need the same items embedded by both models.")
-    shapes = (o.get("input_shape"), n.get("input_shape"))
-    if o["modality"] == n["modality"] == "image" and shapes[0] and shapes[1] and shapes[0] != shapes[1]:
-        notes.append(f"Input shapes differ ({tuple(shapes[0])} vs {tuple(shapes[1])}): each model gets "
-                     "the images conformed to its own input shape.")
-    return notes
-
-
 def model_details(model: dict[str, Any]) -> str:
     """Readable details of a stored model: where its file lives (copy or reference), its spec."""
     spec = dict(model.get("spec") or {})
@@ -79,18 +53,6 @@ def model_details(model: dict[str, Any]) -> str:
              *where, f"added: {model.get('created')}", "",
              "spec:", json.dumps(spec, indent=2, sort_keys=True)]
     return "\n".join(lines)
-
-
-def parse_shape(text: str) -> tuple[int, ...] | None:
-    """'1,28,28' or '1x28x28' -> (1, 28, 28); empty -> None (let the core infer it)."""
-    text = text.strip().replace("x", ",").replace("(", "").replace(")", "")
-    if not text:
-        return None
-    try:
-        shape = tuple(int(part) for part in text.split(",") if part.strip())
-    except ValueError as exc:
-        raise InputError("input shape", f"'{text}' is not a list of integers such as 1,28,28") from exc
-    return shape or None
 
 
 def suggest_role(models: list[dict[str, Any]]) -> str:
@@ -178,8 +140,10 @@ class ModelsPage(Page):
         if not path:
             self.ctx.reporter.report("Add model", "Choose a checkpoint file first.")
             return
+        from core.models.adding import parse_input_shape  # core.models loads torch: not at start-up
+
         try:
-            shape = parse_shape(self.input_shape.text())
+            shape = parse_input_shape(self.input_shape.text())
         except InputError as exc:
             self.ctx.reporter.report("Add model", str(exc))
             return
@@ -197,16 +161,10 @@ class ModelsPage(Page):
         """Describe the checkpoint (loads and probes it) and register it, in the background."""
 
         def job(ws: Workspace, on_progress: ProgressFn, should_stop: StopFn) -> dict[str, Any]:
-            from core.models import describe_model
-            from core.models.manage import check_not_duplicate
-            from core.paths import check_name
+            from core.models.adding import add_model
 
-            check_name(name, "model name")  # before the checkpoint is even opened
-            on_progress(0, 2, {"stage": "inspecting the checkpoint"})
-            spec = describe_model(path, kind=kind, name=name, arch=arch, input_shape=input_shape, text=text)
-            check_not_duplicate(ws, spec.to_dict(), path)
-            on_progress(1, 2, {"stage": "copying it into the workspace"})
-            row = ws.add_model(name, role, spec.to_dict(), path)
+            row = add_model(ws, path, name, role, kind=kind, arch=arch, input_shape=input_shape, text=text,
+                            on_progress=on_progress).row
             return {"name": row["name"], "dim": row["dim"], "kind": row["kind"]}
 
         def added(info: dict[str, Any]) -> None:
@@ -250,7 +208,9 @@ class ModelsPage(Page):
                                  "x".join(str(s) for s in m["input_shape"] or []) or None, m["params"],
                                  str(m["sha256"])[:12], prompts_text(m) or None] for m in self._models])
         self.role.setCurrentText(suggest_role(self._models))
-        self.warnings.setText("\n".join(f"⚠ {w}" for w in spec_warnings(self._models)))
+        from core.models.manage import pair_warnings
+
+        self.warnings.setText("\n".join(f"⚠ {w}" for w in pair_warnings(self._models)))
         if self._models and self.table.currentRow() < 0:
             self.table.selectRow(0)
         self._show_spec()

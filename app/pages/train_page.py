@@ -218,13 +218,13 @@ class TrainPage(Page):
         kind = self.current_method()
         if not kind:
             return
-        from core.train.config import LOSSES, allowed_settings
+        from core.train.config import FUSION_BASES, LOSSES, allowed_settings
 
         info = self._methods.get(kind)
         defaults = {k: v for k, v in allowed_settings(kind).items() if k not in HIDDEN_SETTINGS}
         if info is not None and not info.trainable and kind != "fusion":  # closed form: no epochs, no optimiser
             defaults = {k: v for k, v in defaults.items() if k in info.defaults or k == "seed"}
-        self.form.choices = {"loss": list(LOSSES), "base": ["procrustes", "affine", "lowrank", "mlp", "bct"]}
+        self.form.choices = {"loss": list(LOSSES), "base": list(FUSION_BASES)}
         self.form.set_defaults(defaults)
         self.time_budget.setVisible(kind == "auto")
         self.time_budget_label.setVisible(kind == "auto")
@@ -247,20 +247,12 @@ class TrainPage(Page):
         self.train_button.setEnabled(not problems and self.job is None)
 
     def requirement_problems(self, kind: str) -> list[str]:
-        """Why ``kind`` cannot run on this workspace's old/new pair (empty when it can)."""
-        info = self._methods.get(kind)
+        """Why ``kind`` cannot run on the chosen old/new pair (the core's rule; empty when it can)."""
+        from core.train.requirements import requirement_problems
+
         models = {m["name"]: m for m in self._overview.get("models", [])}
         old, new = models.get(self.old_model.currentText()), models.get(self.new_model.currentText())
-        problems = []
-        if old is None or new is None:
-            problems.append("Choose an old and a new model (add them on the Models page).")
-        elif old["name"] == new["name"]:
-            problems.append("The old and the new model must differ.")
-        if info is not None and info.needs_labels and not self._overview.get("labelled_items"):
-            problems.append(f"{info.title} needs labelled items; this workspace has none.")
-        if info is not None and info.equal_dims and old and new and old["dim"] != new["dim"]:
-            problems.append(f"{info.title} needs equal dimensions; the models give {old['dim']} and {new['dim']}.")
-        return problems
+        return requirement_problems(kind, old, new, int(self._overview.get("labelled_items") or 0))
 
     # -- training ---------------------------------------------------------------------------
     def train_from_form(self) -> None:

@@ -19,7 +19,7 @@ import numpy as np
 from core.adapters import Adapter, load_adapter
 from core.bundle.deploy import inputs_of
 from core.errors import BundleError, EmbridgeError, StoreError
-from core.l2 import l2_normalize
+from core.l2 import l2_normalize, layer_input_normalised
 from core.run_record import RunRecord
 from core.store import Workspace
 
@@ -34,7 +34,7 @@ class Step:
 
     @property
     def input_normalised(self) -> bool:
-        return bool((self.row.get("config") or {}).get("input_normalised", False))
+        return layer_input_normalised(self.row)
 
     @property
     def source_model(self) -> str:
@@ -179,5 +179,4 @@ def _test_queries(ws: Workspace, step: Step) -> np.ndarray:
 
 
 def item_keys(ws: Workspace, ids: np.ndarray) -> np.ndarray:
-    lookup = dict(ws.db.execute("select id, key from items").fetchall())
-    return np.array([str(lookup[int(i)]) for i in ids])
+    return np.array(ws.keys_of(ids))

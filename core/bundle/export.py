@@ -36,7 +36,7 @@ from core.bundle.runtime import (
 )
 from core.errors import BundleError
 from core.jobs import recorded_run
-from core.l2 import l2_normalize
+from core.l2 import prepare_input
 from core.paths import check_output, remove_no_follow
 from core.progress import ProgressFn, StopFn, check_stop, no_progress
 from core.store import Workspace
@@ -178,7 +178,7 @@ def _write_gallery(ws: Workspace, root: Path, module: Any, first: contents.Step,
     for start in range(0, len(ids), GALLERY_CHUNK):
         check_stop(should_stop)
         chunk = ws.vectors_for(model, ids[start:start + GALLERY_CHUNK])
-        matrix[start:start + len(chunk)] = run_module(module, l2_normalize(chunk) if first.input_normalised else chunk)
+        matrix[start:start + len(chunk)] = run_module(module, prepare_input(chunk, first.input_normalised))
         report(start + len(chunk), len(ids), {"stage": "transforming the gallery"})
     matrix.flush()
     del matrix

@@ -22,7 +22,7 @@ from core.bundle import portable
 from core.bundle.archive import BundleLimits, BundleSource, open_bundle, read_npy
 from core.bundle.manifest import ADAPTER_FILE, check_integrity
 from core.errors import BundleError, first_line
-from core.l2 import l2_normalize
+from core.l2 import l2_normalize, prepare_input
 from core.progress import ProgressFn, StopFn
 
 PROBE_INPUTS, PROBE_OLD, PROBE_OUTPUTS = "probes/inputs.npy", "probes/old_inputs.npy", "probes/outputs.npy"
@@ -86,7 +86,7 @@ class LoadedBundle:
         if x.ndim != 2 or x.shape[1] != self.in_dim:
             raise BundleError(f"{self.path}: {what} have shape {tuple(x.shape)}, the adapter expects "
                               f"(n, {self.in_dim})")
-        return l2_normalize(x, f"{self.path}: {what}") if self.normalise_inputs else x
+        return prepare_input(x, self.normalise_inputs, f"{self.path}: {what}")
 
     def __call__(self, vectors: np.ndarray, old: np.ndarray | None = None, normalise_output: bool = False,
                  batch: int = 8192) -> np.ndarray:

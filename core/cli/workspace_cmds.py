@@ -173,25 +173,18 @@ def _import_from_store(args: argparse.Namespace) -> Result:
 
 
 def cmd_model_add(args: argparse.Namespace) -> Result:
-    from core.models import TextOptions, describe_model
+    from core.models import TextOptions
+    from core.models.adding import add_model, parse_input_shape
     from core.paths import check_name
-    from core.prompts import prompts_text
 
-    check_name(args.name, "--name")  # before the checkpoint is even opened
+    check_name(args.name, "--name")  # before the workspace or the checkpoint is opened
+    shape = parse_input_shape(args.input_shape)
+    arch_config = _json_object(args.arch_config, "--arch-config")
     text = TextOptions(args.query_prompt, args.document_prompt, args.pooling)
-    spec = describe_model(args.path, kind=args.kind, name=args.name, arch=args.arch,
-                          arch_config=_json_object(args.arch_config, "--arch-config"),
-                          input_shape=_shape(args.input_shape), text=text)
-    from core.models.manage import check_not_duplicate
-
     with Workspace.open(args.workspace) as ws:
-        check_not_duplicate(ws, spec.to_dict(), args.path)
-        row = ws.add_model(args.name, args.role, spec.to_dict(), args.path)
-    data = {k: row[k] for k in ("name", "role", "kind", "modality", "dim", "params", "sha256", "path")}
-    data.update(query_prompt=spec.query_prompt, document_prompt=spec.document_prompt, pooling=spec.pooling)
-    line = f"added model {row['name']} ({row['kind']}, {row['modality']}, dim {row['dim']}, role {row['role']})"
-    described = prompts_text(spec.to_dict())
-    return data, line + (f"; {described}" if described else "")
+        added = add_model(ws, args.path, args.name, args.role, kind=args.kind, arch=args.arch,
+                          arch_config=arch_config, input_shape=shape, text=text)
+    return added.to_dict(), added.line()
 
 
 def _json_object(raw: str | None, flag: str) -> dict[str, Any] | None:
@@ -210,26 +203,16 @@ def _json_object(raw: str | None, flag: str) -> dict[str, Any] | None:
     return value
 
 
-def _shape(raw: str | None) -> tuple[int, ...] | None:
-    from core.errors import InputError
-
-    if raw is None:
-        return None
-    try:
-        shape = tuple(int(part) for part in raw.replace("x", ",").split(",") if part.strip())
-    except ValueError as exc:
-        raise InputError("--input-shape", f"expected integers like 1,28,28, got '{raw}'") from exc
-    if not shape or min(shape) <= 0:
-        raise InputError("--input-shape", f"expected positive integers like 1,28,28, got '{raw}'")
-    return shape
-
-
 def cmd_model_list(args: argparse.Namespace) -> Result:
+    from core.models.manage import pair_warnings
+
     with Workspace.open(args.workspace) as ws:
-        models = [{k: m[k] for k in ("name", "role", "kind", "modality", "dim", "params", "sha256")}
-                  for m in ws.models()]
-    text = "\n".join(f"{m['name']:<14} {m['role']:<5} {m['kind']:<12} dim {m['dim']}" for m in models)
-    return {"models": models}, text or "no models"
+        rows = ws.models()
+    models = [{k: m[k] for k in ("name", "role", "kind", "modality", "dim", "params", "sha256")} for m in rows]
+    warnings = pair_warnings([{**m, "input_shape": (m.get("spec") or {}).get("input_shape")} for m in rows])
+    lines = [f"{m['name']:<14} {m['role']:<5} {m['kind']:<12} dim {m['dim']}" for m in models]
+    lines += [f"warning: {w}" for w in warnings] if models else []
+    return {"models": models, "warnings": warnings}, "\n".join(lines) or "no models"
 
 
 def cmd_model_remove(args: argparse.Namespace) -> Result:
@@ -257,13 +240,11 @@ def cmd_model_set_role(args: argparse.Namespace) -> Result:
 
 
 def cmd_embed(args: argparse.Namespace) -> Result:
-    from core.embed import embed_recorded, sample_ids
+    from core.embed import embed_split
 
     with Workspace.open(args.workspace) as ws:
-        ids = sample_ids(ws.item_ids(args.split), args.sample, args.seed)
-        info = embed_recorded(ws, args.model, ids, config={"split": args.split, "sample": args.sample},
-                              batch_size=args.batch_size, device=args.device,
-                              on_progress=StderrProgress(f"embed {args.model}"))
+        info = embed_split(ws, args.model, args.split, args.sample, args.seed, batch_size=args.batch_size,
+                           device=args.device, on_progress=StderrProgress(f"embed {args.model}"))
     data = {"model": args.model, "vector_set": info["id"], "count": info["count"], "dim": info["dim"],
             "path": info["path"]}
     return data, f"embedded {info['count']} items with {args.model} (dim {info['dim']}) -> {info['path']}"

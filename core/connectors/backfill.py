@@ -17,6 +17,7 @@ import numpy as np
 from core.connectors.base import Connector, PointId
 from core.connectors.transform import StoreTransform
 from core.errors import InputError
+from core.l2 import l2_normalize
 from core.progress import ProgressFn, StopFn, check_stop, no_progress
 from core.store.vectors import check_finite
 
@@ -57,10 +58,6 @@ def read_new_vectors(path: str | Path, dim: int, option: str = "--new-vectors") 
     return NewVectors(file, index, vectors)
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
 def choose_backfill(order: str, new: NewVectors, budget: int | None, source: Connector, transform: StoreTransform,
                     batch_size: int, seed: int = 0, on_progress: ProgressFn | None = None,
                     should_stop: StopFn | None = None) -> set[str]:
@@ -81,8 +78,8 @@ def choose_backfill(order: str, new: NewVectors, budget: int | None, source: Con
         rows = [(n, r) for n, r in rows if r is not None]
         if rows:
             at, where = np.array([n for n, _ in rows]), np.array([r for _, r in rows])
-            adapted = _unit(transform.apply(batch.vectors[at]))
-            residual[where] = np.linalg.norm(adapted - _unit(new.vectors[where]), axis=1)
+            adapted = l2_normalize(transform.apply(batch.vectors[at]))
+            residual[where] = np.linalg.norm(adapted - l2_normalize(new.vectors[where], str(new.path)), axis=1)
         done += len(batch)
         report(done, total, {"stage": "ordering the backfill"})
     order_rows = np.argsort(-residual, kind="stable")[:take]

@@ -17,6 +17,7 @@ import numpy as np
 from core.connectors import open_store
 from core.connectors.base import SPACE_FIELD, Connector, VectorStoreError
 from core.errors import InputError
+from core.l2 import l2_normalize
 
 UNMARKED = "(unmarked)"
 
@@ -131,7 +132,7 @@ def _quality(store: Connector, check: StoreCheck, label_field: str, served_as: s
     if len(vectors) < 2:
         raise InputError("--label-field", f"fewer than two points of '{version}' carry the field '{label_field}'")
     x = np.stack(vectors)
-    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    x = l2_normalize(x, f"{store.describe()} ('{version}' points)")
     lab = np.asarray(labels)
     rng = np.random.default_rng(seed)
     queries = rng.choice(len(x), size=min(sample, len(x)), replace=False)

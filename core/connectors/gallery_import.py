@@ -14,8 +14,6 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import numpy as np
-
 from core.connectors import open_store
 from core.connectors.base import SPACE_FIELD, Batch, Connector, VectorStoreError
 from core.errors import ImportDataError
@@ -101,17 +99,14 @@ def _import(ws: Workspace, store: Connector, uri: str, model: str | None, label_
         check_stop(should_stop)
         records = _records(batch, source, split, label_field, text_field)
         keys = [r["key"] for r in records]
-        ours = {r[0] for part in range(0, len(keys), 500) for r in ws.db.execute(
-            f"select key from items where source = ? and key in ({','.join('?' * len(keys[part:part + 500]))})",
-            [source, *keys[part:part + 500]]).fetchall()}
+        ours = ws.existing_keys(keys, source=source)
         fresh = [r for r in records if r["key"] not in ours]
         if fresh:
             ws.add_items(fresh, source=uri)
             new_items += len(fresh)
         done += len(batch)
         report(done, 2 * total, {"stage": "items"})
-    ids = np.array([r[0] for r in ws.db.execute("select id from items where source = ? order by id",
-                                                [source]).fetchall()], dtype=np.int64)
+    ids = ws.item_ids(source=source)
     if len(ids) != total:
         raise VectorStoreError(f"{store.describe()}: {total} points, but {len(ids)} items came from it; the store "
                                "changed during the import")
@@ -128,9 +123,7 @@ def _import(ws: Workspace, store: Connector, uri: str, model: str | None, label_
             check_stop(should_stop)
             end = row + len(batch)
             if end > writer.done_rows:
-                expected = [r[0] for r in ws.db.execute(
-                    f"select key from items where id in ({','.join('?' * (end - row))}) order by id",
-                    ids[row:end].tolist()).fetchall()]
+                expected = ws.keys_of(ids[row:end])
                 if expected != [str(i) for i in batch.ids]:
                     raise VectorStoreError(f"{store.describe()}: the store's order changed during the import; "
                                            "run it again")

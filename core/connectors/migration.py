@@ -30,6 +30,7 @@ from core.connectors.backfill import NewVectors, choose_backfill, read_new_vecto
 from core.connectors.base import SPACE_FIELD, Batch, Connector, StoreURI, VectorStoreError
 from core.connectors.transform import StoreTransform, load_transform
 from core.errors import InputError
+from core.l2 import l2_normalize
 from core.progress import ProgressFn, StopFn, check_stop, no_progress
 
 VERIFY_SAMPLE = 256
@@ -271,8 +272,7 @@ def verify_migration(transform: StoreTransform, source: Connector, target: Conne
                 row = new.lookup(pid)
                 want = new.vectors[row] if row is not None else want
             if unit:  # compare directions: cosine collections may hand back normalised vectors
-                want = want / max(float(np.linalg.norm(want)), 1e-12)
-                vec = vec / max(float(np.linalg.norm(vec)), 1e-12)
+                want, vec = l2_normalize(np.stack([want, vec]), f"{target.describe()}: point {pid!r}")
             if not np.allclose(vec, want, rtol=VERIFY_RTOL, atol=VERIFY_ATOL):
                 raise VectorStoreError(f"{target.describe()}: point {pid!r} holds a vector that is not the bundle's "
                                        f"transform of the source (max abs difference {np.max(np.abs(vec - want)):.3g})")

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from core.errors import InputError
+from core.l2 import l2_normalize
 
 _EPS = 1e-12
 NOT_BETTER = "the new model is not better than the old one on this metric here"
@@ -118,9 +119,7 @@ def _pair_distance(a: np.ndarray, b: np.ndarray, distance: str) -> np.ndarray:
     if distance == "euclidean":
         return np.linalg.norm(a - b, axis=1)
     if distance == "cosine":
-        na = np.maximum(np.linalg.norm(a, axis=1), _EPS)
-        nb = np.maximum(np.linalg.norm(b, axis=1), _EPS)
-        return 1.0 - (a * b).sum(axis=1) / (na * nb)
+        return 1.0 - (l2_normalize(a) * l2_normalize(b)).sum(axis=1)
     raise InputError("distance", f"unknown {distance!r}; use 'euclidean' or 'cosine'")
 
 

@@ -45,7 +45,7 @@ def label_codes(labels: list[str | None], classes: list[str]) -> np.ndarray:
 
 def workspace_classes(ws: Workspace) -> list[str]:
     """Every label in the workspace, ordered numerically when all labels are integers."""
-    labels = [r[0] for r in ws.db.execute("select distinct label from items where label is not null")]
+    labels = ws.distinct_labels()
     try:
         return [str(v) for v in sorted(int(x) for x in labels)]
     except ValueError:

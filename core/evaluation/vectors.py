@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import InputError
-from core.retrieval import l2_normalize
+from core.l2 import l2_normalize, prepare_input
 from core.store import Workspace
 
 Transform = Callable[..., np.ndarray]
@@ -22,12 +22,15 @@ class MatrixMaker:
     """Gathers (optionally transformed) normalised vectors chunk by chunk, spilling large ones to disk.
 
     A matrix larger than ``budget_bytes`` is written into a float32 memmap under ``scratch``; smaller
-    ones stay in memory. ``transform`` receives one normalised block per model named, in order.
+    ones stay in memory. ``transform`` receives one block per model named, in order, prepared by the
+    layer's input policy ``input_normalised`` (:func:`core.l2.prepare_input`: L2-normalised, or as
+    stored); every matrix returned is L2-normalised.
     """
 
     def __init__(self, ws: Workspace, scratch: Path | None = None, budget_bytes: int = 512 << 20,
-                 chunk: int = 65_536) -> None:
+                 chunk: int = 65_536, input_normalised: bool = True) -> None:
         self.ws, self.scratch, self.budget, self.chunk = ws, scratch, budget_bytes, chunk
+        self.input_normalised = input_normalised
         self._count = 0
 
     def matrix(self, ids: np.ndarray, models: Sequence[str], transform: Transform | None = None) -> np.ndarray:
@@ -35,8 +38,11 @@ class MatrixMaker:
         n = int(ids.size)
         for start in range(0, n, self.chunk):
             part = ids[start:start + self.chunk]
-            blocks = [l2_normalize(self.ws.vectors_for(m, part)) for m in models]
-            block = l2_normalize(transform(*blocks)) if transform is not None else blocks[0]
+            if transform is None:
+                block = l2_normalize(self.ws.vectors_for(models[0], part))
+            else:
+                blocks = [prepare_input(self.ws.vectors_for(m, part), self.input_normalised) for m in models]
+                block = l2_normalize(transform(*blocks))
             if out is None:
                 out = self._allocate(n, block.shape[1])
             out[start:start + len(part)] = block

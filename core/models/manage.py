@@ -7,8 +7,6 @@ adapters depend on cannot be removed (nothing stored is lost).
 
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +17,7 @@ from core.store.workspace import ROLES
 
 def duplicate_of(ws: Workspace, sha256: str | None) -> str | None:
     """The name of a model already stored with this checkpoint hash (None when there is none)."""
-    if not sha256:
-        return None
-    row = ws.db.execute("select name from models where sha256 = ?", [sha256]).fetchone()
-    return row[0] if row else None
+    return ws.model_with_sha256(sha256) if sha256 else None
 
 
 def check_not_duplicate(ws: Workspace, spec: dict[str, Any], path: str | Path) -> None:
@@ -35,31 +30,16 @@ def check_not_duplicate(ws: Workspace, spec: dict[str, Any], path: str | Path) -
 
 def dependants(ws: Workspace, name: str) -> dict[str, int]:
     """How many vector sets and adapters refer to model ``name``."""
-    model_id = ws.model(name)["id"]
-    sets = ws.db.execute("select count(*) from vector_sets where model_id = ?", [model_id]).fetchone()[0]
-    adapters = ws.db.execute("select count(*) from adapters where old_model = ? or new_model = ?",
-                             [name, name]).fetchone()[0]
-    return {"vector_sets": int(sets), "adapters": int(adapters)}
+    return ws.model_dependants(name)
 
 
 def remove_model(ws: Workspace, name: str) -> dict[str, Any]:
     """Remove a model nothing depends on, with its stored checkpoint copy."""
-    model = ws.model(name)
     used = dependants(ws, name)
     if used["vector_sets"] or used["adapters"]:
         raise InputError(f"model '{name}'", f"{used['vector_sets']} vector set(s) and {used['adapters']} "
                                             "adapter(s) use it; nothing was removed")
-    with ws.transaction():
-        ws.db.execute("delete from models where id = ?", [model["id"]])
-    stored = model.get("path")
-    if stored and model.get("file"):
-        still_used = ws.db.execute("select 1 from models where file = ?", [model["file"]]).fetchone()
-        target = Path(stored)
-        if not still_used and target.exists():
-            if target.is_dir():
-                shutil.rmtree(target, ignore_errors=True)
-            else:
-                target.unlink(missing_ok=True)
+    ws.delete_model(name)
     return {"name": name, "removed": True}
 
 
@@ -71,27 +51,42 @@ def rename_model(ws: Workspace, name: str, new_name: str) -> dict[str, Any]:
     model = ws.model(name)
     if new_name == name:
         return model
-    if ws.db.execute("select 1 from models where name = ?", [new_name]).fetchone():
+    if ws.has_model(new_name):
         raise InputError("--to", f"a model named '{new_name}' already exists")
-    runs = ws.db.execute("select id, config from runs").fetchall()
-    with ws.transaction():
-        ws.db.execute("update models set name = ? where id = ?", [new_name, model["id"]])
-        ws.db.execute("update adapters set old_model = ? where old_model = ?", [new_name, name])
-        ws.db.execute("update adapters set new_model = ? where new_model = ?", [new_name, name])
-        for run_id, text in runs:
-            config = json.loads(text) if text else None
-            if isinstance(config, dict) and name in (config.get("old"), config.get("new")):
-                config.update({k: new_name for k in ("old", "new") if config.get(k) == name})
-                ws.db.execute("update runs set config = ? where id = ?", [json.dumps(config), run_id])
-    return ws.model(new_name)
+    return ws.rename_model(name, new_name)
 
 
 def set_model_role(ws: Workspace, name: str, role: str) -> dict[str, Any]:
     """Give a model the role old, new or other."""
     if role not in ROLES:
         raise InputError("--role", f"unknown role '{role}': use one of {', '.join(ROLES)}")
-    model = ws.model(name)
-    with ws.transaction():
-        ws.db.execute("update models set role = ? where id = ?", [role, model["id"]])
-    return ws.model(name)
+    return ws.set_model_role(name, role)
 
+
+def pair_warnings(models: list[dict[str, Any]]) -> list[str]:
+    """Plain-language warnings about the old/new pair: missing roles, dims or modalities that differ.
+
+    ``embridge model list`` prints them and the Models page shows them.
+    """
+    old = [m for m in models if m["role"] == "old"]
+    new = [m for m in models if m["role"] == "new"]
+    notes = []
+    if not old:
+        notes.append("No model has the role 'old' yet: add the model that built today's index as 'old'.")
+    if not new:
+        notes.append("No model has the role 'new' yet: add the model you want to upgrade to as 'new'.")
+    if not (old and new):
+        return notes
+    o, n = old[-1], new[-1]
+    if o["dim"] != n["dim"]:
+        notes.append(f"Dimensions differ: {o['name']} gives {o['dim']}-d vectors, {n['name']} {n['dim']}-d. "
+                     "New vectors cannot be searched against the old index without a compatibility layer; "
+                     "the Train page says which methods handle different dimensions.")
+    if o["modality"] != n["modality"]:
+        notes.append(f"Modalities differ: {o['name']} reads {o['modality']} input, {n['name']} reads "
+                     f"{n['modality']}. Training pairs need the same items embedded by both models.")
+    shapes = (o.get("input_shape"), n.get("input_shape"))
+    if o["modality"] == n["modality"] == "image" and shapes[0] and shapes[1] and shapes[0] != shapes[1]:
+        notes.append(f"Input shapes differ ({tuple(shapes[0])} vs {tuple(shapes[1])}): each model gets "
+                     "the images conformed to its own input shape.")
+    return notes

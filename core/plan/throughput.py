@@ -18,7 +18,6 @@ from core.adapters import adapt_gallery, adapt_queries
 from core.adapters.base import Adapter
 from core.l2 import l2_normalize
 from core.store import Workspace
-from core.store.workspace import QUERY_SPLIT
 
 
 @dataclass
@@ -82,7 +81,7 @@ def embed_rate(ws: Workspace, model: str, sample: int = 64, device: str = "auto"
                                  "is no backbone to time here; re-embedding costs whatever producing the new "
                                  "vectors costs where they are made.")
     dev = resolve_device(device)
-    gallery = np.setdiff1d(ws.item_ids(), ws.item_ids(QUERY_SPLIT))
+    gallery = ws.gallery_ids()
     ids = np.sort(np.random.default_rng(seed).choice(gallery, size=min(sample, gallery.size), replace=False))
     items = ws.items(ids=ids.tolist())
     loaded = load_model(spec, dev)

@@ -26,6 +26,7 @@ from core.evaluation.search import SearchConfig
 from core.evaluation.upgrade import OLD_OLD, score_upgrade, upgrade_vectors
 from core.evaluation.vectors import MatrixMaker
 from core.jobs import recorded_run
+from core.l2 import layer_input_normalised
 from core.progress import ProgressFn, StopFn, check_stop, no_progress
 from core.report import sections
 from core.report.backfill import BackfillOptions, partial_backfill
@@ -109,7 +110,9 @@ def build_report(ws: Workspace, run_id: int | None = None, options: ReportOption
     with recorded_run(ws, "report", row["kind"], recorded) as record:
         with tempfile.TemporaryDirectory(prefix=f"{TMP_PREFIX}scratch-", dir=ws.root / "reports",
                                          ignore_cleanup_errors=True) as scratch:
-            report = assemble(ws, run, row, adapter, opts, maker=MatrixMaker(ws, Path(scratch), opts.memory_budget),
+            report = assemble(ws, run, row, adapter, opts,
+                              maker=MatrixMaker(ws, Path(scratch), opts.memory_budget,
+                                                input_normalised=layer_input_normalised(row)),
                               on_progress=on_progress or no_progress, should_stop=should_stop)
         report.report_run_id = record["run_id"]
         record["metrics"] = dict(report.headline)

@@ -28,7 +28,7 @@ from core.evaluation.scoring import scoring_plan
 from core.evaluation.search import SearchConfig
 from core.evaluation.vectors import MatrixMaker
 from core.jobs import recorded_run
-from core.l2 import l2_normalize
+from core.l2 import l2_normalize, layer_input_normalised, prepare_input
 from core.progress import ProgressFn, StopFn, check_stop, no_progress
 from core.report.cells import score_cell, search_summary
 from core.report.model import SCHEMA, Report
@@ -63,20 +63,23 @@ def chain_layers(ws: Workspace, models: Sequence[str], runs: Sequence[int]) -> t
     return adapters, rows, "forward" if forward.pop() else "backward"
 
 
-def _down(adapters: Sequence[Adapter], i: int, j: int) -> Any:
-    """Query transform from version i down to version j through backward layers i-1 … j."""
+def _down(adapters: Sequence[Adapter], rows: Sequence[dict], i: int, j: int) -> Any:
+    """Query transform from version i down to version j through backward layers i-1 … j.
+
+    Each layer gets its input prepared by its own stored policy (:func:`core.l2.prepare_input`).
+    """
     def apply(x: np.ndarray) -> np.ndarray:
         for k in range(i - 1, j - 1, -1):
-            x = l2_normalize(adapt_queries(adapters[k], l2_normalize(x)))
+            x = l2_normalize(adapt_queries(adapters[k], prepare_input(x, layer_input_normalised(rows[k]))))
         return x
     return apply
 
 
-def _up(adapters: Sequence[Adapter], j: int, i: int) -> Any:
+def _up(adapters: Sequence[Adapter], rows: Sequence[dict], j: int, i: int) -> Any:
     """Gallery transform from version j up to version i through forward layers j … i-1."""
     def apply(x: np.ndarray) -> np.ndarray:
         for k in range(j, i):
-            x = l2_normalize(adapt_gallery(adapters[k], l2_normalize(x)))
+            x = l2_normalize(adapt_gallery(adapters[k], prepare_input(x, layer_input_normalised(rows[k]))))
         return x
     return apply
 
@@ -102,14 +105,14 @@ def chain_report(ws: Workspace, models: Sequence[str], runs: Sequence[int], *, m
         pairs = [(i, j) for i in range(t) for j in range(i + 1)]
         with tempfile.TemporaryDirectory(prefix=f"{TMP_PREFIX}scratch-", dir=ws.root / "reports",
                                          ignore_cleanup_errors=True) as scratch:
-            maker = MatrixMaker(ws, Path(scratch))
+            maker = MatrixMaker(ws, Path(scratch), input_normalised=False)  # each layer prepares its own input
             for n, (i, j) in enumerate(pairs):
                 check_stop(should_stop)
                 progress(n, len(pairs), {"stage": "cells", "query": models[i], "gallery": models[j]})
                 down = direction == "backward" and i > j
                 up = direction == "forward" and i > j
-                queries = maker.matrix(sample.query_ids, [models[i]], _down(adapters, i, j) if down else None)
-                gallery = maker.matrix(sample.gallery_ids, [models[j]], _up(adapters, j, i) if up else None)
+                queries = maker.matrix(sample.query_ids, [models[i]], _down(adapters, rows, i, j) if down else None)
+                gallery = maker.matrix(sample.gallery_ids, [models[j]], _up(adapters, rows, j, i) if up else None)
                 cell = score_cell(f"{models[i]}/{models[j]}", models[i], models[j], queries, gallery, task, plan,
                                   should_stop=should_stop)
                 summary = cell.metrics.summary()

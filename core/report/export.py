@@ -118,8 +118,8 @@ def save_report(ws: Workspace, report: Report, on_progress: ProgressFn | None = 
     svgs = figure_svgs(report)
     check_stop(should_stop)
     progress(1, 2, {"stage": "writing"})
-    with ws.transaction() as db:
-        report_id = int(db.execute("select coalesce(max(id), 0) + 1 from reports").fetchone()[0])
+    with ws.transaction():
+        report_id = ws.next_report_id()
         folder = ws.root / "reports" / str(report_id)
         ours = not folder.exists()  # a folder left by someone else is never removed
         json_path, html_path = folder / "report.json", folder / "report.html"

@@ -153,10 +153,9 @@ def evaluation_sample(ws: Workspace, models: Sequence[str], heldout_gallery: boo
     queries, gallery, full = tasks.sample.queries.ids, tasks.sample.gallery.ids, tasks.full.gallery.ids
     folds = ws.folds()
     fold_of = np.array([folds.get(int(i), "") for i in gallery], dtype=object)
-    lookup = dict(ws.db.execute("select id, key from items").fetchall())
 
     def keys(ids: np.ndarray) -> list[str]:
-        return [str(lookup[int(i)]) for i in ids]
+        return ws.keys_of(ids)
 
     return EvalSample(tasks=tasks, query_keys=keys(queries), gallery_keys=keys(gallery),
                       query_labels=ws.labels(queries), gallery_labels=ws.labels(gallery),

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import IntegrityError, StoreError
+from core.l2 import INPUT_POLICY_KEY, layer_input_normalised
 from core.store.files import atomic_copy, sha256_file
 from core.store.rows import decode, encode, now_iso, pid_alive
 
@@ -87,7 +88,11 @@ class RecordsMixin:
     def add_adapter(self, run_id: int | None, kind: str, direction: str, in_dim: int, out_dim: int,
                     old_model: str, new_model: str, source_file: str | Path,
                     config: dict | None = None) -> dict[str, Any]:
-        """Copy an adapter file into ``adapters/`` and register it in one transaction."""
+        """Copy an adapter file into ``adapters/`` and register it in one transaction.
+
+        ``config["input_normalised"]`` is the layer's input policy (default True: fitted on
+        L2-normalised vectors); it is always stored, and every reader honours it.
+        """
         source = Path(source_file)
         if not source.is_file():
             raise StoreError(f"{source}: the adapter file to store does not exist")
@@ -99,9 +104,10 @@ class RecordsMixin:
         atomic_copy(source, final)
         if sha256_file(final) != sha:
             raise IntegrityError(f"{source}: the file changed while it was being stored")
+        policy = {INPUT_POLICY_KEY: layer_input_normalised({"config": config})}  # always stored explicitly
         row = {"run_id": run_id, "kind": kind, "direction": direction, "in_dim": in_dim,
                "out_dim": out_dim, "old_model": old_model, "new_model": new_model,
-               "file": rel, "sha256": sha, "config": config or {}, "created": now_iso()}
+               "file": rel, "sha256": sha, "config": {**(config or {}), **policy}, "created": now_iso()}
         try:
             with self.transaction():
                 pk = self.db["adapters"].insert(encode(row)).last_pk
@@ -151,6 +157,10 @@ class RecordsMixin:
 
     def reports(self) -> list[dict[str, Any]]:
         return [decode(r) for r in self.db.query("select * from reports order by id")]
+
+    def next_report_id(self) -> int:
+        """The id the next registered report gets; call inside the transaction that registers it."""
+        return int(self.db.execute("select coalesce(max(id), 0) + 1 from reports").fetchone()[0])
 
     def add_bundle(self, adapter_id: int | None, report_id: int | None, path: str | Path,
                    sha256: str, manifest: dict) -> dict[str, Any]:

@@ -6,12 +6,16 @@ is self-contained (a vectors-only model's file is referenced instead: its vector
 as the model's vector sets, when embedded or imported). Every registration is one ``BEGIN IMMEDIATE`` transaction, so a second
 process waits for the first writer (up to the busy timeout) and then gets a clear error; threads
 sharing one open workspace take turns, so their transactions never interleave.
+
+This module opens the database, runs transactions and keeps vector sets; the other methods come
+from mixins: items and folds (:mod:`core.store.items`), models (:mod:`core.store.model_rows`),
+runs and artifacts (:mod:`core.store.records`) and judgments (:mod:`core.store.judgments`). Every
+SQL statement Embridge runs on a workspace lives in this package.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import sqlite3
 import stat
 import threading
@@ -26,7 +30,6 @@ import numpy as np
 import sqlite_utils
 
 from core.errors import (
-    ImportDataError,
     IntegrityError,
     SchemaVersionError,
     StoreError,
@@ -34,11 +37,12 @@ from core.errors import (
     WorkspaceBusyError,
 )
 from core.paths import DB_NAME, check_name, child, is_real_dir, owned_temps, remove_no_follow
-from core.store.files import atomic_copy, atomic_copy_tree
+from core.store.items import ITEM_FIELDS, QUERY_SPLIT, ItemsMixin, in_gallery, item_namespace
 from core.store.judgments import JudgmentsMixin
+from core.store.model_rows import ROLES, ModelsMixin
 from core.store.records import RecordsMixin
-from core.store.rows import decode, encode, item_row, now_iso
-from core.store.schema import DOC_NAMESPACE, NAMESPACES, QUERY_NAMESPACE, check_tables, migrate
+from core.store.rows import now_iso
+from core.store.schema import check_tables, current_version, migrate
 from core.store.vectors import (
     SUPPORTED_DTYPES,
     VectorSetWriter,
@@ -48,12 +52,10 @@ from core.store.vectors import (
     verified_sha256,
 )
 
-ITEM_FIELDS = ("key", "label", "split", "source", "modality", "text", "path", "metadata")
-ROLES = ("old", "new", "other")
-QUERY_SPLIT = "query"  # items of this split are queries; every other item belongs to the gallery
 TEMP_MAX_AGE_S = 3600  # older temp files belong to a writer that died, not one still running
 BUSY_TIMEOUT_ENV = "EMBRIDGE_BUSY_TIMEOUT"
 DEFAULT_BUSY_TIMEOUT_S = 10.0
+__all__ = ["ITEM_FIELDS", "QUERY_SPLIT", "ROLES", "Workspace", "in_gallery", "item_namespace", "resolve_busy_timeout"]
 
 
 def resolve_busy_timeout(seconds: float | None) -> float:
@@ -72,7 +74,7 @@ def resolve_busy_timeout(seconds: float | None) -> float:
     return value
 
 
-class Workspace(RecordsMixin, JudgmentsMixin):
+class Workspace(ItemsMixin, ModelsMixin, RecordsMixin, JudgmentsMixin):
     """Open handle on a workspace folder; see the module docstring."""
 
     def __init__(self, root: Path, db: sqlite_utils.Database) -> None:
@@ -197,203 +199,6 @@ class Workspace(RecordsMixin, JudgmentsMixin):
         models = {r[0] for r in self.db.execute("select name from models") if isinstance(r[0], str)}
         if is_real_dir(self.root / "vectors"):
             sweep_orphans(self.root / "vectors", registered, cutoff, models)
-
-    # -- items ------------------------------------------------------------------------------
-    def add_items(self, records: Sequence[dict[str, Any]], source: str = "items") -> list[int]:
-        """Insert items all-or-nothing; duplicate or existing keys are an ImportDataError.
-
-        Items of split 'query' are queries and get their own key namespace, so a query key may
-        equal a document key; keys must be unique within each namespace.
-        """
-        if not records:
-            raise ImportDataError(source, "no items to import")
-        keys = [str(r.get("key", "")).strip() for r in records]
-        if any(not k for k in keys):
-            raise ImportDataError(source, f"item {keys.index('') + 1} has an empty key")
-        spaces = [item_namespace(r.get("split")) for r in records]
-        seen: set[tuple[str, str]] = set()
-        dupes = [k for k, ns in zip(keys, spaces, strict=True) if (ns, k) in seen or seen.add((ns, k))]
-        if dupes:
-            raise ImportDataError(source, f"duplicate keys in the input: {', '.join(sorted(set(dupes))[:5])}")
-        created = now_iso()
-        rows = [{**item_row(k, r, created, source), "namespace": ns}
-                for k, r, ns in zip(keys, records, spaces, strict=True)]
-        by_space = {ns: [k for k, s in zip(keys, spaces, strict=True) if s == ns] for ns in set(spaces)}
-        with self.transaction():  # checked inside, so a concurrent import cannot slip in between
-            existing = sorted(set().union(*(self.existing_keys(ks, ns) for ns, ks in by_space.items())))
-            if existing:
-                raise ImportDataError(source, f"{len(existing)} keys already exist in the workspace, "
-                                      f"e.g. {', '.join(existing[:5])}")
-            self.db["items"].insert_all(rows, batch_size=1000)
-            found = {ns: dict(zip(ks, self.ids_for_keys(ks, ns).tolist(), strict=True))
-                     for ns, ks in by_space.items()}
-            return [found[ns][k] for k, ns in zip(keys, spaces, strict=True)]
-
-    def existing_keys(self, keys: Sequence[str], namespace: str | None = None) -> set[str]:
-        """Those of ``keys`` that name an item (in ``namespace``, or in either when None)."""
-        found: set[str] = set()
-        where, extra = ("", []) if namespace is None else (" and namespace = ?", [_check_namespace(namespace)])
-        for start in range(0, len(keys), 500):
-            part = list(keys[start:start + 500])
-            marks = ",".join("?" * len(part))
-            found.update(r["key"] for r in self.db.query(f"select key from items where key in ({marks}){where}",
-                                                         [*part, *extra]))
-        return found
-
-    def items(self, split: str | None = None, ids: Sequence[int] | None = None) -> list[dict[str, Any]]:
-        """Item rows (metadata decoded), ordered by id or in the order of ``ids``."""
-        if ids is not None:
-            by_id = {}
-            id_list = [int(i) for i in ids]
-            for start in range(0, len(id_list), 500):
-                part = id_list[start:start + 500]
-                marks = ",".join("?" * len(part))
-                for r in self.db.query(f"select * from items where id in ({marks})", part):
-                    by_id[r["id"]] = decode(r)
-            missing = [i for i in id_list if i not in by_id]
-            if missing:
-                raise StoreError(f"{self.root}: unknown item ids, e.g. {missing[:5]}")
-            return [by_id[i] for i in id_list]
-        sql, args = "select * from items", []
-        if split:
-            sql, args = sql + " where split = ?", [split]
-        return [decode(r) for r in self.db.query(sql + " order by id", args)]
-
-    def item_ids(self, split: str | None = None, namespace: str | None = None) -> np.ndarray:
-        """Ids ascending, of one split and/or key namespace ('doc' or 'query') when given."""
-        conds, args = [], []
-        if split:
-            conds, args = ["split = ?"], [split]
-        if namespace:
-            conds.append("namespace = ?")
-            args.append(_check_namespace(namespace))
-        sql = "select id from items" + (" where " + " and ".join(conds) if conds else "")
-        return np.array([r[0] for r in self.db.execute(sql + " order by id", args).fetchall()], dtype=np.int64)
-
-    def gallery_ids(self, model: str | None = None) -> np.ndarray:
-        """The gallery: every item not of the query split, sorted; with ``model``, only those it embedded.
-
-        This is the one definition of the gallery that training, reports, plans and bundles share.
-        """
-        rows = self.db.execute("select id from items where coalesce(split, '') != ? order by id", [QUERY_SPLIT])
-        ids = np.array([r[0] for r in rows.fetchall()], dtype=np.int64)
-        return ids if model is None else np.intersect1d(ids, self.ids_with_vectors(model))
-
-    def query_ids(self, model: str | None = None) -> np.ndarray:
-        """Items of the query split, sorted; with ``model``, only those it embedded."""
-        ids = self.item_ids(QUERY_SPLIT)
-        return ids if model is None else np.intersect1d(ids, self.ids_with_vectors(model))
-
-    def check_item_ids(self, item_ids: Sequence[int] | np.ndarray) -> None:
-        """Raise StoreError naming a few ids that are not items of this workspace."""
-        ids = np.asarray(item_ids, dtype=np.int64).ravel()
-        unknown = ids[~np.isin(ids, self.item_ids())]
-        if len(unknown):
-            raise StoreError(f"{self.root}: unknown item ids, e.g. {unknown[:5].tolist()}")
-
-    def ids_for_keys(self, keys: Sequence[str], namespace: str | None = None) -> np.ndarray:
-        """Item ids for ``keys`` in order; unknown keys are a StoreError.
-
-        ``namespace`` 'doc' or 'query' looks in that namespace only; None looks in both and a key
-        that names both a document and a query resolves to the document.
-        """
-        where, extra = ("", []) if namespace is None else (" and namespace = ?", [_check_namespace(namespace)])
-        wanted = list(dict.fromkeys(keys))
-        lookup: dict[str, int] = {}
-        for start in range(0, len(wanted), 500):  # indexed look-ups: cheap for a few keys among millions
-            part = wanted[start:start + 500]
-            marks = ",".join("?" * len(part))
-            for item_id, key, space in self.db.execute(
-                    f"select id, key, namespace from items where key in ({marks}){where}", [*part, *extra]):
-                if space == DOC_NAMESPACE or key not in lookup:
-                    lookup[key] = item_id
-        missing = [k for k in keys if k not in lookup]
-        if missing:
-            what = "item keys" if namespace is None else f"{namespace} keys"
-            raise StoreError(f"{self.root}: {len(missing)} unknown {what}, e.g. {missing[:5]}")
-        return np.array([lookup[k] for k in keys], dtype=np.int64)
-
-    def query_ids_for_keys(self, keys: Sequence[str]) -> np.ndarray:
-        """Item ids of query items by their (query namespace) keys."""
-        return self.ids_for_keys(keys, QUERY_NAMESPACE)
-
-    def doc_ids_for_keys(self, keys: Sequence[str]) -> np.ndarray:
-        """Item ids of document (gallery) items by their (document namespace) keys."""
-        return self.ids_for_keys(keys, DOC_NAMESPACE)
-
-    def labels(self, ids: Sequence[int]) -> list[str | None]:
-        lookup = dict(self.db.execute("select id, label from items").fetchall())
-        return [lookup.get(int(i)) for i in ids]
-
-    def split_counts(self) -> dict[str, int]:
-        rows = self.db.execute("select coalesce(split, ''), count(*) from items group by 1 order by 1")
-        return {name or "unassigned": count for name, count in rows.fetchall()}
-
-    # -- models -----------------------------------------------------------------------------
-    def add_model(self, name: str, role: str, spec: dict[str, Any], source_path: str | Path | None) -> dict:
-        """Copy a checkpoint into ``models/`` and register its spec (one transaction).
-
-        A vectors-only model's file is referenced, not copied: its vectors enter the workspace once,
-        as the model's vector sets, when they are embedded or imported.
-        """
-        if role not in ROLES:
-            raise StoreError(f"unknown role '{role}': use one of {', '.join(ROLES)}")
-        check_name(name, "model name")
-        if self.db.execute("select 1 from models where name = ?", [name]).fetchone():
-            raise StoreError(f"{self.root}: a model named '{name}' already exists")
-        src = Path(source_path) if source_path is not None else None
-        if src is not None and not src.exists():
-            raise StoreError(f"{src}: the checkpoint to store does not exist")
-        copy = src is not None and spec.get("kind") != "vectors"
-        stored = child(self.root / "models", f"{name}-{str(spec.get('sha256', ''))[:12]}{src.suffix}") if copy else None
-        rel = stored.relative_to(self.root).as_posix() if stored else None
-        try:  # encoded first: a spec that cannot be stored copies nothing
-            row = encode({"name": name, "role": role, "kind": spec.get("kind"), "modality": spec.get("modality"),
-                          "dim": spec.get("dim"), "params": spec.get("params"), "sha256": spec.get("sha256"),
-                          "file": rel, "source_path": str(src.resolve()) if src else None, "spec": spec,
-                          "created": now_iso()})
-        except (TypeError, ValueError) as exc:
-            raise StoreError(f"{self.root}: the spec of model '{name}' is not JSON-serialisable ({exc})") from exc
-        if src is not None and stored is not None:
-            try:
-                (atomic_copy_tree if src.is_dir() else atomic_copy)(src, stored)
-            except OSError as exc:
-                raise StoreError(f"{stored}: cannot copy the checkpoint {src} ({exc})") from exc
-        try:
-            with self.transaction():
-                self.db["models"].insert(row)
-        except BaseException:
-            if stored is not None and not self.db.execute("select 1 from models where file = ?", [rel]).fetchone():
-                if stored.is_dir():  # the copy was made for this row alone
-                    shutil.rmtree(stored, ignore_errors=True)
-                else:
-                    stored.unlink(missing_ok=True)
-            raise
-        return self.model(name)
-
-    def model(self, name: str) -> dict[str, Any]:
-        rows = list(self.db.query("select * from models where name = ?", [name]))
-        if not rows:
-            known = ", ".join(m["name"] for m in self.models()) or "none"
-            raise StoreError(f"{self.root}: no model named '{name}' (known: {known})")
-        return self._model_row(rows[0])
-
-    def models(self) -> list[dict[str, Any]]:
-        return [self._model_row(r) for r in self.db.query("select * from models order by id")]
-
-    def model_by_role(self, role: str) -> dict[str, Any]:
-        found = [m for m in self.models() if m["role"] == role]
-        if not found:
-            raise StoreError(f"{self.root}: no model with role '{role}'; add one with 'embridge model add --role {role}'")
-        return found[-1]
-
-    def _model_row(self, row: dict[str, Any]) -> dict[str, Any]:
-        out = decode(row)
-        if out.get("file"):
-            out["path"] = str(self.root / out["file"])
-        else:  # a vectors-only model references its file where it lies
-            out["path"] = out.get("source_path") if out.get("kind") == "vectors" else None
-        return out
 
     # -- vector sets ------------------------------------------------------------------------
     def vector_set_writer(self, model: str, item_ids: np.ndarray, dim: int, dtype: str = "float32",
@@ -520,15 +325,18 @@ class Workspace(RecordsMixin, JudgmentsMixin):
                              f"vectors under model '{model}'")
         return out[where]
 
-    # -- folds ------------------------------------------------------------------------------
-    def folds(self) -> dict[int, str]:
-        return dict(self.db.execute("select item_id, fold from folds").fetchall())
+    # -- meta -------------------------------------------------------------------------------
+    def schema_version(self) -> int:
+        return current_version(self.db)
 
-    def set_folds(self, assignment: dict[int, str], seed: int) -> None:
-        self.check_item_ids(list(assignment))
-        rows = [{"item_id": int(i), "fold": f, "seed": seed} for i, f in assignment.items()]
+    def meta(self, key: str) -> str | None:
+        """A value of the workspace's key-value ``meta`` table, or None."""
+        row = self.db.execute("select value from meta where key = ?", [key]).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
         with self.transaction():
-            self.db["folds"].upsert_all(rows, pk="item_id")
+            self.db["meta"].upsert({"key": key, "value": value}, pk="key")
 
 
 def _holds_files(root: Path) -> bool:
@@ -554,17 +362,6 @@ def _check_database_file(root: Path) -> None:
     if st.st_size == 0:
         raise StoreError(f"{db_path}: the workspace database is empty (0 bytes); restore it from a backup. "
                          "Embridge leaves it and the workspace's files untouched")
-
-
-def item_namespace(split: str | None) -> str:
-    """The key namespace of an item: queries (split 'query') apart from everything else."""
-    return QUERY_NAMESPACE if split == "query" else DOC_NAMESPACE
-
-
-def _check_namespace(namespace: str) -> str:
-    if namespace not in NAMESPACES:
-        raise StoreError(f"unknown key namespace '{namespace}': use one of {', '.join(NAMESPACES)}")
-    return namespace
 
 
 def _translate(exc: sqlite3.DatabaseError, db_path: Path) -> Exception:

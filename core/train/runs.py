@@ -32,6 +32,7 @@ from core.train.fit import fit_adapter
 from core.train.pair_choice import PAIR_KINDS, default_pairs
 from core.train.pairs import PairSplit, fold_arrays, fold_labels, split_pairs
 from core.train.query_pairs import judged_query_pairs
+from core.train.requirements import check_requirements
 
 
 def old_classifier_for(ws: Workspace, old: str, split: PairSplit) -> tuple[np.ndarray | None, str]:
@@ -82,8 +83,7 @@ def train_run(ws: Workspace, method: str, old: str | None = None, new: str | Non
     resolve_config(method, settings)  # a bad setting is refused before any run is recorded
     old = old or ws.model_by_role("old")["name"]
     new = new or ws.model_by_role("new")["name"]
-    if old == new:
-        raise InputError("models", f"old and new model are both '{old}'; choose two different models")
+    check_requirements(ws, method, old, new)
     split, pairs_used = training_pairs(ws, split_pairs(ws, old, new, seed), pairs)
     arrays = {(m, f): fold_arrays(ws, m, split, f) for m in (old, new) for f in ("train", "val")}
     labels = {f: fold_labels(ws, split, f) for f in ("train", "val")}

@@ -1,0 +1,86 @@
+"""Adding a model to a workspace, composed once for ``embridge model add`` and the app's Models page.
+
+Both front ends pass what the user typed; the rules (a valid name, a positive input shape, no
+second copy of a stored checkpoint) and their messages live here, so a bad value is refused the
+same way wherever it is typed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from core.errors import InputError
+from core.progress import ProgressFn, no_progress
+from core.store import Workspace
+
+SHAPE_OPTION = "--input-shape"
+
+
+def parse_input_shape(raw: str | None, option: str = SHAPE_OPTION) -> tuple[int, ...] | None:
+    """'1,28,28', '1x28x28' or '(1, 28, 28)' -> (1, 28, 28); empty or None -> None (inferred later).
+
+    Every dimension must be a positive integer: a zero or negative size is refused, naming ``option``.
+    """
+    if raw is None:
+        return None
+    text = raw.strip().replace("x", ",").replace("(", "").replace(")", "")
+    if not text:
+        return None
+    try:
+        shape = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError as exc:
+        raise InputError(option, f"expected integers like 1,28,28, got '{raw.strip()}'") from exc
+    if not shape or min(shape) <= 0:
+        raise InputError(option, f"expected positive integers like 1,28,28, got '{raw.strip()}'")
+    return shape
+
+
+@dataclass(frozen=True)
+class AddedModel:
+    """What adding a model stored: its workspace row and the spec read from the checkpoint."""
+
+    row: dict[str, Any]
+    spec: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {k: self.row[k] for k in ("name", "role", "kind", "modality", "dim", "params", "sha256", "path")}
+        data.update({k: self.spec.get(k) for k in ("query_prompt", "document_prompt", "pooling")})
+        return data
+
+    def line(self) -> str:
+        from core.prompts import prompts_text
+
+        r = self.row
+        line = f"added model {r['name']} ({r['kind']}, {r['modality']}, dim {r['dim']}, role {r['role']})"
+        described = prompts_text(self.spec)
+        return line + (f"; {described}" if described else "")
+
+
+def add_model(ws: Workspace, path: str | Path, name: str, role: str = "other", *, kind: str | None = None,
+              arch: str | None = None, arch_config: Mapping[str, Any] | None = None,
+              input_shape: str | tuple[int, ...] | None = None, text: Any = None,
+              on_progress: ProgressFn | None = None) -> AddedModel:
+    """Check the name, describe (load and probe) the checkpoint, refuse a duplicate, then store it.
+
+    ``input_shape`` may be the text the user typed; it is parsed by :func:`parse_input_shape`.
+    """
+    from core.models import describe_model
+    from core.models.manage import check_not_duplicate
+    from core.paths import check_name
+
+    progress = on_progress or no_progress
+    check_name(name, "--name")  # before the checkpoint is even opened
+    shape = parse_input_shape(input_shape) if isinstance(input_shape, str) else input_shape
+    if shape is not None:
+        parse_input_shape(",".join(str(s) for s in shape))  # the same rule for a shape given as numbers
+    progress(0, 2, {"stage": "inspecting the checkpoint"})
+    spec = describe_model(path, kind=kind, name=name, arch=arch, arch_config=arch_config,
+                          input_shape=shape, text=text).to_dict()
+    check_not_duplicate(ws, spec, path)
+    progress(1, 2, {"stage": "copying it into the workspace"})
+    row = ws.add_model(name, role, spec, path)
+    progress(2, 2, {"stage": "added"})
+    return AddedModel(row, spec)

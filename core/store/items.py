@@ -1,0 +1,225 @@
+"""Items of the workspace: import, look-ups by key or split, folds, and the one gallery definition.
+
+Items of the split ``query`` are the queries and have their own key namespace; every other item
+(any other split, or none) belongs to the gallery. :meth:`ItemsMixin.gallery_ids` and
+:func:`in_gallery` are the only places that rule is written, so training, reports, plans,
+bundles and the overview all search the same gallery.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from core.errors import ImportDataError, StoreError
+from core.store.rows import decode, item_row, now_iso
+from core.store.schema import DOC_NAMESPACE, NAMESPACES, QUERY_NAMESPACE
+
+if TYPE_CHECKING:
+    import sqlite_utils
+
+ITEM_FIELDS = ("key", "label", "split", "source", "modality", "text", "path", "metadata")
+QUERY_SPLIT = "query"  # items of this split are queries; every other item belongs to the gallery
+_CHUNK = 500  # look-ups by key or id go in chunks of this many (SQLite's variable limit)
+
+
+def in_gallery(split: str | None) -> bool:
+    """Whether an item of ``split`` belongs to the gallery: every split but the query split."""
+    return (split or "") != QUERY_SPLIT
+
+
+def item_namespace(split: str | None) -> str:
+    """The key namespace of an item: queries (split 'query') apart from everything else."""
+    return DOC_NAMESPACE if in_gallery(split) else QUERY_NAMESPACE
+
+
+def check_namespace(namespace: str) -> str:
+    if namespace not in NAMESPACES:
+        raise StoreError(f"unknown key namespace '{namespace}': use one of {', '.join(NAMESPACES)}")
+    return namespace
+
+
+def _chunks(values: Sequence[Any]) -> Iterator[list[Any]]:
+    for start in range(0, len(values), _CHUNK):
+        yield list(values[start:start + _CHUNK])
+
+
+def _marks(part: Sequence[Any]) -> str:
+    return ",".join("?" * len(part))
+
+
+class ItemsMixin:
+    """Methods of :class:`core.store.Workspace` for items and folds."""
+
+    root: Path
+    db: sqlite_utils.Database
+
+    # -- writing ----------------------------------------------------------------------------
+    def add_items(self, records: Sequence[dict[str, Any]], source: str = "items") -> list[int]:
+        """Insert items all-or-nothing; duplicate or existing keys are an ImportDataError.
+
+        Items of split 'query' are queries and get their own key namespace, so a query key may
+        equal a document key; keys must be unique within each namespace.
+        """
+        if not records:
+            raise ImportDataError(source, "no items to import")
+        keys = [str(r.get("key", "")).strip() for r in records]
+        if any(not k for k in keys):
+            raise ImportDataError(source, f"item {keys.index('') + 1} has an empty key")
+        spaces = [item_namespace(r.get("split")) for r in records]
+        seen: set[tuple[str, str]] = set()
+        dupes = [k for k, ns in zip(keys, spaces, strict=True) if (ns, k) in seen or seen.add((ns, k))]
+        if dupes:
+            raise ImportDataError(source, f"duplicate keys in the input: {', '.join(sorted(set(dupes))[:5])}")
+        created = now_iso()
+        rows = [{**item_row(k, r, created, source), "namespace": ns}
+                for k, r, ns in zip(keys, records, spaces, strict=True)]
+        by_space = {ns: [k for k, s in zip(keys, spaces, strict=True) if s == ns] for ns in set(spaces)}
+        with self.transaction():  # checked inside, so a concurrent import cannot slip in between
+            existing = sorted(set().union(*(self.existing_keys(ks, ns) for ns, ks in by_space.items())))
+            if existing:
+                raise ImportDataError(source, f"{len(existing)} keys already exist in the workspace, "
+                                      f"e.g. {', '.join(existing[:5])}")
+            self.db["items"].insert_all(rows, batch_size=1000)
+            found = {ns: dict(zip(ks, self.ids_for_keys(ks, ns).tolist(), strict=True))
+                     for ns, ks in by_space.items()}
+            return [found[ns][k] for k, ns in zip(keys, spaces, strict=True)]
+
+    # -- reading ----------------------------------------------------------------------------
+    def existing_keys(self, keys: Sequence[str], namespace: str | None = None, source: str | None = None) -> set[str]:
+        """Those of ``keys`` that name an item (in ``namespace``, or in either when None; of ``source`` when given)."""
+        conds, extra = [], []
+        if namespace is not None:
+            conds, extra = [" and namespace = ?"], [check_namespace(namespace)]
+        if source is not None:
+            conds.append(" and source = ?")
+            extra.append(source)
+        found: set[str] = set()
+        for part in _chunks(keys):
+            found.update(r[0] for r in self.db.execute(
+                f"select key from items where key in ({_marks(part)}){''.join(conds)}", [*part, *extra]))
+        return found
+
+    def items(self, split: str | None = None, ids: Sequence[int] | None = None) -> list[dict[str, Any]]:
+        """Item rows (metadata decoded), ordered by id or in the order of ``ids``."""
+        if ids is not None:
+            by_id = {}
+            id_list = [int(i) for i in ids]
+            for part in _chunks(id_list):
+                for r in self.db.query(f"select * from items where id in ({_marks(part)})", part):
+                    by_id[r["id"]] = decode(r)
+            missing = [i for i in id_list if i not in by_id]
+            if missing:
+                raise StoreError(f"{self.root}: unknown item ids, e.g. {missing[:5]}")
+            return [by_id[i] for i in id_list]
+        sql, args = "select * from items", []
+        if split:
+            sql, args = sql + " where split = ?", [split]
+        return [decode(r) for r in self.db.query(sql + " order by id", args)]
+
+    def item_ids(self, split: str | None = None, namespace: str | None = None,
+                 source: str | None = None) -> np.ndarray:
+        """Ids ascending, of one split, key namespace ('doc' or 'query') and/or import source when given."""
+        conds, args = [], []
+        for column, value in (("split", split), ("namespace", namespace and check_namespace(namespace)),
+                              ("source", source)):
+            if value:
+                conds.append(f"{column} = ?")
+                args.append(value)
+        sql = "select id from items" + (" where " + " and ".join(conds) if conds else "")
+        return np.array([r[0] for r in self.db.execute(sql + " order by id", args).fetchall()], dtype=np.int64)
+
+    def gallery_ids(self, model: str | None = None) -> np.ndarray:
+        """The gallery: every item not of the query split, sorted; with ``model``, only those it embedded.
+
+        This is the one definition of the gallery that training, reports, plans and bundles share.
+        """
+        rows = self.db.execute("select id from items where coalesce(split, '') != ? order by id", [QUERY_SPLIT])
+        ids = np.array([r[0] for r in rows.fetchall()], dtype=np.int64)
+        return ids if model is None else np.intersect1d(ids, self.ids_with_vectors(model))
+
+    def query_ids(self, model: str | None = None) -> np.ndarray:
+        """Items of the query split, sorted; with ``model``, only those it embedded."""
+        ids = self.item_ids(QUERY_SPLIT)
+        return ids if model is None else np.intersect1d(ids, self.ids_with_vectors(model))
+
+    def check_item_ids(self, item_ids: Sequence[int] | np.ndarray) -> None:
+        """Raise StoreError naming a few ids that are not items of this workspace."""
+        ids = np.asarray(item_ids, dtype=np.int64).ravel()
+        unknown = ids[~np.isin(ids, self.item_ids())]
+        if len(unknown):
+            raise StoreError(f"{self.root}: unknown item ids, e.g. {unknown[:5].tolist()}")
+
+    def ids_for_keys(self, keys: Sequence[str], namespace: str | None = None) -> np.ndarray:
+        """Item ids for ``keys`` in order; unknown keys are a StoreError.
+
+        ``namespace`` 'doc' or 'query' looks in that namespace only; None looks in both and a key
+        that names both a document and a query resolves to the document.
+        """
+        where, extra = ("", []) if namespace is None else (" and namespace = ?", [check_namespace(namespace)])
+        lookup: dict[str, int] = {}
+        for part in _chunks(list(dict.fromkeys(keys))):  # indexed look-ups: cheap for a few keys among millions
+            for item_id, key, space in self.db.execute(
+                    f"select id, key, namespace from items where key in ({_marks(part)}){where}", [*part, *extra]):
+                if space == DOC_NAMESPACE or key not in lookup:
+                    lookup[key] = item_id
+        missing = [k for k in keys if k not in lookup]
+        if missing:
+            what = "item keys" if namespace is None else f"{namespace} keys"
+            raise StoreError(f"{self.root}: {len(missing)} unknown {what}, e.g. {missing[:5]}")
+        return np.array([lookup[k] for k in keys], dtype=np.int64)
+
+    def query_ids_for_keys(self, keys: Sequence[str]) -> np.ndarray:
+        """Item ids of query items by their (query namespace) keys."""
+        return self.ids_for_keys(keys, QUERY_NAMESPACE)
+
+    def doc_ids_for_keys(self, keys: Sequence[str]) -> np.ndarray:
+        """Item ids of document (gallery) items by their (document namespace) keys."""
+        return self.ids_for_keys(keys, DOC_NAMESPACE)
+
+    def key_index(self, namespace: str) -> dict[str, int]:
+        """key -> item id for every item of one key namespace (one query)."""
+        return dict(self.db.execute("select key, id from items where namespace = ?",
+                                    [check_namespace(namespace)]).fetchall())
+
+    def keys_of(self, ids: Sequence[int] | np.ndarray) -> list[str]:
+        """The keys of ``ids``, in that order; unknown ids are a StoreError."""
+        id_list = [int(i) for i in np.asarray(ids, dtype=np.int64).ravel()]
+        wanted = sorted(set(id_list))
+        lookup: dict[int, str] = {}
+        if len(wanted) > 20 * _CHUNK:  # many ids: one scan beats thousands of look-ups
+            lookup.update(self.db.execute("select id, key from items").fetchall())
+        for part in ([] if lookup else _chunks(wanted)):
+            lookup.update(self.db.execute(f"select id, key from items where id in ({_marks(part)})", part).fetchall())
+        missing = [i for i in id_list if i not in lookup]
+        if missing:
+            raise StoreError(f"{self.root}: unknown item ids, e.g. {missing[:5]}")
+        return [str(lookup[i]) for i in id_list]
+
+    def labels(self, ids: Sequence[int]) -> list[str | None]:
+        lookup = dict(self.db.execute("select id, label from items").fetchall())
+        return [lookup.get(int(i)) for i in ids]
+
+    def distinct_labels(self) -> list[str]:
+        """Every label some item carries (unordered)."""
+        return [r[0] for r in self.db.execute("select distinct label from items where label is not null")]
+
+    def labelled_count(self) -> int:
+        return int(self.db.execute("select count(*) from items where label is not null").fetchone()[0])
+
+    def split_counts(self) -> dict[str, int]:
+        rows = self.db.execute("select coalesce(split, ''), count(*) from items group by 1 order by 1")
+        return {name or "unassigned": count for name, count in rows.fetchall()}
+
+    # -- folds ------------------------------------------------------------------------------
+    def folds(self) -> dict[int, str]:
+        return dict(self.db.execute("select item_id, fold from folds").fetchall())
+
+    def set_folds(self, assignment: dict[int, str], seed: int) -> None:
+        self.check_item_ids(list(assignment))
+        rows = [{"item_id": int(i), "fold": f, "seed": seed} for i, f in assignment.items()]
+        with self.transaction():
+            self.db["folds"].upsert_all(rows, pk="item_id")

@@ -1,0 +1,150 @@
+"""Model rows of the workspace: registering a checkpoint, look-ups, and renaming or removing one.
+
+The rules about when a model may be removed or renamed live in :mod:`core.models.manage`; the
+queries and updates they need are here, each change one transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from core.errors import StoreError
+from core.paths import check_name, child
+from core.store.files import atomic_copy, atomic_copy_tree
+from core.store.rows import decode, encode, now_iso
+
+if TYPE_CHECKING:
+    import sqlite_utils
+
+ROLES = ("old", "new", "other")
+
+
+class ModelsMixin:
+    """Methods of :class:`core.store.Workspace` for models."""
+
+    root: Path
+    db: sqlite_utils.Database
+
+    def add_model(self, name: str, role: str, spec: dict[str, Any], source_path: str | Path | None) -> dict:
+        """Copy a checkpoint into ``models/`` and register its spec (one transaction).
+
+        A vectors-only model's file is referenced, not copied: its vectors enter the workspace once,
+        as the model's vector sets, when they are embedded or imported.
+        """
+        if role not in ROLES:
+            raise StoreError(f"unknown role '{role}': use one of {', '.join(ROLES)}")
+        check_name(name, "model name")
+        if self.has_model(name):
+            raise StoreError(f"{self.root}: a model named '{name}' already exists")
+        src = Path(source_path) if source_path is not None else None
+        if src is not None and not src.exists():
+            raise StoreError(f"{src}: the checkpoint to store does not exist")
+        copy = src is not None and spec.get("kind") != "vectors"
+        stored = child(self.root / "models", f"{name}-{str(spec.get('sha256', ''))[:12]}{src.suffix}") if copy else None
+        rel = stored.relative_to(self.root).as_posix() if stored else None
+        try:  # encoded first: a spec that cannot be stored copies nothing
+            row = encode({"name": name, "role": role, "kind": spec.get("kind"), "modality": spec.get("modality"),
+                          "dim": spec.get("dim"), "params": spec.get("params"), "sha256": spec.get("sha256"),
+                          "file": rel, "source_path": str(src.resolve()) if src else None, "spec": spec,
+                          "created": now_iso()})
+        except (TypeError, ValueError) as exc:
+            raise StoreError(f"{self.root}: the spec of model '{name}' is not JSON-serialisable ({exc})") from exc
+        if src is not None and stored is not None:
+            try:
+                (atomic_copy_tree if src.is_dir() else atomic_copy)(src, stored)
+            except OSError as exc:
+                raise StoreError(f"{stored}: cannot copy the checkpoint {src} ({exc})") from exc
+        try:
+            with self.transaction():
+                self.db["models"].insert(row)
+        except BaseException:
+            if stored is not None and not self._model_file_used(rel):
+                if stored.is_dir():  # the copy was made for this row alone
+                    shutil.rmtree(stored, ignore_errors=True)
+                else:
+                    stored.unlink(missing_ok=True)
+            raise
+        return self.model(name)
+
+    def has_model(self, name: str) -> bool:
+        return self.db.execute("select 1 from models where name = ?", [name]).fetchone() is not None
+
+    def model(self, name: str) -> dict[str, Any]:
+        rows = list(self.db.query("select * from models where name = ?", [name]))
+        if not rows:
+            known = ", ".join(m["name"] for m in self.models()) or "none"
+            raise StoreError(f"{self.root}: no model named '{name}' (known: {known})")
+        return self._model_row(rows[0])
+
+    def models(self) -> list[dict[str, Any]]:
+        return [self._model_row(r) for r in self.db.query("select * from models order by id")]
+
+    def model_by_role(self, role: str) -> dict[str, Any]:
+        found = [m for m in self.models() if m["role"] == role]
+        if not found:
+            raise StoreError(f"{self.root}: no model with role '{role}'; add one with 'embridge model add --role {role}'")
+        return found[-1]
+
+    def model_with_sha256(self, sha256: str) -> str | None:
+        """The name of a model stored with this checkpoint hash, or None."""
+        row = self.db.execute("select name from models where sha256 = ?", [sha256]).fetchone()
+        return row[0] if row else None
+
+    def model_dependants(self, name: str) -> dict[str, int]:
+        """How many vector sets and adapters refer to model ``name``."""
+        model_id = self.model(name)["id"]
+        sets = self.db.execute("select count(*) from vector_sets where model_id = ?", [model_id]).fetchone()[0]
+        adapters = self.db.execute("select count(*) from adapters where old_model = ? or new_model = ?",
+                                   [name, name]).fetchone()[0]
+        return {"vector_sets": int(sets), "adapters": int(adapters)}
+
+    def delete_model(self, name: str) -> None:
+        """Delete the model's row, then its stored checkpoint copy unless another row shares it."""
+        model = self.model(name)
+        with self.transaction():
+            self.db.execute("delete from models where id = ?", [model["id"]])
+        stored = model.get("path")
+        if stored and model.get("file") and not self._model_file_used(model["file"]):
+            target = Path(stored)
+            if target.is_dir():
+                shutil.rmtree(target, ignore_errors=True)
+            elif target.exists():
+                target.unlink(missing_ok=True)
+
+    def rename_model(self, name: str, new_name: str) -> dict[str, Any]:
+        """Rename a model in its row, its adapters and the configs of runs naming it (one transaction)."""
+        model = self.model(name)
+        if self.has_model(new_name):
+            raise StoreError(f"{self.root}: a model named '{new_name}' already exists")
+        with self.transaction():
+            self.db.execute("update models set name = ? where id = ?", [new_name, model["id"]])
+            self.db.execute("update adapters set old_model = ? where old_model = ?", [new_name, name])
+            self.db.execute("update adapters set new_model = ? where new_model = ?", [new_name, name])
+            for run_id, text in self.db.execute("select id, config from runs").fetchall():
+                config = json.loads(text) if text else None
+                if isinstance(config, dict) and name in (config.get("old"), config.get("new")):
+                    config.update({k: new_name for k in ("old", "new") if config.get(k) == name})
+                    self.db.execute("update runs set config = ? where id = ?", [json.dumps(config), run_id])
+        return self.model(new_name)
+
+    def set_model_role(self, name: str, role: str) -> dict[str, Any]:
+        if role not in ROLES:
+            raise StoreError(f"unknown role '{role}': use one of {', '.join(ROLES)}")
+        model = self.model(name)
+        with self.transaction():
+            self.db.execute("update models set role = ? where id = ?", [role, model["id"]])
+        return self.model(name)
+
+    def _model_file_used(self, rel: str | None) -> bool:
+        return self.db.execute("select 1 from models where file = ?", [rel]).fetchone() is not None
+
+    def _model_row(self, row: dict[str, Any]) -> dict[str, Any]:
+        out = decode(row)
+        if out.get("file"):
+            out["path"] = str(self.root / out["file"])
+        else:  # a vectors-only model references its file where it lies
+            out["path"] = out.get("source_path") if out.get("kind") == "vectors" else None
+        return out

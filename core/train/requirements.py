@@ -1,0 +1,41 @@
+"""What a training method needs from the old/new pair, checked before any run is recorded.
+
+``embridge train`` (through :func:`core.train.runs.train_run`) and the app's Train page both ask
+:func:`requirement_problems`, so a pair the page greys out is refused by the command line with
+the same sentence, and the other way round.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from core.errors import InputError
+from core.store import Workspace
+
+MODELS_SOURCE = "models"  # what a refusal names: the chosen old/new pair
+
+
+def requirement_problems(method: str, old: Mapping[str, Any] | None, new: Mapping[str, Any] | None,
+                         labelled_items: int) -> list[str]:
+    """Why ``method`` cannot run on this old/new pair (model rows with name and dim); empty when it can."""
+    from core.adapters.registry import METHODS
+
+    info = METHODS.get(method)
+    problems = []
+    if old is None or new is None:
+        problems.append("choose an old and a new model (add them with 'embridge model add' or on the Models page)")
+    elif old["name"] == new["name"]:
+        problems.append(f"old and new model are both '{old['name']}'; choose two different models")
+    if info is not None and info.needs_labels and not labelled_items:
+        problems.append(f"{info.title} needs labelled items; this workspace has none")
+    if info is not None and info.equal_dims and old and new and old["dim"] != new["dim"]:
+        problems.append(f"{info.title} needs equal dimensions; the models give {old['dim']} and {new['dim']}")
+    return problems
+
+
+def check_requirements(ws: Workspace, method: str, old: str, new: str) -> None:
+    """Refuse (:class:`InputError` naming the models) a method this pair cannot train."""
+    problems = requirement_problems(method, ws.model(old), ws.model(new), ws.labelled_count())
+    if problems:
+        raise InputError(MODELS_SOURCE, "; ".join(problems))

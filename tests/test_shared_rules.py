@@ -1,0 +1,109 @@
+"""The command line and the app refuse the same bad input with the same sentence: the rules live in core."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from app_fixtures import close_error_dialogs, error_dialogs, no_threads_left, wait_for_jobs, window
+from pytestqt.qtbot import QtBot
+
+from app.main_window import MainWindow
+from core.cli.main import main
+from core.errors import InputError
+from core.models.adding import parse_input_shape
+from core.store import Workspace
+from core.train.requirements import requirement_problems
+
+__all__ = ["no_threads_left", "window"]
+PREFIX = "embridge: error: "
+
+
+def cli_error(capsys: pytest.CaptureFixture[str], *args: str) -> str:
+    """The one error line of a refused command (exit status 1), without the program's prefix."""
+    assert main(list(args)) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith(PREFIX)
+    return err[len(PREFIX):]
+
+
+def _unlabelled_workspace(path: Path) -> Path:
+    """Old (8-d) and new (12-d) vectors-only models over 40 items that carry no label."""
+    rng = np.random.default_rng(0)
+    with Workspace.create(path) as ws:
+        ids = ws.add_items([{"key": f"k{i}", "split": "query" if i < 10 else "gallery"} for i in range(40)])
+        for name, role, dim in (("old", "old", 8), ("new", "new", 12)):
+            ws.add_model(name, role, {"name": name, "kind": "vectors", "dim": dim, "sha256": name * 32}, None)
+            ws.add_vector_set(name, ids, rng.standard_normal((40, dim)).astype(np.float32))
+    return path
+
+
+@pytest.mark.parametrize("shape", ["0,28,28", "1,0", "-3", "1,a,2"])
+def test_input_shape_rule(shape: str) -> None:
+    with pytest.raises(InputError, match="^--input-shape: expected .*integers like 1,28,28"):
+        parse_input_shape(shape)
+    assert parse_input_shape(" (1, 28, 28) ") == parse_input_shape("1x28x28") == (1, 28, 28)
+    assert parse_input_shape("") is None and parse_input_shape(None) is None
+
+
+def test_a_zero_input_dimension_is_refused_alike_by_the_command_and_the_models_page(
+        qtbot: QtBot, window: MainWindow, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    ws = _unlabelled_workspace(tmp_path / "ws")
+    checkpoint = tmp_path / "net.pt"
+    torch.jit.script(torch.nn.Linear(4, 3)).save(str(checkpoint))
+    refused = cli_error(capsys, "model", "add", "-w", str(ws), "--name", "net", "--path", str(checkpoint),
+                        "--input-shape", "0,28,28")
+    assert refused == "--input-shape: expected positive integers like 1,28,28, got '0,28,28'"
+    assert window.ctx.open_workspace(ws)
+    page = window.show_page("models")
+    page.path.setText(str(checkpoint))
+    page.name.setText("net")
+    page.input_shape.setText("0,28,28")
+    page.add_from_form()
+    qtbot.waitUntil(lambda: bool(error_dialogs()), timeout=10_000)
+    wait_for_jobs(qtbot, window)
+    (dialog,) = error_dialogs()
+    assert dialog.message == refused
+    close_error_dialogs()
+    assert [m["name"] for m in window.ctx.ws.models()] == ["old", "new"]  # nothing was added by either
+
+
+def test_a_method_the_pair_cannot_train_is_refused_alike_by_the_command_and_the_train_page(
+        qtbot: QtBot, window: MainWindow, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    ws = _unlabelled_workspace(tmp_path / "ws")
+    no_labels = cli_error(capsys, "train", "-w", str(ws), "--method", "bct", "--device", "cpu")
+    assert no_labels == "models: BCT head needs labelled items; this workspace has none"
+    same = cli_error(capsys, "train", "-w", str(ws), "--method", "affine", "--old", "new", "--new", "new")
+    assert same == "models: old and new model are both 'new'; choose two different models"
+    with Workspace.open(ws) as opened:
+        assert opened.runs("train") == []  # refused before any run was recorded
+    assert window.ctx.open_workspace(ws)
+    train = window.show_page("train")
+    train.select_method("bct")
+    assert train.requirement_problems("bct") == [no_labels.removeprefix("models: ")]
+    assert not train.train_button.isEnabled()
+    train.new_model.setCurrentText("new")
+    train.old_model.setCurrentText("new")
+    train.select_method("affine")
+    assert train.requirement_problems("affine") == [same.removeprefix("models: ")]
+    assert not train.train_button.isEnabled()
+    train.old_model.setCurrentText("old")
+    train.select_method("affine")
+    assert train.requirement_problems("affine") == [] and train.train_button.isEnabled()
+    assert requirement_problems("bct", {"name": "a", "dim": 4}, {"name": "b", "dim": 8}, labelled_items=3) == []
+
+
+def test_model_list_and_the_models_page_give_the_same_pair_warnings(
+        qtbot: QtBot, window: MainWindow, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    ws = _unlabelled_workspace(tmp_path / "ws")
+    assert main(["model", "list", "-w", str(ws), "--json"]) == 0
+    warnings = json.loads(capsys.readouterr().out)["warnings"]
+    assert len(warnings) == 1 and warnings[0].startswith("Dimensions differ: old gives 8-d vectors, new 12-d.")
+    assert main(["model", "list", "-w", str(ws)]) == 0
+    assert f"warning: {warnings[0]}" in capsys.readouterr().out
+    assert window.ctx.open_workspace(ws)
+    page = window.show_page("models")
+    assert page.warnings.text() == "\n".join(f"⚠ {w}" for w in warnings)
