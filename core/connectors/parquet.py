@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from core.connectors.arrow_common import batch_to_table, table_to_batch
+from core.connectors.arrow_common import batch_to_table, release_arrow_memory, table_to_batch
 from core.connectors.base import (
     SPACE_FIELD,
     Batch,
@@ -30,9 +30,13 @@ from core.connectors.base import (
 )
 from core.connectors.links import link_target, swap_link
 
+READ_BUFFER = 1 << 20  # bytes read ahead within a column chunk
+ROW_GROUP_ROWS = 16_384  # written row groups: small enough to stream back in bounded memory
+
 
 class ParquetConnector(Connector):
     scheme = "parquet"
+    single_client = False
 
     def __init__(self, uri: StoreURI) -> None:
         import pyarrow.parquet  # noqa: F401 - fail early when the extra is missing
@@ -88,25 +92,42 @@ class ParquetConnector(Connector):
         return int(getattr(field.type, "list_size", 0)) or None
 
     def read_batches(self, batch_size: int, cursor: Any = None) -> Iterator[Batch]:
-        """Cursor: ``[file index, rows of that file done]``."""
+        """Cursor: ``[file index, rows of that file done]``.
+
+        Column chunks are read through a small buffer page by page (not a whole row group at once),
+        row groups before the cursor are skipped unread, and Arrow's freed buffers go back to the
+        system after each batch, so memory stays near one batch whatever the files' row groups.
+        """
         import pyarrow.parquet as pq
 
         files = self._files()
         start_file, start_row = (cursor or [0, 0])
         for index in range(int(start_file), len(files)):
-            pf = pq.ParquetFile(files[index])
-            done = 0
+            pf = pq.ParquetFile(files[index], buffer_size=READ_BUFFER, pre_buffer=False)
+            rows = pf.metadata.num_rows
             skip = int(start_row) if index == int(start_file) else 0
-            for rb in pf.iter_batches(batch_size=batch_size):
-                if done + rb.num_rows <= skip:
-                    done += rb.num_rows
+            groups, done = [], 0
+            for g in range(pf.metadata.num_row_groups):
+                size = pf.metadata.row_group(g).num_rows
+                if done + size <= skip and not groups:
+                    done += size
                     continue
+                groups.append(g)
+            if not groups:
+                continue
+            for rb in pf.iter_batches(batch_size=batch_size, row_groups=groups, use_threads=False):
                 if skip > done:
-                    rb = rb.slice(skip - done)
-                    done = skip
+                    cut = min(skip - done, rb.num_rows)
+                    rb, done = rb.slice(cut), done + cut
+                    if not rb.num_rows:
+                        continue
                 done += rb.num_rows
-                last = index == len(files) - 1 and done == pf.metadata.num_rows
-                yield table_to_batch(rb, self.id_col, self.vec_col, None if last else [index, done])
+                last = index == len(files) - 1 and done == rows
+                batch = table_to_batch(rb, self.id_col, self.vec_col, None if last else [index, done])
+                del rb
+                release_arrow_memory()
+                yield batch
+            pf.close()
 
     def read_ids(self, ids: list[PointId]) -> Batch:
         import pyarrow as pa
@@ -161,11 +182,14 @@ class ParquetConnector(Connector):
         final = self.folder / f"part-{digest}.parquet"
         tmp = self.folder / f".{final.name}.tmp"
         try:
-            pq.write_table(table, tmp)
+            pq.write_table(table, tmp, row_group_size=ROW_GROUP_ROWS)
             os.replace(tmp, final)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             raise VectorStoreError(f"{final}: cannot write ({exc})") from exc
+        finally:
+            del table
+            release_arrow_memory()
 
     def delete_ids(self, ids: list[PointId]) -> None:
         import pyarrow as pa
