@@ -34,7 +34,7 @@ from bench.common import AnonPeak, Row, Target, area_result, run_child
 
 DIM = 384
 BATCH = 65_536
-SIZES = {"parquet": 1_000_000, "lancedb": 1_000_000, "pgvector": 1_000_000, "chroma": 50_000, "qdrant": 20_000}
+SIZES = {"parquet": 1_000_000, "lancedb": 1_000_000, "pgvector": 1_000_000, "chroma": 20_000, "qdrant": 5_000}
 TINY = {"parquet": 500, "lancedb": 500, "pgvector": 500, "chroma": 200, "qdrant": 100}
 RATE = Target("ratio_min", 0.8, ">= 0.8x the store's bulk insert")
 MEMORY = Target("abs_max", 1024.0, "<= 1024 MiB above the batch")
@@ -212,7 +212,8 @@ def start_pg(root: Path) -> tuple[Any, str]:
 
 
 def run(tiny: bool, device: str, seed: int = 0, only: list[str] | None = None,
-        sizes: dict[str, int] | None = None) -> dict[str, Any]:
+        sizes: dict[str, int] | None = None, on_partial: Any = None) -> dict[str, Any]:
+    """Every store in turn; ``on_partial`` gets the result so far after each store (a long run keeps them)."""
     started = time.time()
     sizes = sizes or (TINY if tiny else SIZES)
     rows: list[Row] = []
@@ -255,6 +256,9 @@ def run(tiny: bool, device: str, seed: int = 0, only: list[str] | None = None,
             rows.append(Row(f"{kind}: migration peak memory above start, beyond one batch ({batch_mib:.0f} MiB)",
                             "MiB", max(mig["peak_above_start_mib"] - batch_mib, 0.0), target=MEMORY,
                             details={"peak_above_start_mib": mig["peak_above_start_mib"]}))
+            if on_partial is not None:
+                on_partial(area_result("stores", rows, {"dim": DIM, "batch": BATCH, "sizes": sizes}, notes, started,
+                                       device))
     finally:
         if server is not None:
             server.cleanup()

@@ -112,3 +112,31 @@ def test_parquet_writes_bounded_row_groups(tmp_path: Path) -> None:
     assert meta.num_rows == n and meta.num_row_groups == 3
     assert max(meta.row_group(g).num_rows for g in range(3)) == ROW_GROUP_ROWS
     assert store.count() == n
+
+
+@pytest.mark.slow
+def test_a_migration_runs_without_torch_and_matches_the_layer(tmp_path: Path) -> None:
+    """The store path uses the bundle's torch-free runtime: torch blocked from import, same vectors."""
+    from bundle_fixtures import build_upgrade_workspace
+    from store_fixtures import fill_source, read_all
+    from test_bundle_portable import run_without_torch
+
+    from core.bundle import export_bundle, load_bundle
+    from core.store import Workspace
+
+    up = build_upgrade_workspace(tmp_path / "ws", with_report=False)
+    bundle = tmp_path / "fct.zip"
+    with Workspace.open(up["path"]) as ws:
+        export_bundle(ws, bundle, [up["runs"]["fct"]])
+    v1 = up["vectors"]["v1"]
+    ids = list(range(len(v1)))
+    case = fill_source("parquet", tmp_path, ids, v1, [str(i % 6) for i in ids])
+    done = run_without_torch("migrate", "--bundle", str(bundle), "--from", case.source, "--to", case.target,
+                             "--batch", "64", "--json")
+    assert done.returncode == 0, done.stderr
+    assert '"status": "completed"' in done.stdout
+    loaded = load_bundle(bundle)
+    assert loaded.runtime == "onnx"
+    got = read_all(case.target)
+    written = np.stack([got[str(i)][0] for i in ids])
+    np.testing.assert_allclose(written, loaded(v1), rtol=1e-6, atol=1e-6)
