@@ -97,6 +97,17 @@ def test_parquet_reads_every_row_once_and_resumes_from_any_cursor(tmp_path: Path
         assert rest == [i for b in batches[n + 1:] for i in b.ids]
 
 
+def test_parquet_reads_ids_from_the_row_groups_that_hold_them(tmp_path: Path) -> None:
+    vectors = _write_parquet(tmp_path / "pq" / "docs", 300, 8, 16)
+    store = open_store(f"parquet://{tmp_path / 'pq' / 'docs'}")
+    wanted = [299, 3, 150, 1000, 17, 149]  # both files, several row groups, one id that is not there
+    got = store.read_ids(wanted)
+    assert got.ids == [299, 3, 150, 17, 149]
+    np.testing.assert_array_equal(got.vectors, vectors[[299, 3, 150, 17, 149]])
+    assert [p["label"] for p in got.payloads] == [str(i % 4) for i in got.ids]
+    assert len(store.read_ids([5000])) == 0
+
+
 def test_parquet_writes_bounded_row_groups(tmp_path: Path) -> None:
     import pyarrow.parquet as pq
 

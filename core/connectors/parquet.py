@@ -130,23 +130,30 @@ class ParquetConnector(Connector):
             pf.close()
 
     def read_ids(self, ids: list[PointId]) -> Batch:
+        """Scans only the id column, then reads just the row groups that hold a wanted id."""
         import pyarrow as pa
         import pyarrow.compute as pc
-        import pyarrow.dataset as ds
+        import pyarrow.parquet as pq
 
         files = self._files()
         if not files or not ids:
             return Batch([], np.zeros((0, self.dim() or 0), np.float32), [])
-        data = ds.dataset([str(f) for f in files], format="parquet")
-        id_type = data.schema.field(self.id_col).type
-        wanted = pc.field(self.id_col).isin(pa.array(list(ids)).cast(id_type))
-        # one file and one batch in flight: a scan for a few ids must not hold the dataset in memory
-        table = data.scanner(filter=wanted, fragment_readahead=1, batch_readahead=1).to_table()
-        got = table_to_batch(table, self.id_col, self.vec_col, None)
-        found = {i: n for n, i in enumerate(got.ids)}
+        parts = []
+        for file in files:
+            pf = pq.ParquetFile(file, buffer_size=READ_BUFFER, pre_buffer=False)
+            id_type = pf.schema_arrow.field(self.id_col).type
+            wanted = pa.array(list(ids)).cast(id_type)
+            for g in range(pf.metadata.num_row_groups):
+                hits = pc.is_in(pf.read_row_group(g, columns=[self.id_col]).column(0), value_set=wanted)
+                if pc.any(hits).as_py():
+                    parts.append(table_to_batch(pf.read_row_group(g).filter(hits), self.id_col, self.vec_col, None))
+            pf.close()
+        release_arrow_memory()
+        found = {i: (n, m) for n, part in enumerate(parts) for m, i in enumerate(part.ids)}
         order = [i for i in ids if i in found]
-        rows = [found[i] for i in order]
-        return Batch(order, got.vectors[rows], [got.payloads[r] for r in rows])
+        vectors = np.stack([parts[found[i][0]].vectors[found[i][1]] for i in order]) if order else \
+            np.zeros((0, self.dim() or 0), np.float32)
+        return Batch(order, vectors, [parts[found[i][0]].payloads[found[i][1]] for i in order])
 
     def space_counts(self) -> dict[str, int]:
         import pyarrow.parquet as pq
