@@ -40,7 +40,7 @@ from core.progress import ProgressFn, StopFn, check_stop, no_progress
 
 VERIFY_SAMPLE = 256
 # Batches read and transformed ahead of the one being written: the read side runs while the store
-# writes, and at most depth + 2 batches are in memory (queued, being made, being written).
+# writes, and at most depth + 1 batches are in memory (the one being written, the next being made).
 PREFETCH_DEPTH = 1
 VERIFY_RTOL, VERIFY_ATOL = 1e-4, 1e-5
 
