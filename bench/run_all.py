@@ -47,6 +47,8 @@ def run_area(area: str, args: argparse.Namespace, out: Path) -> dict[str, Any]:
             result: dict[str, Any] = module.run(args.tiny, args.device, work_dir=args.work_dir, on_partial=partial)
         elif area == "workflow":
             result = module.run(args.tiny, args.device, work_dir=args.work_dir)
+        elif area == "stores":
+            result = module.run(args.tiny, args.device, on_partial=partial)
         elif area == "fit":
             result = module.run(args.tiny, args.device, partial_path=str(out / "fit.json"))
         else:

@@ -96,6 +96,9 @@ def onnx_engine(src: BundleSource) -> Engine:
                           "installed (pip install onnxruntime), or use --runtime torch") from exc
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    # idle worker threads sleep instead of spinning, so a store writer running beside the adapter
+    # (a migration overlaps them) gets the cores the adapter is not using
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         session = ort.InferenceSession(src.read_bytes(ONNX_FILE), options, providers=["CPUExecutionProvider"])
     except BundleError:
@@ -103,18 +106,24 @@ def onnx_engine(src: BundleSource) -> Engine:
     except Exception as exc:  # onnxruntime raises its own error types for a foreign file
         raise BundleError(f"{src.path}: {ONNX_FILE} is not a loadable ONNX model ({first_line(exc)})") from exc
     names = [i.name for i in session.get_inputs()]
+    last = session.get_outputs()[0].shape[-1]
+    width = last if isinstance(last, int) else 0  # a symbolic width gives an empty (0, 0) result
 
     def run(x: np.ndarray, old: np.ndarray | None = None) -> np.ndarray:
-        outs = []
-        for start in range(0, int(x.shape[0]), 8192):
-            feed = {names[0]: np.ascontiguousarray(x[start:start + 8192], dtype=np.float32)}
+        """Blocks of ``BLOCK_ROWS`` rows, each output written straight into one float32 result."""
+        n = int(x.shape[0])
+        if len(names) > 1 and old is None:
+            raise BundleError(f"{src.path}: this fusion bundle also needs the old model's query vectors")
+        out: np.ndarray | None = None
+        for start in range(0, n, BLOCK_ROWS):
+            feed = {names[0]: np.ascontiguousarray(x[start:start + BLOCK_ROWS], dtype=np.float32)}
             if len(names) > 1:
-                if old is None:
-                    raise BundleError(f"{src.path}: this fusion bundle also needs the old model's query vectors")
-                feed[names[1]] = np.ascontiguousarray(old[start:start + 8192], dtype=np.float32)
-            outs.append(np.asarray(session.run(None, feed)[0], dtype=np.float32))
-        return np.concatenate(outs) if outs else np.zeros((0, int(session.get_outputs()[0].shape[-1])),
-                                                          dtype=np.float32)
+                feed[names[1]] = np.ascontiguousarray(old[start:start + BLOCK_ROWS], dtype=np.float32)
+            y = session.run(None, feed)[0]
+            if out is None:
+                out = np.empty((n, int(y.shape[1])), dtype=np.float32)
+            out[start:start + len(y)] = y
+        return out if out is not None else np.zeros((0, width), dtype=np.float32)
 
     return run
 

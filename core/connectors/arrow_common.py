@@ -9,6 +9,13 @@ import numpy as np
 from core.connectors.base import Batch, PointId, VectorStoreError
 
 
+def release_arrow_memory() -> None:
+    """Hand Arrow's freed buffers back to the system now (its pools keep them for reuse otherwise)."""
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()
+
+
 def vector_array(vectors: np.ndarray) -> Any:
     import pyarrow as pa
 

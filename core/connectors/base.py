@@ -55,6 +55,22 @@ class StoreURI:
             params[key] = values[0]
         return cls(uri, parts.scheme.lower(), parts.netloc, parts.path, params)
 
+    def server(self, default_port: int) -> tuple[str, int]:
+        """(host, port) of a server URI (``scheme://host[:port]/...``); the default port when none is given."""
+        host, sep, port = self.netloc.rpartition(":")
+        if not sep or "]" in port:  # no port, or the colons of a bare IPv6 address
+            host, port = self.netloc, ""
+        if port and not port.isdigit():
+            raise InputError(self.raw, f"the port '{port}' is not a number")
+        if not host.strip("[]"):
+            raise InputError(self.raw, "no server host named")
+        return host.strip("[]"), int(port) if port else default_port
+
+    @property
+    def tls(self) -> bool:
+        """Whether a server URI asks for TLS (``?https=1``)."""
+        return (self.param("https") or "").lower() in ("1", "true", "yes")
+
     def param(self, *names: str, default: str | None = None) -> str | None:
         for name in names:
             value = self.params.get(name)
@@ -108,6 +124,7 @@ class Connector(ABC):
     borrowed: bool = False
     writable: bool = True
     supports_alias: bool = True
+    single_client: bool = True  # one open client per store (embedded stores lock their folder)
 
     def __init__(self, uri: StoreURI) -> None:
         self.uri = uri

@@ -3,16 +3,25 @@
 Chroma ids are strings, payloads are its metadata (plain values only). Chroma has no aliases and
 no atomic rename, so a migration into Chroma writes and verifies the new collection but cannot
 switch readers over; Embridge says so instead of renaming in two visible steps.
+
+``chroma://host:port?collection=docs`` opens a Chroma server (``chroma run --path DIR --port P``)
+through its HTTP client. A server has no folder beside it for migration checkpoints, so they live
+in the server itself, one record per job in a small ``embridge_state`` collection.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
 from core.connectors.base import Batch, Connector, PointId, StoreURI, VectorStoreError, check_write_batch
+from core.errors import first_line
+
+STATE_COLLECTION = "embridge_state"  # checkpoints on a server: id = job key, metadata 'state' = JSON
+DEFAULT_PORT = 8000
 
 
 class ChromaConnector(Connector):
@@ -21,18 +30,23 @@ class ChromaConnector(Connector):
 
     def __init__(self, uri: StoreURI) -> None:
         import chromadb
+        from chromadb.config import Settings
 
         super().__init__(uri)
+        self.single_client = not uri.netloc  # a server takes many clients; an embedded store one
         if uri.netloc:
-            host, _, port = uri.netloc.partition(":")
-            self.client = chromadb.HttpClient(host=host, port=int(port or 8000))
+            host, port = uri.server(DEFAULT_PORT)
             self.local_path = None
+            try:
+                self.client = chromadb.HttpClient(host=host, port=port, ssl=uri.tls,
+                                                  settings=Settings(anonymized_telemetry=False))
+                self.client.heartbeat()
+            except Exception as exc:  # an unreachable server: chromadb raises several types
+                raise VectorStoreError(f"{uri.raw}: cannot reach the Chroma server ({first_line(exc)})") from exc
         else:
             if not uri.path or uri.path == "/":
                 raise VectorStoreError(f"{uri.raw}: name the database folder, e.g. chroma:///data/chroma?collection=docs")
             self.local_path = uri.path
-            from chromadb.config import Settings
-
             self.client = chromadb.PersistentClient(path=uri.path, settings=Settings(anonymized_telemetry=False))
         self._col: Any = None
 
@@ -118,6 +132,33 @@ class ChromaConnector(Connector):
 
     def alias_target(self, alias: str) -> str | None:
         return None
+
+    # -- checkpoints: beside an embedded store, inside a server ---------------------------------
+    def _state_col(self) -> Any:
+        return self.client.get_or_create_collection(STATE_COLLECTION, embedding_function=None)
+
+    def load_state(self, key: str) -> dict[str, Any] | None:
+        if self.local_path:
+            return super().load_state(key)
+        if STATE_COLLECTION not in self._names():
+            return None
+        got = self._state_col().get(ids=[key], include=["metadatas"])
+        if not got["ids"]:
+            return None
+        try:
+            return dict(json.loads(str((got["metadatas"][0] or {})["state"])))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise VectorStoreError(f"{self.describe()}: unreadable checkpoint '{key}' in collection "
+                                   f"'{STATE_COLLECTION}' ({exc})") from exc
+
+    def save_state(self, key: str, state: dict[str, Any] | None) -> None:
+        if self.local_path:
+            super().save_state(key, state)
+        elif state is None:
+            if STATE_COLLECTION in self._names():
+                self._state_col().delete(ids=[key])
+        else:  # one record, replaced in one upsert
+            self._state_col().upsert(ids=[key], embeddings=[[1.0]], metadatas=[{"state": json.dumps(state)}])
 
     def close(self) -> None:
         """Release the shared in-process system, so the next open sees other processes' writes."""

@@ -13,12 +13,17 @@ records the source cursor and the count written. Before a batch is written its i
 first deletes whatever a pending batch may have left in the shadow, then writes it again, so even
 append-only stores end with every point exactly once. Running a finished migration again only
 re-verifies it.
+
+Throughput: a background thread reads and transforms the next batch while this one is written
+(:class:`~core.connectors.prefetch.Prefetch`); writes and checkpoints stay in one thread, in order,
+so the read-ahead changes nothing of the above.
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,12 +33,16 @@ import numpy as np
 from core.connectors import open_store
 from core.connectors.backfill import NewVectors, choose_backfill, read_new_vectors
 from core.connectors.base import SPACE_FIELD, Batch, Connector, StoreURI, VectorStoreError
+from core.connectors.prefetch import Prefetch
 from core.connectors.transform import StoreTransform, load_transform
 from core.errors import InputError
 from core.l2 import l2_normalize
 from core.progress import ProgressFn, StopFn, check_stop, no_progress
 
 VERIFY_SAMPLE = 256
+# Batches read and transformed ahead of the one being written: the read side runs while the store
+# writes, and at most depth + 1 batches are in memory (the one being written, the next being made).
+PREFETCH_DEPTH = 1
 VERIFY_RTOL, VERIFY_ATOL = 1e-4, 1e-5
 
 
@@ -82,11 +91,15 @@ class MigrationResult:
 
 
 def open_pair(source_uri: str, target_uri: str) -> tuple[Connector, Connector]:
-    """Source and target connectors; the same store shares one client (embedded stores lock their folder)."""
+    """Source and target connectors; one embedded store shares one client (it locks its folder).
+
+    Stores that take several clients (Parquet folders, PostgreSQL) get one per side, so the read-ahead
+    thread and the writer never wait for each other's connection.
+    """
     src_uri, dst_uri = StoreURI.parse(source_uri, "--from"), StoreURI.parse(target_uri, "--to")
     source = open_store(src_uri, "--from")
     try:
-        if src_uri.scheme == dst_uri.scheme and src_uri.scheme != "parquet" and \
+        if src_uri.scheme == dst_uri.scheme and source.single_client and \
                 src_uri.raw.split("?", 1)[0] == dst_uri.raw.split("?", 1)[0]:
             target = source.with_collection(type(source).collection_name(dst_uri))
             target.uri = dst_uri
@@ -214,20 +227,27 @@ def _copy(transform: StoreTransform, source: Connector, target: Connector, new: 
         target.save_state(key, state)
     created = target.exists()
     report(int(state["written"]), total, {"stage": "migrating"})
-    for batch in source.read_batches(batch_size, state["cursor"]):
-        check_stop(should_stop)
-        out = transform_batch(transform, batch, new, chosen, names)
-        if not created:
-            target.create(transform.out_dim, like=source, sample=out)
-            created = True
-        state["pending"] = list(batch.ids)
-        target.save_state(key, state)
-        target.write(out)
-        state.update(cursor=batch.cursor, written=int(state["written"]) + len(batch), pending=None)
-        target.save_state(key, state)
-        report(int(state["written"]), total, {"stage": "migrating"})
-        if batch.cursor is None:
-            break
+
+    start = state["cursor"]
+
+    def transformed() -> Iterator[Batch]:  # runs in the prefetch thread: reads and transforms only
+        for batch in source.read_batches(batch_size, start):
+            yield transform_batch(transform, batch, new, chosen, names)
+
+    with Prefetch(transformed, depth=PREFETCH_DEPTH, name="embridge-migrate-read") as batches:
+        for out in batches:
+            check_stop(should_stop)
+            if not created:
+                target.create(transform.out_dim, like=source, sample=out)
+                created = True
+            state["pending"] = list(out.ids)
+            target.save_state(key, state)
+            target.write(out)
+            state.update(cursor=out.cursor, written=int(state["written"]) + len(out), pending=None)
+            target.save_state(key, state)
+            report(int(state["written"]), total, {"stage": "migrating"})
+            if out.cursor is None:
+                break
     if not created:  # an empty source still gets its (empty) shadow
         target.create(transform.out_dim, like=source, sample=None)
 
@@ -244,7 +264,7 @@ def transform_batch(transform: StoreTransform, batch: Batch, new: NewVectors | N
                 vectors[n] = new.vectors[row]
                 spaces[n] = names["new"]
     payloads = [{**p, SPACE_FIELD: s} for p, s in zip(batch.payloads, spaces, strict=True)]
-    return Batch(list(batch.ids), vectors, payloads)
+    return Batch(list(batch.ids), vectors, payloads, batch.cursor)
 
 
 def verify_migration(transform: StoreTransform, source: Connector, target: Connector, names: dict[str, str],

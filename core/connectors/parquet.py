@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from core.connectors.arrow_common import batch_to_table, table_to_batch
+from core.connectors.arrow_common import batch_to_table, release_arrow_memory, table_to_batch
 from core.connectors.base import (
     SPACE_FIELD,
     Batch,
@@ -30,9 +30,13 @@ from core.connectors.base import (
 )
 from core.connectors.links import link_target, swap_link
 
+READ_BUFFER = 1 << 20  # bytes read ahead within a column chunk
+ROW_GROUP_ROWS = 16_384  # written row groups: small enough to stream back in bounded memory
+
 
 class ParquetConnector(Connector):
     scheme = "parquet"
+    single_client = False
 
     def __init__(self, uri: StoreURI) -> None:
         import pyarrow.parquet  # noqa: F401 - fail early when the extra is missing
@@ -88,44 +92,68 @@ class ParquetConnector(Connector):
         return int(getattr(field.type, "list_size", 0)) or None
 
     def read_batches(self, batch_size: int, cursor: Any = None) -> Iterator[Batch]:
-        """Cursor: ``[file index, rows of that file done]``."""
+        """Cursor: ``[file index, rows of that file done]``.
+
+        Column chunks are read through a small buffer page by page (not a whole row group at once),
+        row groups before the cursor are skipped unread, and Arrow's freed buffers go back to the
+        system after each batch, so memory stays near one batch whatever the files' row groups.
+        """
         import pyarrow.parquet as pq
 
         files = self._files()
         start_file, start_row = (cursor or [0, 0])
         for index in range(int(start_file), len(files)):
-            pf = pq.ParquetFile(files[index])
-            done = 0
+            pf = pq.ParquetFile(files[index], buffer_size=READ_BUFFER, pre_buffer=False)
+            rows = pf.metadata.num_rows
             skip = int(start_row) if index == int(start_file) else 0
-            for rb in pf.iter_batches(batch_size=batch_size):
-                if done + rb.num_rows <= skip:
-                    done += rb.num_rows
+            groups, done = [], 0
+            for g in range(pf.metadata.num_row_groups):
+                size = pf.metadata.row_group(g).num_rows
+                if done + size <= skip and not groups:
+                    done += size
                     continue
+                groups.append(g)
+            if not groups:
+                continue
+            for rb in pf.iter_batches(batch_size=batch_size, row_groups=groups, use_threads=False):
                 if skip > done:
-                    rb = rb.slice(skip - done)
-                    done = skip
+                    cut = min(skip - done, rb.num_rows)
+                    rb, done = rb.slice(cut), done + cut
+                    if not rb.num_rows:
+                        continue
                 done += rb.num_rows
-                last = index == len(files) - 1 and done == pf.metadata.num_rows
-                yield table_to_batch(rb, self.id_col, self.vec_col, None if last else [index, done])
+                last = index == len(files) - 1 and done == rows
+                batch = table_to_batch(rb, self.id_col, self.vec_col, None if last else [index, done])
+                del rb
+                release_arrow_memory()
+                yield batch
+            pf.close()
 
     def read_ids(self, ids: list[PointId]) -> Batch:
+        """Scans only the id column, then reads just the row groups that hold a wanted id."""
         import pyarrow as pa
         import pyarrow.compute as pc
-        import pyarrow.dataset as ds
+        import pyarrow.parquet as pq
 
         files = self._files()
         if not files or not ids:
             return Batch([], np.zeros((0, self.dim() or 0), np.float32), [])
-        data = ds.dataset([str(f) for f in files], format="parquet")
-        id_type = data.schema.field(self.id_col).type
-        wanted = pc.field(self.id_col).isin(pa.array(list(ids)).cast(id_type))
-        # one file and one batch in flight: a scan for a few ids must not hold the dataset in memory
-        table = data.scanner(filter=wanted, fragment_readahead=1, batch_readahead=1).to_table()
-        got = table_to_batch(table, self.id_col, self.vec_col, None)
-        found = {i: n for n, i in enumerate(got.ids)}
+        parts = []
+        for file in files:
+            pf = pq.ParquetFile(file, buffer_size=READ_BUFFER, pre_buffer=False)
+            id_type = pf.schema_arrow.field(self.id_col).type
+            wanted = pa.array(list(ids)).cast(id_type)
+            for g in range(pf.metadata.num_row_groups):
+                hits = pc.is_in(pf.read_row_group(g, columns=[self.id_col]).column(0), value_set=wanted)
+                if pc.any(hits).as_py():
+                    parts.append(table_to_batch(pf.read_row_group(g).filter(hits), self.id_col, self.vec_col, None))
+            pf.close()
+        release_arrow_memory()
+        found = {i: (n, m) for n, part in enumerate(parts) for m, i in enumerate(part.ids)}
         order = [i for i in ids if i in found]
-        rows = [found[i] for i in order]
-        return Batch(order, got.vectors[rows], [got.payloads[r] for r in rows])
+        vectors = np.stack([parts[found[i][0]].vectors[found[i][1]] for i in order]) if order else \
+            np.zeros((0, self.dim() or 0), np.float32)
+        return Batch(order, vectors, [parts[found[i][0]].payloads[found[i][1]] for i in order])
 
     def space_counts(self) -> dict[str, int]:
         import pyarrow.parquet as pq
@@ -161,11 +189,14 @@ class ParquetConnector(Connector):
         final = self.folder / f"part-{digest}.parquet"
         tmp = self.folder / f".{final.name}.tmp"
         try:
-            pq.write_table(table, tmp)
+            pq.write_table(table, tmp, row_group_size=ROW_GROUP_ROWS)
             os.replace(tmp, final)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             raise VectorStoreError(f"{final}: cannot write ({exc})") from exc
+        finally:
+            del table
+            release_arrow_memory()
 
     def delete_ids(self, ids: list[PointId]) -> None:
         import pyarrow as pa

@@ -47,6 +47,7 @@ def _pg_type(value: Any) -> str:
 
 class PgVectorConnector(Connector):
     scheme = "postgresql"
+    single_client = False
 
     def __init__(self, uri: StoreURI) -> None:
         import psycopg

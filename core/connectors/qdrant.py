@@ -4,17 +4,68 @@ With an empty host the store is Qdrant's embedded local mode on that folder; wit
 server (``?https=1`` for TLS, the API key from ``$QDRANT_API_KEY``). ``?vector=NAME`` picks a named
 vector. Point ids are what Qdrant allows: unsigned integers or UUID strings. Aliases are Qdrant's
 own, and a switch is one ``update_collection_aliases`` call (delete and create together).
+
+A server has no folder beside it for migration checkpoints, so they live in the server itself: one
+point per job in a small ``embridge_state`` collection (its id derived from the job key, the state
+as JSON in the payload).
 """
 
 from __future__ import annotations
 
+import json
 import os
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
 from core.connectors.base import Batch, Connector, PointId, StoreURI, VectorStoreError, check_write_batch
+from core.errors import EmbridgeError, first_line
+
+STATE_COLLECTION = "embridge_state"
+DEFAULT_PORT = 6333
+
+
+def server_url(uri: StoreURI) -> str:
+    """``qdrant://host:port?...`` -> the client's URL (``https`` with ``?https=1``, port 6333 when none)."""
+    host, port = uri.server(DEFAULT_PORT)
+    host = f"[{host}]" if ":" in host else host
+    return f"{'https' if uri.tls else 'http'}://{host}:{port}"
+
+
+def load_server_state(client: Any, key: str) -> dict[str, Any] | None:
+    """A job's checkpoint from the ``embridge_state`` collection (None when there is none)."""
+    if not client.collection_exists(STATE_COLLECTION):
+        return None
+    found = client.retrieve(STATE_COLLECTION, ids=[_state_id(key)], with_payload=True, with_vectors=False)
+    if not found:
+        return None
+    try:
+        return dict(json.loads(str((found[0].payload or {})["state"])))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise VectorStoreError(f"unreadable checkpoint '{key}' in Qdrant collection '{STATE_COLLECTION}' "
+                               f"({exc})") from exc
+
+
+def save_server_state(client: Any, key: str, state: dict[str, Any] | None) -> None:
+    """Replace (or with None remove) a job's checkpoint in one upsert."""
+    from qdrant_client import models
+
+    if not client.collection_exists(STATE_COLLECTION):
+        if state is None:
+            return
+        client.create_collection(STATE_COLLECTION, vectors_config=models.VectorParams(
+            size=1, distance=models.Distance.DOT))
+    if state is None:
+        client.delete(STATE_COLLECTION, points_selector=models.PointIdsList(points=[_state_id(key)]), wait=True)
+        return
+    client.upsert(STATE_COLLECTION, points=[models.PointStruct(
+        id=_state_id(key), vector=[1.0], payload={"key": key, "state": json.dumps(state)})], wait=True)
+
+
+def _state_id(key: str) -> str:
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"embridge-state:{key}"))
 
 
 class QdrantConnector(Connector):
@@ -24,21 +75,23 @@ class QdrantConnector(Connector):
         from qdrant_client import QdrantClient
 
         super().__init__(uri)
+        self.single_client = not uri.netloc  # a server takes many clients; an embedded store one
         self.vector_name = uri.param("vector")
         try:
             if uri.netloc:
-                scheme = "https" if uri.param("https") in ("1", "true", "yes") else "http"
-                self.client = QdrantClient(url=f"{scheme}://{uri.netloc}", api_key=os.environ.get("QDRANT_API_KEY"))
                 self.local_path = None
+                self.client = QdrantClient(url=server_url(uri), api_key=os.environ.get("QDRANT_API_KEY"),
+                                           check_compatibility=False)
+                self.client.get_collections()  # an unreachable server or a refused key fails here, named
             else:
                 if not uri.path or uri.path == "/":
                     raise VectorStoreError(f"{uri.raw}: name the database folder, e.g. qdrant:///data/qdrant?collection=docs")
                 self.local_path = uri.path
                 self.client = QdrantClient(path=uri.path)
-        except VectorStoreError:
+        except EmbridgeError:
             raise
         except Exception as exc:  # a locked folder, an unreachable server...
-            raise VectorStoreError(f"{uri.raw}: cannot open the Qdrant store ({exc})") from exc
+            raise VectorStoreError(f"{uri.raw}: cannot open the Qdrant store ({first_line(exc)})") from exc
 
     def describe(self) -> str:
         return f"Qdrant {self.local_path or self.uri.netloc} collection '{self.collection}'"
@@ -177,6 +230,15 @@ class QdrantConnector(Connector):
         ops.append(models.CreateAliasOperation(create_alias=models.CreateAlias(collection_name=target,
                                                                                 alias_name=alias)))
         self.client.update_collection_aliases(change_aliases_operations=ops)
+
+    def load_state(self, key: str) -> dict[str, Any] | None:
+        return super().load_state(key) if self.local_path else load_server_state(self.client, key)
+
+    def save_state(self, key: str, state: dict[str, Any] | None) -> None:
+        if self.local_path:
+            super().save_state(key, state)
+        else:
+            save_server_state(self.client, key, state)
 
     def close(self) -> None:
         if self.borrowed:

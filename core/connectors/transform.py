@@ -1,8 +1,10 @@
 """The one place a migration turns old vectors into new-space vectors with a bundle.
 
 Everything else in the store code calls :func:`load_transform` and :meth:`StoreTransform.apply`, so
-the runtime underneath (today the bundle's verified TorchScript module) can change without touching
-the migration.
+the runtime underneath can change without touching the migration. It is the bundle's torch-free
+runtime (:func:`core.bundle.load_bundle`): ``x @ W + b`` with numpy for linear layers, onnxruntime
+for the others, float32 in and out; torch is not imported (TorchScript only for a format-1 bundle,
+or an ONNX bundle on a machine without onnxruntime).
 """
 
 from __future__ import annotations
