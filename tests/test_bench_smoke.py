@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-AREAS = ("fit", "train", "search", "apply", "desktop", "stores", "text", "workflow")
+AREAS = ("fit", "train", "search", "apply", "desktop", "stores", "text", "workflow", "scale")
 ROW_KEYS = {"name", "unit", "measured", "floor", "floor_name", "ratio", "target", "passed", "note", "details"}
 
 
