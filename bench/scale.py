@@ -131,7 +131,8 @@ def batch_overhead(workers: int, n: int = 200) -> tuple[float, float]:
     best = (float("inf"), float("inf"))
     for _ in range(2):
         ds = ray.data.from_items([{"i": i} for i in range(n)], override_num_blocks=n)
-        times = arrivals(ds.map_batches(_Nothing, batch_size=1, concurrency=workers, num_cpus=1))
+        times = arrivals(ds.map_batches(_Nothing, batch_size=1, compute=ray.data.ActorPoolStrategy(size=workers),
+                                        num_cpus=1))
         per_batch = 1000 * (times[-1] - times[0]) / (n - 1) * workers
         best = (min(best[0], times[0]), min(best[1], per_batch))
     return best

@@ -61,7 +61,7 @@ def transform_on_ray(jobs: list[tuple], address: str | None, num_cpus: int | Non
         ds = ray.data.from_items(rows, override_num_blocks=len(rows))
         workers = max(1, min(len(rows), session.cpus))
         mapped = ds.map_batches(PartitionMapper, fn_constructor_args=(bundle, id_col, vec_col), batch_size=1,
-                                concurrency=workers, num_cpus=1, zero_copy_batch=True)
+                                compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=1, zero_copy_batch=True)
         results = list(done)
         # a stop request leaves the iterator, which stops the pipeline; renamed partitions stay finished
         for row in mapped.iter_rows():
