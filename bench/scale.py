@@ -31,8 +31,8 @@ from bench.common import ROOT, Row, Target, area_result, usable_cpus
 
 BILLION = 1_000_000_000
 PINNED = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-SIZES = {"rows": 1_000_000, "dim": 64, "parts": 16, "queries": 1000, "k": 10}
-TINY = {"rows": 6_000, "dim": 16, "parts": 4, "queries": 50, "k": 5}
+SIZES = {"rows": 1_000_000, "dim": 64, "parts": 16, "queries": 1000, "k": 10, "repeats": 2, "noop_batches": 200}
+TINY = {"rows": 6_000, "dim": 16, "parts": 4, "queries": 50, "k": 5, "repeats": 1, "noop_batches": 20}
 # an idle 2-core machine gives about 1.6-1.9x at 2 workers; a shared one may give less
 TWO_WORKERS = Target("ratio_min", 1.6, ">= 1.6x the local engine at 2 workers (idle 2-core machine)")
 
@@ -123,13 +123,13 @@ def arrivals(mapped: Any) -> list[float]:
     return out
 
 
-def batch_overhead(workers: int, n: int = 200) -> tuple[float, float]:
+def batch_overhead(workers: int, n: int, repeats: int) -> tuple[float, float]:
     """Ray Data's cost of a ``map_batches`` built as the transform's (actor pool of ``workers``, one row
     per block and per batch) that does nothing: (seconds to the first row, ms per batch and worker after)."""
     import ray.data
 
     best = (float("inf"), float("inf"))
-    for _ in range(2):
+    for _ in range(repeats):
         ds = ray.data.from_items([{"i": i} for i in range(n)], override_num_blocks=n)
         times = arrivals(ds.map_batches(_Nothing, batch_size=1, compute=ray.data.ActorPoolStrategy(size=workers),
                                         num_cpus=1))
@@ -147,7 +147,7 @@ def measure(sizes: dict[str, int], work: Path) -> dict[str, Any]:
     from core.scale.sharded_search import sharded_search
 
     pin_threads()
-    rows, dim, k = sizes["rows"], sizes["dim"], sizes["k"]
+    rows, dim, k, repeats = sizes["rows"], sizes["dim"], sizes["k"], sizes["repeats"]
     rng = np.random.default_rng(0)
     gallery = rng.standard_normal((rows, dim)).astype(np.float32)
     gallery /= np.linalg.norm(gallery, axis=1, keepdims=True)
@@ -177,20 +177,20 @@ def measure(sizes: dict[str, int], work: Path) -> dict[str, Any]:
         return time.perf_counter() - t
 
     transform("local")  # warm: the local engine loads the bundle once, as a warm Ray worker has
-    local_t = min(transform("local") for _ in range(2))
+    local_t = min(transform("local") for _ in range(repeats))
     local_s = min(timed(lambda: search(queries, gallery, k, config=SearchConfig(method="exact", threads=1)))
-                  for _ in range(2))
+                  for _ in range(repeats))
     out: dict[str, Any] = {"local": {"transform_s": local_t, "search_s": local_s}}
     mm = np.load(work / "g.npy", mmap_mode="r")
     for w in sorted({1, 2, usable_cpus()}):
         ray.init(num_cpus=w, include_dashboard=False, log_to_driver=False, configure_logging=False,
                  runtime_env={"env_vars": PINNED, "worker_process_setup_hook": "bench.scale.pin_threads"})
         try:
-            task_ms, (start_s, batch_ms) = task_overhead_ms(), batch_overhead(w)
+            task_ms, (start_s, batch_ms) = task_overhead_ms(), batch_overhead(w, sizes["noop_batches"], repeats)
             ray_transform()  # warm: the first job on a fresh cluster starts Ray Data itself
-            runs = [ray_transform() for _ in range(2)]
+            runs = [ray_transform() for _ in range(repeats)]
             sharded_search(queries, mm, k, shards=w)
-            s = min(timed(lambda w=w: sharded_search(queries, mm, k, shards=w)) for _ in range(2))
+            s = min(timed(lambda w=w: sharded_search(queries, mm, k, shards=w)) for _ in range(repeats))
         finally:
             ray.shutdown()
         out[f"ray_{w}"] = {"workers": w, "transform_s": min(r[0] for r in runs),

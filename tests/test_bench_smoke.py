@@ -92,6 +92,12 @@ def test_results_hold_real_measurements(tiny_run: Path) -> None:
     disk = [r for name, r in workflow.items() if name.startswith("workspace on disk")]
     assert len(disk) == 2 and all(r["measured"] > 0 and r["floor"] > 0 for r in disk)
 
+    scale = {r["name"]: r for r in _load(tiny_run, "scale")["rows"]}
+    for w in ("1 worker", "2 workers"):  # each worker count against the local engine on the same data
+        assert scale[f"transform, Ray Data on {w}, steady state"]["ratio"] > 0
+        assert scale[f"search, Ray on {w.replace('worker', 'shard worker')}"]["ratio"] > 0
+    assert _load(tiny_run, "scale")["settings"]["projection"]["nodes"]["4x16"]["transform_minutes"] > 0
+
 
 @pytest.mark.slow
 def test_document_lists_machine_and_every_area(tiny_run: Path) -> None:
