@@ -156,3 +156,20 @@ def test_transform_command_on_ray_with_lance_and_refusals(ray_cluster: Any, bund
                  "--to", str(tmp_path / "o4")]) == 1
     assert "needs two inputs" in capsys.readouterr().err
     assert not (tmp_path / "o4").exists() and not (tmp_path / "o3").exists()
+
+
+def test_command_starts_its_own_local_ray_when_no_cluster_is_named(bundles: dict, tmp_path: Path) -> None:
+    """No --ray-address and no RAY_ADDRESS: the command starts a local Ray for the job and stops it."""
+    import os
+
+    write_partitions(tmp_path / "in", bundles["vectors"]["v3"], parts=2)
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    done = subprocess.run([sys.executable, "-m", "core.cli.main", "transform", "--bundle", str(bundles["linear"]),
+                           "--from", str(tmp_path / "in"), "--to", str(tmp_path / "ray"), "--engine", "ray",
+                           "--num-cpus", "1", "--json"], capture_output=True, text=True, timeout=600, env=env,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr[-2000:]
+    data = json.loads(done.stdout)
+    assert (data["engine"], data["written"], data["runtimes"], data["torch_loaded"]) == ("ray", 2, ["numpy"], False)
+    transform_gallery(bundles["linear"], str(tmp_path / "in"), str(tmp_path / "local"))
+    assert_identical_outputs(tmp_path / "local", tmp_path / "ray")
