@@ -22,7 +22,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
            "EMBRIDGE_CONFIG_DIR": str(out / "config")}
     proc = subprocess.run([sys.executable, "-m", "bench.run_all", "--tiny", "--out", str(out / "results"),
                            "--work-dir", str(out)], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=900, check=False)
+                          timeout=1800, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out / "results"
 
