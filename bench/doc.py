@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-AREAS = ("fit", "train", "search", "apply", "desktop", "stores", "text", "workflow")
+AREAS = ("fit", "train", "search", "apply", "desktop", "stores", "text", "workflow", "scale")
 TITLES = {
     "fit": "Closed-form fits",
     "train": "Training throughput",
@@ -17,6 +17,7 @@ TITLES = {
     "text": "Text embedding",
     "stores": "Vector-store migration",
     "workflow": "Whole workflow",
+    "scale": "Scale-out on Ray",
 }
 
 

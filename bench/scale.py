@@ -1,35 +1,64 @@
-"""Scaling of the gallery transform and the sharded search: local engine vs Ray on 1, 2, all workers.
+"""Scale-out on Ray: the gallery transform and the sharded search on 1, 2 and all local workers.
 
-    python -m bench.scale [--rows 400000] [--dim 64] [--out bench/results/scale.json]
-
-Same data for every engine; the local engine is one process. Ray runs on a local cluster started with
-``num_cpus`` = workers (threads per process pinned to 1 so a worker is one core). Reported: rows/s,
-the ratio to the local engine, Ray's fixed cost per task (a no-op task's round trip), and a projection
-to 1B items on N nodes from the measured per-worker rate.
+The same data goes through the local engine (one process) and through Ray on a local cluster
+started with ``num_cpus`` = workers: the transform as the Ray Data pipeline of ``embridge transform
+--engine ray`` (one partition per batch on an actor pool, FCT layer through onnxruntime), the
+search as the sharded exact search of ``report --engine ray``. Every process runs its math on one
+thread (BLAS and onnxruntime pinned), so a worker is one core and the local engine is one core: the
+ratio to the local engine is the speed-up from workers. Ray's own cost is measured twice: the round
+trip of a no-op task, and the time per batch of a Ray Data ``map_batches`` that does nothing. The
+measurement runs in a child process (``python -m bench.scale``), and a projection to 1B items on N
+nodes is computed from the measured per-worker rates (linear in workers, plus the overheads). The
+machine these numbers come from is shared with other jobs: read the load average under the table.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")  # one core per worker, and the same for the local engine
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from bench.common import machine_info, usable_cpus, write_json  # noqa: E402
+from bench.common import ROOT, Row, Target, area_result, usable_cpus
 
 BILLION = 1_000_000_000
+PINNED = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+SIZES = {"rows": 1_000_000, "dim": 64, "parts": 16, "queries": 1000, "k": 10, "repeats": 2, "noop_batches": 200}
+TINY = {"rows": 6_000, "dim": 16, "parts": 4, "queries": 50, "k": 5, "repeats": 1, "noop_batches": 20}
+# an idle 2-core machine gives about 1.6-1.9x at 2 workers; a shared one may give less
+TWO_WORKERS = Target("ratio_min", 1.6, ">= 1.6x the local engine at 2 workers (idle 2-core machine)")
+
+
+def pin_threads() -> None:
+    """One thread for BLAS and onnxruntime in this process (also a Ray worker setup hook)."""
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(1)
+    except ImportError:
+        pass
+    import onnxruntime as ort
+
+    base = ort.SessionOptions
+
+    def one_thread() -> Any:
+        options = base()
+        options.intra_op_num_threads = options.inter_op_num_threads = 1
+        return options
+
+    ort.SessionOptions = one_thread
 
 
 def make_bundle(work: Path, dim: int, seed: int = 0) -> Path:
-    """A forward (FCT, old -> new) bundle fitted on random data."""
+    """A forward (FCT, old -> new) bundle fitted on random data: the layer a gallery transform runs."""
     from core.adapters import FCTAdapter, save_adapter
     from core.adapters.closed_form import ridge_path
     from core.bundle import export_bundle
@@ -80,19 +109,51 @@ def task_overhead_ms(n: int = 300) -> float:
     return 1000 * (time.perf_counter() - t) / n
 
 
-def run(rows: int, dim: int, parts: int, n_queries: int, k: int, work: Path) -> dict[str, Any]:
+class _Nothing:
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return batch
+
+
+def arrivals(mapped: Any) -> list[float]:
+    """Seconds from the start of iteration at which each output row of a Ray dataset arrives."""
+    t = time.perf_counter()
+    out = []
+    for _ in mapped.iter_rows():
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def batch_overhead(workers: int, n: int, repeats: int) -> tuple[float, float]:
+    """Ray Data's cost of a ``map_batches`` built as the transform's (actor pool of ``workers``, one row
+    per block and per batch) that does nothing: (seconds to the first row, ms per batch and worker after)."""
+    import ray.data
+
+    best = (float("inf"), float("inf"))
+    for _ in range(repeats):
+        ds = ray.data.from_items([{"i": i} for i in range(n)], override_num_blocks=n)
+        times = arrivals(ds.map_batches(_Nothing, batch_size=1, compute=ray.data.ActorPoolStrategy(size=workers),
+                                        num_cpus=1))
+        per_batch = 1000 * (times[-1] - times[0]) / (n - 1) * workers
+        best = (min(best[0], times[0]), min(best[1], per_batch))
+    return best
+
+
+def measure(sizes: dict[str, int], work: Path) -> dict[str, Any]:
+    """All timings, in this (pinned) process; local first, then Ray at each worker count."""
     import ray
 
     from core.evaluation.search import SearchConfig, search
     from core.scale.gallery_transform import transform_gallery
     from core.scale.sharded_search import sharded_search
 
+    pin_threads()
+    rows, dim, k, repeats = sizes["rows"], sizes["dim"], sizes["k"], sizes["repeats"]
     rng = np.random.default_rng(0)
     gallery = rng.standard_normal((rows, dim)).astype(np.float32)
     gallery /= np.linalg.norm(gallery, axis=1, keepdims=True)
-    queries = gallery[rng.choice(rows, n_queries, replace=False)] + 0.01
+    queries = gallery[rng.choice(rows, sizes["queries"], replace=False)] + 0.01
     np.save(work / "g.npy", gallery)
-    write_dataset(work / "in", gallery, parts)
+    write_dataset(work / "in", gallery, sizes["parts"])
     bundle = make_bundle(work, dim)
     src = str(work / "in")
 
@@ -101,69 +162,154 @@ def run(rows: int, dim: int, parts: int, n_queries: int, k: int, work: Path) -> 
         shutil.rmtree(out, ignore_errors=True)
         return transform_gallery(bundle, src, str(out), engine=engine).seconds
 
+    def ray_transform() -> tuple[float, float]:
+        """(seconds end to end, seconds from the first finished partition to the last)."""
+        out, done = work / "out-ray", []
+        shutil.rmtree(out, ignore_errors=True)
+        began = time.perf_counter()
+        total = transform_gallery(bundle, src, str(out), engine="ray",
+                                  on_progress=lambda *_: done.append(time.perf_counter() - began)).seconds
+        return total, done[-1] - done[0]
+
+    def timed(fn: Any) -> float:
+        t = time.perf_counter()
+        fn()
+        return time.perf_counter() - t
+
     transform("local")  # warm: the local engine loads the bundle once, as a warm Ray worker has
-    local_t = min(transform("local") for _ in range(2))
-    local_s = min(time_of(lambda: search(queries, gallery, k, config=SearchConfig(method="exact", threads=1)))
-                  for _ in range(2))
-    results: dict[str, Any] = {"local": {"transform_rows_per_s": rows / local_t, "search_rows_per_s": rows / local_s}}
-    workers = sorted({1, 2, usable_cpus()})
+    local_t = min(transform("local") for _ in range(repeats))
+    local_s = min(timed(lambda: search(queries, gallery, k, config=SearchConfig(method="exact", threads=1)))
+                  for _ in range(repeats))
+    out: dict[str, Any] = {"local": {"transform_s": local_t, "search_s": local_s}}
     mm = np.load(work / "g.npy", mmap_mode="r")
-    for w in workers:
-        ray.init(num_cpus=w, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    for w in sorted({1, 2, usable_cpus()}):
+        ray.init(num_cpus=w, include_dashboard=False, log_to_driver=False, configure_logging=False,
+                 runtime_env={"env_vars": PINNED, "worker_process_setup_hook": "bench.scale.pin_threads"})
         try:
-            overhead = task_overhead_ms()
-            transform("ray")  # warm: workers import torch and load the bundle once
-            t = min(transform("ray") for _ in range(2))
+            task_ms, (start_s, batch_ms) = task_overhead_ms(), batch_overhead(w, sizes["noop_batches"], repeats)
+            ray_transform()  # warm: the first job on a fresh cluster starts Ray Data itself
+            runs = [ray_transform() for _ in range(repeats)]
             sharded_search(queries, mm, k, shards=w)
-            s = min(time_of(lambda w=w: sharded_search(queries, mm, k, shards=w)) for _ in range(2))
+            s = min(timed(lambda w=w: sharded_search(queries, mm, k, shards=w)) for _ in range(repeats))
         finally:
             ray.shutdown()
-        results[f"ray_{w}"] = {"workers": w, "task_overhead_ms": overhead,
-                               "transform_rows_per_s": rows / t, "transform_ratio_vs_local": local_t / t,
-                               "search_rows_per_s": rows / s, "search_ratio_vs_local": local_s / s}
-    return {"rows": rows, "dim": dim, "partitions": parts, "queries": n_queries, "k": k, "results": results,
-            "projection": projection(results, workers[-1], n_queries)}
-
-
-def time_of(fn: Any) -> float:
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
-
-
-def projection(results: dict[str, Any], all_workers: int, n_queries: int) -> dict[str, Any]:
-    """Hours for 1B items on N nodes of C workers each, from the measured per-worker rates (linear)."""
-    best = results[f"ray_{all_workers}"]
-    per_worker_t = best["transform_rows_per_s"] / all_workers
-    per_worker_s = best["search_rows_per_s"] / all_workers
-    out = {"per_worker_transform_rows_per_s": per_worker_t, "per_worker_search_gallery_rows_per_s": per_worker_s,
-           "search_queries": n_queries, "nodes": {}}
-    for nodes in (1, 4, 16, 64):
-        for cores in (16, 64):
-            w = nodes * cores
-            out["nodes"][f"{nodes}x{cores}"] = {
-                "transform_hours": BILLION / (per_worker_t * w) / 3600,
-                "search_hours_per_query_batch": BILLION / (per_worker_s * w) / 3600,
-            }
+        out[f"ray_{w}"] = {"workers": w, "transform_s": min(r[0] for r in runs),
+                           "steady_s": min(r[1] for r in runs), "search_s": s, "task_overhead_ms": task_ms,
+                           "batch_overhead_ms": batch_ms, "pipeline_start_s": start_s}
     return out
+
+
+def projection(times: dict[str, Any], sizes: dict[str, int]) -> dict[str, Any]:
+    """Time for 1B items on N nodes of C workers, from the per-worker rates at all local workers."""
+    best = max((v for k, v in times.items() if k.startswith("ray_")), key=lambda v: v["workers"])
+    w = best["workers"]
+    # steady state: the partitions after the first one, over the time between the first and last to finish
+    per_worker_t = sizes["rows"] * (sizes["parts"] - 1) / sizes["parts"] / best["steady_s"] / w
+    per_worker_s = sizes["rows"] / best["search_s"] / w
+    rows_per_partition = sizes["rows"] / sizes["parts"]
+    overhead_s = best["batch_overhead_ms"] / 1000 * BILLION / rows_per_partition  # summed over all workers
+    nodes = {}
+    for n_nodes, cores in ((1, 16), (4, 16), (16, 16), (64, 64)):
+        workers = n_nodes * cores
+        nodes[f"{n_nodes}x{cores}"] = {
+            "workers": workers,
+            "transform_minutes": ((BILLION / per_worker_t + overhead_s) / workers + best["pipeline_start_s"]) / 60,
+            "search_minutes": BILLION / per_worker_s / workers / 60,
+        }
+    return {"per_worker_transform_rows_per_s": per_worker_t, "per_worker_search_gallery_rows_per_s": per_worker_s,
+            "rows_per_partition": rows_per_partition, "search_queries": sizes["queries"], "dim": sizes["dim"],
+            "nodes": nodes}
+
+
+def rows_of(times: dict[str, Any], sizes: dict[str, int]) -> list[Row]:
+    n = sizes["rows"]
+    local = times["local"]
+    out = [Row("transform, local engine", "rows/s", n / local["transform_s"], note="one process, one thread"),
+           Row("search, local engine", "gallery rows/s", n / local["search_s"],
+               note=f"{sizes['queries']} queries, k={sizes['k']}, exact, one thread")]
+    for key in sorted((k for k in times if k.startswith("ray_")), key=lambda k: times[k]["workers"]):
+        r = times[key]
+        w = r["workers"]
+        target = TWO_WORKERS if w == 2 else None
+        out.append(Row(f"transform, Ray Data on {w} worker{'s' * (w > 1)}, end to end", "rows/s",
+                       n / r["transform_s"], n / local["transform_s"], "local engine, same data",
+                       note=f"{sizes['parts']} partitions; includes starting the actor pool and loading the "
+                            "bundle in each actor"))
+        steady = n * (sizes["parts"] - 1) / sizes["parts"] / r["steady_s"]
+        out.append(Row(f"transform, Ray Data on {w} worker{'s' * (w > 1)}, steady state", "rows/s", steady,
+                       n / local["transform_s"], "local engine, same data", target,
+                       note="partitions 2..N, first to last finished"))
+        out.append(Row(f"search, Ray on {w} shard worker{'s' * (w > 1)}", "gallery rows/s", n / r["search_s"],
+                       n / local["search_s"], "local engine, same data", target))
+        out.append(Row(f"Ray Data overhead per batch, {w} worker{'s' * (w > 1)}", "ms", r["batch_overhead_ms"],
+                       note=f"no-op map_batches, one row per batch; pipeline start {r['pipeline_start_s']:.2f} s; "
+                            f"no-op Ray task round trip {r['task_overhead_ms']:.2f} ms"))
+    return out
+
+
+def projection_notes(p: dict[str, Any]) -> list[str]:
+    lines = [f"Projection to 1B items from the per-worker rates at all local workers "
+             f"({p['per_worker_transform_rows_per_s']:,.0f} rows/s per worker for the transform, "
+             f"{p['per_worker_search_gallery_rows_per_s']:,.0f} gallery rows/s per worker for a "
+             f"{p['search_queries']}-query search, dim {p['dim']}), linear in workers, plus Ray Data's overhead per "
+             f"partition of {p['rows_per_partition']:,.0f} rows and the pipeline's start:"]
+    for name, v in p["nodes"].items():
+        lines.append(f"{name} ({v['workers']} workers): transform {v['transform_minutes']:.1f} min, "
+                     f"one search {v['search_minutes']:.1f} min")
+    return lines
+
+
+def child(argv: list[str]) -> None:
+    """``python -m bench.scale --child SIZES_JSON OUT_JSON``: measure in this pinned process."""
+    sizes, out = json.loads(argv[1]), Path(argv[2])
+    with tempfile.TemporaryDirectory(prefix="embridge-bench-scale-") as tmp:
+        times = measure(sizes, Path(tmp))
+    out.write_text(json.dumps(times))
+
+
+def run(tiny: bool, device: str) -> dict[str, Any]:
+    """The ``scale`` area of ``bench.run_all``: measure in a child process, then build the rows."""
+    started = time.time()
+    sizes = TINY if tiny else SIZES
+    with tempfile.TemporaryDirectory(prefix="embridge-bench-scale-") as tmp:
+        out = Path(tmp) / "times.json"
+        env = {**os.environ, **PINNED, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+        proc = subprocess.run([sys.executable, "-m", "bench.scale", "--child", json.dumps(sizes), str(out)],
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=3600, check=False)
+        if proc.returncode != 0:
+            raise RuntimeError(f"the scale child failed: {proc.stderr.strip()[-2000:]}")
+        times = json.loads(out.read_text())
+    proj = projection(times, sizes)
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    notes = [f"{sizes['rows']:,} rows of dim {sizes['dim']} in {sizes['parts']} Parquet partitions; "
+             f"{usable_cpus()} usable cores; the local engine and every Ray worker run on one thread.",
+             "The machine was shared with other engineers' jobs while measuring (load average at the end "
+             f"{', '.join(f'{x:.1f}' for x in load) if load else 'unknown'} on {usable_cpus()} cores): the ratios "
+             "are noisy, and a Ray worker competes with those jobs for the same cores.",
+             *projection_notes(proj)]
+    result = area_result("scale", rows_of(times, sizes), {**sizes, "times": times, "projection": proj}, notes,
+                         started, device)
+    return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=400_000)
-    parser.add_argument("--dim", type=int, default=64)
-    parser.add_argument("--parts", type=int, default=16)
-    parser.add_argument("--queries", type=int, default=1000)
-    parser.add_argument("--k", type=int, default=10)
-    parser.add_argument("--out", type=Path, default=Path("bench/results/scale.json"))
+    parser.add_argument("--tiny", action="store_true", help="toy sizes (a smoke test, not a measurement)")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "scale.json")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        result = run(args.rows, args.dim, args.parts, args.queries, args.k, Path(tmp))
-    result["machine"] = machine_info()
+    from bench.common import write_json
+
+    result = run(args.tiny, "cpu")
     write_json(args.out, result)
-    for name, r in result["results"].items():
-        print(name, {key: round(v, 3) if isinstance(v, float) else v for key, v in r.items()})
+    for row in result["rows"]:
+        ratio = f" ({row['ratio']:.2f}x local)" if row.get("ratio") else ""
+        print(f"{row['name']}: {row['measured']:,.2f} {row['unit']}{ratio}")
+    for note in result["notes"]:
+        print(note)
 
 
 if __name__ == "__main__":
-    main()
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        child(sys.argv[1:])
+    else:
+        main()

@@ -1,4 +1,4 @@
-"""Data for the scale-out tests: a partitioned Parquet gallery and a way to kill a busy Ray worker."""
+"""Data for the scale-out tests: partitioned Parquet and Lance galleries and a way to kill a busy Ray worker."""
 
 from __future__ import annotations
 
@@ -26,6 +26,28 @@ def write_partitions(folder: Path, vectors: np.ndarray, parts: int, first_id: in
         files.append(folder / f"part-{i:03d}.parquet")
         pq.write_table(table, files[-1])
     return files
+
+
+def write_lance(db: Path, table: str, vectors: np.ndarray, fragments: int, append: bool = False) -> Path:
+    """A LanceDB table of (id, vector, label) rows written in ``fragments`` appends (one fragment each)."""
+    import lancedb
+    import pyarrow as pa
+
+    conn = lancedb.connect(str(db))
+    first = 0
+    if append:
+        tbl = conn.open_table(table)
+        first = int(tbl.count_rows())
+    for i, rows in enumerate(np.array_split(np.arange(len(vectors)), fragments)):
+        flat = pa.array(vectors[rows].astype(np.float32).ravel())
+        data = pa.table({"id": pa.array(rows + first, pa.int64()),
+                         "vector": pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1]),
+                         "label": pa.array([f"l{r % 5}" for r in rows])})
+        if i == 0 and not append:
+            tbl = conn.create_table(table, data)
+        else:
+            tbl.add(data)
+    return db / f"{table}.lance"
 
 
 def read_partitions(folder: Path) -> dict[str, tuple[np.ndarray, np.ndarray, list]]:

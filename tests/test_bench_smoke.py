@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-AREAS = ("fit", "train", "search", "apply", "desktop", "stores", "text", "workflow")
+AREAS = ("fit", "train", "search", "apply", "desktop", "stores", "text", "workflow", "scale")
 ROW_KEYS = {"name", "unit", "measured", "floor", "floor_name", "ratio", "target", "passed", "note", "details"}
 
 
@@ -22,7 +22,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
            "EMBRIDGE_CONFIG_DIR": str(out / "config")}
     proc = subprocess.run([sys.executable, "-m", "bench.run_all", "--tiny", "--out", str(out / "results"),
                            "--work-dir", str(out)], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=900, check=False)
+                          timeout=1800, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out / "results"
 
@@ -91,6 +91,12 @@ def test_results_hold_real_measurements(tiny_run: Path) -> None:
     assert all(r["measured"] > 0 for name, r in workflow.items() if "peak memory" in name)
     disk = [r for name, r in workflow.items() if name.startswith("workspace on disk")]
     assert len(disk) == 2 and all(r["measured"] > 0 and r["floor"] > 0 for r in disk)
+
+    scale = {r["name"]: r for r in _load(tiny_run, "scale")["rows"]}
+    for w in ("1 worker", "2 workers"):  # each worker count against the local engine on the same data
+        assert scale[f"transform, Ray Data on {w}, steady state"]["ratio"] > 0
+        assert scale[f"search, Ray on {w.replace('worker', 'shard worker')}"]["ratio"] > 0
+    assert _load(tiny_run, "scale")["settings"]["projection"]["nodes"]["4x16"]["transform_minutes"] > 0
 
 
 @pytest.mark.slow

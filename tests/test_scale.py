@@ -54,7 +54,7 @@ def test_killed_transform_worker_is_retried_and_output_unchanged(ray_cluster: An
                                                                  tmp_path: Path) -> None:
     v1 = np.tile(upgrade["vectors"]["v1"], (20, 1))
     write_partitions(tmp_path / "in", v1, parts=6)
-    killer = WorkerKiller("transform_partition")
+    killer = WorkerKiller("MapWorker(MapBatches(PartitionMapper)).", timeout=120)
     killer.start()
     ray_run = transform_gallery(upgrade["bundle"], f"parquet://{tmp_path / 'in'}", f"parquet://{tmp_path / 'ray'}",
                                 engine="ray")

@@ -114,3 +114,23 @@ def test_cancel_on_ray_stops_the_pool_and_a_rerun_finishes(ray_cluster: Any, mod
     assert rerun.skipped == finished and rerun.written == 14 - finished
     ids, _ = read_chunks(tmp_path / "out")
     np.testing.assert_array_equal(ids, np.arange(700) + 1000)
+
+
+def test_killed_embedding_actor_is_restarted_and_output_unchanged(ray_cluster: Any, model_and_items: dict,
+                                                                  tmp_path: Path) -> None:
+    from scale_fixtures import WorkerKiller
+
+    m = model_and_items
+    killer = WorkerKiller("ChunkEmbedder.embed", timeout=120)  # an actor busy embedding a chunk
+    killer.start()
+    ray_run = embed_dataset(m["model"], str(m["items"]), str(tmp_path / "ray"), engine="ray", chunk=50)
+    killer.stop.set()
+    killer.join()
+    assert killer.killed is not None, "no embedding actor was seen running, so none was killed"
+    local = embed_dataset(m["model"], str(m["items"]), str(tmp_path / "local"), chunk=50)
+    assert ray_run.items == local.items == 700 and ray_run.written == ray_run.chunks == 14
+    r_ids, r_vec = read_chunks(tmp_path / "ray")
+    l_ids, l_vec = read_chunks(tmp_path / "local")
+    np.testing.assert_array_equal(r_ids, l_ids)
+    np.testing.assert_allclose(r_vec, l_vec, atol=1e-6, rtol=0)
+    assert not list((tmp_path / "ray").glob(".*.tmp-*"))

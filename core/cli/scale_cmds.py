@@ -21,14 +21,18 @@ def add_engine_flags(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("transform", help="forward-transform a partitioned Parquet gallery with a bundle "
-                                         "(resumable by partition; --engine ray runs partitions on a cluster)")
+    p = sub.add_parser("transform", help="map a partitioned Parquet or Lance dataset's vectors through a bundle's "
+                                         "layer into Parquet files (resumable by partition; --engine ray runs "
+                                         "it as a Ray Data pipeline on a cluster)")
     add_common(p, workspace=False)
-    p.add_argument("--bundle", required=True, help="bundle (.zip or folder) with a forward (old -> new) layer")
+    p.add_argument("--bundle", required=True, help="bundle (.zip or folder) with a one-input layer (forward old -> new "
+                                                   "for a stored gallery)")
     p.add_argument("--from", dest="source", required=True, metavar="URI",
-                   help="input dataset, parquet:///folder of .parquet files (only read)")
+                   help="input dataset (only read): parquet:///folder of .parquet files, lance:///dataset.lance or "
+                        "lancedb:///db?table=NAME (one partition per Lance fragment)")
     p.add_argument("--to", dest="target", required=True, metavar="URI",
-                   help="output dataset folder, parquet:///folder (new, or an unfinished earlier run to resume)")
+                   help="output dataset folder, parquet:///folder, one file per input partition (new, or an "
+                        "unfinished earlier run to resume)")
     p.add_argument("--id-column", default="id", help="id column (default id)")
     p.add_argument("--vector-column", default="vector", help="fixed-size-list vector column (default vector)")
     p.add_argument("--num-cpus", type=number(int, low=1, high=4096), metavar="N", help="CPUs of the local Ray started for the job")
@@ -61,8 +65,8 @@ def cmd_transform(args: argparse.Namespace) -> Result:
     r = transform_gallery(args.bundle, args.source, args.target, engine=args.engine, ray_address=args.ray_address,
                           num_cpus=args.num_cpus, id_col=args.id_column, vec_col=args.vector_column,
                           on_progress=StderrProgress("transform"))
-    text = (f"transformed {r.rows} rows in {r.written} partitions on {r.engine} ({r.rows_per_s:,.0f} rows/s); "
-            f"{r.skipped} partitions were already done; output: {r.target}")
+    text = (f"transformed {r.rows} rows in {r.written} partitions on {r.engine} ({r.rows_per_s:,.0f} rows/s, "
+            f"runtime {', '.join(r.runtimes) or '-'}); {r.skipped} partitions were already done; output: {r.target}")
     return r.to_dict(), text
 
 

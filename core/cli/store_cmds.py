@@ -7,6 +7,7 @@ from typing import Any
 
 from core.cli.main import add_common
 from core.cli.options import BATCH_SIZE, POSITIVE_COUNT, SEED
+from core.cli.scale_cmds import add_engine_flags
 from core.progress import StderrProgress
 
 Result = tuple[dict[str, Any], str]
@@ -26,6 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--switch", action="store_true", help="after verification, move the alias to the new collection")
     p.add_argument("--alias", help="alias to move (default: &alias= in --to)")
     p.add_argument("--batch", type=BATCH_SIZE, default=4096, help="points per batch (default 4096)")
+    add_engine_flags(p)  # --engine ray: LanceDB and Parquet stores, transformed partition by partition on Ray
     p.set_defaults(handler=cmd_migrate)
 
     p = sub.add_parser("rollback", help="point a store's alias back at an earlier collection")
@@ -46,9 +48,20 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_migrate(args: argparse.Namespace) -> Result:
     from core.connectors.migration import migrate_store
 
-    result = migrate_store(args.bundle, args.source, args.target, order=args.order, switch=args.switch,
-                           alias=args.alias, batch_size=args.batch, new_vectors=args.new_vectors,
-                           backfill=args.backfill, seed=args.seed, on_progress=StderrProgress("migrate"))
+    if args.engine == "ray":
+        from core.scale.ray_migrate import migrate_on_ray
+
+        if args.new_vectors or args.backfill is not None or args.order != "random":
+            from core.errors import InputError
+
+            raise InputError("--engine", "--engine ray migrates through the bundle only; attach real new vectors "
+                             "(--new-vectors, --backfill, --order) with --engine local")
+        result = migrate_on_ray(args.bundle, args.source, args.target, switch=args.switch, alias=args.alias,
+                                ray_address=args.ray_address, on_progress=StderrProgress("migrate"))
+    else:
+        result = migrate_store(args.bundle, args.source, args.target, order=args.order, switch=args.switch,
+                               alias=args.alias, batch_size=args.batch, new_vectors=args.new_vectors,
+                               backfill=args.backfill, seed=args.seed, on_progress=StderrProgress("migrate"))
     v = result.verification
     text = (f"{result.status}: {v.target_count} points in {result.target} ({result.written} written now, "
             f"{result.rows_per_s:,.0f} points/s); verified: counts match, spaces "

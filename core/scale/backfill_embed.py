@@ -139,6 +139,8 @@ def embed_dataset(model: str | Path, source: str, target: str, *, engine: str = 
             report(done_items, i + 1)
     else:
         written = _on_ray(model, jobs, actors, num_gpus, batch_size, ray_address, report, should_stop)
+    for stale in dst.glob(".chunk-*.tmp-*"):  # left by an actor killed mid-write (its chunk was retried)
+        stale.unlink()
     n_written = sum(1 for w in written if w)
     return EmbedResult(engine, str(dst), sum(written), len(jobs), n_written, len(jobs) - n_written,
                        time.perf_counter() - began)

@@ -1,8 +1,9 @@
 """The one place a worker loads a bundle's layer.
 
-Every engine (the local loop and each Ray worker) calls :func:`load_layer`, so the runtime under it
-(today the bundle's verified module through :mod:`core.connectors.transform`) can be swapped for a
-torch-free payload without touching the scale-out code. A worker process loads a bundle once.
+Every engine (the local loop and each Ray worker) calls :func:`load_layer`, which loads the bundle
+with its torch-free runtime when it has one (:mod:`core.bundle.runtime`, ``auto``): numpy for the
+linear kinds, onnxruntime for the others, so a worker transforming with a linear layer never imports
+torch. A worker process loads (and verifies) a bundle once.
 """
 
 from __future__ import annotations
@@ -10,24 +11,36 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from core.errors import BundleError
+
 LayerFn = Callable[[np.ndarray], np.ndarray]
 
-_LOADED: dict[tuple[str, int, int], LayerFn] = {}
+_LOADED: dict[tuple[str, int, int], Any] = {}
 
 
-def load_layer(bundle: str | Path) -> LayerFn:
-    """A float32 rows -> float32 rows function applying the bundle's forward layer (verified on load)."""
-    from core.connectors.transform import load_transform
+def loaded_layer(bundle: str | Path) -> Any:
+    """The verified :class:`core.bundle.runtime.LoadedBundle` of a one-input layer (cached per process)."""
+    from core.bundle.runtime import load_bundle
 
     path = Path(bundle).resolve()
     stat = path.stat()
     key = (str(path), int(stat.st_mtime_ns), int(stat.st_size))
     if key not in _LOADED:
-        _LOADED[key] = load_transform(path).apply
+        loaded = load_bundle(path)
+        if loaded.needs_old:
+            raise BundleError(f"{bundle}: this layer needs two inputs ({', '.join(loaded.inputs)}); a dataset "
+                              "transform feeds it one vector column")
+        _LOADED[key] = loaded
     return _LOADED[key]
+
+
+def load_layer(bundle: str | Path) -> LayerFn:
+    """A float32 rows -> float32 rows function applying the bundle's layer (verified on load)."""
+    return loaded_layer(bundle)
 
 
 def bundle_fingerprint(bundle: str | Path) -> str:

@@ -1,0 +1,147 @@
+"""Partitioned datasets as units of work: the files of a Parquet folder or the fragments of a Lance dataset.
+
+A partition is the unit a scale-out job reads, transforms, writes and resumes by. It must be small
+enough to travel as a row of a Ray Data dataset (a name, a kind, a path and a fragment id) and be read
+the same way by the local loop and by any worker, so both engines see the same rows in the same order.
+
+Sources: ``parquet:///folder`` (or a plain folder: each ``.parquet`` file is a partition),
+``lance:///path/table.lance`` (each fragment is a partition), and ``lancedb:///db?table=NAME`` (the
+table's Lance dataset, ``db/NAME.lance``, read fragment by fragment; an alias link is followed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from core.errors import InputError
+
+KINDS = ("parquet", "lance")
+
+
+@dataclass(frozen=True)
+class Partition:
+    """One unit of work; ``name`` is also the name of its output file."""
+
+    name: str
+    kind: str
+    path: str
+    fragment: int = -1
+
+    def to_row(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Partition:
+        return cls(str(row["name"]), str(row["kind"]), str(row["path"]), int(row["fragment"]))
+
+
+@dataclass(frozen=True)
+class SourceDataset:
+    """A partitioned input: its kind, its root folder, its partitions in order, and a version tag."""
+
+    kind: str
+    root: Path
+    partitions: list[Partition]
+    version: str
+
+
+def parquet_folder(uri: str, option: str) -> Path:
+    """The folder of a ``parquet:///dir`` URI (or a plain path)."""
+    if uri.startswith("parquet://"):
+        from core.connectors.base import StoreURI
+
+        path = StoreURI.parse(uri, option).path
+    elif "://" in uri:
+        raise InputError(option, f"{uri}: expected a parquet:///folder dataset")
+    else:
+        path = uri
+    if not path or path == "/":
+        raise InputError(option, f"{uri}: name the dataset folder, e.g. parquet:///data/gallery")
+    return Path(path.rstrip("/"))
+
+
+def parquet_files(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        raise InputError(folder, "no such Parquet dataset folder")
+    files = sorted(p for p in folder.iterdir() if p.suffix == ".parquet" and not p.name.startswith("."))
+    if not files:
+        raise InputError(folder, "holds no .parquet files")
+    return files
+
+
+def lance_path(uri: str, option: str) -> Path:
+    """The Lance dataset folder named by ``lance:///x.lance`` or ``lancedb:///db?table=NAME``."""
+    from core.connectors.base import StoreURI
+
+    parsed = StoreURI.parse(uri, option)
+    if not parsed.path or parsed.path == "/":
+        raise InputError(option, f"{uri}: name the dataset, e.g. lance:///data/gallery.lance")
+    if parsed.scheme == "lance":
+        return Path(parsed.path.rstrip("/"))
+    table = parsed.param("table", "collection")
+    if not table:
+        raise InputError(option, f"{uri}: name the table, e.g. lancedb:///data/db?table=docs")
+    return Path(parsed.path.rstrip("/")) / f"{table}.lance"
+
+
+def open_source(uri: str, option: str = "--from") -> SourceDataset:
+    """The partitions of the dataset ``uri`` names; one clear line when it is missing or unreadable."""
+    if uri.startswith(("lance://", "lancedb://")):
+        return _lance_source(lance_path(uri, option), option)
+    if "://" in uri and not uri.startswith("parquet://"):
+        raise InputError(option, f"{uri}: reads parquet:///folder, lance:///dataset.lance or "
+                         "lancedb:///db?table=NAME datasets")
+    folder = parquet_folder(uri, option)
+    files = parquet_files(folder)
+    stamp = ";".join(f"{f.name}:{f.stat().st_size}" for f in files)
+    return SourceDataset("parquet", folder, [Partition(f.name, "parquet", str(f)) for f in files], stamp)
+
+
+def _lance_source(path: Path, option: str) -> SourceDataset:
+    try:
+        import lance
+    except ImportError as exc:
+        raise InputError(option, "Lance datasets need the lance package: pip install 'embridge[stores]'") from exc
+    real = path.resolve()
+    if not real.is_dir():
+        raise InputError(option, f"{path}: no such Lance dataset")
+    try:
+        ds = lance.dataset(str(real))
+        fragments = sorted(int(f.fragment_id) for f in ds.get_fragments())
+    except Exception as exc:  # lance raises its own error types for a folder that is not a dataset
+        raise InputError(option, f"{path}: not a readable Lance dataset ({str(exc).splitlines()[0]})") from exc
+    if not fragments:
+        raise InputError(option, f"{path}: the Lance dataset holds no rows")
+    parts = [Partition(f"fragment-{fid:06d}.parquet", "lance", str(real), fid) for fid in fragments]
+    return SourceDataset("lance", real, parts, f"lance-version:{ds.version}")
+
+
+def read_schema(part: Partition) -> Any:
+    """The Arrow schema of a partition, without reading its rows where the format allows."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if part.kind == "parquet":
+        try:
+            return pq.read_schema(part.path)
+        except (OSError, pa.ArrowInvalid) as exc:
+            raise InputError(part.path, f"is not a readable Parquet file ({exc})") from exc
+    import lance
+
+    return lance.dataset(part.path).schema
+
+
+def read_partition(part: Partition) -> Any:
+    """All rows of one partition as an Arrow table, in stored order."""
+    import pyarrow.parquet as pq
+
+    if part.kind == "parquet":
+        return pq.read_table(part.path)
+    if part.kind == "lance":
+        import lance
+
+        return lance.dataset(part.path).get_fragment(part.fragment).to_table()
+    raise InputError(part.path, f"unknown partition kind {part.kind!r} (known: {', '.join(KINDS)})")
+

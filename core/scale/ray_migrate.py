@@ -1,0 +1,135 @@
+"""``migrate --engine ray``: a store migration whose transform runs on Ray Data, for stores with partitions.
+
+Stores that keep a collection as a partitioned dataset (a LanceDB table: its Lance fragments; a
+Parquet store: its files) are transformed partition by partition on Ray, as ``embridge transform
+--engine ray`` does, into a staging folder beside the store. The driver then writes each staged
+partition into the shadow collection through the store's connector (an upsert by id, so a partition
+written again after a crash lands once), records it in the migration's checkpoint, and finally
+verifies the shadow and moves the alias exactly as the local migration does
+(:func:`core.connectors.migration.verify_migration`, :func:`~core.connectors.migration.switch_alias`).
+Both halves resume: finished partitions are neither transformed nor written again.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from core.connectors.arrow_common import table_to_batch
+from core.connectors.base import SPACE_FIELD, Batch, Connector, VectorStoreError
+from core.connectors.migration import MigrationResult, open_pair, space_names, switch_alias, verify_migration
+from core.connectors.transform import load_transform
+from core.errors import InputError
+from core.progress import ProgressFn, StopFn, check_stop, no_progress
+from core.scale.layer import bundle_fingerprint
+
+PARTITIONED = ("lancedb", "parquet")
+
+
+def dataset_uri(source: Connector) -> str:
+    """The partitioned dataset behind a source collection (an alias is followed)."""
+    if source.uri.scheme == "parquet":
+        return f"parquet://{source.folder}"  # type: ignore[attr-defined]
+    if source.uri.scheme == "lancedb":
+        name = source.alias_target(source.collection) or source.collection
+        return f"lance://{Path(source.root) / f'{name}.lance'}"  # type: ignore[attr-defined]
+    raise InputError("--engine", f"{source.describe()}: --engine ray migrates stores whose collections are "
+                     f"partitioned datasets ({', '.join(s + '://' for s in PARTITIONED)}); use --engine local")
+
+
+def migrate_on_ray(bundle: str | Path, source_uri: str, target_uri: str, *, switch: bool = False,
+                   alias: str | None = None, ray_address: str | None = None, num_cpus: int | None = None,
+                   on_progress: ProgressFn | None = None, should_stop: StopFn | None = None) -> MigrationResult:
+    """Migrate ``source_uri`` into the shadow ``target_uri`` with the transform on Ray; see the module doc."""
+    from core.scale.gallery_transform import transform_gallery
+
+    report = on_progress or no_progress
+    transform = load_transform(bundle)
+    source, target = open_pair(source_uri, target_uri)
+    try:
+        target._writable()
+        alias = alias or target.uri.param("alias")
+        if switch and not alias:
+            raise InputError("--switch", "name the alias to move (--alias NAME, or &alias=NAME in --to)")
+        data = dataset_uri(source)
+        if not source.exists():
+            raise VectorStoreError(f"{source.describe()}: no such collection")
+        if source.dim() != transform.in_dim:
+            raise VectorStoreError(f"{source.describe()}: holds {source.dim()}-d vectors, the bundle "
+                                   f"{transform.path} maps {transform.in_dim}-d {transform.old_space} vectors")
+        state_dir = target.state_dir()
+        if state_dir is None:
+            raise InputError("--to", f"{target.describe()}: --engine ray stages partitions beside the store, "
+                             "which needs a local store folder")
+        key, total = f"ray-migrate-{target.collection}", source.count()
+        fingerprint = {"bundle": bundle_fingerprint(bundle), "source": data, "target": target.collection,
+                       "source_count": total}
+        state = target.load_state(key)
+        if state is not None and state.get("fingerprint") != fingerprint:
+            raise VectorStoreError(f"{target.describe()}: holds a different migration (another bundle or source, "
+                                   "or the source changed since); drop it or choose another target")
+        if state is None and target.exists():
+            raise VectorStoreError(f"{target.describe()}: already exists and is not a migration Embridge started; "
+                                   "choose a new target collection")
+        state = state or {"fingerprint": fingerprint, "loaded": [], "written": 0, "status": "running"}
+        target.save_state(key, state)
+        names = space_names(transform)
+        started = time.perf_counter()
+        resumed_from = int(state["written"])
+        staging = Path(state_dir) / f".embridge-ray-{target.collection}"
+        status = "already complete"
+        if state["status"] == "running":
+            transform_gallery(bundle, data, str(staging), engine="ray", ray_address=ray_address, num_cpus=num_cpus,
+                              id_col=source.id_col, vec_col=source.vec_col,  # type: ignore[attr-defined]
+                              on_progress=lambda i, n, info: report(i, 2 * n, {"stage": "transforming"}),
+                              should_stop=should_stop)
+            _load(source, target, staging, names["adapted"], transform.out_dim, state, key, report, should_stop)
+            status = "completed"
+        seconds = time.perf_counter() - started
+        verification = verify_migration(transform, source, target, names, None)
+        if not verification.ok:
+            raise VectorStoreError(f"{target.describe()}: verification failed: {verification.target_count} points "
+                                   f"written for {verification.source_count} in the source, spaces "
+                                   f"{verification.spaces}")
+        if state["status"] != "complete":
+            state["status"] = "complete"
+            target.save_state(key, state)
+            shutil.rmtree(staging, ignore_errors=True)
+        result = MigrationResult(source.describe(), target.describe(), target.collection, status, total,
+                                 int(state["written"]) - resumed_from if status == "completed" else 0, resumed_from,
+                                 0, seconds, verification, time.perf_counter() - started - seconds, spaces=names)
+        if switch and alias:
+            result.previous = switch_alias(target, alias, target.collection)
+            result.switched, result.alias = True, alias
+        return result
+    finally:
+        target.close()
+        source.close()
+
+
+def _load(source: Connector, target: Connector, staging: Path, space: str, dim: int, state: dict[str, Any],
+          key: str, report: ProgressFn, should_stop: StopFn | None) -> None:
+    """Write each staged partition not yet recorded into the shadow, recording each once written."""
+    import pyarrow.parquet as pq
+
+    files = sorted(p for p in staging.glob("*.parquet") if not p.name.startswith("."))
+    done = set(state["loaded"])
+    created = target.exists()
+    for i, file in enumerate(files):
+        check_stop(should_stop)
+        if file.name in done:
+            continue
+        batch = table_to_batch(pq.read_table(file), source.id_col, source.vec_col, None)  # type: ignore[attr-defined]
+        out = Batch(list(batch.ids), batch.vectors, [{**p, SPACE_FIELD: space} for p in batch.payloads])
+        if not created:
+            target.create(dim, like=source, sample=out)
+            created = True
+        target.write(out)  # an upsert by id: a partition written again after a crash lands once
+        state["loaded"] = [*state["loaded"], file.name]
+        state["written"] = int(state["written"]) + len(out)
+        target.save_state(key, state)
+        report(len(files) + i + 1, 2 * len(files), {"stage": "writing"})
+    if not created:
+        target.create(dim, like=source, sample=None)

@@ -1,0 +1,73 @@
+"""The dataset transform on Ray Data: a ``map_batches`` over the unfinished partitions on an actor pool.
+
+The Ray dataset's rows are partitions (:class:`core.scale.partitions.Partition`), one block each, so
+the map runs one partition per call: each actor loads the bundle's layer once (numpy or onnxruntime,
+no torch for linear kinds), reads its partition (a Parquet file or a Lance fragment), maps the vector
+column in batches and writes the partition's output file under a temporary name, then renames it.
+Rows are not re-blocked by Ray, which is what keeps the output identical to the local engine and
+resumable by finished partition (Ray Data's own readers cut and merge blocks freely). An actor whose
+process dies is restarted and its partition retried (Ray Data's policy for actor pools); a
+half-written temporary file is never output, and a retried partition writes the same bytes.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from core.progress import ProgressFn, StopFn, check_stop
+from core.scale.engine import import_ray, ray_session
+from core.scale.gallery_transform import PartitionResult, transform_partition
+
+RESULT_FIELDS = ("name", "rows", "seconds", "skipped", "runtime", "torch_loaded")
+
+
+class PartitionMapper:
+    """Ray Data actor body: transforms each partition of a batch and returns one result row each."""
+
+    def __init__(self, bundle: str, id_col: str, vec_col: str) -> None:
+        from core.scale.layer import loaded_layer
+
+        self.bundle, self.id_col, self.vec_col = bundle, id_col, vec_col
+        loaded_layer(bundle)  # load and verify once per actor, before the first partition
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        results = []
+        for i in range(len(batch["name"])):
+            part = {k: batch[k][i].item() if hasattr(batch[k][i], "item") else batch[k][i]
+                    for k in ("name", "kind", "path", "fragment")}
+            results.append(transform_partition(self.bundle, part, str(batch["target"][i]), self.id_col,
+                                               self.vec_col))
+        return {f: np.asarray([getattr(r, f) for r in results]) for f in RESULT_FIELDS}
+
+
+def transform_on_ray(jobs: list[tuple], address: str | None, num_cpus: int | None, on_progress: ProgressFn,
+                     should_stop: StopFn | None) -> list[PartitionResult]:
+    """Run ``jobs`` (bundle, partition, target, id, vector) as a Ray Data pipeline; results by partition."""
+    ray = import_ray()
+    done = [PartitionResult(job[1].name, 0, 0.0, skipped=True) for job in jobs if os.path.exists(job[2])]
+    todo = [job for job in jobs if not os.path.exists(job[2])]
+    if not todo:
+        return done
+    bundle, id_col, vec_col = todo[0][0], todo[0][3], todo[0][4]
+    with ray_session(address, num_cpus) as session:
+        import ray.data
+
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = False
+        ctx.execution_options.verbose_progress = False
+        rows = [{**job[1].to_row(), "target": job[2]} for job in todo]
+        ds = ray.data.from_items(rows, override_num_blocks=len(rows))
+        workers = max(1, min(len(rows), session.cpus))
+        mapped = ds.map_batches(PartitionMapper, fn_constructor_args=(bundle, id_col, vec_col), batch_size=1,
+                                compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=1, zero_copy_batch=True)
+        results = list(done)
+        # a stop request leaves the iterator, which stops the pipeline; renamed partitions stay finished
+        for row in mapped.iter_rows():
+            results.append(PartitionResult(str(row["name"]), int(row["rows"]), float(row["seconds"]),
+                                           bool(row["skipped"]), str(row["runtime"]), bool(row["torch_loaded"])))
+            on_progress(len(results), len(jobs), {"stage": "transform"})
+            check_stop(should_stop)
+    order = {job[1].name: i for i, job in enumerate(jobs)}
+    return sorted(results, key=lambda r: order[r.name])

@@ -1,0 +1,98 @@
+"""``migrate --engine ray`` on a LanceDB store against the local migration: same shadow, resumable."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from bundle_fixtures import build_upgrade_workspace
+from scale_fixtures import write_lance
+
+from core.bundle import export_bundle, load_bundle
+from core.cli.main import main
+from core.connectors import SPACE_FIELD, open_store
+from core.errors import Cancelled
+from core.scale.ray_migrate import migrate_on_ray
+
+
+@pytest.fixture(scope="module")
+def fct(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    from core.store import Workspace
+
+    root = tmp_path_factory.mktemp("scale_migrate")
+    up = build_upgrade_workspace(root / "ws", with_report=False)
+    with Workspace.open(up["path"]) as ws:
+        export_bundle(ws, root / "fct.zip", [up["runs"]["fct"]])
+    return {**up, "bundle": root / "fct.zip"}
+
+
+def collection(uri: str) -> tuple[list, np.ndarray, list[dict]]:
+    """Every point of a collection, in id order."""
+    store = open_store(uri)
+    try:
+        ids, vectors, payloads = [], [], []
+        for batch in store.read_batches(10_000):
+            ids += list(batch.ids)
+            vectors.append(batch.vectors)
+            payloads += batch.payloads
+    finally:
+        store.close()
+    order = np.argsort(ids, kind="stable")
+    return [ids[i] for i in order], np.concatenate(vectors)[order], [payloads[i] for i in order]
+
+
+def test_ray_migration_equals_the_local_one_and_switches(ray_cluster: Any, fct: dict, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    v1 = np.tile(fct["vectors"]["v1"], (3, 1))
+    write_lance(tmp_path / "db", "docs", v1, fragments=4)
+    db = f"lancedb://{tmp_path / 'db'}"
+    common = ["migrate", "--bundle", str(fct["bundle"]), "--from", f"{db}?table=docs", "--json"]
+    assert main([*common, "--to", f"{db}?table=docs_local"]) == 0
+    local = json.loads(capsys.readouterr().out)
+    assert main([*common, "--to", f"{db}?table=docs_ray", "--engine", "ray", "--switch", "--alias", "live"]) == 0
+    ray_run = json.loads(capsys.readouterr().out)
+    assert ray_run["verification"]["ok"] and ray_run["written"] == local["written"] == len(v1)
+    assert ray_run["switched"] and ray_run["alias"] == "live"
+    a_ids, a_vec, a_pay = collection(f"{db}?table=docs_local")
+    b_ids, b_vec, b_pay = collection(f"{db}?table=docs_ray")
+    assert a_ids == b_ids == list(range(len(v1)))
+    assert a_pay == b_pay and {p[SPACE_FIELD] for p in b_pay} == {local["spaces"]["adapted"]}
+    np.testing.assert_allclose(b_vec, a_vec, atol=1e-6, rtol=0)
+    np.testing.assert_allclose(b_vec, load_bundle(fct["bundle"])(v1), atol=1e-6, rtol=0)
+    assert collection(f"{db}?table=live")[0] == b_ids  # the alias serves the Ray shadow
+    assert not list((tmp_path / "db").glob(".embridge-ray-*"))  # staging removed once verified
+
+
+def test_ray_migration_resumes_after_a_stop_and_refuses_what_it_cannot_do(ray_cluster: Any, fct: dict,
+                                                                          tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    v1 = np.tile(fct["vectors"]["v1"], (2, 1))
+    write_lance(tmp_path / "db", "docs", v1, fragments=3)
+    src, dst = f"lancedb://{tmp_path / 'db'}?table=docs", f"lancedb://{tmp_path / 'db'}?table=shadow"
+    stages: list[str] = []
+    with pytest.raises(Cancelled):  # stop once the first partition is in the shadow
+        migrate_on_ray(fct["bundle"], src, dst, on_progress=lambda i, n, info: stages.append(info["stage"]),
+                       should_stop=lambda: stages.count("writing") >= 1)
+    partial = collection(dst)[0]
+    assert 0 < len(partial) < len(v1)
+    resumed = migrate_on_ray(fct["bundle"], src, dst)
+    assert resumed.status == "completed" and resumed.resumed_from == len(partial)
+    assert resumed.written == len(v1) - len(partial) and resumed.verification.ok
+    ids, vectors, _ = collection(dst)
+    assert ids == list(range(len(v1)))
+    np.testing.assert_allclose(vectors, load_bundle(fct["bundle"])(v1), atol=1e-6, rtol=0)
+    again = migrate_on_ray(fct["bundle"], src, dst)
+    assert again.status == "already complete" and again.written == 0
+
+    capsys.readouterr()
+    args = ["migrate", "--bundle", str(fct["bundle"]), "--from", src, "--engine", "ray"]
+    assert main([*args, "--to", f"lancedb://{tmp_path / 'db'}?table=s2", "--backfill", "3"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--engine" in err[0] and "--engine local" in err[0]
+    qdrant = f"qdrant://{tmp_path / 'q'}?collection=docs"
+    assert main(["migrate", "--bundle", str(fct["bundle"]), "--from", qdrant, "--to",
+                 f"qdrant://{tmp_path / 'q'}?collection=d2", "--engine", "ray"]) == 1
+    assert "partitioned datasets" in capsys.readouterr().err

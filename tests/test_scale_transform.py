@@ -1,0 +1,175 @@
+"""The dataset transform on Ray Data against the local engine: Parquet and Lance inputs, linear (numpy)
+and ONNX layers, a killed worker, a resumed run, the command line, and a worker without torch."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from bundle_fixtures import build_upgrade_workspace
+from scale_fixtures import WorkerKiller, read_partitions, write_lance, write_partitions
+
+from core.bundle import export_bundle, load_bundle
+from core.cli.main import main
+from core.errors import Cancelled, InputError
+from core.scale.gallery_transform import transform_gallery
+
+MAPPER = "MapWorker(MapBatches(PartitionMapper))"
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    from core.store import Workspace
+
+    root = tmp_path_factory.mktemp("scale_transform")
+    up = build_upgrade_workspace(root / "ws", with_report=False)
+    with Workspace.open(up["path"]) as ws:
+        export_bundle(ws, root / "linear.zip", [up["runs"]["v3_to_v1"]])  # procrustes: numpy runtime
+        export_bundle(ws, root / "fct.zip", [up["runs"]["fct"]])  # an MLP: onnx runtime
+        export_bundle(ws, root / "fusion.zip", [up["runs"]["fusion"]])  # two inputs
+    return {**up, "linear": root / "linear.zip", "fct": root / "fct.zip", "fusion": root / "fusion.zip"}
+
+
+def file_bytes(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.glob("*.parquet"))}
+
+
+def assert_identical_outputs(a: Path, b: Path) -> None:
+    """Same partition files, byte for byte (so bitwise the same vectors, ids and payload)."""
+    fa, fb = file_bytes(a), file_bytes(b)
+    assert fa.keys() == fb.keys() and fa
+    for name in fa:
+        assert fa[name] == fb[name], f"{name} differs between the engines"
+
+
+def test_linear_layer_on_ray_data_is_bitwise_local_and_torch_free(ray_cluster: Any, bundles: dict,
+                                                                  tmp_path: Path) -> None:
+    v3 = np.tile(bundles["vectors"]["v3"], (3, 1))
+    write_partitions(tmp_path / "in", v3, parts=5, first_id=7)
+    ray_run = transform_gallery(bundles["linear"], f"parquet://{tmp_path / 'in'}",
+                                f"parquet://{tmp_path / 'ray'}", engine="ray")
+    local = transform_gallery(bundles["linear"], str(tmp_path / "in"), str(tmp_path / "local"))
+    assert local.runtimes == ["numpy"] and local.rows == ray_run.rows
+    assert (ray_run.written, ray_run.rows, ray_run.runtimes) == (5, len(v3), ["numpy"])
+    assert not ray_run.torch_loaded, "a Ray worker imported torch to apply a linear layer"
+    assert_identical_outputs(tmp_path / "local", tmp_path / "ray")
+    out = read_partitions(tmp_path / "ray")
+    vectors = np.concatenate([o[1] for o in out.values()])
+    np.testing.assert_array_equal(np.concatenate([o[0] for o in out.values()]), np.arange(len(v3)) + 7)
+    np.testing.assert_allclose(vectors, load_bundle(bundles["linear"])(v3), atol=1e-6, rtol=0)
+    assert vectors.shape[1] == bundles["vectors"]["v1"].shape[1]
+    # the layer really moves the vectors: new->old through it lands near the old vectors
+    v1 = np.tile(bundles["vectors"]["v1"], (3, 1))
+    cos = np.sum(vectors * v1, axis=1) / np.linalg.norm(vectors, axis=1) / np.linalg.norm(v1, axis=1)
+    assert np.median(cos) > 0.5
+
+
+def test_worker_applies_a_linear_layer_where_torch_cannot_be_imported(bundles: dict, tmp_path: Path) -> None:
+    """What a Ray worker runs, in a fresh process whose ``import torch`` fails."""
+    write_partitions(tmp_path / "in", bundles["vectors"]["v3"], parts=1)
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "from core.scale.partitions import open_source\n"
+        "from core.scale.gallery_transform import transform_partition\n"
+        f"part = open_source({str(tmp_path / 'in')!r}).partitions[0]\n"
+        f"r = transform_partition({str(bundles['linear'])!r}, part, {str(tmp_path / 'out.parquet')!r})\n"
+        "print(r.runtime, r.rows, r.torch_loaded)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["numpy", str(len(bundles["vectors"]["v3"])), "False"]
+    got = read_partitions(tmp_path)["out.parquet"][1]
+    np.testing.assert_allclose(got, load_bundle(bundles["linear"])(bundles["vectors"]["v3"]), atol=1e-6, rtol=0)
+
+
+def test_killed_worker_on_a_lance_input_is_retried_and_output_unchanged(ray_cluster: Any, bundles: dict,
+                                                                        tmp_path: Path) -> None:
+    v1 = np.tile(bundles["vectors"]["v1"], (10, 1))
+    write_lance(tmp_path / "db", "gallery", v1, fragments=6)
+    killer = WorkerKiller(MAPPER + ".", timeout=120)  # an actor busy with a partition
+    killer.start()
+    ray_run = transform_gallery(bundles["fct"], f"lancedb://{tmp_path / 'db'}?table=gallery",
+                                str(tmp_path / "ray"), engine="ray")
+    killer.stop.set()
+    killer.join()
+    assert killer.killed is not None, "no transform actor was seen running, so none was killed"
+    local = transform_gallery(bundles["fct"], f"lance://{tmp_path / 'db' / 'gallery.lance'}", str(tmp_path / "local"))
+    assert ray_run.rows == local.rows == len(v1) and ray_run.written == local.written == 6
+    assert ray_run.runtimes == ["onnx"]
+    assert_identical_outputs(tmp_path / "local", tmp_path / "ray")
+    out = read_partitions(tmp_path / "ray")
+    assert sorted(out) == [f"fragment-{i:06d}.parquet" for i in range(6)]
+    np.testing.assert_array_equal(np.concatenate([o[0] for o in out.values()]), np.arange(len(v1)))
+    np.testing.assert_allclose(np.concatenate([o[1] for o in out.values()]), load_bundle(bundles["fct"])(v1),
+                               atol=1e-6, rtol=0)
+    assert not list((tmp_path / "ray").glob(".*.tmp-*"))
+
+
+def test_ray_transform_resumes_by_finished_partition(ray_cluster: Any, bundles: dict, tmp_path: Path) -> None:
+    write_lance(tmp_path / "db", "g", np.tile(bundles["vectors"]["v1"], (4, 1)), fragments=5)
+    src, dst = f"lance://{tmp_path / 'db' / 'g.lance'}", str(tmp_path / "out")
+    seen = []
+
+    def stop_after_first(*_: Any) -> None:
+        seen.append(1)
+
+    with pytest.raises(Cancelled):
+        transform_gallery(bundles["fct"], src, dst, engine="ray", on_progress=stop_after_first,
+                          should_stop=lambda: len(seen) >= 1)
+    finished = sorted(p.name for p in (tmp_path / "out").glob("*.parquet"))
+    assert 1 <= len(finished) < 5
+    before = {name: (tmp_path / "out" / name).stat().st_mtime_ns for name in finished}
+    (tmp_path / "out" / ".fragment-000004.parquet.tmp-1").write_bytes(b"half written by a killed run")
+    resumed = transform_gallery(bundles["fct"], src, dst, engine="ray")
+    assert (resumed.skipped, resumed.written) == (len(finished), 5 - len(finished))
+    assert {name: (tmp_path / "out" / name).stat().st_mtime_ns for name in finished} == before
+    transform_gallery(bundles["fct"], src, str(tmp_path / "local"))
+    assert_identical_outputs(tmp_path / "local", tmp_path / "out")
+    assert not list((tmp_path / "out").glob(".*.tmp-*"))
+    # the source changed (a new fragment): the old output folder is refused, not mixed
+    write_lance(tmp_path / "db", "g", bundles["vectors"]["v1"][:5], fragments=1, append=True)
+    with pytest.raises(InputError, match="another transform"):
+        transform_gallery(bundles["fct"], src, dst, engine="ray")
+
+
+def test_transform_command_on_ray_with_lance_and_refusals(ray_cluster: Any, bundles: dict, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    write_lance(tmp_path / "db", "docs", bundles["vectors"]["v3"], fragments=2)
+    args = ["transform", "--bundle", str(bundles["linear"]), "--from", f"lancedb://{tmp_path / 'db'}?table=docs"]
+    assert main([*args, "--to", f"parquet://{tmp_path / 'out'}", "--engine", "ray", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert (data["rows"], data["written"], data["engine"], data["runtimes"]) == \
+        (len(bundles["vectors"]["v3"]), 2, "ray", ["numpy"])
+    assert main(["transform", "--bundle", str(bundles["linear"]), "--from", f"lance://{tmp_path / 'nope.lance'}",
+                 "--to", str(tmp_path / "o2")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--from" in err[0] and "no such Lance dataset" in err[0]
+    assert main([*args, "--to", str(tmp_path / "o3"), "--vector-column", "emb"]) == 1
+    assert "no 'id' and 'emb' columns" in capsys.readouterr().err
+    assert main(["transform", "--bundle", str(bundles["fusion"]), "--from", f"lancedb://{tmp_path / 'db'}?table=docs",
+                 "--to", str(tmp_path / "o4")]) == 1
+    assert "needs two inputs" in capsys.readouterr().err
+    assert not (tmp_path / "o4").exists() and not (tmp_path / "o3").exists()
+
+
+def test_command_starts_its_own_local_ray_when_no_cluster_is_named(bundles: dict, tmp_path: Path) -> None:
+    """No --ray-address and no RAY_ADDRESS: the command starts a local Ray for the job and stops it."""
+    import os
+
+    write_partitions(tmp_path / "in", bundles["vectors"]["v3"], parts=2)
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    done = subprocess.run([sys.executable, "-m", "core.cli.main", "transform", "--bundle", str(bundles["linear"]),
+                           "--from", str(tmp_path / "in"), "--to", str(tmp_path / "ray"), "--engine", "ray",
+                           "--num-cpus", "1", "--json"], capture_output=True, text=True, timeout=600, env=env,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr[-2000:]
+    data = json.loads(done.stdout)
+    assert (data["engine"], data["written"], data["runtimes"], data["torch_loaded"]) == ("ray", 2, ["numpy"], False)
+    transform_gallery(bundles["linear"], str(tmp_path / "in"), str(tmp_path / "local"))
+    assert_identical_outputs(tmp_path / "local", tmp_path / "ray")
