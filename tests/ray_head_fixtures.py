@@ -45,7 +45,8 @@ def ray_head() -> Iterator[str]:
     temp = Path(tempfile.mkdtemp(prefix="rh-", dir="/tmp"))  # short: Ray's socket paths have a length limit
     ray_bin = Path(sys.executable).with_name("ray")
     cmd = [str(ray_bin), "start", "--head", "--block", "--num-cpus", "2", "--port", str(port),
-           "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp}",
+           "--node-ip-address", "127.0.0.1", "--include-dashboard=false", "--disable-usage-stats",
+           f"--temp-dir={temp}",
            "--ray-client-server-port", str(free_port()), "--dashboard-agent-listen-port", str(free_port()),
            "--metrics-export-port", str(free_port()), "--node-manager-port", str(free_port()),
            "--object-manager-port", str(free_port())]

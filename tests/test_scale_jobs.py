@@ -104,7 +104,7 @@ def _embridge(*args: str) -> subprocess.CompletedProcess:
                           timeout=600, check=False)
 
 
-def test_detached_job_outlives_its_submitter_and_is_recorded_on_reattach(ws_path: Path, ray_head: str) -> None:
+def test_detached_job_outlives_its_submitter_and_is_recorded_on_reattach(ws_path: Path, ray_head: str) -> None:  # noqa: F811
     # submitted from a child process that exits right after
     done = _embridge("backfill", "-w", str(ws_path), "--model", NEW, "--order", "planner", "--fraction", "0.3",
                      "--engine", "ray", "--ray-address", ray_head, "--detach", "--chunk", "32", "--json")
@@ -145,7 +145,7 @@ def actor_alive(address: str, namespace: str, name: str) -> bool:
     return out.stdout.strip().endswith("alive")
 
 
-def test_cancel_stops_the_ray_job_and_records_it(ws_path: Path, ray_head: str) -> None:
+def test_cancel_stops_the_ray_job_and_records_it(ws_path: Path, ray_head: str) -> None:  # noqa: F811
     with Workspace.open(ws_path) as ws:
         job = jobs.submit_backfill(ws, NEW, ws.gallery_ids(), address=ray_head, chunk=1)
         deadline = time.monotonic() + 120

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import threading
 import time
@@ -127,6 +128,20 @@ def kill(address: str, namespace: str, name: str) -> bool:
         ray.shutdown()
 
 
+def match_cluster_auth() -> None:
+    """Send the cluster's token when there is one, as ``ray start`` uses it.
+
+    ``ray start`` turns on token authentication when a token exists (``~/.ray/auth_token``,
+    ``RAY_AUTH_TOKEN`` or ``RAY_AUTH_TOKEN_PATH``), but a driver sends it only with
+    ``RAY_AUTH_MODE=token``; an explicit ``RAY_AUTH_MODE`` is left as it is.
+    """
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH") \
+            or (Path.home() / ".ray" / "auth_token").is_file():
+        os.environ["RAY_AUTH_MODE"] = "token"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="backfill_job")
     parser.add_argument("action", choices=["launch", "kill"])
@@ -135,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", required=True)
     parser.add_argument("--stage")
     args = parser.parse_args(argv)
+    match_cluster_auth()
     try:
         if args.action == "launch":
             launch(args.address, args.namespace, args.name, args.stage)
