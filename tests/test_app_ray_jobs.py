@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from app_fixtures import error_dialogs, window  # noqa: F401 - fixtures
+from app_fixtures import error_dialogs, no_threads_left, window  # noqa: F401 - fixtures
 from pytestqt.qtbot import QtBot
 from ray_head_fixtures import ray_head  # noqa: F401 - a fixture
 
@@ -58,7 +58,7 @@ def test_ray_job_survives_closing_the_window_and_is_recorded_after_reopening(
     assert job is not None and _row_texts(window) == [f"Backfill {NEW} on Ray"]
     row = window.jobs_panel.row_for(job)
     # the row shows the cluster's progress once the job runs there
-    qtbot.waitUntil(lambda: job.done > 0 or not job.running, timeout=180_000)
+    qtbot.waitUntil(lambda: job.info.get("stage") == "on Ray: running" or not job.running, timeout=180_000)
     assert job.running, job.outcome
     assert row is not None and "on Ray: running" in row.status.text() and row.bar.maximum() == 997
     with Workspace.open(ws_path) as ws:

@@ -147,10 +147,8 @@ def actor_alive(address: str, namespace: str, name: str) -> bool:
 
 def test_cancel_stops_the_ray_job_and_records_it(ws_path: Path, ray_head: str) -> None:  # noqa: F811
     with Workspace.open(ws_path) as ws:
+        # one item per chunk: the job runs for seconds, and is cancelled as soon as the cluster runs it
         job = jobs.submit_backfill(ws, NEW, ws.gallery_ids(), address=ray_head, chunk=1)
-        deadline = time.monotonic() + 120
-        while jobs.status(ws, job).done < 2 and time.monotonic() < deadline:
-            time.sleep(0.1)
         assert jobs.status(ws, job).state == "running"
         sets_before = len(ws.vector_sets(NEW))
         final = jobs.cancel(ws, job)
