@@ -90,3 +90,23 @@ def test_ray_job_survives_closing_the_window_and_is_recorded_after_reopening(
             assert np.isfinite(np.asarray(vectors)).all() and np.asarray(vectors).shape == (997, 64)
     finally:
         again.close()
+
+
+def test_cancel_in_the_jobs_panel_cancels_the_job_on_the_cluster(
+        qtbot: QtBot, window: MainWindow, ws_path: Path, ray_head: str) -> None:  # noqa: F811
+    window.ray_jobs.set_address(ray_head)
+    window.ctx.open_workspace(ws_path)
+    job = window.ray_jobs.submit_backfill(NEW, chunk=1)
+    assert job is not None
+    qtbot.waitUntil(lambda: job.info.get("stage") == "on Ray: running" or not job.running, timeout=180_000)
+    assert job.running, job.outcome
+    row = window.jobs_panel.row_for(job)
+    assert row is not None
+    row.cancel_button.click()
+    qtbot.waitUntil(lambda: not job.running, timeout=120_000)
+    assert job.outcome is not None and job.outcome.status == "cancelled", job.outcome
+    assert "cancelled" in row.status.text()
+    with Workspace.open(ws_path) as ws:
+        (run,) = ws.runs("backfill")
+        assert run["status"] == "cancelled"
+        assert [s["name"] for s in ws.vector_sets(NEW)] == ["vectors"]  # nothing of it was recorded
