@@ -83,6 +83,9 @@ class JobRow(QFrame):
         note = early_stop_note(self.job.info)
         if note:
             text += f" · {note}"
+        rate = self.job.info.get("items_per_s")
+        if isinstance(rate, int | float) and rate > 0:  # embedding jobs (local or on a cluster) report it
+            text += f" · {rate:,.0f} items/s"
         stage = self.job.info.get("stage")
         if isinstance(stage, str):
             text = f"{stage} · {text}"

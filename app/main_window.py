@@ -29,6 +29,7 @@ from app.context import AppContext
 from app.jobs_panel import JobsPanel
 from app.logview import LogView
 from app.pages import PAGES, page_class
+from app.ray_jobs import RayJobs
 from app.settings import window_settings
 from app.workers import Job
 
@@ -68,6 +69,7 @@ class MainWindow(QMainWindow):
         self.device_label = QLabel(f"Device: {ctx.device_label}")
         self.statusBar().addWidget(self.workspace_label, 1)
         self.statusBar().addPermanentWidget(self.device_label)
+        self.ray_jobs = RayJobs(ctx)
         self._build_menus()
         ctx.workspace_changed.connect(self._on_workspace_changed)
         ctx.devices_changed.connect(lambda: self.device_label.setText(f"Device: {ctx.device_label}"))
@@ -109,6 +111,9 @@ class MainWindow(QMainWindow):
         jobs_menu = self.menuBar().addMenu("&Jobs")
         self._action(jobs_menu, "&Cancel all jobs", "Ctrl+Shift+X", self.ctx.jobs.cancel_all)
         self._action(jobs_menu, "C&lear finished jobs", None, self.jobs_panel.clear_finished)
+        jobs_menu.addSeparator()
+        self._action(jobs_menu, "Ray cluster &address…", None, self.edit_ray_address)
+        self._action(jobs_menu, "&Backfill on the Ray cluster…", None, self.submit_ray_backfill)
 
         help_menu = self.menuBar().addMenu("&Help")
         self._action(help_menu, "&Guide: workflow and metrics", "F1", self.show_guide)
@@ -167,6 +172,38 @@ class MainWindow(QMainWindow):
         """Work deferred until the window is visible: find the compute device, then warm up."""
         QTimer.singleShot(0, self.ctx.detect_devices)
 
+    def edit_ray_address(self) -> None:
+        """The cluster the app submits Ray jobs to (HOST:PORT of 'ray start --head', or ray://HOST:10001)."""
+        from PySide6.QtWidgets import QInputDialog, QLineEdit
+
+        from app.ray_jobs import check_address
+        from core.errors import EmbridgeError
+
+        text, ok = QInputDialog.getText(self, "Ray cluster address", "Address of the cluster jobs are submitted to "
+                                        "(HOST:PORT or ray://HOST:10001; empty: none):",
+                                        QLineEdit.EchoMode.Normal, self.ray_jobs.address)
+        if ok:
+            try:
+                self.ray_jobs.set_address(check_address(text))
+            except EmbridgeError as exc:
+                self.ctx.reporter.report("Ray cluster address", str(exc))
+
+    def submit_ray_backfill(self) -> None:
+        """Pick the model and the items, then submit the backfill to the cluster (it runs there)."""
+        from PySide6.QtWidgets import QInputDialog
+
+        if self.ctx.ws is None:
+            self.ctx.reporter.report("Backfill on Ray", "Open or create a workspace first.")
+            return
+        models = [m["name"] for m in self.ctx.ws.models() if m.get("kind") != "vectors"]
+        model, ok = QInputDialog.getItem(self, "Backfill on Ray", "Embed the gallery with:", models, 0, False)
+        if not ok or not model:
+            return
+        choices = ["every gallery item", "the planner's partial backfill"]
+        which, ok = QInputDialog.getItem(self, "Backfill on Ray", "Items:", choices, 0, False)
+        if ok:
+            self.ray_jobs.submit_backfill(model, "planner" if which == choices[1] else "stored")
+
     def show_job_error(self, job: Job) -> None:
         outcome = job.outcome
         if outcome is not None:
@@ -191,13 +228,15 @@ class MainWindow(QMainWindow):
             self.resizeDocks([self.jobs_dock], [JOBS_WIDTH], Qt.Orientation.Horizontal)
 
     def closeEvent(self, event: QCloseEvent) -> None:
-        running = [j for j in self.ctx.jobs.running() if j.visible]
+        # Ray jobs run on the cluster: closing only stops watching them (reattached on reopen)
+        running = [j for j in self.ctx.jobs.running() if j.visible and not self.ray_jobs.is_watcher(j)]
         if running:
             names = ", ".join(j.title for j in running)
             if not dialogs.confirm(self, "Jobs are running",
                                    f"{len(running)} job(s) still running ({names}). Cancel them and quit?"):
                 event.ignore()
                 return
+        self.ray_jobs.detach_all()
         if not self.ctx.jobs.shutdown(timeout_s=60.0):
             log.warning("some jobs did not stop within 60 s")
         settings = window_settings()

@@ -19,7 +19,7 @@ from core.store.files import atomic_write_text
 ENV_CONFIG_DIR = "EMBRIDGE_CONFIG_DIR"
 SETTINGS_FILE = "settings.json"
 MAX_RECENT = 10
-DEFAULTS: dict[str, Any] = {"recent_workspaces": [], "device": "auto", "batch_size": 256}
+DEFAULTS: dict[str, Any] = {"recent_workspaces": [], "device": "auto", "batch_size": 256, "ray_address": ""}
 
 log = logging.getLogger("embridge.app")
 

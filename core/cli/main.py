@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "core.cli.bundle_cmds",
     "core.cli.store_cmds",
     "core.cli.scale_cmds",
+    "core.cli.jobs_cmds",
 )
 
 

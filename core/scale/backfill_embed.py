@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -79,14 +80,21 @@ def ordered(ids: np.ndarray, inputs: Any, order: np.ndarray | None) -> tuple[np.
     return ids[rows], inputs[rows] if isinstance(inputs, np.ndarray) else [inputs[i] for i in rows]
 
 
-class ChunkEmbedder:
-    """Holds one loaded model; embeds chunks and writes each as one Parquet file (a Ray actor body)."""
+ModelRef = str | Path | Mapping[str, Any]  # a model file or folder, or a workspace model's spec
 
-    def __init__(self, model: str, device: str, batch_size: int) -> None:
+
+class ChunkEmbedder:
+    """Holds one loaded model; embeds chunks and writes each as one Parquet file (a Ray actor body).
+
+    ``role`` is the prompt role of text inputs ("document" for gallery items, as a local embed uses).
+    """
+
+    def __init__(self, model: ModelRef, device: str, batch_size: int, role: str | None = None) -> None:
         from core.models import load_model
 
-        self.model = load_model(model, device)
+        self.model = load_model(model if isinstance(model, Mapping) else str(model), device)
         self.batch_size = batch_size
+        self.role = role
 
     def embed(self, ids: np.ndarray, inputs: Any, target: str) -> int:
         import pyarrow as pa
@@ -97,18 +105,21 @@ class ChunkEmbedder:
 
         if os.path.exists(target):
             return 0
-        vectors = embed_array(self.model, inputs, self.batch_size, device=self.model.device)
+        shape = tuple(self.model.spec.input_shape or ())
+        if isinstance(inputs, np.ndarray) and len(shape) > 1:  # image rows travel flattened
+            inputs = inputs.reshape(len(inputs), *shape)
+        vectors = embed_array(self.model, inputs, self.batch_size, device=self.model.device, role=self.role)
         tmp = str(Path(target).parent / f".{Path(target).name}.tmp-{os.getpid()}")
         pq.write_table(pa.table({"id": pa.array(ids), "vector": vector_array(vectors)}), tmp)
         os.replace(tmp, target)
         return len(ids)
 
 
-def embed_dataset(model: str | Path, source: str, target: str, *, engine: str = "local",
+def embed_dataset(model: ModelRef, source: str, target: str, *, engine: str = "local",
                   order: np.ndarray | None = None, chunk: int = 4096, batch_size: int = 256,
                   actors: int | None = None, num_gpus: float = 0.0, ray_address: str | None = None,
                   id_col: str = "id", input_col: str = "input", on_progress: ProgressFn | None = None,
-                  should_stop: StopFn | None = None) -> EmbedResult:
+                  should_stop: StopFn | None = None, role: str | None = None) -> EmbedResult:
     """Embed ``source`` items (in ``order``) into ``target`` chunk files on ``engine``; resumable by chunk."""
     check_engine(engine)
     on_progress = on_progress or no_progress
@@ -116,7 +127,8 @@ def embed_dataset(model: str | Path, source: str, target: str, *, engine: str = 
     if dst.resolve() == src.resolve() or src.resolve() in dst.resolve().parents:
         raise InputError("--to", f"{dst}: the output folder must not be the input folder or inside it")
     ids, inputs = ordered(*read_items(src, id_col, input_col), order)
-    state = {"model": str(Path(model).resolve()), "source": str(src.resolve()), "chunk": chunk,
+    model_key = str(model.get("sha256")) if isinstance(model, Mapping) else str(Path(model).resolve())
+    state = {"model": model_key, "source": str(src.resolve()), "chunk": chunk,
              "order": None if order is None else int(np.asarray(order).sum() % (2**61)), "n": len(ids)}
     _prepare(dst, state)
     bounds = [(a, min(a + chunk, len(ids))) for a in range(0, len(ids), chunk)]
@@ -130,7 +142,7 @@ def embed_dataset(model: str | Path, source: str, target: str, *, engine: str = 
                                    "eta_s": (len(ids) - n_done) / rate if rate > 0 else None})
 
     if engine == "local":
-        worker = ChunkEmbedder(str(model), "cuda" if num_gpus else "cpu", batch_size)
+        worker = ChunkEmbedder(model, "cuda" if num_gpus else "cpu", batch_size, role)
         written = []
         for i, job in enumerate(jobs):
             check_stop(should_stop)
@@ -138,7 +150,7 @@ def embed_dataset(model: str | Path, source: str, target: str, *, engine: str = 
             done_items += len(job[0])
             report(done_items, i + 1)
     else:
-        written = _on_ray(model, jobs, actors, num_gpus, batch_size, ray_address, report, should_stop)
+        written = _on_ray(model, jobs, actors, num_gpus, batch_size, ray_address, report, should_stop, role)
     for stale in dst.glob(".chunk-*.tmp-*"):  # left by an actor killed mid-write (its chunk was retried)
         stale.unlink()
     n_written = sum(1 for w in written if w)
@@ -158,8 +170,8 @@ def _prepare(dst: Path, state: dict[str, Any]) -> None:
     marker.write_text(json.dumps(state))
 
 
-def _on_ray(model: str | Path, jobs: list[tuple], actors: int | None, num_gpus: float, batch_size: int,
-            address: str | None, report: Any, should_stop: StopFn | None) -> list[int]:
+def _on_ray(model: ModelRef, jobs: list[tuple], actors: int | None, num_gpus: float, batch_size: int,
+            address: str | None, report: Any, should_stop: StopFn | None, role: str | None = None) -> list[int]:
     """An ActorPool of model holders (one GPU each with ``num_gpus``); chunks in order, results in order."""
     ray = import_ray()
     from ray.util import ActorPool
@@ -167,7 +179,8 @@ def _on_ray(model: str | Path, jobs: list[tuple], actors: int | None, num_gpus: 
     with ray_session(address) as session:
         n_actors = max(1, min(actors or session.cpus, len(jobs)))
         actor_cls = ray.remote(num_cpus=1, num_gpus=num_gpus, max_restarts=3, max_task_retries=3)(ChunkEmbedder)
-        holders = [actor_cls.remote(str(model), "cuda" if num_gpus else "cpu", batch_size) for _ in range(n_actors)]
+        ref = model if isinstance(model, Mapping) else str(model)
+        holders = [actor_cls.remote(ref, "cuda" if num_gpus else "cpu", batch_size, role) for _ in range(n_actors)]
         pool = ActorPool(holders)
         results, done = [], 0
         submitted: list[Any] = []

@@ -1,0 +1,109 @@
+"""``embridge backfill`` (re-embed the gallery into the workspace, locally or on Ray, optionally
+detached) and ``embridge jobs list|status|attach|cancel`` for detached Ray jobs."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from core.cli.main import add_common
+from core.cli.options import RUN_ID, SHARE, number
+from core.cli.scale_cmds import add_engine_flags
+from core.progress import StderrProgress
+from core.store import Workspace
+
+Result = tuple[dict[str, Any], str]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("backfill", help="re-embed gallery items with a model into the workspace (all, or the "
+                                        "planner's partial backfill); --engine ray runs on a cluster, "
+                                        "--detach leaves the job running there")
+    add_common(p)
+    p.add_argument("--model", required=True, help="workspace model to embed with (usually the new one)")
+    p.add_argument("--order", choices=["stored", "planner"], default="stored",
+                   help="stored: every gallery item; planner: the plan's partial backfill, in its order")
+    p.add_argument("--run", type=RUN_ID, help="training run to plan from with --order planner (default: latest)")
+    p.add_argument("--fraction", type=SHARE, help="with --order planner: backfill this share of the gallery")
+    p.add_argument("--chunk", type=number(int, low=1, high=10**8), default=4096, help="items per task (default 4096)")
+    p.add_argument("--batch", type=number(int, low=1, high=10**6), default=256, help="items per model batch")
+    p.add_argument("--actors", type=number(int, low=1, high=100_000), help="actors in the Ray pool (default: one per CPU)")
+    p.add_argument("--num-gpus", type=number(float, low=0, high=64), default=0.0, help="GPUs per actor (default 0)")
+    p.add_argument("--to-store", metavar="URI", help="also upsert the vectors into this store (e.g. qdrant:///path?collection=c)")
+    p.add_argument("--name", default="backfill", help="name of the vector set written (default backfill)")
+    p.add_argument("--detach", action="store_true", help="with --engine ray: submit and return; follow it with "
+                                                         "'embridge jobs attach'")
+    add_engine_flags(p)
+    p.set_defaults(handler=cmd_backfill)
+
+    p = sub.add_parser("jobs", help="detached Ray jobs of the workspace: list, status, attach, cancel")
+    add_common(p)
+    p.add_argument("action", choices=["list", "status", "attach", "cancel"])
+    p.add_argument("--run", type=RUN_ID, help="the job's run id (status, attach, cancel)")
+    p.set_defaults(handler=cmd_jobs)
+
+
+def cmd_backfill(args: argparse.Namespace) -> Result:
+    from core.scale.backfill_workspace import backfill, backfill_ids
+
+    if args.detach and args.engine != "ray":
+        _usage_error("backfill", "--detach needs --engine ray")
+    with Workspace.open(args.workspace) as ws:
+        ids = backfill_ids(ws, args.order, run_id=args.run, fraction=args.fraction)
+        options = {"order": args.order, "chunk": args.chunk, "batch_size": args.batch, "actors": args.actors,
+                   "num_gpus": args.num_gpus, "store": args.to_store, "name": args.name}
+        if args.detach:
+            from core.scale.jobs import submit_backfill
+
+            job = submit_backfill(ws, args.model, ids, address=args.ray_address, **options)
+            return job.to_dict(), (f"submitted run {job.run_id} ({job.items} items) to Ray at {job.address} as "
+                                   f"{job.job_id}; follow it with: embridge jobs attach -w {args.workspace} "
+                                   f"--run {job.run_id}")
+        r = backfill(ws, args.model, ids, engine=args.engine, ray_address=args.ray_address,
+                     on_progress=StderrProgress("backfill"), **options)
+    return r.to_dict(), (f"backfilled {r.items} items with {r.model} on {r.engine} ({r.order} order) "
+                         f"-> vector set {r.vector_set}" + (f", and into {r.store}" if r.store else ""))
+
+
+def cmd_jobs(args: argparse.Namespace) -> Result:
+    from core.scale import jobs
+
+    with Workspace.open(args.workspace) as ws:
+        if args.action == "list":
+            rows = [{**job.to_dict(), "status": jobs.status(ws, job).to_dict(), "run_status": run["status"]}
+                    for job, run in jobs.ray_jobs(ws)]
+            lines = [f"run {r['run_id']}: {r['job_id']} on {r['address']}: {r['status']['state']} "
+                     f"({r['status']['done']}/{r['status']['total']} items)" for r in rows]
+            return {"jobs": rows}, "\n".join(lines) or "no Ray jobs in this workspace"
+        if args.run is None:
+            _usage_error("jobs", f"jobs {args.action} needs --run")
+        job = jobs.find_job(ws, args.run)
+        if args.action == "status":
+            current = jobs.status(ws, job)
+            if current.terminal:
+                jobs.settle(ws, job, current)
+                current = jobs.status(ws, job)
+        elif args.action == "cancel":
+            current = jobs.cancel(ws, job)
+        else:
+            try:
+                current = jobs.attach(ws, job, StderrProgress(f"run {job.run_id}"))
+            except KeyboardInterrupt:
+                current = jobs.status(ws, job)
+                return {**job.to_dict(), "status": current.to_dict(), "detached": True}, (
+                    f"stopped watching run {job.run_id}; the job keeps running on the cluster")
+        run = ws.run(job.run_id)
+    text = f"run {job.run_id} ({job.job_id}): {current.state}, {current.done}/{current.total} items"
+    if current.error and current.state != "completed":
+        text += f": {current.error}"
+    if run.get("metrics"):
+        text += f"; vector set {run['metrics'].get('vector_set')}"
+    return {**job.to_dict(), "status": current.to_dict(), "metrics": run.get("metrics") or {}}, text
+
+
+def _usage_error(command: str, message: str) -> None:
+    """A wrong combination of options: one line and exit status 2, as argparse does."""
+    import sys
+
+    sys.stderr.write(f"embridge {command}: error: {message}\n")
+    raise SystemExit(2)

@@ -1,0 +1,224 @@
+"""Backfill a workspace's gallery with a new model on the local or the Ray engine.
+
+The items to re-embed are the gallery (in stored order) or the planner's partial backfill: the
+first β·n gallery items in the order of the plan's backfill policy, the same seeded order the
+report's partial-backfill curve was measured with. The items are staged as a Parquet dataset,
+embedded by :func:`core.scale.backfill_embed.embed_dataset` (one chunk per task, on an actor pool
+with ``engine="ray"``), and the vectors are written into the workspace through its transactional
+vector-set writer, the path a local ``embed`` uses, so reports and plans see them; optionally they
+are also upserted into a vector store through a connector.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core.errors import InputError, StoreError
+from core.progress import ProgressFn, StopFn, check_stop, no_progress
+
+STAGE_DIR = "scale-jobs"  # under the workspace: staged items and chunk outputs of backfills
+ORDERS = ("stored", "planner")
+STAGE_PART_ROWS = 8192
+
+
+@dataclass(frozen=True)
+class BackfillResult:
+    """What a finished backfill wrote: the vector set and, when asked, the store."""
+
+    model: str
+    items: int
+    vector_set: int
+    dim: int
+    order: str
+    engine: str
+    store: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def workspace_model_spec(ws: Any, model: str) -> dict[str, Any]:
+    """The spec a local embed loads the model with (its workspace copy), as a plain dict for workers."""
+    from core.models import ModelSpec
+
+    row = ws.model(model)
+    spec = ModelSpec.from_dict(row["spec"])
+    if spec.kind == "vectors":
+        raise InputError("--model", f"'{model}' is an embeddings-only model: it has no network to run on a cluster")
+    return replace(spec, name=model, path=row.get("path") or spec.path).to_dict()
+
+
+def planner_order(ws: Any, plan: dict[str, Any]) -> np.ndarray:
+    """Gallery item ids the plan's partial backfill re-embeds, first re-embedded first.
+
+    The report measured the partial-backfill curve with ``backfill_order(policy, n, seed)`` over the
+    gallery rows; the same permutation of the whole gallery, cut at β·n, is the order to embed in.
+    """
+    from core.report.backfill import backfill_order
+
+    option = next((o for o in plan.get("options", []) if o.get("name") == "partial_backfill"), None)
+    if option is None:
+        raise InputError("--order planner", "the plan has no partial backfill option (try plan --fraction)")
+    policy, beta = option.get("policy"), float(option.get("fraction") or 0.0)
+    gallery = ws.gallery_ids()
+    if policy != "random":
+        raise InputError("--order planner", f"the plan's backfill order '{policy}' needs every new vector first")
+    seed = _report_seed(ws, plan.get("report_id"))
+    order = backfill_order(policy, len(gallery), seed)
+    return gallery[order[: int(round(beta * len(gallery)))]]
+
+
+def _report_seed(ws: Any, report_id: int | None) -> int:
+    """The seed the report's curves were drawn with (its run's config; 0, the default, otherwise)."""
+    import json
+
+    if report_id is None:
+        return 0
+    row = ws.report(int(report_id))
+    try:
+        report = json.loads((Path(ws.root) / row["json_file"]).read_text(encoding="utf-8"))
+        config = ws.run(int(report["report_run_id"])).get("config") or {}
+    except (OSError, KeyError, TypeError, ValueError, StoreError):
+        return 0
+    return int(config.get("seed", 0))
+
+
+def backfill_ids(ws: Any, order: str, *, run_id: int | None = None, fraction: float | None = None,
+                 plan: dict[str, Any] | None = None, **plan_options: Any) -> np.ndarray:
+    """The gallery ids to backfill in ``order`` ("stored": all, ascending; "planner": the plan's)."""
+    if order not in ORDERS:
+        raise InputError("--order", f"unknown order '{order}' (use {' or '.join(ORDERS)})")
+    if order == "stored":
+        ids = ws.gallery_ids()
+    else:
+        if plan is None:
+            from core.plan import plan_upgrade
+
+            plan = plan_upgrade(ws, run_id, fraction, **plan_options)
+        ids = planner_order(ws, plan)
+    if len(ids) == 0:
+        raise InputError("--order", "no gallery items to backfill")
+    return ids
+
+
+def stage_items(ws: Any, spec: dict[str, Any], ids: np.ndarray, folder: Path,
+                should_stop: StopFn | None = None) -> None:
+    """Write the items' model inputs as Parquet parts (id, input) in ``ids`` order (texts or flat floats)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from core.models import ModelSpec, make_inputs
+
+    model_spec = ModelSpec.from_dict(spec)
+    folder.mkdir(parents=True, exist_ok=True)
+    for part, start in enumerate(range(0, len(ids), STAGE_PART_ROWS)):
+        check_stop(should_stop)
+        chunk = ids[start:start + STAGE_PART_ROWS]
+        by_id = {it["id"]: it for it in ws.items(ids=chunk)}
+        inputs = make_inputs([by_id[int(i)] for i in chunk], model_spec)
+        if isinstance(inputs, list):
+            column = pa.array(inputs, pa.string())
+        else:
+            flat = np.asarray(inputs, dtype=np.float32).reshape(len(chunk), -1)
+            column = pa.FixedSizeListArray.from_arrays(pa.array(flat.ravel()), flat.shape[1])
+        tmp = folder / f".part-{part:05d}.parquet.tmp"
+        pq.write_table(pa.table({"id": pa.array(chunk, pa.int64()), "input": column}), tmp)
+        tmp.replace(folder / f"part-{part:05d}.parquet")
+
+
+def read_chunk_vectors(folder: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The (ids, vectors) of an embed-dataset output folder, chunk by chunk in order."""
+    import pyarrow.parquet as pq
+
+    ids, vectors = [], []
+    for file in sorted(folder.glob("chunk-*.parquet")):
+        table = pq.read_table(file)
+        col = table.column("vector").combine_chunks()
+        ids.append(table.column("id").to_numpy())
+        vectors.append(col.flatten().to_numpy().astype(np.float32).reshape(len(col), col.type.list_size))
+    if not ids:
+        raise StoreError(f"{folder}: the backfill wrote no vectors")
+    return np.concatenate(ids).astype(np.int64), np.concatenate(vectors)
+
+
+def record_vectors(ws: Any, model: str, ids: np.ndarray, folder: Path, *, name: str = "backfill",
+                   store: str | None = None) -> dict[str, Any]:
+    """Register the chunk outputs as ``model``'s vector set for ``ids`` (and upsert into ``store``)."""
+    got_ids, vectors = read_chunk_vectors(folder)
+    if not np.array_equal(got_ids, ids):
+        raise StoreError(f"{folder}: the backfill output does not hold the {len(ids)} items asked for, in order")
+    if store:
+        write_store(store, got_ids, vectors)
+    return ws.add_vector_set(model, ids, vectors, name=name)
+
+
+def write_store(uri: str, ids: np.ndarray, vectors: np.ndarray, batch_rows: int = 4096) -> None:
+    """Upsert (id, vector) points into a store through its connector (creating the collection)."""
+    from core.connectors import Batch, open_store
+
+    with open_store(uri, "--to-store") as target:
+        if not target.exists():
+            target.create(vectors.shape[1])
+        for start in range(0, len(ids), batch_rows):
+            rows = slice(start, start + batch_rows)
+            point_ids = [int(i) for i in ids[rows]]
+            target.write(Batch(point_ids, vectors[rows], [{} for _ in point_ids]))
+
+
+def stage_folder(ws: Any, key: str) -> Path:
+    return Path(ws.root) / STAGE_DIR / key
+
+
+def stage_key(model: str, ids: np.ndarray, spec: dict[str, Any]) -> str:
+    digest = hashlib.sha256(f"{model}\0{spec.get('sha256')}\0".encode() + np.asarray(ids, np.int64).tobytes())
+    return f"backfill-{digest.hexdigest()[:16]}"
+
+
+def backfill(ws: Any, model: str, ids: np.ndarray, *, engine: str = "local", order: str = "stored",
+             chunk: int = 4096, batch_size: int = 256, actors: int | None = None, num_gpus: float = 0.0,
+             ray_address: str | None = None, store: str | None = None, name: str = "backfill",
+             on_progress: ProgressFn | None = None, should_stop: StopFn | None = None) -> BackfillResult:
+    """Re-embed ``ids`` with ``model`` on ``engine`` and record them, as a ``backfill`` run of the workspace.
+
+    Resumable: finished chunks of an interrupted or cancelled run are kept and skipped next time.
+    """
+    from core.jobs import recorded_run
+    from core.scale.backfill_embed import embed_dataset
+
+    spec = workspace_model_spec(ws, model)
+    stage = stage_folder(ws, stage_key(model, ids, spec))
+    progress = on_progress or no_progress
+    config = {"engine": engine, "order": order, "items": int(len(ids)), "chunk": chunk, "store": store,
+              "num_gpus": num_gpus}
+    with recorded_run(ws, "backfill", model, config) as record:
+        if not (stage / "items").is_dir():
+            stage_items(ws, spec, ids, stage / "items.partial", should_stop)
+            (stage / "items.partial").rename(stage / "items")
+        embed_dataset(spec, str(stage / "items"), str(stage / "vectors"), engine=engine, chunk=chunk,
+                      batch_size=batch_size, actors=actors, num_gpus=num_gpus, ray_address=ray_address,
+                      on_progress=items_progress(progress, len(ids)), should_stop=should_stop,
+                      role=text_role(spec))
+        info = record_vectors(ws, model, ids, stage / "vectors", name=name, store=store)
+        record["metrics"] = {"vector_set": info["id"], "count": info["count"], "dim": info["dim"]}
+    shutil.rmtree(stage, ignore_errors=True)
+    return BackfillResult(model, int(len(ids)), int(info["id"]), int(info["dim"]), order, engine, store)
+
+
+def text_role(spec: dict[str, Any]) -> str | None:
+    """Gallery items get the document prompt, as in a local embed."""
+    return "document" if spec.get("modality") == "text" else None
+
+
+def items_progress(progress: ProgressFn, total: int) -> ProgressFn:
+    """embed_dataset reports chunks; report items (with its items/s and ETA) instead."""
+
+    def report(done: int, chunks: int, info: dict[str, Any]) -> None:
+        progress(int(info.get("items", done)), total, info)
+
+    return report

@@ -1,0 +1,161 @@
+"""Backfill into the workspace on Ray, and detached Ray jobs on a real cluster (``ray start --head``).
+
+The written vectors are compared with a local ``embed`` of the same items (1e-6), the order with
+the planner's partial backfill (a seeded permutation of the gallery, derived here without the
+code under test), and a job submitted by one process is followed and recorded by another.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ray_head_fixtures import ray_head  # noqa: F401 - a fixture
+from report_fixtures import DemoCase, demo_case
+
+from core.cli.main import main as cli
+from core.embed import embed_items
+from core.errors import InputError
+from core.scale import jobs
+from core.scale.backfill_workspace import backfill, backfill_ids
+from core.store import Workspace
+
+NEW = "new-cnn"
+
+
+@pytest.fixture(scope="module")
+def case(demo_workspace_path: Path, tmp_path_factory: pytest.TempPathFactory) -> DemoCase:
+    return demo_case(demo_workspace_path, tmp_path_factory)
+
+
+@pytest.fixture
+def ws_path(case: DemoCase, tmp_path: Path) -> Path:
+    target = tmp_path / "ws"
+    shutil.copytree(case.path, target)
+    return target
+
+
+def planner_ids_by_hand(ws: Workspace, fraction: float) -> np.ndarray:
+    """The report's random backfill policy (seed 0) over the whole gallery, cut at the fraction."""
+    gallery = ws.gallery_ids()
+    return gallery[np.random.default_rng(0).permutation(len(gallery))[: int(round(fraction * len(gallery)))]]
+
+
+def set_vectors(ws: Workspace, set_id: int) -> tuple[np.ndarray, np.ndarray]:
+    ids, vectors = ws.open_vector_set(set_id)
+    return np.asarray(ids), np.asarray(vectors, dtype=np.float32)
+
+
+def local_vectors(ws: Workspace, ids: np.ndarray) -> np.ndarray:
+    info = embed_items(ws, NEW, ids, device="cpu", name="local-reference")
+    return set_vectors(ws, int(info["id"]))[1]
+
+
+def test_ray_backfill_writes_the_planners_items_like_a_local_embed(ws_path: Path, ray_cluster: object,
+                                                                   tmp_path: Path) -> None:
+    with Workspace.open(ws_path) as ws:
+        ids = backfill_ids(ws, "planner", fraction=0.3, device="cpu")
+        expected = planner_ids_by_hand(ws, 0.3)
+        assert len(ids) == 299 and np.array_equal(ids, expected)
+        store = f"parquet://{tmp_path / 'store'}/new_vectors"
+        r = backfill(ws, NEW, ids, engine="ray", order="planner", chunk=64, store=store)
+        got_ids, got = set_vectors(ws, r.vector_set)
+        assert np.array_equal(got_ids, expected)  # written with their ids, in the planner's order
+        np.testing.assert_allclose(got, local_vectors(ws, ids), atol=1e-6)
+        run = ws.runs("backfill")[-1]
+        assert run["status"] == "completed" and run["metrics"]["vector_set"] == r.vector_set
+        assert run["config"]["engine"] == "ray" and run["config"]["items"] == 299
+        # the report and plan read a model's vectors through the workspace: the backfilled items have them
+        assert set(expected.tolist()) <= set(ws.ids_with_vectors(NEW).tolist())
+    from core.connectors import open_store
+
+    with open_store(store) as target:
+        points = {}
+        for batch in target.read_batches(100):
+            points.update(zip([int(i) for i in batch.ids], batch.vectors, strict=True))
+    assert sorted(points) == sorted(expected.tolist())
+    np.testing.assert_allclose(np.stack([points[int(i)] for i in expected]), got, atol=1e-6)
+
+
+def test_unknown_order_and_bad_detach_are_one_line(ws_path: Path, capsys: pytest.CaptureFixture[str],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    with Workspace.open(ws_path) as ws, pytest.raises(InputError, match="--order"):
+        backfill_ids(ws, "largest")
+    with pytest.raises(SystemExit) as usage:  # a usage error: exit status 2, as argparse gives
+        cli(["backfill", "-w", str(ws_path), "--model", NEW, "--detach"])
+    assert usage.value.code == 2
+    assert "--detach needs --engine ray" in capsys.readouterr().err
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert cli(["backfill", "-w", str(ws_path), "--model", NEW, "--engine", "ray", "--detach"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--ray-address" in err
+    with Workspace.open(ws_path) as ws:
+        assert ws.runs("backfill") == []  # nothing was recorded for a refused submission
+
+
+def _embridge(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "core.cli.main", *args], capture_output=True, text=True,
+                          timeout=600, check=False)
+
+
+def test_detached_job_outlives_its_submitter_and_is_recorded_on_reattach(ws_path: Path, ray_head: str) -> None:  # noqa: F811
+    # submitted from a child process that exits right after
+    done = _embridge("backfill", "-w", str(ws_path), "--model", NEW, "--order", "planner", "--fraction", "0.3",
+                     "--engine", "ray", "--ray-address", ray_head, "--detach", "--chunk", "32", "--json")
+    assert done.returncode == 0, done.stderr
+    submitted = json.loads(done.stdout)
+    run_id = submitted["run_id"]
+    with Workspace.open(ws_path) as ws:
+        run = ws.run(run_id)
+        assert run["status"] == "running" and run["config"]["job_id"] == submitted["job_id"]
+        assert [j.run_id for j, _ in jobs.ray_jobs(ws, active_only=True)] == [run_id]
+        seen: list[tuple[int, int, dict]] = []
+        final = jobs.attach(ws, jobs.find_job(ws, run_id), lambda d, t, i: seen.append((d, t, i)))
+        assert final.state == "completed"
+        run = ws.run(run_id)
+        assert run["status"] == "completed"
+        ids, got = set_vectors(ws, run["metrics"]["vector_set"])
+        expected = planner_ids_by_hand(ws, 0.3)
+        assert np.array_equal(ids, expected)
+        np.testing.assert_allclose(got, local_vectors(ws, expected), atol=1e-6)
+        assert seen[-1][0] == seen[-1][1] == 299
+        assert any(isinstance(i.get("items_per_s"), float) for _, _, i in seen)  # a rate was streamed back
+        assert not Path(jobs.find_job(ws, run_id).stage).exists()  # its staging folder is gone
+        n_sets = len(ws.vector_sets(NEW))
+    # a second watcher (the CLI here) finds it recorded and records nothing twice
+    listed = _embridge("jobs", "list", "-w", str(ws_path), "--json")
+    assert json.loads(listed.stdout)["jobs"][0]["status"]["state"] == "completed"
+    status = _embridge("jobs", "status", "-w", str(ws_path), "--run", str(run_id))
+    assert status.returncode == 0 and "completed, 299/299 items" in status.stdout
+    with Workspace.open(ws_path) as ws:
+        assert len(ws.vector_sets(NEW)) == n_sets
+
+
+def actor_alive(address: str, namespace: str, name: str) -> bool:
+    probe = ("import ray,sys\nray.init(address=sys.argv[1], namespace=sys.argv[2], log_to_driver=False)\n"
+             "try:\n    ray.get_actor(sys.argv[3]); print('alive')\nexcept ValueError:\n    print('gone')\n")
+    out = subprocess.run([sys.executable, "-c", probe, address, namespace, name], capture_output=True, text=True,
+                         timeout=120, check=True)
+    return out.stdout.strip().endswith("alive")
+
+
+def test_cancel_stops_the_ray_job_and_records_it(ws_path: Path, ray_head: str) -> None:  # noqa: F811
+    with Workspace.open(ws_path) as ws:
+        # one item per chunk: the job runs for seconds, and is cancelled as soon as the cluster runs it
+        job = jobs.submit_backfill(ws, NEW, ws.gallery_ids(), address=ray_head, chunk=1)
+        assert jobs.status(ws, job).state == "running"
+        sets_before = len(ws.vector_sets(NEW))
+        final = jobs.cancel(ws, job)
+        assert final.state == "cancelled"
+        assert ws.run(job.run_id)["status"] == "cancelled"
+        assert len(ws.vector_sets(NEW)) == sets_before  # nothing of a cancelled job is recorded
+    end = time.monotonic() + 30
+    while actor_alive(job.address, job.namespace, job.job_id) and time.monotonic() < end:
+        time.sleep(1)
+    assert not actor_alive(job.address, job.namespace, job.job_id)  # the job is gone from the cluster
