@@ -111,8 +111,7 @@ def run_size(n: int, dim: int, sample: int, tmp: Path, timeout_s: float,
     floors = {
         "import the old gallery": ("read + write of old.npz", floor("read_write", str(old), str(tmp / "raw_old"))),
         "attach the new model's sample": ("read + write of new.npz", floor("read_write", str(new), str(tmp / "raw_new"))),
-        "train --method auto": ("raw ridge + Procrustes fits", floor("fits", str(old), str(new))),
-        "report (whole old gallery)": ("raw faiss exact search", floor("search", str(old), str(new), "100")),
+        **step_floors(floor, ws, old, new),
         "bundle export": ("write of the bundle's bytes", floor("bundle", str(bundle), str(tmp / "raw_bundle.zip"))),
     }
     rows: list[Row] = []
@@ -120,13 +119,33 @@ def run_size(n: int, dim: int, sample: int, tmp: Path, timeout_s: float,
         floor_name, raw = floors.get(name, ("", None))
         rows.append(Row(f"{name}, {size}", "s", out["seconds"], raw["seconds"] if raw else None, floor_name,
                         TIME if raw else None,
-                        details={"floor_peak_mib": raw["vm_hwm_bytes"] / MiB if raw else None}))
+                        details={"floor_peak_mib": raw["vm_hwm_bytes"] / MiB if raw else None,
+                                 **({"floor_parts": raw["parts"]} if raw and "parts" in raw else {})}))
         rows.append(Row(f"{name}, {size}, peak memory", "MiB", out["vm_hwm_bytes"] / MiB, None,
                         "", memory, details={"vector_mib": vector_bytes / MiB}))
+    rows += candidate_rows(floors["train --method auto"][1], size)
     for when, held in (("after attaching", held_after_attach), ("at the end", held_at_end)):
         rows.append(Row(f"workspace on disk {when}, {size}", "MiB", held / MiB, vector_bytes / MiB,
                         "vector bytes held", DISK))
     return rows, {"vector_bytes": vector_bytes, "steps": steps}
+
+
+def step_floors(floor: Any, ws: Path, old: Path, new: Path) -> dict[str, tuple[str, dict[str, Any]]]:
+    """The floors of ``auto`` and ``report`` (:mod:`bench.auto_floor`), measured on the runs just made."""
+    return {
+        "train --method auto": ("raw fits of every candidate + raw faiss evaluation",
+                                floor("auto", str(ws), str(old), str(new))),
+        "report (whole old gallery)": ("raw faiss, same index and queries",
+                                       floor("report", str(ws), str(old), str(new))),
+    }
+
+
+def candidate_rows(raw: dict[str, Any], size: str) -> list[Row]:
+    """One informational row per ``auto`` candidate: its recorded time, epochs and evaluations."""
+    return [Row(f"  auto candidate {c['kind']}, {size}", "s", float(c.get("duration_s") or 0.0), None, "", None,
+                c.get("reason") or "" if c.get("status") == "skipped" else "",
+                details={k: c.get(k) for k in ("status", "epochs", "evaluations", "val_metric")})
+            for c in raw.get("candidates") or []]
 
 
 def run(tiny: bool = False, device: str = "cpu", sizes: tuple[tuple[int, int], ...] | None = None,
