@@ -7,10 +7,12 @@ the old ones plus noise) in a second ``.npz``. The steps are the command line's,
 copied), ``import --format vectors --model old`` (the gallery), ``embed --model new`` (attach the
 sample), ``train --method auto`` (every default candidate), ``report`` (old/old and new->old over
 the whole old gallery), ``plan`` and ``bundle export``. Floors, measured in the same run on the same
-files: reading the ``.npz`` whole and writing its bytes (import, attach), raw closed-form fits on
-the sample's pairs (ridge solve and Procrustes SVD; ``auto`` also trains networks, so its ratio
-shows what the trainable candidates cost on top), raw faiss exact search of the sample against the
-gallery (report) and writing the bundle's bytes (export). Targets: time <= 1.3x the floor; peak
+files: reading the ``.npz`` whole and writing its bytes (import, attach); for ``auto`` the raw fit of
+every candidate it ran (one moments pass and the solves for the closed forms, a bare PyTorch loop of
+the same width, batches, loss and recorded epochs for each trainable one) plus raw faiss for its
+dev and held-out searches (:mod:`bench.auto_floor`; one row per candidate shows its recorded time);
+for the report raw faiss on the same index with the same queries (old/old and new->old); and writing
+the bundle's bytes (export). Targets: time <= 1.3x the floor; peak
 memory <= the vector bytes + 1 GiB; workspace size on disk <= 1.1x the vector bytes it holds.
 """
 
