@@ -104,6 +104,11 @@ def main(argv: list[str]) -> None:
         _step(argv[2:] if argv[1:2] == ["--"] else argv[1:])
         return
     kind, args = argv[1], argv[2:]
+    if kind in ("auto", "report"):  # floors of the auto and report steps, with their parts
+        from bench.auto_floor import auto_floor, report_floor
+
+        emit((auto_floor if kind == "auto" else report_floor)(Path(args[0]), Path(args[1]), Path(args[2])))
+        return
     if kind == "read_write":
         seconds = _read_write(Path(args[0]), Path(args[1]))
     elif kind == "fits":

@@ -24,6 +24,7 @@ def exact_topk(
     exclude: np.ndarray | None = None,
     block: int = 1024,
     gallery_chunk: int = 16_384,
+    normalize_gallery: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Indices and scores of the k best gallery rows per query, best first.
 
@@ -31,6 +32,8 @@ def exact_topk(
     gallery may be a memmap of any float dtype: it is read ``gallery_chunk`` rows at a time and
     a running top-k is kept, so memory stays at one block x chunk score tile. k = 1 (the pair
     and label top-1 of validation) takes a plain argmax, about the cost of the product itself.
+    ``normalize_gallery`` L2-normalises each chunk as it is read (cosine against a raw gallery
+    without a normalised copy of all of it).
     """
     q = np.asarray(queries, dtype=np.float32)
     shape = getattr(gallery, "shape", ())
@@ -46,6 +49,8 @@ def exact_topk(
     for g_start in range(0, n, gallery_chunk):
         g_stop = min(g_start + gallery_chunk, n)
         g = np.asarray(gallery[g_start:g_stop], dtype=np.float32)
+        if normalize_gallery:
+            g = l2_normalize(g)
         for start in range(0, n_q, block):
             stop = min(start + block, n_q)
             scores = q[start:stop] @ g.T

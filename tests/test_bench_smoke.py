@@ -81,7 +81,12 @@ def test_results_hold_real_measurements(tiny_run: Path) -> None:
     stalls = [r for r in desktop if "stall" in r["name"]]
     assert len(stalls) == 3 and all(r["measured"] is not None for r in stalls)
 
-    workflow = {r["name"]: r for r in _load(tiny_run, "workflow")["rows"]}
+    rows = _load(tiny_run, "workflow")["rows"]
+    candidates = [r for r in rows if r["name"].strip().startswith("auto candidate")]
+    assert candidates and all(r["details"]["status"] for r in candidates)  # auto's time, candidate by candidate
+    workflow = {r["name"]: r for r in rows if r not in candidates}
+    auto = next(r for name, r in workflow.items() if name.startswith("train --method auto") and r["unit"] == "s")
+    assert any(part.startswith("evaluation") for part in auto["details"]["floor_parts"])
     timed = [r for name, r in workflow.items() if r["unit"] == "s"]
     assert {name.split(",")[0] for name in workflow if workflow[name]["unit"] == "s"} == {
         "import the old gallery", "attach the new model's sample", "train --method auto",

@@ -47,9 +47,9 @@ def test_run_choice_reads_the_recorded_choice_candidates_and_validation_protocol
         "val_protocol": "60 dev queries (judged) against the whole old gallery (800 items)",
         "choice": {"what": "auto candidate", "index": 2, "decided": True, "reason": "lowrank won", "kind": "lowrank"},
         "candidates": [
-            {"kind": "procrustes", "status": "completed", "val_metric": 0.79},
+            {"kind": "procrustes", "status": "completed", "val_metric": 0.79, "duration_s": 0.42, "epochs": 0},
             {"kind": "bct", "status": "skipped", "reason": "needs labels", "val_metric": None},
-            {"kind": "lowrank", "status": "completed", "val_metric": 0.812},
+            {"kind": "lowrank", "status": "completed", "val_metric": 0.812, "duration_s": 12.04, "epochs": 3},
             {"kind": "fusion", "status": "no gain", "val_metric": 0.812, "base": "lowrank", "alpha": 0.0},
             {"kind": "cascade", "status": "skipped", "reason": "the new model embedded no documents",
              "val_metric": None}]}}
@@ -59,6 +59,7 @@ def test_run_choice_reads_the_recorded_choice_candidates_and_validation_protocol
                                         "bct skipped: needs labels, "
                                         "cascade skipped: the new model embedded no documents")
     assert choice.protocol.startswith("60 dev queries (judged)") and choice.decided
+    assert choice.times_text() == "procrustes 0.4 s, lowrank 12.0 s (3 epochs)"  # run order, skipped ones left out
     tie = run_choice({"method": "auto", "metrics": {"kind": "procrustes", "choice": {
         "decided": False, "kind": "procrustes", "reason": "no choice was made: every candidate scored top-1 1.000"}}})
     assert tie.method_text() == "auto → procrustes (tie: default kept)" and tie.reason.startswith("no choice")

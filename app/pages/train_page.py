@@ -78,6 +78,8 @@ def result_text(summary: dict[str, Any]) -> str:
         text += f". Validated on {choice.protocol}"
     if choice.is_auto and choice.candidates:
         text += f". Candidates ({choice.metric}): {choice.candidates_text()}"
+        if choice.times_text():
+            text += f". Time per candidate: {choice.times_text()}"
     reason = str(summary.get("reason") or "")
     if reason:
         text += f". {reason[0].upper()}{reason[1:]}"

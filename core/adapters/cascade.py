@@ -58,6 +58,7 @@ def cascade_rank(
     layer: Callable[[np.ndarray], np.ndarray] | None = None,
     exclude: np.ndarray | None = None,
     depth: int | None = None,
+    recall: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> CascadeRanking:
     """Rank the old index's top ``k`` per query by the new query (see the module doc).
 
@@ -66,9 +67,14 @@ def cascade_rank(
     only when some recalled item lacks one; ``exclude[i]`` is a gallery row query i may not recall
     (itself, when queries are gallery items), or -1. Vectors are compared by cosine. With ``depth``
     above ``k`` the ranking continues past the re-ranked head in the old index's order (tail
-    scores are the old model's), so metrics deeper than K can be measured.
+    scores are the old model's), so metrics deeper than K can be measured. ``recall`` is stage one
+    already done (:func:`old_recall` at a depth of at least ``max(k, depth)``), so several K can share
+    one search of the old gallery.
     """
-    recalled, old_scores = exact_topk(l2_normalize(old_queries), l2_normalize(old_gallery), max(k, depth or 0), exclude)
+    width = max(k, depth or 0)
+    if recall is None:
+        recall = old_recall(old_queries, old_gallery, width, exclude)
+    recalled, old_scores = recall[0][:, :width], recall[1][:, :width]
     tail_ids, tail_scores = recalled[:, k:], old_scores[:, k:]
     recalled = recalled[:, :k]
     nq = l2_normalize(new_queries)
@@ -80,17 +86,27 @@ def cascade_rank(
     scores = np.empty(recalled.shape, dtype=np.float32)
     has = slot >= 0
     if has.any():
-        ng = l2_normalize(new_gallery)
-        scores[has] = np.einsum("ij,ij->i", np.repeat(nq, has.sum(axis=1), axis=0), ng[slot[has]])
+        unique, back = np.unique(slot[has], return_inverse=True)
+        ng = l2_normalize(np.asarray(new_gallery[unique]))
+        scores[has] = np.einsum("ij,ij->i", np.repeat(nq, has.sum(axis=1), axis=0), ng[back.reshape(-1)])
     if (~has).any():
         if layer is None:
             raise ValueError("some recalled items have no new vector and no layer was given to score them")
         mapped = l2_normalize(layer(np.asarray(new_queries, dtype=np.float32)))
-        og = l2_normalize(old_gallery)
-        scores[~has] = np.einsum("ij,ij->i", np.repeat(mapped, (~has).sum(axis=1), axis=0), og[recalled[~has]])
+        rows = recalled[~has]
+        unique, back = np.unique(rows, return_inverse=True)  # only the recalled old rows, normalised
+        og = l2_normalize(np.asarray(old_gallery[unique]))
+        scores[~has] = np.einsum("ij,ij->i", np.repeat(mapped, (~has).sum(axis=1), axis=0), og[back.reshape(-1)])
     order = np.argsort(-scores, axis=1, kind="stable")
     ids = np.concatenate([np.take_along_axis(recalled, order, axis=1), tail_ids], axis=1)
     return CascadeRanking(ids, np.concatenate([np.take_along_axis(scores, order, axis=1), tail_scores], axis=1))
+
+
+def old_recall(old_queries: np.ndarray, old_gallery: np.ndarray, width: int,
+               exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Stage one: the old index's top ``width`` rows and cosine scores per query, best first (the
+    gallery, array or memmap, is normalised chunk by chunk as it is read, never copied whole)."""
+    return exact_topk(l2_normalize(old_queries), old_gallery, width, exclude, normalize_gallery=True)
 
 
 @dataclass

@@ -20,9 +20,10 @@ from core.evaluation.search import (
     SearchConfig,
     SearchInfo,
     build_index,
+    build_key,
     choose_method,
     search,
-    search_index,
+    search_built,
 )
 from core.evaluation.task import Protocol, RetrievalTask
 from core.progress import ProgressFn, StopFn
@@ -127,9 +128,8 @@ def score(task: RetrievalTask, queries: Any, gallery: Any, plan: ScoringPlan | N
         ranked, _, info = search(queries, gallery, plan.depth, exclude, plan.config,
                                  on_progress=on_progress, should_stop=should_stop)
     else:
-        ranked, _ = search_index(index, queries, plan.depth, exclude, plan.config.query_block,
-                                 should_stop=should_stop)
-        info = SearchInfo(index.method, dict(index.params), index.method == "exact", None)
+        ranked, _, info = search_built(index, queries, gallery, plan.depth, exclude, plan.config,
+                                       on_progress=on_progress, should_stop=should_stop)
     return score_ranking(task, ranked, plan, info)
 
 
@@ -158,6 +158,29 @@ def judged_metrics(hits: np.ndarray, grades: np.ndarray, ideal: np.ndarray, k: i
     return {f"ndcg@{k}": ndcg, f"mrr@{k}": mrr}
 
 
-def gallery_index(gallery: Any, plan: ScoringPlan) -> GalleryIndex:
+def gallery_index(gallery: Any, plan: ScoringPlan, cache: IndexCache | None = None) -> GalleryIndex:
     """An index of ``gallery`` to pass to :func:`score` when one gallery serves many query sets."""
-    return build_index(gallery, plan.config)
+    return cache.get(gallery, plan) if cache is not None else build_index(gallery, plan.config)
+
+
+class IndexCache:
+    """Built indexes by gallery matrix, so every task searching one gallery matrix (training's dev
+    queries after every epoch, the held-out old/old and new->old cells, a report's two whole-gallery
+    cells) builds its index once. Keyed on the matrix object itself (kept alive here) and on what
+    the build depends on (:func:`core.evaluation.search.build_key`); the local engine only."""
+
+    def __init__(self) -> None:
+        self._built: dict[tuple[Any, ...], tuple[Any, GalleryIndex]] = {}
+        self.builds = 0
+
+    def usable(self, plan: ScoringPlan) -> bool:
+        return plan.config.engine == "local"
+
+    def get(self, gallery: Any, plan: ScoringPlan) -> GalleryIndex:
+        key = (id(gallery), build_key(int(gallery.shape[0]), plan.config))
+        hit = self._built.get(key)
+        if hit is None or hit[0] is not gallery:
+            hit = (gallery, build_index(gallery, plan.config))
+            self._built[key] = hit
+            self.builds += 1
+        return hit[1]

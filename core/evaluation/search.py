@@ -303,6 +303,33 @@ def search(
 
         return engine_search(queries, gallery, k, exclude, config, should_stop=should_stop)
     gindex = build_index(gallery, config, on_progress=on_progress, should_stop=should_stop)
+    return search_built(gindex, queries, gallery, k, exclude, config, on_progress, should_stop)
+
+
+def build_key(n_gallery: int, config: SearchConfig) -> tuple[Any, ...]:
+    """What an index built for ``n_gallery`` rows under ``config`` depends on: two configs with the
+    same key build the same index (recall-measurement settings, for one, do not matter)."""
+    method = choose_method(n_gallery, config)
+    if method == "exact":
+        return (method,)
+    if method == "ivf":
+        return (method, config.nlist, config.nprobe, config.train_per_list, config.seed)
+    return (method, config.hnsw_m, config.ef_construction, config.ef_search)
+
+
+def search_built(
+    gindex: GalleryIndex,
+    queries: Any,
+    gallery: Any,
+    k: int,
+    exclude: Any = None,
+    config: SearchConfig | None = None,
+    on_progress: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
+) -> tuple[np.ndarray, np.ndarray, SearchInfo]:
+    """:func:`search` on an index already built for ``gallery`` (one build serving several query
+    sets), with the recall of an approximate index measured as :func:`search` measures it."""
+    config = config or SearchConfig()
     idx, scores = search_index(
         gindex, queries, k, exclude, config.query_block, on_progress=on_progress, should_stop=should_stop
     )

@@ -16,10 +16,10 @@ import numpy as np
 
 from core.adapters.apply import adapt_gallery, adapt_queries
 from core.adapters.base import Adapter
-from core.adapters.cascade import cascade_rank
+from core.adapters.cascade import cascade_rank, old_recall
 from core.evaluation.metrics import evaluate
 from core.evaluation.relevance import LABELS, OWN_ITEM, RelevanceRule
-from core.evaluation.scoring import EvalResult, ScoringPlan, gallery_index, score, selection_plan
+from core.evaluation.scoring import EvalResult, IndexCache, ScoringPlan, gallery_index, score, selection_plan
 from core.evaluation.search import GalleryIndex
 from core.evaluation.task import GallerySet, QuerySet, RetrievalTask
 from core.evaluation.tasks import dev_task
@@ -34,13 +34,16 @@ class Validator:
     """One validation task with its vectors; ``value(adapter)`` is the number candidates compete on."""
 
     def __init__(self, task: RetrievalTask, q_old: np.ndarray, q_new: np.ndarray, g_old: np.ndarray,
-                 g_side: np.ndarray | None = None, metric: str = SELECTION_METRIC) -> None:
-        self.task, self.metric = task, metric
+                 g_side: np.ndarray | None = None, metric: str = SELECTION_METRIC,
+                 indexes: IndexCache | None = None) -> None:
+        self.task, self.metric, self.indexes = task, metric, indexes
         self.q_old, self.q_new, self.g_old, self.g_side = q_old, q_new, g_old, g_side  # rows L2-normalised
         self.plan: ScoringPlan = selection_plan(task)
         self._index: GalleryIndex | None = None
         self.g_new: np.ndarray | None = None
         self.g_new_rows: np.ndarray | None = None
+        self._recall: tuple[np.ndarray, np.ndarray] | None = None  # the cascade's stage one, deepest K so far
+        self._recall_k = 0
 
     @property
     def protocol(self) -> str:
@@ -57,7 +60,7 @@ class Validator:
         if adapter.direction == "forward":
             return score(self.task, queries, l2_normalize(adapt_gallery(adapter, self.g_old, self.g_side)), self.plan)
         if self._index is None:
-            self._index = gallery_index(self.g_old, self.plan)
+            self._index = gallery_index(self.g_old, self.plan, self.indexes)
         return score(self.task, queries, self.g_old, self.plan, index=self._index)
 
     def value(self, adapter: Adapter) -> float:
@@ -66,7 +69,7 @@ class Validator:
     def old_old_value(self) -> float:
         """Today's system on the same task: old queries against the old gallery."""
         if self._index is None:
-            self._index = gallery_index(self.g_old, self.plan)
+            self._index = gallery_index(self.g_old, self.plan, self.indexes)
         return float(score(self.task, self.q_old, self.g_old, self.plan, index=self._index).metrics[self.metric])
 
     def with_new_gallery(self, g_new: np.ndarray, rows: np.ndarray) -> Validator:
@@ -88,8 +91,10 @@ class Validator:
 
     def cascade_value(self, base: Adapter, k: int) -> float:
         """The task's metric for a cascade: the old index recalls ``k``, the new model re-ranks them."""
+        if self._recall is None or self._recall_k < k:  # one stage-one search shared by every K up to k
+            self._recall, self._recall_k = old_recall(self.q_old, self.g_old, k, self.task.exclude), k
         ranking = cascade_rank(self.q_old, self.g_old, self.q_new, self.g_new, self.g_new_rows, k,
-                               lambda x: adapt_queries(base, x), exclude=self.task.exclude)
+                               lambda x: adapt_queries(base, x), exclude=self.task.exclude, recall=self._recall)
         rel, _ = self.task.rule.relevance(ranking.ids, self.task.queries.ids, self.task.gallery.ids, self.task.exclude)
         cell = evaluate(rel, topk=self.plan.topk, recall_ks=(1,), map_mode="none")
         return float(cell.summary()[self.metric])
@@ -118,12 +123,15 @@ def array_validator(old_val: np.ndarray, new_val: np.ndarray, labels_val: np.nda
     return validator.with_new_gallery(new_val, ids)  # every validation item has its new vector
 
 
-def workspace_validator(ws: Workspace, old: str, new: str, seed: int = 0, maker: MatrixMaker | None = None) -> Validator:
-    """The dev queries of :func:`core.evaluation.tasks.dev_task` with their vectors, ready to score layers."""
+def workspace_validator(ws: Workspace, old: str, new: str, seed: int = 0, maker: MatrixMaker | None = None,
+                        indexes: IndexCache | None = None) -> Validator:
+    """The dev queries of :func:`core.evaluation.tasks.dev_task` with their vectors, ready to score layers
+    (``maker`` and ``indexes`` shared with the held-out numbers let both use one gallery matrix and index)."""
     task = dev_task(ws, old, new, seed)
     maker = maker or MatrixMaker(ws)
     q = task.queries.ids
-    validator = Validator(task, maker.matrix(q, [old]), maker.matrix(q, [new]), maker.matrix(task.gallery.ids, [old]))
+    validator = Validator(task, maker.matrix(q, [old]), maker.matrix(q, [new]), maker.matrix(task.gallery.ids, [old]),
+                          indexes=indexes)
     with_new = np.flatnonzero(np.isin(task.gallery.ids, ws.ids_with_vectors(new)))
     if with_new.size:  # the documents the new model has embedded: what a cascade re-ranks with
         validator.with_new_gallery(maker.matrix(task.gallery.ids[with_new], [new]), with_new)

@@ -19,7 +19,7 @@ from core.adapters.base import Adapter
 from core.adapters.cascade import cascade_rank
 from core.evaluation.compat import NOT_BETTER, gain_note, gain_retained
 from core.evaluation.relevance import OWN_ITEM
-from core.evaluation.scoring import EvalResult, ScoringPlan, score, score_ranking, scoring_plan
+from core.evaluation.scoring import EvalResult, IndexCache, ScoringPlan, score, score_ranking, scoring_plan
 from core.evaluation.search import SearchConfig, SearchInfo
 from core.evaluation.tasks import UpgradeTasks, upgrade_tasks
 from core.evaluation.vectors import MatrixMaker
@@ -131,12 +131,17 @@ def cell_tasks(tasks: UpgradeTasks, adapter: Adapter, vecs: UpgradeVectors) -> l
 
 
 def score_upgrade(tasks: UpgradeTasks, adapter: Adapter, vecs: UpgradeVectors, search: SearchConfig | None = None,
-                  should_stop: StopFn | None = None) -> UpgradeResults:
-    """Score the main cells; every cell of one task uses that task's scoring plan."""
+                  should_stop: StopFn | None = None, indexes: IndexCache | None = None) -> UpgradeResults:
+    """Score the main cells; every cell of one task uses that task's scoring plan. Cells searching
+    the same gallery matrix (old/old and new->old search the one old gallery) share one index."""
     full = scoring_plan(tasks.full, search)
     plans = {id(tasks.full): full, id(tasks.sample): scoring_plan(tasks.sample, search, like=full)}
-    cells = {name: score(task, q, g, plans[id(task)], should_stop=should_stop)
-             for name, task, q, g in cell_tasks(tasks, adapter, vecs)}
+    indexes = indexes if indexes is not None else IndexCache()
+    cells = {}
+    for name, task, q, g in cell_tasks(tasks, adapter, vecs):
+        plan = plans[id(task)]
+        index = indexes.get(g, plan) if indexes.usable(plan) else None
+        cells[name] = score(task, q, g, plan, index=index, should_stop=should_stop)
     if adapter.kind == "cascade":
         cells[upgraded_cell(adapter)] = cascade_result(tasks.full, adapter, vecs, full)
     return UpgradeResults(tasks, cells, upgraded_cell(adapter), ceiling_cell(adapter), adapter.kind, plan=full)
@@ -144,8 +149,8 @@ def score_upgrade(tasks: UpgradeTasks, adapter: Adapter, vecs: UpgradeVectors, s
 
 def measure_upgrade(ws: Workspace, adapter: Adapter, old: str, new: str, *, heldout_gallery: bool = False,
                     seed: int = 0, search: SearchConfig | None = None, maker: MatrixMaker | None = None,
-                    should_stop: StopFn | None = None) -> UpgradeResults:
+                    should_stop: StopFn | None = None, indexes: IndexCache | None = None) -> UpgradeResults:
     """Held-out numbers of ``adapter`` on the workspace's test queries (see the module docstring)."""
     tasks = upgrade_tasks(ws, [old, new], heldout_gallery, seed)
     vecs = upgrade_vectors(maker or MatrixMaker(ws), tasks, adapter, old, new)
-    return score_upgrade(tasks, adapter, vecs, search, should_stop)
+    return score_upgrade(tasks, adapter, vecs, search, should_stop, indexes)

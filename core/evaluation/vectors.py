@@ -6,6 +6,7 @@ Training's held-out numbers and the report gather their matrices through the sam
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -28,12 +29,23 @@ class MatrixMaker:
     """
 
     def __init__(self, ws: Workspace, scratch: Path | None = None, budget_bytes: int = 512 << 20,
-                 chunk: int = 65_536, input_normalised: bool = True) -> None:
+                 chunk: int = 65_536, input_normalised: bool = True, share: bool = False) -> None:
         self.ws, self.scratch, self.budget, self.chunk = ws, scratch, budget_bytes, chunk
         self.input_normalised = input_normalised
         self._count = 0
+        self._shared: dict[tuple[object, ...], np.ndarray] | None = {} if share else None
 
     def matrix(self, ids: np.ndarray, models: Sequence[str], transform: Transform | None = None) -> np.ndarray:
+        """The rows of ``ids`` under ``models``; with ``share`` an untransformed matrix asked for again
+        (same ids, same model) is the same array, read once (and one index can serve it)."""
+        if self._shared is None or transform is not None:
+            return self._gather(ids, models, transform)
+        key = (tuple(models), int(ids.size), hashlib.sha1(np.ascontiguousarray(ids).tobytes()).hexdigest())
+        if key not in self._shared:
+            self._shared[key] = self._gather(ids, models, None)
+        return self._shared[key]
+
+    def _gather(self, ids: np.ndarray, models: Sequence[str], transform: Transform | None) -> np.ndarray:
         out: np.ndarray | None = None
         n = int(ids.size)
         for start in range(0, n, self.chunk):

@@ -66,8 +66,11 @@ def cost_order(kinds: list[str]) -> list[str]:
 
 
 def _row(r: FitResult, **extra: Any) -> dict[str, Any]:
+    """A candidate's record: its score, its time, and what the time went on (epochs trained, and
+    validation evaluations: one per closed-form setting, α or K tried, or per epoch plus the start)."""
     return {"kind": r.kind, "status": r.status, "reason": r.reason, "val_metric": r.best_val_metric,
-            "duration_s": r.duration_s, **extra}
+            "duration_s": r.duration_s, "epochs": sum(1 for m in r.metrics if float(m.get("epoch", 0.0)) > 0),
+            "evaluations": len(r.metrics), **extra}
 
 
 def fit_auto(

@@ -80,7 +80,8 @@ def choose_cascade(base: Adapter, data: PairData, k_grid: Sequence[int]) -> Brid
     """The re-rank depth K with the best validation score (ties: the smaller K, fewer re-ranks)."""
     validator = cascade_ready(data)
     ks = sorted({int(k) for k in k_grid if int(k) <= validator.gallery_size}) or [validator.gallery_size]
-    scores = [validator.cascade_value(base, k) for k in ks]
+    by_k = {k: validator.cascade_value(base, k) for k in reversed(ks)}  # deepest first: one old-index recall serves all
+    scores = [by_k[k] for k in ks]
     choice = choose([f"K {k}" for k in ks], scores, validator.protocol, default=0,
                     default_why="the smallest K, fewest re-ranks per query")
     k, score = ks[choice.index], scores[choice.index]

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from core.adapters.base import Adapter
+from core.adapters.closed_form import PairMoments, pair_moments
 from core.errors import InputError
 from core.train.judged_queries import JudgedQueries
 
@@ -74,6 +75,7 @@ class PairData:
     gallery_old: np.ndarray | None = None
     dev: JudgedQueries | None = None
     validator: Any = None
+    _moments: PairMoments | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.old_train = _matrix("old_train", self.old_train)
@@ -117,6 +119,16 @@ class PairData:
         if self.gallery_old is None:
             return self.old_train
         return np.concatenate([self.old_train, self.gallery_old])
+
+    def moments(self) -> PairMoments:
+        """Centred second moments of the training pairs, new -> old, with both Gram matrices.
+
+        Computed in one pass on first use and shared by every closed-form fit of the run
+        (Procrustes and its whitenings, every ridge λ, the closed-form starts of the trainable
+        layers), so ``auto`` reads the pairs once for all of them."""
+        if self._moments is None:
+            self._moments = pair_moments(self.new_train, self.old_train, with_gram=True, with_gram_out=True)
+        return self._moments
 
     def validation(self) -> Any:
         """The validator candidates are scored with (built on first use when none was given)."""

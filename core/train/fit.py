@@ -18,7 +18,13 @@ from torch import nn
 
 from core.adapters.apply import adapt_queries
 from core.adapters.base import Adapter
-from core.adapters.closed_form import LinearSolution, procrustes, procrustes_candidates, ridge_path
+from core.adapters.closed_form import (
+    LinearSolution,
+    candidates_from_moments,
+    procrustes_from_moments,
+    ridge_from_moments,
+    ridge_path,
+)
 from core.adapters.heads import BT2Adapter
 from core.adapters.linear import AffineAdapter, LowRankAdapter, ProcrustesAdapter
 from core.adapters.mlp import BCTAdapter, FCTAdapter, MLPAdapter
@@ -102,7 +108,7 @@ def _fit_procrustes(data: PairData, s: dict[str, Any], progress: ProgressFn) -> 
     (ties go to the plain rotation, listed first)."""
     result = FitResult("procrustes", None, best_epoch=0)
     shrinks = [float(v) for v in s["shrink_grid"]]
-    candidates = procrustes_candidates(data.new_train, data.old_train, s["whiten"], shrinks)
+    candidates = list(candidates_from_moments(data.moments(), s["whiten"], shrinks))
     adapters, scores = [], []
     for i, (shrink, sol) in enumerate(candidates):
         adapter = ProcrustesAdapter.from_solution(sol, shrink).eval()
@@ -124,7 +130,7 @@ def _fit_affine(data: PairData, s: dict[str, Any], progress: ProgressFn, stop: S
     grid = [float(r) for r in s["ridge_grid"]]
     result = FitResult("affine", None)
     adapters, scores, mses = [], [], []
-    for i, (rel, sol) in enumerate(ridge_path(data.new_train, data.old_train, grid)):
+    for i, (rel, sol) in enumerate(ridge_from_moments(data.moments(), grid)):
         if stop() and adapters:
             result.status, result.reason = "cancelled", f"cancelled by the user after {i} of {len(grid)} λ values"
             break
@@ -156,6 +162,11 @@ def _ridge(source: np.ndarray, target: np.ndarray) -> LinearSolution:
     return next(ridge_path(source, target, [INIT_RIDGE]))[1]
 
 
+def _ridge_new_old(data: PairData) -> LinearSolution:
+    """The new -> old ridge start, from the run's shared moments (no further pass over the pairs)."""
+    return next(ridge_from_moments(data.moments(), [INIT_RIDGE]))[1]
+
+
 def _labels_for(kind: str, data: PairData) -> tuple[np.ndarray, np.ndarray]:
     """(class ids, contiguous training labels with -1 for unknown); requires labels."""
     if not data.has_labels:
@@ -175,12 +186,12 @@ def build_for_training(kind: str, data: PairData, s: dict[str, Any]) -> tuple[Ad
     labels = np.full(len(old), -1, dtype=np.int64)
     if kind == "lowrank":
         adapter: Adapter = LowRankAdapter(data.new_dim, data.old_dim, s["rank"], s["diagonal"])
-        adapter.init_from_linear(_ridge(new, old))
+        adapter.init_from_linear(_ridge_new_old(data))
         return adapter, _backward_objective(data, s), labels
     if kind in ("mlp", "bct"):
         cls = MLPAdapter if kind == "mlp" else BCTAdapter
         adapter = cls(data.new_dim, data.old_dim, s["hidden"])
-        adapter.init_from_data(new, _ridge(new, old))
+        adapter.init_from_data(new, _ridge_new_old(data))
         if kind == "mlp":
             return adapter, _backward_objective(data, s), labels
         class_ids, labels = _labels_for(kind, data)
@@ -190,8 +201,8 @@ def build_for_training(kind: str, data: PairData, s: dict[str, Any]) -> tuple[Ad
     if kind == "bt2":
         class_ids, labels = _labels_for(kind, data)
         adapter = BT2Adapter(data.new_dim, data.new_dim + s["extra_dims"], data.old_dim, s["hidden"])
-        if not adapter.init_from_linear(_ridge(new, old), new):
-            adapter.init_from_procrustes(procrustes(new, old), new)
+        if not adapter.init_from_linear(_ridge_new_old(data), new):
+            adapter.init_from_procrustes(procrustes_from_moments(data.moments()), new)
         centre, protos = class_prototypes(old, labels, len(class_ids), data.old_classifier, class_ids)
         objective = BT2Objective(centre, protos, adapter.extra_dims, s["influence_weight"],
                                  s["align_weight"], s["logit_scale"], s["softmax_classes"], s["seed"])

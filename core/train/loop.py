@@ -1,7 +1,9 @@
 """The one training loop of the trainable kinds.
 
 AdamW with a cosine learning-rate schedule, autocast on CUDA only, validation after every epoch
-(and before the first, so the closed-form starting point is the state to beat), early stopping,
+(and before the first, so the closed-form starting point is the state to beat), early stopping
+(no gain for ``patience`` epochs, or the best state already at the metric's maximum, where no
+epoch could replace it, so stopping changes nothing but the time spent),
 ``should_stop()`` checked every batch. The adapter always ends in its best validated state, on the
 CPU, in eval mode. Outcomes are statuses, not exceptions: ``cancelled`` keeps the best state,
 ``failed`` (non-finite loss) keeps the best validated state and says why. Only running out of memory
@@ -23,6 +25,9 @@ from core.errors import TrainingError
 from core.progress import ProgressFn, StopFn
 
 Batch = dict[str, torch.Tensor]
+# every validation metric is a share of queries (top-1) or a mean of per-query values in [0, 1]:
+# once the best state reaches it no epoch can beat it (only a strictly better epoch is kept)
+METRIC_CEILING = 1.0
 
 
 @dataclass
@@ -80,7 +85,12 @@ def train_loop(
     out.metrics.append({"epoch": 0.0, "val_metric": out.best_val})
     last_val, done, since_best, dirty = out.best_val, 0, 0, False
     start_epoch = getattr(objective, "start_epoch", None)  # e.g. re-mining hard negatives
+    if out.best_val >= METRIC_CEILING:
+        out.reason = (f"no epoch trained: the starting point already scores {out.best_val:.3f} on validation, "
+                      "the metric's maximum, which no epoch can beat")
     for epoch in range(1, int(settings["epochs"]) + 1):
+        if out.best_val >= METRIC_CEILING:
+            break
         if start_epoch is not None:
             start_epoch(adapter, epoch, data)
         order = torch.randperm(n, generator=gen).to(device)
@@ -112,6 +122,10 @@ def train_loop(
                             "val_metric": last_val, "lr": float(opt.param_groups[0]["lr"])})
         if last_val > out.best_val:
             out.best_val, out.best_epoch, best_state, since_best = last_val, epoch, _snapshot(adapter), 0
+            if out.best_val >= METRIC_CEILING:
+                out.reason = (f"stopped at epoch {epoch}: validation reached {out.best_val:.3f}, the metric's "
+                              "maximum, which no later epoch can beat")
+                break
         else:
             since_best += 1
             if since_best >= int(settings["patience"]):

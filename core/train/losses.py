@@ -45,21 +45,27 @@ def retrieval_loss(
     positive_ids: torch.Tensor,
     negatives: list[tuple[torch.Tensor, torch.Tensor]],
     temperature: float,
+    unit_gallery: bool = False,
 ) -> torch.Tensor:
     """InfoNCE where query i must retrieve gallery row ``positive_ids[i]`` (vector ``positives[i]``).
 
     Candidates are the batch's positives (in-batch negatives) plus each ``(vectors, ids)`` of
     ``negatives``: (m x d, m) shared by the batch (a sample of the gallery bank) or (B x h x d,
     B x h) per query (mined hard negatives). A candidate that is the query's own positive row
-    again is masked, so it never counts as a negative. Vectors are compared by cosine.
+    again is masked, so it never counts as a negative. Vectors are compared by cosine;
+    ``unit_gallery`` says the positives and negatives already have unit rows (a normalised bank), so
+    only the queries are normalised each step.
     """
+    def unit(x: torch.Tensor) -> torch.Tensor:
+        return x.float() if unit_gallery else l2_normalize_torch(x.float(), dim=-1)
+
     q = l2_normalize_torch(queries.float(), dim=-1)
-    pos = l2_normalize_torch(positives.float(), dim=-1)
+    pos = unit(positives)
     same = positive_ids[None, :] == positive_ids[:, None]
     same.fill_diagonal_(False)
     parts = [(q @ pos.t()).masked_fill(same, float("-inf"))]
     for vectors, ids in negatives:
-        neg = l2_normalize_torch(vectors.float(), dim=-1)
+        neg = unit(vectors)
         if neg.dim() == 2:
             scores, clash = q @ neg.t(), ids[None, :] == positive_ids[:, None]
         else:

@@ -256,4 +256,5 @@ class RetrievalObjective(nn.Module):
         if self.hard is not None:
             hard = self.hard[batch["row"]]
             negatives.append((self.bank[hard], hard))
-        return retrieval_loss(adapter(batch["new"]), self.bank[pos], pos, negatives, self.temperature)
+        return retrieval_loss(adapter(batch["new"]), self.bank[pos], pos, negatives, self.temperature,
+                              unit_gallery=True)  # the bank was normalised once, at construction

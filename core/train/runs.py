@@ -19,6 +19,7 @@ import numpy as np
 
 from core.adapters import save_adapter
 from core.errors import InputError, TrainingError
+from core.evaluation.scoring import IndexCache
 from core.evaluation.selection import workspace_validator
 from core.evaluation.upgrade import measure_upgrade
 from core.evaluation.vectors import MatrixMaker
@@ -90,7 +91,9 @@ def train_run(ws: Workspace, method: str, old: str | None = None, new: str | Non
     classifier, classifier_note = (None, "")
     if method in ("bct", "bt2", "oca", "auto"):
         classifier, classifier_note = old_classifier_for(ws, old, split)
-    validator = workspace_validator(ws, old, new, seed)
+    # one gathering of the old gallery and one index of it serve validation and the held-out numbers
+    maker, indexes = MatrixMaker(ws, share=True), IndexCache()
+    validator = workspace_validator(ws, old, new, seed, maker, indexes)
     judged = judged_query_pairs(ws, old, new, split.ids["train"])
     extra: dict[str, Any] = {}
     if judged is not None:  # train queries retrieving their relevant documents (the retrieval objective)
@@ -109,7 +112,7 @@ def train_run(ws: Workspace, method: str, old: str | None = None, new: str | Non
         record["epochs"], record["device"] = result.metrics, result.device
         if result.adapter is None or result.status == "failed":
             raise TrainingError(f"training {method} failed: {result.reason or 'no usable adapter'}")
-        heldout = heldout_numbers(ws, result.adapter, old, new, seed)
+        heldout = heldout_numbers(ws, result.adapter, old, new, seed, maker, indexes)
         adapter_row = _store_adapter(ws, record["run_id"], result, old, new)
         summary = {"run_id": record["run_id"], "method": method, "kind": result.adapter.kind,
                    "status": result.status, "reason": result.reason, "old": old, "new": new,
@@ -127,9 +130,10 @@ def train_run(ws: Workspace, method: str, old: str | None = None, new: str | Non
     return summary
 
 
-def heldout_numbers(ws: Workspace, adapter: Any, old: str, new: str, seed: int = 0) -> dict[str, Any]:
+def heldout_numbers(ws: Workspace, adapter: Any, old: str, new: str, seed: int = 0,
+                    maker: MatrixMaker | None = None, indexes: IndexCache | None = None) -> dict[str, Any]:
     """The test queries' numbers, measured as the report measures them (same tasks, vectors, search)."""
-    results = measure_upgrade(ws, adapter, old, new, seed=seed, maker=MatrixMaker(ws))
+    results = measure_upgrade(ws, adapter, old, new, seed=seed, maker=maker or MatrixMaker(ws), indexes=indexes)
     out = results.headline()
     out["heldout_protocol"] = results.cells[results.upgraded].protocol.describe()
     if adapter.direction == "forward":
