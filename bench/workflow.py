@@ -29,7 +29,7 @@ import numpy as np
 from bench.common import Row, Target, area_result, run_child
 from bench.data import clustered_rows
 
-SIZES = ((100_000, 384), (100_000, 768))  # 1M x 384 with `python -m bench.workflow --rows 1000000`
+SIZES = ((1_000_000, 384), (100_000, 768))  # one size: `python -m bench.workflow --rows N --dim D`
 SAMPLE = 20_000
 TINY_SIZES = ((2_000, 32),)
 TINY_SAMPLE = 400
@@ -67,6 +67,18 @@ def _child(args: list[str], timeout_s: float) -> dict[str, Any]:
     return out
 
 
+def _vector_file(db: Path, model: str) -> str:
+    """The workspace-relative file of ``model``'s (first) vector set."""
+    import sqlite3
+
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return str(conn.execute("select v.file from vector_sets v join models m on m.id = v.model_id "
+                                "where m.name = ? order by v.id", [model]).fetchone()[0])
+    finally:
+        conn.close()
+
+
 def _setup(ws: Path, old: Path, new: Path) -> None:
     """``embridge init`` and ``model add`` of both files (they reference the files: nothing to time)."""
     import contextlib
@@ -101,19 +113,24 @@ def run_size(n: int, dim: int, sample: int, tmp: Path, timeout_s: float,
     _setup(ws, old, new)
     steps["import the old gallery"] = step("import", "--format", "vectors", "--path", str(old), "--model", "old",
                                            "--split", "gallery")
-    steps["attach the new model's sample"] = step("embed", "--model", "new", "--split", "gallery")
+    steps["attach the new model's sample"] = step("import", "--format", "vectors", "--path", str(new), "--model",
+                                                  "new")
     held_after_attach = disk_bytes(ws)
     steps["train --method auto"] = step("train", "--method", "auto", "--device", "cpu", *train_extra)
     steps["report (whole old gallery)"] = step("report", "--bootstrap", "200")
     steps["plan"] = step("plan", "--device", "cpu")
     steps["bundle export"] = step("bundle", "export", "--out", str(bundle))
     held_at_end = disk_bytes(ws)
+    gallery_file = ws / _vector_file(ws / "embridge.db", "old")
     floors = {
-        "import the old gallery": ("read + write of old.npz", floor("read_write", str(old), str(tmp / "raw_old"))),
-        "attach the new model's sample": ("read + write of new.npz", floor("read_write", str(new), str(tmp / "raw_new"))),
+        "import the old gallery": ("read, sha256 and synced write of old.npz + its keys inserted into SQLite",
+                                   floor("import", str(old), str(tmp / "raw_old"), str(tmp / "floor.db"))),
+        "attach the new model's sample": ("read, sha256 and synced write of new.npz + its keys looked up",
+                                          floor("attach", str(new), str(tmp / "raw_new"), str(ws / "embridge.db"))),
         "train --method auto": ("raw ridge + Procrustes fits", floor("fits", str(old), str(new))),
         "report (whole old gallery)": ("raw faiss exact search", floor("search", str(old), str(new), "100")),
-        "bundle export": ("write of the bundle's bytes", floor("bundle", str(bundle), str(tmp / "raw_bundle.zip"))),
+        "bundle export": ("the bundle's adapter over the gallery + synced write and sha256 of its bytes",
+                          floor("bundle", str(bundle), str(gallery_file), str(tmp / "raw_bundle.zip"))),
     }
     rows: list[Row] = []
     for name, out in steps.items():
@@ -130,7 +147,7 @@ def run_size(n: int, dim: int, sample: int, tmp: Path, timeout_s: float,
 
 
 def run(tiny: bool = False, device: str = "cpu", sizes: tuple[tuple[int, int], ...] | None = None,
-        sample: int | None = None, work_dir: str | None = None) -> dict[str, Any]:
+        sample: int | None = None, work_dir: str | None = None, train_extra: tuple[str, ...] = ()) -> dict[str, Any]:
     started = time.time()
     sizes = sizes or (TINY_SIZES if tiny else SIZES)
     sample = sample or (TINY_SAMPLE if tiny else SAMPLE)
@@ -139,13 +156,14 @@ def run(tiny: bool = False, device: str = "cpu", sizes: tuple[tuple[int, int], .
     for n, dim in sizes:
         tmp = Path(tempfile.mkdtemp(prefix="embridge-workflow-", dir=work_dir))
         try:
-            size_rows, details[f"{n}x{dim}"] = run_size(n, dim, sample, tmp, 300 if tiny else 3600,
-                                                        TINY_TRAIN if tiny else ())
+            size_rows, details[f"{n}x{dim}"] = run_size(n, dim, sample, tmp, 300 if tiny else 7200,
+                                                        TINY_TRAIN if tiny else train_extra)
             rows += size_rows
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+    budget = f"; train arguments {' '.join(train_extra)}" if train_extra and not tiny else ""
     notes = [f"sizes run: {', '.join(f'{n:,} x {d}' for n, d in sizes)}, new-model sample {sample:,}; "
-             "training on CPU (no GPU in this run)"]
+             f"training on CPU (no GPU in this run){budget}"]
     return area_result("workflow", rows, {"sizes": sizes, "sample": sample, "details": details}, notes,
                        started, device)
 
@@ -161,8 +179,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--dim", type=int, default=384)
     p.add_argument("--sample", type=int, default=SAMPLE)
     p.add_argument("--work-dir", default=None)
+    p.add_argument("--train-arg", action="append", default=[], metavar="ARG",
+                   help="passed on to `train --method auto` (repeat: --train-arg=--time-budget --train-arg=600)")
     args = p.parse_args(argv)
-    result = run(sizes=((args.rows, args.dim),), sample=args.sample, work_dir=args.work_dir)
+    result = run(sizes=((args.rows, args.dim),), sample=args.sample, work_dir=args.work_dir,
+                 train_extra=tuple(args.train_arg))
     path = RESULTS_DIR / "workflow.json"
     if path.exists():  # keep the other sizes' rows
         old = json.loads(path.read_text())

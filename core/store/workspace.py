@@ -37,7 +37,7 @@ from core.paths import DB_NAME, check_name, child, is_real_dir, owned_temps, rem
 from core.store.files import atomic_copy, atomic_copy_tree
 from core.store.judgments import JudgmentsMixin
 from core.store.records import RecordsMixin
-from core.store.rows import decode, encode, item_row, now_iso
+from core.store.rows import ITEM_COLUMNS, decode, encode, item_values, now_iso
 from core.store.schema import DOC_NAMESPACE, NAMESPACES, QUERY_NAMESPACE, check_tables, migrate
 from core.store.vectors import (
     SUPPORTED_DTYPES,
@@ -211,23 +211,50 @@ class Workspace(RecordsMixin, JudgmentsMixin):
         if any(not k for k in keys):
             raise ImportDataError(source, f"item {keys.index('') + 1} has an empty key")
         spaces = [item_namespace(r.get("split")) for r in records]
-        seen: set[tuple[str, str]] = set()
-        dupes = [k for k, ns in zip(keys, spaces, strict=True) if (ns, k) in seen or seen.add((ns, k))]
-        if dupes:
+        by_space: dict[str, list[str]] = {}
+        for k, ns in zip(keys, spaces, strict=True):
+            by_space.setdefault(ns, []).append(k)
+        if any(len(set(ks)) != len(ks) for ks in by_space.values()):
+            seen: set[tuple[str, str]] = set()
+            dupes = [k for k, ns in zip(keys, spaces, strict=True) if (ns, k) in seen or seen.add((ns, k))]
             raise ImportDataError(source, f"duplicate keys in the input: {', '.join(sorted(set(dupes))[:5])}")
         created = now_iso()
-        rows = [{**item_row(k, r, created, source), "namespace": ns}
-                for k, r, ns in zip(keys, records, spaces, strict=True)]
-        by_space = {ns: [k for k, s in zip(keys, spaces, strict=True) if s == ns] for ns in set(spaces)}
+        rows = [item_values(k, r, created, source, ns) for k, r, ns in zip(keys, records, spaces, strict=True)]
         with self.transaction():  # checked inside, so a concurrent import cannot slip in between
-            existing = sorted(set().union(*(self.existing_keys(ks, ns) for ns, ks in by_space.items())))
-            if existing:
-                raise ImportDataError(source, f"{len(existing)} keys already exist in the workspace, "
-                                      f"e.g. {', '.join(existing[:5])}")
-            self.db["items"].insert_all(rows, batch_size=1000)
+            before = self.db.execute("select coalesce(max(id), 0) from items").fetchone()[0]
+            self._insert_items(rows, by_space, source)
+            added = self.db.execute("select id, key, namespace from items where id > ? order by id", [before]).fetchall()
+            if len(added) == len(keys) and [r[1] for r in added] == keys and [r[2] for r in added] == spaces:
+                return [r[0] for r in added]  # ids in insertion order: the usual case, one range read
             found = {ns: dict(zip(ks, self.ids_for_keys(ks, ns).tolist(), strict=True))
                      for ns, ks in by_space.items()}
             return [found[ns][k] for k, ns in zip(keys, spaces, strict=True)]
+
+    def _insert_items(self, rows: list[tuple[Any, ...]], by_space: dict[str, list[str]], source: str) -> None:
+        """Insert rows (``ITEM_COLUMNS`` tuples) in one statement; existing keys are an ImportDataError.
+
+        The unique (key, namespace) index refuses an existing key; only then are the keys looked up,
+        under a savepoint rolled back first, to name a few of them.
+        """
+        conn = self.db.conn
+        sql = f"insert into items ({', '.join(ITEM_COLUMNS)}) values ({', '.join('?' * len(ITEM_COLUMNS))})"
+        cache = conn.execute("pragma cache_size").fetchone()[0]
+        conn.execute("savepoint add_items")
+        try:
+            if len(rows) > 100_000:  # the key index of a large import is built in memory, not page by page
+                conn.execute("pragma cache_size = -262144")
+            conn.executemany(sql, rows)
+        except sqlite3.IntegrityError:
+            conn.execute("rollback to add_items")
+            conn.execute("release add_items")
+            existing = sorted(set().union(*(self.existing_keys(ks, ns) for ns, ks in by_space.items())))
+            if existing:
+                raise ImportDataError(source, f"{len(existing)} keys already exist in the workspace, "
+                                      f"e.g. {', '.join(existing[:5])}") from None
+            raise
+        finally:
+            conn.execute(f"pragma cache_size = {int(cache)}")
+        conn.execute("release add_items")
 
     def existing_keys(self, keys: Sequence[str], namespace: str | None = None) -> set[str]:
         """Those of ``keys`` that name an item (in ``namespace``, or in either when None)."""
@@ -287,7 +314,22 @@ class Workspace(RecordsMixin, JudgmentsMixin):
     def check_item_ids(self, item_ids: Sequence[int] | np.ndarray) -> None:
         """Raise StoreError naming a few ids that are not items of this workspace."""
         ids = np.asarray(item_ids, dtype=np.int64).ravel()
-        unknown = ids[~np.isin(ids, self.item_ids())]
+        if not (ids[1:] > ids[:-1]).all():  # ascending ids (the usual case) are sorted and unique already
+            ids = np.unique(ids)
+        if not len(ids):
+            return
+        lo, hi = int(ids[0]), int(ids[-1])
+        in_range = self.db.execute("select count(*) from items where id between ? and ?", [lo, hi]).fetchone()[0]
+        if in_range == hi - lo + 1 == len(ids):
+            return  # a whole range of ids, every one an item: one indexed count, no list read
+        if len(ids) * 20 < in_range:  # a few among many: look them up
+            known = np.array([r[0] for start in range(0, len(ids), 500) for r in self.db.execute(
+                f"select id from items where id in ({','.join('?' * len(ids[start:start + 500]))})",
+                ids[start:start + 500].tolist())], dtype=np.int64)
+        else:
+            known = np.array([r[0] for r in self.db.execute("select id from items where id between ? and ?",
+                                                            [lo, hi])], dtype=np.int64)
+        unknown = ids[~np.isin(ids, known)]
         if len(unknown):
             raise StoreError(f"{self.root}: unknown item ids, e.g. {unknown[:5].tolist()}")
 
@@ -467,9 +509,20 @@ class Workspace(RecordsMixin, JudgmentsMixin):
             sql, args = sql + " where m.name = ?", [model]
         return [self.vector_set(r[0]) for r in self.db.execute(sql + " order by v.id", args).fetchall()]
 
+    def vector_set_ids(self, set_id: int, verify: bool = True) -> np.ndarray:
+        """Item ids of one vector set, its id list's checksum verified (the matrix is not read)."""
+        return self._set_ids(self.vector_set(set_id), verify)
+
     def open_vector_set(self, set_id: int, verify: bool = True) -> tuple[np.ndarray, np.memmap]:
         """Item ids and a read-only memmap of one vector set, checksums verified."""
         info = self.vector_set(set_id)
+        ids = self._set_ids(info, verify)
+        matrix = open_matrix(self.root / info["file"], info["sha256"] if verify else None,
+                             info["count"], info["dim"])
+        return ids, matrix
+
+    def _set_ids(self, info: dict[str, Any], verify: bool) -> np.ndarray:
+        set_id = info["id"]
         ids_path = self.root / info["ids_file"]
         if not ids_path.is_file():
             raise IntegrityError(f"{ids_path}: id list of vector set {set_id} is missing from the workspace")
@@ -481,16 +534,14 @@ class Workspace(RecordsMixin, JudgmentsMixin):
             raise IntegrityError(f"{ids_path}: unreadable id list ({exc})") from exc
         if ids.shape != (info["count"],):
             raise IntegrityError(f"{ids_path}: id list has shape {ids.shape}, expected ({info['count']},)")
-        matrix = open_matrix(self.root / info["file"], info["sha256"] if verify else None,
-                             info["count"], info["dim"])
-        return ids, matrix
+        return ids
 
     def ids_with_vectors(self, model: str) -> np.ndarray:
         """Sorted ids of items that have vectors under ``model`` (any of its sets)."""
         sets = self.vector_sets(model)
         if not sets:
             return np.zeros(0, dtype=np.int64)
-        return np.unique(np.concatenate([self.open_vector_set(s["id"])[0] for s in sets]))
+        return np.unique(np.concatenate([self.vector_set_ids(s["id"]) for s in sets]))
 
     def vectors_for(self, model: str, item_ids: Sequence[int], dtype: type = np.float32) -> np.ndarray:
         """Gather ``model``'s vectors for ``item_ids`` in that order (later sets win)."""
