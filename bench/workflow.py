@@ -1,19 +1,28 @@
 """The whole workflow a user runs, end to end, on vectors-only models: every step beside its floor.
 
-Synthetic old-model gallery vectors (N unit rows around 2,000 centres) in an uncompressed ``.npz``,
-and a new model's vectors of a seeded sample of that gallery (20,000 items by default; a rotation of
-the old ones plus noise) in a second ``.npz``. The steps are the command line's, each in a fresh process
-(its peak resident memory is that process's ``VmHWM``): ``model add`` (both files, referenced, not
-copied), ``import --format vectors --model old`` (the gallery), ``embed --model new`` (attach the
-sample), ``train --method auto`` (every default candidate), ``report`` (old/old and new->old over
-the whole old gallery), ``plan`` and ``bundle export``. Floors, measured in the same run on the same
-files: reading the ``.npz`` whole and writing its bytes (import, attach); for ``auto`` the raw fit of
-every candidate it ran (one moments pass and the solves for the closed forms, a bare PyTorch loop of
-the same width, batches, loss and recorded epochs for each trainable one) plus raw faiss for its
-dev and held-out searches (:mod:`bench.auto_floor`; one row per candidate shows its recorded time);
-for the report raw faiss on the same index with the same queries (old/old and new->old); and writing
-the bundle's bytes (export). Targets: time <= 1.3x the floor; peak
-memory <= the vector bytes + 1 GiB; workspace size on disk <= 1.1x the vector bytes it holds.
+Synthetic old-model gallery vectors (N unit rows around 2,000 centres) in an uncompressed ``.npz``
+with keys ``d<i>``, and a new model's vectors of a seeded sample of that gallery (20,000 items; a
+rotation of the old ones plus noise) in a second ``.npz``. The steps are the command line's, each in
+a fresh process (its peak resident memory is that process's ``VmHWM``; the one-off imports of torch,
+faiss and the command modules are done before the clock starts): ``model add`` of both files
+(referenced, not copied; not timed), ``import --format vectors --model old`` (the gallery becomes
+new items and the old model's vector set), ``import --format vectors --model new`` (attach the
+sample to those items), ``train --method auto`` (every default candidate: closed forms, lowrank,
+mlp, fusion, cascade), ``report`` (old/old and new->old over the whole old gallery), ``plan`` and
+``bundle export``. Floors, measured in the same run on the same files: import: reading the
+``.npz`` whole, its bytes sha256ed and written to a file synced to disk, and its keys inserted
+into a fresh SQLite table with the workspace's columns and indexes (one transaction, WAL); attach:
+the same read, hash and synced write of the sample's file, and its keys looked up in the
+workspace's item table through the key index; ``auto``: the raw fit of every candidate it ran (one moments pass and the solves for the
+closed forms, a bare PyTorch loop of the same width, batches, loss and recorded epochs for each
+trainable one) plus raw faiss for its dev and held-out searches (:mod:`bench.auto_floor`; one row
+per candidate shows its recorded time); report: raw faiss on the same index with the same queries
+(old/old and new->old); export: the bundle's own TorchScript adapter run over the stored gallery (when the
+bundle carries a transformed gallery) and the bundle's bytes sha256ed and written to a synced
+stored zip. ``plan`` has no raw counterpart: it reads the report and times each layer for a fixed
+0.1 s on 4,096 random vectors, work that does not grow with N, so only its time and memory are
+shown. Targets: time <= 1.3x the floor; peak memory <= the vector bytes + 1 GiB; workspace size on
+disk <= 1.1x the vector bytes it holds.
 """
 
 from __future__ import annotations
@@ -31,7 +40,7 @@ import numpy as np
 from bench.common import Row, Target, area_result, run_child
 from bench.data import clustered_rows
 
-SIZES = ((100_000, 384), (100_000, 768))  # 1M x 384 with `python -m bench.workflow --rows 1000000`
+SIZES = ((1_000_000, 384), (100_000, 768))  # one size: `python -m bench.workflow --rows N --dim D`
 SAMPLE = 20_000
 TINY_SIZES = ((2_000, 32),)
 TINY_SAMPLE = 400
@@ -39,6 +48,8 @@ TINY_TRAIN = ("--time-budget", "2")  # a smoke test: the cheapest candidates onl
 TIME = Target("ratio_max", 1.3, "<= 1.3x the floor")
 DISK = Target("ratio_max", 1.1, "<= 1.1x the vector bytes held")
 MiB = 2**20
+IMPORT_FLOOR = "read, sha256 and synced write of old.npz + its keys inserted into SQLite"
+ATTACH_FLOOR = "read, sha256 and synced write of new.npz + its keys looked up"
 
 
 def write_inputs(folder: Path, n: int, dim: int, sample: int, seed: int = 0) -> tuple[Path, Path]:
@@ -69,6 +80,18 @@ def _child(args: list[str], timeout_s: float) -> dict[str, Any]:
     return out
 
 
+def _vector_file(db: Path, model: str) -> str:
+    """The workspace-relative file of ``model``'s (first) vector set."""
+    import sqlite3
+
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return str(conn.execute("select v.file from vector_sets v join models m on m.id = v.model_id "
+                                "where m.name = ? order by v.id", [model]).fetchone()[0])
+    finally:
+        conn.close()
+
+
 def _setup(ws: Path, old: Path, new: Path) -> None:
     """``embridge init`` and ``model add`` of both files (they reference the files: nothing to time)."""
     import contextlib
@@ -84,8 +107,12 @@ def _setup(ws: Path, old: Path, new: Path) -> None:
 
 
 def run_size(n: int, dim: int, sample: int, tmp: Path, timeout_s: float,
-             train_extra: tuple[str, ...] = ()) -> tuple[list[Row], dict[str, Any]]:
-    """Every step of the workflow at one size, with its floors; (rows, per-step details)."""
+             train_extra: tuple[str, ...] = (), io_only: bool = False) -> tuple[list[Row], dict[str, Any]]:
+    """Every step of the workflow at one size, with its floors; (rows, per-step details).
+
+    ``io_only``: the import and attach steps alone (with their floors), for a quick measurement of
+    the storage path where training a million-row gallery would take too long.
+    """
     old, new = write_inputs(tmp, n, dim, sample)
     ws, bundle = tmp / "ws", tmp / "upgrade.zip"
     vector_bytes = (n + min(sample, n)) * dim * 4
@@ -94,27 +121,39 @@ def run_size(n: int, dim: int, sample: int, tmp: Path, timeout_s: float,
     size = f"{n:,} x {dim}"
 
     def step(*argv: str) -> dict[str, Any]:
-        return _child(["step", "--", *argv, "--workspace", str(ws)], timeout_s)
+        out = _child(["step", "--", *argv, "--workspace", str(ws)], timeout_s)
+        print(json.dumps({"size": size, "step": argv[:2], **out}), file=sys.stderr, flush=True)
+        return out
 
     def floor(*argv: str) -> dict[str, Any]:
-        return _child(["floor", *argv], timeout_s)
+        out = _child(["floor", *argv], timeout_s)
+        print(json.dumps({"size": size, "floor": argv[0], **out}), file=sys.stderr, flush=True)
+        return out
 
     steps: dict[str, dict[str, Any]] = {}
     _setup(ws, old, new)
     steps["import the old gallery"] = step("import", "--format", "vectors", "--path", str(old), "--model", "old",
                                            "--split", "gallery")
-    steps["attach the new model's sample"] = step("embed", "--model", "new", "--split", "gallery")
+    steps["attach the new model's sample"] = step("import", "--format", "vectors", "--path", str(new), "--model",
+                                                  "new")
     held_after_attach = disk_bytes(ws)
+    if io_only:
+        return _io_rows(steps, size, memory, vector_bytes, held_after_attach, {
+            "import the old gallery": floor("import", str(old), str(tmp / "raw_old"), str(tmp / "floor.db")),
+            "attach the new model's sample": floor("attach", str(new), str(tmp / "raw_new"),
+                                                   str(ws / "embridge.db"))})
     steps["train --method auto"] = step("train", "--method", "auto", "--device", "cpu", *train_extra)
     steps["report (whole old gallery)"] = step("report", "--bootstrap", "200")
     steps["plan"] = step("plan", "--device", "cpu")
     steps["bundle export"] = step("bundle", "export", "--out", str(bundle))
     held_at_end = disk_bytes(ws)
+    gallery_file = ws / _vector_file(ws / "embridge.db", "old")
     floors = {
-        "import the old gallery": ("read + write of old.npz", floor("read_write", str(old), str(tmp / "raw_old"))),
-        "attach the new model's sample": ("read + write of new.npz", floor("read_write", str(new), str(tmp / "raw_new"))),
+        "import the old gallery": (IMPORT_FLOOR, floor("import", str(old), str(tmp / "raw_old"), str(tmp / "floor.db"))),
+        "attach the new model's sample": (ATTACH_FLOOR, floor("attach", str(new), str(tmp / "raw_new"), str(ws / "embridge.db"))),
         **step_floors(floor, ws, old, new),
-        "bundle export": ("write of the bundle's bytes", floor("bundle", str(bundle), str(tmp / "raw_bundle.zip"))),
+        "bundle export": ("the bundle's adapter over the gallery + synced write and sha256 of its bytes",
+                          floor("bundle", str(bundle), str(gallery_file), str(tmp / "raw_bundle.zip"))),
     }
     rows: list[Row] = []
     for name, out in steps.items():
@@ -150,8 +189,24 @@ def candidate_rows(raw: dict[str, Any], size: str) -> list[Row]:
             for c in raw.get("candidates") or []]
 
 
+def _io_rows(steps: dict[str, dict[str, Any]], size: str, memory: Target, vector_bytes: int, held: int,
+             floors: dict[str, dict[str, Any]]) -> tuple[list[Row], dict[str, Any]]:
+    """Rows of an ``io_only`` run: import and attach beside their floors, and the workspace after them."""
+    names = {"import the old gallery": IMPORT_FLOOR, "attach the new model's sample": ATTACH_FLOOR}
+    rows: list[Row] = []
+    for name, out in steps.items():
+        rows.append(Row(f"{name}, {size}", "s", out["seconds"], floors[name]["seconds"], names[name], TIME,
+                        details={"floor_peak_mib": floors[name]["vm_hwm_bytes"] / MiB}))
+        rows.append(Row(f"{name}, {size}, peak memory", "MiB", out["vm_hwm_bytes"] / MiB, None, "", memory,
+                        details={"vector_mib": vector_bytes / MiB}))
+    rows.append(Row(f"workspace on disk after attaching, {size}", "MiB", held / MiB, vector_bytes / MiB,
+                    "vector bytes held", DISK))
+    return rows, {"vector_bytes": vector_bytes, "steps": steps, "io_only": True}
+
+
 def run(tiny: bool = False, device: str = "cpu", sizes: tuple[tuple[int, int], ...] | None = None,
-        sample: int | None = None, work_dir: str | None = None) -> dict[str, Any]:
+        sample: int | None = None, work_dir: str | None = None, train_extra: tuple[str, ...] = (),
+        io_only: bool = False) -> dict[str, Any]:
     started = time.time()
     sizes = sizes or (TINY_SIZES if tiny else SIZES)
     sample = sample or (TINY_SAMPLE if tiny else SAMPLE)
@@ -160,13 +215,16 @@ def run(tiny: bool = False, device: str = "cpu", sizes: tuple[tuple[int, int], .
     for n, dim in sizes:
         tmp = Path(tempfile.mkdtemp(prefix="embridge-workflow-", dir=work_dir))
         try:
-            size_rows, details[f"{n}x{dim}"] = run_size(n, dim, sample, tmp, 300 if tiny else 3600,
-                                                        TINY_TRAIN if tiny else ())
+            size_rows, details[f"{n}x{dim}"] = run_size(n, dim, sample, tmp, 300 if tiny else 7200,
+                                                        TINY_TRAIN if tiny else train_extra, io_only)
             rows += size_rows
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+    budget = f"; train arguments {' '.join(train_extra)}" if train_extra and not tiny else ""
     notes = [f"sizes run: {', '.join(f'{n:,} x {d}' for n, d in sizes)}, new-model sample {sample:,}; "
-             "training on CPU (no GPU in this run)"]
+             f"training on CPU (no GPU in this run){budget}"]
+    if io_only:
+        notes.append("import and attach only (`--io-only`): training, report, plan and export were not run")
     return area_result("workflow", rows, {"sizes": sizes, "sample": sample, "details": details}, notes,
                        started, device)
 
@@ -182,8 +240,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--dim", type=int, default=384)
     p.add_argument("--sample", type=int, default=SAMPLE)
     p.add_argument("--work-dir", default=None)
+    p.add_argument("--io-only", action="store_true", help="only the import and attach steps, with their floors")
+    p.add_argument("--train-arg", action="append", default=[], metavar="ARG",
+                   help="passed on to `train --method auto` (repeat: --train-arg=--time-budget --train-arg=600)")
     args = p.parse_args(argv)
-    result = run(sizes=((args.rows, args.dim),), sample=args.sample, work_dir=args.work_dir)
+    result = run(sizes=((args.rows, args.dim),), sample=args.sample, work_dir=args.work_dir,
+                 train_extra=tuple(args.train_arg), io_only=args.io_only)
     path = RESULTS_DIR / "workflow.json"
     if path.exists():  # keep the other sizes' rows
         old = json.loads(path.read_text())

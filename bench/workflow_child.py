@@ -7,8 +7,11 @@ compared with. Either prints one JSON line: ``seconds`` and ``vm_hwm_bytes`` (pe
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import os
+import sqlite3
 import sys
 import time
 import zipfile
@@ -44,55 +47,89 @@ def _step(argv: list[str]) -> None:
 
 
 def _read_write(src: Path, dst: Path) -> float:
-    """Read an .npz's arrays whole and write their bytes to ``dst`` (synced): the import's floor."""
+    """Read an .npz's arrays whole, write their bytes to ``dst`` (synced) and sha256 them."""
     start = time.perf_counter()
     with np.load(src) as data:
         arrays = [data[name] for name in data.files]
+    digest = hashlib.sha256()
     with open(dst, "wb") as fh:
         for array in arrays:
-            fh.write(np.ascontiguousarray(array).data)
+            view = np.ascontiguousarray(array).data
+            digest.update(view)
+            fh.write(view)
         fh.flush()
         os.fsync(fh.fileno())
+    digest.hexdigest()
     return time.perf_counter() - start
 
 
-def _fits(old: Path, new: Path) -> float:
-    """Raw closed-form fits (ridge least squares and an orthogonal Procrustes) on the sample's pairs."""
-    with np.load(new) as data:
-        keys, target_rows = data["ids"], data["vectors"]
-    with np.load(old) as data:
-        index = {k: i for i, k in enumerate(data["ids"].tolist())}
-        source = data["vectors"][[index[k] for k in keys.tolist()]]
+ITEMS_DDL = ("create table items (id integer primary key, key text not null, label text, split text, source text, "
+             "modality text, text text, path text, metadata text, created text, namespace text not null default 'doc')",
+             "create index idx_items_split on items (split)",
+             "create unique index idx_items_key_namespace on items (key, namespace)")
+
+
+def _import_floor(src: Path, dst: Path, db_path: Path) -> float:
+    """The import's floor: read + sha256 + synced write of the file's bytes, and its keys inserted into a
+    fresh SQLite table like the workspace's (same columns and indexes, WAL, one transaction)."""
+    with np.load(src) as data:
+        keys = data["ids"].tolist()
+    conn = sqlite3.connect(db_path)
+    conn.execute("pragma journal_mode=wal")
+    for ddl in ITEMS_DDL:
+        conn.execute(ddl)
+    conn.commit()
     start = time.perf_counter()
-    x = np.hstack([target_rows, np.ones((len(target_rows), 1), np.float32)])
-    np.linalg.solve(x.T @ x + 1e-3 * np.eye(x.shape[1], dtype=np.float32), x.T @ source)
-    u, _, vt = np.linalg.svd(target_rows.T @ source, full_matrices=False)
-    _ = u @ vt
+    seconds = _read_write(src, dst)
+    rows = [(k, "gallery", str(src), "vector", "{}", "2026-01-01T00:00:00+00:00") for k in keys]
+    conn.execute("begin immediate")
+    conn.executemany("insert into items (key, split, source, modality, metadata, created) values (?, ?, ?, ?, ?, ?)",
+                     rows)
+    conn.commit()
+    conn.close()
+    del seconds
     return time.perf_counter() - start
 
 
-def _search(old: Path, new: Path, k: int) -> float:
-    """Raw faiss: an exact inner-product index over the whole old gallery, searched by the sample."""
-    import faiss
-
-    with np.load(old) as data:
-        gallery = data["vectors"]
-    with np.load(new) as data:
-        queries = data["vectors"]
+def _attach_floor(src: Path, dst: Path, db_path: Path) -> float:
+    """The attach's floor: read + sha256 + synced write of the file's bytes, and its keys looked up in the
+    workspace's item table (its unique key index, 500 keys a query)."""
+    with np.load(src) as data:
+        keys = data["ids"].tolist()
+    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
     start = time.perf_counter()
-    index = faiss.IndexFlatIP(gallery.shape[1])
-    index.add(gallery)
-    index.search(queries[:, : gallery.shape[1]], k)
+    _read_write(src, dst)
+    found = 0
+    for at in range(0, len(keys), 500):
+        part = keys[at:at + 500]
+        found += len(conn.execute(f"select id from items where namespace = 'doc' and key in "
+                                  f"({','.join('?' * len(part))})", part).fetchall())
+    conn.close()
+    if found != len(keys):
+        raise SystemExit(f"attach floor: {found} of {len(keys)} keys found")
     return time.perf_counter() - start
 
 
-def _bundle_bytes(bundle: Path, dst: Path) -> float:
-    """Write as many bytes as the bundle's members hold, stored in a zip (synced)."""
+def _bundle_floor(bundle: Path, gallery: Path, dst: Path) -> float:
+    """The export's floor: the bundle's own adapter (TorchScript) run over the stored gallery matrix in
+    16k-row chunks when the bundle carries a transformed gallery, then as many bytes as the bundle's members hold written to a stored zip (synced) and
+    sha256ed."""
+    import torch
+
     with zipfile.ZipFile(bundle) as zf:
         members = [(info.filename, zf.read(info.filename)) for info in zf.infolist()]
+    manifest = json.loads(dict(members)["manifest.json"])
+    module = torch.jit.load(io.BytesIO(dict(members)[manifest["adapter"]["file"]]))
+    matrix = np.load(gallery, mmap_mode="r")
     start = time.perf_counter()
+    if manifest.get("gallery_transformed"):  # only a bundle that carries the transformed gallery computes it
+        with torch.inference_mode():
+            for at in range(0, len(matrix), 16_384):
+                module(torch.from_numpy(np.array(matrix[at:at + 16_384])))
+    digest = hashlib.sha256()
     with zipfile.ZipFile(dst, "w", zipfile.ZIP_STORED) as out:
         for name, payload in members:
+            digest.update(payload)
             out.writestr(name, payload)
     with open(dst, "rb+") as fh:
         os.fsync(fh.fileno())
@@ -109,14 +146,12 @@ def main(argv: list[str]) -> None:
 
         emit((auto_floor if kind == "auto" else report_floor)(Path(args[0]), Path(args[1]), Path(args[2])))
         return
-    if kind == "read_write":
-        seconds = _read_write(Path(args[0]), Path(args[1]))
-    elif kind == "fits":
-        seconds = _fits(Path(args[0]), Path(args[1]))
-    elif kind == "search":
-        seconds = _search(Path(args[0]), Path(args[1]), int(args[2]))
+    if kind == "import":
+        seconds = _import_floor(Path(args[0]), Path(args[1]), Path(args[2]))
+    elif kind == "attach":
+        seconds = _attach_floor(Path(args[0]), Path(args[1]), Path(args[2]))
     elif kind == "bundle":
-        seconds = _bundle_bytes(Path(args[0]), Path(args[1]))
+        seconds = _bundle_floor(Path(args[0]), Path(args[1]), Path(args[2]))
     else:
         raise SystemExit(f"unknown floor {kind}")
     emit({"seconds": seconds})

@@ -60,6 +60,8 @@ def normalise_keys(raw: Sequence[Any], source: str | Path | None, noun: str = "k
     ``wheres`` names each key's place in the file for messages ("line 3"); by default "key 3".
     Exact repeats are left to the caller, which reports duplicates in its own words.
     """
+    if all(type(v) is str and v.isascii() and v.isprintable() and v and v[0] != " " and v[-1] != " " for v in raw):
+        return list(raw)  # already as stored: ASCII is its own NFC and printable ASCII holds no control character
     keys: list[str] = []
     first: dict[str, tuple[str, str]] = {}
     for n, value in enumerate(raw):

@@ -13,11 +13,14 @@ from typing import Any
 
 import numpy as np
 
+from core import vector_files
 from core.errors import InputError
 from core.progress import ProgressFn, StopFn, check_stop, no_progress
 from core.store import Workspace
 from core.store.schema import DOC_NAMESPACE, QUERY_NAMESPACE
 from core.vector_files import MatrixReader, VectorFile
+
+WRITE_BLOCKS = 4  # read blocks per durable write (24 MB of 384-d rows): each write costs a flush and a record
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,28 @@ def key_index(ws: Workspace, namespace: str, with_queries: bool = False) -> dict
     return {**ws.key_index(QUERY_NAMESPACE), **rows}
 
 
+def key_ids(ws: Workspace, keys: list[str], namespace: str, with_queries: bool = False) -> np.ndarray:
+    """Item id of each key (-1 for none), as :func:`key_index` resolves them.
+
+    A few keys among many items are looked up through the key index, 500 a query; otherwise the
+    whole namespace is read once, which is cheaper than a query per few hundred keys.
+    """
+    total = ws.db.execute("select count(*) from items").fetchone()[0]
+    if len(keys) * 20 >= total:
+        index = key_index(ws, namespace, with_queries)
+        return np.fromiter((index.get(k, -1) for k in keys), dtype=np.int64, count=len(keys))
+    spaces = [namespace, QUERY_NAMESPACE] if with_queries else [namespace]
+    found: dict[str, int] = {}
+    for start in range(0, len(keys), 500):
+        part = keys[start:start + 500]
+        sql = (f"select key, id, namespace from items where key in ({','.join('?' * len(part))}) "
+               f"and namespace in ({','.join('?' * len(spaces))})")
+        for key, item_id, space in ws.db.execute(sql, [*part, *spaces]):
+            if space == namespace or key not in found:
+                found[key] = item_id
+    return np.fromiter((found.get(k, -1) for k in keys), dtype=np.int64, count=len(keys))
+
+
 def coverage(ws: Workspace, vf: VectorFile, wanted: np.ndarray | None = None) -> Coverage:
     """The file's rows that name workspace items (only ``wanted`` ids when given), in file order."""
     segments, unknown, unknown_count = [], [], 0
@@ -66,8 +91,7 @@ def coverage(ws: Workspace, vf: VectorFile, wanted: np.ndarray | None = None) ->
     if has_queries:
         parts.append((vf.query_keys, vf.query_vectors, QUERY_NAMESPACE))
     for keys, reader, namespace in parts:
-        index = key_index(ws, namespace, with_queries=namespace == DOC_NAMESPACE and not has_queries)
-        ids = np.fromiter((index.get(k, -1) for k in keys), dtype=np.int64, count=len(keys))
+        ids = key_ids(ws, keys, namespace, with_queries=namespace == DOC_NAMESPACE and not has_queries)
         known = ids >= 0
         unknown_count += int((~known).sum())
         unknown.extend(keys[i] for i in np.flatnonzero(~known)[:5].tolist())
@@ -101,9 +125,10 @@ def write_coverage(ws: Workspace, model: str, cover: Coverage, name: str, resume
     writer = ws.vector_set_writer(model, cover.item_ids(), first.dim, dtype, name=name, resume_key=resume_key)
     progress = on_progress or no_progress
     total, offset = cover.count, 0
+    block_rows = vector_files.BLOCK_ROWS * WRITE_BLOCKS
     try:
         for seg in cover.segments:
-            for start, block in seg.reader.take(seg.rows):
+            for start, block in seg.reader.take(seg.rows, block_rows):
                 check_stop(should_stop)
                 at = offset + start
                 if at + len(block) > writer.done_rows:  # rows a resumed run already holds are not rewritten

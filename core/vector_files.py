@@ -85,8 +85,10 @@ class MatrixReader:
             mm = self.memmap()
             for start in range(0, len(rows), block_rows):
                 part = rows[start:start + block_rows]
-                block = self._checked(mm[part], 0, part)
-                self._release(mm, int(part[0]), int(part[-1]) + 1)
+                first, last = int(part[0]), int(part[-1])
+                whole = last - first + 1 == len(part)  # a run of consecutive rows: a slice, not a gather
+                block = self._checked(np.array(mm[first:last + 1]) if whole else mm[part], 0, part)
+                self._release(mm, first, last + 1)
                 yield start, block
             return
         done = 0

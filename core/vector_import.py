@@ -14,12 +14,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from core.errors import ImportDataError, VectorFileError
 from core.qrels import QrelLines, store_qrels
 from core.store import Workspace
 from core.store.schema import DOC_NAMESPACE, QUERY_NAMESPACE
-from core.vector_attach import coverage, key_index, without_stored, write_coverage
-from core.vector_files import VectorFile
+from core.vector_attach import Coverage, Segment, coverage, key_ids, without_stored, write_coverage
+from core.vector_files import MatrixReader, VectorFile
 
 
 def import_vector_file(ws: Workspace, src: Path, split: str | None, model: str | None,
@@ -35,21 +37,27 @@ def import_vector_file(ws: Workspace, src: Path, split: str | None, model: str |
         for reader in (vf.vectors, vf.query_vectors):
             for _ in reader.blocks() if reader is not None else ():
                 pass  # checks every row is finite, as an import with a model would
-    sides = [(vf.keys, DOC_NAMESPACE, split)]
-    if vf.query_keys is not None:
-        sides.append((vf.query_keys, QUERY_NAMESPACE, "query"))
-    records = []
-    for keys, namespace, item_split in sides:
+    sides = [(vf.keys, vf.vectors, DOC_NAMESPACE, split)]
+    if vf.query_keys is not None and vf.query_vectors is not None:
+        sides.append((vf.query_keys, vf.query_vectors, QUERY_NAMESPACE, "query"))
+    records: list[dict[str, Any]] = []
+    fresh: list[tuple[MatrixReader, int, int]] = []  # sides that become new items: reader, first record, count
+    for keys, reader, namespace, item_split in sides:
         fallback = namespace == DOC_NAMESPACE and vf.query_keys is None
-        if _side_exists(ws, src, key_index(ws, namespace, fallback), keys, namespace, model is not None):
+        if _side_exists(ws, src, key_ids(ws, keys, namespace, fallback), keys, namespace, model is not None):
             continue
+        fresh.append((reader, len(records), len(keys)))
         records += [{"key": k, "modality": "vector", "split": item_split, "source": str(src)} for k in keys]
     info, skipped = None, 0
     try:
         with ws.transaction():
             created = ws.add_items(records, source=str(src)) if records else []
             if model:
-                cover, skipped = without_stored(ws, model, coverage(ws, vf))
+                if len(fresh) == len(sides):  # every row is a new item: its id is known, nothing is stored yet
+                    ids = np.asarray(created, dtype=np.int64)
+                    cover = Coverage([Segment(r, np.arange(n), ids[at:at + n]) for r, at, n in fresh], [], 0)
+                else:
+                    cover, skipped = without_stored(ws, model, coverage(ws, vf))
                 if cover.count:
                     info = write_coverage(ws, model, cover, name=split or src.stem)
             stored = store_qrels(ws, qrels, qrels_seed) if qrels is not None else None
@@ -63,15 +71,16 @@ def import_vector_file(ws: Workspace, src: Path, split: str | None, model: str |
             "already_stored": skipped, "qrels": stored.to_dict() if stored else None}
 
 
-def _side_exists(ws: Workspace, src: Path, index: dict[str, int], keys: list[str], namespace: str,
+def _side_exists(ws: Workspace, src: Path, ids: np.ndarray, keys: list[str], namespace: str,
                  attach: bool) -> bool:
     """True when every key names an existing item (and vectors may be attached), False when none does."""
-    existing = [k for k in keys if k in index]
-    if not existing:
+    known = ids >= 0
+    if not known.any():
         return False
+    existing = [keys[i] for i in np.flatnonzero(known).tolist()]
     what = "query keys" if namespace == QUERY_NAMESPACE else "keys"
     if len(existing) < len(keys):
-        new = [k for k in keys if k not in index]
+        new = [keys[i] for i in np.flatnonzero(~known).tolist()]
         raise ImportDataError(src, f"{len(existing)} {what} already exist in the workspace, e.g. "
                               f"{', '.join(sorted(existing)[:5])}, and {len(new)} do not, e.g. "
                               f"{', '.join(new[:5])}; a vectors import either adds new items or attaches "

@@ -50,10 +50,12 @@ from core.store.files import (
     torch_bytes,
 )
 from core.store.rows import now_iso
+from core.store.vectors import release_pages
 
 STATE_FILE = "adapter_state.pt"
 GALLERY_DIR = "gallery_transformed"
 GALLERY_CHUNK = 16_384
+STORE_NPY_BYTES = 1 << 20  # larger .npy members of a .zip bundle are stored, not deflated
 
 
 def export_bundle(ws: Workspace, out: str | Path, run_ids: list[int] | None = None, *,
@@ -175,10 +177,20 @@ def _write_gallery(ws: Workspace, root: Path, module: Any, first: contents.Step,
     folder.mkdir()
     matrix = np.lib.format.open_memmap(folder / "vectors.npy", mode="w+", dtype=np.float32,
                                        shape=(len(ids), int(module.out_dim)))
+    sets = ws.vector_sets(model)
+    whole = None  # the one vector set holding exactly the gallery, in order: read by slices
+    if len(sets) == 1 and sets[0]["count"] == len(ids):
+        set_ids, matrix_in = ws.open_vector_set(sets[0]["id"])
+        whole = matrix_in if np.array_equal(set_ids, ids) else None
     for start in range(0, len(ids), GALLERY_CHUNK):
         check_stop(should_stop)
-        chunk = ws.vectors_for(model, ids[start:start + GALLERY_CHUNK])
+        chunk = (np.array(whole[start:start + GALLERY_CHUNK], dtype=np.float32) if whole is not None
+                 else ws.vectors_for(model, ids[start:start + GALLERY_CHUNK]))
+        if whole is not None:
+            release_pages(whole, start, start + len(chunk))  # read once: not kept resident
         matrix[start:start + len(chunk)] = run_module(module, prepare_input(chunk, first.input_normalised))
+        matrix.flush()
+        release_pages(matrix, start, start + len(chunk))
         report(start + len(chunk), len(ids), {"stage": "transforming the gallery"})
     matrix.flush()
     del matrix
@@ -194,8 +206,10 @@ def _publish(staging: Path, out: Path, overwrite: bool) -> None:
     if out.suffix.lower() == ".zip":
         with atomic_target(out) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
             for path in sorted(staging.rglob("*")):
-                if path.is_file():
-                    zf.write(path, path.relative_to(staging).as_posix())
+                if path.is_file():  # float matrices barely deflate (a few %) and deflating them costs the most
+                    stored = path.suffix == ".npy" and path.stat().st_size > STORE_NPY_BYTES
+                    zf.write(path, path.relative_to(staging).as_posix(),
+                             compress_type=zipfile.ZIP_STORED if stored else None)
         return
     old = None
     if out.exists():

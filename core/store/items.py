@@ -8,6 +8,7 @@ bundles and the overview all search the same gallery.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from core.errors import ImportDataError, StoreError
-from core.store.rows import decode, item_row, now_iso
+from core.store.rows import ITEM_COLUMNS, decode, item_values, now_iso
 from core.store.schema import DOC_NAMESPACE, NAMESPACES, QUERY_NAMESPACE
 
 if TYPE_CHECKING:
@@ -70,23 +71,50 @@ class ItemsMixin:
         if any(not k for k in keys):
             raise ImportDataError(source, f"item {keys.index('') + 1} has an empty key")
         spaces = [item_namespace(r.get("split")) for r in records]
-        seen: set[tuple[str, str]] = set()
-        dupes = [k for k, ns in zip(keys, spaces, strict=True) if (ns, k) in seen or seen.add((ns, k))]
-        if dupes:
+        by_space: dict[str, list[str]] = {}
+        for k, ns in zip(keys, spaces, strict=True):
+            by_space.setdefault(ns, []).append(k)
+        if any(len(set(ks)) != len(ks) for ks in by_space.values()):
+            seen: set[tuple[str, str]] = set()
+            dupes = [k for k, ns in zip(keys, spaces, strict=True) if (ns, k) in seen or seen.add((ns, k))]
             raise ImportDataError(source, f"duplicate keys in the input: {', '.join(sorted(set(dupes))[:5])}")
         created = now_iso()
-        rows = [{**item_row(k, r, created, source), "namespace": ns}
-                for k, r, ns in zip(keys, records, spaces, strict=True)]
-        by_space = {ns: [k for k, s in zip(keys, spaces, strict=True) if s == ns] for ns in set(spaces)}
+        rows = [item_values(k, r, created, source, ns) for k, r, ns in zip(keys, records, spaces, strict=True)]
         with self.transaction():  # checked inside, so a concurrent import cannot slip in between
-            existing = sorted(set().union(*(self.existing_keys(ks, ns) for ns, ks in by_space.items())))
-            if existing:
-                raise ImportDataError(source, f"{len(existing)} keys already exist in the workspace, "
-                                      f"e.g. {', '.join(existing[:5])}")
-            self.db["items"].insert_all(rows, batch_size=1000)
+            before = self.db.execute("select coalesce(max(id), 0) from items").fetchone()[0]
+            self._insert_items(rows, by_space, source)
+            added = self.db.execute("select id, key, namespace from items where id > ? order by id", [before]).fetchall()
+            if len(added) == len(keys) and [r[1] for r in added] == keys and [r[2] for r in added] == spaces:
+                return [r[0] for r in added]  # ids in insertion order: the usual case, one range read
             found = {ns: dict(zip(ks, self.ids_for_keys(ks, ns).tolist(), strict=True))
                      for ns, ks in by_space.items()}
             return [found[ns][k] for k, ns in zip(keys, spaces, strict=True)]
+
+    def _insert_items(self, rows: list[tuple[Any, ...]], by_space: dict[str, list[str]], source: str) -> None:
+        """Insert rows (``ITEM_COLUMNS`` tuples) in one statement; existing keys are an ImportDataError.
+
+        The unique (key, namespace) index refuses an existing key; only then are the keys looked up,
+        under a savepoint rolled back first, to name a few of them.
+        """
+        conn = self.db.conn
+        sql = f"insert into items ({', '.join(ITEM_COLUMNS)}) values ({', '.join('?' * len(ITEM_COLUMNS))})"
+        cache = conn.execute("pragma cache_size").fetchone()[0]
+        conn.execute("savepoint add_items")
+        try:
+            if len(rows) > 100_000:  # the key index of a large import is built in memory, not page by page
+                conn.execute("pragma cache_size = -262144")
+            conn.executemany(sql, rows)
+        except sqlite3.IntegrityError:
+            conn.execute("rollback to add_items")
+            conn.execute("release add_items")
+            existing = sorted(set().union(*(self.existing_keys(ks, ns) for ns, ks in by_space.items())))
+            if existing:
+                raise ImportDataError(source, f"{len(existing)} keys already exist in the workspace, "
+                                      f"e.g. {', '.join(existing[:5])}") from None
+            raise
+        finally:
+            conn.execute(f"pragma cache_size = {int(cache)}")
+        conn.execute("release add_items")
 
     # -- reading ----------------------------------------------------------------------------
     def existing_keys(self, keys: Sequence[str], namespace: str | None = None, source: str | None = None) -> set[str]:
@@ -149,7 +177,21 @@ class ItemsMixin:
     def check_item_ids(self, item_ids: Sequence[int] | np.ndarray) -> None:
         """Raise StoreError naming a few ids that are not items of this workspace."""
         ids = np.asarray(item_ids, dtype=np.int64).ravel()
-        unknown = ids[~np.isin(ids, self.item_ids())]
+        if not (ids[1:] > ids[:-1]).all():  # ascending ids (the usual case) are sorted and unique already
+            ids = np.unique(ids)
+        if not len(ids):
+            return
+        lo, hi = int(ids[0]), int(ids[-1])
+        in_range = self.db.execute("select count(*) from items where id between ? and ?", [lo, hi]).fetchone()[0]
+        if in_range == hi - lo + 1 == len(ids):
+            return  # a whole range of ids, every one an item: one indexed count, no list read
+        if len(ids) * 20 < in_range:  # a few among many: look them up
+            known = np.array([r[0] for part in _chunks(ids.tolist()) for r in self.db.execute(
+                f"select id from items where id in ({_marks(part)})", part)], dtype=np.int64)
+        else:
+            known = np.array([r[0] for r in self.db.execute("select id from items where id between ? and ?",
+                                                            [lo, hi])], dtype=np.int64)
+        unknown = ids[~np.isin(ids, known)]
         if len(unknown):
             raise StoreError(f"{self.root}: unknown item ids, e.g. {unknown[:5].tolist()}")
 

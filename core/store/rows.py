@@ -64,6 +64,24 @@ def item_row(key: str, record: dict[str, Any], created: str, source: str) -> dic
         raise ImportDataError(source, f"item '{key}': metadata is not JSON-serialisable ({exc})") from exc
 
 
+ITEM_COLUMNS = ("key", "label", *TEXT_FIELDS, "metadata", "created", "namespace")
+_PLAIN_FIELDS = ("label", *TEXT_FIELDS)
+_PLAIN_TYPES = frozenset({str, type(None)})
+
+
+def item_values(key: str, record: dict[str, Any], created: str, source: str, namespace: str) -> tuple[Any, ...]:
+    """One items row as a tuple in ``ITEM_COLUMNS`` order, validated as :func:`item_row` does.
+
+    A record of plain text fields and no metadata (every row of a vectors import) is taken as it
+    is: a million such rows bind in a second, where building and encoding dicts takes tens.
+    """
+    values = tuple(map(record.get, _PLAIN_FIELDS))
+    if _PLAIN_TYPES.issuperset(map(type, values)) and not record.get("metadata"):
+        return (key, *values, "{}", created, namespace)
+    row = item_row(key, record, created, source)
+    return (row["key"], row["label"], *(row[f] for f in TEXT_FIELDS), row["metadata"], row["created"], namespace)
+
+
 def decode(row: dict[str, Any]) -> dict[str, Any]:
     """Parse JSON columns of a row read from the database."""
     out = dict(row)

@@ -146,8 +146,13 @@ class VectorSetWriter:
         self.ids = np.asarray(item_ids, dtype=np.int64)
         if self.ids.ndim != 1 or len(self.ids) == 0:
             raise VectorFileError(label, "a vector set needs a non-empty 1-D list of item ids")
-        if len(np.unique(self.ids)) != len(self.ids):
-            raise VectorFileError(label, "duplicate item ids in the vector set")
+        if not (self.ids[1:] > self.ids[:-1]).all():  # ascending ids (the usual case) are unique as they are
+            ordered = np.sort(self.ids)
+            if (ordered[1:] == ordered[:-1]).any():
+                raise VectorFileError(label, "duplicate item ids in the vector set")
+        self._fingerprint_cache: dict[str, Any] | None = None
+        self._hasher: Any = None  # sha256 of the file so far, while rows arrive in order from the first
+        self._hashed_rows = 0
         self.dim, self.dtype, self.label = dim, dtype, label
         self._register = register
         self._is_registered = is_registered
@@ -164,8 +169,10 @@ class VectorSetWriter:
 
     def _fingerprint(self) -> dict[str, Any]:
         # Order-sensitive: a resumed writer must see the very same id list, row for row.
-        return {"rows": len(self.ids), "dim": self.dim, "dtype": self.dtype,
-                "ids_sha256": hashlib.sha256(self.ids.tobytes()).hexdigest()}
+        if self._fingerprint_cache is None:
+            self._fingerprint_cache = {"rows": len(self.ids), "dim": self.dim, "dtype": self.dtype,
+                                       "ids_sha256": hashlib.sha256(self.ids.tobytes()).hexdigest()}
+        return self._fingerprint_cache
 
     def _read_state(self) -> dict[str, Any]:
         try:
@@ -187,6 +194,8 @@ class VectorSetWriter:
             self._mm = np.lib.format.open_memmap(self._matrix, mode="w+", dtype=self.dtype,
                                                  shape=(len(self.ids), self.dim))
             _reserve(self._matrix)
+            with open(self._matrix, "rb") as fh:  # the .npy header: the hash of the file starts with it
+                self._hasher = hashlib.sha256(fh.read(self._mm.offset))
             self._save_state(0)
         except BaseException:
             self.abort()
@@ -230,6 +239,11 @@ class VectorSetWriter:
         if start_row < 0 or stop > len(self.ids):
             raise VectorFileError(self.label, f"rows {start_row}:{stop} fall outside 0:{len(self.ids)}")
         stored = as_storage_dtype(block, self.dtype, self.label, start_row)
+        if self._hasher is not None and start_row == self._hashed_rows:
+            self._hasher.update(np.ascontiguousarray(stored).data)  # hashed as written: no second read at commit
+            self._hashed_rows = stop
+        elif start_row < self._hashed_rows:
+            self._hasher = None  # rows rewritten: the file is hashed whole at commit
         try:
             self._mm[start_row:stop] = stored
             self._mm.flush()
@@ -250,7 +264,9 @@ class VectorSetWriter:
         try:
             self._mm.flush()
             np.save(self._ids_file, self.ids)
-            sha, ids_sha = sha256_file(self._matrix), sha256_file(self._ids_file)
+            streamed = self._hasher is not None and self._hashed_rows == len(self.ids)
+            sha = self._hasher.hexdigest() if streamed else sha256_file(self._matrix)
+            ids_sha = sha256_file(self._ids_file)
             self._final_dir.mkdir(parents=True, exist_ok=True)
             self._save_state(self.done_rows, committing=[final_matrix.name, final_ids.name])
         except OSError as exc:

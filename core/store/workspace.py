@@ -275,6 +275,17 @@ class Workspace(ItemsMixin, ModelsMixin, RecordsMixin, JudgmentsMixin):
     def open_vector_set(self, set_id: int, verify: bool = True) -> tuple[np.ndarray, np.memmap]:
         """Item ids and a read-only memmap of one vector set, checksums verified."""
         info = self.vector_set(set_id)
+        ids = self._set_ids(info, verify)
+        matrix = open_matrix(self.root / info["file"], info["sha256"] if verify else None,
+                             info["count"], info["dim"])
+        return ids, matrix
+
+    def vector_set_ids(self, set_id: int, verify: bool = True) -> np.ndarray:
+        """Item ids of one vector set, its id list's checksum verified (the matrix is not read)."""
+        return self._set_ids(self.vector_set(set_id), verify)
+
+    def _set_ids(self, info: dict[str, Any], verify: bool) -> np.ndarray:
+        set_id = info["id"]
         ids_path = self.root / info["ids_file"]
         if not ids_path.is_file():
             raise IntegrityError(f"{ids_path}: id list of vector set {set_id} is missing from the workspace")
@@ -286,16 +297,14 @@ class Workspace(ItemsMixin, ModelsMixin, RecordsMixin, JudgmentsMixin):
             raise IntegrityError(f"{ids_path}: unreadable id list ({exc})") from exc
         if ids.shape != (info["count"],):
             raise IntegrityError(f"{ids_path}: id list has shape {ids.shape}, expected ({info['count']},)")
-        matrix = open_matrix(self.root / info["file"], info["sha256"] if verify else None,
-                             info["count"], info["dim"])
-        return ids, matrix
+        return ids
 
     def ids_with_vectors(self, model: str) -> np.ndarray:
         """Sorted ids of items that have vectors under ``model`` (any of its sets)."""
         sets = self.vector_sets(model)
         if not sets:
             return np.zeros(0, dtype=np.int64)
-        return np.unique(np.concatenate([self.open_vector_set(s["id"])[0] for s in sets]))
+        return np.unique(np.concatenate([self.vector_set_ids(s["id"]) for s in sets]))
 
     def vectors_for(self, model: str, item_ids: Sequence[int], dtype: type = np.float32) -> np.ndarray:
         """Gather ``model``'s vectors for ``item_ids`` in that order (later sets win)."""
