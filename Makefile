@@ -52,7 +52,7 @@ package-check:
 	dist/embridge/embridge --self-test
 
 screenshots: $(STAMP) $(DEMO)/embridge.db
-	QT_QPA_PLATFORM=offscreen $(PY) -m app.screenshots --workspace $(DEMO) --out docs/screenshots --prepare
+	QT_QPA_PLATFORM=offscreen $(PY) -m embridge.app.screenshots --workspace $(DEMO) --out docs/screenshots --prepare
 
 clean:
 	rm -rf build dist $(DEMO) .pytest_cache .ruff_cache

@@ -14,19 +14,19 @@ from typing import Any
 
 from PySide6.QtCore import QObject, Signal
 
-from app.errors import ErrorReporter
-from app.preload import preload
-from app.settings import Settings
-from app.workers import Job, JobManager
-from core.errors import EmbridgeError
-from core.jobs import JobOutcome
-from core.progress import ProgressFn, StopFn
-from core.store import Workspace
+from embridge.app.error_path import ErrorReporter
+from embridge.app.preload import preload
+from embridge.app.settings import Settings
+from embridge.app.workers import Job, JobManager
+from embridge.core.errors import EmbridgeError
+from embridge.core.jobs import JobOutcome
+from embridge.core.progress import ProgressFn, StopFn
+from embridge.core.store import Workspace
 
 log = logging.getLogger("embridge.app")
 
 # imported by warm_up: torch._dynamo is what torch's optimisers import on first use (with sympy)
-WARM_UP = ("torch", "torch._dynamo", "faiss", "matplotlib.figure", "core.train", "core.report.build")
+WARM_UP = ("torch", "torch._dynamo", "faiss", "matplotlib.figure", "embridge.core.train", "embridge.core.report.build")
 WorkspaceJob = Callable[[Workspace, ProgressFn, StopFn], Any]
 
 
@@ -111,11 +111,11 @@ class AppContext(QObject):
     # -- compute device ---------------------------------------------------------------------
     def detect_devices(self) -> Job:
         """Find the compute device in the background (its job imports torch, see
-        :mod:`app.preload`), then warm up the rest."""
+        :mod:`embridge.app.preload`), then warm up the rest."""
 
         def detect(on_progress: ProgressFn, should_stop: StopFn) -> tuple[str, list[str]]:
             preload("torch")
-            from core.device import available_devices, describe_device, resolve_device
+            from embridge.core.device import available_devices, describe_device, resolve_device
 
             return describe_device(resolve_device("auto")), available_devices()
 

@@ -16,9 +16,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.workers import Job, JobManager
-from core.formatting import format_seconds
-from core.jobs import JobOutcome
+from embridge.app.workers import Job, JobManager
+from embridge.core.formatting import format_seconds
+from embridge.core.jobs import JobOutcome
 
 
 def early_stop_note(info: dict) -> str:

@@ -1,7 +1,7 @@
 """The main window: navigation, one page per workflow step, jobs and log docks, the status bar.
 
 Nothing here imports torch, faiss or matplotlib: once the window is shown, background jobs detect
-the compute device and then import what later jobs need (see :mod:`app.preload`).
+the compute device and then import what later jobs need (see :mod:`embridge.app.preload`).
 """
 
 from __future__ import annotations
@@ -24,14 +24,14 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app import dialogs
-from app.context import AppContext
-from app.jobs_panel import JobsPanel
-from app.logview import LogView
-from app.pages import PAGES, page_class
-from app.ray_jobs import RayJobs
-from app.settings import window_settings
-from app.workers import Job
+from embridge.app import dialogs
+from embridge.app.context import AppContext
+from embridge.app.jobs_panel import JobsPanel
+from embridge.app.logview import LogView
+from embridge.app.pages import PAGES, page_class
+from embridge.app.ray_jobs import RayJobs
+from embridge.app.settings import window_settings
+from embridge.app.workers import Job
 
 log = logging.getLogger("embridge.app")
 MIN_SIZE = QSize(1024, 700)  # every page fits (the screenshots show it); smaller would clip forms
@@ -140,7 +140,7 @@ class MainWindow(QMainWindow):
         """A short, non-modal guide to the workflow and to what each number means."""
         from PySide6.QtWidgets import QDialog, QTextBrowser, QVBoxLayout
 
-        from app.help_text import GUIDE_HTML
+        from embridge.app.help_text import GUIDE_HTML
 
         dialog = QDialog(self)
         dialog.setWindowTitle("Embridge guide")
@@ -155,7 +155,7 @@ class MainWindow(QMainWindow):
         return dialog
 
     def _about(self) -> None:
-        from core import __version__
+        from embridge.core import __version__
 
         log_path = self.ctx.reporter.log_path
         QMessageBox.about(self, "About Embridge",
@@ -176,8 +176,8 @@ class MainWindow(QMainWindow):
         """The cluster the app submits Ray jobs to (HOST:PORT of 'ray start --head', or ray://HOST:10001)."""
         from PySide6.QtWidgets import QInputDialog, QLineEdit
 
-        from app.ray_jobs import check_address
-        from core.errors import EmbridgeError
+        from embridge.app.ray_jobs import check_address
+        from embridge.core.errors import EmbridgeError
 
         text, ok = QInputDialog.getText(self, "Ray cluster address", "Address of the cluster jobs are submitted to "
                                         "(HOST:PORT or ray://HOST:10001; empty: none):",

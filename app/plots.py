@@ -1,4 +1,4 @@
-"""Plot widgets: one ``FigureCanvasQTAgg`` showing a Figure made by ``core.report.figures``.
+"""Plot widgets: one ``FigureCanvasQTAgg`` showing a Figure made by ``embridge.core.report.figures``.
 
 matplotlib is imported on the first figure, never when a page is built, so the window opens fast.
 Redraws are debounced: ``schedule`` keeps only the latest figure recipe and builds it once per

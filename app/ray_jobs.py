@@ -1,7 +1,7 @@
 """Jobs the app submits to a Ray cluster: it submits and watches them, the cluster computes.
 
 Each Ray job gets a row in the jobs panel like a local job; its worker follows the job with
-:func:`core.scale.jobs.attach` (reading the job's progress from its stage folder every half second,
+:func:`embridge.core.scale.detached_jobs.attach` (reading the job's progress from its stage folder every half second,
 so the window never waits on the cluster). Closing the window or the workspace only stops watching
 (the job keeps running); opening the workspace again reattaches every job its runs still list as
 running, and whichever watcher sees a job end records it in the workspace. The cancel button
@@ -15,11 +15,11 @@ from typing import Any
 
 from PySide6.QtCore import QObject
 
-from app.context import AppContext
-from app.workers import Job
-from core.errors import InputError
-from core.progress import ProgressFn, StopFn
-from core.store import Workspace
+from embridge.app.context import AppContext
+from embridge.app.workers import Job
+from embridge.core.errors import InputError
+from embridge.core.progress import ProgressFn, StopFn
+from embridge.core.store import Workspace
 
 ADDRESS_SETTING = "ray_address"
 
@@ -59,8 +59,8 @@ class RayJobs(QObject):
         submitted: dict[str, int] = {}
 
         def run(ws: Workspace, on_progress: ProgressFn, should_stop: StopFn) -> dict[str, Any]:
-            from core.scale.backfill_workspace import backfill_ids
-            from core.scale.jobs import submit_backfill
+            from embridge.core.scale.backfill_workspace import backfill_ids
+            from embridge.core.scale.detached_jobs import submit_backfill
 
             ids = backfill_ids(ws, order, fraction=fraction, device="cpu")
             on_progress(0, len(ids), {"stage": "submitting to Ray"})
@@ -83,7 +83,7 @@ class RayJobs(QObject):
         ws = self.ctx.ws
         if ws is None:
             return
-        from core.scale.jobs import ray_jobs
+        from embridge.core.scale.detached_jobs import ray_jobs
 
         for job, _run in ray_jobs(ws, active_only=True):
             if job.run_id not in self._watchers:
@@ -113,7 +113,7 @@ class RayJobs(QObject):
 
 def _follow(ws: Workspace, run_id: int, on_progress: ProgressFn, should_stop: StopFn,
             detach: threading.Event) -> dict[str, Any]:
-    from core.scale.jobs import attach, find_job
+    from embridge.core.scale.detached_jobs import attach, find_job
 
     job = find_job(ws, run_id)
     status = attach(ws, job, on_progress, should_stop, detach=detach.is_set)

@@ -1,4 +1,4 @@
-"""Render every page of the app to PNG: ``python -m app.screenshots --workspace W --out DIR``.
+"""Render every page of the app to PNG: ``python -m embridge.app.screenshots --workspace W --out DIR``.
 
 Runs offscreen by default and with a throw-away settings folder, so the pictures show the given
 workspace and nothing of the user's own settings. Files are named after the pages
@@ -23,8 +23,8 @@ def render_pages(window: object, out: Path) -> list[Path]:
     """Show each page in turn, draw its pending plots and save a grab of the whole window."""
     from PySide6.QtWidgets import QApplication
 
-    from app.pages import PAGES
-    from app.plots import PlotWidget
+    from embridge.app.pages import PAGES
+    from embridge.app.plots import PlotWidget
 
     out.mkdir(parents=True, exist_ok=True)
     written = []
@@ -48,9 +48,9 @@ def render_pages(window: object, out: Path) -> list[Path]:
 
 def prepare(workspace: Path, epochs: int = 8) -> int:
     """Train an automatic-choice layer and build its report (in ``workspace``); the run's id."""
-    from core.report.build import ReportOptions, build_report
-    from core.store import Workspace
-    from core.train.runs import train_run
+    from embridge.core.report.build import ReportOptions, build_report
+    from embridge.core.store import Workspace
+    from embridge.core.train.runs import train_run
 
     with Workspace.open(workspace) as ws:
         run = train_run(ws, "auto", config={"epochs": epochs})
@@ -59,7 +59,7 @@ def prepare(workspace: Path, epochs: int = 8) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m app.screenshots", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m embridge.app.screenshots", description=__doc__.splitlines()[0])
     parser.add_argument("--workspace", "-w", required=True, metavar="DIR")
     parser.add_argument("--out", default="docs/screenshots", metavar="DIR")
     parser.add_argument("--size", action="append", help="window size, WIDTHxHEIGHT or 'min' (repeatable; "
@@ -89,7 +89,7 @@ def shoot(workspace: str, out: Path, sizes: list[str], focus: int | None) -> lis
     """One window, grabbed at each size; closed and deleted afterwards (nothing is left open)."""
     from PySide6.QtCore import QCoreApplication, QEvent
 
-    from app.main import application, build_main_window
+    from embridge.app.launch import application, build_main_window
 
     app = application()
     window = build_main_window(workspace)

@@ -14,7 +14,7 @@ from typing import Any
 
 from PySide6.QtCore import QSettings, QStandardPaths
 
-from core.store.files import atomic_write_text
+from embridge.core.store.files import atomic_write_text
 
 ENV_CONFIG_DIR = "EMBRIDGE_CONFIG_DIR"
 SETTINGS_FILE = "settings.json"

@@ -26,12 +26,12 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.context import AppContext
-from app.pages.forms import PathField
-from app.workers import Job
-from core.jobs import JobOutcome
-from core.progress import ProgressFn, StopFn
-from core.store import Workspace
+from embridge.app.context import AppContext
+from embridge.app.pages.forms import PathField
+from embridge.app.workers import Job
+from embridge.core.jobs import JobOutcome
+from embridge.core.progress import ProgressFn, StopFn
+from embridge.core.store import Workspace
 
 log = logging.getLogger("embridge.app")
 URI_HINT = "e.g. qdrant:///data/qdrant?collection=docs, lancedb:///data/db?table=docs, parquet:///data/docs"
@@ -126,7 +126,7 @@ class StoreImportDialog(_JobDialog):
         split = self.split.currentText().strip() or None
 
         def job(ws: Workspace, on_progress: ProgressFn, should_stop: StopFn) -> dict[str, Any]:
-            from core.connectors.gallery_import import import_from_store
+            from embridge.core.connectors.gallery_import import import_from_store
 
             return import_from_store(ws, uri, model, label, text, split, on_progress=on_progress,
                                      should_stop=should_stop).to_dict()
@@ -195,7 +195,7 @@ class StoreMigrateDialog(_JobDialog):
                    "backfill": self.backfill.value() or None}
 
         def job(on_progress: ProgressFn, should_stop: StopFn) -> dict[str, Any]:
-            from core.connectors.migration import migrate_store
+            from embridge.core.connectors.migration import migrate_store
 
             return migrate_store(bundle, source, target, on_progress=on_progress, should_stop=should_stop,
                                  **options).to_dict()
@@ -218,7 +218,7 @@ class StoreMigrateDialog(_JobDialog):
             return
 
         def job(on_progress: ProgressFn, should_stop: StopFn) -> dict[str, Any]:
-            from core.connectors.migration import rollback_store
+            from embridge.core.connectors.migration import rollback_store
 
             return rollback_store(source, alias)
 
@@ -234,7 +234,7 @@ class StoreMigrateDialog(_JobDialog):
             return
 
         def job(on_progress: ProgressFn, should_stop: StopFn) -> str:
-            from core.connectors.check import check_store
+            from embridge.core.connectors.check import check_store
 
             return check_store(target).text()
 

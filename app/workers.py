@@ -1,7 +1,7 @@
 """The app's one worker abstraction: core jobs on a thread pool, reported through queued signals.
 
 A job is a plain function ``fn(on_progress, should_stop)`` as everywhere in the core; it runs through
-:func:`core.jobs.run_job` on a pool thread, so every ending becomes a :class:`JobOutcome` of plain
+:func:`embridge.core.jobs.run_job` on a pool thread, so every ending becomes a :class:`JobOutcome` of plain
 values. Progress is throttled in the worker thread (at most one update per ``throttle_s``, except the
 last one and any update whose ``milestone`` key changed, e.g. a new epoch, so live plots miss no
 point). Cancelling sets the job's :class:`CancelToken`; the core stops at its next batch. No thread
@@ -19,7 +19,7 @@ from typing import Any
 
 from PySide6.QtCore import QCoreApplication, QObject, Qt, QThreadPool, Signal, Slot
 
-from core.jobs import CancelToken, JobFn, JobOutcome, run_job
+from embridge.core.jobs import CancelToken, JobFn, JobOutcome, run_job
 
 log = logging.getLogger("embridge.app")
 _ids = itertools.count(1)

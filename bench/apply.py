@@ -1,7 +1,7 @@
 """Adapter application: CPU cost per 384-d query, batched, for procrustes, affine and MLP.
 
-Measured: ``core.adapters.adapt_queries``, which folds the linear kinds into one numpy map
-(:mod:`core.adapters.fast_apply`) and runs every other kind's torch module. Floors, same run, same
+Measured: ``embridge.core.adapters.adapt_queries``, which folds the linear kinds into one numpy map
+(:mod:`embridge.core.adapters.fast_apply`) and runs every other kind's torch module. Floors, same run, same
 queries: a raw ``x @ W`` float32 matmul (linear kinds; the bias add is left out, so the floor is
 the least any linear map can cost) and the bare module call on one tensor under
 ``torch.inference_mode`` (MLP). Target: <= 5 µs per query for procrustes and affine.
@@ -18,9 +18,9 @@ import torch
 
 from bench.common import Row, Target, area_result, paired_times
 from bench.data import pair_arrays
-from core.adapters import adapt_queries
-from core.adapters.fast_apply import linear_map
-from core.train import PairData, fit_adapter
+from embridge.core.adapters import adapt_queries
+from embridge.core.adapters.fast_apply import linear_map
+from embridge.core.train import PairData, fit_adapter
 
 MICRO = Target("abs_max", 5.0, "<= 5 µs/query")
 

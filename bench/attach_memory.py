@@ -37,8 +37,8 @@ def _child(case: str, ws: str, path: str) -> None:
     """Runs in a fresh process: one attach (or the whole-file load), then reports peak memory."""
     import threading
 
-    from core.importers import import_items
-    from core.store import Workspace
+    from embridge.core.importers import import_items
+    from embridge.core.store import Workspace
 
     peak = [_anon_mb()]
     done = threading.Event()
@@ -74,7 +74,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--dim", type=int, default=384)
     args = parser.parse_args()
-    from core.store import Workspace
+    from embridge.core.store import Workspace
 
     rng = np.random.default_rng(0)
     results = []

@@ -47,7 +47,7 @@ def _load(old: Path, new: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def _index(gallery: np.ndarray) -> Any:
     """The index the report and validation build: exact inner product, or IVF (4·sqrt(N) lists)."""
-    from core.evaluation.search import load_faiss
+    from embridge.core.evaluation.search import load_faiss
 
     faiss = load_faiss()  # torch's OpenMP first and the same thread count as the product
     n, dim = gallery.shape
@@ -130,7 +130,7 @@ def _bare_loop(kind: str, new: np.ndarray, old: np.ndarray, epochs: int, s: dict
 
 
 def _run_record(ws: Path, kind: str) -> dict[str, Any]:
-    from core.store import Workspace
+    from embridge.core.store import Workspace
 
     run = Workspace.open(ws).latest_run(kind)
     if run is None:
@@ -140,7 +140,7 @@ def _run_record(ws: Path, kind: str) -> dict[str, Any]:
 
 def auto_floor(ws: Path, old: Path, new: Path) -> dict[str, Any]:
     """Seconds of the raw work of the latest ``auto`` run, with a breakdown (see the module doc)."""
-    from core.train.config import allowed_settings
+    from embridge.core.train.config import allowed_settings
 
     run = _run_record(ws, "train")
     metrics, config = run.get("metrics") or {}, run.get("config") or {}
@@ -186,8 +186,8 @@ def auto_floor(ws: Path, old: Path, new: Path) -> dict[str, Any]:
 
 def report_floor(ws: Path, old: Path, new: Path) -> dict[str, Any]:
     """Raw faiss on the report's index and queries (see the module doc)."""
-    from core.report.build import latest_report_for_run
-    from core.store import Workspace
+    from embridge.core.report.build import latest_report_for_run
+    from embridge.core.store import Workspace
 
     workspace = Workspace.open(ws)
     train = workspace.latest_run("train")

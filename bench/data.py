@@ -1,6 +1,6 @@
 """Seeded synthetic vectors for the benchmarks, written in chunks so that no size needs 2x its RAM.
 
-``pair_arrays`` mirrors :func:`core.synthetic.rotation_pair` (old = centred new @ W + offset +
+``pair_arrays`` mirrors :func:`embridge.core.synthetic.rotation_pair` (old = centred new @ W + offset +
 noise, with a large shared mean) but builds float32 rows chunk by chunk, so 1M x 768 pairs fit in
 memory. ``gallery_files`` writes a clustered, L2-normalised gallery and query set as ``.npy`` files
 that the search benchmark opens as memmaps (clusters make approximate-search recall meaningful;
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.synthetic import random_semi_orthogonal
+from embridge.core.synthetic import random_semi_orthogonal
 
 CHUNK = 65_536
 

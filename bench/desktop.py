@@ -1,7 +1,7 @@
 """Desktop responsiveness: launch to a visible window, and event-loop stalls under background jobs.
 
 Every measurement is a fresh process with ``QT_QPA_PLATFORM=offscreen`` and a private settings
-folder (see :mod:`bench.desktop_child`). Launch time runs what ``app.main:main`` runs up to the main
+folder (see :mod:`bench.desktop_child`). Launch time runs what ``embridge.app.launch:main`` runs up to the main
 window's first paint, timed from the moment the parent spawns the process (Python start-up and
 imports included), median of several launches; its floor is an empty PySide6 window launched the
 same way. Stalls are the longest gap of a 5 ms GUI-thread timer; their floor is the same timer with
@@ -43,7 +43,7 @@ def run(tiny: bool, device: str) -> dict[str, Any]:
     count = 1 if tiny else 5
     with tempfile.TemporaryDirectory(prefix="embridge-bench-desktop-") as tmp:
         env = {"QT_QPA_PLATFORM": "offscreen", "EMBRIDGE_CONFIG_DIR": str(Path(tmp) / "config")}
-        from core.store import Workspace
+        from embridge.core.store import Workspace
 
         ws_path = Path(tmp) / "ws"
         Workspace.create(ws_path).close()

@@ -1,14 +1,14 @@
 """Desktop measurements in a fresh process (``QT_QPA_PLATFORM=offscreen``), one mode per run.
 
-* ``launch``: what ``app.main:main`` does (QApplication, ``build_main_window``, show, start), timed
+* ``launch``: what ``embridge.app.launch:main`` does (QApplication, ``build_main_window``, show, start), timed
   from the parent's spawn timestamp to the main window's first paint; then quits.
 * ``bare``: the floor of ``launch``: Python + PySide6 + an empty QMainWindow to its first paint.
 * ``import``: the floor of import stalls: a plain thread imports ``--modules`` in turn while the
   main thread ticks every 5 ms (CPython holds the GIL while it loads an extension module).
 * ``stall``: the main window with its job manager; a 5 ms QTimer in the GUI thread records the
   gaps between its ticks: while the start-up jobs detect the device and import torch, faiss,
-  matplotlib and the core in the background (:mod:`app.preload`), then idle (the floor), then
-  while app workers run a training job (``fit_adapter``) and a report job (``core.evaluation.search``
+  matplotlib and the core in the background (:mod:`embridge.app.preload`), then idle (the floor), then
+  while app workers run a training job (``fit_adapter``) and a report job (``embridge.core.evaluation.search``
   + top-1) at the same time, twice: the first ("cold") round is the first use of each library
   (lazy initialisation inside torch and faiss), the second is the steady state.
 """
@@ -45,7 +45,7 @@ def launch(spawned: float, workspace: str, bare: bool) -> None:
         app = QApplication([])
         window = QMainWindow()
     else:
-        from app.main import application, build_main_window
+        from embridge.app.launch import application, build_main_window
 
         app = application()
         window = build_main_window(workspace or None)
@@ -71,8 +71,8 @@ def stall_jobs(n_train: int, n_gallery: int, n_queries: int, dim: int, epochs: i
     """A training job and a report job as plain ``fn(on_progress, should_stop)`` functions."""
 
     def train(on_progress: Any, should_stop: Any) -> dict[str, Any]:
-        from core.synthetic import class_structured_pair
-        from core.train import PairData, fit_adapter
+        from embridge.core.synthetic import class_structured_pair
+        from embridge.core.train import PairData, fit_adapter
 
         pair = class_structured_pair(n_train + 1_000, 50, dim, dim, 25, seed=0)
         data = PairData(pair.old[:n_train], pair.new[:n_train], pair.old[n_train:], pair.new[n_train:])
@@ -82,8 +82,8 @@ def stall_jobs(n_train: int, n_gallery: int, n_queries: int, dim: int, epochs: i
     def report(on_progress: Any, should_stop: Any) -> dict[str, Any]:
         import numpy as np
 
-        from core.evaluation.search import SearchConfig, search
-        from core.l2 import l2_normalize
+        from embridge.core.evaluation.search import SearchConfig, search
+        from embridge.core.l2 import l2_normalize
 
         rng = np.random.default_rng(1)
         gallery = l2_normalize(rng.standard_normal((n_gallery, dim)))
@@ -98,7 +98,7 @@ def stall_jobs(n_train: int, n_gallery: int, n_queries: int, dim: int, epochs: i
 
 
 def stall(idle_s: float, n_train: int, n_gallery: int, n_queries: int, dim: int, epochs: int) -> None:
-    from app.main import application, build_main_window
+    from embridge.app.launch import application, build_main_window
 
     app = application()
     window = build_main_window(None)
@@ -145,7 +145,7 @@ def stall(idle_s: float, n_train: int, n_gallery: int, n_queries: int, dim: int,
         QTimer.singleShot(int(idle_s * 1000), lambda: start_round(0))
 
     window.ctx.libraries_loaded.connect(warmed_up)
-    window.start()  # as app.main does: detect the device, then import the libraries jobs need
+    window.start()  # as app.launch does: detect the device, then import the libraries jobs need
     QTimer.singleShot(600_000, app.quit)
     app.exec()
     timer.stop()

@@ -38,9 +38,9 @@ from bench.common import (
     write_json,
 )
 from bench.data import pair_arrays
-from core.adapters.closed_form import procrustes_candidates, ridge_path
-from core.adapters.registry import METHODS
-from core.train import PairData, fit_adapter
+from embridge.core.adapters.closed_form import procrustes_candidates, ridge_path
+from embridge.core.adapters.registry import METHODS
+from embridge.core.train import PairData, fit_adapter
 
 TARGET = Target("ratio_max", 1.5, "<= 1.5x floor")
 NOTE = ("Times are CPU seconds of a single-threaded process (one BLAS thread): the work each call does, "
@@ -143,12 +143,12 @@ def measure_size(n: int, d: int, n_val: int, repeats: int, seed: int) -> list[Ro
     rows: list[Row] = []
     for kind in ("procrustes", "affine"):
         rows.append(Row(f"{kind} solve, all candidates ({size})", "CPU s", times[f"solve {kind}"], floors[kind],
-                        FLOOR_NAMES[kind], TARGET, "core.adapters.closed_form", details(f"solve {kind}", f"floor {kind}")))
+                        FLOOR_NAMES[kind], TARGET, "embridge.core.adapters.closed_form", details(f"solve {kind}", f"floor {kind}")))
     for kind in ("procrustes", "affine"):
         val_floor = evals[kind] * times["floor validation"]
         rows.append(Row(f"{kind} fit_adapter end to end ({size}, {n_val:,} validation pairs)", "CPU s",
                         times[f"fit_adapter {kind}"], floors[kind] + val_floor,
-                        f"floor + {evals[kind]} raw validation product(s)", TARGET, "core.train.fit_adapter",
+                        f"floor + {evals[kind]} raw validation product(s)", TARGET, "embridge.core.train.fit_adapter",
                         {**details(f"fit_adapter {kind}", f"floor {kind}"), "validation_floor_cpu_s": val_floor}))
     return rows
 

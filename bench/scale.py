@@ -59,11 +59,11 @@ def pin_threads() -> None:
 
 def make_bundle(work: Path, dim: int, seed: int = 0) -> Path:
     """A forward (FCT, old -> new) bundle fitted on random data: the layer a gallery transform runs."""
-    from core.adapters import FCTAdapter, save_adapter
-    from core.adapters.closed_form import ridge_path
-    from core.bundle import export_bundle
-    from core.retrieval import l2_normalize
-    from core.store import Workspace
+    from embridge.core.adapters import FCTAdapter, save_adapter
+    from embridge.core.adapters.closed_form import ridge_path
+    from embridge.core.bundle import export_bundle
+    from embridge.core.retrieval import l2_normalize
+    from embridge.core.store import Workspace
 
     rng = np.random.default_rng(seed)
     old = l2_normalize(rng.standard_normal((2000, dim)).astype(np.float32))
@@ -142,9 +142,9 @@ def measure(sizes: dict[str, int], work: Path) -> dict[str, Any]:
     """All timings, in this (pinned) process; local first, then Ray at each worker count."""
     import ray
 
-    from core.evaluation.search import SearchConfig, search
-    from core.scale.gallery_transform import transform_gallery
-    from core.scale.sharded_search import sharded_search
+    from embridge.core.evaluation.search import SearchConfig, search
+    from embridge.core.scale.gallery_transform import transform_gallery
+    from embridge.core.scale.sharded_search import sharded_search
 
     pin_threads()
     rows, dim, k, repeats = sizes["rows"], sizes["dim"], sizes["k"], sizes["repeats"]

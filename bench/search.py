@@ -3,13 +3,13 @@
 Each measurement runs in its own process (:mod:`bench.search_child`) so that its peak memory
 (VmHWM) is its own. Rows:
 
-* throughput (queries/s, index build included) of ``core.evaluation.search`` against raw faiss with
+* throughput (queries/s, index build included) of ``embridge.core.evaluation.search`` against raw faiss with
   the same index parameters, each in its own process: target >= 0.8x; and search-only throughput
   with core and raw calls alternated on one built index (free of build-to-build noise);
 * peak memory: target <= vector bytes (gallery + queries) + 1 GB. VmHWM counts a memmap's file
   pages once they are read: raw faiss adding the memmapped gallery holds them on top of the index's
   own copy, while ``build_index`` reads the file behind a memmap with plain reads and reserves the
-  exact index's storage (see :mod:`core.evaluation.npy_rows`);
+  exact index's storage (see :mod:`embridge.core.evaluation.npy_rows`);
 * approximate search: recall@k of the IVF results against the exact results, all queries.
 """
 
@@ -25,7 +25,7 @@ import numpy as np
 
 from bench.common import Row, Target, area_result, run_child, usable_cpus
 from bench.data import gallery_files
-from core.evaluation.search import default_nlist, overlap_recall
+from embridge.core.evaluation.search import default_nlist, overlap_recall
 
 SPEED = Target("ratio_min", 0.8, ">= 0.8x raw faiss")
 RECALL_NOTE = "recall@k of IVF ids against exact ids, all queries"

@@ -1,6 +1,6 @@
 """One search measurement in its own process, so that its peak memory is its own.
 
-``--impl core`` runs :func:`core.evaluation.search.build_index` + ``search_index`` (what ``search``
+``--impl core`` runs :func:`embridge.core.evaluation.search.build_index` + ``search_index`` (what ``search``
 does, minus its recall sample). ``--impl faiss`` builds the same index
 with raw faiss calls (same nlist, nprobe, training rows and k-means seed) and searches all queries
 in one call. Both open the gallery and queries as memmaps of ``.npy`` files, as workspace vectors
@@ -24,7 +24,7 @@ def core_search(gallery: np.ndarray, queries: np.ndarray, k: int, method: str, n
                 threads: int, rounds: int = 0) -> tuple[np.ndarray, float, float]:
     """Build + search with core; then ``rounds`` alternations of core ``search_index`` and a raw
     ``index.search`` on this same index (search-only timings free of build-to-build noise)."""
-    from core.evaluation.search import SearchConfig, build_index, search_index
+    from embridge.core.evaluation.search import SearchConfig, build_index, search_index
 
     config = SearchConfig(method=method, nlist=nlist or None, nprobe=nprobe, threads=threads,
                           measure_recall=False)
@@ -83,7 +83,7 @@ def main() -> None:
     p.add_argument("--same-index-rounds", type=int, default=0, help="core: alternate core/raw searches after")
     p.add_argument("--ids-out", default="")
     a = p.parse_args()
-    from core.evaluation.search import load_faiss
+    from embridge.core.evaluation.search import load_faiss
 
     load_faiss(a.threads)  # imports (torch, faiss) are a once-per-process cost, not search time
     gallery = np.load(a.gallery, mmap_mode="r", allow_pickle=False)

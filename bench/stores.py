@@ -1,6 +1,6 @@
 """Store migration: points per second through each local vector store, against its own bulk insert.
 
-Measured: ``embridge migrate`` (``core.connectors.migration.migrate_store``) moving N 384-d points
+Measured: ``embridge migrate`` (``embridge.core.connectors.migration.migrate_store``) moving N 384-d points
 from a source collection into a new one through a forward (fct) bundle: read, transform, write,
 checkpoint and verify, with 65,536-point batches. Floor, same store, same machine, same vectors:
 the store's own client inserting the already-transformed vectors into a fresh collection in batches
@@ -50,9 +50,9 @@ def chunks(n: int, batch: int, seed: int = 0) -> Any:
 
 def build_bundle(folder: Path) -> Path:
     """A real forward (fct) bundle 384 -> 384, trained briefly on synthetic pairs."""
-    from core.bundle import export_bundle
-    from core.store import Workspace
-    from core.train.runs import train_run
+    from embridge.core.bundle import export_bundle
+    from embridge.core.store import Workspace
+    from embridge.core.train.runs import train_run
 
     rng = np.random.default_rng(0)
     n = 2_000
@@ -86,7 +86,7 @@ def store_uris(kind: str, root: Path, pg: str | None) -> tuple[str, str, str]:
 
 def fill(kind: str, uri: str, n: int) -> None:
     """Write the source with the store's own client (as an application would)."""
-    from core.connectors import Batch, open_store
+    from embridge.core.connectors import Batch, open_store
 
     store = open_store(uri)
     try:
@@ -101,8 +101,8 @@ def fill(kind: str, uri: str, n: int) -> None:
 
 def bulk_insert_seconds(kind: str, uri: str, n: int, bundle: Any) -> tuple[float, float]:
     """Seconds of the store's native client inserting the transformed vectors, and of the transform alone."""
-    from core.connectors import open_store
-    from core.connectors.base import SPACE_FIELD
+    from embridge.core.connectors import open_store
+    from embridge.core.connectors.connector import SPACE_FIELD
 
     store: Any = open_store(uri)
     spent = transform = 0.0
@@ -168,16 +168,16 @@ def measure(stage: str, kind: str, n: int, root: Path, bundle_path: str, pg: str
     """One measurement: ``prepare`` (fill the source, time the bulk-insert floor) or ``migrate``."""
     source, target, bulk = store_uris(kind, root, pg)
     if stage == "prepare":
-        from core.bundle import load_bundle
+        from embridge.core.bundle import load_bundle
 
         started = time.perf_counter()
         fill(kind, source, n)
         fill_s = time.perf_counter() - started
         bulk_s, transform_s = bulk_insert_seconds(kind, bulk, n, load_bundle(bundle_path))
         return {"fill_s": fill_s, "bulk_s": bulk_s, "transform_s": transform_s}
-    from core.connectors import open_store
-    from core.connectors.migration import migrate_store
-    from core.connectors.transform import load_transform
+    from embridge.core.connectors import open_store
+    from embridge.core.connectors.migration import migrate_store
+    from embridge.core.connectors.transform import load_transform
 
     load_transform(bundle_path)  # libraries loaded and warm before the baseline
     open_store(source).close()

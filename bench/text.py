@@ -3,8 +3,8 @@
 A two-layer BERT (hidden 64) is built from random weights with a written vocabulary and saved three
 ways: a sentence-transformers folder, a plain transformers folder and an ONNX export. The corpus is
 seeded random word sequences of 3 to 80 words, so lengths vary as in real documents. Measured:
-``core.embed.embed_array`` (tokenize once, sort by token length, pad per batch, pool) and
-``core.embed.embed_items`` (the same through a workspace: items read from SQLite, vectors written
+``embridge.core.embed.embed_array`` (tokenize once, sort by token length, pad per batch, pool) and
+``embridge.core.embed.embed_items`` (the same through a workspace: items read from SQLite, vectors written
 in resumable chunks). Floors, same run, same texts, batch 64: ``SentenceTransformer.encode`` (which
 sorts by length itself), and for the transformers and ONNX folders a bare loop of tokenizer(padding)
 + forward + mean pooling in corpus order. Target: >= 0.9x the bare loop's items/s.
@@ -111,10 +111,10 @@ def bare_loop(kind: str, folder: Path, texts: list[str]) -> Any:
 def run(tiny: bool, device: str, seed: int = 0) -> dict[str, Any]:
     from sentence_transformers import SentenceTransformer
 
-    from core.embed import embed_array, embed_items
-    from core.importers import import_items
-    from core.models import describe_model, load_model
-    from core.store import Workspace
+    from embridge.core.embed import embed_array, embed_items
+    from embridge.core.importers import import_items
+    from embridge.core.models import describe_model, load_model
+    from embridge.core.store import Workspace
 
     started = time.time()
     n = 256 if tiny else 2_048

@@ -22,9 +22,9 @@ from typing import Any
 import torch
 
 from bench.common import NO_GPU, Row, Target, area_result, emit, run_child, timed
-from core.synthetic import class_structured_pair
-from core.train import PairData, fit_adapter, resolve_config
-from core.train.fit import build_for_training, training_rows
+from embridge.core.synthetic import class_structured_pair
+from embridge.core.train import PairData, fit_adapter, resolve_config
+from embridge.core.train.fit import build_for_training, training_rows
 
 KINDS = ("lowrank", "mlp", "bct", "bt2", "fct")
 LOOP_TARGET = Target("ratio_min", 0.8, ">= 0.8x bare loop")

@@ -97,7 +97,7 @@ def _setup(ws: Path, old: Path, new: Path) -> None:
     import contextlib
     import io
 
-    from core.cli.main import main
+    from embridge.core.cli.main import main
 
     for argv in (["init"], ["model", "add", "--name", "old", "--path", str(old), "--role", "old"],
                  ["model", "add", "--name", "new", "--path", str(new), "--role", "new"]):

@@ -24,8 +24,8 @@ from bench.common import emit
 
 # what the commands import on first use: loaded before the clock starts, so a step times its work
 # (at toy sizes the imports would be most of it); ``import_s`` records what they took
-WARM_IMPORTS = ("torch", "faiss", "core.cli.main", "core.embed", "core.importers", "core.train.runs",
-                "core.report.build", "core.plan", "core.bundle")
+WARM_IMPORTS = ("torch", "faiss", "embridge.core.cli.main", "embridge.core.embed", "embridge.core.importers", "embridge.core.train.runs",
+                "embridge.core.report.build", "embridge.core.plan", "embridge.core.bundle")
 
 
 def _step(argv: list[str]) -> None:
@@ -35,7 +35,7 @@ def _step(argv: list[str]) -> None:
     for name in WARM_IMPORTS:
         importlib.import_module(name)
     import_s = time.perf_counter() - started
-    from core.cli.main import main
+    from embridge.core.cli.main import main
 
     start = time.perf_counter()
     with redirect_stdout(io.StringIO()) as out:

@@ -18,13 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.errors import ImportDataError
-from core.keys import normalise_key
-from core.progress import ProgressFn, StopFn, check_stop, no_progress
-from core.qrels import QrelLines, read_qrels, store_qrels
-from core.store import Workspace
-from core.store.items import QUERY_SPLIT
-from core.store.judgments import JUDGMENT_SPLITS
+from embridge.core.errors import ImportDataError
+from embridge.core.keys import normalise_key
+from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
+from embridge.core.qrels import QrelLines, read_qrels, store_qrels
+from embridge.core.store import Workspace
+from embridge.core.store.items import QUERY_SPLIT
+from embridge.core.store.judgments import JUDGMENT_SPLITS
 
 GALLERY_SPLIT = "gallery"  # a name only: every split but the query split forms the gallery
 _CHUNK = 10_000

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from core.progress import ProgressFn, StopFn, check_stop, no_progress
-from core.store import Workspace
+from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
+from embridge.core.store import Workspace
 
 DATA_FILE = Path(__file__).resolve().parent.parent / "resources" / "demo" / "digits.npz"
 OLD_CLASSES = (0, 1, 2, 3, 4)
@@ -53,7 +53,7 @@ def train_demo_models(images: np.ndarray, labels: np.ndarray, seed: int) -> tupl
     """Old: MLP on digits 0-4 only (32-d). New: CNN on all digits (64-d)."""
     import torch
 
-    from core.models.builtin import MLPEmbedder, SmallCNNEmbedder
+    from embridge.core.models.builtin import MLPEmbedder, SmallCNNEmbedder
 
     torch.manual_seed(seed)
     x = images[:, None, :, :]
@@ -87,9 +87,9 @@ def _write_pngs(root: Path, images: np.ndarray, labels: np.ndarray, index: np.nd
 def build_demo(path: str | Path, seed: int = 0, on_progress: ProgressFn | None = None,
                should_stop: StopFn | None = None) -> Workspace:
     """Create the demo workspace at ``path`` and return it open; see the module docstring."""
-    from core.embed import embed_items
-    from core.importers import import_items
-    from core.models import describe_model
+    from embridge.core.embed import embed_items
+    from embridge.core.importers import import_items
+    from embridge.core.models import describe_model
 
     report = on_progress or no_progress
     steps = 6

@@ -7,7 +7,7 @@ document is its own verse, so the judgments are exact by construction. Both text
 domain; ``resources/demo/BIBLE-TEXT-LICENSE.md`` says where they come from.
 
 The bundled data is written as a BEIR folder (``corpus.jsonl``, ``queries.jsonl``,
-``qrels/{train,dev,test}.tsv``) and imported through :func:`core.beir_import.import_beir`, the path
+``qrels/{train,dev,test}.tsv``) and imported through :func:`embridge.core.beir_import.import_beir`, the path
 a user's own BEIR data takes. Two text encoders are trained here in seconds with a fixed seed on
 verse pairs of four other books (never the demo's): an **old** one (32-d, a vocabulary of Genesis
 only, one epoch) and a **new**, better one (64-d, all four books, more epochs) that embeds queries
@@ -28,9 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from core.errors import InputError
-from core.progress import ProgressFn, StopFn, check_stop, no_progress
-from core.store import Workspace
+from embridge.core.errors import InputError
+from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
+from embridge.core.store import Workspace
 
 DATA_FILE = Path(__file__).resolve().parent.parent / "resources" / "demo" / "bible-kjv-ylt.jsonl.gz"
 QUERY_SPLITS = (("train", 300), ("dev", 100), ("test", 200))
@@ -168,7 +168,7 @@ def save_encoder(folder: Path, tokenizer: Any, weights: np.ndarray, prompt: str)
 
 
 def _require_text_extra() -> None:
-    from core.models.text import sentence_transformers_available
+    from embridge.core.models.text import sentence_transformers_available
 
     if not sentence_transformers_available():
         raise InputError("--kind text", "the text demo needs the text extra: pip install 'embridge[text]'")
@@ -177,9 +177,9 @@ def _require_text_extra() -> None:
 def build_text_demo(path: str | Path, seed: int = 0, on_progress: ProgressFn | None = None,
                     should_stop: StopFn | None = None) -> Workspace:
     """Create the text demo workspace at ``path`` and return it open; see the module docstring."""
-    from core.beir_import import import_beir
-    from core.embed import embed_items
-    from core.models import describe_model
+    from embridge.core.beir_import import import_beir
+    from embridge.core.embed import embed_items
+    from embridge.core.models import describe_model
 
     _require_text_extra()
     report = on_progress or no_progress

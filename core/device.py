@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from core.errors import DeviceError
+from embridge.core.errors import DeviceError
 
 
 def available_devices() -> list[str]:

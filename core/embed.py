@@ -6,7 +6,7 @@ the user (``should_stop``) or interrupted (Ctrl-C, a crash) keeps its completed 
 next run with the same model, items and set name continues after them. A run that fails (a
 broken item, a model producing NaN) discards its partial file, since its rows cannot be trusted
 to match a corrected rerun. Embeddings-only models copy the vectors their file holds for the
-requested items instead (see :func:`core.vector_attach.embed_with_vectors_file`).
+requested items instead (see :func:`embridge.core.vector_attach.embed_with_vectors_file`).
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from core.device import resolve_device
-from core.errors import Cancelled, InputError
-from core.models import LoadedModel, ModelSpec, load_model, make_inputs
-from core.models.spec import role_of_split
-from core.progress import ProgressFn, StopFn, Throughput, check_stop, no_progress
+from embridge.core.device import resolve_device
+from embridge.core.errors import Cancelled, InputError
+from embridge.core.models import LoadedModel, ModelSpec, load_model, make_inputs
+from embridge.core.models.spec import role_of_split
+from embridge.core.progress import ProgressFn, StopFn, Throughput, check_stop, no_progress
 
 ModelLike = LoadedModel | torch.nn.Module | ModelSpec | str | Path
 
@@ -95,7 +95,7 @@ def embed_items(workspace: Any, model_name: str, item_ids: Sequence[int] | np.nd
         raise InputError(label, f"batch and chunk sizes must be positive (got {batch_size}, {chunk_size})")
     key_source_vectors = f"{model_name}\0{spec.sha256}\0{name or ''}".encode()
     if spec.kind == "vectors":
-        from core.vector_attach import embed_with_vectors_file
+        from embridge.core.vector_attach import embed_with_vectors_file
 
         return embed_with_vectors_file(workspace, model_name, spec, ids, name or "vectors",
                                        "embed-" + hashlib.sha256(key_source_vectors).hexdigest()[:20],
@@ -190,7 +190,7 @@ def embed_recorded(workspace: Any, model_name: str, item_ids: Sequence[int] | np
 
     The CLI and the app both embed through this; ``config`` adds what the caller chose (split, sample).
     """
-    from core.jobs import recorded_run
+    from embridge.core.jobs import recorded_run
 
     run_config = {"model": model_name, "items": int(len(item_ids)), **(config or {}),
                   **{k: str(v) if k == "device" else v for k, v in options.items()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.errors import ImportDataError, InputError, VectorFileError, first_line
+from embridge.core.errors import ImportDataError, InputError, VectorFileError, first_line
 
 DEFAULT_MAX_PIXELS = 40_000_000  # e.g. 8000 x 5000; embedders look at a few hundred pixels a side
 PIXELS_ENV = "EMBRIDGE_MAX_IMAGE_PIXELS"
@@ -79,7 +79,7 @@ def validate_image(path: str | Path) -> None:
 
 def validate_npy_image(path: str | Path) -> None:
     """A ``.npy`` image: a plain numeric 2-D or 3-D array whose header fits the file."""
-    from core.vector_files import npy_header
+    from embridge.core.vector_files import npy_header
 
     try:
         shape, dtype = npy_header(Path(path))

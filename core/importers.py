@@ -1,6 +1,6 @@
 """Importing items into a workspace: image folders, CSV/JSONL texts, and vector files.
 
-Vector files are streamed by :mod:`core.vector_import`; qrels files by :mod:`core.qrels`.
+Vector files are streamed by :mod:`embridge.core.vector_import`; qrels files by :mod:`embridge.core.qrels`.
 
 Everything is read and validated before anything is written, and the write is one transaction,
 so a bad file never leaves half an import behind.
@@ -14,11 +14,11 @@ import unicodedata
 from pathlib import Path
 from typing import Any
 
-from core.errors import ImportDataError, printable
-from core.images import validate_image
-from core.keys import char_name, normalise_keys, normalise_label
-from core.progress import ProgressFn, StopFn, check_stop, no_progress
-from core.store import Workspace
+from embridge.core.errors import ImportDataError, printable
+from embridge.core.images import validate_image
+from embridge.core.keys import char_name, normalise_keys, normalise_label
+from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
+from embridge.core.store import Workspace
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".npy"}
 FORMATS = ("images", "csv", "jsonl", "vectors")
@@ -179,12 +179,12 @@ def import_items(ws: Workspace, path: str | Path, fmt: str | None = None, split:
                  on_progress: ProgressFn | None = None, should_stop: StopFn | None = None) -> dict[str, Any]:
     """Import items (and, for vector files with ``model``, that model's vectors) all-or-nothing.
 
-    ``qrels`` names a judgments file (see :mod:`core.qrels`) stored in the same transaction, so its
+    ``qrels`` names a judgments file (see :mod:`embridge.core.qrels`) stored in the same transaction, so its
     keys may name the items being imported as well as earlier ones. ``on_progress``/``should_stop``
-    follow :mod:`core.progress`; image folders report while every image is checked to decode, which
+    follow :mod:`embridge.core.progress`; image folders report while every image is checked to decode, which
     is the slow part of a large import.
     """
-    from core.qrels import read_qrels, store_qrels
+    from embridge.core.qrels import read_qrels, store_qrels
 
     judgments = read_qrels(qrels) if qrels is not None else None
     src = Path(path)
@@ -192,7 +192,7 @@ def import_items(ws: Workspace, path: str | Path, fmt: str | None = None, split:
         raise ImportDataError(src, "no such file or folder")
     fmt = fmt or detect_format(src)
     if fmt == "vectors":
-        from core.vector_import import import_vector_file
+        from embridge.core.vector_import import import_vector_file
 
         return import_vector_file(ws, src, split, model, ids_path, judgments, qrels_seed)
     if fmt == "images":

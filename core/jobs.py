@@ -16,8 +16,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.errors import Cancelled, EmbridgeError
-from core.progress import ProgressFn, StopFn, no_progress
+from embridge.core.errors import Cancelled, EmbridgeError
+from embridge.core.progress import ProgressFn, StopFn, no_progress
 
 JobFn = Callable[[ProgressFn, StopFn], Any]
 
@@ -84,7 +84,7 @@ def recorded_run(ws: Any, kind: str, method: str | None = None, config: dict | N
     except OSError as exc:  # a full disk or an unwritable folder: a user-facing error naming the file
         from pathlib import Path
 
-        from core.store.files import disk_error
+        from embridge.core.store.files import disk_error
 
         error = disk_error(exc, Path(exc.filename or ws.root), f"finish the {kind} run")
         _finish_quietly(ws, run_id, "failed", str(error), record)

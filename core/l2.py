@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from core.errors import VectorFileError
+from embridge.core.errors import VectorFileError
 
 # Below this the float32 sum of squares may have lost (underflowed) parts of the row.
 _SAFE_MIN_NORM = 1e-18

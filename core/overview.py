@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from core.store import Workspace
-from core.store.items import QUERY_SPLIT, in_gallery
+from embridge.core.store import Workspace
+from embridge.core.store.items import QUERY_SPLIT, in_gallery
 
 
 def workspace_overview(ws: Workspace) -> dict[str, Any]:
@@ -44,7 +44,7 @@ def workspace_overview(ws: Workspace) -> dict[str, Any]:
 
 def gallery_splits(split_counts: dict[str, int]) -> dict[str, int]:
     """The splits whose items form the gallery that reports and plans search: every split but the
-    query split (items without a split included), as :func:`core.store.items.in_gallery` says.
+    query split (items without a split included), as :func:`embridge.core.store.items.in_gallery` says.
     Pages and ``embridge info`` state this."""
     return {name: count for name, count in split_counts.items() if in_gallery(name)}
 

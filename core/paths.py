@@ -16,7 +16,7 @@ import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from core.errors import InputError
+from embridge.core.errors import InputError
 
 DB_NAME = "embridge.db"
 TMP_PREFIX = ".tmp-"

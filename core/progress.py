@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from core.errors import Cancelled
+from embridge.core.errors import Cancelled
 
 ProgressFn = Callable[[int, int, dict[str, Any]], None]
 StopFn = Callable[[], bool]

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from core.errors import ImportDataError
-from core.keys import normalise_key
-from core.store import Workspace
-from core.store.judgments import JUDGMENT_SPLITS, Judgments
+from embridge.core.errors import ImportDataError
+from embridge.core.keys import normalise_key
+from embridge.core.store import Workspace
+from embridge.core.store.judgments import JUDGMENT_SPLITS, Judgments
 
 SPLIT_FRACTIONS = (0.6, 0.2, 0.2)
 SPLIT_SEED_META = "judgments_split_seed"

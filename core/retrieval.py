@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from core.l2 import l2_normalize
+from embridge.core.l2 import l2_normalize
 
 __all__ = ["exact_topk", "l2_normalize", "top1_accuracy"]
 

@@ -2,7 +2,7 @@
 
 Reports, bundles, the command line and the app's pages read a training run's numbers through
 :class:`RunRecord`, so which of them are the headline is decided once
-(:mod:`core.evaluation.headline`).
+(:mod:`embridge.core.evaluation.headline`).
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from core.evaluation.headline import HEADLINE, RUN_SUMMARY, pick
-from core.json_values import json_safe
+from embridge.core.evaluation.headline import HEADLINE, RUN_SUMMARY, pick
+from embridge.core.json_values import json_safe
 
 _COLUMNS = ("id", "kind", "method", "status", "config", "metrics", "epochs", "device", "started", "finished",
             "duration_s", "error", "pid", "host")
@@ -50,7 +50,7 @@ class RunRecord:
     def from_json(cls, data: dict[str, Any]) -> RunRecord:
         version = int(data.get("schema_version", cls.SCHEMA_VERSION))
         if version > cls.SCHEMA_VERSION:
-            from core.errors import InputError
+            from embridge.core.errors import InputError
 
             raise InputError("run record", f"has schema version {version}; this embridge reads up to "
                              f"{cls.SCHEMA_VERSION}")

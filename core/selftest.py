@@ -21,10 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from core import __version__
-from core.errors import EmbridgeError
-from core.progress import ProgressFn, no_progress
-from core.store.files import atomic_write_text
+from embridge.core import __version__
+from embridge.core.errors import EmbridgeError
+from embridge.core.progress import ProgressFn, no_progress
+from embridge.core.store.files import atomic_write_text
 
 # A working layer keeps most of old/old top-1 on the demo (about 0.66 vs 0.77 with seed 0); a
 # broken one (wrong dims, a scrambled map, a bundle that lost its weights) falls to chance (0.1).
@@ -74,7 +74,7 @@ def _step(result: dict[str, Any], name: str, report: ProgressFn, fn: Callable[[]
 
 
 def _run(root: Path, demo_from: str | Path | None, result: dict[str, Any], report: ProgressFn) -> None:
-    from core.store import Workspace
+    from embridge.core.store import Workspace
 
     root.mkdir(parents=True, exist_ok=True)
     ws_path = root / "demo-workspace"
@@ -83,7 +83,7 @@ def _run(root: Path, demo_from: str | Path | None, result: dict[str, Any], repor
         if demo_from is not None:
             shutil.copytree(demo_from, ws_path)
             return Workspace.open(ws_path)
-        from core.demo import build_demo
+        from embridge.core.demo import build_demo
 
         return build_demo(ws_path, seed=0)
 
@@ -95,18 +95,18 @@ def _run(root: Path, demo_from: str | Path | None, result: dict[str, Any], repor
 
 
 def _pipeline(ws: Any, root: Path, result: dict[str, Any], report: ProgressFn) -> None:
-    from core.adapters import adapt_queries, load_adapter
-    from core.bundle import export_bundle, load_bundle, verify_bundle
-    from core.l2 import l2_normalize
-    from core.train.runs import train_run
+    from embridge.core.adapters import adapt_queries, load_adapter
+    from embridge.core.bundle import export_bundle, load_bundle, verify_bundle
+    from embridge.core.l2 import l2_normalize
+    from embridge.core.train.runs import train_run
 
     summary = _step(result, "fit procrustes", report, lambda: train_run(ws, "procrustes", device="cpu"))
     adapter = load_adapter(ws.adapter_path(summary["adapter_id"]))
     new = summary["new"]
 
     def evaluate() -> dict[str, Any]:
-        from core.evaluation.headline import HEADLINE
-        from core.report.build import ReportOptions, build_report
+        from embridge.core.evaluation.headline import HEADLINE
+        from embridge.core.report.build import ReportOptions, build_report
 
         built = build_report(ws, summary["run_id"], ReportOptions(n_boot=200, backfill_steps=5))
         head = built.headline

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from core.l2 import l2_normalize
+from embridge.core.l2 import l2_normalize
 
 
 @dataclass

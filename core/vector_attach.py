@@ -1,7 +1,7 @@
 """Attaching a vector file's rows to workspace items: documents by key, queries by query key.
 
 Both ``embridge import --format vectors --model NAME`` on existing items and ``embed`` with a
-vectors-only model come here. The file is streamed (see :mod:`core.vector_files`) into one
+vectors-only model come here. The file is streamed (see :mod:`embridge.core.vector_files`) into one
 resumable vector set, so neither the file nor the set is ever held in memory whole, and items that
 already hold this model's vectors are skipped, so the workspace keeps one copy of each vector.
 """
@@ -13,12 +13,12 @@ from typing import Any
 
 import numpy as np
 
-from core import vector_files
-from core.errors import InputError
-from core.progress import ProgressFn, StopFn, check_stop, no_progress
-from core.store import Workspace
-from core.store.schema import DOC_NAMESPACE, QUERY_NAMESPACE
-from core.vector_files import MatrixReader, VectorFile
+from embridge.core import vector_files
+from embridge.core.errors import InputError
+from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
+from embridge.core.store import Workspace
+from embridge.core.store.schema import DOC_NAMESPACE, QUERY_NAMESPACE
+from embridge.core.vector_files import MatrixReader, VectorFile
 
 WRITE_BLOCKS = 4  # read blocks per durable write (24 MB of 384-d rows): each write costs a flush and a record
 
@@ -137,7 +137,7 @@ def write_coverage(ws: Workspace, model: str, cover: Coverage, name: str, resume
             offset += len(seg.rows)
         return writer.commit()
     except BaseException as exc:
-        from core.errors import Cancelled
+        from embridge.core.errors import Cancelled
 
         if resume_key is None or not isinstance(exc, Cancelled | KeyboardInterrupt):
             writer.abort()
@@ -153,8 +153,8 @@ def embed_with_vectors_file(ws: Workspace, model: str, spec: Any, item_ids: np.n
     already holding this model's vectors are not stored again (``already_stored``). Returns the new
     vector set's info, or the model's newest set with ``written`` 0 when nothing was new.
     """
-    from core.errors import CheckpointError, VectorFileError
-    from core.models.spec import checkpoint_sha256, require_exists
+    from embridge.core.errors import CheckpointError, VectorFileError
+    from embridge.core.models.spec import checkpoint_sha256, require_exists
 
     path = require_exists(spec.path)
     if spec.sha256 and checkpoint_sha256(path) != spec.sha256:

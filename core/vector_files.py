@@ -20,9 +20,9 @@ from typing import BinaryIO
 
 import numpy as np
 
-from core.errors import VectorFileError
-from core.keys import normalise_keys
-from core.store.vectors import as_storage_dtype, release_pages
+from embridge.core.errors import VectorFileError
+from embridge.core.keys import normalise_keys
+from embridge.core.store.vector_matrix import as_storage_dtype, release_pages
 
 BLOCK_ROWS = 4096  # 6 MB of 384-d float32 rows
 _PIECE = 1 << 20

@@ -16,12 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from core.errors import ImportDataError, VectorFileError
-from core.qrels import QrelLines, store_qrels
-from core.store import Workspace
-from core.store.schema import DOC_NAMESPACE, QUERY_NAMESPACE
-from core.vector_attach import Coverage, Segment, coverage, key_ids, without_stored, write_coverage
-from core.vector_files import MatrixReader, VectorFile
+from embridge.core.errors import ImportDataError, VectorFileError
+from embridge.core.qrels import QrelLines, store_qrels
+from embridge.core.store import Workspace
+from embridge.core.store.schema import DOC_NAMESPACE, QUERY_NAMESPACE
+from embridge.core.vector_attach import Coverage, Segment, coverage, key_ids, without_stored, write_coverage
+from embridge.core.vector_files import MatrixReader, VectorFile
 
 
 def import_vector_file(ws: Workspace, src: Path, split: str | None, model: str | None,

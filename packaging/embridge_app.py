@@ -24,14 +24,14 @@ def main() -> int:
     _guard_streams()
     argv = sys.argv[1:]
     if "--self-test" in argv:
-        from core.selftest import self_test_main
+        from embridge.core.selftest import self_test_main
 
         return self_test_main(argv)
     if argv[:1] == ["cli"]:
-        from core.cli.main import main as cli_main
+        from embridge.core.cli.main import main as cli_main
 
         return cli_main(argv[1:])
-    from app.main import main as app_main
+    from embridge.app.launch import main as app_main
 
     return app_main(argv)
 

@@ -13,8 +13,8 @@ import pytest
 from PySide6.QtCore import QThreadPool
 from pytestqt.qtbot import QtBot
 
-from app.errors import ErrorDialog
-from app.main_window import MainWindow
+from embridge.app.error_path import ErrorDialog
+from embridge.app.main_window import MainWindow
 
 _current: list[MainWindow] = []  # the window of the running test (set by the ``window`` fixture)
 
@@ -49,7 +49,7 @@ def no_threads_left() -> Iterator[None]:
 @pytest.fixture
 def window(qtbot: QtBot, no_threads_left: None) -> Iterator[MainWindow]:
     """The main window as ``embridge-gui`` builds it; every job must have ended by teardown."""
-    from app.main import application, build_main_window
+    from embridge.app.launch import application, build_main_window
 
     application()
     win = build_main_window()

@@ -56,7 +56,7 @@ def write(path: Path, data: bytes | str) -> Path:
 def state_checkpoint(path: Path, config: dict | None = None, nan: bool = False) -> Path:
     import torch
 
-    from core.models import build_model, save_checkpoint
+    from embridge.core.models import build_model, save_checkpoint
 
     model = build_model("mlp", MLP_CONFIG)[0]
     if nan:
@@ -99,7 +99,7 @@ def list_payload(env: Env) -> Path:
 def unknown_arch(env: Env) -> Path:
     import torch
 
-    from core.models import build_model
+    from embridge.core.models import build_model
 
     path = env.inputs / "arch.pt"
     torch.save({"format": 1, "arch": "resnet9000", "arch_config": {},
@@ -225,7 +225,7 @@ def forged(env: Env, name: str, manifest_edit: Callable[[dict], None] | None = N
 def with_manifest(env: Env, name: str, members: dict[str, bytes], manifest: bytes,
                   listed: dict[str, dict]) -> Path:
     """The bundle ``members`` zipped with ``manifest`` as manifest.json and CHECKSUMS rewritten to match."""
-    from core.bundle.manifest import checksums_text
+    from embridge.core.bundle.manifest import checksums_text
 
     members = {**members, "manifest.json": manifest}
     sums = {n: e["sha256"] for n, e in listed.items()}

@@ -49,7 +49,7 @@ def user_folder(env: Env) -> Path:
 
 def other_workspace(env: Env) -> Path:
     """A folder holding another workspace's database (an output inside it must be refused)."""
-    from core.store import Workspace
+    from embridge.core.store import Workspace
 
     Workspace.create(env.inputs / "other-ws").close()
     return env.inputs / "other-ws"
@@ -139,7 +139,7 @@ def raising_model(env: Env, limit: int = 0, name: str = "raises.ts", in_features
 
 def huge_config_checkpoint(env: Env) -> Path:
     """A tiny state_dict whose config asks for layers of 10^5 x 10^5 floats (40 GB) each."""
-    from core.models import build_model
+    from embridge.core.models import build_model
 
     path = env.inputs / "huge-config.pt"
     weights = build_model("mlp", mk.MLP_CONFIG)[0].state_dict()

@@ -429,8 +429,8 @@ def corpus_base(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A workspace with items, three embeddings-only models, runs and adapters, and a good bundle."""
     from bundle_fixtures import build_upgrade_workspace
 
-    from core.bundle import export_bundle
-    from core.store import Workspace
+    from embridge.core.bundle import export_bundle
+    from embridge.core.store import Workspace
 
     root = tmp_path_factory.mktemp("corpus")
     info = build_upgrade_workspace(root / "ws", with_report=False)

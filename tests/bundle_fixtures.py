@@ -16,13 +16,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from core.adapters import BT2Adapter, FCTAdapter, save_adapter
-from core.adapters.closed_form import procrustes, ridge_path
-from core.report.build import ReportOptions, build_report
-from core.retrieval import l2_normalize
-from core.store import Workspace
-from core.synthetic import class_structured_pair, random_semi_orthogonal
-from core.train.runs import train_run
+from embridge.core.adapters import BT2Adapter, FCTAdapter, save_adapter
+from embridge.core.adapters.closed_form import procrustes, ridge_path
+from embridge.core.report.build import ReportOptions, build_report
+from embridge.core.retrieval import l2_normalize
+from embridge.core.store import Workspace
+from embridge.core.synthetic import class_structured_pair, random_semi_orthogonal
+from embridge.core.train.runs import train_run
 
 N_ITEMS, N_QUERY = 240, 40
 

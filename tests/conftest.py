@@ -27,7 +27,7 @@ def _isolated_settings(tmp_path_factory: pytest.TempPathFactory, monkeypatch: py
 @pytest.fixture(scope="session")
 def demo_workspace_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The demo workspace, built once; treat as read-only (use ``demo_copy`` to write)."""
-    from core.demo import build_demo
+    from embridge.core.demo import build_demo
 
     path = tmp_path_factory.mktemp("demo") / "ws"
     build_demo(path, seed=0).close()

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from badinput_builders import Env, image_folder, png, write
 
-from core.errors import printable
+from embridge.core.errors import printable
 
 
 # -- vector files -----------------------------------------------------------------------------
@@ -79,7 +79,7 @@ def huge_float64(env: Env, name: str = "big64.npz") -> Path:
 
 def with_existing_key(env: Env, key: str) -> None:
     """Add one item with ``key`` to the workspace copy (before the snapshot)."""
-    from core.store import Workspace
+    from embridge.core.store import Workspace
 
     with Workspace.open(env.ws) as ws:
         ws.add_items([{"key": key, "text": "seed", "modality": "text"}], source="seed")

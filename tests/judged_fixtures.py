@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from core.retrieval import l2_normalize
-from core.store import Workspace
-from core.store.judgments import Judgments
-from core.synthetic import random_semi_orthogonal
+from embridge.core.retrieval import l2_normalize
+from embridge.core.store import Workspace
+from embridge.core.store.judgments import Judgments
+from embridge.core.synthetic import random_semi_orthogonal
 
 QUERY_SPLITS = (("train", 0.5), ("dev", 0.2), ("test", 0.3))
 

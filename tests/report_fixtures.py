@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from core.report.model import Report
-from core.retrieval import l2_normalize
-from core.store import Workspace
+from embridge.core.report.report_record import Report
+from embridge.core.retrieval import l2_normalize
+from embridge.core.store import Workspace
 
 
 @dataclass
@@ -33,8 +33,8 @@ _CACHE: dict[str, DemoCase] = {}
 def demo_case(demo_workspace_path: Path, tmp_path_factory: pytest.TempPathFactory) -> DemoCase:
     """The shared case (built on first use): demo copy, affine run, written report."""
     if "case" not in _CACHE:
-        from core.report.build import build_report
-        from core.train.runs import train_run
+        from embridge.core.report.build import build_report
+        from embridge.core.train.runs import train_run
 
         path = tmp_path_factory.mktemp("report-demo") / "ws"
         shutil.copytree(demo_workspace_path, path)
@@ -87,7 +87,7 @@ def build_chain_workspace(path: Path, n: int = 320, n_query: int = 64, seed: int
     with the class part of z shrunk for classes it was not trained on. Affine layers v2→v1 and
     v3→v2 are fitted with ``train_run``, as the CLI would.
     """
-    from core.train.runs import train_run
+    from embridge.core.train.runs import train_run
 
     rng = np.random.default_rng(seed)
     n_classes, latent = 8, 16

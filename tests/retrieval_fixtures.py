@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from core.synthetic import SyntheticRetrieval, query_document_task
-from core.train import PairData
-from core.train.judged_queries import JudgedQueries
+from embridge.core.synthetic import SyntheticRetrieval, query_document_task
+from embridge.core.train import PairData
+from embridge.core.train.judged_queries import JudgedQueries
 
 
 @dataclass

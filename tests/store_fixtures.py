@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from core.cli.main import main
+from embridge.core.cli.main import main
 
 STORES = ("parquet", "lancedb", "qdrant", "chroma", "pgvector")
 
@@ -120,7 +120,7 @@ def fresh_pg_database(pg_base: str, name: str) -> str:
 
 def read_all(uri: str) -> dict[str, tuple[np.ndarray, dict[str, Any]]]:
     """Every point of a collection by id (as text); fails on a repeated id."""
-    from core.connectors import open_store
+    from embridge.core.connectors import open_store
 
     out: dict[str, tuple[np.ndarray, dict[str, Any]]] = {}
     store = open_store(uri)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.adapters import ProcrustesAdapter, adapt_queries
-from core.adapters.closed_form import procrustes, ridge_path
-from core.synthetic import affine_pair, rotation_pair
-from core.train import PairData, fit_adapter, pair_top1
+from embridge.core.adapters import ProcrustesAdapter, adapt_queries
+from embridge.core.adapters.closed_form import procrustes, ridge_path
+from embridge.core.synthetic import affine_pair, rotation_pair
+from embridge.core.train import PairData, fit_adapter, pair_top1
 
 
 @pytest.mark.parametrize(("d_new", "d_old"), [(24, 24), (32, 20), (16, 28)])

@@ -7,7 +7,7 @@ import pytest
 import torch
 from train_fixtures import one_torch_thread  # noqa: F401 (autouse fixture)
 
-from core.adapters import (
+from embridge.core.adapters import (
     METHODS,
     Adapter,
     adapt_gallery,
@@ -19,9 +19,9 @@ from core.adapters import (
     save_adapter,
     script_adapter,
 )
-from core.errors import CheckpointError
-from core.synthetic import class_structured_pair
-from core.train import PairData, allowed_settings, fit_adapter
+from embridge.core.errors import CheckpointError
+from embridge.core.synthetic import class_structured_pair
+from embridge.core.train import PairData, allowed_settings, fit_adapter
 
 KINDS = ["procrustes", "affine", "lowrank", "mlp", "bct", "bt2", "fct", "fusion"]
 

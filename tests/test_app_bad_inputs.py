@@ -19,7 +19,7 @@ from badinputs import CORPUS, Case, Env, corpus_base, make_env, option, state
 from badinputs_commands import COMMAND_CASES
 from pytestqt.qtbot import QtBot
 
-from app.main_window import MainWindow
+from embridge.app.main_window import MainWindow
 
 __all__ = ["corpus_base", "no_threads_left", "window"]
 APP_CASES = [case for case in [*CORPUS, *COMMAND_CASES] if case.app]

@@ -13,10 +13,10 @@ from judged_fixtures import build_judged_workspace
 from PySide6.QtCore import Qt
 from pytestqt.qtbot import QtBot
 
-from app import dialogs
-from app.main_window import MainWindow
-from app.pages.base import format_value
-from core.report.number_source import source_of_report, source_of_run
+from embridge.app import dialogs
+from embridge.app.main_window import MainWindow
+from embridge.app.pages.page import format_value
+from embridge.core.report.number_source import source_of_report, source_of_run
 
 __all__ = ["no_threads_left", "window"]
 pytestmark = pytest.mark.usefixtures("no_threads_left")
@@ -118,9 +118,9 @@ def test_train_page_pairs_protocol_and_judged_report(qtbot: QtBot, window: MainW
 
 def test_reports_say_gain_retained_is_undefined_when_the_new_model_is_not_better(
         qtbot: QtBot, window: MainWindow, tmp_path: Path) -> None:
-    from core.report.build import ReportOptions, build_report
-    from core.store import Workspace
-    from core.train.runs import train_run
+    from embridge.core.report.build import ReportOptions, build_report
+    from embridge.core.store import Workspace
+    from embridge.core.train.runs import train_run
 
     build_judged_workspace(tmp_path / "worse", n_docs=300, n_queries=200, old_noise=0.3, new_noise=0.9)
     with Workspace.open(tmp_path / "worse") as ws:

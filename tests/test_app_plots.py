@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from pytestqt.qtbot import QtBot
 
-from app.pages.live_curves import LiveCurves
-from app.pages.train_page import result_text
-from app.plots import PlotWidget
-from core.report import figures
-from core.store import Workspace
+from embridge.app.pages.live_curves import LiveCurves
+from embridge.app.pages.train_page import result_text
+from embridge.app.plots import PlotWidget
+from embridge.core.report import figures
+from embridge.core.store import Workspace
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +25,7 @@ def mlp_run(demo_workspace_path: Path, tmp_path_factory: pytest.TempPathFactory)
     fewest epochs patience allows sends enough reports to redraw the live plot many times."""
     import shutil
 
-    from core.train.runs import train_run
+    from embridge.core.train.runs import train_run
 
     path = tmp_path_factory.mktemp("mlp") / "ws"
     shutil.copytree(demo_workspace_path, path)
@@ -61,7 +61,7 @@ def test_early_stopping_is_announced(mlp_run: dict[str, Any]) -> None:
     assert "stops early after" in live.status() and "without validation gain" in live.status()
     text = result_text(summary)
     assert "Stopped early at epoch" in text and f"best epoch {summary['best_epoch']}" in text
-    from app.jobs_panel import early_stop_note
+    from embridge.app.jobs_panel import early_stop_note
 
     assert early_stop_note(mlp_run["reports"][-1]).startswith("stops early after")
 

@@ -24,7 +24,7 @@ def _fresh(code: str) -> dict:
 def test_preload_loads_native_libraries_then_imports_working_packages() -> None:
     got = _fresh("""
         import gc, json, sys, threading
-        from app.preload import preload
+        from embridge.app.preload import preload
         result = {}
         worker = threading.Thread(target=lambda: result.update(preload("torch", "faiss")))
         worker.start(); worker.join()
@@ -46,7 +46,7 @@ def test_preload_loads_native_libraries_then_imports_working_packages() -> None:
 def test_missing_packages_are_reported_not_raised() -> None:
     got = _fresh("""
         import gc, json
-        from app.preload import preload
+        from embridge.app.preload import preload
         print(json.dumps({"outcome": preload("json", "embridge_no_such_package"), "gc": gc.isenabled()}))
     """)
     assert got["outcome"]["json"] == "already imported"

@@ -12,10 +12,10 @@ from app_fixtures import error_dialogs, no_threads_left, window  # noqa: F401 - 
 from pytestqt.qtbot import QtBot
 from ray_head_fixtures import ray_head  # noqa: F401 - a fixture
 
-from app.main_window import MainWindow
-from app.ray_jobs import check_address
-from core.errors import InputError
-from core.store import Workspace
+from embridge.app.main_window import MainWindow
+from embridge.app.ray_jobs import check_address
+from embridge.core.errors import InputError
+from embridge.core.store import Workspace
 
 NEW = "new-cnn"
 
@@ -32,7 +32,7 @@ def test_address_setting_is_checked_and_kept(window: MainWindow) -> None:  # noq
         check_address("not an address")
     window.ray_jobs.set_address(check_address(" 10.0.0.5:6379 "))
     assert window.ctx.settings.get("ray_address") == "10.0.0.5:6379"
-    from app.settings import Settings
+    from embridge.app.settings import Settings
 
     assert Settings().get("ray_address") == "10.0.0.5:6379"  # saved, so a reopened app submits there too
 
@@ -50,7 +50,7 @@ def _row_texts(win: MainWindow) -> list[str]:
 
 def test_ray_job_survives_closing_the_window_and_is_recorded_after_reopening(
         qtbot: QtBot, window: MainWindow, ws_path: Path, ray_head: str) -> None:  # noqa: F811
-    from app.main import build_main_window
+    from embridge.app.launch import build_main_window
 
     window.ray_jobs.set_address(ray_head)
     window.ctx.open_workspace(ws_path)

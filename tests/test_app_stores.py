@@ -15,9 +15,9 @@ from PySide6.QtCore import Qt
 from pytestqt.qtbot import QtBot
 from store_fixtures import fill_source, read_all
 
-from app.main_window import MainWindow
-from core.bundle import export_bundle, load_bundle
-from core.store import Workspace
+from embridge.app.main_window import MainWindow
+from embridge.core.bundle import export_bundle, load_bundle
+from embridge.core.store import Workspace
 
 __all__ = ["no_threads_left", "window"]
 pytestmark = pytest.mark.usefixtures("no_threads_left")

@@ -11,8 +11,8 @@ from PySide6.QtCore import Qt
 from pytestqt.qtbot import QtBot
 from text_fixtures import tiny_sentence_transformer
 
-from app.main_window import MainWindow
-from core.store import Workspace
+from embridge.app.main_window import MainWindow
+from embridge.core.store import Workspace
 
 __all__ = ["no_threads_left", "window"]
 pytestmark = pytest.mark.usefixtures("no_threads_left")
@@ -49,8 +49,8 @@ def test_models_page_adds_a_text_folder_with_prompts_and_shows_them(qtbot: QtBot
 
 def test_demo_choice_builds_the_text_demo(qtbot: QtBot, window: MainWindow, tmp_path: Path,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    import core.demo_text
-    from app import dialogs
+    import embridge.core.demo_text
+    from embridge.app import dialogs
 
     calls: list[Path] = []
 
@@ -58,7 +58,7 @@ def test_demo_choice_builds_the_text_demo(qtbot: QtBot, window: MainWindow, tmp_
         calls.append(Path(path))  # the real builder is exercised in test_text_demo.py
         return Workspace.create(path)
 
-    monkeypatch.setattr(core.demo_text, "build_text_demo", fake_build)
+    monkeypatch.setattr(embridge.core.demo_text, "build_text_demo", fake_build)
     monkeypatch.setattr(dialogs, "choose_directory", lambda *a, **k: str(tmp_path / "text-demo"))
     page = window.show_page("workspace")
     page.demo_kind.setCurrentIndex(page.demo_kind.findData("text"))

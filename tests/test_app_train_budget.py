@@ -8,7 +8,7 @@ import pytest
 from app_fixtures import error_dialogs, no_threads_left, wait_for_jobs, window
 from pytestqt.qtbot import QtBot
 
-from app.main_window import MainWindow
+from embridge.app.main_window import MainWindow
 
 __all__ = ["no_threads_left", "window"]
 pytestmark = pytest.mark.usefixtures("no_threads_left")

@@ -15,10 +15,10 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QGuiApplication
 from pytestqt.qtbot import QtBot
 
-from app import dialogs
-from app.main_window import MIN_SIZE, MainWindow
-from core.report.number_source import source_of_report, source_of_run
-from core.store import Workspace
+from embridge.app import dialogs
+from embridge.app.main_window import MIN_SIZE, MainWindow
+from embridge.core.report.number_source import source_of_report, source_of_run
+from embridge.core.store import Workspace
 
 __all__ = ["no_threads_left", "window"]
 pytestmark = pytest.mark.usefixtures("no_threads_left")
@@ -30,7 +30,7 @@ def click(qtbot: QtBot, button: object) -> None:
 
 
 def train_in_core(path: Path, method: str, config: dict | None = None) -> dict:
-    from core.train.runs import train_run
+    from embridge.core.train.runs import train_run
 
     with Workspace.open(path) as ws:
         return train_run(ws, method, device="cpu", config=config)
@@ -92,7 +92,7 @@ def test_auto_choice_shows_winner_candidates_and_source_everywhere(qtbot: QtBot,
     assert not error_dialogs() and plan_page.plan is not None
     assert f"measured on {source.label()}" in html.unescape(plan_page.summary.text())
     # the command line's JSON carries the same numbers and the same protocol
-    from core.cli.main import main
+    from embridge.core.cli.main import main
 
     capsys.readouterr()
     assert main(["runs", "--workspace", str(demo_copy), "--json"]) == 0
@@ -160,7 +160,7 @@ def test_pickers_follow_the_run_just_trained_or_reported(qtbot: QtBot, window: M
 
 def test_gallery_counts_say_which_splits_form_the_gallery(qtbot: QtBot, window: MainWindow, demo_copy: Path,
                                                           tmp_path: Path) -> None:
-    from core.overview import gallery_splits
+    from embridge.core.overview import gallery_splits
 
     folder = tmp_path / "mine"
     rng = np.random.default_rng(0)
@@ -182,7 +182,7 @@ def test_gallery_counts_say_which_splits_form_the_gallery(qtbot: QtBot, window: 
 
 def test_html_report_path_is_shown_when_no_browser_opens_it(qtbot: QtBot, window: MainWindow, demo_copy: Path,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    from core.report.build import ReportOptions, build_report
+    from embridge.core.report.build import ReportOptions, build_report
 
     run = train_in_core(demo_copy, "procrustes")
     with Workspace.open(demo_copy) as ws:
@@ -202,7 +202,7 @@ def test_html_report_path_is_shown_when_no_browser_opens_it(qtbot: QtBot, window
 
 def test_models_page_manages_models_and_refuses_duplicates(qtbot: QtBot, window: MainWindow, demo_copy: Path,
                                                            tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from core.models import save_vectors_model
+    from embridge.core.models import save_vectors_model
 
     with Workspace.open(demo_copy) as ws:
         keys = [it["key"] for it in ws.items("query")][:20]
@@ -275,9 +275,9 @@ def test_a_text_file_as_checkpoint_shows_one_line_on_top(qtbot: QtBot, window: M
 
 
 def test_help_guide_tooltips_and_tie_wording(qtbot: QtBot, window: MainWindow, demo_copy: Path) -> None:
-    from app.pages.report_widgets import EQUAL_COLOUR, fill_metrics_table
-    from core.evaluation.compat import compare
-    from core.report.wording import comparison_word, verdict_tone
+    from embridge.app.pages.report_widgets import EQUAL_COLOUR, fill_metrics_table
+    from embridge.core.evaluation.compat import compare
+    from embridge.core.report.wording import comparison_word, verdict_tone
 
     window.ctx.open_workspace(demo_copy)
     guide = window.show_guide()
@@ -307,7 +307,7 @@ def test_help_guide_tooltips_and_tie_wording(qtbot: QtBot, window: MainWindow, d
 
 
 def test_layout_at_the_minimum_size(qtbot: QtBot, window: MainWindow, demo_copy: Path) -> None:
-    from core.report.build import ReportOptions, build_report
+    from embridge.core.report.build import ReportOptions, build_report
 
     run = train_in_core(demo_copy, "procrustes")
     with Workspace.open(demo_copy) as ws:
@@ -343,8 +343,8 @@ def test_layout_at_the_minimum_size(qtbot: QtBot, window: MainWindow, demo_copy:
 
 
 def test_cli_manages_models(demo_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from core.cli.main import main
-    from core.models import save_vectors_model
+    from embridge.core.cli.main import main
+    from embridge.core.models import save_vectors_model
 
     with Workspace.open(demo_copy) as ws:
         keys = [it["key"] for it in ws.items("query")][:10]

@@ -11,9 +11,9 @@ from PIL import Image
 from PySide6.QtWidgets import QTableWidget
 from pytestqt.qtbot import QtBot
 
-from app.pages.forms import SettingsForm
-from app.pages.live_curves import LiveCurves
-from app.pages.report_widgets import (
+from embridge.app.pages.forms import SettingsForm
+from embridge.app.pages.live_curves import LiveCurves
+from embridge.app.pages.report_widgets import (
     FAIL_COLOUR,
     PASS_COLOUR,
     FlipBrowser,
@@ -22,7 +22,7 @@ from app.pages.report_widgets import (
     item_image,
     thumbnail,
 )
-from core.evaluation.compat import compare
+from embridge.core.evaluation.compat import compare
 
 __all__ = ["no_threads_left"]
 pytestmark = pytest.mark.usefixtures("no_threads_left")
@@ -42,7 +42,7 @@ def test_metrics_table_colours_upgraded_cells_by_the_core_criterion(qtbot: QtBot
     assert table.item(top1, 4).text() == "pass" and table.item(m_ap, 4).text() == "fail"
     assert table.item(top1, 3).background().color() == PASS_COLOUR
     assert table.item(m_ap, 3).background().color() == FAIL_COLOUR
-    assert table.item(top1, 5).text() == "0.5"  # (0.70 - 0.60) / (0.80 - 0.60), from core.evaluation.compat
+    assert table.item(top1, 5).text() == "0.5"  # (0.70 - 0.60) / (0.80 - 0.60), from embridge.core.evaluation.compat
     assert table.item(top1, 1).background().style().name == "NoBrush"  # reference cells are not judged
 
 
@@ -97,7 +97,7 @@ def test_live_curves_put_each_validation_metric_on_the_epoch_it_measured() -> No
 
 
 def test_settings_form_gives_back_typed_values_the_core_accepts(qtbot: QtBot) -> None:
-    from core.train.config import allowed_settings, resolve_config
+    from embridge.core.train.config import allowed_settings, resolve_config
 
     form = SettingsForm(choices={"loss": ["mse", "cosine", "contrastive"]})
     qtbot.addWidget(form)

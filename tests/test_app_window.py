@@ -15,16 +15,16 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QKeySequence
 from pytestqt.qtbot import QtBot
 
-from app.main_window import MainWindow
-from app.pages import PAGES
-from app.settings import Settings
+from embridge.app.main_window import MainWindow
+from embridge.app.pages import PAGES
+from embridge.app.settings import Settings
 
 __all__ = ["no_threads_left", "window"]
 pytestmark = pytest.mark.usefixtures("no_threads_left")
 
 
 def test_building_the_window_imports_neither_torch_nor_faiss_nor_matplotlib(tmp_path: Path) -> None:
-    code = ("import sys; from app.main import application, build_main_window; application(); "
+    code = ("import sys; from embridge.app.launch import application, build_main_window; application(); "
             "w = build_main_window(); w.show(); "
             "print(sorted(m for m in ('torch', 'faiss', 'matplotlib') if m in sys.modules))")
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "EMBRIDGE_CONFIG_DIR": str(tmp_path)}
@@ -37,8 +37,8 @@ def test_after_start_up_the_libraries_jobs_need_are_loaded_in_the_background(tmp
     code = textwrap.dedent("""
         import json, sys
         from PySide6.QtCore import QTimer
-        import app.main as m
-        from app.context import WARM_UP
+        import embridge.app.launch as m
+        from embridge.app.context import WARM_UP
         app = m.application()
         w = m.build_main_window()
         w.show()
@@ -58,7 +58,7 @@ def test_after_start_up_the_libraries_jobs_need_are_loaded_in_the_background(tmp
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=180)
     assert out.returncode == 0, out.stderr
     seen = json.loads(out.stdout.strip().splitlines()[-1])
-    from app.context import WARM_UP
+    from embridge.app.context import WARM_UP
 
     assert seen["modules"] == list(WARM_UP)  # every warm-up module imported before the signal
     assert seen["devices"][:2] == ["auto", "cpu"] and seen["device"]
@@ -67,11 +67,11 @@ def test_after_start_up_the_libraries_jobs_need_are_loaded_in_the_background(tmp
 
 
 def test_main_opens_the_workspace_given_and_exits_cleanly(tmp_path: Path) -> None:
-    from core.store import Workspace
+    from embridge.core.store import Workspace
 
     Workspace.create(tmp_path / "ws").close()
     code = ("import sys; from PySide6.QtCore import QTimer; from PySide6.QtWidgets import QApplication; "
-            "import app.main as m; app = m.application(); "
+            "import embridge.app.launch as m; app = m.application(); "
             "QTimer.singleShot(500, lambda: [w.close() for w in QApplication.topLevelWidgets()]); "
             "sys.exit(m.main(['--workspace', sys.argv[1]]))")
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "EMBRIDGE_CONFIG_DIR": str(tmp_path / "config")}
@@ -125,7 +125,7 @@ def test_opening_a_folder_that_is_no_workspace_reports_why(qtbot: QtBot, window:
 
 
 def test_window_geometry_is_remembered(qtbot: QtBot) -> None:
-    from app.main import application, build_main_window
+    from embridge.app.launch import application, build_main_window
 
     application()
     first = build_main_window()
@@ -143,8 +143,8 @@ def test_window_geometry_is_remembered(qtbot: QtBot) -> None:
 
 def test_a_squeezed_jobs_dock_comes_back_wide_enough(qtbot: QtBot) -> None:
     """A jobs dock dragged to 90 px clips the job cards; the next start gives it its width back."""
-    from app.main import application, build_main_window
-    from app.main_window import JOBS_WIDTH
+    from embridge.app.launch import application, build_main_window
+    from embridge.app.main_window import JOBS_WIDTH
 
     application()
     first = build_main_window()
@@ -165,8 +165,8 @@ def test_a_squeezed_jobs_dock_comes_back_wide_enough(qtbot: QtBot) -> None:
 def test_screenshots_render_every_page_at_both_sizes(qapp: object, demo_copy: Path, tmp_path: Path) -> None:
     """A workspace with no runs: no page opens a dialog, and the window is gone afterwards (the
     Qt hygiene fixture fails this test on any window, timer or thread left behind)."""
-    from app.main_window import MIN_SIZE
-    from app.screenshots import main
+    from embridge.app.main_window import MIN_SIZE
+    from embridge.app.screenshots import main
 
     out = tmp_path / "shots"
     assert main(["--workspace", str(demo_copy), "--out", str(out), "--size", "1100x760", "--size", "min"]) == 0

@@ -11,10 +11,10 @@ from app_fixtures import close_error_dialogs, error_dialogs, no_threads_left, wa
 from PySide6.QtCore import Qt
 from pytestqt.qtbot import QtBot
 
-from app import dialogs
-from app.main_window import MainWindow
-from core.errors import Cancelled, CheckpointError
-from core.progress import ProgressFn, StopFn, check_stop
+from embridge.app import dialogs
+from embridge.app.main_window import MainWindow
+from embridge.core.errors import Cancelled, CheckpointError
+from embridge.core.progress import ProgressFn, StopFn, check_stop
 
 __all__ = ["no_threads_left", "window"]
 pytestmark = pytest.mark.usefixtures("no_threads_left")

@@ -14,11 +14,11 @@ from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
 from PySide6.QtGui import QDropEvent
 from pytestqt.qtbot import QtBot
 
-from app import dialogs
-from app.main_window import MainWindow
-from app.pages.plan_page import CHOSEN
-from app.pages.report_widgets import FAIL_COLOUR, PASS_COLOUR
-from core.store import Workspace
+from embridge.app import dialogs
+from embridge.app.main_window import MainWindow
+from embridge.app.pages.plan_page import CHOSEN
+from embridge.app.pages.report_widgets import FAIL_COLOUR, PASS_COLOUR
+from embridge.core.store import Workspace
 
 __all__ = ["no_threads_left", "window"]
 pytestmark = pytest.mark.usefixtures("no_threads_left")
@@ -59,7 +59,7 @@ def test_open_models_import_embed_train_report_plan_export(qtbot: QtBot, window:
     assert "Dimensions differ: old-mlp gives 32-d vectors, new-cnn 64-d" in models.warnings.text()
     with Workspace.open(demo_copy) as ws:
         keys = [it["key"] for it in ws.items("query")]
-    from core.models import save_vectors_model
+    from embridge.core.models import save_vectors_model
 
     npz = save_vectors_model(tmp_path / "query-vectors.npz", keys, np.random.default_rng(1).normal(size=(len(keys), 5)))
     models.path.setText(str(npz))
@@ -212,7 +212,7 @@ def test_build_demo_runs_the_core_builder_then_opens_the_result(qtbot: QtBot, wi
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     import shutil
 
-    import core.demo
+    import embridge.core.demo
 
     calls: list[Path] = []
 
@@ -221,7 +221,7 @@ def test_build_demo_runs_the_core_builder_then_opens_the_result(qtbot: QtBot, wi
         shutil.copytree(demo_workspace_path, path)
         return Workspace.open(path)
 
-    monkeypatch.setattr(core.demo, "build_demo", fake_build)
+    monkeypatch.setattr(embridge.core.demo, "build_demo", fake_build)
     monkeypatch.setattr(dialogs, "choose_directory", lambda *a, **k: str(tmp_path / "demo"))
     click(qtbot, window.show_page("workspace").demo_button)
     wait_for_jobs(qtbot, window)

@@ -14,16 +14,16 @@ import pytest
 from test_train_bridges_workspace import build_judged_workspace
 from train_fixtures import one_torch_thread, small_labelled_pairs  # noqa: F401 (autouse fixture)
 
-import core.adapters.cascade as cascade_module
-import core.evaluation.scoring as scoring
-import core.train.data as train_data
-from core.adapters.closed_form import procrustes
-from core.adapters.linear import ProcrustesAdapter
-from core.evaluation.upgrade import measure_upgrade
-from core.store import Workspace
-from core.train import PairData, fit_adapter
-from core.train.bridges import choose_cascade
-from core.train.runs import train_run
+import embridge.core.adapters.cascade as cascade_module
+import embridge.core.evaluation.scoring as scoring
+import embridge.core.train.data as train_data
+from embridge.core.adapters.closed_form import procrustes
+from embridge.core.adapters.linear import ProcrustesAdapter
+from embridge.core.evaluation.upgrade import measure_upgrade
+from embridge.core.store import Workspace
+from embridge.core.train import PairData, fit_adapter
+from embridge.core.train.bridges import choose_cascade
+from embridge.core.train.runs import train_run
 
 
 def _counting(monkeypatch: pytest.MonkeyPatch, module: Any, name: str) -> list[int]:

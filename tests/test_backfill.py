@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.errors import InputError
-from core.evaluation.metrics import evaluate, relevance
-from core.report.backfill import (
+from embridge.core.errors import InputError
+from embridge.core.evaluation.metrics import evaluate, relevance
+from embridge.core.report.backfill_curve import (
     BackfillCurve,
     BackfillOptions,
     backfill_curves,
@@ -16,7 +16,7 @@ from core.report.backfill import (
     residual_norms,
     self_margins,
 )
-from core.retrieval import l2_normalize
+from embridge.core.retrieval import l2_normalize
 
 
 def _world(n_gallery: int, n_queries: int, seed: int, bad_share: float = 0.0) -> dict[str, np.ndarray]:

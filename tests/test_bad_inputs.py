@@ -3,7 +3,7 @@
 One line on stderr that names the file and the problem, exit status 1 (a user error, never the
 "unexpected" status 3 of a bug), nothing on stdout, and every file under the test's folder
 (the workspace, the inputs, anything a hostile input might try to create) byte-identical
-afterwards. A few cases run through a real ``python -m core.cli.main`` process too.
+afterwards. A few cases run through a real ``python -m embridge.core.cli.main`` process too.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import pytest
 from badinputs import CORPUS, Case, corpus_base, make_env, state
 from badinputs_commands import COMMAND_CASES
 
-from core.cli.main import main
+from embridge.core.cli.main import main
 
 __all__ = ["corpus_base"]
 REPO = Path(__file__).resolve().parent.parent
@@ -80,7 +80,7 @@ def test_bad_input_through_a_real_process(name: str, corpus_base: dict[str, Any]
     env = make_env(corpus_base["ws"], corpus_base["bundle"], tmp_path)
     bad = case.build(env)
     before = state(tmp_path)
-    proc = subprocess.run([sys.executable, "-m", "core.cli.main", *case.argv(env, bad)], cwd=REPO,
+    proc = subprocess.run([sys.executable, "-m", "embridge.core.cli.main", *case.argv(env, bad)], cwd=REPO,
                           capture_output=True, text=True, timeout=120, env={**os.environ, **env.environ})
     line = _error_line(proc.stderr)
     assert proc.returncode == 1, proc.stderr

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from helpers.workspace_files import checkpoint, snapshot
 
-from core.beir_import import import_beir
-from core.cli.main import main
-from core.errors import Cancelled, ImportDataError
-from core.importers import import_items
-from core.qrels import SPLIT_SEED_META, assign_query_splits, import_qrels
-from core.store import Workspace
+from embridge.core.beir_import import import_beir
+from embridge.core.cli.main import main
+from embridge.core.errors import Cancelled, ImportDataError
+from embridge.core.importers import import_items
+from embridge.core.qrels import SPLIT_SEED_META, assign_query_splits, import_qrels
+from embridge.core.store import Workspace
 
 CORPUS = [{"_id": "d1", "title": "Cats", "text": "Cats purr."}, {"_id": "d2", "text": "Dogs bark."},
           {"_id": "7", "title": "Seven", "text": "A number.", "lang": "en"}, {"_id": "d4", "text": "Fish swim."}]

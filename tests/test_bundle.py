@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 from bundle_fixtures import build_upgrade_workspace
 
-from core.adapters import adapt_gallery, adapt_queries, load_adapter
-from core.bundle import compose_adapters, export_bundle, inspect_bundle, load_bundle, verify_bundle
-from core.errors import BundleError, Cancelled
-from core.evaluation.tasks import heldout_queries
-from core.retrieval import l2_normalize
-from core.store import Workspace
-from core.store.files import sha256_file, sha256_tree
+from embridge.core.adapters import adapt_gallery, adapt_queries, load_adapter
+from embridge.core.bundle import compose_adapters, export_bundle, inspect_bundle, load_bundle, verify_bundle
+from embridge.core.errors import BundleError, Cancelled
+from embridge.core.evaluation.tasks import heldout_queries
+from embridge.core.retrieval import l2_normalize
+from embridge.core.store import Workspace
+from embridge.core.store.files import sha256_file, sha256_tree
 
 F32 = {"rtol": 1e-5, "atol": 1e-6}
 
@@ -95,7 +95,7 @@ def test_folder_bundle_runs_with_torch_alone(upgrade: dict, tmp_path: Path) -> N
         "m = torch.jit.load('adapter.pt').eval()\n"
         "x = torch.from_numpy(np.load('probes/inputs.npy'))\n"
         "y = m(F.normalize(x, dim=-1)).detach().numpy()\n"
-        "assert not any(k == 'core' or k.startswith('core.') for k in sys.modules)\n"
+        "assert not any(k == 'embridge' or k.startswith('embridge.') for k in sys.modules)\n"
         "print(float(np.abs(y - np.load('probes/outputs.npy')).max()))\n"
     )
     done = subprocess.run([sys.executable, "-c", script], cwd=out, capture_output=True, text=True, timeout=120)

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 from bundle_fixtures import build_upgrade_workspace
 
-from core.adapters import adapt_queries, load_adapter
-from core.bundle import apply_bundle, load_bundle
-from core.bundle.apply import partial_paths
-from core.cli.main import main
-from core.errors import Cancelled, VectorFileError
-from core.retrieval import l2_normalize
-from core.store import Workspace
+from embridge.core.adapters import adapt_queries, load_adapter
+from embridge.core.bundle import apply_bundle, load_bundle
+from embridge.core.bundle.transform_file import partial_paths
+from embridge.core.cli.main import main
+from embridge.core.errors import Cancelled, VectorFileError
+from embridge.core.retrieval import l2_normalize
+from embridge.core.store import Workspace
 
 F32 = {"rtol": 1e-5, "atol": 1e-6}
 

@@ -18,15 +18,15 @@ import pytest
 import torch
 from bundle_fixtures import build_upgrade_workspace
 
-from core.adapters import load_adapter
-from core.bundle import export_bundle, verify_bundle
-from core.bundle.deploy import deploy_module
-from core.bundle.manifest import CHECKSUMS, MANIFEST, checksums_text
-from core.errors import BundleError
-from core.retrieval import l2_normalize
-from core.store import Workspace
-from core.store.files import sha256_file
-from core.train.runs import train_run
+from embridge.core.adapters import load_adapter
+from embridge.core.bundle import export_bundle, verify_bundle
+from embridge.core.bundle.deploy import deploy_module
+from embridge.core.bundle.manifest import CHECKSUMS, MANIFEST, checksums_text
+from embridge.core.errors import BundleError
+from embridge.core.retrieval import l2_normalize
+from embridge.core.store import Workspace
+from embridge.core.store.files import sha256_file
+from embridge.core.train.runs import train_run
 
 ROOT = Path(__file__).resolve().parents[1]
 # Run a command with torch impossible to import: a meta-path finder refuses it before anything else loads.
@@ -39,7 +39,7 @@ class _NoTorch:
         return None
 sys.meta_path.insert(0, _NoTorch())
 sys.argv = ["embridge", *sys.argv[1:]]
-from core.cli.main import main
+from embridge.core.cli.main import main
 code = main()
 assert not any(m == "torch" or m.startswith("torch.") for m in sys.modules), "torch was imported"
 raise SystemExit(code)
@@ -193,7 +193,7 @@ def test_a_changed_torch_free_file_is_refused(bundles: dict, tmp_path: Path) -> 
 
 
 def test_auto_falls_back_to_torch_only_where_onnxruntime_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
-    from core.bundle.runtime import choose_runtime
+    from embridge.core.bundle.runtime import choose_runtime
 
     onnx_bundle, numpy_bundle = {"portable": {"runtime": "onnx"}}, {"portable": {"runtime": "numpy"}}
     assert choose_runtime(onnx_bundle) == "onnx" and choose_runtime({"format_version": 1}) == "torch"

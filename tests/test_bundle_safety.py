@@ -15,11 +15,11 @@ import pytest
 import torch
 from bundle_fixtures import build_upgrade_workspace
 
-from core.bundle import BundleLimits, export_bundle, inspect_bundle, load_bundle, verify_bundle
-from core.bundle.manifest import checksums_text
-from core.errors import BundleError
-from core.store import Workspace
-from core.store.files import sha256_file
+from embridge.core.bundle import BundleLimits, export_bundle, inspect_bundle, load_bundle, verify_bundle
+from embridge.core.bundle.manifest import checksums_text
+from embridge.core.errors import BundleError
+from embridge.core.store import Workspace
+from embridge.core.store.files import sha256_file
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from core.selftest import run_self_test, self_test_main
-from core.store import Workspace
+from embridge.core.selftest import run_self_test, self_test_main
+from embridge.core.store import Workspace
 
 
 def test_self_test_runs_the_pipeline_on_the_demo(demo_workspace_path: Path, tmp_path: Path) -> None:
@@ -31,7 +31,7 @@ def test_self_test_names_the_failing_step(tmp_path: Path, monkeypatch: pytest.Mo
     assert result["ok"] is False and result["error"].startswith("fit procrustes: ")
     assert "no model with role 'old'" in result["error"]
 
-    import core.selftest as selftest
+    import embridge.core.selftest as selftest
 
     monkeypatch.setattr(selftest, "run_self_test", lambda: result)
     assert self_test_main(["--self-test", "--self-test-out", str(tmp_path / "r.json")]) == 1

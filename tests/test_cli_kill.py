@@ -1,6 +1,6 @@
 """``kill -9`` of the command line in the middle of embed, train, report and bundle export.
 
-Each test starts ``python -m core.cli.main ...`` on a copy of the demo workspace, waits until the
+Each test starts ``python -m embridge.core.cli.main ...`` on a copy of the demo workspace, waits until the
 command is demonstrably mid-work (a chunk recorded in the embed's progress file, a training epoch
 or report stage printed on stderr while its run row says 'running', the export's staging folder
 beside the destination) and sends SIGKILL. Afterwards the workspace opens and passes SQLite's
@@ -29,9 +29,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from core.cli.main import main
-from core.store import Workspace
-from core.store.files import TMP_PREFIX
+from embridge.core.cli.main import main
+from embridge.core.store import Workspace
+from embridge.core.store.files import TMP_PREFIX
 
 REPO = Path(__file__).resolve().parent.parent
 HEADLINE = ("old_old_top1", "new_new_top1", "upgraded_top1", "gain_retained")
@@ -41,7 +41,7 @@ class Child:
     """A CLI process whose stderr lines are collected as they arrive."""
 
     def __init__(self, args: list[str]) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "core.cli.main", *args], cwd=REPO,
+        self.proc = subprocess.Popen([sys.executable, "-m", "embridge.core.cli.main", *args], cwd=REPO,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -149,7 +149,7 @@ def _partial_rows(root: Path) -> int:
 
 def test_kill_during_embed_then_resume_gives_identical_vectors(
         demo_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], started: list[Child]) -> None:
-    from core.embed import embed_items
+    from embridge.core.embed import embed_items
 
     chunk = inspect.signature(embed_items).parameters["chunk_size"].default
     assert EXTRA > chunk
@@ -214,7 +214,7 @@ def test_kill_during_train_then_rerun_gives_the_same_heldout_numbers(
 @pytest.fixture(scope="module")
 def trained(demo_workspace_path: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
     """The demo workspace with one completed (closed-form) training run."""
-    from core.train.runs import train_run
+    from embridge.core.train.runs import train_run
 
     root = _copy(demo_workspace_path, tmp_path_factory.mktemp("trained") / "ws")
     with Workspace.open(root) as ws:
@@ -253,7 +253,7 @@ def test_kill_during_report_then_rerun_gives_the_same_report(
 def test_kill_during_bundle_export_then_rerun_gives_a_verified_bundle(
         trained: tuple[Path, int], tmp_path: Path, capsys: pytest.CaptureFixture[str],
         started: list[Child]) -> None:
-    from core.bundle import verify_bundle
+    from embridge.core.bundle import verify_bundle
 
     ws_path, run_id = _copy(trained[0], tmp_path / "ws"), trained[1]
     out_dir = tmp_path / "out"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from report_fixtures import build_chain_workspace
 
-from core.cli.main import main
+from embridge.core.cli.main import main
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict | str, str]:

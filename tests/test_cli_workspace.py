@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from core.cli.main import main
+from embridge.core.cli.main import main
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict | str, str]:
@@ -22,7 +22,7 @@ def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict |
 
 
 def test_demo_info_json_shows_models_splits_and_vectors(demo_workspace_path: Path) -> None:
-    out = subprocess.run([sys.executable, "-m", "core.cli.main", "info", "--workspace", str(demo_workspace_path),
+    out = subprocess.run([sys.executable, "-m", "embridge.core.cli.main", "info", "--workspace", str(demo_workspace_path),
                           "--json"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     info = json.loads(out.stdout)

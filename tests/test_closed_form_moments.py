@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.adapters.closed_form import (
+from embridge.core.adapters.closed_form import (
     ProcrustesSolution,
     candidates_from_moments,
     pair_moments,
@@ -16,7 +16,7 @@ from core.adapters.closed_form import (
     ridge_path,
     whitened_procrustes,
 )
-from core.synthetic import affine_pair, class_structured_pair, rotation_pair
+from embridge.core.synthetic import affine_pair, class_structured_pair, rotation_pair
 
 GRID = [1e-6, 1e-3, 1e-1, 1.0]
 

@@ -27,7 +27,7 @@ import pytest
 from badinputs import corpus_base, make_env
 from helpers.workspace_files import snapshot, table_dump
 
-from core.cli.main import main
+from embridge.core.cli.main import main
 
 __all__ = ["corpus_base"]
 REPO = Path(__file__).resolve().parent.parent
@@ -63,8 +63,8 @@ def _big_input(env: Any) -> None:
 
 def _with_report(env: Any) -> None:
     """A report of run 3, so the bundle carries its 200 kB report.html."""
-    from core.report.build import ReportOptions, build_report
-    from core.store import Workspace
+    from embridge.core.report.build import ReportOptions, build_report
+    from embridge.core.store import Workspace
 
     with Workspace.open(env.ws) as ws:
         build_report(ws, 3, ReportOptions(n_boot=50, backfill_steps=3))
@@ -126,14 +126,14 @@ def test_a_full_disk_fails_cleanly_in_a_real_process(fault: Fault, corpus_base: 
     subs = {"ws": env.ws, "in": env.inputs}
     args = [a.format(**subs) for a in fault.args]
     before_files, before_rows = _files(env.root), table_dump(env.ws)
-    proc = subprocess.run([sys.executable, "-m", "core.cli.main", *args], cwd=REPO, capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "embridge.core.cli.main", *args], cwd=REPO, capture_output=True, text=True,
                           timeout=300, preexec_fn=_limited(fault.fsize or 0))
     _check(env, fault, before_files, before_rows, proc.returncode, proc.stderr)
     assert proc.stdout == ""
     if not fault.rerun:
         return
     # with the limit lifted the same command succeeds: the failure left nothing in its way
-    again = subprocess.run([sys.executable, "-m", "core.cli.main", *args], cwd=REPO, capture_output=True, text=True,
+    again = subprocess.run([sys.executable, "-m", "embridge.core.cli.main", *args], cwd=REPO, capture_output=True, text=True,
                            timeout=300)
     assert again.returncode == 0, again.stderr
 

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.errors import WorkspaceBusyError
-from core.store import Workspace
+from embridge.core.errors import WorkspaceBusyError
+from embridge.core.store import Workspace
 
 CHILD = Path(__file__).parent / "helpers" / "store_child.py"
 

@@ -10,8 +10,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 PROBE = """
 import importlib, pkgutil, sys
-import core
-names = [m.name for m in pkgutil.walk_packages(core.__path__, 'core.')]
+import embridge.core
+names = [m.name for m in pkgutil.walk_packages(embridge.core.__path__, 'embridge.core.')]
 for name in names:
     importlib.import_module(name)
 qt = sorted(m for m in sys.modules if m.split('.')[0] in ('PySide6', 'PyQt5', 'PyQt6', 'shiboken6', 'qtpy'))

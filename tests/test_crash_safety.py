@@ -33,10 +33,10 @@ import pytest
 from helpers.store_child import expected_vectors
 from helpers.workspace_files import checkpoint, snapshot, table_dump
 
-from core.errors import StoreError
-from core.store import Workspace
-from core.store import vectors as vectors_module
-from core.store.files import TMP_PREFIX, sha256_file
+from embridge.core.errors import StoreError
+from embridge.core.store import Workspace
+from embridge.core.store import vector_matrix as vectors_module
+from embridge.core.store.files import TMP_PREFIX, sha256_file
 
 CHILD = Path(__file__).parent / "helpers" / "store_child.py"
 ROWS, DIM, CHUNK, SEED = 8000, 64, 400, 0
@@ -250,7 +250,7 @@ def test_unregistered_vector_files_are_swept_unless_a_resume_needs_them(
         ws.add_vector_set("m", ids, np.ones((5, DIM)), name="kept")
     orphan = ws_path / "vectors" / "m" / "lost-0000abcd.npy"  # e.g. from a rolled-back outer transaction
     np.save(orphan, np.zeros((2, DIM), dtype=np.float32))
-    monkeypatch.setattr("core.store.workspace.TEMP_MAX_AGE_S", -60)  # everything counts as old
+    monkeypatch.setattr("embridge.core.store.workspace.TEMP_MAX_AGE_S", -60)  # everything counts as old
     with Workspace.open(ws_path) as ws:
         assert not orphan.exists()
         assert len(list((ws_path / "vectors" / "m").glob("big-*.npy"))) == 2  # kept for the resume

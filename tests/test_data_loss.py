@@ -20,12 +20,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core.cli.main import main
-from core.cli.options import number
-from core.errors import Cancelled, InputError, StoreError
-from core.paths import check_name, check_output, is_within
-from core.store import Workspace
-from core.store.workspace import DB_NAME
+from embridge.core.cli.main import main
+from embridge.core.cli.option_types import number
+from embridge.core.errors import Cancelled, InputError, StoreError
+from embridge.core.paths import check_name, check_output, is_within
+from embridge.core.store import Workspace
+from embridge.core.store.workspace import DB_NAME
 
 DIM = 4
 
@@ -52,7 +52,7 @@ def _users_files(folder: Path) -> dict[str, bytes]:
 
 @pytest.fixture
 def sweep_everything(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("core.store.workspace.TEMP_MAX_AGE_S", -60)  # every unregistered file counts as old
+    monkeypatch.setattr("embridge.core.store.workspace.TEMP_MAX_AGE_S", -60)  # every unregistered file counts as old
 
 
 def test_the_sweep_never_follows_a_linked_model_folder(tmp_path: Path, sweep_everything: None) -> None:
@@ -133,7 +133,7 @@ def test_a_damaged_database_is_an_error_and_nothing_is_deleted(tmp_path: Path, d
 def test_export_with_overwrite_never_replaces_what_is_not_a_bundle(tmp_path: Path) -> None:
     from bundle_fixtures import build_upgrade_workspace
 
-    from core.bundle import export_bundle
+    from embridge.core.bundle import export_bundle
 
     info = build_upgrade_workspace(tmp_path / "ws", with_report=False)
     run = info["runs"]["v3_to_v1"]
@@ -152,7 +152,7 @@ def test_apply_resumes_only_on_the_same_input_bytes(tmp_path: Path) -> None:
     """An input replaced by another of the same size and modification time starts over."""
     from bundle_fixtures import build_upgrade_workspace
 
-    from core.bundle import apply_bundle, export_bundle
+    from embridge.core.bundle import apply_bundle, export_bundle
 
     info = build_upgrade_workspace(tmp_path / "ws", with_report=False)
     with Workspace.open(info["path"]) as ws:
@@ -254,7 +254,7 @@ def test_a_numeric_option_is_finite_and_in_range_or_refused(raw: str, low: int, 
 
 def test_every_numeric_option_of_every_command_is_validated() -> None:
     """No command keeps a bare int/float option: each one's type is a checked ``number``."""
-    from core.cli.main import build_parser
+    from embridge.core.cli.main import build_parser
 
     def walk(parser: argparse.ArgumentParser, path: str) -> list[tuple[str, str, object]]:
         found = []

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from core.embed import embed_array, embed_items
-from core.errors import Cancelled, CheckpointError, InputError
-from core.models import LoadedModel, build_model, describe_model, save_checkpoint, save_vectors_model
-from core.store import Workspace
+from embridge.core.embed import embed_array, embed_items
+from embridge.core.errors import Cancelled, CheckpointError, InputError
+from embridge.core.models import LoadedModel, build_model, describe_model, save_checkpoint, save_vectors_model
+from embridge.core.store import Workspace
 
 CONFIG = {"input_dim": 6, "hidden": 12, "out_dim": 3}
 N_ITEMS, CHUNK, BATCH = 50, 16, 5

@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.evaluation.choice import all_tied, choose
-from core.evaluation.compat import NOT_BETTER, compare, gain_note, gain_retained
-from core.evaluation.relevance import JUDGMENTS, LABELS, OWN_ITEM, RelevanceRule, judged_rule
-from core.evaluation.scoring import score, scoring_plan, selection_plan
-from core.evaluation.task import GallerySet, QuerySet, RetrievalTask, own_item_gallery
-from core.report.judged_metrics import score_rankings
-from core.retrieval import l2_normalize
-from core.store.judgments import Judgments
+from embridge.core.evaluation.choice import all_tied, choose
+from embridge.core.evaluation.compat import NOT_BETTER, compare, gain_note, gain_retained
+from embridge.core.evaluation.relevance import JUDGMENTS, LABELS, OWN_ITEM, RelevanceRule, judged_rule
+from embridge.core.evaluation.scoring import score, scoring_plan, selection_plan
+from embridge.core.evaluation.task import GallerySet, QuerySet, RetrievalTask, own_item_gallery
+from embridge.core.report.judged_metrics import score_rankings
+from embridge.core.retrieval import l2_normalize
+from embridge.core.store.judgments import Judgments
 
 
 def test_gain_retained_is_undefined_when_the_new_model_is_not_better() -> None:

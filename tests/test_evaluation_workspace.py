@@ -11,12 +11,12 @@ import pytest
 from judged_fixtures import build_judged_workspace
 from train_fixtures import one_torch_thread  # noqa: F401 (autouse fixture)
 
-from core.errors import InputError
-from core.evaluation.tasks import dev_task, upgrade_tasks
-from core.report.build import ReportOptions, build_report
-from core.store import Workspace
-from core.train.pair_choice import pair_setup
-from core.train.runs import train_run
+from embridge.core.errors import InputError
+from embridge.core.evaluation.tasks import dev_task, upgrade_tasks
+from embridge.core.report.build import ReportOptions, build_report
+from embridge.core.store import Workspace
+from embridge.core.train.pair_choice import pair_setup
+from embridge.core.train.runs import train_run
 
 HEADLINE = ("old_old_top1", "new_new_top1", "upgraded_top1", "gain_retained", "compatible", "n_queries",
             "ndcg@10", "mrr@10", "old_old_ndcg@10", "new_new_ndcg@10")
@@ -104,7 +104,7 @@ def test_command_line_train_and_report_agree_on_a_judged_task(tmp_path: Path,
                                                                capsys: pytest.CaptureFixture[str]) -> None:
     import json
 
-    from core.cli.main import main
+    from embridge.core.cli.main import main
 
     case = build_judged_workspace(tmp_path / "ws", n_docs=300, n_queries=120)
     ws = str(case["path"])

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from core.adapters import AffineAdapter, MLPAdapter, ProcrustesAdapter, adapt_queries
-from core.adapters.closed_form import procrustes, ridge_path
-from core.adapters.fast_apply import apply_linear, linear_map
-from core.synthetic import rotation_pair
+from embridge.core.adapters import AffineAdapter, MLPAdapter, ProcrustesAdapter, adapt_queries
+from embridge.core.adapters.closed_form import procrustes, ridge_path
+from embridge.core.adapters.fast_apply import apply_linear, linear_map
+from embridge.core.synthetic import rotation_pair
 
 
 @pytest.fixture(scope="module")

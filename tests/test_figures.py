@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from core.report import figures
+from embridge.core.report import figures
 
 CELLS = {
     "old/old": {"top1": 0.61, "top5": 0.80, "recall@10": 0.86, "mAP": 0.41},
@@ -108,7 +108,7 @@ def test_svg_is_reproducible() -> None:
 def test_no_pyplot_and_no_qt() -> None:
     code = (
         "import sys\n"
-        "from core.report import figures\n"
+        "from embridge.core.report import figures\n"
         "figures.figure_to_png_bytes(figures.metric_bars({'a': {'top1': 0.5}}))\n"
         "bad = [m for m in sys.modules if m == 'matplotlib.pyplot' or m.startswith(('PySide6', 'PyQt'))]\n"
         "assert not bad, bad\n"

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from core.cli.main import main
-from core.synthetic import class_structured_pair
+from embridge.core.cli.main import main
+from embridge.core.synthetic import class_structured_pair
 
 N = 240
 HUGE_ROWS = np.array([3, 17, 50, 101, 200])

@@ -18,11 +18,11 @@ import pytest
 from import_builders import bomb_png, header_only, npy_bytes, raw_npz
 from PIL import Image
 
-from core.errors import ImportDataError
-from core.importers import import_items
-from core.models.inputs import read_image
-from core.models.vectors import VectorTable
-from core.store import Workspace
+from embridge.core.errors import ImportDataError
+from embridge.core.importers import import_items
+from embridge.core.models.inputs import read_image
+from embridge.core.models.vectors_only import VectorTable
+from embridge.core.store import Workspace
 
 REPO = Path(__file__).resolve().parent.parent
 CAFE_NFC, CAFE_NFD = "caf\u00e9", "cafe\u0301"
@@ -123,7 +123,7 @@ def test_a_bomb_already_in_a_workspace_is_refused_at_embed_time_before_decoding(
 def _peak_rss_kib(argv: list[str], tmp: Path) -> tuple[int, str]:
     """Run ``embridge argv`` in a fresh process; its peak resident memory (KiB) and error output."""
     # VmHWM is this process's own peak; ru_maxrss would include the forked copy of pytest
-    script = ("import re, sys\nfrom core.cli.main import main\ncode = main(sys.argv[1:])\n"
+    script = ("import re, sys\nfrom embridge.core.cli.main import main\ncode = main(sys.argv[1:])\n"
               "hwm = re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1)\n"
               "print(hwm, code)")
     proc = subprocess.run([sys.executable, "-c", script, *argv], cwd=REPO, capture_output=True, text=True,
@@ -152,7 +152,7 @@ def test_tiny_files_claiming_huge_sizes_are_refused_in_little_memory(tmp_path: P
 
 
 def test_checking_a_large_image_folder_reports_progress_and_can_be_cancelled(ws: Workspace, tmp_path: Path) -> None:
-    from core.errors import Cancelled
+    from embridge.core.errors import Cancelled
 
     root = tmp_path / "imgs"
     for label in ("cat", "dog"):

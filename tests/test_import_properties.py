@@ -22,9 +22,9 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from core.errors import InputError
-from core.importers import import_items
-from core.store import Workspace
+from embridge.core.errors import InputError
+from embridge.core.importers import import_items
+from embridge.core.store import Workspace
 
 FORBIDDEN = {"Cc", "Cs", "Zl", "Zp"}
 SETTINGS = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.errors import ImportDataError, InputError, VectorFileError
-from core.importers import import_items
-from core.store import Workspace
+from embridge.core.errors import ImportDataError, InputError, VectorFileError
+from embridge.core.importers import import_items
+from embridge.core.store import Workspace
 
 
 @pytest.fixture

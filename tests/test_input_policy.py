@@ -16,14 +16,14 @@ import numpy as np
 import pytest
 import torch
 
-from core.adapters import save_adapter
-from core.adapters.linear import AffineAdapter
-from core.bundle import export_bundle, load_bundle
-from core.evaluation.vectors import MatrixMaker
-from core.l2 import l2_normalize, layer_input_normalised, prepare_input
-from core.report.build import build_report
-from core.store import Workspace
-from core.synthetic import class_structured_pair
+from embridge.core.adapters import save_adapter
+from embridge.core.adapters.linear import AffineAdapter
+from embridge.core.bundle import export_bundle, load_bundle
+from embridge.core.evaluation.gather import MatrixMaker
+from embridge.core.l2 import l2_normalize, layer_input_normalised, prepare_input
+from embridge.core.report.build import build_report
+from embridge.core.store import Workspace
+from embridge.core.synthetic import class_structured_pair
 
 N_ITEMS, N_QUERY = 300, 60
 

@@ -9,9 +9,9 @@ import pytrec_eval
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.errors import InputError
-from core.report.judged_metrics import score_rankings
-from core.store.judgments import Judgments
+from embridge.core.errors import InputError
+from embridge.core.report.judged_metrics import score_rankings
+from embridge.core.store.judgments import Judgments
 
 KS = (1, 3, 5, 10, 100)
 MEASURES = {"success.1,3,5,10,100", "recall.1,3,5,10,100", "ndcg_cut.10", "map"}

@@ -9,9 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from core.adapters.l2 import l2_normalize_torch
-from core.errors import VectorFileError
-from core.l2 import l2_normalize
+from embridge.core.adapters.l2_torch import l2_normalize_torch
+from embridge.core.errors import VectorFileError
+from embridge.core.l2 import l2_normalize
 
 
 def _reference(x: np.ndarray) -> np.ndarray:
@@ -111,9 +111,9 @@ def test_the_torch_twin_keeps_nan_visible_and_half_precision_working() -> None:
 
 def test_a_fusion_layer_takes_old_query_vectors_of_1e38_like_their_scaled_down_selves() -> None:
     """Fusion normalises the raw old-model query inside the deployed module: in torch, not numpy."""
-    from core.adapters.fusion import FusionAdapter
-    from core.adapters.linear import AffineAdapter
-    from core.bundle.deploy import deploy_module, script
+    from embridge.core.adapters.fusion import FusionAdapter
+    from embridge.core.adapters.linear import AffineAdapter
+    from embridge.core.bundle.deploy import deploy_module, script
 
     torch.manual_seed(0)
     fusion = FusionAdapter(AffineAdapter(8, 6), alpha=0.4).eval()

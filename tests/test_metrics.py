@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.errors import InputError
-from core.evaluation.metrics import (
+from embridge.core.errors import InputError
+from embridge.core.evaluation.metrics import (
     ap_at_r,
     average_precision,
     bootstrap_ci,
@@ -19,8 +19,8 @@ from core.evaluation.metrics import (
     summary_with_ci,
     topk_correct,
 )
-from core.evaluation.search import search
-from core.retrieval import l2_normalize
+from embridge.core.evaluation.search import search
+from embridge.core.retrieval import l2_normalize
 
 # Gallery rows 0..4 with labels a b a c a.
 GALLERY = np.array(["a", "b", "a", "c", "a"])

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.errors import InputError
-from core.evaluation.compat import arr, compare, compatibility_rate, criterion, gain_retained, matrix_scores
-from core.evaluation.metrics import evaluate, relevance
-from core.report.flips import cell_flips, flip_cis, flips
+from embridge.core.errors import InputError
+from embridge.core.evaluation.compat import arr, compare, compatibility_rate, criterion, gain_retained, matrix_scores
+from embridge.core.evaluation.metrics import evaluate, relevance
+from embridge.core.report.flips import cell_flips, flip_cis, flips
 
 
 def test_flips_hand_worked() -> None:

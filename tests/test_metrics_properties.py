@@ -6,8 +6,8 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.evaluation.metrics import Relevance, ap_at_r, average_precision, evaluate, recall_fraction
-from core.report.flips import flips
+from embridge.core.evaluation.metrics import Relevance, ap_at_r, average_precision, evaluate, recall_fraction
+from embridge.core.report.flips import flips
 
 
 @st.composite

@@ -13,8 +13,8 @@ import pytest
 import torch
 from odd_models import scripted_model
 
-from core.errors import CheckpointError
-from core.models import build_model, describe_model, save_checkpoint
+from embridge.core.errors import CheckpointError
+from embridge.core.models import build_model, describe_model, save_checkpoint
 
 MLP_CONFIG = {"input_dim": 8, "out_dim": 4}
 

@@ -8,8 +8,8 @@ import matplotlib.image as mpimg
 import numpy as np
 import pytest
 
-from core.errors import InputError
-from core.models import ModelSpec, make_inputs
+from embridge.core.errors import InputError
+from embridge.core.models import ModelSpec, make_inputs
 
 
 def _spec(shape: tuple[int, ...], modality: str = "image", kind: str = "torchscript") -> ModelSpec:

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from core.embed import embed_array
-from core.errors import CheckpointError
-from core.models import (
+from embridge.core.embed import embed_array
+from embridge.core.errors import CheckpointError
+from embridge.core.models import (
     ModelSpec,
     build_model,
     classifier_weights,
@@ -184,6 +184,6 @@ def test_sentence_transformers_folder_without_the_package_is_a_clear_error(
     folder = tmp_path / "text-model"
     folder.mkdir()
     (folder / "modules.json").write_text("[]")
-    monkeypatch.setattr("core.models.text.sentence_transformers_available", lambda: False)
+    monkeypatch.setattr("embridge.core.models.text.sentence_transformers_available", lambda: False)
     with pytest.raises(CheckpointError, match=r"text-model: .*sentence-transformers package is not installed"):
         describe_model(folder)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.errors import VectorFileError
-from core.evaluation.npy_rows import NpyRows
-from core.evaluation.search import SearchConfig, search
-from core.retrieval import l2_normalize
+from embridge.core.errors import VectorFileError
+from embridge.core.evaluation.npy_rows import NpyRows
+from embridge.core.evaluation.search import SearchConfig, search
+from embridge.core.retrieval import l2_normalize
 
 
 @pytest.fixture

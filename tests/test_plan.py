@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from report_fixtures import DemoCase, demo_case
 
-from core.errors import InputError
-from core.plan import Plan, Throughput, plan_from_report, plan_upgrade
-from core.store import Workspace
+from embridge.core.errors import InputError
+from embridge.core.plan import Plan, Throughput, plan_from_report, plan_upgrade
+from embridge.core.store import Workspace
 
 N, D_OLD, D_NEW, ADAPTER_BYTES = 100_000, 32, 64, 1000
 RATE = Throughput(embed_items_per_s=500.0, adapter_items_per_s=1e6)
@@ -73,7 +73,7 @@ def test_new_model_not_better_means_stay() -> None:
 
 
 def test_gain_retained_is_undefined_when_the_new_model_is_not_better() -> None:
-    from core.evaluation.compat import NOT_BETTER
+    from embridge.core.evaluation.compat import NOT_BETTER
 
     plan = plan_from_report(make_report(0.45, 0.40, 0.50), RATE)  # the ratio's sign would flip: 2.0
     for option in plan.options:

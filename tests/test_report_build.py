@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from report_fixtures import DemoCase, brute_force, demo_case, old_gallery_ids, protocol_ids
 
-from core.adapters import adapt_queries, load_adapter
-from core.report.build import ReportOptions, build_report, load_report
-from core.store import Workspace
+from embridge.core.adapters import adapt_queries, load_adapter
+from embridge.core.report.build import ReportOptions, build_report, load_report
+from embridge.core.store import Workspace
 
 
 @pytest.fixture(scope="module")

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from report_fixtures import brute_force, build_chain_workspace, protocol_ids
 
-from core.adapters import adapt_queries, load_adapter
-from core.errors import InputError
-from core.report.chain import chain_report
-from core.store import Workspace
+from embridge.core.adapters import adapt_queries, load_adapter
+from embridge.core.errors import InputError
+from embridge.core.report.chain import chain_report
+from embridge.core.store import Workspace
 
 
 @pytest.fixture(scope="module")

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from report_fixtures import brute_force
 
-from core.adapters import adapt_queries, load_adapter
-from core.report.build import ReportOptions, build_report
-from core.store import Workspace
-from core.synthetic import class_structured_pair
-from core.train.runs import train_run
+from embridge.core.adapters import adapt_queries, load_adapter
+from embridge.core.report.build import ReportOptions, build_report
+from embridge.core.store import Workspace
+from embridge.core.synthetic import class_structured_pair
+from embridge.core.train.runs import train_run
 
 
 def _workspace(path: Path, labelled: bool, query_split: bool) -> Workspace:
@@ -72,7 +72,7 @@ def test_without_labels_a_query_finds_its_own_item(tmp_path: Path) -> None:
 
 
 def test_a_stopped_report_is_recorded_as_cancelled_and_leaves_nothing(tmp_path: Path) -> None:
-    from core.errors import Cancelled
+    from embridge.core.errors import Cancelled
 
     calls = {"n": 0}
 

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from report_fixtures import DemoCase, demo_case, old_gallery_ids
 
-from core.evaluation.search import SearchConfig, build_index, search_index
-from core.report.build import ReportOptions, build_report
-from core.retrieval import l2_normalize
-from core.store import Workspace
+from embridge.core.evaluation.search import SearchConfig, build_index, search_index
+from embridge.core.report.build import ReportOptions, build_report
+from embridge.core.retrieval import l2_normalize
+from embridge.core.store import Workspace
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from report_fixtures import DemoCase, demo_case
 
-from core.report.export import inline_svg, json_safe, report_figures, save_report
-from core.report.model import Report
-from core.store import Workspace
+from embridge.core.report.report_export import inline_svg, json_safe, report_figures, save_report
+from embridge.core.report.report_record import Report
+from embridge.core.store import Workspace
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from core.cli.main import main
-from core.report.gate import Check, evaluate, parse_check
+from embridge.core.cli.main import main
+from embridge.core.report.gate import Check, evaluate, parse_check
 
 
 def test_parse_and_evaluate_checks() -> None:

@@ -9,7 +9,7 @@ import pytest
 from helpers.headless_chromium import Page
 from report_fixtures import DemoCase, demo_case
 
-from core.report.export import report_figures
+from embridge.core.report.report_export import report_figures
 
 PAGE_WIDTH = 1280
 MEASURE = """(() => {

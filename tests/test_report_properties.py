@@ -13,10 +13,10 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from core.errors import InputError
-from core.evaluation.compat import NOT_BETTER, criterion, gain_note, gain_retained
-from core.evaluation.metrics import bootstrap_ci, bootstrap_statistic_ci
-from core.report.backfill import POLICIES, backfill_curves, backfill_order
+from embridge.core.errors import InputError
+from embridge.core.evaluation.compat import NOT_BETTER, criterion, gain_note, gain_retained
+from embridge.core.evaluation.metrics import bootstrap_ci, bootstrap_statistic_ci
+from embridge.core.report.backfill_curve import POLICIES, backfill_curves, backfill_order
 
 finite = st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.retrieval import exact_topk, l2_normalize, top1_accuracy
+from embridge.core.retrieval import exact_topk, l2_normalize, top1_accuracy
 
 
 def _full_sort(q: np.ndarray, g: np.ndarray, k: int, exclude: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:

@@ -15,14 +15,14 @@ import pytest
 from bundle_fixtures import build_upgrade_workspace
 from scale_fixtures import WorkerKiller, read_partitions, write_partitions
 
-from core.bundle import export_bundle, load_bundle
-from core.cli.main import main
-from core.errors import Cancelled, InputError
-from core.evaluation.search import SearchConfig, search
-from core.evaluation.topk_merge import merge_topk
-from core.scale.gallery_transform import transform_gallery
-from core.scale.sharded_search import shard_bounds, sharded_search
-from core.store import Workspace
+from embridge.core.bundle import export_bundle, load_bundle
+from embridge.core.cli.main import main
+from embridge.core.errors import Cancelled, InputError
+from embridge.core.evaluation.search import SearchConfig, search
+from embridge.core.evaluation.topk_merge import merge_topk
+from embridge.core.scale.gallery_transform import transform_gallery
+from embridge.core.scale.sharded_search import shard_bounds, sharded_search
+from embridge.core.store import Workspace
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from core.errors import Cancelled, InputError
-from core.models import load_model
-from core.models.builtin import build_model, save_checkpoint
-from core.scale.backfill_embed import embed_dataset
+from embridge.core.errors import Cancelled, InputError
+from embridge.core.models import load_model
+from embridge.core.models.builtin import build_model, save_checkpoint
+from embridge.core.scale.backfill_embed import embed_dataset
 
 
 def write_items(folder: Path, inputs: np.ndarray, parts: int) -> None:
@@ -88,7 +88,7 @@ def test_embed_dataset_command_on_ray(ray_cluster: Any, model_and_items: dict, t
                                       capsys: pytest.CaptureFixture[str]) -> None:
     import json
 
-    from core.cli.main import main
+    from embridge.core.cli.main import main
 
     m = model_and_items
     np.save(tmp_path / "order.npy", np.arange(1000, 1300)[::-1])

@@ -19,12 +19,12 @@ import pytest
 from ray_head_fixtures import ray_head  # noqa: F401 - a fixture
 from report_fixtures import DemoCase, demo_case
 
-from core.cli.main import main as cli
-from core.embed import embed_items
-from core.errors import InputError
-from core.scale import jobs
-from core.scale.backfill_workspace import backfill, backfill_ids
-from core.store import Workspace
+from embridge.core.cli.main import main as cli
+from embridge.core.embed import embed_items
+from embridge.core.errors import InputError
+from embridge.core.scale import detached_jobs
+from embridge.core.scale.backfill_workspace import backfill, backfill_ids
+from embridge.core.store import Workspace
 
 NEW = "new-cnn"
 
@@ -73,7 +73,7 @@ def test_ray_backfill_writes_the_planners_items_like_a_local_embed(ws_path: Path
         assert run["config"]["engine"] == "ray" and run["config"]["items"] == 299
         # the report and plan read a model's vectors through the workspace: the backfilled items have them
         assert set(expected.tolist()) <= set(ws.ids_with_vectors(NEW).tolist())
-    from core.connectors import open_store
+    from embridge.core.connectors import open_store
 
     with open_store(store) as target:
         points = {}
@@ -100,7 +100,7 @@ def test_unknown_order_and_bad_detach_are_one_line(ws_path: Path, capsys: pytest
 
 
 def _embridge(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "core.cli.main", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "embridge.core.cli.main", *args], capture_output=True, text=True,
                           timeout=600, check=False)
 
 

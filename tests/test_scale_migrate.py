@@ -11,16 +11,16 @@ import pytest
 from bundle_fixtures import build_upgrade_workspace
 from scale_fixtures import write_lance
 
-from core.bundle import export_bundle, load_bundle
-from core.cli.main import main
-from core.connectors import SPACE_FIELD, open_store
-from core.errors import Cancelled
-from core.scale.ray_migrate import migrate_on_ray
+from embridge.core.bundle import export_bundle, load_bundle
+from embridge.core.cli.main import main
+from embridge.core.connectors import SPACE_FIELD, open_store
+from embridge.core.errors import Cancelled
+from embridge.core.scale.ray_migrate import migrate_on_ray
 
 
 @pytest.fixture(scope="module")
 def fct(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    from core.store import Workspace
+    from embridge.core.store import Workspace
 
     root = tmp_path_factory.mktemp("scale_migrate")
     up = build_upgrade_workspace(root / "ws", with_report=False)

@@ -14,17 +14,17 @@ import pytest
 from bundle_fixtures import build_upgrade_workspace
 from scale_fixtures import WorkerKiller, read_partitions, write_lance, write_partitions
 
-from core.bundle import export_bundle, load_bundle
-from core.cli.main import main
-from core.errors import Cancelled, InputError
-from core.scale.gallery_transform import transform_gallery
+from embridge.core.bundle import export_bundle, load_bundle
+from embridge.core.cli.main import main
+from embridge.core.errors import Cancelled, InputError
+from embridge.core.scale.gallery_transform import transform_gallery
 
 MAPPER = "MapWorker(MapBatches(PartitionMapper))"
 
 
 @pytest.fixture(scope="module")
 def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    from core.store import Workspace
+    from embridge.core.store import Workspace
 
     root = tmp_path_factory.mktemp("scale_transform")
     up = build_upgrade_workspace(root / "ws", with_report=False)
@@ -74,8 +74,8 @@ def test_worker_applies_a_linear_layer_where_torch_cannot_be_imported(bundles: d
     write_partitions(tmp_path / "in", bundles["vectors"]["v3"], parts=1)
     code = (
         "import sys; sys.modules['torch'] = None\n"
-        "from core.scale.partitions import open_source\n"
-        "from core.scale.gallery_transform import transform_partition\n"
+        "from embridge.core.scale.partitions import open_source\n"
+        "from embridge.core.scale.gallery_transform import transform_partition\n"
         f"part = open_source({str(tmp_path / 'in')!r}).partitions[0]\n"
         f"r = transform_partition({str(bundles['linear'])!r}, part, {str(tmp_path / 'out.parquet')!r})\n"
         "print(r.runtime, r.rows, r.torch_loaded)\n"
@@ -164,7 +164,7 @@ def test_command_starts_its_own_local_ray_when_no_cluster_is_named(bundles: dict
 
     write_partitions(tmp_path / "in", bundles["vectors"]["v3"], parts=2)
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    done = subprocess.run([sys.executable, "-m", "core.cli.main", "transform", "--bundle", str(bundles["linear"]),
+    done = subprocess.run([sys.executable, "-m", "embridge.core.cli.main", "transform", "--bundle", str(bundles["linear"]),
                            "--from", str(tmp_path / "in"), "--to", str(tmp_path / "ray"), "--engine", "ray",
                            "--num-cpus", "1", "--json"], capture_output=True, text=True, timeout=600, env=env,
                           cwd=Path(__file__).resolve().parents[1])

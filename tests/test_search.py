@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.errors import InputError, VectorFileError
-from core.evaluation.search import (
+from embridge.core.errors import InputError, VectorFileError
+from embridge.core.evaluation.search import (
     SearchConfig,
     build_index,
     choose_method,
@@ -14,7 +14,7 @@ from core.evaluation.search import (
     search,
     search_index,
 )
-from core.retrieval import exact_topk, l2_normalize
+from embridge.core.retrieval import exact_topk, l2_normalize
 
 
 def _uniform(n: int, dim: int, seed: int) -> np.ndarray:

@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.errors import ImportDataError
-from core.importers import import_items
-from core.store import Workspace
+from embridge.core.errors import ImportDataError
+from embridge.core.importers import import_items
+from embridge.core.store import Workspace
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = ("core", "app", "bench", "packaging")

@@ -11,12 +11,12 @@ import torch
 from app_fixtures import close_error_dialogs, error_dialogs, no_threads_left, wait_for_jobs, window
 from pytestqt.qtbot import QtBot
 
-from app.main_window import MainWindow
-from core.cli.main import main
-from core.errors import InputError
-from core.models.adding import parse_input_shape
-from core.store import Workspace
-from core.train.requirements import requirement_problems
+from embridge.app.main_window import MainWindow
+from embridge.core.cli.main import main
+from embridge.core.errors import InputError
+from embridge.core.models.adding import parse_input_shape
+from embridge.core.store import Workspace
+from embridge.core.train.requirements import requirement_problems
 
 __all__ = ["no_threads_left", "window"]
 PREFIX = "embridge: error: "

@@ -7,10 +7,10 @@ import os
 import subprocess
 from pathlib import Path
 
-from core.evaluation.compat import NOT_BETTER
-from core.evaluation.task import Protocol
-from core.overview import gallery_splits, gallery_text
-from core.report.number_source import (
+from embridge.core.evaluation.compat import NOT_BETTER
+from embridge.core.evaluation.task import Protocol
+from embridge.core.overview import gallery_splits, gallery_text
+from embridge.core.report.number_source import (
     UNRECORDED,
     NumberSource,
     gain_text,
@@ -18,8 +18,8 @@ from core.report.number_source import (
     source_of_run,
     with_source,
 )
-from core.report.wording import comparison_word
-from core.run_choice import run_choice
+from embridge.core.report.wording import comparison_word
+from embridge.core.run_choice import run_choice
 
 ROOT = Path(__file__).resolve().parents[1]
 

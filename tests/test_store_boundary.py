@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from core.overview import gallery_splits, gallery_text, workspace_overview
-from core.store import Workspace
-from core.store.items import QUERY_SPLIT, in_gallery, item_namespace
+from embridge.core.overview import gallery_splits, gallery_text, workspace_overview
+from embridge.core.store import Workspace
+from embridge.core.store.items import QUERY_SPLIT, in_gallery, item_namespace
 
 ROOT = Path(__file__).resolve().parents[1]
 SQL_CALLS = {"execute", "executemany", "executescript", "query"}
@@ -96,4 +96,4 @@ def test_no_module_defines_the_gallery_again() -> None:
     assert split_comparisons("def f(split):\n    return split != 'query'\n")
     offenders = {p.relative_to(ROOT).as_posix(): split_comparisons(p.read_text(encoding="utf-8"))
                  for p in _sources()}
-    assert {k: v for k, v in offenders.items() if v} == {}, "use Workspace.gallery_ids or core.store.items.in_gallery"
+    assert {k: v for k, v in offenders.items() if v} == {}, "use Workspace.gallery_ids or embridge.core.store.items.in_gallery"

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from helpers.workspace_files import checkpoint, snapshot, table_dump
 
-from core.errors import (
+from embridge.core.errors import (
     EmbridgeError,
     ImportDataError,
     IntegrityError,
@@ -24,9 +24,9 @@ from core.errors import (
     StoreError,
     VectorFileError,
 )
-from core.store import Workspace
-from core.store import vectors as vectors_module
-from core.store.files import sha256_file
+from embridge.core.store import Workspace
+from embridge.core.store import vector_matrix as vectors_module
+from embridge.core.store.files import sha256_file
 
 
 @pytest.fixture

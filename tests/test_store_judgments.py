@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from helpers.workspace_files import checkpoint, snapshot
 
-from core.errors import ImportDataError, StoreError
-from core.store import Workspace
-from core.store.judgments import Judgments
+from embridge.core.errors import ImportDataError, StoreError
+from embridge.core.store import Workspace
+from embridge.core.store.judgments import Judgments
 
 
 @pytest.fixture

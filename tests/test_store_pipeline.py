@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.connectors import open_store
-from core.connectors.prefetch import Prefetch
+from embridge.core.connectors import open_store
+from embridge.core.connectors.prefetch import Prefetch
 
 
 def test_prefetch_keeps_order_and_stays_at_most_depth_items_ahead() -> None:
@@ -111,8 +111,8 @@ def test_parquet_reads_ids_from_the_row_groups_that_hold_them(tmp_path: Path) ->
 def test_parquet_writes_bounded_row_groups(tmp_path: Path) -> None:
     import pyarrow.parquet as pq
 
-    from core.connectors import Batch
-    from core.connectors.parquet import ROW_GROUP_ROWS
+    from embridge.core.connectors import Batch
+    from embridge.core.connectors.parquet import ROW_GROUP_ROWS
 
     store = open_store(f"parquet://{tmp_path / 'out'}")
     store.create(4)
@@ -132,8 +132,8 @@ def test_a_migration_runs_without_torch_and_matches_the_layer(tmp_path: Path) ->
     from store_fixtures import fill_source, read_all
     from test_bundle_portable import run_without_torch
 
-    from core.bundle import export_bundle, load_bundle
-    from core.store import Workspace
+    from embridge.core.bundle import export_bundle, load_bundle
+    from embridge.core.store import Workspace
 
     up = build_upgrade_workspace(tmp_path / "ws", with_report=False)
     bundle = tmp_path / "fct.zip"

@@ -13,9 +13,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core.errors import IntegrityError, StoreError
-from core.store import Workspace
-from core.store.files import sha256_file
+from embridge.core.errors import IntegrityError, StoreError
+from embridge.core.store import Workspace
+from embridge.core.store.files import sha256_file
 
 
 @pytest.fixture

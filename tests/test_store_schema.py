@@ -11,9 +11,9 @@ import pytest
 import sqlite_utils
 from helpers.workspace_files import checkpoint, snapshot, table_dump
 
-from core.errors import SchemaVersionError
-from core.store import Workspace
-from core.store import schema as schema_module
+from embridge.core.errors import SchemaVersionError
+from embridge.core.store import Workspace
+from embridge.core.store import schema as schema_module
 
 TABLES = {"meta", "items", "models", "vector_sets", "folds", "runs", "adapters", "reports", "bundles", "judgments"}
 

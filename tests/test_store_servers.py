@@ -29,11 +29,11 @@ import pytest
 from bundle_fixtures import build_upgrade_workspace
 from store_fixtures import cli, read_all
 
-from core.bundle import export_bundle, load_bundle
-from core.connectors import open_store
-from core.connectors.base import StoreURI, VectorStoreError
-from core.errors import InputError
-from core.store import Workspace
+from embridge.core.bundle import export_bundle, load_bundle
+from embridge.core.connectors import open_store
+from embridge.core.connectors.connector import StoreURI, VectorStoreError
+from embridge.core.errors import InputError
+from embridge.core.store import Workspace
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -166,7 +166,7 @@ def test_chroma_server_kill_9_mid_migration_resumes_from_the_server_checkpoint(c
     ids = list(range(1, n + 1))
     fill_chroma_server(chroma_server, "killed_v1", ids, old, [str(i % 6) for i in ids])
     source, target = f"{chroma_server}?collection=killed_v1", f"{chroma_server}?collection=killed_v2"
-    args = [sys.executable, "-m", "core.cli.main", "migrate", "--bundle", str(upgrade["bundle"]), "--from", source,
+    args = [sys.executable, "-m", "embridge.core.cli.main", "migrate", "--bundle", str(upgrade["bundle"]), "--from", source,
             "--to", target, "--batch", "10", "--json"]
     proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 240
@@ -215,7 +215,7 @@ def test_chroma_server_that_is_not_there_is_one_line(capsys: pytest.CaptureFixtu
     ("qdrant://[::1]:6333?collection=docs", "::1", 6333, False, "http://[::1]:6333"),
 ])
 def test_qdrant_server_uris_are_parsed(uri: str, host: str, port: int, tls: bool, url: str) -> None:
-    from core.connectors.qdrant import server_url
+    from embridge.core.connectors.qdrant import server_url
 
     parsed = StoreURI.parse(uri)
     assert parsed.server(6333) == (host, port) and parsed.tls is tls and server_url(parsed) == url
@@ -296,7 +296,7 @@ def test_qdrant_server_checkpoints_round_trip_in_a_state_collection(tmp_path: Pa
     """The server-side checkpoint helpers, run against Qdrant's local mode (the same client API)."""
     from qdrant_client import QdrantClient
 
-    from core.connectors.qdrant import STATE_COLLECTION, load_server_state, save_server_state
+    from embridge.core.connectors.qdrant import STATE_COLLECTION, load_server_state, save_server_state
 
     client = QdrantClient(path=str(tmp_path / "q"))
     try:

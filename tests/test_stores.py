@@ -21,8 +21,8 @@ import pytest
 from bundle_fixtures import build_upgrade_workspace
 from store_fixtures import STORES, cli, fill_source, fresh_pg_database, read_all, unit
 
-from core.bundle import export_bundle, load_bundle
-from core.store import Workspace
+from embridge.core.bundle import export_bundle, load_bundle
+from embridge.core.store import Workspace
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -134,7 +134,7 @@ def test_kill_9_mid_migration_resumes_and_writes_every_point_once(kind: str, upg
     old = rng.standard_normal((n, 16)).astype(np.float32)
     ids = list(range(1, n + 1))
     case = make_case(kind, tmp_path, ids, old, [str(i % 6) for i in ids], pg, "killed")
-    args = [sys.executable, "-m", "core.cli.main", "migrate", "--bundle", str(upgrade["bundle"]), "--from",
+    args = [sys.executable, "-m", "embridge.core.cli.main", "migrate", "--bundle", str(upgrade["bundle"]), "--from",
             case.source, "--to", case.target, "--batch", "10", "--json"]
     proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 240
@@ -151,7 +151,7 @@ def test_kill_9_mid_migration_resumes_and_writes_every_point_once(kind: str, upg
     assert 100 <= at_kill < n
 
     # another process (as an operator would; Chroma's client caches what its own process saw)
-    checked = subprocess.run([sys.executable, "-m", "core.cli.main", "check", "--uri", case.target, "--json"],
+    checked = subprocess.run([sys.executable, "-m", "embridge.core.cli.main", "check", "--uri", case.target, "--json"],
                              cwd=REPO, capture_output=True, text=True, timeout=300)
     assert checked.returncode == 0, checked.stderr
     state = json.loads(checked.stdout)

@@ -13,11 +13,11 @@ import pytest
 from bundle_fixtures import build_upgrade_workspace
 from store_fixtures import cli, fill_source, read_all, unit
 
-from core.bundle import export_bundle, load_bundle
-from core.connectors import Batch, open_store
-from core.connectors.gallery_import import import_from_store
-from core.errors import Cancelled
-from core.store import Workspace
+from embridge.core.bundle import export_bundle, load_bundle
+from embridge.core.connectors import Batch, open_store
+from embridge.core.connectors.gallery_import import import_from_store
+from embridge.core.errors import Cancelled
+from embridge.core.store import Workspace
 
 
 @pytest.fixture(scope="module")

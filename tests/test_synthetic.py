@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from core.retrieval import top1_accuracy
-from core.synthetic import affine_pair, class_structured_pair, random_semi_orthogonal, rotation_pair
+from embridge.core.retrieval import top1_accuracy
+from embridge.core.synthetic import affine_pair, class_structured_pair, random_semi_orthogonal, rotation_pair
 
 
 def _loo_top1(x: np.ndarray, labels: np.ndarray) -> float:

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.cli.main import main
-from core.demo_text import NEW_MODEL, OLD_MODEL, QUERY_PROMPT, load_verses, write_beir_folder
-from core.report.judged_metrics import score_rankings
-from core.store import Workspace
+from embridge.core.cli.main import main
+from embridge.core.demo_text import NEW_MODEL, OLD_MODEL, QUERY_PROMPT, load_verses, write_beir_folder
+from embridge.core.report.judged_metrics import score_rankings
+from embridge.core.store import Workspace
 
 pytestmark = pytest.mark.slow
 

@@ -23,13 +23,13 @@ from text_fixtures import (
     write_json,
 )
 
-from core.cli.main import main
-from core.embed import embed_array, embed_items
-from core.errors import CheckpointError
-from core.importers import import_items
-from core.models import TextOptions, describe_model, load_model
-from core.progress import StderrProgress
-from core.store import Workspace
+from embridge.core.cli.main import main
+from embridge.core.embed import embed_array, embed_items
+from embridge.core.errors import CheckpointError
+from embridge.core.importers import import_items
+from embridge.core.models import TextOptions, describe_model, load_model
+from embridge.core.progress import StderrProgress
+from embridge.core.store import Workspace
 
 PROMPTS = {"query": "query: ", "document": "passage: "}
 
@@ -154,8 +154,8 @@ def test_model_add_sets_prompts_and_pooling_from_the_command_line(folders: dict[
 
 
 def test_prompts_travel_in_bundle_manifests(folders: dict[str, Path], tmp_path: Path) -> None:
-    from core.bundle.contents import model_entry
-    from core.bundle.readme import prompt_notes
+    from embridge.core.bundle.contents import model_entry
+    from embridge.core.bundle.readme import prompt_notes
 
     ws = _text_workspace(tmp_path / "ws")
     ws.add_model("e5ish", "new", describe_model(folders["st_prompts"]).to_dict(), folders["st_prompts"])

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from train_fixtures import one_torch_thread, small_labelled_pairs  # noqa: F401 (autouse fixture)
 
-from core.adapters import METHODS
-from core.train import PairData, fit_adapter
+from embridge.core.adapters import METHODS
+from embridge.core.train import PairData, fit_adapter
 
 
 @pytest.fixture(scope="module")

@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 from train_fixtures import one_torch_thread  # noqa: F401 (autouse fixture)
 
-from core.bundle.export import export_bundle
-from core.plan.options import plan_from_report
-from core.plan.throughput import Throughput
-from core.report.build import build_report
-from core.store import Workspace
-from core.store.judgments import Judgments
-from core.synthetic import query_document_task
-from core.train.runs import train_run
+from embridge.core.bundle.bundle_export import export_bundle
+from embridge.core.plan.upgrade_options import plan_from_report
+from embridge.core.plan.throughput import Throughput
+from embridge.core.report.build import build_report
+from embridge.core.store import Workspace
+from embridge.core.store.judgments import Judgments
+from embridge.core.synthetic import query_document_task
+from embridge.core.train.runs import train_run
 
 FAST = {"epochs": 15}
 

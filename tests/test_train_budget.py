@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from train_fixtures import one_torch_thread, small_labelled_pairs  # noqa: F401 (autouse fixture)
 
-from core.cli.main import main
-from core.store import Workspace
-from core.train import PairData, fit_adapter
+from embridge.core.cli.main import main
+from embridge.core.store import Workspace
+from embridge.core.train import PairData, fit_adapter
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from train_fixtures import one_torch_thread  # noqa: F401 (autouse fixture)
 
-from core.synthetic import class_structured_pair
-from core.train import FitResult, PairData, allowed_settings, evaluate_heldout, fit_adapter
+from embridge.core.synthetic import class_structured_pair
+from embridge.core.train import FitResult, PairData, allowed_settings, evaluate_heldout, fit_adapter
 
 NEW_TO_OLD = ["procrustes", "affine", "lowrank", "mlp", "bct", "bt2", "fusion"]
 

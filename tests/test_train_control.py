@@ -9,9 +9,9 @@ import pytest
 import torch
 from train_fixtures import one_torch_thread, small_labelled_pairs  # noqa: F401 (autouse fixture)
 
-from core.errors import DeviceError, InputError, TrainingError
-from core.train import FitConfig, PairData, fit_adapter, upgrade_metric
-from core.train.objectives import PairObjective, RetrievalObjective
+from embridge.core.errors import DeviceError, InputError, TrainingError
+from embridge.core.train import FitConfig, PairData, fit_adapter, upgrade_metric
+from embridge.core.train.objectives import PairObjective, RetrievalObjective
 
 
 @pytest.fixture(scope="module")

@@ -24,8 +24,8 @@ from typing import Any
 import pytest
 import torch
 
-from core.store import Workspace
-from core.train.runs import train_run
+from embridge.core.store import Workspace
+from embridge.core.train.runs import train_run
 
 NEW_TO_OLD = ["procrustes", "affine", "lowrank", "mlp", "bct", "bt2", "fusion"]
 MARGIN = 0.01  # seed 0; affine and bct do not clear it on every fold seed (see above)
@@ -56,7 +56,7 @@ def test_the_demo_is_a_real_upgrade(demo_runs: dict[str, Any]) -> None:
 
 def test_training_numbers_are_the_reports_numbers(demo_runs: dict[str, Any]) -> None:
     """The run's held-out numbers and the report's headline are one computation on the same queries."""
-    from core.report.build import ReportOptions, build_report
+    from embridge.core.report.build import ReportOptions, build_report
 
     ws = Workspace.open(demo_runs["_path"])
     try:
@@ -90,7 +90,7 @@ def test_heads_keep_the_new_models_retrieval(demo_runs: dict[str, Any], method: 
 
 
 def test_bt2_is_wider_than_the_new_model_and_old_compatible_in_front(demo_runs: dict[str, Any]) -> None:
-    from core.adapters import load_adapter
+    from embridge.core.adapters import load_adapter
 
     adapter = load_adapter(demo_runs["bt2"]["adapter_path"])
     assert (adapter.in_dim, adapter.old_dims, adapter.out_dim) == (64, 32, 64 + 32)
@@ -98,7 +98,7 @@ def test_bt2_is_wider_than_the_new_model_and_old_compatible_in_front(demo_runs: 
 
 
 def test_procrustes_chooses_its_whitening_on_validation(demo_runs: dict[str, Any]) -> None:
-    from core.adapters import load_adapter
+    from embridge.core.adapters import load_adapter
 
     adapter = load_adapter(demo_runs["procrustes"]["adapter_path"])
     assert adapter.whitening > 0  # seed 0: the whitened fit won validation (0.750 vs 0.600 plain)

@@ -12,9 +12,9 @@ import pytest
 import torch
 from train_fixtures import one_torch_thread  # noqa: F401 (autouse fixture)
 
-from core.synthetic import class_structured_pair
-from core.train import PairData, evaluate_heldout, fit_adapter
-from core.train.objectives import ClassSampler, NewClassifier
+from embridge.core.synthetic import class_structured_pair
+from embridge.core.train import PairData, evaluate_heldout, fit_adapter
+from embridge.core.train.objectives import ClassSampler, NewClassifier
 
 
 def test_sampler_keeps_every_positive_and_bounds_the_rows() -> None:

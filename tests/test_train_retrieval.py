@@ -1,6 +1,6 @@
 """Retrieval-objective training, fusion and cascade on a query/document upgrade like a real text one.
 
-The synthetic task (``core.synthetic.query_document_task``): queries and documents are embedded
+The synthetic task (``embridge.core.synthetic.query_document_task``): queries and documents are embedded
 differently by each model, both spaces share a large mean, the new model is better on queries,
 each query has one relevant document, and the new model has embedded 60% of the documents. The
 margins below were chosen from runs over seeds 0-4 (see each test).
@@ -14,14 +14,14 @@ import torch
 from retrieval_fixtures import QueryUpgrade, query_upgrade
 from train_fixtures import one_torch_thread  # noqa: F401 (autouse fixture)
 
-from core.adapters.apply import adapt_queries
-from core.adapters.base import Adapter
-from core.adapters.cascade import CascadeAdapter, cascade_rank, choose_k
-from core.errors import InputError
-from core.train import PairData, fit_adapter
-from core.train.bridges import choose_fusion
-from core.train.losses import retrieval_loss
-from core.train.objectives import RetrievalObjective
+from embridge.core.adapters.adapt_arrays import adapt_queries
+from embridge.core.adapters.adapter import Adapter
+from embridge.core.adapters.cascade import CascadeAdapter, cascade_rank, choose_k
+from embridge.core.errors import InputError
+from embridge.core.train import PairData, fit_adapter
+from embridge.core.train.bridges import choose_fusion
+from embridge.core.train.losses import retrieval_loss
+from embridge.core.train.objectives import RetrievalObjective
 
 EPOCHS = {"device": "cpu", "epochs": 30}
 

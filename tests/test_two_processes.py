@@ -21,8 +21,8 @@ import pytest
 from app_fixtures import close_error_dialogs, error_dialogs, no_threads_left, wait_for_jobs, window
 from pytestqt.qtbot import QtBot
 
-from app.main_window import MainWindow
-from core.store import Workspace
+from embridge.app.main_window import MainWindow
+from embridge.core.store import Workspace
 
 __all__ = ["no_threads_left", "window"]
 REPO = Path(__file__).resolve().parent.parent
@@ -66,7 +66,7 @@ def _cli(*args: str, busy_timeout: str | None) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k != "EMBRIDGE_BUSY_TIMEOUT"}
     if busy_timeout is not None:
         env["EMBRIDGE_BUSY_TIMEOUT"] = busy_timeout
-    return subprocess.Popen([sys.executable, "-m", "core.cli.main", *args], cwd=REPO, env=env,
+    return subprocess.Popen([sys.executable, "-m", "embridge.core.cli.main", *args], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

@@ -2,7 +2,7 @@
 
 Every surface (the command line's report and plan JSON, report.json and report.html, the app's
 Reports page, a bundle's manifest) shows the headline numbers and per-cell headline metrics of
-:mod:`core.evaluation.headline`, measured on the demo.
+:mod:`embridge.core.evaluation.headline`, measured on the demo.
 """
 
 from __future__ import annotations
@@ -18,18 +18,18 @@ from app_fixtures import no_threads_left, window
 from pytestqt.qtbot import QtBot
 from report_fixtures import DemoCase, demo_case
 
-from app.main_window import MainWindow
-from core.cli.main import main
-from core.cli.report_cmds import report_data
-from core.errors import InputError
-from core.evaluation.headline import HEADLINE, REPORT_SUMMARY, RUN_SUMMARY, headline_metrics, table_metrics
-from core.formatting import format_duration, format_share
-from core.json_values import dumps, json_safe
-from core.plan import Plan, plan_upgrade
-from core.report.build import load_report
-from core.report.model import Report
-from core.run_record import RunRecord
-from core.store import Workspace
+from embridge.app.main_window import MainWindow
+from embridge.core.cli.main import main
+from embridge.core.cli.report_cmds import report_data
+from embridge.core.errors import InputError
+from embridge.core.evaluation.headline import HEADLINE, REPORT_SUMMARY, RUN_SUMMARY, headline_metrics, table_metrics
+from embridge.core.formatting import format_duration, format_share
+from embridge.core.json_values import dumps, json_safe
+from embridge.core.plan import Plan, plan_upgrade
+from embridge.core.report.build import load_report
+from embridge.core.report.report_record import Report
+from embridge.core.run_record import RunRecord
+from embridge.core.store import Workspace
 
 __all__ = ["no_threads_left", "window"]
 
@@ -80,7 +80,7 @@ def test_every_surface_shows_the_same_headline(case: DemoCase, capsys: pytest.Ca
     assert options["full_backfill"]["quality"]["top1"] == report.headline["ceiling_top1"]
 
     # a bundle's manifest: the report's summary and the run's summary both lead with the headline
-    from core.bundle.export import export_bundle
+    from embridge.core.bundle.bundle_export import export_bundle
 
     with Workspace.open(case.path) as ws:
         manifest = export_bundle(ws, tmp_path / "b.zip", [case.run_id])["manifest"]

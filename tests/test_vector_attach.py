@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 from helpers.workspace_files import checkpoint, snapshot
 
-from core.cli.main import main
-from core.embed import embed_items
-from core.errors import ImportDataError, VectorFileError
-from core.importers import import_items
-from core.models import describe_model, save_vectors_model
-from core.store import Workspace
-from core.vector_files import VectorFile
+from embridge.core.cli.main import main
+from embridge.core.embed import embed_items
+from embridge.core.errors import ImportDataError, VectorFileError
+from embridge.core.importers import import_items
+from embridge.core.models import describe_model, save_vectors_model
+from embridge.core.store import Workspace
+from embridge.core.vector_files import VectorFile
 
 RNG = np.random.default_rng(11)
 
@@ -141,9 +141,9 @@ def test_embed_cli_with_a_sample_of_the_gallery(tmp_path: Path, capsys: pytest.C
 @pytest.mark.parametrize("save", [np.savez, np.savez_compressed])
 def test_attaching_streams_in_bounded_memory(ws: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                              save) -> None:
-    import core.vector_files
+    import embridge.core.vector_files
 
-    monkeypatch.setattr(core.vector_files, "BLOCK_ROWS", 64)  # blocks of 256 KB: memory is a few blocks
+    monkeypatch.setattr(embridge.core.vector_files, "BLOCK_ROWS", 64)  # blocks of 256 KB: memory is a few blocks
     n = 100
     matrix = RNG.normal(size=(10_000, 1024)).astype(np.float32)  # 41 MB; keys take a few MB more
     keys = [f"d{i}" for i in range(n)] + [f"other{i}" for i in range(10_000 - n)]

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-from core.synthetic import class_structured_pair
-from core.train import PairData
+from embridge.core.synthetic import class_structured_pair
+from embridge.core.train import PairData
 
 
 @pytest.fixture(scope="module", autouse=True)

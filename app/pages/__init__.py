@@ -7,13 +7,13 @@ import importlib
 from PySide6.QtWidgets import QWidget
 
 PAGES: list[tuple[str, str, str]] = [
-    ("workspace", "Workspace", "app.pages.workspace_page:WorkspacePage"),
-    ("models", "Models", "app.pages.models_page:ModelsPage"),
-    ("gallery", "Gallery", "app.pages.gallery_page:GalleryPage"),
-    ("train", "Train", "app.pages.train_page:TrainPage"),
-    ("reports", "Reports", "app.pages.reports_page:ReportsPage"),
-    ("plan", "Plan", "app.pages.plan_page:PlanPage"),
-    ("export", "Export", "app.pages.export_page:ExportPage"),
+    ("workspace", "Workspace", "embridge.app.pages.workspace_page:WorkspacePage"),
+    ("models", "Models", "embridge.app.pages.models_page:ModelsPage"),
+    ("gallery", "Gallery", "embridge.app.pages.gallery_page:GalleryPage"),
+    ("train", "Train", "embridge.app.pages.train_page:TrainPage"),
+    ("reports", "Reports", "embridge.app.pages.reports_page:ReportsPage"),
+    ("plan", "Plan", "embridge.app.pages.plan_page:PlanPage"),
+    ("export", "Export", "embridge.app.pages.export_page:ExportPage"),
 ]
 
 

@@ -18,13 +18,13 @@ from PySide6.QtWidgets import (
     QSplitter,
 )
 
-from app import dialogs
-from app.context import AppContext
-from app.pages.base import Page, completed_train_runs, fill_table, make_table, run_label, select_run
-from app.pages.forms import PathField, set_combo_items
-from core.progress import ProgressFn, StopFn
-from core.run_choice import run_choice
-from core.store import Workspace
+from embridge.app import dialogs
+from embridge.app.context import AppContext
+from embridge.app.pages.page import Page, completed_train_runs, fill_table, make_table, run_label, select_run
+from embridge.app.pages.forms import PathField, set_combo_items
+from embridge.core.progress import ProgressFn, StopFn
+from embridge.core.run_choice import run_choice
+from embridge.core.store import Workspace
 
 log = logging.getLogger("embridge.app")
 GALLERY_CHOICES = {"default (yes for old→new layers)": None, "yes": True, "no": False}
@@ -108,7 +108,7 @@ class ExportPage(Page):
 
     def _show_run(self, run: dict[str, Any]) -> None:
         """What the chosen run is: the method fitted (and for auto, the candidates and why)."""
-        from core.report.number_source import source_of_run, with_source
+        from embridge.core.report.number_source import source_of_run, with_source
 
         choice = run_choice(run)
         metrics = run.get("metrics") or {}
@@ -131,7 +131,7 @@ class ExportPage(Page):
         """Write and verify a bundle in the background (the core publishes it only when complete)."""
 
         def job(ws: Workspace, on_progress: ProgressFn, should_stop: StopFn) -> dict[str, Any]:
-            from core.bundle import export_bundle
+            from embridge.core.bundle import export_bundle
 
             return export_bundle(ws, out, [run_id], gallery=gallery, on_progress=on_progress,
                                  should_stop=should_stop)
@@ -148,7 +148,7 @@ class ExportPage(Page):
         """Check every hash and re-run the probes, in the background; the result shows below."""
 
         def job(on_progress: ProgressFn, should_stop: StopFn) -> dict[str, Any]:
-            from core.bundle import verify_bundle
+            from embridge.core.bundle import verify_bundle
 
             return verify_bundle(path, on_progress=on_progress, should_stop=should_stop)
 
@@ -172,7 +172,7 @@ class ExportPage(Page):
 
     def open_store_migration(self) -> None:
         """Show the store-migration dialog, with the selected bundle filled in."""
-        from app.store_dialogs import StoreMigrateDialog
+        from embridge.app.store_dialogs import StoreMigrateDialog
 
         if self.store_dialog is None:
             self.store_dialog = StoreMigrateDialog(self.ctx, self)
@@ -225,7 +225,7 @@ class ExportPage(Page):
             return
         manifest = self._bundles[row].get("manifest") or {}
         try:
-            from core.bundle import bundle_text
+            from embridge.core.bundle import bundle_text
 
             text = bundle_text(manifest)
         except (KeyError, TypeError):  # a manifest of another format version: show it raw

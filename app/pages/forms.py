@@ -22,12 +22,12 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app import dialogs
-from core.setting_help import setting_help
+from embridge.app import dialogs
+from embridge.core.setting_help import setting_help
 
 
 class PathField(QWidget):
-    """A line edit with 'File…' and/or 'Folder…' buttons that ask through ``app.dialogs``."""
+    """A line edit with 'File…' and/or 'Folder…' buttons that ask through ``embridge.app.dialogs``."""
 
     def __init__(self, title: str, file_filter: str | None = "All files (*)", folder: bool = False,
                  save: bool = False) -> None:

@@ -15,13 +15,13 @@ from PySide6.QtWidgets import (
     QSpinBox,
 )
 
-from app.context import AppContext
-from app.pages.base import Page, fill_table, make_table
-from app.pages.forms import PathField, set_combo_items
-from core.importers import FORMATS
-from core.overview import gallery_text
-from core.progress import ProgressFn, StopFn
-from core.store import Workspace
+from embridge.app.context import AppContext
+from embridge.app.pages.page import Page, fill_table, make_table
+from embridge.app.pages.forms import PathField, set_combo_items
+from embridge.core.importers import FORMATS
+from embridge.core.overview import gallery_text
+from embridge.core.progress import ProgressFn, StopFn
+from embridge.core.store import Workspace
 
 log = logging.getLogger("embridge.app")
 ALL_ITEMS = "(all items)"
@@ -82,7 +82,7 @@ class GalleryPage(Page):
 
     def open_store_import(self) -> None:
         """Show the vector-store import dialog (one per page, kept for its last result)."""
-        from app.store_dialogs import StoreImportDialog
+        from embridge.app.store_dialogs import StoreImportDialog
 
         if self.store_dialog is None:
             self.store_dialog = StoreImportDialog(self.ctx, self)
@@ -133,7 +133,7 @@ class GalleryPage(Page):
         """Import in the background (all-or-nothing in the core); ``qrels``: judgments stored with them."""
 
         def job(ws: Workspace, on_progress: ProgressFn, should_stop: StopFn) -> dict[str, Any]:
-            from core.importers import import_items
+            from embridge.core.importers import import_items
 
             on_progress(0, 1, {"stage": "reading"})
             return import_items(ws, path, fmt, split, model, ids_path, qrels=qrels, on_progress=on_progress,
@@ -147,7 +147,7 @@ class GalleryPage(Page):
         self.ctx.run(f"Import {path}", job, done)
 
     def choose_beir_folder(self) -> None:
-        from app import dialogs
+        from embridge.app import dialogs
 
         folder = dialogs.choose_directory(self, "Choose a BEIR folder (corpus.jsonl, queries.jsonl, qrels/)")
         if folder:
@@ -157,7 +157,7 @@ class GalleryPage(Page):
         """Import a BEIR folder (documents, queries, judgments) in the background, all-or-nothing."""
 
         def job(ws: Workspace, on_progress: ProgressFn, should_stop: StopFn) -> dict[str, Any]:
-            from core.beir_import import import_beir
+            from embridge.core.beir_import import import_beir
 
             return import_beir(ws, path, on_progress=on_progress, should_stop=should_stop).to_dict()
 
@@ -182,7 +182,7 @@ class GalleryPage(Page):
         """Embed the chosen items with ``model`` in the background (resumable in the core)."""
 
         def job(ws: Workspace, on_progress: ProgressFn, should_stop: StopFn) -> dict[str, Any]:
-            from core.embed import embed_split
+            from embridge.core.embed import embed_split
 
             return embed_split(ws, model, split, sample, seed, batch_size=batch_size, device=device,
                                on_progress=on_progress, should_stop=should_stop)
@@ -194,7 +194,7 @@ class GalleryPage(Page):
 
     # -- state ------------------------------------------------------------------------------
     def refresh(self) -> None:
-        from core.overview import workspace_overview
+        from embridge.core.overview import workspace_overview
 
         assert self.ctx.ws is not None
         info = workspace_overview(self.ctx.ws)

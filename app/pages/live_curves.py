@@ -53,7 +53,7 @@ class LiveCurves:
         return True
 
     def table(self) -> list[dict[str, Any]]:
-        """Rows in epoch order, as ``core.report.figures.training_curves`` takes them."""
+        """Rows in epoch order, as ``embridge.core.report.figures.training_curves`` takes them."""
         return [self.rows[e] for e in sorted(self.rows)]
 
     def status(self) -> str:

@@ -20,14 +20,14 @@ from PySide6.QtWidgets import (
     QSplitter,
 )
 
-from app import dialogs
-from app.context import AppContext
-from app.pages.base import Page, fill_table, make_table
-from app.pages.forms import PathField, set_combo_items
-from core.errors import InputError
-from core.progress import ProgressFn, StopFn
-from core.prompts import TextOptions, prompts_text
-from core.store import Workspace
+from embridge.app import dialogs
+from embridge.app.context import AppContext
+from embridge.app.pages.page import Page, fill_table, make_table
+from embridge.app.pages.forms import PathField, set_combo_items
+from embridge.core.errors import InputError
+from embridge.core.progress import ProgressFn, StopFn
+from embridge.core.prompts import TextOptions, prompts_text
+from embridge.core.store import Workspace
 
 log = logging.getLogger("embridge.app")
 CHECKPOINT_FILTER = "Models (*.pt *.pt2 *.ts *.torchscript *.pth *.bin *.npz);;All files (*)"
@@ -140,7 +140,7 @@ class ModelsPage(Page):
         if not path:
             self.ctx.reporter.report("Add model", "Choose a checkpoint file first.")
             return
-        from core.models.adding import parse_input_shape  # core.models loads torch: not at start-up
+        from embridge.core.models.adding import parse_input_shape  # embridge.core.models loads torch: not at start-up
 
         try:
             shape = parse_input_shape(self.input_shape.text())
@@ -161,7 +161,7 @@ class ModelsPage(Page):
         """Describe the checkpoint (loads and probes it) and register it, in the background."""
 
         def job(ws: Workspace, on_progress: ProgressFn, should_stop: StopFn) -> dict[str, Any]:
-            from core.models.adding import add_model
+            from embridge.core.models.adding import add_model
 
             row = add_model(ws, path, name, role, kind=kind, arch=arch, input_shape=input_shape, text=text,
                             on_progress=on_progress).row
@@ -196,10 +196,10 @@ class ModelsPage(Page):
 
     # -- state ------------------------------------------------------------------------------
     def refresh(self) -> None:
-        from core.overview import workspace_overview
+        from embridge.core.overview import workspace_overview
 
         if self.kind.count() == 1:
-            from core.models.spec import KINDS
+            from embridge.core.models.spec import KINDS
 
             set_combo_items(self.kind, ["auto", *KINDS])
         assert self.ctx.ws is not None
@@ -208,7 +208,7 @@ class ModelsPage(Page):
                                  "x".join(str(s) for s in m["input_shape"] or []) or None, m["params"],
                                  str(m["sha256"])[:12], prompts_text(m) or None] for m in self._models])
         self.role.setCurrentText(suggest_role(self._models))
-        from core.models.manage import pair_warnings
+        from embridge.core.models.manage import pair_warnings
 
         self.warnings.setText("\n".join(f"⚠ {w}" for w in pair_warnings(self._models)))
         if self._models and self.table.currentRow() < 0:
@@ -235,7 +235,7 @@ class ModelsPage(Page):
 
     def _change(self, title: str, action: Any) -> bool:
         """Run a quick model change (one small transaction) and show the result; errors go to the dialog."""
-        from core.errors import EmbridgeError
+        from embridge.core.errors import EmbridgeError
 
         if self.ctx.ws is None:
             return False
@@ -253,7 +253,7 @@ class ModelsPage(Page):
             self.remove(name)
 
     def remove(self, name: str) -> bool:
-        from core.models.manage import remove_model
+        from embridge.core.models.manage import remove_model
 
         return self._change(f"Remove model {name}", lambda ws: remove_model(ws, name))
 
@@ -264,12 +264,12 @@ class ModelsPage(Page):
             self.rename(name, new_name)
 
     def rename(self, name: str, new_name: str) -> bool:
-        from core.models.manage import rename_model
+        from embridge.core.models.manage import rename_model
 
         return self._change(f"Rename model {name}", lambda ws: rename_model(ws, name, new_name))
 
     def change_role(self, name: str | None, role: str) -> bool:
-        from core.models.manage import set_model_role
+        from embridge.core.models.manage import set_model_role
 
         if not name:
             return False

@@ -1,6 +1,6 @@
 """Plan page: the cost of each upgrade option, the recommendation, and the partial-backfill curves.
 
-``core.plan.plan_upgrade`` does all the work (it builds the run's report first when there is none and
+``embridge.core.plan.plan_upgrade`` does all the work (it builds the run's report first when there is none and
 times this machine); the curves are the report's own backfill figure, as in the HTML report.
 """
 
@@ -22,15 +22,15 @@ from PySide6.QtWidgets import (
     QSplitter,
 )
 
-from app.context import AppContext
-from app.pages.base import Page, completed_train_runs, fill_table, make_table, run_label, select_run
-from app.pages.forms import scrolled_text, set_combo_items
-from app.plots import PlotWidget
-from core.formatting import format_bytes, format_seconds, format_share
-from core.plan.model import Plan
-from core.progress import ProgressFn, StopFn
-from core.report.model import Report
-from core.store import Workspace
+from embridge.app.context import AppContext
+from embridge.app.pages.page import Page, completed_train_runs, fill_table, make_table, run_label, select_run
+from embridge.app.pages.forms import scrolled_text, set_combo_items
+from embridge.app.plots import PlotWidget
+from embridge.core.formatting import format_bytes, format_seconds, format_share
+from embridge.core.plan.plan_record import Plan
+from embridge.core.progress import ProgressFn, StopFn
+from embridge.core.report.report_record import Report
+from embridge.core.store import Workspace
 
 log = logging.getLogger("embridge.app")
 COLUMNS = ["Option", "Time", "Storage", "Items re-embedded", "Top-1", "Gain retained", "Passes", "Acceptable"]
@@ -123,7 +123,7 @@ class PlanPage(Page):
         """Plan in the background (building the run's report first when it has none)."""
 
         def job(ws: Workspace, on_progress: ProgressFn, should_stop: StopFn) -> dict[str, Any]:
-            from core.plan import plan_upgrade
+            from embridge.core.plan import plan_upgrade
 
             plan = plan_upgrade(ws, run_id, fraction, device=device, gain_threshold=gain_threshold,
                                 target_share=target_share, on_progress=on_progress, should_stop=should_stop)
@@ -148,8 +148,8 @@ class PlanPage(Page):
         measured = ""
         report = None
         if self.ctx.ws is not None and plan.report_id is not None:
-            from core.report.build import load_report
-            from core.report.number_source import source_of_report
+            from embridge.core.report.build import load_report
+            from embridge.core.report.number_source import source_of_report
 
             report = load_report(self.ctx.ws, int(plan.report_id))
             measured = (f"<p style='color:#555'>Quality numbers: report {plan.report_id}, measured on "
@@ -164,7 +164,7 @@ class PlanPage(Page):
         if report is None:
             self.plot.clear("Build this run's report (or make a plan) to see its partial-backfill curves.")
             return
-        from core.report.export import report_figures
+        from embridge.core.report.report_export import report_figures
 
         figure = report_figures(report).get("backfill")
         if figure is None:
@@ -178,7 +178,7 @@ class PlanPage(Page):
             return
         if self.plan is not None and self.plan.run_id == self._runs[index]["id"]:
             return
-        from core.report.build import latest_report_for_run
+        from embridge.core.report.build import latest_report_for_run
 
         self._show_curves(latest_report_for_run(self.ctx.ws, int(self._runs[index]["id"])))
 

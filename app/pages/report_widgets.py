@@ -27,9 +27,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.pages.base import format_value, set_header_tips
-from core.report.number_source import gain_text
-from core.report.wording import comparison_word
+from embridge.app.pages.page import format_value, set_header_tips
+from embridge.core.report.number_source import gain_text
+from embridge.core.report.wording import comparison_word
 
 PASS_COLOUR, FAIL_COLOUR, EQUAL_COLOUR = QColor("#d8f0d8"), QColor("#f6d5d5"), QColor("#e8e8e8")
 WORD_COLOURS = {"pass": PASS_COLOUR, "fail": FAIL_COLOUR, "equal": EQUAL_COLOUR}
@@ -42,7 +42,7 @@ def fill_metrics_table(table: QTableWidget, cells: dict[str, dict[str, Any]],
                        comparison: dict[str, dict[str, dict[str, Any]]]) -> None:
     """Rows are metrics; columns the cells, then per upgraded cell its pass/fail and gain retained.
 
-    ``cells``: ``{cell: {metric: value}}``; ``comparison``: ``{cell: core.evaluation.compat.compare(...)}``.
+    ``cells``: ``{cell: {metric: value}}``; ``comparison``: ``{cell: embridge.core.evaluation.compat.compare(...)}``.
     An upgraded cell's value is green where it beats old/old and red where it does not.
     """
     metrics = list(dict.fromkeys(m for values in cells.values() for m in values))

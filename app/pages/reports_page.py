@@ -1,8 +1,8 @@
 """Reports page: build a compatibility report for a run; its metrics, figures and flipped queries.
 
-Everything shown comes from the :class:`core.report.model.Report` of ``core.report.build`` (the
+Everything shown comes from the :class:`embridge.core.report.report_record.Report` of ``embridge.core.report.build`` (the
 same one written to report.json): the metrics table colours the core's pass/fail comparison, the figures are those of
-``core.report.export.report_figures`` (the HTML report's), and the browser lists the core's
+``embridge.core.report.report_export.report_figures`` (the HTML report's), and the browser lists the core's
 flipped queries with the items looked up in the workspace.
 """
 
@@ -23,18 +23,18 @@ from PySide6.QtWidgets import (
     QTabWidget,
 )
 
-from app import dialogs
-from app.context import AppContext
-from app.pages.base import Page, completed_train_runs, make_table, run_label, select_run
-from app.pages.forms import scrolled_text, set_combo_items
-from app.pages.report_widgets import FlipBrowser, fill_metrics_table
-from app.plots import PlotWidget
-from core.errors import StoreError
-from core.progress import ProgressFn, StopFn
-from core.report.model import Report
-from core.report.number_source import source_of_report
-from core.report.wording import verdict_tone
-from core.store import Workspace
+from embridge.app import dialogs
+from embridge.app.context import AppContext
+from embridge.app.pages.page import Page, completed_train_runs, make_table, run_label, select_run
+from embridge.app.pages.forms import scrolled_text, set_combo_items
+from embridge.app.pages.report_widgets import FlipBrowser, fill_metrics_table
+from embridge.app.plots import PlotWidget
+from embridge.core.errors import StoreError
+from embridge.core.progress import ProgressFn, StopFn
+from embridge.core.report.report_record import Report
+from embridge.core.report.number_source import source_of_report
+from embridge.core.report.wording import verdict_tone
+from embridge.core.store import Workspace
 
 log = logging.getLogger("embridge.app")
 TONE_COLOURS = {"pass": "#1b7f3b", "fail": "#b00020", "caution": "#a15c00", "info": "#222"}
@@ -44,7 +44,7 @@ FIGURE_TITLES = {"cells": "Metrics", "recall": "Recall@k", "flips": "Flips", "pe
 
 def headline_text(report: Report) -> str:
     """The upgraded system's headline numbers with the report's gain-retained wording."""
-    from core.report.number_source import gain_text
+    from embridge.core.report.number_source import gain_text
 
     head = report.headline
     parts = [f"upgraded top-1 {head['upgraded_top1']:.3f} (old/old {head['old_old_top1']:.3f})"
@@ -158,7 +158,7 @@ class ReportsPage(Page):
         """Score every cell of the run's layer in the background; the new report is then shown."""
 
         def job(ws: Workspace, on_progress: ProgressFn, should_stop: StopFn) -> int:
-            from core.report.build import ReportOptions, build_report
+            from embridge.core.report.build import ReportOptions, build_report
 
             options = ReportOptions(heldout_gallery=heldout_gallery, rollback=rollback, n_boot=n_boot)
             report = build_report(ws, run_id, options, on_progress=on_progress, should_stop=should_stop)
@@ -192,7 +192,7 @@ class ReportsPage(Page):
         if self.ctx.ws is None or not 0 <= index < len(self._reports):
             self.show_report(None)
             return
-        from core.report.build import load_report
+        from embridge.core.report.build import load_report
 
         try:
             self.show_report(load_report(self.ctx.ws, int(self._reports[index]["id"])))
@@ -238,7 +238,7 @@ class ReportsPage(Page):
         """The report's figures, built once per report on first view (matplotlib loads here)."""
         if self.report is None or self._figures_for == id(self.report):
             return
-        from core.report.export import report_figures
+        from embridge.core.report.report_export import report_figures
 
         self._figures_for = id(self.report)
         for name, figure in report_figures(self.report).items():

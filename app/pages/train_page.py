@@ -23,17 +23,17 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.context import AppContext
-from app.pages.base import Page, fill_table, make_table
-from app.pages.forms import SettingsForm, set_combo_items
-from app.pages.live_curves import LiveCurves
-from app.plots import PlotWidget
-from app.workers import Job
-from core.errors import EmbridgeError, InputError
-from core.evaluation.headline import HEADLINE
-from core.progress import ProgressFn, StopFn
-from core.run_record import RunRecord
-from core.store import Workspace
+from embridge.app.context import AppContext
+from embridge.app.pages.page import Page, fill_table, make_table
+from embridge.app.pages.forms import SettingsForm, set_combo_items
+from embridge.app.pages.live_curves import LiveCurves
+from embridge.app.plots import PlotWidget
+from embridge.app.workers import Job
+from embridge.core.errors import EmbridgeError, InputError
+from embridge.core.evaluation.headline import HEADLINE
+from embridge.core.progress import ProgressFn, StopFn
+from embridge.core.run_record import RunRecord
+from embridge.core.store import Workspace
 
 log = logging.getLogger("embridge.app")
 HIDDEN_SETTINGS = ("device", "time_budget")  # chosen with the device and budget boxes, not in the form
@@ -43,8 +43,8 @@ RUN_COLUMNS = ["Run", "Method", "Status", "Old/old top-1", "New/new top-1", "Upg
 
 def run_row(run: dict[str, Any]) -> list[Any]:
     """One row of the runs table: the method actually fitted, the numbers and where they come from."""
-    from core.report.number_source import gain_text, source_of_run
-    from core.run_choice import run_choice
+    from embridge.core.report.number_source import gain_text, source_of_run
+    from embridge.core.run_choice import run_choice
 
     record = RunRecord.from_row(run)
     metrics = record.metrics
@@ -61,8 +61,8 @@ def run_row(run: dict[str, Any]) -> list[Any]:
 
 def result_text(summary: dict[str, Any]) -> str:
     """What the page says when a run ends: the numbers with their source, the choice, early stopping."""
-    from core.report.number_source import gain_text, source_of_run, with_source
-    from core.run_choice import run_choice
+    from embridge.core.report.number_source import gain_text, source_of_run, with_source
+    from embridge.core.run_choice import run_choice
 
     record = {"method": summary.get("method"), "metrics": summary}
     choice = run_choice(record)
@@ -189,7 +189,7 @@ class TrainPage(Page):
 
     # -- method chooser ---------------------------------------------------------------------
     def _load_methods(self) -> None:
-        from core.adapters.registry import METHODS
+        from embridge.core.adapters.registry import METHODS
 
         seen: set[int] = set()
         for kind, info in METHODS.items():
@@ -220,7 +220,7 @@ class TrainPage(Page):
         kind = self.current_method()
         if not kind:
             return
-        from core.train.config import FUSION_BASES, LOSSES, allowed_settings
+        from embridge.core.train.config import FUSION_BASES, LOSSES, allowed_settings
 
         info = self._methods.get(kind)
         defaults = {k: v for k, v in allowed_settings(kind).items() if k not in HIDDEN_SETTINGS}
@@ -235,7 +235,7 @@ class TrainPage(Page):
     def _explain(self, kind: str) -> None:
         problems = self.requirement_problems(kind)
         if kind == "auto":
-            from core.train import auto
+            from embridge.core.train import auto
 
             text = f"<b>Automatic choice</b><p>{html.escape((auto.__doc__ or '').split(chr(10))[0].replace('``', ''))}</p>"
         else:
@@ -250,7 +250,7 @@ class TrainPage(Page):
 
     def requirement_problems(self, kind: str) -> list[str]:
         """Why ``kind`` cannot run on the chosen old/new pair (the core's rule; empty when it can)."""
-        from core.train.requirements import requirement_problems
+        from embridge.core.train.requirements import requirement_problems
 
         models = {m["name"]: m for m in self._overview.get("models", [])}
         old, new = models.get(self.old_model.currentText()), models.get(self.new_model.currentText())
@@ -271,7 +271,7 @@ class TrainPage(Page):
     def train(self, method: str, old: str, new: str, device: str = "auto",
               config: dict[str, Any] | None = None, pairs: str | None = None) -> Job | None:
         """Validate the settings now, then train in the background with a live plot."""
-        from core.train.config import resolve_config
+        from embridge.core.train.config import resolve_config
 
         try:
             resolve_config(method, config)
@@ -280,7 +280,7 @@ class TrainPage(Page):
             return None
 
         def job(ws: Workspace, on_progress: ProgressFn, should_stop: StopFn) -> dict[str, Any]:
-            from core.train.runs import train_run
+            from embridge.core.train.runs import train_run
 
             return train_run(ws, method, old, new, device=device, config=config, pairs=pairs,
                              on_progress=on_progress, should_stop=should_stop)
@@ -296,7 +296,7 @@ class TrainPage(Page):
         return self.job
 
     def _progress(self, done: int, total: int, info: dict[str, Any]) -> None:
-        from core.report.figures import training_curves
+        from embridge.core.report.figures import training_curves
 
         if self.live.add(info):
             rows = self.live.table()
@@ -335,7 +335,7 @@ class TrainPage(Page):
 
     # -- state ------------------------------------------------------------------------------
     def refresh(self) -> None:
-        from core.overview import workspace_overview
+        from embridge.core.overview import workspace_overview
 
         assert self.ctx.ws is not None
         self._overview = workspace_overview(self.ctx.ws)
@@ -350,7 +350,7 @@ class TrainPage(Page):
         self._show_pairs_and_protocol()
         runs = self.ctx.ws.runs("train")
         fill_table(self.runs_table, [run_row(r) for r in reversed(runs)])
-        from core.report.number_source import source_of_run
+        from embridge.core.report.number_source import source_of_run
 
         column = RUN_COLUMNS.index("Measured on")
         for row, run in enumerate(reversed(runs)):  # the full sentence on hover
@@ -362,7 +362,7 @@ class TrainPage(Page):
 
     def _show_pairs_and_protocol(self) -> None:
         """The pair kinds the core allows here (its default first) and the validation protocol."""
-        from core.train.pair_choice import pair_setup
+        from embridge.core.train.pair_choice import pair_setup
 
         old, new = self.old_model.currentText(), self.new_model.currentText()
         if self.ctx.ws is None or not old or not new or old == new:
@@ -383,7 +383,7 @@ class TrainPage(Page):
         """Outside a live run, plot the latest run's recorded epochs as its report will."""
         if self.job is not None or not runs or not runs[-1].get("epochs"):
             return
-        from core.report.export import report_figures
+        from embridge.core.report.report_export import report_figures
 
         epochs = runs[-1]["epochs"]
         heldout = {"val_metric_name": (runs[-1].get("metrics") or {}).get("val_metric_name")}

@@ -16,11 +16,11 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
 )
 
-from app import dialogs
-from app.context import AppContext
-from app.pages.base import Page, fill_table, make_table
-from core.overview import overview_text, workspace_overview
-from core.progress import ProgressFn, StopFn
+from embridge.app import dialogs
+from embridge.app.context import AppContext
+from embridge.app.pages.page import Page, fill_table, make_table
+from embridge.core.overview import overview_text, workspace_overview
+from embridge.core.progress import ProgressFn, StopFn
 
 DEMO_KINDS = (("Images: handwritten digits", "digits"), ("Text: Bible verse retrieval", "text"))
 
@@ -92,9 +92,9 @@ class WorkspacePage(Page):
 
         def job(on_progress: ProgressFn, should_stop: StopFn) -> str:
             if chosen == "text":
-                from core.demo_text import build_text_demo as build_demo
+                from embridge.core.demo_text import build_text_demo as build_demo
             else:
-                from core.demo import build_demo
+                from embridge.core.demo import build_demo
 
             with build_demo(path, on_progress=on_progress, should_stop=should_stop) as ws:
                 return str(ws.root)

@@ -6,9 +6,9 @@ TorchScript-able. Use :func:`adapt_queries` / :func:`adapt_gallery` / :func:`new
 to apply any of them without special cases.
 """
 
-from core.adapters.apply import adapt_gallery, adapt_queries, new_space_vectors
-from core.adapters.base import Adapter
-from core.adapters.checkpoint import (
+from embridge.core.adapters.adapt_arrays import adapt_gallery, adapt_queries, new_space_vectors
+from embridge.core.adapters.adapter import Adapter
+from embridge.core.adapters.adapter_file import (
     adapter_from_payload,
     adapter_payload,
     export_torchscript,
@@ -17,11 +17,11 @@ from core.adapters.checkpoint import (
     save_adapter,
     script_adapter,
 )
-from core.adapters.fusion import FusionAdapter
-from core.adapters.heads import BT2Adapter
-from core.adapters.linear import AffineAdapter, LowRankAdapter, ProcrustesAdapter
-from core.adapters.mlp import BCTAdapter, FCTAdapter, MLPAdapter
-from core.adapters.registry import METHODS, MethodInfo, build_adapter, canonical_kind
+from embridge.core.adapters.fusion import FusionAdapter
+from embridge.core.adapters.heads import BT2Adapter
+from embridge.core.adapters.linear import AffineAdapter, LowRankAdapter, ProcrustesAdapter
+from embridge.core.adapters.mlp import BCTAdapter, FCTAdapter, MLPAdapter
+from embridge.core.adapters.registry import METHODS, MethodInfo, build_adapter, canonical_kind
 
 __all__ = [
     "METHODS",

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from core.adapters.base import Adapter
-from core.retrieval import exact_topk, l2_normalize
+from embridge.core.adapters.adapter import Adapter
+from embridge.core.retrieval import exact_topk, l2_normalize
 
 K_GRID = [5, 10, 20, 50, 100]
 

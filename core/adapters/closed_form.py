@@ -162,7 +162,7 @@ def candidates_from_moments(m: PairMoments, whiten: bool | str, shrink_grid: lis
 
 def procrustes_candidates(source: np.ndarray, target: np.ndarray, whiten: bool | str,
                           shrink_grid: list[float], block: int = BLOCK_ROWS) -> list[tuple[float, ProcrustesSolution]]:
-    """Every Procrustes candidate ``core.train.fit`` compares, from one pass over the data."""
+    """Every Procrustes candidate ``embridge.core.train.fit`` compares, from one pass over the data."""
     whitened = whiten is not False and bool(shrink_grid)
     with_gram = whitened or source.shape[1] > target.shape[1]
     m = pair_moments(source, target, with_gram, block, with_gram_out=whitened)

@@ -1,4 +1,4 @@
-"""The numpy path :func:`core.adapters.adapt_queries` takes for the linear new->old layers
+"""The numpy path :func:`embridge.core.adapters.adapt_queries` takes for the linear new->old layers
 (procrustes, affine).
 
 Running the torch module per 8192-row batch (the path of every other kind),
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from core.adapters.base import Adapter
+from embridge.core.adapters.adapter import Adapter
 
 BLOCK_ROWS = 4096
 

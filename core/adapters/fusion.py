@@ -12,8 +12,8 @@ from typing import Any
 
 import torch
 
-from core.adapters.base import Adapter
-from core.adapters.l2 import l2_normalize_torch
+from embridge.core.adapters.adapter import Adapter
+from embridge.core.adapters.l2_torch import l2_normalize_torch
 
 
 class FusionAdapter(Adapter):

@@ -28,8 +28,8 @@ from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import orthogonal
 
-from core.adapters.base import Adapter, as_tensor
-from core.adapters.closed_form import LinearSolution, ProcrustesSolution
+from embridge.core.adapters.adapter import Adapter, as_tensor
+from embridge.core.adapters.closed_form import LinearSolution, ProcrustesSolution
 
 BRANCH_INIT_STD = 1e-2  # small, not zero: with both Q's mixing block and g at zero nothing would move
 

@@ -8,8 +8,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.adapters.base import Adapter, as_tensor
-from core.adapters.closed_form import LinearSolution, ProcrustesSolution
+from embridge.core.adapters.adapter import Adapter, as_tensor
+from embridge.core.adapters.closed_form import LinearSolution, ProcrustesSolution
 
 
 class ProcrustesAdapter(Adapter):

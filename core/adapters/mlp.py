@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.adapters.base import Adapter, as_tensor
-from core.adapters.closed_form import LinearSolution
+from embridge.core.adapters.adapter import Adapter, as_tensor
+from embridge.core.adapters.closed_form import LinearSolution
 
 
 class ResidualMLP(Adapter):
@@ -68,7 +68,7 @@ class FCTAdapter(ResidualMLP):
     """old (+ optional side information) -> new gallery transform.
 
     The input is the old vector with ``side_dim`` side-information columns appended, so
-    ``in_dim = old_dim + side_dim``; :func:`core.adapters.adapt_gallery` does the concatenation.
+    ``in_dim = old_dim + side_dim``; :func:`embridge.core.adapters.adapt_gallery` does the concatenation.
     """
 
     def __init__(self, in_dim: int, out_dim: int, hidden: int = 512, side_dim: int = 0) -> None:

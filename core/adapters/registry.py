@@ -10,12 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.adapters.base import Adapter
-from core.adapters.cascade import K_GRID, CascadeAdapter
-from core.adapters.fusion import FusionAdapter
-from core.adapters.heads import BT2Adapter
-from core.adapters.linear import AffineAdapter, LowRankAdapter, ProcrustesAdapter
-from core.adapters.mlp import BCTAdapter, FCTAdapter, MLPAdapter
+from embridge.core.adapters.adapter import Adapter
+from embridge.core.adapters.cascade import K_GRID, CascadeAdapter
+from embridge.core.adapters.fusion import FusionAdapter
+from embridge.core.adapters.heads import BT2Adapter
+from embridge.core.adapters.linear import AffineAdapter, LowRankAdapter, ProcrustesAdapter
+from embridge.core.adapters.mlp import BCTAdapter, FCTAdapter, MLPAdapter
 
 
 @dataclass(frozen=True)

@@ -11,18 +11,18 @@ from importlib import import_module
 from typing import Any
 
 _EXPORTS = {
-    "BundleLimits": "core.bundle.archive",
-    "open_bundle": "core.bundle.archive",
-    "FORMAT_VERSION": "core.bundle.manifest",
-    "LoadedBundle": "core.bundle.runtime",
-    "load_bundle": "core.bundle.runtime",
-    "verify_bundle": "core.bundle.runtime",
-    "inspect_bundle": "core.bundle.summary",
-    "bundle_text": "core.bundle.summary",
-    "apply_bundle": "core.bundle.apply",
-    "export_bundle": "core.bundle.export",
-    "compose_adapters": "core.bundle.deploy",
-    "deploy_module": "core.bundle.deploy",
+    "BundleLimits": "embridge.core.bundle.archive",
+    "open_bundle": "embridge.core.bundle.archive",
+    "FORMAT_VERSION": "embridge.core.bundle.manifest",
+    "LoadedBundle": "embridge.core.bundle.runtime",
+    "load_bundle": "embridge.core.bundle.runtime",
+    "verify_bundle": "embridge.core.bundle.runtime",
+    "inspect_bundle": "embridge.core.bundle.summary",
+    "bundle_text": "embridge.core.bundle.summary",
+    "apply_bundle": "embridge.core.bundle.transform_file",
+    "export_bundle": "embridge.core.bundle.bundle_export",
+    "compose_adapters": "embridge.core.bundle.deploy",
+    "deploy_module": "embridge.core.bundle.deploy",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -30,5 +30,5 @@ __all__ = sorted(_EXPORTS)
 
 def __getattr__(name: str) -> Any:
     if name not in _EXPORTS:
-        raise AttributeError(f"module 'core.bundle' has no attribute {name!r}")
+        raise AttributeError(f"module 'embridge.core.bundle' has no attribute {name!r}")
     return getattr(import_module(_EXPORTS[name]), name)

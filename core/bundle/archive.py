@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from core.errors import BundleError
+from embridge.core.errors import BundleError
 
 GIB = 1 << 30
 _DRIVE = re.compile(r"^[A-Za-z]:")

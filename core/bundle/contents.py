@@ -4,7 +4,7 @@ A bundle holds one adapter or a chain of them (v3 -> v2 -> v1). Each step is a t
 adapter, re-read from the workspace with its checksum verified. Probe vectors are real stored
 vectors of held-out items when the workspace has them, normalised the way the
 layer was trained, so ``verify`` exercises the adapter on data like what it will see. Held-out items are
-the test queries of :mod:`core.evaluation` (those the training run's and the report's numbers are
+the test queries of :mod:`embridge.core.evaluation` (those the training run's and the report's numbers are
 measured on); the bundle's metrics say which protocol they come from.
 """
 
@@ -16,12 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from core.adapters import Adapter, load_adapter
-from core.bundle.deploy import inputs_of
-from core.errors import BundleError, EmbridgeError, StoreError
-from core.l2 import l2_normalize, layer_input_normalised
-from core.run_record import RunRecord
-from core.store import Workspace
+from embridge.core.adapters import Adapter, load_adapter
+from embridge.core.bundle.deploy import inputs_of
+from embridge.core.errors import BundleError, EmbridgeError, StoreError
+from embridge.core.l2 import l2_normalize, layer_input_normalised
+from embridge.core.run_record import RunRecord
+from embridge.core.store import Workspace
 
 
 @dataclass
@@ -169,8 +169,8 @@ def probe_vectors(ws: Workspace, first: Step, count: int, seed: int) -> tuple[np
 
 
 def _test_queries(ws: Workspace, step: Step) -> np.ndarray:
-    """The test queries of the evaluation path (:func:`core.evaluation.tasks.heldout_queries`), or none."""
-    from core.evaluation.tasks import heldout_queries
+    """The test queries of the evaluation path (:func:`embridge.core.evaluation.tasks.heldout_queries`), or none."""
+    from embridge.core.evaluation.tasks import heldout_queries
 
     try:
         return heldout_queries(ws, [step.row["old_model"], step.row["new_model"]])[0].ids

@@ -17,9 +17,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from core.adapters import Adapter, plain_copy
-from core.adapters.l2 import l2_normalize_torch
-from core.errors import BundleError
+from embridge.core.adapters import Adapter, plain_copy
+from embridge.core.adapters.l2_torch import l2_normalize_torch
+from embridge.core.errors import BundleError
 
 
 class Step(nn.Module):

@@ -17,9 +17,9 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from core.bundle.archive import BundleSource
-from core.errors import BundleError
-from core.progress import ProgressFn, StopFn, check_stop, no_progress
+from embridge.core.bundle.archive import BundleSource
+from embridge.core.errors import BundleError
+from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
 
 # 2: adds the torch-free adapter (adapter.safetensors, adapter.onnx for non-linear kinds) and the
 # manifest's "portable" section; format-1 bundles still verify and apply with torch.

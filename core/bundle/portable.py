@@ -24,10 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from core.bundle.archive import BundleSource
-from core.bundle.manifest import PORTABLE_FILE
-from core.errors import BundleError, first_line
-from core.l2 import l2_normalize
+from embridge.core.bundle.archive import BundleSource
+from embridge.core.bundle.manifest import PORTABLE_FILE
+from embridge.core.errors import BundleError, first_line
+from embridge.core.l2 import l2_normalize
 
 ONNX_FILE = "adapter.onnx"
 RUNTIMES = ("auto", "numpy", "onnx", "torch")

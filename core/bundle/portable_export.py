@@ -1,10 +1,10 @@
 """Writing a bundle's torch-free adapter at export: ``adapter.safetensors`` and, if needed, ``adapter.onnx``.
 
 Linear layers (procrustes, affine, lowrank, and fusion over one of them) are folded into one
-``x @ W + b`` with :func:`core.adapters.fast_apply.fold_linear`, the fold the query fast path
+``x @ W + b`` with :func:`embridge.core.adapters.fast_apply.fold_linear`, the fold the query fast path
 uses; everything else is exported to ONNX from the same deploy module that becomes
 ``adapter.pt``. Either way the torch-free result is compared with the torch outputs on the probe
-vectors before the bundle is published (tolerance :data:`core.bundle.portable.PORTABLE_RTOL` /
+vectors before the bundle is published (tolerance :data:`embridge.core.bundle.portable.PORTABLE_RTOL` /
 ``PORTABLE_ATOL``), so a bundle never ships a runtime that disagrees with its layer.
 """
 
@@ -18,11 +18,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.adapters.fast_apply import fold_linear
-from core.bundle import portable
-from core.bundle.contents import Step
-from core.bundle.manifest import PORTABLE_FILE
-from core.errors import BundleError, first_line
+from embridge.core.adapters.fast_apply import fold_linear
+from embridge.core.bundle import portable
+from embridge.core.bundle.contents import Step
+from embridge.core.bundle.manifest import PORTABLE_FILE
+from embridge.core.errors import BundleError, first_line
 
 ONNX_OPSET = 17
 LINEAR_FORMULA = "y = x @ weight + bias"
@@ -106,7 +106,7 @@ def _export_onnx(module: nn.Module, path: Path, x: np.ndarray, old: np.ndarray |
 
 
 class _FolderSource:
-    """The few reads :func:`core.bundle.portable.onnx_engine` makes, from the staging folder."""
+    """The few reads :func:`embridge.core.bundle.portable.onnx_engine` makes, from the staging folder."""
 
     def __init__(self, root: Path) -> None:
         self.path = root

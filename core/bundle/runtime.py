@@ -2,7 +2,7 @@
 
 A bundle's adapter runs in one of three runtimes: ``torch`` (``adapter.pt``, TorchScript),
 ``numpy`` (linear kinds, ``adapter.safetensors``) or ``onnx`` (the other kinds, ``adapter.onnx``
-with onnxruntime); see :mod:`core.bundle.portable`. ``auto`` picks the torch-free one when the
+with onnxruntime); see :mod:`embridge.core.bundle.portable`. ``auto`` picks the torch-free one when the
 bundle has it (format 2). This module adds only what makes using it safe: every hash is verified
 before anything is loaded, the adapter is re-run on the stored probe vectors and compared with the
 stored (torch) outputs, and inputs are normalised the way the layer was trained
@@ -18,12 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from core.bundle import portable
-from core.bundle.archive import BundleLimits, BundleSource, open_bundle, read_npy
-from core.bundle.manifest import ADAPTER_FILE, check_integrity
-from core.errors import BundleError, first_line
-from core.l2 import l2_normalize, prepare_input
-from core.progress import ProgressFn, StopFn
+from embridge.core.bundle import portable
+from embridge.core.bundle.archive import BundleLimits, BundleSource, open_bundle, read_npy
+from embridge.core.bundle.manifest import ADAPTER_FILE, check_integrity
+from embridge.core.errors import BundleError, first_line
+from embridge.core.l2 import l2_normalize, prepare_input
+from embridge.core.progress import ProgressFn, StopFn
 
 PROBE_INPUTS, PROBE_OLD, PROBE_OUTPUTS = "probes/inputs.npy", "probes/old_inputs.npy", "probes/outputs.npy"
 # Probe outputs are recomputed by the same TorchScript on the same CPU kernels; the slack covers

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from core.bundle.archive import BundleLimits, open_bundle
-from core.bundle.manifest import parse_manifest
+from embridge.core.bundle.archive import BundleLimits, open_bundle
+from embridge.core.bundle.manifest import parse_manifest
 
 
 def inspect_bundle(path: str | Path, limits: BundleLimits | None = None) -> dict[str, Any]:

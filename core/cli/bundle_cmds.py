@@ -9,10 +9,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from core.cli.main import add_common
-from core.cli.options import MEBIBYTES, RUN_ID, number
-from core.errors import InputError
-from core.progress import StderrProgress
+from embridge.core.cli.main import add_common
+from embridge.core.cli.option_types import MEBIBYTES, RUN_ID, number
+from embridge.core.errors import InputError
+from embridge.core.progress import StderrProgress
 
 Result = tuple[dict[str, Any], str]
 
@@ -68,7 +68,7 @@ def _path_args(p: argparse.ArgumentParser) -> None:
 def _limits(args: argparse.Namespace) -> Any:
     from dataclasses import replace
 
-    from core.bundle import BundleLimits
+    from embridge.core.bundle import BundleLimits
 
     limits = BundleLimits.from_env()
     if args.max_member_mb is not None:
@@ -89,8 +89,8 @@ def _run_ids(args: argparse.Namespace) -> list[int] | None:
 
 
 def cmd_export(args: argparse.Namespace) -> Result:
-    from core.bundle import bundle_text, export_bundle
-    from core.store import Workspace
+    from embridge.core.bundle import bundle_text, export_bundle
+    from embridge.core.store import Workspace
 
     with Workspace.open(args.workspace) as ws:
         result = export_bundle(ws, args.out, _run_ids(args), report_id=args.report, gallery=args.gallery,
@@ -102,7 +102,7 @@ def cmd_export(args: argparse.Namespace) -> Result:
 
 
 def cmd_verify(args: argparse.Namespace) -> Result:
-    from core.bundle import verify_bundle
+    from embridge.core.bundle import verify_bundle
 
     result = verify_bundle(args.path, _limits(args), on_progress=StderrProgress("verify"), runtime=args.runtime)
     runs = "; ".join(f"{name} reproduces {p['count']} probe outputs (max abs difference {p['max_abs_diff']:.3g}, "
@@ -112,7 +112,7 @@ def cmd_verify(args: argparse.Namespace) -> Result:
 
 
 def cmd_inspect(args: argparse.Namespace) -> Result:
-    from core.bundle import bundle_text, inspect_bundle
+    from embridge.core.bundle import bundle_text, inspect_bundle
 
     result = inspect_bundle(args.path, _limits(args))
     files = "\n".join(f"  {f['name']}  {f['bytes']} bytes" for f in result["files"])
@@ -122,7 +122,7 @@ def cmd_inspect(args: argparse.Namespace) -> Result:
 
 
 def cmd_apply(args: argparse.Namespace) -> Result:
-    from core.bundle import apply_bundle
+    from embridge.core.bundle import apply_bundle
 
     if args.chunk_rows < 1:
         raise InputError("--chunk-rows", "must be at least 1")

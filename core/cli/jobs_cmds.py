@@ -6,11 +6,11 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from core.cli.main import add_common
-from core.cli.options import RUN_ID, SHARE, number
-from core.cli.scale_cmds import add_engine_flags
-from core.progress import StderrProgress
-from core.store import Workspace
+from embridge.core.cli.main import add_common
+from embridge.core.cli.option_types import RUN_ID, SHARE, number
+from embridge.core.cli.scale_cmds import add_engine_flags
+from embridge.core.progress import StderrProgress
+from embridge.core.store import Workspace
 
 Result = tuple[dict[str, Any], str]
 
@@ -44,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_backfill(args: argparse.Namespace) -> Result:
-    from core.scale.backfill_workspace import backfill, backfill_ids
+    from embridge.core.scale.backfill_workspace import backfill, backfill_ids
 
     if args.detach and args.engine != "ray":
         _usage_error("backfill", "--detach needs --engine ray")
@@ -53,7 +53,7 @@ def cmd_backfill(args: argparse.Namespace) -> Result:
         options = {"order": args.order, "chunk": args.chunk, "batch_size": args.batch, "actors": args.actors,
                    "num_gpus": args.num_gpus, "store": args.to_store, "name": args.name}
         if args.detach:
-            from core.scale.jobs import submit_backfill
+            from embridge.core.scale.detached_jobs import submit_backfill
 
             job = submit_backfill(ws, args.model, ids, address=args.ray_address, **options)
             return job.to_dict(), (f"submitted run {job.run_id} ({job.items} items) to Ray at {job.address} as "
@@ -66,7 +66,7 @@ def cmd_backfill(args: argparse.Namespace) -> Result:
 
 
 def cmd_jobs(args: argparse.Namespace) -> Result:
-    from core.scale import jobs
+    from embridge.core.scale import detached_jobs
 
     with Workspace.open(args.workspace) as ws:
         if args.action == "list":

@@ -14,25 +14,25 @@ import traceback
 from collections.abc import Sequence
 from typing import Any
 
-from core import __version__
-from core.errors import Cancelled, EmbridgeError
-from core.json_values import dumps
+from embridge.core import __version__
+from embridge.core.errors import Cancelled, EmbridgeError
+from embridge.core.json_values import dumps
 
 COMMAND_MODULES = (
-    "core.cli.workspace_cmds",
-    "core.cli.train_cmds",
-    "core.cli.report_cmds",
-    "core.cli.bundle_cmds",
-    "core.cli.store_cmds",
-    "core.cli.scale_cmds",
-    "core.cli.jobs_cmds",
+    "embridge.core.cli.workspace_cmds",
+    "embridge.core.cli.train_cmds",
+    "embridge.core.cli.report_cmds",
+    "embridge.core.cli.bundle_cmds",
+    "embridge.core.cli.store_cmds",
+    "embridge.core.cli.scale_cmds",
+    "embridge.core.cli.jobs_cmds",
 )
 
 
 def build_parser() -> argparse.ArgumentParser:
     import importlib
 
-    from core.cli.options import OneLineParser
+    from embridge.core.cli.option_types import OneLineParser
 
     parser = OneLineParser(prog="embridge", description="Plan and check embedding model upgrades.")
     parser.add_argument("--version", action="version", version=f"embridge {__version__}")

@@ -6,18 +6,18 @@ import argparse
 import contextlib
 from typing import TYPE_CHECKING, Any
 
-from core.cli.main import add_common
-from core.cli.options import RUN_ID, SHARE, number
-from core.errors import InputError
-from core.formatting import format_bytes, format_share
-from core.json_values import json_safe
-from core.progress import StderrProgress
-from core.report.limits import MAX_BOOTSTRAP, MIN_BOOTSTRAP
-from core.store import Workspace
+from embridge.core.cli.main import add_common
+from embridge.core.cli.option_types import RUN_ID, SHARE, number
+from embridge.core.errors import InputError
+from embridge.core.formatting import format_bytes, format_share
+from embridge.core.json_values import json_safe
+from embridge.core.progress import StderrProgress
+from embridge.core.report.limits import MAX_BOOTSTRAP, MIN_BOOTSTRAP
+from embridge.core.store import Workspace
 
 if TYPE_CHECKING:
-    from core.plan.model import Plan
-    from core.report.model import Report
+    from embridge.core.plan.plan_record import Plan
+    from embridge.core.report.report_record import Report
 
 Result = tuple[dict[str, Any], str]
 
@@ -64,7 +64,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _search_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--search", choices=["auto", "exact", "ivf", "hnsw"], default="auto",
                    help="faiss search: exact up to --exact-max gallery items, approximate beyond (auto)")
-    from core.cli.scale_cmds import add_engine_flags
+    from embridge.core.cli.scale_cmds import add_engine_flags
 
     add_engine_flags(p)
     p.add_argument("--shards", type=number(int, low=1, high=100_000), metavar="N", help="gallery shards with --engine ray (default: one per CPU)")
@@ -72,7 +72,7 @@ def _search_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _search_config(args: argparse.Namespace) -> Any:
-    from core.evaluation.search import SearchConfig
+    from embridge.core.evaluation.search import SearchConfig
 
     return SearchConfig(method=args.search, exact_max=args.exact_max, engine=args.engine, shards=args.shards,
                         ray_address=args.ray_address)
@@ -82,13 +82,13 @@ def _engine_session(args: argparse.Namespace) -> Any:
     """One Ray session for all the searches of a report on --engine ray (nothing for local)."""
     if args.engine != "ray":
         return contextlib.nullcontext()
-    from core.scale.engine import ray_session
+    from embridge.core.scale.engine import ray_session
 
     return ray_session(args.ray_address)
 
 
 def _gate_check(text: str) -> Any:
-    from core.report.gate import parse_check
+    from embridge.core.report.gate import parse_check
 
     try:
         return parse_check(text)
@@ -97,8 +97,8 @@ def _gate_check(text: str) -> Any:
 
 
 def cmd_report(args: argparse.Namespace) -> Result:
-    from core.paths import check_output
-    from core.report.build import ReportOptions, build_report
+    from embridge.core.paths import check_output
+    from embridge.core.report.build import ReportOptions, build_report
 
     if args.junit:
         check_output(args.junit, label="--junit", workspace=args.workspace)
@@ -116,8 +116,8 @@ def _gate(args: argparse.Namespace, data: dict[str, Any], text: str) -> tuple[di
     """Evaluate --fail-under, write --junit; failed checks go to stderr and set exit status 1."""
     import sys
 
-    from core.report.gate import evaluate, junit_xml
-    from core.store.files import atomic_write_text
+    from embridge.core.report.gate import evaluate, junit_xml
+    from embridge.core.store.files import atomic_write_text
 
     results = evaluate(args.fail_under, data)
     if args.junit:
@@ -167,7 +167,7 @@ def _report_text(report: Report) -> str:
 
 
 def cmd_plan(args: argparse.Namespace) -> Result:
-    from core.plan import plan_upgrade
+    from embridge.core.plan import plan_upgrade
 
     with Workspace.open(args.workspace) as ws:
         plan = plan_upgrade(ws, args.run, args.fraction, device=args.device, gain_threshold=args.gain_threshold,
@@ -187,7 +187,7 @@ def _plan_text(plan: Plan) -> str:
 
 
 def cmd_chain(args: argparse.Namespace) -> Result:
-    from core.report.chain import chain_report
+    from embridge.core.report.chain import chain_report
 
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     try:

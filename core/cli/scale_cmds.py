@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from core.cli.main import add_common
-from core.cli.options import number
-from core.progress import StderrProgress
+from embridge.core.cli.main import add_common
+from embridge.core.cli.option_types import number
+from embridge.core.progress import StderrProgress
 
 Result = tuple[dict[str, Any], str]
 
@@ -60,7 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_transform(args: argparse.Namespace) -> Result:
-    from core.scale.gallery_transform import transform_gallery
+    from embridge.core.scale.gallery_transform import transform_gallery
 
     r = transform_gallery(args.bundle, args.source, args.target, engine=args.engine, ray_address=args.ray_address,
                           num_cpus=args.num_cpus, id_col=args.id_column, vec_col=args.vector_column,
@@ -73,8 +73,8 @@ def cmd_transform(args: argparse.Namespace) -> Result:
 def cmd_embed_dataset(args: argparse.Namespace) -> Result:
     import numpy as np
 
-    from core.errors import InputError
-    from core.scale.backfill_embed import embed_dataset
+    from embridge.core.errors import InputError
+    from embridge.core.scale.backfill_embed import embed_dataset
 
     order = None
     if args.order:

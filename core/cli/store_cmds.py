@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from core.cli.main import add_common
-from core.cli.options import BATCH_SIZE, POSITIVE_COUNT, SEED
-from core.cli.scale_cmds import add_engine_flags
-from core.progress import StderrProgress
+from embridge.core.cli.main import add_common
+from embridge.core.cli.option_types import BATCH_SIZE, POSITIVE_COUNT, SEED
+from embridge.core.cli.scale_cmds import add_engine_flags
+from embridge.core.progress import StderrProgress
 
 Result = tuple[dict[str, Any], str]
 
@@ -46,13 +46,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_migrate(args: argparse.Namespace) -> Result:
-    from core.connectors.migration import migrate_store
+    from embridge.core.connectors.migration import migrate_store
 
     if args.engine == "ray":
-        from core.scale.ray_migrate import migrate_on_ray
+        from embridge.core.scale.ray_migrate import migrate_on_ray
 
         if args.new_vectors or args.backfill is not None or args.order != "random":
-            from core.errors import InputError
+            from embridge.core.errors import InputError
 
             raise InputError("--engine", "--engine ray migrates through the bundle only; attach real new vectors "
                              "(--new-vectors, --backfill, --order) with --engine local")
@@ -73,7 +73,7 @@ def cmd_migrate(args: argparse.Namespace) -> Result:
 
 
 def cmd_rollback(args: argparse.Namespace) -> Result:
-    from core.connectors.migration import rollback_store
+    from embridge.core.connectors.migration import rollback_store
 
     out = rollback_store(args.target, args.alias)
     verb = "now serves" if out["changed"] else "already serves"
@@ -81,7 +81,7 @@ def cmd_rollback(args: argparse.Namespace) -> Result:
 
 
 def cmd_check(args: argparse.Namespace) -> Result:
-    from core.connectors.check import check_store
+    from embridge.core.connectors.check import check_store
 
     result = check_store(args.uri, args.label_field, args.served_as, args.sample)
     return result.to_dict(), result.text()

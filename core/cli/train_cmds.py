@@ -6,14 +6,14 @@ import argparse
 import json
 from typing import Any
 
-from core.cli.main import add_common
-from core.cli.options import BATCH_SIZE, POSITIVE_COUNT, SEED, number
-from core.errors import InputError
-from core.formatting import format_share
-from core.progress import StderrProgress
-from core.report.number_source import gain_text
-from core.run_choice import run_choice
-from core.store import Workspace
+from embridge.core.cli.main import add_common
+from embridge.core.cli.option_types import BATCH_SIZE, POSITIVE_COUNT, SEED, number
+from embridge.core.errors import InputError
+from embridge.core.formatting import format_share
+from embridge.core.progress import StderrProgress
+from embridge.core.report.number_source import gain_text
+from embridge.core.run_choice import run_choice
+from embridge.core.store import Workspace
 
 Result = tuple[dict[str, Any], str]
 
@@ -68,7 +68,7 @@ def parse_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_train(args: argparse.Namespace) -> Result:
-    from core.train.runs import train_run
+    from embridge.core.train.runs import train_run
 
     with Workspace.open(args.workspace) as ws:
         out = train_run(ws, args.method, args.old, args.new, device=args.device, config=parse_settings(args),

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from core.cli.main import add_common
-from core.cli.options import BATCH_SIZE, POSITIVE_COUNT, SEED
-from core.progress import StderrProgress
-from core.store import Workspace
+from embridge.core.cli.main import add_common
+from embridge.core.cli.option_types import BATCH_SIZE, POSITIVE_COUNT, SEED
+from embridge.core.progress import StderrProgress
+from embridge.core.store import Workspace
 
 Result = tuple[dict[str, Any], str]
 
@@ -106,7 +106,7 @@ def cmd_init(args: argparse.Namespace) -> Result:
 
 
 def cmd_info(args: argparse.Namespace) -> Result:
-    from core.overview import overview_text, workspace_overview
+    from embridge.core.overview import overview_text, workspace_overview
 
     with Workspace.open(args.workspace) as ws:
         info = workspace_overview(ws)
@@ -122,7 +122,7 @@ def cmd_import(args: argparse.Namespace) -> Result:
     if args.format == "beir":
         if args.qrels is not None or args.path is None:
             _usage_error("--format beir takes --path DIR only: its judgments come from DIR/qrels/")
-        from core.beir_import import import_beir
+        from embridge.core.beir_import import import_beir
 
         with Workspace.open(args.workspace) as ws:
             summary = import_beir(ws, args.path, on_progress=StderrProgress("import beir"))
@@ -130,12 +130,12 @@ def cmd_import(args: argparse.Namespace) -> Result:
         return summary.to_dict(), (f"imported {summary.documents} documents and {summary.queries} queries "
                                    f"({summary.unjudged_queries} without judgments), judgments: {judged}")
     if args.path is None:
-        from core.qrels import import_qrels
+        from embridge.core.qrels import import_qrels
 
         with Workspace.open(args.workspace) as ws:
             qrels = import_qrels(ws, args.qrels, seed=args.qrels_seed)
         return {"qrels": qrels.to_dict(), "count": 0}, _qrels_text(qrels.to_dict())
-    from core.importers import import_items
+    from embridge.core.importers import import_items
 
     with Workspace.open(args.workspace) as ws:
         out = import_items(ws, args.path, args.format, args.split, args.model, args.ids,
@@ -163,7 +163,7 @@ def _qrels_text(qrels: dict[str, Any]) -> str:
 
 
 def _import_from_store(args: argparse.Namespace) -> Result:
-    from core.connectors.gallery_import import import_from_store
+    from embridge.core.connectors.gallery_import import import_from_store
 
     with Workspace.open(args.workspace) as ws:
         out = import_from_store(ws, args.from_uri, args.model, args.label_field, args.text_field,
@@ -173,9 +173,9 @@ def _import_from_store(args: argparse.Namespace) -> Result:
 
 
 def cmd_model_add(args: argparse.Namespace) -> Result:
-    from core.models import TextOptions
-    from core.models.adding import add_model, parse_input_shape
-    from core.paths import check_name
+    from embridge.core.models import TextOptions
+    from embridge.core.models.adding import add_model, parse_input_shape
+    from embridge.core.paths import check_name
 
     check_name(args.name, "--name")  # before the workspace or the checkpoint is opened
     shape = parse_input_shape(args.input_shape)
@@ -190,7 +190,7 @@ def cmd_model_add(args: argparse.Namespace) -> Result:
 def _json_object(raw: str | None, flag: str) -> dict[str, Any] | None:
     import json
 
-    from core.errors import InputError
+    from embridge.core.errors import InputError
 
     if raw is None:
         return None
@@ -204,7 +204,7 @@ def _json_object(raw: str | None, flag: str) -> dict[str, Any] | None:
 
 
 def cmd_model_list(args: argparse.Namespace) -> Result:
-    from core.models.manage import pair_warnings
+    from embridge.core.models.manage import pair_warnings
 
     with Workspace.open(args.workspace) as ws:
         rows = ws.models()
@@ -216,7 +216,7 @@ def cmd_model_list(args: argparse.Namespace) -> Result:
 
 
 def cmd_model_remove(args: argparse.Namespace) -> Result:
-    from core.models.manage import remove_model
+    from embridge.core.models.manage import remove_model
 
     with Workspace.open(args.workspace) as ws:
         data = remove_model(ws, args.name)
@@ -224,7 +224,7 @@ def cmd_model_remove(args: argparse.Namespace) -> Result:
 
 
 def cmd_model_rename(args: argparse.Namespace) -> Result:
-    from core.models.manage import rename_model
+    from embridge.core.models.manage import rename_model
 
     with Workspace.open(args.workspace) as ws:
         row = rename_model(ws, args.name, args.to)
@@ -232,7 +232,7 @@ def cmd_model_rename(args: argparse.Namespace) -> Result:
 
 
 def cmd_model_set_role(args: argparse.Namespace) -> Result:
-    from core.models.manage import set_model_role
+    from embridge.core.models.manage import set_model_role
 
     with Workspace.open(args.workspace) as ws:
         row = set_model_role(ws, args.name, args.role)
@@ -240,7 +240,7 @@ def cmd_model_set_role(args: argparse.Namespace) -> Result:
 
 
 def cmd_embed(args: argparse.Namespace) -> Result:
-    from core.embed import embed_split
+    from embridge.core.embed import embed_split
 
     with Workspace.open(args.workspace) as ws:
         info = embed_split(ws, args.model, args.split, args.sample, args.seed, batch_size=args.batch_size,
@@ -251,12 +251,12 @@ def cmd_embed(args: argparse.Namespace) -> Result:
 
 
 def cmd_demo(args: argparse.Namespace) -> Result:
-    from core.overview import overview_text, workspace_overview
+    from embridge.core.overview import overview_text, workspace_overview
 
     if args.kind == "text":
-        from core.demo_text import build_text_demo as build_demo
+        from embridge.core.demo_text import build_text_demo as build_demo
     else:
-        from core.demo import build_demo
+        from embridge.core.demo import build_demo
     with build_demo(args.workspace, seed=args.seed, on_progress=StderrProgress("demo")) as ws:
         info = workspace_overview(ws)
     return info, overview_text(info)

@@ -8,18 +8,18 @@ from __future__ import annotations
 
 from importlib import import_module
 
-from core.connectors.base import SPACE_FIELD, Batch, Connector, StoreURI, VectorStoreError
-from core.errors import InputError
+from embridge.core.connectors.connector import SPACE_FIELD, Batch, Connector, StoreURI, VectorStoreError
+from embridge.core.errors import InputError
 
 # scheme -> (module, class, package that provides the client)
 SCHEMES: dict[str, tuple[str, str, str]] = {
-    "parquet": ("core.connectors.parquet", "ParquetConnector", "pyarrow"),
-    "lancedb": ("core.connectors.lancedb_store", "LanceDBConnector", "lancedb"),
-    "qdrant": ("core.connectors.qdrant", "QdrantConnector", "qdrant-client"),
-    "chroma": ("core.connectors.chroma", "ChromaConnector", "chromadb"),
-    "postgresql": ("core.connectors.pgvector_store", "PgVectorConnector", "psycopg[binary] and pgvector"),
-    "postgres": ("core.connectors.pgvector_store", "PgVectorConnector", "psycopg[binary] and pgvector"),
-    "faiss": ("core.connectors.faiss_index", "FaissConnector", "faiss-cpu"),
+    "parquet": ("embridge.core.connectors.parquet", "ParquetConnector", "pyarrow"),
+    "lancedb": ("embridge.core.connectors.lancedb_store", "LanceDBConnector", "lancedb"),
+    "qdrant": ("embridge.core.connectors.qdrant", "QdrantConnector", "qdrant-client"),
+    "chroma": ("embridge.core.connectors.chroma", "ChromaConnector", "chromadb"),
+    "postgresql": ("embridge.core.connectors.pgvector_store", "PgVectorConnector", "psycopg[binary] and pgvector"),
+    "postgres": ("embridge.core.connectors.pgvector_store", "PgVectorConnector", "psycopg[binary] and pgvector"),
+    "faiss": ("embridge.core.connectors.faiss_index", "FaissConnector", "faiss-cpu"),
 }
 
 __all__ = ["SCHEMES", "SPACE_FIELD", "Batch", "Connector", "StoreURI", "VectorStoreError", "open_store"]

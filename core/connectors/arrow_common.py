@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from core.connectors.base import Batch, PointId, VectorStoreError
+from embridge.core.connectors.connector import Batch, PointId, VectorStoreError
 
 
 def release_arrow_memory() -> None:

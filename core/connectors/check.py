@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from core.connectors import open_store
-from core.connectors.base import SPACE_FIELD, Connector, VectorStoreError
-from core.errors import InputError
-from core.l2 import l2_normalize
+from embridge.core.connectors import open_store
+from embridge.core.connectors.connector import SPACE_FIELD, Connector, VectorStoreError
+from embridge.core.errors import InputError
+from embridge.core.l2 import l2_normalize
 
 UNMARKED = "(unmarked)"
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from core.connectors.base import Batch, Connector, PointId, StoreURI, VectorStoreError, check_write_batch
-from core.errors import first_line
+from embridge.core.connectors.connector import Batch, Connector, PointId, StoreURI, VectorStoreError, check_write_batch
+from embridge.core.errors import first_line
 
 STATE_COLLECTION = "embridge_state"  # checkpoints on a server: id = job key, metadata 'state' = JSON
 DEFAULT_PORT = 8000

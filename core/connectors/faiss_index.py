@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from core.connectors.base import Batch, Connector, PointId, StoreURI, VectorStoreError
+from embridge.core.connectors.connector import Batch, Connector, PointId, StoreURI, VectorStoreError
 
 
 class FaissConnector(Connector):

@@ -14,11 +14,11 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from core.connectors import open_store
-from core.connectors.base import SPACE_FIELD, Batch, Connector, VectorStoreError
-from core.errors import ImportDataError
-from core.progress import ProgressFn, StopFn, check_stop, no_progress
-from core.store import Workspace
+from embridge.core.connectors import open_store
+from embridge.core.connectors.connector import SPACE_FIELD, Batch, Connector, VectorStoreError
+from embridge.core.errors import ImportDataError
+from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
+from embridge.core.store import Workspace
 
 
 @dataclass

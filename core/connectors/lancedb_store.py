@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from core.connectors.arrow_common import batch_to_table, table_to_batch
-from core.connectors.base import (
+from embridge.core.connectors.arrow_common import batch_to_table, table_to_batch
+from embridge.core.connectors.connector import (
     SPACE_FIELD,
     Batch,
     Connector,
@@ -24,7 +24,7 @@ from core.connectors.base import (
     VectorStoreError,
     check_write_batch,
 )
-from core.connectors.links import link_target, swap_link
+from embridge.core.connectors.links import link_target, swap_link
 
 
 def _sql_literal(value: PointId) -> str:

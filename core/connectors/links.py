@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from core.connectors.base import VectorStoreError
+from embridge.core.connectors.connector import VectorStoreError
 
 
 def link_target(link: Path) -> str | None:

@@ -15,7 +15,7 @@ append-only stores end with every point exactly once. Running a finished migrati
 re-verifies it.
 
 Throughput: a background thread reads and transforms the next batch while this one is written
-(:class:`~core.connectors.prefetch.Prefetch`); writes and checkpoints stay in one thread, in order,
+(:class:`~embridge.core.connectors.prefetch.Prefetch`); writes and checkpoints stay in one thread, in order,
 so the read-ahead changes nothing of the above.
 """
 
@@ -30,14 +30,14 @@ from typing import Any
 
 import numpy as np
 
-from core.connectors import open_store
-from core.connectors.backfill import NewVectors, choose_backfill, read_new_vectors
-from core.connectors.base import SPACE_FIELD, Batch, Connector, StoreURI, VectorStoreError
-from core.connectors.prefetch import Prefetch
-from core.connectors.transform import StoreTransform, load_transform
-from core.errors import InputError
-from core.l2 import l2_normalize
-from core.progress import ProgressFn, StopFn, check_stop, no_progress
+from embridge.core.connectors import open_store
+from embridge.core.connectors.backfill_order import NewVectors, choose_backfill, read_new_vectors
+from embridge.core.connectors.connector import SPACE_FIELD, Batch, Connector, StoreURI, VectorStoreError
+from embridge.core.connectors.prefetch import Prefetch
+from embridge.core.connectors.transform import StoreTransform, load_transform
+from embridge.core.errors import InputError
+from embridge.core.l2 import l2_normalize
+from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
 
 VERIFY_SAMPLE = 256
 # Batches read and transformed ahead of the one being written: the read side runs while the store

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from core.connectors.arrow_common import batch_to_table, release_arrow_memory, table_to_batch
-from core.connectors.base import (
+from embridge.core.connectors.arrow_common import batch_to_table, release_arrow_memory, table_to_batch
+from embridge.core.connectors.connector import (
     SPACE_FIELD,
     Batch,
     Connector,
@@ -28,7 +28,7 @@ from core.connectors.base import (
     VectorStoreError,
     check_write_batch,
 )
-from core.connectors.links import link_target, swap_link
+from embridge.core.connectors.links import link_target, swap_link
 
 READ_BUFFER = 1 << 20  # bytes read ahead within a column chunk
 ROW_GROUP_ROWS = 16_384  # written row groups: small enough to stream back in bounded memory

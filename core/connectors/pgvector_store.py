@@ -17,7 +17,7 @@ from urllib.parse import urlencode
 
 import numpy as np
 
-from core.connectors.base import (
+from embridge.core.connectors.connector import (
     SPACE_FIELD,
     Batch,
     Connector,

@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from core.connectors.base import Batch, Connector, PointId, StoreURI, VectorStoreError, check_write_batch
-from core.errors import EmbridgeError, first_line
+from embridge.core.connectors.connector import Batch, Connector, PointId, StoreURI, VectorStoreError, check_write_batch
+from embridge.core.errors import EmbridgeError, first_line
 
 STATE_COLLECTION = "embridge_state"
 DEFAULT_PORT = 6333
@@ -158,7 +158,7 @@ class QdrantConnector(Connector):
         return Batch(order, vectors, [dict(found[i].payload or {}) for i in order])
 
     def space_counts(self) -> dict[str, int]:
-        from core.connectors.base import SPACE_FIELD
+        from embridge.core.connectors.connector import SPACE_FIELD
 
         counts: dict[str, int] = {}
         name, offset = self._need(), None

@@ -2,7 +2,7 @@
 
 Everything else in the store code calls :func:`load_transform` and :meth:`StoreTransform.apply`, so
 the runtime underneath can change without touching the migration. It is the bundle's torch-free
-runtime (:func:`core.bundle.load_bundle`): ``x @ W + b`` with numpy for linear layers, onnxruntime
+runtime (:func:`embridge.core.bundle.load_bundle`): ``x @ W + b`` with numpy for linear layers, onnxruntime
 for the others, float32 in and out; torch is not imported (TorchScript only for a format-1 bundle,
 or an ONNX bundle on a machine without onnxruntime).
 """
@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from core.errors import BundleError
+from embridge.core.errors import BundleError
 
 
 @dataclass
@@ -39,7 +39,7 @@ class StoreTransform:
 
 def load_transform(bundle: str | Path) -> StoreTransform:
     """Verify the bundle (hashes and probes) and check it maps a stored gallery old -> new."""
-    from core.bundle.runtime import load_bundle
+    from embridge.core.bundle.runtime import load_bundle
 
     loaded = load_bundle(bundle)
     m = loaded.manifest

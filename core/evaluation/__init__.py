@@ -6,7 +6,7 @@ and scored by :func:`score`, which returns the metric values together with the :
 they were measured on. Training's validation (early stopping, ``auto``, λ, whitening, fusion α)
 goes through :class:`Validator` on the dev queries, its held-out numbers and the report's cells
 through :func:`measure_upgrade` / :func:`score_upgrade` on the test queries, so one layer has one
-number per protocol. ``core.train`` and ``core.report`` both import this package and never each
+number per protocol. ``embridge.core.train`` and ``embridge.core.report`` both import this package and never each
 other (an import-linter contract in pyproject.toml checks it).
 
 Modules (imported on demand, so importing the package stays cheap: ``search`` loads faiss lazily,

@@ -45,7 +45,7 @@ def choose(names: Sequence[str], scores: Sequence[float], protocol: str, default
            default_why: str = "the first candidate", metric: str = "top-1") -> Choice:
     """The best-scoring candidate (earliest on equal best scores), or ``default`` when all tie.
 
-    ``protocol`` says where the scores were measured (see :meth:`core.evaluation.task.Protocol.describe`).
+    ``protocol`` says where the scores were measured (see :meth:`embridge.core.evaluation.task.Protocol.describe`).
     """
     if not names or len(names) != len(scores):
         raise ValueError("need one score per candidate")

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from core.errors import InputError
-from core.l2 import l2_normalize
+from embridge.core.errors import InputError
+from embridge.core.l2 import l2_normalize
 
 _EPS = 1e-12
 NOT_BETTER = "the new model is not better than the old one on this metric here"

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from core.errors import InputError
-from core.evaluation.relevance import judgments_of
-from core.store import Workspace
-from core.store.workspace import QUERY_SPLIT
+from embridge.core.errors import InputError
+from embridge.core.evaluation.relevance import judgments_of
+from embridge.core.store import Workspace
+from embridge.core.store.workspace import QUERY_SPLIT
 
 FOLDS = ("train", "val", "test")
 DEFAULT_FRACTIONS = (0.6, 0.2, 0.2)

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from core.errors import InputError
+from embridge.core.errors import InputError
 
 
 @dataclass(frozen=True)

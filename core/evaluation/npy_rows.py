@@ -4,7 +4,7 @@ search indexes in less memory.
 A memmap's pages stay mapped into the process once read, so adding a memmapped gallery to a faiss
 index counts the file's bytes in the resident set on top of the index's own copy (about twice the
 vector bytes at the peak). :class:`NpyRows` answers the row slices and row-index lookups that
-:func:`core.evaluation.search.build_index`, ``search_index`` and ``measure_recall`` make with plain
+:func:`embridge.core.evaluation.search.build_index`, ``search_index`` and ``measure_recall`` make with plain
 reads into fresh arrays, so only the index and one chunk are resident; the file's pages stay in
 the reclaimable page cache. ``build_index`` reads a whole-file memmap gallery this way by itself
 (:meth:`NpyRows.of_memmap`); open a stored matrix with ``NpyRows(path)`` to skip the mapping.
@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from core.errors import VectorFileError
+from embridge.core.errors import VectorFileError
 
 SCAN_ROWS = 65_536
 

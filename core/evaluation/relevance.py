@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from core.evaluation.metrics import Relevance, relevance
-from core.store import Workspace
-from core.store.judgments import Judgments
+from embridge.core.evaluation.metrics import Relevance, relevance
+from embridge.core.store import Workspace
+from embridge.core.store.judgments import Judgments
 
 JUDGMENTS, LABELS, OWN_ITEM = "judgments", "labels", "own item"
 _NO_LABEL_QUERY = "\x00unlabelled-query"
@@ -91,7 +91,7 @@ class RelevanceRule:
 
 
 def judged_rule(judgments: Judgments, split: str | None) -> RelevanceRule:
-    """A judgments rule from a ``Judgments`` object (see core.store.judgments)."""
+    """A judgments rule from a ``Judgments`` object (see embridge.core.store.judgments)."""
     judged = judgments.relevant_sets()
     ideal = {q: sorted(g.values(), reverse=True) for q, g in judged.items()}
     return RelevanceRule(JUDGMENTS, judged=judged, ideal=ideal, split=split)

@@ -2,7 +2,7 @@
 
 Training's validation and held-out numbers, every report cell, the plan and the bundle's stated
 metrics all come from :func:`score`, so for the same task and vectors they are the same number.
-The search is :func:`core.evaluation.search.search` (faiss: exact up to a size, approximate beyond,
+The search is :func:`embridge.core.evaluation.search.search` (faiss: exact up to a size, approximate beyond,
 stated); a caller scoring many query sets against one fixed gallery (training's validation after
 every epoch) passes a prebuilt index instead of rebuilding it.
 """
@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from core.evaluation.metrics import CellMetrics, choose_map_mode, evaluate, ranking_depth
-from core.evaluation.search import (
+from embridge.core.evaluation.metrics import CellMetrics, choose_map_mode, evaluate, ranking_depth
+from embridge.core.evaluation.search import (
     GalleryIndex,
     SearchConfig,
     SearchInfo,
@@ -25,8 +25,8 @@ from core.evaluation.search import (
     search,
     search_built,
 )
-from core.evaluation.task import Protocol, RetrievalTask
-from core.progress import ProgressFn, StopFn
+from embridge.core.evaluation.task import Protocol, RetrievalTask
+from embridge.core.progress import ProgressFn, StopFn
 
 RECALL_KS = (1, 2, 5, 10, 20, 50, 100)
 MAX_FULL_RANKING_ENTRIES = 5_000_000  # queries × gallery beyond which mAP@R replaces full mAP
@@ -167,7 +167,7 @@ class IndexCache:
     """Built indexes by gallery matrix, so every task searching one gallery matrix (training's dev
     queries after every epoch, the held-out old/old and new->old cells, a report's two whole-gallery
     cells) builds its index once. Keyed on the matrix object itself (kept alive here) and on what
-    the build depends on (:func:`core.evaluation.search.build_key`); the local engine only."""
+    the build depends on (:func:`embridge.core.evaluation.search.build_key`); the local engine only."""
 
     def __init__(self) -> None:
         self._built: dict[tuple[Any, ...], tuple[Any, GalleryIndex]] = {}

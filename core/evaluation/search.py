@@ -1,6 +1,6 @@
 """Gallery search with faiss: exact inner product up to a size, approximate beyond, and stated.
 
-Conventions follow :mod:`core.retrieval`: rows are L2-normalised by the caller when cosine is
+Conventions follow :mod:`embridge.core.retrieval`: rows are L2-normalised by the caller when cosine is
 meant, and ``exclude[i]`` names a gallery row that query i must not retrieve (-1 for none; the
 query itself when Q ⊂ G). The gallery may be a memmap (float16 or float32): it is added to the
 index in float32 chunks, so memory stays near the index's own vector bytes. When the index is
@@ -19,11 +19,11 @@ from typing import Any
 
 import numpy as np
 
-from core.errors import InputError, VectorFileError
-from core.evaluation.npy_rows import NpyRows
-from core.evaluation.topk_merge import mask_excluded, tie_complete_search
-from core.progress import ProgressFn, StopFn, check_stop, no_progress
-from core.retrieval import exact_topk
+from embridge.core.errors import InputError, VectorFileError
+from embridge.core.evaluation.npy_rows import NpyRows
+from embridge.core.evaluation.topk_merge import mask_excluded, tie_complete_search
+from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
+from embridge.core.retrieval import exact_topk
 
 METHODS = ("auto", "exact", "ivf", "hnsw")
 
@@ -48,7 +48,7 @@ class SearchConfig:
     query_block: int = 4096
     add_chunk: int = 65_536
     seed: int = 0
-    engine: str = "local"  # "ray": exact search over gallery shards on a Ray cluster (core.scale)
+    engine: str = "local"  # "ray": exact search over gallery shards on a Ray cluster (embridge.core.scale)
     shards: int | None = None  # None: one shard per Ray CPU
     ray_address: str | None = None  # None: RAY_ADDRESS, else a local Ray started for the search
 
@@ -143,7 +143,7 @@ def build_index(
 ) -> GalleryIndex:
     """Build the index for ``gallery`` (array or memmap), adding it in float32 chunks.
 
-    A whole-file memmap is read with plain file reads (see :mod:`core.evaluation.npy_rows`) and the
+    A whole-file memmap is read with plain file reads (see :mod:`embridge.core.evaluation.npy_rows`) and the
     exact index's storage is reserved before the adds, so the peak stays near the index's own
     vector bytes instead of twice them.
     """
@@ -299,7 +299,7 @@ def search(
     _check_matrix("gallery", gallery)
     _check_matrix("queries", queries, int(gallery.shape[1]))
     if config.engine != "local":
-        from core.scale.sharded_search import engine_search
+        from embridge.core.scale.sharded_search import engine_search
 
         return engine_search(queries, gallery, k, exclude, config, should_stop=should_stop)
     gindex = build_index(gallery, config, on_progress=on_progress, should_stop=should_stop)

@@ -1,8 +1,8 @@
 """Scoring candidate layers during training: dev queries retrieving among a fixed gallery.
 
-A :class:`Validator` holds one task (for a workspace: :func:`core.evaluation.tasks.dev_task`, the dev
+A :class:`Validator` holds one task (for a workspace: :func:`embridge.core.evaluation.tasks.dev_task`, the dev
 queries against the whole old gallery) with its vectors, and scores any adapter on it through
-:func:`core.evaluation.scoring.score`. The old gallery does not change while new->old layers train,
+:func:`embridge.core.evaluation.scoring.score`. The old gallery does not change while new->old layers train,
 so its index is built once and reused after every epoch. Arrays without a workspace get
 :func:`array_validator`: the validation items retrieve among the validation items' old vectors
 (leave-one-out by label, or their own item without labels).
@@ -14,18 +14,18 @@ from typing import Any
 
 import numpy as np
 
-from core.adapters.apply import adapt_gallery, adapt_queries
-from core.adapters.base import Adapter
-from core.adapters.cascade import cascade_rank, old_recall
-from core.evaluation.metrics import evaluate
-from core.evaluation.relevance import LABELS, OWN_ITEM, RelevanceRule
-from core.evaluation.scoring import EvalResult, IndexCache, ScoringPlan, gallery_index, score, selection_plan
-from core.evaluation.search import GalleryIndex
-from core.evaluation.task import GallerySet, QuerySet, RetrievalTask
-from core.evaluation.tasks import dev_task
-from core.evaluation.vectors import MatrixMaker
-from core.retrieval import l2_normalize
-from core.store import Workspace
+from embridge.core.adapters.adapt_arrays import adapt_gallery, adapt_queries
+from embridge.core.adapters.adapter import Adapter
+from embridge.core.adapters.cascade import cascade_rank, old_recall
+from embridge.core.evaluation.metrics import evaluate
+from embridge.core.evaluation.relevance import LABELS, OWN_ITEM, RelevanceRule
+from embridge.core.evaluation.scoring import EvalResult, IndexCache, ScoringPlan, gallery_index, score, selection_plan
+from embridge.core.evaluation.search import GalleryIndex
+from embridge.core.evaluation.task import GallerySet, QuerySet, RetrievalTask
+from embridge.core.evaluation.tasks import dev_task
+from embridge.core.evaluation.gather import MatrixMaker
+from embridge.core.retrieval import l2_normalize
+from embridge.core.store import Workspace
 
 SELECTION_METRIC = "top1"
 
@@ -125,7 +125,7 @@ def array_validator(old_val: np.ndarray, new_val: np.ndarray, labels_val: np.nda
 
 def workspace_validator(ws: Workspace, old: str, new: str, seed: int = 0, maker: MatrixMaker | None = None,
                         indexes: IndexCache | None = None) -> Validator:
-    """The dev queries of :func:`core.evaluation.tasks.dev_task` with their vectors, ready to score layers
+    """The dev queries of :func:`embridge.core.evaluation.tasks.dev_task` with their vectors, ready to score layers
     (``maker`` and ``indexes`` shared with the held-out numbers let both use one gallery matrix and index)."""
     task = dev_task(ws, old, new, seed)
     maker = maker or MatrixMaker(ws)

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from core.evaluation.relevance import RelevanceRule
+from embridge.core.evaluation.relevance import RelevanceRule
 
 
 @dataclass(frozen=True)

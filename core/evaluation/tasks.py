@@ -22,11 +22,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from core.errors import InputError
-from core.evaluation.folds import split_pairs
-from core.evaluation.relevance import choose_rule, judgments_of
-from core.evaluation.task import GallerySet, QuerySet, RetrievalTask, own_item_gallery
-from core.store import Workspace
+from embridge.core.errors import InputError
+from embridge.core.evaluation.folds import split_pairs
+from embridge.core.evaluation.relevance import choose_rule, judgments_of
+from embridge.core.evaluation.task import GallerySet, QuerySet, RetrievalTask, own_item_gallery
+from embridge.core.store import Workspace
 
 MAX_DEV_QUERIES = 1000
 

@@ -4,7 +4,7 @@ Cells that need only the old gallery's vectors (old/old and the upgraded system:
 or a forward transform of the stored old vectors) search the whole old gallery; new/new and the
 head's own space (bct, bt2) need the new model's gallery vectors and search the evaluation sample.
 Training's held-out numbers and the report's cells both come from :func:`score_upgrade`, on
-vectors gathered by the same :class:`~core.evaluation.vectors.MatrixMaker`.
+vectors gathered by the same :class:`~embridge.core.evaluation.gather.MatrixMaker`.
 """
 
 from __future__ import annotations
@@ -14,17 +14,17 @@ from typing import Any
 
 import numpy as np
 
-from core.adapters.apply import HEAD_KINDS, adapt_gallery, adapt_queries, new_space_vectors
-from core.adapters.base import Adapter
-from core.adapters.cascade import cascade_rank
-from core.evaluation.compat import NOT_BETTER, gain_note, gain_retained
-from core.evaluation.relevance import OWN_ITEM
-from core.evaluation.scoring import EvalResult, IndexCache, ScoringPlan, score, score_ranking, scoring_plan
-from core.evaluation.search import SearchConfig, SearchInfo
-from core.evaluation.tasks import UpgradeTasks, upgrade_tasks
-from core.evaluation.vectors import MatrixMaker
-from core.progress import StopFn
-from core.store import Workspace
+from embridge.core.adapters.adapt_arrays import HEAD_KINDS, adapt_gallery, adapt_queries, new_space_vectors
+from embridge.core.adapters.adapter import Adapter
+from embridge.core.adapters.cascade import cascade_rank
+from embridge.core.evaluation.compat import NOT_BETTER, gain_note, gain_retained
+from embridge.core.evaluation.relevance import OWN_ITEM
+from embridge.core.evaluation.scoring import EvalResult, IndexCache, ScoringPlan, score, score_ranking, scoring_plan
+from embridge.core.evaluation.search import SearchConfig, SearchInfo
+from embridge.core.evaluation.tasks import UpgradeTasks, upgrade_tasks
+from embridge.core.evaluation.gather import MatrixMaker
+from embridge.core.progress import StopFn
+from embridge.core.store import Workspace
 
 OLD_OLD, NEW_NEW, NEW_OLD, NEW_FCT, HEAD_HEAD, OLD_NEW = (
     "old/old", "new/new", "new→old", "new/fct(old)", "head/head", "old/new")

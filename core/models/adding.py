@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.errors import InputError
-from core.progress import ProgressFn, no_progress
-from core.store import Workspace
+from embridge.core.errors import InputError
+from embridge.core.progress import ProgressFn, no_progress
+from embridge.core.store import Workspace
 
 SHAPE_OPTION = "--input-shape"
 
@@ -51,7 +51,7 @@ class AddedModel:
         return data
 
     def line(self) -> str:
-        from core.prompts import prompts_text
+        from embridge.core.prompts import prompts_text
 
         r = self.row
         line = f"added model {r['name']} ({r['kind']}, {r['modality']}, dim {r['dim']}, role {r['role']})"
@@ -67,9 +67,9 @@ def add_model(ws: Workspace, path: str | Path, name: str, role: str = "other", *
 
     ``input_shape`` may be the text the user typed; it is parsed by :func:`parse_input_shape`.
     """
-    from core.models import describe_model
-    from core.models.manage import check_not_duplicate
-    from core.paths import check_name
+    from embridge.core.models import describe_model
+    from embridge.core.models.manage import check_not_duplicate
+    from embridge.core.paths import check_name
 
     progress = on_progress or no_progress
     check_name(name, "--name")  # before the checkpoint is even opened

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.errors import CheckpointError
-from core.store.files import atomic_target, torch_bytes
+from embridge.core.errors import CheckpointError
+from embridge.core.store.files import atomic_target, torch_bytes
 
 CLASSIFIER_KEY = "classifier.weight"
 

@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from core.errors import InputError
-from core.images import check_image_header, validate_npy_image
-from core.models.checkpoint import first_line
-from core.models.spec import ModelSpec
+from embridge.core.errors import InputError
+from embridge.core.images import check_image_header, validate_npy_image
+from embridge.core.models.checkpoint_reader import first_line
+from embridge.core.models.spec import ModelSpec
 
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 _CHANNEL_COUNTS = (1, 3, 4)

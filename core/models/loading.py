@@ -1,7 +1,7 @@
 """Describing checkpoints of every kind and running them on one batch.
 
 Trust: TorchScript files and ``torch.export`` programs carry the model's own code, and loading
-one runs that code's graph; only load them from a source you trust (see :mod:`core.models.openers`).
+one runs that code's graph; only load them from a source you trust (see :mod:`embridge.core.models.openers`).
 
 :func:`describe_model` opens a checkpoint on the CPU, works out its input shape, and probes it with
 a small dummy batch, so a model that rejects its inputs, returns something other than a 2-D
@@ -18,12 +18,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from core.device import resolve_device
-from core.errors import CheckpointError
-from core.models.builtin import classifier_weights, count_params
-from core.models.checkpoint import first_line
-from core.models.openers import Opened, open_model
-from core.models.spec import (
+from embridge.core.device import resolve_device
+from embridge.core.errors import CheckpointError
+from embridge.core.models.builtin import classifier_weights, count_params
+from embridge.core.models.checkpoint_reader import first_line
+from embridge.core.models.openers import Opened, open_model
+from embridge.core.models.spec import (
     KINDS,
     MODALITIES,
     ModelSpec,
@@ -32,8 +32,8 @@ from core.models.spec import (
     modality_for_shape,
     require_exists,
 )
-from core.models.text_folders import TEXT_KINDS, check_pooling, folder_prompts
-from core.prompts import TextOptions
+from embridge.core.models.text_folders import TEXT_KINDS, check_pooling, folder_prompts
+from embridge.core.prompts import TextOptions
 
 _PROBE_TEXTS = ("a probe sentence", "another, slightly longer probe sentence")
 
@@ -155,7 +155,7 @@ class LoadedModel:
                     on_batch: Callable[[int], None] | None = None) -> np.ndarray:
         """Embeddings of texts with the prompt of ``role`` ("query", "document" or None for none).
 
-        Texts are batched by length inside the call (see :mod:`core.models.text_encoders`);
+        Texts are batched by length inside the call (see :mod:`embridge.core.models.text_encoders`);
         ``on_batch(n)`` is called after each batch of n texts.
         """
         if not self.is_text:

@@ -10,9 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from core.errors import InputError
-from core.store import Workspace
-from core.store.workspace import ROLES
+from embridge.core.errors import InputError
+from embridge.core.store import Workspace
+from embridge.core.store.workspace import ROLES
 
 
 def duplicate_of(ws: Workspace, sha256: str | None) -> str | None:

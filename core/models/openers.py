@@ -16,12 +16,12 @@ from typing import Any
 
 import torch
 
-from core.errors import CheckpointError
-from core.models.builtin import build_model
-from core.models.checkpoint import check_declared_sizes, first_line, load_weights, read_state_checkpoint
-from core.models.spec import KINDS, require_exists
-from core.models.text_folders import TEXT_KINDS
-from core.models.vectors import VectorTable
+from embridge.core.errors import CheckpointError
+from embridge.core.models.builtin import build_model
+from embridge.core.models.checkpoint_reader import check_declared_sizes, first_line, load_weights, read_state_checkpoint
+from embridge.core.models.spec import KINDS, require_exists
+from embridge.core.models.text_folders import TEXT_KINDS
+from embridge.core.models.vectors_only import VectorTable
 
 DECLARATION_FILE = "embridge.json"  # optional TorchScript extra file: {"input_shape": [...], "modality": ...}
 
@@ -58,7 +58,7 @@ def open_model(kind: str, path: str | Path, device: torch.device, arch: str | No
     if kind == "vectors":
         return Opened(VectorTable.load(p), (), "vector")
     if kind in TEXT_KINDS:
-        from core.models.text_encoders import open_text_encoder
+        from embridge.core.models.text_encoders import open_text_encoder
 
         if not p.is_dir():
             raise CheckpointError(p, f"a model of kind {kind} is a folder, not a file")

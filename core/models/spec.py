@@ -13,9 +13,9 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from core.errors import CheckpointError, InputError
-from core.paths import check_regular
-from core.store.files import sha256_file, sha256_tree
+from embridge.core.errors import CheckpointError, InputError
+from embridge.core.paths import check_regular
+from embridge.core.store.files import sha256_file, sha256_tree
 
 KINDS = ("torchscript", "export", "state_dict", "vectors", "sentence_transformers", "transformers", "onnx")
 MODALITIES = ("image", "text", "vector")
@@ -88,7 +88,7 @@ def infer_kind(path: str | Path) -> str:
     """Guess a checkpoint's kind from its suffix or, for ``.pt``-like files, its archive entries."""
     p = require_exists(path)
     if p.is_dir():
-        from core.models.text_folders import folder_kind
+        from embridge.core.models.text_folders import folder_kind
 
         return folder_kind(p)
     suffix = p.suffix.lower()

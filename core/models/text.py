@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from core.errors import CheckpointError
-from core.models.checkpoint import first_line
-from core.models.text_encoders import BatchDone, length_order, scatter_rows
-from core.models.text_folders import check_sentence_transformers_folder, hub_offline, quiet_transformers
+from embridge.core.errors import CheckpointError
+from embridge.core.models.checkpoint_reader import first_line
+from embridge.core.models.text_encoders import BatchDone, length_order, scatter_rows
+from embridge.core.models.text_folders import check_sentence_transformers_folder, hub_offline, quiet_transformers
 
 MISSING_PACKAGE = ("this is a sentence-transformers model but the sentence-transformers package is not "
                    "installed; install it with: pip install 'embridge[text]'")

@@ -8,7 +8,7 @@ text (sentence-transformers receives it as ``prompt=`` so its pooling can leave 
 when the folder says so).
 
 Libraries are imported lazily, after :func:`hub_offline`, and always with ``local_files_only``;
-``trust_remote_code`` is never set (the folder checks in :mod:`core.models.text_folders` refuse
+``trust_remote_code`` is never set (the folder checks in :mod:`embridge.core.models.text_folders` refuse
 configs that would need it before any library sees the folder).
 """
 
@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from core.errors import CheckpointError
-from core.models.checkpoint import first_line
-from core.models.text_folders import (
+from embridge.core.errors import CheckpointError
+from embridge.core.models.checkpoint_reader import first_line
+from embridge.core.models.text_folders import (
     check_onnx_folder,
     check_transformers_folder,
     hub_offline,
@@ -196,7 +196,7 @@ class OnnxEncoder(_TokenizedEncoder):
 
 def open_text_encoder(kind: str, folder: Path, device: str, pooling: str | None) -> Any:
     if kind == "sentence_transformers":
-        from core.models.text import open_sentence_transformer
+        from embridge.core.models.text import open_sentence_transformer
 
         return open_sentence_transformer(folder, device)
     if kind == "transformers":

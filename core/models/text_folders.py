@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.errors import CheckpointError
+from embridge.core.errors import CheckpointError
 
 TEXT_KINDS = ("sentence_transformers", "transformers", "onnx")
 POOLINGS = ("mean", "cls", "last")

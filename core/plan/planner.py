@@ -2,7 +2,7 @@
 
 It plans from the latest report of the run (building one when there is none), measures throughput
 on this machine, adds the other layers trained for the same model pair (a forward transform, a
-fusion layer) as alternatives, and returns :func:`core.plan.options.plan_from_report`'s plan.
+fusion layer) as alternatives, and returns :func:`embridge.core.plan.upgrade_options.plan_from_report`'s plan.
 """
 
 from __future__ import annotations
@@ -10,17 +10,17 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from core.adapters import load_adapter
-from core.adapters.base import Adapter
-from core.errors import EmbridgeError
-from core.plan.model import Plan
-from core.plan.options import plan_from_report
-from core.plan.throughput import Throughput, measure_throughput
-from core.progress import ProgressFn, StopFn, check_stop, no_progress
-from core.report.build import build_report, latest_report_for_run, resolve_train_run
-from core.report.model import Report
-from core.run_record import RunRecord
-from core.store import Workspace
+from embridge.core.adapters import load_adapter
+from embridge.core.adapters.adapter import Adapter
+from embridge.core.errors import EmbridgeError
+from embridge.core.plan.plan_record import Plan
+from embridge.core.plan.upgrade_options import plan_from_report
+from embridge.core.plan.throughput import Throughput, measure_throughput
+from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
+from embridge.core.report.build import build_report, latest_report_for_run, resolve_train_run
+from embridge.core.report.report_record import Report
+from embridge.core.run_record import RunRecord
+from embridge.core.store import Workspace
 
 ALTERNATIVE_KINDS = {"fct": "forward_transform", "fusion": "fusion", "cascade": "cascade"}
 

@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from core.adapters import adapt_gallery, adapt_queries
-from core.adapters.base import Adapter
-from core.l2 import l2_normalize
-from core.store import Workspace
+from embridge.core.adapters import adapt_gallery, adapt_queries
+from embridge.core.adapters.adapter import Adapter
+from embridge.core.l2 import l2_normalize
+from embridge.core.store import Workspace
 
 
 @dataclass
@@ -71,8 +71,8 @@ def adapter_rate(adapter: Adapter, batch: int = 4096, min_seconds: float = 0.1, 
 def embed_rate(ws: Workspace, model: str, sample: int = 64, device: str = "auto", min_seconds: float = 0.2,
                seed: int = 0) -> tuple[float | None, int, str, str]:
     """(items/s or None, items timed, device, note) for re-embedding gallery items with ``model``."""
-    from core.device import resolve_device
-    from core.models import load_model, make_inputs
+    from embridge.core.device import resolve_device
+    from embridge.core.models import load_model, make_inputs
 
     row = ws.model(model)
     spec = {**(row.get("spec") or {}), "path": row.get("path")}

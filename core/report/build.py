@@ -1,10 +1,10 @@
 """Assemble a full compatibility report for one training run, write it and register it.
 
 ``build_report`` is what ``embridge report`` and the app's Reports page call. It draws the evaluation
-sample (:mod:`core.report.sample`), scores every cell with faiss (:mod:`core.report.cells`), adds
+sample (:mod:`embridge.core.report.sample`), scores every cell with faiss (:mod:`embridge.core.report.cells`), adds
 comparisons, flips, per-label rows, the formal compatibility rate, bootstrap CIs and the partial
 backfill curves, records the job as a ``report`` run and writes ``report.json`` + ``report.html``
-under ``<workspace>/reports/<id>/`` (:mod:`core.report.export`).
+under ``<workspace>/reports/<id>/`` (:mod:`embridge.core.report.report_export`).
 """
 
 from __future__ import annotations
@@ -16,28 +16,28 @@ from typing import Any
 
 import numpy as np
 
-from core import __version__
-from core.adapters import load_adapter
-from core.adapters.base import Adapter
-from core.errors import InputError
-from core.evaluation.compat import compatibility_rate
-from core.evaluation.scoring import scoring_plan
-from core.evaluation.search import SearchConfig
-from core.evaluation.upgrade import OLD_OLD, score_upgrade, upgrade_vectors
-from core.evaluation.vectors import MatrixMaker
-from core.jobs import recorded_run
-from core.l2 import layer_input_normalised
-from core.progress import ProgressFn, StopFn, check_stop, no_progress
-from core.report import sections
-from core.report.backfill import BackfillOptions, partial_backfill
-from core.report.cells import CellResult, Sides, cell_specs, score_cell, search_summary, upgrade_sides
-from core.report.limits import MAX_BOOTSTRAP, MIN_BOOTSTRAP
-from core.report.model import SCHEMA, Report
-from core.report.sample import EvalSample, evaluation_sample
-from core.run_record import RunRecord
-from core.store import Workspace
-from core.store.files import TMP_PREFIX
-from core.store.rows import now_iso
+from embridge.core import __version__
+from embridge.core.adapters import load_adapter
+from embridge.core.adapters.adapter import Adapter
+from embridge.core.errors import InputError
+from embridge.core.evaluation.compat import compatibility_rate
+from embridge.core.evaluation.scoring import scoring_plan
+from embridge.core.evaluation.search import SearchConfig
+from embridge.core.evaluation.upgrade import OLD_OLD, score_upgrade, upgrade_vectors
+from embridge.core.evaluation.gather import MatrixMaker
+from embridge.core.jobs import recorded_run
+from embridge.core.l2 import layer_input_normalised
+from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
+from embridge.core.report import sections
+from embridge.core.report.backfill_curve import BackfillOptions, partial_backfill
+from embridge.core.report.cells import CellResult, Sides, cell_specs, score_cell, search_summary, upgrade_sides
+from embridge.core.report.limits import MAX_BOOTSTRAP, MIN_BOOTSTRAP
+from embridge.core.report.report_record import SCHEMA, Report
+from embridge.core.report.sample import EvalSample, evaluation_sample
+from embridge.core.run_record import RunRecord
+from embridge.core.store import Workspace
+from embridge.core.store.files import TMP_PREFIX
+from embridge.core.store.rows import now_iso
 
 __all__ = ["SCHEMA", "Report", "ReportOptions", "build_report", "latest_report_for_run", "load_report",
            "resolve_train_run"]
@@ -117,7 +117,7 @@ def build_report(ws: Workspace, run_id: int | None = None, options: ReportOption
         report.report_run_id = record["run_id"]
         record["metrics"] = dict(report.headline)
         if write:
-            from core.report.export import save_report
+            from embridge.core.report.report_export import save_report
 
             check_stop(should_stop)
             save_report(ws, report, on_progress=on_progress, should_stop=should_stop)

@@ -20,14 +20,14 @@ from typing import Any
 
 import numpy as np
 
-from core.adapters import adapt_gallery, adapt_queries, new_space_vectors
-from core.adapters.apply import HEAD_KINDS
-from core.adapters.base import Adapter
-from core.evaluation.metrics import CellMetrics
-from core.evaluation.scoring import TOP_SHOWN, EvalResult, ScoringPlan, score, scoring_plan
-from core.evaluation.search import SearchInfo
-from core.evaluation.task import Protocol, RetrievalTask
-from core.evaluation.upgrade import (
+from embridge.core.adapters import adapt_gallery, adapt_queries, new_space_vectors
+from embridge.core.adapters.adapt_arrays import HEAD_KINDS
+from embridge.core.adapters.adapter import Adapter
+from embridge.core.evaluation.metrics import CellMetrics
+from embridge.core.evaluation.scoring import TOP_SHOWN, EvalResult, ScoringPlan, score, scoring_plan
+from embridge.core.evaluation.search import SearchInfo
+from embridge.core.evaluation.task import Protocol, RetrievalTask
+from embridge.core.evaluation.upgrade import (
     HEAD_HEAD,
     NEW_FCT,
     NEW_NEW,
@@ -37,9 +37,9 @@ from core.evaluation.upgrade import (
     ceiling_cell,
     upgraded_cell,
 )
-from core.evaluation.vectors import MatrixMaker
-from core.progress import ProgressFn, StopFn
-from core.report.sample import EvalSample
+from embridge.core.evaluation.gather import MatrixMaker
+from embridge.core.progress import ProgressFn, StopFn
+from embridge.core.report.sample import EvalSample
 
 __all__ = ["HEAD_HEAD", "NEW_FCT", "NEW_NEW", "NEW_OLD", "OLD_NEW", "OLD_OLD", "TOP_SHOWN", "CellResult", "ScoringPlan",
            "Sides", "cell_specs", "ceiling_cell", "score_cell", "scoring_plan", "search_summary", "upgrade_sides",
@@ -91,7 +91,7 @@ class Sides:
 
 def upgrade_sides(maker: MatrixMaker, sample: EvalSample, adapter: Adapter, old: str, new: str,
                   rollback: bool = False) -> Sides:
-    """Gather and adapt the vectors of both sides (see :mod:`core.adapters.apply` for each kind)."""
+    """Gather and adapt the vectors of both sides (see :mod:`embridge.core.adapters.adapt_arrays` for each kind)."""
     q_ids, g_ids = sample.query_ids, sample.gallery_ids
     forward = adapter.direction == "forward"
     head = adapter.kind in HEAD_KINDS
@@ -113,7 +113,7 @@ def upgrade_sides(maker: MatrixMaker, sample: EvalSample, adapter: Adapter, old:
 def cell_specs(adapter: Adapter, sides: Sides) -> list[tuple[str, str, str, np.ndarray, np.ndarray]]:
     """(name, query side, gallery side, queries, gallery) of every cell this adapter's report has
     (the matrices are the evaluation sample's; the main cells are scored by
-    :func:`core.evaluation.upgrade.score_upgrade`, on the whole old gallery where they can be)."""
+    :func:`embridge.core.evaluation.upgrade.score_upgrade`, on the whole old gallery where they can be)."""
     kind = adapter.kind
     forward = adapter.direction == "forward"
     up_query = {"fusion": f"fusion of the old query and h(new query), α = {float(getattr(adapter, 'alpha', 0)):g}",

@@ -6,7 +6,7 @@ through the layers i→i−1, …, j+1→j in turn (re-normalised after each, as
 unit vectors) and searches gallery j unchanged. With forward layers (old → new) the gallery of
 version j is carried up to version i instead. A chain mixing the two directions, or using fusion
 (which needs each query under two models), is refused. AC and AM are those of
-:func:`core.evaluation.compat.matrix_scores`.
+:func:`embridge.core.evaluation.compat.matrix_scores`.
 """
 
 from __future__ import annotations
@@ -18,24 +18,24 @@ from typing import Any
 
 import numpy as np
 
-from core import __version__
-from core.adapters import adapt_gallery, adapt_queries, load_adapter
-from core.adapters.base import Adapter
-from core.errors import InputError
-from core.evaluation.compat import matrix_scores
-from core.evaluation.headline import headline_metrics
-from core.evaluation.scoring import scoring_plan
-from core.evaluation.search import SearchConfig
-from core.evaluation.vectors import MatrixMaker
-from core.jobs import recorded_run
-from core.l2 import l2_normalize, layer_input_normalised, prepare_input
-from core.progress import ProgressFn, StopFn, check_stop, no_progress
-from core.report.cells import score_cell, search_summary
-from core.report.model import SCHEMA, Report
-from core.report.sample import evaluation_sample
-from core.store import Workspace
-from core.store.files import TMP_PREFIX
-from core.store.rows import now_iso
+from embridge.core import __version__
+from embridge.core.adapters import adapt_gallery, adapt_queries, load_adapter
+from embridge.core.adapters.adapter import Adapter
+from embridge.core.errors import InputError
+from embridge.core.evaluation.compat import matrix_scores
+from embridge.core.evaluation.headline import headline_metrics
+from embridge.core.evaluation.scoring import scoring_plan
+from embridge.core.evaluation.search import SearchConfig
+from embridge.core.evaluation.gather import MatrixMaker
+from embridge.core.jobs import recorded_run
+from embridge.core.l2 import l2_normalize, layer_input_normalised, prepare_input
+from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
+from embridge.core.report.cells import score_cell, search_summary
+from embridge.core.report.report_record import SCHEMA, Report
+from embridge.core.report.sample import evaluation_sample
+from embridge.core.store import Workspace
+from embridge.core.store.files import TMP_PREFIX
+from embridge.core.store.rows import now_iso
 
 
 def chain_layers(ws: Workspace, models: Sequence[str], runs: Sequence[int]) -> tuple[list[Adapter], list[dict], str]:
@@ -66,7 +66,7 @@ def chain_layers(ws: Workspace, models: Sequence[str], runs: Sequence[int]) -> t
 def _down(adapters: Sequence[Adapter], rows: Sequence[dict], i: int, j: int) -> Any:
     """Query transform from version i down to version j through backward layers i-1 … j.
 
-    Each layer gets its input prepared by its own stored policy (:func:`core.l2.prepare_input`).
+    Each layer gets its input prepared by its own stored policy (:func:`embridge.core.l2.prepare_input`).
     """
     def apply(x: np.ndarray) -> np.ndarray:
         for k in range(i - 1, j - 1, -1):
@@ -137,7 +137,7 @@ def chain_report(ws: Workspace, models: Sequence[str], runs: Sequence[int], *, m
         record["metrics"] = {"ac": chain["ac"], "am": chain["am"], "versions": t}
         progress(len(pairs), len(pairs), {"stage": "done"})
         if write:
-            from core.report.export import save_report
+            from embridge.core.report.report_export import save_report
 
             save_report(ws, report, should_stop=should_stop)
             record["metrics"]["report_id"] = report.report_id

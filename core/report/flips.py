@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from core.errors import InputError
-from core.evaluation.metrics import CellMetrics, bootstrap_ci, bootstrap_statistic_ci
+from embridge.core.errors import InputError
+from embridge.core.evaluation.metrics import CellMetrics, bootstrap_ci, bootstrap_statistic_ci
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """The self-contained HTML page of a report: inline CSS, inline SVG figures, no scripts, no URLs.
 
 :func:`render_html` takes the JSON-safe report dict and the figures already rendered to inline SVG
-(see :func:`core.report.export.figure_svgs`); every figure given appears exactly once.
+(see :func:`embridge.core.report.report_export.figure_svgs`); every figure given appears exactly once.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from collections.abc import Mapping, Sequence
 from html import escape
 from typing import Any
 
-from core.report.model import Report
-from core.report.wording import comparison_word
+from embridge.core.report.report_record import Report
+from embridge.core.report.wording import comparison_word
 
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:2em auto;max-width:70em;color:#222;

@@ -15,7 +15,7 @@ over a ranking r_1, r_2, ... (best first; -1 pads a short ranking and never matc
 The ranking is taken as given: ties in the scores that produced it must already be broken (the
 reference tools break them by document id). A query with no relevant judgment (R = 0) cannot be
 scored: its per-query values are 0, it is left out of :meth:`JudgedScores.mean` and counted in
-``n_without_relevant``, as the label-based metrics in :mod:`core.evaluation.metrics` do.
+``n_without_relevant``, as the label-based metrics in :mod:`embridge.core.evaluation.metrics` do.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from core.errors import InputError
-from core.store.judgments import Judgments
+from embridge.core.errors import InputError
+from embridge.core.store.judgments import Judgments
 
 NDCG_DEPTH = 10
 MRR_DEPTH = 10

@@ -1,7 +1,7 @@
 """Where a number comes from, read from the protocol its record states, in one phrase.
 
 Training runs, reports and plans store every number together with the protocol of the evaluation
-path (:class:`core.evaluation.task.Protocol`: query set and size, gallery and size, relevance).
+path (:class:`embridge.core.evaluation.task.Protocol`: query set and size, gallery and size, relevance).
 Every page of the app prints "0.845 (150 test queries (judged) against the whole old gallery (800
 items), relevance: relevance judgments (test split); exact inner product)" through
 :func:`with_source`, worded by :meth:`Protocol.describe` as the CLI's "measured on" line is, so one
@@ -15,8 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from core.evaluation.task import Protocol
-from core.report.model import Report, as_report
+from embridge.core.evaluation.task import Protocol
+from embridge.core.report.report_record import Report, as_report
 
 UNRECORDED = "protocol not recorded (made by an older Embridge)"
 PROTOCOL_CELLS = ("new→old", "new/fct(old)", "old/old")  # the upgraded cells share old/old's task

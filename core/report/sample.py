@@ -1,6 +1,6 @@
 """The evaluation sample of a report: the test queries, the galleries each cell searches, and relevance.
 
-The tasks come from :func:`core.evaluation.tasks.upgrade_tasks`, the same ones training's held-out
+The tasks come from :func:`embridge.core.evaluation.tasks.upgrade_tasks`, the same ones training's held-out
 numbers use:
 
 - Queries are the test queries: query items with ``test`` judgments, else the query items of the
@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from core.evaluation.relevance import JUDGMENTS, LABELS
-from core.evaluation.tasks import UpgradeTasks, upgrade_tasks
-from core.store import Workspace
+from embridge.core.evaluation.relevance import JUDGMENTS, LABELS
+from embridge.core.evaluation.tasks import UpgradeTasks, upgrade_tasks
+from embridge.core.store import Workspace
 
 RELEVANCE_WORD = {LABELS: "label", JUDGMENTS: "judgments", "own item": "item"}
 

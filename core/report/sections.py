@@ -11,19 +11,19 @@ from typing import Any
 
 import numpy as np
 
-from core.evaluation.compat import NOT_BETTER, arr, compare, gain_retained
-from core.evaluation.headline import headline_metrics as plan_headline_metrics
-from core.evaluation.metrics import bootstrap_ci, bootstrap_statistic_ci, per_label
-from core.formatting import format_share
-from core.report.cells import NEW_NEW, OLD_OLD, CellResult, ScoringPlan
-from core.report.flips import cell_flips, flip_cis
-from core.report.sample import EvalSample
+from embridge.core.evaluation.compat import NOT_BETTER, arr, compare, gain_retained
+from embridge.core.evaluation.headline import headline_metrics as plan_headline_metrics
+from embridge.core.evaluation.metrics import bootstrap_ci, bootstrap_statistic_ci, per_label
+from embridge.core.formatting import format_share
+from embridge.core.report.cells import NEW_NEW, OLD_OLD, CellResult, ScoringPlan
+from embridge.core.report.flips import cell_flips, flip_cis
+from embridge.core.report.sample import EvalSample
 
 MAX_LISTED_FLIPS = 500
 
 
 def headline_metrics(plan: ScoringPlan) -> list[str]:
-    """The plan's per-cell headline metrics (:func:`core.evaluation.headline.headline_metrics`)."""
+    """The plan's per-cell headline metrics (:func:`embridge.core.evaluation.headline.headline_metrics`)."""
     return plan_headline_metrics(plan.recall_k, plan.map_key)
 
 

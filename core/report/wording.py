@@ -16,7 +16,7 @@ TIE_TOLERANCE = 1e-12
 
 
 def comparison_word(row: dict[str, Any]) -> Word:
-    """'pass', 'fail' or 'equal' for one metric row of ``core.evaluation.compat.compare``."""
+    """'pass', 'fail' or 'equal' for one metric row of ``embridge.core.evaluation.compat.compare``."""
     up, oo = row.get("upgraded"), row.get("old_old")
     if isinstance(up, int | float) and isinstance(oo, int | float) and math.isfinite(up) and math.isfinite(oo) \
             and abs(float(up) - float(oo)) <= TIE_TOLERANCE:
@@ -28,7 +28,7 @@ def comparison_word(row: dict[str, Any]) -> Word:
 
 
 def verdict_tone(sentence: str) -> Tone:
-    """How to show one of ``core.report.sections.verdicts``' sentences."""
+    """How to show one of ``embridge.core.report.sections.verdicts``' sentences."""
     text = sentence.lower()
     if "fails the compatibility criterion" in text or "does not pay" in text:
         return "fail"

@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from core.errors import InputError
-from core.progress import ProgressFn, StopFn, check_stop, no_progress
-from core.scale.engine import check_engine, import_ray, ray_session
-from core.scale.gallery_transform import list_partitions, parquet_dir
+from embridge.core.errors import InputError
+from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
+from embridge.core.scale.engine import check_engine, import_ray, ray_session
+from embridge.core.scale.gallery_transform import list_partitions, parquet_dir
 
 STATE_FILE = "_embridge_embed.json"
 
@@ -90,7 +90,7 @@ class ChunkEmbedder:
     """
 
     def __init__(self, model: ModelRef, device: str, batch_size: int, role: str | None = None) -> None:
-        from core.models import load_model
+        from embridge.core.models import load_model
 
         self.model = load_model(model if isinstance(model, Mapping) else str(model), device)
         self.batch_size = batch_size
@@ -100,8 +100,8 @@ class ChunkEmbedder:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        from core.connectors.arrow_common import vector_array
-        from core.embed import embed_array
+        from embridge.core.connectors.arrow_common import vector_array
+        from embridge.core.embed import embed_array
 
         if os.path.exists(target):
             return 0

@@ -1,6 +1,6 @@
 """The cluster side of a detached backfill: a named, detached Ray actor that outlives its submitter.
 
-The actor runs :func:`core.scale.backfill_embed.embed_dataset` on the job's staged items (in a
+The actor runs :func:`embridge.core.scale.backfill_embed.embed_dataset` on the job's staged items (in a
 thread, so it answers pings while it works) and reports through files in the job's stage folder,
 which the submitter, a later ``embridge jobs`` command or the app read without joining the cluster:
 
@@ -9,7 +9,7 @@ which the submitter, a later ``embridge jobs`` command or the app read without j
 - ``cancel``: created by a cancel request; the job stops after its chunks in flight and says so.
 
 When the job ends, the actor removes itself from the cluster. If its worker dies, Ray restarts it
-and the job resumes after its finished chunks. ``python -m core.scale.backfill_job launch|kill``
+and the job resumes after its finished chunks. ``python -m embridge.core.scale.backfill_job launch|kill``
 starts or stops such an actor from a short-lived process, so no long-lived process (the app) holds
 a Ray connection.
 """
@@ -25,8 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from core.errors import Cancelled
-from core.store.files import atomic_write_text
+from embridge.core.errors import Cancelled
+from embridge.core.store.files import atomic_write_text
 
 STATUS_FILE = "status.json"
 CANCEL_FILE = "cancel"
@@ -71,7 +71,7 @@ class BackfillJob:
         return (self.stage / CANCEL_FILE).exists()
 
     def _run(self) -> None:
-        from core.scale.backfill_embed import embed_dataset
+        from embridge.core.scale.backfill_embed import embed_dataset
 
         job = self.job
         try:

@@ -3,7 +3,7 @@
 The items to re-embed are the gallery (in stored order) or the planner's partial backfill: the
 first β·n gallery items in the order of the plan's backfill policy, the same seeded order the
 report's partial-backfill curve was measured with. The items are staged as a Parquet dataset,
-embedded by :func:`core.scale.backfill_embed.embed_dataset` (one chunk per task, on an actor pool
+embedded by :func:`embridge.core.scale.backfill_embed.embed_dataset` (one chunk per task, on an actor pool
 with ``engine="ray"``), and the vectors are written into the workspace through its transactional
 vector-set writer, the path a local ``embed`` uses, so reports and plans see them; optionally they
 are also upserted into a vector store through a connector.
@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from core.errors import InputError, StoreError
-from core.progress import ProgressFn, StopFn, check_stop, no_progress
+from embridge.core.errors import InputError, StoreError
+from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
 
 STAGE_DIR = "scale-jobs"  # under the workspace: staged items and chunk outputs of backfills
 ORDERS = ("stored", "planner")
@@ -45,7 +45,7 @@ class BackfillResult:
 
 def workspace_model_spec(ws: Any, model: str) -> dict[str, Any]:
     """The spec a local embed loads the model with (its workspace copy), as a plain dict for workers."""
-    from core.models import ModelSpec
+    from embridge.core.models import ModelSpec
 
     row = ws.model(model)
     spec = ModelSpec.from_dict(row["spec"])
@@ -60,7 +60,7 @@ def planner_order(ws: Any, plan: dict[str, Any]) -> np.ndarray:
     The report measured the partial-backfill curve with ``backfill_order(policy, n, seed)`` over the
     gallery rows; the same permutation of the whole gallery, cut at β·n, is the order to embed in.
     """
-    from core.report.backfill import backfill_order
+    from embridge.core.report.backfill_curve import backfill_order
 
     option = next((o for o in plan.get("options", []) if o.get("name") == "partial_backfill"), None)
     if option is None:
@@ -98,7 +98,7 @@ def backfill_ids(ws: Any, order: str, *, run_id: int | None = None, fraction: fl
         ids = ws.gallery_ids()
     else:
         if plan is None:
-            from core.plan import plan_upgrade
+            from embridge.core.plan import plan_upgrade
 
             plan = plan_upgrade(ws, run_id, fraction, **plan_options)
         ids = planner_order(ws, plan)
@@ -113,7 +113,7 @@ def stage_items(ws: Any, spec: dict[str, Any], ids: np.ndarray, folder: Path,
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from core.models import ModelSpec, make_inputs
+    from embridge.core.models import ModelSpec, make_inputs
 
     model_spec = ModelSpec.from_dict(spec)
     folder.mkdir(parents=True, exist_ok=True)
@@ -160,7 +160,7 @@ def record_vectors(ws: Any, model: str, ids: np.ndarray, folder: Path, *, name: 
 
 def write_store(uri: str, ids: np.ndarray, vectors: np.ndarray, batch_rows: int = 4096) -> None:
     """Upsert (id, vector) points into a store through its connector (creating the collection)."""
-    from core.connectors import Batch, open_store
+    from embridge.core.connectors import Batch, open_store
 
     with open_store(uri, "--to-store") as target:
         if not target.exists():
@@ -188,8 +188,8 @@ def backfill(ws: Any, model: str, ids: np.ndarray, *, engine: str = "local", ord
 
     Resumable: finished chunks of an interrupted or cancelled run are kept and skipped next time.
     """
-    from core.jobs import recorded_run
-    from core.scale.backfill_embed import embed_dataset
+    from embridge.core.jobs import recorded_run
+    from embridge.core.scale.backfill_embed import embed_dataset
 
     spec = workspace_model_spec(ws, model)
     stage = stage_folder(ws, stage_key(model, ids, spec))

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from core.errors import EmbridgeError, InputError
+from embridge.core.errors import EmbridgeError, InputError
 
 ENGINES = ("local", "ray")
 

@@ -1,13 +1,13 @@
 """Transform a partitioned dataset's vectors with a bundle's layer, locally or on Ray Data.
 
-The input is a partitioned dataset (:mod:`core.scale.partitions`): a folder of Parquet files or a
+The input is a partitioned dataset (:mod:`embridge.core.scale.partitions`): a folder of Parquet files or a
 Lance dataset's fragments. One partition is one unit of work: it is read, its vector column is mapped
-through the layer in batches (numpy or onnxruntime, see :mod:`core.scale.layer`), and it is written as
+through the layer in batches (numpy or onnxruntime, see :mod:`embridge.core.scale.layer`), and it is written as
 one Parquet file named after the partition in the output folder (temporary name, then rename), with
 every other column unchanged. A partition whose output already exists is finished, so a rerun after a
 crash, a cancel or a killed worker does only the rest. Both engines run the same
 :func:`transform_partition`, so their outputs are identical byte for byte; the Ray engine
-(:mod:`core.scale.ray_transform`) runs it in a Ray Data ``map_batches`` over the unfinished partitions.
+(:mod:`embridge.core.scale.ray_transform`) runs it in a Ray Data ``map_batches`` over the unfinished partitions.
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ from typing import Any
 
 import numpy as np
 
-from core.errors import InputError
-from core.progress import ProgressFn, StopFn, check_stop, no_progress
-from core.scale.engine import check_engine
-from core.scale.layer import bundle_fingerprint, loaded_layer
-from core.scale.partitions import (
+from embridge.core.errors import InputError
+from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
+from embridge.core.scale.engine import check_engine
+from embridge.core.scale.layer import bundle_fingerprint, loaded_layer
+from embridge.core.scale.partitions import (
     Partition,
     SourceDataset,
     open_source,
@@ -34,7 +34,7 @@ from core.scale.partitions import (
     parquet_folder,
     read_partition,
 )
-from core.scale.partitions import read_schema as partition_schema
+from embridge.core.scale.partitions import read_schema as partition_schema
 
 STATE_FILE = "_embridge_transform.json"
 
@@ -88,7 +88,7 @@ def transform_partition(bundle: str, part: Partition | dict[str, Any], target: s
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from core.connectors.arrow_common import vector_array
+    from embridge.core.connectors.arrow_common import vector_array
 
     part = part if isinstance(part, Partition) else Partition.from_row(part)
     began = time.perf_counter()
@@ -182,7 +182,7 @@ def transform_gallery(bundle: str | Path, source: str, target: str, *, engine: s
             results.append(transform_partition(*job))
             on_progress(i + 1, len(jobs), {"stage": "transform"})
     else:
-        from core.scale.ray_transform import transform_on_ray
+        from embridge.core.scale.ray_transform import transform_on_ray
 
         results = transform_on_ray(jobs, ray_address, num_cpus, on_progress, should_stop)
     written = [r for r in results if not r.skipped]

@@ -1,7 +1,7 @@
 """The one place a worker loads a bundle's layer.
 
 Every engine (the local loop and each Ray worker) calls :func:`load_layer`, which loads the bundle
-with its torch-free runtime when it has one (:mod:`core.bundle.runtime`, ``auto``): numpy for the
+with its torch-free runtime when it has one (:mod:`embridge.core.bundle.runtime`, ``auto``): numpy for the
 linear kinds, onnxruntime for the others, so a worker transforming with a linear layer never imports
 torch. A worker process loads (and verifies) a bundle once.
 """
@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from core.errors import BundleError
+from embridge.core.errors import BundleError
 
 LayerFn = Callable[[np.ndarray], np.ndarray]
 
@@ -23,8 +23,8 @@ _LOADED: dict[tuple[str, int, int], Any] = {}
 
 
 def loaded_layer(bundle: str | Path) -> Any:
-    """The verified :class:`core.bundle.runtime.LoadedBundle` of a one-input layer (cached per process)."""
-    from core.bundle.runtime import load_bundle
+    """The verified :class:`embridge.core.bundle.runtime.LoadedBundle` of a one-input layer (cached per process)."""
+    from embridge.core.bundle.runtime import load_bundle
 
     path = Path(bundle).resolve()
     stat = path.stat()

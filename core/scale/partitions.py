@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from core.errors import InputError
+from embridge.core.errors import InputError
 
 KINDS = ("parquet", "lance")
 
@@ -50,7 +50,7 @@ class SourceDataset:
 def parquet_folder(uri: str, option: str) -> Path:
     """The folder of a ``parquet:///dir`` URI (or a plain path)."""
     if uri.startswith("parquet://"):
-        from core.connectors.base import StoreURI
+        from embridge.core.connectors.connector import StoreURI
 
         path = StoreURI.parse(uri, option).path
     elif "://" in uri:
@@ -73,7 +73,7 @@ def parquet_files(folder: Path) -> list[Path]:
 
 def lance_path(uri: str, option: str) -> Path:
     """The Lance dataset folder named by ``lance:///x.lance`` or ``lancedb:///db?table=NAME``."""
-    from core.connectors.base import StoreURI
+    from embridge.core.connectors.connector import StoreURI
 
     parsed = StoreURI.parse(uri, option)
     if not parsed.path or parsed.path == "/":

@@ -6,7 +6,7 @@ Parquet store: its files) are transformed partition by partition on Ray, as ``em
 partition into the shadow collection through the store's connector (an upsert by id, so a partition
 written again after a crash lands once), records it in the migration's checkpoint, and finally
 verifies the shadow and moves the alias exactly as the local migration does
-(:func:`core.connectors.migration.verify_migration`, :func:`~core.connectors.migration.switch_alias`).
+(:func:`embridge.core.connectors.migration.verify_migration`, :func:`~embridge.core.connectors.migration.switch_alias`).
 Both halves resume: finished partitions are neither transformed nor written again.
 """
 
@@ -17,13 +17,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from core.connectors.arrow_common import table_to_batch
-from core.connectors.base import SPACE_FIELD, Batch, Connector, VectorStoreError
-from core.connectors.migration import MigrationResult, open_pair, space_names, switch_alias, verify_migration
-from core.connectors.transform import load_transform
-from core.errors import InputError
-from core.progress import ProgressFn, StopFn, check_stop, no_progress
-from core.scale.layer import bundle_fingerprint
+from embridge.core.connectors.arrow_common import table_to_batch
+from embridge.core.connectors.connector import SPACE_FIELD, Batch, Connector, VectorStoreError
+from embridge.core.connectors.migration import MigrationResult, open_pair, space_names, switch_alias, verify_migration
+from embridge.core.connectors.transform import load_transform
+from embridge.core.errors import InputError
+from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
+from embridge.core.scale.layer import bundle_fingerprint
 
 PARTITIONED = ("lancedb", "parquet")
 
@@ -43,7 +43,7 @@ def migrate_on_ray(bundle: str | Path, source_uri: str, target_uri: str, *, swit
                    alias: str | None = None, ray_address: str | None = None, num_cpus: int | None = None,
                    on_progress: ProgressFn | None = None, should_stop: StopFn | None = None) -> MigrationResult:
     """Migrate ``source_uri`` into the shadow ``target_uri`` with the transform on Ray; see the module doc."""
-    from core.scale.gallery_transform import transform_gallery
+    from embridge.core.scale.gallery_transform import transform_gallery
 
     report = on_progress or no_progress
     transform = load_transform(bundle)

@@ -1,6 +1,6 @@
 """The dataset transform on Ray Data: a ``map_batches`` over the unfinished partitions on an actor pool.
 
-The Ray dataset's rows are partitions (:class:`core.scale.partitions.Partition`), one block each, so
+The Ray dataset's rows are partitions (:class:`embridge.core.scale.partitions.Partition`), one block each, so
 the map runs one partition per call: each actor loads the bundle's layer once (numpy or onnxruntime,
 no torch for linear kinds), reads its partition (a Parquet file or a Lance fragment), maps the vector
 column in batches and writes the partition's output file under a temporary name, then renames it.
@@ -16,9 +16,9 @@ import os
 
 import numpy as np
 
-from core.progress import ProgressFn, StopFn, check_stop
-from core.scale.engine import import_ray, ray_session
-from core.scale.gallery_transform import PartitionResult, transform_partition
+from embridge.core.progress import ProgressFn, StopFn, check_stop
+from embridge.core.scale.engine import import_ray, ray_session
+from embridge.core.scale.gallery_transform import PartitionResult, transform_partition
 
 RESULT_FIELDS = ("name", "rows", "seconds", "skipped", "runtime", "torch_loaded")
 
@@ -27,7 +27,7 @@ class PartitionMapper:
     """Ray Data actor body: transforms each partition of a batch and returns one result row each."""
 
     def __init__(self, bundle: str, id_col: str, vec_col: str) -> None:
-        from core.scale.layer import loaded_layer
+        from embridge.core.scale.layer import loaded_layer
 
         self.bundle, self.id_col, self.vec_col = bundle, id_col, vec_col
         loaded_layer(bundle)  # load and verify once per actor, before the first partition

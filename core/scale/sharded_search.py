@@ -2,7 +2,7 @@
 
 Each shard is searched with its own exact faiss index for its best k (k+1 when a query may exclude
 one of its rows); since the shards are disjoint, the best k of the union is the exact top-k of the
-whole gallery, and :func:`core.evaluation.topk_merge.merge_topk` orders it exactly as the local
+whole gallery, and :func:`embridge.core.evaluation.topk_merge.merge_topk` orders it exactly as the local
 search does (score descending, ties by lower row). A gallery given as a whole ``.npy`` memmap is read
 by each worker from the file, so no process holds more than its shard.
 """
@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from core.errors import Cancelled, InputError
-from core.evaluation.search import (
+from embridge.core.errors import Cancelled, InputError
+from embridge.core.evaluation.search import (
     SearchConfig,
     SearchInfo,
     _as_exclude,
@@ -24,9 +24,9 @@ from core.evaluation.search import (
     _result_width,
     load_faiss,
 )
-from core.evaluation.topk_merge import mask_excluded, merge_topk, tie_complete_search
-from core.progress import StopFn, check_stop
-from core.scale.engine import import_ray, ray_session
+from embridge.core.evaluation.topk_merge import mask_excluded, merge_topk, tie_complete_search
+from embridge.core.progress import StopFn, check_stop
+from embridge.core.scale.engine import import_ray, ray_session
 
 SHARD_RETRIES = 3
 
@@ -106,7 +106,7 @@ def _gather(ray: Any, pending: list[Any], should_stop: StopFn | None) -> list[An
 
 def engine_search(queries: Any, gallery: Any, k: int, exclude: Any, config: SearchConfig,
                   should_stop: StopFn | None = None) -> tuple[np.ndarray, np.ndarray, SearchInfo]:
-    """:func:`core.evaluation.search.search` on the engine ``config.engine`` names (exact, sharded)."""
+    """:func:`embridge.core.evaluation.search.search` on the engine ``config.engine`` names (exact, sharded)."""
     if config.engine != "ray":
         raise InputError("--engine", f"unknown engine {config.engine!r}; choose from local, ray")
     if config.method not in ("auto", "exact"):

@@ -1,5 +1,5 @@
 """Workspace store: SQLite metadata plus memmapped vector files, crash-safe and versioned."""
 
-from core.store.workspace import Workspace
+from embridge.core.store.workspace import Workspace
 
 __all__ = ["Workspace"]

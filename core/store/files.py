@@ -16,8 +16,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from core.errors import StoreError
-from core.paths import TMP_PREFIX
+from embridge.core.errors import StoreError
+from embridge.core.paths import TMP_PREFIX
 
 _HASH_BLOCK = 1 << 20
 DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}

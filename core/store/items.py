@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from core.errors import ImportDataError, StoreError
-from core.store.rows import ITEM_COLUMNS, decode, item_values, now_iso
-from core.store.schema import DOC_NAMESPACE, NAMESPACES, QUERY_NAMESPACE
+from embridge.core.errors import ImportDataError, StoreError
+from embridge.core.store.rows import ITEM_COLUMNS, decode, item_values, now_iso
+from embridge.core.store.schema import DOC_NAMESPACE, NAMESPACES, QUERY_NAMESPACE
 
 if TYPE_CHECKING:
     import sqlite_utils
@@ -53,7 +53,7 @@ def _marks(part: Sequence[Any]) -> str:
 
 
 class ItemsMixin:
-    """Methods of :class:`core.store.Workspace` for items and folds."""
+    """Methods of :class:`embridge.core.store.Workspace` for items and folds."""
 
     root: Path
     db: sqlite_utils.Database

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from core.errors import ImportDataError, StoreError
-from core.store.schema import DOC_NAMESPACE, QUERY_NAMESPACE
+from embridge.core.errors import ImportDataError, StoreError
+from embridge.core.store.schema import DOC_NAMESPACE, QUERY_NAMESPACE
 
 JUDGMENT_SPLITS = ("train", "dev", "test")
 _CHUNK = 500
@@ -76,7 +76,7 @@ class Judgments:
 
 
 class JudgmentsMixin:
-    """Methods of :class:`core.store.Workspace` for relevance judgments."""
+    """Methods of :class:`embridge.core.store.Workspace` for relevance judgments."""
 
     root: Path
 

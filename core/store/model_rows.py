@@ -1,6 +1,6 @@
 """Model rows of the workspace: registering a checkpoint, look-ups, and renaming or removing one.
 
-The rules about when a model may be removed or renamed live in :mod:`core.models.manage`; the
+The rules about when a model may be removed or renamed live in :mod:`embridge.core.models.manage`; the
 queries and updates they need are here, each change one transaction.
 """
 
@@ -11,10 +11,10 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from core.errors import StoreError
-from core.paths import check_name, child
-from core.store.files import atomic_copy, atomic_copy_tree
-from core.store.rows import decode, encode, now_iso
+from embridge.core.errors import StoreError
+from embridge.core.paths import check_name, child
+from embridge.core.store.files import atomic_copy, atomic_copy_tree
+from embridge.core.store.rows import decode, encode, now_iso
 
 if TYPE_CHECKING:
     import sqlite_utils
@@ -23,7 +23,7 @@ ROLES = ("old", "new", "other")
 
 
 class ModelsMixin:
-    """Methods of :class:`core.store.Workspace` for models."""
+    """Methods of :class:`embridge.core.store.Workspace` for models."""
 
     root: Path
     db: sqlite_utils.Database

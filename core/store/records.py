@@ -12,16 +12,16 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from core.errors import IntegrityError, StoreError
-from core.l2 import INPUT_POLICY_KEY, layer_input_normalised
-from core.store.files import atomic_copy, sha256_file
-from core.store.rows import decode, encode, now_iso, pid_alive
+from embridge.core.errors import IntegrityError, StoreError
+from embridge.core.l2 import INPUT_POLICY_KEY, layer_input_normalised
+from embridge.core.store.files import atomic_copy, sha256_file
+from embridge.core.store.rows import decode, encode, now_iso, pid_alive
 
 FINAL_STATUSES = ("completed", "failed", "cancelled", "interrupted")
 
 
 class RecordsMixin:
-    """Methods of :class:`core.store.Workspace` for runs and their artifacts."""
+    """Methods of :class:`embridge.core.store.Workspace` for runs and their artifacts."""
 
     root: Path
 

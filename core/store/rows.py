@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from core.errors import ImportDataError
-from core.json_values import dumps
+from embridge.core.errors import ImportDataError
+from embridge.core.json_values import dumps
 
 TEXT_FIELDS = ("split", "source", "modality", "text", "path")
 JSON_COLUMNS = {"metadata", "spec", "config", "metrics", "epochs", "summary", "manifest"}
@@ -21,7 +21,7 @@ def now_iso() -> str:
 
 
 def encode(row: dict[str, Any]) -> dict[str, Any]:
-    """Serialise JSON columns of a row about to be written (:func:`core.json_values.json_safe`'s form)."""
+    """Serialise JSON columns of a row about to be written (:func:`embridge.core.json_values.json_safe`'s form)."""
     return {k: (dumps(v) if k in JSON_COLUMNS and v is not None else _plain(v))
             for k, v in row.items()}
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import sqlite_utils
 
-from core.errors import SchemaVersionError
+from embridge.core.errors import SchemaVersionError
 
 SCHEMA_VERSION = 2
 

@@ -8,8 +8,8 @@ process waits for the first writer (up to the busy timeout) and then gets a clea
 sharing one open workspace take turns, so their transactions never interleave.
 
 This module opens the database, runs transactions and keeps vector sets; the other methods come
-from mixins: items and folds (:mod:`core.store.items`), models (:mod:`core.store.model_rows`),
-runs and artifacts (:mod:`core.store.records`) and judgments (:mod:`core.store.judgments`). Every
+from mixins: items and folds (:mod:`embridge.core.store.items`), models (:mod:`embridge.core.store.model_rows`),
+runs and artifacts (:mod:`embridge.core.store.records`) and judgments (:mod:`embridge.core.store.judgments`). Every
 SQL statement Embridge runs on a workspace lives in this package.
 """
 
@@ -29,21 +29,21 @@ from typing import Any
 import numpy as np
 import sqlite_utils
 
-from core.errors import (
+from embridge.core.errors import (
     IntegrityError,
     SchemaVersionError,
     StoreError,
     VectorFileError,
     WorkspaceBusyError,
 )
-from core.paths import DB_NAME, check_name, child, is_real_dir, owned_temps, remove_no_follow
-from core.store.items import ITEM_FIELDS, QUERY_SPLIT, ItemsMixin, in_gallery, item_namespace
-from core.store.judgments import JudgmentsMixin
-from core.store.model_rows import ROLES, ModelsMixin
-from core.store.records import RecordsMixin
-from core.store.rows import now_iso
-from core.store.schema import check_tables, current_version, migrate
-from core.store.vectors import (
+from embridge.core.paths import DB_NAME, check_name, child, is_real_dir, owned_temps, remove_no_follow
+from embridge.core.store.items import ITEM_FIELDS, QUERY_SPLIT, ItemsMixin, in_gallery, item_namespace
+from embridge.core.store.judgments import JudgmentsMixin
+from embridge.core.store.model_rows import ROLES, ModelsMixin
+from embridge.core.store.records import RecordsMixin
+from embridge.core.store.rows import now_iso
+from embridge.core.store.schema import check_tables, current_version, migrate
+from embridge.core.store.vector_matrix import (
     SUPPORTED_DTYPES,
     VectorSetWriter,
     as_storage_dtype,
@@ -203,7 +203,7 @@ class Workspace(ItemsMixin, ModelsMixin, RecordsMixin, JudgmentsMixin):
     # -- vector sets ------------------------------------------------------------------------
     def vector_set_writer(self, model: str, item_ids: np.ndarray, dim: int, dtype: str = "float32",
                           name: str | None = None, resume_key: str | None = None) -> VectorSetWriter:
-        """A resumable chunk writer; ``commit()`` registers the set. See core.store.vectors."""
+        """A resumable chunk writer; ``commit()`` registers the set. See embridge.core.store.vector_matrix."""
         model_row = self.model(model)
         expected = model_row.get("dim")
         if dim > 0 and isinstance(expected, int) and expected > 0 and dim != expected:

@@ -2,7 +2,7 @@
 
 Candidates are scored by the same number, so the choice is like for like: top-1 of the upgraded
 system's dev queries against the whole old gallery in a workspace run (see
-:mod:`core.evaluation.selection`). Besides the layers, ``auto`` considers fusion (α chosen on
+:mod:`embridge.core.evaluation.selection`). Besides the layers, ``auto`` considers fusion (α chosen on
 validation, over each fitted layer) and a cascade (old recall, new re-rank, K chosen on
 validation, the best layer as fallback). Every candidate's score and time are recorded with a
 sentence saying why the winner won and where today's system (old/old) stands, or, when every
@@ -21,13 +21,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from core.adapters.registry import METHODS, canonical_kind
-from core.errors import InputError
-from core.evaluation.choice import choose
-from core.progress import ProgressFn, StopFn
-from core.train.bridges import BridgeChoice, ValFn, cascade_ready, choose_cascade, choose_fusion
-from core.train.config import AUTO_CANDIDATES, FUSION_BASES, allowed_settings
-from core.train.data import FitResult, PairData
+from embridge.core.adapters.registry import METHODS, canonical_kind
+from embridge.core.errors import InputError
+from embridge.core.evaluation.choice import choose
+from embridge.core.progress import ProgressFn, StopFn
+from embridge.core.train.bridges import BridgeChoice, ValFn, cascade_ready, choose_cascade, choose_fusion
+from embridge.core.train.config import AUTO_CANDIDATES, FUSION_BASES, allowed_settings
+from embridge.core.train.data import FitResult, PairData
 
 UNITS = 1000  # progress units per candidate
 BRIDGES = ("fusion", "cascade")

@@ -14,12 +14,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.adapters.base import Adapter
-from core.adapters.cascade import CascadeAdapter
-from core.adapters.fusion import FusionAdapter
-from core.errors import InputError
-from core.evaluation.choice import Choice, choose
-from core.train.data import PairData
+from embridge.core.adapters.adapter import Adapter
+from embridge.core.adapters.cascade import CascadeAdapter
+from embridge.core.adapters.fusion import FusionAdapter
+from embridge.core.errors import InputError
+from embridge.core.evaluation.choice import Choice, choose
+from embridge.core.train.data import PairData
 
 ValFn = Callable[[Adapter, PairData], float]
 

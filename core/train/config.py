@@ -11,8 +11,8 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from core.adapters.registry import METHODS, canonical_kind
-from core.errors import InputError
+from embridge.core.adapters.registry import METHODS, canonical_kind
+from embridge.core.errors import InputError
 
 COMMON_DEFAULTS: dict[str, Any] = {
     "epochs": 40,

@@ -7,10 +7,10 @@ from typing import Any
 
 import numpy as np
 
-from core.adapters.base import Adapter
-from core.adapters.closed_form import PairMoments, pair_moments
-from core.errors import InputError
-from core.train.judged_queries import JudgedQueries
+from embridge.core.adapters.adapter import Adapter
+from embridge.core.adapters.closed_form import PairMoments, pair_moments
+from embridge.core.errors import InputError
+from embridge.core.train.judged_queries import JudgedQueries
 
 STATUSES = ("completed", "cancelled", "failed")
 
@@ -48,16 +48,16 @@ class PairData:
 
     Labels are int64 class ids with -1 for unknown. ``old_classifier`` (optional) holds the old
     model's classifier weights, row c for class id c. ``side_*`` is optional side information for
-    ``fct`` (one row per item). ``validator`` (a :class:`core.evaluation.selection.Validator`) is what
+    ``fct`` (one row per item). ``validator`` (a :class:`embridge.core.evaluation.selection.Validator`) is what
     candidates, epochs, λ, whitening and α are chosen on; by default the validation items retrieve
-    among their own old vectors (:func:`core.evaluation.selection.array_validator`), while a
+    among their own old vectors (:func:`embridge.core.evaluation.selection.array_validator`), while a
     workspace run passes its dev queries against the whole old gallery.
 
     Retrieval training and choice (optional): ``query_new_train`` are new vectors of training
     queries and ``query_relevant_train`` the row of each one's relevant document in the old
     gallery bank, which is ``old_train`` followed by ``gallery_old`` (old vectors of further
     gallery items, e.g. those the new model has not embedded). ``dev`` (a
-    :class:`core.train.judged_queries.JudgedQueries`) holds dev queries with their judged documents as
+    :class:`embridge.core.train.judged_queries.JudgedQueries`) holds dev queries with their judged documents as
     arrays; given without a ``validator``, it is the validator.
     """
 
@@ -135,7 +135,7 @@ class PairData:
         if self.validator is None and self.dev is not None:
             self.validator = self.dev
         if self.validator is None:
-            from core.evaluation.selection import array_validator
+            from embridge.core.evaluation.selection import array_validator
 
             self.validator = array_validator(self.old_val, self.new_val, self.labels_val, self.side_val)
         return self.validator
@@ -181,7 +181,7 @@ class FitResult:
     duration_s: float = 0.0
     config: dict[str, Any] = field(default_factory=dict)
     candidates: list[dict[str, Any]] = field(default_factory=list)
-    choice: dict[str, Any] | None = None  # how the final state was chosen (see core.evaluation.choice)
+    choice: dict[str, Any] | None = None  # how the final state was chosen (see embridge.core.evaluation.choice)
     budget: dict[str, Any] | None = None  # auto with a time budget: seconds allowed, spent, what was cut
 
     def to_dict(self) -> dict[str, Any]:

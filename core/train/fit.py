@@ -2,8 +2,8 @@
 
 Closed-form kinds (procrustes, affine) solve in float64 and pick their regularisation on the
 validation split; trainable kinds start from a closed-form solution and go through
-:func:`core.train.loop.train_loop`; ``fusion`` fits its base layer then picks α; ``auto`` (see
-:mod:`core.train.auto`) fits several and keeps the best on validation. Work runs under a forked,
+:func:`embridge.core.train.loop.train_loop`; ``fusion`` fits its base layer then picks α; ``auto`` (see
+:mod:`embridge.core.train.auto`) fits several and keeps the best on validation. Work runs under a forked,
 seeded RNG, so results are reproducible on the CPU and the caller's RNG is left alone.
 """
 
@@ -16,28 +16,28 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.adapters.apply import adapt_queries
-from core.adapters.base import Adapter
-from core.adapters.closed_form import (
+from embridge.core.adapters.adapt_arrays import adapt_queries
+from embridge.core.adapters.adapter import Adapter
+from embridge.core.adapters.closed_form import (
     LinearSolution,
     candidates_from_moments,
     procrustes_from_moments,
     ridge_from_moments,
     ridge_path,
 )
-from core.adapters.heads import BT2Adapter
-from core.adapters.linear import AffineAdapter, LowRankAdapter, ProcrustesAdapter
-from core.adapters.mlp import BCTAdapter, FCTAdapter, MLPAdapter
-from core.device import resolve_device
-from core.errors import InputError, TrainingError
-from core.evaluation.choice import Choice, all_tied, choose
-from core.progress import ProgressFn, StopFn, never_stop, no_progress
-from core.train.auto import fit_auto
-from core.train.bridges import cascade_ready, choose_cascade, choose_fusion
-from core.train.config import FitConfig, allowed_settings, resolve_config
-from core.train.data import FitResult, PairData
-from core.train.loop import train_loop
-from core.train.objectives import (
+from embridge.core.adapters.heads import BT2Adapter
+from embridge.core.adapters.linear import AffineAdapter, LowRankAdapter, ProcrustesAdapter
+from embridge.core.adapters.mlp import BCTAdapter, FCTAdapter, MLPAdapter
+from embridge.core.device import resolve_device
+from embridge.core.errors import InputError, TrainingError
+from embridge.core.evaluation.choice import Choice, all_tied, choose
+from embridge.core.progress import ProgressFn, StopFn, never_stop, no_progress
+from embridge.core.train.auto import fit_auto
+from embridge.core.train.bridges import cascade_ready, choose_cascade, choose_fusion
+from embridge.core.train.config import FitConfig, allowed_settings, resolve_config
+from embridge.core.train.data import FitResult, PairData
+from embridge.core.train.loop import train_loop
+from embridge.core.train.objectives import (
     BCTObjective,
     BT2Objective,
     PairObjective,

@@ -6,7 +6,7 @@ embedded (``new_rows``: their gallery rows), and each query's relevant gallery r
 serving option (old/old, a layer, fusion, a cascade, new/new) is scored on it by the same number,
 top-1 (the first result is relevant, i.e. success@1), so choices are like for like. Passed as
 ``PairData.dev`` it is the validator of a fit (the array counterpart of
-:func:`core.evaluation.selection.workspace_validator`, with the same interface).
+:func:`embridge.core.evaluation.selection.workspace_validator`, with the same interface).
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from core.adapters.apply import adapt_queries
-from core.adapters.base import Adapter
-from core.adapters.cascade import cascade_rank
-from core.errors import InputError
-from core.retrieval import exact_topk, l2_normalize
+from embridge.core.adapters.adapt_arrays import adapt_queries
+from embridge.core.adapters.adapter import Adapter
+from embridge.core.adapters.cascade import cascade_rank
+from embridge.core.errors import InputError
+from embridge.core.retrieval import exact_topk, l2_normalize
 
 
 def _rows(name: str, value: np.ndarray, dim: int | None = None) -> np.ndarray:

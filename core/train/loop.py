@@ -20,9 +20,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from core.adapters.base import Adapter
-from core.errors import TrainingError
-from core.progress import ProgressFn, StopFn
+from embridge.core.adapters.adapter import Adapter
+from embridge.core.errors import TrainingError
+from embridge.core.progress import ProgressFn, StopFn
 
 Batch = dict[str, torch.Tensor]
 # every validation metric is a share of queries (top-1) or a mean of per-query values in [0, 1]:

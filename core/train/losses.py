@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from core.adapters.l2 import l2_normalize_torch
+from embridge.core.adapters.l2_torch import l2_normalize_torch
 
 
 def pair_loss(name: str, pred: torch.Tensor, target: torch.Tensor, temperature: float) -> torch.Tensor:

@@ -12,10 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.adapters.base import Adapter
-from core.adapters.l2 import l2_normalize_torch
-from core.retrieval import exact_topk
-from core.train.losses import cosine_logits, masked_cross_entropy, pair_loss, retrieval_loss
+from embridge.core.adapters.adapter import Adapter
+from embridge.core.adapters.l2_torch import l2_normalize_torch
+from embridge.core.retrieval import exact_topk
+from embridge.core.train.losses import cosine_logits, masked_cross_entropy, pair_loss, retrieval_loss
 
 Batch = dict[str, torch.Tensor]
 

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from core.evaluation.folds import split_pairs
-from core.evaluation.tasks import dev_task
-from core.store import Workspace
+from embridge.core.evaluation.folds import split_pairs
+from embridge.core.evaluation.tasks import dev_task
+from embridge.core.store import Workspace
 
 PAIR_KINDS = ("documents", "queries", "both")
 

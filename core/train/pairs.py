@@ -1,14 +1,14 @@
 """Training pairs from a workspace: items embedded by both models, in the stored folds.
 
 The folds themselves (train / validation / test, drawn once and stored) are defined in
-:mod:`core.evaluation.folds`, shared with reports; this module reads a fold's vectors and labels.
+:mod:`embridge.core.evaluation.folds`, shared with reports; this module reads a fold's vectors and labels.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from core.evaluation.folds import (
+from embridge.core.evaluation.folds import (
     FOLDS,
     MIN_PAIRS,
     PairSplit,
@@ -17,9 +17,9 @@ from core.evaluation.folds import (
     split_pairs,
     workspace_classes,
 )
-from core.l2 import l2_normalize
-from core.store import Workspace
-from core.store.workspace import QUERY_SPLIT
+from embridge.core.l2 import l2_normalize
+from embridge.core.store import Workspace
+from embridge.core.store.workspace import QUERY_SPLIT
 
 __all__ = ["FOLDS", "MIN_PAIRS", "QUERY_SPLIT", "PairSplit", "fold_arrays", "fold_labels", "label_codes",
            "paired_ids", "split_pairs", "workspace_classes"]

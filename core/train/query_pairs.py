@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from core.retrieval import l2_normalize
-from core.store import Workspace
+from embridge.core.retrieval import l2_normalize
+from embridge.core.store import Workspace
 
 
 @dataclass

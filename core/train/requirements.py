@@ -1,6 +1,6 @@
 """What a training method needs from the old/new pair, checked before any run is recorded.
 
-``embridge train`` (through :func:`core.train.runs.train_run`) and the app's Train page both ask
+``embridge train`` (through :func:`embridge.core.train.runs.train_run`) and the app's Train page both ask
 :func:`requirement_problems`, so a pair the page greys out is refused by the command line with
 the same sentence, and the other way round.
 """
@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from core.errors import InputError
-from core.store import Workspace
+from embridge.core.errors import InputError
+from embridge.core.store import Workspace
 
 MODELS_SOURCE = "models"  # what a refusal names: the chosen old/new pair
 
@@ -19,7 +19,7 @@ MODELS_SOURCE = "models"  # what a refusal names: the chosen old/new pair
 def requirement_problems(method: str, old: Mapping[str, Any] | None, new: Mapping[str, Any] | None,
                          labelled_items: int) -> list[str]:
     """Why ``method`` cannot run on this old/new pair (model rows with name and dim); empty when it can."""
-    from core.adapters.registry import METHODS
+    from embridge.core.adapters.registry import METHODS
 
     info = METHODS.get(method)
     problems = []

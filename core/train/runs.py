@@ -3,7 +3,7 @@
 ``train_run`` is what the CLI's ``embridge train`` and the app's Train page call. It fits on the
 train fold's pairs (documents, queries or both: ``pairs``), chooses epochs, λ, whitening, α and
 ``auto``'s candidate on the dev queries retrieving among the whole old gallery, and reports held-out
-numbers on the test queries exactly as the report does (:mod:`core.evaluation`), so a run's
+numbers on the test queries exactly as the report does (:mod:`embridge.core.evaluation`), so a run's
 ``upgraded_top1`` is the report's for the same query set. Vectors are L2-normalised before fitting
 (recorded in the adapter's config as ``input_normalised``), so a deployment normalises new vectors
 the same way before applying the layer.
@@ -17,23 +17,23 @@ from typing import Any
 
 import numpy as np
 
-from core.adapters import save_adapter
-from core.errors import InputError, TrainingError
-from core.evaluation.scoring import IndexCache
-from core.evaluation.selection import workspace_validator
-from core.evaluation.upgrade import measure_upgrade
-from core.evaluation.vectors import MatrixMaker
-from core.jobs import recorded_run
-from core.progress import ProgressFn, StopFn
-from core.store import Workspace
-from core.store.files import TMP_PREFIX
-from core.train.config import resolve_config
-from core.train.data import PairData
-from core.train.fit import fit_adapter
-from core.train.pair_choice import PAIR_KINDS, default_pairs
-from core.train.pairs import PairSplit, fold_arrays, fold_labels, split_pairs
-from core.train.query_pairs import judged_query_pairs
-from core.train.requirements import check_requirements
+from embridge.core.adapters import save_adapter
+from embridge.core.errors import InputError, TrainingError
+from embridge.core.evaluation.scoring import IndexCache
+from embridge.core.evaluation.selection import workspace_validator
+from embridge.core.evaluation.upgrade import measure_upgrade
+from embridge.core.evaluation.gather import MatrixMaker
+from embridge.core.jobs import recorded_run
+from embridge.core.progress import ProgressFn, StopFn
+from embridge.core.store import Workspace
+from embridge.core.store.files import TMP_PREFIX
+from embridge.core.train.config import resolve_config
+from embridge.core.train.data import PairData
+from embridge.core.train.fit import fit_adapter
+from embridge.core.train.pair_choice import PAIR_KINDS, default_pairs
+from embridge.core.train.pairs import PairSplit, fold_arrays, fold_labels, split_pairs
+from embridge.core.train.query_pairs import judged_query_pairs
+from embridge.core.train.requirements import check_requirements
 
 
 def old_classifier_for(ws: Workspace, old: str, split: PairSplit) -> tuple[np.ndarray | None, str]:
@@ -42,7 +42,7 @@ def old_classifier_for(ws: Workspace, old: str, split: PairSplit) -> tuple[np.nd
     spec = {**(row.get("spec") or {}), "path": row["path"]}  # the workspace's own copy of the file
     if not spec.get("has_classifier"):
         return None, "old class means (the old model has no classifier head)"
-    from core.models import load_model
+    from embridge.core.models import load_model
 
     weights = load_model(spec, "cpu").classifier_weights()
     if weights is None:

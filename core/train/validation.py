@@ -1,10 +1,10 @@
 """Array-level retrieval numbers for paired vectors without a workspace (tests, benchmarks, scripts).
 
-Everything is measured through :mod:`core.evaluation` (the same search and scoring as reports):
+Everything is measured through :mod:`embridge.core.evaluation` (the same search and scoring as reports):
 the items retrieve among the same items' vectors, leaving each query's own item out, with
 relevance "same label"; without labels the pair metric asks whether an adapted query retrieves its
 own item's vector. A workspace run validates and reports on its dev and test queries instead
-(:mod:`core.train.runs`).
+(:mod:`embridge.core.train.runs`).
 """
 
 from __future__ import annotations
@@ -13,14 +13,14 @@ from typing import Any
 
 import numpy as np
 
-from core.adapters.apply import HEAD_KINDS, adapt_gallery, adapt_queries, new_space_vectors
-from core.adapters.base import Adapter
-from core.errors import InputError
-from core.evaluation.compat import gain_note, gain_retained
-from core.evaluation.scoring import score, selection_plan
-from core.evaluation.selection import array_validator
-from core.l2 import l2_normalize
-from core.train.data import count_classes
+from embridge.core.adapters.adapt_arrays import HEAD_KINDS, adapt_gallery, adapt_queries, new_space_vectors
+from embridge.core.adapters.adapter import Adapter
+from embridge.core.errors import InputError
+from embridge.core.evaluation.compat import gain_note, gain_retained
+from embridge.core.evaluation.scoring import score, selection_plan
+from embridge.core.evaluation.selection import array_validator
+from embridge.core.l2 import l2_normalize
+from embridge.core.train.data import count_classes
 
 
 def _top1(queries: np.ndarray, gallery: np.ndarray, labels: np.ndarray | None) -> float:
@@ -66,7 +66,7 @@ def evaluate_heldout(
     """Held-out compatibility numbers of one adapter on paired test arrays (leave-one-out by label).
 
     ``upgraded_top1`` is the upgraded system's query side against its gallery side (see
-    :mod:`core.adapters.apply`); ``head_new_new_top1`` (bct, bt2) is new/new with the head's own
+    :mod:`embridge.core.adapters.adapt_arrays`); ``head_new_new_top1`` (bct, bt2) is new/new with the head's own
     output. ``gain_retained`` is None when the new model is not better (``gain_retained_note`` says so).
     """
     old_test = np.asarray(old_test, dtype=np.float32)

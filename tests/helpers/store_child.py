@@ -29,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from core.store import Workspace
-from core.store import vectors as vectors_module
+from embridge.core.store import Workspace
+from embridge.core.store import vector_matrix as vectors_module
 
 
 def _signal(path: Path, payload: dict) -> None:

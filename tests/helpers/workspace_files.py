@@ -13,7 +13,7 @@ import os
 import sqlite3
 from pathlib import Path
 
-from core.store import Workspace
+from embridge.core.store import Workspace
 
 
 def checkpoint(ws: Workspace) -> None:

@@ -15,11 +15,11 @@ from PySide6.QtCore import QCoreApplication, Qt
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import QApplication
 
-from app.context import AppContext
-from app.errors import ErrorReporter, setup_file_logging
-from app.main_window import MainWindow
-from app.settings import Settings, log_dir
-from app.workers import JobManager
+from embridge.app.context import AppContext
+from embridge.app.error_path import ErrorReporter, setup_file_logging
+from embridge.app.main_window import MainWindow
+from embridge.app.settings import Settings, log_dir
+from embridge.app.workers import JobManager
 
 APP_NAME = "Embridge"
 
@@ -60,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     if args.self_test:
-        from core.selftest import self_test_main
+        from embridge.core.selftest import self_test_main
 
         return self_test_main(argv)
     app = application()

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
-from core.connectors.base import Connector, PointId
-from core.connectors.transform import StoreTransform
-from core.errors import InputError
-from core.l2 import l2_normalize
-from core.progress import ProgressFn, StopFn, check_stop, no_progress
-from core.store.vectors import check_finite
+from embridge.core.connectors.connector import Connector, PointId
+from embridge.core.connectors.transform import StoreTransform
+from embridge.core.errors import InputError
+from embridge.core.l2 import l2_normalize
+from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
+from embridge.core.store.vector_matrix import check_finite
 
 ORDERS = ("random", "planner")
 

@@ -1,7 +1,7 @@
 """Detached Ray jobs of a workspace: submit, follow, cancel, and record them like local runs.
 
 A detached job is a workspace run (kind ``backfill``) whose work happens on a Ray cluster in a
-named, detached actor (:mod:`core.scale.backfill_job`) in a namespace of its own per workspace, so
+named, detached actor (:mod:`embridge.core.scale.backfill_job`) in a namespace of its own per workspace, so
 it outlives the command or the app that submitted it. The run row carries the job's id, the
 cluster address and the stage folder (under the workspace's ``scale-jobs/``, which must be on
 storage the cluster's workers see); any later process reattaches by the run's id, reads the job's
@@ -30,11 +30,11 @@ from typing import Any
 
 import numpy as np
 
-from core.errors import Cancelled, InputError
-from core.progress import ProgressFn, StopFn, no_progress
-from core.scale import backfill_job
-from core.scale.backfill_job import CANCEL_FILE, JOB_FILE, STATUS_FILE
-from core.scale.backfill_workspace import (
+from embridge.core.errors import Cancelled, InputError
+from embridge.core.progress import ProgressFn, StopFn, no_progress
+from embridge.core.scale import backfill_job
+from embridge.core.scale.backfill_job import CANCEL_FILE, JOB_FILE, STATUS_FILE
+from embridge.core.scale.backfill_workspace import (
     STAGE_DIR,
     items_progress,
     record_vectors,
@@ -42,7 +42,7 @@ from core.scale.backfill_workspace import (
     text_role,
     workspace_model_spec,
 )
-from core.scale.engine import EngineError
+from embridge.core.scale.engine import EngineError
 
 TERMINAL = ("completed", "failed", "cancelled", "lost")
 LOST_AFTER_S = 60.0  # a running job whose heartbeat is older than this is lost (cluster gone)

@@ -18,8 +18,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from core.adapters.base import Adapter
-from core.adapters.fast_apply import apply_linear, linear_map
+from embridge.core.adapters.adapter import Adapter
+from embridge.core.adapters.fast_apply import apply_linear, linear_map
 
 HEAD_KINDS = ("bct", "bt2")
 
@@ -57,7 +57,7 @@ def adapt_queries(
 ) -> np.ndarray:
     """Query vectors of the upgraded system (see module doc); ``old`` is needed only by fusion.
 
-    procrustes and affine take the folded numpy path of :mod:`core.adapters.fast_apply`.
+    procrustes and affine take the folded numpy path of :mod:`embridge.core.adapters.fast_apply`.
     """
     if adapter.direction == "forward":
         return np.asarray(new, dtype=np.float32)

@@ -2,7 +2,7 @@
 
 The file is one ``.npz`` with a string array ``ids`` (document keys) and a float matrix ``vectors``
 (N x d), optionally ``query_ids`` / ``query_vectors`` for query items: the layout ``embridge import``
-reads. The file is never loaded whole (see :mod:`core.vector_files`): only its keys are, and rows
+reads. The file is never loaded whole (see :mod:`embridge.core.vector_files`): only its keys are, and rows
 are read on demand. Embedding with such a model means looking items up by key.
 """
 
@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from core.errors import CheckpointError, VectorFileError
-from core.store.files import atomic_target
-from core.vector_files import VectorFile
+from embridge.core.errors import CheckpointError, VectorFileError
+from embridge.core.store.files import atomic_target
+from embridge.core.vector_files import VectorFile
 
 
 class VectorTable:

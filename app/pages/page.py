@@ -1,6 +1,6 @@
 """What every page shares: a placeholder until a workspace is open, and refresh-when-visible.
 
-Pages are thin: ``refresh`` reads state from the core (``ctx.ws``, ``core.overview``) and fills
+Pages are thin: ``refresh`` reads state from the core (``ctx.ws``, ``embridge.core.overview``) and fills
 widgets; actions start core functions through ``ctx.run``. A page that is hidden when the
 workspace changes only marks itself stale and refreshes the next time it is shown, which keeps
 start-up and background jobs cheap.
@@ -24,8 +24,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.context import AppContext
-from core.store import Workspace
+from embridge.app.context import AppContext
+from embridge.core.store import Workspace
 
 
 class Page(QWidget):
@@ -92,8 +92,8 @@ def make_table(headers: list[str], tips: dict[str, str] | None = None) -> QTable
 
 
 def set_header_tips(table: QTableWidget, tips: dict[str, str]) -> None:
-    """Tooltips on the headers named in ``tips`` (see :mod:`app.help_text`)."""
-    from app.help_text import HEADER_HELP
+    """Tooltips on the headers named in ``tips`` (see :mod:`embridge.app.help_text`)."""
+    from embridge.app.help_text import HEADER_HELP
 
     for col in range(table.columnCount()):
         item = table.horizontalHeaderItem(col)
@@ -126,8 +126,8 @@ def completed_train_runs(ws: Workspace) -> list[dict[str, Any]]:
 
 def run_label(run: dict[str, Any]) -> str:
     """'run 14 · auto → lowrank · upgraded top-1 0.810 (held-out test fold, 120 q / 120 g)'."""
-    from core.report.number_source import source_of_run
-    from core.run_choice import run_choice
+    from embridge.core.report.number_source import source_of_run
+    from embridge.core.run_choice import run_choice
 
     metrics = run.get("metrics") or {}
     top1 = metrics.get("upgraded_top1")

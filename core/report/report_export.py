@@ -15,13 +15,13 @@ from typing import Any
 
 import numpy as np
 
-from core.errors import StoreError
-from core.json_values import json_safe
-from core.progress import ProgressFn, StopFn, check_stop, no_progress
-from core.report.html_page import render_html
-from core.report.model import Report, as_report
-from core.store import Workspace
-from core.store.files import atomic_write_text
+from embridge.core.errors import StoreError
+from embridge.core.json_values import json_safe
+from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
+from embridge.core.report.html_page import render_html
+from embridge.core.report.report_record import Report, as_report
+from embridge.core.store import Workspace
+from embridge.core.store.files import atomic_write_text
 
 __all__ = ["figure_svgs", "inline_svg", "json_safe", "report_figures", "report_json", "save_report"]
 
@@ -37,7 +37,7 @@ def _num(value: Any) -> float:
 
 def report_figures(report: Report | Mapping[str, Any]) -> dict[str, Any]:
     """Every figure of a report (or chain report), by name: the app shows the same ones."""
-    from core.report import figures
+    from embridge.core.report import figures
 
     r = as_report(report)
     out: dict[str, Any] = {}
@@ -100,7 +100,7 @@ def inline_svg(svg: str, prefix: str) -> str:
 
 def figure_svgs(report: Report) -> dict[str, str]:
     """Each figure of the report rendered to inline SVG text."""
-    from core.report.figures import figure_to_svg
+    from embridge.core.report.figures import figure_to_svg
 
     return {name: inline_svg(figure_to_svg(fig), f"fig{i}") for i, (name, fig) in
             enumerate(report_figures(report).items())}

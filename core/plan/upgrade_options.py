@@ -23,12 +23,12 @@ from typing import Any
 
 import numpy as np
 
-from core.errors import InputError
-from core.evaluation.compat import gain_note, gain_retained
-from core.formatting import format_duration, format_share
-from core.plan.model import Plan
-from core.plan.throughput import Throughput
-from core.report.model import Report, as_report
+from embridge.core.errors import InputError
+from embridge.core.evaluation.compat import gain_note, gain_retained
+from embridge.core.formatting import format_duration, format_share
+from embridge.core.plan.plan_record import Plan
+from embridge.core.plan.throughput import Throughput
+from embridge.core.report.report_record import Report, as_report
 
 LAYER_OPTIONS = ("adapter_only", "forward_transform", "fusion", "cascade")
 BOTH_ENCODERS = ("fusion", "cascade")  # keep the old query in the loop: two encoders during the transition

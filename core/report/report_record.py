@@ -2,7 +2,7 @@
 
 :class:`Report` owns its JSON form (:meth:`Report.to_json`, :meth:`Report.from_json`, the same keys
 ``report.json`` always had, with the schema ``embridge.report/<version>``), its headline metrics
-(:mod:`core.evaluation.headline`) and the summary stored with its row. Sections stay plain dicts of
+(:mod:`embridge.core.evaluation.headline`) and the summary stored with its row. Sections stay plain dicts of
 JSON values (cells, comparison, flips…); pages and commands read the top-level attributes.
 """
 
@@ -12,9 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
-from core.errors import InputError
-from core.evaluation.headline import BACKFILL_AREA, REPORT_SUMMARY, headline_metrics, pick, table_metrics
-from core.json_values import json_safe
+from embridge.core.errors import InputError
+from embridge.core.evaluation.headline import BACKFILL_AREA, REPORT_SUMMARY, headline_metrics, pick, table_metrics
+from embridge.core.json_values import json_safe
 
 SCHEMA_VERSION = 1
 SCHEMA_PREFIX = "embridge.report/"

@@ -23,7 +23,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 
-from core.errors import EmbridgeError, InputError
+from embridge.core.errors import EmbridgeError, InputError
 
 PointId = int | str
 SPACE_FIELD = "embridge_space"  # payload field / column naming the model version of each point
@@ -246,7 +246,7 @@ class Connector(ABC):
 
     def save_state(self, key: str, state: dict[str, Any] | None) -> None:
         """Replace a job's checkpoint atomically (None removes it)."""
-        from core.store.files import atomic_write_text
+        from embridge.core.store.files import atomic_write_text
 
         file = self._state_file(key)
         if state is None:

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from core.errors import InputError
-from core.l2 import l2_normalize, prepare_input
-from core.store import Workspace
+from embridge.core.errors import InputError
+from embridge.core.l2 import l2_normalize, prepare_input
+from embridge.core.store import Workspace
 
 Transform = Callable[..., np.ndarray]
 
@@ -24,7 +24,7 @@ class MatrixMaker:
 
     A matrix larger than ``budget_bytes`` is written into a float32 memmap under ``scratch``; smaller
     ones stay in memory. ``transform`` receives one block per model named, in order, prepared by the
-    layer's input policy ``input_normalised`` (:func:`core.l2.prepare_input`: L2-normalised, or as
+    layer's input policy ``input_normalised`` (:func:`embridge.core.l2.prepare_input`: L2-normalised, or as
     stored); every matrix returned is L2-normalised.
     """
 

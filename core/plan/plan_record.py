@@ -2,7 +2,7 @@
 
 :class:`Plan` owns its JSON form (:meth:`Plan.to_json`, :meth:`Plan.from_json`: the keys the
 command line has always printed, plus ``schema``) and its headline: each option's ``quality`` holds
-the report's per-cell headline metrics (:mod:`core.evaluation.headline`). Options stay plain dicts
+the report's per-cell headline metrics (:mod:`embridge.core.evaluation.headline`). Options stay plain dicts
 of JSON values; pages and commands read the plan's attributes.
 """
 
@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar
 
-from core.errors import InputError
-from core.json_values import json_safe
+from embridge.core.errors import InputError
+from embridge.core.json_values import json_safe
 
 SCHEMA_VERSION = 1
 SCHEMA = f"embridge.plan/{SCHEMA_VERSION}"

@@ -1,4 +1,4 @@
-"""The torch twin of :func:`core.l2.l2_normalize`, safe inside TorchScript modules.
+"""The torch twin of :func:`embridge.core.l2.l2_normalize`, safe inside TorchScript modules.
 
 ``F.normalize`` squares its input, so float32 rows near 1e38 (or float16 rows above 256) get an
 infinite norm and come out as zeros. Dividing each row by its largest magnitude first keeps the

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from core.errors import CheckpointError, first_line
+from embridge.core.errors import CheckpointError, first_line
 
 NEEDS_CODE = ("refused: the file needs arbitrary code to load (pickle); "
               "save a state_dict or TorchScript instead")

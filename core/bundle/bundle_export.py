@@ -17,14 +17,14 @@ from typing import Any
 
 import numpy as np
 
-from core import __version__
-from core.adapters import adapter_payload
-from core.bundle import contents
-from core.bundle.deploy import compose_adapters, deploy_module, inputs_of, script, serving_method
-from core.bundle.manifest import CHECKSUMS, FORMAT_VERSION, MANIFEST, checksums_text
-from core.bundle.portable_export import write_portable
-from core.bundle.readme import readme_text
-from core.bundle.runtime import (
+from embridge.core import __version__
+from embridge.core.adapters import adapter_payload
+from embridge.core.bundle import contents
+from embridge.core.bundle.deploy import compose_adapters, deploy_module, inputs_of, script, serving_method
+from embridge.core.bundle.manifest import CHECKSUMS, FORMAT_VERSION, MANIFEST, checksums_text
+from embridge.core.bundle.portable_export import write_portable
+from embridge.core.bundle.readme import readme_text
+from embridge.core.bundle.runtime import (
     ADAPTER_FILE,
     PROBE_ATOL,
     PROBE_INPUTS,
@@ -34,13 +34,13 @@ from core.bundle.runtime import (
     run_module,
     verify_bundle,
 )
-from core.errors import BundleError
-from core.jobs import recorded_run
-from core.l2 import prepare_input
-from core.paths import check_output, remove_no_follow
-from core.progress import ProgressFn, StopFn, check_stop, no_progress
-from core.store import Workspace
-from core.store.files import (
+from embridge.core.errors import BundleError
+from embridge.core.jobs import recorded_run
+from embridge.core.l2 import prepare_input
+from embridge.core.paths import check_output, remove_no_follow
+from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
+from embridge.core.store import Workspace
+from embridge.core.store.files import (
     atomic_target,
     disk_error,
     fsync_dir,
@@ -49,8 +49,8 @@ from core.store.files import (
     temp_path_for,
     torch_bytes,
 )
-from core.store.rows import now_iso
-from core.store.vectors import release_pages
+from embridge.core.store.rows import now_iso
+from embridge.core.store.vector_matrix import release_pages
 
 STATE_FILE = "adapter_state.pt"
 GALLERY_DIR = "gallery_transformed"

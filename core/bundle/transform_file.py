@@ -19,13 +19,13 @@ from typing import Any
 
 import numpy as np
 
-from core.bundle.archive import BundleLimits
-from core.bundle.runtime import LoadedBundle, load_bundle
-from core.errors import BundleError, VectorFileError
-from core.paths import check_output, check_regular
-from core.progress import ProgressFn, StopFn, check_stop, no_progress
-from core.store.files import atomic_write_text, publish, sha256_file
-from core.store.vectors import as_storage_dtype, disk_error
+from embridge.core.bundle.archive import BundleLimits
+from embridge.core.bundle.runtime import LoadedBundle, load_bundle
+from embridge.core.errors import BundleError, VectorFileError
+from embridge.core.paths import check_output, check_regular
+from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
+from embridge.core.store.files import atomic_write_text, publish, sha256_file
+from embridge.core.store.vector_matrix import as_storage_dtype, disk_error
 
 DEFAULT_CHUNK = 65_536
 
@@ -70,7 +70,7 @@ def apply_bundle(bundle: str | Path | LoadedBundle, vectors: str | Path, out: st
     """Write ``bundle(vectors)`` to ``out`` (.npy float32) in chunks; see the module docstring.
 
     ``runtime``: ``auto`` (the bundle's torch-free runtime when it has one, else torch), ``numpy``,
-    ``onnx`` or ``torch``; see :mod:`core.bundle.portable`. Nothing here imports torch unless the
+    ``onnx`` or ``torch``; see :mod:`embridge.core.bundle.portable`. Nothing here imports torch unless the
     torch runtime is used.
     """
     src, out = Path(vectors), Path(out)

@@ -15,10 +15,10 @@ from typing import Any
 
 import torch
 
-from core.adapters.base import Adapter
-from core.adapters.registry import build_adapter
-from core.errors import CheckpointError
-from core.store.files import atomic_target, torch_bytes
+from embridge.core.adapters.adapter import Adapter
+from embridge.core.adapters.registry import build_adapter
+from embridge.core.errors import CheckpointError
+from embridge.core.store.files import atomic_target, torch_bytes
 
 FORMAT = 1
 

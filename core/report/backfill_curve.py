@@ -27,9 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from core.errors import InputError
-from core.evaluation.search import SearchConfig, search
-from core.progress import ProgressFn, StopFn, check_stop, no_progress
+from embridge.core.errors import InputError
+from embridge.core.evaluation.search import SearchConfig, search
+from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
 
 POLICIES = ("random", "least_confident", "largest_residual")
 
