@@ -1,0 +1,30 @@
+"""``embridge-gui``: one clear line instead of a traceback when the desktop app's Qt is not installed.
+
+The engine and the command line install without Qt; the app is the ``gui`` extra. This module imports
+nothing from Qt itself, so it can say what to install before ``embridge.app.launch`` needs PySide6.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from collections.abc import Sequence
+
+INSTALL_HINT = "embridge-gui: the desktop app needs Qt (PySide6); install it with: pip install 'embridge[gui]'"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        qt_found = importlib.util.find_spec("PySide6.QtWidgets") is not None
+    except ImportError:
+        qt_found = False
+    if not qt_found:
+        print(INSTALL_HINT, file=sys.stderr)
+        return 1
+    from embridge.app.launch import main as launch
+
+    return launch(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
