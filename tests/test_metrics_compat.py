@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 
 from embridge.core.errors import InputError
-from embridge.core.evaluation.compat import arr, compare, compatibility_rate, criterion, gain_retained, matrix_scores
+from embridge.core.evaluation.compat import (
+    arr,
+    compare,
+    compatibility_rate,
+    criterion,
+    gain_retained,
+    matrix_scores,
+)
 from embridge.core.evaluation.metrics import evaluate, relevance
 from embridge.core.report.flips import cell_flips, flip_cis, flips
 

@@ -114,9 +114,9 @@ def test_detached_job_outlives_its_submitter_and_is_recorded_on_reattach(ws_path
     with Workspace.open(ws_path) as ws:
         run = ws.run(run_id)
         assert run["status"] == "running" and run["config"]["job_id"] == submitted["job_id"]
-        assert [j.run_id for j, _ in jobs.ray_jobs(ws, active_only=True)] == [run_id]
+        assert [j.run_id for j, _ in detached_jobs.ray_jobs(ws, active_only=True)] == [run_id]
         seen: list[tuple[int, int, dict]] = []
-        final = jobs.attach(ws, jobs.find_job(ws, run_id), lambda d, t, i: seen.append((d, t, i)))
+        final = detached_jobs.attach(ws, detached_jobs.find_job(ws, run_id), lambda d, t, i: seen.append((d, t, i)))
         assert final.state == "completed"
         run = ws.run(run_id)
         assert run["status"] == "completed"
@@ -126,7 +126,7 @@ def test_detached_job_outlives_its_submitter_and_is_recorded_on_reattach(ws_path
         np.testing.assert_allclose(got, local_vectors(ws, expected), atol=1e-6)
         assert seen[-1][0] == seen[-1][1] == 299
         assert any(isinstance(i.get("items_per_s"), float) for _, _, i in seen)  # a rate was streamed back
-        assert not Path(jobs.find_job(ws, run_id).stage).exists()  # its staging folder is gone
+        assert not Path(detached_jobs.find_job(ws, run_id).stage).exists()  # its staging folder is gone
         n_sets = len(ws.vector_sets(NEW))
     # a second watcher (the CLI here) finds it recorded and records nothing twice
     listed = _embridge("jobs", "list", "-w", str(ws_path), "--json")
@@ -148,10 +148,10 @@ def actor_alive(address: str, namespace: str, name: str) -> bool:
 def test_cancel_stops_the_ray_job_and_records_it(ws_path: Path, ray_head: str) -> None:  # noqa: F811
     with Workspace.open(ws_path) as ws:
         # one item per chunk: the job runs for seconds, and is cancelled as soon as the cluster runs it
-        job = jobs.submit_backfill(ws, NEW, ws.gallery_ids(), address=ray_head, chunk=1)
-        assert jobs.status(ws, job).state == "running"
+        job = detached_jobs.submit_backfill(ws, NEW, ws.gallery_ids(), address=ray_head, chunk=1)
+        assert detached_jobs.status(ws, job).state == "running"
         sets_before = len(ws.vector_sets(NEW))
-        final = jobs.cancel(ws, job)
+        final = detached_jobs.cancel(ws, job)
         assert final.state == "cancelled"
         assert ws.run(job.run_id)["status"] == "cancelled"
         assert len(ws.vector_sets(NEW)) == sets_before  # nothing of a cancelled job is recorded

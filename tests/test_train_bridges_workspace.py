@@ -13,8 +13,8 @@ import pytest
 from train_fixtures import one_torch_thread  # noqa: F401 (autouse fixture)
 
 from embridge.core.bundle.bundle_export import export_bundle
-from embridge.core.plan.upgrade_options import plan_from_report
 from embridge.core.plan.throughput import Throughput
+from embridge.core.plan.upgrade_options import plan_from_report
 from embridge.core.report.build import build_report
 from embridge.core.store import Workspace
 from embridge.core.store.judgments import Judgments

@@ -22,7 +22,13 @@ from embridge.app.main_window import MainWindow
 from embridge.core.cli.main import main
 from embridge.core.cli.report_cmds import report_data
 from embridge.core.errors import InputError
-from embridge.core.evaluation.headline import HEADLINE, REPORT_SUMMARY, RUN_SUMMARY, headline_metrics, table_metrics
+from embridge.core.evaluation.headline import (
+    HEADLINE,
+    REPORT_SUMMARY,
+    RUN_SUMMARY,
+    headline_metrics,
+    table_metrics,
+)
 from embridge.core.formatting import format_duration, format_share
 from embridge.core.json_values import dumps, json_safe
 from embridge.core.plan import Plan, plan_upgrade

@@ -20,8 +20,8 @@ from PySide6.QtWidgets import (
 
 from embridge.app import dialogs
 from embridge.app.context import AppContext
-from embridge.app.pages.page import Page, completed_train_runs, fill_table, make_table, run_label, select_run
 from embridge.app.pages.forms import PathField, set_combo_items
+from embridge.app.pages.page import Page, completed_train_runs, fill_table, make_table, run_label, select_run
 from embridge.core.progress import ProgressFn, StopFn
 from embridge.core.run_choice import run_choice
 from embridge.core.store import Workspace

@@ -16,8 +16,8 @@ from PySide6.QtWidgets import (
 )
 
 from embridge.app.context import AppContext
-from embridge.app.pages.page import Page, fill_table, make_table
 from embridge.app.pages.forms import PathField, set_combo_items
+from embridge.app.pages.page import Page, fill_table, make_table
 from embridge.core.importers import FORMATS
 from embridge.core.overview import gallery_text
 from embridge.core.progress import ProgressFn, StopFn

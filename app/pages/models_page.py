@@ -22,8 +22,8 @@ from PySide6.QtWidgets import (
 
 from embridge.app import dialogs
 from embridge.app.context import AppContext
-from embridge.app.pages.page import Page, fill_table, make_table
 from embridge.app.pages.forms import PathField, set_combo_items
+from embridge.app.pages.page import Page, fill_table, make_table
 from embridge.core.errors import InputError
 from embridge.core.progress import ProgressFn, StopFn
 from embridge.core.prompts import TextOptions, prompts_text
@@ -140,7 +140,9 @@ class ModelsPage(Page):
         if not path:
             self.ctx.reporter.report("Add model", "Choose a checkpoint file first.")
             return
-        from embridge.core.models.adding import parse_input_shape  # embridge.core.models loads torch: not at start-up
+        from embridge.core.models.adding import (
+            parse_input_shape,  # embridge.core.models loads torch: not at start-up
+        )
 
         try:
             shape = parse_input_shape(self.input_shape.text())

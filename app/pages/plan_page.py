@@ -23,8 +23,8 @@ from PySide6.QtWidgets import (
 )
 
 from embridge.app.context import AppContext
-from embridge.app.pages.page import Page, completed_train_runs, fill_table, make_table, run_label, select_run
 from embridge.app.pages.forms import scrolled_text, set_combo_items
+from embridge.app.pages.page import Page, completed_train_runs, fill_table, make_table, run_label, select_run
 from embridge.app.plots import PlotWidget
 from embridge.core.formatting import format_bytes, format_seconds, format_share
 from embridge.core.plan.plan_record import Plan

@@ -25,14 +25,14 @@ from PySide6.QtWidgets import (
 
 from embridge.app import dialogs
 from embridge.app.context import AppContext
-from embridge.app.pages.page import Page, completed_train_runs, make_table, run_label, select_run
 from embridge.app.pages.forms import scrolled_text, set_combo_items
+from embridge.app.pages.page import Page, completed_train_runs, make_table, run_label, select_run
 from embridge.app.pages.report_widgets import FlipBrowser, fill_metrics_table
 from embridge.app.plots import PlotWidget
 from embridge.core.errors import StoreError
 from embridge.core.progress import ProgressFn, StopFn
-from embridge.core.report.report_record import Report
 from embridge.core.report.number_source import source_of_report
+from embridge.core.report.report_record import Report
 from embridge.core.report.wording import verdict_tone
 from embridge.core.store import Workspace
 

@@ -24,9 +24,9 @@ from PySide6.QtWidgets import (
 )
 
 from embridge.app.context import AppContext
-from embridge.app.pages.page import Page, fill_table, make_table
 from embridge.app.pages.forms import SettingsForm, set_combo_items
 from embridge.app.pages.live_curves import LiveCurves
+from embridge.app.pages.page import Page, fill_table, make_table
 from embridge.app.plots import PlotWidget
 from embridge.app.workers import Job
 from embridge.core.errors import EmbridgeError, InputError

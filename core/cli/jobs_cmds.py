@@ -70,26 +70,26 @@ def cmd_jobs(args: argparse.Namespace) -> Result:
 
     with Workspace.open(args.workspace) as ws:
         if args.action == "list":
-            rows = [{**job.to_dict(), "status": jobs.status(ws, job).to_dict(), "run_status": run["status"]}
-                    for job, run in jobs.ray_jobs(ws)]
+            rows = [{**job.to_dict(), "status": detached_jobs.status(ws, job).to_dict(), "run_status": run["status"]}
+                    for job, run in detached_jobs.ray_jobs(ws)]
             lines = [f"run {r['run_id']}: {r['job_id']} on {r['address']}: {r['status']['state']} "
                      f"({r['status']['done']}/{r['status']['total']} items)" for r in rows]
             return {"jobs": rows}, "\n".join(lines) or "no Ray jobs in this workspace"
         if args.run is None:
             _usage_error("jobs", f"jobs {args.action} needs --run")
-        job = jobs.find_job(ws, args.run)
+        job = detached_jobs.find_job(ws, args.run)
         if args.action == "status":
-            current = jobs.status(ws, job)
+            current = detached_jobs.status(ws, job)
             if current.terminal:
-                jobs.settle(ws, job, current)
-                current = jobs.status(ws, job)
+                detached_jobs.settle(ws, job, current)
+                current = detached_jobs.status(ws, job)
         elif args.action == "cancel":
-            current = jobs.cancel(ws, job)
+            current = detached_jobs.cancel(ws, job)
         else:
             try:
-                current = jobs.attach(ws, job, StderrProgress(f"run {job.run_id}"))
+                current = detached_jobs.attach(ws, job, StderrProgress(f"run {job.run_id}"))
             except KeyboardInterrupt:
-                current = jobs.status(ws, job)
+                current = detached_jobs.status(ws, job)
                 return {**job.to_dict(), "status": current.to_dict(), "detached": True}, (
                     f"stopped watching run {job.run_id}; the job keeps running on the cluster")
         run = ws.run(job.run_id)

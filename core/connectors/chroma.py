@@ -17,7 +17,14 @@ from typing import Any
 
 import numpy as np
 
-from embridge.core.connectors.connector import Batch, Connector, PointId, StoreURI, VectorStoreError, check_write_batch
+from embridge.core.connectors.connector import (
+    Batch,
+    Connector,
+    PointId,
+    StoreURI,
+    VectorStoreError,
+    check_write_batch,
+)
 from embridge.core.errors import first_line
 
 STATE_COLLECTION = "embridge_state"  # checkpoints on a server: id = job key, metadata 'state' = JSON

@@ -20,7 +20,14 @@ from typing import Any
 
 import numpy as np
 
-from embridge.core.connectors.connector import Batch, Connector, PointId, StoreURI, VectorStoreError, check_write_batch
+from embridge.core.connectors.connector import (
+    Batch,
+    Connector,
+    PointId,
+    StoreURI,
+    VectorStoreError,
+    check_write_batch,
+)
 from embridge.core.errors import EmbridgeError, first_line
 
 STATE_COLLECTION = "embridge_state"

@@ -17,13 +17,20 @@ import numpy as np
 from embridge.core.adapters.adapt_arrays import adapt_gallery, adapt_queries
 from embridge.core.adapters.adapter import Adapter
 from embridge.core.adapters.cascade import cascade_rank, old_recall
+from embridge.core.evaluation.gather import MatrixMaker
 from embridge.core.evaluation.metrics import evaluate
 from embridge.core.evaluation.relevance import LABELS, OWN_ITEM, RelevanceRule
-from embridge.core.evaluation.scoring import EvalResult, IndexCache, ScoringPlan, gallery_index, score, selection_plan
+from embridge.core.evaluation.scoring import (
+    EvalResult,
+    IndexCache,
+    ScoringPlan,
+    gallery_index,
+    score,
+    selection_plan,
+)
 from embridge.core.evaluation.search import GalleryIndex
 from embridge.core.evaluation.task import GallerySet, QuerySet, RetrievalTask
 from embridge.core.evaluation.tasks import dev_task
-from embridge.core.evaluation.gather import MatrixMaker
 from embridge.core.retrieval import l2_normalize
 from embridge.core.store import Workspace
 

@@ -18,11 +18,18 @@ from embridge.core.adapters.adapt_arrays import HEAD_KINDS, adapt_gallery, adapt
 from embridge.core.adapters.adapter import Adapter
 from embridge.core.adapters.cascade import cascade_rank
 from embridge.core.evaluation.compat import NOT_BETTER, gain_note, gain_retained
+from embridge.core.evaluation.gather import MatrixMaker
 from embridge.core.evaluation.relevance import OWN_ITEM
-from embridge.core.evaluation.scoring import EvalResult, IndexCache, ScoringPlan, score, score_ranking, scoring_plan
+from embridge.core.evaluation.scoring import (
+    EvalResult,
+    IndexCache,
+    ScoringPlan,
+    score,
+    score_ranking,
+    scoring_plan,
+)
 from embridge.core.evaluation.search import SearchConfig, SearchInfo
 from embridge.core.evaluation.tasks import UpgradeTasks, upgrade_tasks
-from embridge.core.evaluation.gather import MatrixMaker
 from embridge.core.progress import StopFn
 from embridge.core.store import Workspace
 

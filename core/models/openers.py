@@ -18,7 +18,12 @@ import torch
 
 from embridge.core.errors import CheckpointError
 from embridge.core.models.builtin import build_model
-from embridge.core.models.checkpoint_reader import check_declared_sizes, first_line, load_weights, read_state_checkpoint
+from embridge.core.models.checkpoint_reader import (
+    check_declared_sizes,
+    first_line,
+    load_weights,
+    read_state_checkpoint,
+)
 from embridge.core.models.spec import KINDS, require_exists
 from embridge.core.models.text_folders import TEXT_KINDS
 from embridge.core.models.vectors_only import VectorTable

@@ -19,7 +19,11 @@ import torch
 from embridge.core.errors import CheckpointError
 from embridge.core.models.checkpoint_reader import first_line
 from embridge.core.models.text_encoders import BatchDone, length_order, scatter_rows
-from embridge.core.models.text_folders import check_sentence_transformers_folder, hub_offline, quiet_transformers
+from embridge.core.models.text_folders import (
+    check_sentence_transformers_folder,
+    hub_offline,
+    quiet_transformers,
+)
 
 MISSING_PACKAGE = ("this is a sentence-transformers model but the sentence-transformers package is not "
                    "installed; install it with: pip install 'embridge[text]'")

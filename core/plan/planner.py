@@ -14,8 +14,8 @@ from embridge.core.adapters import load_adapter
 from embridge.core.adapters.adapter import Adapter
 from embridge.core.errors import EmbridgeError
 from embridge.core.plan.plan_record import Plan
-from embridge.core.plan.upgrade_options import plan_from_report
 from embridge.core.plan.throughput import Throughput, measure_throughput
+from embridge.core.plan.upgrade_options import plan_from_report
 from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
 from embridge.core.report.build import build_report, latest_report_for_run, resolve_train_run
 from embridge.core.report.report_record import Report

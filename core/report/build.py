@@ -21,16 +21,23 @@ from embridge.core.adapters import load_adapter
 from embridge.core.adapters.adapter import Adapter
 from embridge.core.errors import InputError
 from embridge.core.evaluation.compat import compatibility_rate
+from embridge.core.evaluation.gather import MatrixMaker
 from embridge.core.evaluation.scoring import scoring_plan
 from embridge.core.evaluation.search import SearchConfig
 from embridge.core.evaluation.upgrade import OLD_OLD, score_upgrade, upgrade_vectors
-from embridge.core.evaluation.gather import MatrixMaker
 from embridge.core.jobs import recorded_run
 from embridge.core.l2 import layer_input_normalised
 from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
 from embridge.core.report import sections
 from embridge.core.report.backfill_curve import BackfillOptions, partial_backfill
-from embridge.core.report.cells import CellResult, Sides, cell_specs, score_cell, search_summary, upgrade_sides
+from embridge.core.report.cells import (
+    CellResult,
+    Sides,
+    cell_specs,
+    score_cell,
+    search_summary,
+    upgrade_sides,
+)
 from embridge.core.report.limits import MAX_BOOTSTRAP, MIN_BOOTSTRAP
 from embridge.core.report.report_record import SCHEMA, Report
 from embridge.core.report.sample import EvalSample, evaluation_sample

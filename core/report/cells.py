@@ -23,6 +23,7 @@ import numpy as np
 from embridge.core.adapters import adapt_gallery, adapt_queries, new_space_vectors
 from embridge.core.adapters.adapt_arrays import HEAD_KINDS
 from embridge.core.adapters.adapter import Adapter
+from embridge.core.evaluation.gather import MatrixMaker
 from embridge.core.evaluation.metrics import CellMetrics
 from embridge.core.evaluation.scoring import TOP_SHOWN, EvalResult, ScoringPlan, score, scoring_plan
 from embridge.core.evaluation.search import SearchInfo
@@ -37,7 +38,6 @@ from embridge.core.evaluation.upgrade import (
     ceiling_cell,
     upgraded_cell,
 )
-from embridge.core.evaluation.gather import MatrixMaker
 from embridge.core.progress import ProgressFn, StopFn
 from embridge.core.report.sample import EvalSample
 

@@ -23,10 +23,10 @@ from embridge.core.adapters import adapt_gallery, adapt_queries, load_adapter
 from embridge.core.adapters.adapter import Adapter
 from embridge.core.errors import InputError
 from embridge.core.evaluation.compat import matrix_scores
+from embridge.core.evaluation.gather import MatrixMaker
 from embridge.core.evaluation.headline import headline_metrics
 from embridge.core.evaluation.scoring import scoring_plan
 from embridge.core.evaluation.search import SearchConfig
-from embridge.core.evaluation.gather import MatrixMaker
 from embridge.core.jobs import recorded_run
 from embridge.core.l2 import l2_normalize, layer_input_normalised, prepare_input
 from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress

@@ -13,7 +13,13 @@ from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 from embridge.core.errors import InputError
-from embridge.core.evaluation.headline import BACKFILL_AREA, REPORT_SUMMARY, headline_metrics, pick, table_metrics
+from embridge.core.evaluation.headline import (
+    BACKFILL_AREA,
+    REPORT_SUMMARY,
+    headline_metrics,
+    pick,
+    table_metrics,
+)
 from embridge.core.json_values import json_safe
 
 SCHEMA_VERSION = 1

@@ -19,7 +19,13 @@ from typing import Any
 
 from embridge.core.connectors.arrow_common import table_to_batch
 from embridge.core.connectors.connector import SPACE_FIELD, Batch, Connector, VectorStoreError
-from embridge.core.connectors.migration import MigrationResult, open_pair, space_names, switch_alias, verify_migration
+from embridge.core.connectors.migration import (
+    MigrationResult,
+    open_pair,
+    space_names,
+    switch_alias,
+    verify_migration,
+)
 from embridge.core.connectors.transform import load_transform
 from embridge.core.errors import InputError
 from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress

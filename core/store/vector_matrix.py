@@ -26,7 +26,14 @@ import numpy as np
 
 from embridge.core.errors import IntegrityError, VectorFileError
 from embridge.core.paths import is_real_dir
-from embridge.core.store.files import DISK_FULL, atomic_write_text, disk_error, fsync_dir, publish, sha256_file
+from embridge.core.store.files import (
+    DISK_FULL,
+    atomic_write_text,
+    disk_error,
+    fsync_dir,
+    publish,
+    sha256_file,
+)
 
 SUPPORTED_DTYPES = ("float32", "float16")
 _verified: dict[tuple[str, int, int, int, int], str] = {}

@@ -11,7 +11,13 @@ Typical use::
 from embridge.core.train.config import COMMON_DEFAULTS, LOSSES, FitConfig, allowed_settings, resolve_config
 from embridge.core.train.data import FitResult, PairData
 from embridge.core.train.fit import fit_adapter
-from embridge.core.train.validation import evaluate_heldout, gain_retained, label_top1, pair_top1, upgrade_metric
+from embridge.core.train.validation import (
+    evaluate_heldout,
+    gain_retained,
+    label_top1,
+    pair_top1,
+    upgrade_metric,
+)
 
 __all__ = [
     "COMMON_DEFAULTS",

@@ -19,10 +19,10 @@ import numpy as np
 
 from embridge.core.adapters import save_adapter
 from embridge.core.errors import InputError, TrainingError
+from embridge.core.evaluation.gather import MatrixMaker
 from embridge.core.evaluation.scoring import IndexCache
 from embridge.core.evaluation.selection import workspace_validator
 from embridge.core.evaluation.upgrade import measure_upgrade
-from embridge.core.evaluation.gather import MatrixMaker
 from embridge.core.jobs import recorded_run
 from embridge.core.progress import ProgressFn, StopFn
 from embridge.core.store import Workspace
