@@ -193,8 +193,8 @@ def report_floor(ws: Path, old: Path, new: Path) -> dict[str, Any]:
     train = workspace.latest_run("train")
     report = latest_report_for_run(workspace, int(train["id"])) if train else None
     gallery, old_s, new_s = _load(old, new)
-    depth = int(((report or {}).get("scoring") or {}).get("ranking_depth") or 100)
-    n_q = int(((report or {}).get("headline") or {}).get("n_queries") or min(1000, len(new_s)))
+    depth = int((report.scoring if report else {}).get("ranking_depth") or 100)
+    n_q = int((report.headline if report else {}).get("n_queries") or min(1000, len(new_s)))
     start = time.perf_counter()
     index = _index(gallery)
     build = time.perf_counter() - start

@@ -67,19 +67,10 @@ def key_ids(ws: Workspace, keys: list[str], namespace: str, with_queries: bool =
     A few keys among many items are looked up through the key index, 500 a query; otherwise the
     whole namespace is read once, which is cheaper than a query per few hundred keys.
     """
-    total = ws.db.execute("select count(*) from items").fetchone()[0]
-    if len(keys) * 20 >= total:
+    if len(keys) * 20 >= ws.item_count():
         index = key_index(ws, namespace, with_queries)
         return np.fromiter((index.get(k, -1) for k in keys), dtype=np.int64, count=len(keys))
-    spaces = [namespace, QUERY_NAMESPACE] if with_queries else [namespace]
-    found: dict[str, int] = {}
-    for start in range(0, len(keys), 500):
-        part = keys[start:start + 500]
-        sql = (f"select key, id, namespace from items where key in ({','.join('?' * len(part))}) "
-               f"and namespace in ({','.join('?' * len(spaces))})")
-        for key, item_id, space in ws.db.execute(sql, [*part, *spaces]):
-            if space == namespace or key not in found:
-                found[key] = item_id
+    found = ws.find_keys(keys, namespace, with_queries)
     return np.fromiter((found.get(k, -1) for k in keys), dtype=np.int64, count=len(keys))
 
 

@@ -21,7 +21,7 @@ from embridge.core.adapters.linear import AffineAdapter
 from embridge.core.bundle import export_bundle, load_bundle
 from embridge.core.evaluation.gather import MatrixMaker
 from embridge.core.l2 import l2_normalize, layer_input_normalised, prepare_input
-from embridge.core.report.build import build_report
+from embridge.core.report.build import ReportOptions, build_report
 from embridge.core.store import Workspace
 from embridge.core.synthetic import class_structured_pair
 
@@ -91,8 +91,8 @@ def test_matrix_maker_feeds_a_layer_what_its_policy_says(raw_space: dict[str, An
 
 def test_the_report_honours_the_stored_policy(raw_space: dict[str, Any]) -> None:
     ws = raw_space["ws"]
-    honoured = build_report(ws, raw_space["runs"][False], n_boot=50, backfill_steps=3, write=False)["headline"]
-    ignored = build_report(ws, raw_space["runs"][True], n_boot=50, backfill_steps=3, write=False)["headline"]
+    honoured = build_report(ws, raw_space["runs"][False], ReportOptions(n_boot=50, backfill_steps=3), write=False).headline
+    ignored = build_report(ws, raw_space["runs"][True], ReportOptions(n_boot=50, backfill_steps=3), write=False).headline
     assert honoured["old_old_top1"] > 0.5
     assert honoured["upgraded_top1"] == pytest.approx(honoured["old_old_top1"], abs=1e-9)  # the exact map
     assert ignored["upgraded_top1"] < honoured["upgraded_top1"] - 0.2  # the same layer fed normalised vectors

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from embridge.core.errors import InputError, StoreError
+from embridge.core.plan.plan_record import Plan
 from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
 
 STAGE_DIR = "scale-jobs"  # under the workspace: staged items and chunk outputs of backfills
@@ -54,7 +55,7 @@ def workspace_model_spec(ws: Any, model: str) -> dict[str, Any]:
     return replace(spec, name=model, path=row.get("path") or spec.path).to_dict()
 
 
-def planner_order(ws: Any, plan: dict[str, Any]) -> np.ndarray:
+def planner_order(ws: Any, plan: Plan) -> np.ndarray:
     """Gallery item ids the plan's partial backfill re-embeds, first re-embedded first.
 
     The report measured the partial-backfill curve with ``backfill_order(policy, n, seed)`` over the
@@ -62,14 +63,14 @@ def planner_order(ws: Any, plan: dict[str, Any]) -> np.ndarray:
     """
     from embridge.core.report.backfill_curve import backfill_order
 
-    option = next((o for o in plan.get("options", []) if o.get("name") == "partial_backfill"), None)
+    option = next((o for o in plan.options if o.get("name") == "partial_backfill"), None)
     if option is None:
         raise InputError("--order planner", "the plan has no partial backfill option (try plan --fraction)")
     policy, beta = option.get("policy"), float(option.get("fraction") or 0.0)
     gallery = ws.gallery_ids()
     if policy != "random":
         raise InputError("--order planner", f"the plan's backfill order '{policy}' needs every new vector first")
-    seed = _report_seed(ws, plan.get("report_id"))
+    seed = _report_seed(ws, plan.report_id)
     order = backfill_order(policy, len(gallery), seed)
     return gallery[order[: int(round(beta * len(gallery)))]]
 

@@ -195,6 +195,23 @@ class ItemsMixin:
         if len(unknown):
             raise StoreError(f"{self.root}: unknown item ids, e.g. {unknown[:5].tolist()}")
 
+    def item_count(self) -> int:
+        """How many items the workspace holds (queries and documents)."""
+        return int(self.db.execute("select count(*) from items").fetchone()[0])
+
+    def find_keys(self, keys: Sequence[str], namespace: str, with_queries: bool = False) -> dict[str, int]:
+        """Item id of each of ``keys`` that names an item in ``namespace`` (and, with ``with_queries``, a
+        query when no item of ``namespace`` has it); indexed look-ups, cheap for a few keys among many."""
+        spaces = [check_namespace(namespace), QUERY_NAMESPACE] if with_queries else [check_namespace(namespace)]
+        found: dict[str, int] = {}
+        for part in _chunks(list(keys)):
+            sql = (f"select key, id, namespace from items where key in ({_marks(part)}) "
+                   f"and namespace in ({_marks(spaces)})")
+            for key, item_id, space in self.db.execute(sql, [*part, *spaces]):
+                if space == namespace or key not in found:
+                    found[key] = item_id
+        return found
+
     def ids_for_keys(self, keys: Sequence[str], namespace: str | None = None) -> np.ndarray:
         """Item ids for ``keys`` in order; unknown keys are a StoreError.
 
