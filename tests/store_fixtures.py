@@ -134,6 +134,21 @@ def read_all(uri: str) -> dict[str, tuple[np.ndarray, dict[str, Any]]]:
     return out
 
 
+def fct_upgrade(root: Path) -> dict[str, Any]:
+    """The bundle workspace's gallery (v1 vectors, labels) and its fct bundle, exported once under ``root``."""
+    from bundle_fixtures import build_upgrade_workspace
+
+    from embridge.core.bundle import export_bundle
+    from embridge.core.store import Workspace
+
+    up = build_upgrade_workspace(root / "ws", with_report=False)
+    bundle = root / "fct.zip"
+    with Workspace.open(up["path"]) as ws:
+        export_bundle(ws, bundle, [up["runs"]["fct"]])
+        labels = ws.labels(up["ids"])
+    return {**up, "bundle": bundle, "labels": [str(x) for x in labels]}
+
+
 def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, Any, str]:
     code = main([*args, "--json"])
     out, err = capsys.readouterr()

@@ -26,10 +26,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-from bundle_fixtures import build_upgrade_workspace
-from store_fixtures import cli, read_all
+from store_fixtures import cli, fct_upgrade, read_all
 
-from embridge.core.bundle import export_bundle, load_bundle
+from embridge.core.bundle import load_bundle
 from embridge.core.connectors import open_store
 from embridge.core.connectors.connector import StoreURI, VectorStoreError
 from embridge.core.errors import InputError
@@ -85,13 +84,7 @@ def chroma_server(tmp_path: Path) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def upgrade(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    root = tmp_path_factory.mktemp("servers")
-    up = build_upgrade_workspace(root / "ws", with_report=False)
-    bundle = root / "fct.zip"
-    with Workspace.open(up["path"]) as ws:
-        export_bundle(ws, bundle, [up["runs"]["fct"]])
-        labels = ws.labels(up["ids"])
-    return {**up, "bundle": bundle, "labels": [str(x) for x in labels]}
+    return fct_upgrade(tmp_path_factory.mktemp("servers"))
 
 
 def fill_chroma_server(base: str, name: str, ids: list[int], vectors: np.ndarray, labels: list[str]) -> None:

@@ -18,10 +18,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-from bundle_fixtures import build_upgrade_workspace
-from store_fixtures import STORES, cli, fill_source, fresh_pg_database, read_all, unit
+from store_fixtures import STORES, cli, fct_upgrade, fill_source, fresh_pg_database, read_all, unit
 
-from embridge.core.bundle import export_bundle, load_bundle
+from embridge.core.bundle import load_bundle
 from embridge.core.store import Workspace
 
 REPO = Path(__file__).resolve().parents[1]
@@ -30,13 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def upgrade(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The bundle workspace's gallery (v1 vectors, labels) and its fct bundle, exported once."""
-    root = tmp_path_factory.mktemp("stores")
-    up = build_upgrade_workspace(root / "ws", with_report=False)
-    bundle = root / "fct.zip"
-    with Workspace.open(up["path"]) as ws:
-        export_bundle(ws, bundle, [up["runs"]["fct"]])
-        labels = ws.labels(up["ids"])
-    return {**up, "bundle": bundle, "labels": [str(x) for x in labels]}
+    return fct_upgrade(tmp_path_factory.mktemp("stores"))
 
 
 def top1_agreement(vectors: np.ndarray, labels: list[str]) -> float:

@@ -161,6 +161,22 @@ def state_key(target: Connector) -> str:
     return f"migrate-{target.collection}"
 
 
+def resumable_state(target: Connector, key: str, fingerprint: dict[str, Any]) -> dict[str, Any] | None:
+    """The checkpoint of the migration into ``target`` that ``fingerprint`` names, None for a fresh one.
+
+    A target holding another migration (other bundle, source or settings, or a changed source), or a
+    collection Embridge did not start, is refused: a migration never writes into data it did not make.
+    """
+    state = target.load_state(key)
+    if state is not None and state.get("fingerprint") != fingerprint:
+        raise VectorStoreError(f"{target.describe()}: holds a different migration (another bundle, source or "
+                               "settings, or the source changed since); drop it or choose another target")
+    if state is None and target.exists():
+        raise VectorStoreError(f"{target.describe()}: already exists and is not a migration Embridge started; "
+                               "choose a new target collection")
+    return state
+
+
 def _run(transform: StoreTransform, source: Connector, target: Connector, new: NewVectors | None, order: str,
          backfill: int | None, seed: int, batch_size: int, switch: bool, alias: str | None,
          report: ProgressFn, should_stop: StopFn | None) -> MigrationResult:
@@ -173,13 +189,7 @@ def _run(transform: StoreTransform, source: Connector, target: Connector, new: N
     total = source.count()
     key = state_key(target)
     fingerprint = _fingerprint(transform, source, target, total, new, order, backfill, seed)
-    state = target.load_state(key)
-    if state is not None and state.get("fingerprint") != fingerprint:
-        raise VectorStoreError(f"{target.describe()}: holds a different migration (another bundle, source or "
-                               "settings, or the source changed since); drop it or choose another target")
-    if state is None and target.exists():
-        raise VectorStoreError(f"{target.describe()}: already exists and is not a migration Embridge started; "
-                               "choose a new target collection")
+    state = resumable_state(target, key, fingerprint)
     names = space_names(transform)
     started = time.perf_counter()
     if state is None:

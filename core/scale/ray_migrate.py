@@ -22,6 +22,7 @@ from embridge.core.connectors.connector import SPACE_FIELD, Batch, Connector, Ve
 from embridge.core.connectors.migration import (
     MigrationResult,
     open_pair,
+    resumable_state,
     space_names,
     switch_alias,
     verify_migration,
@@ -72,14 +73,7 @@ def migrate_on_ray(bundle: str | Path, source_uri: str, target_uri: str, *, swit
         key, total = f"ray-migrate-{target.collection}", source.count()
         fingerprint = {"bundle": bundle_fingerprint(bundle), "source": data, "target": target.collection,
                        "source_count": total}
-        state = target.load_state(key)
-        if state is not None and state.get("fingerprint") != fingerprint:
-            raise VectorStoreError(f"{target.describe()}: holds a different migration (another bundle or source, "
-                                   "or the source changed since); drop it or choose another target")
-        if state is None and target.exists():
-            raise VectorStoreError(f"{target.describe()}: already exists and is not a migration Embridge started; "
-                                   "choose a new target collection")
-        state = state or {"fingerprint": fingerprint, "loaded": [], "written": 0, "status": "running"}
+        state = resumable_state(target, key, fingerprint) or {"fingerprint": fingerprint, "loaded": [], "written": 0, "status": "running"}
         target.save_state(key, state)
         names = space_names(transform)
         started = time.perf_counter()
