@@ -137,10 +137,7 @@ def migrate_store(bundle: str | Path, source_uri: str, target_uri: str, *, order
     new = read_new_vectors(new_vectors, transform.out_dim) if new_vectors is not None else None
     source, target = open_pair(source_uri, target_uri)
     try:
-        target._writable()
-        alias = alias or target.uri.param("alias")
-        if switch and not alias:
-            raise InputError("--switch", "name the alias to move (--alias NAME, or &alias=NAME in --to)")
+        alias = writable_target_alias(target, alias, switch)
         if switch and not target.supports_alias:
             target.set_alias(alias or "", target.collection)  # raises the store's own explanation
         return _run(transform, source, target, new, order, backfill, seed, batch_size, switch, alias,
@@ -155,6 +152,16 @@ def _fingerprint(transform: StoreTransform, source: Connector, target: Connector
     return {"bundle": transform.adapter_sha256, "source": source.location(), "source_collection": source.collection,
             "target": target.collection, "source_count": total, "order": order, "backfill": backfill, "seed": seed,
             "new_vectors": hashlib.sha256(new.vectors.tobytes()).hexdigest() if new is not None else None}
+
+
+def writable_target_alias(target: Connector, alias: str | None, switch: bool) -> str | None:
+    """Check the target is writable and return the alias a switch moves (``--alias`` or ``&alias=`` in the
+    URI); a ``--switch`` with no alias named is a usage error."""
+    target._writable()
+    alias = alias or target.uri.param("alias")
+    if switch and not alias:
+        raise InputError("--switch", "name the alias to move (--alias NAME, or &alias=NAME in --to)")
+    return alias
 
 
 def state_key(target: Connector) -> str:

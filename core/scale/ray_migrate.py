@@ -26,6 +26,7 @@ from embridge.core.connectors.migration import (
     space_names,
     switch_alias,
     verify_migration,
+    writable_target_alias,
 )
 from embridge.core.connectors.transform import load_transform
 from embridge.core.errors import InputError
@@ -56,10 +57,7 @@ def migrate_on_ray(bundle: str | Path, source_uri: str, target_uri: str, *, swit
     transform = load_transform(bundle)
     source, target = open_pair(source_uri, target_uri)
     try:
-        target._writable()
-        alias = alias or target.uri.param("alias")
-        if switch and not alias:
-            raise InputError("--switch", "name the alias to move (--alias NAME, or &alias=NAME in --to)")
+        alias = writable_target_alias(target, alias, switch)
         data = dataset_uri(source)
         if not source.exists():
             raise VectorStoreError(f"{source.describe()}: no such collection")
