@@ -177,3 +177,55 @@ def test_command_starts_its_own_local_ray_when_no_cluster_is_named(bundles: dict
     assert (data["engine"], data["written"], data["runtimes"], data["torch_loaded"]) == ("ray", 2, ["numpy"], False)
     transform_gallery(bundles["linear"], str(tmp_path / "in"), str(tmp_path / "local"))
     assert_identical_outputs(tmp_path / "local", tmp_path / "ray")
+
+
+def lance_rows(path: Path) -> Any:
+    import lance
+
+    return lance.dataset(str(path)).to_table()
+
+
+def test_lance_output_is_committed_once_resumes_and_matches_the_local_engine(ray_cluster: Any, bundles: dict,
+                                                                             tmp_path: Path) -> None:
+    """A Lance output: fragments per partition, one commit at the end, a stop then a resume on Ray, the
+    same table as the local engine and as the Parquet output, readable as a LanceDB table."""
+    import lancedb
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    v1 = np.tile(bundles["vectors"]["v1"], (4, 1))
+    write_partitions(tmp_path / "in", v1, parts=5)
+    src, dst = str(tmp_path / "in"), tmp_path / "db" / "docs_v2.lance"
+    seen: list[int] = []
+    with pytest.raises(Cancelled):
+        transform_gallery(bundles["fct"], src, f"lance://{dst}", engine="ray", on_progress=lambda *_: seen.append(1),
+                          should_stop=lambda: len(seen) >= 1)
+    assert not (dst / "_versions").exists(), "a stopped transform committed a partial dataset"
+    markers = sorted((dst / "_embridge_fragments").glob("*.json"))
+    assert len(markers) >= 1
+    if len(markers) == 5:  # every partition finished before the stop was seen: a kill would lose the rest
+        for marker in markers[3:]:
+            marker.unlink()
+    (dst / "data" / "half-written-by-a-killed-run.lance").write_bytes(b"\0" * 64)
+    resumed = transform_gallery(bundles["fct"], src, f"lancedb://{tmp_path / 'db'}?table=docs_v2", engine="ray")
+    assert resumed.output == "lance" and resumed.dataset_version == 1
+    assert resumed.skipped + resumed.written == 5 and resumed.written >= 2 and resumed.runtimes == ["onnx"]
+    local = transform_gallery(bundles["fct"], src, f"lance://{tmp_path / 'local.lance'}")
+    parquet = transform_gallery(bundles["fct"], src, str(tmp_path / "pq"))
+    assert local.rows == parquet.rows == len(v1)
+    got = lance_rows(dst)
+    assert got.equals(lance_rows(tmp_path / "local.lance")), "the Ray and local Lance outputs differ"
+    pq_rows = pa.concat_tables([pq.read_table(f) for f in sorted((tmp_path / "pq").glob("*.parquet"))])
+    assert got.equals(pq_rows)
+    vec = got.column("vector").combine_chunks()
+    np.testing.assert_allclose(vec.flatten().to_numpy().reshape(len(vec), -1), load_bundle(bundles["fct"])(v1),
+                               atol=1e-6, rtol=0)
+    assert not (dst / "data" / "half-written-by-a-killed-run.lance").exists()
+    assert lancedb.connect(str(tmp_path / "db")).open_table("docs_v2").count_rows() == len(v1)
+    again = transform_gallery(bundles["fct"], src, f"lance://{dst}")
+    assert (again.written, again.skipped, again.dataset_version) == (0, 5, 1)
+    # an existing Lance dataset that is not this transform's output is refused, not overwritten
+    write_lance(tmp_path / "db", "gallery", v1[:10], fragments=1)
+    with pytest.raises(InputError, match="not the output of an earlier run"):
+        transform_gallery(bundles["fct"], src, f"lancedb://{tmp_path / 'db'}?table=gallery")
+    assert lance_rows(tmp_path / "db" / "gallery.lance").num_rows == 10

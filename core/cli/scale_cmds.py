@@ -22,7 +22,7 @@ def add_engine_flags(p: argparse.ArgumentParser) -> None:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("transform", help="map a partitioned Parquet or Lance dataset's vectors through a bundle's "
-                                         "layer into Parquet files (resumable by partition; --engine ray runs "
+                                         "layer into Parquet files or a Lance dataset (resumable by partition; --engine ray runs "
                                          "it as a Ray Data pipeline on a cluster)")
     add_common(p, workspace=False)
     p.add_argument("--bundle", required=True, help="bundle (.zip or folder) with a one-input layer (forward old -> new "
@@ -31,8 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="input dataset (only read): parquet:///folder of .parquet files, lance:///dataset.lance or "
                         "lancedb:///db?table=NAME (one partition per Lance fragment)")
     p.add_argument("--to", dest="target", required=True, metavar="URI",
-                   help="output dataset folder, parquet:///folder, one file per input partition (new, or an "
-                        "unfinished earlier run to resume)")
+                   help="output: parquet:///folder (one file per input partition) or a Lance dataset, "
+                        "lance:///out.lance or lancedb:///db?table=NAME (committed once every partition is done); "
+                        "new, or an unfinished earlier run to resume")
     p.add_argument("--id-column", default="id", help="id column (default id)")
     p.add_argument("--vector-column", default="vector", help="fixed-size-list vector column (default vector)")
     p.add_argument("--num-cpus", type=number(int, low=1, high=4096), metavar="N", help="CPUs of the local Ray started for the job")
@@ -66,7 +67,8 @@ def cmd_transform(args: argparse.Namespace) -> Result:
                           num_cpus=args.num_cpus, id_col=args.id_column, vec_col=args.vector_column,
                           on_progress=StderrProgress("transform"))
     text = (f"transformed {r.rows} rows in {r.written} partitions on {r.engine} ({r.rows_per_s:,.0f} rows/s, "
-            f"runtime {', '.join(r.runtimes) or '-'}); {r.skipped} partitions were already done; output: {r.target}")
+            f"runtime {', '.join(r.runtimes) or '-'}); {r.skipped} partitions were already done; output: {r.target}"
+            + (f" (Lance version {r.dataset_version})" if r.dataset_version is not None else ""))
     return r.to_dict(), text
 
 

@@ -4,7 +4,8 @@ The input is a partitioned dataset (:mod:`embridge.core.scale.partitions`): a fo
 Lance dataset's fragments. One partition is one unit of work: it is read, its vector column is mapped
 through the layer in batches (numpy or onnxruntime, see :mod:`embridge.core.scale.layer`), and it is written as
 one Parquet file named after the partition in the output folder (temporary name, then rename), with
-every other column unchanged. A partition whose output already exists is finished, so a rerun after a
+every other column unchanged; or, for a Lance output, as fragments of the output dataset that are
+committed together once every partition is done (:mod:`embridge.core.scale.lance_output`). A partition whose output already exists is finished, so a rerun after a
 crash, a cancel or a killed worker does only the rest. Both engines run the same
 :func:`transform_partition`, so their outputs are identical byte for byte; the Ray engine
 (:mod:`embridge.core.scale.ray_transform`) runs it in a Ray Data ``map_batches`` over the unfinished partitions.
@@ -29,6 +30,7 @@ from embridge.core.scale.layer import bundle_fingerprint, loaded_layer
 from embridge.core.scale.partitions import (
     Partition,
     SourceDataset,
+    lance_path,
     open_source,
     parquet_files,
     parquet_folder,
@@ -63,6 +65,8 @@ class TransformResult:
     seconds: float
     runtimes: list[str] = field(default_factory=list)  # bundle runtimes that ran the partitions written
     torch_loaded: bool = False  # whether any process that wrote a partition had imported torch
+    output: str = "parquet"  # parquet (a folder of files) or lance (a dataset)
+    dataset_version: int | None = None  # the Lance version the output was committed as
 
     @property
     def rows_per_s(self) -> float:
@@ -83,8 +87,13 @@ def list_partitions(folder: Path) -> list[Path]:
 
 
 def transform_partition(bundle: str, part: Partition | dict[str, Any], target: str, id_col: str = "id",
-                        vec_col: str = "vector", batch: int = 65_536) -> PartitionResult:
-    """Map one partition's vector column through the layer and write it (temp name, then rename)."""
+                        vec_col: str = "vector", batch: int = 65_536, output: str = "parquet") -> PartitionResult:
+    """Map one partition's vector column through the layer and write it.
+
+    ``output`` ``parquet``: ``target`` is the partition's output file (temporary name, then rename);
+    ``lance``: ``target`` is its marker in the output Lance dataset (:mod:`embridge.core.scale.lance_output`).
+    Either way, ``target`` existing means the partition is finished.
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -107,9 +116,14 @@ def transform_partition(bundle: str, part: Partition | dict[str, Any], target: s
     new = np.ascontiguousarray(np.concatenate(parts), dtype=np.float32)
     out = table.set_column(table.column_names.index(vec_col), pa.field(vec_col, vector_array(new).type),
                            vector_array(new))
-    tmp = str(Path(target).parent / f".{Path(target).name}.tmp-{os.getpid()}")
-    pq.write_table(out, tmp)
-    os.replace(tmp, target)
+    if output == "lance":
+        from embridge.core.scale.lance_output import write_partition
+
+        write_partition(out, Path(target))
+    else:
+        tmp = str(Path(target).parent / f".{Path(target).name}.tmp-{os.getpid()}")
+        pq.write_table(out, tmp)
+        os.replace(tmp, target)
     return PartitionResult(part.name, len(old), time.perf_counter() - began, runtime=layer.runtime,
                            torch_loaded=sys.modules.get("torch") is not None)
 
@@ -161,10 +175,18 @@ def transform_gallery(bundle: str | Path, source: str, target: str, *, engine: s
                       ray_address: str | None = None, num_cpus: int | None = None, id_col: str = "id",
                       vec_col: str = "vector", on_progress: ProgressFn | None = None,
                       should_stop: StopFn | None = None) -> TransformResult:
-    """Transform every partition of ``source`` into ``target`` on ``engine``; resumes finished partitions."""
+    """Transform every partition of ``source`` into ``target`` on ``engine``; resumes finished partitions.
+
+    ``target`` is a Parquet folder (one file per partition) or a Lance dataset (``lance:///x.lance`` or
+    ``lancedb:///db?table=NAME``: fragments per partition, committed as one version at the end).
+    """
+    from embridge.core.scale import lance_output
+
     check_engine(engine)
     on_progress = on_progress or no_progress
-    src, dst, bundle_path = open_source(source, "--from"), parquet_dir(target, "--to"), Path(bundle)
+    output = "lance" if lance_output.is_lance_uri(target) else "parquet"
+    dst = lance_path(target, "--to") if output == "lance" else parquet_dir(target, "--to")
+    src, bundle_path = open_source(source, "--from"), Path(bundle)
     _check_paths(src.root, dst, bundle_path)
     _check_schemas(src, id_col, vec_col)
     loaded_layer(bundle_path)  # verify the bundle here, with one clear line, before any worker starts
@@ -172,20 +194,36 @@ def transform_gallery(bundle: str | Path, source: str, target: str, *, engine: s
              "partitions": [p.name for p in src.partitions], "id": id_col, "vector": vec_col}
     if src.kind != "parquet":
         state["source_version"] = src.version
+    if output == "lance":
+        state["output"] = "lance"
     _prepare_target(dst, state)
-    jobs = [(str(bundle_path.resolve()), p, str(dst / p.name), id_col, vec_col) for p in src.partitions]
+    names = [p.name for p in src.partitions]
+    if output == "lance":
+        lance_output.prepare(dst)
+        targets = [str(lance_output.marker_path(dst, name)) for name in names]
+    else:
+        targets = [str(dst / name) for name in names]
+    jobs = [(str(bundle_path.resolve()), p, t, id_col, vec_col, output) for p, t in zip(src.partitions, targets,
+                                                                                       strict=True)]
     began = time.perf_counter()
     if engine == "local":
         results = []
         for i, job in enumerate(jobs):
             check_stop(should_stop)
-            results.append(transform_partition(*job))
+            results.append(transform_partition(*job[:5], output=job[5]))
             on_progress(i + 1, len(jobs), {"stage": "transform"})
     else:
         from embridge.core.scale.ray_transform import transform_on_ray
 
         results = transform_on_ray(jobs, ray_address, num_cpus, on_progress, should_stop)
+    version = None
+    if output == "lance":
+        check_stop(should_stop)
+        version = lance_output.committed_version(dst, names)
+        if version is None or any(not r.skipped for r in results):
+            version = lance_output.commit(dst, names)
     written = [r for r in results if not r.skipped]
     return TransformResult(engine, str(src.root), str(dst), len(jobs), len(written), len(results) - len(written),
                            sum(r.rows for r in written), time.perf_counter() - began,
-                           sorted({r.runtime for r in written}), any(r.torch_loaded for r in written))
+                           sorted({r.runtime for r in written}), any(r.torch_loaded for r in written),
+                           output, version)

@@ -26,10 +26,10 @@ RESULT_FIELDS = ("name", "rows", "seconds", "skipped", "runtime", "torch_loaded"
 class PartitionMapper:
     """Ray Data actor body: transforms each partition of a batch and returns one result row each."""
 
-    def __init__(self, bundle: str, id_col: str, vec_col: str) -> None:
+    def __init__(self, bundle: str, id_col: str, vec_col: str, output: str = "parquet") -> None:
         from embridge.core.scale.layer import loaded_layer
 
-        self.bundle, self.id_col, self.vec_col = bundle, id_col, vec_col
+        self.bundle, self.id_col, self.vec_col, self.output = bundle, id_col, vec_col, output
         loaded_layer(bundle)  # load and verify once per actor, before the first partition
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -38,19 +38,20 @@ class PartitionMapper:
             part = {k: batch[k][i].item() if hasattr(batch[k][i], "item") else batch[k][i]
                     for k in ("name", "kind", "path", "fragment")}
             results.append(transform_partition(self.bundle, part, str(batch["target"][i]), self.id_col,
-                                               self.vec_col))
+                                               self.vec_col, output=self.output))
         return {f: np.asarray([getattr(r, f) for r in results]) for f in RESULT_FIELDS}
 
 
 def transform_on_ray(jobs: list[tuple], address: str | None, num_cpus: int | None, on_progress: ProgressFn,
                      should_stop: StopFn | None) -> list[PartitionResult]:
-    """Run ``jobs`` (bundle, partition, target, id, vector) as a Ray Data pipeline; results by partition."""
+    """Run ``jobs`` (bundle, partition, target, id, vector, output kind) as a Ray Data pipeline; results by
+    partition."""
     ray = import_ray()
     done = [PartitionResult(job[1].name, 0, 0.0, skipped=True) for job in jobs if os.path.exists(job[2])]
     todo = [job for job in jobs if not os.path.exists(job[2])]
     if not todo:
         return done
-    bundle, id_col, vec_col = todo[0][0], todo[0][3], todo[0][4]
+    bundle, id_col, vec_col, output = todo[0][0], todo[0][3], todo[0][4], todo[0][5]
     with ray_session(address, num_cpus) as session:
         import ray.data
 
@@ -60,7 +61,7 @@ def transform_on_ray(jobs: list[tuple], address: str | None, num_cpus: int | Non
         rows = [{**job[1].to_row(), "target": job[2]} for job in todo]
         ds = ray.data.from_items(rows, override_num_blocks=len(rows))
         workers = max(1, min(len(rows), session.cpus))
-        mapped = ds.map_batches(PartitionMapper, fn_constructor_args=(bundle, id_col, vec_col), batch_size=1,
+        mapped = ds.map_batches(PartitionMapper, fn_constructor_args=(bundle, id_col, vec_col, output), batch_size=1,
                                 compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=1, zero_copy_batch=True)
         results = list(done)
         # a stop request leaves the iterator, which stops the pipeline; renamed partitions stay finished

@@ -1,0 +1,94 @@
+"""Lance dataset output for the gallery transform: one set of fragments per partition, one commit at the end.
+
+This is Lance's distributed-write pattern. Whoever transforms a partition (the local loop or a Ray
+worker) writes its rows as uncommitted fragments into the output dataset's folder and then records
+them in a small marker file (``_embridge_fragments/<partition>.json``, temporary name then rename), so
+a marker that exists means the partition is finished, exactly as an output Parquet file does for the
+Parquet output. When every partition is finished, the driver commits all fragments in partition order
+as one new dataset version (an atomic manifest write), so a reader never sees a half-transformed
+dataset, and the rows come out in the same order as from the local engine. Data files that no
+recorded fragment references (a partition a killed run left half written) are removed after the
+commit. A rerun after a commit commits the same fragments again, which changes nothing but the
+version number.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from embridge.core.errors import InputError
+
+MARKERS = "_embridge_fragments"
+COMMITTED = "_embridge_committed.json"
+
+
+def is_lance_uri(uri: str) -> bool:
+    """Whether ``uri`` names a Lance dataset (``lance:///x.lance`` or ``lancedb:///db?table=NAME``)."""
+    return uri.startswith(("lance://", "lancedb://"))
+
+
+def marker_path(dataset: Path, partition: str) -> Path:
+    """Where partition ``partition`` records its written fragments (its existence = finished)."""
+    return dataset / MARKERS / f"{partition}.json"
+
+
+def prepare(dataset: Path) -> None:
+    """The marker folder exists; a half-written marker left by a killed run is removed."""
+    (dataset / MARKERS).mkdir(parents=True, exist_ok=True)
+    for stale in (dataset / MARKERS).glob(".*.tmp-*"):
+        stale.unlink()
+
+
+def write_partition(table: Any, marker: Path) -> None:
+    """Write ``table`` as uncommitted fragments of the dataset above ``marker``, then record them."""
+    import lance
+    import pyarrow as pa
+
+    dataset = marker.parent.parent
+    fragments = lance.fragment.write_fragments(table, str(dataset), schema=table.schema, mode="create")
+    schema = base64.b64encode(table.schema.serialize().to_pybytes()).decode("ascii")
+    record = {"rows": table.num_rows, "schema": schema, "fragments": [f.to_json() for f in fragments],
+              "arrow": pa.__version__}
+    tmp = marker.parent / f".{marker.name}.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps(record))
+    os.replace(tmp, marker)
+
+
+def commit(dataset: Path, partitions: list[str]) -> int:
+    """Commit every partition's fragments, in ``partitions`` order, as one version; returns it."""
+    import lance
+    import pyarrow as pa
+    from lance.fragment import FragmentMetadata
+
+    records = [json.loads(marker_path(dataset, name).read_text()) for name in partitions]
+    if not records:
+        raise InputError(dataset, "no partition was transformed, so there is nothing to commit")
+    schema = pa.ipc.read_schema(pa.py_buffer(base64.b64decode(records[0]["schema"])))
+    fragments = [FragmentMetadata.from_json(json.dumps(f)) for r in records for f in r["fragments"]]
+    version = lance.LanceDataset.commit(str(dataset), lance.LanceOperation.Overwrite(schema, fragments)).version
+    _remove_unreferenced(dataset, records)
+    tmp = dataset / f".{COMMITTED}.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps({"version": version, "partitions": partitions}))
+    os.replace(tmp, dataset / COMMITTED)
+    return int(version)
+
+
+def committed_version(dataset: Path, partitions: list[str]) -> int | None:
+    """The version an earlier run committed for exactly these partitions, if any."""
+    try:
+        record = json.loads((dataset / COMMITTED).read_text())
+    except (OSError, ValueError):
+        return None
+    return int(record["version"]) if record.get("partitions") == partitions else None
+
+
+def _remove_unreferenced(dataset: Path, records: list[dict[str, Any]]) -> None:
+    """Delete data files that no committed fragment references (left by a partition killed mid-write)."""
+    keep = {Path(f["path"]).name for r in records for frag in r["fragments"] for f in frag["files"]}
+    for file in (dataset / "data").glob("*"):
+        if file.is_file() and file.name not in keep:
+            file.unlink()
