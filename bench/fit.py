@@ -112,7 +112,7 @@ def measure_size(n: int, d: int, n_val: int, repeats: int, seed: int) -> list[Ro
     # the validation search scores adapted new vectors against old ones: a general product (q @ q.T
     # would let BLAS compute half of a symmetric result, a floor no real search can reach)
     q, g = new_val.astype(np.float32), old_val.astype(np.float32)
-    pairs = PairData(old_tr, new_tr, old_val, new_val)
+    # a fresh PairData per call: it caches the pairs' moments, which a second fit would otherwise reuse
     calls: dict[str, Callable[[], Any]] = {
         "floor procrustes": lambda: floor_procrustes(new_tr, old_tr, n_cand, whiten is not False),
         "floor affine": lambda: floor_affine(new_tr, old_tr, grid),
@@ -120,8 +120,8 @@ def measure_size(n: int, d: int, n_val: int, repeats: int, seed: int) -> list[Ro
         "floor validation": lambda: q @ g.T,
         "solve procrustes": lambda: procrustes_candidates(new_tr, old_tr, whiten, shrinks),
         "solve affine": lambda: list(ridge_path(new_tr, old_tr, grid)),
-        "fit_adapter procrustes": lambda: fit_adapter("procrustes", pairs),
-        "fit_adapter affine": lambda: fit_adapter("affine", pairs),
+        "fit_adapter procrustes": lambda: fit_adapter("procrustes", PairData(old_tr, new_tr, old_val, new_val)),
+        "fit_adapter affine": lambda: fit_adapter("affine", PairData(old_tr, new_tr, old_val, new_val)),
     }
     times: dict[str, float] = {}
     walls: dict[str, float] = {}

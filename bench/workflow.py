@@ -19,7 +19,9 @@ trainable one) plus raw faiss for its dev and held-out searches (:mod:`bench.aut
 per candidate shows its recorded time); report: raw faiss on the same index with the same queries
 (old/old and new->old); export: the bundle's own TorchScript adapter run over the stored gallery (when the
 bundle carries a transformed gallery) and the bundle's bytes sha256ed and written to a synced
-stored zip. ``plan`` has no raw counterpart: it reads the report and times each layer for a fixed
+stored zip, after the raw calls that make its adapter files (``torch.jit.save`` of its TorchScript;
+for a non-linear layer ``torch.onnx.export`` and one onnxruntime run on the probes; a safetensors
+write of its tensors). ``plan`` has no raw counterpart: it reads the report and times each layer for a fixed
 0.1 s on 4,096 random vectors, work that does not grow with N, so only its time and memory are
 shown. Targets: time <= 1.3x the floor; peak memory <= the vector bytes + 1 GiB; workspace size on
 disk <= 1.1x the vector bytes it holds.
@@ -152,7 +154,8 @@ def run_size(n: int, dim: int, sample: int, tmp: Path, timeout_s: float,
         "import the old gallery": (IMPORT_FLOOR, floor("import", str(old), str(tmp / "raw_old"), str(tmp / "floor.db"))),
         "attach the new model's sample": (ATTACH_FLOOR, floor("attach", str(new), str(tmp / "raw_new"), str(ws / "embridge.db"))),
         **step_floors(floor, ws, old, new),
-        "bundle export": ("the bundle's adapter over the gallery + synced write and sha256 of its bytes",
+        "bundle export": ("TorchScript save, ONNX export + onnxruntime check, safetensors write, the adapter over "
+                          "the gallery when carried, synced write and sha256 of the bundle's bytes",
                           floor("bundle", str(bundle), str(gallery_file), str(tmp / "raw_bundle.zip"))),
     }
     rows: list[Row] = []

@@ -111,17 +111,38 @@ def _attach_floor(src: Path, dst: Path, db_path: Path) -> float:
 
 
 def _bundle_floor(bundle: Path, gallery: Path, dst: Path) -> float:
-    """The export's floor: the bundle's own adapter (TorchScript) run over the stored gallery matrix in
-    16k-row chunks when the bundle carries a transformed gallery, then as many bytes as the bundle's members hold written to a stored zip (synced) and
-    sha256ed."""
+    """The export's floor: the raw calls that make the bundle's files, with nothing around them.
+
+    The bundle's own adapter (its TorchScript, loaded from the exported bundle) is serialised with
+    ``torch.jit.save``; for a non-linear layer it is exported with ``torch.onnx.export`` and run once
+    on the probes with onnxruntime (the export-time check every bundle with an ONNX file gets); the
+    torch-free tensors are written with safetensors; when the bundle carries a transformed gallery,
+    the adapter is run over the stored gallery matrix in 16k-row chunks; then as many bytes as the
+    bundle's members hold are written to a stored zip (synced) and sha256ed."""
     import torch
+    from safetensors.numpy import load as st_load
+    from safetensors.numpy import save as st_save
 
     with zipfile.ZipFile(bundle) as zf:
         members = [(info.filename, zf.read(info.filename)) for info in zf.infolist()]
-    manifest = json.loads(dict(members)["manifest.json"])
-    module = torch.jit.load(io.BytesIO(dict(members)[manifest["adapter"]["file"]]))
+    files = dict(members)
+    manifest = json.loads(files["manifest.json"])
+    module = torch.jit.load(io.BytesIO(files[manifest["adapter"]["file"]]))
+    probes = np.load(io.BytesIO(files[manifest["probes"]["inputs"]]))
+    tensors = st_load(files[manifest["portable"]["file"]])
+    onnx = manifest["portable"].get("runtime") == "onnx"
     matrix = np.load(gallery, mmap_mode="r")
     start = time.perf_counter()
+    torch.jit.save(module, io.BytesIO())
+    if onnx:
+        import onnxruntime
+
+        buf = io.BytesIO()
+        torch.onnx.export(module, (torch.from_numpy(probes),), buf, input_names=["x"], output_names=["y"],
+                          dynamic_axes={"x": {0: "n"}, "y": {0: "n"}}, opset_version=17, dynamo=False)
+        session = onnxruntime.InferenceSession(buf.getvalue(), providers=["CPUExecutionProvider"])
+        session.run(None, {"x": probes})
+    st_save(tensors)
     if manifest.get("gallery_transformed"):  # only a bundle that carries the transformed gallery computes it
         with torch.inference_mode():
             for at in range(0, len(matrix), 16_384):
