@@ -51,6 +51,27 @@ def test_closed_forms_and_trainable_starts_share_one_pass_over_the_pairs(monkeyp
         assert table[kind]["evaluations"] == table[kind]["epochs"] + 1 and table[kind]["duration_s"] > 0
 
 
+def test_a_ridge_fit_on_its_own_leaves_out_the_target_gram_matrix(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only whitened Procrustes needs Tᵀ T: an affine fit alone does not pay for it, and a whitened fit
+    after it on the same pairs computes the moments again with it."""
+    data = small_labelled_pairs(3)
+    asked: list[bool] = []
+    real = train_data.pair_moments
+
+    def recorded(*args: Any, **kwargs: Any) -> Any:
+        asked.append(bool(kwargs.get("with_gram_out")))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_data, "pair_moments", recorded)
+    affine = fit_adapter("affine", data, {"device": "cpu"})
+    assert asked == [False] and data.moments(gram_out=False).gram_out is None
+    whitened = fit_adapter("procrustes", data, {"whiten": True, "device": "cpu"})
+    assert asked == [False, True] and data.moments().gram_out is not None
+    assert affine.best_val_metric is not None and whitened.best_val_metric is not None
+    fit_adapter("affine", data, {"device": "cpu"})  # the richer moments serve the ridge path too
+    assert asked == [False, True]
+
+
 def test_a_start_already_at_the_metric_maximum_trains_no_epoch_and_keeps_the_same_layer() -> None:
     rng = np.random.default_rng(0)
     old = rng.standard_normal((300, 16)).astype(np.float32)

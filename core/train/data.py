@@ -120,14 +120,16 @@ class PairData:
             return self.old_train
         return np.concatenate([self.old_train, self.gallery_old])
 
-    def moments(self) -> PairMoments:
-        """Centred second moments of the training pairs, new -> old, with both Gram matrices.
+    def moments(self, gram_out: bool = True) -> PairMoments:
+        """Centred second moments of the training pairs, new -> old, with the input Gram matrix and,
+        with ``gram_out``, the target's (whitened Procrustes needs it; ridge fits and starts do not).
 
         Computed in one pass on first use and shared by every closed-form fit of the run
         (Procrustes and its whitenings, every ridge λ, the closed-form starts of the trainable
-        layers), so ``auto`` reads the pairs once for all of them."""
-        if self._moments is None:
-            self._moments = pair_moments(self.new_train, self.old_train, with_gram=True, with_gram_out=True)
+        layers), so ``auto``, which fits Procrustes first, reads the pairs once for all of them; a
+        fit on its own computes only what it needs."""
+        if self._moments is None or (gram_out and self._moments.gram_out is None):
+            self._moments = pair_moments(self.new_train, self.old_train, with_gram=True, with_gram_out=gram_out)
         return self._moments
 
     def validation(self) -> Any:

@@ -108,7 +108,7 @@ def _fit_procrustes(data: PairData, s: dict[str, Any], progress: ProgressFn) -> 
     (ties go to the plain rotation, listed first)."""
     result = FitResult("procrustes", None, best_epoch=0)
     shrinks = [float(v) for v in s["shrink_grid"]]
-    candidates = list(candidates_from_moments(data.moments(), s["whiten"], shrinks))
+    candidates = list(candidates_from_moments(data.moments(gram_out=s["whiten"] is not False), s["whiten"], shrinks))
     adapters, scores = [], []
     for i, (shrink, sol) in enumerate(candidates):
         adapter = ProcrustesAdapter.from_solution(sol, shrink).eval()
@@ -130,7 +130,7 @@ def _fit_affine(data: PairData, s: dict[str, Any], progress: ProgressFn, stop: S
     grid = [float(r) for r in s["ridge_grid"]]
     result = FitResult("affine", None)
     adapters, scores, mses = [], [], []
-    for i, (rel, sol) in enumerate(ridge_from_moments(data.moments(), grid)):
+    for i, (rel, sol) in enumerate(ridge_from_moments(data.moments(gram_out=False), grid)):
         if stop() and adapters:
             result.status, result.reason = "cancelled", f"cancelled by the user after {i} of {len(grid)} λ values"
             break
@@ -164,7 +164,7 @@ def _ridge(source: np.ndarray, target: np.ndarray) -> LinearSolution:
 
 def _ridge_new_old(data: PairData) -> LinearSolution:
     """The new -> old ridge start, from the run's shared moments (no further pass over the pairs)."""
-    return next(ridge_from_moments(data.moments(), [INIT_RIDGE]))[1]
+    return next(ridge_from_moments(data.moments(gram_out=False), [INIT_RIDGE]))[1]
 
 
 def _labels_for(kind: str, data: PairData) -> tuple[np.ndarray, np.ndarray]:
@@ -202,7 +202,7 @@ def build_for_training(kind: str, data: PairData, s: dict[str, Any]) -> tuple[Ad
         class_ids, labels = _labels_for(kind, data)
         adapter = BT2Adapter(data.new_dim, data.new_dim + s["extra_dims"], data.old_dim, s["hidden"])
         if not adapter.init_from_linear(_ridge_new_old(data), new):
-            adapter.init_from_procrustes(procrustes_from_moments(data.moments()), new)
+            adapter.init_from_procrustes(procrustes_from_moments(data.moments(gram_out=False)), new)
         centre, protos = class_prototypes(old, labels, len(class_ids), data.old_classifier, class_ids)
         objective = BT2Objective(centre, protos, adapter.extra_dims, s["influence_weight"],
                                  s["align_weight"], s["logit_scale"], s["softmax_classes"], s["seed"])
