@@ -72,6 +72,29 @@ def test_a_ridge_fit_on_its_own_leaves_out_the_target_gram_matrix(monkeypatch: p
     assert asked == [False, True]
 
 
+def test_candidates_after_one_at_the_metric_maximum_are_skipped_with_the_reason() -> None:
+    """An exact rotation: Procrustes retrieves every validation item's own vector, so nothing later can
+    win (a tie goes to the earlier candidate) and nothing later is fitted."""
+    rng = np.random.default_rng(1)
+    old = rng.standard_normal((300, 16)).astype(np.float32)
+    new = old @ np.linalg.qr(rng.standard_normal((16, 16)))[0].astype(np.float32)
+    data = PairData(old[:200], new[:200], old[200:], new[200:])
+    result = fit_adapter("auto", data, {"candidates": ["procrustes", "affine", "lowrank", "mlp"], "epochs": 5,
+                                        "hidden": 16, "rank": 8, "device": "cpu"})
+    table = {c["kind"]: c for c in result.candidates}
+    assert result.kind == "procrustes" and result.best_val_metric == 1.0
+    for kind in ("affine", "lowrank", "mlp"):
+        assert table[kind]["status"] == "skipped" and table[kind]["duration_s"] == 0.0
+        assert "procrustes already scores 1.000" in table[kind]["reason"]
+    # below the maximum every candidate is fitted and compared, as before
+    noisy = PairData(old[:200], new[:200] + 0.8 * rng.standard_normal((200, 16)).astype(np.float32), old[200:],
+                     new[200:] + 0.8 * rng.standard_normal((100, 16)).astype(np.float32))
+    fitted = fit_adapter("auto", noisy, {"candidates": ["procrustes", "affine", "lowrank"], "epochs": 2,
+                                         "rank": 8, "device": "cpu"})
+    assert all(c["status"] != "skipped" for c in fitted.candidates)
+    assert max(c["val_metric"] for c in fitted.candidates) < 1.0
+
+
 def test_a_start_already_at_the_metric_maximum_trains_no_epoch_and_keeps_the_same_layer() -> None:
     rng = np.random.default_rng(0)
     old = rng.standard_normal((300, 16)).astype(np.float32)

@@ -7,6 +7,7 @@ import pytest
 
 from embridge.core.errors import InputError, VectorFileError
 from embridge.core.evaluation.search import (
+    MatrixIndex,
     SearchConfig,
     build_index,
     choose_method,
@@ -119,3 +120,28 @@ def test_bad_inputs_are_named() -> None:
         build_index(bad, source="vectors.npy")
     with pytest.raises(InputError, match="method"):
         search(gallery, gallery, 2, config=SearchConfig(method="lsh"))
+
+
+def test_exact_search_over_an_in_memory_gallery_uses_it_in_place_and_matches_a_built_index(tmp_path) -> None:
+    """A float32 gallery in memory is searched where it lies (no copy inside an index); a file-mapped
+    gallery goes through a faiss index. Both give the same ids and the same float32 scores, ties and
+    self-exclusion included, and a non-finite row is refused by both."""
+    rng = np.random.default_rng(3)
+    gallery = l2_normalize(rng.standard_normal((3000, 24)).astype(np.float32))
+    gallery[1::5] = gallery[::5][: len(gallery[1::5])]  # exact duplicates: tie groups at every depth
+    queries = gallery[rng.choice(len(gallery), 500, replace=False)].copy()
+    exclude = rng.integers(-1, len(gallery), len(queries))
+    np.save(tmp_path / "g.npy", gallery)
+    mapped = np.load(tmp_path / "g.npy", mmap_mode="r")
+    in_place = build_index(gallery)
+    assert isinstance(in_place.index, MatrixIndex) and in_place.index.matrix is gallery
+    assert not isinstance(build_index(mapped).index, MatrixIndex)
+    for k in (1, 10, 37):
+        a_idx, a_scores, _ = search(queries, gallery, k, exclude)
+        b_idx, b_scores, _ = search(queries, mapped, k, exclude)
+        np.testing.assert_array_equal(a_idx, b_idx)
+        np.testing.assert_array_equal(a_scores, b_scores)
+    bad = gallery.copy()
+    bad[1234, 5] = np.nan
+    with pytest.raises(VectorFileError, match="row 1234"):
+        build_index(bad)

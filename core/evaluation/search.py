@@ -3,7 +3,8 @@
 Conventions follow :mod:`embridge.core.retrieval`: rows are L2-normalised by the caller when cosine is
 meant, and ``exclude[i]`` names a gallery row that query i must not retrieve (-1 for none; the
 query itself when Q ⊂ G). The gallery may be a memmap (float16 or float32): it is added to the
-index in float32 chunks, so memory stays near the index's own vector bytes. When the index is
+index in float32 chunks, so memory stays near the index's own vector bytes. An exact search over a
+float32 gallery already in memory searches that matrix in place (:class:`MatrixIndex`), with no copy. When the index is
 approximate, recall@k of its results against exact search is measured on a seeded query sample
 and returned with the parameters, so a report can say how it searched and how well.
 """
@@ -78,6 +79,28 @@ class GalleryIndex:
     quantizer: Any = None
 
 
+class MatrixIndex:
+    """Exact inner-product search straight over an in-memory float32 gallery.
+
+    ``faiss.knn`` runs the routine ``IndexFlatIP.search`` runs (the tests compare both bit for bit),
+    so an exact search over a gallery already in memory needs no second copy of it inside an index:
+    for a 1M x 384 gallery that is 1.5 GB less at the peak and no copy to wait for.
+    """
+
+    def __init__(self, matrix: np.ndarray, faiss: Any) -> None:
+        self.matrix, self._faiss = matrix, faiss
+        self.ntotal, self.d = int(matrix.shape[0]), int(matrix.shape[1])
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, ids) best first, as a faiss index returns them."""
+        return self._faiss.knn(queries, self.matrix, k, metric=self._faiss.METRIC_INNER_PRODUCT)
+
+
+def _searchable_in_place(gallery: Any) -> bool:
+    """A plain in-memory float32 C-ordered matrix (not a file map) that exact search can use as it is."""
+    return type(gallery) is np.ndarray and gallery.dtype == np.float32 and gallery.flags.c_contiguous
+
+
 def load_faiss(threads: int | None = None) -> Any:
     """Import faiss after torch (one OpenMP load order for the process) and set its thread count."""
     try:
@@ -109,11 +132,15 @@ def _check_matrix(name: str, array: Any, dim: int | None = None) -> None:
 def _float32_rows(name: str, array: Any, start: int, stop: int) -> np.ndarray:
     """Rows [start, stop) as contiguous float32, refusing NaN/inf with the first bad row named."""
     rows = np.ascontiguousarray(array[start:stop], dtype=np.float32)
+    _check_finite(name, rows, start)
+    return rows
+
+
+def _check_finite(name: str, rows: np.ndarray, start: int) -> None:
     finite = np.isfinite(rows).all(axis=1)
     if not finite.all():
         bad = start + int(np.flatnonzero(~finite)[0])
         raise VectorFileError(name, f"row {bad} holds non-finite values")
-    return rows
 
 
 def choose_method(n_gallery: int, config: SearchConfig) -> str:
@@ -172,6 +199,13 @@ def _build(gallery: Any, n: int, dim: int, method: str, config: SearchConfig, so
     faiss = load_faiss(config.threads)
     quantizer = None
     params: dict[str, Any] = {"gallery_size": n, "dim": dim, "metric": "inner_product"}
+    if method == "exact" and _searchable_in_place(gallery):
+        for start in range(0, n, config.add_chunk):  # the same checks (finite rows) an index build makes
+            check_stop(should_stop)
+            stop = min(start + config.add_chunk, n)
+            _check_finite(source, gallery[start:stop], start)
+            on_progress(stop, n, {"stage": "index"})
+        return GalleryIndex(index=MatrixIndex(gallery, faiss), method=method, params=params, dim=dim, ntotal=n)
     if method == "exact":
         index = faiss.IndexFlatIP(dim)
         index.codes.resize(n * index.code_size)  # reserve: chunked adds then never regrow and copy it

@@ -11,7 +11,9 @@ candidate scored the same, that no choice was made and the simplest candidate wa
 Candidates run cheapest first (closed forms, then the trainable layers, then the bridges over
 them). With a ``time_budget`` (seconds), a candidate not yet started when the budget is spent is
 recorded as skipped with the reason, and a trainable one running then stops at the end of its
-epoch in its best validated state; the first candidate always runs. A candidate is never cut
+epoch in its best validated state; the first candidate always runs. Once a candidate scores the
+metric's maximum on validation, the later ones are recorded as skipped: they could only tie, and a
+tie goes to the earlier candidate. A candidate is never cut
 mid-epoch, so the run may overrun the budget by at most one epoch (or one closed-form fit).
 """
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from embridge.core.adapters.registry import METHODS, canonical_kind
@@ -28,6 +31,7 @@ from embridge.core.progress import ProgressFn, StopFn
 from embridge.core.train.bridges import BridgeChoice, ValFn, cascade_ready, choose_cascade, choose_fusion
 from embridge.core.train.config import AUTO_CANDIDATES, FUSION_BASES, allowed_settings
 from embridge.core.train.data import FitResult, PairData
+from embridge.core.train.loop import METRIC_CEILING
 
 UNITS = 1000  # progress units per candidate
 BRIDGES = ("fusion", "cascade")
@@ -58,6 +62,28 @@ class _Budget:
         return {"seconds": self.seconds, "spent_s": round(self.spent(), 3), "skipped": list(self.skipped),
                 "stopped_at_epoch_end": cut,
                 "candidates_s": round(sum(float(r.get("duration_s") or 0.0) for r in table), 3)}
+
+
+@dataclass(frozen=True)
+class _Unbeatable:
+    """An earlier candidate already at the metric's maximum: a later one can at best tie, and ties go
+    to the earlier, simpler candidate, so fitting it would spend time that cannot change the choice."""
+
+    kind: str
+    score: float
+
+    def skip(self, kind: str) -> dict[str, Any]:
+        return {"kind": kind, "status": "skipped", "val_metric": None, "duration_s": 0.0,
+                "reason": f"{self.kind} already scores {self.score:.3f} on validation, the metric's maximum; "
+                          "a later candidate could only tie, and ties go to the earlier one"}
+
+
+def _at_ceiling(fitted: list[FitResult]) -> _Unbeatable | None:
+    """The first fitted candidate whose validation score is the metric's maximum, if any."""
+    for r in fitted:
+        if r.status != "failed" and r.best_val_metric is not None and float(r.best_val_metric) >= METRIC_CEILING:
+            return _Unbeatable(r.kind, float(r.best_val_metric))
+    return None
 
 
 def cost_order(kinds: list[str]) -> list[str]:
@@ -97,6 +123,9 @@ def fit_auto(
         if results and budget.over():
             skipped.append(budget.skip(cand))
             continue
+        if (unbeatable := _at_ceiling(results)) is not None:
+            skipped.append(unbeatable.skip(cand))
+            continue
         keys = allowed_settings(cand)
         cfg = {k: v for k, v in user.items() if k in keys}
 
@@ -114,6 +143,9 @@ def fit_auto(
         for j, bridge in enumerate(bridges):
             if budget.over():
                 table.append(budget.skip(bridge))
+                continue
+            if (unbeatable := _at_ceiling(usable)) is not None:
+                table.append(unbeatable.skip(bridge))
                 continue
             fitted, row = _bridge(bridge, usable, data, settings, val)
             table.append(row)
