@@ -9,7 +9,7 @@ ratio to the local engine is the speed-up from workers. Ray's own cost is measur
 trip of a no-op task, and the time per batch of a Ray Data ``map_batches`` that does nothing. The
 measurement runs in a child process (``python -m bench.scale``), and a projection to 1B items on N
 nodes is computed from the measured per-worker rates (linear in workers, plus the overheads). The
-machine these numbers come from is shared with other jobs: read the load average under the table.
+load average under the table says whether other jobs shared the machine while it ran.
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ from bench.common import ROOT, Row, Target, area_result, usable_cpus
 
 BILLION = 1_000_000_000
 PINNED = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-SIZES = {"rows": 1_000_000, "dim": 64, "parts": 16, "queries": 1000, "k": 10, "repeats": 2, "noop_batches": 200}
+# 384-d, as the galleries of today's text and image models: the per-row work of a real layer and search
+SIZES = {"rows": 1_000_000, "dim": 384, "parts": 16, "queries": 1000, "k": 10, "repeats": 2, "noop_batches": 200}
 TINY = {"rows": 6_000, "dim": 16, "parts": 4, "queries": 50, "k": 5, "repeats": 1, "noop_batches": 20}
 # an idle 2-core machine gives about 1.6-1.9x at 2 workers; a shared one may give less
 TWO_WORKERS = Target("ratio_min", 1.6, ">= 1.6x the local engine at 2 workers (idle 2-core machine)")
@@ -149,7 +150,7 @@ def measure(sizes: dict[str, int], work: Path) -> dict[str, Any]:
     pin_threads()
     rows, dim, k, repeats = sizes["rows"], sizes["dim"], sizes["k"], sizes["repeats"]
     rng = np.random.default_rng(0)
-    gallery = rng.standard_normal((rows, dim)).astype(np.float32)
+    gallery = rng.standard_normal((rows, dim), dtype=np.float32)
     gallery /= np.linalg.norm(gallery, axis=1, keepdims=True)
     queries = gallery[rng.choice(rows, sizes["queries"], replace=False)] + 0.01
     np.save(work / "g.npy", gallery)
@@ -283,9 +284,11 @@ def run(tiny: bool, device: str) -> dict[str, Any]:
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     notes = [f"{sizes['rows']:,} rows of dim {sizes['dim']} in {sizes['parts']} Parquet partitions; "
              f"{usable_cpus()} usable cores; the local engine and every Ray worker run on one thread.",
-             "The machine was shared with other engineers' jobs while measuring (load average at the end "
-             f"{', '.join(f'{x:.1f}' for x in load) if load else 'unknown'} on {usable_cpus()} cores): the ratios "
-             "are noisy, and a Ray worker competes with those jobs for the same cores.",
+             "Load average at the end of the run "
+             f"{', '.join(f'{x:.1f}' for x in load) if load else 'unknown'} on {usable_cpus()} cores (the "
+             "benchmark's own workers included; a value well above the cores means other jobs shared them and "
+             "the ratios are noisy). 'Steady state' times partitions 2..N, after the pool has started and "
+             "each actor has loaded the bundle; 'end to end' includes both.",
              *projection_notes(proj)]
     result = area_result("scale", rows_of(times, sizes), {**sizes, "times": times, "projection": proj}, notes,
                          started, device)

@@ -96,3 +96,30 @@ def test_spilled_matrices_give_the_same_report(tmp_path: Path) -> None:
         assert spilled.cells[name]["metrics"] == cell["metrics"]
     assert spilled.backfill["policies"] == in_memory.backfill["policies"]
     assert spilled.compatibility_rate == in_memory.compatibility_rate
+
+
+def test_training_with_its_gallery_spilled_to_a_scratch_file_gives_the_same_numbers(tmp_path: Path,
+                                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A training run gathers a gallery above the maker's memory budget into a scratch file (flushed and
+    released block by block); its validation and held-out numbers are those of the in-memory run, and
+    the scratch file is gone afterwards."""
+    import functools
+
+    from embridge.core.evaluation import gather
+
+    with _workspace(tmp_path / "ws", labelled=True, query_split=True) as ws:
+        in_memory = train_run(ws, "affine", device="cpu")
+        spilled_makers: list[gather.MatrixMaker] = []
+        real_init = gather.MatrixMaker.__init__
+
+        def tiny_budget(self: gather.MatrixMaker, *args: object, **kwargs: object) -> None:
+            real_init(self, *args, **kwargs)
+            self.budget = 0
+            spilled_makers.append(self)
+
+        monkeypatch.setattr(gather.MatrixMaker, "__init__", functools.wraps(real_init)(tiny_budget))
+        spilled = train_run(ws, "affine", device="cpu")
+        assert spilled_makers and spilled_makers[0].scratch is not None and spilled_makers[0]._count >= 1
+        for key in ("val_metric", "old_old_top1", "new_new_top1", "upgraded_top1", "gain_retained"):
+            assert spilled[key] == in_memory[key], key
+        assert not [p for p in (ws.root / "adapters").iterdir() if p.name.startswith(".tmp-")]

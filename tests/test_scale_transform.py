@@ -160,6 +160,11 @@ def test_transform_command_on_ray_with_lance_and_refusals(ray_cluster: Any, bund
                  "--to", str(tmp_path / "o4")]) == 1
     assert "needs two inputs" in capsys.readouterr().err
     assert not (tmp_path / "o4").exists() and not (tmp_path / "o3").exists()
+    (tmp_path / "afile").write_text("not a dataset")
+    assert main([*args, "--to", f"lance://{tmp_path / 'afile'}"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--to" in err[0] and "is a file" in err[0]
+    assert (tmp_path / "afile").read_text() == "not a dataset"
 
 
 def test_command_starts_its_own_local_ray_when_no_cluster_is_named(bundles: dict, tmp_path: Path) -> None:

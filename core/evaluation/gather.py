@@ -15,6 +15,7 @@ import numpy as np
 from embridge.core.errors import InputError
 from embridge.core.l2 import l2_normalize, prepare_input
 from embridge.core.store import Workspace
+from embridge.core.store.vector_matrix import release_pages
 
 Transform = Callable[..., np.ndarray]
 
@@ -22,8 +23,9 @@ Transform = Callable[..., np.ndarray]
 class MatrixMaker:
     """Gathers (optionally transformed) normalised vectors chunk by chunk, spilling large ones to disk.
 
-    A matrix larger than ``budget_bytes`` is written into a float32 memmap under ``scratch``; smaller
-    ones stay in memory. ``transform`` receives one block per model named, in order, prepared by the
+    A matrix larger than ``budget_bytes`` is written into a float32 memmap under ``scratch``, each
+    block flushed and released from memory as it is written (searches read the file with plain
+    reads); smaller ones stay in memory. ``transform`` receives one block per model named, in order, prepared by the
     layer's input policy ``input_normalised`` (:func:`embridge.core.l2.prepare_input`: L2-normalised, or as
     stored); every matrix returned is L2-normalised.
     """
@@ -58,6 +60,9 @@ class MatrixMaker:
             if out is None:
                 out = self._allocate(n, block.shape[1])
             out[start:start + len(part)] = block
+            if isinstance(out, np.memmap):  # written once: to disk, and out of this process's memory
+                out.flush()
+                release_pages(out, start, start + len(part))
         if out is None:
             raise InputError("evaluation sample", "no items to gather vectors for")
         return out

@@ -152,6 +152,8 @@ def _check_paths(src: Path, dst: Path, bundle: Path) -> None:
 
 def _prepare_target(dst: Path, state: dict[str, Any]) -> None:
     """Create the output folder, or check that an existing one belongs to this same transform."""
+    if dst.exists() and not dst.is_dir():
+        raise InputError("--to", f"{dst}: exists and is a file, not an output folder or dataset")
     marker = dst / STATE_FILE
     if marker.exists():
         before = json.loads(marker.read_text())

@@ -91,42 +91,48 @@ def train_run(ws: Workspace, method: str, old: str | None = None, new: str | Non
     classifier, classifier_note = (None, "")
     if method in ("bct", "bt2", "oca", "auto"):
         classifier, classifier_note = old_classifier_for(ws, old, split)
-    # one gathering of the old gallery and one index of it serve validation and the held-out numbers
-    maker, indexes = MatrixMaker(ws, share=True), IndexCache()
-    validator = workspace_validator(ws, old, new, seed, maker, indexes)
-    judged = judged_query_pairs(ws, old, new, split.ids["train"])
-    extra: dict[str, Any] = {}
-    if judged is not None:  # train queries retrieving their relevant documents (the retrieval objective)
-        extra = {"query_new_train": judged.new_queries, "query_relevant_train": judged.relevant_rows,
-                 "gallery_old": judged.gallery_old}
-    data = PairData(arrays[old, "train"], arrays[new, "train"], arrays[old, "val"], arrays[new, "val"],
-                    _labels_or_none(labels["train"]), _labels_or_none(labels["val"]), classifier,
-                    validator=validator, **extra)
-    counts = {**split.count(), "pairs": pairs_used}
-    run_config = {"method": method, "old": old, "new": new, "settings": settings, "pairs": counts,
-                  "fitted_on": f"{pairs_used} pairs of the train fold ({counts['train']} items)",
-                  "validated_on": validator.protocol, "old_classifier": classifier_note,
-                  "judged_query_pairs": 0 if judged is None else int(len(judged.relevant_rows))}
-    with recorded_run(ws, "train", method, run_config) as record:
-        result = fit_adapter(method, data, settings, on_progress, should_stop)
-        record["epochs"], record["device"] = result.metrics, result.device
-        if result.adapter is None or result.status == "failed":
-            raise TrainingError(f"training {method} failed: {result.reason or 'no usable adapter'}")
-        heldout = heldout_numbers(ws, result.adapter, old, new, seed, maker, indexes)
-        adapter_row = _store_adapter(ws, record["run_id"], result, old, new)
-        summary = {"run_id": record["run_id"], "method": method, "kind": result.adapter.kind,
-                   "status": result.status, "reason": result.reason, "old": old, "new": new,
-                   "device": result.device, "duration_s": round(result.duration_s, 3),
-                   "pairs": counts, "pairs_used": pairs_used, "adapter_id": adapter_row["id"],
-                   "adapter_path": adapter_row["path"],
-                   "val_metric": result.best_val_metric, "val_metric_name": result.val_metric_name,
-                   "val_protocol": result.val_protocol, "choice": result.choice,
-                   "best_epoch": result.best_epoch, "epochs_run": len(result.metrics),
-                   "candidates": result.candidates, "budget": result.budget, **heldout}
-        record["metrics"] = {k: v for k, v in summary.items() if k not in ("candidates",)}
-        record["metrics"]["candidates"] = result.candidates
-        record["status"] = "cancelled" if result.status == "cancelled" else "completed"
-        record["error"] = result.reason or None if result.status == "cancelled" else None
+    # one gathering of the old gallery and one index of it serve validation and the held-out numbers; a
+    # gallery larger than the maker's budget is gathered into a scratch file, not held in memory
+    scratch = tempfile.TemporaryDirectory(prefix=f"{TMP_PREFIX}scratch-", dir=ws.root / "adapters",
+                                          ignore_cleanup_errors=True)
+    maker, indexes = MatrixMaker(ws, Path(scratch.name), share=True), IndexCache()
+    try:
+        validator = workspace_validator(ws, old, new, seed, maker, indexes)
+        judged = judged_query_pairs(ws, old, new, split.ids["train"])
+        extra: dict[str, Any] = {}
+        if judged is not None:  # train queries retrieving their relevant documents (the retrieval objective)
+            extra = {"query_new_train": judged.new_queries, "query_relevant_train": judged.relevant_rows,
+                     "gallery_old": judged.gallery_old}
+        data = PairData(arrays[old, "train"], arrays[new, "train"], arrays[old, "val"], arrays[new, "val"],
+                        _labels_or_none(labels["train"]), _labels_or_none(labels["val"]), classifier,
+                        validator=validator, **extra)
+        counts = {**split.count(), "pairs": pairs_used}
+        run_config = {"method": method, "old": old, "new": new, "settings": settings, "pairs": counts,
+                      "fitted_on": f"{pairs_used} pairs of the train fold ({counts['train']} items)",
+                      "validated_on": validator.protocol, "old_classifier": classifier_note,
+                      "judged_query_pairs": 0 if judged is None else int(len(judged.relevant_rows))}
+        with recorded_run(ws, "train", method, run_config) as record:
+            result = fit_adapter(method, data, settings, on_progress, should_stop)
+            record["epochs"], record["device"] = result.metrics, result.device
+            if result.adapter is None or result.status == "failed":
+                raise TrainingError(f"training {method} failed: {result.reason or 'no usable adapter'}")
+            heldout = heldout_numbers(ws, result.adapter, old, new, seed, maker, indexes)
+            adapter_row = _store_adapter(ws, record["run_id"], result, old, new)
+            summary = {"run_id": record["run_id"], "method": method, "kind": result.adapter.kind,
+                       "status": result.status, "reason": result.reason, "old": old, "new": new,
+                       "device": result.device, "duration_s": round(result.duration_s, 3),
+                       "pairs": counts, "pairs_used": pairs_used, "adapter_id": adapter_row["id"],
+                       "adapter_path": adapter_row["path"],
+                       "val_metric": result.best_val_metric, "val_metric_name": result.val_metric_name,
+                       "val_protocol": result.val_protocol, "choice": result.choice,
+                       "best_epoch": result.best_epoch, "epochs_run": len(result.metrics),
+                       "candidates": result.candidates, "budget": result.budget, **heldout}
+            record["metrics"] = {k: v for k, v in summary.items() if k not in ("candidates",)}
+            record["metrics"]["candidates"] = result.candidates
+            record["status"] = "cancelled" if result.status == "cancelled" else "completed"
+            record["error"] = result.reason or None if result.status == "cancelled" else None
+    finally:
+        scratch.cleanup()
     return summary
 
 
