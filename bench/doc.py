@@ -54,7 +54,8 @@ def machine_lines(m: dict[str, Any]) -> list[str]:
         f"- Memory: {m.get('memory_gb')} GB; OS: {m.get('os')}",
         f"- Python {m.get('python')}, numpy {m.get('numpy')}, torch {m.get('torch')}, faiss {m.get('faiss')}",
         f"- GPU: {m.get('gpu')}",
-        "- Shared with other jobs while measuring; each area's load average is under its table.",
+        "- Each area's load average at the end of its run is under its table: well above the core count, other "
+        "jobs shared the machine and its times are inflated.",
     ]
 
 
