@@ -89,7 +89,6 @@ class MatrixIndex:
 
     def __init__(self, matrix: np.ndarray, faiss: Any) -> None:
         self.matrix, self._faiss = matrix, faiss
-        self.ntotal, self.d = int(matrix.shape[0]), int(matrix.shape[1])
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(scores, ids) best first, as a faiss index returns them."""

@@ -205,19 +205,18 @@ def transform_gallery(bundle: str | Path, source: str, target: str, *, engine: s
         targets = [str(lance_output.marker_path(dst, name)) for name in names]
     else:
         targets = [str(dst / name) for name in names]
-    jobs = [(str(bundle_path.resolve()), p, t, id_col, vec_col, output) for p, t in zip(src.partitions, targets,
-                                                                                       strict=True)]
+    jobs = [(str(bundle_path.resolve()), p, t, id_col, vec_col) for p, t in zip(src.partitions, targets, strict=True)]
     began = time.perf_counter()
     if engine == "local":
         results = []
         for i, job in enumerate(jobs):
             check_stop(should_stop)
-            results.append(transform_partition(*job[:5], output=job[5]))
+            results.append(transform_partition(*job, output=output))
             on_progress(i + 1, len(jobs), {"stage": "transform"})
     else:
         from embridge.core.scale.ray_transform import transform_on_ray
 
-        results = transform_on_ray(jobs, ray_address, num_cpus, on_progress, should_stop)
+        results = transform_on_ray(jobs, ray_address, num_cpus, on_progress, should_stop, output)
     version = None
     if output == "lance":
         check_stop(should_stop)

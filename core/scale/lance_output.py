@@ -2,7 +2,7 @@
 
 This is Lance's distributed-write pattern. Whoever transforms a partition (the local loop or a Ray
 worker) writes its rows as uncommitted fragments into the output dataset's folder and then records
-them in a small marker file (``_embridge_fragments/<partition>.json``, temporary name then rename), so
+them in a small marker file (``_embridge_fragments/<partition>.json``, written atomically), so
 a marker that exists means the partition is finished, exactly as an output Parquet file does for the
 Parquet output. When every partition is finished, the driver commits all fragments in partition order
 as one new dataset version (an atomic manifest write), so a reader never sees a half-transformed
@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from embridge.core.errors import InputError
+from embridge.core.paths import owned_temps, remove_no_follow
+from embridge.core.store.files import atomic_write_text
 
 MARKERS = "_embridge_fragments"
 COMMITTED = "_embridge_committed.json"
@@ -39,8 +40,8 @@ def marker_path(dataset: Path, partition: str) -> Path:
 def prepare(dataset: Path) -> None:
     """The marker folder exists; a half-written marker left by a killed run is removed."""
     (dataset / MARKERS).mkdir(parents=True, exist_ok=True)
-    for stale in (dataset / MARKERS).glob(".*.tmp-*"):
-        stale.unlink()
+    for stale in list(owned_temps(dataset / MARKERS)):
+        remove_no_follow(stale)
 
 
 def write_partition(table: Any, marker: Path) -> None:
@@ -53,9 +54,7 @@ def write_partition(table: Any, marker: Path) -> None:
     schema = base64.b64encode(table.schema.serialize().to_pybytes()).decode("ascii")
     record = {"rows": table.num_rows, "schema": schema, "fragments": [f.to_json() for f in fragments],
               "arrow": pa.__version__}
-    tmp = marker.parent / f".{marker.name}.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps(record))
-    os.replace(tmp, marker)
+    atomic_write_text(marker, json.dumps(record))
 
 
 def commit(dataset: Path, partitions: list[str]) -> int:
@@ -71,9 +70,7 @@ def commit(dataset: Path, partitions: list[str]) -> int:
     fragments = [FragmentMetadata.from_json(json.dumps(f)) for r in records for f in r["fragments"]]
     version = lance.LanceDataset.commit(str(dataset), lance.LanceOperation.Overwrite(schema, fragments)).version
     _remove_unreferenced(dataset, records)
-    tmp = dataset / f".{COMMITTED}.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps({"version": version, "partitions": partitions}))
-    os.replace(tmp, dataset / COMMITTED)
+    atomic_write_text(dataset / COMMITTED, json.dumps({"version": version, "partitions": partitions}))
     return int(version)
 
 

@@ -43,15 +43,15 @@ class PartitionMapper:
 
 
 def transform_on_ray(jobs: list[tuple], address: str | None, num_cpus: int | None, on_progress: ProgressFn,
-                     should_stop: StopFn | None) -> list[PartitionResult]:
-    """Run ``jobs`` (bundle, partition, target, id, vector, output kind) as a Ray Data pipeline; results by
-    partition."""
+                     should_stop: StopFn | None, output: str = "parquet") -> list[PartitionResult]:
+    """Run ``jobs`` (bundle, partition, target, id, vector) writing ``output`` (parquet or lance) as a Ray
+    Data pipeline; results by partition."""
     ray = import_ray()
     done = [PartitionResult(job[1].name, 0, 0.0, skipped=True) for job in jobs if os.path.exists(job[2])]
     todo = [job for job in jobs if not os.path.exists(job[2])]
     if not todo:
         return done
-    bundle, id_col, vec_col, output = todo[0][0], todo[0][3], todo[0][4], todo[0][5]
+    bundle, id_col, vec_col = todo[0][0], todo[0][3], todo[0][4]
     with ray_session(address, num_cpus) as session:
         import ray.data
 

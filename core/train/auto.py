@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from embridge.core.adapters.registry import METHODS, canonical_kind
@@ -52,8 +51,7 @@ class _Budget:
 
     def skip(self, kind: str) -> dict[str, Any]:
         self.skipped.append(kind)
-        return {"kind": kind, "status": "skipped", "val_metric": None, "duration_s": 0.0,
-                "reason": f"time budget of {self.seconds:g} s spent ({self.spent():.1f} s used)"}
+        return _skipped(kind, f"time budget of {self.seconds:g} s spent ({self.spent():.1f} s used)")
 
     def record(self, table: list[dict[str, Any]]) -> dict[str, Any] | None:
         if self.seconds is None:
@@ -64,25 +62,18 @@ class _Budget:
                 "candidates_s": round(sum(float(r.get("duration_s") or 0.0) for r in table), 3)}
 
 
-@dataclass(frozen=True)
-class _Unbeatable:
-    """An earlier candidate already at the metric's maximum: a later one can at best tie, and ties go
-    to the earlier, simpler candidate, so fitting it would spend time that cannot change the choice."""
-
-    kind: str
-    score: float
-
-    def skip(self, kind: str) -> dict[str, Any]:
-        return {"kind": kind, "status": "skipped", "val_metric": None, "duration_s": 0.0,
-                "reason": f"{self.kind} already scores {self.score:.3f} on validation, the metric's maximum; "
-                          "a later candidate could only tie, and ties go to the earlier one"}
+def _skipped(kind: str, reason: str) -> dict[str, Any]:
+    """The table row of a candidate that was not fitted, with the reason."""
+    return {"kind": kind, "status": "skipped", "val_metric": None, "duration_s": 0.0, "reason": reason}
 
 
-def _at_ceiling(fitted: list[FitResult]) -> _Unbeatable | None:
-    """The first fitted candidate whose validation score is the metric's maximum, if any."""
+def _ceiling_reason(fitted: list[FitResult]) -> str | None:
+    """Why no later candidate need run, when a fitted one already scores the metric's maximum: a later
+    one can at best tie, and ties go to the earlier, simpler candidate."""
     for r in fitted:
         if r.status != "failed" and r.best_val_metric is not None and float(r.best_val_metric) >= METRIC_CEILING:
-            return _Unbeatable(r.kind, float(r.best_val_metric))
+            return (f"{r.kind} already scores {float(r.best_val_metric):.3f} on validation, the metric's maximum; "
+                    "a later candidate could only tie, and ties go to the earlier one")
     return None
 
 
@@ -115,16 +106,15 @@ def fit_auto(
     layers = [c for c in wanted if c not in BRIDGES]
     bridges = [c for c in wanted if c in BRIDGES]
     runnable = [c for c in layers if data.has_labels or not METHODS[c].needs_labels]
-    skipped = [{"kind": c, "status": "skipped", "reason": "needs labels", "val_metric": None, "duration_s": 0.0}
-               for c in layers if c not in runnable]
+    skipped = [_skipped(c, "needs labels") for c in layers if c not in runnable]
     results: list[FitResult] = []
     steps = len(runnable) + len(bridges)
     for i, cand in enumerate(runnable):
         if results and budget.over():
             skipped.append(budget.skip(cand))
             continue
-        if (unbeatable := _at_ceiling(results)) is not None:
-            skipped.append(unbeatable.skip(cand))
+        if (reason := _ceiling_reason(results)) is not None:
+            skipped.append(_skipped(cand, reason))
             continue
         keys = allowed_settings(cand)
         cfg = {k: v for k, v in user.items() if k in keys}
@@ -144,8 +134,8 @@ def fit_auto(
             if budget.over():
                 table.append(budget.skip(bridge))
                 continue
-            if (unbeatable := _at_ceiling(usable)) is not None:
-                table.append(unbeatable.skip(bridge))
+            if (reason := _ceiling_reason(usable)) is not None:
+                table.append(_skipped(bridge, reason))
                 continue
             fitted, row = _bridge(bridge, usable, data, settings, val)
             table.append(row)
@@ -193,17 +183,16 @@ def _bridge(kind: str, layers: list[FitResult], data: PairData, settings: dict[s
     """(fitted fusion / cascade or None, its table row) on top of the fitted layers."""
     start = time.perf_counter()
     bases = [r for r in layers if r.kind in FUSION_BASES and r.adapter is not None]
-    row: dict[str, Any] = {"kind": kind, "status": "skipped", "val_metric": None, "duration_s": 0.0}
     if not bases:
-        return None, {**row, "reason": "no fitted new->old layer to build on"}
+        return None, _skipped(kind, "no fitted new->old layer to build on")
     if kind == "fusion" and data.validation().metric_name == "pair_top1":
-        return None, {**row, "reason": "own-item validation cannot choose α (the old query is the target "
-                                       "itself); add dev queries with judged documents"}
+        return None, _skipped(kind, "own-item validation cannot choose α (the old query is the target itself); "
+                                    "add dev queries with judged documents")
     if kind == "cascade":
         try:
             cascade_ready(data)
         except InputError as exc:
-            return None, {**row, "reason": exc.problem}
+            return None, _skipped(kind, exc.problem)
     best_layer = max(bases, key=lambda r: float(r.best_val_metric or 0.0))
     choices: list[tuple[FitResult, BridgeChoice]] = []
     for base in (bases if kind == "fusion" else [best_layer]):

@@ -93,10 +93,9 @@ def train_run(ws: Workspace, method: str, old: str | None = None, new: str | Non
         classifier, classifier_note = old_classifier_for(ws, old, split)
     # one gathering of the old gallery and one index of it serve validation and the held-out numbers; a
     # gallery larger than the maker's budget is gathered into a scratch file, not held in memory
-    scratch = tempfile.TemporaryDirectory(prefix=f"{TMP_PREFIX}scratch-", dir=ws.root / "adapters",
-                                          ignore_cleanup_errors=True)
-    maker, indexes = MatrixMaker(ws, Path(scratch.name), share=True), IndexCache()
-    try:
+    with tempfile.TemporaryDirectory(prefix=f"{TMP_PREFIX}scratch-", dir=ws.root / "adapters",
+                                     ignore_cleanup_errors=True) as scratch:
+        maker, indexes = MatrixMaker(ws, Path(scratch), share=True), IndexCache()
         validator = workspace_validator(ws, old, new, seed, maker, indexes)
         judged = judged_query_pairs(ws, old, new, split.ids["train"])
         extra: dict[str, Any] = {}
@@ -131,8 +130,6 @@ def train_run(ws: Workspace, method: str, old: str | None = None, new: str | Non
             record["metrics"]["candidates"] = result.candidates
             record["status"] = "cancelled" if result.status == "cancelled" else "completed"
             record["error"] = result.reason or None if result.status == "cancelled" else None
-    finally:
-        scratch.cleanup()
     return summary
 
 
