@@ -17,6 +17,7 @@ from urllib.parse import urlencode
 
 import numpy as np
 
+from embridge.core.connectors import pg_pages
 from embridge.core.connectors.connector import (
     SPACE_FIELD,
     Batch,
@@ -122,30 +123,78 @@ class PgVectorConnector(Connector):
         raise VectorStoreError(f"{self.describe()}: column '{self.vec_col}' has type {kind}, not a pgvector vector(n)")
 
     def read_batches(self, batch_size: int, cursor: Any = None) -> Iterator[Batch]:
-        """Cursor: the last id read (rows come in id order)."""
+        """Cursor: the last id read (rows come in id order).
+
+        Integer keys are read a page at a time as a binary COPY decoded by numpy
+        (:mod:`~embridge.core.connectors.pg_pages`), with the payload columns from the same snapshot;
+        other keys, or a page with a NULL vector, go row by row through the cursor.
+        """
         from psycopg import sql
 
-        cols = [c for c, _ in self._need()]
+        types = dict(self._need())
+        cols = list(types)
         others = [c for c in cols if c not in (self.id_col, self.vec_col)]
         select = sql.SQL("select {} from {}").format(self._ident(self.id_col, self.vec_col, *others),
                                                      self._ident(self.collection))
         order = sql.SQL(" order by {} limit %s").format(self._ident(self.id_col))
         where = sql.SQL(" where {} > %s").format(self._ident(self.id_col))
+        dim = self.dim() if types[self.id_col] in pg_pages.INTEGER_KEYS else None
         last = cursor
         while True:
-            query = select + (where if last is not None else sql.SQL("")) + order
-            args = [last, batch_size] if last is not None else [batch_size]
-            with self.conn.cursor(binary=True) as cur:
-                rows = cur.execute(query, args).fetchall()
-            if not rows:
+            page = self._fast_page(last, batch_size, others, dim) if dim else None
+            if page is None:
+                query = select + (where if last is not None else sql.SQL("")) + order
+                args = [last, batch_size] if last is not None else [batch_size]
+                with self.conn.cursor(binary=True) as cur:
+                    rows = cur.execute(query, args).fetchall()
+                ids = [r[0] for r in rows]
+                missing = next((r[0] for r in rows if r[1] is None), None)
+                if missing is not None:
+                    raise VectorStoreError(f"{self.describe()}: row {self.id_col}={missing!r} has no vector "
+                                           f"(column '{self.vec_col}' is NULL)")
+                vectors = np.stack([_array(r[1]) for r in rows]) if rows else np.zeros((0, 0), np.float32)
+                payloads = [dict(zip(others, r[2:], strict=True)) for r in rows]
+                page = (ids, vectors, payloads)
+            ids, vectors, payloads = page
+            if not ids:
                 return
-            last = rows[-1][0]
-            ids = [r[0] for r in rows]
-            vectors = np.stack([_array(r[1]) for r in rows])
-            payloads = [dict(zip(others, r[2:], strict=True)) for r in rows]
-            yield Batch(ids, vectors, payloads, last if len(rows) == batch_size else None)
-            if len(rows) < batch_size:
+            last = ids[-1]
+            yield Batch(ids, vectors, payloads, last if len(ids) == batch_size else None)
+            if len(ids) < batch_size:
                 return
+
+    def _fast_page(self, last: Any, batch_size: int, others: list[str],
+                   dim: int) -> tuple[list[int], np.ndarray, list[dict[str, Any]]] | None:
+        """One page as a binary COPY of (key, vector) plus its payload columns, in one snapshot.
+
+        None when the page does not decode (a NULL vector): the caller then reads it row by row.
+        """
+        from psycopg import sql
+
+        table, key = self._ident(self.collection), self._ident(self.id_col)
+        where = sql.SQL(" where {} > {}").format(key, sql.Literal(last)) if last is not None else sql.SQL("")
+        tail = where + sql.SQL(" order by {} limit {}").format(key, sql.Literal(int(batch_size)))
+        with self.conn.transaction():
+            self.conn.execute("set transaction isolation level repeatable read")
+            with self.conn.cursor() as cur:
+                copy = sql.SQL("copy (select {}::bigint, {} from {}{}) to stdout (format binary)").format(
+                    key, self._ident(self.vec_col), table, tail)
+                blocks = []
+                with cur.copy(copy) as cp:
+                    while block := cp.read():
+                        blocks.append(block)
+                decoded = pg_pages.decode_page(b"".join(blocks), dim)
+                del blocks
+                if decoded is None:
+                    return None
+                ids = decoded[0].tolist()
+                if not others or not ids:
+                    return ids, decoded[1], [{} for _ in ids]
+                rows = cur.execute(sql.SQL("select {} from {}{}").format(self._ident(self.id_col, *others), table,
+                                                                        tail)).fetchall()
+        if [r[0] for r in rows] != ids:
+            return None
+        return ids, decoded[1], [dict(zip(others, r[1:], strict=True)) for r in rows]
 
     def read_ids(self, ids: list[PointId]) -> Batch:
         from psycopg import sql
