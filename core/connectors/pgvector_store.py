@@ -17,7 +17,7 @@ from urllib.parse import urlencode
 
 import numpy as np
 
-from embridge.core.connectors import pg_pages
+from embridge.core.connectors import pg_binary
 from embridge.core.connectors.connector import (
     SPACE_FIELD,
     Batch,
@@ -126,7 +126,7 @@ class PgVectorConnector(Connector):
         """Cursor: the last id read (rows come in id order).
 
         Integer keys are read a page at a time as a binary COPY decoded by numpy
-        (:mod:`~embridge.core.connectors.pg_pages`), with the payload columns from the same snapshot;
+        (:mod:`~embridge.core.connectors.pg_binary`), with the payload columns from the same snapshot;
         other keys, or a page with a NULL vector, go row by row through the cursor.
         """
         from psycopg import sql
@@ -138,7 +138,7 @@ class PgVectorConnector(Connector):
                                                      self._ident(self.collection))
         order = sql.SQL(" order by {} limit %s").format(self._ident(self.id_col))
         where = sql.SQL(" where {} > %s").format(self._ident(self.id_col))
-        dim = self.dim() if types[self.id_col] in pg_pages.INTEGER_KEYS else None
+        dim = self.dim() if types[self.id_col] in pg_binary.INTEGER_KEYS else None
         last = cursor
         while True:
             page = self._fast_page(last, batch_size, others, dim) if dim else None
@@ -183,7 +183,7 @@ class PgVectorConnector(Connector):
                 with cur.copy(copy) as cp:
                     while block := cp.read():
                         blocks.append(block)
-                decoded = pg_pages.decode_page(b"".join(blocks), dim)
+                decoded = pg_binary.decode_page(b"".join(blocks), dim)
                 del blocks
                 if decoded is None:
                     return None

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from embridge.core.connectors import open_store, pg_pages
+from embridge.core.connectors import open_store, pg_binary
 from embridge.core.connectors.connector import VectorStoreError
 from tests.store_fixtures import fresh_pg_database
 
@@ -64,8 +64,8 @@ def test_pages_match_the_row_by_row_reader_and_resume_from_their_cursor(pg_base:
         vectors, labels = vectors[:len(keys)], labels[:len(keys)]
     uri = _fill(pg_base, f"t_{key_type}", key_type, keys, list(vectors), labels)
     decoded = []
-    real_decode = pg_pages.decode_page
-    monkeypatch.setattr(pg_pages, "decode_page", lambda data, dim: decoded.append(dim) or real_decode(data, dim))
+    real_decode = pg_binary.decode_page
+    monkeypatch.setattr(pg_binary, "decode_page", lambda data, dim: decoded.append(dim) or real_decode(data, dim))
     fast = list(_read(uri, 300))
     assert decoded == [DIM] * 4  # every page came through the COPY decoder
     assert [len(b) for b in fast] == [300, 300, 300, len(keys) - 900]
@@ -77,7 +77,7 @@ def test_pages_match_the_row_by_row_reader_and_resume_from_their_cursor(pg_base:
     resumed = list(_read(uri, 300, fast[0].cursor))
     assert [i for b in resumed for i in b.ids] == keys[300:]
 
-    monkeypatch.setattr(pg_pages, "INTEGER_KEYS", ())  # the row-by-row reader, for comparison
+    monkeypatch.setattr(pg_binary, "INTEGER_KEYS", ())  # the row-by-row reader, for comparison
     slow = list(_read(uri, 300))
     assert [(b.ids, b.payloads, b.cursor) for b in slow] == [(b.ids, b.payloads, b.cursor) for b in fast]
     np.testing.assert_array_equal(np.concatenate([b.vectors for b in slow]), vectors)
@@ -91,7 +91,7 @@ def test_a_page_with_a_null_vector_is_read_row_by_row_and_text_keys_work(pg_base
 
     with psycopg.connect(pg_base, autocommit=True) as conn:
         conn.execute("update t_null set embedding = null where id = %s", [keys[7]])
-    assert pg_pages.decode_page(b"not a copy stream", DIM) is None
+    assert pg_binary.decode_page(b"not a copy stream", DIM) is None
     pages = _read(uri, 5)
     assert next(pages).ids == keys[:5]  # a page without the NULL row still takes the fast path
     pages.close()

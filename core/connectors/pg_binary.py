@@ -1,10 +1,14 @@
-"""Decoding a page of (integer id, pgvector) rows, read as one binary ``COPY``, with numpy.
+"""Reading pgvector rows as a PostgreSQL binary ``COPY`` stream decoded with numpy.
 
-Through a cursor each row is decoded in Python (about 15 us a row: 15 s per million). A binary
+Reading: through a cursor each row is decoded in Python (about 15 us a row: 15 s per million). A binary
 ``COPY ... TO STDOUT`` of just the key and the vector is a fixed-width record per row whenever the
 key is an integer and no vector is NULL, so numpy views a whole page at once. A page that does
 not fit that layout (a NULL vector, a stream this decoder does not recognise) returns None and the
 caller reads it row by row: the fast path never guesses.
+
+Writing stays with psycopg's ``write_row``: it streams rows to the server as it encodes them, so the
+client's work overlaps the server's parsing, and the server's parse and index update dominate (a
+whole batch encoded by numpy first and then sent was measured slower).
 
 Format (PostgreSQL ``COPY``, binary): an 11-byte signature, int32 flags, int32 header extension
 length and the extension; per row an int16 field count, then per field an int32 byte length (-1:
@@ -42,3 +46,4 @@ def decode_page(data: bytes, dim: int) -> tuple[np.ndarray, np.ndarray] | None:
                           and np.all(rows["vec_len"] == 4 + 4 * dim) and np.all(rows["vec_dim"] == dim)):
         return None
     return rows["id"].astype(np.int64), rows["vec"].astype(np.float32)
+
