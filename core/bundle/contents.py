@@ -22,6 +22,7 @@ from embridge.core.errors import BundleError, EmbridgeError, StoreError
 from embridge.core.l2 import l2_normalize, layer_input_normalised
 from embridge.core.run_record import RunRecord
 from embridge.core.store import Workspace
+from embridge.core.store.id_sets import intersect_ids
 
 
 @dataclass
@@ -150,13 +151,13 @@ def probe_vectors(ws: Workspace, first: Step, count: int, seed: int) -> tuple[np
     model = first.source_model
     ids = ws.ids_with_vectors(model)
     if "old" in inputs_of(adapter)[1:]:
-        ids = np.intersect1d(ids, ws.ids_with_vectors(first.row["old_model"]))
+        ids = intersect_ids(ids, ws.ids_with_vectors(first.row["old_model"]))
     if len(ids) == 0:
         x = rng.standard_normal((count, adapter.in_dim)).astype(np.float32)
         x = l2_normalize(x) if first.input_normalised else x
         return x, (l2_normalize(rng.standard_normal((count, adapter.out_dim))) if adapter.kind == "fusion" else None), \
             "seeded Gaussian vectors (no stored vectors of the input model)"
-    held_out = np.intersect1d(ids, _test_queries(ws, first))
+    held_out = intersect_ids(ids, _test_queries(ws, first))
     pool = held_out if len(held_out) else ids
     chosen = np.sort(rng.choice(pool, size=min(count, len(pool)), replace=False))
     x = ws.vectors_for(model, chosen)

@@ -18,6 +18,7 @@ import numpy as np
 from embridge.core.errors import InputError
 from embridge.core.evaluation.relevance import judgments_of
 from embridge.core.store import Workspace
+from embridge.core.store.id_sets import intersect_ids
 from embridge.core.store.workspace import QUERY_SPLIT
 
 FOLDS = ("train", "val", "test")
@@ -54,7 +55,7 @@ def workspace_classes(ws: Workspace) -> list[str]:
 
 def paired_ids(ws: Workspace, old: str, new: str) -> np.ndarray:
     """Sorted ids of items that have vectors under both models."""
-    return np.intersect1d(ws.ids_with_vectors(old), ws.ids_with_vectors(new))
+    return intersect_ids(ws.ids_with_vectors(old), ws.ids_with_vectors(new))
 
 
 def query_folds(ws: Workspace, query_ids: np.ndarray) -> dict[int, str]:
@@ -81,7 +82,7 @@ def split_pairs(ws: Workspace, old: str, new: str, seed: int = 0,
     stored = ws.folds()
     missing = np.array([i for i in ids if int(i) not in stored], dtype=np.int64)
     if len(missing):
-        queries = np.intersect1d(missing, ws.query_ids())
+        queries = intersect_ids(missing, ws.query_ids())
         fresh = query_folds(ws, queries)
         order = np.random.default_rng(seed).permutation(np.setdiff1d(missing, queries))
         cuts = np.round(np.cumsum(fractions)[:-1] * len(order)).astype(int)

@@ -27,6 +27,7 @@ from embridge.core.evaluation.folds import split_pairs
 from embridge.core.evaluation.relevance import choose_rule, judgments_of
 from embridge.core.evaluation.task import GallerySet, QuerySet, RetrievalTask, own_item_gallery
 from embridge.core.store import Workspace
+from embridge.core.store.id_sets import intersect_ids
 
 MAX_DEV_QUERIES = 1000
 
@@ -47,7 +48,7 @@ def ids_under_all(ws: Workspace, models: Sequence[str]) -> np.ndarray:
     """Sorted ids of items with vectors under every model in ``models``."""
     ids = ws.ids_with_vectors(models[0])
     for name in models[1:]:
-        ids = np.intersect1d(ids, ws.ids_with_vectors(name))
+        ids = intersect_ids(ids, ws.ids_with_vectors(name))
     return ids
 
 
@@ -55,7 +56,7 @@ def _judged_queries(ws: Workspace, split: str, have: np.ndarray) -> np.ndarray:
     judgments = judgments_of(ws, split)
     if judgments is None:
         return np.zeros(0, dtype=np.int64)
-    return np.intersect1d(judgments.query_ids_unique(), have)
+    return intersect_ids(judgments.query_ids_unique(), have)
 
 
 def heldout_queries(ws: Workspace, models: Sequence[str], seed: int = 0) -> tuple[QuerySet, str]:
@@ -64,14 +65,14 @@ def heldout_queries(ws: Workspace, models: Sequence[str], seed: int = 0) -> tupl
     both = ids_under_all(ws, models)
     split_pairs(ws, models[0], models[1], seed)  # assigns (and keeps) folds for these items
     folds = ws.folds()
-    judged = _judged_queries(ws, "test", np.intersect1d(both, ws.query_ids()))
+    judged = _judged_queries(ws, "test", intersect_ids(both, ws.query_ids()))
     if judged.size:
         return QuerySet("test queries (judged)", judged), "judged test queries"
-    queries = np.array([i for i in np.intersect1d(both, ws.query_ids()) if folds.get(int(i)) == "test"],
+    queries = np.array([i for i in intersect_ids(both, ws.query_ids()) if folds.get(int(i)) == "test"],
                        dtype=np.int64)
     if queries.size:
         return QuerySet("test queries (query split)", queries), "query split"
-    queries = np.array([i for i in np.intersect1d(both, ws.gallery_ids()) if folds.get(int(i)) == "test"],
+    queries = np.array([i for i in intersect_ids(both, ws.gallery_ids()) if folds.get(int(i)) == "test"],
                        dtype=np.int64)
     if queries.size == 0:
         raise InputError(label, "no query items and no test fold with vectors under every model; "
@@ -91,7 +92,7 @@ def upgrade_tasks(ws: Workspace, models: Sequence[str], heldout_gallery: bool = 
     label = "models " + ", ".join(f"'{m}'" for m in models)
     queries, source = heldout_queries(ws, models, seed)
     full_ids = ws.gallery_ids(models[0])
-    sample_ids = np.intersect1d(ws.gallery_ids(), ids_under_all(ws, models))
+    sample_ids = intersect_ids(ws.gallery_ids(), ids_under_all(ws, models))
     removed = 0
     if heldout_gallery:
         full_ids, removed = _without_train(ws, full_ids)
@@ -122,7 +123,7 @@ def dev_task(ws: Workspace, old: str, new: str, seed: int = 0,
     """Validation queries retrieving among the whole old gallery (see the module docstring)."""
     pairs = ids_under_all(ws, [old, new])
     split = split_pairs(ws, old, new, seed)
-    judged = _judged_queries(ws, "dev", np.intersect1d(pairs, ws.query_ids()))
+    judged = _judged_queries(ws, "dev", intersect_ids(pairs, ws.query_ids()))
     gallery_ids = ws.gallery_ids(old)
     if judged.size:
         queries = QuerySet("dev queries (judged)", judged)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from embridge.core.errors import ImportDataError, StoreError
+from embridge.core.store.id_sets import intersect_ids
 from embridge.core.store.rows import ITEM_COLUMNS, decode, item_values, now_iso
 from embridge.core.store.schema import DOC_NAMESPACE, NAMESPACES, QUERY_NAMESPACE
 
@@ -167,12 +168,12 @@ class ItemsMixin:
         """
         rows = self.db.execute("select id from items where coalesce(split, '') != ? order by id", [QUERY_SPLIT])
         ids = np.array([r[0] for r in rows.fetchall()], dtype=np.int64)
-        return ids if model is None else np.intersect1d(ids, self.ids_with_vectors(model))
+        return ids if model is None else intersect_ids(ids, self.ids_with_vectors(model))
 
     def query_ids(self, model: str | None = None) -> np.ndarray:
         """Items of the query split, sorted; with ``model``, only those it embedded."""
         ids = self.item_ids(QUERY_SPLIT)
-        return ids if model is None else np.intersect1d(ids, self.ids_with_vectors(model))
+        return ids if model is None else intersect_ids(ids, self.ids_with_vectors(model))
 
     def check_item_ids(self, item_ids: Sequence[int] | np.ndarray) -> None:
         """Raise StoreError naming a few ids that are not items of this workspace."""

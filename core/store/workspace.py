@@ -37,6 +37,7 @@ from embridge.core.errors import (
     WorkspaceBusyError,
 )
 from embridge.core.paths import DB_NAME, check_name, child, is_real_dir, owned_temps, remove_no_follow
+from embridge.core.store.id_sets import is_sorted_unique, unique_ids
 from embridge.core.store.items import ITEM_FIELDS, QUERY_SPLIT, ItemsMixin, in_gallery, item_namespace
 from embridge.core.store.judgments import JudgmentsMixin
 from embridge.core.store.model_rows import ROLES, ModelsMixin
@@ -304,7 +305,7 @@ class Workspace(ItemsMixin, ModelsMixin, RecordsMixin, JudgmentsMixin):
         sets = self.vector_sets(model)
         if not sets:
             return np.zeros(0, dtype=np.int64)
-        return np.unique(np.concatenate([self.vector_set_ids(s["id"]) for s in sets]))
+        return unique_ids(np.concatenate([self.vector_set_ids(s["id"]) for s in sets]))
 
     def vectors_for(self, model: str, item_ids: Sequence[int], dtype: type = np.float32) -> np.ndarray:
         """Gather ``model``'s vectors for ``item_ids`` in that order (later sets win)."""
@@ -313,7 +314,10 @@ class Workspace(ItemsMixin, ModelsMixin, RecordsMixin, JudgmentsMixin):
         if not sets:
             raise StoreError(f"{self.root}: model '{model}' has no vectors yet; run 'embridge embed --model {model}'")
         dim = sets[-1]["dim"]
-        unique, where = np.unique(want, return_inverse=True)
+        if is_sorted_unique(want):  # the usual request: no sort, no inverse to apply at the end
+            unique, where = want, None
+        else:
+            unique, where = np.unique(want, return_inverse=True)
         out = np.empty((len(unique), dim), dtype=dtype)
         filled = np.zeros(len(unique), dtype=bool)
         for info in reversed(sets):
@@ -323,16 +327,20 @@ class Workspace(ItemsMixin, ModelsMixin, RecordsMixin, JudgmentsMixin):
                 raise StoreError(f"{self.root}: vector sets of model '{model}' differ in dimension "
                                  f"({info['dim']} in set {info['id']}, {dim} in the newest)")
             ids, matrix = self.open_vector_set(info["id"])
+            if not filled.any() and len(ids) == len(unique) and np.array_equal(ids, unique):
+                out[:] = matrix  # the whole set, in its order: one sequential read instead of a gather
+                filled[:] = True
+                break
             slot = np.minimum(np.searchsorted(unique, ids), len(unique) - 1)  # unique is not empty here
             rows = np.flatnonzero((unique[slot] == ids) & ~filled[slot])
             if len(rows):
                 out[slot[rows]] = matrix[rows]
                 filled[slot[rows]] = True
-        missing = int((~filled[where]).sum())
+        missing = int((~(filled if where is None else filled[where])).sum())
         if missing:
             raise StoreError(f"{self.root}: {missing} of {len(want)} requested items have no "
                              f"vectors under model '{model}'")
-        return out[where]
+        return out if where is None else out[where]
 
     # -- meta -------------------------------------------------------------------------------
     def schema_version(self) -> int:

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
 from embridge.core.evaluation.folds import split_pairs
 from embridge.core.evaluation.tasks import dev_task
 from embridge.core.store import Workspace
+from embridge.core.store.id_sets import intersect_ids
 
 PAIR_KINDS = ("documents", "queries", "both")
 
@@ -34,7 +33,7 @@ def default_pairs(train_queries: int) -> str:
 def pair_setup(ws: Workspace, old: str, new: str, seed: int = 0) -> PairSetup:
     """The pair choices for ``old`` → ``new`` and the protocol validation will use."""
     split = split_pairs(ws, old, new, seed)
-    n = int(np.intersect1d(split.ids["train"], ws.query_ids()).size)
+    n = int(intersect_ids(split.ids["train"], ws.query_ids()).size)
     default = default_pairs(n)
     kinds = (default, *[k for k in PAIR_KINDS if k != default]) if n >= 2 else ("documents",)
     return PairSetup(kinds, default, n, dev_task(ws, old, new, seed).protocol().describe())

@@ -27,6 +27,7 @@ from embridge.core.jobs import recorded_run
 from embridge.core.progress import ProgressFn, StopFn
 from embridge.core.store import Workspace
 from embridge.core.store.files import TMP_PREFIX
+from embridge.core.store.id_sets import intersect_ids
 from embridge.core.train.config import resolve_config
 from embridge.core.train.data import PairData
 from embridge.core.train.fit import fit_adapter
@@ -64,7 +65,7 @@ def training_pairs(ws: Workspace, split: PairSplit, pairs: str | None) -> tuple[
     are. The default is ``both`` when query pairs exist, else ``documents``.
     """
     train = split.ids["train"]
-    queries = np.intersect1d(train, ws.query_ids())
+    queries = intersect_ids(train, ws.query_ids())
     chosen = pairs or default_pairs(int(queries.size))
     if chosen not in PAIR_KINDS:
         raise InputError("--pairs", f"must be one of {', '.join(PAIR_KINDS)}, got '{chosen}'")
