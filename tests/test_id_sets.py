@@ -26,5 +26,7 @@ def test_sorted_unique_means_strictly_ascending() -> None:
     assert is_sorted_unique(np.array([], np.int64)) and is_sorted_unique(np.array([5]))
     assert is_sorted_unique(np.array([1, 2, 9]))
     assert not is_sorted_unique(np.array([1, 1, 2])) and not is_sorted_unique(np.array([2, 1]))
+    empty = np.zeros(0, np.int64)
+    assert intersect_ids(empty, np.arange(3)).size == 0 and intersect_ids(np.arange(3), empty).size == 0
     already = np.arange(5)
     assert unique_ids(already) is already  # nothing sorted or copied

@@ -25,12 +25,12 @@ def unique_ids(ids: Any) -> np.ndarray:
 
 
 def intersect_ids(a: Any, b: Any) -> np.ndarray:
-    """``intersect_ids(a, b)``: the sorted ids in both, by binary search of the smaller in the larger."""
+    """``np.intersect1d(a, b)``: the sorted ids in both, by binary search of the smaller in the larger."""
     small, large = unique_ids(a), unique_ids(b)
     if len(small) > len(large):
         small, large = large, small
     if not len(small) or not len(large):
-        return intersect_ids(small, large)
+        return np.intersect1d(small, large)
     pos = np.minimum(np.searchsorted(large, small), len(large) - 1)
     common = small[large[pos] == small]
     return common.astype(np.result_type(small, large), copy=False)
