@@ -75,6 +75,21 @@ def resolve_busy_timeout(seconds: float | None) -> float:
     return value
 
 
+
+def _matching_rows(unique: np.ndarray, ids: np.ndarray, filled: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(positions in ``unique``, rows of the set) of the not-yet-filled requested ids the set holds.
+
+    A set's id list is almost always ascending: then each requested id is looked up in it (a block
+    of a large gallery costs its own size, not the set's); otherwise each set id is looked up in the request.
+    """
+    if len(ids) and is_sorted_unique(ids):
+        pos = np.minimum(np.searchsorted(ids, unique), len(ids) - 1)
+        slots = np.flatnonzero((ids[pos] == unique) & ~filled)
+        return slots, pos[slots]
+    slot = np.minimum(np.searchsorted(unique, ids), len(unique) - 1)  # unique is not empty here
+    rows = np.flatnonzero((unique[slot] == ids) & ~filled[slot])
+    return slot[rows], rows
+
 class Workspace(ItemsMixin, ModelsMixin, RecordsMixin, JudgmentsMixin):
     """Open handle on a workspace folder; see the module docstring."""
 
@@ -331,11 +346,14 @@ class Workspace(ItemsMixin, ModelsMixin, RecordsMixin, JudgmentsMixin):
                 out[:] = matrix  # the whole set, in its order: one sequential read instead of a gather
                 filled[:] = True
                 break
-            slot = np.minimum(np.searchsorted(unique, ids), len(unique) - 1)  # unique is not empty here
-            rows = np.flatnonzero((unique[slot] == ids) & ~filled[slot])
-            if len(rows):
-                out[slot[rows]] = matrix[rows]
-                filled[slot[rows]] = True
+            slots, rows = _matching_rows(unique, ids, filled)
+            if not len(rows):
+                continue
+            if rows[-1] - rows[0] + 1 == len(rows) and slots[-1] - slots[0] + 1 == len(slots):
+                out[slots[0]:slots[-1] + 1] = matrix[rows[0]:rows[-1] + 1]  # a run of rows: a slice, not a gather
+            else:
+                out[slots] = matrix[rows]
+            filled[slots] = True
         missing = int((~(filled if where is None else filled[where])).sum())
         if missing:
             raise StoreError(f"{self.root}: {missing} of {len(want)} requested items have no "
