@@ -145,3 +145,15 @@ def test_exact_search_over_an_in_memory_gallery_uses_it_in_place_and_matches_a_b
     bad[1234, 5] = np.nan
     with pytest.raises(VectorFileError, match="row 1234"):
         build_index(bad)
+
+
+def test_the_default_recall_sample_shrinks_with_the_gallery(monkeypatch: pytest.MonkeyPatch) -> None:
+    from embridge.core.evaluation import search as search_module
+
+    assert [search_module.recall_queries(n) for n in (1_000, 200_000, 400_000, 1_000_000, 10**9)] == \
+        [1000, 1000, 500, 200, 200]
+    monkeypatch.setattr(search_module, "RECALL_PRODUCTS", 6000 * 300)
+    gallery, queries = _uniform(6000, 16, 8), _uniform(700, 16, 9)
+    _, _, info = search(queries, gallery, 5, config=SearchConfig(exact_max=5000, nprobe=4))
+    assert info.method == "ivf" and info.params["recall_sample"] == 300
+    assert 0.0 < info.recall_vs_exact <= 1.0
