@@ -300,3 +300,51 @@ def test_truncated_vector_file(ws: Workspace) -> None:
     with pytest.raises(IntegrityError, match=re.escape(str(path))):
         ws.open_vector_set(info["id"], verify=False)
     assert sha256_file(path) != info["sha256"]
+
+
+def test_a_settled_file_hashed_by_one_process_is_not_hashed_again_by_the_next_unless_it_changed(
+        ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    hashed: list[str] = []
+    real = vectors_module.sha256_file
+    monkeypatch.setattr(vectors_module, "sha256_file", lambda p: hashed.append(Path(p).name) or real(p))
+    monkeypatch.setattr(vectors_module, "_RACY_WINDOW_NS", 0)
+    info = ws.vector_sets("m")[0]
+    path = Path(info["path"])
+
+    def new_process() -> Workspace:
+        vectors_module._verified.clear()  # what a fresh process starts with
+        return Workspace.open(ws.root)
+
+    ws.open_vector_set(info["id"])
+    matrix_hashes = hashed.count(path.name)
+    assert matrix_hashes == 1
+    other = new_process()
+    other.open_vector_set(info["id"])
+    assert hashed.count(path.name) == 1  # remembered in the workspace, across processes
+    other.close()
+    stat = path.stat()
+    with open(path, "r+b") as fh:  # an edit in place, its mtime then restored: the ctime still moves
+        fh.seek(-1, os.SEEK_END)
+        fh.write(b"\x7f")
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    third = new_process()
+    with pytest.raises(IntegrityError, match="checksum mismatch"):
+        third.open_vector_set(info["id"])
+    third.close()
+
+
+def test_remembering_a_check_never_blocks_on_another_writer(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(vectors_module, "_RACY_WINDOW_NS", 0)
+    vectors_module._verified.clear()
+    info = ws.vector_sets("m")[0]
+    writer = sqlite3.connect(ws.root / "embridge.db")
+    writer.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+    try:
+        ids, matrix = ws.open_vector_set(info["id"])  # verified, read, and the note simply not written
+        assert matrix.shape == (10, 4)
+    finally:
+        writer.rollback()
+        writer.close()
+    assert ws.meta("verified:" + info["file"]) is None
+    ws.open_vector_set(info["id"])
+    assert ws.meta("verified:" + info["file"]) is not None

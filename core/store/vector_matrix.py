@@ -65,19 +65,32 @@ def as_storage_dtype(block: np.ndarray, dtype: str, source: str, first_row: int 
     return out
 
 
-def verified_sha256(path: Path, expected: str) -> None:
-    """Check a file's sha256 against the recorded one, caching success per file identity and times."""
+def file_identity(path: Path) -> tuple[int, int, int, int]:
+    """(inode, size, mtime_ns, ctime_ns): any write, replacement or ``touch`` changes one of them.
+
+    ctime cannot be set back by a user, so an edit that restores the mtime still shows here.
+    """
     try:
         st = path.stat()
     except FileNotFoundError:
         raise IntegrityError(f"{path}: file is missing from the workspace") from None
-    key = (str(path), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    return st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
+def settled(identity: tuple[int, int, int, int]) -> bool:
+    """Old enough that a later edit cannot share its timestamps (coarse filesystem clocks)."""
+    return time.time_ns() - max(identity[2], identity[3]) > _RACY_WINDOW_NS
+
+
+def verified_sha256(path: Path, expected: str) -> None:
+    """Check a file's sha256 against the recorded one, caching success per file identity and times."""
+    key = (str(path), *file_identity(path))
     if _verified.get(key) == expected:
         return
     actual = sha256_file(path)
     if actual != expected:
         raise IntegrityError(f"{path}: checksum mismatch (file changed or corrupted since it was stored)")
-    if time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) > _RACY_WINDOW_NS:
+    if settled(key[1:]):  # type: ignore[arg-type]
         _verified[key] = expected
 
 
