@@ -48,9 +48,8 @@ def relevance(ranked: np.ndarray, query_targets: Any, gallery_targets: Any, excl
         raise InputError("ranking", f"refers to gallery row {ranked.max()} of {gt.shape[0]}")
     valid_slot = ranked >= 0
     hits = valid_slot & (gt[np.where(valid_slot, ranked, 0)] == qt[:, None])
-    uniq, counts = np.unique(gt, return_counts=True)
-    pos = np.clip(np.searchsorted(uniq, qt), 0, len(uniq) - 1)
-    n_rel = np.where(uniq[pos] == qt, counts[pos], 0).astype(np.int64)
+    ordered = np.sort(gt)  # relevant items per query: the run of its target in the sorted gallery targets
+    n_rel = (np.searchsorted(ordered, qt, side="right") - np.searchsorted(ordered, qt, side="left")).astype(np.int64)
     if exclude is not None:
         ex = np.asarray(exclude, dtype=np.int64)
         self_rel = (ex >= 0) & (gt[np.where(ex >= 0, ex, 0)] == qt)
