@@ -53,6 +53,11 @@ def _marks(part: Sequence[Any]) -> str:
     return ",".join("?" * len(part))
 
 
+
+def _id_column(cursor: Any) -> np.ndarray:
+    """The first column of a query's rows as int64, streamed (a million rows as a list of tuples is ~100 MB)."""
+    return np.fromiter((row[0] for row in cursor), dtype=np.int64)
+
 class ItemsMixin:
     """Methods of :class:`embridge.core.store.Workspace` for items and folds."""
 
@@ -159,15 +164,15 @@ class ItemsMixin:
                 conds.append(f"{column} = ?")
                 args.append(value)
         sql = "select id from items" + (" where " + " and ".join(conds) if conds else "")
-        return np.array([r[0] for r in self.db.execute(sql + " order by id", args).fetchall()], dtype=np.int64)
+        return _id_column(self.db.execute(sql + " order by id", args))
 
     def gallery_ids(self, model: str | None = None) -> np.ndarray:
         """The gallery: every item not of the query split, sorted; with ``model``, only those it embedded.
 
         This is the one definition of the gallery that training, reports, plans and bundles share.
         """
-        rows = self.db.execute("select id from items where coalesce(split, '') != ? order by id", [QUERY_SPLIT])
-        ids = np.array([r[0] for r in rows.fetchall()], dtype=np.int64)
+        ids = _id_column(self.db.execute("select id from items where coalesce(split, '') != ? order by id",
+                                         [QUERY_SPLIT]))
         return ids if model is None else intersect_ids(ids, self.ids_with_vectors(model))
 
     def query_ids(self, model: str | None = None) -> np.ndarray:
