@@ -12,7 +12,7 @@ import numpy as np
 
 from embridge.core.l2 import l2_normalize
 
-__all__ = ["exact_topk", "l2_normalize", "top1_accuracy"]
+__all__ = ["exact_topk", "l2_normalize", "merge_topk", "top1_accuracy"]
 
 
 def exact_topk(
@@ -57,7 +57,7 @@ def exact_topk(
                 local = ex[start:stop] - g_start
                 inside = np.flatnonzero((local >= 0) & (local < g_stop - g_start))
                 scores[inside, local[inside]] = -np.inf
-            merge = _merge_best if k == 1 else _merge_topk
+            merge = _merge_best if k == 1 else merge_topk
             merge(scores, g_start, best_idx[start:stop], best_score[start:stop])
     if k > 1:
         order = np.argsort(-best_score, axis=1, kind="stable")
@@ -75,7 +75,7 @@ def _merge_best(scores: np.ndarray, offset: int, best_idx: np.ndarray, best_scor
     best_score[better, 0] = top[better]
 
 
-def _merge_topk(scores: np.ndarray, offset: int, best_idx: np.ndarray, best_score: np.ndarray) -> None:
+def merge_topk(scores: np.ndarray, offset: int, best_idx: np.ndarray, best_score: np.ndarray) -> None:
     """Fold one score tile (gallery rows from ``offset``) into the running top k, in place.
 
     Only scores above a query's current k-th best can enter, and after the first chunks a handful

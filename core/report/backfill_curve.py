@@ -30,6 +30,7 @@ import numpy as np
 from embridge.core.errors import InputError
 from embridge.core.evaluation.search import SearchConfig, search
 from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
+from embridge.core.retrieval import merge_topk
 
 POLICIES = ("random", "least_confident", "largest_residual")
 
@@ -96,30 +97,24 @@ def backfill_order(
     return np.argsort(self_margins(gallery_adapted, gallery_old, search_config), kind="stable")
 
 
-def _top(scores: np.ndarray, rel: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Keep the k best columns per row (unordered) with their relevance."""
-    if scores.shape[1] <= k:
-        return scores, rel
-    if k == 1:
-        best = scores.argmax(axis=1)[:, None]
-        return np.take_along_axis(scores, best, 1), np.take_along_axis(rel, best, 1)
-    part = np.argpartition(-scores, kth=k - 1, axis=1)[:, :k]
-    return np.take_along_axis(scores, part, 1), np.take_along_axis(rel, part, 1)
-
-
 def _running_top(scores: np.ndarray, rel: np.ndarray, cuts: np.ndarray, k: int, suffix: bool) -> list:
-    """Top-k of columns [:m] (prefix) or [m:] (suffix) for every m in ``cuts``, in one pass."""
+    """Top-k (scores, relevance) of columns [:m] (prefix) or [m:] (suffix) for every m in ``cuts``, in one pass.
+
+    Each step folds one segment into the running top k with :func:`~embridge.core.retrieval.merge_topk`,
+    which only looks at scores above a row's current k-th best. Rows with fewer than k columns so far
+    are padded with -inf scores that are never relevant.
+    """
     b = scores.shape[0]
-    cur = (np.empty((b, 0), np.float32), np.empty((b, 0), bool))
+    best_score = np.full((b, k), -np.inf, dtype=np.float32)
+    best_col = np.full((b, k), -1, dtype=np.int64)
     out: dict[int, tuple] = {}
-    seq = sorted(set(cuts.tolist()), reverse=suffix)
     prev = scores.shape[1] if suffix else 0
-    for m in seq:
+    for m in sorted(set(cuts.tolist()), reverse=suffix):
         lo, hi = (m, prev) if suffix else (prev, m)
-        cur = _top(
-            np.concatenate([cur[0], scores[:, lo:hi]], 1), np.concatenate([cur[1], rel[:, lo:hi]], 1), k
-        )
-        out[m] = cur
+        if hi > lo:
+            merge_topk(np.ascontiguousarray(scores[:, lo:hi], dtype=np.float32), lo, best_col, best_score)
+        kept_rel = np.take_along_axis(rel, np.maximum(best_col, 0), 1) & (best_col >= 0)
+        out[m] = (best_score.copy(), kept_rel)
         prev = m
     return [out[m] for m in cuts.tolist()]
 
