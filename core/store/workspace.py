@@ -51,6 +51,7 @@ from embridge.core.store.vector_matrix import (
     as_storage_dtype,
     file_identity,
     open_matrix,
+    release_pages,
     settled,
     sweep_orphans,
     verified_sha256,
@@ -61,6 +62,8 @@ BUSY_TIMEOUT_ENV = "EMBRIDGE_BUSY_TIMEOUT"
 DEFAULT_BUSY_TIMEOUT_S = 10.0
 # meta key prefix + a vector file's workspace path: the identity it had when a process hashed it whole
 VERIFIED_META = "verified:"
+GATHER_BLOCK = 16_384  # rows copied from a vector file between releases of its pages
+SPARSE_BLOCK = 1_024  # the same for scattered rows, whose faults each map their neighbours too
 __all__ = ["ITEM_FIELDS", "QUERY_SPLIT", "ROLES", "Workspace", "in_gallery", "item_namespace", "resolve_busy_timeout"]
 
 
@@ -79,6 +82,23 @@ def resolve_busy_timeout(seconds: float | None) -> float:
         raise StoreError(f"{BUSY_TIMEOUT_ENV}: expected a number of seconds (0 or more), got '{raw}'")
     return value
 
+
+
+def _copy_rows(out: np.ndarray, slots: np.ndarray, matrix: np.ndarray, rows: np.ndarray) -> None:
+    """``out[slots] = matrix[rows]`` for ascending rows of a file map, then the rows' pages let go.
+
+    A map keeps every page it touched resident, and the kernel maps a cached file's neighbouring
+    pages on each fault: gathering a sparse sample of a 1.5 GB gallery once put the whole file in
+    the process's memory. Releasing each block's range keeps that to one block.
+    """
+    if rows[-1] - rows[0] + 1 == len(rows) and slots[-1] - slots[0] + 1 == len(slots):
+        out[slots[0]:slots[-1] + 1] = matrix[rows[0]:rows[-1] + 1]  # a run of rows: a slice, not a gather
+        release_pages(matrix, int(rows[0]), int(rows[-1]) + 1)
+        return
+    for start in range(0, len(rows), SPARSE_BLOCK):  # each fault maps up to 64 KB around a scattered row
+        part = rows[start:start + SPARSE_BLOCK]
+        out[slots[start:start + SPARSE_BLOCK]] = matrix[part]
+        release_pages(matrix, int(part[0]), int(part[-1]) + 1)
 
 
 def _matching_rows(unique: np.ndarray, ids: np.ndarray, filled: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -370,17 +390,9 @@ class Workspace(ItemsMixin, ModelsMixin, RecordsMixin, JudgmentsMixin):
                 raise StoreError(f"{self.root}: vector sets of model '{model}' differ in dimension "
                                  f"({info['dim']} in set {info['id']}, {dim} in the newest)")
             ids, matrix = self.open_vector_set(info["id"])
-            if not filled.any() and len(ids) == len(unique) and np.array_equal(ids, unique):
-                out[:] = matrix  # the whole set, in its order: one sequential read instead of a gather
-                filled[:] = True
-                break
             slots, rows = _matching_rows(unique, ids, filled)
-            if not len(rows):
-                continue
-            if rows[-1] - rows[0] + 1 == len(rows) and slots[-1] - slots[0] + 1 == len(slots):
-                out[slots[0]:slots[-1] + 1] = matrix[rows[0]:rows[-1] + 1]  # a run of rows: a slice, not a gather
-            else:
-                out[slots] = matrix[rows]
+            for start in range(0, len(rows), GATHER_BLOCK):
+                _copy_rows(out, slots[start:start + GATHER_BLOCK], matrix, rows[start:start + GATHER_BLOCK])
             filled[slots] = True
         missing = int((~(filled if where is None else filled[where])).sum())
         if missing:
