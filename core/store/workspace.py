@@ -15,7 +15,6 @@ SQL statement Embridge runs on a workspace lives in this package.
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 import stat
@@ -49,10 +48,8 @@ from embridge.core.store.vector_matrix import (
     SUPPORTED_DTYPES,
     VectorSetWriter,
     as_storage_dtype,
-    file_identity,
     open_matrix,
     release_pages,
-    settled,
     sweep_orphans,
     verified_sha256,
 )
@@ -60,8 +57,6 @@ from embridge.core.store.vector_matrix import (
 TEMP_MAX_AGE_S = 3600  # older temp files belong to a writer that died, not one still running
 BUSY_TIMEOUT_ENV = "EMBRIDGE_BUSY_TIMEOUT"
 DEFAULT_BUSY_TIMEOUT_S = 10.0
-# meta key prefix + a vector file's workspace path: the identity it had when a process hashed it whole
-VERIFIED_META = "verified:"
 GATHER_BLOCK = 16_384  # rows copied from a vector file between releases of its pages
 SPARSE_BLOCK = 1_024  # the same for scattered rows, whose faults each map their neighbours too
 __all__ = ["ITEM_FIELDS", "QUERY_SPLIT", "ROLES", "Workspace", "in_gallery", "item_namespace", "resolve_busy_timeout"]
@@ -317,32 +312,9 @@ class Workspace(ItemsMixin, ModelsMixin, RecordsMixin, JudgmentsMixin):
         """Item ids and a read-only memmap of one vector set, checksums verified."""
         info = self.vector_set(set_id)
         ids = self._set_ids(info, verify)
-        path, sha = self.root / info["file"], info["sha256"] if verify else None
-        record = key = None
-        if sha and path.exists():  # a missing file: open_matrix names it
-            identity = file_identity(path)
-            key, record = VERIFIED_META + str(info["file"]), json.dumps({"identity": identity, "sha256": sha})
-            if self.meta(key) == record:
-                sha = None  # hashed whole by an earlier process, unchanged since: inode, size, mtime, ctime
-        matrix = open_matrix(path, sha, info["count"], info["dim"])
-        if sha and key and record and settled(identity):
-            self._remember(key, record)
+        matrix = open_matrix(self.root / info["file"], info["sha256"] if verify else None,
+                             info["count"], info["dim"])
         return ids, matrix
-
-    def _remember(self, key: str, value: str) -> None:
-        """Best effort: a meta value that only saves work later (not written when another writer holds the database)."""
-        conn = self.db.conn
-        if conn.in_transaction:
-            self.set_meta(key, value)
-            return
-        timeout = int(conn.execute("pragma busy_timeout").fetchone()[0])
-        try:
-            conn.execute("pragma busy_timeout = 0")
-            self.set_meta(key, value)
-        except (StoreError, sqlite3.Error):
-            pass
-        finally:
-            conn.execute(f"pragma busy_timeout = {timeout}")
 
     def vector_set_ids(self, set_id: int, verify: bool = True) -> np.ndarray:
         """Item ids of one vector set, its id list's checksum verified (the matrix is not read)."""
