@@ -24,8 +24,7 @@ from embridge.core.errors import (
     StoreError,
     VectorFileError,
 )
-from embridge.core.store import Workspace
-from embridge.core.store import vector_matrix as vectors_module
+from embridge.core.store import Workspace, file_checks
 from embridge.core.store.files import sha256_file
 
 
@@ -236,21 +235,21 @@ def test_vector_file_changed_after_registration(ws: Workspace) -> None:
 
 def test_checksums_are_remembered_only_for_settled_files(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
     hashed: list[str] = []
-    real = vectors_module.sha256_file
-    monkeypatch.setattr(vectors_module, "sha256_file", lambda p: hashed.append(Path(p).name) or real(p))
+    real = file_checks.sha256_file
+    monkeypatch.setattr(file_checks, "sha256_file", lambda p: hashed.append(Path(p).name) or real(p))
     set_id = ws.vector_sets("m")[0]["id"]
-    monkeypatch.setattr(vectors_module, "_RACY_WINDOW_NS", 10**18)  # as if the files were just written
+    monkeypatch.setattr(file_checks, "_RACY_WINDOW_NS", 10**18)  # as if the files were just written
     ws.open_vector_set(set_id)
     ws.open_vector_set(set_id)
     assert len(hashed) == 4  # an edit could share a fresh file's mtime, so it is hashed each time
-    monkeypatch.setattr(vectors_module, "_RACY_WINDOW_NS", 0)  # as if the files were old
+    monkeypatch.setattr(file_checks, "_RACY_WINDOW_NS", 0)  # as if the files were old
     ws.open_vector_set(set_id)
     ws.open_vector_set(set_id)
     assert len(hashed) == 6  # hashed once more, then remembered
 
 
 def test_vector_file_swapped_for_one_of_the_same_size(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(vectors_module, "_RACY_WINDOW_NS", 0)
+    monkeypatch.setattr(file_checks, "_RACY_WINDOW_NS", 0)
     info = ws.vector_sets("m")[0]
     ws.open_vector_set(info["id"])  # verified and remembered
     path = Path(info["path"])
@@ -264,7 +263,7 @@ def test_vector_file_swapped_for_one_of_the_same_size(ws: Workspace, monkeypatch
 
 
 def test_vector_file_edited_in_place_with_its_mtime_restored(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(vectors_module, "_RACY_WINDOW_NS", 0)
+    monkeypatch.setattr(file_checks, "_RACY_WINDOW_NS", 0)
     info = ws.vector_sets("m")[0]
     ws.open_vector_set(info["id"])
     path = Path(info["path"])
@@ -305,14 +304,14 @@ def test_truncated_vector_file(ws: Workspace) -> None:
 def test_a_settled_file_hashed_by_one_process_is_not_hashed_again_by_the_next_unless_it_changed(
         ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
     hashed: list[str] = []
-    real = vectors_module.sha256_file
-    monkeypatch.setattr(vectors_module, "sha256_file", lambda p: hashed.append(Path(p).name) or real(p))
-    monkeypatch.setattr(vectors_module, "_RACY_WINDOW_NS", 0)
+    real = file_checks.sha256_file
+    monkeypatch.setattr(file_checks, "sha256_file", lambda p: hashed.append(Path(p).name) or real(p))
+    monkeypatch.setattr(file_checks, "_RACY_WINDOW_NS", 0)
     info = ws.vector_sets("m")[0]
     path = Path(info["path"])
 
     def new_process() -> Workspace:
-        vectors_module._verified.clear()  # what a fresh process starts with
+        file_checks._verified.clear()  # what a fresh process starts with
         return Workspace.open(ws.root)
 
     before = snapshot(ws.root)
@@ -337,15 +336,15 @@ def test_a_settled_file_hashed_by_one_process_is_not_hashed_again_by_the_next_un
 def test_an_unwritable_cache_folder_only_means_hashing_again(ws: Workspace, tmp_path: Path,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     hashed: list[str] = []
-    real = vectors_module.sha256_file
-    monkeypatch.setattr(vectors_module, "sha256_file", lambda p: hashed.append(Path(p).name) or real(p))
-    monkeypatch.setattr(vectors_module, "_RACY_WINDOW_NS", 0)
+    real = file_checks.sha256_file
+    monkeypatch.setattr(file_checks, "sha256_file", lambda p: hashed.append(Path(p).name) or real(p))
+    monkeypatch.setattr(file_checks, "_RACY_WINDOW_NS", 0)
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a file where the cache folder would go")
     monkeypatch.setenv("EMBRIDGE_CACHE_DIR", str(blocker))
     info = ws.vector_sets("m")[0]
     for _ in range(2):  # two "processes": each reads fine, and each hashes, as no note could be kept
-        vectors_module._verified.clear()
+        file_checks._verified.clear()
         ids, matrix = ws.open_vector_set(info["id"])
         assert matrix.shape == (10, 4)
     assert hashed.count(Path(info["path"]).name) == 2

@@ -6,8 +6,8 @@ chunk. The file's full size is reserved on disk up front, so a full disk is an e
 rather than a crash mid-write. Only ``commit`` makes the set visible: it hashes the files, notes the
 final names in the progress JSON, renames them into place and registers them in one transaction;
 a writer killed between the rename and the registration gets its files back on resume. Readers
-open memmaps and check the recorded sha256 once per process (per file identity, size and times),
-so a corrupted or swapped file is caught before use.
+open memmaps after checking the recorded sha256 (:mod:`embridge.core.store.file_checks`), so a
+corrupted or swapped file is caught before use.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import json
 import mmap
 import os
 import re
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ import numpy as np
 
 from embridge.core.errors import IntegrityError, VectorFileError
 from embridge.core.paths import is_real_dir
+from embridge.core.store.file_checks import verified_sha256
 from embridge.core.store.files import (
     DISK_FULL,
     atomic_write_text,
@@ -36,11 +36,6 @@ from embridge.core.store.files import (
 )
 
 SUPPORTED_DTYPES = ("float32", "float16")
-_verified: dict[tuple[str, int, int, int, int], str] = {}
-# A file modified within this many seconds of its last check may share its mtime with the
-# modification (coarse filesystem clocks), so such a check is not remembered.
-_RACY_WINDOW_NS = 2_000_000_000
-CACHE_DIR_ENV = "EMBRIDGE_CACHE_DIR"
 _COMMITTED = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*-[0-9a-f]{8}(?:\.ids)?\.npy")
 
 
@@ -64,75 +59,6 @@ def as_storage_dtype(block: np.ndarray, dtype: str, source: str, first_row: int 
         raise VectorFileError(source, f"row {row} holds values too large for {dtype} "
                               f"({int(bad.sum())} rows){hint}")
     return out
-
-
-def file_identity(path: Path) -> tuple[int, int, int, int]:
-    """(inode, size, mtime_ns, ctime_ns): any write, replacement or ``touch`` changes one of them.
-
-    ctime cannot be set back by a user, so an edit that restores the mtime still shows here.
-    """
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        raise IntegrityError(f"{path}: file is missing from the workspace") from None
-    return st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
-
-
-def settled(identity: tuple[int, int, int, int]) -> bool:
-    """Old enough that a later edit cannot share its timestamps (coarse filesystem clocks)."""
-    return time.time_ns() - max(identity[2], identity[3]) > _RACY_WINDOW_NS
-
-
-def verified_sha256(path: Path, expected: str) -> None:
-    """Check a file's sha256 against the recorded one, caching success per file identity and times.
-
-    Success is remembered in this process and, for settled files, in a note under the user's cache
-    folder (:func:`verified_notes_dir`), so the next process skips hashing a file that has not
-    changed since: a 1.5 GB gallery takes 5-9 s to hash on a CPU without SHA instructions. The
-    workspace itself is never written by a check.
-    """
-    identity = file_identity(path)
-    key = (str(path), *identity)
-    if _verified.get(key) == expected:
-        return
-    note = _note_path(path)
-    record = json.dumps({"path": str(path.resolve()), "identity": list(identity), "sha256": expected})
-    if settled(identity) and _read_note(note) == record:
-        _verified[key] = expected
-        return
-    actual = sha256_file(path)
-    if actual != expected:
-        raise IntegrityError(f"{path}: checksum mismatch (file changed or corrupted since it was stored)")
-    if settled(identity):
-        _verified[key] = expected
-        _write_note(note, record)
-
-
-def verified_notes_dir() -> Path:
-    """Where checks of settled files are noted: ``EMBRIDGE_CACHE_DIR``, else the user's cache folder."""
-    root = os.environ.get(CACHE_DIR_ENV) or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "embridge")
-    return Path(root) / "verified"
-
-
-def _note_path(path: Path) -> Path:
-    return verified_notes_dir() / (hashlib.sha256(str(path.resolve()).encode()).hexdigest() + ".json")
-
-
-def _read_note(note: Path) -> str | None:
-    try:
-        return note.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
-        return None
-
-
-def _write_note(note: Path, record: str) -> None:
-    """Best effort: a note only saves a later hash, so an unwritable cache folder changes nothing."""
-    try:
-        note.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(note, record)
-    except OSError:
-        pass
 
 
 def open_matrix(path: Path, expected_sha: str | None, expect_rows: int, expect_dim: int) -> np.memmap:

@@ -37,11 +37,13 @@ from embridge.core.errors import (
     WorkspaceBusyError,
 )
 from embridge.core.paths import DB_NAME, check_name, child, is_real_dir, owned_temps, remove_no_follow
+from embridge.core.store.file_checks import verified_sha256
 from embridge.core.store.id_sets import is_sorted_unique, unique_ids
 from embridge.core.store.items import ITEM_FIELDS, QUERY_SPLIT, ItemsMixin, in_gallery, item_namespace
 from embridge.core.store.judgments import JudgmentsMixin
 from embridge.core.store.model_rows import ROLES, ModelsMixin
 from embridge.core.store.records import RecordsMixin
+from embridge.core.store.row_copy import GATHER_BLOCK, copy_rows, matching_rows
 from embridge.core.store.rows import now_iso
 from embridge.core.store.schema import check_tables, current_version, migrate
 from embridge.core.store.vector_matrix import (
@@ -49,16 +51,12 @@ from embridge.core.store.vector_matrix import (
     VectorSetWriter,
     as_storage_dtype,
     open_matrix,
-    release_pages,
     sweep_orphans,
-    verified_sha256,
 )
 
 TEMP_MAX_AGE_S = 3600  # older temp files belong to a writer that died, not one still running
 BUSY_TIMEOUT_ENV = "EMBRIDGE_BUSY_TIMEOUT"
 DEFAULT_BUSY_TIMEOUT_S = 10.0
-GATHER_BLOCK = 16_384  # rows copied from a vector file between releases of its pages
-SPARSE_BLOCK = 1_024  # the same for scattered rows, whose faults each map their neighbours too
 __all__ = ["ITEM_FIELDS", "QUERY_SPLIT", "ROLES", "Workspace", "in_gallery", "item_namespace", "resolve_busy_timeout"]
 
 
@@ -79,36 +77,6 @@ def resolve_busy_timeout(seconds: float | None) -> float:
 
 
 
-def _copy_rows(out: np.ndarray, slots: np.ndarray, matrix: np.ndarray, rows: np.ndarray) -> None:
-    """``out[slots] = matrix[rows]`` for ascending rows of a file map, then the rows' pages let go.
-
-    A map keeps every page it touched resident, and the kernel maps a cached file's neighbouring
-    pages on each fault: gathering a sparse sample of a 1.5 GB gallery once put the whole file in
-    the process's memory. Releasing each block's range keeps that to one block.
-    """
-    if rows[-1] - rows[0] + 1 == len(rows) and slots[-1] - slots[0] + 1 == len(slots):
-        out[slots[0]:slots[-1] + 1] = matrix[rows[0]:rows[-1] + 1]  # a run of rows: a slice, not a gather
-        release_pages(matrix, int(rows[0]), int(rows[-1]) + 1)
-        return
-    for start in range(0, len(rows), SPARSE_BLOCK):  # each fault maps up to 64 KB around a scattered row
-        part = rows[start:start + SPARSE_BLOCK]
-        out[slots[start:start + SPARSE_BLOCK]] = matrix[part]
-        release_pages(matrix, int(part[0]), int(part[-1]) + 1)
-
-
-def _matching_rows(unique: np.ndarray, ids: np.ndarray, filled: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(positions in ``unique``, rows of the set) of the not-yet-filled requested ids the set holds.
-
-    A set's id list is almost always ascending: then each requested id is looked up in it (a block
-    of a large gallery costs its own size, not the set's); otherwise each set id is looked up in the request.
-    """
-    if len(ids) and is_sorted_unique(ids):
-        pos = np.minimum(np.searchsorted(ids, unique), len(ids) - 1)
-        slots = np.flatnonzero((ids[pos] == unique) & ~filled)
-        return slots, pos[slots]
-    slot = np.minimum(np.searchsorted(unique, ids), len(unique) - 1)  # unique is not empty here
-    rows = np.flatnonzero((unique[slot] == ids) & ~filled[slot])
-    return slot[rows], rows
 
 class Workspace(ItemsMixin, ModelsMixin, RecordsMixin, JudgmentsMixin):
     """Open handle on a workspace folder; see the module docstring."""
@@ -362,9 +330,9 @@ class Workspace(ItemsMixin, ModelsMixin, RecordsMixin, JudgmentsMixin):
                 raise StoreError(f"{self.root}: vector sets of model '{model}' differ in dimension "
                                  f"({info['dim']} in set {info['id']}, {dim} in the newest)")
             ids, matrix = self.open_vector_set(info["id"])
-            slots, rows = _matching_rows(unique, ids, filled)
+            slots, rows = matching_rows(unique, ids, filled)
             for start in range(0, len(rows), GATHER_BLOCK):
-                _copy_rows(out, slots[start:start + GATHER_BLOCK], matrix, rows[start:start + GATHER_BLOCK])
+                copy_rows(out, slots[start:start + GATHER_BLOCK], matrix, rows[start:start + GATHER_BLOCK])
             filled[slots] = True
         missing = int((~(filled if where is None else filled[where])).sum())
         if missing:
