@@ -45,6 +45,7 @@ def exact_topk(
         raise ValueError("the gallery is too small to retrieve anything")
     best_idx = np.full((n_q, k), -1, dtype=np.int64)
     best_score = np.full((n_q, k), -np.inf, dtype=np.float32)
+    merge = _merge_best if k == 1 else merge_topk
     for g_start in range(0, n, gallery_chunk):
         g_stop = min(g_start + gallery_chunk, n)
         g = np.ascontiguousarray(gallery[g_start:g_stop], dtype=np.float32)
@@ -57,7 +58,6 @@ def exact_topk(
                 local = ex[start:stop] - g_start
                 inside = np.flatnonzero((local >= 0) & (local < g_stop - g_start))
                 scores[inside, local[inside]] = -np.inf
-            merge = _merge_best if k == 1 else merge_topk
             merge(scores, g_start, best_idx[start:stop], best_score[start:stop])
     if k > 1:
         order = np.argsort(-best_score, axis=1, kind="stable")

@@ -117,7 +117,11 @@ class PgVectorConnector(Connector):
                    .fetchone()[0])
 
     def dim(self) -> int | None:
-        kind = dict(self._need())[self.vec_col]
+        return self._vector_dim(dict(self._need()))
+
+    def _vector_dim(self, types: dict[str, str]) -> int:
+        """The vector column's dimension from the table's column types."""
+        kind = types[self.vec_col]
         if kind.startswith("vector(") and kind.endswith(")"):
             return int(kind[len("vector("):-1])
         raise VectorStoreError(f"{self.describe()}: column '{self.vec_col}' has type {kind}, not a pgvector vector(n)")
@@ -138,7 +142,7 @@ class PgVectorConnector(Connector):
                                                      self._ident(self.collection))
         order = sql.SQL(" order by {} limit %s").format(self._ident(self.id_col))
         where = sql.SQL(" where {} > %s").format(self._ident(self.id_col))
-        dim = self.dim() if types[self.id_col] in pg_binary.INTEGER_KEYS else None
+        dim = self._vector_dim(types) if types[self.id_col] in pg_binary.INTEGER_KEYS else None
         last = cursor
         while True:
             page = self._fast_page(last, batch_size, others, dim) if dim else None

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from embridge.core.errors import ImportDataError, StoreError
-from embridge.core.store.id_sets import intersect_ids
+from embridge.core.store.id_sets import intersect_ids, unique_ids
 from embridge.core.store.rows import ITEM_COLUMNS, decode, item_values, now_iso
 from embridge.core.store.schema import DOC_NAMESPACE, NAMESPACES, QUERY_NAMESPACE
 
@@ -52,11 +52,10 @@ def _chunks(values: Sequence[Any]) -> Iterator[list[Any]]:
 def _marks(part: Sequence[Any]) -> str:
     return ",".join("?" * len(part))
 
-
-
 def _id_column(cursor: Any) -> np.ndarray:
     """The first column of a query's rows as int64, streamed (a million rows as a list of tuples is ~100 MB)."""
     return np.fromiter((row[0] for row in cursor), dtype=np.int64)
+
 
 class ItemsMixin:
     """Methods of :class:`embridge.core.store.Workspace` for items and folds."""
@@ -182,9 +181,7 @@ class ItemsMixin:
 
     def check_item_ids(self, item_ids: Sequence[int] | np.ndarray) -> None:
         """Raise StoreError naming a few ids that are not items of this workspace."""
-        ids = np.asarray(item_ids, dtype=np.int64).ravel()
-        if not (ids[1:] > ids[:-1]).all():  # ascending ids (the usual case) are sorted and unique already
-            ids = np.unique(ids)
+        ids = unique_ids(np.asarray(item_ids, dtype=np.int64).ravel())
         if not len(ids):
             return
         lo, hi = int(ids[0]), int(ids[-1])
