@@ -74,22 +74,43 @@ def key_ids(ws: Workspace, keys: list[str], namespace: str, with_queries: bool =
     return np.fromiter((found.get(k, -1) for k in keys), dtype=np.int64, count=len(keys))
 
 
-def coverage(ws: Workspace, vf: VectorFile, wanted: np.ndarray | None = None) -> Coverage:
-    """The file's rows that name workspace items (only ``wanted`` ids when given), in file order."""
-    segments, unknown, unknown_count = [], [], 0
+@dataclass(frozen=True)
+class FileSide:
+    """One side of a vector file (documents by ``ids``, or queries by ``query_ids``) and the items its
+    keys name (-1 for none)."""
+
+    keys: list[str]
+    reader: MatrixReader
+    namespace: str
+    item_ids: np.ndarray
+
+
+def file_sides(ws: Workspace, vf: VectorFile) -> list[FileSide]:
+    """The file's sides with their keys resolved; a file without ``query_ids`` may name query items
+    in ``ids`` by keys no document has."""
     has_queries = vf.query_keys is not None and vf.query_vectors is not None
     parts = [(vf.keys, vf.vectors, DOC_NAMESPACE)]
     if has_queries:
         parts.append((vf.query_keys, vf.query_vectors, QUERY_NAMESPACE))
-    for keys, reader, namespace in parts:
-        ids = key_ids(ws, keys, namespace, with_queries=namespace == DOC_NAMESPACE and not has_queries)
+    return [FileSide(keys, reader, namespace,
+                     key_ids(ws, keys, namespace, with_queries=namespace == DOC_NAMESPACE and not has_queries))
+            for keys, reader, namespace in parts]
+
+
+def coverage(ws: Workspace, vf: VectorFile, wanted: np.ndarray | None = None,
+             sides: list[FileSide] | None = None) -> Coverage:
+    """The file's rows that name workspace items (only ``wanted`` ids when given), in file order;
+    ``sides``: the file's sides already resolved by :func:`file_sides`."""
+    segments, unknown, unknown_count = [], [], 0
+    for side in file_sides(ws, vf) if sides is None else sides:
+        ids = side.item_ids
         known = ids >= 0
         unknown_count += int((~known).sum())
-        unknown.extend(keys[i] for i in np.flatnonzero(~known)[:5].tolist())
+        unknown.extend(side.keys[i] for i in np.flatnonzero(~known)[:5].tolist())
         keep = known & np.isin(ids, wanted) if wanted is not None else known
         rows = np.flatnonzero(keep)
         if len(rows):
-            segments.append(Segment(reader, rows, ids[rows]))
+            segments.append(Segment(side.reader, rows, ids[rows]))
     return Coverage(segments, unknown[:5], unknown_count)
 
 
@@ -106,14 +127,17 @@ def without_stored(ws: Workspace, model: str, cover: Coverage) -> tuple[Coverage
 
 
 def write_coverage(ws: Workspace, model: str, cover: Coverage, name: str, resume_key: str | None = None,
-                   on_progress: ProgressFn | None = None, should_stop: StopFn | None = None) -> dict[str, Any]:
-    """Stream the covered rows into one vector set of ``model`` and register it."""
+                   on_progress: ProgressFn | None = None, should_stop: StopFn | None = None,
+                   ids_checked: bool = False) -> dict[str, Any]:
+    """Stream the covered rows into one vector set of ``model`` and register it; ``ids_checked``: the
+    cover's item ids were resolved inside the caller's open write transaction."""
     if not cover.segments:
         raise InputError(f"model '{model}'", "no rows to store")
     first = cover.segments[0].reader
     dtype = first.storage_dtype if all(s.reader.storage_dtype == first.storage_dtype
                                        for s in cover.segments) else "float32"
-    writer = ws.vector_set_writer(model, cover.item_ids(), first.dim, dtype, name=name, resume_key=resume_key)
+    writer = ws.vector_set_writer(model, cover.item_ids(), first.dim, dtype, name=name, resume_key=resume_key,
+                                  ids_checked=ids_checked)
     progress = on_progress or no_progress
     total, offset = cover.count, 0
     block_rows = vector_files.BLOCK_ROWS * WRITE_BLOCKS

@@ -19,9 +19,16 @@ import numpy as np
 from embridge.core.errors import ImportDataError, VectorFileError
 from embridge.core.qrels import QrelLines, store_qrels
 from embridge.core.store import Workspace
-from embridge.core.store.schema import DOC_NAMESPACE, QUERY_NAMESPACE
-from embridge.core.vector_attach import Coverage, Segment, coverage, key_ids, without_stored, write_coverage
-from embridge.core.vector_files import MatrixReader, VectorFile
+from embridge.core.store.schema import QUERY_NAMESPACE
+from embridge.core.vector_attach import (
+    Coverage,
+    FileSide,
+    Segment,
+    file_sides,
+    without_stored,
+    write_coverage,
+)
+from embridge.core.vector_files import VectorFile
 
 
 def import_vector_file(ws: Workspace, src: Path, split: str | None, model: str | None,
@@ -37,29 +44,33 @@ def import_vector_file(ws: Workspace, src: Path, split: str | None, model: str |
         for reader in (vf.vectors, vf.query_vectors):
             for _ in reader.blocks() if reader is not None else ():
                 pass  # checks every row is finite, as an import with a model would
-    sides = [(vf.keys, vf.vectors, DOC_NAMESPACE, split)]
-    if vf.query_keys is not None and vf.query_vectors is not None:
-        sides.append((vf.query_keys, vf.query_vectors, QUERY_NAMESPACE, "query"))
     records: list[dict[str, Any]] = []
-    fresh: list[tuple[MatrixReader, int, int]] = []  # sides that become new items: reader, first record, count
-    for keys, reader, namespace, item_split in sides:
-        fallback = namespace == DOC_NAMESPACE and vf.query_keys is None
-        if _side_exists(ws, src, key_ids(ws, keys, namespace, fallback), keys, namespace, model is not None):
-            continue
-        fresh.append((reader, len(records), len(keys)))
-        records += [{"key": k, "modality": "vector", "split": item_split, "source": str(src)} for k in keys]
     info, skipped = None, 0
     try:
-        with ws.transaction():
+        with ws.transaction():  # keys resolved inside it: the ids stay items until the vectors are registered
+            sides = file_sides(ws, vf)
+            segments: list[Segment | None] = []  # per side: its existing items, or None for new items
+            for side in sides:
+                if _side_exists(ws, src, side, model is not None):
+                    segments.append(Segment(side.reader, np.arange(len(side.keys)), side.item_ids))
+                    continue
+                segments.append(None)
+                split_of = "query" if side.namespace == QUERY_NAMESPACE else split
+                records += [{"key": k, "modality": "vector", "split": split_of, "source": str(src)}
+                            for k in side.keys]
             created = ws.add_items(records, source=str(src)) if records else []
             if model:
-                if len(fresh) == len(sides):  # every row is a new item: its id is known, nothing is stored yet
-                    ids = np.asarray(created, dtype=np.int64)
-                    cover = Coverage([Segment(r, np.arange(n), ids[at:at + n]) for r, at, n in fresh], [], 0)
-                else:
-                    cover, skipped = without_stored(ws, model, coverage(ws, vf))
+                ids, at, parts = np.asarray(created, dtype=np.int64), 0, []
+                for side, segment in zip(sides, segments, strict=True):
+                    if segment is None:  # new items: their ids are known and nothing is stored yet
+                        segment = Segment(side.reader, np.arange(len(side.keys)), ids[at:at + len(side.keys)])
+                        at += len(side.keys)
+                    parts.append(segment)
+                cover = Coverage(parts, [], 0)
+                if any(s is not None for s in segments):
+                    cover, skipped = without_stored(ws, model, cover)
                 if cover.count:
-                    info = write_coverage(ws, model, cover, name=split or src.stem)
+                    info = write_coverage(ws, model, cover, name=split or src.stem, ids_checked=True)
             stored = store_qrels(ws, qrels, qrels_seed) if qrels is not None else None
     except BaseException:
         if info is not None:  # registered in the rolled-back transaction: its files belong to nobody
@@ -71,14 +82,13 @@ def import_vector_file(ws: Workspace, src: Path, split: str | None, model: str |
             "already_stored": skipped, "qrels": stored.to_dict() if stored else None}
 
 
-def _side_exists(ws: Workspace, src: Path, ids: np.ndarray, keys: list[str], namespace: str,
-                 attach: bool) -> bool:
+def _side_exists(ws: Workspace, src: Path, side: FileSide, attach: bool) -> bool:
     """True when every key names an existing item (and vectors may be attached), False when none does."""
-    known = ids >= 0
+    keys, known = side.keys, side.item_ids >= 0
     if not known.any():
         return False
     existing = [keys[i] for i in np.flatnonzero(known).tolist()]
-    what = "query keys" if namespace == QUERY_NAMESPACE else "keys"
+    what = "query keys" if side.namespace == QUERY_NAMESPACE else "keys"
     if len(existing) < len(keys):
         new = [keys[i] for i in np.flatnonzero(~known).tolist()]
         raise ImportDataError(src, f"{len(existing)} {what} already exist in the workspace, e.g. "

@@ -90,6 +90,31 @@ def test_import_attaches_vectors_to_existing_documents_and_queries(ws: Workspace
     assert again["attached"] == 0 and again["already_stored"] == 34 and len(ws.vector_sets("new")) == 1
 
 
+def test_existing_documents_and_new_queries_in_one_file(ws: Workspace, tmp_path: Path) -> None:
+    """Documents that exist get the vectors attached and queries new to the workspace become items
+    holding theirs, in one vector set of the model; a second import stores nothing again."""
+    docs = ["d5", "d1", "d9"]
+    queries = ["fresh-b", "fresh-a"]
+    dv, qv = RNG.normal(size=(3, 8)).astype(np.float32), RNG.normal(size=(2, 8)).astype(np.float32)
+    np.savez(tmp_path / "side.npz", ids=np.array(docs), vectors=dv, query_ids=np.array(queries), query_vectors=qv)
+    out = import_items(ws, tmp_path / "side.npz", fmt="vectors", model="new")
+    assert (out["count"], out["attached"], out["already_stored"]) == (2, 5, 0)
+    assert {(i["key"], i["split"]) for i in ws.items(ids=ws.query_ids_for_keys(queries).tolist())} == {
+        ("fresh-b", "query"), ("fresh-a", "query")}
+    np.testing.assert_array_equal(ws.vectors_for("new", ws.doc_ids_for_keys(docs)), dv)
+    np.testing.assert_array_equal(ws.vectors_for("new", ws.query_ids_for_keys(queries)), qv)
+    again = import_items(ws, tmp_path / "side.npz", fmt="vectors", model="new")
+    assert (again["count"], again["attached"], again["already_stored"]) == (0, 0, 5)
+
+
+def test_a_writer_outside_a_transaction_checks_its_ids_even_when_told_they_are(ws: Workspace) -> None:
+    """``ids_checked`` is honoured only inside the caller's write transaction, where the ids were read."""
+    from embridge.core.errors import StoreError
+
+    with pytest.raises(StoreError, match=r"unknown item ids, e\.g\. \[9999\]"):
+        ws.vector_set_writer("new", np.array([1, 9999]), 8, ids_checked=True)
+
+
 def test_mixed_new_and_existing_keys_or_no_model_store_nothing(ws: Workspace, tmp_path: Path) -> None:
     np.savez(tmp_path / "mixed.npz", ids=np.array(["d1", "fresh"]), vectors=np.ones((2, 8)))
     np.savez(tmp_path / "old.npz", ids=np.array(["d1", "d2"]), vectors=np.ones((2, 8)))
