@@ -22,13 +22,16 @@ _SAFE_MIN_NORM = 1e-18
 INPUT_POLICY_KEY = "input_normalised"
 
 
-def l2_normalize(x: np.ndarray, source: str | None = None) -> np.ndarray:
+def l2_normalize(x: np.ndarray, source: str | None = None, *, in_place: bool = False) -> np.ndarray:
     """Rows of ``x`` scaled to unit length as a new float32 array (all-zero rows stay zero).
 
+    ``in_place``: ``x`` is the caller's own fresh array, scaled where it is when it is a writable
+    float32 matrix (a gallery's worth of copying saved); otherwise a copy is made as usual.
     Raises :class:`VectorFileError` naming ``source`` (the file or model the rows came from) when
     a row holds NaN or inf.
     """
-    x = np.array(x, dtype=np.float32)  # a copy, normalised in place below
+    own = in_place and type(x) is np.ndarray and x.dtype == np.float32 and x.flags.writeable
+    x = x if own else np.array(x, dtype=np.float32)  # normalised in place below
     if x.ndim != 2:
         raise VectorFileError(source, f"expected a 2-D matrix of vectors, got shape {x.shape}")
     with np.errstate(over="ignore", invalid="ignore", under="ignore"):

@@ -75,8 +75,10 @@ def _merge_best(scores: np.ndarray, offset: int, best_idx: np.ndarray, best_scor
     best_score[better, 0] = top[better]
 
 
-def merge_topk(scores: np.ndarray, offset: int, best_idx: np.ndarray, best_score: np.ndarray) -> None:
-    """Fold one score tile (gallery rows from ``offset``) into the running top k, in place.
+def merge_topk(scores: np.ndarray, offset: int, best_idx: np.ndarray, best_score: np.ndarray,
+               ids: np.ndarray | None = None) -> None:
+    """Fold one score tile (gallery rows from ``offset``, or the rows ``ids`` names per column) into
+    the running top k, in place.
 
     Only scores above a query's current k-th best can enter, and after the first chunks a handful
     per query do: those are packed into a narrow (queries, most candidates) block and merged with
@@ -86,7 +88,8 @@ def merge_topk(scores: np.ndarray, offset: int, best_idx: np.ndarray, best_score
     kth = best_score.min(axis=1, keepdims=True)
     if not np.isfinite(kth).all():  # the first chunk: every score is a candidate
         cand_score = scores
-        cand_idx = np.broadcast_to(np.arange(offset, offset + scores.shape[1], dtype=np.int64), scores.shape)
+        cols = np.arange(offset, offset + scores.shape[1], dtype=np.int64) if ids is None else ids
+        cand_idx = np.broadcast_to(cols, scores.shape)
     else:
         flat = np.flatnonzero(scores > kth)  # row-major: each query's candidates together
         if not len(flat):
@@ -98,7 +101,7 @@ def merge_topk(scores: np.ndarray, offset: int, best_idx: np.ndarray, best_score
         cand_score = np.full((len(scores), width), -np.inf, dtype=np.float32)
         cand_idx = np.full((len(scores), width), -1, dtype=np.int64)
         cand_score[rows, slot] = scores[rows, cols]
-        cand_idx[rows, slot] = cols + offset
+        cand_idx[rows, slot] = cols + offset if ids is None else ids[cols]
     merged_score = np.concatenate([best_score, cand_score], axis=1)
     merged_idx = np.concatenate([best_idx, cand_idx], axis=1)
     part = np.argpartition(-merged_score, kth=k - 1, axis=1)[:, :k]

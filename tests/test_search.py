@@ -157,3 +157,25 @@ def test_the_default_recall_sample_shrinks_with_the_gallery(monkeypatch: pytest.
     _, _, info = search(queries, gallery, 5, config=SearchConfig(exact_max=5000, nprobe=4))
     assert info.method == "ivf" and info.params["recall_sample"] == 300
     assert 0.0 < info.recall_vs_exact <= 1.0
+
+
+def test_ivf_index_with_presized_lists_equals_faiss_own_add(tmp_path) -> None:
+    """The IVF build sizes each inverted list before adding: same lists, same results as ``add``."""
+    import faiss
+
+    gallery = _uniform(9000, 16, 8)
+    path = tmp_path / "gallery.npy"
+    np.save(path, gallery)
+    config = SearchConfig(method="ivf", nprobe=6, add_chunk=1000, seed=2)
+    built = build_index(np.load(path, mmap_mode="r"), config).index
+    plain = faiss.IndexIVFFlat(faiss.IndexFlatIP(16), 16, built.nlist, faiss.METRIC_INNER_PRODUCT)
+    plain.quantizer.add(built.quantizer.reconstruct_n(0, built.nlist))
+    plain.is_trained = True
+    plain.add(gallery)
+    plain.nprobe = built.nprobe
+    assert built.ntotal == plain.ntotal == 9000
+    sizes = [built.invlists.list_size(i) for i in range(built.nlist)]
+    assert sizes == [plain.invlists.list_size(i) for i in range(plain.nlist)] and sum(sizes) == 9000
+    queries = _uniform(300, 16, 9)
+    for got, want in zip(built.search(queries, 10), plain.search(queries, 10), strict=True):
+        np.testing.assert_array_equal(got, want)

@@ -77,6 +77,12 @@ def test_the_gallery_is_every_item_but_the_queries(tmp_path: Path) -> None:
         assert [in_gallery(s) for s in ("gallery", "train", None, "", "mine", QUERY_SPLIT)] == [True] * 5 + [False]
         assert item_namespace(QUERY_SPLIT) == "query" and item_namespace(None) == "doc"
         assert ws.keys_of(np.array(queries[::-1])) == [f"query-{i}" for i in range(4)][::-1]
+        assert ws.gallery_count() == len(gallery)
+        some = np.array(sorted(gallery[::2] + queries[1:3]), dtype=np.int64)
+        assert ws.gallery_among(some).tolist() == sorted(gallery[::2])
+        ws.add_model("m", "old", {"kind": "vectors", "dim": 2}, None)
+        ws.add_vector_set("m", some.tolist(), np.ones((len(some), 2), dtype=np.float32))
+        assert ws.gallery_ids("m").tolist() == sorted(gallery[::2])  # the model's items less its queries
 
 
 def split_comparisons(source: str) -> list[str]:

@@ -55,7 +55,10 @@ from embridge.core.store.vector_matrix import release_pages
 STATE_FILE = "adapter_state.pt"
 GALLERY_DIR = "gallery_transformed"
 GALLERY_CHUNK = 16_384
-STORE_NPY_BYTES = 1 << 20  # larger .npy members of a .zip bundle are stored, not deflated
+# members of float tensors (weights, probes, matrices) deflate by a few per cent at most and deflating
+# them was most of an export's time: in a .zip bundle those above this size are stored as they are
+STORE_TENSOR_BYTES = 1 << 16
+TENSOR_SUFFIXES = frozenset({".npy", ".pt", ".safetensors", ".onnx"})
 
 
 def export_bundle(ws: Workspace, out: str | Path, run_ids: list[int] | None = None, *,
@@ -206,8 +209,8 @@ def _publish(staging: Path, out: Path, overwrite: bool) -> None:
     if out.suffix.lower() == ".zip":
         with atomic_target(out) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
             for path in sorted(staging.rglob("*")):
-                if path.is_file():  # float matrices barely deflate (a few %) and deflating them costs the most
-                    stored = path.suffix == ".npy" and path.stat().st_size > STORE_NPY_BYTES
+                if path.is_file():
+                    stored = path.suffix in TENSOR_SUFFIXES and path.stat().st_size > STORE_TENSOR_BYTES
                     zf.write(path, path.relative_to(staging).as_posix(),
                              compress_type=zipfile.ZIP_STORED if stored else None)
         return

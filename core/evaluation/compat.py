@@ -16,7 +16,7 @@ import numpy as np
 from embridge.core.errors import InputError
 from embridge.core.l2 import l2_normalize
 
-_EPS = 1e-12
+_EPS = 1e-9  # metric differences below this are float noise (a mean over fewer than a billion queries moves by more)
 NOT_BETTER = "the new model is not better than the old one on this metric here"
 
 

@@ -52,8 +52,8 @@ class MatrixMaker:
         n = int(ids.size)
         for start in range(0, n, self.chunk):
             part = ids[start:start + self.chunk]
-            if transform is None:
-                block = l2_normalize(self.ws.vectors_for(models[0], part))
+            if transform is None:  # vectors_for gives a fresh array: normalised where it lies
+                block = l2_normalize(self.ws.vectors_for(models[0], part), in_place=True)
             else:
                 blocks = [prepare_input(self.ws.vectors_for(m, part), self.input_normalised) for m in models]
                 block = l2_normalize(transform(*blocks))

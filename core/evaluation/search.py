@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from embridge.core.errors import InputError, VectorFileError
+from embridge.core.evaluation.ivf_build import add_presized
 from embridge.core.evaluation.npy_rows import NpyRows
 from embridge.core.evaluation.topk_merge import mask_excluded, tie_complete_search
 from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
@@ -232,11 +233,15 @@ def _build(gallery: Any, n: int, dim: int, method: str, config: SearchConfig, so
         params.update(M=config.hnsw_m, ef_construction=config.ef_construction, ef_search=config.ef_search)
     else:  # pragma: no cover - choose_method guards this
         raise InputError("search method", method)
-    for start in range(0, n, config.add_chunk):
-        check_stop(should_stop)
-        stop = min(start + config.add_chunk, n)
-        index.add(_float32_rows(source, gallery, start, stop))
-        on_progress(stop, n, {"stage": "index"})
+    if method == "ivf":  # every inverted list sized once: no spare capacity left in the index
+        add_presized(index, faiss, n, config.add_chunk,
+                     lambda start, stop: _float32_rows(source, gallery, start, stop), on_progress, should_stop)
+    else:
+        for start in range(0, n, config.add_chunk):
+            check_stop(should_stop)
+            stop = min(start + config.add_chunk, n)
+            index.add(_float32_rows(source, gallery, start, stop))
+            on_progress(stop, n, {"stage": "index"})
     return GalleryIndex(index=index, method=method, params=params, dim=dim, ntotal=n, quantizer=quantizer)
 
 

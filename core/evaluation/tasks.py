@@ -72,7 +72,7 @@ def heldout_queries(ws: Workspace, models: Sequence[str], seed: int = 0) -> tupl
                        dtype=np.int64)
     if queries.size:
         return QuerySet("test queries (query split)", queries), "query split"
-    queries = np.array([i for i in intersect_ids(both, ws.gallery_ids()) if folds.get(int(i)) == "test"],
+    queries = np.array([i for i in ws.gallery_among(both) if folds.get(int(i)) == "test"],
                        dtype=np.int64)
     if queries.size == 0:
         raise InputError(label, "no query items and no test fold with vectors under every model; "
@@ -92,14 +92,14 @@ def upgrade_tasks(ws: Workspace, models: Sequence[str], heldout_gallery: bool = 
     label = "models " + ", ".join(f"'{m}'" for m in models)
     queries, source = heldout_queries(ws, models, seed)
     full_ids = ws.gallery_ids(models[0])
-    sample_ids = intersect_ids(ws.gallery_ids(), ids_under_all(ws, models))
+    sample_ids = ws.gallery_among(ids_under_all(ws, models))
     removed = 0
     if heldout_gallery:
         full_ids, removed = _without_train(ws, full_ids)
         sample_ids, _ = _without_train(ws, sample_ids)
     rule = choose_rule(ws, queries.ids, np.union1d(full_ids, sample_ids),
                        "test" if source == "judged test queries" else None)
-    gallery_full = int(ws.gallery_ids().size)
+    gallery_full = ws.gallery_count()
     suffix = " without the train fold" if heldout_gallery else ""
     if full_ids.size == gallery_full:
         full = GallerySet("the whole gallery", full_ids)

@@ -97,12 +97,24 @@ def backfill_order(
     return np.argsort(self_margins(gallery_adapted, gallery_old, search_config), kind="stable")
 
 
-def _running_top(scores: np.ndarray, rel: np.ndarray, cuts: np.ndarray, k: int, suffix: bool) -> list:
-    """Top-k (scores, relevance) of columns [:m] (prefix) or [m:] (suffix) for every m in ``cuts``, in one pass.
+def _segments(order: np.ndarray, cuts: np.ndarray) -> dict[tuple[int, int], np.ndarray]:
+    """The gallery columns between consecutive cuts of ``order``, each sorted: (lo, hi) -> columns.
 
-    Each step folds one segment into the running top k with :func:`~embridge.core.retrieval.merge_topk`,
-    which only looks at scores above a row's current k-th best. Rows with fewer than k columns so far
-    are padded with -inf scores that are never relevant.
+    Which columns a step adds is all that matters to a top k, and columns taken in ascending order
+    are read from the score rows sequentially, several times faster than in the order's own.
+    """
+    marks = sorted(set(cuts.tolist()))
+    return {(lo, hi): np.sort(order[lo:hi]) for lo, hi in zip(marks[:-1], marks[1:], strict=True) if hi > lo}
+
+
+def _running_top(scores: np.ndarray, rel: np.ndarray, segments: dict[tuple[int, int], np.ndarray],
+                 cuts: np.ndarray, k: int, suffix: bool) -> list:
+    """Top-k (scores, relevance) of the columns ``order[:m]`` (prefix) or ``order[m:]`` (suffix) for
+    every m in ``cuts``, in one pass (``segments``: the order cut up by :func:`_segments`).
+
+    Each step takes one segment's columns and folds them into the running top k with
+    :func:`~embridge.core.retrieval.merge_topk`, which only looks at scores above a row's current k-th
+    best. Rows with fewer than k columns so far are padded with -inf scores that are never relevant.
     """
     b = scores.shape[0]
     best_score = np.full((b, k), -np.inf, dtype=np.float32)
@@ -112,7 +124,8 @@ def _running_top(scores: np.ndarray, rel: np.ndarray, cuts: np.ndarray, k: int, 
     for m in sorted(set(cuts.tolist()), reverse=suffix):
         lo, hi = (m, prev) if suffix else (prev, m)
         if hi > lo:
-            merge_topk(np.ascontiguousarray(scores[:, lo:hi], dtype=np.float32), lo, best_col, best_score)
+            cols = segments[(lo, hi)]
+            merge_topk(np.take(scores, cols, axis=1), 0, best_col, best_score, ids=cols)
         kept_rel = np.take_along_axis(rel, np.maximum(best_col, 0), 1) & (best_col >= 0)
         out[m] = (best_score.copy(), kept_rel)
         prev = m
@@ -160,6 +173,7 @@ def backfill_curves(
     for policy, order in orders.items():
         if not np.array_equal(np.sort(order), np.arange(n_g)):
             raise InputError("partial backfill", f"order {policy!r} is not a permutation of the gallery rows")
+    segments = {policy: _segments(np.asarray(order, dtype=np.intp), cuts) for policy, order in orders.items()}
     ex = None if exclude is None else np.asarray(exclude, np.int64)
     kmax = max(ks)
     hits = {p: np.zeros((betas.size, len(ks))) for p in orders}
@@ -177,10 +191,9 @@ def backfill_curves(
             rel[rows, cols] = False
         valid = rel.any(axis=1)
         n_valid += int(valid.sum())
-        for policy, order in orders.items():
-            p_rel = rel[:, order]
-            heads = _running_top(s_new[:, order], p_rel, cuts, kmax, suffix=False)
-            tails = _running_top(s_old[:, order], p_rel, cuts, kmax, suffix=True)
+        for policy, parts in segments.items():
+            heads = _running_top(s_new, rel, parts, cuts, kmax, suffix=False)
+            tails = _running_top(s_old, rel, parts, cuts, kmax, suffix=True)
             for b, (head, tail) in enumerate(zip(heads, tails, strict=True)):
                 first = _first_hit(
                     np.concatenate([head[0], tail[0]], 1), np.concatenate([head[1], tail[1]], 1)

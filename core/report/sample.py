@@ -161,5 +161,5 @@ def evaluation_sample(ws: Workspace, models: Sequence[str], heldout_gallery: boo
                       query_labels=ws.labels(queries), gallery_labels=ws.labels(gallery),
                       full_keys=keys(full), full_labels=ws.labels(full),
                       gallery_train_fold=int((fold_of == "train").sum()), gallery_val_fold=int((fold_of == "val").sum()),
-                      queries_added=int(np.setdiff1d(queries, ws.gallery_ids()).size)
+                      queries_added=int(np.isin(np.unique(queries), ws.query_ids()).sum())
                       if tasks.sample.rule.source == "own item" else 0)

@@ -170,9 +170,21 @@ class ItemsMixin:
 
         This is the one definition of the gallery that training, reports, plans and bundles share.
         """
-        ids = _id_column(self.db.execute("select id from items where coalesce(split, '') != ? order by id",
-                                         [QUERY_SPLIT]))
-        return ids if model is None else intersect_ids(ids, self.ids_with_vectors(model))
+        if model is not None:  # the model's ids less the (few) queries: no read of a million-row column
+            return self.gallery_among(self.ids_with_vectors(model))
+        return _id_column(self.db.execute("select id from items where coalesce(split, '') != ? order by id",
+                                          [QUERY_SPLIT]))
+
+    def gallery_among(self, item_ids: np.ndarray) -> np.ndarray:
+        """Those of ``item_ids`` (sorted unique ids of items) that belong to the gallery, as
+        :meth:`gallery_ids` defines it; reads only the query split's ids."""
+        queries = self.item_ids(QUERY_SPLIT)
+        return item_ids[~np.isin(item_ids, queries)] if len(queries) else item_ids
+
+    def gallery_count(self) -> int:
+        """How many items the gallery holds (as :meth:`gallery_ids` defines it)."""
+        return int(self.db.execute("select count(*) from items where coalesce(split, '') != ?",
+                                   [QUERY_SPLIT]).fetchone()[0])
 
     def query_ids(self, model: str | None = None) -> np.ndarray:
         """Items of the query split, sorted; with ``model``, only those it embedded."""
