@@ -29,8 +29,8 @@ def _schema_sql(path: Path) -> list[tuple]:
 def test_fresh_workspace_is_at_the_current_version(tmp_path: Path) -> None:
     with Workspace.create(tmp_path / "ws") as ws:
         assert set(ws.db.table_names()) == TABLES
-        assert ws.db.execute("select key, value from meta").fetchall() == [("schema_version", "2")]
-        assert schema_module.current_version(ws.db) == schema_module.SCHEMA_VERSION == 2
+        assert ws.db.execute("select key, value from meta").fetchall() == [("schema_version", "3")]
+        assert schema_module.current_version(ws.db) == schema_module.SCHEMA_VERSION == 3
         assert ws.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert ws.db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
         for sub in ("vectors", "models", "adapters", "reports", "bundles"):
@@ -58,7 +58,7 @@ def test_reopening_is_idempotent(tmp_path: Path) -> None:
 
 def test_open_or_create_makes_a_new_workspace(tmp_path: Path) -> None:
     with Workspace.open_or_create(tmp_path / "new") as ws:
-        assert schema_module.current_version(ws.db) == 2
+        assert schema_module.current_version(ws.db) == 3
 
 
 def test_interrupted_migration_leaves_the_database_as_it_was(tmp_path: Path,
@@ -84,8 +84,8 @@ def test_interrupted_migration_leaves_the_database_as_it_was(tmp_path: Path,
 def test_missing_migration_step_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     root = tmp_path / "ws"
     Workspace.create(root).close()
-    monkeypatch.setattr(schema_module, "SCHEMA_VERSION", 3)
-    with pytest.raises(SchemaVersionError, match=r"no migration from schema version 2"):
+    monkeypatch.setattr(schema_module, "SCHEMA_VERSION", 4)
+    with pytest.raises(SchemaVersionError, match=r"no migration from schema version 3"):
         Workspace.open(root)
 
 
@@ -119,7 +119,7 @@ def test_version_one_workspace_migrates_keeping_its_items(tmp_path: Path) -> Non
     root = tmp_path / "v1"
     _version_one_workspace(root)
     with Workspace.open(root) as ws:
-        assert schema_module.current_version(ws.db) == 2
+        assert schema_module.current_version(ws.db) == 3
         assert set(ws.db.table_names()) == TABLES
         rows = ws.db.execute("select key, split, namespace from items order by id").fetchall()
         assert rows == [("g1", "gallery", "doc"), ("g2", "gallery", "doc"), ("q1", "query", "query"),
@@ -132,4 +132,31 @@ def test_version_one_workspace_migrates_keeping_its_items(tmp_path: Path) -> Non
         with pytest.raises(Exception, match="1 keys already exist in the workspace, e.g. g2"):
             ws.add_items([{"key": "g2", "split": "gallery"}])
     with Workspace.open(root) as ws:  # a second open migrates nothing
-        assert schema_module.current_version(ws.db) == 2
+        assert schema_module.current_version(ws.db) == 3
+
+
+def _indexes(db: sqlite_utils.Database) -> dict[str, str]:
+    return dict(db.execute("select name, sql from sqlite_master where type = 'index' and tbl_name = 'items' "
+                           "and sql is not null").fetchall())
+
+
+def test_version_two_workspace_trades_its_split_index_for_a_query_index(tmp_path: Path) -> None:
+    """v3: the index of every item's split goes; a partial index of the query items serves query reads."""
+    root = tmp_path / "v2"
+    _version_one_workspace(root)
+    db = sqlite_utils.Database(root / "embridge.db")
+    schema_module.MIGRATIONS[1](db)
+    db["meta"].upsert({"key": "schema_version", "value": "2"}, pk="key")
+    assert "idx_items_split" in _indexes(db)
+    db.close()
+    with Workspace.open(root) as ws:
+        assert schema_module.current_version(ws.db) == 3
+        indexes = _indexes(ws.db)
+        assert "idx_items_split" not in indexes and "where split = 'query'" in indexes["idx_items_queries"]
+        assert ws.query_ids().tolist() == [3] and ws.items("query")[0]["key"] == "q1"
+        assert ws.gallery_ids().tolist() == [1, 2, 4] and ws.gallery_count() == 3
+        plan = " ".join(r[-1] for r in ws.db.execute(
+            "explain query plan select id from items where split = 'query' order by id").fetchall())
+        assert "idx_items_queries" in plan
+    with Workspace.create(tmp_path / "fresh") as ws:  # a new workspace has the same indexes
+        assert set(_indexes(ws.db)) == set(indexes)

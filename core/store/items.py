@@ -149,7 +149,9 @@ class ItemsMixin:
                 raise StoreError(f"{self.root}: unknown item ids, e.g. {missing[:5]}")
             return [by_id[i] for i in id_list]
         sql, args = "select * from items", []
-        if split:
+        if split == QUERY_SPLIT:
+            sql += f" where split = '{QUERY_SPLIT}'"  # a literal, so the partial index of queries serves it
+        elif split:
             sql, args = sql + " where split = ?", [split]
         return [decode(r) for r in self.db.query(sql + " order by id", args)]
 
@@ -159,7 +161,9 @@ class ItemsMixin:
         conds, args = [], []
         for column, value in (("split", split), ("namespace", namespace and check_namespace(namespace)),
                               ("source", source)):
-            if value:
+            if value == QUERY_SPLIT and column == "split":
+                conds.append(f"split = '{QUERY_SPLIT}'")  # a literal, so the partial index of queries serves it
+            elif value:
                 conds.append(f"{column} = ?")
                 args.append(value)
         sql = "select id from items" + (" where " + " and ".join(conds) if conds else "")
@@ -183,8 +187,8 @@ class ItemsMixin:
 
     def gallery_count(self) -> int:
         """How many items the gallery holds (as :meth:`gallery_ids` defines it)."""
-        return int(self.db.execute("select count(*) from items where coalesce(split, '') != ?",
-                                   [QUERY_SPLIT]).fetchone()[0])
+        queries = self.db.execute(f"select count(*) from items where split = '{QUERY_SPLIT}'").fetchone()[0]
+        return self.item_count() - int(queries)
 
     def query_ids(self, model: str | None = None) -> np.ndarray:
         """Items of the query split, sorted; with ``model``, only those it embedded."""

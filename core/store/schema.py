@@ -13,7 +13,7 @@ import sqlite_utils
 
 from embridge.core.errors import SchemaVersionError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Item keys live in two namespaces, so a query may share its key with a document (BEIR ids do).
 DOC_NAMESPACE = "doc"
@@ -92,8 +92,20 @@ def _v2_namespaces_and_judgments(db: sqlite_utils.Database) -> None:
     db["judgments"].create_index(["item_id"])
 
 
+def _v3_query_index(db: sqlite_utils.Database) -> None:
+    """The index of every item's split gives way to a partial index of the query items.
+
+    Reads by split look for the queries (every other item is the gallery, read whole), and the full
+    index cost about 18 bytes an item: 18 MB of a million-item workspace. Query reads name the split
+    as the literal 'query', so SQLite can prove the partial index covers them.
+    """
+    db.execute("drop index if exists idx_items_split")
+    db.execute("create index idx_items_queries on items (id) where split = 'query'")
+
+
 # MIGRATIONS[n] upgrades a version-n database to n+1.
-MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {0: _create_v1, 1: _v2_namespaces_and_judgments}
+MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {
+    0: _create_v1, 1: _v2_namespaces_and_judgments, 2: _v3_query_index}
 
 
 def current_version(db: sqlite_utils.Database) -> int:
