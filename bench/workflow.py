@@ -12,7 +12,8 @@ sample to those items), ``train --method auto`` (every default candidate: closed
 mlp, fusion, cascade), ``report`` (old/old and new->old over the whole old gallery), ``plan`` and
 ``bundle export``. Floors, measured in the same run on the same files: import: reading the
 ``.npz`` whole, its bytes sha256ed and written to a file synced to disk, and its keys inserted
-into a fresh SQLite table with the workspace's columns and indexes (one transaction, WAL); attach:
+into a fresh SQLite database built by the workspace's own schema migrations (the same tables and
+indexes; one transaction, WAL); attach:
 the same read, hash and synced write of the sample's file, and its keys looked up in the
 workspace's item table through the key index; ``auto``: the raw fit of every candidate it ran (one moments pass and the solves for the
 closed forms, a bare PyTorch loop of the same width, batches, loss and recorded epochs for each

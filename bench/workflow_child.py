@@ -74,22 +74,27 @@ def _read_write(src: Path, dst: Path) -> float:
     return time.perf_counter() - start
 
 
-ITEMS_DDL = ("create table items (id integer primary key, key text not null, label text, split text, source text, "
-             "modality text, text text, path text, metadata text, created text, namespace text not null default 'doc')",
-             "create index idx_items_split on items (split)",
-             "create unique index idx_items_key_namespace on items (key, namespace)")
+def _workspace_schema(db_path: Path) -> sqlite3.Connection:
+    """A fresh database with the workspace's tables and indexes, made by the schema's own migrations."""
+    import sqlite_utils
+
+    from embridge.core.store.schema import MIGRATIONS, SCHEMA_VERSION
+
+    db = sqlite_utils.Database(db_path)
+    for version in range(SCHEMA_VERSION):
+        MIGRATIONS[version](db)
+    db.close()
+    conn = sqlite3.connect(db_path)
+    conn.execute("pragma journal_mode=wal")
+    return conn
 
 
 def _import_floor(src: Path, dst: Path, db_path: Path) -> float:
     """The import's floor: read + sha256 + synced write of the file's bytes, and its keys inserted into a
-    fresh SQLite table like the workspace's (same columns and indexes, WAL, one transaction)."""
+    fresh SQLite database with the workspace's schema (same tables and indexes, WAL, one transaction)."""
     with np.load(src) as data:
         keys = data["ids"].tolist()
-    conn = sqlite3.connect(db_path)
-    conn.execute("pragma journal_mode=wal")
-    for ddl in ITEMS_DDL:
-        conn.execute(ddl)
-    conn.commit()
+    conn = _workspace_schema(db_path)
     start = time.perf_counter()
     seconds = _read_write(src, dst)
     rows = [(k, "gallery", str(src), "vector", "{}", "2026-01-01T00:00:00+00:00") for k in keys]
