@@ -97,12 +97,10 @@ def file_sides(ws: Workspace, vf: VectorFile) -> list[FileSide]:
             for keys, reader, namespace in parts]
 
 
-def coverage(ws: Workspace, vf: VectorFile, wanted: np.ndarray | None = None,
-             sides: list[FileSide] | None = None) -> Coverage:
-    """The file's rows that name workspace items (only ``wanted`` ids when given), in file order;
-    ``sides``: the file's sides already resolved by :func:`file_sides`."""
+def coverage(ws: Workspace, vf: VectorFile, wanted: np.ndarray | None = None) -> Coverage:
+    """The file's rows that name workspace items (only ``wanted`` ids when given), in file order."""
     segments, unknown, unknown_count = [], [], 0
-    for side in file_sides(ws, vf) if sides is None else sides:
+    for side in file_sides(ws, vf):
         ids = side.item_ids
         known = ids >= 0
         unknown_count += int((~known).sum())

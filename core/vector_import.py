@@ -51,7 +51,7 @@ def import_vector_file(ws: Workspace, src: Path, split: str | None, model: str |
             sides = file_sides(ws, vf)
             segments: list[Segment | None] = []  # per side: its existing items, or None for new items
             for side in sides:
-                if _side_exists(ws, src, side, model is not None):
+                if _side_exists(src, side, model is not None):
                     segments.append(Segment(side.reader, np.arange(len(side.keys)), side.item_ids))
                     continue
                 segments.append(None)
@@ -82,7 +82,7 @@ def import_vector_file(ws: Workspace, src: Path, split: str | None, model: str |
             "already_stored": skipped, "qrels": stored.to_dict() if stored else None}
 
 
-def _side_exists(ws: Workspace, src: Path, side: FileSide, attach: bool) -> bool:
+def _side_exists(src: Path, side: FileSide, attach: bool) -> bool:
     """True when every key names an existing item (and vectors may be attached), False when none does."""
     keys, known = side.keys, side.item_ids >= 0
     if not known.any():

@@ -52,6 +52,14 @@ def _chunks(values: Sequence[Any]) -> Iterator[list[Any]]:
 def _marks(part: Sequence[Any]) -> str:
     return ",".join("?" * len(part))
 
+def _split_is(split: str) -> tuple[str, list[Any]]:
+    """(SQL condition, arguments) selecting one split; the query split is named as a literal, so
+    SQLite can prove the partial index of the query items (schema 3) serves the read."""
+    if split == QUERY_SPLIT:
+        return f"split = '{QUERY_SPLIT}'", []
+    return "split = ?", [split]
+
+
 def _id_column(cursor: Any) -> np.ndarray:
     """The first column of a query's rows as int64, streamed (a million rows as a list of tuples is ~100 MB)."""
     return np.fromiter((row[0] for row in cursor), dtype=np.int64)
@@ -149,21 +157,20 @@ class ItemsMixin:
                 raise StoreError(f"{self.root}: unknown item ids, e.g. {missing[:5]}")
             return [by_id[i] for i in id_list]
         sql, args = "select * from items", []
-        if split == QUERY_SPLIT:
-            sql += f" where split = '{QUERY_SPLIT}'"  # a literal, so the partial index of queries serves it
-        elif split:
-            sql, args = sql + " where split = ?", [split]
+        if split:
+            cond, args = _split_is(split)
+            sql += " where " + cond
         return [decode(r) for r in self.db.query(sql + " order by id", args)]
 
     def item_ids(self, split: str | None = None, namespace: str | None = None,
                  source: str | None = None) -> np.ndarray:
         """Ids ascending, of one split, key namespace ('doc' or 'query') and/or import source when given."""
         conds, args = [], []
-        for column, value in (("split", split), ("namespace", namespace and check_namespace(namespace)),
-                              ("source", source)):
-            if value == QUERY_SPLIT and column == "split":
-                conds.append(f"split = '{QUERY_SPLIT}'")  # a literal, so the partial index of queries serves it
-            elif value:
+        if split:
+            cond, args = _split_is(split)
+            conds.append(cond)
+        for column, value in (("namespace", namespace and check_namespace(namespace)), ("source", source)):
+            if value:
                 conds.append(f"{column} = ?")
                 args.append(value)
         sql = "select id from items" + (" where " + " and ".join(conds) if conds else "")
@@ -187,7 +194,8 @@ class ItemsMixin:
 
     def gallery_count(self) -> int:
         """How many items the gallery holds (as :meth:`gallery_ids` defines it)."""
-        queries = self.db.execute(f"select count(*) from items where split = '{QUERY_SPLIT}'").fetchone()[0]
+        cond, args = _split_is(QUERY_SPLIT)
+        queries = self.db.execute(f"select count(*) from items where {cond}", args).fetchone()[0]
         return self.item_count() - int(queries)
 
     def query_ids(self, model: str | None = None) -> np.ndarray:
