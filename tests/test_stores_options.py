@@ -157,6 +157,28 @@ def test_bad_requests_get_one_line_and_change_nothing(upgrade: dict, source: Any
     assert code == 1 and "holds a different migration" in err
 
 
+def test_a_checkpoint_outliving_its_collection_starts_afresh_and_one_missing_points_is_refused(
+        upgrade: dict, source: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["migrate", "--bundle", str(upgrade["bundle"]), "--from", source.source, "--to", source.target,
+            "--batch", "40"]
+    assert cli(capsys, *args)[0] == 0
+    n = len(upgrade["ids"])
+    target = open_store(source.target)
+    target.drop()  # the shadow dropped by hand: its checkpoint stays beside the store
+    target.close()
+    code, out, err = cli(capsys, *args)
+    assert code == 0, err
+    assert (out["status"], out["written"], out["resumed_from"]) == ("completed", n, 0) and len(read_all(source.target)) == n
+    folder = Path(source.target.removeprefix("parquet://"))
+    removed = sorted(folder.glob("*.parquet"))[0]
+    removed.unlink()  # points the checkpoint counts as written, gone
+    held = len(read_all(source.target))
+    code, _, err = cli(capsys, *args)
+    assert code == 1 and err.count("\n") == 1
+    assert f"records {n} points written, but it holds {held}" in err
+    assert len(read_all(source.target)) == held  # refused before writing anything
+
+
 def _new_file(upgrade: dict, tmp_path: Path) -> Path:
     file = tmp_path / "new.npz"
     np.savez(file, ids=np.arange(len(upgrade["vectors"]["v3"])), vectors=upgrade["vectors"]["v3"])

@@ -107,6 +107,23 @@ def test_existing_documents_and_new_queries_in_one_file(ws: Workspace, tmp_path:
     assert (again["count"], again["attached"], again["already_stored"]) == (0, 0, 5)
 
 
+@pytest.mark.parametrize("with_queries", [False, True])
+def test_keys_resolve_alike_by_index_look_ups_and_by_one_scan(ws: Workspace, with_queries: bool) -> None:
+    """A few keys take indexed look-ups, many take one scan of the namespace: same ids either way,
+    documents before queries for a shared key, queries only when asked, -1 for unknown keys."""
+    from embridge.core.vector_attach import key_ids
+
+    few = ["d3", "q2", "7", "nope"]
+    many = [f"d{i}" for i in range(90)] + few
+    for keys in (few, many):
+        got = key_ids(ws, keys, "doc", with_queries=with_queries)
+        by_key = dict(zip(keys, got.tolist(), strict=True))
+        assert by_key["d3"] == ws.doc_ids_for_keys(["d3"])[0] and by_key["7"] == ws.doc_ids_for_keys(["7"])[0]
+        assert by_key["q2"] == (ws.query_ids_for_keys(["q2"])[0] if with_queries else -1)
+        assert by_key["nope"] == -1
+    assert len(few) * 2 < ws.item_count() <= len(many) * 2  # the two cases take the two paths
+
+
 def test_a_writer_outside_a_transaction_checks_its_ids_even_when_told_they_are(ws: Workspace) -> None:
     """``ids_checked`` is honoured only inside the caller's write transaction, where the ids were read."""
     from embridge.core.errors import StoreError

@@ -173,8 +173,18 @@ def resumable_state(target: Connector, key: str, fingerprint: dict[str, Any]) ->
 
     A target holding another migration (other bundle, source or settings, or a changed source), or a
     collection Embridge did not start, is refused: a migration never writes into data it did not make.
+    A checkpoint whose collection was dropped since starts afresh; one whose collection lost points it
+    recorded is refused (resuming would leave those points missing).
     """
     state = target.load_state(key)
+    if state is not None and int(state.get("written") or 0) > 0:
+        held = target.count() if target.exists() else 0
+        if not target.exists():
+            state = None  # the target was dropped after this checkpoint: nothing of it is left, start afresh
+        elif held < int(state["written"]):
+            raise VectorStoreError(f"{target.describe()}: its migration checkpoint records {int(state['written'])} "
+                                   f"points written, but it holds {held}: points were removed outside the "
+                                   "migration; drop the collection to start again, or choose another target")
     if state is not None and state.get("fingerprint") != fingerprint:
         raise VectorStoreError(f"{target.describe()}: holds a different migration (another bundle, source or "
                                "settings, or the source changed since); drop it or choose another target")
