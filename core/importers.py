@@ -102,7 +102,9 @@ def _image_files(folder: Path, inside: Path, seen_dirs: dict[Path, Path]) -> lis
 
 
 def _text_record(row: dict[str, Any], n: int, source: Path, key_col: str, text_col: str,
-                 label_col: str, where: str) -> dict[str, Any]:
+                 label_col: str, where: str, key_named: bool = False) -> dict[str, Any]:
+    """One text item; a record without the key field gets ``<file stem>:<record number>``, unless the
+    key column was named (``key_named``). A key field that is present but empty is refused."""
     text = row.get(text_col)
     if text is None or (isinstance(text, str) and text.strip() == ""):
         raise ImportDataError(source, f"{where}: missing or empty '{text_col}' field")
@@ -113,22 +115,30 @@ def _text_record(row: dict[str, Any], n: int, source: Path, key_col: str, text_c
     odd = next((ch for ch in text if (ch < " " and ch not in "\t\n\r") or unicodedata.category(ch) == "Cs"), None)
     if odd is not None:
         raise ImportDataError(source, f"{where}: the '{text_col}' field holds the {char_name(odd)}")
-    key = row.get(key_col)
+    if key_col not in row and key_named:
+        raise ImportDataError(source, f"{where}: no '{key_col}' field (the --key-column)")
+    key = row[key_col] if key_col in row else f"{source.stem}:{n}"
+    if key is None:  # a CSV row shorter than its header, or a JSON null
+        raise ImportDataError(source, f"{where}: '{key_col}': the key is empty")
     extra = {k: v for k, v in row.items() if k not in (key_col, text_col, label_col)}
-    return {"key": f"{source.stem}:{n}" if key is None or key == "" else key, "text": text,
+    return {"key": key, "text": text,
             "label": normalise_label(row.get(label_col), source, f"{where}: '{label_col}'"),
             "modality": "text", "metadata": extra, "where": f"{where}: '{key_col}'"}
 
 
-def read_csv_texts(path: Path, key_col: str = "key", text_col: str = "text",
-                   label_col: str = "label") -> list[dict[str, Any]]:
-    """Rows of a CSV/TSV file (UTF-8, with or without a byte-order mark) as text items."""
+def read_csv_texts(path: Path, key_col: str | None = None, text_col: str = "text",
+                   label_col: str | None = None) -> list[dict[str, Any]]:
+    """Rows of a CSV/TSV file (UTF-8, with or without a byte-order mark) as text items.
+
+    The key and label columns are optional under their default names ("key", "label"); a column
+    named by the caller must exist."""
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
             dialect = "excel-tab" if path.suffix.lower() == ".tsv" else "excel"
             reader = csv.DictReader(fh, dialect=dialect)
-            if not reader.fieldnames or text_col not in reader.fieldnames:
-                raise ImportDataError(path, f"no '{text_col}' column (columns: {reader.fieldnames})")
+            for col in (text_col, key_col, label_col):
+                if col is not None and (not reader.fieldnames or col not in reader.fieldnames):
+                    raise ImportDataError(path, f"no '{col}' column (columns: {reader.fieldnames})")
             rows = list(reader)
     except UnicodeDecodeError as exc:
         raise ImportDataError(path, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
@@ -137,14 +147,18 @@ def read_csv_texts(path: Path, key_col: str = "key", text_col: str = "text",
     for n, row in enumerate(rows, start=1):
         if None in row:  # DictReader files surplus fields under None
             raise ImportDataError(path, f"record {n}: {len(row[None])} more fields than the header has columns")
-    return _with_keys([_text_record(r, n, path, key_col, text_col, label_col, f"record {n}")
+    return _with_keys([_text_record(r, n, path, key_col or "key", text_col, label_col or "label", f"record {n}",
+                                    key_col is not None)
                        for n, r in enumerate(rows, start=1)], path)
 
 
-def read_jsonl_texts(path: Path, key_col: str = "key", text_col: str = "text",
-                     label_col: str = "label") -> list[dict[str, Any]]:
-    """One JSON object a line; only newlines end a record (U+2028 inside a string is valid JSON)."""
-    records = []
+def read_jsonl_texts(path: Path, key_col: str | None = None, text_col: str = "text",
+                     label_col: str | None = None) -> list[dict[str, Any]]:
+    """One JSON object a line; only newlines end a record (U+2028 inside a string is valid JSON).
+
+    A named key field must be in every record, a named label field in at least one (items may be
+    unlabelled); under their default names both are optional."""
+    records, labelled = [], False
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -160,7 +174,12 @@ def read_jsonl_texts(path: Path, key_col: str = "key", text_col: str = "text",
             raise ImportDataError(path, f"line {n}: JSON nested too deeply") from None
         if not isinstance(row, dict):
             raise ImportDataError(path, f"line {n}: expected a JSON object")
-        records.append(_text_record(row, n, path, key_col, text_col, label_col, f"line {n}"))
+        if label_col is not None and label_col in row:
+            labelled = True
+        records.append(_text_record(row, n, path, key_col or "key", text_col, label_col or "label", f"line {n}",
+                                    key_col is not None))
+    if label_col is not None and records and not labelled:
+        raise ImportDataError(path, f"no record has the '{label_col}' field (the --label-column)")
     return _with_keys(records, path)
 
 
@@ -174,7 +193,7 @@ def _with_keys(records: list[dict[str, Any]], source: Path) -> list[dict[str, An
 
 def import_items(ws: Workspace, path: str | Path, fmt: str | None = None, split: str | None = None,
                  model: str | None = None, ids_path: str | Path | None = None,
-                 key_col: str = "key", text_col: str = "text", label_col: str = "label",
+                 key_col: str | None = None, text_col: str = "text", label_col: str | None = None,
                  qrels: str | Path | None = None, qrels_seed: int = 0,
                  on_progress: ProgressFn | None = None, should_stop: StopFn | None = None) -> dict[str, Any]:
     """Import items (and, for vector files with ``model``, that model's vectors) all-or-nothing.

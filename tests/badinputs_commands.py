@@ -181,6 +181,10 @@ NAME_CASES = [
        "it becomes a file name")
     for label, name in _BAD_NAMES.items()
 ] + [
+    _c(f"name-model-rename-{label}", lambda e: "--to", ("model", "rename", *WS, "--name", "v1", "--to", name),
+       "it becomes a file name")
+    for label, name in _BAD_NAMES.items() if name
+] + [
     _c("name-stored-model-escapes", cb.renamed_model("../../evil"),
        ("import", *WS, "--path", "{in}/more.npz", "--model", "../../evil"), "escapes its folder"),
 ]
@@ -194,6 +198,7 @@ WORKSPACE_CASES = [
     _c("db-dropped-runs-table", cb.dropped_table("runs"), ("runs", *WS), "table 'runs' is missing"),
     _c("db-dropped-vector-sets-table", cb.dropped_table("vector_sets"), ("model", "list", *WS),
        "table 'vector_sets' is missing"),
+    _c("db-dropped-judgments-table", cb.dropped_table("judgments"), ("info", *WS), "table 'judgments' is missing"),
     _c("db-dropped-column", cb.dropped_column, ("runs", *WS), "table 'runs' lacks column"),
 ]
 

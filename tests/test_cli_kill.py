@@ -210,6 +210,24 @@ def test_kill_during_train_then_rerun_gives_the_same_heldout_numbers(
     _assert_consistent(demo_copy)
 
 
+def test_sigterm_during_train_ends_it_with_one_line_and_records_the_run_as_stopped(
+        demo_copy: Path, capsys: pytest.CaptureFixture[str], started: list[Child]) -> None:
+    """SIGTERM (what a service manager or `kill` sends) unwinds the command like Ctrl-C does."""
+    args = ["train", "-w", str(demo_copy), "--method", "mlp", "--epochs", "500", "--device", "cpu", "--seed", "3"]
+    child = _start(started, args)
+    child.wait_until(lambda: any(re.match(r"train mlp: \d+/\d+ .*epoch=1 ", line) for line in child.lines),
+                     "the first epoch was reported")
+    child.proc.send_signal(signal.SIGTERM)
+    assert child.proc.wait(timeout=60) == 128 + signal.SIGTERM
+    child._reader.join(5)
+    assert child.lines[-1] == "embridge: error: terminated"
+    (run,) = _runs(capsys, demo_copy, "train")
+    assert run["status"] not in ("running", "completed")
+    _assert_consistent(demo_copy)
+    with Workspace.open(demo_copy) as ws:
+        assert ws.adapters() == []
+
+
 # -- report and bundle export -------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def trained(demo_workspace_path: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:

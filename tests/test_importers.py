@@ -72,6 +72,9 @@ def _snapshot(root: Path) -> dict[str, bytes]:
         ("no text column", lambda d: _write(d / "n.csv", "key,body\na,x\n"), "no 'text' column"),
         ("duplicate keys", lambda d: _write(d / "d.csv", "key,text\na,x\na,y\n"), "duplicate keys"),
         ("empty text", lambda d: _write(d / "m.csv", "key,text\na,\n"), "record 1"),
+        ("empty key cell", lambda d: _write(d / "k.csv", "key,text\nb,y\n,x\n"), "record 2: 'key': the key is empty"),
+        ("empty json key", lambda d: _write(d / "k.jsonl", '{"key": "", "text": "x"}\n'), "line 1: 'key': the key is empty"),
+        ("null json key", lambda d: _write(d / "n.jsonl", '{"key": null, "text": "x"}\n'), "line 1: 'key': the key is empty"),
         ("bad json", lambda d: _write(d / "b.jsonl", '{"text": "ok"}\n{oops\n'), "line 2"),
         ("not utf8", lambda d: (d / "u.csv").write_bytes(b"key,text\na,\xff\xfe\n") and d / "u.csv", "UTF-8"),
         ("missing path", lambda d: d / "nope.csv", "no such file"),
@@ -98,6 +101,24 @@ def test_bad_input_is_named_and_leaves_workspace_unchanged(
     ws.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     assert _snapshot(ws.root) == before, f"{name}: workspace changed"
     assert [i["key"] for i in ws.items()] == ["keep"]
+
+
+def test_named_key_and_label_columns_must_exist(ws: Workspace, tmp_path: Path) -> None:
+    """Under their default names the key and label columns are optional; a column the user names is
+    not, so a typo is refused instead of silently giving generated keys or no labels."""
+    csv_file = _write(tmp_path / "t.csv", "id,text,cls\na,x,1\nb,y,2\n")
+    jl = _write(tmp_path / "t.jsonl", '{"id": "a", "text": "x", "cls": 1}\n{"text": "y"}\n')
+    for kwargs, message in [({"key_col": "nosuch"}, "no 'nosuch' column"),
+                            ({"key_col": "id", "label_col": "nosuch"}, "no 'nosuch' column")]:
+        with pytest.raises(ImportDataError, match=message):
+            import_items(ws, csv_file, **kwargs)
+    with pytest.raises(ImportDataError, match="line 2: no 'id' field"):
+        import_items(ws, jl, key_col="id")
+    with pytest.raises(ImportDataError, match="no record has the 'nosuch' field"):
+        import_items(ws, _write(tmp_path / "u.jsonl", '{"text": "y"}\n'), label_col="nosuch")
+    assert ws.items() == []
+    assert import_items(ws, csv_file, key_col="id", label_col="cls")["count"] == 2
+    assert {(i["key"], i["label"]) for i in ws.items()} == {("a", "1"), ("b", "2")}
 
 
 def test_keys_already_in_workspace_are_refused_whole(ws: Workspace, tmp_path: Path) -> None:

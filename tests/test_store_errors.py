@@ -349,3 +349,31 @@ def test_an_unwritable_cache_folder_only_means_hashing_again(ws: Workspace, tmp_
         assert matrix.shape == (10, 4)
     assert hashed.count(Path(info["path"]).name) == 2
     assert blocker.read_text() == "a file where the cache folder would go"
+
+
+def test_sqlite_errors_say_when_the_folder_is_read_only_or_the_disk_full(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SQLite's own words ("unable to open database file", "disk I/O error") become the cause and the
+    remedy, found by looking at the folder; the folder probes are replaced here to stage each cause."""
+    from embridge.core.store import sqlite_errors
+
+    db_path = tmp_path / "ws" / "embridge.db"
+    with pytest.raises(sqlite3.OperationalError) as opened:
+        sqlite3.connect(tmp_path / "no-such-folder" / "embridge.db")  # a real "unable to open"
+    monkeypatch.setattr(sqlite_errors, "read_only_folder", lambda folder: True)
+    assert "the workspace folder is read-only" in str(sqlite_errors.translate(opened.value, db_path))
+    monkeypatch.setattr(sqlite_errors, "read_only_folder", lambda folder: False)
+    assert str(sqlite_errors.translate(opened.value, db_path)) == f"{db_path}: unable to open database file"
+    io_error = sqlite3.OperationalError("disk I/O error")
+    monkeypatch.setattr(sqlite_errors, "free_bytes", lambda folder: 4096)
+    assert "no space left on the disk holding the workspace (4,096 bytes free)" in str(
+        sqlite_errors.translate(io_error, db_path))
+    monkeypatch.setattr(sqlite_errors, "free_bytes", lambda folder: 10 << 30)
+    assert str(sqlite_errors.translate(io_error, db_path)) == f"{db_path}: disk I/O error"  # not blamed on space
+
+
+def test_a_real_read_only_folder_is_detected(tmp_path: Path) -> None:
+    from embridge.core.store.sqlite_errors import read_only_folder
+
+    assert not read_only_folder(tmp_path)
+    assert read_only_folder(Path("/proc/1"))  # procfs entries take no new files

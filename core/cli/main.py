@@ -9,9 +9,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
+import sqlite3
 import sys
+import threading
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from embridge.core import __version__
@@ -63,16 +68,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # a usage error (already printed as one line), --help or --version
         return exc.code if isinstance(exc.code, int) else 2
     try:
-        data, text = args.handler(args)
+        with _sigterm_interrupts():
+            data, text = args.handler(args)
     except Cancelled as exc:
         _error(str(exc))
         return 130
     except EmbridgeError as exc:
         _error(str(exc))
         return 1
-    except KeyboardInterrupt:
-        _error("interrupted")
-        return 130
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (see _sigterm_interrupts)
+        _error(str(exc) or "interrupted")
+        return 128 + signal.SIGTERM if str(exc) == TERMINATED else 130
+    except sqlite3.DatabaseError as exc:  # outside the workspace's own transactions: same words as inside
+        from embridge.core.paths import DB_NAME
+        from embridge.core.store.sqlite_errors import translate
+
+        workspace = getattr(args, "workspace", None)
+        _error(str(translate(exc, Path(workspace) / DB_NAME)) if workspace else f"database error: {exc}")
+        return 1
     except OSError as exc:  # the machine, not a bug: a full disk, a permission, a vanished file
         _error(f"{exc.filename or 'a file'}: {exc.strerror or exc}")
         return 1
@@ -83,6 +96,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 3
     emit(data, text, getattr(args, "json", False))
     return int(getattr(args, "exit_status", 0))  # a handler sets 1 when a check it ran failed (report gate)
+
+
+TERMINATED = "terminated"
+
+
+@contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """While a command runs, SIGTERM unwinds it like Ctrl-C: transactions roll back, temp files are
+    removed and a run in progress is recorded as interrupted, instead of the process just vanishing."""
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(TERMINATED)
+
+    signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _error(message: str) -> None:

@@ -38,9 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", help="split name for the imported items (e.g. gallery, query)")
     p.add_argument("--model", help="for vector files: the (vectors-kind) model these vectors belong to")
     p.add_argument("--ids", help="for .npy vector files: text file with one item key a line")
-    p.add_argument("--key-column", default="key")
+    p.add_argument("--key-column", help="CSV/JSONL: the key column (default: 'key' if present, else <file>:<row>)")
     p.add_argument("--text-column", default="text")
-    p.add_argument("--label-column", default="label")
+    p.add_argument("--label-column", help="CSV/JSONL: the label column (default: 'label' if present)")
     p.set_defaults(handler=cmd_import)
 
     model = sub.add_parser("model", help="manage models").add_subparsers(dest="model_command", required=True)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from embridge.core.errors import InputError
+from embridge.core.paths import check_name
 from embridge.core.store import Workspace
 from embridge.core.store.workspace import ROLES
 
@@ -44,10 +45,13 @@ def remove_model(ws: Workspace, name: str) -> dict[str, Any]:
 
 
 def rename_model(ws: Workspace, name: str, new_name: str) -> dict[str, Any]:
-    """Rename a model everywhere the workspace names it (its adapters and training runs too)."""
+    """Rename a model everywhere the workspace names it (its adapters and training runs too).
+
+    The new name obeys the rules ``model add`` applies: it names files, so no path parts."""
     new_name = new_name.strip()
     if not new_name:
         raise InputError("--to", "the new name is empty")
+    check_name(new_name, "--to")
     model = ws.model(name)
     if new_name == name:
         return model

@@ -8,6 +8,7 @@ workspace written by a newer Embridge is refused rather than guessed at.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import cache
 
 import sqlite_utils
 
@@ -115,6 +116,16 @@ def current_version(db: sqlite_utils.Database) -> int:
     return int(row[0]) if row else 0
 
 
+@cache
+def _current_tables() -> dict[str, frozenset[str]]:
+    """Every table of the current schema and its columns, as the migrations build them (so a table a
+    later migration adds is checked as surely as the first ones)."""
+    db = sqlite_utils.Database(memory=True, execute_plugins=False)
+    for version in range(SCHEMA_VERSION):
+        MIGRATIONS[version](db)
+    return {name: frozenset(c.name for c in db[name].columns) for name in db.table_names()}
+
+
 def check_tables(db: sqlite_utils.Database, source: str) -> None:
     """Refuse a database missing a table or column of the current schema (dropped or hand-edited)."""
     try:
@@ -124,12 +135,12 @@ def check_tables(db: sqlite_utils.Database, source: str) -> None:
     if version != SCHEMA_VERSION:
         return  # an older schema is migrated first; a newer one is refused by migrate
     tables = set(db.table_names())
-    for name, (columns, _) in _TABLES.items():
+    for name, columns in _current_tables().items():
         if name not in tables:
             raise SchemaVersionError(f"{source}: the workspace database is damaged: table '{name}' is missing; "
                                      "restore it from a backup")
         have = {c.name for c in db[name].columns}
-        missing = sorted(set(columns) - have)
+        missing = sorted(columns - have)
         if missing:
             raise SchemaVersionError(f"{source}: the workspace database is damaged: table '{name}' lacks "
                                      f"column(s) {', '.join(missing)}; restore it from a backup")

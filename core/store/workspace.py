@@ -34,7 +34,6 @@ from embridge.core.errors import (
     SchemaVersionError,
     StoreError,
     VectorFileError,
-    WorkspaceBusyError,
 )
 from embridge.core.paths import DB_NAME, check_name, child, is_real_dir, owned_temps, remove_no_follow
 from embridge.core.store.file_checks import verified_sha256
@@ -46,6 +45,7 @@ from embridge.core.store.records import RecordsMixin
 from embridge.core.store.row_copy import GATHER_BLOCK, copy_rows, matching_rows
 from embridge.core.store.rows import now_iso
 from embridge.core.store.schema import check_tables, current_version, migrate
+from embridge.core.store.sqlite_errors import translate as _translate
 from embridge.core.store.vector_matrix import (
     SUPPORTED_DTYPES,
     VectorSetWriter,
@@ -385,12 +385,3 @@ def _check_database_file(root: Path) -> None:
     if st.st_size == 0:
         raise StoreError(f"{db_path}: the workspace database is empty (0 bytes); restore it from a backup. "
                          "Embridge leaves it and the workspace's files untouched")
-
-
-def _translate(exc: sqlite3.DatabaseError, db_path: Path) -> Exception:
-    text = str(exc).lower()
-    if "locked" in text or "busy" in text:
-        return WorkspaceBusyError(f"{db_path}: the workspace is busy (another process is writing); try again")
-    if "not a database" in text or "malformed" in text or "file is encrypted" in text:
-        return StoreError(f"{db_path}: the workspace database is corrupt or not a database ({exc})")
-    return StoreError(f"{db_path}: {exc}")
