@@ -190,8 +190,13 @@ def embed_recorded(workspace: Any, model_name: str, item_ids: Sequence[int] | np
 
     The CLI and the app both embed through this; ``config`` adds what the caller chose (split, sample).
     """
-    from embridge.core.jobs import recorded_run
+    from embridge.core.jobs import check_device_option, recorded_run
 
+    _check_model(workspace, model_name)  # bad options are refused before a run is recorded
+    if not isinstance(options.get("device", "auto"), torch.device):
+        check_device_option(options.get("device", "auto"))
+    if len(item_ids) == 0:
+        raise InputError(f"model '{model_name}'", "no items to embed")
     run_config = {"model": model_name, "items": int(len(item_ids)), **(config or {}),
                   **{k: str(v) if k == "device" else v for k, v in options.items()
                      if k in ("batch_size", "chunk_size", "device", "dtype")}}
@@ -201,11 +206,24 @@ def embed_recorded(workspace: Any, model_name: str, item_ids: Sequence[int] | np
     return info
 
 
+def _check_model(workspace: Any, model_name: str) -> None:
+    """Refuse a model name the workspace does not hold, naming the option and the known models."""
+    if not any(m["name"] == model_name for m in workspace.models()):
+        known = ", ".join(m["name"] for m in workspace.models()) or "none"
+        raise InputError("--model", f"no model named '{model_name}' in the workspace {workspace.root} "
+                                    f"(known: {known})")
+
+
 def embed_split(workspace: Any, model_name: str, split: str | None = None, sample: int | None = None,
                 seed: int = 0, **options: Any) -> dict[str, Any]:
     """Embed the items of ``split`` (every item when None), or a seeded sample of them, as a recorded run.
 
     ``embridge embed`` and the app's Gallery page both call this, so the same choice embeds the same items.
     """
-    ids = sample_ids(workspace.item_ids(split), sample, seed)
+    ids = workspace.item_ids(split)
+    if split and len(ids) == 0:
+        splits = [name for name in workspace.split_counts() if name != "unassigned"]
+        raise InputError("--split", f"no items in split '{split}'; the workspace's splits: "
+                         + (", ".join(splits) or "none (no item has a split)"))
+    ids = sample_ids(ids, sample, seed)
     return embed_recorded(workspace, model_name, ids, config={"split": split, "sample": sample}, **options)

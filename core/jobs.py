@@ -3,7 +3,8 @@
 ``run_job`` executes it and turns every ending (result, cancel, user error, bug) into a
 :class:`JobOutcome` of plain values, which is all the app's worker sends across a signal.
 ``recorded_run`` is how core functions leave a trace in the workspace: the run row says
-running/completed/failed/cancelled, and a process killed mid-job shows as interrupted.
+running/completed/failed/cancelled (Ctrl-C cancels, as the app's Cancel does), and a process killed
+mid-job shows as interrupted.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from embridge.core.errors import Cancelled, EmbridgeError
 from embridge.core.progress import ProgressFn, StopFn, no_progress
 
 JobFn = Callable[[ProgressFn, StopFn], Any]
+INTERRUPTED = f"{Cancelled()} (interrupted)"  # the error text of a run stopped by Ctrl-C
 
 
 class CancelToken:
@@ -62,6 +64,19 @@ def run_job(fn: JobFn, on_progress: ProgressFn | None = None, token: CancelToken
     return JobOutcome(status, result=result, duration_s=time.perf_counter() - start)
 
 
+def check_device_option(device: str | None, option: str = "--device") -> None:
+    """Refuse an unknown or absent device before a job is recorded (one line naming the option)."""
+    from embridge.core.device import resolve_device
+    from embridge.core.errors import DeviceError, InputError
+
+    try:
+        resolve_device(device)
+    except DeviceError as exc:
+        raise InputError(option, str(exc)) from None
+    except (RuntimeError, ValueError):  # torch's own parse of 'cuda:x'
+        raise InputError(option, f"unknown device '{device}': use auto, cpu, cuda, cuda:N or mps") from None
+
+
 def _finish_quietly(ws: Any, run_id: int, status: str, error: str, record: dict[str, Any]) -> None:
     """Record how a run ended without hiding why: if even that write fails (a full disk), the run
     stays 'running' and reads as interrupted once this process is gone."""
@@ -80,6 +95,9 @@ def recorded_run(ws: Any, kind: str, method: str | None = None, config: dict | N
         yield record
     except Cancelled as exc:
         _finish_quietly(ws, run_id, "cancelled", str(exc), record)
+        raise
+    except KeyboardInterrupt:  # Ctrl-C (SIGINT) is the user stopping the job, as the app's Cancel is
+        _finish_quietly(ws, run_id, "cancelled", INTERRUPTED, record)
         raise
     except OSError as exc:  # a full disk or an unwritable folder: a user-facing error naming the file
         from pathlib import Path

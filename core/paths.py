@@ -47,11 +47,25 @@ def _workspace_above(path: Path) -> Path | None:
     return None
 
 
+def workspace_below(folder: str | Path) -> Path | None:
+    """A workspace inside the existing ``folder`` (never entering a symbolic link), or None."""
+    root = Path(folder)
+    if not is_real_dir(root):
+        return None
+    for top, dirs, files in os.walk(root, followlinks=False):
+        if DB_NAME in files:
+            return Path(top)
+        dirs[:] = [d for d in dirs if is_real_dir(Path(top) / d)]
+    return None
+
+
 def check_output(out: str | Path, *, label: str = "--out", workspace: str | Path | None = None,
-                 inputs: Iterable[str | Path | None] = ()) -> Path:
+                 inputs: Iterable[str | Path | None] = (), below: bool = False) -> Path:
     """Refuse an output path that would overwrite or land inside what the command reads or keeps.
 
-    Raises :class:`InputError` naming ``out``; returns it (unchanged) when it is safe.
+    ``below``: an existing output folder that holds any workspace is refused too (for outputs that
+    are folders a command writes into, such as vector-store datasets). Raises :class:`InputError`
+    naming ``out``; returns it (unchanged) when it is safe.
     """
     target = absolute(out)
     where = f"{label} {out}"
@@ -65,7 +79,12 @@ def check_output(out: str | Path, *, label: str = "--out", workspace: str | Path
             raise InputError(where, f"is a folder holding the workspace {workspace}; write outputs elsewhere")
     found = _workspace_above(target)
     if found is not None:
+        if found == target:
+            raise InputError(where, f"is the workspace {found}; write outputs outside it")
         raise InputError(where, f"is inside the workspace {found}; write outputs outside it")
+    held = workspace_below(target) if below else None
+    if held is not None:
+        raise InputError(where, f"is a folder holding the workspace {held}; write outputs elsewhere")
     for given in inputs:
         if given is None:
             continue

@@ -16,6 +16,7 @@ from bundle_fixtures import build_upgrade_workspace
 
 from embridge.core.adapters import adapt_gallery, adapt_queries, load_adapter
 from embridge.core.bundle import compose_adapters, export_bundle, inspect_bundle, load_bundle, verify_bundle
+from embridge.core.cli.main import main
 from embridge.core.errors import BundleError, Cancelled
 from embridge.core.evaluation.tasks import heldout_queries
 from embridge.core.retrieval import l2_normalize
@@ -209,3 +210,47 @@ def test_cancelled_or_refused_export_leaves_nothing(upgrade: dict, tmp_path: Pat
         with pytest.raises(BundleError, match="old->new layer"):
             export_bundle(ws, tmp_path / "g.zip", [upgrade["runs"]["v3_to_v1"]], gallery=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b.zip"]
+
+
+def test_overwrite_never_deletes_files_added_inside_a_bundle_folder(upgrade: dict, tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "bundle"
+    export = ["bundle", "export", "--workspace", str(upgrade["path"]), "--run", str(upgrade["runs"]["v3_to_v2"]),
+              "--out", str(out), "--overwrite"]
+    assert main(export) == 0
+    (out / "notes.txt").write_text("mine\n")
+    (out / "probes" / "extra.npy").write_bytes(b"also mine")
+    (out / "drafts").mkdir()
+    with Workspace.open(upgrade["path"]) as ws:
+        runs, bundles = len(ws.runs()), len(ws.bundles())
+    before = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert main(export) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1 and "Traceback" not in captured.err
+    assert f"{out}: holds files that are not part of the bundle (drafts/, notes.txt, probes/extra.npy)" in captured.err
+    assert {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert (out / "drafts").is_dir() and sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]
+    with Workspace.open(upgrade["path"]) as ws:
+        assert (len(ws.runs()), len(ws.bundles())) == (runs, bundles)
+    for name in ("notes.txt", "probes/extra.npy"):
+        (out / name).unlink()
+    (out / "drafts").rmdir()
+    assert main(export) == 0  # only the bundle's own files: replaced
+    verify_bundle(out)
+
+
+def test_the_gallery_file_has_its_space_reserved_before_the_first_row(upgrade: dict, tmp_path: Path) -> None:
+    """Written through a memory map of a sparse file, a full disk would kill the export with SIGBUS."""
+    seen: list[tuple[int, int]] = []
+
+    def look_then_stop() -> bool:
+        for path in tmp_path.glob(".tmp-*/gallery_transformed/vectors.npy"):
+            st = path.stat()
+            seen.append((st.st_size, st.st_blocks * 512))
+        return True
+
+    with Workspace.open(upgrade["path"]) as ws, pytest.raises(Cancelled):
+        export_bundle(ws, tmp_path / "g", [upgrade["runs"]["fct"]], should_stop=look_then_stop)
+    assert len(seen) == 1 and seen[0][0] > 4096 and seen[0][1] >= seen[0][0], seen
+    assert list(tmp_path.iterdir()) == []

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import resource
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +17,7 @@ from bundle_fixtures import build_upgrade_workspace
 
 from embridge.core.adapters import adapt_queries, load_adapter
 from embridge.core.bundle import apply_bundle, load_bundle
+from embridge.core.bundle.matrix_out import MatrixFile
 from embridge.core.bundle.transform_file import partial_paths
 from embridge.core.cli.main import main
 from embridge.core.errors import Cancelled, VectorFileError
@@ -131,3 +137,92 @@ def test_cli_export_verify_inspect_apply(setup: dict, tmp_path: Path, capsys: py
     assert main(["bundle", "export", "--workspace", str(setup["path"]), "--chain", "1,x", "--out",
                  str(tmp_path / "x.zip")]) == 1
     assert "--chain" in capsys.readouterr().err
+
+
+def _one_line(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
+    """The single error line of a refused command (exit 1, nothing on stdout, no traceback)."""
+    assert main(argv) == 1
+    captured = capsys.readouterr()
+    lines = [line for line in captured.err.splitlines() if line.startswith("embridge: error: ")]
+    assert captured.out == "" and len(lines) == 1 and captured.err.rstrip().splitlines()[-1] == lines[0]
+    return lines[0]
+
+
+def test_an_existing_output_is_replaced_only_with_overwrite_and_only_if_npy(
+        setup: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    notes, out = tmp_path / "notes.txt", tmp_path / "out.npy"
+    notes.write_text("important\n")
+    apply = ["bundle", "apply", str(setup["bundle"]), "--vectors", str(setup["input"])]
+    line = _one_line(capsys, [*apply, "--out", str(notes)])
+    assert f"--out {notes}: already exists" in line and "--overwrite" in line
+    line = _one_line(capsys, [*apply, "--out", str(notes), "--overwrite"])
+    assert f"--out {notes}: is not a .npy file" in line
+    assert notes.read_text() == "important\n" and sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+    np.save(out, np.zeros((2, 2), np.float32))
+    before = out.read_bytes()
+    line = _one_line(capsys, [*apply, "--out", str(out)])
+    assert f"--out {out}: already exists" in line
+    assert out.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "out.npy"]
+    assert main([*apply, "--out", str(out), "--overwrite", "--chunk-rows", "300"]) == 0
+    capsys.readouterr()
+    np.testing.assert_allclose(np.load(out), adapt_queries(setup["adapter"], l2_normalize(setup["big"])), **F32)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "out.npy"]
+
+
+def _reserved(path: Path) -> bool:
+    """Every byte of the file has its disk blocks (not a sparse file with holes to fill later)."""
+    st = os.stat(path)
+    return st.st_size > 0 and st.st_blocks * 512 >= st.st_size
+
+
+def test_the_output_space_is_reserved_before_the_first_row(setup: dict, tmp_path: Path) -> None:
+    """A sparse output written through a memory map dies of SIGBUS when the disk fills; a reserved one cannot."""
+    out = tmp_path / "out.npy"
+    partial, sidecar = partial_paths(out)
+    with pytest.raises(Cancelled):
+        apply_bundle(setup["bundle"], setup["input"], out, should_stop=_stop_after(0))
+    assert json.loads(sidecar.read_text())["done"] == 0
+    assert partial.stat().st_size > 1000 * 16 * 4 and _reserved(partial)
+    result = apply_bundle(setup["bundle"], setup["input"], out, chunk_rows=300)  # and resumes onto it
+    np.testing.assert_allclose(np.load(out), adapt_queries(setup["adapter"], l2_normalize(setup["big"])), **F32)
+    assert result["rows"] == 1000 and not partial.exists()
+
+
+def test_space_is_reserved_by_writing_where_fallocate_is_missing(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delattr(os, "posix_fallocate", raising=False)
+    rows = np.arange(600, dtype=np.float32).reshape(200, 3)
+    with MatrixFile.create(tmp_path / "m.npy", 200, 3) as matrix:
+        assert _reserved(tmp_path / "m.npy")
+        matrix.write(100, rows[100:])
+        matrix.write(0, rows[:100])
+        matrix.flush()
+    np.testing.assert_array_equal(np.load(tmp_path / "m.npy"), rows)
+    with MatrixFile.reopen(tmp_path / "m.npy", 200, 3) as matrix, pytest.raises(ValueError, match="do not fit"):
+        matrix.write(150, rows[:100])
+    with pytest.raises(ValueError, match=r"not a \(200, 4\) float32 matrix"):
+        MatrixFile.reopen(tmp_path / "m.npy", 200, 4)
+
+
+def _file_size_limit(limit: int) -> Any:
+    def apply() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG errors instead of being killed
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return apply
+
+
+def test_a_full_disk_is_one_line_naming_out_and_leaves_nothing(setup: dict, tmp_path: Path) -> None:
+    """A real file-size limit (EFBIG, as ENOSPC) in a real process: exit 1, one line, no output or companions."""
+    out = tmp_path / "out.npy"
+    argv = [sys.executable, "-m", "embridge.core.cli.main", "bundle", "apply", str(setup["bundle"]),
+            "--vectors", str(setup["input"]), "--out", str(out)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=300, preexec_fn=_file_size_limit(20_000))
+    errors = [line for line in done.stderr.splitlines() if line.startswith("embridge: error: ")]
+    assert done.returncode == 1 and done.stdout == "" and len(errors) == 1, done.stderr
+    assert "Traceback" not in done.stderr and done.stderr.rstrip().splitlines()[-1] == errors[0]
+    assert f"--out {out}: not enough disk space to write the output" in errors[0]
+    assert list(tmp_path.iterdir()) == []
+    again = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert np.load(out).shape == (1000, 16)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
 import stat
 import zipfile
@@ -17,7 +18,8 @@ from bundle_fixtures import build_upgrade_workspace
 
 from embridge.core.bundle import BundleLimits, export_bundle, inspect_bundle, load_bundle, verify_bundle
 from embridge.core.bundle.manifest import checksums_text
-from embridge.core.errors import BundleError
+from embridge.core.cli.main import main
+from embridge.core.errors import BundleError, InputError
 from embridge.core.store import Workspace
 from embridge.core.store.files import sha256_file
 
@@ -205,3 +207,16 @@ def test_duplicate_members_and_non_bundles_are_refused(exported: dict, tmp_path:
         verify_bundle(junk)
     with pytest.raises(BundleError, match="no such bundle"):
         verify_bundle(tmp_path / "missing.zip")
+
+
+def test_a_fifo_is_named_as_such_not_as_missing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Reading a FIFO would block: it is refused by its kind before anything opens it."""
+    fifo = tmp_path / "f.zip"
+    os.mkfifo(fifo)
+    for action in (verify_bundle, inspect_bundle, load_bundle):
+        with pytest.raises(InputError, match=r"f\.zip: is a FIFO \(named pipe\); the bundle must be a regular file"):
+            action(fifo)
+    assert main(["bundle", "verify", str(fifo)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1 and "is a FIFO" in captured.err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.zip"]

@@ -173,3 +173,70 @@ def test_a_model_that_fails_halfway_through_an_embedding(corpus_base: dict[str, 
     _, err = capsys.readouterr()
     fault = Fault("model-fails-mid-embed", (), r"models/flaky-.*\.ts: the model rejects inputs .*this model refuses to work")
     _check(env, fault, before_files, before_rows, code, err)
+
+
+# -- Ctrl-C -------------------------------------------------------------------------------------
+def _add_array_items(root: Path, count: int = 4000) -> None:
+    """Items the demo's old model (8x8 pixel input) embeds one by one for a few seconds."""
+    from embridge.core.store import Workspace
+
+    values = np.random.default_rng(5).random((count, 64)).astype(np.float32)
+    with Workspace.open(root) as ws:
+        ws.add_items([{"key": f"extra-{i:05d}", "modality": "array", "split": "extra",
+                       "metadata": {"array": values[i].tolist()}} for i in range(count)])
+
+
+def _train_first(root: Path) -> None:
+    assert main(["train", "-w", str(root), "--method", "procrustes", "--device", "cpu"]) == 0
+
+
+INTERRUPTS = {  # command, what prepares the workspace, a stderr line showing the job is under way
+    "train": (("train", "--method", "mlp", "--epochs", "500", "--set", "patience=500", "--device", "cpu"), None,
+              r"^train mlp: \d+/\d+ .*epoch=1 "),
+    "embed": (("embed", "--model", "old-mlp", "--split", "extra", "--batch-size", "1", "--device", "cpu"),
+              _add_array_items, r"^embed old-mlp: [1-9]\d*/4000 "),
+    "report": (("report", "--run", "1", "--bootstrap", "1000"), _train_first, r"^report: "),
+}
+
+
+@pytest.mark.parametrize("kind", list(INTERRUPTS))
+def test_ctrl_c_records_the_run_as_cancelled(kind: str, demo_copy: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A real SIGINT to a real process mid-job: the run reads cancelled (as the app's Cancel), not failed."""
+    import threading
+    import time
+
+    from embridge.core.jobs import INTERRUPTED
+    from embridge.core.store import Workspace
+
+    args, prepare, under_way = INTERRUPTS[kind]
+    if prepare is not None:
+        prepare(demo_copy)
+    capsys.readouterr()
+    before_rows = table_dump(demo_copy)
+    child = subprocess.Popen([sys.executable, "-m", "embridge.core.cli.main", args[0], "-w", str(demo_copy),
+                              *args[1:]], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(line.rstrip("\n") for line in child.stderr or ()),
+                              daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 120
+        while not any(re.match(under_way, line) for line in lines):
+            assert child.poll() is None, f"{kind} ended before it was interrupted: {lines[-3:]}"
+            assert time.monotonic() < deadline, f"{kind} never got under way"
+            time.sleep(0.01)
+        child.send_signal(signal.SIGINT)
+        code = child.wait(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    reader.join(5)
+    assert code == 130 and lines[-1] == "embridge: error: interrupted", lines[-3:]
+    with Workspace.open(demo_copy) as ws:
+        run = ws.runs(kind)[-1]
+    assert (run["status"], run["error"]) == ("cancelled", INTERRUPTED) == ("cancelled", "cancelled by the user "
+                                                                                          "(interrupted)")
+    after_rows = table_dump(demo_copy)
+    assert len(after_rows["runs"]) == len(before_rows["runs"]) + 1
+    for table in ("adapters", "reports", "vector_sets"):
+        assert after_rows[table] == before_rows[table], table  # nothing of the stopped job is registered

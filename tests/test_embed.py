@@ -181,3 +181,32 @@ def test_a_stored_checkpoint_that_changed_is_refused(ws: Workspace, model: torch
     save_checkpoint(stored, build_model("mlp", CONFIG)[0], "mlp", CONFIG)
     with pytest.raises(CheckpointError, match="file changed since the model was added"):
         embed_items(ws, "old", ids, device="cpu")
+
+
+@pytest.mark.parametrize(("args", "expect"), [
+    (("--model", "nosuch"), r"--model: no model named 'nosuch' in the workspace .* \(known: old\)"),
+    (("--model", "old", "--device", "banana"), r"--device: unknown device 'banana'"),
+    (("--model", "old", "--device", "cuda:99"), r"--device: device 'cuda:99' was requested but "),
+    (("--model", "old", "--split", "nosplit"), r"--split: no items in split 'nosplit'; the workspace's "
+                                               r"splits: train, val$"),
+], ids=["model", "device", "absent-gpu", "split"])
+def test_bad_embed_options_are_refused_before_a_run_is_recorded(
+        ws: Workspace, model: torch.nn.Module, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        args: tuple[str, ...], expect: str) -> None:
+    import re
+
+    from helpers.workspace_files import checkpoint, snapshot, table_dump
+
+    from embridge.core.cli.main import main
+
+    ws.add_items([{"key": f"item-{i:03d}", "modality": "vector", "split": "train" if i < 30 else "val",
+                   "metadata": {"array": row.tolist()}} for i, row in enumerate(_inputs())])
+    _add_model(ws, model, tmp_path)
+    checkpoint(ws)
+    files, rows = snapshot(ws.root), table_dump(ws.root)
+    code = main(["embed", "-w", str(ws.root), *args])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1 and re.search(expect, err.rstrip()), err
+    assert table_dump(ws.root) == rows  # no failed run row, no vector set
+    checkpoint(ws)
+    assert snapshot(ws.root) == files

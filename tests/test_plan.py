@@ -149,3 +149,22 @@ def test_without_labels_own_item_retrieval_decides() -> None:
     report["backfill"]["policies"]["random"]["values"]["top1"] = [0.40, 0.70, 0.96, 0.99, 1.0]
     plan = plan_from_report(report, RATE)
     assert plan.recommendation == "partial_backfill" and options(plan)["partial_backfill"]["fraction"] == 0.5
+
+
+def test_re_embedding_is_timed_only_on_items_holding_raw_inputs(demo_workspace_path: Path, tmp_path: Path) -> None:
+    """Items that came from a vector store as vectors alone sit in the gallery with nothing to embed;
+    the re-embedding rate is timed on the others, and is unknown (not an error) when none are left."""
+    import shutil
+
+    from embridge.core.plan.throughput import embed_rate
+
+    root = shutil.copytree(demo_workspace_path, tmp_path / "ws")
+    with Workspace.open(root) as ws:
+        new = next(m["name"] for m in ws.models() if m["role"] == "new")
+        ws.add_items([{"key": f"store-{i}", "modality": "vector", "split": "gallery"} for i in range(5000)])
+        rate, timed, _, _ = embed_rate(ws, new, device="cpu")
+        assert rate is not None and rate > 0 and timed == 64
+        with ws.transaction():
+            ws.db.execute("update items set modality = 'vector' where split is not 'query'")
+        rate, timed, device, note = embed_rate(ws, new, device="cpu")
+        assert (rate, timed, device) == (None, 0, "none") and "no gallery item holds raw inputs" in note

@@ -62,3 +62,127 @@ def test_gate_bad_options(demo_copy: Path, capsys: pytest.CaptureFixture[str]) -
     code = main(["report", "--workspace", ws, "--junit", str(demo_copy / "gate.xml")])
     err = capsys.readouterr().err
     assert code == 1 and "--junit" in err and err.count("\n") == 1
+
+
+def _trained(demo_copy: Path, capsys: pytest.CaptureFixture[str]) -> str:
+    ws = str(demo_copy)
+    assert main(["train", "--workspace", ws, "--method", "procrustes", "--device", "cpu"]) == 0
+    capsys.readouterr()
+    return ws
+
+
+def _report_args(ws: str, junit: Path) -> list[str]:
+    return ["report", "--workspace", ws, "--run", "1", "--bootstrap", "50", "--backfill-steps", "3",
+            "--fail-under", "gain_retained=0.1", "--junit", str(junit)]
+
+
+def _special_targets(folder: Path) -> dict[str, Path]:
+    """Existing paths that are not regular files, each with how the refusal names it."""
+    import os
+    import socket
+    import stat
+
+    folder.mkdir()
+    fifo, sock, sub, link = folder / "fifo", folder / "sock", folder / "sub", folder / "link.xml"
+    os.mkfifo(fifo)
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(sock))
+    server.close()
+    sub.mkdir()
+    (folder / "real.xml").write_text("<keep/>")
+    link.symlink_to(folder / "real.xml")
+    targets = {"a FIFO (named pipe)": fifo, "a socket": sock, "a folder": sub, "a symbolic link": link}
+    if os.geteuid() == 0:  # a character device of our own (the numbers of /dev/null), never a real /dev node
+        node = folder / "device"
+        os.mknod(node, stat.S_IFCHR | 0o600, os.makedev(1, 3))
+        targets["a device"] = node
+    return targets
+
+
+def test_junit_refuses_a_target_that_is_not_a_regular_file(demo_copy: Path, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    import os
+
+    from helpers.workspace_files import table_dump
+
+    ws = _trained(demo_copy, capsys)
+    rows = table_dump(demo_copy)
+    targets = _special_targets(tmp_path / "targets")
+    modes = {kind: os.lstat(path).st_mode for kind, path in targets.items()}
+    for kind, path in targets.items():
+        code = main(_report_args(ws, path))
+        out, err = capsys.readouterr()
+        assert code == 1 and out == "" and err.count("\n") == 1, err
+        assert f"--junit {path}: is {kind}, not a regular file" in err, err
+        assert os.lstat(path).st_mode == modes[kind]  # left as it was, not replaced by a regular file
+    assert (tmp_path / "targets" / "real.xml").read_text() == "<keep/>"
+    assert table_dump(demo_copy) == rows  # refused before the report: no run row, no report
+
+
+def _without_dac_override() -> None:
+    """Run as root without the capabilities that ignore file permissions, so a read-only folder is one."""
+    import ctypes
+    import os
+
+    if os.geteuid() != 0:
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    for cap in (1, 2, 3):  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER
+        if libc.prctl(24, cap, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+
+def _file_size_limit() -> None:
+    import resource
+    import signal
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG errors instead of being killed
+    resource.setrlimit(resource.RLIMIT_FSIZE, (16_000, 16_000))
+
+
+@pytest.mark.parametrize(("preexec", "expect"), [
+    (_without_dac_override, "cannot write in {folder} (Permission denied)"),
+    (_file_size_limit, "not enough disk space in {folder} (File too large)"),
+], ids=["read-only-folder", "full-disk"])
+def test_a_junit_folder_that_cannot_take_the_file_fails_before_any_work(
+        demo_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], preexec: object, expect: str) -> None:
+    import subprocess
+    import sys
+
+    from helpers.workspace_files import table_dump
+
+    ws = _trained(demo_copy, capsys)
+    rows = table_dump(demo_copy)
+    folder = tmp_path / "out"
+    folder.mkdir()
+    if preexec is _without_dac_override:
+        folder.chmod(0o555)
+    junit = folder / "gate.xml"
+    repo = Path(__file__).resolve().parent.parent
+    try:
+        proc = subprocess.run([sys.executable, "-m", "embridge.core.cli.main", *_report_args(ws, junit)], cwd=repo,
+                              capture_output=True, text=True, timeout=300, preexec_fn=preexec)
+    finally:
+        folder.chmod(0o755)
+    assert proc.returncode == 1 and proc.stdout == "", proc.stderr
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith(f"embridge: error: --junit {junit}: " + expect.format(folder=folder)), proc.stderr
+    assert list(folder.iterdir()) == []  # no probe or temp file left
+    assert table_dump(demo_copy) == rows  # checked before the report was built: no run row, no report
+
+
+def test_a_junit_write_error_names_the_junit_path(tmp_path: Path) -> None:
+    from embridge.core.errors import InputError, StoreError
+    from embridge.core.report.gate import check_junit_target, write_junit
+
+    plain = tmp_path / "plain"
+    plain.write_text("a file, not a folder")
+    junit = plain / "gate.xml"
+    with pytest.raises(InputError, match=rf"^--junit {junit}: {plain} is not a folder$"):
+        check_junit_target(junit, tmp_path / "ws")
+    results = evaluate([parse_check("a=0.5")], {"a": 0.7})
+    with pytest.raises(StoreError, match=rf"^--junit {junit}: cannot write in {plain} \("):
+        write_junit(junit, results)
+    assert plain.read_text() == "a file, not a folder"
+    write_junit(tmp_path / "new" / "gate.xml", results)  # missing folders are created
+    assert ET.parse(tmp_path / "new" / "gate.xml").getroot().get("failures") == "0"

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from embridge.core.errors import BundleError
+from embridge.core.paths import check_regular
 
 GIB = 1 << 30
 _DRIVE = re.compile(r"^[A-Za-z]:")
@@ -212,7 +213,10 @@ def open_bundle(path: str | Path, limits: BundleLimits | None = None) -> BundleS
         if not zipfile.is_zipfile(source):
             raise BundleError(f"{source}: not a bundle (neither a folder nor a zip archive)")
         return ZipSource(source, limits)
-    raise BundleError(f"{source}: no such bundle")
+    if not os.path.lexists(source):
+        raise BundleError(f"{source}: no such bundle")
+    check_regular(source, "bundle")  # a FIFO, device or socket: named as such (reading one may never end)
+    raise BundleError(f"{source}: not a bundle (neither a folder nor a zip archive)")
 
 
 def read_npy(src: BundleSource, name: str) -> object:

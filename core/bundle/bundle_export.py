@@ -22,6 +22,8 @@ from embridge.core.adapters import adapter_payload
 from embridge.core.bundle import contents
 from embridge.core.bundle.deploy import compose_adapters, deploy_module, inputs_of, script, serving_method
 from embridge.core.bundle.manifest import CHECKSUMS, FORMAT_VERSION, MANIFEST, checksums_text
+from embridge.core.bundle.matrix_out import MatrixFile
+from embridge.core.bundle.overwrite import replaceable_bundle
 from embridge.core.bundle.portable_export import write_portable
 from embridge.core.bundle.readme import readme_text
 from embridge.core.bundle.runtime import (
@@ -77,12 +79,13 @@ def export_bundle(ws: Workspace, out: str | Path, run_ids: list[int] | None = No
             raise BundleError(f"{out}: already exists; choose another name or allow overwriting")
         replaceable_bundle(out)
     steps = contents.resolve_steps(ws, run_ids)
+    report = contents.chosen_report(ws, steps, report_id)
     config = {"runs": [s.run["id"] for s in steps], "out": str(out), "gallery": gallery, "probes": probes}
     with recorded_run(ws, "export", steps[0].adapter.kind if len(steps) == 1 else "chain", config) as record:
         staging = temp_path_for(out if out.suffix.lower() != ".zip" else out.with_suffix(""))
         try:
             staging.mkdir(parents=True)
-            manifest = _fill(ws, staging, steps, report_id, gallery, probes, seed, on_progress, should_stop)
+            manifest = _fill(ws, staging, steps, report, gallery, probes, seed, on_progress, should_stop)
             check_stop(should_stop)
             _publish(staging, out, overwrite)
         except OSError as exc:  # a full disk or a folder we may not write: one line, nothing left
@@ -99,7 +102,7 @@ def export_bundle(ws: Workspace, out: str | Path, run_ids: list[int] | None = No
             "files": sorted(manifest["files"]) + [CHECKSUMS, MANIFEST], "manifest": manifest}
 
 
-def _fill(ws: Workspace, root: Path, steps: list[contents.Step], report_id: int | None, gallery: bool | None,
+def _fill(ws: Workspace, root: Path, steps: list[contents.Step], report: dict | None, gallery: bool | None,
           probe_count: int, seed: int, on_progress: ProgressFn | None, should_stop: StopFn | None) -> dict:
     """Write every file of the bundle into ``root``; returns the manifest (also written)."""
     first, last = steps[0], steps[-1]
@@ -113,13 +116,13 @@ def _fill(ws: Workspace, root: Path, steps: list[contents.Step], report_id: int 
     (root / STATE_FILE).write_bytes(torch_bytes(state))
 
     reports = {s.run["id"]: contents.report_for(ws, s) for s in steps}
-    report = ws.report(report_id) if report_id is not None else (reports[first.run["id"]] if len(steps) == 1 else None)
     report_entry: dict[str, Any] = {"id": None, "files": [], "note": "no report for this run"}
     if report is not None:
         files = contents.report_files(ws, report)
         for name, path in files.items():
             shutil.copyfile(path, root / name)
-        report_entry = {"id": report["id"], "files": sorted(files)}
+        report_entry = {"id": report["id"], "files": sorted(files), "run_id": report.get("run_id"),
+                        "adapter_id": report.get("adapter_id")}
 
     x, old, source = contents.probe_vectors(ws, first, probe_count, seed)
     (root / "probes").mkdir()
@@ -178,25 +181,22 @@ def _write_gallery(ws: Workspace, root: Path, module: Any, first: contents.Step,
         raise BundleError(f"{ws.root}: model '{model}' has no stored gallery vectors to transform")
     folder = root / GALLERY_DIR
     folder.mkdir()
-    matrix = np.lib.format.open_memmap(folder / "vectors.npy", mode="w+", dtype=np.float32,
-                                       shape=(len(ids), int(module.out_dim)))
     sets = ws.vector_sets(model)
     whole = None  # the one vector set holding exactly the gallery, in order: read by slices
     if len(sets) == 1 and sets[0]["count"] == len(ids):
         set_ids, matrix_in = ws.open_vector_set(sets[0]["id"])
         whole = matrix_in if np.array_equal(set_ids, ids) else None
-    for start in range(0, len(ids), GALLERY_CHUNK):
-        check_stop(should_stop)
-        chunk = (np.array(whole[start:start + GALLERY_CHUNK], dtype=np.float32) if whole is not None
-                 else ws.vectors_for(model, ids[start:start + GALLERY_CHUNK]))
-        if whole is not None:
-            release_pages(whole, start, start + len(chunk))  # read once: not kept resident
-        matrix[start:start + len(chunk)] = run_module(module, prepare_input(chunk, first.input_normalised))
+    # space reserved up front: a full disk is an error here, never a crash in a mapped write
+    with MatrixFile.create(folder / "vectors.npy", len(ids), int(module.out_dim)) as matrix:
+        for start in range(0, len(ids), GALLERY_CHUNK):
+            check_stop(should_stop)
+            chunk = (np.array(whole[start:start + GALLERY_CHUNK], dtype=np.float32) if whole is not None
+                     else ws.vectors_for(model, ids[start:start + GALLERY_CHUNK]))
+            if whole is not None:
+                release_pages(whole, start, start + len(chunk))  # read once: not kept resident
+            matrix.write(start, run_module(module, prepare_input(chunk, first.input_normalised)))
+            report(start + len(chunk), len(ids), {"stage": "transforming the gallery"})
         matrix.flush()
-        release_pages(matrix, start, start + len(chunk))
-        report(start + len(chunk), len(ids), {"stage": "transforming the gallery"})
-    matrix.flush()
-    del matrix
     np.save(folder / "ids.npy", ids)
     np.save(folder / "keys.npy", contents.item_keys(ws, ids))
     return {"vectors": f"{GALLERY_DIR}/vectors.npy", "ids": f"{GALLERY_DIR}/ids.npy",
@@ -215,36 +215,13 @@ def _publish(staging: Path, out: Path, overwrite: bool) -> None:
                              compress_type=zipfile.ZIP_STORED if stored else None)
         return
     old = None
-    if out.exists():
+    if out.exists() or out.is_symlink():
         if not overwrite:
             raise BundleError(f"{out}: already exists")
+        replaceable_bundle(out)  # again: files may have been added to it while the export ran
         old = temp_path_for(out)
         os.replace(out, old)
     os.replace(staging, out)
     fsync_dir(out.parent)
     if old is not None:
         remove_no_follow(old)
-
-
-def replaceable_bundle(out: Path) -> None:
-    """``--overwrite`` replaces a bundle only: never a link, a plain folder or any other file."""
-    if out.is_symlink():
-        raise BundleError(f"{out}: is a symbolic link; --overwrite replaces only a bundle, not what a link "
-                          "points to")
-    if out.is_dir():
-        if not ((out / MANIFEST).is_file() and (out / CHECKSUMS).is_file()):
-            raise BundleError(f"{out}: is a folder but not a bundle (no {MANIFEST} and {CHECKSUMS}); "
-                              "--overwrite replaces only a bundle")
-        if out.suffix.lower() == ".zip":
-            raise BundleError(f"{out}: is a bundle folder; a .zip output would replace it with a file")
-        return
-    if out.suffix.lower() != ".zip":
-        raise BundleError(f"{out}: is a file; a bundle folder would replace it (use a path ending in .zip)")
-    try:
-        with zipfile.ZipFile(out) as zf:
-            names = set(zf.namelist())
-    except (OSError, zipfile.BadZipFile):
-        names = set()
-    if MANIFEST not in names or CHECKSUMS not in names:
-        raise BundleError(f"{out}: is not a bundle (.zip with {MANIFEST} and {CHECKSUMS}); --overwrite "
-                          "replaces only a bundle")

@@ -18,7 +18,7 @@ import numpy as np
 
 from embridge.core.adapters import Adapter, load_adapter
 from embridge.core.bundle.deploy import inputs_of
-from embridge.core.errors import BundleError, EmbridgeError, StoreError
+from embridge.core.errors import BundleError, EmbridgeError, InputError, StoreError
 from embridge.core.l2 import l2_normalize, layer_input_normalised
 from embridge.core.run_record import RunRecord
 from embridge.core.store import Workspace
@@ -113,6 +113,28 @@ def report_for(ws: Workspace, step: Step) -> dict[str, Any] | None:
     return found[-1] if found else None
 
 
+def chosen_report(ws: Workspace, steps: list[Step], report_id: int | None) -> dict[str, Any] | None:
+    """The report to ship: ``report_id`` when it measured one of the exported runs, else refused.
+
+    A report of another run would label the bundle with numbers its layer never had. Without
+    ``report_id``: the latest report of a single run, none for a chain.
+    """
+    if report_id is None:
+        return report_for(ws, steps[0]) if len(steps) == 1 else None
+    report = ws.report(int(report_id))
+    runs = [int(s.run["id"]) for s in steps]
+    adapters = [int(s.row["id"]) for s in steps]
+    run_id, adapter_id = report.get("run_id"), report.get("adapter_id")
+    if (run_id is not None or adapter_id is not None) and (run_id is None or run_id in runs) \
+            and (adapter_id is None or adapter_id in adapters):
+        return report
+    exported = f"run {runs[0]}" if len(runs) == 1 else "runs " + ", ".join(map(str, runs))
+    measured = f"run {run_id}" if run_id is not None else (f"adapter {adapter_id}" if adapter_id is not None
+                                                           else "no training run")
+    raise InputError(f"--report {report_id}", f"was measured for {measured}, not {exported} (what this bundle "
+                     "exports); give a report of the exported run, or leave --report out for its latest")
+
+
 def report_files(ws: Workspace, report: dict[str, Any]) -> dict[str, Path]:
     """Bundle name -> file of a report row (paths relative to the workspace root)."""
     out: dict[str, Path] = {}
@@ -134,7 +156,8 @@ def metrics_for(steps: list[Step], report: dict[str, Any] | None) -> dict[str, A
     if report is not None:
         summary = report.get("summary") or {}
         values = {k: v for k, v in summary.items() if _scalar(v) and not isinstance(v, str)}
-        return {"source": f"report {report['id']}", "values": values}
+        step = f" (run {report.get('run_id')}, one step of the chain)" if len(steps) > 1 else ""
+        return {"source": f"report {report['id']}{step}", "values": values}
     if len(steps) == 1:
         return {"source": f"training run {steps[0].run['id']} (held-out test queries, as the report measures them)",
                 "values": RunRecord.from_row(steps[0].run).summary}

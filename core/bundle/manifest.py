@@ -29,6 +29,7 @@ ADAPTER_FILE = "adapter.pt"
 MAX_DIM = 1 << 20
 MANIFEST = "manifest.json"
 CHECKSUMS = "CHECKSUMS"
+REPORT_JSON = "report.json"
 RESERVED = (MANIFEST, CHECKSUMS)
 REQUIRED_KEYS = ("format_version", "created", "embridge_version", "adapter", "files", "probes")
 _LINE = re.compile(r"^([0-9a-f]{64})  (\S(?:.*\S)?)$")
@@ -193,4 +194,47 @@ def check_integrity(src: BundleSource, on_progress: ProgressFn | None = None,
             raise BundleError(f"{src.path}: {name} was changed after export (sha256 mismatch)")
         done += src.size(name)
         report(done, total, {"stage": "hashing", "file": name})
+    check_report(src, manifest)
     return manifest
+
+
+def check_report(src: BundleSource, manifest: dict[str, Any]) -> None:
+    """The included ``report.json`` must have measured the bundle's own layer.
+
+    Compared where both sides record it: the adapter's sha256 (each step of ``chain``), the run
+    ids (``adapter.run_ids``, ``report.run_id``) and the report id. A bundle whose report measured
+    another layer carries numbers its layer never had.
+    """
+    if REPORT_JSON not in manifest["files"]:
+        return
+    try:
+        report = json.loads(src.read_bytes(REPORT_JSON).decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise BundleError(f"{src.path}: {REPORT_JSON} is not a readable JSON report") from None
+    if not isinstance(report, dict):
+        raise BundleError(f"{src.path}: {REPORT_JSON} must hold a JSON object")
+    measured = report.get("adapter") if isinstance(report.get("adapter"), dict) else {}
+    run = report.get("run") if isinstance(report.get("run"), dict) else {}
+    run_id, sha = run.get("id"), measured.get("sha256")
+    steps = [s for s in manifest.get("chain", []) if isinstance(s, dict)]
+    shas = {s.get("adapter_sha256") for s in steps} - {None}
+    runs = manifest["adapter"].get("run_ids") or [s.get("run_id") for s in steps]
+    runs = runs if isinstance(runs, list) else []
+    entry = manifest.get("report") or {}
+
+    def mislabelled(what: str) -> BundleError:
+        exported = ", ".join(str(r) for r in runs) or "?"
+        return BundleError(f"{src.path}: {REPORT_JSON} was measured for {what}, not for this bundle's layer "
+                           f"(run {exported}); its numbers do not describe this bundle")
+
+    if isinstance(sha, str) and shas and sha not in shas:
+        raise mislabelled(f"{f'run {run_id}' if run_id is not None else 'another run'} (adapter sha256 {sha[:12]})")
+    for claimed in (run_id, entry.get("run_id")):
+        if claimed is not None and runs and claimed not in runs:
+            raise mislabelled(f"run {claimed}")
+    if entry.get("run_id") is not None and run_id is not None and entry["run_id"] != run_id:
+        raise BundleError(f"{src.path}: {REPORT_JSON} measured run {run_id}, but {MANIFEST} says its report "
+                          f"measured run {entry['run_id']}")
+    if entry.get("id") is not None and report.get("report_id") is not None and entry["id"] != report["report_id"]:
+        raise BundleError(f"{src.path}: {REPORT_JSON} is report {report['report_id']}, but {MANIFEST} says "
+                          f"report {entry['id']}")

@@ -1,10 +1,13 @@
 """Transform a large vector file with a bundle's adapter: chunked, resumable, never a half file.
 
-The input ``.npy`` is memory-mapped; outputs go into a memmapped ``<out>.partial`` and, after every
-chunk is flushed, a small ``<out>.progress.json`` sidecar records how many rows are done and which
-bundle and input they came from. Run again after an interruption and the work continues from the
-last recorded chunk (if bundle, input and settings are unchanged; otherwise it starts over). Only a
-complete result is renamed to ``<out>``; the sidecar is then removed.
+The input ``.npy`` is memory-mapped; outputs go into ``<out>.partial``, whose disk space is reserved
+when it is created (so a full disk is one error at the start, never a crash mid-write; see
+:mod:`embridge.core.bundle.matrix_out`), and after every chunk is on the disk a small
+``<out>.progress.json`` sidecar records how many rows are done and which bundle and input they came
+from. Run again after an interruption and the work continues from the last recorded chunk (if
+bundle, input and settings are unchanged; otherwise it starts over). Only a complete result is
+renamed to ``<out>``; the sidecar is then removed. An existing ``<out>`` is replaced only when the
+caller allows it, and only when it is a ``.npy`` file (an earlier output), never another file.
 """
 
 from __future__ import annotations
@@ -20,14 +23,16 @@ from typing import Any
 import numpy as np
 
 from embridge.core.bundle.archive import BundleLimits
+from embridge.core.bundle.matrix_out import MatrixFile
 from embridge.core.bundle.runtime import LoadedBundle, load_bundle
-from embridge.core.errors import BundleError, VectorFileError
+from embridge.core.errors import BundleError, InputError, VectorFileError
 from embridge.core.paths import check_output, check_regular
 from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
 from embridge.core.store.files import atomic_write_text, publish, sha256_file
 from embridge.core.store.vector_matrix import as_storage_dtype, disk_error
 
 DEFAULT_CHUNK = 65_536
+NPY_MAGIC = b"\x93NUMPY"
 
 
 def partial_paths(out: Path) -> tuple[Path, Path]:
@@ -66,12 +71,13 @@ def _identity(path: Path) -> dict[str, Any]:
 def apply_bundle(bundle: str | Path | LoadedBundle, vectors: str | Path, out: str | Path, *,
                  old_vectors: str | Path | None = None, normalise_output: bool = False,
                  chunk_rows: int = DEFAULT_CHUNK, limits: BundleLimits | None = None, runtime: str = "auto",
-                 on_progress: ProgressFn | None = None, should_stop: StopFn | None = None) -> dict[str, Any]:
+                 overwrite: bool = False, on_progress: ProgressFn | None = None,
+                 should_stop: StopFn | None = None) -> dict[str, Any]:
     """Write ``bundle(vectors)`` to ``out`` (.npy float32) in chunks; see the module docstring.
 
     ``runtime``: ``auto`` (the bundle's torch-free runtime when it has one, else torch), ``numpy``,
     ``onnx`` or ``torch``; see :mod:`embridge.core.bundle.portable`. Nothing here imports torch unless the
-    torch runtime is used.
+    torch runtime is used. ``overwrite``: replace an existing ``.npy`` at ``out`` (never another file).
     """
     src, out = Path(vectors), Path(out)
     bundle_path = bundle.path if isinstance(bundle, LoadedBundle) else Path(bundle)
@@ -79,22 +85,40 @@ def apply_bundle(bundle: str | Path | LoadedBundle, vectors: str | Path, out: st
     lock_path = out.with_name(out.name + ".lock")
     for target in (out, partial, sidecar, lock_path):
         check_output(target, inputs=(bundle_path, src, old_vectors))
+    check_replaceable(out, overwrite)
+    loaded = bundle if isinstance(bundle, LoadedBundle) else load_bundle(bundle, limits, runtime=runtime)
+    x = _open_input(src, "vectors", loaded.in_dim)
+    try:
+        with _exclusive(lock_path, out):
+            return _apply(loaded, src, x, out, old_vectors, normalise_output, chunk_rows, overwrite,
+                          on_progress, should_stop)
+    except OSError as exc:  # a full disk (ENOSPC, or EFBIG over a file-size limit): one line naming --out
+        raise disk_error(exc, f"--out {out}", "write the output") from exc
+
+
+def check_replaceable(out: Path, overwrite: bool) -> None:
+    """``out`` is new, or (with ``overwrite``) an existing ``.npy`` file: never a folder, link, other file."""
     if out.is_dir() or out.is_symlink():
         raise BundleError(f"{out}: is {'a symbolic link' if out.is_symlink() else 'a folder'}; --out must be "
                           "a new or existing .npy file")
     if out.exists() and not out.is_file():
         raise BundleError(f"{out}: is not a regular file; --out must be a new or existing .npy file")
-    loaded = bundle if isinstance(bundle, LoadedBundle) else load_bundle(bundle, limits, runtime=runtime)
-    x = _open_input(src, "vectors", loaded.in_dim)
+    if not out.exists():
+        return
+    if not overwrite:
+        raise InputError(f"--out {out}", "already exists; choose another name, or pass --overwrite to replace it")
     try:
-        with _exclusive(lock_path, out):
-            return _apply(loaded, src, x, out, old_vectors, normalise_output, chunk_rows, on_progress, should_stop)
+        with open(out, "rb") as fh:
+            magic = fh.read(len(NPY_MAGIC))
     except OSError as exc:
-        raise disk_error(exc, out, "write the output") from exc
+        raise InputError(f"--out {out}", f"cannot be read to check what it holds ({exc.strerror})") from exc
+    if magic != NPY_MAGIC:
+        raise InputError(f"--out {out}", "is not a .npy file; --overwrite replaces only an earlier output "
+                         "(a .npy matrix), never another file")
 
 
 def _apply(loaded: LoadedBundle, src: Path, x: np.ndarray, out: Path, old_vectors: str | Path | None,
-           normalise_output: bool, chunk_rows: int, on_progress: ProgressFn | None,
+           normalise_output: bool, chunk_rows: int, overwrite: bool, on_progress: ProgressFn | None,
            should_stop: StopFn | None) -> dict[str, Any]:
     report = on_progress or no_progress
     old = None
@@ -113,10 +137,11 @@ def _apply(loaded: LoadedBundle, src: Path, x: np.ndarray, out: Path, old_vector
     resumed_from = done
     if matrix is None:
         try:
-            matrix = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float32, shape=(n, loaded.out_dim))
+            matrix = MatrixFile.create(partial, n, loaded.out_dim)  # space reserved: a full disk fails here
             atomic_write_text(sidecar, json.dumps({**state, "done": 0}))
         except BaseException:  # no row done yet (a full disk at the start): leave nothing behind
-            matrix = None
+            if matrix is not None:
+                matrix.close()
             _discard(partial, sidecar)
             raise
     try:
@@ -127,24 +152,27 @@ def _apply(loaded: LoadedBundle, src: Path, x: np.ndarray, out: Path, old_vector
             block = as_storage_dtype(np.asarray(x[done:end]), "float32", str(src), done)
             old_block = None if old is None else as_storage_dtype(np.asarray(old[done:end]), "float32",
                                                                   str(old_vectors), done)
-            matrix[done:end] = loaded(block, old_block, normalise_output)
+            matrix.write(done, loaded(block, old_block, normalise_output))
             matrix.flush()
             done = end
             atomic_write_text(sidecar, json.dumps({**state, "done": done}))
             report(done, n, {"stage": "applying the bundle"})
     except VectorFileError:  # a bad input row: fixing the input changes its identity, so nothing can resume
-        matrix = None
+        matrix.close()
         _discard(partial, sidecar)
         raise
     finally:
-        del matrix
+        matrix.close()
+    if not overwrite and out.exists():  # appeared while this ran: the finished rows stay, to resume onto
+        raise InputError(f"--out {out}", "already exists (it appeared while the output was written); choose "
+                         "another name, or pass --overwrite to replace it")
     publish(partial, out)
     sidecar.unlink(missing_ok=True)
     return {"path": str(out.resolve()), "rows": n, "dim": loaded.out_dim, "resumed_from": resumed_from,
             "normalised": normalise_output, "bundle": str(loaded.path), "runtime": loaded.runtime}
 
 
-def _resume(partial: Path, sidecar: Path, state: dict[str, Any]) -> tuple[int, np.memmap | None]:
+def _resume(partial: Path, sidecar: Path, state: dict[str, Any]) -> tuple[int, MatrixFile | None]:
     """Rows already done and the open partial matrix, when a matching earlier run left them.
 
     Only files an earlier apply provably left (a progress file of ours beside them) are replaced;
@@ -173,9 +201,7 @@ def _resume(partial: Path, sidecar: Path, state: dict[str, Any]) -> tuple[int, n
         done = int(saved.get("done", -1))
         if {k: saved.get(k) for k in state} != state or not 0 <= done <= state["rows"]:
             raise ValueError("a different bundle, input or setting")
-        matrix = np.load(partial, mmap_mode="r+", allow_pickle=False)
-        if matrix.shape != (state["rows"], state["dim"]) or matrix.dtype != np.float32:
-            raise ValueError("partial output of another shape")
+        matrix = MatrixFile.reopen(partial, state["rows"], state["dim"])
     except (OSError, ValueError, TypeError):
         _discard(partial, sidecar)
         return 0, None

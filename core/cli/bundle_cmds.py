@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gallery", action=argparse.BooleanOptionalAction, default=None,
                    help="include the transformed gallery (default: yes for old->new layers)")
     p.add_argument("--probes", type=number(int, low=1, high=100_000), default=64, help="number of probe vectors (default 64)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing bundle at --out")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing bundle at --out (never a folder holding files the bundle does not list)")
     p.set_defaults(handler=cmd_export)
 
     p = cmds.add_parser("verify", help="check a bundle's hashes and re-run its adapter on the probes")
@@ -49,6 +49,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, metavar="OUT.npy", help="output vectors (.npy, float32)")
     p.add_argument("--old-vectors", metavar="OLD.npy", help="old-model query vectors (fusion bundles only)")
     p.add_argument("--normalise", action="store_true", help="L2-normalise the outputs")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --out (only a .npy file, never another kind of file)")
     p.add_argument("--chunk-rows", type=number(int, low=1, high=1 << 28), default=65_536, help="rows per chunk (default 65536)")
     _runtime_arg(p, "auto: numpy for linear layers, onnxruntime for the others (no torch); torch: adapter.pt")
     p.set_defaults(handler=cmd_apply)
@@ -128,7 +130,7 @@ def cmd_apply(args: argparse.Namespace) -> Result:
         raise InputError("--chunk-rows", "must be at least 1")
     result = apply_bundle(args.path, args.vectors, args.out, old_vectors=args.old_vectors,
                           normalise_output=args.normalise, chunk_rows=args.chunk_rows, limits=_limits(args),
-                          runtime=args.runtime, on_progress=StderrProgress("apply"))
+                          runtime=args.runtime, overwrite=args.overwrite, on_progress=StderrProgress("apply"))
     resumed = f", resumed at row {result['resumed_from']}" if result["resumed_from"] else ""
     return result, (f"wrote {result['rows']} x {result['dim']} vectors to {result['path']} "
                     f"({result['runtime']} runtime){resumed}")

@@ -97,11 +97,11 @@ def _gate_check(text: str) -> Any:
 
 
 def cmd_report(args: argparse.Namespace) -> Result:
-    from embridge.core.paths import check_output
     from embridge.core.report.build import ReportOptions, build_report
+    from embridge.core.report.gate import check_junit_target
 
-    if args.junit:
-        check_output(args.junit, label="--junit", workspace=args.workspace)
+    if args.junit:  # before any work: a bad target must not leave a stored report behind
+        check_junit_target(args.junit, args.workspace)
     with _engine_session(args), Workspace.open(args.workspace) as ws:
         options = ReportOptions(heldout_gallery=args.heldout_gallery, search=_search_config(args),
                                 backfill_steps=args.backfill_steps, rollback=args.rollback, n_boot=args.bootstrap)
@@ -116,12 +116,11 @@ def _gate(args: argparse.Namespace, data: dict[str, Any], text: str) -> tuple[di
     """Evaluate --fail-under, write --junit; failed checks go to stderr and set exit status 1."""
     import sys
 
-    from embridge.core.report.gate import evaluate, junit_xml
-    from embridge.core.store.files import atomic_write_text
+    from embridge.core.report.gate import evaluate, write_junit
 
     results = evaluate(args.fail_under, data)
     if args.junit:
-        atomic_write_text(args.junit, junit_xml(results))
+        write_junit(args.junit, results)
     failed = [r for r in results if not r.passed]
     for r in failed:
         sys.stderr.write(f"embridge: gate failed: {r.message}\n")

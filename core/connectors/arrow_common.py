@@ -9,6 +9,20 @@ import numpy as np
 from embridge.core.connectors.connector import Batch, PointId, VectorStoreError
 
 
+def parquet_problem(exc: BaseException) -> str:
+    """The one-line problem of a file Arrow cannot read as Parquet (to follow the file's name)."""
+    from embridge.core.errors import first_line
+
+    return f"is not a readable Parquet file ({first_line(exc)})"
+
+
+def parquet_errors() -> tuple[type[BaseException], ...]:
+    """What Arrow raises for a damaged or foreign file: its own errors and OSError."""
+    import pyarrow as pa
+
+    return (OSError, pa.ArrowException)
+
+
 def release_arrow_memory() -> None:
     """Hand Arrow's freed buffers back to the system now (its pools keep them for reuse otherwise)."""
     import pyarrow as pa

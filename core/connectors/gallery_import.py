@@ -5,6 +5,12 @@ batch, keyed by the point id (label and text from the named payload fields, the 
 The second writes the vectors through the workspace's resumable vector-set writer, in the same
 order. An interrupted import resumes: items already imported from this store are skipped, and the
 vector writer continues from its last flushed row.
+
+A refused import stores nothing: each batch is checked (finite vectors of one width, ids not seen
+before in this run) before any of it is stored, a new model is registered in the same transaction
+as its first batch, and a refusal later on (a bad batch further in, keys that already exist, a store
+that changed) removes the items and the model this run added. Only a stopped or interrupted run
+keeps its stored batches, for the next run to resume after.
 """
 
 from __future__ import annotations
@@ -14,11 +20,19 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
+
 from embridge.core.connectors import open_store
 from embridge.core.connectors.connector import SPACE_FIELD, Batch, Connector, VectorStoreError
-from embridge.core.errors import ImportDataError
+from embridge.core.errors import ImportDataError, InputError, StoreError
+from embridge.core.paths import check_name
 from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
 from embridge.core.store import Workspace
+from embridge.core.store.items import item_namespace
+
+# Bad data or a bad request: the run takes back what it stored. A stop (Cancelled) or a busy or
+# full workspace keeps the batches stored so far, which the next run resumes after.
+REFUSALS = (InputError, VectorStoreError)
 
 
 @dataclass
@@ -59,16 +73,28 @@ def _records(batch: Batch, source: str, split: str | None, label_field: str | No
     return out
 
 
-def _ensure_model(ws: Workspace, name: str, dim: int, uri: str) -> None:
+def _new_model(ws: Workspace, name: str, dim: int, uri: str, text_field: str | None) -> dict[str, Any] | None:
+    """The spec of the vectors-only model to register, or None when ``name`` exists and can take the vectors.
+
+    Store points bring vectors and payload, no raw inputs (images, or texts without ``--text-field``).
+    Attaching them to a model that embeds raw inputs would make items no other model can embed, so
+    that is refused: such vectors form a vectors-only model of their own.
+    """
     known = {m["name"]: m for m in ws.models()}
-    if name in known:
-        if known[name].get("dim") not in (None, 0, dim):
-            raise ImportDataError(uri, f"{dim}-d vectors, but model '{name}' gives {known[name]['dim']}-d vectors")
-        return
-    role = "other" if any(m["role"] == "old" for m in known.values()) else "old"
-    spec = {"name": name, "kind": "vectors", "modality": "vector", "dim": dim,
-            "sha256": hashlib.sha256(f"store:{uri}:{name}".encode()).hexdigest(), "source": uri}
-    ws.add_model(name, role, spec, None)
+    if name not in known:
+        check_name(name, "--model")
+        role = "other" if any(m["role"] == "old" for m in known.values()) else "old"
+        return {"name": name, "kind": "vectors", "modality": "vector", "dim": dim,
+                "sha256": hashlib.sha256(f"store:{uri}:{name}".encode()).hexdigest(), "source": uri, "role": role}
+    found = known[name]
+    if found.get("dim") not in (None, 0, dim):
+        raise ImportDataError(uri, f"{dim}-d vectors, but model '{name}' gives {found['dim']}-d vectors")
+    if found.get("kind") != "vectors" and not (text_field and found.get("modality") == "text"):
+        raw = "texts (pass --text-field to import them)" if found.get("modality") == "text" else "raw inputs"
+        raise InputError("--model", f"'{name}' is a {found.get('kind')} model that embeds {raw}, but the store's "
+                         "points bring only vectors (no inputs for it or any other model to embed); give a new model "
+                         "name to import them as a vectors-only model")
+    return None
 
 
 def import_from_store(ws: Workspace, uri: str, model: str | None = None, label_field: str | None = None,
@@ -83,6 +109,53 @@ def import_from_store(ws: Workspace, uri: str, model: str | None = None, label_f
         store.close()
 
 
+@dataclass
+class _Run:
+    """One import run: what it may add, and what it added so far (taken back on a refusal)."""
+
+    ws: Workspace
+    uri: str
+    source: str
+    model: str
+    spec: dict[str, Any] | None  # the model to register with the first stored batch
+    before: int  # the largest item id when the run began: later ids of this source are this run's
+    created: bool = False
+
+    def register_with(self, records: list[dict[str, Any]]) -> None:
+        """Store a batch of items, and the new model with the first of them, in one transaction."""
+        with self.ws.transaction():
+            self._register()
+            if records:
+                self.ws.add_items(records, source=self.uri)
+
+    def _register(self) -> None:
+        if self.spec is not None and not self.created:
+            spec = {k: v for k, v in self.spec.items() if k != "role"}
+            self.ws.add_model(self.model, self.spec["role"], spec, None)
+            self.created = True
+
+    def take_back(self) -> None:
+        """Remove the items this run stored and the model it registered (a refusal stores nothing)."""
+        try:
+            with self.ws.transaction():
+                self.ws.take_back_items(self.source, self.before)
+                if self.created:
+                    self.ws.delete_model(self.model)
+        except StoreError:
+            pass  # the workspace is busy: what is left is this source's resumable part, and the refusal is the news
+        self.created = False
+
+
+def _check_points(batch: Batch, uri: str, dim: int) -> None:
+    """Refuse a batch before any of it is stored: vectors of the collection's width, all finite."""
+    if batch.vectors.shape[1] != dim:
+        raise ImportDataError(uri, f"{batch.vectors.shape[1]}-d vectors among {dim}-d ones")
+    bad = np.flatnonzero(~np.isfinite(batch.vectors).all(axis=1))
+    if len(bad):
+        raise ImportDataError(uri, f"point {batch.ids[int(bad[0])]!r} holds NaN or inf values; nothing was "
+                              "imported")
+
+
 def _import(ws: Workspace, store: Connector, uri: str, model: str | None, label_field: str | None,
             text_field: str | None, split: str | None, batch_size: int, report: ProgressFn,
             should_stop: StopFn | None) -> StoreImportResult:
@@ -92,20 +165,38 @@ def _import(ws: Workspace, store: Connector, uri: str, model: str | None, label_
     if total == 0 or not dim:
         raise ImportDataError(uri, "the collection holds no points")
     name = model or f"{store.collection}-vectors"
-    _ensure_model(ws, name, dim, uri)
-    source = f"store:{uri}"
+    spec = _new_model(ws, name, dim, uri, text_field)
+    before = ws.last_item_id()
+    run = _Run(ws, uri, f"store:{uri}", name, spec, before)
+    try:
+        return _stream(run, store, label_field, text_field, split, batch_size, total, dim, report, should_stop)
+    except REFUSALS:
+        run.take_back()
+        raise
+
+
+def _stream(run: _Run, store: Connector, label_field: str | None, text_field: str | None, split: str | None,
+            batch_size: int, total: int, dim: int, report: ProgressFn, should_stop: StopFn | None
+            ) -> StoreImportResult:
+    ws, uri, source, name = run.ws, run.uri, run.source, run.model
+    namespace = item_namespace(split)
     new_items = done = 0
     for batch in store.read_batches(batch_size):  # pass 1: items
         check_stop(should_stop)
+        _check_points(batch, uri, dim)
         records = _records(batch, source, split, label_field, text_field)
-        keys = [r["key"] for r in records]
-        ours = ws.existing_keys(keys, source=source)
+        ours = ws.existing_keys([r["key"] for r in records], source=source)
+        again = [k for k, i in ws.find_keys(sorted(ours), namespace).items() if i > run.before] if ours else []
+        if again:
+            raise ImportDataError(uri, f"the point id {again[0]!r} occurs more than once in the collection")
         fresh = [r for r in records if r["key"] not in ours]
         if fresh:
-            ws.add_items(fresh, source=uri)
+            run.register_with(fresh)
             new_items += len(fresh)
         done += len(batch)
         report(done, 2 * total, {"stage": "items"})
+    if run.spec is not None and not ws.has_model(name):  # every item came from an earlier, stopped run
+        run.register_with([])
     ids = ws.item_ids(source=source)
     if len(ids) != total:
         raise VectorStoreError(f"{store.describe()}: {total} points, but {len(ids)} items came from it; the store "
@@ -131,7 +222,7 @@ def _import(ws: Workspace, store: Connector, uri: str, model: str | None, label_
             row = end
             report(total + row, 2 * total, {"stage": "vectors"})
         info = writer.commit()
-    except VectorStoreError:
+    except REFUSALS:
         writer.abort()
         raise
     return StoreImportResult(uri, store.describe(), total, new_items, name, dim, int(info["id"]), split)

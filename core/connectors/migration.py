@@ -34,6 +34,7 @@ from embridge.core.connectors import open_store
 from embridge.core.connectors.backfill_order import NewVectors, choose_backfill, read_new_vectors
 from embridge.core.connectors.connector import SPACE_FIELD, Batch, Connector, StoreURI, VectorStoreError
 from embridge.core.connectors.prefetch import Prefetch
+from embridge.core.connectors.targets import check_alias, check_store_output
 from embridge.core.connectors.transform import StoreTransform, load_transform
 from embridge.core.errors import InputError
 from embridge.core.l2 import l2_normalize
@@ -90,13 +91,17 @@ class MigrationResult:
         return out
 
 
-def open_pair(source_uri: str, target_uri: str) -> tuple[Connector, Connector]:
+def open_pair(source_uri: str, target_uri: str, inputs: tuple[str | Path | None, ...] = ()
+              ) -> tuple[Connector, Connector]:
     """Source and target connectors; one embedded store shares one client (it locks its folder).
 
+    A local target is checked as every output is (never a workspace, in one, or an input, ``inputs``
+    and the source included) before either store is opened, since opening may create its folder.
     Stores that take several clients (Parquet folders, PostgreSQL) get one per side, so the read-ahead
     thread and the writer never wait for each other's connection.
     """
     src_uri, dst_uri = StoreURI.parse(source_uri, "--from"), StoreURI.parse(target_uri, "--to")
+    check_store_output(dst_uri, "--to", (src_uri, *inputs))
     source = open_store(src_uri, "--from")
     try:
         if src_uri.scheme == dst_uri.scheme and source.single_client and \
@@ -135,7 +140,7 @@ def migrate_store(bundle: str | Path, source_uri: str, target_uri: str, *, order
     report = on_progress or no_progress
     transform = load_transform(bundle)
     new = read_new_vectors(new_vectors, transform.out_dim) if new_vectors is not None else None
-    source, target = open_pair(source_uri, target_uri)
+    source, target = open_pair(source_uri, target_uri, (bundle, new_vectors))
     try:
         alias = writable_target_alias(target, alias, switch)
         if switch and not target.supports_alias:
@@ -161,6 +166,8 @@ def writable_target_alias(target: Connector, alias: str | None, switch: bool) ->
     alias = alias or target.uri.param("alias")
     if switch and not alias:
         raise InputError("--switch", "name the alias to move (--alias NAME, or &alias=NAME in --to)")
+    if switch and alias:
+        check_alias(target, alias, target.collection)
     return alias
 
 
@@ -252,31 +259,40 @@ def _copy(transform: StoreTransform, source: Connector, target: Connector, new: 
         target.delete_ids(list(state["pending"]))  # a batch cut short, or written but not yet recorded
         state["pending"] = None
         target.save_state(key, state)
-    created = target.exists()
     report(int(state["written"]), total, {"stage": "migrating"})
 
-    start = state["cursor"]
-
-    def transformed() -> Iterator[Batch]:  # runs in the prefetch thread: reads and transforms only
-        for batch in source.read_batches(batch_size, start):
+    def transformed(cursor: Any) -> Iterator[Batch]:  # in the prefetch thread: reads and transforms only
+        for batch in source.read_batches(batch_size, cursor):
             yield transform_batch(transform, batch, new, chosen, names)
 
-    with Prefetch(transformed, depth=PREFETCH_DEPTH, name="embridge-migrate-read") as batches:
+    def store(out: Batch) -> None:
+        check_stop(should_stop)
+        state["pending"] = list(out.ids)
+        target.save_state(key, state)
+        target.write(out)
+        state.update(cursor=out.cursor, written=int(state["written"]) + len(out), pending=None)
+        target.save_state(key, state)
+        report(int(state["written"]), total, {"stage": "migrating"})
+
+    start = state["cursor"]
+    if not target.exists():
+        # the first batch is read here, before any read-ahead starts: making the target consults the
+        # source (its schema, settings) and must not share the source's connection with a reader
+        reader = transformed(start)
+        first = next(reader, None)
+        reader.close()
+        target.create(transform.out_dim, like=source, sample=first)
+        if first is None:  # an empty source still gets its (empty) shadow
+            return
+        store(first)
+        if first.cursor is None:
+            return
+        start = first.cursor
+    with Prefetch(lambda: transformed(start), depth=PREFETCH_DEPTH, name="embridge-migrate-read") as batches:
         for out in batches:
-            check_stop(should_stop)
-            if not created:
-                target.create(transform.out_dim, like=source, sample=out)
-                created = True
-            state["pending"] = list(out.ids)
-            target.save_state(key, state)
-            target.write(out)
-            state.update(cursor=out.cursor, written=int(state["written"]) + len(out), pending=None)
-            target.save_state(key, state)
-            report(int(state["written"]), total, {"stage": "migrating"})
+            store(out)
             if out.cursor is None:
                 break
-    if not created:  # an empty source still gets its (empty) shadow
-        target.create(transform.out_dim, like=source, sample=None)
 
 
 def transform_batch(transform: StoreTransform, batch: Batch, new: NewVectors | None, chosen: set[str],
@@ -345,9 +361,15 @@ def rollback_store(uri: str, alias: str | None = None) -> dict[str, Any]:
         alias = alias or store.uri.param("alias")
         if not alias:
             raise InputError("--alias", "name the alias to switch back (--alias NAME, or &alias=NAME in --to)")
+        check_alias(store, alias, store.collection)
         if not store.exists():
             raise VectorStoreError(f"{store.describe()}: no such collection to switch back to")
+        if not store.supports_alias:
+            store.set_alias(alias, store.collection)  # raises the store's own explanation
         current = store.alias_target(alias)
+        if current is None:
+            raise InputError("--alias", f"'{alias}' is not an alias of {store.location()}; rollback moves an "
+                             "existing alias (a migration with --switch creates it)")
         if current == store.collection:
             return {"alias": alias, "collection": store.collection, "previous": current, "changed": False}
         previous = switch_alias(store, alias, store.collection)

@@ -13,12 +13,19 @@ import hashlib
 import os
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from embridge.core.connectors.arrow_common import batch_to_table, release_arrow_memory, table_to_batch
+from embridge.core.connectors.arrow_common import (
+    batch_to_table,
+    parquet_errors,
+    parquet_problem,
+    release_arrow_memory,
+    table_to_batch,
+)
 from embridge.core.connectors.connector import (
     SPACE_FIELD,
     Batch,
@@ -32,6 +39,29 @@ from embridge.core.connectors.links import link_target, swap_link
 
 READ_BUFFER = 1 << 20  # bytes read ahead within a column chunk
 ROW_GROUP_ROWS = 16_384  # written row groups: small enough to stream back in bounded memory
+
+
+@contextmanager
+def reading(file: Path) -> Iterator[None]:
+    """Arrow's errors for a damaged or foreign file become one line naming the file."""
+    try:
+        yield
+    except parquet_errors() as exc:
+        raise VectorStoreError(f"{file}: {parquet_problem(exc)}") from exc
+
+
+def _rows(file: Path) -> int:
+    import pyarrow.parquet as pq
+
+    with reading(file):
+        return int(pq.ParquetFile(file).metadata.num_rows)
+
+
+def _schema(file: Path) -> Any:
+    import pyarrow.parquet as pq
+
+    with reading(file):
+        return pq.read_schema(file)
 
 
 class ParquetConnector(Connector):
@@ -75,18 +105,14 @@ class ParquetConnector(Connector):
         return self.folder.is_dir()
 
     def count(self) -> int:
-        import pyarrow.parquet as pq
-
-        return sum(pq.ParquetFile(f).metadata.num_rows for f in self._files())
+        return sum(_rows(f) for f in self._files())
 
     def dim(self) -> int | None:
-        import pyarrow.parquet as pq
-
         files = self._files()
         if not files:
             return None
-        field = pq.read_schema(files[0]).field(self.vec_col) if self.vec_col in pq.read_schema(files[0]).names \
-            else None
+        schema = _schema(files[0])
+        field = schema.field(self.vec_col) if self.vec_col in schema.names else None
         if field is None:
             raise VectorStoreError(f"{files[0]}: no vector column '{self.vec_col}' (name it with ?vector=COLUMN)")
         return int(getattr(field.type, "list_size", 0)) or None
@@ -103,31 +129,38 @@ class ParquetConnector(Connector):
         files = self._files()
         start_file, start_row = (cursor or [0, 0])
         for index in range(int(start_file), len(files)):
-            pf = pq.ParquetFile(files[index], buffer_size=READ_BUFFER, pre_buffer=False)
-            rows = pf.metadata.num_rows
-            skip = int(start_row) if index == int(start_file) else 0
-            groups, done = [], 0
-            for g in range(pf.metadata.num_row_groups):
-                size = pf.metadata.row_group(g).num_rows
-                if done + size <= skip and not groups:
-                    done += size
-                    continue
-                groups.append(g)
-            if not groups:
+            with reading(files[index]):
+                yield from self._file_batches(pq.ParquetFile(files[index], buffer_size=READ_BUFFER, pre_buffer=False),
+                                              index, len(files), batch_size, start_file, start_row)
+
+    def _file_batches(self, pf: Any, index: int, n_files: int, batch_size: int, start_file: Any,
+                      start_row: Any) -> Iterator[Batch]:
+        """The batches of one open file, from the cursor's row when it is the cursor's file."""
+        rows = pf.metadata.num_rows
+        skip = int(start_row) if index == int(start_file) else 0
+        groups, done = [], 0
+        for g in range(pf.metadata.num_row_groups):
+            size = pf.metadata.row_group(g).num_rows
+            if done + size <= skip and not groups:
+                done += size
                 continue
-            for rb in pf.iter_batches(batch_size=batch_size, row_groups=groups, use_threads=False):
-                if skip > done:
-                    cut = min(skip - done, rb.num_rows)
-                    rb, done = rb.slice(cut), done + cut
-                    if not rb.num_rows:
-                        continue
-                done += rb.num_rows
-                last = index == len(files) - 1 and done == rows
-                batch = table_to_batch(rb, self.id_col, self.vec_col, None if last else [index, done])
-                del rb
-                release_arrow_memory()
-                yield batch
+            groups.append(g)
+        if not groups:
             pf.close()
+            return
+        for rb in pf.iter_batches(batch_size=batch_size, row_groups=groups, use_threads=False):
+            if skip > done:
+                cut = min(skip - done, rb.num_rows)
+                rb, done = rb.slice(cut), done + cut
+                if not rb.num_rows:
+                    continue
+            done += rb.num_rows
+            last = index == n_files - 1 and done == rows
+            batch = table_to_batch(rb, self.id_col, self.vec_col, None if last else [index, done])
+            del rb
+            release_arrow_memory()
+            yield batch
+        pf.close()
 
     def read_ids(self, ids: list[PointId]) -> Batch:
         """Scans only the id column, then reads just the row groups that hold a wanted id."""
@@ -140,14 +173,16 @@ class ParquetConnector(Connector):
             return Batch([], np.zeros((0, self.dim() or 0), np.float32), [])
         parts = []
         for file in files:
-            pf = pq.ParquetFile(file, buffer_size=READ_BUFFER, pre_buffer=False)
-            id_type = pf.schema_arrow.field(self.id_col).type
-            wanted = pa.array(list(ids)).cast(id_type)
-            for g in range(pf.metadata.num_row_groups):
-                hits = pc.is_in(pf.read_row_group(g, columns=[self.id_col]).column(0), value_set=wanted)
-                if pc.any(hits).as_py():
-                    parts.append(table_to_batch(pf.read_row_group(g).filter(hits), self.id_col, self.vec_col, None))
-            pf.close()
+            with reading(file):
+                pf = pq.ParquetFile(file, buffer_size=READ_BUFFER, pre_buffer=False)
+                id_type = pf.schema_arrow.field(self.id_col).type
+                wanted = pa.array(list(ids)).cast(id_type)
+                for g in range(pf.metadata.num_row_groups):
+                    hits = pc.is_in(pf.read_row_group(g, columns=[self.id_col]).column(0), value_set=wanted)
+                    if pc.any(hits).as_py():
+                        parts.append(table_to_batch(pf.read_row_group(g).filter(hits), self.id_col, self.vec_col,
+                                                    None))
+                pf.close()
         release_arrow_memory()
         found = {i: (n, m) for n, part in enumerate(parts) for m, i in enumerate(part.ids)}
         order = [i for i in ids if i in found]
@@ -160,10 +195,12 @@ class ParquetConnector(Connector):
 
         counts: dict[str, int] = {}
         for file in self._files():
-            if SPACE_FIELD not in pq.read_schema(file).names:
-                counts[""] = counts.get("", 0) + pq.ParquetFile(file).metadata.num_rows
+            if SPACE_FIELD not in _schema(file).names:
+                counts[""] = counts.get("", 0) + _rows(file)
                 continue
-            for value in pq.read_table(file, columns=[SPACE_FIELD]).column(0).to_pylist():
+            with reading(file):
+                values = pq.read_table(file, columns=[SPACE_FIELD]).column(0).to_pylist()
+            for value in values:
                 counts[value or ""] = counts.get(value or "", 0) + 1
         return counts
 
@@ -205,7 +242,8 @@ class ParquetConnector(Connector):
 
         doomed = pa.array(list(ids))
         for file in self._files():
-            table = pq.read_table(file)
+            with reading(file):
+                table = pq.read_table(file)
             keep = pc.invert(pc.is_in(table.column(self.id_col), value_set=doomed.cast(table.schema.field(
                 self.id_col).type)))
             if pc.all(keep).as_py():

@@ -81,7 +81,11 @@ def embed_rate(ws: Workspace, model: str, sample: int = 64, device: str = "auto"
                                  "is no backbone to time here; re-embedding costs whatever producing the new "
                                  "vectors costs where they are made.")
     dev = resolve_device(device)
-    gallery = ws.gallery_ids()
+    gallery = ws.embeddable_gallery_ids()  # items imported as vectors alone hold nothing to embed
+    if not gallery.size:
+        return None, 0, "none", (f"no gallery item holds raw inputs (text, images) for '{model}' to embed, so "
+                                 "re-embedding could not be timed here; its cost is whatever producing the new "
+                                 "vectors costs where they are made.")
     ids = np.sort(np.random.default_rng(seed).choice(gallery, size=min(sample, gallery.size), replace=False))
     items = ws.items(ids=ids.tolist())
     loaded = load_model(spec, dev)

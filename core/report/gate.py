@@ -4,18 +4,28 @@
 condition against the report's JSON (the same names as ``--json`` prints): ``=`` and ``>=`` mean
 "at least", ``<=`` "at most". An unknown metric, or a value the report could not define (null, e.g.
 gain retained when the new model gains nothing), fails its check with that reason, so a gate never
-passes by accident. :func:`junit_xml` renders the checks as JUnit XML (one test case per check).
+passes by accident. :func:`junit_xml` renders the checks as JUnit XML (one test case per check);
+:func:`check_junit_target` refuses a ``--junit`` path that cannot take it before any work is done.
 """
 
 from __future__ import annotations
 
+import errno
 import math
+import os
 import re
+import stat
+import uuid
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from embridge.core.errors import InputError
+from embridge.core.errors import InputError, StoreError
+from embridge.core.paths import TMP_PREFIX, absolute, check_output
+
+JUNIT = "--junit"
+PROBE_BYTES = 64 * 1024  # room the JUnit file needs (about 300 bytes a check), tried before the report is built
 
 _CHECK = re.compile(r"^\s*([A-Za-z0-9_@.\-]+)\s*(<=|>=|=)\s*([^\s]+)\s*$")
 
@@ -97,3 +107,73 @@ def junit_xml(results: list[CheckResult], suite: str = "embridge.report") -> str
         else:
             ET.SubElement(case, "failure", message=r.message, type="gate").text = r.message
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
+def _kind(mode: int) -> str | None:
+    """What a file that cannot be the JUnit file is, or None for a regular file."""
+    if stat.S_ISREG(mode):
+        return None
+    return ("a symbolic link" if stat.S_ISLNK(mode) else "a folder" if stat.S_ISDIR(mode)
+            else "a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file")
+
+
+def _problem(exc: OSError, folder: Path) -> str:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return f"not enough disk space in {folder} ({exc.strerror})"
+    return f"cannot write in {folder} ({exc.strerror or exc})"
+
+
+def check_junit_target(out: str | Path, workspace: str | Path) -> Path:
+    """Refuse a ``--junit`` path before the report is built: inside the workspace, an existing file
+    that is not a regular file (a device, a FIFO, a folder, a link), or a folder that cannot take the
+    file (read-only, full). Missing parent folders are created when the file is written."""
+    check_output(out, label=JUNIT, workspace=workspace)
+    where = f"{JUNIT} {out}"
+    path = Path(out)
+    try:
+        kind = _kind(os.lstat(path).st_mode)
+    except (FileNotFoundError, NotADirectoryError):  # a new file (its folder is checked below)
+        kind = None
+    except OSError as exc:
+        raise InputError(where, f"cannot be checked ({exc.strerror or exc})") from None
+    if kind is not None:
+        raise InputError(where, f"is {kind}, not a regular file; {JUNIT} must be a new or existing regular file")
+    folder = absolute(path).parent
+    try:
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        if not folder.is_dir():
+            raise InputError(where, f"{folder} is not a folder")
+    except OSError as exc:  # a folder on the way that may not be entered
+        raise InputError(where, f"cannot be checked ({exc.strerror or exc})") from None
+    probe = folder / f"{TMP_PREFIX}{uuid.uuid4().hex[:12]}-junit-probe"
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            left = memoryview(bytes(PROBE_BYTES))
+            while left:  # a write near the limit is short; the next one raises ENOSPC or EFBIG
+                left = left[os.write(fd, left):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise InputError(where, _problem(exc, folder)) from None
+    finally:
+        try:
+            os.unlink(probe)
+        except OSError:
+            pass
+    return path
+
+
+def write_junit(out: str | Path, results: list[CheckResult]) -> None:
+    """Write the checks as JUnit XML to ``out`` (temp name, then rename); a failure names ``--junit``."""
+    from embridge.core.store.files import atomic_write_text
+
+    try:
+        atomic_write_text(out, junit_xml(results))
+    except (StoreError, OSError) as exc:
+        cause = exc if isinstance(exc, OSError) else exc.__cause__
+        reason = _problem(cause, absolute(out).parent) if isinstance(cause, OSError) else str(exc)
+        raise StoreError(f"{JUNIT} {out}: {reason}") from exc

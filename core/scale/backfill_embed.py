@@ -19,10 +19,12 @@ from typing import Any
 
 import numpy as np
 
+from embridge.core.connectors.arrow_common import parquet_problem
 from embridge.core.errors import InputError
+from embridge.core.paths import check_output
 from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
 from embridge.core.scale.engine import check_engine, import_ray, ray_session
-from embridge.core.scale.gallery_transform import list_partitions, parquet_dir
+from embridge.core.scale.gallery_transform import first_missing, list_partitions, parquet_dir, take_back
 
 STATE_FILE = "_embridge_embed.json"
 
@@ -52,7 +54,10 @@ def read_items(folder: Path, id_col: str, input_col: str) -> tuple[np.ndarray, A
 
     tables = []
     for file in list_partitions(folder):
-        table = pq.read_table(file)
+        try:
+            table = pq.read_table(file)
+        except (OSError, pa.ArrowException) as exc:
+            raise InputError(file, parquet_problem(exc)) from exc
         if id_col not in table.column_names or input_col not in table.column_names:
             raise InputError(file, f"no '{id_col}' and '{input_col}' columns (columns: {', '.join(table.column_names)})")
         tables.append(table.select([id_col, input_col]))
@@ -119,18 +124,39 @@ def embed_dataset(model: ModelRef, source: str, target: str, *, engine: str = "l
                   order: np.ndarray | None = None, chunk: int = 4096, batch_size: int = 256,
                   actors: int | None = None, num_gpus: float = 0.0, ray_address: str | None = None,
                   id_col: str = "id", input_col: str = "input", on_progress: ProgressFn | None = None,
-                  should_stop: StopFn | None = None, role: str | None = None) -> EmbedResult:
-    """Embed ``source`` items (in ``order``) into ``target`` chunk files on ``engine``; resumable by chunk."""
+                  should_stop: StopFn | None = None, role: str | None = None,
+                  own_stage: bool = False) -> EmbedResult:
+    """Embed ``source`` items (in ``order``) into ``target`` chunk files on ``engine``; resumable by chunk.
+
+    ``target`` is checked as every output is (never a workspace, inside one, holding one, or an
+    input), except for ``own_stage``: a workspace backfill's stage folder inside its own workspace.
+    A run refused or stopped before its first chunk leaves no output folder and no checkpoint.
+    """
     check_engine(engine)
     on_progress = on_progress or no_progress
     src, dst = parquet_dir(source, "--from"), parquet_dir(target, "--to")
     if dst.resolve() == src.resolve() or src.resolve() in dst.resolve().parents:
         raise InputError("--to", f"{dst}: the output folder must not be the input folder or inside it")
+    if not own_stage:
+        check_output(dst, label="--to", inputs=(src, None if isinstance(model, Mapping) else model), below=True)
     ids, inputs = ordered(*read_items(src, id_col, input_col), order)
     model_key = str(model.get("sha256")) if isinstance(model, Mapping) else str(Path(model).resolve())
     state = {"model": model_key, "source": str(src.resolve()), "chunk": chunk,
              "order": None if order is None else int(np.asarray(order).sum() % (2**61)), "n": len(ids)}
-    _prepare(dst, state)
+    worker = ChunkEmbedder(model, "cuda" if num_gpus else "cpu", batch_size, role) if engine == "local" else None
+    fresh, made = _prepare(dst, state)
+    try:
+        return _embed(model, dst, ids, inputs, chunk, worker, engine, actors, num_gpus, batch_size, ray_address,
+                      on_progress, should_stop, role)
+    except BaseException:
+        if fresh and not any(dst.glob("chunk-*.parquet")):
+            take_back(dst, made)  # nothing embedded yet: no output folder, no checkpoint
+        raise
+
+
+def _embed(model: ModelRef, dst: Path, ids: np.ndarray, inputs: Any, chunk: int, worker: ChunkEmbedder | None,
+           engine: str, actors: int | None, num_gpus: float, batch_size: int, ray_address: str | None,
+           on_progress: ProgressFn, should_stop: StopFn | None, role: str | None) -> EmbedResult:
     bounds = [(a, min(a + chunk, len(ids))) for a in range(0, len(ids), chunk)]
     jobs = [(ids[a:b], inputs[a:b], str(dst / f"chunk-{i:05d}.parquet")) for i, (a, b) in enumerate(bounds)]
     began = time.perf_counter()
@@ -141,8 +167,7 @@ def embed_dataset(model: ModelRef, source: str, target: str, *, engine: str = "l
         on_progress(i, len(jobs), {"stage": "embed", "items": n_done, "items_per_s": rate,
                                    "eta_s": (len(ids) - n_done) / rate if rate > 0 else None})
 
-    if engine == "local":
-        worker = ChunkEmbedder(model, "cuda" if num_gpus else "cpu", batch_size, role)
+    if worker is not None:
         written = []
         for i, job in enumerate(jobs):
             check_stop(should_stop)
@@ -158,16 +183,19 @@ def embed_dataset(model: ModelRef, source: str, target: str, *, engine: str = "l
                        time.perf_counter() - began)
 
 
-def _prepare(dst: Path, state: dict[str, Any]) -> None:
+def _prepare(dst: Path, state: dict[str, Any]) -> tuple[bool, Path | None]:
+    """Start the output folder, or check an existing one is this job's; (fresh, made) as for a transform."""
     marker = dst / STATE_FILE
     if marker.exists():
         if json.loads(marker.read_text()) != state:
             raise InputError("--to", f"{dst}: holds the output of another embedding job; choose a new folder")
-        return
+        return False, None
     if dst.exists() and any(dst.iterdir()):
         raise InputError("--to", f"{dst}: exists and is not the output of an earlier run of this job")
+    made = first_missing(dst)
     dst.mkdir(parents=True, exist_ok=True)
     marker.write_text(json.dumps(state))
+    return True, made
 
 
 def _on_ray(model: ModelRef, jobs: list[tuple], actors: int | None, num_gpus: float, batch_size: int,

@@ -78,7 +78,7 @@ class BackfillJob:
             embed_dataset(job["spec"], str(self.stage / "items"), str(self.stage / "vectors"), engine="ray",
                           chunk=job["chunk"], batch_size=job["batch_size"], actors=job.get("actors"),
                           num_gpus=job.get("num_gpus", 0.0), on_progress=self._progress,
-                          should_stop=self._cancel_requested, role=job.get("role"))
+                          should_stop=self._cancel_requested, role=job.get("role"), own_stage=True)
             final = {"state": "completed", "done": self.state["total"], "eta_s": 0}
         except Cancelled:
             final = {"state": "cancelled"}

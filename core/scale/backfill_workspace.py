@@ -204,7 +204,7 @@ def backfill(ws: Any, model: str, ids: np.ndarray, *, engine: str = "local", ord
         embed_dataset(spec, str(stage / "items"), str(stage / "vectors"), engine=engine, chunk=chunk,
                       batch_size=batch_size, actors=actors, num_gpus=num_gpus, ray_address=ray_address,
                       on_progress=items_progress(progress, len(ids)), should_stop=should_stop,
-                      role=text_role(spec))
+                      role=text_role(spec), own_stage=True)
         info = record_vectors(ws, model, ids, stage / "vectors", name=name, store=store)
         record["metrics"] = {"vector_set": info["id"], "count": info["count"], "dim": info["dim"]}
     shutil.rmtree(stage, ignore_errors=True)

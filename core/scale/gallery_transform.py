@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from embridge.core.errors import InputError
+from embridge.core.paths import check_output, remove_no_follow
 from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
 from embridge.core.scale.engine import check_engine
 from embridge.core.scale.layer import bundle_fingerprint, loaded_layer
@@ -112,6 +113,10 @@ def transform_partition(bundle: str, part: Partition | dict[str, Any], target: s
     if width is None:
         raise InputError(part.path, f"column '{vec_col}' is not a fixed-size list of floats")
     old = np.asarray(vec.flatten().to_numpy(zero_copy_only=False), dtype=np.float32).reshape(len(vec), width)
+    bad = np.flatnonzero(~np.isfinite(old).all(axis=1))
+    if len(bad):
+        raise InputError(part.path, f"row {int(bad[0])} of column '{vec_col}' holds NaN or inf values "
+                         f"({len(bad)} such rows)")
     parts = [layer(old[s:s + batch]) for s in range(0, len(old), batch)] or [np.zeros((0, layer.out_dim), np.float32)]
     new = np.ascontiguousarray(np.concatenate(parts), dtype=np.float32)
     out = table.set_column(table.column_names.index(vec_col), pa.field(vec_col, vector_array(new).type),
@@ -150,8 +155,12 @@ def _check_paths(src: Path, dst: Path, bundle: Path) -> None:
         raise InputError("--bundle", f"{bundle}: no such bundle")
 
 
-def _prepare_target(dst: Path, state: dict[str, Any]) -> None:
-    """Create the output folder, or check that an existing one belongs to this same transform."""
+def _prepare_target(dst: Path, state: dict[str, Any]) -> tuple[bool, Path | None]:
+    """Create the output folder, or check that an existing one belongs to this same transform.
+
+    Returns (fresh, made): whether this call started the output (wrote its marker) and the topmost
+    folder it created (None: none), so a refusal before any output can take back what it wrote.
+    """
     if dst.exists() and not dst.is_dir():
         raise InputError("--to", f"{dst}: exists and is a file, not an output folder or dataset")
     marker = dst / STATE_FILE
@@ -162,15 +171,36 @@ def _prepare_target(dst: Path, state: dict[str, Any]) -> None:
                              "choose a new folder")
         for stale in dst.glob(".*.tmp-*"):  # a partition a killed run left half written
             stale.unlink()
-        return
+        return False, None
     if dst.exists() and any(dst.iterdir()):
         raise InputError("--to", f"{dst}: exists and is not the output of an earlier run of this transform")
+    made = first_missing(dst)
     dst.mkdir(parents=True, exist_ok=True)
     for stale in dst.glob(".*.tmp-*"):  # a partition a killed run left half written
         stale.unlink()
     tmp = dst / f".{STATE_FILE}.tmp"
     tmp.write_text(json.dumps(state, indent=1))
     os.replace(tmp, marker)
+    return True, made
+
+
+def first_missing(folder: Path) -> Path | None:
+    """The topmost folder of ``folder``'s path that does not exist yet (None when it exists)."""
+    if folder.exists():
+        return None
+    top = folder
+    while not top.parent.exists() and top.parent != top:
+        top = top.parent
+    return top
+
+
+def take_back(dst: Path, made: Path | None) -> None:
+    """Remove what a run that wrote no output left: the folders it made, or what it put in an empty one."""
+    if made is not None:
+        remove_no_follow(made)
+        return
+    for entry in list(dst.iterdir()):
+        remove_no_follow(entry)
 
 
 def transform_gallery(bundle: str | Path, source: str, target: str, *, engine: str = "local",
@@ -190,6 +220,7 @@ def transform_gallery(bundle: str | Path, source: str, target: str, *, engine: s
     dst = lance_path(target, "--to") if output == "lance" else parquet_dir(target, "--to")
     src, bundle_path = open_source(source, "--from"), Path(bundle)
     _check_paths(src.root, dst, bundle_path)
+    check_output(dst, label="--to", inputs=(src.root, bundle_path), below=True)
     _check_schemas(src, id_col, vec_col)
     loaded_layer(bundle_path)  # verify the bundle here, with one clear line, before any worker starts
     state = {"bundle_sha256": bundle_fingerprint(bundle_path), "source": str(src.root.resolve()),
@@ -198,7 +229,7 @@ def transform_gallery(bundle: str | Path, source: str, target: str, *, engine: s
         state["source_version"] = src.version
     if output == "lance":
         state["output"] = "lance"
-    _prepare_target(dst, state)
+    fresh, made = _prepare_target(dst, state)
     names = [p.name for p in src.partitions]
     if output == "lance":
         lance_output.prepare(dst)
@@ -207,16 +238,21 @@ def transform_gallery(bundle: str | Path, source: str, target: str, *, engine: s
         targets = [str(dst / name) for name in names]
     jobs = [(str(bundle_path.resolve()), p, t, id_col, vec_col) for p, t in zip(src.partitions, targets, strict=True)]
     began = time.perf_counter()
-    if engine == "local":
-        results = []
-        for i, job in enumerate(jobs):
-            check_stop(should_stop)
-            results.append(transform_partition(*job, output=output))
-            on_progress(i + 1, len(jobs), {"stage": "transform"})
-    else:
-        from embridge.core.scale.ray_transform import transform_on_ray
+    try:
+        if engine == "local":
+            results = []
+            for i, job in enumerate(jobs):
+                check_stop(should_stop)
+                results.append(transform_partition(*job, output=output))
+                on_progress(i + 1, len(jobs), {"stage": "transform"})
+        else:
+            from embridge.core.scale.ray_transform import transform_on_ray
 
-        results = transform_on_ray(jobs, ray_address, num_cpus, on_progress, should_stop, output)
+            results = transform_on_ray(jobs, ray_address, num_cpus, on_progress, should_stop, output)
+    except BaseException:
+        if fresh and not any(os.path.exists(t) for t in targets):
+            take_back(dst, made)  # refused or stopped before any output: nothing of this run is left
+        raise
     version = None
     if output == "lance":
         check_stop(should_stop)

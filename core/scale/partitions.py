@@ -123,11 +123,13 @@ def read_schema(part: Partition) -> Any:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from embridge.core.connectors.arrow_common import parquet_problem
+
     if part.kind == "parquet":
         try:
             return pq.read_schema(part.path)
-        except (OSError, pa.ArrowInvalid) as exc:
-            raise InputError(part.path, f"is not a readable Parquet file ({exc})") from exc
+        except (OSError, pa.ArrowException) as exc:
+            raise InputError(part.path, parquet_problem(exc)) from exc
     import lance
 
     return lance.dataset(part.path).schema
@@ -135,10 +137,16 @@ def read_schema(part: Partition) -> Any:
 
 def read_partition(part: Partition) -> Any:
     """All rows of one partition as an Arrow table, in stored order."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from embridge.core.connectors.arrow_common import parquet_problem
+
     if part.kind == "parquet":
-        return pq.read_table(part.path)
+        try:
+            return pq.read_table(part.path)
+        except (OSError, pa.ArrowException) as exc:
+            raise InputError(part.path, parquet_problem(exc)) from exc
     if part.kind == "lance":
         import lance
 

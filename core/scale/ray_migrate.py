@@ -55,7 +55,7 @@ def migrate_on_ray(bundle: str | Path, source_uri: str, target_uri: str, *, swit
 
     report = on_progress or no_progress
     transform = load_transform(bundle)
-    source, target = open_pair(source_uri, target_uri)
+    source, target = open_pair(source_uri, target_uri, (bundle,))
     try:
         alias = writable_target_alias(target, alias, switch)
         data = dataset_uri(source)

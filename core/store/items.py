@@ -198,6 +198,13 @@ class ItemsMixin:
         queries = self.db.execute(f"select count(*) from items where {cond}", args).fetchone()[0]
         return self.item_count() - int(queries)
 
+    def embeddable_gallery_ids(self) -> np.ndarray:
+        """Gallery items holding raw inputs (text, an image, an array) a model can embed, sorted: not the
+        items that came as vectors alone (a vector file or store with no raw values)."""
+        rows = self.db.execute("select id from items where modality is not 'vector' and split is not 'query' "
+                               "order by id").fetchall()
+        return np.array([r[0] for r in rows], dtype=np.int64)
+
     def query_ids(self, model: str | None = None) -> np.ndarray:
         """Items of the query split, sorted; with ``model``, only those it embedded."""
         ids = self.item_ids(QUERY_SPLIT)
@@ -225,6 +232,16 @@ class ItemsMixin:
     def item_count(self) -> int:
         """How many items the workspace holds (queries and documents)."""
         return int(self.db.execute("select count(*) from items").fetchone()[0])
+
+    def last_item_id(self) -> int:
+        """The largest item id so far (0 for none); items added later get larger ids."""
+        return int(self.db.execute("select coalesce(max(id), 0) from items").fetchone()[0])
+
+    def take_back_items(self, source: str, after_id: int) -> int:
+        """Delete the items of ``source`` with ids above ``after_id``: what one import run added, when
+        the run is refused. Items anything refers to (vectors, folds, judgments) are not deleted:
+        the foreign keys refuse it. Returns how many were deleted."""
+        return int(self.db.execute("delete from items where source = ? and id > ?", [source, int(after_id)]).rowcount)
 
     def find_keys(self, keys: Sequence[str], namespace: str, with_queries: bool = False) -> dict[str, int]:
         """Item id of each of ``keys`` that names an item in ``namespace`` (and, with ``with_queries``, a

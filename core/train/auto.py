@@ -86,7 +86,7 @@ def _row(r: FitResult, **extra: Any) -> dict[str, Any]:
     """A candidate's record: its score, its time, and what the time went on (epochs trained, and
     validation evaluations: one per closed-form setting, α or K tried, or per epoch plus the start)."""
     return {"kind": r.kind, "status": r.status, "reason": r.reason, "val_metric": r.best_val_metric,
-            "duration_s": r.duration_s, "epochs": sum(1 for m in r.metrics if float(m.get("epoch", 0.0)) > 0),
+            "duration_s": r.duration_s, "epochs": r.epochs_run,
             "evaluations": len(r.metrics), **extra}
 
 
@@ -204,10 +204,14 @@ def _bridge(kind: str, layers: list[FitResult], data: PairData, settings: dict[s
             grid = settings.get("k_grid") or METHODS["cascade"].defaults["k_grid"]
             choices.append((base, choose_cascade(base.adapter, data, grid)))
     base, choice = max(choices, key=lambda bc: bc[1].score)
-    fitted = FitResult(kind, choice.adapter, "completed", f"{choice.note} (over {base.kind})", [*choice.metrics],
+    # the bridge's own row counts what choosing α or K cost; the fitted result carries its base layer's
+    # epochs too, so the run's best_epoch and epochs_run both describe the layer it serves
+    own = FitResult(kind, choice.adapter, "completed", f"{choice.note} (over {base.kind})", [*choice.metrics],
+                    choice.score, duration_s=time.perf_counter() - start)
+    fitted = FitResult(kind, choice.adapter, "completed", own.reason, [*base.metrics, *choice.metrics],
                        choice.score, base.best_epoch, base.val_metric_name, base.val_protocol, base.device,
-                       time.perf_counter() - start)
-    out = {**_row(fitted), "base": base.kind, **choice.setting}
+                       own.duration_s)
+    out = {**_row(own), "base": base.kind, **choice.setting}
     if choice.adds_nothing:
         out["status"] = "no gain"
         return None, out

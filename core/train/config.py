@@ -30,6 +30,10 @@ LOSSES = ("mse", "cosine", "contrastive", "retrieval")
 AUTO_CANDIDATES = ("procrustes", "affine", "lowrank", "mlp", "bct", "bt2", "fusion", "cascade")
 FUSION_BASES = ("procrustes", "affine", "lowrank", "mlp", "bct")
 SOURCE = "training settings"
+# widths that size weight matrices (hidden x dim, or (dim + extra_dims)^2 for BT²'s rotation): far
+# above any useful layer, low enough that a typo cannot ask for terabytes halfway through a run (the
+# other counts, such as softmax_classes, bank_size or k_grid, are capped by the data's own size)
+SIZE_LIMITS = {"hidden": 16384, "rank": 16384, "extra_dims": 4096}
 
 
 @dataclass
@@ -115,7 +119,11 @@ def _check(s: dict[str, Any], kind: str) -> None:
         need(isinstance(s["hard_every"], int) and s["hard_every"] >= 1, "hard_every", "a positive integer")
     for key in ("rank", "hidden", "extra_dims", "softmax_classes"):
         if key in s:
-            need(isinstance(s[key], int) and s[key] >= 1, key, "a positive integer")
+            need(isinstance(s[key], int) and not isinstance(s[key], bool) and s[key] >= 1, key,
+                 "a positive integer")
+    for key, most in SIZE_LIMITS.items():
+        if key in s:
+            need(s[key] <= most, key, f"a positive integer of at most {most} (it sizes the layer's weights)")
     if "whiten" in s:
         need(isinstance(s["whiten"], bool) or s["whiten"] == "auto", "whiten", "'auto', true or false")
         need(all(isinstance(v, int | float) and v > 0 for v in s["shrink_grid"]) and bool(s["shrink_grid"]),

@@ -186,6 +186,12 @@ class FitResult:
     choice: dict[str, Any] | None = None  # how the final state was chosen (see embridge.core.evaluation.choice)
     budget: dict[str, Any] | None = None  # auto with a time budget: seconds allowed, spent, what was cut
 
+    @property
+    def epochs_run(self) -> int:
+        """Training epochs this fit ran (epoch 0, the closed-form start, and closed-form or bridge
+        settings tried are evaluations, not epochs); ``best_epoch`` is one of 0..epochs_run."""
+        return sum(1 for m in self.metrics if float(m.get("epoch", 0.0)) > 0)
+
     def to_dict(self) -> dict[str, Any]:
         """Everything but the module, as plain JSON-able values (for the runs table and --json)."""
         return {

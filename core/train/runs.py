@@ -23,7 +23,7 @@ from embridge.core.evaluation.gather import MatrixMaker
 from embridge.core.evaluation.scoring import IndexCache
 from embridge.core.evaluation.selection import workspace_validator
 from embridge.core.evaluation.upgrade import measure_upgrade
-from embridge.core.jobs import recorded_run
+from embridge.core.jobs import check_device_option, recorded_run
 from embridge.core.progress import ProgressFn, StopFn
 from embridge.core.store import Workspace
 from embridge.core.store.files import TMP_PREFIX
@@ -82,7 +82,8 @@ def train_run(ws: Workspace, method: str, old: str | None = None, new: str | Non
               on_progress: ProgressFn | None = None, should_stop: StopFn | None = None) -> dict[str, Any]:
     """Fit ``method`` between two workspace models and record the run; returns its summary."""
     settings = {"seed": seed, **(config or {}), "device": device}
-    resolve_config(method, settings)  # a bad setting is refused before any run is recorded
+    resolve_config(method, settings)  # a bad setting or device is refused before any run is recorded
+    check_device_option(device)
     old = old or ws.model_by_role("old")["name"]
     new = new or ws.model_by_role("new")["name"]
     check_requirements(ws, method, old, new)
@@ -125,7 +126,7 @@ def train_run(ws: Workspace, method: str, old: str | None = None, new: str | Non
                        "adapter_path": adapter_row["path"],
                        "val_metric": result.best_val_metric, "val_metric_name": result.val_metric_name,
                        "val_protocol": result.val_protocol, "choice": result.choice,
-                       "best_epoch": result.best_epoch, "epochs_run": len(result.metrics),
+                       "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
                        "candidates": result.candidates, "budget": result.budget, **heldout}
             record["metrics"] = {k: v for k, v in summary.items() if k not in ("candidates",)}
             record["metrics"]["candidates"] = result.candidates

@@ -1,0 +1,101 @@
+"""Checks on what a store command is about to write, made before anything is written.
+
+Every store a command writes into that lives in a local folder (``parquet://``, ``lance://``,
+``lancedb://``, ``qdrant://`` and ``chroma://`` without a host, ``faiss://``) goes through
+:func:`check_store_output`, the same rule as every other output (:func:`embridge.core.paths.check_output`):
+never a workspace, inside one, a folder holding one, or an input. An alias a switch will move is
+checked by :func:`check_alias` before the first point is written, so a bad name never costs a
+whole migration.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from embridge.core.connectors.connector import Connector, StoreURI, VectorStoreError
+from embridge.core.paths import check_name, check_output
+
+_FOLDER_STORES = ("parquet", "lance", "faiss")  # the URI's path is the collection itself
+_ROOT_STORES = ("qdrant", "chroma")  # the URI's path is a store folder, without a host
+
+
+def local_output(uri: str | StoreURI, option: str = "--to") -> Path | None:
+    """The local folder (or file) a write to ``uri`` changes; None for a server."""
+    parsed = uri if isinstance(uri, StoreURI) else StoreURI.parse(uri, option)
+    path = parsed.path.rstrip("/")
+    if not path:
+        return None
+    if parsed.scheme in _FOLDER_STORES:
+        return Path(path)
+    if parsed.scheme == "lancedb":
+        table = parsed.param("table", "collection")
+        return Path(path) / f"{table}.lance" if table else Path(path)
+    if parsed.scheme in _ROOT_STORES and not parsed.netloc:
+        return Path(path)
+    return None
+
+
+def check_store_output(uri: str | StoreURI, option: str = "--to",
+                       inputs: Iterable[str | Path | StoreURI | None] = ()) -> None:
+    """Refuse a local store target that is, lies in or holds a workspace, or is, lies in or holds an input.
+
+    ``inputs`` are files, folders or store URIs the command reads; a store input in the same store
+    as the target (a sibling collection) is not compared, since a migration writes beside its source.
+    """
+    parsed = uri if isinstance(uri, StoreURI) else StoreURI.parse(uri, option)
+    target = local_output(parsed, option)
+    if target is None:
+        return
+    paths: list[Path] = []
+    for given in inputs:
+        if given is None:
+            continue
+        if isinstance(given, StoreURI) or "://" in str(given):
+            source = given if isinstance(given, StoreURI) else StoreURI.parse(str(given), "--from")
+            if _same_store(source, parsed):
+                continue
+            found = local_output(source, "--from")
+            if found is not None:
+                paths.append(found)
+        else:
+            paths.append(Path(given))
+    check_output(target, label=option, inputs=paths, below=True)
+
+
+def _same_store(a: StoreURI, b: StoreURI) -> bool:
+    if a.scheme != b.scheme or a.netloc != b.netloc:
+        return False
+    if a.scheme in ("parquet", "lance"):
+        return Path(a.path.rstrip("/")).parent == Path(b.path.rstrip("/")).parent
+    return a.path.rstrip("/") == b.path.rstrip("/")
+
+
+def check_alias(store: Connector, alias: str, serves: str) -> str:
+    """Refuse an alias name the store cannot hold before anything is written; returns it.
+
+    The name must be a plain name (it becomes a link or object name), must not be the collection it
+    will serve, and must not name a real collection of the store (a switch replaces only an alias).
+    """
+    check_name(alias, "--alias")
+    if alias == serves:
+        raise VectorStoreError(f"{store.describe()}: the alias '{alias}' is the name of the collection it would "
+                               "serve; choose another alias name")
+    if not store.supports_alias:
+        return alias
+    if store.alias_target(alias) is None and _is_collection(store, alias):
+        raise VectorStoreError(f"{store.describe()}: '{alias}' is a collection, not an alias; choose another "
+                               "alias name")
+    return alias
+
+
+def _is_collection(store: Connector, name: str) -> bool:
+    folder = getattr(store, "folder", None)
+    if isinstance(folder, Path):  # a Parquet store: any file or folder of that name is in the way
+        return (folder.parent / name).exists()
+    other = store.with_collection(name)
+    try:
+        return bool(other.exists())
+    finally:
+        if other is not store and not other.borrowed:
+            other.close()

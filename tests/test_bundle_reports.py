@@ -1,0 +1,105 @@
+"""A bundle's report is the report of its own layer: export refuses another run's, verify catches one."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from bundle_fixtures import build_upgrade_workspace
+
+from embridge.core.bundle import export_bundle, verify_bundle
+from embridge.core.bundle.manifest import checksums_text
+from embridge.core.cli.main import main
+from embridge.core.errors import BundleError
+from embridge.core.report.build import ReportOptions, build_report
+from embridge.core.store import Workspace
+from embridge.core.store.files import sha256_file
+
+
+@pytest.fixture(scope="module")
+def two_reports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A workspace whose v3->v1 and v2->v1 runs each have a report, and a bundle of each."""
+    root = tmp_path_factory.mktemp("reports")
+    info = build_upgrade_workspace(root / "ws")  # reports the v3 -> v1 run
+    runs = info["runs"]
+    with Workspace.open(info["path"]) as ws:
+        info["other_report"] = build_report(ws, runs["v2_to_v1"], ReportOptions(n_boot=50, backfill_steps=3)).report_id
+        export_bundle(ws, root / "v3", [runs["v3_to_v1"]])
+        export_bundle(ws, root / "v2", [runs["v2_to_v1"]])
+    info["v3"], info["v2"] = root / "v3", root / "v2"
+    return info
+
+
+def _tables(ws_path: Path) -> tuple[list, list]:
+    with Workspace.open(ws_path) as ws:
+        return ws.runs(), ws.bundles()
+
+
+def test_a_report_of_another_run_is_refused_before_anything_is_written(
+        two_reports: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    runs, other = two_reports["runs"], two_reports["other_report"]
+    before = _tables(two_reports["path"])
+    out = tmp_path / "x3.zip"
+    code = main(["bundle", "export", "-w", str(two_reports["path"]), "--run", str(runs["v3_to_v1"]),
+                 "--report", str(other), "--out", str(out)])
+    captured = capsys.readouterr()
+    assert code == 1 and captured.out == "" and captured.err.count("\n") == 1, captured.err
+    assert (f"--report {other}: was measured for run {runs['v2_to_v1']}, not run {runs['v3_to_v1']}"
+            in captured.err)
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+    assert _tables(two_reports["path"]) == before
+    # the run's own report is accepted, and a chain takes the report of one of its steps, saying so
+    with Workspace.open(two_reports["path"]) as ws:
+        own = export_bundle(ws, tmp_path / "own.zip", [runs["v2_to_v1"]], report_id=other)["manifest"]
+        chain = export_bundle(ws, tmp_path / "chain.zip", [runs["v3_to_v2"], runs["v2_to_v1"]],
+                              report_id=other)["manifest"]
+    assert own["report"]["id"] == other and own["report"]["run_id"] == runs["v2_to_v1"]
+    assert chain["metrics"]["source"] == f"report {other} (run {runs['v2_to_v1']}, one step of the chain)"
+    verify_bundle(tmp_path / "chain.zip")
+
+
+def _rewrite_hashes(folder: Path) -> dict[str, Any]:
+    """Make the manifest and CHECKSUMS agree with the files again, as a careful forger would."""
+    manifest = json.loads((folder / "manifest.json").read_text())
+    for name in manifest["files"]:
+        manifest["files"][name] = {"sha256": sha256_file(folder / name), "bytes": (folder / name).stat().st_size}
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    sums = {name: entry["sha256"] for name, entry in manifest["files"].items()}
+    sums["manifest.json"] = sha256_file(folder / "manifest.json")
+    (folder / "CHECKSUMS").write_text(checksums_text(sums))
+    return manifest
+
+
+def test_verify_catches_a_report_of_another_layer(two_reports: dict, tmp_path: Path) -> None:
+    runs = two_reports["runs"]
+    bundle = tmp_path / "bundle"
+    shutil.copytree(two_reports["v3"], bundle)
+    verify_bundle(bundle)
+    for name in ("report.json", "report.html"):  # the other run's report, hashes rewritten to match
+        shutil.copyfile(two_reports["v2"] / name, bundle / name)
+    _rewrite_hashes(bundle)
+    with pytest.raises(BundleError, match=rf"report\.json was measured for run {runs['v2_to_v1']} .*not for this "
+                                          rf"bundle's layer \(run {runs['v3_to_v1']}\)"):
+        verify_bundle(bundle)
+    assert main(["bundle", "verify", str(bundle)]) == 1
+
+
+def test_bundles_without_the_new_records_still_verify(two_reports: dict, tmp_path: Path) -> None:
+    """Older bundles record no report run; their report is still checked against the chain's adapter."""
+    bundle = tmp_path / "bundle"
+    shutil.copytree(two_reports["v3"], bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    for key in ("run_id", "adapter_id"):
+        manifest["report"].pop(key)
+    (bundle / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    _rewrite_hashes(bundle)
+    assert verify_bundle(bundle)["ok"] is True
+    report = json.loads((bundle / "report.json").read_text())
+    report["report_id"] = manifest["report"]["id"] + 100
+    (bundle / "report.json").write_text(json.dumps(report))
+    _rewrite_hashes(bundle)
+    with pytest.raises(BundleError, match=rf"report\.json is report {report['report_id']}, but manifest\.json says"):
+        verify_bundle(bundle)

@@ -1,0 +1,87 @@
+"""``embridge train`` options checked before a run is recorded, and the numbers a run records.
+
+A size setting beyond any useful layer (``hidden``, ``rank``, ``extra_dims``) or a device that is
+unknown or absent is one line naming it, exit 1, and the workspace stays byte-identical: no run
+row. A run's ``best_epoch`` and ``epochs_run`` describe the same (chosen) layer.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from helpers.workspace_files import snapshot, table_dump
+
+from embridge.core.cli.main import main
+from embridge.core.store import Workspace
+
+
+def _files(root: Path) -> dict[str, str]:
+    """Every file but the database's (compared row by row instead: opening it may touch its WAL)."""
+    return {k: v for k, v in snapshot(root).items() if not Path(k).name.startswith("embridge.db")}
+
+
+BAD_OPTIONS = [
+    (("--method", "mlp", "--set", "hidden=100000000000"), r"training settings: 'hidden' must be a positive "
+                                                          r"integer of at most 16384"),
+    (("--method", "lowrank", "--set", "rank=1000000"), r"'rank' must be a positive integer of at most 16384"),
+    (("--method", "bt2", "--set", "extra_dims=100000"), r"'extra_dims' must be a positive integer of at most 4096"),
+    (("--method", "auto", "--set", "hidden=20000"), r"'hidden' must be a positive integer of at most 16384"),
+    (("--method", "procrustes", "--device", "banana"), r"--device: unknown device 'banana'"),
+    (("--method", "mlp", "--device", "cuda:99"), r"--device: device 'cuda:99' was requested but "),
+    (("--method", "mlp", "--device", "cuda:x"), r"--device: "),
+]
+
+
+@pytest.mark.parametrize(("args", "expect"), BAD_OPTIONS, ids=lambda v: " ".join(v) if isinstance(v, tuple) else "")
+def test_a_bad_size_setting_or_device_records_no_run(demo_copy: Path, capsys: pytest.CaptureFixture[str],
+                                                      args: tuple[str, ...], expect: str) -> None:
+    import re
+
+    files, rows = _files(demo_copy), table_dump(demo_copy)
+    code = main(["train", "-w", str(demo_copy), *args])
+    out, err = capsys.readouterr()
+    assert code == 1 and out == ""
+    assert err.count("\n") == 1 and err.startswith("embridge: error: ") and re.search(expect, err), err
+    assert "unexpected" not in err
+    assert table_dump(demo_copy) == rows  # no failed run row
+    assert _files(demo_copy) == files
+
+
+def test_the_largest_allowed_width_is_accepted_by_the_settings() -> None:
+    from embridge.core.train.config import SIZE_LIMITS, resolve_config
+
+    for key, most in SIZE_LIMITS.items():
+        method = "bt2" if key == "extra_dims" else "lowrank" if key == "rank" else "mlp"
+        assert resolve_config(method, {key: most})[1][key] == most
+
+
+def test_auto_records_best_epoch_and_epochs_run_of_the_chosen_candidate(
+        demo_copy: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """On the demo the cascade over lowrank wins: both numbers are its base layer's training."""
+    code = main(["train", "-w", str(demo_copy), "--method", "auto", "--device", "cpu", "--json",
+                 "--set", 'candidates=["procrustes", "lowrank", "cascade"]'])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    summary = json.loads(out)
+    rows = {c["kind"]: c for c in summary["candidates"]}
+    assert summary["kind"] == "cascade" and rows["cascade"]["base"] == "lowrank"
+    assert rows["lowrank"]["epochs"] >= 2
+    assert summary["epochs_run"] == rows["lowrank"]["epochs"]  # the base layer's training, not the K values tried
+    assert 1 <= summary["best_epoch"] <= summary["epochs_run"]
+    assert rows["cascade"]["epochs"] == 0 and rows["cascade"]["evaluations"] >= 1  # the bridge's own work
+    with Workspace.open(demo_copy) as ws:
+        run = ws.run(summary["run_id"])
+    trained = sorted({int(e["epoch"]) for e in run["epochs"] if e["epoch"] > 0})
+    assert trained == list(range(1, summary["epochs_run"] + 1))
+    assert run["metrics"]["best_epoch"] == summary["best_epoch"] and run["metrics"]["epochs_run"] == len(trained)
+
+
+def test_a_trained_layer_records_the_epochs_it_ran(demo_copy: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["train", "-w", str(demo_copy), "--method", "mlp", "--device", "cpu", "--epochs", "3",
+                 "--set", "patience=10", "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["epochs_run"] == 3 and 0 <= summary["best_epoch"] <= 3
