@@ -11,6 +11,19 @@ from pathlib import Path
 import numpy as np
 
 
+def write_items(folder: Path, inputs: np.ndarray, parts: int) -> None:
+    """An embed-dataset input: (id, input) rows in ``parts`` Parquet files, ids from 1000."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder.mkdir(parents=True)
+    for n, rows in enumerate(np.array_split(np.arange(len(inputs)), parts)):
+        flat = pa.array(inputs[rows].ravel())
+        pq.write_table(pa.table({"id": pa.array(rows + 1000, pa.int64()),
+                                 "input": pa.FixedSizeListArray.from_arrays(flat, inputs.shape[1])}),
+                       folder / f"p{n}.parquet")
+
+
 def write_partitions(folder: Path, vectors: np.ndarray, parts: int, first_id: int = 0) -> list[Path]:
     """``parts`` Parquet files of (id, vector, label) rows, in id order."""
     import pyarrow as pa

@@ -8,23 +8,12 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from scale_fixtures import write_items
 
 from embridge.core.errors import Cancelled, InputError
 from embridge.core.models import load_model
 from embridge.core.models.builtin import build_model, save_checkpoint
 from embridge.core.scale.backfill_embed import embed_dataset
-
-
-def write_items(folder: Path, inputs: np.ndarray, parts: int) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    folder.mkdir(parents=True)
-    for i, rows in enumerate(np.array_split(np.arange(len(inputs)), parts)):
-        flat = pa.array(inputs[rows].ravel())
-        pq.write_table(pa.table({"id": pa.array(rows + 1000, pa.int64()),
-                                 "input": pa.FixedSizeListArray.from_arrays(flat, inputs.shape[1])}),
-                       folder / f"p{i}.parquet")
 
 
 def read_chunks(folder: Path) -> tuple[np.ndarray, np.ndarray]:

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from scale_fixtures import write_items
 from store_fixtures import cli, fct_upgrade, fill_source
 
 from embridge.core.connectors.gallery_import import import_from_store
@@ -58,19 +59,6 @@ def parquet_store(folder: Path, ids: list[Any], vectors: np.ndarray, parts: int 
                                  "vector": pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1])}),
                        folder / f"part-{n}.parquet")
     return f"parquet://{folder}"
-
-
-def write_items(folder: Path, inputs: np.ndarray, parts: int) -> None:
-    """An embed-dataset input: (id, input) rows in ``parts`` Parquet files."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    folder.mkdir(parents=True)
-    for n, rows in enumerate(np.array_split(np.arange(len(inputs)), parts)):
-        flat = pa.array(inputs[rows].ravel())
-        pq.write_table(pa.table({"id": pa.array(rows + 1000, pa.int64()),
-                                 "input": pa.FixedSizeListArray.from_arrays(flat, inputs.shape[1])}),
-                       folder / f"p{n}.parquet")
 
 
 def one_line(code: int, err: str, *needles: str) -> None:
