@@ -38,6 +38,12 @@ def test_report_and_plan_on_a_demo_copy(demo_copy: Path, capsys: pytest.CaptureF
     assert Path(rep["report_json"]).parent.name == str(rep["report_id"])
     stored = json.loads(Path(rep["report_json"]).read_text(encoding="utf-8"))
     assert stored["headline"]["gain_retained"] == rep["gain_retained"]
+    # the report's run row names where its numbers were measured, in the words of its upgraded cell
+    code, runs, err = run_cli(capsys, "runs", "--workspace", ws, "--kind", "report", "--json")
+    assert code == 0, err
+    (row,) = [r for r in runs["runs"] if (r.get("metrics") or {}).get("report_id") == rep["report_id"]]
+    assert row["metrics"]["protocol"] == stored["cells"]["new→old"]["protocol"]["text"]
+    assert row["metrics"]["upgraded_top1"] == rep["upgraded_top1"] and "queries" in row["metrics"]["protocol"]
 
     code, plan, err = run_cli(capsys, "plan", "--workspace", ws, "--device", "cpu", "--json")
     assert code == 0, err

@@ -148,6 +148,16 @@ def test_bootstrap_is_seeded_and_brackets_the_mean() -> None:
     assert lo_d == hi_d == 0.0
 
 
+def test_a_statistic_undefined_in_every_resample_has_no_interval_and_no_warning() -> None:
+    import warnings
+
+    values = np.ones(50)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's "All-NaN slice" warning would fail here
+        lo, hi = bootstrap_statistic_ci(lambda a: float("nan"), [values], n_boot=100)
+    assert np.isnan(lo) and np.isnan(hi)
+
+
 def test_summary_with_ci_and_per_label() -> None:
     ranked = np.array([[1, 0, 3, 2, 4], [1, 2, 0, 3, 4], [0, 1, 2, 3, 4], [0, 1, 2, 3, 4]])
     q_labels = np.array(["a", "b", "d", "a"])

@@ -117,7 +117,8 @@ def _train_text(out: dict[str, Any]) -> str:
 
 
 RUNS_METRICS = ("old_old_top1", "new_new_top1", "upgraded_top1", "gain_retained", "gain_retained_note",
-                "ndcg@10", "mrr@10", "kind", "pairs_used", "heldout_protocol", "val_protocol")
+                "ndcg@10", "mrr@10", "kind", "pairs_used", "heldout_protocol", "val_protocol", "protocol",
+                "report_id")
 
 
 def cmd_runs(args: argparse.Namespace) -> Result:

@@ -175,6 +175,8 @@ def _resample_indices(n: int, n_boot: int, seed: int, chunk_elems: int = 2_000_0
 def _percentiles(stats: np.ndarray, level: float) -> tuple[float, float]:
     if not 0 < level < 1:
         raise InputError("confidence level", f"must lie in (0, 1), got {level}")
+    if np.isnan(stats).all():  # undefined in every resample (e.g. a ratio over a zero gain): no interval
+        return float("nan"), float("nan")
     lo, hi = np.nanpercentile(stats, [50 * (1 - level), 50 * (1 + level)])
     return float(lo), float(hi)
 

@@ -122,7 +122,7 @@ def build_report(ws: Workspace, run_id: int | None = None, options: ReportOption
                                                 input_normalised=layer_input_normalised(row)),
                               on_progress=on_progress or no_progress, should_stop=should_stop)
         report.report_run_id = record["run_id"]
-        record["metrics"] = dict(report.headline)
+        record["metrics"] = {**report.headline, **_protocol_of(report)}
         if write:
             from embridge.core.report.report_export import save_report
 
@@ -130,6 +130,13 @@ def build_report(ws: Workspace, run_id: int | None = None, options: ReportOption
             save_report(ws, report, on_progress=on_progress, should_stop=should_stop)
             record["metrics"]["report_id"] = report.report_id
     return report
+
+
+def _protocol_of(report: Report) -> dict[str, str]:
+    """Where the headline was measured, as the run record keeps it (a training run's says the same)."""
+    cell = report.cells.get(report.upgraded_cell or "") or {}
+    text = (cell.get("protocol") or {}).get("text")
+    return {"protocol": text} if text else {}
 
 
 def assemble(ws: Workspace, run: RunRecord, row: dict[str, Any], adapter: Adapter, options: ReportOptions, *,
