@@ -4,11 +4,13 @@ A qrels file has one judgment a line: query key, item key, grade and optionally 
 (train, dev or test), tab-separated (``.tsv``, BEIR's layout) or comma-separated (``.csv``; other
 suffixes: tab when the first line holds a tab). A first line whose grade field is not a number
 is a header. Query keys name query items (split 'query'), item keys document (gallery) items:
-the two are separate namespaces. Grades are integers >= 0; 0 means judged and not relevant.
+the two are separate namespaces. Grades are integers 0..MAX_GRADE; 0 means judged and not relevant.
 
-Every query's judgments belong to one split. When the file gives no split, queries are assigned
-to train / dev / test (60 / 20 / 20 %) by a seeded shuffle of the query keys; the seed is returned
-and recorded in the workspace. Any problem (unknown key, bad grade, a pair judged twice) is one
+Every query's judgments belong to one split, across imports too, so held-out queries never reach
+training: a line giving an already-judged query another split is refused, and a line without a
+split puts its judgment in the query's existing split. Queries judged for the first time without
+a split are assigned to train / dev / test (60 / 20 / 20 %) by a seeded shuffle of their keys; the
+seed is returned and recorded in the workspace. Any problem (unknown key, bad grade, a pair judged twice) is one
 error naming the file and line, and nothing is stored.
 """
 
@@ -24,7 +26,7 @@ import numpy as np
 from embridge.core.errors import ImportDataError
 from embridge.core.keys import normalise_key
 from embridge.core.store import Workspace
-from embridge.core.store.judgments import JUDGMENT_SPLITS, Judgments
+from embridge.core.store.judgments import JUDGMENT_SPLITS, MAX_GRADE, Judgments
 
 SPLIT_FRACTIONS = (0.6, 0.2, 0.2)
 SPLIT_SEED_META = "judgments_split_seed"
@@ -102,6 +104,8 @@ def read_qrels(path: str | Path, split: str | None = None) -> QrelLines:
             raise ImportDataError(src, f"line {n}: grade '{grade_text}' is not an integer") from None
         if grade < 0:
             raise ImportDataError(src, f"line {n}: negative grade {grade}; grades are 0 or more")
+        if grade > MAX_GRADE:
+            raise ImportDataError(src, f"line {n}: grade {grade_text} is too large; grades are 0 to {MAX_GRADE}")
         row_split = cells[3] if len(cells) == 4 else split
         if row_split is not None and row_split not in JUDGMENT_SPLITS:
             raise ImportDataError(src, f"line {n}: unknown split '{row_split}' (use {', '.join(JUDGMENT_SPLITS)})")
@@ -129,14 +133,24 @@ def assign_query_splits(query_keys: list[str], seed: int) -> dict[str, str]:
 
 
 def resolve_qrels(ws: Workspace, qrels: QrelLines, seed: int = 0) -> tuple[Judgments, int | None]:
-    """Judgments on workspace item ids; lines without a split get one drawn with ``seed``."""
+    """Judgments on workspace item ids; lines without a split take the query's stored split or a drawn one.
+
+    A line giving a query a split other than the one it already has in the workspace is refused.
+    """
     drawn = None
+    queries = _lookup(ws, qrels, qrels.query_keys, "query", "query")
+    items = _lookup(ws, qrels, qrels.item_keys, "doc", "item")
+    stored = ws.judged_query_splits(sorted(set(queries.values())))
     splits = list(qrels.splits)
+    for q, s, n in zip(qrels.query_keys, splits, qrels.lines, strict=True):
+        before = stored.get(queries[q])
+        if s is not None and before is not None and s != before:
+            raise ImportDataError(qrels.path, f"line {n}: query '{q}' is in split '{s}' here but already in split "
+                                  f"'{before}' in the workspace; a query belongs to one split")
+    splits = [s if s is not None else stored.get(queries[q]) for q, s in zip(qrels.query_keys, splits, strict=True)]
     if any(s is None for s in splits):
         drawn = assign_query_splits([q for q, s in zip(qrels.query_keys, splits, strict=True) if s is None], seed)
         splits = [s if s is not None else drawn[q] for q, s in zip(qrels.query_keys, splits, strict=True)]
-    queries = _lookup(ws, qrels, qrels.query_keys, "query", "query")
-    items = _lookup(ws, qrels, qrels.item_keys, "doc", "item")
     judgments = Judgments.from_arrays([queries[k] for k in qrels.query_keys], [items[k] for k in qrels.item_keys],
                                       qrels.grades, splits)
     return judgments, (seed if drawn is not None else None)

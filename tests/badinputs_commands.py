@@ -163,6 +163,7 @@ INPUT_CASES = [
     _c("in-model-config-asks-for-huge-layers", cb.huge_config_checkpoint, (*MODEL_ADD, "{bad}", "--name", "big"),
        r"the file holds \(4, 8\), the config asks for \(100000, 8\)"),
     _c("in-jsonl-deeply-nested", cb.deep_json_line, ("import", *WS, "--path", "{bad}"), "line 1: JSON nested too deeply"),
+    _c("in-runs-unknown-kind", lambda e: "--kind", ("runs", *WS, "--kind", "bogus"), "invalid choice", code=2),
     _c("in-train-set-lr-infinity", lambda e: "'lr'", (*TRAIN, "--set", "lr=Infinity"), "must be a positive number"),
     _c("in-train-set-epochs-negative", lambda e: "'epochs'", ("train", *WS, "--method", "mlp", "--old", "v1",
                                                                "--new", "v3", "--set", "epochs=-1"),

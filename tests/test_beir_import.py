@@ -180,3 +180,68 @@ def test_beir_keys_are_stored_in_nfc_so_judgments_match_either_form(ws: Workspac
     on_doc = sorted(int(g) for i, g in zip(judged.item_ids, judged.grades, strict=True) if int(i) == int(doc))
     assert on_doc == [1, 2]  # the NFC judgment (train) and the NFD one (test) both name the one item
     assert nfc in {it["key"] for it in ws.items(split="gallery")}
+
+
+def test_a_query_keeps_its_split_across_qrels_imports(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    w = tmp_path / "w"
+    assert main(["init", "-w", str(w)]) == 0
+    with Workspace.open(w) as ws:
+        ws.add_items([{"key": f"d{i}", "split": "gallery"} for i in range(10)])
+        ws.add_items([{"key": "q1", "split": "query"}, {"key": "q2", "split": "query"}])
+    first = tmp_path / "first.tsv"
+    first.write_text("q1\td1\t1\ttest\nq2\td2\t1\ttrain\n")
+    assert main(["import", "-w", str(w), "--qrels", str(first)]) == 0
+    capsys.readouterr()
+    with Workspace.open(w) as ws:
+        checkpoint(ws)
+    before = snapshot(w)
+    other = tmp_path / "other.tsv"
+    other.write_text("q2\td3\t1\ttrain\nq1\td8\t1\tdev\n")
+    assert main(["import", "-w", str(w), "--qrels", str(other)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert "other.tsv: line 2: query 'q1' is in split 'dev' here but already in split 'test'" in err
+    with Workspace.open(w) as ws:
+        checkpoint(ws)
+    assert snapshot(w) == before
+    unsplit = tmp_path / "unsplit.tsv"
+    unsplit.write_text("q1\td7\t1\nq2\td6\t1\n")
+    seed = next(s for s in range(50) if assign_query_splits(["q1", "q2"], s)["q1"] == "train")
+    assert main(["import", "-w", str(w), "--qrels", str(unsplit), "--qrels-seed", str(seed)]) == 0
+    with Workspace.open(w) as ws:
+        key_of = {r["id"]: r["key"] for r in ws.items("query")}
+        stored = ws.judgments()
+        splits = {(key_of[q], s) for q, s in zip(stored.query_ids.tolist(), stored.splits.tolist(), strict=True)}
+    assert splits == {("q1", "test"), ("q2", "train")} and len(stored) == 4
+
+
+@pytest.mark.parametrize("grade", ["2147483648", "99999999999999999999", "1000001"])
+def test_too_large_grades_are_refused_in_qrels_and_beir(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                         grade: str) -> None:
+    w = tmp_path / "w"
+    assert main(["init", "-w", str(w)]) == 0
+    root = write_beir(tmp_path / "beir", qrels={**QRELS, "test": [("q3", "7", 1), ("q3", "d4", grade)]})
+    capsys.readouterr()
+    with Workspace.open(w) as ws:
+        checkpoint(ws)
+    before = snapshot(w)
+    assert main(["import", "-w", str(w), "--format", "beir", "--path", str(root)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "OverflowError" not in err
+    assert f"test.tsv: line 3: grade {grade} is too large; grades are 0 to 1000000" in err
+    with Workspace.open(w) as ws:
+        checkpoint(ws)
+    assert snapshot(w) == before
+    assert main(["import", "-w", str(w), "--format", "beir", "--path", str(write_beir(tmp_path / "ok"))]) == 0
+    qrels = tmp_path / "big.tsv"
+    qrels.write_text(f"q2\td1\t1\tdev\nq2\td4\t{grade}\tdev\n")
+    capsys.readouterr()
+    with Workspace.open(w) as ws:
+        checkpoint(ws)
+    before = snapshot(w)
+    assert main(["import", "-w", str(w), "--qrels", str(qrels)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"big.tsv: line 2: grade {grade} is too large" in err
+    with Workspace.open(w) as ws:
+        checkpoint(ws)
+    assert snapshot(w) == before

@@ -168,3 +168,32 @@ def test_re_embedding_is_timed_only_on_items_holding_raw_inputs(demo_workspace_p
             ws.db.execute("update items set modality = 'vector' where split is not 'query'")
         rate, timed, device, note = embed_rate(ws, new, device="cpu")
         assert (rate, timed, device) == (None, 0, "none") and "no gallery item holds raw inputs" in note
+
+
+def test_without_backfill_curves_the_plan_says_they_were_not_measured() -> None:
+    report = make_report(0.60, 0.90, 0.62)
+    report["backfill"] = {"policies": {}}
+    plan = plan_from_report(report, RATE)
+    assert plan.recommendation == "full_backfill" and "partial_backfill" not in options(plan)
+    assert "partial-backfill quality was not measured" in plan.reason
+    assert "no partial backfill reaches" not in plan.reason
+    assert not any("No backfill order" in n for n in plan.notes)
+    assert any(n.startswith("Partial-backfill quality was not measured") for n in plan.notes)
+
+
+def test_plan_on_a_judged_workspace_does_not_claim_unmeasured_backfill(tmp_path: Path) -> None:
+    from judged_fixtures import build_judged_workspace
+
+    from embridge.core.report.build import ReportOptions, build_report
+    from embridge.core.train.runs import train_run
+
+    case = build_judged_workspace(tmp_path / "ws", n_docs=200, n_queries=60)
+    with Workspace.open(case["path"]) as ws:
+        run = train_run(ws, "affine", device="cpu")
+        report = build_report(ws, run["run_id"], ReportOptions(n_boot=20, backfill_steps=3))
+        assert report.backfill["policies"] == {}
+        plan = plan_upgrade(ws, report=report, throughput=RATE, gain_threshold=1.01, target_share=1.01)
+    text = " ".join([plan.reason, *plan.notes])
+    assert plan.recommendation == "full_backfill"
+    assert "No backfill order" not in text and "no partial backfill reaches" not in text
+    assert "partial-backfill quality was not measured for this report's relevance protocol" in plan.reason

@@ -377,3 +377,14 @@ def test_a_real_read_only_folder_is_detected(tmp_path: Path) -> None:
 
     assert not read_only_folder(tmp_path)
     assert read_only_folder(Path("/proc/1"))  # procfs entries take no new files
+
+
+def test_a_run_of_an_unknown_kind_is_never_recorded(ws: Workspace) -> None:
+    from embridge.core.store.records import RUN_KINDS
+
+    before = [r["id"] for r in ws.runs()]
+    with pytest.raises(StoreError, match="unknown run kind 'trian'"):
+        ws.start_run("trian", "mlp")
+    assert [r["id"] for r in ws.runs()] == before
+    added = [ws.start_run(kind) for kind in RUN_KINDS]
+    assert sorted(r["kind"] for r in ws.runs() if r["id"] in added) == sorted(RUN_KINDS)

@@ -92,3 +92,23 @@ def test_empty_workspace_has_no_judgments(tmp_path: Path) -> None:
         assert empty.query_ids.dtype == np.int64 and empty.grades.dtype == np.int32
         with pytest.raises(StoreError, match="unknown judgment split 'query'"):
             ws.judgments("query")
+
+
+def test_store_refuses_a_second_split_for_a_judged_query(ws: Workspace) -> None:
+    ws.add_judgments(query_ids=[5], item_ids=[1], grades=[1], splits=["test"])
+    checkpoint(ws)
+    before = snapshot(ws.root)
+    with pytest.raises(ImportDataError, match="query item 5 is given split 'train' but is already in split 'test'"):
+        ws.add_judgments(query_ids=[6, 5], item_ids=[1, 2], grades=[1, 1], splits=["train", "train"])
+    with pytest.raises(ImportDataError, match="query item 6 is given splits 'dev' and 'test'"):
+        ws.add_judgments(query_ids=[6, 6], item_ids=[1, 2], grades=[1, 1], splits=["dev", "test"])
+    checkpoint(ws)
+    assert snapshot(ws.root) == before
+    assert ws.add_judgments(query_ids=[5], item_ids=[2], grades=[0], splits=["test"]) == 1
+
+
+@pytest.mark.parametrize("grade", [1_000_001, 2**31, 10**20])
+def test_store_refuses_too_large_grades(ws: Workspace, grade: int) -> None:
+    with pytest.raises(ImportDataError, match="grades are 0 to 1000000"):
+        ws.add_judgments(query_ids=[5], item_ids=[1], grades=[grade], splits=["test"])
+    assert not ws.has_judgments()

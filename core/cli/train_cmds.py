@@ -14,6 +14,7 @@ from embridge.core.progress import StderrProgress
 from embridge.core.report.number_source import gain_text
 from embridge.core.run_choice import run_choice
 from embridge.core.store import Workspace
+from embridge.core.store.records import RUN_KINDS
 
 Result = tuple[dict[str, Any], str]
 
@@ -43,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("runs", help="list recorded runs (training, reports, exports)")
     add_common(p)
-    p.add_argument("--kind", help="only runs of this kind (train, report, export, embed)")
+    p.add_argument("--kind", choices=RUN_KINDS, help="only runs of this kind")
     p.set_defaults(handler=cmd_runs)
 
 

@@ -47,6 +47,10 @@ def _time(items: float, rate: float | None) -> float | None:
     return None if not rate else float(items / rate)
 
 
+NOT_MEASURED = ("Partial-backfill quality was not measured for this report's relevance protocol (it has no "
+                "backfill curves)")
+
+
 def curve_point(betas: Sequence[float], values: Sequence[float], beta: float) -> float:
     """A curve's value at β, linear between measured points (exact at them)."""
     return float(np.interp(beta, np.asarray(betas, float), np.asarray(values, float)))
@@ -133,6 +137,8 @@ def partial_option(report: Report, tp: Throughput, sizes: _Sizes, floor: float, 
     if fraction is not None and not 0 < fraction < 1:
         return None, [f"A partial backfill at β = {fraction:g} is the {'layer alone' if fraction <= 0 else 'full backfill'}"
                       "; see that option."]
+    if not policies:
+        return None, [NOT_MEASURED + "; the plan offers the layers and the full backfill only."]
     notes: list[str] = []
     candidates = []
     for policy, curve in policies.items():
@@ -310,6 +316,9 @@ def _reason(plan: Mapping[str, Any], choice: Mapping[str, Any], report: Report, 
                 f"({choice['items_embedded']} items, {format_duration(choice['time_s'])}) in {choice['policy']} order "
                 f"reaches top-1 {choice['quality']['top1']:.3f}, at least {format_share(target_share, 0)} of the full "
                 f"backfill's {ceiling:.3f}.")
+    if not report.backfill.get("policies"):
+        return (f"Full backfill: {why}; partial-backfill quality was not measured for this report's relevance "
+                f"protocol, so re-embed all {choice['items_embedded']} items ({format_duration(choice['time_s'])}).")
     return (f"Full backfill: {why}, and no partial backfill reaches {format_share(target_share, 0)} of the full backfill's "
             f"top-1 ({ceiling:.3f}) short of re-embedding everything; re-embed all {choice['items_embedded']} items "
             f"({format_duration(choice['time_s'])}).")

@@ -19,6 +19,7 @@ from embridge.core.errors import ImportDataError, StoreError
 from embridge.core.store.schema import DOC_NAMESPACE, QUERY_NAMESPACE
 
 JUDGMENT_SPLITS = ("train", "dev", "test")
+MAX_GRADE = 1_000_000
 _CHUNK = 500
 
 
@@ -38,8 +39,11 @@ class Judgments:
     @classmethod
     def from_arrays(cls, query_ids: Sequence[int] | np.ndarray, item_ids: Sequence[int] | np.ndarray,
                     grades: Sequence[int] | np.ndarray, splits: Sequence[str] | np.ndarray) -> Judgments:
-        out = cls(np.asarray(query_ids, dtype=np.int64).ravel(), np.asarray(item_ids, dtype=np.int64).ravel(),
-                  np.asarray(grades, dtype=np.int32).ravel(), np.asarray(splits, dtype=str).ravel())
+        try:
+            out = cls(np.asarray(query_ids, dtype=np.int64).ravel(), np.asarray(item_ids, dtype=np.int64).ravel(),
+                      np.asarray(grades, dtype=np.int32).ravel(), np.asarray(splits, dtype=str).ravel())
+        except OverflowError as exc:
+            raise ValueError(f"a judgment value is out of range ({exc}); grades are 0 to {MAX_GRADE}") from exc
         if not len(out.query_ids) == len(out.item_ids) == len(out.grades) == len(out.splits):
             raise ValueError("judgment arrays differ in length")
         return out
@@ -120,6 +124,9 @@ class JudgmentsMixin:
             raise ImportDataError(source, f"unknown split '{bad[0]}' (use {', '.join(JUDGMENT_SPLITS)})")
         if (judgments.grades < 0).any():
             raise ImportDataError(source, f"negative grade {int(judgments.grades.min())}; grades are 0 or more")
+        if (judgments.grades > MAX_GRADE).any():
+            raise ImportDataError(source, f"grade {int(judgments.grades.max())} is too large; grades are 0 to "
+                                  f"{MAX_GRADE}")
         pairs = np.stack([judgments.query_ids, judgments.item_ids], axis=1)
         uniq, counts = np.unique(pairs, axis=0, return_counts=True)
         if (counts > 1).any():
@@ -134,6 +141,7 @@ class JudgmentsMixin:
             already = self._already_judged(uniq)
             if already:
                 raise ImportDataError(source, f"{already} pairs are already judged in the workspace")
+            self._check_query_splits(judgments, source)
             self.db["judgments"].insert_all(rows, batch_size=1000)
         return len(rows)
 
@@ -142,6 +150,30 @@ class JudgmentsMixin:
         rows = self.db.execute("select split, count(*), sum(grade > 0), count(distinct query_id) "
                                "from judgments group by split order by split").fetchall()
         return {s: {"judgments": n, "relevant": int(r or 0), "queries": q} for s, n, r, q in rows}
+
+    def judged_query_splits(self, query_ids: Sequence[int]) -> dict[int, str]:
+        """query id -> the split of its stored judgments, for those of ``query_ids`` already judged."""
+        out: dict[int, str] = {}
+        ids = [int(q) for q in query_ids]
+        for start in range(0, len(ids), _CHUNK):
+            part = ids[start:start + _CHUNK]
+            marks = ",".join("?" * len(part))
+            out.update(self.db.execute(f"select distinct query_id, split from judgments where query_id in ({marks})",
+                                       part).fetchall())
+        return out
+
+    def _check_query_splits(self, judgments: Judgments, source: str) -> None:
+        """A query keeps one split across additions, so held-out queries never reach training."""
+        given: dict[int, str] = {}
+        for q, s in zip(judgments.query_ids.tolist(), judgments.splits.tolist(), strict=True):
+            if given.setdefault(q, s) != s:
+                raise ImportDataError(source, f"query item {q} is given splits '{given[q]}' and '{s}'; a query "
+                                      "belongs to one split")
+        stored = self.judged_query_splits(sorted(given))
+        for q, s in given.items():
+            if q in stored and stored[q] != s:
+                raise ImportDataError(source, f"query item {q} is given split '{s}' but is already in split "
+                                      f"'{stored[q]}'; a query belongs to one split")
 
     def _check_namespace(self, ids: np.ndarray, namespace: str, source: str, what: str) -> None:
         found: set[int] = set()

@@ -19,6 +19,8 @@ from embridge.core.store.rows import decode, encode, now_iso, pid_alive
 
 FINAL_STATUSES = ("completed", "failed", "cancelled", "interrupted")
 
+RUN_KINDS = ("train", "report", "export", "embed", "backfill")  # what a run row records
+
 
 class RecordsMixin:
     """Methods of :class:`embridge.core.store.Workspace` for runs and their artifacts."""
@@ -27,6 +29,8 @@ class RecordsMixin:
 
     # -- runs -------------------------------------------------------------------------------
     def start_run(self, kind: str, method: str | None = None, config: dict | None = None) -> int:
+        if kind not in RUN_KINDS:
+            raise StoreError(f"{self.root}: unknown run kind {kind!r} (kinds: {', '.join(RUN_KINDS)})")
         row = {"kind": kind, "method": method, "status": "running", "config": config or {},
                "metrics": {}, "epochs": [], "started": now_iso(), "pid": os.getpid(),
                "host": socket.gethostname()}
