@@ -234,3 +234,25 @@ def test_lance_output_is_committed_once_resumes_and_matches_the_local_engine(ray
     with pytest.raises(InputError, match="not the output of an earlier run"):
         transform_gallery(bundles["fct"], src, f"lancedb://{tmp_path / 'db'}?table=gallery")
     assert lance_rows(tmp_path / "db" / "gallery.lance").num_rows == 10
+
+
+@pytest.mark.parametrize("odd", ["width", "subfolder"])
+def test_odd_partition_or_subfolder_is_named_before_any_partition_is_written(
+        bundles: dict, tmp_path: Path, odd: str, capsys: pytest.CaptureFixture[str]) -> None:
+    v3 = bundles["vectors"]["v3"]
+    write_partitions(tmp_path / "in", v3, 4)
+    if odd == "width":  # sorts last: the first four partitions would be written before it is read
+        write_partitions(tmp_path / "odd", v3[:, :8], 1)
+        (tmp_path / "odd" / "part-000.parquet").rename(tmp_path / "in" / "part-999.parquet")
+        named = ["part-999.parquet", "8-d"]
+    else:  # hive-style partition folder
+        write_partitions(tmp_path / "in" / "part=1", v3, 1)
+        named = ["part=1", "subfolder"]
+    before = file_bytes(tmp_path / "in")
+    code = main(["transform", "--bundle", str(bundles["linear"]), "--from", f"parquet://{tmp_path / 'in'}",
+                 "--to", f"parquet://{tmp_path / 'out'}"])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert all(n in err for n in named), err
+    assert not (tmp_path / "out").exists()
+    assert file_bytes(tmp_path / "in") == before

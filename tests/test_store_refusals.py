@@ -139,7 +139,7 @@ def test_store_outputs_never_land_in_or_around_a_workspace(upgrade: dict, source
         ([*migrate, f"parquet://{ws}"], "is the workspace", None),
         ([*migrate, f"lancedb://{ws}?table=x"], "inside the workspace", ws / "x.lance"),
         ([*migrate, f"qdrant://{ws}/q?collection=x"], "inside the workspace", ws / "q"),
-        ([*migrate, f"chroma://{ws}/c?collection=x"], "inside the workspace", ws / "c"),
+        ([*migrate, f"chroma://{ws}/c?collection=xyz"], "inside the workspace", ws / "c"),
         ([*migrate, f"qdrant://{holder}?collection=x"], "holding the workspace", holder / "collection"),
         ([*migrate, f"parquet://{Path(source.source.removeprefix('parquet://'))}/sub"], "inside the input", None),
         (["transform", "--bundle", b, "--from", source.source, "--to", f"parquet://{ws}/reports/t"],
@@ -238,3 +238,61 @@ def test_refused_transform_and_embedding_leave_no_output(upgrade: dict, tmp_path
                            f"parquet://{tmp_path / items}", "--to", f"parquet://{tmp_path / out}")
         one_line(code, err)
         assert not (tmp_path / out).exists(), (items, err)
+
+
+def test_null_ids_null_vectors_and_ragged_vectors_are_named_by_column_and_row(
+        upgrade: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import lance
+    import pyarrow as pa
+
+    v1 = upgrade["vectors"]["v1"][:20]
+    rows = [list(map(float, r)) for r in v1]
+    fixed = pa.list_(pa.float32(), v1.shape[1])
+    null_vec, short = list(rows), list(rows)
+    null_vec[5], short[7] = None, rows[7][:10]
+    cases = {
+        "nullid": ([0, 1, None, *range(3, 20)], pa.array(rows, fixed), "column 'id' row 2: a null id"),
+        "nullvec": (list(range(20)), pa.array(null_vec, fixed), "column 'vector' row 5 (id 5): a null vector"),
+        "ragged": (list(range(20)), pa.array(short, pa.list_(pa.float32())), "column 'vector' row 7 (id 7): a 10-long"),
+    }
+    ws = fresh_workspace(tmp_path / "ws", capsys)
+    before = snapshot(ws)
+    for name, (ids, vectors, needle) in cases.items():
+        table = pa.table({"id": pa.array(ids, pa.int64()), "vector": vectors})
+        lance.write_dataset(table, str(tmp_path / "ldb" / f"{name}.lance"))
+        (tmp_path / "pq" / name).mkdir(parents=True)
+        import pyarrow.parquet as pq
+
+        pq.write_table(table, tmp_path / "pq" / name / "part-0.parquet")
+        for uri, where in ((f"lancedb://{tmp_path / 'ldb'}?table={name}", f"table '{name}'"),
+                           (f"parquet://{tmp_path / 'pq' / name}", "part-0.parquet")):
+            code, _, err = cli(capsys, "import", "--workspace", str(ws), "--from", uri, "--model", "vx")
+            one_line(code, err, where, needle)
+            assert snapshot(ws) == before
+            code, _, err = cli(capsys, "migrate", "--bundle", str(upgrade["bundle"]), "--from", uri,
+                               "--to", uri.replace(name, f"{name}_v2"))
+            one_line(code, err, where, needle)
+    assert not list((tmp_path / "ldb").glob("*_v2*")) and not list((tmp_path / "pq").glob("*_v2"))
+    # a plain (variable-length) list column whose rows are all one length is read like a fixed-size one
+    table = pa.table({"id": pa.array(range(20), pa.int64()), "vector": pa.array(rows, pa.list_(pa.float32()))})
+    lance.write_dataset(table, str(tmp_path / "ldb" / "plain.lance"))
+    code, out, err = cli(capsys, "migrate", "--bundle", str(upgrade["bundle"]), "--from",
+                         f"lancedb://{tmp_path / 'ldb'}?table=plain", "--to", f"lancedb://{tmp_path / 'ldb'}?table=plain_v2")
+    assert code == 0 and out["total"] == 20, err
+
+
+def test_reading_a_mistyped_store_folder_creates_nothing(upgrade: dict, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    ws = fresh_workspace(tmp_path / "ws", capsys)
+    before = snapshot(ws)
+    for uri in (f"lancedb://{tmp_path}/nodb?table=t", f"chroma://{tmp_path}/nochr?collection=abc",
+                f"qdrant://{tmp_path}/noqd?collection=t"):
+        folder = uri.split("://", 1)[1].split("?")[0]
+        for option, args in (("--uri", ["check", "--uri", uri]),
+                             ("--from", ["import", "--workspace", str(ws), "--from", uri, "--model", "vx"]),
+                             ("--from", ["migrate", "--bundle", str(upgrade["bundle"]), "--from", uri,
+                                         "--to", f"parquet://{tmp_path}/out_v2"])):
+            code, _, err = cli(capsys, *args)
+            one_line(code, err, option, f"no such store folder {folder}")
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["ws"]
+    assert snapshot(ws) == before

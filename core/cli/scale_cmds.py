@@ -81,7 +81,7 @@ def cmd_embed_dataset(args: argparse.Namespace) -> Result:
     order = None
     if args.order:
         try:
-            order = np.load(args.order, allow_pickle=False).ravel()
+            order = np.load(args.order, allow_pickle=False)
         except (OSError, ValueError) as exc:
             raise InputError(args.order, f"cannot read the id order ({exc})") from exc
     r = embed_dataset(args.model, args.source, args.target, engine=args.engine, order=order, chunk=args.chunk,

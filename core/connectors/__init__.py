@@ -7,6 +7,7 @@ whose library is missing is refused with one line naming the package to install.
 from __future__ import annotations
 
 from importlib import import_module
+from pathlib import Path
 
 from embridge.core.connectors.connector import SPACE_FIELD, Batch, Connector, StoreURI, VectorStoreError
 from embridge.core.errors import InputError
@@ -22,6 +23,10 @@ SCHEMES: dict[str, tuple[str, str, str]] = {
     "faiss": ("embridge.core.connectors.faiss_index", "FaissConnector", "faiss-cpu"),
 }
 
+# options naming a store that is only read: a missing local folder is a typo, never a new store
+READ_OPTIONS = ("--from", "--uri")
+FOLDER_SCHEMES = ("lancedb", "qdrant", "chroma")  # embedded stores whose clients create their folder on open
+
 __all__ = ["SCHEMES", "SPACE_FIELD", "Batch", "Connector", "StoreURI", "VectorStoreError", "open_store"]
 
 
@@ -34,6 +39,10 @@ def open_store(uri: str | StoreURI, option: str = "--uri") -> Connector:
     module_name, class_name, package = SCHEMES[parsed.scheme]
     try:
         cls = getattr(import_module(module_name), class_name)
+        if option in READ_OPTIONS and parsed.scheme in FOLDER_SCHEMES and not parsed.netloc and \
+                parsed.path.strip("/") and not Path(parsed.path).is_dir():
+            cls.collection_name(parsed)  # a missing collection name is named before a missing folder
+            raise InputError(option, f"no such store folder {parsed.path} (opening it would create an empty store)")
         return cls(parsed)
     except ModuleNotFoundError as exc:
         raise InputError(option, f"the {parsed.scheme} connector needs {package} ({exc.name} is not installed); "

@@ -61,8 +61,14 @@ def batch_to_table(batch: Batch, id_col: str, vec_col: str, schema: Any = None) 
     return table
 
 
-def table_to_batch(table: Any, id_col: str, vec_col: str, cursor: Any) -> Batch:
-    """A Batch from an Arrow table or record batch with an id and a fixed-size-list vector column."""
+def table_to_batch(table: Any, id_col: str, vec_col: str, cursor: Any, where: str = "",
+                   first_row: int = 0) -> Batch:
+    """A Batch from an Arrow table or record batch with an id and a list vector column.
+
+    Null ids, null vectors and vectors of another length than the first are refused naming
+    ``where`` (the store or file), the column and the row (``first_row`` is the table's first row)."""
+    import pyarrow as pa
+
     names = table.schema.names
     if id_col not in names or vec_col not in names:
         raise VectorStoreError(f"no '{id_col}' and '{vec_col}' columns (columns: {', '.join(names)}); name "
@@ -71,11 +77,29 @@ def table_to_batch(table: Any, id_col: str, vec_col: str, cursor: Any) -> Batch:
     ids: list[PointId] = column.to_pylist()
     vec = table.column(vec_col)
     vec = vec.combine_chunks() if hasattr(vec, "combine_chunks") else vec
+    prefix = f"{where}: " if where else ""
+    if None in ids:
+        row = ids.index(None)
+        raise VectorStoreError(f"{prefix}column '{id_col}' row {first_row + row}: a null id; every point needs an id")
+    if not (pa.types.is_list(vec.type) or pa.types.is_large_list(vec.type) or pa.types.is_fixed_size_list(vec.type)):
+        raise VectorStoreError(f"{prefix}column '{vec_col}' holds {vec.type}, not lists of floats")
+    if vec.null_count:
+        row = vec.is_null().to_pylist().index(True)
+        raise VectorStoreError(f"{prefix}column '{vec_col}' row {first_row + row} (id {ids[row]!r}): a null vector")
     if len(vec) == 0:
         vectors = np.zeros((0, vec.type.list_size if hasattr(vec.type, "list_size") else 0), np.float32)
     else:
-        width = vec.type.list_size if hasattr(vec.type, "list_size") else len(vec[0].as_py())
-        vectors = np.asarray(vec.flatten().to_numpy(zero_copy_only=False), dtype=np.float32).reshape(len(vec), width)
+        if hasattr(vec.type, "list_size"):
+            width = vec.type.list_size
+        else:
+            lengths = np.asarray(vec.value_lengths().to_numpy(zero_copy_only=False))
+            width = int(lengths[0])
+            if (lengths != width).any() or not width:
+                row = int(np.argmax(lengths != width)) if width else 0
+                raise VectorStoreError(f"{prefix}column '{vec_col}' row {first_row + row} (id {ids[row]!r}): a "
+                                       f"{int(lengths[row])}-long vector among {width}-long ones")
+        flat = vec.flatten().to_numpy(zero_copy_only=False)
+        vectors = np.asarray(flat, dtype=np.float32).reshape(len(vec), width)
     others = [n for n in names if n not in (id_col, vec_col)]
     if others:
         cols = {n: table.column(n).to_pylist() for n in others}
@@ -83,3 +107,12 @@ def table_to_batch(table: Any, id_col: str, vec_col: str, cursor: Any) -> Batch:
     else:
         payloads = [{} for _ in ids]
     return Batch(ids, vectors, payloads, cursor)
+
+
+def list_width(field_type: Any, first: Any) -> int | None:
+    """The vector width of a list column: its fixed size, or the first row's length for a plain list."""
+    size = getattr(field_type, "list_size", None)
+    if size:
+        return int(size)
+    batch = next(iter(first), None)
+    return int(batch.vectors.shape[1]) if batch is not None and len(batch) else None

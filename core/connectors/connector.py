@@ -23,6 +23,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 
+from embridge.core.connectors.names import check_uri_names
 from embridge.core.errors import EmbridgeError, InputError
 
 PointId = int | str
@@ -53,6 +54,7 @@ class StoreURI:
             if len(values) != 1:
                 raise InputError(option, f"'{uri}' gives the parameter '{key}' {len(values)} times")
             params[key] = values[0]
+        check_uri_names(parts.scheme.lower(), parts.path, params, option)
         return cls(uri, parts.scheme.lower(), parts.netloc, parts.path, params)
 
     def server(self, default_port: int) -> tuple[str, int]:

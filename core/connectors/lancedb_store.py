@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from embridge.core.connectors.arrow_common import batch_to_table, table_to_batch
+from embridge.core.connectors.arrow_common import batch_to_table, list_width, table_to_batch
 from embridge.core.connectors.connector import (
     SPACE_FIELD,
     Batch,
@@ -89,7 +89,7 @@ class LanceDBConnector(Connector):
         if self.vec_col not in schema.names:
             raise VectorStoreError(f"{self.describe()}: no vector column '{self.vec_col}' (columns: "
                                    f"{', '.join(schema.names)}); name it with ?vector=COLUMN")
-        return int(getattr(schema.field(self.vec_col).type, "list_size", 0)) or None
+        return list_width(schema.field(self.vec_col).type, self.read_batches(1))
 
     def read_batches(self, batch_size: int, cursor: Any = None) -> Iterator[Batch]:
         """Cursor: the number of rows already read (LanceDB scans in a fixed order).
@@ -103,14 +103,15 @@ class LanceDBConnector(Connector):
             if not page.num_rows:
                 return
             offset += page.num_rows
-            yield table_to_batch(page, self.id_col, self.vec_col, offset if offset < total else None)
+            yield table_to_batch(page, self.id_col, self.vec_col, offset if offset < total else None,
+                                 self.describe(), offset - page.num_rows)
 
     def read_ids(self, ids: list[PointId]) -> Batch:
         found: dict[PointId, tuple] = {}
         for start in range(0, len(ids), 1000):
             part = ", ".join(_sql_literal(v) for v in ids[start:start + 1000])
             table = self.table().search().where(f"{self.id_col} IN ({part})").limit(None).to_arrow()
-            got = table_to_batch(table, self.id_col, self.vec_col, None)
+            got = table_to_batch(table, self.id_col, self.vec_col, None, self.describe())
             found.update({i: (v, p) for i, v, p in zip(got.ids, got.vectors, got.payloads, strict=True)})
         order = [i for i in ids if i in found]
         vectors = np.stack([found[i][0] for i in order]) if order else np.zeros((0, self.dim() or 0), np.float32)
@@ -130,6 +131,20 @@ class LanceDBConnector(Connector):
         if self.exists():
             raise VectorStoreError(f"{self.describe()}: the table already exists")
         self._schema_dim = dim  # the table itself is made by the first write (its columns follow the data)
+        if sample is None:  # an empty source: the shadow is made now, empty, so a switch has a table to serve
+            self._table = self.db.create_table(self.collection, schema=self._empty_schema(dim, like))
+
+    def _empty_schema(self, dim: int, like: Connector | None) -> Any:
+        """The source's columns (a LanceDB source's id type and payload fields), ``dim``-wide vectors."""
+        import pyarrow as pa
+
+        fields = [pa.field(self.id_col, pa.string()), pa.field(self.vec_col, pa.list_(pa.float32(), dim))]
+        if isinstance(like, LanceDBConnector) and like.exists():
+            source = like.table().schema
+            if like.id_col in source.names:
+                fields[0] = pa.field(self.id_col, source.field(like.id_col).type)
+            fields += [f for f in source if f.name not in (like.id_col, like.vec_col, SPACE_FIELD)]
+        return pa.schema([*fields, pa.field(SPACE_FIELD, pa.string())])
 
     def drop(self) -> None:
         if self._link(self.collection).is_symlink():

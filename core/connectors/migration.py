@@ -34,6 +34,7 @@ from embridge.core.connectors import open_store
 from embridge.core.connectors.backfill_order import NewVectors, choose_backfill, read_new_vectors
 from embridge.core.connectors.connector import SPACE_FIELD, Batch, Connector, StoreURI, VectorStoreError
 from embridge.core.connectors.prefetch import Prefetch
+from embridge.core.connectors.source_checks import SeenIds
 from embridge.core.connectors.targets import check_alias, check_store_output
 from embridge.core.connectors.transform import StoreTransform, load_transform
 from embridge.core.errors import InputError
@@ -221,7 +222,7 @@ def _run(transform: StoreTransform, source: Connector, target: Connector, new: N
                  "backfill_ids": None}
         target.save_state(key, state)
     resumed_from = int(state["written"])
-    if state["status"] == "running":
+    if state["status"] == "running" and not copied(state):
         chosen: set[str] = set()
         if new is not None:
             if state.get("backfill_ids") is None:
@@ -252,6 +253,11 @@ def _run(transform: StoreTransform, source: Connector, target: Connector, new: N
     return result
 
 
+def copied(state: dict[str, Any]) -> bool:
+    """Whether every batch is written: a rerun after a failed verification re-verifies, never re-copies."""
+    return state.get("cursor") is None and int(state.get("written") or 0) > 0 and not state.get("pending")
+
+
 def _copy(transform: StoreTransform, source: Connector, target: Connector, new: NewVectors | None,
           chosen: set[str], names: dict[str, str], batch_size: int, state: dict[str, Any], key: str, total: int,
           report: ProgressFn, should_stop: StopFn | None) -> None:
@@ -260,9 +266,13 @@ def _copy(transform: StoreTransform, source: Connector, target: Connector, new: 
         state["pending"] = None
         target.save_state(key, state)
     report(int(state["written"]), total, {"stage": "migrating"})
+    seen = SeenIds()
+    if state["cursor"] is not None:
+        seen.add_written(target)
 
     def transformed(cursor: Any) -> Iterator[Batch]:  # in the prefetch thread: reads and transforms only
         for batch in source.read_batches(batch_size, cursor):
+            seen.check(source, batch)
             yield transform_batch(transform, batch, new, chosen, names)
 
     def store(out: Batch) -> None:
@@ -316,15 +326,15 @@ def verify_migration(transform: StoreTransform, source: Connector, target: Conne
     source_count = source.count()
     target_count = target.count() if target.exists() else 0
     spaces = target.space_counts() if target_count else {}
-    sample = next(iter(target.read_batches(VERIFY_SAMPLE)), None) if target_count else None
+    # the sample is read from the source, whose ids have their own types (a Chroma shadow holds them as text)
+    originals = next(iter(source.read_batches(VERIFY_SAMPLE)), None) if target_count else None
     diff = 0.0
     checked = 0
-    if sample is not None:
-        ids = list(sample.ids)[:VERIFY_SAMPLE]
-        originals = source.read_ids(ids)
-        if len(originals) != len(ids):
-            raise VectorStoreError(f"{target.describe()}: {len(ids) - len(originals)} written points are not in the "
-                                   "source")
+    if originals is not None:
+        sample = target.read_ids(list(originals.ids))
+        if len(sample) != len(originals):
+            raise VectorStoreError(f"{target.describe()}: {len(originals) - len(sample)} source points are not in "
+                                   "the shadow")
         written = {str(i): (v, p) for i, v, p in zip(sample.ids, sample.vectors, sample.payloads, strict=True)}
         expected = transform.apply(originals.vectors)
         unit = target.normalises()

@@ -21,6 +21,7 @@ import numpy as np
 
 from embridge.core.connectors.arrow_common import (
     batch_to_table,
+    list_width,
     parquet_errors,
     parquet_problem,
     release_arrow_memory,
@@ -115,7 +116,7 @@ class ParquetConnector(Connector):
         field = schema.field(self.vec_col) if self.vec_col in schema.names else None
         if field is None:
             raise VectorStoreError(f"{files[0]}: no vector column '{self.vec_col}' (name it with ?vector=COLUMN)")
-        return int(getattr(field.type, "list_size", 0)) or None
+        return list_width(field.type, self.read_batches(1))
 
     def read_batches(self, batch_size: int, cursor: Any = None) -> Iterator[Batch]:
         """Cursor: ``[file index, rows of that file done]``.
@@ -131,10 +132,10 @@ class ParquetConnector(Connector):
         for index in range(int(start_file), len(files)):
             with reading(files[index]):
                 yield from self._file_batches(pq.ParquetFile(files[index], buffer_size=READ_BUFFER, pre_buffer=False),
-                                              index, len(files), batch_size, start_file, start_row)
+                                              index, len(files), batch_size, start_file, start_row, files[index])
 
     def _file_batches(self, pf: Any, index: int, n_files: int, batch_size: int, start_file: Any,
-                      start_row: Any) -> Iterator[Batch]:
+                      start_row: Any, file: Any = "") -> Iterator[Batch]:
         """The batches of one open file, from the cursor's row when it is the cursor's file."""
         rows = pf.metadata.num_rows
         skip = int(start_row) if index == int(start_file) else 0
@@ -156,7 +157,8 @@ class ParquetConnector(Connector):
                     continue
             done += rb.num_rows
             last = index == n_files - 1 and done == rows
-            batch = table_to_batch(rb, self.id_col, self.vec_col, None if last else [index, done])
+            batch = table_to_batch(rb, self.id_col, self.vec_col, None if last else [index, done],
+                                   str(file), done - rb.num_rows)
             del rb
             release_arrow_memory()
             yield batch

@@ -25,6 +25,13 @@ from embridge.core.paths import check_output
 from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
 from embridge.core.scale.engine import check_engine, import_ray, ray_session
 from embridge.core.scale.gallery_transform import first_missing, list_partitions, parquet_dir, take_back
+from embridge.core.scale.item_checks import (
+    check_item_schemas,
+    check_order,
+    check_rows,
+    check_unique,
+    order_fingerprint,
+)
 
 STATE_FILE = "_embridge_embed.json"
 
@@ -48,21 +55,27 @@ class EmbedResult:
 
 
 def read_items(folder: Path, id_col: str, input_col: str) -> tuple[np.ndarray, Any]:
-    """All ids and inputs of the dataset (inputs: float32 rows or a list of texts)."""
+    """All ids and inputs of the dataset (inputs: float32 rows or a list of texts).
+
+    Every partition's schema is checked before any rows are read, and every row before any chunk is
+    embedded: a null or repeated id or a null input is named by partition file and row.
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    files = list_partitions(folder)
+    check_item_schemas(files, id_col, input_col)
     tables = []
-    for file in list_partitions(folder):
+    for file in files:
         try:
-            table = pq.read_table(file)
+            table = pq.read_table(file, columns=[id_col, input_col])
         except (OSError, pa.ArrowException) as exc:
             raise InputError(file, parquet_problem(exc)) from exc
-        if id_col not in table.column_names or input_col not in table.column_names:
-            raise InputError(file, f"no '{id_col}' and '{input_col}' columns (columns: {', '.join(table.column_names)})")
-        tables.append(table.select([id_col, input_col]))
-    table = pa.concat_tables(tables)
+        check_rows(file, table, id_col, input_col)
+        tables.append(table)
+    table = pa.concat_tables(tables, promote_options="permissive")
     ids = np.asarray(table.column(id_col).to_pylist())
+    check_unique(ids, files, [t.num_rows for t in tables])
     col = table.column(input_col).combine_chunks()
     if pa.types.is_fixed_size_list(col.type):
         inputs: Any = col.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(len(col), -1)
@@ -77,6 +90,7 @@ def ordered(ids: np.ndarray, inputs: Any, order: np.ndarray | None) -> tuple[np.
     """The items in ``order`` (ids, e.g. the planner's backfill order; None: as stored)."""
     if order is None:
         return ids, inputs
+    order = check_order(order, ids)
     pos = {v: i for i, v in enumerate(ids.tolist())}
     missing = [v for v in order.tolist() if v not in pos]
     if missing:
@@ -141,8 +155,9 @@ def embed_dataset(model: ModelRef, source: str, target: str, *, engine: str = "l
         check_output(dst, label="--to", inputs=(src, None if isinstance(model, Mapping) else model), below=True)
     ids, inputs = ordered(*read_items(src, id_col, input_col), order)
     model_key = str(model.get("sha256")) if isinstance(model, Mapping) else str(Path(model).resolve())
-    state = {"model": model_key, "source": str(src.resolve()), "chunk": chunk,
-             "order": None if order is None else int(np.asarray(order).sum() % (2**61)), "n": len(ids)}
+    state = {"model": model_key, "source": str(src.resolve()), "chunk": chunk, "id": id_col, "input": input_col,
+             "order": order_fingerprint(order), "n": len(ids),
+             "files": [f"{f.name}:{f.stat().st_size}" for f in list_partitions(src)]}
     worker = ChunkEmbedder(model, "cuda" if num_gpus else "cpu", batch_size, role) if engine == "local" else None
     fresh, made = _prepare(dst, state)
     try:

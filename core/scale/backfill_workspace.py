@@ -172,6 +172,31 @@ def write_store(uri: str, ids: np.ndarray, vectors: np.ndarray, batch_rows: int 
             target.write(Batch(point_ids, vectors[rows], [{} for _ in point_ids]))
 
 
+def check_targets(ws: Any, store: str | None, name: str) -> None:
+    """Refuse a bad --name or --to-store before any item is staged or embedded.
+
+    A store target must be writable and must not be, lie in or hold a workspace (this one or any
+    other); a refusal found only after embedding would throw the whole run's work away.
+    """
+    from embridge.core.connectors import open_store
+    from embridge.core.connectors.targets import check_store_output
+    from embridge.core.paths import check_name
+
+    check_name(name, "--name")
+    if not store:
+        return
+    try:
+        check_store_output(store, "--to-store", inputs=(Path(ws.root),))
+        with open_store(store, "--to-store") as target:
+            if not target.writable:
+                raise InputError("--to-store", f"{store}: {target.describe()} is read-only in Embridge; "
+                                 "give a store it can write (e.g. qdrant://, lancedb://, parquet://)")
+    except InputError as exc:
+        if (exc.source or "").startswith("--to-store"):
+            raise
+        raise InputError("--to-store", str(exc)) from exc
+
+
 def stage_folder(ws: Any, key: str) -> Path:
     return Path(ws.root) / STAGE_DIR / key
 
@@ -193,6 +218,7 @@ def backfill(ws: Any, model: str, ids: np.ndarray, *, engine: str = "local", ord
     from embridge.core.scale.backfill_embed import embed_dataset
 
     spec = workspace_model_spec(ws, model)
+    check_targets(ws, store, name)
     stage = stage_folder(ws, stage_key(model, ids, spec))
     progress = on_progress or no_progress
     config = {"engine": engine, "order": order, "items": int(len(ids)), "chunk": chunk, "store": store,

@@ -36,6 +36,7 @@ from embridge.core.scale import backfill_job
 from embridge.core.scale.backfill_job import CANCEL_FILE, JOB_FILE, STATUS_FILE
 from embridge.core.scale.backfill_workspace import (
     STAGE_DIR,
+    check_targets,
     items_progress,
     record_vectors,
     stage_items,
@@ -122,6 +123,7 @@ def submit_backfill(ws: Any, model: str, ids: np.ndarray, *, address: str | None
     """Stage ``ids`` and start their backfill as a detached job; returns once the cluster runs it."""
     address = cluster_address(address)
     spec = workspace_model_spec(ws, model)
+    check_targets(ws, store, name)
     ids = np.asarray(ids, dtype=np.int64)
     config = {"engine": "ray", "detached": True, "order": order, "items": int(len(ids)), "chunk": chunk,
               "store": store, "name": name, "num_gpus": num_gpus, "address": address}

@@ -137,14 +137,24 @@ def _check_schemas(source: SourceDataset, id_col: str, vec_col: str) -> None:
     """Every partition has the id column and a fixed-size-list vector column (schemas only, no rows)."""
     import pyarrow as pa
 
+    first: tuple[str, int, Any] | None = None
     for part in source.partitions if source.kind == "parquet" else source.partitions[:1]:
         schema = partition_schema(part)
         where = part.path if source.kind == "parquet" else source.root
         if id_col not in schema.names or vec_col not in schema.names:
             raise InputError(where, f"no '{id_col}' and '{vec_col}' columns (columns: {', '.join(schema.names)}); "
                              "name them with --id-column/--vector-column")
-        if not pa.types.is_fixed_size_list(schema.field(vec_col).type):
+        vec_type, id_type = schema.field(vec_col).type, schema.field(id_col).type
+        if not pa.types.is_fixed_size_list(vec_type):
             raise InputError(where, f"column '{vec_col}' is not a fixed-size list of floats")
+        if first is None:
+            first = (Path(part.path).name, vec_type.list_size, id_type)
+        elif vec_type.list_size != first[1]:
+            raise InputError(where, f"column '{vec_col}' holds {vec_type.list_size}-d vectors but {first[0]} "
+                             f"holds {first[1]}-d ones; every partition needs the same width")
+        elif not (id_type.equals(first[2]) or pa.types.is_integer(id_type) and pa.types.is_integer(first[2])):
+            raise InputError(where, f"column '{id_col}' is {id_type} but {first[0]} has {first[2]}; "
+                             "every partition needs the same id type")
 
 
 def _check_paths(src: Path, dst: Path, bundle: Path) -> None:

@@ -65,6 +65,10 @@ def parquet_folder(uri: str, option: str) -> Path:
 def parquet_files(folder: Path) -> list[Path]:
     if not folder.is_dir():
         raise InputError(folder, "no such Parquet dataset folder")
+    nested = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
+    if nested:
+        raise InputError(folder, f"holds the subfolder '{nested[0]}'; partitioned (hive-style) subfolders are "
+                         "not read: give a folder of .parquet files only")
     files = sorted(p for p in folder.iterdir() if p.suffix == ".parquet" and not p.name.startswith("."))
     if not files:
         raise InputError(folder, "holds no .parquet files")

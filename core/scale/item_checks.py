@@ -1,0 +1,129 @@
+"""Checks of an embed-dataset input before any chunk is written, so bad items are named, not embedded.
+
+A dataset whose partitions disagree on the id or input column, an id that is missing or repeated,
+a missing input, or an ``--order`` that is not a list of the dataset's ids would otherwise fail
+deep inside Arrow or the model after some chunks were written, or pass bad ids into the output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from embridge.core.errors import InputError
+
+
+def check_item_schemas(files: list[Path], id_col: str, input_col: str) -> None:
+    """Every partition has the id and input columns with the types of the first one (schemas only)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from embridge.core.connectors.arrow_common import parquet_problem
+
+    first: tuple[Path, Any, Any] | None = None
+    for file in files:
+        try:
+            schema = pq.read_schema(file)
+        except (OSError, pa.ArrowException) as exc:
+            raise InputError(file, parquet_problem(exc)) from exc
+        if id_col not in schema.names or input_col not in schema.names:
+            raise InputError(file, f"no '{id_col}' and '{input_col}' columns (columns: {', '.join(schema.names)}); "
+                             "name them with --id-column/--input-column")
+        id_type, input_type = schema.field(id_col).type, schema.field(input_col).type
+        if not (pa.types.is_integer(id_type) or pa.types.is_string(id_type) or pa.types.is_large_string(id_type)):
+            raise InputError(file, f"column '{id_col}' is {id_type}; ids must be integers or text")
+        if first is None:
+            first = (file, id_type, input_type)
+            continue
+        for col, have, want in ((id_col, id_type, first[1]), (input_col, input_type, first[2])):
+            if not _same_kind(have, want):
+                raise InputError(file, f"column '{col}' is {have} but {first[0].name} has {want}; every "
+                                 "partition needs the same columns and types")
+
+
+def _same_kind(a: Any, b: Any) -> bool:
+    """Equal types, counting every integer width as one kind and both string types as one."""
+    import pyarrow as pa
+
+    if pa.types.is_integer(a) and pa.types.is_integer(b):
+        return True
+    text = (pa.types.is_string, pa.types.is_large_string)
+    if any(t(a) for t in text) and any(t(b) for t in text):
+        return True
+    return bool(a.equals(b))
+
+
+def check_rows(file: Path, table: Any, id_col: str, input_col: str) -> None:
+    """No null id and no null input (nor a null value inside a list input) in one partition."""
+    ids = table.column(id_col)
+    if ids.null_count:
+        row = _first_null(ids)
+        raise InputError(file, f"row {row}: the '{id_col}' column is empty (null); every item needs an id")
+    col = table.column(input_col).combine_chunks()
+    if col.null_count:
+        row = _first_null(col)
+        raise InputError(file, f"row {row} (id {ids[row]}): the '{input_col}' column is empty (null); "
+                         "every item needs an input")
+    if hasattr(col.type, "list_size") and col.type.list_size > 0 and len(col):
+        flat = np.asarray(col.flatten().is_null().to_numpy(zero_copy_only=False))
+        per_row = flat.reshape(len(col), col.type.list_size).any(axis=1)
+        if per_row.any():
+            row = int(np.flatnonzero(per_row)[0])
+            raise InputError(file, f"row {row} (id {ids[row]}): column '{input_col}' holds a null value")
+
+
+def _first_null(column: Any) -> int:
+    return int(np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))[0])
+
+
+def check_unique(ids: np.ndarray, files: list[Path], rows: list[int]) -> None:
+    """No id twice in the dataset; the error names the partition file and row of the repeat."""
+    _, first_at, counts = np.unique(ids, return_index=True, return_counts=True)
+    if (counts == 1).all():
+        return
+    repeated = set(np.flatnonzero(counts > 1).tolist())
+    seen_first = {int(first_at[k]) for k in repeated}
+    value_set = {ids[int(first_at[k])].item() for k in repeated}
+    for pos, value in enumerate(ids.tolist()):
+        if value in value_set and pos not in seen_first:
+            file, row = _locate(pos, files, rows)
+            raise InputError(file, f"row {row}: id {value!r} appears more than once in the dataset; ids must be unique")
+
+
+def _locate(pos: int, files: list[Path], rows: list[int]) -> tuple[Path, int]:
+    start = 0
+    for file, n in zip(files, rows, strict=True):
+        if pos < start + n:
+            return file, pos - start
+        start += n
+    return files[-1], pos - start
+
+
+def check_order(order: Any, ids: np.ndarray) -> np.ndarray:
+    """A 1-D array of unique ids of the dataset's kind (integers or text); one line naming --order."""
+    order = np.asarray(order)
+    if order.ndim != 1:
+        raise InputError("--order", f"expected a 1-D array of ids, got shape {order.shape}")
+    if len(order) == 0:
+        raise InputError("--order", "holds no ids; give the ids to embed")
+    text_ids = ids.dtype.kind in "US"
+    if text_ids and order.dtype.kind != "U":
+        raise InputError("--order", f"holds {order.dtype} values but the dataset's ids are text")
+    if not text_ids and (order.dtype.kind not in "iu"):
+        raise InputError("--order", f"holds {order.dtype} values; expected integer ids like the dataset's")
+    if len(np.unique(order)) != len(order):
+        values, counts = np.unique(order, return_counts=True)
+        raise InputError("--order", f"id {values[counts > 1][0].item()!r} appears more than once")
+    return order
+
+
+def order_fingerprint(order: np.ndarray | None) -> str | None:
+    """The exact content of the order (dtype, length and every id in place): a job's identity."""
+    if order is None:
+        return None
+    arr = np.ascontiguousarray(order)
+    digest = hashlib.sha256(f"{arr.dtype.str}:{arr.shape}".encode() + arr.tobytes())
+    return digest.hexdigest()

@@ -1,0 +1,155 @@
+"""Bad scale-out inputs are refused with one line before any work: embed-dataset items and orders,
+and backfill targets (local engine)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from scale_fixtures import write_items
+
+from embridge.core.cli.main import main
+from embridge.core.models.builtin import build_model, save_checkpoint
+from embridge.core.store import Workspace
+
+
+@pytest.fixture
+def items(tmp_path: Path) -> dict[str, Any]:
+    torch.manual_seed(0)
+    path = tmp_path / "m.pt"
+    save_checkpoint(path, build_model("mlp", {"input_dim": 8, "out_dim": 6})[0], "mlp", {"input_dim": 8, "out_dim": 6})
+    inputs = np.random.default_rng(0).standard_normal((300, 8)).astype(np.float32)
+    write_items(tmp_path / "items", inputs, 3)  # ids 1000..1299
+    return {"model": path, "items": tmp_path / "items", "inputs": inputs}
+
+
+def embed(m: dict[str, Any], target: Path, *extra: str) -> int:
+    return main(["embed-dataset", "--model", str(m["model"]), "--from", str(m["items"]), "--to", str(target),
+                 "--chunk", "2", *extra])
+
+
+def one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    return err
+
+
+def test_an_order_with_the_same_sum_is_another_job(items: dict, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    np.save(tmp_path / "a.npy", np.array([1005, 1003, 1150]))
+    np.save(tmp_path / "b.npy", np.array([1006, 1002, 1150]))  # same sum, other items
+    out = tmp_path / "out"
+    assert embed(items, out, "--order", str(tmp_path / "a.npy")) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    capsys.readouterr()
+    assert embed(items, out, "--order", str(tmp_path / "b.npy")) == 1
+    err = one_line_error(capsys)
+    assert "--to" in err and "another embedding job" in err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert embed(items, out, "--order", str(tmp_path / "a.npy")) == 0  # the same order resumes
+    assert "2 chunks were already done" in capsys.readouterr().out
+    assert embed(items, tmp_path / "fresh", "--order", str(tmp_path / "b.npy")) == 0
+    import pyarrow.parquet as pq
+
+    got = np.concatenate([pq.read_table(f).column("id").to_numpy() for f in sorted((tmp_path / "fresh").glob("chunk-*"))])
+    assert got.tolist() == [1006, 1002, 1150]
+
+
+@pytest.mark.parametrize("order", [np.array(["1005"]), np.array([[1005, 1003]]), np.array([1005.0, 1003.0]),
+                                   np.array([1005, 1005]), np.array([], np.int64)])
+def test_an_order_that_is_not_a_list_of_dataset_ids_is_refused(items: dict, tmp_path: Path, order: np.ndarray,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    np.save(tmp_path / "o.npy", order)
+    assert embed(items, tmp_path / "out", "--order", str(tmp_path / "o.npy")) == 1
+    assert "--order" in one_line_error(capsys)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_text_order_over_text_ids_embeds_those_items(items: dict, tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    for file in sorted(items["items"].glob("*.parquet")):
+        _rewrite(file, id=[f"i{v}" for v in pq.read_table(file).column("id").to_pylist()])
+    np.save(tmp_path / "o.npy", np.array(["i1005", "i1003", "i1150"]))
+    assert embed(items, tmp_path / "out", "--order", str(tmp_path / "o.npy")) == 0
+    got = [v for f in sorted((tmp_path / "out").glob("chunk-*")) for v in pq.read_table(f).column("id").to_pylist()]
+    assert got == ["i1005", "i1003", "i1150"]
+
+
+def _rewrite(file: Path, **columns: Any) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(file)
+    for name, values in columns.items():
+        table = table.set_column(table.column_names.index(name), name, pa.array(values) if not
+                                 isinstance(values, pa.Array) else values)
+    pq.write_table(table, file)
+
+
+def _odd_partition(kind: str, folder: Path) -> tuple[Path, str]:
+    import pyarrow as pa
+
+    last = sorted(folder.glob("*.parquet"))[-1]
+    first = sorted(folder.glob("*.parquet"))[0]
+    n = 100
+    if kind == "text_id":
+        _rewrite(last, id=[f"x{i}" for i in range(n)])
+        return last, "column 'id'"
+    if kind == "null_id":
+        _rewrite(last, id=pa.array([1200 + i if i != 7 else None for i in range(n)], pa.int64()))
+        return last, "row 7"
+    if kind == "repeated_id":
+        _rewrite(last, id=pa.array([1200 + i if i != 9 else 1000 for i in range(n)], pa.int64()))
+        return last, "row 9"
+    flat = pa.array(np.zeros(n * 8, np.float32))
+    col = pa.FixedSizeListArray.from_arrays(flat, 8, mask=pa.array([i == 4 for i in range(n)]))
+    _rewrite(last, input=col)
+    assert first != last
+    return last, "row 4"
+
+
+@pytest.mark.parametrize("kind", ["text_id", "null_id", "repeated_id", "null_input"])
+def test_odd_items_are_named_by_file_and_row_before_any_chunk(items: dict, tmp_path: Path, kind: str,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    bad, where = _odd_partition(kind, items["items"])
+    assert embed(items, tmp_path / "out") == 1
+    err = one_line_error(capsys)
+    assert bad.name in err and where in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.fixture
+def ws_and_model(demo_copy: Path) -> tuple[Path, str]:
+    with Workspace.open(demo_copy) as ws:
+        model = next(m["name"] for m in ws.models() if m["role"] == "new")
+    return demo_copy, model
+
+
+def _state(ws_path: Path) -> tuple[int, int, list[str]]:
+    with Workspace.open(ws_path) as ws:
+        sets, runs = len(ws.vector_sets()), len(ws.runs())
+    return sets, runs, sorted(p.name for p in ws_path.iterdir())
+
+
+@pytest.mark.parametrize("option", [
+    ["--to-store", "lancedb://{ws}?table=x"],
+    ["--to-store", "lancedb://{ws}/sub?table=x"],
+    ["--to-store", "faiss://{tmp}/index.faiss"],
+    ["--to-store", "faiss://{tmp}/index.faiss?collection=index"],
+    ["--name", "a/b"],
+])
+def test_backfill_refuses_a_bad_target_before_embedding(ws_and_model: tuple[Path, str], tmp_path: Path,
+                                                        option: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    ws_path, model = ws_and_model
+    before = _state(ws_path)
+    args = [a.format(ws=ws_path, tmp=tmp_path) for a in option]
+    assert main(["backfill", "-w", str(ws_path), "--model", model, *args]) == 1
+    err = one_line_error(capsys)
+    assert option[0] in err
+    assert _state(ws_path) == before
+    assert not (ws_path / "x.lance").exists() and not (ws_path / "scale-jobs").exists()
+    assert not (tmp_path / "index.faiss").exists()

@@ -1,0 +1,58 @@
+"""Collection, table and alias names from store URIs are refused before any store is opened.
+
+Embedded stores make files from these names, so a name holding a path part would write outside
+the store; each refusal is one line naming the option and the name, exit 1, and nothing created.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+import pytest
+from store_fixtures import cli, fct_upgrade, fill_source
+
+
+@pytest.fixture(scope="module")
+def upgrade(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    return fct_upgrade(tmp_path_factory.mktemp("store-names"))
+
+
+def files(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+BAD = {
+    "lancedb": ["lancedb://{o}/ldb?table=q/../../../PWNED", "lancedb://{o}/ldb?table=../evil",
+                "lancedb://{o}/ldb?table=a%20b", "lancedb://{o}/ldb?table=ok&alias=../a"],
+    "qdrant": ["qdrant://{o}/qd?collection=../x2", "qdrant://{o}/qd?collection=.hidden",
+               "qdrant://{o}/qd?collection=a%0Ab"],
+    "chroma": ["chroma://{o}/chr?collection=../x2", "chroma://{o}/chr?collection=ab",
+               "chroma://{o}/chr?collection=_starts_badly", "chroma://{o}/chr?collection=a%20b%20c"],
+    "parquet": ["parquet://{o}/pq/..", "parquet://{o}/pq/.hidden", "parquet://{o}/pq/ok?alias=x/y"],
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD))
+def test_bad_store_names_are_refused_and_create_nothing(kind: str, upgrade: dict, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    v1 = upgrade["vectors"]["v1"]
+    source = fill_source("parquet", tmp_path / "src", list(range(len(v1))), v1, upgrade["labels"])
+    out = tmp_path / "out"
+    out.mkdir()
+    before = files(tmp_path)
+    bundle = str(upgrade["bundle"])
+    for uri in (u.format(o=out) for u in BAD[kind]):
+        name = uri.split("=")[-1] if "?" in uri else uri.rsplit("/", 1)[-1]
+        name = unquote(name)
+        runs = [("--to", ["migrate", "--bundle", bundle, "--from", source.source, "--to", uri]),
+                ("--from", ["migrate", "--bundle", bundle, "--from", uri, "--to", source.target]),
+                ("--uri", ["check", "--uri", uri])]
+        if kind in ("lancedb", "parquet"):  # the stores transform writes
+            runs.append(("--to", ["transform", "--bundle", bundle, "--from", source.source, "--to", uri]))
+        for option, args in runs:
+            code, _, err = cli(capsys, *args)
+            assert code == 1 and err.count("\n") == 1, (args, err)
+            assert f"{option}: " in err and repr(name) in err, (args, err)
+        assert files(tmp_path) == before, uri

@@ -1,0 +1,145 @@
+"""Migration refusals of bad source data (repeated, null ids; NaN vectors) and sources whose ids change type.
+
+Sources are written through the stores' own clients, as applications write them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from store_fixtures import cli, fct_upgrade, read_all
+
+from embridge.core.connectors import open_store
+
+
+@pytest.fixture(scope="module")
+def upgrade(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    return fct_upgrade(tmp_path_factory.mktemp("store-sources"))
+
+
+def lance_source(root: Path, ids: list[Any], vectors: np.ndarray, name: str = "docs") -> str:
+    """A LanceDB table of (id, vector, label) rows written with lance (which, unlike lancedb, keeps NaNs)."""
+    import lance
+    import pyarrow as pa
+
+    flat = pa.array(vectors.astype(np.float32).ravel())
+    (root / "ldb").mkdir(exist_ok=True)
+    lance.write_dataset(pa.table({"id": pa.array(ids, pa.int64()),
+                                  "vector": pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1]),
+                                  "label": [str(i) for i in range(len(ids))]}), str(root / "ldb" / f"{name}.lance"))
+    return f"lancedb://{root / 'ldb'}?table={name}"
+
+
+def rows(uri: str) -> int:
+    store = open_store(uri)
+    try:
+        return store.count() if store.exists() else 0
+    finally:
+        store.close()
+
+
+def one_line(code: int, err: str, *needles: str) -> None:
+    lines = [line for line in err.splitlines() if not line.startswith("migrate: ")]
+    assert code == 1 and len(lines) == 1 and "Traceback" not in err, err
+    for needle in needles:
+        assert needle in lines[0], (needle, err)
+
+
+def test_repeated_and_null_ids_are_refused_before_the_batch_is_written(upgrade: dict, tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    v1 = upgrade["vectors"]["v1"][:240]
+    src = lance_source(tmp_path, [i % 120 for i in range(240)], v1)
+    dst = f"lancedb://{tmp_path / 'ldb'}?table=docs_v2"
+    args = ["migrate", "--bundle", str(upgrade["bundle"]), "--from", src, "--to", dst, "--batch", "80"]
+    for _ in range(2):  # a rerun refuses again and never appends a second copy
+        code, _, err = cli(capsys, *args)
+        one_line(code, err, "LanceDB", "table 'docs'", "the id 0 appears more than once")
+        assert rows(dst) == 80  # the first batch only; the one holding the repeat was never written
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = tmp_path / "pq" / "nulls"
+    folder.mkdir(parents=True)
+    flat = pa.array(v1[:10].astype(np.float32).ravel())
+    pq.write_table(pa.table({"id": pa.array([0, 1, None, *range(3, 10)], pa.int64()),
+                             "vector": pa.FixedSizeListArray.from_arrays(flat, v1.shape[1])}), folder / "p.parquet")
+    dst = f"parquet://{tmp_path / 'pq'}/nulls_v2"
+    code, _, err = cli(capsys, "migrate", "--bundle", str(upgrade["bundle"]), "--from",
+                       f"parquet://{folder}", "--to", dst)
+    one_line(code, err, "nulls", "null id")
+    assert not (tmp_path / "pq" / "nulls_v2").exists()
+
+
+def test_a_rerun_after_a_failed_verification_never_copies_again(upgrade: dict, tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    v1 = upgrade["vectors"]["v1"][:240]
+    src = lance_source(tmp_path, list(range(240)), v1)
+    dst = f"lancedb://{tmp_path / 'ldb'}?table=docs_v2"
+    args = ["migrate", "--bundle", str(upgrade["bundle"]), "--from", src, "--to", dst, "--batch", "80"]
+    assert cli(capsys, *args)[0] == 0
+    ckpt = tmp_path / "ldb.embridge" / "migrate-docs_v2.json"
+    state = json.loads(ckpt.read_text())
+    state["status"] = "running"  # what a verification that failed leaves behind
+    ckpt.write_text(json.dumps(state))
+    code, out, err = cli(capsys, *args)
+    assert code == 0, err
+    assert out["status"] == "already complete" and out["written"] == 0 and rows(dst) == 240
+
+
+def test_a_nan_in_the_source_names_the_store_and_point_not_the_bundle(upgrade: dict, tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    v1 = upgrade["vectors"]["v1"][:50].copy()
+    v1[17, 2] = np.nan
+    src = lance_source(tmp_path, list(range(100, 150)), v1)
+    dst = f"lancedb://{tmp_path / 'ldb'}?table=docs_v2"
+    code, _, err = cli(capsys, "migrate", "--bundle", str(upgrade["bundle"]), "--from", src, "--to", dst)
+    one_line(code, err, "LanceDB", "table 'docs'", "point 117", "NaN")
+    assert "fct.zip" not in err and rows(dst) == 0
+
+
+@pytest.mark.parametrize("kind", ["lancedb", "qdrant"])
+def test_integer_ids_migrate_into_chroma_and_a_rerun_only_verifies(kind: str, upgrade: dict, tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    v1 = upgrade["vectors"]["v1"][:240]
+    if kind == "lancedb":
+        src = lance_source(tmp_path, list(range(240)), v1)
+    else:
+        from qdrant_client import QdrantClient, models
+
+        client = QdrantClient(path=str(tmp_path / "qd"))
+        client.create_collection("docs", vectors_config=models.VectorParams(size=v1.shape[1],
+                                                                             distance=models.Distance.DOT))
+        client.upsert("docs", points=models.Batch(ids=list(range(240)), vectors=v1.tolist()))
+        client.close()
+        src = f"qdrant://{tmp_path / 'qd'}?collection=docs"
+    dst = f"chroma://{tmp_path / 'chr'}?collection=fromint"
+    args = ["migrate", "--bundle", str(upgrade["bundle"]), "--from", src, "--to", dst, "--batch", "80"]
+    code, out, err = cli(capsys, *args)
+    assert code == 0, err
+    assert out["status"] == "completed" and out["verification"]["sample"] > 0
+    code, out, err = cli(capsys, *args)
+    assert code == 0, err
+    assert out["status"] == "already complete" and out["written"] == 0
+    assert sorted(read_all(dst)) == sorted(str(i) for i in range(240))
+    code, out, err = cli(capsys, "check", "--uri", dst)
+    assert code == 0, err
+    assert "240" in json.dumps(out) and "480" not in json.dumps(out)
+
+
+def test_an_empty_lancedb_table_gets_an_empty_shadow_that_a_switch_can_serve(upgrade: dict, tmp_path: Path,
+                                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    v1 = upgrade["vectors"]["v1"][:0]
+    src = lance_source(tmp_path, [], v1)
+    dst = f"lancedb://{tmp_path / 'ldb'}?table=docs_v2"
+    args = ["migrate", "--bundle", str(upgrade["bundle"]), "--from", src, "--to", dst]
+    code, out, err = cli(capsys, *args, "--switch", "--alias", "served")
+    assert code == 0, err
+    assert out["status"] == "completed" and out["total"] == 0 and out["switched"]
+    assert (tmp_path / "ldb" / "docs_v2.lance").is_dir() and rows(dst) == 0
+    assert rows(f"lancedb://{tmp_path / 'ldb'}?table=served") == 0
+    code, out, err = cli(capsys, *args)
+    assert code == 0 and out["status"] == "already complete", err
