@@ -24,6 +24,21 @@ def write_items(folder: Path, inputs: np.ndarray, parts: int) -> None:
                        folder / f"p{n}.parquet")
 
 
+def mlp_items(folder: Path, n: int, parts: int = 3) -> dict:
+    """A tiny seeded MLP embedder (8 inputs -> 6) saved as ``m.pt`` and ``n`` random items for it in
+    ``parts`` Parquet files under ``items`` (ids 1000 on): the input of an embed-dataset run."""
+    import torch
+
+    from embridge.core.models.builtin import build_model, save_checkpoint
+
+    torch.manual_seed(0)
+    path = folder / "m.pt"
+    save_checkpoint(path, build_model("mlp", {"input_dim": 8, "out_dim": 6})[0], "mlp", {"input_dim": 8, "out_dim": 6})
+    inputs = np.random.default_rng(0).standard_normal((n, 8)).astype(np.float32)
+    write_items(folder / "items", inputs, parts)
+    return {"model": path, "items": folder / "items", "inputs": inputs}
+
+
 def write_partitions(folder: Path, vectors: np.ndarray, parts: int, first_id: int = 0) -> list[Path]:
     """``parts`` Parquet files of (id, vector, label) rows, in id order."""
     import pyarrow as pa

@@ -7,12 +7,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
-from scale_fixtures import write_items
+from scale_fixtures import mlp_items
 
 from embridge.core.errors import Cancelled, InputError
 from embridge.core.models import load_model
-from embridge.core.models.builtin import build_model, save_checkpoint
 from embridge.core.scale.backfill_embed import embed_dataset
 
 
@@ -30,12 +28,7 @@ def read_chunks(folder: Path) -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.fixture
 def model_and_items(tmp_path: Path) -> dict[str, Any]:
-    torch.manual_seed(0)
-    path = tmp_path / "m.pt"
-    save_checkpoint(path, build_model("mlp", {"input_dim": 8, "out_dim": 6})[0], "mlp", {"input_dim": 8, "out_dim": 6})
-    inputs = np.random.default_rng(0).standard_normal((700, 8)).astype(np.float32)
-    write_items(tmp_path / "items", inputs, 3)
-    return {"model": path, "inputs": inputs, "items": tmp_path / "items"}
+    return mlp_items(tmp_path, 700)
 
 
 def test_ray_backfill_in_planner_order_equals_local(ray_cluster: Any, model_and_items: dict, tmp_path: Path) -> None:

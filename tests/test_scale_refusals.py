@@ -8,22 +8,15 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
-from scale_fixtures import write_items
+from scale_fixtures import mlp_items
 
 from embridge.core.cli.main import main
-from embridge.core.models.builtin import build_model, save_checkpoint
 from embridge.core.store import Workspace
 
 
 @pytest.fixture
 def items(tmp_path: Path) -> dict[str, Any]:
-    torch.manual_seed(0)
-    path = tmp_path / "m.pt"
-    save_checkpoint(path, build_model("mlp", {"input_dim": 8, "out_dim": 6})[0], "mlp", {"input_dim": 8, "out_dim": 6})
-    inputs = np.random.default_rng(0).standard_normal((300, 8)).astype(np.float32)
-    write_items(tmp_path / "items", inputs, 3)  # ids 1000..1299
-    return {"model": path, "items": tmp_path / "items", "inputs": inputs}
+    return mlp_items(tmp_path, 300)  # ids 1000..1299
 
 
 def embed(m: dict[str, Any], target: Path, *extra: str) -> int:
