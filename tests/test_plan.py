@@ -181,6 +181,17 @@ def test_without_backfill_curves_the_plan_says_they_were_not_measured() -> None:
     assert any(n.startswith("Partial-backfill quality was not measured") for n in plan.notes)
 
 
+def test_a_planner_backfill_without_a_partial_option_says_where_to_look_and_what_to_do() -> None:
+    from embridge.core.scale.backfill_workspace import planner_order
+
+    report = make_report(0.60, 0.90, 0.62)
+    report["backfill"] = {"policies": {}}
+    plan = plan_from_report(report, RATE, fraction=0.3)
+    with pytest.raises(InputError, match="no partial-backfill option.*--order stored") as err:
+        planner_order(None, plan)  # refused before the workspace is read
+    assert "--fraction" not in str(err.value)
+
+
 def test_plan_on_a_judged_workspace_does_not_claim_unmeasured_backfill(tmp_path: Path) -> None:
     from judged_fixtures import build_judged_workspace
 

@@ -56,3 +56,12 @@ def test_bad_store_names_are_refused_and_create_nothing(kind: str, upgrade: dict
             assert code == 1 and err.count("\n") == 1, (args, err)
             assert f"{option}: " in err and repr(name) in err, (args, err)
         assert files(tmp_path) == before, uri
+
+
+def test_two_synonyms_naming_different_collections_are_refused(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """``table`` and ``collection`` name the same thing: a URI giving both, differently, is ambiguous."""
+    uri = f"lancedb://{tmp_path}/db?table=docs&collection=big"
+    code, _, err = cli(capsys, "check", "--uri", uri)
+    assert code == 1 and err.count("\n") == 1 and "table=docs" in err and "collection=big" in err
+    assert not (tmp_path / "db").exists()

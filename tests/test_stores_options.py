@@ -14,6 +14,7 @@ from bundle_fixtures import build_upgrade_workspace
 from store_fixtures import cli, fill_source, read_all, unit
 
 from embridge.core.bundle import export_bundle, load_bundle
+from embridge.core.cli.main import main
 from embridge.core.connectors import Batch, open_store
 from embridge.core.connectors.gallery_import import import_from_store
 from embridge.core.errors import Cancelled
@@ -98,6 +99,11 @@ def test_a_mixed_store_is_named_half_migrated_and_quality_needs_the_serving_spac
     scores = x @ x.T
     np.fill_diagonal(scores, -np.inf)
     assert quality["top1_label_agreement"] == pytest.approx(float((lab[scores.argmax(1)] == lab).mean()))
+    assert quality["queries"] == quality["points"]  # --sample above the count takes every point
+    code, out, err = cli(capsys, "check", "--uri", uri, "--label-field", "label", "--served-as", "v1", "--sample", "5")
+    assert code == 0 and out["quality"]["queries"] == 5
+    assert main(["check", "--uri", uri, "--label-field", "label", "--served-as", "v1", "--sample", "5"]) == 0
+    assert f"for 5 sampled queries among {len(v1) - half} points" in capsys.readouterr().out
 
 
 def test_faiss_index_is_read_imported_and_migrated_into_parquet(upgrade: dict, tmp_path: Path,

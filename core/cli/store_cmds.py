@@ -68,7 +68,8 @@ def cmd_migrate(args: argparse.Namespace) -> Result:
             + ", ".join(f"{k}: {n}" for k, n in sorted(v.spaces.items()))
             + f", {v.sample} sampled vectors within {v.max_abs_diff:.2g} of the bundle")
     if result.switched:
-        text += f"\nalias '{result.alias}' now serves '{result.collection}' (was {result.previous})"
+        was = f"was '{result.previous}'" if result.previous else "a new alias"
+        text += f"\nalias '{result.alias}' now serves '{result.collection}' ({was})"
     return result.to_dict(), text
 
 

@@ -34,6 +34,7 @@ class StoreQuality:
     points: int
     reachable_share: float
     top1_label_agreement: float
+    queries: int = 0  # how many of the points were sampled as queries (``--sample``)
 
 
 @dataclass
@@ -63,7 +64,8 @@ class StoreCheck:
         if self.quality:
             q = self.quality
             lines.append(f"  quality served as {q.served_as}: top-1 '{q.label_field}' agreement "
-                         f"{q.top1_label_agreement:.3f} over {q.points} points ({q.reachable_share:.0%} of the store)")
+                         f"{q.top1_label_agreement:.3f} for {q.queries} sampled queries among {q.points} points "
+                         f"({q.reachable_share:.0%} of the store)")
         lines += [f"  {note}" for note in self.notes]
         return "\n".join(lines)
 
@@ -142,4 +144,5 @@ def _quality(store: Connector, check: StoreCheck, label_field: str, served_as: s
         scores = x[q] @ x.T
         scores[np.arange(len(q)), q] = -np.inf  # leave the query itself out
         hits += int((lab[np.argmax(scores, axis=1)] == lab[q]).sum())
-    return StoreQuality(version, label_field, len(x), check.versions[version] / check.count, hits / len(queries))
+    return StoreQuality(version, label_field, len(x), check.versions[version] / check.count, hits / len(queries),
+                        len(queries))

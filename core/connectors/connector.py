@@ -74,11 +74,13 @@ class StoreURI:
         return (self.param("https") or "").lower() in ("1", "true", "yes")
 
     def param(self, *names: str, default: str | None = None) -> str | None:
-        for name in names:
-            value = self.params.get(name)
-            if value:
-                return value
-        return default
+        """The first of ``names`` (synonyms, such as table and collection) the URI gives; two synonyms
+        with different values are refused rather than one silently winning."""
+        given = {name: self.params[name] for name in names if self.params.get(name)}
+        if len(set(given.values())) > 1:
+            raise InputError(self.raw, "gives " + " and ".join(f"{k}={v}" for k, v in given.items())
+                             + ": they name the same thing; give one")
+        return next(iter(given.values()), default)
 
     def with_params(self, **changes: str | None) -> StoreURI:
         """The same store with some parameters replaced (None removes one)."""

@@ -65,7 +65,10 @@ def planner_order(ws: Any, plan: Plan) -> np.ndarray:
 
     option = next((o for o in plan.options if o.get("name") == "partial_backfill"), None)
     if option is None:
-        raise InputError("--order planner", "the plan has no partial backfill option (try plan --fraction)")
+        raise InputError("--order planner", "the plan has no partial-backfill option to take an order from "
+                         "(`embridge plan` says why: its report measured no partial-backfill curve, as reports on "
+                         "relevance judgments do not, or the layer alone reaches the target); backfill every item "
+                         "with --order stored")
     policy, beta = option.get("policy"), float(option.get("fraction") or 0.0)
     gallery = ws.gallery_ids()
     if policy != "random":
