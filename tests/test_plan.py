@@ -179,6 +179,10 @@ def test_without_backfill_curves_the_plan_says_they_were_not_measured() -> None:
     assert "no partial backfill reaches" not in plan.reason
     assert not any("No backfill order" in n for n in plan.notes)
     assert any(n.startswith("Partial-backfill quality was not measured") for n in plan.notes)
+    failing = make_report(0.60, 0.90, 0.55)
+    failing["backfill"] = {"policies": {}}
+    (note,) = [n for n in plan_from_report(failing, RATE).notes if "FAILS" in n]
+    assert note.endswith("Offer instead: fusion during the transition, or a full backfill.")
 
 
 def test_a_planner_backfill_without_a_partial_option_says_where_to_look_and_what_to_do() -> None:

@@ -234,9 +234,10 @@ def plan_from_report(source: Report | Mapping[str, Any], throughput: Throughput,
                              f"and asks every option to reach {format_share(target_share, 0)} of own-item retrieval (top-1 "
                              f"{target:.3f}: each new query finds its own item first).")
     if plan["adapter_passes"] is False:
+        instead = "a partial backfill, or a full backfill" if partial is not None else "or a full backfill"
         plan["notes"].insert(0, f"The {kind} layer FAILS the compatibility criterion ({up_cell} top-1 "
                              f"{up_q['top1']:.3f} ≤ old/old {floor:.3f}). Offer instead: fusion during the transition, "
-                             "a partial backfill, or a full backfill.")
+                             f"{instead}.")
     if not new_better:
         plan["notes"].insert(0, f"The new model is not better than the old one on this gallery ({ceil_cell} top-1 "
                              f"{ceiling:.3f} vs old/old {floor:.3f}).")
