@@ -65,3 +65,15 @@ def test_two_synonyms_naming_different_collections_are_refused(tmp_path: Path,
     code, _, err = cli(capsys, "check", "--uri", uri)
     assert code == 1 and err.count("\n") == 1 and "table=docs" in err and "collection=big" in err
     assert not (tmp_path / "db").exists()
+
+
+@pytest.mark.parametrize("scheme", ["parquet", "lancedb", "faiss"])
+def test_two_slashes_where_three_are_meant_name_the_host_and_the_fix(scheme: str, tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """``parquet://data/x`` parses as host 'data', path '/x': for a local store that is a typo for
+    ``parquet:///data/x``, refused with the spelling that was meant, never read as /x."""
+    uri = f"{scheme}://{str(tmp_path).lstrip('/')}/db" + ("?table=t" if scheme == "lancedb" else "")
+    code, _, err = cli(capsys, "check", "--uri", uri)
+    host = str(tmp_path).lstrip("/").split("/")[0]
+    assert code == 1 and err.count("\n") == 1 and f"names the host '{host}'" in err
+    assert f"{scheme}:///{str(tmp_path).lstrip('/')}/db" in err and "three slashes" in err

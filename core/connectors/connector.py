@@ -34,6 +34,9 @@ class VectorStoreError(EmbridgeError):
     """A vector store cannot be opened, read or written; the message names the URI."""
 
 
+LOCAL_SCHEMES = ("parquet", "lance", "lancedb", "faiss")  # stores that are folders or files, never servers
+
+
 @dataclass(frozen=True)
 class StoreURI:
     """A parsed store address: ``scheme://[host]/path?collection=NAME&...``."""
@@ -54,8 +57,13 @@ class StoreURI:
             if len(values) != 1:
                 raise InputError(option, f"'{uri}' gives the parameter '{key}' {len(values)} times")
             params[key] = values[0]
-        check_uri_names(parts.scheme.lower(), parts.path, params, option)
-        return cls(uri, parts.scheme.lower(), parts.netloc, parts.path, params)
+        scheme = parts.scheme.lower()
+        if scheme in LOCAL_SCHEMES and parts.netloc:  # parquet://data/x reads as host 'data', path '/x'
+            raise InputError(option, f"'{uri}' names the host '{parts.netloc}', but {scheme}:// takes a local path; "
+                             f"for the folder /{parts.netloc}{parts.path} write {scheme}:///{parts.netloc}"
+                             f"{parts.path} (three slashes)")
+        check_uri_names(scheme, parts.path, params, option)
+        return cls(uri, scheme, parts.netloc, parts.path, params)
 
     def server(self, default_port: int) -> tuple[str, int]:
         """(host, port) of a server URI (``scheme://host[:port]/...``); the default port when none is given."""
