@@ -143,3 +143,18 @@ def test_an_empty_lancedb_table_gets_an_empty_shadow_that_a_switch_can_serve(upg
     assert rows(f"lancedb://{tmp_path / 'ldb'}?table=served") == 0
     code, out, err = cli(capsys, *args)
     assert code == 0 and out["status"] == "already complete", err
+
+
+def test_a_batch_of_another_width_is_refused_by_qdrant_with_both_widths(tmp_path: Path) -> None:
+    from embridge.core.connectors import Batch, VectorStoreError
+
+    store = open_store(f"qdrant://{tmp_path}/q?collection=docs", "--to")
+    try:
+        store.create(16)
+        store.write(Batch([1, 2], np.ones((2, 16), np.float32), [{}, {}]))
+        with pytest.raises(VectorStoreError, match=r"64-d vectors for a 16-d collection") as err:
+            store.write(Batch([3], np.ones((1, 64), np.float32), [{}]))
+        assert "ids must be" not in str(err.value)
+        assert store.count() == 2
+    finally:
+        store.close()

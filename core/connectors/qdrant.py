@@ -200,7 +200,7 @@ class QdrantConnector(Connector):
 
         if not len(batch):
             return
-        check_write_batch(self, batch, batch.vectors.shape[1])
+        check_write_batch(self, batch, self.dim() or batch.vectors.shape[1])  # the collection's own width
         vectors = batch.vectors.tolist()
         if self.vector_name:
             vectors = {self.vector_name: vectors}
@@ -208,8 +208,8 @@ class QdrantConnector(Connector):
             self.client.upsert(self.collection, points=models.Batch(ids=list(batch.ids), vectors=vectors,
                                                                     payloads=batch.payloads), wait=True)
         except ValueError as exc:
-            raise VectorStoreError(f"{self.describe()}: cannot write the batch ({exc}); Qdrant ids must be "
-                                   "unsigned integers or UUIDs") from exc
+            hint = "; Qdrant ids must be unsigned integers or UUIDs" if "id" in str(exc).lower() else ""
+            raise VectorStoreError(f"{self.describe()}: cannot write the batch ({first_line(exc)}){hint}") from exc
 
     def delete_ids(self, ids: list[PointId]) -> None:
         from qdrant_client import models
