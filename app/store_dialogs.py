@@ -133,7 +133,8 @@ class StoreImportDialog(_JobDialog):
 
         def done(out: dict[str, Any]) -> None:
             self.show_result(f"Imported {out['count']} points from {out['store']} ({out['new_items']} new items); "
-                             f"vectors of model {out['model']} (dim {out['dim']}) in vector set {out['vector_set']}.")
+                             f"vectors of model {out['model']} (dim {out['dim']}) in vector set {out['vector_set']}."
+                             + (f"\nNote: {out['note']}." if out.get("note") else ""))
 
         self._started(self.ctx.run(f"Import from {uri}", job, done, on_progress=self._progressed))
 

@@ -119,7 +119,7 @@ def test_faiss_index_is_read_imported_and_migrated_into_parquet(upgrade: dict, t
     ws = tmp_path / "ws"
     Workspace.create(ws).close()
     code, out, err = cli(capsys, "import", "--workspace", str(ws), "--from", f"faiss://{path}", "--model", "v1")
-    assert code == 0 and out["count"] == len(v1), err
+    assert code == 0 and out["count"] == len(v1) and out["note"] is None, err  # a flat index gives them back exactly
     with Workspace.open(ws) as w:
         np.testing.assert_allclose(w.vectors_for("v1", w.ids_for_keys([str(i) for i in ids])), v1)
     target = f"parquet://{tmp_path / 'pq' / 'docs_v3'}"
@@ -132,6 +132,26 @@ def test_faiss_index_is_read_imported_and_migrated_into_parquet(upgrade: dict, t
     code, out, err = cli(capsys, "migrate", "--bundle", str(upgrade["bundle"]), "--from", f"faiss://{path}",
                          "--to", f"faiss://{tmp_path / 'out.faiss'}")
     assert code == 1 and "read-only" in err and not (tmp_path / "out.faiss").exists()
+
+
+def test_a_compressed_faiss_index_is_imported_with_a_note_that_its_vectors_are_approximate(
+        upgrade: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import faiss
+
+    v1 = np.ascontiguousarray(upgrade["vectors"]["v1"], dtype=np.float32)
+    index = faiss.IndexScalarQuantizer(16, faiss.ScalarQuantizer.QT_4bit)
+    index.train(v1)
+    index.add(v1)
+    path = tmp_path / "sq.faiss"
+    faiss.write_index(index, str(path))
+    ws = tmp_path / "ws"
+    Workspace.create(ws).close()
+    code, out, err = cli(capsys, "import", "--workspace", str(ws), "--from", f"faiss://{path}", "--model", "v1")
+    assert code == 0, err
+    assert "IndexScalarQuantizer" in out["note"] and "approximate" in out["note"]
+    with Workspace.open(ws) as w:  # the note is true: what was stored differs from what was indexed
+        stored = w.vectors_for("v1", w.ids_for_keys([str(i) for i in range(len(v1))]))
+    assert not np.allclose(stored, v1, atol=1e-4)
 
 
 def test_bad_requests_get_one_line_and_change_nothing(upgrade: dict, source: Any, tmp_path: Path,

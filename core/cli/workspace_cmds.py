@@ -169,7 +169,8 @@ def _import_from_store(args: argparse.Namespace) -> Result:
         out = import_from_store(ws, args.from_uri, args.model, args.label_field, args.text_field,
                                 args.split or "gallery", on_progress=StderrProgress("import"))
     return out.to_dict(), (f"imported {out.count} points from {out.store} ({out.new_items} new items), "
-                           f"vectors of model {out.model} (dim {out.dim}) in vector set {out.vector_set}")
+                           f"vectors of model {out.model} (dim {out.dim}) in vector set {out.vector_set}"
+                           + (f"\nnote: {out.note}" if out.note else ""))
 
 
 def cmd_model_add(args: argparse.Namespace) -> Result:

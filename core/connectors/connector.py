@@ -138,6 +138,10 @@ class Connector(ABC):
     supports_alias: bool = True
     single_client: bool = True  # one open client per store (embedded stores lock their folder)
 
+    def lossy_note(self) -> str | None:
+        """Why the vectors read back differ from the ones stored (a compressed index), or None."""
+        return None
+
     def __init__(self, uri: StoreURI) -> None:
         self.uri = uri
         self.collection = self.collection_name(uri)

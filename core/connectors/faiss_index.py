@@ -56,6 +56,16 @@ class FaissConnector(Connector):
     def exists(self) -> bool:
         return self.path.is_file()
 
+    def lossy_note(self) -> str | None:
+        import faiss
+
+        self._load()
+        inner = faiss.downcast_index(self._inner)
+        if isinstance(inner, faiss.IndexFlat | faiss.IndexIVFFlat | faiss.IndexHNSWFlat):
+            return None
+        return (f"{self.path} is a {type(inner).__name__}, which keeps compressed codes: its vectors come back "
+                "approximate, not as they were embedded")
+
     def count(self) -> int:
         return int(self._load().ntotal)
 

@@ -45,6 +45,7 @@ class StoreImportResult:
     dim: int
     vector_set: int
     split: str | None
+    note: str | None = None  # e.g. the vectors came back approximate from a compressed index
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -205,7 +206,8 @@ def _stream(run: _Run, store: Connector, label_field: str | None, text_field: st
     if new_items == 0:  # imported before: the same set again would only duplicate it
         for existing in ws.vector_sets(name):
             if existing["name"] == set_name and existing["count"] == total:
-                return StoreImportResult(uri, store.describe(), total, 0, name, dim, int(existing["id"]), split)
+                return StoreImportResult(uri, store.describe(), total, 0, name, dim, int(existing["id"]), split,
+                                         store.lossy_note())
     writer = ws.vector_set_writer(name, ids, dim, name=set_name,
                                   resume_key=f"store-{hashlib.sha256(source.encode()).hexdigest()[:16]}")
     try:
@@ -225,4 +227,5 @@ def _stream(run: _Run, store: Connector, label_field: str | None, text_field: st
     except REFUSALS:
         writer.abort()
         raise
-    return StoreImportResult(uri, store.describe(), total, new_items, name, dim, int(info["id"]), split)
+    return StoreImportResult(uri, store.describe(), total, new_items, name, dim, int(info["id"]), split,
+                             store.lossy_note())
