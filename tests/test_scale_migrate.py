@@ -97,3 +97,29 @@ def test_ray_migration_resumes_after_a_stop_and_refuses_what_it_cannot_do(ray_cl
     assert main(["migrate", "--bundle", str(fct["bundle"]), "--from", qdrant, "--to",
                  f"qdrant://{tmp_path / 'q'}?collection=d2", "--engine", "ray"]) == 1
     assert "partitioned datasets" in capsys.readouterr().err
+
+
+def test_ray_migration_refuses_a_repeated_id_before_writing_its_partition(ray_cluster: Any, fct: dict,
+                                                                          tmp_path: Path) -> None:
+    """As in a local migration, an id the source holds twice is refused rather than written twice."""
+    import lancedb
+    import pyarrow as pa
+
+    from embridge.core.connectors import VectorStoreError
+
+    v1 = np.asarray(fct["vectors"]["v1"][:40], dtype=np.float32)
+
+    def part(ids: list[int], rows: slice) -> Any:
+        return pa.table({"id": pa.array(ids, pa.int64()),
+                         "vector": pa.FixedSizeListArray.from_arrays(pa.array(v1[rows].ravel()), v1.shape[1])})
+
+    table = lancedb.connect(str(tmp_path / "db")).create_table("dup", part(list(range(20)), slice(0, 20)))
+    table.add(part([19, *range(20, 39)], slice(20, 40)))  # the second fragment repeats id 19
+    db = f"lancedb://{tmp_path / 'db'}"
+    with pytest.raises(VectorStoreError, match="the id 19 appears more than once"):
+        migrate_on_ray(fct["bundle"], f"{db}?table=dup", f"{db}?table=dup_v2")
+    shadow = open_store(f"{db}?table=dup_v2")
+    try:
+        assert not shadow.exists() or shadow.count() <= 20  # the repeating partition was never written
+    finally:
+        shadow.close()

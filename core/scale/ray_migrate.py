@@ -28,6 +28,7 @@ from embridge.core.connectors.migration import (
     verify_migration,
     writable_target_alias,
 )
+from embridge.core.connectors.source_checks import SeenIds
 from embridge.core.connectors.transform import load_transform
 from embridge.core.errors import InputError
 from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
@@ -115,11 +116,16 @@ def _load(source: Connector, target: Connector, staging: Path, space: str, dim: 
     files = sorted(p for p in staging.glob("*.parquet") if not p.name.startswith("."))
     done = set(state["loaded"])
     created = target.exists()
+    seen = SeenIds()  # a repeated or null id is refused before its partition is written, as in a local migration
+    for file in files:
+        if file.name in done:
+            seen.ids.update(str(i) for i in pq.read_table(file, columns=[source.id_col]).column(0).to_pylist())  # type: ignore[attr-defined]
     for i, file in enumerate(files):
         check_stop(should_stop)
         if file.name in done:
             continue
         batch = table_to_batch(pq.read_table(file), source.id_col, source.vec_col, None)  # type: ignore[attr-defined]
+        seen.check(source, batch)
         out = Batch(list(batch.ids), batch.vectors, [{**p, SPACE_FIELD: space} for p in batch.payloads])
         if not created:
             target.create(dim, like=source, sample=out)
