@@ -88,7 +88,7 @@ def fill(kind: str, uri: str, n: int) -> None:
     """Write the source with the store's own client (as an application would)."""
     from embridge.core.connectors import Batch, open_store
 
-    store = open_store(uri)
+    store = open_store(uri, "--to")  # written here: a new store folder is expected
     try:
         for n_batch, (ids, old) in enumerate(chunks(n, BATCH)):
             batch = Batch(ids, old, [{"label": str(i % 10)} for i in ids])
@@ -104,7 +104,7 @@ def bulk_insert_seconds(kind: str, uri: str, n: int, bundle: Any) -> tuple[float
     from embridge.core.connectors import open_store
     from embridge.core.connectors.connector import SPACE_FIELD
 
-    store: Any = open_store(uri)
+    store: Any = open_store(uri, "--to")
     spent = transform = 0.0
     try:
         for ids, old in chunks(n, BATCH):
@@ -180,7 +180,7 @@ def measure(stage: str, kind: str, n: int, root: Path, bundle_path: str, pg: str
     from embridge.core.connectors.transform import load_transform
 
     load_transform(bundle_path)  # libraries loaded and warm before the baseline
-    open_store(source).close()
+    open_store(source, "--from").close()
     with AnonPeak() as peak:
         baseline = peak.peak
         result = migrate_store(bundle_path, source, target, batch_size=BATCH)
