@@ -208,7 +208,7 @@ def embed_recorded(workspace: Any, model_name: str, item_ids: Sequence[int] | np
 
 def _check_model(workspace: Any, model_name: str) -> None:
     """Refuse a model name the workspace does not hold, naming the option and the known models."""
-    if not any(m["name"] == model_name for m in workspace.models()):
+    if not workspace.has_model(model_name):
         known = ", ".join(m["name"] for m in workspace.models()) or "none"
         raise InputError("--model", f"no model named '{model_name}' in the workspace {workspace.root} "
                                     f"(known: {known})")

@@ -150,6 +150,15 @@ def remove_no_follow(path: Path) -> None:
         os.unlink(path)
 
 
+def file_kind(mode: int) -> str:
+    """What a file of ``mode`` (from ``os.stat`` or ``os.lstat``) is, in the words of error messages."""
+    if stat.S_ISREG(mode):
+        return "a regular file"
+    return ("a symbolic link" if stat.S_ISLNK(mode) else "a folder" if stat.S_ISDIR(mode)
+            else "a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file")
+
+
 def check_regular(path: str | Path, label: str = "input", folders: bool = True) -> Path:
     """Refuse what is neither a regular file nor (when allowed) a folder: FIFOs, devices, sockets.
 
@@ -164,7 +173,6 @@ def check_regular(path: str | Path, label: str = "input", folders: bool = True) 
         raise InputError(p, f"cannot read the {label} ({exc.strerror})") from exc
     if stat.S_ISREG(mode) or (folders and stat.S_ISDIR(mode)):
         return p
-    kind = "a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(
-        mode) else "a socket" if stat.S_ISSOCK(mode) else "a folder" if stat.S_ISDIR(mode) else "not a regular file"
+    kind = file_kind(mode)
     wanted = "a regular file or folder" if folders else "a regular file"
     raise InputError(p, f"is {kind}; the {label} must be {wanted}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -9,18 +11,21 @@ import numpy as np
 from embridge.core.connectors.connector import Batch, PointId, VectorStoreError
 
 
-def parquet_problem(exc: BaseException) -> str:
-    """The one-line problem of a file Arrow cannot read as Parquet (to follow the file's name)."""
-    from embridge.core.errors import first_line
-
-    return f"is not a readable Parquet file ({first_line(exc)})"
-
-
-def parquet_errors() -> tuple[type[BaseException], ...]:
-    """What Arrow raises for a damaged or foreign file: its own errors and OSError."""
+@contextmanager
+def reading_parquet(file: Any, as_input: bool = False) -> Iterator[None]:
+    """Arrow's errors for a damaged or foreign Parquet file become one line naming the file: an
+    InputError for a file the user gave (``as_input``), else a VectorStoreError (a file of a store)."""
     import pyarrow as pa
 
-    return (OSError, pa.ArrowException)
+    from embridge.core.errors import InputError, first_line
+
+    try:
+        yield
+    except (OSError, pa.ArrowException) as exc:
+        problem = f"is not a readable Parquet file ({first_line(exc)})"
+        if as_input:
+            raise InputError(file, problem) from exc
+        raise VectorStoreError(f"{file}: {problem}") from exc
 
 
 def release_arrow_memory() -> None:

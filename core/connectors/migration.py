@@ -186,10 +186,9 @@ def resumable_state(target: Connector, key: str, fingerprint: dict[str, Any]) ->
     """
     state = target.load_state(key)
     if state is not None and int(state.get("written") or 0) > 0:
-        held = target.count() if target.exists() else 0
         if not target.exists():
             state = None  # the target was dropped after this checkpoint: nothing of it is left, start afresh
-        elif held < int(state["written"]):
+        elif (held := target.count()) < int(state["written"]):
             raise VectorStoreError(f"{target.describe()}: its migration checkpoint records {int(state['written'])} "
                                    f"points written, but it holds {held}: points were removed outside the "
                                    "migration; drop the collection to start again, or choose another target")

@@ -13,7 +13,6 @@ import hashlib
 import os
 import shutil
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +21,7 @@ import numpy as np
 from embridge.core.connectors.arrow_common import (
     batch_to_table,
     list_width,
-    parquet_errors,
-    parquet_problem,
+    reading_parquet,
     release_arrow_memory,
     table_to_batch,
 )
@@ -42,26 +40,17 @@ READ_BUFFER = 1 << 20  # bytes read ahead within a column chunk
 ROW_GROUP_ROWS = 16_384  # written row groups: small enough to stream back in bounded memory
 
 
-@contextmanager
-def reading(file: Path) -> Iterator[None]:
-    """Arrow's errors for a damaged or foreign file become one line naming the file."""
-    try:
-        yield
-    except parquet_errors() as exc:
-        raise VectorStoreError(f"{file}: {parquet_problem(exc)}") from exc
-
-
 def _rows(file: Path) -> int:
     import pyarrow.parquet as pq
 
-    with reading(file):
+    with reading_parquet(file):
         return int(pq.ParquetFile(file).metadata.num_rows)
 
 
 def _schema(file: Path) -> Any:
     import pyarrow.parquet as pq
 
-    with reading(file):
+    with reading_parquet(file):
         return pq.read_schema(file)
 
 
@@ -130,7 +119,7 @@ class ParquetConnector(Connector):
         files = self._files()
         start_file, start_row = (cursor or [0, 0])
         for index in range(int(start_file), len(files)):
-            with reading(files[index]):
+            with reading_parquet(files[index]):
                 yield from self._file_batches(pq.ParquetFile(files[index], buffer_size=READ_BUFFER, pre_buffer=False),
                                               index, len(files), batch_size, start_file, start_row, files[index])
 
@@ -175,7 +164,7 @@ class ParquetConnector(Connector):
             return Batch([], np.zeros((0, self.dim() or 0), np.float32), [])
         parts = []
         for file in files:
-            with reading(file):
+            with reading_parquet(file):
                 pf = pq.ParquetFile(file, buffer_size=READ_BUFFER, pre_buffer=False)
                 id_type = pf.schema_arrow.field(self.id_col).type
                 wanted = pa.array(list(ids)).cast(id_type)
@@ -200,7 +189,7 @@ class ParquetConnector(Connector):
             if SPACE_FIELD not in _schema(file).names:
                 counts[""] = counts.get("", 0) + _rows(file)
                 continue
-            with reading(file):
+            with reading_parquet(file):
                 values = pq.read_table(file, columns=[SPACE_FIELD]).column(0).to_pylist()
             for value in values:
                 counts[value or ""] = counts.get(value or "", 0) + 1
@@ -244,7 +233,7 @@ class ParquetConnector(Connector):
 
         doomed = pa.array(list(ids))
         for file in self._files():
-            with reading(file):
+            with reading_parquet(file):
                 table = pq.read_table(file)
             keep = pc.invert(pc.is_in(table.column(self.id_col), value_set=doomed.cast(table.schema.field(
                 self.id_col).type)))

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from embridge.core.errors import InputError, StoreError
-from embridge.core.paths import TMP_PREFIX, absolute, check_output
+from embridge.core.paths import TMP_PREFIX, absolute, check_output, file_kind
 
 JUNIT = "--junit"
 PROBE_BYTES = 64 * 1024  # room the JUnit file needs (about 300 bytes a check), tried before the report is built
@@ -109,15 +109,6 @@ def junit_xml(results: list[CheckResult], suite: str = "embridge.report") -> str
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
 
 
-def _kind(mode: int) -> str | None:
-    """What a file that cannot be the JUnit file is, or None for a regular file."""
-    if stat.S_ISREG(mode):
-        return None
-    return ("a symbolic link" if stat.S_ISLNK(mode) else "a folder" if stat.S_ISDIR(mode)
-            else "a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
-            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file")
-
-
 def _problem(exc: OSError, folder: Path) -> str:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
         return f"not enough disk space in {folder} ({exc.strerror})"
@@ -132,7 +123,8 @@ def check_junit_target(out: str | Path, workspace: str | Path) -> Path:
     where = f"{JUNIT} {out}"
     path = Path(out)
     try:
-        kind = _kind(os.lstat(path).st_mode)
+        mode = os.lstat(path).st_mode
+        kind = None if stat.S_ISREG(mode) else file_kind(mode)
     except (FileNotFoundError, NotADirectoryError):  # a new file (its folder is checked below)
         kind = None
     except OSError as exc:

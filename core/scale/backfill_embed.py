@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from embridge.core.connectors.arrow_common import parquet_problem
+from embridge.core.connectors.arrow_common import reading_parquet
 from embridge.core.errors import InputError
 from embridge.core.paths import check_output
 from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
@@ -67,10 +67,8 @@ def read_items(folder: Path, id_col: str, input_col: str) -> tuple[np.ndarray, A
     check_item_schemas(files, id_col, input_col)
     tables = []
     for file in files:
-        try:
+        with reading_parquet(file, as_input=True):
             table = pq.read_table(file, columns=[id_col, input_col])
-        except (OSError, pa.ArrowException) as exc:
-            raise InputError(file, parquet_problem(exc)) from exc
         check_rows(file, table, id_col, input_col)
         tables.append(table)
     table = pa.concat_tables(tables, promote_options="permissive")

@@ -21,14 +21,12 @@ def check_item_schemas(files: list[Path], id_col: str, input_col: str) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from embridge.core.connectors.arrow_common import parquet_problem
+    from embridge.core.connectors.arrow_common import reading_parquet
 
     first: tuple[Path, Any, Any] | None = None
     for file in files:
-        try:
+        with reading_parquet(file, as_input=True):
             schema = pq.read_schema(file)
-        except (OSError, pa.ArrowException) as exc:
-            raise InputError(file, parquet_problem(exc)) from exc
         if id_col not in schema.names or input_col not in schema.names:
             raise InputError(file, f"no '{id_col}' and '{input_col}' columns (columns: {', '.join(schema.names)}); "
                              "name them with --id-column/--input-column")

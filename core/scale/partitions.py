@@ -124,16 +124,13 @@ def _lance_source(path: Path, option: str) -> SourceDataset:
 
 def read_schema(part: Partition) -> Any:
     """The Arrow schema of a partition, without reading its rows where the format allows."""
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from embridge.core.connectors.arrow_common import parquet_problem
+    from embridge.core.connectors.arrow_common import reading_parquet
 
     if part.kind == "parquet":
-        try:
+        with reading_parquet(part.path, as_input=True):
             return pq.read_schema(part.path)
-        except (OSError, pa.ArrowException) as exc:
-            raise InputError(part.path, parquet_problem(exc)) from exc
     import lance
 
     return lance.dataset(part.path).schema
@@ -141,16 +138,13 @@ def read_schema(part: Partition) -> Any:
 
 def read_partition(part: Partition) -> Any:
     """All rows of one partition as an Arrow table, in stored order."""
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from embridge.core.connectors.arrow_common import parquet_problem
+    from embridge.core.connectors.arrow_common import reading_parquet
 
     if part.kind == "parquet":
-        try:
+        with reading_parquet(part.path, as_input=True):
             return pq.read_table(part.path)
-        except (OSError, pa.ArrowException) as exc:
-            raise InputError(part.path, parquet_problem(exc)) from exc
     if part.kind == "lance":
         import lance
 
