@@ -148,6 +148,51 @@ def test_transform_equals_the_bundle_and_resumes_by_partition(ray_cluster: Any, 
     assert (again.skipped, again.written) == (5, 0)
 
 
+def test_rerun_after_the_source_changed_redoes_only_what_changed(upgrade: dict, tmp_path: Path) -> None:
+    """A bad partition stops the run midway; once it is fixed, a finished one edited and another
+    removed, the rerun keeps the untouched outputs, redoes the changed ones, drops the removed one,
+    and the folder equals a fresh transform of the source as it is now."""
+    from embridge.core.scale.output_folder import STATE_FILE
+
+    v1, bundle = upgrade["vectors"]["v1"], upgrade["bundle"]
+    src, dst = tmp_path / "in", tmp_path / "out"
+    files = write_partitions(src, v1, parts=4, first_id=0)
+    bad = v1[:10].copy()
+    bad[3, 0] = np.nan
+    write_partitions(tmp_path / "bad", bad, parts=1, first_id=10_000)
+    (tmp_path / "bad" / "part-000.parquet").rename(src / "part-009.parquet")
+    with pytest.raises(InputError, match="part-009.parquet.*NaN"):
+        transform_gallery(bundle, str(src), str(dst))
+    assert sorted(p.name for p in dst.glob("*.parquet")) == [f.name for f in files]
+    kept = {f.name: (dst / f.name).stat().st_mtime_ns for f in files[:2]}
+
+    (src / "part-009.parquet").unlink()  # the bad file goes away
+    files[3].unlink()  # a finished partition goes away
+    edited = v1[len(v1) // 2:len(v1) // 2 + 7] * -1.0  # a finished partition is rewritten in place
+    write_partitions(tmp_path / "edit", edited, parts=1, first_id=50_000)
+    (tmp_path / "edit" / "part-000.parquet").replace(files[2])
+    again = transform_gallery(bundle, str(src), str(dst))
+    assert again.replaced == [files[2].name, files[3].name]
+    assert (again.skipped, again.written) == (2, 1)
+    assert {name: (dst / name).stat().st_mtime_ns for name in kept} == kept
+    assert sorted(p.name for p in dst.glob("*.parquet")) == [f.name for f in files[:3]]
+    out = read_partitions(dst)
+    np.testing.assert_array_equal(out[files[2].name][0], np.arange(7) + 50_000)
+    np.testing.assert_allclose(out[files[2].name][1], load_bundle(bundle)(edited), atol=1e-6, rtol=0)
+    fresh = transform_gallery(bundle, str(src), str(tmp_path / "fresh"))
+    assert fresh.written == 3
+    assert {n: (dst / n).read_bytes() for n in out} == {n: (tmp_path / "fresh" / n).read_bytes() for n in out}
+
+    # a folder an older version marked (partition names only) is still resumed, not refused
+    marker = dst / STATE_FILE
+    state = json.loads(marker.read_text())
+    state["partitions"] = sorted(state.pop("inputs"))
+    marker.write_text(json.dumps(state))
+    assert transform_gallery(bundle, str(src), str(dst)).skipped == 3
+    with pytest.raises(InputError, match="another transform \\(other id column\\)"):
+        transform_gallery(bundle, str(src), str(dst), id_col="label")
+
+
 def test_transform_command_and_its_refusals(ray_cluster: Any, upgrade: dict, tmp_path: Path,
                                             capsys: pytest.CaptureFixture[str]) -> None:
     write_partitions(tmp_path / "in", upgrade["vectors"]["v1"], parts=3)

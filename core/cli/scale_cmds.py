@@ -68,7 +68,9 @@ def cmd_transform(args: argparse.Namespace) -> Result:
                           on_progress=StderrProgress("transform"))
     text = (f"transformed {r.rows} rows in {r.written} partitions on {r.engine} ({r.rows_per_s:,.0f} rows/s, "
             f"runtime {', '.join(r.runtimes) or '-'}); {r.skipped} partitions were already done; output: {r.target}"
-            + (f" (Lance version {r.dataset_version})" if r.dataset_version is not None else ""))
+            + (f" (Lance version {r.dataset_version})" if r.dataset_version is not None else "")
+            + (f"; redone or dropped because their source file changed or went away: {', '.join(r.replaced)}"
+               if r.replaced else ""))
     return r.to_dict(), text
 
 

@@ -24,7 +24,7 @@ from embridge.core.errors import InputError
 from embridge.core.paths import check_output
 from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
 from embridge.core.scale.engine import check_engine, import_ray, ray_session
-from embridge.core.scale.gallery_transform import first_missing, list_partitions, parquet_dir, take_back
+from embridge.core.scale.gallery_transform import list_partitions, parquet_dir
 from embridge.core.scale.item_checks import (
     check_item_schemas,
     check_order,
@@ -32,6 +32,7 @@ from embridge.core.scale.item_checks import (
     check_unique,
     order_fingerprint,
 )
+from embridge.core.scale.output_folder import first_missing, take_back
 
 STATE_FILE = "_embridge_embed.json"
 

@@ -13,7 +13,6 @@ crash, a cancel or a killed worker does only the rest. Both engines run the same
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -24,10 +23,11 @@ from typing import Any
 import numpy as np
 
 from embridge.core.errors import InputError
-from embridge.core.paths import check_output, remove_no_follow
+from embridge.core.paths import check_output
 from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
 from embridge.core.scale.engine import check_engine
 from embridge.core.scale.layer import bundle_fingerprint, loaded_layer
+from embridge.core.scale.output_folder import partition_stamps, prepare_target, take_back
 from embridge.core.scale.partitions import (
     Partition,
     SourceDataset,
@@ -38,8 +38,6 @@ from embridge.core.scale.partitions import (
     read_partition,
 )
 from embridge.core.scale.partitions import read_schema as partition_schema
-
-STATE_FILE = "_embridge_transform.json"
 
 
 @dataclass(frozen=True)
@@ -68,6 +66,7 @@ class TransformResult:
     torch_loaded: bool = False  # whether any process that wrote a partition had imported torch
     output: str = "parquet"  # parquet (a folder of files) or lance (a dataset)
     dataset_version: int | None = None  # the Lance version the output was committed as
+    replaced: list[str] = field(default_factory=list)  # partitions redone: their source file changed or went away
 
     @property
     def rows_per_s(self) -> float:
@@ -165,54 +164,6 @@ def _check_paths(src: Path, dst: Path, bundle: Path) -> None:
         raise InputError("--bundle", f"{bundle}: no such bundle")
 
 
-def _prepare_target(dst: Path, state: dict[str, Any]) -> tuple[bool, Path | None]:
-    """Create the output folder, or check that an existing one belongs to this same transform.
-
-    Returns (fresh, made): whether this call started the output (wrote its marker) and the topmost
-    folder it created (None: none), so a refusal before any output can take back what it wrote.
-    """
-    if dst.exists() and not dst.is_dir():
-        raise InputError("--to", f"{dst}: exists and is a file, not an output folder or dataset")
-    marker = dst / STATE_FILE
-    if marker.exists():
-        before = json.loads(marker.read_text())
-        if before != state:
-            raise InputError("--to", f"{dst}: holds the output of another transform (other bundle or source); "
-                             "choose a new folder")
-        for stale in dst.glob(".*.tmp-*"):  # a partition a killed run left half written
-            stale.unlink()
-        return False, None
-    if dst.exists() and any(dst.iterdir()):
-        raise InputError("--to", f"{dst}: exists and is not the output of an earlier run of this transform")
-    made = first_missing(dst)
-    dst.mkdir(parents=True, exist_ok=True)
-    for stale in dst.glob(".*.tmp-*"):  # a partition a killed run left half written
-        stale.unlink()
-    tmp = dst / f".{STATE_FILE}.tmp"
-    tmp.write_text(json.dumps(state, indent=1))
-    os.replace(tmp, marker)
-    return True, made
-
-
-def first_missing(folder: Path) -> Path | None:
-    """The topmost folder of ``folder``'s path that does not exist yet (None when it exists)."""
-    if folder.exists():
-        return None
-    top = folder
-    while not top.parent.exists() and top.parent != top:
-        top = top.parent
-    return top
-
-
-def take_back(dst: Path, made: Path | None) -> None:
-    """Remove what a run that wrote no output left: the folders it made, or what it put in an empty one."""
-    if made is not None:
-        remove_no_follow(made)
-        return
-    for entry in list(dst.iterdir()):
-        remove_no_follow(entry)
-
-
 def transform_gallery(bundle: str | Path, source: str, target: str, *, engine: str = "local",
                       ray_address: str | None = None, num_cpus: int | None = None, id_col: str = "id",
                       vec_col: str = "vector", on_progress: ProgressFn | None = None,
@@ -234,18 +185,19 @@ def transform_gallery(bundle: str | Path, source: str, target: str, *, engine: s
     _check_schemas(src, id_col, vec_col)
     loaded_layer(bundle_path)  # verify the bundle here, with one clear line, before any worker starts
     state = {"bundle_sha256": bundle_fingerprint(bundle_path), "source": str(src.root.resolve()),
-             "partitions": [p.name for p in src.partitions], "id": id_col, "vector": vec_col}
+             "inputs": partition_stamps(src), "id": id_col, "vector": vec_col}
     if src.kind != "parquet":
         state["source_version"] = src.version
     if output == "lance":
         state["output"] = "lance"
-    fresh, made = _prepare_target(dst, state)
+    def output_of(name: str) -> Path:  # a partition's output; existing means finished
+        return lance_output.marker_path(dst, name) if output == "lance" else dst / name
+
+    fresh, made, replaced = prepare_target(dst, state, output_of)
     names = [p.name for p in src.partitions]
     if output == "lance":
         lance_output.prepare(dst)
-        targets = [str(lance_output.marker_path(dst, name)) for name in names]
-    else:
-        targets = [str(dst / name) for name in names]
+    targets = [str(output_of(name)) for name in names]
     jobs = [(str(bundle_path.resolve()), p, t, id_col, vec_col) for p, t in zip(src.partitions, targets, strict=True)]
     began = time.perf_counter()
     try:
@@ -273,4 +225,4 @@ def transform_gallery(bundle: str | Path, source: str, target: str, *, engine: s
     return TransformResult(engine, str(src.root), str(dst), len(jobs), len(written), len(results) - len(written),
                            sum(r.rows for r in written), time.perf_counter() - began,
                            sorted({r.runtime for r in written}), any(r.torch_loaded for r in written),
-                           output, version)
+                           output, version, replaced)
