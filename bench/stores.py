@@ -178,7 +178,9 @@ def measure(stage: str, kind: str, n: int, root: Path, bundle_path: str, pg: str
     from embridge.core.connectors import open_store
     from embridge.core.connectors.migration import migrate_store
     from embridge.core.connectors.transform import load_transform
+    from embridge.core.heap import cap_malloc_arenas
 
+    cap_malloc_arenas()  # what migrate_store does first in a fresh process, here before the warm-up opens the store
     load_transform(bundle_path)  # libraries loaded and warm before the baseline
     open_store(source, "--from").close()
     with AnonPeak() as peak:

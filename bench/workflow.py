@@ -245,14 +245,22 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--dim", type=int, default=384)
     p.add_argument("--sample", type=int, default=SAMPLE)
     p.add_argument("--work-dir", default=None)
-    p.add_argument("--io-only", action="store_true", help="only the import and attach steps, with their floors")
+    p.add_argument("--io-only", action="store_true", help="only the import and attach steps, with their floors "
+                   "(replacing just those rows of an existing result; its notes are kept as they are)")
     p.add_argument("--train-arg", action="append", default=[], metavar="ARG",
                    help="passed on to `train --method auto` (repeat: --train-arg=--time-budget --train-arg=600)")
     args = p.parse_args(argv)
     result = run(sizes=((args.rows, args.dim),), sample=args.sample, work_dir=args.work_dir,
                  train_extra=tuple(args.train_arg), io_only=args.io_only)
     path = RESULTS_DIR / "workflow.json"
-    if path.exists():  # keep the other sizes' rows
+    if path.exists() and args.io_only:  # only the rows it measured are replaced, in place
+        old = json.loads(path.read_text())
+        fresh = {r["name"]: r for r in result["rows"]}
+        size = f"{args.rows}x{args.dim}"
+        old["settings"].setdefault("details", {}).setdefault(size, {})["io_only_rerun"] = \
+            result["settings"]["details"][size]
+        result = {**old, "rows": [fresh.pop(r["name"], r) for r in old["rows"]] + list(fresh.values())}
+    elif path.exists():  # keep the other sizes' rows
         old = json.loads(path.read_text())
         tag = f", {args.rows:,} x {args.dim}"
         result["rows"] = [r for r in old["rows"] if tag not in r["name"]] + result["rows"]

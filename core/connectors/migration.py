@@ -38,6 +38,7 @@ from embridge.core.connectors.source_checks import SeenIds
 from embridge.core.connectors.targets import check_alias, check_store_output
 from embridge.core.connectors.transform import StoreTransform, load_transform
 from embridge.core.errors import InputError
+from embridge.core.heap import cap_malloc_arenas, release_free_memory
 from embridge.core.l2 import l2_normalize
 from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
 
@@ -139,6 +140,7 @@ def migrate_store(bundle: str | Path, source_uri: str, target_uri: str, *, order
         raise InputError("--order" if order != "random" else "--backfill", "chooses which points get real "
                          "new-model vectors; give those with --new-vectors FILE.npz")
     report = on_progress or no_progress
+    cap_malloc_arenas()  # before the stores' client libraries start their threads
     transform = load_transform(bundle)
     new = read_new_vectors(new_vectors, transform.out_dim) if new_vectors is not None else None
     source, target = open_pair(source_uri, target_uri, (bundle, new_vectors))
@@ -282,6 +284,7 @@ def _copy(transform: StoreTransform, source: Connector, target: Connector, new: 
         state.update(cursor=out.cursor, written=int(state["written"]) + len(out), pending=None)
         target.save_state(key, state)
         report(int(state["written"]), total, {"stage": "migrating"})
+        release_free_memory()  # what the batch freed goes back to the system, not to an idle arena
 
     start = state["cursor"]
     if not target.exists():
