@@ -146,3 +146,53 @@ def test_backfill_refuses_a_bad_target_before_embedding(ws_and_model: tuple[Path
     assert _state(ws_path) == before
     assert not (ws_path / "x.lance").exists() and not (ws_path / "scale-jobs").exists()
     assert not (tmp_path / "index.faiss").exists()
+
+
+def test_a_source_rewritten_in_place_is_another_job_but_a_touched_one_resumes(
+        items: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The job's identity is its items: a partition copied over itself (new time, same bytes) resumes;
+    the same partition with other inputs of the very same size is refused before any chunk is touched."""
+    import json
+    import os
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from embridge.core.scale.backfill_embed import STATE_FILE
+
+    out = tmp_path / "out"
+    assert embed(items, out) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    part = items["items"] / "p1.parquet"
+    shutil.copyfile(part, tmp_path / "copy.parquet")
+    os.replace(tmp_path / "copy.parquet", part)  # same bytes, a new file and time
+    capsys.readouterr()
+    assert embed(items, out) == 0
+    assert "150 chunks were already done" in capsys.readouterr().out
+
+    table = pq.read_table(part)
+    col = table.column("input").combine_chunks()
+    flipped = pa.FixedSizeListArray.from_arrays(pc.negate(col.flatten()), col.type.list_size)
+    size = part.stat().st_size
+    pq.write_table(table.set_column(1, "input", flipped), part)
+    assert part.stat().st_size == size, "the rewritten partition should keep its size for this check"
+    assert embed(items, out) == 1
+    err = one_line_error(capsys)
+    assert "--to" in err and "another embedding job" in err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+    # a folder marked by an earlier version (source files by name and size) resumes on those terms
+    fresh = tmp_path / "older"
+    assert embed(items, fresh) == 0
+    marker = fresh / STATE_FILE
+    state = json.loads(marker.read_text())
+    del state["items"]
+    state["files"] = [f"{p.name}:{p.stat().st_size}" for p in sorted(items["items"].glob("*.parquet"))]
+    marker.write_text(json.dumps(state))
+    capsys.readouterr()
+    assert embed(items, fresh) == 0
+    assert "150 chunks were already done" in capsys.readouterr().out
+    assert "items" in json.loads(marker.read_text())
+

@@ -30,6 +30,7 @@ from embridge.core.scale.item_checks import (
     check_order,
     check_rows,
     check_unique,
+    items_fingerprint,
     order_fingerprint,
 )
 from embridge.core.scale.output_folder import first_missing, take_back
@@ -55,8 +56,9 @@ class EmbedResult:
         return {**asdict(self), "items_per_s": self.items_per_s}
 
 
-def read_items(folder: Path, id_col: str, input_col: str) -> tuple[np.ndarray, Any]:
-    """All ids and inputs of the dataset (inputs: float32 rows or a list of texts).
+def read_items(folder: Path, id_col: str, input_col: str) -> tuple[np.ndarray, Any, list[str]]:
+    """All ids and inputs of the dataset (inputs: float32 rows or a list of texts), and the files read
+    (``name:size``, what markers of earlier versions named a job's source by).
 
     Every partition's schema is checked before any rows are read, and every row before any chunk is
     embedded: a null or repeated id or a null input is named by partition file and row.
@@ -65,6 +67,7 @@ def read_items(folder: Path, id_col: str, input_col: str) -> tuple[np.ndarray, A
     import pyarrow.parquet as pq
 
     files = list_partitions(folder)
+    stamps = [f"{f.name}:{f.stat().st_size}" for f in files]
     check_item_schemas(files, id_col, input_col)
     tables = []
     for file in files:
@@ -82,7 +85,7 @@ def read_items(folder: Path, id_col: str, input_col: str) -> tuple[np.ndarray, A
         inputs = col.to_pylist()
     else:
         raise InputError(folder, f"column '{input_col}' is neither a fixed-size list of floats nor text")
-    return ids, inputs
+    return ids, inputs, stamps
 
 
 def ordered(ids: np.ndarray, inputs: Any, order: np.ndarray | None) -> tuple[np.ndarray, Any]:
@@ -152,13 +155,14 @@ def embed_dataset(model: ModelRef, source: str, target: str, *, engine: str = "l
         raise InputError("--to", f"{dst}: the output folder must not be the input folder or inside it")
     if not own_stage:
         check_output(dst, label="--to", inputs=(src, None if isinstance(model, Mapping) else model), below=True)
-    ids, inputs = ordered(*read_items(src, id_col, input_col), order)
+    ids, inputs, files = read_items(src, id_col, input_col)
+    ids, inputs = ordered(ids, inputs, order)
     model_key = str(model.get("sha256")) if isinstance(model, Mapping) else str(Path(model).resolve())
     state = {"model": model_key, "source": str(src.resolve()), "chunk": chunk, "id": id_col, "input": input_col,
              "order": order_fingerprint(order), "n": len(ids),
-             "files": [f"{f.name}:{f.stat().st_size}" for f in list_partitions(src)]}
+             "items": items_fingerprint(ids, inputs)}
     worker = ChunkEmbedder(model, "cuda" if num_gpus else "cpu", batch_size, role) if engine == "local" else None
-    fresh, made = _prepare(dst, state)
+    fresh, made = _prepare(dst, state, files)
     try:
         return _embed(model, dst, ids, inputs, chunk, worker, engine, actors, num_gpus, batch_size, ray_address,
                       on_progress, should_stop, role)
@@ -197,11 +201,19 @@ def _embed(model: ModelRef, dst: Path, ids: np.ndarray, inputs: Any, chunk: int,
                        time.perf_counter() - began)
 
 
-def _prepare(dst: Path, state: dict[str, Any]) -> tuple[bool, Path | None]:
-    """Start the output folder, or check an existing one is this job's; (fresh, made) as for a transform."""
+def _prepare(dst: Path, state: dict[str, Any], files: list[str]) -> tuple[bool, Path | None]:
+    """Start the output folder, or check an existing one is this job's; (fresh, made) as for a transform.
+
+    The job is its model, columns, chunk size, order and the exact items in that order, so a chunk
+    is never resumed from a source rewritten in place. A marker written before the items were part
+    of it named the source's files by name and size (``files``), and is taken on those terms.
+    """
     marker = dst / STATE_FILE
     if marker.exists():
-        if json.loads(marker.read_text()) != state:
+        before = json.loads(marker.read_text())
+        if _older_marker_of(before, state, files):
+            marker.write_text(json.dumps(state))
+        elif before != state:
             raise InputError("--to", f"{dst}: holds the output of another embedding job; choose a new folder")
         return False, None
     if dst.exists() and any(dst.iterdir()):
@@ -210,6 +222,11 @@ def _prepare(dst: Path, state: dict[str, Any]) -> tuple[bool, Path | None]:
     dst.mkdir(parents=True, exist_ok=True)
     marker.write_text(json.dumps(state))
     return True, made
+
+
+def _older_marker_of(before: Any, state: dict[str, Any], files: list[str]) -> bool:
+    """Whether ``before`` is an earlier version's marker (source files by name and size) of this job."""
+    return before == {**{k: v for k, v in state.items() if k != "items"}, "files": files}
 
 
 def _on_ray(model: ModelRef, jobs: list[tuple], actors: int | None, num_gpus: float, batch_size: int,

@@ -125,3 +125,26 @@ def order_fingerprint(order: np.ndarray | None) -> str | None:
     arr = np.ascontiguousarray(order)
     digest = hashlib.sha256(f"{arr.dtype.str}:{arr.shape}".encode() + arr.tobytes())
     return digest.hexdigest()
+
+
+def items_fingerprint(ids: np.ndarray, inputs: Any) -> str:
+    """The exact items in embedding order (ids, and float rows or texts): what an embedding job's chunks
+    hold, so a source rewritten in place is another job and a file merely copied or touched is not."""
+    digest = hashlib.sha256()
+    arr = np.ascontiguousarray(ids)
+    if arr.dtype == object:
+        _texts(digest, arr.tolist())
+    else:
+        digest.update(f"{arr.dtype.str}:{arr.shape}".encode() + arr.tobytes())
+    if isinstance(inputs, np.ndarray):
+        rows = np.ascontiguousarray(inputs, dtype=np.float32)
+        digest.update(f"{rows.shape}".encode() + rows.tobytes())
+    else:
+        _texts(digest, inputs)
+    return digest.hexdigest()
+
+
+def _texts(digest: Any, texts: Any) -> None:
+    for text in texts:  # each length-prefixed, so no two lists hash alike
+        encoded = str(text).encode()
+        digest.update(len(encoded).to_bytes(8, "little") + encoded)
