@@ -99,6 +99,31 @@ def test_ray_migration_resumes_after_a_stop_and_refuses_what_it_cannot_do(ray_cl
     assert "partitioned datasets" in capsys.readouterr().err
 
 
+def test_ray_migration_refuses_to_resume_over_a_source_changed_in_place(ray_cluster: Any, fct: dict,
+                                                                       tmp_path: Path) -> None:
+    """Points rewritten in the source after part of it was written (same count) make another migration:
+    resuming would keep the old points' vectors in the shadow."""
+    import lancedb
+
+    from embridge.core.connectors import VectorStoreError
+
+    v1 = np.tile(fct["vectors"]["v1"], (2, 1))
+    write_lance(tmp_path / "db", "docs", v1, fragments=3)
+    src, dst = f"lancedb://{tmp_path / 'db'}?table=docs", f"lancedb://{tmp_path / 'db'}?table=shadow"
+    stages: list[str] = []
+    with pytest.raises(Cancelled):
+        migrate_on_ray(fct["bundle"], src, dst, on_progress=lambda i, n, info: stages.append(info["stage"]),
+                       should_stop=lambda: stages.count("writing") >= 1)
+    written = collection(dst)
+    lancedb.connect(str(tmp_path / "db")).open_table("docs").update(
+        where="id < 5", values={"vector": (-v1[0]).tolist()})
+    with pytest.raises(VectorStoreError, match="source changed since"):
+        migrate_on_ray(fct["bundle"], src, dst)
+    after = collection(dst)
+    assert after[0] == written[0]
+    np.testing.assert_array_equal(after[1], written[1])
+
+
 def test_ray_migration_refuses_a_repeated_id_before_writing_its_partition(ray_cluster: Any, fct: dict,
                                                                           tmp_path: Path) -> None:
     """As in a local migration, an id the source holds twice is refused rather than written twice."""

@@ -33,6 +33,8 @@ from embridge.core.connectors.transform import load_transform
 from embridge.core.errors import InputError
 from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
 from embridge.core.scale.layer import bundle_fingerprint
+from embridge.core.scale.output_folder import partition_stamps
+from embridge.core.scale.partitions import open_source
 
 PARTITIONED = ("lancedb", "parquet")
 
@@ -70,8 +72,10 @@ def migrate_on_ray(bundle: str | Path, source_uri: str, target_uri: str, *, swit
             raise InputError("--to", f"{target.describe()}: --engine ray stages partitions beside the store, "
                              "which needs a local store folder")
         key, total = f"ray-migrate-{target.collection}", source.count()
+        partitions = open_source(data)  # a partition changed in place since the start is another migration
         fingerprint = {"bundle": bundle_fingerprint(bundle), "source": data, "target": target.collection,
-                       "source_count": total}
+                       "source_count": total, "source_version": partitions.version,
+                       "source_partitions": partition_stamps(partitions)}
         state = resumable_state(target, key, fingerprint) or {"fingerprint": fingerprint, "loaded": [], "written": 0, "status": "running"}
         target.save_state(key, state)
         names = space_names(transform)
