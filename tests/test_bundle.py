@@ -212,6 +212,48 @@ def test_cancelled_or_refused_export_leaves_nothing(upgrade: dict, tmp_path: Pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b.zip"]
 
 
+@pytest.mark.parametrize("name", ["b.zip", "folder"])
+def test_a_file_that_appears_at_out_during_the_export_is_never_replaced(upgrade: dict, tmp_path: Path,
+                                                                       name: str) -> None:
+    out = tmp_path / name
+
+    def someone_writes_out() -> bool:
+        if not out.exists():
+            out.write_bytes(b"precious")  # another process takes the name while the bundle is made
+        return False
+
+    with Workspace.open(upgrade["path"]) as ws:
+        bundles = len(ws.bundles())
+        with pytest.raises(BundleError, match="appeared while the bundle was being written; nothing was replaced"):
+            export_bundle(ws, out, [upgrade["runs"]["fct"]], should_stop=someone_writes_out)
+        assert ws.runs("export")[-1]["status"] == "failed" and len(ws.bundles()) == bundles
+    assert out.read_bytes() == b"precious"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]
+
+
+def test_an_export_stopped_before_it_is_recorded_takes_its_bundle_back(upgrade: dict, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C or SIGTERM between the bundle taking its name and its workspace record: nothing is left at
+    --out, so the same command can simply run again."""
+    out = tmp_path / "b.zip"
+    with Workspace.open(upgrade["path"]) as ws:
+        bundles = len(ws.bundles())
+
+        def interrupted(*args: object, **kwargs: object) -> None:
+            assert out.is_file()  # the bundle had its name when the stop came
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(ws, "add_bundle", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            export_bundle(ws, out, [upgrade["runs"]["v3_to_v1"]])
+        monkeypatch.undo()
+        assert ws.runs("export")[-1]["status"] == "cancelled" and len(ws.bundles()) == bundles
+        assert list(tmp_path.iterdir()) == []
+        result = export_bundle(ws, out, [upgrade["runs"]["v3_to_v1"]])
+        assert len(ws.bundles()) == bundles + 1 and result["sha256"] == sha256_file(out)
+    verify_bundle(out)
+
+
 def test_overwrite_never_deletes_files_added_inside_a_bundle_folder(upgrade: dict, tmp_path: Path,
                                                                     capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "bundle"

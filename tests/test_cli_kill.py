@@ -228,6 +228,38 @@ def test_sigterm_during_train_ends_it_with_one_line_and_records_the_run_as_stopp
         assert ws.adapters() == []
 
 
+LATE_SIGNALS = """
+import os, signal, sys
+from embridge.core.cli import main as cli
+
+real_emit = cli.emit
+
+
+def emit_after_a_stop(*args, **kwargs):  # the work is done and stored; the stop comes before the output
+    os.kill(os.getpid(), signal.SIGTERM)
+    os.kill(os.getpid(), signal.SIGINT)
+    real_emit(*args, **kwargs)
+
+
+cli.emit = emit_after_a_stop
+sys.argv = ["embridge", *sys.argv[1:]]
+cli.run_program()
+"""
+
+
+def test_a_stop_after_the_work_is_done_still_reports_the_command_as_done(
+        demo_copy: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A Ctrl-C or SIGTERM that arrives once a command's work is stored no longer turns it into a failure
+    (exit 130/143 with nothing said) for a script checking its exit status."""
+    args = ["train", "-w", str(demo_copy), "--method", "procrustes", "--device", "cpu", "--json"]
+    proc = subprocess.run([sys.executable, "-c", LATE_SIGNALS, *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["method"] == "procrustes" and "error" not in proc.stderr
+    (run,) = _runs(capsys, demo_copy, "train")
+    assert run["status"] == "completed"
+
+
 # -- report and bundle export -------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def trained(demo_workspace_path: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:

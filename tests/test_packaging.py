@@ -56,7 +56,7 @@ def test_qt_is_required_only_by_the_gui_extra(wheel: Path) -> None:
     unconditional = [r for r in requires if "extra ==" not in r]
     assert any(r.startswith("torch") for r in unconditional)
     assert "gui" in (meta.get_all("Provides-Extra") or [])
-    assert "embridge = embridge.core.cli.main:main" in entry_points
+    assert "embridge = embridge.core.cli.main:run_program" in entry_points
     assert "embridge-gui = embridge.app.gui_entry:main" in entry_points
 
 

@@ -215,3 +215,18 @@ def test_cli_attaches_vectors_and_stores_qrels_with_them(ws: Workspace, tmp_path
     assert "stored 2 judgments" in out
     assert ws.judgments("dev").relevant_sets() == {int(ws.query_ids_for_keys(["7"])[0]):
                                                    {int(ws.doc_ids_for_keys(["7"])[0]): 1}}
+
+
+def test_cli_vectors_without_a_model_says_only_their_keys_were_stored(tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    root = str(tmp_path / "fresh")
+    assert main(["init", "-w", root]) == 0
+    np.savez(tmp_path / "g.npz", ids=np.array([f"k{i}" for i in range(30)]),
+             vectors=np.random.default_rng(0).standard_normal((30, 8)).astype(np.float32))
+    capsys.readouterr()
+    assert main(["import", "-w", root, "--format", "vectors", "--path", str(tmp_path / "g.npz")]) == 0
+    out = capsys.readouterr().out
+    assert "imported 30 items (vectors)" in out
+    assert "only their keys: the vectors were not stored (pass --model NAME" in out
+    with Workspace.open(root) as ws:
+        assert ws.vector_sets() == [] and ws.item_count() == 30

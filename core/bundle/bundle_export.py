@@ -1,9 +1,11 @@
 """Export a workspace's adapter (or chain of adapters) as a bundle folder or ``.zip``.
 
-The bundle is assembled in a temp folder beside the destination and only then renamed into
-place (a zip is written to a temp file and renamed), so a crash or a cancel never leaves a
-half bundle under the final name. The export is recorded as a workspace run and the bundle is
-registered with its sha256 (of the zip file, or the folder tree).
+The bundle is assembled in a temp folder beside the destination (a zip is then packed into a temp
+file), verified there, and only then moved into place under a name claimed atomically, so a crash
+or a cancel never leaves a half bundle under the final name, and a file that appears there while
+the export runs is never replaced. The export is recorded as a workspace run and the bundle is
+registered with its sha256 (of the zip file, or the folder tree); an export stopped between the
+move and that record takes the bundle back.
 """
 
 from __future__ import annotations
@@ -43,9 +45,8 @@ from embridge.core.paths import check_output, remove_no_follow
 from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
 from embridge.core.store import Workspace
 from embridge.core.store.files import (
-    atomic_target,
     disk_error,
-    fsync_dir,
+    publish_new,
     sha256_file,
     sha256_tree,
     temp_path_for,
@@ -83,18 +84,30 @@ def export_bundle(ws: Workspace, out: str | Path, run_ids: list[int] | None = No
     config = {"runs": [s.run["id"] for s in steps], "out": str(out), "gallery": gallery, "probes": probes}
     with recorded_run(ws, "export", steps[0].adapter.kind if len(steps) == 1 else "chain", config) as record:
         staging = temp_path_for(out if out.suffix.lower() != ".zip" else out.with_suffix(""))
+        packed = temp_path_for(out) if out.suffix.lower() == ".zip" else staging
+        published = False
         try:
-            staging.mkdir(parents=True)
-            manifest = _fill(ws, staging, steps, report, gallery, probes, seed, on_progress, should_stop)
-            check_stop(should_stop)
-            _publish(staging, out, overwrite)
-        except OSError as exc:  # a full disk or a folder we may not write: one line, nothing left
-            raise disk_error(exc, out, "write the bundle") from exc
+            try:
+                staging.mkdir(parents=True)
+                manifest = _fill(ws, staging, steps, report, gallery, probes, seed, on_progress, should_stop)
+                if packed != staging:
+                    _zip(staging, packed)
+                verify_bundle(packed)  # checked before it takes the name: what appears at --out is whole
+                digest = sha256_file(packed) if packed.is_file() else sha256_tree(packed)
+                check_stop(should_stop)
+                _publish(packed, out, overwrite)
+                published = True
+            except OSError as exc:  # a full disk or a folder we may not write: one line, nothing left
+                raise disk_error(exc, out, "write the bundle") from exc
+            row = ws.add_bundle(steps[0].row["id"], manifest["report"]["id"], out.resolve(), digest, manifest)
+        except BaseException:
+            if published:  # stopped before it was recorded: no bundle the workspace does not know of
+                remove_no_follow(out)
+            raise
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-        verify_bundle(out)
-        digest = sha256_file(out) if out.is_file() else sha256_tree(out)
-        row = ws.add_bundle(steps[0].row["id"], manifest["report"]["id"], out.resolve(), digest, manifest)
+            if packed != staging:
+                packed.unlink(missing_ok=True)
         record["metrics"] = {"bundle_id": row["id"], "path": str(out.resolve()), "sha256": digest}
     size = out.stat().st_size if out.is_file() else sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     return {"bundle_id": row["id"], "run_id": record["run_id"], "path": str(out.resolve()),
@@ -204,24 +217,29 @@ def _write_gallery(ws: Workspace, root: Path, module: Any, first: contents.Step,
             "to_model": last.row["new_model"], "normalised": False}
 
 
-def _publish(staging: Path, out: Path, overwrite: bool) -> None:
-    """Rename the finished folder into place, or zip it to a temp file renamed into place."""
-    if out.suffix.lower() == ".zip":
-        with atomic_target(out) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
-            for path in sorted(staging.rglob("*")):
-                if path.is_file():
-                    stored = path.suffix in TENSOR_SUFFIXES and path.stat().st_size > STORE_TENSOR_BYTES
-                    zf.write(path, path.relative_to(staging).as_posix(),
-                             compress_type=zipfile.ZIP_STORED if stored else None)
-        return
+def _zip(staging: Path, packed: Path) -> None:
+    """The finished folder as a zip at ``packed`` (large tensors stored, the rest deflated)."""
+    with zipfile.ZipFile(packed, "w", zipfile.ZIP_DEFLATED) as zf:
+        for path in sorted(staging.rglob("*")):
+            if path.is_file():
+                stored = path.suffix in TENSOR_SUFFIXES and path.stat().st_size > STORE_TENSOR_BYTES
+                zf.write(path, path.relative_to(staging).as_posix(),
+                         compress_type=zipfile.ZIP_STORED if stored else None)
+
+
+def _publish(packed: Path, out: Path, overwrite: bool) -> None:
+    """Move the finished bundle to ``out``. Only an ``overwrite`` replaces an earlier bundle there;
+    anything that appeared at ``out`` while this export ran is never replaced."""
     old = None
     if out.exists() or out.is_symlink():
         if not overwrite:
-            raise BundleError(f"{out}: already exists")
+            raise BundleError(f"{out}: appeared while the bundle was being written; nothing was replaced")
         replaceable_bundle(out)  # again: files may have been added to it while the export ran
         old = temp_path_for(out)
         os.replace(out, old)
-    os.replace(staging, out)
-    fsync_dir(out.parent)
+    try:
+        publish_new(packed, out)
+    except FileExistsError:
+        raise BundleError(f"{out}: appeared while the bundle was being written; nothing was replaced") from None
     if old is not None:
         remove_no_follow(old)

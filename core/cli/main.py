@@ -61,24 +61,32 @@ def emit(data: dict[str, Any], text: str, as_json: bool) -> None:
     sys.stdout.flush()
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, program: bool = False) -> int:
+    """Run one command; its exit status. ``program``: this is the whole process (the ``embridge``
+    program), so once the command's work is done a late Ctrl-C or SIGTERM is ignored rather than
+    turning a finished command into a failed one; callers in-process keep their own signal handling."""
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # a usage error (already printed as one line), --help or --version
         return exc.code if isinstance(exc.code, int) else 2
+    finished: tuple[dict[str, Any], str] | None = None
     try:
         with _sigterm_interrupts():
-            data, text = args.handler(args)
+            finished = args.handler(args)
+            if program:
+                _ignore_stop_signals()
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (see _sigterm_interrupts)
+        if finished is None:
+            _error(str(exc) or "interrupted")
+            return 128 + signal.SIGTERM if str(exc) == TERMINATED else 130
+        _ignore_stop_signals()  # the stop came after the work was done: report it as done
     except Cancelled as exc:
         _error(str(exc))
         return 130
     except EmbridgeError as exc:
         _error(str(exc))
         return 1
-    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (see _sigterm_interrupts)
-        _error(str(exc) or "interrupted")
-        return 128 + signal.SIGTERM if str(exc) == TERMINATED else 130
     except sqlite3.DatabaseError as exc:  # outside the workspace's own transactions: same words as inside
         from embridge.core.paths import DB_NAME
         from embridge.core.store.sqlite_errors import translate
@@ -94,11 +102,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         _error(f"unexpected {type(exc).__name__}: {exc} (set EMBRIDGE_DEBUG=1 for the traceback)")
         return 3
+    data, text = finished
     emit(data, text, getattr(args, "json", False))
     return int(getattr(args, "exit_status", 0))  # a handler sets 1 when a check it ran failed (report gate)
 
 
+def run_program() -> None:
+    """The ``embridge`` program: :func:`main` as the whole process, then exit with its status."""
+    sys.exit(main(program=True))
+
+
 TERMINATED = "terminated"
+
+
+def _ignore_stop_signals() -> None:
+    """From here on the process only prints what it did and exits: Ctrl-C and SIGTERM are ignored."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 @contextmanager
@@ -117,7 +138,8 @@ def _sigterm_interrupts() -> Iterator[None]:
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        if signal.getsignal(signal.SIGTERM) is interrupt:  # not when the program already ignores it
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _error(message: str) -> None:
@@ -133,4 +155,4 @@ def add_common(parser: argparse.ArgumentParser, workspace: bool = True) -> None:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_program()

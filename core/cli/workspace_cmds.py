@@ -145,6 +145,8 @@ def cmd_import(args: argparse.Namespace) -> Result:
     if out.get("attached") or out.get("already_stored"):
         text += (f"; stored vectors of model {args.model} for {out['attached']} items"
                  f" ({out['already_stored']} already had them)")
+    elif out["format"] == "vectors" and not args.model:
+        text += "; only their keys: the vectors were not stored (pass --model NAME to store them as its vector set)"
     return out, text + ("; " + _qrels_text(out["qrels"]) if out.get("qrels") else "")
 
 

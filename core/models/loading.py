@@ -257,8 +257,9 @@ def _settle_shape(path: Path, kind: str, opened: Opened, given: Sequence[int] | 
         weight = _first_weight(opened.module)
         if weight is not None and weight.ndim == 2:
             return (int(weight.shape[1]),)  # a first linear layer fixes a vector input
-        raise CheckpointError(path, "cannot tell the model's input shape; pass input_shape (e.g. 1,28,28 for "
-                              f"28x28 grayscale images){_first_layer_hint(opened.module)}")
+        raise CheckpointError(path, "cannot tell the model's input shape; give it (--input-shape, or Input shape "
+                              "when adding a model in the app), e.g. 1,28,28 for 28x28 grayscale images"
+                              f"{_first_layer_hint(opened.module)}")
     if any(s <= 0 for s in shape):
         raise CheckpointError(path, f"invalid input shape {shape}")
     return shape

@@ -76,6 +76,36 @@ def publish(tmp: Path, final: Path) -> None:
     fsync_dir(final.parent)
 
 
+def publish_new(tmp: Path, final: Path) -> None:
+    """Move a finished temp file or folder to ``final``, which must not exist yet.
+
+    The name is claimed atomically (a hard link for a file, an exclusive ``mkdir`` for a folder), so
+    something another process put at ``final`` while ``tmp`` was being written raises
+    FileExistsError instead of being replaced.
+    """
+    if tmp.is_dir():
+        final.mkdir()
+        try:
+            os.replace(tmp, final)  # onto the empty folder just made
+        except OSError:  # systems that do not rename a folder over an empty one
+            final.rmdir()
+            os.rename(tmp, final)
+    else:
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        try:
+            os.link(tmp, final)
+        except FileExistsError:
+            raise
+        except OSError:  # a filesystem without hard links: check, then rename
+            if final.exists() or final.is_symlink():
+                raise FileExistsError(errno.EEXIST, "exists", str(final)) from None
+            os.replace(tmp, final)
+        else:
+            tmp.unlink()
+    fsync_dir(final.parent)
+
+
 @contextmanager
 def atomic_target(final: str | Path) -> Iterator[Path]:
     """Yield a temp path to write; on success it replaces ``final``, on error it is removed."""
