@@ -9,7 +9,6 @@ a temporary name then renamed, so a rerun skips finished chunks. Progress report
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Mapping
@@ -33,7 +32,7 @@ from embridge.core.scale.item_checks import (
     items_fingerprint,
     order_fingerprint,
 )
-from embridge.core.scale.output_folder import first_missing, take_back
+from embridge.core.scale.output_folder import first_missing, read_marker, take_back, write_marker
 
 STATE_FILE = "_embridge_embed.json"
 
@@ -210,9 +209,9 @@ def _prepare(dst: Path, state: dict[str, Any], files: list[str]) -> tuple[bool, 
     """
     marker = dst / STATE_FILE
     if marker.exists():
-        before = json.loads(marker.read_text())
+        before = read_marker(marker)
         if _older_marker_of(before, state, files):
-            marker.write_text(json.dumps(state))
+            write_marker(marker, state)
         elif before != state:
             raise InputError("--to", f"{dst}: holds the output of another embedding job; choose a new folder")
         return False, None
@@ -220,7 +219,7 @@ def _prepare(dst: Path, state: dict[str, Any], files: list[str]) -> tuple[bool, 
         raise InputError("--to", f"{dst}: exists and is not the output of an earlier run of this job")
     made = first_missing(dst)
     dst.mkdir(parents=True, exist_ok=True)
-    marker.write_text(json.dumps(state))
+    write_marker(marker, state)
     return True, made
 
 

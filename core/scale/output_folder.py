@@ -73,10 +73,7 @@ def prepare_target(dst: Path, state: dict[str, Any],
         raise InputError("--to", f"{dst}: exists and is a file, not an output folder or dataset")
     marker = dst / STATE_FILE
     if marker.exists():
-        try:
-            before = json.loads(marker.read_text())
-        except (OSError, ValueError) as exc:
-            raise InputError(marker, f"unreadable transform marker ({exc}); choose a new folder") from exc
+        before = read_marker(marker)
         if not isinstance(before, dict) or _job(before) != _job(state):
             what = _difference(before, state) if isinstance(before, dict) else "job"
             raise InputError("--to", f"{dst}: holds the output of another transform (other {what}); "
@@ -86,21 +83,30 @@ def prepare_target(dst: Path, state: dict[str, Any],
             output_of(name).unlink()
         _remove_half_written(dst)
         if before != state:
-            _write_marker(dst, state)
+            write_marker(marker, state)
         return False, None, replaced
     if dst.exists() and any(dst.iterdir()):
         raise InputError("--to", f"{dst}: exists and is not the output of an earlier run of this transform")
     made = first_missing(dst)
     dst.mkdir(parents=True, exist_ok=True)
     _remove_half_written(dst)
-    _write_marker(dst, state)
+    write_marker(marker, state)
     return True, made, []
 
 
-def _write_marker(dst: Path, state: dict[str, Any]) -> None:
-    tmp = dst / f".{STATE_FILE}.tmp"
+def read_marker(marker: Path) -> Any:
+    """The job an output folder's marker names; one line when it cannot be read."""
+    try:
+        return json.loads(marker.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(marker, f"unreadable job marker ({exc}); choose a new folder") from exc
+
+
+def write_marker(marker: Path, state: dict[str, Any]) -> None:
+    """Write the marker under a temp name, then rename: a crash never leaves half a marker."""
+    tmp = marker.with_name(f".{marker.name}.tmp")
     tmp.write_text(json.dumps(state, indent=1))
-    os.replace(tmp, dst / STATE_FILE)
+    os.replace(tmp, marker)
 
 
 def _remove_half_written(dst: Path) -> None:
