@@ -68,10 +68,14 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb+") as fh:
+        os.fsync(fh.fileno())
+
+
 def publish(tmp: Path, final: Path) -> None:
     """Make a fully written temp file visible under its final name, durably."""
-    with open(tmp, "rb+") as fh:
-        os.fsync(fh.fileno())
+    _fsync_file(tmp)
     os.replace(tmp, final)
     fsync_dir(final.parent)
 
@@ -91,8 +95,7 @@ def publish_new(tmp: Path, final: Path) -> None:
             final.rmdir()
             os.rename(tmp, final)
     else:
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
+        _fsync_file(tmp)
         try:
             os.link(tmp, final)
         except FileExistsError:
