@@ -8,7 +8,9 @@ the distribution (``packaging/system-deps.sh test`` installs it); nothing is dow
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -38,7 +40,8 @@ class Page:
         self.profile = tempfile.TemporaryDirectory(prefix="chromium-profile-")
         self.proc = subprocess.Popen([chromium_path(), *FLAGS, f"--user-data-dir={self.profile.name}",
                                       f"--window-size={width},{height}", "about:blank"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     start_new_session=True)
         self.console: list[dict[str, Any]] = []
         self._id = 0
         self.ws = websocket.create_connection(self._page_socket(), timeout=timeout_s)
@@ -108,16 +111,43 @@ class Page:
         return result.get("result", {}).get("value")
 
     def close(self) -> None:
+        """Stop the browser and every helper process it started, then remove the profile.
+
+        Chromium's renderer and crash handler live in their own processes and can still be writing
+        into the profile after the main process exits, so the whole process group is stopped and the
+        removal is retried briefly.
+        """
         try:
             self.ws.close()
         finally:
-            self.proc.terminate()
+            self._signal_group(signal.SIGTERM)
             try:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
-            self.profile.cleanup()
+            self._signal_group(signal.SIGKILL)
+            self._remove_profile()
+
+    def _signal_group(self, sig: signal.Signals) -> None:
+        try:
+            os.killpg(self.proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def _remove_profile(self) -> None:
+        for attempt in range(20):
+            try:
+                shutil.rmtree(self.profile.name)
+            except FileNotFoundError:
+                break
+            except OSError:
+                if attempt == 19:
+                    raise
+                time.sleep(0.1)
+            else:
+                break
+        self.profile.cleanup()  # nothing left to remove; stops the finalizer warning
 
     def __enter__(self) -> Page:
         return self
