@@ -179,3 +179,22 @@ def test_ivf_index_with_presized_lists_equals_faiss_own_add(tmp_path) -> None:
     queries = _uniform(300, 16, 9)
     for got, want in zip(built.search(queries, 10), plain.search(queries, 10), strict=True):
         np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("setting", ["pinned", "unset", "invalid"])
+def test_faiss_threads_follow_omp_num_threads_when_set(setting: str) -> None:
+    """A pinned OMP_NUM_THREADS is honoured; unset or unreadable, faiss uses the CPUs this process may use."""
+    import os
+    import subprocess
+    import sys
+
+    usable = len(os.sched_getaffinity(0))
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    if setting == "pinned":
+        env["OMP_NUM_THREADS"] = str(usable + 1)  # differs from the CPU count, so the source is visible
+    elif setting == "invalid":
+        env["OMP_NUM_THREADS"] = "lots"
+    code = ("from embridge.core.evaluation.search import load_faiss; "
+            "print(load_faiss().omp_get_max_threads())")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert int(out.stdout.split()[-1]) == (usable + 1 if setting == "pinned" else usable)

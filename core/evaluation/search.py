@@ -46,7 +46,7 @@ class SearchConfig:
     measure_recall: bool = True
     recall_sample: int | None = None  # None: recall_queries(N), 1,000 queries at 200k rows down to 200 at 1M
     recall_k: int | None = None  # None: the k of the search itself
-    threads: int | None = None  # None: the CPUs this process may use
+    threads: int | None = None  # None: OMP_NUM_THREADS when set, else the CPUs this process may use
     query_block: int = 4096
     add_chunk: int = 65_536
     seed: int = 0
@@ -102,15 +102,26 @@ def _searchable_in_place(gallery: Any) -> bool:
 
 
 def load_faiss(threads: int | None = None) -> Any:
-    """Import faiss after torch (one OpenMP load order for the process) and set its thread count."""
+    """Import faiss after torch (one OpenMP load order for the process) and set its thread count.
+
+    Without ``threads``, a valid ``OMP_NUM_THREADS`` is honoured (a user or scheduler pinning the
+    process expects it); otherwise the CPUs this process may use, since OpenMP's own default counts
+    every CPU of the machine, not the container's or the affinity mask's share.
+    """
     try:
         import torch  # noqa: F401  (torch's OpenMP runtime first, then faiss's)
     except ImportError:  # pragma: no cover - torch is a dependency, kept optional here
         pass
     import faiss
 
-    faiss.omp_set_num_threads(max(1, threads or _usable_cpus()))
+    faiss.omp_set_num_threads(max(1, threads or _threads_from_environment() or _usable_cpus()))
     return faiss
+
+
+def _threads_from_environment() -> int | None:
+    """OMP_NUM_THREADS as a positive count (its first entry, as OpenMP reads a list); None if unset or bad."""
+    first = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    return int(first) if first.isdigit() and int(first) > 0 else None
 
 
 def _usable_cpus() -> int:
