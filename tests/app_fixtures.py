@@ -38,6 +38,7 @@ def no_threads_left() -> Iterator[None]:
     before = {t.ident for t in threading.enumerate()}
     yield
     pool = QThreadPool.globalInstance()
+    pool.waitForDone(2_000)  # a worker that delivered its outcome may still be returning from run()
     active = pool.activeThreadCount()
     pool.waitForDone(20_000)  # clean up for the next test before failing this one
     extra = [t.name for t in threading.enumerate()

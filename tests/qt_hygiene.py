@@ -75,6 +75,9 @@ def qt_hygiene(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) 
     if app is None:
         return
     pool = QThreadPool.globalInstance()
+    # a worker that has delivered its outcome may still be returning from run(): a short grace, then
+    # whatever still runs is a job the test left behind (waited for, so the next test starts clean)
+    pool.waitForDone(2_000)
     pool_busy = pool.activeThreadCount()
     pool.waitForDone(20_000)
     QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)

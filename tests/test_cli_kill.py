@@ -129,7 +129,7 @@ def _copy(source: Path, target: Path) -> Path:
 
 
 # -- embed ------------------------------------------------------------------------------------
-EXTRA = 6000  # items beyond one embedding chunk, so a killed run leaves a recorded chunk behind
+EXTRA = 2 * 4096 + 1000  # items beyond two embedding chunks: a recorded chunk, then time to kill
 
 
 def _add_array_items(root: Path) -> None:
@@ -152,7 +152,7 @@ def test_kill_during_embed_then_resume_gives_identical_vectors(
     from embridge.core.embed import embed_items
 
     chunk = inspect.signature(embed_items).parameters["chunk_size"].default
-    assert EXTRA > chunk
+    assert EXTRA > 2 * chunk
     _add_array_items(demo_copy)
     reference_ws = _copy(demo_copy, tmp_path / "reference")
     with Workspace.open(demo_copy) as ws:
@@ -171,7 +171,8 @@ def test_kill_during_embed_then_resume_gives_identical_vectors(
         assert [s["id"] for s in ws.vector_sets()] == sets_before  # the killed set is not registered
 
     resumed, err = _cli_json(capsys, args)
-    assert f"resumed_from={chunk}" in err  # continued after the recorded chunk instead of starting over
+    resumed_from = int(re.search(r"resumed_from=(\d+)", err).group(1))
+    assert resumed_from % chunk == 0 and chunk <= resumed_from < EXTRA  # after recorded chunks, not from 0
     reference, _ = _cli_json(capsys, [*args[:2], str(reference_ws), *args[3:]])
     assert resumed["count"] == reference["count"] == EXTRA
     with Workspace.open(demo_copy) as ws, Workspace.open(reference_ws) as ref:
@@ -213,7 +214,8 @@ def test_kill_during_train_then_rerun_gives_the_same_heldout_numbers(
 def test_sigterm_during_train_ends_it_with_one_line_and_records_the_run_as_stopped(
         demo_copy: Path, capsys: pytest.CaptureFixture[str], started: list[Child]) -> None:
     """SIGTERM (what a service manager or `kill` sends) unwinds the command like Ctrl-C does."""
-    args = ["train", "-w", str(demo_copy), "--method", "mlp", "--epochs", "500", "--device", "cpu", "--seed", "3"]
+    args = ["train", "-w", str(demo_copy), "--method", "mlp", "--epochs", "500", "--set", "patience=500",
+            "--device", "cpu", "--seed", "3"]  # no early stop: the signal always finds it training
     child = _start(started, args)
     child.wait_until(lambda: any(re.match(r"train mlp: \d+/\d+ .*epoch=1 ", line) for line in child.lines),
                      "the first epoch was reported")

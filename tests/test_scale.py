@@ -74,7 +74,7 @@ def test_killed_transform_worker_is_retried_and_output_unchanged(ray_cluster: An
 def test_killed_search_worker_is_retried_and_ranking_unchanged(ray_cluster: Any, tmp_path: Path) -> None:
     g = gallery_with_ties(20_000, 32, seed=1)
     np.save(tmp_path / "g.npy", g)
-    q = unit(np.random.default_rng(2).standard_normal((300, 32)))
+    q = unit(np.random.default_rng(2).standard_normal((3000, 32)))  # shard tasks long enough to be seen
     killer = WorkerKiller("search_shard")
     killer.start()
     sharded = sharded_search(q, np.load(tmp_path / "g.npy", mmap_mode="r"), 10, shards=6)

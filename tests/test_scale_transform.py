@@ -208,7 +208,7 @@ def test_lance_output_is_committed_once_resumes_and_matches_the_local_engine(ray
     assert not (dst / "_versions").exists(), "a stopped transform committed a partial dataset"
     markers = sorted((dst / "_embridge_fragments").glob("*.json"))
     assert len(markers) >= 1
-    if len(markers) == 5:  # every partition finished before the stop was seen: a kill would lose the rest
+    if len(markers) >= 4:  # (nearly) every partition finished before the stop was seen: redo some
         for marker in markers[3:]:
             marker.unlink()
     (dst / "data" / "half-written-by-a-killed-run.lance").write_bytes(b"\0" * 64)

@@ -154,7 +154,7 @@ def test_chroma_server_round_trip_import_migrate_check_rollback(chroma_server: s
 @pytest.mark.slow
 def test_chroma_server_kill_9_mid_migration_resumes_from_the_server_checkpoint(chroma_server: str, upgrade: dict
                                                                                ) -> None:
-    n = 400
+    n = 1200  # each poll opens a client over HTTP: room for a late one before the migration ends
     old = np.random.default_rng(3).standard_normal((n, 16)).astype(np.float32)
     ids = list(range(1, n + 1))
     fill_chroma_server(chroma_server, "killed_v1", ids, old, [str(i % 6) for i in ids])

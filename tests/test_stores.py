@@ -122,7 +122,7 @@ def test_round_trip_import_migrate_switch_check_rollback(kind: str, upgrade: dic
 def test_kill_9_mid_migration_resumes_and_writes_every_point_once(kind: str, upgrade: dict, tmp_path: Path,
                                                                   request) -> None:
     pg = request.getfixturevalue("pg_server") if kind == "pgvector" else None
-    n = 600
+    n = 2000  # 200 batches: the kill lands mid-way even when a poll comes late on a loaded machine
     rng = np.random.default_rng(7)
     old = rng.standard_normal((n, 16)).astype(np.float32)
     ids = list(range(1, n + 1))

@@ -49,7 +49,7 @@ def test_a_training_candidate_stops_at_an_epochs_end_in_its_best_state(data: Pai
     spent, took = result.budget["spent_s"], row["duration_s"]
     assert spent >= took >= 0.5  # it stopped only once the budget was spent
     epoch_time = took / (epochs_run + 1)  # mean seconds per validated epoch
-    assert took - 0.5 <= max(5 * epoch_time, 1.0)  # overrun: one epoch, with room for a busy machine
+    assert took - 0.5 <= max(5 * epoch_time, 3.0)  # overrun: one epoch, with room for a busy machine
     best = max(m["val_metric"] for m in result.metrics)
     assert result.best_val_metric == best == pytest.approx(data.validation().value(result.adapter))
 
