@@ -174,14 +174,39 @@ def _embed_chunk(model: LoadedModel, items: list[dict[str, Any]], offset: int, t
     return np.concatenate(parts)
 
 
-def sample_ids(ids: np.ndarray, size: int | None, seed: int = 0) -> np.ndarray:
+def sample_ids(ids: np.ndarray, size: int | None, seed: int = 0,
+               first: Sequence[np.ndarray] = ()) -> np.ndarray:
     """A seeded random sample of ``size`` ids in ascending order (all ids when size is None, 0 or too big).
 
-    This is how an evaluation sample is drawn: the CLI's ``embed --sample`` and the Gallery page agree.
+    ``first``: groups of ids taken before the rest, in order (the group that crosses ``size`` is
+    sampled). This is how an evaluation sample is drawn: the CLI's ``embed --sample`` and the
+    Gallery page agree.
     """
     if not size or size >= len(ids):
         return ids
-    return np.sort(np.random.default_rng(seed).choice(ids, size=size, replace=False))
+    rng = np.random.default_rng(seed)
+    if not first:
+        return np.sort(rng.choice(ids, size=size, replace=False))
+    pool = np.unique(np.asarray(ids, dtype=np.int64))
+    chosen = np.empty(0, dtype=np.int64)
+    for group in (*first, pool):
+        group = np.setdiff1d(np.intersect1d(np.asarray(group, dtype=np.int64), pool), chosen)
+        room = size - chosen.size
+        if room <= 0:
+            break
+        chosen = np.union1d(chosen, group if group.size <= room else rng.choice(group, size=room, replace=False))
+    return chosen
+
+
+def judged_first(workspace: Any) -> list[np.ndarray]:
+    """Documents judged relevant to test, then dev, then train queries: an evaluation sample holding
+    them lets new/new score every judged query (reports leave out queries whose judged documents the
+    new model has not embedded)."""
+    if not workspace.has_judgments():
+        return []
+    j = workspace.judgments()
+    relevant = j.grades > 0
+    return [np.unique(j.item_ids[relevant & (j.splits == split)]) for split in ("test", "dev", "train")]
 
 
 def embed_recorded(workspace: Any, model_name: str, item_ids: Sequence[int] | np.ndarray, *,
@@ -218,6 +243,8 @@ def embed_split(workspace: Any, model_name: str, split: str | None = None, sampl
                 seed: int = 0, **options: Any) -> dict[str, Any]:
     """Embed the items of ``split`` (every item when None), or a seeded sample of them, as a recorded run.
 
+    With relevance judgments the sample takes the judged documents first (see :func:`judged_first`).
+
     ``embridge embed`` and the app's Gallery page both call this, so the same choice embeds the same items.
     """
     ids = workspace.item_ids(split)
@@ -225,5 +252,5 @@ def embed_split(workspace: Any, model_name: str, split: str | None = None, sampl
         splits = [name for name in workspace.split_counts() if name != "unassigned"]
         raise InputError("--split", f"no items in split '{split}'; the workspace's splits: "
                          + (", ".join(splits) or "none (no item has a split)"))
-    ids = sample_ids(ids, sample, seed)
+    ids = sample_ids(ids, sample, seed, judged_first(workspace) if sample else ())
     return embed_recorded(workspace, model_name, ids, config={"split": split, "sample": sample}, **options)

@@ -52,7 +52,9 @@ def test_label_relevance_excludes_a_query_from_its_own_ranking() -> None:
     result = score(task, vecs[:5], l2_normalize(vecs), scoring_plan(task))
     # item 4 (label c) has no other relevant item: unscorable, left out of the mean
     assert result.cell.n_queries == 4 and result.cell.n_without_relevant == 1
-    assert result.protocol.describe().startswith("5 queries against gallery (6 items), relevance: same label")
+    assert result.protocol.describe().startswith(
+        "4 of 5 queries (the others have no relevant item in this gallery) against gallery (6 items), "
+        "relevance: same label")
 
 
 def test_own_item_relevance_adds_the_queries_to_the_gallery() -> None:

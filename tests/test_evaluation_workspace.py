@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from judged_fixtures import build_judged_workspace
 from train_fixtures import one_torch_thread  # noqa: F401 (autouse fixture)
@@ -38,8 +39,11 @@ def test_training_reports_the_reports_numbers_on_judged_queries(judged: dict[str
     for key in HEADLINE:
         assert run[key] == head[key], key
     assert run["heldout_protocol"] == head["protocols"]["new→old"]["text"]
-    assert run["heldout_protocol"].startswith("150 test queries (judged) against the whole gallery (800 items), "
-                                              "relevance: relevance judgments (test split)")
+    n = _comparable(judged)
+    assert run["heldout_protocol"].startswith(
+        f"{n} test queries (judged) with every judged document in the evaluation sample ({150 - n} of 150 left out: "
+        "the new model has not embedded their relevant items) against the whole gallery (800 items), "
+        "relevance: relevance judgments (test split)")
     assert run["val_protocol"].startswith("100 dev queries (judged) against the whole old gallery (800 items)")
     assert run["val_metric_name"] == "judged_top1"
     # the new model is better on queries, and the layer fitted with query pairs passes on every metric
@@ -56,8 +60,20 @@ def test_cells_needing_only_old_vectors_search_the_whole_old_gallery(judged: dic
     assert report.sizes["gallery_old"] == 800 and report.sizes["gallery"] == 400
     text = " ".join(report.protocol)
     assert "search the whole gallery: 800 items" in text and "400 of the 800 gallery items" in text
-    # new/new is scored on the test queries whose relevant document has a new vector
-    assert cells["new/new"]["n_queries"] < cells["old/old"]["n_queries"] == 150
+    # every cell scores the same queries: those whose judged document the new model embedded, so gain
+    # retained compares the three systems on one query set (the others are left out, and said so)
+    n = _comparable(judged)
+    assert 0 < n < 150
+    assert cells["new/new"]["n_queries"] == cells["old/old"]["n_queries"] == cells["new→old"]["n_queries"] == n
+    assert report.headline["n_queries"] == report.sizes["queries"] == n
+    assert {c["protocol"]["query_set"] for c in cells.values()} == {
+        f"test queries (judged) with every judged document in the evaluation sample ({150 - n} of 150 left out: "
+        "the new model has not embedded their relevant items)"}
+
+
+def _comparable(judged: dict[str, Any]) -> int:
+    """Test queries whose relevant document is among the 400 the new model embedded (the first half)."""
+    return int(((judged["splits"] == "test") & (judged["relevant"] < 400)).sum())
 
 
 def test_query_pairs_are_fitted_on_and_test_queries_never(judged: dict[str, Any]) -> None:
@@ -74,12 +90,23 @@ def test_query_pairs_are_fitted_on_and_test_queries_never(judged: dict[str, Any]
         assert setup.kinds == ("both", "documents", "queries") and setup.train_queries == 250
         assert setup.validation == both["val_protocol"]  # the protocol training then validates on
         tasks = upgrade_tasks(ws, ["old", "new"])
-        assert set(tasks.full.queries.ids.tolist()) == set(judged["query_ids"][judged["splits"] == "test"].tolist())
+        comparable = (judged["splits"] == "test") & (judged["relevant"] < 400)
+        assert set(tasks.full.queries.ids.tolist()) == set(judged["query_ids"][comparable].tolist())
+        assert tasks.left_out == int((judged["splits"] == "test").sum()) - int(comparable.sum())
         dev = dev_task(ws, "old", "new")
         assert set(dev.queries.ids.tolist()) == set(judged["query_ids"][judged["splits"] == "dev"].tolist())
         with pytest.raises(InputError, match="--pairs"):
             train_run(ws, "affine", device="cpu", pairs="sideways")
-    # query pairs teach the map where new queries go: measured 0.893 vs 0.827 (old/old 0.473)
+
+
+def test_query_pairs_teach_the_map_where_new_queries_go(tmp_path: Path) -> None:
+    """Every document embedded by both models, so all 150 test queries are scored."""
+    case = build_judged_workspace(tmp_path / "ws")
+    with Workspace.open(case["path"]) as ws:
+        docs = train_run(ws, "affine", device="cpu", pairs="documents")
+        both = train_run(ws, "affine", device="cpu")
+    assert docs["n_queries"] == both["n_queries"] == 150
+    # measured 0.900 with query pairs vs 0.813 with documents only (old/old 0.473)
     assert both["upgraded_top1"] > docs["upgraded_top1"] + 0.03
 
 
@@ -117,3 +144,44 @@ def test_command_line_train_and_report_agree_on_a_judged_task(tmp_path: Path,
     for key in ("old_old_top1", "new_new_top1", "upgraded_top1", "gain_retained", "compatible", "ndcg@10", "mrr@10"):
         assert trained[key] == report[key], key
     assert report["protocols"]["new→old"]["query_set"] == "test queries (judged)"
+
+
+def test_no_comparable_test_query_is_refused_naming_what_to_embed(tmp_path: Path) -> None:
+    """Every test query judged only against documents the new model has not embedded: one clear error."""
+    case = build_judged_workspace(tmp_path / "ws", n_docs=200, n_queries=60, new_docs_share=0.5)
+    outside = int(case["doc_ids"][150])  # the new model embedded the first 100 documents
+    with Workspace.open(case["path"]) as ws:
+        with ws.transaction():
+            ws.db.execute("update judgments set item_id = ? where split = 'test'", [outside])
+        with pytest.raises(InputError, match="embed the relevant \\(judged\\) gallery items with the new model"):
+            upgrade_tasks(ws, ["old", "new"])
+
+
+def test_an_evaluation_sample_takes_the_judged_documents_first(judged: dict[str, Any]) -> None:
+    from embridge.core.embed import judged_first, sample_ids
+
+    with Workspace.open(judged["path"]) as ws:
+        groups = judged_first(ws)
+        docs = judged["doc_ids"]
+        for split, group in zip(("test", "dev", "train"), groups, strict=True):
+            assert group.tolist() == sorted(docs[judged["relevant"][judged["splits"] == split]].tolist())
+        pick = sample_ids(docs, 200, seed=1, first=groups)
+    assert pick.size == 200 and np.all(np.diff(pick) > 0)
+    assert set(groups[0].tolist()) <= set(pick.tolist())  # all 150 test documents, then 50 of the dev ones
+    assert len(set(groups[1].tolist()) & set(pick.tolist())) == 50
+    assert sample_ids(docs, 200, seed=1).tolist() != pick.tolist()  # without judgments: a plain random draw
+
+
+def test_test_queries_without_any_relevant_item_are_refused_before_a_run(tmp_path: Path) -> None:
+    """Judgments of train and dev only: nothing can be measured, so train and report refuse at once."""
+    case = build_judged_workspace(tmp_path / "ws", n_docs=200, n_queries=60)
+    with Workspace.open(case["path"]) as ws:
+        trained = train_run(ws, "procrustes", device="cpu")
+        with ws.transaction():
+            ws.db.execute("delete from judgments where split = 'test'")
+        runs_before = len(ws.runs())
+        for attempt in (lambda: train_run(ws, "procrustes", device="cpu"),
+                        lambda: build_report(ws, trained["run_id"], ReportOptions(n_boot=20, backfill_steps=3))):
+            with pytest.raises(InputError, match="has a relevant item in the gallery .* so no upgrade can be measured"):
+                attempt()
+        assert len(ws.runs()) == runs_before  # no failed run rows left behind

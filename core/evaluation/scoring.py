@@ -142,7 +142,7 @@ def score_ranking(task: RetrievalTask, ranked: np.ndarray, plan: ScoringPlan, in
     cell = evaluate(rel, topk=plan.topk, recall_ks=plan.recall_ks, map_mode=plan.map_mode, r_cap=plan.r_cap)
     if grades is not None:
         cell.per_query.update(judged_metrics(rel.hits, grades, task.rule.ideal_dcg(task.queries.ids, JUDGED_K)))
-    protocol = task.protocol(search or search_words(info))
+    protocol = task.protocol(search or search_words(info)).scored(cell.n_queries)
     return EvalResult(protocol, cell.summary(), cell, ranked[:, :TOP_SHOWN].copy(), info)
 
 

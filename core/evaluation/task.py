@@ -42,15 +42,27 @@ class Protocol:
     n_gallery: int
     relevance: str
     search: str = "exact inner-product search"
+    n_scored: int | None = None  # queries with a relevant item in the gallery, when fewer than n_queries
 
     def describe(self) -> str:
-        return (f"{self.n_queries} {self.query_set} against {self.gallery} ({self.n_gallery} items), "
+        queries = f"{self.n_queries} {self.query_set}"
+        if self.n_scored is not None and self.n_scored < self.n_queries:
+            queries = (f"{self.n_scored} of {self.n_queries} {self.query_set} (the others have no relevant "
+                       "item in this gallery)")
+        return (f"{queries} against {self.gallery} ({self.n_gallery} items), "
                 f"relevance: {self.relevance}; {self.search}")
 
+    def scored(self, n_scored: int) -> Protocol:
+        """This protocol with the number of queries that could be scored (stated when fewer)."""
+        return replace(self, n_scored=int(n_scored) if n_scored < self.n_queries else None)
+
     def to_dict(self) -> dict[str, Any]:
-        return {"query_set": self.query_set, "n_queries": self.n_queries, "gallery": self.gallery,
-                "n_gallery": self.n_gallery, "relevance": self.relevance, "search": self.search,
-                "text": self.describe()}
+        out = {"query_set": self.query_set, "n_queries": self.n_queries, "gallery": self.gallery,
+               "n_gallery": self.n_gallery, "relevance": self.relevance, "search": self.search,
+               "text": self.describe()}
+        if self.n_scored is not None:
+            out["n_scored"] = self.n_scored
+        return out
 
 
 @dataclass(frozen=True)

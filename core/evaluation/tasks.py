@@ -11,6 +11,12 @@
   only old gallery vectors search the whole old gallery (every gallery item the old model embedded);
   cells that need the new model's gallery vectors search the evaluation sample (gallery items every
   compared model embedded). ``heldout_gallery`` removes the train-fold items from both.
+- **Comparable cells**: a test query whose relevant items are outside the evaluation sample is
+  scored against the whole old gallery but not (or handicapped) by new/new, so old/old, the upgraded
+  system and new/new would average over different queries and gain retained would mean nothing.
+  Such queries are left out of every cell, and the query set's name says how many and why: with
+  judgments, a query needs every document judged relevant to it in the sample; with labels, one
+  item of its label.
 - **Relevance**: judgments of the query set's split, else labels, else the query's own item
   (the query items are then added to the gallery).
 """
@@ -42,6 +48,7 @@ class UpgradeTasks:
     gallery_full: int  # size of the whole gallery (every non-query item)
     removed_train: int = 0
     heldout_gallery: bool = False
+    left_out: int = 0  # test queries left out: relevant items only outside the evaluation sample
 
 
 def ids_under_all(ws: Workspace, models: Sequence[str]) -> np.ndarray:
@@ -114,8 +121,39 @@ def upgrade_tasks(ws: Workspace, models: Sequence[str], heldout_gallery: bool = 
     if sample.ids.size < 2:
         raise InputError(label, f"the gallery holds {sample.ids.size} items with vectors under every model; "
                          "embed more gallery items with each model")
+    queries, left_out = comparable_queries(RetrievalTask(queries, full, rule), RetrievalTask(queries, sample, rule),
+                                           label)
     return UpgradeTasks(RetrievalTask(queries, full, rule), RetrievalTask(queries, sample, rule), source,
-                        gallery_full, removed, heldout_gallery)
+                        gallery_full, removed, heldout_gallery, left_out)
+
+
+def comparable_queries(full: RetrievalTask, sample: RetrievalTask, label: str) -> tuple[QuerySet, int]:
+    """The test queries every cell can score: those with a relevant item in the whole gallery but
+    none in the evaluation sample are left out (see the module docstring), with the count."""
+    queries = full.queries
+    no_columns = np.empty((queries.ids.size, 0), dtype=np.int64)
+    n_full = full.rule.relevance(no_columns, queries.ids, full.gallery.ids, full.exclude)[0].n_relevant
+    n_sample = sample.rule.relevance(no_columns, queries.ids, sample.gallery.ids, sample.exclude)[0].n_relevant
+    in_sample = n_sample > 0
+    # judged documents are few and graded (nDCG's ideal counts every one): new/new is comparable only
+    # with all of them in the sample; a label has many members, of which the sample holds a share
+    if not (n_full > 0).any():
+        raise InputError(label, f"none of the {queries.ids.size} {queries.name} has a relevant item in the gallery "
+                         f"(relevance: {full.rule.describe()}), so no upgrade can be measured; judge test queries "
+                         "(a BEIR folder's qrels/test.tsv) or give the items labels")
+    left_out = (n_full > 0) & ((n_sample < n_full) if full.rule.graded() else ~in_sample)
+    in_sample &= ~left_out
+    n = int(left_out.sum())
+    if not n:
+        return queries, 0
+    if not in_sample.any():
+        raise InputError(label, f"none of the {queries.ids.size} {queries.name} has its relevant items among the "
+                         f"{sample.gallery.ids.size} gallery items every model embedded, so the new model cannot be "
+                         "scored; embed the relevant (judged) gallery items with the new model")
+    which = "every judged document" if full.rule.graded() else "a relevant item"
+    name = (f"{queries.name} with {which} in the evaluation sample ({n} of {queries.ids.size} left out: "
+            "the new model has not embedded their relevant items)")
+    return QuerySet(name, queries.ids[~left_out]), n
 
 
 def dev_task(ws: Workspace, old: str, new: str, seed: int = 0,

@@ -24,6 +24,7 @@ from embridge.core.evaluation.compat import compatibility_rate
 from embridge.core.evaluation.gather import MatrixMaker
 from embridge.core.evaluation.scoring import scoring_plan
 from embridge.core.evaluation.search import SearchConfig
+from embridge.core.evaluation.tasks import upgrade_tasks
 from embridge.core.evaluation.upgrade import OLD_OLD, score_upgrade, upgrade_vectors
 from embridge.core.jobs import recorded_run
 from embridge.core.l2 import layer_input_normalised
@@ -113,6 +114,8 @@ def build_report(ws: Workspace, run_id: int | None = None, options: ReportOption
     if getattr(adapter, "side_dim", 0):
         raise InputError(f"adapter {row['id']}", "this fct layer needs side information for every gallery item, "
                          "which the workspace does not store; it cannot be evaluated here")
+    # test queries that cannot be scored are refused before a run is recorded
+    upgrade_tasks(ws, [row["old_model"], row["new_model"]], opts.heldout_gallery, run.seed)
     recorded = {"train_run": run.id, "adapter_id": row["id"], **opts.recorded()}
     with recorded_run(ws, "report", row["kind"], recorded) as record:
         with tempfile.TemporaryDirectory(prefix=f"{TMP_PREFIX}scratch-", dir=ws.root / "reports",

@@ -22,6 +22,7 @@ from embridge.core.errors import InputError, TrainingError
 from embridge.core.evaluation.gather import MatrixMaker
 from embridge.core.evaluation.scoring import IndexCache
 from embridge.core.evaluation.selection import workspace_validator
+from embridge.core.evaluation.tasks import upgrade_tasks
 from embridge.core.evaluation.upgrade import measure_upgrade
 from embridge.core.jobs import check_device_option, recorded_run
 from embridge.core.progress import ProgressFn, StopFn
@@ -87,6 +88,7 @@ def train_run(ws: Workspace, method: str, old: str | None = None, new: str | Non
     old = old or ws.model_by_role("old")["name"]
     new = new or ws.model_by_role("new")["name"]
     check_requirements(ws, method, old, new)
+    upgrade_tasks(ws, [old, new], seed=seed)  # test queries that cannot be scored are refused before any run
     split, pairs_used = training_pairs(ws, split_pairs(ws, old, new, seed), pairs)
     arrays = {(m, f): fold_arrays(ws, m, split, f) for m in (old, new) for f in ("train", "val")}
     labels = {f: fold_labels(ws, split, f) for f in ("train", "val")}
