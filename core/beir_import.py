@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from embridge.core.errors import ImportDataError
-from embridge.core.keys import normalise_key
+from embridge.core.keys import char_name, normalise_key, odd_text_char
 from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
 from embridge.core.qrels import QrelLines, read_qrels, store_qrels
 from embridge.core.store import Workspace
@@ -104,6 +104,9 @@ def _records(path: Path, split: str, should_stop: StopFn | None) -> Iterator[dic
                 text, title = row.get("text"), row.get("title") or ""
                 if not isinstance(text, str) or not isinstance(title, str):
                     raise ImportDataError(path, f"line {n}: 'text' and 'title' must be strings")
+                for field_name, value in (("title", title), ("text", text)):
+                    if (odd := odd_text_char(value)) is not None:
+                        raise ImportDataError(path, f"line {n}: the '{field_name}' field holds the {char_name(odd)}")
                 joined = f"{title} {text}".strip() if title else text.strip()
                 if not joined:
                     raise ImportDataError(path, f"line {n}: empty text")

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import csv
 import json
-import unicodedata
 from pathlib import Path
 from typing import Any
 
 from embridge.core.errors import ImportDataError, printable
 from embridge.core.images import validate_image
-from embridge.core.keys import char_name, normalise_keys, normalise_label
+from embridge.core.keys import char_name, normalise_keys, normalise_label, odd_text_char
 from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
 from embridge.core.store import Workspace
 
@@ -25,9 +24,10 @@ FORMATS = ("images", "csv", "jsonl", "vectors")
 
 
 def detect_format(path: Path) -> str:
-    """Guess the import format from the path: a folder is images, else by suffix."""
+    """Guess the import format from the path: a folder holding corpus.jsonl is a BEIR folder, any
+    other folder images, else by suffix."""
     if path.is_dir():
-        return "images"
+        return "beir" if (path / "corpus.jsonl").is_file() else "images"
     suffix = path.suffix.lower()
     if suffix in (".csv", ".tsv"):
         return "csv"
@@ -110,9 +110,7 @@ def _text_record(row: dict[str, Any], n: int, source: Path, key_col: str, text_c
         raise ImportDataError(source, f"{where}: missing or empty '{text_col}' field")
     if not isinstance(text, str):
         raise ImportDataError(source, f"{where}: the '{text_col}' field must be text, got {type(text).__name__}")
-    # C0 controls (NUL...) break tokenizers and lone surrogates cannot be stored as UTF-8; line
-    # separators and C1 characters are legitimate text
-    odd = next((ch for ch in text if (ch < " " and ch not in "\t\n\r") or unicodedata.category(ch) == "Cs"), None)
+    odd = odd_text_char(text)
     if odd is not None:
         raise ImportDataError(source, f"{where}: the '{text_col}' field holds the {char_name(odd)}")
     if key_col not in row and key_named:
@@ -210,6 +208,13 @@ def import_items(ws: Workspace, path: str | Path, fmt: str | None = None, split:
     if not src.exists():
         raise ImportDataError(src, "no such file or folder")
     fmt = fmt or detect_format(src)
+    if fmt == "beir":
+        if judgments is not None:
+            raise ImportDataError(Path(qrels), "a BEIR folder brings its judgments in qrels/; import other "
+                                  "judgments on their own")
+        from embridge.core.beir_import import import_beir
+
+        return import_beir(ws, src, on_progress, should_stop).to_dict()
     if fmt == "vectors":
         from embridge.core.vector_import import import_vector_file
 

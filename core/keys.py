@@ -27,6 +27,12 @@ def char_name(ch: str) -> str:
     return f"{kind.get(unicodedata.category(ch), 'control character')} U+{ord(ch):04X}"
 
 
+def odd_text_char(text: str) -> str | None:
+    """The first character item text may not hold: C0 controls but tab and line ends (NUL breaks
+    tokenizers) and lone surrogates (not storable as UTF-8); line separators and C1 are legitimate text."""
+    return next((ch for ch in text if (ch < " " and ch not in "\t\n\r") or unicodedata.category(ch) == "Cs"), None)
+
+
 def _bad_char(text: str) -> str | None:
     for ch in text:
         if unicodedata.category(ch) in _FORBIDDEN_CATEGORIES:

@@ -2,9 +2,12 @@
 
 A qrels file has one judgment a line: query key, item key, grade and optionally the split
 (train, dev or test), tab-separated (``.tsv``, BEIR's layout) or comma-separated (``.csv``; other
-suffixes: tab when the first line holds a tab). A first line whose grade field is not a number
-is a header. Query keys name query items (split 'query'), item keys document (gallery) items:
-the two are separate namespaces. Grades are integers 0..MAX_GRADE; 0 means judged and not relevant.
+suffixes: tab when the first line holds a tab, a comma when it holds one, else runs of spaces).
+TREC's layout (query, iteration, document, grade: four columns whose last is a number) is read too.
+A first line is a header only when it names its columns (``query-id``, ``score``, ...); any other
+line with a grade that is not a number is an error naming it. Query keys name query items (split
+'query'), item keys document (gallery) items: the two are separate namespaces. Grades are integers
+0..MAX_GRADE; 0 means judged and not relevant.
 
 Every query's judgments belong to one split, across imports too, so held-out queries never reach
 training: a line giving an already-judged query another split is refused, and a line without a
@@ -71,7 +74,8 @@ def read_qrels(path: str | Path, split: str | None = None) -> QrelLines:
             first = fh.readline()
             delimiter = _delimiter(src, first)
             fh.seek(0)
-            rows = list(csv.reader(fh, delimiter=delimiter))
+            rows = ([line.split() for line in fh] if delimiter == " "
+                    else list(csv.reader(fh, delimiter=delimiter)))
     except FileNotFoundError:
         raise ImportDataError(src, "no such file") from None
     except UnicodeDecodeError as exc:
@@ -79,18 +83,24 @@ def read_qrels(path: str | Path, split: str | None = None) -> QrelLines:
     except (csv.Error, OSError) as exc:
         raise ImportDataError(src, f"unreadable qrels file ({exc})") from exc
     out = QrelLines(src, [], [], [], [], [])
-    width = None
+    width, trec = None, False
     for n, row in enumerate(rows, start=1):
         cells = [c.strip() for c in row]
+        while cells and not cells[-1]:
+            cells.pop()  # a trailing separator is not an empty split column
         if not any(cells):
             continue
-        if width is None and len(cells) >= 3 and not _is_number(cells[2]):
-            width = len(cells)  # a header line
+        if width is None and not out.lines and _is_header(cells):
+            width = len(cells)
             continue
+        if width is None and not out.lines:
+            trec = len(cells) == 4 and _is_number(cells[3]) and cells[3] not in JUDGMENT_SPLITS
+        if trec and len(cells) == 4:
+            cells = [cells[0], cells[2], cells[3]]  # query, iteration (ignored), document, grade
         if len(cells) not in (3, 4):
             raise ImportDataError(src, f"line {n}: expected 3 or 4 columns (query key, item key, grade[, split]), "
                                   f"found {len(cells)}")
-        if width is not None and len(cells) != width:
+        if width is not None and len(cells) != width and not trec:
             raise ImportDataError(src, f"line {n}: {len(cells)} columns where earlier lines have {width}")
         width = len(cells)
         query, item, grade_text = cells[:3]
@@ -208,7 +218,18 @@ def _delimiter(path: Path, first_line: str) -> str:
         return "\t"
     if suffix == ".csv":
         return ","
-    return "\t" if "\t" in first_line else ","
+    return "\t" if "\t" in first_line else "," if "," in first_line else " "
+
+
+_QUERY_HEADERS = ("query", "qid", "topic")
+_GRADE_HEADERS = ("score", "grade", "rel", "label", "judg")
+
+
+def _is_header(cells: list[str]) -> bool:
+    """A first line naming columns (BEIR's 'query-id corpus-id score'), not a judgment with a bad grade."""
+    return (len(cells) >= 3 and not any(_is_number(c) for c in cells)
+            and any(word in cells[0].lower() for word in _QUERY_HEADERS)
+            and any(word in cells[2].lower() for word in _GRADE_HEADERS))
 
 
 def _is_number(text: str) -> bool:

@@ -74,6 +74,10 @@ BAD = [
      r"corpus\.jsonl: line 5: duplicate _id 'd1'"),
     ("document without text", dict(corpus=[*CORPUS, {"_id": "d9"}]), r"corpus\.jsonl: line 5: 'text' and 'title'"),
     ("query without id", dict(queries=[*QUERIES, {"text": "x"}]), r"queries\.jsonl: line 5: missing or empty '_id'"),
+    ("NUL in a document", dict(corpus=[*CORPUS, {"_id": "d9", "text": "a\u0000b"}]),
+     r"corpus\.jsonl: line 5: the 'text' field holds the control character U\+0000"),
+    ("control character in a title", dict(corpus=[*CORPUS, {"_id": "d9", "title": "t\u0007", "text": "b"}]),
+     r"corpus\.jsonl: line 5: the 'title' field holds the control character U\+0007"),
 ]
 
 
@@ -140,6 +144,7 @@ def test_qrels_file_alone_with_given_splits_and_bad_lines(ws: Workspace, tmp_pat
                           ("a\ta\t2\ttest\n", "1 pairs are already judged"),
                           ("a\ta\t2\tholdout\n", r"line 1: unknown split 'holdout'"),
                           ("a\ta\n", r"line 1: expected 3 or 4 columns"),
+                          ("a\tb\tx\na\ta\t1\n", r"line 1: grade 'x' is not an integer"),  # not a header
                           ("a\ta\t1\ttest\na\tb\t1\n", r"line 2: 3 columns where earlier lines have 4")]:
         bad = tmp_path / "bad.tsv"
         bad.write_text(body)
@@ -245,3 +250,26 @@ def test_too_large_grades_are_refused_in_qrels_and_beir(tmp_path: Path, capsys: 
     with Workspace.open(w) as ws:
         checkpoint(ws)
     assert snapshot(w) == before
+
+
+def test_qrels_layouts_trec_spaces_and_a_trailing_separator(ws: Workspace, tmp_path: Path) -> None:
+    """TREC's 'query iteration document grade' (tabs or spaces) and a trailing tab read as plain judgments."""
+    from embridge.core.qrels import read_qrels
+
+    for name, body in [("trec.tsv", "a\t0\tb\t2\na\tQ0\tc\t0\n"), ("trec.txt", "a 0 b 2\na  0  c 0\n"),
+                       ("trailing.tsv", "query-id\tcorpus-id\tscore\na\tb\t2\t\na\tc\t0\t\n")]:
+        (tmp_path / name).write_text(body)
+        lines = read_qrels(tmp_path / name, "test")
+        assert (lines.query_keys, lines.item_keys, lines.grades, lines.splits) == (
+            ["a", "a"], ["b", "c"], [2, 0], ["test", "test"]), name
+
+
+def test_a_beir_folder_is_recognised_without_format(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A folder holding corpus.jsonl is imported as BEIR by the command line and by import_items (the app's auto)."""
+    root = write_beir(tmp_path / "beir")
+    assert main(["init", "-w", str(tmp_path / "ws")]) == 0
+    assert main(["import", "-w", str(tmp_path / "ws"), "--path", str(root), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (out["format"], out["documents"], out["queries"]) == ("beir", 4, 4)
+    with Workspace.create(tmp_path / "ws2") as ws:
+        assert import_items(ws, root)["judgments"] == {"train": 2, "dev": 1, "test": 2}

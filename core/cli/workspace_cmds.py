@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from embridge.core.cli.main import add_common
@@ -119,6 +120,10 @@ def cmd_import(args: argparse.Namespace) -> Result:
     if args.path is None and args.qrels is None:
         _usage_error("give --path (a folder or file to import), --from URI, or --qrels FILE to import "
                      "judgments only")
+    if args.format is None and args.path is not None and Path(args.path).is_dir():
+        from embridge.core.importers import detect_format
+
+        args.format = detect_format(Path(args.path))
     if args.format == "beir":
         if args.qrels is not None or args.path is None:
             _usage_error("--format beir takes --path DIR only: its judgments come from DIR/qrels/")
