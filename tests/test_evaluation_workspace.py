@@ -185,3 +185,12 @@ def test_test_queries_without_any_relevant_item_are_refused_before_a_run(tmp_pat
             with pytest.raises(InputError, match="has a relevant item in the gallery .* so no upgrade can be measured"):
                 attempt()
         assert len(ws.runs()) == runs_before  # no failed run rows left behind
+
+
+def test_a_judged_report_says_why_it_has_no_backfill_curves(judged: dict[str, Any]) -> None:
+    report = judged["report"]
+    assert report.backfill["policies"] == {}
+    assert not any("partial-backfill curves" in line for line in report.verdicts)
+    html = Path(report.html_file).read_text(encoding="utf-8")
+    section = html.split("<h2>Partial backfill</h2>", 1)[1].split("<h2>", 1)[0]
+    assert "Partial-backfill curves are measured with label or own-item relevance" in section

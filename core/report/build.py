@@ -84,7 +84,8 @@ def resolve_train_run(ws: Workspace, run_id: int | None) -> RunRecord:
         return RunRecord.from_row(row)
     run = RunRecord.from_row(ws.run(int(run_id)))
     if run.kind != "train":
-        raise InputError(f"run {run_id}", f"is a {run.kind} run, not a training run")
+        article = "an" if run.kind[:1] in "aeiou" else "a"
+        raise InputError(f"run {run_id}", f"is {article} {run.kind} run, not a training run")
     if not run.completed:
         raise InputError(f"run {run_id}", f"has status '{run.status}'; only completed runs have a usable layer")
     return run

@@ -155,7 +155,7 @@ def _per_label(report: Mapping[str, Any], figs: _Figures) -> str:
 def _backfill(report: Mapping[str, Any], figs: _Figures) -> str:
     b = report.get("backfill") or {}
     if not b.get("policies"):
-        return ""
+        return _list(b.get("note") or ["Partial-backfill curves were not computed for this report."])
     rows = [[p, c["areas"].get("top1"), c["areas"].get("top5"), c["values"]["top1"][0], c["values"]["top1"][-1]]
             for p, c in b["policies"].items()]
     return (_list(b.get("note") or []) + _table(["policy", "area top-1", "area top-5", "top-1 at β=0",

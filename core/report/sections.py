@@ -175,15 +175,18 @@ def verdicts(head: dict[str, Any], upgraded: str, ceiling: str, kind: str, relev
         lines.append(f"The {kind} layer passes the compatibility criterion: {upgraded} top-1 {format_share(up)} > "
                      f"old/old {format_share(oo)}; {kept}.")
         if gr is not None and gr < 0.9:
-            lines.append("Bridging alone leaves much of the gain unused; see the partial-backfill curves and the "
-                         "plan for what re-embedding part or all of the gallery buys.")
+            curves = "the partial-backfill curves and " if relevance != "judgments" else ""
+            lines.append(f"Bridging alone leaves much of the gain unused; see {curves}the plan for what re-embedding "
+                         "part or all of the gallery buys.")
     else:
         instead = ("a partial backfill or a full backfill" if kind in ("fusion", "cascade") else
                    "fusion during the transition (old and mapped new query together), a cascade (the old index "
                    "recalls, the new model re-ranks), a partial backfill, or a full backfill")
+        worse = ("makes search worse than today" if up < oo else
+                 "finds no more than today's system does")
         lines.append(f"The {kind} layer FAILS the compatibility criterion: {upgraded} top-1 {format_share(up)} is not "
-                     f"above old/old {format_share(oo)}, so serving new queries through it makes search worse than "
-                     f"today. Bridging alone is not enough here: consider {instead}.")
+                     f"above old/old {format_share(oo)}, so serving new queries through it {worse}. Bridging alone "
+                     f"is not enough here: consider {instead}.")
     return lines
 
 
