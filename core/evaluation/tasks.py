@@ -122,12 +122,13 @@ def upgrade_tasks(ws: Workspace, models: Sequence[str], heldout_gallery: bool = 
         raise InputError(label, f"the gallery holds {sample.ids.size} items with vectors under every model; "
                          "embed more gallery items with each model")
     queries, left_out = comparable_queries(RetrievalTask(queries, full, rule), RetrievalTask(queries, sample, rule),
-                                           label)
+                                           label, heldout_gallery)
     return UpgradeTasks(RetrievalTask(queries, full, rule), RetrievalTask(queries, sample, rule), source,
                         gallery_full, removed, heldout_gallery, left_out)
 
 
-def comparable_queries(full: RetrievalTask, sample: RetrievalTask, label: str) -> tuple[QuerySet, int]:
+def comparable_queries(full: RetrievalTask, sample: RetrievalTask, label: str,
+                       heldout_gallery: bool = False) -> tuple[QuerySet, int]:
     """The test queries every cell can score: those with a relevant item in the whole gallery but
     none in the evaluation sample are left out (see the module docstring), with the count."""
     queries = full.queries
@@ -138,9 +139,11 @@ def comparable_queries(full: RetrievalTask, sample: RetrievalTask, label: str) -
     # judged documents are few and graded (nDCG's ideal counts every one): new/new is comparable only
     # with all of them in the sample; a label has many members, of which the sample holds a share
     if not (n_full > 0).any():
+        fix = ("--heldout-gallery left the train fold out of the gallery, and with it every relevant item; report "
+               "without it" if heldout_gallery else
+               "judge test queries (a BEIR folder's qrels/test.tsv) or give the items labels")
         raise InputError(label, f"none of the {queries.ids.size} {queries.name} has a relevant item in the gallery "
-                         f"(relevance: {full.rule.describe()}), so no upgrade can be measured; judge test queries "
-                         "(a BEIR folder's qrels/test.tsv) or give the items labels")
+                         f"(relevance: {full.rule.describe()}), so no upgrade can be measured; {fix}")
     left_out = (n_full > 0) & ((n_sample < n_full) if full.rule.graded() else ~in_sample)
     in_sample &= ~left_out
     n = int(left_out.sum())
