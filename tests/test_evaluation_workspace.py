@@ -194,3 +194,27 @@ def test_a_judged_report_says_why_it_has_no_backfill_curves(judged: dict[str, An
     html = Path(report.html_file).read_text(encoding="utf-8")
     section = html.split("<h2>Partial backfill</h2>", 1)[1].split("<h2>", 1)[0]
     assert "Partial-backfill curves are measured with label or own-item relevance" in section
+
+
+def test_a_judged_report_page_shows_ndcg_and_mrr(judged: dict[str, Any]) -> None:
+    report = judged["report"]
+    html = Path(report.html_file).read_text(encoding="utf-8")
+    verdict = html.split("<h2>Verdict</h2>", 1)[1].split("<h2>", 1)[0]
+    cells = html.split("<h2>Cells</h2>", 1)[1].split("<h2>", 1)[0]
+    for name in ("old/old nDCG@10", "new/new nDCG@10", "gain retained (nDCG@10)", "old/old MRR@10"):
+        assert name in verdict, name
+    assert "ndcg@10" in cells and "mrr@10" in cells
+
+
+def test_report_and_plan_text_name_ndcg_and_the_protocol(judged: dict[str, Any],
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    from embridge.core.cli.main import main
+
+    ws = str(judged["path"])
+    assert main(["report", "-w", ws, "--run", str(judged["both"]["run_id"]), "--bootstrap", "20"]) == 0
+    text = capsys.readouterr().out
+    assert "nDCG@10: old/old" in text and "MRR@10: old/old" in text
+    assert "measured on " + judged["both"]["heldout_protocol"] in text
+    assert main(["plan", "-w", ws, "--run", str(judged["both"]["run_id"])]) == 0
+    text = capsys.readouterr().out
+    assert "nDCG@10" in text and "new→old measured on " + judged["both"]["heldout_protocol"] in text

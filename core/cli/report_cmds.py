@@ -156,8 +156,16 @@ def _report_text(report: Report) -> str:
              f"{format_share(h['ceiling_top1'])}, {report.upgraded_cell} {format_share(h['upgraded_top1'])}; "
              f"gain retained {format_share(h['gain_retained'])}, ARR@{h['arr_k']} {format_share(h['arr'])}",
              f"flips: negative {format_share(h['negative_flip_rate'])}, positive "
-             f"{format_share(h['positive_flip_rate'])}",
-             *report.verdicts, report.search["statement"]]
+             f"{format_share(h['positive_flip_rate'])}"]
+    for key, name in (("ndcg@10", "nDCG@10"), ("mrr@10", "MRR@10")):
+        if key in h:
+            lines.append(f"{name}: old/old {format_share(h.get(f'old_old_{key}'))}, new/new "
+                         f"{format_share(h.get(f'new_new_{key}'))}, {report.upgraded_cell} {format_share(h[key])}; "
+                         f"gain retained {format_share(h.get(f'gain_retained_{key}'))}")
+    measured = (h.get("protocols") or {}).get(report.upgraded_cell) or {}
+    if measured.get("text"):
+        lines.append(f"measured on {measured['text']}")
+    lines += [*report.verdicts, report.search["statement"]]
     for policy, area in report.backfill_areas.items():
         lines.append(f"partial backfill ({policy}): area {area:.3f}")
     if report.files:
@@ -180,7 +188,11 @@ def _plan_text(plan: Plan) -> str:
         mark = "*" if o["name"] == plan.recommendation else " "
         time_s = "unknown" if o["time_s"] is None else f"{o['time_s']:.2f}s"
         lines.append(f"{mark} {o['title']:<44} time {time_s:>10}  storage {format_bytes(o['storage_bytes']):>10}  "
-                     f"top-1 {format_share(o['quality'].get('top1'))}")
+                     f"top-1 {format_share(o['quality'].get('top1'))}"
+                     + (f"  nDCG@10 {format_share(o['quality']['ndcg@10'])}" if "ndcg@10" in o["quality"] else ""))
+    for cell, protocol in (plan.protocols or {}).items():
+        if isinstance(protocol, dict) and protocol.get("text"):
+            lines.append(f"{cell} measured on {protocol['text']}")
     lines += [f"recommendation: {plan.recommendation}", plan.reason, *plan.notes]
     return "\n".join(lines)
 

@@ -37,7 +37,7 @@ ORDERING_IS_FREE = ("random",)
 
 def _metrics_of(report: Report, cell: str) -> dict[str, float]:
     """A cell's headline metrics (those it has)."""
-    values = report.cell_metrics(cell, report.headline_metrics)
+    values = report.cell_metrics(cell, [*report.headline_metrics, "ndcg@10", "mrr@10"])
     return {k: v for k, v in values.items() if v is not None}
 
 

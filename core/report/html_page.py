@@ -87,6 +87,12 @@ def _headline(report: Mapping[str, Any]) -> str:
             ("positive flip rate" + _ci(h.get("positive_flip_rate_ci")), h.get("positive_flip_rate")),
             ("relative NFR" + _ci(h.get("relative_nfr_ci")), h.get("relative_nfr")),
             ("queries scored", h.get("n_queries"))]
+    for key, name in (("ndcg@10", "nDCG@10"), ("mrr@10", "MRR@10")):  # graded judgments only
+        if key in h:
+            gain = h.get(f"gain_retained_{key}")
+            rows[3:3] = [(f"old/old {name}", h.get(f"old_old_{key}")), (f"new/new {name}", h.get(f"new_new_{key}")),
+                         (f"{up} {name} (upgraded)", h.get(key)),
+                         (f"gain retained ({name})", gain if gain is not None else h.get(f"gain_retained_{key}_note"))]
     return (f"<p>Compatibility criterion (top-1): the upgrade {verdict}.</p>" + _list(report.get("verdicts") or [])
             + _table(["number", "value"], rows))
 
@@ -206,7 +212,10 @@ def render_html(typed: Report, svgs: Mapping[str, str]) -> str:
     parts += ["<h2>Protocol</h2>", _list(protocol),
               _table(["size", "value"], list((report.get("sizes") or {}).items()))]
     if report.get("kind") != "chain":
-        parts += ["<h2>Cells</h2>", _cells(report, figs, typed.headline_metrics), "<h2>Compatibility</h2>", _compatibility(report),
+        judged = [m for m in ("ndcg@10", "mrr@10")
+                  if any(m in (c.get("metrics") or {}) for c in (report.get("cells") or {}).values())]
+        parts += ["<h2>Cells</h2>", _cells(report, figs, [*typed.headline_metrics, *judged]),
+                  "<h2>Compatibility</h2>", _compatibility(report),
                   "<h2>Flips</h2>", _flips(report, figs), "<h2>Per label</h2>", _per_label(report, figs),
                   "<h2>Partial backfill</h2>", _backfill(report, figs), "<h2>Training</h2>", _training(report, figs)]
     rest = figs.rest()
