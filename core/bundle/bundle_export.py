@@ -25,6 +25,7 @@ from embridge.core.bundle import contents
 from embridge.core.bundle.deploy import compose_adapters, deploy_module, inputs_of, script, serving_method
 from embridge.core.bundle.manifest import CHECKSUMS, FORMAT_VERSION, MANIFEST, checksums_text
 from embridge.core.bundle.matrix_out import MatrixFile
+from embridge.core.bundle.measured import metrics_for
 from embridge.core.bundle.overwrite import replaceable_bundle
 from embridge.core.bundle.portable_export import write_portable
 from embridge.core.bundle.readme import readme_text
@@ -167,7 +168,7 @@ def _fill(ws: Workspace, root: Path, steps: list[contents.Step], report: dict | 
         "chain": [s.describe(reports[s.run["id"]]["id"] if reports[s.run["id"]] else None) for s in steps],
         "normalisation": {"input": "l2" if first.input_normalised else "none", "output": "l2",
                           "similarity": "cosine (inner product of L2-normalised vectors)"},
-        "metrics": contents.metrics_for(steps, report), "report": report_entry,
+        "metrics": metrics_for(ws, [s.run for s in steps], report), "report": report_entry,
         "probes": {"inputs": PROBE_INPUTS, "outputs": PROBE_OUTPUTS, "old_inputs": PROBE_OLD if old is not None else None,
                    "count": int(len(x)), "source": source, "rtol": PROBE_RTOL, "atol": PROBE_ATOL},
         "gallery_transformed": gallery_entry, "files": {},

@@ -18,9 +18,9 @@ import numpy as np
 
 from embridge.core.adapters import Adapter, load_adapter
 from embridge.core.bundle.deploy import inputs_of
+from embridge.core.bundle.measured import step_metrics
 from embridge.core.errors import BundleError, EmbridgeError, InputError, StoreError
 from embridge.core.l2 import l2_normalize, layer_input_normalised
-from embridge.core.run_record import RunRecord
 from embridge.core.store import Workspace
 from embridge.core.store.id_sets import intersect_ids
 
@@ -53,7 +53,7 @@ class Step:
                 "out_dim": self.adapter.out_dim, "adapter_sha256": self.row["sha256"],
                 "input_normalised": self.input_normalised, "config": self.adapter.config(),
                 "report_id": report_id, "fitted_on": (self.run.get("config") or {}).get("fitted_on"),
-                "metrics": RunRecord.from_row(self.run).summary}
+                "metrics": step_metrics(self.run)}
 
 
 def resolve_steps(ws: Workspace, run_ids: list[int] | None) -> list[Step]:
@@ -98,13 +98,20 @@ def order_chain(steps: list[Step]) -> list[Step]:
 
 
 def model_entry(ws: Workspace, name: str) -> dict[str, Any]:
-    """The workspace's record of a model (spec with sha256), or just its name if it was removed."""
+    """The workspace's record of a model (spec with sha256), or just its name if it was removed.
+
+    The spec's ``path`` (where the checkpoint was read from on the exporting machine, often a temp
+    folder) is left out: it does not exist at the receiver, and the name and sha256 identify the model.
+    """
     try:
         m = ws.model(name)
     except StoreError:
         return {"name": name, "sha256": None, "spec": None, "note": "model no longer in the workspace"}
+    spec = m.get("spec")
+    if isinstance(spec, dict) and "path" in spec:  # the exporting machine's folder: name and sha256 identify it
+        spec = {k: v for k, v in spec.items() if k != "path"}
     return {"name": name, "role": m.get("role"), "kind": m.get("kind"), "dim": m.get("dim"),
-            "sha256": m.get("sha256"), "spec": m.get("spec")}
+            "sha256": m.get("sha256"), "spec": spec}
 
 
 def report_for(ws: Workspace, step: Step) -> dict[str, Any] | None:
@@ -146,22 +153,6 @@ def report_files(ws: Workspace, report: dict[str, Any]) -> dict[str, Path]:
                 raise BundleError(f"{path}: report {report['id']}'s {name} is missing from the workspace")
             out[name] = path
     return out
-
-
-def _scalar(value: Any) -> bool:
-    return value is None or isinstance(value, bool | int | float | str)
-
-
-def metrics_for(steps: list[Step], report: dict[str, Any] | None) -> dict[str, Any]:
-    if report is not None:
-        summary = report.get("summary") or {}
-        values = {k: v for k, v in summary.items() if _scalar(v) and not isinstance(v, str)}
-        step = f" (run {report.get('run_id')}, one step of the chain)" if len(steps) > 1 else ""
-        return {"source": f"report {report['id']}{step}", "values": values}
-    if len(steps) == 1:
-        return {"source": f"training run {steps[0].run['id']} (held-out test queries, as the report measures them)",
-                "values": RunRecord.from_row(steps[0].run).summary}
-    return {"source": "none for the chain as a whole; see each step under 'chain'", "values": {}}
 
 
 def probe_vectors(ws: Workspace, first: Step, count: int, seed: int) -> tuple[np.ndarray, np.ndarray | None, str]:

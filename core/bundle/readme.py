@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from embridge.core.bundle.measured import measured_lines
+
 
 def _usage(manifest: dict[str, Any]) -> list[str]:
     adapter = manifest["adapter"]
@@ -40,9 +42,54 @@ def _portable_usage(manifest: dict[str, Any]) -> tuple[str, list[str]]:
         f"y = unit(session.run(None, {feed})[0])  # x: float32 (n, {manifest['adapter']['in_dim']})"]
 
 
+def cascade_k(manifest: dict[str, Any]) -> int | None:
+    """A cascade's re-rank depth K, or None when the bundle's layer is not served as a cascade."""
+    method = manifest["adapter"].get("method") or {}
+    return int(method["k"]) if method.get("kind") == "cascade" and isinstance(method.get("k"), int) else None
+
+
+def _cascade_section(manifest: dict[str, Any], k: int) -> list[str]:
+    """How a cascade is served: the old index recalls K, the new query re-ranks them (as measured)."""
+    norm = manifest["normalisation"]["input"] == "l2"
+    x = "unit(q)" if norm else "q"
+    if (manifest.get("portable") or {}).get("runtime") == "numpy":
+        layer = f'layer = lambda q: unit({x} @ p["weight"] + p["bias"])  # the layer above'
+    else:
+        layer = f'layer = lambda q: unit(session.run(None, {{"x": {x}}})[0])  # the layer above'
+    return [f"## Serve it as a cascade (K = {k})", "",
+            f"This is how the numbers below were measured. Per query: (1) today's search, the **old** model's "
+            f"query against the old index, recalls the top {k} items; (2) each of those {k} is re-scored by the "
+            "**new** model's query: against the item's new vector where the gallery already has one, else "
+            "`layer(new query)` against the item's old vector; (3) the re-scored items, best first, are the "
+            "answer. Both encoders embed every query during the transition. Do not search the whole old "
+            "gallery with `layer(new query)` alone: that is not the system measured here and can rank worse "
+            "than today's search.", "",
+            "```python", layer, f"K = {k}",
+            "def cascade_search(old_q, new_q, old_gallery, new_gallery=None, has_new=None, k=K):",
+            '    """Gallery rows per query, best first: the old index\'s top k re-ranked by the new model."""',
+            "    og = unit(old_gallery)",
+            "    # stage one: today's search (your old index's top k for the old query)",
+            "    recalled = np.argsort(-(unit(old_q) @ og.T), axis=1, kind=\"stable\")[:, :k]",
+            "    scores = np.einsum(\"qd,qkd->qk\", layer(new_q), og[recalled])",
+            "    if new_gallery is not None:  # re-embedded items: the new query against their new vector",
+            "        direct = np.einsum(\"qd,qkd->qk\", unit(new_q), unit(new_gallery)[recalled])",
+            "        scores = np.where(has_new[recalled], direct, scores)",
+            "    order = np.argsort(-scores, axis=1, kind=\"stable\")",
+            "    return np.take_along_axis(recalled, order, axis=1)",
+            "```", "",
+            "`old_q`, `new_q`: the same queries embedded by the old and the new model; `new_gallery`: the new "
+            "model's vectors in gallery row order, `has_new[j]` true where row j has one.", ""]
+
+
 def _purpose(manifest: dict[str, Any]) -> str:
     adapter, models = manifest["adapter"], manifest["models"]
     old, new = models["old"]["name"], models["new"]["name"]
+    k = cascade_k(manifest)
+    if k is not None:
+        return (f"It is served as a **cascade**: the existing **{old}** index recalls the top {k} items for the "
+                f"old query and **{new}** (new) re-ranks them; the layer in this bundle maps new queries into "
+                f"the **{old}** space for recalled items that have no new vector yet. Serve it as described "
+                "under \"Serve it as a cascade\"; the layer alone is not the measured system.")
     if adapter["direction"] == "forward":
         return (f"It maps vectors of the old model **{old}** into the space of the new model **{new}**: "
                 "transform the stored gallery once, then search it with new-model queries.")
@@ -81,7 +128,8 @@ def _runtime_sections(manifest: dict[str, Any]) -> list[str]:
                   f"{check.get('count')} probe vectors to a max abs difference of {check.get('max_abs_diff', 0):.3g} "
                   f"(tolerance rtol={check.get('rtol')}, atol={check.get('atol')}).", ""]
     lines += ["## Use with torch", "", "```python", *_usage(manifest), "```", ""]
-    return lines
+    k = cascade_k(manifest)
+    return lines + (_cascade_section(manifest, k) if k is not None else [])
 
 
 def readme_text(manifest: dict[str, Any]) -> str:
@@ -107,11 +155,11 @@ def readme_text(manifest: dict[str, Any]) -> str:
         g = manifest["gallery_transformed"]
         lines += ["", f"`{g['vectors']}` holds the {g['count']} gallery vectors already transformed "
                   f"(row i belongs to item `{g['keys']}`[i]); they are not normalised."]
-    metrics = manifest.get("metrics", {}).get("values", {})
-    if metrics:
-        shown = ", ".join(f"{k} = {v:.4g}" if isinstance(v, float) else f"{k} = {v}"
-                          for k, v in list(metrics.items())[:6])
-        lines += ["", f"Measured ({manifest['metrics']['source']}): {shown}."]
+    measured = measured_lines(manifest)
+    if measured:
+        served = f", served as the cascade above (K = {cascade_k(manifest)})" if cascade_k(manifest) else ""
+        lines += ["", f"Quality of this upgrade{served}, each number with the queries and gallery it was "
+                  "measured on:", "", *[f"- {line}." for line in measured]]
     lines += ["", "## Check before use", "",
               "`embridge bundle verify <bundle>` checks every file's sha256 (`CHECKSUMS` covers "
               "`manifest.json`, which lists all other files) and re-runs the layer on `probes/`. "

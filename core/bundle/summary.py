@@ -7,6 +7,7 @@ from typing import Any
 
 from embridge.core.bundle.archive import BundleLimits, open_bundle
 from embridge.core.bundle.manifest import parse_manifest
+from embridge.core.bundle.measured import measured_groups, measurements, on
 
 
 def inspect_bundle(path: str | Path, limits: BundleLimits | None = None) -> dict[str, Any]:
@@ -15,7 +16,7 @@ def inspect_bundle(path: str | Path, limits: BundleLimits | None = None) -> dict
         manifest = parse_manifest(src)
         files = [{"name": n, "bytes": src.size(n)} for n in src.names()]
     return {"path": str(Path(path)), "format": "zip" if Path(path).is_file() else "folder",
-            "verified": False, "manifest": manifest, "files": files,
+            "verified": False, "manifest": manifest, "measured": measurements(manifest), "files": files,
             "total_bytes": sum(f["bytes"] for f in files)}
 
 
@@ -47,12 +48,16 @@ def bundle_text(manifest: dict[str, Any]) -> str:
         lines.append(f"torch-free runtime: {entry.get('runtime')} ({files})")
     else:
         lines.append("torch-free runtime: none (format 1: torch only)")
+    method = a.get("method") if isinstance(a.get("method"), dict) else {}
+    if method.get("serving"):
+        lines.append(f"serving: {method['serving']}")
+    if method.get("kind") == "cascade":
+        lines.append("  (the numbers below are the cascade's; the layer alone over the whole old index is "
+                     "not the measured system)")
     report = manifest.get("report", {})
     lines.append(f"report: {report['id']}" if report.get("id") is not None else "report: none")
-    values = manifest.get("metrics", {}).get("values", {})
-    if values:
-        lines.append("metrics: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                                             for k, v in values.items()))
+    lines += [f"metrics ({sources}){on(protocol)}: {numbers}"
+              for sources, protocol, numbers in measured_groups(manifest, keys=None, sep="=")]
     if manifest.get("gallery_transformed"):
         lines.append(f"gallery_transformed: {manifest['gallery_transformed']['count']} vectors")
     return "\n".join(lines)

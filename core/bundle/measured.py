@@ -1,0 +1,138 @@
+"""The numbers a bundle carries, each with the protocol (query set and gallery) it was measured on.
+
+A layer's quality is computed once by the evaluation path and stored with its protocol: a training
+run's held-out numbers and, when the bundle ships one, a report's. The two can measure different
+galleries (``report --heldout-gallery`` leaves the train fold out), so the manifest keeps them apart
+under ``metrics`` (the shipped source) and ``metrics.also_measured`` (the other), each with its
+``protocol`` sentence, and the README and ``bundle inspect`` print a number only next to it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from embridge.core.run_record import RunRecord
+from embridge.core.store import Workspace
+
+UNRECORDED = "protocol not recorded (made by an older Embridge)"
+# the numbers a deploy note leads with, in this order
+HEADLINE = ("upgraded_top1", "old_old_top1", "new_new_top1", "gain_retained", "negative_flip_rate",
+            "ndcg@10", "mrr@10", "n_queries")
+
+
+def _numbers(values: dict[str, Any]) -> dict[str, Any]:
+    """The scalar numbers (and flags) of a summary; sentences such as the protocol live beside them."""
+    return {k: v for k, v in values.items() if v is None or isinstance(v, bool | int | float)}
+
+
+def run_protocol(run: dict[str, Any]) -> str:
+    """The test queries and gallery of a training run's held-out numbers, as the run recorded them."""
+    from embridge.core.report.number_source import source_of_run
+
+    stated = (run.get("metrics") or {}).get("heldout_protocol")
+    if isinstance(stated, str) and stated:
+        return stated
+    label = source_of_run(run).label()
+    return label if label else UNRECORDED
+
+
+def report_protocol(ws: Workspace, report: dict[str, Any]) -> str:
+    """The query set and gallery of a report's upgraded cell, read from its stored ``report.json``."""
+    from embridge.core.report.number_source import source_of_report
+
+    rel = report.get("json_file")
+    if not rel:
+        return UNRECORDED
+    path = Path(rel) if Path(rel).is_absolute() else ws.root / rel
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return source_of_report(data).label() if isinstance(data, dict) else UNRECORDED
+    except (OSError, ValueError, RecursionError, KeyError, TypeError, AttributeError):
+        return UNRECORDED
+
+
+def run_measurement(run: dict[str, Any]) -> dict[str, Any]:
+    """A training run's held-out numbers with their protocol."""
+    return {"source": f"training run {run['id']}, held-out", "protocol": run_protocol(run),
+            "values": _numbers(RunRecord.from_row(run).summary)}
+
+
+def step_metrics(run: dict[str, Any]) -> dict[str, Any]:
+    """A chain step's run summary, always stating its ``heldout_protocol``."""
+    summary = RunRecord.from_row(run).summary
+    if any(isinstance(v, int | float) and not isinstance(v, bool) for v in summary.values()):
+        summary.setdefault("heldout_protocol", run_protocol(run))
+    return summary
+
+
+def metrics_for(ws: Workspace, runs: list[dict[str, Any]], report: dict[str, Any] | None) -> dict[str, Any]:
+    """The manifest's ``metrics``: the shipped report's numbers (else the run's), each with its protocol.
+
+    For a single layer with a report, the training run's held-out numbers follow under
+    ``also_measured`` with their own protocol, so neither appears without the gallery it is from.
+    """
+    if report is not None:
+        values = _numbers(report.get("summary") or {})
+        step = f" (run {report.get('run_id')}, one step of the chain)" if len(runs) > 1 else ""
+        out = {"source": f"report {report['id']}{step}", "protocol": report_protocol(ws, report), "values": values,
+               "also_measured": []}
+        if len(runs) == 1 and _numbers(RunRecord.from_row(runs[0]).summary):
+            out["also_measured"].append(run_measurement(runs[0]))
+        return out
+    if len(runs) == 1:
+        return {**run_measurement(runs[0]), "also_measured": []}
+    return {"source": "none for the chain as a whole; see each step under 'chain'", "protocol": None,
+            "values": {}, "also_measured": []}
+
+
+def measurements(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every set of numbers of a manifest with its source and protocol (older manifests: unrecorded)."""
+    metrics = manifest.get("metrics") if isinstance(manifest.get("metrics"), dict) else {}
+    found = [metrics, *[m for m in metrics.get("also_measured") or [] if isinstance(m, dict)]]
+    out = []
+    for entry in found:
+        values = entry.get("values") if isinstance(entry.get("values"), dict) else {}
+        if values:
+            protocol = entry.get("protocol")
+            out.append({"source": str(entry.get("source") or "unknown source"),
+                        "protocol": protocol if isinstance(protocol, str) and protocol else UNRECORDED,
+                        "values": values})
+    return out
+
+
+def _shown(values: dict[str, Any], keys: tuple[str, ...] | None) -> dict[str, Any]:
+    names = [k for k in keys if k in values] if keys else list(values)
+    return {k: values[k] for k in names if values[k] is not None}
+
+
+def _text(shown: dict[str, Any], sep: str) -> str:
+    return ", ".join(f"{k}{sep}{v:.4g}" if isinstance(v, float) else f"{k}{sep}{v}" for k, v in shown.items())
+
+
+def measured_groups(manifest: dict[str, Any], keys: tuple[str, ...] | None = HEADLINE,
+                    sep: str = " = ") -> list[tuple[str, str, str]]:
+    """(sources, protocol, numbers) per protocol; sources that agree on one protocol share a line."""
+    groups: list[tuple[list[str], str, dict[str, Any]]] = []
+    for entry in measurements(manifest):
+        shown = _shown(entry["values"], keys)
+        for sources, protocol, first in groups:
+            common = set(first) & set(shown)
+            if protocol == entry["protocol"] and common and all(first[k] == shown[k] for k in common):
+                sources.append(entry["source"])
+                first.update({k: v for k, v in shown.items() if k not in first})
+                break
+        else:
+            groups.append(([entry["source"]], entry["protocol"], shown))
+    return [("; ".join(sources), protocol, _text(shown, sep)) for sources, protocol, shown in groups]
+
+
+def measured_lines(manifest: dict[str, Any], keys: tuple[str, ...] | None = HEADLINE) -> list[str]:
+    """'Measured (SOURCES) on PROTOCOL: numbers', one line per protocol."""
+    return [f"Measured ({sources}){on(protocol)}: {numbers}" for sources, protocol, numbers in measured_groups(manifest, keys)]
+
+
+def on(protocol: str) -> str:
+    """' on PROTOCOL', or ', protocol not recorded (...)' for a record that predates stored protocols."""
+    return f", {protocol}" if protocol == UNRECORDED else f" on {protocol}"

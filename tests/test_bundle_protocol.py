@@ -1,0 +1,128 @@
+"""What a bundle tells its receiver: how to serve it, every number with its protocol, no local paths."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from bundle_fixtures import build_upgrade_workspace
+
+from embridge.core.adapters.cascade import cascade_rank
+from embridge.core.bundle import bundle_text, export_bundle, load_bundle
+from embridge.core.cli.main import main
+from embridge.core.report.build import ReportOptions, build_report
+from embridge.core.report.number_source import source_of_report
+from embridge.core.retrieval import l2_normalize
+from embridge.core.store import Workspace
+from embridge.core.train.runs import train_run
+
+
+@pytest.fixture(scope="module")
+def upgrade(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The bundle workspace plus a cascade run with its report and a held-out-gallery report."""
+    info = build_upgrade_workspace(tmp_path_factory.mktemp("protocol") / "ws")
+    with Workspace.open(info["path"]) as ws:
+        info["cascade"] = train_run(ws, "cascade", old="v1", new="v3", device="cpu")["run_id"]
+        info["cascade_report"] = build_report(ws, info["cascade"], ReportOptions(n_boot=50, backfill_steps=3)).report_id
+        info["heldout_report"] = build_report(ws, info["runs"]["v3_to_v1"], ReportOptions(
+            n_boot=50, backfill_steps=3, heldout_gallery=True)).report_id
+    return info
+
+
+def _blocks(readme: str, heading: str) -> str:
+    """The python code block under ``heading`` in a README."""
+    part = readme.split(heading, 1)[1]
+    return re.search(r"```python\n(.*?)```", part, re.S).group(1)
+
+
+def _protocol_of(ws_path: Path, report_id: int) -> str:
+    return source_of_report(json.loads((ws_path / "reports" / str(report_id) / "report.json").read_text())).label()
+
+
+def test_a_cascade_bundle_says_how_it_is_served_and_its_code_is_the_cascade(
+        upgrade: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "cascade"
+    with Workspace.open(upgrade["path"]) as ws:
+        manifest = export_bundle(ws, out, [upgrade["cascade"]])["manifest"]
+    k = manifest["adapter"]["method"]["k"]
+    readme = (out / "README.md").read_text()
+    assert f"## Serve it as a cascade (K = {k})" in readme
+    assert "the layer alone is not the measured system" in readme
+    protocol = _protocol_of(upgrade["path"], upgrade["cascade_report"])
+    assert f"old-index recall of {k}" in protocol and f"Measured (report {upgrade['cascade_report']}" in readme
+    assert f"on {protocol}: upgraded_top1" in readme
+    text = bundle_text(manifest)
+    assert f"serving: the old index recalls the top {k}" in text and "not the measured system" in text
+
+    # the README's code, run as written, ranks exactly as the cascade the report measured
+    v1, v3 = upgrade["vectors"]["v1"], upgrade["vectors"]["v3"]
+    space: dict[str, Any] = {"x": v3[:2].astype(np.float32)}
+    monkeypatch.chdir(out)
+    exec(_blocks(readme, "## Use with onnxruntime only"), space)  # noqa: S102 - the deploy note's own code
+    exec(_blocks(readme, "## Serve it as a cascade"), space)  # noqa: S102
+    q, g = slice(0, 40), slice(40, None)
+    old_q, new_q = l2_normalize(v1[q]), l2_normalize(v3[q])
+    layer = load_bundle(out)
+    has = np.arange(len(v1[g])) % 2 == 0
+    for gallery, mask in ((None, None), (v3[g], has)):
+        got = space["cascade_search"](old_q, new_q, v1[g], gallery, mask)
+        want = cascade_rank(old_q, v1[g], new_q, None if gallery is None else gallery[has],
+                            None if gallery is None else np.flatnonzero(has), k, layer=layer)
+        assert got.shape == (40, k) and np.array_equal(got, want.ids)
+
+
+def test_every_number_in_a_bundle_names_its_protocol(upgrade: dict, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    run_id, report_id = upgrade["runs"]["v3_to_v1"], upgrade["heldout_report"]
+    out = tmp_path / "heldout.zip"
+    assert main(["bundle", "export", "-w", str(upgrade["path"]), "--run", str(run_id), "--report", str(report_id),
+                 "--out", str(out), "--json"]) == 0
+    manifest = json.loads(capsys.readouterr().out)["manifest"]
+    with Workspace.open(upgrade["path"]) as ws:
+        run = ws.run(run_id)
+    report_protocol = _protocol_of(upgrade["path"], report_id)
+    run_protocol = run["metrics"]["heldout_protocol"]
+    assert "without the train fold" in report_protocol and report_protocol != run_protocol
+    metrics = manifest["metrics"]
+    assert metrics["source"] == f"report {report_id}" and metrics["protocol"] == report_protocol
+    (training,) = metrics["also_measured"]
+    assert training["source"] == f"training run {run_id}, held-out" and training["protocol"] == run_protocol
+    assert training["values"]["upgraded_top1"] == run["metrics"]["upgraded_top1"]
+    assert manifest["chain"][0]["metrics"]["heldout_protocol"] == run_protocol
+
+    # the README: one line per protocol, each number next to the gallery it was measured on
+    assert main(["bundle", "inspect", str(out), "--json"]) == 0
+    inspected = json.loads(capsys.readouterr().out)
+    assert [(m["source"], m["protocol"]) for m in inspected["measured"]] == [
+        (f"report {report_id}", report_protocol), (f"training run {run_id}, held-out", run_protocol)]
+    assert main(["bundle", "inspect", str(out)]) == 0
+    human = capsys.readouterr().out
+    import zipfile
+
+    with zipfile.ZipFile(out) as zf:
+        readme = zf.read("README.md").decode()
+    for text, marker in ((readme, "upgraded_top1 = "), (human, "upgraded_top1=")):
+        lines = [line for line in text.splitlines() if marker in line]
+        assert len(lines) == 2, lines
+        assert f"report {report_id}" in lines[0] and f" on {report_protocol}: " in lines[0]
+        assert f"training run {run_id}" in lines[1] and f" on {run_protocol}: " in lines[1]
+
+
+def test_the_manifest_leaves_out_the_exporting_machines_model_path(upgrade: dict, tmp_path: Path) -> None:
+    gone = str(tmp_path / "tmpmodel-gone" / "new-model")
+    with Workspace.open(upgrade["path"]) as ws:
+        sha = "ab" * 32
+        ws.add_model("v3local", "other", {"name": "v3local", "kind": "vectors", "dim": 32, "sha256": sha,
+                                          "path": gone, "query_prompt": "query: "}, None)
+        ws.add_vector_set("v3local", upgrade["ids"], upgrade["vectors"]["v3"])
+        run_id = train_run(ws, "procrustes", old="v1", new="v3local", device="cpu")["run_id"]
+        manifest = export_bundle(ws, tmp_path / "b", [run_id])["manifest"]
+    entry = manifest["models"]["new"]
+    assert entry["name"] == "v3local" and entry["sha256"] == sha and entry["spec"]["sha256"] == sha
+    assert "path" not in entry["spec"] and entry["spec"]["query_prompt"] == "query: "
+    assert gone not in (tmp_path / "b" / "manifest.json").read_text()
+    assert "tmpmodel-gone" not in (tmp_path / "b" / "README.md").read_text()
