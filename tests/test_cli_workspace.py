@@ -71,6 +71,8 @@ def test_init_import_model_add_embed(tmp_path: Path, capsys: pytest.CaptureFixtu
         (["import", "--workspace", "{ws}", "--path", "{tmp}/bad.csv"], "bad.csv"),
         (["embed", "--workspace", "{ws}", "--model", "ghost"], "no model named 'ghost'"),
         (["train", "--workspace", "{ws}", "--method", "procrustes"], "no model with role 'old'"),
+        (["train", "--workspace", "{ws}", "--method", "procrustes", "--old", "ghost"],
+         "--old: no model named 'ghost' in the workspace"),
         (["init", "--workspace", "{ws}"], "already exists"),
     ],
 )

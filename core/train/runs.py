@@ -85,6 +85,10 @@ def train_run(ws: Workspace, method: str, old: str | None = None, new: str | Non
     settings = {"seed": seed, **(config or {}), "device": device}
     resolve_config(method, settings)  # a bad setting or device is refused before any run is recorded
     check_device_option(device)
+    for option, name in (("--old", old), ("--new", new)):
+        if name is not None and not ws.has_model(name):
+            known = ", ".join(m["name"] for m in ws.models()) or "none"
+            raise InputError(option, f"no model named '{name}' in the workspace (known: {known})")
     old = old or ws.model_by_role("old")["name"]
     new = new or ws.model_by_role("new")["name"]
     check_requirements(ws, method, old, new)
