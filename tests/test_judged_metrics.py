@@ -147,3 +147,18 @@ def test_bounds_and_perfect_ranking(task) -> None:
         assert p.ndcg_at_10[0] >= s.ndcg_at_10[0] - 1e-12 and p.average_precision[0] >= s.average_precision[0] - 1e-12
     else:
         assert not p.scorable[0] and p.ndcg_at_10[0] == 0
+
+
+def test_relevant_counts_match_counting_each_querys_judged_items_in_the_gallery() -> None:
+    from embridge.core.evaluation.relevance import RelevanceRule
+
+    rng = np.random.default_rng(4)
+    gallery = np.sort(rng.choice(5_000, 2_000, replace=False)).astype(np.int64)
+    judged = {q: {int(d): int(rng.integers(1, 3)) for d in rng.integers(0, 5_000, rng.integers(1, 6))}
+              for q in range(10_000, 10_300) if q % 7}  # every 7th query has no judgments
+    rule = RelevanceRule("judgments", judged=judged)
+    queries = np.arange(10_000, 10_300, dtype=np.int64)
+    expect = [len(set(judged.get(int(q), {})) & set(gallery.tolist())) for q in queries]
+    assert rule.relevant_counts(queries, gallery, None).tolist() == expect
+    ranked = rng.integers(-1, gallery.size, (queries.size, 20))
+    assert rule.relevance(ranked, queries, gallery, None)[0].n_relevant.tolist() == expect

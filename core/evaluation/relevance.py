@@ -69,16 +69,31 @@ class RelevanceRule:
         gallery_ids = np.asarray(gallery_ids, dtype=np.int64)
         ranked_ids = np.where(ranked >= 0, gallery_ids[np.maximum(ranked, 0)], -1)
         grades = np.zeros(ranked.shape, dtype=np.float64)
-        n_rel = np.zeros(len(query_ids), dtype=np.int64)
+        n_rel = self.relevant_counts(query_ids, gallery_ids, exclude)
         for i, q in enumerate(np.asarray(query_ids, dtype=np.int64).tolist()):
             judged = self.judged.get(q)
             if not judged:
                 continue
-            rel_ids = np.fromiter(judged, dtype=np.int64, count=len(judged))
-            n_rel[i] = int(np.isin(rel_ids, gallery_ids, assume_unique=True).sum())
             row = ranked_ids[i]
             grades[i] = [judged.get(int(g), 0) if g >= 0 else 0 for g in row]
         return Relevance(hits=grades > 0, n_relevant=n_rel), grades
+
+    def relevant_counts(self, query_ids: np.ndarray, gallery_ids: np.ndarray,
+                        exclude: np.ndarray | None) -> np.ndarray:
+        """Per query, how many gallery items are relevant to it (no ranking needed)."""
+        if self.source != JUDGMENTS:
+            no_ranking = np.empty((len(query_ids), 0), dtype=np.int64)
+            return self.relevance(no_ranking, query_ids, gallery_ids, exclude)[0].n_relevant
+        rows, items = [], []
+        for i, q in enumerate(np.asarray(query_ids, dtype=np.int64).tolist()):
+            judged = self.judged.get(q)
+            if judged:
+                rows.append(np.full(len(judged), i, dtype=np.int64))
+                items.append(np.fromiter(judged, dtype=np.int64, count=len(judged)))
+        if not rows:
+            return np.zeros(len(query_ids), dtype=np.int64)
+        found = np.isin(np.concatenate(items), np.asarray(gallery_ids, dtype=np.int64))  # one pass over the gallery
+        return np.bincount(np.concatenate(rows)[found], minlength=len(query_ids)).astype(np.int64)
 
     def ideal_dcg(self, query_ids: np.ndarray, k: int = 10) -> np.ndarray:
         """Ideal DCG@k of each query from every positive grade judged for it (0 when none)."""

@@ -132,9 +132,8 @@ def comparable_queries(full: RetrievalTask, sample: RetrievalTask, label: str,
     """The test queries every cell can score: those with a relevant item in the whole gallery but
     none in the evaluation sample are left out (see the module docstring), with the count."""
     queries = full.queries
-    no_columns = np.empty((queries.ids.size, 0), dtype=np.int64)
-    n_full = full.rule.relevance(no_columns, queries.ids, full.gallery.ids, full.exclude)[0].n_relevant
-    n_sample = sample.rule.relevance(no_columns, queries.ids, sample.gallery.ids, sample.exclude)[0].n_relevant
+    n_full = full.rule.relevant_counts(queries.ids, full.gallery.ids, full.exclude)
+    n_sample = sample.rule.relevant_counts(queries.ids, sample.gallery.ids, sample.exclude)
     in_sample = n_sample > 0
     # judged documents are few and graded (nDCG's ideal counts every one): new/new is comparable only
     # with all of them in the sample; a label has many members, of which the sample holds a share
