@@ -148,3 +148,31 @@ def test_ray_migration_refuses_a_repeated_id_before_writing_its_partition(ray_cl
         assert not shadow.exists() or shadow.count() <= 20  # the repeating partition was never written
     finally:
         shadow.close()
+
+
+def test_ray_migration_refuses_foreign_space_fields_and_a_second_writer(ray_cluster: Any, fct: dict,
+                                                                        tmp_path: Path) -> None:
+    """As a local migration: a space field Embridge did not write is refused before anything is staged,
+    and a second migration into a target whose lock is held is refused at once."""
+    import lancedb
+    import pyarrow as pa
+
+    from embridge.core.connectors import VectorStoreError
+    from embridge.core.connectors.job_lock import job_lock
+
+    v1 = np.asarray(fct["vectors"]["v1"][:30], dtype=np.float32)
+    vectors = pa.FixedSizeListArray.from_arrays(pa.array(v1.ravel()), v1.shape[1])
+    db = lancedb.connect(str(tmp_path / "db"))
+    db.create_table("theirs", pa.table({"id": pa.array(range(30), pa.int64()), "vector": vectors,
+                                        SPACE_FIELD: pa.array(["mine"] * 30)}))
+    db.create_table("plain", pa.table({"id": pa.array(range(30), pa.int64()), "vector": vectors}))
+    uri = f"lancedb://{tmp_path / 'db'}"
+    with pytest.raises(VectorStoreError, match=f"field '{SPACE_FIELD}' holds"):
+        migrate_on_ray(fct["bundle"], f"{uri}?table=theirs", f"{uri}?table=theirs_v2")
+    assert not (tmp_path / "db" / "theirs_v2.lance").exists()
+    target = open_store(f"{uri}?table=plain_v2")
+    try:
+        with job_lock(target, "ray-migrate-plain_v2"), pytest.raises(VectorStoreError, match="another migration"):
+            migrate_on_ray(fct["bundle"], f"{uri}?table=plain", f"{uri}?table=plain_v2")
+    finally:
+        target.close()

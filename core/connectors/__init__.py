@@ -23,6 +23,15 @@ SCHEMES: dict[str, tuple[str, str, str]] = {
     "faiss": ("embridge.core.connectors.faiss_index", "FaissConnector", "faiss-cpu"),
 }
 
+# query parameters each scheme takes (PostgreSQL passes the ones it does not know to the server)
+PARAMS: dict[str, tuple[str, ...]] = {
+    "parquet": ("id", "vector", "alias"),
+    "lancedb": ("table", "collection", "id", "vector", "alias"),
+    "qdrant": ("collection", "table", "vector", "https", "alias"),
+    "chroma": ("collection", "table", "https", "alias"),
+    "faiss": (),
+}
+
 # options naming a store that is only read: a missing local folder is a typo, never a new store
 READ_OPTIONS = ("--from", "--uri")
 FOLDER_SCHEMES = ("lancedb", "qdrant", "chroma")  # embedded stores whose clients create their folder on open
@@ -37,6 +46,12 @@ def open_store(uri: str | StoreURI, option: str = "--uri") -> Connector:
         raise InputError(option, f"unknown store scheme '{parsed.scheme}://' (known: "
                          f"{', '.join(s + '://' for s in SCHEMES if s != 'postgres')})")
     module_name, class_name, package = SCHEMES[parsed.scheme]
+    known = PARAMS.get(parsed.scheme)
+    unknown = [key for key in parsed.params if known is not None and key not in known]
+    if unknown:
+        takes = ", ".join(known) if known else "none"
+        raise InputError(option, f"'{parsed.raw}' gives the parameter '{unknown[0]}', which {parsed.scheme}:// does "
+                         f"not take (it takes: {takes})")
     try:
         cls = getattr(import_module(module_name), class_name)
         if option in READ_OPTIONS and parsed.scheme in FOLDER_SCHEMES and not parsed.netloc and \

@@ -18,12 +18,14 @@ from typing import Any
 import numpy as np
 
 from embridge.core.connectors.connector import (
+    SPACE_FIELD,
     Batch,
     Connector,
     PointId,
     StoreURI,
     VectorStoreError,
     check_write_batch,
+    space_key,
 )
 from embridge.core.errors import first_line
 
@@ -109,6 +111,19 @@ class ChromaConnector(Connector):
         order = [i for i in ids if str(i) in found]
         vectors = np.asarray([found[str(i)][0] for i in order], dtype=np.float32).reshape(len(order), -1)
         return Batch(order, vectors, [dict(found[str(i)][1] or {}) for i in order])
+
+    def space_counts(self) -> dict[str, int]:
+        """From the metadata alone, a page at a time (the vectors are not needed)."""
+        col, offset = self.col(), 0
+        counts: dict[str, int] = {}
+        while True:
+            got = col.get(limit=8192, offset=offset, include=["metadatas"])
+            if not got["ids"]:
+                return counts
+            offset += len(got["ids"])
+            for meta in got["metadatas"]:
+                key = space_key((meta or {}).get(SPACE_FIELD))
+                counts[key] = counts.get(key, 0) + 1
 
     def create(self, dim: int, like: Connector | None = None, sample: Batch | None = None) -> None:
         self._writable()

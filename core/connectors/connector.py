@@ -30,6 +30,11 @@ PointId = int | str
 SPACE_FIELD = "embridge_space"  # payload field / column naming the model version of each point
 
 
+def space_key(value: Any) -> str:
+    """A space field's value as text ('' for none): a store may hold other types in a field of that name."""
+    return "" if value is None or value == "" else str(value)
+
+
 class VectorStoreError(EmbridgeError):
     """A vector store cannot be opened, read or written; the message names the URI."""
 
@@ -136,6 +141,8 @@ class Connector(ABC):
     borrowed: bool = False
     writable: bool = True
     supports_alias: bool = True
+    # an alias here is a view or a symbolic link, which a user may have made for ends of their own
+    aliases_may_be_users: bool = False
     single_client: bool = True  # one open client per store (embedded stores lock their folder)
 
     def lossy_note(self) -> str | None:
@@ -210,7 +217,7 @@ class Connector(ABC):
         counts: dict[str, int] = {}
         for batch in self.read_batches(8192):
             for payload in batch.payloads:
-                key = str(payload.get(SPACE_FIELD) or "")
+                key = space_key(payload.get(SPACE_FIELD))
                 counts[key] = counts.get(key, 0) + 1
         return counts
 
@@ -242,6 +249,15 @@ class Connector(ABC):
     def set_alias(self, alias: str, target: str) -> None:
         """Point ``alias`` at ``target`` in one atomic step."""
         raise VectorStoreError(f"{self.describe()}: this store has no aliases")
+
+    def alias_definition(self, alias: str) -> str | None:
+        """What the alias is now (a view's SQL, a link's target): a switch records it, so a later switch
+        can tell an alias it made from one of the same name made by someone else."""
+        return self.alias_target(alias)
+
+    def alias_what(self, alias: str) -> str:
+        """The alias in words, for a refusal to move it."""
+        return f"an alias of '{self.alias_target(alias)}'"
 
     # -- checkpoints --------------------------------------------------------------------------
     def _state_file(self, key: str) -> Path:

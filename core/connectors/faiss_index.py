@@ -88,6 +88,11 @@ class FaissConnector(Connector):
             yield Batch(ids, vectors, [{} for _ in ids], end if end < total else None)
             start = end
 
+    def space_counts(self) -> dict[str, int]:
+        """FAISS files hold no payload, so no point carries a space (and no vector needs reading)."""
+        count = self.count()
+        return {"": count} if count else {}
+
     def create(self, dim: int, like: Connector | None = None, sample: Batch | None = None) -> None:
         self._writable()
 

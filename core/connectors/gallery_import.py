@@ -148,13 +148,17 @@ class _Run:
 
 
 def _check_points(batch: Batch, uri: str, dim: int) -> None:
-    """Refuse a batch before any of it is stored: vectors of the collection's width, all finite."""
+    """Refuse a batch before any of it is stored: vectors of the collection's width, all finite, none all zero."""
     if batch.vectors.shape[1] != dim:
         raise ImportDataError(uri, f"{batch.vectors.shape[1]}-d vectors among {dim}-d ones")
     bad = np.flatnonzero(~np.isfinite(batch.vectors).all(axis=1))
     if len(bad):
         raise ImportDataError(uri, f"point {batch.ids[int(bad[0])]!r} holds NaN or inf values; nothing was "
                               "imported")
+    zero = np.flatnonzero(~batch.vectors.any(axis=1))
+    if len(zero):
+        raise ImportDataError(uri, f"point {batch.ids[int(zero[0])]!r} holds an all-zero vector (no direction to "
+                              "compare by); nothing was imported")
 
 
 def _import(ws: Workspace, store: Connector, uri: str, model: str | None, label_field: str | None,

@@ -23,6 +23,7 @@ from embridge.core.connectors.connector import (
     StoreURI,
     VectorStoreError,
     check_write_batch,
+    space_key,
 )
 from embridge.core.connectors.links import link_target, swap_link
 
@@ -35,6 +36,7 @@ def _sql_literal(value: PointId) -> str:
 
 class LanceDBConnector(Connector):
     scheme = "lancedb"
+    aliases_may_be_users = True
 
     def __init__(self, uri: StoreURI) -> None:
         import lancedb
@@ -122,8 +124,8 @@ class LanceDBConnector(Connector):
             return {"": self.count()} if self.count() else {}
         counts: dict[str, int] = {}
         for rb in self.table().search().select([SPACE_FIELD]).limit(None).to_batches(65_536):
-            for value in rb.column(0).to_pylist():
-                counts[value or ""] = counts.get(value or "", 0) + 1
+            for value in map(space_key, rb.column(0).to_pylist()):
+                counts[value] = counts.get(value, 0) + 1
         return counts
 
     def create(self, dim: int, like: Connector | None = None, sample: Batch | None = None) -> None:
@@ -173,6 +175,12 @@ class LanceDBConnector(Connector):
     def alias_target(self, alias: str) -> str | None:
         target = link_target(self._link(alias))
         return target[:-len(".lance")] if target and target.endswith(".lance") else target
+
+    def alias_definition(self, alias: str) -> str | None:
+        return link_target(self._link(alias))
+
+    def alias_what(self, alias: str) -> str:
+        return f"a symbolic link {self._link(alias)} -> {link_target(self._link(alias))}"
 
     def set_alias(self, alias: str, target: str) -> None:
         if not self._link(target).is_dir():

@@ -31,16 +31,20 @@ from typing import Any
 import numpy as np
 
 from embridge.core.connectors import open_store
+from embridge.core.connectors.aliases import rollback_store, switch_alias
 from embridge.core.connectors.backfill_order import NewVectors, choose_backfill, read_new_vectors
 from embridge.core.connectors.connector import SPACE_FIELD, Batch, Connector, StoreURI, VectorStoreError
+from embridge.core.connectors.job_lock import job_lock
 from embridge.core.connectors.prefetch import Prefetch
-from embridge.core.connectors.source_checks import SeenIds
+from embridge.core.connectors.source_checks import SeenIds, check_source_spaces
 from embridge.core.connectors.targets import check_alias, check_store_output
 from embridge.core.connectors.transform import StoreTransform, load_transform
 from embridge.core.errors import InputError
 from embridge.core.heap import cap_malloc_arenas, release_free_memory
 from embridge.core.l2 import l2_normalize
 from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
+
+__all__ = ["migrate_store", "rollback_store", "switch_alias", "verify_migration"]
 
 VERIFY_SAMPLE = 256
 # Batches read and transformed ahead of the one being written: the read side runs while the store
@@ -208,12 +212,23 @@ def _run(transform: StoreTransform, source: Connector, target: Connector, new: N
          report: ProgressFn, should_stop: StopFn | None) -> MigrationResult:
     if not source.exists():
         raise VectorStoreError(f"{source.describe()}: no such collection")
+    check_source_spaces(source, transform)  # before the width: a shadow given as the source is named as one
     dim = source.dim()
+    if dim is None and source.count() == 0:
+        dim = transform.in_dim  # no point to tell the width by: the shadow of an empty source is empty too
     if dim != transform.in_dim:
         raise VectorStoreError(f"{source.describe()}: holds {dim}-d vectors, the bundle {transform.path} maps "
                                f"{transform.in_dim}-d {transform.old_space} vectors")
     total = source.count()
     key = state_key(target)
+    with job_lock(target, key):
+        return _locked_run(transform, source, target, new, order, backfill, seed, batch_size, switch, alias, report,
+                           should_stop, total, key)
+
+
+def _locked_run(transform: StoreTransform, source: Connector, target: Connector, new: NewVectors | None, order: str,
+                backfill: int | None, seed: int, batch_size: int, switch: bool, alias: str | None,
+                report: ProgressFn, should_stop: StopFn | None, total: int, key: str) -> MigrationResult:
     fingerprint = _fingerprint(transform, source, target, total, new, order, backfill, seed)
     state = resumable_state(target, key, fingerprint)
     names = space_names(transform)
@@ -274,6 +289,9 @@ def _copy(transform: StoreTransform, source: Connector, target: Connector, new: 
     def transformed(cursor: Any) -> Iterator[Batch]:  # in the prefetch thread: reads and transforms only
         for batch in source.read_batches(batch_size, cursor):
             seen.check(source, batch)
+            if len(batch) and batch.vectors.shape[1] != transform.in_dim:  # the source's fault, not the bundle's
+                raise VectorStoreError(f"{source.describe()}: point {batch.ids[0]!r} holds a "
+                                       f"{batch.vectors.shape[1]}-d vector among {transform.in_dim}-d ones")
             yield transform_batch(transform, batch, new, chosen, names)
 
     def store(out: Batch) -> None:
@@ -354,38 +372,3 @@ def verify_migration(transform: StoreTransform, source: Connector, target: Conne
             diff = max(diff, float(np.max(np.abs(vec - want))) if len(want) else 0.0)
             checked += 1
     return Verification(source_count, target_count, spaces, checked, diff, transform.probes)
-
-
-def switch_alias(store: Connector, alias: str, target: str) -> str | None:
-    """Point ``alias`` at ``target`` atomically; returns the collection it served before."""
-    previous = store.alias_target(alias)
-    store.set_alias(alias, target)
-    history = store.load_state(f"alias-{alias}") or {"history": []}
-    history["history"] = [*history["history"], {"from": previous, "to": target, "at": time.time()}]
-    store.save_state(f"alias-{alias}", history)
-    return previous
-
-
-def rollback_store(uri: str, alias: str | None = None) -> dict[str, Any]:
-    """Point the alias back at the collection named in ``uri`` (the one it served before a switch)."""
-    store = open_store(uri, "--to")
-    try:
-        alias = alias or store.uri.param("alias")
-        if not alias:
-            raise InputError("--alias", "name the alias to switch back (--alias NAME, or &alias=NAME in --to)")
-        check_alias(store, alias, store.collection)
-        if not store.exists():
-            raise VectorStoreError(f"{store.describe()}: no such collection to switch back to")
-        if not store.supports_alias:
-            store.set_alias(alias, store.collection)  # raises the store's own explanation
-        current = store.alias_target(alias)
-        if current is None:
-            raise InputError("--alias", f"'{alias}' is not an alias of {store.location()}; rollback moves an "
-                             "existing alias (a migration with --switch creates it)")
-        if current == store.collection:
-            return {"alias": alias, "collection": store.collection, "previous": current, "changed": False}
-        previous = switch_alias(store, alias, store.collection)
-        return {"alias": alias, "collection": store.collection, "previous": previous, "changed": True,
-                "count": store.count()}
-    finally:
-        store.close()

@@ -33,6 +33,7 @@ from embridge.core.connectors.connector import (
     StoreURI,
     VectorStoreError,
     check_write_batch,
+    space_key,
 )
 from embridge.core.connectors.links import link_target, swap_link
 
@@ -57,6 +58,7 @@ def _schema(file: Path) -> Any:
 class ParquetConnector(Connector):
     scheme = "parquet"
     single_client = False
+    aliases_may_be_users = True
 
     def __init__(self, uri: StoreURI) -> None:
         import pyarrow.parquet  # noqa: F401 - fail early when the extra is missing
@@ -118,10 +120,20 @@ class ParquetConnector(Connector):
 
         files = self._files()
         start_file, start_row = (cursor or [0, 0])
+        width: tuple[int, Path] | None = None  # the dataset's width, and the file that sets it
+        if cursor is not None and files and (first := self.dim()):  # a resumed read: the width of the first file
+            width = (first, files[0])
         for index in range(int(start_file), len(files)):
             with reading_parquet(files[index]):
-                yield from self._file_batches(pq.ParquetFile(files[index], buffer_size=READ_BUFFER, pre_buffer=False),
-                                              index, len(files), batch_size, start_file, start_row, files[index])
+                for batch in self._file_batches(pq.ParquetFile(files[index], buffer_size=READ_BUFFER, pre_buffer=False),
+                                                index, len(files), batch_size, start_file, start_row, files[index]):
+                    if width is None and len(batch):
+                        width = (batch.vectors.shape[1], files[index])
+                    elif width is not None and len(batch) and batch.vectors.shape[1] != width[0]:
+                        raise VectorStoreError(f"{files[index]}: column '{self.vec_col}' holds "
+                                               f"{batch.vectors.shape[1]}-long vectors, but {width[1].name} holds "
+                                               f"{width[0]}-long ones; every file needs the same width")
+                    yield batch
 
     def _file_batches(self, pf: Any, index: int, n_files: int, batch_size: int, start_file: Any,
                       start_row: Any, file: Any = "") -> Iterator[Batch]:
@@ -191,8 +203,8 @@ class ParquetConnector(Connector):
                 continue
             with reading_parquet(file):
                 values = pq.read_table(file, columns=[SPACE_FIELD]).column(0).to_pylist()
-            for value in values:
-                counts[value or ""] = counts.get(value or "", 0) + 1
+            for value in map(space_key, values):
+                counts[value] = counts.get(value, 0) + 1
         return counts
 
     def create(self, dim: int, like: Connector | None = None, sample: Batch | None = None) -> None:
@@ -249,6 +261,9 @@ class ParquetConnector(Connector):
 
     def alias_target(self, alias: str) -> str | None:
         return link_target(self.folder.parent / alias)
+
+    def alias_what(self, alias: str) -> str:
+        return f"a symbolic link {self.folder.parent / alias} -> {self.alias_target(alias)}"
 
     def set_alias(self, alias: str, target: str) -> None:
         if not (self.folder.parent / target).is_dir():

@@ -11,6 +11,7 @@ checkpoints live in a small ``embridge_state`` table of the same database.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlencode
@@ -29,6 +30,7 @@ from embridge.core.connectors.connector import (
 )
 
 OUR_PARAMS = ("table", "collection", "column", "id", "alias")
+TEXT_KEYS = ("text", "character varying", "character", "varchar")
 
 
 def _array(value: Any) -> np.ndarray:
@@ -49,6 +51,7 @@ def _pg_type(value: Any) -> str:
 class PgVectorConnector(Connector):
     scheme = "postgresql"
     single_client = False
+    aliases_may_be_users = True
 
     def __init__(self, uri: StoreURI) -> None:
         import psycopg
@@ -117,7 +120,46 @@ class PgVectorConnector(Connector):
                    .fetchone()[0])
 
     def dim(self) -> int | None:
-        return self._vector_dim(dict(self._need()))
+        types = dict(self._need())
+        self._key_kind(types)
+        return self._vector_dim(types)
+
+    def _key_kind(self, types: dict[str, str]) -> str:
+        """int, text or uuid: the id column's kind; ids of other types (numeric, dates...) are refused,
+        as they cannot be carried as point ids and checkpoint cursors."""
+        kind = types[self.id_col]
+        if kind in ("bigint", "integer", "smallint"):
+            return "int"
+        if kind == "uuid":
+            return "uuid"
+        if kind.split("(", 1)[0] in TEXT_KEYS:
+            return "text"
+        raise VectorStoreError(f"{self.describe()}: the id column '{self.id_col}' has type {kind}; point ids must "
+                               "be integers, text or uuid (name another column with ?id=COLUMN)")
+
+    def _keys(self, ids: list[PointId], types: dict[str, str] | None = None) -> list[Any]:
+        """Ids as the id column takes them (text ids of a uuid column become UUIDs)."""
+        if self._key_kind(types or dict(self._need())) != "uuid":
+            return list(ids)
+        try:
+            return [uuid.UUID(str(i)) for i in ids]
+        except ValueError as exc:
+            raise VectorStoreError(f"{self.describe()}: the id column '{self.id_col}' is uuid, and an id is not a "
+                                   f"UUID ({exc})") from exc
+
+    def _no_null_ids(self) -> None:
+        """Refuse a table with a NULL id before its first batch is read (they sort last, so a row-by-row
+        refusal would come after everything else was written)."""
+        from psycopg import sql
+
+        nullable = self.conn.execute("select not a.attnotnull from pg_attribute a join pg_class c on c.oid = "
+                                     "a.attrelid where c.relname = %s and a.attname = %s and "
+                                     "pg_table_is_visible(c.oid)", [self.collection, self.id_col]).fetchone()
+        if nullable and nullable[0] and self.conn.execute(sql.SQL("select exists (select 1 from {} where {} is null)")
+                                                          .format(self._ident(self.collection),
+                                                                  self._ident(self.id_col))).fetchone()[0]:
+            raise VectorStoreError(f"{self.describe()}: a row has a NULL id (column '{self.id_col}'); every point "
+                                   "needs an id")
 
     def _vector_dim(self, types: dict[str, str]) -> int:
         """The vector column's dimension from the table's column types."""
@@ -136,6 +178,9 @@ class PgVectorConnector(Connector):
         from psycopg import sql
 
         types = dict(self._need())
+        uuids = self._key_kind(types) == "uuid"
+        if cursor is None:
+            self._no_null_ids()
         cols = list(types)
         others = [c for c in cols if c not in (self.id_col, self.vec_col)]
         select = sql.SQL("select {} from {}").format(self._ident(self.id_col, self.vec_col, *others),
@@ -148,10 +193,13 @@ class PgVectorConnector(Connector):
             page = self._fast_page(last, batch_size, others, dim) if dim else None
             if page is None:
                 query = select + (where if last is not None else sql.SQL("")) + order
-                args = [last, batch_size] if last is not None else [batch_size]
+                args = [*self._keys([last], types), batch_size] if last is not None else [batch_size]
                 with self.conn.cursor(binary=True) as cur:
                     rows = cur.execute(query, args).fetchall()
-                ids = [r[0] for r in rows]
+                if any(r[0] is None for r in rows):
+                    raise VectorStoreError(f"{self.describe()}: a row has a NULL id (column '{self.id_col}'); "
+                                           "every point needs an id")
+                ids = [str(r[0]) if uuids else r[0] for r in rows]
                 missing = next((r[0] for r in rows if r[1] is None), None)
                 if missing is not None:
                     raise VectorStoreError(f"{self.describe()}: row {self.id_col}={missing!r} has no vector "
@@ -203,12 +251,14 @@ class PgVectorConnector(Connector):
     def read_ids(self, ids: list[PointId]) -> Batch:
         from psycopg import sql
 
-        cols = [c for c, _ in self._need()]
-        others = [c for c in cols if c not in (self.id_col, self.vec_col)]
+        types = dict(self._need())
+        others = [c for c in types if c not in (self.id_col, self.vec_col)]
         query = sql.SQL("select {} from {} where {} = any(%s)").format(
             self._ident(self.id_col, self.vec_col, *others), self._ident(self.collection), self._ident(self.id_col))
         with self.conn.cursor(binary=True) as cur:
-            rows = {r[0]: r for r in cur.execute(query, [list(ids)]).fetchall()}
+            found = cur.execute(query, [self._keys(list(ids), types)]).fetchall()
+        uuids = self._key_kind(types) == "uuid"
+        rows = {str(r[0]) if uuids else r[0]: r for r in found}
         order = [i for i in ids if i in rows]
         vectors = np.stack([_array(rows[i][1]) for i in order]) if order else \
             np.zeros((0, self.dim() or 0), np.float32)
@@ -220,7 +270,7 @@ class PgVectorConnector(Connector):
         if SPACE_FIELD not in dict(self._need()):
             count = self.count()
             return {"": count} if count else {}
-        rows = self.conn.execute(sql.SQL("select coalesce({}, ''), count(*) from {} group by 1").format(
+        rows = self.conn.execute(sql.SQL("select coalesce({}::text, ''), count(*) from {} group by 1").format(
             self._ident(SPACE_FIELD), self._ident(self.collection))).fetchall()
         return {str(k): int(v) for k, v in rows}
 
@@ -281,7 +331,7 @@ class PgVectorConnector(Connector):
                                                                          self._ident(*cols))
         with self.conn.transaction(), self.conn.cursor() as cur, cur.copy(copy) as cp:
             cp.set_types([types[c] if not types[c].startswith("vector") else "vector" for c in cols])
-            for pid, vec, payload in zip(batch.ids, batch.vectors, batch.payloads, strict=True):
+            for pid, vec, payload in zip(self._keys(batch.ids, types), batch.vectors, batch.payloads, strict=True):
                 cp.write_row([pid, vec, *[payload.get(c) for c in payload_cols]])
 
     def delete_ids(self, ids: list[PointId]) -> None:
@@ -289,7 +339,7 @@ class PgVectorConnector(Connector):
 
         if ids and self.exists():
             self.conn.execute(sql.SQL("delete from {} where {} = any(%s)").format(
-                self._ident(self.collection), self._ident(self.id_col)), [list(ids)])
+                self._ident(self.collection), self._ident(self.id_col)), [self._keys(list(ids))])
 
     def alias_target(self, alias: str) -> str | None:
         row = self.conn.execute(
@@ -298,6 +348,14 @@ class PgVectorConnector(Connector):
             "where v.relname = %s and v.relkind = 'v' and t.oid <> v.oid and pg_table_is_visible(v.oid)",
             [alias]).fetchall()
         return str(row[0][0]) if len(row) == 1 else None
+
+    def alias_definition(self, alias: str) -> str | None:
+        row = self.conn.execute("select pg_get_viewdef(oid) from pg_class where relname = %s and relkind = 'v' "
+                                "and pg_table_is_visible(oid)", [alias]).fetchone()
+        return " ".join(str(row[0]).split()) if row else None
+
+    def alias_what(self, alias: str) -> str:
+        return f"a view of table '{self.alias_target(alias)}' in {self.uri.raw.split('?', 1)[0]}"
 
     def set_alias(self, alias: str, target: str) -> None:
         from psycopg import sql
@@ -315,7 +373,8 @@ class PgVectorConnector(Connector):
 
     # -- checkpoints in the database itself ---------------------------------------------------
     def load_state(self, key: str) -> dict[str, Any] | None:
-        self.conn.execute("create table if not exists embridge_state (key text primary key, state jsonb not null)")
+        if self.conn.execute("select to_regclass('embridge_state')").fetchone()[0] is None:
+            return None  # nothing recorded yet; reading creates nothing in the user's database
         row = self.conn.execute("select state from embridge_state where key = %s", [key]).fetchone()
         return dict(row[0]) if row else None
 

@@ -138,9 +138,14 @@ class QdrantConnector(Connector):
     def dim(self) -> int | None:
         return int(self._vector_params().size)
 
-    def _vector(self, raw: Any) -> Any:
+    def _vector(self, record: Any) -> Any:
+        """A record's vector (the named one with ``?vector=``); a point without it is refused by id."""
+        raw = record.vector
         if isinstance(raw, dict):
-            return raw[self.vector_name] if self.vector_name else next(iter(raw.values()))
+            raw = raw.get(self.vector_name) if self.vector_name else next(iter(raw.values()), None)
+        if raw is None:
+            which = f"vector '{self.vector_name}'" if self.vector_name else "vector"
+            raise VectorStoreError(f"{self.describe()}: point {record.id!r} has no {which}; every point needs one")
         return raw
 
     def read_batches(self, batch_size: int, cursor: Any = None) -> Iterator[Batch]:
@@ -152,7 +157,7 @@ class QdrantConnector(Connector):
                                                  with_vectors=True)
             if not records:
                 return
-            vectors = np.asarray([self._vector(r.vector) for r in records], dtype=np.float32).reshape(-1, dim)
+            vectors = np.asarray([self._vector(r) for r in records], dtype=np.float32).reshape(-1, dim)
             yield Batch([r.id for r in records], vectors, [dict(r.payload or {}) for r in records], offset)
             if offset is None:
                 return
@@ -161,11 +166,11 @@ class QdrantConnector(Connector):
         name, dim = self._need(), self.dim() or 0
         found = {r.id: r for r in self.client.retrieve(name, ids=list(ids), with_payload=True, with_vectors=True)}
         order = [i for i in ids if i in found]
-        vectors = np.asarray([self._vector(found[i].vector) for i in order], dtype=np.float32).reshape(-1, dim)
+        vectors = np.asarray([self._vector(found[i]) for i in order], dtype=np.float32).reshape(-1, dim)
         return Batch(order, vectors, [dict(found[i].payload or {}) for i in order])
 
     def space_counts(self) -> dict[str, int]:
-        from embridge.core.connectors.connector import SPACE_FIELD
+        from embridge.core.connectors.connector import SPACE_FIELD, space_key
 
         counts: dict[str, int] = {}
         name, offset = self._need(), None
@@ -173,7 +178,7 @@ class QdrantConnector(Connector):
             records, offset = self.client.scroll(name, limit=8192, offset=offset, with_payload=[SPACE_FIELD],
                                                  with_vectors=False)
             for r in records:
-                key = str((r.payload or {}).get(SPACE_FIELD) or "")
+                key = space_key((r.payload or {}).get(SPACE_FIELD))
                 counts[key] = counts.get(key, 0) + 1
             if offset is None or not records:
                 return counts

@@ -1,4 +1,5 @@
-"""Refusals of source data a migration must not copy: null or repeated ids, non-finite vectors.
+"""Refusals of source data a migration must not copy: null or repeated ids, non-finite or all-zero
+vectors, and space markers Embridge did not write or that say the points are already migrated.
 
 A repeated id would be written twice into append-only stores (or silently merged by upserting ones),
 so the shadow could never match the source; each batch is checked before it is written, and the
@@ -7,9 +8,36 @@ message names the source store and the point, never the bundle that would otherw
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
-from embridge.core.connectors.connector import Batch, Connector, VectorStoreError
+from embridge.core.connectors.connector import SPACE_FIELD, Batch, Connector, VectorStoreError
+from embridge.core.connectors.transform import StoreTransform
+
+MARKER = re.compile(r".+@bundle:[0-9a-f]{12}")  # a transformed point: <model version>@bundle:<adapter sha>
+
+
+def check_source_spaces(source: Connector, transform: StoreTransform) -> None:
+    """Refuse a source whose space field holds values Embridge did not write (the shadow would overwrite
+    them), or marks points already in the space this bundle writes (they would be transformed twice).
+
+    Embridge's values are the bundle's old model version (a real vector of that model) and
+    ``<version>@bundle:<sha>`` (a transformed one); an unmarked point is taken to be in the old space.
+    """
+    for value, n in sorted(source.space_counts().items()):
+        if not value:
+            continue
+        marker = MARKER.fullmatch(value) is not None
+        if value == transform.old_space or (marker and not value.startswith(f"{transform.new_space}@")):
+            continue
+        if value == transform.new_space or marker:
+            raise VectorStoreError(f"{source.describe()}: {n} points are already in {transform.new_space} (field "
+                                   f"'{SPACE_FIELD}' = {value!r}); this bundle would transform them a second time: "
+                                   f"migrate the collection of {transform.old_space} vectors they came from")
+        raise VectorStoreError(f"{source.describe()}: the field '{SPACE_FIELD}' holds {value!r} ({n} points), which "
+                               "is not an Embridge space marker; a migration writes that field and would overwrite "
+                               "it: rename the field in the source")
 
 
 class SeenIds:
@@ -25,7 +53,7 @@ class SeenIds:
                 self.ids.update(str(i) for i in batch.ids)
 
     def check(self, source: Connector, batch: Batch) -> None:
-        """Raise for a null id, an id seen before, or a NaN/inf vector in ``batch``."""
+        """Raise for a null id, an id seen before, or a NaN/inf or all-zero vector in ``batch``."""
         for pid in batch.ids:
             if pid is None:
                 raise VectorStoreError(f"{source.describe()}: a point has a null id; every point needs a unique id")
@@ -37,3 +65,8 @@ class SeenIds:
         if not finite.all():
             pid = batch.ids[int(np.argmin(finite))]
             raise VectorStoreError(f"{source.describe()}: point {pid!r} holds a NaN or inf vector value")
+        zero = ~batch.vectors.any(axis=1)
+        if zero.any():
+            pid = batch.ids[int(np.argmax(zero))]
+            raise VectorStoreError(f"{source.describe()}: point {pid!r} holds an all-zero vector, which has no "
+                                   "direction to carry into the new space")

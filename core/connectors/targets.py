@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from embridge.core.connectors.connector import Connector, StoreURI, VectorStoreError
+from embridge.core.errors import InputError
 from embridge.core.paths import check_name, check_output
 
 _FOLDER_STORES = ("parquet", "lance", "faiss")  # the URI's path is the collection itself
@@ -75,7 +76,9 @@ def check_alias(store: Connector, alias: str, serves: str) -> str:
     """Refuse an alias name the store cannot hold before anything is written; returns it.
 
     The name must be a plain name (it becomes a link or object name), must not be the collection it
-    will serve, and must not name a real collection of the store (a switch replaces only an alias).
+    will serve, and must not name a real collection of the store (a switch replaces only an alias). Where an
+alias is a view or a symbolic link, an existing one is moved only when Embridge made it: a user's own
+view or link of that name keeps its definition.
     """
     check_name(alias, "--alias")
     if alias == serves:
@@ -83,10 +86,27 @@ def check_alias(store: Connector, alias: str, serves: str) -> str:
                                "serve; choose another alias name")
     if not store.supports_alias:
         return alias
-    if store.alias_target(alias) is None and _is_collection(store, alias):
+    current = store.alias_target(alias)
+    if current is None and _is_collection(store, alias):
         raise VectorStoreError(f"{store.describe()}: '{alias}' is a collection, not an alias; choose another "
                                "alias name")
+    if current is not None and store.aliases_may_be_users and not made_by_embridge(store, alias):
+        raise InputError("--alias", f"'{alias}' is {store.alias_what(alias)} that Embridge did not make; a switch "
+                         "would replace it and lose what it is: choose another alias name, or remove it first")
     return alias
+
+
+def made_by_embridge(store: Connector, alias: str) -> bool:
+    """Whether the alias is still what Embridge's last switch of it made (its record names the same
+    definition: the view's SQL, the link's target), so moving it loses nothing of anyone else's."""
+    record = store.load_state(f"alias-{alias}") or {}
+    history = record.get("history") or []
+    if not history:
+        return False
+    last = history[-1]
+    if last.get("definition") is not None:
+        return bool(last["definition"] == store.alias_definition(alias))
+    return bool(last.get("to") == store.alias_target(alias))
 
 
 def _is_collection(store: Connector, name: str) -> bool:

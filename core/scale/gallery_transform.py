@@ -111,6 +111,13 @@ def transform_partition(bundle: str, part: Partition | dict[str, Any], target: s
     width = vec.type.list_size if hasattr(vec.type, "list_size") else None
     if width is None:
         raise InputError(part.path, f"column '{vec_col}' is not a fixed-size list of floats")
+    if width != layer.in_dim:  # the data's width, not the bundle's: name the file
+        raise InputError(part.path, f"column '{vec_col}' holds {width}-d vectors, the bundle {Path(bundle).name} "
+                         f"maps {layer.in_dim}-d ones")
+    if vec.null_count:
+        row = vec.is_null().to_pylist().index(True)
+        raise InputError(part.path, f"row {row} of column '{vec_col}' (id {table.column(id_col)[row].as_py()!r}) is a "
+                         f"null vector ({vec.null_count} such rows)")
     old = np.asarray(vec.flatten().to_numpy(zero_copy_only=False), dtype=np.float32).reshape(len(vec), width)
     bad = np.flatnonzero(~np.isfinite(old).all(axis=1))
     if len(bad):

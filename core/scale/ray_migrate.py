@@ -19,6 +19,7 @@ from typing import Any
 
 from embridge.core.connectors.arrow_common import table_to_batch
 from embridge.core.connectors.connector import SPACE_FIELD, Batch, Connector, VectorStoreError
+from embridge.core.connectors.job_lock import job_lock
 from embridge.core.connectors.migration import (
     MigrationResult,
     open_pair,
@@ -28,7 +29,7 @@ from embridge.core.connectors.migration import (
     verify_migration,
     writable_target_alias,
 )
-from embridge.core.connectors.source_checks import SeenIds
+from embridge.core.connectors.source_checks import SeenIds, check_source_spaces
 from embridge.core.connectors.transform import load_transform
 from embridge.core.errors import InputError
 from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
@@ -64,6 +65,7 @@ def migrate_on_ray(bundle: str | Path, source_uri: str, target_uri: str, *, swit
         data = dataset_uri(source)
         if not source.exists():
             raise VectorStoreError(f"{source.describe()}: no such collection")
+        check_source_spaces(source, transform)
         if source.dim() != transform.in_dim:
             raise VectorStoreError(f"{source.describe()}: holds {source.dim()}-d vectors, the bundle "
                                    f"{transform.path} maps {transform.in_dim}-d {transform.old_space} vectors")
@@ -72,24 +74,26 @@ def migrate_on_ray(bundle: str | Path, source_uri: str, target_uri: str, *, swit
             raise InputError("--to", f"{target.describe()}: --engine ray stages partitions beside the store, "
                              "which needs a local store folder")
         key, total = f"ray-migrate-{target.collection}", source.count()
-        partitions = open_source(data)  # a partition changed in place since the start is another migration
-        fingerprint = {"bundle": bundle_fingerprint(bundle), "source": data, "target": target.collection,
-                       "source_count": total, "source_version": partitions.version,
-                       "source_partitions": partition_stamps(partitions)}
-        state = resumable_state(target, key, fingerprint) or {"fingerprint": fingerprint, "loaded": [], "written": 0, "status": "running"}
-        target.save_state(key, state)
-        names = space_names(transform)
-        started = time.perf_counter()
-        resumed_from = int(state["written"])
-        staging = Path(state_dir) / f".embridge-ray-{target.collection}"
-        status = "already complete"
-        if state["status"] == "running":
-            transform_gallery(bundle, data, str(staging), engine="ray", ray_address=ray_address, num_cpus=num_cpus,
-                              id_col=source.id_col, vec_col=source.vec_col,  # type: ignore[attr-defined]
-                              on_progress=lambda i, n, info: report(i, 2 * n, {"stage": "transforming"}),
-                              should_stop=should_stop)
-            _load(source, target, staging, names["adapted"], transform.out_dim, state, key, report, should_stop)
-            status = "completed"
+        with job_lock(target, key):  # a second migration into this target is refused while this one runs
+            partitions = open_source(data)  # a partition changed in place since the start is another migration
+            fingerprint = {"bundle": bundle_fingerprint(bundle), "source": data, "target": target.collection,
+                           "source_count": total, "source_version": partitions.version,
+                           "source_partitions": partition_stamps(partitions)}
+            state = resumable_state(target, key, fingerprint) or {"fingerprint": fingerprint, "loaded": [], "written": 0,
+                                                                  "status": "running"}
+            target.save_state(key, state)
+            names = space_names(transform)
+            started = time.perf_counter()
+            resumed_from = int(state["written"])
+            staging = Path(state_dir) / f".embridge-ray-{target.collection}"
+            status = "already complete"
+            if state["status"] == "running":
+                transform_gallery(bundle, data, str(staging), engine="ray", ray_address=ray_address, num_cpus=num_cpus,
+                                  id_col=source.id_col, vec_col=source.vec_col,  # type: ignore[attr-defined]
+                                  on_progress=lambda i, n, info: report(i, 2 * n, {"stage": "transforming"}),
+                                  should_stop=should_stop)
+                _load(source, target, staging, names["adapted"], transform.out_dim, state, key, report, should_stop)
+                status = "completed"
         seconds = time.perf_counter() - started
         verification = verify_migration(transform, source, target, names, None)
         if not verification.ok:

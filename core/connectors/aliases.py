@@ -1,0 +1,54 @@
+"""Moving an alias to a collection (``migrate --switch``) and back (``rollback``), with a record of each move.
+
+Every move is recorded beside the store (``alias-<name>`` in the migration checkpoints) with what the
+alias is afterwards (:meth:`~embridge.core.connectors.connector.Connector.alias_definition`). Where an
+alias is a view or a symbolic link, which users also make for their own ends, that record is how a
+later switch or rollback tells an alias Embridge made from someone else's
+(:func:`~embridge.core.connectors.targets.made_by_embridge`).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from embridge.core.connectors import open_store
+from embridge.core.connectors.connector import Connector, VectorStoreError
+from embridge.core.connectors.targets import check_alias
+from embridge.core.errors import InputError
+
+
+def switch_alias(store: Connector, alias: str, target: str) -> str | None:
+    """Point ``alias`` at ``target`` atomically; returns the collection it served before."""
+    previous = store.alias_target(alias)
+    store.set_alias(alias, target)
+    history = store.load_state(f"alias-{alias}") or {"history": []}
+    history["history"] = [*history["history"], {"from": previous, "to": target, "at": time.time(),
+                                                 "definition": store.alias_definition(alias)}]
+    store.save_state(f"alias-{alias}", history)
+    return previous
+
+
+def rollback_store(uri: str, alias: str | None = None) -> dict[str, Any]:
+    """Point the alias back at the collection named in ``uri`` (the one it served before a switch)."""
+    store = open_store(uri, "--to")
+    try:
+        alias = alias or store.uri.param("alias")
+        if not alias:
+            raise InputError("--alias", "name the alias to switch back (--alias NAME, or &alias=NAME in --to)")
+        check_alias(store, alias, store.collection)
+        if not store.exists():
+            raise VectorStoreError(f"{store.describe()}: no such collection to switch back to")
+        if not store.supports_alias:
+            store.set_alias(alias, store.collection)  # raises the store's own explanation
+        current = store.alias_target(alias)
+        if current is None:
+            raise InputError("--alias", f"'{alias}' is not an alias of {store.location()}; rollback moves an "
+                             "existing alias (a migration with --switch creates it)")
+        if current == store.collection:
+            return {"alias": alias, "collection": store.collection, "previous": current, "changed": False}
+        previous = switch_alias(store, alias, store.collection)
+        return {"alias": alias, "collection": store.collection, "previous": previous, "changed": True,
+                "count": store.count()}
+    finally:
+        store.close()
