@@ -12,7 +12,6 @@ and returned with the parameters, so a report can say how it searched and how we
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -21,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from embridge.core.errors import InputError, VectorFileError
+from embridge.core.evaluation.faiss_threads import load_faiss
 from embridge.core.evaluation.ivf_build import add_presized
 from embridge.core.evaluation.npy_rows import NpyRows
 from embridge.core.evaluation.topk_merge import mask_excluded, tie_complete_search
@@ -99,35 +99,6 @@ class MatrixIndex:
 def _searchable_in_place(gallery: Any) -> bool:
     """A plain in-memory float32 C-ordered matrix (not a file map) that exact search can use as it is."""
     return type(gallery) is np.ndarray and gallery.dtype == np.float32 and gallery.flags.c_contiguous
-
-
-def load_faiss(threads: int | None = None) -> Any:
-    """Import faiss after torch (one OpenMP load order for the process) and set its thread count.
-
-    Without ``threads``, a valid ``OMP_NUM_THREADS`` is honoured (a user or scheduler pinning the
-    process expects it); otherwise the CPUs this process may use, since OpenMP's own default counts
-    every CPU of the machine, not the container's or the affinity mask's share.
-    """
-    try:
-        import torch  # noqa: F401  (torch's OpenMP runtime first, then faiss's)
-    except ImportError:  # pragma: no cover - torch is a dependency, kept optional here
-        pass
-    import faiss
-
-    faiss.omp_set_num_threads(max(1, threads or _threads_from_environment() or _usable_cpus()))
-    return faiss
-
-
-def _threads_from_environment() -> int | None:
-    """OMP_NUM_THREADS as a positive count (its first entry, as OpenMP reads a list); None if unset or bad."""
-    first = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
-    return int(first) if first.isdigit() and int(first) > 0 else None
-
-
-def _usable_cpus() -> int:
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 def _check_matrix(name: str, array: Any, dim: int | None = None) -> None:
