@@ -12,7 +12,6 @@ caller allows it, and only when it is a ``.npy`` file (an earlier output), never
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 from collections.abc import Iterator
@@ -28,6 +27,7 @@ from embridge.core.bundle.runtime import LoadedBundle, load_bundle
 from embridge.core.errors import BundleError, InputError, VectorFileError
 from embridge.core.paths import check_output, check_regular
 from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
+from embridge.core.store.file_lock import exclusive_lock
 from embridge.core.store.files import atomic_write_text, publish, sha256_file
 from embridge.core.store.vector_matrix import as_storage_dtype, disk_error
 
@@ -211,27 +211,12 @@ def _resume(partial: Path, sidecar: Path, state: dict[str, Any]) -> tuple[int, M
 @contextmanager
 def _exclusive(lock_path: Path, out: Path) -> Iterator[None]:
     """Hold ``<out>.lock`` for the whole apply, so two applies never write one output at once."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    while True:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise BundleError(f"{out}: another 'bundle apply' is writing this output; wait for it to finish "
-                              "or choose another --out") from None
-        try:
-            same = os.fstat(fd).st_ino == os.stat(lock_path).st_ino
-        except FileNotFoundError:
-            same = False
-        if same:
-            break
-        os.close(fd)  # the holder before us removed it: lock the new one
-    try:
+    def busy() -> Exception:
+        return BundleError(f"{out}: another 'bundle apply' is writing this output; wait for it to finish "
+                           "or choose another --out")
+
+    with exclusive_lock(lock_path, busy):
         yield
-    finally:
-        lock_path.unlink(missing_ok=True)  # still holding the lock, so nobody else has it now
-        os.close(fd)
 
 
 def _discard(partial: Path, sidecar: Path) -> None:

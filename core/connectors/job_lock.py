@@ -9,12 +9,11 @@ Stores without a local folder (servers) take no lock here.
 
 from __future__ import annotations
 
-import fcntl
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from embridge.core.connectors.connector import Connector, VectorStoreError
+from embridge.core.store.file_lock import exclusive_lock
 
 
 @contextmanager
@@ -23,25 +22,10 @@ def job_lock(store: Connector, key: str) -> Iterator[None]:
     if store.state_dir() is None:
         yield
         return
-    file = store._state_file(key).with_suffix(".lock")
-    file.parent.mkdir(parents=True, exist_ok=True)
-    while True:
-        fd = os.open(file, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise VectorStoreError(f"{store.describe()}: another migration is writing {store.uri.raw}; let it "
-                                   "finish (or stop it), then run this one again to verify or resume") from None
-        try:
-            current = os.stat(file).st_ino == os.fstat(fd).st_ino
-        except FileNotFoundError:
-            current = False
-        if current:  # not a file the previous holder removed as it let go
-            break
-        os.close(fd)
-    try:
+
+    def busy() -> Exception:
+        return VectorStoreError(f"{store.describe()}: another migration is writing {store.uri.raw}; let it "
+                                "finish (or stop it), then run this one again to verify or resume")
+
+    with exclusive_lock(store._state_file(key).with_suffix(".lock"), busy):
         yield
-    finally:
-        file.unlink(missing_ok=True)
-        os.close(fd)
