@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from embridge.core import stop_signals
 from embridge.core.errors import Cancelled, EmbridgeError
 from embridge.core.progress import ProgressFn, StopFn, no_progress
 
@@ -89,6 +90,11 @@ def _finish_quietly(ws: Any, run_id: int, status: str, error: str, record: dict[
 @contextmanager
 def recorded_run(ws: Any, kind: str, method: str | None = None, config: dict | None = None) -> Iterator[dict]:
     """Record a job as a workspace run; fill the yielded dict with ``metrics``/fields to store."""
+    with stop_signals.job_scope():
+        yield from _recorded(ws, kind, method, config)
+
+
+def _recorded(ws: Any, kind: str, method: str | None, config: dict | None) -> Iterator[dict]:
     run_id = ws.start_run(kind, method, config)
     record: dict[str, Any] = {"run_id": run_id}
     try:

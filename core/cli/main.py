@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from embridge.core import __version__
+from embridge.core import __version__, stop_signals
 from embridge.core.errors import Cancelled, EmbridgeError
 from embridge.core.json_values import dumps
 
@@ -72,7 +72,7 @@ def main(argv: Sequence[str] | None = None, *, program: bool = False) -> int:
         return exc.code if isinstance(exc.code, int) else 2
     finished: tuple[dict[str, Any], str] | None = None
     try:
-        with _sigterm_interrupts():
+        with _sigterm_interrupts(), stop_signals.held_until_exit():
             finished = args.handler(args)
             if program:
                 _ignore_stop_signals()

@@ -113,7 +113,7 @@ class RecordsMixin:
                "out_dim": out_dim, "old_model": old_model, "new_model": new_model,
                "file": rel, "sha256": sha, "config": {**(config or {}), **policy}, "created": now_iso()}
         try:
-            with self.transaction():
+            with self.transaction(result=True):
                 pk = self.db["adapters"].insert(encode(row)).last_pk
         except BaseException:
             if not self.db.execute("select 1 from adapters where file = ?", [rel]).fetchone():
@@ -149,7 +149,7 @@ class RecordsMixin:
         row = {"run_id": run_id, "adapter_id": adapter_id, "json_file": self._rel(json_file),
                "html_file": self._rel(html_file) if html_file else None, "summary": summary,
                "created": now_iso()}
-        with self.transaction():
+        with self.transaction(result=True):
             pk = self.db["reports"].insert(encode(row)).last_pk
         return self.report(int(pk))
 
@@ -170,7 +170,7 @@ class RecordsMixin:
                    sha256: str, manifest: dict) -> dict[str, Any]:
         row = {"adapter_id": adapter_id, "report_id": report_id, "path": str(path), "sha256": sha256,
                "manifest": manifest, "created": now_iso()}
-        with self.transaction():
+        with self.transaction(result=True):
             pk = self.db["bundles"].insert(encode(row)).last_pk
         return decode(next(iter(self.db.query("select * from bundles where id = ?", [pk]))))
 

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import sqlite_utils
 
+from embridge.core import stop_signals
 from embridge.core.errors import (
     IntegrityError,
     SchemaVersionError,
@@ -153,10 +154,12 @@ class Workspace(ItemsMixin, ModelsMixin, RecordsMixin, JudgmentsMixin):
         self.close()
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite_utils.Database]:
+    def transaction(self, result: bool = False) -> Iterator[sqlite_utils.Database]:
         """One write transaction; nested calls become savepoints of the outer one.
 
-        SQLite errors inside it roll it back and surface as StoreError naming the database.
+        SQLite errors inside it roll it back and surface as StoreError naming the database. ``result``:
+        it stores a job's result, so stop signals are held from its commit until the job's run is
+        marked (see :mod:`embridge.core.stop_signals`).
         """
         with self._lock:
             conn = self.db.conn
@@ -179,6 +182,8 @@ class Workspace(ItemsMixin, ModelsMixin, RecordsMixin, JudgmentsMixin):
             except BaseException:
                 conn.rollback()
                 raise
+            if result:
+                stop_signals.hold()
             try:
                 conn.commit()
             except sqlite3.OperationalError as exc:
@@ -232,7 +237,7 @@ class Workspace(ItemsMixin, ModelsMixin, RecordsMixin, JudgmentsMixin):
                    "count": len(item_ids), "file": matrix.relative_to(self.root).as_posix(),
                    "ids_file": ids_file.relative_to(self.root).as_posix(), "sha256": sha,
                    "ids_sha256": ids_sha, "created": now_iso()}
-            with self.transaction():
+            with self.transaction(result=True):
                 pk = self.db["vector_sets"].insert(row).last_pk
             return self.vector_set(int(pk))
 
