@@ -176,7 +176,7 @@ def test_a_model_that_fails_halfway_through_an_embedding(corpus_base: dict[str, 
 
 
 # -- Ctrl-C -------------------------------------------------------------------------------------
-def _add_array_items(root: Path, count: int = 4000) -> None:
+def _add_array_items(root: Path, count: int = 30_000) -> None:
     """Items the demo's old model (8x8 pixel input) embeds one by one for a few seconds."""
     from embridge.core.store import Workspace
 
@@ -194,7 +194,7 @@ INTERRUPTS = {  # command, what prepares the workspace, a stderr line showing th
     "train": (("train", "--method", "mlp", "--epochs", "500", "--set", "patience=500", "--device", "cpu"), None,
               r"^train mlp: \d+/\d+ .*epoch=1 "),
     "embed": (("embed", "--model", "old-mlp", "--split", "extra", "--batch-size", "1", "--device", "cpu"),
-              _add_array_items, r"^embed old-mlp: [1-9]\d*/4000 "),
+              _add_array_items, r"^embed old-mlp: [1-9]\d*/30000 \((\d|[1-9]\d)%\)"),  # under way, not done
     "report": (("report", "--run", "1", "--bootstrap", "1000"), _train_first, r"^report: "),
 }
 
