@@ -129,20 +129,20 @@ def upgrade_tasks(ws: Workspace, models: Sequence[str], heldout_gallery: bool = 
 
 def comparable_queries(full: RetrievalTask, sample: RetrievalTask, label: str,
                        heldout_gallery: bool = False) -> tuple[QuerySet, int]:
-    """The test queries every cell can score: those with a relevant item in the whole gallery but
-    none in the evaluation sample are left out (see the module docstring), with the count."""
+    """The test queries every cell can score, and how many were left out: those with relevant items in
+    the whole gallery that the evaluation sample lacks (see the module docstring)."""
     queries = full.queries
     n_full = full.rule.relevant_counts(queries.ids, full.gallery.ids, full.exclude)
     n_sample = sample.rule.relevant_counts(queries.ids, sample.gallery.ids, sample.exclude)
     in_sample = n_sample > 0
-    # judged documents are few and graded (nDCG's ideal counts every one): new/new is comparable only
-    # with all of them in the sample; a label has many members, of which the sample holds a share
     if not (n_full > 0).any():
         fix = ("--heldout-gallery left the train fold out of the gallery, and with it every relevant item; report "
                "without it" if heldout_gallery else
                "judge test queries (a BEIR folder's qrels/test.tsv) or give the items labels")
         raise InputError(label, f"none of the {queries.ids.size} {queries.name} has a relevant item in the gallery "
                          f"(relevance: {full.rule.describe()}), so no upgrade can be measured; {fix}")
+    # judged documents are few and graded (nDCG's ideal counts every one): new/new is comparable only
+    # with all of them in the sample; a label has many members, of which the sample holds a share
     left_out = (n_full > 0) & ((n_sample < n_full) if full.rule.graded() else ~in_sample)
     in_sample &= ~left_out
     n = int(left_out.sum())

@@ -156,8 +156,10 @@ def score_upgrade(tasks: UpgradeTasks, adapter: Adapter, vecs: UpgradeVectors, s
 
 def measure_upgrade(ws: Workspace, adapter: Adapter, old: str, new: str, *, heldout_gallery: bool = False,
                     seed: int = 0, search: SearchConfig | None = None, maker: MatrixMaker | None = None,
-                    should_stop: StopFn | None = None, indexes: IndexCache | None = None) -> UpgradeResults:
-    """Held-out numbers of ``adapter`` on the workspace's test queries (see the module docstring)."""
-    tasks = upgrade_tasks(ws, [old, new], heldout_gallery, seed)
+                    should_stop: StopFn | None = None, indexes: IndexCache | None = None,
+                    tasks: UpgradeTasks | None = None) -> UpgradeResults:
+    """Held-out numbers of ``adapter`` on the workspace's test queries (see the module docstring);
+    ``tasks``: those :func:`upgrade_tasks` already gave for this pair, settings and seed."""
+    tasks = tasks or upgrade_tasks(ws, [old, new], heldout_gallery, seed)
     vecs = upgrade_vectors(maker or MatrixMaker(ws), tasks, adapter, old, new)
     return score_upgrade(tasks, adapter, vecs, search, should_stop, indexes)

@@ -24,7 +24,7 @@ from embridge.core.evaluation.compat import compatibility_rate
 from embridge.core.evaluation.gather import MatrixMaker
 from embridge.core.evaluation.scoring import scoring_plan
 from embridge.core.evaluation.search import SearchConfig
-from embridge.core.evaluation.tasks import upgrade_tasks
+from embridge.core.evaluation.tasks import UpgradeTasks, upgrade_tasks
 from embridge.core.evaluation.upgrade import OLD_OLD, score_upgrade, upgrade_vectors
 from embridge.core.jobs import recorded_run
 from embridge.core.l2 import layer_input_normalised
@@ -116,12 +116,12 @@ def build_report(ws: Workspace, run_id: int | None = None, options: ReportOption
         raise InputError(f"adapter {row['id']}", "this fct layer needs side information for every gallery item, "
                          "which the workspace does not store; it cannot be evaluated here")
     # test queries that cannot be scored are refused before a run is recorded
-    upgrade_tasks(ws, [row["old_model"], row["new_model"]], opts.heldout_gallery, run.seed)
+    tasks = upgrade_tasks(ws, [row["old_model"], row["new_model"]], opts.heldout_gallery, run.seed)
     recorded = {"train_run": run.id, "adapter_id": row["id"], **opts.recorded()}
     with recorded_run(ws, "report", row["kind"], recorded) as record:
         with tempfile.TemporaryDirectory(prefix=f"{TMP_PREFIX}scratch-", dir=ws.root / "reports",
                                          ignore_cleanup_errors=True) as scratch:
-            report = assemble(ws, run, row, adapter, opts,
+            report = assemble(ws, run, row, adapter, opts, tasks=tasks,
                               maker=MatrixMaker(ws, Path(scratch), opts.memory_budget,
                                                 input_normalised=layer_input_normalised(row)),
                               on_progress=on_progress or no_progress, should_stop=should_stop)
@@ -144,7 +144,8 @@ def _protocol_of(report: Report) -> dict[str, str]:
 
 
 def assemble(ws: Workspace, run: RunRecord, row: dict[str, Any], adapter: Adapter, options: ReportOptions, *,
-             maker: MatrixMaker, on_progress: ProgressFn, should_stop: StopFn | None) -> Report:
+             maker: MatrixMaker, on_progress: ProgressFn, should_stop: StopFn | None,
+             tasks: UpgradeTasks | None = None) -> Report:
     """Every section of the report, without writing anything."""
     old, new = row["old_model"], row["new_model"]
     search, n_boot, seed = options.search, options.n_boot, options.seed
@@ -155,7 +156,7 @@ def assemble(ws: Workspace, run: RunRecord, row: dict[str, Any], adapter: Adapte
         on_progress(stages.index(name), len(stages), {"stage": name, **info})
 
     stage("sample")
-    sample = evaluation_sample(ws, [old, new], options.heldout_gallery, seed=run.seed)
+    sample = evaluation_sample(ws, [old, new], options.heldout_gallery, seed=run.seed, tasks=tasks)
     tasks = sample.tasks
     stage("vectors", queries=int(sample.query_ids.size), gallery=int(sample.gallery_ids.size),
           old_gallery=int(sample.full_ids.size))

@@ -147,9 +147,10 @@ class EvalSample:
 
 
 def evaluation_sample(ws: Workspace, models: Sequence[str], heldout_gallery: bool = False,
-                      seed: int = 0) -> EvalSample:
-    """Queries, galleries and relevance for a report comparing ``models`` (see the module docstring)."""
-    tasks = upgrade_tasks(ws, models, heldout_gallery, seed)
+                      seed: int = 0, tasks: UpgradeTasks | None = None) -> EvalSample:
+    """Queries, galleries and relevance for a report comparing ``models`` (see the module docstring);
+    ``tasks``: those :func:`upgrade_tasks` already gave for these models, settings and seed."""
+    tasks = tasks or upgrade_tasks(ws, models, heldout_gallery, seed)
     queries, gallery, full = tasks.sample.queries.ids, tasks.sample.gallery.ids, tasks.full.gallery.ids
     folds = ws.folds()
     fold_of = np.array([folds.get(int(i), "") for i in gallery], dtype=object)

@@ -22,7 +22,7 @@ from embridge.core.errors import InputError, TrainingError
 from embridge.core.evaluation.gather import MatrixMaker
 from embridge.core.evaluation.scoring import IndexCache
 from embridge.core.evaluation.selection import workspace_validator
-from embridge.core.evaluation.tasks import upgrade_tasks
+from embridge.core.evaluation.tasks import UpgradeTasks, upgrade_tasks
 from embridge.core.evaluation.upgrade import measure_upgrade
 from embridge.core.jobs import check_device_option, recorded_run
 from embridge.core.progress import ProgressFn, StopFn
@@ -92,7 +92,7 @@ def train_run(ws: Workspace, method: str, old: str | None = None, new: str | Non
     old = old or ws.model_by_role("old")["name"]
     new = new or ws.model_by_role("new")["name"]
     check_requirements(ws, method, old, new)
-    upgrade_tasks(ws, [old, new], seed=seed)  # test queries that cannot be scored are refused before any run
+    tasks = upgrade_tasks(ws, [old, new], seed=seed)  # test queries that cannot be scored are refused before any run
     split, pairs_used = training_pairs(ws, split_pairs(ws, old, new, seed), pairs)
     arrays = {(m, f): fold_arrays(ws, m, split, f) for m in (old, new) for f in ("train", "val")}
     labels = {f: fold_labels(ws, split, f) for f in ("train", "val")}
@@ -123,7 +123,7 @@ def train_run(ws: Workspace, method: str, old: str | None = None, new: str | Non
             record["epochs"], record["device"] = result.metrics, result.device
             if result.adapter is None or result.status == "failed":
                 raise TrainingError(f"training {method} failed: {result.reason or 'no usable adapter'}")
-            heldout = heldout_numbers(ws, result.adapter, old, new, seed, maker, indexes)
+            heldout = heldout_numbers(ws, result.adapter, old, new, seed, maker, indexes, tasks)
             adapter_row = _store_adapter(ws, record["run_id"], result, old, new)
             summary = {"run_id": record["run_id"], "method": method, "kind": result.adapter.kind,
                        "status": result.status, "reason": result.reason, "old": old, "new": new,
@@ -142,9 +142,11 @@ def train_run(ws: Workspace, method: str, old: str | None = None, new: str | Non
 
 
 def heldout_numbers(ws: Workspace, adapter: Any, old: str, new: str, seed: int = 0,
-                    maker: MatrixMaker | None = None, indexes: IndexCache | None = None) -> dict[str, Any]:
+                    maker: MatrixMaker | None = None, indexes: IndexCache | None = None,
+                    tasks: UpgradeTasks | None = None) -> dict[str, Any]:
     """The test queries' numbers, measured as the report measures them (same tasks, vectors, search)."""
-    results = measure_upgrade(ws, adapter, old, new, seed=seed, maker=maker or MatrixMaker(ws), indexes=indexes)
+    results = measure_upgrade(ws, adapter, old, new, seed=seed, maker=maker or MatrixMaker(ws), indexes=indexes,
+                              tasks=tasks)
     out = results.headline()
     out["heldout_protocol"] = results.cells[results.upgraded].protocol.describe()
     if adapter.direction == "forward":
