@@ -100,6 +100,31 @@ def test_a_users_own_view_named_as_the_alias_keeps_its_sql(upgrade: dict, tmp_pa
     assert len(read_all(case.target)) == len(v1)
 
 
+def test_a_view_rewritten_to_embridges_sql_is_moved_unless_it_holds_grants_or_views_built_on_it(
+        upgrade: dict, tmp_path: Path, pg_server: str, capsys: pytest.CaptureFixture[str]) -> None:
+    import psycopg
+
+    v1 = upgrade["vectors"]["v1"][:40]
+    base = fresh_pg_database(pg_server, "hostile_view_extras")
+    case = fill_source("pgvector", tmp_path, list(range(40)), v1, upgrade["labels"][:40], pg_base=base)
+    code, out, err = migrate(capsys, upgrade, case.source, case.target, "--switch", "--alias", "docs")
+    assert code == 0 and out["switched"], err
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute("drop view docs")  # made again by hand, exactly as Embridge made it: nothing of anyone's to lose
+        conn.execute("create view docs as select * from docs_v2")
+        code, back, err = cli(capsys, "rollback", "--to", case.rollback)
+        assert code == 0 and back["previous"] == "docs_v2", err
+        conn.execute("create view docs_report as select count(*) as n from docs")  # a drop would fail
+        code, _, err = migrate(capsys, upgrade, case.source, case.target, "--switch", "--alias", "docs")
+        one_line(code, err, "--alias", "views built on it (docs_report)")
+        conn.execute("drop view docs_report")
+        conn.execute("grant select on docs to public")  # a drop and create would lose it
+        code, _, err = migrate(capsys, upgrade, case.source, case.target, "--switch", "--alias", "docs")
+        one_line(code, err, "--alias", "'docs' is a view of table 'docs_v1'", "grants", "did not make")
+        assert "=r/" in conn.execute("select relacl::text from pg_class where oid = 'docs'::regclass").fetchone()[0]
+        assert conn.execute("select pg_get_viewdef('docs')").fetchone()[0].split()[-1] == "docs_v1;"
+
+
 def pg_table(base: str, name: str, id_type: str, ids: list[Any], vectors: np.ndarray, extra: str = "",
              values: list[Any] | None = None) -> str:
     """A pgvector table written through psycopg: (id, embedding[, one extra column]); returns its URI."""

@@ -1,7 +1,8 @@
 """Moving an alias to a collection (``migrate --switch``) and back (``rollback``), with a record of each move.
 
 Every move is recorded beside the store (``alias-<name>`` in the migration checkpoints) with what the
-alias is afterwards (:meth:`~embridge.core.connectors.connector.Connector.alias_definition`). Where an
+alias is afterwards (:meth:`~embridge.core.connectors.connector.Connector.alias_definition`, and for a view
+what else it holds, :meth:`~embridge.core.connectors.connector.Connector.alias_extras`). Where an
 alias is a view or a symbolic link, which users also make for their own ends, that record is how a
 later switch or rollback tells an alias Embridge made from someone else's
 (:func:`~embridge.core.connectors.targets.made_by_embridge`).
@@ -22,10 +23,11 @@ def switch_alias(store: Connector, alias: str, target: str) -> str | None:
     """Point ``alias`` at ``target`` atomically; returns the collection it served before."""
     previous = store.alias_target(alias)
     store.set_alias(alias, target)
-    history = store.load_state(f"alias-{alias}") or {"history": []}
+    history = store.load_state(store.alias_key(alias)) or {"history": []}
     history["history"] = [*history["history"], {"from": previous, "to": target, "at": time.time(),
-                                                 "definition": store.alias_definition(alias)}]
-    store.save_state(f"alias-{alias}", history)
+                                                 "definition": store.alias_definition(alias),
+                                                 "extras": store.alias_extras(alias)}]
+    store.save_state(store.alias_key(alias), history)
     return previous
 
 
@@ -38,7 +40,7 @@ def rollback_store(uri: str, alias: str | None = None) -> dict[str, Any]:
             raise InputError("--alias", "name the alias to switch back (--alias NAME, or &alias=NAME in --to)")
         check_alias(store, alias, store.collection)
         if not store.exists():
-            raise VectorStoreError(f"{store.describe()}: no such collection to switch back to")
+            raise VectorStoreError(f"{store.describe()}: {store.missing()}; nothing to switch back to")
         if not store.supports_alias:
             store.set_alias(alias, store.collection)  # raises the store's own explanation
         current = store.alias_target(alias)

@@ -81,7 +81,7 @@ def check_store(uri: str, label_field: str | None = None, served_as: str | None 
 
 def _check(store: Connector, label_field: str | None, served_as: str | None, sample: int, seed: int) -> StoreCheck:
     if not store.exists():
-        raise VectorStoreError(f"{store.describe()}: no such collection")
+        raise VectorStoreError(f"{store.describe()}: {store.missing()}")
     count = store.count()
     spaces = {k: v for k, v in store.space_counts().items()}
     versions: dict[str, int] = {}

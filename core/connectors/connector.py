@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import quote, unquote, urlencode, urlsplit
 
 import numpy as np
 
@@ -40,6 +40,7 @@ class VectorStoreError(EmbridgeError):
 
 
 LOCAL_SCHEMES = ("parquet", "lance", "lancedb", "faiss")  # stores that are folders or files, never servers
+SERVER_URI_SCHEMES = ("postgresql", "postgres")  # URIs handed to the server's own client (libpq) as written
 
 
 @dataclass(frozen=True)
@@ -54,21 +55,39 @@ class StoreURI:
 
     @classmethod
     def parse(cls, uri: str, option: str = "--uri") -> StoreURI:
+        """Split ``uri``; the path and every query value are percent-decoded here, once (RFC 3986: ``%20`` is
+        a space, ``%25`` a '%', and '+' stays '+'), so every connector sees the names the user meant."""
         parts = urlsplit(uri)
         if not parts.scheme or "://" not in uri:
             raise InputError(option, f"'{uri}' is not a store URI (expected e.g. qdrant:///path/to/db?collection=docs)")
-        params = {}
-        for key, values in parse_qs(parts.query, keep_blank_values=True).items():
+        scheme = parts.scheme.lower()
+        if "#" in uri and scheme not in SERVER_URI_SCHEMES:  # urlsplit would silently cut the path or query there
+            raise InputError(option, f"'{uri}' holds '#', which would end the path or query there; write a '#' in "
+                             "a name as %23")
+        given: dict[str, list[str]] = {}
+        for piece in parts.query.split("&") if parts.query else []:
+            if piece:
+                key, _, value = piece.partition("=")
+                given.setdefault(unquote(key), []).append(unquote(value))
+        params: dict[str, str] = {}
+        for key, values in given.items():
             if len(values) != 1:
                 raise InputError(option, f"'{uri}' gives the parameter '{key}' {len(values)} times")
             params[key] = values[0]
-        scheme = parts.scheme.lower()
+        path = unquote(parts.path)
+        if "\x00" in path or any("\x00" in v for v in params.values()):
+            raise InputError(option, f"'{uri}' holds %00 (a NUL character), which no name or path may hold")
         if scheme in LOCAL_SCHEMES and parts.netloc:  # parquet://data/x reads as host 'data', path '/x'
             raise InputError(option, f"'{uri}' names the host '{parts.netloc}', but {scheme}:// takes a local path; "
-                             f"for the folder /{parts.netloc}{parts.path} write {scheme}:///{parts.netloc}"
+                             f"for the folder /{parts.netloc}{path} write {scheme}:///{parts.netloc}"
                              f"{parts.path} (three slashes)")
-        check_uri_names(scheme, parts.path, params, option)
-        return cls(uri, scheme, parts.netloc, parts.path, params)
+        check_uri_names(scheme, path, params, option)
+        return cls(uri, scheme, parts.netloc, path, params)
+
+    @property
+    def base(self) -> str:
+        """The URI without its query, with the path decoded: one spelling for one store, however it was quoted."""
+        return f"{self.scheme}://{self.netloc}{self.path}"
 
     def server(self, default_port: int) -> tuple[str, int]:
         """(host, port) of a server URI (``scheme://host[:port]/...``); the default port when none is given."""
@@ -97,15 +116,23 @@ class StoreURI:
 
     def with_params(self, **changes: str | None) -> StoreURI:
         """The same store with some parameters replaced (None removes one)."""
-        from urllib.parse import urlencode
-
         params = {**self.params, **{k: v for k, v in changes.items() if v is not None}}
         for k, v in changes.items():
             if v is None:
                 params.pop(k, None)
         base = self.raw.split("?", 1)[0]
-        return StoreURI(f"{base}?{urlencode(params)}" if params else base, self.scheme, self.netloc, self.path,
+        return StoreURI(f"{base}?{encode_query(params)}" if params else base, self.scheme, self.netloc, self.path,
                         params)
+
+
+def encode_query(params: dict[str, str]) -> str:
+    """A query string for ``params`` that :meth:`StoreURI.parse` (and libpq) decode back to the same values."""
+    return urlencode(params, quote_via=quote)
+
+
+def path_uri(scheme: str, path: str | Path, query: str = "") -> str:
+    """A ``scheme:///path`` URI for a local path, its characters quoted so that parsing gives the path back."""
+    return f"{scheme}://{quote(str(path), safe='/')}" + (f"?{query}" if query else "")
 
 
 @dataclass
@@ -175,7 +202,11 @@ class Connector(ABC):
         return f"{self.scheme} store {self.location()} collection '{self.collection}'"
 
     def location(self) -> str:
-        return self.uri.raw.split("?", 1)[0]
+        return self.uri.base
+
+    def missing(self) -> str:
+        """Why the collection is not there, for the one line that says so."""
+        return "no such collection"
 
     def state_dir(self) -> str | None:
         """A local folder beside the store for migration checkpoints (None for remote stores)."""
@@ -254,6 +285,19 @@ class Connector(ABC):
         """What the alias is now (a view's SQL, a link's target): a switch records it, so a later switch
         can tell an alias it made from one of the same name made by someone else."""
         return self.alias_target(alias)
+
+    def alias_extras(self, alias: str) -> str | None:
+        """What the alias holds besides its definition that moving it would lose (a view's grants, triggers,
+        the views built on it), recorded with each switch; None where an alias is nothing but its target."""
+        return None
+
+    def alias_blocked(self, alias: str) -> str | None:
+        """Why the alias cannot be moved at all (None when it can), checked before anything is written."""
+        return None
+
+    def alias_key(self, alias: str) -> str:
+        """The checkpoint key of the record of the alias's moves."""
+        return f"alias-{alias}"
 
     def alias_what(self, alias: str) -> str:
         """The alias in words, for a refusal to move it."""

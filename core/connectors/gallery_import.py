@@ -165,7 +165,7 @@ def _import(ws: Workspace, store: Connector, uri: str, model: str | None, label_
             text_field: str | None, split: str | None, batch_size: int, report: ProgressFn,
             should_stop: StopFn | None) -> StoreImportResult:
     if not store.exists():
-        raise VectorStoreError(f"{store.describe()}: no such collection")
+        raise VectorStoreError(f"{store.describe()}: {store.missing()}")
     total, dim = store.count(), store.dim()
     if total == 0 or not dim:
         raise ImportDataError(uri, "the collection holds no points")

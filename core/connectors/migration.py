@@ -111,7 +111,7 @@ def open_pair(source_uri: str, target_uri: str, inputs: tuple[str | Path | None,
     source = open_store(src_uri, "--from")
     try:
         if src_uri.scheme == dst_uri.scheme and source.single_client and \
-                src_uri.raw.split("?", 1)[0] == dst_uri.raw.split("?", 1)[0]:
+                src_uri.base == dst_uri.base:
             target = source.with_collection(type(source).collection_name(dst_uri))
             target.uri = dst_uri
         else:
@@ -191,10 +191,10 @@ def resumable_state(target: Connector, key: str, fingerprint: dict[str, Any]) ->
     recorded is refused (resuming would leave those points missing).
     """
     state = target.load_state(key)
+    if state is not None and not target.exists():
+        state = None  # never made, or dropped since: nothing of that migration is left, start afresh
     if state is not None and int(state.get("written") or 0) > 0:
-        if not target.exists():
-            state = None  # the target was dropped after this checkpoint: nothing of it is left, start afresh
-        elif (held := target.count()) < int(state["written"]):
+        if (held := target.count()) < int(state["written"]):
             raise VectorStoreError(f"{target.describe()}: its migration checkpoint records {int(state['written'])} "
                                    f"points written, but it holds {held}: points were removed outside the "
                                    "migration; drop the collection to start again, or choose another target")
@@ -211,7 +211,7 @@ def _run(transform: StoreTransform, source: Connector, target: Connector, new: N
          backfill: int | None, seed: int, batch_size: int, switch: bool, alias: str | None,
          report: ProgressFn, should_stop: StopFn | None) -> MigrationResult:
     if not source.exists():
-        raise VectorStoreError(f"{source.describe()}: no such collection")
+        raise VectorStoreError(f"{source.describe()}: {source.missing()}")
     check_source_spaces(source, transform)  # before the width: a shadow given as the source is named as one
     dim = source.dim()
     if dim is None and source.count() == 0:
@@ -233,10 +233,10 @@ def _locked_run(transform: StoreTransform, source: Connector, target: Connector,
     state = resumable_state(target, key, fingerprint)
     names = space_names(transform)
     started = time.perf_counter()
-    if state is None:
+    saved = state is not None
+    if state is None:  # recorded only once the first batch has passed its checks, just before the target is made
         state = {"fingerprint": fingerprint, "cursor": None, "written": 0, "pending": None, "status": "running",
                  "backfill_ids": None}
-        target.save_state(key, state)
     resumed_from = int(state["written"])
     if state["status"] == "running" and not copied(state):
         chosen: set[str] = set()
@@ -244,7 +244,8 @@ def _locked_run(transform: StoreTransform, source: Connector, target: Connector,
             if state.get("backfill_ids") is None:
                 chosen = choose_backfill(order, new, backfill, source, transform, batch_size, seed, report, should_stop)
                 state["backfill_ids"] = sorted(chosen)
-                target.save_state(key, state)
+                if saved:
+                    target.save_state(key, state)
             chosen = set(state["backfill_ids"])
         _copy(transform, source, target, new, chosen, names, batch_size, state, key, total, report, should_stop)
         status = "completed"
@@ -311,6 +312,9 @@ def _copy(transform: StoreTransform, source: Connector, target: Connector, new: 
         reader = transformed(start)
         first = next(reader, None)
         reader.close()
+        # the checkpoint is written only now: a source refused by its first batch leaves none behind (or the
+        # previous one as it was), while a target that exists always has the checkpoint that made it
+        target.save_state(key, state)
         target.create(transform.out_dim, like=source, sample=first)
         if first is None:  # an empty source still gets its (empty) shadow
             return

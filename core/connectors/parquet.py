@@ -33,6 +33,7 @@ from embridge.core.connectors.connector import (
     StoreURI,
     VectorStoreError,
     check_write_batch,
+    path_uri,
     space_key,
 )
 from embridge.core.connectors.links import link_target, swap_link
@@ -75,9 +76,8 @@ class ParquetConnector(Connector):
         return Path(uri.path.rstrip("/")).name
 
     def with_collection(self, name: str) -> ParquetConnector:
-        path = str(self.folder.parent / name)
         query = self.uri.raw.split("?", 1)[1] if "?" in self.uri.raw else ""
-        return ParquetConnector(StoreURI.parse(f"parquet://{path}" + (f"?{query}" if query else "")))
+        return ParquetConnector(StoreURI.parse(path_uri("parquet", self.folder.parent / name, query)))
 
     def location(self) -> str:
         return str(self.folder.parent)

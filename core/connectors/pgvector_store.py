@@ -1,7 +1,8 @@
 """PostgreSQL with pgvector: ``postgresql://user@host:5432/db?table=docs&column=embedding``.
 
-``table`` names the table (or view), ``column`` its vector column (default ``embedding``), ``id`` its
-key column (default ``id``); every other column is payload. Other query parameters (``host=`` for a
+``table`` names the table (or view), ``SCHEMA.TABLE`` one of a schema (see
+:mod:`~embridge.core.connectors.pg_catalog`), ``column`` its vector column (default ``embedding``), ``id``
+its key column (default ``id``); every other column is payload. Other query parameters (``host=`` for a
 socket folder, ``sslmode=``...) go to the server unchanged. Rows are read in key order with keyset
 paging, written with binary ``COPY`` (one transaction per batch). An alias is a view: a switch drops
 and recreates it inside one transaction, so a reader sees the old table or the new one. Migration
@@ -14,11 +15,10 @@ import json
 import uuid
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import urlencode
 
 import numpy as np
 
-from embridge.core.connectors import pg_binary
+from embridge.core.connectors import pg_binary, pg_catalog
 from embridge.core.connectors.connector import (
     SPACE_FIELD,
     Batch,
@@ -27,7 +27,9 @@ from embridge.core.connectors.connector import (
     StoreURI,
     VectorStoreError,
     check_write_batch,
+    encode_query,
 )
+from embridge.core.connectors.pg_quiet import quiet_interrupts
 
 OUR_PARAMS = ("table", "collection", "column", "id", "alias")
 TEXT_KEYS = ("text", "character varying", "character", "varchar")
@@ -36,16 +38,6 @@ TEXT_KEYS = ("text", "character varying", "character", "varchar")
 def _array(value: Any) -> np.ndarray:
     """pgvector's binary values come back as ``Vector`` objects."""
     return np.asarray(value.to_numpy() if hasattr(value, "to_numpy") else value, dtype=np.float32)
-
-
-def _pg_type(value: Any) -> str:
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "bigint"
-    if isinstance(value, float):
-        return "double precision"
-    return "text"
 
 
 class PgVectorConnector(Connector):
@@ -57,11 +49,13 @@ class PgVectorConnector(Connector):
         import psycopg
 
         super().__init__(uri)
+        self.schema = pg_catalog.name_parts(self.collection, None)[0] if "." in self.collection else None
         self.vec_col = uri.param("column", "vector", default="embedding") or "embedding"
         self.id_col = uri.param("id", default="id") or "id"
         base = uri.raw.split("?", 1)[0]
         rest = {k: v for k, v in uri.params.items() if k not in OUR_PARAMS}
-        self.conninfo = base + (f"?{urlencode(rest)}" if rest else "")
+        self.conninfo = base + (f"?{encode_query(rest)}" if rest else "")
+        quiet_interrupts()
         try:
             self.conn = psycopg.connect(self.conninfo, autocommit=True)
         except psycopg.Error as exc:
@@ -92,20 +86,32 @@ class PgVectorConnector(Connector):
 
         return sql.SQL(", ").join(sql.Identifier(n) for n in names)
 
-    def _columns(self, name: str | None = None) -> list[tuple[str, str]]:
-        rows = self.conn.execute(
-            "select a.attname, format_type(a.atttypid, a.atttypmod) from pg_attribute a "
-            "join pg_class c on c.oid = a.attrelid where c.relname = %s and a.attnum > 0 and not a.attisdropped "
-            "and pg_table_is_visible(c.oid) order by a.attnum", [name or self.collection]).fetchall()
-        return [(r[0], r[1]) for r in rows]
+    def _rel(self, name: str | None = None) -> Any:
+        """A relation of this store as an SQL identifier: a bare name lies in this table's schema."""
+        return pg_catalog.identifier(name or self.collection, self.schema)
+
+    def _columns(self) -> list[tuple[str, str]]:
+        return pg_catalog.columns(self.conn, self.collection, self.schema)
 
     def exists(self) -> bool:
         return bool(self._columns())
 
+    def missing(self) -> str:
+        return pg_catalog.missing(self.conn, self.collection, self.schema)
+
+    def _writable(self) -> None:
+        super()._writable()
+        parts = pg_catalog.name_parts(self.collection, self.schema)
+        if len(parts) == 2 and not pg_catalog.schema_exists(self.conn, parts[0]):
+            raise VectorStoreError(f"{self.describe()}: {self.missing()}")
+
+    def alias_key(self, alias: str) -> str:
+        return "alias-" + ".".join(pg_catalog.name_parts(alias, self.schema))
+
     def _need(self) -> list[tuple[str, str]]:
         cols = self._columns()
         if not cols:
-            raise VectorStoreError(f"{self.describe()}: no such table or view")
+            raise VectorStoreError(f"{self.describe()}: {self.missing()}")
         names = [c for c, _ in cols]
         for col, what in ((self.id_col, "id (?id=COLUMN)"), (self.vec_col, "vector (?column=COLUMN)")):
             if col not in names:
@@ -116,7 +122,7 @@ class PgVectorConnector(Connector):
         from psycopg import sql
 
         self._need()
-        return int(self.conn.execute(sql.SQL("select count(*) from {}").format(self._ident(self.collection)))
+        return int(self.conn.execute(sql.SQL("select count(*) from {}").format(self._rel()))
                    .fetchone()[0])
 
     def dim(self) -> int | None:
@@ -152,12 +158,9 @@ class PgVectorConnector(Connector):
         refusal would come after everything else was written)."""
         from psycopg import sql
 
-        nullable = self.conn.execute("select not a.attnotnull from pg_attribute a join pg_class c on c.oid = "
-                                     "a.attrelid where c.relname = %s and a.attname = %s and "
-                                     "pg_table_is_visible(c.oid)", [self.collection, self.id_col]).fetchone()
-        if nullable and nullable[0] and self.conn.execute(sql.SQL("select exists (select 1 from {} where {} is null)")
-                                                          .format(self._ident(self.collection),
-                                                                  self._ident(self.id_col))).fetchone()[0]:
+        nullable = pg_catalog.id_nullable(self.conn, self.collection, self.schema, self.id_col)
+        if nullable and self.conn.execute(sql.SQL("select exists (select 1 from {} where {} is null)")
+                                          .format(self._rel(), self._ident(self.id_col))).fetchone()[0]:
             raise VectorStoreError(f"{self.describe()}: a row has a NULL id (column '{self.id_col}'); every point "
                                    "needs an id")
 
@@ -184,7 +187,7 @@ class PgVectorConnector(Connector):
         cols = list(types)
         others = [c for c in cols if c not in (self.id_col, self.vec_col)]
         select = sql.SQL("select {} from {}").format(self._ident(self.id_col, self.vec_col, *others),
-                                                     self._ident(self.collection))
+                                                     self._rel())
         order = sql.SQL(" order by {} limit %s").format(self._ident(self.id_col))
         where = sql.SQL(" where {} > %s").format(self._ident(self.id_col))
         dim = self._vector_dim(types) if types[self.id_col] in pg_binary.INTEGER_KEYS else None
@@ -223,7 +226,7 @@ class PgVectorConnector(Connector):
         """
         from psycopg import sql
 
-        table, key = self._ident(self.collection), self._ident(self.id_col)
+        table, key = self._rel(), self._ident(self.id_col)
         where = sql.SQL(" where {} > {}").format(key, sql.Literal(last)) if last is not None else sql.SQL("")
         tail = where + sql.SQL(" order by {} limit {}").format(key, sql.Literal(int(batch_size)))
         with self.conn.transaction():
@@ -254,7 +257,7 @@ class PgVectorConnector(Connector):
         types = dict(self._need())
         others = [c for c in types if c not in (self.id_col, self.vec_col)]
         query = sql.SQL("select {} from {} where {} = any(%s)").format(
-            self._ident(self.id_col, self.vec_col, *others), self._ident(self.collection), self._ident(self.id_col))
+            self._ident(self.id_col, self.vec_col, *others), self._rel(), self._ident(self.id_col))
         with self.conn.cursor(binary=True) as cur:
             found = cur.execute(query, [self._keys(list(ids), types)]).fetchall()
         uuids = self._key_kind(types) == "uuid"
@@ -271,7 +274,7 @@ class PgVectorConnector(Connector):
             count = self.count()
             return {"": count} if count else {}
         rows = self.conn.execute(sql.SQL("select coalesce({}::text, ''), count(*) from {} group by 1").format(
-            self._ident(SPACE_FIELD), self._ident(self.collection))).fetchall()
+            self._ident(SPACE_FIELD), self._rel())).fetchall()
         return {str(k): int(v) for k, v in rows}
 
     def create(self, dim: int, like: Connector | None = None, sample: Batch | None = None) -> None:
@@ -280,20 +283,18 @@ class PgVectorConnector(Connector):
         self._writable()
         if self.exists():
             raise VectorStoreError(f"{self.describe()}: the table already exists")
-        table = self._ident(self.collection)
+        table = self._rel()
         with self.conn.transaction():
             if isinstance(like, PgVectorConnector) and like.conninfo == self.conninfo and like.exists():
                 source = like.alias_target(like.collection) or like.collection
                 self.conn.execute(sql.SQL("create table {} (like {} including defaults including constraints)")
-                                  .format(table, self._ident(source)))
+                                  .format(table, like._rel(source)))
                 self.conn.execute(sql.SQL("alter table {} alter column {} type vector({})").format(
                     table, self._ident(self.vec_col), sql.Literal(int(dim))))
                 if not any(c == SPACE_FIELD for c, _ in self._columns()):
                     self.conn.execute(sql.SQL("alter table {} add column {} text").format(table,
                                                                                            self._ident(SPACE_FIELD)))
-                keyed = self.conn.execute("select 1 from pg_index i join pg_class c on c.oid = i.indrelid "
-                                          "where c.relname = %s and i.indisprimary", [self.collection]).fetchone()
-                if not keyed:
+                if not pg_catalog.has_primary_key(self.conn, self.collection, self.schema):
                     self.conn.execute(sql.SQL("alter table {} add primary key ({})").format(
                         table, self._ident(self.id_col)))
                 return
@@ -301,9 +302,9 @@ class PgVectorConnector(Connector):
             for payload in (sample.payloads if sample is not None else []):
                 for key, value in payload.items():
                     if value is not None and key not in payload_types:
-                        payload_types[key] = _pg_type(value)
+                        payload_types[key] = pg_catalog.pg_type(value)
             payload_types.setdefault(SPACE_FIELD, "text")
-            id_type = _pg_type(sample.ids[0]) if sample is not None and len(sample) else "text"
+            id_type = pg_catalog.pg_type(sample.ids[0]) if sample is not None and len(sample) else "text"
             columns = [sql.SQL("{} {} primary key").format(self._ident(self.id_col), sql.SQL(id_type)),
                        sql.SQL("{} vector({})").format(self._ident(self.vec_col), sql.Literal(int(dim)))]
             columns += [sql.SQL("{} {}").format(self._ident(k), sql.SQL(t)) for k, t in payload_types.items()
@@ -313,7 +314,7 @@ class PgVectorConnector(Connector):
     def drop(self) -> None:
         from psycopg import sql
 
-        self.conn.execute(sql.SQL("drop table if exists {}").format(self._ident(self.collection)))
+        self.conn.execute(sql.SQL("drop table if exists {}").format(self._rel()))
 
     def write(self, batch: Batch) -> None:
         from psycopg import sql
@@ -327,7 +328,7 @@ class PgVectorConnector(Connector):
         if unknown:
             raise VectorStoreError(f"{self.describe()}: no columns for the payload fields {', '.join(unknown)}")
         cols = [self.id_col, self.vec_col, *payload_cols]
-        copy = sql.SQL("copy {} ({}) from stdin (format binary)").format(self._ident(self.collection),
+        copy = sql.SQL("copy {} ({}) from stdin (format binary)").format(self._rel(),
                                                                          self._ident(*cols))
         with self.conn.transaction(), self.conn.cursor() as cur, cur.copy(copy) as cp:
             cp.set_types([types[c] if not types[c].startswith("vector") else "vector" for c in cols])
@@ -339,37 +340,36 @@ class PgVectorConnector(Connector):
 
         if ids and self.exists():
             self.conn.execute(sql.SQL("delete from {} where {} = any(%s)").format(
-                self._ident(self.collection), self._ident(self.id_col)), [self._keys(list(ids))])
+                self._rel(), self._ident(self.id_col)), [self._keys(list(ids))])
 
     def alias_target(self, alias: str) -> str | None:
-        row = self.conn.execute(
-            "select distinct t.relname from pg_class v join pg_rewrite r on r.ev_class = v.oid "
-            "join pg_depend d on d.objid = r.oid join pg_class t on t.oid = d.refobjid "
-            "where v.relname = %s and v.relkind = 'v' and t.oid <> v.oid and pg_table_is_visible(v.oid)",
-            [alias]).fetchall()
-        return str(row[0][0]) if len(row) == 1 else None
+        return pg_catalog.view_target(self.conn, alias, self.schema)
 
     def alias_definition(self, alias: str) -> str | None:
-        row = self.conn.execute("select pg_get_viewdef(oid) from pg_class where relname = %s and relkind = 'v' "
-                                "and pg_table_is_visible(oid)", [alias]).fetchone()
-        return " ".join(str(row[0]).split()) if row else None
+        return pg_catalog.view_definition(self.conn, alias, self.schema)
+
+    def alias_extras(self, alias: str) -> str | None:
+        return pg_catalog.view_extras(self.conn, alias, self.schema)
+
+    def alias_blocked(self, alias: str) -> str | None:
+        built_on = pg_catalog.view_dependents(self.conn, alias, self.schema)
+        if pg_catalog.relkind(self.conn, alias, self.schema) == "v" and built_on:
+            return (f"the view '{alias}' has views built on it ({', '.join(built_on)}), so a switch cannot drop "
+                    "and recreate it; point them at a table, or choose another alias name")
+        return None
 
     def alias_what(self, alias: str) -> str:
         return f"a view of table '{self.alias_target(alias)}' in {self.uri.raw.split('?', 1)[0]}"
 
     def set_alias(self, alias: str, target: str) -> None:
-        from psycopg import sql
-
-        kinds = dict(self.conn.execute("select relname, relkind from pg_class where relname in (%s, %s) "
-                                       "and pg_table_is_visible(oid)", [alias, target]).fetchall())
-        if kinds.get(target) not in ("r", "p"):
+        if pg_catalog.relkind(self.conn, target, self.schema) not in ("r", "p"):
             raise VectorStoreError(f"{self.describe()}: no table '{target}' to serve")
-        if alias in kinds and kinds[alias] != "v":
+        if pg_catalog.relkind(self.conn, alias, self.schema) not in (None, "v"):
             raise VectorStoreError(f"{self.describe()}: '{alias}' is a table, not an alias view; choose another name")
-        with self.conn.transaction():
-            self.conn.execute(sql.SQL("drop view if exists {}").format(self._ident(alias)))
-            self.conn.execute(sql.SQL("create view {} as select * from {}").format(self._ident(alias),
-                                                                                  self._ident(target)))
+        blocked = self.alias_blocked(alias)
+        if blocked:
+            raise VectorStoreError(f"{self.describe()}: {blocked}")
+        pg_catalog.replace_view(self.conn, alias, target, self.schema)
 
     # -- checkpoints in the database itself ---------------------------------------------------
     def load_state(self, key: str) -> dict[str, Any] | None:

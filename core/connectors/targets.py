@@ -90,22 +90,36 @@ view or link of that name keeps its definition.
     if current is None and _is_collection(store, alias):
         raise VectorStoreError(f"{store.describe()}: '{alias}' is a collection, not an alias; choose another "
                                "alias name")
+    blocked = store.alias_blocked(alias) if current not in (None, serves) else None
+    if blocked:
+        raise InputError("--alias", blocked)
     if current is not None and store.aliases_may_be_users and not made_by_embridge(store, alias):
-        raise InputError("--alias", f"'{alias}' is {store.alias_what(alias)} that Embridge did not make; a switch "
-                         "would replace it and lose what it is: choose another alias name, or remove it first")
+        extras = store.alias_extras(alias)
+        held = f" (it holds {extras})" if extras else ""
+        raise InputError("--alias", f"'{alias}' is {store.alias_what(alias)}{held} that Embridge did not make, or "
+                         "that changed since Embridge moved it; a switch would replace it and lose what it is: "
+                         "choose another alias name, or remove it first")
     return alias
 
 
 def made_by_embridge(store: Connector, alias: str) -> bool:
     """Whether the alias is still what Embridge's last switch of it made (its record names the same
-    definition: the view's SQL, the link's target), so moving it loses nothing of anyone else's."""
-    record = store.load_state(f"alias-{alias}") or {}
+    definition: the view's SQL, the link's target), so moving it loses nothing of anyone else's.
+
+    A view is more than its SQL: grants, options, a comment, triggers, and views built on it are lost (or
+    stop the drop) when a switch recreates it, so a view rewritten to the recorded SQL but holding any of
+    those that the record does not is someone else's. Records written before those were kept compare the
+    definition alone.
+    """
+    record = store.load_state(store.alias_key(alias)) or {}
     history = record.get("history") or []
     if not history:
         return False
     last = history[-1]
     if last.get("definition") is not None:
-        return bool(last["definition"] == store.alias_definition(alias))
+        if last["definition"] != store.alias_definition(alias):
+            return False
+        return "extras" not in last or last["extras"] == store.alias_extras(alias)
     return bool(last.get("to") == store.alias_target(alias))
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from embridge.core.connectors.arrow_common import table_to_batch
-from embridge.core.connectors.connector import SPACE_FIELD, Batch, Connector, VectorStoreError
+from embridge.core.connectors.connector import SPACE_FIELD, Batch, Connector, VectorStoreError, path_uri
 from embridge.core.connectors.job_lock import job_lock
 from embridge.core.connectors.migration import (
     MigrationResult,
@@ -43,10 +43,10 @@ PARTITIONED = ("lancedb", "parquet")
 def dataset_uri(source: Connector) -> str:
     """The partitioned dataset behind a source collection (an alias is followed)."""
     if source.uri.scheme == "parquet":
-        return f"parquet://{source.folder}"  # type: ignore[attr-defined]
+        return path_uri("parquet", source.folder)  # type: ignore[attr-defined]
     if source.uri.scheme == "lancedb":
         name = source.alias_target(source.collection) or source.collection
-        return f"lance://{Path(source.root) / f'{name}.lance'}"  # type: ignore[attr-defined]
+        return path_uri("lance", Path(source.root) / f"{name}.lance")  # type: ignore[attr-defined]
     raise InputError("--engine", f"{source.describe()}: --engine ray migrates stores whose collections are "
                      f"partitioned datasets ({', '.join(s + '://' for s in PARTITIONED)}); use --engine local")
 

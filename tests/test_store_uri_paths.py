@@ -1,0 +1,144 @@
+"""Store URIs name what the user meant. A percent-encoded path (``my%20dir%2025%25``) opens the folder whose
+name holds the space and the '%', as RFC 3986 reads it, and query values are decoded the same way ('+'
+stays '+'); ``table=SCHEMA.TABLE`` names a table of a PostgreSQL schema.
+
+Each store family is migrated, checked and imported through such a URI; everything lands in the folder (or
+schema) the user named, and nothing is made under the still-encoded name (or in another schema).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import numpy as np
+import pytest
+from store_fixtures import cli, fct_upgrade, fill_source, fresh_pg_database, read_all
+
+from embridge.core.connectors.connector import StoreURI, encode_query
+
+FOLDER = "my dir 25%"  # a space, and a '%' that is not the start of an escape
+
+
+@pytest.fixture(scope="module")
+def upgrade(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    return fct_upgrade(tmp_path_factory.mktemp("store-uri-paths"))
+
+
+def encoded(uri: str) -> str:
+    """``uri`` with its path percent-encoded (the scheme, query and '/' as they are)."""
+    scheme, rest = uri.split(":///", 1)
+    path, sep, query = rest.partition("?")
+    return f"{scheme}:///{quote(path)}{sep}{query}"
+
+
+def one_line(code: int, err: str, *needles: str) -> None:
+    lines = [line for line in err.splitlines() if not re.match(r"\S+: \d+/\d+ ", line)]
+    assert code == 1 and len(lines) == 1 and lines[0].startswith("embridge: error: "), err
+    for needle in needles:
+        assert needle in err, (needle, err)
+
+
+@pytest.mark.parametrize("kind", ["parquet", "lancedb", "qdrant", "chroma"])
+def test_a_percent_encoded_path_opens_the_folder_with_the_space_and_the_percent(
+        kind: str, upgrade: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    v1 = upgrade["vectors"]["v1"][:60]
+    root = tmp_path / FOLDER
+    case = fill_source(kind, root, list(range(len(v1))), v1, upgrade["labels"][:60])
+    source, target = encoded(case.source), encoded(case.target)
+    assert "%20" in source and "%25" in source and " " not in source
+
+    code, out, err = cli(capsys, "migrate", "--bundle", str(upgrade["bundle"]), "--from", source, "--to", target,
+                         "--batch", "25")
+    assert code == 0 and out["written"] == 60 and out["verification"]["ok"], err
+    assert len(read_all(case.target)) == 60  # the shadow is in the folder named with the space and the '%'
+    code, checked, err = cli(capsys, "check", "--uri", target)
+    assert code == 0 and checked["count"] == 60 and checked["migration"]["status"] == "complete", err
+
+    ws = tmp_path / "ws"
+    assert cli(capsys, "init", "--workspace", str(ws))[0] == 0
+    code, imported, err = cli(capsys, "import", "--workspace", str(ws), "--from", source, "--model", "m")
+    assert code == 0 and imported["new_items"] == 60, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == [FOLDER, "ws"]  # nothing under an encoded name
+    assert not [p for p in tmp_path.rglob("*%2*")]
+
+
+def test_a_faiss_index_in_a_folder_with_a_space_and_a_percent(upgrade: dict, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    import faiss
+
+    v1 = np.ascontiguousarray(upgrade["vectors"]["v1"][:30], dtype=np.float32)
+    (tmp_path / FOLDER).mkdir()
+    index = faiss.IndexFlatIP(v1.shape[1])
+    index.add(v1)
+    faiss.write_index(index, str(tmp_path / FOLDER / "gallery.faiss"))
+    code, checked, err = cli(capsys, "check", "--uri", encoded(f"faiss://{tmp_path / FOLDER / 'gallery.faiss'}"))
+    assert code == 0 and checked["count"] == 30, err
+
+
+def test_query_values_are_decoded_once_and_plus_stays_plus() -> None:
+    parsed = StoreURI.parse("postgresql://u@/db?host=/run/my%20sock%25&table=a+b&sslmode=disable")
+    assert parsed.params == {"host": "/run/my sock%", "table": "a+b", "sslmode": "disable"}
+    assert StoreURI.parse(f"postgresql://u@/db?{encode_query(parsed.params)}").params == parsed.params
+    assert StoreURI.parse("parquet:///data/50%off/docs").path == "/data/50%off/docs"  # not an escape: kept
+    assert StoreURI.parse("lancedb:///data/a%2520b?table=docs").path == "/data/a%20b"  # decoded once only
+
+
+@pytest.mark.parametrize(("uri", "needle"), [("parquet:///data/a#b/docs", "holds '#'"),
+                                             ("parquet:///data/a%00b/docs", "%00")])
+def test_a_hash_or_nul_in_a_local_uri_is_refused_by_name(uri: str, needle: str,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = cli(capsys, "check", "--uri", uri)
+    one_line(code, err, "--uri", needle)
+
+
+def test_a_schema_qualified_postgresql_table_is_imported_migrated_switched_and_rolled_back(
+        upgrade: dict, tmp_path: Path, pg_server: str, capsys: pytest.CaptureFixture[str]) -> None:
+    import psycopg
+
+    v1, labels = upgrade["vectors"]["v1"], upgrade["labels"]
+    n = len(v1)
+    base = fresh_pg_database(pg_server, "uri_schemas")
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute("create schema myschema")
+        conn.execute("create table docs_live (k int)")  # public tables named like the alias and the source
+    fill_source("pgvector", tmp_path, list(range(n)), v1, labels, pg_base=base, name="myschema.docs")
+    fill_source("pgvector", tmp_path, list(range(5)), v1[:5], labels[:5], pg_base=base, name="docs")
+
+    def uri(table: str) -> str:
+        return f"{base}&column=embedding&table={table}"
+
+    ws = tmp_path / "ws"
+    assert cli(capsys, "init", "--workspace", str(ws))[0] == 0
+    code, imported, err = cli(capsys, "import", "--workspace", str(ws), "--from", uri("myschema.docs"), "--model", "m")
+    assert code == 0 and imported["new_items"] == n, err
+    code, out, err = cli(capsys, "migrate", "--bundle", str(upgrade["bundle"]), "--from", uri("myschema.docs"),
+                         "--to", uri("myschema.docs_v2"), "--switch", "--alias", "docs_live", "--batch", "100")
+    assert code == 0 and out["written"] == n and out["switched"] and out["verification"]["ok"], err
+    with psycopg.connect(base, autocommit=True) as conn:
+        kinds = dict(conn.execute("select n.nspname || '.' || c.relname, c.relkind::text from pg_class c join "
+                                  "pg_namespace n on n.oid = c.relnamespace where c.relname like 'docs%' and "
+                                  "c.relkind in ('r', 'v')").fetchall())
+    assert kinds == {"myschema.docs": "r", "myschema.docs_v2": "r", "myschema.docs_live": "v", "public.docs": "r",
+                     "public.docs_live": "r"}  # the shadow and its alias beside the source; public untouched
+    code, checked, err = cli(capsys, "check", "--uri", uri("myschema.docs_live"))
+    assert code == 0 and checked["serves"] == "myschema.docs_v2" and checked["count"] == n, err
+    code, back, err = cli(capsys, "rollback", "--to", uri("myschema.docs") + "&alias=docs_live")
+    assert code == 0 and back["changed"] and back["previous"] == "myschema.docs_v2", err
+    code, checked, err = cli(capsys, "check", "--uri", uri("myschema.docs_live"))
+    assert code == 0 and checked["serves"] == "myschema.docs" and checked["state"] == "unmarked", err
+
+    for table, needle in (("nosuch.docs", "no such schema 'nosuch' (?table=nosuch.docs)"),
+                          ("myschema.nope", "no such table or view 'nope' in schema 'myschema' (?table=myschema.nope)")):
+        code, _, err = cli(capsys, "check", "--uri", uri(table))
+        one_line(code, err, needle)
+        code, _, err = cli(capsys, "import", "--workspace", str(ws), "--from", uri(table), "--model", "m2")
+        one_line(code, err, needle)
+    code, _, err = cli(capsys, "migrate", "--bundle", str(upgrade["bundle"]), "--from", uri("myschema.docs"),
+                       "--to", uri("nosuch.docs_v2"))
+    one_line(code, err, "no such schema 'nosuch' (?table=nosuch.docs_v2)")
+    with psycopg.connect(base, autocommit=True) as conn:
+        keys = [r[0] for r in conn.execute("select key from embridge_state order by 1").fetchall()]
+    assert keys == ["alias-myschema.docs_live", "migrate-myschema.docs_v2"]  # the refusal recorded nothing
