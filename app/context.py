@@ -26,7 +26,8 @@ from embridge.core.store import Workspace
 log = logging.getLogger("embridge.app")
 
 # imported by warm_up: torch._dynamo is what torch's optimisers import on first use (with sympy)
-WARM_UP = ("torch", "torch._dynamo", "faiss", "matplotlib.figure", "embridge.core.train", "embridge.core.report.build")
+WARM_UP = ("torch", "torch._dynamo", "faiss", "matplotlib.figure", "embridge.core.models", "embridge.core.adapters.registry",
+           "embridge.core.train", "embridge.core.report.build")
 WorkspaceJob = Callable[[Workspace, ProgressFn, StopFn], Any]
 
 

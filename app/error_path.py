@@ -28,6 +28,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from embridge.core.errors import InputError
+
 LOG_FILE = "embridge.log"
 log = logging.getLogger("embridge.app")
 
@@ -165,3 +167,14 @@ class ErrorReporter(QObject):
         self.open_dialogs.append(dialog)
         dialog.finished.connect(lambda _result, d=dialog: self.open_dialogs.remove(d))
         return dialog
+
+
+def labelled(exc: InputError, labels: dict[str, str]) -> InputError:
+    """The same refusal naming the window's field instead of the command-line option: with
+    ``{"--out": "Destination"}``, "--out x.zip: is inside the workspace" reads
+    "Destination x.zip: is inside the workspace". Other errors are returned unchanged."""
+    source = exc.source or ""
+    for option, label in labels.items():
+        if source == option or source.startswith(option + " "):
+            return InputError(label + source[len(option):], exc.problem)
+    return exc

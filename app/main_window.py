@@ -34,6 +34,7 @@ from embridge.app.settings import window_settings
 from embridge.app.workers import Job
 
 log = logging.getLogger("embridge.app")
+WATCH_MS = 1500  # how often the workspace database is checked for changes made outside the app
 MIN_SIZE = QSize(1024, 700)  # every page fits (the screenshots show it); smaller would clip forms
 JOBS_WIDTH = 270  # the jobs dock's width at start and its floor after a restore
 
@@ -70,6 +71,13 @@ class MainWindow(QMainWindow):
         self.statusBar().addWidget(self.workspace_label, 1)
         self.statusBar().addPermanentWidget(self.device_label)
         self.ray_jobs = RayJobs(ctx)
+        # the command line (or another app) may change the open workspace: a low-rate look at the
+        # database files' size and time marks the pages stale (see refresh_pages)
+        self.watch = QTimer(self)
+        self.watch.setObjectName("workspace watch")
+        self.watch.setInterval(WATCH_MS)
+        self.watch.timeout.connect(self._check_workspace)
+        self._db_seen: tuple[object, ...] | None = None
         self._build_menus()
         ctx.workspace_changed.connect(self._on_workspace_changed)
         ctx.devices_changed.connect(lambda: self.device_label.setText(f"Device: {ctx.device_label}"))
@@ -102,6 +110,8 @@ class MainWindow(QMainWindow):
         view_menu = self.menuBar().addMenu("&View")
         for n, (key, title, _target) in enumerate(PAGES, start=1):
             self._action(view_menu, f"&{n} {title}", f"Ctrl+{n}", lambda k=key: self.show_page(k))
+        view_menu.addSeparator()
+        self._action(view_menu, "&Refresh", QKeySequence.StandardKey.Refresh, self.refresh_pages)
         view_menu.addSeparator()
         view_menu.addAction(self.jobs_dock.toggleViewAction())
         view_menu.addAction(self.log_dock.toggleViewAction())
@@ -209,8 +219,49 @@ class MainWindow(QMainWindow):
         if outcome is not None:
             self.ctx.reporter.show_dialog(f"{job.title} failed", outcome.error or "unknown error", outcome.details)
 
+    def refresh_pages(self) -> None:
+        """Re-read the workspace: every page is marked stale and the visible one refreshes now."""
+        for page in self.pages.values():
+            mark = getattr(page, "mark_stale", None)
+            if mark is not None:
+                mark()
+
+    def _db_state(self) -> tuple[object, ...] | None:
+        """Size and modification time of the workspace database and its write-ahead log."""
+        from embridge.core.paths import DB_NAME
+
+        ws = self.ctx.ws
+        if ws is None:
+            return None
+        state: list[object] = []
+        for name in (DB_NAME, f"{DB_NAME}-wal"):
+            try:
+                info = (Path(ws.root) / name).stat()
+                state.append((info.st_mtime_ns, info.st_size))
+            except OSError:
+                state.append(None)
+        return tuple(state)
+
+    def _check_workspace(self) -> None:
+        """Refresh when the database changed; skipped while the app's own jobs write to it (their
+        end refreshes the pages), and the change then seen on the next check."""
+        if self.ctx.ws is None:
+            self.watch.stop()
+            return
+        if self.ctx.jobs.running():
+            return
+        state = self._db_state()
+        if state != self._db_seen:
+            self._db_seen = state
+            self.refresh_pages()
+
     def _on_workspace_changed(self) -> None:
         ws = self.ctx.ws
+        self._db_seen = self._db_state()
+        if ws is None:
+            self.watch.stop()
+        else:
+            self.watch.start()
         root = str(Path(ws.root).resolve()) if ws is not None else None
         self.workspace_label.setText(f"Workspace: {root}" if root else "No workspace")
         self.setWindowTitle(f"Embridge — {Path(root).name}" if root else "Embridge")
@@ -236,6 +287,7 @@ class MainWindow(QMainWindow):
                                    f"{len(running)} job(s) still running ({names}). Cancel them and quit?"):
                 event.ignore()
                 return
+        self.watch.stop()
         self.ray_jobs.detach_all()
         if not self.ctx.jobs.shutdown(timeout_s=60.0):
             log.warning("some jobs did not stop within 60 s")

@@ -22,10 +22,14 @@ import importlib
 import importlib.util
 import logging
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
+# one preload at a time: two threads importing overlapping packages in different orders could
+# each hold a module lock the other waits for
+_ONE_AT_A_TIME = threading.Lock()
 
 # the library behind each package's extension module, relative to the package folder; dlopen
 # pulls in what it links against (libtorch_cpu, libfaiss, OpenMP, BLAS)
@@ -65,6 +69,11 @@ def preload(*packages: str) -> dict[str, str]:
     GIL hold; meant for a worker thread right after the window shows. Returns how each went:
     'native' (library preloaded), 'plain', 'already imported' or 'failed: <why>' (logged; the
     page that needs the package reports the error when it is used)."""
+    with _ONE_AT_A_TIME:
+        return _preload(packages)
+
+
+def _preload(packages: tuple[str, ...]) -> dict[str, str]:
     outcome: dict[str, str] = {}
     for package in packages:
         if package in sys.modules:

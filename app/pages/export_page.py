@@ -20,8 +20,10 @@ from PySide6.QtWidgets import (
 
 from embridge.app import dialogs
 from embridge.app.context import AppContext
+from embridge.app.error_path import labelled
 from embridge.app.pages.forms import PathField, set_combo_items
 from embridge.app.pages.page import Page, completed_train_runs, fill_table, make_table, run_label, select_run
+from embridge.core.errors import InputError
 from embridge.core.progress import ProgressFn, StopFn
 from embridge.core.run_choice import run_choice
 from embridge.core.store import Workspace
@@ -83,6 +85,7 @@ class ExportPage(Page):
         split.addWidget(self.details)
         split.setSizes([600, 400])
         self.layout_.addWidget(split, 1)
+        self._show_selected()
 
     # -- actions ----------------------------------------------------------------------------
     def _run_changed(self, index: int) -> None:
@@ -91,15 +94,17 @@ class ExportPage(Page):
             self._show_run(self._runs[index])
 
     def _suggest_out(self, index: int) -> None:
-        """A free bundle name for the chosen run, in the folder last used (the workspace's
-        ``bundles`` folder at first); a destination the user typed is never replaced."""
+        """A free bundle name for the chosen run, in the folder last used (the workspace's parent
+        folder at first: the core refuses outputs inside the workspace); a destination the user
+        typed is never replaced."""
         if self.ctx.ws is None or not 0 <= index < len(self._runs):
             return
         if self.out.text() and self.out.text() != self._suggested:
             return
         run = self._runs[index]
-        folder = self._folder or Path(self.ctx.ws.root).resolve() / "bundles"
-        stem = f"run{run['id']}-{run_choice(run).kind or run['method']}"
+        root = Path(self.ctx.ws.root).resolve()
+        folder = self._folder or root.parent
+        stem = f"run{run['id']}-{run_choice(run).kind or run['method']}-{root.name}"
         target, n = folder / f"{stem}.zip", 2
         while target.exists():
             target, n = folder / f"{stem}-{n}.zip", n + 1
@@ -133,8 +138,11 @@ class ExportPage(Page):
         def job(ws: Workspace, on_progress: ProgressFn, should_stop: StopFn) -> dict[str, Any]:
             from embridge.core.bundle import export_bundle
 
-            return export_bundle(ws, out, [run_id], gallery=gallery, on_progress=on_progress,
-                                 should_stop=should_stop)
+            try:
+                return export_bundle(ws, out, [run_id], gallery=gallery, on_progress=on_progress,
+                                     should_stop=should_stop)
+            except InputError as exc:  # the field's name, not the command line's option
+                raise labelled(exc, {"--out": "Destination"}) from None
 
         def done(info: dict[str, Any]) -> None:
             log.info("bundle %s written to %s (%d bytes)", info["bundle_id"], info["path"], info["bytes"])
@@ -196,6 +204,7 @@ class ExportPage(Page):
         self.out.setText("")
         self.run_info.setText("")
         self.table.setRowCount(0)
+        self._show_selected()
 
     def refresh(self) -> None:
         assert self.ctx.ws is not None
@@ -220,7 +229,10 @@ class ExportPage(Page):
 
     def _show_selected(self) -> None:
         row = self.table.currentRow()
-        if not 0 <= row < len(self._bundles):
+        chosen = 0 <= row < len(self._bundles) and bool(self.table.selectedItems())
+        self.verify_button.setEnabled(chosen)
+        self.open_button.setEnabled(chosen)
+        if not chosen:
             self.details.setPlainText("Select a bundle to see its manifest." if self._bundles else "No bundles yet.")
             return
         manifest = self._bundles[row].get("manifest") or {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ log = logging.getLogger("embridge.app")
 CHECKPOINT_FILTER = "Models (*.pt *.pt2 *.ts *.torchscript *.pth *.bin *.npz);;All files (*)"
 COLUMNS = ["Name", "Role", "Kind", "Modality", "Dim", "Input shape", "Parameters", "sha256", "Prompts"]
 MODEL_DEFAULT = "model's own"
+MODELS_MODULE = "embridge.core.models"  # loads torch
 
 
 def model_details(model: dict[str, Any]) -> str:
@@ -64,6 +66,7 @@ class ModelsPage(Page):
     title = "Models"
 
     def __init__(self, ctx: AppContext) -> None:
+        self._loading = False  # embridge.core.models is being imported in the background
         super().__init__(ctx)
         self.setAcceptDrops(True)
         add_box = QGroupBox("&Add a model (or drop a checkpoint file on this page)")
@@ -200,22 +203,48 @@ class ModelsPage(Page):
     def refresh(self) -> None:
         from embridge.core.overview import workspace_overview
 
-        if self.kind.count() == 1:
-            from embridge.core.models.spec import KINDS
-
-            set_combo_items(self.kind, ["auto", *KINDS])
         assert self.ctx.ws is not None
         self._models = workspace_overview(self.ctx.ws)["models"]
         fill_table(self.table, [[m["name"], m["role"], m["kind"], m["modality"], m["dim"],
                                  "x".join(str(s) for s in m["input_shape"] or []) or None, m["params"],
                                  str(m["sha256"])[:12], prompts_text(m) or None] for m in self._models])
         self.role.setCurrentText(suggest_role(self._models))
-        from embridge.core.models.manage import pair_warnings
-
-        self.warnings.setText("\n".join(f"⚠ {w}" for w in pair_warnings(self._models)))
+        if MODELS_MODULE in sys.modules:
+            self._show_model_rules()
+        else:
+            self._load_model_rules()
         if self._models and self.table.currentRow() < 0:
             self.table.selectRow(0)
         self._show_spec()
+
+    def _show_model_rules(self) -> None:
+        """The model kinds and pair warnings of ``embridge.core.models`` (imported by now)."""
+        if self.kind.count() == 1:
+            from embridge.core.models.spec import KINDS
+
+            set_combo_items(self.kind, ["auto", *KINDS])
+        from embridge.core.models.manage import pair_warnings
+
+        self.warnings.setText("\n".join(f"⚠ {w}" for w in pair_warnings(self._models)))
+
+    def _load_model_rules(self) -> None:
+        """``embridge.core.models`` imports torch (a second or more): import it in the background
+        once, then show the kinds and warnings; the table shows at once meanwhile."""
+        if self._loading:
+            return
+        self._loading = True
+
+        def load(on_progress: ProgressFn, should_stop: StopFn) -> dict[str, str]:
+            from embridge.app.preload import preload
+
+            return preload("torch", MODELS_MODULE)
+
+        def loaded(_outcome: dict[str, str]) -> None:
+            self._loading = False
+            if self.ctx.ws is not None and MODELS_MODULE in sys.modules:
+                self._show_model_rules()
+
+        self.ctx.run_plain("Load model support", load, loaded, visible=False)
 
     def _show_spec(self) -> None:
         row = self.table.currentRow()

@@ -1,9 +1,9 @@
 """What every page shares: a placeholder until a workspace is open, and refresh-when-visible.
 
 Pages are thin: ``refresh`` reads state from the core (``ctx.ws``, ``embridge.core.overview``) and fills
-widgets; actions start core functions through ``ctx.run``. A page that is hidden when the
-workspace changes only marks itself stale and refreshes the next time it is shown, which keeps
-start-up and background jobs cheap.
+widgets; actions start core functions through ``ctx.run``. Every page re-reads the workspace each
+time it is shown (the command line may have changed it meanwhile), so ``refresh`` does cheap reads
+only; a page that is hidden when the workspace changes only marks itself stale.
 """
 
 from __future__ import annotations
@@ -63,8 +63,7 @@ class Page(QWidget):
 
     def showEvent(self, event: QShowEvent) -> None:
         super().showEvent(event)
-        if self._stale:
-            self.update_now()
+        self.update_now()
 
     def update_now(self) -> None:
         self._stale = False

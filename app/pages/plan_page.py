@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import logging
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -33,8 +34,12 @@ from embridge.core.report.report_record import Report
 from embridge.core.store import Workspace
 
 log = logging.getLogger("embridge.app")
-COLUMNS = ["Option", "Time", "Storage", "Items re-embedded", "Top-1", "Gain retained", "Passes", "Acceptable"]
+COLUMNS = ["Option", "Time", "Storage", "Items re-embedded", "Top-1", "nDCG@10", "Gain retained", "Passes",
+           "Acceptable"]
+NDCG = COLUMNS.index("nDCG@10")  # shown when the report has graded judgments, as `embridge plan` does
 CHOSEN = QColor("#d8f0d8")
+# what drawing a report figure imports (seconds the first time): loaded in the background
+PLOT_MODULES = ("matplotlib.figure", "matplotlib.backends.backend_qtagg", "embridge.core.report.figures")
 
 
 def option_row(option: dict[str, Any]) -> list[Any]:
@@ -43,6 +48,7 @@ def option_row(option: dict[str, Any]) -> list[Any]:
     return [option["title"], "unknown" if time_s is None else format_seconds(time_s),
             format_bytes(option["storage_bytes"]), option["items_embedded"],
             format_share((option.get("quality") or {}).get("top1")),
+            format_share(option["quality"]["ndcg@10"]) if "ndcg@10" in (option.get("quality") or {}) else None,
             option.get("gain_retained_note") if option.get("gain_retained") is None and option.get("gain_retained_note")
             else format_share(option.get("gain_retained")),
             "" if passes is None else "yes" if passes else "no", "yes" if option.get("acceptable") else "no"]
@@ -54,6 +60,9 @@ class PlanPage(Page):
     def __init__(self, ctx: AppContext) -> None:
         super().__init__(ctx)
         self.plan: Plan | None = None
+        self._curves_for: int | None = None  # the report whose curves are drawn
+        self._waiting: Report | None = None  # a report to draw once plotting is loaded
+        self._loading = False
         self._runs: list[dict[str, Any]] = []
         self.run_combo = QComboBox()
         self.run_combo.currentIndexChanged.connect(self._run_chosen)
@@ -136,6 +145,7 @@ class PlanPage(Page):
         plan = data if isinstance(data, Plan) else Plan.from_json(data)
         self.plan = plan
         fill_table(self.options, [option_row(o) for o in plan.options])
+        self.options.setColumnHidden(NDCG, not any("ndcg@10" in (o.get("quality") or {}) for o in plan.options))
         for row, option in enumerate(plan.options):
             if option["name"] == plan.recommendation:
                 for col in range(self.options.columnCount()):
@@ -145,46 +155,79 @@ class PlanPage(Page):
             return html.escape(value, quote=False)
 
         notes = "".join(f"<li>{text(n)}</li>" for n in plan.notes)
-        measured = ""
         report = None
         if self.ctx.ws is not None and plan.report_id is not None:
             from embridge.core.report.build import load_report
             from embridge.core.report.number_source import source_of_report
 
             report = load_report(self.ctx.ws, int(plan.report_id))
-            measured = (f"<p style='color:#555'>Quality numbers: report {plan.report_id}, measured on "
-                        f"{text(source_of_report(report).label())}.</p>")
+        lines = plan.measured_on() or ([f"measured on {source_of_report(report).label()}"] if report else [])
+        measured = (f"<p style='color:#555'>Quality numbers: report {plan.report_id}"
+                    + "".join(f"<br>{text(line)}" for line in lines) + "</p>") if lines else ""
         self.summary.setText(f"<b>Recommendation: {text(chosen)}</b><p>{text(plan.reason)}</p>"
                              + (f"<ul>{notes}</ul>" if notes else "") + measured)
         if report is not None:
             self._show_curves(report)
 
     def _show_curves(self, report: Report | None) -> None:
-        """The report's partial-backfill figure, the one its HTML page shows."""
+        """The report's partial-backfill figure, the one its HTML page shows (drawn once per
+        report; matplotlib's Qt canvas is imported in the background the first time)."""
         if report is None:
+            self._curves_for = self._waiting = None
             self.plot.clear("Build this run's report (or make a plan) to see its partial-backfill curves.")
+            return
+        if report.report_id is not None and report.report_id == self._curves_for:
+            return
+        if not all(name in sys.modules for name in PLOT_MODULES):
+            self._waiting = report
+            self.plot.clear("Drawing the partial-backfill curves…")
+            self._load_plotting()
             return
         from embridge.core.report.report_export import report_figures
 
+        self._curves_for, self._waiting = report.report_id, None
         figure = report_figures(report).get("backfill")
         if figure is None:
             self.plot.clear("The report has no partial-backfill curves.")
         else:
             self.plot.show_figure(figure)
 
+    def _load_plotting(self) -> None:
+        if self._loading:
+            return
+        self._loading = True
+
+        def load(on_progress: ProgressFn, should_stop: StopFn) -> dict[str, str]:
+            from embridge.app.preload import preload
+
+            return preload(*PLOT_MODULES)
+
+        def loaded(_outcome: dict[str, str]) -> None:
+            self._loading = False
+            waiting, self._waiting = self._waiting, None
+            if waiting is not None and self.ctx.ws is not None and all(n in sys.modules for n in PLOT_MODULES):
+                self._show_curves(waiting)
+
+        self.ctx.run_plain("Load plotting", load, loaded, visible=False)
+
     def _run_chosen(self, index: int) -> None:
         """Show the chosen run's latest report curves at once; the options need a plan."""
         if self.ctx.ws is None or not 0 <= index < len(self._runs):
             return
-        if self.plan is not None and self.plan.run_id == self._runs[index]["id"]:
+        run_id = int(self._runs[index]["id"])
+        if self.plan is not None and self.plan.run_id == run_id:
             return
+        latest = [r["id"] for r in self.ctx.ws.reports() if r.get("run_id") == run_id and r.get("json_file")]
+        if latest and latest[-1] == self._curves_for:
+            return  # already drawn: showing the page again re-reads the list, not the report
         from embridge.core.report.build import latest_report_for_run
 
-        self._show_curves(latest_report_for_run(self.ctx.ws, int(self._runs[index]["id"])))
+        self._show_curves(latest_report_for_run(self.ctx.ws, run_id))
 
     # -- state ------------------------------------------------------------------------------
     def reset(self) -> None:
         self.plan, self._runs, self._focus_seen = None, [], None
+        self._curves_for = self._waiting = None
         self.run_combo.clear()
         self.options.setRowCount(0)
         self.summary.setText("Make a plan to compare the options.")

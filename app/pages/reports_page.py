@@ -31,6 +31,7 @@ from embridge.app.pages.report_widgets import FlipBrowser, fill_metrics_table
 from embridge.app.plots import PlotWidget
 from embridge.core.errors import StoreError
 from embridge.core.progress import ProgressFn, StopFn
+from embridge.core.report.limits import MAX_BOOTSTRAP, MIN_BOOTSTRAP
 from embridge.core.report.number_source import source_of_report
 from embridge.core.report.report_record import Report
 from embridge.core.report.wording import verdict_tone
@@ -38,6 +39,7 @@ from embridge.core.store import Workspace
 
 log = logging.getLogger("embridge.app")
 TONE_COLOURS = {"pass": "#1b7f3b", "fail": "#b00020", "caution": "#a15c00", "info": "#222"}
+JUDGED = (("ndcg@10", "nDCG@10"), ("mrr@10", "MRR@10"))  # graded relevance judgments only
 FIGURE_TITLES = {"cells": "Metrics", "recall": "Recall@k", "flips": "Flips", "per_label": "Per label",
                  "backfill": "Partial backfill", "training": "Training", "compatibility_matrix": "Matrix"}
 
@@ -50,12 +52,30 @@ def headline_text(report: Report) -> str:
     parts = [f"upgraded top-1 {head['upgraded_top1']:.3f} (old/old {head['old_old_top1']:.3f})"
              for _ in [0] if isinstance(head.get("upgraded_top1"), int | float)
              and isinstance(head.get("old_old_top1"), int | float)]
-    for key, name in (("ndcg@10", "nDCG@10"), ("mrr@10", "MRR@10")):
+    for key, name in JUDGED:
         if isinstance(head.get(key), int | float):
             parts.append(f"{name} {head[key]:.3f} (old/old {head.get(f'old_old_{key}', float('nan')):.3f})")
     if "gain_retained" in head:
         parts.append(f"gain retained: {gain_text(head.get('gain_retained'), head.get('gain_retained_note'))}")
+    for key, name in JUDGED:
+        if key in head and f"gain_retained_{key}" in head:
+            parts.append(f"gain retained ({name}): "
+                         f"{gain_text(head.get(f'gain_retained_{key}'), head.get(f'gain_retained_{key}_note'))}")
     return "; ".join(parts)
+
+
+def judged_comparison(report: Report) -> dict[str, dict[str, Any]]:
+    """The upgraded cell's comparison rows, with the judged metrics' rows (nDCG@10, MRR@10) that
+    the report keeps in its headline (as ``embridge report`` prints them) added where missing."""
+    head = report.headline
+    rows = dict(report.comparison or {})
+    for key, _name in JUDGED:
+        if key in head and key not in rows:
+            rows[key] = {"upgraded": head.get(key), "old_old": head.get(f"old_old_{key}"),
+                         "new_new": head.get(f"new_new_{key}"), "passes": head.get(f"compatible_{key}"),
+                         "gain_retained": head.get(f"gain_retained_{key}"),
+                         "gain_retained_note": head.get(f"gain_retained_{key}_note")}
+    return rows
 
 
 def flip_entries(ws: Workspace, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -97,7 +117,7 @@ class ReportsPage(Page):
         self.heldout.setToolTip("Leave the items the layer was fitted on out of the gallery")
         self.rollback = QCheckBox("Ro&llback cell")
         self.n_boot = QSpinBox()
-        self.n_boot.setRange(0, 100_000)
+        self.n_boot.setRange(MIN_BOOTSTRAP, MAX_BOOTSTRAP)
         self.n_boot.setValue(1000)
         self.n_boot.setToolTip("Bootstrap resamples for the confidence intervals")
         self.build_button = QPushButton("&Build report")
@@ -194,8 +214,10 @@ class ReportsPage(Page):
             return
         from embridge.core.report.build import load_report
 
+        report_id = int(self._reports[index]["id"])
         try:
-            self.show_report(load_report(self.ctx.ws, int(self._reports[index]["id"])))
+            if self.report is None or self.report.report_id != report_id:  # a report never changes
+                self.show_report(load_report(self.ctx.ws, report_id))
             run_id = self._reports[index].get("run_id")
             if run_id is not None:
                 select_run(self.run_combo, self._runs, int(run_id))
@@ -211,8 +233,10 @@ class ReportsPage(Page):
         if report is None:
             self.verdict.setText("No report yet: build one for a training run." if self._runs
                                  else "Train a layer on the Train page, then build its report here.")
-            self.metrics.clear()
+            self.metrics.clearContents()
             self.metrics.setRowCount(0)
+            self.metrics.setColumnCount(1)
+            self.metrics.setHorizontalHeaderLabels(["Metric"])
             self.flips.set_flips([])
             return
         upgraded = report.upgraded_cell
@@ -224,7 +248,7 @@ class ReportsPage(Page):
         self.verdict.setText(f"<p><b>Measured on: {html.escape(source.label())}</b></p>"
                              f"<p>{html.escape(headline_text(report))}</p>{lines}"
                              f"<p style='color:#555'>{html.escape(facts)} {html.escape(statement)}</p>")
-        comparison = {upgraded: report.comparison} if upgraded and report.comparison else {}
+        comparison = {upgraded: judged_comparison(report)} if upgraded and report.comparison else {}
         fill_metrics_table(self.metrics, report.table(), comparison)
         self.flips.set_flips(flip_entries(self.ctx.ws, report.flipped_list()) if self.ctx.ws else [])
         if self.tabs.currentWidget() is self.figure_tabs:

@@ -190,9 +190,7 @@ def _plan_text(plan: Plan) -> str:
         lines.append(f"{mark} {o['title']:<44} time {time_s:>10}  storage {format_bytes(o['storage_bytes']):>10}  "
                      f"top-1 {format_share(o['quality'].get('top1'))}"
                      + (f"  nDCG@10 {format_share(o['quality']['ndcg@10'])}" if "ndcg@10" in o["quality"] else ""))
-    for cell, protocol in (plan.protocols or {}).items():
-        if isinstance(protocol, dict) and protocol.get("text"):
-            lines.append(f"{cell} measured on {protocol['text']}")
+    lines += plan.measured_on()
     lines += [f"recommendation: {plan.recommendation}", plan.reason, *plan.notes]
     return "\n".join(lines)
 

@@ -65,6 +65,12 @@ class Plan:
     def option(self, name: str) -> dict[str, Any] | None:
         return next((o for o in self.options if o["name"] == name), None)
 
+    def measured_on(self) -> list[str]:
+        """One line per cell: the protocol its quality numbers were measured with (new/new may
+        search the evaluation sample while the upgraded cell searches the whole gallery)."""
+        return [f"{cell} measured on {protocol['text']}" for cell, protocol in (self.protocols or {}).items()
+                if isinstance(protocol, dict) and protocol.get("text")]
+
     @property
     def recommended(self) -> dict[str, Any]:
         """The recommended option."""

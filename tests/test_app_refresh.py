@@ -1,0 +1,97 @@
+"""Changes made outside the app (the command line, another process) show on its pages: each page
+re-reads the workspace when shown, View ▸ Refresh (F5) re-reads it at once, and a low-rate check
+of the workspace database refreshes the visible page without any click."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from app_fixtures import no_threads_left, window
+from pytestqt.qtbot import QtBot
+
+from embridge.app.main_window import MainWindow
+from embridge.core.models.manage import rename_model
+from embridge.core.report.build import ReportOptions, build_report
+from embridge.core.store import Workspace
+from embridge.core.train.runs import train_run
+
+__all__ = ["no_threads_left", "window"]
+pytestmark = pytest.mark.usefixtures("no_threads_left")
+
+
+def outside_train_and_report(path: Path) -> tuple[int, int]:
+    """What `embridge train` and `embridge report` do, from a handle of its own."""
+    with Workspace.open(path) as ws:
+        run_id = int(train_run(ws, "procrustes", device="cpu")["run_id"])
+        report = build_report(ws, run_id, ReportOptions(n_boot=20))
+        return run_id, int(report.report_id or 0)
+
+
+def combo_items(combo: object) -> list[str]:
+    return [combo.itemText(i) for i in range(combo.count())]  # type: ignore[attr-defined]
+
+
+def test_pages_show_a_run_report_and_rename_made_outside_after_a_page_change(
+        qtbot: QtBot, window: MainWindow, demo_copy: Path) -> None:
+    window.ctx.open_workspace(demo_copy)
+    for key in ("workspace", "train", "reports", "plan", "export", "models"):
+        window.show_page(key)
+    window.watch.stop()  # only the page change re-reads here
+    assert window.pages["reports"].run_combo.count() == 0
+    run_id, report_id = outside_train_and_report(demo_copy)
+    with Workspace.open(demo_copy) as ws:
+        rename_model(ws, "new-cnn", "new-cnn-v2")
+        runs = ws.runs()
+
+    assert window.show_page("workspace").runs.rowCount() == len(runs)
+    reports = window.show_page("reports")
+    assert reports.run_combo.count() == 1 and f"run {run_id}" in reports.run_combo.currentText()
+    assert combo_items(reports.report_combo) == [f"report {report_id} · run {run_id}"]
+    assert reports.report is not None and reports.report.report_id == report_id
+    assert window.show_page("plan").run_combo.count() == 1
+    assert window.show_page("export").run_combo.count() == 1
+    assert "new-cnn-v2" in combo_items(window.show_page("train").new_model)
+    models = window.show_page("models")
+    assert [models.table.item(r, 0).text() for r in range(models.table.rowCount())] == ["old-mlp", "new-cnn-v2"]
+
+
+def test_refresh_action_rereads_the_visible_page(qtbot: QtBot, window: MainWindow, demo_copy: Path) -> None:
+    window.ctx.open_workspace(demo_copy)
+    page = window.show_page("export")
+    window.watch.stop()
+    assert page.run_combo.count() == 0
+    outside_train_and_report(demo_copy)
+    assert page.run_combo.count() == 0
+    refresh = next(a for a in window.findChildren(type(window.menuBar().actions()[0])) if a.text() == "&Refresh")
+    assert refresh.shortcut().toString() == "F5"
+    refresh.trigger()
+    assert page.run_combo.count() == 1
+
+
+def test_the_visible_page_follows_the_database_without_a_click(qtbot: QtBot, window: MainWindow,
+                                                               demo_copy: Path) -> None:
+    window.ctx.open_workspace(demo_copy)
+    page = window.show_page("workspace")
+    assert window.watch.isActive()
+    before = page.runs.rowCount()
+    outside_train_and_report(demo_copy)
+    with Workspace.open(demo_copy) as ws:
+        count = len(ws.runs())
+    assert count > before
+    qtbot.waitUntil(lambda: page.runs.rowCount() == count, timeout=10_000)
+    assert "completed" in [page.runs.item(r, 3).text() for r in range(page.runs.rowCount())]
+    window.ctx.close_workspace()
+    assert not window.watch.isActive()
+
+
+def test_no_refresh_without_a_change(qtbot: QtBot, window: MainWindow, demo_copy: Path) -> None:
+    """The app's own reads never look like a change (no refresh every tick)."""
+    window.ctx.open_workspace(demo_copy)
+    window.show_page("workspace")
+    calls: list[int] = []
+    page = window.pages["workspace"]
+    original = page.refresh
+    page.refresh = lambda: (calls.append(1), original())[1]  # type: ignore[method-assign]
+    qtbot.wait(4_000)
+    assert calls == []
