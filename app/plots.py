@@ -1,8 +1,10 @@
 """Plot widgets: one ``FigureCanvasQTAgg`` showing a Figure made by ``embridge.core.report.figures``.
 
 matplotlib is imported on the first figure, never when a page is built, so the window opens fast.
-Redraws are debounced: ``schedule`` keeps only the latest figure recipe and builds it once per
-interval, so a fast stream of training progress costs a few redraws a second at most.
+Redraws are throttled: ``schedule`` keeps only the latest figure recipe and draws it once per
+interval, so a fast stream of training progress costs one redraw per interval at most. A recipe
+may come with an ``update`` that refreshes the figure on screen in place (new line data, same
+axes), which is far cheaper than building and laying out a new figure.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from PySide6.QtCore import QSize, Qt, QTimer
 from PySide6.QtWidgets import QLabel, QSizePolicy, QVBoxLayout, QWidget
 
 FigureRecipe = Callable[[], Any]  # returns a matplotlib Figure
+FigureUpdate = Callable[[Any], bool]  # refreshes a Figure in place; False when it cannot (build anew)
 
 
 class PlotWidget(QWidget):
@@ -31,6 +34,8 @@ class PlotWidget(QWidget):
         self._layout.setContentsMargins(0, 0, 0, 0)
         self._layout.addWidget(self.placeholder)
         self._pending: FigureRecipe | None = None
+        self._update: FigureUpdate | None = None
+        self.draws = 0  # figures drawn (built or updated): what a progress stream costs the GUI thread
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.setInterval(debounce_ms)
@@ -63,26 +68,33 @@ class PlotWidget(QWidget):
         if size.width() > 0 and size.height() > 0:
             canvas.resize(size)
         canvas.draw()
+        self.draws += 1
         self._drop_canvas()
         self.placeholder.setVisible(False)
         self._layout.addWidget(canvas)
         self.canvas, self.figure = canvas, figure
 
-    def schedule(self, recipe: FigureRecipe) -> None:
-        """Draw ``recipe()`` soon; later calls before the redraw replace earlier ones."""
-        self._pending = recipe
-        if not self._timer.isActive():
+    def schedule(self, recipe: FigureRecipe, update: FigureUpdate | None = None) -> None:
+        """Draw ``recipe()`` soon (or ``update`` the figure on screen when it can); later calls before
+        the redraw replace earlier ones, so at most one draw happens per interval."""
+        self._pending, self._update = recipe, update
+        if not self._timer.isActive() and self.isVisible():
             self._timer.start()
 
     def flush(self) -> None:
         """Draw the pending recipe now (tests and screenshots call this to skip the wait)."""
         self._timer.stop()
-        recipe, self._pending = self._pending, None
-        if recipe is not None:
+        recipe, update, self._pending, self._update = self._pending, self._update, None, None
+        if recipe is None:
+            return
+        if update is not None and self.figure is not None and self.canvas is not None and update(self.figure):
+            self.canvas.draw()
+            self.draws += 1
+        else:
             self.show_figure(recipe())
 
     def clear(self, text: str | None = None) -> None:
-        self._pending = None
+        self._pending, self._update = None, None
         self._timer.stop()
         self._drop_canvas()
         if text is not None:

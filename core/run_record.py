@@ -80,3 +80,50 @@ class RunRecord:
 
     def has_headline(self) -> bool:
         return any(isinstance(v, int | float) and not isinstance(v, bool) for v in self.headline.values())
+
+
+OLD_OLD, NEW_NEW, UPGRADED = "old/old", "new/new", "upgraded"
+UPGRADED_CELLS = ("new→old", "new/fct(old)")  # backward layers search the old gallery; FCT its transform
+CELL_NUMBERS: dict[str, tuple[str, ...]] = {  # the held-out numbers each cell measured
+    OLD_OLD: ("old_old_top1", "old_old_ndcg@10"),
+    UPGRADED: ("upgraded_top1", "gain_retained", "ndcg@10", "mrr@10"),
+    NEW_NEW: ("new_new_top1", "new_new_ndcg@10"),
+}
+
+
+def cell_protocols(metrics: dict[str, Any]) -> dict[str, str | None]:
+    """The protocol sentence each held-out cell (old/old, upgraded, new/new) was measured on.
+
+    new/new needs new gallery vectors, so it may search a smaller evaluation sample than old/old
+    and the upgraded system; a record without per-cell protocols falls back to ``heldout_protocol``
+    for the cells that share it (None where nothing was recorded).
+    """
+    stored = metrics.get("protocols") if isinstance(metrics.get("protocols"), dict) else {}
+
+    def text(cell: str) -> str | None:
+        found = stored.get(cell)
+        return str(found["text"]) if isinstance(found, dict) and found.get("text") else None
+
+    fallback = metrics.get("heldout_protocol") or None
+    upgraded = next((t for t in map(text, UPGRADED_CELLS) if t), None) or fallback
+    return {OLD_OLD: text(OLD_OLD) or fallback, UPGRADED: upgraded, NEW_NEW: text(NEW_NEW)}
+
+
+def protocol_groups(metrics: dict[str, Any]) -> list[tuple[list[str], str | None]]:
+    """The cells grouped by the protocol they share, old/old's group first: [(cells, sentence)]."""
+    groups: dict[str | None, list[str]] = {}
+    for cell, sentence in cell_protocols(metrics).items():
+        if sentence is None and cell == NEW_NEW and groups:
+            continue  # an older record: new/new's protocol is unknown, not another one
+        groups.setdefault(sentence, []).append(cell)
+    return [(cells, sentence) for sentence, cells in groups.items()]
+
+
+def measured_on_lines(metrics: dict[str, Any]) -> list[str]:
+    """Where the held-out numbers were measured, one line per protocol, as ``embridge train`` prints it:
+    'measured on <old gallery> (old/old and upgraded)', 'new/new measured on <evaluation sample>'."""
+    groups = [(cells, sentence) for cells, sentence in protocol_groups(metrics) if sentence]
+    if len(groups) == 1:
+        return [f"measured on {groups[0][1]}"]
+    return [f"measured on {sentence} ({' and '.join(cells)})" if i == 0 else
+            f"{' and '.join(cells)} measured on {sentence}" for i, (cells, sentence) in enumerate(groups)]

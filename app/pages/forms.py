@@ -70,18 +70,22 @@ def set_combo_items(combo: QComboBox, values: list[str], keep: bool = True) -> N
 
 
 class SettingsForm(QWidget):
-    """One editor per setting, chosen by the default's type; ``values()`` gives them back typed."""
+    """One editor per setting, chosen by the default's type; ``values()`` gives them back typed and
+    ``changed()`` only those the user changed from the value shown, so an untouched form asks for
+    nothing and the core's own defaults apply (as on the command line)."""
 
     def __init__(self, choices: dict[str, list[str]] | None = None) -> None:
         super().__init__()
         self.choices = choices or {}
         self.form = QFormLayout(self)
         self._getters: dict[str, Callable[[], Any]] = {}
+        self._shown: dict[str, Any] = {}
 
     def set_defaults(self, defaults: dict[str, Any]) -> None:
         while self.form.rowCount():
             self.form.removeRow(0)
         self._getters.clear()
+        self._shown.clear()
         for key, value in defaults.items():
             editor, getter = self._editor(key, value)
             editor.setObjectName(f"setting_{key}")
@@ -91,6 +95,7 @@ class SettingsForm(QWidget):
             caption.setToolTip(tip)
             self.form.addRow(caption, editor)
             self._getters[key] = getter
+            self._shown[key] = getter()  # as the editor shows it (rounded to its decimals)
 
     def _editor(self, key: str, value: Any) -> tuple[QWidget, Callable[[], Any]]:
         if key in self.choices:
@@ -130,6 +135,10 @@ class SettingsForm(QWidget):
             except json.JSONDecodeError as exc:
                 raise ValueError(f"setting '{key}': not valid JSON ({exc.msg})") from exc
         return out
+
+    def changed(self) -> dict[str, Any]:
+        """The settings whose value differs from the default the form showed (typed, as ``values()``)."""
+        return {k: v for k, v in self.values().items() if v != self._shown.get(k)}
 
     def editor(self, key: str) -> QWidget | None:
         return self.findChild(QWidget, f"setting_{key}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 
@@ -67,3 +68,51 @@ class LiveCurves:
         best_text = f"; best validation so far {best:.3f}" if isinstance(best, int | float) else ""
         return (f"{who}epoch {int(epoch)}{best_text}; stops early after {max(patience - idle, 0)} more epoch(s) "
                 "without validation gain (the best epoch is kept).")
+
+
+CurveShape = tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], bool]
+
+
+def curve_shape(rows: list[dict[str, Any]]) -> CurveShape:
+    """The series ``training_curves`` draws for ``rows`` and in which panels: (loss, lr, other, has loss)."""
+    keys: list[str] = []
+    for row in rows:
+        keys += [k for k, v in row.items() if k != "epoch" and k not in keys and isinstance(v, int | float)]
+    loss = tuple(k for k in keys if "loss" in k)
+    has_loss = any(math.isfinite(_finite(row.get(k))) for row in rows for k in loss)
+    return loss, tuple(k for k in keys if k == "lr"), tuple(k for k in keys if "loss" not in k and k != "lr"), has_loss
+
+
+def live_figure(rows: list[dict[str, Any]]) -> Any:
+    """The live plot's figure, built by the report's ``training_curves`` and tagged with its shape."""
+    from embridge.core.report.figures import training_curves
+
+    figure = training_curves(rows)
+    figure.live_shape = curve_shape(rows)
+    return figure
+
+
+def refresh_live_figure(figure: Any, rows: list[dict[str, Any]]) -> bool:
+    """Put ``rows`` into the lines of a figure ``live_figure`` built with the same series; False when
+    the series changed (a panel or a line appears), so the caller builds a new figure instead.
+
+    Only line data and axis limits change: no new figure, axes, legends or titles are built.
+    """
+    shape = curve_shape(rows)
+    if getattr(figure, "live_shape", None) != shape:
+        return False
+    loss, lr, other, has_loss = shape
+    groups = [loss, other, *([lr] if lr else [])] if has_loss else [other]
+    if len(figure.axes) != len(groups):
+        return False
+    xs = [row.get("epoch", i + 1) for i, row in enumerate(rows)]
+    for ax, keys in zip(figure.axes, groups, strict=True):
+        for line, key in zip(ax.get_lines(), keys, strict=False):
+            line.set_data(xs, [_finite(row.get(key)) for row in rows])
+        ax.relim()
+        ax.autoscale_view()
+    return True
+
+
+def _finite(value: Any) -> float:
+    return float(value) if isinstance(value, int | float) and math.isfinite(value) else math.nan

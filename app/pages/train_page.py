@@ -24,72 +24,22 @@ from PySide6.QtWidgets import (
 )
 
 from embridge.app.context import AppContext
-from embridge.app.pages.forms import SettingsForm, set_combo_items
+from embridge.app.pages.forms import SettingsForm, scrolled_text, set_combo_items
 from embridge.app.pages.live_curves import LiveCurves
+from embridge.app.pages.live_plot import LivePlot
 from embridge.app.pages.page import Page, fill_table, make_table
-from embridge.app.plots import PlotWidget
+from embridge.app.pages.train_result import RUN_COLUMNS, ResultView, ended_text, result_text, run_row
 from embridge.app.workers import Job
 from embridge.core.errors import EmbridgeError, InputError
-from embridge.core.evaluation.headline import HEADLINE
 from embridge.core.progress import ProgressFn, StopFn
-from embridge.core.run_record import RunRecord
 from embridge.core.store import Workspace
 
 log = logging.getLogger("embridge.app")
 HIDDEN_SETTINGS = ("device", "time_budget")  # chosen with the device and budget boxes, not in the form
-RUN_COLUMNS = ["Run", "Method", "Status", "Old/old top-1", "New/new top-1", "Upgraded top-1", "Gain retained",
-               "Pairs", "Measured on", "Candidates", "Note"]
-
-
-def run_row(run: dict[str, Any]) -> list[Any]:
-    """One row of the runs table: the method actually fitted, the numbers and where they come from."""
-    from embridge.core.report.number_source import gain_text, source_of_run
-    from embridge.core.run_choice import run_choice
-
-    record = RunRecord.from_row(run)
-    metrics = record.metrics
-    choice = run_choice(run)
-    measured = source_of_run(run).short() if record.has_headline() else ""
-    note = record.error or choice.reason or metrics.get("note")
-    gain = metrics.get("gain_retained")
-    values = [*[metrics.get(k) for k in HEADLINE if k != "gain_retained"],
-              gain if gain is not None or not metrics.get("gain_retained_note")
-              else gain_text(gain, metrics["gain_retained_note"])]
-    return [record.id, choice.method_text(), record.status, *values, metrics.get("pairs_used") or "", measured,
-            choice.candidates_text() if choice.is_auto else "", note]
-
-
-def result_text(summary: dict[str, Any]) -> str:
-    """What the page says when a run ends: the numbers with their source, the choice, early stopping."""
-    from embridge.core.report.number_source import gain_text, source_of_run, with_source
-    from embridge.core.run_choice import run_choice
-
-    record = {"method": summary.get("method"), "metrics": summary}
-    choice = run_choice(record)
-    numbers = ", ".join(f"{k.replace('_', ' ')} {summary[k]:.3f}" for k in HEADLINE
-                        if isinstance(summary.get(k), int | float))
-    if summary.get("gain_retained") is None and summary.get("gain_retained_note"):
-        numbers += f", gain retained: {gain_text(None, summary['gain_retained_note'])}"
-    text = f"Run {summary['run_id']} ({choice.method_text()}, {summary['status']}): "
-    text += with_source(numbers, source_of_run(record)) if numbers else str(summary.get("note") or "")
-    if summary.get("pairs_used"):
-        text += f". Fitted on {summary['pairs_used']} pairs"
-    if choice.protocol:
-        text += f". Validated on {choice.protocol}"
-    if choice.is_auto and choice.candidates:
-        text += f". Candidates ({choice.metric}): {choice.candidates_text()}"
-        if choice.times_text():
-            text += f". Time per candidate: {choice.times_text()}"
-    reason = str(summary.get("reason") or "")
-    if reason:
-        text += f". {reason[0].upper()}{reason[1:]}"
-    budget = summary.get("budget")
-    if budget:
-        text += f". Time budget {budget['seconds']:g} s, {budget['spent_s']:.1f} s spent"
-    epochs, best = summary.get("epochs_run"), summary.get("best_epoch")
-    if isinstance(best, int) and isinstance(epochs, int) and epochs > 1:
-        text += f" (best epoch {best}, kept)"
-    return text
+AUTO_NOTE = ("Each candidate uses its own defaults; the values shown are the common ones. Only a setting "
+             "you change here is passed, to every candidate that has it.")
+LIVE_REDRAW_MS = 800  # at most one live-plot redraw per this many ms while training
+__all__ = ["RUN_COLUMNS", "TrainPage", "result_text", "run_row"]
 
 
 class TrainPage(Page):
@@ -106,49 +56,15 @@ class TrainPage(Page):
         self.methods = QListWidget()
         self.methods.currentRowChanged.connect(self._method_changed)
         self.explain = QLabel()
-        self.explain.setWordWrap(True)
-        self.explain.setTextFormat(Qt.TextFormat.RichText)
-        self.explain.setAlignment(Qt.AlignmentFlag.AlignTop)
         chooser_layout = QHBoxLayout(chooser)
         self.methods.setMinimumWidth(210)
         chooser_layout.addWidget(self.methods, 2)
-        chooser_layout.addWidget(self.explain, 3)
+        chooser_layout.addWidget(scrolled_text(self.explain, 60), 3)
 
         setup = QGroupBox("&Settings")
         setup_layout = QVBoxLayout(setup)
-        models = QFormLayout()
-        self.old_model, self.new_model, self.device = QComboBox(), QComboBox(), QComboBox()
-        models.addRow("&Old model", self.old_model)
-        models.addRow("Ne&w model", self.new_model)
-        models.addRow("De&vice", self.device)
-        self.pairs = QComboBox()
-        self.pairs.activated.connect(lambda _i: self.pairs.setProperty("chosen", True))
-        self.pairs.setToolTip("Which item pairs the layer is fitted on: documents (gallery items), queries judged "
-                              "in the train split, or both. The default follows the workspace: both when it has "
-                              "train queries, else documents.")
-        models.addRow("&Pairs", self.pairs)
-        self.protocol_label = QLabel()
-        self.protocol_label.setWordWrap(True)
-        models.addRow("Validated on", self.protocol_label)
-        self.time_budget = QDoubleSpinBox()
-        self.time_budget.setRange(0.0, 1e6)
-        self.time_budget.setDecimals(0)
-        self.time_budget.setSuffix(" s")
-        self.time_budget.setSpecialValueText("no limit")  # 0: every candidate runs to its end
-        self.time_budget.setToolTip("Automatic choice only: candidates run cheapest first; once this many "
-                                    "seconds are spent the rest are skipped, and a training candidate stops "
-                                    "at the end of its epoch.")
-        self.time_budget_label = QLabel("Time &budget")
-        self.time_budget_label.setBuddy(self.time_budget)
-        models.addRow(self.time_budget_label, self.time_budget)
-        setup_layout.addLayout(models)
-        self.form = SettingsForm()
-        scroll = QScrollArea()
-        scroll.setMinimumHeight(200)  # about seven settings rows before scrolling
-        scroll.setWidgetResizable(True)
-        scroll.setWidget(self.form)
-        setup_layout.addWidget(scroll, 1)
-        buttons = QHBoxLayout()
+        setup_layout.addWidget(self._settings_area(), 1)
+        buttons = QHBoxLayout()  # a row of its own below the scrolling settings: never over a setting
         self.train_button = QPushButton("&Train")
         self.train_button.clicked.connect(self.train_from_form)
         self.cancel_button = QPushButton("&Cancel training")
@@ -162,23 +78,24 @@ class TrainPage(Page):
         top = QSplitter()
         top.addWidget(chooser)
         top.addWidget(setup)
-        top.setSizes([600, 400])
+        top.setChildrenCollapsible(False)
+        top.setSizes([560, 440])
 
-        results = QWidget()
-        results_layout = QVBoxLayout(results)
-        results_layout.setContentsMargins(0, 0, 0, 0)
-        self.plot = PlotWidget("The loss and validation metric appear here while a method trains.")
-        self.result_label = QLabel()
-        self.result_label.setWordWrap(True)
+        self.plot = LivePlot("The loss and validation metric appear here while a method trains.", LIVE_REDRAW_MS)
+        self.plot.setMinimumHeight(100)
+        self.result_label = ResultView()
         self.runs_table = make_table(RUN_COLUMNS)
-        results_layout.addWidget(self.plot, 2)
-        results_layout.addWidget(self.result_label)
-        results_layout.addWidget(self.runs_table, 1)
+        self.runs_table.setMinimumHeight(80)
+        results = QSplitter(Qt.Orientation.Vertical)  # plot, result and runs never overlap: each gets a pane
+        for widget in (self.plot, self.result_label, self.runs_table):
+            results.addWidget(widget)
+        results.setChildrenCollapsible(False)
+        results.setSizes([240, 110, 110])
         split = QSplitter(Qt.Orientation.Vertical)
         split.addWidget(top)
         split.addWidget(results)
         split.setChildrenCollapsible(False)
-        split.setSizes([440, 460])
+        split.setSizes([420, 480])
         self.layout_.addWidget(split, 1)
         ctx.devices_changed.connect(lambda: set_combo_items(self.device, self.ctx.devices))
         set_combo_items(self.device, ctx.devices)
@@ -186,6 +103,54 @@ class TrainPage(Page):
         self.new_model.currentTextChanged.connect(self._models_changed)
         for combo in (self.old_model, self.new_model):  # a pair the user picks: its pairs and protocol
             combo.activated.connect(lambda _i: self._show_pairs_and_protocol())
+
+    def _settings_area(self) -> QScrollArea:
+        """Models, device, pairs, the validation protocol and the method's settings, in one scroll area
+        so that a small window scrolls them instead of clipping or overlapping rows."""
+        inner = QWidget()
+        layout = QVBoxLayout(inner)
+        models = QFormLayout()
+        models.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
+        self.old_model, self.new_model, self.device = QComboBox(), QComboBox(), QComboBox()
+        models.addRow("&Old model", self.old_model)
+        models.addRow("Ne&w model", self.new_model)
+        models.addRow("De&vice", self.device)
+        self.pairs = QComboBox()
+        self.pairs.activated.connect(lambda _i: self.pairs.setProperty("chosen", True))
+        self.pairs.setToolTip("Which item pairs the layer is fitted on: documents (gallery items), queries judged "
+                              "in the train split, or both. The default follows the workspace: both when it has "
+                              "train queries, else documents.")
+        models.addRow("&Pairs", self.pairs)
+        self.time_budget = QDoubleSpinBox()
+        self.time_budget.setRange(0.0, 1e6)
+        self.time_budget.setDecimals(0)
+        self.time_budget.setSuffix(" s")
+        self.time_budget.setSpecialValueText("no limit")  # 0: every candidate runs to its end
+        self.time_budget.setToolTip("Automatic choice only: candidates run cheapest first; once this many "
+                                    "seconds are spent the rest are skipped, and a training candidate stops "
+                                    "at the end of its epoch.")
+        self.time_budget_label = QLabel("Time &budget")
+        self.time_budget_label.setBuddy(self.time_budget)
+        models.addRow(self.time_budget_label, self.time_budget)
+        layout.addLayout(models)
+        self.protocol_label = QLabel()
+        self.protocol_label.setWordWrap(True)
+        validated = QLabel("Validated on:")
+        validated.setBuddy(self.protocol_label)
+        layout.addWidget(validated)
+        layout.addWidget(self.protocol_label)  # the full width, wrapped: the whole sentence shows
+        self.form_note = QLabel(AUTO_NOTE)
+        self.form_note.setWordWrap(True)
+        layout.addWidget(self.form_note)
+        self.form = SettingsForm()
+        layout.addWidget(self.form)
+        layout.addStretch(1)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setMinimumHeight(90)
+        scroll.setWidget(inner)
+        self.settings_scroll = scroll
+        return scroll
 
     # -- method chooser ---------------------------------------------------------------------
     def _load_methods(self) -> None:
@@ -230,6 +195,7 @@ class TrainPage(Page):
         self.form.set_defaults(defaults)
         self.time_budget.setVisible(kind == "auto")
         self.time_budget_label.setVisible(kind == "auto")
+        self.form_note.setVisible(kind == "auto")
         self._explain(kind)
 
     def _explain(self, kind: str) -> None:
@@ -258,23 +224,27 @@ class TrainPage(Page):
 
     # -- training ---------------------------------------------------------------------------
     def train_from_form(self) -> None:
+        """Train with the settings the user changed; untouched ones keep the core's defaults, so an
+        untouched form makes the call ``embridge train --method M`` makes."""
         try:
-            config = self.form.values()
+            config = self.form.changed()
         except ValueError as exc:
             self.ctx.reporter.report("Train", str(exc))
             return
+        seed = config.pop("seed", 0)  # as --seed: it also draws the splits, not only the fit
         if self.current_method() == "auto" and self.time_budget.value() > 0:
             config["time_budget"] = float(self.time_budget.value())
+        pairs = self.pairs.currentText() if self.pairs.property("chosen") else None
         self.train(self.current_method() or "", self.old_model.currentText(), self.new_model.currentText(),
-                   self.device.currentText() or "auto", config, self.pairs.currentText() or None)
+                   self.device.currentText() or "auto", config, pairs or None, seed=seed)
 
     def train(self, method: str, old: str, new: str, device: str = "auto",
-              config: dict[str, Any] | None = None, pairs: str | None = None) -> Job | None:
+              config: dict[str, Any] | None = None, pairs: str | None = None, seed: int = 0) -> Job | None:
         """Validate the settings now, then train in the background with a live plot."""
         from embridge.core.train.config import resolve_config
 
         try:
-            resolve_config(method, config)
+            resolve_config(method, {"seed": seed, **(config or {})})
         except InputError as exc:
             self.ctx.reporter.report("Train", str(exc))
             return None
@@ -282,7 +252,7 @@ class TrainPage(Page):
         def job(ws: Workspace, on_progress: ProgressFn, should_stop: StopFn) -> dict[str, Any]:
             from embridge.core.train.runs import train_run
 
-            return train_run(ws, method, old, new, device=device, config=config, pairs=pairs,
+            return train_run(ws, method, old, new, device=device, config=config, seed=seed, pairs=pairs,
                              on_progress=on_progress, should_stop=should_stop)
 
         self.live = LiveCurves()
@@ -296,11 +266,9 @@ class TrainPage(Page):
         return self.job
 
     def _progress(self, done: int, total: int, info: dict[str, Any]) -> None:
-        from embridge.core.report.figures import training_curves
-
+        """Plain values from the worker; the plot redraws off the GUI thread, at most once per interval."""
         if self.live.add(info):
-            rows = self.live.table()
-            self.plot.schedule(lambda: training_curves(rows))
+            self.plot.schedule_rows(self.live.table())
         note = self.live.status()
         if note:
             self.result_label.setText(note)
@@ -310,7 +278,10 @@ class TrainPage(Page):
             self.job.cancel()
             self.cancel_button.setEnabled(False)
 
-    def _job_ended(self, _outcome: object) -> None:
+    def _job_ended(self, outcome: Any) -> None:
+        """A run that did not complete says so (the live epoch line would read as if it still ran)."""
+        if outcome.status != "completed":
+            self.result_label.setText(ended_text(outcome.status, outcome.error, outcome.result))
         self.job = None
         self.cancel_button.setEnabled(False)
         self._models_changed()

@@ -13,6 +13,7 @@ from embridge.core.formatting import format_share
 from embridge.core.progress import StderrProgress
 from embridge.core.report.number_source import gain_text
 from embridge.core.run_choice import run_choice
+from embridge.core.run_record import measured_on_lines
 from embridge.core.store import Workspace
 from embridge.core.store.records import RUN_KINDS
 
@@ -94,9 +95,7 @@ def _train_text(out: dict[str, Any]) -> str:
                          f"{format_share(out['mrr@10'])}")
     else:
         lines.append(f"held-out own-item top-1 of upgraded queries: {format_share(out.get('upgraded_top1'))}")
-    if out.get("heldout_protocol"):
-        lines.append(f"measured on {out['heldout_protocol']} (old/old and upgraded; new/new on the evaluation "
-                     "sample: see the report)")
+    lines += measured_on_lines(out)
     for cand in out.get("candidates") or []:
         val = cand.get("val_metric")
         shown = f"{val:.3f}" if isinstance(val, float) else "n/a"

@@ -1,0 +1,117 @@
+"""What the Train page says about runs: the runs table's rows and the sentence shown when a run ends.
+
+Every held-out number is shown next to the protocol its cell was measured on, grouped as the
+command line groups them (:func:`embridge.core.run_record.protocol_groups`): old/old and the
+upgraded system search the whole old gallery, new/new may search a smaller evaluation sample.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from PySide6.QtWidgets import QFrame, QTextBrowser
+
+from embridge.core.evaluation.headline import HEADLINE
+from embridge.core.run_record import CELL_NUMBERS, UPGRADED, RunRecord, protocol_groups
+
+RUN_COLUMNS = ["Run", "Method", "Status", "Old/old top-1", "New/new top-1", "Upgraded top-1", "Gain retained",
+               "Pairs", "Measured on", "Candidates", "Note"]
+LABELS = {"old_old_top1": "old old top1", "new_new_top1": "new new top1", "upgraded_top1": "upgraded top1",
+          "gain_retained": "gain retained", "old_old_ndcg@10": "old/old nDCG@10",
+          "new_new_ndcg@10": "new/new nDCG@10", "ndcg@10": "upgraded nDCG@10", "mrr@10": "upgraded MRR@10"}
+
+
+def run_row(run: dict[str, Any]) -> list[Any]:
+    """One row of the runs table: the method actually fitted, the numbers and where they come from."""
+    from embridge.core.report.number_source import gain_text, source_of_run
+    from embridge.core.run_choice import run_choice
+
+    record = RunRecord.from_row(run)
+    metrics = record.metrics
+    choice = run_choice(run)
+    measured = source_of_run(run).short() if record.has_headline() else ""
+    note = record.error or choice.reason or metrics.get("note")
+    gain = metrics.get("gain_retained")
+    values = [*[metrics.get(k) for k in HEADLINE if k != "gain_retained"],
+              gain if gain is not None or not metrics.get("gain_retained_note")
+              else gain_text(gain, metrics["gain_retained_note"])]
+    return [record.id, choice.method_text(), record.status, *values, metrics.get("pairs_used") or "", measured,
+            choice.candidates_text() if choice.is_auto else "", note]
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def heldout_text(summary: dict[str, Any]) -> str:
+    """The held-out numbers, each group followed by the protocol its cells were measured on."""
+    from embridge.core.report.number_source import UNRECORDED, gain_text
+
+    parts = []
+    for cells, sentence in protocol_groups(summary):
+        values = [f"{LABELS[k]} {summary[k]:.3f}" for cell in cells for k in CELL_NUMBERS[cell]
+                  if _number(summary.get(k))]
+        if UPGRADED in cells and summary.get("gain_retained") is None and summary.get("gain_retained_note"):
+            values.append(f"gain retained: {gain_text(None, summary['gain_retained_note'])}")
+        if values:
+            parts.append(f"{', '.join(values)} ({sentence or UNRECORDED})")
+    return "; ".join(parts)
+
+
+def result_text(summary: dict[str, Any]) -> str:
+    """What the page says when a run ends: the numbers with their protocols, the choice, early stopping."""
+    from embridge.core.run_choice import run_choice
+
+    choice = run_choice({"method": summary.get("method"), "metrics": summary})
+    numbers = heldout_text(summary)
+    text = f"Run {summary['run_id']} ({choice.method_text()}, {summary['status']}): "
+    text += numbers if numbers else str(summary.get("note") or "")
+    if summary.get("pairs_used"):
+        text += f". Fitted on {summary['pairs_used']} pairs"
+    if choice.protocol:
+        text += f". Validated on {choice.protocol}"
+    if choice.is_auto and choice.candidates:
+        text += f". Candidates ({choice.metric}): {choice.candidates_text()}"
+        if choice.times_text():
+            text += f". Time per candidate: {choice.times_text()}"
+    reason = str(summary.get("reason") or "")
+    if reason:
+        text += f". {reason[0].upper()}{reason[1:]}"
+    budget = summary.get("budget")
+    if budget:
+        text += f". Time budget {budget['seconds']:g} s, {budget['spent_s']:.1f} s spent"
+    epochs, best = summary.get("epochs_run"), summary.get("best_epoch")
+    if isinstance(best, int) and isinstance(epochs, int) and epochs > 1:
+        text += f" (best epoch {best}, kept)"
+    return text
+
+
+def ended_text(status: str, error: str | None, result: Any) -> str:
+    """What the page says when a training job did not complete: cancelled or failed, and what the
+    workspace holds afterwards (the core records a run cancelled mid-training with its best epoch)."""
+    why = f": {error}" if error else ""
+    if status == "failed":
+        return f"Training failed{why}. No layer was stored."
+    summary = result if isinstance(result, dict) else {}
+    if summary.get("run_id") is not None:
+        reason = str(summary.get("reason") or "cancelled by the user")
+        return (f"Training cancelled ({reason}). Run {summary['run_id']} is recorded as cancelled, with the "
+                "layer of its best epoch so far; it is not a completed training.")
+    return f"Training cancelled{why}. No layer was stored."
+
+
+class ResultView(QTextBrowser):
+    """The run's sentence as wrapped, read-only, scrollable text: long results scroll, never get cut."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setReadOnly(True)
+        self.setFrameShape(QFrame.Shape.NoFrame)
+        self.setMinimumHeight(60)
+        self.viewport().setAutoFillBackground(False)
+
+    def text(self) -> str:
+        return self.toPlainText()
+
+    def setText(self, text: str) -> None:  # noqa: N802 - QLabel's name, so callers need not care
+        self.setPlainText(text)

@@ -1,0 +1,169 @@
+"""The Train page: the call an untouched form makes, every number with its own protocol, nDCG with
+judgments, what a cancelled run says, a layout that clips nothing, and a live plot that never blocks."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from app_fixtures import error_dialogs, no_threads_left, wait_for_jobs, window
+from PySide6.QtCore import QPoint, QRect
+from PySide6.QtWidgets import QTextBrowser, QWidget
+from pytestqt.qtbot import QtBot
+
+from embridge.app.main_window import MainWindow
+from embridge.app.pages.train_result import result_text
+
+__all__ = ["no_threads_left", "window"]
+pytestmark = pytest.mark.usefixtures("no_threads_left")
+
+
+def cli_settings(argv: list[str]) -> dict[str, Any]:
+    """The settings ``embridge train`` records for this command line (what ``cmd_train`` passes)."""
+    from embridge.core.cli.main import build_parser
+    from embridge.core.cli.train_cmds import parse_settings
+
+    args = build_parser().parse_args(argv)
+    return {"seed": args.seed, **parse_settings(args), "device": args.device}
+
+
+def summary_of(run: dict[str, Any]) -> dict[str, Any]:
+    return {**run["metrics"], "run_id": run["id"], "method": run["method"], "status": run["status"]}
+
+
+def test_untouched_auto_form_makes_the_cli_call_and_cancel_says_so(qtbot: QtBot, window: MainWindow,
+                                                                   demo_copy: Path) -> None:
+    window.ctx.open_workspace(demo_copy)
+    train = window.show_page("train")
+    train.select_method("auto")
+    assert not train.form_note.isHidden() and "own defaults" in train.form_note.text()
+    assert train.form.changed() == {}
+    train.train_from_form()
+    assert train.job is not None
+    qtbot.waitUntil(lambda: bool(train.live.table()), timeout=120_000)  # it is training
+    train.cancel()
+    wait_for_jobs(qtbot, window, timeout_ms=120_000)
+    assert not error_dialogs()
+    run = window.ctx.ws.runs("train")[-1]
+    assert run["config"]["settings"] == cli_settings(["train", "-w", str(demo_copy), "--method", "auto"])
+    assert run["status"] == "cancelled"
+    text = train.result_label.text()
+    assert text.startswith("Training cancelled") and "stops early after" not in text
+    stored = [a for a in window.ctx.ws.adapters() if a["run_id"] == run["id"]]
+    assert ("No layer was stored" in text) == (not stored)
+    assert (f"Run {run['id']} is recorded as cancelled" in text) == bool(stored)
+
+
+def test_changed_fields_are_passed_and_new_new_names_its_sample(qtbot: QtBot, window: MainWindow,
+                                                               demo_copy: Path) -> None:
+    window.ctx.open_workspace(demo_copy)
+    train = window.show_page("train")
+    train.select_method("auto")
+    train.form.editor("lr").setValue(0.01)
+    assert train.form.changed() == {"lr": 0.01}
+    train.select_method("lowrank")
+    assert train.form_note.isHidden()
+    train.form.editor("epochs").setValue(2)
+    train.form.editor("rank").setValue(8)
+    train.train_from_form()
+    wait_for_jobs(qtbot, window, timeout_ms=120_000)
+    assert not error_dialogs()
+    run = window.ctx.ws.runs("train")[-1]
+    assert run["config"]["settings"] == cli_settings(
+        ["train", "-w", str(demo_copy), "--method", "lowrank", "--epochs", "2", "--set", "rank=8"])
+
+    metrics, text = run["metrics"], train.result_label.text()
+    new_new, old_old = metrics["protocols"]["new/new"]["text"], metrics["protocols"]["old/old"]["text"]
+    assert "evaluation sample" in new_new and "evaluation sample" not in old_old
+    assert f"new new top1 {metrics['new_new_top1']:.3f} ({new_new})" in text
+    assert f"old old top1 {metrics['old_old_top1']:.3f}" in text and f"({old_old})" in text
+    assert f"whole gallery ({metrics['protocols']['old/old']['n_gallery']} items)" not in new_new
+    from embridge.core.cli.train_cmds import _train_text
+
+    cli = _train_text(summary_of(run) | {"adapter_id": 1, "adapter_path": "x", "kind": metrics["kind"]})
+    assert f"new/new measured on {new_new}" in cli and f"measured on {old_old} (old/old and upgraded)" in cli
+
+
+@pytest.fixture(scope="module")
+def text_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from embridge.core.demo_text import build_text_demo
+
+    path = tmp_path_factory.mktemp("text") / "ws"
+    build_text_demo(path).close()
+    return path
+
+
+def test_judged_result_shows_ndcg_and_mrr_with_their_protocol(qtbot: QtBot, window: MainWindow,
+                                                             text_demo: Path) -> None:
+    window.ctx.open_workspace(text_demo)
+    train = window.show_page("train")
+    train.select_method("procrustes")
+    train.train_from_form()
+    wait_for_jobs(qtbot, window, timeout_ms=120_000)
+    assert not error_dialogs()
+    metrics = window.ctx.ws.runs("train")[-1]["metrics"]
+    text = train.result_label.text()
+    upgraded = metrics["heldout_protocol"]
+    assert f"upgraded nDCG@10 {metrics['ndcg@10']:.3f}" in text and f"upgraded MRR@10 {metrics['mrr@10']:.3f}" in text
+    assert f"old/old nDCG@10 {metrics['old_old_ndcg@10']:.3f}" in text
+    assert f"new/new nDCG@10 {metrics['new_new_ndcg@10']:.3f}" in text
+    upgraded_part = text[text.index("upgraded top1"):]
+    assert upgraded_part.index("upgraded MRR@10") < upgraded_part.index(f"({upgraded})")
+
+
+def _rect(widget: QWidget, page: QWidget) -> QRect:
+    return QRect(widget.mapTo(page, QPoint(0, 0)), widget.size())
+
+
+@pytest.mark.parametrize("size", ["large", "minimum"])
+def test_layout_clips_and_overlaps_nothing(qtbot: QtBot, window: MainWindow, demo_copy: Path, size: str) -> None:
+    from embridge.core.store import Workspace
+    from embridge.core.train.runs import train_run
+
+    with Workspace.open(demo_copy) as ws:
+        train_run(ws, "procrustes")
+    if size == "large":
+        window.resize(1400, 900)
+    else:
+        window.resize(window.minimumSize())
+    window.ctx.open_workspace(demo_copy)
+    train = window.show_page("train")
+    for method in ("mlp", "auto"):
+        train.select_method(method)
+        qtbot.wait(50)
+        buttons = [_rect(b, train) for b in (train.train_button, train.cancel_button)]
+        settings = _rect(train.settings_scroll, train)
+        assert not any(b.intersects(settings) for b in buttons)
+        label = train.protocol_label
+        assert label.text() and label.height() >= label.heightForWidth(label.width())  # the whole sentence
+    summary = summary_of(window.ctx.ws.runs("train")[-1])
+    train._trained(summary)
+    assert isinstance(train.result_label, QTextBrowser)
+    assert train.result_label.toPlainText() == result_text(summary)
+    plot, result, table = (_rect(w, train) for w in (train.plot, train.result_label, train.runs_table))
+    assert not plot.intersects(result) and not result.intersects(table)
+
+
+def test_rapid_progress_redraws_a_bounded_number_of_times_off_the_gui_thread(qtbot: QtBot, window: MainWindow,
+                                                                            demo_copy: Path) -> None:
+    window.ctx.open_workspace(demo_copy)
+    train = window.show_page("train")
+    plot = train.plot
+    start = time.monotonic()
+    for step in range(300):  # far more reports than a training loop sends
+        epoch = 1 + step // 10
+        train._progress(step, 300, {"epoch": epoch, "loss": 1.0 / (step + 1), "last_epoch": epoch - 1,
+                                    "last_train_loss": 1.0 / epoch, "last_val_metric": 0.5 + epoch / 100,
+                                    "last_lr": 0.001, "patience": 8, "epochs_without_gain": 0})
+    busy = time.monotonic() - start
+    qtbot.waitUntil(lambda: plot.draws >= 1 and not plot._busy and not plot._timer.isActive(), timeout=30_000)
+    elapsed = time.monotonic() - start
+    assert busy < 2.0  # the reports themselves never drew
+    assert 1 <= plot.draws <= 2 + elapsed * 1000 / plot._timer.interval()
+    assert plot.image.isVisible() and not plot.image.pixmap().isNull()
+    plot.flush()
+    assert plot.figure is None  # nothing pending: the last rows are on screen already
+    train.reset()
+    assert not plot._timer.isActive() and plot.image.isHidden()
