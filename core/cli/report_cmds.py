@@ -55,10 +55,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_common(p)
     p.add_argument("--models", required=True, help="versions oldest first, comma-separated: v1,v2,v3")
     p.add_argument("--runs", required=True, help="training runs of each step, comma-separated: v2→v1,v3→v2")
-    p.add_argument("--metric", default="top1")
+    p.add_argument("--metric", type=_chain_metric, default="top1",
+                   help=f"the matrix's metric: {', '.join(CHAIN_METRICS)} (a gallery under 10 items has a "
+                        "smaller recall@k; mAP@R replaces mAP where the full ranking is too large)")
     p.add_argument("--heldout-gallery", action="store_true")
     _search_flags(p)
     p.set_defaults(handler=cmd_chain)
+
+
+CHAIN_METRICS = ("top1", "top5", "recall@10", "mAP", "mAP@R")
+
+
+def _chain_metric(raw: str) -> str:
+    """A metric the chain matrix can hold (see ``headline_metrics``); the sample decides recall@k and mAP's flavour."""
+    from embridge.core.evaluation.scoring import RECALL_KS
+
+    known = {*CHAIN_METRICS, *(f"recall@{k}" for k in RECALL_KS if k <= 10)}
+    if raw.strip() not in known:
+        raise argparse.ArgumentTypeError(f"unknown metric '{raw}'; use {', '.join(CHAIN_METRICS[:-1])} or "
+                                         f"{CHAIN_METRICS[-1]}")
+    return raw.strip()
 
 
 def _search_flags(p: argparse.ArgumentParser) -> None:

@@ -21,10 +21,10 @@ Result = tuple[dict[str, Any], str]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="fit a compatibility layer between the old and new model")
+    p = sub.add_parser("train", help="fit a compatibility layer between the old and new model",
+                       formatter_class=_MethodsHelp)
     add_common(p)
-    p.add_argument("--method", required=True,
-                   help="procrustes, affine, lowrank, mlp, bct, bt2 (oca), fct, fusion or auto")
+    p.add_argument("--method", required=True, help="%(methods)s")
     p.add_argument("--old", help="old model name (default: the model with role old)")
     p.add_argument("--new", help="new model name (default: the model with role new)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
@@ -47,6 +47,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_common(p)
     p.add_argument("--kind", choices=RUN_KINDS, help="only runs of this kind")
     p.set_defaults(handler=cmd_runs)
+
+
+def method_names() -> str:
+    """Every method of the registry (with its aliases) and auto, as ``train --help`` lists them."""
+    from embridge.core.adapters.registry import ALIASES, METHODS
+
+    names = [kind + "".join(f" ({a})" for a, k in ALIASES.items() if k == kind) for kind in METHODS]
+    return ", ".join(names) + " or auto"
+
+
+class _MethodsHelp(argparse.HelpFormatter):
+    """Lists the methods when help is shown (the registry loads torch, which other commands do without)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = super()._get_help_string(action)
+        return text.replace("%(methods)s", method_names()) if text else text
 
 
 def parse_settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -86,9 +102,11 @@ def _train_text(out: dict[str, Any]) -> str:
         verdict = "PASSES" if out["compatible"] else "FAILS"
         gain = (format_share(out["gain_retained"]) if out.get("gain_retained") is not None
                 else gain_text(None, out.get("gain_retained_note")))
+        cell, top1 = ceiling_of(out)
+        against = f"{cell} {format_share(top1)}, " if cell != "new/new" else ""
         lines.append(f"held-out top-1: old/old {format_share(out['old_old_top1'])}, new/new {format_share(out['new_new_top1'])}, "
-                     f"upgraded {format_share(out['upgraded_top1'])} -> {verdict} the compatibility criterion; "
-                     f"gain retained: {gain}")
+                     f"{against}upgraded {format_share(out['upgraded_top1'])} -> {verdict} the compatibility criterion; "
+                     f"gain retained: {gain}" + (f" (of the gain from old/old to {cell})" if against else ""))
         if out.get("ndcg@10") is not None:
             lines.append(f"held-out nDCG@10: old/old {format_share(out['old_old_ndcg@10'])}, new/new "
                          f"{format_share(out['new_new_ndcg@10'])}, upgraded {format_share(out['ndcg@10'])}; MRR@10 upgraded "
@@ -117,7 +135,15 @@ def _train_text(out: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-RUNS_METRICS = ("old_old_top1", "new_new_top1", "upgraded_top1", "gain_retained", "gain_retained_note",
+def ceiling_of(metrics: dict[str, Any]) -> tuple[str, Any]:
+    """(cell, top-1) the gain retained is measured against: head/head for bct and bt2 (as report and plan
+    label it), else new/new. A run recorded before ``ceiling_cell`` was stored names it by ``head_new_new_top1``."""
+    cell = metrics.get("ceiling_cell") or ("head/head" if "head_new_new_top1" in metrics else "new/new")
+    top1 = metrics.get("ceiling_top1", metrics.get("head_new_new_top1" if cell == "head/head" else "new_new_top1"))
+    return cell, top1
+
+
+RUNS_METRICS = ("old_old_top1", "new_new_top1", "ceiling_cell", "ceiling_top1", "upgraded_top1", "gain_retained", "gain_retained_note",
                 "ndcg@10", "mrr@10", "kind", "pairs_used", "heldout_protocol", "val_protocol", "protocol",
                 "report_id")
 
@@ -127,11 +153,27 @@ def cmd_runs(args: argparse.Namespace) -> Result:
         runs = ws.runs(args.kind)
     rows = [{k: r.get(k) for k in ("id", "kind", "method", "status", "device", "started", "duration_s", "error")}
             | {"chosen": run_choice(r).method_text() if r.get("kind") == "train" else r.get("method"),
-               "metrics": {k: v for k, v in (r.get("metrics") or {}).items() if k in RUNS_METRICS}}
+               "metrics": _run_metrics(r.get("metrics") or {})}
             for r in runs]
     text = "\n".join(
         f"#{r['id']:<4} {r['kind']:<7} {str(r['chosen']):<11} {r['status']:<11} "
-        + " ".join(f"{k}={v:.3f}" for k, v in r["metrics"].items() if isinstance(v, float))
+        + " ".join(_shown_metric(k, v, r["metrics"]) for k, v in r["metrics"].items()
+                   if isinstance(v, float) and not (k == "ceiling_top1" and r["metrics"].get("ceiling_cell") == "new/new"))
         + (f"  ({r['error']})" if r["error"] else "")
         for r in rows)
     return {"runs": rows}, text or "no runs"
+
+
+def _run_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The listed metrics, with the cell the gain retained is measured against for held-out numbers."""
+    out = {k: v for k, v in metrics.items() if k in RUNS_METRICS}
+    if "upgraded_top1" in out and "old_old_top1" in out:
+        cell, top1 = ceiling_of(metrics)
+        out |= {"ceiling_cell": cell, "ceiling_top1": top1}
+    return {k: out[k] for k in RUNS_METRICS if k in out}
+
+
+def _shown_metric(key: str, value: float, metrics: dict[str, Any]) -> str:
+    """'head/head_top1=0.642' for the ceiling, as report and plan name its cell; 'key=value' otherwise."""
+    name = f"{metrics['ceiling_cell']}_top1" if key == "ceiling_top1" else key
+    return f"{name}={value:.3f}"

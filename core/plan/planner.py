@@ -13,6 +13,7 @@ from typing import Any
 from embridge.core.adapters import load_adapter
 from embridge.core.adapters.adapter import Adapter
 from embridge.core.errors import EmbridgeError
+from embridge.core.jobs import check_device_option
 from embridge.core.plan.plan_record import Plan
 from embridge.core.plan.throughput import Throughput, measure_throughput
 from embridge.core.plan.upgrade_options import plan_from_report
@@ -31,6 +32,8 @@ def plan_upgrade(ws: Workspace, run_id: int | None = None, fraction: float | Non
                  on_progress: ProgressFn | None = None, should_stop: StopFn | None = None) -> Plan:
     """Plan the upgrade for a training run's layer (default: the latest completed run)."""
     progress = on_progress or no_progress
+    if throughput is None:  # refused before a report is built, also when the new model has no backbone to time
+        check_device_option(device)
     if report is None:
         run = resolve_train_run(ws, run_id)
         progress(0, 3, {"stage": "report"})

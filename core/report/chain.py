@@ -92,13 +92,14 @@ def chain_report(ws: Workspace, models: Sequence[str], runs: Sequence[int], *, m
     models = list(models)
     adapters, rows, direction = chain_layers(ws, models, runs)
     config = {"models": models, "runs": [int(r) for r in runs], "metric": metric, "heldout_gallery": heldout_gallery}
+    # the sample and its metrics are known before the run: an unknown metric records no failed run
+    sample = evaluation_sample(ws, models, heldout_gallery)
+    task = sample.tasks.sample  # every cell needs some model's gallery vectors: the evaluation sample
+    plan = scoring_plan(task, search)
+    shown = headline_metrics(plan.recall_k, plan.map_key)
+    if metric not in shown:
+        raise InputError("--metric", f"unknown metric {metric!r}; use {', '.join(shown[:-1])} or {shown[-1]}")
     with recorded_run(ws, "report", "chain", config) as record:
-        sample = evaluation_sample(ws, models, heldout_gallery)
-        task = sample.tasks.sample  # every cell needs some model's gallery vectors: the evaluation sample
-        plan = scoring_plan(task, search)
-        shown = headline_metrics(plan.recall_k, plan.map_key)
-        if metric not in shown:
-            raise InputError("chain metric", f"unknown {metric!r}; use {', '.join(shown[:-1])} or {shown[-1]}")
         t = len(models)
         matrices = {m: np.full((t, t), np.nan) for m in shown}
         searches: dict[str, Any] = {}

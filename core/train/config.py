@@ -34,6 +34,7 @@ SOURCE = "training settings"
 # above any useful layer, low enough that a typo cannot ask for terabytes halfway through a run (the
 # other counts, such as softmax_classes, bank_size or k_grid, are capped by the data's own size)
 SIZE_LIMITS = {"hidden": 16384, "rank": 16384, "extra_dims": 4096}
+SEED_MAX = 2**32 - 1  # numpy's and torch's seeds
 
 
 @dataclass
@@ -98,48 +99,108 @@ def resolve_config(kind: str, config: FitConfig | dict[str, Any] | None) -> tupl
     return name, merged
 
 
+# ranges of numbers and grid entries (low, low_open, high, high_open); a number or grid whose
+# name is not listed must be finite and zero or more, a count (an integer default) at least 1
+RANGES: dict[str, tuple[float | None, bool, float | None, bool]] = {
+    "lr": (0.0, True, None, False),
+    "temperature": (0.0, True, None, False),
+    "logit_scale": (0.0, True, None, False),
+    "ridge_grid": (0.0, True, None, False),
+    "shrink_grid": (0.0, True, 1.0, False),
+    "alpha_grid": (0.0, False, 1.0, False),
+    "bank_size": (0.0, False, None, False),
+    "hard_negatives": (0.0, False, None, False),
+    "seed": (0.0, False, float(SEED_MAX), False),
+}
+# settings with their own rules (several text values, or a default of another kind)
+SPECIAL = ("loss", "device", "base", "whiten", "candidates", "time_budget")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _range(key: str, count: bool) -> tuple[float | None, bool, float | None, bool]:
+    return RANGES.get(key, (1.0 if count else 0.0, False, None, False))
+
+
+def _in_range(v: float, bounds: tuple[float | None, bool, float | None, bool]) -> bool:
+    low, low_open, high, high_open = bounds
+    return ((low is None or (v > low if low_open else v >= low))
+            and (high is None or (v < high if high_open else v <= high)))
+
+
+def _num(v: float) -> str:
+    return str(int(v)) if float(v).is_integer() else f"{v:g}"
+
+
+def _range_text(bounds: tuple[float | None, bool, float | None, bool], count: bool, plural: bool = False) -> str:
+    """'a positive integer', 'numbers in (0, 1]'... for the message naming a bad value."""
+    low, low_open, high, high_open = bounds
+    noun = ("integer" if count else "number") + ("s" if plural else "")
+    if high is not None and low is not None:
+        text = f"{noun} in {'(' if low_open else '['}{_num(low)}, {_num(high)}{')' if high_open else ']'}"
+    elif low == 0 or (count and low == 1 and not low_open):
+        if not (low_open or low == 1):
+            return f"{noun} of zero or more" if plural else "zero or more"
+        text = f"positive {noun}"
+    else:
+        text = f"{noun} {'above' if low_open else 'of at least'} {_num(low or 0)}"
+    return text if plural else f"a{'n' if text[0] in 'aeiou' else ''} {text}"
+
+
+def _check_by_kind(s: dict[str, Any], key: str, default: Any) -> str | None:
+    """What ``s[key]`` must be, judged by the kind of its default; None when it is fine."""
+    v = s[key]
+    if isinstance(default, bool):
+        return None if isinstance(v, bool) else "true or false"
+    if isinstance(default, list):
+        count = bool(default) and all(_is_int(x) for x in default)
+        bounds = _range(key, count)
+        ok = isinstance(v, list) and bool(v) and all(
+            (_is_int(x) if count else _is_number(x)) and _in_range(x, bounds) for x in v)
+        return None if ok else f"a non-empty list of {_range_text(bounds, count, plural=True)}"
+    if _is_int(default) or isinstance(default, float):
+        count = _is_int(default)
+        bounds = _range(key, count)
+        ok = (_is_int(v) if count else _is_number(v)) and _in_range(v, bounds)
+        return None if ok else _range_text(bounds, count)
+    if isinstance(default, str):
+        return None if isinstance(v, str) else "text"
+    return None
+
+
 def _check(s: dict[str, Any], kind: str) -> None:
+    """Every setting's type and range, so a bad value is refused before a run is recorded."""
     def need(ok: bool, key: str, what: str) -> None:
         if not ok:
             raise InputError(SOURCE, f"'{key}' must be {what}, got {s[key]!r}")
 
-    for key in ("epochs", "batch_size", "patience"):
-        need(isinstance(s[key], int) and not isinstance(s[key], bool) and s[key] >= 1, key, "a positive integer")
+    defaults = allowed_settings(kind)
+    for key in s:
+        if key not in SPECIAL:
+            problem = _check_by_kind(s, key, defaults.get(key))
+            need(problem is None, key, problem or "")
     need(s["batch_size"] >= 2, "batch_size", "at least 2")
-    for key in ("lr", "temperature"):
-        need(isinstance(s[key], int | float) and math.isfinite(s[key]) and s[key] > 0, key, "a positive number")
-    need(isinstance(s["weight_decay"], int | float) and math.isfinite(s["weight_decay"]) and s["weight_decay"] >= 0,
-         "weight_decay", "zero or more")
-    if "loss" in s:
-        need(s["loss"] in LOSSES, "loss", f"one of {', '.join(LOSSES)}")
-    for key in ("bank_size", "hard_negatives"):
-        if key in s:
-            need(isinstance(s[key], int) and not isinstance(s[key], bool) and s[key] >= 0, key, "zero or more")
-    if "hard_every" in s:
-        need(isinstance(s["hard_every"], int) and s["hard_every"] >= 1, "hard_every", "a positive integer")
-    for key in ("rank", "hidden", "extra_dims", "softmax_classes"):
-        if key in s:
-            need(isinstance(s[key], int) and not isinstance(s[key], bool) and s[key] >= 1, key,
-                 "a positive integer")
     for key, most in SIZE_LIMITS.items():
         if key in s:
             need(s[key] <= most, key, f"a positive integer of at most {most} (it sizes the layer's weights)")
+    if "loss" in s:
+        need(s["loss"] in LOSSES, "loss", f"one of {', '.join(LOSSES)}")
+    need(isinstance(s["device"], str), "device", "a device name such as auto, cpu or cuda")
     if "whiten" in s:
         need(isinstance(s["whiten"], bool) or s["whiten"] == "auto", "whiten", "'auto', true or false")
-        need(all(isinstance(v, int | float) and v > 0 for v in s["shrink_grid"]) and bool(s["shrink_grid"]),
-             "shrink_grid", "a non-empty list of positive numbers")
     if kind == "auto":
-        bad = [c for c in s["candidates"] if canonical_kind(c) not in AUTO_CANDIDATES]
-        need(bool(s["candidates"]) and not bad, "candidates", f"a non-empty list from {', '.join(AUTO_CANDIDATES)}")
+        names = s["candidates"]
+        need(isinstance(names, list) and bool(names)
+             and all(isinstance(c, str) and canonical_kind(c) in AUTO_CANDIDATES for c in names),
+             "candidates", f"a non-empty list of method names from {', '.join(AUTO_CANDIDATES)}")
         budget = s["time_budget"]
-        need(budget is None or (isinstance(budget, int | float) and not isinstance(budget, bool)
-                                and math.isfinite(budget) and budget > 0), "time_budget",
+        need(budget is None or (_is_number(budget) and budget > 0), "time_budget",
              "a positive number of seconds (or null for none)")
     if kind in ("fusion", "cascade"):
         need(s["base"] in FUSION_BASES, "base", f"one of {', '.join(FUSION_BASES)}")
-    if "k_grid" in s:
-        need(bool(s["k_grid"]) and all(isinstance(k, int) and not isinstance(k, bool) and k >= 1
-                                       for k in s["k_grid"]), "k_grid", "a non-empty list of positive integers")
-    if "alpha_grid" in s:
-        need(all(0.0 <= a <= 1.0 for a in s["alpha_grid"]) and bool(s["alpha_grid"]), "alpha_grid",
-             "a non-empty list of numbers in [0, 1]")

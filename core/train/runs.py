@@ -151,6 +151,7 @@ def heldout_numbers(ws: Workspace, adapter: Any, old: str, new: str, seed: int =
     out["heldout_protocol"] = results.cells[results.upgraded].protocol.describe()
     if adapter.direction == "forward":
         out["new_fct_top1"] = out["upgraded_top1"]
+    out["ceiling_cell"] = results.ceiling  # the cell gain_retained is measured against (head/head for heads)
     if results.ceiling != "new/new":
         out["head_new_new_top1"] = out["ceiling_top1"]
     if results.tasks.full.rule.source == "own item":

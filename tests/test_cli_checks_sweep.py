@@ -1,0 +1,131 @@
+"""Command-line options checked before a job is recorded, and printed numbers that add up.
+
+``chain --metric`` and ``plan --device`` are refused before any run row is written (one line naming
+the option); ``train`` and ``runs`` print the ceiling a head's gain retained is measured against
+(head/head, as report and plan label it); ``train --help`` lists every method of the registry.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers.workspace_files import table_dump
+from report_fixtures import build_chain_workspace
+
+from embridge.core.cli.main import main
+
+
+@pytest.fixture(scope="module")
+def chain_ws(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Three embeddings-only versions with two completed affine runs (the new model has no backbone)."""
+    return build_chain_workspace(tmp_path_factory.mktemp("sweep") / "ws", n=200, n_query=40)
+
+
+def _one_line(err: str, option: str) -> None:
+    assert err.count("\n") == 1 and err.startswith("embridge: error: ") and option in err, err
+    assert "unexpected" not in err and "Traceback" not in err, err
+
+
+def test_chain_refuses_an_unknown_metric_before_recording_a_run(chain_ws: dict[str, Any],
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    ws, rows = chain_ws["path"], table_dump(chain_ws["path"])
+    code = main(["chain", "-w", str(ws), "--models", ",".join(chain_ws["models"]),
+                 "--runs", ",".join(map(str, chain_ws["runs"])), "--metric", "bogus"])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == ""
+    _one_line(err, "argument --metric: unknown metric 'bogus'")
+    assert all(m in err for m in ("top1", "top5", "recall@10", "mAP")), err
+    assert table_dump(ws) == rows
+
+
+def test_chain_refuses_a_metric_its_sample_does_not_measure_before_recording_a_run(
+        chain_ws: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    """recall@5 is a metric name, but the sample's recall@k is recall@10: refused up front, naming --metric."""
+    ws, rows = chain_ws["path"], table_dump(chain_ws["path"])
+    code = main(["chain", "-w", str(ws), "--models", ",".join(chain_ws["models"]),
+                 "--runs", ",".join(map(str, chain_ws["runs"])), "--metric", "recall@5"])
+    out, err = capsys.readouterr()
+    assert code == 1 and out == ""
+    _one_line(err, "--metric: unknown metric 'recall@5'; use top1, top5, recall@10")
+    assert table_dump(ws) == rows
+
+
+@pytest.mark.parametrize("device", ["bogus", "cuda:99", "cuda:x"])
+def test_plan_refuses_a_bad_device_on_an_embeddings_only_model(chain_ws: dict[str, Any], device: str,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    ws, rows = chain_ws["path"], table_dump(chain_ws["path"])
+    code = main(["plan", "-w", str(ws), "--device", device])
+    out, err = capsys.readouterr()
+    assert code == 1 and out == ""
+    _one_line(err, "--device: ")
+    assert table_dump(ws) == rows  # no report was built for the plan
+
+
+def test_plan_names_device_with_a_real_model(demo_copy: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "-w", str(demo_copy), "--method", "affine", "--device", "cpu"]) == 0
+    capsys.readouterr()
+    rows = table_dump(demo_copy)
+    code = main(["plan", "-w", str(demo_copy), "--device", "banana"])
+    out, err = capsys.readouterr()
+    assert code == 1 and out == ""
+    _one_line(err, "--device: unknown device 'banana'")
+    assert table_dump(demo_copy) == rows
+
+
+def _share(text: str, label: str) -> float:
+    match = re.search(rf"{re.escape(label)} (\d+\.\d)%", text)
+    assert match, (label, text)
+    return float(match.group(1)) / 100
+
+
+def test_a_heads_printed_numbers_give_its_printed_gain(demo_copy: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """bct's gain retained is measured against head/head: train text, train --json and runs all show it."""
+    code = main(["train", "-w", str(demo_copy), "--method", "bct", "--epochs", "3", "--device", "cpu", "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["ceiling_cell"] == "head/head"
+    oo, up, cc = data["old_old_top1"], data["upgraded_top1"], data["ceiling_top1"]
+    assert data["gain_retained"] == pytest.approx((up - oo) / (cc - oo))
+
+    from embridge.core.cli.train_cmds import _train_text
+
+    text = _train_text(data)
+    oo_t, up_t, cc_t = _share(text, "old/old"), _share(text, "upgraded"), _share(text, "head/head")
+    gain_t = _share(text, "gain retained:")
+    assert "of the gain from old/old to head/head" in text
+    assert abs((up_t - oo_t) / (cc_t - oo_t) - gain_t) < 0.01, text
+
+    assert main(["runs", "-w", str(demo_copy)]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    shown = dict(re.findall(r"(\S+)=(\d+\.\d+)", line))
+    oo_r, up_r, cc_r = (float(shown[k]) for k in ("old_old_top1", "upgraded_top1", "head/head_top1"))
+    assert abs((up_r - oo_r) / (cc_r - oo_r) - float(shown["gain_retained"])) < 0.002, line
+    assert main(["runs", "-w", str(demo_copy), "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)["runs"][-1]["metrics"]
+    assert metrics["ceiling_cell"] == "head/head" and metrics["ceiling_top1"] == pytest.approx(cc)
+
+
+def test_a_layer_on_the_raw_new_model_keeps_new_new_as_its_ceiling(demo_copy: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "-w", str(demo_copy), "--method", "affine", "--device", "cpu", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["ceiling_cell"] == "new/new" and data["ceiling_top1"] == data["new_new_top1"]
+    assert main(["runs", "-w", str(demo_copy)]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "ceiling" not in line and "head/head" not in line and "gain_retained=" in line
+
+
+def test_train_help_lists_every_method(capsys: pytest.CaptureFixture[str]) -> None:
+    from embridge.core.adapters.registry import ALIASES, METHODS
+
+    assert main(["train", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    listed = re.search(r"--method METHOD (.*?) --old", text)
+    assert listed, text
+    names = set(re.findall(r"[a-z0-9]+", listed.group(1)))
+    assert set(METHODS) | set(ALIASES) | {"auto"} <= names, listed.group(1)
