@@ -23,7 +23,14 @@ from embridge.core import __version__
 from embridge.core.adapters import adapter_payload
 from embridge.core.bundle import contents
 from embridge.core.bundle.deploy import compose_adapters, deploy_module, inputs_of, script, serving_method
-from embridge.core.bundle.manifest import CHECKSUMS, FORMAT_VERSION, MANIFEST, checksums_text
+from embridge.core.bundle.manifest import (
+    CHECKSUMS,
+    FORMAT_VERSION,
+    INPUT_NORMALISATIONS,
+    MANIFEST,
+    OUTPUT_NORMALISATIONS,
+    checksums_text,
+)
 from embridge.core.bundle.matrix_out import MatrixFile
 from embridge.core.bundle.measured import metrics_for
 from embridge.core.bundle.overwrite import replaceable_bundle
@@ -143,7 +150,8 @@ def _fill(ws: Workspace, root: Path, steps: list[contents.Step], report: dict | 
     np.save(root / PROBE_INPUTS, x)
     if old is not None:
         np.save(root / PROBE_OLD, old)
-    expected = run_module(module, x, old)
+    prepared = prepare_input(x, first.input_normalised, PROBE_INPUTS)  # the step apply and verify take
+    expected = run_module(module, prepared, old)
     np.save(root / PROBE_OUTPUTS, expected)
 
     forward = first.adapter.direction == "forward"
@@ -166,15 +174,17 @@ def _fill(ws: Workspace, root: Path, steps: list[contents.Step], report: dict | 
                    "old": contents.model_entry(ws, last.row["old_model"] if not forward else first.row["old_model"]),
                    "intermediate": [contents.model_entry(ws, s.target_model) for s in steps[:-1]]},
         "chain": [s.describe(reports[s.run["id"]]["id"] if reports[s.run["id"]] else None) for s in steps],
-        "normalisation": {"input": "l2" if first.input_normalised else "none", "output": "l2",
+        "normalisation": {"input": INPUT_NORMALISATIONS[0] if first.input_normalised else INPUT_NORMALISATIONS[1],
+                          "output": OUTPUT_NORMALISATIONS[0],
                           "similarity": "cosine (inner product of L2-normalised vectors)"},
         "metrics": metrics_for(ws, [s.run for s in steps], report), "report": report_entry,
         "probes": {"inputs": PROBE_INPUTS, "outputs": PROBE_OUTPUTS, "old_inputs": PROBE_OLD if old is not None else None,
-                   "count": int(len(x)), "source": source, "rtol": PROBE_RTOL, "atol": PROBE_ATOL},
+                   "count": int(len(x)), "source": source, "rtol": PROBE_RTOL, "atol": PROBE_ATOL,
+                   "inputs_are": "raw: normalisation.input is applied before the layer, as bundle apply does"},
         "gallery_transformed": gallery_entry, "files": {},
     }
     manifest["portable"] = write_portable(root, steps, module, manifest["adapter"], manifest["normalisation"]["input"],
-                                          x, old, expected)
+                                          prepared, old, expected)
     (root / "README.md").write_text(readme_text(manifest), encoding="utf-8")
     manifest["files"] = {p.relative_to(root).as_posix(): {"sha256": sha256_file(p), "bytes": p.stat().st_size}
                          for p in sorted(root.rglob("*")) if p.is_file()}

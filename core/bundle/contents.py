@@ -2,10 +2,12 @@
 
 A bundle holds one adapter or a chain of them (v3 -> v2 -> v1). Each step is a training run's
 adapter, re-read from the workspace with its checksum verified. Probe vectors are real stored
-vectors of held-out items when the workspace has them, normalised the way the
-layer was trained, so ``verify`` exercises the adapter on data like what it will see. Held-out items are
-the test queries of :mod:`embridge.core.evaluation` (those the training run's and the report's numbers are
-measured on); the bundle's metrics say which protocol they come from.
+vectors of held-out items when the workspace has them, stored raw (as ``apply`` takes them, each
+row scaled by a seeded factor below 1), so ``verify`` runs them through the same input
+normalisation as ``apply`` and a manifest that changes that normalisation no longer reproduces
+them. Held-out items are the test queries of :mod:`embridge.core.evaluation` (those the training
+run's and the report's numbers are measured on); the bundle's metrics say which protocol they come
+from.
 """
 
 from __future__ import annotations
@@ -156,7 +158,24 @@ def report_files(ws: Workspace, report: dict[str, Any]) -> dict[str, Path]:
 
 
 def probe_vectors(ws: Workspace, first: Step, count: int, seed: int) -> tuple[np.ndarray, np.ndarray | None, str]:
-    """(inputs, old query inputs for fusion or None, where they came from), as fed to the module."""
+    """(raw inputs as ``apply`` takes them, old query inputs for fusion or None, where they came from).
+
+    The inputs are not normalised: the bundle's own input step (``normalisation.input``) prepares
+    them, at export as at verify and apply. Each row is scaled by a seeded factor in [0.5, 0.84]
+    (down, so the largest finite rows stay finite), so rows of unit length (what many models emit)
+    do not hide that step: with "l2" the scale vanishes, with "none" it shows in the output, and a
+    manifest claiming the other policy no longer reproduces the stored outputs.
+    """
+    x, old, source = _probe_rows(ws, first, count, seed)
+    return x * _row_scales(len(x), seed)[:, None], old, source
+
+
+def _row_scales(n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng([seed, 1])
+    return (2.0 ** -rng.uniform(0.25, 1.0, n)).astype(np.float32)
+
+
+def _probe_rows(ws: Workspace, first: Step, count: int, seed: int) -> tuple[np.ndarray, np.ndarray | None, str]:
     adapter = first.adapter
     rng = np.random.default_rng(seed)
     if getattr(adapter, "side_dim", 0):
@@ -168,14 +187,12 @@ def probe_vectors(ws: Workspace, first: Step, count: int, seed: int) -> tuple[np
         ids = intersect_ids(ids, ws.ids_with_vectors(first.row["old_model"]))
     if len(ids) == 0:
         x = rng.standard_normal((count, adapter.in_dim)).astype(np.float32)
-        x = l2_normalize(x) if first.input_normalised else x
         return x, (l2_normalize(rng.standard_normal((count, adapter.out_dim))) if adapter.kind == "fusion" else None), \
             "seeded Gaussian vectors (no stored vectors of the input model)"
     held_out = intersect_ids(ids, _test_queries(ws, first))
     pool = held_out if len(held_out) else ids
     chosen = np.sort(rng.choice(pool, size=min(count, len(pool)), replace=False))
-    x = ws.vectors_for(model, chosen)
-    x = l2_normalize(x) if first.input_normalised else x.astype(np.float32)
+    x = np.asarray(ws.vectors_for(model, chosen), dtype=np.float32)
     old = None
     if adapter.kind == "fusion":
         old = l2_normalize(ws.vectors_for(first.row["old_model"], chosen))

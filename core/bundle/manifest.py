@@ -18,20 +18,28 @@ from collections.abc import Mapping
 from typing import Any
 
 from embridge.core.bundle.archive import BundleSource
+from embridge.core.bundle.manifest_fields import (
+    ADAPTER_FILE,
+    INPUT_NORMALISATIONS,
+    MANIFEST,
+    MAX_DIM,
+    OUTPUT_NORMALISATIONS,
+    PORTABLE_FILE,
+    check_fields,
+)
 from embridge.core.errors import BundleError
 from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
 
 # 2: adds the torch-free adapter (adapter.safetensors, adapter.onnx for non-linear kinds) and the
 # manifest's "portable" section; format-1 bundles still verify and apply with torch.
 FORMAT_VERSION = 2
-PORTABLE_FILE = "adapter.safetensors"
-ADAPTER_FILE = "adapter.pt"
-MAX_DIM = 1 << 20
-MANIFEST = "manifest.json"
 CHECKSUMS = "CHECKSUMS"
 REPORT_JSON = "report.json"
 RESERVED = (MANIFEST, CHECKSUMS)
 REQUIRED_KEYS = ("format_version", "created", "embridge_version", "adapter", "files", "probes")
+__all__ = ["ADAPTER_FILE", "CHECKSUMS", "FORMAT_VERSION", "INPUT_NORMALISATIONS", "MANIFEST", "MAX_DIM",
+           "OUTPUT_NORMALISATIONS", "PORTABLE_FILE", "REPORT_JSON", "check_fields", "check_integrity",
+           "checksums_text", "parse_checksums", "parse_manifest"]
 _LINE = re.compile(r"^([0-9a-f]{64})  (\S(?:.*\S)?)$")
 
 
@@ -76,79 +84,12 @@ def parse_manifest(src: BundleSource) -> dict[str, Any]:
                           f"(it reads format 1 to {FORMAT_VERSION}); upgrade Embridge")
     missing = [k for k in REQUIRED_KEYS if k not in manifest]
     if missing:
-        raise BundleError(f"{src.path}: {MANIFEST} lacks {', '.join(missing)}")
+        raise BundleError(f"{src.path}: {MANIFEST} field '{missing[0]}' is missing"
+                          + (f" (and {', '.join(missing[1:])})" if len(missing) > 1 else ""))
     if not isinstance(manifest["files"], dict):
         raise BundleError(f"{src.path}: {MANIFEST} 'files' must map names to hashes")
     check_fields(src.path, manifest)
     return manifest
-
-
-def check_fields(where: object, m: dict[str, Any]) -> None:
-    """Refuse a manifest whose fields have the wrong types or values, naming the field."""
-    def fail(field: str, problem: str) -> None:
-        raise BundleError(f"{where}: {MANIFEST} field '{field}' {problem}")
-
-    def text(value: Any) -> bool:
-        return isinstance(value, str) and 0 < len(value) <= 500
-
-    def dim(value: Any) -> bool:
-        return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_DIM
-
-    adapter = m["adapter"]
-    if not isinstance(adapter, dict) or not adapter:
-        fail("adapter", "must be a non-empty object")
-    for key in ("kind", "direction"):
-        if not text(adapter.get(key)):
-            fail(f"adapter.{key}", "must be a non-empty string")
-    for key in ("in_dim", "out_dim"):
-        if not dim(adapter.get(key)):
-            fail(f"adapter.{key}", f"must be an integer from 1 to {MAX_DIM}, got {str(adapter.get(key))[:40]!r}")
-    inputs = adapter.get("inputs")
-    if not (isinstance(inputs, list) and inputs in (["new"], ["old"], ["new", "old"])):
-        fail("adapter.inputs", "must be [\"new\"], [\"old\"] or [\"new\", \"old\"]")
-    if adapter.get("file") != ADAPTER_FILE:
-        fail("adapter.file", f"must be '{ADAPTER_FILE}' (a bundle holds its adapter there), "
-             f"got {str(adapter.get('file'))[:80]!r}")
-    if ADAPTER_FILE not in m["files"]:
-        fail("files", f"does not list {ADAPTER_FILE}")
-    for name, entry in m["files"].items():
-        size = entry.get("bytes") if isinstance(entry, dict) else None
-        if not isinstance(entry, dict) or (size is not None and not (isinstance(size, int) and size >= 0)):
-            fail(f"files.{str(name)[:80]}", "must be an object with a sha256 and a byte count")
-    for key in ("created", "embridge_version"):
-        if not text(m.get(key)):
-            fail(key, "must be a non-empty string")
-    norm = m.get("normalisation")
-    if not (isinstance(norm, dict) and text(norm.get("input")) and text(norm.get("output"))):
-        fail("normalisation", "must be an object with 'input' and 'output' strings")
-    for key in ("probes", "models", "metrics", "report"):
-        if key in m and not isinstance(m[key], dict):
-            fail(key, "must be an object")
-    for role in ("old", "new"):
-        entry = (m.get("models") or {}).get(role)
-        if entry is not None and not isinstance(entry, dict):
-            fail(f"models.{role}", "must be an object")
-    chain = m.get("chain", [])
-    steps_ok = isinstance(chain, list) and all(
-        isinstance(step, dict) and all(step.get(k) is not None and text(str(step[k]))
-                                       for k in ("run_id", "kind", "direction"))
-        for step in chain)
-    if not steps_ok:
-        fail("chain", "must be a list of steps (objects with run_id, kind and direction)")
-    if m["format_version"] >= 2:
-        entry = m.get("portable")
-        if not (isinstance(entry, dict) and entry.get("file") == PORTABLE_FILE and PORTABLE_FILE in m["files"]
-                and entry.get("runtime") in ("numpy", "onnx")):
-            fail("portable", f"must be an object naming '{PORTABLE_FILE}' (listed under files) and a runtime "
-                 "'numpy' or 'onnx'")
-        if entry["runtime"] == "onnx" and entry.get("onnx") not in m["files"]:
-            fail("portable.onnx", "must name the ONNX file listed under files")
-    gallery = m.get("gallery_transformed")
-    if gallery is not None and not (isinstance(gallery, dict) and isinstance(gallery.get("count"), int)):
-        fail("gallery_transformed", "must be null or an object with an integer count")
-    values = (m.get("metrics") or {}).get("values", {})
-    if not isinstance(values, dict):
-        fail("metrics.values", "must be an object")
 
 
 def listed_hashes(src: BundleSource, manifest: dict[str, Any]) -> dict[str, str]:

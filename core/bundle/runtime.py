@@ -21,7 +21,7 @@ import numpy as np
 from embridge.core.bundle import portable
 from embridge.core.bundle.archive import BundleLimits, BundleSource, open_bundle, read_npy
 from embridge.core.bundle.manifest import ADAPTER_FILE, check_integrity
-from embridge.core.errors import BundleError, first_line
+from embridge.core.errors import BundleError, VectorFileError, first_line
 from embridge.core.l2 import l2_normalize, prepare_input
 from embridge.core.progress import ProgressFn, StopFn
 
@@ -78,7 +78,8 @@ class LoadedBundle:
 
     @property
     def normalise_inputs(self) -> bool:
-        return self.manifest.get("normalisation", {}).get("input") == "l2"
+        """The manifest's input policy (checked to be one of ``INPUT_NORMALISATIONS`` when it was read)."""
+        return self.manifest["normalisation"]["input"] == "l2"
 
     def prepare(self, vectors: np.ndarray, what: str = "vectors") -> np.ndarray:
         """Float32 rows of the right width, L2-normalised when the layer was trained on such."""
@@ -89,8 +90,8 @@ class LoadedBundle:
         return prepare_input(x, self.normalise_inputs, f"{self.path}: {what}")
 
     def __call__(self, vectors: np.ndarray, old: np.ndarray | None = None, normalise_output: bool = False,
-                 batch: int = 8192) -> np.ndarray:
-        x = self.prepare(vectors)
+                 batch: int = 8192, what: str = "vectors") -> np.ndarray:
+        x = self.prepare(vectors, what)
         if self.needs_old:
             if old is None or len(old) != len(x):
                 raise BundleError(f"{self.path}: this fusion bundle needs the old model's query vectors too, "
@@ -150,16 +151,20 @@ def check_probes(src: BundleSource, manifest: dict[str, Any], engine: portable.E
         raise BundleError(f"{src.path}: {PROBE_OLD} is missing for a bundle that takes old query vectors")
     file = {"torch": ADAPTER_FILE, "numpy": portable.PORTABLE_FILE, "onnx": portable.ONNX_FILE}[runtime]
     rtol, atol = (PROBE_RTOL, PROBE_ATOL) if runtime == "torch" else (portable.PORTABLE_RTOL, portable.PORTABLE_ATOL)
+    # the probes go through the very call ``apply`` makes (the manifest's input normalisation, then
+    # the engine), so a manifest that changes how inputs are prepared fails here, not only in use
+    bundle = LoadedBundle(Path(src.path), manifest, engine, runtime=runtime)
     try:
-        actual = np.asarray(engine(inputs, old), dtype=np.float32)
-    except BundleError:
+        actual = np.asarray(bundle(inputs, old, what=PROBE_INPUTS), dtype=np.float32)
+    except (BundleError, VectorFileError):
         raise
     except Exception as exc:  # the adapter's own code may raise anything (TorchScript: torch.jit.Error)
         raise BundleError(f"{src.path}: {file} fails on the probe vectors ({first_line(exc)})") from exc
     diff = float(np.max(np.abs(actual - expected))) if actual.size and actual.shape == expected.shape else 0.0
     if actual.shape != expected.shape or not np.allclose(actual, expected, rtol=rtol, atol=atol):
         raise BundleError(f"{src.path}: {file} no longer reproduces {PROBE_OUTPUTS} "
-                          f"(max abs difference {diff:.3g}, tolerance rtol={rtol}, atol={atol})")
+                          f"(max abs difference {diff:.3g}, tolerance rtol={rtol}, atol={atol}): the layer, the "
+                          "probes or the manifest's normalisation.input changed after export")
     return {"count": int(len(inputs)), "max_abs_diff": diff, "rtol": rtol, "atol": atol, "runtime": runtime}
 
 

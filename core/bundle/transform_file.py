@@ -87,6 +87,9 @@ def apply_bundle(bundle: str | Path | LoadedBundle, vectors: str | Path, out: st
         check_output(target, inputs=(bundle_path, src, old_vectors))
     check_replaceable(out, overwrite)
     loaded = bundle if isinstance(bundle, LoadedBundle) else load_bundle(bundle, limits, runtime=runtime)
+    if old_vectors is not None and not loaded.needs_old:
+        raise InputError("--old-vectors", f"{loaded.path} is not a fusion bundle; only a fusion bundle takes "
+                         "the old model's query vectors")
     x = _open_input(src, "vectors", loaded.in_dim)
     try:
         with _exclusive(lock_path, out):

@@ -1,0 +1,194 @@
+"""The manifest's fields, checked once for every reader: verify, inspect, apply, the README, the app.
+
+Every field that :mod:`~embridge.core.bundle.summary`, :mod:`~embridge.core.bundle.readme`,
+:mod:`~embridge.core.bundle.runtime` or :mod:`~embridge.core.bundle.transform_file` reads is
+checked here for presence, type and (where the exporter writes a closed set) value, so a forged
+manifest is refused by each command alike, with one line naming the field, rather than read as a
+different function or failing later with a bug.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from embridge.core.errors import BundleError
+
+MANIFEST = "manifest.json"
+ADAPTER_FILE = "adapter.pt"
+PORTABLE_FILE = "adapter.safetensors"
+MAX_DIM = 1 << 20
+# What the exporter writes: inputs "l2" when the layer was fitted on L2-normalised vectors, else
+# "none" (the vectors as stored); outputs are always meant for cosine search.
+INPUT_NORMALISATIONS = ("l2", "none")
+OUTPUT_NORMALISATIONS = ("l2",)
+DIRECTIONS = ("backward", "forward", "joint")
+_INPUTS = (["new"], ["old"], ["new", "old"])
+
+
+def _text(value: Any) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= 500
+
+
+def _integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _dim(value: Any) -> bool:
+    return _integer(value) and 1 <= value <= MAX_DIM
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _shown(value: Any) -> str:
+    return repr(str(value)[:40])
+
+
+class _Checker:
+    """Raises BundleError ``WHERE: manifest.json field 'F' PROBLEM`` for the first bad field."""
+
+    def __init__(self, where: object) -> None:
+        self.where = where
+
+    def fail(self, field: str, problem: str) -> None:
+        raise BundleError(f"{self.where}: {MANIFEST} field '{field}' {problem}")
+
+    def obj(self, value: Any, field: str, optional: bool = False) -> dict[str, Any]:
+        if optional and value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.fail(field, "must be an object" + (" or null" if optional else ""))
+        return value
+
+    def text(self, value: Any, field: str, optional: bool = False) -> None:
+        if not (_text(value) or (optional and value is None)):
+            self.fail(field, "must be a non-empty string" + (" or null" if optional else ""))
+
+    def one_of(self, value: Any, field: str, allowed: tuple[str, ...]) -> None:
+        if not (isinstance(value, str) and value in allowed):
+            self.fail(field, f"must be one of {', '.join(repr(a) for a in allowed)}, got {_shown(value)}")
+
+
+def check_fields(where: object, m: dict[str, Any]) -> None:
+    """Refuse a manifest whose fields have the wrong types or values, naming the field."""
+    c = _Checker(where)
+    _adapter(c, m)
+    for key in ("created", "embridge_version"):
+        c.text(m.get(key), key)
+    norm = m.get("normalisation")
+    if not isinstance(norm, dict):
+        c.fail("normalisation", "must be an object with 'input' and 'output' strings")
+    c.one_of(norm.get("input"), "normalisation.input", INPUT_NORMALISATIONS)
+    c.one_of(norm.get("output"), "normalisation.output", OUTPUT_NORMALISATIONS)
+    c.obj(m.get("probes"), "probes")
+    _models(c, m.get("models"))
+    _chain(c, m.get("chain", []))
+    _report_and_metrics(c, m)
+    if m["format_version"] >= 2:
+        _portable(c, m)
+    gallery = m.get("gallery_transformed")
+    if gallery is not None and not (isinstance(gallery, dict) and _integer(gallery.get("count"))
+                                    and _text(gallery.get("vectors")) and _text(gallery.get("keys"))):
+        c.fail("gallery_transformed", "must be null or an object with an integer count and the vectors and "
+               "keys file names")
+
+
+def _adapter(c: _Checker, m: dict[str, Any]) -> None:
+    adapter = m["adapter"]
+    if not isinstance(adapter, dict) or not adapter:
+        c.fail("adapter", "must be a non-empty object")
+    c.text(adapter.get("kind"), "adapter.kind")
+    c.one_of(adapter.get("direction"), "adapter.direction", DIRECTIONS)
+    for key in ("in_dim", "out_dim"):
+        if not _dim(adapter.get(key)):
+            c.fail(f"adapter.{key}", f"must be an integer from 1 to {MAX_DIM}, got {_shown(adapter.get(key))}")
+    inputs = adapter.get("inputs")
+    if not (isinstance(inputs, list) and inputs in _INPUTS):
+        c.fail("adapter.inputs", "must be [\"new\"], [\"old\"] or [\"new\", \"old\"]")
+    if adapter.get("file") != ADAPTER_FILE:
+        c.fail("adapter.file", f"must be '{ADAPTER_FILE}' (a bundle holds its adapter there), "
+               f"got {str(adapter.get('file'))[:80]!r}")
+    method = c.obj(adapter.get("method"), "adapter.method", optional=True)
+    if method.get("k") is not None and not (_integer(method["k"]) and method["k"] >= 1):
+        c.fail("adapter.method.k", "must be a positive integer")
+    c.text(method.get("serving"), "adapter.method.serving", optional=True)
+    files = m["files"]
+    if ADAPTER_FILE not in files:
+        c.fail("files", f"does not list {ADAPTER_FILE}")
+    for name, entry in files.items():
+        size = entry.get("bytes") if isinstance(entry, dict) else None
+        if not isinstance(entry, dict) or (size is not None and not (_integer(size) and size >= 0)):
+            c.fail(f"files.{str(name)[:80]}", "must be an object with a sha256 and a byte count")
+
+
+def _models(c: _Checker, models: Any) -> None:
+    """``models.old`` and ``models.new`` name the two models (the README and inspect print them)."""
+    if models is None:
+        c.fail("models", "is missing (it names the old and the new model)")
+    models = c.obj(models, "models")
+    for role in ("old", "new"):
+        if role not in models:
+            c.fail(f"models.{role}", "is missing")
+        _model(c, models[role], f"models.{role}")
+    middle = models.get("intermediate", [])
+    if not isinstance(middle, list):
+        c.fail("models.intermediate", "must be a list of models")
+    for i, entry in enumerate(middle):
+        _model(c, entry, f"models.intermediate.{i}")
+
+
+def _model(c: _Checker, entry: Any, field: str) -> None:
+    entry = c.obj(entry, field)
+    c.text(entry.get("name"), f"{field}.name")
+    c.text(entry.get("sha256"), f"{field}.sha256", optional=True)
+    if entry.get("dim") is not None and not _dim(entry["dim"]):
+        c.fail(f"{field}.dim", f"must be an integer from 1 to {MAX_DIM} or null")
+    c.obj(entry.get("spec"), f"{field}.spec", optional=True)
+
+
+def _chain(c: _Checker, chain: Any) -> None:
+    if not isinstance(chain, list):
+        c.fail("chain", "must be a list of steps (objects with run_id, kind and direction)")
+    for i, step in enumerate(chain):
+        if not (isinstance(step, dict) and all(step.get(k) is not None and _text(str(step[k]))
+                                               for k in ("run_id", "kind", "direction"))):
+            c.fail("chain", "must be a list of steps (objects with run_id, kind and direction)")
+        for key in ("old_model", "new_model"):
+            c.text(step.get(key), f"chain.{i}.{key}")
+
+
+def _report_and_metrics(c: _Checker, m: dict[str, Any]) -> None:
+    report = c.obj(m.get("report"), "report") if "report" in m else {}
+    if report.get("id") is not None and not _integer(report["id"]):
+        c.fail("report.id", "must be an integer or null")
+    metrics = c.obj(m.get("metrics"), "metrics") if "metrics" in m else {}
+    if not isinstance(metrics.get("values", {}), dict):
+        c.fail("metrics.values", "must be an object")
+    also = metrics.get("also_measured", [])
+    if not (isinstance(also, list) and all(isinstance(e, dict) for e in also)):
+        c.fail("metrics.also_measured", "must be a list of objects")
+    for i, entry in enumerate(also):
+        if not isinstance(entry.get("values", {}), dict):
+            c.fail(f"metrics.also_measured.{i}.values", "must be an object")
+
+
+def _portable(c: _Checker, m: dict[str, Any]) -> None:
+    entry = m.get("portable")
+    if not (isinstance(entry, dict) and entry.get("file") == PORTABLE_FILE and PORTABLE_FILE in m["files"]
+            and entry.get("runtime") in ("numpy", "onnx")):
+        c.fail("portable", f"must be an object naming '{PORTABLE_FILE}' (listed under files) and a runtime "
+               "'numpy' or 'onnx'")
+    if entry["runtime"] == "onnx" and entry.get("onnx") not in m["files"]:
+        c.fail("portable.onnx", "must name the ONNX file listed under files")
+    stated = entry.get("input_normalisation")
+    if stated is not None and stated != m["normalisation"]["input"]:
+        c.fail("portable.input_normalisation", f"says {_shown(stated)}, but normalisation.input says "
+               f"{_shown(m['normalisation']['input'])}")
+    tensors = entry.get("tensors", [])
+    if not (isinstance(tensors, list) and all(_text(t) for t in tensors)):
+        c.fail("portable.tensors", "must be a list of tensor names")
+    c.text(entry.get("formula"), "portable.formula")
+    check = c.obj(entry.get("export_check"), "portable.export_check", optional=True)
+    if check.get("max_abs_diff") is not None and not _number(check["max_abs_diff"]):
+        c.fail("portable.export_check.max_abs_diff", "must be a number")
