@@ -272,10 +272,22 @@ def _probe(model: LoadedModel) -> int:
         model.module.check_values()
         return model.module.dim
     if model.is_text:
-        return int(model.embed_texts(list(_PROBE_TEXTS), "query").shape[1])
+        return _probe_text(model)
     batch = model.opened.fixed_batch or 2
     gen = torch.Generator().manual_seed(0)
     return int(model.embed_batch(torch.rand((batch, *spec.input_shape), generator=gen)).shape[1])
+
+
+def _probe_text(model: LoadedModel) -> int:
+    """Output width of a text model, the same for texts of different token lengths, alone and batched."""
+    widths = [int(model.embed_texts([text], "query", batch_size=1).shape[1]) for text in _PROBE_TEXTS]
+    widths.append(int(model.embed_texts(list(_PROBE_TEXTS), "query", batch_size=2).shape[1]))
+    if len(set(widths)) > 1:
+        source = getattr(model.module, "source", model.spec.path)
+        raise CheckpointError(source, f"the model's output width depends on its input ({widths[0]} and "
+                              f"{widths[1]} for two texts of different token lengths, {widths[2]} for both "
+                              "in one batch); an embedder must return one width")
+    return widths[0]
 
 
 def describe_model(path: str | Path, kind: str | None = None, name: str | None = None, *,

@@ -23,7 +23,9 @@ from embridge.core.models.text_folders import (
     check_sentence_transformers_folder,
     hub_offline,
     quiet_transformers,
+    transformer_module_folders,
 )
+from embridge.core.models.weight_checks import check_transformer_module, quiet_loading
 
 MISSING_PACKAGE = ("this is a sentence-transformers model but the sentence-transformers package is not "
                    "installed; install it with: pip install 'embridge[text]'")
@@ -36,8 +38,9 @@ def sentence_transformers_available() -> bool:
 class SentenceTransformerEncoder:
     """A local sentence-transformers folder (its own modules, pooling and normalisation)."""
 
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: Any, source: Path) -> None:
         self.model = model
+        self.source = source
 
     def parameters(self) -> Any:
         return self.model.parameters()
@@ -56,7 +59,7 @@ class SentenceTransformerEncoder:
             parts.append((idx, np.asarray(block, dtype=np.float32)))
             if on_batch is not None:
                 on_batch(len(idx))
-        return scatter_rows(parts, len(texts))
+        return scatter_rows(parts, len(texts), self.source)
 
 
 def open_sentence_transformer(path: str | Path, device: str) -> SentenceTransformerEncoder:
@@ -66,12 +69,15 @@ def open_sentence_transformer(path: str | Path, device: str) -> SentenceTransfor
         raise CheckpointError(p, MISSING_PACKAGE)
     check_sentence_transformers_folder(p)
     hub_offline()
+    quiet_transformers()
+    for module_folder in transformer_module_folders(p):  # weights and vocabulary, before the package loads them
+        check_transformer_module(module_folder)
     from sentence_transformers import SentenceTransformer
 
-    quiet_transformers()
     try:
-        model = SentenceTransformer(str(p), device=device, local_files_only=True, trust_remote_code=False)
+        with quiet_loading():
+            model = SentenceTransformer(str(p), device=device, local_files_only=True, trust_remote_code=False)
     except Exception as exc:  # the package raises many types (OSError, ValueError, HF errors)
         raise CheckpointError(p, f"cannot load the sentence-transformers model ({first_line(exc)})") from exc
     model.eval()
-    return SentenceTransformerEncoder(model)
+    return SentenceTransformerEncoder(model, p)

@@ -23,11 +23,18 @@ import torch
 
 from embridge.core.errors import CheckpointError
 from embridge.core.models.checkpoint_reader import first_line
+from embridge.core.models.onnx_checks import check_run_output, input_types, pick_outputs
 from embridge.core.models.text_folders import (
     check_onnx_folder,
     check_transformers_folder,
     hub_offline,
     quiet_transformers,
+)
+from embridge.core.models.weight_checks import (
+    check_vocabulary,
+    embedding_rows,
+    load_checked_model,
+    quiet_loading,
 )
 
 BatchDone = Callable[[int], None]
@@ -62,8 +69,18 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:
     return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
 
 
-def scatter_rows(parts: list[tuple[np.ndarray, np.ndarray]], total: int) -> np.ndarray:
-    dim = parts[0][1].shape[1]
+def scatter_rows(parts: list[tuple[np.ndarray, np.ndarray]], total: int, source: Path) -> np.ndarray:
+    """Batches back in item order; a model whose output width changes between batches is refused."""
+    for idx, block in parts:
+        if block.ndim != 2 or block.shape[0] != len(idx):
+            raise CheckpointError(source, f"the model returned shape {tuple(block.shape)}; an embedder must "
+                                  "return one (batch x dim) matrix")
+    widths = sorted({int(block.shape[1]) for _, block in parts})
+    if len(widths) > 1:
+        raise CheckpointError(source, f"the model's output width changes with its input ({widths[0]} and "
+                              f"{widths[-1]} for batches of different token lengths); an embedder must "
+                              "return one width")
+    dim = widths[0]
     out = np.empty((total, dim), dtype=np.float32)
     for idx, block in parts:
         out[idx] = block
@@ -80,9 +97,11 @@ class _TokenizedEncoder:
         from transformers import AutoTokenizer
 
         quiet_transformers()
+        self.source = folder
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True,
-                                                           trust_remote_code=False)
+            with quiet_loading():
+                self.tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True,
+                                                               trust_remote_code=False)
         except Exception as exc:  # tokenizer loading raises many types
             raise CheckpointError(folder, f"cannot load the tokenizer ({first_line(exc)})") from exc
         if self.tokenizer.pad_token is None and self.tokenizer.eos_token is not None:
@@ -111,7 +130,7 @@ class _TokenizedEncoder:
             parts.append((idx, rows.float().cpu().numpy()))
             if on_batch is not None:
                 on_batch(len(idx))
-        return scatter_rows(parts, len(texts))
+        return scatter_rows(parts, len(texts), self.source)
 
 
 class TransformersEncoder(_TokenizedEncoder):
@@ -122,13 +141,9 @@ class TransformersEncoder(_TokenizedEncoder):
         _need("transformers", "transformers", "transformers", folder)
         hub_offline()
         super().__init__(folder)
-        from transformers import AutoModel
-
-        try:
-            self.model = AutoModel.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False,
-                                                   use_safetensors=True)
-        except Exception as exc:  # transformers raises many types for broken folders
-            raise CheckpointError(folder, f"cannot load the transformers model ({first_line(exc)})") from exc
+        self.model = load_checked_model(folder)
+        self.rows = embedding_rows(self.model)
+        check_vocabulary(folder, self.tokenizer, self.rows)
         self.model.eval().to(device)
         self.device = torch.device(device)
         self.pooling = pooling
@@ -142,6 +157,10 @@ class TransformersEncoder(_TokenizedEncoder):
         return self.model.parameters()
 
     def _hidden(self, batch: dict[str, Any]) -> tuple[torch.Tensor, bool]:
+        top = int(batch["input_ids"].max()) if batch["input_ids"].numel() else 0
+        if self.rows is not None and top >= self.rows:
+            raise CheckpointError(self.source, f"token id {top} is beyond the model's embedding table "
+                                  f"({self.rows} rows); the tokenizer does not belong to this model")
         inputs = {k: v.to(self.device) for k, v in batch.items()}
         if not self._takes_types:
             inputs.pop("token_type_ids", None)
@@ -160,22 +179,15 @@ class OnnxEncoder(_TokenizedEncoder):
         import onnxruntime
 
         try:
-            self.session = onnxruntime.InferenceSession(str(model_file), providers=["CPUExecutionProvider"])
+            options = onnxruntime.SessionOptions()
+            options.log_severity_level = 3  # errors only: its graph-optimiser notes are not the user's problem
+            self.session = onnxruntime.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types
             raise CheckpointError(model_file, f"cannot load the ONNX model ({first_line(exc)})") from exc
-        self.inputs = [i.name for i in self.session.get_inputs()]
-        unknown = [n for n in self.inputs if n not in ("input_ids", "attention_mask", "token_type_ids")]
-        if "input_ids" not in self.inputs or unknown:
-            raise CheckpointError(model_file, f"takes inputs {', '.join(self.inputs)}; Embridge feeds input_ids, "
-                                  "attention_mask and token_type_ids")
-        outputs = {o.name: o for o in self.session.get_outputs()}
-        self.pooled_output = next((n for n in ("sentence_embedding", "pooler_output_sentence") if n in outputs), None)
-        token_outputs = [n for n, o in outputs.items() if len(o.shape or ()) == 3]
-        self.token_output = next((n for n in ("last_hidden_state", "token_embeddings") if n in outputs),
-                                 token_outputs[0] if token_outputs else None)
-        if self.pooled_output is None and self.token_output is None:
-            raise CheckpointError(model_file, "has no token-state output (last_hidden_state) and no "
-                                  "sentence_embedding output")
+        self.source = model_file
+        self.types = input_types(model_file, self.session.get_inputs())
+        self.inputs = list(self.types)
+        self.pooled_output, self.token_output = pick_outputs(model_file, self.session.get_outputs())
         self.pooling = pooling
         self.max_length = self._limit(None)
 
@@ -188,10 +200,17 @@ class OnnxEncoder(_TokenizedEncoder):
             value = batch.get(name)
             if value is None:  # token types the tokenizer does not produce: all zeros
                 value = torch.zeros_like(batch["input_ids"])
-            feeds[name] = value.numpy().astype(np.int64)
+            feeds[name] = value.numpy().astype(self.types[name])
         wanted = self.pooled_output or self.token_output
-        (out,) = self.session.run([wanted], feeds)
-        return torch.from_numpy(np.asarray(out, dtype=np.float32)), self.pooled_output is not None
+        try:
+            (out,) = self.session.run([wanted], feeds)
+            arr = np.asarray(out, dtype=np.float32)
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise CheckpointError(self.source, f"the ONNX model fails on a batch of {len(batch['input_ids'])} "
+                                  f"texts ({first_line(exc)})") from exc
+        pooled = self.pooled_output is not None
+        arr = check_run_output(self.source, wanted, arr, len(batch["input_ids"]), pooled)
+        return torch.from_numpy(arr), pooled
 
 
 def open_text_encoder(kind: str, folder: Path, device: str, pooling: str | None) -> Any:

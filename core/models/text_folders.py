@@ -63,6 +63,19 @@ def read_json(path: Path) -> Any:
         raise CheckpointError(path, f"not valid JSON ({exc.__class__.__name__})") from exc
 
 
+def read_object(path: Path) -> dict[str, Any]:
+    """A JSON file that must hold an object (a config), or one line saying what it holds instead."""
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise CheckpointError(path, f"expected a JSON object, got a JSON {_json_type(data)}")
+    return data
+
+
+def _json_type(data: Any) -> str:
+    names = {list: "list", str: "string", bool: "boolean", type(None): "null", int: "number", float: "number"}
+    return names.get(type(data), type(data).__name__)
+
+
 def folder_kind(folder: Path) -> str:
     """The kind of a model folder, or a one-line error saying what a model folder needs."""
     if any((folder / marker).is_file() for marker in SENTENCE_TRANSFORMERS_MARKERS):
@@ -108,6 +121,7 @@ def require_weights(folder: Path) -> None:
 def check_transformers_folder(folder: Path) -> None:
     refuse_remote_code(folder)
     require_weights(folder)
+    read_object(folder / "config.json")
     require_tokenizer(folder)
 
 
@@ -142,6 +156,13 @@ def check_sentence_transformers_folder(folder: Path) -> None:
             check_transformers_folder(sub)
 
 
+def transformer_module_folders(folder: Path) -> list[Path]:
+    """Folders of a sentence-transformers model's Transformer modules (checked by the folder check first)."""
+    modules = read_json(folder / "modules.json")
+    return [folder / str(e.get("path", "")) for e in modules
+            if isinstance(e, dict) and str(e.get("type", "")).endswith(".Transformer")]
+
+
 @dataclass(frozen=True)
 class FolderPrompts:
     """Prompts a model folder ships (sentence-transformers ``prompts``); empty when it has none."""
@@ -167,14 +188,14 @@ def default_pooling(folder: Path) -> str:
     """Pooling a folder implies: its sentence-transformers pooling config, last token for decoders, else mean."""
     pooling_config = folder / "1_Pooling" / "config.json"
     if pooling_config.is_file():
-        data = read_json(pooling_config)
+        data = read_object(pooling_config)
         flags = {"cls": "pooling_mode_cls_token", "mean": "pooling_mode_mean_tokens", "last": "pooling_mode_lasttoken"}
         named = {"cls": "cls", "mean": "mean", "lasttoken": "last"}.get(str(data.get("pooling_mode")))
         found = named or next((mode for mode, flag in flags.items() if data.get(flag)), None)
         if found:
             return found
     config_file = folder / "config.json"
-    config = read_json(config_file) if config_file.is_file() else {}
+    config = read_object(config_file) if config_file.is_file() else {}
     architectures = config.get("architectures") or []
     if config.get("is_decoder") or config.get("model_type") in _DECODER_TYPES \
             or any(str(a).endswith("ForCausalLM") for a in architectures):

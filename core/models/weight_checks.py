@@ -1,0 +1,140 @@
+"""Refusing transformers weights that do not fill the model their config describes.
+
+transformers fills a tensor the weights file lacks (or holds at another shape) with random values
+and only logs a table about it, so such a folder would embed differently in every process. Here
+the model is loaded with ``output_loading_info=True`` and ``ignore_mismatched_sizes=True``, the
+library's own report is kept off stderr, and its missing and mismatched keys become one line naming
+the weights file. Tensors the file holds beyond what the model needs (a task head, say) are never
+read and are allowed; a missing pooler is allowed too, since Embridge reads token states only, and so
+is a missing decoder of an encoder-decoder config, whose encoder alone embeds.
+A tokenizer that can produce token ids beyond the model's embedding table is refused as well.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from embridge.core.errors import CheckpointError, first_line
+
+HARMLESS_MISSING = ("pooler.",)
+_SHOWN = 3
+
+
+@contextmanager
+def quiet_loading() -> Iterator[None]:
+    """transformers' loading report and warnings kept off stderr; Embridge reports problems in one line."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:
+        yield
+        return
+    before = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(before)
+
+
+def weights_file(folder: Path) -> Path:
+    """The safetensors file (or shard index) transformers reads in ``folder``, for error messages."""
+    for name in ("model.safetensors", "model.safetensors.index.json"):
+        if (folder / name).exists():
+            return folder / name
+    found = sorted(folder.glob("*.safetensors"))
+    return found[0] if found else folder / "model.safetensors"
+
+
+def _names(keys: Iterable[str]) -> str:
+    listed = sorted(keys)
+    more = f" and {len(listed) - _SHOWN} more" if len(listed) > _SHOWN else ""
+    return ", ".join(listed[:_SHOWN]) + more
+
+
+def _shape(shape: Any) -> str:
+    return "[" + ", ".join(str(int(s)) for s in shape) + "]"
+
+
+def check_loading_info(folder: Path, info: Mapping[str, Any], decoder_unused: bool = False) -> None:
+    """Raise one line naming the weights file when tensors the config needs are missing or mis-shaped.
+
+    ``decoder_unused``: an encoder-decoder config (T5 and kin), whose encoder alone embeds (as
+    sentence-transformers runs it), so a decoder the file leaves out is never read either.
+    """
+    harmless = HARMLESS_MISSING + (("decoder.", "lm_head.") if decoder_unused else ())
+    file = weights_file(folder)
+    mismatched = sorted(info.get("mismatched_keys") or (), key=lambda m: str(m[0]))
+    if mismatched:
+        key, in_file, expected = mismatched[0]
+        more = f" (and {len(mismatched) - 1} more tensors)" if len(mismatched) > 1 else ""
+        raise CheckpointError(file, f"does not match config.json: tensor {key} has shape {_shape(in_file)} in "
+                              f"the file but the config needs {_shape(expected)}{more}")
+    missing = [k for k in info.get("missing_keys") or () if not str(k).startswith(harmless)]
+    if missing:
+        raise CheckpointError(file, f"lacks {len(missing)} tensor{'s' if len(missing) > 1 else ''} that config.json needs ({_names(missing)}); "
+                              "they would be filled with random values")
+    errors = info.get("error_msgs") or ()
+    if errors:
+        raise CheckpointError(file, f"cannot be loaded ({first_line(RuntimeError(errors[0]))})")
+
+
+def load_checked_model(folder: Path) -> Any:
+    """``AutoModel`` of a transformers folder whose weights fill every tensor its config needs."""
+    from transformers import AutoModel
+
+    with quiet_loading():
+        try:
+            model, info = AutoModel.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False,
+                                                    use_safetensors=True, ignore_mismatched_sizes=True,
+                                                    output_loading_info=True)
+        except Exception as exc:  # transformers raises many types for broken folders
+            raise CheckpointError(folder, f"cannot load the transformers model ({first_line(exc)})") from exc
+    check_loading_info(folder, info, decoder_unused=bool(getattr(model.config, "is_encoder_decoder", False)))
+    return model
+
+
+def embedding_rows(model: Any) -> int | None:
+    """Rows of the model's input embedding table, or None when the model does not expose one."""
+    try:
+        table = model.get_input_embeddings()
+    except (AttributeError, NotImplementedError):
+        return None
+    rows = getattr(table, "num_embeddings", None)
+    return int(rows) if rows else None
+
+
+def tokenizer_size(tokenizer: Any) -> int:
+    """How many token ids the tokenizer can produce (its largest id + 1)."""
+    size = len(tokenizer)
+    try:
+        size = max(size, max(tokenizer.get_vocab().values(), default=-1) + 1)
+    except (AttributeError, TypeError, ValueError):
+        pass
+    return int(size)
+
+
+def check_vocabulary(folder: Path, tokenizer: Any, rows: int | None) -> None:
+    """Refuse a tokenizer whose ids run past the model's embedding table (they would fail mid-embedding)."""
+    if rows is None:
+        return
+    size = tokenizer_size(tokenizer)
+    if size > rows:
+        raise CheckpointError(folder, f"the tokenizer has {size} tokens but the model's embedding table has "
+                              f"{rows} rows; the tokenizer does not belong to this model")
+
+
+def check_transformer_module(folder: Path) -> None:
+    """Check a sentence-transformers Transformer module's folder the way a transformers folder is loaded."""
+    from transformers import AutoTokenizer
+
+    model = load_checked_model(folder)
+    with quiet_loading():
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
+        except Exception as exc:  # tokenizer loading raises many types
+            raise CheckpointError(folder, f"cannot load the tokenizer ({first_line(exc)})") from exc
+    check_vocabulary(folder, tokenizer, embedding_rows(model))

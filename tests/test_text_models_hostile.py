@@ -1,0 +1,269 @@
+"""Text model folders that lie: weights that do not fill their config, tokenizers larger than the
+model, ONNX exports with fixed, float or wrongly ranked inputs and outputs, outputs whose width
+follows the token count, and configs that are not JSON objects.
+
+Each is refused by ``embridge model add`` with one stderr line naming the file and the problem,
+exit 1 and nothing stored; a model already stored that is found bad when an embedding loads it
+fails with one line and exit 1, never exit 3. Folders are built here from random weights and a
+written vocabulary (nothing is downloaded).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from text_fixtures import tiny_bert, tiny_sentence_transformer, write_json
+
+from embridge.core.cli.main import main
+from embridge.core.importers import import_items
+from embridge.core.models import describe_model
+from embridge.core.models.spec import checkpoint_sha256
+from embridge.core.store import Workspace
+
+TEXTS = ["the cat", "the old man and the sea", "a dog ran in the park", "fish", "bird sang in a tree"]
+
+
+def _drop_tensors(folder: Path, fragment: str) -> None:
+    from safetensors.numpy import load_file, save_file
+
+    file = folder / "model.safetensors"
+    kept = {k: v for k, v in load_file(str(file)).items() if fragment not in k}
+    save_file(kept, str(file), metadata={"format": "pt"})
+
+
+def _edit_config(folder: Path, **changes: object) -> None:
+    config = json.loads((folder / "config.json").read_text())
+    write_json(folder / "config.json", {**config, **changes})
+
+
+def _onnx(folder: Path, tokenizer_from: Path, nodes: list, inputs: list, outputs: list,
+          inits: tuple = ()) -> Path:
+    """A hand-written ONNX graph over a 40 x 16 embedding table ``E``, beside a real tokenizer."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    folder.mkdir(parents=True)
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt"):
+        shutil.copy(tokenizer_from / name, folder / name)
+    table = np.random.default_rng(0).standard_normal((40, 16)).astype(np.float32)
+    graph = helper.make_graph(nodes, folder.name, inputs, outputs,
+                              [numpy_helper.from_array(table, "E"), *inits])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(folder / "model.onnx"))
+    return folder
+
+
+def _onnx_builders() -> dict[str, Callable[[Path, Path], Path]]:
+    from onnx import TensorProto, helper
+
+    def ids(shape: tuple = ("b", "t"), kind: int = TensorProto.INT64) -> object:
+        return helper.make_tensor_value_info("input_ids", kind, list(shape))
+
+    def out(name: str, shape: tuple) -> object:
+        return helper.make_tensor_value_info(name, TensorProto.FLOAT, list(shape))
+
+    def gather(target: str = "last_hidden_state") -> object:
+        return helper.make_node("Gather", ["E", "input_ids"], [target])
+
+    return {
+        "onnx_fixed_shape": lambda d, t: _onnx(d, t, [gather()], [ids((1, 8))], [out("last_hidden_state",
+                                                                                      (1, 8, 16))]),
+        "onnx_float_ids": lambda d, t: _onnx(
+            d, t, [helper.make_node("Cast", ["input_ids"], ["ii"], to=TensorProto.INT64),
+                   helper.make_node("Gather", ["E", "ii"], ["last_hidden_state"])],
+            [ids(kind=TensorProto.FLOAT)], [out("last_hidden_state", ("b", "t", 16))]),
+        "onnx_lhs_rank2": lambda d, t: _onnx(
+            d, t, [helper.make_node("Cast", ["input_ids"], ["last_hidden_state"], to=TensorProto.FLOAT)],
+            [ids()], [out("last_hidden_state", ("b", "t"))]),
+        "onnx_pooled_rank3": lambda d, t: _onnx(d, t, [gather("sentence_embedding")], [ids()],
+                                                [out("sentence_embedding", ("b", "t", 16))]),
+        "onnx_dyn_pooled": lambda d, t: _onnx(
+            d, t, [gather(), helper.make_node("Flatten", ["last_hidden_state"], ["sentence_embedding"], axis=1)],
+            [ids()], [out("sentence_embedding", ("b", "d"))]),
+        "onnx_dyn_hidden": lambda d, t: _onnx(
+            d, t, [gather(), helper.make_node("Transpose", ["last_hidden_state"], ["T"], perm=[0, 2, 1]),
+                   helper.make_node("MatMul", ["last_hidden_state", "T"], ["lhs"])],
+            [ids()], [out("lhs", ("b", "t", "t2"))]),
+        "onnx_good": lambda d, t: _onnx(d, t, [gather()], [ids()], [out("last_hidden_state", ("b", "t", 16))]),
+    }
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("hostile-text")
+    bert = tiny_bert(root / "bert")
+    st = tiny_sentence_transformer(root / "st")
+    made = {"bert": bert, "st": st}
+
+    def copy(name: str, base: Path) -> Path:
+        made[name] = shutil.copytree(base, root / name)
+        return made[name]
+
+    _drop_tensors(copy("tf_missing_embeddings", bert), "word_embeddings")
+    _drop_tensors(copy("st_missing_embeddings", st), "word_embeddings")
+    _edit_config(copy("tf_layers_more", bert), num_hidden_layers=3)
+    _edit_config(copy("tf_hidden_mismatch", bert), hidden_size=32, intermediate_size=64)
+    _edit_config(copy("tf_vocab_small", bert), vocab_size=5)
+    _edit_config(copy("tf_maxpos_tiny", bert), max_position_embeddings=4)
+    _edit_config(copy("st_hidden_mismatch", st), hidden_size=32, intermediate_size=64)
+    big = copy("tf_tokenizer_vocab_big", bert)
+    words = (big / "vocab.txt").read_text().split("\n")
+    (big / "vocab.txt").write_text("\n".join(words + [f"w{i}" for i in range(100)]))
+    (big / "tokenizer.json").unlink()
+    (copy("tf_config_list", bert) / "config.json").write_text("[1, 2]")
+    for name, build in _onnx_builders().items():
+        made[name] = build(root / name, bert)
+    return made
+
+
+def _workspace(path: Path) -> Path:
+    items = path.parent / f"{path.name}-items.jsonl"
+    items.write_text("".join(json.dumps({"key": f"k{i}", "text": t}) + "\n" for i, t in enumerate(TEXTS)))
+    with Workspace.create(path) as ws:
+        import_items(ws, items, split="gallery")
+    return path
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and p.name != "embridge.db"}
+
+
+def _refused_at_add(tmp_path: Path, capfd: pytest.CaptureFixture[str], folder: Path,
+                    own_process: bool = False) -> str:
+    """Add ``folder``: exit 1, exactly one stderr line, no model row and no file written; the line.
+
+    ``own_process`` runs the command in a fresh interpreter, so that whatever a library logs goes to
+    the real stderr (a logging handler made earlier in this process keeps the stream it was made with).
+    """
+    ws_dir = _workspace(tmp_path / "ws")
+    before = _files(ws_dir)
+    args = ["model", "add", "-w", str(ws_dir), "--name", "m", "--path", str(folder)]
+    if own_process:
+        done = subprocess.run([sys.executable, "-m", "embridge.core.cli.main", *args], capture_output=True,
+                              text=True, timeout=600, check=False)
+        assert done.returncode == 1, done.stderr
+        err = done.stderr
+    else:
+        capfd.readouterr()
+        assert main(args) == 1
+        err = capfd.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("embridge: error: ") and "unexpected" not in lines[0]
+    assert _files(ws_dir) == before
+    with Workspace.open(ws_dir) as ws:
+        assert ws.models() == []
+    return lines[0]
+
+
+@pytest.mark.parametrize(("name", "named", "problem"), [
+    ("tf_missing_embeddings", "tf_missing_embeddings/model.safetensors",
+     "lacks 1 tensor that config.json needs (embeddings.word_embeddings.weight)"),
+    ("st_missing_embeddings", "st_missing_embeddings/model.safetensors",
+     "lacks 1 tensor that config.json needs (embeddings.word_embeddings.weight)"),
+    ("tf_layers_more", "tf_layers_more/model.safetensors", "lacks 32 tensors that config.json needs "
+     "(encoder.layer.1.attention.output.LayerNorm.bias, encoder.layer.1.attention.output.LayerNorm.weight, "
+     "encoder.layer.1.attention.output.dense.bias and 29 more)"),
+])
+def test_weights_missing_tensors_are_refused_at_add(tmp_path: Path, capfd: pytest.CaptureFixture[str],
+                                                    hostile: dict[str, Path], name: str, named: str,
+                                                    problem: str) -> None:
+    line = _refused_at_add(tmp_path, capfd, hostile[name], own_process=True)
+    assert f"{named}: {problem}" in line
+
+
+@pytest.mark.parametrize(("name", "mismatch"), [
+    ("tf_hidden_mismatch", "tensor embeddings.LayerNorm.bias has shape [16] in the file but the config needs [32]"),
+    ("tf_vocab_small", "tensor embeddings.word_embeddings.weight has shape [39, 16] in the file but the config "
+                       "needs [5, 16]"),
+    ("tf_maxpos_tiny", "tensor embeddings.position_embeddings.weight has shape [64, 16] in the file but the "
+                       "config needs [4, 16]"),
+    ("st_hidden_mismatch", "tensor embeddings.LayerNorm.bias has shape [16] in the file but the config needs [32]"),
+])
+def test_a_config_that_disagrees_with_its_weights_is_one_line(tmp_path: Path, capfd: pytest.CaptureFixture[str],
+                                                              hostile: dict[str, Path], name: str,
+                                                              mismatch: str) -> None:
+    line = _refused_at_add(tmp_path, capfd, hostile[name], own_process=True)
+    assert f"{name}/model.safetensors: does not match config.json: {mismatch}" in line
+    assert "LOAD REPORT" not in line
+
+
+@pytest.mark.parametrize("name", ["onnx_dyn_pooled", "onnx_dyn_hidden"])
+def test_an_onnx_output_width_that_follows_the_token_count_is_refused(
+        tmp_path: Path, capfd: pytest.CaptureFixture[str], hostile: dict[str, Path], name: str) -> None:
+    line = _refused_at_add(tmp_path, capfd, hostile[name])
+    assert f"{name}/model.onnx: the model's output width depends on its input" in line
+
+
+def test_a_tokenizer_larger_than_the_embedding_table_is_refused(tmp_path: Path, capfd: pytest.CaptureFixture[str],
+                                                                hostile: dict[str, Path]) -> None:
+    line = _refused_at_add(tmp_path, capfd, hostile["tf_tokenizer_vocab_big"])
+    assert "tf_tokenizer_vocab_big: the tokenizer has 140 tokens but the model's embedding table has 39 rows" in line
+
+
+@pytest.mark.parametrize(("name", "named", "problem"), [
+    ("onnx_fixed_shape", "model.onnx", "input input_ids has the fixed shape [1, 8]"),
+    ("onnx_float_ids", "model.onnx", "input input_ids takes tensor(float)"),
+    ("onnx_lhs_rank2", "model.onnx", "output last_hidden_state has rank 2"),
+    ("onnx_pooled_rank3", "model.onnx", "output sentence_embedding has rank 3"),
+    ("tf_config_list", "config.json", "expected a JSON object, got a JSON list"),
+])
+def test_malformed_folders_are_one_line_not_a_bug(tmp_path: Path, capfd: pytest.CaptureFixture[str],
+                                                  hostile: dict[str, Path], name: str, named: str,
+                                                  problem: str) -> None:
+    line = _refused_at_add(tmp_path, capfd, hostile[name])
+    assert f"{name}/{named}: {problem}" in line
+
+
+def _store_as_if_added_earlier(ws_dir: Path, folder: Path, like: Path) -> None:
+    """Register ``folder`` with the spec of the sound folder ``like``, as a release without these checks did."""
+    spec = describe_model(like).to_dict()
+    spec.update(sha256=checkpoint_sha256(folder), path=str(folder.resolve()))
+    with Workspace.open(ws_dir) as ws:
+        ws.add_model("m", "other", spec, folder)
+
+
+@pytest.mark.parametrize(("name", "like", "problem"), [
+    ("tf_missing_embeddings", "bert", "model.safetensors: lacks 1 tensor that config.json needs"),
+    ("tf_tokenizer_vocab_big", "bert", "the tokenizer has 140 tokens but the model's embedding table has 39 rows"),
+    ("onnx_dyn_pooled", "onnx_good", "output width"),
+    ("onnx_dyn_hidden", "onnx_good", "the model's output width changes with its input"),
+])
+def test_a_stored_model_found_bad_at_embedding_is_one_line_and_exit_1(
+        tmp_path: Path, capfd: pytest.CaptureFixture[str], hostile: dict[str, Path], name: str, like: str,
+        problem: str) -> None:
+    ws_dir = _workspace(tmp_path / "ws")
+    _store_as_if_added_earlier(ws_dir, hostile[name], hostile[like])
+    capfd.readouterr()
+    assert main(["embed", "-w", str(ws_dir), "--model", "m", "--batch-size", "1"]) == 1
+    errors = [line for line in capfd.readouterr().err.splitlines() if line.startswith("embridge:")]
+    assert len(errors) == 1 and errors[0].startswith("embridge: error: ") and "unexpected" not in errors[0]
+    assert problem in errors[0]
+    with Workspace.open(ws_dir) as ws:
+        assert [m["name"] for m in ws.models()] == ["m"]
+        assert not list((ws_dir / "vectors").rglob("*.npy"))
+
+
+def test_a_decoder_left_out_is_refused_only_where_the_decoder_would_be_read(tmp_path: Path) -> None:
+    """An encoder-decoder config (T5 and kin) embeds with its encoder alone, as sentence-transformers
+    runs it, so weights holding only the encoder are complete; the same gap elsewhere is refused."""
+    from embridge.core.errors import CheckpointError
+    from embridge.core.models.weight_checks import check_loading_info
+
+    info = {"missing_keys": ["decoder.block.0.layer.0.SelfAttention.q.weight", "lm_head.weight",
+                             "pooler.dense.weight"], "mismatched_keys": [], "error_msgs": []}
+    check_loading_info(tmp_path, info, decoder_unused=True)
+    with pytest.raises(CheckpointError, match=r"lacks 2 tensors that config.json needs \(decoder\.block"):
+        check_loading_info(tmp_path, info)
+    info["missing_keys"].append("encoder.block.0.layer.0.SelfAttention.q.weight")
+    with pytest.raises(CheckpointError, match=r"lacks 1 tensor that config.json needs \(encoder\.block"):
+        check_loading_info(tmp_path, info, decoder_unused=True)
