@@ -114,3 +114,18 @@ def test_no_pyplot_and_no_qt() -> None:
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_a_cascades_k_values_get_their_own_panel_not_a_series_beside_the_epochs() -> None:
+    from embridge.core.report.figures import training_curves
+
+    rows = [{"epoch": e, "loss": 2.0 / e, "lr": 1e-3, "val_metric": 0.5 + 0.1 * e} for e in (1, 2, 3)]
+    rows += [{"epoch": 0.0, "k": float(k), "val_metric": v} for k, v in ((5, 0.7), (20, 0.9), (100, 0.85))]
+    fig = training_curves(rows)
+    loss_ax, val_ax, sweep_ax = [ax for ax in fig.axes if ax.get_title()]
+    labels = [line.get_label() for line in val_ax.get_lines()]
+    assert labels == ["top-1"] and list(val_ax.get_lines()[0].get_xdata()) == [1, 2, 3]
+    assert sweep_ax.get_title() == "Validation per k"
+    assert list(sweep_ax.get_lines()[0].get_xdata()) == [5.0, 20.0, 100.0]
+    assert list(sweep_ax.get_lines()[0].get_ydata()) == [0.7, 0.9, 0.85]
+    assert loss_ax.get_title() == "Training loss"

@@ -75,6 +75,9 @@ CurveShape = tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], bool]
 
 def curve_shape(rows: list[dict[str, Any]]) -> CurveShape:
     """The series ``training_curves`` draws for ``rows`` and in which panels: (loss, lr, other, has loss)."""
+    from embridge.core.report.figures import split_sweep
+
+    rows = split_sweep(rows)[0]  # type: ignore[assignment]
     keys: list[str] = []
     for row in rows:
         keys += [k for k, v in row.items() if k != "epoch" and k not in keys and isinstance(v, int | float)]
@@ -98,9 +101,11 @@ def refresh_live_figure(figure: Any, rows: list[dict[str, Any]]) -> bool:
 
     Only line data and axis limits change: no new figure, axes, legends or titles are built.
     """
+    from embridge.core.report.figures import split_sweep
+
     shape = curve_shape(rows)
-    if getattr(figure, "live_shape", None) != shape:
-        return False
+    if getattr(figure, "live_shape", None) != shape or split_sweep(rows)[1] is not None:
+        return False  # a finished fusion or cascade's α / K panel: drawn whole
     loss, lr, other, has_loss = shape
     groups = [loss, other, *([lr] if lr else [])] if has_loss else [other]
     if len(figure.axes) != len(groups):

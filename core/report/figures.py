@@ -197,10 +197,25 @@ def backfill_curves(
 METRIC_LABELS = {"label_top1": "top-1 (same label)", "pair_top1": "top-1 (own item)"}
 
 
+SWEEP_KEYS = {"k": "K (candidates re-ranked)", "alpha": "α (mixing weight)"}
+
+
+def split_sweep(rows: Sequence[Mapping[str, Any]]) -> tuple[list[Mapping[str, Any]], str | None,
+                                                            list[Mapping[str, Any]]]:
+    """(epoch rows, the swept setting or None, its rows): a fusion's α or a cascade's K values tried
+    after the base layer's epochs are settings, not epochs, and get a panel of their own."""
+    key = next((k for k in SWEEP_KEYS if any(k in row for row in rows)), None)
+    if key is None:
+        return list(rows), None, []
+    return [r for r in rows if key not in r], key, [r for r in rows if key in r]
+
+
 def training_curves(epochs: Sequence[Mapping[str, Any]], x_key: str = "epoch",
                     metric_name: str | None = None) -> Figure:
     """Per-epoch numbers: the training loss (with the learning rate on its own right axis) and the
-    validation metric, named. A fit without a loss (closed form) gets the validation panel only."""
+    validation metric, named. A fit without a loss (closed form) gets the validation panel only; a
+    fusion's α or a cascade's K values tried get a last panel of the validation metric per value."""
+    epochs, sweep_key, sweep = split_sweep(epochs)
     keys: list[str] = []
     for row in epochs:
         keys += [k for k, v in row.items() if k != x_key and k not in keys and isinstance(v, int | float)]
@@ -208,8 +223,10 @@ def training_curves(epochs: Sequence[Mapping[str, Any]], x_key: str = "epoch",
     lr_keys = [k for k in keys if k == "lr"]
     other_keys = [k for k in keys if "loss" not in k and k != "lr"]
     has_loss = any(np.isfinite(_finite(row.get(k))) for row in epochs for k in loss_keys)
-    fig = _figure((8.0, 3.4) if has_loss else _SIZE)
-    axes = list(np.atleast_1d(fig.subplots(1, 2 if has_loss else 1)))
+    panels = (2 if has_loss else 1) + (1 if sweep else 0)
+    fig = _figure({1: _SIZE, 2: (8.0, 3.4)}.get(panels, (11.0, 3.4)))
+    axes = list(np.atleast_1d(fig.subplots(1, panels)))
+    sweep_ax = axes.pop() if sweep else None
     xs = [row.get(x_key, i + 1) for i, row in enumerate(epochs)]
     metric_label = METRIC_LABELS.get(metric_name or "", metric_name or "top-1")
 
@@ -241,6 +258,12 @@ def training_curves(epochs: Sequence[Mapping[str, Any]], x_key: str = "epoch",
     axes[-1].set_title("Validation")
     if len(other_keys) > 1:
         axes[-1].legend(fontsize="small", loc="lower right")
+    if sweep_ax is not None and sweep_key is not None:
+        sweep_ax.plot([_finite(row.get(sweep_key)) for row in sweep], [_finite(row.get("val_metric")) for row in sweep],
+                      marker="o", color=_PALETTE[0])
+        sweep_ax.set_xlabel(SWEEP_KEYS[sweep_key])
+        sweep_ax.set_ylabel(metric_label)
+        sweep_ax.set_title(f"Validation per {sweep_key}")
     return fig
 
 
