@@ -25,6 +25,7 @@ import badinput_command_builders as cb
 import numpy as np
 import pytest
 from badinputs import corpus_base, make_env
+from helpers.interrupt_child import interrupt_when
 from helpers.workspace_files import snapshot, table_dump
 
 from embridge.core.cli.main import main
@@ -202,9 +203,6 @@ INTERRUPTS = {  # command, what prepares the workspace, a stderr line showing th
 @pytest.mark.parametrize("kind", list(INTERRUPTS))
 def test_ctrl_c_records_the_run_as_cancelled(kind: str, demo_copy: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A real SIGINT to a real process mid-job: the run reads cancelled (as the app's Cancel), not failed."""
-    import threading
-    import time
-
     from embridge.core.jobs import INTERRUPTED
     from embridge.core.store import Workspace
 
@@ -213,24 +211,7 @@ def test_ctrl_c_records_the_run_as_cancelled(kind: str, demo_copy: Path, capsys:
         prepare(demo_copy)
     capsys.readouterr()
     before_rows = table_dump(demo_copy)
-    child = subprocess.Popen([sys.executable, "-m", "embridge.core.cli.main", args[0], "-w", str(demo_copy),
-                              *args[1:]], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(line.rstrip("\n") for line in child.stderr or ()),
-                              daemon=True)
-    reader.start()
-    try:
-        deadline = time.monotonic() + 120
-        while not any(re.match(under_way, line) for line in lines):
-            assert child.poll() is None, f"{kind} ended before it was interrupted: {lines[-3:]}"
-            assert time.monotonic() < deadline, f"{kind} never got under way"
-            time.sleep(0.01)
-        child.send_signal(signal.SIGINT)
-        code = child.wait(timeout=60)
-    finally:
-        if child.poll() is None:
-            child.kill()
-    reader.join(5)
+    code, lines = interrupt_when([args[0], "-w", str(demo_copy), *args[1:]], under_way)
     assert code == 130 and lines[-1] == "embridge: error: interrupted", lines[-3:]
     with Workspace.open(demo_copy) as ws:
         run = ws.runs(kind)[-1]

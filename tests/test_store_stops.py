@@ -9,20 +9,15 @@ from __future__ import annotations
 
 import logging
 import re
-import signal
-import subprocess
-import sys
-import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from helpers.interrupt_child import interrupt_when
 from store_fixtures import cli, fct_upgrade, fresh_pg_database
 
-REPO = Path(__file__).resolve().parents[1]
 PROGRESS = re.compile(r"^migrate: \d+/\d+ ")
 
 
@@ -124,10 +119,6 @@ def test_a_refused_migration_leaves_the_checkpoint_as_it_was(kind: str, upgrade:
     assert code == 0 and out["status"] == "completed" and out["written"] == 30, err
 
 
-def _collect(child: subprocess.Popen[str], lines: list[str]) -> None:
-    lines.extend(line.rstrip("\n") for line in child.stderr or ())
-
-
 def test_ctrl_c_during_a_postgresql_migration_prints_one_line_and_the_rerun_resumes(
         upgrade: dict, pg_server: str, capsys: pytest.CaptureFixture[str]) -> None:
     """A real SIGINT to a real process while it copies into PostgreSQL, three times at different moments."""
@@ -137,23 +128,7 @@ def test_ctrl_c_during_a_postgresql_migration_prints_one_line_and_the_rerun_resu
     args = ["migrate", "--bundle", str(upgrade["bundle"]), "--from", uri("docs"), "--to", uri("docs_v2"),
             "--batch", "500"]
     for delay in (0.0, 0.15, 0.4):
-        child = subprocess.Popen([sys.executable, "-m", "embridge.core.cli.main", *args], cwd=REPO,
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        lines: list[str] = []
-        reader = threading.Thread(target=_collect, args=(child, lines), daemon=True)
-        reader.start()
-        try:
-            deadline = time.monotonic() + 120
-            while not any(PROGRESS.match(line) for line in lines):
-                assert child.poll() is None and time.monotonic() < deadline, lines[-3:]
-                time.sleep(0.01)
-            time.sleep(delay)
-            child.send_signal(signal.SIGINT)
-            code = child.wait(timeout=60)
-        finally:
-            if child.poll() is None:
-                child.kill()
-        reader.join(5)
+        code, lines = interrupt_when(args, PROGRESS, delay)
         said = [line for line in lines if line.strip() and not PROGRESS.match(line)]
         assert code == 130 and said == ["embridge: error: interrupted"], (delay, code, said)
     code, out, err = cli(capsys, *args)
