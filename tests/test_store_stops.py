@@ -79,6 +79,7 @@ def test_a_refused_migration_leaves_the_checkpoint_as_it_was(kind: str, upgrade:
                                                              capsys: pytest.CaptureFixture[str]) -> None:
     from embridge.core.connectors import open_store
     from embridge.core.connectors.job_lock import job_lock
+    from embridge.core.connectors.migration import state_key
 
     good = upgrade["vectors"]["v1"][:30]
     zero, wide = good.copy(), np.hstack([good, good])
@@ -109,9 +110,8 @@ def test_a_refused_migration_leaves_the_checkpoint_as_it_was(kind: str, upgrade:
         assert previous is not None
         one_line(migrate("zero"), "point 5 holds an all-zero vector")
         one_line(migrate("wide"), "holds 32-d vectors")
-        if kind == "parquet":  # the lock is the kernel's, on a local target's folder
-            with job_lock(store, "migrate-out"):
-                one_line(migrate("good"), "another migration is writing")
+        with job_lock(store, state_key(store)):  # the kernel's lock on a local folder, PostgreSQL's own on a server
+            one_line(migrate("good"), "another migration is writing")
         assert checkpoint() == previous
     finally:
         store.close()

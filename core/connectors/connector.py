@@ -212,6 +212,15 @@ class Connector(ABC):
         """A local folder beside the store for migration checkpoints (None for remote stores)."""
         return None
 
+    def server_lock(self, key: str) -> bool | None:
+        """Take the store server's own lock of job ``key`` for this connection: True when taken, False
+        when another session holds it, None when the store offers no such lock."""
+        return None
+
+    def server_unlock(self, key: str) -> None:
+        """Give back what :meth:`server_lock` took (nothing for a store without server locks)."""
+        return None
+
     # -- reading ----------------------------------------------------------------------------
     @abstractmethod
     def exists(self) -> bool: ...

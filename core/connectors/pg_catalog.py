@@ -142,3 +142,13 @@ def replace_view(conn: Any, alias: str, target: str, schema: str | None) -> None
         conn.execute(sql.SQL("drop view if exists {}").format(identifier(alias, schema)))
         conn.execute(sql.SQL("create view {} as select * from {}").format(identifier(alias, schema),
                                                                           identifier(target, schema)))
+
+
+def try_advisory_lock(conn: Any, key: str) -> bool:
+    """A session-level advisory lock named by ``key`` (hashed to the lock's 64-bit id): the server
+    releases it when the session ends, even when the client was killed."""
+    return bool(conn.execute("select pg_try_advisory_lock(hashtextextended(%s, 0))", (key,)).fetchone()[0])
+
+
+def advisory_unlock(conn: Any, key: str) -> None:
+    conn.execute("select pg_advisory_unlock(hashtextextended(%s, 0))", (key,))

@@ -105,6 +105,15 @@ class PgVectorConnector(Connector):
         if len(parts) == 2 and not pg_catalog.schema_exists(self.conn, parts[0]):
             raise VectorStoreError(f"{self.describe()}: {self.missing()}")
 
+    def _lock_name(self, key: str) -> str:
+        return f"embridge job {self.schema or 'public'} {key}"  # advisory locks are per database
+
+    def server_lock(self, key: str) -> bool | None:
+        return pg_catalog.try_advisory_lock(self.conn, self._lock_name(key))
+
+    def server_unlock(self, key: str) -> None:
+        pg_catalog.advisory_unlock(self.conn, self._lock_name(key))
+
     def alias_key(self, alias: str) -> str:
         return "alias-" + ".".join(pg_catalog.name_parts(alias, self.schema))
 
