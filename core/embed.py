@@ -199,14 +199,18 @@ def sample_ids(ids: np.ndarray, size: int | None, seed: int = 0,
 
 
 def judged_first(workspace: Any) -> list[np.ndarray]:
-    """Documents judged relevant to test, then dev, then train queries: an evaluation sample holding
-    them lets new/new score every judged query (reports leave out queries whose judged documents the
-    new model has not embedded)."""
+    """The judged test queries, then the documents judged relevant to them, then the same for dev and
+    for train queries: every cell scores only queries the new model embedded, and new/new only those
+    whose judged documents it embedded too, so an evaluation sample holding these first scores every
+    judged query that its size allows (reports name the queries left out)."""
     if not workspace.has_judgments():
         return []
     j = workspace.judgments()
     relevant = j.grades > 0
-    return [np.unique(j.item_ids[relevant & (j.splits == split)]) for split in ("test", "dev", "train")]
+    groups = []
+    for split in ("test", "dev", "train"):
+        groups += [np.unique(j.query_ids[j.splits == split]), np.unique(j.item_ids[relevant & (j.splits == split)])]
+    return groups
 
 
 def embed_recorded(workspace: Any, model_name: str, item_ids: Sequence[int] | np.ndarray, *,
@@ -243,7 +247,7 @@ def embed_split(workspace: Any, model_name: str, split: str | None = None, sampl
                 seed: int = 0, **options: Any) -> dict[str, Any]:
     """Embed the items of ``split`` (every item when None), or a seeded sample of them, as a recorded run.
 
-    With relevance judgments the sample takes the judged documents first (see :func:`judged_first`).
+    With relevance judgments the sample takes the judged queries and documents first (see :func:`judged_first`).
 
     ``embridge embed`` and the app's Gallery page both call this, so the same choice embeds the same items.
     """

@@ -157,19 +157,25 @@ def test_no_comparable_test_query_is_refused_naming_what_to_embed(tmp_path: Path
             upgrade_tasks(ws, ["old", "new"])
 
 
-def test_an_evaluation_sample_takes_the_judged_documents_first(judged: dict[str, Any]) -> None:
+def test_an_evaluation_sample_takes_the_judged_queries_and_their_documents_first(judged: dict[str, Any]) -> None:
     from embridge.core.embed import judged_first, sample_ids
 
     with Workspace.open(judged["path"]) as ws:
         groups = judged_first(ws)
-        docs = judged["doc_ids"]
-        for split, group in zip(("test", "dev", "train"), groups, strict=True):
-            assert group.tolist() == sorted(docs[judged["relevant"][judged["splits"] == split]].tolist())
+        docs, queries = judged["doc_ids"], judged["query_ids"]
+        for i, split in enumerate(("test", "dev", "train")):
+            assert groups[2 * i].tolist() == sorted(queries[judged["splits"] == split].tolist())
+            assert groups[2 * i + 1].tolist() == sorted(docs[judged["relevant"][judged["splits"] == split]].tolist())
         pick = sample_ids(docs, 200, seed=1, first=groups)
+        everything = np.union1d(docs, queries)
+        mixed = sample_ids(everything, 400, seed=1, first=groups)  # queries and documents drawn together
     assert pick.size == 200 and np.all(np.diff(pick) > 0)
-    assert set(groups[0].tolist()) <= set(pick.tolist())  # all 150 test documents, then 50 of the dev ones
-    assert len(set(groups[1].tolist()) & set(pick.tolist())) == 50
+    assert set(groups[1].tolist()) <= set(pick.tolist())  # all 150 test documents, then 50 of the dev ones
+    assert len(set(groups[3].tolist()) & set(pick.tolist())) == 50
     assert sample_ids(docs, 200, seed=1).tolist() != pick.tolist()  # without judgments: a plain random draw
+    # every judged test query and its documents, then the dev ones, before any random item
+    assert set(groups[0].tolist()) | set(groups[1].tolist()) <= set(mixed.tolist())
+    assert mixed.size == 400 and set(groups[2].tolist()) <= set(mixed.tolist())
 
 
 def test_test_queries_without_any_relevant_item_are_refused_before_a_run(tmp_path: Path) -> None:
@@ -218,3 +224,29 @@ def test_report_and_plan_text_name_ndcg_and_the_protocol(judged: dict[str, Any],
     assert main(["plan", "-w", ws, "--run", str(judged["both"]["run_id"])]) == 0
     text = capsys.readouterr().out
     assert "nDCG@10" in text and "new→old measured on " + judged["both"]["heldout_protocol"] in text
+
+
+def test_judged_queries_a_model_has_not_embedded_are_counted_as_left_out(tmp_path: Path) -> None:
+    """A model that embedded only some judged queries: the query sets say how many were left out."""
+    from embridge.core.evaluation.tasks import heldout_queries
+
+    case = build_judged_workspace(tmp_path / "ws", n_docs=200, n_queries=60)
+    splits, queries, docs = case["splits"], case["query_ids"], case["doc_ids"]
+    test_q, dev_q = queries[splits == "test"], queries[splits == "dev"]
+    dropped = np.concatenate([test_q[::2], dev_q[::3]])
+    kept = np.setdiff1d(queries, dropped)
+    with Workspace.open(case["path"]) as ws:
+        spec = {"name": "partial", "kind": "vectors", "modality": "vector", "dim": 24, "sha256": "7" * 64, "path": ""}
+        ws.add_model("partial", "new", spec, None)
+        ids = np.concatenate([docs, kept])
+        ws.add_vector_set("partial", ids, np.random.default_rng(3).standard_normal((len(ids), 24)).astype(np.float32))
+        test_set, source = heldout_queries(ws, ["old", "partial"])
+        dev = dev_task(ws, "old", "partial")
+        complete, _ = heldout_queries(ws, ["old", "new"])
+    n_test, n_dev = len(test_q[::2]), len(dev_q[::3])
+    assert source == "judged test queries" and test_set.ids.size == len(test_q) - n_test
+    assert test_set.name == (f"test queries (judged; {n_test} of {len(test_q)} left out: not embedded by every "
+                             "compared model)")
+    assert dev.queries.ids.size == len(dev_q) - n_dev
+    assert dev.queries.name.startswith(f"dev queries (judged; {n_dev} of {len(dev_q)} left out")
+    assert complete.name == "test queries (judged)"  # nothing left out, nothing said

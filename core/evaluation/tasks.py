@@ -66,15 +66,26 @@ def _judged_queries(ws: Workspace, split: str, have: np.ndarray) -> np.ndarray:
     return intersect_ids(judgments.query_ids_unique(), have)
 
 
+def _judged_query_set(ws: Workspace, split: str, have: np.ndarray) -> QuerySet:
+    """The judged ``split`` queries among ``have`` (those embedded by every compared model), named with
+    how many judged queries were left out for lacking a vector, so no count shrinks unannounced."""
+    judged = _judged_queries(ws, split, have)
+    every = _judged_queries(ws, split, ws.query_ids()).size
+    if judged.size and every > judged.size:
+        return QuerySet(f"{split} queries (judged; {every - judged.size} of {every} left out: not embedded by "
+                        "every compared model)", judged)
+    return QuerySet(f"{split} queries (judged)", judged)
+
+
 def heldout_queries(ws: Workspace, models: Sequence[str], seed: int = 0) -> tuple[QuerySet, str]:
     """(the test query set, its source) for ``models`` (see the module docstring)."""
     label = "models " + ", ".join(f"'{m}'" for m in models)
     both = ids_under_all(ws, models)
     split_pairs(ws, models[0], models[1], seed)  # assigns (and keeps) folds for these items
     folds = ws.folds()
-    judged = _judged_queries(ws, "test", intersect_ids(both, ws.query_ids()))
-    if judged.size:
-        return QuerySet("test queries (judged)", judged), "judged test queries"
+    judged = _judged_query_set(ws, "test", intersect_ids(both, ws.query_ids()))
+    if judged.ids.size:
+        return judged, "judged test queries"
     queries = np.array([i for i in intersect_ids(both, ws.query_ids()) if folds.get(int(i)) == "test"],
                        dtype=np.int64)
     if queries.size:
@@ -163,11 +174,11 @@ def dev_task(ws: Workspace, old: str, new: str, seed: int = 0,
     """Validation queries retrieving among the whole old gallery (see the module docstring)."""
     pairs = ids_under_all(ws, [old, new])
     split = split_pairs(ws, old, new, seed)
-    judged = _judged_queries(ws, "dev", intersect_ids(pairs, ws.query_ids()))
+    judged = _judged_query_set(ws, "dev", intersect_ids(pairs, ws.query_ids()))
     gallery_ids = ws.gallery_ids(old)
-    if judged.size:
-        queries = QuerySet("dev queries (judged)", judged)
-        rule = choose_rule(ws, judged, gallery_ids, "dev")
+    if judged.ids.size:
+        queries = judged
+        rule = choose_rule(ws, judged.ids, gallery_ids, "dev")
     else:
         val = split.ids["val"]
         rule = choose_rule(ws, val, gallery_ids, use_judgments=False)
