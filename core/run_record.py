@@ -127,3 +127,10 @@ def measured_on_lines(metrics: dict[str, Any]) -> list[str]:
         return [f"measured on {groups[0][1]}"]
     return [f"measured on {sentence} ({' and '.join(cells)})" if i == 0 else
             f"{' and '.join(cells)} measured on {sentence}" for i, (cells, sentence) in enumerate(groups)]
+
+
+def other_cells_note(metrics: dict[str, Any]) -> str:
+    """'; new/new on <evaluation sample …>' for the cells not measured on the first protocol (empty when
+    every cell shares it): appended to a one-protocol sentence, so no number sits under another's gallery."""
+    groups = [(cells, sentence) for cells, sentence in protocol_groups(metrics) if sentence]
+    return "".join(f"; {' and '.join(cells)} on {sentence}" for cells, sentence in groups[1:])

@@ -17,6 +17,7 @@ from embridge.core.cli.main import main
 from embridge.core.report.build import ReportOptions, build_report
 from embridge.core.report.number_source import source_of_report
 from embridge.core.retrieval import l2_normalize
+from embridge.core.run_record import other_cells_note
 from embridge.core.store import Workspace
 from embridge.core.train.runs import train_run
 
@@ -40,7 +41,9 @@ def _blocks(readme: str, heading: str) -> str:
 
 
 def _protocol_of(ws_path: Path, report_id: int) -> str:
-    return source_of_report(json.loads((ws_path / "reports" / str(report_id) / "report.json").read_text())).label()
+    """The report's upgraded-cell protocol, then where new/new was measured when that differs."""
+    data = json.loads((ws_path / "reports" / str(report_id) / "report.json").read_text())
+    return source_of_report(data).label() + other_cells_note(data["headline"])
 
 
 def test_a_cascade_bundle_says_how_it_is_served_and_its_code_is_the_cascade(
@@ -85,14 +88,16 @@ def test_every_number_in_a_bundle_names_its_protocol(upgrade: dict, tmp_path: Pa
     with Workspace.open(upgrade["path"]) as ws:
         run = ws.run(run_id)
     report_protocol = _protocol_of(upgrade["path"], report_id)
-    run_protocol = run["metrics"]["heldout_protocol"]
+    run_protocol = run["metrics"]["heldout_protocol"] + other_cells_note(run["metrics"])
     assert "without the train fold" in report_protocol and report_protocol != run_protocol
+    # new/new searched the evaluation sample, not the old gallery the upgraded cell searched: said so
+    assert "; new/new on " in report_protocol and "evaluation sample" in report_protocol.split("; new/new on ")[1]
     metrics = manifest["metrics"]
     assert metrics["source"] == f"report {report_id}" and metrics["protocol"] == report_protocol
     (training,) = metrics["also_measured"]
     assert training["source"] == f"training run {run_id}, held-out" and training["protocol"] == run_protocol
     assert training["values"]["upgraded_top1"] == run["metrics"]["upgraded_top1"]
-    assert manifest["chain"][0]["metrics"]["heldout_protocol"] == run_protocol
+    assert manifest["chain"][0]["metrics"]["heldout_protocol"] == run["metrics"]["heldout_protocol"]
 
     # the README: one line per protocol, each number next to the gallery it was measured on
     assert main(["bundle", "inspect", str(out), "--json"]) == 0

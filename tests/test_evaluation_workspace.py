@@ -220,7 +220,10 @@ def test_report_and_plan_text_name_ndcg_and_the_protocol(judged: dict[str, Any],
     assert main(["report", "-w", ws, "--run", str(judged["both"]["run_id"]), "--bootstrap", "20"]) == 0
     text = capsys.readouterr().out
     assert "nDCG@10: old/old" in text and "MRR@10: old/old" in text
-    assert "measured on " + judged["both"]["heldout_protocol"] in text
+    assert "measured on " + judged["both"]["heldout_protocol"] + " (old/old and upgraded)" in text
+    sample = judged["report"].cells["new/new"]["protocol"]["text"]
+    assert "evaluation sample" in sample and f"new/new measured on {sample}" in text  # not under the whole gallery's
+    assert text.splitlines()[0].endswith("queries; evaluation sample 400 of the 800 gallery items")
     assert main(["plan", "-w", ws, "--run", str(judged["both"]["run_id"])]) == 0
     text = capsys.readouterr().out
     assert "nDCG@10" in text and "new→old measured on " + judged["both"]["heldout_protocol"] in text
@@ -250,3 +253,17 @@ def test_judged_queries_a_model_has_not_embedded_are_counted_as_left_out(tmp_pat
     assert dev.queries.ids.size == len(dev_q) - n_dev
     assert dev.queries.name.startswith(f"dev queries (judged; {n_dev} of {len(dev_q)} left out")
     assert complete.name == "test queries (judged)"  # nothing left out, nothing said
+
+
+def test_a_bundle_names_the_sample_new_new_was_measured_on(judged: dict[str, Any], tmp_path: Path) -> None:
+    """The new model embedded half the documents: the bundle's numbers say new/new searched that sample."""
+    from embridge.core.bundle import export_bundle
+    from embridge.core.bundle.summary import bundle_text, inspect_bundle
+
+    with Workspace.open(judged["path"]) as ws:
+        export_bundle(ws, tmp_path / "b.zip", [judged["both"]["run_id"]], report_id=judged["report"].report_id)
+    manifest = inspect_bundle(tmp_path / "b.zip")["manifest"]
+    sample = judged["report"].cells["new/new"]["protocol"]["text"]
+    protocols = [manifest["metrics"]["protocol"], *(m["protocol"] for m in manifest["metrics"]["also_measured"])]
+    assert len(protocols) == 2 and all(p.endswith(f"; new/new on {sample}") for p in protocols), protocols
+    assert f"; new/new on {sample}" in bundle_text(manifest)

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from embridge.core.run_record import RunRecord
+from embridge.core.run_record import RunRecord, other_cells_note
 from embridge.core.store import Workspace
 
 UNRECORDED = "protocol not recorded (made by an older Embridge)"
@@ -28,12 +28,14 @@ def _numbers(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_protocol(run: dict[str, Any]) -> str:
-    """The test queries and gallery of a training run's held-out numbers, as the run recorded them."""
+    """The test queries and gallery of a training run's held-out numbers, as the run recorded them (and
+    new/new's, where it searched the evaluation sample rather than the whole gallery)."""
     from embridge.core.report.number_source import source_of_run
 
-    stated = (run.get("metrics") or {}).get("heldout_protocol")
+    metrics = run.get("metrics") or {}
+    stated = metrics.get("heldout_protocol")
     if isinstance(stated, str) and stated:
-        return stated
+        return stated + other_cells_note(metrics)
     label = source_of_run(run).label()
     return label if label else UNRECORDED
 
@@ -48,7 +50,10 @@ def report_protocol(ws: Workspace, report: dict[str, Any]) -> str:
     path = Path(rel) if Path(rel).is_absolute() else ws.root / rel
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        return source_of_report(data).label() if isinstance(data, dict) else UNRECORDED
+        if not isinstance(data, dict):
+            return UNRECORDED
+        headline = data.get("headline") if isinstance(data.get("headline"), dict) else {}
+        return source_of_report(data).label() + other_cells_note(headline)
     except (OSError, ValueError, RecursionError, KeyError, TypeError, AttributeError):
         return UNRECORDED
 

@@ -13,6 +13,7 @@ from embridge.core.formatting import format_bytes, format_share
 from embridge.core.json_values import json_safe
 from embridge.core.progress import StderrProgress
 from embridge.core.report.limits import MAX_BOOTSTRAP, MIN_BOOTSTRAP
+from embridge.core.run_record import measured_on_lines
 from embridge.core.store import Workspace
 
 if TYPE_CHECKING:
@@ -167,7 +168,7 @@ def report_data(report: Report) -> dict[str, Any]:
 def _report_text(report: Report) -> str:
     h, s = report.headline, report.sizes
     lines = [f"report #{report.report_id}: {report.method} layer of run {report.run_id}, "
-             f"{s['queries']} queries, gallery {s['gallery']} of {s['gallery_full']} items",
+             f"{s['queries']} queries; evaluation sample {s['gallery']} of the {s['gallery_full']} gallery items",
              f"top-1: old/old {format_share(h['old_old_top1'])}, {report.ceiling_cell} "
              f"{format_share(h['ceiling_top1'])}, {report.upgraded_cell} {format_share(h['upgraded_top1'])}; "
              f"gain retained {format_share(h['gain_retained'])}, ARR@{h['arr_k']} {format_share(h['arr'])}",
@@ -178,9 +179,7 @@ def _report_text(report: Report) -> str:
             lines.append(f"{name}: old/old {format_share(h.get(f'old_old_{key}'))}, new/new "
                          f"{format_share(h.get(f'new_new_{key}'))}, {report.upgraded_cell} {format_share(h[key])}; "
                          f"gain retained {format_share(h.get(f'gain_retained_{key}'))}")
-    measured = (h.get("protocols") or {}).get(report.upgraded_cell) or {}
-    if measured.get("text"):
-        lines.append(f"measured on {measured['text']}")
+    lines += measured_on_lines(h)  # old/old and the upgraded cell may search more than new/new's sample
     lines += [*report.verdicts, report.search["statement"]]
     for policy, area in report.backfill_areas.items():
         lines.append(f"partial backfill ({policy}): area {area:.3f}")
