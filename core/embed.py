@@ -236,11 +236,18 @@ def embed_recorded(workspace: Any, model_name: str, item_ids: Sequence[int] | np
 
 
 def _check_model(workspace: Any, model_name: str) -> None:
-    """Refuse a model name the workspace does not hold, naming the option and the known models."""
+    """Refuse a model name the workspace does not hold, naming the option and the known models, and a
+    model whose vectors came from a vector store (it has no file or network to embed anything with)."""
     if not workspace.has_model(model_name):
         known = ", ".join(m["name"] for m in workspace.models()) or "none"
         raise InputError("--model", f"no model named '{model_name}' in the workspace {workspace.root} "
                                     f"(known: {known})")
+    row = workspace.model(model_name)
+    spec = row.get("spec") or {}
+    if spec.get("kind") == "vectors" and not (row.get("path") or spec.get("path")):
+        held = f"holds the vectors imported from {spec['source']}" if spec.get("source") else "holds stored vectors"
+        raise InputError("--model", f"'{model_name}' {held}: there is no model file to embed other items with, and "
+                                    "the items it covers already have their vectors (see 'embridge info')")
 
 
 def embed_split(workspace: Any, model_name: str, split: str | None = None, sample: int | None = None,

@@ -224,11 +224,27 @@ def test_a_cancelled_import_resumes_without_duplicates(upgrade: dict, source: An
             import_from_store(ws, source.source, "v1", "label", batch_size=40, should_stop=stop_after_some)
         partial = len(ws.item_ids())
         assert 0 < partial < len(upgrade["ids"])
-        seen: list[tuple[int, int]] = []
+        seen: list[tuple[int, int, str]] = []
         out = import_from_store(ws, source.source, "v1", "label", batch_size=40,
-                                on_progress=lambda d, t, i: seen.append((d, t)))
+                                on_progress=lambda d, t, i: seen.append((d, t, i["stage"])))
         assert out.count == len(upgrade["ids"]) and out.new_items == len(upgrade["ids"]) - partial
         assert len(ws.item_ids()) == len(upgrade["ids"]) and seen[-1][0] == seen[-1][1]
+        n = len(upgrade["ids"])  # each pass (items, then vectors) counts the points once, never 2n
+        assert {t for _, t, _ in seen} == {n} and [d for d, _, s in seen if d == n] and seen[-1][2] == "vectors"
         keys = [str(i) for i in range(len(upgrade["ids"]))]
         np.testing.assert_allclose(ws.vectors_for("v1", ws.ids_for_keys(keys)), upgrade["vectors"]["v1"])
         assert ws.labels(ws.ids_for_keys(keys)) == upgrade["labels"]
+
+
+def test_embedding_with_a_model_imported_from_a_store_is_refused_before_a_run(
+        upgrade: dict, source: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Its vectors came with the points: no model file to embed with, so one line naming --model, no run."""
+    ws_path = tmp_path / "ws"
+    with Workspace.create(ws_path) as ws:
+        import_from_store(ws, source.source, "v1", "label", batch_size=40)
+        runs = len(ws.runs())
+    code, _, err = cli(capsys, "embed", "-w", str(ws_path), "--model", "v1")
+    assert code == 1 and err.count("\n") == 1 and err.startswith("embridge: error: --model: 'v1' holds the vectors "
+                                                                  f"imported from {source.source}"), err
+    with Workspace.open(ws_path) as ws:
+        assert len(ws.runs()) == runs

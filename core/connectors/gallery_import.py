@@ -199,7 +199,7 @@ def _stream(run: _Run, store: Connector, label_field: str | None, text_field: st
             run.register_with(fresh)
             new_items += len(fresh)
         done += len(batch)
-        report(done, 2 * total, {"stage": "items"})
+        report(done, total, {"stage": "items", "pass": "1 of 2"})
     if run.spec is not None and not ws.has_model(name):  # every item came from an earlier, stopped run
         run.register_with([])
     ids = ws.item_ids(source=source)
@@ -226,7 +226,7 @@ def _stream(run: _Run, store: Connector, label_field: str | None, text_field: st
                                            "run it again")
                 writer.write(row, batch.vectors)
             row = end
-            report(total + row, 2 * total, {"stage": "vectors"})
+            report(row, total, {"stage": "vectors", "pass": "2 of 2"})  # each pass counts the points once
         info = writer.commit()
     except REFUSALS:
         writer.abort()
