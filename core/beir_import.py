@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from embridge.core.errors import ImportDataError
+from embridge.core.importers import DuplicateJSONKeyError, unique_json_object
 from embridge.core.keys import char_name, normalise_key, odd_text_char
 from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
 from embridge.core.qrels import QrelLines, read_qrels, store_qrels
@@ -89,9 +90,11 @@ def _records(path: Path, split: str, should_stop: StopFn | None) -> Iterator[dic
                 if not line.strip():
                     continue
                 try:
-                    row = json.loads(line)
+                    row = json.loads(line, object_pairs_hook=unique_json_object)
                 except json.JSONDecodeError as exc:
                     raise ImportDataError(path, f"line {n}: invalid JSON ({exc.msg})") from exc
+                except DuplicateJSONKeyError as exc:
+                    raise ImportDataError(path, f"line {n}: {exc}") from None
                 if not isinstance(row, dict):
                     raise ImportDataError(path, f"line {n}: expected a JSON object")
                 key = row.get("_id")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,42 @@ from embridge.core.store import Workspace
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".npy"}
 FORMATS = ("images", "csv", "jsonl", "vectors")
+# JSONL reads a text of any length, so CSV does too: the largest field Python's csv module can
+# hold (its C long), not its default of 131072 characters, which refused valid files.
+CSV_FIELD_LIMIT = 2**31 - 1 if sys.platform == "win32" else sys.maxsize
+
+
+class DuplicateJSONKeyError(ValueError):
+    """A JSON object names one key twice; ``json.loads`` would keep only the last value."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        super().__init__(f"the key '{printable(key)}' appears twice in one object")
+
+
+def unique_json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``object_pairs_hook`` for ``json.loads`` that refuses a repeated key instead of dropping values."""
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise DuplicateJSONKeyError(key)
+        obj[key] = value
+    return obj
+
+
+def check_link_resolves(entry: Path) -> None:
+    """Refuse a symbolic link that is broken or part of a loop: it is neither a file nor a folder,
+    so walking past it would silently leave out whatever it was meant to bring in."""
+    if not entry.is_symlink():
+        return
+    try:
+        entry.resolve(strict=True)
+    except FileNotFoundError:
+        raise ImportDataError(entry, f"broken symbolic link (its target {printable(str(entry.readlink()))} "
+                              "does not exist); fix or remove the link") from None
+    except (RuntimeError, OSError):  # RuntimeError: a loop of links, OSError: ELOOP, too many levels
+        raise ImportDataError(entry, "symbolic link loop (following it never reaches a file or folder); "
+                              "fix or remove the link") from None
 
 
 def detect_format(path: Path) -> str:
@@ -50,6 +87,9 @@ def read_image_folder(root: Path, on_progress: ProgressFn | None = None,
     if not root.is_dir():
         raise ImportDataError(root, "image import needs a folder with one sub-folder per label")
     inside = root.resolve()
+    for entry in sorted(root.iterdir()):
+        if not entry.name.startswith("."):
+            check_link_resolves(entry)
     loose = [p.name for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
     if loose:
         raise ImportDataError(root, f"{len(loose)} images lie directly in the folder (e.g. {loose[0]}); "
@@ -94,6 +134,7 @@ def _image_files(folder: Path, inside: Path, seen_dirs: dict[Path, Path]) -> lis
     for entry in sorted(folder.iterdir()):
         if entry.name.startswith("."):
             continue
+        check_link_resolves(entry)
         if entry.is_dir():
             files.extend(_image_files(entry, inside, seen_dirs))
         elif entry.is_file() and entry.suffix.lower() in IMAGE_SUFFIXES:
@@ -130,24 +171,44 @@ def read_csv_texts(path: Path, key_col: str | None = None, text_col: str = "text
 
     The key and label columns are optional under their default names ("key", "label"); a column
     named by the caller must exist."""
+    if csv.field_size_limit() != CSV_FIELD_LIMIT:
+        csv.field_size_limit(CSV_FIELD_LIMIT)
+    reader: csv.DictReader | None = None
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
             dialect = "excel-tab" if path.suffix.lower() == ".tsv" else "excel"
             reader = csv.DictReader(fh, dialect=dialect)
-            for col in (text_col, key_col, label_col):
-                if col is not None and (not reader.fieldnames or col not in reader.fieldnames):
-                    raise ImportDataError(path, f"no '{col}' column (columns: {reader.fieldnames})")
+            _check_header(path, reader.fieldnames, (text_col, key_col, label_col))
             rows = list(reader)
     except UnicodeDecodeError as exc:
         raise ImportDataError(path, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
     except csv.Error as exc:
-        raise ImportDataError(path, f"malformed CSV ({exc})") from exc
+        at = reader.reader.line_num if reader is not None else 0  # DictReader's own count lags on errors
+        line = f"line {at}: " if at else ""
+        if "field larger than field limit" in str(exc):
+            raise ImportDataError(path, f"{line}a field is longer than {CSV_FIELD_LIMIT} characters, "
+                                  "the most a CSV field may hold") from None
+        raise ImportDataError(path, f"{line}malformed CSV ({exc})") from None
     for n, row in enumerate(rows, start=1):
         if None in row:  # DictReader files surplus fields under None
             raise ImportDataError(path, f"record {n}: {len(row[None])} more fields than the header has columns")
     return _with_keys([_text_record(r, n, path, key_col or "key", text_col, label_col or "label", f"record {n}",
                                     key_col is not None)
                        for n, r in enumerate(rows, start=1)], path)
+
+
+def _check_header(path: Path, fieldnames: Any, wanted: tuple[str | None, ...]) -> None:
+    """The header names each column once (else a row would keep only its last value of the two)
+    and holds every column asked for."""
+    seen: set[str] = set()
+    for col in fieldnames or []:
+        if col in seen:
+            raise ImportDataError(path, f"line 1: the header names the column '{printable(col)}' twice; "
+                                  "rename or remove one")
+        seen.add(col)
+    for col in wanted:
+        if col is not None and col not in seen:
+            raise ImportDataError(path, f"no '{col}' column (columns: {fieldnames})")
 
 
 def read_jsonl_texts(path: Path, key_col: str | None = None, text_col: str = "text",
@@ -165,9 +226,11 @@ def read_jsonl_texts(path: Path, key_col: str | None = None, text_col: str = "te
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
+            row = json.loads(line, object_pairs_hook=unique_json_object)
         except json.JSONDecodeError as exc:
             raise ImportDataError(path, f"line {n}: invalid JSON ({exc.msg})") from exc
+        except DuplicateJSONKeyError as exc:
+            raise ImportDataError(path, f"line {n}: {exc}; a JSON reader would keep only the last value") from None
         except RecursionError:
             raise ImportDataError(path, f"line {n}: JSON nested too deeply") from None
         if not isinstance(row, dict):

@@ -273,3 +273,16 @@ def test_a_beir_folder_is_recognised_without_format(tmp_path: Path, capsys: pyte
     assert (out["format"], out["documents"], out["queries"]) == ("beir", 4, 4)
     with Workspace.create(tmp_path / "ws2") as ws:
         assert import_items(ws, root)["judgments"] == {"train": 2, "dev": 1, "test": 2}
+
+
+def test_a_document_naming_a_key_twice_is_refused_not_half_read(ws: Workspace, tmp_path: Path) -> None:
+    """json.loads keeps the last of two 'text' values; the import names the line instead."""
+    root = write_beir(tmp_path / "beir")
+    with open(root / "corpus.jsonl", "a", encoding="utf-8") as fh:
+        fh.write('{"_id": "d9", "text": "first", "text": "second"}\n')
+    checkpoint(ws)
+    before = snapshot(ws.root)
+    with pytest.raises(ImportDataError, match=r"corpus\.jsonl: line 5: the key 'text' appears twice"):
+        import_beir(ws, root)
+    checkpoint(ws)
+    assert snapshot(ws.root) == before
