@@ -30,27 +30,19 @@ def _one_line(err: str, option: str) -> None:
     assert "unexpected" not in err and "Traceback" not in err, err
 
 
-def test_chain_refuses_an_unknown_metric_before_recording_a_run(chain_ws: dict[str, Any],
-                                                                capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(("metric", "code", "said"), [
+    ("bogus", 2, "argument --metric: unknown metric 'bogus'"),  # not a metric name at all: a usage error
+    ("recall@5", 1, "--metric: unknown metric 'recall@5'; use top1, top5, recall@10"),  # the sample's is recall@10
+])
+def test_chain_refuses_a_metric_before_recording_a_run(chain_ws: dict[str, Any], capsys: pytest.CaptureFixture[str],
+                                                       metric: str, code: int, said: str) -> None:
     ws, rows = chain_ws["path"], table_dump(chain_ws["path"])
-    code = main(["chain", "-w", str(ws), "--models", ",".join(chain_ws["models"]),
-                 "--runs", ",".join(map(str, chain_ws["runs"])), "--metric", "bogus"])
+    got = main(["chain", "-w", str(ws), "--models", ",".join(chain_ws["models"]),
+                "--runs", ",".join(map(str, chain_ws["runs"])), "--metric", metric])
     out, err = capsys.readouterr()
-    assert code == 2 and out == ""
-    _one_line(err, "argument --metric: unknown metric 'bogus'")
+    assert got == code and out == ""
+    _one_line(err, said)
     assert all(m in err for m in ("top1", "top5", "recall@10", "mAP")), err
-    assert table_dump(ws) == rows
-
-
-def test_chain_refuses_a_metric_its_sample_does_not_measure_before_recording_a_run(
-        chain_ws: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
-    """recall@5 is a metric name, but the sample's recall@k is recall@10: refused up front, naming --metric."""
-    ws, rows = chain_ws["path"], table_dump(chain_ws["path"])
-    code = main(["chain", "-w", str(ws), "--models", ",".join(chain_ws["models"]),
-                 "--runs", ",".join(map(str, chain_ws["runs"])), "--metric", "recall@5"])
-    out, err = capsys.readouterr()
-    assert code == 1 and out == ""
-    _one_line(err, "--metric: unknown metric 'recall@5'; use top1, top5, recall@10")
     assert table_dump(ws) == rows
 
 
