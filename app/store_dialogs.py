@@ -67,21 +67,49 @@ class _JobDialog(QDialog):
         layout.addWidget(self.result, 1)
 
     def _progressed(self, done: int, total: int, info: dict[str, Any]) -> None:
+        if self.job is None:  # a late update of a job that has ended
+            return
         self.progress.setRange(0, max(int(total), 1))
         self.progress.setValue(min(int(done), max(int(total), 1)))
         self.stage.setText(f"{info.get('stage', '')}: {done} of {total}")
 
+    def _job_buttons(self) -> list[QPushButton]:
+        """The buttons that start a job (override): disabled while one runs."""
+        return []
+
+    def _can_start(self) -> bool:
+        """One job at a time: a second start while one runs is ignored (its buttons are disabled)."""
+        return self.job is None
+
     def _started(self, job: Job | None) -> None:
+        """Show the new job alone: a busy bar until its first progress, no earlier status or result."""
+        if job is None:  # refused before it started (e.g. no workspace open): nothing changes
+            return
         self.job = job
-        if job is not None:
-            self.cancel_button.setEnabled(True)
-            job.finished.connect(self._ended)
+        self.progress.setRange(0, 0)
+        self.progress.setValue(0)
+        self.stage.setText(f"{job.title}…")
+        self.result.clear()
+        self.cancel_button.setEnabled(True)
+        for button in self._job_buttons():
+            button.setEnabled(False)
+        job.finished.connect(self._ended)
 
     def _ended(self, outcome: JobOutcome) -> None:
-        self.cancel_button.setEnabled(False)
-        if outcome.status != "completed":
-            self.stage.setText(f"{outcome.status}: {outcome.error or ''}")
         self.job = None
+        self.cancel_button.setEnabled(False)
+        for button in self._job_buttons():
+            button.setEnabled(True)
+        if outcome.status == "completed":
+            self.progress.setRange(0, max(self.progress.maximum(), 1))
+            self.progress.setValue(self.progress.maximum())
+            if self.stage.text().endswith("…"):  # no progress came: say it finished
+                self.stage.setText("completed")
+            return
+        if self.progress.maximum() == 0:  # still busy: show an empty bar, not a finished one
+            self.progress.setRange(0, 1)
+            self.progress.setValue(0)
+        self.stage.setText(f"{outcome.status}: {outcome.error or ''}")
 
     def cancel(self) -> None:
         if self.job is not None:
@@ -116,7 +144,12 @@ class StoreImportDialog(_JobDialog):
         self.buttons.addWidget(self.import_button)
         self.buttons.addStretch(1)
 
+    def _job_buttons(self) -> list[QPushButton]:
+        return [self.import_button]
+
     def start_import(self) -> None:
+        if not self._can_start():
+            return
         uri = self.uri.text().strip()
         if not uri:
             self.ctx.reporter.report("Import from a vector store", "Enter the store's URI first.")
@@ -180,7 +213,12 @@ class StoreMigrateDialog(_JobDialog):
             self.buttons.addWidget(button)
         self.buttons.addStretch(1)
 
+    def _job_buttons(self) -> list[QPushButton]:
+        return [self.migrate_button, self.rollback_button, self.check_button]
+
     def _need(self, *fields: tuple[str, str]) -> bool:
+        if not self._can_start():
+            return False
         missing = [name for name, value in fields if not value]
         if missing:
             self.ctx.reporter.report(self.windowTitle(), f"Fill in {', '.join(missing)} first.")

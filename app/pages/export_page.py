@@ -23,13 +23,18 @@ from embridge.app.context import AppContext
 from embridge.app.error_path import labelled
 from embridge.app.pages.forms import PathField, set_combo_items
 from embridge.app.pages.page import Page, completed_train_runs, fill_table, make_table, run_label, select_run
+from embridge.app.workers import Job
 from embridge.core.errors import InputError
+from embridge.core.jobs import JobOutcome
 from embridge.core.progress import ProgressFn, StopFn
 from embridge.core.run_choice import run_choice
 from embridge.core.store import Workspace
 
 log = logging.getLogger("embridge.app")
 GALLERY_CHOICES = {"default (yes for old→new layers)": None, "yes": True, "no": False}
+# imported by a build (the ONNX adapter): onnx pulls in ml_dtypes, whose module set-up holds the GIL
+# for most of a second, in whichever thread imports it; so it is imported once after start-up
+EXPORT_LIBRARIES = ("onnx", "onnxruntime")
 
 
 class ExportPage(Page):
@@ -54,7 +59,9 @@ class ExportPage(Page):
         self.run_info.setWordWrap(True)
         self._suggested, self._folder = "", None
         self._focus_seen: int | None = None
+        self.build_job: Job | None = None  # one build at a time
         ctx.focus_run_changed.connect(self.mark_stale)
+        ctx.libraries_loaded.connect(self.load_export_libraries)
         form.addRow("&Run", self.run_combo)
         form.addRow("", self.run_info)
         form.addRow("&Destination", self.out)
@@ -88,6 +95,16 @@ class ExportPage(Page):
         self._show_selected()
 
     # -- actions ----------------------------------------------------------------------------
+    def load_export_libraries(self) -> Job:
+        """Import what a build needs after the start-up warm-up, not while the user waits for a bundle."""
+
+        def load(on_progress: ProgressFn, should_stop: StopFn) -> dict[str, str]:
+            from embridge.app.preload import preload
+
+            return preload(*EXPORT_LIBRARIES)
+
+        return self.ctx.run_plain("Load export libraries", load, visible=False)
+
     def _run_changed(self, index: int) -> None:
         if 0 <= index < len(self._runs):
             self._suggest_out(index)
@@ -133,7 +150,10 @@ class ExportPage(Page):
         self.export(self._runs[index]["id"], self.out.text(), GALLERY_CHOICES[self.gallery.currentText()])
 
     def export(self, run_id: int, out: str, gallery: bool | None = None) -> None:
-        """Write and verify a bundle in the background (the core publishes it only when complete)."""
+        """Write and verify a bundle in the background (the core publishes it only when complete);
+        one at a time: Build stays disabled until it ends."""
+        if self.build_job is not None:
+            return
 
         def job(ws: Workspace, on_progress: ProgressFn, should_stop: StopFn) -> dict[str, Any]:
             from embridge.core.bundle import export_bundle
@@ -150,7 +170,14 @@ class ExportPage(Page):
             self._folder = Path(info["path"]).resolve().parent
             self._suggested = self.out.text()
 
-        self.ctx.run(f"Export bundle of run {run_id}", job, done)
+        self.build_job = self.ctx.run(f"Export bundle of run {run_id}", job, done)
+        if self.build_job is not None:
+            self.build_button.setEnabled(False)
+            self.build_job.finished.connect(self._built)
+
+    def _built(self, _outcome: JobOutcome) -> None:
+        self.build_job = None
+        self.build_button.setEnabled(bool(self._runs))
 
     def verify(self, path: str) -> None:
         """Check every hash and re-run the probes, in the background; the result shows below."""
@@ -216,7 +243,7 @@ class ExportPage(Page):
             self._focus_seen = self.ctx.focus_run
             select_run(self.run_combo, self._runs, self.ctx.focus_run)
         self.run_combo.blockSignals(False)
-        self.build_button.setEnabled(bool(self._runs))
+        self.build_button.setEnabled(bool(self._runs) and self.build_job is None)
         if self._runs:
             self._suggest_out(self.run_combo.currentIndex())
             self._show_run(self._runs[max(self.run_combo.currentIndex(), 0)])

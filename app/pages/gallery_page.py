@@ -18,7 +18,9 @@ from PySide6.QtWidgets import (
 from embridge.app.context import AppContext
 from embridge.app.pages.forms import PathField, set_combo_items
 from embridge.app.pages.page import Page, fill_table, make_table
+from embridge.app.workers import Job
 from embridge.core.importers import FORMATS
+from embridge.core.jobs import JobOutcome
 from embridge.core.overview import gallery_text
 from embridge.core.progress import ProgressFn, StopFn
 from embridge.core.store import Workspace
@@ -35,6 +37,7 @@ class GalleryPage(Page):
     def __init__(self, ctx: AppContext) -> None:
         super().__init__(ctx)
         self.store_dialog: Any = None  # made on first use
+        self.job: Job | None = None  # the page's import or embed job; one at a time
         top = QHBoxLayout()
         top.addWidget(self._import_box(), 3)
         top.addWidget(self._embed_box(), 2)
@@ -118,6 +121,26 @@ class GalleryPage(Page):
         return box
 
     # -- actions ----------------------------------------------------------------------------
+    def _job_buttons(self) -> list[QPushButton]:
+        return [self.import_button, self.beir_button, self.embed_button]
+
+    def _can_start(self) -> bool:
+        """Imports and embeddings change the same items: one at a time (a second start is ignored)."""
+        return self.job is None
+
+    def _started(self, job: Job | None) -> None:
+        if job is None:
+            return
+        self.job = job
+        for button in self._job_buttons():
+            button.setEnabled(False)
+        job.finished.connect(self._ended)
+
+    def _ended(self, _outcome: JobOutcome) -> None:
+        self.job = None
+        for button in self._job_buttons():
+            button.setEnabled(True)
+
     def import_from_form(self) -> None:
         path = self.import_path.text()
         if not path:
@@ -131,6 +154,8 @@ class GalleryPage(Page):
     def import_items(self, path: str, fmt: str | None = None, split: str | None = None,
                      model: str | None = None, ids_path: str | None = None, qrels: str | None = None) -> None:
         """Import in the background (all-or-nothing in the core); ``qrels``: judgments stored with them."""
+        if not self._can_start():
+            return
 
         def job(ws: Workspace, on_progress: ProgressFn, should_stop: StopFn) -> dict[str, Any]:
             from embridge.core.importers import import_items
@@ -144,7 +169,7 @@ class GalleryPage(Page):
             self.import_path.setText("")
             self.import_qrels.setText("")
 
-        self.ctx.run(f"Import {path}", job, done)
+        self._started(self.ctx.run(f"Import {path}", job, done))
 
     def choose_beir_folder(self) -> None:
         from embridge.app import dialogs
@@ -155,6 +180,8 @@ class GalleryPage(Page):
 
     def import_beir(self, path: str) -> None:
         """Import a BEIR folder (documents, queries, judgments) in the background, all-or-nothing."""
+        if not self._can_start():
+            return
 
         def job(ws: Workspace, on_progress: ProgressFn, should_stop: StopFn) -> dict[str, Any]:
             from embridge.core.beir_import import import_beir
@@ -166,7 +193,7 @@ class GalleryPage(Page):
             log.info("imported a BEIR folder %s: %d documents, %d queries, judgments %s", info["path"],
                      info["documents"], info["queries"], judged or "none")
 
-        self.ctx.run(f"Import BEIR {path}", job, done)
+        self._started(self.ctx.run(f"Import BEIR {path}", job, done))
 
     def embed_from_form(self) -> None:
         model = self.embed_model.currentText()
@@ -180,6 +207,8 @@ class GalleryPage(Page):
     def embed(self, model: str, split: str | None = None, sample: int = 0, seed: int = 0,
               device: str = "auto", batch_size: int = 256) -> None:
         """Embed the chosen items with ``model`` in the background (resumable in the core)."""
+        if not self._can_start():
+            return
 
         def job(ws: Workspace, on_progress: ProgressFn, should_stop: StopFn) -> dict[str, Any]:
             from embridge.core.embed import embed_split
@@ -190,7 +219,7 @@ class GalleryPage(Page):
         def done(info: dict[str, Any]) -> None:
             log.info("embedded %d items with %s (dim %d)", info["count"], model, info["dim"])
 
-        self.ctx.run(f"Embed with {model}", job, done)
+        self._started(self.ctx.run(f"Embed with {model}", job, done))
 
     # -- state ------------------------------------------------------------------------------
     def refresh(self) -> None:

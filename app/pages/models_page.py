@@ -25,7 +25,9 @@ from embridge.app import dialogs
 from embridge.app.context import AppContext
 from embridge.app.pages.forms import PathField, set_combo_items
 from embridge.app.pages.page import Page, fill_table, make_table
+from embridge.app.workers import Job
 from embridge.core.errors import InputError
+from embridge.core.jobs import JobOutcome
 from embridge.core.progress import ProgressFn, StopFn
 from embridge.core.prompts import TextOptions, prompts_text
 from embridge.core.store import Workspace
@@ -67,6 +69,8 @@ class ModelsPage(Page):
 
     def __init__(self, ctx: AppContext) -> None:
         self._loading = False  # embridge.core.models is being imported in the background
+        self.job: Job | None = None  # the model being added; one at a time
+        self._queued: list[tuple[Any, ...]] = []  # files dropped while one is added
         super().__init__(ctx)
         self.setAcceptDrops(True)
         add_box = QGroupBox("&Add a model (or drop a checkpoint file on this page)")
@@ -163,7 +167,11 @@ class ModelsPage(Page):
     def add_model(self, path: str | Path, name: str, role: str, kind: str | None = None,
                   arch: str | None = None, input_shape: tuple[int, ...] | None = None,
                   text: TextOptions | None = None) -> None:
-        """Describe the checkpoint (loads and probes it) and register it, in the background."""
+        """Describe the checkpoint (loads and probes it) and register it, in the background; one
+        model at a time (Add, Rename, Set role and Remove wait), a dropped file waits its turn."""
+        if self.job is not None:
+            self._queued.append((path, name, role, kind, arch, input_shape, text))
+            return
 
         def job(ws: Workspace, on_progress: ProgressFn, should_stop: StopFn) -> dict[str, Any]:
             from embridge.core.models.adding import add_model
@@ -179,7 +187,24 @@ class ModelsPage(Page):
             self.query_prompt.clear()
             self.document_prompt.clear()
 
-        self.ctx.run(f"Add model {name}", job, added, milestone="stage")
+        self.job = self.ctx.run(f"Add model {name}", job, added, milestone="stage")
+        if self.job is not None:
+            self._set_busy(True)
+            self.job.finished.connect(self._added)
+
+    def _added(self, outcome: JobOutcome) -> None:
+        """The add has ended: start the next dropped file (none after a cancel), else free the buttons."""
+        self.job = None
+        if outcome.status == "cancelled":
+            self._queued.clear()
+        if self._queued:
+            self.add_model(*self._queued.pop(0))
+        if self.job is None:
+            self._set_busy(False)
+
+    def _set_busy(self, busy: bool) -> None:
+        self.add_button.setEnabled(not busy)
+        self._show_spec()
 
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:
         if event.mimeData().hasUrls() and self.ctx.ws is not None:
@@ -250,7 +275,7 @@ class ModelsPage(Page):
         row = self.table.currentRow()
         has = self.ctx.ws is not None and 0 <= row < len(self._models)
         for widget in (self.rename_button, self.set_role_button, self.remove_button):
-            widget.setEnabled(has)
+            widget.setEnabled(has and self.job is None)
         if not has:
             self.spec_view.setPlainText("Select a model to see its details.")
             return
