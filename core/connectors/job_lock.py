@@ -28,11 +28,9 @@ def job_lock(store: Connector, key: str) -> Iterator[None]:
         held = store.server_lock(key)
         if held is False:
             raise busy()
-        try:
-            yield
-        finally:
-            if held:
-                store.server_unlock(key)
+        yield  # on an error or Ctrl-C the connection may be mid-command: the lock ends with its session
+        if held:
+            store.server_unlock(key)
         return
     with exclusive_lock(store._state_file(key).with_suffix(".lock"), busy):
         yield
