@@ -26,8 +26,10 @@ from embridge.core.store import Workspace
 log = logging.getLogger("embridge.app")
 
 # imported by warm_up: torch._dynamo is what torch's optimisers import on first use (with sympy)
+# onnx last: it pulls in ml_dtypes, whose module set-up holds the GIL for most of a second in whichever
+# thread imports it, so a bundle build must not be the first to import it
 WARM_UP = ("torch", "torch._dynamo", "faiss", "matplotlib.figure", "embridge.core.models", "embridge.core.adapters.registry",
-           "embridge.core.train", "embridge.core.report.build")
+           "embridge.core.train", "embridge.core.report.build", "onnx", "onnxruntime")
 WorkspaceJob = Callable[[Workspace, ProgressFn, StopFn], Any]
 
 

@@ -68,7 +68,7 @@ def qt_hygiene(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr(QThread, "start", thread_start)
     app = QApplication.instance()
     widgets_before = {id(w) for w in QApplication.topLevelWidgets()} if app is not None else set()
-    threads_before = {t.ident for t in threading.enumerate()}
+    threads_before = set(threading.enumerate())  # the objects: a finished thread's ident is soon reused
     yield
 
     app = QApplication.instance()
@@ -99,7 +99,7 @@ def qt_hygiene(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) 
             timer.stop()
     _pending_single_shots.clear()
     extra = [t.name for t in threading.enumerate()
-             if t.ident not in threads_before and t.is_alive() and not isinstance(t, threading._DummyThread)]
+             if t not in threads_before and t.is_alive() and not isinstance(t, threading._DummyThread)]
     if extra:
         problems.append(f"threads left running: {extra}")
     left = [w for w in QApplication.topLevelWidgets() if id(w) not in widgets_before and _alive(w)

@@ -92,6 +92,9 @@ def _onnx_builders() -> dict[str, Callable[[Path, Path], Path]]:
             d, t, [gather(), helper.make_node("Transpose", ["last_hidden_state"], ["T"], perm=[0, 2, 1]),
                    helper.make_node("MatMul", ["last_hidden_state", "T"], ["lhs"])],
             [ids()], [out("lhs", ("b", "t", "t2"))]),
+        "onnx_int_output": lambda d, t: _onnx(
+            d, t, [gather("h"), helper.make_node("Cast", ["h"], ["last_hidden_state"], to=TensorProto.INT64)],
+            [ids()], [helper.make_tensor_value_info("last_hidden_state", TensorProto.INT64, ["b", "t", 16])]),
         "onnx_good": lambda d, t: _onnx(d, t, [gather()], [ids()], [out("last_hidden_state", ("b", "t", 16))]),
     }
 
@@ -119,6 +122,7 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     (big / "vocab.txt").write_text("\n".join(words + [f"w{i}" for i in range(100)]))
     (big / "tokenizer.json").unlink()
     (copy("tf_config_list", bert) / "config.json").write_text("[1, 2]")
+    _edit_config(copy("tf_config_huge", bert), vocab_size=1_000_000, hidden_size=1_000_000)
     for name, build in _onnx_builders().items():
         made[name] = build(root / name, bert)
     return made
@@ -215,6 +219,7 @@ def test_a_tokenizer_larger_than_the_embedding_table_is_refused(tmp_path: Path, 
     ("onnx_float_ids", "model.onnx", "input input_ids takes tensor(float)"),
     ("onnx_lhs_rank2", "model.onnx", "output last_hidden_state has rank 2"),
     ("onnx_pooled_rank3", "model.onnx", "output sentence_embedding has rank 3"),
+    ("onnx_int_output", "model.onnx", "output last_hidden_state is tensor(int64); an embedding must be floating"),
     ("tf_config_list", "config.json", "expected a JSON object, got a JSON list"),
 ])
 def test_malformed_folders_are_one_line_not_a_bug(tmp_path: Path, capfd: pytest.CaptureFixture[str],
@@ -230,6 +235,14 @@ def _store_as_if_added_earlier(ws_dir: Path, folder: Path, like: Path) -> None:
     spec.update(sha256=checkpoint_sha256(folder), path=str(folder.resolve()))
     with Workspace.open(ws_dir) as ws:
         ws.add_model("m", "other", spec, folder)
+
+
+def test_a_config_asking_for_a_huge_model_is_refused_before_it_is_allocated(
+        tmp_path: Path, capfd: pytest.CaptureFixture[str], hostile: dict[str, Path]) -> None:
+    """10⁶ x 10⁶ would need 4 TB; counted on the meta device, it is refused in one line naming the weights."""
+    line = _refused_at_add(tmp_path, capfd, hostile["tf_config_huge"], own_process=True)
+    assert "tf_config_huge/model.safetensors: holds " in line
+    assert "but config.json describes a model of " in line and "the config does not belong to these weights" in line
 
 
 @pytest.mark.parametrize(("name", "like", "problem"), [

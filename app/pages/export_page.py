@@ -32,9 +32,6 @@ from embridge.core.store import Workspace
 
 log = logging.getLogger("embridge.app")
 GALLERY_CHOICES = {"default (yes for old→new layers)": None, "yes": True, "no": False}
-# imported by a build (the ONNX adapter): onnx pulls in ml_dtypes, whose module set-up holds the GIL
-# for most of a second, in whichever thread imports it; so it is imported once after start-up
-EXPORT_LIBRARIES = ("onnx", "onnxruntime")
 
 
 class ExportPage(Page):
@@ -61,7 +58,6 @@ class ExportPage(Page):
         self._focus_seen: int | None = None
         self.build_job: Job | None = None  # one build at a time
         ctx.focus_run_changed.connect(self.mark_stale)
-        ctx.libraries_loaded.connect(self.load_export_libraries)
         form.addRow("&Run", self.run_combo)
         form.addRow("", self.run_info)
         form.addRow("&Destination", self.out)
@@ -95,16 +91,6 @@ class ExportPage(Page):
         self._show_selected()
 
     # -- actions ----------------------------------------------------------------------------
-    def load_export_libraries(self) -> Job:
-        """Import what a build needs after the start-up warm-up, not while the user waits for a bundle."""
-
-        def load(on_progress: ProgressFn, should_stop: StopFn) -> dict[str, str]:
-            from embridge.app.preload import preload
-
-            return preload(*EXPORT_LIBRARIES)
-
-        return self.ctx.run_plain("Load export libraries", load, visible=False)
-
     def _run_changed(self, index: int) -> None:
         if 0 <= index < len(self._runs):
             self._suggest_out(index)

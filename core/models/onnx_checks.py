@@ -19,6 +19,7 @@ FED_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 _INT_TYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
 POOLED_NAMES = ("sentence_embedding", "pooler_output_sentence")
 TOKEN_NAMES = ("last_hidden_state", "token_embeddings")
+FLOAT_TYPES = ("tensor(float)", "tensor(float16)", "tensor(double)", "tensor(bfloat16)")
 
 
 def _shape_text(shape: Any) -> str:
@@ -64,6 +65,11 @@ def pick_outputs(model_file: Path, outputs: list[Any]) -> tuple[str | None, str 
     if pooled is None and tokens is None:
         raise CheckpointError(model_file, "has no token-state output (last_hidden_state) and no "
                               "sentence_embedding output")
+    types = {o.name: o.type for o in outputs}
+    for name in (pooled, tokens):
+        if name is not None and types[name] not in FLOAT_TYPES:
+            raise CheckpointError(model_file, f"output {name} is {types[name]}; an embedding must be floating "
+                                  "point")
     return pooled, tokens
 
 
@@ -74,4 +80,7 @@ def check_run_output(model_file: Path, name: str, out: np.ndarray, rows: int, po
         kind = "(batch, dim)" if pooled else "(batch, tokens, dim)"
         raise CheckpointError(model_file, f"output {name} has shape {_shape_text(out.shape)} for a batch of "
                               f"{rows}; expected {kind}")
+    if out.dtype.kind != "f":
+        raise CheckpointError(model_file, f"output {name} returns {out.dtype} values; an embedding must be "
+                              "floating point")
     return out

@@ -8,10 +8,15 @@ the weights file. Tensors the file holds beyond what the model needs (a task hea
 read and are allowed; a missing pooler is allowed too, since Embridge reads token states only, and so
 is a missing decoder of an encoder-decoder config, whose encoder alone embeds.
 A tokenizer that can produce token ids beyond the model's embedding table is refused as well.
+Before any of that, the parameters the config describes are counted on PyTorch's meta device and
+compared with the values the weights files' headers declare, so a small folder whose config asks
+for a huge model (more than ``UNFILLED_LIMIT`` values the files cannot fill) is refused without
+allocating it; smaller gaps are named tensor by tensor after the load.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +26,7 @@ from embridge.core.errors import CheckpointError, first_line
 
 HARMLESS_MISSING = ("pooler.",)
 _SHOWN = 3
+UNFILLED_LIMIT = 64 << 20  # values (256 MiB of float32) a config may ask for beyond what the files hold
 
 
 @contextmanager
@@ -82,10 +88,49 @@ def check_loading_info(folder: Path, info: Mapping[str, Any], decoder_unused: bo
         raise CheckpointError(file, f"cannot be loaded ({first_line(RuntimeError(errors[0]))})")
 
 
+def _stored_values(folder: Path) -> int | None:
+    """How many values the folder's safetensors files hold, read from their headers (None: no
+    readable file; loading then reports the problem in its own words)."""
+    from safetensors import safe_open
+
+    files = sorted(folder.glob("*.safetensors"))
+    total = 0
+    try:
+        for file in files:
+            with safe_open(str(file), framework="np") as stored:
+                total += sum(math.prod(stored.get_slice(key).get_shape()) for key in stored.keys())
+    except Exception:  # safetensors raises several types for damaged headers
+        return None
+    return total if files else None
+
+
+def check_model_size(folder: Path) -> None:
+    """Refuse a config describing far more parameters than the weights files hold, before allocating any."""
+    import torch
+    from transformers import AutoConfig, AutoModel
+
+    stored = _stored_values(folder)
+    if stored is None:
+        return
+    with quiet_loading():
+        try:
+            config = AutoConfig.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
+            with torch.device("meta"):
+                model = AutoModel.from_config(config, trust_remote_code=False)
+        except Exception:  # the load itself reports a config it cannot build, in one line
+            return
+    harmless = HARMLESS_MISSING + (("decoder.", "lm_head.") if getattr(config, "is_encoder_decoder", False) else ())
+    needed = sum(p.numel() for name, p in model.named_parameters() if not name.startswith(harmless))
+    if needed - stored > UNFILLED_LIMIT:
+        raise CheckpointError(weights_file(folder), f"holds {stored:,} values but config.json describes a model "
+                              f"of {needed:,} parameters; the config does not belong to these weights")
+
+
 def load_checked_model(folder: Path) -> Any:
     """``AutoModel`` of a transformers folder whose weights fill every tensor its config needs."""
     from transformers import AutoModel
 
+    check_model_size(folder)
     with quiet_loading():
         try:
             model, info = AutoModel.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False,

@@ -3,6 +3,8 @@
 The holder removes the lock file as it lets go (still holding the lock, so nobody else has it
 then); a process that locked a file already removed this way locks the new one instead, so two
 processes can never both believe they hold it. A killed holder's lock is released by the kernel.
+A folder made for the lock is removed again when it is left empty, so a refused job leaves nothing
+behind.
 """
 
 from __future__ import annotations
@@ -17,9 +19,13 @@ from pathlib import Path
 @contextmanager
 def exclusive_lock(lock_path: Path, busy: Callable[[], Exception]) -> Iterator[None]:
     """Hold ``lock_path`` for the block; raise ``busy()`` at once when another process holds it."""
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    made_folder = not lock_path.parent.exists()
     while True:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except FileNotFoundError:  # another holder removed the empty folder just now
+            continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -37,3 +43,8 @@ def exclusive_lock(lock_path: Path, busy: Callable[[], Exception]) -> Iterator[N
     finally:
         lock_path.unlink(missing_ok=True)
         os.close(fd)
+        if made_folder:
+            try:
+                lock_path.parent.rmdir()
+            except OSError:  # it holds a checkpoint or another job's lock
+                pass
