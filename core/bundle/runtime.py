@@ -36,7 +36,9 @@ def run_module(module: Any, x: np.ndarray, old: np.ndarray | None = None, batch:
     import torch
 
     outs = []
-    with torch.inference_mode():
+    # TorchScript's optimising executor profiles the first calls (tens of ms) and pays off only over
+    # many batches; a probe check or a small apply runs the graph as it is
+    with torch.inference_mode(), torch.jit.optimized_execution(int(x.shape[0]) > batch):
         for start in range(0, int(x.shape[0]), batch):
             xt = torch.from_numpy(np.ascontiguousarray(x[start:start + batch], dtype=np.float32))
             if old is None:
