@@ -7,9 +7,12 @@ import pytest
 
 from embridge.core.errors import InputError
 from embridge.core.evaluation.metrics import evaluate, relevance
+from embridge.core.evaluation.relevance import JUDGMENTS, RelevanceRule
+from embridge.core.evaluation.scoring import judged_metrics
 from embridge.core.report.backfill_curve import (
     BackfillCurve,
     BackfillOptions,
+    JudgedRelevance,
     backfill_curves,
     backfill_order,
     partial_backfill,
@@ -78,6 +81,48 @@ def test_mixed_gallery_matches_explicit_construction() -> None:
     ends = {p: (c.values["top1"][0], c.values["top1"][-1]) for p, c in curves.items()}
     assert len(set(ends.values())) == 1
     assert ends["random"][1] > ends["random"][0] + 0.1
+
+
+def _judged_rule(w: dict, query_ids: np.ndarray, gallery_ids: np.ndarray, seed: int) -> RelevanceRule:
+    """Graded judgments (1-3) of each query: its label's gallery items, a few of them unjudged, plus
+    judgments of items outside the gallery that only the ideal DCG sees."""
+    rng = np.random.default_rng(seed)
+    judged: dict[int, dict[int, int]] = {}
+    for q, y in zip(query_ids.tolist(), w["qy"].tolist(), strict=True):
+        same = gallery_ids[(w["gy"] == y) & (rng.random(gallery_ids.size) < 0.8)]
+        judged[q] = {int(g): int(rng.integers(1, 4)) for g in same}
+        if rng.random() < 0.3:
+            judged[q][10**6 + q] = 2  # a judged document this gallery does not hold
+    ideal = {q: sorted(g.values(), reverse=True) for q, g in judged.items()}
+    return RelevanceRule(JUDGMENTS, judged=judged, ideal=ideal, split="test")
+
+
+def test_judged_curves_score_the_explicit_mixed_ranking_as_the_cells_do() -> None:
+    """With relevance judgments each point is the cells' own scoring of the explicit mixed gallery."""
+    w = _world(300, 90, seed=6, bad_share=0.2)
+    gallery_ids, query_ids = np.arange(1000, 1300), np.arange(5000, 5090)
+    rule = _judged_rule(w, query_ids, gallery_ids, seed=7)
+    betas = np.array([0.0, 0.3, 0.65, 1.0])
+    orders = {p: backfill_order(p, 300, seed=1, gallery_adapted=w["gh"], gallery_old=w["go"]) for p in
+              ("random", "largest_residual")}  # fmt: skip
+    curves = backfill_curves(w["qn"], w["qh"], w["gn"], w["go"], query_ids, gallery_ids, orders, betas, ks=(1, 5),
+                             block=32, judged=JudgedRelevance(rule, query_ids, gallery_ids))
+    for policy, order in orders.items():
+        assert set(curves[policy].values) == {"top1", "top5", "ndcg@10", "mrr@10"}
+        for i, beta in enumerate(betas):
+            filled = np.zeros(300, dtype=bool)
+            filled[order[: int(np.rint(beta * 300))]] = True
+            scores = np.where(filled[None, :], w["qn"] @ w["gn"].T, w["qh"] @ w["go"].T)
+            ranked = np.argsort(-scores, axis=1, kind="stable")
+            rel, grades = rule.relevance(ranked, query_ids, gallery_ids, None)
+            cell = evaluate(rel, topk=(1, 5), recall_ks=(), map_mode="none")
+            judged = judged_metrics(rel.hits, grades, rule.ideal_dcg(query_ids, 10))
+            valid = rel.n_relevant > 0
+            expected = {**cell.summary(), **{k: v[valid].mean() for k, v in judged.items()}}
+            for name in ("top1", "top5", "ndcg@10", "mrr@10"):
+                assert curves[policy].values[name][i] == pytest.approx(expected[name], abs=1e-9), (policy, beta, name)
+    ndcg = curves["random"].values["ndcg@10"]
+    assert ndcg[-1] > ndcg[0] + 0.05 and 0 < ndcg.min() and ndcg.max() < 1  # graded, not a copy of top-1
 
 
 def test_self_exclusion_in_mixed_gallery() -> None:

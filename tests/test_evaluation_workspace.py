@@ -193,13 +193,17 @@ def test_test_queries_without_any_relevant_item_are_refused_before_a_run(tmp_pat
         assert len(ws.runs()) == runs_before  # no failed run rows left behind
 
 
-def test_a_judged_report_says_why_it_has_no_backfill_curves(judged: dict[str, Any]) -> None:
+def test_a_judged_report_measures_backfill_curves_that_end_at_the_full_backfill_cell(judged: dict[str, Any]) -> None:
     report = judged["report"]
-    assert report.backfill["policies"] == {}
-    assert not any("partial-backfill curves" in line for line in report.verdicts)
+    ceiling = report.cells[report.ceiling_cell]["metrics"]
+    assert set(report.backfill["policies"]) == {"random", "least_confident", "largest_residual"}
+    for policy, curve in report.backfill["policies"].items():
+        assert set(curve["values"]) == {"top1", "top5", "ndcg@10", "mrr@10"}
+        for name in ("top1", "top5", "ndcg@10", "mrr@10"):  # β = 1: the new/new cell on the same sample
+            assert curve["values"][name][-1] == pytest.approx(ceiling[name], abs=1e-9), (policy, name)
     html = Path(report.html_file).read_text(encoding="utf-8")
     section = html.split("<h2>Partial backfill</h2>", 1)[1].split("<h2>", 1)[0]
-    assert "Partial-backfill curves are measured with label or own-item relevance" in section
+    assert "success@1" in section and "Best policy by area" in section and "not computed" not in section
 
 
 def test_a_judged_report_page_shows_ndcg_and_mrr(judged: dict[str, Any]) -> None:

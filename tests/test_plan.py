@@ -196,19 +196,22 @@ def test_a_planner_backfill_without_a_partial_option_says_where_to_look_and_what
     assert "--fraction" not in str(err.value)
 
 
-def test_plan_on_a_judged_workspace_does_not_claim_unmeasured_backfill(tmp_path: Path) -> None:
+def test_plan_on_a_judged_workspace_reads_partial_backfill_off_the_judged_curves(tmp_path: Path) -> None:
     from judged_fixtures import build_judged_workspace
 
+    from embridge.core.plan.upgrade_options import curve_point
     from embridge.core.report.build import ReportOptions, build_report
     from embridge.core.train.runs import train_run
 
     case = build_judged_workspace(tmp_path / "ws", n_docs=200, n_queries=60)
     with Workspace.open(case["path"]) as ws:
         run = train_run(ws, "affine", device="cpu")
-        report = build_report(ws, run["run_id"], ReportOptions(n_boot=20, backfill_steps=3))
-        assert report.backfill["policies"] == {}
-        plan = plan_upgrade(ws, report=report, throughput=RATE, gain_threshold=1.01, target_share=1.01)
-    text = " ".join([plan.reason, *plan.notes])
-    assert plan.recommendation == "full_backfill"
-    assert "No backfill order" not in text and "no partial backfill reaches" not in text
-    assert "partial-backfill quality was not measured for this report's relevance protocol" in plan.reason
+        report = build_report(ws, run["run_id"], ReportOptions(n_boot=20, backfill_steps=5))
+        plan = plan_upgrade(ws, report=report, throughput=RATE, fraction=0.5)
+    partial = next(o for o in plan.options if o["name"] == "partial_backfill")
+    curve = report.backfill["policies"][partial["policy"]]
+    for name in ("top1", "ndcg@10", "mrr@10"):
+        assert partial["quality"][name] == pytest.approx(curve_point(curve["betas"], curve["values"][name], 0.5))
+    assert "not measured" not in " ".join([plan.reason, *plan.notes])
+
+

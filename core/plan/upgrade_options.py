@@ -151,8 +151,9 @@ def partial_option(report: Report, tp: Throughput, sizes: _Sizes, floor: float, 
         free = policy in ORDERING_IS_FREE
         embedded = int(round(beta * sizes.n)) if free else sizes.n
         quality = {"top1": curve_point(betas, values, beta)}
-        if "top5" in curve["values"]:
-            quality["top5"] = curve_point(betas, curve["values"]["top5"], beta)
+        for name in ("top5", "ndcg@10", "mrr@10"):  # the judged metrics when the report measured them
+            if name in curve["values"]:
+                quality[name] = curve_point(betas, curve["values"][name], beta)
         if embedded >= sizes.n:
             notes.append(f"{policy} order reaches {quality['top1']:.3f} top-1 at β = {beta:.2f}, but ordering the "
                          "items by it needs every item's new vector first (a full re-embedding pass), so it costs "

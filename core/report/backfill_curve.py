@@ -18,6 +18,12 @@ across the board its items crowd the merged ranking. The curve shows that as mea
 the backfilling metric of FastFill. The two score matrices are computed per block of queries, and
 per policy only top-k candidates are kept: one pass over each prefix (new scores) and suffix (old
 scores) of the order gives every β at once, so the cost does not grow with the number of steps.
+
+Relevance is a label or the query's own item (``top1``/``top5``: a relevant item within the first k),
+or graded relevance judgments (:class:`JudgedRelevance`): then ``top1``/``top5`` are success@1/@5 and
+the curves add ``ndcg@10`` and ``mrr@10``, computed from the merged top 10 by the function the
+report's cells use (:func:`embridge.core.evaluation.scoring.judged_metrics`), so β = 0 and β = 1
+give the cells' own numbers on the evaluation sample.
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ from typing import Any
 import numpy as np
 
 from embridge.core.errors import InputError
+from embridge.core.evaluation.relevance import RelevanceRule
+from embridge.core.evaluation.scoring import JUDGED_K, judged_metrics
 from embridge.core.evaluation.search import SearchConfig, search
 from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
 from embridge.core.retrieval import merge_topk
@@ -54,6 +62,33 @@ class BackfillCurve:
             "values": {name: v.tolist() for name, v in self.values.items()},
             "areas": self.areas,
         }
+
+
+@dataclass(frozen=True)
+class JudgedRelevance:
+    """Graded relevance of the curve's queries (``query_ids``) to its gallery rows (``gallery_ids``)."""
+
+    rule: RelevanceRule
+    query_ids: np.ndarray
+    gallery_ids: np.ndarray
+    _column: dict[int, int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_column", {int(g): j for j, g in enumerate(np.asarray(self.gallery_ids).tolist())})
+
+    def grades(self, start: int, stop: int) -> np.ndarray:
+        """(stop - start, n_gallery) grades of queries ``start:stop`` (0: unjudged or not relevant)."""
+        column = self._column
+        out = np.zeros((stop - start, len(column)), dtype=np.float32)
+        for i, q in enumerate(np.asarray(self.query_ids[start:stop], dtype=np.int64).tolist()):
+            for item, grade in (self.rule.judged.get(q) or {}).items():
+                j = column.get(int(item))
+                if j is not None:
+                    out[i, j] = grade
+        return out
+
+    def ideal(self, start: int, stop: int) -> np.ndarray:
+        return self.rule.ideal_dcg(np.asarray(self.query_ids[start:stop], dtype=np.int64), JUDGED_K)
 
 
 def residual_norms(gallery_adapted: np.ndarray, gallery_old: np.ndarray) -> np.ndarray:
@@ -126,16 +161,21 @@ def _running_top(scores: np.ndarray, rel: np.ndarray, segments: dict[tuple[int, 
         if hi > lo:
             cols = segments[(lo, hi)]
             merge_topk(np.take(scores, cols, axis=1), 0, best_col, best_score, ids=cols)
-        kept_rel = np.take_along_axis(rel, np.maximum(best_col, 0), 1) & (best_col >= 0)
-        out[m] = (best_score.copy(), kept_rel)
+        taken = np.take_along_axis(rel, np.maximum(best_col, 0), 1)
+        out[m] = (best_score.copy(), np.where(best_col >= 0, taken, rel.dtype.type(0)))
         prev = m
     return [out[m] for m in cuts.tolist()]
 
 
-def _first_hit(scores: np.ndarray, rel: np.ndarray) -> np.ndarray:
+def _merged(scores: np.ndarray, rel: np.ndarray) -> np.ndarray:
+    """Relevance (or grades) of the merged candidates, best score first."""
     order = np.argsort(-scores, axis=1, kind="stable")
-    ranked_rel = np.take_along_axis(rel, order, 1)
-    return np.where(ranked_rel.any(1), ranked_rel.argmax(1), scores.shape[1])
+    return np.take_along_axis(rel, order, 1)
+
+
+def _first_hit(ranked_rel: np.ndarray) -> np.ndarray:
+    hits = ranked_rel > 0
+    return np.where(hits.any(1), hits.argmax(1), ranked_rel.shape[1])
 
 
 def backfill_curves(
@@ -152,10 +192,13 @@ def backfill_curves(
     block: int | None = None,
     on_progress: ProgressFn | None = None,
     should_stop: StopFn | None = None,
+    judged: JudgedRelevance | None = None,
 ) -> dict[str, BackfillCurve]:
     """Top-k curves over β for each ordering in ``orders`` (policy name -> gallery row order).
 
     Values are means over queries with at least one relevant gallery item (as in the metrics).
+    ``judged``: graded relevance judgments instead of ``query_targets == gallery_targets``; the
+    curves then add nDCG@10 and MRR@10.
     """
     on_progress = on_progress or no_progress
     nq, hq = np.asarray(queries_new, np.float32), np.asarray(queries_adapted, np.float32)
@@ -175,37 +218,40 @@ def backfill_curves(
             raise InputError("partial backfill", f"order {policy!r} is not a permutation of the gallery rows")
     segments = {policy: _segments(np.asarray(order, dtype=np.intp), cuts) for policy, order in orders.items()}
     ex = None if exclude is None else np.asarray(exclude, np.int64)
-    kmax = max(ks)
-    hits = {p: np.zeros((betas.size, len(ks))) for p in orders}
+    kmax = max(*ks, JUDGED_K) if judged is not None else max(ks)
+    names = [f"top{k}" for k in ks] + ([f"ndcg@{JUDGED_K}", f"mrr@{JUDGED_K}"] if judged is not None else [])
+    sums = {p: np.zeros((betas.size, len(names))) for p in orders}
     n_valid = 0
     block = block or max(1, min(n_q, 4_000_000 // max(n_g, 1)))
     for start in range(0, n_q, block):
         check_stop(should_stop)
         stop = min(start + block, n_q)
         s_new, s_old = nq[start:stop] @ ng.T, hq[start:stop] @ og.T
-        rel = gt[None, :] == qt[start:stop, None]
+        rel = judged.grades(start, stop) if judged is not None else gt[None, :] == qt[start:stop, None]
         if ex is not None:
             rows = np.flatnonzero(ex[start:stop] >= 0)
             cols = ex[start:stop][rows]
             s_new[rows, cols] = s_old[rows, cols] = -np.inf
-            rel[rows, cols] = False
-        valid = rel.any(axis=1)
+            rel[rows, cols] = 0
+        valid = (rel > 0).any(axis=1)
         n_valid += int(valid.sum())
+        ideal = judged.ideal(start, stop) if judged is not None else None
         for policy, parts in segments.items():
             heads = _running_top(s_new, rel, parts, cuts, kmax, suffix=False)
             tails = _running_top(s_old, rel, parts, cuts, kmax, suffix=True)
             for b, (head, tail) in enumerate(zip(heads, tails, strict=True)):
-                first = _first_hit(
-                    np.concatenate([head[0], tail[0]], 1), np.concatenate([head[1], tail[1]], 1)
-                )
-                hits[policy][b] += [int(((first < k) & valid).sum()) for k in ks]
+                ranked = _merged(np.concatenate([head[0], tail[0]], 1), np.concatenate([head[1], tail[1]], 1))
+                first = _first_hit(ranked)
+                values = [((first < k) & valid).sum() for k in ks]
+                if ideal is not None:
+                    scored = judged_metrics(ranked > 0, ranked.astype(np.float64), ideal, JUDGED_K)
+                    values += [scored[name][valid].sum() for name in names[len(ks):]]
+                sums[policy][b] += values
         on_progress(stop, n_q, {"stage": "backfill"})
     if n_valid == 0:
         raise InputError("partial backfill", "no query has a relevant gallery item")
-    return {
-        p: BackfillCurve(p, betas, {f"top{k}": hits[p][:, i] / n_valid for i, k in enumerate(ks)})
-        for p in orders
-    }
+    return {p: BackfillCurve(p, betas, {name: sums[p][:, i] / n_valid for i, name in enumerate(names)})
+            for p in orders}
 
 
 @dataclass(frozen=True)
@@ -232,6 +278,7 @@ def partial_backfill(
     exclude: Any = None,
     on_progress: ProgressFn | None = None,
     should_stop: StopFn | None = None,
+    judged: JudgedRelevance | None = None,
 ) -> dict[str, BackfillCurve]:
     """Curves for the options' policies over its evenly spaced β from 0 to 1."""
     opts = options or BackfillOptions()
@@ -252,4 +299,5 @@ def partial_backfill(
         exclude,
         on_progress=on_progress,
         should_stop=should_stop,
+        judged=judged,
     )

@@ -30,7 +30,7 @@ from embridge.core.jobs import recorded_run
 from embridge.core.l2 import layer_input_normalised
 from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
 from embridge.core.report import sections
-from embridge.core.report.backfill_curve import BackfillOptions, partial_backfill
+from embridge.core.report.backfill_curve import BackfillOptions, JudgedRelevance, partial_backfill
 from embridge.core.report.cells import (
     CellResult,
     Sides,
@@ -246,25 +246,28 @@ def _compat_rate(sides: Sides, sample: EvalSample, seed: int) -> dict[str, Any] 
 
 def _backfill(sides: Sides, sample: EvalSample, plan: Any, steps: int, seed: int,
               should_stop: StopFn | None) -> dict[str, Any]:
+    judged = None
     if sample.relevance == "judgments":
-        return {"steps": steps, "ks": [1, 5], "policies": {}, "best_policy": None,
-                "note": ["Partial-backfill curves are measured with label or own-item relevance; with relevance "
-                         "judgments they are not computed yet, so the plan offers the layer, fusion and the full "
-                         "backfill only."]}
-    curves = partial_backfill(sides.q_head, sides.q_up, sides.g_head, sides.g_up, sample.query_targets,
-                              sample.gallery_targets, BackfillOptions(steps=steps, ks=(1, 5), seed=seed,
-                                                                      search=plan.config),
-                              gallery_adapted=sides.g_adapted, exclude=sample.exclude, should_stop=should_stop)
+        judged = JudgedRelevance(sample.tasks.sample.rule, sample.query_ids, sample.gallery_ids)
+    curves = partial_backfill(sides.q_head, sides.q_up, sides.g_head, sides.g_up,
+                              sample.query_ids if judged else sample.query_targets,
+                              sample.gallery_ids if judged else sample.gallery_targets,
+                              BackfillOptions(steps=steps, ks=(1, 5), seed=seed, search=plan.config),
+                              gallery_adapted=sides.g_adapted, exclude=sample.exclude, should_stop=should_stop,
+                              judged=judged)
     policies = {p: c.to_dict() for p, c in curves.items()}
     best = max(policies, key=lambda p: policies[p]["areas"]["top1"])
-    return {"steps": steps, "ks": [1, 5], "policies": policies, "best_policy": best,
-            "note": ["The curves run on the evaluation sample (every item needs both vectors): β = 0 is the upgraded "
-                     "system on the sample (no item re-embedded; the upgraded cell itself searches the whole old "
-                     "gallery), β = 1 the full-backfill cell.",
-                     "Backfilled items are scored new against new, the rest through the layer; one merged "
-                     "ranking per query.",
-                     "least_confident and largest_residual rank items by their bridged new vectors, so in "
-                     "deployment they need every item's new vector first; random needs none."]}
+    notes = ["The curves run on the evaluation sample (every item needs both vectors): β = 0 is the upgraded "
+             "system on the sample (no item re-embedded; the upgraded cell itself searches the whole old "
+             "gallery), β = 1 the full-backfill cell.",
+             "Backfilled items are scored new against new, the rest through the layer; one merged "
+             "ranking per query.",
+             "least_confident and largest_residual rank items by their bridged new vectors, so in "
+             "deployment they need every item's new vector first; random needs none."]
+    if judged:
+        notes.append("Relevance judgments: top-1 and top-5 are success@1 and success@5 (a relevant document "
+                     "within the first k); nDCG@10 and MRR@10 are measured on the same merged rankings.")
+    return {"steps": steps, "ks": [1, 5], "policies": policies, "best_policy": best, "note": notes}
 
 
 def load_report(ws: Workspace, report_id: int) -> Report:
