@@ -43,7 +43,7 @@ def test_gate_on_a_real_report(demo_copy: Path, tmp_path: Path, capsys: pytest.C
     assert [c.get("name") for c in cases] == ["gain_retained>=0", "negative_flip_rate<=1", "upgraded_top1>=1.01",
                                               "no_such_metric>=0.1"]
     failed = {c.get("name"): c.find("failure").get("message") for c in cases if c.find("failure") is not None}
-    assert f"{data['upgraded_top1']:.6g}" in failed["upgraded_top1>=1.01"]
+    assert f"{data['upgraded_top1']:.10g}" in failed["upgraded_top1>=1.01"]
 
     # every check passing: exit 0, the JUnit file is replaced by the new result
     code = main(["report", "--workspace", ws, "--bootstrap", "200", "--junit", str(junit),
@@ -59,9 +59,43 @@ def test_gate_bad_options(demo_copy: Path, capsys: pytest.CaptureFixture[str]) -
     ws = str(demo_copy)
     assert main(["report", "--workspace", ws, "--fail-under", "gain_retained~0.5"]) == 2
     assert "--fail-under" in capsys.readouterr().err
-    code = main(["report", "--workspace", ws, "--junit", str(demo_copy / "gate.xml")])
+    code = main(["report", "--workspace", ws, "--junit", str(demo_copy / "gate.xml"), "--fail-under", "top1=0.1"])
     err = capsys.readouterr().err
     assert code == 1 and "--junit" in err and err.count("\n") == 1
+    for junit, problem in (("", "--junit: is empty"), (f"{demo_copy.parent}/gate.xml/", "ends with a path separator")):
+        code = main(["report", "--workspace", ws, "--junit", junit, "--fail-under", "top1=0.1"])
+        err = capsys.readouterr().err
+        assert code == 1 and problem in err and err.count("\n") == 1, err
+    code = main(["report", "--workspace", ws, "--junit", str(demo_copy.parent / "gate.xml")])  # no check at all
+    err = capsys.readouterr().err
+    assert code == 1 and "--junit: needs at least one --fail-under check" in err
+    assert not (demo_copy.parent / "gate.xml").exists()
+
+
+def test_yes_no_values_gate_as_one_and_zero_and_identifiers_are_not_metrics() -> None:
+    values = {"compatible": True, "report_id": 3, "gain_retained": 0.3170732}
+    results = evaluate([parse_check("compatible=1"), parse_check("report_id=1"), parse_check("gain_retained=0.3170733")],
+                       values)
+    assert [r.passed for r in results] == [True, False, False]
+    assert "no such metric" in results[1].message and "compatible" in results[1].message
+    assert results[2].message == "gain_retained = 0.3170732, required at least 0.3170733"  # not both 0.317073
+    assert evaluate([parse_check("compatible=1")], {"compatible": False})[0].passed is False
+
+
+def test_a_report_that_cannot_be_built_replaces_an_earlier_junit_result(demo_copy: Path, tmp_path: Path,
+                                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    ws = _trained(demo_copy, capsys)
+    junit = tmp_path / "gate.xml"
+    assert main(_report_args(ws, junit)) == 0
+    assert ET.parse(junit).getroot().get("failures") == "0"
+    capsys.readouterr()
+    code = main([*_report_args(ws, junit)[:4], "7", *_report_args(ws, junit)[5:]])  # run 7 does not exist
+    err = capsys.readouterr().err
+    assert code == 1 and "no run with id 7" in err
+    root = ET.parse(junit).getroot()
+    assert root.get("errors") == "1" and root.get("failures") == "0"
+    assert "the report could not be built: " in root.find("testsuite/testcase/error").get("message")
+    assert "no run with id 7" in root.find("testsuite/testcase/error").get("message")
 
 
 def _trained(demo_copy: Path, capsys: pytest.CaptureFixture[str]) -> str:

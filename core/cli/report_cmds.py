@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from embridge.core.cli.main import add_common
 from embridge.core.cli.option_types import RUN_ID, SHARE, number
-from embridge.core.errors import InputError
+from embridge.core.errors import EmbridgeError, InputError, first_line
 from embridge.core.formatting import format_bytes, format_share
 from embridge.core.json_values import json_safe
 from embridge.core.progress import StderrProgress
@@ -117,14 +117,25 @@ def cmd_report(args: argparse.Namespace) -> Result:
     from embridge.core.report.build import ReportOptions, build_report
     from embridge.core.report.gate import check_junit_target
 
-    if args.junit:  # before any work: a bad target must not leave a stored report behind
+    if args.junit is not None:  # before any work: a bad target must not leave a stored report behind
+        if not args.fail_under:
+            raise InputError("--junit", "needs at least one --fail-under check (a gate without checks always "
+                             "passes)")
         check_junit_target(args.junit, args.workspace)
-    with _engine_session(args), Workspace.open(args.workspace) as ws:
-        options = ReportOptions(heldout_gallery=args.heldout_gallery, search=_search_config(args),
-                                backfill_steps=args.backfill_steps, rollback=args.rollback, n_boot=args.bootstrap)
-        report = build_report(ws, args.run, options, on_progress=StderrProgress("report"))
+    try:
+        with _engine_session(args), Workspace.open(args.workspace) as ws:
+            options = ReportOptions(heldout_gallery=args.heldout_gallery, search=_search_config(args),
+                                    backfill_steps=args.backfill_steps, rollback=args.rollback,
+                                    n_boot=args.bootstrap)
+            report = build_report(ws, args.run, options, on_progress=StderrProgress("report"))
+    except EmbridgeError as exc:  # the JUnit file says so too, rather than keeping an earlier result
+        if args.junit is not None:
+            from embridge.core.report.gate import write_junit
+
+            write_junit(args.junit, f"the report could not be built: {first_line(exc)}")
+        raise
     data, text = json_safe(report_data(report)), _report_text(report)
-    if args.fail_under or args.junit:
+    if args.fail_under:
         data["gate"], text = _gate(args, data, text)
     return data, text
 

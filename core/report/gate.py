@@ -4,8 +4,12 @@
 condition against the report's JSON (the same names as ``--json`` prints): ``=`` and ``>=`` mean
 "at least", ``<=`` "at most". An unknown metric, or a value the report could not define (null, e.g.
 gain retained when the new model gains nothing), fails its check with that reason, so a gate never
-passes by accident. :func:`junit_xml` renders the checks as JUnit XML (one test case per check);
-:func:`check_junit_target` refuses a ``--junit`` path that cannot take it before any work is done.
+passes by accident. A yes/no value (``compatible``) reads as 1 or 0, so ``compatible=1`` requires
+it; identifiers and settings in the JSON (``report_id``, ``arr_k``, ...) are not metrics. Values in
+messages keep ten significant digits, so a failed check never reads as a passing one.
+:func:`junit_xml` renders the checks as JUnit XML (one test case per check; a report that could not
+be built is one test case in error); :func:`check_junit_target` refuses a ``--junit`` path that
+cannot take it before any work is done.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from embridge.core.paths import TMP_PREFIX, absolute, check_output, file_kind
 JUNIT = "--junit"
 PROBE_BYTES = 64 * 1024  # room the JUnit file needs (about 300 bytes a check), tried before the report is built
 
+NOT_METRICS = frozenset({"report_id", "run_id", "adapter_id", "arr_k", "recall_k"})
 _CHECK = re.compile(r"^\s*([A-Za-z0-9_@.\-]+)\s*(<=|>=|=)\s*([^\s]+)\s*$")
 
 
@@ -40,7 +45,7 @@ class Check:
 
     @property
     def text(self) -> str:
-        return f"{self.metric}{self.op}{self.threshold:g}"
+        return f"{self.metric}{self.op}{self.threshold:.10g}"
 
 
 @dataclass(frozen=True)
@@ -69,6 +74,7 @@ def parse_check(text: str, option: str = "--fail-under") -> Check:
 def evaluate(checks: list[Check], values: dict[str, Any]) -> list[CheckResult]:
     """Each check against ``values`` (the report's JSON); unknown or undefined metrics fail."""
     results = []
+    values = {k: v for k, v in values.items() if k not in NOT_METRICS}
     for check in checks:
         if check.metric not in values:
             known = ", ".join(sorted(k for k, v in values.items() if _number(v) is not None))
@@ -83,13 +89,15 @@ def evaluate(checks: list[Check], values: dict[str, Any]) -> list[CheckResult]:
             continue
         passed = value >= check.threshold if check.op == ">=" else value <= check.threshold
         bound = "at least" if check.op == ">=" else "at most"
-        results.append(CheckResult(check, value, passed, f"{check.metric} = {value:.6g}, required {bound} "
-                                   f"{check.threshold:g}"))
+        results.append(CheckResult(check, value, passed, f"{check.metric} = {value:.10g}, required {bound} "
+                                   f"{check.threshold:.10g}"))
     return results
 
 
 def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, int | float):
         return None
     return float(value) if math.isfinite(float(value)) else None
 
@@ -109,6 +117,15 @@ def junit_xml(results: list[CheckResult], suite: str = "embridge.report") -> str
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
 
 
+def junit_error_xml(message: str, suite: str = "embridge.report") -> str:
+    """JUnit XML for a report that could not be built: one test case in error, so CI shows it red."""
+    root = ET.Element("testsuites", tests="1", failures="0", errors="1")
+    node = ET.SubElement(root, "testsuite", name=suite, tests="1", failures="0", errors="1", skipped="0")
+    case = ET.SubElement(node, "testcase", classname=suite, name="report")
+    ET.SubElement(case, "error", message=message, type="report").text = message
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
 def _problem(exc: OSError, folder: Path) -> str:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
         return f"not enough disk space in {folder} ({exc.strerror})"
@@ -119,8 +136,12 @@ def check_junit_target(out: str | Path, workspace: str | Path) -> Path:
     """Refuse a ``--junit`` path before the report is built: inside the workspace, an existing file
     that is not a regular file (a device, a FIFO, a folder, a link), or a folder that cannot take the
     file (read-only, full). Missing parent folders are created when the file is written."""
-    check_output(out, label=JUNIT, workspace=workspace)
     where = f"{JUNIT} {out}"
+    if not str(out):
+        raise InputError(JUNIT, "is empty; name the JUnit XML file to write")
+    if str(out).endswith(("/", os.sep)):
+        raise InputError(where, "ends with a path separator; name a file, not a folder")
+    check_output(out, label=JUNIT, workspace=workspace)
     path = Path(out)
     try:
         mode = os.lstat(path).st_mode
@@ -159,12 +180,13 @@ def check_junit_target(out: str | Path, workspace: str | Path) -> Path:
     return path
 
 
-def write_junit(out: str | Path, results: list[CheckResult]) -> None:
-    """Write the checks as JUnit XML to ``out`` (temp name, then rename); a failure names ``--junit``."""
+def write_junit(out: str | Path, results: list[CheckResult] | str) -> None:
+    """Write the checks (or, given a message, the report's error) as JUnit XML to ``out`` (temp name,
+    then rename); a failure names ``--junit``."""
     from embridge.core.store.files import atomic_write_text
 
     try:
-        atomic_write_text(out, junit_xml(results))
+        atomic_write_text(out, junit_error_xml(results) if isinstance(results, str) else junit_xml(results))
     except (StoreError, OSError) as exc:
         cause = exc if isinstance(exc, OSError) else exc.__cause__
         reason = _problem(cause, absolute(out).parent) if isinstance(cause, OSError) else str(exc)
