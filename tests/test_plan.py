@@ -91,8 +91,13 @@ def test_informed_order_is_costed_with_its_ranking_pass() -> None:
 
 def test_chosen_fraction_reads_the_curve_between_points() -> None:
     report = make_report(0.60, 0.90, 0.55, {"random": [0.55, 0.70, 0.80, 0.85, 0.90]})
-    opt = options(plan_from_report(report, RATE, fraction=0.3))["partial_backfill"]
+    plan = plan_from_report(report, RATE, fraction=0.3)
+    opt = options(plan)["partial_backfill"]
     assert opt["fraction"] == 0.3 and opt["quality"]["top1"] == pytest.approx(0.70 + 0.2 * 0.10)
+    # β = 0.3 falls short of the target (0.855): the reason says so rather than speaking of every β
+    assert plan.recommendation == "full_backfill" and "no partial backfill reaches" not in plan.reason
+    assert "the partial backfill at β = 0.30 (--fraction) reaches top-1 0.720" in plan.reason
+    assert "no partial backfill reaches" in plan_from_report(report, RATE).reason  # true without --fraction
     with pytest.raises(InputError, match="between 0 and 1"):
         plan_from_report(report, RATE, fraction=1.5)
 

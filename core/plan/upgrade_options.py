@@ -228,7 +228,7 @@ def plan_from_report(source: Report | Mapping[str, Any], throughput: Throughput,
             "targets": {"gain_threshold": gain_threshold, "target_share": target_share, "target_top1": target},
             "gallery_full": sizes.n, "gallery_sample": sizes.n_sample, "throughput": throughput.to_dict(),
             "notes": [*throughput.notes, *partial_notes]}
-    plan["reason"] = _reason(plan, choice, report, floor, ceiling, gain_threshold, target_share)
+    plan["reason"] = _reason(plan, choice, report, floor, ceiling, gain_threshold, target_share, fraction)
     if by_item:
         plan["notes"].insert(0, "Without labels the report cannot tell whether the new model is better or whether "
                              "the layer passes the compatibility criterion. This plan assumes the new model is better "
@@ -281,7 +281,7 @@ def _choose(options: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _reason(plan: Mapping[str, Any], choice: Mapping[str, Any], report: Report, floor: float,
-            ceiling: float, gain_threshold: float, target_share: float) -> str:
+            ceiling: float, gain_threshold: float, target_share: float, fraction: float | None = None) -> str:
     kind, ceil_cell = report.adapter["kind"], report.ceiling_cell
     layer = next(o for o in plan["options"] if o["name"] in LAYER_OPTIONS)
     name = choice["name"]
@@ -321,6 +321,12 @@ def _reason(plan: Mapping[str, Any], choice: Mapping[str, Any], report: Report, 
     if not report.backfill.get("policies"):
         return (f"Full backfill: {why}; partial-backfill quality was not measured for this report's relevance "
                 f"protocol, so re-embed all {choice['items_embedded']} items ({format_duration(choice['time_s'])}).")
+    forced = next((o for o in plan["options"] if o["name"] == "partial_backfill"), None)
+    if forced is not None and fraction is not None:  # the user's β, not a search for the smallest one
+        return (f"Full backfill: {why}, and the partial backfill at β = {fraction:.2f} (--fraction) reaches top-1 "
+                f"{forced['quality']['top1']:.3f}, short of {format_share(target_share, 0)} of the full backfill's "
+                f"{ceiling:.3f}; without --fraction the plan looks for the smallest β that reaches it. Re-embed all "
+                f"{choice['items_embedded']} items ({format_duration(choice['time_s'])}).")
     return (f"Full backfill: {why}, and no partial backfill reaches {format_share(target_share, 0)} of the full backfill's "
             f"top-1 ({ceiling:.3f}) short of re-embedding everything; re-embed all {choice['items_embedded']} items "
             f"({format_duration(choice['time_s'])}).")
