@@ -98,7 +98,11 @@ def chain_report(ws: Workspace, models: Sequence[str], runs: Sequence[int], *, m
     plan = scoring_plan(task, search)
     shown = headline_metrics(plan.recall_k, plan.map_key)
     if metric not in shown:
-        raise InputError("--metric", f"unknown metric {metric!r}; use {', '.join(shown[:-1])} or {shown[-1]}")
+        use = f"use {', '.join(shown[:-1])} or {shown[-1]}"
+        if metric.startswith("mAP") and plan.map_key.startswith("mAP"):  # which mAP depends on the ranking's size
+            raise InputError("--metric", f"{metric} is not measured on this chain's sample of "
+                             f"{task.gallery.ids.size} items, which reports {plan.map_key}; {use}")
+        raise InputError("--metric", f"unknown metric {metric!r}; {use}")
     with recorded_run(ws, "report", "chain", config) as record:
         t = len(models)
         matrices = {m: np.full((t, t), np.nan) for m in shown}
