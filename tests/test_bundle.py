@@ -146,6 +146,15 @@ def test_chained_bundle_equals_the_two_layers_in_sequence(upgrade: dict, tmp_pat
     assert [m["name"] for m in manifest["models"]["intermediate"]] == ["v2"]
     assert (manifest["adapter"]["kind"], manifest["adapter"]["in_dim"], manifest["adapter"]["out_dim"]) == \
         ("chain", 32, 16)
+    from embridge.core.bundle import bundle_text
+    from embridge.core.bundle.readme import readme_text
+
+    for text, sep in ((readme_text(manifest), " = "), (bundle_text(manifest), "=")):  # each step's own numbers
+        for i, step in enumerate(manifest["chain"], 1):
+            (line,) = [x for x in text.splitlines() if f"Step {i} (training run {step['run_id']}" in x]
+            assert f" on {step['metrics']['heldout_protocol']}: " in line
+            assert f"upgraded_top1{sep}{step['metrics']['upgraded_top1']:.4g}" in line
+        assert "not measured by any one step: run `embridge chain`" in text
 
     import torch
 

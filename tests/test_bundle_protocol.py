@@ -115,6 +115,16 @@ def test_every_number_in_a_bundle_names_its_protocol(upgrade: dict, tmp_path: Pa
         assert len(lines) == 2, lines
         assert f"report {report_id}" in lines[0] and f" on {report_protocol}: " in lines[0]
         assert f"training run {run_id}" in lines[1] and f" on {run_protocol}: " in lines[1]
+    assert "FAILS" not in readme and "FAILS" not in human
+
+    # the same manifest with the shipped report failing the criterion: README and inspect warn first
+    from embridge.core.bundle.readme import readme_text
+
+    failing = json.loads(json.dumps(manifest))
+    failing["metrics"]["values"].update(compatible=False, upgraded_top1=0.2, old_old_top1=0.5)
+    for text in (readme_text(failing), bundle_text(failing)):
+        (warning,) = [line for line in text.splitlines() if "FAILS the compatibility criterion" in line]
+        assert f"(report {report_id}): upgraded top-1 0.200 is not above old/old 0.500" in warning
 
 
 def test_the_manifest_leaves_out_the_exporting_machines_model_path(upgrade: dict, tmp_path: Path) -> None:

@@ -141,3 +141,38 @@ def measured_lines(manifest: dict[str, Any], keys: tuple[str, ...] | None = HEAD
 def on(protocol: str) -> str:
     """' on PROTOCOL', or ', protocol not recorded (...)' for a record that predates stored protocols."""
     return f", {protocol}" if protocol == UNRECORDED else f" on {protocol}"
+
+
+def chain_step_lines(manifest: dict[str, Any], keys: tuple[str, ...] | None = HEADLINE, sep: str = " = ") -> list[str]:
+    """Each step's held-out numbers of a chained bundle with the protocol they were measured on; the
+    chain as a whole has no single measurement (``embridge chain`` measures its end-to-end cells)."""
+    steps = manifest.get("chain") if isinstance(manifest.get("chain"), list) else []
+    if len(steps) < 2:
+        return []
+    out = []
+    for i, step in enumerate(steps, 1):
+        values = step.get("metrics") if isinstance(step, dict) and isinstance(step.get("metrics"), dict) else {}
+        shown = _shown(_numbers(values), keys)
+        if shown:
+            protocol = values.get("heldout_protocol")
+            protocol = protocol if isinstance(protocol, str) and protocol else UNRECORDED
+            out.append(f"Step {i} (training run {step.get('run_id')}, {step.get('kind')}, held-out){on(protocol)}: "
+                       f"{_text(shown, sep)}")
+    if out:
+        out.append("The chain end to end (newest queries against the oldest gallery) is not measured by any "
+                   "one step: run `embridge chain` for its cells")
+    return out
+
+
+def verdict_line(manifest: dict[str, Any]) -> str | None:
+    """A warning when the shipped numbers say the layer fails the compatibility criterion."""
+    found = measurements(manifest)
+    if not found or found[0]["values"].get("compatible") is not False:
+        return None
+    values, source = found[0]["values"], found[0]["source"]
+    up, old = values.get("upgraded_top1"), values.get("old_old_top1")
+    numbers = (f": upgraded top-1 {up:.3f} is not above old/old {old:.3f}"
+               if isinstance(up, int | float) and isinstance(old, int | float) else "")
+    return (f"WARNING: this layer FAILS the compatibility criterion ({source}){numbers}; serving new queries "
+            "through it makes search worse than today. `embridge plan` weighs fusion, a cascade, a partial or a "
+            "full backfill instead")

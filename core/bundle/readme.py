@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from embridge.core.bundle.measured import measured_lines
+from embridge.core.bundle.measured import chain_step_lines, measured_lines, verdict_line
 
 
 def _usage(manifest: dict[str, Any]) -> list[str]:
@@ -155,7 +155,10 @@ def readme_text(manifest: dict[str, Any]) -> str:
         g = manifest["gallery_transformed"]
         lines += ["", f"`{g['vectors']}` holds the {g['count']} gallery vectors already transformed "
                   f"(row i belongs to item `{g['keys']}`[i]); they are not normalised."]
-    measured = measured_lines(manifest)
+    measured = measured_lines(manifest) + chain_step_lines(manifest)
+    warning = verdict_line(manifest)
+    if warning:
+        lines += ["", f"**{warning}.**"]
     if measured:
         served = f", served as the cascade above (K = {cascade_k(manifest)})" if cascade_k(manifest) else ""
         lines += ["", f"Quality of this upgrade{served}, each number with the queries and gallery it was "

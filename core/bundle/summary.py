@@ -7,7 +7,7 @@ from typing import Any
 
 from embridge.core.bundle.archive import BundleLimits, open_bundle
 from embridge.core.bundle.manifest import parse_manifest
-from embridge.core.bundle.measured import measured_groups, measurements, on
+from embridge.core.bundle.measured import chain_step_lines, measured_groups, measurements, on, verdict_line
 
 
 def inspect_bundle(path: str | Path, limits: BundleLimits | None = None) -> dict[str, Any]:
@@ -58,6 +58,10 @@ def bundle_text(manifest: dict[str, Any]) -> str:
     lines.append(f"report: {report['id']}" if report.get("id") is not None else "report: none")
     lines += [f"metrics ({sources}){on(protocol)}: {numbers}"
               for sources, protocol, numbers in measured_groups(manifest, keys=None, sep="=")]
+    lines += chain_step_lines(manifest, keys=None, sep="=")
+    warning = verdict_line(manifest)
+    if warning:
+        lines.append(warning)
     if manifest.get("gallery_transformed"):
         lines.append(f"gallery_transformed: {manifest['gallery_transformed']['count']} vectors")
     return "\n".join(lines)
