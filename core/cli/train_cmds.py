@@ -13,7 +13,7 @@ from embridge.core.formatting import format_share
 from embridge.core.progress import StderrProgress
 from embridge.core.report.number_source import gain_text
 from embridge.core.run_choice import run_choice
-from embridge.core.run_record import measured_on_lines
+from embridge.core.run_record import cell_protocols, measured_on_lines
 from embridge.core.store import Workspace
 from embridge.core.store.records import RUN_KINDS
 
@@ -145,7 +145,7 @@ def ceiling_of(metrics: dict[str, Any]) -> tuple[str, Any]:
 
 RUNS_METRICS = ("old_old_top1", "new_new_top1", "ceiling_cell", "ceiling_top1", "upgraded_top1", "gain_retained", "gain_retained_note",
                 "ndcg@10", "mrr@10", "kind", "pairs_used", "heldout_protocol", "val_protocol", "protocol",
-                "report_id")
+                "cell_protocols", "report_id")
 
 
 def cmd_runs(args: argparse.Namespace) -> Result:
@@ -170,6 +170,9 @@ def _run_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     if "upgraded_top1" in out and "old_old_top1" in out:
         cell, top1 = ceiling_of(metrics)
         out |= {"ceiling_cell": cell, "ceiling_top1": top1}
+        protocols = cell_protocols(metrics)  # new/new may search a smaller sample than the other cells
+        if any(protocols.values()):
+            out["cell_protocols"] = protocols
     return {k: out[k] for k in RUNS_METRICS if k in out}
 
 
