@@ -99,6 +99,7 @@ def test_auto_choice_shows_winner_candidates_and_source_everywhere(qtbot: QtBot,
     listed = next(r for r in json.loads(capsys.readouterr().out)["runs"] if r["id"] == run["id"])
     assert listed["metrics"]["upgraded_top1"] == top1
     assert listed["metrics"]["heldout_protocol"] == source.label() and listed["chosen"] == f"auto → {winner}"
+    assert listed["models"] == {"old": "old-mlp", "new": "new-cnn"}  # the pair a chain's --runs must link
     # each cell with its own gallery: new/new searched the evaluation sample, the others the whole gallery
     protocols = listed["metrics"]["cell_protocols"]
     assert protocols["upgraded"] == protocols["old/old"] == source.label()

@@ -153,15 +153,23 @@ def cmd_runs(args: argparse.Namespace) -> Result:
         runs = ws.runs(args.kind)
     rows = [{k: r.get(k) for k in ("id", "kind", "method", "status", "device", "started", "duration_s", "error")}
             | {"chosen": run_choice(r).method_text() if r.get("kind") == "train" else r.get("method"),
-               "metrics": _run_metrics(r.get("metrics") or {})}
+               "models": _run_models(r), "metrics": _run_metrics(r.get("metrics") or {})}
             for r in runs]
     text = "\n".join(
         f"#{r['id']:<4} {r['kind']:<7} {str(r['chosen']):<11} {r['status']:<11} "
+        + (f"{r['models']['new']}→{r['models']['old']} " if r["models"] else "")
         + " ".join(_shown_metric(k, v, r["metrics"]) for k, v in r["metrics"].items()
                    if isinstance(v, float) and not (k == "ceiling_top1" and r["metrics"].get("ceiling_cell") == "new/new"))
         + (f"  ({r['error']})" if r["error"] else "")
         for r in rows)
     return {"runs": rows}, text or "no runs"
+
+
+def _run_models(run: dict[str, Any]) -> dict[str, str] | None:
+    """The old and new model a training run linked (renames included), None for other runs."""
+    config = run.get("config") if isinstance(run.get("config"), dict) else {}
+    old, new = config.get("old"), config.get("new")
+    return {"old": old, "new": new} if isinstance(old, str) and isinstance(new, str) else None
 
 
 def _run_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
