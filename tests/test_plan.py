@@ -218,5 +218,7 @@ def test_plan_on_a_judged_workspace_reads_partial_backfill_off_the_judged_curves
     for name in ("top1", "ndcg@10", "mrr@10"):
         assert partial["quality"][name] == pytest.approx(curve_point(curve["betas"], curve["values"][name], 0.5))
     assert "not measured" not in " ".join([plan.reason, *plan.notes])
+    ceiling_protocol = report.cells[report.ceiling_cell]["protocol"]["text"]
+    assert f"partial backfill read off the curves measured on {ceiling_protocol}" in plan.measured_on()
 
 

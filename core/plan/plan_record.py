@@ -68,8 +68,12 @@ class Plan:
     def measured_on(self) -> list[str]:
         """One line per cell: the protocol its quality numbers were measured with (new/new may
         search the evaluation sample while the upgraded cell searches the whole gallery)."""
-        return [f"{cell} measured on {protocol['text']}" for cell, protocol in (self.protocols or {}).items()
-                if isinstance(protocol, dict) and protocol.get("text")]
+        lines = [f"{cell} measured on {protocol['text']}" for cell, protocol in (self.protocols or {}).items()
+                 if isinstance(protocol, dict) and protocol.get("text")]
+        partial = self.option("partial_backfill")
+        if partial is not None and partial.get("measured_on"):
+            lines.append(f"partial backfill read off the curves measured on {partial['measured_on']}")
+        return lines
 
     @property
     def recommended(self) -> dict[str, Any]:

@@ -169,9 +169,11 @@ def partial_option(report: Report, tp: Throughput, sizes: _Sizes, floor: float, 
     opt_notes = [f"Re-embeds {backfilled} of {sizes.n} gallery items (β = {beta:.2f}) in {policy} order; the rest "
                  "stay behind the layer until they are re-embedded.",
                  "Quality is read off the partial-backfill curve measured on the evaluation sample."]
+    # the curves rank the full-backfill cell's queries against its gallery (the evaluation sample)
+    protocol = ((report.cells.get(str(report.ceiling_cell)) or {}).get("protocol") or {}).get("text")
     option = _option("partial_backfill", f"Partial backfill to β = {beta:.2f} ({policy} order)",
                      _time(embedded, tp.embed_items_per_s), sizes.mixed(beta) + sizes.adapter_bytes, embedded,
-                     quality, floor, ceiling, opt_notes, fraction=beta, policy=policy)
+                     quality, floor, ceiling, opt_notes, fraction=beta, policy=policy, measured_on=protocol)
     return option, notes
 
 
