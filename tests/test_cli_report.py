@@ -69,3 +69,9 @@ def test_chain_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert code == 0, err
     assert data["versions"] == ["v1", "v2", "v3"] and len(data["matrix"]) == 3 and data["matrix"][0][2] is None
     assert 0 <= data["ac"] <= 1 and 0 <= data["am"] <= 1 and Path(data["report_html"]).is_file()
+    # every cell searched the same queries and gallery: one sentence, in the JSON and in the text
+    (sentence,) = data["measured_on"]
+    assert sentence.startswith("64 test queries") and "(256 items)" in sentence
+    code, text, err = run_cli(capsys, "chain", "--workspace", str(info["path"]), "--models", ",".join(info["models"]),
+                              "--runs", ",".join(str(r) for r in info["runs"]))
+    assert code == 0 and f"measured on {sentence}" in text, err

@@ -235,9 +235,11 @@ def cmd_chain(args: argparse.Namespace) -> Result:
     chain = report.chain or {}
     data = {"report_id": report.report_id, "versions": chain["versions"], "metric": chain["metric"],
             "matrix": chain["matrix"], "ac": chain["ac"], "am": chain["am"], "criterion": chain["criterion"],
+            "measured_on": chain.get("measured_on") or [],
             "report_json": report.json_file, "report_html": report.html_file}
     rows = [f"{v:>12} " + " ".join(f"{x:.3f}" if j <= i else "  -  " for j, x in enumerate(chain["matrix"][i]))
             for i, v in enumerate(chain["versions"])]
     text = "\n".join([f"compatibility matrix ({chain['metric']}), query model by row, gallery model by column:",
-                      *rows, f"AC {chain['ac']:.3f}  AM {chain['am']:.3f}", f"html: {report.html_file}"])
+                      *rows, f"AC {chain['ac']:.3f}  AM {chain['am']:.3f}",
+                      *[f"measured on {sentence}" for sentence in data["measured_on"]], f"html: {report.html_file}"])
     return json_safe(data), text

@@ -107,6 +107,7 @@ def chain_report(ws: Workspace, models: Sequence[str], runs: Sequence[int], *, m
         t = len(models)
         matrices = {m: np.full((t, t), np.nan) for m in shown}
         searches: dict[str, Any] = {}
+        measured_on: set[str] = set()
         pairs = [(i, j) for i in range(t) for j in range(i + 1)]
         with tempfile.TemporaryDirectory(prefix=f"{TMP_PREFIX}scratch-", dir=ws.root / "reports",
                                          ignore_cleanup_errors=True) as scratch:
@@ -124,6 +125,8 @@ def chain_report(ws: Workspace, models: Sequence[str], runs: Sequence[int], *, m
                 for m in shown:
                     matrices[m][i, j] = summary[m]
                 searches[cell.name] = cell.search.to_dict()
+                if cell.protocol is not None:
+                    measured_on.add(cell.protocol.describe())
         scores = matrix_scores(matrices[metric])
         below = [{"query": models[i], "gallery": models[j], "value": float(matrices[metric][i, j]),
                   "reference": float(matrices[metric][j, j]),
@@ -132,6 +135,7 @@ def chain_report(ws: Workspace, models: Sequence[str], runs: Sequence[int], *, m
         chain = {"versions": models, "runs": [int(r) for r in runs], "direction": direction, "metric": metric,
                  "matrix": matrices[metric].tolist(), "matrices": {m: v.tolist() for m, v in matrices.items()},
                  "ac": scores["ac"], "am": scores["am"], "criterion": below,
+                 "measured_on": sorted(measured_on),
                  "layers": [{"run_id": r["run_id"], "adapter_id": r["id"], "kind": r["kind"],
                              "direction": r["direction"], "maps": f"{r['new_model']} → {r['old_model']}"}
                             for r in rows]}
