@@ -75,3 +75,8 @@ def test_chain_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     code, text, err = run_cli(capsys, "chain", "--workspace", str(info["path"]), "--models", ",".join(info["models"]),
                               "--runs", ",".join(str(r) for r in info["runs"]))
     assert code == 0 and f"measured on {sentence}" in text, err
+    for option, value, said in (("--runs", "1,", "--runs: expected comma-separated run ids, got '1,'"),
+                                ("--models", "v1,,v3", "--models: has an empty entry in 'v1,,v3'")):
+        args = {"--models": ",".join(info["models"]), "--runs": ",".join(str(r) for r in info["runs"]), option: value}
+        code, _, err = run_cli(capsys, "chain", "--workspace", str(info["path"]), *[x for kv in args.items() for x in kv])
+        assert code == 1 and said in err and err.count("\n") == 1, err

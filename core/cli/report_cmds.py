@@ -224,9 +224,12 @@ def _plan_text(plan: Plan) -> str:
 def cmd_chain(args: argparse.Namespace) -> Result:
     from embridge.core.report.chain import chain_report
 
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    models = [m.strip() for m in args.models.split(",")]
+    if not all(models):
+        raise InputError("--models", f"has an empty entry in '{args.models}'; list the versions oldest first, "
+                         "e.g. v1,v2,v3")
     try:
-        runs = [int(r) for r in args.runs.split(",") if r.strip()]
+        runs = [int(r) for r in args.runs.split(",")]
     except ValueError as exc:
         raise InputError("--runs", f"expected comma-separated run ids, got '{args.runs}'") from exc
     with _engine_session(args), Workspace.open(args.workspace) as ws:
