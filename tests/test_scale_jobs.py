@@ -115,11 +115,14 @@ def test_detached_job_outlives_its_submitter_and_is_recorded_on_reattach(ws_path
         run = ws.run(run_id)
         assert run["status"] == "running" and run["config"]["job_id"] == submitted["job_id"]
         assert [j.run_id for j, _ in detached_jobs.ray_jobs(ws, active_only=True)] == [run_id]
+        ws.rename_model(NEW, "renamed")  # while the job runs: it records under the model's new name
         seen: list[tuple[int, int, dict]] = []
         final = detached_jobs.attach(ws, detached_jobs.find_job(ws, run_id), lambda d, t, i: seen.append((d, t, i)))
         assert final.state == "completed"
         run = ws.run(run_id)
-        assert run["status"] == "completed"
+        assert run["status"] == "completed" and run["method"] == "renamed"
+        assert run["metrics"]["vector_set"] in [s["id"] for s in ws.vector_sets("renamed")]
+        ws.rename_model("renamed", NEW)
         ids, got = set_vectors(ws, run["metrics"]["vector_set"])
         expected = planner_ids_by_hand(ws, 0.3)
         assert np.array_equal(ids, expected)

@@ -115,7 +115,8 @@ class ModelsMixin:
                 target.unlink(missing_ok=True)
 
     def rename_model(self, name: str, new_name: str) -> dict[str, Any]:
-        """Rename a model in its row, its adapters and the configs of runs naming it (one transaction)."""
+        """Rename a model in its row, its adapters, the configs of runs naming it and the embed and
+        backfill runs of it (their ``method``; a detached backfill records its vectors under it later)."""
         model = self.model(name)
         if self.has_model(new_name):
             raise StoreError(f"{self.root}: a model named '{new_name}' already exists")
@@ -123,6 +124,8 @@ class ModelsMixin:
             self.db.execute("update models set name = ? where id = ?", [new_name, model["id"]])
             self.db.execute("update adapters set old_model = ? where old_model = ?", [new_name, name])
             self.db.execute("update adapters set new_model = ? where new_model = ?", [new_name, name])
+            self.db.execute("update runs set method = ? where method = ? and kind in ('embed', 'backfill')",
+                            [new_name, name])
             for run_id, text in self.db.execute("select id, config from runs").fetchall():
                 config = json.loads(text) if text else None
                 if isinstance(config, dict) and name in (config.get("old"), config.get("new")):
