@@ -60,6 +60,19 @@ def test_backfill_resumes_by_chunk_and_refuses_bad_input(ray_cluster: Any, model
     assert (resumed.skipped, resumed.written) == (2, 2)
     ids, _ = read_chunks(tmp_path / "out")
     np.testing.assert_array_equal(ids, np.arange(700) + 1000)
+    # another model saved at the same path is another job: its vectors never join the first model's
+    import torch
+
+    from embridge.core.models.builtin import build_model, save_checkpoint
+
+    with pytest.raises(Cancelled):
+        embed_dataset(m["model"], str(m["items"]), str(tmp_path / "swap"), chunk=200,
+                      should_stop=lambda: calls.append(1) or len(calls) > 5)
+    torch.manual_seed(5)
+    config = {"input_dim": 8, "out_dim": 6}
+    save_checkpoint(m["model"], build_model("mlp", config)[0], "mlp", config)
+    with pytest.raises(InputError, match="holds the output of another embedding job"):
+        embed_dataset(m["model"], str(m["items"]), str(tmp_path / "swap"), chunk=200)
     with pytest.raises(InputError, match="not in the dataset"):
         embed_dataset(m["model"], str(m["items"]), str(tmp_path / "o2"), order=np.array([5]))
     with pytest.raises(InputError, match="no 'id' and 'text' columns"):

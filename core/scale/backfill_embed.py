@@ -20,6 +20,7 @@ import numpy as np
 
 from embridge.core.connectors.arrow_common import reading_parquet
 from embridge.core.errors import InputError
+from embridge.core.models.spec import checkpoint_sha256
 from embridge.core.paths import check_output
 from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
 from embridge.core.scale.engine import check_engine, import_ray, ray_session
@@ -160,6 +161,8 @@ def embed_dataset(model: ModelRef, source: str, target: str, *, engine: str = "l
     state = {"model": model_key, "source": str(src.resolve()), "chunk": chunk, "id": id_col, "input": input_col,
              "order": order_fingerprint(order), "n": len(ids),
              "items": items_fingerprint(ids, inputs)}
+    if not isinstance(model, Mapping) and Path(model).exists():  # a file replaced at the same path is another model
+        state["model_sha256"] = checkpoint_sha256(model)
     worker = ChunkEmbedder(model, "cuda" if num_gpus else "cpu", batch_size, role) if engine == "local" else None
     fresh, made = _prepare(dst, state, files)
     try:
@@ -203,13 +206,16 @@ def _embed(model: ModelRef, dst: Path, ids: np.ndarray, inputs: Any, chunk: int,
 def _prepare(dst: Path, state: dict[str, Any], files: list[str]) -> tuple[bool, Path | None]:
     """Start the output folder, or check an existing one is this job's; (fresh, made) as for a transform.
 
-    The job is its model, columns, chunk size, order and the exact items in that order, so a chunk
-    is never resumed from a source rewritten in place. A marker written before the items were part
+    The job is its model (and a model file's sha256), columns, chunk size, order and the exact items
+    in that order, so a chunk is never resumed from a source rewritten in place or by another model
+    saved at the same path. A marker written before the items were part
     of it named the source's files by name and size (``files``), and is taken on those terms.
     """
     marker = dst / STATE_FILE
     if marker.exists():
         before = read_marker(marker)
+        if isinstance(before, dict) and "model_sha256" not in before and "model_sha256" in state:
+            before = {**before, "model_sha256": state["model_sha256"]}  # written before models were hashed
         if _older_marker_of(before, state, files):
             write_marker(marker, state)
         elif before != state:
