@@ -22,6 +22,17 @@ class InputError(EmbridgeError):
         self.problem = problem
         super().__init__(f"{self.source}: {problem}" if self.source else problem)
 
+    def __reduce__(self) -> tuple:
+        # rebuilt from its parts: a worker process (Ray) sends the error back to the driver pickled
+        return _rebuilt_input_error, (type(self), self.source, self.problem)
+
+
+def _rebuilt_input_error(cls: type[InputError], source: str | None, problem: str) -> InputError:
+    err = cls.__new__(cls)
+    err.source, err.problem = source, problem
+    Exception.__init__(err, f"{source}: {problem}" if source else problem)
+    return err
+
 
 class CheckpointError(InputError):
     """A model checkpoint cannot be loaded or does not behave like an embedder."""
@@ -83,3 +94,23 @@ def printable(text: str) -> str:
     can neither break the one-line error nor hide part of itself."""
     return "".join(f"\\x{ord(ch):02x}" if ord(ch) < 32 or 127 <= ord(ch) < 160
                    else f"\\u{ord(ch):04x}" if ch in "\u2028\u2029" else ch for ch in text)
+
+
+def user_error(exc: BaseException) -> EmbridgeError | None:
+    """The :class:`EmbridgeError` behind ``exc``: itself, or the one a remote task (a Ray worker)
+    raised and the driver received wrapped. Ray's wrappers hold it as ``cause`` (followed always,
+    to the original error) or as ``__cause__`` (followed only until a user error is found, since a
+    user error may itself be raised from another)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    found: EmbridgeError | None = None
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, EmbridgeError):
+            found = current
+        inner = getattr(current, "cause", None)
+        if isinstance(inner, BaseException):
+            current = inner
+        else:
+            current = current.__cause__ if found is None else None
+    return found

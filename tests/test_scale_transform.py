@@ -167,6 +167,69 @@ def test_transform_command_on_ray_with_lance_and_refusals(ray_cluster: Any, bund
     assert (tmp_path / "afile").read_text() == "not a dataset"
 
 
+def test_a_bad_row_on_ray_is_the_local_engines_one_line(ray_cluster: Any, bundles: dict, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """The worker's InputError reaches the driver as itself (not Ray's remote traceback), exit 1."""
+    vectors = bundles["vectors"]["v3"][:30].copy()
+    vectors[25, 0] = np.nan
+    write_partitions(tmp_path / "in", vectors, parts=3)
+    lines = {}
+    for engine in ("local", "ray"):
+        code = main(["transform", "--bundle", str(bundles["linear"]), "--from", str(tmp_path / "in"),
+                     "--to", str(tmp_path / engine), "--engine", engine])
+        err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("embridge:")]
+        assert code == 1 and len(err) == 1, err
+        lines[engine] = err[0].replace(str(tmp_path / engine), "OUT")
+    assert lines["ray"] == lines["local"]
+    assert "part-002.parquet: row 5 of column 'vector' holds NaN or inf values" in lines["ray"]
+
+
+def test_an_address_where_no_cluster_answers_is_one_line_at_once(bundles: dict, tmp_path: Path) -> None:
+    """Ray's own connect retries for minutes; a plain TCP try refuses the address first."""
+    import socket
+
+    from embridge.core.scale.detached_jobs import cluster_address
+    from embridge.core.scale.engine import EngineError
+
+    with socket.socket() as probe:  # a port nothing listens on once this closes
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    write_partitions(tmp_path / "in", bundles["vectors"]["v3"][:20], parts=1)
+    for address in (f"127.0.0.1:{port}", f"ray://127.0.0.1:{port}"):
+        done = subprocess.run([sys.executable, "-m", "embridge.core.cli.main", "transform", "--bundle",
+                               str(bundles["linear"]), "--from", str(tmp_path / "in"), "--to", str(tmp_path / "out"),
+                               "--engine", "ray", "--ray-address", address], capture_output=True, text=True,
+                              timeout=120, cwd=Path(__file__).resolve().parents[1])
+        err = [line for line in done.stderr.splitlines() if line.startswith("embridge:")]
+        assert done.returncode == 1 and err == [f"embridge: error: --ray-address {address}: no Ray cluster answers "
+                                                 "there (Connection refused); start one with 'ray start --head' or "
+                                                 "check the address"], done.stderr
+        assert not (tmp_path / "out").exists()
+    with pytest.raises(EngineError, match="no Ray cluster answers there"):
+        cluster_address(f"127.0.0.1:{port}")  # a detached job is refused before anything is recorded
+
+
+def test_user_errors_survive_the_trip_from_a_worker() -> None:
+    import pickle
+
+    from embridge.core.errors import CheckpointError, user_error
+
+    err = CheckpointError("m.pt", "the model output holds NaN or inf values")
+    back = pickle.loads(pickle.dumps(err))
+    assert type(back) is CheckpointError and (back.source, back.problem, str(back)) == (err.source, err.problem, str(err))
+
+    class Wrapper(Exception):  # how Ray delivers a task's error: the original as ``cause``
+        def __init__(self, cause: BaseException) -> None:
+            super().__init__("remote traceback ...")
+            self.cause = cause
+
+    assert user_error(Wrapper(back)) is back and user_error(ValueError("bug")) is None
+    try:
+        raise InputError("--to", "outer") from InputError("x", "inner")
+    except InputError as outer:
+        assert user_error(outer) is outer  # a user error raised from another is itself
+
+
 def test_command_starts_its_own_local_ray_when_no_cluster_is_named(bundles: dict, tmp_path: Path) -> None:
     """No --ray-address and no RAY_ADDRESS: the command starts a local Ray for the job and stops it."""
     import os

@@ -43,7 +43,7 @@ from embridge.core.scale.backfill_workspace import (
     text_role,
     workspace_model_spec,
 )
-from embridge.core.scale.engine import EngineError
+from embridge.core.scale.engine import EngineError, check_reachable
 
 TERMINAL = ("completed", "failed", "cancelled", "lost")
 LOST_AFTER_S = 60.0  # a running job whose heartbeat is older than this is lost (cluster gone)
@@ -103,6 +103,7 @@ def cluster_address(address: str | None) -> str:
     if not address or address in ("local", "auto"):
         raise InputError("--ray-address", "a detached job needs a running Ray cluster: give its address "
                          "(--ray-address HOST:PORT or RAY_ADDRESS), e.g. one started with 'ray start --head'")
+    check_reachable(address)
     return address
 
 

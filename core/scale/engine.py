@@ -2,20 +2,25 @@
 
 A job either attaches to an existing cluster (``--ray-address`` or ``RAY_ADDRESS``) or starts a local
 Ray for itself; it shuts down only what it started, so a shared cluster or a session the caller already
-opened (a test fixture, a notebook) is left running.
+opened (a test fixture, a notebook) is left running. A cluster address is tried with a plain TCP
+connection first (Ray's own connect retries for minutes on an address where nothing listens), and
+a user error raised in a Ray worker (a bad row in a partition) reaches the caller as itself, not
+wrapped in Ray's remote traceback.
 """
 
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from embridge.core.errors import EmbridgeError, InputError
+from embridge.core.errors import EmbridgeError, InputError, user_error
 
 ENGINES = ("local", "ray")
+CONNECT_TIMEOUT_S = 10.0
 
 
 class EngineError(EmbridgeError):
@@ -46,14 +51,44 @@ def import_ray() -> Any:
     return ray
 
 
+def check_reachable(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+    """Refuse a cluster address where nothing answers (``HOST:PORT`` or ``ray://HOST:PORT``) at once."""
+    if address in ("auto", "local"):
+        return
+    hostport = address.split("://", 1)[1] if "://" in address else address
+    host, _, port = hostport.rstrip("/").rpartition(":")
+    if not host or not port.isdigit():
+        return  # a form Ray resolves itself; its own error says what is wrong
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise EngineError(f"--ray-address {address}: no Ray cluster answers there ({exc.strerror or exc}); "
+                          "start one with 'ray start --head' or check the address") from None
+
+
+@contextmanager
+def remote_errors() -> Iterator[None]:
+    """Re-raise a user error that a Ray task raised as itself (Ray delivers it wrapped)."""
+    try:
+        yield
+    except Exception as exc:
+        found = user_error(exc)
+        if found is None or found is exc:
+            raise
+        raise found from None
+
+
 @contextmanager
 def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iterator[RaySession]:
     """Attach to ``address`` (else ``RAY_ADDRESS``), reuse an open session, or start a local Ray."""
     ray = import_ray()
     if ray.is_initialized():
-        yield RaySession(None, False, int(ray.cluster_resources().get("CPU", 1)))
+        with remote_errors():
+            yield RaySession(None, False, int(ray.cluster_resources().get("CPU", 1)))
         return
     address = address or os.environ.get("RAY_ADDRESS") or None
+    if address:
+        check_reachable(address)
     try:
         if address:
             ray.init(address=address, log_to_driver=False)
@@ -62,6 +97,7 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
     except Exception as exc:  # ConnectionError, RuntimeError, ValueError depending on the failure
         raise EngineError(f"--ray-address {address or 'local'}: cannot start or reach Ray: {exc}") from exc
     try:
-        yield RaySession(address, True, int(ray.cluster_resources().get("CPU", 1)))
+        with remote_errors():
+            yield RaySession(address, True, int(ray.cluster_resources().get("CPU", 1)))
     finally:
         ray.shutdown()

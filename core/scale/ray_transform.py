@@ -23,6 +23,13 @@ from embridge.core.scale.gallery_transform import PartitionResult, transform_par
 RESULT_FIELDS = ("name", "rows", "seconds", "skipped", "runtime", "torch_loaded")
 
 
+def quiet_ray_data_errors() -> None:
+    """Ray Data logs a failed task's remote traceback before raising it; the raised error is the report."""
+    import logging
+
+    logging.getLogger("ray.data").setLevel(logging.CRITICAL)
+
+
 class PartitionMapper:
     """Ray Data actor body: transforms each partition of a batch and returns one result row each."""
 
@@ -58,6 +65,8 @@ def transform_on_ray(jobs: list[tuple], address: str | None, num_cpus: int | Non
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False
         ctx.execution_options.verbose_progress = False
+        ctx.raise_original_map_exception = True  # a bad row's own error, not Ray Data's wrapper around it
+        quiet_ray_data_errors()  # that error is reported once, as one line, by the caller
         rows = [{**job[1].to_row(), "target": job[2]} for job in todo]
         ds = ray.data.from_items(rows, override_num_blocks=len(rows))
         workers = max(1, min(len(rows), session.cpus))
