@@ -15,7 +15,7 @@ from embridge.core.bundle import export_bundle, load_bundle
 from embridge.core.cli.main import main
 from embridge.core.connectors import SPACE_FIELD, open_store
 from embridge.core.connectors.connector import path_uri
-from embridge.core.errors import Cancelled
+from embridge.core.errors import Cancelled, InputError
 from embridge.core.scale.ray_migrate import migrate_on_ray
 
 
@@ -132,8 +132,6 @@ def test_ray_migration_refuses_a_repeated_id_before_writing_its_partition(ray_cl
     import lancedb
     import pyarrow as pa
 
-    from embridge.core.connectors import VectorStoreError
-
     v1 = np.asarray(fct["vectors"]["v1"][:40], dtype=np.float32)
 
     def part(ids: list[int], rows: slice) -> Any:
@@ -143,7 +141,8 @@ def test_ray_migration_refuses_a_repeated_id_before_writing_its_partition(ray_cl
     table = lancedb.connect(str(tmp_path / "db")).create_table("dup", part(list(range(20)), slice(0, 20)))
     table.add(part([19, *range(20, 39)], slice(20, 40)))  # the second fragment repeats id 19
     db = f"lancedb://{tmp_path / 'db'}"
-    with pytest.raises(VectorStoreError, match="the id 19 appears more than once"):
+    with pytest.raises(InputError, match=r"dup.lance \(fragment 0\): row 19: id 19 appears here and in .*dup.lance "
+                       r"\(fragment 1\)"):  # found by reading the ids before any partition is transformed
         migrate_on_ray(fct["bundle"], f"{db}?table=dup", f"{db}?table=dup_v2")
     shadow = open_store(f"{db}?table=dup_v2")
     try:

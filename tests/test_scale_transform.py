@@ -319,3 +319,28 @@ def test_odd_partition_or_subfolder_is_named_before_any_partition_is_written(
     assert all(n in err for n in named), err
     assert not (tmp_path / "out").exists()
     assert file_bytes(tmp_path / "in") == before
+
+
+@pytest.mark.parametrize(("ids", "named"), [
+    ([[0, 1, 2], [3, 1, 4]], "part-000.parquet: row 1: id 1 appears here and in "),
+    ([[0, 1, 1], [3, 4, 5]], "part-000.parquet: row 1: id 1 appears more than once (1 ids"),
+    ([[0, 1, 2], [3, None, 5]], "part-001.parquet: row 1 of column 'id' is a null id (1 such rows)"),
+])
+def test_null_or_repeated_ids_are_refused_before_any_partition_is_written(
+        bundles: dict, tmp_path: Path, ids: list, named: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """The output is upserted by id (migrate), so an id held twice or a null id would lose rows there."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    v3 = bundles["vectors"]["v3"]
+    (tmp_path / "in").mkdir()
+    for i, part in enumerate(ids):
+        rows = v3[3 * i:3 * i + 3].astype(np.float32)
+        pq.write_table(pa.table({"id": pa.array(part, pa.int64()),
+                                 "vector": pa.FixedSizeListArray.from_arrays(pa.array(rows.ravel()), rows.shape[1])}),
+                       tmp_path / "in" / f"part-{i:03d}.parquet")
+    code = main(["transform", "--bundle", str(bundles["linear"]), "--from", str(tmp_path / "in"),
+                 "--to", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and len(err.splitlines()) == 1 and named in err, err
+    assert not (tmp_path / "out").exists()

@@ -136,18 +136,18 @@ def read_schema(part: Partition) -> Any:
     return lance.dataset(part.path).schema
 
 
-def read_partition(part: Partition) -> Any:
-    """All rows of one partition as an Arrow table, in stored order."""
+def read_partition(part: Partition, columns: list[str] | None = None) -> Any:
+    """All rows of one partition (``columns`` of them, else every column) as an Arrow table, in stored order."""
     import pyarrow.parquet as pq
 
     from embridge.core.connectors.arrow_common import reading_parquet
 
     if part.kind == "parquet":
         with reading_parquet(part.path, as_input=True):
-            return pq.read_table(part.path)
+            return pq.read_table(part.path, columns=columns)
     if part.kind == "lance":
         import lance
 
-        return lance.dataset(part.path).get_fragment(part.fragment).to_table()
+        return lance.dataset(part.path).get_fragment(part.fragment).to_table(columns=columns)
     raise InputError(part.path, f"unknown partition kind {part.kind!r} (known: {', '.join(KINDS)})")
 
