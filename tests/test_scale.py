@@ -224,3 +224,21 @@ def test_report_on_ray_equals_the_local_report(ray_cluster: Any, upgrade: dict,
     local, ray_run = results
     assert ray_run["search"]["exact"] and local["cells"] == ray_run["cells"]
     assert all(c["top1"] > 0 for c in ray_run["cells"].values()) and local["verdicts"] == ray_run["verdicts"]
+
+
+def test_search_options_that_need_the_ray_engine_or_exactness_are_refused_before_any_work(
+        upgrade: dict, capsys: pytest.CaptureFixture[str]) -> None:
+    """Without a cluster: the refusals come before Ray starts and before a report run is recorded."""
+    from embridge.core.store import Workspace
+
+    with Workspace.open(upgrade["path"]) as ws:
+        runs_before = len(ws.runs())
+    common = ["report", "--workspace", str(upgrade["path"]), "--run", str(upgrade["runs"]["v3_to_v1"])]
+    for extra, said in ((["--shards", "3"], "--shards: splits the gallery across Ray workers; it needs --engine ray"),
+                        (["--engine", "ray", "--ray-address", "127.0.0.1:1", "--search", "ivf"],
+                         "--search: --engine ray searches shards exactly; 'ivf' is not available")):
+        assert main([*common, *extra]) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and said in err, err
+    with Workspace.open(upgrade["path"]) as ws:
+        assert len(ws.runs()) == runs_before

@@ -89,8 +89,14 @@ def _search_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _search_config(args: argparse.Namespace) -> Any:
+    """The search settings, checked together before any work (or Ray) starts."""
     from embridge.core.evaluation.search import SearchConfig
 
+    if args.shards is not None and args.engine != "ray":
+        raise InputError("--shards", "splits the gallery across Ray workers; it needs --engine ray")
+    if args.engine == "ray" and args.search not in ("auto", "exact"):
+        raise InputError("--search", f"--engine ray searches shards exactly; {args.search!r} is not available "
+                         "there (use --search exact or auto)")
     return SearchConfig(method=args.search, exact_max=args.exact_max, engine=args.engine, shards=args.shards,
                         ray_address=args.ray_address)
 
@@ -123,8 +129,9 @@ def cmd_report(args: argparse.Namespace) -> Result:
                              "passes)")
         check_junit_target(args.junit, args.workspace)
     try:
+        search = _search_config(args)
         with _engine_session(args), Workspace.open(args.workspace) as ws:
-            options = ReportOptions(heldout_gallery=args.heldout_gallery, search=_search_config(args),
+            options = ReportOptions(heldout_gallery=args.heldout_gallery, search=search,
                                     backfill_steps=args.backfill_steps, rollback=args.rollback,
                                     n_boot=args.bootstrap)
             report = build_report(ws, args.run, options, on_progress=StderrProgress("report"))
@@ -232,9 +239,10 @@ def cmd_chain(args: argparse.Namespace) -> Result:
         runs = [int(r) for r in args.runs.split(",")]
     except ValueError as exc:
         raise InputError("--runs", f"expected comma-separated run ids, got '{args.runs}'") from exc
+    search = _search_config(args)
     with _engine_session(args), Workspace.open(args.workspace) as ws:
         report = chain_report(ws, models, runs, metric=args.metric, heldout_gallery=args.heldout_gallery,
-                              search=_search_config(args), on_progress=StderrProgress("chain"))
+                              search=search, on_progress=StderrProgress("chain"))
     chain = report.chain or {}
     data = {"report_id": report.report_id, "versions": chain["versions"], "metric": chain["metric"],
             "matrix": chain["matrix"], "ac": chain["ac"], "am": chain["am"], "criterion": chain["criterion"],
