@@ -98,6 +98,11 @@ def _odd_partition(kind: str, folder: Path) -> tuple[Path, str]:
     if kind == "repeated_id":
         _rewrite(last, id=pa.array([1200 + i if i != 9 else 1000 for i in range(n)], pa.int64()))
         return last, "row 9"
+    if kind == "nan_input":  # the input's fault, named by file and row, not the model's output
+        values = np.zeros((n, 8), np.float32)
+        values[11, 2] = np.inf
+        _rewrite(last, input=pa.FixedSizeListArray.from_arrays(pa.array(values.ravel()), 8))
+        return last, "row 11 (id 1211): column 'input' holds NaN or inf values (1 such rows)"
     flat = pa.array(np.zeros(n * 8, np.float32))
     col = pa.FixedSizeListArray.from_arrays(flat, 8, mask=pa.array([i == 4 for i in range(n)]))
     _rewrite(last, input=col)
@@ -105,7 +110,7 @@ def _odd_partition(kind: str, folder: Path) -> tuple[Path, str]:
     return last, "row 4"
 
 
-@pytest.mark.parametrize("kind", ["text_id", "null_id", "repeated_id", "null_input"])
+@pytest.mark.parametrize("kind", ["text_id", "null_id", "repeated_id", "null_input", "nan_input"])
 def test_odd_items_are_named_by_file_and_row_before_any_chunk(items: dict, tmp_path: Path, kind: str,
                                                               capsys: pytest.CaptureFixture[str]) -> None:
     bad, where = _odd_partition(kind, items["items"])

@@ -55,7 +55,7 @@ def _same_kind(a: Any, b: Any) -> bool:
 
 
 def check_rows(file: Path, table: Any, id_col: str, input_col: str) -> None:
-    """No null id and no null input (nor a null value inside a list input) in one partition."""
+    """No null id and no null input (nor a null, NaN or inf value inside a list input) in one partition."""
     ids = table.column(id_col)
     if ids.null_count:
         row = _first_null(ids)
@@ -71,6 +71,12 @@ def check_rows(file: Path, table: Any, id_col: str, input_col: str) -> None:
         if per_row.any():
             row = int(np.flatnonzero(per_row)[0])
             raise InputError(file, f"row {row} (id {ids[row]}): column '{input_col}' holds a null value")
+        values = np.asarray(col.flatten().to_numpy(zero_copy_only=False), dtype=np.float64)
+        bad = ~np.isfinite(values.reshape(len(col), col.type.list_size)).all(axis=1)
+        if bad.any():  # named here, by file and row, rather than as a model output gone bad
+            row = int(np.flatnonzero(bad)[0])
+            raise InputError(file, f"row {row} (id {ids[row]}): column '{input_col}' holds NaN or inf values "
+                             f"({int(bad.sum())} such rows)")
 
 
 def _first_null(column: Any) -> int:
