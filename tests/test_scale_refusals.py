@@ -120,6 +120,16 @@ def test_odd_items_are_named_by_file_and_row_before_any_chunk(items: dict, tmp_p
     assert not (tmp_path / "out").exists()
 
 
+def test_rows_of_another_width_name_the_width_the_model_takes(items: dict, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    from scale_fixtures import write_items
+
+    write_items(tmp_path / "narrow", np.zeros((20, 5), np.float32), 2)
+    assert embed({**items, "items": tmp_path / "narrow"}, tmp_path / "out") == 1
+    err = one_line_error(capsys)
+    assert "m.pt: the model takes inputs of shape (8,), not rows of shape (5,)" in err, err
+
+
 @pytest.fixture
 def ws_and_model(demo_copy: Path) -> tuple[Path, str]:
     with Workspace.open(demo_copy) as ws:

@@ -182,6 +182,10 @@ class LoadedModel:
             with torch.inference_mode():
                 out = self._forward(x)
         except Exception as exc:  # the model's own code may raise anything (TorchScript: torch.jit.Error)
+            given, taken = tuple(x.shape[1:]), tuple(self.spec.input_shape or ())
+            if taken and given != taken:  # the data's shape is the odd one: say so, not the model's
+                raise CheckpointError(self.spec.path, f"the model takes inputs of shape {taken}, not rows of shape "
+                                      f"{given} (a batch {tuple(x.shape)})") from exc
             raise CheckpointError(self.spec.path, f"the model rejects inputs of shape {self.spec.input_shape} "
                                   f"(a batch {tuple(x.shape)}): {_reason(exc)}"
                                   f"{_first_layer_hint(self.module)}") from exc
