@@ -154,9 +154,16 @@ def test_cancel_stops_the_ray_job_and_records_it(ws_path: Path, ray_head: str) -
         job = detached_jobs.submit_backfill(ws, NEW, ws.gallery_ids(), address=ray_head, chunk=1)
         assert detached_jobs.status(ws, job).state == "running"
         sets_before = len(ws.vector_sets(NEW))
+        deadline = time.monotonic() + 60
+        while detached_jobs.read_status(job).done < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        seen = detached_jobs.read_status(job).done
+        assert seen >= 2
         final = detached_jobs.cancel(ws, job)
         assert final.state == "cancelled"
         assert ws.run(job.run_id)["status"] == "cancelled"
+        # how far it had come stays readable after the cancel (it read 0 once recorded)
+        assert seen <= final.done < job.items and detached_jobs.status(ws, job).done == final.done
         assert len(ws.vector_sets(NEW)) == sets_before  # nothing of a cancelled job is recorded
     end = time.monotonic() + 30
     while actor_alive(job.address, job.namespace, job.job_id) and time.monotonic() < end:

@@ -198,7 +198,8 @@ def status(ws: Any, job: RayJob) -> JobStatus:
     """The recorded ending when the run has one, else the cluster's latest report."""
     run = ws.run(job.run_id)
     if run["status"] != "running":
-        return JobStatus(run["status"], job.items if run["status"] == "completed" else 0, job.items,
+        done = (run.get("metrics") or {}).get("done", 0)  # how far a cancelled or failed job had come
+        return JobStatus(run["status"], job.items if run["status"] == "completed" else int(done or 0), job.items,
                          error=run.get("error"))
     return read_status(job)
 
@@ -221,7 +222,8 @@ def settle(ws: Any, job: RayJob, current: JobStatus) -> dict[str, Any] | None:
         else:
             metrics = None
             status_name = "cancelled" if current.state == "cancelled" else "failed"
-            ws.finish_run(job.run_id, status_name, error=current.error or f"the Ray job ended {current.state}")
+            ws.finish_run(job.run_id, status_name, error=current.error or f"the Ray job ended {current.state}",
+                          metrics={"done": current.done})
     shutil.rmtree(job.stage, ignore_errors=True)
     return metrics
 
