@@ -80,6 +80,13 @@ def test_cascade_run_is_measured_as_a_cascade(runs: dict[str, dict[str, Any]], w
     assert report.cells["new→old"]["query_side"].startswith(f"cascade: old query recalls K = {k}")
     assert any(v.startswith(f"Cascade with K = {k}") for v in report.verdicts)
     assert report.headline["upgraded_top1"] == pytest.approx(run["upgraded_top1"])
+    # its partial-backfill curves mix the layer alone with new vectors: said so, not "the upgraded system"
+    assert "β = 0 is the cascade's layer alone on the sample, without the new model's re-rank" in \
+        report.backfill["note"][0]
+    ceiling = report.cells[report.ceiling_cell]["metrics"]
+    for curve in report.backfill["policies"].values():  # judged curves meet at the full-backfill cell
+        assert curve["values"]["top1"][-1] == pytest.approx(ceiling["top1"], abs=1e-9)
+        assert curve["values"]["ndcg@10"][-1] == pytest.approx(ceiling["ndcg@10"], abs=1e-9)
 
 
 def test_auto_picks_a_passing_option_and_records_every_candidate(runs: dict[str, dict[str, Any]]) -> None:

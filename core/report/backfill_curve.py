@@ -41,6 +41,9 @@ from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
 from embridge.core.retrieval import merge_topk
 
 POLICIES = ("random", "least_confident", "largest_residual")
+# candidates kept beyond the deepest cut-off, so that items tied with the k-th are still there to be
+# ranked by gallery row (a running top k keeps whichever tied item it met first)
+TIE_SLACK = 8
 
 
 @dataclass
@@ -144,7 +147,7 @@ def _segments(order: np.ndarray, cuts: np.ndarray) -> dict[tuple[int, int], np.n
 
 def _running_top(scores: np.ndarray, rel: np.ndarray, segments: dict[tuple[int, int], np.ndarray],
                  cuts: np.ndarray, k: int, suffix: bool) -> list:
-    """Top-k (scores, relevance) of the columns ``order[:m]`` (prefix) or ``order[m:]`` (suffix) for
+    """Top-k (scores, relevance, gallery rows) of the columns ``order[:m]`` (prefix) or ``order[m:]`` (suffix) for
     every m in ``cuts``, in one pass (``segments``: the order cut up by :func:`_segments`).
 
     Each step takes one segment's columns and folds them into the running top k with
@@ -162,14 +165,15 @@ def _running_top(scores: np.ndarray, rel: np.ndarray, segments: dict[tuple[int, 
             cols = segments[(lo, hi)]
             merge_topk(np.take(scores, cols, axis=1), 0, best_col, best_score, ids=cols)
         taken = np.take_along_axis(rel, np.maximum(best_col, 0), 1)
-        out[m] = (best_score.copy(), np.where(best_col >= 0, taken, rel.dtype.type(0)))
+        out[m] = (best_score.copy(), np.where(best_col >= 0, taken, rel.dtype.type(0)), best_col.copy())
         prev = m
     return [out[m] for m in cuts.tolist()]
 
 
-def _merged(scores: np.ndarray, rel: np.ndarray) -> np.ndarray:
-    """Relevance (or grades) of the merged candidates, best score first."""
-    order = np.argsort(-scores, axis=1, kind="stable")
+def _merged(scores: np.ndarray, rel: np.ndarray, cols: np.ndarray, k: int) -> np.ndarray:
+    """Relevance (or grades) of the first ``k`` merged candidates: best score first, equal scores by
+    lower gallery row, the order the report's searches use, so tied items rank as in the cells."""
+    order = np.lexsort((cols, -scores), axis=1)[:, :k]
     return np.take_along_axis(rel, order, 1)
 
 
@@ -219,6 +223,7 @@ def backfill_curves(
     segments = {policy: _segments(np.asarray(order, dtype=np.intp), cuts) for policy, order in orders.items()}
     ex = None if exclude is None else np.asarray(exclude, np.int64)
     kmax = max(*ks, JUDGED_K) if judged is not None else max(ks)
+    keep = kmax + TIE_SLACK
     names = [f"top{k}" for k in ks] + ([f"ndcg@{JUDGED_K}", f"mrr@{JUDGED_K}"] if judged is not None else [])
     sums = {p: np.zeros((betas.size, len(names))) for p in orders}
     n_valid = 0
@@ -237,10 +242,11 @@ def backfill_curves(
         n_valid += int(valid.sum())
         ideal = judged.ideal(start, stop) if judged is not None else None
         for policy, parts in segments.items():
-            heads = _running_top(s_new, rel, parts, cuts, kmax, suffix=False)
-            tails = _running_top(s_old, rel, parts, cuts, kmax, suffix=True)
+            heads = _running_top(s_new, rel, parts, cuts, keep, suffix=False)
+            tails = _running_top(s_old, rel, parts, cuts, keep, suffix=True)
             for b, (head, tail) in enumerate(zip(heads, tails, strict=True)):
-                ranked = _merged(np.concatenate([head[0], tail[0]], 1), np.concatenate([head[1], tail[1]], 1))
+                ranked = _merged(np.concatenate([head[0], tail[0]], 1), np.concatenate([head[1], tail[1]], 1),
+                                 np.concatenate([head[2], tail[2]], 1), kmax)
                 first = _first_hit(ranked)
                 values = [((first < k) & valid).sum() for k in ks]
                 if ideal is not None:

@@ -196,7 +196,7 @@ def assemble(ws: Workspace, run: RunRecord, row: dict[str, Any], adapter: Adapte
         verdicts=sections.verdicts(head, upgraded, ceiling, adapter.kind, sample.relevance, adapter.config()),
     )
     stage("backfill")
-    report.backfill = _backfill(sides, sample, plan, options.backfill_steps, seed, should_stop)
+    report.backfill = _backfill(sides, sample, plan, options.backfill_steps, seed, should_stop, adapter.kind)
     for policy, curve in report.backfill["policies"].items():
         head[f"backfill_area_{policy}"] = curve["areas"]["top1"]
     on_progress(len(stages), len(stages), {"stage": "done"})
@@ -245,7 +245,7 @@ def _compat_rate(sides: Sides, sample: EvalSample, seed: int) -> dict[str, Any] 
 
 
 def _backfill(sides: Sides, sample: EvalSample, plan: Any, steps: int, seed: int,
-              should_stop: StopFn | None) -> dict[str, Any]:
+              should_stop: StopFn | None, kind: str = "") -> dict[str, Any]:
     judged = None
     if sample.relevance == "judgments":
         judged = JudgedRelevance(sample.tasks.sample.rule, sample.query_ids, sample.gallery_ids)
@@ -264,6 +264,10 @@ def _backfill(sides: Sides, sample: EvalSample, plan: Any, steps: int, seed: int
              "ranking per query.",
              "least_confident and largest_residual rank items by their bridged new vectors, so in "
              "deployment they need every item's new vector first; random needs none."]
+    if kind == "cascade":  # the mixed gallery is searched once; the cascade's re-rank is not in the curve
+        notes[0] = ("The curves run on the evaluation sample (every item needs both vectors): β = 0 is the cascade's "
+                    "layer alone on the sample, without the new model's re-rank of the old index's recall (the "
+                    "upgraded cell is the cascade itself), β = 1 the full-backfill cell.")
     if judged:
         notes.append("Relevance judgments: top-1 and top-5 are success@1 and success@5 (a relevant document "
                      "within the first k); nDCG@10 and MRR@10 are measured on the same merged rankings.")
