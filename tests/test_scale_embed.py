@@ -58,6 +58,15 @@ def test_backfill_resumes_by_chunk_and_refuses_bad_input(ray_cluster: Any, model
                       should_stop=lambda: calls.append(1) or len(calls) > 2)
     resumed = embed_dataset(m["model"], str(m["items"]), str(tmp_path / "out"), chunk=200, engine="ray")
     assert (resumed.skipped, resumed.written) == (2, 2)
+    import embridge.core.scale.backfill_embed as backfill_embed
+
+    def no_ray(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("a finished job started Ray")
+
+    with pytest.MonkeyPatch.context() as patch:  # finished: the rerun skips every chunk without Ray
+        patch.setattr(backfill_embed, "_on_ray", no_ray)
+        again = embed_dataset(m["model"], str(m["items"]), str(tmp_path / "out"), chunk=200, engine="ray")
+    assert (again.skipped, again.written, again.items) == (4, 0, 0)
     ids, _ = read_chunks(tmp_path / "out")
     np.testing.assert_array_equal(ids, np.arange(700) + 1000)
     # another model saved at the same path is another job: its vectors never join the first model's

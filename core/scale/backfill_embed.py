@@ -187,7 +187,10 @@ def _embed(model: ModelRef, dst: Path, ids: np.ndarray, inputs: Any, chunk: int,
         on_progress(i, len(jobs), {"stage": "embed", "items": n_done, "items_per_s": rate,
                                    "eta_s": (len(ids) - n_done) / rate if rate > 0 else None})
 
-    if worker is not None:
+    if all(os.path.exists(job[2]) for job in jobs):  # a finished job: nothing to start, on either engine
+        written = [0] * len(jobs)
+        report(len(ids), len(jobs))
+    elif worker is not None:
         written = []
         for i, job in enumerate(jobs):
             check_stop(should_stop)
