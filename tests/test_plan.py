@@ -222,3 +222,11 @@ def test_plan_on_a_judged_workspace_reads_partial_backfill_off_the_judged_curves
     assert f"partial backfill read off the curves measured on {ceiling_protocol}" in plan.measured_on()
 
 
+
+
+def test_a_curve_that_starts_above_the_target_names_its_own_value() -> None:
+    report = make_report(0.60, 0.90, 0.55, {"random": [0.88, 0.89, 0.90, 0.90, 0.90]})
+    plan = plan_from_report(report, RATE)
+    assert "partial_backfill" not in options(plan)
+    assert "The layer alone already reaches the target 0.855 top-1: 0.880 at β = 0 on the curves' sample." \
+        in plan.notes

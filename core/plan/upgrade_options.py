@@ -147,7 +147,8 @@ def partial_option(report: Report, tp: Throughput, sizes: _Sizes, floor: float, 
         if beta is None or beta >= 1:
             continue
         if beta <= 0:
-            return None, [f"The layer alone already reaches {target:.3f} top-1 (β = 0)."]
+            return None, [f"The layer alone already reaches the target {target:.3f} top-1: "
+                          f"{curve_point(betas, values, 0.0):.3f} at β = 0 on the curves' sample."]
         free = policy in ORDERING_IS_FREE
         embedded = int(round(beta * sizes.n)) if free else sizes.n
         quality = {"top1": curve_point(betas, values, beta)}
