@@ -189,7 +189,7 @@ def test_rerun_after_the_source_changed_redoes_only_what_changed(upgrade: dict, 
     state["partitions"] = sorted(state.pop("inputs"))
     marker.write_text(json.dumps(state))
     assert transform_gallery(bundle, str(src), str(dst)).skipped == 3
-    with pytest.raises(InputError, match="row 0: id 'l0' appears here and in "):  # labels repeat: not an id
+    with pytest.raises(InputError, match="row 5: id 'l0' appears more than once in the dataset"):  # labels repeat: not an id
         transform_gallery(bundle, str(src), str(dst), id_col="label")
 
 

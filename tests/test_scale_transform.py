@@ -322,8 +322,8 @@ def test_odd_partition_or_subfolder_is_named_before_any_partition_is_written(
 
 
 @pytest.mark.parametrize(("ids", "named"), [
-    ([[0, 1, 2], [3, 1, 4]], "part-000.parquet: row 1: id 1 appears here and in "),
-    ([[0, 1, 1], [3, 4, 5]], "part-000.parquet: row 1: id 1 appears more than once (1 ids"),
+    ([[0, 1, 2], [3, 1, 4]], "part-001.parquet: row 1: id 1 appears more than once in the dataset; ids must be"),
+    ([[0, 1, 1], [3, 4, 5]], "part-000.parquet: row 2: id 1 appears more than once in the dataset; ids must be"),
     ([[0, 1, 2], [3, None, 5]], "part-001.parquet: row 1 of column 'id' is a null id (1 such rows)"),
 ])
 def test_null_or_repeated_ids_are_refused_before_any_partition_is_written(

@@ -165,25 +165,19 @@ def _check_schemas(source: SourceDataset, id_col: str, vec_col: str) -> None:
 
 def _check_ids(src: Any, id_col: str) -> None:
     """Refuse null ids and an id held twice (in one partition or two): the output is upserted by id."""
-    where: list[tuple[str, Any]] = []
+    from embridge.core.scale.item_checks import check_unique, first_null
+
+    names, columns = [], []
     for part in src.partitions:
         ids = read_partition(part, [id_col]).column(id_col)
         named = part.path if part.kind == "parquet" else f"{part.path} (fragment {part.fragment})"
         if ids.null_count:
-            row = ids.is_null().to_pylist().index(True)
-            raise InputError(named, f"row {row} of column '{id_col}' is a null id ({ids.null_count} such rows)")
-        where.append((named, ids.to_numpy(zero_copy_only=False)))
-    if not where:
-        return
-    every = np.concatenate([ids for _, ids in where])
-    values, counts = np.unique(every, return_counts=True)
-    if (counts > 1).any():
-        twice = values[np.argmax(counts > 1)]
-        holders = [(path, int(np.flatnonzero(ids == twice)[0])) for path, ids in where if (ids == twice).any()]
-        (path, row), shown = holders[0], twice.item() if hasattr(twice, "item") else twice
-        also = f"here and in {holders[1][0]}" if len(holders) > 1 else "more than once"
-        raise InputError(path, f"row {row}: id {shown!r} appears {also} ({int((counts > 1).sum())} ids appear more "
-                         "than once); ids must be unique, as the output is written by id")
+            raise InputError(named, f"row {first_null(ids)} of column '{id_col}' is a null id "
+                             f"({ids.null_count} such rows)")
+        names.append(named)
+        columns.append(ids)
+    if columns:
+        check_unique(np.asarray([v for c in columns for v in c.to_pylist()]), names, [len(c) for c in columns])
 
 
 def _check_paths(src: Path, dst: Path, bundle: Path) -> None:

@@ -58,11 +58,11 @@ def check_rows(file: Path, table: Any, id_col: str, input_col: str) -> None:
     """No null id and no null input (nor a null, NaN or inf value inside a list input) in one partition."""
     ids = table.column(id_col)
     if ids.null_count:
-        row = _first_null(ids)
+        row = first_null(ids)
         raise InputError(file, f"row {row}: the '{id_col}' column is empty (null); every item needs an id")
     col = table.column(input_col).combine_chunks()
     if col.null_count:
-        row = _first_null(col)
+        row = first_null(col)
         raise InputError(file, f"row {row} (id {ids[row]}): the '{input_col}' column is empty (null); "
                          "every item needs an input")
     if hasattr(col.type, "list_size") and col.type.list_size > 0 and len(col):
@@ -79,11 +79,12 @@ def check_rows(file: Path, table: Any, id_col: str, input_col: str) -> None:
                              f"({int(bad.sum())} such rows)")
 
 
-def _first_null(column: Any) -> int:
+def first_null(column: Any) -> int:
+    """The row of an Arrow column's first null."""
     return int(np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))[0])
 
 
-def check_unique(ids: np.ndarray, files: list[Path], rows: list[int]) -> None:
+def check_unique(ids: np.ndarray, files: list[Path] | list[str], rows: list[int]) -> None:
     """No id twice in the dataset; the error names the partition file and row of the repeat."""
     _, first_at, counts = np.unique(ids, return_index=True, return_counts=True)
     if (counts == 1).all():
