@@ -257,17 +257,17 @@ def _backfill(sides: Sides, sample: EvalSample, plan: Any, steps: int, seed: int
                               judged=judged)
     policies = {p: c.to_dict() for p, c in curves.items()}
     best = max(policies, key=lambda p: policies[p]["areas"]["top1"])
-    notes = ["The curves run on the evaluation sample (every item needs both vectors): β = 0 is the upgraded "
-             "system on the sample (no item re-embedded; the upgraded cell itself searches the whole old "
-             "gallery), β = 1 the full-backfill cell.",
+    # the mixed gallery is searched once: a cascade's re-rank is not in the curve
+    start = ("the cascade's layer alone on the sample, without the new model's re-rank of the old index's recall "
+             "(the upgraded cell is the cascade itself)" if kind == "cascade" else
+             "the upgraded system on the sample (no item re-embedded; the upgraded cell itself searches the whole "
+             "old gallery)")
+    notes = [f"The curves run on the evaluation sample (every item needs both vectors): β = 0 is {start}, β = 1 "
+             "the full-backfill cell.",
              "Backfilled items are scored new against new, the rest through the layer; one merged "
              "ranking per query.",
              "least_confident and largest_residual rank items by their bridged new vectors, so in "
              "deployment they need every item's new vector first; random needs none."]
-    if kind == "cascade":  # the mixed gallery is searched once; the cascade's re-rank is not in the curve
-        notes[0] = ("The curves run on the evaluation sample (every item needs both vectors): β = 0 is the cascade's "
-                    "layer alone on the sample, without the new model's re-rank of the old index's recall (the "
-                    "upgraded cell is the cascade itself), β = 1 the full-backfill cell.")
     if judged:
         notes.append("Relevance judgments: top-1 and top-5 are success@1 and success@5 (a relevant document "
                      "within the first k); nDCG@10 and MRR@10 are measured on the same merged rankings.")

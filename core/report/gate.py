@@ -104,25 +104,26 @@ def _number(value: Any) -> float | None:
 
 def junit_xml(results: list[CheckResult], suite: str = "embridge.report") -> str:
     """JUnit XML: one ``testcase`` per check, a ``failure`` with its message where it failed."""
-    failures = sum(not r.passed for r in results)
-    root = ET.Element("testsuites", tests=str(len(results)), failures=str(failures))
-    node = ET.SubElement(root, "testsuite", name=suite, tests=str(len(results)), failures=str(failures),
-                         errors="0", skipped="0")
-    for r in results:
-        case = ET.SubElement(node, "testcase", classname=suite, name=r.check.text)
-        if r.passed:
-            ET.SubElement(case, "system-out").text = r.message
-        else:
-            ET.SubElement(case, "failure", message=r.message, type="gate").text = r.message
-    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+    return _junit([(r.check.text, "pass" if r.passed else "failure", r.message) for r in results], suite)
 
 
 def junit_error_xml(message: str, suite: str = "embridge.report") -> str:
     """JUnit XML for a report that could not be built: one test case in error, so CI shows it red."""
-    root = ET.Element("testsuites", tests="1", failures="0", errors="1")
-    node = ET.SubElement(root, "testsuite", name=suite, tests="1", failures="0", errors="1", skipped="0")
-    case = ET.SubElement(node, "testcase", classname=suite, name="report")
-    ET.SubElement(case, "error", message=message, type="report").text = message
+    return _junit([("report", "error", message)], suite)
+
+
+def _junit(cases: list[tuple[str, str, str]], suite: str) -> str:
+    """The document for ``(name, pass|failure|error, message)`` test cases of one suite."""
+    counts = {"tests": str(len(cases)), "failures": str(sum(o == "failure" for _, o, _ in cases)),
+              "errors": str(sum(o == "error" for _, o, _ in cases))}
+    root = ET.Element("testsuites", **counts)
+    node = ET.SubElement(root, "testsuite", name=suite, **counts, skipped="0")
+    for name, outcome, message in cases:
+        case = ET.SubElement(node, "testcase", classname=suite, name=name)
+        if outcome == "pass":
+            ET.SubElement(case, "system-out").text = message
+        else:
+            ET.SubElement(case, outcome, message=message, type="gate" if outcome == "failure" else "report").text = message
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
 
 
