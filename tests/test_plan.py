@@ -60,6 +60,30 @@ def test_failing_adapter_with_a_much_better_model_backfills_partially() -> None:
     assert full["bytes_per_item"] == D_NEW * 4 and options(plan)["stay"]["bytes_per_item"] == D_OLD * 4
 
 
+def test_partial_backfill_gain_is_measured_from_old_old_on_the_curves_sample() -> None:
+    """The curves run on a 2,000-item sample, old/old on the 100,000-item gallery (top-1 0.60, where
+    more distractors make it lower): the partial row's gain starts from old/old on the sample."""
+    report = make_report(0.60, 0.90, 0.55, {"random": [0.55, 0.70, 0.86, 0.88, 0.90]})
+    report["backfill"]["old_old"] = {"metrics": {"top1": 0.80}}
+    opt = options(plan_from_report(report, RATE))["partial_backfill"]
+    assert opt["gain_retained"] == pytest.approx((0.86 - 0.80) / (0.90 - 0.80))  # 0.87 from the whole gallery's 0.60
+    assert opt["passes_criterion"] is True
+    assert any("old/old on the same sample (top-1 0.800)" in n for n in opt["notes"])
+    report["backfill"]["old_old"] = {"metrics": {"top1": 0.87}}  # above the partial row's 0.86: it fails there
+    opt = options(plan_from_report(report, RATE))["partial_backfill"]
+    assert opt["passes_criterion"] is False and opt["gain_retained"] == pytest.approx((0.86 - 0.87) / (0.90 - 0.87))
+
+
+def test_partial_backfill_without_a_sample_floor_gives_no_gain_unless_the_sample_is_the_gallery() -> None:
+    report = make_report(0.60, 0.90, 0.55, {"random": [0.55, 0.70, 0.86, 0.88, 0.90]})  # an older report
+    opt = options(plan_from_report(report, RATE))["partial_backfill"]
+    assert opt["gain_retained"] is None and opt["passes_criterion"] is None
+    assert any("no old/old on that sample" in n for n in opt["notes"])
+    report["sizes"]["gallery"] = N  # the sample is the whole gallery: old/old was measured where the curves were
+    opt = options(plan_from_report(report, RATE))["partial_backfill"]
+    assert opt["gain_retained"] == pytest.approx((0.86 - 0.60) / (0.90 - 0.60)) and opt["passes_criterion"] is True
+
+
 def test_no_early_point_means_full_backfill() -> None:
     plan = plan_from_report(make_report(0.60, 0.90, 0.62, {"random": [0.62, 0.66, 0.70, 0.75, 0.90]}), RATE)
     assert plan.recommendation == "full_backfill" and "partial_backfill" not in options(plan)

@@ -36,7 +36,8 @@ def truth(case: DemoCase) -> dict[str, dict]:
             "old/old": brute_force(q_old, f_old, q_lab, f_lab),
             "new/new": brute_force(q_new, g_new, q_lab, g_lab),
             "new→old": brute_force(q_up, f_old, q_lab, f_lab),
-            "new→old on the sample": brute_force(q_up, g_old, q_lab, g_lab)}
+            "new→old on the sample": brute_force(q_up, g_old, q_lab, g_lab),
+            "old/old on the sample": brute_force(q_old, g_old, q_lab, g_lab)}
 
 
 def test_cells_and_protocol_are_stated(case: DemoCase) -> None:
@@ -110,6 +111,19 @@ def test_backfill_endpoints_are_the_cells(case: DemoCase, truth: dict) -> None:
         values = np.array(curve["values"]["top1"])
         assert curve["areas"]["top1"] == pytest.approx(np.trapezoid(values, curve["betas"]))
         assert values.min() >= 0 and values.max() <= 1
+
+
+def test_backfill_floor_is_old_old_on_the_curves_sample(case: DemoCase, truth: dict) -> None:
+    """The curves search the 600-item sample, old/old the 997-item gallery: the report also scores
+    old/old on the sample, the floor a partial backfill's gain is measured from."""
+    floor = case.report.backfill["old_old"]
+    for metric in ("top1", "top5"):
+        assert floor["metrics"][metric] == pytest.approx(truth["old/old on the sample"][metric], abs=1e-12), metric
+    assert floor["protocol"]["n_gallery"] == 600 and floor["protocol"]["n_queries"] == 200
+    # the demo's two galleries give different old/old numbers, so the one of the whole gallery would mislead
+    assert floor["metrics"]["top1"] != pytest.approx(case.report.cells["old/old"]["metrics"]["top1"], abs=1e-9)
+    page = Path(case.report.html_file).read_text(encoding="utf-8")
+    assert f"old/old on the same queries and gallery: top-1 {floor['metrics']['top1']:.4f}" in page
 
 
 def test_per_label_and_compatibility_rate(case: DemoCase) -> None:

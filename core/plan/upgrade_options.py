@@ -90,12 +90,26 @@ class _Sizes:
 
 
 def _option(name: str, title: str, time_s: float | None, storage: int, embedded: int, quality: dict[str, float],
-            floor: float, ceiling: float, notes: list[str], **extra: Any) -> dict[str, Any]:
+            floor: float | None, ceiling: float, notes: list[str], **extra: Any) -> dict[str, Any]:
     top1 = quality.get("top1")
+    unmeasured = top1 is None or floor is None
     return {"name": name, "title": title, "time_s": time_s, "storage_bytes": int(storage), "items_embedded": embedded,
-            "quality": quality, "gain_retained": None if top1 is None else gain_retained(top1, floor, ceiling),
+            "quality": quality, "gain_retained": None if unmeasured else gain_retained(top1, floor, ceiling),
             "gain_retained_note": gain_note(floor, ceiling),
-            "passes_criterion": None if top1 is None else bool(top1 > floor), "notes": notes, **extra}
+            "passes_criterion": None if unmeasured else bool(top1 > floor), "notes": notes, **extra}
+
+
+def curve_floor(report: Report, sizes: _Sizes, floor: float) -> float | None:
+    """old/old top-1 on the partial-backfill curves' own queries and gallery (the evaluation sample).
+
+    A partial backfill's top-1 is read off those curves, so its gain and criterion are measured from
+    this floor, not from old/old on the whole gallery. A report that did not record it (made before it
+    was measured) has it only when the sample is the whole gallery.
+    """
+    recorded = ((report.backfill.get("old_old") or {}).get("metrics") or {}).get("top1")
+    if recorded is not None:
+        return float(recorded)
+    return floor if sizes.n_sample == sizes.n else None
 
 
 def layer_option(name: str, kind: str, quality: dict[str, float], rate: float | None, sizes: _Sizes,
@@ -167,14 +181,18 @@ def partial_option(report: Report, tp: Throughput, sizes: _Sizes, floor: float, 
         return None, notes
     embedded, _, beta, policy, quality = min(candidates)
     backfilled = int(round(beta * sizes.n))
+    base = curve_floor(report, sizes, floor)
     opt_notes = [f"Re-embeds {backfilled} of {sizes.n} gallery items (β = {beta:.2f}) in {policy} order; the rest "
                  "stay behind the layer until they are re-embedded.",
-                 "Quality is read off the partial-backfill curve measured on the evaluation sample."]
+                 "Quality is read off the partial-backfill curve measured on the evaluation sample"
+                 + (f"; its gain and criterion are measured from old/old on the same sample (top-1 {base:.3f})."
+                    if base is not None else "; this report has no old/old on that sample, so its gain retained and "
+                    "criterion are not given (make the report again to measure them).")]
     # the curves rank the full-backfill cell's queries against its gallery (the evaluation sample)
     protocol = ((report.cells.get(str(report.ceiling_cell)) or {}).get("protocol") or {}).get("text")
     option = _option("partial_backfill", f"Partial backfill to β = {beta:.2f} ({policy} order)",
                      _time(embedded, tp.embed_items_per_s), sizes.mixed(beta) + sizes.adapter_bytes, embedded,
-                     quality, floor, ceiling, opt_notes, fraction=beta, policy=policy, measured_on=protocol)
+                     quality, base, ceiling, opt_notes, fraction=beta, policy=policy, measured_on=protocol)
     return option, notes
 
 

@@ -196,7 +196,13 @@ def assemble(ws: Workspace, run: RunRecord, row: dict[str, Any], adapter: Adapte
         verdicts=sections.verdicts(head, upgraded, ceiling, adapter.kind, sample.relevance, adapter.config()),
     )
     stage("backfill")
+    floor = cells[OLD_OLD]
+    if sample.full_ids.size != sample.gallery_ids.size:  # old/old searched the whole gallery, the curves the sample
+        floor = score_cell(OLD_OLD, floor.query_side, floor.gallery_side, sides.q_old, sides.g_old, tasks.sample,
+                           sample_plan, should_stop=should_stop)
     report.backfill = _backfill(sides, sample, plan, options.backfill_steps, seed, should_stop, adapter.kind)
+    if report.backfill["policies"]:
+        report.backfill["old_old"] = _curve_floor(floor, report.backfill["policies"])
     for policy, curve in report.backfill["policies"].items():
         head[f"backfill_area_{policy}"] = curve["areas"]["top1"]
     on_progress(len(stages), len(stages), {"stage": "done"})
@@ -242,6 +248,14 @@ def _compat_rate(sides: Sides, sample: EvalSample, seed: int) -> dict[str, Any] 
     out = compatibility_rate(np.asarray(sides.g_adapted[rows]), np.asarray(sides.g_up[rows]), labels, seed=seed)
     out["n_items"] = int(rows.size)
     return out
+
+
+def _curve_floor(floor: CellResult, policies: dict[str, Any]) -> dict[str, Any]:
+    """old/old on the curves' own queries and gallery: what a partial backfill's gain is measured from."""
+    names = next(iter(policies.values()))["values"].keys()
+    summary = floor.metrics.summary()
+    return {"metrics": {name: summary.get(name) for name in names},
+            "protocol": None if floor.protocol is None else floor.protocol.to_dict()}
 
 
 def _backfill(sides: Sides, sample: EvalSample, plan: Any, steps: int, seed: int,

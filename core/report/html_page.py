@@ -166,8 +166,17 @@ def _backfill(report: Mapping[str, Any], figs: _Figures) -> str:
             for p, c in b["policies"].items()]
     return (_list(b.get("note") or []) + _table(["policy", "area top-1", "area top-5", "top-1 at β=0",
                                                  "top-1 at β=1"], rows)
-            + f"<p>Best policy by area: {escape(str(b.get('best_policy')))}.</p>"
+            + f"<p>Best policy by area: {escape(str(b.get('best_policy')))}.</p>" + _curve_floor(b)
             + figs.take("backfill", "Top-1 against the backfilled fraction β"))
+
+
+def _curve_floor(backfill: Mapping[str, Any]) -> str:
+    floor = backfill.get("old_old") or {}
+    top1 = (floor.get("metrics") or {}).get("top1")
+    if top1 is None:
+        return ""
+    where = (floor.get("protocol") or {}).get("text") or "the curves' sample"
+    return f"<p>old/old on the same queries and gallery: top-1 {_fmt(top1)} ({escape(where)}).</p>"
 
 
 def _training(report: Mapping[str, Any], figs: _Figures) -> str:

@@ -58,8 +58,9 @@ def report_figures(report: Report | Mapping[str, Any]) -> dict[str, Any]:
         out["per_label"] = figures.per_label_bars(
             {n: {str(row["label"]): _num(row.get("top1")) for row in r.per_label[n]} for n in names})
     if r.backfill.get("policies"):
-        head = r.headline
-        refs = {"old/old": head.get("old_old_top1"), str(r.ceiling_cell): head.get("ceiling_top1")}
+        head = r.headline  # old/old on the curves' sample when measured there (the whole gallery's may differ)
+        floor = ((r.backfill.get("old_old") or {}).get("metrics") or {}).get("top1", head.get("old_old_top1"))
+        refs = {"old/old": floor, str(r.ceiling_cell): head.get("ceiling_top1")}
         out["backfill"] = figures.backfill_curves(
             {p: {"betas": c["betas"], "values": [_num(v) for v in c["values"]["top1"]], "area": c["areas"]["top1"]}
              for p, c in r.backfill["policies"].items()},
