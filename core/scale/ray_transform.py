@@ -13,6 +13,8 @@ half-written temporary file is never output, and a retried partition writes the 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -23,11 +25,22 @@ from embridge.core.scale.gallery_transform import PartitionResult, transform_par
 RESULT_FIELDS = ("name", "rows", "seconds", "skipped", "runtime", "torch_loaded")
 
 
-def quiet_ray_data_errors() -> None:
-    """Ray Data logs a failed task's remote traceback before raising it; the raised error is the report."""
+@contextmanager
+def quiet_ray_data_errors() -> Iterator[None]:
+    """Ray Data logs a failed task's remote traceback before raising it; the raised error is the report.
+
+    The ``ray.data`` logger's level is restored on the way out, so a host program's own Ray Data
+    pipelines log as before.
+    """
     import logging
 
-    logging.getLogger("ray.data").setLevel(logging.CRITICAL)
+    logger = logging.getLogger("ray.data")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 class PartitionMapper:
@@ -66,7 +79,6 @@ def transform_on_ray(jobs: list[tuple], address: str | None, num_cpus: int | Non
         ctx.enable_progress_bars = False
         ctx.execution_options.verbose_progress = False
         ctx.raise_original_map_exception = True  # a bad row's own error, not Ray Data's wrapper around it
-        quiet_ray_data_errors()  # that error is reported once, as one line, by the caller
         rows = [{**job[1].to_row(), "target": job[2]} for job in todo]
         ds = ray.data.from_items(rows, override_num_blocks=len(rows))
         workers = max(1, min(len(rows), session.cpus))
@@ -74,10 +86,12 @@ def transform_on_ray(jobs: list[tuple], address: str | None, num_cpus: int | Non
                                 compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=1, zero_copy_batch=True)
         results = list(done)
         # a stop request leaves the iterator, which stops the pipeline; renamed partitions stay finished
-        for row in mapped.iter_rows():
-            results.append(PartitionResult(str(row["name"]), int(row["rows"]), float(row["seconds"]),
-                                           bool(row["skipped"]), str(row["runtime"]), bool(row["torch_loaded"])))
-            on_progress(len(results), len(jobs), {"stage": "transform"})
-            check_stop(should_stop)
+        with quiet_ray_data_errors():  # a failure is reported once, as one line, by the caller
+            for row in mapped.iter_rows():
+                results.append(PartitionResult(str(row["name"]), int(row["rows"]), float(row["seconds"]),
+                                               bool(row["skipped"]), str(row["runtime"]),
+                                               bool(row["torch_loaded"])))
+                on_progress(len(results), len(jobs), {"stage": "transform"})
+                check_stop(should_stop)
     order = {job[1].name: i for i, job in enumerate(jobs)}
     return sorted(results, key=lambda r: order[r.name])
