@@ -65,13 +65,19 @@ def _shape(shape: Any) -> str:
     return "[" + ", ".join(str(int(s)) for s in shape) + "]"
 
 
+def harmless_prefixes(decoder_unused: bool) -> tuple[str, ...]:
+    """Tensor names a file may leave out without changing the embeddings: the pooler, and the decoder
+    of an encoder-decoder config (T5 and kin), whose encoder alone embeds."""
+    return HARMLESS_MISSING + (("decoder.", "lm_head.") if decoder_unused else ())
+
+
 def check_loading_info(folder: Path, info: Mapping[str, Any], decoder_unused: bool = False) -> None:
     """Raise one line naming the weights file when tensors the config needs are missing or mis-shaped.
 
     ``decoder_unused``: an encoder-decoder config (T5 and kin), whose encoder alone embeds (as
     sentence-transformers runs it), so a decoder the file leaves out is never read either.
     """
-    harmless = HARMLESS_MISSING + (("decoder.", "lm_head.") if decoder_unused else ())
+    harmless = harmless_prefixes(decoder_unused)
     file = weights_file(folder)
     mismatched = sorted(info.get("mismatched_keys") or (), key=lambda m: str(m[0]))
     if mismatched:
@@ -119,7 +125,7 @@ def check_model_size(folder: Path) -> None:
                 model = AutoModel.from_config(config, trust_remote_code=False)
         except Exception:  # the load itself reports a config it cannot build, in one line
             return
-    harmless = HARMLESS_MISSING + (("decoder.", "lm_head.") if getattr(config, "is_encoder_decoder", False) else ())
+    harmless = harmless_prefixes(bool(getattr(config, "is_encoder_decoder", False)))
     needed = sum(p.numel() for name, p in model.named_parameters() if not name.startswith(harmless))
     if needed - stored > UNFILLED_LIMIT:
         raise CheckpointError(weights_file(folder), f"holds {stored:,} values but config.json describes a model "
