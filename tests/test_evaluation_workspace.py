@@ -206,6 +206,17 @@ def test_a_judged_report_measures_backfill_curves_that_end_at_the_full_backfill_
     assert "success@1" in section and "Best policy by area" in section and "not computed" not in section
 
 
+def test_every_number_of_a_judged_report_is_one_a_release_gate_accepts(judged: dict[str, Any]) -> None:
+    """The gate refuses unknown names before building a report: the names must cover what reports carry."""
+    from embridge.core.cli.report_cmds import report_data
+    from embridge.core.evaluation.headline import report_number_names
+    from embridge.core.report.gate import NOT_METRICS
+
+    data = report_data(judged["report"])
+    numbers = {k for k, v in data.items() if isinstance(v, int | float) and k not in NOT_METRICS}
+    assert {"ndcg@10", "gain_retained_mrr@10", "compatible_ndcg@10"} <= numbers <= report_number_names()
+
+
 def test_a_judged_report_page_shows_ndcg_and_mrr(judged: dict[str, Any]) -> None:
     report = judged["report"]
     html = Path(report.html_file).read_text(encoding="utf-8")

@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from embridge.core.cli.main import main
-from embridge.core.report.gate import Check, evaluate, parse_check
+from embridge.core.evaluation.headline import report_number_names
+from embridge.core.report.gate import NOT_METRICS, Check, evaluate, parse_check
+from embridge.core.store import Workspace
 
 
 def test_parse_and_evaluate_checks() -> None:
@@ -29,19 +31,21 @@ def test_gate_on_a_real_report(demo_copy: Path, tmp_path: Path, capsys: pytest.C
     junit = tmp_path / "gate.xml"
     code = main(["report", "--workspace", ws, "--bootstrap", "200", "--json", "--junit", str(junit),
                  "--fail-under", "gain_retained=0.0", "--fail-under", "negative_flip_rate<=1",
-                 "--fail-under", "upgraded_top1>=1.01", "--fail-under", "no_such_metric=0.1"])
+                 "--fail-under", "upgraded_top1>=1.01", "--fail-under", "ndcg@10=0.1"])
     out, err = capsys.readouterr()
     data = json.loads(out)  # the JSON still comes on stdout
     assert code == 1
     gate_lines = [line for line in err.splitlines() if line.startswith("embridge: gate failed")]
     assert len(gate_lines) == 2
-    assert "upgraded_top1" in gate_lines[0] and "no_such_metric" in gate_lines[1]
+    assert "upgraded_top1" in gate_lines[0] and "ndcg@10: no such metric in the report" in gate_lines[1]
+    numbers = {k for k, v in data.items() if isinstance(v, int | float) and k not in NOT_METRICS}
+    assert {"old_old_top1", "gain_retained", "compatible", "arr"} <= numbers <= report_number_names()
     assert [c["passed"] for c in data["gate"]["checks"]] == [data["gain_retained"] >= 0, True, False, False]
     suite = ET.parse(junit).getroot().find("testsuite")
     cases = suite.findall("testcase")
     assert suite.get("tests") == "4" and suite.get("failures") == "2"
     assert [c.get("name") for c in cases] == ["gain_retained>=0", "negative_flip_rate<=1", "upgraded_top1>=1.01",
-                                              "no_such_metric>=0.1"]
+                                              "ndcg@10>=0.1"]
     failed = {c.get("name"): c.find("failure").get("message") for c in cases if c.find("failure") is not None}
     assert f"{data['upgraded_top1']:.10g}" in failed["upgraded_top1>=1.01"]
 
@@ -70,6 +74,25 @@ def test_gate_bad_options(demo_copy: Path, capsys: pytest.CaptureFixture[str]) -
     err = capsys.readouterr().err
     assert code == 1 and "--junit: needs at least one --fail-under check" in err
     assert not (demo_copy.parent / "gate.xml").exists()
+
+
+def test_a_metric_no_report_has_is_refused_before_any_work(demo_copy: Path, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    ws = str(demo_copy)
+    assert main(["train", "--workspace", ws, "--method", "procrustes", "--device", "cpu"]) == 0
+    capsys.readouterr()
+    with Workspace.open(demo_copy) as store:
+        reports = len(store.reports())
+    junit = tmp_path / "gate.xml"
+    for check, hint in (("gain_retaind=0.5", "did you mean gain_retained?"), ("report_id=1", "metrics: arr,"),
+                        ("top1>=0.9", "metrics: arr,")):
+        code = main(["report", "--workspace", ws, "--junit", str(junit), "--fail-under", "arr=0",
+                     "--fail-under", check])
+        err = capsys.readouterr().err
+        assert code == 1 and err.count("\n") == 1, err
+        assert f"--fail-under: {parse_check(check).text}: no report has a metric named" in err and hint in err
+    with Workspace.open(demo_copy) as store:
+        assert len(store.reports()) == reports and not junit.exists()
 
 
 def test_yes_no_values_gate_as_one_and_zero_and_identifiers_are_not_metrics() -> None:

@@ -121,13 +121,14 @@ def _gate_check(text: str) -> Any:
 
 def cmd_report(args: argparse.Namespace) -> Result:
     from embridge.core.report.build import ReportOptions, build_report
-    from embridge.core.report.gate import check_junit_target
+    from embridge.core.report.gate import check_junit_target, check_metric_names
 
     if args.junit is not None:  # before any work: a bad target must not leave a stored report behind
         if not args.fail_under:
             raise InputError("--junit", "needs at least one --fail-under check (a gate without checks always "
                              "passes)")
         check_junit_target(args.junit, args.workspace)
+    check_metric_names(args.fail_under or [])  # a typo is refused now, not after the report is built
     try:
         search = _search_config(args)
         with _engine_session(args), Workspace.open(args.workspace) as ws:

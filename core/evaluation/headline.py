@@ -24,6 +24,17 @@ RUN_SUMMARY = (*HEADLINE, "gain_retained_note", "compatible", "upgraded_pair_top
                "negative_flip_rate", "positive_flip_rate", *JUDGED_METRICS, "pairs_used", "heldout_protocol",
                "relevance")
 BACKFILL_AREA = "backfill_area_"  # report summary keys per backfill policy: backfill_area_<policy>
+JUDGED_HEADLINE = ("{}", "old_old_{}", "new_new_{}", "compatible_{}", "gain_retained_{}")  # per judged metric
+
+
+def report_number_names() -> frozenset[str]:
+    """Every scalar number a report's headline may carry (the top level of ``embridge report --json``).
+
+    A report has a subset of them (the judged ones only with relevance judgments), so a name outside
+    this set is a typo whatever the report, and a release gate can refuse it before any work.
+    """
+    judged = {form.format(metric) for metric in JUDGED_METRICS for form in JUDGED_HEADLINE}
+    return frozenset({name for name in REPORT_SUMMARY if not name.endswith("_note")} | judged)
 
 
 def headline_metrics(recall_k: int = 10, map_key: str = "mAP") -> list[str]:

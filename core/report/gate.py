@@ -2,7 +2,8 @@
 
 ``embridge report --fail-under gain_retained=0.5 --fail-under negative_flip_rate<=0.05`` checks each
 condition against the report's JSON (the same names as ``--json`` prints): ``=`` and ``>=`` mean
-"at least", ``<=`` "at most". An unknown metric, or a value the report could not define (null, e.g.
+"at least", ``<=`` "at most". A name no report has is refused before any work
+(:func:`check_metric_names`); a metric this report lacks, or a value it could not define (null, e.g.
 gain retained when the new model gains nothing), fails its check with that reason, so a gate never
 passes by accident. A yes/no value (``compatible``) reads as 1 or 0, so ``compatible=1`` requires
 it; identifiers and settings in the JSON (``report_id``, ``arr_k``, ...) are not metrics. Values in
@@ -69,6 +70,22 @@ def parse_check(text: str, option: str = "--fail-under") -> Check:
     if not math.isfinite(threshold):
         raise InputError(option, f"{text!r}: the threshold must be a finite number")
     return Check(metric, ">=" if op == "=" else op, threshold)
+
+
+def check_metric_names(checks: list[Check], option: str = "--fail-under") -> None:
+    """Refuse, before any work, a check naming a metric that no report has (a typo, or an identifier)."""
+    import difflib
+
+    from embridge.core.evaluation.headline import report_number_names
+
+    known = sorted(report_number_names() - NOT_METRICS)
+    for check in checks:
+        if check.metric in known:
+            continue
+        close = difflib.get_close_matches(check.metric, known, n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        raise InputError(option, f"{check.text}: no report has a metric named {check.metric!r}; {hint}"
+                         f"metrics: {', '.join(known)}")
 
 
 def evaluate(checks: list[Check], values: dict[str, Any]) -> list[CheckResult]:
