@@ -103,3 +103,24 @@ def test_bundles_without_the_new_records_still_verify(two_reports: dict, tmp_pat
     _rewrite_hashes(bundle)
     with pytest.raises(BundleError, match=rf"report\.json is report {report['report_id']}, but manifest\.json says"):
         verify_bundle(bundle)
+
+
+def test_a_bundle_of_renamed_models_says_its_report_names_them_as_measured(two_reports: dict, tmp_path: Path,
+                                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """The report's files are shipped as hashed, with the names of the day; the bundle names the rename."""
+    ws_path = tmp_path / "ws"
+    shutil.copytree(two_reports["path"], ws_path)
+    assert main(["model", "rename", "--name", "v3", "--to", "v3-2027", "-w", str(ws_path)]) == 0
+    out = tmp_path / "renamed"
+    assert main(["bundle", "export", "-w", str(ws_path), "--run", str(two_reports["runs"]["v3_to_v1"]),
+                 "--out", str(out)]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["models"]["new"]["name"] == "v3-2027"
+    assert json.loads((out / "report.json").read_text())["models"]["new"]["name"] == "v3"
+    assert manifest["report"]["models_renamed"] == {"new": {"measured_as": "v3", "now": "v3-2027"}}
+    line = "report.json and report.html name the models as they were called when measured: new model 'v3' (now 'v3-2027')"
+    assert line in (out / "README.md").read_text()
+    capsys.readouterr()
+    assert main(["bundle", "inspect", str(out)]) == 0
+    assert line in capsys.readouterr().out
+    assert "models_renamed" not in json.loads((two_reports["v3"] / "manifest.json").read_text())["report"]

@@ -29,6 +29,7 @@ from embridge.core.bundle.manifest import (
     INPUT_NORMALISATIONS,
     MANIFEST,
     OUTPUT_NORMALISATIONS,
+    REPORT_JSON,
     checksums_text,
 )
 from embridge.core.bundle.matrix_out import MatrixFile
@@ -144,6 +145,9 @@ def _fill(ws: Workspace, root: Path, steps: list[contents.Step], report: dict | 
             shutil.copyfile(path, root / name)
         report_entry = {"id": report["id"], "files": sorted(files), "run_id": report.get("run_id"),
                         "adapter_id": report.get("adapter_id")}
+        renamed = contents.renamed_models(files.get(REPORT_JSON), first.row if len(steps) == 1 else None)
+        if renamed:
+            report_entry["models_renamed"] = renamed
 
     x, old, source = contents.probe_vectors(ws, first, probe_count, seed)
     (root / "probes").mkdir()

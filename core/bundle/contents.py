@@ -12,6 +12,7 @@ from.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -154,6 +155,25 @@ def report_files(ws: Workspace, report: dict[str, Any]) -> dict[str, Path]:
             if not path.is_file():
                 raise BundleError(f"{path}: report {report['id']}'s {name} is missing from the workspace")
             out[name] = path
+    return out
+
+
+def renamed_models(report_json: Path | None, adapter_row: dict[str, Any] | None) -> dict[str, dict[str, str]]:
+    """Sides whose model the report names otherwise than the workspace now does (a rename since the
+    report was made): ``{"old": {"measured_as": ..., "now": ...}}``. The report's files are shipped
+    as they were hashed, so the bundle says so instead of rewriting them."""
+    if report_json is None or adapter_row is None:
+        return {}
+    try:
+        models = json.loads(report_json.read_text(encoding="utf-8")).get("models") or {}
+    except (OSError, ValueError, AttributeError):
+        return {}
+    out = {}
+    for side in ("old", "new"):
+        measured = (models.get(side) or {}).get("name") if isinstance(models.get(side), dict) else None
+        now = adapter_row.get(f"{side}_model")
+        if isinstance(measured, str) and measured and measured != now:
+            out[side] = {"measured_as": measured, "now": str(now)}
     return out
 
 

@@ -176,3 +176,15 @@ def verdict_line(manifest: dict[str, Any]) -> str | None:
     return (f"WARNING: this layer FAILS the compatibility criterion ({source}){numbers}; serving new queries "
             "through it makes search worse than today. `embridge plan` weighs fusion, a cascade, a partial or a "
             "full backfill instead")
+
+
+def renamed_line(manifest: dict[str, Any]) -> str | None:
+    """A note when the shipped report names the models as they were called before a rename."""
+    report = manifest.get("report") if isinstance(manifest.get("report"), dict) else {}
+    renamed = report.get("models_renamed") if isinstance(report.get("models_renamed"), dict) else {}
+    pairs = [f"{side} model '{names.get('measured_as')}' (now '{names.get('now')}')"
+             for side, names in sorted(renamed.items()) if isinstance(names, dict)]
+    if not pairs:
+        return None
+    return ("report.json and report.html name the models as they were called when measured: "
+            + " and ".join(pairs))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from embridge.core.bundle.measured import chain_step_lines, measured_lines, verdict_line
+from embridge.core.bundle.measured import chain_step_lines, measured_lines, renamed_line, verdict_line
 
 
 def _usage(manifest: dict[str, Any]) -> list[str]:
@@ -159,6 +159,9 @@ def readme_text(manifest: dict[str, Any]) -> str:
     warning = verdict_line(manifest)
     if warning:
         lines += ["", f"**{warning}.**"]
+    renamed = renamed_line(manifest)
+    if renamed:
+        lines += ["", f"{renamed}."]
     if measured:
         served = f", served as the cascade above (K = {cascade_k(manifest)})" if cascade_k(manifest) else ""
         lines += ["", f"Quality of this upgrade{served}, each number with the queries and gallery it was "

@@ -7,7 +7,14 @@ from typing import Any
 
 from embridge.core.bundle.archive import BundleLimits, open_bundle
 from embridge.core.bundle.manifest import parse_manifest
-from embridge.core.bundle.measured import chain_step_lines, measured_groups, measurements, on, verdict_line
+from embridge.core.bundle.measured import (
+    chain_step_lines,
+    measured_groups,
+    measurements,
+    on,
+    renamed_line,
+    verdict_line,
+)
 
 
 def inspect_bundle(path: str | Path, limits: BundleLimits | None = None) -> dict[str, Any]:
@@ -62,6 +69,9 @@ def bundle_text(manifest: dict[str, Any]) -> str:
     warning = verdict_line(manifest)
     if warning:
         lines.append(warning)
+    renamed = renamed_line(manifest)
+    if renamed:
+        lines.append(renamed)
     if manifest.get("gallery_transformed"):
         lines.append(f"gallery_transformed: {manifest['gallery_transformed']['count']} vectors")
     return "\n".join(lines)
