@@ -31,7 +31,7 @@ def test_gate_on_a_real_report(demo_copy: Path, tmp_path: Path, capsys: pytest.C
     junit = tmp_path / "gate.xml"
     code = main(["report", "--workspace", ws, "--bootstrap", "200", "--json", "--junit", str(junit),
                  "--fail-under", "gain_retained=0.0", "--fail-under", "negative_flip_rate<=1",
-                 "--fail-under", "upgraded_top1>=1.01", "--fail-under", "ndcg@10=0.1"])
+                 "--fail-under", "upgraded_top1>=1", "--fail-under", "ndcg@10=0.1"])
     out, err = capsys.readouterr()
     data = json.loads(out)  # the JSON still comes on stdout
     assert code == 1
@@ -44,10 +44,10 @@ def test_gate_on_a_real_report(demo_copy: Path, tmp_path: Path, capsys: pytest.C
     suite = ET.parse(junit).getroot().find("testsuite")
     cases = suite.findall("testcase")
     assert suite.get("tests") == "4" and suite.get("failures") == "2"
-    assert [c.get("name") for c in cases] == ["gain_retained>=0", "negative_flip_rate<=1", "upgraded_top1>=1.01",
+    assert [c.get("name") for c in cases] == ["gain_retained>=0", "negative_flip_rate<=1", "upgraded_top1>=1",
                                               "ndcg@10>=0.1"]
     failed = {c.get("name"): c.find("failure").get("message") for c in cases if c.find("failure") is not None}
-    assert f"{data['upgraded_top1']:.10g}" in failed["upgraded_top1>=1.01"]
+    assert f"{data['upgraded_top1']:.10g}" in failed["upgraded_top1>=1"]
 
     # every check passing: exit 0, the JUnit file is replaced by the new result
     code = main(["report", "--workspace", ws, "--bootstrap", "200", "--junit", str(junit),
@@ -76,7 +76,7 @@ def test_gate_bad_options(demo_copy: Path, capsys: pytest.CaptureFixture[str]) -
     assert not (demo_copy.parent / "gate.xml").exists()
 
 
-def test_a_metric_no_report_has_is_refused_before_any_work(demo_copy: Path, tmp_path: Path,
+def test_a_check_no_report_can_pass_is_refused_before_any_work(demo_copy: Path, tmp_path: Path,
                                                             capsys: pytest.CaptureFixture[str]) -> None:
     ws = str(demo_copy)
     assert main(["train", "--workspace", ws, "--method", "procrustes", "--device", "cpu"]) == 0
@@ -84,13 +84,16 @@ def test_a_metric_no_report_has_is_refused_before_any_work(demo_copy: Path, tmp_
     with Workspace.open(demo_copy) as store:
         reports = len(store.reports())
     junit = tmp_path / "gate.xml"
-    for check, hint in (("gain_retaind=0.5", "did you mean gain_retained?"), ("report_id=1", "metrics: arr,"),
-                        ("top1>=0.9", "metrics: arr,")):
+    for check, problem in (("gain_retaind=0.5", "no report has a metric named 'gain_retaind'; did you mean "
+                            "gain_retained?"), ("report_id=1", "no report has a metric named 'report_id'; metrics: arr,"),
+                           ("top1>=0.9", "no report has a metric named 'top1'; metrics: arr,"),
+                           ("upgraded_top1>=1.01", "upgraded_top1 lies between 0 and 1, so this check could never pass"),
+                           ("negative_flip_rate<=-0.01", "negative_flip_rate lies between 0 and 1")):
         code = main(["report", "--workspace", ws, "--junit", str(junit), "--fail-under", "arr=0",
                      "--fail-under", check])
         err = capsys.readouterr().err
         assert code == 1 and err.count("\n") == 1, err
-        assert f"--fail-under: {parse_check(check).text}: no report has a metric named" in err and hint in err
+        assert f"--fail-under: {parse_check(check).text}: {problem}" in err
     with Workspace.open(demo_copy) as store:
         assert len(store.reports()) == reports and not junit.exists()
 

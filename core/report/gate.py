@@ -72,20 +72,32 @@ def parse_check(text: str, option: str = "--fail-under") -> Check:
     return Check(metric, ">=" if op == "=" else op, threshold)
 
 
+def is_share(metric: str) -> bool:
+    """Metrics that lie between 0 and 1 in every report: top-1, nDCG, MRR, flip rates, yes/no values
+    (gain retained, ARR and the relative NFR do not)."""
+    if metric.startswith("gain_retained"):
+        return False
+    return metric.endswith(("top1", "ndcg@10", "mrr@10", "_rate")) or metric.startswith("compatible")
+
+
 def check_metric_names(checks: list[Check], option: str = "--fail-under") -> None:
-    """Refuse, before any work, a check naming a metric that no report has (a typo, or an identifier)."""
+    """Refuse, before any work, a check no report can pass: a metric no report has (a typo, or an
+    identifier), or a bound a share between 0 and 1 can never meet."""
     import difflib
 
     from embridge.core.evaluation.headline import report_number_names
 
     known = sorted(report_number_names() - NOT_METRICS)
     for check in checks:
-        if check.metric in known:
-            continue
-        close = difflib.get_close_matches(check.metric, known, n=1)
-        hint = f"did you mean {close[0]}? " if close else ""
-        raise InputError(option, f"{check.text}: no report has a metric named {check.metric!r}; {hint}"
-                         f"metrics: {', '.join(known)}")
+        if check.metric not in known:
+            close = difflib.get_close_matches(check.metric, known, n=1)
+            hint = f"did you mean {close[0]}? " if close else ""
+            raise InputError(option, f"{check.text}: no report has a metric named {check.metric!r}; {hint}"
+                             f"metrics: {', '.join(known)}")
+        never = check.threshold > 1 if check.op == ">=" else check.threshold < 0
+        if is_share(check.metric) and never:
+            raise InputError(option, f"{check.text}: {check.metric} lies between 0 and 1, so this check could "
+                             "never pass")
 
 
 def evaluate(checks: list[Check], values: dict[str, Any]) -> list[CheckResult]:
