@@ -193,6 +193,25 @@ def test_test_queries_without_any_relevant_item_are_refused_before_a_run(tmp_pat
         assert len(ws.runs()) == runs_before  # no failed run rows left behind
 
 
+def test_a_refused_train_or_report_keeps_no_folds_it_assigned(tmp_path: Path) -> None:
+    """Folds are assigned while the test tasks are made; when those are refused, nothing is kept."""
+    import sqlite3
+
+    case = build_judged_workspace(tmp_path / "ws", n_docs=200, n_queries=60)
+    with Workspace.open(case["path"]) as ws:
+        with ws.transaction():
+            ws.db.execute("update judgments set grade = 0 where split = 'test'")
+    db = case["path"] / "embridge.db"
+    before = "\n".join(sqlite3.connect(db).iterdump())
+    with Workspace.open(case["path"]) as ws:
+        with pytest.raises(InputError, match="has a relevant item in the gallery"):
+            train_run(ws, "procrustes", device="cpu")
+        with pytest.raises(InputError, match="has a relevant item in the gallery"):
+            upgrade_tasks(ws, [ws.model_by_role("old")["name"], ws.model_by_role("new")["name"]])
+        assert ws.folds() == {}
+    assert "\n".join(sqlite3.connect(db).iterdump()) == before
+
+
 def test_a_judged_report_measures_backfill_curves_that_end_at_the_full_backfill_cell(judged: dict[str, Any]) -> None:
     report = judged["report"]
     ceiling = report.cells[report.ceiling_cell]["metrics"]

@@ -87,13 +87,16 @@ def split_pairs(ws: Workspace, old: str, new: str, seed: int = 0,
         order = np.random.default_rng(seed).permutation(np.setdiff1d(missing, queries))
         cuts = np.round(np.cumsum(fractions)[:-1] * len(order)).astype(int)
         fresh.update({int(i): fold for fold, part in zip(FOLDS, np.split(order, cuts), strict=True) for i in part})
-        ws.set_folds(fresh, seed)
-        stored.update(fresh)
-    by_fold = {f: np.array(sorted(int(i) for i in ids if stored[int(i)] == f), dtype=np.int64) for f in FOLDS}
+    else:
+        fresh = {}
+    assigned = {**stored, **fresh}
+    by_fold = {f: np.array(sorted(int(i) for i in ids if assigned[int(i)] == f), dtype=np.int64) for f in FOLDS}
     for fold in FOLDS:
         if len(by_fold[fold]) < 2:
             raise InputError(f"models '{old}' and '{new}'", f"the {fold} split has {len(by_fold[fold])} pairs; "
                              "embed more items with both models")
+    if fresh:  # kept only for a split that can be used: a refusal leaves the workspace as it was
+        ws.set_folds(fresh, seed)
     return PairSplit(by_fold, workspace_classes(ws))
 
 

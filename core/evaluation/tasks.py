@@ -106,7 +106,16 @@ def _without_train(ws: Workspace, ids: np.ndarray) -> tuple[np.ndarray, int]:
 
 def upgrade_tasks(ws: Workspace, models: Sequence[str], heldout_gallery: bool = False,
                   seed: int = 0) -> UpgradeTasks:
-    """The test tasks comparing ``models`` (old first): whole old gallery and evaluation sample."""
+    """The test tasks comparing ``models`` (old first): whole old gallery and evaluation sample.
+
+    The folds this assigns are kept only when the tasks can be made: a refusal (no test query can
+    be scored, too small a sample) rolls them back, so a refused command leaves the workspace as it was.
+    """
+    with ws.transaction():
+        return _upgrade_tasks(ws, models, heldout_gallery, seed)
+
+
+def _upgrade_tasks(ws: Workspace, models: Sequence[str], heldout_gallery: bool, seed: int) -> UpgradeTasks:
     label = "models " + ", ".join(f"'{m}'" for m in models)
     queries, source = heldout_queries(ws, models, seed)
     full_ids = ws.gallery_ids(models[0])
