@@ -119,6 +119,7 @@ def embed_items(workspace: Any, model_name: str, item_ids: Sequence[int] | np.nd
             writer.write(chunk_start, block)
         return writer.commit()
     except (Cancelled, KeyboardInterrupt):
+        writer.release()
         raise  # completed chunks stay on disk for the next run
     except BaseException:
         writer.abort()

@@ -154,6 +154,7 @@ def write_coverage(ws: Workspace, model: str, cover: Coverage, name: str, resume
 
         if resume_key is None or not isinstance(exc, Cancelled | KeyboardInterrupt):
             writer.abort()
+        writer.release()  # the rows written so far stay for the next run
         raise
 
 

@@ -184,6 +184,35 @@ def test_kill_during_embed_then_resume_gives_identical_vectors(
     _assert_consistent(demo_copy)
 
 
+def test_a_second_embed_of_the_same_model_is_refused_while_the_first_runs(
+        demo_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], started: list[Child]) -> None:
+    """Both would write the same partial file (its name follows the model, not the items): the second
+    is refused as busy and the first stores its own rows, not the other's."""
+    from embridge.core.embed import embed_items
+
+    chunk = inspect.signature(embed_items).parameters["chunk_size"].default
+    _add_array_items(demo_copy)
+    reference_ws = _copy(demo_copy, tmp_path / "reference")
+    args = ["embed", "-w", str(demo_copy), "--model", "old-mlp", "--split", "extra", "--batch-size", "32",
+            "--device", "cpu"]
+    child = _start(started, args)
+    child.wait_until(lambda: (demo_copy / "vectors" / ".partial").is_dir() and _partial_rows(demo_copy) >= chunk,
+                     "the first chunk was recorded")
+    code = main([*args, "--sample", "300", "--json"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1, err
+    assert f"{demo_copy}: the workspace is busy (another process is writing vectors of model 'old-mlp')" in err
+    assert child.proc.wait(timeout=300) == 0
+    reference, _ = _cli_json(capsys, [*args[:2], str(reference_ws), *args[3:]])
+    with Workspace.open(demo_copy) as ws, Workspace.open(reference_ws) as ref:
+        (stored,) = [s for s in ws.vector_sets("old-mlp") if s["count"] == EXTRA]
+        assert stored["sha256"] == ref.vector_set(reference["vector_set"])["sha256"]
+        ids = ws.item_ids("extra")
+        np.testing.assert_array_equal(ws.vectors_for("old-mlp", ids), ref.vectors_for("old-mlp", ids))
+    assert not list((demo_copy / "vectors" / ".partial").glob("*.lock"))
+    _assert_consistent(demo_copy)
+
+
 # -- train ------------------------------------------------------------------------------------
 def test_kill_during_train_then_rerun_gives_the_same_heldout_numbers(
         demo_copy: Path, demo_workspace_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],

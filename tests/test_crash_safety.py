@@ -197,12 +197,19 @@ def test_resume_needs_the_same_id_list_row_for_row(ws_path: Path) -> None:
         data = expected_vectors(100, DIM, SEED)
         first = ws.vector_set_writer("m", ids, DIM, resume_key="order")
         first.write(0, data[:60])
-        assert ws.vector_set_writer("m", ids, DIM, resume_key="order").done_rows == 60
-        assert ws.vector_set_writer("m", ids[::-1], DIM, resume_key="order").done_rows == 0
+        first.release()  # as its process ends: the next run of the key resumes or starts over
+
+        def done_rows(*args: object) -> int:
+            writer = ws.vector_set_writer("m", *args, resume_key="order")  # type: ignore[arg-type]
+            writer.release()
+            return writer.done_rows
+
+        assert done_rows(ids, DIM) == 60
+        assert done_rows(ids[::-1], DIM) == 0
         swapped = ids.copy()
         swapped[[3, 4]] = swapped[[4, 3]]
-        assert ws.vector_set_writer("m", swapped, DIM, resume_key="order").done_rows == 0
-        assert ws.vector_set_writer("m", ids, DIM, "float16", resume_key="order").done_rows == 0
+        assert done_rows(swapped, DIM) == 0
+        assert done_rows(ids, DIM, "float16") == 0
 
 
 def test_run_of_a_killed_process_shows_interrupted(ws_path: Path, tmp_path: Path) -> None:
@@ -336,6 +343,7 @@ def test_no_space_mid_write_keeps_progress(ws_path: Path, reference_sha: str,
     assert writer.done_rows == 3 * CHUNK
     assert table_dump(ws_path) == rows
     _earlier_set_intact(ws, info)
+    writer.release()  # the failed run ends; its rows stay for the next one
     monkeypatch.undo()  # space was freed
     resumed = ws.vector_set_writer("m", ws.item_ids(), DIM, name="big", resume_key="full")
     assert resumed.done_rows == 3 * CHUNK

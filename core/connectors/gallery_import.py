@@ -231,5 +231,7 @@ def _stream(run: _Run, store: Connector, label_field: str | None, text_field: st
     except REFUSALS:
         writer.abort()
         raise
+    finally:
+        writer.release()  # after a stop or a kill-like error the rows written so far stay for a resume
     return StoreImportResult(uri, store.describe(), total, new_items, name, dim, int(info["id"]), split,
                              store.lossy_note())

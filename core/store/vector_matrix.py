@@ -23,9 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from embridge.core.errors import IntegrityError, VectorFileError
+from embridge.core.errors import IntegrityError, VectorFileError, WorkspaceBusyError
 from embridge.core.paths import is_real_dir
 from embridge.core.store.file_checks import verified_sha256
+from embridge.core.store.file_lock import HeldLock
 from embridge.core.store.files import (
     DISK_FULL,
     atomic_write_text,
@@ -150,9 +151,20 @@ class VectorSetWriter:
         self._ids_file = partial_dir / f"{resume_key}.ids.npy"
         try:
             partial_dir.mkdir(parents=True, exist_ok=True)
-            self.done_rows = self._resume_or_start()
+            # one writer per resume key: a second process would replace the first one's partial file
+            self._lock = HeldLock(partial_dir / f"{resume_key}.lock", lambda: WorkspaceBusyError(
+                f"{partial_dir.parent.parent}: the workspace is busy (another process is writing {label}); "
+                "try again when it has finished"))
         except OSError as exc:
             raise disk_error(exc, self._matrix, f"start {label}") from exc
+        try:
+            self.done_rows = self._resume_or_start()
+        except OSError as exc:
+            self._lock.release()
+            raise disk_error(exc, self._matrix, f"start {label}") from exc
+        except BaseException:
+            self._lock.release()
+            raise
 
     def _fingerprint(self) -> dict[str, Any]:
         # Order-sensitive: a resumed writer must see the very same id list, row for row.
@@ -176,7 +188,7 @@ class VectorSetWriter:
             if mm is not None:
                 self._mm = mm
                 return int(state.get("done_rows", 0))
-        self.abort()
+        self._discard()
         try:
             self._mm = np.lib.format.open_memmap(self._matrix, mode="w+", dtype=self.dtype,
                                                  shape=(len(self.ids), self.dim))
@@ -185,7 +197,7 @@ class VectorSetWriter:
                 self._hasher = hashlib.sha256(fh.read(self._mm.offset))
             self._save_state(0)
         except BaseException:
-            self.abort()
+            self._discard()
             raise
         return 0
 
@@ -273,6 +285,7 @@ class VectorSetWriter:
             raise
         self._state.unlink(missing_ok=True)
         fsync_dir(self._final_dir)
+        self.release()
         return info
 
     def _unpublish(self, final_matrix: Path, final_ids: Path) -> None:
@@ -285,8 +298,18 @@ class VectorSetWriter:
             self._mm = np.load(self._matrix, mmap_mode="r+", allow_pickle=False)
             self._save_state(self.done_rows)
 
+    def release(self) -> None:
+        """Let another writer of this resume key start; the partial files stay for a later resume."""
+        if hasattr(self, "_mm"):
+            del self._mm
+        self._lock.release()
+
     def abort(self) -> None:
         """Forget any partial state for this resume key (and unregistered files of a failed commit)."""
+        self._discard()
+        self._lock.release()
+
+    def _discard(self) -> None:
         if hasattr(self, "_mm"):
             del self._mm
         committing = self._read_state().get("committing")
