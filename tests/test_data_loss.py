@@ -286,3 +286,30 @@ def test_the_store_refuses_a_name_that_is_a_path(tmp_path: Path) -> None:
         with pytest.raises(StoreError):
             ws.add_model("m", "new", {"kind": "vectors", "dim": 2, "sha256": "0" * 64}, None)
     assert not (tmp_path / "evil").exists() and not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("stored_as", ["../precious.pt", "vectors/m/KEEP", "models/../../precious.pt", "models"])
+def test_model_remove_deletes_only_its_copy_inside_models(tmp_path: Path, stored_as: str,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """An edited database cannot make ``model remove`` delete a file outside ``models/``."""
+    root, folder = _workspace_with_vectors(tmp_path / "ws")
+    precious = tmp_path / "precious.pt"
+    precious.write_bytes(b"a checkpoint the user keeps")
+    with Workspace.open(root) as ws:
+        ws.add_model("m3", "other", {"kind": "torchscript", "dim": DIM, "sha256": "1" * 64}, precious)
+        (copy,) = (root / "models").iterdir()
+        vector_file = next(p for p in folder.iterdir() if p.suffix == ".npy")
+        target = stored_as.replace("KEEP", vector_file.name)
+        with ws.transaction():
+            ws.db.execute("update models set file = ? where name = 'm3'", [target])
+    code = main(["model", "remove", "--name", "m3", "-w", str(root)])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1 and f"names its stored copy '{target}'" in err, err
+    assert precious.read_bytes() == b"a checkpoint the user keeps" and vector_file.is_file() and copy.is_file()
+    with Workspace.open(root) as ws:
+        assert ws.has_model("m3")
+    with Workspace.open(root) as ws:  # the row put back as model add wrote it: removed with its copy
+        with ws.transaction():
+            ws.db.execute("update models set file = ? where name = 'm3'", [f"models/{copy.name}"])
+    assert main(["model", "remove", "--name", "m3", "-w", str(root)]) == 0
+    assert not copy.exists() and precious.is_file() and vector_file.is_file()

@@ -102,17 +102,30 @@ class ModelsMixin:
         return {"vector_sets": int(sets), "adapters": int(adapters)}
 
     def delete_model(self, name: str) -> None:
-        """Delete the model's row, then its stored checkpoint copy unless another row shares it."""
+        """Delete the model's row, then its stored checkpoint copy unless another row shares it.
+
+        The copy is deleted only where ``model add`` puts copies, directly inside ``models/``: a row
+        naming any other path (an edited database) is refused before anything is deleted.
+        """
         model = self.model(name)
+        target = self._stored_copy(name, model.get("file"))
         with self.transaction():
             self.db.execute("delete from models where id = ?", [model["id"]])
-        stored = model.get("path")
-        if stored and model.get("file") and not self._model_file_used(model["file"]):
-            target = Path(stored)
-            if target.is_dir():
+        if target is not None and not self._model_file_used(model["file"]):
+            if target.is_dir() and not target.is_symlink():
                 shutil.rmtree(target, ignore_errors=True)
-            elif target.exists():
+            elif target.exists() or target.is_symlink():
                 target.unlink(missing_ok=True)
+
+    def _stored_copy(self, name: str, file: Any) -> Path | None:
+        """The checkpoint copy a model row names, checked to be an entry of ``models/`` (None: no copy)."""
+        if not file:
+            return None
+        parts = str(file).split("/")
+        if len(parts) != 2 or parts[0] != "models" or parts[1] in ("", ".", ".."):
+            raise StoreError(f"{self.root / 'embridge.db'}: model '{name}' names its stored copy '{file}', which is "
+                             "not an entry of the workspace's models folder; nothing was removed")
+        return child(self.root / "models", parts[1])
 
     def rename_model(self, name: str, new_name: str) -> dict[str, Any]:
         """Rename a model in its row, its adapters, the configs of runs naming it and the embed and
