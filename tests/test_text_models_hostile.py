@@ -280,3 +280,66 @@ def test_a_decoder_left_out_is_refused_only_where_the_decoder_would_be_read(tmp_
     info["missing_keys"].append("encoder.block.0.layer.0.SelfAttention.q.weight")
     with pytest.raises(CheckpointError, match=r"lacks 1 tensor that config.json needs \(encoder\.block"):
         check_loading_info(tmp_path, info, decoder_unused=True)
+
+
+def _edit_json(path: Path, **changes: object) -> None:
+    write_json(path, {**json.loads(path.read_text()), **changes})
+
+
+@pytest.fixture(scope="module")
+def lengths(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Folders whose sequence-length settings are hostile: too long for the position table, or not a
+    positive whole number; and an ONNX export whose tokenizer outgrows its embedding table."""
+    from text_fixtures import tiny_onnx
+
+    root = tmp_path_factory.mktemp("lengths")
+    bert, st = tiny_bert(root / "bert"), tiny_sentence_transformer(root / "st")
+    made: dict[str, Path] = {}
+    for value, tag in ((100_000, "huge"), (0, "zero"), (-1, "negative"), ("abc", "text"), (12.5, "fraction")):
+        made[f"st_{tag}"] = shutil.copytree(st, root / f"st_{tag}")
+        _edit_json(made[f"st_{tag}"] / "sentence_bert_config.json", max_seq_length=value)
+        made[f"tf_{tag}"] = shutil.copytree(bert, root / f"tf_{tag}")
+        _edit_json(made[f"tf_{tag}"] / "tokenizer_config.json", model_max_length=value)
+    made["onnx_positions"] = onnx = tiny_onnx(root / "onnx_positions")
+    shutil.copy(root / "onnx_positions-torch" / "config.json", onnx / "config.json")  # 64 positions, as exports ship
+    made["onnx_vocab_big"] = big = shutil.copytree(onnx, root / "onnx_vocab_big")
+    tokenizer = json.loads((big / "tokenizer.json").read_text())
+    vocab = tokenizer["model"]["vocab"]
+    vocab.update({f"w{i}": len(vocab) + i for i in range(100)})  # ids past the model's 39-row table
+    write_json(big / "tokenizer.json", tokenizer)
+    return made
+
+
+@pytest.mark.parametrize("name", ["st_huge", "onnx_positions"])
+def test_a_length_setting_beyond_the_position_table_truncates_like_the_transformers_path(
+        tmp_path: Path, capfd: pytest.CaptureFixture[str], lengths: dict[str, Path], name: str) -> None:
+    """A 300-word text is cut to the model's 64 positions instead of failing with a shape error."""
+    ws_dir = _workspace(tmp_path / "ws")
+    long_text = tmp_path / "long.jsonl"
+    long_text.write_text(json.dumps({"key": "long", "text": " ".join(["the old man and the sea"] * 60)}) + "\n")
+    with Workspace.open(ws_dir) as ws:
+        import_items(ws, long_text, split="gallery")
+    assert main(["model", "add", "-w", str(ws_dir), "--name", "m", "--path", str(lengths[name])]) == 0
+    capfd.readouterr()
+    assert main(["embed", "-w", str(ws_dir), "--model", "m", "--batch-size", "2"]) == 0, capfd.readouterr().err
+    with Workspace.open(ws_dir) as ws:
+        vectors = ws.vectors_for("m", ws.item_ids())
+    assert vectors.shape == (len(TEXTS) + 1, 16) and np.isfinite(vectors).all()
+    assert "onnxruntime" not in capfd.readouterr().err
+
+
+@pytest.mark.parametrize("tag", ["zero", "negative", "text", "fraction"])
+@pytest.mark.parametrize(("kind", "file", "key"), [("st", "sentence_bert_config.json", "max_seq_length"),
+                                                   ("tf", "tokenizer_config.json", "model_max_length")])
+def test_a_length_setting_that_is_not_a_positive_whole_number_is_refused_at_add(
+        tmp_path: Path, capfd: pytest.CaptureFixture[str], lengths: dict[str, Path], tag: str, kind: str,
+        file: str, key: str) -> None:
+    line = _refused_at_add(tmp_path, capfd, lengths[f"{kind}_{tag}"])
+    assert f"{kind}_{tag}/{file}: {key} must be a whole number of at least 1, got " in line
+
+
+def test_an_onnx_tokenizer_larger_than_its_embedding_table_is_refused_at_add(
+        tmp_path: Path, capfd: pytest.CaptureFixture[str], lengths: dict[str, Path]) -> None:
+    line = _refused_at_add(tmp_path, capfd, lengths["onnx_vocab_big"], own_process=True)
+    assert "onnx_vocab_big/model.onnx: fails on token id " in line
+    assert "the tokenizer does not belong to this model" in line

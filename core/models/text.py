@@ -80,4 +80,22 @@ def open_sentence_transformer(path: str | Path, device: str) -> SentenceTransfor
     except Exception as exc:  # the package raises many types (OSError, ValueError, HF errors)
         raise CheckpointError(p, f"cannot load the sentence-transformers model ({first_line(exc)})") from exc
     model.eval()
+    cap_sequence_length(model)
     return SentenceTransformerEncoder(model, p)
+
+
+def cap_sequence_length(model: Any) -> None:
+    """Keep ``max_seq_length`` within the tokenizer's length and the position table of the first
+    Transformer module: a longer setting (checked to be a whole number at add) would fail on the
+    first long text with a shape error instead of truncating, as the transformers path does."""
+    from embridge.core.models.text_encoders import token_limit
+
+    first = model[0] if len(model) else None
+    config = getattr(getattr(first, "auto_model", None), "config", None)
+    tokenizer = getattr(first, "tokenizer", None)
+    if config is None or tokenizer is None:
+        return
+    cap = token_limit(getattr(tokenizer, "model_max_length", None), getattr(config, "max_position_embeddings", None))
+    current = model.max_seq_length
+    if current is None or current > cap:
+        model.max_seq_length = cap

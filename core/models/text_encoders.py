@@ -28,6 +28,7 @@ from embridge.core.models.text_folders import (
     check_onnx_folder,
     check_transformers_folder,
     hub_offline,
+    length_setting,
     quiet_transformers,
 )
 from embridge.core.models.weight_checks import (
@@ -87,6 +88,13 @@ def scatter_rows(parts: list[tuple[np.ndarray, np.ndarray]], total: int, source:
     return out
 
 
+def token_limit(*limits: Any) -> int:
+    """The longest input every limit allows: the tokenizer's length and the model's position table
+    (values of 10⁶ and more mean "unset", as transformers writes them; 512 when none is set)."""
+    usable = [int(v) for v in limits if isinstance(v, int | float) and not isinstance(v, bool) and 1 <= v < 1_000_000]
+    return min(usable) if usable else 512
+
+
 class _TokenizedEncoder:
     """Shared tokenizing, length bucketing and pooling of the transformers and ONNX encoders."""
 
@@ -108,8 +116,7 @@ class _TokenizedEncoder:
             self.tokenizer.pad_token = self.tokenizer.eos_token
 
     def _limit(self, positions: int | None) -> int:
-        limits = [int(v) for v in (self.tokenizer.model_max_length, positions) if v and v < 1_000_000]
-        return min(limits) if limits else 512
+        return token_limit(self.tokenizer.model_max_length, positions)
 
     def _hidden(self, batch: dict[str, Any]) -> tuple[torch.Tensor, bool]:
         """Token states (batch x tokens x dim) and False, or pooled rows and True."""
@@ -180,7 +187,7 @@ class OnnxEncoder(_TokenizedEncoder):
 
         try:
             options = onnxruntime.SessionOptions()
-            options.log_severity_level = 3  # errors only: its graph-optimiser notes are not the user's problem
+            options.log_severity_level = 4  # fatal only: a failed run is reported once, as one line, by _hidden
             self.session = onnxruntime.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types
             raise CheckpointError(model_file, f"cannot load the ONNX model ({first_line(exc)})") from exc
@@ -189,7 +196,26 @@ class OnnxEncoder(_TokenizedEncoder):
         self.inputs = list(self.types)
         self.pooled_output, self.token_output = pick_outputs(model_file, self.session.get_outputs())
         self.pooling = pooling
-        self.max_length = self._limit(None)
+        # an export has no config object: its position table is read from the config.json shipped beside it
+        self.max_length = self._limit(length_setting(folder, "config.json", "max_position_embeddings"))
+        self._check_vocabulary()
+
+    def _check_vocabulary(self) -> None:
+        """Run the tokenizer's largest token id once, so a tokenizer larger than the model's embedding
+        table is refused when the model is opened, not on the first text that uses such a token."""
+        from embridge.core.models.weight_checks import tokenizer_size
+
+        top = tokenizer_size(self.tokenizer) - 1
+        ids = torch.full((1, 2), top, dtype=torch.long)
+        probe = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)}
+        try:
+            self._hidden(probe)
+        except CheckpointError as exc:
+            if exc.__cause__ is None:  # the run worked but its output is wrong: that error says so itself
+                raise
+            raise CheckpointError(self.source, f"fails on token id {top}, the largest its tokenizer gives "
+                                  f"({first_line(exc.__cause__)}); the tokenizer does not belong to this "
+                                  "model") from exc
 
     def parameters(self) -> Any:
         return iter(())

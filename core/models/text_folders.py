@@ -123,6 +123,7 @@ def check_transformers_folder(folder: Path) -> None:
     require_weights(folder)
     read_object(folder / "config.json")
     require_tokenizer(folder)
+    check_length_settings(folder)
 
 
 def check_onnx_folder(folder: Path) -> Path:
@@ -131,7 +132,34 @@ def check_onnx_folder(folder: Path) -> Path:
     if model is None:
         raise CheckpointError(folder, "no model.onnx (looked for model.onnx and onnx/model.onnx)")
     require_tokenizer(folder)
+    check_length_settings(folder)
     return model
+
+
+# sequence-length settings a folder may carry: (file, key)
+LENGTH_SETTINGS = (("tokenizer_config.json", "model_max_length"), ("sentence_bert_config.json", "max_seq_length"),
+                   ("config.json", "max_position_embeddings"))
+
+
+def length_setting(folder: Path, file: str, key: str) -> int | None:
+    """A sequence-length setting of ``folder/file`` (None: not given), refused in one line naming the
+    file unless it is a whole number of at least 1 (the loaders crash on anything else)."""
+    path = folder / file
+    if not path.is_file():
+        return None
+    data = read_json(path)
+    value = data.get(key) if isinstance(data, dict) else None
+    if value is None:
+        return None
+    whole = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+    if isinstance(value, bool) or not whole or value < 1:
+        raise CheckpointError(path, f"{key} must be a whole number of at least 1, got {value!r}")
+    return int(value)
+
+
+def check_length_settings(folder: Path) -> None:
+    for file, key in LENGTH_SETTINGS:
+        length_setting(folder, file, key)
 
 
 def check_sentence_transformers_folder(folder: Path) -> None:
