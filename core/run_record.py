@@ -129,8 +129,17 @@ def measured_on_lines(metrics: dict[str, Any]) -> list[str]:
             f"{' and '.join(cells)} measured on {sentence}" for i, (cells, sentence) in enumerate(groups)]
 
 
-def other_cells_note(metrics: dict[str, Any]) -> str:
-    """'; new/new on <evaluation sample …>' for the cells not measured on the first protocol (empty when
-    every cell shares it): appended to a one-protocol sentence, so no number sits under another's gallery."""
+def other_cells_note(metrics: dict[str, Any], lead: str | None = None) -> str:
+    """'; new/new on <evaluation sample …>' for the cells not measured on ``lead`` (default: old/old's
+    protocol), appended to that one-protocol sentence, so no number sits under another's gallery.
+
+    When ``lead`` is not old/old's protocol (a cascade's upgraded cell searches its own way), it is
+    labelled with its cells and old/old's protocol is named after it.
+    """
     groups = [(cells, sentence) for cells, sentence in protocol_groups(metrics) if sentence]
-    return "".join(f"; {' and '.join(cells)} on {sentence}" for cells, sentence in groups[1:])
+    if not groups:
+        return ""
+    lead = groups[0][1] if lead is None else lead
+    mine = next((cells for cells, sentence in groups if sentence == lead), None)
+    label = f" ({' and '.join(mine)})" if mine is not None and groups[0][1] != lead and len(groups) > 1 else ""
+    return label + "".join(f"; {' and '.join(cells)} on {sentence}" for cells, sentence in groups if sentence != lead)

@@ -43,7 +43,8 @@ def _blocks(readme: str, heading: str) -> str:
 def _protocol_of(ws_path: Path, report_id: int) -> str:
     """The report's upgraded-cell protocol, then where new/new was measured when that differs."""
     data = json.loads((ws_path / "reports" / str(report_id) / "report.json").read_text())
-    return source_of_report(data).label() + other_cells_note(data["headline"])
+    lead = source_of_report(data).label()
+    return lead + other_cells_note(data["headline"], lead)
 
 
 def test_a_cascade_bundle_says_how_it_is_served_and_its_code_is_the_cascade(
@@ -57,6 +58,8 @@ def test_a_cascade_bundle_says_how_it_is_served_and_its_code_is_the_cascade(
     assert "the layer alone is not the measured system" in readme
     protocol = _protocol_of(upgrade["path"], upgrade["cascade_report"])
     assert f"old-index recall of {k}" in protocol and f"Measured (report {upgrade['cascade_report']}" in readme
+    # old/old searched the old index exactly, not as the cascade: its own protocol is named
+    assert re.search(r"\(upgraded\); old/old( and new/new)? on [^;]*; exact inner-product search", protocol), protocol
     assert f"on {protocol}: upgraded_top1" in readme
     text = bundle_text(manifest)
     assert f"serving: the old index recalls the top {k}" in text and "not the measured system" in text
@@ -141,3 +144,18 @@ def test_the_manifest_leaves_out_the_exporting_machines_model_path(upgrade: dict
     assert "path" not in entry["spec"] and entry["spec"]["query_prompt"] == "query: "
     assert gone not in (tmp_path / "b" / "manifest.json").read_text()
     assert "tmpmodel-gone" not in (tmp_path / "b" / "README.md").read_text()
+
+
+def test_a_cascade_names_old_old_protocol_apart_from_its_own() -> None:
+    """A cascade's upgraded cell searches its own way (old recall, new re-rank) while old/old searched
+    exactly: the sentence led by the cascade's protocol names old/old's, not the cascade's twice."""
+    gallery, sample = "40 queries against the whole gallery (400 items)", "40 queries against the sample (100 items)"
+    cascade, exact = f"{gallery}; cascade: exact old-index recall of 5", f"{gallery}; exact inner-product search"
+    metrics = {"protocols": {"old/old": {"text": exact}, "new→old": {"text": cascade},
+                             "new/new": {"text": f"{sample}; exact inner-product search"}}}
+    assert cascade + other_cells_note(metrics, cascade) == (
+        f"{cascade} (upgraded); old/old on {exact}; new/new on {sample}; exact inner-product search")
+    # the common case reads as before: the lead is old/old's own protocol, shared with the upgraded cell
+    metrics["protocols"]["new→old"] = {"text": exact}
+    assert other_cells_note(metrics, exact) == other_cells_note(metrics) == (
+        f"; new/new on {sample}; exact inner-product search")

@@ -35,7 +35,7 @@ def run_protocol(run: dict[str, Any]) -> str:
     metrics = run.get("metrics") or {}
     stated = metrics.get("heldout_protocol")
     if isinstance(stated, str) and stated:
-        return stated + other_cells_note(metrics)
+        return stated + other_cells_note(metrics, stated)
     label = source_of_run(run).label()
     return label if label else UNRECORDED
 
@@ -53,7 +53,8 @@ def report_protocol(ws: Workspace, report: dict[str, Any]) -> str:
         if not isinstance(data, dict):
             return UNRECORDED
         headline = data.get("headline") if isinstance(data.get("headline"), dict) else {}
-        return source_of_report(data).label() + other_cells_note(headline)
+        lead = source_of_report(data).label()
+        return lead + other_cells_note(headline, lead)
     except (OSError, ValueError, RecursionError, KeyError, TypeError, AttributeError):
         return UNRECORDED
 
