@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +31,8 @@ from embridge.core.errors import ImportDataError
 from embridge.core.keys import normalise_key
 from embridge.core.store import Workspace
 from embridge.core.store.judgments import JUDGMENT_SPLITS, MAX_GRADE, Judgments
+
+_GRADE = re.compile(r"[+-]?[0-9]+")  # a grade as written: ASCII digits, an optional sign
 
 SPLIT_FRACTIONS = (0.6, 0.2, 0.2)
 SPLIT_SEED_META = "judgments_split_seed"
@@ -108,10 +111,9 @@ def read_qrels(path: str | Path, split: str | None = None) -> QrelLines:
             raise ImportDataError(src, f"line {n}: empty {'query' if not query else 'item'} key")
         query = normalise_key(query, src, f"line {n}: query key")  # as the importers store keys
         item = normalise_key(item, src, f"line {n}: item key")
-        try:
-            grade = int(grade_text)
-        except ValueError:
-            raise ImportDataError(src, f"line {n}: grade '{grade_text}' is not an integer") from None
+        if not _GRADE.fullmatch(grade_text):  # int() would also read "1_0" as 10, and non-ASCII digits
+            raise ImportDataError(src, f"line {n}: grade '{grade_text}' is not an integer")
+        grade = int(grade_text)
         if grade < 0:
             raise ImportDataError(src, f"line {n}: negative grade {grade}; grades are 0 or more")
         if grade > MAX_GRADE:

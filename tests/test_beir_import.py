@@ -145,6 +145,8 @@ def test_qrels_file_alone_with_given_splits_and_bad_lines(ws: Workspace, tmp_pat
                           ("a\ta\t2\tholdout\n", r"line 1: unknown split 'holdout'"),
                           ("a\ta\n", r"line 1: expected 3 or 4 columns"),
                           ("a\tb\tx\na\ta\t1\n", r"line 1: grade 'x' is not an integer"),  # not a header
+                          ("a\ta\t1_0\n", r"line 1: grade '1_0' is not an integer"),  # int() reads 10
+                          ("a\ta\t\u0661\n", r"line 1: grade '\u0661' is not an integer"),  # an Arabic-Indic 1
                           ("a\ta\t1\ttest\na\tb\t1\n", r"line 2: 3 columns where earlier lines have 4")]:
         bad = tmp_path / "bad.tsv"
         bad.write_text(body)

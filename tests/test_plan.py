@@ -84,6 +84,16 @@ def test_partial_backfill_without_a_sample_floor_gives_no_gain_unless_the_sample
     assert opt["gain_retained"] == pytest.approx((0.86 - 0.60) / (0.90 - 0.60)) and opt["passes_criterion"] is True
 
 
+def test_a_fraction_that_rounds_to_every_item_or_none_says_so() -> None:
+    report = make_report(0.60, 0.90, 0.55, {"random": [0.55, 0.70, 0.86, 0.88, 0.90]})
+    for fraction, items, option in ((0.999999, N, "full backfill"), (0.000001, 0, "layer alone")):
+        plan = plan_from_report(report, RATE, fraction=fraction)
+        assert "partial_backfill" not in options(plan)
+        assert f"re-embeds {items} of the {N} gallery items (rounded to whole items): that is the {option}" in \
+            " ".join(plan.notes)
+        assert not any("needs every item's new vector first" in n for n in plan.notes)  # random needs none
+
+
 def test_no_early_point_means_full_backfill() -> None:
     plan = plan_from_report(make_report(0.60, 0.90, 0.62, {"random": [0.62, 0.66, 0.70, 0.75, 0.90]}), RATE)
     assert plan.recommendation == "full_backfill" and "partial_backfill" not in options(plan)

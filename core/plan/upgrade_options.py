@@ -151,6 +151,11 @@ def partial_option(report: Report, tp: Throughput, sizes: _Sizes, floor: float, 
     if fraction is not None and not 0 < fraction < 1:
         return None, [f"A partial backfill at β = {fraction:g} is the {'layer alone' if fraction <= 0 else 'full backfill'}"
                       "; see that option."]
+    if fraction is not None and int(round(fraction * sizes.n)) in (0, sizes.n):
+        items = int(round(fraction * sizes.n))
+        return None, [f"A partial backfill at β = {fraction:g} re-embeds {items} of the {sizes.n} gallery items (rounded "
+                      f"to whole items): that is the {'layer alone' if items == 0 else 'full backfill'}; see that "
+                      "option."]
     if not policies:
         return None, [NOT_MEASURED + "; the plan offers the layers and the full backfill only."]
     notes: list[str] = []
