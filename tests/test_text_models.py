@@ -153,6 +153,23 @@ def test_model_add_sets_prompts_and_pooling_from_the_command_line(folders: dict[
     np.testing.assert_allclose(vectors, prompted, atol=1e-5)
 
 
+@pytest.mark.parametrize(("option", "prompt", "named"), [("--query-prompt", "query:\x01 ", "control character U+0001"),
+                                                        ("--document-prompt", "doc\x00", "control character U+0000")])
+def test_a_prompt_holding_a_control_character_is_refused(folders: dict[str, Path], tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str], option: str,
+                                                         prompt: str, named: str) -> None:
+    """A prompt goes before every text, where item texts may not hold such a character either."""
+    ws_dir = tmp_path / "ws"
+    _text_workspace(ws_dir).close()
+    capsys.readouterr()
+    assert main(["model", "add", "-w", str(ws_dir), "--name", "p", "--path", str(folders["st_prompts"]),
+                 option, prompt]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{option}: {prompt[:40]!r} holds the {named}; a prompt is plain text" in err
+    with Workspace.open(ws_dir) as ws:
+        assert ws.models() == []
+
+
 def test_prompts_travel_in_bundle_manifests(folders: dict[str, Path], tmp_path: Path) -> None:
     from embridge.core.bundle.contents import model_entry
     from embridge.core.bundle.readme import prompt_notes

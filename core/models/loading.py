@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 from embridge.core.device import resolve_device
-from embridge.core.errors import CheckpointError
+from embridge.core.errors import CheckpointError, InputError
+from embridge.core.keys import char_name, odd_text_char
 from embridge.core.models.builtin import classifier_weights, count_params
 from embridge.core.models.checkpoint_reader import first_line
 from embridge.core.models.openers import Opened, open_model
@@ -213,6 +214,10 @@ def _text_settings(p: Path, kind: str, text: TextOptions) -> dict[str, Any]:
     """Spec fields of a text model, or an error when text options are given for another kind."""
     given = [flag for flag, value in (("query prompt", text.query_prompt), ("document prompt", text.document_prompt),
                                       ("pooling", text.pooling)) if value is not None]
+    for option, prompt in (("--query-prompt", text.query_prompt), ("--document-prompt", text.document_prompt)):
+        bad = odd_text_char(prompt or "")
+        if bad is not None:  # it is put before every text, where item texts may not hold one either
+            raise InputError(option, f"{prompt[:40]!r} holds the {char_name(bad)}; a prompt is plain text")
     if kind not in TEXT_KINDS:
         if given:
             raise CheckpointError(p, f"a {given[0]} applies to text models only, this is {kind}")
