@@ -179,7 +179,11 @@ def read_csv_texts(path: Path, key_col: str | None = None, text_col: str = "text
             dialect = "excel-tab" if path.suffix.lower() == ".tsv" else "excel"
             reader = csv.DictReader(fh, dialect=dialect)
             _check_header(path, reader.fieldnames, (text_col, key_col, label_col))
-            rows = list(reader)
+            rows, lines, read = [], [], reader.line_num  # each record's first line: a quoted field may span several
+            for row in reader:
+                rows.append(row)
+                lines.append(read + 1)
+                read = reader.line_num
     except UnicodeDecodeError as exc:
         raise ImportDataError(path, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
     except csv.Error as exc:
@@ -189,10 +193,11 @@ def read_csv_texts(path: Path, key_col: str | None = None, text_col: str = "text
             raise ImportDataError(path, f"{line}a field is longer than {CSV_FIELD_LIMIT} characters, "
                                   "the most a CSV field may hold") from None
         raise ImportDataError(path, f"{line}malformed CSV ({exc})") from None
-    for n, row in enumerate(rows, start=1):
+    where = [f"line {line} (record {n})" for n, line in enumerate(lines, start=1)]
+    for row, at in zip(rows, where, strict=True):
         if None in row:  # DictReader files surplus fields under None
-            raise ImportDataError(path, f"record {n}: {len(row[None])} more fields than the header has columns")
-    return _with_keys([_text_record(r, n, path, key_col or "key", text_col, label_col or "label", f"record {n}",
+            raise ImportDataError(path, f"{at}: {len(row[None])} more fields than the header has columns")
+    return _with_keys([_text_record(r, n, path, key_col or "key", text_col, label_col or "label", where[n - 1],
                                     key_col is not None)
                        for n, r in enumerate(rows, start=1)], path)
 
