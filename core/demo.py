@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from embridge.core.demo_workspace import abandon_demo, finish_demo, start_demo
 from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
 from embridge.core.store import Workspace
 
@@ -93,7 +94,7 @@ def build_demo(path: str | Path, seed: int = 0, on_progress: ProgressFn | None =
 
     report = on_progress or no_progress
     steps = 6
-    ws = Workspace.create(path)
+    ws = start_demo(path)
     try:
         images, labels = load_digits()
         order = np.random.default_rng(seed).permutation(len(labels))
@@ -130,6 +131,7 @@ def build_demo(path: str | Path, seed: int = 0, on_progress: ProgressFn | None =
         embed_items(ws, "new-cnn", np.concatenate([sample, query_ids]), device="cpu", should_stop=should_stop)
         report(steps, steps, {"stage": "done"})
     except BaseException:
-        ws.close()
+        abandon_demo(ws)
         raise
+    finish_demo(ws)
     return ws

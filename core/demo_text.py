@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from embridge.core.demo_workspace import abandon_demo, finish_demo, start_demo
 from embridge.core.errors import InputError
 from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
 from embridge.core.store import Workspace
@@ -184,7 +185,7 @@ def build_text_demo(path: str | Path, seed: int = 0, on_progress: ProgressFn | N
     _require_text_extra()
     report = on_progress or no_progress
     steps = 5
-    ws = Workspace.create(path)
+    ws = start_demo(path)
     try:
         verses = load_verses()
         with tempfile.TemporaryDirectory() as tmp:
@@ -205,6 +206,7 @@ def build_text_demo(path: str | Path, seed: int = 0, on_progress: ProgressFn | N
         embed_items(ws, NEW_MODEL, all_ids, device="cpu", should_stop=should_stop)
         report(steps, steps, {"stage": "done"})
     except BaseException:
-        ws.close()
+        abandon_demo(ws)
         raise
+    finish_demo(ws)
     return ws

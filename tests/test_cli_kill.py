@@ -363,3 +363,42 @@ def test_kill_during_bundle_export_then_rerun_gives_a_verified_bundle(
         assert [Path(b["path"]) for b in ws.bundles()] == [out.resolve(), (tmp_path / "reference.zip").resolve()]
     assert [r["status"] for r in _runs(capsys, ws_path, "export")] == ["interrupted", "completed", "completed"]
     _assert_consistent(ws_path)
+
+
+# -- demo -------------------------------------------------------------------------------------
+def test_a_demo_killed_midway_is_built_again_by_the_next_demo(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], started: list[Child]) -> None:
+    """Killed after its images and items were stored: the next ``demo`` on the folder clears that
+    unfinished build and makes the whole demo, instead of refusing an existing workspace."""
+    from embridge.core.demo_workspace import MARKER
+
+    folder = tmp_path / "demo"
+    folder.mkdir()
+    (folder / ".mine").write_text("the user's own dot file")  # an empty folder may hold dot files
+    child = _start(started, ["demo", "--workspace", str(folder)])
+    child.wait_until(lambda: any("training the old and new models" in line for line in child.lines),
+                     "the items were imported")
+    child.kill()
+    assert (folder / MARKER).is_file() and (folder / "demo-items").is_dir()
+    assert main(["demo", "--workspace", str(folder)]) == 0, capsys.readouterr().err
+    with Workspace.open(folder) as ws:
+        assert [m["name"] for m in ws.models()] == ["old-mlp", "new-cnn"]
+        assert len(ws.gallery_ids()) == 997 and len(ws.vector_sets()) == 2
+    assert not (folder / MARKER).exists() and (folder / ".mine").read_text() == "the user's own dot file"
+    _assert_consistent(folder)
+
+
+def test_a_cancelled_demo_removes_what_it_made(tmp_path: Path) -> None:
+    from embridge.core.demo import build_demo
+    from embridge.core.errors import Cancelled
+
+    made = tmp_path / "new-folder"
+    with pytest.raises(Cancelled):
+        build_demo(made, should_stop=lambda: True)
+    assert not made.exists()
+    kept = tmp_path / "with-dot-file"
+    kept.mkdir()
+    (kept / ".keep").write_text("x")
+    with pytest.raises(Cancelled):
+        build_demo(kept, should_stop=lambda: True)
+    assert sorted(p.name for p in kept.iterdir()) == [".keep"]

@@ -1,0 +1,80 @@
+"""A demo workspace appears whole or not at all.
+
+``embridge demo`` writes images, items, models and vectors for a minute. A marker file written first
+and removed last says the build has not finished: a build that fails or is cancelled removes what it
+made at once, and one that was killed (marker still there) is cleared by the next ``demo`` run on
+the same folder, which then builds it again. Entries the folder held before (dot files, which an
+empty folder may hold) are never touched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+from embridge.core.store import Workspace
+from embridge.core.store.workspace import DB_NAME
+
+MARKER = ".embridge-demo-unfinished"
+
+
+def start_demo(path: str | Path) -> Workspace:
+    """A new workspace at ``path`` for a demo, after clearing a demo build that was killed there."""
+    root = Path(path)
+    marker = root / MARKER
+    if (root / DB_NAME).exists() and marker.is_file():
+        _remove_made(root, _kept(marker))
+    before = sorted(os.listdir(root)) if root.is_dir() else None
+    ws = Workspace.create(root)
+    try:
+        _write_marker(marker, before)
+    except BaseException:
+        ws.close()
+        _remove_made(root, before)
+        raise
+    return ws
+
+
+def finish_demo(ws: Workspace) -> None:
+    """The demo is complete: from now on it is a workspace like any other."""
+    (ws.root / MARKER).unlink(missing_ok=True)
+
+
+def abandon_demo(ws: Workspace) -> None:
+    """Close the workspace and remove what the unfinished demo made."""
+    ws.close()
+    _remove_made(ws.root, _kept(ws.root / MARKER))
+
+
+def _write_marker(marker: Path, before: list[str] | None) -> None:
+    tmp = marker.with_name(marker.name + ".tmp")
+    tmp.write_text(json.dumps({"kept": before}), encoding="utf-8")
+    os.replace(tmp, marker)
+
+
+def _kept(marker: Path) -> list[str] | None:
+    """Entries the folder held before the demo (None: the demo made the folder itself)."""
+    try:
+        kept = json.loads(marker.read_text(encoding="utf-8")).get("kept")
+    except (OSError, ValueError, AttributeError):
+        return []  # unreadable: keep the folder itself, remove only what a demo makes inside it
+    return kept if kept is None or isinstance(kept, list) else []
+
+
+def _remove_made(root: Path, kept: list[str] | None) -> None:
+    keep = set(kept or ()) - {MARKER}
+    for entry in os.scandir(root):
+        if entry.name in keep or entry.name == MARKER:
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path, ignore_errors=True)
+        else:
+            Path(entry.path).unlink(missing_ok=True)
+    (root / MARKER).unlink(missing_ok=True)
+    if kept is None:
+        try:
+            root.rmdir()
+        except OSError:
+            pass
