@@ -99,6 +99,25 @@ def test_unknown_order_and_bad_detach_are_one_line(ws_path: Path, capsys: pytest
         assert ws.runs("backfill") == []  # nothing was recorded for a refused submission
 
 
+def test_a_second_backfill_of_the_same_items_is_refused_while_the_first_runs(
+        ws_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Both would stage the same items in one folder: the second is refused as busy and records nothing."""
+    from embridge.core.errors import WorkspaceBusyError
+    from embridge.core.scale.backfill_workspace import stage_folder, stage_key, workspace_model_spec
+    from embridge.core.store.file_lock import exclusive_lock
+
+    with Workspace.open(ws_path) as ws:
+        ids = ws.gallery_ids()[:40]
+        stage = stage_folder(ws, stage_key(NEW, ids, workspace_model_spec(ws, NEW)))
+        with exclusive_lock(stage.with_name(stage.name + ".lock"), lambda: AssertionError("the test holds it")):
+            with pytest.raises(WorkspaceBusyError, match=f"another backfill of model '{NEW}' with these items"):
+                backfill(ws, NEW, ids)
+            assert ws.runs("backfill") == [] and not stage.exists()
+        result = backfill(ws, NEW, ids)  # once the first has finished, it runs
+        assert result.items == 40 and [r["status"] for r in ws.runs("backfill")] == ["completed"]
+    assert not (ws_path / "scale-jobs").exists() or not any((ws_path / "scale-jobs").iterdir())
+
+
 def _embridge(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "embridge.core.cli.main", *args], capture_output=True, text=True,
                           timeout=600, check=False)

@@ -19,9 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from embridge.core.errors import InputError, StoreError
+from embridge.core.errors import InputError, StoreError, WorkspaceBusyError
 from embridge.core.plan.plan_record import Plan
 from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
+from embridge.core.store.file_lock import exclusive_lock
 
 STAGE_DIR = "scale-jobs"  # under the workspace: staged items and chunk outputs of backfills
 ORDERS = ("stored", "planner")
@@ -217,15 +218,29 @@ def backfill(ws: Any, model: str, ids: np.ndarray, *, engine: str = "local", ord
 
     Resumable: finished chunks of an interrupted or cancelled run are kept and skipped next time.
     """
-    from embridge.core.jobs import recorded_run
-    from embridge.core.scale.backfill_embed import embed_dataset
-
     spec = workspace_model_spec(ws, model)
     check_targets(ws, store, name)
     stage = stage_folder(ws, stage_key(model, ids, spec))
     progress = on_progress or no_progress
     config = {"engine": engine, "order": order, "items": int(len(ids)), "chunk": chunk, "store": store,
               "num_gpus": num_gpus}
+
+    def busy() -> Exception:
+        return WorkspaceBusyError(f"{ws.root}: the workspace is busy (another backfill of model '{model}' with "
+                                  "these items is running); try again when it has finished")
+
+    with exclusive_lock(stage.with_name(stage.name + ".lock"), busy):  # one process per stage folder
+        return _backfill_staged(ws, model, ids, spec, stage, config, engine, order, chunk, batch_size, actors,
+                                num_gpus, ray_address, store, name, progress, should_stop)
+
+
+def _backfill_staged(ws: Any, model: str, ids: np.ndarray, spec: dict[str, Any], stage: Path,
+                     config: dict[str, Any], engine: str, order: str, chunk: int, batch_size: int,
+                     actors: int | None, num_gpus: float, ray_address: str | None, store: str | None, name: str,
+                     progress: ProgressFn, should_stop: StopFn | None) -> BackfillResult:
+    from embridge.core.jobs import recorded_run
+    from embridge.core.scale.backfill_embed import embed_dataset
+
     with recorded_run(ws, "backfill", model, config) as record:
         if not (stage / "items").is_dir():
             stage_items(ws, spec, ids, stage / "items.partial", should_stop)
