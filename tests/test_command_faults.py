@@ -221,3 +221,14 @@ def test_ctrl_c_records_the_run_as_cancelled(kind: str, demo_copy: Path, capsys:
     assert len(after_rows["runs"]) == len(before_rows["runs"]) + 1
     for table in ("adapters", "reports", "vector_sets"):
         assert after_rows[table] == before_rows[table], table  # nothing of the stopped job is registered
+
+
+def test_an_embed_whose_stored_checkpoint_was_deleted_says_so(demo_copy: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    (copy,) = (demo_copy / "models").glob("new-cnn-*.pt")
+    copy.unlink()
+    capsys.readouterr()
+    assert main(["embed", "-w", str(demo_copy), "--model", "new-cnn", "--sample", "20"]) == 1
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("embridge:")]
+    assert err == [f"embridge: error: {copy}: the model's checkpoint is missing (deleted or moved since the model "
+                   "was added); add the model again"]

@@ -313,3 +313,14 @@ def test_model_remove_deletes_only_its_copy_inside_models(tmp_path: Path, stored
             ws.db.execute("update models set file = ? where name = 'm3'", [f"models/{copy.name}"])
     assert main(["model", "remove", "--name", "m3", "-w", str(root)]) == 0
     assert not copy.exists() and precious.is_file() and vector_file.is_file()
+
+
+def test_vectors_of_a_model_renamed_away_do_not_advise_embedding_it(tmp_path: Path) -> None:
+    """A command that loses its model to a rename in another process says so, not 'embed it'."""
+    root, _ = _workspace_with_vectors(tmp_path / "ws")
+    with Workspace.open(root) as ws:
+        ids = ws.item_ids()
+        ws.rename_model("m", "m2")
+        with pytest.raises(StoreError, match=r"no model named 'm' \(renamed or removed while this command ran\?\)"):
+            ws.vectors_for("m", ids)
+        assert ws.vectors_for("m2", ids).shape == (3, DIM)

@@ -129,6 +129,9 @@ class LoadedModel:
     @property
     def opened(self) -> Opened:
         if self._opened is None:
+            if self._verify and not Path(self.spec.path).exists():  # a stored copy deleted by hand
+                raise CheckpointError(self.spec.path, "the model's checkpoint is missing (deleted or moved since the "
+                                      "model was added); add the model again")
             if self._verify and checkpoint_sha256(self.spec.path) != self.spec.sha256:
                 raise CheckpointError(self.spec.path, "file changed since the model was added (sha256 differs)")
             self._opened = open_model(self.spec.kind, self.spec.path, self.device, self.spec.arch,

@@ -328,6 +328,9 @@ class Workspace(ItemsMixin, ModelsMixin, RecordsMixin, JudgmentsMixin):
         want = np.asarray(item_ids, dtype=np.int64).ravel()
         sets = self.vector_sets(model)
         if not sets:
+            if not self.has_model(model):  # renamed or removed by another process while this one ran
+                raise StoreError(f"{self.root}: no model named '{model}' (renamed or removed while this command "
+                                 "ran?); run the command again")
             raise StoreError(f"{self.root}: model '{model}' has no vectors yet; run 'embridge embed --model {model}'")
         dim = sets[-1]["dim"]
         if is_sorted_unique(want):  # the usual request: no sort, no inverse to apply at the end
