@@ -376,8 +376,20 @@ def test_a_demo_killed_midway_is_built_again_by_the_next_demo(
     folder.mkdir()
     (folder / ".mine").write_text("the user's own dot file")  # an empty folder may hold dot files
     child = _start(started, ["demo", "--workspace", str(folder)])
-    child.wait_until(lambda: any("training the old and new models" in line for line in child.lines),
-                     "the items were imported")
+
+    def items_stored() -> bool:
+        if not (folder / "embridge.db").is_file():
+            return False
+        try:
+            conn = sqlite3.connect(f"file:{folder / 'embridge.db'}?mode=ro", uri=True, timeout=0.1)
+            try:
+                return conn.execute("select count(*) from items").fetchone()[0] >= 1197
+            finally:
+                conn.close()
+        except sqlite3.Error:
+            return False
+
+    child.wait_until(items_stored, "the items were imported")  # then the models train for seconds
     child.kill()
     assert (folder / MARKER).is_file() and (folder / "demo-items").is_dir()
     assert main(["demo", "--workspace", str(folder)]) == 0, capsys.readouterr().err
