@@ -184,3 +184,36 @@ def _checkpoint_written(kind: str, case: Any, tmp_path: Path) -> int:
         return int(json.loads(file.read_text())["written"])
     except (FileNotFoundError, ValueError, KeyError):
         return 0
+
+
+@pytest.mark.parametrize("kind", ["parquet", "qdrant"])
+def test_an_unfinished_migration_is_never_served_nor_called_single(kind: str, upgrade: dict, tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """check names a collection a migration is still writing half-migrated, also through the alias
+    serving it or when its checkpoint cannot be read; rollback refuses to point the alias at it."""
+    from embridge.core.connectors import open_store
+
+    v1, labels = upgrade["vectors"]["v1"], upgrade["labels"]
+    case = make_case(kind, tmp_path, [int(i) + 1 for i in range(len(v1))], v1, labels, None, "unfinished")
+    code, _, err = cli(capsys, "migrate", "--bundle", str(upgrade["bundle"]), "--from", case.source, "--to",
+                       case.target, "--batch", "50", "--switch", "--alias", "docs")
+    assert code == 0, err
+    store = open_store(case.target, "--to")
+    try:  # as a migration killed halfway leaves its checkpoint
+        state = store.load_state("migrate-docs_v2")
+        store.save_state("migrate-docs_v2", {**state, "status": "running", "written": 50})
+        state_file = store._state_file("migrate-docs_v2")
+    finally:
+        store.close()
+    code, checked, _ = cli(capsys, "check", "--uri", case.alias_uri)  # the alias serves the shadow
+    assert code == 0 and checked["serves"] == "docs_v2" and checked["state"] == "half-migrated"
+    assert cli(capsys, "rollback", "--to", case.rollback)[0] == 0  # back to the source: always allowed
+    rollback_to_shadow = case.target + ("&" if "?" in case.target else "?") + "alias=docs"
+    code, _, err = cli(capsys, "rollback", "--to", rollback_to_shadow)
+    assert code == 1 and "an unfinished migration is writing it (50 of" in err and "the alias was not moved" in err
+    code, checked, _ = cli(capsys, "check", "--uri", case.alias_uri)
+    assert code == 0 and checked["serves"] != "docs_v2"  # the refused rollback moved nothing
+    state_file.write_text(state_file.read_text()[:20])
+    code, checked, _ = cli(capsys, "check", "--uri", case.target)
+    assert code == 0 and checked["state"] == "half-migrated"
+    assert any("cannot be read" in note for note in checked["notes"])

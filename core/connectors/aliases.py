@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from embridge.core.connectors import open_store
+from embridge.core.connectors.check import unfinished_migration
 from embridge.core.connectors.connector import Connector, VectorStoreError
 from embridge.core.connectors.targets import check_alias
 from embridge.core.errors import InputError
@@ -41,6 +42,9 @@ def rollback_store(uri: str, alias: str | None = None) -> dict[str, Any]:
         check_alias(store, alias, store.collection)
         if not store.exists():
             raise VectorStoreError(f"{store.describe()}: {store.missing()}; nothing to switch back to")
+        unfinished = unfinished_migration(store, store.collection)
+        if unfinished is not None:  # serving it would answer queries from part of the gallery
+            raise VectorStoreError(f"{store.describe()}: {unfinished}; the alias was not moved")
         if not store.supports_alias:
             store.set_alias(alias, store.collection)  # raises the store's own explanation
         current = store.alias_target(alias)

@@ -79,6 +79,26 @@ def check_store(uri: str, label_field: str | None = None, served_as: str | None 
         store.close()
 
 
+def migration_state(store: Connector, collection: str) -> tuple[dict[str, Any] | None, str | None]:
+    """(the checkpoint of a migration that wrote ``collection``, or None; why it cannot be read, or None)."""
+    try:
+        return store.load_state(f"migrate-{collection}"), None
+    except VectorStoreError as exc:
+        return None, exc.args[0] if exc.args else str(exc)
+
+
+def unfinished_migration(store: Connector, collection: str) -> str | None:
+    """Why ``collection`` must not be served yet (a migration is still writing it), or None."""
+    migration, problem = migration_state(store, collection)
+    if problem is not None:
+        return f"the checkpoint of the migration that writes it cannot be read ({problem})"
+    if migration and migration.get("status") != "complete":
+        total = (migration.get("fingerprint") or {}).get("source_count")
+        return (f"an unfinished migration is writing it ({migration.get('written')} of {total} points); run the "
+                "same 'embridge migrate' again to finish it")
+    return None
+
+
 def _check(store: Connector, label_field: str | None, served_as: str | None, sample: int, seed: int) -> StoreCheck:
     if not store.exists():
         raise VectorStoreError(f"{store.describe()}: {store.missing()}")
@@ -97,17 +117,19 @@ def _check(store: Connector, label_field: str | None, served_as: str | None, sam
         state = "single"
     result = StoreCheck(store.describe(), store.alias_target(store.collection) if store.supports_alias else None,
                         count, spaces, versions, state)
-    try:
-        migration = store.load_state(f"migrate-{store.collection}")
-    except VectorStoreError:
-        migration = None
+    served = result.serves or store.collection  # checked through an alias: the collection it serves
+    migration, problem = migration_state(store, served)
+    if problem is not None:
+        result.state = "half-migrated"
+        result.notes.append(f"the checkpoint of a migration writing '{served}' cannot be read ({problem}); "
+                            "treat the collection as unfinished")
     if migration:
         result.migration = {"status": migration.get("status"), "written": migration.get("written"),
                             "total": migration.get("fingerprint", {}).get("source_count")}
         if migration.get("status") != "complete":
             result.state = "half-migrated"
-            result.notes.append("an unfinished migration is writing this collection; run the same "
-                                "'embridge migrate' again to finish it")
+            result.notes.append(f"an unfinished migration is writing '{served}'; run the same 'embridge migrate' "
+                                "again to finish it")
     if state == "half-migrated":
         parts = ", ".join(f"{n} in {v}" for v, n in sorted(versions.items()))
         result.notes.append(f"points of several model versions ({parts}); a query reaches only its own")
