@@ -350,3 +350,24 @@ def test_null_or_repeated_ids_are_refused_before_any_partition_is_written(
     err = capsys.readouterr().err.strip()
     assert code == 1 and len(err.splitlines()) == 1 and named in err, err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_damaged_lance_partition_record_is_one_line_naming_it(bundles: dict, tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """A finished partition's record cut short by hand: one line naming it, exit 1; deleting it redoes it."""
+    write_partitions(tmp_path / "in", bundles["vectors"]["v1"], parts=3)
+    dst = tmp_path / "out.lance"
+    seen: list[int] = []
+    with pytest.raises(Cancelled):
+        transform_gallery(bundles["fct"], str(tmp_path / "in"), f"lance://{dst}", on_progress=lambda *_: seen.append(1),
+                          should_stop=lambda: len(seen) >= 1)
+    (marker,) = sorted((dst / "_embridge_fragments").glob("*.json"))[:1]
+    marker.write_text(marker.read_text()[:20])
+    capsys.readouterr()
+    args = ["transform", "--bundle", str(bundles["fct"]), "--from", str(tmp_path / "in"), "--to", f"lance://{dst}"]
+    assert main(args) == 1
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("embridge:")]
+    assert len(err) == 1 and f"{marker}: the record of a finished partition cannot be read" in err[0], err
+    marker.unlink()
+    assert main(args) == 0
+    assert lance_rows(dst).num_rows == len(bundles["vectors"]["v1"])

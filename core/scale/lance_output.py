@@ -57,13 +57,25 @@ def write_partition(table: Any, marker: Path) -> None:
     atomic_write_text(marker, json.dumps(record))
 
 
+def _read_marker(marker: Path) -> dict:
+    """A finished partition's record, or one line naming the marker when it was damaged by hand."""
+    try:
+        record = json.loads(marker.read_text(encoding="utf-8"))
+        if not isinstance(record, dict) or not isinstance(record.get("fragments"), list) or "schema" not in record:
+            raise ValueError("not a partition record")
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise InputError(marker, f"the record of a finished partition cannot be read ({exc.__class__.__name__}); "
+                         "delete it and run the same transform again to redo that partition") from None
+    return record
+
+
 def commit(dataset: Path, partitions: list[str]) -> int:
     """Commit every partition's fragments, in ``partitions`` order, as one version; returns it."""
     import lance
     import pyarrow as pa
     from lance.fragment import FragmentMetadata
 
-    records = [json.loads(marker_path(dataset, name).read_text()) for name in partitions]
+    records = [_read_marker(marker_path(dataset, name)) for name in partitions]
     if not records:
         raise InputError(dataset, "no partition was transformed, so there is nothing to commit")
     schema = pa.ipc.read_schema(pa.py_buffer(base64.b64decode(records[0]["schema"])))
