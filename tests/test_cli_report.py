@@ -80,3 +80,24 @@ def test_chain_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
         args = {"--models": ",".join(info["models"]), "--runs": ",".join(str(r) for r in info["runs"]), option: value}
         code, _, err = run_cli(capsys, "chain", "--workspace", str(info["path"]), *[x for kv in args.items() for x in kv])
         assert code == 1 and said in err and err.count("\n") == 1, err
+
+
+def test_queries_without_a_relevant_item_are_counted_as_not_scored(demo_copy: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """30 queries whose label no gallery item has count in no metric: the report says 170 of 200 scored."""
+    from embridge.core.store import Workspace
+
+    with Workspace.open(demo_copy) as ws:
+        unseen = ws.query_ids()[:30].tolist()
+        with ws.transaction():
+            ws.db.execute(f"update items set label = 'unseen' where id in ({','.join('?' * len(unseen))})", unseen)
+    assert main(["train", "-w", str(demo_copy), "--method", "procrustes", "--device", "cpu"]) == 0
+    capsys.readouterr()
+    assert main(["report", "-w", str(demo_copy), "--bootstrap", "50"]) == 0
+    out = capsys.readouterr().out
+    assert "170 queries scored (of 200)" in out.splitlines()[0]
+    assert main(["report", "-w", str(demo_copy), "--bootstrap", "50", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["n_queries"] == 170 and data["sizes"]["queries_scored"] == 170
+    page = Path(data["report_html"]).read_text(encoding="utf-8")
+    assert "Scored: 170 of the 200 queries; the other 30 have no relevant item in the gallery" in page

@@ -184,10 +184,16 @@ def report_data(report: Report) -> dict[str, Any]:
     }
 
 
+def _queries_text(sizes: dict[str, Any]) -> str:
+    """'200 queries', or '140 queries scored (of 200)' when some have no relevant gallery item."""
+    scored, total = sizes.get("queries_scored"), sizes["queries"]
+    return f"{scored} queries scored (of {total})" if isinstance(scored, int) and scored < total else f"{total} queries"
+
+
 def _report_text(report: Report) -> str:
     h, s = report.headline, report.sizes
     lines = [f"report #{report.report_id}: {report.method} layer of run {report.run_id}, "
-             f"{s['queries']} queries; evaluation sample {s['gallery']} of the {s['gallery_full']} gallery items",
+             f"{_queries_text(s)}; evaluation sample {s['gallery']} of the {s['gallery_full']} gallery items",
              f"top-1: old/old {format_share(h['old_old_top1'])}, {report.ceiling_cell} "
              f"{format_share(h['ceiling_top1'])}, {report.upgraded_cell} {format_share(h['upgraded_top1'])}; "
              f"gain retained {format_share(h['gain_retained'])}, ARR@{h['arr_k']} {format_share(h['arr'])}",

@@ -184,7 +184,8 @@ def assemble(ws: Workspace, run: RunRecord, row: dict[str, Any], adapter: Adapte
         schema=SCHEMA, kind="upgrade", created=now_iso(), embridge_version=__version__,
         report_id=None, run=_run_section(run), adapter=_adapter_section(row),
         models={"old": _model_section(ws, old), "new": _model_section(ws, new)},
-        protocol=sample.protocol(), sizes={**sample.sizes(), "queries_scored": head["n_queries"]},
+        protocol=sample.protocol() + _unscored_line(int(sample.query_ids.size), int(head["n_queries"])),
+        sizes={**sample.sizes(), "queries_scored": head["n_queries"]},
         scoring=plan.to_dict(), search=search_summary(search_cells),
         cells={name: sections.cell_section(c, plan, n_boot, seed) for name, c in cells.items()},
         upgraded_cell=upgraded, ceiling_cell=ceiling, headline=head,
@@ -207,6 +208,14 @@ def assemble(ws: Workspace, run: RunRecord, row: dict[str, Any], adapter: Adapte
         head[f"backfill_area_{policy}"] = curve["areas"]["top1"]
     on_progress(len(stages), len(stages), {"stage": "done"})
     return report
+
+
+def _unscored_line(queries: int, scored: int) -> list[str]:
+    """A protocol sentence when some queries count in no metric (no relevant item in the gallery)."""
+    if scored >= queries:
+        return []
+    return [f"Scored: {scored} of the {queries} queries; the other {queries - scored} have no relevant item in the "
+            "gallery (say a label no gallery item has, or none), so no metric counts them."]
 
 
 def _run_section(run: RunRecord) -> dict[str, Any]:
