@@ -161,6 +161,11 @@ class VectorFile:
             members = {n[:-4]: n for n in zf.namelist() if n.endswith(".npy")}
             if "vectors" not in members or "ids" not in members:
                 raise VectorFileError(src, f"an .npz needs arrays 'ids' and 'vectors' (found {sorted(members)})")
+            unknown = sorted(set(members) - NPZ_ARRAYS)
+            if unknown:  # a misspelt 'query_id' would otherwise drop the queries without a word
+                raise VectorFileError(src, f"holds arrays Embridge does not read ({', '.join(unknown)}); an .npz holds "
+                                      "'ids' and 'vectors', and optionally 'query_ids' and 'query_vectors' "
+                                      "(labels are imported from a CSV or JSONL file)")
             if ("query_ids" in members) != ("query_vectors" in members):
                 raise VectorFileError(src, "an .npz with queries needs both 'query_ids' and 'query_vectors'")
             vectors = _member_reader(src, zf, members["vectors"])
@@ -174,6 +179,9 @@ class VectorFile:
             if queries.dim != vectors.dim:
                 raise VectorFileError(src, f"query_vectors are {queries.dim}-d but vectors are {vectors.dim}-d")
             return cls(src, keys, vectors, query_keys, queries)
+
+
+NPZ_ARRAYS = frozenset({"ids", "vectors", "query_ids", "query_vectors"})
 
 
 def _read_exactly(fh: BinaryIO, size: int, path: Path, short: str) -> np.ndarray:

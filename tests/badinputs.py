@@ -102,6 +102,9 @@ CORPUS: list[Case] = [
        IMPORT_V1, "1 keys already exist in the workspace, e.g. item-003"),
     _c("vectors-missing-ids-array", lambda e: mk.write(e.inputs / "noids.npz", mk.savez_bytes(vectors=np.ones((2, 16)))),
        IMPORT_V1, "needs arrays 'ids' and 'vectors'"),
+    _c("vectors-misspelt-query-arrays", lambda e: mk.write(e.inputs / "qmiss.npz", mk.savez_bytes(
+        ids=np.array(["fresh-1", "fresh-2"]), vectors=np.ones((2, 16)), query_id=np.array(["q"]),
+        query_vector=np.ones((1, 16)))), IMPORT_V1, r"holds arrays Embridge does not read \(query_id, query_vector\)"),
     _c("vectors-empty-file", lambda e: mk.write(e.inputs / "empty.npz", b""), IMPORT_V1, "unreadable vector file"),
     _c("vectors-no-rows", lambda e: mk.npz(e.inputs / "none.npz", np.ones((0, 16)), []), IMPORT_V1,
        "holds no vectors"),
