@@ -15,6 +15,8 @@ from embridge.core.store import Workspace
 N, D_OLD, D_NEW, ADAPTER_BYTES = 100_000, 32, 64, 1000
 RATE = Throughput(embed_items_per_s=500.0, adapter_items_per_s=1e6)
 BETAS = [0.0, 0.25, 0.5, 0.75, 1.0]
+WHOLE = {"query_set": "test queries", "n_queries": 200, "gallery": "the whole gallery", "n_gallery": N,
+         "relevance": "same label", "text": "200 test queries against the whole gallery"}
 
 
 def make_report(oo: float, nn: float, up: float, curves: dict[str, list[float]] | None = None,
@@ -22,7 +24,7 @@ def make_report(oo: float, nn: float, up: float, curves: dict[str, list[float]] 
     """The few report fields the planner reads, with exactly known numbers."""
     curves = curves or {"random": [up, up, up, up, nn]}
     upgraded = "new/fct(old)" if direction == "forward" else "new→old"
-    return {"cells": {"old/old": {"metrics": {"top1": oo}}, "new/new": {"metrics": {"top1": nn}},
+    return {"cells": {"old/old": {"metrics": {"top1": oo}, "protocol": WHOLE}, "new/new": {"metrics": {"top1": nn}},
                       upgraded: {"metrics": {"top1": up}}},
             "upgraded_cell": upgraded, "ceiling_cell": "new/new",
             "adapter": {"kind": "fct" if direction == "forward" else "affine", "direction": direction,
@@ -140,12 +142,29 @@ def test_forward_alternative_and_unknown_embedding_cost() -> None:
     report = make_report(0.60, 0.90, 0.55, {"random": [0.55, 0.60, 0.65, 0.70, 0.90]})
     no_backbone = Throughput(embed_items_per_s=None, adapter_items_per_s=1e6, notes=["no backbone here"])
     alt = {"name": "forward_transform", "kind": "fct", "quality": {"top1": 0.88}, "items_per_s": 2e5,
-           "out_dim": D_NEW, "source": "run 7"}
+           "out_dim": D_NEW, "source": "run 7",
+           "measured_on": {**WHOLE, "search": "exact", "text": "the same queries and gallery"}}
     plan = plan_from_report(report, no_backbone, alternatives=[alt])
     fwd = options(plan)["forward_transform"]
     assert plan.recommendation == "forward_transform"
     assert fwd["time_s"] == pytest.approx(N / 2e5) and fwd["gain_retained"] == pytest.approx(28 / 30)
     assert options(plan)["full_backfill"]["time_s"] is None and "no backbone here" in plan.notes
+
+
+def test_an_alternative_measured_on_other_galleries_gets_no_gain_and_is_not_recommended() -> None:
+    """A run reported with --heldout-gallery searched a smaller gallery: its top-1 is not weighed
+    against this report's old/old (the gain would mix two galleries)."""
+    report = make_report(0.60, 0.90, 0.55, {"random": [0.55, 0.60, 0.65, 0.70, 0.90]})
+    smaller = {**WHOLE, "gallery": "the old gallery without the train fold", "n_gallery": N - 100,
+               "text": "200 test queries against the old gallery without the train fold"}
+    alt = {"name": "forward_transform", "kind": "fct", "quality": {"top1": 0.88}, "items_per_s": 2e5,
+           "out_dim": D_NEW, "source": "run 7", "measured_on": smaller}
+    plan = plan_from_report(report, RATE, alternatives=[alt])
+    fwd = options(plan)["forward_transform"]
+    assert fwd["gain_retained"] is None and fwd["passes_criterion"] is None and not fwd["acceptable"]
+    assert plan.recommendation != "forward_transform"
+    assert any("Measured on 200 test queries against the old gallery without the train fold, not on this "
+               "report's old/old queries and gallery" in n for n in fwd["notes"])
 
 
 def test_forward_layer_of_the_report_is_the_transform_option() -> None:

@@ -112,7 +112,7 @@ def test_plan_recommends_the_only_passing_bridge(runs: dict[str, dict[str, Any]]
     # a layer that fails next to this cascade: the cascade is then the only passing free option
     tp = Throughput(embed_items_per_s=None, adapter_items_per_s=1e5)
     failing = {"name": "adapter_only", "kind": "affine", "quality": {"top1": head["old_old_top1"] - 0.05},
-               "items_per_s": 1e5, "source": "test"}
+               "items_per_s": 1e5, "source": "test", "measured_on": report.cells["old/old"]["protocol"]}
     plan = plan_from_report(report, tp, alternatives=[failing])
     options = {o["name"]: o for o in plan.options}
     cascade = options["cascade"]

@@ -20,7 +20,7 @@ from embridge.core.plan.upgrade_options import plan_from_report
 from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
 from embridge.core.report.build import build_report, latest_report_for_run, resolve_train_run
 from embridge.core.report.report_record import Report
-from embridge.core.run_record import RunRecord
+from embridge.core.run_record import UPGRADED_CELLS, RunRecord
 from embridge.core.store import Workspace
 
 ALTERNATIVE_KINDS = {"fct": "forward_transform", "fusion": "fusion", "cascade": "cascade"}
@@ -83,13 +83,16 @@ def _alternative_quality(ws: Workspace, row: dict[str, Any]) -> dict[str, Any]:
     """Its report's upgraded cell when it has one, else the held-out numbers of its training run."""
     report = latest_report_for_run(ws, row["run_id"])
     if report is not None:
-        metrics = report.cells[str(report.upgraded_cell)]["metrics"]
+        cell = report.cells[str(report.upgraded_cell)]
+        metrics = cell["metrics"]
         return {"quality": {k: metrics[k] for k in ("top1", "top5") if k in metrics},
                 "source": f"Quality: the {report.upgraded_cell} cell of report {report.report_id} "
-                          f"(run {row['run_id']})."}
+                          f"(run {row['run_id']}).", "measured_on": cell.get("protocol")}
     metrics = RunRecord.from_row(ws.run(row["run_id"])).metrics
     top1 = metrics.get("upgraded_top1")
     where = metrics.get("heldout_protocol") or "its test queries"
+    protocols = metrics.get("protocols") if isinstance(metrics.get("protocols"), dict) else {}
+    measured = next((protocols[c] for c in UPGRADED_CELLS if isinstance(protocols.get(c), dict)), None)
     return {"quality": {"top1": top1} if top1 is not None else {},
             "source": f"Quality: held-out top-1 of training run {row['run_id']}, measured as reports measure it, "
-                      f"on {where}."}
+                      f"on {where}.", "measured_on": measured}

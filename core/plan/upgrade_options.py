@@ -99,6 +99,17 @@ def _option(name: str, title: str, time_s: float | None, storage: int, embedded:
             "passes_criterion": None if unmeasured else bool(top1 > floor), "notes": notes, **extra}
 
 
+COMPARED_ON = ("query_set", "n_queries", "gallery", "n_gallery", "relevance")
+
+
+def same_galleries(measured: Any, floor: Any) -> bool:
+    """True when a number was measured on the queries and gallery of this report's old/old cell (the
+    search method may differ: a cascade searches its own way); unknown protocols are not the same."""
+    if not isinstance(measured, Mapping) or not isinstance(floor, Mapping):
+        return False
+    return all(measured.get(k) == floor.get(k) for k in COMPARED_ON)
+
+
 def curve_floor(report: Report, sizes: _Sizes, floor: float) -> float | None:
     """old/old top-1 on the partial-backfill curves' own queries and gallery (the evaluation sample).
 
@@ -224,11 +235,20 @@ def plan_from_report(source: Report | Mapping[str, Any], throughput: Throughput,
     options.append(layer_option(own, kind, up_q, throughput.adapter_items_per_s, sizes, floor, ceiling,
                                 f"Quality: the {up_cell} cell of this report.",
                                 rerank_k=(report.adapter.get("config") or {}).get("k")))
+    floor_protocol = (report.cells.get("old/old") or {}).get("protocol")
     for alt in alternatives:
         if alt["name"] not in {o["name"] for o in options} and alt.get("quality", {}).get("top1") is not None:
-            options.append(layer_option(alt["name"], alt["kind"], dict(alt["quality"]), alt.get("items_per_s"), sizes,
-                                        floor, ceiling, alt.get("source", ""), alt.get("out_dim"),
-                                        alt.get("adapter_bytes"), alt.get("k")))
+            same = same_galleries(alt.get("measured_on"), floor_protocol)
+            option = layer_option(alt["name"], alt["kind"], dict(alt["quality"]), alt.get("items_per_s"), sizes,
+                                  floor if same else None, ceiling, alt.get("source", ""), alt.get("out_dim"),
+                                  alt.get("adapter_bytes"), alt.get("k"))
+            if not same:
+                where = (alt.get("measured_on") or {}).get("text") or "queries and a gallery it did not record"
+                option["comparable"] = False
+                option["notes"].append(f"Measured on {where}, not on this report's old/old queries and gallery, "
+                                       "so its gain retained and criterion are not given and it is not "
+                                       "recommended; report that run with this report's settings to compare it.")
+            options.append(option)
     partial, partial_notes = partial_option(report, throughput, sizes, floor, ceiling, target, fraction)
     if partial is not None:
         options.append(partial)
@@ -272,6 +292,8 @@ def plan_from_report(source: Report | Mapping[str, Any], throughput: Throughput,
 
 
 def _acceptable(opt: Mapping[str, Any], new_better: bool, gain_threshold: float, target: float) -> bool:
+    if opt.get("comparable") is False:  # measured on other galleries: not weighed against these numbers
+        return False
     if opt["name"] == "stay":
         return not new_better
     if not new_better:
