@@ -116,7 +116,8 @@ class MatrixReader:
         if bad.any():
             at = int(np.flatnonzero(bad)[0])
             row = int(rows[at]) if rows is not None else first_row + at
-            raise VectorFileError(self.path, f"row {row} holds NaN or inf values")
+            side = "query_vectors " if (self.member or "").startswith("query_vectors") else ""  # not a document row
+            raise VectorFileError(self.path, f"{side}row {row} holds NaN or inf values")
         return as_storage_dtype(block, self.storage_dtype, str(self.path), first_row)
 
 

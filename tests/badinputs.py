@@ -105,6 +105,10 @@ CORPUS: list[Case] = [
     _c("vectors-misspelt-query-arrays", lambda e: mk.write(e.inputs / "qmiss.npz", mk.savez_bytes(
         ids=np.array(["fresh-1", "fresh-2"]), vectors=np.ones((2, 16)), query_id=np.array(["q"]),
         query_vector=np.ones((1, 16)))), IMPORT_V1, r"holds arrays Embridge does not read \(query_id, query_vector\)"),
+    _c("vectors-nan-in-a-query-row", lambda e: mk.write(e.inputs / "qnan.npz", mk.savez_bytes(
+        ids=np.array(["fresh-1"]), vectors=np.ones((1, 16)), query_ids=np.array(["qa", "qb", "qc"]),
+        query_vectors=np.vstack([np.ones((2, 16)), np.full((1, 16), np.nan)]))), IMPORT_V1,
+       "query_vectors row 2 holds NaN or inf values"),
     _c("vectors-empty-file", lambda e: mk.write(e.inputs / "empty.npz", b""), IMPORT_V1, "unreadable vector file"),
     _c("vectors-no-rows", lambda e: mk.npz(e.inputs / "none.npz", np.ones((0, 16)), []), IMPORT_V1,
        "holds no vectors"),
