@@ -87,9 +87,8 @@ def migration_state(store: Connector, collection: str) -> tuple[dict[str, Any] |
         return None, exc.args[0] if exc.args else str(exc)
 
 
-def unfinished_migration(store: Connector, collection: str) -> str | None:
-    """Why ``collection`` must not be served yet (a migration is still writing it), or None."""
-    migration, problem = migration_state(store, collection)
+def unfinished_reason(migration: dict[str, Any] | None, problem: str | None) -> str | None:
+    """Why a collection with this checkpoint must not be served yet (a migration is still writing it), or None."""
     if problem is not None:
         return f"the checkpoint of the migration that writes it cannot be read ({problem})"
     if migration and migration.get("status") != "complete":
@@ -97,6 +96,11 @@ def unfinished_migration(store: Connector, collection: str) -> str | None:
         return (f"an unfinished migration is writing it ({migration.get('written')} of {total} points); run the "
                 "same 'embridge migrate' again to finish it")
     return None
+
+
+def unfinished_migration(store: Connector, collection: str) -> str | None:
+    """:func:`unfinished_reason` for ``collection``'s checkpoint in ``store``."""
+    return unfinished_reason(*migration_state(store, collection))
 
 
 def _check(store: Connector, label_field: str | None, served_as: str | None, sample: int, seed: int) -> StoreCheck:
@@ -119,17 +123,13 @@ def _check(store: Connector, label_field: str | None, served_as: str | None, sam
                         count, spaces, versions, state)
     served = result.serves or store.collection  # checked through an alias: the collection it serves
     migration, problem = migration_state(store, served)
-    if problem is not None:
-        result.state = "half-migrated"
-        result.notes.append(f"the checkpoint of a migration writing '{served}' cannot be read ({problem}); "
-                            "treat the collection as unfinished")
     if migration:
         result.migration = {"status": migration.get("status"), "written": migration.get("written"),
                             "total": migration.get("fingerprint", {}).get("source_count")}
-        if migration.get("status") != "complete":
-            result.state = "half-migrated"
-            result.notes.append(f"an unfinished migration is writing '{served}'; run the same 'embridge migrate' "
-                                "again to finish it")
+    unfinished = unfinished_reason(migration, problem)
+    if unfinished is not None:
+        result.state = "half-migrated"
+        result.notes.append(f"'{served}': {unfinished}")
     if state == "half-migrated":
         parts = ", ".join(f"{n} in {v}" for v, n in sorted(versions.items()))
         result.notes.append(f"points of several model versions ({parts}); a query reaches only its own")
