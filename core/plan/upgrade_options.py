@@ -162,8 +162,8 @@ def partial_option(report: Report, tp: Throughput, sizes: _Sizes, floor: float, 
     if fraction is not None and not 0 < fraction < 1:
         return None, [f"A partial backfill at β = {fraction:g} is the {'layer alone' if fraction <= 0 else 'full backfill'}"
                       "; see that option."]
-    if fraction is not None and int(round(fraction * sizes.n)) in (0, sizes.n):
-        items = int(round(fraction * sizes.n))
+    items = None if fraction is None else int(round(fraction * sizes.n))
+    if items in (0, sizes.n):
         return None, [f"A partial backfill at β = {fraction:g} re-embeds {items} of the {sizes.n} gallery items (rounded "
                       f"to whole items): that is the {'layer alone' if items == 0 else 'full backfill'}; see that "
                       "option."]
