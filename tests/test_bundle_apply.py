@@ -105,6 +105,19 @@ def test_apply_rejects_bad_vector_files(setup: dict, tmp_path: Path) -> None:
     assert not (tmp_path / "o.npy").exists()
 
 
+def test_integer_vectors_apply_as_their_float32_values(setup: dict, tmp_path: Path) -> None:
+    """A vectors import takes integer matrices (quantised vectors); apply takes the same files."""
+    ints = np.rint(setup["big"][:200] * 20).astype(np.int16)
+    np.save(tmp_path / "int.npy", ints)
+    np.save(tmp_path / "float.npy", ints.astype(np.float32))
+    apply_bundle(setup["bundle"], tmp_path / "int.npy", tmp_path / "a.npy")
+    apply_bundle(setup["bundle"], tmp_path / "float.npy", tmp_path / "b.npy")
+    np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"))
+    np.save(tmp_path / "bool.npy", ints > 0)
+    with pytest.raises(VectorFileError, match=r"bool\.npy: vectors must be floats or integers, got bool"):
+        apply_bundle(setup["bundle"], tmp_path / "bool.npy", tmp_path / "c.npy")
+
+
 def _json(capsys: pytest.CaptureFixture[str], argv: list[str]) -> dict[str, Any]:
     assert main(argv) == 0
     out = capsys.readouterr().out.strip().splitlines()
@@ -124,8 +137,14 @@ def test_cli_export_verify_inspect_apply(setup: dict, tmp_path: Path, capsys: py
     assert inspected["manifest"]["adapter"]["kind"] == "chain" and inspected["verified"] is False
     applied = _json(capsys, ["bundle", "apply", str(chain), "--vectors", str(setup["input"]),
                              "--out", str(tmp_path / "o.npy"), "--chunk-rows", "256", "--json"])
-    assert applied["rows"] == 1000 and applied["dim"] == 16
-    np.testing.assert_allclose(np.load(tmp_path / "o.npy"), load_bundle(chain)(setup["big"]), **F32)
+    assert applied["rows"] == 1000 and applied["dim"] == 16 and applied["normalised"] is True
+    layer = load_bundle(chain)(setup["big"])
+    assert not np.allclose(np.linalg.norm(layer, axis=1), 1.0, atol=1e-3)  # the layer alone leaves rows unnormalised
+    np.testing.assert_allclose(np.load(tmp_path / "o.npy"), l2_normalize(layer), **F32)  # as manifest's output: l2
+    raw = _json(capsys, ["bundle", "apply", str(chain), "--vectors", str(setup["input"]),
+                         "--out", str(tmp_path / "raw.npy"), "--no-normalise", "--json"])
+    assert raw["normalised"] is False
+    np.testing.assert_allclose(np.load(tmp_path / "raw.npy"), layer, **F32)
 
     assert main(["bundle", "verify", str(chain)]) == 0
     assert "OK" in capsys.readouterr().out
@@ -166,7 +185,8 @@ def test_an_existing_output_is_replaced_only_with_overwrite_and_only_if_npy(
     assert out.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "out.npy"]
     assert main([*apply, "--out", str(out), "--overwrite", "--chunk-rows", "300"]) == 0
     capsys.readouterr()
-    np.testing.assert_allclose(np.load(out), adapt_queries(setup["adapter"], l2_normalize(setup["big"])), **F32)
+    np.testing.assert_allclose(np.load(out), l2_normalize(adapt_queries(setup["adapter"], l2_normalize(setup["big"]))),
+                               **F32)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "out.npy"]
 
 

@@ -104,13 +104,18 @@ def test_every_bundle_carries_a_checked_torch_free_adapter(bundles: dict) -> Non
 def test_apply_without_torch_equals_the_layer(bundles: dict, name: str, tmp_path: Path) -> None:
     out = tmp_path / "out.npy"
     done = run_without_torch("bundle", "apply", str(bundles["paths"][name]), "--vectors", str(bundles["x32"]),
-                             "--out", str(out), "--chunk-rows", "128", "--json")
+                             "--out", str(out), "--chunk-rows", "128", "--no-normalise", "--json")
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["runtime"] == bundles[name]["portable"]["runtime"]
     expected = in_process(bundles["adapters"][name], np.load(bundles["x32"]))
     diff = float(np.abs(np.load(out) - expected).max())
     assert diff <= 1e-6, diff
+    searchable = tmp_path / "searchable.npy"  # the default: rows L2-normalised, as normalisation.output says
+    done = run_without_torch("bundle", "apply", str(bundles["paths"][name]), "--vectors", str(bundles["x32"]),
+                             "--out", str(searchable))
+    assert done.returncode == 0, done.stderr
+    assert float(np.abs(np.load(searchable) - l2_normalize(expected)).max()) <= 1e-6
     verified = run_without_torch("bundle", "verify", str(bundles["paths"][name]), "--json")
     assert verified.returncode == 0, verified.stderr
     checks = json.loads(verified.stdout)["runtimes_checked"]
@@ -120,7 +125,7 @@ def test_apply_without_torch_equals_the_layer(bundles: dict, name: str, tmp_path
 def test_fusion_applies_without_torch(bundles: dict, tmp_path: Path) -> None:
     out = tmp_path / "fused.npy"
     done = run_without_torch("bundle", "apply", str(bundles["paths"]["fusion"]), "--vectors", str(bundles["x32"]),
-                             "--old-vectors", str(bundles["old16"]), "--out", str(out), "--json")
+                             "--old-vectors", str(bundles["old16"]), "--out", str(out), "--no-normalise", "--json")
     assert done.returncode == 0, done.stderr
     old = l2_normalize(np.load(bundles["old16"]))
     expected = in_process(bundles["adapters"]["fusion"], np.load(bundles["x32"]), old)

@@ -56,8 +56,8 @@ def _open_input(path: Path, label: str, dim: int, rows: int | None = None) -> np
         raise VectorFileError(path, f"{label} have shape {arr.shape}; the bundle's adapter expects (n, {dim})")
     if rows is not None and arr.shape[0] != rows:
         raise VectorFileError(path, f"{label} have {arr.shape[0]} rows, the main input has {rows}")
-    if not np.issubdtype(arr.dtype, np.floating):
-        raise VectorFileError(path, f"{label} must be float16/32/64, got {arr.dtype}")
+    if arr.dtype.kind not in "fiu":  # the dtypes a vectors import takes: integers are read as float32
+        raise VectorFileError(path, f"{label} must be floats or integers, got {arr.dtype}")
     return arr
 
 
@@ -78,6 +78,9 @@ def apply_bundle(bundle: str | Path | LoadedBundle, vectors: str | Path, out: st
     ``runtime``: ``auto`` (the bundle's torch-free runtime when it has one, else torch), ``numpy``,
     ``onnx`` or ``torch``; see :mod:`embridge.core.bundle.portable`. Nothing here imports torch unless the
     torch runtime is used. ``overwrite``: replace an existing ``.npy`` at ``out`` (never another file).
+    ``normalise_output``: L2-normalise each output row, as the manifest's ``normalisation.output``
+    says a search takes them (``bundle apply``'s default); False writes the layer's raw outputs, which
+    the probes hold.
     """
     src, out = Path(vectors), Path(out)
     bundle_path = bundle.path if isinstance(bundle, LoadedBundle) else Path(bundle)

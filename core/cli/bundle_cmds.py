@@ -48,7 +48,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--vectors", required=True, metavar="IN.npy", help="input vectors (.npy, n x in_dim)")
     p.add_argument("--out", required=True, metavar="OUT.npy", help="output vectors (.npy, float32)")
     p.add_argument("--old-vectors", metavar="OLD.npy", help="old-model query vectors (fusion bundles only)")
-    p.add_argument("--normalise", action="store_true", help="L2-normalise the outputs")
+    p.add_argument("--normalise", action=argparse.BooleanOptionalAction, default=True,
+                   help="L2-normalise the outputs, as the manifest's normalisation.output says a search takes "
+                        "them (default); --no-normalise writes the layer's raw outputs")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing --out (only a .npy file, never another kind of file)")
     p.add_argument("--chunk-rows", type=number(int, low=1, high=1 << 28), default=65_536, help="rows per chunk (default 65536)")
