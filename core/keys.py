@@ -10,6 +10,7 @@ canonical way (``3``, never ``3.0`` or ``True``), so the same class never turns 
 from __future__ import annotations
 
 import math
+import re
 import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +20,9 @@ from embridge.core.errors import ImportDataError
 
 BOM = "\ufeff"
 _FORBIDDEN_CATEGORIES = {"Cc", "Cs", "Zl", "Zp"}  # control, lone surrogate, line/paragraph separator
+# an integral number written as a float ("3.0"): what a spreadsheet or pandas writes for an integer column
+# with gaps, and what a JSON 3.0 is stored as ("3"), so the two files name one class
+_INTEGRAL_FLOAT_TEXT = re.compile(r"(-?[0-9]+)\.0+")
 
 
 def char_name(ch: str) -> str:
@@ -85,6 +89,9 @@ def normalise_keys(raw: Sequence[Any], source: str | Path | None, noun: str = "k
 def normalise_label(raw: Any, source: str | Path | None, where: str) -> str | None:
     """A label as stored: NFC text or a canonical integer; None (or "") means no label.
 
+    An integral number written as text with a zero fraction ("3.0", "-2.00") is the integer ("3"),
+    as the JSON number 3.0 is.
+
     Booleans, objects, lists and non-integral numbers are refused: stored as text they would
     become classes such as ``True`` or ``{'a': 1}`` that no user meant.
     """
@@ -97,6 +104,9 @@ def normalise_label(raw: Any, source: str | Path | None, where: str) -> str | No
             raise ImportDataError(source, f"{where}: a label must be text or an integer, got the number {raw!r}")
         raw = int(raw)
     label = clean_text(str(raw), source, where, "label")
+    integral = _INTEGRAL_FLOAT_TEXT.fullmatch(label)
+    if integral:
+        label = str(int(integral.group(1)))
     return label or None
 
 

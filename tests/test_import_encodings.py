@@ -91,6 +91,16 @@ def test_labels_are_text_or_canonical_integers(ws: Workspace, tmp_path: Path) ->
     assert [i["label"] for i in ws.items()] == ["3", "3", "3", CAFE_NFC, None, None, "0", str(10**30)]
 
 
+def test_a_csv_label_written_as_an_integral_float_is_the_jsonl_integer(ws: Workspace, tmp_path: Path) -> None:
+    """pandas writes an integer label column with gaps as 3.0; the JSON number 3.0 is stored as "3"."""
+    (tmp_path / "q.csv").write_text("key,text,label\nq1,x,3.0\nq2,x,-2.00\nq3,x,3.5\nq4,x,v3.0\nq5,x,\n",
+                                    encoding="utf-8")
+    (tmp_path / "d.jsonl").write_text(json.dumps({"key": "d1", "text": "y", "label": 3.0}) + "\n", encoding="utf-8")
+    import_items(ws, tmp_path / "q.csv")
+    import_items(ws, tmp_path / "d.jsonl")
+    assert [i["label"] for i in ws.items()] == ["3", "-2", "3.5", "v3.0", None, "3"]
+
+
 def test_image_names_in_nfd_are_stored_in_nfc(ws: Workspace, tmp_path: Path) -> None:
     root = tmp_path / "imgs"
     (root / CAFE_NFD).mkdir(parents=True)
