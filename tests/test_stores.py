@@ -207,6 +207,13 @@ def test_an_unfinished_migration_is_never_served_nor_called_single(kind: str, up
         store.close()
     code, checked, _ = cli(capsys, "check", "--uri", case.alias_uri)  # the alias serves the shadow
     assert code == 0 and checked["serves"] == "docs_v2" and checked["state"] == "half-migrated"
+    ws = tmp_path / "ws"
+    assert cli(capsys, "init", "--workspace", str(ws))[0] == 0
+    for uri in (case.target, case.alias_uri):  # a gallery half written is not imported, by name or alias
+        code, _, err = cli(capsys, "import", "--from", uri, "--workspace", str(ws))
+        assert code == 1 and "'docs_v2': an unfinished migration is writing it (50 of" in err, err
+    with Workspace.open(ws) as opened:
+        assert opened.items() == [] and opened.models() == []
     assert cli(capsys, "rollback", "--to", case.rollback)[0] == 0  # back to the source: always allowed
     rollback_to_shadow = case.target + ("&" if "?" in case.target else "?") + "alias=docs"
     code, _, err = cli(capsys, "rollback", "--to", rollback_to_shadow)

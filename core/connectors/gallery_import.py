@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from embridge.core.connectors import open_store
+from embridge.core.connectors.check import unfinished_migration
 from embridge.core.connectors.connector import SPACE_FIELD, Batch, Connector, VectorStoreError
 from embridge.core.errors import ImportDataError, InputError, StoreError
 from embridge.core.paths import check_name
@@ -166,6 +167,10 @@ def _import(ws: Workspace, store: Connector, uri: str, model: str | None, label_
             should_stop: StopFn | None) -> StoreImportResult:
     if not store.exists():
         raise VectorStoreError(f"{store.describe()}: {store.missing()}")
+    served = (store.alias_target(store.collection) if store.supports_alias else None) or store.collection
+    unfinished = unfinished_migration(store, served)
+    if unfinished is not None:  # a shadow still being written holds part of the gallery, in two spaces
+        raise VectorStoreError(f"{store.describe()}: '{served}': {unfinished}; nothing was imported")
     total, dim = store.count(), store.dim()
     if total == 0 or not dim:
         raise ImportDataError(uri, "the collection holds no points")
