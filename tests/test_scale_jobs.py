@@ -118,6 +118,34 @@ def test_a_second_backfill_of_the_same_items_is_refused_while_the_first_runs(
     assert not (ws_path / "scale-jobs").exists() or not any((ws_path / "scale-jobs").iterdir())
 
 
+def test_a_rerun_of_a_finished_backfill_reuses_its_vector_set_and_fills_the_store_once(
+        ws_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from embridge.core.connectors import open_store
+
+    store = f"parquet://{tmp_path / 'store'}/new_vectors"
+    argv = ["backfill", "-w", str(ws_path), "--model", NEW, "--order", "planner", "--fraction", "0.05", "--json"]
+    assert cli(argv) == 0
+    first = json.loads(capsys.readouterr().out)
+    with Workspace.open(ws_path) as ws:
+        sets_before = [s["id"] for s in ws.vector_sets(NEW)]
+        ids, vectors = set_vectors(ws, first["vector_set"])
+    assert cli([*argv, "--to-store", store]) == 0  # the store is named only on the rerun
+    again = json.loads(capsys.readouterr().out)
+    assert again["reused"] is True and again["vector_set"] == first["vector_set"] and first["reused"] is False
+    assert cli([*argv, "--to-store", store]) == 0  # and a third time: the store is unchanged
+    capsys.readouterr()
+    with Workspace.open(ws_path) as ws:
+        assert [s["id"] for s in ws.vector_sets(NEW)] == sets_before
+        runs = ws.runs("backfill")
+        assert [r["metrics"].get("reused", False) for r in runs] == [False, True, True]
+    with open_store(store) as target:
+        batches = list(target.read_batches(1000))
+    got_ids = [int(i) for b in batches for i in b.ids]
+    assert sorted(got_ids) == sorted(ids.tolist())  # every point once
+    points = dict(zip(got_ids, np.concatenate([b.vectors for b in batches]), strict=True))
+    np.testing.assert_allclose(np.stack([points[int(i)] for i in ids]), vectors, atol=1e-6)
+
+
 def _embridge(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "embridge.core.cli.main", *args], capture_output=True, text=True,
                           timeout=600, check=False)

@@ -61,8 +61,10 @@ def cmd_backfill(args: argparse.Namespace) -> Result:
                                    f"--run {job.run_id}")
         r = backfill(ws, args.model, ids, engine=args.engine, ray_address=args.ray_address,
                      on_progress=StderrProgress("backfill"), **options)
-    return r.to_dict(), (f"backfilled {r.items} items with {r.model} on {r.engine} ({r.order} order) "
-                         f"-> vector set {r.vector_set}" + (f", and into {r.store}" if r.store else ""))
+    done = (f"{r.items} items already backfilled with {r.model}: vector set {r.vector_set} reused, nothing embedded"
+            if r.reused else f"backfilled {r.items} items with {r.model} on {r.engine} ({r.order} order) "
+            f"-> vector set {r.vector_set}")
+    return r.to_dict(), done + (f", and into {r.store}" if r.store else "")
 
 
 def cmd_jobs(args: argparse.Namespace) -> Result:

@@ -40,6 +40,7 @@ class BackfillResult:
     order: str
     engine: str
     store: str | None = None
+    reused: bool = False  # the model already had a vector set of exactly these items: nothing was embedded
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -230,8 +231,36 @@ def backfill(ws: Any, model: str, ids: np.ndarray, *, engine: str = "local", ord
                                   "these items is running); try again when it has finished")
 
     with exclusive_lock(stage.with_name(stage.name + ".lock"), busy):  # one process per stage folder
+        done = finished_set(ws, model, ids)
+        if done is not None:  # a rerun of a finished backfill: its vectors are stored once, not twice
+            return _reuse(ws, model, ids, done, config, engine, order, store)
         return _backfill_staged(ws, model, ids, spec, stage, config, engine, order, chunk, batch_size, actors,
                                 num_gpus, ray_address, store, name, progress, should_stop)
+
+
+def finished_set(ws: Any, model: str, ids: np.ndarray) -> dict[str, Any] | None:
+    """A vector set of ``model`` holding exactly the items ``ids`` (in any order), or None."""
+    wanted = np.sort(np.asarray(ids, np.int64))
+    for info in ws.vector_sets(model):
+        if int(info["count"]) == len(wanted) and np.array_equal(np.sort(ws.vector_set_ids(int(info["id"]))), wanted):
+            return info
+    return None
+
+
+def _reuse(ws: Any, model: str, ids: np.ndarray, info: dict[str, Any], config: dict[str, Any], engine: str,
+           order: str, store: str | None) -> BackfillResult:
+    """Record a rerun that finds the items backfilled; a ``store`` gets the stored vectors (an upsert by id)."""
+    from embridge.core.jobs import recorded_run
+
+    with recorded_run(ws, "backfill", model, config) as record:
+        if store:
+            set_ids, matrix = ws.open_vector_set(int(info["id"]))
+            row_of = {int(i): n for n, i in enumerate(np.asarray(set_ids))}
+            rows = np.fromiter((row_of[int(i)] for i in ids), np.int64, len(ids))
+            write_store(store, np.asarray(ids, np.int64), np.asarray(matrix[rows], np.float32))
+        record["metrics"] = {"vector_set": int(info["id"]), "count": int(info["count"]), "dim": int(info["dim"]),
+                             "reused": True}
+    return BackfillResult(model, int(len(ids)), int(info["id"]), int(info["dim"]), order, engine, store, reused=True)
 
 
 def _backfill_staged(ws: Any, model: str, ids: np.ndarray, spec: dict[str, Any], stage: Path,
