@@ -168,7 +168,7 @@ def _import(ws: Workspace, store: Connector, uri: str, model: str | None, label_
     if not store.exists():
         raise VectorStoreError(f"{store.describe()}: {store.missing()}")
     served = (store.alias_target(store.collection) if store.supports_alias else None) or store.collection
-    unfinished = unfinished_migration(store, served)
+    unfinished = unfinished_migration(store, served) if store.writable else None  # no migration writes a faiss index
     if unfinished is not None:  # a shadow still being written holds part of the gallery, in two spaces
         raise VectorStoreError(f"{store.describe()}: '{served}': {unfinished}; nothing was imported")
     total, dim = store.count(), store.dim()
