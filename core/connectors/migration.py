@@ -37,6 +37,13 @@ from embridge.core.connectors.connector import SPACE_FIELD, Batch, Connector, St
 from embridge.core.connectors.job_lock import job_lock
 from embridge.core.connectors.prefetch import Prefetch
 from embridge.core.connectors.source_checks import SeenIds, check_source_spaces
+from embridge.core.connectors.source_digest import (
+    batch_digest,
+    check_copied_unchanged,
+    read_batch_size,
+    record_batch,
+    start_record,
+)
 from embridge.core.connectors.targets import check_alias, check_store_output
 from embridge.core.connectors.transform import StoreTransform, load_transform
 from embridge.core.errors import InputError
@@ -237,6 +244,7 @@ def _locked_run(transform: StoreTransform, source: Connector, target: Connector,
     if state is None:  # recorded only once the first batch has passed its checks, just before the target is made
         state = {"fingerprint": fingerprint, "cursor": None, "written": 0, "pending": None, "status": "running",
                  "backfill_ids": None}
+        start_record(state, batch_size)
     resumed_from = int(state["written"])
     if state["status"] == "running" and not copied(state):
         chosen: set[str] = set()
@@ -278,6 +286,9 @@ def copied(state: dict[str, Any]) -> bool:
 def _copy(transform: StoreTransform, source: Connector, target: Connector, new: NewVectors | None,
           chosen: set[str], names: dict[str, str], batch_size: int, state: dict[str, Any], key: str, total: int,
           report: ProgressFn, should_stop: StopFn | None) -> None:
+    if state["cursor"] is not None:  # a resume: the points copied so far must still be the source's
+        check_copied_unchanged(source, target, state)
+    batch_size = read_batch_size(state, batch_size)  # the chain's batches, so that a later resume can recompute it
     if state.get("pending"):
         target.delete_ids(list(state["pending"]))  # a batch cut short, or written but not yet recorded
         state["pending"] = None
@@ -287,23 +298,26 @@ def _copy(transform: StoreTransform, source: Connector, target: Connector, new: 
     if state["cursor"] is not None:
         seen.add_written(target)
 
-    def transformed(cursor: Any) -> Iterator[Batch]:  # in the prefetch thread: reads and transforms only
+    def transformed(cursor: Any) -> Iterator[tuple[str, Batch]]:  # in the prefetch thread: reads and transforms
         for batch in source.read_batches(batch_size, cursor):
             seen.check(source, batch)
             if len(batch) and batch.vectors.shape[1] != transform.in_dim:  # the source's fault, not the bundle's
                 raise VectorStoreError(f"{source.describe()}: point {batch.ids[0]!r} holds a "
                                        f"{batch.vectors.shape[1]}-d vector among {transform.in_dim}-d ones")
-            yield transform_batch(transform, batch, new, chosen, names)
+            yield batch_digest(batch), transform_batch(transform, batch, new, chosen, names)
 
-    def store(out: Batch) -> None:
+    def store(read: tuple[str, Batch]) -> Batch:
+        digest, out = read
         check_stop(should_stop)
         state["pending"] = list(out.ids)
         target.save_state(key, state)
         target.write(out)
         state.update(cursor=out.cursor, written=int(state["written"]) + len(out), pending=None)
+        record_batch(state, digest)
         target.save_state(key, state)
         report(int(state["written"]), total, {"stage": "migrating"})
         release_free_memory()  # what the batch freed goes back to the system, not to an idle arena
+        return out
 
     start = state["cursor"]
     if not target.exists():
@@ -315,17 +329,15 @@ def _copy(transform: StoreTransform, source: Connector, target: Connector, new: 
         # the checkpoint is written only now: a source refused by its first batch leaves none behind (or the
         # previous one as it was), while a target that exists always has the checkpoint that made it
         target.save_state(key, state)
-        target.create(transform.out_dim, like=source, sample=first)
+        target.create(transform.out_dim, like=source, sample=first[1] if first else None)
         if first is None:  # an empty source still gets its (empty) shadow
             return
-        store(first)
-        if first.cursor is None:
+        if store(first).cursor is None:
             return
-        start = first.cursor
+        start = first[1].cursor
     with Prefetch(lambda: transformed(start), depth=PREFETCH_DEPTH, name="embridge-migrate-read") as batches:
-        for out in batches:
-            store(out)
-            if out.cursor is None:
+        for read in batches:
+            if store(read).cursor is None:
                 break
 
 

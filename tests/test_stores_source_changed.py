@@ -1,0 +1,106 @@
+"""A migration resumed after its source changed under the points already copied is refused before it writes.
+
+The checkpoint's cursor says where to continue; only the chain of hashes of the batches copied
+(:mod:`embridge.core.connectors.source_digest`) says the points before it are still the source's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from store_fixtures import fct_upgrade, fill_source, read_all
+
+from embridge.core.connectors import open_store
+from embridge.core.connectors.connector import VectorStoreError
+from embridge.core.connectors.migration import migrate_store
+from embridge.core.errors import Cancelled
+
+BATCH = 50
+
+
+@pytest.fixture(scope="module")
+def upgrade(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    return fct_upgrade(tmp_path_factory.mktemp("changed"))
+
+
+def _stop_after(batches: int) -> Callable[[], bool]:
+    calls = {"n": 0}
+
+    def stop() -> bool:
+        calls["n"] += 1
+        return calls["n"] > batches
+
+    return stop
+
+
+def _edit_parquet_payload(folder: Path) -> None:
+    """Change the body of the first point of the first file (a point the stopped run has copied)."""
+    part = folder / "part-0.parquet"
+    table = pq.read_table(part)
+    bodies = table.column("body").to_pylist()
+    bodies[0] = "edited after the migration copied it"
+    pq.write_table(table.set_column(table.schema.get_field_index("body"), "body", pa.array(bodies)), part)
+
+
+def _edit_qdrant_vector(root: Path, point: int, vector: np.ndarray) -> None:
+    from qdrant_client import QdrantClient, models
+
+    client = QdrantClient(path=str(root / "qdrant"))
+    try:
+        client.upsert("docs_v1", points=[models.PointStruct(id=point, vector=vector.tolist(),
+                                                            payload={"label": "x", "body": "moved"})])
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("kind", ["parquet", "qdrant"])
+def test_a_resume_after_a_copied_point_changed_is_refused_and_writes_nothing(kind: str, upgrade: dict,
+                                                                             tmp_path: Path) -> None:
+    v1, labels = upgrade["vectors"]["v1"], upgrade["labels"]
+    ids = [int(i) + 1 for i in range(len(v1))]
+    case = fill_source(kind, tmp_path, ids, v1, labels)
+    with pytest.raises(Cancelled):
+        migrate_store(upgrade["bundle"], case.source, case.target, batch_size=BATCH, should_stop=_stop_after(3))
+    before = read_all(case.target)
+    with open_store(case.target) as target:
+        checkpoint = target.load_state("migrate-docs_v2")
+    written = checkpoint["written"]
+    assert 2 * BATCH < written == len(before) < len(ids)  # parquet batches end at its files' ends too
+
+    if kind == "parquet":
+        _edit_parquet_payload(tmp_path / "pq" / "docs_v1")
+    else:
+        _edit_qdrant_vector(tmp_path, ids[0], -v1[0])
+    with pytest.raises(VectorStoreError, match=r"changed since the migration into .* started \(points among the "
+                                               rf"{written} it has copied were edited"):
+        migrate_store(upgrade["bundle"], case.source, case.target, batch_size=BATCH)
+    after = read_all(case.target)  # nothing more written, nothing removed
+    assert sorted(after) == sorted(before)
+    for pid, (vec, payload) in before.items():
+        np.testing.assert_array_equal(after[pid][0], vec)
+        assert after[pid][1] == payload
+    with open_store(case.target) as target:
+        assert target.load_state("migrate-docs_v2") == checkpoint
+
+
+def test_a_resume_of_an_unchanged_source_keeps_its_first_batch_size(upgrade: dict, tmp_path: Path) -> None:
+    """The chain is recomputed with the batches it was recorded with, so a resume with another --batch
+    continues in the first size and a second resume still finds the source unchanged."""
+    v1, labels = upgrade["vectors"]["v1"], upgrade["labels"]
+    ids = [int(i) + 1 for i in range(len(v1))]
+    case = fill_source("qdrant", tmp_path, ids, v1, labels)
+    with pytest.raises(Cancelled):
+        migrate_store(upgrade["bundle"], case.source, case.target, batch_size=BATCH, should_stop=_stop_after(2))
+    with pytest.raises(Cancelled):
+        migrate_store(upgrade["bundle"], case.source, case.target, batch_size=7, should_stop=_stop_after(2))
+    with open_store(case.target) as target:
+        assert target.load_state("migrate-docs_v2")["written"] == 4 * BATCH
+    done = migrate_store(upgrade["bundle"], case.source, case.target, batch_size=300)
+    assert done.status == "completed" and done.resumed_from == 4 * BATCH
+    assert done.verification.target_count == len(ids) and sorted(read_all(case.target), key=int) == [str(i) for i in ids]
