@@ -113,11 +113,23 @@ def test_plan_recommends_the_only_passing_bridge(runs: dict[str, dict[str, Any]]
     tp = Throughput(embed_items_per_s=None, adapter_items_per_s=1e5)
     failing = {"name": "adapter_only", "kind": "affine", "quality": {"top1": head["old_old_top1"] - 0.05},
                "items_per_s": 1e5, "source": "test", "measured_on": report.cells["old/old"]["protocol"]}
+    # as measured, every document re-ranked by its new vector: that cascade needs the whole gallery embedded
+    cell = report.cells["new→old"]
+    n = report.sizes["gallery_full"]
+    assert cell["protocol"]["new_vectors"] == n and f"new-model vectors of {n} of the {n}" in cell["protocol"]["text"]
+    plan = plan_from_report(report, tp, alternatives=[failing])
+    measured = next(o for o in plan.options if o["name"] == "cascade")
+    assert measured["items_embedded"] == n and not measured.get("only_passing")
+    assert measured["storage_bytes"] >= 2 * next(o for o in plan.options if o["name"] == "stay")["storage_bytes"]
+    assert plan.recommendation == "full_backfill"
+    # a cascade measured with no document's new vector (day one of the transition) re-embeds nothing
+    cell["protocol"]["new_vectors"] = 0
     plan = plan_from_report(report, tp, alternatives=[failing])
     options = {o["name"]: o for o in plan.options}
     cascade = options["cascade"]
     k = report.adapter["config"]["k"]
     assert cascade["serving_cost"] == {"encoders_at_query_time": 2, "reranks_per_query": k}
+    assert cascade["items_embedded"] == 0
     assert plan.recommendation == "cascade" and cascade["only_passing"]
     assert "the only option that passes the compatibility criterion without re-embedding" in plan.reason
     assert f"{k} re-ranked items per query" in plan.reason

@@ -43,14 +43,18 @@ class Protocol:
     relevance: str
     search: str = "exact inner-product search"
     n_scored: int | None = None  # queries with a relevant item in the gallery, when fewer than n_queries
+    new_vectors: int | None = None  # gallery items scored by their new-model vectors (a cascade's re-rank)
 
     def describe(self) -> str:
         queries = f"{self.n_queries} {self.query_set}"
         if self.n_scored is not None and self.n_scored < self.n_queries:
             queries = (f"{self.n_scored} of {self.n_queries} {self.query_set} (the others have no relevant "
                        "item in this gallery)")
+        used = ("" if self.new_vectors is None else
+                f"; new-model vectors of {self.new_vectors} of the {self.n_gallery} gallery items, the rest "
+                "through the layer")
         return (f"{queries} against {self.gallery} ({self.n_gallery} items), "
-                f"relevance: {self.relevance}; {self.search}")
+                f"relevance: {self.relevance}; {self.search}{used}")
 
     def scored(self, n_scored: int) -> Protocol:
         """This protocol with the number of queries that could be scored (stated when fewer)."""
@@ -62,6 +66,8 @@ class Protocol:
                "text": self.describe()}
         if self.n_scored is not None:
             out["n_scored"] = self.n_scored
+        if self.new_vectors is not None:
+            out["new_vectors"] = self.new_vectors
         return out
 
 

@@ -9,7 +9,7 @@ vectors gathered by the same :class:`~embridge.core.evaluation.gather.MatrixMake
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -88,7 +88,10 @@ def cascade_result(task: Any, adapter: Adapter, vecs: UpgradeVectors, plan: Scor
                            lambda x: adapt_queries(adapter.base, x), exclude=task.exclude, depth=plan.depth)
     info = SearchInfo("exact", {}, True, None)
     words = f"cascade: exact old-index recall of {k}, re-ranked by the new model"
-    return score_ranking(task, ranking.ids, plan, info, words)
+    result = score_ranking(task, ranking.ids, plan, info, words)
+    # its number holds only with those new vectors stored: the planner counts them in the cascade's cost
+    result.protocol = replace(result.protocol, new_vectors=0 if part is None else len(vecs.g_new_rows))
+    return result
 
 
 @dataclass

@@ -125,8 +125,13 @@ def curve_floor(report: Report, sizes: _Sizes, floor: float) -> float | None:
 
 def layer_option(name: str, kind: str, quality: dict[str, float], rate: float | None, sizes: _Sizes,
                  floor: float, ceiling: float, source: str, out_dim: int | None = None,
-                 adapter_bytes: int | None = None, rerank_k: int | None = None) -> dict[str, Any]:
-    """Adapter only / fusion (query side, nothing re-embedded) or a forward transform of the gallery."""
+                 adapter_bytes: int | None = None, rerank_k: int | None = None, new_items: int | None = None,
+                 embed_rate: float | None = None) -> dict[str, Any]:
+    """Adapter only / fusion (query side, nothing re-embedded) or a forward transform of the gallery.
+
+    ``new_items``: gallery items a cascade's number was measured with new-model vectors of (its
+    protocol's ``new_vectors``); they are part of what it costs: embedded, stored beside the old index.
+    """
     extra_bytes = sizes.adapter_bytes if adapter_bytes is None else adapter_bytes
     per_query = None if not rate else 1e6 / rate
     if name == "forward_transform":
@@ -151,6 +156,14 @@ def layer_option(name: str, kind: str, quality: dict[str, float], rate: float | 
                  f"models) and {k} re-ranked items per query.", source]
         cost = {"encoders_at_query_time": 2, "reranks_per_query": k}
         title = f"Cascade (old recall of {k}, new re-rank)"
+        if new_items:  # measured with new vectors of part of the gallery: they are what it stands on
+            notes[0] = (f"Measured with new-model vectors of {new_items} of the {sizes.n} gallery items (re-ranked "
+                        f"by them; the rest through the layer): its quality needs those {new_items} items "
+                        "embedded and stored beside the old index, which time and storage count. The old "
+                        f"index recalls the top {k} for the old query and the new model re-ranks them.")
+            return _option(name, title, _time(new_items, embed_rate), sizes.old_index() + extra_bytes
+                           + new_items * sizes.d_new * sizes.b_new, int(new_items), quality, floor, ceiling, notes,
+                           query_latency_us=per_query, serving_cost=cost)
     return _option(name, title, 0.0, sizes.old_index() + extra_bytes, 0, quality, floor, ceiling, notes,
                    query_latency_us=per_query, serving_cost=cost)
 
@@ -234,14 +247,17 @@ def plan_from_report(source: Report | Mapping[str, Any], throughput: Throughput,
     own = "forward_transform" if sizes.forward else (kind if kind in BOTH_ENCODERS else "adapter_only")
     options.append(layer_option(own, kind, up_q, throughput.adapter_items_per_s, sizes, floor, ceiling,
                                 f"Quality: the {up_cell} cell of this report.",
-                                rerank_k=(report.adapter.get("config") or {}).get("k")))
+                                rerank_k=(report.adapter.get("config") or {}).get("k"),
+                                new_items=((report.cells.get(up_cell) or {}).get("protocol") or {}).get("new_vectors"),
+                                embed_rate=throughput.embed_items_per_s))
     floor_protocol = (report.cells.get("old/old") or {}).get("protocol")
     for alt in alternatives:
         if alt["name"] not in {o["name"] for o in options} and alt.get("quality", {}).get("top1") is not None:
             same = same_galleries(alt.get("measured_on"), floor_protocol)
             option = layer_option(alt["name"], alt["kind"], dict(alt["quality"]), alt.get("items_per_s"), sizes,
                                   floor if same else None, ceiling, alt.get("source", ""), alt.get("out_dim"),
-                                  alt.get("adapter_bytes"), alt.get("k"))
+                                  alt.get("adapter_bytes"), alt.get("k"),
+                                  (alt.get("measured_on") or {}).get("new_vectors"), throughput.embed_items_per_s)
             if not same:
                 where = (alt.get("measured_on") or {}).get("text") or "queries and a gallery it did not record"
                 option["comparable"] = False

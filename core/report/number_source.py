@@ -45,7 +45,8 @@ def from_protocol(protocol: Any) -> NumberSource | None:
     p = Protocol(str(protocol["query_set"]), _int(protocol.get("n_queries")), str(protocol.get("gallery") or ""),
                  _int(protocol.get("n_gallery")), str(protocol.get("relevance") or ""),
                  str(protocol.get("search") or "exact inner product"),
-                 _int(protocol["n_scored"]) if "n_scored" in protocol else None)
+                 _int(protocol["n_scored"]) if "n_scored" in protocol else None,
+                 _int(protocol["new_vectors"]) if "new_vectors" in protocol else None)
     return NumberSource(p)
 
 
