@@ -62,7 +62,7 @@ def test_linear_layer_on_ray_data_is_bitwise_local_and_torch_free(ray_cluster: A
     out = read_partitions(tmp_path / "ray")
     vectors = np.concatenate([o[1] for o in out.values()])
     np.testing.assert_array_equal(np.concatenate([o[0] for o in out.values()]), np.arange(len(v3)) + 7)
-    np.testing.assert_allclose(vectors, load_bundle(bundles["linear"])(v3), atol=1e-6, rtol=0)
+    np.testing.assert_allclose(vectors, load_bundle(bundles["linear"])(v3, normalise_output=True), atol=1e-6, rtol=0)
     assert vectors.shape[1] == bundles["vectors"]["v1"].shape[1]
     # the layer really moves the vectors: new->old through it lands near the old vectors
     v1 = np.tile(bundles["vectors"]["v1"], (3, 1))
@@ -86,7 +86,7 @@ def test_worker_applies_a_linear_layer_where_torch_cannot_be_imported(bundles: d
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["numpy", str(len(bundles["vectors"]["v3"])), "False"]
     got = read_partitions(tmp_path)["out.parquet"][1]
-    np.testing.assert_allclose(got, load_bundle(bundles["linear"])(bundles["vectors"]["v3"]), atol=1e-6, rtol=0)
+    np.testing.assert_allclose(got, load_bundle(bundles["linear"])(bundles["vectors"]["v3"], normalise_output=True), atol=1e-6, rtol=0)
 
 
 def test_killed_worker_on_a_lance_input_is_retried_and_output_unchanged(ray_cluster: Any, bundles: dict,
@@ -107,7 +107,7 @@ def test_killed_worker_on_a_lance_input_is_retried_and_output_unchanged(ray_clus
     out = read_partitions(tmp_path / "ray")
     assert sorted(out) == [f"fragment-{i:06d}.parquet" for i in range(6)]
     np.testing.assert_array_equal(np.concatenate([o[0] for o in out.values()]), np.arange(len(v1)))
-    np.testing.assert_allclose(np.concatenate([o[1] for o in out.values()]), load_bundle(bundles["fct"])(v1),
+    np.testing.assert_allclose(np.concatenate([o[1] for o in out.values()]), load_bundle(bundles["fct"])(v1, normalise_output=True),
                                atol=1e-6, rtol=0)
     assert not list((tmp_path / "ray").glob(".*.tmp-*"))
 
@@ -292,7 +292,7 @@ def test_lance_output_is_committed_once_resumes_and_matches_the_local_engine(ray
     pq_rows = pa.concat_tables([pq.read_table(f) for f in sorted((tmp_path / "pq").glob("*.parquet"))])
     assert got.equals(pq_rows)
     vec = got.column("vector").combine_chunks()
-    np.testing.assert_allclose(vec.flatten().to_numpy().reshape(len(vec), -1), load_bundle(bundles["fct"])(v1),
+    np.testing.assert_allclose(vec.flatten().to_numpy().reshape(len(vec), -1), load_bundle(bundles["fct"])(v1, normalise_output=True),
                                atol=1e-6, rtol=0)
     assert not (dst / "data" / "half-written-by-a-killed-run.lance").exists()
     assert lancedb.connect(str(tmp_path / "db")).open_table("docs_v2").count_rows() == len(v1)

@@ -128,7 +128,7 @@ def test_chroma_server_round_trip_import_migrate_check_rollback(chroma_server: s
     assert result["status"] == "completed" and result["written"] == len(ids) and result["verification"]["ok"]
     got = read_all(target)
     assert sorted(got) == sorted(str(i) for i in ids)
-    want = load_bundle(upgrade["bundle"])(v1)
+    want = load_bundle(upgrade["bundle"])(v1, normalise_output=True)
     np.testing.assert_allclose(np.stack([got[str(i)][0] for i in ids]), want, rtol=1e-4, atol=1e-5)
     assert {p["embridge_space"] for _, p in got.values()} == {result["spaces"]["adapted"]}
     assert all(got[str(i)][1]["label"] == labels[n] for n, i in enumerate(ids))
@@ -177,7 +177,7 @@ def test_chroma_server_kill_9_mid_migration_resumes_from_the_server_checkpoint(c
     assert result["status"] == "completed" and result["resumed_from"] == at_kill and result["written"] == n - at_kill
     got = read_all(target)  # fails on any id stored twice
     assert sorted(got, key=int) == [str(i) for i in ids]
-    np.testing.assert_allclose(np.stack([got[str(i)][0] for i in ids]), load_bundle(upgrade["bundle"])(old),
+    np.testing.assert_allclose(np.stack([got[str(i)][0] for i in ids]), load_bundle(upgrade["bundle"])(old, normalise_output=True),
                                rtol=1e-4, atol=1e-5)
 
 

@@ -55,9 +55,9 @@ def test_planner_backfill_gives_new_vectors_where_the_bundle_is_worst(upgrade: d
         backfilled = sorted(int(k) for k, (_, p) in got.items() if p["embridge_space"] == out["spaces"]["new"])
         assert len(backfilled) == budget and out["backfilled"] == budget
         vectors = np.stack([got[str(i)][0] for i in range(len(v1))])
-        np.testing.assert_allclose(vectors[backfilled], v3[backfilled], rtol=1e-6)  # the real new vectors
+        np.testing.assert_allclose(vectors[backfilled], unit(v3[backfilled]), rtol=1e-6)  # the real new vectors
         rest = np.setdiff1d(np.arange(len(v1)), backfilled)
-        np.testing.assert_allclose(vectors[rest], load_bundle(upgrade["bundle"])(v1[rest]), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(vectors[rest], load_bundle(upgrade["bundle"])(v1[rest], normalise_output=True), rtol=1e-4, atol=1e-5)
         results[order] = backfilled
         code, checked, err = cli(capsys, "check", "--uri", target)
         assert checked["state"] == "single" and checked["versions"] == {"v3": len(v1)}  # one model version
@@ -127,7 +127,7 @@ def test_faiss_index_is_read_imported_and_migrated_into_parquet(upgrade: dict, t
                          "--to", target)
     assert code == 0 and out["written"] == len(v1), err
     got = read_all(target)
-    np.testing.assert_allclose(np.stack([got[str(i)][0] for i in ids]), load_bundle(upgrade["bundle"])(v1),
+    np.testing.assert_allclose(np.stack([got[str(i)][0] for i in ids]), load_bundle(upgrade["bundle"])(v1, normalise_output=True),
                                rtol=1e-4, atol=1e-5)
     code, out, err = cli(capsys, "migrate", "--bundle", str(upgrade["bundle"]), "--from", f"faiss://{path}",
                          "--to", f"faiss://{tmp_path / 'out.faiss'}")

@@ -341,6 +341,11 @@ def _copy(transform: StoreTransform, source: Connector, target: Connector, new: 
                 break
 
 
+def unit_row(vector: np.ndarray, source: Any) -> np.ndarray:
+    """A new-model vector as written: L2-normalised, like the transformed points beside it."""
+    return l2_normalize(np.asarray(vector, np.float32)[None, :], str(source))[0]
+
+
 def transform_batch(transform: StoreTransform, batch: Batch, new: NewVectors | None, chosen: set[str],
                     names: dict[str, str]) -> Batch:
     """The batch in the new space: real new vectors for chosen ids, the bundle's transform for the rest."""
@@ -350,7 +355,7 @@ def transform_batch(transform: StoreTransform, batch: Batch, new: NewVectors | N
         for n, pid in enumerate(batch.ids):
             row = new.lookup(pid) if str(pid) in chosen else None
             if row is not None:
-                vectors[n] = new.vectors[row]
+                vectors[n] = unit_row(new.vectors[row], new.path)
                 spaces[n] = names["new"]
     payloads = [{**p, SPACE_FIELD: s} for p, s in zip(batch.payloads, spaces, strict=True)]
     return Batch(list(batch.ids), vectors, payloads, batch.cursor)
@@ -379,7 +384,7 @@ def verify_migration(transform: StoreTransform, source: Connector, target: Conne
             want = expected[n]
             if payload.get(SPACE_FIELD) == names["new"] and new is not None:
                 row = new.lookup(pid)
-                want = new.vectors[row] if row is not None else want
+                want = unit_row(new.vectors[row], new.path) if row is not None else want
             if unit:  # compare directions: cosine collections may hand back normalised vectors
                 want, vec = l2_normalize(np.stack([want, vec]), f"{target.describe()}: point {pid!r}")
             if not np.allclose(vec, want, rtol=VERIFY_RTOL, atol=VERIFY_ATOL):

@@ -33,8 +33,10 @@ class StoreTransform:
     _loaded: Any
 
     def apply(self, old_vectors: np.ndarray) -> np.ndarray:
-        """New-space float32 rows for old-model rows (as the bundle's transformed gallery)."""
-        return self._loaded(old_vectors)
+        """New-space float32 rows for old-model rows, L2-normalised as the bundle's manifest says a search
+        takes them (its numbers were measured so): a store searching by inner product or L2 distance then
+        ranks them as a cosine one does."""
+        return self._loaded(old_vectors, normalise_output=True)
 
 
 def load_transform(bundle: str | Path) -> StoreTransform:

@@ -123,7 +123,9 @@ def transform_partition(bundle: str, part: Partition | dict[str, Any], target: s
     if len(bad):
         raise InputError(part.path, f"row {int(bad[0])} of column '{vec_col}' holds NaN or inf values "
                          f"({len(bad)} such rows)")
-    parts = [layer(old[s:s + batch]) for s in range(0, len(old), batch)] or [np.zeros((0, layer.out_dim), np.float32)]
+    # rows L2-normalised, as the manifest's normalisation.output says and a store migration writes them
+    parts = [layer(old[s:s + batch], normalise_output=True) for s in range(0, len(old), batch)] \
+        or [np.zeros((0, layer.out_dim), np.float32)]
     new = np.ascontiguousarray(np.concatenate(parts), dtype=np.float32)
     out = table.set_column(table.column_names.index(vec_col), pa.field(vec_col, vector_array(new).type),
                            vector_array(new))

@@ -1,6 +1,6 @@
 """The one place a worker loads a bundle's layer.
 
-Every engine (the local loop and each Ray worker) calls :func:`load_layer`, which loads the bundle
+Every engine (the local loop and each Ray worker) calls :func:`loaded_layer`, which loads the bundle
 with its torch-free runtime when it has one (:mod:`embridge.core.bundle.runtime`, ``auto``): numpy for the
 linear kinds, onnxruntime for the others, so a worker transforming with a linear layer never imports
 torch. A worker process loads (and verifies) a bundle once.
@@ -9,15 +9,10 @@ torch. A worker process loads (and verifies) a bundle once.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from embridge.core.errors import BundleError
-
-LayerFn = Callable[[np.ndarray], np.ndarray]
 
 _LOADED: dict[tuple[str, int, int], Any] = {}
 
@@ -36,11 +31,6 @@ def loaded_layer(bundle: str | Path) -> Any:
                               "transform feeds it one vector column")
         _LOADED[key] = loaded
     return _LOADED[key]
-
-
-def load_layer(bundle: str | Path) -> LayerFn:
-    """A float32 rows -> float32 rows function applying the bundle's layer (verified on load)."""
-    return loaded_layer(bundle)
 
 
 def bundle_fingerprint(bundle: str | Path) -> str:
