@@ -73,14 +73,16 @@ def test_ray_backfill_writes_the_planners_items_like_a_local_embed(ws_path: Path
         assert run["config"]["engine"] == "ray" and run["config"]["items"] == 299
         # the report and plan read a model's vectors through the workspace: the backfilled items have them
         assert set(expected.tolist()) <= set(ws.ids_with_vectors(NEW).tolist())
+        keys = [it["key"] for it in ws.items(ids=expected)]  # the store's points are keyed by item key
     from embridge.core.connectors import open_store
 
     with open_store(store) as target:
         points = {}
         for batch in target.read_batches(100):
-            points.update(zip([int(i) for i in batch.ids], batch.vectors, strict=True))
-    assert sorted(points) == sorted(expected.tolist())
-    np.testing.assert_allclose(np.stack([points[int(i)] for i in expected]), got, atol=1e-6)
+            points.update(zip(batch.ids, batch.vectors, strict=True))
+            assert {p["embridge_space"] for p in batch.payloads} == {NEW}
+    assert sorted(points) == sorted(keys)
+    np.testing.assert_allclose(np.stack([points[k] for k in keys]), got, atol=1e-6)
 
 
 def test_unknown_order_and_bad_detach_are_one_line(ws_path: Path, capsys: pytest.CaptureFixture[str],
@@ -140,10 +142,12 @@ def test_a_rerun_of_a_finished_backfill_reuses_its_vector_set_and_fills_the_stor
         assert [r["metrics"].get("reused", False) for r in runs] == [False, True, True]
     with open_store(store) as target:
         batches = list(target.read_batches(1000))
-    got_ids = [int(i) for b in batches for i in b.ids]
-    assert sorted(got_ids) == sorted(ids.tolist())  # every point once
+    with Workspace.open(ws_path) as ws:
+        keys = [it["key"] for it in ws.items(ids=ids)]
+    got_ids = [i for b in batches for i in b.ids]
+    assert sorted(got_ids) == sorted(keys)  # every point once, keyed by its item's key
     points = dict(zip(got_ids, np.concatenate([b.vectors for b in batches]), strict=True))
-    np.testing.assert_allclose(np.stack([points[int(i)] for i in ids]), vectors, atol=1e-6)
+    np.testing.assert_allclose(np.stack([points[k] for k in keys]), vectors, atol=1e-6)
 
 
 def _embridge(*args: str) -> subprocess.CompletedProcess:

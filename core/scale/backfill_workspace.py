@@ -22,6 +22,7 @@ import numpy as np
 from embridge.core.errors import InputError, StoreError, WorkspaceBusyError
 from embridge.core.plan.plan_record import Plan
 from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
+from embridge.core.scale.backfill_store import check_store_option, point_ids, write_store
 from embridge.core.store.file_lock import exclusive_lock
 
 STAGE_DIR = "scale-jobs"  # under the workspace: staged items and chunk outputs of backfills
@@ -160,46 +161,23 @@ def record_vectors(ws: Any, model: str, ids: np.ndarray, folder: Path, *, name: 
     if not np.array_equal(got_ids, ids):
         raise StoreError(f"{folder}: the backfill output does not hold the {len(ids)} items asked for, in order")
     if store:
-        write_store(store, got_ids, vectors)
+        write_store(store, model, point_ids(ws, got_ids), vectors)
     return ws.add_vector_set(model, ids, vectors, name=name)
 
 
-def write_store(uri: str, ids: np.ndarray, vectors: np.ndarray, batch_rows: int = 4096) -> None:
-    """Upsert (id, vector) points into a store through its connector (creating the collection)."""
-    from embridge.core.connectors import Batch, open_store
-
-    with open_store(uri, "--to-store") as target:
-        if not target.exists():
-            target.create(vectors.shape[1])
-        for start in range(0, len(ids), batch_rows):
-            rows = slice(start, start + batch_rows)
-            point_ids = [int(i) for i in ids[rows]]
-            target.write(Batch(point_ids, vectors[rows], [{} for _ in point_ids]))
-
-
-def check_targets(ws: Any, store: str | None, name: str) -> None:
+def check_targets(ws: Any, store: str | None, name: str, model: str) -> None:
     """Refuse a bad --name or --to-store before any item is staged or embedded.
 
-    A store target must be writable and must not be, lie in or hold a workspace (this one or any
-    other); a refusal found only after embedding would throw the whole run's work away.
+    A store target must be writable, must not be, lie in or hold a workspace (this one or any
+    other), and must be a new collection or one backfills of ``model`` wrote (see
+    :mod:`embridge.core.scale.backfill_store`); a refusal found only after embedding would throw the
+    whole run's work away.
     """
-    from embridge.core.connectors import open_store
-    from embridge.core.connectors.targets import check_store_output
     from embridge.core.paths import check_name
 
     check_name(name, "--name")
-    if not store:
-        return
-    try:
-        check_store_output(store, "--to-store", inputs=(Path(ws.root),))
-        with open_store(store, "--to-store") as target:
-            if not target.writable:
-                raise InputError("--to-store", f"{store}: {target.describe()} is read-only in Embridge; "
-                                 "give a store it can write (e.g. qdrant://, lancedb://, parquet://)")
-    except InputError as exc:
-        if (exc.source or "").startswith("--to-store"):
-            raise
-        raise InputError("--to-store", str(exc)) from exc
+    if store:
+        check_store_option(ws, store, model)
 
 
 def stage_folder(ws: Any, key: str) -> Path:
@@ -220,7 +198,7 @@ def backfill(ws: Any, model: str, ids: np.ndarray, *, engine: str = "local", ord
     Resumable: finished chunks of an interrupted or cancelled run are kept and skipped next time.
     """
     spec = workspace_model_spec(ws, model)
-    check_targets(ws, store, name)
+    check_targets(ws, store, name, model)
     stage = stage_folder(ws, stage_key(model, ids, spec))
     progress = on_progress or no_progress
     config = {"engine": engine, "order": order, "items": int(len(ids)), "chunk": chunk, "store": store,
@@ -257,7 +235,7 @@ def _reuse(ws: Any, model: str, ids: np.ndarray, info: dict[str, Any], config: d
             set_ids, matrix = ws.open_vector_set(int(info["id"]))
             row_of = {int(i): n for n, i in enumerate(np.asarray(set_ids))}
             rows = np.fromiter((row_of[int(i)] for i in ids), np.int64, len(ids))
-            write_store(store, np.asarray(ids, np.int64), np.asarray(matrix[rows], np.float32))
+            write_store(store, model, point_ids(ws, ids), np.asarray(matrix[rows], np.float32))
         record["metrics"] = {"vector_set": int(info["id"]), "count": int(info["count"]), "dim": int(info["dim"]),
                              "reused": True}
     return BackfillResult(model, int(len(ids)), int(info["id"]), int(info["dim"]), order, engine, store, reused=True)

@@ -1,0 +1,84 @@
+"""``backfill --to-store``'s points: keyed by item key, written once, never into a collection of other points.
+
+The writer (:mod:`embridge.core.scale.backfill_store`) is exercised on real embedded stores (Parquet,
+LanceDB); the backfill runs that call it are in test_scale_jobs.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from store_fixtures import fill_source, read_all
+
+from embridge.core.connectors import open_store
+from embridge.core.errors import InputError
+from embridge.core.scale.backfill_store import check_store_option, point_ids, write_store
+from embridge.core.store import Workspace
+
+
+def _workspace(path: Path, keys: list[str]) -> tuple[Workspace, np.ndarray]:
+    ws = Workspace.create(path)
+    return ws, np.asarray(ws.add_items([{"key": k, "split": "gallery"} for k in keys]))
+
+
+def test_points_are_keyed_by_item_key_not_row_id(tmp_path: Path) -> None:
+    ws, ids = _workspace(tmp_path / "ws", ["1000", "1001", "20000"])
+    try:
+        assert ids.tolist() != [1000, 1001, 20000]  # the workspace's own row ids differ from the keys
+        assert point_ids(ws, ids[::-1]) == [20000, 1001, 1000]
+        ws.add_items([{"key": "042", "split": "gallery"}])
+        mixed = np.asarray([i["id"] for i in ws.items()])
+        assert point_ids(ws, mixed) == ["1000", "1001", "20000", "042"]  # one id type per collection
+    finally:
+        ws.close()
+
+
+@pytest.mark.parametrize("kind", ["parquet", "lancedb"])
+def test_a_rerun_replaces_its_points_instead_of_adding_them(kind: str, tmp_path: Path) -> None:
+    uri = (f"parquet://{tmp_path / 'pq' / 'new_vectors'}" if kind == "parquet"
+           else f"lancedb://{tmp_path / 'lance'}?table=new_vectors")
+    rng = np.random.default_rng(0)
+    first = rng.standard_normal((30, 8)).astype(np.float32)
+    write_store(uri, "v2", list(range(30)), first, batch_rows=7)
+    second = rng.standard_normal((20, 8)).astype(np.float32)  # a rerun over part of the points
+    write_store(uri, "v2", list(range(10, 30)), second, batch_rows=6)
+    got = read_all(uri)  # fails on an id stored twice
+    assert sorted(got, key=int) == [str(i) for i in range(30)]
+    np.testing.assert_allclose(np.stack([got[str(i)][0] for i in range(10)]), first[:10])
+    np.testing.assert_allclose(np.stack([got[str(i)][0] for i in range(10, 30)]), second)
+    assert {p["embridge_space"] for _, p in got.values()} == {"v2"}
+
+
+def test_a_collection_of_other_points_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    ws, _ = _workspace(tmp_path / "ws", ["a"])
+    try:
+        vectors = np.random.default_rng(1).standard_normal((40, 8)).astype(np.float32)
+        case = fill_source("parquet", tmp_path, list(range(40)), vectors, ["x"] * 40)  # a user's gallery
+        before = read_all(case.source)
+        with pytest.raises(InputError, match=r"--to-store: .*holds points a backfill of 'v2' did not write "
+                                             r"\(field 'embridge_space': 40 with \(none\)\)"):
+            check_store_option(ws, case.source, "v2")
+        with pytest.raises(InputError, match="holds points a backfill of 'v2' did not write"):
+            write_store(case.source, "v2", list(range(5)), vectors[:5])
+        assert read_all(case.source).keys() == before.keys()  # nothing deleted, nothing added
+        write_store(f"parquet://{tmp_path / 'pq' / 'mine'}", "v2", [1, 2], vectors[:2])
+        with pytest.raises(InputError, match="holds points a backfill of 'v3' did not write"):
+            check_store_option(ws, f"parquet://{tmp_path / 'pq' / 'mine'}", "v3")  # another model's points
+    finally:
+        ws.close()
+
+
+def test_an_unfinished_migration_target_is_refused(tmp_path: Path) -> None:
+    ws, _ = _workspace(tmp_path / "ws", ["a"])
+    try:
+        target = f"parquet://{tmp_path / 'pq' / 'shadow'}"
+        write_store(target, "v2", [1, 2, 3], np.eye(3, 8, dtype=np.float32))
+        with open_store(target) as store:  # as a migration into it that was killed leaves its checkpoint
+            store.save_state("migrate-shadow", {"status": "running", "written": 3,
+                                                "fingerprint": {"source_count": 10}})
+        with pytest.raises(InputError, match=r"--to-store: .*an unfinished migration is writing it \(3 of 10"):
+            check_store_option(ws, target, "v2")
+    finally:
+        ws.close()
