@@ -122,6 +122,17 @@ def test_plan_recommends_the_only_passing_bridge(runs: dict[str, dict[str, Any]]
     assert measured["items_embedded"] == n and not measured.get("only_passing")
     assert measured["storage_bytes"] >= 2 * next(o for o in plan.options if o["name"] == "stay")["storage_bytes"]
     assert plan.recommendation == "full_backfill"
+    # measured on a gallery of half this size, with 10 of its items' new vectors: here that share is 20 items
+    cell["protocol"].update(new_vectors=10, n_gallery=n // 2)
+    cell["metrics"]["top1"] = cc  # and good enough to be chosen: the reason names what it re-embeds
+    plan = plan_from_report(report, tp, alternatives=[failing])
+    scaled = next(o for o in plan.options if o["name"] == "cascade")
+    assert scaled["items_embedded"] == round(10 * n / (n // 2))
+    assert f"10 of the {n // 2} gallery items it searched; here {scaled['items_embedded']} of the {n}" in scaled["notes"][0]
+    assert plan.recommendation == "cascade" and "nothing re-embedded" not in plan.reason
+    assert f"with the new vectors of {scaled['items_embedded']} items it was measured with" in plan.reason
+    cell["protocol"]["n_gallery"] = n
+    cell["metrics"]["top1"] = oo + (cc - oo) / 3
     # a cascade measured with no document's new vector (day one of the transition) re-embeds nothing
     cell["protocol"]["new_vectors"] = 0
     plan = plan_from_report(report, tp, alternatives=[failing])

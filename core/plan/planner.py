@@ -85,7 +85,7 @@ def _alternative_quality(ws: Workspace, row: dict[str, Any]) -> dict[str, Any]:
     if report is not None:
         cell = report.cells[str(report.upgraded_cell)]
         metrics = cell["metrics"]
-        return {"quality": {k: metrics[k] for k in ("top1", "top5") if k in metrics},
+        return {"quality": {k: metrics[k] for k in ("top1", "top5", "ndcg@10", "mrr@10") if k in metrics},
                 "source": f"Quality: the {report.upgraded_cell} cell of report {report.report_id} "
                           f"(run {row['run_id']}).", "measured_on": cell.get("protocol")}
     metrics = RunRecord.from_row(ws.run(row["run_id"])).metrics

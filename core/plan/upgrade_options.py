@@ -25,12 +25,12 @@ import numpy as np
 
 from embridge.core.errors import InputError
 from embridge.core.evaluation.compat import gain_note, gain_retained
-from embridge.core.formatting import format_duration, format_share
+from embridge.core.formatting import format_share
+from embridge.core.plan.plan_reason import LAYER_OPTIONS, plan_reason
 from embridge.core.plan.plan_record import Plan
 from embridge.core.plan.throughput import Throughput
 from embridge.core.report.report_record import Report, as_report
 
-LAYER_OPTIONS = ("adapter_only", "forward_transform", "fusion", "cascade")
 BOTH_ENCODERS = ("fusion", "cascade")  # keep the old query in the loop: two encoders during the transition
 ORDERING_IS_FREE = ("random",)
 
@@ -125,12 +125,13 @@ def curve_floor(report: Report, sizes: _Sizes, floor: float) -> float | None:
 
 def layer_option(name: str, kind: str, quality: dict[str, float], rate: float | None, sizes: _Sizes,
                  floor: float, ceiling: float, source: str, out_dim: int | None = None,
-                 adapter_bytes: int | None = None, rerank_k: int | None = None, new_items: int | None = None,
-                 embed_rate: float | None = None) -> dict[str, Any]:
+                 adapter_bytes: int | None = None, rerank_k: int | None = None,
+                 measured_on: Mapping[str, Any] | None = None, embed_rate: float | None = None) -> dict[str, Any]:
     """Adapter only / fusion (query side, nothing re-embedded) or a forward transform of the gallery.
 
-    ``new_items``: gallery items a cascade's number was measured with new-model vectors of (its
-    protocol's ``new_vectors``); they are part of what it costs: embedded, stored beside the old index.
+    ``measured_on``: the protocol of the quality; a cascade's records how many of the gallery items it
+    searched were re-ranked by their new-model vectors (``new_vectors``). That share of this gallery is
+    part of what the cascade costs: embedded, and stored beside the old index.
     """
     extra_bytes = sizes.adapter_bytes if adapter_bytes is None else adapter_bytes
     per_query = None if not rate else 1e6 / rate
@@ -156,16 +157,28 @@ def layer_option(name: str, kind: str, quality: dict[str, float], rate: float | 
                  f"models) and {k} re-ranked items per query.", source]
         cost = {"encoders_at_query_time": 2, "reranks_per_query": k}
         title = f"Cascade (old recall of {k}, new re-rank)"
+        new_items, searched = _cascade_new_items(measured_on, sizes.n)
         if new_items:  # measured with new vectors of part of the gallery: they are what it stands on
-            notes[0] = (f"Measured with new-model vectors of {new_items} of the {sizes.n} gallery items (re-ranked "
-                        f"by them; the rest through the layer): its quality needs those {new_items} items "
-                        "embedded and stored beside the old index, which time and storage count. The old "
-                        f"index recalls the top {k} for the old query and the new model re-ranks them.")
+            share = (f"{new_items} of the {sizes.n} gallery items" if searched == sizes.n else
+                     f"{measured_on['new_vectors']} of the {searched} gallery items it searched; here "
+                     f"{new_items} of the {sizes.n}")
+            notes[0] = (f"Measured with new-model vectors of {share} (re-ranked by them; the rest through the "
+                        f"layer): its quality needs those items embedded and stored beside the old index, which "
+                        f"time and storage count. The old index recalls the top {k} for the old query and the new "
+                        "model re-ranks them.")
             return _option(name, title, _time(new_items, embed_rate), sizes.old_index() + extra_bytes
                            + new_items * sizes.d_new * sizes.b_new, int(new_items), quality, floor, ceiling, notes,
                            query_latency_us=per_query, serving_cost=cost)
     return _option(name, title, 0.0, sizes.old_index() + extra_bytes, 0, quality, floor, ceiling, notes,
                    query_latency_us=per_query, serving_cost=cost)
+
+
+def _cascade_new_items(measured_on: Mapping[str, Any] | None, n: int) -> tuple[int, int]:
+    """(items of a gallery of ``n`` a cascade needs new vectors of, the gallery size it was measured on)."""
+    if not isinstance(measured_on, Mapping) or not measured_on.get("new_vectors"):
+        return 0, n
+    searched = int(measured_on.get("n_gallery") or n)
+    return int(round(int(measured_on["new_vectors"]) * n / max(searched, 1))), searched
 
 
 def partial_option(report: Report, tp: Throughput, sizes: _Sizes, floor: float, ceiling: float,
@@ -248,7 +261,7 @@ def plan_from_report(source: Report | Mapping[str, Any], throughput: Throughput,
     options.append(layer_option(own, kind, up_q, throughput.adapter_items_per_s, sizes, floor, ceiling,
                                 f"Quality: the {up_cell} cell of this report.",
                                 rerank_k=(report.adapter.get("config") or {}).get("k"),
-                                new_items=((report.cells.get(up_cell) or {}).get("protocol") or {}).get("new_vectors"),
+                                measured_on=(report.cells.get(up_cell) or {}).get("protocol"),
                                 embed_rate=throughput.embed_items_per_s))
     floor_protocol = (report.cells.get("old/old") or {}).get("protocol")
     for alt in alternatives:
@@ -256,8 +269,8 @@ def plan_from_report(source: Report | Mapping[str, Any], throughput: Throughput,
             same = same_galleries(alt.get("measured_on"), floor_protocol)
             option = layer_option(alt["name"], alt["kind"], dict(alt["quality"]), alt.get("items_per_s"), sizes,
                                   floor if same else None, ceiling, alt.get("source", ""), alt.get("out_dim"),
-                                  alt.get("adapter_bytes"), alt.get("k"),
-                                  (alt.get("measured_on") or {}).get("new_vectors"), throughput.embed_items_per_s)
+                                  alt.get("adapter_bytes"), alt.get("k"), alt.get("measured_on"),
+                                  throughput.embed_items_per_s)
             if not same:
                 where = (alt.get("measured_on") or {}).get("text") or "queries and a gallery it did not record"
                 option["comparable"] = False
@@ -290,7 +303,7 @@ def plan_from_report(source: Report | Mapping[str, Any], throughput: Throughput,
             "targets": {"gain_threshold": gain_threshold, "target_share": target_share, "target_top1": target},
             "gallery_full": sizes.n, "gallery_sample": sizes.n_sample, "throughput": throughput.to_dict(),
             "notes": [*throughput.notes, *partial_notes]}
-    plan["reason"] = _reason(plan, choice, report, floor, ceiling, gain_threshold, target_share, fraction)
+    plan["reason"] = plan_reason(plan, choice, report, floor, ceiling, gain_threshold, target_share, fraction)
     if by_item:
         plan["notes"].insert(0, "Without labels the report cannot tell whether the new model is better or whether "
                              "the layer passes the compatibility criterion. This plan assumes the new model is better "
@@ -342,55 +355,3 @@ def _only_passing_bridge(options: list[dict[str, Any]]) -> dict[str, Any] | None
 def _choose(options: list[dict[str, Any]]) -> dict[str, Any]:
     ok = [o for o in options if o["acceptable"]]
     return min(ok, key=lambda o: (o["items_embedded"], o["time_s"] or 0.0, -(o["quality"].get("top1") or 0.0)))
-
-
-def _reason(plan: Mapping[str, Any], choice: Mapping[str, Any], report: Report, floor: float,
-            ceiling: float, gain_threshold: float, target_share: float, fraction: float | None = None) -> str:
-    kind, ceil_cell = report.adapter["kind"], report.ceiling_cell
-    layer = next(o for o in plan["options"] if o["name"] in LAYER_OPTIONS)
-    name = choice["name"]
-    if name == "stay":
-        return (f"Stay: the new model is not better than the old one on this gallery ({ceil_cell} top-1 "
-                f"{ceiling:.3f} vs old/old {floor:.3f}), so re-embedding or bridging would cost without a gain.")
-    if name in LAYER_OPTIONS and choice["passes_criterion"] is None:
-        return (f"{choice['title']}: judged by own-item retrieval (no labels), {format_share(choice['quality']['top1'], 0)} of "
-                f"new queries find their own item first through it, at least {format_share(target_share, 0)}, with nothing "
-                f"re-embedded, in {format_duration(choice['time_s'])}.")
-    if name in LAYER_OPTIONS and choice.get("only_passing"):
-        cost = choice["serving_cost"]
-        reranks = f" and {cost['reranks_per_query']} re-ranked items per query" if cost["reranks_per_query"] else ""
-        return (f"{choice['title']}: the only option that passes the compatibility criterion without re-embedding "
-                f"(top-1 {choice['quality']['top1']:.3f} > old/old {floor:.3f}); it keeps "
-                f"{format_share(choice['gain_retained'], 0)} of the full-backfill gain from day one, at the cost of both "
-                f"encoders during the transition{reranks}. The full backfill ({ceil_cell} top-1 {ceiling:.3f}) "
-                "remains the way to the whole gain.")
-    if name in LAYER_OPTIONS:
-        return (f"{choice['title']}: it passes the compatibility criterion (top-1 {choice['quality']['top1']:.3f} > "
-                f"old/old {floor:.3f}) and keeps {format_share(choice['gain_retained'], 0)} of the full-backfill gain "
-                f"with nothing re-embedded, in {format_duration(choice['time_s'])}.")
-    if layer["passes_criterion"] is None:
-        why = (f"the {kind} layer alone lets only {format_share(layer['quality']['top1'], 0)} of new queries find their own "
-               f"item first (below {format_share(target_share, 0)}; no labels, so own-item retrieval is the measure)")
-    elif not layer["passes_criterion"]:
-        why = (f"the {kind} layer alone fails the compatibility criterion (top-1 {layer['quality']['top1']:.3f} vs "
-               f"old/old {floor:.3f})")
-    else:
-        why = (f"the {kind} layer alone keeps only {format_share(layer['gain_retained'], 0)} of the full-backfill gain "
-               f"(below {format_share(gain_threshold, 0)})")
-    if name == "partial_backfill":
-        return (f"Partial backfill: {why}; re-embedding {format_share(choice['fraction'], 0)} of the gallery "
-                f"({choice['items_embedded']} items, {format_duration(choice['time_s'])}) in {choice['policy']} order "
-                f"reaches top-1 {choice['quality']['top1']:.3f}, at least {format_share(target_share, 0)} of the full "
-                f"backfill's {ceiling:.3f}.")
-    if not report.backfill.get("policies"):
-        return (f"Full backfill: {why}; partial-backfill quality was not measured for this report's relevance "
-                f"protocol, so re-embed all {choice['items_embedded']} items ({format_duration(choice['time_s'])}).")
-    forced = next((o for o in plan["options"] if o["name"] == "partial_backfill"), None)
-    if forced is not None and fraction is not None:  # the user's β, not a search for the smallest one
-        return (f"Full backfill: {why}, and the partial backfill at β = {fraction:.2f} (--fraction) reaches top-1 "
-                f"{forced['quality']['top1']:.3f}, short of {format_share(target_share, 0)} of the full backfill's "
-                f"{ceiling:.3f}; without --fraction the plan looks for the smallest β that reaches it. Re-embed all "
-                f"{choice['items_embedded']} items ({format_duration(choice['time_s'])}).")
-    return (f"Full backfill: {why}, and no partial backfill reaches {format_share(target_share, 0)} of the full backfill's "
-            f"top-1 ({ceiling:.3f}) short of re-embedding everything; re-embed all {choice['items_embedded']} items "
-            f"({format_duration(choice['time_s'])}).")
