@@ -100,7 +100,10 @@ def test_every_number_in_a_bundle_names_its_protocol(upgrade: dict, tmp_path: Pa
     (training,) = metrics["also_measured"]
     assert training["source"] == f"training run {run_id}, held-out" and training["protocol"] == run_protocol
     assert training["values"]["upgraded_top1"] == run["metrics"]["upgraded_top1"]
-    assert manifest["chain"][0]["metrics"]["heldout_protocol"] == run["metrics"]["heldout_protocol"]
+    step = manifest["chain"][0]  # the step's own numbers: the run's, with new/new's gallery named apart
+    assert step["metrics"]["heldout_protocol"] == run_protocol
+    assert step["metrics"]["new_new_top1"] == run["metrics"]["new_new_top1"]
+    assert step["metrics_from"] == f"training run {run_id}'s held-out numbers (not report {step['report_id']}'s)"
 
     # the README: one line per protocol, each number next to the gallery it was measured on
     assert main(["bundle", "inspect", str(out), "--json"]) == 0
@@ -159,3 +162,17 @@ def test_a_cascade_names_old_old_protocol_apart_from_its_own() -> None:
     metrics["protocols"]["new→old"] = {"text": exact}
     assert other_cells_note(metrics, exact) == other_cells_note(metrics) == (
         f"; new/new on {sample}; exact inner-product search")
+
+
+def test_a_steps_new_new_number_names_the_sample_it_searched(demo_copy: Path, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """The demo's new model embedded 600 of its 997 gallery items: new/new searched those 600."""
+    assert main(["train", "-w", str(demo_copy), "--method", "procrustes", "--device", "cpu", "--json"]) == 0
+    capsys.readouterr()
+    with Workspace.open(demo_copy) as ws:
+        run = ws.latest_run("train")
+    assert main(["bundle", "export", "-w", str(demo_copy), "--out", str(tmp_path / "b.zip"), "--json"]) == 0
+    step = json.loads(capsys.readouterr().out)["manifest"]["chain"][0]
+    protocol = step["metrics"]["heldout_protocol"]
+    assert protocol.startswith(run["metrics"]["heldout_protocol"]) and "997 items" in protocol
+    assert "; new/new on " in protocol and "600 items" in protocol.split("; new/new on ")[1]

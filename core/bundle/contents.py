@@ -56,7 +56,9 @@ class Step:
                 "out_dim": self.adapter.out_dim, "adapter_sha256": self.row["sha256"],
                 "input_normalised": self.input_normalised, "config": self.adapter.config(),
                 "report_id": report_id, "fitted_on": (self.run.get("config") or {}).get("fitted_on"),
-                "metrics": step_metrics(self.run)}
+                "metrics": step_metrics(self.run),
+                "metrics_from": f"training run {self.run['id']}'s held-out numbers (not report {report_id}'s)"
+                if report_id is not None else f"training run {self.run['id']}'s held-out numbers"}
 
 
 def resolve_steps(ws: Workspace, run_ids: list[int] | None) -> list[Step]:

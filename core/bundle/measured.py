@@ -69,7 +69,7 @@ def step_metrics(run: dict[str, Any]) -> dict[str, Any]:
     """A chain step's run summary, always stating its ``heldout_protocol``."""
     summary = RunRecord.from_row(run).summary
     if any(isinstance(v, int | float) and not isinstance(v, bool) for v in summary.values()):
-        summary.setdefault("heldout_protocol", run_protocol(run))
+        summary["heldout_protocol"] = run_protocol(run)  # with new/new's own gallery where it searched another
     return summary
 
 
