@@ -163,3 +163,23 @@ def test_bundle_manifest_records_the_serving_method(runs: dict[str, dict[str, An
     method = manifest["adapter"]["method"]
     assert method["kind"] == "fusion" and 0.0 <= method["alpha"] <= 1.0 and method["encoders"] == 2
     assert manifest["adapter"]["inputs"] == ["new", "old"]
+
+
+def test_another_layers_option_keeps_its_judged_metrics(runs: dict[str, dict[str, Any]], ws_path: Path,
+                                                        tmp_path: Path) -> None:
+    """The cascade run's report measured nDCG@10 and MRR@10 too: the plan of another run shows them."""
+    import shutil
+
+    from embridge.core.plan.planner import plan_upgrade
+    from embridge.core.report.report_export import save_report
+
+    copy_path = tmp_path / "ws"
+    shutil.copytree(ws_path, copy_path)
+    with Workspace.open(copy_path) as ws:
+        report = build_report(ws, runs["cascade"]["run_id"])
+        save_report(ws, report)
+        cell = report.cells[str(report.upgraded_cell)]["metrics"]
+        plan = plan_upgrade(ws, runs["fusion"]["run_id"], device="cpu")
+    cascade = next(o for o in plan.options if o["name"] == "cascade")
+    assert {k: cascade["quality"][k] for k in ("top1", "ndcg@10", "mrr@10")} == \
+        {k: cell[k] for k in ("top1", "ndcg@10", "mrr@10")}
