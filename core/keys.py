@@ -102,6 +102,9 @@ def normalise_label(raw: Any, source: str | Path | None, where: str) -> str | No
     if isinstance(raw, float):
         if not (math.isfinite(raw) and raw.is_integer()):
             raise ImportDataError(source, f"{where}: a label must be text or an integer, got the number {raw!r}")
+        if abs(raw) >= 2 ** 53:  # a float holds integers exactly only up to 2**53: the file's digits may be lost
+            raise ImportDataError(source, f"{where}: the label {raw!r} is a number too large to hold its digits "
+                                  "exactly as a decimal (above 2**53); write it as an integer or as text")
         raw = int(raw)
     label = clean_text(str(raw), source, where, "label")
     integral = _INTEGRAL_FLOAT_TEXT.fullmatch(label)

@@ -101,6 +101,16 @@ def test_a_csv_label_written_as_an_integral_float_is_the_jsonl_integer(ws: Works
     assert [i["label"] for i in ws.items()] == ["3", "-2", "3.5", "v3.0", None, "3"]
 
 
+def test_a_json_label_float_beyond_2_53_is_refused_not_rounded(ws: Workspace, tmp_path: Path) -> None:
+    """9007199254740993.0 parses as 9007199254740992.0: storing it would change the label."""
+    (tmp_path / "big.jsonl").write_text('{"key": "a", "text": "x", "label": 9007199254740993.0}\n', encoding="utf-8")
+    with pytest.raises(ImportDataError, match=r"line 1: 'label': the label 9007199254740992\.0 is a number too large"):
+        import_items(ws, tmp_path / "big.jsonl")
+    (tmp_path / "int.jsonl").write_text('{"key": "a", "text": "x", "label": 9007199254740993}\n', encoding="utf-8")
+    import_items(ws, tmp_path / "int.jsonl")  # an integer keeps every digit
+    assert [i["label"] for i in ws.items()] == ["9007199254740993"]
+
+
 def test_image_names_in_nfd_are_stored_in_nfc(ws: Workspace, tmp_path: Path) -> None:
     root = tmp_path / "imgs"
     (root / CAFE_NFD).mkdir(parents=True)
