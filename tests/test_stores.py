@@ -224,3 +224,29 @@ def test_an_unfinished_migration_is_never_served_nor_called_single(kind: str, up
     code, checked, _ = cli(capsys, "check", "--uri", case.target)
     assert code == 0 and checked["state"] == "half-migrated"
     assert any("cannot be read" in note for note in checked["notes"])
+
+
+def test_a_half_written_parquet_shadow_is_named_through_linked_folders(upgrade: dict, tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """Its checkpoint is found from the real folder, whichever link reaches it: import refuses it, check names it."""
+    from embridge.core.connectors import open_store
+
+    v1, labels = upgrade["vectors"]["v1"], upgrade["labels"]
+    case = make_case("parquet", tmp_path, [int(i) + 1 for i in range(len(v1))], v1, labels, None, "links")
+    assert cli(capsys, "migrate", "--bundle", str(upgrade["bundle"]), "--from", case.source, "--to", case.target,
+               "--batch", "50")[0] == 0
+    with open_store(case.target) as store:  # as a migration killed halfway leaves its checkpoint
+        store.save_state("migrate-docs_v2", {**store.load_state("migrate-docs_v2"), "status": "running",
+                                             "written": 50})
+    (tmp_path / "linked").symlink_to(tmp_path / "pq")  # a linked parent folder
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "shadow").symlink_to(tmp_path / "pq" / "docs_v2")  # a link from another folder
+    ws = tmp_path / "ws"
+    assert cli(capsys, "init", "--workspace", str(ws))[0] == 0
+    for uri in (f"parquet://{tmp_path / 'linked' / 'docs_v2'}", f"parquet://{tmp_path / 'elsewhere' / 'shadow'}"):
+        code, _, err = cli(capsys, "import", "--from", uri, "--workspace", str(ws))
+        assert code == 1 and "an unfinished migration is writing it (50 of" in err, (uri, err)
+        code, checked, _ = cli(capsys, "check", "--uri", uri)
+        assert code == 0 and checked["state"] == "half-migrated", (uri, checked)
+    with Workspace.open(ws) as opened:
+        assert opened.items() == []

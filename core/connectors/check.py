@@ -10,6 +10,7 @@ model version (a new model's own vectors and the bundle's transform of old ones)
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -122,7 +123,7 @@ def _check(store: Connector, label_field: str | None, served_as: str | None, sam
     result = StoreCheck(store.describe(), store.alias_target(store.collection) if store.supports_alias else None,
                         count, spaces, versions, state)
     served = result.serves or store.collection  # checked through an alias: the collection it serves
-    migration, problem = migration_state(store, served)
+    migration, problem = migration_state(store, Path(served).name)  # a link to a folder elsewhere: its name
     if migration:
         result.migration = {"status": migration.get("status"), "written": migration.get("written"),
                             "total": migration.get("fingerprint", {}).get("source_count")}

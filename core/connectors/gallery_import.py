@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -167,7 +168,8 @@ def _import(ws: Workspace, store: Connector, uri: str, model: str | None, label_
             should_stop: StopFn | None) -> StoreImportResult:
     if not store.exists():
         raise VectorStoreError(f"{store.describe()}: {store.missing()}")
-    served = (store.alias_target(store.collection) if store.supports_alias else None) or store.collection
+    # the collection served (a Parquet alias is a link, possibly to a folder elsewhere: its name keys the checkpoint)
+    served = Path((store.alias_target(store.collection) if store.supports_alias else None) or store.collection).name
     unfinished = unfinished_migration(store, served) if store.writable else None  # no migration writes a faiss index
     if unfinished is not None:  # a shadow still being written holds part of the gallery, in two spaces
         raise VectorStoreError(f"{store.describe()}: '{served}': {unfinished}; nothing was imported")

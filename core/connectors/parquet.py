@@ -86,7 +86,8 @@ class ParquetConnector(Connector):
         return f"Parquet dataset {self.folder}"
 
     def state_dir(self) -> str:
-        return str(self.folder.parent)
+        # the real folder's: a dataset reached through a linked folder (or a link to it) has one checkpoint
+        return str(self.folder.resolve().parent)
 
     def _files(self) -> list[Path]:
         if not self.folder.is_dir():
