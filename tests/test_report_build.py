@@ -126,6 +126,19 @@ def test_backfill_floor_is_old_old_on_the_curves_sample(case: DemoCase, truth: d
     assert f"old/old on the same queries and gallery: top-1 {floor['metrics']['top1']:.4f}" in page
 
 
+def test_each_cells_flips_are_against_old_old_on_the_gallery_it_searched(case: DemoCase, truth: dict) -> None:
+    """new/new searched the 600-item sample, new→old the 997-item gallery: each is compared with old/old there."""
+    flips = case.report.flips
+    for cell, base, against in (("new/new", "old/old on the sample", "old/old on the evaluation sample"),
+                                ("new→old", "old/old", "old/old")):
+        old_ok, new_ok = truth[base]["correct"], truth[cell]["correct"]
+        assert flips[cell]["against"] == against
+        assert flips[cell]["negative_flip_rate"] == pytest.approx(float((old_ok & ~new_ok).mean()), abs=1e-12), cell
+        assert flips[cell]["positive_flip_rate"] == pytest.approx(float((~old_ok & new_ok).mean()), abs=1e-12), cell
+    page = Path(case.report.html_file).read_text(encoding="utf-8")
+    assert "old/old on the evaluation sample" in page
+
+
 def test_per_label_and_compatibility_rate(case: DemoCase) -> None:
     r = case.report
     for name, rows in r.per_label.items():

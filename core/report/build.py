@@ -177,6 +177,10 @@ def assemble(ws: Workspace, run: RunRecord, row: dict[str, Any], adapter: Adapte
                                      should_stop=should_stop)
     upgraded, ceiling = main.upgraded, main.ceiling
     stage("statistics")
+    floor = cells[OLD_OLD]
+    if sample.full_ids.size != sample.gallery_ids.size:  # old/old searched the whole gallery, the sample cells less
+        floor = score_cell(OLD_OLD, floor.query_side, floor.gallery_side, sides.q_old, sides.g_old, tasks.sample,
+                           sample_plan, should_stop=should_stop)
     head = sections.headline(cells, upgraded, ceiling, plan, n_boot, seed, sample.relevance)
     head.update(main.headline())
     search_cells = {name: cell.search.to_dict() for name, cell in cells.items()}
@@ -190,17 +194,13 @@ def assemble(ws: Workspace, run: RunRecord, row: dict[str, Any], adapter: Adapte
         cells={name: sections.cell_section(c, plan, n_boot, seed) for name, c in cells.items()},
         upgraded_cell=upgraded, ceiling_cell=ceiling, headline=head,
         comparison=sections.comparison(cells, upgraded, ceiling, plan),
-        flips=sections.flips_section(cells, n_boot, seed),
+        flips=sections.flips_section(cells, n_boot, seed, sample_floor=floor if floor is not cells[OLD_OLD] else None),
         flipped_queries=sections.flipped_records(cells, upgraded, sample),
         per_label=sections.per_label_section(cells, sample, plan),
         compatibility_rate=_compat_rate(sides, sample, seed),
         verdicts=sections.verdicts(head, upgraded, ceiling, adapter.kind, sample.relevance, adapter.config()),
     )
     stage("backfill")
-    floor = cells[OLD_OLD]
-    if sample.full_ids.size != sample.gallery_ids.size:  # old/old searched the whole gallery, the curves the sample
-        floor = score_cell(OLD_OLD, floor.query_side, floor.gallery_side, sides.q_old, sides.g_old, tasks.sample,
-                           sample_plan, should_stop=should_stop)
     report.backfill = _backfill(sides, sample, plan, options.backfill_steps, seed, should_stop, adapter.kind)
     if report.backfill["policies"]:
         report.backfill["old_old"] = _curve_floor(floor, report.backfill["policies"])

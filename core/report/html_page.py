@@ -124,9 +124,9 @@ def _compatibility(report: Mapping[str, Any]) -> str:
 
 
 def _flips(report: Mapping[str, Any], figs: _Figures, listed: int = 50) -> str:
-    rows = [[n, f.get("negative_flip_rate"), f.get("positive_flip_rate"), f.get("relative_nfr"), f.get("n_negative"),
-             f.get("n_positive")] for n, f in (report.get("flips") or {}).items()]
-    out = _table(["cell vs old/old", "NFR", "PFR", "relative NFR", "negative", "positive"], rows)
+    rows = [[n, f.get("against") or "old/old", f.get("negative_flip_rate"), f.get("positive_flip_rate"),
+             f.get("relative_nfr"), f.get("n_negative"), f.get("n_positive")] for n, f in (report.get("flips") or {}).items()]
+    out = _table(["cell", "against", "NFR", "PFR", "relative NFR", "negative", "positive"], rows)
     out += figs.take("flips", "Top-1 flips against old/old")
     section = report.get("flipped_queries") or {}
     for kind in ("negative", "positive"):

@@ -94,19 +94,27 @@ def comparison(cells: dict[str, CellResult], upgraded: str, ceiling: str, plan: 
     return {name: row for name, row in rows.items() if name in keep}
 
 
-def flips_section(cells: dict[str, CellResult], n_boot: int, seed: int) -> dict[str, Any]:
-    """Top-1 flips of every cell against old/old (counts, rates, CIs; keys are in ``flipped_queries``)."""
-    base = cells[OLD_OLD].metrics
+def flips_section(cells: dict[str, CellResult], n_boot: int, seed: int,
+                  sample_floor: CellResult | None = None) -> dict[str, Any]:
+    """Top-1 flips of every cell against old/old (counts, rates, CIs; keys are in ``flipped_queries``).
+
+    A cell that searched the evaluation sample is compared with old/old on that sample
+    (``sample_floor``, when old/old searched a larger gallery): a query's top-1 in one gallery is no
+    measure of a flip in another. Each row says which old/old it is against (``against``).
+    """
     out = {}
     for name, cell in cells.items():
         if name == OLD_OLD:
             continue
+        on_sample = sample_floor is not None and cell.gallery == "sample"
+        base = (sample_floor if on_sample else cells[OLD_OLD]).metrics
         f = cell_flips(base, cell.metrics)
         row = f.to_dict(max_listed=0)
         row.pop("negative"), row.pop("positive")
         both = base.valid & cell.metrics.valid
         cis = quiet_flip_cis(base.correct()[both], cell.metrics.correct()[both], n_boot, seed)
         row["ci"] = {k: list(v) for k, v in cis.items()}
+        row["against"] = "old/old on the evaluation sample" if on_sample else "old/old"
         out[name] = row
     return out
 
