@@ -93,6 +93,11 @@ def test_unknown_order_and_bad_detach_are_one_line(ws_path: Path, capsys: pytest
         cli(["backfill", "-w", str(ws_path), "--model", NEW, "--detach"])
     assert usage.value.code == 2
     assert "--detach needs --engine ray" in capsys.readouterr().err
+    for option in (["--fraction", "0.3"], ["--run", "1"]):  # a planner option without the planner's order
+        with pytest.raises(SystemExit) as usage:
+            cli(["backfill", "-w", str(ws_path), "--model", NEW, *option])
+        assert usage.value.code == 2
+        assert f"{option[0]} chooses the planner's partial backfill: it needs --order planner" in capsys.readouterr().err
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     assert cli(["backfill", "-w", str(ws_path), "--model", NEW, "--engine", "ray", "--detach"]) == 1
     err = capsys.readouterr().err.strip()

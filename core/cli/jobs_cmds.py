@@ -48,6 +48,10 @@ def cmd_backfill(args: argparse.Namespace) -> Result:
 
     if args.detach and args.engine != "ray":
         _usage_error("backfill", "--detach needs --engine ray")
+    if args.order != "planner" and (args.fraction is not None or args.run is not None):
+        given = "--fraction" if args.fraction is not None else "--run"
+        _usage_error("backfill", f"{given} chooses the planner's partial backfill: it needs --order planner "
+                                 "(--order stored backfills every gallery item)")
     with Workspace.open(args.workspace) as ws:
         ids = backfill_ids(ws, args.order, run_id=args.run, fraction=args.fraction)
         options = {"order": args.order, "chunk": args.chunk, "batch_size": args.batch, "actors": args.actors,
