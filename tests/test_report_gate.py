@@ -38,6 +38,10 @@ def test_gate_on_a_real_report(demo_copy: Path, tmp_path: Path, capsys: pytest.C
     gate_lines = [line for line in err.splitlines() if line.startswith("embridge: gate failed")]
     assert len(gate_lines) == 2
     assert "upgraded_top1" in gate_lines[0] and "ndcg@10: no such metric in the report" in gate_lines[1]
+    with Workspace.open(ws) as opened:  # each number with the cell and the queries and gallery it was measured on
+        stored = json.loads((Path(ws) / opened.report(data["report_id"])["json_file"]).read_text())
+    upgraded = stored["cells"][data["upgraded_cell"]]["protocol"]["text"]
+    assert gate_lines[0].endswith(f"({data['upgraded_cell']} on {upgraded})") and "997 items" in upgraded
     numbers = {k for k, v in data.items() if isinstance(v, int | float) and k not in NOT_METRICS}
     assert {"old_old_top1", "gain_retained", "compatible", "arr"} <= numbers <= report_number_names()
     assert [c["passed"] for c in data["gate"]["checks"]] == [data["gain_retained"] >= 0, True, False, False]
@@ -47,7 +51,7 @@ def test_gate_on_a_real_report(demo_copy: Path, tmp_path: Path, capsys: pytest.C
     assert [c.get("name") for c in cases] == ["gain_retained>=0", "negative_flip_rate<=1", "upgraded_top1>=1",
                                               "ndcg@10>=0.1"]
     failed = {c.get("name"): c.find("failure").get("message") for c in cases if c.find("failure") is not None}
-    assert f"{data['upgraded_top1']:.10g}" in failed["upgraded_top1>=1"]
+    assert f"{data['upgraded_top1']:.10g}" in failed["upgraded_top1>=1"] and upgraded in failed["upgraded_top1>=1"]
 
     # every check passing: exit 0, the JUnit file is replaced by the new result
     code = main(["report", "--workspace", ws, "--bootstrap", "200", "--junit", str(junit),

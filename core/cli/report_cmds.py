@@ -13,7 +13,7 @@ from embridge.core.formatting import format_bytes, format_share
 from embridge.core.json_values import json_safe
 from embridge.core.progress import StderrProgress
 from embridge.core.report.limits import MAX_BOOTSTRAP, MIN_BOOTSTRAP
-from embridge.core.run_record import measured_on_lines
+from embridge.core.run_record import OLD_OLD, measured_on_lines
 from embridge.core.store import Workspace
 
 if TYPE_CHECKING:
@@ -144,17 +144,20 @@ def cmd_report(args: argparse.Namespace) -> Result:
         raise
     data, text = json_safe(report_data(report)), _report_text(report)
     if args.fail_under:
-        data["gate"], text = _gate(args, data, text)
+        data["gate"], text = _gate(args, data, text, report)
     return data, text
 
 
-def _gate(args: argparse.Namespace, data: dict[str, Any], text: str) -> tuple[dict[str, Any], str]:
-    """Evaluate --fail-under, write --junit; failed checks go to stderr and set exit status 1."""
+def _gate(args: argparse.Namespace, data: dict[str, Any], text: str, report: Report) -> tuple[dict[str, Any], str]:
+    """Evaluate --fail-under, write --junit; failed checks go to stderr and set exit status 1. Each
+    message names the cell and the queries and gallery its number was measured on."""
+    import dataclasses
     import sys
 
     from embridge.core.report.gate import evaluate, write_junit
 
-    results = evaluate(args.fail_under, data)
+    results = [dataclasses.replace(r, message=f"{r.message} ({_measured_where(r.check.metric, report)})")
+               for r in evaluate(args.fail_under, data)]
     if args.junit:
         write_junit(args.junit, results)
     failed = [r for r in results if not r.passed]
@@ -167,6 +170,17 @@ def _gate(args: argparse.Namespace, data: dict[str, Any], text: str) -> tuple[di
             "junit": str(args.junit) if args.junit else None}
     summary = f"gate: {len(results) - len(failed)} of {len(results)} checks passed"
     return gate, text + "\n" + summary
+
+
+def _measured_where(metric: str, report: Report) -> str:
+    """Which cell a headline metric is of, and its protocol sentence."""
+    if metric.startswith("backfill_area"):
+        return "area under the partial-backfill curve, on the evaluation sample"
+    cell = (OLD_OLD if metric.startswith("old_old") else
+            report.ceiling_cell if metric.startswith(("new_new", "ceiling", "head_new")) else report.upgraded_cell)
+    protocol = (report.cells.get(cell) or {}).get("protocol") or {}
+    where = f"{cell} on {protocol['text']}" if protocol.get("text") else cell
+    return f"{where}; against old/old" if "flip" in metric or metric.startswith("gain") else where
 
 
 def report_data(report: Report) -> dict[str, Any]:
