@@ -102,6 +102,11 @@ def test_apply_rejects_bad_vector_files(setup: dict, tmp_path: Path) -> None:
     np.save(tmp_path / "nan.npy", bad)
     with pytest.raises(VectorFileError, match="row 4 holds NaN"):
         apply_bundle(setup["bundle"], tmp_path / "nan.npy", tmp_path / "o.npy")
+    zero = setup["big"][:10].copy()
+    zero[[6, 8]] = 0.0  # no direction: with L2-normalised inputs the output would be the bias alone
+    np.save(tmp_path / "zero.npy", zero)
+    with pytest.raises(VectorFileError, match=r"zero\.npy: row 6 is all zeros \(2 such rows in this chunk\)"):
+        apply_bundle(setup["bundle"], tmp_path / "zero.npy", tmp_path / "o.npy")
     assert not (tmp_path / "o.npy").exists()
 
 

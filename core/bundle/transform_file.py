@@ -156,6 +156,8 @@ def _apply(loaded: LoadedBundle, src: Path, x: np.ndarray, out: Path, old_vector
             check_stop(should_stop)
             end = min(done + int(chunk_rows), n)
             block = as_storage_dtype(np.asarray(x[done:end]), "float32", str(src), done)
+            if loaded.normalise_inputs:
+                _refuse_zero_rows(block, src, done)
             old_block = None if old is None else as_storage_dtype(np.asarray(old[done:end]), "float32",
                                                                   str(old_vectors), done)
             matrix.write(done, loaded(block, old_block, normalise_output))
@@ -176,6 +178,15 @@ def _apply(loaded: LoadedBundle, src: Path, x: np.ndarray, out: Path, old_vector
     sidecar.unlink(missing_ok=True)
     return {"path": str(out.resolve()), "rows": n, "dim": loaded.out_dim, "resumed_from": resumed_from,
             "normalised": normalise_output, "bundle": str(loaded.path), "runtime": loaded.runtime}
+
+
+def _refuse_zero_rows(block: np.ndarray, src: Path, first_row: int) -> None:
+    """An all-zero row has no direction for a layer on L2-normalised inputs: its output would be the
+    layer's bias alone (a migration refuses such points too)."""
+    zero = np.flatnonzero(~block.any(axis=1))
+    if len(zero):
+        raise VectorFileError(src, f"row {first_row + int(zero[0])} is all zeros ({len(zero)} such rows in this "
+                              "chunk): the layer takes L2-normalised vectors and a zero vector has no direction")
 
 
 def _resume(partial: Path, sidecar: Path, state: dict[str, Any]) -> tuple[int, MatrixFile | None]:
