@@ -141,10 +141,13 @@ def test_a_rerun_of_a_finished_backfill_reuses_its_vector_set_and_fills_the_stor
     assert again["reused"] is True and again["vector_set"] == first["vector_set"] and first["reused"] is False
     assert cli([*argv, "--to-store", store]) == 0  # and a third time: the store is unchanged
     capsys.readouterr()
+    assert cli([*argv[:-1], "--name", "other"]) == 0  # the reused set keeps its name, and says so
+    out = capsys.readouterr().out
+    assert f"vector set {first['vector_set']} ('backfill') reused" in out and "--name other names no new set" in out
     with Workspace.open(ws_path) as ws:
         assert [s["id"] for s in ws.vector_sets(NEW)] == sets_before
         runs = ws.runs("backfill")
-        assert [r["metrics"].get("reused", False) for r in runs] == [False, True, True]
+        assert [r["metrics"].get("reused", False) for r in runs] == [False, True, True, True]
     with open_store(store) as target:
         batches = list(target.read_batches(1000))
     with Workspace.open(ws_path) as ws:

@@ -65,9 +65,10 @@ def cmd_backfill(args: argparse.Namespace) -> Result:
                                    f"--run {job.run_id}")
         r = backfill(ws, args.model, ids, engine=args.engine, ray_address=args.ray_address,
                      on_progress=StderrProgress("backfill"), **options)
-    done = (f"{r.items} items already backfilled with {r.model}: vector set {r.vector_set} reused, nothing embedded"
+    done = (f"{r.items} items already backfilled with {r.model}: vector set {r.vector_set} ('{r.set_name}') reused, "
+            "nothing embedded" + (f" (--name {args.name} names no new set)" if args.name != r.set_name else "")
             if r.reused else f"backfilled {r.items} items with {r.model} on {r.engine} ({r.order} order) "
-            f"-> vector set {r.vector_set}")
+            f"-> vector set {r.vector_set} ('{r.set_name}')")
     return r.to_dict(), done + (f", and into {r.store}" if r.store else "")
 
 

@@ -42,6 +42,7 @@ class BackfillResult:
     engine: str
     store: str | None = None
     reused: bool = False  # the model already had a vector set of exactly these items: nothing was embedded
+    set_name: str | None = None  # the vector set's name (a reused set keeps its own, whatever --name says)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -238,7 +239,8 @@ def _reuse(ws: Any, model: str, ids: np.ndarray, info: dict[str, Any], config: d
             write_store(store, model, point_ids(ws, ids), np.asarray(matrix[rows], np.float32))
         record["metrics"] = {"vector_set": int(info["id"]), "count": int(info["count"]), "dim": int(info["dim"]),
                              "reused": True}
-    return BackfillResult(model, int(len(ids)), int(info["id"]), int(info["dim"]), order, engine, store, reused=True)
+    return BackfillResult(model, int(len(ids)), int(info["id"]), int(info["dim"]), order, engine, store, reused=True,
+                          set_name=info.get("name"))
 
 
 def _backfill_staged(ws: Any, model: str, ids: np.ndarray, spec: dict[str, Any], stage: Path,
@@ -259,7 +261,8 @@ def _backfill_staged(ws: Any, model: str, ids: np.ndarray, spec: dict[str, Any],
         info = record_vectors(ws, model, ids, stage / "vectors", name=name, store=store)
         record["metrics"] = {"vector_set": info["id"], "count": info["count"], "dim": info["dim"]}
     shutil.rmtree(stage, ignore_errors=True)
-    return BackfillResult(model, int(len(ids)), int(info["id"]), int(info["dim"]), order, engine, store)
+    return BackfillResult(model, int(len(ids)), int(info["id"]), int(info["dim"]), order, engine, store,
+                          set_name=name)
 
 
 def text_role(spec: dict[str, Any]) -> str | None:
