@@ -61,9 +61,12 @@ def test_auto_choice_shows_winner_candidates_and_source_everywhere(qtbot: QtBot,
     source = source_of_run(run)
     protocol = run["metrics"]["protocols"]["old/old"]
     assert source.label() == run["metrics"]["heldout_protocol"]  # the CLI's "measured on" sentence, verbatim
-    assert row["Measured on"] == f"{protocol['n_queries']} {protocol['query_set']} / {protocol['n_gallery']} g"
+    sample = run["metrics"]["protocols"]["new/new"]["n_gallery"]  # the demo's new/new searched its 600-item sample
+    assert sample == 600 and protocol["n_gallery"] == 997
+    assert row["Measured on"] == f"{protocol['n_queries']} {protocol['query_set']} / 997 g; new/new 600 g"
     assert row["Pairs"] == run["metrics"]["pairs_used"] == "documents"  # the demo has no judged train queries
-    assert train.runs_table.item(0, header.index("Measured on")).toolTip() == source.label()
+    tip = train.runs_table.item(0, header.index("Measured on")).toolTip()
+    assert tip.startswith(source.label() + "; new/new on ") and "(600 items)" in tip
     assert f"auto → {winner}" in train.result_label.text()
     assert f"upgraded top1 {top1:.3f}" in train.result_label.text()
     assert f"gain retained {run['metrics']['gain_retained']:.3f} ({source.label()})" in train.result_label.text()

@@ -322,12 +322,14 @@ class TrainPage(Page):
         runs = self.ctx.ws.runs("train")
         fill_table(self.runs_table, [run_row(r) for r in reversed(runs)])
         from embridge.core.report.number_source import source_of_run
+        from embridge.core.run_record import other_cells_note
 
         column = RUN_COLUMNS.index("Measured on")
-        for row, run in enumerate(reversed(runs)):  # the full sentence on hover
+        for row, run in enumerate(reversed(runs)):  # the full sentences on hover, new/new's too where it differs
             item = self.runs_table.item(row, column)
             if item is not None and item.text():
-                item.setToolTip(source_of_run(run).label())
+                lead = source_of_run(run).label()
+                item.setToolTip(lead + other_cells_note(run.get("metrics") or {}, lead))
         self._show_recorded(runs)
         self._models_changed()
 

@@ -30,6 +30,10 @@ def run_row(run: dict[str, Any]) -> list[Any]:
     metrics = record.metrics
     choice = run_choice(run)
     measured = source_of_run(run).short() if record.has_headline() else ""
+    protocols = metrics.get("protocols") if isinstance(metrics.get("protocols"), dict) else {}
+    new_new = protocols.get("new/new") if isinstance(protocols.get("new/new"), dict) else {}
+    if measured and new_new.get("n_gallery") and not measured.endswith(f"/ {new_new['n_gallery']} g"):
+        measured += f"; new/new {new_new['n_gallery']} g"  # its number sits in this row too
     note = record.error or choice.reason or metrics.get("note")
     gain = metrics.get("gain_retained")
     values = [*[metrics.get(k) for k in HEADLINE if k != "gain_retained"],
