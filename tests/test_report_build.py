@@ -139,6 +139,14 @@ def test_each_cells_flips_are_against_old_old_on_the_gallery_it_searched(case: D
     assert "old/old on the evaluation sample" in page
 
 
+def test_the_training_runs_numbers_name_new_news_own_gallery(case: DemoCase) -> None:
+    held = case.report.run["heldout"]
+    assert "997 items" in held["heldout_protocol"].split("; new/new on ")[0]
+    assert "600 items" in held["heldout_protocol"].split("; new/new on ")[1]
+    page = Path(case.report.html_file).read_text(encoding="utf-8")
+    assert "; new/new on " in page.split("<h2>Training</h2>")[1]
+
+
 def test_per_label_and_compatibility_rate(case: DemoCase) -> None:
     r = case.report
     for name, rows in r.per_label.items():
