@@ -96,6 +96,7 @@ def recorded_run(ws: Any, kind: str, method: str | None = None, config: dict | N
 
 def _recorded(ws: Any, kind: str, method: str | None, config: dict | None) -> Iterator[dict]:
     run_id = ws.start_run(kind, method, config)
+    began = time.perf_counter()  # the run's duration to the millisecond, not the seconds of its timestamps
     record: dict[str, Any] = {"run_id": run_id}
     try:
         yield record
@@ -118,4 +119,4 @@ def _recorded(ws: Any, kind: str, method: str | None, config: dict | None) -> It
         raise
     fields = {k: v for k, v in record.items() if k in ("device", "epochs")}
     ws.finish_run(run_id, record.get("status", "completed"), metrics=record.get("metrics"),
-                  error=record.get("error"), **fields)
+                  error=record.get("error"), duration_s=round(time.perf_counter() - began, 3), **fields)

@@ -96,7 +96,7 @@ def cmd_train(args: argparse.Namespace) -> Result:
 
 def _train_text(out: dict[str, Any]) -> str:
     lines = [f"run #{out['run_id']}: {out['method']} ({out['kind']}) {out['status']} on {out['device']} "
-             f"in {out['duration_s']:.1f}s; fitted on {out.get('pairs_used', 'document')} pairs ("
+             f"(fit {out['duration_s']:.1f}s); fitted on {out.get('pairs_used', 'document')} pairs ("
              + ", ".join(f"{fold} {n}" for fold, n in out["pairs"].items() if fold != "pairs") + ")"]
     if out.get("compatible") is not None:
         verdict = "PASSES" if out["compatible"] else "FAILS"
