@@ -147,6 +147,11 @@ def test_the_training_runs_numbers_name_new_news_own_gallery(case: DemoCase) -> 
     assert "; new/new on " in page.split("<h2>Training</h2>")[1]
 
 
+def test_the_search_statement_names_each_gallery_searched(case: DemoCase) -> None:
+    statement = case.report.search["statement"]
+    assert "997 (old/old, new→old)" in statement and "600 (new/new)" in statement, statement
+
+
 def test_per_label_and_compatibility_rate(case: DemoCase) -> None:
     r = case.report
     for name, rows in r.per_label.items():

@@ -142,7 +142,12 @@ def search_summary(cells: dict[str, dict[str, Any]]) -> dict[str, Any]:
     exact = all(c["exact"] for c in cells.values())
     params = {k: v for k, v in first["params"].items() if k not in ("dim",)}
     if exact:
-        text = f"Exact inner-product search (faiss IndexFlatIP) over {params.get('gallery_size')} gallery vectors."
+        sizes = sorted({c["params"].get("gallery_size") for c in cells.values() if c["params"].get("gallery_size")},
+                       reverse=True)
+        over = (f"{sizes[0]} gallery vectors" if len(sizes) == 1 else
+                "galleries of " + " and ".join(f"{n} ({', '.join(name for name, c in cells.items() if c['params'].get('gallery_size') == n)})"
+                                               for n in sizes) + " vectors")
+        text = f"Exact inner-product search (faiss IndexFlatIP) over {over}."
     else:
         text = (f"Approximate search ({first['method']}, {params}); recall@{params.get('recall_k')} against exact "
                 f"search, measured on {params.get('recall_sample')} queries: "
