@@ -180,6 +180,9 @@ def test_another_layers_option_keeps_its_judged_metrics(runs: dict[str, dict[str
         save_report(ws, report)
         cell = report.cells[str(report.upgraded_cell)]["metrics"]
         plan = plan_upgrade(ws, runs["fusion"]["run_id"], device="cpu")
+        export_bundle(ws, tmp_path / "cascade", [runs["cascade"]["run_id"]])
+    readme = (tmp_path / "cascade" / "README.md").read_text(encoding="utf-8")
+    assert f"upgraded ndcg@10 = {cell['ndcg@10']:.4g}" in readme and ", ndcg@10 = " not in readme  # names its cell
     cascade = next(o for o in plan.options if o["name"] == "cascade")
     assert {k: cascade["quality"][k] for k in ("top1", "ndcg@10", "mrr@10")} == \
         {k: cell[k] for k in ("top1", "ndcg@10", "mrr@10")}

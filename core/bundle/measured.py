@@ -113,8 +113,13 @@ def _shown(values: dict[str, Any], keys: tuple[str, ...] | None) -> dict[str, An
     return {k: values[k] for k in names if values[k] is not None}
 
 
+# headline names that do not say their cell: the judged metrics are the upgraded system's
+CELL_OF = {"ndcg@10": "upgraded ndcg@10", "mrr@10": "upgraded mrr@10"}
+
+
 def _text(shown: dict[str, Any], sep: str) -> str:
-    return ", ".join(f"{k}{sep}{v:.4g}" if isinstance(v, float) else f"{k}{sep}{v}" for k, v in shown.items())
+    return ", ".join(f"{CELL_OF.get(k, k)}{sep}{v:.4g}" if isinstance(v, float) else f"{CELL_OF.get(k, k)}{sep}{v}"
+                     for k, v in shown.items())
 
 
 def measured_groups(manifest: dict[str, Any], keys: tuple[str, ...] | None = HEADLINE,
