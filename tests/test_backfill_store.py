@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from store_fixtures import fill_source, read_all
+from store_fixtures import fill_source, read_all, unit
 
 from embridge.core.connectors import open_store
 from embridge.core.errors import InputError
@@ -19,7 +19,10 @@ from embridge.core.store import Workspace
 
 
 def _workspace(path: Path, keys: list[str]) -> tuple[Workspace, np.ndarray]:
+    """Items with these keys and a vectors-only model 'v2' of 8-d vectors."""
     ws = Workspace.create(path)
+    ws.add_model("v2", "new", {"name": "v2", "kind": "vectors", "modality": "vector", "dim": 8,
+                               "sha256": "0" * 64, "path": ""}, None)
     return ws, np.asarray(ws.add_items([{"key": k, "split": "gallery"} for k in keys]))
 
 
@@ -46,8 +49,9 @@ def test_a_rerun_replaces_its_points_instead_of_adding_them(kind: str, tmp_path:
     write_store(uri, "v2", list(range(10, 30)), second, batch_rows=6)
     got = read_all(uri)  # fails on an id stored twice
     assert sorted(got, key=int) == [str(i) for i in range(30)]
-    np.testing.assert_allclose(np.stack([got[str(i)][0] for i in range(10)]), first[:10])
-    np.testing.assert_allclose(np.stack([got[str(i)][0] for i in range(10, 30)]), second)
+    # L2-normalised, as a migration writes new-model points
+    np.testing.assert_allclose(np.stack([got[str(i)][0] for i in range(10)]), unit(first[:10]), rtol=1e-6)
+    np.testing.assert_allclose(np.stack([got[str(i)][0] for i in range(10, 30)]), unit(second), rtol=1e-6)
     assert {p["embridge_space"] for _, p in got.values()} == {"v2"}
 
 
@@ -64,6 +68,8 @@ def test_a_collection_of_other_points_is_refused_before_anything_is_written(tmp_
             write_store(case.source, "v2", list(range(5)), vectors[:5])
         assert read_all(case.source).keys() == before.keys()  # nothing deleted, nothing added
         write_store(f"parquet://{tmp_path / 'pq' / 'mine'}", "v2", [1, 2], vectors[:2])
+        ws.add_model("v3", "new", {"name": "v3", "kind": "vectors", "modality": "vector", "dim": 8,
+                                   "sha256": "1" * 64, "path": ""}, None)
         with pytest.raises(InputError, match="holds points a backfill of 'v3' did not write"):
             check_store_option(ws, f"parquet://{tmp_path / 'pq' / 'mine'}", "v3")  # another model's points
     finally:
@@ -80,5 +86,34 @@ def test_an_unfinished_migration_target_is_refused(tmp_path: Path) -> None:
                                                 "fingerprint": {"source_count": 10}})
         with pytest.raises(InputError, match=r"--to-store: .*an unfinished migration is writing it \(3 of 10"):
             check_store_option(ws, target, "v2")
+        with open_store(target) as store:  # finished: its points are a served gallery, of this model's space too
+            store.save_state("migrate-shadow", {"status": "complete", "written": 3, "fingerprint": {}})
+        with pytest.raises(InputError, match=r"--to-store: .*a migration wrote it"):
+            check_store_option(ws, target, "v2")
+    finally:
+        ws.close()
+
+
+def test_what_a_store_cannot_take_is_refused_before_embedding(tmp_path: Path) -> None:
+    """Checked from the items' keys and the model's width alone: an existing empty collection, another width,
+    keys of another type than the collection's, keys Qdrant cannot take as ids."""
+    ws, ids = _workspace(tmp_path / "ws", ["1", "2", "doc-3"])
+    try:
+        (tmp_path / "pq" / "empty").mkdir(parents=True)
+        with pytest.raises(InputError, match=r"--to-store: .*already exists, empty; give a new collection"):
+            check_store_option(ws, f"parquet://{tmp_path / 'pq' / 'empty'}", "v2", ids)
+        wide = f"parquet://{tmp_path / 'pq' / 'wide'}"
+        write_store(wide, "v2", [1, 2], np.ones((2, 16), np.float32))
+        with pytest.raises(InputError, match=r"--to-store: .*holds 16-d vectors; 'v2' gives 8-d ones"):
+            check_store_option(ws, wide, "v2", ids[:2])
+        ints = f"parquet://{tmp_path / 'pq' / 'ints'}"
+        write_store(ints, "v2", [1, 2], np.ones((2, 8), np.float32))
+        check_store_option(ws, ints, "v2", ids[:2])  # the same integer keys: a rerun may write
+        with pytest.raises(InputError, match=r"its points have integer ids, but these items' keys are not all integer"):
+            check_store_option(ws, ints, "v2", ids)
+        with pytest.raises(InputError, match=r"item key '1' cannot be a Qdrant point id"):  # mixed keys are text
+            check_store_option(ws, f"qdrant://{tmp_path / 'qd'}?collection=c", "v2", ids)
+        with open_store(f"qdrant://{tmp_path / 'qd'}?collection=c") as qdrant:
+            assert not qdrant.exists()  # refused before any collection was made
     finally:
         ws.close()

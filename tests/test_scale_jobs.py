@@ -22,6 +22,7 @@ from report_fixtures import DemoCase, demo_case
 from embridge.core.cli.main import main as cli
 from embridge.core.embed import embed_items
 from embridge.core.errors import InputError
+from embridge.core.l2 import l2_normalize
 from embridge.core.scale import detached_jobs
 from embridge.core.scale.backfill_workspace import backfill, backfill_ids
 from embridge.core.store import Workspace
@@ -82,7 +83,7 @@ def test_ray_backfill_writes_the_planners_items_like_a_local_embed(ws_path: Path
             points.update(zip(batch.ids, batch.vectors, strict=True))
             assert {p["embridge_space"] for p in batch.payloads} == {NEW}
     assert sorted(points) == sorted(keys)
-    np.testing.assert_allclose(np.stack([points[k] for k in keys]), got, atol=1e-6)
+    np.testing.assert_allclose(np.stack([points[k] for k in keys]), l2_normalize(got), atol=1e-6)  # as migrate writes
 
 
 def test_unknown_order_and_bad_detach_are_one_line(ws_path: Path, capsys: pytest.CaptureFixture[str],
@@ -155,7 +156,7 @@ def test_a_rerun_of_a_finished_backfill_reuses_its_vector_set_and_fills_the_stor
     got_ids = [i for b in batches for i in b.ids]
     assert sorted(got_ids) == sorted(keys)  # every point once, keyed by its item's key
     points = dict(zip(got_ids, np.concatenate([b.vectors for b in batches]), strict=True))
-    np.testing.assert_allclose(np.stack([points[k] for k in keys]), vectors, atol=1e-6)
+    np.testing.assert_allclose(np.stack([points[k] for k in keys]), l2_normalize(vectors), atol=1e-6)
 
 
 def _embridge(*args: str) -> subprocess.CompletedProcess:

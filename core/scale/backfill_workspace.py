@@ -166,7 +166,7 @@ def record_vectors(ws: Any, model: str, ids: np.ndarray, folder: Path, *, name: 
     return ws.add_vector_set(model, ids, vectors, name=name)
 
 
-def check_targets(ws: Any, store: str | None, name: str, model: str) -> None:
+def check_targets(ws: Any, store: str | None, name: str, model: str, ids: np.ndarray | None = None) -> None:
     """Refuse a bad --name or --to-store before any item is staged or embedded.
 
     A store target must be writable, must not be, lie in or hold a workspace (this one or any
@@ -178,7 +178,7 @@ def check_targets(ws: Any, store: str | None, name: str, model: str) -> None:
 
     check_name(name, "--name")
     if store:
-        check_store_option(ws, store, model)
+        check_store_option(ws, store, model, ids)
 
 
 def stage_folder(ws: Any, key: str) -> Path:
@@ -199,7 +199,7 @@ def backfill(ws: Any, model: str, ids: np.ndarray, *, engine: str = "local", ord
     Resumable: finished chunks of an interrupted or cancelled run are kept and skipped next time.
     """
     spec = workspace_model_spec(ws, model)
-    check_targets(ws, store, name, model)
+    check_targets(ws, store, name, model, ids)
     stage = stage_folder(ws, stage_key(model, ids, spec))
     progress = on_progress or no_progress
     config = {"engine": engine, "order": order, "items": int(len(ids)), "chunk": chunk, "store": store,

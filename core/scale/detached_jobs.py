@@ -124,7 +124,7 @@ def submit_backfill(ws: Any, model: str, ids: np.ndarray, *, address: str | None
     """Stage ``ids`` and start their backfill as a detached job; returns once the cluster runs it."""
     address = cluster_address(address)
     spec = workspace_model_spec(ws, model)
-    check_targets(ws, store, name, model)
+    check_targets(ws, store, name, model, ids)
     ids = np.asarray(ids, dtype=np.int64)
     config = {"engine": "ray", "detached": True, "order": order, "items": int(len(ids)), "chunk": chunk,
               "store": store, "name": name, "num_gpus": num_gpus, "address": address}
