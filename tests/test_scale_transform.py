@@ -190,6 +190,19 @@ def test_a_bad_row_on_ray_is_the_local_engines_one_line(ray_cluster: Any, bundle
     assert logging.getLogger("ray.data").level == level
 
 
+def test_an_all_zero_row_is_refused_as_a_migration_refuses_it(bundles: dict, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    vectors = bundles["vectors"]["v3"][:30].copy()
+    vectors[[4, 6]] = 0.0  # no direction: the output would be the layer's bias alone
+    write_partitions(tmp_path / "in", vectors, parts=1)
+    code = main(["transform", "--bundle", str(bundles["linear"]), "--from", str(tmp_path / "in"),
+                 "--to", str(tmp_path / "out")])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("embridge:")]
+    assert code == 1 and len(err) == 1, err
+    assert "row 4 of column 'vector' (id 4) is an all-zero vector (2 such rows)" in err[0]
+    assert not list((tmp_path / "out").glob("*.parquet"))  # no partition written
+
+
 def test_an_address_where_no_cluster_answers_is_one_line_at_once(bundles: dict, tmp_path: Path) -> None:
     """Ray's own connect retries for minutes; a plain TCP try refuses the address first."""
     import socket

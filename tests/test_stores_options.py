@@ -205,6 +205,20 @@ def test_a_checkpoint_outliving_its_collection_starts_afresh_and_one_missing_poi
     assert len(read_all(source.target)) == held  # refused before writing anything
 
 
+def test_an_all_zero_new_vector_is_refused_before_anything_is_written(upgrade: dict, source: Any, tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    v3 = upgrade["vectors"]["v3"].copy()
+    v3[3] = 0.0  # every point is written L2-normalised: this one has no direction
+    np.savez(tmp_path / "zero.npz", ids=np.arange(len(v3)), vectors=v3)
+    code, _, err = cli(capsys, "migrate", "--bundle", str(upgrade["bundle"]), "--from", source.source, "--to",
+                       source.target, "--new-vectors", str(tmp_path / "zero.npz"), "--backfill", "10")
+    assert code == 1 and "the new-model vector of id '3' is all zeros (1 such vectors)" in err, err
+    from embridge.core.connectors import open_store
+
+    with open_store(source.target) as target:
+        assert not target.exists()
+
+
 def _new_file(upgrade: dict, tmp_path: Path) -> Path:
     file = tmp_path / "new.npz"
     np.savez(file, ids=np.arange(len(upgrade["vectors"]["v3"])), vectors=upgrade["vectors"]["v3"])

@@ -52,6 +52,10 @@ def read_new_vectors(path: str | Path, dim: int, option: str = "--new-vectors") 
         raise InputError(file, f"expected {len(ids)} new-model vectors of dimension {dim}, got shape {vectors.shape}")
     check_finite(vectors, str(file))
     keys = [str(i) for i in ids.tolist()]
+    zero = np.flatnonzero(~np.asarray(vectors).any(axis=1))
+    if len(zero):  # written L2-normalised, as every point: a zero vector has no direction to write
+        raise InputError(file, f"the new-model vector of id {keys[int(zero[0])]!r} is all zeros ({len(zero)} such "
+                         "vectors): it has no direction; leave the point out of the file or re-embed it")
     index = {k: n for n, k in enumerate(keys)}
     if len(index) != len(keys):
         raise InputError(file, "duplicate ids in the new-model vectors")

@@ -123,6 +123,11 @@ def transform_partition(bundle: str, part: Partition | dict[str, Any], target: s
     if len(bad):
         raise InputError(part.path, f"row {int(bad[0])} of column '{vec_col}' holds NaN or inf values "
                          f"({len(bad)} such rows)")
+    zero = np.flatnonzero(~old.any(axis=1))
+    if len(zero):  # as a migration refuses such points: no direction, the output would be the layer's bias
+        raise InputError(part.path, f"row {int(zero[0])} of column '{vec_col}' (id "
+                         f"{table.column(id_col)[int(zero[0])].as_py()!r}) is an all-zero vector ({len(zero)} such "
+                         "rows): it has no direction to transform")
     # rows L2-normalised, as the manifest's normalisation.output says and a store migration writes them
     parts = [layer(old[s:s + batch], normalise_output=True) for s in range(0, len(old), batch)] \
         or [np.zeros((0, layer.out_dim), np.float32)]
