@@ -122,6 +122,8 @@ def test_plan_recommends_the_only_passing_bridge(runs: dict[str, dict[str, Any]]
     assert measured["items_embedded"] == n and not measured.get("only_passing")
     assert measured["storage_bytes"] >= 2 * next(o for o in plan.options if o["name"] == "stay")["storage_bytes"]
     assert plan.recommendation == "full_backfill"
+    assert f"the cascade option (with the new vectors of {n} items) keeps only" in plan.reason
+    assert "layer alone" not in plan.reason
     # measured on a gallery of half this size, with 10 of its items' new vectors: here that share is 20 items
     cell["protocol"].update(new_vectors=10, n_gallery=n // 2)
     cell["metrics"]["top1"] = cc  # and good enough to be chosen: the reason names what it re-embeds

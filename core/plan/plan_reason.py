@@ -46,17 +46,19 @@ def plan_reason(plan: Mapping[str, Any], choice: Mapping[str, Any], report: Repo
         return (f"{choice['title']}: it passes the compatibility criterion (top-1 {choice['quality']['top1']:.3f} > "
                 f"old/old {floor:.3f}) and keeps {format_share(choice['gain_retained'], 0)} of the full-backfill gain "
                 f"{_embedding(choice)}, in {format_duration(choice['time_s'])}.")
+    embedded = int(layer.get("items_embedded") or 0)  # a cascade's number stands on some items' new vectors
+    subject = f"the {kind} layer alone" if not embedded else f"the {kind} option (with the new vectors of {embedded} items)"
     if layer.get("acceptable"):  # acceptable too, but the choice re-embeds fewer items
         why = (f"the {layer['title']} option is acceptable too (top-1 {layer['quality']['top1']:.3f}) but needs the "
                f"new vectors of {layer['items_embedded']} items, more than this")
     elif layer["passes_criterion"] is None:
-        why = (f"the {kind} layer alone lets only {format_share(layer['quality']['top1'], 0)} of new queries find their own "
+        why = (f"{subject} lets only {format_share(layer['quality']['top1'], 0)} of new queries find their own "
                f"item first (below {format_share(target_share, 0)}; no labels, so own-item retrieval is the measure)")
     elif not layer["passes_criterion"]:
-        why = (f"the {kind} layer alone fails the compatibility criterion (top-1 {layer['quality']['top1']:.3f} vs "
+        why = (f"{subject} fails the compatibility criterion (top-1 {layer['quality']['top1']:.3f} vs "
                f"old/old {floor:.3f})")
     else:
-        why = (f"the {kind} layer alone keeps only {format_share(layer['gain_retained'], 0)} of the full-backfill gain "
+        why = (f"{subject} keeps only {format_share(layer['gain_retained'], 0)} of the full-backfill gain "
                f"(below {format_share(gain_threshold, 0)})")
     if name == "partial_backfill":
         return (f"Partial backfill: {why}; re-embedding {format_share(choice['fraction'], 0)} of the gallery "
