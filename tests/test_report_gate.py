@@ -54,6 +54,10 @@ def test_gate_on_a_real_report(demo_copy: Path, tmp_path: Path, capsys: pytest.C
                                               "ndcg@10>=0.1"]
     failed = {c.get("name"): c.find("failure").get("message") for c in cases if c.find("failure") is not None}
     assert f"{data['upgraded_top1']:.10g}" in failed["upgraded_top1>=1"] and upgraded in failed["upgraded_top1>=1"]
+    code = main(["report", "--workspace", ws, "--bootstrap", "200", "--fail-under", "gain_retained>=1.5"])
+    gain_line = capsys.readouterr().err.strip().splitlines()[-1]
+    ceiling = stored["cells"][data["ceiling_cell"]]["protocol"]["text"]  # new/new searched the 600-item sample
+    assert code == 1 and gain_line.endswith(f"to {data['ceiling_cell']} on {ceiling})") and "600 items" in ceiling
 
     # every check passing: exit 0, the JUnit file is replaced by the new result
     code = main(["report", "--workspace", ws, "--bootstrap", "200", "--junit", str(junit),

@@ -178,9 +178,13 @@ def _measured_where(metric: str, report: Report) -> str:
         return "area under the partial-backfill curve, on the evaluation sample"
     cell = (OLD_OLD if metric.startswith("old_old") else
             report.ceiling_cell if metric.startswith(("new_new", "ceiling", "head_new")) else report.upgraded_cell)
-    protocol = (report.cells.get(cell) or {}).get("protocol") or {}
-    where = f"{cell} on {protocol['text']}" if protocol.get("text") else cell
-    return f"{where}; against old/old" if "flip" in metric or metric.startswith("gain") else where
+    def on(name: str) -> str:
+        protocol = (report.cells.get(name) or {}).get("protocol") or {}
+        return f"{name} on {protocol['text']}" if protocol.get("text") else name
+
+    if metric.startswith("gain"):  # a share of the way from old/old to the ceiling: three cells, each named
+        return f"{on(cell)}; from {on(OLD_OLD)} to {on(report.ceiling_cell)}"
+    return f"{on(cell)}; against old/old" if "flip" in metric or "nfr" in metric else on(cell)
 
 
 def report_data(report: Report) -> dict[str, Any]:
