@@ -103,7 +103,9 @@ def test_a_mixed_store_is_named_half_migrated_and_quality_needs_the_serving_spac
     code, out, err = cli(capsys, "check", "--uri", uri, "--label-field", "label", "--served-as", "v1", "--sample", "5")
     assert code == 0 and out["quality"]["queries"] == 5
     assert main(["check", "--uri", uri, "--label-field", "label", "--served-as", "v1", "--sample", "5"]) == 0
-    assert f"for 5 sampled queries among {len(v1) - half} points" in capsys.readouterr().out
+    share = f"{(len(v1) - half) / len(v1):.0%}"
+    assert (f"for 5 sampled queries among the {len(v1) - half} points that carry 'label' ({share} of the store's "
+            "points are v1)") in capsys.readouterr().out
 
 
 def test_faiss_index_is_read_imported_and_migrated_into_parquet(upgrade: dict, tmp_path: Path,

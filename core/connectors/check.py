@@ -65,8 +65,9 @@ class StoreCheck:
         if self.quality:
             q = self.quality
             lines.append(f"  quality served as {q.served_as}: top-1 '{q.label_field}' agreement "
-                         f"{q.top1_label_agreement:.3f} for {q.queries} sampled queries among {q.points} points "
-                         f"({q.reachable_share:.0%} of the store)")
+                         f"{q.top1_label_agreement:.3f} for {q.queries} sampled queries among the {q.points} points "
+                         f"that carry '{q.label_field}' ({q.reachable_share:.0%} of the store's points are "
+                         f"{q.served_as})")
         lines += [f"  {note}" for note in self.notes]
         return "\n".join(lines)
 
