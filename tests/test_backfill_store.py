@@ -111,7 +111,7 @@ def test_what_a_store_cannot_take_is_refused_before_embedding(tmp_path: Path) ->
         check_store_option(ws, ints, "v2", ids[:2])  # the same integer keys: a rerun may write
         with pytest.raises(InputError, match=r"its points have integer ids, but these items' keys are not all integer"):
             check_store_option(ws, ints, "v2", ids)
-        with pytest.raises(InputError, match=r"item key '1' cannot be a Qdrant point id"):  # mixed keys are text
+        with pytest.raises(InputError, match=r"item key '1' cannot be a point id there \(Qdrant ids are unsigned"):  # mixed keys are text
             check_store_option(ws, f"qdrant://{tmp_path / 'qd'}?collection=c", "v2", ids)
         with open_store(f"qdrant://{tmp_path / 'qd'}?collection=c") as qdrant:
             assert not qdrant.exists()  # refused before any collection was made

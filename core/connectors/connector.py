@@ -281,6 +281,10 @@ class Connector(ABC):
     @abstractmethod
     def delete_ids(self, ids: list[PointId]) -> None: ...
 
+    def id_problem(self, pid: PointId) -> str | None:
+        """Why this store cannot key a point by ``pid`` (None when it can), to refuse before work is done."""
+        return None
+
     # -- aliases ----------------------------------------------------------------------------
     def alias_target(self, alias: str) -> str | None:
         """The collection an alias serves now (None when the alias does not exist)."""

@@ -216,6 +216,15 @@ class QdrantConnector(Connector):
             hint = "; Qdrant ids must be unsigned integers or UUIDs" if "id" in str(exc).lower() else ""
             raise VectorStoreError(f"{self.describe()}: cannot write the batch ({first_line(exc)}){hint}") from exc
 
+    def id_problem(self, pid: PointId) -> str | None:
+        if isinstance(pid, int) and not isinstance(pid, bool):
+            return None if pid >= 0 else "Qdrant ids are unsigned integers or UUIDs"
+        try:
+            uuid.UUID(str(pid))
+        except ValueError:
+            return "Qdrant ids are unsigned integers or UUIDs"
+        return None
+
     def delete_ids(self, ids: list[PointId]) -> None:
         from qdrant_client import models
 

@@ -69,24 +69,12 @@ def check_store_target(target: Any, model: str, pids: list[int | str] | None = N
 
 
 def _check_ids_fit(target: Any, pids: list[int | str]) -> None:
-    """Qdrant keys points by unsigned integers or UUIDs only: say so before embedding, naming a key."""
-    import uuid
-
-    if type(target).__name__ != "QdrantConnector":
-        return
+    """Keys the store cannot take as point ids (Qdrant: unsigned integers or UUIDs) are named before embedding."""
     for pid in pids:
-        if isinstance(pid, int):
-            if pid >= 0:
-                continue
-        else:
-            try:
-                uuid.UUID(str(pid))
-                continue
-            except ValueError:
-                pass
-        raise InputError("--to-store", f"{target.describe()}: item key {pid!r} cannot be a Qdrant point id (unsigned "
-                         "integers or UUIDs only); backfill into another kind of store, or import the items with "
-                         "such keys")
+        problem = target.id_problem(pid)
+        if problem is not None:
+            raise InputError("--to-store", f"{target.describe()}: item key {pid!r} cannot be a point id there "
+                             f"({problem}); backfill into another kind of store, or import the items with such keys")
 
 
 def write_store(uri: str, model: str, pids: list[int | str], vectors: np.ndarray, batch_rows: int = 4096) -> None:
