@@ -75,3 +75,9 @@ def prepare_input(x: np.ndarray, normalised: bool, source: str | None = None) ->
     if normalised:
         return l2_normalize(x, source)
     return np.asarray(x, dtype=np.float32)
+
+
+def zero_rows(x: np.ndarray) -> np.ndarray:
+    """Indices of all-zero rows: no direction, so L2 normalisation leaves them zero and a layer on
+    normalised inputs maps them to its bias alone; every writer of vectors refuses them by this test."""
+    return np.flatnonzero(~np.asarray(x).any(axis=1))

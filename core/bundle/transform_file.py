@@ -25,6 +25,7 @@ from embridge.core.bundle.archive import BundleLimits
 from embridge.core.bundle.matrix_out import MatrixFile
 from embridge.core.bundle.runtime import LoadedBundle, load_bundle
 from embridge.core.errors import BundleError, InputError, VectorFileError
+from embridge.core.l2 import zero_rows
 from embridge.core.paths import check_output, check_regular
 from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
 from embridge.core.store.file_lock import exclusive_lock
@@ -183,7 +184,7 @@ def _apply(loaded: LoadedBundle, src: Path, x: np.ndarray, out: Path, old_vector
 def _refuse_zero_rows(block: np.ndarray, src: Path, first_row: int) -> None:
     """An all-zero row has no direction for a layer on L2-normalised inputs: its output would be the
     layer's bias alone (a migration refuses such points too)."""
-    zero = np.flatnonzero(~block.any(axis=1))
+    zero = zero_rows(block)
     if len(zero):
         raise VectorFileError(src, f"row {first_row + int(zero[0])} is all zeros ({len(zero)} such rows in this "
                               "chunk): the layer takes L2-normalised vectors and a zero vector has no direction")

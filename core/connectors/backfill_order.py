@@ -17,7 +17,7 @@ import numpy as np
 from embridge.core.connectors.connector import Connector, PointId
 from embridge.core.connectors.transform import StoreTransform
 from embridge.core.errors import InputError
-from embridge.core.l2 import l2_normalize
+from embridge.core.l2 import l2_normalize, zero_rows
 from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
 from embridge.core.store.vector_matrix import check_finite
 
@@ -52,7 +52,7 @@ def read_new_vectors(path: str | Path, dim: int, option: str = "--new-vectors") 
         raise InputError(file, f"expected {len(ids)} new-model vectors of dimension {dim}, got shape {vectors.shape}")
     check_finite(vectors, str(file))
     keys = [str(i) for i in ids.tolist()]
-    zero = np.flatnonzero(~np.asarray(vectors).any(axis=1))
+    zero = zero_rows(vectors)
     if len(zero):  # written L2-normalised, as every point: a zero vector has no direction to write
         raise InputError(file, f"the new-model vector of id {keys[int(zero[0])]!r} is all zeros ({len(zero)} such "
                          "vectors): it has no direction; leave the point out of the file or re-embed it")

@@ -27,6 +27,7 @@ from embridge.core.connectors import open_store
 from embridge.core.connectors.check import unfinished_migration
 from embridge.core.connectors.connector import SPACE_FIELD, Batch, Connector, VectorStoreError
 from embridge.core.errors import ImportDataError, InputError, StoreError
+from embridge.core.l2 import zero_rows
 from embridge.core.paths import check_name
 from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
 from embridge.core.store import Workspace
@@ -157,7 +158,7 @@ def _check_points(batch: Batch, uri: str, dim: int) -> None:
     if len(bad):
         raise ImportDataError(uri, f"point {batch.ids[int(bad[0])]!r} holds NaN or inf values; nothing was "
                               "imported")
-    zero = np.flatnonzero(~batch.vectors.any(axis=1))
+    zero = zero_rows(batch.vectors)
     if len(zero):
         raise ImportDataError(uri, f"point {batch.ids[int(zero[0])]!r} holds an all-zero vector (no direction to "
                               "compare by); nothing was imported")

@@ -14,6 +14,7 @@ import numpy as np
 
 from embridge.core.connectors.connector import SPACE_FIELD, Batch, Connector, VectorStoreError
 from embridge.core.connectors.transform import StoreTransform
+from embridge.core.l2 import zero_rows
 
 MARKER = re.compile(r".+@bundle:[0-9a-f]{12}")  # a transformed point: <model version>@bundle:<adapter sha>
 
@@ -65,8 +66,8 @@ class SeenIds:
         if not finite.all():
             pid = batch.ids[int(np.argmin(finite))]
             raise VectorStoreError(f"{source.describe()}: point {pid!r} holds a NaN or inf vector value")
-        zero = ~batch.vectors.any(axis=1)
-        if zero.any():
-            pid = batch.ids[int(np.argmax(zero))]
+        zero = zero_rows(batch.vectors)
+        if len(zero):
+            pid = batch.ids[int(zero[0])]
             raise VectorStoreError(f"{source.describe()}: point {pid!r} holds an all-zero vector, which has no "
                                    "direction to carry into the new space")

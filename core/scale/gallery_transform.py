@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from embridge.core.errors import InputError
+from embridge.core.l2 import zero_rows
 from embridge.core.paths import check_output
 from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
 from embridge.core.scale.engine import check_engine
@@ -123,7 +124,7 @@ def transform_partition(bundle: str, part: Partition | dict[str, Any], target: s
     if len(bad):
         raise InputError(part.path, f"row {int(bad[0])} of column '{vec_col}' holds NaN or inf values "
                          f"({len(bad)} such rows)")
-    zero = np.flatnonzero(~old.any(axis=1))
+    zero = zero_rows(old)
     if len(zero):  # as a migration refuses such points: no direction, the output would be the layer's bias
         raise InputError(part.path, f"row {int(zero[0])} of column '{vec_col}' (id "
                          f"{table.column(id_col)[int(zero[0])].as_py()!r}) is an all-zero vector ({len(zero)} such "
