@@ -424,6 +424,9 @@ CORPUS += [
        APPLY, r"row 0 holds values too large for float32 \(3 rows\)$"),
     _c("bundle-apply-inf-vectors", lambda e: mk.apply_input(e, "inf.npy", np.full((3, 32), np.inf, np.float32)),
        APPLY, "row 0 holds NaN or inf values"),
+    _c("bundle-apply-text-file-named-npy", _text("text.npy", "0.1,0.2\n0.3,0.4\n"), APPLY,
+       r"vectors file is not a \.npy matrix \(it does not begin with the \.npy signature\)"),
+    _c("bundle-apply-empty-file", _text("empty.npy", b""), APPLY, r"vectors file is not a \.npy matrix \(it is empty\)"),
 ]
 
 

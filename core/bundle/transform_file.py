@@ -45,6 +45,7 @@ def _open_input(path: Path, label: str, dim: int, rows: int | None = None) -> np
     if not path.exists():
         raise VectorFileError(path, f"{label} file does not exist")
     check_regular(path, f"{label} file", folders=False)
+    _check_signature(path, label)
     try:
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
@@ -60,6 +61,21 @@ def _open_input(path: Path, label: str, dim: int, rows: int | None = None) -> np
     if arr.dtype.kind not in "fiu":  # the dtypes a vectors import takes: integers are read as float32
         raise VectorFileError(path, f"{label} must be floats or integers, got {arr.dtype}")
     return arr
+
+
+def _check_signature(path: Path, label: str) -> None:
+    """Name what the file is when it is no ``.npy``: numpy itself would call any other bytes pickled data."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(len(NPY_MAGIC))
+    except OSError as exc:
+        raise VectorFileError(path, f"{label} file cannot be read ({exc.strerror})") from exc
+    if head == NPY_MAGIC:
+        return
+    if head.startswith(b"PK"):
+        raise VectorFileError(path, f"{label} must be one .npy matrix, not an .npz archive or other container")
+    what = "it is empty" if not head else "it does not begin with the .npy signature"
+    raise VectorFileError(path, f"{label} file is not a .npy matrix ({what}); save it with numpy.save")
 
 
 def _identity(path: Path) -> dict[str, Any]:
