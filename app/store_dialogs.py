@@ -243,8 +243,7 @@ class StoreMigrateDialog(_JobDialog):
             v = out["verification"]
             text = (f"Migration {out['status']}: {v['target_count']} points in {out['target']} "
                     f"({out['written']} written now at {out['rows_per_s']:.0f} points/s, resumed from "
-                    f"{out['resumed_from']}). Verified: counts match; spaces {v['spaces']}; {v['sample']} sampled "
-                    f"vectors within {v['max_abs_diff']:.2g} of the bundle.")
+                    f"{out['resumed_from']}). Verified: {v['summary']}.")
             if out["switched"]:
                 text += f"\nAlias '{out['alias']}' now serves '{out['collection']}' (before: {out['previous']})."
             self.show_result(text)

@@ -54,6 +54,10 @@ def test_planner_backfill_gives_new_vectors_where_the_bundle_is_worst(upgrade: d
         got = read_all(target)
         backfilled = sorted(int(k) for k, (_, p) in got.items() if p["embridge_space"] == out["spaces"]["new"])
         assert len(backfilled) == budget and out["backfilled"] == budget
+        v = out["verification"]  # the sample is the source's first points: each checked against what it holds
+        assert v["sample_new"] == sum(1 for i in backfilled if i < v["sample"]) > 0
+        assert f"{v['sample'] - v['sample_new']} against the bundle's transform; {v['sample_new']} against the " \
+               "new vectors given" in v["summary"]
         vectors = np.stack([got[str(i)][0] for i in range(len(v1))])
         np.testing.assert_allclose(vectors[backfilled], unit(v3[backfilled]), rtol=1e-6)  # the real new vectors
         rest = np.setdiff1d(np.arange(len(v1)), backfilled)

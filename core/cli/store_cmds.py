@@ -64,9 +64,7 @@ def cmd_migrate(args: argparse.Namespace) -> Result:
                                backfill=args.backfill, seed=args.seed, on_progress=StderrProgress("migrate"))
     v = result.verification
     text = (f"{result.status}: {v.target_count} points in {result.target} ({result.written} written now, "
-            f"{result.rows_per_s:,.0f} points/s); verified: counts match, spaces "
-            + ", ".join(f"{k}: {n}" for k, n in sorted(v.spaces.items()))
-            + f", {v.sample} sampled vectors within {v.max_abs_diff:.2g} of the bundle")
+            f"{result.rows_per_s:,.0f} points/s); verified: {v.summary}")
     if result.switched:
         was = f"was '{result.previous}'" if result.previous else "a new alias"
         text += f"\nalias '{result.alias}' now serves '{result.collection}' ({was})"

@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +34,7 @@ from embridge.core.connectors.aliases import rollback_store, switch_alias
 from embridge.core.connectors.backfill_order import NewVectors, choose_backfill, read_new_vectors
 from embridge.core.connectors.connector import SPACE_FIELD, Batch, Connector, StoreURI, VectorStoreError
 from embridge.core.connectors.job_lock import job_lock
+from embridge.core.connectors.migration_result import MigrationResult, Verification
 from embridge.core.connectors.prefetch import Prefetch
 from embridge.core.connectors.source_checks import SeenIds, check_source_spaces
 from embridge.core.connectors.source_digest import (
@@ -58,50 +58,6 @@ VERIFY_SAMPLE = 256
 # writes, and at most depth + 1 batches are in memory (the one being written, the next being made).
 PREFETCH_DEPTH = 1
 VERIFY_RTOL, VERIFY_ATOL = 1e-4, 1e-5
-
-
-@dataclass
-class Verification:
-    source_count: int
-    target_count: int
-    spaces: dict[str, int]
-    sample: int
-    max_abs_diff: float
-    bundle_probes: dict[str, Any] | None
-
-    @property
-    def ok(self) -> bool:
-        return self.source_count == self.target_count and sum(self.spaces.values()) == self.target_count and \
-            "" not in self.spaces
-
-
-@dataclass
-class MigrationResult:
-    source: str
-    target: str
-    collection: str
-    status: str  # completed | already complete
-    total: int
-    written: int
-    resumed_from: int
-    backfilled: int
-    seconds: float  # streaming: read, transform, write, checkpoint
-    verification: Verification
-    verify_seconds: float = 0.0
-    switched: bool = False
-    alias: str | None = None
-    previous: str | None = None
-    spaces: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def rows_per_s(self) -> float:
-        return self.written / self.seconds if self.seconds > 0 else 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["rows_per_s"] = self.rows_per_s
-        out["verification"]["ok"] = self.verification.ok
-        return out
 
 
 def open_pair(source_uri: str, target_uri: str, inputs: tuple[str | Path | None, ...] = ()
@@ -370,7 +326,7 @@ def verify_migration(transform: StoreTransform, source: Connector, target: Conne
     # the sample is read from the source, whose ids have their own types (a Chroma shadow holds them as text)
     originals = next(iter(source.read_batches(VERIFY_SAMPLE)), None) if target_count else None
     diff = 0.0
-    checked = 0
+    checked = checked_new = 0
     if originals is not None:
         sample = target.read_ids(list(originals.ids))
         if len(sample) != len(originals):
@@ -384,7 +340,9 @@ def verify_migration(transform: StoreTransform, source: Connector, target: Conne
             want = expected[n]
             if payload.get(SPACE_FIELD) == names["new"] and new is not None:
                 row = new.lookup(pid)
-                want = unit_row(new.vectors[row], new.path) if row is not None else want
+                if row is not None:
+                    want = unit_row(new.vectors[row], new.path)
+                    checked_new += 1
             if unit:  # compare directions: cosine collections may hand back normalised vectors
                 want, vec = l2_normalize(np.stack([want, vec]), f"{target.describe()}: point {pid!r}")
             if not np.allclose(vec, want, rtol=VERIFY_RTOL, atol=VERIFY_ATOL):
@@ -392,4 +350,4 @@ def verify_migration(transform: StoreTransform, source: Connector, target: Conne
                                        f"transform of the source (max abs difference {np.max(np.abs(vec - want)):.3g})")
             diff = max(diff, float(np.max(np.abs(vec - want))) if len(want) else 0.0)
             checked += 1
-    return Verification(source_count, target_count, spaces, checked, diff, transform.probes)
+    return Verification(source_count, target_count, spaces, checked, diff, transform.probes, checked_new)
