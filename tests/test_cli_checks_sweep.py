@@ -94,7 +94,11 @@ def test_a_heads_printed_numbers_give_its_printed_gain(demo_copy: Path, capsys: 
     assert abs((up_t - oo_t) / (cc_t - oo_t) - gain_t) < 0.01, text
 
     assert main(["runs", "-w", str(demo_copy)]) == 0
-    line = capsys.readouterr().out.strip().splitlines()[-1]
+    lines = capsys.readouterr().out.strip().splitlines()
+    line = [x for x in lines if x.startswith("#")][-1]
+    # each listed number names its query set and gallery on the lines under its run
+    assert any(x.strip().startswith("old/old, upgraded on ") and "against the whole gallery" in x
+               for x in lines[lines.index(line) + 1:]), lines
     shown = dict(re.findall(r"(\S+)=(\d+\.\d+)", line))
     oo_r, up_r, cc_r = (float(shown[k]) for k in ("old_old_top1", "upgraded_top1", "head/head_top1"))
     assert abs((up_r - oo_r) / (cc_r - oo_r) - float(shown["gain_retained"])) < 0.002, line
@@ -109,7 +113,7 @@ def test_a_layer_on_the_raw_new_model_keeps_new_new_as_its_ceiling(demo_copy: Pa
     data = json.loads(capsys.readouterr().out)
     assert data["ceiling_cell"] == "new/new" and data["ceiling_top1"] == data["new_new_top1"]
     assert main(["runs", "-w", str(demo_copy)]) == 0
-    line = capsys.readouterr().out.strip().splitlines()[-1]
+    line = [x for x in capsys.readouterr().out.strip().splitlines() if x.startswith("#")][-1]
     assert "ceiling" not in line and "head/head" not in line and "gain_retained=" in line
 
 

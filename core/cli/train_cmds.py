@@ -161,8 +161,21 @@ def cmd_runs(args: argparse.Namespace) -> Result:
         + " ".join(_shown_metric(k, v, r["metrics"]) for k, v in r["metrics"].items()
                    if isinstance(v, float) and not (k == "ceiling_top1" and r["metrics"].get("ceiling_cell") == "new/new"))
         + (f"  ({r['error']})" if r["error"] else "")
+        + "".join(f"\n      {line}" for line in _measured_on(r["metrics"]))
         for r in rows)
     return {"runs": rows}, text or "no runs"
+
+
+def _measured_on(metrics: dict[str, Any]) -> list[str]:
+    """Where the listed numbers were measured: cells grouped by their query set and gallery."""
+    groups: dict[str, list[str]] = {}
+    for cell, protocol in (metrics.get("cell_protocols") or {}).items():
+        if protocol:
+            groups.setdefault(str(protocol), []).append(cell)
+    if groups:
+        return [f"{', '.join(cells)} on {protocol}" for protocol, cells in groups.items()]
+    protocol = metrics.get("protocol") or metrics.get("heldout_protocol")
+    return [f"on {protocol}"] if protocol else []
 
 
 def _run_models(run: dict[str, Any]) -> dict[str, str] | None:
