@@ -67,7 +67,8 @@ class AppContext(QObject):
             return False
         self.close_workspace(emit=False)
         self.ws = ws
-        self.focus_run = None
+        latest = ws.latest_run("train")  # what report, plan and bundle export take without --run
+        self.focus_run = int(latest["id"]) if latest else None
         self.settings.add_recent(ws.root)
         log.info("opened workspace %s", Path(ws.root).resolve())
         self.workspace_changed.emit()

@@ -166,6 +166,29 @@ def test_pickers_follow_the_run_just_trained_or_reported(qtbot: QtBot, window: M
     assert suggested.parent == chosen.parent.resolve() and not suggested.exists()
 
 
+def test_a_fresh_open_focuses_the_run_the_command_line_defaults_to(qtbot: QtBot, window: MainWindow,
+                                                                   demo_copy: Path) -> None:
+    from embridge.core.report.build import ReportOptions, build_report
+
+    first = train_in_core(demo_copy, "procrustes")["run_id"]
+    second = train_in_core(demo_copy, "affine")["run_id"]
+    with Workspace.open(demo_copy) as ws:
+        own = build_report(ws, second, ReportOptions(n_boot=50)).report_id
+        build_report(ws, first, ReportOptions(n_boot=50))  # the latest report is of the older run
+    window.ctx.open_workspace(demo_copy)
+    assert window.ctx.focus_run == second  # `report`, `plan` and `bundle export` take it without --run
+    reports = window.show_page("reports")
+    assert reports.report is not None and reports.report.report_id == own
+    for key in ("reports", "plan", "export"):
+        assert window.show_page(key).run_combo.currentText().startswith(f"run {second} ·"), key
+    third = train_in_core(demo_copy, "affine", {"weight_decay": 1e-2})["run_id"]
+    window.ctx.open_workspace(demo_copy)
+    reports = window.show_page("reports")
+    assert reports.report is None and reports.report_combo.currentIndex() == -1  # no other run's report instead
+    assert reports.run_combo.currentText().startswith(f"run {third} ·") and reports.report_combo.count() == 2
+    assert not error_dialogs()
+
+
 def test_gallery_counts_say_which_splits_form_the_gallery(qtbot: QtBot, window: MainWindow, demo_copy: Path,
                                                           tmp_path: Path) -> None:
     from embridge.core.overview import gallery_splits

@@ -279,6 +279,7 @@ class ReportsPage(Page):
         set_combo_items(self.run_combo, [run_label(r) for r in self._runs])
         self.build_button.setEnabled(bool(self._runs))
         focus = self.ctx.focus_run
+        focus_moved = focus != self._focus_seen and focus is not None
         if focus != self._focus_seen:
             self._focus_seen = focus
             select_run(self.run_combo, self._runs, focus)
@@ -294,7 +295,9 @@ class ReportsPage(Page):
         self.report_combo.clear()
         self.report_combo.addItems(labels)
         target = next((n for n, r in enumerate(self._reports) if r["id"] == wanted), None)
-        if target is None:
+        if target is None and focus_moved:
+            target = -1  # the run now in focus has no report yet: show none rather than another run's
+        elif target is None:
             target = labels.index(current) if current in labels else 0
         self._wanted = None
         self.report_combo.setCurrentIndex(target if labels else -1)
