@@ -283,3 +283,55 @@ def test_a_curve_that_starts_above_the_target_names_its_own_value() -> None:
     assert "partial_backfill" not in options(plan)
     assert "The layer alone already reaches the target 0.855 top-1: 0.880 at β = 0 on the curves' sample." \
         in plan.notes
+
+
+def judged_report(oo: dict[str, float], nn: dict[str, float], up: dict[str, float],
+                  curves: dict[str, dict[str, list[float]]] | None = None) -> dict[str, Any]:
+    """A report over graded judgments: every cell has top-1 (success@1) and nDCG@10."""
+    report = make_report(oo["top1"], nn["top1"], up["top1"])
+    for cell, values in (("old/old", oo), ("new/new", nn), ("new→old", up)):
+        report["cells"][cell]["metrics"] = dict(values)
+    report["cells"]["old/old"]["protocol"] = {**WHOLE, "relevance": "relevance judgments (test split)"}
+    if curves is not None:
+        report["backfill"] = {"policies": {p: {"betas": BETAS, "values": v} for p, v in curves.items()}}
+    return report
+
+
+def test_with_judgments_the_plan_weighs_ndcg_not_one_more_first_hit() -> None:
+    # one more first hit, while the judged documents rank worse: not an upgrade
+    report = judged_report({"top1": 0.962, "ndcg@10": 0.773}, {"top1": 1.0, "ndcg@10": 0.708},
+                           {"top1": 0.154, "ndcg@10": 0.198})
+    plan = plan_from_report(report, RATE)
+    assert plan.metric == "ndcg@10" and plan.recommendation == "stay" and plan.new_better is False
+    assert "new/new nDCG@10 0.708 vs old/old 0.773" in plan.reason
+    assert any("top-1 rises (new/new 1.000 vs old/old 0.962) while nDCG@10 falls" in n for n in plan.notes)
+    assert options(plan)["full_backfill"]["acceptable"] is False
+    assert not any("Offer instead" in n for n in plan.notes)  # no backfill to a model that is no better
+    # and the other way: equal top-1, nDCG@10 up and kept by the layer
+    report = judged_report({"top1": 0.80, "ndcg@10": 0.60}, {"top1": 0.80, "ndcg@10": 0.80},
+                           {"top1": 0.80, "ndcg@10": 0.79})
+    plan = plan_from_report(report, RATE)
+    assert plan.recommendation == "adapter_only" and plan.adapter_passes is True
+    assert options(plan)["adapter_only"]["gain_retained"] == pytest.approx(0.95)
+    assert "nDCG@10 0.790 > old/old 0.600" in plan.reason
+    assert any("top-1 (new/new 0.800 vs old/old 0.800) does not rise with it" in n for n in plan.notes)
+
+
+def test_with_judgments_a_partial_backfill_is_read_off_the_ndcg_curve() -> None:
+    curves = {"random": {"top1": [0.50, 0.90, 0.90, 0.90, 0.90], "ndcg@10": [0.50, 0.60, 0.70, 0.86, 0.90]}}
+    report = judged_report({"top1": 0.60, "ndcg@10": 0.55}, {"top1": 0.90, "ndcg@10": 0.90},
+                           {"top1": 0.50, "ndcg@10": 0.50}, curves)
+    plan = plan_from_report(report, RATE)
+    partial = options(plan)["partial_backfill"]
+    # top-1 reaches 95% of the full backfill's at β = 0.25, nDCG@10 only at β = 0.75
+    assert plan.recommendation == "partial_backfill" and partial["fraction"] == 0.75
+    assert partial["quality"]["ndcg@10"] == 0.86 and partial["quality"]["top1"] == 0.90
+    assert "reaches nDCG@10 0.860" in plan.reason and plan.targets["target_ndcg@10"] == pytest.approx(0.855)
+
+
+def test_a_layer_better_than_today_is_recommended_even_when_the_new_model_is_not() -> None:
+    plan = plan_from_report(make_report(0.45, 0.40, 0.50), RATE)
+    assert plan.new_better is False and plan.recommendation == "adapter_only"
+    assert "search better than today (top-1 0.500 > old/old 0.450)" in plan.reason
+    assert any("a backfill would not gain" in n for n in plan.notes)
+    assert not options(plan)["full_backfill"]["acceptable"]

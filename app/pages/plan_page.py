@@ -28,6 +28,7 @@ from embridge.app.pages.forms import scrolled_text, set_combo_items
 from embridge.app.pages.page import Page, completed_train_runs, fill_table, make_table, run_label, select_run
 from embridge.app.plots import PlotWidget
 from embridge.core.formatting import format_bytes, format_seconds, format_share
+from embridge.core.plan.decision import metric_label
 from embridge.core.plan.plan_record import Plan
 from embridge.core.progress import ProgressFn, StopFn
 from embridge.core.report.report_record import Report
@@ -37,6 +38,7 @@ log = logging.getLogger("embridge.app")
 COLUMNS = ["Option", "Time", "Storage", "Items re-embedded", "Top-1", "nDCG@10", "Gain retained", "Passes",
            "Acceptable"]
 NDCG = COLUMNS.index("nDCG@10")  # shown when the report has graded judgments, as `embridge plan` does
+GAIN, PASSES = COLUMNS.index("Gain retained"), COLUMNS.index("Passes")
 CHOSEN = QColor("#d8f0d8")
 # what drawing a report figure imports (seconds the first time): loaded in the background
 PLOT_MODULES = ("matplotlib.figure", "matplotlib.backends.backend_qtagg", "embridge.core.report.figures")
@@ -73,7 +75,8 @@ class PlanPage(Page):
         self.fraction.setToolTip("Plan the partial backfill at this share of the gallery (auto: the smallest "
                                  "share that reaches the target)")
         self.gain_threshold = self._share_box(0.9, "Share of the full-backfill gain a layer must keep")
-        self.target_share = self._share_box(0.95, "Share of the full backfill's top-1 a partial backfill must reach")
+        self.target_share = self._share_box(0.95, "Share of the full backfill's number (nDCG@10 with graded "
+                                          "judgments, else top-1) a partial backfill must reach")
         self.device = QComboBox()
         self.plan_button = QPushButton("&Plan the upgrade")
         self.plan_button.clicked.connect(self.plan_from_form)
@@ -146,6 +149,8 @@ class PlanPage(Page):
         self.plan = plan
         fill_table(self.options, [option_row(o) for o in plan.options])
         self.options.setColumnHidden(NDCG, not any("ndcg@10" in (o.get("quality") or {}) for o in plan.options))
+        for col, name in ((GAIN, "Gain retained"), (PASSES, "Passes")):  # on the number the plan weighs
+            self.options.horizontalHeaderItem(col).setText(f"{name} ({metric_label(plan.metric)})")
         for row, option in enumerate(plan.options):
             if option["name"] == plan.recommendation:
                 for col in range(self.options.columnCount()):

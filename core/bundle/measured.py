@@ -171,17 +171,23 @@ def chain_step_lines(manifest: dict[str, Any], keys: tuple[str, ...] | None = HE
 
 
 def verdict_line(manifest: dict[str, Any]) -> str | None:
-    """A warning when the shipped numbers say the layer fails the compatibility criterion."""
+    """A warning when the shipped numbers say the layer fails the compatibility criterion (on nDCG@10
+    when they come from graded judgments, as the report's verdict and the plan weigh them)."""
     found = measurements(manifest)
-    if not found or found[0]["values"].get("compatible") is not False:
+    if not found:
         return None
     values, source = found[0]["values"], found[0]["source"]
-    up, old = values.get("upgraded_top1"), values.get("old_old_top1")
-    numbers = (f": upgraded top-1 {up:.3f} is not above old/old {old:.3f}"
+    judged = all(isinstance(values.get(k), int | float) for k in ("ndcg@10", "old_old_ndcg@10"))
+    name, up, old = (("nDCG@10", values["ndcg@10"], values["old_old_ndcg@10"]) if judged else
+                     ("top-1", values.get("upgraded_top1"), values.get("old_old_top1")))
+    if values.get("compatible_ndcg@10" if judged else "compatible") is not False:
+        return None
+    numbers = (f": upgraded {name} {up:.3f} is not above old/old {old:.3f}"
                if isinstance(up, int | float) and isinstance(old, int | float) else "")
+    worse = ("finds no more than today's system does" if numbers and up >= old
+             else "makes search worse than today")
     return (f"WARNING: this layer FAILS the compatibility criterion ({source}){numbers}; serving new queries "
-            "through it makes search worse than today. `embridge plan` weighs fusion, a cascade, a partial or a "
-            "full backfill instead")
+            f"through it {worse}. `embridge plan` weighs fusion, a cascade, a partial or a full backfill instead")
 
 
 def renamed_line(manifest: dict[str, Any]) -> str | None:

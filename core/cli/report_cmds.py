@@ -49,7 +49,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gain-threshold", type=SHARE, default=0.9,
                    help="share of the full-backfill gain a layer must keep to be enough on its own")
     p.add_argument("--target-share", type=number(float, low=0.0, high=1.0, low_open=True), default=0.95,
-                   help="share of the full backfill's top-1 a partial backfill must reach")
+                   help="share of the full backfill's number (nDCG@10 with graded judgments, else "
+                        "top-1) a partial backfill must reach")
     p.set_defaults(handler=cmd_plan)
 
     p = sub.add_parser("chain", help="compatibility matrix of three or more model versions (AC, AM)")
@@ -241,6 +242,8 @@ def cmd_plan(args: argparse.Namespace) -> Result:
 
 
 def _plan_text(plan: Plan) -> str:
+    from embridge.core.plan.decision import metric_label
+
     lines = [f"plan for run {plan.run_id} ({plan.adapter_kind}), full gallery {plan.gallery_full} items:"]
     for o in plan.options:
         mark = "*" if o["name"] == plan.recommendation else " "
@@ -249,7 +252,8 @@ def _plan_text(plan: Plan) -> str:
                      f"top-1 {format_share(o['quality'].get('top1'))}"
                      + (f"  nDCG@10 {format_share(o['quality']['ndcg@10'])}" if "ndcg@10" in o["quality"] else ""))
     lines += plan.measured_on()
-    lines += [f"recommendation: {plan.recommendation}", plan.reason, *plan.notes]
+    lines += [f"recommendation: {plan.recommendation} (options weighed by {metric_label(plan.metric)})", plan.reason,
+              *plan.notes]
     return "\n".join(lines)
 
 

@@ -20,11 +20,13 @@ JUDGED_METRICS = ("ndcg@10", "mrr@10")  # present when relevance comes from judg
 REPORT_SUMMARY = ("old_old_top1", "new_new_top1", "ceiling_top1", "upgraded_top1", "gain_retained",
                   "gain_retained_note", *JUDGED_METRICS, "arr", "arr_k", "compatible", "negative_flip_rate",
                   "positive_flip_rate", "relative_nfr", "n_queries")
-RUN_SUMMARY = (*HEADLINE, "gain_retained_note", "compatible", "upgraded_pair_top1", "n_queries", "arr",
-               "negative_flip_rate", "positive_flip_rate", *JUDGED_METRICS, "pairs_used", "heldout_protocol",
-               "relevance")
-BACKFILL_AREA = "backfill_area_"  # report summary keys per backfill policy: backfill_area_<policy>
 JUDGED_HEADLINE = ("{}", "old_old_{}", "new_new_{}", "compatible_{}", "gain_retained_{}")  # per judged metric
+# the judged numbers beside the upgraded one: what a verdict on nDCG@10 needs (present only with judgments)
+JUDGED_SUMMARY = tuple(form.format(metric) for metric in JUDGED_METRICS for form in JUDGED_HEADLINE[1:])
+RUN_SUMMARY = (*HEADLINE, "gain_retained_note", "compatible", "upgraded_pair_top1", "n_queries", "arr",
+               "negative_flip_rate", "positive_flip_rate", *JUDGED_METRICS, *JUDGED_SUMMARY, "pairs_used",
+               "heldout_protocol", "relevance")
+BACKFILL_AREA = "backfill_area_"  # report summary keys per backfill policy: backfill_area_<policy>
 
 
 def report_number_names() -> frozenset[str]:

@@ -123,7 +123,7 @@ class UpgradeResults:
         for key in ("ndcg@10", "mrr@10"):
             if key in up:
                 out[key] = up[key]
-                out[f"old_old_{key}"], out[f"new_new_{key}"] = oo[key], nn[key]
+                out[f"old_old_{key}"], out[f"new_new_{key}"], out[f"ceiling_{key}"] = oo[key], nn[key], cc[key]
                 out[f"compatible_{key}"] = bool(up[key] > oo[key])
                 out[f"gain_retained_{key}"] = gain_retained(up[key], oo[key], cc[key])
                 if out[f"gain_retained_{key}"] is None and gain_note(oo[key], cc[key]):

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from embridge.core.formatting import format_duration, format_share
+from embridge.core.plan.decision import metric_label
 from embridge.core.report.report_record import Report
 
 LAYER_OPTIONS = ("adapter_only", "forward_transform", "fusion", "cascade")
@@ -25,37 +26,44 @@ def _embedding(option: Mapping[str, Any]) -> str:
 def plan_reason(plan: Mapping[str, Any], choice: Mapping[str, Any], report: Report, floor: float,
             ceiling: float, gain_threshold: float, target_share: float, fraction: float | None = None) -> str:
     kind, ceil_cell = report.adapter["kind"], report.ceiling_cell
+    metric = str(plan.get("metric") or "top1")
+    m = metric_label(metric)
     layer = next(o for o in plan["options"] if o["name"] in LAYER_OPTIONS)
     name = choice["name"]
     if name == "stay":
-        return (f"Stay: the new model is not better than the old one on this gallery ({ceil_cell} top-1 "
+        return (f"Stay: the new model is not better than the old one on this gallery ({ceil_cell} {m} "
                 f"{ceiling:.3f} vs old/old {floor:.3f}), so re-embedding or bridging would cost without a gain.")
     if name in LAYER_OPTIONS and choice["passes_criterion"] is None:
-        return (f"{choice['title']}: judged by own-item retrieval (no labels), {format_share(choice['quality']['top1'], 0)} of "
+        return (f"{choice['title']}: judged by own-item retrieval (no labels), {format_share(choice['quality'][metric], 0)} of "
                 f"new queries find their own item first through it, at least {format_share(target_share, 0)}, "
                 f"{_embedding(choice)}, in {format_duration(choice['time_s'])}.")
     if name in LAYER_OPTIONS and choice.get("only_passing"):
         cost = choice["serving_cost"]
         reranks = f" and {cost['reranks_per_query']} re-ranked items per query" if cost["reranks_per_query"] else ""
         return (f"{choice['title']}: the only option that passes the compatibility criterion without re-embedding "
-                f"(top-1 {choice['quality']['top1']:.3f} > old/old {floor:.3f}); it keeps "
+                f"({m} {choice['quality'][metric]:.3f} > old/old {floor:.3f}); it keeps "
                 f"{format_share(choice['gain_retained'], 0)} of the full-backfill gain from day one, at the cost of both "
-                f"encoders during the transition{reranks}. The full backfill ({ceil_cell} top-1 {ceiling:.3f}) "
+                f"encoders during the transition{reranks}. The full backfill ({ceil_cell} {m} {ceiling:.3f}) "
                 "remains the way to the whole gain.")
+    if name in LAYER_OPTIONS and plan.get("new_better") is False:
+        return (f"{choice['title']}: the new model alone is not better than the old one ({ceil_cell} {m} "
+                f"{ceiling:.3f} vs old/old {floor:.3f}), but new queries through the layer search better than today "
+                f"({m} {choice['quality'][metric]:.3f} > old/old {floor:.3f}) {_embedding(choice)}; a backfill would "
+                "give that up.")
     if name in LAYER_OPTIONS:
-        return (f"{choice['title']}: it passes the compatibility criterion (top-1 {choice['quality']['top1']:.3f} > "
+        return (f"{choice['title']}: it passes the compatibility criterion ({m} {choice['quality'][metric]:.3f} > "
                 f"old/old {floor:.3f}) and keeps {format_share(choice['gain_retained'], 0)} of the full-backfill gain "
                 f"{_embedding(choice)}, in {format_duration(choice['time_s'])}.")
     embedded = int(layer.get("items_embedded") or 0)  # a cascade's number stands on some items' new vectors
     subject = f"the {kind} layer alone" if not embedded else f"the {kind} option (with the new vectors of {embedded} items)"
     if layer.get("acceptable"):  # acceptable too, but the choice re-embeds fewer items
-        why = (f"the {layer['title']} option is acceptable too (top-1 {layer['quality']['top1']:.3f}) but needs the "
+        why = (f"the {layer['title']} option is acceptable too ({m} {layer['quality'][metric]:.3f}) but needs the "
                f"new vectors of {layer['items_embedded']} items, more than this")
     elif layer["passes_criterion"] is None:
-        why = (f"{subject} lets only {format_share(layer['quality']['top1'], 0)} of new queries find their own "
+        why = (f"{subject} lets only {format_share(layer['quality'][metric], 0)} of new queries find their own "
                f"item first (below {format_share(target_share, 0)}; no labels, so own-item retrieval is the measure)")
     elif not layer["passes_criterion"]:
-        why = (f"{subject} fails the compatibility criterion (top-1 {layer['quality']['top1']:.3f} vs "
+        why = (f"{subject} fails the compatibility criterion ({m} {layer['quality'][metric]:.3f} vs "
                f"old/old {floor:.3f})")
     else:
         why = (f"{subject} keeps only {format_share(layer['gain_retained'], 0)} of the full-backfill gain "
@@ -63,17 +71,17 @@ def plan_reason(plan: Mapping[str, Any], choice: Mapping[str, Any], report: Repo
     if name == "partial_backfill":
         return (f"Partial backfill: {why}; re-embedding {format_share(choice['fraction'], 0)} of the gallery "
                 f"({choice['items_embedded']} items, {format_duration(choice['time_s'])}) in {choice['policy']} order "
-                f"reaches top-1 {choice['quality']['top1']:.3f}, at least {format_share(target_share, 0)} of the full "
+                f"reaches {m} {choice['quality'][metric]:.3f}, at least {format_share(target_share, 0)} of the full "
                 f"backfill's {ceiling:.3f}.")
     if not report.backfill.get("policies"):
         return (f"Full backfill: {why}; partial-backfill quality was not measured for this report's relevance "
                 f"protocol, so re-embed all {choice['items_embedded']} items ({format_duration(choice['time_s'])}).")
     forced = next((o for o in plan["options"] if o["name"] == "partial_backfill"), None)
     if forced is not None and fraction is not None:  # the user's β, not a search for the smallest one
-        return (f"Full backfill: {why}, and the partial backfill at β = {fraction:.2f} (--fraction) reaches top-1 "
-                f"{forced['quality']['top1']:.3f}, short of {format_share(target_share, 0)} of the full backfill's "
+        return (f"Full backfill: {why}, and the partial backfill at β = {fraction:.2f} (--fraction) reaches {m} "
+                f"{forced['quality'][metric]:.3f}, short of {format_share(target_share, 0)} of the full backfill's "
                 f"{ceiling:.3f}; without --fraction the plan looks for the smallest β that reaches it. Re-embed all "
                 f"{choice['items_embedded']} items ({format_duration(choice['time_s'])}).")
     return (f"Full backfill: {why}, and no partial backfill reaches {format_share(target_share, 0)} of the full backfill's "
-            f"top-1 ({ceiling:.3f}) short of re-embedding everything; re-embed all {choice['items_embedded']} items "
+            f"{m} ({ceiling:.3f}) short of re-embedding everything; re-embed all {choice['items_embedded']} items "
             f"({format_duration(choice['time_s'])}).")

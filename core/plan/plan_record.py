@@ -32,6 +32,7 @@ class Plan:
     protocols: dict[str, Any] | None = None
     pairs: str | None = None
     adapter_passes: bool | None = None
+    metric: str = "top1"  # the number the options are weighed by (nDCG@10 with graded judgments)
     targets: dict[str, float] = field(default_factory=dict)
     gallery_full: int = 0
     gallery_sample: int = 0

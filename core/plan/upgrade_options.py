@@ -2,18 +2,22 @@
 
 Pure functions of plain data, so every rule can be checked on a hand-made report. Rules:
 
+- Every rule weighs one number, the plan's ``metric``: nDCG@10 when relevance comes from graded
+  judgments, top-1 otherwise (:mod:`embridge.core.plan.decision`); "M" below.
 - **stay** is recommended when the new model is not better than the old one on this gallery
-  (full-backfill top-1 not above old/old top-1): upgrading costs without a gain.
+  (full-backfill M not above old/old M): upgrading costs without a gain.
 - A layer (adapter only, forward transform, fusion) is *acceptable* when it passes the compatibility
-  criterion (top-1 above old/old) and keeps at least ``gain_threshold`` of the full-backfill gain,
-  or reaches ``target_share`` of the full-backfill top-1.
+  criterion (M above old/old) and keeps at least ``gain_threshold`` of the full-backfill gain,
+  or reaches ``target_share`` of the full-backfill M.
 - **partial backfill** re-embeds the fraction β of the gallery; by default the smallest β on the curve
-  whose top-1 reaches ``target_share`` of the full backfill's. Policies are compared by cost: random
+  whose M reaches ``target_share`` of the full backfill's. Policies are compared by cost: random
   needs no new vector to order the items, the informed policies need every item's new vector first
   (a full re-embedding pass), so they cost as much as a full backfill and are reported as notes only.
 - **full backfill** re-embeds everything and is always acceptable when the new model is better.
+- When it is not, no backfill is acceptable, but a layer that re-embeds nothing and passes the
+  criterion still serves new queries better than today: it is acceptable beside **stay**.
 - The recommendation is the acceptable option that re-embeds the fewest items, then the fastest,
-  then the best top-1. Costs are extrapolated to the full gallery, not the evaluation sample.
+  then the best M. Costs are extrapolated to the full gallery, not the evaluation sample.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import numpy as np
 from embridge.core.errors import InputError
 from embridge.core.evaluation.compat import gain_note, gain_retained
 from embridge.core.formatting import format_share
+from embridge.core.plan.decision import decision_metric, metric_label
 from embridge.core.plan.plan_reason import LAYER_OPTIONS, plan_reason
 from embridge.core.plan.plan_record import Plan
 from embridge.core.plan.throughput import Throughput
@@ -90,13 +95,14 @@ class _Sizes:
 
 
 def _option(name: str, title: str, time_s: float | None, storage: int, embedded: int, quality: dict[str, float],
-            floor: float | None, ceiling: float, notes: list[str], **extra: Any) -> dict[str, Any]:
-    top1 = quality.get("top1")
-    unmeasured = top1 is None or floor is None
+            floor: float | None, ceiling: float, notes: list[str], metric: str = "top1", **extra: Any) -> dict[str, Any]:
+    """One option; its gain retained and criterion are measured on ``metric`` (``floor``/``ceiling`` are its values)."""
+    value = quality.get(metric)
+    unmeasured = value is None or floor is None
     return {"name": name, "title": title, "time_s": time_s, "storage_bytes": int(storage), "items_embedded": embedded,
-            "quality": quality, "gain_retained": None if unmeasured else gain_retained(top1, floor, ceiling),
+            "quality": quality, "gain_retained": None if unmeasured else gain_retained(value, floor, ceiling),
             "gain_retained_note": gain_note(floor, ceiling),
-            "passes_criterion": None if unmeasured else bool(top1 > floor), "notes": notes, **extra}
+            "passes_criterion": None if unmeasured else bool(value > floor), "notes": notes, **extra}
 
 
 COMPARED_ON = ("query_set", "n_queries", "gallery", "n_gallery", "relevance")
@@ -110,14 +116,14 @@ def same_galleries(measured: Any, floor: Any) -> bool:
     return all(measured.get(k) == floor.get(k) for k in COMPARED_ON)
 
 
-def curve_floor(report: Report, sizes: _Sizes, floor: float) -> float | None:
-    """old/old top-1 on the partial-backfill curves' own queries and gallery (the evaluation sample).
+def curve_floor(report: Report, sizes: _Sizes, floor: float, metric: str = "top1") -> float | None:
+    """old/old ``metric`` on the partial-backfill curves' own queries and gallery (the evaluation sample).
 
-    A partial backfill's top-1 is read off those curves, so its gain and criterion are measured from
+    A partial backfill's number is read off those curves, so its gain and criterion are measured from
     this floor, not from old/old on the whole gallery. A report that did not record it (made before it
     was measured) has it only when the sample is the whole gallery.
     """
-    recorded = ((report.backfill.get("old_old") or {}).get("metrics") or {}).get("top1")
+    recorded = ((report.backfill.get("old_old") or {}).get("metrics") or {}).get(metric)
     if recorded is not None:
         return float(recorded)
     return floor if sizes.n_sample == sizes.n else None
@@ -126,7 +132,8 @@ def curve_floor(report: Report, sizes: _Sizes, floor: float) -> float | None:
 def layer_option(name: str, kind: str, quality: dict[str, float], rate: float | None, sizes: _Sizes,
                  floor: float, ceiling: float, source: str, out_dim: int | None = None,
                  adapter_bytes: int | None = None, rerank_k: int | None = None,
-                 measured_on: Mapping[str, Any] | None = None, embed_rate: float | None = None) -> dict[str, Any]:
+                 measured_on: Mapping[str, Any] | None = None, embed_rate: float | None = None,
+                 metric: str = "top1") -> dict[str, Any]:
     """Adapter only / fusion (query side, nothing re-embedded) or a forward transform of the gallery.
 
     ``measured_on``: the protocol of the quality; a cascade's records how many of the gallery items it
@@ -140,7 +147,7 @@ def layer_option(name: str, kind: str, quality: dict[str, float], rate: float | 
         notes = [f"Transforms all {sizes.n} stored old vectors with the {kind} layer (no backbone run); new "
                  "queries then search the transformed gallery as they are.", source]
         return _option(name, f"Forward transform ({kind})", _time(sizes.n, rate), sizes.n * dim * 4 + extra_bytes, 0,
-                       quality, floor, ceiling, notes)
+                       quality, floor, ceiling, notes, metric)
     notes = [f"Nothing is re-embedded; each new query passes through the {kind} layer "
              + (f"(about {per_query:.1f} µs per query in batches) " if per_query else "")
              + "and searches the old gallery as it is.", source]
@@ -168,8 +175,8 @@ def layer_option(name: str, kind: str, quality: dict[str, float], rate: float | 
                         "model re-ranks them.")
             return _option(name, title, _time(new_items, embed_rate), sizes.old_index() + extra_bytes
                            + new_items * sizes.d_new * sizes.b_new, int(new_items), quality, floor, ceiling, notes,
-                           query_latency_us=per_query, serving_cost=cost)
-    return _option(name, title, 0.0, sizes.old_index() + extra_bytes, 0, quality, floor, ceiling, notes,
+                           metric, query_latency_us=per_query, serving_cost=cost)
+    return _option(name, title, 0.0, sizes.old_index() + extra_bytes, 0, quality, floor, ceiling, notes, metric,
                    query_latency_us=per_query, serving_cost=cost)
 
 
@@ -182,8 +189,9 @@ def _cascade_new_items(measured_on: Mapping[str, Any] | None, n: int) -> tuple[i
 
 
 def partial_option(report: Report, tp: Throughput, sizes: _Sizes, floor: float, ceiling: float,
-                   target: float, fraction: float | None) -> tuple[dict[str, Any] | None, list[str]]:
-    """The cheapest partial backfill reaching ``target`` (or at ``fraction``), with notes on the others."""
+                   target: float, fraction: float | None, metric: str = "top1") -> tuple[dict[str, Any] | None, list[str]]:
+    """The cheapest partial backfill whose ``metric`` reaches ``target`` (or at ``fraction``), with notes on the others."""
+    label = metric_label(metric)
     policies = report.backfill.get("policies") or {}
     if fraction is not None and not 0 < fraction < 1:
         return None, [f"A partial backfill at β = {fraction:g} is the {'layer alone' if fraction <= 0 else 'full backfill'}"
@@ -198,43 +206,44 @@ def partial_option(report: Report, tp: Throughput, sizes: _Sizes, floor: float, 
     notes: list[str] = []
     candidates = []
     for policy, curve in policies.items():
-        betas, values = curve["betas"], curve["values"]["top1"]
+        betas, values = curve["betas"], curve["values"].get(metric)
+        if values is None:
+            notes.append(f"The {policy} curve has no {label}; the plan cannot read a partial backfill off it.")
+            continue
         beta = fraction if fraction is not None else first_reaching(betas, values, target)
         if beta is None or beta >= 1:
             continue
         if beta <= 0:
-            return None, [f"The layer alone already reaches the target {target:.3f} top-1: "
+            return None, [f"The layer alone already reaches the target {target:.3f} {label}: "
                           f"{curve_point(betas, values, 0.0):.3f} at β = 0 on the curves' sample."]
         free = policy in ORDERING_IS_FREE
         embedded = int(round(beta * sizes.n)) if free else sizes.n
-        quality = {"top1": curve_point(betas, values, beta)}
-        for name in ("top5", "ndcg@10", "mrr@10"):  # the judged metrics when the report measured them
-            if name in curve["values"]:
-                quality[name] = curve_point(betas, curve["values"][name], beta)
+        quality = {name: curve_point(betas, curve["values"][name], beta)
+                   for name in ("top1", "top5", "ndcg@10", "mrr@10") if name in curve["values"]}
         if embedded >= sizes.n:
-            notes.append(f"{policy} order reaches {quality['top1']:.3f} top-1 at β = {beta:.2f}, but ordering the "
+            notes.append(f"{policy} order reaches {quality[metric]:.3f} {label} at β = {beta:.2f}, but ordering the "
                          "items by it needs every item's new vector first (a full re-embedding pass), so it costs "
                          "as much as the full backfill.")
             continue
-        candidates.append((embedded, -quality["top1"], beta, policy, quality))
+        candidates.append((embedded, -quality[metric], beta, policy, quality))
     if not candidates:
-        notes.append(f"No backfill order that is free to compute reaches {target:.3f} top-1 before the whole "
+        notes.append(f"No backfill order that is free to compute reaches {target:.3f} {label} before the whole "
                      "gallery is re-embedded: a partial backfill is no cheaper than the full one.")
         return None, notes
     embedded, _, beta, policy, quality = min(candidates)
     backfilled = int(round(beta * sizes.n))
-    base = curve_floor(report, sizes, floor)
+    base = curve_floor(report, sizes, floor, metric)
     opt_notes = [f"Re-embeds {backfilled} of {sizes.n} gallery items (β = {beta:.2f}) in {policy} order; the rest "
                  "stay behind the layer until they are re-embedded.",
                  "Quality is read off the partial-backfill curve measured on the evaluation sample"
-                 + (f"; its gain and criterion are measured from old/old on the same sample (top-1 {base:.3f})."
+                 + (f"; its gain and criterion are measured from old/old on the same sample ({label} {base:.3f})."
                     if base is not None else "; this report has no old/old on that sample, so its gain retained and "
                     "criterion are not given (make the report again to measure them).")]
     # the curves rank the full-backfill cell's queries against its gallery (the evaluation sample)
     protocol = ((report.cells.get(str(report.ceiling_cell)) or {}).get("protocol") or {}).get("text")
     option = _option("partial_backfill", f"Partial backfill to β = {beta:.2f} ({policy} order)",
                      _time(embedded, tp.embed_items_per_s), sizes.mixed(beta) + sizes.adapter_bytes, embedded,
-                     quality, base, ceiling, opt_notes, fraction=beta, policy=policy, measured_on=protocol)
+                     quality, base, ceiling, opt_notes, metric, fraction=beta, policy=policy, measured_on=protocol)
     return option, notes
 
 
@@ -252,25 +261,28 @@ def plan_from_report(source: Report | Mapping[str, Any], throughput: Throughput,
     sizes = _Sizes(report)
     up_cell, ceil_cell = str(report.upgraded_cell), str(report.ceiling_cell)
     floor_q, up_q, ceil_q = (_metrics_of(report, c) for c in ("old/old", up_cell, ceil_cell))
-    floor, ceiling = floor_q["top1"], ceil_q["top1"]
+    metric = decision_metric(report, ("old/old", up_cell, ceil_cell))
+    label = metric_label(metric)
+    floor, ceiling = floor_q[metric], ceil_q[metric]
     target = target_share * ceiling
     kind = report.adapter["kind"]
     options = [_option("stay", "Stay on the old model", 0.0, sizes.old_index(), 0, floor_q, floor, ceiling,
-                       ["Today's system: the old model keeps serving queries and gallery; the new model is unused."])]
+                       ["Today's system: the old model keeps serving queries and gallery; the new model is unused."],
+                       metric)]
     own = "forward_transform" if sizes.forward else (kind if kind in BOTH_ENCODERS else "adapter_only")
     options.append(layer_option(own, kind, up_q, throughput.adapter_items_per_s, sizes, floor, ceiling,
                                 f"Quality: the {up_cell} cell of this report.",
                                 rerank_k=(report.adapter.get("config") or {}).get("k"),
                                 measured_on=(report.cells.get(up_cell) or {}).get("protocol"),
-                                embed_rate=throughput.embed_items_per_s))
+                                embed_rate=throughput.embed_items_per_s, metric=metric))
     floor_protocol = (report.cells.get("old/old") or {}).get("protocol")
     for alt in alternatives:
-        if alt["name"] not in {o["name"] for o in options} and alt.get("quality", {}).get("top1") is not None:
+        if alt["name"] not in {o["name"] for o in options} and alt.get("quality", {}).get(metric) is not None:
             same = same_galleries(alt.get("measured_on"), floor_protocol)
             option = layer_option(alt["name"], alt["kind"], dict(alt["quality"]), alt.get("items_per_s"), sizes,
                                   floor if same else None, ceiling, alt.get("source", ""), alt.get("out_dim"),
                                   alt.get("adapter_bytes"), alt.get("k"), alt.get("measured_on"),
-                                  throughput.embed_items_per_s)
+                                  throughput.embed_items_per_s, metric)
             if not same:
                 where = (alt.get("measured_on") or {}).get("text") or "queries and a gallery it did not record"
                 option["comparable"] = False
@@ -278,62 +290,75 @@ def plan_from_report(source: Report | Mapping[str, Any], throughput: Throughput,
                                        "so its gain retained and criterion are not given and it is not "
                                        "recommended; report that run with this report's settings to compare it.")
             options.append(option)
-    partial, partial_notes = partial_option(report, throughput, sizes, floor, ceiling, target, fraction)
+    partial, partial_notes = partial_option(report, throughput, sizes, floor, ceiling, target, fraction, metric)
     if partial is not None:
         options.append(partial)
     options.append(_option("full_backfill", "Full backfill", _time(sizes.n, throughput.embed_items_per_s),
                            sizes.n * sizes.d_full * sizes.b_new, sizes.n, ceil_q, floor, ceiling,
                            [f"Re-embeds all {sizes.n} gallery items with the new model; quality is the {ceil_cell} "
-                            "cell of this report."]))
+                            "cell of this report."], metric))
     by_item = report.sizes.get("relevance") == "item"
     new_better = True if by_item else ceiling > floor  # without labels: the premise of the upgrade
     for opt in options:
         if by_item:
             opt["passes_criterion"] = opt["gain_retained"] = opt["gain_retained_note"] = None
         opt["bytes_per_item"] = opt["storage_bytes"] / max(sizes.n, 1)
-        opt["acceptable"] = _acceptable(opt, new_better, gain_threshold, target)
+        opt["acceptable"] = _acceptable(opt, new_better, gain_threshold, target, metric)
     only = _only_passing_bridge(options) if new_better and not by_item else None
     if only is not None:
         only["acceptable"] = only["only_passing"] = True
-    choice = _choose(options)
+    choice = _choose(options, metric)
     plan = {"recommendation": choice["name"], "options": options, "new_better": None if by_item else new_better,
             "protocols": report.headline.get("protocols"),
             "pairs": (report.run.get("config") or {}).get("fitted_on"),
-            "adapter_passes": None if by_item else bool(up_q["top1"] > floor),
-            "targets": {"gain_threshold": gain_threshold, "target_share": target_share, "target_top1": target},
+            "adapter_passes": None if by_item else bool(up_q[metric] > floor), "metric": metric,
+            "targets": {"gain_threshold": gain_threshold, "target_share": target_share, f"target_{metric}": target},
             "gallery_full": sizes.n, "gallery_sample": sizes.n_sample, "throughput": throughput.to_dict(),
             "notes": [*throughput.notes, *partial_notes]}
     plan["reason"] = plan_reason(plan, choice, report, floor, ceiling, gain_threshold, target_share, fraction)
+    other = "top1" if metric != "top1" else None
+    if other and new_better and ceil_q.get(other) is not None and ceil_q[other] <= floor_q[other]:
+        plan["notes"].insert(0, f"Decided on {label}, the measure of graded judgments: top-1 ({ceil_cell} "
+                             f"{ceil_q[other]:.3f} vs old/old {floor_q[other]:.3f}) does not rise with it.")
+    elif other and not new_better and ceil_q.get(other) is not None and ceil_q[other] > floor_q[other]:
+        plan["notes"].insert(0, f"Decided on {label}, the measure of graded judgments: top-1 rises ({ceil_cell} "
+                             f"{ceil_q[other]:.3f} vs old/old {floor_q[other]:.3f}) while {label} falls, so the "
+                             "new model ranks the judged documents worse.")
     if by_item:
         plan["notes"].insert(0, "Without labels the report cannot tell whether the new model is better or whether "
                              "the layer passes the compatibility criterion. This plan assumes the new model is better "
                              f"and asks every option to reach {format_share(target_share, 0)} of own-item retrieval (top-1 "
                              f"{target:.3f}: each new query finds its own item first).")
-    if plan["adapter_passes"] is False:
+    if plan["adapter_passes"] is False and new_better:
         instead = "a partial backfill, or a full backfill" if partial is not None else "or a full backfill"
-        plan["notes"].insert(0, f"The {kind} layer FAILS the compatibility criterion ({up_cell} top-1 "
-                             f"{up_q['top1']:.3f} ≤ old/old {floor:.3f}). Offer instead: fusion during the transition, "
+        plan["notes"].insert(0, f"The {kind} layer FAILS the compatibility criterion ({up_cell} {label} "
+                             f"{up_q[metric]:.3f} ≤ old/old {floor:.3f}). Offer instead: fusion during the transition, "
                              f"{instead}.")
+    elif plan["adapter_passes"] is False:  # nothing to bridge to: the new model itself is no better
+        plan["notes"].insert(0, f"The {kind} layer FAILS the compatibility criterion too ({up_cell} {label} "
+                             f"{up_q[metric]:.3f} ≤ old/old {floor:.3f}).")
     if not new_better:
-        plan["notes"].insert(0, f"The new model is not better than the old one on this gallery ({ceil_cell} top-1 "
-                             f"{ceiling:.3f} vs old/old {floor:.3f}).")
+        gains = "a backfill would not gain" if choice["name"] in LAYER_OPTIONS else \
+            "neither a layer nor a backfill would gain"
+        plan["notes"].insert(0, f"The new model is not better than the old one on this gallery ({ceil_cell} {label} "
+                             f"{ceiling:.3f} vs old/old {floor:.3f}): {gains}.")
     return Plan(**plan)
 
 
-def _acceptable(opt: Mapping[str, Any], new_better: bool, gain_threshold: float, target: float) -> bool:
+def _acceptable(opt: Mapping[str, Any], new_better: bool, gain_threshold: float, target: float, metric: str) -> bool:
     if opt.get("comparable") is False:  # measured on other galleries: not weighed against these numbers
         return False
     if opt["name"] == "stay":
         return not new_better
-    if not new_better:
-        return False
-    top1 = opt["quality"].get("top1")
+    if not new_better:  # no backfill gains; a layer that beats today's system without re-embedding still does
+        return opt["name"] in LAYER_OPTIONS and opt["items_embedded"] == 0 and bool(opt["passes_criterion"])
+    value = opt["quality"].get(metric)
     if opt["name"] == "full_backfill":
         return True
     if opt["name"] == "partial_backfill":
-        return top1 is not None and top1 >= target - 1e-12
+        return value is not None and value >= target - 1e-12
     gr = opt.get("gain_retained")
-    reaches = top1 is not None and top1 >= target - 1e-12
+    reaches = value is not None and value >= target - 1e-12
     if opt["passes_criterion"] is None:  # no labels: own-item retrieval is all there is to judge
         return reaches
     return bool(opt["passes_criterion"]) and ((gr is not None and gr >= gain_threshold) or reaches)
@@ -352,6 +377,6 @@ def _only_passing_bridge(options: list[dict[str, Any]]) -> dict[str, Any] | None
     return passing[0]
 
 
-def _choose(options: list[dict[str, Any]]) -> dict[str, Any]:
+def _choose(options: list[dict[str, Any]], metric: str) -> dict[str, Any]:
     ok = [o for o in options if o["acceptable"]]
-    return min(ok, key=lambda o: (o["items_embedded"], o["time_s"] or 0.0, -(o["quality"].get("top1") or 0.0)))
+    return min(ok, key=lambda o: (o["items_embedded"], o["time_s"] or 0.0, -(o["quality"].get(metric) or 0.0)))

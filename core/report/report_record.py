@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 from embridge.core.errors import InputError
 from embridge.core.evaluation.headline import (
     BACKFILL_AREA,
+    JUDGED_SUMMARY,
     REPORT_SUMMARY,
     headline_metrics,
     pick,
@@ -162,6 +163,7 @@ class Report:
             return json_safe({"kind": "chain", "versions": chain.get("versions"), "ac": chain.get("ac"),
                               "am": chain.get("am"), "metric": chain.get("metric")})
         out = {k: self.headline.get(k) for k in REPORT_SUMMARY}
+        out.update({k: self.headline[k] for k in JUDGED_SUMMARY if k in self.headline})
         out.update({k: v for k, v in self.headline.items() if k.startswith(BACKFILL_AREA)})
         out["kind"] = "upgrade"
         return json_safe(out)

@@ -168,19 +168,25 @@ def verdicts(head: dict[str, Any], upgraded: str, ceiling: str, kind: str, relev
     method = method or {}
     serving = _serving_words(kind, method)
     oo, cc, up, gr = head["old_old_top1"], head["ceiling_top1"], head["upgraded_top1"], head["gain_retained"]
+    name, compatible = "top-1", head["compatible"]
+    if relevance == "judgments" and head.get("ndcg@10") is not None:  # what graded judgments are measured by
+        name, compatible = "nDCG@10", head.get("compatible_ndcg@10")
+        oo, up, gr = head["old_old_ndcg@10"], head["ndcg@10"], head.get("gain_retained_ndcg@10")
+        cc = head.get("ceiling_ndcg@10", head.get("new_new_ndcg@10"))
     if relevance == "item":
         return ["Without labels, a query's relevant item is its own item: the same-model cells find it trivially, "
                 "so neither whether the new model is better nor the compatibility criterion can be measured here.",
                 f"Through the {kind} layer, {format_share(up)} of new queries find their own item's old vector first "
                 f"({upgraded} top-1); add labels or ground truth to measure retrieval quality."]
     lines = [serving] if serving else []
-    if not cc > oo:
-        lines.append(f"The new model is not better than the old one on this gallery: {ceiling} top-1 "
+    better = cc > oo
+    if not better:
+        lines.append(f"The new model is not better than the old one on this gallery: {ceiling} {name} "
                      f"{format_share(cc)} against old/old {format_share(oo)}. Upgrading does not pay here.")
-    if head["compatible"]:
+    if compatible:
         kept = (f"it keeps {format_share(gr)} of the full-backfill gain" if gr is not None
                 else f"gain retained is undefined: {NOT_BETTER}")
-        lines.append(f"The {kind} layer passes the compatibility criterion: {upgraded} top-1 {format_share(up)} > "
+        lines.append(f"The {kind} layer passes the compatibility criterion: {upgraded} {name} {format_share(up)} > "
                      f"old/old {format_share(oo)}; {kept}.")
         if gr is not None and gr < 0.9:
             curves = "the partial-backfill curves and " if relevance != "judgments" else ""
@@ -192,9 +198,10 @@ def verdicts(head: dict[str, Any], upgraded: str, ceiling: str, kind: str, relev
                    "recalls, the new model re-ranks), a partial backfill, or a full backfill")
         worse = ("makes search worse than today" if up < oo else
                  "finds no more than today's system does")
-        lines.append(f"The {kind} layer FAILS the compatibility criterion: {upgraded} top-1 {format_share(up)} is not "
-                     f"above old/old {format_share(oo)}, so serving new queries through it {worse}. Bridging alone "
-                     f"is not enough here: consider {instead}.")
+        advice = (f"Bridging alone is not enough here: consider {instead}." if better else
+                  "With the new model itself no better, stay on the old model.")
+        lines.append(f"The {kind} layer FAILS the compatibility criterion: {upgraded} {name} {format_share(up)} is not "
+                     f"above old/old {format_share(oo)}, so serving new queries through it {worse}. {advice}")
     return lines
 
 

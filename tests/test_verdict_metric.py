@@ -1,0 +1,51 @@
+"""Verdicts of reports and bundles weigh graded judgments by nDCG@10, as the plan does."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from embridge.core.bundle.measured import verdict_line
+from embridge.core.report.sections import verdicts
+
+
+def judged_head(oo: float, nn: float, up: float, top1: tuple[float, float, float]) -> dict[str, Any]:
+    return {"old_old_top1": top1[0], "ceiling_top1": top1[1], "upgraded_top1": top1[2], "gain_retained": None,
+            "compatible": top1[2] > top1[0], "ndcg@10": up, "old_old_ndcg@10": oo, "new_new_ndcg@10": nn,
+            "ceiling_ndcg@10": nn, "compatible_ndcg@10": up > oo,
+            "gain_retained_ndcg@10": (up - oo) / (nn - oo) if nn > oo else None}
+
+
+def test_a_judged_report_states_its_verdict_on_ndcg() -> None:
+    # top-1 ties old/old; nDCG@10 is up and the layer keeps most of it
+    lines = verdicts(judged_head(0.60, 0.80, 0.79, (0.80, 0.80, 0.80)), "new→old", "new/new", "affine", "judgments")
+    assert lines == ["The affine layer passes the compatibility criterion: new→old nDCG@10 79.0% > old/old 60.0%; "
+                     "it keeps 95.0% of the full-backfill gain."]
+
+
+def test_a_worse_new_model_is_not_answered_with_a_backfill() -> None:
+    lines = verdicts(judged_head(0.89, 0.64, 0.70, (1.0, 0.65, 0.70)), "new→old", "new/new", "affine", "judgments")
+    assert "new/new nDCG@10 64.0% against old/old 89.0%. Upgrading does not pay here." in lines[0]
+    assert lines[1].endswith("With the new model itself no better, stay on the old model.")
+    assert not any("backfill" in line for line in lines)
+    # labels: top-1 stays the measure, and a better new model still gets the remedies
+    head = {"old_old_top1": 0.5, "ceiling_top1": 0.8, "upgraded_top1": 0.4, "gain_retained": -0.33,
+            "compatible": False}
+    (line,) = verdicts(head, "new→old", "new/new", "affine", "label")
+    assert "new→old top-1 40.0% is not above old/old 50.0%" in line and "a full backfill" in line
+
+
+def manifest(values: dict[str, Any]) -> dict[str, Any]:
+    return {"metrics": {"source": "report 1", "protocol": "26 test queries", "values": values}}
+
+
+def test_a_bundle_warns_on_the_judged_criterion_and_says_a_tie_is_no_gain() -> None:
+    judged = judged_head(0.737, 0.707, 0.785, (0.808, 0.769, 0.808))
+    assert verdict_line(manifest(judged)) is None  # top-1 ties, nDCG@10 passes
+    tie = {"upgraded_top1": 0.808, "old_old_top1": 0.808, "compatible": False}
+    line = verdict_line(manifest(tie))
+    assert line is not None and "upgraded top-1 0.808 is not above old/old 0.808" in line
+    assert "finds no more than today's system does" in line and "worse" not in line
+    failing = judged_head(0.737, 0.80, 0.70, (0.70, 0.80, 0.90))  # top-1 up, nDCG@10 down
+    line = verdict_line(manifest(failing))
+    assert line is not None and "upgraded nDCG@10 0.700 is not above old/old 0.737" in line
+    assert "makes search worse than today" in line
