@@ -143,6 +143,29 @@ def test_ray_transform_resumes_by_finished_partition(ray_cluster: Any, bundles: 
         transform_gallery(bundles["fct"], src, dst, engine="ray")
 
 
+def test_a_re_export_of_the_same_layer_resumes_and_another_layer_is_refused(bundles: dict, tmp_path: Path) -> None:
+    from embridge.core.store import Workspace
+
+    write_partitions(tmp_path / "in", bundles["vectors"]["v3"], parts=4)
+    src, dst = str(tmp_path / "in"), str(tmp_path / "out")
+    seen: list[int] = []
+    with pytest.raises(Cancelled):
+        transform_gallery(bundles["linear"], src, dst, on_progress=lambda *_: seen.append(1),
+                          should_stop=lambda: len(seen) >= 2)
+    done = sorted(p.name for p in (tmp_path / "out").glob("*.parquet"))
+    assert 1 <= len(done) < 4
+    again = tmp_path / "again.zip"  # the same run exported once more: other bytes, the same layer
+    with Workspace.open(bundles["path"]) as ws:
+        export_bundle(ws, again, [bundles["runs"]["v3_to_v1"]])
+    assert again.read_bytes() != bundles["linear"].read_bytes()
+    resumed = transform_gallery(again, src, dst)
+    assert (resumed.skipped, resumed.written) == (len(done), 4 - len(done))
+    transform_gallery(bundles["linear"], src, str(tmp_path / "whole"))
+    assert_identical_outputs(tmp_path / "whole", tmp_path / "out")
+    with pytest.raises(InputError, match=r"another transform \(other layer\)"):
+        transform_gallery(bundles["fct"], src, dst)
+
+
 def test_transform_command_on_ray_with_lance_and_refusals(ray_cluster: Any, bundles: dict, tmp_path: Path,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
     write_lance(tmp_path / "db", "docs", bundles["vectors"]["v3"], fragments=2)

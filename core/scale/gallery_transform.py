@@ -27,7 +27,7 @@ from embridge.core.l2 import zero_rows
 from embridge.core.paths import check_output
 from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
 from embridge.core.scale.engine import check_engine
-from embridge.core.scale.layer import bundle_fingerprint, loaded_layer
+from embridge.core.scale.layer import layer_fingerprint, loaded_layer
 from embridge.core.scale.output_folder import partition_stamps, prepare_target, take_back
 from embridge.core.scale.partitions import (
     Partition,
@@ -217,7 +217,7 @@ def transform_gallery(bundle: str | Path, source: str, target: str, *, engine: s
     _check_schemas(src, id_col, vec_col)
     _check_ids(src, id_col)
     loaded_layer(bundle_path)  # verify the bundle here, with one clear line, before any worker starts
-    state = {"bundle_sha256": bundle_fingerprint(bundle_path), "source": str(src.root.resolve()),
+    state = {"layer_sha256": layer_fingerprint(bundle_path), "source": str(src.root.resolve()),
              "inputs": partition_stamps(src), "id": id_col, "vector": vec_col}
     if src.kind != "parquet":
         state["source_version"] = src.version

@@ -9,6 +9,7 @@ torch. A worker process loads (and verifies) a bundle once.
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -33,14 +34,13 @@ def loaded_layer(bundle: str | Path) -> Any:
     return _LOADED[key]
 
 
-def bundle_fingerprint(bundle: str | Path) -> str:
-    """sha256 of the bundle file (or of its files in name order when it is a folder)."""
-    path = Path(bundle)
-    digest = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for file in files:
-        digest.update(file.name.encode())
-        with open(file, "rb") as fh:
-            for chunk in iter(lambda fh=fh: fh.read(1 << 20), b""):
-                digest.update(chunk)
-    return digest.hexdigest()
+def layer_fingerprint(bundle: str | Path) -> str:
+    """sha256 of what the written vectors depend on: the layer file's verified hash, its kind, widths and
+    normalisation. A re-export of the same layer (another export time, zip order or manifest text) has
+    the same fingerprint, so a resumed transform or migration accepts it; another layer does not."""
+    manifest = loaded_layer(bundle).manifest
+    adapter = manifest["adapter"]
+    ident = {"layer": manifest["files"][adapter["file"]]["sha256"], "kind": adapter.get("kind"),
+             "in_dim": adapter.get("in_dim"), "out_dim": adapter.get("out_dim"),
+             "normalisation": manifest.get("normalisation")}
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()

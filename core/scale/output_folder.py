@@ -22,7 +22,7 @@ from embridge.core.scale.partitions import SourceDataset
 
 STATE_FILE = "_embridge_transform.json"
 _INPUT_KEYS = ("inputs", "partitions")  # "partitions": the name list older markers kept
-_WHAT = {"bundle_sha256": "bundle", "source": "source folder", "source_version": "source version",
+_WHAT = {"layer_sha256": "layer", "bundle_sha256": "bundle (an older Embridge's marker)", "source": "source folder", "source_version": "source version",
          "id": "id column", "vector": "vector column", "output": "output kind"}
 
 

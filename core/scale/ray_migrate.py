@@ -33,7 +33,7 @@ from embridge.core.connectors.source_checks import SeenIds, check_source_spaces
 from embridge.core.connectors.transform import load_transform
 from embridge.core.errors import InputError
 from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
-from embridge.core.scale.layer import bundle_fingerprint
+from embridge.core.scale.layer import layer_fingerprint
 from embridge.core.scale.output_folder import partition_stamps
 from embridge.core.scale.partitions import open_source
 
@@ -76,7 +76,7 @@ def migrate_on_ray(bundle: str | Path, source_uri: str, target_uri: str, *, swit
         key, total = f"ray-migrate-{target.collection}", source.count()
         with job_lock(target, key):  # a second migration into this target is refused while this one runs
             partitions = open_source(data)  # a partition changed in place since the start is another migration
-            fingerprint = {"bundle": bundle_fingerprint(bundle), "source": data, "target": target.collection,
+            fingerprint = {"layer": layer_fingerprint(bundle), "source": data, "target": target.collection,
                            "source_count": total, "source_version": partitions.version,
                            "source_partitions": partition_stamps(partitions)}
             state = resumable_state(target, key, fingerprint) or {"fingerprint": fingerprint, "loaded": [], "written": 0,
