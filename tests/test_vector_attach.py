@@ -4,6 +4,7 @@ model stores each vector once."""
 
 from __future__ import annotations
 
+import json
 import tracemalloc
 from pathlib import Path
 
@@ -167,6 +168,16 @@ def test_vectors_only_model_references_its_file_and_embeds_covered_items(ws: Wor
     np.testing.assert_array_equal(ws.vectors_for("newer", ws.doc_ids_for_keys(docs)), dv)
     stored_rows = sum(s["count"] for s in ws.vector_sets("newer"))
     assert stored_rows == len(docs) + len(queries)  # each vector once
+    root, total = str(ws.root), len(ws.item_ids())
+    ws.close()
+    assert main(["embed", "--workspace", root, "--model", "newer", "--json"]) == 0  # every item asked: none new
+    out = json.loads(capsys.readouterr().out)
+    lacking = total - len(docs) - len(queries)
+    assert (out["written"], out["already_stored"], out["not_covered"]) == (0, len(docs) + len(queries), lacking)
+    assert main(["embed", "--workspace", root, "--model", "newer"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("nothing new stored for newer") and "embedded" not in text
+    assert f"{lacking} are not in its vector file" in text and lacking > 0
 
 
 def test_embed_cli_with_a_sample_of_the_gallery(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
