@@ -236,6 +236,19 @@ def embed_recorded(workspace: Any, model_name: str, item_ids: Sequence[int] | np
     return info
 
 
+def embed_summary(model: str, info: dict[str, Any]) -> str:
+    """What an embed stored, in one sentence for the command line and the app; a vectors-only model also
+    says which requested items already held its vectors and which its file lacks."""
+    if "written" not in info:  # a model run on the items: every requested item is embedded
+        return f"embedded {info['count']} items with {model} (dim {info['dim']}) -> {info['path']}"
+    skipped = [f"{info[k]} {what}" for k, what in (("already_stored", "already held its vectors"),
+                                                    ("not_covered", "are not in its vector file")) if info.get(k)]
+    rest = f"; of the items asked for, {' and '.join(skipped)}" if skipped else ""
+    if not info["written"]:
+        return f"nothing new stored for {model}: its vector set {info['id']} stays as it is{rest}"
+    return f"stored {info['written']} items' vectors of {model} (dim {info['dim']}) -> {info['path']}{rest}"
+
+
 def _check_model(workspace: Any, model_name: str) -> None:
     """Refuse a model name the workspace does not hold, naming the option and the known models, and a
     model whose vectors came from a vector store (it has no file or network to embed anything with)."""

@@ -90,6 +90,7 @@ def test_open_models_import_embed_train_report_plan_export(qtbot: QtBot, window:
     assert gallery.sets_table.rowCount() == sets_before + 1
     embeds = [r for r in window.ctx.ws.runs("embed") if r["method"] == "old-mlp"]
     assert embeds and embeds[-1]["status"] == "completed" and embeds[-1]["metrics"]["count"] == 4
+    assert gallery.embed_result.text().startswith("Embedded 4 items with old-mlp (dim ")  # the command's sentence
     assert not error_dialogs()
 
     # Train: a trainable method for a few epochs, with the live plot.

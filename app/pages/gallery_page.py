@@ -100,7 +100,8 @@ class GalleryPage(Page):
         self.embed_sample = QSpinBox()
         self.embed_sample.setRange(0, 100_000_000)
         self.embed_sample.setSpecialValueText("all")
-        self.embed_sample.setToolTip("Embed a seeded random sample of this many items (0 = all)")
+        self.embed_sample.setToolTip("Embed a sample of this many items (0 = all): judged test queries and "
+                                     "their documents first, then a seeded random draw")
         self.embed_seed = QSpinBox()
         self.embed_seed.setRange(0, 2**31 - 1)
         self.embed_device = QComboBox()
@@ -116,6 +117,9 @@ class GalleryPage(Page):
         form.addRow("&Device", self.embed_device)
         form.addRow("Batch size", self.embed_batch)
         form.addRow(self.embed_button)
+        self.embed_result = QLabel("")  # what the last embed stored (vectors-only models: what they lacked)
+        self.embed_result.setWordWrap(True)
+        form.addRow(self.embed_result)
         self.ctx.devices_changed.connect(lambda: set_combo_items(self.embed_device, self.ctx.devices))
         set_combo_items(self.embed_device, self.ctx.devices)
         return box
@@ -217,11 +221,18 @@ class GalleryPage(Page):
                                on_progress=on_progress, should_stop=should_stop)
 
         def done(info: dict[str, Any]) -> None:
-            log.info("embedded %d items with %s (dim %d)", info["count"], model, info["dim"])
+            from embridge.core.embed import embed_summary
+
+            message = embed_summary(model, info)
+            log.info("%s", message)
+            self.embed_result.setText(message[:1].upper() + message[1:] + ".")
 
         self._started(self.ctx.run(f"Embed with {model}", job, done))
 
     # -- state ------------------------------------------------------------------------------
+    def reset(self) -> None:
+        self.embed_result.setText("")
+
     def refresh(self) -> None:
         from embridge.core.overview import workspace_overview
 

@@ -248,26 +248,14 @@ def cmd_model_set_role(args: argparse.Namespace) -> Result:
 
 
 def cmd_embed(args: argparse.Namespace) -> Result:
-    from embridge.core.embed import embed_split
+    from embridge.core.embed import embed_split, embed_summary
 
     with Workspace.open(args.workspace) as ws:
         info = embed_split(ws, args.model, args.split, args.sample, args.seed, batch_size=args.batch_size,
                            device=args.device, on_progress=StderrProgress(f"embed {args.model}"))
     data = {"model": args.model, "vector_set": info["id"], "count": info["count"], "dim": info["dim"],
             "path": info["path"], **{k: info[k] for k in ("written", "not_covered", "already_stored") if k in info}}
-    return data, _embed_text(args.model, data)
-
-
-def _embed_text(model: str, data: dict[str, Any]) -> str:
-    """What an embed stored; a vectors-only model also says which requested items it could not cover."""
-    if "written" not in data:  # a model run on the items: every requested item is embedded
-        return f"embedded {data['count']} items with {model} (dim {data['dim']}) -> {data['path']}"
-    skipped = [f"{data[k]} {what}" for k, what in (("already_stored", "already held its vectors"),
-                                                    ("not_covered", "are not in its vector file")) if data.get(k)]
-    rest = f"; of the items asked for, {' and '.join(skipped)}" if skipped else ""
-    if not data["written"]:
-        return f"nothing new stored for {model}: its vector set {data['vector_set']} stays as it is{rest}"
-    return f"stored {data['written']} items' vectors of {model} (dim {data['dim']}) -> {data['path']}{rest}"
+    return data, embed_summary(args.model, info)
 
 
 def cmd_demo(args: argparse.Namespace) -> Result:
