@@ -5,6 +5,7 @@ Parquet (fast, real files) carries most of these; what they check is the store-i
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -138,6 +139,8 @@ def test_faiss_index_is_read_imported_and_migrated_into_parquet(upgrade: dict, t
     code, out, err = cli(capsys, "migrate", "--bundle", str(upgrade["bundle"]), "--from", f"faiss://{path}",
                          "--to", f"faiss://{tmp_path / 'out.faiss'}")
     assert code == 1 and "read-only" in err and not (tmp_path / "out.faiss").exists()
+    code, out, err = cli(capsys, "check", "--uri", f"faiss://{path}")  # nothing ever migrated into it
+    assert code == 0 and out["state"] != "half-migrated" and "checkpoint" not in err + json.dumps(out), out
 
 
 def test_a_compressed_faiss_index_is_imported_with_a_note_that_its_vectors_are_approximate(

@@ -320,11 +320,14 @@ class Connector(ABC):
     def _state_file(self, key: str) -> Path:
         folder = self.state_dir()
         if folder is None:
-            raise VectorStoreError(f"{self.describe()}: a remote store; pass --state-dir DIR for the checkpoint")
+            raise VectorStoreError(f"{self.describe()}: has no local folder or database table for a migration's "
+                                   "checkpoint; migrate into a store Embridge writes (a local folder or a database)")
         return Path(folder).with_name(Path(folder).name + ".embridge") / f"{key}.json"
 
     def load_state(self, key: str) -> dict[str, Any] | None:
-        """A job's saved checkpoint (None when there is none)."""
+        """A job's saved checkpoint (None when there is none: a store without a checkpoint folder has none)."""
+        if self.state_dir() is None:
+            return None
         file = self._state_file(key)
         try:
             return json.loads(file.read_text(encoding="utf-8"))
