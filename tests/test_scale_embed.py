@@ -138,3 +138,28 @@ def test_killed_embedding_actor_is_restarted_and_output_unchanged(ray_cluster: A
     np.testing.assert_array_equal(r_ids, l_ids)
     np.testing.assert_allclose(r_vec, l_vec, atol=1e-6, rtol=0)
     assert not list((tmp_path / "ray").glob(".*.tmp-*"))
+
+
+def test_embed_dataset_takes_the_input_shape_a_conv_model_needs(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+    from scale_fixtures import write_items
+
+    from embridge.core.cli.main import main
+    from embridge.core.models.builtin import SmallCNNEmbedder
+
+    torch.manual_seed(0)
+    net = SmallCNNEmbedder(out_dim=6, in_channels=1, height=8, width=8, channels=[4, 4], num_classes=3).eval()
+    model = tmp_path / "cnn.pt"
+    with torch.no_grad():  # a TorchScript file does not say the image size its convolutions take
+        torch.jit.save(torch.jit.trace(net, torch.zeros(2, 1, 8, 8)), str(model))
+    images = np.random.default_rng(0).standard_normal((30, 64)).astype(np.float32)  # rows travel flattened
+    write_items(tmp_path / "items", images, 2)
+    args = ["embed-dataset", "--model", str(model), "--from", f"parquet://{tmp_path / 'items'}"]
+    assert main([*args, "--to", f"parquet://{tmp_path / 'no'}"]) == 1
+    assert "give it (--input-shape" in capsys.readouterr().err  # the option the message names exists
+    assert main([*args, "--to", f"parquet://{tmp_path / 'out'}", "--input-shape", "1,8,8"]) == 0
+    ids, vectors = read_chunks(tmp_path / "out")
+    with torch.no_grad():
+        direct = net(torch.from_numpy(images.reshape(30, 1, 8, 8))).numpy()
+    np.testing.assert_allclose(vectors, direct[ids - 1000], atol=1e-5)

@@ -45,6 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                              "an actor pool")
     add_common(p, workspace=False)
     p.add_argument("--model", required=True, help="model file or folder (as for 'model add')")
+    p.add_argument("--input-shape", help="the model's input shape without batch, e.g. 1,28,28 (as for 'model add', "
+                   "when it cannot be inferred)")
     p.add_argument("--from", dest="source", required=True, metavar="URI",
                    help="items, parquet:///folder with an id column and an input column (floats or text)")
     p.add_argument("--to", dest="target", required=True, metavar="URI",
@@ -86,7 +88,13 @@ def cmd_embed_dataset(args: argparse.Namespace) -> Result:
             order = np.load(args.order, allow_pickle=False)
         except (OSError, ValueError) as exc:
             raise InputError(args.order, f"cannot read the id order ({exc})") from exc
-    r = embed_dataset(args.model, args.source, args.target, engine=args.engine, order=order, chunk=args.chunk,
+    model: Any = args.model
+    if args.input_shape:  # described once here with the shape; every worker loads that description
+        from embridge.core.models import describe_model
+        from embridge.core.models.adding import parse_input_shape
+
+        model = describe_model(args.model, input_shape=parse_input_shape(args.input_shape)).to_dict()
+    r = embed_dataset(model, args.source, args.target, engine=args.engine, order=order, chunk=args.chunk,
                       batch_size=args.batch, actors=args.actors, num_gpus=args.num_gpus,
                       ray_address=args.ray_address, id_col=args.id_column, input_col=args.input_column,
                       on_progress=StderrProgress("embed"))
