@@ -252,6 +252,10 @@ def test_a_planner_backfill_without_a_partial_option_says_where_to_look_and_what
     with pytest.raises(InputError, match="no partial-backfill option.*--order stored") as err:
         planner_order(None, plan)  # refused before the workspace is read
     assert "--fraction" not in str(err.value)
+    assert "recommends full_backfill" in str(err.value) and "was not measured" in str(err.value)  # the plan's why
+    plan = plan_from_report(make_report(0.60, 0.90, 0.62, {"random": [0.62, 0.66, 0.70, 0.75, 0.90]}), RATE)
+    with pytest.raises(InputError, match="No backfill order that is free to compute reaches 0.855 top-1"):
+        planner_order(None, plan)
 
 
 def test_plan_on_a_judged_workspace_reads_partial_backfill_off_the_judged_curves(tmp_path: Path) -> None:

@@ -68,11 +68,10 @@ def planner_order(ws: Any, plan: Plan) -> np.ndarray:
     from embridge.core.report.backfill_curve import backfill_order
 
     option = next((o for o in plan.options if o.get("name") == "partial_backfill"), None)
-    if option is None:
-        raise InputError("--order planner", "the plan has no partial-backfill option to take an order from "
-                         "(`embridge plan` says why: its report measured no partial-backfill curve, as reports on "
-                         "relevance judgments do not, or the layer alone reaches the target); backfill every item "
-                         "with --order stored")
+    if option is None:  # the plan's own words for why: its note on partial backfills, else its reason
+        why = next((n for n in plan.notes if "partial" in n.lower() or "backfill order" in n), plan.reason)
+        raise InputError("--order planner", f"the plan recommends {plan.recommendation} and has no partial-backfill "
+                         f"option to take an order from ({why.rstrip('.')}); backfill every item with --order stored")
     policy, beta = option.get("policy"), float(option.get("fraction") or 0.0)
     gallery = ws.gallery_ids()
     if policy != "random":
