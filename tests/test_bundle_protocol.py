@@ -131,6 +131,10 @@ def test_every_number_in_a_bundle_names_its_protocol(upgrade: dict, tmp_path: Pa
     for text in (readme_text(failing), bundle_text(failing)):
         (warning,) = [line for line in text.splitlines() if "FAILS the compatibility criterion" in line]
         assert f"(report {report_id}): upgraded top-1 0.200 is not above old/old 0.500" in warning
+        shown = text.splitlines()
+        assert shown.index(warning) < min([n for n, line in enumerate(shown) if line.startswith(("```", "adapter:"))])
+    assert bundle_text(failing).splitlines()[0].startswith("WARNING: this layer FAILS")
+    assert readme_text(failing).splitlines()[2].startswith("**WARNING: this layer FAILS")  # under the title
 
 
 def test_the_manifest_leaves_out_the_exporting_machines_model_path(upgrade: dict, tmp_path: Path) -> None:

@@ -134,7 +134,9 @@ def _runtime_sections(manifest: dict[str, Any]) -> list[str]:
 
 def readme_text(manifest: dict[str, Any]) -> str:
     adapter = manifest["adapter"]
+    warning = verdict_line(manifest)  # stated before anything a deployer would copy
     lines = [f"# Embridge upgrade bundle: {adapter['kind']} ({adapter['direction']})", "",
+             *([f"**{warning}.**", ""] if warning else []),
              _purpose(manifest), "", *[f"{n}\n" for n in prompt_notes(manifest["models"])],
              *_runtime_sections(manifest)]
     if manifest["normalisation"]["input"] == "l2":
@@ -156,9 +158,6 @@ def readme_text(manifest: dict[str, Any]) -> str:
         lines += ["", f"`{g['vectors']}` holds the {g['count']} gallery vectors already transformed "
                   f"(row i belongs to item `{g['keys']}`[i]); they are not normalised."]
     measured = measured_lines(manifest) + chain_step_lines(manifest)
-    warning = verdict_line(manifest)
-    if warning:
-        lines += ["", f"**{warning}.**"]
     renamed = renamed_line(manifest)
     if renamed:
         lines += ["", f"{renamed}."]

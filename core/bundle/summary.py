@@ -68,7 +68,7 @@ def bundle_text(manifest: dict[str, Any]) -> str:
     lines += chain_step_lines(manifest, keys=None, sep="=")
     warning = verdict_line(manifest)
     if warning:
-        lines.append(warning)
+        lines.insert(0, warning)  # the first line a reader sees
     renamed = renamed_line(manifest)
     if renamed:
         lines.append(renamed)
