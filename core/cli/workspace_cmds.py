@@ -39,8 +39,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", help="split name for the imported items (e.g. gallery, query)")
     p.add_argument("--model", help="for vector files: the (vectors-kind) model these vectors belong to")
     p.add_argument("--ids", help="for .npy vector files: text file with one item key a line")
-    p.add_argument("--key-column", help="CSV/JSONL: the key column (default: 'key' if present, else <file>:<row>)")
-    p.add_argument("--text-column", default="text")
+    p.add_argument("--key-column", help="CSV/JSONL: the key column (default: 'key' if present, else "
+                   "<file stem>:<record number>)")
+    p.add_argument("--text-column", default="text", help="CSV/JSONL: the column holding each item's text "
+                   "(default: text)")
     p.add_argument("--label-column", help="CSV/JSONL: the label column (default: 'label' if present)")
     p.set_defaults(handler=cmd_import)
 
@@ -85,7 +87,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_common(p)
     p.add_argument("--model", required=True)
     p.add_argument("--split", help="only items of this split (default: all items)")
-    p.add_argument("--sample", type=POSITIVE_COUNT, help="embed a seeded random sample of this many items")
+    p.add_argument("--sample", type=POSITIVE_COUNT, help="embed a sample of this many items: judged test queries and "
+                   "their documents first, then a seeded random draw")
     p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=BATCH_SIZE, default=256)
