@@ -49,3 +49,15 @@ def test_a_bundle_warns_on_the_judged_criterion_and_says_a_tie_is_no_gain() -> N
     line = verdict_line(manifest(failing))
     assert line is not None and "upgraded nDCG@10 0.700 is not above old/old 0.737" in line
     assert "makes search worse than today" in line
+
+
+def test_check_calls_an_unfinished_checkpoint_unfinished_not_running() -> None:
+    from embridge.core.connectors.check import StoreCheck
+
+    stopped = StoreCheck("parquet store x", None, 120, {"v2": 120}, {"v2": 120}, "half-migrated",
+                         {"status": "running", "written": 120, "total": 300})
+    line = stopped.text().splitlines()[-1]
+    assert "migration into it: unfinished (running, or stopped" in line and "120 of 300 points" in line
+    done = StoreCheck("parquet store x", None, 300, {"v2": 300}, {"v2": 300}, "single",
+                      {"status": "complete", "written": 300, "total": 300})
+    assert done.text().splitlines()[-1] == "  migration into it: complete, 300 of 300 points written"

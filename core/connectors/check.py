@@ -59,8 +59,11 @@ class StoreCheck:
             lines.append(f"  alias of collection '{self.serves}'")
         for space, n in sorted(self.spaces.items(), key=lambda kv: -kv[1]):
             lines.append(f"  {n:>10}  {space or UNMARKED}")
-        if self.migration:
-            lines.append(f"  migration into it: {self.migration['status']}, {self.migration['written']} of "
+        if self.migration:  # a checkpoint says complete or not; a stopped run and a live one look alike there
+            status = self.migration["status"]
+            status = status if status == "complete" else "unfinished (running, or stopped: run the same 'embridge " \
+                "migrate' again to finish it)"
+            lines.append(f"  migration into it: {status}, {self.migration['written']} of "
                          f"{self.migration['total']} points written")
         if self.quality:
             q = self.quality
