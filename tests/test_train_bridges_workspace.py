@@ -107,11 +107,22 @@ def test_plan_recommends_the_only_passing_bridge(runs: dict[str, dict[str, Any]]
     # the real case: a bridge that passes but keeps a third of the gain (the plan is a pure function of the
     # report, so its rule is checked on this report with the cascade's cell set to that share)
     report = copy.deepcopy(report)
-    oo, cc = head["old_old_top1"], head["ceiling_top1"]
-    report.cells["new→old"]["metrics"]["top1"] = oo + (cc - oo) / 3
+    floor, ceiling = report.cells["old/old"]["metrics"], report.cells[report.ceiling_cell]["metrics"]
+    decided = ("top1", "ndcg@10")  # judged: the plan weighs nDCG@10, so both numbers move together
+
+    def share(metrics: dict[str, Any], part: float) -> None:
+        """Set the cell to keep ``part`` of the gain from old/old to the ceiling, on every decided metric."""
+        for m in decided:
+            if m in metrics:
+                metrics[m] = floor[m] + (ceiling[m] - floor[m]) * part
+
+    def offset(delta: float) -> dict[str, float]:
+        return {m: floor[m] + delta for m in decided if m in floor}
+
+    share(report.cells["new→old"]["metrics"], 1 / 3)
     # a layer that fails next to this cascade: the cascade is then the only passing free option
     tp = Throughput(embed_items_per_s=None, adapter_items_per_s=1e5)
-    failing = {"name": "adapter_only", "kind": "affine", "quality": {"top1": head["old_old_top1"] - 0.05},
+    failing = {"name": "adapter_only", "kind": "affine", "quality": offset(-0.05),
                "items_per_s": 1e5, "source": "test", "measured_on": report.cells["old/old"]["protocol"]}
     # as measured, every document re-ranked by its new vector: that cascade needs the whole gallery embedded
     cell = report.cells["new→old"]
@@ -126,7 +137,7 @@ def test_plan_recommends_the_only_passing_bridge(runs: dict[str, dict[str, Any]]
     assert "layer alone" not in plan.reason
     # measured on a gallery of half this size, with 10 of its items' new vectors: here that share is 20 items
     cell["protocol"].update(new_vectors=10, n_gallery=n // 2)
-    cell["metrics"]["top1"] = cc  # and good enough to be chosen: the reason names what it re-embeds
+    share(cell["metrics"], 1.0)  # and good enough to be chosen: the reason names what it re-embeds
     plan = plan_from_report(report, tp, alternatives=[failing])
     scaled = next(o for o in plan.options if o["name"] == "cascade")
     assert scaled["items_embedded"] == round(10 * n / (n // 2))
@@ -134,7 +145,7 @@ def test_plan_recommends_the_only_passing_bridge(runs: dict[str, dict[str, Any]]
     assert plan.recommendation == "cascade" and "nothing re-embedded" not in plan.reason
     assert f"with the new vectors of {scaled['items_embedded']} items it was measured with" in plan.reason
     cell["protocol"]["n_gallery"] = n
-    cell["metrics"]["top1"] = oo + (cc - oo) / 3
+    share(cell["metrics"], 1 / 3)
     # a cascade measured with no document's new vector (day one of the transition) re-embeds nothing
     cell["protocol"]["new_vectors"] = 0
     plan = plan_from_report(report, tp, alternatives=[failing])
@@ -147,7 +158,7 @@ def test_plan_recommends_the_only_passing_bridge(runs: dict[str, dict[str, Any]]
     assert "the only option that passes the compatibility criterion without re-embedding" in plan.reason
     assert f"{k} re-ranked items per query" in plan.reason
     # with a second free option that passes, neither is "the only one": the full backfill is recommended
-    passing = {**failing, "name": "fusion", "kind": "fusion", "quality": {"top1": head["old_old_top1"] + 0.01}}
+    passing = {**failing, "name": "fusion", "kind": "fusion", "quality": offset(0.01)}
     plan = plan_from_report(report, tp, alternatives=[passing])
     assert plan.recommendation == "full_backfill"
 
