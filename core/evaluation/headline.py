@@ -20,7 +20,7 @@ JUDGED_METRICS = ("ndcg@10", "mrr@10")  # present when relevance comes from judg
 REPORT_SUMMARY = ("old_old_top1", "new_new_top1", "ceiling_top1", "upgraded_top1", "gain_retained",
                   "gain_retained_note", *JUDGED_METRICS, "arr", "arr_k", "compatible", "negative_flip_rate",
                   "positive_flip_rate", "relative_nfr", "n_queries")
-JUDGED_HEADLINE = ("{}", "old_old_{}", "new_new_{}", "compatible_{}", "gain_retained_{}")  # per judged metric
+JUDGED_HEADLINE = ("{}", "old_old_{}", "new_new_{}", "ceiling_{}", "compatible_{}", "gain_retained_{}")  # per judged metric
 # the judged numbers beside the upgraded one: what a verdict on nDCG@10 needs (present only with judgments)
 JUDGED_SUMMARY = tuple(form.format(metric) for metric in JUDGED_METRICS for form in JUDGED_HEADLINE[1:])
 RUN_SUMMARY = (*HEADLINE, "gain_retained_note", "compatible", "upgraded_pair_top1", "n_queries", "arr",
