@@ -76,7 +76,7 @@ def run_choice(run: dict[str, Any]) -> RunChoice:
     kind = recorded.get("kind") or metrics.get("kind") or (None if method == "auto" else method)
     metric = metrics.get("val_metric_name") or "validation top-1"
     metric = {"label_top1": "validation label top-1", "pair_top1": "validation own-item top-1",
-              "judged_top1": "validation judged top-1"}.get(metric, metric)
+              "judged_top1": "validation judged top-1", "judged_ndcg@10": "validation judged nDCG@10"}.get(metric, metric)
     candidates = tuple(Candidate(str(c.get("kind")), str(c.get("status") or ""),
                                  float(c["val_metric"]) if isinstance(c.get("val_metric"), int | float) else None,
                                  str(c.get("reason") or ""),

@@ -64,7 +64,7 @@ def runs(ws_path: Path) -> dict[str, dict[str, Any]]:
 
 def test_judged_train_queries_train_the_retrieval_objective(runs: dict[str, dict[str, Any]]) -> None:
     mse, ret = runs["mse"], runs["retrieval"]
-    assert "judged" in ret["val_protocol"] and ret["val_metric_name"] == "judged_top1"
+    assert "judged" in ret["val_protocol"] and ret["val_metric_name"] == "judged_ndcg@10"
     # measured (seed 0): retrieval 0.73 vs mse 0.56 on the test queries
     assert ret["upgraded_top1"] >= mse["upgraded_top1"] + 0.1
     assert ret["upgraded_top1"] > ret["old_old_top1"] + 0.2
@@ -97,6 +97,8 @@ def test_auto_picks_a_passing_option_and_records_every_candidate(runs: dict[str,
     assert "alpha" in rows["fusion"] and "k" in rows["cascade"]
     assert "today's system (old/old) scores" in run["reason"]
     assert run["upgraded_top1"] > run["old_old_top1"]
+    # on graded judgments the candidates compete on nDCG@10, the cascade's K included
+    assert run["val_metric_name"] == "judged_ndcg@10" and "won with validation nDCG@10" in run["reason"]
 
 
 def test_plan_recommends_the_only_passing_bridge(runs: dict[str, dict[str, Any]], ws_path: Path) -> None:

@@ -114,12 +114,13 @@ def _train_text(out: dict[str, Any]) -> str:
     else:
         lines.append(f"held-out own-item top-1 of upgraded queries: {format_share(out.get('upgraded_top1'))}")
     lines += measured_on_lines(out)
+    val_label = "validation nDCG@10" if out.get("val_metric_name") == "judged_ndcg@10" else "validation top-1"
     for cand in out.get("candidates") or []:
         val = cand.get("val_metric")
         shown = f"{val:.3f}" if isinstance(val, float) else "n/a"
         took = cand.get("duration_s")
         took_text = f" in {took:.1f}s" if isinstance(took, int | float) and cand.get("status") != "skipped" else ""
-        lines.append(f"  candidate {cand.get('kind'):<11} validation top-1 {shown} ({cand.get('status')}{took_text})"
+        lines.append(f"  candidate {cand.get('kind'):<11} {val_label} {shown} ({cand.get('status')}{took_text})"
                      + (f": {cand['reason']}" if cand.get("status") == "skipped" and cand.get("reason") else ""))
     if out.get("budget"):
         b = out["budget"]

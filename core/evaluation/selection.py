@@ -6,6 +6,10 @@ queries against the whole old gallery) with its vectors, and scores any adapter 
 so its index is built once and reused after every epoch. Arrays without a workspace get
 :func:`array_validator`: the validation items retrieve among the validation items' old vectors
 (leave-one-out by label, or their own item without labels).
+
+Candidates compete on top-1, except on graded relevance judgments, where they compete on nDCG@10
+(:data:`JUDGED_SELECTION_METRIC`): a ranking of several judged documents is what such a system is
+judged by, and the plan weighs its options by the same number.
 """
 
 from __future__ import annotations
@@ -21,10 +25,12 @@ from embridge.core.evaluation.gather import MatrixMaker
 from embridge.core.evaluation.metrics import evaluate
 from embridge.core.evaluation.relevance import LABELS, OWN_ITEM, RelevanceRule
 from embridge.core.evaluation.scoring import (
+    JUDGED_K,
     EvalResult,
     IndexCache,
     ScoringPlan,
     gallery_index,
+    judged_metrics,
     score,
     selection_plan,
 )
@@ -35,6 +41,8 @@ from embridge.core.retrieval import l2_normalize
 from embridge.core.store import Workspace
 
 SELECTION_METRIC = "top1"
+JUDGED_SELECTION_METRIC = "ndcg@10"
+METRIC_LABELS = {"top1": "top-1", "ndcg@10": "nDCG@10"}
 
 
 class Validator:
@@ -59,8 +67,16 @@ class Validator:
 
     @property
     def metric_name(self) -> str:
-        """``judged_top1``, ``label_top1`` or ``pair_top1`` (own item), after the relevance rule."""
-        return {"judgments": "judged_top1", LABELS: "label_top1", OWN_ITEM: "pair_top1"}[self.task.rule.source]
+        """``judged_ndcg@10`` (or ``judged_top1``), ``label_top1`` or ``pair_top1`` (own item), after the relevance
+        rule and the metric."""
+        if self.task.rule.graded():
+            return f"judged_{self.metric}"
+        return {LABELS: "label_top1", OWN_ITEM: "pair_top1"}[self.task.rule.source]
+
+    @property
+    def metric_label(self) -> str:
+        """The metric as the choice's sentence names it ('top-1', 'nDCG@10')."""
+        return METRIC_LABELS.get(self.metric, self.metric)
 
     def result(self, adapter: Adapter) -> EvalResult:
         queries = l2_normalize(adapt_queries(adapter, self.q_new, self.q_old))
@@ -102,8 +118,12 @@ class Validator:
             self._recall, self._recall_k = old_recall(self.q_old, self.g_old, k, self.task.exclude), k
         ranking = cascade_rank(self.q_old, self.g_old, self.q_new, self.g_new, self.g_new_rows, k,
                                lambda x: adapt_queries(base, x), exclude=self.task.exclude, recall=self._recall)
-        rel, _ = self.task.rule.relevance(ranking.ids, self.task.queries.ids, self.task.gallery.ids, self.task.exclude)
+        rel, grades = self.task.rule.relevance(ranking.ids, self.task.queries.ids, self.task.gallery.ids,
+                                               self.task.exclude)
         cell = evaluate(rel, topk=self.plan.topk, recall_ks=(1,), map_mode="none")
+        if grades is not None:  # scored as every other candidate is (see scoring.score_ranking)
+            cell.per_query.update(judged_metrics(rel.hits, grades, self.task.rule.ideal_dcg(self.task.queries.ids,
+                                                                                            JUDGED_K)))
         return float(cell.summary()[self.metric])
 
     def describe(self) -> dict[str, Any]:
@@ -137,8 +157,9 @@ def workspace_validator(ws: Workspace, old: str, new: str, seed: int = 0, maker:
     task = dev_task(ws, old, new, seed)
     maker = maker or MatrixMaker(ws)
     q = task.queries.ids
+    metric = JUDGED_SELECTION_METRIC if task.rule.graded() else SELECTION_METRIC
     validator = Validator(task, maker.matrix(q, [old]), maker.matrix(q, [new]), maker.matrix(task.gallery.ids, [old]),
-                          indexes=indexes)
+                          metric=metric, indexes=indexes)
     with_new = np.flatnonzero(np.isin(task.gallery.ids, ws.ids_with_vectors(new)))
     if with_new.size:  # the documents the new model has embedded: what a cascade re-ranks with
         validator.with_new_gallery(maker.matrix(task.gallery.ids[with_new], [new]), with_new)

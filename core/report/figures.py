@@ -194,7 +194,8 @@ def backfill_curves(
     return fig
 
 
-METRIC_LABELS = {"label_top1": "top-1 (same label)", "pair_top1": "top-1 (own item)"}
+METRIC_LABELS = {"label_top1": "top-1 (same label)", "pair_top1": "top-1 (own item)", "judged_top1": "top-1 (judged)",
+                 "judged_ndcg@10": "nDCG@10 (judged)"}
 
 
 SWEEP_KEYS = {"k": "K (candidates re-ranked)", "alpha": "α (mixing weight)"}

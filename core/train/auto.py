@@ -148,7 +148,8 @@ def fit_auto(
                          duration_s=time.perf_counter() - start, config=settings, budget=budget.record(table))
     # on equal scores the earlier (simpler, cheaper to serve) candidate wins: layers come before bridges
     choice = choose([r.kind for r in usable], [float(r.best_val_metric or 0.0) for r in usable],
-                    data.validation().protocol, default=0, default_why="the simplest candidate, listed first")
+                    data.validation().protocol, default=0, default_why="the simplest candidate, listed first",
+                    metric=data.validation().metric_label)
     best = usable[choice.index]
     why = choice.reason + _old_old_note(best, data)
     if budget.skipped:

@@ -49,7 +49,7 @@ def choose_fusion(base: Adapter, data: PairData, alpha_grid: Sequence[float],
     fused = [FusionAdapter(base, a).eval() for a in alphas]
     scores = [val(f, data) for f in fused]
     choice = choose([f"α {a:g}" for a in alphas], scores, validator.protocol, default=0,
-                    default_why="the largest α, closest to today's system")
+                    default_why="the largest α, closest to today's system", metric=validator.metric_label)
     alpha, score = alphas[choice.index], scores[choice.index]
     metrics = [{"epoch": 0.0, "alpha": a, "val_metric": v} for a, v in sorted(zip(alphas, scores, strict=True))]
     out = BridgeChoice(fused[choice.index], score, {"alpha": alpha}, metrics, choice=choice)
@@ -83,7 +83,7 @@ def choose_cascade(base: Adapter, data: PairData, k_grid: Sequence[int]) -> Brid
     by_k = {k: validator.cascade_value(base, k) for k in reversed(ks)}  # deepest first: one old-index recall serves all
     scores = [by_k[k] for k in ks]
     choice = choose([f"K {k}" for k in ks], scores, validator.protocol, default=0,
-                    default_why="the smallest K, fewest re-ranks per query")
+                    default_why="the smallest K, fewest re-ranks per query", metric=validator.metric_label)
     k, score = ks[choice.index], scores[choice.index]
     metrics = [{"epoch": 0.0, "k": float(kk), "val_metric": v} for kk, v in zip(ks, scores, strict=True)]
     note = (f"cascade: the old index recalls K = {k}, the new model re-ranks them ({validator.new_gallery_share:.0%} "

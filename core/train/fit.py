@@ -119,7 +119,8 @@ def _fit_procrustes(data: PairData, s: dict[str, Any], progress: ProgressFn) -> 
         progress(i + 1, len(candidates), {"epoch": 0, "step": i + 1, "val_metric": val,
                                           "best_val_metric": max(scores)})
     names = [f"whitening {shrink:g}" if shrink else "the plain rotation" for shrink, _ in candidates]
-    choice = choose(names, scores, data.validation().protocol, default=0, default_why="listed first")
+    choice = choose(names, scores, data.validation().protocol, default=0, default_why="listed first",
+                    metric=data.validation().metric_label)
     result.adapter, result.best_val_metric = adapters[choice.index], scores[choice.index]
     if len(candidates) > 1:
         _record(result, choice, "whitening")
@@ -147,7 +148,7 @@ def _fit_affine(data: PairData, s: dict[str, Any], progress: ProgressFn, stop: S
     names = [f"λ {rel:g}" for rel in grid[: len(adapters)]]
     lowest_mse = min(range(len(mses)), key=lambda i: mses[i])
     choice = choose(names, scores, data.validation().protocol, default=lowest_mse,
-                    default_why="the lowest validation MSE")
+                    default_why="the lowest validation MSE", metric=data.validation().metric_label)
     if choice.decided:  # among equal best retrieval scores, the lower MSE
         best = max(scores)
         tied = [i for i, v in enumerate(scores) if v >= best - 1e-12]
@@ -258,7 +259,8 @@ def _fit_trainable(
     if len(values) > 1 and all_tied(values):
         epochs = [f"epoch {int(m['epoch'])}" for m in outcome.metrics]
         _record(result, choose(epochs, values, data.validation().protocol, default=0,
-                               default_why="the closed-form start"), "early stopping")
+                               default_why="the closed-form start", metric=data.validation().metric_label),
+                "early stopping")
     return result
 
 

@@ -73,6 +73,7 @@ class JudgedQueries:
         return int(len(self.old_queries))
 
     metric_name = "judged_top1"
+    metric_label = "top-1"  # binary relevant rows: success@1 (a workspace's graded judgments use nDCG@10)
 
     @property
     def protocol(self) -> str:
