@@ -166,6 +166,30 @@ def test_a_re_export_of_the_same_layer_resumes_and_another_layer_is_refused(bund
         transform_gallery(bundles["fct"], src, dst)
 
 
+def test_an_fct_re_export_with_other_torchscript_bytes_resumes(bundles: dict, tmp_path: Path) -> None:
+    import os
+    import zipfile
+
+    def export(out: Path, seed: str) -> str:  # TorchScript names and ids vary with the process's hash seed
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        subprocess.run([sys.executable, "-m", "embridge.core.cli.main", "bundle", "export", "--workspace",
+                        str(bundles["path"]), "--run", str(bundles["runs"]["fct"]), "--out", str(out)],
+                       check=True, env=env, capture_output=True)
+        with zipfile.ZipFile(out) as zf:
+            return json.loads(zf.read("manifest.json"))["files"]["adapter.pt"]["sha256"]
+
+    first, second = tmp_path / "a.zip", tmp_path / "b.zip"
+    assert export(first, "1") != export(second, "2")  # the same layer, other TorchScript bytes
+    write_partitions(tmp_path / "in", bundles["vectors"]["v1"], parts=3)
+    src, dst = str(tmp_path / "in"), str(tmp_path / "out")
+    transform_gallery(first, src, dst)
+    (tmp_path / "out" / "part-001.parquet").unlink()  # as if stopped before this partition
+    resumed = transform_gallery(second, src, dst)
+    assert (resumed.skipped, resumed.written) == (2, 1)
+    transform_gallery(first, src, str(tmp_path / "whole"))
+    assert_identical_outputs(tmp_path / "whole", tmp_path / "out")
+
+
 def test_transform_command_on_ray_with_lance_and_refusals(ray_cluster: Any, bundles: dict, tmp_path: Path,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
     write_lance(tmp_path / "db", "docs", bundles["vectors"]["v3"], fragments=2)

@@ -28,7 +28,7 @@ class StoreTransform:
     new_space: str
     in_dim: int
     out_dim: int
-    adapter_sha256: str
+    adapter_sha256: str  # the layer's identity (bundle.fingerprint): the same for every re-export of it
     probes: dict[str, Any] | None
     _loaded: Any
 
@@ -41,6 +41,7 @@ class StoreTransform:
 
 def load_transform(bundle: str | Path) -> StoreTransform:
     """Verify the bundle (hashes and probes) and check it maps a stored gallery old -> new."""
+    from embridge.core.bundle.fingerprint import layer_fingerprint
     from embridge.core.bundle.runtime import load_bundle
 
     loaded = load_bundle(bundle)
@@ -56,4 +57,4 @@ def load_transform(bundle: str | Path) -> StoreTransform:
     models = m.get("models", {})
     return StoreTransform(Path(bundle), adapter["direction"], str(models.get("old", {}).get("name") or "old"),
                           str(models.get("new", {}).get("name") or "new"), loaded.in_dim, loaded.out_dim,
-                          m["files"][adapter["file"]]["sha256"], loaded.probe_check, loaded)
+                          layer_fingerprint(loaded), loaded.probe_check, loaded)

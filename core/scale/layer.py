@@ -8,8 +8,6 @@ torch. A worker process loads (and verifies) a bundle once.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +33,8 @@ def loaded_layer(bundle: str | Path) -> Any:
 
 
 def layer_fingerprint(bundle: str | Path) -> str:
-    """sha256 of what the written vectors depend on: the layer file's verified hash, its kind, widths and
-    normalisation. A re-export of the same layer (another export time, zip order or manifest text) has
-    the same fingerprint, so a resumed transform or migration accepts it; another layer does not."""
-    manifest = loaded_layer(bundle).manifest
-    adapter = manifest["adapter"]
-    ident = {"layer": manifest["files"][adapter["file"]]["sha256"], "kind": adapter.get("kind"),
-             "in_dim": adapter.get("in_dim"), "out_dim": adapter.get("out_dim"),
-             "normalisation": manifest.get("normalisation")}
-    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
+    """The layer's identity (:func:`embridge.core.bundle.fingerprint.layer_fingerprint`): a re-export of the
+    same layer resumes a job, another layer does not."""
+    from embridge.core.bundle.fingerprint import layer_fingerprint as of_loaded
+
+    return of_loaded(loaded_layer(bundle))
