@@ -194,8 +194,13 @@ def test_another_layers_option_keeps_its_judged_metrics(runs: dict[str, dict[str
         report = build_report(ws, runs["cascade"]["run_id"])
         save_report(ws, report)
         cell = report.cells[str(report.upgraded_cell)]["metrics"]
+        # the fusion run has no report yet: the plan weighs nDCG@10, so its option carries the run's held-out one
+        unreported = plan_upgrade(ws, runs["cascade"]["run_id"], device="cpu")
         plan = plan_upgrade(ws, runs["fusion"]["run_id"], device="cpu")
         export_bundle(ws, tmp_path / "cascade", [runs["cascade"]["run_id"]])
+    fusion = next(o for o in unreported.options if o["name"] == "fusion")
+    assert unreported.metric == "ndcg@10" and fusion["quality"]["ndcg@10"] == runs["fusion"]["ndcg@10"]
+    assert "held-out top-1 and nDCG@10 of training run" in " ".join(fusion["notes"])
     readme = (tmp_path / "cascade" / "README.md").read_text(encoding="utf-8")
     assert f"upgraded ndcg@10 = {cell['ndcg@10']:.4g}" in readme and ", ndcg@10 = " not in readme  # names its cell
     cascade = next(o for o in plan.options if o["name"] == "cascade")

@@ -93,6 +93,9 @@ def _alternative_quality(ws: Workspace, row: dict[str, Any]) -> dict[str, Any]:
     where = metrics.get("heldout_protocol") or "its test queries"
     protocols = metrics.get("protocols") if isinstance(metrics.get("protocols"), dict) else {}
     measured = next((protocols[c] for c in UPGRADED_CELLS if isinstance(protocols.get(c), dict)), None)
-    return {"quality": {"top1": top1} if top1 is not None else {},
-            "source": f"Quality: held-out top-1 of training run {row['run_id']}, measured as reports measure it, "
+    quality = {k: v for k, v in (("top1", top1), ("ndcg@10", metrics.get("ndcg@10")),
+                                 ("mrr@10", metrics.get("mrr@10"))) if isinstance(v, int | float)}
+    shown = "top-1 and nDCG@10" if "ndcg@10" in quality else "top-1"
+    return {"quality": quality,
+            "source": f"Quality: held-out {shown} of training run {row['run_id']}, measured as reports measure it, "
                       f"on {where}.", "measured_on": measured}
