@@ -61,3 +61,13 @@ def test_check_calls_an_unfinished_checkpoint_unfinished_not_running() -> None:
     done = StoreCheck("parquet store x", None, 300, {"v2": 300}, {"v2": 300}, "single",
                       {"status": "complete", "written": 300, "total": 300})
     assert done.text().splitlines()[-1] == "  migration into it: complete, 300 of 300 points written"
+
+
+def test_a_bundle_of_a_new_model_no_better_advises_staying_not_a_backfill() -> None:
+    worse = judged_head(0.891, 0.635, 0.701, (1.0, 0.65, 0.70))
+    line = verdict_line(manifest(worse))
+    assert line is not None and line.endswith("the new model itself is no better (nDCG@10 0.635 against old/old "
+                                              "0.891): stay on the old model")
+    assert "backfill" not in line
+    better = judged_head(0.60, 0.80, 0.55, (0.5, 0.8, 0.4))
+    assert "a partial or a full backfill instead" in (verdict_line(manifest(better)) or "")

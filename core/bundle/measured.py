@@ -186,8 +186,14 @@ def verdict_line(manifest: dict[str, Any]) -> str | None:
                if isinstance(up, int | float) and isinstance(old, int | float) else "")
     worse = ("finds no more than today's system does" if numbers and up >= old
              else "makes search worse than today")
+    ceiling = values.get("ceiling_ndcg@10", values.get("new_new_ndcg@10")) if judged else \
+        values.get("ceiling_top1", values.get("new_new_top1"))
+    advice = "`embridge plan` weighs fusion, a cascade, a partial or a full backfill instead"
+    if isinstance(ceiling, int | float) and isinstance(old, int | float) and ceiling <= old:
+        advice = (f"the new model itself is no better ({name} {ceiling:.3f} against old/old {old:.3f}): stay on the "
+                  "old model")
     return (f"WARNING: this layer FAILS the compatibility criterion ({source}){numbers}; serving new queries "
-            f"through it {worse}. `embridge plan` weighs fusion, a cascade, a partial or a full backfill instead")
+            f"through it {worse}. {advice}")
 
 
 def renamed_line(manifest: dict[str, Any]) -> str | None:
