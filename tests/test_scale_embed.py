@@ -163,3 +163,10 @@ def test_embed_dataset_takes_the_input_shape_a_conv_model_needs(tmp_path: Path,
     with torch.no_grad():
         direct = net(torch.from_numpy(images.reshape(30, 1, 8, 8))).numpy()
     np.testing.assert_allclose(vectors, direct[ids - 1000], atol=1e-5)
+    capsys.readouterr()
+    # the same weights read at another shape are another job; a shape the rows cannot fill is one line
+    assert main([*args, "--to", f"parquet://{tmp_path / 'out'}", "--input-shape", "1,4,16"]) == 1
+    assert "holds the output of another embedding job" in capsys.readouterr().err
+    assert main([*args, "--to", f"parquet://{tmp_path / 'nine'}", "--input-shape", "1,9,9"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["embridge: error: --input-shape: 1x9x9 takes 81 values per item, but the column 'input' holds 64"]

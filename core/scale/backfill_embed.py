@@ -163,6 +163,13 @@ def embed_dataset(model: ModelRef, source: str, target: str, *, engine: str = "l
              "items": items_fingerprint(ids, inputs)}
     if not isinstance(model, Mapping) and Path(model).exists():  # a file replaced at the same path is another model
         state["model_sha256"] = checkpoint_sha256(model)
+    shape = list(model.get("input_shape") or []) if isinstance(model, Mapping) else []
+    if shape:  # the same weights read at another input shape give other vectors: another job
+        state["input_shape"] = shape
+        width = int(np.prod(shape))
+        if isinstance(inputs, np.ndarray) and inputs.ndim == 2 and inputs.shape[1] != width:
+            raise InputError("--input-shape", f"{'x'.join(map(str, shape))} takes {width} values per item, but the "
+                             f"column '{input_col}' holds {inputs.shape[1]}")
     worker = ChunkEmbedder(model, "cuda" if num_gpus else "cpu", batch_size, role) if engine == "local" else None
     fresh, made = _prepare(dst, state, files)
     try:
