@@ -339,3 +339,10 @@ def test_a_layer_better_than_today_is_recommended_even_when_the_new_model_is_not
     assert "search better than today (top-1 0.500 > old/old 0.450)" in plan.reason
     assert any("a backfill would not gain" in n for n in plan.notes)
     assert not options(plan)["full_backfill"]["acceptable"]
+
+
+def test_a_forward_transform_better_than_today_wins_over_staying_though_it_takes_time() -> None:
+    plan = plan_from_report(make_report(0.45, 0.40, 0.50, direction="forward"), RATE)
+    transform = options(plan)["forward_transform"]
+    assert transform["time_s"] > 0 and transform["acceptable"] and not options(plan)["stay"]["acceptable"]
+    assert plan.recommendation == "forward_transform"

@@ -304,6 +304,8 @@ def plan_from_report(source: Report | Mapping[str, Any], throughput: Throughput,
             opt["passes_criterion"] = opt["gain_retained"] = opt["gain_retained_note"] = None
         opt["bytes_per_item"] = opt["storage_bytes"] / max(sizes.n, 1)
         opt["acceptable"] = _acceptable(opt, new_better, gain_threshold, target, metric)
+    if not new_better and any(o["acceptable"] for o in options if o["name"] in LAYER_OPTIONS):
+        options[0]["acceptable"] = False  # a layer beats today's system: staying would give that up
     only = _only_passing_bridge(options) if new_better and not by_item else None
     if only is not None:
         only["acceptable"] = only["only_passing"] = True
