@@ -82,7 +82,7 @@ class RunRecord:
         return any(isinstance(v, int | float) and not isinstance(v, bool) for v in self.headline.values())
 
 
-OLD_OLD, NEW_NEW, UPGRADED = "old/old", "new/new", "upgraded"
+OLD_OLD, NEW_NEW, UPGRADED, HEAD_HEAD = "old/old", "new/new", "upgraded", "head/head"
 UPGRADED_CELLS = ("new→old", "new/fct(old)")  # backward layers search the old gallery; FCT its transform
 CELL_NUMBERS: dict[str, tuple[str, ...]] = {  # the held-out numbers each cell measured
     OLD_OLD: ("old_old_top1", "old_old_ndcg@10"),
@@ -106,7 +106,10 @@ def cell_protocols(metrics: dict[str, Any]) -> dict[str, str | None]:
 
     fallback = metrics.get("heldout_protocol") or None
     upgraded = next((t for t in map(text, UPGRADED_CELLS) if t), None) or fallback
-    return {OLD_OLD: text(OLD_OLD) or fallback, UPGRADED: upgraded, NEW_NEW: text(NEW_NEW)}
+    out = {OLD_OLD: text(OLD_OLD) or fallback, UPGRADED: upgraded, NEW_NEW: text(NEW_NEW)}
+    if text(HEAD_HEAD):  # a head's ceiling (bct, bt2): listed beside the others, so its gallery is named too
+        out[HEAD_HEAD] = text(HEAD_HEAD)
+    return out
 
 
 def protocol_groups(metrics: dict[str, Any]) -> list[tuple[list[str], str | None]]:

@@ -99,6 +99,8 @@ def test_a_heads_printed_numbers_give_its_printed_gain(demo_copy: Path, capsys: 
     # each listed number names its query set and gallery on the lines under its run
     assert any(x.strip().startswith("old/old, upgraded on ") and "against the whole gallery" in x
                for x in lines[lines.index(line) + 1:]), lines
+    assert any("head/head" in x.split(" on ")[0] and "against the evaluation sample" in x
+               for x in lines[lines.index(line) + 1:]), lines  # the head's ceiling names its gallery too
     shown = dict(re.findall(r"(\S+)=(\d+\.\d+)", line))
     oo_r, up_r, cc_r = (float(shown[k]) for k in ("old_old_top1", "upgraded_top1", "head/head_top1"))
     assert abs((up_r - oo_r) / (cc_r - oo_r) - float(shown["gain_retained"])) < 0.002, line
