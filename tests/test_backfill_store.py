@@ -84,7 +84,7 @@ def test_an_unfinished_migration_target_is_refused(tmp_path: Path) -> None:
         with open_store(target) as store:  # as a migration into it that was killed leaves its checkpoint
             store.save_state("migrate-shadow", {"status": "running", "written": 3,
                                                 "fingerprint": {"source_count": 10}})
-        with pytest.raises(InputError, match=r"--to-store: .*an unfinished migration is writing it \(3 of 10"):
+        with pytest.raises(InputError, match=r"--to-store: .*an unfinished migration \(running, or stopped\) has written part of it \(3 of 10"):
             check_store_option(ws, target, "v2")
         with open_store(target) as store:  # finished: its points are a served gallery, of this model's space too
             store.save_state("migrate-shadow", {"status": "complete", "written": 3, "fingerprint": {}})

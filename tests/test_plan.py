@@ -106,6 +106,12 @@ def test_new_model_not_better_means_stay() -> None:
     plan = plan_from_report(make_report(0.70, 0.68, 0.69), RATE)
     assert plan.recommendation == "stay" and not plan.new_better
     assert "not better than the old one" in plan.reason and "not better" in plan.notes[0]
+    assert not any("β = " in n or "reaches the target" in n for n in plan.notes)  # no backfill to weigh
+    from embridge.core.scale.backfill_workspace import planner_order
+
+    with pytest.raises(InputError, match=r"recommends stay .*it recommends no backfill; to re-embed every item "
+                                         r"anyway, use --order stored$"):
+        planner_order(None, plan)
 
 
 def test_gain_retained_is_undefined_when_the_new_model_is_not_better() -> None:

@@ -211,13 +211,13 @@ def test_an_unfinished_migration_is_never_served_nor_called_single(kind: str, up
     assert cli(capsys, "init", "--workspace", str(ws))[0] == 0
     for uri in (case.target, case.alias_uri):  # a gallery half written is not imported, by name or alias
         code, _, err = cli(capsys, "import", "--from", uri, "--workspace", str(ws))
-        assert code == 1 and "'docs_v2': an unfinished migration is writing it (50 of" in err, err
+        assert code == 1 and "'docs_v2': an unfinished migration (running, or stopped) has written part of it (50 of" in err, err
     with Workspace.open(ws) as opened:
         assert opened.items() == [] and opened.models() == []
     assert cli(capsys, "rollback", "--to", case.rollback)[0] == 0  # back to the source: always allowed
     rollback_to_shadow = case.target + ("&" if "?" in case.target else "?") + "alias=docs"
     code, _, err = cli(capsys, "rollback", "--to", rollback_to_shadow)
-    assert code == 1 and "an unfinished migration is writing it (50 of" in err and "the alias was not moved" in err
+    assert code == 1 and "an unfinished migration (running, or stopped) has written part of it (50 of" in err and "the alias was not moved" in err
     code, checked, _ = cli(capsys, "check", "--uri", case.alias_uri)
     assert code == 0 and checked["serves"] != "docs_v2"  # the refused rollback moved nothing
     state_file.write_text(state_file.read_text()[:20])
@@ -245,7 +245,7 @@ def test_a_half_written_parquet_shadow_is_named_through_linked_folders(upgrade: 
     assert cli(capsys, "init", "--workspace", str(ws))[0] == 0
     for uri in (f"parquet://{tmp_path / 'linked' / 'docs_v2'}", f"parquet://{tmp_path / 'elsewhere' / 'shadow'}"):
         code, _, err = cli(capsys, "import", "--from", uri, "--workspace", str(ws))
-        assert code == 1 and "an unfinished migration is writing it (50 of" in err, (uri, err)
+        assert code == 1 and "an unfinished migration (running, or stopped) has written part of it (50 of" in err, (uri, err)
         code, checked, _ = cli(capsys, "check", "--uri", uri)
         assert code == 0 and checked["state"] == "half-migrated", (uri, checked)
     with Workspace.open(ws) as opened:

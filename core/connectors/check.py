@@ -98,8 +98,8 @@ def unfinished_reason(migration: dict[str, Any] | None, problem: str | None) -> 
         return f"the checkpoint of the migration that writes it cannot be read ({problem})"
     if migration and migration.get("status") != "complete":
         total = (migration.get("fingerprint") or {}).get("source_count")
-        return (f"an unfinished migration is writing it ({migration.get('written')} of {total} points); run the "
-                "same 'embridge migrate' again to finish it")
+        return (f"an unfinished migration (running, or stopped) has written part of it ({migration.get('written')} of "
+                f"{total} points); run the same 'embridge migrate' again to finish it")
     return None
 
 

@@ -316,7 +316,7 @@ def plan_from_report(source: Report | Mapping[str, Any], throughput: Throughput,
             "adapter_passes": None if by_item else bool(up_q[metric] > floor), "metric": metric,
             "targets": {"gain_threshold": gain_threshold, "target_share": target_share, f"target_{metric}": target},
             "gallery_full": sizes.n, "gallery_sample": sizes.n_sample, "throughput": throughput.to_dict(),
-            "notes": [*throughput.notes, *partial_notes]}
+            "notes": [*throughput.notes, *(partial_notes if new_better else [])]}  # no backfill to weigh otherwise
     plan["reason"] = plan_reason(plan, choice, report, floor, ceiling, gain_threshold, target_share, fraction)
     other = "top1" if metric != "top1" else None
     if other and new_better and ceil_q.get(other) is not None and ceil_q[other] <= floor_q[other]:

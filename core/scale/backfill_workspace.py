@@ -70,8 +70,10 @@ def planner_order(ws: Any, plan: Plan) -> np.ndarray:
     option = next((o for o in plan.options if o.get("name") == "partial_backfill"), None)
     if option is None:  # the plan's own words for why: its note on partial backfills, else its reason
         why = next((n for n in plan.notes if "partial" in n.lower() or "backfill order" in n), plan.reason)
+        then = ("backfill every item with --order stored" if plan.recommendation == "full_backfill" else
+                "it recommends no backfill; to re-embed every item anyway, use --order stored")
         raise InputError("--order planner", f"the plan recommends {plan.recommendation} and has no partial-backfill "
-                         f"option to take an order from ({why.rstrip('.')}); backfill every item with --order stored")
+                         f"option to take an order from ({why.rstrip('.')}); {then}")
     policy, beta = option.get("policy"), float(option.get("fraction") or 0.0)
     gallery = ws.gallery_ids()
     if policy != "random":
