@@ -251,3 +251,30 @@ def test_a_full_disk_is_one_line_naming_out_and_leaves_nothing(setup: dict, tmp_
     again = subprocess.run(argv, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
     assert np.load(out).shape == (1000, 16)
+
+
+def test_an_apply_resumes_with_a_re_export_of_the_same_layer(setup: dict, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+    import zipfile
+
+    def export(out: Path, seed: str) -> str:  # TorchScript names and ids vary with the process's hash seed
+        subprocess.run([sys.executable, "-m", "embridge.core.cli.main", "bundle", "export", "--workspace",
+                        str(setup["path"]), "--run", str(setup["runs"]["fct"]), "--out", str(out)],
+                       check=True, env={**os.environ, "PYTHONHASHSEED": seed}, capture_output=True)
+        with zipfile.ZipFile(out) as zf:
+            return json.loads(zf.read("manifest.json"))["files"]["adapter.pt"]["sha256"]
+
+    first, second = tmp_path / "a.zip", tmp_path / "b.zip"
+    assert export(first, "1") != export(second, "2")  # one layer, other TorchScript bytes
+    x = np.random.default_rng(3).standard_normal((1000, load_bundle(first).in_dim)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    out = tmp_path / "out.npy"
+    with pytest.raises(Cancelled):
+        apply_bundle(first, tmp_path / "x.npy", out, chunk_rows=100, should_stop=_stop_after(4))
+    result = apply_bundle(second, tmp_path / "x.npy", out, chunk_rows=100)
+    assert result["resumed_from"] == 400
+    whole = apply_bundle(first, tmp_path / "x.npy", tmp_path / "whole.npy", chunk_rows=100)
+    assert whole["resumed_from"] == 0
+    np.testing.assert_array_equal(np.load(out), np.load(tmp_path / "whole.npy"))

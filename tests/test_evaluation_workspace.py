@@ -49,6 +49,11 @@ def test_training_reports_the_reports_numbers_on_judged_queries(judged: dict[str
     # the new model is better on queries, and the layer fitted with query pairs passes on every metric
     assert run["new_new_top1"] > run["old_old_top1"] + 0.2 and run["compatible"]
     assert run["ndcg@10"] > run["old_old_ndcg@10"] and run["compatible_ndcg@10"]
+    from embridge.core.report.report_export import report_figures
+
+    figure = report_figures(judged["report"])["training"]  # the report's curves name the metric chosen on
+    labels = [axis.get_ylabel() for axis in figure.axes]
+    assert "nDCG@10 (judged)" in labels and "top-1" not in labels, labels
 
 
 def test_cells_needing_only_old_vectors_search_the_whole_old_gallery(judged: dict[str, Any]) -> None:

@@ -360,4 +360,4 @@ class TrainPage(Page):
 
         epochs = runs[-1]["epochs"]
         heldout = {"val_metric_name": (runs[-1].get("metrics") or {}).get("val_metric_name")}
-        self.plot.schedule(lambda: report_figures({"run": {"epochs": epochs, "heldout_test_fold": heldout}})["training"])
+        self.plot.schedule(lambda: report_figures({"run": {"epochs": epochs, "heldout": heldout}})["training"])

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from embridge.core.bundle.archive import BundleLimits
+from embridge.core.bundle.fingerprint import layer_fingerprint
 from embridge.core.bundle.matrix_out import MatrixFile
 from embridge.core.bundle.runtime import LoadedBundle, load_bundle
 from embridge.core.errors import BundleError, InputError, VectorFileError
@@ -152,7 +153,7 @@ def _apply(loaded: LoadedBundle, src: Path, x: np.ndarray, out: Path, old_vector
         old = _open_input(Path(old_vectors), "old vectors", loaded.out_dim, rows=x.shape[0])
     n = int(x.shape[0])
     partial, sidecar = partial_paths(out)
-    state = {"bundle": loaded.manifest["files"][loaded.manifest["adapter"]["file"]]["sha256"],
+    state = {"bundle": layer_fingerprint(loaded),  # the layer: a re-export of it resumes (bundle.fingerprint)
              "input": _identity(src), "old_input": _identity(Path(old_vectors)) if old_vectors else None,
              "rows": n, "dim": loaded.out_dim, "normalise_output": normalise_output, "chunk_rows": int(chunk_rows),
              "runtime": loaded.runtime}

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from html import escape
 from typing import Any
 
-from embridge.core.report.report_record import Report
+from embridge.core.report.report_record import Report, run_heldout
 from embridge.core.report.wording import comparison_word
 
 CSS = """
@@ -181,7 +181,7 @@ def _curve_floor(backfill: Mapping[str, Any]) -> str:
 
 def _training(report: Mapping[str, Any], figs: _Figures) -> str:
     run = report.get("run") or {}
-    held = run.get("heldout") or run.get("heldout_test_fold") or {}
+    held = run_heldout(run)
     rows = [["run", run.get("id")], ["method", run.get("method")], ["device", run.get("device")],
             ["duration (s)", run.get("duration_s")], *[[k, v] for k, v in held.items()]]
     return _table(["training", "value"], rows) + figs.take("training", "Training and validation curves")

@@ -19,7 +19,7 @@ from embridge.core.errors import StoreError
 from embridge.core.json_values import json_safe
 from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
 from embridge.core.report.html_page import render_html
-from embridge.core.report.report_record import Report, as_report
+from embridge.core.report.report_record import Report, as_report, run_heldout
 from embridge.core.store import Workspace
 from embridge.core.store.files import atomic_write_text
 
@@ -69,8 +69,7 @@ def report_figures(report: Report | Mapping[str, Any]) -> dict[str, Any]:
     if any(isinstance(v, int | float) for row in epochs for k, v in row.items() if k != "epoch"):
         axis = _epoch_axis(epochs)
         rows = epochs if axis == "epoch" else [{k: v for k, v in row.items() if k != "epoch"} for row in epochs]
-        heldout = r.run.get("heldout_test_fold") or {}
-        out["training"] = figures.training_curves(rows, axis, heldout.get("val_metric_name"))
+        out["training"] = figures.training_curves(rows, axis, run_heldout(r.run).get("val_metric_name"))
     chain = r.chain
     if chain:
         out["compatibility_matrix"] = figures.compatibility_heatmap(

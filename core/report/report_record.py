@@ -31,6 +31,13 @@ _CHAIN_KEYS = ("schema", "kind", "created", "embridge_version", "report_id", "ch
                "search", "report_run_id", "files")
 
 
+def run_heldout(run: dict[str, Any]) -> dict[str, Any]:
+    """A report's run section's held-out numbers and validation metric (reports before 2026 named the key
+    ``heldout_test_fold``)."""
+    held = run.get("heldout") or run.get("heldout_test_fold") or {}
+    return held if isinstance(held, dict) else {}
+
+
 @dataclass
 class Report:
     """One compatibility report (``kind`` "upgrade") or chain report (``kind`` "chain").
