@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from embridge.core.cli.main import add_common
 from embridge.core.cli.option_types import RUN_ID, SHARE, number
 from embridge.core.errors import EmbridgeError, InputError, first_line
+from embridge.core.evaluation.headline import JUDGED_METRICS, metric_label
 from embridge.core.formatting import format_bytes, format_share
 from embridge.core.json_values import json_safe
 from embridge.core.progress import StderrProgress
@@ -218,7 +219,8 @@ def _report_text(report: Report) -> str:
              f"gain retained {format_share(h['gain_retained'])}, ARR@{h['arr_k']} {format_share(h['arr'])}",
              f"flips: negative {format_share(h['negative_flip_rate'])}, positive "
              f"{format_share(h['positive_flip_rate'])}"]
-    for key, name in (("ndcg@10", "nDCG@10"), ("mrr@10", "MRR@10")):
+    for key in JUDGED_METRICS:
+        name = metric_label(key)
         if key in h:
             lines.append(f"{name}: old/old {format_share(h.get(f'old_old_{key}'))}, new/new "
                          f"{format_share(h.get(f'new_new_{key}'))}, {report.upgraded_cell} {format_share(h[key])}; "

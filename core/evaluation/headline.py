@@ -17,6 +17,12 @@ from typing import Any
 
 HEADLINE = ("old_old_top1", "new_new_top1", "upgraded_top1", "gain_retained")
 JUDGED_METRICS = ("ndcg@10", "mrr@10")  # present when relevance comes from judgments
+METRIC_LABELS = {"top1": "top-1", "ndcg@10": "nDCG@10", "mrr@10": "MRR@10"}  # as sentences name them
+
+
+def metric_label(metric: str) -> str:
+    """'top-1', 'nDCG@10', ... for a metric key (the key itself when it has no label)."""
+    return METRIC_LABELS.get(metric, metric)
 REPORT_SUMMARY = ("old_old_top1", "new_new_top1", "ceiling_top1", "upgraded_top1", "gain_retained",
                   "gain_retained_note", *JUDGED_METRICS, "arr", "arr_k", "compatible", "negative_flip_rate",
                   "positive_flip_rate", "relative_nfr", "n_queries")

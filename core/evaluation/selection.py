@@ -22,6 +22,7 @@ from embridge.core.adapters.adapt_arrays import adapt_gallery, adapt_queries
 from embridge.core.adapters.adapter import Adapter
 from embridge.core.adapters.cascade import cascade_rank, old_recall
 from embridge.core.evaluation.gather import MatrixMaker
+from embridge.core.evaluation.headline import metric_label
 from embridge.core.evaluation.metrics import evaluate
 from embridge.core.evaluation.relevance import LABELS, OWN_ITEM, RelevanceRule
 from embridge.core.evaluation.scoring import (
@@ -42,7 +43,6 @@ from embridge.core.store import Workspace
 
 SELECTION_METRIC = "top1"
 JUDGED_SELECTION_METRIC = "ndcg@10"
-METRIC_LABELS = {"top1": "top-1", "ndcg@10": "nDCG@10"}
 
 
 class Validator:
@@ -76,7 +76,7 @@ class Validator:
     @property
     def metric_label(self) -> str:
         """The metric as the choice's sentence names it ('top-1', 'nDCG@10')."""
-        return METRIC_LABELS.get(self.metric, self.metric)
+        return metric_label(self.metric)
 
     def result(self, adapter: Adapter) -> EvalResult:
         queries = l2_normalize(adapt_queries(adapter, self.q_new, self.q_old))

@@ -8,10 +8,12 @@ and shows top-1 beside it; labels and own-item relevance keep top-1.
 
 from __future__ import annotations
 
+from embridge.core.evaluation.headline import metric_label
 from embridge.core.report.report_record import Report
 
+__all__ = ["JUDGED_METRIC", "decision_metric", "metric_label"]
+
 JUDGED_METRIC = "ndcg@10"
-METRIC_LABELS = {"top1": "top-1", "ndcg@10": "nDCG@10"}
 
 
 def decision_metric(report: Report, cells: tuple[str, ...]) -> str:
@@ -20,6 +22,3 @@ def decision_metric(report: Report, cells: tuple[str, ...]) -> str:
         return JUDGED_METRIC
     return "top1"
 
-
-def metric_label(metric: str) -> str:
-    return METRIC_LABELS.get(metric, metric)

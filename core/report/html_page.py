@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from html import escape
 from typing import Any
 
+from embridge.core.evaluation.headline import JUDGED_METRICS, metric_label
 from embridge.core.report.report_record import Report, run_heldout
 from embridge.core.report.wording import comparison_word
 
@@ -87,7 +88,8 @@ def _headline(report: Mapping[str, Any]) -> str:
             ("positive flip rate" + _ci(h.get("positive_flip_rate_ci")), h.get("positive_flip_rate")),
             ("relative NFR" + _ci(h.get("relative_nfr_ci")), h.get("relative_nfr")),
             ("queries scored", h.get("n_queries"))]
-    for key, name in (("ndcg@10", "nDCG@10"), ("mrr@10", "MRR@10")):  # graded judgments only
+    for key in JUDGED_METRICS:  # graded judgments only
+        name = metric_label(key)
         if key in h:
             gain = h.get(f"gain_retained_{key}")
             rows[3:3] = [(f"old/old {name}", h.get(f"old_old_{key}")), (f"new/new {name}", h.get(f"new_new_{key}")),
