@@ -13,7 +13,7 @@ from embridge.core.formatting import format_share
 from embridge.core.progress import StderrProgress
 from embridge.core.report.number_source import gain_text
 from embridge.core.run_choice import run_choice
-from embridge.core.run_record import cell_protocols, measured_on_lines
+from embridge.core.run_record import cell_protocols, measured_on_lines, protocol_groups
 from embridge.core.store import Workspace
 from embridge.core.store.records import RUN_KINDS
 
@@ -162,19 +162,16 @@ def cmd_runs(args: argparse.Namespace) -> Result:
         + " ".join(_shown_metric(k, v, r["metrics"]) for k, v in r["metrics"].items()
                    if isinstance(v, float) and not (k == "ceiling_top1" and r["metrics"].get("ceiling_cell") == "new/new"))
         + (f"  ({r['error']})" if r["error"] else "")
-        + "".join(f"\n      {line}" for line in _measured_on(r["metrics"]))
-        for r in rows)
+        + "".join(f"\n      {line}" for line in _measured_on(run.get("metrics") or {}))
+        for r, run in zip(rows, runs, strict=True))
     return {"runs": rows}, text or "no runs"
 
 
 def _measured_on(metrics: dict[str, Any]) -> list[str]:
-    """Where the listed numbers were measured: cells grouped by their query set and gallery."""
-    groups: dict[str, list[str]] = {}
-    for cell, protocol in (metrics.get("cell_protocols") or {}).items():
-        if protocol:
-            groups.setdefault(str(protocol), []).append(cell)
+    """Where a run's listed numbers were measured: its cells grouped by query set and gallery (``protocol_groups``)."""
+    groups = [(cells, sentence) for cells, sentence in protocol_groups(metrics) if sentence]
     if groups:
-        return [f"{', '.join(cells)} on {protocol}" for protocol, cells in groups.items()]
+        return [f"{', '.join(cells)} on {sentence}" for cells, sentence in groups]
     protocol = metrics.get("protocol") or metrics.get("heldout_protocol")
     return [f"on {protocol}"] if protocol else []
 
