@@ -110,3 +110,36 @@ def test_recall_ticks_are_plain_k_and_legends_sit_outside_the_data() -> None:
     renderer = canvas.get_renderer()
     (legend,) = bars.legends
     assert not legend.get_window_extent(renderer).overlaps(bars.axes[0].get_window_extent(renderer))
+
+
+def _validation_labels(figure: Any) -> list[str]:
+    return [ln.get_label() for ax in figure.axes if ax.get_title().startswith("Validation") for ln in ax.get_lines()]
+
+
+def test_the_live_plot_names_the_metric_the_run_validates_on(mlp_run: dict[str, Any],
+                                                            tmp_path: Path) -> None:
+    """Graded judgments validate on nDCG@10: the live curve says so while it trains, as the recorded
+    figure does afterwards; a labelled run's curve says top-1 (same label)."""
+    from embridge.app.pages.live_curves import live_figure, refresh_live_figure
+    from embridge.core.demo_text import build_text_demo
+    from embridge.core.report.report_export import report_figures
+    from embridge.core.train.runs import train_run
+
+    reports: list[dict[str, Any]] = []
+    with build_text_demo(tmp_path / "text") as ws:
+        summary = train_run(ws, "mlp", device="cpu", config={"epochs": 3, "batch_size": 64},
+                            on_progress=lambda d, t, info: reports.append(dict(info)))
+        run = ws.run(summary["run_id"])
+    assert run["metrics"]["val_metric_name"] == "judged_ndcg@10"
+    for case, wanted in ((reports, "nDCG@10 (judged)"), (mlp_run["reports"], "top-1 (same label)")):
+        live = LiveCurves()
+        for info in case:
+            live.add(info)
+        figure = live_figure(live.table(), live.metric_name)
+        assert _validation_labels(figure) == [wanted], live.metric_name
+    recorded = report_figures({"run": {"epochs": run["epochs"],
+                                       "heldout": {"val_metric_name": run["metrics"]["val_metric_name"]}}})
+    assert _validation_labels(recorded["training"]) == ["nDCG@10 (judged)"]
+    rows = live.table()
+    assert refresh_live_figure(live_figure(rows, "label_top1"), rows, "label_top1")
+    assert not refresh_live_figure(live_figure(rows, "label_top1"), rows, "judged_ndcg@10")  # relabelled whole

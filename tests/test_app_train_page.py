@@ -111,6 +111,7 @@ def test_judged_result_shows_ndcg_and_mrr_with_their_protocol(qtbot: QtBot, wind
     assert f"new/new nDCG@10 {metrics['new_new_ndcg@10']:.3f}" in text
     upgraded_part = text[text.index("upgraded top1"):]
     assert upgraded_part.index("upgraded MRR@10") < upgraded_part.index(f"({upgraded})")
+    assert train.live.table() and train.live.metric_name == "judged_ndcg@10"  # what the live plot was named by
 
 
 def _rect(widget: QWidget, page: QWidget) -> QRect:

@@ -53,6 +53,12 @@ class LiveCurves:
             self.rows.setdefault(epoch, {"epoch": epoch})["loss"] = sum(losses) / len(losses)
         return True
 
+    @property
+    def metric_name(self) -> str | None:
+        """The validation metric the fit reports (``label_top1``, ``judged_ndcg@10``, ...), once it has."""
+        name = self._info.get("val_metric_name")
+        return name if isinstance(name, str) else None
+
     def table(self) -> list[dict[str, Any]]:
         """Rows in epoch order, as ``embridge.core.report.figures.training_curves`` takes them."""
         return [self.rows[e] for e in sorted(self.rows)]
@@ -86,26 +92,28 @@ def curve_shape(rows: list[dict[str, Any]]) -> CurveShape:
     return loss, tuple(k for k in keys if k == "lr"), tuple(k for k in keys if "loss" not in k and k != "lr"), has_loss
 
 
-def live_figure(rows: list[dict[str, Any]]) -> Any:
-    """The live plot's figure, built by the report's ``training_curves`` and tagged with its shape."""
+def live_figure(rows: list[dict[str, Any]], metric_name: str | None = None) -> Any:
+    """The live plot's figure, built by the report's ``training_curves`` (its validation curve named by
+    ``metric_name``, as the recorded run's figure is) and tagged with its shape."""
     from embridge.core.report.figures import training_curves
 
-    figure = training_curves(rows)
-    figure.live_shape = curve_shape(rows)
+    figure = training_curves(rows, metric_name=metric_name)
+    figure.live_shape = (curve_shape(rows), metric_name)
     return figure
 
 
-def refresh_live_figure(figure: Any, rows: list[dict[str, Any]]) -> bool:
+def refresh_live_figure(figure: Any, rows: list[dict[str, Any]], metric_name: str | None = None) -> bool:
     """Put ``rows`` into the lines of a figure ``live_figure`` built with the same series; False when
-    the series changed (a panel or a line appears), so the caller builds a new figure instead.
+    the series changed (a panel or a line appears, the metric is another), so the caller builds a new
+    figure instead.
 
     Only line data and axis limits change: no new figure, axes, legends or titles are built.
     """
     from embridge.core.report.figures import split_sweep
 
     shape = curve_shape(rows)
-    if getattr(figure, "live_shape", None) != shape or split_sweep(rows)[1] is not None:
-        return False  # a finished fusion or cascade's α / K panel: drawn whole
+    if getattr(figure, "live_shape", None) != (shape, metric_name) or split_sweep(rows)[1] is not None:
+        return False  # a finished fusion or cascade's α / K panel (drawn whole), or another metric's label
     loss, lr, other, has_loss = shape
     groups = [loss, other, *([lr] if lr else [])] if has_loss else [other]
     if len(figure.axes) != len(groups):

@@ -38,13 +38,14 @@ class _Holder:
         self.size: tuple[int, int] = (0, 0)
 
 
-def render_rows(rows: Rows, width: int, height: int, ratio: float, holder: _Holder) -> bytes:
+def render_rows(rows: Rows, width: int, height: int, ratio: float, holder: _Holder,
+                metric_name: str | None = None) -> bytes:
     """The curves of ``rows`` as RGBA bytes of ``width`` x ``height`` device pixels (pool thread)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     figure = holder.figure
-    if figure is None or holder.size != (width, height) or not refresh_live_figure(figure, rows):
-        figure = live_figure(rows)
+    if figure is None or holder.size != (width, height) or not refresh_live_figure(figure, rows, metric_name):
+        figure = live_figure(rows, metric_name)
         dpi = 100 * ratio
         figure.set_dpi(dpi)
         figure.set_size_inches(width / dpi, height / dpi)
@@ -65,6 +66,7 @@ class LivePlot(PlotWidget):
         self.image.setVisible(False)
         self._layout.addWidget(self.image)
         self._rows: Rows | None = None
+        self._metric: str | None = None
         self._busy = False
         self._generation = 0
         self._holder = _Holder()
@@ -73,10 +75,12 @@ class LivePlot(PlotWidget):
         self._timer.timeout.disconnect()
         self._timer.timeout.connect(self._tick)
 
-    def schedule_rows(self, rows: Rows) -> None:
-        """Show these epoch rows soon (a copy is taken: the caller may keep changing its own)."""
+    def schedule_rows(self, rows: Rows, metric_name: str | None = None) -> None:
+        """Show these epoch rows soon (a copy is taken: the caller may keep changing its own), the
+        validation curve named by ``metric_name``."""
         self._pending, self._update = None, None
         self._rows = [dict(r) for r in rows]
+        self._metric = metric_name
         if not self._timer.isActive() and self.isVisible():
             self._timer.start()
 
@@ -86,9 +90,9 @@ class LivePlot(PlotWidget):
 
     def flush(self) -> None:
         """Draw what is pending now, on the GUI thread (tests and screenshots)."""
-        rows, self._rows = self._rows, None
+        rows, self._rows, metric = self._rows, None, self._metric
         if rows is not None:
-            super().schedule(lambda: live_figure(rows), lambda figure: refresh_live_figure(figure, rows))
+            super().schedule(lambda: live_figure(rows, metric), lambda figure: refresh_live_figure(figure, rows, metric))
         super().flush()
 
     def show_figure(self, figure: Any) -> None:
@@ -110,7 +114,7 @@ class LivePlot(PlotWidget):
         if self._busy:  # one render at a time: try again after another interval
             self._timer.start()
             return
-        rows, self._rows = self._rows, None
+        rows, self._rows, metric = self._rows, None, self._metric
         ratio = self.devicePixelRatioF()
         width, height = max(int(self.width() * ratio), 50), max(int(self.height() * ratio), 50)
         generation, holder, bridge = self._generation, self._holder, self._bridge
@@ -118,7 +122,7 @@ class LivePlot(PlotWidget):
 
         def render() -> None:
             try:
-                data: bytes | None = render_rows(rows, width, height, ratio, holder)
+                data: bytes | None = render_rows(rows, width, height, ratio, holder, metric)
             except Exception:  # a drawing bug must not kill the pool thread; the log has it
                 log.exception("live plot render failed")
                 data = None

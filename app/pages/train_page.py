@@ -268,7 +268,7 @@ class TrainPage(Page):
     def _progress(self, done: int, total: int, info: dict[str, Any]) -> None:
         """Plain values from the worker; the plot redraws off the GUI thread, at most once per interval."""
         if self.live.add(info):
-            self.plot.schedule_rows(self.live.table())
+            self.plot.schedule_rows(self.live.table(), self.live.metric_name)
         note = self.live.status()
         if note:
             self.result_label.setText(note)

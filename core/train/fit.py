@@ -69,7 +69,7 @@ def fit_adapter(
         raise InputError("pair data", f"expected PairData, got {type(data).__name__}")
     name, settings = resolve_config(kind, config)
     user = config.to_dict() if isinstance(config, FitConfig) else dict(config or {})
-    progress, stop = on_progress or no_progress, should_stop or never_stop
+    progress, stop = _naming_metric(on_progress or no_progress, data), should_stop or never_stop
     device = resolve_device(settings["device"])
     if name == "auto":
         return fit_auto(data, settings, user, progress, stop, fit_adapter, _val)
@@ -90,6 +90,15 @@ def fit_adapter(
     result.duration_s = time.perf_counter() - start
     result.config = settings
     return result
+
+
+def _naming_metric(progress: ProgressFn, data: PairData) -> ProgressFn:
+    """Progress reports that name the validation metric (``val_metric_name``), so a live plot labels its
+    curve as the recorded run will: nDCG@10 on graded judgments, top-1 otherwise."""
+    def report(done: int, total: int, info: dict[str, Any]) -> None:
+        progress(done, total, {**info, "val_metric_name": data.validation().metric_name})
+
+    return report
 
 
 def _val(adapter: Adapter, data: PairData) -> float:
