@@ -240,13 +240,7 @@ class StoreMigrateDialog(_JobDialog):
                                  **options).to_dict()
 
         def done(out: dict[str, Any]) -> None:
-            v = out["verification"]
-            text = (f"Migration {out['status']}: {v['target_count']} points in {out['target']} "
-                    f"({out['written']} written now at {out['rows_per_s']:.0f} points/s, resumed from "
-                    f"{out['resumed_from']}). Verified: {v['summary']}.")
-            if out["switched"]:
-                text += f"\nAlias '{out['alias']}' now serves '{out['collection']}' (before: {out['previous']})."
-            self.show_result(text)
+            self.show_result(f"Migration {out['text']}")
 
         self._started(self.ctx.run_plain(f"Migrate {source}", job, done, on_progress=self._progressed))
 

@@ -91,7 +91,7 @@ def test_import_from_a_store_and_migrate_switch_cancel_resume_rollback(
     wait_for_jobs(qtbot, window)
     assert not error_dialogs()
     text = migrate.result.toPlainText()
-    assert "Migration completed" in text and "Alias 'docs' now serves 'docs_v2'" in text
+    assert "Migration completed" in text and "alias 'docs' now serves 'docs_v2'" in text
     assert f"resumed from {checkpoint['written']}" in text
     assert "sampled vectors match (" in text and "against the bundle's transform; max abs difference" in text
     assert os.readlink(tmp_path / "pq" / "docs") == "docs_v2"

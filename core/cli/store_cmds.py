@@ -62,13 +62,7 @@ def cmd_migrate(args: argparse.Namespace) -> Result:
         result = migrate_store(args.bundle, args.source, args.target, order=args.order, switch=args.switch,
                                alias=args.alias, batch_size=args.batch, new_vectors=args.new_vectors,
                                backfill=args.backfill, seed=args.seed, on_progress=StderrProgress("migrate"))
-    v = result.verification
-    text = (f"{result.status}: {v.target_count} points in {result.target} ({result.written} written now, "
-            f"{result.rows_per_s:,.0f} points/s); verified: {v.summary}")
-    if result.switched:
-        was = f"was '{result.previous}'" if result.previous else "a new alias"
-        text += f"\nalias '{result.alias}' now serves '{result.collection}' ({was})"
-    return result.to_dict(), text
+    return result.to_dict(), result.text()
 
 
 def cmd_rollback(args: argparse.Namespace) -> Result:

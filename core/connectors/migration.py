@@ -227,7 +227,7 @@ def _locked_run(transform: StoreTransform, source: Connector, target: Connector,
     result = MigrationResult(source.describe(), target.describe(), target.collection, status, total,
                              int(state["written"]) - resumed_from if status == "completed" else 0, resumed_from,
                              len(state.get("backfill_ids") or []), seconds, verification, verify_seconds,
-                             spaces=names)
+                             spaces=names, warning=transform.warning)
     if switch and alias:
         result.previous = switch_alias(target, alias, target.collection)
         result.switched, result.alias = True, alias

@@ -49,6 +49,7 @@ class MigrationResult:
     alias: str | None = None
     previous: str | None = None
     spaces: dict[str, str] = field(default_factory=dict)
+    warning: str | None = None  # the bundle's warning when its layer fails the compatibility criterion
 
     @property
     def rows_per_s(self) -> float:
@@ -59,4 +60,16 @@ class MigrationResult:
         out["rows_per_s"] = self.rows_per_s
         out["verification"]["ok"] = self.verification.ok
         out["verification"]["summary"] = self.verification.summary
+        out["text"] = self.text()
         return out
+
+    def text(self) -> str:
+        """What the command line prints and the app shows: the bundle's warning first, when it has one."""
+        v = self.verification
+        lines = [self.warning] if self.warning else []
+        lines.append(f"{self.status}: {v.target_count} points in {self.target} ({self.written} written now, "
+                     f"{self.rows_per_s:,.0f} points/s, resumed from {self.resumed_from}); verified: {v.summary}")
+        if self.switched:
+            was = f"was '{self.previous}'" if self.previous else "a new alias"
+            lines.append(f"alias '{self.alias}' now serves '{self.collection}' ({was})")
+        return "\n".join(lines)

@@ -32,6 +32,14 @@ class StoreTransform:
     probes: dict[str, Any] | None
     _loaded: Any
 
+    @property
+    def warning(self) -> str | None:
+        """The bundle's own warning when its measured numbers fail the compatibility criterion (as ``bundle
+        inspect`` prints it first): a migration still runs, and says so beside its result."""
+        from embridge.core.bundle.measured import verdict_line
+
+        return verdict_line(self._loaded.manifest)
+
     def apply(self, old_vectors: np.ndarray) -> np.ndarray:
         """New-space float32 rows for old-model rows, L2-normalised as the bundle's manifest says a search
         takes them (its numbers were measured so): a store searching by inner product or L2 distance then

@@ -106,7 +106,8 @@ def migrate_on_ray(bundle: str | Path, source_uri: str, target_uri: str, *, swit
             shutil.rmtree(staging, ignore_errors=True)
         result = MigrationResult(source.describe(), target.describe(), target.collection, status, total,
                                  int(state["written"]) - resumed_from if status == "completed" else 0, resumed_from,
-                                 0, seconds, verification, time.perf_counter() - started - seconds, spaces=names)
+                                 0, seconds, verification, time.perf_counter() - started - seconds, spaces=names,
+                                 warning=transform.warning)
         if switch and alias:
             result.previous = switch_alias(target, alias, target.collection)
             result.switched, result.alias = True, alias
