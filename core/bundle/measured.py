@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from embridge.core.evaluation.headline import weighed
 from embridge.core.run_record import RunRecord, other_cells_note
 from embridge.core.store import Workspace
 
@@ -177,17 +178,14 @@ def verdict_line(manifest: dict[str, Any]) -> str | None:
     if not found:
         return None
     values, source = found[0]["values"], found[0]["source"]
-    judged = all(isinstance(values.get(k), int | float) for k in ("ndcg@10", "old_old_ndcg@10"))
-    name, up, old = (("nDCG@10", values["ndcg@10"], values["old_old_ndcg@10"]) if judged else
-                     ("top-1", values.get("upgraded_top1"), values.get("old_old_top1")))
-    if values.get("compatible_ndcg@10" if judged else "compatible") is not False:
+    w = weighed(values, all(isinstance(values.get(k), int | float) for k in ("ndcg@10", "old_old_ndcg@10")))
+    name, up, old, ceiling = w.name, w.upgraded, w.old_old, w.ceiling
+    if w.compatible is not False:
         return None
     numbers = (f": upgraded {name} {up:.3f} is not above old/old {old:.3f}"
                if isinstance(up, int | float) and isinstance(old, int | float) else "")
     worse = ("finds no more than today's system does" if numbers and up >= old
              else "makes search worse than today")
-    ceiling = values.get("ceiling_ndcg@10", values.get("new_new_ndcg@10")) if judged else \
-        values.get("ceiling_top1", values.get("new_new_top1"))
     advice = "`embridge plan` weighs fusion, a cascade, a partial or a full backfill instead"
     if isinstance(ceiling, int | float) and isinstance(old, int | float) and ceiling <= old:
         advice = (f"the new model itself is no better ({name} {ceiling:.3f} against old/old {old:.3f}): stay on the "

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 HEADLINE = ("old_old_top1", "new_new_top1", "upgraded_top1", "gain_retained")
@@ -67,3 +68,27 @@ def pick(values: Mapping[str, Any], keys: Sequence[str], scalar_only: bool = Fal
         return v is None or isinstance(v, bool | int | float | str)
 
     return {k: values[k] for k in keys if k in values and (not scalar_only or scalar(values[k]))}
+
+
+@dataclass(frozen=True)
+class Weighed:
+    """The numbers a verdict on a layer weighs, under the metric it is decided on (see :func:`weighed`)."""
+
+    name: str  # "nDCG@10" | "top-1", as sentences name it
+    old_old: float | None
+    upgraded: float | None
+    ceiling: float | None  # new/new, on the upgraded cell's gallery where measured there
+    gain_retained: float | None
+    compatible: bool | None
+
+
+def weighed(values: Mapping[str, Any], judged: bool) -> Weighed:
+    """nDCG@10 when relevance comes from graded judgments (``judged``), top-1 otherwise: the report's
+    verdicts and a bundle's warning read the same keys of a report or run summary through this."""
+    if judged:
+        return Weighed("nDCG@10", values.get("old_old_ndcg@10"), values.get("ndcg@10"),
+                       values.get("ceiling_ndcg@10", values.get("new_new_ndcg@10")),
+                       values.get("gain_retained_ndcg@10"), values.get("compatible_ndcg@10"))
+    return Weighed("top-1", values.get("old_old_top1"), values.get("upgraded_top1"),
+                   values.get("ceiling_top1", values.get("new_new_top1")), values.get("gain_retained"),
+                   values.get("compatible"))

@@ -13,6 +13,7 @@ import numpy as np
 
 from embridge.core.evaluation.compat import NOT_BETTER, arr, compare, gain_retained
 from embridge.core.evaluation.headline import headline_metrics as plan_headline_metrics
+from embridge.core.evaluation.headline import weighed
 from embridge.core.evaluation.metrics import bootstrap_ci, bootstrap_statistic_ci, per_label
 from embridge.core.formatting import format_share
 from embridge.core.report.cells import NEW_NEW, OLD_OLD, CellResult, ScoringPlan
@@ -167,12 +168,8 @@ def verdicts(head: dict[str, Any], upgraded: str, ceiling: str, kind: str, relev
     """
     method = method or {}
     serving = _serving_words(kind, method)
-    oo, cc, up, gr = head["old_old_top1"], head["ceiling_top1"], head["upgraded_top1"], head["gain_retained"]
-    name, compatible = "top-1", head["compatible"]
-    if relevance == "judgments" and head.get("ndcg@10") is not None:  # what graded judgments are measured by
-        name, compatible = "nDCG@10", head.get("compatible_ndcg@10")
-        oo, up, gr = head["old_old_ndcg@10"], head["ndcg@10"], head.get("gain_retained_ndcg@10")
-        cc = head.get("ceiling_ndcg@10", head.get("new_new_ndcg@10"))
+    w = weighed(head, relevance == "judgments" and head.get("ndcg@10") is not None)
+    name, oo, cc, up, gr, compatible = w.name, w.old_old, w.ceiling, w.upgraded, w.gain_retained, w.compatible
     if relevance == "item":
         return ["Without labels, a query's relevant item is its own item: the same-model cells find it trivially, "
                 "so neither whether the new model is better nor the compatibility criterion can be measured here.",
