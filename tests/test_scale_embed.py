@@ -170,3 +170,23 @@ def test_embed_dataset_takes_the_input_shape_a_conv_model_needs(tmp_path: Path,
     assert main([*args, "--to", f"parquet://{tmp_path / 'nine'}", "--input-shape", "1,9,9"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["embridge: error: --input-shape: 1x9x9 takes 81 values per item, but the column 'input' holds 64"]
+
+
+def test_stating_the_shape_the_model_implies_is_the_same_job(model_and_items: dict, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """A rerun with ``--input-shape`` equal to what the checkpoint says (or without it after a run with it)
+    resumes the job: every chunk is already done."""
+    import json
+
+    from embridge.core.cli.main import main
+
+    m = model_and_items
+    args = ["embed-dataset", "--model", str(m["model"]), "--from", f"parquet://{m['items']}",
+            "--to", f"parquet://{tmp_path / 'out'}", "--chunk", "200", "--json"]
+    for extra, written in (([], 4), (["--input-shape", "8"], 0), ([], 0)):
+        assert main([*args, *extra]) == 0, capsys.readouterr().err
+        out = json.loads(capsys.readouterr().out)
+        assert out["written"] == written and out["skipped"] == 4 - written, (extra, out)
+    assert main([*args[:-1], "--input-shape", "2,4"]) == 1  # another shape: refused, one line
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("embridge: error: "), err

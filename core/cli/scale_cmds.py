@@ -89,11 +89,10 @@ def cmd_embed_dataset(args: argparse.Namespace) -> Result:
         except (OSError, ValueError) as exc:
             raise InputError(args.order, f"cannot read the id order ({exc})") from exc
     model: Any = args.model
-    if args.input_shape:  # described once here with the shape; every worker loads that description
-        from embridge.core.models import describe_model
+    if args.input_shape:
         from embridge.core.models.adding import parse_input_shape
 
-        model = describe_model(args.model, input_shape=parse_input_shape(args.input_shape)).to_dict()
+        model = _model_at_shape(args.model, parse_input_shape(args.input_shape))
     r = embed_dataset(model, args.source, args.target, engine=args.engine, order=order, chunk=args.chunk,
                       batch_size=args.batch, actors=args.actors, num_gpus=args.num_gpus,
                       ray_address=args.ray_address, id_col=args.id_column, input_col=args.input_column,
@@ -101,3 +100,19 @@ def cmd_embed_dataset(args: argparse.Namespace) -> Result:
     text = (f"embedded {r.items} items in {r.written} chunks on {r.engine} ({r.items_per_s:,.0f} items/s); "
             f"{r.skipped} chunks were already done; output: {r.target}")
     return r.to_dict(), text
+
+
+def _model_at_shape(path: str, shape: tuple[int, ...]) -> Any:
+    """The model as ``embed_dataset`` takes it with ``--input-shape``: the file itself when it already implies
+    that shape (stating the shape or leaving it out is then one job, which a rerun resumes), else its
+    description at the shape given, which every worker loads."""
+    from embridge.core.errors import EmbridgeError
+    from embridge.core.models import describe_model
+
+    try:
+        implied = describe_model(path).input_shape
+    except EmbridgeError:  # the file does not say its shape: what --input-shape is for
+        implied = None
+    if implied and tuple(implied) == tuple(shape):
+        return path
+    return describe_model(path, input_shape=shape).to_dict()
