@@ -99,6 +99,10 @@ def test_auto_picks_a_passing_option_and_records_every_candidate(runs: dict[str,
     assert run["upgraded_top1"] > run["old_old_top1"]
     # on graded judgments the candidates compete on nDCG@10, the cascade's K included
     assert run["val_metric_name"] == "judged_ndcg@10" and "won with validation nDCG@10" in run["reason"]
+    from embridge.core.cli.train_cmds import _train_text
+
+    text = _train_text({**run, "adapter_id": 1, "adapter_path": "x"})
+    assert "candidate procrustes  validation judged nDCG@10 " in text  # the metric the candidates competed on
 
 
 def test_plan_recommends_the_only_passing_bridge(runs: dict[str, dict[str, Any]], ws_path: Path) -> None:

@@ -78,7 +78,7 @@ def test_cli_records_the_budget_and_each_candidates_time(demo_copy: Path, capsys
     code = main(["train", "-w", str(demo_copy), "--method", "auto", "--time-budget", "0.000001",
                  "--set", 'candidates=["procrustes", "affine"]'])
     text = capsys.readouterr().out
-    assert code == 0 and "candidate affine      validation top-1 n/a (skipped): time budget of 1e-06 s spent" in text
+    assert code == 0 and "candidate affine      validation label top-1 n/a (skipped): time budget of 1e-06 s spent" in text
     assert "time budget 1e-06s:" in text and "skipped affine" in text
 
 

@@ -114,7 +114,7 @@ def _train_text(out: dict[str, Any]) -> str:
     else:
         lines.append(f"held-out own-item top-1 of upgraded queries: {format_share(out.get('upgraded_top1'))}")
     lines += measured_on_lines(out)
-    val_label = "validation nDCG@10" if out.get("val_metric_name") == "judged_ndcg@10" else "validation top-1"
+    val_label = run_choice({"metrics": out}).metric  # 'validation judged nDCG@10', as the app names it
     for cand in out.get("candidates") or []:
         val = cand.get("val_metric")
         shown = f"{val:.3f}" if isinstance(val, float) else "n/a"
