@@ -178,7 +178,7 @@ def verdict_line(manifest: dict[str, Any]) -> str | None:
     if not found:
         return None
     values, source = found[0]["values"], found[0]["source"]
-    w = weighed(values, all(isinstance(values.get(k), int | float) for k in ("ndcg@10", "old_old_ndcg@10")))
+    w = weighed(values)
     name, up, old, ceiling = w.name, w.upgraded, w.old_old, w.ceiling
     if w.compatible is not False:
         return None

@@ -9,6 +9,8 @@ from typing import Any
 from embridge.core.cli.main import add_common
 from embridge.core.cli.option_types import BATCH_SIZE, POSITIVE_COUNT, SEED, number
 from embridge.core.errors import InputError
+from embridge.core.evaluation.compat import NOT_BETTER
+from embridge.core.evaluation.headline import decides_on_ndcg, weighed
 from embridge.core.formatting import format_share
 from embridge.core.progress import StderrProgress
 from embridge.core.report.number_source import gain_text
@@ -99,18 +101,28 @@ def _train_text(out: dict[str, Any]) -> str:
              f"(fit {out['duration_s']:.1f}s); fitted on {out.get('pairs_used', 'document')} pairs ("
              + ", ".join(f"{fold} {n}" for fold, n in out["pairs"].items() if fold != "pairs") + ")"]
     if out.get("compatible") is not None:
-        verdict = "PASSES" if out["compatible"] else "FAILS"
+        judged = decides_on_ndcg(out)  # graded judgments: the criterion is decided on nDCG@10, as report and plan do
+
+        def verdict(passed: Any) -> str:
+            return f" -> {'PASSES' if passed else 'FAILS'} the compatibility criterion"
+
         gain = (format_share(out["gain_retained"]) if out.get("gain_retained") is not None
                 else gain_text(None, out.get("gain_retained_note")))
         cell, top1 = ceiling_of(out)
         against = f"{cell} {format_share(top1)}, " if cell != "new/new" else ""
         lines.append(f"held-out top-1: old/old {format_share(out['old_old_top1'])}, new/new {format_share(out['new_new_top1'])}, "
-                     f"{against}upgraded {format_share(out['upgraded_top1'])} -> {verdict} the compatibility criterion; "
-                     f"gain retained: {gain}" + (f" (of the gain from old/old to {cell})" if against else ""))
+                     f"{against}upgraded {format_share(out['upgraded_top1'])}"
+                     f"{'' if judged else verdict(out['compatible'])}; gain retained{' (top-1)' if judged else ''}: "
+                     f"{gain}" + (f" (of the gain from old/old to {cell})" if against else ""))
         if out.get("ndcg@10") is not None:
-            lines.append(f"held-out nDCG@10: old/old {format_share(out['old_old_ndcg@10'])}, new/new "
-                         f"{format_share(out['new_new_ndcg@10'])}, upgraded {format_share(out['ndcg@10'])}; MRR@10 upgraded "
-                         f"{format_share(out['mrr@10'])}")
+            line = (f"held-out nDCG@10: old/old {format_share(out['old_old_ndcg@10'])}, new/new "
+                    f"{format_share(out['new_new_ndcg@10'])}, upgraded {format_share(out['ndcg@10'])}")
+            if judged:
+                decided = weighed(out)
+                line += (f"{verdict(decided.compatible)} (decided on nDCG@10 with graded judgments); gain retained: "
+                         + (format_share(decided.gain_retained) if decided.gain_retained is not None
+                            else gain_text(None, out.get("gain_retained_ndcg@10_note") or NOT_BETTER)))
+            lines.append(f"{line}; MRR@10 upgraded {format_share(out['mrr@10'])}")
     else:
         lines.append(f"held-out own-item top-1 of upgraded queries: {format_share(out.get('upgraded_top1'))}")
     lines += measured_on_lines(out)
@@ -145,7 +157,7 @@ def ceiling_of(metrics: dict[str, Any]) -> tuple[str, Any]:
 
 
 RUNS_METRICS = ("old_old_top1", "new_new_top1", "ceiling_cell", "ceiling_top1", "upgraded_top1", "gain_retained", "gain_retained_note",
-                "ndcg@10", "mrr@10", "kind", "pairs_used", "heldout_protocol", "val_protocol", "protocol",
+                "ndcg@10", "old_old_ndcg@10", "gain_retained_ndcg@10", "mrr@10", "kind", "pairs_used", "heldout_protocol", "val_protocol", "protocol",
                 "cell_protocols", "report_id")
 
 

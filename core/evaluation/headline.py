@@ -82,9 +82,19 @@ class Weighed:
     compatible: bool | None
 
 
-def weighed(values: Mapping[str, Any], judged: bool) -> Weighed:
-    """nDCG@10 when relevance comes from graded judgments (``judged``), top-1 otherwise: the report's
-    verdicts and a bundle's warning read the same keys of a report or run summary through this."""
+def decides_on_ndcg(values: Mapping[str, Any]) -> bool:
+    """Whether a report's or run's numbers are decided on nDCG@10: they have nDCG@10 for the upgraded and
+    old/old cells, which only graded relevance judgments give."""
+    return all(isinstance(values.get(k), int | float) and not isinstance(values.get(k), bool)
+               for k in ("ndcg@10", "old_old_ndcg@10"))
+
+
+def weighed(values: Mapping[str, Any], judged: bool | None = None) -> Weighed:
+    """nDCG@10 when relevance comes from graded judgments (``judged``; by default :func:`decides_on_ndcg`),
+    top-1 otherwise: the report's verdicts, its headline, ``train``'s verdict, the release gate and a
+    bundle's warning read the same keys of a report or run summary through this."""
+    if judged is None:
+        judged = decides_on_ndcg(values)
     if judged:
         return Weighed("nDCG@10", values.get("old_old_ndcg@10"), values.get("ndcg@10"),
                        values.get("ceiling_ndcg@10", values.get("new_new_ndcg@10")),

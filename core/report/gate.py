@@ -6,7 +6,9 @@ condition against the report's JSON (the same names as ``--json`` prints): ``=``
 (:func:`check_metric_names`); a metric this report lacks, or a value it could not define (null, e.g.
 gain retained when the new model gains nothing), fails its check with that reason, so a gate never
 passes by accident. A yes/no value (``compatible``) reads as 1 or 0, so ``compatible=1`` requires
-it; identifiers and settings in the JSON (``report_id``, ``arr_k``, ...) are not metrics. Values in
+it; identifiers and settings in the JSON (``report_id``, ``arr_k``, ...) are not metrics. With graded
+relevance judgments the report's verdict decides on nDCG@10, and so do ``compatible`` and
+``gain_retained`` here: they read ``compatible_ndcg@10`` and ``gain_retained_ndcg@10``, and say so. Values in
 messages keep ten significant digits, so a failed check never reads as a passing one.
 :func:`junit_xml` renders the checks as JUnit XML (one test case per check; a report that could not
 be built is one test case in error); :func:`check_junit_target` refuses a ``--junit`` path that
@@ -27,12 +29,14 @@ from pathlib import Path
 from typing import Any
 
 from embridge.core.errors import InputError, StoreError
+from embridge.core.evaluation.headline import decides_on_ndcg
 from embridge.core.paths import TMP_PREFIX, absolute, check_output, file_kind
 
 JUNIT = "--junit"
 PROBE_BYTES = 64 * 1024  # room the JUnit file needs (about 300 bytes a check), tried before the report is built
 
 NOT_METRICS = frozenset({"report_id", "run_id", "adapter_id", "arr_k", "recall_k"})
+DECIDED = ("compatible", "gain_retained")  # the criterion's numbers: on nDCG@10 where judgments decide
 _CHECK = re.compile(r"^\s*([A-Za-z0-9_@.\-]+)\s*(<=|>=|=)\s*([^\s]+)\s*$")
 
 
@@ -103,22 +107,27 @@ def check_metric_names(checks: list[Check], option: str = "--fail-under") -> Non
 def evaluate(checks: list[Check], values: dict[str, Any]) -> list[CheckResult]:
     """Each check against ``values`` (the report's JSON); unknown or undefined metrics fail."""
     results = []
+    decided = decides_on_ndcg(values)
     values = {k: v for k, v in values.items() if k not in NOT_METRICS}
     for check in checks:
-        if check.metric not in values:
+        name, label = check.metric, check.metric
+        if decided and name in DECIDED:  # the criterion the report's verdict weighs: nDCG@10 with judgments
+            name = f"{name}_ndcg@10"
+            label = f"{check.metric} (decided on nDCG@10 with graded judgments: {name})"
+        if name not in values:
             known = ", ".join(sorted(k for k, v in values.items() if _number(v) is not None))
-            results.append(CheckResult(check, None, False, f"{check.metric}: no such metric in the report "
+            results.append(CheckResult(check, None, False, f"{label}: no such metric in the report "
                                        f"(known: {known})"))
             continue
-        value = _number(values[check.metric])
+        value = _number(values[name])
         if value is None:
-            note = values.get(f"{check.metric}_note")
+            note = values.get(f"{name}_note")
             why = f" ({note})" if isinstance(note, str) and note else ""
-            results.append(CheckResult(check, None, False, f"{check.metric}: undefined in this report{why}"))
+            results.append(CheckResult(check, None, False, f"{label}: undefined in this report{why}"))
             continue
         passed = value >= check.threshold if check.op == ">=" else value <= check.threshold
         bound = "at least" if check.op == ">=" else "at most"
-        results.append(CheckResult(check, value, passed, f"{check.metric} = {value:.10g}, required {bound} "
+        results.append(CheckResult(check, value, passed, f"{label} = {value:.10g}, required {bound} "
                                    f"{check.threshold:.10g}"))
     return results
 

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from html import escape
 from typing import Any
 
-from embridge.core.evaluation.headline import JUDGED_METRICS, metric_label
+from embridge.core.evaluation.headline import JUDGED_METRICS, metric_label, weighed
 from embridge.core.report.report_record import Report, run_heldout
 from embridge.core.report.wording import comparison_word
 
@@ -77,11 +77,13 @@ class _Figures:
 def _headline(report: Mapping[str, Any]) -> str:
     h = report.get("headline") or {}
     up, cc = report.get("upgraded_cell"), report.get("ceiling_cell")
+    decided = weighed(h)  # nDCG@10 with graded judgments, as the verdicts below
     verdict = {True: '<span class="pass">passes</span>', False: '<span class="fail">fails</span>'}.get(
-        h.get("compatible"), "cannot be judged without labels")
+        decided.compatible, "cannot be judged without labels")
+    top1_gain = "gain retained (top-1)" if decided.name != "top-1" else "gain retained"
     rows = [("old/old top-1 (today)", h.get("old_old_top1")), (f"{cc} top-1 (full backfill)", h.get("ceiling_top1")),
             (f"{up} top-1 (upgraded)", h.get("upgraded_top1")),
-            ("gain retained" + _ci(h.get("gain_retained_ci")),
+            (top1_gain + _ci(h.get("gain_retained_ci")),
              h.get("gain_retained") if h.get("gain_retained") is not None else h.get("gain_retained_note")),
             (f"ARR (recall@{h.get('arr_k')})", h.get("arr")),
             ("negative flip rate" + _ci(h.get("negative_flip_rate_ci")), h.get("negative_flip_rate")),
@@ -95,7 +97,8 @@ def _headline(report: Mapping[str, Any]) -> str:
             rows[3:3] = [(f"old/old {name}", h.get(f"old_old_{key}")), (f"new/new {name}", h.get(f"new_new_{key}")),
                          (f"{up} {name} (upgraded)", h.get(key)),
                          (f"gain retained ({name})", gain if gain is not None else h.get(f"gain_retained_{key}_note"))]
-    return (f"<p>Compatibility criterion (top-1): the upgrade {verdict}.</p>" + _list(report.get("verdicts") or [])
+    return (f"<p>Compatibility criterion ({escape(decided.name)}): the upgrade {verdict}.</p>"
+            + _list(report.get("verdicts") or [])
             + _table(["number", "value"], rows))
 
 
