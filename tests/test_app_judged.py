@@ -135,5 +135,5 @@ def test_reports_say_gain_retained_is_undefined_when_the_new_model_is_not_better
         f"undefined — {summary['gain_retained_note']}"
     reports = window.show_page("reports")
     assert reports.report is not None and reports.report.report_id == report.report_id
-    assert f"gain retained: undefined — {head['gain_retained_note']}" in html.unescape(reports.verdict.text())
+    assert f"gain retained (top-1): undefined — {head['gain_retained_note']}" in html.unescape(reports.verdict.text())
     assert head["gain_retained_note"].startswith("the new model is not better")

@@ -46,6 +46,7 @@ FIGURE_TITLES = {"cells": "Metrics", "recall": "Recall@k", "flips": "Flips", "pe
 
 def headline_text(report: Report) -> str:
     """The upgraded system's headline numbers with the report's gain-retained wording."""
+    from embridge.core.evaluation.headline import decides_on_ndcg
     from embridge.core.report.number_source import gain_text
 
     head = report.headline
@@ -55,8 +56,9 @@ def headline_text(report: Report) -> str:
     for key, name in JUDGED:
         if isinstance(head.get(key), int | float):
             parts.append(f"{name} {head[key]:.3f} (old/old {head.get(f'old_old_{key}', float('nan')):.3f})")
-    if "gain_retained" in head:
-        parts.append(f"gain retained: {gain_text(head.get('gain_retained'), head.get('gain_retained_note'))}")
+    if "gain_retained" in head:  # top-1's, named so where judgments decide on nDCG@10
+        label = "gain retained (top-1)" if decides_on_ndcg(head) else "gain retained"
+        parts.append(f"{label}: {gain_text(head.get('gain_retained'), head.get('gain_retained_note'))}")
     for key, name in JUDGED:
         if key in head and f"gain_retained_{key}" in head:
             parts.append(f"gain retained ({name}): "
