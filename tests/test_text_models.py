@@ -267,3 +267,13 @@ def test_onnx_kind_without_a_model_file_and_options_for_other_kinds(folders: dic
     torch.jit.save(torch.jit.script(module), str(file))
     with pytest.raises(CheckpointError, match="a query prompt applies to text models only, this is torchscript"):
         describe_model(file, input_shape=(4,), text=TextOptions(query_prompt="query: "))
+
+
+def test_the_tiny_models_tokenize_their_words(tmp_path: Path) -> None:
+    """The fixtures' vocabulary is the tokenizer's: its words are tokens, not [UNK]."""
+    from text_fixtures import VOCAB, tiny_bert
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_bert(tmp_path / "bert")))
+    assert len(tokenizer) == len(VOCAB)
+    assert tokenizer("the cat sat")["input_ids"] == [VOCAB.index(t) for t in ("[CLS]", "the", "cat", "sat", "[SEP]")]

@@ -343,3 +343,30 @@ def test_an_onnx_tokenizer_larger_than_its_embedding_table_is_refused_at_add(
     line = _refused_at_add(tmp_path, capfd, lengths["onnx_vocab_big"], own_process=True)
     assert "onnx_vocab_big/model.onnx: fails on token id " in line
     assert "the tokenizer does not belong to this model" in line
+
+
+ENORMOUS_CHILD = """
+import resource, sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[3])
+import text_fixtures
+from embridge.core.models import load_model
+maker = getattr(text_fixtures, sys.argv[2])
+model = load_model(maker(Path(sys.argv[1]) / "model"), "cpu")
+start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+huge = model.embed_texts(["the cat sat on a mat " * 200_000], "document")  # 4.2 MB, one document
+grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - start
+head = model.embed_texts(["the cat sat on a mat " * 40], "document")  # already past the 64-token limit
+print(grown // 1024, float(abs(huge - head).max()))
+"""
+
+
+@pytest.mark.parametrize("maker", ["tiny_bert", "tiny_sentence_transformer"])
+def test_an_enormous_document_costs_what_the_model_reads(tmp_path: Path, maker: str) -> None:
+    """One 4 MB document grew the process by about 740 MB (the tokenizer split all of it before truncating);
+    it is cut before tokenizing, and embeds as its first tokens do."""
+    out = subprocess.run([sys.executable, "-c", ENORMOUS_CHILD, str(tmp_path), maker, str(Path(__file__).parent)],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    grown_mib, diff = out.stdout.split()
+    assert int(grown_mib) < 150 and float(diff) < 1e-6, out.stdout

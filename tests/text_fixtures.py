@@ -24,7 +24,9 @@ def tiny_bert(folder: Path, seed: int = 0, hidden: int = 16) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     vocab_file = folder / "vocab.txt"
     vocab_file.write_text("\n".join(VOCAB) + "\n", encoding="utf-8")
-    tokenizer = BertTokenizerFast(vocab_file=str(vocab_file))
+    # the vocabulary as a mapping: transformers 5 ignores a vocab_file given to the fast tokenizer (every
+    # word would be [UNK]); saved, the folder still carries vocab.txt as a real BERT folder does
+    tokenizer = BertTokenizerFast(vocab={word: i for i, word in enumerate(VOCAB)})
     config = BertConfig(vocab_size=len(VOCAB), hidden_size=hidden, num_hidden_layers=1, num_attention_heads=2,
                         intermediate_size=2 * hidden, max_position_embeddings=64)
     torch.manual_seed(seed)

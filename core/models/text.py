@@ -18,7 +18,7 @@ import torch
 
 from embridge.core.errors import CheckpointError
 from embridge.core.models.checkpoint_reader import first_line
-from embridge.core.models.text_encoders import BatchDone, length_order, scatter_rows
+from embridge.core.models.text_encoders import BatchDone, clipped, length_order, scatter_rows
 from embridge.core.models.text_folders import (
     check_sentence_transformers_folder,
     hub_offline,
@@ -48,6 +48,7 @@ class SentenceTransformerEncoder:
     def embed_texts(self, texts: Sequence[str], prompt: str, batch_size: int,
                     on_batch: BatchDone | None = None) -> np.ndarray:
         """Rows in input order; batches of similar length; ``prompt=""`` also overrides a default prompt."""
+        texts = clipped(texts, int(getattr(self.model, "max_seq_length", None) or 512))
         order = length_order([len(t) for t in texts])
         parts = []
         for start in range(0, len(texts), batch_size):

@@ -54,6 +54,20 @@ def prompted(texts: Sequence[str], prompt: str) -> list[str]:
     return [prompt + t for t in texts] if prompt else list(texts)
 
 
+CHARS_PER_TOKEN = 64  # far more than any real text's characters per token
+
+
+def clipped(texts: Sequence[str], tokens: int) -> list[str]:
+    """Each text cut to ``CHARS_PER_TOKEN`` characters per token the model reads, before tokenizing.
+
+    Tokenizers split a whole text before truncating it to the model's limit, so one enormous document
+    (a log, a dump) would cost memory in proportion to its length for tokens the model never sees. The
+    cut keeps every token of any text that averages fewer than 64 characters per token.
+    """
+    limit = CHARS_PER_TOKEN * max(int(tokens), 1)
+    return [t[:limit] if len(t) > limit else t for t in texts]
+
+
 def length_order(lengths: Sequence[int]) -> np.ndarray:
     """Indices longest first (stable), so each batch pads to a similar length."""
     return np.argsort(-np.asarray(lengths, dtype=np.int64), kind="stable")
@@ -124,7 +138,8 @@ class _TokenizedEncoder:
 
     def embed_texts(self, texts: Sequence[str], prompt: str, batch_size: int,
                     on_batch: BatchDone | None = None) -> np.ndarray:
-        encoded = self.tokenizer(prompted(texts, prompt), truncation=True, max_length=self.max_length)
+        encoded = self.tokenizer(clipped(prompted(texts, prompt), self.max_length), truncation=True,
+                                 max_length=self.max_length)
         keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in encoded]
         order = length_order([len(ids) for ids in encoded["input_ids"]])
         parts = []
