@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from embridge.core import stop_signals
 from embridge.core.errors import ImportDataError
 from embridge.core.importers import DuplicateJSONKeyError, unique_json_object
 from embridge.core.keys import char_name, normalise_key, odd_text_char
@@ -59,7 +60,7 @@ def import_beir(ws: Workspace, path: str | Path, on_progress: ProgressFn | None 
     qrels = _read_qrels_folder(root / "qrels")
     _check_keys(qrels, {r["key"] for r in docs}, {r["key"] for r in queries})
     total = len(docs) + len(queries)
-    with ws.transaction():
+    with stop_signals.job_scope(), ws.transaction(result=True):  # a stop at the commit: the import is done
         done = 0
         for batch in (docs, queries):
             for start in range(0, len(batch), _CHUNK):

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from embridge.core import stop_signals
 from embridge.core.errors import ImportDataError, printable
 from embridge.core.images import validate_image
 from embridge.core.keys import char_name, normalise_keys, normalise_label, odd_text_char
@@ -301,7 +302,7 @@ def import_items(ws: Workspace, path: str | Path, fmt: str | None = None, split:
     for r in records:
         r["split"] = split or r.get("split")
         r["source"] = str(src)
-    with ws.transaction():
+    with stop_signals.job_scope(), ws.transaction(result=True):  # a stop at the commit: the import is done
         ids = ws.add_items(records, source=str(src))
         stored = store_qrels(ws, judgments, qrels_seed) if judgments is not None else None
     return {"path": str(src), "format": fmt, "count": len(ids), "split": split, "vector_set": None,

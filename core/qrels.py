@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from embridge.core import stop_signals
 from embridge.core.errors import ImportDataError
 from embridge.core.keys import normalise_key
 from embridge.core.store import Workspace
@@ -171,7 +172,7 @@ def resolve_qrels(ws: Workspace, qrels: QrelLines, seed: int = 0) -> tuple[Judgm
 def import_qrels(ws: Workspace, path: str | Path, split: str | None = None, seed: int = 0) -> QrelsSummary:
     """Read, resolve and store a qrels file in one transaction (see the module docstring)."""
     qrels = read_qrels(path, split)
-    with ws.transaction():
+    with stop_signals.job_scope(), ws.transaction(result=True):  # a stop at the commit: the import is done
         return store_qrels(ws, qrels, seed)
 
 

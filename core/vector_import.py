@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from embridge.core import stop_signals
 from embridge.core.errors import ImportDataError, VectorFileError
 from embridge.core.qrels import QrelLines, store_qrels
 from embridge.core.store import Workspace
@@ -47,7 +48,9 @@ def import_vector_file(ws: Workspace, src: Path, split: str | None, model: str |
     records: list[dict[str, Any]] = []
     info, skipped = None, 0
     try:
-        with ws.transaction():  # keys resolved inside it: the ids stay items until the vectors are registered
+        # keys resolved inside it: the ids stay items until the vectors are registered; a stop signal that
+        # arrives once the commit begins waits until the command ends (it then reads as done)
+        with stop_signals.job_scope(), ws.transaction(result=True):
             sides = file_sides(ws, vf)
             segments: list[Segment | None] = []  # per side: its existing items, or None for new items
             for side in sides:
@@ -73,13 +76,22 @@ def import_vector_file(ws: Workspace, src: Path, split: str | None, model: str |
                     info = write_coverage(ws, model, cover, name=split or src.stem, ids_checked=True)
             stored = store_qrels(ws, qrels, qrels_seed) if qrels is not None else None
     except BaseException:
-        if info is not None:  # registered in the rolled-back transaction: its files belong to nobody
+        if info is not None and not _registered(ws, info["file"]):  # rolled back: its files belong to nobody
             for rel in (info["file"], info["ids_file"]):
                 (ws.root / rel).unlink(missing_ok=True)
         raise
     return {"path": str(src), "format": "vectors", "count": len(created), "split": split,
             "vector_set": info["id"] if info else None, "attached": info["count"] if info else 0,
             "already_stored": skipped, "qrels": stored.to_dict() if stored else None}
+
+
+def _registered(ws: Workspace, file: str) -> bool:
+    """Whether a vector set with this file is stored: a stop that lands once the transaction has committed
+    must not take the stored set's files away (the set would be listed with no vectors behind it)."""
+    try:
+        return ws.db.execute("select 1 from vector_sets where file = ?", [file]).fetchone() is not None
+    except Exception:  # noqa: BLE001 - the database itself failed: keep the files, a later open sweeps orphans
+        return True
 
 
 def _side_exists(src: Path, side: FileSide, attach: bool) -> bool:

@@ -291,6 +291,64 @@ def test_a_stop_after_the_work_is_done_still_reports_the_command_as_done(
     assert run["status"] == "completed"
 
 
+STOP_AT_COMMIT = """
+import os, signal, sys
+import sqlite_utils
+from embridge.core.cli import main as cli
+
+
+class StopAfterCommit:  # the database connection, with a stop arriving as a vector set's commit returns
+    def __init__(self, conn):
+        self._conn, self._armed = conn, False
+
+    def __getattr__(self, name):
+        return getattr(self._conn, name)
+
+    def execute(self, sql, *args):
+        self._armed |= "insert into vector_sets" in str(sql).lower().translate({ord(c): None for c in '[]"'})
+        return self._conn.execute(sql, *args)
+
+    def commit(self):
+        self._conn.commit()
+        if self._armed:
+            self._armed = False
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+real_init = sqlite_utils.Database.__init__
+
+
+def init(self, *args, **kwargs):
+    real_init(self, *args, **kwargs)
+    self.conn = StopAfterCommit(self.conn)
+
+
+sqlite_utils.Database.__init__ = init
+sys.argv = ["embridge", *sys.argv[1:]]
+cli.run_program()
+"""
+
+
+def test_a_stop_as_an_import_commits_keeps_the_stored_vector_set_whole(
+        demo_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A Ctrl-C landing just after an import's transaction committed took the new vector set's files away
+    while the set stayed listed (the workspace could neither read it nor import it again); it now waits
+    for the command's end, which reads as done."""
+    vectors = np.random.default_rng(0).standard_normal((500, 16)).astype(np.float32)
+    path = tmp_path / "extra.npz"
+    np.savez(path, ids=np.array([f"extra-{i}" for i in range(500)]), vectors=vectors)
+    assert main(["model", "add", "-w", str(demo_copy), "--name", "extra", "--path", str(path)]) == 0
+    capsys.readouterr()
+    args = ["import", "-w", str(demo_copy), "--format", "vectors", "--path", str(path), "--model", "extra", "--json"]
+    proc = subprocess.run([sys.executable, "-c", STOP_AT_COMMIT, *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0 and json.loads(proc.stdout)["attached"] == 500, proc.stderr
+    _assert_consistent(demo_copy)
+    with Workspace.open(demo_copy) as ws:
+        (stored,) = [s for s in ws.vector_sets() if s["model"] == "extra"]
+        np.testing.assert_array_equal(np.asarray(ws.open_vector_set(stored["id"])[1]), vectors)
+
+
 # -- report and bundle export -------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def trained(demo_workspace_path: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:

@@ -118,7 +118,7 @@ def save_report(ws: Workspace, report: Report, on_progress: ProgressFn | None = 
     svgs = figure_svgs(report)
     check_stop(should_stop)
     progress(1, 2, {"stage": "writing"})
-    with ws.transaction():
+    with ws.transaction(result=True):  # a stop landing at its commit waits until the run reads completed
         report_id = ws.next_report_id()
         folder = ws.root / "reports" / str(report_id)
         ours = not folder.exists()  # a folder left by someone else is never removed
