@@ -6,6 +6,7 @@ import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from embridge.core.cli.main import main
@@ -187,6 +188,35 @@ def test_junit_refuses_a_target_that_is_not_a_regular_file(demo_copy: Path, tmp_
         assert os.lstat(path).st_mode == modes[kind]  # left as it was, not replaced by a regular file
     assert (tmp_path / "targets" / "real.xml").read_text() == "<keep/>"
     assert table_dump(demo_copy) == rows  # refused before the report: no run row, no report
+
+
+def test_junit_replaces_only_an_earlier_junit_result(demo_copy: Path, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """The vectors file a model of the workspace references, a bundle or any other file at ``--junit`` is
+    refused before any work and left byte for byte; an earlier JUnit result (or an empty file) is replaced."""
+    from helpers.workspace_files import table_dump
+
+    ws = _trained(demo_copy, capsys)
+    vectors = tmp_path / "model.npz"
+    np.savez(vectors, ids=np.array(["a", "b"]), vectors=np.eye(2, dtype=np.float32))
+    assert main(["model", "add", "--workspace", ws, "--name", "refd", "--path", str(vectors)]) == 0
+    notes = tmp_path / "notes.xml"
+    notes.write_text('<?xml version="1.0"?>\n<notes>mine</notes>\n')
+    capsys.readouterr()
+    rows = table_dump(demo_copy)
+    for target in (vectors, notes):
+        before = target.read_bytes()
+        code = main(_report_args(ws, target))
+        out, err = capsys.readouterr()
+        assert code == 1 and out == "" and err.count("\n") == 1, err
+        assert f"--junit {target}: exists and is not a JUnit XML file" in err, err
+        assert target.read_bytes() == before
+    assert table_dump(demo_copy) == rows  # refused before the report
+    for earlier in ('<?xml version="1.0" encoding="utf-8"?>\n<testsuites name="x"/>\n', ""):
+        junit = tmp_path / "gate.xml"
+        junit.write_text(earlier)
+        assert main(_report_args(ws, junit)) == 0, capsys.readouterr().err
+        assert ET.parse(junit).getroot().get("failures") == "0"
 
 
 def _without_dac_override() -> None:

@@ -171,10 +171,25 @@ def _problem(exc: OSError, folder: Path) -> str:
     return f"cannot write in {folder} ({exc.strerror or exc})"
 
 
+def _junit_or_empty(path: Path) -> bool:
+    """Whether an existing file is empty or starts as JUnit XML does (a ``testsuites``/``testsuite`` root)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4096)
+    except OSError:
+        return False
+    text = head.decode("utf-8", "replace").lstrip("\ufeff \t\r\n")
+    if not text:
+        return True
+    text = re.sub(r"^<\?xml[^>]*\?>\s*", "", text)
+    text = re.sub(r"^(<!--.*?-->\s*)+", "", text, flags=re.S)
+    return text.startswith(("<testsuites", "<testsuite"))
+
+
 def check_junit_target(out: str | Path, workspace: str | Path) -> Path:
     """Refuse a ``--junit`` path before the report is built: inside the workspace, an existing file
-    that is not a regular file (a device, a FIFO, a folder, a link), or a folder that cannot take the
-    file (read-only, full). Missing parent folders are created when the file is written."""
+    that is not a regular file (a device, a FIFO, a folder, a link) or not JUnit XML (any other file, such
+    as a model's vectors the workspace references), or a folder that cannot take the file (read-only, full). Missing parent folders are created when the file is written."""
     where = f"{JUNIT} {out}"
     if not str(out):
         raise InputError(JUNIT, "is empty; name the JUnit XML file to write")
@@ -191,6 +206,9 @@ def check_junit_target(out: str | Path, workspace: str | Path) -> Path:
         raise InputError(where, f"cannot be checked ({exc.strerror or exc})") from None
     if kind is not None:
         raise InputError(where, f"is {kind}, not a regular file; {JUNIT} must be a new or existing regular file")
+    if path.exists() and not _junit_or_empty(path):
+        raise InputError(where, "exists and is not a JUnit XML file; only an earlier JUnit result is replaced "
+                         "(a model's vectors, a bundle or any other file is left alone): choose another path")
     folder = absolute(path).parent
     try:
         while not folder.exists() and folder != folder.parent:
