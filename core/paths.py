@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import stat
+import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -176,3 +177,30 @@ def check_regular(path: str | Path, label: str = "input", folders: bool = True) 
     kind = file_kind(mode)
     wanted = "a regular file or folder" if folders else "a regular file"
     raise InputError(p, f"is {kind}; the {label} must be {wanted}")
+
+
+def check_folder_target(target: Path, option: str) -> None:
+    """An output folder (a local store, a dataset folder) this process can write in: an existing file at its
+    path, or a folder that takes no file, is refused here naming the option, before a job's reading and
+    computing, not after it."""
+    where = f"{option} {target}"
+    try:
+        if target.exists() and not target.is_dir():
+            raise InputError(where, "is a file, not a folder; name a new folder or the output's own")
+        folder = target
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        if not folder.is_dir():
+            raise InputError(where, f"{folder} is a file, not a folder")
+    except OSError as exc:  # a folder on the way that may not be entered
+        raise InputError(where, f"cannot be checked ({exc.strerror or exc})") from None
+    probe = folder / f"{TMP_PREFIX}{uuid.uuid4().hex[:12]}-probe"
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except OSError as exc:
+        raise InputError(where, f"cannot write in {folder} ({exc.strerror or exc})") from None
+    finally:
+        try:
+            os.unlink(probe)
+        except OSError:
+            pass

@@ -89,7 +89,7 @@ def _registered(ws: Workspace, file: str) -> bool:
     """Whether a vector set with this file is stored: a stop that lands once the transaction has committed
     must not take the stored set's files away (the set would be listed with no vectors behind it)."""
     try:
-        return ws.db.execute("select 1 from vector_sets where file = ?", [file]).fetchone() is not None
+        return ws.vector_file_registered(file)
     except Exception:  # noqa: BLE001 - the database itself failed: keep the files, a later open sweeps orphans
         return True
 

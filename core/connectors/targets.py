@@ -15,7 +15,7 @@ from pathlib import Path
 
 from embridge.core.connectors.connector import Connector, StoreURI, VectorStoreError
 from embridge.core.errors import InputError
-from embridge.core.paths import check_name, check_output
+from embridge.core.paths import check_folder_target, check_name, check_output
 
 _FOLDER_STORES = ("parquet", "lance", "faiss")  # the URI's path is the collection itself
 _ROOT_STORES = ("qdrant", "chroma")  # the URI's path is a store folder, without a host
@@ -62,6 +62,9 @@ def check_store_output(uri: str | StoreURI, option: str = "--to",
         else:
             paths.append(Path(given))
     check_output(target, label=option, inputs=paths, below=True)
+    if parsed.scheme != "faiss":  # read-only: refused as such where a command would write it
+        check_folder_target(target, option)
+
 
 
 def _same_store(a: StoreURI, b: StoreURI) -> bool:

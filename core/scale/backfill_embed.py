@@ -21,7 +21,7 @@ import numpy as np
 from embridge.core.connectors.arrow_common import reading_parquet
 from embridge.core.errors import InputError
 from embridge.core.models.spec import checkpoint_sha256
-from embridge.core.paths import check_output
+from embridge.core.paths import check_folder_target, check_output
 from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
 from embridge.core.scale.engine import check_engine, import_ray, ray_session
 from embridge.core.scale.gallery_transform import list_partitions, parquet_dir
@@ -155,6 +155,7 @@ def embed_dataset(model: ModelRef, source: str, target: str, *, engine: str = "l
         raise InputError("--to", f"{dst}: the output folder must not be the input folder or inside it")
     if not own_stage:
         check_output(dst, label="--to", inputs=(src, None if isinstance(model, Mapping) else model), below=True)
+        check_folder_target(dst, "--to")
     ids, inputs, files = read_items(src, id_col, input_col)
     ids, inputs = ordered(ids, inputs, order)
     model_key = str(model.get("sha256")) if isinstance(model, Mapping) else str(Path(model).resolve())

@@ -24,7 +24,7 @@ import numpy as np
 
 from embridge.core.errors import InputError
 from embridge.core.l2 import zero_rows
-from embridge.core.paths import check_output
+from embridge.core.paths import check_folder_target, check_output
 from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
 from embridge.core.scale.engine import check_engine
 from embridge.core.scale.layer import layer_fingerprint, loaded_layer
@@ -214,6 +214,7 @@ def transform_gallery(bundle: str | Path, source: str, target: str, *, engine: s
     src, bundle_path = open_source(source, "--from"), Path(bundle)
     _check_paths(src.root, dst, bundle_path)
     check_output(dst, label="--to", inputs=(src.root, bundle_path), below=True)
+    check_folder_target(dst, "--to")
     _check_schemas(src, id_col, vec_col)
     _check_ids(src, id_col)
     loaded_layer(bundle_path)  # verify the bundle here, with one clear line, before any worker starts

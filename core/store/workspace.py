@@ -241,14 +241,15 @@ class Workspace(ItemsMixin, ModelsMixin, RecordsMixin, JudgmentsMixin):
                 pk = self.db["vector_sets"].insert(row).last_pk
             return self.vector_set(int(pk))
 
-        def is_registered(path: Path) -> bool:
-            rel = path.relative_to(self.root).as_posix()
-            return self.db.execute("select 1 from vector_sets where file = ? or ids_file = ?",
-                                   [rel, rel]).fetchone() is not None
-
         return VectorSetWriter(partial_dir, final_dir,
                                key, item_ids, dim, dtype, register, f"vectors of model '{model}'",
-                               final_stem=set_name, is_registered=is_registered)
+                               final_stem=set_name, is_registered=self.vector_file_registered)
+
+    def vector_file_registered(self, path: str | Path) -> bool:
+        """Whether a stored vector set uses this file (a path in the workspace, or relative to it)."""
+        rel = Path(path).relative_to(self.root).as_posix() if Path(path).is_absolute() else Path(path).as_posix()
+        return self.db.execute("select 1 from vector_sets where file = ? or ids_file = ?",
+                               [rel, rel]).fetchone() is not None
 
     def add_vector_set(self, model: str, item_ids: Sequence[int], vectors: np.ndarray,
                        name: str | None = None, dtype: str | None = None) -> dict[str, Any]:

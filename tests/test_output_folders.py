@@ -1,0 +1,85 @@
+"""A folder output (a local store, a dataset folder) that is a file, or in a folder no file can be written
+to, is refused before any work: one line naming the option, no checkpoint, nothing written. Before, such a
+target failed only after the whole gallery was read and transformed or embedded, naming no option (and a
+refused migration left a checkpoint reading 'running')."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from helpers.workspace_files import table_dump
+from scale_fixtures import mlp_items
+from store_fixtures import fct_upgrade
+from test_report_gate import _without_dac_override
+
+from embridge.core.cli.main import main
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def upgrade(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    return fct_upgrade(tmp_path_factory.mktemp("targets"))
+
+
+def _parquet(root: Path, vectors: np.ndarray) -> str:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    root.mkdir(parents=True)
+    flat = pa.array(vectors.astype(np.float32).ravel())
+    pq.write_table(pa.table({"id": pa.array(range(len(vectors)), pa.int64()),
+                             "vector": pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1])}),
+                   root / "part-0.parquet")
+    return f"parquet://{root}"
+
+
+def _refused(capsys: pytest.CaptureFixture[str], argv: list[str], needle: str) -> None:
+    code = main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1 and needle in err[0], err
+
+
+def test_a_file_at_a_folder_output_is_refused_naming_the_option(upgrade: dict, tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str],
+                                                                 demo_copy: Path) -> None:
+    source = _parquet(tmp_path / "src", upgrade["vectors"]["v1"])
+    file = tmp_path / "notes.txt"
+    file.write_text("keep me")
+    bundle = str(upgrade["bundle"])
+    is_a_file = f"{file}: is a file, not a folder"
+    _refused(capsys, ["migrate", "--bundle", bundle, "--from", source, "--to", f"parquet://{file}"],
+             f"--to {is_a_file}")
+    _refused(capsys, ["transform", "--bundle", bundle, "--from", source, "--to", f"parquet://{file}"],
+             f"--to {is_a_file}")
+    items = mlp_items(tmp_path / "items", 50)
+    _refused(capsys, ["embed-dataset", "--model", str(items["model"]), "--from", f"parquet://{items['items']}",
+                      "--to", f"parquet://{file}"], f"--to {is_a_file}")
+    rows = table_dump(demo_copy)
+    _refused(capsys, ["backfill", "--workspace", str(demo_copy), "--model", "new-cnn", "--to-store",
+                      f"parquet://{file}"], f"--to-store {is_a_file}")
+    assert table_dump(demo_copy) == rows  # no run, nothing staged
+    assert not (demo_copy / "scale-jobs").exists() or not any((demo_copy / "scale-jobs").iterdir())
+    assert file.read_text() == "keep me" and not (tmp_path / "notes.txt.embridge").exists()
+
+
+def test_a_migration_into_a_folder_that_takes_no_file_leaves_no_checkpoint(upgrade: dict, tmp_path: Path) -> None:
+    source = _parquet(tmp_path / "src", upgrade["vectors"]["v1"])
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        args = ["migrate", "--bundle", str(upgrade["bundle"]), "--from", source, "--to", f"parquet://{locked / 'new'}"]
+        out = subprocess.run([sys.executable, "-m", "embridge.core.cli.main", *args], capture_output=True,
+                             text=True, timeout=300, cwd=REPO, preexec_fn=_without_dac_override)  # root as a user
+        err = out.stderr.strip().splitlines()
+        assert out.returncode == 1 and len(err) == 1, out.stderr
+        assert f"--to {locked / 'new'}: cannot write in {locked} (Permission denied)" in err[0]
+        assert list(locked.iterdir()) == []  # no checkpoint folder, no collection
+    finally:
+        locked.chmod(0o755)
