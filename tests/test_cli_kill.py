@@ -472,3 +472,21 @@ def test_a_cancelled_demo_removes_what_it_made(tmp_path: Path) -> None:
     with pytest.raises(Cancelled):
         build_demo(kept, should_stop=lambda: True)
     assert sorted(p.name for p in kept.iterdir()) == [".keep"]
+
+
+def test_a_ctrl_c_while_the_command_line_loads_is_one_line(monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """A Ctrl-C in the first fraction of a second (the command line importing its commands) printed a
+    Python traceback; it is the same one line as later. The program's own module loads without numpy,
+    so the window before that guard is only Python's start."""
+    from embridge.core.cli import main as cli
+
+    def stopped() -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "build_parser", stopped)
+    assert cli.main(["info", "-w", "x"]) == 130
+    assert capsys.readouterr().err == "embridge: error: interrupted\n"
+    loaded = subprocess.run([sys.executable, "-c", "import sys, embridge.core.cli.main; print('numpy' in sys.modules)"],
+                            capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert loaded.stdout.strip() == "False", loaded.stderr

@@ -21,7 +21,6 @@ from typing import Any
 
 from embridge.core import __version__, stop_signals
 from embridge.core.errors import Cancelled, EmbridgeError
-from embridge.core.json_values import dumps
 
 COMMAND_MODULES = (
     "embridge.core.cli.workspace_cmds",
@@ -55,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def emit(data: dict[str, Any], text: str, as_json: bool) -> None:
     if as_json:
+        from embridge.core.json_values import dumps  # numpy: loaded once a command has run, not at start-up
+
         sys.stdout.write(dumps(data, indent=None) + "\n")
     else:
         sys.stdout.write(text.rstrip() + "\n")
@@ -65,11 +66,13 @@ def main(argv: Sequence[str] | None = None, *, program: bool = False) -> int:
     """Run one command; its exit status. ``program``: this is the whole process (the ``embridge``
     program), so once the command's work is done a late Ctrl-C or SIGTERM is ignored rather than
     turning a finished command into a failed one; callers in-process keep their own signal handling."""
-    parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args = build_parser().parse_args(argv)
     except SystemExit as exc:  # a usage error (already printed as one line), --help or --version
         return exc.code if isinstance(exc.code, int) else 2
+    except KeyboardInterrupt:  # Ctrl-C while the command line itself loads: the same one line
+        _error("interrupted")
+        return 130
     finished: tuple[dict[str, Any], str] | None = None
     try:
         with _sigterm_interrupts(), stop_signals.held_until_exit():
