@@ -17,7 +17,7 @@ from bundle_fixtures import build_upgrade_workspace
 from embridge.core.adapters import adapt_gallery, adapt_queries, load_adapter
 from embridge.core.bundle import compose_adapters, export_bundle, inspect_bundle, load_bundle, verify_bundle
 from embridge.core.cli.main import main
-from embridge.core.errors import BundleError, Cancelled
+from embridge.core.errors import BundleError, Cancelled, InputError
 from embridge.core.evaluation.tasks import heldout_queries
 from embridge.core.retrieval import l2_normalize
 from embridge.core.store import Workspace
@@ -213,7 +213,7 @@ def test_cancelled_or_refused_export_leaves_nothing(upgrade: dict, tmp_path: Pat
         assert calls["n"] >= 1
         assert list(tmp_path.iterdir()) == []
         out.write_bytes(b"keep me")
-        with pytest.raises(BundleError, match="already exists"):
+        with pytest.raises(InputError, match="already exists"):
             export_bundle(ws, out, [upgrade["runs"]["v3_to_v1"]])
         assert out.read_bytes() == b"keep me"
         with pytest.raises(BundleError, match="old->new layer"):

@@ -83,3 +83,26 @@ def test_a_migration_into_a_folder_that_takes_no_file_leaves_no_checkpoint(upgra
         assert list(locked.iterdir()) == []  # no checkpoint folder, no collection
     finally:
         locked.chmod(0o755)
+
+
+def test_an_export_into_a_folder_that_takes_no_file_is_refused_before_its_run(demo_copy: Path,
+                                                                              tmp_path: Path) -> None:
+    from embridge.core.store import Workspace
+    from embridge.core.train.runs import train_run
+
+    with Workspace.open(demo_copy) as ws:
+        train_run(ws, "procrustes", device="cpu")
+    rows = table_dump(demo_copy)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        out = subprocess.run([sys.executable, "-m", "embridge.core.cli.main", "bundle", "export", "-w", str(demo_copy),
+                              "--out", str(locked / "b.zip")], capture_output=True, text=True, timeout=300, cwd=REPO,
+                             preexec_fn=_without_dac_override)
+    finally:
+        locked.chmod(0o755)
+    err = out.stderr.strip().splitlines()
+    assert out.returncode == 1 and len(err) == 1, out.stderr
+    assert f"--out {locked}: cannot write in {locked} (Permission denied)" in err[0]
+    assert table_dump(demo_copy) == rows and list(locked.iterdir()) == []  # no export run recorded

@@ -47,10 +47,10 @@ from embridge.core.bundle.runtime import (
     run_module,
     verify_bundle,
 )
-from embridge.core.errors import BundleError
+from embridge.core.errors import BundleError, InputError
 from embridge.core.jobs import recorded_run
 from embridge.core.l2 import prepare_input
-from embridge.core.paths import check_output, remove_no_follow
+from embridge.core.paths import absolute, check_folder_target, check_output, remove_no_follow
 from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
 from embridge.core.store import Workspace
 from embridge.core.store.files import (
@@ -86,8 +86,10 @@ def export_bundle(ws: Workspace, out: str | Path, run_ids: list[int] | None = No
     out = check_output(out, workspace=ws.root)
     if out.exists() or out.is_symlink():
         if not overwrite:
-            raise BundleError(f"{out}: already exists; choose another name or allow overwriting")
+            raise InputError("--out", f"{out}: already exists; choose another name, or allow overwriting "
+                             "(the command line's --overwrite) to replace an earlier bundle there")
         replaceable_bundle(out)
+    check_folder_target(absolute(out).parent, "--out")  # a folder that takes no file: refused before any work
     steps = contents.resolve_steps(ws, run_ids)
     report = contents.chosen_report(ws, steps, report_id)
     config = {"runs": [s.run["id"] for s in steps], "out": str(out), "gallery": gallery, "probes": probes}
