@@ -64,6 +64,7 @@ def test_planner_backfill_gives_new_vectors_where_the_bundle_is_worst(upgrade: d
         rest = np.setdiff1d(np.arange(len(v1)), backfilled)
         np.testing.assert_allclose(vectors[rest], load_bundle(upgrade["bundle"])(v1[rest], normalise_output=True), rtol=1e-4, atol=1e-5)
         results[order] = backfilled
+        assert out["warning"] is None  # every chosen id is a source point
         code, checked, err = cli(capsys, "check", "--uri", target)
         assert checked["state"] == "single" and checked["versions"] == {"v3": len(v1)}  # one model version
     residual = np.linalg.norm(unit(load_bundle(upgrade["bundle"])(v1)) - unit(v3), axis=1)
@@ -271,3 +272,31 @@ def test_embedding_with_a_model_imported_from_a_store_is_refused_before_a_run(
                                                                   f"imported from {source.source}"), err
     with Workspace.open(ws_path) as ws:
         assert len(ws.runs()) == runs
+
+
+@pytest.mark.parametrize("order", ["random", "planner"])
+def test_new_vectors_whose_ids_name_no_point_are_said_so(upgrade: dict, source: Any, tmp_path: Path, order: str,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """Ids that are not the source's (here text where the source has numbers 0..) attach nothing: the
+    migration still completes, and says first how many chosen points got real vectors."""
+    v3 = upgrade["vectors"]["v3"]
+    new_file = tmp_path / "other-ids.npz"
+    half = len(v3) // 2  # numbered ids for the first half, names no point has for the rest
+    np.savez(new_file, ids=np.array([str(i) for i in range(half)] + [f"doc-{i}" for i in range(half, len(v3))]),
+             vectors=v3)
+    code, out, err = cli(capsys, "migrate", "--bundle", str(upgrade["bundle"]), "--from", source.source,
+                         "--to", source.target, "--new-vectors", str(new_file), "--order", order)
+    assert code == 0 and out["verification"]["ok"], err
+    attached = out["verification"]["spaces"].get(out["spaces"]["new"], 0)
+    assert attached == half
+    if order == "random":  # every id of the file was chosen; only the numbered half are points
+        assert out["warning"].startswith(f"WARNING: {half} of the {len(v3)} points chosen for real new vectors")
+        assert out["text"].splitlines()[0] == out["warning"]
+    else:  # the planner's pass over the source chooses points only
+        assert out["warning"] is None
+    none_file = tmp_path / "no-ids.npz"
+    np.savez(none_file, ids=np.array([f"doc-{i}" for i in range(len(v3))]), vectors=v3)
+    code, out, err = cli(capsys, "migrate", "--bundle", str(upgrade["bundle"]), "--from", source.source,
+                         "--to", source.target.replace("docs_v2", "docs_none"), "--new-vectors", str(none_file),
+                         "--order", order, "--backfill", "50")
+    assert code == 0 and out["warning"] is not None and out["warning"].startswith("WARNING: 0 of the "), err

@@ -227,11 +227,31 @@ def _locked_run(transform: StoreTransform, source: Connector, target: Connector,
     result = MigrationResult(source.describe(), target.describe(), target.collection, status, total,
                              int(state["written"]) - resumed_from if status == "completed" else 0, resumed_from,
                              len(state.get("backfill_ids") or []), seconds, verification, verify_seconds,
-                             spaces=names, warning=transform.warning)
+                             spaces=names, warning=_joined(transform.warning,
+                                                           _unmatched(new, state, verification, names)))
     if switch and alias:
         result.previous = switch_alias(target, alias, target.collection)
         result.switched, result.alias = True, alias
     return result
+
+
+def _unmatched(new: NewVectors | None, state: dict[str, Any], verification: Verification,
+               names: dict[str, str]) -> str | None:
+    """A warning when fewer points hold real new vectors than were chosen for them: ids of ``--new-vectors``
+    that are not the source's point ids (another id column, numbers given as text) would otherwise pass
+    as a finished partial backfill."""
+    if new is None:
+        return None
+    chosen, attached = len(state.get("backfill_ids") or []), int(verification.spaces.get(names["new"], 0))
+    if attached >= chosen and (attached or not new.index):
+        return None
+    return (f"WARNING: {attached} of the {chosen} points chosen for real new vectors are in the source "
+            f"({len(new.index)} ids in --new-vectors {new.path}); the others' ids name no source point, so the "
+            "source went through the bundle instead: check that those ids are the source's point ids")
+
+
+def _joined(*lines: str | None) -> str | None:
+    return "\n".join(line for line in lines if line) or None
 
 
 def copied(state: dict[str, Any]) -> bool:
