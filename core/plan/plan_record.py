@@ -74,6 +74,13 @@ class Plan:
         partial = self.option("partial_backfill")
         if partial is not None and partial.get("measured_on"):
             lines.append(f"partial backfill read off the curves measured on {partial['measured_on']}")
+        for option in self.options:  # another run's layer: where its numbers come from, and whether they compare
+            came = option.get("quality_from")
+            if isinstance(came, dict):
+                lines.append(f"{option['title']}: {str(came.get('source') or '').removeprefix('Quality: ')} "
+                             f"Measured on {came.get('protocol')}"
+                             + ("" if came.get("comparable") else "; not this report's queries and gallery, so "
+                                "not weighed against them"))
         return lines
 
     @property

@@ -283,8 +283,9 @@ def plan_from_report(source: Report | Mapping[str, Any], throughput: Throughput,
                                   floor if same else None, ceiling, alt.get("source", ""), alt.get("out_dim"),
                                   alt.get("adapter_bytes"), alt.get("k"), alt.get("measured_on"),
                                   throughput.embed_items_per_s, metric)
+            where = (alt.get("measured_on") or {}).get("text") or "queries and a gallery it did not record"
+            option["quality_from"] = {"source": alt.get("source", ""), "protocol": where, "comparable": same}
             if not same:
-                where = (alt.get("measured_on") or {}).get("text") or "queries and a gallery it did not record"
                 option["comparable"] = False
                 option["notes"].append(f"Measured on {where}, not on this report's old/old queries and gallery, "
                                        "so its gain retained and criterion are not given and it is not "
