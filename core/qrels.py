@@ -97,7 +97,7 @@ def read_qrels(path: str | Path, split: str | None = None) -> QrelLines:
         if width is None and not out.lines and _is_header(cells):
             width = len(cells)
             continue
-        if width is None and not out.lines:
+        if not out.lines:  # the first judgment (after any header) tells TREC's layout from a split column
             trec = len(cells) == 4 and _is_number(cells[3]) and cells[3] not in JUDGMENT_SPLITS
         if trec and len(cells) == 4:
             cells = [cells[0], cells[2], cells[3]]  # query, iteration (ignored), document, grade
@@ -229,10 +229,11 @@ _GRADE_HEADERS = ("score", "grade", "rel", "label", "judg")
 
 
 def _is_header(cells: list[str]) -> bool:
-    """A first line naming columns (BEIR's 'query-id corpus-id score'), not a judgment with a bad grade."""
+    """A first line naming columns (BEIR's 'query-id corpus-id score', TREC's 'qid Q0 docno rel'), not a
+    judgment with a bad grade: its first column names the query, a later one the grade."""
     return (len(cells) >= 3 and not any(_is_number(c) for c in cells)
             and any(word in cells[0].lower() for word in _QUERY_HEADERS)
-            and any(word in cells[2].lower() for word in _GRADE_HEADERS))
+            and any(word in cell.lower() for cell in cells[2:] for word in _GRADE_HEADERS))
 
 
 def _is_number(text: str) -> bool:

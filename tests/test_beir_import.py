@@ -156,6 +156,21 @@ def test_qrels_file_alone_with_given_splits_and_bad_lines(ws: Workspace, tmp_pat
     assert snapshot(ws.root) == before
 
 
+@pytest.mark.parametrize("header", ["query-id\tcorpus-id\tscore", "qid\tQ0\tdocno\trel", "topic,iter,doc,judgment"])
+def test_a_header_that_names_query_and_grade_columns_is_skipped(ws: Workspace, tmp_path: Path, header: str) -> None:
+    """BEIR's header, TREC's ('qid Q0 docno rel', grade last) and others naming the query first and the
+    grade in a later column; the TREC one was refused as "grade 'docno' is not an integer"."""
+    ws.add_items([{"key": "a", "split": "gallery"}, {"key": "b", "split": "gallery"}])
+    ws.add_items([{"key": "a", "split": "query"}])
+    sep = "," if "," in header else "\t"
+    width = header.count(sep) + 1
+    lines = [["a", "a", "1"], ["a", "b", "0"]] if width == 3 else [["a", "0", "a", "1"], ["a", "0", "b", "0"]]
+    qrels = tmp_path / ("q.csv" if sep == "," else "q.tsv")
+    qrels.write_text("\n".join([header, *(sep.join(line) for line in lines)]) + "\n")
+    summary = import_qrels(ws, qrels)
+    assert summary.judgments == 2
+
+
 def test_cli_imports_beir_and_reports_judgments_in_info(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     ws = str(tmp_path / "w")
     assert main(["init", "-w", ws]) == 0
