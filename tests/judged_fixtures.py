@@ -60,12 +60,13 @@ def judged_vectors(n_docs: int = 800, n_queries: int = 500, old_dim: int = 24, n
             "relevant": relevant}
 
 
-def build_judged_workspace(path: Path, new_docs_share: float = 1.0, **kwargs: Any) -> dict[str, Any]:
+def build_judged_workspace(path: Path, new_docs_share: float = 1.0, new_skips: str | None = None,
+                           **kwargs: Any) -> dict[str, Any]:
     """A workspace with documents, judged queries (train / dev / test) and two vectors-only models.
 
     The old model embeds every document and query; the new model every query and the first
     ``new_docs_share`` of the documents (an evaluation sample, as a team that has not re-embedded
-    its gallery has).
+    its gallery has), and every query but those of split ``new_skips`` (none skipped by default).
     """
     data = judged_vectors(**kwargs)
     n_docs, n_queries = len(data["old_docs"]), len(data["old_queries"])
@@ -84,7 +85,8 @@ def build_judged_workspace(path: Path, new_docs_share: float = 1.0, **kwargs: An
         spec = {"name": role, "kind": "vectors", "modality": "vector", "dim": dim, "sha256": f"{len(role):064d}",
                 "path": ""}
         ws.add_model(role, role, spec, None)
-        ws.add_vector_set(role, np.concatenate([doc_ids[:docs], query_ids]),
-                          np.concatenate([data[f"{role}_docs"][:docs], data[f"{role}_queries"]]))
+        keep = splits != new_skips if role == "new" else np.ones(n_queries, dtype=bool)
+        ws.add_vector_set(role, np.concatenate([doc_ids[:docs], query_ids[keep]]),
+                          np.concatenate([data[f"{role}_docs"][:docs], data[f"{role}_queries"][keep]]))
     ws.close()
     return {"path": path, "doc_ids": doc_ids, "query_ids": query_ids, "splits": splits, **data}

@@ -115,6 +115,17 @@ def test_query_pairs_teach_the_map_where_new_queries_go(tmp_path: Path) -> None:
     assert both["upgraded_top1"] > docs["upgraded_top1"] + 0.03
 
 
+def test_validation_without_an_embedded_judged_dev_query_says_why_it_left_them(tmp_path: Path) -> None:
+    """The new model embedded no dev query: validation falls back to own-item pairs and says that the judged
+    dev queries were all left out, instead of a protocol that reads as if there were none."""
+    case = build_judged_workspace(tmp_path / "ws", n_docs=200, n_queries=60, new_skips="dev")
+    n_dev = int((case["splits"] == "dev").sum())
+    with Workspace.open(case["path"]) as ws:
+        run = train_run(ws, "procrustes", device="cpu")
+    assert run["val_metric_name"] != "judged_ndcg@10"
+    assert f"none of the {n_dev} judged dev queries is embedded by every compared model" in run["val_protocol"]
+
+
 def test_query_pairs_alone_need_queries_judged_in_train(tmp_path: Path) -> None:
     case = build_judged_workspace(tmp_path / "ws", n_docs=200, n_queries=60)
     with Workspace.open(case["path"]) as ws:

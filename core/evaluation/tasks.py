@@ -77,6 +77,13 @@ def _judged_query_set(ws: Workspace, split: str, have: np.ndarray) -> QuerySet:
     return QuerySet(f"{split} queries (judged)", judged)
 
 
+def _judged_but_unembedded(ws: Workspace, split: str) -> str:
+    """'; none of the 20 judged dev queries is embedded by every compared model' when judged queries of
+    ``split`` exist and a fallback protocol replaces them (else ''), so the switch is never silent."""
+    every = _judged_queries(ws, split, ws.query_ids()).size
+    return (f"; none of the {every} judged {split} queries is embedded by every compared model" if every else "")
+
+
 def heldout_queries(ws: Workspace, models: Sequence[str], seed: int = 0) -> tuple[QuerySet, str]:
     """(the test query set, its source) for ``models`` (see the module docstring)."""
     label = "models " + ", ".join(f"'{m}'" for m in models)
@@ -89,13 +96,13 @@ def heldout_queries(ws: Workspace, models: Sequence[str], seed: int = 0) -> tupl
     queries = np.array([i for i in intersect_ids(both, ws.query_ids()) if folds.get(int(i)) == "test"],
                        dtype=np.int64)
     if queries.size:
-        return QuerySet("test queries (query split)", queries), "query split"
+        return QuerySet(f"test queries (query split{_judged_but_unembedded(ws, 'test')})", queries), "query split"
     queries = np.array([i for i in ws.gallery_among(both) if folds.get(int(i)) == "test"],
                        dtype=np.int64)
     if queries.size == 0:
         raise InputError(label, "no query items and no test fold with vectors under every model; "
                          "import queries with --split query and embed them with each model")
-    return QuerySet("held-out items (test fold)", queries), "test fold"
+    return QuerySet(f"held-out items (test fold{_judged_but_unembedded(ws, 'test')})", queries), "test fold"
 
 
 def _without_train(ws: Workspace, ids: np.ndarray) -> tuple[np.ndarray, int]:
@@ -191,7 +198,8 @@ def dev_task(ws: Workspace, old: str, new: str, seed: int = 0,
     else:
         val = split.ids["val"]
         rule = choose_rule(ws, val, gallery_ids, use_judgments=False)
-        name = "labelled queries (validation fold)" if rule.source == "labels" else "validation items (own item)"
+        name = ("labelled queries (validation fold" if rule.source == "labels" else "validation items (own item") \
+            + _judged_but_unembedded(ws, "dev") + ")"
         if rule.source == "labels":
             val = np.array([i for i, v in zip(val, ws.labels(val), strict=True) if v is not None], dtype=np.int64)
         queries = QuerySet(name, val)
