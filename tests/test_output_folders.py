@@ -106,3 +106,25 @@ def test_an_export_into_a_folder_that_takes_no_file_is_refused_before_its_run(de
     assert out.returncode == 1 and len(err) == 1, out.stderr
     assert f"--out {locked}: cannot write in {locked} (Permission denied)" in err[0]
     assert table_dump(demo_copy) == rows and list(locked.iterdir()) == []  # no export run recorded
+
+
+def test_a_lancedb_database_folder_holding_a_workspace_or_an_input_is_refused(upgrade: dict, tmp_path: Path,
+                                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """As a Qdrant, Chroma or Parquet store folder is: LanceDB writes its tables into the database folder."""
+    import shutil
+
+    from embridge.core.store import Workspace
+
+    source = _parquet(tmp_path / "src", upgrade["vectors"]["v1"])
+    db = tmp_path / "db"
+    db.mkdir()
+    Workspace.create(db / "ws").close()
+    bundle = str(upgrade["bundle"])
+    for command in ("migrate", "transform"):
+        _refused(capsys, [command, "--bundle", bundle, "--from", source, "--to", f"lancedb://{db}?table=t2"],
+                 f"is a folder holding the workspace {db / 'ws'}")
+    shutil.rmtree(db / "ws")
+    shutil.copy(bundle, db / "fct.zip")
+    _refused(capsys, ["migrate", "--bundle", str(db / "fct.zip"), "--from", source, "--to", f"lancedb://{db}?table=t2"],
+             "is a folder holding the input")
+    assert sorted(p.name for p in db.iterdir()) == ["fct.zip"]
