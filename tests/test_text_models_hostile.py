@@ -370,3 +370,18 @@ def test_an_enormous_document_costs_what_the_model_reads(tmp_path: Path, maker: 
     assert out.returncode == 0, out.stderr[-2000:]
     grown_mib, diff = out.stdout.split()
     assert int(grown_mib) < 150 and float(diff) < 1e-6, out.stdout
+
+
+@pytest.mark.parametrize("maker", [tiny_bert, tiny_sentence_transformer])
+def test_a_text_opening_with_pages_of_whitespace_keeps_its_words(tmp_path: Path, maker: Callable[..., Path]) -> None:
+    """The cut counts what tokenizers keep: 33,000 spaces or blank lines before the words (more characters
+    than 64 per token of a 64-token model) still embed as the words do, not as an empty text."""
+    from embridge.core.models import load_model
+
+    model = load_model(maker(tmp_path / "model"), "cpu")
+    words = "the cat sat on a mat " * 40
+    padded = model.embed_texts([" " * 33_000 + words, "\n" * 33_000 + words], "document")
+    alone, empty = model.embed_texts([words, ""], "document")
+    for row in padded:
+        np.testing.assert_allclose(row, alone, atol=1e-6)
+        assert np.abs(row - empty).max() > 1e-3

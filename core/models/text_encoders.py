@@ -14,6 +14,7 @@ configs that would need it before any library sees the folder).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -54,18 +55,32 @@ def prompted(texts: Sequence[str], prompt: str) -> list[str]:
     return [prompt + t for t in texts] if prompt else list(texts)
 
 
-CHARS_PER_TOKEN = 64  # far more than any real text's characters per token
+CHARS_PER_TOKEN = 64  # non-space characters: far more than any real token holds
+_NON_SPACE = re.compile(r"\S+")
 
 
 def clipped(texts: Sequence[str], tokens: int) -> list[str]:
-    """Each text cut to ``CHARS_PER_TOKEN`` characters per token the model reads, before tokenizing.
+    """Each text cut after ``CHARS_PER_TOKEN`` non-space characters per token the model reads, before
+    tokenizing.
 
     Tokenizers split a whole text before truncating it to the model's limit, so one enormous document
-    (a log, a dump) would cost memory in proportion to its length for tokens the model never sees. The
-    cut keeps every token of any text that averages fewer than 64 characters per token.
+    (a log, a dump) would cost memory in proportion to its length for tokens the model never sees.
+    Whitespace is not counted (tokenizers drop it, and a text may open with pages of it), so the cut
+    keeps every token the model reads unless its first tokens average more than 64 non-space
+    characters each (words that long are one unknown token whatever their length).
     """
     limit = CHARS_PER_TOKEN * max(int(tokens), 1)
-    return [t[:limit] if len(t) > limit else t for t in texts]
+    return [_cut(t, limit) if len(t) > limit else t for t in texts]
+
+
+def _cut(text: str, limit: int) -> str:
+    """``text`` up to its ``limit``-th non-space character (whole when it has fewer)."""
+    seen = 0
+    for word in _NON_SPACE.finditer(text):
+        seen += word.end() - word.start()
+        if seen >= limit:
+            return text[:word.end() - (seen - limit)]
+    return text
 
 
 def length_order(lengths: Sequence[int]) -> np.ndarray:
