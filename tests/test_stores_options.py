@@ -277,8 +277,9 @@ def test_embedding_with_a_model_imported_from_a_store_is_refused_before_a_run(
 @pytest.mark.parametrize("order", ["random", "planner"])
 def test_new_vectors_whose_ids_name_no_point_are_said_so(upgrade: dict, source: Any, tmp_path: Path, order: str,
                                                          capsys: pytest.CaptureFixture[str]) -> None:
-    """Ids that are not the source's (here text where the source has numbers 0..) attach nothing: the
-    migration still completes, and says first how many chosen points got real vectors."""
+    """Ids that are not the source's (here names where the source has numbers 0..) attach nothing: the
+    migration still completes, and says first how many points got real vectors of how many asked for,
+    in either order."""
     v3 = upgrade["vectors"]["v3"]
     new_file = tmp_path / "other-ids.npz"
     half = len(v3) // 2  # numbered ids for the first half, names no point has for the rest
@@ -288,15 +289,21 @@ def test_new_vectors_whose_ids_name_no_point_are_said_so(upgrade: dict, source: 
                          "--to", source.target, "--new-vectors", str(new_file), "--order", order)
     assert code == 0 and out["verification"]["ok"], err
     attached = out["verification"]["spaces"].get(out["spaces"]["new"], 0)
-    assert attached == half
-    if order == "random":  # every id of the file was chosen; only the numbered half are points
-        assert out["warning"].startswith(f"WARNING: {half} of the {len(v3)} points chosen for real new vectors")
-        assert out["text"].splitlines()[0] == out["warning"]
-    else:  # the planner's pass over the source chooses points only
-        assert out["warning"] is None
+    assert attached == half  # the numbered half, whatever the order
+    assert out["warning"].startswith(f"WARNING: {half} points got real new vectors where {len(v3)} were asked for "
+                                     f"(all {len(v3)} ids of --new-vectors)")
+    assert out["text"].splitlines()[0] == out["warning"]
+    code, out, err = cli(capsys, "migrate", "--bundle", str(upgrade["bundle"]), "--from", source.source,
+                         "--to", source.target.replace("docs_v2", "docs_enough"), "--new-vectors", str(new_file),
+                         "--order", order, "--backfill", "20", "--seed", "1")
+    got = out["verification"]["spaces"].get(out["spaces"]["new"], 0)
+    assert code == 0 and (out["warning"] is None) == (got == 20), (got, out["warning"])  # warned only when short
+    if order == "planner":  # it chooses among source points: the 20 asked for are there
+        assert got == 20 and out["warning"] is None
     none_file = tmp_path / "no-ids.npz"
     np.savez(none_file, ids=np.array([f"doc-{i}" for i in range(len(v3))]), vectors=v3)
     code, out, err = cli(capsys, "migrate", "--bundle", str(upgrade["bundle"]), "--from", source.source,
                          "--to", source.target.replace("docs_v2", "docs_none"), "--new-vectors", str(none_file),
                          "--order", order, "--backfill", "50")
-    assert code == 0 and out["warning"] is not None and out["warning"].startswith("WARNING: 0 of the "), err
+    assert code == 0 and out["warning"].startswith("WARNING: 0 points got real new vectors where 50 were asked "
+                                                   "for (--backfill 50)"), err

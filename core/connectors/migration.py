@@ -228,26 +228,28 @@ def _locked_run(transform: StoreTransform, source: Connector, target: Connector,
                              int(state["written"]) - resumed_from if status == "completed" else 0, resumed_from,
                              len(state.get("backfill_ids") or []), seconds, verification, verify_seconds,
                              spaces=names, warning=_joined(transform.warning,
-                                                           _unmatched(new, state, verification, names)))
+                                                           _unmatched(new, backfill, verification, names)))
     if switch and alias:
         result.previous = switch_alias(target, alias, target.collection)
         result.switched, result.alias = True, alias
     return result
 
 
-def _unmatched(new: NewVectors | None, state: dict[str, Any], verification: Verification,
+def _unmatched(new: NewVectors | None, backfill: int | None, verification: Verification,
                names: dict[str, str]) -> str | None:
-    """A warning when fewer points hold real new vectors than were chosen for them: ids of ``--new-vectors``
-    that are not the source's point ids (another id column, numbers given as text) would otherwise pass
-    as a finished partial backfill."""
-    if new is None:
+    """A warning when fewer points got real new vectors than were asked for (``--backfill``, else every id
+    of ``--new-vectors``): ids that are not the source's point ids (another id column, names where the
+    source has numbers) would otherwise pass as a finished partial backfill, whatever the order."""
+    if new is None or not new.index:
         return None
-    chosen, attached = len(state.get("backfill_ids") or []), int(verification.spaces.get(names["new"], 0))
-    if attached >= chosen and (attached or not new.index):
+    wanted = len(new.index) if backfill is None else min(int(backfill), len(new.index))
+    attached = int(verification.spaces.get(names["new"], 0))
+    if attached >= wanted:
         return None
-    return (f"WARNING: {attached} of the {chosen} points chosen for real new vectors are in the source "
-            f"({len(new.index)} ids in --new-vectors {new.path}); the others' ids name no source point, so the "
-            "source went through the bundle instead: check that those ids are the source's point ids")
+    asked = f"--backfill {backfill}" if backfill is not None else f"all {len(new.index)} ids of --new-vectors"
+    return (f"WARNING: {attached} points got real new vectors where {wanted} were asked for ({asked}); the "
+            f"other ids of {new.path} name no point of the source, whose points went through the bundle instead: "
+            "check that those ids are the source's point ids")
 
 
 def _joined(*lines: str | None) -> str | None:
