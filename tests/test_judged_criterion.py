@@ -98,3 +98,7 @@ def test_the_gate_fails_compatible_and_gain_retained_on_ndcg(judged: dict[str, A
     assert "gain_retained (decided on nDCG@10 with graded judgments: gain_retained_ndcg@10): undefined" in err
     xml = junit.read_text()
     assert xml.count("<failure") == 2 and 'name="compatible&gt;=1"' in xml  # the check as the user wrote it
+    assert main(["report", "--workspace", str(judged["path"]), "--fail-under", "compatible=1", "--json"]) == 1
+    out = json.loads(capsys.readouterr().out)
+    (check,) = out["gate"]["checks"]
+    assert out["compatible"] is True and check["reads"] == "compatible_ndcg@10" and check["value"] == 0.0

@@ -167,8 +167,8 @@ def _gate(args: argparse.Namespace, data: dict[str, Any], text: str, report: Rep
         sys.stderr.write(f"embridge: gate failed: {r.message}\n")
     if failed:
         args.exit_status = 1
-    gate = {"passed": not failed, "checks": [{"check": r.check.text, "value": r.value, "passed": r.passed,
-                                              "message": r.message} for r in results],
+    gate = {"passed": not failed, "checks": [{"check": r.check.text, "reads": r.reads, "value": r.value,
+                                              "passed": r.passed, "message": r.message} for r in results],
             "junit": str(args.junit) if args.junit else None}
     summary = f"gate: {len(results) - len(failed)} of {len(results)} checks passed"
     return gate, text + "\n" + summary

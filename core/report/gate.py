@@ -1,7 +1,8 @@
 """A release gate over a report's headline numbers, for CI pipelines.
 
 ``embridge report --fail-under gain_retained=0.5 --fail-under negative_flip_rate<=0.05`` checks each
-condition against the report's JSON (the same names as ``--json`` prints): ``=`` and ``>=`` mean
+condition against the report's JSON (the same names as ``--json`` prints, but see judgments below; each
+check's ``reads`` names the key it read): ``=`` and ``>=`` mean
 "at least", ``<=`` "at most". A name no report has is refused before any work
 (:func:`check_metric_names`); a metric this report lacks, or a value it could not define (null, e.g.
 gain retained when the new model gains nothing), fails its check with that reason, so a gate never
@@ -59,6 +60,7 @@ class CheckResult:
     value: float | None
     passed: bool
     message: str
+    reads: str = ""  # the JSON key whose value was checked (``compatible_ndcg@10`` for ``compatible`` with judgments)
 
 
 def parse_check(text: str, option: str = "--fail-under") -> Check:
@@ -117,18 +119,18 @@ def evaluate(checks: list[Check], values: dict[str, Any]) -> list[CheckResult]:
         if name not in values:
             known = ", ".join(sorted(k for k, v in values.items() if _number(v) is not None))
             results.append(CheckResult(check, None, False, f"{label}: no such metric in the report "
-                                       f"(known: {known})"))
+                                       f"(known: {known})", name))
             continue
         value = _number(values[name])
         if value is None:
             note = values.get(f"{name}_note")
             why = f" ({note})" if isinstance(note, str) and note else ""
-            results.append(CheckResult(check, None, False, f"{label}: undefined in this report{why}"))
+            results.append(CheckResult(check, None, False, f"{label}: undefined in this report{why}", name))
             continue
         passed = value >= check.threshold if check.op == ">=" else value <= check.threshold
         bound = "at least" if check.op == ">=" else "at most"
         results.append(CheckResult(check, value, passed, f"{label} = {value:.10g}, required {bound} "
-                                   f"{check.threshold:.10g}"))
+                                   f"{check.threshold:.10g}", name))
     return results
 
 
