@@ -12,7 +12,8 @@ HEADER_HELP: dict[str, str] = {
     "Pairs": "The item pairs the layer was fitted on: documents, queries judged in the train split, or both.",
     "Method": "The method asked for; for the automatic choice, the method it chose.",
     "Candidates": "Automatic choice: every candidate's validation score; the best one was kept.",
-    "Passes": "Does this option's top-1 beat today's system (old/old)? The compatibility criterion.",
+    "Passes": "Does this option beat today's system (old/old) on the number in the header (nDCG@10 with graded "
+              "judgments, top-1 otherwise)? The compatibility criterion.",
     "Acceptable": "Passes the criterion and keeps at least the gain threshold of the full-backfill gain.",
     "Time": "Estimated time to carry out this option on this machine (re-embedding and mapping).",
     "Storage": "Extra storage the option needs (new vectors, adapter).",

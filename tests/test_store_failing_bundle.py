@@ -1,6 +1,6 @@
 """A migration through a layer that fails the compatibility criterion runs, as asked, and says so first:
-the bundle's own warning (``bundle inspect``'s first line) leads the command line's text, the app's, and
-the JSON; a passing layer's migration has none."""
+the bundle's own warning (``bundle inspect``'s first line) leads the result's text (the command line prints
+it, the app's migration dialog shows it) and is in the JSON; a passing layer's migration has none."""
 
 from __future__ import annotations
 
