@@ -179,19 +179,20 @@ def check_regular(path: str | Path, label: str = "input", folders: bool = True) 
     raise InputError(p, f"is {kind}; the {label} must be {wanted}")
 
 
-def check_folder_target(target: Path, option: str) -> None:
+def check_folder_target(target: Path, option: str, *, within: bool = False) -> None:
     """An output folder (a local store, a dataset folder) this process can write in: an existing file at its
     path, or a folder that takes no file, is refused here naming the option, before a job's reading and
-    computing, not after it."""
+    computing, not after it. ``within``: ``target`` is made inside its folder (a bundle file or folder), so
+    only that folder is checked."""
     where = f"{option} {target}"
     try:
-        if target.exists() and not target.is_dir():
-            raise InputError(where, "is a file, not a folder; name a new folder or the output's own")
-        folder = target
+        if not within and target.exists() and not target.is_dir():
+            raise InputError(where, "is a file, not a folder; give a new folder or an existing store's folder")
+        folder = target.parent if within else target
         while not folder.exists() and folder != folder.parent:
             folder = folder.parent
         if not folder.is_dir():
-            raise InputError(where, f"{folder} is a file, not a folder")
+            raise InputError(where, f"{folder} is a file, not a folder, so nothing can be written under it")
     except OSError as exc:  # a folder on the way that may not be entered
         raise InputError(where, f"cannot be checked ({exc.strerror or exc})") from None
     probe = folder / f"{TMP_PREFIX}{uuid.uuid4().hex[:12]}-probe"

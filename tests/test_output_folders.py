@@ -85,8 +85,8 @@ def test_a_migration_into_a_folder_that_takes_no_file_leaves_no_checkpoint(upgra
         locked.chmod(0o755)
 
 
-def test_an_export_into_a_folder_that_takes_no_file_is_refused_before_its_run(demo_copy: Path,
-                                                                              tmp_path: Path) -> None:
+def test_an_export_into_a_folder_that_takes_no_file_is_refused_before_its_run(
+        demo_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from embridge.core.store import Workspace
     from embridge.core.train.runs import train_run
 
@@ -104,27 +104,27 @@ def test_an_export_into_a_folder_that_takes_no_file_is_refused_before_its_run(de
         locked.chmod(0o755)
     err = out.stderr.strip().splitlines()
     assert out.returncode == 1 and len(err) == 1, out.stderr
-    assert f"--out {locked}: cannot write in {locked} (Permission denied)" in err[0]
+    assert f"--out {locked / 'b.zip'}: cannot write in {locked} (Permission denied)" in err[0]
     assert table_dump(demo_copy) == rows and list(locked.iterdir()) == []  # no export run recorded
+    notes = tmp_path / "notes.txt"
+    notes.write_text("keep me")
+    code = main(["bundle", "export", "-w", str(demo_copy), "--out", str(notes / "b.zip")])
+    assert code == 1 and table_dump(demo_copy) == rows
+    assert f"--out {notes / 'b.zip'}: {notes} is a file, not a folder, so nothing can be written under it" in \
+        capsys.readouterr().err
 
 
-def test_a_lancedb_database_folder_holding_a_workspace_or_an_input_is_refused(upgrade: dict, tmp_path: Path,
-                                                                              capsys: pytest.CaptureFixture[str]) -> None:
-    """As a Qdrant, Chroma or Parquet store folder is: LanceDB writes its tables into the database folder."""
-    import shutil
-
+def test_a_lancedb_database_folder_holding_a_workspace_is_refused(upgrade: dict, tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """As a Qdrant, Chroma or Parquet store folder is (LanceDB writes its tables into the database folder);
+    files beside a new table, such as its source or the bundle, are not touched and stay allowed."""
     from embridge.core.store import Workspace
 
-    source = _parquet(tmp_path / "src", upgrade["vectors"]["v1"])
     db = tmp_path / "db"
-    db.mkdir()
+    source = _parquet(db / "src", upgrade["vectors"]["v1"])
     Workspace.create(db / "ws").close()
     bundle = str(upgrade["bundle"])
     for command in ("migrate", "transform"):
         _refused(capsys, [command, "--bundle", bundle, "--from", source, "--to", f"lancedb://{db}?table=t2"],
                  f"is a folder holding the workspace {db / 'ws'}")
-    shutil.rmtree(db / "ws")
-    shutil.copy(bundle, db / "fct.zip")
-    _refused(capsys, ["migrate", "--bundle", str(db / "fct.zip"), "--from", source, "--to", f"lancedb://{db}?table=t2"],
-             "is a folder holding the input")
-    assert sorted(p.name for p in db.iterdir()) == ["fct.zip"]
+    assert sorted(p.name for p in db.iterdir()) == ["src", "ws"]

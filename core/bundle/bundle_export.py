@@ -89,7 +89,7 @@ def export_bundle(ws: Workspace, out: str | Path, run_ids: list[int] | None = No
             raise InputError("--out", f"{out}: already exists; choose another name, or allow overwriting "
                              "(the command line's --overwrite) to replace an earlier bundle there")
         replaceable_bundle(out)
-    check_folder_target(absolute(out).parent, "--out")  # a folder that takes no file: refused before any work
+    check_folder_target(absolute(out), "--out", within=True)  # a folder that takes no file: refused before any work
     steps = contents.resolve_steps(ws, run_ids)
     report = contents.chosen_report(ws, steps, report_id)
     config = {"runs": [s.run["id"] for s in steps], "out": str(out), "gallery": gallery, "probes": probes}

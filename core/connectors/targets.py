@@ -62,8 +62,8 @@ def check_store_output(uri: str | StoreURI, option: str = "--to",
         else:
             paths.append(Path(given))
     check_output(target, label=option, inputs=paths, below=True)
-    if parsed.scheme == "lancedb" and target.parent != target:  # the database folder, as a Qdrant store folder
-        check_output(target.parent, label=option, inputs=paths, below=True)
+    if parsed.scheme == "lancedb" and target.parent != target:  # its database folder holds no workspace, as a
+        check_output(target.parent, label=option, below=True)  # Qdrant store folder (a new table touches no file)
     if parsed.scheme != "faiss":  # read-only: refused as such where a command would write it
         check_folder_target(target, option)
 

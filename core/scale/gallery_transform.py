@@ -214,9 +214,8 @@ def transform_gallery(bundle: str | Path, source: str, target: str, *, engine: s
     src, bundle_path = open_source(source, "--from"), Path(bundle)
     _check_paths(src.root, dst, bundle_path)
     check_output(dst, label="--to", inputs=(src.root, bundle_path), below=True)
-    if target.startswith("lancedb://"):  # its database folder, as migrate checks it (a source beside it is fine)
-        beside = src.root.resolve().parent == dst.parent.resolve()
-        check_output(dst.parent, label="--to", inputs=(bundle_path, None if beside else src.root), below=True)
+    if target.startswith("lancedb://"):  # its database folder holds no workspace, as migrate checks it
+        check_output(dst.parent, label="--to", below=True)
     check_folder_target(dst, "--to")
     _check_schemas(src, id_col, vec_col)
     _check_ids(src, id_col)
