@@ -212,7 +212,9 @@ def test_junit_replaces_only_an_earlier_junit_result(demo_copy: Path, tmp_path: 
         assert f"--junit {target}: exists and is not a JUnit XML file" in err, err
         assert target.read_bytes() == before
     assert table_dump(demo_copy) == rows  # refused before the report
-    for earlier in ('<?xml version="1.0" encoding="utf-8"?>\n<testsuites name="x"/>\n', ""):
+    for earlier in ('<?xml version="1.0" encoding="utf-8"?>\n<testsuites name="x"/>\n', "",
+                    '<?xml version="1.0"?>\n<?xml-stylesheet type="text/xsl" href="j.xsl"?>\n<!DOCTYPE testsuite>\n'
+                    '<!-- from another tool -->\n<testsuite name="y"/>\n'):
         junit = tmp_path / "gate.xml"
         junit.write_text(earlier)
         assert main(_report_args(ws, junit)) == 0, capsys.readouterr().err

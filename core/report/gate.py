@@ -180,11 +180,13 @@ def _junit_or_empty(path: Path) -> bool:
             head = fh.read(4096)
     except OSError:
         return False
-    text = head.decode("utf-8", "replace").lstrip("\ufeff \t\r\n")
+    utf16 = head.startswith((b"\xff\xfe", b"\xfe\xff"))
+    text = head.decode("utf-16" if utf16 else "utf-8", "replace").lstrip("\ufeff \t\r\n")
     if not text:
         return True
-    text = re.sub(r"^<\?xml[^>]*\?>\s*", "", text)
-    text = re.sub(r"^(<!--.*?-->\s*)+", "", text, flags=re.S)
+    prolog = re.compile(r"(<\?.*?\?>|<!--.*?-->|<!DOCTYPE[^>]*>)\s*", re.S)  # declaration, stylesheet, comments
+    while (found := prolog.match(text)) is not None:
+        text = text[found.end():]
     return text.startswith(("<testsuites", "<testsuite"))
 
 
