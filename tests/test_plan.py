@@ -155,7 +155,7 @@ def test_forward_alternative_and_unknown_embedding_cost() -> None:
     assert plan.recommendation == "forward_transform"
     assert fwd["time_s"] == pytest.approx(N / 2e5) and fwd["gain_retained"] == pytest.approx(28 / 30)
     assert options(plan)["full_backfill"]["time_s"] is None and "no backbone here" in plan.notes
-    assert "Forward transform (fct): run 7 Measured on the same queries and gallery" in plan.measured_on()
+    assert "Forward transform (fct): from run 7, measured on the same queries and gallery" in plan.measured_on()
 
 
 def test_an_alternative_measured_on_other_galleries_gets_no_gain_and_is_not_recommended() -> None:
@@ -173,8 +173,8 @@ def test_an_alternative_measured_on_other_galleries_gets_no_gain_and_is_not_reco
     assert any("Measured on 200 test queries against the old gallery without the train fold, not on this "
                "report's old/old queries and gallery" in n for n in fwd["notes"])
     # the plan's text names where the row's numbers come from, beside the report's own cells
-    assert ("Forward transform (fct): run 7 Measured on 200 test queries against the old gallery without the "
-            "train fold; not this report's queries and gallery, so not weighed against them") in plan.measured_on()
+    assert ("Forward transform (fct): from run 7, measured on 200 test queries against the old gallery without "
+            "the train fold; not this report's queries and gallery, so not weighed against them") in plan.measured_on()
 
 
 def test_forward_layer_of_the_report_is_the_transform_option() -> None:

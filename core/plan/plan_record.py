@@ -77,8 +77,8 @@ class Plan:
         for option in self.options:  # another run's layer: where its numbers come from, and whether they compare
             came = option.get("quality_from")
             if isinstance(came, dict):
-                lines.append(f"{option['title']}: {str(came.get('source') or '').removeprefix('Quality: ')} "
-                             f"Measured on {came.get('protocol')}"
+                lines.append(f"{option['title']}: from {came.get('source') or 'another run'}, measured on "
+                             f"{came.get('protocol')}"
                              + ("" if came.get("comparable") else "; not this report's queries and gallery, so "
                                 "not weighed against them"))
         return lines

@@ -87,7 +87,8 @@ def _alternative_quality(ws: Workspace, row: dict[str, Any]) -> dict[str, Any]:
         metrics = cell["metrics"]
         return {"quality": {k: metrics[k] for k in ("top1", "top5", "ndcg@10", "mrr@10") if k in metrics},
                 "source": f"Quality: the {report.upgraded_cell} cell of report {report.report_id} "
-                          f"(run {row['run_id']}).", "measured_on": cell.get("protocol")}
+                          f"(run {row['run_id']}).", "measured_on": cell.get("protocol"),
+                "from": f"report {report.report_id} of run {row['run_id']}"}
     metrics = RunRecord.from_row(ws.run(row["run_id"])).metrics
     top1 = metrics.get("upgraded_top1")
     where = metrics.get("heldout_protocol") or "its test queries"
@@ -98,4 +99,4 @@ def _alternative_quality(ws: Workspace, row: dict[str, Any]) -> dict[str, Any]:
     shown = "top-1 and nDCG@10" if "ndcg@10" in quality else "top-1"
     return {"quality": quality,
             "source": f"Quality: held-out {shown} of training run {row['run_id']}, measured as reports measure it, "
-                      f"on {where}.", "measured_on": measured}
+                      f"on {where}.", "measured_on": measured, "from": f"training run {row['run_id']}, held-out"}

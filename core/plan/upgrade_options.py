@@ -284,7 +284,8 @@ def plan_from_report(source: Report | Mapping[str, Any], throughput: Throughput,
                                   alt.get("adapter_bytes"), alt.get("k"), alt.get("measured_on"),
                                   throughput.embed_items_per_s, metric)
             where = (alt.get("measured_on") or {}).get("text") or "queries and a gallery it did not record"
-            option["quality_from"] = {"source": alt.get("source", ""), "protocol": where, "comparable": same}
+            option["quality_from"] = {"source": alt.get("from") or alt.get("source", ""), "protocol": where,
+                                      "comparable": same}
             if not same:
                 option["comparable"] = False
                 option["notes"].append(f"Measured on {where}, not on this report's old/old queries and gallery, "
