@@ -34,8 +34,9 @@ def test_cancel_mid_epoch_keeps_the_best_state(data: PairData) -> None:
     assert result.best_val_metric >= max(m["val_metric"] for m in result.metrics)
     assert _val(result, data) == pytest.approx(result.best_val_metric)
     info = calls[-1][2]
-    assert set(info) >= {"epoch", "step", "loss", "val_metric", "best_val_metric"}
-    assert all(type(v) in (int, float) for v in info.values())
+    assert set(info) >= {"epoch", "step", "loss", "val_metric", "best_val_metric", "val_metric_name"}
+    assert all(type(v) in (int, float) for k, v in info.items() if k != "val_metric_name")  # plain numbers, no tensors
+    assert info["val_metric_name"] == data.validation().metric_name  # names the metric the live plot draws
 
 
 def test_cancel_before_the_first_step_returns_the_closed_form_start(data: PairData) -> None:
