@@ -9,6 +9,7 @@ become file names (model and vector-set names) go through :func:`check_name`.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
@@ -179,11 +180,11 @@ def check_regular(path: str | Path, label: str = "input", folders: bool = True) 
     raise InputError(p, f"is {kind}; the {label} must be {wanted}")
 
 
-def check_folder_target(target: Path, option: str, *, within: bool = False) -> None:
+def check_folder_target(target: Path, option: str, *, within: bool = False, room: int = 0) -> None:
     """An output folder (a local store, a dataset folder) this process can write in: an existing file at its
     path, or a folder that takes no file, is refused here naming the option, before a job's reading and
-    computing, not after it. ``within``: ``target`` is made inside its folder (a bundle file or folder), so
-    only that folder is checked."""
+    computing, not after it. ``within``: ``target`` is made inside its folder (a bundle, a JUnit file), so
+    only that folder is checked; ``room``: bytes the probe writes (and syncs), to find a full disk too."""
     where = f"{option} {target}"
     try:
         if not within and target.exists() and not target.is_dir():
@@ -197,11 +198,26 @@ def check_folder_target(target: Path, option: str, *, within: bool = False) -> N
         raise InputError(where, f"cannot be checked ({exc.strerror or exc})") from None
     probe = folder / f"{TMP_PREFIX}{uuid.uuid4().hex[:12]}-probe"
     try:
-        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            left = memoryview(bytes(room))
+            while left:  # a write near the limit is short; the next one raises ENOSPC or EFBIG
+                left = left[os.write(fd, left):]
+            if room:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
     except OSError as exc:
-        raise InputError(where, f"cannot write in {folder} ({exc.strerror or exc})") from None
+        raise InputError(where, write_problem(exc, folder)) from None
     finally:
         try:
             os.unlink(probe)
         except OSError:
             pass
+
+
+def write_problem(exc: OSError, folder: Path) -> str:
+    """Why nothing could be written in ``folder``: a full disk (or quota, or file size limit), or anything else."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return f"not enough disk space in {folder} ({exc.strerror})"
+    return f"cannot write in {folder} ({exc.strerror or exc})"

@@ -38,6 +38,17 @@ def _fsl(vectors: np.ndarray) -> Any:
     return pa.FixedSizeListArray.from_arrays(pa.array(vectors.astype(np.float32).ravel()), vectors.shape[1])
 
 
+def parquet_dataset(folder: Path, vectors: np.ndarray) -> str:
+    """One Parquet file of (id 0.., vector) rows in a new ``folder``; its ``parquet://`` URI."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder.mkdir(parents=True)
+    pq.write_table(pa.table({"id": pa.array(range(len(vectors)), pa.int64()), "vector": _fsl(vectors)}),
+                   folder / "part-0.parquet")
+    return f"parquet://{folder}"
+
+
 def fill_source(kind: str, root: Path, ids: list[int], vectors: np.ndarray, labels: list[str],
                 pg_base: str | None = None, name: str = "docs_v1") -> StoreCase:
     """Write ``docs_v1`` with payload fields ``label`` and ``body`` into a new store under ``root``."""

@@ -10,11 +10,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 from helpers.workspace_files import table_dump
 from scale_fixtures import mlp_items
-from store_fixtures import fct_upgrade
+from store_fixtures import fct_upgrade, parquet_dataset
 from test_report_gate import _without_dac_override
 
 from embridge.core.cli.main import main
@@ -27,18 +26,6 @@ def upgrade(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return fct_upgrade(tmp_path_factory.mktemp("targets"))
 
 
-def _parquet(root: Path, vectors: np.ndarray) -> str:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    root.mkdir(parents=True)
-    flat = pa.array(vectors.astype(np.float32).ravel())
-    pq.write_table(pa.table({"id": pa.array(range(len(vectors)), pa.int64()),
-                             "vector": pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1])}),
-                   root / "part-0.parquet")
-    return f"parquet://{root}"
-
-
 def _refused(capsys: pytest.CaptureFixture[str], argv: list[str], needle: str) -> None:
     code = main(argv)
     err = capsys.readouterr().err.strip().splitlines()
@@ -48,7 +35,7 @@ def _refused(capsys: pytest.CaptureFixture[str], argv: list[str], needle: str) -
 def test_a_file_at_a_folder_output_is_refused_naming_the_option(upgrade: dict, tmp_path: Path,
                                                                  capsys: pytest.CaptureFixture[str],
                                                                  demo_copy: Path) -> None:
-    source = _parquet(tmp_path / "src", upgrade["vectors"]["v1"])
+    source = parquet_dataset(tmp_path / "src", upgrade["vectors"]["v1"])
     file = tmp_path / "notes.txt"
     file.write_text("keep me")
     bundle = str(upgrade["bundle"])
@@ -69,7 +56,7 @@ def test_a_file_at_a_folder_output_is_refused_naming_the_option(upgrade: dict, t
 
 
 def test_a_migration_into_a_folder_that_takes_no_file_leaves_no_checkpoint(upgrade: dict, tmp_path: Path) -> None:
-    source = _parquet(tmp_path / "src", upgrade["vectors"]["v1"])
+    source = parquet_dataset(tmp_path / "src", upgrade["vectors"]["v1"])
     locked = tmp_path / "locked"
     locked.mkdir()
     locked.chmod(0o555)
@@ -121,7 +108,7 @@ def test_a_lancedb_database_folder_holding_a_workspace_is_refused(upgrade: dict,
     from embridge.core.store import Workspace
 
     db = tmp_path / "db"
-    source = _parquet(db / "src", upgrade["vectors"]["v1"])
+    source = parquet_dataset(db / "src", upgrade["vectors"]["v1"])
     Workspace.create(db / "ws").close()
     bundle = str(upgrade["bundle"])
     for command in ("migrate", "transform"):

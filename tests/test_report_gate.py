@@ -280,7 +280,8 @@ def test_a_junit_write_error_names_the_junit_path(tmp_path: Path) -> None:
     plain = tmp_path / "plain"
     plain.write_text("a file, not a folder")
     junit = plain / "gate.xml"
-    with pytest.raises(InputError, match=rf"^--junit {junit}: {plain} is not a folder$"):
+    with pytest.raises(InputError, match=rf"^--junit {junit}: {plain} is a file, not a folder, so nothing can be "
+                                         r"written under it$"):
         check_junit_target(junit, tmp_path / "ws")
     results = evaluate([parse_check("a=0.5")], {"a": 0.7})
     with pytest.raises(StoreError, match=rf"^--junit {junit}: cannot write in {plain} \("):

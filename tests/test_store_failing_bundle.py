@@ -7,10 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 from bundle_fixtures import _register, build_upgrade_workspace
-from store_fixtures import cli
+from store_fixtures import cli, parquet_dataset
 
 from embridge.core.adapters import FCTAdapter
 from embridge.core.adapters.closed_form import ridge_path
@@ -18,18 +17,6 @@ from embridge.core.bundle import export_bundle
 from embridge.core.report.build import ReportOptions, build_report
 from embridge.core.retrieval import l2_normalize
 from embridge.core.store import Workspace
-
-
-def _parquet(root: Path, vectors: np.ndarray) -> str:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    root.mkdir(parents=True)
-    flat = pa.array(vectors.astype(np.float32).ravel())
-    pq.write_table(pa.table({"id": pa.array(range(len(vectors)), pa.int64()),
-                             "vector": pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1])}),
-                   root / "part-0.parquet")
-    return f"parquet://{root}"
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +47,7 @@ def test_a_migration_through_a_failing_layer_warns_first(bundles: dict[str, Any]
     from embridge.core.cli.main import main
 
     assert bundles["random"]["compatible"] is False and bundles["fitted"]["compatible"] is True  # measured
-    source = _parquet(tmp_path / "src", bundles["v1"])
+    source = parquet_dataset(tmp_path / "src", bundles["v1"])
     for name, warned in (("random", True), ("fitted", False)):
         args = ["migrate", "--bundle", str(bundles[name]["bundle"]), "--from", source,
                 "--to", f"parquet://{tmp_path / ('out-' + name)}"]

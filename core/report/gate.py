@@ -18,12 +18,10 @@ cannot take it before any work is done.
 
 from __future__ import annotations
 
-import errno
 import math
 import os
 import re
 import stat
-import uuid
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +29,7 @@ from typing import Any
 
 from embridge.core.errors import InputError, StoreError
 from embridge.core.evaluation.headline import decides_on_ndcg
-from embridge.core.paths import TMP_PREFIX, absolute, check_output, file_kind
+from embridge.core.paths import absolute, check_folder_target, check_output, file_kind, write_problem
 
 JUNIT = "--junit"
 PROBE_BYTES = 64 * 1024  # room the JUnit file needs (about 300 bytes a check), tried before the report is built
@@ -167,12 +165,6 @@ def _junit(cases: list[tuple[str, str, str]], suite: str) -> str:
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
 
 
-def _problem(exc: OSError, folder: Path) -> str:
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-        return f"not enough disk space in {folder} ({exc.strerror})"
-    return f"cannot write in {folder} ({exc.strerror or exc})"
-
-
 def _junit_or_empty(path: Path) -> bool:
     """Whether an existing file is empty or starts as JUnit XML does (a ``testsuites``/``testsuite`` root)."""
     try:
@@ -213,31 +205,7 @@ def check_junit_target(out: str | Path, workspace: str | Path) -> Path:
     if path.exists() and not _junit_or_empty(path):
         raise InputError(where, "exists and is not a JUnit XML file; only an earlier JUnit result is replaced "
                          "(a model's vectors, a bundle or any other file is left alone): choose another path")
-    folder = absolute(path).parent
-    try:
-        while not folder.exists() and folder != folder.parent:
-            folder = folder.parent
-        if not folder.is_dir():
-            raise InputError(where, f"{folder} is not a folder")
-    except OSError as exc:  # a folder on the way that may not be entered
-        raise InputError(where, f"cannot be checked ({exc.strerror or exc})") from None
-    probe = folder / f"{TMP_PREFIX}{uuid.uuid4().hex[:12]}-junit-probe"
-    try:
-        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            left = memoryview(bytes(PROBE_BYTES))
-            while left:  # a write near the limit is short; the next one raises ENOSPC or EFBIG
-                left = left[os.write(fd, left):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError as exc:
-        raise InputError(where, _problem(exc, folder)) from None
-    finally:
-        try:
-            os.unlink(probe)
-        except OSError:
-            pass
+    check_folder_target(absolute(path), JUNIT, within=True, room=PROBE_BYTES)
     return path
 
 
@@ -250,5 +218,5 @@ def write_junit(out: str | Path, results: list[CheckResult] | str) -> None:
         atomic_write_text(out, junit_error_xml(results) if isinstance(results, str) else junit_xml(results))
     except (StoreError, OSError) as exc:
         cause = exc if isinstance(exc, OSError) else exc.__cause__
-        reason = _problem(cause, absolute(out).parent) if isinstance(cause, OSError) else str(exc)
+        reason = write_problem(cause, absolute(out).parent) if isinstance(cause, OSError) else str(exc)
         raise StoreError(f"{JUNIT} {out}: {reason}") from exc
