@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+GAIN_HELP = ("(upgraded − old/old) ÷ (new/new − old/old): the share of the full-backfill gain the layer keeps "
+             "without re-embedding the gallery. 1.0 = all of it, 0 = none, negative = worse than today.")
+
 HEADER_HELP: dict[str, str] = {
     "Old/old top-1": "Today's system: old-model queries against the old-model gallery. The number to beat.",
     "New/new top-1": "Full backfill: new-model queries against a re-embedded gallery. The best an upgrade can do.",
     "Upgraded top-1": "New-model queries mapped by the layer, searched against the untouched old gallery.",
-    "Gain retained": "(upgraded − old/old) ÷ (new/new − old/old): the share of the full-backfill gain the layer "
-                     "keeps without re-embedding the gallery. 1.0 = all of it, 0 = none, negative = worse than today.",
+    "Gain retained": GAIN_HELP,
+    "Gain retained (top-1)": GAIN_HELP + " Measured on top-1, as the columns beside it (the Reports page and the "
+                             "report give nDCG@10's where graded judgments decide).",
     "Measured on": "The query set and gallery the numbers of this row were measured on.",
     "Pairs": "The item pairs the layer was fitted on: documents, queries judged in the train split, or both.",
     "Method": "The method asked for; for the automatic choice, the method it chose.",

@@ -131,7 +131,7 @@ def test_reports_say_gain_retained_is_undefined_when_the_new_model_is_not_better
     window.ctx.open_workspace(tmp_path / "worse")
     train = window.show_page("train")
     header = [train.runs_table.horizontalHeaderItem(c).text() for c in range(train.runs_table.columnCount())]
-    assert train.runs_table.item(0, header.index("Gain retained")).text() == \
+    assert train.runs_table.item(0, header.index("Gain retained (top-1)")).text() == \
         f"undefined — {summary['gain_retained_note']}"
     reports = window.show_page("reports")
     assert reports.report is not None and reports.report.report_id == report.report_id

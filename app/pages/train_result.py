@@ -14,8 +14,8 @@ from PySide6.QtWidgets import QFrame, QTextBrowser
 from embridge.core.evaluation.headline import HEADLINE
 from embridge.core.run_record import CELL_NUMBERS, UPGRADED, RunRecord, protocol_groups
 
-RUN_COLUMNS = ["Run", "Method", "Status", "Old/old top-1", "New/new top-1", "Upgraded top-1", "Gain retained",
-               "Pairs", "Measured on", "Candidates", "Note"]
+RUN_COLUMNS = ["Run", "Method", "Status", "Old/old top-1", "New/new top-1", "Upgraded top-1",
+               "Gain retained (top-1)", "Pairs", "Measured on", "Candidates", "Note"]
 LABELS = {"old_old_top1": "old old top1", "new_new_top1": "new new top1", "upgraded_top1": "upgraded top1",
           "gain_retained": "gain retained", "old_old_ndcg@10": "old/old nDCG@10",
           "new_new_ndcg@10": "new/new nDCG@10", "ndcg@10": "upgraded nDCG@10", "mrr@10": "upgraded MRR@10"}
