@@ -27,8 +27,8 @@ from embridge.app.context import AppContext
 from embridge.app.pages.forms import scrolled_text, set_combo_items
 from embridge.app.pages.page import Page, completed_train_runs, fill_table, make_table, run_label, select_run
 from embridge.app.plots import PlotWidget
+from embridge.core.evaluation.headline import metric_label
 from embridge.core.formatting import format_bytes, format_seconds, format_share
-from embridge.core.plan.decision import metric_label
 from embridge.core.plan.plan_record import Plan
 from embridge.core.progress import ProgressFn, StopFn
 from embridge.core.report.report_record import Report

@@ -244,8 +244,6 @@ def cmd_plan(args: argparse.Namespace) -> Result:
 
 
 def _plan_text(plan: Plan) -> str:
-    from embridge.core.plan.decision import metric_label
-
     lines = [f"plan for run {plan.run_id} ({plan.adapter_kind}), full gallery {plan.gallery_full} items:"]
     for o in plan.options:
         mark = "*" if o["name"] == plan.recommendation else " "

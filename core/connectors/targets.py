@@ -62,11 +62,18 @@ def check_store_output(uri: str | StoreURI, option: str = "--to",
         else:
             paths.append(Path(given))
     check_output(target, label=option, inputs=paths, below=True)
-    if parsed.scheme == "lancedb" and target.parent != target:  # its database folder holds no workspace, as a
-        check_output(target.parent, label=option, below=True)  # Qdrant store folder (a new table touches no file)
+    check_database_folder(parsed, option)
     if parsed.scheme != "faiss":  # read-only: refused as such where a command would write it
         check_folder_target(target, option)
 
+
+def check_database_folder(uri: str | StoreURI, option: str = "--to") -> None:
+    """A LanceDB target's database folder holds no workspace, as a Qdrant or Chroma store folder must not
+    (files beside a new table, such as its source, are not touched and may stay)."""
+    parsed = uri if isinstance(uri, StoreURI) else StoreURI.parse(uri, option)
+    target = local_output(parsed, option) if parsed.scheme == "lancedb" else None
+    if target is not None and target.parent != target:
+        check_output(target.parent, label=option, below=True)
 
 
 def _same_store(a: StoreURI, b: StoreURI) -> bool:

@@ -24,6 +24,8 @@ METRIC_LABELS = {"top1": "top-1", "ndcg@10": "nDCG@10", "mrr@10": "MRR@10"}  # a
 def metric_label(metric: str) -> str:
     """'top-1', 'nDCG@10', ... for a metric key (the key itself when it has no label)."""
     return METRIC_LABELS.get(metric, metric)
+
+
 REPORT_SUMMARY = ("old_old_top1", "new_new_top1", "ceiling_top1", "upgraded_top1", "gain_retained",
                   "gain_retained_note", *JUDGED_METRICS, "arr", "arr_k", "compatible", "negative_flip_rate",
                   "positive_flip_rate", "relative_nfr", "n_queries")

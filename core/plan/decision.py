@@ -8,10 +8,7 @@ and shows top-1 beside it; labels and own-item relevance keep top-1.
 
 from __future__ import annotations
 
-from embridge.core.evaluation.headline import metric_label
 from embridge.core.report.report_record import Report
-
-__all__ = ["JUDGED_METRIC", "decision_metric", "metric_label"]
 
 JUDGED_METRIC = "ndcg@10"
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from embridge.core.evaluation.headline import metric_label
 from embridge.core.formatting import format_duration, format_share
-from embridge.core.plan.decision import metric_label
 from embridge.core.report.report_record import Report
 
 LAYER_OPTIONS = ("adapter_only", "forward_transform", "fusion", "cascade")

@@ -29,8 +29,9 @@ import numpy as np
 
 from embridge.core.errors import InputError
 from embridge.core.evaluation.compat import gain_note, gain_retained
+from embridge.core.evaluation.headline import metric_label
 from embridge.core.formatting import format_share
-from embridge.core.plan.decision import decision_metric, metric_label
+from embridge.core.plan.decision import decision_metric
 from embridge.core.plan.plan_reason import LAYER_OPTIONS, plan_reason
 from embridge.core.plan.plan_record import Plan
 from embridge.core.plan.throughput import Throughput

@@ -184,8 +184,9 @@ def _junit_or_empty(path: Path) -> bool:
 
 def check_junit_target(out: str | Path, workspace: str | Path) -> Path:
     """Refuse a ``--junit`` path before the report is built: inside the workspace, an existing file
-    that is not a regular file (a device, a FIFO, a folder, a link) or not JUnit XML (any other file, such
-    as a model's vectors the workspace references), or a folder that cannot take the file (read-only, full). Missing parent folders are created when the file is written."""
+    that is not a regular file (a device, a FIFO, a folder, a link) or not JUnit XML (any other file,
+    such as a model's vectors the workspace references), or a folder that cannot take the file
+    (read-only, full). Missing parent folders are created when the file is written."""
     where = f"{JUNIT} {out}"
     if not str(out):
         raise InputError(JUNIT, "is empty; name the JUnit XML file to write")

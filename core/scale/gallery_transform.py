@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from embridge.core.connectors.targets import check_database_folder
 from embridge.core.errors import InputError
 from embridge.core.l2 import zero_rows
 from embridge.core.paths import check_folder_target, check_output
@@ -214,8 +215,7 @@ def transform_gallery(bundle: str | Path, source: str, target: str, *, engine: s
     src, bundle_path = open_source(source, "--from"), Path(bundle)
     _check_paths(src.root, dst, bundle_path)
     check_output(dst, label="--to", inputs=(src.root, bundle_path), below=True)
-    if target.startswith("lancedb://"):  # its database folder holds no workspace, as migrate checks it
-        check_output(dst.parent, label="--to", below=True)
+    check_database_folder(target, "--to")  # a LanceDB database folder holding a workspace, as migrate refuses it
     check_folder_target(dst, "--to")
     _check_schemas(src, id_col, vec_col)
     _check_ids(src, id_col)
