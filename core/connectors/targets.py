@@ -69,7 +69,10 @@ def check_store_output(uri: str | StoreURI, option: str = "--to",
 
 def check_database_folder(uri: str | StoreURI, option: str = "--to") -> None:
     """A LanceDB target's database folder holds no workspace, as a Qdrant or Chroma store folder must not
-    (files beside a new table, such as its source, are not touched and may stay)."""
+    (files beside a new table, such as its source, are not touched and may stay). Any other target, a plain
+    folder path included, is not this check's."""
+    if not isinstance(uri, StoreURI) and not str(uri).startswith("lancedb://"):
+        return
     parsed = uri if isinstance(uri, StoreURI) else StoreURI.parse(uri, option)
     target = local_output(parsed, option) if parsed.scheme == "lancedb" else None
     if target is not None and target.parent != target:
