@@ -66,14 +66,14 @@ def layer_input_normalised(row: Mapping[str, Any]) -> bool:
     return bool((row.get("config") or {}).get(INPUT_POLICY_KEY, True))
 
 
-def prepare_input(x: np.ndarray, normalised: bool, source: str | None = None) -> np.ndarray:
+def prepare_input(x: np.ndarray, normalised: bool, source: str | None = None, *, in_place: bool = False) -> np.ndarray:
     """Vectors as a layer with input policy ``normalised`` expects them: L2-normalised, or as stored.
 
     Reports, plans and bundles all feed layers through this, so a layer sees the same inputs
-    wherever it runs.
+    wherever it runs. ``in_place``: ``x`` is the caller's own fresh array (see :func:`l2_normalize`).
     """
     if normalised:
-        return l2_normalize(x, source)
+        return l2_normalize(x, source, in_place=in_place)
     return np.asarray(x, dtype=np.float32)
 
 

@@ -194,6 +194,24 @@ def test_vectors_for_repeated_ids_and_float16_output(ws: Workspace) -> None:
     np.testing.assert_array_equal(got, vecs[[4, 1, 4, 4]])
 
 
+def test_vectors_for_fills_a_given_array_in_every_request_order(ws: Workspace) -> None:
+    ids = np.array(ws.add_items(_items(12)))
+    _model(ws, dim=3)
+    rng = np.random.default_rng(4)
+    first, second = rng.standard_normal((12, 3)).astype(np.float32), rng.standard_normal((4, 3)).astype(np.float32)
+    ws.add_vector_set("m", ids, first, name="a")
+    ws.add_vector_set("m", ids[[9, 2, 5, 7]], second, name="b")  # later sets win, stored out of order
+    for request in (ids[1:11], ids[[8, 3, 3, 11, 0]]):  # ascending (read straight in), then shuffled with a repeat
+        out = np.full((len(request), 3), np.nan, dtype=np.float32)
+        assert ws.vectors_for("m", request, out=out) is out
+        np.testing.assert_array_equal(out, ws.vectors_for("m", request))
+    with pytest.raises(ValueError, match=r"shape \(3, 3\)"):
+        ws.vectors_for("m", ids[:3], out=np.empty((4, 3), dtype=np.float32))
+    with pytest.raises(ValueError, match="C-contiguous float32"):
+        ws.vectors_for("m", ids[:3], out=np.empty((3, 6), dtype=np.float32)[:, ::2])
+    assert ws.vector_dim("m") == 3
+
+
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(n=st.integers(1, PROPERTY_ITEMS), dim=st.integers(1, 6), sets=st.integers(1, 3),
        dtype=st.sampled_from(["float32", "float16"]), data=st.data())

@@ -52,14 +52,20 @@ class MatrixMaker:
         n = int(ids.size)
         for start in range(0, n, self.chunk):
             part = ids[start:start + self.chunk]
-            if transform is None:  # vectors_for gives a fresh array: normalised where it lies
-                block = l2_normalize(self.ws.vectors_for(models[0], part), in_place=True)
+            if transform is None:  # read straight into the matrix and normalised where it lies
+                if out is None:
+                    out = self._allocate(n, self.ws.vector_dim(models[0]))
+                rows = np.asarray(out[start:start + len(part)])  # a plain view, also of a memmap
+                normed = l2_normalize(self.ws.vectors_for(models[0], part, out=rows), in_place=True)
+                if normed is not rows:
+                    rows[...] = normed
             else:
-                blocks = [prepare_input(self.ws.vectors_for(m, part), self.input_normalised) for m in models]
+                blocks = [prepare_input(self.ws.vectors_for(m, part), self.input_normalised, in_place=True)
+                          for m in models]
                 block = l2_normalize(transform(*blocks))
-            if out is None:
-                out = self._allocate(n, block.shape[1])
-            out[start:start + len(part)] = block
+                if out is None:
+                    out = self._allocate(n, block.shape[1])
+                out[start:start + len(part)] = block
             if isinstance(out, np.memmap):  # written once: to disk, and out of this process's memory
                 out.flush()
                 release_pages(out, start, start + len(part))

@@ -303,7 +303,10 @@ class ItemsMixin:
         return [str(lookup[i]) for i in id_list]
 
     def labels(self, ids: Sequence[int]) -> list[str | None]:
-        lookup = dict(self.db.execute("select id, label from items").fetchall())
+        """The label of each item (None where it has none); unlabelled items cost no Python row."""
+        lookup = dict(self.db.execute("select id, label from items where label is not null").fetchall())
+        if not lookup:
+            return [None] * len(ids)
         return [lookup.get(int(i)) for i in ids]
 
     def distinct_labels(self) -> list[str]:

@@ -324,21 +324,39 @@ class Workspace(ItemsMixin, ModelsMixin, RecordsMixin, JudgmentsMixin):
             return np.zeros(0, dtype=np.int64)
         return unique_ids(np.concatenate([self.vector_set_ids(s["id"]) for s in sets]))
 
-    def vectors_for(self, model: str, item_ids: Sequence[int], dtype: type = np.float32) -> np.ndarray:
-        """Gather ``model``'s vectors for ``item_ids`` in that order (later sets win)."""
-        want = np.asarray(item_ids, dtype=np.int64).ravel()
+    def _sets_with_vectors(self, model: str) -> list[dict[str, Any]]:
+        """``model``'s vector sets, oldest first; an error naming the model when it has none."""
         sets = self.vector_sets(model)
         if not sets:
             if not self.has_model(model):  # renamed or removed by another process while this one ran
                 raise StoreError(f"{self.root}: no model named '{model}' (renamed or removed while this command "
                                  "ran?); run the command again")
             raise StoreError(f"{self.root}: model '{model}' has no vectors yet; run 'embridge embed --model {model}'")
+        return sets
+
+    def vector_dim(self, model: str) -> int:
+        """The dimension of ``model``'s vectors (its newest set's)."""
+        return int(self._sets_with_vectors(model)[-1]["dim"])
+
+    def vectors_for(self, model: str, item_ids: Sequence[int], dtype: type = np.float32,
+                    out: np.ndarray | None = None) -> np.ndarray:
+        """Gather ``model``'s vectors for ``item_ids`` in that order (later sets win).
+
+        ``out``: a C-contiguous (len(item_ids), dim) array of ``dtype`` to fill and return; sorted
+        ids are copied straight into it, which spares a large gather a second copy of itself.
+        """
+        want = np.asarray(item_ids, dtype=np.int64).ravel()
+        sets = self._sets_with_vectors(model)
         dim = sets[-1]["dim"]
         if is_sorted_unique(want):  # the usual request: no sort, no inverse to apply at the end
             unique, where = want, None
         else:
             unique, where = np.unique(want, return_inverse=True)
-        out = np.empty((len(unique), dim), dtype=dtype)
+        if out is not None and (out.shape != (len(want), dim) or out.dtype != dtype or not out.flags.c_contiguous):
+            raise ValueError(f"out must be a C-contiguous {np.dtype(dtype).name} array of shape ({len(want)}, {dim}), "
+                             f"not {out.dtype.name} {out.shape}")
+        given = out
+        out = given if given is not None and where is None else np.empty((len(unique), dim), dtype=dtype)
         filled = np.zeros(len(unique), dtype=bool)
         for info in reversed(sets):
             if filled.all():
@@ -355,6 +373,9 @@ class Workspace(ItemsMixin, ModelsMixin, RecordsMixin, JudgmentsMixin):
         if missing:
             raise StoreError(f"{self.root}: {missing} of {len(want)} requested items have no "
                              f"vectors under model '{model}'")
+        if given is not None and where is not None:
+            np.take(out, where, axis=0, out=given)
+            return given
         return out if where is None else out[where]
 
     # -- meta -------------------------------------------------------------------------------
