@@ -22,7 +22,7 @@ import numpy as np
 
 from embridge.core.errors import VectorFileError
 from embridge.core.keys import normalise_keys
-from embridge.core.store.vector_matrix import as_storage_dtype, release_pages
+from embridge.core.store.vector_matrix import as_storage_dtype, finite_rows, release_pages
 
 BLOCK_ROWS = 4096  # 6 MB of 384-d float32 rows
 _PIECE = 1 << 20
@@ -86,10 +86,10 @@ class MatrixReader:
             for start in range(0, len(rows), block_rows):
                 part = rows[start:start + block_rows]
                 first, last = int(part[0]), int(part[-1])
-                whole = last - first + 1 == len(part)  # a run of consecutive rows: a slice, not a gather
-                block = self._checked(np.array(mm[first:last + 1]) if whole else mm[part], 0, part)
-                self._release(mm, first, last + 1)
+                whole = last - first + 1 == len(part)  # a run of consecutive rows: read where it lies
+                block = self._checked(mm[first:last + 1] if whole else mm[part], 0, part)
                 yield start, block
+                self._release(mm, first, last + 1)  # once the caller is done with the block
             return
         done = 0
         for first, block in self.blocks(block_rows):
@@ -112,7 +112,7 @@ class MatrixReader:
             release_pages(mm, start, stop)
 
     def _checked(self, block: np.ndarray, first_row: int, rows: np.ndarray | None = None) -> np.ndarray:
-        bad = ~np.isfinite(block).all(axis=1) if block.dtype.kind == "f" else np.zeros(len(block), bool)
+        bad = ~finite_rows(block)
         if bad.any():
             at = int(np.flatnonzero(bad)[0])
             row = int(rows[at]) if rows is not None else first_row + at

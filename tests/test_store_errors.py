@@ -26,6 +26,7 @@ from embridge.core.errors import (
 )
 from embridge.core.store import Workspace, file_checks
 from embridge.core.store.files import sha256_file
+from embridge.core.store.vector_matrix import finite_rows
 
 
 @pytest.fixture
@@ -91,6 +92,19 @@ def test_non_finite_rows_are_named(ws: Workspace, bad: float) -> None:
     vecs[8, 0] = bad
     _fails_cleanly(ws, lambda: ws.add_vector_set("n", _ids(ws), vecs), VectorFileError,
                    r"^vectors of model 'n': row 6 holds NaN or inf values \(2 bad rows")
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+def test_finite_rows_tells_every_non_finite_row_and_only_those(dtype: str) -> None:
+    big = float(np.finfo(dtype).max)
+    rows = [[1.0, 2.0, 3.0], [np.nan, 0.0, 0.0], [0.0, np.inf, 0.0], [-np.inf, 1.0, 1.0],
+            [np.inf, -np.inf, 0.0],  # a sum of NaN
+            [big, big, big],  # finite values whose sum overflows
+            [-big, -big, 1.0], [0.0, 0.0, 0.0]]
+    block = np.array(rows, dtype=dtype)
+    assert finite_rows(block).tolist() == np.isfinite(block).all(axis=1).tolist()
+    assert finite_rows(block).tolist() == [True, False, False, False, False, True, True, True]
+    assert finite_rows(np.arange(6).reshape(2, 3)).tolist() == [True, True]
 
 
 def test_values_that_overflow_float16_are_refused(ws: Workspace) -> None:

@@ -40,9 +40,27 @@ SUPPORTED_DTYPES = ("float32", "float16")
 _COMMITTED = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*-[0-9a-f]{8}(?:\.ids)?\.npy")
 
 
+def finite_rows(block: np.ndarray) -> np.ndarray:
+    """Per row of a 2-D block: True when every value is finite.
+
+    A row's sum is finite only if each of its values is (NaN and inf carry through a sum), so one
+    pass of row sums clears almost every row without an elementwise mask of the whole block; rows
+    whose sum is not finite (NaN or inf inside, or finite values whose sum overflows) are checked
+    value by value.
+    """
+    if block.dtype.kind != "f":
+        return np.ones(len(block), dtype=bool)
+    with np.errstate(over="ignore", invalid="ignore"):
+        ok = np.isfinite(block.sum(axis=1, dtype=np.float64 if block.dtype.itemsize < 4 else None))
+    if not ok.all():
+        unsure = np.flatnonzero(~ok)
+        ok[unsure] = np.isfinite(block[unsure]).all(axis=1)
+    return ok
+
+
 def check_finite(block: np.ndarray, source: str, first_row: int = 0) -> None:
     """Raise VectorFileError naming the first row that holds NaN or inf."""
-    bad = ~np.isfinite(block).all(axis=1)
+    bad = ~finite_rows(block)
     if bad.any():
         row = int(np.flatnonzero(bad)[0]) + first_row
         raise VectorFileError(source, f"row {row} holds NaN or inf values ({int(bad.sum())} bad rows in block)")
@@ -51,9 +69,11 @@ def check_finite(block: np.ndarray, source: str, first_row: int = 0) -> None:
 def as_storage_dtype(block: np.ndarray, dtype: str, source: str, first_row: int = 0) -> np.ndarray:
     """Cast finite vectors to the stored dtype, refusing values the cast would turn into inf."""
     check_finite(block, source, first_row)
+    if block.dtype == np.dtype(dtype):
+        return block  # nothing cast, nothing to overflow
     with np.errstate(over="ignore"):
         out = block.astype(dtype, copy=False)
-    bad = ~np.isfinite(out).all(axis=1)
+    bad = ~finite_rows(out)
     if bad.any():
         row = int(np.flatnonzero(bad)[0]) + first_row
         hint = "" if np.dtype(dtype) == np.float32 else "; store this set as float32"
