@@ -85,6 +85,10 @@ def test_results_hold_real_measurements(tiny_run: Path) -> None:
     candidates = [r for r in rows if r["name"].strip().startswith("auto candidate")]
     assert candidates and all(r["details"]["status"] for r in candidates)  # auto's time, candidate by candidate
     workflow = {r["name"]: r for r in rows if r not in candidates}
+    alone = workflow.pop(next(n for n in workflow if n.startswith("report beside its headline searches alone")))
+    report = next(r for name, r in workflow.items() if name.startswith("report (whole old gallery)") and r["unit"] == "s")
+    assert alone["measured"] == report["measured"] and 0 < alone["floor"] < report["floor"]  # the full floor counts more
+    assert any(part.startswith("least-confident order") for part in report["details"]["floor_parts"])
     auto = next(r for name, r in workflow.items() if name.startswith("train --method auto") and r["unit"] == "s")
     assert any(part.startswith("evaluation") for part in auto["details"]["floor_parts"])
     timed = [r for name, r in workflow.items() if r["unit"] == "s"]
