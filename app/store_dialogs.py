@@ -239,10 +239,8 @@ class StoreMigrateDialog(_JobDialog):
             return migrate_store(bundle, source, target, on_progress=on_progress, should_stop=should_stop,
                                  **options).to_dict()
 
-        def done(out: dict[str, Any]) -> None:  # the result's own text; its status line reads "Migration completed: ..."
-            status = f"{out['status']}:"
-            self.show_result("\n".join(f"Migration {line}" if line.startswith(status) else line
-                                        for line in out["text"].splitlines()))
+        def done(out: dict[str, Any]) -> None:  # the result's own text, as the command line prints it
+            self.show_result(out["text"])
 
         self._started(self.ctx.run_plain(f"Migrate {source}", job, done, on_progress=self._progressed))
 

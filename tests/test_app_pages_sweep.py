@@ -88,6 +88,12 @@ def test_judged_metrics_and_each_numbers_protocol_show_as_the_command_line_print
         assert gain == format_value(head[f"gain_retained_{key}"]) != ""
     assert "gain retained (nDCG@10)" in reports.verdict.text()
 
+    train = window.show_page("train")  # the run's criterion, on the metric that decides it, as `runs` lists it
+    criterion = train.runs_table.item(0, headers(train.runs_table).index("Criterion")).text()
+    with Workspace.open(tmp_path / "judged") as ws:
+        run_metrics = ws.run(run_id)["metrics"]
+    assert criterion == f"{'passes' if run_metrics['compatible_ndcg@10'] else 'FAILS'} (nDCG@10)"
+
     plan_page = window.show_page("plan")
     click(qtbot, plan_page.plan_button)
     wait_for_jobs(qtbot, window, 120_000)
@@ -123,3 +129,39 @@ def test_a_refused_destination_names_the_field_not_the_option(qtbot: QtBot, wind
     assert not inside.exists()
     with Workspace.open(demo_copy) as ws:
         assert ws.bundles() == []
+
+
+def test_an_existing_destination_is_replaced_only_when_the_user_agrees_and_only_if_a_bundle(
+        qtbot: QtBot, window: MainWindow, demo_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from embridge.app import dialogs
+
+    with Workspace.open(demo_copy) as ws:
+        train_run(ws, "procrustes", device="cpu")
+    window.ctx.open_workspace(demo_copy)
+    page = window.show_page("export")
+    questions: list[str] = []
+    answer = {"yes": False}
+    monkeypatch.setattr(dialogs, "confirm", lambda parent, title, text: questions.append(text) or answer["yes"])
+    notes = tmp_path / "notes.zip"
+    notes.write_bytes(b"not a bundle")
+    page.out.setText(str(notes))
+    click(qtbot, page.build_button)  # declined: nothing runs
+    assert len(questions) == 1 and str(notes) in questions[0] and page.build_job is None
+    answer["yes"] = True
+    click(qtbot, page.build_button)  # agreed, but it is no bundle: refused, kept
+    wait_for_jobs(qtbot, window, 120_000)
+    qtbot.waitUntil(lambda: bool(error_dialogs()), timeout=10_000)
+    dialogs_shown = error_dialogs()
+    assert len(dialogs_shown) == 1 and "is not a bundle" in dialogs_shown[0].message_label.text()
+    dialogs_shown[0].close()
+    assert notes.read_bytes() == b"not a bundle"
+    bundle = tmp_path / "upgrade.zip"
+    page.out.setText(str(bundle))
+    click(qtbot, page.build_button)  # a new name: no question
+    wait_for_jobs(qtbot, window, 120_000)
+    assert len(questions) == 2 and bundle.is_file() and not error_dialogs()
+    first = bundle.stat().st_ino
+    page.out.setText(str(bundle))
+    click(qtbot, page.build_button)  # the earlier bundle, replaced once agreed
+    wait_for_jobs(qtbot, window, 120_000)
+    assert len(questions) == 3 and not error_dialogs() and bundle.is_file() and bundle.stat().st_ino != first

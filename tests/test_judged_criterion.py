@@ -81,6 +81,15 @@ def test_train_states_the_verdict_on_ndcg(judged: dict[str, Any]) -> None:
     assert "PASSES" not in judged["train_text"]
 
 
+def test_runs_lists_the_criterion_on_ndcg(judged: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["runs", "--workspace", str(judged["path"]), "--kind", "train", "--json"]) == 0
+    runs = json.loads(capsys.readouterr().out)["runs"]  # the fixture trained twice (text and --json)
+    assert len(runs) == 2 and all(r["criterion"] == {"metric": "nDCG@10", "compatible": False} for r in runs)
+    assert main(["runs", "--workspace", str(judged["path"]), "--kind", "train"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("#")]
+    assert len(lines) == 2 and all("criterion: FAILS (nDCG@10)" in line and "passes" not in line for line in lines)
+
+
 def test_the_html_headline_states_the_ndcg_criterion(judged: dict[str, Any]) -> None:
     html = Path(judged["report"]["report_html"]).read_text()
     assert 'Compatibility criterion (nDCG@10): the upgrade <span class="fail">fails</span>' in html

@@ -62,4 +62,4 @@ def test_a_migration_through_a_failing_layer_warns_first(bundles: dict[str, Any]
             assert main(["bundle", "inspect", str(bundles[name]["bundle"])]) == 0
             assert out["warning"] in capsys.readouterr().out.splitlines()[:2]  # the bundle's own words, after its path
         else:
-            assert text[0].startswith("already complete: ") and "WARNING" not in "\n".join(text)
+            assert text[0].startswith("Migration already complete: ") and "WARNING" not in "\n".join(text)

@@ -133,9 +133,14 @@ class ExportPage(Page):
         if not 0 <= index < len(self._runs) or not self.out.text():
             self.ctx.reporter.report("Build bundle", "Choose a completed training run and a destination first.")
             return
-        self.export(self._runs[index]["id"], self.out.text(), GALLERY_CHOICES[self.gallery.currentText()])
+        out = self.out.text()
+        replace = Path(out).exists() or Path(out).is_symlink()
+        if replace and not dialogs.confirm(self, "Replace bundle", f"{out} already exists. Replace it? Only an "
+                                           "earlier bundle is replaced; anything else there is refused and kept."):
+            return
+        self.export(self._runs[index]["id"], out, GALLERY_CHOICES[self.gallery.currentText()], overwrite=replace)
 
-    def export(self, run_id: int, out: str, gallery: bool | None = None) -> None:
+    def export(self, run_id: int, out: str, gallery: bool | None = None, overwrite: bool = False) -> None:
         """Write and verify a bundle in the background (the core publishes it only when complete);
         one at a time: Build stays disabled until it ends."""
         if self.build_job is not None:
@@ -145,7 +150,7 @@ class ExportPage(Page):
             from embridge.core.bundle import export_bundle
 
             try:
-                return export_bundle(ws, out, [run_id], gallery=gallery, on_progress=on_progress,
+                return export_bundle(ws, out, [run_id], gallery=gallery, overwrite=overwrite, on_progress=on_progress,
                                      should_stop=should_stop)
             except InputError as exc:  # the field's name, not the command line's option
                 raise labelled(exc, {"--out": "Destination"}) from None

@@ -10,7 +10,7 @@ from embridge.core.cli.main import add_common
 from embridge.core.cli.option_types import BATCH_SIZE, POSITIVE_COUNT, SEED, number
 from embridge.core.errors import InputError
 from embridge.core.evaluation.compat import NOT_BETTER
-from embridge.core.evaluation.headline import decides_on_ndcg, weighed
+from embridge.core.evaluation.headline import criterion, criterion_text, decides_on_ndcg, weighed
 from embridge.core.formatting import format_share
 from embridge.core.progress import StderrProgress
 from embridge.core.report.number_source import gain_text
@@ -166,13 +166,15 @@ def cmd_runs(args: argparse.Namespace) -> Result:
         runs = ws.runs(args.kind)
     rows = [{k: r.get(k) for k in ("id", "kind", "method", "status", "device", "started", "duration_s", "error")}
             | {"chosen": run_choice(r).method_text() if r.get("kind") == "train" else r.get("method"),
-               "models": _run_models(r), "metrics": _run_metrics(r.get("metrics") or {})}
+               "models": _run_models(r), "metrics": _run_metrics(r.get("metrics") or {}),
+               "criterion": criterion(r.get("metrics") or {})}
             for r in runs]
     text = "\n".join(
         f"#{r['id']:<4} {r['kind']:<7} {str(r['chosen']):<11} {r['status']:<11} "
         + (f"{r['models']['new']}→{r['models']['old']} " if r["models"] else "")
         + " ".join(_shown_metric(k, v, r["metrics"]) for k, v in r["metrics"].items()
                    if isinstance(v, float) and not (k == "ceiling_top1" and r["metrics"].get("ceiling_cell") == "new/new"))
+        + (f" criterion: {criterion_text(run.get('metrics') or {})}" if r["criterion"] else "")
         + (f"  ({r['error']})" if r["error"] else "")
         + "".join(f"\n      {line}" for line in _measured_on(run.get("metrics") or {}))
         for r, run in zip(rows, runs, strict=True))

@@ -67,7 +67,7 @@ class MigrationResult:
         """What the command line prints and the app shows: the bundle's warning first, when it has one."""
         v = self.verification
         lines = [self.warning] if self.warning else []
-        lines.append(f"{self.status}: {v.target_count} points in {self.target} ({self.written} written now, "
+        lines.append(f"Migration {self.status}: {v.target_count} points in {self.target} ({self.written} written now, "
                      f"{self.rows_per_s:,.0f} points/s, resumed from {self.resumed_from}); verified: {v.summary}")
         if self.switched:
             was = f"was '{self.previous}'" if self.previous else "a new alias"

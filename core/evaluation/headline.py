@@ -104,3 +104,17 @@ def weighed(values: Mapping[str, Any], judged: bool | None = None) -> Weighed:
     return Weighed("top-1", values.get("old_old_top1"), values.get("upgraded_top1"),
                    values.get("ceiling_top1", values.get("new_new_top1")), values.get("gain_retained"),
                    values.get("compatible"))
+
+
+def criterion(values: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The compatibility criterion a report's or run's numbers meet or miss, on the metric it is decided
+    on (:func:`weighed`): ``{"metric": "nDCG@10", "compatible": False}``; None without a verdict
+    (own-item relevance, or no held-out numbers). ``runs`` and the Train page's runs table list it."""
+    w = weighed(values)
+    return {"metric": w.name, "compatible": w.compatible} if isinstance(w.compatible, bool) else None
+
+
+def criterion_text(values: Mapping[str, Any]) -> str:
+    """'passes (top-1)' or 'FAILS (nDCG@10)'; empty without a verdict (see :func:`criterion`)."""
+    c = criterion(values)
+    return "" if c is None else f"{'passes' if c['compatible'] else 'FAILS'} ({c['metric']})"
