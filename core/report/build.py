@@ -122,8 +122,8 @@ def build_report(ws: Workspace, run_id: int | None = None, options: ReportOption
         with tempfile.TemporaryDirectory(prefix=f"{TMP_PREFIX}scratch-", dir=ws.root / "reports",
                                          ignore_cleanup_errors=True) as scratch:
             report = assemble(ws, run, row, adapter, opts, tasks=tasks,
-                              maker=MatrixMaker(ws, Path(scratch), opts.memory_budget,
-                                                input_normalised=layer_input_normalised(row)),
+                              maker=MatrixMaker(ws, Path(scratch), opts.memory_budget,  # the cells and the curves
+                                                input_normalised=layer_input_normalised(row), share=True),  # read once
                               on_progress=on_progress or no_progress, should_stop=should_stop)
         report.report_run_id = record["run_id"]
         record["metrics"] = {**report.headline, **_protocol_of(report)}
