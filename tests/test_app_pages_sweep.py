@@ -87,6 +87,16 @@ def test_judged_metrics_and_each_numbers_protocol_show_as_the_command_line_print
         gain = table.item(rows[key], names.index(f"{up} gain retained")).text()
         assert gain == format_value(head[f"gain_retained_{key}"]) != ""
     assert "gain retained (nDCG@10)" in reports.verdict.text()
+    browser, marked = reports.flips, 0  # each listed result marked relevant by its judged grade, as the metrics count it
+    for kind in (0, 1):
+        browser.kind.setCurrentIndex(kind)
+        for row, entry in enumerate(browser.visible_entries()):
+            browser._show(row)
+            for view, items in ((browser.old_results, entry["old"]), (browser.new_results, entry["upgraded"])):
+                marks = [view.item(i).text().split()[1] for i in range(view.count())]
+                assert marks == ["✓" if item["grade"] > 0 else "✗" for item in items]
+                marked += marks.count("✓")
+    assert browser.entries and marked > 0
 
     train = window.show_page("train")  # the run's criterion, on the metric that decides it, as `runs` lists it
     criterion = train.runs_table.item(0, headers(train.runs_table).index("Criterion")).text()

@@ -70,6 +70,23 @@ def test_the_task_wins_top1_and_loses_ndcg(judged: dict[str, Any]) -> None:
     assert any("FAILS the compatibility criterion: new→old nDCG@10" in v for v in r["verdicts"])
 
 
+def test_flipped_queries_list_each_results_judged_grade(judged: dict[str, Any]) -> None:
+    with Workspace.open(judged["path"]) as ws:
+        stored = json.loads(Path(judged["report"]["report_json"]).read_text())
+        j = ws.judgments()
+        judgments = {(int(q), int(d)): int(g) for q, d, g in zip(j.query_ids, j.item_ids, j.grades, strict=True)}
+        all_ids = ws.item_ids()
+        ids = {k: int(i) for k, i in zip(ws.keys_of(all_ids), all_ids, strict=True)}
+    section = stored["flipped_queries"]
+    assert section["positive"] and not section["negative"]  # the new model finds a relevant document first
+    for f in section["positive"]:
+        q = ids[f["query_key"]]
+        for side in ("old_top", "upgraded_top"):
+            assert f[side + "_grades"] == [judgments.get((q, ids[k]), 0) for k in f[side]]
+        assert f["upgraded_top_grades"][0] > 0 and f["old_top_grades"][0] == 0  # what makes it a positive flip
+    assert any(g > 0 for f in section["positive"] for g in f["old_top_grades"])  # old/old finds them lower down
+
+
 def test_train_states_the_verdict_on_ndcg(judged: dict[str, Any]) -> None:
     run = json.loads(judged["train_json"])
     assert run["compatible"] is True and run["compatible_ndcg@10"] is False

@@ -95,6 +95,8 @@ def test_flips_agree_with_top1_and_list_real_results(case: DemoCase, truth: dict
         right_before = f["old_top_labels"][0] == f["label"]
         right_after = f["upgraded_top_labels"][0] == f["label"]
         assert (right_before, right_after) == ((True, False) if f["flip"] == "negative" else (False, True))
+        assert [f["old_top_grades"][0], f["upgraded_top_grades"][0]] == [int(right_before), int(right_after)]
+        assert f["old_top_grades"] == [int(lab == f["label"]) for lab in f["old_top_labels"]]
     with Workspace.open(case.path) as ws:
         keys = [f["query_key"] for f in flipped] + [k for f in flipped for k in f["old_top"]]
         assert len(ws.ids_for_keys(keys)) == len(keys)

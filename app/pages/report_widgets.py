@@ -231,8 +231,9 @@ class FlipBrowser(QWidget):
         target = entry["query"].get("label")
         for view, items in ((self.old_results, entry["old"]), (self.new_results, entry["upgraded"])):
             for rank, item in enumerate(items, start=1):
-                same = target is not None and item.get("label") == target
-                row_item = QListWidgetItem(f"{rank}. {'✓' if same else '✗'} {item_caption(item)}")
+                grade = item.get("grade")  # as the metrics count it; older reports: the label alone
+                relevant = grade > 0 if grade is not None else target is not None and item.get("label") == target
+                row_item = QListWidgetItem(f"{rank}. {'✓' if relevant else '✗'} {item_caption(item)}")
                 picture = thumbnail(item, THUMB, ratio)
                 if picture is not None:
                     row_item.setIcon(QIcon(picture))

@@ -91,14 +91,15 @@ def flip_entries(ws: Workspace, records: list[dict[str, Any]]) -> list[dict[str,
         except StoreError:  # items removed since the report: show keys and labels only
             log.warning("some items of this report are no longer in the workspace")
 
-    def listed(keys: list[str], labels: list[Any] | None) -> list[dict[str, Any]]:
-        labels = labels or []
-        return [items.get(k) or {"key": k, "label": labels[i] if i < len(labels) else None}
+    def listed(keys: list[str], labels: list[Any] | None, grades: list[int] | None) -> list[dict[str, Any]]:
+        labels, grades = labels or [], grades or []
+        return [{**(items.get(k) or {"key": k, "label": labels[i] if i < len(labels) else None}),
+                 "grade": grades[i] if i < len(grades) else None}  # None: a report from before grades were listed
                 for i, k in enumerate(keys)]
 
     return [{"kind": r["flip"], "query": items.get(r["query_key"]) or {"key": r["query_key"], "label": r.get("label")},
-             "old": listed(r["old_top"], r.get("old_top_labels")),
-             "upgraded": listed(r["upgraded_top"], r.get("upgraded_top_labels"))}
+             "old": listed(r["old_top"], r.get("old_top_labels"), r.get("old_top_grades")),
+             "upgraded": listed(r["upgraded_top"], r.get("upgraded_top_labels"), r.get("upgraded_top_grades"))}
             for r in records]
 
 

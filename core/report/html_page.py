@@ -139,14 +139,20 @@ def _flips(report: Mapping[str, Any], figs: _Figures, listed: int = 50) -> str:
         if records:
             out += f"<h3>{kind.capitalize()} flips of {escape(str(section.get('cell')))} (first {min(listed, len(records))} of {section.get('n_' + kind)})</h3>"
             out += _table(["query", "label", "old/old top results", "upgraded top results"],
-                          [[r["query_key"], r.get("label"), _pairs(r["old_top"], r.get("old_top_labels")),
-                            _pairs(r["upgraded_top"], r.get("upgraded_top_labels"))] for r in records[:listed]])
+                          [[r["query_key"], r.get("label"),
+                            _pairs(r["old_top"], r.get("old_top_labels"), r.get("old_top_grades")),
+                            _pairs(r["upgraded_top"], r.get("upgraded_top_labels"), r.get("upgraded_top_grades"))]
+                           for r in records[:listed]])
     return out
 
 
-def _pairs(keys: Sequence[str], labels: Sequence[Any] | None) -> str:
+def _pairs(keys: Sequence[str], labels: Sequence[Any] | None, grades: Sequence[int] | None = None) -> str:
+    """'d7 (cat) ✓; d9 (dog) ✗': each result with its label and, where the report lists its grades,
+    whether it is relevant as the metrics count it."""
     labels = labels or [None] * len(keys)
-    return "; ".join(f"{k} ({lab})" if lab is not None else k for k, lab in zip(keys, labels, strict=False))
+    marks = [""] * len(keys) if grades is None else [" ✓" if g > 0 else " ✗" for g in grades]
+    return "; ".join((f"{k} ({lab})" if lab is not None else k) + mark
+                     for k, lab, mark in zip(keys, labels, marks, strict=False))
 
 
 def _per_label(report: Mapping[str, Any], figs: _Figures) -> str:

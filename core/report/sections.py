@@ -133,18 +133,34 @@ def flipped_records(cells: dict[str, CellResult], upgraded: str, sample: EvalSam
         return sample.gallery_keys, sample.gallery_labels
 
     (old_keys, old_labels), (up_keys, up_labels) = gallery_of(cells[OLD_OLD]), gallery_of(cells[upgraded])
+    old_ids, up_ids = (sample.full_ids if c.gallery == "old" else sample.gallery_ids
+                       for c in (cells[OLD_OLD], cells[upgraded]))
 
     def record(i: int) -> dict[str, Any]:
         return {"query_key": sample.query_keys[i], "label": sample.query_labels[i],
                 "old_top": [old_keys[r] for r in old_top[i] if r >= 0],
                 "old_top_labels": [old_labels[r] for r in old_top[i] if r >= 0],
+                "old_top_grades": listed_grades(sample, i, old_ids, old_top[i]),
                 "upgraded_top": [up_keys[r] for r in up_top[i] if r >= 0],
-                "upgraded_top_labels": [up_labels[r] for r in up_top[i] if r >= 0]}
+                "upgraded_top_labels": [up_labels[r] for r in up_top[i] if r >= 0],
+                "upgraded_top_grades": listed_grades(sample, i, up_ids, up_top[i])}
 
     return {"cell": upgraded, "n_negative": int(f.negative.size), "n_positive": int(f.positive.size),
             "max_listed": max_listed,
             "negative": [record(int(i)) for i in f.negative[:max_listed]],
             "positive": [record(int(i)) for i in f.positive[:max_listed]]}
+
+
+def listed_grades(sample: EvalSample, query: int, gallery_ids: np.ndarray, rows: np.ndarray) -> list[int]:
+    """How relevant each listed result is to query ``query``, by the rule the metrics use: its judged
+    grade with relevance judgments, else 1 for the query's own item or an item of its label, 0 otherwise."""
+    rule = sample.tasks.full.rule
+    items = np.asarray(gallery_ids, dtype=np.int64)[[int(r) for r in rows if r >= 0]]
+    q = np.asarray(sample.query_ids[query:query + 1], dtype=np.int64)
+    if rule.graded():
+        judged = rule.judged.get(int(q[0])) or {}
+        return [int(judged.get(int(item), 0)) for item in items]
+    return (rule.targets(items, False) == rule.targets(q, True)[0]).astype(int).tolist()
 
 
 def per_label_section(cells: dict[str, CellResult], sample: EvalSample, plan: ScoringPlan) -> dict[str, Any]:
