@@ -201,6 +201,7 @@ def test_another_layers_option_keeps_its_judged_metrics(runs: dict[str, dict[str
         # the fusion run has no report yet: the plan weighs nDCG@10, so its option carries the run's held-out one
         unreported = plan_upgrade(ws, runs["cascade"]["run_id"], device="cpu")
         plan = plan_upgrade(ws, runs["fusion"]["run_id"], device="cpu")
+        mlp_plan = plan_upgrade(ws, runs["retrieval"]["run_id"], device="cpu")  # an MLP's file is larger
         export_bundle(ws, tmp_path / "cascade", [runs["cascade"]["run_id"]])
     fusion = next(o for o in unreported.options if o["name"] == "fusion")
     assert unreported.metric == "ndcg@10" and fusion["quality"]["ndcg@10"] == runs["fusion"]["ndcg@10"]
@@ -210,3 +211,8 @@ def test_another_layers_option_keeps_its_judged_metrics(runs: dict[str, dict[str
     cascade = next(o for o in plan.options if o["name"] == "cascade")
     assert {k: cascade["quality"][k] for k in ("top1", "ndcg@10", "mrr@10")} == \
         {k: cell[k] for k in ("top1", "ndcg@10", "mrr@10")}
+    # a layer borrowed from another run costs its own file, as in that run's own plan
+    for name, own_plan in (("fusion", plan), ("cascade", unreported)):
+        own = next(o for o in own_plan.options if o["name"] == name)
+        borrowed = next(o for o in mlp_plan.options if o["name"] == name)
+        assert borrowed["storage_bytes"] == own["storage_bytes"], name

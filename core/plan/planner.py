@@ -68,12 +68,14 @@ def _alternatives(ws: Workspace, chosen: dict[str, Any]) -> tuple[list[dict[str,
     out, adapters = [], {}
     for kind, row in latest.items():
         name = ALTERNATIVE_KINDS[kind]
+        path = ws.adapter_path(row["id"])
         try:
-            adapters[name] = load_adapter(ws.adapter_path(row["id"]))
-        except EmbridgeError:
+            adapters[name] = load_adapter(path)
+            size = path.stat().st_size  # its own file: the plan's storage counts this layer, not the report's
+        except (EmbridgeError, OSError):
             continue  # a missing or changed file: not offered
         alt = _alternative_quality(ws, row)
-        alt.update(name=name, kind=kind, out_dim=row["out_dim"], adapter_bytes=None, run_id=row["run_id"],
+        alt.update(name=name, kind=kind, out_dim=row["out_dim"], adapter_bytes=size, run_id=row["run_id"],
                    k=(row.get("config") or {}).get("k"))
         out.append(alt)
     return out, adapters
