@@ -103,6 +103,10 @@ def test_judged_metrics_and_each_numbers_protocol_show_as_the_command_line_print
     with Workspace.open(tmp_path / "judged") as ws:
         run_metrics = ws.run(run_id)["metrics"]
     assert criterion == f"{'passes' if run_metrics['compatible_ndcg@10'] else 'FAILS'} (nDCG@10)"
+    export = window.show_page("export")  # the run pickers name the number the criterion is decided on
+    shown = f"upgraded nDCG@10 {run_metrics['ndcg@10']:.3f}"
+    assert shown in export.run_combo.currentText() and shown in export.run_info.text()
+    assert "top-1" not in export.run_combo.currentText()
 
     plan_page = window.show_page("plan")
     click(qtbot, plan_page.plan_button)

@@ -116,14 +116,15 @@ class ExportPage(Page):
 
     def _show_run(self, run: dict[str, Any]) -> None:
         """What the chosen run is: the method fitted (and for auto, the candidates and why)."""
+        from embridge.core.evaluation.headline import upgraded_text
         from embridge.core.report.number_source import source_of_run, with_source
 
         choice = run_choice(run)
         metrics = run.get("metrics") or {}
         text = f"Run {run['id']}: {choice.method_text()}"
-        top1 = metrics.get("upgraded_top1")
-        if isinstance(top1, int | float):
-            text += " · " + with_source(f"upgraded top-1 {top1:.3f}", source_of_run(run))
+        upgraded = upgraded_text(metrics)  # the number its criterion is decided on
+        if upgraded:
+            text += " · " + with_source(upgraded, source_of_run(run))
         if choice.is_auto:
             text += f"\nCandidates ({choice.metric}): {choice.candidates_text()}\n{choice.reason}"
         self.run_info.setText(text)

@@ -124,13 +124,14 @@ def completed_train_runs(ws: Workspace) -> list[dict[str, Any]]:
 
 
 def run_label(run: dict[str, Any]) -> str:
-    """'run 14 · auto → lowrank · upgraded top-1 0.810 (held-out test fold, 120 q / 120 g)'."""
+    """'run 14 · auto → lowrank · upgraded top-1 0.810 (held-out test fold, 120 q / 120 g)'; with graded
+    judgments the upgraded nDCG@10, the number its criterion is decided on."""
+    from embridge.core.evaluation.headline import upgraded_text
     from embridge.core.report.number_source import source_of_run
     from embridge.core.run_choice import run_choice
 
-    metrics = run.get("metrics") or {}
-    top1 = metrics.get("upgraded_top1")
-    extra = f" · upgraded top-1 {top1:.3f} ({source_of_run(run).short()})" if isinstance(top1, int | float) else ""
+    text = upgraded_text(run.get("metrics") or {})
+    extra = f" · {text} ({source_of_run(run).short()})" if text else ""
     return f"run {run['id']} · {run_choice(run).method_text()}{extra}"
 
 

@@ -118,3 +118,12 @@ def criterion_text(values: Mapping[str, Any]) -> str:
     """'passes (top-1)' or 'FAILS (nDCG@10)'; empty without a verdict (see :func:`criterion`)."""
     c = criterion(values)
     return "" if c is None else f"{'passes' if c['compatible'] else 'FAILS'} ({c['metric']})"
+
+
+def upgraded_text(values: Mapping[str, Any]) -> str:
+    """'upgraded nDCG@10 0.642' (graded judgments) or 'upgraded top-1 0.810': the upgraded number the
+    criterion is decided on (:func:`weighed`), for one-line summaries of a run; empty without it."""
+    w = weighed(values)
+    ok = isinstance(w.upgraded, int | float) and not isinstance(w.upgraded, bool)
+    return f"upgraded {w.name} {w.upgraded:.3f}" if ok else ""
+
