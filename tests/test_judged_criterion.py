@@ -94,7 +94,7 @@ def test_train_states_the_verdict_on_ndcg(judged: dict[str, Any]) -> None:
     (top1,) = [line for line in lines if line.startswith("held-out top-1:")]
     (ndcg,) = [line for line in lines if line.startswith("held-out nDCG@10:")]
     assert "criterion" not in top1 and "gain retained (top-1): " in top1
-    assert "-> FAILS the compatibility criterion (decided on nDCG@10 with graded judgments)" in ndcg
+    assert "-> FAILS the compatibility criterion (decided on nDCG@10 with relevance judgments)" in ndcg
     assert "PASSES" not in judged["train_text"]
 
 
@@ -120,8 +120,8 @@ def test_the_gate_fails_compatible_and_gain_retained_on_ndcg(judged: dict[str, A
                  "--fail-under", "gain_retained=0.5", "--fail-under", "upgraded_top1=0.5", "--junit", str(junit)])
     err = capsys.readouterr().err
     assert code != 0
-    assert "compatible (decided on nDCG@10 with graded judgments: compatible_ndcg@10) = 0, required at least 1" in err
-    assert "gain_retained (decided on nDCG@10 with graded judgments: gain_retained_ndcg@10): undefined" in err
+    assert "compatible (decided on nDCG@10 with relevance judgments: compatible_ndcg@10) = 0, required at least 1" in err
+    assert "gain_retained (decided on nDCG@10 with relevance judgments: gain_retained_ndcg@10): undefined" in err
     xml = junit.read_text()
     assert xml.count("<failure") == 2 and 'name="compatible&gt;=1"' in xml  # the check as the user wrote it
     assert main(["report", "--workspace", str(judged["path"]), "--fail-under", "compatible=1", "--json"]) == 1

@@ -50,7 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gain-threshold", type=SHARE, default=0.9,
                    help="share of the full-backfill gain a layer must keep to be enough on its own")
     p.add_argument("--target-share", type=number(float, low=0.0, high=1.0, low_open=True), default=0.95,
-                   help="share of the full backfill's number (nDCG@10 with graded judgments, else "
+                   help="share of the full backfill's number (nDCG@10 with relevance judgments, else "
                         "top-1) a partial backfill must reach")
     p.set_defaults(handler=cmd_plan)
 

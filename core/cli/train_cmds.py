@@ -119,7 +119,7 @@ def _train_text(out: dict[str, Any]) -> str:
                     f"{format_share(out['new_new_ndcg@10'])}, upgraded {format_share(out['ndcg@10'])}")
             if judged:
                 decided = weighed(out)
-                line += (f"{verdict(decided.compatible)} (decided on nDCG@10 with graded judgments); gain retained: "
+                line += (f"{verdict(decided.compatible)} (decided on nDCG@10 with relevance judgments); gain retained: "
                          + (format_share(decided.gain_retained) if decided.gain_retained is not None
                             else gain_text(None, out.get("gain_retained_ndcg@10_note") or NOT_BETTER)))
             lines.append(f"{line}; MRR@10 upgraded {format_share(out['mrr@10'])}")

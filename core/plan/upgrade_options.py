@@ -323,10 +323,10 @@ def plan_from_report(source: Report | Mapping[str, Any], throughput: Throughput,
     plan["reason"] = plan_reason(plan, choice, report, floor, ceiling, gain_threshold, target_share, fraction)
     other = "top1" if metric != "top1" else None
     if other and new_better and ceil_q.get(other) is not None and ceil_q[other] <= floor_q[other]:
-        plan["notes"].insert(0, f"Decided on {label}, the measure of graded judgments: top-1 ({ceil_cell} "
+        plan["notes"].insert(0, f"Decided on {label}, the measure of relevance judgments: top-1 ({ceil_cell} "
                              f"{ceil_q[other]:.3f} vs old/old {floor_q[other]:.3f}) does not rise with it.")
     elif other and not new_better and ceil_q.get(other) is not None and ceil_q[other] > floor_q[other]:
-        plan["notes"].insert(0, f"Decided on {label}, the measure of graded judgments: top-1 rises ({ceil_cell} "
+        plan["notes"].insert(0, f"Decided on {label}, the measure of relevance judgments: top-1 rises ({ceil_cell} "
                              f"{ceil_q[other]:.3f} vs old/old {floor_q[other]:.3f}) while {label} falls, so the "
                              "new model ranks the judged documents worse.")
     if by_item:

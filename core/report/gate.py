@@ -113,7 +113,7 @@ def evaluate(checks: list[Check], values: dict[str, Any]) -> list[CheckResult]:
         name, label = check.metric, check.metric
         if decided and name in DECIDED:  # the criterion the report's verdict weighs: nDCG@10 with judgments
             name = f"{name}_ndcg@10"
-            label = f"{check.metric} (decided on nDCG@10 with graded judgments: {name})"
+            label = f"{check.metric} (decided on nDCG@10 with relevance judgments: {name})"
         if name not in values:
             known = ", ".join(sorted(k for k, v in values.items() if _number(v) is not None))
             results.append(CheckResult(check, None, False, f"{label}: no such metric in the report "

@@ -134,7 +134,7 @@ class EvalSample:
         if self.relevance == "label":
             lines.append("Relevance: a gallery item is relevant when it has the query's label.")
         elif self.relevance == "judgments":
-            lines.append(f"Relevance: {full.rule.describe()}; graded, so nDCG@10 and MRR@10 are reported too.")
+            lines.append(f"Relevance: {full.rule.describe()}; judged, so nDCG@10 and MRR@10 are reported too.")
         else:
             lines.append(f"Relevance: no labels, so a query's only relevant item is its own item ({self.queries_added} "
                          "queries were added to the gallery for this); same-model cells find it trivially, the "
