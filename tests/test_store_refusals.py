@@ -104,6 +104,36 @@ def test_a_refused_store_import_stores_nothing(upgrade: dict, tmp_path: Path,
     assert snapshot(ws) == after_first
 
 
+def test_store_ids_and_fields_are_held_to_the_importers_rules(upgrade: dict, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """An id another importer would store differently (NFD, a byte-order mark, a control character),
+    a label that is an object and a text field that is not text are refused with one line; nothing is stored."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    v1 = upgrade["vectors"]["v1"][:6].copy()
+    ws = fresh_workspace(tmp_path / "ws", capsys)
+    before = snapshot(ws)
+    for name, odd in (("nfd", "cafe\u0301"), ("bom", "\ufeffx"), ("control", "a\x01b")):
+        uri = parquet_store(tmp_path / "pq" / name, ["p0", odd, "p2"], v1[:3])
+        code, _, err = cli(capsys, "import", "--workspace", str(ws), "--from", uri, "--model", "v" + name)
+        one_line(code, err, uri, repr(odd) if name != "control" else "control character")
+        assert snapshot(ws) == before
+    for name, column, value, needle in (("label", "label", pa.array([{"a": 1}] * 3), "a label must be text"),
+                                        ("text", "body", pa.array([[1, 2]] * 3), "not text")):
+        folder = tmp_path / "pq" / f"field-{name}"
+        folder.mkdir(parents=True)
+        flat = pa.array(v1[:3].astype(np.float32).ravel())
+        pq.write_table(pa.table({"id": pa.array(["a", "b", "c"]),
+                                 "vector": pa.FixedSizeListArray.from_arrays(flat, v1.shape[1]), column: value}),
+                       folder / "part-0.parquet")
+        option = "--label-field" if name == "label" else "--text-field"
+        code, _, err = cli(capsys, "import", "--workspace", str(ws), "--from", f"parquet://{folder}",
+                           "--model", "vf" + name, option, column)
+        one_line(code, err, "'a'", option, needle)
+        assert snapshot(ws) == before
+
+
 def test_store_vectors_are_not_attached_to_a_model_that_embeds_raw_inputs(
         upgrade: dict, source: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from embridge.core.models.builtin import build_model, save_checkpoint

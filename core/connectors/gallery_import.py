@@ -27,6 +27,7 @@ from embridge.core.connectors import open_store
 from embridge.core.connectors.check import unfinished_migration
 from embridge.core.connectors.connector import SPACE_FIELD, Batch, Connector, VectorStoreError
 from embridge.core.errors import ImportDataError, InputError, StoreError
+from embridge.core.keys import normalise_key, normalise_label
 from embridge.core.l2 import zero_rows
 from embridge.core.paths import check_name
 from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
@@ -66,12 +67,22 @@ def _records(batch: Batch, source: str, split: str | None, label_field: str | No
              text_field: str | None) -> list[dict[str, Any]]:
     out = []
     for pid, payload in zip(batch.ids, batch.payloads, strict=True):
+        where = f"point {pid!r}"
+        key = normalise_key(str(pid), source, where)
+        if key != str(pid):  # migrations and checks find points by their id as the store spells it
+            raise ImportDataError(source, f"{where}: an item key is NFC text without a byte-order mark or outer "
+                                  f"spaces, and this id would be stored as {key!r}; rename the point")
         text = payload.get(text_field) if text_field else None
         if text_field and text is None:
-            raise ImportDataError(source, f"point {pid!r} has no '{text_field}' field (--text-field)")
+            raise ImportDataError(source, f"{where} has no '{text_field}' field (--text-field)")
+        if text is not None and not isinstance(text, str):
+            raise ImportDataError(source, f"{where}: its '{text_field}' field (--text-field) holds "
+                                  f"{type(text).__name__} {text!r}, not text")
+        label = normalise_label(payload.get(label_field), source, f"{where}, field '{label_field}' (--label-field)") \
+            if label_field else None
         skip = {label_field, text_field}
-        out.append({"key": str(pid), "label": payload.get(label_field) if label_field else None,
-                    "text": str(text) if text is not None else None, "modality": "text" if text is not None else "vector",
+        out.append({"key": key, "label": label,
+                    "text": text, "modality": "text" if text is not None else "vector",
                     "split": split, "source": source,
                     "metadata": {k: _plain(v) for k, v in payload.items() if k not in skip and k != SPACE_FIELD}})
     return out
