@@ -99,9 +99,13 @@ def test_judged_metrics_and_each_numbers_protocol_show_as_the_command_line_print
     assert browser.entries and marked > 0
 
     train = window.show_page("train")  # the run's criterion, on the metric that decides it, as `runs` lists it
-    criterion = train.runs_table.item(0, headers(train.runs_table).index("Criterion")).text()
     with Workspace.open(tmp_path / "judged") as ws:
         run_metrics = ws.run(run_id)["metrics"]
+    names = headers(train.runs_table)
+    criterion = train.runs_table.item(0, names.index("Criterion")).text()
+    for name, key in (("Upgraded nDCG@10", "ndcg@10"), ("Gain retained (nDCG@10)", "gain_retained_ndcg@10")):
+        assert not train.runs_table.isColumnHidden(names.index(name))
+        assert train.runs_table.item(0, names.index(name)).text() == format_value(run_metrics[key]) != ""
     assert criterion == f"{'passes' if run_metrics['compatible_ndcg@10'] else 'FAILS'} (nDCG@10)"
     export = window.show_page("export")  # the run pickers name the number the criterion is decided on
     shown = f"upgraded nDCG@10 {run_metrics['ndcg@10']:.3f}"

@@ -69,6 +69,8 @@ def test_auto_choice_shows_winner_candidates_and_source_everywhere(qtbot: QtBot,
     assert tip.startswith(source.label() + "; new/new on ") and "(600 items)" in tip
     assert f"auto → {winner}" in train.result_label.text()
     assert f"upgraded top1 {top1:.3f}" in train.result_label.text()
+    columns = [train.runs_table.horizontalHeaderItem(c).text() for c in range(train.runs_table.columnCount())]
+    assert train.runs_table.isColumnHidden(columns.index("Upgraded nDCG@10"))  # no judgments: top-1 decides
     assert f"gain retained {run['metrics']['gain_retained']:.3f} ({source.label()})" in train.result_label.text()
     assert f"Validated on {run['metrics']['val_protocol']}" in train.result_label.text()
     picker = f"run {run['id']} · auto → {winner} · upgraded top-1 {top1:.3f} ({source.short()})"

@@ -28,9 +28,17 @@ from embridge.app.pages.forms import SettingsForm, scrolled_text, set_combo_item
 from embridge.app.pages.live_curves import LiveCurves
 from embridge.app.pages.live_plot import LivePlot
 from embridge.app.pages.page import Page, fill_table, make_table
-from embridge.app.pages.train_result import RUN_COLUMNS, ResultView, ended_text, result_text, run_row
+from embridge.app.pages.train_result import (
+    JUDGED_COLUMNS,
+    RUN_COLUMNS,
+    ResultView,
+    ended_text,
+    result_text,
+    run_row,
+)
 from embridge.app.workers import Job
 from embridge.core.errors import EmbridgeError, InputError
+from embridge.core.evaluation.headline import decides_on_ndcg
 from embridge.core.progress import ProgressFn, StopFn
 from embridge.core.store import Workspace
 
@@ -321,6 +329,9 @@ class TrainPage(Page):
         self._show_pairs_and_protocol()
         runs = self.ctx.ws.runs("train")
         fill_table(self.runs_table, [run_row(r) for r in reversed(runs)])
+        judged = any(decides_on_ndcg(r.get("metrics") or {}) for r in runs)  # the number their criterion is decided on
+        for name in JUDGED_COLUMNS:
+            self.runs_table.setColumnHidden(RUN_COLUMNS.index(name), not judged)
         from embridge.core.report.number_source import source_of_run
         from embridge.core.run_record import other_cells_note
 

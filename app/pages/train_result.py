@@ -15,7 +15,10 @@ from embridge.core.evaluation.headline import HEADLINE, criterion_text
 from embridge.core.run_record import CELL_NUMBERS, UPGRADED, RunRecord, protocol_groups
 
 RUN_COLUMNS = ["Run", "Method", "Status", "Old/old top-1", "New/new top-1", "Upgraded top-1",
-               "Gain retained (top-1)", "Criterion", "Pairs", "Measured on", "Candidates", "Note"]
+               "Gain retained (top-1)", "Old/old nDCG@10", "Upgraded nDCG@10", "Gain retained (nDCG@10)",
+               "Criterion", "Pairs", "Measured on", "Candidates", "Note"]
+JUDGED_COLUMNS = ("Old/old nDCG@10", "Upgraded nDCG@10", "Gain retained (nDCG@10)")  # shown when a run has them
+JUDGED_KEYS = ("old_old_ndcg@10", "ndcg@10", "gain_retained_ndcg@10")
 LABELS = {"old_old_top1": "old old top1", "new_new_top1": "new new top1", "upgraded_top1": "upgraded top1",
           "gain_retained": "gain retained", "old_old_ndcg@10": "old/old nDCG@10",
           "new_new_ndcg@10": "new/new nDCG@10", "ndcg@10": "upgraded nDCG@10", "mrr@10": "upgraded MRR@10"}
@@ -39,7 +42,8 @@ def run_row(run: dict[str, Any]) -> list[Any]:
     values = [*[metrics.get(k) for k in HEADLINE if k != "gain_retained"],
               gain if gain is not None or not metrics.get("gain_retained_note")
               else gain_text(gain, metrics["gain_retained_note"])]
-    return [record.id, choice.method_text(), record.status, *values, criterion_text(metrics),
+    return [record.id, choice.method_text(), record.status, *values, *[metrics.get(k) for k in JUDGED_KEYS],
+            criterion_text(metrics),
             metrics.get("pairs_used") or "", measured,
             choice.candidates_text() if choice.is_auto else "", note]
 
