@@ -102,6 +102,8 @@ def test_runs_lists_the_criterion_on_ndcg(judged: dict[str, Any], capsys: pytest
     assert main(["runs", "--workspace", str(judged["path"]), "--kind", "train", "--json"]) == 0
     runs = json.loads(capsys.readouterr().out)["runs"]  # the fixture trained twice (text and --json)
     assert len(runs) == 2 and all(r["criterion"] == {"metric": "nDCG@10", "compatible": False} for r in runs)
+    trained = json.loads(judged["train_json"])
+    assert runs[-1]["metrics"]["new_new_ndcg@10"] == trained["new_new_ndcg@10"]  # the ceiling nDCG@10 is listed too
     assert main(["runs", "--workspace", str(judged["path"]), "--kind", "train"]) == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("#")]
     assert len(lines) == 2 and all("criterion: FAILS (nDCG@10)" in line and "passes" not in line for line in lines)
