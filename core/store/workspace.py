@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import stat
 import threading
 import time
 import uuid
@@ -54,6 +53,7 @@ from embridge.core.store.vector_matrix import (
     open_matrix,
     sweep_orphans,
 )
+from embridge.core.store.workspace_folder import check_database_file, holds_files
 
 TEMP_MAX_AGE_S = 3600  # older temp files belong to a writer that died, not one still running
 BUSY_TIMEOUT_ENV = "EMBRIDGE_BUSY_TIMEOUT"
@@ -102,7 +102,7 @@ class Workspace(ItemsMixin, ModelsMixin, RecordsMixin, JudgmentsMixin):
     def open(cls, path: str | Path, busy_timeout: float | None = None) -> Workspace:
         """Open an existing workspace; ``busy_timeout`` (seconds) defaults to ``$EMBRIDGE_BUSY_TIMEOUT`` or 10."""
         root = Path(path)
-        _check_database_file(root)
+        check_database_file(root)
         return cls._connect(root, busy_timeout, create=False)
 
     @classmethod
@@ -121,7 +121,7 @@ class Workspace(ItemsMixin, ModelsMixin, RecordsMixin, JudgmentsMixin):
             db = sqlite_utils.Database(conn, execute_plugins=False)
             db.execute("PRAGMA foreign_keys=ON")
             tables = db.table_names()  # checked before anything is written to the file
-            if not create and not tables and _holds_files(root):  # else: a create cut short, finished now
+            if not create and not tables and holds_files(root):  # else: a create cut short, finished now
                 raise SchemaVersionError(f"{db_path}: the workspace database holds no tables (empty or never "
                                          "finished); Embridge leaves it and the workspace's files untouched")
             if not create and tables and "meta" not in tables:
@@ -391,27 +391,3 @@ class Workspace(ItemsMixin, ModelsMixin, RecordsMixin, JudgmentsMixin):
         with self.transaction():
             self.db["meta"].upsert({"key": key, "value": value}, pk="key")
 
-
-def _holds_files(root: Path) -> bool:
-    """True when any workspace folder holds a file (links are not entered)."""
-    for sub in ("vectors", "models", "adapters", "reports", "bundles"):
-        folder = root / sub
-        if folder.is_symlink() or (folder.exists() and any(os.scandir(folder))):
-            return True
-    return False
-
-
-def _check_database_file(root: Path) -> None:
-    """The database must be a readable, non-empty regular file; never created or repaired here."""
-    db_path = root / DB_NAME
-    try:
-        st = db_path.stat()
-    except FileNotFoundError:
-        raise StoreError(f"{root}: not an Embridge workspace (no {DB_NAME}); run 'embridge init' first") from None
-    except OSError as exc:
-        raise StoreError(f"{db_path}: cannot read the workspace database ({exc.strerror})") from exc
-    if not stat.S_ISREG(st.st_mode):
-        raise StoreError(f"{db_path}: the workspace database is not a regular file")
-    if st.st_size == 0:
-        raise StoreError(f"{db_path}: the workspace database is empty (0 bytes); restore it from a backup. "
-                         "Embridge leaves it and the workspace's files untouched")

@@ -1,0 +1,35 @@
+"""What a folder must be before it is opened as a workspace: checked, never created or repaired here."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from embridge.core.errors import StoreError
+from embridge.core.paths import DB_NAME
+
+
+def holds_files(root: Path) -> bool:
+    """True when any workspace folder holds a file (links are not entered)."""
+    for sub in ("vectors", "models", "adapters", "reports", "bundles"):
+        folder = root / sub
+        if folder.is_symlink() or (folder.exists() and any(os.scandir(folder))):
+            return True
+    return False
+
+
+def check_database_file(root: Path) -> None:
+    """The database must be a readable, non-empty regular file; never created or repaired here."""
+    db_path = root / DB_NAME
+    try:
+        st = db_path.stat()
+    except FileNotFoundError:
+        raise StoreError(f"{root}: not an Embridge workspace (no {DB_NAME}); run 'embridge init' first") from None
+    except OSError as exc:
+        raise StoreError(f"{db_path}: cannot read the workspace database ({exc.strerror})") from exc
+    if not stat.S_ISREG(st.st_mode):
+        raise StoreError(f"{db_path}: the workspace database is not a regular file")
+    if st.st_size == 0:
+        raise StoreError(f"{db_path}: the workspace database is empty (0 bytes); restore it from a backup. "
+                         "Embridge leaves it and the workspace's files untouched")
