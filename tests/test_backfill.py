@@ -188,6 +188,9 @@ def _keyed_world(n: int, n_queries: int, seed: int, bad_share: float) -> dict[st
 def test_policy_orders_and_informed_policies_help() -> None:
     w = _keyed_world(600, 300, seed=3, bad_share=0.3)
     res = residual_norms(w["gh"], w["go"])
+    explicit = np.linalg.norm(w["gh"] - w["go"], axis=1)
+    for block in (1, 7, 599, 600, 4096):  # blocks that split the rows unevenly, exactly, or not at all
+        np.testing.assert_allclose(residual_norms(w["gh"], w["go"], block=block), explicit, rtol=1e-6)
     order = backfill_order("largest_residual", 600, gallery_adapted=w["gh"], gallery_old=w["go"])
     assert np.all(np.diff(res[order]) <= 0)
     margins = self_margins(w["gh"], w["go"])

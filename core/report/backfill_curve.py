@@ -94,11 +94,17 @@ class JudgedRelevance:
         return self.rule.ideal_dcg(np.asarray(self.query_ids[start:stop], dtype=np.int64), JUDGED_K)
 
 
-def residual_norms(gallery_adapted: np.ndarray, gallery_old: np.ndarray) -> np.ndarray:
-    """‖h(n_g) − o_g‖ per gallery item."""
-    return np.linalg.norm(
-        np.asarray(gallery_adapted, np.float32) - np.asarray(gallery_old, np.float32), axis=1
-    )
+def residual_norms(gallery_adapted: np.ndarray, gallery_old: np.ndarray, block: int = 4_096) -> np.ndarray:
+    """‖h(n_g) − o_g‖ per gallery item, a block of rows at a time through one reused buffer (the
+    whole difference matrix would be as large as the sample's vectors, touched once)."""
+    ha, o = np.asarray(gallery_adapted, np.float32), np.asarray(gallery_old, np.float32)
+    out = np.empty(len(o), dtype=np.float32)
+    buffer = np.empty((min(block, len(o)), o.shape[1]), dtype=np.float32)
+    for start in range(0, len(o), block):
+        stop = min(start + block, len(o))
+        diff = np.subtract(ha[start:stop], o[start:stop], out=buffer[:stop - start])
+        out[start:stop] = np.sqrt(np.einsum("ij,ij->i", diff, diff))
+    return out
 
 
 def self_margins(
