@@ -22,6 +22,8 @@ SETTING_HELP: dict[str, str] = {
     "whiten": "Whiten both spaces before the orthogonal fit (helps when the spaces are anisotropic).",
     "diagonal": "Fit only a per-dimension scale and shift instead of a full matrix.",
     "base": "The layer fusion combines with the old query vector.",
+    "rerank_new_vectors": "Cascade: re-rank recalled items by their stored new vectors (a backfill of those "
+                          "items) instead of through the layer alone.",
     "align_weight": "Weight of the term that keeps new vectors close to the old classifier's space.",
     "influence_weight": "Weight of the old classifier's loss on new vectors (backward-compatible training).",
     "logit_scale": "Scale of the classifier logits in the compatibility loss.",

@@ -216,3 +216,35 @@ def test_another_layers_option_keeps_its_judged_metrics(runs: dict[str, dict[str
         own = next(o for o in own_plan.options if o["name"] == name)
         borrowed = next(o for o in mlp_plan.options if o["name"] == name)
         assert borrowed["storage_bytes"] == own["storage_bytes"], name
+
+
+def test_a_cascade_re_ranking_through_its_layer_re_embeds_nothing(runs: dict[str, dict[str, Any]], ws_path: Path,
+                                                                  tmp_path: Path) -> None:
+    """Every document here has a new vector; a cascade told not to use them is measured, planned and
+    shipped as what it is: old recall, re-ranked through the layer, nothing re-embedded. The auto run's
+    cascade candidate is scored that way too."""
+    import shutil
+
+    from embridge.core.plan.planner import plan_upgrade
+
+    rows = {c["kind"]: c for c in runs["auto"]["candidates"]}
+    assert "no new vector of the gallery is used" in rows["cascade"]["reason"]
+    copy_path = tmp_path / "ws"
+    shutil.copytree(ws_path, copy_path)
+    with Workspace.open(copy_path) as ws:
+        run = train_run(ws, "cascade", device="cpu", config={"base": "affine", "rerank_new_vectors": False})
+        report = build_report(ws, run["run_id"])
+        plan = plan_upgrade(ws, run["run_id"], device="cpu")
+        export_bundle(ws, tmp_path / "bundle", [run["run_id"]])
+    cell = report.cells["new→old"]
+    assert cell["protocol"]["new_vectors"] == 0 and cell["gallery_side"] == "old gallery (no backfill)"
+    assert cell["query_side"].endswith("new query re-ranks through the layer")
+    assert report.headline["upgraded_top1"] == pytest.approx(run["upgraded_top1"])
+    stored = runs["cascade"]  # the same cascade re-ranking by the stored new vectors scores differently
+    assert run["upgraded_top1"] != pytest.approx(stored["upgraded_top1"])
+    option = next(o for o in plan.options if o["name"] == "cascade")
+    assert option["items_embedded"] == 0
+    method = json.loads((tmp_path / "bundle" / "manifest.json").read_text())["adapter"]["method"]
+    assert method["new_vectors"] is False and "no new vector of the gallery is used" in method["serving"]
+    readme = (tmp_path / "bundle" / "README.md").read_text(encoding="utf-8")
+    assert "def cascade_search(old_q, new_q, old_gallery, k=K):" in readme and "has_new" not in readme

@@ -59,9 +59,10 @@ def test_the_largest_allowed_width_is_accepted_by_the_settings() -> None:
 
 def test_auto_records_best_epoch_and_epochs_run_of_the_chosen_candidate(
         demo_copy: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """On the demo the cascade over lowrank wins: both numbers are its base layer's training."""
+    """On the demo the cascade over lowrank wins when told to re-rank by the stored new vectors: both
+    numbers are its base layer's training."""
     code = main(["train", "-w", str(demo_copy), "--method", "auto", "--device", "cpu", "--json",
-                 "--set", 'candidates=["procrustes", "lowrank", "cascade"]'])
+                 "--set", 'candidates=["procrustes", "lowrank", "cascade"]', "--set", "rerank_new_vectors=true"])
     out, err = capsys.readouterr()
     assert code == 0, err
     summary = json.loads(out)

@@ -33,7 +33,7 @@ def up() -> QueryUpgrade:
 
 def _test_score(up: QueryUpgrade, adapter: Adapter) -> float:
     if isinstance(adapter, CascadeAdapter):
-        return up.test.cascade_score(int(adapter.k), lambda x: adapt_queries(adapter.base, x))
+        return up.test.cascade_score(int(adapter.k), lambda x: adapt_queries(adapter.base, x), adapter.new_vectors)
     return up.test.score_queries(adapt_queries(adapter, up.test.new_queries, up.test.old_queries))
 
 
@@ -104,6 +104,27 @@ def test_auto_considers_fusion_and_cascade_and_picks_a_passing_option(up: QueryU
     assert result.kind == best["kind"] and result.best_val_metric == best["val_metric"]
     assert "dev queries (judged)" in result.reason and "(old/old) scores" in result.reason
     assert _test_score(up, result.adapter) > up.test.old_old() + 0.1  # fusion: 0.42 vs 0.18
+
+
+def test_auto_scores_its_cascade_without_stored_new_vectors(up: QueryUpgrade) -> None:
+    """The layers auto compares search the old gallery alone; a cascade re-ranking by stored new vectors
+    would be scored as a (partial) backfill beside them, so auto's cascade re-ranks through its layer."""
+    data = up.docs_only
+    validator = data.validation()
+    assert validator.has_new_gallery and 0 < validator.new_gallery_share < 1  # 60% of the documents embedded
+    own = fit_adapter("cascade", data, {**EPOCHS, "base": "affine", "rerank_new_vectors": False})
+    k, base = int(own.adapter.k), own.adapter.base
+    assert own.adapter.config()["new_vectors"] is False and "nothing re-embedded" in own.reason
+    layer_only, with_new = validator.cascade_value(base, k, False), validator.cascade_value(base, k, True)
+    assert own.best_val_metric == pytest.approx(layer_only)
+    assert with_new > layer_only + 0.02  # measured: the stored new vectors are worth a lot here
+    stored = fit_adapter("cascade", data, {**EPOCHS, "base": "affine"})  # an explicit cascade keeps using them
+    assert stored.adapter.new_vectors and "by its new vectors" in stored.reason
+    result = fit_adapter("auto", data, {**EPOCHS, "candidates": ["affine", "cascade"]})
+    row = {c["kind"]: c for c in result.candidates}["cascade"]
+    assert row["k"] == int(row["k"]) and "no new vector of the gallery is used" in row["reason"]
+    assert row["val_metric"] == pytest.approx(validator.cascade_value(base, int(row["k"]), False))
+    assert result.kind != "cascade" or result.adapter.new_vectors is False
 
 
 def test_cascade_without_dev_queries_is_refused(up: QueryUpgrade) -> None:

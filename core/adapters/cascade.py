@@ -5,6 +5,10 @@ layer. Stage two re-scores the K recalled items with the new query: against an i
 where the new model has embedded it, otherwise through the layer (the mapped new query against
 the item's old vector). Serving cost: both encoders during the transition and K re-scored items
 per query. K is chosen on dev queries (see :func:`choose_k`); K = 1 is today's system.
+
+``new_vectors`` False re-ranks every recalled item through the layer, even where a new vector is
+stored: the cascade then re-embeds nothing, which is how ``auto`` measures it beside the layers
+(new vectors in the re-rank are a backfill, a different and costlier option).
 """
 
 from __future__ import annotations
@@ -25,15 +29,17 @@ K_GRID = [5, 10, 20, 50, 100]
 class CascadeAdapter(Adapter):
     """Records a cascade's re-rank depth ``k`` and holds its fallback layer ``base`` (new -> old)."""
 
-    def __init__(self, base: Adapter, k: int = 20) -> None:
+    def __init__(self, base: Adapter, k: int = 20, new_vectors: bool = True) -> None:
         if base.direction != "backward":
             raise ValueError(f"a cascade needs a new->old fallback layer, not {base.kind} ({base.direction})")
         super().__init__("cascade", "backward", base.in_dim, base.out_dim)
         self.base = base
+        self.new_vectors = bool(new_vectors)
         self.register_buffer("k", torch.tensor(int(k)))
 
     def config(self) -> dict[str, Any]:
-        return {"base": {"kind": self.base.kind, "config": self.base.config()}, "k": int(self.k)}
+        return {"base": {"kind": self.base.kind, "config": self.base.config()}, "k": int(self.k),
+                "new_vectors": self.new_vectors}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The fallback layer: new vectors mapped for items that have no new vector."""

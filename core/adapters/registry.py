@@ -83,7 +83,7 @@ METHODS: dict[str, MethodInfo] = {
                    "The old index recalls the top K for the old query and the new model re-ranks those K "
                    "with the new query (new vectors where the item has one, else through the layer); K "
                    "chosen on dev queries; needs both models at query time and K re-ranks per query.",
-                   {"base": "affine", "k_grid": K_GRID}),
+                   {"base": "affine", "k_grid": K_GRID, "rerank_new_vectors": True}),
     ]
 }
 ALIASES = {"oca": "bt2"}
@@ -113,7 +113,8 @@ def build_adapter(kind: str, config: dict[str, Any]) -> Adapter:
         return FusionAdapter(build_adapter(base["kind"], base["config"]), config.get("alpha", 0.5))
     if kind == "cascade":
         base = config["base"]
-        return CascadeAdapter(build_adapter(base["kind"], base["config"]), config.get("k", 20))
+        return CascadeAdapter(build_adapter(base["kind"], base["config"]), config.get("k", 20),
+                              bool(config.get("new_vectors", True)))
     if kind not in ADAPTER_CLASSES:
         raise KeyError(f"unknown adapter kind {kind!r}")
     return ADAPTER_CLASSES[kind](**config)

@@ -93,11 +93,13 @@ def serving_method(adapter: Adapter) -> dict[str, object]:
                            "(both L2-normalised); needs both encoders during the transition"
                            + ("; alpha = 1 is the old query alone: fusion adds nothing" if alpha >= 1 else "")}
     if adapter.kind == "cascade":
-        k = int(adapter.k)
-        return {"kind": "cascade", "k": k, "encoders": 2, "reranks_per_query": k,
-                "serving": f"the old index recalls the top {k} for the old query; re-rank those {k} by the new "
-                           "query against their new vectors where present, else forward(new query) against their "
-                           "old vectors; needs both encoders during the transition"}
+        k, new_vectors = int(adapter.k), bool(getattr(adapter, "new_vectors", True))
+        rerank = ("by the new query against their new vectors where present, else forward(new query) against "
+                  "their old vectors" if new_vectors else "by forward(new query) against their old vectors (as "
+                  "measured: no new vector of the gallery is used)")
+        return {"kind": "cascade", "k": k, "encoders": 2, "reranks_per_query": k, "new_vectors": new_vectors,
+                "serving": f"the old index recalls the top {k} for the old query; re-rank those {k} {rerank}; "
+                           "needs both encoders during the transition"}
     return {"kind": adapter.kind, "encoders": 1}
 
 

@@ -112,6 +112,8 @@ def _adapter(c: _Checker, m: dict[str, Any]) -> None:
     method = c.obj(adapter.get("method"), "adapter.method", optional=True)
     if method.get("k") is not None and not (_integer(method["k"]) and method["k"] >= 1):
         c.fail("adapter.method.k", "must be a positive integer")
+    if method.get("new_vectors") is not None and not isinstance(method["new_vectors"], bool):
+        c.fail("adapter.method.new_vectors", "must be true or false")
     c.text(method.get("serving"), "adapter.method.serving", optional=True)
     files = m["files"]
     if ADAPTER_FILE not in files:

@@ -48,8 +48,15 @@ def cascade_k(manifest: dict[str, Any]) -> int | None:
     return int(method["k"]) if method.get("kind") == "cascade" and isinstance(method.get("k"), int) else None
 
 
+def cascade_uses_new_vectors(manifest: dict[str, Any]) -> bool:
+    """Whether the cascade was measured re-ranking by stored new vectors (bundles before the field: yes)."""
+    return (manifest["adapter"].get("method") or {}).get("new_vectors") is not False
+
+
 def _cascade_section(manifest: dict[str, Any], k: int) -> list[str]:
     """How a cascade is served: the old index recalls K, the new query re-ranks them (as measured)."""
+    if not cascade_uses_new_vectors(manifest):
+        return _layer_cascade_section(manifest, k)
     norm = manifest["normalisation"]["input"] == "l2"
     x = "unit(q)" if norm else "q"
     if (manifest.get("portable") or {}).get("runtime") == "numpy":
@@ -81,10 +88,44 @@ def _cascade_section(manifest: dict[str, Any], k: int) -> list[str]:
             "model's vectors in gallery row order, `has_new[j]` true where row j has one.", ""]
 
 
+def _layer_cascade_section(manifest: dict[str, Any], k: int) -> list[str]:
+    """A cascade measured re-ranking through the layer alone: nothing of the gallery is re-embedded."""
+    norm = manifest["normalisation"]["input"] == "l2"
+    x = "unit(q)" if norm else "q"
+    if (manifest.get("portable") or {}).get("runtime") == "numpy":
+        layer = f'layer = lambda q: unit({x} @ p["weight"] + p["bias"])  # the layer above'
+    else:
+        layer = f'layer = lambda q: unit(session.run(None, {{"x": {x}}})[0])  # the layer above'
+    return [f"## Serve it as a cascade (K = {k})", "",
+            f"This is how the numbers below were measured. Per query: (1) today's search, the **old** model's "
+            f"query against the old index, recalls the top {k} items; (2) each of those {k} is re-scored by "
+            "`layer(new query)` against the item's old vector; (3) the re-scored items, best first, are the "
+            "answer. No item's new vector was used, so nothing of the gallery needs re-embedding; both "
+            "encoders embed every query during the transition. Do not search the whole old gallery with "
+            "`layer(new query)` alone: that is not the system measured here and can rank worse than today's "
+            "search.", "",
+            "```python", layer, f"K = {k}",
+            "def cascade_search(old_q, new_q, old_gallery, k=K):",
+            '    """Gallery rows per query, best first: the old index\'s top k re-ranked through the layer."""',
+            "    og = unit(old_gallery)",
+            "    # stage one: today's search (your old index's top k for the old query)",
+            "    recalled = np.argsort(-(unit(old_q) @ og.T), axis=1, kind=\"stable\")[:, :k]",
+            "    scores = np.einsum(\"qd,qkd->qk\", layer(new_q), og[recalled])",
+            "    order = np.argsort(-scores, axis=1, kind=\"stable\")",
+            "    return np.take_along_axis(recalled, order, axis=1)",
+            "```", "",
+            "`old_q`, `new_q`: the same queries embedded by the old and the new model.", ""]
+
+
 def _purpose(manifest: dict[str, Any]) -> str:
     adapter, models = manifest["adapter"], manifest["models"]
     old, new = models["old"]["name"], models["new"]["name"]
     k = cascade_k(manifest)
+    if k is not None and not cascade_uses_new_vectors(manifest):
+        return (f"It is served as a **cascade**: the existing **{old}** index recalls the top {k} items for the "
+                f"old query and **{new}** (new) re-ranks them through the layer in this bundle, which maps new "
+                f"queries into the **{old}** space; no gallery item is re-embedded. Serve it as described "
+                "under \"Serve it as a cascade\"; the layer alone is not the measured system.")
     if k is not None:
         return (f"It is served as a **cascade**: the existing **{old}** index recalls the top {k} items for the "
                 f"old query and **{new}** (new) re-ranks them; the layer in this bundle maps new queries into "

@@ -112,11 +112,13 @@ class Validator:
     def new_gallery_share(self) -> float:
         return len(self.g_new) / max(len(self.g_old), 1) if self.has_new_gallery else 0.0
 
-    def cascade_value(self, base: Adapter, k: int) -> float:
-        """The task's metric for a cascade: the old index recalls ``k``, the new model re-ranks them."""
+    def cascade_value(self, base: Adapter, k: int, new_vectors: bool = True) -> float:
+        """The task's metric for a cascade: the old index recalls ``k``, the new model re-ranks them (by
+        stored new vectors where ``new_vectors`` allows, else through ``base``)."""
         if self._recall is None or self._recall_k < k:  # one stage-one search shared by every K up to k
             self._recall, self._recall_k = old_recall(self.q_old, self.g_old, k, self.task.exclude), k
-        ranking = cascade_rank(self.q_old, self.g_old, self.q_new, self.g_new, self.g_new_rows, k,
+        g_new, rows = (self.g_new, self.g_new_rows) if new_vectors and self.has_new_gallery else (None, None)
+        ranking = cascade_rank(self.q_old, self.g_old, self.q_new, g_new, rows, k,
                                lambda x: adapt_queries(base, x), exclude=self.task.exclude, recall=self._recall)
         rel, grades = self.task.rule.relevance(ranking.ids, self.task.queries.ids, self.task.gallery.ids,
                                                self.task.exclude)

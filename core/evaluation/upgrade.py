@@ -74,7 +74,7 @@ def upgrade_vectors(maker: MatrixMaker, tasks: UpgradeTasks, adapter: Adapter, o
     q_head = maker.matrix(q_ids, [new], lambda n: new_space_vectors(adapter, n)) if head else q_new
     g_head = maker.matrix(sample_ids, [new], lambda n: new_space_vectors(adapter, n)) if head else g_new
     vecs = UpgradeVectors(q_old, q_new, q_up, q_head, g_old_full, g_up_full, g_new, g_head)
-    if adapter.kind == "cascade":  # the gallery items the new model has embedded re-rank with their new vectors
+    if adapter.kind == "cascade" and getattr(adapter, "new_vectors", True):  # embedded items re-rank by their new vectors
         rows = np.flatnonzero(np.isin(full_ids, maker.ws.ids_with_vectors(new)))
         vecs.g_new_rows, vecs.g_new_part = rows, maker.matrix(full_ids[rows], [new])
     return vecs
@@ -87,7 +87,8 @@ def cascade_result(task: Any, adapter: Adapter, vecs: UpgradeVectors, plan: Scor
     ranking = cascade_rank(vecs.q_old, vecs.g_old_full, vecs.q_new, part, vecs.g_new_rows, k,
                            lambda x: adapt_queries(adapter.base, x), exclude=task.exclude, depth=plan.depth)
     info = SearchInfo("exact", {}, True, None)
-    words = f"cascade: exact old-index recall of {k}, re-ranked by the new model"
+    words = (f"cascade: exact old-index recall of {k}, re-ranked by the new model" if part is not None else
+             f"cascade: exact old-index recall of {k}, re-ranked through the {adapter.base.kind} layer")
     result = score_ranking(task, ranking.ids, plan, info, words)
     # its number holds only with those new vectors stored: the planner counts them in the cascade's cost
     result.protocol = replace(result.protocol, new_vectors=0 if part is None else len(vecs.g_new_rows))

@@ -117,12 +117,16 @@ def cell_specs(adapter: Adapter, sides: Sides) -> list[tuple[str, str, str, np.n
     kind = adapter.kind
     forward = adapter.direction == "forward"
     up_query = {"fusion": f"fusion of the old query and h(new query), α = {float(getattr(adapter, 'alpha', 0)):g}",
-                "cascade": f"cascade: old query recalls K = {int(getattr(adapter, 'k', 0))}, new query re-ranks",
+                "cascade": f"cascade: old query recalls K = {int(getattr(adapter, 'k', 0))}, new query re-ranks"
+                           + ("" if getattr(adapter, "new_vectors", True) else " through the layer"),
                 "bt2": "bt2 head, old-compatible part"}.get(kind, "new query" if forward else f"{kind}(new query)")
     specs = [(OLD_OLD, "old model", "old gallery", sides.q_old, sides.g_old),
              (NEW_NEW, "new model", "new gallery (full backfill)", sides.q_new, sides.g_new)]
     if forward:
         specs.append((NEW_FCT, up_query, f"{kind}(old gallery)", sides.q_up, sides.g_up))
+    elif kind == "cascade" and getattr(adapter, "new_vectors", True):  # stored new vectors re-rank: not free
+        specs.append((NEW_OLD, up_query, "old gallery, recalled items re-ranked by their new vectors where stored",
+                      sides.q_up, sides.g_up))
     else:
         specs.append((NEW_OLD, up_query, "old gallery (no backfill)", sides.q_up, sides.g_up))
     if kind in HEAD_KINDS:

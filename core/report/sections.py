@@ -228,7 +228,9 @@ def _serving_words(kind: str, method: dict[str, Any]) -> str:
         return (f"Fusion with α = {alpha:g}: each query scores with {alpha:g} × the old query + {1 - alpha:g} × the "
                 "mapped new query; both encoders are needed during the transition.")
     if kind == "cascade" and method.get("k") is not None:
+        rerank = ("the new model re-ranks them" if method.get("new_vectors") is not False else
+                  "the new model re-ranks them through the layer (no gallery item re-embedded)")
         return (f"Cascade with K = {int(method['k'])}: the old index recalls {int(method['k'])} items per query and "
-                "the new model re-ranks them; both encoders are needed during the transition.")
+                f"{rerank}; both encoders are needed during the transition.")
     return ""
 

@@ -189,9 +189,10 @@ def _bridge(kind: str, layers: list[FitResult], data: PairData, settings: dict[s
     if kind == "fusion" and data.validation().metric_name == "pair_top1":
         return None, _skipped(kind, "own-item validation cannot choose α (the old query is the target itself); "
                                     "add dev queries with judged documents")
+    new_vectors = bool(settings.get("rerank_new_vectors", False))
     if kind == "cascade":
         try:
-            cascade_ready(data)
+            cascade_ready(data, new_vectors)
         except InputError as exc:
             return None, _skipped(kind, exc.problem)
     best_layer = max(bases, key=lambda r: float(r.best_val_metric or 0.0))
@@ -203,7 +204,7 @@ def _bridge(kind: str, layers: list[FitResult], data: PairData, settings: dict[s
             choices.append((base, choose_fusion(base.adapter, data, grid, val)))
         else:
             grid = settings.get("k_grid") or METHODS["cascade"].defaults["k_grid"]
-            choices.append((base, choose_cascade(base.adapter, data, grid)))
+            choices.append((base, choose_cascade(base.adapter, data, grid, new_vectors)))
     base, choice = max(choices, key=lambda bc: bc[1].score)
     # the bridge's own row counts what choosing α or K cost; the fitted result carries its base layer's
     # epochs too, so the run's best_epoch and epochs_run both describe the layer it serves

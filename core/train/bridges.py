@@ -5,7 +5,8 @@ choice is made on ``PairData.validation()`` (dev queries against the whole old g
 workspace run). Fusion chosen on own-item retrieval of validation items says little (the old
 query *is* the target there, so α = 1 always looks best) and the note says so. α = 1 means the
 old query alone: fusion then adds nothing and is reported as such, not as a layer that helps.
-A cascade needs a validation task that knows the new vectors of gallery items (``cascade_value``).
+A cascade is scored by the validation task's ``cascade_value``; re-ranking by stored new vectors
+(``new_vectors``) needs a task that knows the new vectors of gallery items.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ class BridgeChoice:
 
     adapter: Adapter
     score: float
-    setting: dict[str, float]
+    setting: dict[str, Any]
     metrics: list[dict[str, float]] = field(default_factory=list)
     note: str = ""
     adds_nothing: bool = False
@@ -65,28 +66,36 @@ def choose_fusion(base: Adapter, data: PairData, alpha_grid: Sequence[float],
     return out
 
 
-def cascade_ready(data: PairData) -> Any:
-    """The validator a cascade's K is chosen on; InputError when it cannot score a cascade."""
+def cascade_ready(data: PairData, new_vectors: bool = True) -> Any:
+    """The validator a cascade's K is chosen on; InputError when it cannot score a cascade (re-ranking
+    by stored new vectors, ``new_vectors``, needs gallery items the new model has embedded)."""
     validator = data.validation()
     if not hasattr(validator, "cascade_value") or validator.metric_name == "pair_top1":
         raise InputError("cascade", "choosing K needs dev queries with judged documents (or labels): on own-item "
                                     "validation the new query finds its own new vector, which says nothing")
-    if not validator.has_new_gallery:
-        raise InputError("cascade", "no gallery item has a new vector, so the new model cannot re-rank anything")
+    if new_vectors and not validator.has_new_gallery:
+        raise InputError("cascade", "no gallery item has a new vector, so the new model cannot re-rank anything; "
+                                    "set rerank_new_vectors to false to re-rank through the layer")
     return validator
 
 
-def choose_cascade(base: Adapter, data: PairData, k_grid: Sequence[int]) -> BridgeChoice:
-    """The re-rank depth K with the best validation score (ties: the smaller K, fewer re-ranks)."""
-    validator = cascade_ready(data)
+def choose_cascade(base: Adapter, data: PairData, k_grid: Sequence[int], new_vectors: bool = True) -> BridgeChoice:
+    """The re-rank depth K with the best validation score (ties: the smaller K, fewer re-ranks).
+
+    ``new_vectors`` False re-ranks through the layer alone, never by a stored new vector: the
+    cascade re-embeds nothing and competes with the layers on the same gallery."""
+    validator = cascade_ready(data, new_vectors)
     ks = sorted({int(k) for k in k_grid if int(k) <= validator.gallery_size}) or [validator.gallery_size]
-    by_k = {k: validator.cascade_value(base, k) for k in reversed(ks)}  # deepest first: one old-index recall serves all
+    # deepest first: one old-index recall serves all
+    by_k = {k: validator.cascade_value(base, k, new_vectors) for k in reversed(ks)}
     scores = [by_k[k] for k in ks]
     choice = choose([f"K {k}" for k in ks], scores, validator.protocol, default=0,
                     default_why="the smallest K, fewest re-ranks per query", metric=validator.metric_label)
     k, score = ks[choice.index], scores[choice.index]
     metrics = [{"epoch": 0.0, "k": float(kk), "val_metric": v} for kk, v in zip(ks, scores, strict=True)]
-    note = (f"cascade: the old index recalls K = {k}, the new model re-ranks them ({validator.new_gallery_share:.0%} "
-            f"of the gallery has new vectors, the rest go through the {base.kind} layer): {score:.3f} on "
-            f"{validator.protocol}")
-    return BridgeChoice(CascadeAdapter(base, k).eval(), score, {"k": float(k)}, metrics, note, choice=choice)
+    rerank = (f"the new model re-ranks them ({validator.new_gallery_share:.0%} of the gallery by its new vectors, "
+              f"the rest through the {base.kind} layer)" if new_vectors else
+              f"the {base.kind} layer re-ranks them (the mapped new query against their old vectors; no new "
+              "vector of the gallery is used, nothing re-embedded)")
+    note = f"cascade: the old index recalls K = {k}, {rerank}: {score:.3f} on {validator.protocol}"
+    return BridgeChoice(CascadeAdapter(base, k, new_vectors).eval(), score, {"k": k}, metrics, note, choice=choice)

@@ -68,7 +68,10 @@ def allowed_settings(kind: str) -> dict[str, Any]:
     if kind == "auto":
         # each candidate keeps its own defaults (loss, lr...) unless the caller sets them
         specific = {k: v for k, v in _specific(AUTO_CANDIDATES).items() if k != "base"}
-        return {**COMMON_DEFAULTS, **specific, "candidates": list(AUTO_CANDIDATES), "time_budget": None}
+        # auto's cascade re-ranks through the layer: with stored new vectors it would be scored as a
+        # backfill beside layers that re-embed nothing (set rerank_new_vectors to measure it so anyway)
+        return {**COMMON_DEFAULTS, **specific, "rerank_new_vectors": False, "candidates": list(AUTO_CANDIDATES),
+                "time_budget": None}
     out = {**COMMON_DEFAULTS, **METHODS[kind].defaults}
     if kind in ("fusion", "cascade"):
         out = {**COMMON_DEFAULTS, **_specific(FUSION_BASES), **METHODS[kind].defaults}

@@ -279,7 +279,7 @@ def _fit_bridge(
 ) -> FitResult:
     """fusion / cascade: fit the base layer, then choose α / K on the validation task."""
     if name == "cascade":
-        cascade_ready(data)  # before fitting the base: say at once what is missing
+        cascade_ready(data, s["rerank_new_vectors"])  # before fitting the base: say at once what is missing
     base_kind = s["base"]
     keys = allowed_settings(base_kind)
     base = fit_adapter(base_kind, data, {k: v for k, v in user.items() if k in keys}, progress, stop, stop_after_epoch)
@@ -289,7 +289,7 @@ def _fit_bridge(
     if name == "fusion":
         choice = choose_fusion(base.adapter, data, s["alpha_grid"], _val)
     else:
-        choice = choose_cascade(base.adapter, data, s["k_grid"])
+        choice = choose_cascade(base.adapter, data, s["k_grid"], s["rerank_new_vectors"])
     result.adapter, result.best_val_metric, result.best_epoch = choice.adapter, choice.score, base.best_epoch
     result.metrics.extend(choice.metrics)
     result.reason = "; ".join(r for r in (choice.note, base.reason) if r)

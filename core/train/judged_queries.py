@@ -99,8 +99,8 @@ class JudgedQueries:
     def old_old_value(self) -> float:
         return self.old_old()
 
-    def cascade_value(self, base: Adapter, k: int) -> float:
-        return self.cascade_score(k, lambda x: adapt_queries(base, x))
+    def cascade_value(self, base: Adapter, k: int, new_vectors: bool = True) -> float:
+        return self.cascade_score(k, lambda x: adapt_queries(base, x), new_vectors)
 
     @property
     def full_new_gallery(self) -> bool:
@@ -127,8 +127,10 @@ class JudgedQueries:
         """Success@1 of query vectors in the old space (mapped or fused) against the old gallery."""
         return self.success_at_1(exact_topk(l2_normalize(queries), self.old_gallery, 1)[0])
 
-    def cascade_score(self, k: int, layer: Callable[[np.ndarray], np.ndarray] | None) -> float:
-        """Success@1 of the cascade: old index recalls ``k``, new vectors (else ``layer``) re-rank."""
-        ranking = cascade_rank(self.old_queries, self.old_gallery, self.new_queries, self.new_gallery,
-                               self.new_rows, k, layer)
+    def cascade_score(self, k: int, layer: Callable[[np.ndarray], np.ndarray] | None,
+                      new_vectors: bool = True) -> float:
+        """Success@1 of the cascade: old index recalls ``k``, new vectors (with ``new_vectors``; else
+        ``layer``) re-rank."""
+        gallery, rows = (self.new_gallery, self.new_rows) if new_vectors else (None, None)
+        ranking = cascade_rank(self.old_queries, self.old_gallery, self.new_queries, gallery, rows, k, layer)
         return self.success_at_1(ranking.ids)
