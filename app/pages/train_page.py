@@ -6,7 +6,7 @@ import html
 import logging
 from typing import Any
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QSignalBlocker, Qt
 from PySide6.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
@@ -33,6 +33,7 @@ from embridge.app.pages.train_result import (
     RUN_COLUMNS,
     ResultView,
     ended_text,
+    recorded_text,
     result_text,
     run_row,
 )
@@ -59,6 +60,8 @@ class TrainPage(Page):
         self.live = LiveCurves()
         self._methods: dict[str, Any] = {}
         self._overview: dict[str, Any] = {}
+        self._table_runs: list[dict[str, Any]] = []  # the runs table's runs, row by row (latest first)
+        self._shown: tuple[int, str] | None = None  # (run id, status) the result text describes
 
         chooser = QGroupBox("&Method")
         self.methods = QListWidget()
@@ -94,6 +97,7 @@ class TrainPage(Page):
         self.result_label = ResultView()
         self.runs_table = make_table(RUN_COLUMNS)
         self.runs_table.setMinimumHeight(80)
+        self.runs_table.itemSelectionChanged.connect(self._show_run_text)
         results = QSplitter(Qt.Orientation.Vertical)  # plot, result and runs never overlap: each gets a pane
         for widget in (self.plot, self.result_label, self.runs_table):
             results.addWidget(widget)
@@ -290,6 +294,8 @@ class TrainPage(Page):
         """A run that did not complete says so (the live epoch line would read as if it still ran)."""
         if outcome.status != "completed":
             self.result_label.setText(ended_text(outcome.status, outcome.error, outcome.result))
+            result = outcome.result if isinstance(outcome.result, dict) else {}
+            self._claim_text(result.get("run_id"))
         self.job = None
         self.cancel_button.setEnabled(False)
         self._models_changed()
@@ -301,6 +307,7 @@ class TrainPage(Page):
 
     def _trained(self, summary: dict[str, Any]) -> None:
         self.result_label.setText(result_text(summary))
+        self._claim_text(summary.get("run_id"))
         self.ctx.set_focus_run(int(summary["run_id"]))
 
     def reset(self) -> None:
@@ -310,6 +317,7 @@ class TrainPage(Page):
         self.plot.clear("The loss and validation metric appear here while a method trains.")
         self.result_label.setText("")
         self.runs_table.setRowCount(0)
+        self._table_runs, self._shown = [], None
         self._overview = {}
 
     # -- state ------------------------------------------------------------------------------
@@ -328,7 +336,14 @@ class TrainPage(Page):
             self._load_methods()
         self._show_pairs_and_protocol()
         runs = self.ctx.ws.runs("train")
-        fill_table(self.runs_table, [run_row(r) for r in reversed(runs)])
+        selected = self._selected_run()
+        self._table_runs = list(reversed(runs))
+        with QSignalBlocker(self.runs_table):  # refilling is no choice of the user's
+            fill_table(self.runs_table, [run_row(r) for r in self._table_runs])
+            self.runs_table.clearSelection()
+            ids = [r["id"] for r in self._table_runs]
+            if selected is not None and selected["id"] in ids:  # the same run stays selected
+                self.runs_table.selectRow(ids.index(selected["id"]))
         judged = any(decides_on_ndcg(r.get("metrics") or {}) for r in runs)  # the number their criterion is decided on
         for name in JUDGED_COLUMNS:
             self.runs_table.setColumnHidden(RUN_COLUMNS.index(name), not judged)
@@ -342,6 +357,7 @@ class TrainPage(Page):
                 lead = source_of_run(run).label()
                 item.setToolTip(lead + other_cells_note(run.get("metrics") or {}, lead))
         self._show_recorded(runs)
+        self._show_run_text()
         self._models_changed()
 
     def _show_pairs_and_protocol(self) -> None:
@@ -362,6 +378,32 @@ class TrainPage(Page):
         self.pairs.setCurrentText(current if current in setup.kinds and self.pairs.property("chosen") else
                                   setup.default)
         self.protocol_label.setText(setup.validation)
+
+    def _selected_run(self) -> dict[str, Any] | None:
+        rows = self.runs_table.selectionModel().selectedRows()
+        row = rows[0].row() if rows else -1
+        return self._table_runs[row] if 0 <= row < len(self._table_runs) else None
+
+    def _show_run_text(self) -> None:
+        """Outside a live run, the selected run's sentence (else the latest's), built from its stored
+        record: a run trained by ``embridge train`` reads as one trained here. A sentence already shown
+        for that run (as this page ended it) stays until the run's status changes."""
+        if self.job is not None or not self._table_runs:
+            return
+        run = self._selected_run() or self._table_runs[0]
+        key = (int(run["id"]), str(run["status"]))
+        if key != self._shown:
+            self.result_label.setText(recorded_text(run))
+            self._shown = key
+
+    def _claim_text(self, run_id: int | None) -> None:
+        """The sentence just shown for a run this page trained describes that run (the latest when the
+        job recorded none), so a refresh does not replace it with the stored record's."""
+        with QSignalBlocker(self.runs_table):
+            self.runs_table.clearSelection()
+        runs = self.ctx.ws.runs("train") if self.ctx.ws is not None else []
+        run = next((r for r in runs if r["id"] == run_id), runs[-1] if runs else None)
+        self._shown = (int(run["id"]), str(run["status"])) if run is not None else None
 
     def _show_recorded(self, runs: list[dict[str, Any]]) -> None:
         """Outside a live run, plot the latest run's recorded epochs as its report will."""

@@ -95,6 +95,19 @@ def result_text(summary: dict[str, Any]) -> str:
     return text
 
 
+def recorded_text(run: dict[str, Any]) -> str:
+    """The sentence for a stored training run, so a run trained by ``embridge train`` (or in an earlier
+    session) reads as it did when the app trained it: its record holds the summary the run returned."""
+    record = RunRecord.from_row(run)
+    if record.metrics.get("run_id") is not None:  # the run ended with a layer: its summary was stored
+        return result_text({**record.metrics, "run_id": record.id, "status": record.status,
+                            "method": record.metrics.get("method") or record.method})
+    why = f": {record.error}" if record.error else ""
+    if record.status == "running":
+        return f"Run {record.id} ({record.method}) is still training; its numbers appear when it ends."
+    return f"Run {record.id} ({record.method}, {record.status}){why}. No layer was stored."
+
+
 def ended_text(status: str, error: str | None, result: Any) -> str:
     """What the page says when a training job did not complete: cancelled or failed, and what the
     workspace holds afterwards (the core records a run cancelled mid-training with its best epoch)."""

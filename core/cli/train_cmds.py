@@ -98,8 +98,7 @@ def cmd_train(args: argparse.Namespace) -> Result:
 
 def _train_text(out: dict[str, Any]) -> str:
     lines = [f"run #{out['run_id']}: {out['method']} ({out['kind']}) {out['status']} on {out['device']} "
-             f"(fit {out['duration_s']:.1f}s); fitted on {out.get('pairs_used', 'document')} pairs ("
-             + ", ".join(f"{fold} {n}" for fold, n in out["pairs"].items() if fold != "pairs") + ")"]
+             f"(fit {out['duration_s']:.1f}s); {fitted_text(out)}"]
     if out.get("compatible") is not None:
         judged = decides_on_ndcg(out)  # graded judgments: the criterion is decided on nDCG@10, as report and plan do
 
@@ -146,6 +145,24 @@ def _train_text(out: dict[str, Any]) -> str:
         lines.append(out["reason"])
     lines.append(f"adapter #{out['adapter_id']}: {out['adapter_path']}")
     return "\n".join(lines)
+
+
+PAIR_WORDS = {"documents": "document", "queries": "query", "both": "document and query"}
+
+
+def fitted_text(out: dict[str, Any]) -> str:
+    """What a run was fitted on, in the units the record counts: ``pairs["train"]`` is the number of
+    (old, new) vector pairs fitted on (train-fold items of the chosen kind), while the other folds
+    count every item embedded by both models, queries included; none of those are pairs fitted on."""
+    counts = out.get("pairs") if isinstance(out.get("pairs"), dict) else {}
+    kind = PAIR_WORDS.get(str(out.get("pairs_used")))
+    what = f"{kind} pairs" if kind else "pairs"
+    fitted = (f"fitted on {counts['train']} {what} of the train fold" if isinstance(counts.get("train"), int)
+              else f"fitted on {what}")
+    others = [f"{fold} {n}" for fold, n in counts.items() if fold not in ("train", "pairs")]
+    if others:
+        fitted += f"; items per fold embedded by both models (queries included): {', '.join(others)}"
+    return fitted
 
 
 def ceiling_of(metrics: dict[str, Any]) -> tuple[str, Any]:
