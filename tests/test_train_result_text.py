@@ -71,6 +71,7 @@ def test_train_line_counts_pairs_fitted_on_and_items_per_fold(capsys: pytest.Cap
     assert first.endswith("; items per fold embedded by both models (queries included): "
                           f"val {counts['val']}, test {counts['test']}")
     assert "pairs (train" not in first
+    assert first.startswith(f"run #{run['id']}: procrustes completed on cpu")  # the method named once
 
 
 def test_a_run_trained_by_the_command_line_shows_its_summary(qtbot: QtBot, window: MainWindow,

@@ -97,7 +97,8 @@ def cmd_train(args: argparse.Namespace) -> Result:
 
 
 def _train_text(out: dict[str, Any]) -> str:
-    lines = [f"run #{out['run_id']}: {out['method']} ({out['kind']}) {out['status']} on {out['device']} "
+    method = out["method"] if out["method"] == out["kind"] else f"{out['method']} ({out['kind']})"  # auto (mlp)
+    lines = [f"run #{out['run_id']}: {method} {out['status']} on {out['device']} "
              f"(fit {out['duration_s']:.1f}s); {fitted_text(out)}"]
     if out.get("compatible") is not None:
         judged = decides_on_ndcg(out)  # graded judgments: the criterion is decided on nDCG@10, as report and plan do
