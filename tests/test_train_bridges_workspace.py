@@ -248,3 +248,25 @@ def test_a_cascade_re_ranking_through_its_layer_re_embeds_nothing(runs: dict[str
     assert method["new_vectors"] is False and "no new vector of the gallery is used" in method["serving"]
     readme = (tmp_path / "bundle" / "README.md").read_text(encoding="utf-8")
     assert "def cascade_search(old_q, new_q, old_gallery, k=K):" in readme and "has_new" not in readme
+
+
+def test_a_cascade_plans_partial_backfill_curve_says_it_lacks_the_re_rank(runs: dict[str, dict[str, Any]],
+                                                                         ws_path: Path, tmp_path: Path) -> None:
+    """The partial-backfill curve of a cascade run searches one mixed gallery through the fallback layer:
+    the plan's option read off it says so, since the cascade's own number includes the re-rank."""
+    import shutil
+
+    from embridge.core.plan.planner import plan_upgrade
+    from embridge.core.report.report_export import save_report
+
+    copy_path = tmp_path / "ws"
+    shutil.copytree(ws_path, copy_path)
+    with Workspace.open(copy_path) as ws:
+        save_report(ws, build_report(ws, runs["cascade"]["run_id"]))
+        plan = plan_upgrade(ws, runs["cascade"]["run_id"], device="cpu", fraction=0.5)
+        save_report(ws, build_report(ws, runs["fusion"]["run_id"]))
+        other = plan_upgrade(ws, runs["fusion"]["run_id"], device="cpu", fraction=0.5)
+    partial = next(o for o in plan.options if o["name"] == "partial_backfill")
+    assert any("through the cascade's layer alone, without its re-rank" in n for n in partial["notes"])
+    partial = next(o for o in other.options if o["name"] == "partial_backfill")
+    assert not any("cascade" in n for n in partial["notes"])

@@ -240,6 +240,10 @@ def partial_option(report: Report, tp: Throughput, sizes: _Sizes, floor: float, 
                  + (f"; its gain and criterion are measured from old/old on the same sample ({label} {base:.3f})."
                     if base is not None else "; this report has no old/old on that sample, so its gain retained and "
                     "criterion are not given (make the report again to measure them).")]
+    if (report.adapter or {}).get("kind") == "cascade":  # the curve searches one mixed gallery: no re-rank in it
+        opt_notes.append("The curve scores the items not yet re-embedded through the cascade's layer alone, "
+                         "without its re-rank of the old index's recall, so it can sit below the cascade's own "
+                         "number; serving the cascade during the backfill is not what it measures.")
     # the curves rank the full-backfill cell's queries against its gallery (the evaluation sample)
     protocol = ((report.cells.get(str(report.ceiling_cell)) or {}).get("protocol") or {}).get("text")
     option = _option("partial_backfill", f"Partial backfill to β = {beta:.2f} ({policy} order)",
