@@ -141,26 +141,30 @@ def backfill_order(
     return np.argsort(self_margins(gallery_adapted, gallery_old, search_config), kind="stable")
 
 
-def _segments(order: np.ndarray, cuts: np.ndarray) -> dict[tuple[int, int], np.ndarray]:
-    """The gallery columns between consecutive cuts of ``order``, each sorted: (lo, hi) -> columns.
+def _segments(order: np.ndarray, cuts: np.ndarray) -> np.ndarray:
+    """``order`` with the columns between consecutive cuts each sorted: position ``lo:hi`` of the
+    result holds the same columns as ``order[lo:hi]``.
 
     Which columns a step adds is all that matters to a top k, and columns taken in ascending order
     are read from the score rows sequentially, several times faster than in the order's own.
     """
-    marks = sorted(set(cuts.tolist()))
-    return {(lo, hi): np.sort(order[lo:hi]) for lo, hi in zip(marks[:-1], marks[1:], strict=True) if hi > lo}
+    marks = sorted({0, len(order), *cuts.tolist()})
+    return np.concatenate([np.sort(order[lo:hi]) for lo, hi in zip(marks[:-1], marks[1:], strict=True)])
 
 
-def _running_top(scores: np.ndarray, rel: np.ndarray, segments: dict[tuple[int, int], np.ndarray],
+def _running_top(scores: np.ndarray, rel: np.ndarray, arranged: np.ndarray,
                  cuts: np.ndarray, k: int, suffix: bool) -> list:
     """Top-k (scores, relevance, gallery rows) of the columns ``order[:m]`` (prefix) or ``order[m:]`` (suffix) for
-    every m in ``cuts``, in one pass (``segments``: the order cut up by :func:`_segments`).
+    every m in ``cuts``, in one pass (``arranged``: the order as :func:`_segments` arranges it).
 
-    Each step takes one segment's columns and folds them into the running top k with
-    :func:`~embridge.core.retrieval.merge_topk`, which only looks at scores above a row's current k-th
-    best. Rows with fewer than k columns so far are padded with -inf scores that are never relevant.
+    The score columns are gathered once in that arrangement, so each step's columns are one
+    contiguous slice (gathering each step's columns apart read nearly the whole score matrix each
+    time), and folded into the running top k with :func:`~embridge.core.retrieval.merge_topk`, which
+    only looks at scores above a row's current k-th best. Rows with fewer than k columns so far are
+    padded with -inf scores that are never relevant.
     """
     b = scores.shape[0]
+    columns = np.take(scores, arranged, axis=1)
     best_score = np.full((b, k), -np.inf, dtype=np.float32)
     best_col = np.full((b, k), -1, dtype=np.int64)
     out: dict[int, tuple] = {}
@@ -168,8 +172,7 @@ def _running_top(scores: np.ndarray, rel: np.ndarray, segments: dict[tuple[int, 
     for m in sorted(set(cuts.tolist()), reverse=suffix):
         lo, hi = (m, prev) if suffix else (prev, m)
         if hi > lo:
-            cols = segments[(lo, hi)]
-            merge_topk(np.take(scores, cols, axis=1), 0, best_col, best_score, ids=cols)
+            merge_topk(columns[:, lo:hi], 0, best_col, best_score, ids=arranged[lo:hi])
         taken = np.take_along_axis(rel, np.maximum(best_col, 0), 1)
         out[m] = (best_score.copy(), np.where(best_col >= 0, taken, rel.dtype.type(0)), best_col.copy())
         prev = m
