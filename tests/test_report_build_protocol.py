@@ -123,3 +123,21 @@ def test_training_with_its_gallery_spilled_to_a_scratch_file_gives_the_same_numb
         for key in ("val_metric", "old_old_top1", "new_new_top1", "upgraded_top1", "gain_retained"):
             assert spilled[key] == in_memory[key], key
         assert not [p for p in (ws.root / "adapters").iterdir() if p.name.startswith(".tmp-")]
+
+
+def test_the_random_backfill_order_is_not_the_fold_order(tmp_path: Path) -> None:
+    """The folds and the random backfill order are both seeded permutations of the same paired items;
+    drawn from one stream they coincided and every test-fold item (each own-item query's target) came
+    last, so the random curve stayed flat until β = 0.8. Drawn apart, it rises with β."""
+    with _workspace(tmp_path / "ws", labelled=False, query_split=False) as ws:
+        report = build_report(ws, None, ReportOptions(backfill_steps=5, n_boot=50), write=False)
+        test = np.array(sorted(i for i, f in ws.folds().items() if f == "test"), dtype=np.int64)
+        gallery = ws.item_ids()
+    from embridge.core.report.backfill_curve import backfill_order
+
+    order = gallery[backfill_order("random", len(gallery), seed=0)]
+    first_half = np.isin(test, order[: len(order) // 2]).mean()
+    assert 0.3 < first_half < 0.7  # about half of the test items are re-embedded by β = 0.5
+    top1 = report.backfill["policies"]["random"]["values"]["top1"]  # β = 0, 0.25, 0.5, 0.75, 1
+    assert top1[0] < top1[4] - 0.2  # the full backfill finds far more own items than the layer alone
+    assert top1[0] < top1[1] < top1[2] < top1[3] < top1[4]

@@ -41,6 +41,9 @@ from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
 from embridge.core.retrieval import merge_topk
 
 POLICIES = ("random", "least_confident", "largest_residual")
+# the random order draws from a stream of its own: the folds are default_rng(seed) permutations of the
+# same paired items, so the same draw here put every test-fold item (the evaluation's queries) last
+RANDOM_STREAM = 0x6261636B
 # candidates kept beyond the deepest cut-off, so that items tied with the k-th are still there to be
 # ranked by gallery row (a running top k keeps whichever tied item it met first)
 TIE_SLACK = 8
@@ -131,7 +134,7 @@ def backfill_order(
 ) -> np.ndarray:
     """Gallery rows in the order a policy re-embeds them (first = backfilled first)."""
     if policy == "random":
-        return np.random.default_rng(seed).permutation(n_gallery)
+        return np.random.default_rng([RANDOM_STREAM, seed]).permutation(n_gallery)
     if policy not in POLICIES:
         raise InputError("backfill policy", f"unknown {policy!r}; choose from {POLICIES}")
     if gallery_adapted is None or gallery_old is None:
