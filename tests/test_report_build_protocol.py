@@ -141,3 +141,22 @@ def test_the_random_backfill_order_is_not_the_fold_order(tmp_path: Path) -> None
     top1 = report.backfill["policies"]["random"]["values"]["top1"]  # β = 0, 0.25, 0.5, 0.75, 1
     assert top1[0] < top1[4] - 0.2  # the full backfill finds far more own items than the layer alone
     assert top1[0] < top1[1] < top1[2] < top1[3] < top1[4]
+
+
+def test_own_item_relevance_refuses_fusion_and_names_what_a_forward_layer_finds(tmp_path: Path) -> None:
+    """Without labels or judgments the old query is the target itself: a fusion would choose α = 1 and
+    be measured finding its own vector (100%), so it is refused, as auto skips it. A forward layer's
+    own-item sentence names the transformed old vector its queries find."""
+    from embridge.core.cli.main import main
+    from embridge.core.errors import InputError
+
+    with _workspace(tmp_path / "ws", labelled=False, query_split=False) as ws:
+        runs_before = len(ws.runs("train"))
+        with pytest.raises(InputError, match="on own-item validation the old query is the target itself"):
+            train_run(ws, "fusion", device="cpu", config={"base": "affine"})
+        fct = train_run(ws, "fct", device="cpu", config={"epochs": 2})
+        report = build_report(ws, fct["run_id"], ReportOptions(backfill_steps=3, n_boot=20), write=False)
+        completed = [r for r in ws.runs("train") if r["status"] == "completed"]
+    assert len(completed) == runs_before + 1  # the refused fusion stored no layer
+    assert "of new queries find the fct-transformed old vector of their own item first" in report.verdicts[-1]
+    assert main(["train", "-w", str(tmp_path / "ws"), "--method", "fusion", "--device", "cpu"]) == 1

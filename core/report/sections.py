@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from embridge.core.adapters.registry import METHODS
 from embridge.core.evaluation.compat import NOT_BETTER, arr, compare, gain_retained
 from embridge.core.evaluation.headline import headline_metrics as plan_headline_metrics
 from embridge.core.evaluation.headline import weighed
@@ -187,9 +188,12 @@ def verdicts(head: dict[str, Any], upgraded: str, ceiling: str, kind: str, relev
     w = weighed(head, relevance == "judgments" and head.get("ndcg@10") is not None)
     name, oo, cc, up, gr, compatible = w.name, w.old_old, w.ceiling, w.upgraded, w.gain_retained, w.compatible
     if relevance == "item":
-        return ["Without labels, a query's relevant item is its own item: the same-model cells find it trivially, "
+        target = (f"the {kind}-transformed old vector of their own item" if METHODS.get(kind) is not None
+                  and METHODS[kind].direction == "forward" else "their own item's old vector")
+        return [*([serving] if serving else []),
+                "Without labels, a query's relevant item is its own item: the same-model cells find it trivially, "
                 "so neither whether the new model is better nor the compatibility criterion can be measured here.",
-                f"Through the {kind} layer, {format_share(up)} of new queries find their own item's old vector first "
+                f"Through the {kind} layer, {format_share(up)} of new queries find {target} first "
                 f"({upgraded} top-1); add labels or ground truth to measure retrieval quality."]
     lines = [serving] if serving else []
     better = cc > oo

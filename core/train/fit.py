@@ -280,6 +280,10 @@ def _fit_bridge(
     """fusion / cascade: fit the base layer, then choose α / K on the validation task."""
     if name == "cascade":
         cascade_ready(data, s["rerank_new_vectors"])  # before fitting the base: say at once what is missing
+    elif data.validation().metric_name == "pair_top1":
+        raise InputError("fusion", "choosing α needs dev queries with judged documents (or labels): on own-item "
+                                   "validation the old query is the target itself, so α = 1 (the old query alone) "
+                                   "always wins and the run would measure today's system finding its own vectors")
     base_kind = s["base"]
     keys = allowed_settings(base_kind)
     base = fit_adapter(base_kind, data, {k: v for k, v in user.items() if k in keys}, progress, stop, stop_after_epoch)
