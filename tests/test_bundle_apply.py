@@ -278,3 +278,42 @@ def test_an_apply_resumes_with_a_re_export_of_the_same_layer(setup: dict, tmp_pa
     whole = apply_bundle(first, tmp_path / "x.npy", tmp_path / "whole.npy", chunk_rows=100)
     assert whole["resumed_from"] == 0
     np.testing.assert_array_equal(np.load(out), np.load(tmp_path / "whole.npy"))
+
+
+@pytest.mark.parametrize(("out", "problem"), [
+    (".", "names a folder, not a file"), ("/", "names a folder, not a file"), ("..", "names a folder, not a file"),
+    ("{tmp}", "is a folder; give the .npy file to write"),
+    ("{tmp}/notes.txt/out.npy", "notes.txt is a file, not a folder, so nothing can be written under it")])
+def test_apply_out_that_names_no_file_is_one_line(setup: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                   monkeypatch: pytest.MonkeyPatch, out: str, problem: str) -> None:
+    """``--out .`` or ``/`` used to end in "unexpected ValueError" (exit 3), a path under a regular file in
+    "File exists": each is one line naming --out, exit 1, and nothing written."""
+    (tmp_path / "notes.txt").write_text("mine")
+    monkeypatch.chdir(tmp_path)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    code = main(["bundle", "apply", str(setup["bundle"]), "--vectors", str(setup["input"]),
+                 "--out", out.format(tmp=tmp_path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1 and err[0].startswith("embridge: error: --out ") and problem in err[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == before and (tmp_path / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("argv", [
+    ["bundle", "apply", "", "--vectors", "in.npy", "--out", "o.npy"],
+    ["bundle", "apply", "b.zip", "--vectors", "", "--out", "o.npy"],
+    ["bundle", "apply", "b.zip", "--vectors", "in.npy", "--out", ""],
+    ["bundle", "verify", ""], ["bundle", "inspect", "  "],
+    ["bundle", "export", "-w", "ws", "--out", ""],
+    ["import", "-w", "ws", "--path", ""], ["import", "-w", "ws", "--qrels", ""],
+    ["import", "-w", "", "--path", "x.csv"], ["model", "add", "-w", "ws", "--name", "m", "--path", ""],
+    ["migrate", "--bundle", "b.zip", "--from", "", "--to", "parquet:///tmp/x"], ["check", "--uri", ""]])
+def test_an_empty_path_is_a_usage_error_not_the_current_folder(argv: list[str], tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """An empty string for a file, folder or store option was read as the current folder (``import --path ""``
+    imported it as an image folder; ``bundle verify ""`` verified it)."""
+    monkeypatch.chdir(tmp_path)
+    code = main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "is empty; name a file, folder or store" in err[0]
+    assert list(tmp_path.iterdir()) == []

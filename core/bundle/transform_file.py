@@ -27,7 +27,7 @@ from embridge.core.bundle.matrix_out import MatrixFile
 from embridge.core.bundle.runtime import LoadedBundle, load_bundle
 from embridge.core.errors import BundleError, InputError, VectorFileError
 from embridge.core.l2 import zero_rows
-from embridge.core.paths import check_output, check_regular
+from embridge.core.paths import check_folder_target, check_output, check_regular
 from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
 from embridge.core.store.file_lock import exclusive_lock
 from embridge.core.store.files import atomic_write_text, publish, sha256_file
@@ -102,6 +102,7 @@ def apply_bundle(bundle: str | Path | LoadedBundle, vectors: str | Path, out: st
     """
     src, out = Path(vectors), Path(out)
     bundle_path = bundle.path if isinstance(bundle, LoadedBundle) else Path(bundle)
+    check_output_file(out)
     partial, sidecar = partial_paths(out)
     lock_path = out.with_name(out.name + ".lock")
     for target in (out, partial, sidecar, lock_path):
@@ -241,6 +242,16 @@ def _resume(partial: Path, sidecar: Path, state: dict[str, Any]) -> tuple[int, M
         _discard(partial, sidecar)
         return 0, None
     return done, matrix
+
+
+def check_output_file(out: Path, option: str = "--out") -> None:
+    """``out`` names a file to write in a folder that exists or can be made: not a folder (``.``, ``/``,
+    an existing one) and not under a regular file; refused in one line before anything is read."""
+    if out.name in ("", ".", ".."):
+        raise InputError(f"{option} {out}", "names a folder, not a file; give the .npy file to write")
+    if out.is_dir():
+        raise InputError(f"{option} {out}", "is a folder; give the .npy file to write")
+    check_folder_target(out, option, within=True)
 
 
 @contextmanager

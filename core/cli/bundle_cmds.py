@@ -10,7 +10,7 @@ import argparse
 from typing import Any
 
 from embridge.core.cli.main import add_common
-from embridge.core.cli.option_types import MEBIBYTES, RUN_ID, number
+from embridge.core.cli.option_types import MEBIBYTES, PATH, RUN_ID, number
 from embridge.core.errors import InputError
 from embridge.core.progress import StderrProgress
 
@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--run", type=RUN_ID, action="append", dest="runs", metavar="ID",
                    help="training run to export (repeat for a chain; default: the latest)")
     p.add_argument("--chain", metavar="ID1,ID2", help="comma-separated run ids forming a chain")
-    p.add_argument("--out", required=True, metavar="DIR_OR_ZIP", help="bundle folder, or a path ending in .zip")
+    p.add_argument("--out", type=PATH, required=True, metavar="DIR_OR_ZIP", help="bundle folder, or a path ending in .zip")
     p.add_argument("--report", type=RUN_ID, metavar="ID", help="report to include (default: the run's latest)")
     p.add_argument("--gallery", action=argparse.BooleanOptionalAction, default=None,
                    help="include the transformed gallery (default: yes for old->new layers)")
@@ -45,9 +45,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = cmds.add_parser("apply", help="transform a vector file with a bundle (chunked, resumable)")
     _path_args(p)
-    p.add_argument("--vectors", required=True, metavar="IN.npy", help="input vectors (.npy, n x in_dim)")
-    p.add_argument("--out", required=True, metavar="OUT.npy", help="output vectors (.npy, float32)")
-    p.add_argument("--old-vectors", metavar="OLD.npy", help="old-model query vectors (fusion bundles only)")
+    p.add_argument("--vectors", type=PATH, required=True, metavar="IN.npy", help="input vectors (.npy, n x in_dim)")
+    p.add_argument("--out", type=PATH, required=True, metavar="OUT.npy", help="output vectors (.npy, float32)")
+    p.add_argument("--old-vectors", type=PATH, metavar="OLD.npy", help="old-model query vectors (fusion bundles only)")
     p.add_argument("--normalise", action=argparse.BooleanOptionalAction, default=True,
                    help="L2-normalise the outputs, as the manifest's normalisation.output says a search takes "
                         "them (default); --no-normalise writes the layer's raw outputs")
@@ -63,7 +63,7 @@ def _runtime_arg(p: argparse.ArgumentParser, text: str) -> None:
 
 
 def _path_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("path", metavar="PATH", help="bundle folder or .zip")
+    p.add_argument("path", type=PATH, metavar="PATH", help="bundle folder or .zip")
     add_common(p, workspace=False)
     p.add_argument("--max-member-mb", type=MEBIBYTES, help="refuse members larger than this (MiB)")
     p.add_argument("--max-total-mb", type=MEBIBYTES, help="refuse bundles larger than this uncompressed (MiB)")

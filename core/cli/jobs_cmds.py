@@ -7,7 +7,7 @@ import argparse
 from typing import Any
 
 from embridge.core.cli.main import add_common
-from embridge.core.cli.option_types import RUN_ID, SHARE, number
+from embridge.core.cli.option_types import PATH, RUN_ID, SHARE, number
 from embridge.core.cli.scale_cmds import add_engine_flags
 from embridge.core.progress import StderrProgress
 from embridge.core.store import Workspace
@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch", type=number(int, low=1, high=10**6), default=256, help="items per model batch")
     p.add_argument("--actors", type=number(int, low=1, high=100_000), help="actors in the Ray pool (default: one per CPU)")
     p.add_argument("--num-gpus", type=number(float, low=0, high=64), default=0.0, help="GPUs per actor (default 0)")
-    p.add_argument("--to-store", metavar="URI", help="also upsert the vectors into this store (e.g. qdrant:///path?collection=c)")
+    p.add_argument("--to-store", type=PATH, metavar="URI", help="also upsert the vectors into this store (e.g. qdrant:///path?collection=c)")
     p.add_argument("--name", default="backfill", help="name of the vector set written (default backfill)")
     p.add_argument("--detach", action="store_true", help="with --engine ray: submit and return; follow it with "
                                                          "'embridge jobs attach'")

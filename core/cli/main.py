@@ -152,8 +152,10 @@ def _error(message: str) -> None:
 
 def add_common(parser: argparse.ArgumentParser, workspace: bool = True) -> None:
     """Flags every command shares: --workspace and --json."""
+    from embridge.core.cli.option_types import PATH
+
     if workspace:
-        parser.add_argument("--workspace", "-w", required=True, metavar="DIR", help="workspace folder")
+        parser.add_argument("--workspace", "-w", type=PATH, required=True, metavar="DIR", help="workspace folder")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
 

@@ -1,8 +1,9 @@
-"""Validated numeric option types for every ``embridge`` command, and one-line usage errors.
+"""Validated option types for every ``embridge`` command, and one-line usage errors.
 
 Every numeric option is parsed by :func:`number`: finite (no NaN or inf), an integer where an
 integer is meant, and inside its range, so a bad value is a usage error (exit 2) naming the
-option before anything is opened, run or written. :class:`OneLineParser` prints usage errors as
+option before anything is opened, run or written; a file, folder or store option given as an
+empty string (``--path ""``) is one too, never read as the current folder. :class:`OneLineParser` prints usage errors as
 the same single ``embridge: error:`` line as every other error.
 """
 
@@ -59,7 +60,17 @@ def _shown(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
+def _path(raw: str) -> str:
+    """A file, folder or store address: an empty one would silently mean the current folder."""
+    if not raw.strip():
+        raise argparse.ArgumentTypeError("is empty; name a file, folder or store")
+    return raw
+
+
+_path.__name__ = "a path"
+
 # the options several commands share
+PATH = _path
 SEED = number(int, low=0, high=SEED_MAX)
 RUN_ID = number(int, low=1)
 POSITIVE_COUNT = number(int, low=1, high=10**9)

@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from embridge.core.cli.main import add_common
-from embridge.core.cli.option_types import number
+from embridge.core.cli.option_types import PATH, number
 from embridge.core.progress import StderrProgress
 
 Result = tuple[dict[str, Any], str]
@@ -25,12 +25,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                                          "layer into Parquet files or a Lance dataset (resumable by partition; --engine ray runs "
                                          "it as a Ray Data pipeline on a cluster)")
     add_common(p, workspace=False)
-    p.add_argument("--bundle", required=True, help="bundle (.zip or folder) with a one-input layer (forward old -> new "
+    p.add_argument("--bundle", type=PATH, required=True, help="bundle (.zip or folder) with a one-input layer (forward old -> new "
                                                    "for a stored gallery)")
-    p.add_argument("--from", dest="source", required=True, metavar="URI",
+    p.add_argument("--from", dest="source", type=PATH, required=True, metavar="URI",
                    help="input dataset (only read): parquet:///folder of .parquet files, lance:///dataset.lance or "
                         "lancedb:///db?table=NAME (one partition per Lance fragment)")
-    p.add_argument("--to", dest="target", required=True, metavar="URI",
+    p.add_argument("--to", dest="target", type=PATH, required=True, metavar="URI",
                    help="output: parquet:///folder (one file per input partition) or a Lance dataset, "
                         "lance:///out.lance or lancedb:///db?table=NAME (committed once every partition is done); "
                         "new, or an unfinished earlier run to resume")
@@ -44,14 +44,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                                              "backfill in the planner's order with --order); --engine ray uses "
                                              "an actor pool")
     add_common(p, workspace=False)
-    p.add_argument("--model", required=True, help="model file or folder (as for 'model add')")
+    p.add_argument("--model", type=PATH, required=True, help="model file or folder (as for 'model add')")
     p.add_argument("--input-shape", help="the model's input shape without batch, e.g. 1,28,28 (as for 'model add', "
                    "when it cannot be inferred)")
-    p.add_argument("--from", dest="source", required=True, metavar="URI",
+    p.add_argument("--from", dest="source", type=PATH, required=True, metavar="URI",
                    help="items, parquet:///folder with an id column and an input column (floats or text)")
-    p.add_argument("--to", dest="target", required=True, metavar="URI",
+    p.add_argument("--to", dest="target", type=PATH, required=True, metavar="URI",
                    help="output folder, parquet:///folder of (id, vector) chunk files (resumable)")
-    p.add_argument("--order", metavar="FILE.npy", help="ids to embed, in this order (e.g. the planner's)")
+    p.add_argument("--order", type=PATH, metavar="FILE.npy", help="ids to embed, in this order (e.g. the planner's)")
     p.add_argument("--id-column", default="id")
     p.add_argument("--input-column", default="input")
     p.add_argument("--chunk", type=number(int, low=1, high=10**8), default=4096, help="items per task and output file (default 4096)")

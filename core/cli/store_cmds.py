@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from embridge.core.cli.main import add_common
-from embridge.core.cli.option_types import BATCH_SIZE, POSITIVE_COUNT, SEED
+from embridge.core.cli.option_types import BATCH_SIZE, PATH, POSITIVE_COUNT, SEED
 from embridge.core.cli.scale_cmds import add_engine_flags
 from embridge.core.progress import StderrProgress
 
@@ -16,12 +16,12 @@ Result = tuple[dict[str, Any], str]
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("migrate", help="move a vector store's gallery to the new model's space through a bundle")
     add_common(p, workspace=False)
-    p.add_argument("--bundle", required=True, help="bundle (.zip or folder) from 'embridge bundle export'")
-    p.add_argument("--from", dest="source", required=True, metavar="URI", help="source collection (only read)")
-    p.add_argument("--to", dest="target", required=True, metavar="URI", help="new (shadow) collection to write")
+    p.add_argument("--bundle", type=PATH, required=True, help="bundle (.zip or folder) from 'embridge bundle export'")
+    p.add_argument("--from", dest="source", type=PATH, required=True, metavar="URI", help="source collection (only read)")
+    p.add_argument("--to", dest="target", type=PATH, required=True, metavar="URI", help="new (shadow) collection to write")
     p.add_argument("--order", choices=["random", "planner"], default="random",
                    help="which points get real new vectors first (with --new-vectors)")
-    p.add_argument("--new-vectors", metavar="FILE.npz", help="real new-model vectors (arrays ids, vectors) to attach")
+    p.add_argument("--new-vectors", type=PATH, metavar="FILE.npz", help="real new-model vectors (arrays ids, vectors) to attach")
     p.add_argument("--backfill", type=POSITIVE_COUNT, metavar="N", help="attach new vectors to at most N points")
     p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--switch", action="store_true", help="after verification, move the alias to the new collection")
@@ -32,13 +32,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("rollback", help="point a store's alias back at an earlier collection")
     add_common(p, workspace=False)
-    p.add_argument("--to", dest="target", required=True, metavar="URI", help="collection to serve again")
+    p.add_argument("--to", dest="target", type=PATH, required=True, metavar="URI", help="collection to serve again")
     p.add_argument("--alias", help="alias to move (default: &alias= in --to)")
     p.set_defaults(handler=cmd_rollback)
 
     p = sub.add_parser("check", help="how many points of a store are in which model's space")
     add_common(p, workspace=False)
-    p.add_argument("--uri", required=True, help="store collection (or alias) to check")
+    p.add_argument("--uri", type=PATH, required=True, help="store collection (or alias) to check")
     p.add_argument("--label-field", help="payload field with labels: also measure top-1 label agreement")
     p.add_argument("--served-as", help="for a half-migrated store: the model version its queries use")
     p.add_argument("--sample", type=POSITIVE_COUNT, default=2000, help="queries for the quality measure (default 2000)")

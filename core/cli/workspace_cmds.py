@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from embridge.core.cli.main import add_common
-from embridge.core.cli.option_types import BATCH_SIZE, POSITIVE_COUNT, SEED
+from embridge.core.cli.option_types import BATCH_SIZE, PATH, POSITIVE_COUNT, SEED
 from embridge.core.progress import StderrProgress
 from embridge.core.store import Workspace
 
@@ -27,18 +27,18 @@ def register(sub: argparse._SubParsersAction) -> None:
                                       "or a vector store")
     add_common(p)
     source = p.add_mutually_exclusive_group()
-    source.add_argument("--path", help="folder or file to import (may be left out when only --qrels is given)")
-    source.add_argument("--from", dest="from_uri", metavar="URI",
+    source.add_argument("--path", type=PATH, help="folder or file to import (may be left out when only --qrels is given)")
+    source.add_argument("--from", dest="from_uri", type=PATH, metavar="URI",
                         help="vector store collection, e.g. qdrant:///data/db?collection=docs")
     p.add_argument("--label-field", help="with --from: payload field holding the label")
     p.add_argument("--text-field", help="with --from: payload field holding the text")
     p.add_argument("--format", choices=["images", "csv", "jsonl", "vectors", "beir"], help="default: from the path")
-    p.add_argument("--qrels", help="relevance judgments: query key, item key, grade[, split] a line (tsv or csv)")
+    p.add_argument("--qrels", type=PATH, help="relevance judgments: query key, item key, grade[, split] a line (tsv or csv)")
     p.add_argument("--qrels-seed", type=SEED, default=0,
                    help="seed of the train/dev/test split of queries when --qrels gives no split (default 0)")
     p.add_argument("--split", help="split name for the imported items (e.g. gallery, query)")
     p.add_argument("--model", help="for vector files: the (vectors-kind) model these vectors belong to")
-    p.add_argument("--ids", help="for .npy vector files: text file with one item key a line")
+    p.add_argument("--ids", type=PATH, help="for .npy vector files: text file with one item key a line")
     p.add_argument("--key-column", help="CSV/JSONL: the key column (default: 'key' if present, else "
                    "<file stem>:<record number>)")
     p.add_argument("--text-column", default="text", help="CSV/JSONL: the column holding each item's text "
@@ -50,7 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = model.add_parser("add", help="add a model checkpoint to the workspace")
     add_common(p)
     p.add_argument("--name", required=True)
-    p.add_argument("--path", required=True, help="checkpoint file or model folder")
+    p.add_argument("--path", type=PATH, required=True, help="checkpoint file or model folder")
     p.add_argument("--kind", help="torchscript, export, state_dict, vectors, sentence_transformers, transformers, "
                    "onnx (default: from the path)")
     p.add_argument("--role", choices=["old", "new", "other"], default="other")
