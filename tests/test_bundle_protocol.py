@@ -97,9 +97,16 @@ def test_every_number_in_a_bundle_names_its_protocol(upgrade: dict, tmp_path: Pa
     assert "; new/new on " in report_protocol and "evaluation sample" in report_protocol.split("; new/new on ")[1]
     metrics = manifest["metrics"]
     assert metrics["source"] == f"report {report_id}" and metrics["protocol"] == report_protocol
-    (training,) = metrics["also_measured"]
+    training, curves = metrics["also_measured"]
     assert training["source"] == f"training run {run_id}, held-out" and training["protocol"] == run_protocol
     assert training["values"]["upgraded_top1"] == run["metrics"]["upgraded_top1"]
+    # the backfill areas were measured on the curves' sample, not on the upgraded cell's gallery: apart
+    stored = json.loads((upgrade["path"] / "reports" / str(report_id) / "report.json").read_text())
+    sample = stored["cells"][stored["ceiling_cell"]]["protocol"]["text"]
+    assert curves["source"] == f"report {report_id}, partial backfill"
+    assert curves["protocol"] == f"the partial-backfill curves (area under top-1 over the backfilled share β) on {sample}"
+    assert curves["values"] == {f"backfill_area_{p}": c["areas"]["top1"] for p, c in stored["backfill"]["policies"].items()}
+    assert not any(k.startswith("backfill_area") for k in metrics["values"])
     step = manifest["chain"][0]  # the step's own numbers: the run's, with new/new's gallery named apart
     assert step["metrics"]["heldout_protocol"] == run_protocol
     assert step["metrics"]["new_new_top1"] == run["metrics"]["new_new_top1"]
@@ -109,7 +116,8 @@ def test_every_number_in_a_bundle_names_its_protocol(upgrade: dict, tmp_path: Pa
     assert main(["bundle", "inspect", str(out), "--json"]) == 0
     inspected = json.loads(capsys.readouterr().out)
     assert [(m["source"], m["protocol"]) for m in inspected["measured"]] == [
-        (f"report {report_id}", report_protocol), (f"training run {run_id}, held-out", run_protocol)]
+        (f"report {report_id}", report_protocol), (f"training run {run_id}, held-out", run_protocol),
+        (curves["source"], curves["protocol"])]
     assert main(["bundle", "inspect", str(out)]) == 0
     human = capsys.readouterr().out
     import zipfile

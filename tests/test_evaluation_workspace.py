@@ -314,6 +314,8 @@ def test_a_bundle_names_the_sample_new_new_was_measured_on(judged: dict[str, Any
         export_bundle(ws, tmp_path / "b.zip", [judged["both"]["run_id"]], report_id=judged["report"].report_id)
     manifest = inspect_bundle(tmp_path / "b.zip")["manifest"]
     sample = judged["report"].cells["new/new"]["protocol"]["text"]
-    protocols = [manifest["metrics"]["protocol"], *(m["protocol"] for m in manifest["metrics"]["also_measured"])]
+    *measured, curves = manifest["metrics"]["also_measured"]
+    protocols = [manifest["metrics"]["protocol"], *(m["protocol"] for m in measured)]
     assert len(protocols) == 2 and all(p.endswith(f"; new/new on {sample}") for p in protocols), protocols
+    assert curves["protocol"].endswith(f"backfilled share β) on {sample}")  # the curves ran on that sample
     assert f"; new/new on {sample}" in bundle_text(manifest)

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from embridge.core.evaluation.headline import weighed
+from embridge.core.evaluation.headline import BACKFILL_AREA, weighed
 from embridge.core.run_record import RunRecord, other_cells_note
 from embridge.core.store import Workspace
 
@@ -41,23 +41,45 @@ def run_protocol(run: dict[str, Any]) -> str:
     return label if label else UNRECORDED
 
 
+def _report_json(ws: Workspace, report: dict[str, Any]) -> dict[str, Any] | None:
+    rel = report.get("json_file")
+    if not rel:
+        return None
+    path = Path(rel) if Path(rel).is_absolute() else ws.root / rel
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def report_protocol(ws: Workspace, report: dict[str, Any]) -> str:
     """The query set and gallery of a report's upgraded cell, read from its stored ``report.json``."""
     from embridge.core.report.number_source import source_of_report
 
-    rel = report.get("json_file")
-    if not rel:
+    data = _report_json(ws, report)
+    if data is None:
         return UNRECORDED
-    path = Path(rel) if Path(rel).is_absolute() else ws.root / rel
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(data, dict):
-            return UNRECORDED
         headline = data.get("headline") if isinstance(data.get("headline"), dict) else {}
         lead = source_of_report(data).label()
         return lead + other_cells_note(headline, lead)
-    except (OSError, ValueError, RecursionError, KeyError, TypeError, AttributeError):
+    except (ValueError, RecursionError, KeyError, TypeError, AttributeError):
         return UNRECORDED
+
+
+def backfill_protocol(ws: Workspace, report: dict[str, Any]) -> str:
+    """Where a report's partial-backfill curves ran: the full-backfill cell's queries against the
+    evaluation sample, not the upgraded cell's gallery (their areas start from the layer on the sample)."""
+    data = _report_json(ws, report)
+    try:
+        cell = data["cells"][data["ceiling_cell"]] if data else None
+        text = cell["protocol"]["text"] if isinstance(cell, dict) else None
+    except (KeyError, TypeError):
+        text = None
+    where = text if isinstance(text, str) and text else UNRECORDED
+    return f"the partial-backfill curves (area under top-1 over the backfilled share β) on {where}" \
+        if where != UNRECORDED else where
 
 
 def run_measurement(run: dict[str, Any]) -> dict[str, Any]:
@@ -82,11 +104,15 @@ def metrics_for(ws: Workspace, runs: list[dict[str, Any]], report: dict[str, Any
     """
     if report is not None:
         values = _numbers(report.get("summary") or {})
+        areas = {k: values.pop(k) for k in [k for k in values if k.startswith(BACKFILL_AREA)]}
         step = f" (run {report.get('run_id')}, one step of the chain)" if len(runs) > 1 else ""
         out = {"source": f"report {report['id']}{step}", "protocol": report_protocol(ws, report), "values": values,
                "also_measured": []}
         if len(runs) == 1 and _numbers(RunRecord.from_row(runs[0]).summary):
             out["also_measured"].append(run_measurement(runs[0]))
+        if areas:  # measured on the evaluation sample, not on the upgraded cell's gallery
+            out["also_measured"].append({"source": f"report {report['id']}{step}, partial backfill",
+                                         "protocol": backfill_protocol(ws, report), "values": areas})
         return out
     if len(runs) == 1:
         return {**run_measurement(runs[0]), "also_measured": []}
