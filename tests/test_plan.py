@@ -76,6 +76,23 @@ def test_partial_backfill_gain_is_measured_from_old_old_on_the_curves_sample() -
     assert opt["passes_criterion"] is False and opt["gain_retained"] == pytest.approx((0.86 - 0.87) / (0.90 - 0.87))
 
 
+def test_each_option_names_the_gallery_its_quality_was_measured_on() -> None:
+    """The layer and old/old search the whole gallery, the full backfill and the curves the evaluation
+    sample: a table of options read row by row would compare numbers of two galleries without this."""
+    from embridge.core.cli.report_cmds import _plan_text
+
+    report = make_report(0.60, 0.90, 0.55, {"random": [0.55, 0.70, 0.86, 0.88, 0.90]})
+    sample = {**WHOLE, "gallery": "the evaluation sample", "n_gallery": 2000}
+    report["cells"]["new→old"]["protocol"] = WHOLE
+    report["cells"]["new/new"]["protocol"] = sample
+    plan = plan_from_report(report, RATE)
+    galleries = {name: o["measured_gallery"] for name, o in options(plan).items()}
+    whole, part = f"the whole gallery ({N} items)", "the evaluation sample (2000 items)"
+    assert galleries == {"stay": whole, "adapter_only": whole, "partial_backfill": part, "full_backfill": part}
+    rows = _plan_text(plan).splitlines()[1:5]
+    assert [row.endswith(f"  on {galleries[name]}") for row, name in zip(rows, galleries, strict=True)] == [True] * 4
+
+
 def test_partial_backfill_without_a_sample_floor_gives_no_gain_unless_the_sample_is_the_gallery() -> None:
     report = make_report(0.60, 0.90, 0.55, {"random": [0.55, 0.70, 0.86, 0.88, 0.90]})  # an older report
     opt = options(plan_from_report(report, RATE))["partial_backfill"]

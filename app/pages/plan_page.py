@@ -35,8 +35,8 @@ from embridge.core.report.report_record import Report
 from embridge.core.store import Workspace
 
 log = logging.getLogger("embridge.app")
-COLUMNS = ["Option", "Time", "Storage", "Items re-embedded", "Top-1", "nDCG@10", "Gain retained", "Passes",
-           "Acceptable"]
+COLUMNS = ["Option", "Time", "Storage", "Items re-embedded", "Top-1", "nDCG@10", "Measured on", "Gain retained",
+           "Passes", "Acceptable"]
 NDCG = COLUMNS.index("nDCG@10")  # shown when the report has graded judgments, as `embridge plan` does
 GAIN, PASSES = COLUMNS.index("Gain retained"), COLUMNS.index("Passes")
 CHOSEN = QColor("#d8f0d8")
@@ -51,6 +51,7 @@ def option_row(option: dict[str, Any]) -> list[Any]:
             format_bytes(option["storage_bytes"]), option["items_embedded"],
             format_share((option.get("quality") or {}).get("top1")),
             format_share(option["quality"]["ndcg@10"]) if "ndcg@10" in (option.get("quality") or {}) else None,
+            option.get("measured_gallery") or "",
             option.get("gain_retained_note") if option.get("gain_retained") is None and option.get("gain_retained_note")
             else format_share(option.get("gain_retained")),
             "" if passes is None else "yes" if passes else "no", "yes" if option.get("acceptable") else "no"]

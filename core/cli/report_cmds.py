@@ -250,7 +250,8 @@ def _plan_text(plan: Plan) -> str:
         time_s = "unknown" if o["time_s"] is None else f"{o['time_s']:.2f}s"
         lines.append(f"{mark} {o['title']:<44} time {time_s:>10}  storage {format_bytes(o['storage_bytes']):>10}  "
                      f"top-1 {format_share(o['quality'].get('top1'))}"
-                     + (f"  nDCG@10 {format_share(o['quality']['ndcg@10'])}" if "ndcg@10" in o["quality"] else ""))
+                     + (f"  nDCG@10 {format_share(o['quality']['ndcg@10'])}" if "ndcg@10" in o["quality"] else "")
+                     + (f"  on {o['measured_gallery']}" if o.get("measured_gallery") else ""))
     lines += plan.measured_on()
     lines += [f"recommendation: {plan.recommendation} (options weighed by {metric_label(plan.metric)})", plan.reason,
               *plan.notes]

@@ -252,6 +252,24 @@ def partial_option(report: Report, tp: Throughput, sizes: _Sizes, floor: float, 
     return option, notes
 
 
+def gallery_words(protocol: Any) -> str | None:
+    """'the whole gallery (20000 items)': the gallery a protocol searched, short enough for a table cell."""
+    if not isinstance(protocol, Mapping) or not protocol.get("gallery") or protocol.get("n_gallery") is None:
+        return None
+    return f"{protocol['gallery']} ({protocol['n_gallery']} items)"
+
+
+def _name_galleries(options: list[dict[str, Any]], report: Report, up_cell: str, ceil_cell: str) -> None:
+    """Each option's ``measured_gallery``: its quality may come from the whole gallery (old/old, the layer)
+    or from the evaluation sample (new/new, the partial-backfill curves), so a table row says which."""
+    cell = {name: (report.cells.get(name) or {}).get("protocol") for name in ("old/old", up_cell, ceil_cell)}
+    own = {"stay": cell["old/old"], options[1]["name"]: cell[up_cell], "partial_backfill": cell[ceil_cell],
+           "full_backfill": cell[ceil_cell]}
+    for option in options:
+        if "measured_gallery" not in option:  # another run's layer names its own, where it is added
+            option["measured_gallery"] = gallery_words(own.get(option["name"]))
+
+
 def plan_from_report(source: Report | Mapping[str, Any], throughput: Throughput, *, fraction: float | None = None,
                      gain_threshold: float = 0.9, target_share: float = 0.95,
                      alternatives: Sequence[Mapping[str, Any]] = ()) -> Plan:
@@ -291,6 +309,7 @@ def plan_from_report(source: Report | Mapping[str, Any], throughput: Throughput,
             where = (alt.get("measured_on") or {}).get("text") or "queries and a gallery it did not record"
             option["quality_from"] = {"source": alt.get("from") or alt.get("source", ""), "protocol": where,
                                       "comparable": same}
+            option["measured_gallery"] = gallery_words(alt.get("measured_on"))
             if not same:
                 option["comparable"] = False
                 option["notes"].append(f"Measured on {where}, not on this report's old/old queries and gallery, "
@@ -304,6 +323,7 @@ def plan_from_report(source: Report | Mapping[str, Any], throughput: Throughput,
                            sizes.n * sizes.d_full * sizes.b_new, sizes.n, ceil_q, floor, ceiling,
                            [f"Re-embeds all {sizes.n} gallery items with the new model; quality is the {ceil_cell} "
                             "cell of this report."], metric))
+    _name_galleries(options, report, up_cell, ceil_cell)
     by_item = report.sizes.get("relevance") == "item"
     new_better = True if by_item else ceiling > floor  # without labels: the premise of the upgrade
     for opt in options:
