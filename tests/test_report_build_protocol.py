@@ -160,3 +160,7 @@ def test_own_item_relevance_refuses_fusion_and_names_what_a_forward_layer_finds(
     assert len(completed) == runs_before + 1  # the refused fusion stored no layer
     assert "of new queries find the fct-transformed old vector of their own item first" in report.verdicts[-1]
     assert main(["train", "-w", str(tmp_path / "ws"), "--method", "fusion", "--device", "cpu"]) == 1
+    with Workspace.open(tmp_path / "ws") as ws:
+        auto = train_run(ws, "auto", device="cpu", config={"candidates": ["procrustes", "affine", "fusion"]})
+    # old/old finds its own vectors (1.000) on own-item validation: not a bar the winner "is NOT above"
+    assert "which is no bar on own-item validation" in auto["reason"] and "NOT above" not in auto["reason"]
