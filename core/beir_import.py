@@ -20,8 +20,8 @@ from typing import Any
 
 from embridge.core import stop_signals
 from embridge.core.errors import ImportDataError
-from embridge.core.importers import DuplicateJSONKeyError, unique_json_object
-from embridge.core.keys import char_name, normalise_key, odd_text_char
+from embridge.core.importers import DuplicateJSONKeyError, json_number_problem, unique_json_object
+from embridge.core.keys import char_name, check_input_file, normalise_key, odd_text_char
 from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
 from embridge.core.qrels import QrelLines, read_qrels, store_qrels
 from embridge.core.store import Workspace
@@ -80,6 +80,7 @@ def import_beir(ws: Workspace, path: str | Path, on_progress: ProgressFn | None 
 
 def _records(path: Path, split: str, should_stop: StopFn | None) -> Iterator[dict[str, Any]]:
     """Item records of one BEIR jsonl file, checked line by line."""
+    check_input_file(path, f"BEIR file {path.name}")  # a FIFO would block the open, a device never end
     if not path.is_file():
         raise ImportDataError(path, "missing: a BEIR folder holds corpus.jsonl, queries.jsonl and qrels/*.tsv")
     seen: set[str] = set()
@@ -96,6 +97,10 @@ def _records(path: Path, split: str, should_stop: StopFn | None) -> Iterator[dic
                     raise ImportDataError(path, f"line {n}: invalid JSON ({exc.msg})") from exc
                 except DuplicateJSONKeyError as exc:
                     raise ImportDataError(path, f"line {n}: {exc}") from None
+                except RecursionError:
+                    raise ImportDataError(path, f"line {n}: JSON nested too deeply") from None
+                except ValueError as exc:  # an integer of more than 4300 digits
+                    raise ImportDataError(path, f"line {n}: {json_number_problem(exc)}") from None
                 if not isinstance(row, dict):
                     raise ImportDataError(path, f"line {n}: expected a JSON object")
                 key = row.get("_id")
@@ -129,7 +134,10 @@ def _read_qrels_folder(folder: Path) -> dict[str, QrelLines]:
                               "qrels/test.tsv")
     out: dict[str, QrelLines] = {}
     for file in sorted(folder.iterdir()):
-        if file.name.startswith(".") or not file.is_file():
+        if file.name.startswith("."):
+            continue
+        check_input_file(file, "BEIR qrels file")  # skipped silently, its judgments would be missing
+        if not file.is_file():
             continue
         split = file.stem
         if file.suffix.lower() != ".tsv" or split not in JUDGMENT_SPLITS:

@@ -17,9 +17,17 @@ from typing import Any
 from embridge.core import stop_signals
 from embridge.core.errors import ImportDataError, printable
 from embridge.core.images import validate_image
-from embridge.core.keys import char_name, normalise_keys, normalise_label, odd_text_char
+from embridge.core.keys import (
+    MAX_INT_DIGITS,
+    char_name,
+    normalise_keys,
+    normalise_label,
+    odd_text_char,
+)
+from embridge.core.paths import check_regular
 from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
 from embridge.core.store import Workspace
+from embridge.core.store.items import check_split
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".npy"}
 FORMATS = ("images", "csv", "jsonl", "vectors")
@@ -46,6 +54,15 @@ def unique_json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
+def json_number_problem(exc: ValueError) -> str:
+    """The words for a ValueError ``json.loads`` raised besides a syntax error: Python refuses to
+    convert an integer of more than 4300 digits (its guard against quadratic-time parsing)."""
+    if "integer string conversion" in str(exc):
+        return (f"a number has more than {MAX_INT_DIGITS} digits, more than Embridge reads as an integer; "
+                "write such a key or label as a JSON string")
+    return f"invalid JSON ({exc})"
+
+
 def check_link_resolves(entry: Path) -> None:
     """Refuse a symbolic link that is broken or part of a loop: it is neither a file nor a folder,
     so walking past it would silently leave out whatever it was meant to bring in."""
@@ -65,7 +82,8 @@ def detect_format(path: Path) -> str:
     """Guess the import format from the path: a folder holding corpus.jsonl is a BEIR folder, any
     other folder images, else by suffix."""
     if path.is_dir():
-        return "beir" if (path / "corpus.jsonl").is_file() else "images"
+        corpus = path / "corpus.jsonl"  # not only a regular file: a FIFO there is refused as BEIR input
+        return "beir" if corpus.exists() and not corpus.is_dir() else "images"
     suffix = path.suffix.lower()
     if suffix in (".csv", ".tsv"):
         return "csv"
@@ -175,10 +193,12 @@ def read_csv_texts(path: Path, key_col: str | None = None, text_col: str = "text
     if csv.field_size_limit() != CSV_FIELD_LIMIT:
         csv.field_size_limit(CSV_FIELD_LIMIT)
     reader: csv.DictReader | None = None
+    dialect = "excel-tab" if path.suffix.lower() == ".tsv" else "excel"
+    read = 0  # lines read before the current record
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
-            dialect = "excel-tab" if path.suffix.lower() == ".tsv" else "excel"
-            reader = csv.DictReader(fh, dialect=dialect)
+            # strict: a quote that is never closed is an error, not a field swallowing every later row
+            reader = csv.DictReader(fh, dialect=dialect, strict=True)
             _check_header(path, reader.fieldnames, (text_col, key_col, label_col))
             rows, lines, read = [], [], reader.line_num  # each record's first line: a quoted field may span several
             for row in reader:
@@ -193,6 +213,10 @@ def read_csv_texts(path: Path, key_col: str | None = None, text_col: str = "text
         if "field larger than field limit" in str(exc):
             raise ImportDataError(path, f"{line}a field is longer than {CSV_FIELD_LIMIT} characters, "
                                   "the most a CSV field may hold") from None
+        if "unexpected end of data" in str(exc):  # strict mode at the end of the file inside quotes
+            opened = _open_quote_line(path, read + 1, csv.get_dialect(dialect))
+            raise ImportDataError(path, f"line {opened}: a quoted field starts here and is never closed (its "
+                                  "closing '\"' is missing, so it would take in every later line)") from None
         raise ImportDataError(path, f"{line}malformed CSV ({exc})") from None
     where = [f"line {line} (record {n})" for n, line in enumerate(lines, start=1)]
     for row, at in zip(rows, where, strict=True):
@@ -201,6 +225,37 @@ def read_csv_texts(path: Path, key_col: str | None = None, text_col: str = "text
     return _with_keys([_text_record(r, n, path, key_col or "key", text_col, label_col or "label", where[n - 1],
                                     key_col is not None)
                        for n, r in enumerate(rows, start=1)], path)
+
+
+def _open_quote_line(path: Path, first: int, dialect: csv.Dialect) -> int:
+    """The line where the quoted field left open at the end of ``path`` starts, scanning from line
+    ``first`` (the first line of the record the csv module was reading) with the dialect's rules:
+    a field that begins with the quote character is quoted, and a doubled quote inside it is text."""
+    quote, delimiter = dialect.quotechar or '"', dialect.delimiter
+    opened, quoted, after_quote, field_start = first, False, False, True
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        for n, line in enumerate(fh, start=1):
+            if n < first:
+                continue
+            for ch in line:
+                if quoted:
+                    if after_quote:  # the quote before was the closing one, unless this is its double
+                        after_quote = False
+                        if ch == quote:
+                            continue
+                        quoted = False
+                    elif ch == quote:
+                        after_quote = True
+                        continue
+                    else:
+                        continue
+                if ch == delimiter or ch in "\r\n":
+                    field_start = True
+                elif field_start and ch == quote:
+                    quoted, opened, field_start = True, n, False
+                else:
+                    field_start = False
+    return opened
 
 
 def _check_header(path: Path, fieldnames: Any, wanted: tuple[str | None, ...]) -> None:
@@ -239,6 +294,8 @@ def read_jsonl_texts(path: Path, key_col: str | None = None, text_col: str = "te
             raise ImportDataError(path, f"line {n}: {exc}; a JSON reader would keep only the last value") from None
         except RecursionError:
             raise ImportDataError(path, f"line {n}: JSON nested too deeply") from None
+        except ValueError as exc:  # an integer of more than 4300 digits, which Python will not convert
+            raise ImportDataError(path, f"line {n}: {json_number_problem(exc)}") from None
         if not isinstance(row, dict):
             raise ImportDataError(path, f"line {n}: expected a JSON object")
         if label_col is not None and label_col in row:
@@ -272,10 +329,12 @@ def import_items(ws: Workspace, path: str | Path, fmt: str | None = None, split:
     """
     from embridge.core.qrels import read_qrels, store_qrels
 
+    split = check_split(split)  # an option: checked before any file is opened
     judgments = read_qrels(qrels) if qrels is not None else None
     src = Path(path)
     if not src.exists():
         raise ImportDataError(src, "no such file or folder")
+    check_regular(src, "import input (--path)")  # a FIFO or device: refused before it is opened
     fmt = fmt or detect_format(src)
     if fmt == "beir":
         if judgments is not None:

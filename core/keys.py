@@ -16,13 +16,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from embridge.core.errors import ImportDataError
+from embridge.core.errors import ImportDataError, printable
+from embridge.core.paths import check_regular
 
 BOM = "\ufeff"
 _FORBIDDEN_CATEGORIES = {"Cc", "Cs", "Zl", "Zp"}  # control, lone surrogate, line/paragraph separator
 # an integral number written as a float ("3.0"): what a spreadsheet or pandas writes for an integer column
 # with gaps, and what a JSON 3.0 is stored as ("3"), so the two files name one class
 _INTEGRAL_FLOAT_TEXT = re.compile(r"(-?[0-9]+)\.0+")
+# Python refuses to turn longer digit strings into an int (a guard against quadratic-time parsing)
+MAX_INT_DIGITS = 4300
 
 
 def char_name(ch: str) -> str:
@@ -37,17 +40,43 @@ def odd_text_char(text: str) -> str | None:
     return next((ch for ch in text if (ch < " " and ch not in "\t\n\r") or unicodedata.category(ch) == "Cs"), None)
 
 
-def _bad_char(text: str) -> str | None:
+def bad_char(text: str) -> str | None:
+    """The name of the first character a key, label or split name may not hold, or None."""
     for ch in text:
         if unicodedata.category(ch) in _FORBIDDEN_CATEGORIES:
             return char_name(ch)
     return None
 
 
+def check_input_file(path: str | Path, label: str) -> None:
+    """Refuse a FIFO, device or socket by its kind before anything opens it: opening a FIFO blocks
+    forever and reading ``/dev/zero`` never ends. A missing file or a folder is left to the caller,
+    which names it in its own words; ``label`` names the input (and its option) in the message."""
+    p = Path(path)
+    try:
+        if not p.exists() or p.is_dir():
+            return
+    except OSError:  # cannot even be looked at: opening it fails too, in the caller's words
+        return
+    check_regular(p, label, folders=False)
+
+
+def too_many_digits(text: str) -> bool:
+    """Whether ``text`` (an integer's digits, maybe signed) has more digits than Python turns into an
+    int (leading zeros count); ``int()`` would raise a ValueError that is no user's mistake to read."""
+    return len(text.lstrip("+-")) > MAX_INT_DIGITS
+
+
+def shortened(text: str, keep: int = 20) -> str:
+    """``text`` cut to its first ``keep`` characters with a count of the rest: a 5000-digit number
+    must not fill the one-line error."""
+    return printable(text) if len(text) <= keep else f"{printable(text[:keep])}... ({len(text)} characters)"
+
+
 def clean_text(raw: str, source: str | Path | None, where: str, what: str) -> str:
     """``raw`` without a leading BOM or outer spaces, in NFC; control characters are refused."""
     text = unicodedata.normalize("NFC", raw.strip().removeprefix(BOM).strip())
-    bad = _bad_char(text)
+    bad = bad_char(text)
     if bad:
         raise ImportDataError(source, f"{where}: the {what} {text[:40]!r} holds the {bad}")
     return text
@@ -109,6 +138,10 @@ def normalise_label(raw: Any, source: str | Path | None, where: str) -> str | No
     label = clean_text(str(raw), source, where, "label")
     integral = _INTEGRAL_FLOAT_TEXT.fullmatch(label)
     if integral:
+        if too_many_digits(integral.group(1)):
+            raise ImportDataError(source, f"{where}: the label {shortened(label)} is an integer of more than "
+                                  f"{MAX_INT_DIGITS} digits, more than Embridge reads as a number; write it "
+                                  "without the '.0' to keep it as text")
         label = str(int(integral.group(1)))
     return label or None
 

@@ -29,7 +29,7 @@ import numpy as np
 
 from embridge.core import stop_signals
 from embridge.core.errors import ImportDataError
-from embridge.core.keys import normalise_key
+from embridge.core.keys import check_input_file, normalise_key, shortened
 from embridge.core.store import Workspace
 from embridge.core.store.judgments import JUDGMENT_SPLITS, MAX_GRADE, Judgments
 
@@ -73,6 +73,7 @@ def read_qrels(path: str | Path, split: str | None = None) -> QrelLines:
     src = Path(path)
     if split is not None and split not in JUDGMENT_SPLITS:
         raise ImportDataError(src, f"unknown split '{split}' (use {', '.join(JUDGMENT_SPLITS)})")
+    check_input_file(src, "judgments file (--qrels)")  # a FIFO or /dev/zero: refused before it is opened
     try:
         with open(src, newline="", encoding="utf-8-sig") as fh:
             first = fh.readline()
@@ -112,13 +113,7 @@ def read_qrels(path: str | Path, split: str | None = None) -> QrelLines:
             raise ImportDataError(src, f"line {n}: empty {'query' if not query else 'item'} key")
         query = normalise_key(query, src, f"line {n}: query key")  # as the importers store keys
         item = normalise_key(item, src, f"line {n}: item key")
-        if not _GRADE.fullmatch(grade_text):  # int() would also read "1_0" as 10, and non-ASCII digits
-            raise ImportDataError(src, f"line {n}: grade '{grade_text}' is not an integer")
-        grade = int(grade_text)
-        if grade < 0:
-            raise ImportDataError(src, f"line {n}: negative grade {grade}; grades are 0 or more")
-        if grade > MAX_GRADE:
-            raise ImportDataError(src, f"line {n}: grade {grade_text} is too large; grades are 0 to {MAX_GRADE}")
+        grade = _grade(src, n, grade_text)
         row_split = cells[3] if len(cells) == 4 else split
         if row_split is not None and row_split not in JUDGMENT_SPLITS:
             raise ImportDataError(src, f"line {n}: unknown split '{row_split}' (use {', '.join(JUDGMENT_SPLITS)})")
@@ -131,6 +126,26 @@ def read_qrels(path: str | Path, split: str | None = None) -> QrelLines:
         raise ImportDataError(src, "no judgments found")
     _check_pairs(out)
     return out
+
+
+def _grade(src: Path, n: int, text: str) -> int:
+    """The grade written as ``text`` on line ``n``: an integer 0..MAX_GRADE, else an error naming the line.
+
+    Leading zeros are dropped before ``int()``, and a longer number is too large by its digits alone:
+    ``int()`` of more than 4300 digits raises Python's own ValueError instead of saying which line."""
+    if not _GRADE.fullmatch(text):  # int() would also read "1_0" as 10, and non-ASCII digits
+        raise ImportDataError(src, f"line {n}: grade '{shortened(text)}' is not an integer")
+    sign, digits = ("-" if text[0] == "-" else ""), text.lstrip("+-").lstrip("0") or "0"
+    if len(digits) > len(str(MAX_GRADE)):
+        if sign:
+            raise ImportDataError(src, f"line {n}: negative grade {shortened(text)}; grades are 0 or more")
+        raise ImportDataError(src, f"line {n}: grade {shortened(text)} is too large; grades are 0 to {MAX_GRADE}")
+    grade = int(sign + digits)
+    if grade < 0:
+        raise ImportDataError(src, f"line {n}: negative grade {grade}; grades are 0 or more")
+    if grade > MAX_GRADE:
+        raise ImportDataError(src, f"line {n}: grade {text} is too large; grades are 0 to {MAX_GRADE}")
+    return grade
 
 
 def assign_query_splits(query_keys: list[str], seed: int) -> dict[str, str]:

@@ -21,7 +21,7 @@ from typing import BinaryIO
 import numpy as np
 
 from embridge.core.errors import VectorFileError
-from embridge.core.keys import normalise_keys
+from embridge.core.keys import check_input_file, normalise_keys
 from embridge.core.store.vector_matrix import as_storage_dtype, finite_rows, release_pages
 
 BLOCK_ROWS = 4096  # 6 MB of 384-d float32 rows
@@ -139,6 +139,9 @@ class VectorFile:
     def open(cls, path: str | Path, ids_path: str | Path | None = None) -> VectorFile:
         """Read the keys and matrix headers, checking shapes, dtypes and ids; no vectors are read."""
         src = Path(path)
+        check_input_file(src, "vector file")  # a FIFO or device: opening or mapping it would block or never end
+        if ids_path is not None:
+            check_input_file(ids_path, "id list (--ids)")
         try:
             if src.suffix.lower() == ".npz":
                 return cls._open_npz(src)
@@ -229,6 +232,7 @@ def _validated(src: Path, shape: tuple[int, ...], dtype: np.dtype, data_bytes: i
 
 def read_ids_file(path: Path) -> tuple[list[str], list[str]]:
     """Keys of an id list (one a line, UTF-8, BOM allowed) and where each stands ("line 3")."""
+    check_input_file(path, "id list (--ids)")  # /dev/zero would fill the memory, a FIFO block forever
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:

@@ -6,7 +6,9 @@ and its keys become new items (queries of split 'query'), or names only existing
 is refused, since that is almost always a mismatch of key formats. With ``--model`` the vectors are
 streamed into one vector set of that model (a file without ``query_ids`` may name query items in
 ``ids``, by keys no document has); items already holding vectors of the model keep
-them, so the workspace stores each vector once. Everything is one transaction.
+them, so the workspace stores each vector once. Keys are looked up in the namespace of the items
+they name or become, as every importer does: ``ids`` imported with ``--split query`` among the
+queries, so a query may share a document's key. Everything is one transaction.
 """
 
 from __future__ import annotations
@@ -20,12 +22,14 @@ from embridge.core import stop_signals
 from embridge.core.errors import ImportDataError, VectorFileError
 from embridge.core.qrels import QrelLines, store_qrels
 from embridge.core.store import Workspace
-from embridge.core.store.schema import QUERY_NAMESPACE
+from embridge.core.store.items import QUERY_SPLIT, item_namespace
+from embridge.core.store.schema import DOC_NAMESPACE, QUERY_NAMESPACE
 from embridge.core.vector_attach import (
     Coverage,
     FileSide,
     Segment,
     file_sides,
+    key_ids,
     without_stored,
     write_coverage,
 )
@@ -51,14 +55,14 @@ def import_vector_file(ws: Workspace, src: Path, split: str | None, model: str |
         # keys resolved inside it: the ids stay items until the vectors are registered; a stop signal that
         # arrives once the commit begins waits until the command ends (it then reads as done)
         with stop_signals.job_scope(), ws.transaction(result=True):
-            sides = file_sides(ws, vf)
+            sides = _sides(ws, vf, src, split, model is not None)
             segments: list[Segment | None] = []  # per side: its existing items, or None for new items
             for side in sides:
                 if _side_exists(src, side, model is not None):
                     segments.append(Segment(side.reader, np.arange(len(side.keys)), side.item_ids))
                     continue
                 segments.append(None)
-                split_of = "query" if side.namespace == QUERY_NAMESPACE else split
+                split_of = QUERY_SPLIT if side.namespace == QUERY_NAMESPACE else split
                 records += [{"key": k, "modality": "vector", "split": split_of, "source": str(src)}
                             for k in side.keys]
             created = ws.add_items(records, source=str(src)) if records else []
@@ -83,6 +87,26 @@ def import_vector_file(ws: Workspace, src: Path, split: str | None, model: str |
     return {"path": str(src), "format": "vectors", "count": len(created), "split": split,
             "vector_set": info["id"] if info else None, "attached": info["count"] if info else 0,
             "already_stored": skipped, "qrels": stored.to_dict() if stored else None}
+
+
+def _sides(ws: Workspace, vf: VectorFile, src: Path, split: str | None, attach: bool) -> list[FileSide]:
+    """The file's sides with their keys resolved in the namespace their items have or will have.
+
+    ``ids`` of a file without ``query_ids`` imported as ``--split query`` become queries, so their
+    keys are looked up among queries only: a query may share a document's key, as in a CSV or JSONL
+    import. Imported as documents without ``--model``, they are looked up among documents only;
+    with ``--model`` (attaching), a key no document has may name a query (see the module docstring).
+    """
+    namespace = item_namespace(split)
+    if vf.query_keys is not None:
+        if namespace == QUERY_NAMESPACE:
+            raise ImportDataError(src, "--split query would make the file's 'ids' queries, but it holds "
+                                  "'query_ids' for its queries ('ids' are documents); import it without "
+                                  "--split query")
+        return file_sides(ws, vf)
+    if namespace == DOC_NAMESPACE and attach:
+        return file_sides(ws, vf)
+    return [FileSide(vf.keys, vf.vectors, namespace, key_ids(ws, vf.keys, namespace))]
 
 
 def _registered(ws: Workspace, file: str) -> bool:

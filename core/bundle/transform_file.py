@@ -102,11 +102,13 @@ def apply_bundle(bundle: str | Path | LoadedBundle, vectors: str | Path, out: st
     """
     src, out = Path(vectors), Path(out)
     bundle_path = bundle.path if isinstance(bundle, LoadedBundle) else Path(bundle)
-    check_output_file(out)
+    if out.name in ("", ".", ".."):  # no file name to derive the partial and lock files' from
+        raise InputError(f"--out {out}", "names a folder, not a file; give the .npy file to write")
     partial, sidecar = partial_paths(out)
     lock_path = out.with_name(out.name + ".lock")
     for target in (out, partial, sidecar, lock_path):
         check_output(target, inputs=(bundle_path, src, old_vectors))
+    check_output_file(out)
     check_replaceable(out, overwrite)
     loaded = bundle if isinstance(bundle, LoadedBundle) else load_bundle(bundle, limits, runtime=runtime)
     if old_vectors is not None and not loaded.needs_old:
@@ -245,10 +247,8 @@ def _resume(partial: Path, sidecar: Path, state: dict[str, Any]) -> tuple[int, M
 
 
 def check_output_file(out: Path, option: str = "--out") -> None:
-    """``out`` names a file to write in a folder that exists or can be made: not a folder (``.``, ``/``,
-    an existing one) and not under a regular file; refused in one line before anything is read."""
-    if out.name in ("", ".", ".."):
-        raise InputError(f"{option} {out}", "names a folder, not a file; give the .npy file to write")
+    """``out`` names a file to write in a folder that exists or can be made: not an existing folder and
+    not under a regular file; refused in one line before anything is read."""
     if out.is_dir():
         raise InputError(f"{option} {out}", "is a folder; give the .npy file to write")
     check_folder_target(out, option, within=True)

@@ -3,7 +3,9 @@
 Items of the split ``query`` are the queries and have their own key namespace; every other item
 (any other split, or none) belongs to the gallery. :meth:`ItemsMixin.gallery_ids` and
 :func:`in_gallery` are the only places that rule is written, so training, reports, plans,
-bundles and the overview all search the same gallery.
+bundles and the overview all search the same gallery. Split names are checked by
+:func:`check_split` wherever items are added, since a split that only looks like ``query``
+(``Query``, ``query `` ) would silently put queries in the gallery.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from embridge.core.errors import ImportDataError, StoreError
+from embridge.core.keys import bad_char
 from embridge.core.store.id_sets import intersect_ids, unique_ids
 from embridge.core.store.rows import ITEM_COLUMNS, decode, item_values, now_iso
 from embridge.core.store.schema import DOC_NAMESPACE, NAMESPACES, QUERY_NAMESPACE
@@ -25,7 +28,40 @@ if TYPE_CHECKING:
 
 ITEM_FIELDS = ("key", "label", "split", "source", "modality", "text", "path", "metadata")
 QUERY_SPLIT = "query"  # items of this split are queries; every other item belongs to the gallery
+GALLERY_SPLIT = "gallery"  # the usual name of the documents' split (a name only: see in_gallery)
 _CHUNK = 500  # look-ups by key or id go in chunks of this many (SQLite's variable limit)
+
+
+def check_split(split: object, source: str | Path | None = "--split") -> str | None:
+    """``split`` when it is a usable split name (None: no split), else an ImportDataError naming it.
+
+    A split name is shown by ``embridge info`` and compared exactly, so it may not be blank, hold
+    outer spaces or a character a key may not hold (control characters such as a newline or a
+    terminal escape, line separators), nor differ from ``query`` or ``gallery`` only in case:
+    ``Query`` would make the items documents, not queries, without a word.
+    """
+    if split is None:
+        return None
+    if not isinstance(split, str):
+        raise ImportDataError(source, f"a split name must be text, got {type(split).__name__}")
+    shown = repr(split)  # escapes newlines and terminal escapes, so the one-line error stays one line
+    if not split.strip():
+        raise ImportDataError(source, f"the split name {shown} is blank; name a split (such as "
+                              f"'{GALLERY_SPLIT}' or '{QUERY_SPLIT}') or leave the split out")
+    bad = bad_char(split)
+    if bad:
+        raise ImportDataError(source, f"the split name {shown} holds the {bad}; split names are one line of "
+                              "printable text")
+    if split != split.strip():
+        raise ImportDataError(source, f"the split name {shown} has spaces at its start or end; "
+                              f"write {split.strip()!r}")
+    for reserved in (QUERY_SPLIT, GALLERY_SPLIT):
+        if split != reserved and split.casefold() == reserved:
+            role = "queries" if reserved == QUERY_SPLIT else "documents"
+            raise ImportDataError(source, f"the split name {shown} differs from '{reserved}' only in case; "
+                                  f"write '{reserved}' for {role} (split names are compared exactly, and only "
+                                  f"'{QUERY_SPLIT}' makes items queries)")
+    return split
 
 
 def in_gallery(split: str | None) -> bool:
@@ -80,6 +116,8 @@ class ItemsMixin:
         """
         if not records:
             raise ImportDataError(source, "no items to import")
+        for split in {r.get("split") for r in records}:  # the importers check first; any other caller here
+            check_split(split, source)
         keys = [str(r.get("key", "")).strip() for r in records]
         if any(not k for k in keys):
             raise ImportDataError(source, f"item {keys.index('') + 1} has an empty key")
