@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from text_fixtures import tiny_bert, tiny_sentence_transformer, write_json
+from text_fixtures import VOCAB, tiny_bert, tiny_sentence_transformer, write_json
 
 from embridge.core.cli.main import main
 from embridge.core.importers import import_items
@@ -385,3 +385,57 @@ def test_a_text_opening_with_pages_of_whitespace_keeps_its_words(tmp_path: Path,
     for row in padded:
         np.testing.assert_allclose(row, alone, atol=1e-6)
         assert np.abs(row - empty).max() > 1e-3
+
+
+def tiny_roberta(folder: Path, pad_token_id: int = 1, positions: int = 18) -> Path:
+    """A RoBERTa whose position table has ``positions`` rows, of which ``pad_token_id + 1`` are never a
+    text's (real RoBERTa: 514 rows for 512 tokens), with a tokenizer that states no length limit."""
+    import torch
+    from transformers import BertTokenizerFast, RobertaConfig, RobertaModel
+
+    folder.mkdir(parents=True)
+    config = RobertaConfig(vocab_size=len(VOCAB), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                           intermediate_size=32, max_position_embeddings=positions, pad_token_id=pad_token_id)
+    torch.manual_seed(5)
+    RobertaModel(config).eval().save_pretrained(str(folder), safe_serialization=True)
+    BertTokenizerFast(vocab={word: i for i, word in enumerate(VOCAB)}).save_pretrained(str(folder))
+    settings = folder / "tokenizer_config.json"
+    write_json(settings, {k: v for k, v in json.loads(settings.read_text()).items() if k != "model_max_length"})
+    return folder
+
+
+@pytest.mark.parametrize("wrapped", [False, True])
+def test_a_roberta_position_table_keeps_its_padding_offset(tmp_path: Path, capfd: pytest.CaptureFixture[str],
+                                                           wrapped: bool) -> None:
+    """RoBERTa counts positions from pad_token_id + 1: 18 rows take 16 tokens, not 18. A 17- or 18-token
+    text indexed past the table (an unexpected IndexError, exit 3); it is cut to 16 tokens, as the
+    model's own limit says, through transformers and sentence-transformers alike."""
+    import torch
+    from sentence_transformers import SentenceTransformer, models
+    from transformers import AutoModel, AutoTokenizer
+
+    roberta = tiny_roberta(tmp_path / "roberta")
+    folder = roberta
+    if wrapped:  # a sentence-transformers folder asking for far more than the table holds
+        transformer = models.Transformer(str(roberta), max_seq_length=100_000)
+        folder = tmp_path / "st"
+        SentenceTransformer(modules=[transformer, models.Pooling(16, "mean")], device="cpu").save(str(folder))
+    ws_dir = _workspace(tmp_path / "ws")
+    long_text = " ".join(["the old man and the sea"] * 5)  # 30 words, 32 tokens with [CLS] and [SEP]
+    extra = tmp_path / "long.jsonl"
+    extra.write_text(json.dumps({"key": "long", "text": long_text}) + "\n")
+    with Workspace.open(ws_dir) as ws:
+        import_items(ws, extra, split="gallery")
+    assert main(["model", "add", "-w", str(ws_dir), "--name", "r", "--path", str(folder)]) == 0
+    capfd.readouterr()
+    assert main(["embed", "-w", str(ws_dir), "--model", "r"]) == 0, capfd.readouterr().err
+    with Workspace.open(ws_dir) as ws:
+        long_id = ws.ids_for_keys(["long"])
+        stored = ws.vectors_for("r", long_id)[0]
+    tokenizer, model = AutoTokenizer.from_pretrained(str(roberta)), AutoModel.from_pretrained(str(roberta)).eval()
+    batch = tokenizer([long_text], truncation=True, max_length=16, return_tensors="pt")
+    assert batch["input_ids"].shape[1] == 16
+    with torch.inference_mode():
+        hidden = model(**batch).last_hidden_state[0]
+    expected = hidden.mean(dim=0).numpy()
+    np.testing.assert_allclose(stored / np.linalg.norm(stored), expected / np.linalg.norm(expected), atol=1e-5)

@@ -89,14 +89,14 @@ def cap_sequence_length(model: Any) -> None:
     """Keep ``max_seq_length`` within the tokenizer's length and the position table of the first
     Transformer module: a longer setting (checked to be a whole number at add) would fail on the
     first long text with a shape error instead of truncating, as the transformers path does."""
-    from embridge.core.models.text_encoders import token_limit
+    from embridge.core.models.text_encoders import config_positions, token_limit
 
     first = model[0] if len(model) else None
     config = getattr(getattr(first, "auto_model", None), "config", None)
     tokenizer = getattr(first, "tokenizer", None)
     if config is None or tokenizer is None:
         return
-    cap = token_limit(getattr(tokenizer, "model_max_length", None), getattr(config, "max_position_embeddings", None))
+    cap = token_limit(getattr(tokenizer, "model_max_length", None), config_positions(config))
     current = model.max_seq_length
     if current is None or current > cap:
         model.max_seq_length = cap

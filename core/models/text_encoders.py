@@ -31,6 +31,7 @@ from embridge.core.models.text_folders import (
     hub_offline,
     length_setting,
     quiet_transformers,
+    read_json,
 )
 from embridge.core.models.weight_checks import (
     check_vocabulary,
@@ -117,11 +118,44 @@ def scatter_rows(parts: list[tuple[np.ndarray, np.ndarray]], total: int, source:
     return out
 
 
+# encoders whose position ids start after the padding index (RoBERTa's scheme): position i of a text
+# is padding_idx + 1 + i, so pad_token_id + 1 rows of the table are never a text's (514 rows: 512 tokens)
+PADDING_OFFSET_TYPES = frozenset({"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "longformer", "mpnet",
+                                  "data2vec-text", "ibert", "luke", "roberta-prelayernorm", "xmod", "markuplm"})
+
+
+def usable_positions(model_type: Any, positions: Any, pad_token_id: Any) -> int | None:
+    """The longest input a position table of ``positions`` rows takes: fewer than its rows for the
+    RoBERTa family, whose positions are counted from ``pad_token_id + 1`` (1 when unset)."""
+    if not isinstance(positions, int) or isinstance(positions, bool):
+        return None
+    if str(model_type or "").lower() not in PADDING_OFFSET_TYPES:
+        return positions
+    pad = pad_token_id if isinstance(pad_token_id, int) and not isinstance(pad_token_id, bool) and pad_token_id >= 0 \
+        else 1
+    return max(positions - (pad + 1), 1)
+
+
+def config_positions(config: Any) -> int | None:
+    """``usable_positions`` of a transformers config object or a config.json mapping."""
+    get = config.get if isinstance(config, dict) else (lambda key: getattr(config, key, None))
+    return usable_positions(get("model_type"), get("max_position_embeddings"), get("pad_token_id"))
+
+
 def token_limit(*limits: Any) -> int:
     """The longest input every limit allows: the tokenizer's length and the model's position table
     (values of 10⁶ and more mean "unset", as transformers writes them; 512 when none is set)."""
     usable = [int(v) for v in limits if isinstance(v, int | float) and not isinstance(v, bool) and 1 <= v < 1_000_000]
     return min(usable) if usable else 512
+
+
+def _onnx_positions(folder: Path) -> int | None:
+    """The position table of an export, from the config.json shipped beside it (checked by ``length_setting``)."""
+    rows = length_setting(folder, "config.json", "max_position_embeddings")
+    if rows is None:
+        return None
+    config = read_json(folder / "config.json")
+    return config_positions({**(config if isinstance(config, dict) else {}), "max_position_embeddings": rows})
 
 
 class _TokenizedEncoder:
@@ -184,7 +218,7 @@ class TransformersEncoder(_TokenizedEncoder):
         self.model.eval().to(device)
         self.device = torch.device(device)
         self.pooling = pooling
-        self.max_length = self._limit(getattr(self.model.config, "max_position_embeddings", None))
+        self.max_length = self._limit(config_positions(self.model.config))
         import inspect
 
         accepted = inspect.signature(self.model.forward).parameters
@@ -227,7 +261,7 @@ class OnnxEncoder(_TokenizedEncoder):
         self.pooled_output, self.token_output = pick_outputs(model_file, self.session.get_outputs())
         self.pooling = pooling
         # an export has no config object: its position table is read from the config.json shipped beside it
-        self.max_length = self._limit(length_setting(folder, "config.json", "max_position_embeddings"))
+        self.max_length = self._limit(_onnx_positions(folder))
         self._check_vocabulary()
 
     def _check_vocabulary(self) -> None:
