@@ -270,3 +270,13 @@ def test_a_cascade_plans_partial_backfill_curve_says_it_lacks_the_re_rank(runs: 
     assert any("through the cascade's layer alone, without its re-rank" in n for n in partial["notes"])
     partial = next(o for o in other.options if o["name"] == "partial_backfill")
     assert not any("cascade" in n for n in partial["notes"])
+
+
+def test_a_fusion_runs_protocol_says_its_queries_are_fused(runs: dict[str, dict[str, Any]]) -> None:
+    """The fusion's held-out cell searched with fused queries: its protocol says how, as a cascade's does."""
+    from embridge.core.adapters import load_adapter
+
+    run = runs["fusion"]
+    alpha = float(load_adapter(run["adapter_path"]).alpha)
+    assert (f"; queries fused as {alpha:g} × old + {1 - alpha:g} × affine(new), exact inner-product search"
+            in run["heldout_protocol"])

@@ -155,6 +155,10 @@ def score_upgrade(tasks: UpgradeTasks, adapter: Adapter, vecs: UpgradeVectors, s
         cells[name] = score(task, q, g, plan, index=index, should_stop=should_stop)
     if adapter.kind == "cascade":
         cells[upgraded_cell(adapter)] = cascade_result(tasks.full, adapter, vecs, full)
+    elif adapter.kind == "fusion":  # its queries are fused vectors: the protocol says how, as the cascade's does
+        fused, alpha = cells[upgraded_cell(adapter)], float(adapter.alpha)
+        fused.protocol = replace(fused.protocol, search=f"queries fused as {alpha:g} × old + {1 - alpha:g} × "
+                                 f"{adapter.base.kind}(new), {fused.protocol.search}")
     return UpgradeResults(tasks, cells, upgraded_cell(adapter), ceiling_cell(adapter), adapter.kind, plan=full)
 
 
