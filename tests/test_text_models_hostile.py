@@ -439,3 +439,20 @@ def test_a_roberta_position_table_keeps_its_padding_offset(tmp_path: Path, capfd
         hidden = model(**batch).last_hidden_state[0]
     expected = hidden.mean(dim=0).numpy()
     np.testing.assert_allclose(stored / np.linalg.norm(stored), expected / np.linalg.norm(expected), atol=1e-5)
+
+
+def test_sentence_transformers_own_notices_stay_off_stderr(tmp_path: Path) -> None:
+    """A folder with a default prompt made sentence-transformers print "Default prompt name is set to ..."
+    on every add and embed; the program's own stderr holds its progress and errors only."""
+    from sentence_transformers import SentenceTransformer, models
+
+    bert = tiny_bert(tmp_path / "bert")
+    transformer = models.Transformer(str(bert))
+    folder = tmp_path / "st"
+    SentenceTransformer(modules=[transformer, models.Pooling(16, "mean")], device="cpu",
+                        prompts={"query": "query: ", "document": ""}, default_prompt_name="query").save(str(folder))
+    ws_dir = _workspace(tmp_path / "ws")
+    done = subprocess.run([sys.executable, "-m", "embridge.core.cli.main", "model", "add", "-w", str(ws_dir),
+                           "--name", "p", "--path", str(folder)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "prompt" not in done.stderr.lower(), done.stderr

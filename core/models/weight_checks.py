@@ -16,6 +16,7 @@ allocating it; smaller gaps are named tensor by tensor after the load.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -31,11 +32,18 @@ UNFILLED_LIMIT = 64 << 20  # values (256 MiB of float32) a config may ask for be
 
 @contextmanager
 def quiet_loading() -> Iterator[None]:
-    """transformers' loading report and warnings kept off stderr; Embridge reports problems in one line."""
+    """transformers' and sentence-transformers' loading reports and warnings kept off stderr (such as
+    "Default prompt name is set to ..."); Embridge reports problems in one line."""
+    st_logger = logging.getLogger("sentence_transformers")
+    st_level = st_logger.level
+    st_logger.setLevel(logging.ERROR)
     try:
         from transformers.utils import logging as hf_logging
     except ImportError:
-        yield
+        try:
+            yield
+        finally:
+            st_logger.setLevel(st_level)
         return
     before = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
@@ -44,6 +52,7 @@ def quiet_loading() -> Iterator[None]:
         yield
     finally:
         hf_logging.set_verbosity(before)
+        st_logger.setLevel(st_level)
 
 
 def weights_file(folder: Path) -> Path:
