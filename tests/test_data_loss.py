@@ -270,9 +270,13 @@ def test_every_numeric_option_of_every_command_is_validated() -> None:
     assert len(options) >= 20
     bare = [(cmd, flag) for cmd, flag, kind in options if kind in (int, float)]
     assert not bare, bare
+    from embridge.core.cli.option_types import PATH
+
+    paths = [(cmd, flag) for cmd, flag, kind in options if kind is PATH]  # files, folders, stores: not numbers
+    assert ("embridge import", "--path") in paths and ("embridge bundle apply", "--out") in paths
     for _cmd, _flag, kind in options:
         with pytest.raises(argparse.ArgumentTypeError):
-            kind("nan")
+            kind("" if kind is PATH else "nan")
 
 
 def test_the_store_refuses_a_name_that_is_a_path(tmp_path: Path) -> None:

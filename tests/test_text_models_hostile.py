@@ -456,3 +456,21 @@ def test_sentence_transformers_own_notices_stay_off_stderr(tmp_path: Path) -> No
                            "--name", "p", "--path", str(folder)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "prompt" not in done.stderr.lower(), done.stderr
+
+
+def test_one_folder_with_other_prompts_is_another_model(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """Prompts change a text model's vectors, so the same folder added with other prompts is another
+    model (comparing prompt choices is an upgrade of its own); added again as it is, it is refused."""
+    folder = tiny_sentence_transformer(tmp_path / "st", prompts={"query": "query: ", "document": ""})
+    ws_dir = _workspace(tmp_path / "ws")
+    add = ["model", "add", "-w", str(ws_dir), "--path", str(folder)]
+    assert main([*add, "--name", "prompted"]) == 0
+    assert main([*add, "--name", "plain", "--query-prompt", ""]) == 0
+    capfd.readouterr()
+    assert main([*add, "--name", "again"]) == 1
+    err = capfd.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "already in the workspace as model 'prompted'" in err[0]
+    with Workspace.open(ws_dir) as ws:
+        specs = {m["name"]: m["spec"] for m in ws.models()}
+    assert sorted(specs) == ["plain", "prompted"]
+    assert (specs["prompted"]["query_prompt"], specs["plain"]["query_prompt"]) == ("query: ", "")

@@ -15,18 +15,29 @@ from embridge.core.paths import check_name
 from embridge.core.store import Workspace
 from embridge.core.store.workspace import ROLES
 
+# how a text model turns a text into a vector besides its weights: the same checkpoint with other
+# prompts or pooling gives other vectors, so it is another model (say, to compare prompt choices)
+EMBEDDING_SETTINGS = ("query_prompt", "document_prompt", "pooling")
 
-def duplicate_of(ws: Workspace, sha256: str | None) -> str | None:
-    """The name of a model already stored with this checkpoint hash (None when there is none)."""
-    return ws.model_with_sha256(sha256) if sha256 else None
+
+def duplicate_of(ws: Workspace, spec: dict[str, Any]) -> str | None:
+    """The name of a model already stored with this checkpoint hash and the same embedding settings."""
+    sha256 = spec.get("sha256")
+    if not sha256:
+        return None
+    wanted = {k: spec.get(k) for k in EMBEDDING_SETTINGS}
+    return next((m["name"] for m in ws.models_with_sha256(str(sha256))
+                 if {k: m["spec"].get(k) for k in EMBEDDING_SETTINGS} == wanted), None)
 
 
 def check_not_duplicate(ws: Workspace, spec: dict[str, Any], path: str | Path) -> None:
-    """Refuse a checkpoint whose sha256 equals a stored model's: the same model under two names."""
-    name = duplicate_of(ws, spec.get("sha256"))
+    """Refuse a checkpoint whose sha256 and embedding settings equal a stored model's: the same model
+    under two names (its vectors would be the stored model's)."""
+    name = duplicate_of(ws, spec)
     if name is not None:
-        raise InputError(str(path), f"this checkpoint is already in the workspace as model '{name}' "
-                                    "(same sha256); use that model or rename it")
+        raise InputError(str(path), f"this checkpoint is already in the workspace as model '{name}' (same "
+                                    "sha256 and embedding settings); use that model (a text model may be added "
+                                    "again with other --query-prompt, --document-prompt or --pooling)")
 
 
 def dependants(ws: Workspace, name: str) -> dict[str, int]:

@@ -88,10 +88,10 @@ class ModelsMixin:
             raise StoreError(f"{self.root}: no model with role '{role}'; add one with 'embridge model add --role {role}'")
         return found[-1]
 
-    def model_with_sha256(self, sha256: str) -> str | None:
-        """The name of a model stored with this checkpoint hash, or None."""
-        row = self.db.execute("select name from models where sha256 = ?", [sha256]).fetchone()
-        return row[0] if row else None
+    def models_with_sha256(self, sha256: str) -> list[dict[str, Any]]:
+        """The models stored with this checkpoint hash (name and spec), oldest first."""
+        rows = self.db.execute("select name, spec from models where sha256 = ? order by id", [sha256]).fetchall()
+        return [decode({"name": name, "spec": spec}) for name, spec in rows]
 
     def model_dependants(self, name: str) -> dict[str, int]:
         """How many vector sets and adapters refer to model ``name``."""
