@@ -44,8 +44,10 @@ def ws_path(case: DemoCase, tmp_path: Path) -> Path:
 
 def planner_ids_by_hand(ws: Workspace, fraction: float) -> np.ndarray:
     """The report's random backfill policy (seed 0) over the whole gallery, cut at the fraction."""
+    from embridge.core.report.backfill_curve import backfill_order
+
     gallery = ws.gallery_ids()
-    return gallery[np.random.default_rng(0).permutation(len(gallery))[: int(round(fraction * len(gallery)))]]
+    return gallery[backfill_order("random", len(gallery), seed=0)[: int(round(fraction * len(gallery)))]]
 
 
 def set_vectors(ws: Workspace, set_id: int) -> tuple[np.ndarray, np.ndarray]:
