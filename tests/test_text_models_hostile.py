@@ -474,3 +474,28 @@ def test_one_folder_with_other_prompts_is_another_model(tmp_path: Path, capfd: p
         specs = {m["name"]: m["spec"] for m in ws.models()}
     assert sorted(specs) == ["plain", "prompted"]
     assert (specs["prompted"]["query_prompt"], specs["plain"]["query_prompt"]) == ("query: ", "")
+
+
+def test_an_onnx_export_without_config_finds_its_position_table(tmp_path: Path,
+                                                                capfd: pytest.CaptureFixture[str]) -> None:
+    """An export with no config.json beside it and a tokenizer that states no limit: a text longer than
+    the model's 64 positions failed its whole batch at embed ("the ONNX model fails on a batch of ...");
+    the longest input that runs is found when the model opens and longer texts are truncated to it."""
+    from text_fixtures import reference_embeddings, tiny_onnx
+
+    folder = tiny_onnx(tmp_path / "onnx")
+    assert not (folder / "config.json").exists()
+    ws_dir = _workspace(tmp_path / "ws")
+    long_text = " ".join(["the old man and the sea"] * 20)  # 120 words: past the 64-row position table
+    extra = tmp_path / "long.jsonl"
+    extra.write_text(json.dumps({"key": "long", "text": long_text}) + "\n")
+    with Workspace.open(ws_dir) as ws:
+        import_items(ws, extra, split="gallery")
+    assert main(["model", "add", "-w", str(ws_dir), "--name", "o", "--path", str(folder)]) == 0
+    capfd.readouterr()
+    assert main(["embed", "-w", str(ws_dir), "--model", "o"]) == 0, capfd.readouterr().err
+    with Workspace.open(ws_dir) as ws:
+        stored = ws.vectors_for("o", ws.ids_for_keys(["long", "k1"]))
+    truncated = " ".join(long_text.split()[:62])  # 62 words + [CLS] and [SEP]: the 64 positions
+    expected = reference_embeddings(tmp_path / "onnx-torch", [truncated, TEXTS[1]])
+    np.testing.assert_allclose(stored, expected, atol=1e-4)

@@ -261,8 +261,34 @@ class OnnxEncoder(_TokenizedEncoder):
         self.pooled_output, self.token_output = pick_outputs(model_file, self.session.get_outputs())
         self.pooling = pooling
         # an export has no config object: its position table is read from the config.json shipped beside it
-        self.max_length = self._limit(_onnx_positions(folder))
+        positions = _onnx_positions(folder)
+        self.max_length = self._limit(positions)
         self._check_vocabulary()
+        if positions is None:
+            self._find_length()
+
+    def _find_length(self) -> None:
+        """An export without a config.json states no position table: it is run once at the length the
+        tokenizer allows, and when that fails, the longest length that runs (found by halving the gap)
+        becomes the limit, so a long text is truncated instead of failing the whole batch."""
+        token = self.tokenizer.unk_token_id if isinstance(self.tokenizer.unk_token_id, int) else 0
+
+        def runs(length: int) -> bool:
+            ids = torch.full((1, length), token, dtype=torch.long)
+            try:
+                self._hidden({"input_ids": ids, "attention_mask": torch.ones_like(ids),
+                              "token_type_ids": torch.zeros_like(ids)})
+            except CheckpointError:
+                return False
+            return True
+
+        if runs(self.max_length):
+            return
+        works, fails = 2, self.max_length  # two tokens ran in the vocabulary check
+        while fails - works > 1:
+            middle = (works + fails) // 2
+            works, fails = (middle, fails) if runs(middle) else (works, middle)
+        self.max_length = works
 
     def _check_vocabulary(self) -> None:
         """Run the tokenizer's largest token id once, so a tokenizer larger than the model's embedding
