@@ -146,3 +146,21 @@ def other_cells_note(metrics: dict[str, Any], lead: str | None = None) -> str:
     mine = next((cells for cells, sentence in groups if sentence == lead), None)
     label = f" ({' and '.join(mine)})" if mine is not None and groups[0][1] != lead and len(groups) > 1 else ""
     return label + "".join(f"; {' and '.join(cells)} on {sentence}" for cells, sentence in groups if sentence != lead)
+
+
+PAIR_WORDS = {"documents": "document", "queries": "query", "both": "document and query"}
+
+
+def fitted_text(out: dict[str, Any]) -> str:
+    """What a run was fitted on, in the units the record counts: ``pairs["train"]`` is the number of
+    (old, new) vector pairs fitted on (train-fold items of the chosen kind), while the other folds
+    count every item embedded by both models, queries included; none of those are pairs fitted on."""
+    counts = out.get("pairs") if isinstance(out.get("pairs"), dict) else {}
+    kind = PAIR_WORDS.get(str(out.get("pairs_used")))
+    what = f"{kind} pairs" if kind else "pairs"
+    fitted = (f"fitted on {counts['train']} {what} of the train fold" if isinstance(counts.get("train"), int)
+              else f"fitted on {what}")
+    others = [f"{fold} {n}" for fold, n in counts.items() if fold not in ("train", "pairs")]
+    if others:
+        fitted += f"; items per fold embedded by both models (queries included): {', '.join(others)}"
+    return fitted

@@ -91,7 +91,8 @@ def test_train_page_pairs_protocol_and_judged_report(qtbot: QtBot, window: MainW
     assert run["metrics"]["pairs_used"] == "queries" and train.pairs.currentText() == "queries"
     header = [train.runs_table.horizontalHeaderItem(c).text() for c in range(train.runs_table.columnCount())]
     assert train.runs_table.item(0, header.index("Pairs")).text() == "queries"
-    assert "Fitted on queries pairs" in train.result_label.text()
+    pairs = run["metrics"]["pairs"]["train"]  # the words `embridge train` prints
+    assert f"Fitted on {pairs} query pairs of the train fold; items per fold" in train.result_label.text()
     assert f"Validated on {run['metrics']['val_protocol']}" in train.result_label.text()
     assert "dev queries (judged)" in run["metrics"]["val_protocol"]
 

@@ -130,6 +130,8 @@ def test_every_number_in_a_bundle_names_its_protocol(upgrade: dict, tmp_path: Pa
         assert f"report {report_id}" in lines[0] and f" on {report_protocol}: " in lines[0]
         assert f"training run {run_id}" in lines[1] and f" on {run_protocol}: " in lines[1]
     assert "FAILS" not in readme and "FAILS" not in human
+    # a source without any of the README's headline numbers (the backfill areas) gets no empty line
+    assert not [line for line in readme.splitlines() if "Measured (" in line and line.rstrip(" .").endswith(":")]
 
     # the same manifest with the shipped report failing the criterion: README and inspect warn first
     from embridge.core.bundle.readme import readme_text

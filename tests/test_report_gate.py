@@ -77,10 +77,11 @@ def test_gate_bad_options(demo_copy: Path, capsys: pytest.CaptureFixture[str]) -
     code = main(["report", "--workspace", ws, "--junit", str(demo_copy / "gate.xml"), "--fail-under", "top1=0.1"])
     err = capsys.readouterr().err
     assert code == 1 and "--junit" in err and err.count("\n") == 1
-    for junit, problem in (("", "--junit: is empty"), (f"{demo_copy.parent}/gate.xml/", "ends with a path separator")):
+    for junit, problem, status in (("", "argument --junit: is empty", 2),  # a usage error, as every empty path
+                                   (f"{demo_copy.parent}/gate.xml/", "ends with a path separator", 1)):
         code = main(["report", "--workspace", ws, "--junit", junit, "--fail-under", "top1=0.1"])
         err = capsys.readouterr().err
-        assert code == 1 and problem in err and err.count("\n") == 1, err
+        assert code == status and problem in err and err.count("\n") == 1, err
     code = main(["report", "--workspace", ws, "--junit", str(demo_copy.parent / "gate.xml")])  # no check at all
     err = capsys.readouterr().err
     assert code == 1 and "--junit: needs at least one --fail-under check" in err

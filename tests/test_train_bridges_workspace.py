@@ -158,7 +158,7 @@ def test_plan_recommends_the_only_passing_bridge(runs: dict[str, dict[str, Any]]
     options = {o["name"]: o for o in plan.options}
     cascade = options["cascade"]
     k = report.adapter["config"]["k"]
-    assert cascade["serving_cost"] == {"encoders_at_query_time": 2, "reranks_per_query": k}
+    assert cascade["serving_cost"] == {"encoders_at_query_time": 2, "reranks_per_query": k, "rerank_new_vectors": True}
     assert cascade["items_embedded"] == 0
     assert plan.recommendation == "cascade" and cascade["only_passing"]
     assert "the only option that passes the compatibility criterion without re-embedding" in plan.reason
@@ -243,7 +243,8 @@ def test_a_cascade_re_ranking_through_its_layer_re_embeds_nothing(runs: dict[str
     stored = runs["cascade"]  # the same cascade re-ranking by the stored new vectors scores differently
     assert run["upgraded_top1"] != pytest.approx(stored["upgraded_top1"])
     option = next(o for o in plan.options if o["name"] == "cascade")
-    assert option["items_embedded"] == 0
+    assert option["items_embedded"] == 0 and option["serving_cost"]["rerank_new_vectors"] is False
+    assert "by layer(new query) against their old vectors (no gallery item's new vector is used" in option["notes"][0]
     method = json.loads((tmp_path / "bundle" / "manifest.json").read_text())["adapter"]["method"]
     assert method["new_vectors"] is False and "no new vector of the gallery is used" in method["serving"]
     readme = (tmp_path / "bundle" / "README.md").read_text(encoding="utf-8")

@@ -12,7 +12,7 @@ from typing import Any
 from PySide6.QtWidgets import QFrame, QTextBrowser
 
 from embridge.core.evaluation.headline import HEADLINE, criterion_text
-from embridge.core.run_record import CELL_NUMBERS, UPGRADED, RunRecord, protocol_groups
+from embridge.core.run_record import CELL_NUMBERS, UPGRADED, RunRecord, fitted_text, protocol_groups
 
 RUN_COLUMNS = ["Run", "Method", "Status", "Old/old top-1", "New/new top-1", "Upgraded top-1",
                "Gain retained (top-1)", "Old/old nDCG@10", "Upgraded nDCG@10", "Gain retained (nDCG@10)",
@@ -76,7 +76,8 @@ def result_text(summary: dict[str, Any]) -> str:
     text = f"Run {summary['run_id']} ({choice.method_text()}, {summary['status']}): "
     text += numbers if numbers else str(summary.get("note") or "")
     if summary.get("pairs_used"):
-        text += f". Fitted on {summary['pairs_used']} pairs"
+        fitted = fitted_text(summary)  # the words `embridge train` prints
+        text += f". {fitted[:1].upper()}{fitted[1:]}"
     if choice.protocol:
         text += f". Validated on {choice.protocol}"
     if choice.is_auto and choice.candidates:

@@ -155,6 +155,8 @@ def measured_groups(manifest: dict[str, Any], keys: tuple[str, ...] | None = HEA
     groups: list[tuple[list[str], str, dict[str, Any]]] = []
     for entry in measurements(manifest):
         shown = _shown(entry["values"], keys)
+        if not shown:  # none of the asked-for numbers (the README's headline keys leave out backfill areas)
+            continue
         for sources, protocol, first in groups:
             common = set(first) & set(shown)
             if protocol == entry["protocol"] and common and all(first[k] == shown[k] for k in common):

@@ -7,7 +7,7 @@ import contextlib
 from typing import TYPE_CHECKING, Any
 
 from embridge.core.cli.main import add_common
-from embridge.core.cli.option_types import RUN_ID, SHARE, number
+from embridge.core.cli.option_types import PATH, RUN_ID, SHARE, number
 from embridge.core.errors import EmbridgeError, InputError, first_line
 from embridge.core.evaluation.headline import JUDGED_METRICS, metric_label
 from embridge.core.formatting import format_bytes, format_share
@@ -39,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fail-under", type=_gate_check, action="append", default=[], metavar="METRIC=VALUE",
                    help="release gate, repeatable: exit 1 unless METRIC is at least (= or >=) or at most (<=) "
                         "VALUE, e.g. gain_retained=0.5 or negative_flip_rate<=0.05")
-    p.add_argument("--junit", metavar="FILE", help="write the --fail-under checks as JUnit XML to FILE")
+    p.add_argument("--junit", type=PATH, metavar="FILE", help="write the --fail-under checks as JUnit XML to FILE")
     p.set_defaults(handler=cmd_report)
 
     p = sub.add_parser("plan", help="upgrade options with time, storage and quality, and a recommendation")

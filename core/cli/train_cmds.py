@@ -15,7 +15,7 @@ from embridge.core.formatting import format_share
 from embridge.core.progress import StderrProgress
 from embridge.core.report.number_source import gain_text
 from embridge.core.run_choice import run_choice
-from embridge.core.run_record import cell_protocols, measured_on_lines, protocol_groups
+from embridge.core.run_record import cell_protocols, fitted_text, measured_on_lines, protocol_groups
 from embridge.core.store import Workspace
 from embridge.core.store.records import RUN_KINDS
 
@@ -146,24 +146,6 @@ def _train_text(out: dict[str, Any]) -> str:
         lines.append(out["reason"])
     lines.append(f"adapter #{out['adapter_id']}: {out['adapter_path']}")
     return "\n".join(lines)
-
-
-PAIR_WORDS = {"documents": "document", "queries": "query", "both": "document and query"}
-
-
-def fitted_text(out: dict[str, Any]) -> str:
-    """What a run was fitted on, in the units the record counts: ``pairs["train"]`` is the number of
-    (old, new) vector pairs fitted on (train-fold items of the chosen kind), while the other folds
-    count every item embedded by both models, queries included; none of those are pairs fitted on."""
-    counts = out.get("pairs") if isinstance(out.get("pairs"), dict) else {}
-    kind = PAIR_WORDS.get(str(out.get("pairs_used")))
-    what = f"{kind} pairs" if kind else "pairs"
-    fitted = (f"fitted on {counts['train']} {what} of the train fold" if isinstance(counts.get("train"), int)
-              else f"fitted on {what}")
-    others = [f"{fold} {n}" for fold, n in counts.items() if fold not in ("train", "pairs")]
-    if others:
-        fitted += f"; items per fold embedded by both models (queries included): {', '.join(others)}"
-    return fitted
 
 
 def ceiling_of(metrics: dict[str, Any]) -> tuple[str, Any]:

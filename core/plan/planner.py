@@ -76,7 +76,8 @@ def _alternatives(ws: Workspace, chosen: dict[str, Any]) -> tuple[list[dict[str,
             continue  # a missing or changed file: not offered
         alt = _alternative_quality(ws, row)
         alt.update(name=name, kind=kind, out_dim=row["out_dim"], adapter_bytes=size, run_id=row["run_id"],
-                   k=(row.get("config") or {}).get("k"))
+                   k=(row.get("config") or {}).get("k"),
+                   new_vectors=(row.get("config") or {}).get("new_vectors", True) is not False)
         out.append(alt)
     return out, adapters
 

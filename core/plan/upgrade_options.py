@@ -134,12 +134,13 @@ def layer_option(name: str, kind: str, quality: dict[str, float], rate: float | 
                  floor: float, ceiling: float, source: str, out_dim: int | None = None,
                  adapter_bytes: int | None = None, rerank_k: int | None = None,
                  measured_on: Mapping[str, Any] | None = None, embed_rate: float | None = None,
-                 metric: str = "top1") -> dict[str, Any]:
+                 metric: str = "top1", rerank_new_vectors: bool = True) -> dict[str, Any]:
     """Adapter only / fusion (query side, nothing re-embedded) or a forward transform of the gallery.
 
     ``measured_on``: the protocol of the quality; a cascade's records how many of the gallery items it
     searched were re-ranked by their new-model vectors (``new_vectors``). That share of this gallery is
-    part of what the cascade costs: embedded, and stored beside the old index.
+    part of what the cascade costs: embedded, and stored beside the old index. ``rerank_new_vectors``
+    False: the cascade re-ranks through its layer alone, as it was measured, even where new vectors exist.
     """
     extra_bytes = sizes.adapter_bytes if adapter_bytes is None else adapter_bytes
     per_query = None if not rate else 1e6 / rate
@@ -159,11 +160,13 @@ def layer_option(name: str, kind: str, quality: dict[str, float], rate: float | 
     title = "Fusion (old + mapped new query)" if name == "fusion" else f"Adapter only ({kind})"
     if name == "cascade":
         k = int(rerank_k or 0)
+        rerank = ("with the new query (new vectors where an item has one, else through the layer)"
+                  if rerank_new_vectors else "by layer(new query) against their old vectors (no gallery item's "
+                  "new vector is used, as measured)")
         notes = [f"Nothing is re-embedded; the old index recalls the top {k} for the old query and the new model "
-                 f"re-ranks those {k} with the new query (new vectors where an item has one, else through the "
-                 "layer).", "Serving cost: both encoders during the transition (every query is embedded by both "
-                 f"models) and {k} re-ranked items per query.", source]
-        cost = {"encoders_at_query_time": 2, "reranks_per_query": k}
+                 f"re-ranks those {k} {rerank}.", "Serving cost: both encoders during the transition (every query "
+                 f"is embedded by both models) and {k} re-ranked items per query.", source]
+        cost = {"encoders_at_query_time": 2, "reranks_per_query": k, "rerank_new_vectors": rerank_new_vectors}
         title = f"Cascade (old recall of {k}, new re-rank)"
         new_items, searched = _cascade_new_items(measured_on, sizes.n)
         if new_items:  # measured with new vectors of part of the gallery: they are what it stands on
@@ -296,6 +299,8 @@ def plan_from_report(source: Report | Mapping[str, Any], throughput: Throughput,
     options.append(layer_option(own, kind, up_q, throughput.adapter_items_per_s, sizes, floor, ceiling,
                                 f"Quality: the {up_cell} cell of this report.",
                                 rerank_k=(report.adapter.get("config") or {}).get("k"),
+                                rerank_new_vectors=(report.adapter.get("config") or {}).get("new_vectors", True)
+                                is not False,
                                 measured_on=(report.cells.get(up_cell) or {}).get("protocol"),
                                 embed_rate=throughput.embed_items_per_s, metric=metric))
     floor_protocol = (report.cells.get("old/old") or {}).get("protocol")
@@ -305,7 +310,7 @@ def plan_from_report(source: Report | Mapping[str, Any], throughput: Throughput,
             option = layer_option(alt["name"], alt["kind"], dict(alt["quality"]), alt.get("items_per_s"), sizes,
                                   floor if same else None, ceiling, alt.get("source", ""), alt.get("out_dim"),
                                   alt.get("adapter_bytes"), alt.get("k"), alt.get("measured_on"),
-                                  throughput.embed_items_per_s, metric)
+                                  throughput.embed_items_per_s, metric, alt.get("new_vectors", True) is not False)
             where = (alt.get("measured_on") or {}).get("text") or "queries and a gallery it did not record"
             option["quality_from"] = {"source": alt.get("from") or alt.get("source", ""), "protocol": where,
                                       "comparable": same}

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from embridge.core.connectors.arrow_common import reading_parquet
+from embridge.core.connectors.parquet import plain_vectors
 from embridge.core.errors import InputError
 from embridge.core.models.spec import checkpoint_sha256
 from embridge.core.paths import check_folder_target, check_output
@@ -131,7 +132,8 @@ class ChunkEmbedder:
             inputs = inputs.reshape(len(inputs), *shape)
         vectors = embed_array(self.model, inputs, self.batch_size, device=self.model.device, role=self.role)
         tmp = str(Path(target).parent / f".{Path(target).name}.tmp-{os.getpid()}")
-        pq.write_table(pa.table({"id": pa.array(ids), "vector": vector_array(vectors)}), tmp)
+        table = pa.table({"id": pa.array(ids), "vector": vector_array(vectors)})
+        pq.write_table(table, tmp, **plain_vectors(table.column_names, "vector"))
         os.replace(tmp, target)
         return len(ids)
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from embridge.core.connectors.parquet import plain_vectors
 from embridge.core.connectors.targets import check_database_folder
 from embridge.core.errors import InputError
 from embridge.core.l2 import zero_rows
@@ -142,7 +143,7 @@ def transform_partition(bundle: str, part: Partition | dict[str, Any], target: s
         write_partition(out, Path(target))
     else:
         tmp = str(Path(target).parent / f".{Path(target).name}.tmp-{os.getpid()}")
-        pq.write_table(out, tmp)
+        pq.write_table(out, tmp, **plain_vectors(out.column_names, vec_col))
         os.replace(tmp, target)
     return PartitionResult(part.name, len(old), time.perf_counter() - began, runtime=layer.runtime,
                            torch_loaded=sys.modules.get("torch") is not None)

@@ -98,4 +98,5 @@ def choose_cascade(base: Adapter, data: PairData, k_grid: Sequence[int], new_vec
               f"the {base.kind} layer re-ranks them (the mapped new query against their old vectors; no new "
               "vector of the gallery is used, nothing re-embedded)")
     note = f"cascade: the old index recalls K = {k}, {rerank}: {score:.3f} on {validator.protocol}"
-    return BridgeChoice(CascadeAdapter(base, k, new_vectors).eval(), score, {"k": k}, metrics, note, choice=choice)
+    return BridgeChoice(CascadeAdapter(base, k, new_vectors).eval(), score, {"k": k, "new_vectors": new_vectors},
+                        metrics, note, choice=choice)
