@@ -387,6 +387,22 @@ def test_a_text_opening_with_pages_of_whitespace_keeps_its_words(tmp_path: Path,
         assert np.abs(row - empty).max() > 1e-3
 
 
+def _embedded_with_long_text(tmp_path: Path, capfd: pytest.CaptureFixture[str], folder: Path, long_text: str,
+                             keys: list[str]) -> np.ndarray:
+    """``folder`` added and run over the small workspace plus one item ``long`` holding ``long_text``: the
+    stored vectors of ``keys``."""
+    ws_dir = _workspace(tmp_path / "ws")
+    extra = tmp_path / "long.jsonl"
+    extra.write_text(json.dumps({"key": "long", "text": long_text}) + "\n")
+    with Workspace.open(ws_dir) as ws:
+        import_items(ws, extra, split="gallery")
+    assert main(["model", "add", "-w", str(ws_dir), "--name", "m", "--path", str(folder)]) == 0
+    capfd.readouterr()
+    assert main(["embed", "-w", str(ws_dir), "--model", "m"]) == 0, capfd.readouterr().err
+    with Workspace.open(ws_dir) as ws:
+        return ws.vectors_for("m", ws.ids_for_keys(keys))
+
+
 def tiny_roberta(folder: Path, pad_token_id: int = 1, positions: int = 18) -> Path:
     """A RoBERTa whose position table has ``positions`` rows, of which ``pad_token_id + 1`` are never a
     text's (real RoBERTa: 514 rows for 512 tokens), with a tokenizer that states no length limit."""
@@ -420,18 +436,8 @@ def test_a_roberta_position_table_keeps_its_padding_offset(tmp_path: Path, capfd
         transformer = models.Transformer(str(roberta), max_seq_length=100_000)
         folder = tmp_path / "st"
         SentenceTransformer(modules=[transformer, models.Pooling(16, "mean")], device="cpu").save(str(folder))
-    ws_dir = _workspace(tmp_path / "ws")
     long_text = " ".join(["the old man and the sea"] * 5)  # 30 words, 32 tokens with [CLS] and [SEP]
-    extra = tmp_path / "long.jsonl"
-    extra.write_text(json.dumps({"key": "long", "text": long_text}) + "\n")
-    with Workspace.open(ws_dir) as ws:
-        import_items(ws, extra, split="gallery")
-    assert main(["model", "add", "-w", str(ws_dir), "--name", "r", "--path", str(folder)]) == 0
-    capfd.readouterr()
-    assert main(["embed", "-w", str(ws_dir), "--model", "r"]) == 0, capfd.readouterr().err
-    with Workspace.open(ws_dir) as ws:
-        long_id = ws.ids_for_keys(["long"])
-        stored = ws.vectors_for("r", long_id)[0]
+    stored = _embedded_with_long_text(tmp_path, capfd, folder, long_text, ["long"])[0]
     tokenizer, model = AutoTokenizer.from_pretrained(str(roberta)), AutoModel.from_pretrained(str(roberta)).eval()
     batch = tokenizer([long_text], truncation=True, max_length=16, return_tensors="pt")
     assert batch["input_ids"].shape[1] == 16
@@ -485,17 +491,8 @@ def test_an_onnx_export_without_config_finds_its_position_table(tmp_path: Path,
 
     folder = tiny_onnx(tmp_path / "onnx")
     assert not (folder / "config.json").exists()
-    ws_dir = _workspace(tmp_path / "ws")
     long_text = " ".join(["the old man and the sea"] * 20)  # 120 words: past the 64-row position table
-    extra = tmp_path / "long.jsonl"
-    extra.write_text(json.dumps({"key": "long", "text": long_text}) + "\n")
-    with Workspace.open(ws_dir) as ws:
-        import_items(ws, extra, split="gallery")
-    assert main(["model", "add", "-w", str(ws_dir), "--name", "o", "--path", str(folder)]) == 0
-    capfd.readouterr()
-    assert main(["embed", "-w", str(ws_dir), "--model", "o"]) == 0, capfd.readouterr().err
-    with Workspace.open(ws_dir) as ws:
-        stored = ws.vectors_for("o", ws.ids_for_keys(["long", "k1"]))
+    stored = _embedded_with_long_text(tmp_path, capfd, folder, long_text, ["long", "k1"])
     truncated = " ".join(long_text.split()[:62])  # 62 words + [CLS] and [SEP]: the 64 positions
     expected = reference_embeddings(tmp_path / "onnx-torch", [truncated, TEXTS[1]])
     np.testing.assert_allclose(stored, expected, atol=1e-4)

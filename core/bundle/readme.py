@@ -53,16 +53,19 @@ def cascade_uses_new_vectors(manifest: dict[str, Any]) -> bool:
     return (manifest["adapter"].get("method") or {}).get("new_vectors") is not False
 
 
+def _layer_line(manifest: dict[str, Any]) -> str:
+    """The serving snippet's ``layer`` in the bundle's torch-free runtime, inputs normalised as measured."""
+    x = "unit(q)" if manifest["normalisation"]["input"] == "l2" else "q"
+    if (manifest.get("portable") or {}).get("runtime") == "numpy":
+        return f'layer = lambda q: unit({x} @ p["weight"] + p["bias"])  # the layer above'
+    return f'layer = lambda q: unit(session.run(None, {{"x": {x}}})[0])  # the layer above'
+
+
 def _cascade_section(manifest: dict[str, Any], k: int) -> list[str]:
     """How a cascade is served: the old index recalls K, the new query re-ranks them (as measured)."""
     if not cascade_uses_new_vectors(manifest):
         return _layer_cascade_section(manifest, k)
-    norm = manifest["normalisation"]["input"] == "l2"
-    x = "unit(q)" if norm else "q"
-    if (manifest.get("portable") or {}).get("runtime") == "numpy":
-        layer = f'layer = lambda q: unit({x} @ p["weight"] + p["bias"])  # the layer above'
-    else:
-        layer = f'layer = lambda q: unit(session.run(None, {{"x": {x}}})[0])  # the layer above'
+    layer = _layer_line(manifest)
     return [f"## Serve it as a cascade (K = {k})", "",
             f"This is how the numbers below were measured. Per query: (1) today's search, the **old** model's "
             f"query against the old index, recalls the top {k} items; (2) each of those {k} is re-scored by the "
@@ -90,12 +93,7 @@ def _cascade_section(manifest: dict[str, Any], k: int) -> list[str]:
 
 def _layer_cascade_section(manifest: dict[str, Any], k: int) -> list[str]:
     """A cascade measured re-ranking through the layer alone: nothing of the gallery is re-embedded."""
-    norm = manifest["normalisation"]["input"] == "l2"
-    x = "unit(q)" if norm else "q"
-    if (manifest.get("portable") or {}).get("runtime") == "numpy":
-        layer = f'layer = lambda q: unit({x} @ p["weight"] + p["bias"])  # the layer above'
-    else:
-        layer = f'layer = lambda q: unit(session.run(None, {{"x": {x}}})[0])  # the layer above'
+    layer = _layer_line(manifest)
     return [f"## Serve it as a cascade (K = {k})", "",
             f"This is how the numbers below were measured. Per query: (1) today's search, the **old** model's "
             f"query against the old index, recalls the top {k} items; (2) each of those {k} is re-scored by "
