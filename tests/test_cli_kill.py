@@ -400,7 +400,8 @@ def test_kill_during_bundle_export_then_rerun_gives_a_verified_bundle(
     out = out_dir / "upgrade.zip"
     args = ["bundle", "export", "-w", str(ws_path), "--run", str(run_id), "--out", str(out)]
     child = _start(started, args)
-    child.wait_until(lambda: any(out_dir.iterdir()), "the export's staging folder appeared")
+    # the staging folder, not the write probe (a file made and removed before the run is recorded)
+    child.wait_until(lambda: any(p.is_dir() for p in out_dir.iterdir()), "the export's staging folder appeared")
     child.kill()
 
     assert not out.exists()  # never a half bundle under the final name
