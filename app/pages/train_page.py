@@ -27,19 +27,18 @@ from embridge.app.context import AppContext
 from embridge.app.pages.forms import SettingsForm, scrolled_text, set_combo_items
 from embridge.app.pages.live_curves import LiveCurves
 from embridge.app.pages.live_plot import LivePlot
-from embridge.app.pages.page import Page, fill_table, make_table
+from embridge.app.pages.page import Page, make_table
 from embridge.app.pages.train_result import (
-    JUDGED_COLUMNS,
     RUN_COLUMNS,
     ResultView,
     ended_text,
+    fill_runs_table,
     recorded_text,
     result_text,
     run_row,
 )
 from embridge.app.workers import Job
 from embridge.core.errors import EmbridgeError, InputError
-from embridge.core.evaluation.headline import decides_on_ndcg
 from embridge.core.progress import ProgressFn, StopFn
 from embridge.core.store import Workspace
 
@@ -338,24 +337,7 @@ class TrainPage(Page):
         runs = self.ctx.ws.runs("train")
         selected = self._selected_run()
         self._table_runs = list(reversed(runs))
-        with QSignalBlocker(self.runs_table):  # refilling is no choice of the user's
-            fill_table(self.runs_table, [run_row(r) for r in self._table_runs])
-            self.runs_table.clearSelection()
-            ids = [r["id"] for r in self._table_runs]
-            if selected is not None and selected["id"] in ids:  # the same run stays selected
-                self.runs_table.selectRow(ids.index(selected["id"]))
-        judged = any(decides_on_ndcg(r.get("metrics") or {}) for r in runs)  # the number their criterion is decided on
-        for name in JUDGED_COLUMNS:
-            self.runs_table.setColumnHidden(RUN_COLUMNS.index(name), not judged)
-        from embridge.core.report.number_source import source_of_run
-        from embridge.core.run_record import other_cells_note
-
-        column = RUN_COLUMNS.index("Measured on")
-        for row, run in enumerate(reversed(runs)):  # the full sentences on hover, new/new's too where it differs
-            item = self.runs_table.item(row, column)
-            if item is not None and item.text():
-                lead = source_of_run(run).label()
-                item.setToolTip(lead + other_cells_note(run.get("metrics") or {}, lead))
+        fill_runs_table(self.runs_table, self._table_runs, None if selected is None else selected["id"])
         self._show_recorded(runs)
         self._show_run_text()
         self._models_changed()

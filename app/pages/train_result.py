@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from PySide6.QtWidgets import QFrame, QTextBrowser
+from PySide6.QtCore import QSignalBlocker
+from PySide6.QtWidgets import QFrame, QTableWidget, QTextBrowser
 
-from embridge.core.evaluation.headline import HEADLINE, criterion_text
+from embridge.app.pages.page import fill_table
+from embridge.core.evaluation.headline import HEADLINE, criterion_text, decides_on_ndcg
 from embridge.core.run_record import CELL_NUMBERS, UPGRADED, RunRecord, fitted_text, protocol_groups
 
 RUN_COLUMNS = ["Run", "Method", "Status", "Old/old top-1", "New/new top-1", "Upgraded top-1",
@@ -23,6 +25,30 @@ LABELS = {"old_old_top1": "old old top1", "new_new_top1": "new new top1", "upgra
           "gain_retained": "gain retained", "old_old_ndcg@10": "old/old nDCG@10",
           "new_new_ndcg@10": "new/new nDCG@10", "ndcg@10": "upgraded nDCG@10", "mrr@10": "upgraded MRR@10"}
 
+
+
+def fill_runs_table(table: QTableWidget, runs: list[dict[str, Any]], keep: int | None) -> None:
+    """Refill the runs table with ``runs`` (latest first), the run ``keep`` still selected and no selection
+    signalled (refilling is no choice of the user's); the nDCG@10 columns shown only when a run's criterion
+    is decided on them, each protocol cell's full sentences (new/new's too where it differs) on hover."""
+    from embridge.core.report.number_source import source_of_run
+    from embridge.core.run_record import other_cells_note
+
+    with QSignalBlocker(table):
+        fill_table(table, [run_row(r) for r in runs])
+        table.clearSelection()
+        ids = [r["id"] for r in runs]
+        if keep in ids:
+            table.selectRow(ids.index(keep))
+    judged = any(decides_on_ndcg(r.get("metrics") or {}) for r in runs)
+    for name in JUDGED_COLUMNS:
+        table.setColumnHidden(RUN_COLUMNS.index(name), not judged)
+    column = RUN_COLUMNS.index("Measured on")
+    for row, run in enumerate(runs):
+        item = table.item(row, column)
+        if item is not None and item.text():
+            lead = source_of_run(run).label()
+            item.setToolTip(lead + other_cells_note(run.get("metrics") or {}, lead))
 
 def run_row(run: dict[str, Any]) -> list[Any]:
     """One row of the runs table: the method actually fitted, the numbers and where they come from."""

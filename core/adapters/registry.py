@@ -16,6 +16,7 @@ from embridge.core.adapters.fusion import FusionAdapter
 from embridge.core.adapters.heads import BT2Adapter
 from embridge.core.adapters.linear import AffineAdapter, LowRankAdapter, ProcrustesAdapter
 from embridge.core.adapters.mlp import BCTAdapter, FCTAdapter, MLPAdapter
+from embridge.core.cascade_rerank import reranks_by_new_vectors
 
 
 @dataclass(frozen=True)
@@ -114,7 +115,7 @@ def build_adapter(kind: str, config: dict[str, Any]) -> Adapter:
     if kind == "cascade":
         base = config["base"]
         return CascadeAdapter(build_adapter(base["kind"], base["config"]), config.get("k", 20),
-                              bool(config.get("new_vectors", True)))
+                              reranks_by_new_vectors(config))
     if kind not in ADAPTER_CLASSES:
         raise KeyError(f"unknown adapter kind {kind!r}")
     return ADAPTER_CLASSES[kind](**config)

@@ -77,9 +77,9 @@ def backfill_protocol(ws: Workspace, report: dict[str, Any]) -> str:
         text = cell["protocol"]["text"] if isinstance(cell, dict) else None
     except (KeyError, TypeError):
         text = None
-    where = text if isinstance(text, str) and text else UNRECORDED
-    return f"the partial-backfill curves (area under top-1 over the backfilled share β) on {where}" \
-        if where != UNRECORDED else where
+    if not (isinstance(text, str) and text):
+        return UNRECORDED
+    return f"the partial-backfill curves (area under top-1 over the backfilled share β) on {text}"
 
 
 def run_measurement(run: dict[str, Any]) -> dict[str, Any]:

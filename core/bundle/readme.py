@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from embridge.core.bundle.measured import chain_step_lines, measured_lines, renamed_line, verdict_line
+from embridge.core.cascade_rerank import reranks_by_new_vectors
 
 
 def _usage(manifest: dict[str, Any]) -> list[str]:
@@ -50,7 +51,7 @@ def cascade_k(manifest: dict[str, Any]) -> int | None:
 
 def cascade_uses_new_vectors(manifest: dict[str, Any]) -> bool:
     """Whether the cascade was measured re-ranking by stored new vectors (bundles before the field: yes)."""
-    return (manifest["adapter"].get("method") or {}).get("new_vectors") is not False
+    return reranks_by_new_vectors(manifest["adapter"].get("method"))
 
 
 def _layer_line(manifest: dict[str, Any]) -> str:
@@ -62,57 +63,42 @@ def _layer_line(manifest: dict[str, Any]) -> str:
 
 
 def _cascade_section(manifest: dict[str, Any], k: int) -> list[str]:
-    """How a cascade is served: the old index recalls K, the new query re-ranks them (as measured)."""
-    if not cascade_uses_new_vectors(manifest):
-        return _layer_cascade_section(manifest, k)
-    layer = _layer_line(manifest)
-    return [f"## Serve it as a cascade (K = {k})", "",
-            f"This is how the numbers below were measured. Per query: (1) today's search, the **old** model's "
-            f"query against the old index, recalls the top {k} items; (2) each of those {k} is re-scored by the "
-            "**new** model's query: against the item's new vector where the gallery already has one, else "
-            "`layer(new query)` against the item's old vector; (3) the re-scored items, best first, are the "
-            "answer. Both encoders embed every query during the transition. Do not search the whole old "
-            "gallery with `layer(new query)` alone: that is not the system measured here and can rank worse "
-            "than today's search.", "",
-            "```python", layer, f"K = {k}",
-            "def cascade_search(old_q, new_q, old_gallery, new_gallery=None, has_new=None, k=K):",
-            '    """Gallery rows per query, best first: the old index\'s top k re-ranked by the new model."""',
-            "    og = unit(old_gallery)",
-            "    # stage one: today's search (your old index's top k for the old query)",
-            "    recalled = np.argsort(-(unit(old_q) @ og.T), axis=1, kind=\"stable\")[:, :k]",
-            "    scores = np.einsum(\"qd,qkd->qk\", layer(new_q), og[recalled])",
-            "    if new_gallery is not None:  # re-embedded items: the new query against their new vector",
-            "        direct = np.einsum(\"qd,qkd->qk\", unit(new_q), unit(new_gallery)[recalled])",
-            "        scores = np.where(has_new[recalled], direct, scores)",
-            "    order = np.argsort(-scores, axis=1, kind=\"stable\")",
-            "    return np.take_along_axis(recalled, order, axis=1)",
-            "```", "",
-            "`old_q`, `new_q`: the same queries embedded by the old and the new model; `new_gallery`: the new "
-            "model's vectors in gallery row order, `has_new[j]` true where row j has one.", ""]
-
-
-def _layer_cascade_section(manifest: dict[str, Any], k: int) -> list[str]:
-    """A cascade measured re-ranking through the layer alone: nothing of the gallery is re-embedded."""
-    layer = _layer_line(manifest)
-    return [f"## Serve it as a cascade (K = {k})", "",
-            f"This is how the numbers below were measured. Per query: (1) today's search, the **old** model's "
-            f"query against the old index, recalls the top {k} items; (2) each of those {k} is re-scored by "
-            "`layer(new query)` against the item's old vector; (3) the re-scored items, best first, are the "
-            "answer. No item's new vector was used, so nothing of the gallery needs re-embedding; both "
-            "encoders embed every query during the transition. Do not search the whole old gallery with "
-            "`layer(new query)` alone: that is not the system measured here and can rank worse than today's "
-            "search.", "",
-            "```python", layer, f"K = {k}",
-            "def cascade_search(old_q, new_q, old_gallery, k=K):",
-            '    """Gallery rows per query, best first: the old index\'s top k re-ranked through the layer."""',
-            "    og = unit(old_gallery)",
-            "    # stage one: today's search (your old index's top k for the old query)",
-            "    recalled = np.argsort(-(unit(old_q) @ og.T), axis=1, kind=\"stable\")[:, :k]",
-            "    scores = np.einsum(\"qd,qkd->qk\", layer(new_q), og[recalled])",
-            "    order = np.argsort(-scores, axis=1, kind=\"stable\")",
-            "    return np.take_along_axis(recalled, order, axis=1)",
-            "```", "",
-            "`old_q`, `new_q`: the same queries embedded by the old and the new model.", ""]
+    """How a cascade is served: the old index recalls K, the new query re-ranks them (as measured: by
+    stored new vectors where the gallery has them, or through the layer alone)."""
+    by_new = cascade_uses_new_vectors(manifest)
+    if by_new:
+        step = ("**new** model's query: against the item's new vector where the gallery already has one, else "
+                "`layer(new query)` against the item's old vector")
+        answer = "answer. Both encoders embed every query during the transition."
+        signature, how = "old_gallery, new_gallery=None, has_new=None, k=K", "by the new model"
+    else:
+        step = "`layer(new query)` against the item's old vector"
+        answer = ("answer. No item's new vector was used, so nothing of the gallery needs re-embedding; both "
+                  "encoders embed every query during the transition.")
+        signature, how = "old_gallery, k=K", "through the layer"
+    lines = [f"## Serve it as a cascade (K = {k})", "",
+             f"This is how the numbers below were measured. Per query: (1) today's search, the **old** model's "
+             f"query against the old index, recalls the top {k} items; (2) each of those {k} is re-scored by "
+             f"{'the ' if by_new else ''}{step}; (3) the re-scored items, best first, are the {answer} Do not "
+             "search the whole old gallery with `layer(new query)` alone: that is not the system measured here "
+             "and can rank worse than today's search.", "",
+             "```python", _layer_line(manifest), f"K = {k}",
+             f"def cascade_search(old_q, new_q, {signature}):",
+             f'    """Gallery rows per query, best first: the old index\'s top k re-ranked {how}."""',
+             "    og = unit(old_gallery)",
+             "    # stage one: today's search (your old index's top k for the old query)",
+             "    recalled = np.argsort(-(unit(old_q) @ og.T), axis=1, kind=\"stable\")[:, :k]",
+             "    scores = np.einsum(\"qd,qkd->qk\", layer(new_q), og[recalled])"]
+    if by_new:
+        lines += ["    if new_gallery is not None:  # re-embedded items: the new query against their new vector",
+                  "        direct = np.einsum(\"qd,qkd->qk\", unit(new_q), unit(new_gallery)[recalled])",
+                  "        scores = np.where(has_new[recalled], direct, scores)"]
+    return lines + ["    order = np.argsort(-scores, axis=1, kind=\"stable\")",
+                    "    return np.take_along_axis(recalled, order, axis=1)",
+                    "```", "",
+                    "`old_q`, `new_q`: the same queries embedded by the old and the new model"
+                    + ("; `new_gallery`: the new model's vectors in gallery row order, `has_new[j]` true where row j "
+                       "has one." if by_new else "."), ""]
 
 
 def _purpose(manifest: dict[str, Any]) -> str:

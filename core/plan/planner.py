@@ -12,6 +12,7 @@ from typing import Any
 
 from embridge.core.adapters import load_adapter
 from embridge.core.adapters.adapter import Adapter
+from embridge.core.cascade_rerank import reranks_by_new_vectors
 from embridge.core.errors import EmbridgeError
 from embridge.core.jobs import check_device_option
 from embridge.core.plan.plan_record import Plan
@@ -77,7 +78,7 @@ def _alternatives(ws: Workspace, chosen: dict[str, Any]) -> tuple[list[dict[str,
         alt = _alternative_quality(ws, row)
         alt.update(name=name, kind=kind, out_dim=row["out_dim"], adapter_bytes=size, run_id=row["run_id"],
                    k=(row.get("config") or {}).get("k"),
-                   new_vectors=(row.get("config") or {}).get("new_vectors", True) is not False)
+                   new_vectors=reranks_by_new_vectors(row.get("config")))
         out.append(alt)
     return out, adapters
 

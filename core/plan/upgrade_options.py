@@ -27,11 +27,13 @@ from typing import Any
 
 import numpy as np
 
+from embridge.core.cascade_rerank import reranks_by_new_vectors
 from embridge.core.errors import InputError
 from embridge.core.evaluation.compat import gain_note, gain_retained
 from embridge.core.evaluation.headline import metric_label
 from embridge.core.formatting import format_share
 from embridge.core.plan.decision import decision_metric
+from embridge.core.plan.option_galleries import gallery_words, name_galleries
 from embridge.core.plan.plan_reason import LAYER_OPTIONS, plan_reason
 from embridge.core.plan.plan_record import Plan
 from embridge.core.plan.throughput import Throughput
@@ -255,24 +257,6 @@ def partial_option(report: Report, tp: Throughput, sizes: _Sizes, floor: float, 
     return option, notes
 
 
-def gallery_words(protocol: Any) -> str | None:
-    """'the whole gallery (20000 items)': the gallery a protocol searched, short enough for a table cell."""
-    if not isinstance(protocol, Mapping) or not protocol.get("gallery") or protocol.get("n_gallery") is None:
-        return None
-    return f"{protocol['gallery']} ({protocol['n_gallery']} items)"
-
-
-def _name_galleries(options: list[dict[str, Any]], report: Report, up_cell: str, ceil_cell: str) -> None:
-    """Each option's ``measured_gallery``: its quality may come from the whole gallery (old/old, the layer)
-    or from the evaluation sample (new/new, the partial-backfill curves), so a table row says which."""
-    cell = {name: (report.cells.get(name) or {}).get("protocol") for name in ("old/old", up_cell, ceil_cell)}
-    own = {"stay": cell["old/old"], options[1]["name"]: cell[up_cell], "partial_backfill": cell[ceil_cell],
-           "full_backfill": cell[ceil_cell]}
-    for option in options:
-        if "measured_gallery" not in option:  # another run's layer names its own, where it is added
-            option["measured_gallery"] = gallery_words(own.get(option["name"]))
-
-
 def plan_from_report(source: Report | Mapping[str, Any], throughput: Throughput, *, fraction: float | None = None,
                      gain_threshold: float = 0.9, target_share: float = 0.95,
                      alternatives: Sequence[Mapping[str, Any]] = ()) -> Plan:
@@ -299,8 +283,7 @@ def plan_from_report(source: Report | Mapping[str, Any], throughput: Throughput,
     options.append(layer_option(own, kind, up_q, throughput.adapter_items_per_s, sizes, floor, ceiling,
                                 f"Quality: the {up_cell} cell of this report.",
                                 rerank_k=(report.adapter.get("config") or {}).get("k"),
-                                rerank_new_vectors=(report.adapter.get("config") or {}).get("new_vectors", True)
-                                is not False,
+                                rerank_new_vectors=reranks_by_new_vectors(report.adapter.get("config")),
                                 measured_on=(report.cells.get(up_cell) or {}).get("protocol"),
                                 embed_rate=throughput.embed_items_per_s, metric=metric))
     floor_protocol = (report.cells.get("old/old") or {}).get("protocol")
@@ -310,7 +293,7 @@ def plan_from_report(source: Report | Mapping[str, Any], throughput: Throughput,
             option = layer_option(alt["name"], alt["kind"], dict(alt["quality"]), alt.get("items_per_s"), sizes,
                                   floor if same else None, ceiling, alt.get("source", ""), alt.get("out_dim"),
                                   alt.get("adapter_bytes"), alt.get("k"), alt.get("measured_on"),
-                                  throughput.embed_items_per_s, metric, alt.get("new_vectors", True) is not False)
+                                  throughput.embed_items_per_s, metric, reranks_by_new_vectors(alt))
             where = (alt.get("measured_on") or {}).get("text") or "queries and a gallery it did not record"
             option["quality_from"] = {"source": alt.get("from") or alt.get("source", ""), "protocol": where,
                                       "comparable": same}
@@ -328,7 +311,7 @@ def plan_from_report(source: Report | Mapping[str, Any], throughput: Throughput,
                            sizes.n * sizes.d_full * sizes.b_new, sizes.n, ceil_q, floor, ceiling,
                            [f"Re-embeds all {sizes.n} gallery items with the new model; quality is the {ceil_cell} "
                             "cell of this report."], metric))
-    _name_galleries(options, report, up_cell, ceil_cell)
+    name_galleries(options, report, up_cell, ceil_cell)
     by_item = report.sizes.get("relevance") == "item"
     new_better = True if by_item else ceiling > floor  # without labels: the premise of the upgrade
     for opt in options:

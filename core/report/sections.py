@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from embridge.core.adapters.registry import METHODS
+from embridge.core.cascade_rerank import reranks_by_new_vectors
 from embridge.core.evaluation.compat import NOT_BETTER, arr, compare, gain_retained
 from embridge.core.evaluation.headline import headline_metrics as plan_headline_metrics
 from embridge.core.evaluation.headline import weighed
@@ -232,7 +233,7 @@ def _serving_words(kind: str, method: dict[str, Any]) -> str:
         return (f"Fusion with α = {alpha:g}: each query scores with {alpha:g} × the old query + {1 - alpha:g} × the "
                 "mapped new query; both encoders are needed during the transition.")
     if kind == "cascade" and method.get("k") is not None:
-        rerank = ("the new model re-ranks them" if method.get("new_vectors") is not False else
+        rerank = ("the new model re-ranks them" if reranks_by_new_vectors(method) else
                   "the new model re-ranks them through the layer (no gallery item re-embedded)")
         return (f"Cascade with K = {int(method['k'])}: the old index recalls {int(method['k'])} items per query and "
                 f"{rerank}; both encoders are needed during the transition.")
