@@ -216,7 +216,8 @@ def read_csv_texts(path: Path, key_col: str | None = None, text_col: str = "text
         if "unexpected end of data" in str(exc):  # strict mode at the end of the file inside quotes
             opened = _open_quote_line(path, read + 1, csv.get_dialect(dialect))
             raise ImportDataError(path, f"line {opened}: a quoted field starts here and is never closed (its "
-                                  "closing '\"' is missing, so it would take in every later line)") from None
+                                  "closing '\"' is missing, so it would take in every later line); if the quote is part of the "
+                                  "text, quote the whole field and double the quote inside it, or import JSONL") from None
         raise ImportDataError(path, f"{line}malformed CSV ({exc})") from None
     where = [f"line {line} (record {n})" for n, line in enumerate(lines, start=1)]
     for row, at in zip(rows, where, strict=True):

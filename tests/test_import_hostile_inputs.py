@@ -167,6 +167,7 @@ def test_a_csv_quote_left_open_is_refused_naming_its_line(ws: Path, tmp_path: Pa
     out, err = capsys.readouterr()
     _assert_refused(code, out, err, f"embridge: error: {bad}: line {line}: a quoted field starts here and is "
                     "never closed")
+    assert "double the quote inside it, or import JSONL" in err  # a TSV whose text merely opens with '"' learns how
     assert _state(ws) == before
 
 
