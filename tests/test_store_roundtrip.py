@@ -326,6 +326,14 @@ def test_folds_round_trip_and_reassign(ws: Workspace) -> None:
     assert ws.folds() == {i: ("train" if n < 4 else "test") for n, i in enumerate(ids)}
     ws.set_folds({ids[0]: "val"}, seed=8)
     assert ws.folds()[ids[0]] == "val" and len(ws.folds()) == 6
+    by_fold = ws.fold_ids()
+    assert {f: a.tolist() for f, a in by_fold.items()} == {"test": ids[4:], "train": ids[1:4], "val": ids[:1]}
+    assert all(a.dtype == np.int64 for a in by_fold.values())
+
+
+def test_fold_ids_of_a_workspace_without_folds_is_empty(ws: Workspace) -> None:
+    ws.add_items(_items(3))
+    assert ws.fold_ids() == {}
 
 
 def test_one_workspace_shared_by_threads_keeps_transactions_apart(ws: Workspace) -> None:

@@ -79,8 +79,8 @@ def split_pairs(ws: Workspace, old: str, new: str, seed: int = 0,
         raise InputError(f"models '{old}' and '{new}'",
                          f"only {len(ids)} items have vectors under both; embed at least {MIN_PAIRS} "
                          f"items with both models (e.g. 'embridge embed --model {new} --sample 2000')")
-    stored = ws.folds()
-    missing = np.array([i for i in ids if int(i) not in stored], dtype=np.int64)
+    stored = ws.fold_ids()
+    missing = np.setdiff1d(ids, np.concatenate([np.zeros(0, np.int64), *stored.values()]))
     if len(missing):
         queries = intersect_ids(missing, ws.query_ids())
         fresh = query_folds(ws, queries)
@@ -89,8 +89,9 @@ def split_pairs(ws: Workspace, old: str, new: str, seed: int = 0,
         fresh.update({int(i): fold for fold, part in zip(FOLDS, np.split(order, cuts), strict=True) for i in part})
     else:
         fresh = {}
-    assigned = {**stored, **fresh}
-    by_fold = {f: np.array(sorted(int(i) for i in ids if assigned[int(i)] == f), dtype=np.int64) for f in FOLDS}
+    by_fold = {f: np.union1d(intersect_ids(ids, stored.get(f, np.zeros(0, np.int64))),
+                             np.array([i for i, fold in fresh.items() if fold == f], dtype=np.int64))
+               for f in FOLDS}
     for fold in FOLDS:
         if len(by_fold[fold]) < 2:
             raise InputError(f"models '{old}' and '{new}'", f"the {fold} split has {len(by_fold[fold])} pairs; "

@@ -89,16 +89,14 @@ def heldout_queries(ws: Workspace, models: Sequence[str], seed: int = 0) -> tupl
     label = "models " + ", ".join(f"'{m}'" for m in models)
     both = ids_under_all(ws, models)
     split_pairs(ws, models[0], models[1], seed)  # assigns (and keeps) folds for these items
-    folds = ws.folds()
+    test = ws.fold_ids().get("test", np.zeros(0, dtype=np.int64))
     judged = _judged_query_set(ws, "test", intersect_ids(both, ws.query_ids()))
     if judged.ids.size:
         return judged, "judged test queries"
-    queries = np.array([i for i in intersect_ids(both, ws.query_ids()) if folds.get(int(i)) == "test"],
-                       dtype=np.int64)
+    queries = intersect_ids(intersect_ids(both, ws.query_ids()), test).astype(np.int64, copy=False)
     if queries.size:
         return QuerySet(f"test queries (query split{_judged_but_unembedded(ws, 'test')})", queries), "query split"
-    queries = np.array([i for i in ws.gallery_among(both) if folds.get(int(i)) == "test"],
-                       dtype=np.int64)
+    queries = intersect_ids(ws.gallery_among(both), test).astype(np.int64, copy=False)
     if queries.size == 0:
         raise InputError(label, "no query items and no test fold with vectors under every model; "
                          "import queries with --split query and embed them with each model")
@@ -106,8 +104,7 @@ def heldout_queries(ws: Workspace, models: Sequence[str], seed: int = 0) -> tupl
 
 
 def _without_train(ws: Workspace, ids: np.ndarray) -> tuple[np.ndarray, int]:
-    folds = ws.folds()
-    keep = np.array([folds.get(int(i)) != "train" for i in ids], dtype=bool)
+    keep = ~np.isin(ids, ws.fold_ids().get("train", np.zeros(0, dtype=np.int64)))
     return ids[keep], int((~keep).sum())
 
 

@@ -152,8 +152,10 @@ def evaluation_sample(ws: Workspace, models: Sequence[str], heldout_gallery: boo
     ``tasks``: those :func:`upgrade_tasks` already gave for these models, settings and seed."""
     tasks = tasks or upgrade_tasks(ws, models, heldout_gallery, seed)
     queries, gallery, full = tasks.sample.queries.ids, tasks.sample.gallery.ids, tasks.full.gallery.ids
-    folds = ws.folds()
-    fold_of = np.array([folds.get(int(i), "") for i in gallery], dtype=object)
+    folds = ws.fold_ids()
+
+    def in_fold(name: str) -> int:
+        return int(np.isin(gallery, folds.get(name, np.zeros(0, dtype=np.int64))).sum())
 
     def keys(ids: np.ndarray) -> list[str]:
         return ws.keys_of(ids)
@@ -161,6 +163,6 @@ def evaluation_sample(ws: Workspace, models: Sequence[str], heldout_gallery: boo
     return EvalSample(tasks=tasks, query_keys=keys(queries), gallery_keys=keys(gallery),
                       query_labels=ws.labels(queries), gallery_labels=ws.labels(gallery),
                       full_keys=keys(full), full_labels=ws.labels(full),
-                      gallery_train_fold=int((fold_of == "train").sum()), gallery_val_fold=int((fold_of == "val").sum()),
+                      gallery_train_fold=in_fold("train"), gallery_val_fold=in_fold("val"),
                       queries_added=int(np.isin(np.unique(queries), ws.query_ids()).sum())
                       if tasks.sample.rule.source == "own item" else 0)
