@@ -27,7 +27,8 @@ SETTING_HELP: dict[str, str] = {
     "align_weight": "Weight of the term that keeps new vectors close to the old classifier's space.",
     "influence_weight": "Weight of the old classifier's loss on new vectors (backward-compatible training).",
     "logit_scale": "Scale of the classifier logits in the compatibility loss.",
-    "extra_dims": "Extra dimensions the head adds beyond the old model's.",
+    "extra_dims": "Extra dimensions the head adds to the new model's (at least old minus new dimensions: "
+                  "raised to that when the old model is wider).",
 }
 
 

@@ -67,3 +67,30 @@ def test_auto_cancelled_keeps_what_finished(data: PairData) -> None:
     assert result.status == "cancelled"
     assert [c["kind"] for c in result.candidates] == ["procrustes", "lowrank"]
     assert result.adapter is not None and "stopped early by the user" in result.reason
+
+
+def test_a_candidate_that_raises_is_its_own_failed_row_and_the_others_are_still_compared(data: PairData) -> None:
+    """One candidate raising threw away every candidate fitted before it (exit 3 after minutes of fits)."""
+
+    def fit_one(kind: str, *args: Any, **kwargs: Any) -> Any:
+        if kind == "affine":
+            raise ValueError("a head too narrow for the old space")
+        return fit_adapter(kind, *args, **kwargs)
+
+    from embridge.core.train import auto, fit
+
+    settings = {"candidates": ["procrustes", "affine"], "device": "cpu"}
+    _, resolved = fit.resolve_config("auto", settings)
+    result = auto.fit_auto(data, resolved, settings, lambda *a: None, lambda: False, fit_one, fit._val)
+    rows = {c["kind"]: c for c in result.candidates}
+    assert rows["affine"]["status"] == "failed" and rows["procrustes"]["status"] == "completed"
+    assert rows["affine"]["reason"] == "ValueError: a head too narrow for the old space"
+    assert result.status == "completed" and result.kind == "procrustes" and result.adapter is not None
+
+    def always(kind: str, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError(f"{kind} broke")
+
+    failed = auto.fit_auto(data, resolved, settings, lambda *a: None, lambda: False, always, fit._val)
+    assert failed.status == "failed" and failed.adapter is None
+    assert failed.reason == ("every candidate failed (procrustes: RuntimeError: procrustes broke; "
+                             "affine: RuntimeError: affine broke)")

@@ -75,3 +75,17 @@ def test_sampled_softmax_heads_pass_the_criterion(kind: str) -> None:
     ev = evaluate_heldout(result.adapter, te.old, te.new, te.labels)
     assert result.status == "completed" and ev["compatible"] is True
     assert ev["upgraded_top1"] > ev["old_old_top1"] + 0.04  # seed 0: +0.094 (bct), +0.075 (bt2)
+
+
+def test_bt2_with_a_new_model_narrower_than_the_old_widens_enough_to_hold_the_old_space() -> None:
+    """Old 72-d, new 24-d: the default 32 extra dims (24 + 32 < 72) raised ValueError; the head now
+    adds old - new dims, so its first 72 outputs hold the old space, and it beats old/old (held-out
+    top-1 minus old/old, seeds 0-2: +0.040, +0.085, +0.030)."""
+    pair = class_structured_pair(2_000, 100, 72, 24, 40, seed=0, latent_dim=16)
+    tr, va, te = pair.splits((0.5, 0.25, 0.25), seed=0)
+    data = PairData(tr.old, tr.new, va.old, va.new, tr.labels, va.labels)
+    result = fit_adapter("bt2", data, {"epochs": 4, "device": "cpu", "seed": 0, "batch_size": 64})
+    assert result.status == "completed"
+    assert (result.adapter.in_dim, result.adapter.out_dim, result.adapter.old_dims) == (24, 72, 72)
+    ev = evaluate_heldout(result.adapter, te.old, te.new, te.labels)
+    assert ev["upgraded_top1"] > ev["old_old_top1"] + 0.02

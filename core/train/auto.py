@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from embridge.core.adapters.registry import METHODS, canonical_kind
-from embridge.core.errors import InputError
+from embridge.core.errors import DeviceError, InputError
 from embridge.core.evaluation.choice import choose
 from embridge.core.progress import ProgressFn, StopFn
 from embridge.core.train.bridges import BridgeChoice, ValFn, cascade_ready, choose_cascade, choose_fusion
@@ -90,6 +90,19 @@ def _row(r: FitResult, **extra: Any) -> dict[str, Any]:
             "evaluations": len(r.metrics), **extra}
 
 
+def _fit_candidate(fit_one: Callable[..., FitResult], kind: str, *args: Any) -> FitResult:
+    """One candidate's fit; its failure is that candidate's row (failed, with the error), not the end of
+    the run, so the candidates already fitted are still compared. An absent device fails every one: raised."""
+    start = time.perf_counter()
+    try:
+        return fit_one(kind, *args)
+    except DeviceError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - recorded in the candidate's row and the run's table
+        return FitResult(kind, None, "failed", f"{type(exc).__name__}: {exc}",
+                         duration_s=time.perf_counter() - start)
+
+
 def fit_auto(
     data: PairData,
     settings: dict[str, Any],
@@ -123,7 +136,7 @@ def fit_auto(
             share = int(UNITS * done / total) if total else UNITS
             progress(i * UNITS + share, steps * UNITS, {**info, "candidate": cand})
 
-        results.append(fit_one(cand, data, cfg, sub, stop, budget.over))
+        results.append(_fit_candidate(fit_one, cand, data, cfg, sub, stop, budget.over))
         if results[-1].status == "cancelled":
             break
     cancelled = any(r.status == "cancelled" for r in results)
@@ -143,7 +156,9 @@ def fit_auto(
                 usable.append(fitted)
             progress((len(runnable) + j + 1) * UNITS, steps * UNITS, {"candidate": bridge})
     if not usable:
-        reason = "cancelled before any candidate finished" if cancelled else "every candidate failed"
+        failures = "; ".join(f"{r.kind}: {r.reason}" for r in results if r.status == "failed" and r.reason)
+        reason = ("cancelled before any candidate finished" if cancelled
+                  else "every candidate failed" + (f" ({failures})" if failures else ""))
         return FitResult("auto", None, "cancelled" if cancelled else "failed", reason, candidates=table,
                          duration_s=time.perf_counter() - start, config=settings, budget=budget.record(table))
     # on equal scores the earlier (simpler, cheaper to serve) candidate wins: layers come before bridges

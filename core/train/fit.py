@@ -210,7 +210,8 @@ def build_for_training(kind: str, data: PairData, s: dict[str, Any]) -> tuple[Ad
                                        s["softmax_classes"], s["seed"]), labels
     if kind == "bt2":
         class_ids, labels = _labels_for(kind, data)
-        adapter = BT2Adapter(data.new_dim, data.new_dim + s["extra_dims"], data.old_dim, s["hidden"])
+        adapter = BT2Adapter(data.new_dim, data.new_dim + bt2_extra_dims(s["extra_dims"], data.old_dim, data.new_dim),
+                             data.old_dim, s["hidden"])
         if not adapter.init_from_linear(_ridge_new_old(data), new):
             adapter.init_from_procrustes(procrustes_from_moments(data.moments(gram_out=False)), new)
         centre, protos = class_prototypes(old, labels, len(class_ids), data.old_classifier, class_ids)
@@ -223,6 +224,12 @@ def build_for_training(kind: str, data: PairData, s: dict[str, Any]) -> tuple[Ad
         adapter.init_from_data(source, _ridge(source, new))
         return adapter, PairObjective(s["loss"], s["temperature"], True), labels
     raise InputError("method", f"'{kind}' is not a trainable method")
+
+
+def bt2_extra_dims(asked: int, old_dim: int, new_dim: int) -> int:
+    """The dims BT² adds to the new vector: as asked, but at least old - new, since the head's first
+    old-dim outputs are the old-compatible ones and must fit in new + extra."""
+    return max(int(asked), old_dim - new_dim)
 
 
 def _backward_objective(data: PairData, s: dict[str, Any]) -> nn.Module:
