@@ -40,3 +40,9 @@ def format_duration(seconds: float | None) -> str:
     if seconds < 120:
         return f"about {seconds:.1f} s"
     return f"about {seconds / 60:.0f} min" if seconds < 7200 else f"about {seconds / 3600:.1f} h"
+
+
+def sample_floor_text(value: object) -> str:
+    """', old/old on the evaluation sample 63.4%' where new/new searched a sample of the gallery (what the
+    new model is compared with and its gain measured from), else ''."""
+    return "" if value is None else f", old/old on the evaluation sample {format_share(value)}"

@@ -87,7 +87,7 @@ UPGRADED_CELLS = ("new→old", "new/fct(old)")  # backward layers search the old
 CELL_NUMBERS: dict[str, tuple[str, ...]] = {  # the held-out numbers each cell measured
     OLD_OLD: ("old_old_top1", "old_old_ndcg@10"),
     UPGRADED: ("upgraded_top1", "gain_retained", "ndcg@10", "mrr@10"),
-    NEW_NEW: ("new_new_top1", "new_new_ndcg@10"),
+    NEW_NEW: ("new_new_top1", "old_old_sample_top1", "new_new_ndcg@10", "old_old_sample_ndcg@10"),
 }
 
 

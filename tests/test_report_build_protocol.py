@@ -164,3 +164,48 @@ def test_own_item_relevance_refuses_fusion_and_names_what_a_forward_layer_finds(
         auto = train_run(ws, "auto", device="cpu", config={"candidates": ["procrustes", "affine", "fusion"]})
     # old/old finds its own vectors (1.000) on own-item validation: not a bar the winner "is NOT above"
     assert "which is no bar on own-item validation" in auto["reason"] and "NOT above" not in auto["reason"]
+
+
+def _sampled_workspace(path: Path, seed: int = 0, n: int = 2000, classes: int = 50, n_queries: int = 300,
+                       share: float = 0.1) -> Workspace:
+    """Labelled queries and a gallery of ``n`` items; the new model (a rotation of the old space, a little
+    less noisy) embedded only a ``share`` of the gallery, so new/new searches a sample 10x smaller."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, classes, n + n_queries)
+    centres = rng.standard_normal((classes, 16))
+    old = centres[labels] + 0.9 * rng.standard_normal((n + n_queries, 16))
+    new = (centres @ np.linalg.qr(rng.standard_normal((16, 16)))[0])[labels] + 0.85 * rng.standard_normal(old.shape)
+    ws = Workspace.create(path)
+    ids = np.asarray(ws.add_items([{"key": f"k{i}", "label": str(labels[i]), "split": "query" if i >= n else "gallery"}
+                                   for i in range(n + n_queries)]))
+    embedded = np.sort(np.r_[rng.choice(n, int(share * n), replace=False), np.arange(n, n + n_queries)])
+    for name, role, vectors, rows in (("o", "old", old, np.arange(n + n_queries)), ("n", "new", new, embedded)):
+        spec = {"name": name, "kind": "vectors", "modality": "vector", "dim": 16, "sha256": "0" * 64, "path": ""}
+        ws.add_model(name, role, spec, None)
+        ws.add_vector_set(name, ids[rows], vectors[rows].astype(np.float32))
+    return ws
+
+
+def test_the_new_model_is_compared_with_old_old_on_its_own_gallery(tmp_path: Path) -> None:
+    """new/new can only search the 200-item sample; old/old searched all 2,000 items, where more items
+    of each class lift top-1 (0.780 against 0.634 on the sample). new/new's 0.739 was compared with the
+    whole gallery's 0.780: "not better, stay", for a new model that is better on the gallery both
+    searched. Whether it is better, and the backfill's gain, are now measured on the sample."""
+    from embridge.core.plan.throughput import Throughput
+    from embridge.core.plan.upgrade_options import plan_from_report
+
+    with _sampled_workspace(tmp_path / "ws") as ws:
+        train_run(ws, "affine", device="cpu")
+        report = build_report(ws, None, ReportOptions(backfill_steps=5, n_boot=50), write=False)
+    h = report.headline
+    oo, oo_sample, cc, up = h["old_old_top1"], h["old_old_sample_top1"], h["ceiling_top1"], h["upgraded_top1"]
+    assert oo_sample < cc < oo  # the trap: the ceiling sits below the whole gallery's old/old
+    assert report.backfill["old_old"]["metrics"]["top1"] == oo_sample  # one number for old/old on the sample
+    assert report.comparison["top1"]["old_old_sample"] == oo_sample
+    assert h["gain_retained"] == pytest.approx((up - oo) / (cc - oo_sample))
+    assert h["gain_retained_note"] is None
+    assert not any("not better" in line for line in report.verdicts)
+    plan = plan_from_report(report, Throughput(embed_items_per_s=100.0, adapter_items_per_s=1e5, device="cpu"))
+    assert plan.new_better is True and plan.recommendation != "stay"
+    full = next(o for o in plan.options if o["name"] == "full_backfill")
+    assert full["passes_criterion"] is True and full["gain_retained"] == pytest.approx(1.0)

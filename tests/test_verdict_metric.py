@@ -66,7 +66,7 @@ def test_check_calls_an_unfinished_checkpoint_unfinished_not_running() -> None:
 def test_a_bundle_of_a_new_model_no_better_advises_staying_not_a_backfill() -> None:
     worse = judged_head(0.891, 0.635, 0.701, (1.0, 0.65, 0.70))
     line = verdict_line(manifest(worse))
-    assert line is not None and line.endswith("the new model itself is no better (nDCG@10 0.635 against old/old "
+    assert line is not None and line.endswith("The new model itself is no better (nDCG@10 0.635 against old/old "
                                               "0.891): stay on the old model")
     assert "backfill" not in line
     better = judged_head(0.60, 0.80, 0.55, (0.5, 0.8, 0.4))

@@ -23,7 +23,8 @@ JUDGED_COLUMNS = ("Old/old nDCG@10", "Upgraded nDCG@10", "Gain retained (nDCG@10
 JUDGED_KEYS = ("old_old_ndcg@10", "ndcg@10", "gain_retained_ndcg@10")
 LABELS = {"old_old_top1": "old old top1", "new_new_top1": "new new top1", "upgraded_top1": "upgraded top1",
           "gain_retained": "gain retained", "old_old_ndcg@10": "old/old nDCG@10",
-          "new_new_ndcg@10": "new/new nDCG@10", "ndcg@10": "upgraded nDCG@10", "mrr@10": "upgraded MRR@10"}
+          "new_new_ndcg@10": "new/new nDCG@10", "ndcg@10": "upgraded nDCG@10", "mrr@10": "upgraded MRR@10",
+          "old_old_sample_top1": "old old top1 on this sample", "old_old_sample_ndcg@10": "old/old nDCG@10 on this sample"}
 
 
 

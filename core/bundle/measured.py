@@ -215,8 +215,9 @@ def verdict_line(manifest: dict[str, Any]) -> str | None:
     worse = ("finds no more than today's system does" if numbers and up >= old
              else "makes search worse than today")
     advice = "`embridge plan` weighs fusion, a cascade, a partial or a full backfill instead"
-    if isinstance(ceiling, int | float) and isinstance(old, int | float) and ceiling <= old:
-        advice = (f"the new model itself is no better ({name} {ceiling:.3f} against old/old {old:.3f}): stay on the "
+    if w.new_better is False:
+        floor = old if w.ceiling_floor is None else w.ceiling_floor
+        advice = (f"The new model itself is no better ({name} {ceiling:.3f} against old/old {floor:.3f}): stay on the "
                   "old model")
     return (f"WARNING: this layer FAILS the compatibility criterion ({source}){numbers}; serving new queries "
             f"through it {worse}. {advice}")

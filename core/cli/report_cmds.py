@@ -10,7 +10,7 @@ from embridge.core.cli.main import add_common
 from embridge.core.cli.option_types import PATH, RUN_ID, SHARE, number
 from embridge.core.errors import EmbridgeError, InputError, first_line
 from embridge.core.evaluation.headline import JUDGED_METRICS, metric_label
-from embridge.core.formatting import format_bytes, format_share
+from embridge.core.formatting import format_bytes, format_share, sample_floor_text
 from embridge.core.json_values import json_safe
 from embridge.core.progress import StderrProgress
 from embridge.core.report.limits import MAX_BOOTSTRAP, MIN_BOOTSTRAP
@@ -214,7 +214,8 @@ def _report_text(report: Report) -> str:
     h, s = report.headline, report.sizes
     lines = [f"report #{report.report_id}: {report.method} layer of run {report.run_id}, "
              f"{_queries_text(s)}; evaluation sample {s['gallery']} of the {s['gallery_full']} gallery items",
-             f"top-1: old/old {format_share(h['old_old_top1'])}, {report.ceiling_cell} "
+             f"top-1: old/old {format_share(h['old_old_top1'])}{sample_floor_text(h.get('old_old_sample_top1'))}, "
+             f"{report.ceiling_cell} "
              f"{format_share(h['ceiling_top1'])}, {report.upgraded_cell} {format_share(h['upgraded_top1'])}; "
              f"gain retained {format_share(h['gain_retained'])}, ARR@{h['arr_k']} {format_share(h['arr'])}",
              f"flips: negative {format_share(h['negative_flip_rate'])}, positive "

@@ -11,7 +11,7 @@ from embridge.core.cli.option_types import BATCH_SIZE, POSITIVE_COUNT, SEED, num
 from embridge.core.errors import InputError
 from embridge.core.evaluation.compat import NOT_BETTER
 from embridge.core.evaluation.headline import criterion, criterion_text, decides_on_ndcg, weighed
-from embridge.core.formatting import format_share
+from embridge.core.formatting import format_share, sample_floor_text
 from embridge.core.progress import StderrProgress
 from embridge.core.report.number_source import gain_text
 from embridge.core.run_choice import run_choice
@@ -110,12 +110,15 @@ def _train_text(out: dict[str, Any]) -> str:
                 else gain_text(None, out.get("gain_retained_note")))
         cell, top1 = ceiling_of(out)
         against = f"{cell} {format_share(top1)}, " if cell != "new/new" else ""
-        lines.append(f"held-out top-1: old/old {format_share(out['old_old_top1'])}, new/new {format_share(out['new_new_top1'])}, "
-                     f"{against}upgraded {format_share(out['upgraded_top1'])}"
+        sample = out.get("old_old_sample_top1")  # new/new searched a sample: the backfill's gain is measured there
+        lines.append(f"held-out top-1: old/old {format_share(out['old_old_top1'])}{sample_floor_text(sample)}, new/new "
+                     f"{format_share(out['new_new_top1'])}, {against}upgraded {format_share(out['upgraded_top1'])}"
                      f"{'' if judged else verdict(out['compatible'])}; gain retained{' (top-1)' if judged else ''}: "
-                     f"{gain}" + (f" (of the gain from old/old to {cell})" if against else ""))
+                     f"{gain}" + (f" (of the gain from old/old{' on the sample' if sample is not None else ''} to {cell})"
+                                  if against or sample is not None else ""))
         if out.get("ndcg@10") is not None:
-            line = (f"held-out nDCG@10: old/old {format_share(out['old_old_ndcg@10'])}, new/new "
+            line = (f"held-out nDCG@10: old/old {format_share(out['old_old_ndcg@10'])}"
+                    f"{sample_floor_text(out.get('old_old_sample_ndcg@10'))}, new/new "
                     f"{format_share(out['new_new_ndcg@10'])}, upgraded {format_share(out['ndcg@10'])}")
             if judged:
                 decided = weighed(out)
@@ -156,8 +159,8 @@ def ceiling_of(metrics: dict[str, Any]) -> tuple[str, Any]:
     return cell, top1
 
 
-RUNS_METRICS = ("old_old_top1", "new_new_top1", "ceiling_cell", "ceiling_top1", "upgraded_top1", "gain_retained", "gain_retained_note",
-                "ndcg@10", "old_old_ndcg@10", "new_new_ndcg@10", "gain_retained_ndcg@10", "mrr@10", "kind", "pairs_used", "heldout_protocol", "val_protocol", "protocol",
+RUNS_METRICS = ("old_old_top1", "new_new_top1", "ceiling_cell", "ceiling_top1", "old_old_sample_top1", "upgraded_top1",
+                "gain_retained", "gain_retained_note", "ndcg@10", "old_old_ndcg@10", "new_new_ndcg@10", "old_old_sample_ndcg@10", "gain_retained_ndcg@10", "mrr@10", "kind", "pairs_used", "heldout_protocol", "val_protocol", "protocol",
                 "cell_protocols", "report_id")
 
 

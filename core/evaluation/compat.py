@@ -25,12 +25,16 @@ def criterion(upgraded: float, old_old: float) -> bool:
     return bool(upgraded > old_old)
 
 
-def gain_retained(upgraded: float, old_old: float, new_new: float) -> float | None:
+def gain_retained(upgraded: float, old_old: float, new_new: float, new_new_floor: float | None = None) -> float | None:
     """(M(up) − M(oo)) / (M(nn) − M(oo)), the share of the full-backfill gain kept; None when the new
-    model is not better (M(nn) <= M(oo)) or a value is missing."""
+    model is not better (M(nn) <= M(oo)) or a value is missing.
+
+    ``new_new_floor``: old/old on new/new's own gallery when new/new searched another (smaller) one than
+    the upgraded cell: each gain is then measured like for like, (M(up) − M(oo)) on the upgraded cell's
+    gallery over (M(nn) − M(oo on nn's gallery)), since a smaller gallery lifts every number."""
     if upgraded is None or old_old is None or new_new is None:
         return None
-    denom = new_new - old_old
+    denom = new_new - (old_old if new_new_floor is None else new_new_floor)
     if not np.isfinite(denom) or denom < _EPS or not np.isfinite(upgraded):
         return None
     return float((upgraded - old_old) / denom)
@@ -51,9 +55,11 @@ def arr(recall_upgraded: float, recall_new_new: float) -> float | None:
 
 
 def compare(
-    upgraded: dict[str, float], old_old: dict[str, float], new_new: dict[str, float] | None = None
+    upgraded: dict[str, float], old_old: dict[str, float], new_new: dict[str, float] | None = None,
+    new_new_floor: dict[str, float] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Per metric: the three values, criterion pass/fail, gain retained and (recall@k) ARR."""
+    """Per metric: the three values, criterion pass/fail, gain retained and (recall@k) ARR
+    (``new_new_floor``: old/old on new/new's gallery, as for :func:`gain_retained`)."""
     out: dict[str, dict[str, Any]] = {}
     for name, up in upgraded.items():
         if name not in old_old:
@@ -62,8 +68,11 @@ def compare(
         row: dict[str, Any] = {"upgraded": up, "old_old": oo, "passes": criterion(up, oo)}
         if new_new is not None and name in new_new:
             row["new_new"] = new_new[name]
-            row["gain_retained"] = gain_retained(up, oo, new_new[name])
-            if row["gain_retained"] is None and gain_note(oo, new_new[name]):
+            floor = None if new_new_floor is None else new_new_floor.get(name)
+            row["gain_retained"] = gain_retained(up, oo, new_new[name], floor)
+            if floor is not None:
+                row["old_old_sample"] = floor
+            if row["gain_retained"] is None and gain_note(oo if floor is None else floor, new_new[name]):
                 row["gain_retained_note"] = NOT_BETTER
             if name.startswith("recall@"):
                 row["arr"] = arr(up, new_new[name])

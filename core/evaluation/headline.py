@@ -26,13 +26,14 @@ def metric_label(metric: str) -> str:
     return METRIC_LABELS.get(metric, metric)
 
 
-REPORT_SUMMARY = ("old_old_top1", "new_new_top1", "ceiling_top1", "upgraded_top1", "gain_retained",
+REPORT_SUMMARY = ("old_old_top1", "new_new_top1", "ceiling_top1", "old_old_sample_top1", "upgraded_top1", "gain_retained",
                   "gain_retained_note", *JUDGED_METRICS, "arr", "arr_k", "compatible", "negative_flip_rate",
                   "positive_flip_rate", "relative_nfr", "n_queries")
-JUDGED_HEADLINE = ("{}", "old_old_{}", "new_new_{}", "ceiling_{}", "compatible_{}", "gain_retained_{}")  # per judged metric
+JUDGED_HEADLINE = ("{}", "old_old_{}", "new_new_{}", "ceiling_{}", "old_old_sample_{}", "compatible_{}",
+                   "gain_retained_{}")  # per judged metric
 # the judged numbers beside the upgraded one: what a verdict on nDCG@10 needs (present only with judgments)
 JUDGED_SUMMARY = tuple(form.format(metric) for metric in JUDGED_METRICS for form in JUDGED_HEADLINE[1:])
-RUN_SUMMARY = (*HEADLINE, "gain_retained_note", "compatible", "upgraded_pair_top1", "n_queries", "arr",
+RUN_SUMMARY = (*HEADLINE, "old_old_sample_top1", "gain_retained_note", "compatible", "upgraded_pair_top1", "n_queries", "arr",
                "negative_flip_rate", "positive_flip_rate", *JUDGED_METRICS, *JUDGED_SUMMARY, "pairs_used",
                "heldout_protocol", "relevance")
 BACKFILL_AREA = "backfill_area_"  # report summary keys per backfill policy: backfill_area_<policy>
@@ -82,6 +83,15 @@ class Weighed:
     ceiling: float | None  # new/new, on the upgraded cell's gallery where measured there
     gain_retained: float | None
     compatible: bool | None
+    ceiling_floor: float | None = None  # old/old on the ceiling's gallery (old_old where they share one)
+
+    @property
+    def new_better(self) -> bool | None:
+        """Whether the new model beats the old on the ceiling's own gallery (never across two galleries)."""
+        floor = self.old_old if self.ceiling_floor is None else self.ceiling_floor
+        if not isinstance(self.ceiling, int | float) or not isinstance(floor, int | float):
+            return None
+        return bool(self.ceiling > floor)
 
 
 def decides_on_ndcg(values: Mapping[str, Any]) -> bool:
@@ -100,10 +110,11 @@ def weighed(values: Mapping[str, Any], judged: bool | None = None) -> Weighed:
     if judged:
         return Weighed("nDCG@10", values.get("old_old_ndcg@10"), values.get("ndcg@10"),
                        values.get("ceiling_ndcg@10", values.get("new_new_ndcg@10")),
-                       values.get("gain_retained_ndcg@10"), values.get("compatible_ndcg@10"))
+                       values.get("gain_retained_ndcg@10"), values.get("compatible_ndcg@10"),
+                       values.get("old_old_sample_ndcg@10"))
     return Weighed("top-1", values.get("old_old_top1"), values.get("upgraded_top1"),
                    values.get("ceiling_top1", values.get("new_new_top1")), values.get("gain_retained"),
-                   values.get("compatible"))
+                   values.get("compatible"), values.get("old_old_sample_top1"))
 
 
 def criterion(values: Mapping[str, Any]) -> dict[str, Any] | None:

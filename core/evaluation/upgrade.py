@@ -3,6 +3,9 @@
 Cells that need only the old gallery's vectors (old/old and the upgraded system: new→old, fusion,
 or a forward transform of the stored old vectors) search the whole old gallery; new/new and the
 head's own space (bct, bt2) need the new model's gallery vectors and search the evaluation sample.
+When that sample is smaller than the old gallery, old/old is also scored on the sample
+(``sample_floor``): whether the new model is better, and the full-backfill gain that gain retained
+divides by, are measured on one gallery (new/new against old/old on the sample), never across two.
 Training's held-out numbers and the report's cells both come from :func:`score_upgrade`, on
 vectors gathered by the same :class:`~embridge.core.evaluation.gather.MatrixMaker`.
 """
@@ -60,6 +63,12 @@ class UpgradeVectors:
     g_head: np.ndarray
     g_new_part: np.ndarray | None = None  # cascade: new vectors of the gallery rows ``g_new_rows``
     g_new_rows: np.ndarray | None = None
+    g_old_sample: np.ndarray | None = None  # the evaluation sample under the old model, when it is not the whole gallery
+
+
+def sample_is_smaller(tasks: UpgradeTasks) -> bool:
+    """Whether new/new searched fewer items than old/old (the evaluation sample, not the whole old gallery)."""
+    return not np.array_equal(tasks.sample.gallery.ids, tasks.full.gallery.ids)
 
 
 def upgrade_vectors(maker: MatrixMaker, tasks: UpgradeTasks, adapter: Adapter, old: str, new: str) -> UpgradeVectors:
@@ -73,7 +82,8 @@ def upgrade_vectors(maker: MatrixMaker, tasks: UpgradeTasks, adapter: Adapter, o
     g_new = maker.matrix(sample_ids, [new])
     q_head = maker.matrix(q_ids, [new], lambda n: new_space_vectors(adapter, n)) if head else q_new
     g_head = maker.matrix(sample_ids, [new], lambda n: new_space_vectors(adapter, n)) if head else g_new
-    vecs = UpgradeVectors(q_old, q_new, q_up, q_head, g_old_full, g_up_full, g_new, g_head)
+    vecs = UpgradeVectors(q_old, q_new, q_up, q_head, g_old_full, g_up_full, g_new, g_head,
+                          g_old_sample=maker.matrix(sample_ids, [old]) if sample_is_smaller(tasks) else None)
     if adapter.kind == "cascade" and getattr(adapter, "new_vectors", True):  # embedded items re-rank by their new vectors
         rows = np.flatnonzero(np.isin(full_ids, maker.ws.ids_with_vectors(new)))
         vecs.g_new_rows, vecs.g_new_part = rows, maker.matrix(full_ids[rows], [new])
@@ -105,17 +115,29 @@ class UpgradeResults:
     ceiling: str
     kind: str
     plan: ScoringPlan | None = None
+    sample_floor: EvalResult | None = None  # old/old on the evaluation sample, when that is not the whole gallery
 
     def headline(self) -> dict[str, Any]:
-        """The headline numbers (the command-line contract's keys), each with where it was measured."""
+        """The headline numbers (the command-line contract's keys), each with where it was measured.
+
+        ``old_old_sample_*``: old/old on new/new's gallery (None when that is the whole gallery), what
+        new/new is compared with and what the full backfill's gain is measured from."""
         oo, nn = self.cells[OLD_OLD].metrics, self.cells[NEW_NEW].metrics
         up, cc = self.cells[self.upgraded].metrics, self.cells[self.ceiling].metrics
+        bf = None if self.sample_floor is None else self.sample_floor.metrics
         by_item = self.tasks.full.rule.source == OWN_ITEM
-        gain = None if by_item else gain_retained(up["top1"], oo["top1"], cc["top1"])
+
+        def gain(key: str) -> float | None:
+            return gain_retained(up[key], oo[key], cc[key], None if bf is None else bf[key])
+
+        def note(key: str) -> str | None:
+            return gain_note((bf or oo)[key], cc[key])
+
         out: dict[str, Any] = {
             "old_old_top1": oo["top1"], "new_new_top1": nn["top1"], "ceiling_top1": cc["top1"],
-            "upgraded_top1": up["top1"], "gain_retained": gain,
-            "gain_retained_note": None if by_item else gain_note(oo["top1"], cc["top1"]),
+            "old_old_sample_top1": None if bf is None else bf["top1"],
+            "upgraded_top1": up["top1"], "gain_retained": None if by_item else gain("top1"),
+            "gain_retained_note": None if by_item else note("top1"),
             "compatible": None if by_item else bool(up["top1"] > oo["top1"]),
             "n_queries": self.cells[OLD_OLD].cell.n_queries,
             "relevance": self.tasks.full.rule.describe(),
@@ -125,9 +147,10 @@ class UpgradeResults:
             if key in up:
                 out[key] = up[key]
                 out[f"old_old_{key}"], out[f"new_new_{key}"], out[f"ceiling_{key}"] = oo[key], nn[key], cc[key]
+                out[f"old_old_sample_{key}"] = None if bf is None else bf[key]
                 out[f"compatible_{key}"] = bool(up[key] > oo[key])
-                out[f"gain_retained_{key}"] = gain_retained(up[key], oo[key], cc[key])
-                if out[f"gain_retained_{key}"] is None and gain_note(oo[key], cc[key]):
+                out[f"gain_retained_{key}"] = gain(key)
+                if out[f"gain_retained_{key}"] is None and note(key):
                     out[f"gain_retained_{key}_note"] = NOT_BETTER
         return out
 
@@ -153,13 +176,16 @@ def score_upgrade(tasks: UpgradeTasks, adapter: Adapter, vecs: UpgradeVectors, s
         plan = plans[id(task)]
         index = indexes.get(g, plan) if indexes.usable(plan) else None
         cells[name] = score(task, q, g, plan, index=index, should_stop=should_stop)
+    sample_floor = None if vecs.g_old_sample is None else score(
+        tasks.sample, vecs.q_old, vecs.g_old_sample, plans[id(tasks.sample)], should_stop=should_stop)
     if adapter.kind == "cascade":
         cells[upgraded_cell(adapter)] = cascade_result(tasks.full, adapter, vecs, full)
     elif adapter.kind == "fusion":  # its queries are fused vectors: the protocol says how, as the cascade's does
         fused, alpha = cells[upgraded_cell(adapter)], float(adapter.alpha)
         fused.protocol = replace(fused.protocol, search=f"queries fused as {alpha:g} × old + {1 - alpha:g} × "
                                  f"{adapter.base.kind}(new), {fused.protocol.search}")
-    return UpgradeResults(tasks, cells, upgraded_cell(adapter), ceiling_cell(adapter), adapter.kind, plan=full)
+    return UpgradeResults(tasks, cells, upgraded_cell(adapter), ceiling_cell(adapter), adapter.kind, plan=full,
+                          sample_floor=sample_floor)
 
 
 def measure_upgrade(ws: Workspace, adapter: Adapter, old: str, new: str, *, heldout_gallery: bool = False,

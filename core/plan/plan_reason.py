@@ -23,16 +23,26 @@ def _embedding(option: Mapping[str, Any]) -> str:
     return "with nothing re-embedded" if not items else f"with the new vectors of {items} items it was measured with"
 
 
+def sample_words(ceiling_floor: float | None) -> str:
+    """Where new/new was compared with old/old: 'this gallery', or the evaluation sample when new/new
+    searched that and not the whole gallery (``ceiling_floor``: old/old there)."""
+    return "this gallery" if ceiling_floor is None else "the evaluation sample both models embedded"
+
+
 def plan_reason(plan: Mapping[str, Any], choice: Mapping[str, Any], report: Report, floor: float,
-            ceiling: float, gain_threshold: float, target_share: float, fraction: float | None = None) -> str:
+                ceiling: float, gain_threshold: float, target_share: float, fraction: float | None = None,
+                ceiling_floor: float | None = None) -> str:
+    """``floor``: old/old on the whole gallery; ``ceiling_floor``: old/old on new/new's gallery when that
+    is smaller (what the new model is compared with)."""
     kind, ceil_cell = report.adapter["kind"], report.ceiling_cell
+    new_floor = floor if ceiling_floor is None else ceiling_floor
     metric = str(plan.get("metric") or "top1")
     m = metric_label(metric)
     layer = next(o for o in plan["options"] if o["name"] in LAYER_OPTIONS)
     name = choice["name"]
     if name == "stay":
-        return (f"Stay: the new model is not better than the old one on this gallery ({ceil_cell} {m} "
-                f"{ceiling:.3f} vs old/old {floor:.3f}), so re-embedding or bridging would cost without a gain.")
+        return (f"Stay: the new model is not better than the old one on {sample_words(ceiling_floor)} ({ceil_cell} "
+                f"{m} {ceiling:.3f} vs old/old {new_floor:.3f}), so re-embedding or bridging would cost without a gain.")
     if name in LAYER_OPTIONS and choice["passes_criterion"] is None:
         return (f"{choice['title']}: judged by own-item retrieval (no labels), {format_share(choice['quality'][metric], 0)} of "
                 f"new queries find their own item first through it, at least {format_share(target_share, 0)}, "
@@ -47,7 +57,7 @@ def plan_reason(plan: Mapping[str, Any], choice: Mapping[str, Any], report: Repo
                 "remains the way to the whole gain.")
     if name in LAYER_OPTIONS and plan.get("new_better") is False:
         return (f"{choice['title']}: the new model alone is not better than the old one ({ceil_cell} {m} "
-                f"{ceiling:.3f} vs old/old {floor:.3f}), but new queries through the layer search better than today "
+                f"{ceiling:.3f} vs old/old {new_floor:.3f} on {sample_words(ceiling_floor)}), but new queries through the layer search better than today "
                 f"({m} {choice['quality'][metric]:.3f} > old/old {floor:.3f}) {_embedding(choice)}; a backfill would "
                 "give that up.")
     if name in LAYER_OPTIONS:

@@ -29,12 +29,12 @@ import numpy as np
 
 from embridge.core.cascade_rerank import reranks_by_new_vectors
 from embridge.core.errors import InputError
-from embridge.core.evaluation.compat import gain_note, gain_retained
 from embridge.core.evaluation.headline import metric_label
 from embridge.core.formatting import format_share
 from embridge.core.plan.decision import decision_metric
 from embridge.core.plan.option_galleries import gallery_words, name_galleries
-from embridge.core.plan.plan_reason import LAYER_OPTIONS, plan_reason
+from embridge.core.plan.option_row import ceiling_floor, curve_floor, option_row
+from embridge.core.plan.plan_reason import LAYER_OPTIONS, plan_reason, sample_words
 from embridge.core.plan.plan_record import Plan
 from embridge.core.plan.throughput import Throughput
 from embridge.core.report.report_record import Report, as_report
@@ -97,17 +97,6 @@ class _Sizes:
         return backfilled * self.d_full * self.b_new + (self.n - backfilled) * self.d_rest * self.b_rest
 
 
-def _option(name: str, title: str, time_s: float | None, storage: int, embedded: int, quality: dict[str, float],
-            floor: float | None, ceiling: float, notes: list[str], metric: str = "top1", **extra: Any) -> dict[str, Any]:
-    """One option; its gain retained and criterion are measured on ``metric`` (``floor``/``ceiling`` are its values)."""
-    value = quality.get(metric)
-    unmeasured = value is None or floor is None
-    return {"name": name, "title": title, "time_s": time_s, "storage_bytes": int(storage), "items_embedded": embedded,
-            "quality": quality, "gain_retained": None if unmeasured else gain_retained(value, floor, ceiling),
-            "gain_retained_note": gain_note(floor, ceiling),
-            "passes_criterion": None if unmeasured else bool(value > floor), "notes": notes, **extra}
-
-
 COMPARED_ON = ("query_set", "n_queries", "gallery", "n_gallery", "relevance")
 
 
@@ -119,24 +108,12 @@ def same_galleries(measured: Any, floor: Any) -> bool:
     return all(measured.get(k) == floor.get(k) for k in COMPARED_ON)
 
 
-def curve_floor(report: Report, sizes: _Sizes, floor: float, metric: str = "top1") -> float | None:
-    """old/old ``metric`` on the partial-backfill curves' own queries and gallery (the evaluation sample).
-
-    A partial backfill's number is read off those curves, so its gain and criterion are measured from
-    this floor, not from old/old on the whole gallery. A report that did not record it (made before it
-    was measured) has it only when the sample is the whole gallery.
-    """
-    recorded = ((report.backfill.get("old_old") or {}).get("metrics") or {}).get(metric)
-    if recorded is not None:
-        return float(recorded)
-    return floor if sizes.n_sample == sizes.n else None
-
-
 def layer_option(name: str, kind: str, quality: dict[str, float], rate: float | None, sizes: _Sizes,
                  floor: float, ceiling: float, source: str, out_dim: int | None = None,
                  adapter_bytes: int | None = None, rerank_k: int | None = None,
                  measured_on: Mapping[str, Any] | None = None, embed_rate: float | None = None,
-                 metric: str = "top1", rerank_new_vectors: bool = True) -> dict[str, Any]:
+                 metric: str = "top1", rerank_new_vectors: bool = True,
+                 ceiling_floor: float | None = None) -> dict[str, Any]:
     """Adapter only / fusion (query side, nothing re-embedded) or a forward transform of the gallery.
 
     ``measured_on``: the protocol of the quality; a cascade's records how many of the gallery items it
@@ -150,8 +127,8 @@ def layer_option(name: str, kind: str, quality: dict[str, float], rate: float | 
         dim = out_dim or sizes.d_new
         notes = [f"Transforms all {sizes.n} stored old vectors with the {kind} layer (no backbone run); new "
                  "queries then search the transformed gallery as they are.", source]
-        return _option(name, f"Forward transform ({kind})", _time(sizes.n, rate), sizes.n * dim * 4 + extra_bytes, 0,
-                       quality, floor, ceiling, notes, metric)
+        return option_row(name, f"Forward transform ({kind})", _time(sizes.n, rate), sizes.n * dim * 4 + extra_bytes, 0,
+                       quality, floor, ceiling, notes, metric, ceiling_floor)
     notes = [f"Nothing is re-embedded; each new query passes through the {kind} layer "
              + (f"(about {per_query:.1f} µs per query in batches) " if per_query else "")
              + "and searches the old gallery as it is.", source]
@@ -179,11 +156,11 @@ def layer_option(name: str, kind: str, quality: dict[str, float], rate: float | 
                         f"layer): its quality needs those items embedded and stored beside the old index, which "
                         f"time and storage count. The old index recalls the top {k} for the old query and the new "
                         "model re-ranks them.")
-            return _option(name, title, _time(new_items, embed_rate), sizes.old_index() + extra_bytes
+            return option_row(name, title, _time(new_items, embed_rate), sizes.old_index() + extra_bytes
                            + new_items * sizes.d_new * sizes.b_new, int(new_items), quality, floor, ceiling, notes,
-                           metric, query_latency_us=per_query, serving_cost=cost)
-    return _option(name, title, 0.0, sizes.old_index() + extra_bytes, 0, quality, floor, ceiling, notes, metric,
-                   query_latency_us=per_query, serving_cost=cost)
+                           metric, ceiling_floor, query_latency_us=per_query, serving_cost=cost)
+    return option_row(name, title, 0.0, sizes.old_index() + extra_bytes, 0, quality, floor, ceiling, notes, metric,
+                      ceiling_floor, query_latency_us=per_query, serving_cost=cost)
 
 
 def _cascade_new_items(measured_on: Mapping[str, Any] | None, n: int) -> tuple[int, int]:
@@ -238,7 +215,7 @@ def partial_option(report: Report, tp: Throughput, sizes: _Sizes, floor: float, 
         return None, notes
     embedded, _, beta, policy, quality = min(candidates)
     backfilled = int(round(beta * sizes.n))
-    base = curve_floor(report, sizes, floor, metric)
+    base = curve_floor(report, sizes.n_sample, sizes.n, floor, metric)
     opt_notes = [f"Re-embeds {backfilled} of {sizes.n} gallery items (β = {beta:.2f}) in {policy} order; the rest "
                  "stay behind the layer until they are re-embedded.",
                  "Quality is read off the partial-backfill curve measured on the evaluation sample"
@@ -251,7 +228,7 @@ def partial_option(report: Report, tp: Throughput, sizes: _Sizes, floor: float, 
                          "number; serving the cascade during the backfill is not what it measures.")
     # the curves rank the full-backfill cell's queries against its gallery (the evaluation sample)
     protocol = ((report.cells.get(str(report.ceiling_cell)) or {}).get("protocol") or {}).get("text")
-    option = _option("partial_backfill", f"Partial backfill to β = {beta:.2f} ({policy} order)",
+    option = option_row("partial_backfill", f"Partial backfill to β = {beta:.2f} ({policy} order)",
                      _time(embedded, tp.embed_items_per_s), sizes.mixed(beta) + sizes.adapter_bytes, embedded,
                      quality, base, ceiling, opt_notes, metric, fraction=beta, policy=policy, measured_on=protocol)
     return option, notes
@@ -274,18 +251,20 @@ def plan_from_report(source: Report | Mapping[str, Any], throughput: Throughput,
     metric = decision_metric(report, ("old/old", up_cell, ceil_cell))
     label = metric_label(metric)
     floor, ceiling = floor_q[metric], ceil_q[metric]
+    on_sample = ceiling_floor(report, sizes.n_sample, sizes.n, floor, metric)  # old/old where new/new searched
+    new_floor = floor if on_sample is None else on_sample
     target = target_share * ceiling
     kind = report.adapter["kind"]
-    options = [_option("stay", "Stay on the old model", 0.0, sizes.old_index(), 0, floor_q, floor, ceiling,
-                       ["Today's system: the old model keeps serving queries and gallery; the new model is unused."],
-                       metric)]
+    options = [option_row("stay", "Stay on the old model", 0.0, sizes.old_index(), 0, floor_q, floor, ceiling,
+                          ["Today's system: the old model keeps serving queries and gallery; the new model is unused."],
+                          metric, on_sample)]
     own = "forward_transform" if sizes.forward else (kind if kind in BOTH_ENCODERS else "adapter_only")
     options.append(layer_option(own, kind, up_q, throughput.adapter_items_per_s, sizes, floor, ceiling,
                                 f"Quality: the {up_cell} cell of this report.",
                                 rerank_k=(report.adapter.get("config") or {}).get("k"),
                                 rerank_new_vectors=reranks_by_new_vectors(report.adapter.get("config")),
                                 measured_on=(report.cells.get(up_cell) or {}).get("protocol"),
-                                embed_rate=throughput.embed_items_per_s, metric=metric))
+                                embed_rate=throughput.embed_items_per_s, metric=metric, ceiling_floor=on_sample))
     floor_protocol = (report.cells.get("old/old") or {}).get("protocol")
     for alt in alternatives:
         if alt["name"] not in {o["name"] for o in options} and alt.get("quality", {}).get(metric) is not None:
@@ -293,7 +272,7 @@ def plan_from_report(source: Report | Mapping[str, Any], throughput: Throughput,
             option = layer_option(alt["name"], alt["kind"], dict(alt["quality"]), alt.get("items_per_s"), sizes,
                                   floor if same else None, ceiling, alt.get("source", ""), alt.get("out_dim"),
                                   alt.get("adapter_bytes"), alt.get("k"), alt.get("measured_on"),
-                                  throughput.embed_items_per_s, metric, reranks_by_new_vectors(alt))
+                                  throughput.embed_items_per_s, metric, reranks_by_new_vectors(alt), on_sample)
             where = (alt.get("measured_on") or {}).get("text") or "queries and a gallery it did not record"
             option["quality_from"] = {"source": alt.get("from") or alt.get("source", ""), "protocol": where,
                                       "comparable": same}
@@ -307,13 +286,13 @@ def plan_from_report(source: Report | Mapping[str, Any], throughput: Throughput,
     partial, partial_notes = partial_option(report, throughput, sizes, floor, ceiling, target, fraction, metric)
     if partial is not None:
         options.append(partial)
-    options.append(_option("full_backfill", "Full backfill", _time(sizes.n, throughput.embed_items_per_s),
-                           sizes.n * sizes.d_full * sizes.b_new, sizes.n, ceil_q, floor, ceiling,
-                           [f"Re-embeds all {sizes.n} gallery items with the new model; quality is the {ceil_cell} "
-                            "cell of this report."], metric))
+    options.append(option_row("full_backfill", "Full backfill", _time(sizes.n, throughput.embed_items_per_s),
+                              sizes.n * sizes.d_full * sizes.b_new, sizes.n, ceil_q, new_floor, ceiling,
+                              [f"Re-embeds all {sizes.n} gallery items with the new model; quality is the {ceil_cell} "
+                               "cell of this report."], metric))
     name_galleries(options, report, up_cell, ceil_cell)
     by_item = report.sizes.get("relevance") == "item"
-    new_better = True if by_item else ceiling > floor  # without labels: the premise of the upgrade
+    new_better = True if by_item else ceiling > new_floor  # without labels: the premise of the upgrade
     for opt in options:
         if by_item:
             opt["passes_criterion"] = opt["gain_retained"] = opt["gain_retained_note"] = None
@@ -332,14 +311,16 @@ def plan_from_report(source: Report | Mapping[str, Any], throughput: Throughput,
             "targets": {"gain_threshold": gain_threshold, "target_share": target_share, f"target_{metric}": target},
             "gallery_full": sizes.n, "gallery_sample": sizes.n_sample, "throughput": throughput.to_dict(),
             "notes": [*throughput.notes, *(partial_notes if new_better else [])]}  # no backfill to weigh otherwise
-    plan["reason"] = plan_reason(plan, choice, report, floor, ceiling, gain_threshold, target_share, fraction)
+    plan["reason"] = plan_reason(plan, choice, report, floor, ceiling, gain_threshold, target_share, fraction, on_sample)
     other = "top1" if metric != "top1" else None
-    if other and new_better and ceil_q.get(other) is not None and ceil_q[other] <= floor_q[other]:
+    other_floor = None if other is None else ceiling_floor(report, sizes.n_sample, sizes.n, floor_q[other], other)
+    other_floor = floor_q.get(other) if other_floor is None and other else other_floor
+    if other and new_better and ceil_q.get(other) is not None and ceil_q[other] <= other_floor:
         plan["notes"].insert(0, f"Decided on {label}, the measure of relevance judgments: top-1 ({ceil_cell} "
-                             f"{ceil_q[other]:.3f} vs old/old {floor_q[other]:.3f}) does not rise with it.")
-    elif other and not new_better and ceil_q.get(other) is not None and ceil_q[other] > floor_q[other]:
+                             f"{ceil_q[other]:.3f} vs old/old {other_floor:.3f}) does not rise with it.")
+    elif other and not new_better and ceil_q.get(other) is not None and ceil_q[other] > other_floor:
         plan["notes"].insert(0, f"Decided on {label}, the measure of relevance judgments: top-1 rises ({ceil_cell} "
-                             f"{ceil_q[other]:.3f} vs old/old {floor_q[other]:.3f}) while {label} falls, so the "
+                             f"{ceil_q[other]:.3f} vs old/old {other_floor:.3f}) while {label} falls, so the "
                              "new model ranks the judged documents worse.")
     if by_item:
         plan["notes"].insert(0, "Without labels the report cannot tell whether the new model is better or whether "
@@ -357,8 +338,8 @@ def plan_from_report(source: Report | Mapping[str, Any], throughput: Throughput,
     if not new_better:
         gains = "a backfill would not gain" if choice["name"] in LAYER_OPTIONS else \
             "neither a layer nor a backfill would gain"
-        plan["notes"].insert(0, f"The new model is not better than the old one on this gallery ({ceil_cell} {label} "
-                             f"{ceiling:.3f} vs old/old {floor:.3f}): {gains}.")
+        plan["notes"].insert(0, f"The new model is not better than the old one on {sample_words(on_sample)} "
+                             f"({ceil_cell} {label} {ceiling:.3f} vs old/old {new_floor:.3f}): {gains}.")
     return Plan(**plan)
 
 

@@ -178,10 +178,10 @@ def assemble(ws: Workspace, run: RunRecord, row: dict[str, Any], adapter: Adapte
     upgraded, ceiling = main.upgraded, main.ceiling
     stage("statistics")
     floor = cells[OLD_OLD]
-    if sample.full_ids.size != sample.gallery_ids.size:  # old/old searched the whole gallery, the sample cells less
-        floor = score_cell(OLD_OLD, floor.query_side, floor.gallery_side, sides.q_old, sides.g_old, tasks.sample,
-                           sample_plan, should_stop=should_stop)
-    head = sections.headline(cells, upgraded, ceiling, plan, n_boot, seed, sample.relevance)
+    if main.sample_floor is not None:  # old/old searched the whole gallery, the sample cells less
+        floor = CellResult.of(OLD_OLD, floor.query_side, floor.gallery_side, main.sample_floor, "sample")
+    sample_floor = floor if floor is not cells[OLD_OLD] else None
+    head = sections.headline(cells, upgraded, ceiling, plan, n_boot, seed, sample.relevance, sample_floor)
     head.update(main.headline())
     search_cells = {name: cell.search.to_dict() for name, cell in cells.items()}
     report = Report(
@@ -193,8 +193,8 @@ def assemble(ws: Workspace, run: RunRecord, row: dict[str, Any], adapter: Adapte
         scoring=plan.to_dict(), search=search_summary(search_cells),
         cells={name: sections.cell_section(c, plan, n_boot, seed) for name, c in cells.items()},
         upgraded_cell=upgraded, ceiling_cell=ceiling, headline=head,
-        comparison=sections.comparison(cells, upgraded, ceiling, plan),
-        flips=sections.flips_section(cells, n_boot, seed, sample_floor=floor if floor is not cells[OLD_OLD] else None),
+        comparison=sections.comparison(cells, upgraded, ceiling, plan, sample_floor),
+        flips=sections.flips_section(cells, n_boot, seed, sample_floor=sample_floor),
         flipped_queries=sections.flipped_records(cells, upgraded, sample),
         per_label=sections.per_label_section(cells, sample, plan),
         compatibility_rate=_compat_rate(sides, sample, seed),

@@ -90,6 +90,8 @@ def _headline(report: Mapping[str, Any]) -> str:
             ("positive flip rate" + _ci(h.get("positive_flip_rate_ci")), h.get("positive_flip_rate")),
             ("relative NFR" + _ci(h.get("relative_nfr_ci")), h.get("relative_nfr")),
             ("queries scored", h.get("n_queries"))]
+    if h.get("old_old_sample_top1") is not None:  # new/new's own floor: the gain and "is it better" use it
+        rows[2:2] = [("old/old top-1 on the evaluation sample (new/new's gallery)", h["old_old_sample_top1"])]
     for key in JUDGED_METRICS:  # graded judgments only
         name = metric_label(key)
         if key in h:

@@ -45,8 +45,8 @@ def cell_section(cell: CellResult, plan: ScoringPlan, n_boot: int, seed: int) ->
             "search": cell.search.to_dict()}
 
 
-def _gain_stat(oo: np.ndarray, nn: np.ndarray, up: np.ndarray) -> float:
-    value = gain_retained(float(up.mean()), float(oo.mean()), float(nn.mean()))
+def _gain_stat(oo: np.ndarray, nn: np.ndarray, up: np.ndarray, floor: np.ndarray) -> float:
+    value = gain_retained(float(up.mean()), float(oo.mean()), float(nn.mean()), float(floor.mean()))
     return float("nan") if value is None else value
 
 
@@ -58,11 +58,13 @@ def quiet_flip_cis(correct_old: np.ndarray, correct_new: np.ndarray, n_boot: int
 
 
 def headline(cells: dict[str, CellResult], upgraded: str, ceiling: str, plan: ScoringPlan,
-             n_boot: int, seed: int, relevance: str = "label") -> dict[str, Any]:
+             n_boot: int, seed: int, relevance: str = "label", sample_floor: CellResult | None = None) -> dict[str, Any]:
     """The numbers a reader looks at first: top-1 of the three systems, gain retained, ARR, flips.
 
     With relevance by item (no labels) the same-model cells are trivially perfect, so the
     criterion is undefined (``compatible`` is None) and the upgraded top-1 is own-item retrieval.
+    ``sample_floor``: old/old on the ceiling's gallery when that is smaller than old/old's; the
+    bootstrap of gain retained resamples it with the other cells, as the value is computed.
     """
     oo, up, cc = cells[OLD_OLD].metrics, cells[upgraded].metrics, cells[ceiling].metrics
     valid = oo.valid
@@ -71,7 +73,8 @@ def headline(cells: dict[str, CellResult], upgraded: str, ceiling: str, plan: Sc
     flips = cell_flips(oo, up)
     correct_old, correct_up = oo.correct()[valid], up.correct()[valid]
     fci = quiet_flip_cis(correct_old, correct_up, n_boot, seed)
-    top1 = [c.per_query["top1"][valid] for c in (oo, cc, up)]
+    bf = oo if sample_floor is None else sample_floor.metrics
+    top1 = [c.per_query["top1"][valid] for c in (oo, cc, up, bf)]
     gr_ci: tuple[Any, Any] = (None, None)
     if relevance != "item" and valid.any():
         gr_ci = bootstrap_statistic_ci(_gain_stat, top1, n_boot, seed=seed)
@@ -89,11 +92,12 @@ def headline(cells: dict[str, CellResult], upgraded: str, ceiling: str, plan: Sc
     }
 
 
-def comparison(cells: dict[str, CellResult], upgraded: str, ceiling: str, plan: ScoringPlan) -> dict[str, Any]:
+def comparison(cells: dict[str, CellResult], upgraded: str, ceiling: str, plan: ScoringPlan,
+               sample_floor: CellResult | None = None) -> dict[str, Any]:
     """Per metric: criterion pass/fail, gain retained and (recall@k) ARR of the upgraded cell."""
     keep = set(headline_metrics(plan)) | {f"recall@{k}" for k in plan.recall_ks}
     rows = compare(cells[upgraded].metrics.summary(), cells[OLD_OLD].metrics.summary(),
-                   cells[ceiling].metrics.summary())
+                   cells[ceiling].metrics.summary(), None if sample_floor is None else sample_floor.metrics.summary())
     return {name: row for name, row in rows.items() if name in keep}
 
 
@@ -197,10 +201,12 @@ def verdicts(head: dict[str, Any], upgraded: str, ceiling: str, kind: str, relev
                 f"Through the {kind} layer, {format_share(up)} of new queries find {target} first "
                 f"({upgraded} top-1); add labels or ground truth to measure retrieval quality."]
     lines = [serving] if serving else []
-    better = cc > oo
+    better = w.new_better is not False
     if not better:
-        lines.append(f"The new model is not better than the old one on this gallery: {ceiling} {name} "
-                     f"{format_share(cc)} against old/old {format_share(oo)}. Upgrading does not pay here.")
+        floor, where = ((oo, "this gallery") if w.ceiling_floor is None else
+                        (w.ceiling_floor, "the evaluation sample both models embedded"))
+        lines.append(f"The new model is not better than the old one on {where}: {ceiling} {name} "
+                     f"{format_share(cc)} against old/old {format_share(floor)}. Upgrading does not pay here.")
     if compatible:
         kept = (f"it keeps {format_share(gr)} of the full-backfill gain" if gr is not None
                 else f"gain retained is undefined: {NOT_BETTER}")
