@@ -80,7 +80,7 @@ def test_train_page_pairs_protocol_and_judged_report(qtbot: QtBot, window: MainW
     train = window.show_page("train")
     kinds = [train.pairs.itemText(i) for i in range(train.pairs.count())]
     assert kinds == ["both", "documents", "queries"] and train.pairs.currentText() == "both"  # core's default
-    assert train.protocol_label.text().startswith("40 dev queries (judged) against the whole old gallery")
+    assert train.protocol_label.text().startswith("40 dev queries (judged) against the whole gallery")
     train.select_method("procrustes")
     train.pairs.setCurrentText("queries")
     train.pairs.setProperty("chosen", True)

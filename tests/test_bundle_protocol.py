@@ -59,7 +59,7 @@ def test_a_cascade_bundle_says_how_it_is_served_and_its_code_is_the_cascade(
     protocol = _protocol_of(upgrade["path"], upgrade["cascade_report"])
     assert f"old-index recall of {k}" in protocol and f"Measured (report {upgrade['cascade_report']}" in readme
     # old/old searched the old index exactly, not as the cascade: its own protocol is named
-    assert re.search(r"\(upgraded\); old/old( and new/new)? on [^;]*; exact inner-product search", protocol), protocol
+    assert re.search(r"\(upgraded\); old/old( and new/new)? on [^;]*; exact cosine search", protocol), protocol
     assert f"on {protocol}: upgraded_top1" in readme
     text = bundle_text(manifest)
     assert f"serving: the old index recalls the top {k}" in text and "not the measured system" in text
@@ -167,15 +167,15 @@ def test_a_cascade_names_old_old_protocol_apart_from_its_own() -> None:
     """A cascade's upgraded cell searches its own way (old recall, new re-rank) while old/old searched
     exactly: the sentence led by the cascade's protocol names old/old's, not the cascade's twice."""
     gallery, sample = "40 queries against the whole gallery (400 items)", "40 queries against the sample (100 items)"
-    cascade, exact = f"{gallery}; cascade: exact old-index recall of 5", f"{gallery}; exact inner-product search"
+    cascade, exact = f"{gallery}; cascade: exact old-index recall of 5", f"{gallery}; exact cosine search"
     metrics = {"protocols": {"old/old": {"text": exact}, "new→old": {"text": cascade},
-                             "new/new": {"text": f"{sample}; exact inner-product search"}}}
+                             "new/new": {"text": f"{sample}; exact cosine search"}}}
     assert cascade + other_cells_note(metrics, cascade) == (
-        f"{cascade} (upgraded); old/old on {exact}; new/new on {sample}; exact inner-product search")
+        f"{cascade} (upgraded); old/old on {exact}; new/new on {sample}; exact cosine search")
     # the common case reads as before: the lead is old/old's own protocol, shared with the upgraded cell
     metrics["protocols"]["new→old"] = {"text": exact}
     assert other_cells_note(metrics, exact) == other_cells_note(metrics) == (
-        f"; new/new on {sample}; exact inner-product search")
+        f"; new/new on {sample}; exact cosine search")
 
 
 def test_a_steps_new_new_number_names_the_sample_it_searched(demo_copy: Path, tmp_path: Path,

@@ -44,7 +44,7 @@ def test_training_reports_the_reports_numbers_on_judged_queries(judged: dict[str
         f"{n} test queries (judged) with every judged document in the evaluation sample ({150 - n} of 150 left out: "
         "the new model has not embedded their relevant items) against the whole gallery (800 items), "
         "relevance: relevance judgments (test split)")
-    assert run["val_protocol"].startswith("100 dev queries (judged) against the whole old gallery (800 items)")
+    assert run["val_protocol"].startswith("100 dev queries (judged) against the whole gallery (800 items)")
     assert run["val_metric_name"] == "judged_ndcg@10"  # graded judgments: candidates compete on nDCG@10
     # the new model is better on queries, and the layer fitted with query pairs passes on every metric
     assert run["new_new_top1"] > run["old_old_top1"] + 0.2 and run["compatible"]

@@ -279,5 +279,5 @@ def test_a_fusion_runs_protocol_says_its_queries_are_fused(runs: dict[str, dict[
 
     run = runs["fusion"]
     alpha = float(load_adapter(run["adapter_path"]).alpha)
-    assert (f"; queries fused as {alpha:g} × old + {1 - alpha:g} × affine(new), exact inner-product search"
+    assert (f"; queries fused as {alpha:g} × old + {1 - alpha:g} × affine(new), exact cosine search"
             in run["heldout_protocol"])

@@ -78,7 +78,7 @@ def head_cell(method: str) -> str:
 def test_new_to_old_kinds_pass_the_criterion_on_held_out_items(demo_runs: dict[str, Any], method: str) -> None:
     run = demo_runs[method]
     assert run["status"] == "completed" and run["val_metric_name"] == "label_top1"
-    assert run["val_protocol"].startswith("120 labelled queries (validation fold) against the whole old gallery")
+    assert run["val_protocol"].startswith("120 labelled queries (validation fold) against the whole gallery")
     assert run["upgraded_top1"] > run["old_old_top1"] + MARGIN
     assert 0.0 < run["gain_retained"] < 1.0
 

@@ -173,6 +173,10 @@ def readme_text(manifest: dict[str, Any]) -> str:
     else:
         lines.append("Inputs are the model's vectors as stored (no normalisation); outputs are L2-normalised "
                      "for cosine / inner-product search.")
+    lines.append("Every number here was measured by cosine similarity: all vectors, the old gallery's included, "
+                 "L2-normalised. An old index ranked by raw inner product over vectors of varying length "
+                 "(lengths that carry popularity, say) ranks differently: normalise its vectors before serving "
+                 "this layer against it, or measure on the index as it is.")
     if len(manifest.get("chain", [])) > 1:
         steps = " then ".join(f"{s['new_model'] if s['direction'] != 'forward' else s['old_model']} -> "
                               f"{s['old_model'] if s['direction'] != 'forward' else s['new_model']} ({s['kind']})"
@@ -191,8 +195,8 @@ def readme_text(manifest: dict[str, Any]) -> str:
         lines += ["", f"Quality of this upgrade{served}, each number with the queries and gallery it was "
                   "measured on:", "", *[f"- {line}." for line in measured]]
     lines += ["", "## Check before use", "",
-              "`embridge bundle verify <bundle>` checks every file's sha256 (`CHECKSUMS` covers "
-              "`manifest.json`, which lists all other files) and re-runs the layer on `probes/`. "
+              "`embridge bundle verify <bundle>` checks every file's sha256 (`CHECKSUMS` lists each "
+              "file's, `manifest.json` included) and re-runs the layer on `probes/`. "
               "Without Embridge: `sha256sum -c CHECKSUMS` in the bundle folder.",
               "`embridge bundle apply <bundle> --vectors in.npy --out out.npy` transforms a large vector "
               "file in resumable chunks; `--runtime auto` (default) uses the torch-free runtime above, "

@@ -110,7 +110,7 @@ class EvalResult:
 
 def search_words(info: SearchInfo) -> str:
     if info.exact:
-        return "exact inner-product search"
+        return "exact cosine search"  # every vector is L2-normalised before it is searched
     return f"approximate search ({info.method}, recall vs exact {info.recall_vs_exact})"
 
 

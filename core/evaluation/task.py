@@ -41,7 +41,7 @@ class Protocol:
     gallery: str
     n_gallery: int
     relevance: str
-    search: str = "exact inner-product search"
+    search: str = "exact cosine search"
     n_scored: int | None = None  # queries with a relevant item in the gallery, when fewer than n_queries
     new_vectors: int | None = None  # gallery items scored by their new-model vectors (a cascade's re-rank)
 
@@ -96,7 +96,7 @@ class RetrievalTask:
     def with_queries(self, queries: QuerySet) -> RetrievalTask:
         return replace(self, queries=queries)
 
-    def protocol(self, search: str = "exact inner-product search") -> Protocol:
+    def protocol(self, search: str = "exact cosine search") -> Protocol:
         return Protocol(self.queries.name, int(self.queries.ids.size), self.gallery.name,
                         int(self.gallery.ids.size), self.rule.describe(), search)
 

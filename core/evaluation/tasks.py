@@ -132,10 +132,7 @@ def _upgrade_tasks(ws: Workspace, models: Sequence[str], heldout_gallery: bool, 
                        "test" if source == "judged test queries" else None)
     gallery_full = ws.gallery_count()
     suffix = " without the train fold" if heldout_gallery else ""
-    if full_ids.size == gallery_full:
-        full = GallerySet("the whole gallery", full_ids)
-    else:
-        full = GallerySet(f"the old gallery{suffix} (every gallery item the old model embedded)", full_ids)
+    full = GallerySet(old_gallery_name(full_ids.size, gallery_full, suffix), full_ids)
     if sample_ids.size == gallery_full:
         sample = GallerySet("the whole gallery", sample_ids)
     else:
@@ -177,9 +174,17 @@ def comparable_queries(full: RetrievalTask, sample: RetrievalTask, label: str,
                          f"{sample.gallery.ids.size} gallery items every model embedded, so the new model cannot be "
                          "scored; embed the relevant (judged) gallery items with the new model")
     which = "every judged document" if full.rule.graded() else "a relevant item"
-    name = (f"{queries.name} with {which} in the evaluation sample ({n} of {queries.ids.size} left out: "
+    # queries with no relevant item anywhere stay in the set (counted, scored by no cell): named, not hidden
+    none = " or none in the gallery" if (n_full == 0).any() else ""
+    name = (f"{queries.name} with {which} in the evaluation sample{none} ({n} of {queries.ids.size} left out: "
             "the new model has not embedded their relevant items)")
     return QuerySet(name, queries.ids[~left_out]), n
+
+
+def old_gallery_name(size: int, gallery: int, suffix: str = "") -> str:
+    """'the whole gallery', or what the old model's gallery is when it did not embed every gallery item."""
+    return ("the whole gallery" if size == gallery else
+            f"the old gallery{suffix} (every gallery item the old model embedded)")
 
 
 def dev_task(ws: Workspace, old: str, new: str, seed: int = 0,
@@ -203,6 +208,7 @@ def dev_task(ws: Workspace, old: str, new: str, seed: int = 0,
     if queries.ids.size > max_queries:
         pick = np.sort(np.random.default_rng(seed).choice(queries.ids, max_queries, replace=False))
         queries = QuerySet(f"{queries.name}, a seeded sample of {max_queries}", pick)
-    gallery = own_item_gallery(queries, GallerySet("the whole old gallery", gallery_ids), rule)
+    gallery = own_item_gallery(queries, GallerySet(old_gallery_name(gallery_ids.size, ws.gallery_count()), gallery_ids),
+                               rule)
     return RetrievalTask(queries, gallery, rule)
 

@@ -151,7 +151,7 @@ def search_summary(cells: dict[str, dict[str, Any]]) -> dict[str, Any]:
         over = (f"{sizes[0]} gallery vectors" if len(sizes) == 1 else
                 "galleries of " + " and ".join(f"{n} ({', '.join(name for name, c in cells.items() if c['params'].get('gallery_size') == n)})"
                                                for n in sizes) + " vectors")
-        text = f"Exact inner-product search (faiss IndexFlatIP) over {over}."
+        text = f"Exact cosine search (faiss IndexFlatIP over L2-normalised vectors) over {over}."
     else:
         text = (f"Approximate search ({first['method']}, {params}); recall@{params.get('recall_k')} against exact "
                 f"search, measured on {params.get('recall_sample')} queries: "

@@ -3,7 +3,7 @@
 Training runs, reports and plans store every number together with the protocol of the evaluation
 path (:class:`embridge.core.evaluation.task.Protocol`: query set and size, gallery and size, relevance).
 Every page of the app prints "0.845 (150 test queries (judged) against the whole old gallery (800
-items), relevance: relevance judgments (test split); exact inner product)" through
+items), relevance: relevance judgments (test split); exact cosine search)" through
 :func:`with_source`, worded by :meth:`Protocol.describe` as the CLI's "measured on" line is, so one
 run shows one number with one protocol everywhere. Nothing here guesses a protocol: a record
 written before protocols were stored says so.
@@ -44,7 +44,7 @@ def from_protocol(protocol: Any) -> NumberSource | None:
         return None
     p = Protocol(str(protocol["query_set"]), _int(protocol.get("n_queries")), str(protocol.get("gallery") or ""),
                  _int(protocol.get("n_gallery")), str(protocol.get("relevance") or ""),
-                 str(protocol.get("search") or "exact inner product"),
+                 str(protocol.get("search") or "exact cosine search"),
                  _int(protocol["n_scored"]) if "n_scored" in protocol else None,
                  _int(protocol["new_vectors"]) if "new_vectors" in protocol else None)
     return NumberSource(p)

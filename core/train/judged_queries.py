@@ -78,7 +78,7 @@ class JudgedQueries:
     @property
     def protocol(self) -> str:
         return (f"{len(self)} dev queries (judged) against the whole old gallery ({len(self.old_gallery)} items), "
-                "exact inner product")
+                "exact cosine search")
 
     @property
     def has_new_gallery(self) -> bool:
