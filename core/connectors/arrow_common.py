@@ -79,10 +79,15 @@ def table_to_batch(table: Any, id_col: str, vec_col: str, cursor: Any, where: st
         raise VectorStoreError(f"no '{id_col}' and '{vec_col}' columns (columns: {', '.join(names)}); name "
                                "them with ?id=COLUMN&vector=COLUMN")
     column = table.column(id_col) if hasattr(table, "column") else table[id_col]
+    prefix = f"{where}: " if where else ""
+    kind = column.type.value_type if pa.types.is_dictionary(column.type) else column.type
+    if not (pa.types.is_integer(kind) or pa.types.is_string(kind) or pa.types.is_large_string(kind)
+            or pa.types.is_null(kind)):  # bytes or times would be keyed by their Python repr, and checkpoints fail
+        raise VectorStoreError(f"{prefix}column '{id_col}' holds {kind} ids; point ids must be integers or text "
+                               "(cast the column, or name another with ?id=COLUMN)")
     ids: list[PointId] = column.to_pylist()
     vec = table.column(vec_col)
     vec = vec.combine_chunks() if hasattr(vec, "combine_chunks") else vec
-    prefix = f"{where}: " if where else ""
     if None in ids:
         row = ids.index(None)
         raise VectorStoreError(f"{prefix}column '{id_col}' row {first_row + row}: a null id; every point needs an id")

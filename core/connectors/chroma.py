@@ -1,6 +1,8 @@
 """Chroma, embedded persistent client: ``chroma:///path/to/db?collection=docs``.
 
-Chroma ids are strings, payloads are its metadata (plain values only). Chroma has no aliases and
+Chroma ids are strings, payloads are its metadata (plain values only) plus a record's document, the
+text a RAG collection keeps beside each vector, under ``document`` (so ``import --text-field document``
+reads it, and a migration writes it back as the shadow's document). Chroma has no aliases and
 no atomic rename, so a migration into Chroma writes and verifies the new collection but cannot
 switch readers over; Embridge says so instead of renaming in two visible steps.
 
@@ -29,6 +31,7 @@ from embridge.core.connectors.connector import (
 )
 from embridge.core.errors import first_line
 
+DOCUMENT_FIELD = "document"  # a record's Chroma document, as a payload field
 STATE_COLLECTION = "embridge_state"  # checkpoints on a server: id = job key, metadata 'state' = JSON
 DEFAULT_PORT = 8000
 
@@ -97,20 +100,34 @@ class ChromaConnector(Connector):
         """Cursor: the number of points already read (Chroma lists them in insertion order)."""
         col, offset, total = self.col(), int(cursor or 0), self.count()
         while offset < total:
-            got = col.get(limit=batch_size, offset=offset, include=["embeddings", "metadatas"])
+            got = col.get(limit=batch_size, offset=offset, include=["embeddings", "metadatas", "documents"])
             if not got["ids"]:
                 return
             offset += len(got["ids"])
-            payloads = [dict(m) if m else {} for m in got["metadatas"]]
+            payloads = self._payloads(got)
             yield Batch(list(got["ids"]), np.asarray(got["embeddings"], dtype=np.float32), payloads,
                         offset if offset < total else None)
 
     def read_ids(self, ids: list[PointId]) -> Batch:
-        got = self.col().get(ids=[str(i) for i in ids], include=["embeddings", "metadatas"])
-        found = {i: (e, m) for i, e, m in zip(got["ids"], got["embeddings"], got["metadatas"], strict=True)}
+        got = self.col().get(ids=[str(i) for i in ids], include=["embeddings", "metadatas", "documents"])
+        found = {i: (e, m) for i, e, m in zip(got["ids"], got["embeddings"], self._payloads(got), strict=True)}
         order = [i for i in ids if str(i) in found]
         vectors = np.asarray([found[str(i)][0] for i in order], dtype=np.float32).reshape(len(order), -1)
         return Batch(order, vectors, [dict(found[str(i)][1] or {}) for i in order])
+
+    def _payloads(self, got: Any) -> list[dict[str, Any]]:
+        """Each record's metadata, with its document (if any) under :data:`DOCUMENT_FIELD`."""
+        documents = got.get("documents") or [None] * len(got["ids"])
+        out = []
+        for point, meta, document in zip(got["ids"], got["metadatas"], documents, strict=True):
+            payload = dict(meta) if meta else {}
+            if document is not None:
+                if DOCUMENT_FIELD in payload:
+                    raise VectorStoreError(f"{self.describe()}: point '{point}' has both a document and a metadata "
+                                           f"field '{DOCUMENT_FIELD}'; Embridge reads the document under that name")
+                payload[DOCUMENT_FIELD] = document
+            out.append(payload)
+        return out
 
     def space_counts(self) -> dict[str, int]:
         """From the metadata alone, a page at a time (the vectors are not needed)."""
@@ -145,8 +162,18 @@ class ChromaConnector(Connector):
         col = self.col()
         for start in range(0, len(batch), step):
             end = start + step
-            col.upsert(ids=[str(i) for i in batch.ids[start:end]], embeddings=batch.vectors[start:end],
-                       metadatas=[p or None for p in batch.payloads[start:end]])
+            metadatas, documents = [], []
+            for payload in batch.payloads[start:end]:
+                meta = dict(payload or {})
+                document = meta.pop(DOCUMENT_FIELD, None) if isinstance(meta.get(DOCUMENT_FIELD), str) else None
+                metadatas.append(meta or None)
+                documents.append(document)
+            try:
+                col.upsert(ids=[str(i) for i in batch.ids[start:end]], embeddings=batch.vectors[start:end],
+                           metadatas=metadatas, documents=documents if any(d is not None for d in documents) else None)
+            except ValueError as exc:  # Chroma's own check of a value (a nested or non-plain metadata field)
+                raise VectorStoreError(f"{self.describe()}: cannot write the batch ({first_line(exc)}); Chroma "
+                                       "metadata holds plain values only (text, numbers, booleans)") from exc
 
     def delete_ids(self, ids: list[PointId]) -> None:
         if ids and self.exists():

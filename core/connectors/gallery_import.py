@@ -204,11 +204,12 @@ def _stream(run: _Run, store: Connector, label_field: str | None, text_field: st
             ) -> StoreImportResult:
     ws, uri, source, name = run.ws, run.uri, run.source, run.model
     namespace = item_namespace(split)
-    new_items = done = 0
+    new_items = done = labelled = 0
     for batch in store.read_batches(batch_size):  # pass 1: items
         check_stop(should_stop)
         _check_points(batch, uri, dim)
         records = _records(batch, source, split, label_field, text_field)
+        labelled += sum(r["label"] is not None for r in records)
         ours = ws.existing_keys([r["key"] for r in records], source=source)
         again = [k for k, i in ws.find_keys(sorted(ours), namespace).items() if i > run.before] if ours else []
         if again:
@@ -219,6 +220,8 @@ def _stream(run: _Run, store: Connector, label_field: str | None, text_field: st
             new_items += len(fresh)
         done += len(batch)
         report(done, total, {"stage": "items", "pass": "1 of 2"})
+    if label_field and not labelled:  # a misspelt field would import an unlabelled gallery without a word
+        raise ImportDataError(uri, f"no point has a '{label_field}' field (--label-field); check its spelling")
     if run.spec is not None and not ws.has_model(name):  # every item came from an earlier, stopped run
         run.register_with([])
     ids = ws.item_ids(source=source)

@@ -46,7 +46,7 @@ from embridge.core.connectors.source_digest import (
 )
 from embridge.core.connectors.targets import check_alias, check_store_output
 from embridge.core.connectors.transform import StoreTransform, load_transform
-from embridge.core.errors import InputError
+from embridge.core.errors import Cancelled, InputError
 from embridge.core.heap import cap_malloc_arenas, release_free_memory
 from embridge.core.l2 import l2_normalize
 from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
@@ -306,12 +306,20 @@ def _copy(transform: StoreTransform, source: Connector, target: Connector, new: 
         reader.close()
         # the checkpoint is written only now: a source refused by its first batch leaves none behind (or the
         # previous one as it was), while a target that exists always has the checkpoint that made it
+        before = target.load_state(key)
         target.save_state(key, state)
         target.create(transform.out_dim, like=source, sample=first[1] if first else None)
         if first is None:  # an empty source still gets its (empty) shadow
             return
-        if store(first).cursor is None:
-            return
+        try:
+            if store(first).cursor is None:
+                return
+        except Cancelled:
+            raise
+        except Exception:  # the store refused the first batch (its ids, its payload): the target made here goes
+            target.drop()
+            target.save_state(key, before)
+            raise
         start = first[1].cursor
     with Prefetch(lambda: transformed(start), depth=PREFETCH_DEPTH, name="embridge-migrate-read") as batches:
         for read in batches:

@@ -100,7 +100,13 @@ class ParquetConnector(Connector):
     def _files(self) -> list[Path]:
         if not self.folder.is_dir():
             raise VectorStoreError(f"{self.folder}: no such Parquet dataset folder")
-        return sorted(p for p in self.folder.iterdir() if p.suffix == ".parquet" and not p.name.startswith("."))
+        entries = [p for p in self.folder.iterdir() if not p.name.startswith(".")]
+        nested = next((d for d in entries if d.is_dir() and next(d.rglob("*.parquet"), None) is not None), None)
+        if nested is not None:  # read as flat, its partitions (and their partition values) would go missing
+            raise VectorStoreError(f"{self.folder}: holds Parquet files in a subfolder ({nested.name}/), a partitioned "
+                                   "dataset; Embridge reads the .parquet files directly in one folder, so write the "
+                                   "dataset without partitioning (its partition columns as columns)")
+        return sorted(p for p in entries if p.suffix == ".parquet")
 
     def exists(self) -> bool:
         return self.folder.is_dir()

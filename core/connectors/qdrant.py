@@ -206,6 +206,9 @@ class QdrantConnector(Connector):
         if not len(batch):
             return
         check_write_batch(self, batch, self.dim() or batch.vectors.shape[1])  # the collection's own width
+        for pid in batch.ids:
+            if isinstance(pid, str) and (problem := self.id_problem(pid)) is not None:
+                raise VectorStoreError(f"{self.describe()}: point id {pid!r}: {problem}")
         vectors = batch.vectors.tolist()
         if self.vector_name:
             vectors = {self.vector_name: vectors}
@@ -220,9 +223,11 @@ class QdrantConnector(Connector):
         if isinstance(pid, int) and not isinstance(pid, bool):
             return None if pid >= 0 else "Qdrant ids are unsigned integers or UUIDs"
         try:
-            uuid.UUID(str(pid))
+            canonical = str(uuid.UUID(str(pid)))
         except ValueError:
             return "Qdrant ids are unsigned integers or UUIDs"
+        if canonical != str(pid):  # Qdrant keeps a UUID in this form: the point could not be found by its id
+            return f"Qdrant stores this UUID as '{canonical}', so the point would not keep its id"
         return None
 
     def delete_ids(self, ids: list[PointId]) -> None:
