@@ -29,7 +29,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--workspace", "-w", metavar="DIR", help="open this workspace on start")
     parser.add_argument("--self-test", action="store_true",
                         help="run the demo pipeline headlessly (no window) and exit 0 when it works")
-    return parser.parse_known_args(argv)[0]
+    parser.add_argument("--self-test-out", metavar="FILE",
+                        help="with --self-test: also write its JSON line to FILE (windowed builds have no console)")
+    return parser.parse_args(argv)  # a misspelt option is an error (exit 2), not a window without it
 
 
 def application() -> QApplication:

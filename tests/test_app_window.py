@@ -84,6 +84,16 @@ def test_main_opens_the_workspace_given_and_exits_cleanly(tmp_path: Path) -> Non
     assert settings["recent_workspaces"] == [str((tmp_path / "ws").resolve())]
 
 
+def test_a_misspelt_option_is_refused_before_any_window(capsys: pytest.CaptureFixture[str]) -> None:
+    """``--workspce W`` opened a window without the workspace and said nothing."""
+    from embridge.app.launch import parse_args
+
+    with pytest.raises(SystemExit) as stop:
+        parse_args(["--workspce", "W"])
+    assert stop.value.code == 2 and "unrecognized arguments: --workspce W" in capsys.readouterr().err
+    assert parse_args(["--self-test", "--self-test-out", "r.json"]).self_test_out == "r.json"
+
+
 def test_every_page_has_a_ctrl_number_shortcut(qtbot: QtBot, window: MainWindow) -> None:
     window.activateWindow()
     qtbot.waitExposed(window)

@@ -35,9 +35,11 @@ def check_not_duplicate(ws: Workspace, spec: dict[str, Any], path: str | Path) -
     under two names (its vectors would be the stored model's)."""
     name = duplicate_of(ws, spec)
     if name is not None:
+        options = ("--query-prompt or --document-prompt" if spec.get("kind") == "sentence_transformers"
+                   else "--query-prompt, --document-prompt or --pooling")  # such a folder pools as its modules say
         raise InputError(str(path), f"this checkpoint is already in the workspace as model '{name}' (same "
                                     "sha256 and embedding settings); use that model (a text model may be added "
-                                    "again with other --query-prompt, --document-prompt or --pooling)")
+                                    f"again with other {options})")
 
 
 def dependants(ws: Workspace, name: str) -> dict[str, int]:

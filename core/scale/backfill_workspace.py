@@ -55,7 +55,9 @@ def workspace_model_spec(ws: Any, model: str) -> dict[str, Any]:
     row = ws.model(model)
     spec = ModelSpec.from_dict(row["spec"])
     if spec.kind == "vectors":
-        raise InputError("--model", f"'{model}' is an embeddings-only model: it has no network to run on a cluster")
+        raise InputError("--model", f"'{model}' is an embeddings-only model: it has no network to re-embed items "
+                                    "with; attach the new vectors you have instead (embridge import --format vectors "
+                                    f"--path FILE.npz --model {model})")
     return replace(spec, name=model, path=row.get("path") or spec.path).to_dict()
 
 
