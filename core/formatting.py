@@ -42,7 +42,15 @@ def format_duration(seconds: float | None) -> str:
     return f"about {seconds / 60:.0f} min" if seconds < 7200 else f"about {seconds / 3600:.1f} h"
 
 
-def sample_floor_text(value: object) -> str:
-    """', old/old on the evaluation sample 63.4%' where new/new searched a sample of the gallery (what the
-    new model is compared with and its gain measured from), else ''."""
-    return "" if value is None else f", old/old on the evaluation sample {format_share(value)}"
+def sample_floor_text(old_old: object, upgraded: object) -> str:
+    """' (on the evaluation sample: old/old 63.4%, upgraded 70.0%)' where new/new searched a sample of the
+    gallery (where the new model is compared and gain retained measured), else ''."""
+    if old_old is None:
+        return ""
+    return f" (on the evaluation sample: old/old {format_share(old_old)}, upgraded {format_share(upgraded)})"
+
+
+def sample_words(ceiling_floor: float | None) -> str:
+    """Where new/new was compared with old/old: 'this gallery', or the evaluation sample when new/new
+    searched that and not the whole gallery (``ceiling_floor``: old/old there)."""
+    return "this gallery" if ceiling_floor is None else "the evaluation sample both models embedded"

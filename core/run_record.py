@@ -87,7 +87,9 @@ UPGRADED_CELLS = ("new→old", "new/fct(old)")  # backward layers search the old
 CELL_NUMBERS: dict[str, tuple[str, ...]] = {  # the held-out numbers each cell measured
     OLD_OLD: ("old_old_top1", "old_old_ndcg@10"),
     UPGRADED: ("upgraded_top1", "gain_retained", "ndcg@10", "mrr@10"),
-    NEW_NEW: ("new_new_top1", "old_old_sample_top1", "new_new_ndcg@10", "old_old_sample_ndcg@10"),
+    NEW_NEW: ("new_new_top1", "old_old_sample_top1", "upgraded_sample_top1", "new_new_ndcg@10", "old_old_sample_ndcg@10",
+              "upgraded_sample_ndcg@10"),
+    HEAD_HEAD: ("ceiling_top1", "ceiling_ndcg@10"),  # a bct / bt2 head's own space: the ceiling of its runs
 }
 
 

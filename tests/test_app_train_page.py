@@ -79,7 +79,8 @@ def test_changed_fields_are_passed_and_new_new_names_its_sample(qtbot: QtBot, wi
     assert "evaluation sample" in new_new and "evaluation sample" not in old_old
     # new/new's own floor, old/old on its sample, is listed beside it under the sample's protocol
     assert (f"new new top1 {metrics['new_new_top1']:.3f}, old old top1 on this sample "
-            f"{metrics['old_old_sample_top1']:.3f} ({new_new})") in text
+            f"{metrics['old_old_sample_top1']:.3f}, upgraded top1 on this sample "
+            f"{metrics['upgraded_sample_top1']:.3f} ({new_new})") in text
     assert f"old old top1 {metrics['old_old_top1']:.3f}" in text and f"({old_old})" in text
     assert f"whole gallery ({metrics['protocols']['old/old']['n_gallery']} items)" not in new_new
     from embridge.core.cli.train_cmds import _train_text
@@ -170,3 +171,15 @@ def test_rapid_progress_redraws_a_bounded_number_of_times_off_the_gui_thread(qtb
     assert plot.figure is None  # nothing pending: the last rows are on screen already
     train.reset()
     assert not plot._timer.isActive() and plot.image.isHidden()
+
+
+def test_a_heads_held_out_text_lists_its_ceiling_under_the_samples_protocol() -> None:
+    """A bct / bt2 run's protocols name head/head; the Train page looked its numbers up and raised KeyError."""
+    from embridge.app.pages.train_result import heldout_text
+
+    summary = {"old_old_top1": 0.5, "new_new_top1": 0.6, "ceiling_top1": 0.62, "upgraded_top1": 0.52,
+               "old_old_sample_top1": 0.55, "upgraded_sample_top1": 0.57,
+               "protocols": {"old/old": {"text": "A"}, "new→old": {"text": "A"}, "new/new": {"text": "B"},
+                             "head/head": {"text": "B"}}}
+    assert heldout_text(summary) == ("old old top1 0.500, upgraded top1 0.520 (A); new new top1 0.600, old old top1 "
+                                     "on this sample 0.550, upgraded top1 on this sample 0.570, head/head top1 0.620 (B)")

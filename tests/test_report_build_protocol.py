@@ -198,14 +198,20 @@ def test_the_new_model_is_compared_with_old_old_on_its_own_gallery(tmp_path: Pat
         train_run(ws, "affine", device="cpu")
         report = build_report(ws, None, ReportOptions(backfill_steps=5, n_boot=50), write=False)
     h = report.headline
-    oo, oo_sample, cc, up = h["old_old_top1"], h["old_old_sample_top1"], h["ceiling_top1"], h["upgraded_top1"]
+    oo, oo_sample, cc = h["old_old_top1"], h["old_old_sample_top1"], h["ceiling_top1"]
+    up_sample = h["upgraded_sample_top1"]
     assert oo_sample < cc < oo  # the trap: the ceiling sits below the whole gallery's old/old
     assert report.backfill["old_old"]["metrics"]["top1"] == oo_sample  # one number for old/old on the sample
     assert report.comparison["top1"]["old_old_sample"] == oo_sample
-    assert h["gain_retained"] == pytest.approx((up - oo) / (cc - oo_sample))
+    assert report.comparison["top1"]["upgraded_sample"] == up_sample
+    # the curves start (β = 0) at the upgraded system on the sample: the same number
+    assert report.backfill["policies"]["random"]["values"]["top1"][0] == pytest.approx(up_sample)
+    assert h["gain_retained"] == pytest.approx((up_sample - oo_sample) / (cc - oo_sample))
     assert h["gain_retained_note"] is None
     assert not any("not better" in line for line in report.verdicts)
     plan = plan_from_report(report, Throughput(embed_items_per_s=100.0, adapter_items_per_s=1e5, device="cpu"))
     assert plan.new_better is True and plan.recommendation != "stay"
     full = next(o for o in plan.options if o["name"] == "full_backfill")
     assert full["passes_criterion"] is True and full["gain_retained"] == pytest.approx(1.0)
+    layer = next(o for o in plan.options if o["name"] == "adapter_only")
+    assert layer["quality_sample"]["top1"] == up_sample and layer["gain_retained"] == pytest.approx(h["gain_retained"])

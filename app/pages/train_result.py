@@ -24,7 +24,10 @@ JUDGED_KEYS = ("old_old_ndcg@10", "ndcg@10", "gain_retained_ndcg@10")
 LABELS = {"old_old_top1": "old old top1", "new_new_top1": "new new top1", "upgraded_top1": "upgraded top1",
           "gain_retained": "gain retained", "old_old_ndcg@10": "old/old nDCG@10",
           "new_new_ndcg@10": "new/new nDCG@10", "ndcg@10": "upgraded nDCG@10", "mrr@10": "upgraded MRR@10",
-          "old_old_sample_top1": "old old top1 on this sample", "old_old_sample_ndcg@10": "old/old nDCG@10 on this sample"}
+          "old_old_sample_top1": "old old top1 on this sample", "old_old_sample_ndcg@10": "old/old nDCG@10 on this sample",
+          "upgraded_sample_top1": "upgraded top1 on this sample", "ceiling_top1": "head/head top1",
+          "ceiling_ndcg@10": "head/head nDCG@10",
+          "upgraded_sample_ndcg@10": "upgraded nDCG@10 on this sample"}
 
 
 

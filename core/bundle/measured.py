@@ -19,8 +19,8 @@ from embridge.core.store import Workspace
 
 UNRECORDED = "protocol not recorded (made by an older Embridge)"
 # the numbers a deploy note leads with, in this order
-HEADLINE = ("upgraded_top1", "old_old_top1", "new_new_top1", "gain_retained", "negative_flip_rate",
-            "ndcg@10", "mrr@10", "n_queries")
+HEADLINE = ("upgraded_top1", "old_old_top1", "new_new_top1", "old_old_sample_top1", "upgraded_sample_top1",
+            "gain_retained", "negative_flip_rate", "ndcg@10", "mrr@10", "n_queries")
 
 
 def _numbers(values: dict[str, Any]) -> dict[str, Any]:
@@ -216,8 +216,7 @@ def verdict_line(manifest: dict[str, Any]) -> str | None:
              else "makes search worse than today")
     advice = "`embridge plan` weighs fusion, a cascade, a partial or a full backfill instead"
     if w.new_better is False:
-        floor = old if w.ceiling_floor is None else w.ceiling_floor
-        advice = (f"The new model itself is no better ({name} {ceiling:.3f} against old/old {floor:.3f}): stay on the "
+        advice = (f"The new model itself is no better ({name} {ceiling:.3f} against old/old {w.new_floor:.3f}): stay on the "
                   "old model")
     return (f"WARNING: this layer FAILS the compatibility criterion ({source}){numbers}; serving new queries "
             f"through it {worse}. {advice}")

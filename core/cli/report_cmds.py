@@ -178,13 +178,17 @@ def _measured_where(metric: str, report: Report) -> str:
     """Which cell a headline metric is of, and its protocol sentence."""
     if metric.startswith("backfill_area"):
         return "area under the partial-backfill curve, on the evaluation sample"
+    sampled = "_sample_" in metric or report.headline.get("old_old_sample_top1") is not None and metric.startswith("gain")
     cell = (OLD_OLD if metric.startswith("old_old") else
             report.ceiling_cell if metric.startswith(("new_new", "ceiling", "head_new")) else report.upgraded_cell)
+
     def on(name: str) -> str:
-        protocol = (report.cells.get(name) or {}).get("protocol") or {}
+        protocol = (report.cells.get(name if not sampled else str(report.ceiling_cell)) or {}).get("protocol") or {}
         return f"{name} on {protocol['text']}" if protocol.get("text") else name
 
     if metric.startswith("gain"):  # a share of the way from old/old to the ceiling: three cells, each named
+        if sampled:  # all three on new/new's gallery, the evaluation sample
+            return f"{report.upgraded_cell} from old/old to {on(str(report.ceiling_cell))}"
         return f"{on(cell)}; from {on(OLD_OLD)} to {on(report.ceiling_cell)}"
     return f"{on(cell)}; against old/old" if "flip" in metric or "nfr" in metric else on(cell)
 
@@ -214,9 +218,9 @@ def _report_text(report: Report) -> str:
     h, s = report.headline, report.sizes
     lines = [f"report #{report.report_id}: {report.method} layer of run {report.run_id}, "
              f"{_queries_text(s)}; evaluation sample {s['gallery']} of the {s['gallery_full']} gallery items",
-             f"top-1: old/old {format_share(h['old_old_top1'])}{sample_floor_text(h.get('old_old_sample_top1'))}, "
-             f"{report.ceiling_cell} "
-             f"{format_share(h['ceiling_top1'])}, {report.upgraded_cell} {format_share(h['upgraded_top1'])}; "
+             f"top-1: old/old {format_share(h['old_old_top1'])}, {report.ceiling_cell} "
+             f"{format_share(h['ceiling_top1'])}, {report.upgraded_cell} {format_share(h['upgraded_top1'])}"
+             f"{sample_floor_text(h.get('old_old_sample_top1'), h.get('upgraded_sample_top1'))}; "
              f"gain retained {format_share(h['gain_retained'])}, ARR@{h['arr_k']} {format_share(h['arr'])}",
              f"flips: negative {format_share(h['negative_flip_rate'])}, positive "
              f"{format_share(h['positive_flip_rate'])}"]

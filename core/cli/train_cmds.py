@@ -110,16 +110,17 @@ def _train_text(out: dict[str, Any]) -> str:
                 else gain_text(None, out.get("gain_retained_note")))
         cell, top1 = ceiling_of(out)
         against = f"{cell} {format_share(top1)}, " if cell != "new/new" else ""
-        sample = out.get("old_old_sample_top1")  # new/new searched a sample: the backfill's gain is measured there
-        lines.append(f"held-out top-1: old/old {format_share(out['old_old_top1'])}{sample_floor_text(sample)}, new/new "
+        sample = out.get("old_old_sample_top1")  # new/new searched a sample: the gain is measured there
+        lines.append(f"held-out top-1: old/old {format_share(out['old_old_top1'])}, new/new "
                      f"{format_share(out['new_new_top1'])}, {against}upgraded {format_share(out['upgraded_top1'])}"
+                     f"{sample_floor_text(sample, out.get('upgraded_sample_top1'))}"
                      f"{'' if judged else verdict(out['compatible'])}; gain retained{' (top-1)' if judged else ''}: "
-                     f"{gain}" + (f" (of the gain from old/old{' on the sample' if sample is not None else ''} to {cell})"
+                     f"{gain}" + (f" (of the gain from old/old to {cell}{' on the sample' if sample is not None else ''})"
                                   if against or sample is not None else ""))
         if out.get("ndcg@10") is not None:
-            line = (f"held-out nDCG@10: old/old {format_share(out['old_old_ndcg@10'])}"
-                    f"{sample_floor_text(out.get('old_old_sample_ndcg@10'))}, new/new "
-                    f"{format_share(out['new_new_ndcg@10'])}, upgraded {format_share(out['ndcg@10'])}")
+            line = (f"held-out nDCG@10: old/old {format_share(out['old_old_ndcg@10'])}, new/new "
+                    f"{format_share(out['new_new_ndcg@10'])}, upgraded {format_share(out['ndcg@10'])}"
+                    f"{sample_floor_text(out.get('old_old_sample_ndcg@10'), out.get('upgraded_sample_ndcg@10'))}")
             if judged:
                 decided = weighed(out)
                 line += (f"{verdict(decided.compatible)} (decided on nDCG@10 with relevance judgments); gain retained: "
@@ -136,7 +137,8 @@ def _train_text(out: dict[str, Any]) -> str:
         took = cand.get("duration_s")
         took_text = f" in {took:.1f}s" if isinstance(took, int | float) and cand.get("status") != "skipped" else ""
         lines.append(f"  candidate {cand.get('kind'):<11} {val_label} {shown} ({cand.get('status')}{took_text})"
-                     + (f": {cand['reason']}" if cand.get("status") == "skipped" and cand.get("reason") else ""))
+                     + (f": {cand['reason']}" if cand.get("status") in ("skipped", "failed") and cand.get("reason")
+                        else ""))
     if out.get("budget"):
         b = out["budget"]
         lines.append(f"time budget {b['seconds']:g}s: {b['spent_s']:.1f}s spent"
@@ -159,8 +161,9 @@ def ceiling_of(metrics: dict[str, Any]) -> tuple[str, Any]:
     return cell, top1
 
 
-RUNS_METRICS = ("old_old_top1", "new_new_top1", "ceiling_cell", "ceiling_top1", "old_old_sample_top1", "upgraded_top1",
-                "gain_retained", "gain_retained_note", "ndcg@10", "old_old_ndcg@10", "new_new_ndcg@10", "old_old_sample_ndcg@10", "gain_retained_ndcg@10", "mrr@10", "kind", "pairs_used", "heldout_protocol", "val_protocol", "protocol",
+RUNS_METRICS = ("old_old_top1", "new_new_top1", "ceiling_cell", "ceiling_top1", "old_old_sample_top1",
+                "upgraded_sample_top1", "upgraded_top1", "gain_retained", "gain_retained_note", "ndcg@10", "old_old_ndcg@10",
+                "new_new_ndcg@10", "old_old_sample_ndcg@10", "upgraded_sample_ndcg@10", "gain_retained_ndcg@10", "mrr@10", "kind", "pairs_used", "heldout_protocol", "val_protocol", "protocol",
                 "cell_protocols", "report_id")
 
 

@@ -81,8 +81,9 @@ def table_to_batch(table: Any, id_col: str, vec_col: str, cursor: Any, where: st
     column = table.column(id_col) if hasattr(table, "column") else table[id_col]
     prefix = f"{where}: " if where else ""
     kind = column.type.value_type if pa.types.is_dictionary(column.type) else column.type
-    if not (pa.types.is_integer(kind) or pa.types.is_string(kind) or pa.types.is_large_string(kind)
-            or pa.types.is_null(kind)):  # bytes or times would be keyed by their Python repr, and checkpoints fail
+    text = pa.types.is_string(kind) or pa.types.is_large_string(kind) or (
+        hasattr(pa.types, "is_string_view") and pa.types.is_string_view(kind))
+    if not (pa.types.is_integer(kind) or text or pa.types.is_null(kind)):  # bytes or times would be keyed by their Python repr, and checkpoints fail
         raise VectorStoreError(f"{prefix}column '{id_col}' holds {kind} ids; point ids must be integers or text "
                                "(cast the column, or name another with ?id=COLUMN)")
     ids: list[PointId] = column.to_pylist()

@@ -25,16 +25,13 @@ def criterion(upgraded: float, old_old: float) -> bool:
     return bool(upgraded > old_old)
 
 
-def gain_retained(upgraded: float, old_old: float, new_new: float, new_new_floor: float | None = None) -> float | None:
+def gain_retained(upgraded: float, old_old: float, new_new: float) -> float | None:
     """(M(up) − M(oo)) / (M(nn) − M(oo)), the share of the full-backfill gain kept; None when the new
-    model is not better (M(nn) <= M(oo)) or a value is missing.
-
-    ``new_new_floor``: old/old on new/new's own gallery when new/new searched another (smaller) one than
-    the upgraded cell: each gain is then measured like for like, (M(up) − M(oo)) on the upgraded cell's
-    gallery over (M(nn) − M(oo on nn's gallery)), since a smaller gallery lifts every number."""
+    model is not better (M(nn) <= M(oo)) or a value is missing. All three on one gallery: where new/new
+    searched a sample of it, the caller passes old/old and the upgraded system on that sample."""
     if upgraded is None or old_old is None or new_new is None:
         return None
-    denom = new_new - (old_old if new_new_floor is None else new_new_floor)
+    denom = new_new - old_old
     if not np.isfinite(denom) or denom < _EPS or not np.isfinite(upgraded):
         return None
     return float((upgraded - old_old) / denom)
@@ -56,10 +53,12 @@ def arr(recall_upgraded: float, recall_new_new: float) -> float | None:
 
 def compare(
     upgraded: dict[str, float], old_old: dict[str, float], new_new: dict[str, float] | None = None,
-    new_new_floor: dict[str, float] | None = None,
+    on_sample: tuple[dict[str, float], dict[str, float]] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Per metric: the three values, criterion pass/fail, gain retained and (recall@k) ARR
-    (``new_new_floor``: old/old on new/new's gallery, as for :func:`gain_retained`)."""
+    """Per metric: the three values, criterion pass/fail, gain retained and (recall@k) ARR.
+
+    ``on_sample``: (upgraded, old/old) on new/new's gallery where that is a sample of theirs; gain retained
+    and ARR are then measured there, the criterion on the whole gallery."""
     out: dict[str, dict[str, Any]] = {}
     for name, up in upgraded.items():
         if name not in old_old:
@@ -68,14 +67,14 @@ def compare(
         row: dict[str, Any] = {"upgraded": up, "old_old": oo, "passes": criterion(up, oo)}
         if new_new is not None and name in new_new:
             row["new_new"] = new_new[name]
-            floor = None if new_new_floor is None else new_new_floor.get(name)
-            row["gain_retained"] = gain_retained(up, oo, new_new[name], floor)
-            if floor is not None:
-                row["old_old_sample"] = floor
-            if row["gain_retained"] is None and gain_note(oo if floor is None else floor, new_new[name]):
+            up_s, oo_s = (up, oo) if on_sample is None else (on_sample[0].get(name), on_sample[1].get(name))
+            if on_sample is not None:
+                row["upgraded_sample"], row["old_old_sample"] = up_s, oo_s
+            row["gain_retained"] = gain_retained(up_s, oo_s, new_new[name])
+            if row["gain_retained"] is None and gain_note(oo_s, new_new[name]):
                 row["gain_retained_note"] = NOT_BETTER
             if name.startswith("recall@"):
-                row["arr"] = arr(up, new_new[name])
+                row["arr"] = None if up_s is None else arr(up_s, new_new[name])
         out[name] = row
     return out
 

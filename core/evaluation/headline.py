@@ -26,14 +26,15 @@ def metric_label(metric: str) -> str:
     return METRIC_LABELS.get(metric, metric)
 
 
-REPORT_SUMMARY = ("old_old_top1", "new_new_top1", "ceiling_top1", "old_old_sample_top1", "upgraded_top1", "gain_retained",
+REPORT_SUMMARY = ("old_old_top1", "new_new_top1", "ceiling_top1", "old_old_sample_top1", "upgraded_sample_top1",
+                  "upgraded_top1", "gain_retained",
                   "gain_retained_note", *JUDGED_METRICS, "arr", "arr_k", "compatible", "negative_flip_rate",
                   "positive_flip_rate", "relative_nfr", "n_queries")
-JUDGED_HEADLINE = ("{}", "old_old_{}", "new_new_{}", "ceiling_{}", "old_old_sample_{}", "compatible_{}",
-                   "gain_retained_{}")  # per judged metric
+JUDGED_HEADLINE = ("{}", "old_old_{}", "new_new_{}", "ceiling_{}", "old_old_sample_{}", "upgraded_sample_{}",
+                   "compatible_{}", "gain_retained_{}")  # per judged metric
 # the judged numbers beside the upgraded one: what a verdict on nDCG@10 needs (present only with judgments)
 JUDGED_SUMMARY = tuple(form.format(metric) for metric in JUDGED_METRICS for form in JUDGED_HEADLINE[1:])
-RUN_SUMMARY = (*HEADLINE, "old_old_sample_top1", "gain_retained_note", "compatible", "upgraded_pair_top1", "n_queries", "arr",
+RUN_SUMMARY = (*HEADLINE, "old_old_sample_top1", "upgraded_sample_top1", "gain_retained_note", "compatible", "upgraded_pair_top1", "n_queries", "arr",
                "negative_flip_rate", "positive_flip_rate", *JUDGED_METRICS, *JUDGED_SUMMARY, "pairs_used",
                "heldout_protocol", "relevance")
 BACKFILL_AREA = "backfill_area_"  # report summary keys per backfill policy: backfill_area_<policy>
@@ -86,9 +87,14 @@ class Weighed:
     ceiling_floor: float | None = None  # old/old on the ceiling's gallery (old_old where they share one)
 
     @property
+    def new_floor(self) -> float | None:
+        """old/old on the ceiling's gallery: what the new model is compared with."""
+        return self.old_old if self.ceiling_floor is None else self.ceiling_floor
+
+    @property
     def new_better(self) -> bool | None:
         """Whether the new model beats the old on the ceiling's own gallery (never across two galleries)."""
-        floor = self.old_old if self.ceiling_floor is None else self.ceiling_floor
+        floor = self.new_floor
         if not isinstance(self.ceiling, int | float) or not isinstance(floor, int | float):
             return None
         return bool(self.ceiling > floor)

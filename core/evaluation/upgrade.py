@@ -3,9 +3,10 @@
 Cells that need only the old gallery's vectors (old/old and the upgraded system: new→old, fusion,
 or a forward transform of the stored old vectors) search the whole old gallery; new/new and the
 head's own space (bct, bt2) need the new model's gallery vectors and search the evaluation sample.
-When that sample is smaller than the old gallery, old/old is also scored on the sample
-(``sample_floor``): whether the new model is better, and the full-backfill gain that gain retained
-divides by, are measured on one gallery (new/new against old/old on the sample), never across two.
+When that sample is smaller than the old gallery, old/old and the upgraded system are also scored on
+the sample (``sample_floor``, ``sample_upgraded``): whether the new model is better (new/new against
+old/old) and gain retained ((upgraded − old/old) / (new/new − old/old)) are measured on that one
+gallery, never across two, while the criterion (upgraded > old/old) stays on the whole old gallery.
 Training's held-out numbers and the report's cells both come from :func:`score_upgrade`, on
 vectors gathered by the same :class:`~embridge.core.evaluation.gather.MatrixMaker`.
 """
@@ -64,6 +65,7 @@ class UpgradeVectors:
     g_new_part: np.ndarray | None = None  # cascade: new vectors of the gallery rows ``g_new_rows``
     g_new_rows: np.ndarray | None = None
     g_old_sample: np.ndarray | None = None  # the evaluation sample under the old model, when it is not the whole gallery
+    g_up_sample: np.ndarray | None = None  # that sample as the upgraded system searches it (a forward layer's transform)
 
 
 def sample_is_smaller(tasks: UpgradeTasks) -> bool:
@@ -82,26 +84,36 @@ def upgrade_vectors(maker: MatrixMaker, tasks: UpgradeTasks, adapter: Adapter, o
     g_new = maker.matrix(sample_ids, [new])
     q_head = maker.matrix(q_ids, [new], lambda n: new_space_vectors(adapter, n)) if head else q_new
     g_head = maker.matrix(sample_ids, [new], lambda n: new_space_vectors(adapter, n)) if head else g_new
-    vecs = UpgradeVectors(q_old, q_new, q_up, q_head, g_old_full, g_up_full, g_new, g_head,
-                          g_old_sample=maker.matrix(sample_ids, [old]) if sample_is_smaller(tasks) else None)
+    vecs = UpgradeVectors(q_old, q_new, q_up, q_head, g_old_full, g_up_full, g_new, g_head)
+    if sample_is_smaller(tasks):
+        vecs.g_old_sample = maker.matrix(sample_ids, [old])
+        vecs.g_up_sample = (maker.matrix(sample_ids, [old], lambda o: adapt_gallery(adapter, o)) if forward
+                            else vecs.g_old_sample)
     if adapter.kind == "cascade" and getattr(adapter, "new_vectors", True):  # embedded items re-rank by their new vectors
         rows = np.flatnonzero(np.isin(full_ids, maker.ws.ids_with_vectors(new)))
         vecs.g_new_rows, vecs.g_new_part = rows, maker.matrix(full_ids[rows], [new])
     return vecs
 
 
-def cascade_result(task: Any, adapter: Adapter, vecs: UpgradeVectors, plan: ScoringPlan) -> EvalResult:
-    """The upgraded cell of a cascade: the old index recalls K, the new model re-ranks them."""
+def cascade_result(task: Any, adapter: Adapter, vecs: UpgradeVectors, plan: ScoringPlan,
+                   on_sample: bool = False) -> EvalResult:
+    """The upgraded cell of a cascade: the old index recalls K, the new model re-ranks them (``on_sample``:
+    over the evaluation sample, whose every item has its new vector)."""
     k = int(adapter.k)
-    part = vecs.g_new_part if vecs.g_new_rows is not None and len(vecs.g_new_rows) else None
-    ranking = cascade_rank(vecs.q_old, vecs.g_old_full, vecs.q_new, part, vecs.g_new_rows, k,
+    if on_sample:
+        g_old, rows = vecs.g_old_sample, np.arange(len(vecs.g_new))
+        part = vecs.g_new if getattr(adapter, "new_vectors", True) else None
+    else:
+        g_old, rows = vecs.g_old_full, vecs.g_new_rows
+        part = vecs.g_new_part if vecs.g_new_rows is not None and len(vecs.g_new_rows) else None
+    ranking = cascade_rank(vecs.q_old, g_old, vecs.q_new, part, rows if part is not None else None, k,
                            lambda x: adapt_queries(adapter.base, x), exclude=task.exclude, depth=plan.depth)
     info = SearchInfo("exact", {}, True, None)
     words = (f"cascade: exact old-index recall of {k}, re-ranked by the new model" if part is not None else
              f"cascade: exact old-index recall of {k}, re-ranked through the {adapter.base.kind} layer")
     result = score_ranking(task, ranking.ids, plan, info, words)
     # its number holds only with those new vectors stored: the planner counts them in the cascade's cost
-    result.protocol = replace(result.protocol, new_vectors=0 if part is None else len(vecs.g_new_rows))
+    result.protocol = replace(result.protocol, new_vectors=0 if part is None else len(rows))
     return result
 
 
@@ -116,19 +128,23 @@ class UpgradeResults:
     kind: str
     plan: ScoringPlan | None = None
     sample_floor: EvalResult | None = None  # old/old on the evaluation sample, when that is not the whole gallery
+    sample_upgraded: EvalResult | None = None  # the upgraded system on that sample
 
     def headline(self) -> dict[str, Any]:
         """The headline numbers (the command-line contract's keys), each with where it was measured.
 
-        ``old_old_sample_*``: old/old on new/new's gallery (None when that is the whole gallery), what
-        new/new is compared with and what the full backfill's gain is measured from."""
+        ``old_old_sample_*`` / ``upgraded_sample_*``: old/old and the upgraded system on new/new's gallery
+        (None when that is the whole gallery), on which the new model is compared and gain retained measured."""
         oo, nn = self.cells[OLD_OLD].metrics, self.cells[NEW_NEW].metrics
         up, cc = self.cells[self.upgraded].metrics, self.cells[self.ceiling].metrics
         bf = None if self.sample_floor is None else self.sample_floor.metrics
+        us = None if self.sample_upgraded is None else self.sample_upgraded.metrics
         by_item = self.tasks.full.rule.source == OWN_ITEM
 
         def gain(key: str) -> float | None:
-            return gain_retained(up[key], oo[key], cc[key], None if bf is None else bf[key])
+            if bf is None or us is None:
+                return gain_retained(up[key], oo[key], cc[key])
+            return gain_retained(us[key], bf[key], cc[key])
 
         def note(key: str) -> str | None:
             return gain_note((bf or oo)[key], cc[key])
@@ -136,6 +152,7 @@ class UpgradeResults:
         out: dict[str, Any] = {
             "old_old_top1": oo["top1"], "new_new_top1": nn["top1"], "ceiling_top1": cc["top1"],
             "old_old_sample_top1": None if bf is None else bf["top1"],
+            "upgraded_sample_top1": None if us is None else us["top1"],
             "upgraded_top1": up["top1"], "gain_retained": None if by_item else gain("top1"),
             "gain_retained_note": None if by_item else note("top1"),
             "compatible": None if by_item else bool(up["top1"] > oo["top1"]),
@@ -148,6 +165,7 @@ class UpgradeResults:
                 out[key] = up[key]
                 out[f"old_old_{key}"], out[f"new_new_{key}"], out[f"ceiling_{key}"] = oo[key], nn[key], cc[key]
                 out[f"old_old_sample_{key}"] = None if bf is None else bf[key]
+                out[f"upgraded_sample_{key}"] = None if us is None else us[key]
                 out[f"compatible_{key}"] = bool(up[key] > oo[key])
                 out[f"gain_retained_{key}"] = gain(key)
                 if out[f"gain_retained_{key}"] is None and note(key):
@@ -176,8 +194,12 @@ def score_upgrade(tasks: UpgradeTasks, adapter: Adapter, vecs: UpgradeVectors, s
         plan = plans[id(task)]
         index = indexes.get(g, plan) if indexes.usable(plan) else None
         cells[name] = score(task, q, g, plan, index=index, should_stop=should_stop)
-    sample_floor = None if vecs.g_old_sample is None else score(
-        tasks.sample, vecs.q_old, vecs.g_old_sample, plans[id(tasks.sample)], should_stop=should_stop)
+    sample_floor = sample_upgraded = None
+    if vecs.g_old_sample is not None:
+        on = plans[id(tasks.sample)]
+        sample_floor = score(tasks.sample, vecs.q_old, vecs.g_old_sample, on, should_stop=should_stop)
+        sample_upgraded = (cascade_result(tasks.sample, adapter, vecs, on, on_sample=True) if adapter.kind == "cascade"
+                           else score(tasks.sample, vecs.q_up, vecs.g_up_sample, on, should_stop=should_stop))
     if adapter.kind == "cascade":
         cells[upgraded_cell(adapter)] = cascade_result(tasks.full, adapter, vecs, full)
     elif adapter.kind == "fusion":  # its queries are fused vectors: the protocol says how, as the cascade's does
@@ -185,7 +207,7 @@ def score_upgrade(tasks: UpgradeTasks, adapter: Adapter, vecs: UpgradeVectors, s
         fused.protocol = replace(fused.protocol, search=f"queries fused as {alpha:g} × old + {1 - alpha:g} × "
                                  f"{adapter.base.kind}(new), {fused.protocol.search}")
     return UpgradeResults(tasks, cells, upgraded_cell(adapter), ceiling_cell(adapter), adapter.kind, plan=full,
-                          sample_floor=sample_floor)
+                          sample_floor=sample_floor, sample_upgraded=sample_upgraded)
 
 
 def measure_upgrade(ws: Workspace, adapter: Adapter, old: str, new: str, *, heldout_gallery: bool = False,

@@ -1,32 +1,43 @@
 """One row of the plan's table, and the old/old numbers its gain retained and criterion are measured from.
 
 old/old and a layer's number search the whole old gallery; new/new and the partial-backfill curves
-search the evaluation sample (the items both models embedded). Whether the new model is better, and the
-full backfill's gain, are measured against old/old on that sample (:func:`ceiling_floor`), since a
-smaller gallery lifts every number; a layer's gain is its own gain over old/old on the whole gallery as
-a share of that full-backfill gain (:func:`embridge.core.evaluation.compat.gain_retained`).
+search the evaluation sample (the items both models embedded). A gallery's size moves every number,
+so whether the new model is better is measured against old/old on that sample (:func:`ceiling_floor`),
+and a layer's gain retained from its number on the sample too (``quality_sample``), all three on one
+gallery; its criterion (beating old/old) stays on the whole gallery.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from embridge.core.evaluation.compat import gain_note, gain_retained
 from embridge.core.report.report_record import Report
 
+SAMPLED = ("top1", "top5", "ndcg@10", "mrr@10")  # metrics a report records on the evaluation sample
 
 def option_row(name: str, title: str, time_s: float | None, storage: int, embedded: int, quality: dict[str, float],
                floor: float | None, ceiling: float, notes: list[str], metric: str = "top1",
-               ceiling_floor: float | None = None, **extra: Any) -> dict[str, Any]:
+               on_sample: tuple[float, Mapping[str, float]] | None = None, **extra: Any) -> dict[str, Any]:
     """One option; its gain retained and criterion are measured on ``metric`` (``floor``: old/old on the
-    option's own gallery; ``ceiling_floor``: old/old on the ceiling's, where that is another gallery)."""
+    option's own gallery). ``on_sample``: (old/old, the option's quality) on the ceiling's gallery where
+    that is another one than the option's: gain retained is measured there (None without the option's
+    number on it), and the option row keeps that number as ``quality_sample``."""
     value = quality.get(metric)
     unmeasured = value is None or floor is None
-    return {"name": name, "title": title, "time_s": time_s, "storage_bytes": int(storage), "items_embedded": embedded,
-            "quality": quality,
-            "gain_retained": None if unmeasured else gain_retained(value, floor, ceiling, ceiling_floor),
-            "gain_retained_note": gain_note(floor if ceiling_floor is None else ceiling_floor, ceiling),
-            "passes_criterion": None if unmeasured else bool(value > floor), "notes": notes, **extra}
+    row: dict[str, Any] = {"name": name, "title": title, "time_s": time_s, "storage_bytes": int(storage),
+                           "items_embedded": embedded, "quality": quality}
+    if on_sample is None:
+        row["gain_retained"] = None if unmeasured else gain_retained(value, floor, ceiling)
+        row["gain_retained_note"] = gain_note(floor, ceiling)
+    else:
+        sample_floor, sample_quality = on_sample
+        row["quality_sample"] = dict(sample_quality)
+        measured = sample_quality.get(metric)
+        row["gain_retained"] = None if unmeasured or measured is None else gain_retained(measured, sample_floor, ceiling)
+        row["gain_retained_note"] = gain_note(sample_floor, ceiling)
+    return {**row, "passes_criterion": None if unmeasured else bool(value > floor), "notes": notes, **extra}
 
 
 def curve_floor(report: Report, n_sample: int, n: int, floor: float, metric: str = "top1") -> float | None:
@@ -47,6 +58,6 @@ def curve_floor(report: Report, n_sample: int, n: int, floor: float, metric: str
 def ceiling_floor(report: Report, n_sample: int, n: int, floor: float, metric: str = "top1") -> float | None:
     """old/old on the ceiling's gallery where that is not old/old's own (None where they are the same, or
     the report did not measure it: then the whole gallery's old/old stands in, as it always did)."""
-    if n_sample == n:
+    if n_sample == int(report.sizes.get("gallery_old") or n):  # new/new searched old/old's own gallery
         return None
     return curve_floor(report, n_sample, n, floor, metric)

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from embridge.core.evaluation.headline import metric_label
-from embridge.core.formatting import format_duration, format_share
+from embridge.core.formatting import format_duration, format_share, sample_words
 from embridge.core.report.report_record import Report
 
 LAYER_OPTIONS = ("adapter_only", "forward_transform", "fusion", "cascade")
@@ -21,12 +21,6 @@ def _embedding(option: Mapping[str, Any]) -> str:
     """'with nothing re-embedded', or the items whose new vectors the option's number was measured with."""
     items = int(option.get("items_embedded") or 0)
     return "with nothing re-embedded" if not items else f"with the new vectors of {items} items it was measured with"
-
-
-def sample_words(ceiling_floor: float | None) -> str:
-    """Where new/new was compared with old/old: 'this gallery', or the evaluation sample when new/new
-    searched that and not the whole gallery (``ceiling_floor``: old/old there)."""
-    return "this gallery" if ceiling_floor is None else "the evaluation sample both models embedded"
 
 
 def plan_reason(plan: Mapping[str, Any], choice: Mapping[str, Any], report: Report, floor: float,

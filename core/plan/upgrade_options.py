@@ -30,11 +30,11 @@ import numpy as np
 from embridge.core.cascade_rerank import reranks_by_new_vectors
 from embridge.core.errors import InputError
 from embridge.core.evaluation.headline import metric_label
-from embridge.core.formatting import format_share
+from embridge.core.formatting import format_share, sample_words
 from embridge.core.plan.decision import decision_metric
 from embridge.core.plan.option_galleries import gallery_words, name_galleries
-from embridge.core.plan.option_row import ceiling_floor, curve_floor, option_row
-from embridge.core.plan.plan_reason import LAYER_OPTIONS, plan_reason, sample_words
+from embridge.core.plan.option_row import SAMPLED, ceiling_floor, curve_floor, option_row
+from embridge.core.plan.plan_reason import LAYER_OPTIONS, plan_reason
 from embridge.core.plan.plan_record import Plan
 from embridge.core.plan.throughput import Throughput
 from embridge.core.report.report_record import Report, as_report
@@ -113,7 +113,7 @@ def layer_option(name: str, kind: str, quality: dict[str, float], rate: float | 
                  adapter_bytes: int | None = None, rerank_k: int | None = None,
                  measured_on: Mapping[str, Any] | None = None, embed_rate: float | None = None,
                  metric: str = "top1", rerank_new_vectors: bool = True,
-                 ceiling_floor: float | None = None) -> dict[str, Any]:
+                 on_sample: tuple[float, Mapping[str, float]] | None = None) -> dict[str, Any]:
     """Adapter only / fusion (query side, nothing re-embedded) or a forward transform of the gallery.
 
     ``measured_on``: the protocol of the quality; a cascade's records how many of the gallery items it
@@ -128,7 +128,7 @@ def layer_option(name: str, kind: str, quality: dict[str, float], rate: float | 
         notes = [f"Transforms all {sizes.n} stored old vectors with the {kind} layer (no backbone run); new "
                  "queries then search the transformed gallery as they are.", source]
         return option_row(name, f"Forward transform ({kind})", _time(sizes.n, rate), sizes.n * dim * 4 + extra_bytes, 0,
-                       quality, floor, ceiling, notes, metric, ceiling_floor)
+                       quality, floor, ceiling, notes, metric, on_sample)
     notes = [f"Nothing is re-embedded; each new query passes through the {kind} layer "
              + (f"(about {per_query:.1f} µs per query in batches) " if per_query else "")
              + "and searches the old gallery as it is.", source]
@@ -158,9 +158,9 @@ def layer_option(name: str, kind: str, quality: dict[str, float], rate: float | 
                         "model re-ranks them.")
             return option_row(name, title, _time(new_items, embed_rate), sizes.old_index() + extra_bytes
                            + new_items * sizes.d_new * sizes.b_new, int(new_items), quality, floor, ceiling, notes,
-                           metric, ceiling_floor, query_latency_us=per_query, serving_cost=cost)
+                           metric, on_sample, query_latency_us=per_query, serving_cost=cost)
     return option_row(name, title, 0.0, sizes.old_index() + extra_bytes, 0, quality, floor, ceiling, notes, metric,
-                      ceiling_floor, query_latency_us=per_query, serving_cost=cost)
+                      on_sample, query_latency_us=per_query, serving_cost=cost)
 
 
 def _cascade_new_items(measured_on: Mapping[str, Any] | None, n: int) -> tuple[int, int]:
@@ -253,18 +253,28 @@ def plan_from_report(source: Report | Mapping[str, Any], throughput: Throughput,
     floor, ceiling = floor_q[metric], ceil_q[metric]
     on_sample = ceiling_floor(report, sizes.n_sample, sizes.n, floor, metric)  # old/old where new/new searched
     new_floor = floor if on_sample is None else on_sample
+
+    def sampled(prefix: str, quality: Mapping[str, Any] | None = None) -> tuple[float, Mapping[str, float]] | None:
+        """(old/old, an option's numbers) on new/new's gallery, where gain retained is measured; None where
+        new/new searched the whole gallery. The numbers: ``quality``, else the report headline's ``prefix``_*."""
+        if on_sample is None:
+            return None
+        found = quality if quality is not None else {m: report.headline.get(f"{prefix}_{m}") for m in SAMPLED}
+        return on_sample, {m: float(v) for m, v in found.items() if isinstance(v, int | float)}
+
     target = target_share * ceiling
     kind = report.adapter["kind"]
     options = [option_row("stay", "Stay on the old model", 0.0, sizes.old_index(), 0, floor_q, floor, ceiling,
                           ["Today's system: the old model keeps serving queries and gallery; the new model is unused."],
-                          metric, on_sample)]
+                          metric, sampled("old_old_sample"))]
     own = "forward_transform" if sizes.forward else (kind if kind in BOTH_ENCODERS else "adapter_only")
     options.append(layer_option(own, kind, up_q, throughput.adapter_items_per_s, sizes, floor, ceiling,
                                 f"Quality: the {up_cell} cell of this report.",
                                 rerank_k=(report.adapter.get("config") or {}).get("k"),
                                 rerank_new_vectors=reranks_by_new_vectors(report.adapter.get("config")),
                                 measured_on=(report.cells.get(up_cell) or {}).get("protocol"),
-                                embed_rate=throughput.embed_items_per_s, metric=metric, ceiling_floor=on_sample))
+                                embed_rate=throughput.embed_items_per_s, metric=metric,
+                                on_sample=sampled("upgraded_sample")))
     floor_protocol = (report.cells.get("old/old") or {}).get("protocol")
     for alt in alternatives:
         if alt["name"] not in {o["name"] for o in options} and alt.get("quality", {}).get(metric) is not None:
@@ -272,7 +282,8 @@ def plan_from_report(source: Report | Mapping[str, Any], throughput: Throughput,
             option = layer_option(alt["name"], alt["kind"], dict(alt["quality"]), alt.get("items_per_s"), sizes,
                                   floor if same else None, ceiling, alt.get("source", ""), alt.get("out_dim"),
                                   alt.get("adapter_bytes"), alt.get("k"), alt.get("measured_on"),
-                                  throughput.embed_items_per_s, metric, reranks_by_new_vectors(alt), on_sample)
+                                  throughput.embed_items_per_s, metric, reranks_by_new_vectors(alt),
+                                  sampled("", alt.get("quality_sample") or {}))
             where = (alt.get("measured_on") or {}).get("text") or "queries and a gallery it did not record"
             option["quality_from"] = {"source": alt.get("from") or alt.get("source", ""), "protocol": where,
                                       "comparable": same}
@@ -356,6 +367,8 @@ def _acceptable(opt: Mapping[str, Any], new_better: bool, gain_threshold: float,
     if opt["name"] == "partial_backfill":
         return value is not None and value >= target - 1e-12
     gr = opt.get("gain_retained")
+    if "quality_sample" in opt:  # the target is a share of new/new on the sample: weigh the option's number there
+        value = opt["quality_sample"].get(metric)
     reaches = value is not None and value >= target - 1e-12
     if opt["passes_criterion"] is None:  # no labels: own-item retrieval is all there is to judge
         return reaches

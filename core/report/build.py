@@ -181,7 +181,9 @@ def assemble(ws: Workspace, run: RunRecord, row: dict[str, Any], adapter: Adapte
     if main.sample_floor is not None:  # old/old searched the whole gallery, the sample cells less
         floor = CellResult.of(OLD_OLD, floor.query_side, floor.gallery_side, main.sample_floor, "sample")
     sample_floor = floor if floor is not cells[OLD_OLD] else None
-    head = sections.headline(cells, upgraded, ceiling, plan, n_boot, seed, sample.relevance, sample_floor)
+    on_sample = None if sample_floor is None or main.sample_upgraded is None else (
+        sample_floor, CellResult.of(upgraded, "", "", main.sample_upgraded, "sample"))
+    head = sections.headline(cells, upgraded, ceiling, plan, n_boot, seed, sample.relevance, on_sample)
     head.update(main.headline())
     search_cells = {name: cell.search.to_dict() for name, cell in cells.items()}
     report = Report(
@@ -193,7 +195,7 @@ def assemble(ws: Workspace, run: RunRecord, row: dict[str, Any], adapter: Adapte
         scoring=plan.to_dict(), search=search_summary(search_cells),
         cells={name: sections.cell_section(c, plan, n_boot, seed) for name, c in cells.items()},
         upgraded_cell=upgraded, ceiling_cell=ceiling, headline=head,
-        comparison=sections.comparison(cells, upgraded, ceiling, plan, sample_floor),
+        comparison=sections.comparison(cells, upgraded, ceiling, plan, on_sample),
         flips=sections.flips_section(cells, n_boot, seed, sample_floor=sample_floor),
         flipped_queries=sections.flipped_records(cells, upgraded, sample),
         per_label=sections.per_label_section(cells, sample, plan),

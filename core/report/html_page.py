@@ -90,15 +90,21 @@ def _headline(report: Mapping[str, Any]) -> str:
             ("positive flip rate" + _ci(h.get("positive_flip_rate_ci")), h.get("positive_flip_rate")),
             ("relative NFR" + _ci(h.get("relative_nfr_ci")), h.get("relative_nfr")),
             ("queries scored", h.get("n_queries"))]
-    if h.get("old_old_sample_top1") is not None:  # new/new's own floor: the gain and "is it better" use it
-        rows[2:2] = [("old/old top-1 on the evaluation sample (new/new's gallery)", h["old_old_sample_top1"])]
+    at = 3  # after the upgraded row
+    if h.get("old_old_sample_top1") is not None:  # on new/new's gallery, where gain retained is measured
+        rows[3:3] = [("old/old top-1 on the evaluation sample (new/new's gallery)", h["old_old_sample_top1"]),
+                     (f"{up} top-1 on the evaluation sample", h.get("upgraded_sample_top1"))]
+        at = 5
     for key in JUDGED_METRICS:  # graded judgments only
         name = metric_label(key)
         if key in h:
             gain = h.get(f"gain_retained_{key}")
-            rows[3:3] = [(f"old/old {name}", h.get(f"old_old_{key}")), (f"new/new {name}", h.get(f"new_new_{key}")),
-                         (f"{up} {name} (upgraded)", h.get(key)),
-                         (f"gain retained ({name})", gain if gain is not None else h.get(f"gain_retained_{key}_note"))]
+            on_sample = ([(f"old/old {name} on the evaluation sample", h[f"old_old_sample_{key}"]),
+                          (f"{up} {name} on the evaluation sample", h.get(f"upgraded_sample_{key}"))]
+                         if h.get(f"old_old_sample_{key}") is not None else [])
+            rows[at:at] = [(f"old/old {name}", h.get(f"old_old_{key}")), (f"new/new {name}", h.get(f"new_new_{key}")),
+                           (f"{up} {name} (upgraded)", h.get(key)), *on_sample,
+                           (f"gain retained ({name})", gain if gain is not None else h.get(f"gain_retained_{key}_note"))]
     return (f"<p>Compatibility criterion ({escape(decided.name)}): the upgrade {verdict}.</p>"
             + _list(report.get("verdicts") or [])
             + _table(["number", "value"], rows))

@@ -17,7 +17,7 @@ from embridge.core.evaluation.compat import NOT_BETTER, arr, compare, gain_retai
 from embridge.core.evaluation.headline import headline_metrics as plan_headline_metrics
 from embridge.core.evaluation.headline import weighed
 from embridge.core.evaluation.metrics import bootstrap_ci, bootstrap_statistic_ci, per_label
-from embridge.core.formatting import format_share
+from embridge.core.formatting import format_share, sample_words
 from embridge.core.report.cells import NEW_NEW, OLD_OLD, CellResult, ScoringPlan
 from embridge.core.report.flips import cell_flips, flip_cis
 from embridge.core.report.sample import EvalSample
@@ -45,8 +45,8 @@ def cell_section(cell: CellResult, plan: ScoringPlan, n_boot: int, seed: int) ->
             "search": cell.search.to_dict()}
 
 
-def _gain_stat(oo: np.ndarray, nn: np.ndarray, up: np.ndarray, floor: np.ndarray) -> float:
-    value = gain_retained(float(up.mean()), float(oo.mean()), float(nn.mean()), float(floor.mean()))
+def _gain_stat(oo: np.ndarray, nn: np.ndarray, up: np.ndarray) -> float:
+    value = gain_retained(float(up.mean()), float(oo.mean()), float(nn.mean()))
     return float("nan") if value is None else value
 
 
@@ -58,13 +58,14 @@ def quiet_flip_cis(correct_old: np.ndarray, correct_new: np.ndarray, n_boot: int
 
 
 def headline(cells: dict[str, CellResult], upgraded: str, ceiling: str, plan: ScoringPlan,
-             n_boot: int, seed: int, relevance: str = "label", sample_floor: CellResult | None = None) -> dict[str, Any]:
+             n_boot: int, seed: int, relevance: str = "label",
+             on_sample: tuple[CellResult, CellResult] | None = None) -> dict[str, Any]:
     """The numbers a reader looks at first: top-1 of the three systems, gain retained, ARR, flips.
 
     With relevance by item (no labels) the same-model cells are trivially perfect, so the
     criterion is undefined (``compatible`` is None) and the upgraded top-1 is own-item retrieval.
-    ``sample_floor``: old/old on the ceiling's gallery when that is smaller than old/old's; the
-    bootstrap of gain retained resamples it with the other cells, as the value is computed.
+    ``on_sample``: (old/old, upgraded) on the ceiling's gallery when that is smaller than old/old's:
+    gain retained, its bootstrap and ARR are measured there, with the ceiling, as the value is computed.
     """
     oo, up, cc = cells[OLD_OLD].metrics, cells[upgraded].metrics, cells[ceiling].metrics
     valid = oo.valid
@@ -73,16 +74,15 @@ def headline(cells: dict[str, CellResult], upgraded: str, ceiling: str, plan: Sc
     flips = cell_flips(oo, up)
     correct_old, correct_up = oo.correct()[valid], up.correct()[valid]
     fci = quiet_flip_cis(correct_old, correct_up, n_boot, seed)
-    bf = oo if sample_floor is None else sample_floor.metrics
-    top1 = [c.per_query["top1"][valid] for c in (oo, cc, up, bf)]
+    bf, us = (oo, up) if on_sample is None else (on_sample[0].metrics, on_sample[1].metrics)
+    top1 = [c.per_query["top1"][valid] for c in (bf, cc, us)]
     gr_ci: tuple[Any, Any] = (None, None)
     if relevance != "item" and valid.any():
         gr_ci = bootstrap_statistic_ci(_gain_stat, top1, n_boot, seed=seed)
     return {
         "old_old_top1": s_oo["top1"], "new_new_top1": cells[NEW_NEW].metrics.summary()["top1"],
         "ceiling_top1": s_cc["top1"], "upgraded_top1": s_up["top1"],
-        "gain_retained": gain_retained(s_up["top1"], s_oo["top1"], s_cc["top1"]),
-        "gain_retained_ci": list(gr_ci), "arr": arr(s_up[rk], s_cc[rk]), "arr_k": plan.recall_k,
+        "gain_retained_ci": list(gr_ci), "arr": arr(us.summary()[rk], s_cc[rk]), "arr_k": plan.recall_k,
         "compatible": bool(s_up["top1"] > s_oo["top1"]) if relevance != "item" else None,
         "negative_flip_rate": flips.negative_rate, "positive_flip_rate": flips.positive_rate,
         "relative_nfr": flips.relative_nfr,
@@ -93,11 +93,13 @@ def headline(cells: dict[str, CellResult], upgraded: str, ceiling: str, plan: Sc
 
 
 def comparison(cells: dict[str, CellResult], upgraded: str, ceiling: str, plan: ScoringPlan,
-               sample_floor: CellResult | None = None) -> dict[str, Any]:
-    """Per metric: criterion pass/fail, gain retained and (recall@k) ARR of the upgraded cell."""
+               on_sample: tuple[CellResult, CellResult] | None = None) -> dict[str, Any]:
+    """Per metric: criterion pass/fail, gain retained and (recall@k) ARR of the upgraded cell (the last
+    two on the ceiling's gallery: ``on_sample`` holds old/old and the upgraded cell there)."""
     keep = set(headline_metrics(plan)) | {f"recall@{k}" for k in plan.recall_ks}
+    sample = None if on_sample is None else (on_sample[1].metrics.summary(), on_sample[0].metrics.summary())
     rows = compare(cells[upgraded].metrics.summary(), cells[OLD_OLD].metrics.summary(),
-                   cells[ceiling].metrics.summary(), None if sample_floor is None else sample_floor.metrics.summary())
+                   cells[ceiling].metrics.summary(), sample)
     return {name: row for name, row in rows.items() if name in keep}
 
 
@@ -203,10 +205,8 @@ def verdicts(head: dict[str, Any], upgraded: str, ceiling: str, kind: str, relev
     lines = [serving] if serving else []
     better = w.new_better is not False
     if not better:
-        floor, where = ((oo, "this gallery") if w.ceiling_floor is None else
-                        (w.ceiling_floor, "the evaluation sample both models embedded"))
-        lines.append(f"The new model is not better than the old one on {where}: {ceiling} {name} "
-                     f"{format_share(cc)} against old/old {format_share(floor)}. Upgrading does not pay here.")
+        lines.append(f"The new model is not better than the old one on {sample_words(w.ceiling_floor)}: {ceiling} "
+                     f"{name} {format_share(cc)} against old/old {format_share(w.new_floor)}. Upgrading does not pay here.")
     if compatible:
         kept = (f"it keeps {format_share(gr)} of the full-backfill gain" if gr is not None
                 else f"gain retained is undefined: {NOT_BETTER}")

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from embridge.core.adapters.registry import METHODS, canonical_kind
-from embridge.core.errors import DeviceError, InputError
+from embridge.core.errors import Cancelled, DeviceError, InputError
 from embridge.core.evaluation.choice import choose
 from embridge.core.progress import ProgressFn, StopFn
 from embridge.core.train.bridges import BridgeChoice, ValFn, cascade_ready, choose_cascade, choose_fusion
@@ -96,7 +96,7 @@ def _fit_candidate(fit_one: Callable[..., FitResult], kind: str, *args: Any) -> 
     start = time.perf_counter()
     try:
         return fit_one(kind, *args)
-    except DeviceError:
+    except (DeviceError, Cancelled):
         raise
     except Exception as exc:  # noqa: BLE001 - recorded in the candidate's row and the run's table
         return FitResult(kind, None, "failed", f"{type(exc).__name__}: {exc}",
