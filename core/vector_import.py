@@ -34,6 +34,7 @@ from embridge.core.vector_attach import (
     write_coverage,
 )
 from embridge.core.vector_files import VectorFile
+from embridge.core.vector_lengths import length_note
 
 
 def import_vector_file(ws: Workspace, src: Path, split: str | None, model: str | None,
@@ -84,9 +85,10 @@ def import_vector_file(ws: Workspace, src: Path, split: str | None, model: str |
             for rel in (info["file"], info["ids_file"]):
                 (ws.root / rel).unlink(missing_ok=True)
         raise
+    note = length_note(ws.open_vector_set(int(info["id"]), verify=False)[1]) if info else None
     return {"path": str(src), "format": "vectors", "count": len(created), "split": split,
             "vector_set": info["id"] if info else None, "attached": info["count"] if info else 0,
-            "already_stored": skipped, "qrels": stored.to_dict() if stored else None}
+            "already_stored": skipped, "qrels": stored.to_dict() if stored else None, "note": note}
 
 
 def _sides(ws: Workspace, vf: VectorFile, src: Path, split: str | None, attach: bool) -> list[FileSide]:

@@ -155,7 +155,8 @@ def cmd_import(args: argparse.Namespace) -> Result:
                  f" ({out['already_stored']} already had them)")
     elif out["format"] == "vectors" and not args.model:
         text += "; only their keys: the vectors were not stored (pass --model NAME to store them as its vector set)"
-    return out, text + ("; " + _qrels_text(out["qrels"]) if out.get("qrels") else "")
+    text += "; " + _qrels_text(out["qrels"]) if out.get("qrels") else ""
+    return out, text + (f"\nnote: {out['note']}" if out.get("note") else "")
 
 
 def _usage_error(message: str) -> None:
