@@ -58,7 +58,9 @@ def test_gate_on_a_real_report(demo_copy: Path, tmp_path: Path, capsys: pytest.C
     code = main(["report", "--workspace", ws, "--bootstrap", "200", "--fail-under", "gain_retained>=1.5"])
     gain_line = capsys.readouterr().err.strip().splitlines()[-1]
     ceiling = stored["cells"][data["ceiling_cell"]]["protocol"]["text"]  # new/new searched the 600-item sample
-    assert code == 1 and gain_line.endswith(f"to {data['ceiling_cell']} on {ceiling})") and "600 items" in ceiling
+    # gain retained is measured on new/new's 600-item sample, old/old and the upgraded cell with it
+    assert code == 1 and gain_line.endswith(f"({data['upgraded_cell']} against old/old and {data['ceiling_cell']} "
+                                            f"on {ceiling})") and "600 items" in ceiling
 
     # every check passing: exit 0, the JUnit file is replaced by the new result
     code = main(["report", "--workspace", ws, "--bootstrap", "200", "--junit", str(junit),
@@ -290,3 +292,13 @@ def test_a_junit_write_error_names_the_junit_path(tmp_path: Path) -> None:
     assert plain.read_text() == "a file, not a folder"
     write_junit(tmp_path / "new" / "gate.xml", results)  # missing folders are created
     assert ET.parse(tmp_path / "new" / "gate.xml").getroot().get("failures") == "0"
+
+
+def test_a_sample_number_a_whole_gallery_report_lacks_says_which_number_to_gate_instead() -> None:
+    """After a full backfill new/new searches the whole gallery and the sample keys are null; a gate written
+    while only a sample was embedded failed with no clue why."""
+    values = {"upgraded_sample_ndcg@10": None, "ndcg@10": 0.61}
+    (result,) = evaluate([parse_check("upgraded_sample_ndcg@10=0.3")], values)
+    assert not result.passed
+    assert result.message == ("upgraded_sample_ndcg@10: undefined in this report (new/new searched the whole gallery, "
+                              "so there is no separate sample; gate on ndcg@10 instead)")

@@ -20,7 +20,8 @@ from embridge.core.store import Workspace
 UNRECORDED = "protocol not recorded (made by an older Embridge)"
 # the numbers a deploy note leads with, in this order
 HEADLINE = ("upgraded_top1", "old_old_top1", "new_new_top1", "old_old_sample_top1", "upgraded_sample_top1",
-            "gain_retained", "negative_flip_rate", "ndcg@10", "mrr@10", "n_queries")
+            "gain_retained", "negative_flip_rate", "ndcg@10", "old_old_ndcg@10", "new_new_ndcg@10",
+            "old_old_sample_ndcg@10", "upgraded_sample_ndcg@10", "gain_retained_ndcg@10", "mrr@10", "n_queries")
 
 
 def _numbers(values: dict[str, Any]) -> dict[str, Any]:

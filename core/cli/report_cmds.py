@@ -178,7 +178,8 @@ def _measured_where(metric: str, report: Report) -> str:
     """Which cell a headline metric is of, and its protocol sentence."""
     if metric.startswith("backfill_area"):
         return "area under the partial-backfill curve, on the evaluation sample"
-    sampled = "_sample_" in metric or report.headline.get("old_old_sample_top1") is not None and metric.startswith("gain")
+    sampled = "_sample_" in metric or (report.headline.get("old_old_sample_top1") is not None
+                                       and metric.startswith(("gain", "arr")))
     cell = (OLD_OLD if metric.startswith("old_old") else
             report.ceiling_cell if metric.startswith(("new_new", "ceiling", "head_new")) else report.upgraded_cell)
 
@@ -186,9 +187,9 @@ def _measured_where(metric: str, report: Report) -> str:
         protocol = (report.cells.get(name if not sampled else str(report.ceiling_cell)) or {}).get("protocol") or {}
         return f"{name} on {protocol['text']}" if protocol.get("text") else name
 
+    if metric.startswith(("gain", "arr")) and sampled:  # all on new/new's gallery, the evaluation sample
+        return f"{report.upgraded_cell} against old/old and {on(str(report.ceiling_cell))}"
     if metric.startswith("gain"):  # a share of the way from old/old to the ceiling: three cells, each named
-        if sampled:  # all three on new/new's gallery, the evaluation sample
-            return f"{report.upgraded_cell} from old/old to {on(str(report.ceiling_cell))}"
         return f"{on(cell)}; from {on(OLD_OLD)} to {on(report.ceiling_cell)}"
     return f"{on(cell)}; against old/old" if "flip" in metric or "nfr" in metric else on(cell)
 
@@ -228,7 +229,8 @@ def _report_text(report: Report) -> str:
         name = metric_label(key)
         if key in h:
             lines.append(f"{name}: old/old {format_share(h.get(f'old_old_{key}'))}, new/new "
-                         f"{format_share(h.get(f'new_new_{key}'))}, {report.upgraded_cell} {format_share(h[key])}; "
+                         f"{format_share(h.get(f'new_new_{key}'))}, {report.upgraded_cell} {format_share(h[key])}"
+                         f"{sample_floor_text(h.get(f'old_old_sample_{key}'), h.get(f'upgraded_sample_{key}'))}; "
                          f"gain retained {format_share(h.get(f'gain_retained_{key}'))}")
     lines += measured_on_lines(h)  # old/old and the upgraded cell may search more than new/new's sample
     lines += [*report.verdicts, report.search["statement"]]

@@ -85,6 +85,7 @@ class Weighed:
     gain_retained: float | None
     compatible: bool | None
     ceiling_floor: float | None = None  # old/old on the ceiling's gallery (old_old where they share one)
+    upgraded_sample: float | None = None  # the upgraded system on that gallery, where it is not old_old's
 
     @property
     def new_floor(self) -> float | None:
@@ -117,10 +118,10 @@ def weighed(values: Mapping[str, Any], judged: bool | None = None) -> Weighed:
         return Weighed("nDCG@10", values.get("old_old_ndcg@10"), values.get("ndcg@10"),
                        values.get("ceiling_ndcg@10", values.get("new_new_ndcg@10")),
                        values.get("gain_retained_ndcg@10"), values.get("compatible_ndcg@10"),
-                       values.get("old_old_sample_ndcg@10"))
+                       values.get("old_old_sample_ndcg@10"), values.get("upgraded_sample_ndcg@10"))
     return Weighed("top-1", values.get("old_old_top1"), values.get("upgraded_top1"),
                    values.get("ceiling_top1", values.get("new_new_top1")), values.get("gain_retained"),
-                   values.get("compatible"), values.get("old_old_sample_top1"))
+                   values.get("compatible"), values.get("old_old_sample_top1"), values.get("upgraded_sample_top1"))
 
 
 def criterion(values: Mapping[str, Any]) -> dict[str, Any] | None:

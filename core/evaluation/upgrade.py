@@ -97,12 +97,19 @@ def upgrade_vectors(maker: MatrixMaker, tasks: UpgradeTasks, adapter: Adapter, o
 
 def cascade_result(task: Any, adapter: Adapter, vecs: UpgradeVectors, plan: ScoringPlan,
                    on_sample: bool = False) -> EvalResult:
-    """The upgraded cell of a cascade: the old index recalls K, the new model re-ranks them (``on_sample``:
-    over the evaluation sample, whose every item has its new vector)."""
+    """The upgraded cell of a cascade: the old index recalls K, the new model re-ranks them.
+
+    ``on_sample``: over the evaluation sample. Every sample item has its new vector, so re-ranking by all
+    of them would be a full backfill of the sample; a seeded share of them, the share of the whole gallery
+    that holds new vectors, re-ranks by its new vector, as served, and the rest through the layer."""
     k = int(adapter.k)
     if on_sample:
-        g_old, rows = vecs.g_old_sample, np.arange(len(vecs.g_new))
-        part = vecs.g_new if getattr(adapter, "new_vectors", True) else None
+        g_old = vecs.g_old_sample
+        have = 0 if vecs.g_new_rows is None else len(vecs.g_new_rows)
+        share = have / max(len(vecs.g_old_full), 1)
+        rows = np.sort(np.random.default_rng(0).choice(len(vecs.g_new), int(round(share * len(vecs.g_new))),
+                                                       replace=False))
+        part = vecs.g_new[rows] if len(rows) else None
     else:
         g_old, rows = vecs.g_old_full, vecs.g_new_rows
         part = vecs.g_new_part if vecs.g_new_rows is not None and len(vecs.g_new_rows) else None

@@ -23,6 +23,15 @@ def _embedding(option: Mapping[str, Any]) -> str:
     return "with nothing re-embedded" if not items else f"with the new vectors of {items} items it was measured with"
 
 
+def _on_sample(option: Mapping[str, Any], metric: str, ceiling_floor: float | None) -> str:
+    """' (on the evaluation sample: 0.712 vs old/old 0.651)': where an option's gain retained was measured,
+    when that is not the gallery of the numbers beside it ('' otherwise)."""
+    value = (option.get("quality_sample") or {}).get(metric)
+    if ceiling_floor is None or not isinstance(value, int | float):
+        return ""
+    return f" (on the evaluation sample: {value:.3f} vs old/old {ceiling_floor:.3f})"
+
+
 def plan_reason(plan: Mapping[str, Any], choice: Mapping[str, Any], report: Report, floor: float,
                 ceiling: float, gain_threshold: float, target_share: float, fraction: float | None = None,
                 ceiling_floor: float | None = None) -> str:
@@ -34,6 +43,7 @@ def plan_reason(plan: Mapping[str, Any], choice: Mapping[str, Any], report: Repo
     m = metric_label(metric)
     layer = next(o for o in plan["options"] if o["name"] in LAYER_OPTIONS)
     name = choice["name"]
+    sampled, layer_sampled = _on_sample(choice, metric, ceiling_floor), _on_sample(layer, metric, ceiling_floor)
     if name == "stay":
         return (f"Stay: the new model is not better than the old one on {sample_words(ceiling_floor)} ({ceil_cell} "
                 f"{m} {ceiling:.3f} vs old/old {new_floor:.3f}), so re-embedding or bridging would cost without a gain.")
@@ -46,7 +56,7 @@ def plan_reason(plan: Mapping[str, Any], choice: Mapping[str, Any], report: Repo
         reranks = f" and {cost['reranks_per_query']} re-ranked items per query" if cost["reranks_per_query"] else ""
         return (f"{choice['title']}: the only option that passes the compatibility criterion without re-embedding "
                 f"({m} {choice['quality'][metric]:.3f} > old/old {floor:.3f}); it keeps "
-                f"{format_share(choice['gain_retained'], 0)} of the full-backfill gain from day one, at the cost of both "
+                f"{format_share(choice['gain_retained'], 0)} of the full-backfill gain{sampled} from day one, at the cost of both "
                 f"encoders during the transition{reranks}. The full backfill ({ceil_cell} {m} {ceiling:.3f}) "
                 "remains the way to the whole gain.")
     if name in LAYER_OPTIONS and plan.get("new_better") is False:
@@ -56,7 +66,7 @@ def plan_reason(plan: Mapping[str, Any], choice: Mapping[str, Any], report: Repo
                 "give that up.")
     if name in LAYER_OPTIONS:
         return (f"{choice['title']}: it passes the compatibility criterion ({m} {choice['quality'][metric]:.3f} > "
-                f"old/old {floor:.3f}) and keeps {format_share(choice['gain_retained'], 0)} of the full-backfill gain "
+                f"old/old {floor:.3f}) and keeps {format_share(choice['gain_retained'], 0)} of the full-backfill gain{sampled} "
                 f"{_embedding(choice)}, in {format_duration(choice['time_s'])}.")
     embedded = int(layer.get("items_embedded") or 0)  # a cascade's number stands on some items' new vectors
     subject = f"the {kind} layer alone" if not embedded else f"the {kind} option (with the new vectors of {embedded} items)"
@@ -70,7 +80,7 @@ def plan_reason(plan: Mapping[str, Any], choice: Mapping[str, Any], report: Repo
         why = (f"{subject} fails the compatibility criterion ({m} {layer['quality'][metric]:.3f} vs "
                f"old/old {floor:.3f})")
     else:
-        why = (f"{subject} keeps only {format_share(layer['gain_retained'], 0)} of the full-backfill gain "
+        why = (f"{subject} keeps only {format_share(layer['gain_retained'], 0)} of the full-backfill gain{layer_sampled} "
                f"(below {format_share(gain_threshold, 0)})")
     if name == "partial_backfill":
         return (f"Partial backfill: {why}; re-embedding {format_share(choice['fraction'], 0)} of the gallery "

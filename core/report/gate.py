@@ -122,6 +122,10 @@ def evaluate(checks: list[Check], values: dict[str, Any]) -> list[CheckResult]:
         value = _number(values[name])
         if value is None:
             note = values.get(f"{name}_note")
+            if "_sample_" in name and not note:  # null where new/new searched the whole gallery: no sample apart
+                plain = name.replace("_sample", "")
+                plain = plain if plain.endswith("top1") else plain.removeprefix("upgraded_")  # ndcg@10 is upgraded's
+                note = f"new/new searched the whole gallery, so there is no separate sample; gate on {plain} instead"
             why = f" ({note})" if isinstance(note, str) and note else ""
             results.append(CheckResult(check, None, False, f"{label}: undefined in this report{why}", name))
             continue

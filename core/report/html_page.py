@@ -124,10 +124,15 @@ def _cells(report: Mapping[str, Any], figs: _Figures, shown: list[str]) -> str:
 
 
 def _compatibility(report: Mapping[str, Any]) -> str:
+    comparison = report.get("comparison") or {}
+    sampled = any("old_old_sample" in r for r in comparison.values())  # gain and ARR measured on the sample
     rows = [[m, r.get("old_old"), r.get("upgraded"), r.get("new_new"), comparison_word(r),
+             *([r.get("old_old_sample"), r.get("upgraded_sample")] if sampled else []),
              r.get("gain_retained") if r.get("gain_retained") is not None else r.get("gain_retained_note"),
-             r.get("arr")] for m, r in (report.get("comparison") or {}).items()]
-    out = _table(["metric", "old/old", "upgraded", "full backfill", "criterion", "gain retained", "ARR"], rows)
+             r.get("arr")] for m, r in comparison.items()]
+    sample_columns = ["old/old on the sample", "upgraded on the sample"] if sampled else []
+    out = _table(["metric", "old/old", "upgraded", "full backfill", "criterion", *sample_columns,
+                  "gain retained" + (" (on the sample)" if sampled else ""), "ARR"], rows)
     rate = report.get("compatibility_rate")
     if rate:
         out += (f"<p>Formal compatibility rate on {rate.get('n_positive')} same-label and {rate.get('n_negative')} "

@@ -208,7 +208,10 @@ def verdicts(head: dict[str, Any], upgraded: str, ceiling: str, kind: str, relev
         lines.append(f"The new model is not better than the old one on {sample_words(w.ceiling_floor)}: {ceiling} "
                      f"{name} {format_share(cc)} against old/old {format_share(w.new_floor)}. Upgrading does not pay here.")
     if compatible:
-        kept = (f"it keeps {format_share(gr)} of the full-backfill gain" if gr is not None
+        where = ("" if w.ceiling_floor is None or w.upgraded_sample is None else
+                 f" (measured on the evaluation sample: old/old {format_share(w.ceiling_floor)}, {upgraded} "
+                 f"{format_share(w.upgraded_sample)}, {ceiling} {format_share(cc)})")
+        kept = (f"it keeps {format_share(gr)} of the full-backfill gain{where}" if gr is not None
                 else f"gain retained is undefined: {NOT_BETTER}")
         lines.append(f"The {kind} layer passes the compatibility criterion: {upgraded} {name} {format_share(up)} > "
                      f"old/old {format_share(oo)}; {kept}.")
