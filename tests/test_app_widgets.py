@@ -46,6 +46,20 @@ def test_metrics_table_colours_upgraded_cells_by_the_core_criterion(qtbot: QtBot
     assert table.item(top1, 1).background().style().name == "NoBrush"  # reference cells are not judged
 
 
+def test_metrics_table_shows_the_sample_numbers_a_gain_measured_on_the_sample_comes_from(qtbot: QtBot) -> None:
+    """new/new searched a sample: the gain (0.75 on the sample) sat beside whole-gallery numbers giving 0.5."""
+    cells = {"old/old": {"top1": 0.60}, "new/new": {"top1": 0.80}, "new→old": {"top1": 0.70}}
+    on_sample = ({"top1": 0.725}, {"top1": 0.50})  # (upgraded, old/old) on the sample
+    comparison = {"new→old": compare(cells["new→old"], cells["old/old"], cells["new/new"], on_sample)}
+    table = QTableWidget()
+    qtbot.addWidget(table)
+    fill_metrics_table(table, cells, comparison)
+    headers = [table.horizontalHeaderItem(c).text() for c in range(table.columnCount())]
+    assert headers[4:] == ["new→old vs old/old", "old/old on the sample", "new→old on the sample",
+                           "new→old gain retained (on the sample)"]
+    assert [table.item(0, c).text() for c in range(4, 8)] == ["pass", "0.5", "0.725", "0.75"]  # (0.725-0.5)/(0.8-0.5)
+
+
 def test_images_come_from_files_npy_or_metadata_values(qtbot: QtBot, tmp_path: Path) -> None:
     png = tmp_path / "digit.png"
     Image.fromarray(np.arange(64, dtype=np.uint8).reshape(8, 8) * 4, mode="L").save(png)

@@ -44,16 +44,19 @@ CHOSEN = QColor("#d8f0d8")
 PLOT_MODULES = ("matplotlib.figure", "matplotlib.backends.backend_qtagg", "embridge.core.report.figures")
 
 
-def option_row(option: dict[str, Any]) -> list[Any]:
+def option_row(option: dict[str, Any], metric: str = "top1") -> list[Any]:
     time_s = option.get("time_s")
     passes = option.get("passes_criterion")
+    sample = (option.get("quality_sample") or {}).get(metric)  # where the gain was measured, when not its gallery
+    on_sample = "" if sample is None or option.get("gain_retained") is None else \
+        f" (on the evaluation sample, at {format_share(sample)})"
     return [option["title"], "unknown" if time_s is None else format_seconds(time_s),
             format_bytes(option["storage_bytes"]), option["items_embedded"],
             format_share((option.get("quality") or {}).get("top1")),
             format_share(option["quality"]["ndcg@10"]) if "ndcg@10" in (option.get("quality") or {}) else None,
             option.get("measured_gallery") or "",
             option.get("gain_retained_note") if option.get("gain_retained") is None and option.get("gain_retained_note")
-            else format_share(option.get("gain_retained")),
+            else format_share(option.get("gain_retained")) + on_sample,
             "" if passes is None else "yes" if passes else "no", "yes" if option.get("acceptable") else "no"]
 
 
@@ -148,7 +151,7 @@ class PlanPage(Page):
     def show_plan(self, data: Plan | Mapping[str, Any]) -> None:
         plan = data if isinstance(data, Plan) else Plan.from_json(data)
         self.plan = plan
-        fill_table(self.options, [option_row(o) for o in plan.options])
+        fill_table(self.options, [option_row(o, plan.metric) for o in plan.options])
         self.options.setColumnHidden(NDCG, not any("ndcg@10" in (o.get("quality") or {}) for o in plan.options))
         for col, name in ((GAIN, "Gain retained"), (PASSES, "Passes")):  # on the number the plan weighs
             self.options.horizontalHeaderItem(col).setText(f"{name} ({metric_label(plan.metric)})")

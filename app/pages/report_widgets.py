@@ -48,13 +48,19 @@ def fill_metrics_table(table: QTableWidget, cells: dict[str, dict[str, Any]],
     metrics = list(dict.fromkeys(m for values in cells.values() for m in values))
     cell_names = list(cells)
     headers = ["Metric", *cell_names]
-    for cell in comparison:
-        headers += [f"{cell} vs old/old", f"{cell} gain retained"]
+    sampled = any("old_old_sample" in row for rows in comparison.values() for row in rows.values())
+    for cell in comparison:  # where new/new searched a sample, the gain is measured there: its numbers shown
+        headers += [f"{cell} vs old/old", *(["old/old on the sample", f"{cell} on the sample"] if sampled else []),
+                    f"{cell} gain retained" + (" (on the sample)" if sampled else "")]
     table.clear()
     table.setColumnCount(len(headers))
     table.setHorizontalHeaderLabels(headers)
+    sample_tip = ("measured on the evaluation sample new/new searched, with old/old and the upgraded system "
+                  "on the same sample")
     set_header_tips(table, {h: ("pass: beats old/old; equal: same value; fail: worse" if h.endswith("vs old/old")
-                                else "share of the full-backfill gain kept" if h.endswith("gain retained") else "")
+                                else "share of the full-backfill gain kept" if h.endswith("gain retained")
+                                else f"share of the full-backfill gain kept, {sample_tip}" if "gain retained" in h
+                                else sample_tip if h.endswith("on the sample") else "")
                             for h in headers})
     table.setRowCount(len(metrics))
     for r, metric in enumerate(metrics):
@@ -73,6 +79,10 @@ def fill_metrics_table(table: QTableWidget, cells: dict[str, dict[str, Any]],
             if word:
                 mark.setBackground(QBrush(WORD_COLOURS[word]))
             table.setItem(r, col, mark)
+            if sampled:
+                table.setItem(r, col + 1, QTableWidgetItem(format_value(row.get("old_old_sample"))))
+                table.setItem(r, col + 2, QTableWidgetItem(format_value(row.get("upgraded_sample"))))
+                col += 2
             value, note = row.get("gain_retained"), row.get("gain_retained_note")
             gain = format_value(value) if value is not None else gain_text(None, note) if note else ""
             table.setItem(r, col + 1, QTableWidgetItem(gain))

@@ -58,7 +58,10 @@ def headline_text(report: Report) -> str:
             parts.append(f"{name} {head[key]:.3f} (old/old {head.get(f'old_old_{key}', float('nan')):.3f})")
     if "gain_retained" in head:  # top-1's, named so where judgments decide on nDCG@10
         label = "gain retained (top-1)" if decides_on_ndcg(head) else "gain retained"
-        parts.append(f"{label}: {gain_text(head.get('gain_retained'), head.get('gain_retained_note'))}")
+        sample = head.get("old_old_sample_top1")
+        where = ("" if not isinstance(sample, int | float) else
+                 f" (on the evaluation sample: old/old {sample:.3f}, upgraded {head.get('upgraded_sample_top1', 0):.3f})")
+        parts.append(f"{label}: {gain_text(head.get('gain_retained'), head.get('gain_retained_note'))}{where}")
     for key, name in JUDGED:
         if key in head and f"gain_retained_{key}" in head:
             parts.append(f"gain retained ({name}): "
@@ -77,6 +80,9 @@ def judged_comparison(report: Report) -> dict[str, dict[str, Any]]:
                          "new_new": head.get(f"new_new_{key}"), "passes": head.get(f"compatible_{key}"),
                          "gain_retained": head.get(f"gain_retained_{key}"),
                          "gain_retained_note": head.get(f"gain_retained_{key}_note")}
+            if head.get(f"old_old_sample_{key}") is not None:  # the gain's own numbers, on the sample
+                rows[key] |= {"old_old_sample": head[f"old_old_sample_{key}"],
+                              "upgraded_sample": head.get(f"upgraded_sample_{key}")}
     return rows
 
 

@@ -14,7 +14,7 @@ from PySide6.QtWidgets import QFrame, QTableWidget, QTextBrowser
 
 from embridge.app.pages.page import fill_table
 from embridge.core.evaluation.headline import HEADLINE, criterion_text, decides_on_ndcg
-from embridge.core.run_record import CELL_NUMBERS, UPGRADED, RunRecord, fitted_text, protocol_groups
+from embridge.core.run_record import CELL_NUMBERS, NEW_NEW, UPGRADED, RunRecord, fitted_text, protocol_groups
 
 RUN_COLUMNS = ["Run", "Method", "Status", "Old/old top-1", "New/new top-1", "Upgraded top-1",
                "Gain retained (top-1)", "Old/old nDCG@10", "Upgraded nDCG@10", "Gain retained (nDCG@10)",
@@ -67,6 +67,8 @@ def run_row(run: dict[str, Any]) -> list[Any]:
     new_new = protocols.get("new/new") if isinstance(protocols.get("new/new"), dict) else {}
     if measured and new_new.get("n_gallery") and not measured.endswith(f"/ {new_new['n_gallery']} g"):
         measured += f"; new/new {new_new['n_gallery']} g"  # its number sits in this row too
+        if _number(metrics.get("old_old_sample_top1")):  # and the gain, measured on that sample
+            measured += ", gain retained there"
     note = record.error or choice.reason or metrics.get("note")
     gain = metrics.get("gain_retained")
     values = [*[metrics.get(k) for k in HEADLINE if k != "gain_retained"],
@@ -87,10 +89,14 @@ def heldout_text(summary: dict[str, Any]) -> str:
     from embridge.core.report.number_source import UNRECORDED, gain_text
 
     parts = []
+    # where new/new searched a sample, gain retained was measured there: listed under the sample's protocol
+    gain_cell = NEW_NEW if _number(summary.get("old_old_sample_top1")) else UPGRADED
+    numbers = {cell: tuple(k for k in keys if k != "gain_retained") + (("gain_retained",) if cell == gain_cell else ())
+               for cell, keys in CELL_NUMBERS.items()}
     for cells, sentence in protocol_groups(summary):
-        values = [f"{LABELS[k]} {summary[k]:.3f}" for cell in cells for k in CELL_NUMBERS[cell]
+        values = [f"{LABELS[k]} {summary[k]:.3f}" for cell in cells for k in numbers.get(cell, ())
                   if _number(summary.get(k))]
-        if UPGRADED in cells and summary.get("gain_retained") is None and summary.get("gain_retained_note"):
+        if gain_cell in cells and summary.get("gain_retained") is None and summary.get("gain_retained_note"):
             values.append(f"gain retained: {gain_text(None, summary['gain_retained_note'])}")
         if values:
             parts.append(f"{', '.join(values)} ({sentence or UNRECORDED})")
