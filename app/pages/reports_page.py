@@ -58,9 +58,9 @@ def headline_text(report: Report) -> str:
             parts.append(f"{name} {head[key]:.3f} (old/old {head.get(f'old_old_{key}', float('nan')):.3f})")
     if "gain_retained" in head:  # top-1's, named so where judgments decide on nDCG@10
         label = "gain retained (top-1)" if decides_on_ndcg(head) else "gain retained"
-        sample = head.get("old_old_sample_top1")
-        where = ("" if not isinstance(sample, int | float) else
-                 f" (on the evaluation sample: old/old {sample:.3f}, upgraded {head.get('upgraded_sample_top1', 0):.3f})")
+        sample, upgraded = head.get("old_old_sample_top1"), head.get("upgraded_sample_top1")
+        where = ("" if not isinstance(sample, int | float) or not isinstance(upgraded, int | float) else
+                 f" (on the evaluation sample: old/old {sample:.3f}, upgraded {upgraded:.3f})")
         parts.append(f"{label}: {gain_text(head.get('gain_retained'), head.get('gain_retained_note'))}{where}")
     for key, name in JUDGED:
         if key in head and f"gain_retained_{key}" in head:

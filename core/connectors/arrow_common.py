@@ -83,7 +83,8 @@ def table_to_batch(table: Any, id_col: str, vec_col: str, cursor: Any, where: st
     kind = column.type.value_type if pa.types.is_dictionary(column.type) else column.type
     text = pa.types.is_string(kind) or pa.types.is_large_string(kind) or (
         hasattr(pa.types, "is_string_view") and pa.types.is_string_view(kind))
-    if not (pa.types.is_integer(kind) or text or pa.types.is_null(kind)):  # bytes or times would be keyed by their Python repr, and checkpoints fail
+    # bytes or times would be keyed by their Python repr, and a migration's checkpoint could not hold them
+    if not (pa.types.is_integer(kind) or text or pa.types.is_null(kind)):
         raise VectorStoreError(f"{prefix}column '{id_col}' holds {kind} ids; point ids must be integers or text "
                                "(cast the column, or name another with ?id=COLUMN)")
     ids: list[PointId] = column.to_pylist()

@@ -316,13 +316,13 @@ def _copy(transform: StoreTransform, source: Connector, target: Connector, new: 
                 return
         except Cancelled:
             raise
-        except Exception as refused:  # the store refused the first batch (its ids, its payload): the target made here goes
+        except Exception:  # the store refused the first batch (its ids, its payload): the target made here goes
             try:
                 target.drop()
                 target.save_state(key, before)
             except Exception:  # noqa: BLE001 - a cleanup that fails too must not hide why the batch was refused
                 pass
-            raise refused
+            raise
         start = first[1].cursor
     with Prefetch(lambda: transformed(start), depth=PREFETCH_DEPTH, name="embridge-migrate-read") as batches:
         for read in batches:

@@ -17,6 +17,13 @@ from embridge.core.report.report_record import Report
 
 SAMPLED = ("top1", "top5", "ndcg@10", "mrr@10")  # metrics a report records on the evaluation sample
 
+
+def sample_numbers(values: Mapping[str, Any], prefix: str) -> dict[str, float]:
+    """The ``prefix``_* numbers a report headline or run record holds on the evaluation sample, by metric
+    (``prefix``: ``old_old_sample`` or ``upgraded_sample``)."""
+    return {m: float(v) for m in SAMPLED if isinstance(v := values.get(f"{prefix}_{m}"), int | float)}
+
+
 def option_row(name: str, title: str, time_s: float | None, storage: int, embedded: int, quality: dict[str, float],
                floor: float | None, ceiling: float, notes: list[str], metric: str = "top1",
                on_sample: tuple[float, Mapping[str, float]] | None = None, **extra: Any) -> dict[str, Any]:

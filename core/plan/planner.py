@@ -15,7 +15,7 @@ from embridge.core.adapters.adapter import Adapter
 from embridge.core.cascade_rerank import reranks_by_new_vectors
 from embridge.core.errors import EmbridgeError
 from embridge.core.jobs import check_device_option
-from embridge.core.plan.option_row import SAMPLED
+from embridge.core.plan.option_row import sample_numbers
 from embridge.core.plan.plan_record import Plan
 from embridge.core.plan.throughput import Throughput, measure_throughput
 from embridge.core.plan.upgrade_options import plan_from_report
@@ -84,11 +84,6 @@ def _alternatives(ws: Workspace, chosen: dict[str, Any]) -> tuple[list[dict[str,
     return out, adapters
 
 
-def _sampled(values: dict[str, Any]) -> dict[str, float]:
-    """The upgraded system's numbers on the evaluation sample, as a report or run recorded them."""
-    return {m: float(v) for m in SAMPLED if isinstance(v := values.get(f"upgraded_sample_{m}"), int | float)}
-
-
 def _alternative_quality(ws: Workspace, row: dict[str, Any]) -> dict[str, Any]:
     """Its report's upgraded cell when it has one, else the held-out numbers of its training run."""
     report = latest_report_for_run(ws, row["run_id"])
@@ -96,7 +91,7 @@ def _alternative_quality(ws: Workspace, row: dict[str, Any]) -> dict[str, Any]:
         cell = report.cells[str(report.upgraded_cell)]
         metrics = cell["metrics"]
         return {"quality": {k: metrics[k] for k in ("top1", "top5", "ndcg@10", "mrr@10") if k in metrics},
-                "quality_sample": _sampled(report.headline),
+                "quality_sample": sample_numbers(report.headline, "upgraded_sample"),
                 "source": f"Quality: the {report.upgraded_cell} cell of report {report.report_id} "
                           f"(run {row['run_id']}).", "measured_on": cell.get("protocol"),
                 "from": f"report {report.report_id} of run {row['run_id']}"}
@@ -108,6 +103,6 @@ def _alternative_quality(ws: Workspace, row: dict[str, Any]) -> dict[str, Any]:
     quality = {k: v for k, v in (("top1", top1), ("ndcg@10", metrics.get("ndcg@10")),
                                  ("mrr@10", metrics.get("mrr@10"))) if isinstance(v, int | float)}
     shown = "top-1 and nDCG@10" if "ndcg@10" in quality else "top-1"
-    return {"quality": quality, "quality_sample": _sampled(metrics),
+    return {"quality": quality, "quality_sample": sample_numbers(metrics, "upgraded_sample"),
             "source": f"Quality: held-out {shown} of training run {row['run_id']}, measured as reports measure it, "
                       f"on {where}.", "measured_on": measured, "from": f"training run {row['run_id']}, held-out"}

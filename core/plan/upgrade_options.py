@@ -33,7 +33,7 @@ from embridge.core.evaluation.headline import metric_label
 from embridge.core.formatting import format_share, sample_words
 from embridge.core.plan.decision import decision_metric
 from embridge.core.plan.option_galleries import gallery_words, name_galleries
-from embridge.core.plan.option_row import SAMPLED, ceiling_floor, curve_floor, option_row
+from embridge.core.plan.option_row import ceiling_floor, curve_floor, option_row, sample_numbers
 from embridge.core.plan.plan_reason import LAYER_OPTIONS, plan_reason
 from embridge.core.plan.plan_record import Plan
 from embridge.core.plan.throughput import Throughput
@@ -128,7 +128,7 @@ def layer_option(name: str, kind: str, quality: dict[str, float], rate: float | 
         notes = [f"Transforms all {sizes.n} stored old vectors with the {kind} layer (no backbone run); new "
                  "queries then search the transformed gallery as they are.", source]
         return option_row(name, f"Forward transform ({kind})", _time(sizes.n, rate), sizes.n * dim * 4 + extra_bytes, 0,
-                       quality, floor, ceiling, notes, metric, on_sample)
+                          quality, floor, ceiling, notes, metric, on_sample)
     notes = [f"Nothing is re-embedded; each new query passes through the {kind} layer "
              + (f"(about {per_query:.1f} µs per query in batches) " if per_query else "")
              + "and searches the old gallery as it is.", source]
@@ -157,8 +157,8 @@ def layer_option(name: str, kind: str, quality: dict[str, float], rate: float | 
                         f"time and storage count. The old index recalls the top {k} for the old query and the new "
                         "model re-ranks them.")
             return option_row(name, title, _time(new_items, embed_rate), sizes.old_index() + extra_bytes
-                           + new_items * sizes.d_new * sizes.b_new, int(new_items), quality, floor, ceiling, notes,
-                           metric, on_sample, query_latency_us=per_query, serving_cost=cost)
+                              + new_items * sizes.d_new * sizes.b_new, int(new_items), quality, floor, ceiling, notes,
+                              metric, on_sample, query_latency_us=per_query, serving_cost=cost)
     return option_row(name, title, 0.0, sizes.old_index() + extra_bytes, 0, quality, floor, ceiling, notes, metric,
                       on_sample, query_latency_us=per_query, serving_cost=cost)
 
@@ -229,8 +229,8 @@ def partial_option(report: Report, tp: Throughput, sizes: _Sizes, floor: float, 
     # the curves rank the full-backfill cell's queries against its gallery (the evaluation sample)
     protocol = ((report.cells.get(str(report.ceiling_cell)) or {}).get("protocol") or {}).get("text")
     option = option_row("partial_backfill", f"Partial backfill to β = {beta:.2f} ({policy} order)",
-                     _time(embedded, tp.embed_items_per_s), sizes.mixed(beta) + sizes.adapter_bytes, embedded,
-                     quality, base, ceiling, opt_notes, metric, fraction=beta, policy=policy, measured_on=protocol)
+                        _time(embedded, tp.embed_items_per_s), sizes.mixed(beta) + sizes.adapter_bytes, embedded,
+                        quality, base, ceiling, opt_notes, metric, fraction=beta, policy=policy, measured_on=protocol)
     return option, notes
 
 
@@ -254,19 +254,16 @@ def plan_from_report(source: Report | Mapping[str, Any], throughput: Throughput,
     on_sample = ceiling_floor(report, sizes.n_sample, sizes.n, floor, metric)  # old/old where new/new searched
     new_floor = floor if on_sample is None else on_sample
 
-    def sampled(prefix: str, quality: Mapping[str, Any] | None = None) -> tuple[float, Mapping[str, float]] | None:
+    def sampled(quality: Mapping[str, float]) -> tuple[float, Mapping[str, float]] | None:
         """(old/old, an option's numbers) on new/new's gallery, where gain retained is measured; None where
-        new/new searched the whole gallery. The numbers: ``quality``, else the report headline's ``prefix``_*."""
-        if on_sample is None:
-            return None
-        found = quality if quality is not None else {m: report.headline.get(f"{prefix}_{m}") for m in SAMPLED}
-        return on_sample, {m: float(v) for m, v in found.items() if isinstance(v, int | float)}
+        new/new searched the whole gallery."""
+        return None if on_sample is None else (on_sample, quality)
 
     target = target_share * ceiling
     kind = report.adapter["kind"]
     options = [option_row("stay", "Stay on the old model", 0.0, sizes.old_index(), 0, floor_q, floor, ceiling,
                           ["Today's system: the old model keeps serving queries and gallery; the new model is unused."],
-                          metric, sampled("old_old_sample"))]
+                          metric, sampled(sample_numbers(report.headline, "old_old_sample")))]
     own = "forward_transform" if sizes.forward else (kind if kind in BOTH_ENCODERS else "adapter_only")
     options.append(layer_option(own, kind, up_q, throughput.adapter_items_per_s, sizes, floor, ceiling,
                                 f"Quality: the {up_cell} cell of this report.",
@@ -274,7 +271,7 @@ def plan_from_report(source: Report | Mapping[str, Any], throughput: Throughput,
                                 rerank_new_vectors=reranks_by_new_vectors(report.adapter.get("config")),
                                 measured_on=(report.cells.get(up_cell) or {}).get("protocol"),
                                 embed_rate=throughput.embed_items_per_s, metric=metric,
-                                on_sample=sampled("upgraded_sample")))
+                                on_sample=sampled(sample_numbers(report.headline, "upgraded_sample"))))
     floor_protocol = (report.cells.get("old/old") or {}).get("protocol")
     for alt in alternatives:
         if alt["name"] not in {o["name"] for o in options} and alt.get("quality", {}).get(metric) is not None:
@@ -283,7 +280,7 @@ def plan_from_report(source: Report | Mapping[str, Any], throughput: Throughput,
                                   floor if same else None, ceiling, alt.get("source", ""), alt.get("out_dim"),
                                   alt.get("adapter_bytes"), alt.get("k"), alt.get("measured_on"),
                                   throughput.embed_items_per_s, metric, reranks_by_new_vectors(alt),
-                                  sampled("", alt.get("quality_sample") or {}))
+                                  sampled(alt.get("quality_sample") or {}))
             where = (alt.get("measured_on") or {}).get("text") or "queries and a gallery it did not record"
             option["quality_from"] = {"source": alt.get("from") or alt.get("source", ""), "protocol": where,
                                       "comparable": same}

@@ -177,12 +177,13 @@ def assemble(ws: Workspace, run: RunRecord, row: dict[str, Any], adapter: Adapte
                                      should_stop=should_stop)
     upgraded, ceiling = main.upgraded, main.ceiling
     stage("statistics")
-    floor = cells[OLD_OLD]
-    if main.sample_floor is not None:  # old/old searched the whole gallery, the sample cells less
-        floor = CellResult.of(OLD_OLD, floor.query_side, floor.gallery_side, main.sample_floor, "sample")
-    sample_floor = floor if floor is not cells[OLD_OLD] else None
+    whole = cells[OLD_OLD]
+    sample_floor = None if main.sample_floor is None else (  # old/old searched the whole gallery, the sample cells less
+        CellResult.of(OLD_OLD, whole.query_side, whole.gallery_side, main.sample_floor, "sample"))
+    floor = sample_floor or whole
     on_sample = None if sample_floor is None or main.sample_upgraded is None else (
-        sample_floor, CellResult.of(upgraded, "", "", main.sample_upgraded, "sample"))
+        sample_floor, CellResult.of(upgraded, cells[upgraded].query_side, cells[upgraded].gallery_side,
+                                    main.sample_upgraded, "sample"))
     head = sections.headline(cells, upgraded, ceiling, plan, n_boot, seed, sample.relevance, on_sample)
     head.update(main.headline())
     search_cells = {name: cell.search.to_dict() for name, cell in cells.items()}
