@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -125,7 +126,32 @@ def test_a_cascades_k_values_get_their_own_panel_not_a_series_beside_the_epochs(
     loss_ax, val_ax, sweep_ax = [ax for ax in fig.axes if ax.get_title()]
     labels = [line.get_label() for line in val_ax.get_lines()]
     assert labels == ["top-1"] and list(val_ax.get_lines()[0].get_xdata()) == [1, 2, 3]
-    assert sweep_ax.get_title() == "Validation per k"
+    assert sweep_ax.get_title() == "Validation per K"
     assert list(sweep_ax.get_lines()[0].get_xdata()) == [5.0, 20.0, 100.0]
     assert list(sweep_ax.get_lines()[0].get_ydata()) == [0.7, 0.9, 0.85]
     assert loss_ax.get_title() == "Training loss"
+
+
+def test_a_closed_forms_grid_is_a_panel_per_setting_not_a_series_beside_the_metric(demo_copy: Path) -> None:
+    """A fusion over Procrustes records the whitening grid Procrustes tried and then the α grid: each
+    is drawn against its own values, and no setting is drawn as a line on the metric's axis (the
+    whitening values were once plotted as a "whitening" series over a made-up candidate number)."""
+    from embridge.core.report.report_export import report_figures
+    from embridge.core.store import Workspace
+    from embridge.core.train.runs import train_run
+
+    with Workspace.open(demo_copy) as ws:
+        summary = train_run(ws, "fusion", device="cpu", config={"base": "procrustes"})
+        run = ws.run(summary["run_id"])
+    rows = run["epochs"]
+    fig = report_figures({"run": {"epochs": rows, "heldout": {"val_metric_name": "label_top1"}}})["training"]
+    titled = {ax.get_title(): ax for ax in fig.axes if ax.get_title()}
+    assert set(titled) == {"Validation per whitening", "Validation per α"}
+    whitening = [r for r in rows if "whitening" in r]
+    (line,) = titled["Validation per whitening"].get_lines()
+    assert list(line.get_xdata()) == [r["whitening"] for r in whitening] and len(whitening) > 1
+    assert list(line.get_ydata()) == [r["val_metric"] for r in whitening]
+    assert titled["Validation per whitening"].get_xscale() == "symlog"  # a grid by decades, 0 included
+    assert titled["Validation per α"].get_xscale() == "linear"
+    assert not {ln.get_label() for ax in fig.axes for ln in ax.get_lines()} & {"whitening", "alpha", "ridge"}
+    _renders(fig)

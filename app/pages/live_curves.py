@@ -81,9 +81,9 @@ CurveShape = tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], bool]
 
 def curve_shape(rows: list[dict[str, Any]]) -> CurveShape:
     """The series ``training_curves`` draws for ``rows`` and in which panels: (loss, lr, other, has loss)."""
-    from embridge.core.report.figures import split_sweep
+    from embridge.core.report.figures import split_sweeps
 
-    rows = split_sweep(rows)[0]  # type: ignore[assignment]
+    rows = split_sweeps(rows)[0]  # type: ignore[assignment]
     keys: list[str] = []
     for row in rows:
         keys += [k for k, v in row.items() if k != "epoch" and k not in keys and isinstance(v, int | float)]
@@ -109,11 +109,11 @@ def refresh_live_figure(figure: Any, rows: list[dict[str, Any]], metric_name: st
 
     Only line data and axis limits change: no new figure, axes, legends or titles are built.
     """
-    from embridge.core.report.figures import split_sweep
+    from embridge.core.report.figures import split_sweeps
 
     shape = curve_shape(rows)
-    if getattr(figure, "live_shape", None) != (shape, metric_name) or split_sweep(rows)[1] is not None:
-        return False  # a finished fusion or cascade's α / K panel (drawn whole), or another metric's label
+    if getattr(figure, "live_shape", None) != (shape, metric_name) or split_sweeps(rows)[1]:
+        return False  # a finished fit's settings panel (drawn whole), or another metric's label
     loss, lr, other, has_loss = shape
     groups = [loss, other, *([lr] if lr else [])] if has_loss else [other]
     if len(figure.axes) != len(groups):

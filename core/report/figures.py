@@ -198,25 +198,45 @@ METRIC_LABELS = {"label_top1": "top-1 (same label)", "pair_top1": "top-1 (own it
                  "judged_ndcg@10": "nDCG@10 (judged)"}
 
 
-SWEEP_KEYS = {"k": "K (candidates re-ranked)", "alpha": "α (mixing weight)"}
+SWEEP_KEYS = {"whitening": "whitening shrinkage (0: the plain rotation)", "ridge": "ridge λ (relative)",
+              "k": "K (candidates re-ranked)", "alpha": "α (mixing weight)"}
+_SWEEP_NAMES = {"whitening": "whitening", "ridge": "λ", "k": "K", "alpha": "α"}
+_LOG_SWEEPS = {"whitening", "ridge"}  # grids spaced by decades
+Sweep = tuple[str, list[Mapping[str, Any]]]
 
 
-def split_sweep(rows: Sequence[Mapping[str, Any]]) -> tuple[list[Mapping[str, Any]], str | None,
-                                                            list[Mapping[str, Any]]]:
-    """(epoch rows, the swept setting or None, its rows): a fusion's α or a cascade's K values tried
-    after the base layer's epochs are settings, not epochs, and get a panel of their own."""
-    key = next((k for k in SWEEP_KEYS if any(k in row for row in rows)), None)
-    if key is None:
-        return list(rows), None, []
-    return [r for r in rows if key not in r], key, [r for r in rows if key in r]
+def split_sweeps(rows: Sequence[Mapping[str, Any]]) -> tuple[list[Mapping[str, Any]], list[Sweep]]:
+    """(epoch rows, [(swept setting, its rows)]): the settings a closed form tries (Procrustes'
+    whitening, affine's ridge λ) and a fusion's α or a cascade's K after its base layer are
+    settings, not epochs, and each gets a panel of its own, in the order the fit tried them."""
+    sweeps: dict[str, list[Mapping[str, Any]]] = {}
+    epochs: list[Mapping[str, Any]] = []
+    for row in rows:
+        key = next((k for k in SWEEP_KEYS if k in row), None)
+        (epochs if key is None else sweeps.setdefault(key, [])).append(row)
+    return epochs, list(sweeps.items())
+
+
+def _sweep_panel(ax: Any, key: str, rows: list[Mapping[str, Any]], metric_label: str) -> None:
+    """The validation metric per value tried; a grid spaced by decades (whitening, λ) on a log axis
+    that still shows 0."""
+    xs = [_finite(row.get(key)) for row in rows]
+    ax.plot(xs, [_finite(row.get("val_metric")) for row in rows], marker="o", color=_PALETTE[0])
+    positive = [x for x in xs if np.isfinite(x) and x > 0]
+    if key in _LOG_SWEEPS and positive and max(positive) >= 10 * min(positive):
+        ax.set_xscale("symlog", linthresh=min(positive))
+    ax.set_xlabel(SWEEP_KEYS[key])
+    ax.set_ylabel(metric_label)
+    ax.set_title(f"Validation per {_SWEEP_NAMES[key]}")
 
 
 def training_curves(epochs: Sequence[Mapping[str, Any]], x_key: str = "epoch",
                     metric_name: str | None = None) -> Figure:
     """Per-epoch numbers: the training loss (with the learning rate on its own right axis) and the
-    validation metric, named. A fit without a loss (closed form) gets the validation panel only; a
-    fusion's α or a cascade's K values tried get a last panel of the validation metric per value."""
-    epochs, sweep_key, sweep = split_sweep(epochs)
+    validation metric, named. A fit without a loss (closed form) gets the validation panel only; each
+    setting swept (whitening, λ, a fusion's α, a cascade's K) gets a panel of the validation metric per
+    value."""
+    epochs, sweeps = split_sweeps(epochs)
     keys: list[str] = []
     for row in epochs:
         keys += [k for k, v in row.items() if k != x_key and k not in keys and isinstance(v, int | float)]
@@ -224,10 +244,12 @@ def training_curves(epochs: Sequence[Mapping[str, Any]], x_key: str = "epoch",
     lr_keys = [k for k in keys if k == "lr"]
     other_keys = [k for k in keys if "loss" not in k and k != "lr"]
     has_loss = any(np.isfinite(_finite(row.get(k))) for row in epochs for k in loss_keys)
-    panels = (2 if has_loss else 1) + (1 if sweep else 0)
-    fig = _figure({1: _SIZE, 2: (8.0, 3.4)}.get(panels, (11.0, 3.4)))
+    has_epochs = has_loss or bool(other_keys) or not sweeps
+    panels = (2 if has_loss else 1 if has_epochs else 0) + len(sweeps)
+    fig = _figure({1: _SIZE, 2: (8.0, 3.4), 3: (11.0, 3.4)}.get(panels, (14.0, 3.4)))
     axes = list(np.atleast_1d(fig.subplots(1, panels)))
-    sweep_ax = axes.pop() if sweep else None
+    sweep_axes = axes[len(axes) - len(sweeps):]
+    axes = axes[: len(axes) - len(sweeps)]
     xs = [row.get(x_key, i + 1) for i, row in enumerate(epochs)]
     metric_label = METRIC_LABELS.get(metric_name or "", metric_name or "top-1")
 
@@ -255,16 +277,13 @@ def training_curves(epochs: Sequence[Mapping[str, Any]], x_key: str = "epoch",
             axes[0].legend(lines, [ln.get_label() for ln in lines], fontsize="small", loc="upper right")
         elif loss_keys:
             axes[0].legend(fontsize="small", loc="upper right")
-    draw(axes[-1], other_keys, metric_label)
-    axes[-1].set_title("Validation")
-    if len(other_keys) > 1:
-        axes[-1].legend(fontsize="small", loc="lower right")
-    if sweep_ax is not None and sweep_key is not None:
-        sweep_ax.plot([_finite(row.get(sweep_key)) for row in sweep], [_finite(row.get("val_metric")) for row in sweep],
-                      marker="o", color=_PALETTE[0])
-        sweep_ax.set_xlabel(SWEEP_KEYS[sweep_key])
-        sweep_ax.set_ylabel(metric_label)
-        sweep_ax.set_title(f"Validation per {sweep_key}")
+    if axes:
+        draw(axes[-1], other_keys, metric_label)
+        axes[-1].set_title("Validation")
+        if len(other_keys) > 1:
+            axes[-1].legend(fontsize="small", loc="lower right")
+    for ax, (key, rows) in zip(sweep_axes, sweeps, strict=True):
+        _sweep_panel(ax, key, rows, metric_label)
     return fig
 
 
