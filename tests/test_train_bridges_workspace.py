@@ -105,7 +105,7 @@ def test_auto_picks_a_passing_option_and_records_every_candidate(runs: dict[str,
     assert "candidate procrustes  validation judged nDCG@10 " in text  # the metric the candidates competed on
 
 
-def test_plan_recommends_the_only_passing_bridge(runs: dict[str, dict[str, Any]], ws_path: Path) -> None:
+def test_plan_recommends_the_best_passing_bridge(runs: dict[str, dict[str, Any]], ws_path: Path) -> None:
     with Workspace.open(ws_path) as ws:
         report = build_report(ws, runs["cascade"]["run_id"])
     head = report.headline
@@ -136,7 +136,7 @@ def test_plan_recommends_the_only_passing_bridge(runs: dict[str, dict[str, Any]]
     assert cell["protocol"]["new_vectors"] == n and f"new-model vectors of {n} of the {n}" in cell["protocol"]["text"]
     plan = plan_from_report(report, tp, alternatives=[failing])
     measured = next(o for o in plan.options if o["name"] == "cascade")
-    assert measured["items_embedded"] == n and not measured.get("only_passing")
+    assert measured["items_embedded"] == n and not measured.get("best_passing_bridge")
     assert measured["storage_bytes"] >= 2 * next(o for o in plan.options if o["name"] == "stay")["storage_bytes"]
     assert plan.recommendation == "full_backfill"
     assert f"the cascade option (with the new vectors of {n} items) keeps only" in plan.reason
@@ -160,12 +160,24 @@ def test_plan_recommends_the_only_passing_bridge(runs: dict[str, dict[str, Any]]
     k = report.adapter["config"]["k"]
     assert cascade["serving_cost"] == {"encoders_at_query_time": 2, "reranks_per_query": k, "rerank_new_vectors": True}
     assert cascade["items_embedded"] == 0
-    assert plan.recommendation == "cascade" and cascade["only_passing"]
+    assert plan.recommendation == "cascade" and cascade["best_passing_bridge"]
     assert "the only option that passes the compatibility criterion without re-embedding" in plan.reason
     assert f"{k} re-ranked items per query" in plan.reason
-    # with a second free option that passes, neither is "the only one": the full backfill is recommended
-    passing = {**failing, "name": "fusion", "kind": "fusion", "quality": offset(0.01)}
-    plan = plan_from_report(report, tp, alternatives=[passing])
+    # a weaker free option that passes too does not change the choice (it once turned it into a full
+    # backfill, so the plan of one run differed from the plan of another with the same options)
+    weaker = {**failing, "name": "fusion", "kind": "fusion", "quality": offset(0.01)}
+    plan = plan_from_report(report, tp, alternatives=[weaker])
+    assert plan.recommendation == "cascade"
+    assert "the best of the 2 options (with Fusion" in plan.reason
+    # a stronger passing bridge is chosen instead; a stronger plain layer below the threshold is not a bridge
+    # for the transition, and with it the full backfill stays the recommendation
+    stronger = {**weaker, "quality": {m: v + 0.2 * (ceiling[m] - floor[m]) for m, v in
+                                      next(o for o in plan.options if o["name"] == "cascade")["quality"].items()
+                                      if m in decided}}
+    plan = plan_from_report(report, tp, alternatives=[stronger])
+    assert plan.recommendation == "fusion"
+    plain = {**stronger, "name": "adapter_only", "kind": "affine"}
+    plan = plan_from_report(report, tp, alternatives=[plain])
     assert plan.recommendation == "full_backfill"
 
 

@@ -51,10 +51,14 @@ def plan_reason(plan: Mapping[str, Any], choice: Mapping[str, Any], report: Repo
         return (f"{choice['title']}: judged by own-item retrieval (no labels), {format_share(choice['quality'][metric], 0)} of "
                 f"new queries find their own item first through it, at least {format_share(target_share, 0)}, "
                 f"{_embedding(choice)}, in {format_duration(choice['time_s'])}.")
-    if name in LAYER_OPTIONS and choice.get("only_passing"):
+    if name in LAYER_OPTIONS and choice.get("best_passing_bridge"):
         cost = choice["serving_cost"]
         reranks = f" and {cost['reranks_per_query']} re-ranked items per query" if cost["reranks_per_query"] else ""
-        return (f"{choice['title']}: the only option that passes the compatibility criterion without re-embedding "
+        others = [o for o in plan["options"] if o is not choice and o["name"] in LAYER_OPTIONS
+                  and not o["items_embedded"] and o["passes_criterion"] and o.get("comparable") is not False]
+        which = "the only option" if not others else \
+            f"the best of the {len(others) + 1} options (with {', '.join(o['title'] for o in others)})"
+        return (f"{choice['title']}: {which} that passes the compatibility criterion without re-embedding "
                 f"({m} {choice['quality'][metric]:.3f} > old/old {floor:.3f}); it keeps "
                 f"{format_share(choice['gain_retained'], 0)} of the full-backfill gain{sampled} from day one, at the cost of both "
                 f"encoders during the transition{reranks}. The full backfill ({ceil_cell} {m} {ceiling:.3f}) "

@@ -308,9 +308,9 @@ def plan_from_report(source: Report | Mapping[str, Any], throughput: Throughput,
         opt["acceptable"] = _acceptable(opt, new_better, gain_threshold, target, metric)
     if not new_better and any(o["acceptable"] for o in options if o["name"] in LAYER_OPTIONS):
         options[0]["acceptable"] = False  # a layer beats today's system: staying would give that up
-    only = _only_passing_bridge(options) if new_better and not by_item else None
-    if only is not None:
-        only["acceptable"] = only["only_passing"] = True
+    bridge = _best_passing_bridge(options, metric) if new_better and not by_item else None
+    if bridge is not None:
+        bridge["acceptable"] = bridge["best_passing_bridge"] = True
     choice = _choose(options, metric)
     plan = {"recommendation": choice["name"], "options": options, "new_better": None if by_item else new_better,
             "protocols": report.headline.get("protocols"),
@@ -372,17 +372,22 @@ def _acceptable(opt: Mapping[str, Any], new_better: bool, gain_threshold: float,
     return bool(opt["passes_criterion"]) and ((gr is not None and gr >= gain_threshold) or reaches)
 
 
-def _only_passing_bridge(options: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """A fusion or cascade option that is the only one passing the criterion without re-embedding.
+def _best_passing_bridge(options: list[dict[str, Any]], metric: str) -> dict[str, Any] | None:
+    """A fusion or cascade option that is the best of those passing the criterion without re-embedding,
+    when none of them reaches the gain threshold.
 
     Such an option keeps part of the gain from day one; it is recommended (for the transition)
-    even below the gain threshold, because nothing else that re-embeds nothing is better than today.
+    even below the gain threshold, because nothing else that re-embeds nothing does better. A weaker
+    layer passing too does not change that (the choice once depended on how many passed, and so on
+    which runs the plan was given).
     """
-    free = [o for o in options if o["name"] in LAYER_OPTIONS and o["items_embedded"] == 0]
-    passing = [o for o in free if o["passes_criterion"]]
-    if any(o["acceptable"] for o in free) or len(passing) != 1 or passing[0]["name"] not in BOTH_ENCODERS:
+    free = [o for o in options if o["name"] in LAYER_OPTIONS and o["items_embedded"] == 0
+            and o.get("comparable") is not False]
+    passing = [o for o in free if o["passes_criterion"] and o["quality"].get(metric) is not None]
+    if any(o["acceptable"] for o in free) or not passing:
         return None
-    return passing[0]
+    best = max(passing, key=lambda o: float(o["quality"][metric]))
+    return best if best["name"] in BOTH_ENCODERS else None
 
 
 def _choose(options: list[dict[str, Any]], metric: str) -> dict[str, Any]:
