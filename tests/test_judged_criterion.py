@@ -130,3 +130,17 @@ def test_the_gate_fails_compatible_and_gain_retained_on_ndcg(judged: dict[str, A
     out = json.loads(capsys.readouterr().out)
     (check,) = out["gate"]["checks"]
     assert out["compatible"] is True and check["reads"] == "compatible_ndcg@10" and check["value"] == 0.0
+
+
+def test_the_gate_checks_top1s_own_criterion_by_name(judged: dict[str, Any], tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """With judgments ``compatible`` reads the nDCG@10 criterion (failed here); top-1's own (passed
+    here) is gated as ``compatible_top1``, and the JUnit file says which key each check read."""
+    junit = tmp_path / "gate.xml"
+    capsys.readouterr()
+    assert main(["report", "--workspace", str(judged["path"]), "--fail-under", "compatible_top1=1",
+                 "--fail-under", "gain_retained_top1>=0", "--junit", str(junit)]) == 0
+    xml = junit.read_text()
+    assert "compatible_top1 (top-1's criterion: compatible) = 1" in xml and 'failures="0"' in xml
+    assert main(["report", "--workspace", str(judged["path"]), "--fail-under", "compatible=1"]) != 0
+    assert "compatible_ndcg@10" in capsys.readouterr().err

@@ -9,7 +9,8 @@ gain retained when the new model gains nothing), fails its check with that reaso
 passes by accident. A yes/no value (``compatible``) reads as 1 or 0, so ``compatible=1`` requires
 it; identifiers and settings in the JSON (``report_id``, ``arr_k``, ...) are not metrics. With graded
 relevance judgments the report's verdict decides on nDCG@10, and so do ``compatible`` and
-``gain_retained`` here: they read ``compatible_ndcg@10`` and ``gain_retained_ndcg@10``, and say so. Values in
+``gain_retained`` here: they read ``compatible_ndcg@10`` and ``gain_retained_ndcg@10``, and say so;
+``compatible_top1`` and ``gain_retained_top1`` always read top-1's own (``compatible``, ``gain_retained``). Values in
 messages keep ten significant digits, so a failed check never reads as a passing one.
 :func:`junit_xml` renders the checks as JUnit XML (one test case per check; a report that could not
 be built is one test case in error); :func:`check_junit_target` refuses a ``--junit`` path that
@@ -36,6 +37,7 @@ PROBE_BYTES = 64 * 1024  # room the JUnit file needs (about 300 bytes a check), 
 
 NOT_METRICS = frozenset({"report_id", "run_id", "adapter_id", "arr_k", "recall_k"})
 DECIDED = ("compatible", "gain_retained")  # the criterion's numbers: on nDCG@10 where judgments decide
+TOP1_NAMES = {f"{name}_top1": name for name in DECIDED}  # top-1's own criterion, by name, whatever decides
 _CHECK = re.compile(r"^\s*([A-Za-z0-9_@.\-]+)\s*(<=|>=|=)\s*([^\s]+)\s*$")
 
 
@@ -91,7 +93,7 @@ def check_metric_names(checks: list[Check], option: str = "--fail-under") -> Non
 
     from embridge.core.evaluation.headline import report_number_names
 
-    known = sorted(report_number_names() - NOT_METRICS)
+    known = sorted(report_number_names() - NOT_METRICS | set(TOP1_NAMES))
     for check in checks:
         if check.metric not in known:
             close = difflib.get_close_matches(check.metric, known, n=1)
@@ -114,6 +116,9 @@ def evaluate(checks: list[Check], values: dict[str, Any]) -> list[CheckResult]:
         if decided and name in DECIDED:  # the criterion the report's verdict weighs: nDCG@10 with judgments
             name = f"{name}_ndcg@10"
             label = f"{check.metric} (decided on nDCG@10 with relevance judgments: {name})"
+        elif name in TOP1_NAMES:
+            name = TOP1_NAMES[name]
+            label = f"{check.metric} (top-1's criterion: {name})"
         if name not in values:
             known = ", ".join(sorted(k for k, v in values.items() if _number(v) is not None))
             results.append(CheckResult(check, None, False, f"{label}: no such metric in the report "
