@@ -52,8 +52,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--to", dest="target", type=PATH, required=True, metavar="URI",
                    help="output folder, parquet:///folder of (id, vector) chunk files (resumable)")
     p.add_argument("--order", type=PATH, metavar="FILE.npy", help="ids to embed, in this order (e.g. the planner's)")
-    p.add_argument("--id-column", default="id")
-    p.add_argument("--input-column", default="input")
+    p.add_argument("--id-column", default="id", help="id column (default id)")
+    p.add_argument("--input-column", default="input",
+                   help="input column: a fixed-size list of floats (the model input, flattened) or text (default input)")
     p.add_argument("--chunk", type=number(int, low=1, high=10**8), default=4096, help="items per task and output file (default 4096)")
     p.add_argument("--batch", type=number(int, low=1, high=10**6), default=256, help="items per model batch (default 256)")
     p.add_argument("--actors", type=number(int, low=1, high=100_000), help="actors in the Ray pool (default: one per CPU)")
