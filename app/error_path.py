@@ -9,6 +9,7 @@ traceback. The dialog never blocks, so the app (and a test) keeps running while 
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import threading
 import traceback
@@ -31,6 +32,7 @@ from PySide6.QtWidgets import (
 from embridge.core.errors import InputError
 
 LOG_FILE = "embridge.log"
+_METAVAR = r"[A-Z][A-Z0-9_]*(?:\.[a-z0-9]+)?\b"  # what an option's usage names its value: NAME, N, FILE.npz
 log = logging.getLogger("embridge.app")
 
 
@@ -170,11 +172,15 @@ class ErrorReporter(QObject):
 
 
 def labelled(exc: InputError, labels: dict[str, str]) -> InputError:
-    """The same refusal naming the window's field instead of the command-line option: with
-    ``{"--out": "Destination"}``, "--out x.zip: is inside the workspace" reads
-    "Destination x.zip: is inside the workspace". Other errors are returned unchanged."""
-    source = exc.source or ""
+    """The same refusal naming the window's field instead of the command-line option, since the window
+    shows fields, not flags: with ``{"--out": "Destination"}``, "--out x.zip: is inside the workspace"
+    reads "Destination x.zip: is inside the workspace", and "(--out)" or "--out FILE" in the problem
+    reads "(Destination)". Options without a label keep their text; other errors are returned unchanged."""
+    source, problem = exc.source or "", exc.problem
     for option, label in labels.items():
         if source == option or source.startswith(option + " "):
-            return InputError(label + source[len(option):], exc.problem)
-    return exc
+            source = label + source[len(option):]
+        problem = re.sub(rf"(?<![\w-]){re.escape(option)}(?![\w-])(?: {_METAVAR})?", lambda _m, t=label: t, problem)
+    if source == (exc.source or "") and problem == exc.problem:
+        return exc
+    return type(exc)(source or None, problem)

@@ -8,9 +8,12 @@ in the error dialog) and call the same core functions as ``embridge import --fro
 from __future__ import annotations
 
 import logging
-from typing import Any
+import re
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
 
 from PySide6.QtWidgets import (
+    QAbstractButton,
     QCheckBox,
     QComboBox,
     QDialog,
@@ -27,14 +30,23 @@ from PySide6.QtWidgets import (
 )
 
 from embridge.app.context import AppContext
+from embridge.app.error_path import labelled
 from embridge.app.pages.forms import PathField
 from embridge.app.workers import Job
+from embridge.core.errors import InputError
 from embridge.core.jobs import JobOutcome
 from embridge.core.progress import ProgressFn, StopFn
 from embridge.core.store import Workspace
 
 log = logging.getLogger("embridge.app")
 URI_HINT = "e.g. qdrant:///data/qdrant?collection=docs, lancedb:///data/db?table=docs, parquet:///data/docs"
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def shown_label(text: str) -> str:
+    """A form label as the user reads it: without the '&' that marks its shortcut ('&&' is a literal '&')."""
+    return re.sub(r"&(&?)", r"\1", text)
 
 
 class _JobDialog(QDialog):
@@ -65,6 +77,33 @@ class _JobDialog(QDialog):
         layout.addLayout(row)
         layout.addWidget(self.stage)
         layout.addWidget(self.result, 1)
+
+    def field_labels(self, fields: dict[str, QWidget]) -> dict[str, str]:
+        """Command-line option -> the label of this form's field for it, read from the form itself so
+        the two cannot drift; a row without a label (a check box) is named by the field's own text."""
+        out = {}
+        for option, field in fields.items():
+            caption = self.form.labelForField(field)
+            text = caption.text() if isinstance(caption, QLabel) else ""
+            if not text and isinstance(field, QAbstractButton):
+                text = field.text()
+            if text:
+                out[option] = shown_label(text)
+        return out
+
+    def in_form_terms(self, fn: Callable[P, R], fields: dict[str, QWidget]) -> Callable[P, R]:
+        """``fn`` whose refusals name this form's fields instead of the command line's options: core's
+        messages are the command line's, and the dialog shows fields, not flags. Options without a
+        field here keep their text. The labels are read now, in the GUI thread, not in the job."""
+        labels = self.field_labels(fields)
+
+        def job(*args: P.args, **kwargs: P.kwargs) -> R:
+            try:
+                return fn(*args, **kwargs)
+            except InputError as exc:
+                raise labelled(exc, labels) from None
+
+        return job
 
     def _progressed(self, done: int, total: int, info: dict[str, Any]) -> None:
         if self.job is None:  # a late update of a job that has ended
@@ -139,6 +178,8 @@ class StoreImportDialog(_JobDialog):
         self.form.addRow("&Label field", self.label_field)
         self.form.addRow("&Text field", self.text_field)
         self.form.addRow("&Split", self.split)
+        self.fields: dict[str, QWidget] = {"--from": self.uri, "--model": self.model, "--label-field": self.label_field,
+                                           "--text-field": self.text_field, "--split": self.split}
         self.import_button = QPushButton("&Import")
         self.import_button.clicked.connect(self.start_import)
         self.buttons.addWidget(self.import_button)
@@ -169,7 +210,8 @@ class StoreImportDialog(_JobDialog):
                              f"vectors of model {out['model']} (dim {out['dim']}) in vector set {out['vector_set']}."
                              + (f"\nNote: {out['note']}." if out.get("note") else ""))
 
-        self._started(self.ctx.run(f"Import from {uri}", job, done, on_progress=self._progressed))
+        self._started(self.ctx.run(f"Import from {uri}", self.in_form_terms(job, self.fields), done,
+                                   on_progress=self._progressed))
 
 
 class StoreMigrateDialog(_JobDialog):
@@ -203,6 +245,10 @@ class StoreMigrateDialog(_JobDialog):
         self.form.addRow("Backfill &order", self.order)
         self.form.addRow("Backfill at &most", self.backfill)
         self.form.addRow("Batch si&ze", self.batch)
+        self.fields: dict[str, QWidget] = {
+            "--bundle": self.bundle, "--from": self.source, "--to": self.target, "--alias": self.alias,
+            "--switch": self.switch, "--new-vectors": self.new_vectors, "--order": self.order,
+            "--backfill": self.backfill, "--batch": self.batch}
         self.migrate_button = QPushButton("&Migrate")
         self.migrate_button.clicked.connect(self.start_migration)
         self.rollback_button = QPushButton("&Roll back to From")
@@ -242,7 +288,8 @@ class StoreMigrateDialog(_JobDialog):
         def done(out: dict[str, Any]) -> None:  # the result's own text, as the command line prints it
             self.show_result(out["text"])
 
-        self._started(self.ctx.run_plain(f"Migrate {source}", job, done, on_progress=self._progressed))
+        self._started(self.ctx.run_plain(f"Migrate {source}", self.in_form_terms(job, self.fields), done,
+                                         on_progress=self._progressed))
 
     def start_rollback(self) -> None:
         source, alias = self.source.text().strip(), self.alias.text().strip()
@@ -258,7 +305,9 @@ class StoreMigrateDialog(_JobDialog):
             self.show_result(f"Alias '{out['alias']}' {'now' if out['changed'] else 'already'} serves "
                              f"'{out['collection']}' (before: {out['previous']}).")
 
-        self._started(self.ctx.run_plain(f"Roll back {alias}", job, done))
+        # rollback's --to is the collection served again: here, From
+        fields = {"--to": self.source, "--alias": self.alias}
+        self._started(self.ctx.run_plain(f"Roll back {alias}", self.in_form_terms(job, fields), done))
 
     def start_check(self) -> None:
         target = self.target.text().strip()
@@ -270,4 +319,5 @@ class StoreMigrateDialog(_JobDialog):
 
             return check_store(target).text()
 
-        self._started(self.ctx.run_plain(f"Check {target}", job, self.show_result))
+        self._started(self.ctx.run_plain(f"Check {target}", self.in_form_terms(job, {"--uri": self.target}),
+                                         self.show_result))

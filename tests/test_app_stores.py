@@ -130,3 +130,89 @@ def test_store_dialogs_report_missing_fields_and_store_errors(qtbot: QtBot, wind
     assert reported[-1][1] == "Fill in Bundle, From, To first."
     gallery.store_dialog.close()
     export.store_dialog.close()
+
+
+def _store_with_labels(tmp_path: Path) -> str:
+    """A real Parquet collection of 12 points whose payload fields are ``label`` and ``body``."""
+    vectors = np.random.default_rng(0).normal(size=(12, 8)).astype(np.float32)
+    return fill_source("parquet", tmp_path, list(range(12)), vectors, [str(i % 3) for i in range(12)]).source
+
+
+def _shown_error(qtbot: QtBot, window: MainWindow) -> str:
+    """The one line the error dialog shows for the job that just failed (then closes it)."""
+    wait_for_jobs(qtbot, window)
+    qtbot.waitUntil(lambda: bool(error_dialogs()))
+    dialogs = error_dialogs()
+    text = dialogs[-1].message_label.text()
+    for dialog in dialogs:
+        dialog.close()
+    return text
+
+
+def test_store_dialog_errors_name_the_form_fields_not_the_options(qtbot: QtBot, window: MainWindow,
+                                                                  tmp_path: Path) -> None:
+    """Core's refusals name the command line's options; the dialogs show them with their own field labels."""
+    uri = _store_with_labels(tmp_path)
+    assert window.ctx.open_workspace(tmp_path / "ws", create=True)
+    gallery = window.show_page("gallery")
+    click(qtbot, gallery.store_import_button)
+    dialog = gallery.store_dialog
+    caption = dialog.form.labelForField(dialog.label_field).text()
+    assert caption.replace("&", "") == "Label field"
+    dialog.uri.setText(uri)
+    dialog.model.setText("store-v1")
+    dialog.label_field.setText("no_such_field")
+    click(qtbot, dialog.import_button)
+    shown = _shown_error(qtbot, window)
+    assert "no point has a 'no_such_field' field (Label field); check its spelling" in shown
+    assert "--label-field" not in shown
+    assert dialog.stage.text() == f"failed: {shown}"  # the dialog's own status line says the same
+
+    dialog.label_field.setText("label")
+    dialog.text_field.setText("no_text")
+    click(qtbot, dialog.import_button)
+    shown = _shown_error(qtbot, window)
+    assert "has no 'no_text' field (Text field)" in shown and "--text-field" not in shown
+
+    export = window.show_page("export")
+    click(qtbot, export.migrate_store_button)
+    migrate = export.store_dialog
+    migrate.bundle.setText(str(tmp_path / "any.zip"))
+    migrate.source.setText(uri)
+    migrate.target.setText(uri.replace("docs_v1", "docs_v2"))
+    migrate.order.setCurrentText("planner")  # real new vectors are needed to choose by the planner
+    click(qtbot, migrate.migrate_button)
+    shown = _shown_error(qtbot, window)
+    assert shown == ("Backfill order: chooses which points get real new-model vectors; give those with "
+                     "New vectors")
+    migrate.target.setText("not a uri")
+    click(qtbot, migrate.check_button)
+    shown = _shown_error(qtbot, window)
+    assert shown.startswith("To: 'not a uri' is not a store URI") and "--uri" not in shown
+    migrate.close()
+    dialog.close()
+
+
+def test_gallery_path_fields_and_their_buttons_do_not_overlap_at_the_minimum_size(
+        qtbot: QtBot, window: MainWindow, tmp_path: Path) -> None:
+    from PySide6.QtCore import QPoint, QRect
+    from PySide6.QtWidgets import QAbstractButton, QWidget
+
+    from embridge.app.main_window import MIN_SIZE
+
+    def in_window(widget: QWidget) -> QRect:
+        return QRect(widget.mapTo(window, QPoint(0, 0)), widget.size())
+
+    assert window.ctx.open_workspace(tmp_path / "ws", create=True)
+    window.resize(MIN_SIZE)
+    qtbot.waitUntil(lambda: window.size() == MIN_SIZE)
+    gallery = window.show_page("gallery")
+    qtbot.waitUntil(lambda: gallery.import_path.edit.isVisible())
+    page = in_window(gallery)
+    for field in (gallery.import_path, gallery.import_ids, gallery.import_qrels):
+        edit = in_window(field.edit)
+        buttons = field.findChildren(QAbstractButton)
+        assert buttons and edit.width() >= 200
+        for button in buttons:
+            assert not edit.intersects(in_window(button)), (button.text(), edit, in_window(button))
+            assert page.contains(in_window(button)), button.text()  # whole, not cut off

@@ -16,9 +16,9 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
-    QPushButton,
     QScrollArea,
     QSpinBox,
+    QToolButton,
     QWidget,
 )
 
@@ -27,25 +27,34 @@ from embridge.core.setting_help import setting_help
 
 
 class PathField(QWidget):
-    """A line edit with 'File…' and/or 'Folder…' buttons that ask through ``embridge.app.dialogs``."""
+    """A line edit with 'File…' and/or 'Folder…' buttons that ask through ``embridge.app.dialogs``.
+
+    The buttons are tool buttons, sized to their text (a push button takes at least 80 px), so the
+    line edit keeps its room in a narrow form."""
 
     def __init__(self, title: str, file_filter: str | None = "All files (*)", folder: bool = False,
                  save: bool = False) -> None:
         super().__init__()
         self.edit = QLineEdit()
         self.edit.setMinimumWidth(220)
+        self.buttons: list[QToolButton] = []
         layout = QHBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.edit, 1)
         if file_filter is not None:
-            file_button = QPushButton("File…")
             ask = dialogs.choose_save_path if save else dialogs.choose_file
-            file_button.clicked.connect(lambda: self._set(ask(self, title, file_filter)))
-            layout.addWidget(file_button)
+            self._button("File…").clicked.connect(lambda: self._set(ask(self, title, file_filter)))
         if folder:
-            folder_button = QPushButton("Folder…")
-            folder_button.clicked.connect(lambda: self._set(dialogs.choose_directory(self, title)))
-            layout.addWidget(folder_button)
+            self._button("Folder…").clicked.connect(lambda: self._set(dialogs.choose_directory(self, title)))
+        for button in self.buttons:
+            layout.addWidget(button)
+
+    def _button(self, text: str) -> QToolButton:
+        button = QToolButton()
+        button.setText(text)
+        button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
+        self.buttons.append(button)
+        return button
 
     def _set(self, path: str | None) -> None:
         if path:

@@ -53,6 +53,9 @@ class GalleryPage(Page):
     def _import_box(self) -> QGroupBox:
         box = QGroupBox("&Import items")
         form = QFormLayout(box)
+        # beside the Embed box at the window's minimum size a path row is wider than its column:
+        # it moves under its label instead of its buttons covering the line edit
+        form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
         self.import_path = PathField("Choose items to import", ITEM_FILTER, folder=True)
         self.import_format = QComboBox()
         self.import_format.addItems(["auto", *FORMATS])
@@ -72,12 +75,15 @@ class GalleryPage(Page):
         form.addRow("Vectors of model", self.import_model)
         form.addRow("Id list (.npy)", self.import_ids)
         form.addRow("&Judgments (qrels)", self.import_qrels)
-        form.addRow(self.import_button)
         self.beir_button = QPushButton("Import a &BEIR folder…")
         self.beir_button.setToolTip("corpus.jsonl (documents), queries.jsonl and qrels/{train,dev,test}.tsv: "
                                     "documents become gallery items, queries query items, qrels judgments")
         self.beir_button.clicked.connect(self.choose_beir_folder)
-        form.addRow(self.beir_button)
+        buttons = QHBoxLayout()  # one row: the wrapped path rows take the height at the minimum size
+        buttons.addWidget(self.import_button)
+        buttons.addWidget(self.beir_button)
+        buttons.addStretch(1)
+        form.addRow(buttons)
         self.store_import_button = QPushButton("Import from a &vector store…")
         self.store_import_button.clicked.connect(self.open_store_import)
         form.addRow(self.store_import_button)
