@@ -4,8 +4,10 @@ The folder holds ``corpus.jsonl`` (one JSON object a line: ``_id``, ``text``, op
 ``queries.jsonl`` (``_id``, ``text``) and ``qrels/{train,dev,test}.tsv`` (a header line, then
 ``query-id``, ``corpus-id``, ``score``). Documents become gallery items, queries become query items;
 the two id spaces are separate, so a query id may equal a document id. A document's text is its
-title and text joined by a space (the title is also kept in its metadata). Queries without any
-judgment are imported too: they can still serve as unlabelled query pairs.
+title and text joined by a space (the title is also kept in its metadata; a null title is none).
+Queries without any judgment are imported too, as query items that no held-out number counts. A
+folder with train judgments and no ``dev.tsv`` (SciFact and others) gets a dev split all the same: a
+seeded fifth of the train queries, which validation and ``auto`` then use and training never sees.
 
 The whole folder is read and checked before anything is written, and the write is one transaction.
 """
@@ -18,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from embridge.core import stop_signals
 from embridge.core.errors import ImportDataError
 from embridge.core.importers import DuplicateJSONKeyError, json_number_problem, unique_json_object
@@ -27,9 +31,13 @@ from embridge.core.qrels import QrelLines, read_qrels, store_qrels
 from embridge.core.store import Workspace
 from embridge.core.store.items import QUERY_SPLIT
 from embridge.core.store.judgments import JUDGMENT_SPLITS
+from embridge.core.text_files import utf8_problem
 
 GALLERY_SPLIT = "gallery"  # a name only: every split but the query split forms the gallery
 _CHUNK = 10_000
+DEV_FROM_TRAIN = 0.2  # share of the train queries held out as dev when a folder has no dev.tsv
+MIN_TRAIN_TO_SPLIT = 10  # fewer train queries are all kept for training
+DEV_FROM_TRAIN_META = "judgments_dev_from_train"
 
 
 @dataclass(frozen=True)
@@ -41,16 +49,26 @@ class BeirImportSummary:
     queries: int
     judgments: dict[str, int] = field(default_factory=dict)  # split -> judgments stored
     unjudged_queries: int = 0
+    dev_from_train: int = 0  # train queries held out as dev: the folder has no dev.tsv
 
     def to_dict(self) -> dict[str, Any]:
         return {"path": self.path, "format": "beir", "documents": self.documents, "queries": self.queries,
                 "judgments": dict(self.judgments), "unjudged_queries": self.unjudged_queries,
-                "count": self.documents + self.queries}
+                "dev_from_train": self.dev_from_train, "count": self.documents + self.queries}
+
+    def text(self) -> str:
+        judged = ", ".join(f"{k} {v}" for k, v in self.judgments.items()) or "none"
+        carved = (f"; no qrels/dev.tsv, so {self.dev_from_train} of the train queries (a seeded "
+                  f"{DEV_FROM_TRAIN:.0%}) are held out as dev queries to validate and choose layers on"
+                  if self.dev_from_train else "")
+        return (f"imported {self.documents} documents and {self.queries} queries ({self.unjudged_queries} without "
+                f"judgments), judgments: {judged}{carved}")
 
 
 def import_beir(ws: Workspace, path: str | Path, on_progress: ProgressFn | None = None,
-                should_stop: StopFn | None = None) -> BeirImportSummary:
-    """Import a BEIR folder all-or-nothing (see the module docstring)."""
+                should_stop: StopFn | None = None, seed: int = 0) -> BeirImportSummary:
+    """Import a BEIR folder all-or-nothing (see the module docstring); ``seed`` draws the train queries
+    held out as dev when the folder has train judgments and no dev.tsv."""
     root = Path(path)
     if not root.is_dir():
         raise ImportDataError(root, "a BEIR import needs a folder with corpus.jsonl, queries.jsonl and qrels/")
@@ -59,6 +77,9 @@ def import_beir(ws: Workspace, path: str | Path, on_progress: ProgressFn | None 
     queries = list(_records(root / "queries.jsonl", QUERY_SPLIT, should_stop))
     qrels = _read_qrels_folder(root / "qrels")
     _check_keys(qrels, {r["key"] for r in docs}, {r["key"] for r in queries})
+    carved = 0
+    if "dev" not in qrels and "train" in qrels and not ws.judgments("dev").query_ids.size:
+        qrels, carved = _dev_from_train(qrels, seed)
     total = len(docs) + len(queries)
     with stop_signals.job_scope(), ws.transaction(result=True):  # a stop at the commit: the import is done
         done = 0
@@ -72,10 +93,32 @@ def import_beir(ws: Workspace, path: str | Path, on_progress: ProgressFn | None 
         for split, lines in qrels.items():
             check_stop(should_stop)
             stored[split] = store_qrels(ws, lines).judgments
+        if carved:
+            ws.set_meta(DEV_FROM_TRAIN_META, json.dumps({"seed": seed, "fraction": DEV_FROM_TRAIN, "queries": carved,
+                                                         "source": str(root / "qrels" / "train.tsv")}))
         progress(total, total, {"stage": "judgments"})
     judged = set().union(*(set(lines.query_keys) for lines in qrels.values())) if qrels else set()
     return BeirImportSummary(str(root), len(docs), len(queries), stored,
-                             sum(1 for r in queries if r["key"] not in judged))
+                             sum(1 for r in queries if r["key"] not in judged), carved)
+
+
+def _dev_from_train(qrels: dict[str, QrelLines], seed: int) -> tuple[dict[str, QrelLines], int]:
+    """Without dev judgments, layers would be validated (and ``auto`` would choose) on the documents'
+    own-item retrieval, where old/old scores 1.0 and relevance plays no part; a seeded share of the
+    train queries becomes the dev split instead, never fitted on. (SciFact and others ship train and
+    test only.) Returns the qrels with the split made and how many queries moved."""
+    train = qrels["train"]
+    keys = sorted(set(train.query_keys))
+    if len(keys) < MIN_TRAIN_TO_SPLIT:
+        return qrels, 0
+    order = np.random.default_rng(seed).permutation(len(keys))
+    dev = {keys[i] for i in order[: int(round(DEV_FROM_TRAIN * len(keys)))]}
+    parts = {}
+    for split, chosen in (("train", False), ("dev", True)):
+        rows = [i for i, q in enumerate(train.query_keys) if (q in dev) == chosen]
+        parts[split] = QrelLines(train.path, [train.query_keys[i] for i in rows], [train.item_keys[i] for i in rows],
+                                 [train.grades[i] for i in rows], [split] * len(rows), [train.lines[i] for i in rows])
+    return {**qrels, **parts}, len(dev)
 
 
 def _records(path: Path, split: str, should_stop: StopFn | None) -> Iterator[dict[str, Any]]:
@@ -83,9 +126,10 @@ def _records(path: Path, split: str, should_stop: StopFn | None) -> Iterator[dic
     check_input_file(path, f"BEIR file {path.name}")  # a FIFO would block the open, a device never end
     if not path.is_file():
         raise ImportDataError(path, "missing: a BEIR folder holds corpus.jsonl, queries.jsonl and qrels/*.tsv")
-    seen: set[str] = set()
+    seen: dict[str, int] = {}  # key -> its line
     try:
-        with open(path, encoding="utf-8-sig") as fh:
+        # only '\n' ends a record (a lone '\r' is JSON whitespace, '\r\n' ends a line too)
+        with open(path, encoding="utf-8-sig", newline="\n") as fh:
             for n, line in enumerate(fh, start=1):
                 if n % _CHUNK == 0:
                     check_stop(should_stop)
@@ -94,7 +138,8 @@ def _records(path: Path, split: str, should_stop: StopFn | None) -> Iterator[dic
                 try:
                     row = json.loads(line, object_pairs_hook=unique_json_object)
                 except json.JSONDecodeError as exc:
-                    raise ImportDataError(path, f"line {n}: invalid JSON ({exc.msg})") from exc
+                    raise ImportDataError(path, f"line {n}: invalid JSON ({exc.msg.removesuffix(' at')} at column "
+                                          f"{exc.colno})") from exc
                 except DuplicateJSONKeyError as exc:
                     raise ImportDataError(path, f"line {n}: {exc}") from None
                 except RecursionError:
@@ -103,16 +148,23 @@ def _records(path: Path, split: str, should_stop: StopFn | None) -> Iterator[dic
                     raise ImportDataError(path, f"line {n}: {json_number_problem(exc)}") from None
                 if not isinstance(row, dict):
                     raise ImportDataError(path, f"line {n}: expected a JSON object")
-                key = row.get("_id")
-                if not isinstance(key, str | int) or isinstance(key, bool) or str(key).strip() == "":
+                raw = row.get("_id")
+                if raw is None or (isinstance(raw, str) and not raw.strip()):
                     raise ImportDataError(path, f"line {n}: missing or empty '_id'")
-                key = normalise_key(key, path, f"line {n}: '_id'")  # NFC, as every importer stores keys
+                if not isinstance(raw, str | int) or isinstance(raw, bool):
+                    raise ImportDataError(path, f"line {n}: '_id' must be a string (or an integer), got "
+                                          f"{json.dumps(raw)[:40]}")
+                key = normalise_key(raw, path, f"line {n}: '_id'")  # NFC, as every importer stores keys
                 if key in seen:
-                    raise ImportDataError(path, f"line {n}: duplicate _id '{key}'")
-                seen.add(key)
-                text, title = row.get("text"), row.get("title") or ""
-                if not isinstance(text, str) or not isinstance(title, str):
-                    raise ImportDataError(path, f"line {n}: 'text' and 'title' must be strings")
+                    form = "" if str(raw) == key else ", written in another Unicode form (ids are compared after NFC)"
+                    raise ImportDataError(path, f"line {n}: duplicate _id '{key}' (first on line {seen[key]}{form})")
+                seen[key] = n
+                text, title = row.get("text"), row.get("title")
+                title = "" if title is None else title  # a null title is no title
+                for name, value in (("text", text), ("title", title)):
+                    if not isinstance(value, str):
+                        raise ImportDataError(path, f"line {n}: '{name}' must be a string, got "
+                                              f"{'nothing' if value is None else json.dumps(value)[:40]}")
                 for field_name, value in (("title", title), ("text", text)):
                     if (odd := odd_text_char(value)) is not None:
                         raise ImportDataError(path, f"line {n}: the '{field_name}' field holds the {char_name(odd)}")
@@ -123,7 +175,7 @@ def _records(path: Path, split: str, should_stop: StopFn | None) -> Iterator[dic
                 yield {"key": key, "text": joined, "split": split, "modality": "text", "metadata": metadata,
                        "source": str(path)}
     except UnicodeDecodeError as exc:
-        raise ImportDataError(path, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+        raise ImportDataError(path, utf8_problem(path, exc)) from exc
     if not seen:
         raise ImportDataError(path, "no records found")
 

@@ -28,6 +28,7 @@ from embridge.core.paths import check_regular
 from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
 from embridge.core.store import Workspace
 from embridge.core.store.items import check_split
+from embridge.core.text_files import utf8_problem
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".npy"}
 FORMATS = ("images", "csv", "jsonl", "vectors")
@@ -206,7 +207,7 @@ def read_csv_texts(path: Path, key_col: str | None = None, text_col: str = "text
                 lines.append(read + 1)
                 read = reader.line_num
     except UnicodeDecodeError as exc:
-        raise ImportDataError(path, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+        raise ImportDataError(path, utf8_problem(path, exc)) from exc
     except csv.Error as exc:
         at = reader.reader.line_num if reader is not None else 0  # DictReader's own count lags on errors
         line = f"line {at}: " if at else ""
@@ -283,7 +284,7 @@ def read_jsonl_texts(path: Path, key_col: str | None = None, text_col: str = "te
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise ImportDataError(path, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+        raise ImportDataError(path, utf8_problem(path, exc)) from exc
     for n, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue

@@ -24,6 +24,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 
@@ -32,6 +33,7 @@ from embridge.core.errors import ImportDataError
 from embridge.core.keys import check_input_file, normalise_key, shortened
 from embridge.core.store import Workspace
 from embridge.core.store.judgments import JUDGMENT_SPLITS, MAX_GRADE, Judgments
+from embridge.core.text_files import utf8_problem
 
 _GRADE = re.compile(r"[+-]?[0-9]+")  # a grade as written: ASCII digits, an optional sign
 
@@ -79,17 +81,16 @@ def read_qrels(path: str | Path, split: str | None = None) -> QrelLines:
             first = fh.readline()
             delimiter = _delimiter(src, first)
             fh.seek(0)
-            rows = ([line.split() for line in fh] if delimiter == " "
-                    else list(csv.reader(fh, delimiter=delimiter)))
+            rows = _rows(src, fh, delimiter)
     except FileNotFoundError:
         raise ImportDataError(src, "no such file") from None
     except UnicodeDecodeError as exc:
-        raise ImportDataError(src, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+        raise ImportDataError(src, utf8_problem(src, exc)) from exc
     except (csv.Error, OSError) as exc:
         raise ImportDataError(src, f"unreadable qrels file ({exc})") from exc
     out = QrelLines(src, [], [], [], [], [])
     width, trec = None, False
-    for n, row in enumerate(rows, start=1):
+    for n, row in rows:
         cells = [c.strip() for c in row]
         while cells and not cells[-1]:
             cells.pop()  # a trailing separator is not an empty split column
@@ -100,7 +101,10 @@ def read_qrels(path: str | Path, split: str | None = None) -> QrelLines:
             continue
         if not out.lines:  # the first judgment (after any header) tells TREC's layout from a split column
             trec = len(cells) == 4 and _is_number(cells[3]) and cells[3] not in JUDGMENT_SPLITS
-        if trec and len(cells) == 4:
+        if trec and len(cells) != 4:  # one layout a file: a 3-column line here would shift every column
+            raise ImportDataError(src, f"line {n}: {len(cells)} columns where earlier lines have TREC's 4 "
+                                  "(query, iteration, document, grade)")
+        if trec:
             cells = [cells[0], cells[2], cells[3]]  # query, iteration (ignored), document, grade
         if len(cells) not in (3, 4):
             raise ImportDataError(src, f"line {n}: expected 3 or 4 columns (query key, item key, grade[, split]), "
@@ -228,6 +232,30 @@ def _check_pairs(qrels: QrelLines) -> None:
         if before[0] != s:
             raise ImportDataError(qrels.path, f"line {n}: query '{q}' is in split '{s}' here but '{before[0]}' on "
                                   f"line {before[1]}; a query belongs to one split")
+
+
+def _rows(src: Path, fh: TextIO, delimiter: str) -> list[tuple[int, list[str]]]:
+    """(line number, cells) per line. Tabs and spaces separate plain fields: a quote is part of an id
+    (Wikipedia titles such as '"Heroes"_(album)'), never the start of a quoted field that could swallow
+    the lines up to the next quote. Comma-separated files keep CSV's quoting, strictly, and a quoted
+    field may not span lines."""
+    if delimiter == " ":
+        return [(n, line.split()) for n, line in enumerate(fh, start=1)]
+    if delimiter == "\t":
+        return [(n, line.rstrip("\r\n").split("\t")) for n, line in enumerate(fh, start=1)]
+    reader = csv.reader(fh, delimiter=delimiter, strict=True)
+    out, read = [], 0
+    try:
+        for row in reader:
+            if reader.line_num > read + 1:
+                raise ImportDataError(src, f"lines {read + 1}-{reader.line_num}: a quoted field spans lines; "
+                                      "close the quote on its line (a judgment is one line)")
+            read = reader.line_num
+            out.append((read, row))
+    except csv.Error as exc:
+        raise ImportDataError(src, f"line {read + 1}: {exc} (a quote opened there is not closed as CSV "
+                              "requires)") from None
+    return out
 
 
 def _delimiter(path: Path, first_line: str) -> str:

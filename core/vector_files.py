@@ -23,6 +23,7 @@ import numpy as np
 from embridge.core.errors import VectorFileError
 from embridge.core.keys import check_input_file, normalise_keys
 from embridge.core.store.vector_matrix import as_storage_dtype, finite_rows, release_pages
+from embridge.core.text_files import utf8_problem
 
 BLOCK_ROWS = 4096  # 6 MB of 384-d float32 rows
 _PIECE = 1 << 20
@@ -236,7 +237,7 @@ def read_ids_file(path: Path) -> tuple[list[str], list[str]]:
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise VectorFileError(path, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        raise VectorFileError(path, utf8_problem(path, exc)) from None
     except OSError as exc:
         raise VectorFileError(path, f"cannot read the id list ({exc.strerror or exc})") from None
     lines = [line.removesuffix("\r") for line in text.split("\n")]

@@ -72,7 +72,7 @@ BAD = [
      r"test\.tsv: line 2: query 'q2' is also judged in dev\.tsv \(line 2\)"),
     ("duplicate document", dict(corpus=[*CORPUS, {"_id": "d1", "text": "again"}]),
      r"corpus\.jsonl: line 5: duplicate _id 'd1'"),
-    ("document without text", dict(corpus=[*CORPUS, {"_id": "d9"}]), r"corpus\.jsonl: line 5: 'text' and 'title'"),
+    ("document without text", dict(corpus=[*CORPUS, {"_id": "d9"}]), r"corpus\.jsonl: line 5: 'text' must be a string, got nothing"),
     ("query without id", dict(queries=[*QUERIES, {"text": "x"}]), r"queries\.jsonl: line 5: missing or empty '_id'"),
     ("NUL in a document", dict(corpus=[*CORPUS, {"_id": "d9", "text": "a\u0000b"}]),
      r"corpus\.jsonl: line 5: the 'text' field holds the control character U\+0000"),

@@ -196,12 +196,11 @@ class GalleryPage(Page):
         def job(ws: Workspace, on_progress: ProgressFn, should_stop: StopFn) -> dict[str, Any]:
             from embridge.core.beir_import import import_beir
 
-            return import_beir(ws, path, on_progress=on_progress, should_stop=should_stop).to_dict()
+            summary = import_beir(ws, path, on_progress=on_progress, should_stop=should_stop)
+            return {**summary.to_dict(), "text": summary.text()}
 
         def done(info: dict[str, Any]) -> None:
-            judged = ", ".join(f"{k} {v}" for k, v in info["judgments"].items())
-            log.info("imported a BEIR folder %s: %d documents, %d queries, judgments %s", info["path"],
-                     info["documents"], info["queries"], judged or "none")
+            log.info("BEIR folder %s: %s", info["path"], info["text"])
 
         self._started(self.ctx.run(f"Import BEIR {path}", job, done))
 

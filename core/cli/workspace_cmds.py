@@ -134,9 +134,7 @@ def cmd_import(args: argparse.Namespace) -> Result:
 
         with Workspace.open(args.workspace) as ws:
             summary = import_beir(ws, args.path, on_progress=StderrProgress("import beir"))
-        judged = ", ".join(f"{k} {v}" for k, v in summary.judgments.items())
-        return summary.to_dict(), (f"imported {summary.documents} documents and {summary.queries} queries "
-                                   f"({summary.unjudged_queries} without judgments), judgments: {judged}")
+        return summary.to_dict(), summary.text()
     if args.path is None:
         from embridge.core.qrels import import_qrels
 
