@@ -33,7 +33,7 @@ def test_gate_on_a_real_report(demo_copy: Path, tmp_path: Path, capsys: pytest.C
         assert trained["duration_s"] <= opened.run(trained["run_id"])["duration_s"] < trained["duration_s"] + 120
     junit = tmp_path / "gate.xml"
     code = main(["report", "--workspace", ws, "--bootstrap", "200", "--json", "--junit", str(junit),
-                 "--fail-under", "gain_retained=0.0", "--fail-under", "negative_flip_rate<=1",
+                 "--fail-under", "gain_retained=0.0", "--fail-under", "negative_flip_rate<=0.5",
                  "--fail-under", "upgraded_top1>=1", "--fail-under", "ndcg@10=0.1"])
     out, err = capsys.readouterr()
     data = json.loads(out)  # the JSON still comes on stdout
@@ -47,11 +47,12 @@ def test_gate_on_a_real_report(demo_copy: Path, tmp_path: Path, capsys: pytest.C
     assert gate_lines[0].endswith(f"({data['upgraded_cell']} on {upgraded})") and "997 items" in upgraded
     numbers = {k for k, v in data.items() if isinstance(v, int | float) and k not in NOT_METRICS}
     assert {"old_old_top1", "gain_retained", "compatible", "arr"} <= numbers <= report_number_names()
-    assert [c["passed"] for c in data["gate"]["checks"]] == [data["gain_retained"] >= 0, True, False, False]
+    assert [c["passed"] for c in data["gate"]["checks"]] == [data["gain_retained"] >= 0, data["negative_flip_rate"] <= 0.5,
+                                                          False, False]
     suite = ET.parse(junit).getroot().find("testsuite")
     cases = suite.findall("testcase")
     assert suite.get("tests") == "4" and suite.get("failures") == "2"
-    assert [c.get("name") for c in cases] == ["gain_retained>=0", "negative_flip_rate<=1", "upgraded_top1>=1",
+    assert [c.get("name") for c in cases] == ["gain_retained>=0", "negative_flip_rate<=0.5", "upgraded_top1>=1",
                                               "ndcg@10>=0.1"]
     failed = {c.get("name"): c.find("failure").get("message") for c in cases if c.find("failure") is not None}
     assert f"{data['upgraded_top1']:.10g}" in failed["upgraded_top1>=1"] and upgraded in failed["upgraded_top1>=1"]
@@ -102,7 +103,12 @@ def test_a_check_no_report_can_pass_is_refused_before_any_work(demo_copy: Path, 
                             "gain_retained?"), ("report_id=1", "no report has a metric named 'report_id'; metrics: arr,"),
                            ("top1>=0.9", "no report has a metric named 'top1'; metrics: arr,"),
                            ("upgraded_top1>=1.01", "upgraded_top1 lies between 0 and 1, so this check could never pass"),
-                           ("negative_flip_rate<=-0.01", "negative_flip_rate lies between 0 and 1")):
+                           ("negative_flip_rate<=-0.01", "negative_flip_rate lies between 0 and 1"),
+                           # checks no report can fail: a percent typed as a share keeps a gate green for ever
+                           ("negative_flip_rate<=5", "negative_flip_rate lies between 0 and 1, so this check could "
+                            "never fail (write shares as fractions: 0.05 for 5%)"),
+                           ("upgraded_top1>=-0.1", "upgraded_top1 lies between 0 and 1, so this check could never fail"),
+                           ("compatible=0", "compatible lies between 0 and 1, so this check could never fail")):
         code = main(["report", "--workspace", ws, "--junit", str(junit), "--fail-under", "arr=0",
                      "--fail-under", check])
         err = capsys.readouterr().err

@@ -87,8 +87,8 @@ def is_share(metric: str) -> bool:
 
 
 def check_metric_names(checks: list[Check], option: str = "--fail-under") -> None:
-    """Refuse, before any work, a check no report can pass: a metric no report has (a typo, or an
-    identifier), or a bound a share between 0 and 1 can never meet."""
+    """Refuse, before any work, a check no report can pass or none can fail: a metric no report has (a
+    typo, or an identifier), or a bound a share between 0 and 1 can never meet or always meets."""
     import difflib
 
     from embridge.core.evaluation.headline import report_number_names
@@ -100,10 +100,13 @@ def check_metric_names(checks: list[Check], option: str = "--fail-under") -> Non
             hint = f"did you mean {close[0]}? " if close else ""
             raise InputError(option, f"{check.text}: no report has a metric named {check.metric!r}; {hint}"
                              f"metrics: {', '.join(known)}")
+        if not is_share(check.metric):
+            continue
         never = check.threshold > 1 if check.op == ">=" else check.threshold < 0
-        if is_share(check.metric) and never:
+        always = check.threshold <= 0 if check.op == ">=" else check.threshold >= 1
+        if never or always:  # a gate that cannot fail is as wrong as one that cannot pass: a percent typed as 5
             raise InputError(option, f"{check.text}: {check.metric} lies between 0 and 1, so this check could "
-                             "never pass")
+                             f"never {'pass' if never else 'fail'} (write shares as fractions: 0.05 for 5%)")
 
 
 def evaluate(checks: list[Check], values: dict[str, Any]) -> list[CheckResult]:
