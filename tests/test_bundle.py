@@ -305,3 +305,21 @@ def test_the_gallery_file_has_its_space_reserved_before_the_first_row(upgrade: d
         export_bundle(ws, tmp_path / "g", [upgrade["runs"]["fct"]], should_stop=look_then_stop)
     assert len(seen) == 1 and seen[0][0] > 4096 and seen[0][1] >= seen[0][0], seen
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_export_into_a_bundle_folder_or_onto_a_device_is_refused(upgrade: dict, tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """A file written inside a bundle folder is not in its manifest: the bundle would no longer verify."""
+    out = tmp_path / "bundle"
+    export = ["bundle", "export", "--workspace", str(upgrade["path"]), "--run", str(upgrade["runs"]["v3_to_v2"])]
+    assert main([*export, "--out", str(out)]) == 0
+    before = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    for inner in (out / "inner.zip", out / "probes" / "deeper"):
+        assert main([*export, "--out", str(inner)]) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"--out: {inner}: is inside the bundle {out}" in err
+    assert {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    verify_bundle(out)
+    assert main([*export, "--out", "/dev/null", "--overwrite"]) == 1
+    assert "/dev/null: is a device; --overwrite replaces only a bundle" in capsys.readouterr().err

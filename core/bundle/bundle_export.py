@@ -34,7 +34,7 @@ from embridge.core.bundle.manifest import (
 )
 from embridge.core.bundle.matrix_out import MatrixFile
 from embridge.core.bundle.measured import metrics_for
-from embridge.core.bundle.overwrite import replaceable_bundle
+from embridge.core.bundle.overwrite import bundle_above, replaceable_bundle
 from embridge.core.bundle.portable_export import write_portable
 from embridge.core.bundle.readme import readme_text
 from embridge.core.bundle.runtime import (
@@ -84,6 +84,10 @@ def export_bundle(ws: Workspace, out: str | Path, run_ids: list[int] | None = No
     ``report_id``: the report to include (default: the latest one of a single run).
     """
     out = check_output(out, workspace=ws.root)
+    holder = bundle_above(out)
+    if holder is not None:
+        raise InputError("--out", f"{out}: is inside the bundle {holder}; a file written there would make it fail "
+                         "verification: choose a path outside it")
     if out.exists() or out.is_symlink():
         if not overwrite:
             raise InputError("--out", f"{out}: already exists; choose another name, or allow overwriting "

@@ -16,8 +16,18 @@ from pathlib import Path
 
 from embridge.core.bundle.manifest import CHECKSUMS, MANIFEST
 from embridge.core.errors import BundleError
+from embridge.core.paths import absolute, file_kind
 
 SHOWN = 3  # foreign names given in the message
+
+
+def bundle_above(out: Path) -> Path | None:
+    """The bundle folder ``out`` would land inside, if any: a file written there is not in its manifest,
+    so the bundle would no longer verify."""
+    for folder in absolute(out).parents:
+        if (folder / MANIFEST).is_file() and (folder / CHECKSUMS).is_file():
+            return folder
+    return None
 
 
 def replaceable_bundle(out: Path) -> None:
@@ -39,6 +49,9 @@ def replaceable_bundle(out: Path) -> None:
                               f"{more}); --overwrite would delete them, so move them out of the folder first "
                               "or choose another --out")
         return
+    kind = file_kind(os.stat(out).st_mode)
+    if kind != "a regular file":
+        raise BundleError(f"{out}: is {kind}; --overwrite replaces only a bundle")
     if out.suffix.lower() != ".zip":
         raise BundleError(f"{out}: is a file; a bundle folder would replace it (use a path ending in .zip)")
     try:
