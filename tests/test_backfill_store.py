@@ -117,3 +117,27 @@ def test_what_a_store_cannot_take_is_refused_before_embedding(tmp_path: Path) ->
             assert not qdrant.exists()  # refused before any collection was made
     finally:
         ws.close()
+
+
+def test_a_backfill_of_items_that_came_as_vectors_alone_is_refused_before_any_run(
+        demo_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Items imported from a store hold no raw input: the backfill failed on the first of them and left a
+    failed run; the store's vectors-only model has no file and said only 'model record lacks path'."""
+    from store_fixtures import parquet_dataset
+
+    from embridge.core.cli.main import main
+
+    rng = np.random.default_rng(0)
+    uri = parquet_dataset(tmp_path / "docs", rng.standard_normal((30, 32)).astype(np.float32))
+    ws = str(demo_copy)
+    assert main(["import", "--workspace", ws, "--from", uri, "--model", "stored"]) == 0
+    with Workspace.open(demo_copy) as opened:
+        runs = len(opened.runs())
+    capsys.readouterr()
+    assert main(["backfill", "--workspace", ws, "--model", "new-cnn"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--model: 30 of the 1027 items to backfill with 'new-cnn' came as vectors alone" in err
+    assert main(["backfill", "--workspace", ws, "--model", "stored"]) == 1
+    assert "--model: 'stored' is an embeddings-only model" in capsys.readouterr().err
+    with Workspace.open(demo_copy) as opened:
+        assert len(opened.runs()) == runs

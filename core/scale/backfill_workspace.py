@@ -53,11 +53,11 @@ def workspace_model_spec(ws: Any, model: str) -> dict[str, Any]:
     from embridge.core.models import ModelSpec
 
     row = ws.model(model)
-    spec = ModelSpec.from_dict(row["spec"])
-    if spec.kind == "vectors":
+    if (row.get("spec") or {}).get("kind") == "vectors":  # checked first: a store's import records no file
         raise InputError("--model", f"'{model}' is an embeddings-only model: it has no network to re-embed items "
                                     "with; attach the new vectors you have instead (embridge import --format vectors "
                                     f"--path FILE.npz --model {model})")
+    spec = ModelSpec.from_dict(row["spec"])
     return replace(spec, name=model, path=row.get("path") or spec.path).to_dict()
 
 
@@ -203,6 +203,7 @@ def backfill(ws: Any, model: str, ids: np.ndarray, *, engine: str = "local", ord
     """
     spec = workspace_model_spec(ws, model)
     check_targets(ws, store, name, model, ids)
+    _check_raw_inputs(ws, model, ids)
     stage = stage_folder(ws, stage_key(model, ids, spec))
     progress = on_progress or no_progress
     config = {"engine": engine, "order": order, "items": int(len(ids)), "chunk": chunk, "store": store,
@@ -218,6 +219,17 @@ def backfill(ws: Any, model: str, ids: np.ndarray, *, engine: str = "local", ord
             return _reuse(ws, model, ids, done, config, engine, order, store)
         return _backfill_staged(ws, model, ids, spec, stage, config, engine, order, chunk, batch_size, actors,
                                 num_gpus, ray_address, store, name, progress, should_stop)
+
+
+def _check_raw_inputs(ws: Any, model: str, ids: np.ndarray) -> None:
+    """Refuse before any run is recorded when some items came as vectors alone: there is nothing to
+    feed the model for them (the job failed on the first such item, leaving a failed run behind)."""
+    bare = np.setdiff1d(np.asarray(ids, np.int64), ws.embeddable_gallery_ids(), assume_unique=False)
+    if bare.size:
+        (key,) = ws.keys_of(bare[:1])
+        raise InputError("--model", f"{bare.size} of the {len(ids)} items to backfill with '{model}' came as vectors "
+                         f"alone (item '{key}' among them): they hold no text, image or array to embed; import "
+                         f"their new vectors instead (embridge import --format vectors --path FILE.npz --model {model})")
 
 
 def finished_set(ws: Any, model: str, ids: np.ndarray) -> dict[str, Any] | None:
