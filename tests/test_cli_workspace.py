@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from embridge.core.cli.main import main
+from embridge.core.store import Workspace
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict | str, str]:
@@ -90,3 +91,31 @@ def test_errors_exit_non_zero_with_one_line(tmp_path: Path, capsys: pytest.Captu
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("embridge: error: ")
     assert needle in lines[0]
+
+
+def test_import_options_of_the_other_source_are_refused_not_ignored(demo_copy: Path, tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """--format, --key-column and the like describe files; --label-field and --text-field a store's points.
+    Each was silently ignored with the other source, and an empty --model fell back to a made-up name."""
+    import numpy as np
+    from store_fixtures import parquet_dataset
+
+    uri = parquet_dataset(tmp_path / "docs", np.random.default_rng(0).standard_normal((20, 8)).astype(np.float32))
+    csv = tmp_path / "items.csv"
+    csv.write_text("key,text,label\na,hello,x\nb,world,y\n")
+    ws = str(demo_copy)
+    with Workspace.open(demo_copy) as opened:
+        before = (opened.item_count(), len(opened.models()))
+    for argv, problem in (
+            (["--from", uri, "--model", ""], "--model is empty"),
+            (["--from", uri, "--model", "stored", "--format", "csv", "--key-column", "k"],
+             "--format, --key-column describe files given with --path or --qrels, not a store's points (--from)"),
+            (["--path", str(csv), "--label-field", "label"],
+             "--label-field names a payload field of a store's points (--from URI)")):
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exited:
+            main(["import", "--workspace", ws, *argv])
+        err = capsys.readouterr().err
+        assert exited.value.code == 2 and err.count("\n") == 1 and problem in err, err
+    with Workspace.open(demo_copy) as opened:
+        assert (opened.item_count(), len(opened.models())) == before

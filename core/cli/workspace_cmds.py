@@ -117,9 +117,26 @@ def cmd_info(args: argparse.Namespace) -> Result:
     return info, overview_text(info)
 
 
+# options that describe files (--path, --qrels) and those that describe a store's points (--from)
+FILE_ONLY = {"format": "--format", "qrels": "--qrels", "ids": "--ids", "key_column": "--key-column",
+             "label_column": "--label-column"}
+STORE_ONLY = {"label_field": "--label-field", "text_field": "--text-field"}
+
+
 def cmd_import(args: argparse.Namespace) -> Result:
+    if args.model is not None and not args.model.strip():
+        _usage_error("--model is empty; name the model the vectors belong to")
     if args.from_uri:
+        given = [flag for key, flag in FILE_ONLY.items() if getattr(args, key) is not None]
+        given += ["--text-column"] if args.text_column != "text" else []
+        if given:
+            _usage_error(f"{', '.join(given)} describe{'s' if len(given) == 1 else ''} files given with --path "
+                         "or --qrels, not a store's points (--from); use --label-field and --text-field")
         return _import_from_store(args)
+    given = [flag for key, flag in STORE_ONLY.items() if getattr(args, key) is not None]
+    if given:
+        _usage_error(f"{', '.join(given)} name{'s' if len(given) == 1 else ''} a payload field of a store's points "
+                     "(--from URI); for files use --label-column and --text-column")
     if args.path is None and args.qrels is None:
         _usage_error("give --path (a folder or file to import), --from URI, or --qrels FILE to import "
                      "judgments only")
