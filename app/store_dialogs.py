@@ -274,8 +274,9 @@ class StoreMigrateDialog(_JobDialog):
         bundle, source, target = self.bundle.text(), self.source.text().strip(), self.target.text().strip()
         if not self._need(("Bundle", bundle), ("From", source), ("To", target)):
             return
-        options = {"order": self.order.currentText(), "switch": self.switch.isChecked(),
-                   "alias": self.alias.text().strip() or None, "batch_size": self.batch.value(),
+        switch = self.switch.isChecked()  # the Alias field serves rollback too: a migration reads it only to switch
+        options = {"order": self.order.currentText(), "switch": switch,
+                   "alias": (self.alias.text().strip() or None) if switch else None, "batch_size": self.batch.value(),
                    "new_vectors": self.new_vectors.text() or None,
                    "backfill": self.backfill.value() or None}
 

@@ -365,7 +365,7 @@ def test_lance_output_is_committed_once_resumes_and_matches_the_local_engine(ray
     assert lance_rows(tmp_path / "db" / "gallery.lance").num_rows == 10
 
 
-@pytest.mark.parametrize("odd", ["width", "subfolder"])
+@pytest.mark.parametrize("odd", ["width", "subfolder", "other suffix"])
 def test_odd_partition_or_subfolder_is_named_before_any_partition_is_written(
         bundles: dict, tmp_path: Path, odd: str, capsys: pytest.CaptureFixture[str]) -> None:
     v3 = bundles["vectors"]["v3"]
@@ -374,9 +374,12 @@ def test_odd_partition_or_subfolder_is_named_before_any_partition_is_written(
         write_partitions(tmp_path / "odd", v3[:, :8], 1)
         (tmp_path / "odd" / "part-000.parquet").rename(tmp_path / "in" / "part-999.parquet")
         named = ["part-999.parquet", "8-d"]
-    else:  # hive-style partition folder
+    elif odd == "subfolder":  # hive-style partition folder
         write_partitions(tmp_path / "in" / "part=1", v3, 1)
         named = ["part=1", "subfolder"]
+    else:  # its rows were left out while every other partition was transformed
+        (tmp_path / "in" / "part-003.parquet").rename(tmp_path / "in" / "part-003.pq")
+        named = ["part-003.pq", "not a .parquet file"]
     before = file_bytes(tmp_path / "in")
     code = main(["transform", "--bundle", str(bundles["linear"]), "--from", f"parquet://{tmp_path / 'in'}",
                  "--to", f"parquet://{tmp_path / 'out'}"])

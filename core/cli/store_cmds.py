@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backfill", type=POSITIVE_COUNT, metavar="N", help="attach new vectors to at most N points")
     p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--switch", action="store_true", help="after verification, move the alias to the new collection")
-    p.add_argument("--alias", help="alias to move (default: &alias= in --to)")
+    p.add_argument("--alias", help="alias --switch moves (default: &alias= in --to); needs --switch")
     p.add_argument("--batch", type=BATCH_SIZE, default=4096, help="points per batch (default 4096)")
     add_engine_flags(p)  # --engine ray: LanceDB and Parquet stores, transformed partition by partition on Ray
     p.set_defaults(handler=cmd_migrate)
@@ -49,6 +49,7 @@ def cmd_migrate(args: argparse.Namespace) -> Result:
     from embridge.core.connectors.migration import migrate_store
 
     if args.engine == "ray":
+        from embridge.core.connectors.targets import alias_to_switch
         from embridge.core.scale.ray_migrate import migrate_on_ray
 
         if args.new_vectors or args.backfill is not None or args.order != "random":
@@ -56,6 +57,7 @@ def cmd_migrate(args: argparse.Namespace) -> Result:
 
             raise InputError("--engine", "--engine ray migrates through the bundle only; attach real new vectors "
                              "(--new-vectors, --backfill, --order) with --engine local")
+        alias_to_switch(args.alias, args.target, args.switch)  # before the Ray engine opens any store
         result = migrate_on_ray(args.bundle, args.source, args.target, switch=args.switch, alias=args.alias,
                                 ray_address=args.ray_address, on_progress=StderrProgress("migrate"))
     else:

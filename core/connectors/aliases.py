@@ -16,7 +16,7 @@ from typing import Any
 from embridge.core.connectors import open_store
 from embridge.core.connectors.check import unfinished_migration
 from embridge.core.connectors.connector import Connector, VectorStoreError
-from embridge.core.connectors.targets import check_alias
+from embridge.core.connectors.targets import check_alias, named_alias
 from embridge.core.errors import InputError
 
 
@@ -36,7 +36,7 @@ def rollback_store(uri: str, alias: str | None = None) -> dict[str, Any]:
     """Point the alias back at the collection named in ``uri`` (the one it served before a switch)."""
     store = open_store(uri, "--to")
     try:
-        alias = alias or store.uri.param("alias")
+        alias = named_alias(alias, store.uri, "--to")
         if not alias:
             raise InputError("--alias", "name the alias to switch back (--alias NAME, or &alias=NAME in --to)")
         check_alias(store, alias, store.collection)

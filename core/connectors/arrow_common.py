@@ -110,8 +110,8 @@ def table_to_batch(table: Any, id_col: str, vec_col: str, cursor: Any, where: st
                 row = int(np.argmax(lengths != width)) if width else 0
                 raise VectorStoreError(f"{prefix}column '{vec_col}' row {first_row + row} (id {ids[row]!r}): a "
                                        f"{int(lengths[row])}-long vector among {width}-long ones")
-        flat = vec.flatten().to_numpy(zero_copy_only=False)
-        vectors = np.asarray(flat, dtype=np.float32).reshape(len(vec), width)
+        vectors = _float32_rows(vec.flatten().to_numpy(zero_copy_only=False), len(vec), width,
+                                f"{prefix}column '{vec_col}'", ids, first_row)
     others = [n for n in names if n not in (id_col, vec_col)]
     if others:
         cols = {n: table.column(n).to_pylist() for n in others}
@@ -119,6 +119,22 @@ def table_to_batch(table: Any, id_col: str, vec_col: str, cursor: Any, where: st
     else:
         payloads = [{} for _ in ids]
     return Batch(ids, vectors, payloads, cursor)
+
+
+def _float32_rows(flat: np.ndarray, rows: int, width: int, where: str, ids: list[PointId],
+                  first_row: int) -> np.ndarray:
+    """The values as float32 rows; a finite value too large for float32 (1e300 in a float64 column) is
+    refused naming its point, rather than becoming inf and being called NaN or inf further on."""
+    with np.errstate(over="ignore"):
+        vectors = np.asarray(flat, dtype=np.float32).reshape(rows, width)
+    if flat.dtype.kind == "f" and flat.dtype.itemsize > 4:
+        over = np.isinf(vectors) & np.isfinite(flat.reshape(rows, width))
+        if over.any():
+            row, col = (int(i) for i in np.argwhere(over)[0])
+            raise VectorStoreError(f"{where} row {first_row + row}: point {ids[row]!r} holds "
+                                   f"{float(flat[row * width + col]):g}, a value beyond the float32 range "
+                                   f"(±{float(np.finfo(np.float32).max):.4g}) vectors are stored in")
+    return vectors
 
 
 def list_width(field_type: Any, first: Any) -> int | None:

@@ -40,10 +40,18 @@ def read_new_vectors(path: str | Path, dim: int, option: str = "--new-vectors") 
     """An ``.npz`` with arrays ``ids`` (point ids) and ``vectors`` (n, dim) of the new model."""
     file = Path(path)
     try:
-        with np.load(file, allow_pickle=False) as data:
+        data = np.load(file, mmap_mode="r", allow_pickle=False)  # an .npy is mapped, not read, to be refused
+        if isinstance(data, np.ndarray):  # a plain .npy: vectors without the point ids they belong to
+            del data
+            raise InputError(file, f"{option} needs an .npz with arrays 'ids' and 'vectors', not a plain .npy "
+                             "array (it holds no point ids): save both with numpy.savez(FILE, ids=..., vectors=...)")
+        with data:
             if "ids" not in data or "vectors" not in data:
                 raise InputError(file, f"{option} needs an .npz with arrays 'ids' and 'vectors' (found {list(data)})")
-            ids, vectors = data["ids"], np.asarray(data["vectors"], dtype=np.float32)
+            ids, raw = data["ids"], data["vectors"]
+            if raw.dtype.kind not in "fiu":  # text or objects would be parsed as numbers, or fail half-way
+                raise InputError(file, f"{option}: vectors must be floats or integers, got {raw.dtype}")
+            vectors = np.asarray(raw, dtype=np.float32)
     except (OSError, ValueError, zipfile.BadZipFile) as exc:
         if isinstance(exc, InputError):
             raise
@@ -88,3 +96,28 @@ def choose_backfill(order: str, new: NewVectors, budget: int | None, source: Con
         report(done, total, {"stage": "ordering the backfill"})
     order_rows = np.argsort(-residual, kind="stable")[:take]
     return {keys[i] for i in order_rows if residual[i] >= 0}
+
+
+def unmatched_warning(new: NewVectors | None, backfill: int | None, attached: int) -> str | None:
+    """A warning when fewer points got real new vectors than were asked for (``--backfill``, else every id
+    of ``--new-vectors``): a file with fewer vectors than that (none at all included), or ids that are not
+    the source's point ids, would otherwise pass as a finished partial backfill, whatever the order."""
+    if new is None:
+        return None
+    held = len(new.index)
+    if held == 0:
+        asked = f" where {backfill} were asked for (--backfill {backfill})" if backfill is not None else ""
+        return (f"WARNING: 0 points got real new vectors{asked}: {new.path} holds no new-model vectors, so every "
+                "point went through the bundle")
+    wanted = held if backfill is None else int(backfill)
+    if attached >= wanted:
+        return None
+    asked = f"--backfill {backfill}" if backfill is not None else f"all {held} ids of --new-vectors"
+    reasons = []
+    if held < wanted:
+        reasons.append(f"{new.path} holds only {held} new-model vectors")
+    if attached < min(wanted, held):
+        reasons.append(f"the other ids of {new.path} name no point of the source, whose points went through the "
+                       "bundle instead: check that those ids are the source's point ids")
+    return f"WARNING: {attached} points got real new vectors where {wanted} were asked for ({asked}); " + \
+        "; ".join(reasons)

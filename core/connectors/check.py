@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 
 from embridge.core.connectors import open_store
-from embridge.core.connectors.connector import SPACE_FIELD, Connector, VectorStoreError
-from embridge.core.errors import InputError
+from embridge.core.connectors.connector import SPACE_FIELD, Connector, VectorStoreError, path_uri
+from embridge.core.errors import EmbridgeError, InputError
 from embridge.core.l2 import l2_normalize
 
 UNMARKED = "(unmarked)"
@@ -84,6 +84,16 @@ def check_store(uri: str, label_field: str | None = None, served_as: str | None 
         store.close()
 
 
+def missing_error(store: Connector, option: str) -> EmbridgeError:
+    """The one line for a collection that is not there; a Parquet URI naming one of a dataset's files rather
+    than its folder is told so, as the store would only say there is no such collection."""
+    folder = getattr(store, "folder", None)
+    if store.scheme == "parquet" and isinstance(folder, Path) and folder.is_file():
+        return InputError(option, f"{folder} is a file; a parquet:/// URI names the dataset's folder: give "
+                          f"{path_uri('parquet', folder.parent)}")
+    return VectorStoreError(f"{store.describe()}: {store.missing()}")
+
+
 def migration_state(store: Connector, collection: str) -> tuple[dict[str, Any] | None, str | None]:
     """(the checkpoint of a migration that wrote ``collection``, or None; why it cannot be read, or None)."""
     try:
@@ -110,7 +120,7 @@ def unfinished_migration(store: Connector, collection: str) -> str | None:
 
 def _check(store: Connector, label_field: str | None, served_as: str | None, sample: int, seed: int) -> StoreCheck:
     if not store.exists():
-        raise VectorStoreError(f"{store.describe()}: {store.missing()}")
+        raise missing_error(store, "--uri")
     count = store.count()
     spaces = {k: v for k, v in store.space_counts().items()}
     versions: dict[str, int] = {}

@@ -4,7 +4,9 @@ Two streaming passes with bounded memory. The first adds the points as items, on
 batch, keyed by the point id (label and text from the named payload fields, the rest as metadata).
 The second writes the vectors through the workspace's resumable vector-set writer, in the same
 order. An interrupted import resumes: items already imported from this store are skipped, and the
-vector writer continues from its last flushed row.
+vector writer continues from its last flushed row. The settings of a run are recorded in the
+workspace with its first stored batch until it finishes, so a resume with another model, label or
+text field, split or served collection is refused rather than finishing a gallery of mixed settings.
 
 A refused import stores nothing: each batch is checked (finite vectors of one width, ids not seen
 before in this run) before any of it is stored, a new model is registered in the same transaction
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shlex
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +41,9 @@ from embridge.core.vector_lengths import length_note
 # Bad data or a bad request: the run takes back what it stored. A stop (Cancelled) or a busy or
 # full workspace keeps the batches stored so far, which the next run resumes after.
 REFUSALS = (InputError, VectorStoreError)
+RESUME_META = "import-from-store:"  # + a hash of the source: the settings of its unfinished import
+SETTINGS = (("model", "--model"), ("label_field", "--label-field"), ("text_field", "--text-field"),
+            ("split", "--split"), ("served", "--from"))
 
 
 @dataclass
@@ -135,14 +141,29 @@ class _Run:
     model: str
     spec: dict[str, Any] | None  # the model to register with the first stored batch
     before: int  # the largest item id when the run began: later ids of this source are this run's
+    settings: dict[str, Any] | None = None  # recorded with the first stored batch (None: an earlier run did)
     created: bool = False
+    recorded: bool = False
 
     def register_with(self, records: list[dict[str, Any]]) -> None:
-        """Store a batch of items, and the new model with the first of them, in one transaction."""
+        """Store a batch of items, and the new model and this run's settings with the first of them, in
+        one transaction."""
         with self.ws.transaction():
             self._register()
             if records:
                 self.ws.add_items(records, source=self.uri)
+                if self.settings is not None and not self.recorded:
+                    self.ws.set_meta(_resume_key(self.source), json.dumps(self.settings))
+                    self.recorded = True
+
+    def finish(self) -> None:
+        """Forget the recorded settings: the import is whole, and a later one may use other settings."""
+        if self.ws.meta(_resume_key(self.source)) is None:
+            return  # an import run whole at once, or again: nothing to write
+        try:
+            self.ws.delete_meta(_resume_key(self.source))
+        except StoreError:
+            pass  # the workspace is busy: the import stands, and the next run of it with these options clears it
 
     def _register(self) -> None:
         if self.spec is not None and not self.created:
@@ -157,9 +178,59 @@ class _Run:
                 self.ws.take_back_items(self.source, self.before)
                 if self.created:
                     self.ws.delete_model(self.model)
+                if self.recorded:
+                    self.ws.delete_meta(_resume_key(self.source))
         except StoreError:
             pass  # the workspace is busy: what is left is this source's resumable part, and the refusal is the news
-        self.created = False
+        self.created = self.recorded = False
+
+
+def _resume_key(source: str) -> str:
+    return RESUME_META + hashlib.sha256(source.encode()).hexdigest()[:16]
+
+
+def _options(settings: dict[str, Any]) -> str:
+    """The command-line options that repeat a run's settings, e.g. ``--model v1 --label-field label``."""
+    parts = [f"--model {shlex.quote(str(settings.get('model')))}"]
+    for field, option in SETTINGS[1:3]:
+        if settings.get(field):
+            parts.append(f"{option} {shlex.quote(str(settings[field]))}")
+    if settings.get("split") not in (None, "gallery"):
+        parts.append(f"--split {shlex.quote(str(settings['split']))}")
+    return " ".join(parts)
+
+
+def _said(option: str, value: Any) -> str:
+    return f"{option} {shlex.quote(str(value))}" if value is not None else f"no {option}"
+
+
+def _check_resume(ws: Workspace, uri: str, source: str, settings: dict[str, Any]) -> bool:
+    """Refuse to resume an interrupted import of ``source`` with other settings; True when one is resumed.
+
+    Its items are skipped and the rest imported, so other settings would finish a gallery half
+    labelled (or split, or with vectors under another model) one way and half another.
+    """
+    raw = ws.meta(_resume_key(source))
+    try:
+        earlier = json.loads(raw) if raw is not None else None
+    except ValueError:
+        earlier = None
+    if not isinstance(earlier, dict) or not ws.has_items_from(source):
+        return False
+    for field, option in SETTINGS:
+        was, now = earlier.get(field), settings[field]
+        if was == now:
+            continue
+        if field == "served":
+            problem = (f"{uri} served the collection '{was}' when its import into this workspace was interrupted, "
+                       f"and serves '{now}' now; point it at '{was}' again and re-run with the same options "
+                       f"({_options(earlier)}) to finish that import")
+        else:
+            problem = (f"the import from {uri} into this workspace was interrupted, and it used {_said(option, was)} "
+                       f"(this run: {_said(option, now)}); re-run with the same options ({_options(earlier)}) to "
+                       "finish it, so that the whole gallery is imported alike")
+        raise InputError(option, problem + "; nothing was imported")
+    return True
 
 
 def _check_points(batch: Batch, uri: str, dim: int) -> None:
@@ -190,9 +261,13 @@ def _import(ws: Workspace, store: Connector, uri: str, model: str | None, label_
     if total == 0 or not dim:
         raise ImportDataError(uri, "the collection holds no points")
     name = model or f"{store.collection}-vectors"
+    source = f"store:{uri}"
+    settings = {"model": name, "label_field": label_field, "text_field": text_field, "split": split,
+                "served": served}
+    resumed = _check_resume(ws, uri, source, settings)
     spec = _new_model(ws, name, dim, uri, text_field)
     before = ws.last_item_id()
-    run = _Run(ws, uri, f"store:{uri}", name, spec, before)
+    run = _Run(ws, uri, source, name, spec, before, None if resumed else settings)
     try:
         return _stream(run, store, label_field, text_field, split, batch_size, total, dim, report, should_stop)
     except REFUSALS:
@@ -233,6 +308,7 @@ def _stream(run: _Run, store: Connector, label_field: str | None, text_field: st
     if new_items == 0:  # imported before: the same set again would only duplicate it
         for existing in ws.vector_sets(name):
             if existing["name"] == set_name and existing["count"] == total:
+                run.finish()
                 return StoreImportResult(uri, store.describe(), total, 0, name, dim, int(existing["id"]), split,
                                          store.lossy_note())
     writer = ws.vector_set_writer(name, ids, dim, name=set_name,
@@ -256,6 +332,7 @@ def _stream(run: _Run, store: Connector, label_field: str | None, text_field: st
         raise
     finally:
         writer.release()  # after a stop or a kill-like error the rows written so far stay for a resume
+    run.finish()
     notes = [n for n in (store.lossy_note(), length_note(ws.open_vector_set(int(info["id"]), verify=False)[1])) if n]
     return StoreImportResult(uri, store.describe(), total, new_items, name, dim, int(info["id"]), split,
                              "; ".join(notes) or None)

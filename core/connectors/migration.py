@@ -31,7 +31,13 @@ import numpy as np
 
 from embridge.core.connectors import open_store
 from embridge.core.connectors.aliases import rollback_store, switch_alias
-from embridge.core.connectors.backfill_order import NewVectors, choose_backfill, read_new_vectors
+from embridge.core.connectors.backfill_order import (
+    NewVectors,
+    choose_backfill,
+    read_new_vectors,
+    unmatched_warning,
+)
+from embridge.core.connectors.check import missing_error
 from embridge.core.connectors.connector import SPACE_FIELD, Batch, Connector, StoreURI, VectorStoreError
 from embridge.core.connectors.job_lock import job_lock
 from embridge.core.connectors.migration_result import MigrationResult, Verification
@@ -44,14 +50,14 @@ from embridge.core.connectors.source_digest import (
     record_batch,
     start_record,
 )
-from embridge.core.connectors.targets import check_alias, check_store_output
+from embridge.core.connectors.targets import alias_to_switch, check_store_output, writable_target_alias
 from embridge.core.connectors.transform import StoreTransform, load_transform
 from embridge.core.errors import Cancelled, InputError
 from embridge.core.heap import cap_malloc_arenas, release_free_memory
 from embridge.core.l2 import l2_normalize
 from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
 
-__all__ = ["migrate_store", "rollback_store", "switch_alias", "verify_migration"]
+__all__ = ["migrate_store", "rollback_store", "switch_alias", "verify_migration", "writable_target_alias"]
 
 VERIFY_SAMPLE = 256
 # Batches read and transformed ahead of the one being written: the read side runs while the store
@@ -110,6 +116,7 @@ def migrate_store(bundle: str | Path, source_uri: str, target_uri: str, *, order
     cap_malloc_arenas()  # before the stores' client libraries start their threads
     transform = load_transform(bundle)
     new = read_new_vectors(new_vectors, transform.out_dim) if new_vectors is not None else None
+    alias_to_switch(alias, target_uri, switch)  # an option error, found before any store is opened
     source, target = open_pair(source_uri, target_uri, (bundle, new_vectors))
     try:
         alias = writable_target_alias(target, alias, switch)
@@ -127,18 +134,6 @@ def _fingerprint(transform: StoreTransform, source: Connector, target: Connector
     return {"bundle": transform.adapter_sha256, "source": source.location(), "source_collection": source.collection,
             "target": target.collection, "source_count": total, "order": order, "backfill": backfill, "seed": seed,
             "new_vectors": hashlib.sha256(new.vectors.tobytes()).hexdigest() if new is not None else None}
-
-
-def writable_target_alias(target: Connector, alias: str | None, switch: bool) -> str | None:
-    """Check the target is writable and return the alias a switch moves (``--alias`` or ``&alias=`` in the
-    URI); a ``--switch`` with no alias named is a usage error."""
-    target._writable()
-    alias = alias or target.uri.param("alias")
-    if switch and not alias:
-        raise InputError("--switch", "name the alias to move (--alias NAME, or &alias=NAME in --to)")
-    if switch and alias:
-        check_alias(target, alias, target.collection)
-    return alias
 
 
 def state_key(target: Connector) -> str:
@@ -174,7 +169,7 @@ def _run(transform: StoreTransform, source: Connector, target: Connector, new: N
          backfill: int | None, seed: int, batch_size: int, switch: bool, alias: str | None,
          report: ProgressFn, should_stop: StopFn | None) -> MigrationResult:
     if not source.exists():
-        raise VectorStoreError(f"{source.describe()}: {source.missing()}")
+        raise missing_error(source, "--from")
     check_source_spaces(source, transform)  # before the width: a shadow given as the source is named as one
     dim = source.dim()
     if dim is None and source.count() == 0:
@@ -227,29 +222,12 @@ def _locked_run(transform: StoreTransform, source: Connector, target: Connector,
     result = MigrationResult(source.describe(), target.describe(), target.collection, status, total,
                              int(state["written"]) - resumed_from if status == "completed" else 0, resumed_from,
                              len(state.get("backfill_ids") or []), seconds, verification, verify_seconds,
-                             spaces=names, warning=_joined(transform.warning,
-                                                           _unmatched(new, backfill, verification, names)))
+                             spaces=names, warning=_joined(transform.warning, unmatched_warning(
+                                 new, backfill, int(verification.spaces.get(names["new"], 0)))))
     if switch and alias:
         result.previous = switch_alias(target, alias, target.collection)
         result.switched, result.alias = True, alias
     return result
-
-
-def _unmatched(new: NewVectors | None, backfill: int | None, verification: Verification,
-               names: dict[str, str]) -> str | None:
-    """A warning when fewer points got real new vectors than were asked for (``--backfill``, else every id
-    of ``--new-vectors``): ids that are not the source's point ids (another id column, names where the
-    source has numbers) would otherwise pass as a finished partial backfill, whatever the order."""
-    if new is None or not new.index:
-        return None
-    wanted = len(new.index) if backfill is None else min(int(backfill), len(new.index))
-    attached = int(verification.spaces.get(names["new"], 0))
-    if attached >= wanted:
-        return None
-    asked = f"--backfill {backfill}" if backfill is not None else f"all {len(new.index)} ids of --new-vectors"
-    return (f"WARNING: {attached} points got real new vectors where {wanted} were asked for ({asked}); the "
-            f"other ids of {new.path} name no point of the source, whose points went through the bundle instead: "
-            "check that those ids are the source's point ids")
 
 
 def _joined(*lines: str | None) -> str | None:

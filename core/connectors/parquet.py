@@ -1,7 +1,8 @@
 """Parquet/Arrow datasets: ``parquet:///path/to/dataset_dir``.
 
-A collection is a folder of ``.parquet`` files with an id column, a fixed-size-list vector column and
-any payload columns (``?id=COLUMN&vector=COLUMN`` when they are not called ``id`` and ``vector``).
+A collection is a folder of ``.parquet`` files (the suffix in any case; other files refused, names
+starting with '.' or '_' skipped) with an id column, a fixed-size-list vector column and any payload
+columns (``?id=COLUMN&vector=COLUMN`` when they are not called ``id`` and ``vector``).
 Siblings of the folder are the store's other collections; an alias is a symbolic link beside them.
 Each written batch becomes one file named after a hash of its ids, written under a temporary name
 and renamed, so writing the same batch again replaces that file instead of duplicating rows.
@@ -48,6 +49,21 @@ def plain_vectors(columns: list[str], vector_column: str) -> dict[str, Any]:
     keep both."""
     return {"compression": {name: "none" if name == vector_column else "snappy" for name in columns},
             "use_dictionary": [name for name in columns if name != vector_column]}
+
+
+def is_parquet_file(path: Path) -> bool:
+    """A data file of a dataset folder: a ``.parquet`` suffix in any case (``PART-0.PARQUET`` too)."""
+    return path.suffix.lower() == ".parquet" and not path.name.startswith((".", "_")) and not path.is_dir()
+
+
+NOT_PARQUET = ("not a .parquet file, and only the *.parquet files of a Parquet dataset folder are read; rename "
+               "it to end in .parquet if it holds points of the dataset, or move it out of the folder")
+
+
+def foreign_file(entries: list[Path]) -> Path | None:
+    """The first file of a dataset folder's entries (hidden and '_' names already left out) that is not a
+    data file: reading past it would leave its rows out while counts still match."""
+    return next((p for p in entries if not is_parquet_file(p) and p.is_file()), None)
 
 
 def _rows(file: Path) -> int:
@@ -98,15 +114,24 @@ class ParquetConnector(Connector):
         return str(self.folder.resolve().parent)
 
     def _files(self) -> list[Path]:
+        """The dataset's data files: every ``*.parquet`` (any case) in the folder, as pyarrow reads them.
+
+        Names starting with '.' or '_' (``_SUCCESS``, ``_metadata``, ``.crc`` files, Embridge's own temporary
+        files) are skipped as pyarrow's datasets skip them; any other file is refused, since reading past it
+        would leave its points out of a migration or an import that still reports matching counts.
+        """
         if not self.folder.is_dir():
             raise VectorStoreError(f"{self.folder}: no such Parquet dataset folder")
-        entries = [p for p in self.folder.iterdir() if not p.name.startswith(".")]
-        nested = next((d for d in entries if d.is_dir() and next(d.rglob("*.parquet"), None) is not None), None)
+        entries = sorted(p for p in self.folder.iterdir() if not p.name.startswith((".", "_")))
+        nested = next((d for d in entries if d.is_dir() and any(is_parquet_file(f) for f in d.rglob("*"))), None)
         if nested is not None:  # read as flat, its partitions (and their partition values) would go missing
             raise VectorStoreError(f"{self.folder}: holds Parquet files in a subfolder ({nested.name}/), a partitioned "
                                    "dataset; Embridge reads the .parquet files directly in one folder, so write the "
                                    "dataset without partitioning (its partition columns as columns)")
-        return sorted(p for p in entries if p.suffix == ".parquet")
+        foreign = foreign_file(entries)
+        if foreign is not None:
+            raise VectorStoreError(f"{foreign}: {NOT_PARQUET}")
+        return [p for p in entries if is_parquet_file(p)]
 
     def exists(self) -> bool:
         return self.folder.is_dir()

@@ -84,6 +84,7 @@ class QdrantConnector(Connector):
         super().__init__(uri)
         self.single_client = not uri.netloc  # a server takes many clients; an embedded store one
         self.vector_name = uri.param("vector")
+        self._vector_checked: str | None = None  # the collection whose vectors ?vector= was checked against
         try:
             if uri.netloc:
                 self.local_path = None
@@ -113,22 +114,37 @@ class QdrantConnector(Connector):
         return bool(self.client.collection_exists(self._real_name()))
 
     def _need(self) -> str:
+        """The collection's real name; a ``?vector=`` it has no vector of is refused here, before any read."""
         name = self._real_name()
         if not self.client.collection_exists(name):
             names = ", ".join(c.name for c in self.client.get_collections().collections) or "none"
             raise VectorStoreError(f"{self.describe()}: no such collection (collections: {names})")
+        if self.vector_name and self._vector_checked != name:
+            self._params_of(name)
+            self._vector_checked = name
         return name
 
     def count(self) -> int:
         return int(self.client.count(self._need(), exact=True).count)
 
-    def _vector_params(self) -> Any:
-        vectors = self.client.get_collection(self._need()).config.params.vectors
+    def _params_of(self, name: str) -> Any:
+        """The vector settings ``?vector=`` picks: a name the collection has, none for one unnamed vector."""
+        vectors = self.client.get_collection(name).config.params.vectors
         if isinstance(vectors, dict):
+            names = ", ".join(repr(n) for n in sorted(vectors))
+            if self.vector_name is None:
+                raise VectorStoreError(f"{self.describe()}: named vectors {names}; pick one with ?vector=NAME")
             if self.vector_name not in vectors:
-                raise VectorStoreError(f"{self.describe()}: named vectors {sorted(vectors)}; pick one with ?vector=NAME")
+                raise VectorStoreError(f"{self.describe()}: ?vector={self.vector_name}: the collection has no vector "
+                                       f"'{self.vector_name}'; its named vectors are {names}")
             return vectors[self.vector_name]
+        if self.vector_name:
+            raise VectorStoreError(f"{self.describe()}: ?vector={self.vector_name}: the collection has a single unnamed "
+                                   "vector, so there is no vector of that name to pick; leave ?vector= out")
         return vectors
+
+    def _vector_params(self) -> Any:
+        return self._params_of(self._need())
 
     def normalises(self) -> bool:
         from qdrant_client import models

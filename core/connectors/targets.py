@@ -87,6 +87,43 @@ def _same_store(a: StoreURI, b: StoreURI) -> bool:
     return a.path.rstrip("/") == b.path.rstrip("/")
 
 
+def named_alias(alias: str | None, uri: StoreURI, option: str) -> str | None:
+    """The alias named by ``--alias`` or by ``?alias=`` in ``option``'s URI (the same thing); two different
+    names are refused rather than one of them silently winning."""
+    if alias is not None and not alias.strip():
+        raise InputError("--alias", "is empty; name the alias, or leave --alias out")
+    in_uri = uri.param("alias")
+    if alias and in_uri and alias != in_uri:
+        raise InputError("--alias", f"'{alias}' conflicts with ?alias={in_uri} in {option}: they name the same "
+                         "alias; give one of them")
+    return alias or in_uri
+
+
+def alias_to_switch(alias: str | None, uri: str | StoreURI, switch: bool) -> str | None:
+    """The alias ``--switch`` moves (``--alias``, or ``?alias=`` in the ``--to`` URI), checked before any store
+    is opened. The alias is only what a switch moves, so one named without ``--switch``, which would do
+    nothing, is refused, as is a ``--switch`` with no alias named."""
+    parsed = uri if isinstance(uri, StoreURI) else StoreURI.parse(uri, "--to")
+    named = named_alias(alias, parsed, "--to")
+    if switch and not named:
+        raise InputError("--switch", "name the alias to move (--alias NAME, or &alias=NAME in --to)")
+    if named and not switch:
+        option, what, part = ("--alias", f"'{named}'", "--alias") if alias else ("--to", f"?alias={named}", "?alias=")
+        raise InputError(option, f"{what} is the alias a switch moves, and has no effect without --switch: give "
+                         f"that too (it moves the alias once the new collection is verified), or leave {part} out")
+    return named
+
+
+def writable_target_alias(target: Connector, alias: str | None, switch: bool) -> str | None:
+    """Check the target is writable and the alias a switch will move (:func:`alias_to_switch`, then
+    :func:`check_alias`); returns that alias."""
+    target._writable()
+    alias = alias_to_switch(alias, target.uri, switch)
+    if alias:
+        check_alias(target, alias, target.collection)
+    return alias
+
+
 def check_alias(store: Connector, alias: str, serves: str) -> str:
     """Refuse an alias name the store cannot hold before anything is written; returns it.
 

@@ -69,7 +69,13 @@ def parquet_files(folder: Path) -> list[Path]:
     if nested:
         raise InputError(folder, f"holds the subfolder '{nested[0]}'; partitioned (hive-style) subfolders are "
                          "not read: give a folder of .parquet files only")
-    files = sorted(p for p in folder.iterdir() if p.suffix == ".parquet" and not p.name.startswith("."))
+    from embridge.core.connectors.parquet import NOT_PARQUET, foreign_file, is_parquet_file
+
+    entries = sorted(p for p in folder.iterdir() if not p.name.startswith((".", "_")))
+    foreign = foreign_file(entries)
+    if foreign is not None:
+        raise InputError(foreign, NOT_PARQUET)
+    files = [p for p in entries if is_parquet_file(p)]
     if not files:
         raise InputError(folder, "holds no .parquet files")
     return files

@@ -275,6 +275,10 @@ class ItemsMixin:
         """The largest item id so far (0 for none); items added later get larger ids."""
         return int(self.db.execute("select coalesce(max(id), 0) from items").fetchone()[0])
 
+    def has_items_from(self, source: str) -> bool:
+        """Whether any item came from ``source`` (an import's file or store)."""
+        return self.db.execute("select 1 from items where source = ? limit 1", [source]).fetchone() is not None
+
     def take_back_items(self, source: str, after_id: int) -> int:
         """Delete the items of ``source`` with ids above ``after_id``: what one import run added, when
         the run is refused. Items anything refers to (vectors, folds, judgments) are not deleted:

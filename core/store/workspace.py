@@ -391,3 +391,7 @@ class Workspace(ItemsMixin, ModelsMixin, RecordsMixin, JudgmentsMixin):
         with self.transaction():
             self.db["meta"].upsert({"key": key, "value": value}, pk="key")
 
+    def delete_meta(self, key: str) -> None:
+        with self.transaction():
+            self.db.execute("delete from meta where key = ?", [key])
+
