@@ -293,3 +293,18 @@ def test_a_fusion_runs_protocol_says_its_queries_are_fused(runs: dict[str, dict[
     alpha = float(load_adapter(run["adapter_path"]).alpha)
     assert (f"; queries fused as {alpha:g} × old + {1 - alpha:g} × affine(new), exact cosine search"
             in run["heldout_protocol"])
+
+
+def test_the_best_passing_bridge_is_ranked_where_the_gains_were_measured() -> None:
+    """Where new/new searched a sample, the options' gains are measured there: a plain layer ahead on the
+    whole gallery but behind on the sample does not hide the fusion that is better where the gain counts
+    (the plan of the plain layer's run recommended a full backfill, the fusion run's plan the fusion)."""
+    from embridge.core.plan.upgrade_options import _best_passing_bridge
+
+    def option(name: str, whole: float, sample: float | None) -> dict[str, Any]:
+        return {"name": name, "items_embedded": 0, "passes_criterion": True, "acceptable": False,
+                "quality": {"ndcg@10": whole}, **({"quality_sample": {"ndcg@10": sample}} if sample else {})}
+
+    plain, fusion = option("adapter_only", 0.699, 0.821), option("fusion", 0.681, 0.836)
+    assert _best_passing_bridge([plain, fusion], "ndcg@10") is fusion
+    assert _best_passing_bridge([option("adapter_only", 0.699, None), option("fusion", 0.681, None)], "ndcg@10") is None

@@ -379,14 +379,16 @@ def _best_passing_bridge(options: list[dict[str, Any]], metric: str) -> dict[str
     Such an option keeps part of the gain from day one; it is recommended (for the transition)
     even below the gain threshold, because nothing else that re-embeds nothing does better. A weaker
     layer passing too does not change that (the choice once depended on how many passed, and so on
-    which runs the plan was given).
+    which runs the plan was given). Options are ranked on the gallery their gains were measured on.
     """
     free = [o for o in options if o["name"] in LAYER_OPTIONS and o["items_embedded"] == 0
             and o.get("comparable") is not False]
     passing = [o for o in free if o["passes_criterion"] and o["quality"].get(metric) is not None]
     if any(o["acceptable"] for o in free) or not passing:
         return None
-    best = max(passing, key=lambda o: float(o["quality"][metric]))
+    # ranked where their gains are measured: on the evaluation sample when every one has its number there
+    sample = all(isinstance((o.get("quality_sample") or {}).get(metric), int | float) for o in passing)
+    best = max(passing, key=lambda o: float((o["quality_sample"] if sample else o["quality"])[metric]))
     return best if best["name"] in BOTH_ENCODERS else None
 
 
