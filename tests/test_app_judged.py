@@ -138,3 +138,23 @@ def test_reports_say_gain_retained_is_undefined_when_the_new_model_is_not_better
     assert reports.report is not None and reports.report.report_id == report.report_id
     assert f"gain retained (top-1): undefined — {head['gain_retained_note']}" in html.unescape(reports.verdict.text())
     assert head["gain_retained_note"].startswith("the new model is not better")
+
+
+def test_the_train_result_states_the_gain_and_verdict_on_the_deciding_ndcg(tmp_path: Path) -> None:
+    """With graded judgments nDCG@10 decides: the sentence the Train page shows when a run ends gives its
+    gain and the criterion's verdict as `embridge train` does, and names top-1's gain as top-1's (it gave
+    top-1's gain as "the" gain retained and left nDCG@10's out)."""
+    from test_judged_criterion import build
+
+    from embridge.app.pages.train_result import result_text
+    from embridge.core.store import Workspace
+    from embridge.core.train.runs import train_run
+
+    build(tmp_path / "ws")  # top-1 rises through the layer while nDCG@10 falls
+    with Workspace.open(tmp_path / "ws") as ws:
+        summary = train_run(ws, "procrustes", device="cpu")
+    text = result_text(summary)
+    assert summary["gain_retained_ndcg@10"] is None  # the new model itself ranks the judged documents worse
+    assert f"gain retained (nDCG@10): undefined — {summary['gain_retained_ndcg@10_note']}" in text
+    assert summary["compatible"] is True and "Compatibility criterion: FAILS (nDCG@10)" in text
+    assert f"gain retained (top-1) {summary['gain_retained']:.3f}" in text

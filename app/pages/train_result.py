@@ -27,8 +27,7 @@ LABELS = {"old_old_top1": "old old top1", "new_new_top1": "new new top1", "upgra
           "old_old_sample_top1": "old old top1 on this sample", "old_old_sample_ndcg@10": "old/old nDCG@10 on this sample",
           "upgraded_sample_top1": "upgraded top1 on this sample", "ceiling_top1": "head/head top1",
           "ceiling_ndcg@10": "head/head nDCG@10",
-          "upgraded_sample_ndcg@10": "upgraded nDCG@10 on this sample"}
-
+          "upgraded_sample_ndcg@10": "upgraded nDCG@10 on this sample", "gain_retained_ndcg@10": "gain retained (nDCG@10)"}
 
 
 def fill_runs_table(table: QTableWidget, runs: list[dict[str, Any]], keep: int | None) -> None:
@@ -91,13 +90,18 @@ def heldout_text(summary: dict[str, Any]) -> str:
     parts = []
     # where new/new searched a sample, gain retained was measured there: listed under the sample's protocol
     gain_cell = NEW_NEW if _number(summary.get("old_old_sample_top1")) else UPGRADED
-    numbers = {cell: tuple(k for k in keys if k != "gain_retained") + (("gain_retained",) if cell == gain_cell else ())
+    judged = decides_on_ndcg(summary)  # then nDCG@10's gain decides, and top-1's is named as top-1's
+    gains = ("gain_retained", "gain_retained_ndcg@10") if judged else ("gain_retained",)
+    labels = {**LABELS, "gain_retained": "gain retained (top-1)"} if judged else LABELS
+    numbers = {cell: tuple(k for k in keys if k != "gain_retained") + (gains if cell == gain_cell else ())
                for cell, keys in CELL_NUMBERS.items()}
     for cells, sentence in protocol_groups(summary):
-        values = [f"{LABELS[k]} {summary[k]:.3f}" for cell in cells for k in numbers.get(cell, ())
+        values = [f"{labels[k]} {summary[k]:.3f}" for cell in cells for k in numbers.get(cell, ())
                   if _number(summary.get(k))]
-        if gain_cell in cells and summary.get("gain_retained") is None and summary.get("gain_retained_note"):
-            values.append(f"gain retained: {gain_text(None, summary['gain_retained_note'])}")
+        for key in gains if gain_cell in cells else ():
+            if summary.get(key) is None and summary.get(f"{key}_note"):
+                name = labels[key] if judged else "gain retained"
+                values.append(f"{name}: {gain_text(None, summary[f'{key}_note'])}")
         if values:
             parts.append(f"{', '.join(values)} ({sentence or UNRECORDED})")
     return "; ".join(parts)
@@ -111,6 +115,8 @@ def result_text(summary: dict[str, Any]) -> str:
     numbers = heldout_text(summary)
     text = f"Run {summary['run_id']} ({choice.method_text()}, {summary['status']}): "
     text += numbers if numbers else str(summary.get("note") or "")
+    if numbers and criterion_text(summary):  # the verdict `embridge train` prints, on the number that decides
+        text += f". Compatibility criterion: {criterion_text(summary)}"
     if summary.get("pairs_used"):
         fitted = fitted_text(summary)  # the words `embridge train` prints
         text += f". {fitted[:1].upper()}{fitted[1:]}"
