@@ -239,6 +239,17 @@ def test_a_judged_report_measures_backfill_curves_that_end_at_the_full_backfill_
     html = Path(report.html_file).read_text(encoding="utf-8")
     section = html.split("<h2>Partial backfill</h2>", 1)[1].split("<h2>", 1)[0]
     assert "success@1" in section and "Best policy by area" in section and "not computed" not in section
+    # graded judgments decide on nDCG@10: the curves' figure, table and best policy use it (they used top-1)
+    from embridge.core.report.report_export import report_figures
+
+    policies = report.backfill["policies"]
+    assert report.backfill["metric"] == "ndcg@10"
+    assert report.backfill["best_policy"] == max(policies, key=lambda p: policies[p]["areas"]["ndcg@10"])
+    assert "Best policy by area under the nDCG@10 curve" in section and "area nDCG@10" in section
+    (ax,) = report_figures(report)["backfill"].axes
+    assert ax.get_ylabel() == "nDCG@10" and ax.get_title() == "Partial backfill: nDCG@10"
+    first = policies["random"]["values"]["ndcg@10"]
+    assert list(ax.get_lines()[0].get_ydata()) == pytest.approx(first)
 
 
 def test_every_number_of_a_judged_report_is_one_a_release_gate_accepts(judged: dict[str, Any]) -> None:

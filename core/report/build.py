@@ -284,7 +284,8 @@ def _backfill(sides: Sides, sample: EvalSample, plan: Any, steps: int, seed: int
                               gallery_adapted=sides.g_adapted, exclude=sample.exclude, should_stop=should_stop,
                               judged=judged)
     policies = {p: c.to_dict() for p, c in curves.items()}
-    best = max(policies, key=lambda p: policies[p]["areas"]["top1"])
+    metric = "ndcg@10" if judged and all("ndcg@10" in c["areas"] for c in policies.values()) else "top1"
+    best = max(policies, key=lambda p: policies[p]["areas"][metric])  # by the number the verdicts decide on
     # the mixed gallery is searched once: a cascade's re-rank is not in the curve
     start = ("the cascade's layer alone on the sample, without the new model's re-rank of the old index's recall "
              "(the upgraded cell is the cascade itself)" if kind == "cascade" else
@@ -299,7 +300,7 @@ def _backfill(sides: Sides, sample: EvalSample, plan: Any, steps: int, seed: int
     if judged:
         notes.append("Relevance judgments: top-1 and top-5 are success@1 and success@5 (a relevant document "
                      "within the first k); nDCG@10 and MRR@10 are measured on the same merged rankings.")
-    return {"steps": steps, "ks": [1, 5], "policies": policies, "best_policy": best, "note": notes}
+    return {"steps": steps, "ks": [1, 5], "policies": policies, "best_policy": best, "metric": metric, "note": notes}
 
 
 def load_report(ws: Workspace, report_id: int) -> Report:

@@ -11,7 +11,7 @@ from html import escape
 from typing import Any
 
 from embridge.core.evaluation.headline import JUDGED_METRICS, metric_label, weighed
-from embridge.core.report.report_record import Report, run_heldout
+from embridge.core.report.report_record import Report, curve_metric, run_heldout
 from embridge.core.report.wording import comparison_word
 
 CSS = """
@@ -186,21 +186,25 @@ def _backfill(report: Mapping[str, Any], figs: _Figures) -> str:
     b = report.get("backfill") or {}
     if not b.get("policies"):
         return _list(b.get("note") or ["Partial-backfill curves were not computed for this report."])
-    rows = [[p, c["areas"].get("top1"), c["areas"].get("top5"), c["values"]["top1"][0], c["values"]["top1"][-1]]
+    m = curve_metric(b)
+    shown = ["top1", "top5"] if m == "top1" else [m, "top1"]  # the deciding metric first
+    rows = [[p, *[c["areas"].get(k) for k in shown], c["values"][m][0], c["values"][m][-1]]
             for p, c in b["policies"].items()]
-    return (_list(b.get("note") or []) + _table(["policy", "area top-1", "area top-5", "top-1 at β=0",
-                                                 "top-1 at β=1"], rows)
-            + f"<p>Best policy by area: {escape(str(b.get('best_policy')))}.</p>" + _curve_floor(b)
-            + figs.take("backfill", "Top-1 against the backfilled fraction β"))
+    name = metric_label(m)
+    return (_list(b.get("note") or []) + _table(["policy", *[f"area {metric_label(k)}" for k in shown],
+                                                 f"{name} at β=0", f"{name} at β=1"], rows)
+            + f"<p>Best policy by area under the {escape(name)} curve: {escape(str(b.get('best_policy')))}.</p>"
+            + _curve_floor(b) + figs.take("backfill", f"{name} against the backfilled fraction β"))
 
 
 def _curve_floor(backfill: Mapping[str, Any]) -> str:
     floor = backfill.get("old_old") or {}
-    top1 = (floor.get("metrics") or {}).get("top1")
-    if top1 is None:
+    m = curve_metric(backfill)
+    value = (floor.get("metrics") or {}).get(m)
+    if value is None:
         return ""
     where = (floor.get("protocol") or {}).get("text") or "the curves' sample"
-    return f"<p>old/old on the same queries and gallery: top-1 {_fmt(top1)} ({escape(where)}).</p>"
+    return f"<p>old/old on the same queries and gallery: {metric_label(m)} {_fmt(value)} ({escape(where)}).</p>"
 
 
 def _training(report: Mapping[str, Any], figs: _Figures) -> str:

@@ -16,10 +16,11 @@ from typing import Any
 import numpy as np
 
 from embridge.core.errors import StoreError
+from embridge.core.evaluation.headline import metric_label
 from embridge.core.json_values import json_safe
 from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
 from embridge.core.report.html_page import render_html
-from embridge.core.report.report_record import Report, as_report, run_heldout
+from embridge.core.report.report_record import Report, as_report, curve_metric, run_heldout
 from embridge.core.store import Workspace
 from embridge.core.store.files import atomic_write_text
 
@@ -59,11 +60,12 @@ def report_figures(report: Report | Mapping[str, Any]) -> dict[str, Any]:
             {n: {str(row["label"]): _num(row.get("top1")) for row in r.per_label[n]} for n in names})
     if r.backfill.get("policies"):
         head = r.headline  # old/old on the curves' sample when measured there (the whole gallery's may differ)
-        floor = ((r.backfill.get("old_old") or {}).get("metrics") or {}).get("top1", head.get("old_old_top1"))
-        refs = {"old/old": floor, str(r.ceiling_cell): head.get("ceiling_top1")}
+        m = curve_metric(r.backfill)
+        floor = ((r.backfill.get("old_old") or {}).get("metrics") or {}).get(m, head.get(f"old_old_{m}"))
+        refs = {"old/old": floor, str(r.ceiling_cell): head.get(f"ceiling_{m}")}
         out["backfill"] = figures.backfill_curves(
-            {p: {"betas": c["betas"], "values": [_num(v) for v in c["values"]["top1"]], "area": c["areas"]["top1"]}
-             for p, c in r.backfill["policies"].items()},
+            {p: {"betas": c["betas"], "values": [_num(v) for v in c["values"][m]], "area": c["areas"][m]}
+             for p, c in r.backfill["policies"].items()}, metric=metric_label(m),
             references={k: float(v) for k, v in refs.items() if isinstance(v, int | float)})
     epochs = r.run.get("epochs") or []
     if any(isinstance(v, int | float) for row in epochs for k, v in row.items() if k != "epoch"):

@@ -195,3 +195,10 @@ def _schema_version(schema: str) -> int:
     if not schema.startswith(SCHEMA_PREFIX) or not schema[len(SCHEMA_PREFIX):].isdigit():
         raise InputError("report", f"has schema '{schema}', not an embridge report ('{SCHEMA}')")
     return int(schema[len(SCHEMA_PREFIX):])
+
+
+def curve_metric(backfill: Mapping[str, Any]) -> str:
+    """The metric the partial-backfill curves are shown and ranked by: nDCG@10 with graded judgments, as
+    the verdicts decide (reports made before it was recorded show top-1)."""
+    metric = backfill.get("metric")
+    return metric if isinstance(metric, str) else "top1"
