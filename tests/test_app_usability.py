@@ -63,7 +63,7 @@ def test_auto_choice_shows_winner_candidates_and_source_everywhere(qtbot: QtBot,
     assert source.label() == run["metrics"]["heldout_protocol"]  # the CLI's "measured on" sentence, verbatim
     sample = run["metrics"]["protocols"]["new/new"]["n_gallery"]  # the demo's new/new searched its 600-item sample
     assert sample == 600 and protocol["n_gallery"] == 997
-    assert row["Measured on"] == (f"{protocol['n_queries']} {protocol['query_set']} / 997 g; new/new 600 g, "
+    assert row["Measured on"] == (f"{protocol['n_queries']} {protocol['query_set']} / 997 items; new/new 600 items, "
                                   "gain retained there")
     assert row["Pairs"] == run["metrics"]["pairs_used"] == "documents"  # the demo has no judged train queries
     tip = train.runs_table.item(0, header.index("Measured on")).toolTip()

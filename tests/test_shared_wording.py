@@ -29,7 +29,9 @@ def test_number_sources_read_the_recorded_protocol_and_never_guess() -> None:
     run = {"metrics": {"n_queries": 150, "protocols": {"old/old": protocol.to_dict(), "new→old": protocol.to_dict()}}}
     assert source_of_run(run) == NumberSource(protocol)
     assert with_source("0.810", source_of_run(run)) == f"0.810 ({protocol.describe()})"
-    assert source_of_run(run).short() == "150 test queries (judged) / 800 g"
+    assert source_of_run(run).short() == "150 test queries (judged) / 800 items"
+    scored = Protocol("test queries (judged)", 42, "the whole old gallery", 600, "relevance judgments (test split)", n_scored=41)
+    assert NumberSource(scored).short() == "41 of 42 test queries (judged) / 600 items"  # as its sentence counts
     sample = Protocol("test queries (judged)", 150, "the evaluation sample", 400, "relevance judgments (test split)")
     report = {"upgraded_cell": "new→old",
               "headline": {"protocols": {"new/new": sample.to_dict(), "new→old": protocol.to_dict()}}}

@@ -124,7 +124,7 @@ def completed_train_runs(ws: Workspace) -> list[dict[str, Any]]:
 
 
 def run_label(run: dict[str, Any]) -> str:
-    """'run 14 · auto → lowrank · upgraded top-1 0.810 (held-out test fold, 120 q / 120 g)'; with graded
+    """'run 14 · auto → lowrank · upgraded top-1 0.810 (120 test queries / 120 items)'; with graded
     judgments the upgraded nDCG@10, the number its criterion is decided on."""
     from embridge.core.evaluation.headline import upgraded_text
     from embridge.core.report.number_source import source_of_run

@@ -64,8 +64,8 @@ def run_row(run: dict[str, Any]) -> list[Any]:
     measured = source_of_run(run).short() if record.has_headline() else ""
     protocols = metrics.get("protocols") if isinstance(metrics.get("protocols"), dict) else {}
     new_new = protocols.get("new/new") if isinstance(protocols.get("new/new"), dict) else {}
-    if measured and new_new.get("n_gallery") and not measured.endswith(f"/ {new_new['n_gallery']} g"):
-        measured += f"; new/new {new_new['n_gallery']} g"  # its number sits in this row too
+    if measured and new_new.get("n_gallery") and not measured.endswith(f"/ {new_new['n_gallery']} items"):
+        measured += f"; new/new {new_new['n_gallery']} items"  # its number sits in this row too
         if _number(metrics.get("old_old_sample_top1")):  # and the gain, measured on that sample
             measured += ", gain retained there"
     note = record.error or choice.reason or metrics.get("note")

@@ -33,9 +33,14 @@ class NumberSource:
         return UNRECORDED if self.protocol is None else self.protocol.describe()
 
     def short(self) -> str:
-        """'150 test queries (judged) / 800 g' for narrow places such as run pickers."""
+        """'150 test queries (judged) / 800 items' for narrow places such as run pickers; '41 of 42 ...' when
+        some queries could not be scored (no relevant item in the gallery), as the full sentence says."""
         p = self.protocol
-        return "protocol not recorded" if p is None else f"{p.n_queries} {p.query_set} / {p.n_gallery} g"
+        if p is None:
+            return "protocol not recorded"
+        queries = f"{p.n_scored} of {p.n_queries}" if p.n_scored is not None and p.n_scored < p.n_queries \
+            else f"{p.n_queries}"
+        return f"{queries} {p.query_set} / {p.n_gallery} items"
 
 
 def from_protocol(protocol: Any) -> NumberSource | None:
