@@ -124,3 +124,16 @@ def test_settings_form_gives_back_typed_values_the_core_accepts(qtbot: QtBot) ->
     form.editor("alpha_grid").setText("[0.25,")
     with pytest.raises(ValueError, match="setting 'alpha_grid': not valid JSON"):
         form.values()
+
+
+def test_the_reports_summary_gives_each_gains_sample_numbers() -> None:
+    """nDCG@10's gain measured on the sample came without the sample's numbers, which top-1's had."""
+    from embridge.app.pages.reports_page import headline_text
+    from embridge.core.report.report_record import as_report
+
+    head = {"upgraded_top1": 0.61, "old_old_top1": 0.22, "ndcg@10": 0.681, "old_old_ndcg@10": 0.298,
+            "gain_retained": 0.59, "old_old_sample_top1": 0.439, "upgraded_sample_top1": 0.805,
+            "gain_retained_ndcg@10": 0.669, "old_old_sample_ndcg@10": 0.591, "upgraded_sample_ndcg@10": 0.836}
+    text = headline_text(as_report({"headline": head}))
+    assert "gain retained (top-1): 0.590 (on the evaluation sample: old/old 0.439, upgraded 0.805)" in text
+    assert "gain retained (nDCG@10): 0.669 (on the evaluation sample: old/old 0.591, upgraded 0.836)" in text

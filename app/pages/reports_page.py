@@ -56,16 +56,20 @@ def headline_text(report: Report) -> str:
     for key, name in JUDGED:
         if isinstance(head.get(key), int | float):
             parts.append(f"{name} {head[key]:.3f} (old/old {head.get(f'old_old_{key}', float('nan')):.3f})")
+    def where(metric: str) -> str:
+        """The sample's own numbers a gain was measured from, where new/new searched a sample."""
+        sample, upgraded = head.get(f"old_old_sample_{metric}"), head.get(f"upgraded_sample_{metric}")
+        return ("" if not isinstance(sample, int | float) or not isinstance(upgraded, int | float) else
+                f" (on the evaluation sample: old/old {sample:.3f}, upgraded {upgraded:.3f})")
+
     if "gain_retained" in head:  # top-1's, named so where judgments decide on nDCG@10
         label = "gain retained (top-1)" if decides_on_ndcg(head) else "gain retained"
-        sample, upgraded = head.get("old_old_sample_top1"), head.get("upgraded_sample_top1")
-        where = ("" if not isinstance(sample, int | float) or not isinstance(upgraded, int | float) else
-                 f" (on the evaluation sample: old/old {sample:.3f}, upgraded {upgraded:.3f})")
-        parts.append(f"{label}: {gain_text(head.get('gain_retained'), head.get('gain_retained_note'))}{where}")
+        parts.append(f"{label}: {gain_text(head.get('gain_retained'), head.get('gain_retained_note'))}{where('top1')}")
     for key, name in JUDGED:
         if key in head and f"gain_retained_{key}" in head:
             parts.append(f"gain retained ({name}): "
-                         f"{gain_text(head.get(f'gain_retained_{key}'), head.get(f'gain_retained_{key}_note'))}")
+                         f"{gain_text(head.get(f'gain_retained_{key}'), head.get(f'gain_retained_{key}_note'))}"
+                         f"{where(key)}")
     return "; ".join(parts)
 
 
