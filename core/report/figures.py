@@ -263,7 +263,7 @@ def training_curves(epochs: Sequence[Mapping[str, Any]], x_key: str = "epoch",
                     color=_PALETTE[i % len(_PALETTE)])
         ax.set_xlabel(x_key)
         ax.set_ylabel(ylabel)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=6, integer=True))  # legible in a narrow window too
 
     if has_loss:
         draw(axes[0], loss_keys, "training loss")
