@@ -250,6 +250,12 @@ def test_a_judged_report_measures_backfill_curves_that_end_at_the_full_backfill_
     assert ax.get_ylabel() == "nDCG@10" and ax.get_title() == "Partial backfill: nDCG@10"
     first = policies["random"]["values"]["ndcg@10"]
     assert list(ax.get_lines()[0].get_ydata()) == pytest.approx(first)
+    from embridge.core.cli.report_cmds import _report_text  # the command line names the area's metric too
+
+    text = _report_text(report)
+    area = policies["random"]["areas"]["ndcg@10"]
+    assert f"partial backfill (random): area under the nDCG@10 curve {area:.3f}, area under the top-1 curve" in text
+    assert f"best policy by area under the nDCG@10 curve: {report.backfill['best_policy']}" in text
 
 
 def test_every_number_of_a_judged_report_is_one_a_release_gate_accepts(judged: dict[str, Any]) -> None:

@@ -98,6 +98,20 @@ def test_new_vectors_fewer_than_the_backfill_asks_for_are_warned_about(
         assert "holds no new-model vectors" in out["warning"]
 
 
+def test_a_backfill_larger_than_the_store_with_every_points_vector_is_no_warning(
+        upgrade: dict, source: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--backfill N is at most N points: asking for more than the store holds, with a new vector for every
+    point, gives every point its vector and warns of nothing."""
+    v3 = upgrade["vectors"]["v3"]
+    every = tmp_path / "every.npz"
+    np.savez(every, ids=np.arange(len(v3)), vectors=v3)
+    code, out, err = migrate(capsys, upgrade, source.source, source.target, "--new-vectors", str(every),
+                             "--backfill", str(10 * len(v3)))
+    assert code == 0 and out["verification"]["ok"], err
+    assert out["verification"]["spaces"].get(out["spaces"]["new"], 0) == len(v3)
+    assert not out.get("warning"), out["warning"]
+
+
 def test_check_of_a_parquet_file_says_the_uri_names_the_folder(
         source: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     folder = Path(source.source.removeprefix("parquet://"))

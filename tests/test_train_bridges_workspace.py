@@ -168,7 +168,7 @@ def test_plan_recommends_the_best_passing_bridge(runs: dict[str, dict[str, Any]]
     weaker = {**failing, "name": "fusion", "kind": "fusion", "quality": offset(0.01)}
     plan = plan_from_report(report, tp, alternatives=[weaker])
     assert plan.recommendation == "cascade"
-    assert "the best of the 2 options (with Fusion" in plan.reason
+    assert "the best of the 2 options (with Fusion" in plan.reason  # ranked on the whole gallery: no sample here
     # a stronger passing bridge is chosen instead; a stronger plain layer below the threshold is not a bridge
     # for the transition, and with it the full backfill stays the recommendation
     stronger = {**weaker, "quality": {m: v + 0.2 * (ceiling[m] - floor[m]) for m, v in
@@ -302,9 +302,10 @@ def test_the_best_passing_bridge_is_ranked_where_the_gains_were_measured() -> No
     from embridge.core.plan.upgrade_options import _best_passing_bridge
 
     def option(name: str, whole: float, sample: float | None) -> dict[str, Any]:
-        return {"name": name, "items_embedded": 0, "passes_criterion": True, "acceptable": False,
+        return {"name": name, "title": name, "items_embedded": 0, "passes_criterion": True, "acceptable": False,
                 "quality": {"ndcg@10": whole}, **({"quality_sample": {"ndcg@10": sample}} if sample else {})}
 
     plain, fusion = option("adapter_only", 0.699, 0.821), option("fusion", 0.681, 0.836)
     assert _best_passing_bridge([plain, fusion], "ndcg@10") is fusion
+    assert fusion["best_passing_bridge"] == {"with": ["adapter_only"], "on_sample": True}  # what the reason says
     assert _best_passing_bridge([option("adapter_only", 0.699, None), option("fusion", 0.681, None)], "ndcg@10") is None

@@ -177,7 +177,7 @@ def _gate(args: argparse.Namespace, data: dict[str, Any], text: str, report: Rep
 def _measured_where(metric: str, report: Report) -> str:
     """Which cell a headline metric is of, and its protocol sentence."""
     if metric.startswith("backfill_area"):
-        return "area under the partial-backfill curve, on the evaluation sample"
+        return "area under the partial-backfill top-1 curve, on the evaluation sample"
     sampled = "_sample_" in metric or (report.headline.get("old_old_sample_top1") is not None
                                        and metric.startswith(("gain", "arr")))
     cell = (OLD_OLD if metric.startswith("old_old") else
@@ -234,8 +234,16 @@ def _report_text(report: Report) -> str:
                          f"gain retained {format_share(h.get(f'gain_retained_{key}'))}")
     lines += measured_on_lines(h)  # old/old and the upgraded cell may search more than new/new's sample
     lines += [*report.verdicts, report.search["statement"]]
-    for policy, area in report.backfill_areas.items():
-        lines.append(f"partial backfill ({policy}): area {area:.3f}")
+    from embridge.core.report.report_record import curve_metric
+
+    curve = curve_metric(report.backfill)  # the curves' deciding metric first, as the HTML ranks them
+    for policy, c in (report.backfill.get("policies") or {}).items():
+        areas = [f"area under the {metric_label(m)} curve {c['areas'][m]:.3f}" for m in dict.fromkeys((curve, "top1"))
+                 if isinstance(c["areas"].get(m), int | float)]
+        lines.append(f"partial backfill ({policy}): {', '.join(areas)}")
+    if report.backfill.get("best_policy"):
+        lines.append(f"partial backfill: best policy by area under the {metric_label(curve)} curve: "
+                     f"{report.backfill['best_policy']}")
     if report.files:
         lines += [f"json: {report.json_file}", f"html: {report.html_file}"]
     return "\n".join(lines)

@@ -98,10 +98,11 @@ def choose_backfill(order: str, new: NewVectors, budget: int | None, source: Con
     return {keys[i] for i in order_rows if residual[i] >= 0}
 
 
-def unmatched_warning(new: NewVectors | None, backfill: int | None, attached: int) -> str | None:
+def unmatched_warning(new: NewVectors | None, backfill: int | None, attached: int, points: int) -> str | None:
     """A warning when fewer points got real new vectors than were asked for (``--backfill``, else every id
     of ``--new-vectors``): a file with fewer vectors than that (none at all included), or ids that are not
-    the source's point ids, would otherwise pass as a finished partial backfill, whatever the order."""
+    the source's point ids, would otherwise pass as a finished partial backfill, whatever the order.
+    ``points``: how many the source holds (asking for more than that is asking for all of them)."""
     if new is None:
         return None
     held = len(new.index)
@@ -109,7 +110,7 @@ def unmatched_warning(new: NewVectors | None, backfill: int | None, attached: in
         asked = f" where {backfill} were asked for (--backfill {backfill})" if backfill is not None else ""
         return (f"WARNING: 0 points got real new vectors{asked}: {new.path} holds no new-model vectors, so every "
                 "point went through the bundle")
-    wanted = held if backfill is None else int(backfill)
+    wanted = min(held if backfill is None else int(backfill), points)  # --backfill N is at most N of the points
     if attached >= wanted:
         return None
     asked = f"--backfill {backfill}" if backfill is not None else f"all {held} ids of --new-vectors"

@@ -223,7 +223,7 @@ def _locked_run(transform: StoreTransform, source: Connector, target: Connector,
                              int(state["written"]) - resumed_from if status == "completed" else 0, resumed_from,
                              len(state.get("backfill_ids") or []), seconds, verification, verify_seconds,
                              spaces=names, warning=_joined(transform.warning, unmatched_warning(
-                                 new, backfill, int(verification.spaces.get(names["new"], 0)))))
+                                 new, backfill, int(verification.spaces.get(names["new"], 0)), total)))
     if switch and alias:
         result.previous = switch_alias(target, alias, target.collection)
         result.switched, result.alias = True, alias

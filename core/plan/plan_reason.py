@@ -54,10 +54,10 @@ def plan_reason(plan: Mapping[str, Any], choice: Mapping[str, Any], report: Repo
     if name in LAYER_OPTIONS and choice.get("best_passing_bridge"):
         cost = choice["serving_cost"]
         reranks = f" and {cost['reranks_per_query']} re-ranked items per query" if cost["reranks_per_query"] else ""
-        others = [o for o in plan["options"] if o is not choice and o["name"] in LAYER_OPTIONS
-                  and not o["items_embedded"] and o["passes_criterion"] and o.get("comparable") is not False]
+        ranked = choice["best_passing_bridge"]  # the options it was ranked with, by the ranking's own record
+        others, where = ranked["with"], " on the evaluation sample" if ranked["on_sample"] else ""
         which = "the only option" if not others else \
-            f"the best of the {len(others) + 1} options (with {', '.join(o['title'] for o in others)})"
+            f"the best{where} of the {len(others) + 1} options (with {', '.join(others)})"
         return (f"{choice['title']}: {which} that passes the compatibility criterion without re-embedding "
                 f"({m} {choice['quality'][metric]:.3f} > old/old {floor:.3f}); it keeps "
                 f"{format_share(choice['gain_retained'], 0)} of the full-backfill gain{sampled} from day one, at the cost of both "

@@ -310,7 +310,7 @@ def plan_from_report(source: Report | Mapping[str, Any], throughput: Throughput,
         options[0]["acceptable"] = False  # a layer beats today's system: staying would give that up
     bridge = _best_passing_bridge(options, metric) if new_better and not by_item else None
     if bridge is not None:
-        bridge["acceptable"] = bridge["best_passing_bridge"] = True
+        bridge["acceptable"] = True
     choice = _choose(options, metric)
     plan = {"recommendation": choice["name"], "options": options, "new_better": None if by_item else new_better,
             "protocols": report.headline.get("protocols"),
@@ -389,7 +389,10 @@ def _best_passing_bridge(options: list[dict[str, Any]], metric: str) -> dict[str
     # ranked where their gains are measured: on the evaluation sample when every one has its number there
     sample = all(isinstance((o.get("quality_sample") or {}).get(metric), int | float) for o in passing)
     best = max(passing, key=lambda o: float((o["quality_sample"] if sample else o["quality"])[metric]))
-    return best if best["name"] in BOTH_ENCODERS else None
+    if best["name"] not in BOTH_ENCODERS:
+        return None
+    best["best_passing_bridge"] = {"with": [o["title"] for o in passing if o is not best], "on_sample": sample}
+    return best
 
 
 def _choose(options: list[dict[str, Any]], metric: str) -> dict[str, Any]:

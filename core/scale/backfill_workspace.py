@@ -172,7 +172,8 @@ def record_vectors(ws: Any, model: str, ids: np.ndarray, folder: Path, *, name: 
 def check_targets(ws: Any, store: str | None, name: str, model: str, ids: np.ndarray | None = None) -> None:
     """Refuse a bad --name or --to-store before any item is staged or embedded.
 
-    A store target must be writable, must not be, lie in or hold a workspace (this one or any
+    Every item must hold a raw input to embed (not have come as vectors alone). A store target must be
+    writable, must not be, lie in or hold a workspace (this one or any
     other), and must be a new collection or one backfills of ``model`` wrote (see
     :mod:`embridge.core.scale.backfill_store`); a refusal found only after embedding would throw the
     whole run's work away.
@@ -180,6 +181,8 @@ def check_targets(ws: Any, store: str | None, name: str, model: str, ids: np.nda
     from embridge.core.paths import check_name
 
     check_name(name, "--name")
+    if ids is not None:
+        _check_raw_inputs(ws, model, ids)
     if store:
         check_store_option(ws, store, model, ids)
 
@@ -203,7 +206,6 @@ def backfill(ws: Any, model: str, ids: np.ndarray, *, engine: str = "local", ord
     """
     spec = workspace_model_spec(ws, model)
     check_targets(ws, store, name, model, ids)
-    _check_raw_inputs(ws, model, ids)
     stage = stage_folder(ws, stage_key(model, ids, spec))
     progress = on_progress or no_progress
     config = {"engine": engine, "order": order, "items": int(len(ids)), "chunk": chunk, "store": store,
