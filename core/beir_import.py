@@ -50,17 +50,20 @@ class BeirImportSummary:
     judgments: dict[str, int] = field(default_factory=dict)  # split -> judgments stored
     unjudged_queries: int = 0
     dev_from_train: int = 0  # train queries held out as dev: the folder has no dev.tsv
+    dev_kept: str = ""  # why no train query was held out as dev though the folder has no dev.tsv
 
     def to_dict(self) -> dict[str, Any]:
         return {"path": self.path, "format": "beir", "documents": self.documents, "queries": self.queries,
                 "judgments": dict(self.judgments), "unjudged_queries": self.unjudged_queries,
-                "dev_from_train": self.dev_from_train, "count": self.documents + self.queries}
+                "dev_from_train": self.dev_from_train, "dev_kept": self.dev_kept or None,
+                "count": self.documents + self.queries}
 
     def text(self) -> str:
         judged = ", ".join(f"{k} {v}" for k, v in self.judgments.items()) or "none"
         carved = (f"; no qrels/dev.tsv, so {self.dev_from_train} of the train queries (a seeded "
                   f"{DEV_FROM_TRAIN:.0%}) are held out as dev queries to validate and choose layers on"
-                  if self.dev_from_train else "")
+                  if self.dev_from_train else f"; no qrels/dev.tsv and no train query held out as dev: {self.dev_kept}"
+                  if self.dev_kept else "")
         return (f"imported {self.documents} documents and {self.queries} queries ({self.unjudged_queries} without "
                 f"judgments), judgments: {judged}{carved}")
 
@@ -77,9 +80,13 @@ def import_beir(ws: Workspace, path: str | Path, on_progress: ProgressFn | None 
     queries = list(_records(root / "queries.jsonl", QUERY_SPLIT, should_stop))
     qrels = _read_qrels_folder(root / "qrels")
     _check_keys(qrels, {r["key"] for r in docs}, {r["key"] for r in queries})
-    carved = 0
-    if "dev" not in qrels and "train" in qrels and not ws.judgments("dev").query_ids.size:
-        qrels, carved = _dev_from_train(qrels, seed)
+    carved, kept = 0, ""
+    if "dev" not in qrels and "train" in qrels:
+        if ws.judgments("dev").query_ids.size:
+            kept = "the workspace already holds dev judgments, which validation uses"
+        else:
+            qrels, carved = _dev_from_train(qrels, seed)
+            kept = "" if carved else f"fewer than {MIN_TRAIN_TO_SPLIT} train queries, all kept for training"
     total = len(docs) + len(queries)
     with stop_signals.job_scope(), ws.transaction(result=True):  # a stop at the commit: the import is done
         done = 0
@@ -99,7 +106,7 @@ def import_beir(ws: Workspace, path: str | Path, on_progress: ProgressFn | None 
         progress(total, total, {"stage": "judgments"})
     judged = set().union(*(set(lines.query_keys) for lines in qrels.values())) if qrels else set()
     return BeirImportSummary(str(root), len(docs), len(queries), stored,
-                             sum(1 for r in queries if r["key"] not in judged), carved)
+                             sum(1 for r in queries if r["key"] not in judged), carved, kept)
 
 
 def _dev_from_train(qrels: dict[str, QrelLines], seed: int) -> tuple[dict[str, QrelLines], int]:

@@ -133,4 +133,12 @@ def test_without_dev_judgments_a_seeded_fifth_of_the_train_queries_becomes_dev(w
     summary = import_beir(few, write_beir(tmp_path / "beir3", corpus=corpus, queries=queries,
                                           qrels={"train": train[:9], "test": test}))
     assert summary.dev_from_train == 0 and "dev" not in summary.judgments
+    assert "no train query held out as dev: fewer than 10 train queries, all kept for training" in summary.text()
     few.close()
+    # a workspace whose dev judgments exist already validates on them: said so, nothing held out
+    more = [{"_id": f"e{i}", "text": f"other {i}"} for i in range(30)]
+    extra = import_beir(ws, write_beir(tmp_path / "beir4", corpus=more, queries=[{"_id": f"p{i}", "text": f"ask {i}"}
+                                                                                  for i in range(20)],
+                                       qrels={"train": [(f"p{i}", f"e{i}", 1) for i in range(20)]}))
+    assert extra.dev_from_train == 0 and extra.judgments == {"train": 20}
+    assert "the workspace already holds dev judgments, which validation uses" in extra.text()

@@ -34,8 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--text-field", help="with --from: payload field holding the text")
     p.add_argument("--format", choices=["images", "csv", "jsonl", "vectors", "beir"], help="default: from the path")
     p.add_argument("--qrels", type=PATH, help="relevance judgments: query key, item key, grade[, split] a line (tsv or csv)")
-    p.add_argument("--qrels-seed", type=SEED, default=0,
-                   help="seed of the train/dev/test split of queries when --qrels gives no split (default 0)")
+    p.add_argument("--qrels-seed", type=SEED,
+                   help="seed of the train/dev/test split of queries when --qrels gives no split, and of the dev "
+                        "queries a BEIR folder without dev.tsv holds out of its train queries (default 0)")
     p.add_argument("--split", help="split name for the imported items (e.g. gallery, query)")
     p.add_argument("--model", help="for vector files: the (vectors-kind) model these vectors belong to")
     p.add_argument("--ids", type=PATH, help="for .npy vector files: text file with one item key a line")
@@ -118,12 +119,13 @@ def cmd_info(args: argparse.Namespace) -> Result:
 
 
 # options that describe files (--path, --qrels) and those that describe a store's points (--from)
-FILE_ONLY = {"format": "--format", "qrels": "--qrels", "ids": "--ids", "key_column": "--key-column",
-             "label_column": "--label-column"}
+FILE_ONLY = {"format": "--format", "qrels": "--qrels", "qrels_seed": "--qrels-seed", "ids": "--ids",
+             "key_column": "--key-column", "label_column": "--label-column"}
 STORE_ONLY = {"label_field": "--label-field", "text_field": "--text-field"}
 
 
 def cmd_import(args: argparse.Namespace) -> Result:
+    seed = 0 if args.qrels_seed is None else args.qrels_seed
     if args.model is not None and not args.model.strip():
         _usage_error("--model is empty; name the model the vectors belong to")
     if args.from_uri:
@@ -150,20 +152,20 @@ def cmd_import(args: argparse.Namespace) -> Result:
         from embridge.core.beir_import import import_beir
 
         with Workspace.open(args.workspace) as ws:
-            summary = import_beir(ws, args.path, on_progress=StderrProgress("import beir"))
+            summary = import_beir(ws, args.path, on_progress=StderrProgress("import beir"), seed=seed)
         return summary.to_dict(), summary.text()
     if args.path is None:
         from embridge.core.qrels import import_qrels
 
         with Workspace.open(args.workspace) as ws:
-            qrels = import_qrels(ws, args.qrels, seed=args.qrels_seed)
+            qrels = import_qrels(ws, args.qrels, seed=seed)
         return {"qrels": qrels.to_dict(), "count": 0}, _qrels_text(qrels.to_dict())
     from embridge.core.importers import import_items
 
     with Workspace.open(args.workspace) as ws:
         out = import_items(ws, args.path, args.format, args.split, args.model, args.ids,
                            args.key_column, args.text_column, args.label_column,
-                           qrels=args.qrels, qrels_seed=args.qrels_seed)
+                           qrels=args.qrels, qrels_seed=seed)
     text = f"imported {out['count']} items ({out['format']}) from {out['path']}"
     if out.get("attached") or out.get("already_stored"):
         text += (f"; stored vectors of model {args.model} for {out['attached']} items"

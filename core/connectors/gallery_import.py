@@ -228,7 +228,8 @@ def _check_resume(ws: Workspace, uri: str, source: str, settings: dict[str, Any]
         else:
             problem = (f"the import from {uri} into this workspace was interrupted, and it used {_said(option, was)} "
                        f"(this run: {_said(option, now)}); re-run with the same options ({_options(earlier)}) to "
-                       "finish it, so that the whole gallery is imported alike")
+                       "finish it, so that the whole gallery is imported alike (to import it with other options "
+                       "instead, use a new workspace)")
         raise InputError(option, problem + "; nothing was imported")
     return True
 
