@@ -60,10 +60,27 @@ NOT_PARQUET = ("not a .parquet file, and only the *.parquet files of a Parquet d
                "it to end in .parquet if it holds points of the dataset, or move it out of the folder")
 
 
-def foreign_file(entries: list[Path]) -> Path | None:
-    """The first file of a dataset folder's entries (hidden and '_' names already left out) that is not a
-    data file: reading past it would leave its rows out while counts still match."""
-    return next((p for p in entries if not is_parquet_file(p) and p.is_file()), None)
+def dataset_files(folder: Path) -> tuple[list[Path], tuple[Path, str] | None]:
+    """A dataset folder's data files in name order, or the (path, problem) that refuses the folder: the one
+    rule of every Parquet reader (store connector, transform, embed-dataset).
+
+    Every ``*.parquet`` (any case) is read, as pyarrow reads them; names starting with '.' or '_'
+    (``_SUCCESS``, ``_metadata``, ``.crc`` files, Embridge's own temporary files) are skipped as pyarrow's
+    datasets skip them; any other file, or a subfolder holding Parquet files (a partitioned dataset), is
+    refused, since reading past it would leave its rows out while counts still match.
+    """
+    if not folder.is_dir():
+        return [], (folder, "no such Parquet dataset folder")
+    entries = sorted(p for p in folder.iterdir() if not p.name.startswith((".", "_")))
+    nested = next((d for d in entries if d.is_dir() and any(is_parquet_file(f) for f in d.rglob("*"))), None)
+    if nested is not None:  # read as flat, its partitions (and their partition values) would go missing
+        return [], (folder, f"holds Parquet files in a subfolder ({nested.name}/), a partitioned dataset; "
+                            "Embridge reads the .parquet files directly in one folder, so write the dataset "
+                            "without partitioning (its partition columns as columns)")
+    foreign = next((p for p in entries if not is_parquet_file(p) and p.is_file()), None)
+    if foreign is not None:
+        return [], (foreign, NOT_PARQUET)
+    return [p for p in entries if is_parquet_file(p)], None
 
 
 def _rows(file: Path) -> int:
@@ -114,24 +131,11 @@ class ParquetConnector(Connector):
         return str(self.folder.resolve().parent)
 
     def _files(self) -> list[Path]:
-        """The dataset's data files: every ``*.parquet`` (any case) in the folder, as pyarrow reads them.
-
-        Names starting with '.' or '_' (``_SUCCESS``, ``_metadata``, ``.crc`` files, Embridge's own temporary
-        files) are skipped as pyarrow's datasets skip them; any other file is refused, since reading past it
-        would leave its points out of a migration or an import that still reports matching counts.
-        """
-        if not self.folder.is_dir():
-            raise VectorStoreError(f"{self.folder}: no such Parquet dataset folder")
-        entries = sorted(p for p in self.folder.iterdir() if not p.name.startswith((".", "_")))
-        nested = next((d for d in entries if d.is_dir() and any(is_parquet_file(f) for f in d.rglob("*"))), None)
-        if nested is not None:  # read as flat, its partitions (and their partition values) would go missing
-            raise VectorStoreError(f"{self.folder}: holds Parquet files in a subfolder ({nested.name}/), a partitioned "
-                                   "dataset; Embridge reads the .parquet files directly in one folder, so write the "
-                                   "dataset without partitioning (its partition columns as columns)")
-        foreign = foreign_file(entries)
-        if foreign is not None:
-            raise VectorStoreError(f"{foreign}: {NOT_PARQUET}")
-        return [p for p in entries if is_parquet_file(p)]
+        """The dataset's data files, by the rule every Parquet reader shares (:func:`dataset_files`)."""
+        files, problem = dataset_files(self.folder)
+        if problem is not None:
+            raise VectorStoreError(f"{problem[0]}: {problem[1]}")
+        return files
 
     def exists(self) -> bool:
         return self.folder.is_dir()

@@ -63,19 +63,12 @@ def parquet_folder(uri: str, option: str) -> Path:
 
 
 def parquet_files(folder: Path) -> list[Path]:
-    if not folder.is_dir():
-        raise InputError(folder, "no such Parquet dataset folder")
-    nested = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
-    if nested:
-        raise InputError(folder, f"holds the subfolder '{nested[0]}'; partitioned (hive-style) subfolders are "
-                         "not read: give a folder of .parquet files only")
-    from embridge.core.connectors.parquet import NOT_PARQUET, foreign_file, is_parquet_file
+    """The dataset's data files (:func:`embridge.core.connectors.parquet.dataset_files`), at least one."""
+    from embridge.core.connectors.parquet import dataset_files
 
-    entries = sorted(p for p in folder.iterdir() if not p.name.startswith((".", "_")))
-    foreign = foreign_file(entries)
-    if foreign is not None:
-        raise InputError(foreign, NOT_PARQUET)
-    files = [p for p in entries if is_parquet_file(p)]
+    files, problem = dataset_files(folder)
+    if problem is not None:
+        raise InputError(*problem)
     if not files:
         raise InputError(folder, "holds no .parquet files")
     return files
