@@ -12,7 +12,6 @@ from PySide6.QtWidgets import (
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
-    QLabel,
     QPlainTextEdit,
     QPushButton,
     QSplitter,
@@ -22,7 +21,15 @@ from embridge.app import dialogs
 from embridge.app.context import AppContext
 from embridge.app.error_path import labelled
 from embridge.app.pages.forms import PathField, set_combo_items
-from embridge.app.pages.page import Page, completed_train_runs, fill_table, make_table, run_label, select_run
+from embridge.app.pages.page import (
+    Page,
+    ResultView,
+    completed_train_runs,
+    fill_table,
+    make_table,
+    run_label,
+    select_run,
+)
 from embridge.app.workers import Job
 from embridge.core.errors import InputError
 from embridge.core.jobs import JobOutcome
@@ -52,8 +59,7 @@ class ExportPage(Page):
         self.gallery.addItems(list(GALLERY_CHOICES))
         self.build_button = QPushButton("&Build bundle")
         self.build_button.clicked.connect(self.export_from_form)
-        self.run_info = QLabel()
-        self.run_info.setWordWrap(True)
+        self.run_info = ResultView(max_height=110)
         self._suggested, self._folder = "", None
         self._focus_seen: int | None = None
         self.build_job: Job | None = None  # one build at a time

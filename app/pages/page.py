@@ -15,11 +15,13 @@ from PySide6.QtGui import QShowEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
+    QFrame,
     QHeaderView,
     QLabel,
     QStackedLayout,
     QTableWidget,
     QTableWidgetItem,
+    QTextBrowser,
     QVBoxLayout,
     QWidget,
 )
@@ -141,3 +143,22 @@ def select_run(combo: QComboBox, runs: list[dict[str, Any]], run_id: int | None)
         if run["id"] == run_id:
             combo.setCurrentIndex(n)
             return
+
+
+class ResultView(QTextBrowser):
+    """The run's sentence as wrapped, read-only, scrollable text: long results scroll, never get cut."""
+
+    def __init__(self, max_height: int | None = None) -> None:
+        super().__init__()
+        self.setReadOnly(True)
+        self.setFrameShape(QFrame.Shape.NoFrame)
+        self.setMinimumHeight(60)
+        if max_height is not None:  # a long text scrolls instead of pushing the rest of the page down
+            self.setMaximumHeight(max_height)
+        self.viewport().setAutoFillBackground(False)
+
+    def text(self) -> str:
+        return self.toPlainText()
+
+    def setText(self, text: str) -> None:  # noqa: N802 - QLabel's name, so callers need not care
+        self.setPlainText(text)

@@ -27,10 +27,9 @@ from embridge.app.context import AppContext
 from embridge.app.pages.forms import SettingsForm, scrolled_text, set_combo_items
 from embridge.app.pages.live_curves import LiveCurves
 from embridge.app.pages.live_plot import LivePlot
-from embridge.app.pages.page import Page, make_table
+from embridge.app.pages.page import Page, ResultView, make_table
 from embridge.app.pages.train_result import (
     RUN_COLUMNS,
-    ResultView,
     ended_text,
     fill_runs_table,
     recorded_text,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from PySide6.QtCore import QSignalBlocker
-from PySide6.QtWidgets import QFrame, QTableWidget, QTextBrowser
+from PySide6.QtWidgets import QTableWidget
 
 from embridge.app.pages.page import fill_table
 from embridge.core.evaluation.headline import HEADLINE, criterion_text, decides_on_ndcg
@@ -163,20 +163,3 @@ def ended_text(status: str, error: str | None, result: Any) -> str:
         return (f"Training cancelled ({reason}). Run {summary['run_id']} is recorded as cancelled, with the "
                 "layer of its best epoch so far; it is not a completed training.")
     return f"Training cancelled{why}. No layer was stored."
-
-
-class ResultView(QTextBrowser):
-    """The run's sentence as wrapped, read-only, scrollable text: long results scroll, never get cut."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.setReadOnly(True)
-        self.setFrameShape(QFrame.Shape.NoFrame)
-        self.setMinimumHeight(60)
-        self.viewport().setAutoFillBackground(False)
-
-    def text(self) -> str:
-        return self.toPlainText()
-
-    def setText(self, text: str) -> None:  # noqa: N802 - QLabel's name, so callers need not care
-        self.setPlainText(text)
