@@ -373,3 +373,21 @@ def test_a_forward_transform_better_than_today_wins_over_staying_though_it_takes
     transform = options(plan)["forward_transform"]
     assert transform["time_s"] > 0 and transform["acceptable"] and not options(plan)["stay"]["acceptable"]
     assert plan.recommendation == "forward_transform"
+
+
+def test_another_runs_layer_keeps_the_gain_its_own_ceiling_gives_whichever_run_is_planned() -> None:
+    """A bt2 head's plan (ceiling head/head 0.70) listed an fct layer (ceiling new/new 0.80) with its gain
+    taken against 0.70: 1.0 instead of 0.5, and its target too low, so the plan of one run accepted a
+    layer the plan of the other refused."""
+    head = make_report(0.60, 0.70, 0.65)
+    head["ceiling_cell"] = "head/head"
+    head["cells"]["head/head"] = head["cells"].pop("new/new")
+    fct = {"name": "forward_transform", "kind": "fct", "quality": {"top1": 0.70}, "items_per_s": 1e6,
+           "source": "test", "measured_on": WHOLE, "out_dim": D_NEW, "ceiling": {"top1": 0.80}}
+    plan = plan_from_report(head, RATE, alternatives=[fct], gain_threshold=0.9, target_share=0.9)
+    row = options(plan)["forward_transform"]
+    assert row["gain_retained"] == pytest.approx(0.5)  # (0.70 - 0.60) / (0.80 - 0.60): its own full backfill
+    assert not row["acceptable"]  # 0.70 < 0.9 x 0.80, though it reaches 0.9 x 0.70
+    own = plan_from_report(make_report(0.60, 0.80, 0.70, direction="forward"), RATE, gain_threshold=0.9,
+                           target_share=0.9)
+    assert options(own)["forward_transform"]["gain_retained"] == pytest.approx(row["gain_retained"])

@@ -105,7 +105,7 @@ def test_auto_picks_a_passing_option_and_records_every_candidate(runs: dict[str,
     assert "candidate procrustes  validation judged nDCG@10 " in text  # the metric the candidates competed on
 
 
-def test_plan_recommends_the_best_passing_bridge(runs: dict[str, dict[str, Any]], ws_path: Path) -> None:
+def test_plan_recommends_thebest_passing_bridge(runs: dict[str, dict[str, Any]], ws_path: Path) -> None:
     with Workspace.open(ws_path) as ws:
         report = build_report(ws, runs["cascade"]["run_id"])
     head = report.headline
@@ -299,13 +299,13 @@ def test_the_best_passing_bridge_is_ranked_where_the_gains_were_measured() -> No
     """Where new/new searched a sample, the options' gains are measured there: a plain layer ahead on the
     whole gallery but behind on the sample does not hide the fusion that is better where the gain counts
     (the plan of the plain layer's run recommended a full backfill, the fusion run's plan the fusion)."""
-    from embridge.core.plan.upgrade_options import _best_passing_bridge
+    from embridge.core.plan.option_choice import best_passing_bridge
 
     def option(name: str, whole: float, sample: float | None) -> dict[str, Any]:
         return {"name": name, "title": name, "items_embedded": 0, "passes_criterion": True, "acceptable": False,
                 "quality": {"ndcg@10": whole}, **({"quality_sample": {"ndcg@10": sample}} if sample else {})}
 
     plain, fusion = option("adapter_only", 0.699, 0.821), option("fusion", 0.681, 0.836)
-    assert _best_passing_bridge([plain, fusion], "ndcg@10") is fusion
+    assert best_passing_bridge([plain, fusion], "ndcg@10") is fusion
     assert fusion["best_passing_bridge"] == {"with": ["adapter_only"], "on_sample": True}  # what the reason says
-    assert _best_passing_bridge([option("adapter_only", 0.699, None), option("fusion", 0.681, None)], "ndcg@10") is None
+    assert best_passing_bridge([option("adapter_only", 0.699, None), option("fusion", 0.681, None)], "ndcg@10") is None

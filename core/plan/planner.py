@@ -90,7 +90,9 @@ def _alternative_quality(ws: Workspace, row: dict[str, Any]) -> dict[str, Any]:
     if report is not None:
         cell = report.cells[str(report.upgraded_cell)]
         metrics = cell["metrics"]
+        top = (report.cells.get(str(report.ceiling_cell)) or {}).get("metrics") or {}
         return {"quality": {k: metrics[k] for k in ("top1", "top5", "ndcg@10", "mrr@10") if k in metrics},
+                "ceiling": {k: top[k] for k in ("top1", "ndcg@10", "mrr@10") if isinstance(top.get(k), int | float)},
                 "quality_sample": sample_numbers(report.headline, "upgraded_sample"),
                 "source": f"Quality: the {report.upgraded_cell} cell of report {report.report_id} "
                           f"(run {row['run_id']}).", "measured_on": cell.get("protocol"),
@@ -103,6 +105,8 @@ def _alternative_quality(ws: Workspace, row: dict[str, Any]) -> dict[str, Any]:
     quality = {k: v for k, v in (("top1", top1), ("ndcg@10", metrics.get("ndcg@10")),
                                  ("mrr@10", metrics.get("mrr@10"))) if isinstance(v, int | float)}
     shown = "top-1 and nDCG@10" if "ndcg@10" in quality else "top-1"
+    ceiling = {k: metrics.get(f"ceiling_{k}", metrics.get(f"new_new_{k}")) for k in ("top1", "ndcg@10", "mrr@10")}
     return {"quality": quality, "quality_sample": sample_numbers(metrics, "upgraded_sample"),
+            "ceiling": {k: v for k, v in ceiling.items() if isinstance(v, int | float)},
             "source": f"Quality: held-out {shown} of training run {row['run_id']}, measured as reports measure it, "
                       f"on {where}.", "measured_on": measured, "from": f"training run {row['run_id']}, held-out"}

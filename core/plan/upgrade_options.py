@@ -32,6 +32,7 @@ from embridge.core.errors import InputError
 from embridge.core.evaluation.headline import metric_label
 from embridge.core.formatting import format_share, sample_words
 from embridge.core.plan.decision import decision_metric
+from embridge.core.plan.option_choice import BOTH_ENCODERS, acceptable, best_passing_bridge, choose
 from embridge.core.plan.option_galleries import gallery_words, name_galleries
 from embridge.core.plan.option_row import ceiling_floor, curve_floor, option_row, sample_numbers
 from embridge.core.plan.plan_reason import LAYER_OPTIONS, plan_reason
@@ -39,7 +40,6 @@ from embridge.core.plan.plan_record import Plan
 from embridge.core.plan.throughput import Throughput
 from embridge.core.report.report_record import Report, as_report
 
-BOTH_ENCODERS = ("fusion", "cascade")  # keep the old query in the loop: two encoders during the transition
 ORDERING_IS_FREE = ("random",)
 
 
@@ -276,15 +276,16 @@ def plan_from_report(source: Report | Mapping[str, Any], throughput: Throughput,
     for alt in alternatives:
         if alt["name"] not in {o["name"] for o in options} and alt.get("quality", {}).get(metric) is not None:
             same = same_galleries(alt.get("measured_on"), floor_protocol)
+            own_ceiling = (alt.get("ceiling") or {}).get(metric, ceiling)  # its own full backfill (new/new, a head)
             option = layer_option(alt["name"], alt["kind"], dict(alt["quality"]), alt.get("items_per_s"), sizes,
-                                  floor if same else None, ceiling, alt.get("source", ""), alt.get("out_dim"),
+                                  floor if same else None, own_ceiling, alt.get("source", ""), alt.get("out_dim"),
                                   alt.get("adapter_bytes"), alt.get("k"), alt.get("measured_on"),
                                   throughput.embed_items_per_s, metric, reranks_by_new_vectors(alt),
                                   sampled(alt.get("quality_sample") or {}))
             where = (alt.get("measured_on") or {}).get("text") or "queries and a gallery it did not record"
             option["quality_from"] = {"source": alt.get("from") or alt.get("source", ""), "protocol": where,
                                       "comparable": same}
-            option["measured_gallery"] = gallery_words(alt.get("measured_on"))
+            option["measured_gallery"], option["ceiling"] = gallery_words(alt.get("measured_on")), own_ceiling
             if not same:
                 option["comparable"] = False
                 option["notes"].append(f"Measured on {where}, not on this report's old/old queries and gallery, "
@@ -305,13 +306,14 @@ def plan_from_report(source: Report | Mapping[str, Any], throughput: Throughput,
         if by_item:
             opt["passes_criterion"] = opt["gain_retained"] = opt["gain_retained_note"] = None
         opt["bytes_per_item"] = opt["storage_bytes"] / max(sizes.n, 1)
-        opt["acceptable"] = _acceptable(opt, new_better, gain_threshold, target, metric)
+        own_target = target if "ceiling" not in opt else target_share * opt["ceiling"]  # a share of its own ceiling
+        opt["acceptable"] = acceptable(opt, new_better, gain_threshold, own_target, metric)
     if not new_better and any(o["acceptable"] for o in options if o["name"] in LAYER_OPTIONS):
         options[0]["acceptable"] = False  # a layer beats today's system: staying would give that up
-    bridge = _best_passing_bridge(options, metric) if new_better and not by_item else None
+    bridge = best_passing_bridge(options, metric) if new_better and not by_item else None
     if bridge is not None:
         bridge["acceptable"] = True
-    choice = _choose(options, metric)
+    choice = choose(options, metric)
     plan = {"recommendation": choice["name"], "options": options, "new_better": None if by_item else new_better,
             "protocols": report.headline.get("protocols"),
             "pairs": (report.run.get("config") or {}).get("fitted_on"),
@@ -349,52 +351,3 @@ def plan_from_report(source: Report | Mapping[str, Any], throughput: Throughput,
         plan["notes"].insert(0, f"The new model is not better than the old one on {sample_words(on_sample)} "
                              f"({ceil_cell} {label} {ceiling:.3f} vs old/old {new_floor:.3f}): {gains}.")
     return Plan(**plan)
-
-
-def _acceptable(opt: Mapping[str, Any], new_better: bool, gain_threshold: float, target: float, metric: str) -> bool:
-    if opt.get("comparable") is False:  # measured on other galleries: not weighed against these numbers
-        return False
-    if opt["name"] == "stay":
-        return not new_better
-    if not new_better:  # no backfill gains; a layer that beats today's system without re-embedding still does
-        return opt["name"] in LAYER_OPTIONS and opt["items_embedded"] == 0 and bool(opt["passes_criterion"])
-    value = opt["quality"].get(metric)
-    if opt["name"] == "full_backfill":
-        return True
-    if opt["name"] == "partial_backfill":
-        return value is not None and value >= target - 1e-12
-    gr = opt.get("gain_retained")
-    if "quality_sample" in opt:  # the target is a share of new/new on the sample: weigh the option's number there
-        value = opt["quality_sample"].get(metric)
-    reaches = value is not None and value >= target - 1e-12
-    if opt["passes_criterion"] is None:  # no labels: own-item retrieval is all there is to judge
-        return reaches
-    return bool(opt["passes_criterion"]) and ((gr is not None and gr >= gain_threshold) or reaches)
-
-
-def _best_passing_bridge(options: list[dict[str, Any]], metric: str) -> dict[str, Any] | None:
-    """A fusion or cascade option that is the best of those passing the criterion without re-embedding,
-    when none of them reaches the gain threshold.
-
-    Such an option keeps part of the gain from day one; it is recommended (for the transition)
-    even below the gain threshold, because nothing else that re-embeds nothing does better. A weaker
-    layer passing too does not change that (the choice once depended on how many passed, and so on
-    which runs the plan was given). Options are ranked on the gallery their gains were measured on.
-    """
-    free = [o for o in options if o["name"] in LAYER_OPTIONS and o["items_embedded"] == 0
-            and o.get("comparable") is not False]
-    passing = [o for o in free if o["passes_criterion"] and o["quality"].get(metric) is not None]
-    if any(o["acceptable"] for o in free) or not passing:
-        return None
-    # ranked where their gains are measured: on the evaluation sample when every one has its number there
-    sample = all(isinstance((o.get("quality_sample") or {}).get(metric), int | float) for o in passing)
-    best = max(passing, key=lambda o: float((o["quality_sample"] if sample else o["quality"])[metric]))
-    if best["name"] not in BOTH_ENCODERS:
-        return None
-    best["best_passing_bridge"] = {"with": [o["title"] for o in passing if o is not best], "on_sample": sample}
-    return best
-
-
-def _choose(options: list[dict[str, Any]], metric: str) -> dict[str, Any]:
-    ok = [o for o in options if o["acceptable"]]
-    return min(ok, key=lambda o: (o["items_embedded"], o["time_s"] or 0.0, -(o["quality"].get(metric) or 0.0)))
