@@ -391,3 +391,25 @@ def test_another_runs_layer_keeps_the_gain_its_own_ceiling_gives_whichever_run_i
     own = plan_from_report(make_report(0.60, 0.80, 0.70, direction="forward"), RATE, gain_threshold=0.9,
                            target_share=0.9)
     assert options(own)["forward_transform"]["gain_retained"] == pytest.approx(row["gain_retained"])
+
+
+@pytest.mark.parametrize("fraction", [0.0, 1.0, 1e-9])
+def test_a_fraction_that_gives_no_partial_backfill_is_said_to_not_that_none_reaches(fraction: float) -> None:
+    """With --fraction 0, 1 or under one item there is no partial option and no search was made: the
+    reason said 'no partial backfill reaches ...', which the search without --fraction contradicts."""
+    report = make_report(0.60, 0.90, 0.62, {"random": [0.62, 0.70, 0.88, 0.89, 0.90]})
+    assert plan_from_report(report, RATE).recommendation == "partial_backfill"
+    plan = plan_from_report(report, RATE, fraction=fraction)
+    assert plan.recommendation == "full_backfill" and "partial_backfill" not in options(plan)
+    assert f"--fraction {fraction:g} gives no partial backfill to weigh" in plan.reason
+    assert "no partial backfill reaches" not in plan.reason
+
+
+def test_a_layer_enough_by_the_target_share_says_so_beside_its_gain() -> None:
+    """Gain 0.85 is under the 0.9 threshold; 0.77 reaches 0.95 x 0.80: accepted, and the reason said only
+    'keeps 85% of the gain', which reads as breaking the threshold."""
+    plan = plan_from_report(make_report(0.60, 0.80, 0.77), RATE)
+    assert plan.recommendation == "adapter_only"
+    assert "keeps 85% of the full-backfill gain, under the 90% threshold, but reaches top-1 0.770, at least 95% " \
+           "of the full backfill's 0.800 (the target share)" in plan.reason
+    assert "but reaches" not in plan_from_report(make_report(0.60, 0.80, 0.79), RATE).reason  # 95% kept: no aside

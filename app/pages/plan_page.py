@@ -78,9 +78,10 @@ class PlanPage(Page):
         self.fraction.setSpecialValueText("auto")
         self.fraction.setToolTip("Plan the partial backfill at this share of the gallery (auto: the smallest "
                                  "share that reaches the target)")
-        self.gain_threshold = self._share_box(0.9, "Share of the full-backfill gain a layer must keep")
-        self.target_share = self._share_box(0.95, "Share of the full backfill's number (nDCG@10 with graded "
-                                          "judgments, else top-1) a partial backfill must reach")
+        from embridge.core.plan.option_choice import GAIN_THRESHOLD_HELP, TARGET_SHARE_HELP
+
+        self.gain_threshold = self._share_box(0.9, GAIN_THRESHOLD_HELP[:1].upper() + GAIN_THRESHOLD_HELP[1:])
+        self.target_share = self._share_box(0.95, TARGET_SHARE_HELP[:1].upper() + TARGET_SHARE_HELP[1:])
         self.device = QComboBox()
         self.plan_button = QPushButton("&Plan the upgrade")
         self.plan_button.clicked.connect(self.plan_from_form)

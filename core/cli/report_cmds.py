@@ -47,11 +47,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--run", type=RUN_ID, help="training run (default: the latest completed one)")
     p.add_argument("--fraction", type=SHARE, help="plan the partial backfill at this fraction of the gallery")
     p.add_argument("--device", default="auto", help="device to time re-embedding on (auto, cpu, cuda, mps)")
-    p.add_argument("--gain-threshold", type=SHARE, default=0.9,
-                   help="share of the full-backfill gain a layer must keep to be enough on its own")
+    from embridge.core.plan.option_choice import GAIN_THRESHOLD_HELP, TARGET_SHARE_HELP
+
+    p.add_argument("--gain-threshold", type=SHARE, default=0.9, help=GAIN_THRESHOLD_HELP)
     p.add_argument("--target-share", type=number(float, low=0.0, high=1.0, low_open=True), default=0.95,
-                   help="share of the full backfill's number (nDCG@10 with relevance judgments, else "
-                        "top-1) a partial backfill must reach")
+                   help=TARGET_SHARE_HELP)
     p.set_defaults(handler=cmd_plan)
 
     p = sub.add_parser("chain", help="compatibility matrix of three or more model versions (AC, AM)")

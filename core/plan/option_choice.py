@@ -9,6 +9,11 @@ from typing import Any
 from embridge.core.plan.plan_reason import LAYER_OPTIONS
 
 BOTH_ENCODERS = ("fusion", "cascade")  # keep the old query in the loop: two encoders during the transition
+# what the two targets mean, as `plan --help` and the Plan page's tooltips say it
+GAIN_THRESHOLD_HELP = ("share of the full-backfill gain a layer must keep to be enough on its own (one that "
+                       "reaches the target share is enough too)")
+TARGET_SHARE_HELP = ("share of the full backfill's number (nDCG@10 with relevance judgments, else top-1) a "
+                     "partial backfill must reach; a layer that reaches it is enough whatever gain it keeps")
 
 
 def acceptable(opt: Mapping[str, Any], new_better: bool, gain_threshold: float, target: float, metric: str) -> bool:

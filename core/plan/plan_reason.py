@@ -69,8 +69,15 @@ def plan_reason(plan: Mapping[str, Any], choice: Mapping[str, Any], report: Repo
                 f"({m} {choice['quality'][metric]:.3f} > old/old {floor:.3f}) {_embedding(choice)}; a backfill would "
                 "give that up.")
     if name in LAYER_OPTIONS:
+        gain = choice["gain_retained"]
+        reached = ""
+        if gain is not None and gain < gain_threshold:  # enough by the target share, not by its gain
+            own = float(choice.get("ceiling", ceiling))
+            value = (choice.get("quality_sample") or choice["quality"]).get(metric)
+            reached = (f", under the {format_share(gain_threshold, 0)} threshold, but reaches {m} {value:.3f}, at "
+                       f"least {format_share(target_share, 0)} of the full backfill's {own:.3f} (the target share)")
         return (f"{choice['title']}: it passes the compatibility criterion ({m} {choice['quality'][metric]:.3f} > "
-                f"old/old {floor:.3f}) and keeps {format_share(choice['gain_retained'], 0)} of the full-backfill gain{sampled} "
+                f"old/old {floor:.3f}) and keeps {format_share(gain, 0)} of the full-backfill gain{sampled}{reached} "
                 f"{_embedding(choice)}, in {format_duration(choice['time_s'])}.")
     embedded = int(layer.get("items_embedded") or 0)  # a cascade's number stands on some items' new vectors
     subject = f"the {kind} layer alone" if not embedded else f"the {kind} option (with the new vectors of {embedded} items)"
@@ -95,6 +102,12 @@ def plan_reason(plan: Mapping[str, Any], choice: Mapping[str, Any], report: Repo
         return (f"Full backfill: {why}; partial-backfill quality was not measured for this report's relevance "
                 f"protocol, so re-embed all {choice['items_embedded']} items ({format_duration(choice['time_s'])}).")
     forced = next((o for o in plan["options"] if o["name"] == "partial_backfill"), None)
+    if forced is None and fraction is not None:  # no partial option at that β: nothing was searched either
+        return (f"Full backfill: {why}, and --fraction {fraction:g} gives no partial backfill to weigh (β = 0 is the "
+                "layer alone, β = 1 the full backfill, and a share under one item re-embeds none); without "
+                f"--fraction the plan looks for the smallest β that reaches {format_share(target_share, 0)} of the "
+                f"full backfill's {m} ({ceiling:.3f}). Re-embed all {choice['items_embedded']} items "
+                f"({format_duration(choice['time_s'])}).")
     if forced is not None and fraction is not None:  # the user's β, not a search for the smallest one
         return (f"Full backfill: {why}, and the partial backfill at β = {fraction:.2f} (--fraction) reaches {m} "
                 f"{forced['quality'][metric]:.3f}, short of {format_share(target_share, 0)} of the full backfill's "
