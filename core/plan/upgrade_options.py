@@ -332,6 +332,10 @@ def plan_from_report(source: Report | Mapping[str, Any], throughput: Throughput,
         plan["notes"].insert(0, f"Decided on {label}, the measure of relevance judgments: top-1 rises ({ceil_cell} "
                              f"{ceil_q[other]:.3f} vs old/old {other_floor:.3f}) while {label} falls, so the "
                              "new model ranks the judged documents worse.")
+    if 0 < sizes.n_sample < sizes.n and new_better:
+        plan["notes"].append(f"Items re-embedded count every gallery item an option needs, the {sizes.n_sample} the new "
+                             "model embedded for the evaluation sample included: their vectors are in this workspace, "
+                             "not in the serving index, and `backfill` embeds them again.")
     if by_item:
         plan["notes"].insert(0, "Without labels the report cannot tell whether the new model is better or whether "
                              "the layer passes the compatibility criterion. This plan assumes the new model is better "
