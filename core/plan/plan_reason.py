@@ -53,7 +53,8 @@ def plan_reason(plan: Mapping[str, Any], choice: Mapping[str, Any], report: Repo
                 f"{_embedding(choice)}, in {format_duration(choice['time_s'])}.")
     if name in LAYER_OPTIONS and choice.get("best_passing_bridge"):
         cost = choice["serving_cost"]
-        reranks = f" and {cost['reranks_per_query']} re-ranked items per query" if cost["reranks_per_query"] else ""
+        k = cost["reranks_per_query"]
+        reranks = f" and {k} re-ranked item{'s' if k != 1 else ''} per query" if k else ""
         ranked = choice["best_passing_bridge"]  # the options it was ranked with, by the ranking's own record
         others, where = ranked["with"], " on the evaluation sample" if ranked["on_sample"] else ""
         which = "the only option" if not others else \

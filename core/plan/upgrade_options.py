@@ -144,7 +144,7 @@ def layer_option(name: str, kind: str, quality: dict[str, float], rate: float | 
                   "new vector is used, as measured)")
         notes = [f"Nothing is re-embedded; the old index recalls the top {k} for the old query and the new model "
                  f"re-ranks those {k} {rerank}.", "Serving cost: both encoders during the transition (every query "
-                 f"is embedded by both models) and {k} re-ranked items per query.", source]
+                 f"is embedded by both models) and {k} re-ranked item{'s' if k != 1 else ''} per query.", source]
         cost = {"encoders_at_query_time": 2, "reranks_per_query": k, "rerank_new_vectors": rerank_new_vectors}
         title = f"Cascade (old recall of {k}, new re-rank)"
         new_items, searched = _cascade_new_items(measured_on, sizes.n)
