@@ -6,12 +6,12 @@ Real embedded stores (Parquet folders, Qdrant's local mode) and the real command
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from helpers.workspace_files import tree_snapshot
 from store_fixtures import cli, fct_upgrade, fill_source
 
 from embridge.core.connectors.migration import migrate_store
@@ -27,20 +27,6 @@ def upgrade(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 def source(upgrade: dict, tmp_path: Path) -> Any:
     v1 = upgrade["vectors"]["v1"]
     return fill_source("parquet", tmp_path, list(range(len(v1))), v1, upgrade["labels"])
-
-
-def snapshot(root: Path) -> dict[str, str]:
-    """Every file (by content hash), link (by target) and folder under ``root``."""
-    out: dict[str, str] = {}
-    for path in sorted(root.rglob("*")):
-        rel = str(path.relative_to(root))
-        if path.is_symlink():
-            out[rel] = f"link -> {path.readlink()}"
-        elif path.is_file():
-            out[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
-        else:
-            out[rel] = "folder"
-    return out
 
 
 def refused(code: int, err: str, *needles: str) -> None:
@@ -59,10 +45,10 @@ def test_a_plain_npy_as_new_vectors_is_one_line_naming_the_option_and_file(
         upgrade: dict, source: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     npy = tmp_path / "new.npy"
     np.save(npy, upgrade["vectors"]["v3"])
-    before = snapshot(tmp_path)
+    before = tree_snapshot(tmp_path)
     code, _, err = migrate(capsys, upgrade, source.source, source.target, "--new-vectors", str(npy), "--backfill", "20")
     refused(code, err, str(npy), "--new-vectors needs an .npz with arrays 'ids' and 'vectors'", "plain .npy")
-    assert snapshot(tmp_path) == before  # no shadow, no checkpoint, the source as it was
+    assert tree_snapshot(tmp_path) == before  # no shadow, no checkpoint, the source as it was
 
 
 def test_text_new_vectors_are_refused_as_bundle_apply_refuses_them(
@@ -70,10 +56,10 @@ def test_text_new_vectors_are_refused_as_bundle_apply_refuses_them(
     v3 = upgrade["vectors"]["v3"]
     text = tmp_path / "text.npz"
     np.savez(text, ids=np.arange(len(v3)), vectors=v3.astype(str))  # numbers written as text: '<U32'
-    before = snapshot(tmp_path)
+    before = tree_snapshot(tmp_path)
     code, _, err = migrate(capsys, upgrade, source.source, source.target, "--new-vectors", str(text), "--backfill", "20")
     refused(code, err, str(text), "--new-vectors", f"vectors must be floats or integers, got {v3.astype(str).dtype}")
-    assert snapshot(tmp_path) == before
+    assert tree_snapshot(tmp_path) == before
 
 
 @pytest.mark.parametrize("rows", [0, 10])
@@ -116,11 +102,11 @@ def test_check_of_a_parquet_file_says_the_uri_names_the_folder(
         source: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     folder = Path(source.source.removeprefix("parquet://"))
     part = folder / "part-0.parquet"
-    before = snapshot(tmp_path)
+    before = tree_snapshot(tmp_path)
     code, _, err = cli(capsys, "check", "--uri", f"parquet://{part}")
     refused(code, err, "--uri", str(part), "is a file", "names the dataset's folder", f"parquet://{folder}")
     assert "no such collection" not in err
-    assert snapshot(tmp_path) == before
+    assert tree_snapshot(tmp_path) == before
 
 
 def _qdrant_collections(path: Path) -> dict[str, tuple[int, Any]]:
@@ -168,33 +154,33 @@ def test_an_unknown_vector_name_is_named_with_the_collections_vector_names(
 
 def test_an_alias_named_twice_with_two_names_is_refused_naming_both(
         upgrade: dict, source: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    before = snapshot(tmp_path)
+    before = tree_snapshot(tmp_path)
     code, _, err = migrate(capsys, upgrade, source.source, f"{source.target}?alias=live", "--alias", "other",
                            "--switch")
     refused(code, err, "--alias", "'other'", "?alias=live")
-    assert snapshot(tmp_path) == before  # no shadow, and neither alias made
+    assert tree_snapshot(tmp_path) == before  # no shadow, and neither alias made
     code, _, err = cli(capsys, "rollback", "--to", f"{source.source}?alias=live", "--alias", "other")
     refused(code, err, "--alias", "'other'", "?alias=live")
-    assert snapshot(tmp_path) == before
+    assert tree_snapshot(tmp_path) == before
     code, _, err = migrate(capsys, upgrade, source.source, source.target, "--alias", "", "--switch")
     refused(code, err, "--alias: is empty")  # never read as no alias at all
-    assert snapshot(tmp_path) == before
+    assert tree_snapshot(tmp_path) == before
 
 
 @pytest.mark.parametrize("form", ["--alias", "?alias="])
 def test_an_alias_without_switch_is_refused_as_it_would_do_nothing(
         upgrade: dict, source: Any, tmp_path: Path, form: str, capsys: pytest.CaptureFixture[str]) -> None:
-    before = snapshot(tmp_path)
+    before = tree_snapshot(tmp_path)
     if form == "--alias":
         code, _, err = migrate(capsys, upgrade, source.source, source.target, "--alias", "live2")
         refused(code, err, "--alias: 'live2' is the alias a switch moves, and has no effect without --switch")
     else:
         code, _, err = migrate(capsys, upgrade, source.source, f"{source.target}?alias=live2")
         refused(code, err, "--to: ?alias=live2 is the alias a switch moves, and has no effect without --switch")
-    assert snapshot(tmp_path) == before
+    assert tree_snapshot(tmp_path) == before
     # the app's migration dialog calls the same function, so it gets the same line
     with pytest.raises(InputError, match="has no effect without --switch"):
         migrate_store(upgrade["bundle"], source.source, source.target, alias="live2")
-    assert snapshot(tmp_path) == before
+    assert tree_snapshot(tmp_path) == before
     code, out, err = migrate(capsys, upgrade, source.source, source.target, "--alias", "live2", "--switch")
     assert code == 0 and out["switched"] and out["alias"] == "live2", err  # with --switch it moves the alias

@@ -9,7 +9,6 @@ such. Each refusal is one line, exit 1, with the store and the workspace as they
 
 from __future__ import annotations
 
-import hashlib
 import re
 import sqlite3
 import warnings
@@ -18,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from helpers.workspace_files import tree_snapshot
 from store_fixtures import cli, fct_upgrade, fill_source
 
 from embridge.core.connectors import open_store
@@ -40,20 +40,6 @@ def one_line(code: int, err: str, *needles: str) -> str:
     return lines[0]
 
 
-def tree(folder: Path) -> dict[str, str]:
-    """Every entry under ``folder`` (links as their targets, files by content), to compare before and after."""
-    out: dict[str, str] = {}
-    for path in sorted(folder.rglob("*")):
-        rel = str(path.relative_to(folder))
-        if path.is_symlink():
-            out[rel] = f"-> {path.readlink()}"
-        elif path.is_file():
-            out[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
-        else:
-            out[rel] = "dir"
-    return out
-
-
 def workspace_state(ws: Path) -> tuple[list[str], dict[str, str]]:
     """The workspace's rows (an SQL dump) and its other files by content."""
     conn = sqlite3.connect(ws / "embridge.db")
@@ -61,7 +47,7 @@ def workspace_state(ws: Path) -> tuple[list[str], dict[str, str]]:
         rows = list(conn.iterdump())
     finally:
         conn.close()
-    files = {k: v for k, v in tree(ws).items() if not k.startswith("embridge.db")}
+    files = {k: v for k, v in tree_snapshot(ws).items() if not k.startswith("embridge.db")}
     return rows, files
 
 
@@ -97,7 +83,7 @@ def test_a_file_not_ending_in_parquet_is_refused_by_migrate_import_and_check(
     write_part(folder / "part-1.pq", range(30, 100), vectors[30:])
     uri, target = f"parquet://{folder}", f"parquet://{root / 'mixed_v2'}"
     ws = new_workspace(capsys, tmp_path / "ws")
-    before, ws_before = tree(root), workspace_state(ws)
+    before, ws_before = tree_snapshot(root), workspace_state(ws)
 
     code, _, err = cli(capsys, "migrate", "--bundle", str(upgrade["bundle"]), "--from", uri, "--to", target,
                        "--switch", "--alias", "live")
@@ -106,17 +92,17 @@ def test_a_file_not_ending_in_parquet_is_refused_by_migrate_import_and_check(
     one_line(code, err, str(folder / "part-1.pq"), "only the *.parquet files")
     code, _, err = cli(capsys, "check", "--uri", uri)
     one_line(code, err, str(folder / "part-1.pq"), "only the *.parquet files")
-    assert tree(root) == before and workspace_state(ws) == ws_before  # no shadow, no alias, no item
+    assert tree_snapshot(root) == before and workspace_state(ws) == ws_before  # no shadow, no alias, no item
 
     # a partitioned dataset stays refused, whatever the case of its files' suffix
     nested = root / "nested"
     (nested / "shard=0").mkdir(parents=True)
     write_part(nested / "shard=0" / "PART-0.PARQUET", range(30), vectors[:30])
-    before = tree(root)
+    before = tree_snapshot(root)
     code, _, err = cli(capsys, "migrate", "--bundle", str(upgrade["bundle"]), "--from", f"parquet://{nested}",
                        "--to", f"parquet://{root / 'nested_v2'}", "--switch", "--alias", "live")
     one_line(code, err, str(nested), "a subfolder (shard=0/)", "partitioned")
-    assert tree(root) == before
+    assert tree_snapshot(root) == before
 
 
 def test_upper_case_suffixes_are_read_and_metadata_files_skipped(upgrade: dict, tmp_path: Path,
@@ -160,7 +146,7 @@ def test_an_interrupted_import_resumes_only_with_the_options_it_was_started_with
             import_from_store(opened, source, "v1", "label", batch_size=40, should_stop=stop_after_the_first_batches)
         partial = len(opened.item_ids())
     assert 0 < partial < len(v1)
-    store_before, ws_before = tree(tmp_path / "pq"), workspace_state(ws)
+    store_before, ws_before = tree_snapshot(tmp_path / "pq"), workspace_state(ws)
 
     base = ["import", "--workspace", str(ws), "--from", source]
     for extra, option, earlier in (
@@ -174,7 +160,7 @@ def test_an_interrupted_import_resumes_only_with_the_options_it_was_started_with
         line = one_line(code, err, f"embridge: error: {option}: ", earlier,
                         "re-run with the same options (--model v1 --label-field label)")
         assert source in line
-        assert tree(tmp_path / "pq") == store_before and workspace_state(ws) == ws_before
+        assert tree_snapshot(tmp_path / "pq") == store_before and workspace_state(ws) == ws_before
 
     code, out, err = cli(capsys, *base, "--model", "v1", "--label-field", "label")
     assert code == 0 and out["count"] == len(v1) and out["new_items"] == len(v1) - partial, err
@@ -201,7 +187,7 @@ def test_a_float64_value_beyond_the_float32_range_is_named(upgrade: dict, tmp_pa
     write_part(folder / "part-0.parquet", range(30), vectors, pa.float64())
     uri = f"parquet://{folder}"
     ws = new_workspace(capsys, tmp_path / "ws")
-    before, ws_before = tree(root), workspace_state(ws)
+    before, ws_before = tree_snapshot(root), workspace_state(ws)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         code, _, err = cli(capsys, "import", "--workspace", str(ws), "--from", uri, "--model", "m")
@@ -212,4 +198,4 @@ def test_a_float64_value_beyond_the_float32_range_is_named(upgrade: dict, tmp_pa
         one_line(code, err, "point 4 holds 1e+300", "a value beyond the float32 range")
     assert "NaN" not in line and "RuntimeWarning" not in err
     assert not [w for w in caught if issubclass(w.category, RuntimeWarning)], [str(w.message) for w in caught]
-    assert tree(root) == before and workspace_state(ws) == ws_before
+    assert tree_snapshot(root) == before and workspace_state(ws) == ws_before

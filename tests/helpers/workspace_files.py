@@ -31,6 +31,21 @@ def snapshot(root: Path) -> dict[str, str]:
     return out
 
 
+def tree_snapshot(root: Path) -> dict[str, str]:
+    """Every entry under ``root``: files by content hash, links by target, folders as such (a store's
+    collections are folders and its aliases links, so a refusal must leave all three as they were)."""
+    out: dict[str, str] = {}
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root).as_posix()
+        if path.is_symlink():
+            out[rel] = f"link -> {path.readlink()}"
+        elif path.is_file():
+            out[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
+        else:
+            out[rel] = "folder"
+    return out
+
+
 def table_dump(root: Path) -> dict[str, list[tuple]]:
     """Every row of every table, read through a separate connection."""
     conn = sqlite3.connect(os.fspath(root / "embridge.db"))
