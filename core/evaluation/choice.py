@@ -55,8 +55,20 @@ def choose(names: Sequence[str], scores: Sequence[float], protocol: str, default
         return Choice(default, False, f"no choice was made: {what} on {protocol}; kept {names[default]} "
                                       f"({default_why})")
     best = max(range(len(names)), key=lambda i: (_key(float(scores[i])), -i))
-    why = f"{names[best]} won with validation {metric} {float(scores[best]):.3f}"
+    top = float(scores[best])
     runner = sorted((i for i in range(len(names)) if i != best), key=lambda i: -_key(float(scores[i])))
-    if runner:
-        why += f", ahead of {names[runner[0]]} ({float(scores[runner[0]]):.3f})"
+    second = float(scores[runner[0]]) if runner else None
+    digits = _digits(top, second)
+    why = f"{names[best]} won with validation {metric} {top:.{digits}f}"
+    if second is not None and math.isfinite(second) and top - second <= TIE_TOLERANCE:
+        why += f", level with {names[runner[0]]} ({second:.{digits}f}): a tie goes to the earlier candidate"
+    elif second is not None:
+        why += f", ahead of {names[runner[0]]} ({second:.{digits}f})"
     return Choice(best, True, f"{why}, on {protocol}")
+
+
+def _digits(a: float, b: float | None) -> int:
+    """Three decimals, or as many more (up to six) as it takes for two different scores to read apart."""
+    if b is None or not (math.isfinite(a) and math.isfinite(b)) or abs(a - b) <= TIE_TOLERANCE:
+        return 3
+    return next((d for d in range(3, 7) if f"{a:.{d}f}" != f"{b:.{d}f}"), 6)
