@@ -78,10 +78,10 @@ def test_changed_fields_are_passed_and_new_new_names_its_sample(qtbot: QtBot, wi
     new_new, old_old = metrics["protocols"]["new/new"]["text"], metrics["protocols"]["old/old"]["text"]
     assert "evaluation sample" in new_new and "evaluation sample" not in old_old
     # new/new's own floor, old/old on its sample, is listed beside it under the sample's protocol
-    assert (f"new new top1 {metrics['new_new_top1']:.3f}, old old top1 on this sample "
-            f"{metrics['old_old_sample_top1']:.3f}, upgraded top1 on this sample "
+    assert (f"new/new top-1 {metrics['new_new_top1']:.3f}, old/old top-1 on this sample "
+            f"{metrics['old_old_sample_top1']:.3f}, upgraded top-1 on this sample "
             f"{metrics['upgraded_sample_top1']:.3f}, gain retained {metrics['gain_retained']:.3f} ({new_new})") in text
-    assert f"old old top1 {metrics['old_old_top1']:.3f}" in text and f"({old_old})" in text
+    assert f"old/old top-1 {metrics['old_old_top1']:.3f}" in text and f"({old_old})" in text
     assert f"whole gallery ({metrics['protocols']['old/old']['n_gallery']} items)" not in new_new
     from embridge.core.cli.train_cmds import _train_text
 
@@ -112,7 +112,7 @@ def test_judged_result_shows_ndcg_and_mrr_with_their_protocol(qtbot: QtBot, wind
     assert f"upgraded nDCG@10 {metrics['ndcg@10']:.3f}" in text and f"upgraded MRR@10 {metrics['mrr@10']:.3f}" in text
     assert f"old/old nDCG@10 {metrics['old_old_ndcg@10']:.3f}" in text
     assert f"new/new nDCG@10 {metrics['new_new_ndcg@10']:.3f}" in text
-    upgraded_part = text[text.index("upgraded top1"):]
+    upgraded_part = text[text.index("upgraded top-1"):]
     assert upgraded_part.index("upgraded MRR@10") < upgraded_part.index(f"({upgraded})")
     assert train.live.table() and train.live.metric_name == "judged_ndcg@10"  # what the live plot was named by
 
@@ -181,5 +181,5 @@ def test_a_heads_held_out_text_lists_its_ceiling_under_the_samples_protocol() ->
                "old_old_sample_top1": 0.55, "upgraded_sample_top1": 0.57,
                "protocols": {"old/old": {"text": "A"}, "new→old": {"text": "A"}, "new/new": {"text": "B"},
                              "head/head": {"text": "B"}}}
-    assert heldout_text(summary) == ("old old top1 0.500, upgraded top1 0.520 (A); new new top1 0.600, old old top1 "
-                                     "on this sample 0.550, upgraded top1 on this sample 0.570, head/head top1 0.620 (B)")
+    assert heldout_text(summary) == ("old/old top-1 0.500, upgraded top-1 0.520 (A); new/new top-1 0.600, old/old top-1 "
+                                     "on this sample 0.550, upgraded top-1 on this sample 0.570, head/head top-1 0.620 (B)")

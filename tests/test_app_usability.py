@@ -69,7 +69,7 @@ def test_auto_choice_shows_winner_candidates_and_source_everywhere(qtbot: QtBot,
     tip = train.runs_table.item(0, header.index("Measured on")).toolTip()
     assert tip.startswith(source.label() + "; new/new on ") and "(600 items)" in tip
     assert f"auto → {winner}" in train.result_label.text()
-    assert f"upgraded top1 {top1:.3f}" in train.result_label.text()
+    assert f"upgraded top-1 {top1:.3f}" in train.result_label.text()
     columns = [train.runs_table.horizontalHeaderItem(c).text() for c in range(train.runs_table.columnCount())]
     assert train.runs_table.isColumnHidden(columns.index("Upgraded nDCG@10"))  # no judgments: top-1 decides
     # new/new searched the 600-item sample: gain retained is measured there and listed under its protocol

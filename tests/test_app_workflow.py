@@ -104,7 +104,7 @@ def test_open_models_import_embed_train_report_plan_export(qtbot: QtBot, window:
     assert train.cancel_button.isEnabled() and not train.train_button.isEnabled()
     wait_for_jobs(qtbot, window)
     assert not error_dialogs()
-    assert "upgraded top1" in train.result_label.text()
+    assert "upgraded top-1" in train.result_label.text()
     assert train.live.table()  # live rows arrived while it trained
     train.plot.flush()
     assert train.plot.figure is not None and len(train.plot.figure.axes) == 3  # loss (+ lr) and validation

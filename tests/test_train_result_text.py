@@ -85,14 +85,14 @@ def test_a_run_trained_by_the_command_line_shows_its_summary(qtbot: QtBot, windo
     text = train.result_label.text()
     assert text == result_text(first)  # what the page says after training it itself (its summary)
     assert text.startswith(f"Run {first['run_id']} (procrustes, completed): ")
-    assert f"upgraded top1 {first['upgraded_top1']:.3f}" in text
+    assert f"upgraded top-1 {first['upgraded_top1']:.3f}" in text
     assert f"Fitted on {first['pairs']['train']} document pairs of the train fold" in text  # as the CLI says
 
     second: dict[str, Any] = json.loads(cli_train(capsys, demo_copy, "--method", "affine", "--json"))
     window.refresh_pages()  # View ▸ Refresh
     assert train.runs_table.rowCount() == 2 and train.runs_table.item(0, 0).text() == str(second["run_id"])
     assert train.result_label.text() == result_text(second)  # the latest run
-    assert f"upgraded top1 {second['upgraded_top1']:.3f}" in train.result_label.text()
+    assert f"upgraded top-1 {second['upgraded_top1']:.3f}" in train.result_label.text()
 
     train.runs_table.selectRow(1)  # the user picks the older run
     assert train.result_label.text() == result_text(first)

@@ -21,11 +21,11 @@ RUN_COLUMNS = ["Run", "Method", "Status", "Old/old top-1", "New/new top-1", "Upg
                "Criterion", "Pairs", "Measured on", "Candidates", "Note"]
 JUDGED_COLUMNS = ("Old/old nDCG@10", "Upgraded nDCG@10", "Gain retained (nDCG@10)")  # shown when a run has them
 JUDGED_KEYS = ("old_old_ndcg@10", "ndcg@10", "gain_retained_ndcg@10")
-LABELS = {"old_old_top1": "old old top1", "new_new_top1": "new new top1", "upgraded_top1": "upgraded top1",
+LABELS = {"old_old_top1": "old/old top-1", "new_new_top1": "new/new top-1", "upgraded_top1": "upgraded top-1",
           "gain_retained": "gain retained", "old_old_ndcg@10": "old/old nDCG@10",
           "new_new_ndcg@10": "new/new nDCG@10", "ndcg@10": "upgraded nDCG@10", "mrr@10": "upgraded MRR@10",
-          "old_old_sample_top1": "old old top1 on this sample", "old_old_sample_ndcg@10": "old/old nDCG@10 on this sample",
-          "upgraded_sample_top1": "upgraded top1 on this sample", "ceiling_top1": "head/head top1",
+          "old_old_sample_top1": "old/old top-1 on this sample", "old_old_sample_ndcg@10": "old/old nDCG@10 on this sample",
+          "upgraded_sample_top1": "upgraded top-1 on this sample", "ceiling_top1": "head/head top-1",
           "ceiling_ndcg@10": "head/head nDCG@10",
           "upgraded_sample_ndcg@10": "upgraded nDCG@10 on this sample", "gain_retained_ndcg@10": "gain retained (nDCG@10)"}
 
