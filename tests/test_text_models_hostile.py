@@ -496,3 +496,16 @@ def test_an_onnx_export_without_config_finds_its_position_table(tmp_path: Path,
     truncated = " ".join(long_text.split()[:62])  # 62 words + [CLS] and [SEP]: the 64 positions
     expected = reference_embeddings(tmp_path / "onnx-torch", [truncated, TEXTS[1]])
     np.testing.assert_allclose(stored, expected, atol=1e-4)
+
+
+def test_a_vocabulary_without_its_unknown_token_is_one_line_at_add(tmp_path: Path,
+                                                                  capfd: pytest.CaptureFixture[str]) -> None:
+    """The tokenizer raised its own exception on the probe text: exit 3, 'unexpected Exception'."""
+    from transformers import BertTokenizerFast
+
+    folder = tiny_bert(tmp_path / "no_unk")
+    words = [w for w in VOCAB if w != "[UNK]"]
+    BertTokenizerFast(vocab={w: i for i, w in enumerate(words)}, unk_token="[UNK]").save_pretrained(str(folder))
+    (folder / "vocab.txt").write_text("\n".join(words) + "\n", encoding="utf-8")
+    line = _refused_at_add(tmp_path, capfd, folder)
+    assert "no_unk: the model cannot embed a probe text: " in line and "[UNK]" in line

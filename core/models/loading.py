@@ -37,14 +37,23 @@ from embridge.core.models.text_folders import TEXT_KINDS, check_pooling, folder_
 from embridge.core.prompts import TextOptions
 
 _PROBE_TEXTS = ("a probe sentence", "another, slightly longer probe sentence")
+MAX_INPUT_VALUES = 50_000_000  # per item: a 4,000 x 4,000 x 3 image is 48M
 
 
 def check_output(out: Any, rows: int, source: str | Path, dim: int | None = None) -> np.ndarray:
     """The model's output as a float32 (rows x dim) matrix, or a CheckpointError saying what is wrong."""
+    if isinstance(out, torch.Tensor | np.ndarray) and (out.dtype.is_complex if isinstance(out, torch.Tensor)
+                                                       else np.iscomplexobj(out)):
+        raise CheckpointError(source, f"the model returned complex values ({out.dtype}); an embedder must return "
+                              "real vectors (casting would drop the imaginary part)")
     if isinstance(out, torch.Tensor):
-        arr = out.detach().float().cpu().numpy()
-    elif isinstance(out, np.ndarray):
-        arr = out.astype(np.float32, copy=False)
+        out = out.detach().cpu().numpy() if out.dtype != torch.bfloat16 else out.detach().float().cpu().numpy()
+    if isinstance(out, np.ndarray):
+        with np.errstate(over="ignore", invalid="ignore"):
+            arr = out.astype(np.float32, copy=False)
+        if out.dtype.kind == "f" and np.isfinite(out).all() and not np.isfinite(arr).all():
+            raise CheckpointError(source, "the model output holds values beyond the float32 range (±3.4e38) "
+                                  "vectors are stored in")
     else:
         raise CheckpointError(source, f"the model returned {type(out).__name__}; an embedder must return "
                               "one 2-D tensor (batch x dim)")
@@ -55,9 +64,16 @@ def check_output(out: Any, rows: int, source: str | Path, dim: int | None = None
         raise CheckpointError(source, f"the model returned {arr.shape[0]} rows for a batch of {rows}")
     if dim and arr.shape[1] != dim:
         raise CheckpointError(source, f"the model returned dimension {arr.shape[1]}, recorded as {dim}")
+    if arr.shape[1] == 0:
+        raise CheckpointError(source, "the model returned vectors of dimension 0; an embedder must return at least "
+                              "one value per item")
     bad = ~np.isfinite(arr).all(axis=1)
     if bad.any():
         raise CheckpointError(source, f"the model output holds NaN or inf values ({int(bad.sum())} of {rows} rows)")
+    zero = ~arr.any(axis=1)
+    if zero.any():  # a zero vector has no direction: cosine search ties it with everything
+        raise CheckpointError(source, f"the model output holds all-zero vectors ({int(zero.sum())} of {rows} rows); "
+                              "a zero vector cannot be searched by cosine similarity")
     return arr
 
 
@@ -274,6 +290,10 @@ def _settle_shape(path: Path, kind: str, opened: Opened, given: Sequence[int] | 
                               f"{_first_layer_hint(opened.module)}")
     if any(s <= 0 for s in shape):
         raise CheckpointError(path, f"invalid input shape {shape}")
+    if int(np.prod(shape, dtype=np.float64)) > MAX_INPUT_VALUES:  # the probe batch alone would not fit
+        where = "--input-shape" if wanted else str(path)
+        raise InputError(where, f"input shape {','.join(map(str, shape))} is {int(np.prod(shape, dtype=np.float64)):,} "
+                         f"values per item, more than {MAX_INPUT_VALUES:,}; give the shape one item has")
     return shape
 
 
@@ -287,15 +307,35 @@ def _probe(model: LoadedModel) -> int:
         return _probe_text(model)
     batch = model.opened.fixed_batch or 2
     gen = torch.Generator().manual_seed(0)
-    return int(model.embed_batch(torch.rand((batch, *spec.input_shape), generator=gen)).shape[1])
+    probe = torch.rand((batch, *spec.input_shape), generator=gen)
+    first = model.embed_batch(probe)
+    _same_twice(first, model.embed_batch(probe), spec.path)
+    return int(first.shape[1])
+
+
+def _same_twice(first: np.ndarray, second: np.ndarray, source: str | Path) -> None:
+    """Refuse a model whose vectors change from call to call (dropout traced in training mode, sampling):
+    the gallery and the queries would each get other vectors than the ones measured."""
+    if not np.allclose(first, second, rtol=1e-4, atol=1e-5):
+        worst = float(np.abs(first - second).max())
+        raise CheckpointError(source, f"the model gives different vectors for the same input on two runs (largest "
+                              f"difference {worst:.3g}): randomness such as dropout is left on; export it in "
+                              "evaluation mode")
 
 
 def _probe_text(model: LoadedModel) -> int:
     """Output width of a text model, the same for texts of different token lengths, alone and batched."""
-    widths = [int(model.embed_texts([text], "query", batch_size=1).shape[1]) for text in _PROBE_TEXTS]
+    source = getattr(model.module, "source", model.spec.path)
+    try:
+        single = [model.embed_texts([text], "query", batch_size=1) for text in _PROBE_TEXTS]
+    except (CheckpointError, InputError):
+        raise
+    except Exception as exc:  # the tokenizer's or the model's own code may raise anything
+        raise CheckpointError(source, f"the model cannot embed a probe text: {_reason(exc)}") from exc
+    _same_twice(single[0], model.embed_texts(_PROBE_TEXTS[:1], "query", batch_size=1), source)
+    widths = [int(out.shape[1]) for out in single]
     widths.append(int(model.embed_texts(list(_PROBE_TEXTS), "query", batch_size=2).shape[1]))
     if len(set(widths)) > 1:
-        source = getattr(model.module, "source", model.spec.path)
         raise CheckpointError(source, f"the model's output width depends on its input ({widths[0]} and "
                               f"{widths[1]} for two texts of different token lengths, {widths[2]} for both "
                               "in one batch); an embedder must return one width")
