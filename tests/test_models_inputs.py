@@ -70,3 +70,14 @@ def test_array_items_and_modality_mismatches() -> None:
     assert make_inputs([text], _spec((), modality="text", kind="sentence_transformers")) == ["a cat"]
     with pytest.raises(InputError, match=r"item 'k': no raw values"):
         make_inputs([{"key": "k", "modality": "vector", "metadata": {}}], _spec((6,), modality="vector"))
+
+
+def test_a_1d_npy_item_feeds_a_model_of_vector_input_of_its_length(tmp_path: Path) -> None:
+    """The import takes 1-3-D .npy files, but embedding refused every 1-D one ('an image must be 2-D or 3-D')."""
+    values = np.random.default_rng(3).random(8).astype(np.float32)
+    np.save(tmp_path / "v.npy", values)
+    batch = make_inputs([_image("v", tmp_path / "v.npy")], _spec((8,), modality="vector")).numpy()
+    np.testing.assert_array_equal(batch[0], values)
+    with pytest.raises(InputError, match=r"v\.npy: a 1-D array of 8 values feeds only a model of vector input of "
+                                         r"that length; model net takes input of shape \(1, 4, 2\)"):
+        make_inputs([_image("v", tmp_path / "v.npy")], _spec((1, 4, 2)))

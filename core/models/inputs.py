@@ -101,7 +101,13 @@ def read_image(path: str | Path) -> np.ndarray:
 
 
 def conform_image(arr: np.ndarray, shape: tuple[int, ...], source: str | Path, model: str) -> np.ndarray:
-    """Fit pixels to ``shape`` ((D,), (H, W) or (C, H, W)) with trivial conversions only."""
+    """Fit pixels to ``shape`` ((D,), (H, W) or (C, H, W)) with trivial conversions only; a 1-D ``.npy``
+    (the import takes 1-3-D arrays) feeds a model of vector input of its length as it is."""
+    if arr.ndim == 1:
+        if len(shape) != 1 or arr.size != shape[0]:
+            raise InputError(source, f"a 1-D array of {arr.size} values feeds only a model of vector input of that "
+                             f"length; model {model} takes input of shape {shape}")
+        return np.ascontiguousarray(arr)
     chw = _to_chw(arr, shape, source)
     if len(shape) == 1:
         if chw.size != shape[0] and chw.shape[1] * chw.shape[2] == shape[0]:
