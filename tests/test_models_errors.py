@@ -198,3 +198,12 @@ def test_an_input_shape_too_large_for_one_item_is_refused_naming_the_option(tmp_
     path = scripted_model(tmp_path / "ok.ts")
     with pytest.raises(InputError, match=r"--input-shape: input shape 99999,99999,99999 is [0-9,]+ values per item"):
         describe_model(path, input_shape=(99999, 99999, 99999))
+
+
+def test_a_bare_onnx_file_says_how_onnx_models_are_read(tmp_path: Path) -> None:
+    """It was 'not a readable PyTorch checkpoint (corrupt or another format)'."""
+    path = tmp_path / "img.onnx"
+    path.write_bytes(b"\x08\x07")
+    with pytest.raises(CheckpointError, match=r"img\.onnx: an ONNX file alone is not a model Embridge reads: give "
+                                              r"the folder holding model\.onnx"):
+        describe_model(path)

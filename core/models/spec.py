@@ -96,6 +96,10 @@ def infer_kind(path: str | Path) -> str:
         return "vectors"
     if suffix == ".npy":
         raise CheckpointError(p, "an embeddings-only model is one .npz file with arrays 'ids' and 'vectors'")
+    if suffix == ".onnx":  # ONNX is read as a text-model folder: model.onnx beside its tokenizer
+        raise CheckpointError(p, "an ONNX file alone is not a model Embridge reads: give the folder holding "
+                              "model.onnx with its tokenizer and config (an ONNX text model), or export the "
+                              "network to TorchScript or torch.export")
     if suffix == ".pt2":
         return "export"
     if suffix in (".ts", ".torchscript"):
