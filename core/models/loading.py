@@ -70,10 +70,6 @@ def check_output(out: Any, rows: int, source: str | Path, dim: int | None = None
     bad = ~np.isfinite(arr).all(axis=1)
     if bad.any():
         raise CheckpointError(source, f"the model output holds NaN or inf values ({int(bad.sum())} of {rows} rows)")
-    zero = ~arr.any(axis=1)
-    if zero.any():  # a zero vector has no direction: cosine search ties it with everything
-        raise CheckpointError(source, f"the model output holds all-zero vectors ({int(zero.sum())} of {rows} rows); "
-                              "a zero vector cannot be searched by cosine similarity")
     return arr
 
 
@@ -309,6 +305,9 @@ def _probe(model: LoadedModel) -> int:
     gen = torch.Generator().manual_seed(0)
     probe = torch.rand((batch, *spec.input_shape), generator=gen)
     first = model.embed_batch(probe)
+    if not first.any():  # random inputs all mapped to zero: no direction to search by, for any item
+        raise CheckpointError(spec.path, "the model returns all-zero vectors for random inputs; a zero vector cannot "
+                              "be searched by cosine similarity")
     _same_twice(first, model.embed_batch(probe), spec.path)
     return int(first.shape[1])
 
