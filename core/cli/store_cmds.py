@@ -49,7 +49,6 @@ def cmd_migrate(args: argparse.Namespace) -> Result:
     from embridge.core.connectors.migration import migrate_store
 
     if args.engine == "ray":
-        from embridge.core.connectors.targets import alias_to_switch
         from embridge.core.scale.ray_migrate import migrate_on_ray
 
         if args.new_vectors or args.backfill is not None or args.order != "random":
@@ -57,7 +56,6 @@ def cmd_migrate(args: argparse.Namespace) -> Result:
 
             raise InputError("--engine", "--engine ray migrates through the bundle only; attach real new vectors "
                              "(--new-vectors, --backfill, --order) with --engine local")
-        alias_to_switch(args.alias, args.target, args.switch)  # before the Ray engine opens any store
         result = migrate_on_ray(args.bundle, args.source, args.target, switch=args.switch, alias=args.alias,
                                 ray_address=args.ray_address, on_progress=StderrProgress("migrate"))
     else:

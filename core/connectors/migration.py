@@ -57,7 +57,7 @@ from embridge.core.heap import cap_malloc_arenas, release_free_memory
 from embridge.core.l2 import l2_normalize
 from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
 
-__all__ = ["migrate_store", "rollback_store", "switch_alias", "verify_migration", "writable_target_alias"]
+__all__ = ["migrate_store", "rollback_store", "switch_alias", "verify_migration"]
 
 VERIFY_SAMPLE = 256
 # Batches read and transformed ahead of the one being written: the read side runs while the store
@@ -116,10 +116,10 @@ def migrate_store(bundle: str | Path, source_uri: str, target_uri: str, *, order
     cap_malloc_arenas()  # before the stores' client libraries start their threads
     transform = load_transform(bundle)
     new = read_new_vectors(new_vectors, transform.out_dim) if new_vectors is not None else None
-    alias_to_switch(alias, target_uri, switch)  # an option error, found before any store is opened
+    alias = alias_to_switch(alias, target_uri, switch)  # an option error, found before any store is opened
     source, target = open_pair(source_uri, target_uri, (bundle, new_vectors))
     try:
-        alias = writable_target_alias(target, alias, switch)
+        writable_target_alias(target, alias)
         if switch and not target.supports_alias:
             target.set_alias(alias or "", target.collection)  # raises the store's own explanation
         return _run(transform, source, target, new, order, backfill, seed, batch_size, switch, alias,

@@ -114,11 +114,10 @@ def alias_to_switch(alias: str | None, uri: str | StoreURI, switch: bool) -> str
     return named
 
 
-def writable_target_alias(target: Connector, alias: str | None, switch: bool) -> str | None:
-    """Check the target is writable and the alias a switch will move (:func:`alias_to_switch`, then
-    :func:`check_alias`); returns that alias."""
+def writable_target_alias(target: Connector, alias: str | None) -> str | None:
+    """Check the target is writable and can hold ``alias``, the one :func:`alias_to_switch` resolved before
+    the stores were opened (:func:`check_alias`); returns it."""
     target._writable()
-    alias = alias_to_switch(alias, target.uri, switch)
     if alias:
         check_alias(target, alias, target.collection)
     return alias

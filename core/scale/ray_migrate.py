@@ -27,9 +27,9 @@ from embridge.core.connectors.migration import (
     space_names,
     switch_alias,
     verify_migration,
-    writable_target_alias,
 )
 from embridge.core.connectors.source_checks import SeenIds, check_source_spaces
+from embridge.core.connectors.targets import alias_to_switch, writable_target_alias
 from embridge.core.connectors.transform import load_transform
 from embridge.core.errors import InputError
 from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
@@ -59,9 +59,10 @@ def migrate_on_ray(bundle: str | Path, source_uri: str, target_uri: str, *, swit
 
     report = on_progress or no_progress
     transform = load_transform(bundle)
+    alias = alias_to_switch(alias, target_uri, switch)  # an option error, found before any store is opened
     source, target = open_pair(source_uri, target_uri, (bundle,))
     try:
-        alias = writable_target_alias(target, alias, switch)
+        writable_target_alias(target, alias)
         data = dataset_uri(source)
         if not source.exists():
             raise VectorStoreError(f"{source.describe()}: no such collection")
