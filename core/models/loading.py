@@ -42,16 +42,17 @@ MAX_INPUT_VALUES = 50_000_000  # per item: a 4,000 x 4,000 x 3 image is 48M
 
 def check_output(out: Any, rows: int, source: str | Path, dim: int | None = None) -> np.ndarray:
     """The model's output as a float32 (rows x dim) matrix, or a CheckpointError saying what is wrong."""
-    if isinstance(out, torch.Tensor | np.ndarray) and (out.dtype.is_complex if isinstance(out, torch.Tensor)
-                                                       else np.iscomplexobj(out)):
-        raise CheckpointError(source, f"the model returned complex values ({out.dtype}); an embedder must return "
-                              "real vectors (casting would drop the imaginary part)")
-    if isinstance(out, torch.Tensor):
-        out = out.detach().cpu().numpy() if out.dtype != torch.bfloat16 else out.detach().float().cpu().numpy()
+    if isinstance(out, torch.Tensor):  # numpy has no bfloat16: that one is widened first
+        out = out.detach().cpu()
+        out = (out.float() if out.dtype == torch.bfloat16 else out).numpy()
     if isinstance(out, np.ndarray):
+        if np.iscomplexobj(out):
+            raise CheckpointError(source, f"the model returned complex values ({out.dtype}); an embedder must return "
+                                  "real vectors (casting would drop the imaginary part)")
         with np.errstate(over="ignore", invalid="ignore"):
             arr = out.astype(np.float32, copy=False)
-        if out.dtype.kind == "f" and np.isfinite(out).all() and not np.isfinite(arr).all():
+        # only a wider float can overflow in the cast; the finite scans run only then, off the float32 path
+        if out.dtype.kind == "f" and out.dtype.itemsize > 4 and not np.isfinite(arr).all() and np.isfinite(out).all():
             raise CheckpointError(source, "the model output holds values beyond the float32 range (±3.4e38) "
                                   "vectors are stored in")
     else:
