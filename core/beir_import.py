@@ -20,14 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from embridge.core import stop_signals
 from embridge.core.errors import ImportDataError
 from embridge.core.importers import DuplicateJSONKeyError, json_number_problem, unique_json_object
 from embridge.core.keys import char_name, check_input_file, normalise_key, odd_text_char
 from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
-from embridge.core.qrels import QrelLines, read_qrels, store_qrels
+from embridge.core.qrels import QrelLines, read_qrels, seeded_order, store_qrels
 from embridge.core.store import Workspace
 from embridge.core.store.items import QUERY_SPLIT
 from embridge.core.store.judgments import JUDGMENT_SPLITS
@@ -115,11 +113,10 @@ def _dev_from_train(qrels: dict[str, QrelLines], seed: int) -> tuple[dict[str, Q
     train queries becomes the dev split instead, never fitted on. (SciFact and others ship train and
     test only.) Returns the qrels with the split made and how many queries moved."""
     train = qrels["train"]
-    keys = sorted(set(train.query_keys))
-    if len(keys) < MIN_TRAIN_TO_SPLIT:
+    ordered = seeded_order(train.query_keys, seed)
+    if len(ordered) < MIN_TRAIN_TO_SPLIT:
         return qrels, 0
-    order = np.random.default_rng(seed).permutation(len(keys))
-    dev = {keys[i] for i in order[: int(round(DEV_FROM_TRAIN * len(keys)))]}
+    dev = set(ordered[: int(round(DEV_FROM_TRAIN * len(ordered)))])
     parts = {}
     for split, chosen in (("train", False), ("dev", True)):
         rows = [i for i, q in enumerate(train.query_keys) if (q in dev) == chosen]

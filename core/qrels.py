@@ -152,16 +152,19 @@ def _grade(src: Path, n: int, text: str) -> int:
     return grade
 
 
+def seeded_order(query_keys: list[str], seed: int) -> list[str]:
+    """The distinct query keys in a seeded random order that does not depend on the input's order."""
+    unique = sorted(set(query_keys))
+    return [unique[i] for i in np.random.default_rng(seed).permutation(len(unique)).tolist()]
+
+
 def assign_query_splits(query_keys: list[str], seed: int) -> dict[str, str]:
     """Seeded train/dev/test assignment of queries (60/20/20 %), independent of input order."""
-    unique = sorted(set(query_keys))
-    order = np.random.default_rng(seed).permutation(len(unique))
-    n_train = int(round(SPLIT_FRACTIONS[0] * len(unique)))
-    n_dev = int(round(SPLIT_FRACTIONS[1] * len(unique)))
-    out = {}
-    for rank, idx in enumerate(order.tolist()):
-        out[unique[idx]] = "train" if rank < n_train else "dev" if rank < n_train + n_dev else "test"
-    return out
+    ordered = seeded_order(query_keys, seed)
+    n_train = int(round(SPLIT_FRACTIONS[0] * len(ordered)))
+    n_dev = int(round(SPLIT_FRACTIONS[1] * len(ordered)))
+    return {key: "train" if rank < n_train else "dev" if rank < n_train + n_dev else "test"
+            for rank, key in enumerate(ordered)}
 
 
 def resolve_qrels(ws: Workspace, qrels: QrelLines, seed: int = 0) -> tuple[Judgments, int | None]:
