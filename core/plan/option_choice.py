@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from embridge.core.plan.option_row import target_value
 from embridge.core.plan.plan_reason import LAYER_OPTIONS
 
 BOTH_ENCODERS = ("fusion", "cascade")  # keep the old query in the loop: two encoders during the transition
@@ -29,8 +30,7 @@ def acceptable(opt: Mapping[str, Any], new_better: bool, gain_threshold: float, 
     if opt["name"] == "partial_backfill":
         return value is not None and value >= target - 1e-12
     gr = opt.get("gain_retained")
-    if "quality_sample" in opt:  # the target is a share of new/new on the sample: weigh the option's number there
-        value = opt["quality_sample"].get(metric)
+    value = target_value(opt, metric)
     reaches = value is not None and value >= target - 1e-12
     if opt["passes_criterion"] is None:  # no labels: own-item retrieval is all there is to judge
         return reaches

@@ -24,6 +24,12 @@ def sample_numbers(values: Mapping[str, Any], prefix: str) -> dict[str, float]:
     return {m: float(v) for m in SAMPLED if isinstance(v := values.get(f"{prefix}_{m}"), int | float)}
 
 
+def target_value(option: Mapping[str, Any], metric: str) -> float | None:
+    """The number an option's target share is weighed on: its number on the evaluation sample where it has
+    one (the target is a share of new/new there), else its own."""
+    return (option["quality_sample"] if "quality_sample" in option else option["quality"]).get(metric)
+
+
 def option_row(name: str, title: str, time_s: float | None, storage: int, embedded: int, quality: dict[str, float],
                floor: float | None, ceiling: float, notes: list[str], metric: str = "top1",
                on_sample: tuple[float, Mapping[str, float]] | None = None, **extra: Any) -> dict[str, Any]:

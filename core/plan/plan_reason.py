@@ -12,6 +12,7 @@ from typing import Any
 
 from embridge.core.evaluation.headline import metric_label
 from embridge.core.formatting import format_duration, format_share, sample_words
+from embridge.core.plan.option_row import target_value
 from embridge.core.report.report_record import Report
 
 LAYER_OPTIONS = ("adapter_only", "forward_transform", "fusion", "cascade")
@@ -74,7 +75,7 @@ def plan_reason(plan: Mapping[str, Any], choice: Mapping[str, Any], report: Repo
         reached = ""
         if gain is not None and gain < gain_threshold:  # enough by the target share, not by its gain
             own = float(choice.get("ceiling", ceiling))
-            value = (choice.get("quality_sample") or choice["quality"]).get(metric)
+            value = target_value(choice, metric)
             reached = (f", under the {format_share(gain_threshold, 0)} threshold, but reaches {m} {value:.3f}, at "
                        f"least {format_share(target_share, 0)} of the full backfill's {own:.3f} (the target share)")
         return (f"{choice['title']}: it passes the compatibility criterion ({m} {choice['quality'][metric]:.3f} > "
