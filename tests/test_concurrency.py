@@ -124,7 +124,8 @@ def test_busy_during_commit_keeps_the_set_committable(root: Path, holder: tuple)
     with Workspace.open(root, busy_timeout=0.2) as ws:
         ids = ws.item_ids()
         writer = ws.vector_set_writer("m", ids, 3, name="second", resume_key="busy")
-        writer.write(0, np.ones((20, 3)))
+        vectors = np.random.default_rng(0).standard_normal((20, 3))
+        writer.write(0, vectors)
         with pytest.raises(WorkspaceBusyError):
             writer.commit()
         assert sorted(p.name for p in (root / "vectors" / "m").iterdir()) == sorted(
@@ -133,5 +134,5 @@ def test_busy_during_commit_keeps_the_set_committable(root: Path, holder: tuple)
         assert child.wait(timeout=30) == 0
         info = writer.commit()
         assert [s["id"] for s in ws.vector_sets("m")][-1] == info["id"]
-        np.testing.assert_array_equal(ws.vectors_for("m", ids), np.ones((20, 3)))
+        np.testing.assert_array_equal(ws.vectors_for("m", ids), vectors.astype(np.float32))
     assert _integrity(root) == "ok"

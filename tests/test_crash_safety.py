@@ -254,7 +254,8 @@ def test_unregistered_vector_files_are_swept_unless_a_resume_needs_them(
     _kill(child)  # its two published files are unregistered but named in its progress JSON
     with Workspace.open(ws_path) as ws:
         ids = ws.item_ids()[:5]
-        ws.add_vector_set("m", ids, np.ones((5, DIM)), name="kept")
+        kept_rows = np.random.default_rng(5).standard_normal((5, DIM)).astype(np.float32)
+        ws.add_vector_set("m", ids, kept_rows, name="kept")
     orphan = ws_path / "vectors" / "m" / "lost-0000abcd.npy"  # e.g. from a rolled-back outer transaction
     np.save(orphan, np.zeros((2, DIM), dtype=np.float32))
     monkeypatch.setattr("embridge.core.store.workspace.TEMP_MAX_AGE_S", -60)  # everything counts as old
@@ -263,7 +264,7 @@ def test_unregistered_vector_files_are_swept_unless_a_resume_needs_them(
         assert len(list((ws_path / "vectors" / "m").glob("big-*.npy"))) == 2  # kept for the resume
         assert _resume(ws, "big", reference_sha) == ROWS
         kept = ws.vector_sets("m")[0]
-        np.testing.assert_array_equal(ws.open_vector_set(kept["id"])[1], np.ones((5, DIM)))
+        np.testing.assert_array_equal(ws.open_vector_set(kept["id"])[1], kept_rows)
         _check_no_stray_files(ws)
 
 

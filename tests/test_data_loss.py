@@ -35,7 +35,7 @@ def _workspace_with_vectors(root: Path) -> tuple[Path, Path]:
     with Workspace.create(root) as ws:
         ids = ws.add_items([{"key": f"k{i}"} for i in range(3)])
         ws.add_model("m", "old", {"kind": "vectors", "dim": DIM, "sha256": "0" * 64}, None)
-        ws.add_vector_set("m", ids, np.ones((3, DIM), dtype=np.float32))
+        ws.add_vector_set("m", ids, np.eye(3, DIM, dtype=np.float32))
     return root, root / "vectors" / "m"
 
 

@@ -28,7 +28,7 @@ def test_ctrl_c_after_the_result_commit_is_delivered_once_the_run_is_completed(t
     try:
         with pytest.raises(KeyboardInterrupt):
             with recorded_run(ws, "embed", "m") as record:
-                ws.add_vector_set("m", ids, np.ones((8, 4), dtype=np.float32))
+                ws.add_vector_set("m", ids, np.eye(8, 4, dtype=np.float32) + 0.5)
                 os.kill(os.getpid(), signal.SIGINT)  # the user's Ctrl-C, just after the result was stored
                 time.sleep(0.2)  # where the interrupt used to land, before the run was marked
                 record["metrics"] = {"count": 8}
@@ -45,7 +45,7 @@ def test_ctrl_c_before_the_result_commit_cancels_and_stores_nothing(tmp_path: Pa
             with recorded_run(ws, "embed", "m"):
                 os.kill(os.getpid(), signal.SIGINT)
                 time.sleep(0.2)
-                ws.add_vector_set("m", ids, np.ones((8, 4), dtype=np.float32))
+                ws.add_vector_set("m", ids, np.eye(8, 4, dtype=np.float32) + 0.5)
         (run,) = ws.runs("embed")
         assert run["status"] == "cancelled" and ws.vector_sets("m") == []
         with pytest.raises(KeyboardInterrupt):  # outside a job nothing is held back

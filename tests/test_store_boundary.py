@@ -81,7 +81,7 @@ def test_the_gallery_is_every_item_but_the_queries(tmp_path: Path) -> None:
         some = np.array(sorted(gallery[::2] + queries[1:3]), dtype=np.int64)
         assert ws.gallery_among(some).tolist() == sorted(gallery[::2])
         ws.add_model("m", "old", {"kind": "vectors", "dim": 2}, None)
-        ws.add_vector_set("m", some.tolist(), np.ones((len(some), 2), dtype=np.float32))
+        ws.add_vector_set("m", some.tolist(), np.random.default_rng(0).standard_normal((len(some), 2)).astype(np.float32))
         assert ws.gallery_ids("m").tolist() == sorted(gallery[::2])  # the model's items less its queries
 
 

@@ -36,7 +36,7 @@ def ws(tmp_path: Path) -> Workspace:
     ids = workspace.add_items([{"key": f"k{i}", "label": str(i % 2)} for i in range(10)])
     workspace.add_model("m", "old", {"kind": "vectors", "dim": 4}, None)
     workspace.add_model("n", "new", {"kind": "vectors", "dim": 4}, None)
-    workspace.add_vector_set("m", ids, np.ones((10, 4), dtype=np.float32))
+    workspace.add_vector_set("m", ids, np.random.default_rng(0).standard_normal((10, 4)).astype(np.float32))
     adapter = tmp_path / "a.pt"
     adapter.write_bytes(b"adapter")
     workspace.add_adapter(workspace.start_run("train"), "affine", "backward", 4, 4, "m", "n", adapter)

@@ -35,6 +35,7 @@ from embridge.core.models.spec import (
 )
 from embridge.core.models.text_folders import TEXT_KINDS, check_pooling, folder_prompts
 from embridge.core.prompts import TextOptions
+from embridge.core.vector_spread import one_direction
 
 _PROBE_TEXTS = ("a probe sentence", "another, slightly longer probe sentence")
 MAX_INPUT_VALUES = 50_000_000  # per item: a 4,000 x 4,000 x 3 image is 48M
@@ -306,9 +307,12 @@ def _probe(model: LoadedModel) -> int:
     gen = torch.Generator().manual_seed(0)
     probe = torch.rand((batch, *spec.input_shape), generator=gen)
     first = model.embed_batch(probe)
-    if not first.any():  # random inputs all mapped to zero: no direction to search by, for any item
-        raise CheckpointError(spec.path, "the model returns all-zero vectors for random inputs; a zero vector cannot "
-                              "be searched by cosine similarity")
+    outputs = first if batch > 1 else np.concatenate(
+        [first, model.embed_batch(torch.rand((batch, *spec.input_shape), generator=gen))])
+    if one_direction(outputs, minimum=2):  # no direction to search by, for any item
+        found = "all-zero vectors" if not outputs.any() else "vectors of a single direction"
+        raise CheckpointError(spec.path, f"the model returns {found} for different random inputs, so items could "
+                              "not be told apart by cosine similarity (zero or constant weights?)")
     _same_twice(first, model.embed_batch(probe), spec.path)
     return int(first.shape[1])
 

@@ -17,6 +17,7 @@ import numpy as np
 from embridge.core.errors import CheckpointError, VectorFileError
 from embridge.core.store.files import atomic_target
 from embridge.core.vector_files import VectorFile
+from embridge.core.vector_spread import DirectionWatch, problem_sentence
 
 
 class VectorTable:
@@ -46,8 +47,13 @@ class VectorTable:
         """Stream every row once, refusing NaN or inf (what adding the model checks)."""
         try:
             for reader in (self.file.vectors, self.file.query_vectors):
-                for _ in reader.blocks() if reader is not None else ():
-                    pass
+                watch = DirectionWatch()
+                for _, block in reader.blocks() if reader is not None else ():
+                    watch.feed(block)
+                found = watch.found()
+                if found:
+                    member = "vectors" if reader is self.file.vectors else "query_vectors"
+                    raise CheckpointError(self.source, f"{member}: {problem_sentence(found, watch.rows, watch.rows)}")
         except VectorFileError as exc:
             raise CheckpointError(self.source, exc.problem) from exc
 

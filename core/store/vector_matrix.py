@@ -35,6 +35,7 @@ from embridge.core.store.files import (
     publish,
     sha256_file,
 )
+from embridge.core.vector_spread import spread_problem
 
 SUPPORTED_DTYPES = ("float32", "float16")
 _COMMITTED = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*-[0-9a-f]{8}(?:\.ids)?\.npy")
@@ -277,6 +278,9 @@ class VectorSetWriter:
         """Finish: hash, move into ``vectors/``, register in one transaction."""
         if self.done_rows < len(self.ids):
             raise VectorFileError(self.label, f"only {self.done_rows} of {len(self.ids)} rows were written")
+        problem = spread_problem(self._mm)
+        if problem:
+            raise VectorFileError(self.label, problem)
         stem = f"{self._final_stem}-{os.urandom(4).hex()}"
         final_matrix = self._final_dir / f"{stem}.npy"
         final_ids = self._final_dir / f"{stem}.ids.npy"
