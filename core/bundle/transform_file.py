@@ -100,10 +100,12 @@ def apply_bundle(bundle: str | Path | LoadedBundle, vectors: str | Path, out: st
     says a search takes them (``bundle apply``'s default); False writes the layer's raw outputs, which
     the probes hold.
     """
+    written_as = str(out)
     src, out = Path(vectors), Path(out)
     bundle_path = bundle.path if isinstance(bundle, LoadedBundle) else Path(bundle)
-    if out.name in ("", ".", ".."):  # no file name to derive the partial and lock files' from
-        raise InputError(f"--out {out}", "names a folder, not a file; give the .npy file to write")
+    # no file name to derive the partial and lock files' from; a trailing separator asks for a folder
+    if out.name in ("", ".", "..") or written_as.endswith(("/", os.sep)):
+        raise InputError(f"--out {written_as}", "names a folder, not a file; give the .npy file to write")
     partial, sidecar = partial_paths(out)
     lock_path = out.with_name(out.name + ".lock")
     for target in (out, partial, sidecar, lock_path):

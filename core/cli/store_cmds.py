@@ -23,9 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="which points get real new vectors first (with --new-vectors)")
     p.add_argument("--new-vectors", type=PATH, metavar="FILE.npz", help="real new-model vectors (arrays ids, vectors) to attach")
     p.add_argument("--backfill", type=POSITIVE_COUNT, metavar="N", help="attach new vectors to at most N points")
-    p.add_argument("--seed", type=SEED, default=0)
+    p.add_argument("--seed", type=SEED, help="with --new-vectors: seed of the random order (default 0)")
     p.add_argument("--switch", action="store_true", help="after verification, move the alias to the new collection")
-    p.add_argument("--alias", help="alias --switch moves (default: &alias= in --to); needs --switch")
+    p.add_argument("--alias", help="alias --switch moves (default: the alias=NAME parameter of --to); needs --switch")
     p.add_argument("--batch", type=BATCH_SIZE, default=4096, help="points per batch (default 4096)")
     add_engine_flags(p)  # --engine ray: LanceDB and Parquet stores, transformed partition by partition on Ray
     p.set_defaults(handler=cmd_migrate)
@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("rollback", help="point a store's alias back at an earlier collection")
     add_common(p, workspace=False)
     p.add_argument("--to", dest="target", type=PATH, required=True, metavar="URI", help="collection to serve again")
-    p.add_argument("--alias", help="alias to move (default: &alias= in --to)")
+    p.add_argument("--alias", help="alias to move (default: the alias=NAME parameter of --to)")
     p.set_defaults(handler=cmd_rollback)
 
     p = sub.add_parser("check", help="how many points of a store are in which model's space")
@@ -51,11 +51,11 @@ def cmd_migrate(args: argparse.Namespace) -> Result:
     if args.engine == "ray":
         from embridge.core.scale.ray_migrate import migrate_on_ray
 
-        if args.new_vectors or args.backfill is not None or args.order != "random":
+        if args.new_vectors or args.backfill is not None or args.order != "random" or args.seed is not None:
             from embridge.core.errors import InputError
 
             raise InputError("--engine", "--engine ray migrates through the bundle only; attach real new vectors "
-                             "(--new-vectors, --backfill, --order) with --engine local")
+                             "(--new-vectors, --backfill, --order, --seed) with --engine local")
         result = migrate_on_ray(args.bundle, args.source, args.target, switch=args.switch, alias=args.alias,
                                 ray_address=args.ray_address, on_progress=StderrProgress("migrate"))
     else:
@@ -70,7 +70,8 @@ def cmd_rollback(args: argparse.Namespace) -> Result:
 
     out = rollback_store(args.target, args.alias)
     verb = "now serves" if out["changed"] else "already serves"
-    return out, f"alias '{out['alias']}' {verb} '{out['collection']}' (before: {out['previous']})"
+    text = f"alias '{out['alias']}' {verb} '{out['collection']}' (before: {out['previous']})"
+    return out, text + (f"\nnote: '{out['collection']}': {out['note']}" if out.get("note") else "")
 
 
 def cmd_check(args: argparse.Namespace) -> Result:

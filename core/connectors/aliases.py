@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from embridge.core.connectors import open_store
-from embridge.core.connectors.check import unfinished_migration
+from embridge.core.connectors.check import changed_since, migration_state, unfinished_migration
 from embridge.core.connectors.connector import Connector, VectorStoreError
 from embridge.core.connectors.targets import check_alias, named_alias
 from embridge.core.errors import InputError
@@ -54,7 +54,9 @@ def rollback_store(uri: str, alias: str | None = None) -> dict[str, Any]:
         if current == store.collection:
             return {"alias": alias, "collection": store.collection, "previous": current, "changed": False}
         previous = switch_alias(store, alias, store.collection)
+        count = store.count()
+        migration, _ = migration_state(store, store.collection)
         return {"alias": alias, "collection": store.collection, "previous": previous, "changed": True,
-                "count": store.count()}
+                "count": count, "note": changed_since(migration, count)}
     finally:
         store.close()

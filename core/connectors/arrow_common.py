@@ -66,6 +66,21 @@ def batch_to_table(batch: Batch, id_col: str, vec_col: str, schema: Any = None) 
     return table
 
 
+def id_kind(arrow_type: Any) -> str | None:
+    """'integer' or 'text' for an id column's type (every width of each counts as one), 'null' for a column
+    of nulls only, None for any other: bytes, floats or times would be keyed by their Python repr, and a
+    checkpoint could not hold them."""
+    import pyarrow as pa
+
+    kind = arrow_type.value_type if pa.types.is_dictionary(arrow_type) else arrow_type
+    if pa.types.is_integer(kind):
+        return "integer"
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind) or (
+            hasattr(pa.types, "is_string_view") and pa.types.is_string_view(kind)):
+        return "text"
+    return "null" if pa.types.is_null(kind) else None
+
+
 def table_to_batch(table: Any, id_col: str, vec_col: str, cursor: Any, where: str = "",
                    first_row: int = 0) -> Batch:
     """A Batch from an Arrow table or record batch with an id and a list vector column.
@@ -80,13 +95,9 @@ def table_to_batch(table: Any, id_col: str, vec_col: str, cursor: Any, where: st
                                "them with ?id=COLUMN&vector=COLUMN")
     column = table.column(id_col) if hasattr(table, "column") else table[id_col]
     prefix = f"{where}: " if where else ""
-    kind = column.type.value_type if pa.types.is_dictionary(column.type) else column.type
-    text = pa.types.is_string(kind) or pa.types.is_large_string(kind) or (
-        hasattr(pa.types, "is_string_view") and pa.types.is_string_view(kind))
-    # bytes or times would be keyed by their Python repr, and a migration's checkpoint could not hold them
-    if not (pa.types.is_integer(kind) or text or pa.types.is_null(kind)):
-        raise VectorStoreError(f"{prefix}column '{id_col}' holds {kind} ids; point ids must be integers or text "
-                               "(cast the column, or name another with ?id=COLUMN)")
+    if id_kind(column.type) is None:
+        raise VectorStoreError(f"{prefix}column '{id_col}' holds {column.type} ids; point ids must be integers or "
+                               "text (cast the column, or name another with ?id=COLUMN)")
     ids: list[PointId] = column.to_pylist()
     vec = table.column(vec_col)
     vec = vec.combine_chunks() if hasattr(vec, "combine_chunks") else vec

@@ -91,7 +91,19 @@ def missing_error(store: Connector, option: str) -> EmbridgeError:
     if store.scheme == "parquet" and isinstance(folder, Path) and folder.is_file():
         return InputError(option, f"{folder} is a file; a parquet:/// URI names the dataset's folder: give "
                           f"{path_uri('parquet', folder.parent)}")
+    served = _alias_of_missing(store)
+    if served is not None:  # the alias still names a collection dropped since (a link left dangling)
+        return VectorStoreError(f"{store.describe()}: '{store.collection}' is an alias of '{served}', which no "
+                                f"longer exists; point it at a collection that does (embridge rollback --to URI "
+                                f"--alias {store.collection})")
     return VectorStoreError(f"{store.describe()}: {store.missing()}")
+
+
+def _alias_of_missing(store: Connector) -> str | None:
+    try:
+        return store.alias_target(store.collection) if store.supports_alias else None
+    except (VectorStoreError, OSError):
+        return None
 
 
 def migration_state(store: Connector, collection: str) -> tuple[dict[str, Any] | None, str | None]:
@@ -110,6 +122,25 @@ def unfinished_reason(migration: dict[str, Any] | None, problem: str | None) -> 
         total = (migration.get("fingerprint") or {}).get("source_count")
         return (f"an unfinished migration (running, or stopped) has written part of it ({migration.get('written')} of "
                 f"{total} points); run the same 'embridge migrate' again to finish it")
+    return None
+
+
+def changed_since(migration: dict[str, Any] | None, held: int) -> str | None:
+    """Why a migrated collection no longer holds what its migration wrote, or None.
+
+    A finished migration wrote exactly its checkpoint's count; an unfinished one at least that many (a
+    batch written before its checkpoint moved may be there too). Fewer points, or more once finished,
+    were removed or added outside the migration: a live collection's own writes, or a loss. Said, not
+    refused: the application serving the collection may have written to it on purpose.
+    """
+    if not migration:
+        return None
+    written = int(migration.get("written") or 0)
+    complete = migration.get("status") == "complete"
+    if held < written or (complete and held != written):
+        how = "removed" if held < written else "added"
+        return (f"its migration wrote {written} points but it holds {held}: points were {how} outside the "
+                "migration")
     return None
 
 
@@ -145,6 +176,11 @@ def _check(store: Connector, label_field: str | None, served_as: str | None, sam
     if unfinished is not None:
         result.state = "half-migrated"
         result.notes.append(f"'{served}': {unfinished}")
+    changed = changed_since(migration, count)
+    if changed is not None:
+        result.migration["changed"] = changed  # type: ignore[index]  # set above: there is a checkpoint
+        result.notes.append(f"'{served}': {changed} (the application's own writes, or a loss: a rerun of "
+                            "the migration refuses it)")
     if state == "half-migrated":
         parts = ", ".join(f"{n} in {v}" for v, n in sorted(versions.items()))
         result.notes.append(f"points of several model versions ({parts}); a query reaches only its own")

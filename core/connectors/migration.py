@@ -104,14 +104,16 @@ def space_names(transform: StoreTransform) -> dict[str, str]:
 
 def migrate_store(bundle: str | Path, source_uri: str, target_uri: str, *, order: str = "random",
                   switch: bool = False, alias: str | None = None, batch_size: int = 4096,
-                  new_vectors: str | Path | None = None, backfill: int | None = None, seed: int = 0,
+                  new_vectors: str | Path | None = None, backfill: int | None = None, seed: int | None = None,
                   on_progress: ProgressFn | None = None, should_stop: StopFn | None = None) -> MigrationResult:
     """See the module docstring; raises EmbridgeError subclasses naming the option or store at fault."""
     if batch_size < 1:
         raise InputError("--batch", f"must be at least 1, got {batch_size}")
-    if new_vectors is None and (order != "random" or backfill is not None):
-        raise InputError("--order" if order != "random" else "--backfill", "chooses which points get real "
-                         "new-model vectors; give those with --new-vectors FILE.npz")
+    if new_vectors is None and (order != "random" or backfill is not None or seed is not None):
+        option = "--order" if order != "random" else "--backfill" if backfill is not None else "--seed"
+        raise InputError(option, "chooses which points get real new-model vectors; give those with "
+                         "--new-vectors FILE.npz")
+    seed = 0 if seed is None else seed
     report = on_progress or no_progress
     cap_malloc_arenas()  # before the stores' client libraries start their threads
     transform = load_transform(bundle)
@@ -136,6 +138,33 @@ def _fingerprint(transform: StoreTransform, source: Connector, target: Connector
             "new_vectors": hashlib.sha256(new.vectors.tobytes()).hexdigest() if new is not None else None}
 
 
+_SETTINGS = (("bundle", "another bundle (--bundle)"), ("order", "--order"), ("backfill", "--backfill"),
+             ("seed", "--seed"), ("new_vectors", "other --new-vectors"))
+
+
+def fingerprint_change(before: Any, now: dict[str, Any]) -> str:
+    """What differs between the checkpoint's migration and the one asked for, in the user's terms."""
+    before = before if isinstance(before, dict) else {}
+    said = []
+    if (before.get("source"), before.get("source_collection")) != (now["source"], now["source_collection"]):
+        said.append(f"another source: it was migrated from {before.get('source')}")
+    elif before.get("source_count") != now["source_count"]:
+        said.append(f"the source held {before.get('source_count')} points then and holds {now['source_count']} now")
+    for key, words in _SETTINGS:
+        was, asked = before.get(key), now[key]
+        if was == asked:
+            continue
+        if key == "bundle":
+            said.append(words)
+        elif key == "new_vectors":
+            said.append("--new-vectors where it ran without" if was is None else
+                        "no --new-vectors where it ran with some" if asked is None else words)
+        else:
+            said.append(f"{words} {asked if asked is not None else '(none)'} where it ran with "
+                        f"{was if was is not None else 'none'}")
+    return "; ".join(said) or "its checkpoint records other settings"
+
+
 def state_key(target: Connector) -> str:
     return f"migrate-{target.collection}"
 
@@ -157,8 +186,9 @@ def resumable_state(target: Connector, key: str, fingerprint: dict[str, Any]) ->
                                    f"points written, but it holds {held}: points were removed outside the "
                                    "migration; drop the collection to start again, or choose another target")
     if state is not None and state.get("fingerprint") != fingerprint:
-        raise VectorStoreError(f"{target.describe()}: holds a different migration (another bundle, source or "
-                               "settings, or the source changed since); drop it or choose another target")
+        raise VectorStoreError(f"{target.describe()}: holds a different migration ("
+                               f"{fingerprint_change(state.get('fingerprint'), fingerprint)}); run it with the "
+                               "same options, or drop it or choose another target")
     if state is None and target.exists():
         raise VectorStoreError(f"{target.describe()}: already exists and is not a migration Embridge started; "
                                "choose a new target collection")

@@ -21,6 +21,7 @@ import numpy as np
 
 from embridge.core.connectors.arrow_common import (
     batch_to_table,
+    id_kind,
     list_width,
     reading_parquet,
     release_arrow_memory,
@@ -167,6 +168,7 @@ class ParquetConnector(Connector):
         width: tuple[int, Path] | None = None  # the dataset's width, and the file that sets it
         if cursor is not None and files and (first := self.dim()):  # a resumed read: the width of the first file
             width = (first, files[0])
+        self._check_id_kinds(files)
         for index in range(int(start_file), len(files)):
             with reading_parquet(files[index]):
                 for batch in self._file_batches(pq.ParquetFile(files[index], buffer_size=READ_BUFFER, pre_buffer=False),
@@ -178,6 +180,23 @@ class ParquetConnector(Connector):
                                                f"{batch.vectors.shape[1]}-long vectors, but {width[1].name} holds "
                                                f"{width[0]}-long ones; every file needs the same width")
                     yield batch
+
+    def _check_id_kinds(self, files: list[Path]) -> None:
+        """One id kind in every file (schemas only): integer ids in one file and text in another would be
+        written to a target as two types of key, and 1 and '1' would be two points."""
+        first: tuple[Path, str] | None = None
+        for file in files:
+            schema = _schema(file)
+            if self.id_col not in schema.names:
+                continue  # said by the batch reader, naming the columns there are
+            kind = id_kind(schema.field(self.id_col).type)
+            if kind in (None, "null"):
+                continue  # refused or said by the batch reader, with the row
+            if first is None:
+                first = (file, kind)
+            elif kind != first[1]:
+                raise VectorStoreError(f"{file}: column '{self.id_col}' holds {kind} ids, but {first[0].name} holds "
+                                       f"{first[1]} ones; every file needs the same id type")
 
     def _file_batches(self, pf: Any, index: int, n_files: int, batch_size: int, start_file: Any,
                       start_row: Any, file: Any = "") -> Iterator[Batch]:

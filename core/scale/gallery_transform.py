@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from embridge.core.connectors.arrow_common import id_kind
 from embridge.core.connectors.parquet import plain_vectors
 from embridge.core.connectors.targets import check_database_folder
 from embridge.core.errors import InputError
@@ -163,12 +164,15 @@ def _check_schemas(source: SourceDataset, id_col: str, vec_col: str) -> None:
         vec_type, id_type = schema.field(vec_col).type, schema.field(id_col).type
         if not pa.types.is_fixed_size_list(vec_type):
             raise InputError(where, f"column '{vec_col}' is not a fixed-size list of floats")
+        if id_kind(id_type) not in ("integer", "text"):  # as a migration refuses them
+            raise InputError(where, f"column '{id_col}' is {id_type}; ids must be integers or text (cast the "
+                             "column, or name another with --id-column)")
         if first is None:
             first = (Path(part.path).name, vec_type.list_size, id_type)
         elif vec_type.list_size != first[1]:
             raise InputError(where, f"column '{vec_col}' holds {vec_type.list_size}-d vectors but {first[0]} "
                              f"holds {first[1]}-d ones; every partition needs the same width")
-        elif not (id_type.equals(first[2]) or pa.types.is_integer(id_type) and pa.types.is_integer(first[2])):
+        elif id_kind(id_type) != id_kind(first[2]):
             raise InputError(where, f"column '{id_col}' is {id_type} but {first[0]} has {first[2]}; "
                              "every partition needs the same id type")
 

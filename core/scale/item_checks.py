@@ -13,12 +13,12 @@ from typing import Any
 
 import numpy as np
 
+from embridge.core.connectors.arrow_common import id_kind
 from embridge.core.errors import InputError
 
 
 def check_item_schemas(files: list[Path], id_col: str, input_col: str) -> None:
     """Every partition has the id and input columns with the types of the first one (schemas only)."""
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
     from embridge.core.connectors.arrow_common import reading_parquet
@@ -31,7 +31,7 @@ def check_item_schemas(files: list[Path], id_col: str, input_col: str) -> None:
             raise InputError(file, f"no '{id_col}' and '{input_col}' columns (columns: {', '.join(schema.names)}); "
                              "name them with --id-column/--input-column")
         id_type, input_type = schema.field(id_col).type, schema.field(input_col).type
-        if not (pa.types.is_integer(id_type) or pa.types.is_string(id_type) or pa.types.is_large_string(id_type)):
+        if id_kind(id_type) not in ("integer", "text"):
             raise InputError(file, f"column '{id_col}' is {id_type}; ids must be integers or text")
         if first is None:
             first = (file, id_type, input_type)

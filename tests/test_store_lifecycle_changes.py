@@ -1,0 +1,160 @@
+"""A store's life after a migration: points changed under a served collection, an alias left dangling,
+a rerun with other options, and sources whose files disagree on the id type.
+
+Parquet carries these (real files, fast); the rules are the store-independent core's.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from bundle_fixtures import build_upgrade_workspace
+from store_fixtures import cli, fill_source, read_all
+
+from embridge.core.bundle import export_bundle
+from embridge.core.store import Workspace
+
+
+@pytest.fixture(scope="module")
+def upgrade(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    root = tmp_path_factory.mktemp("store-lifecycle")
+    up = build_upgrade_workspace(root / "ws", with_report=False)
+    with Workspace.open(up["path"]) as ws:
+        export_bundle(ws, root / "fct.zip", [up["runs"]["fct"]])
+        labels = [str(x) for x in ws.labels(up["ids"])]
+    return {**up, "bundle": str(root / "fct.zip"), "labels": labels}
+
+
+@pytest.fixture
+def source(upgrade: dict, tmp_path: Path) -> Any:
+    v1 = upgrade["vectors"]["v1"]
+    return fill_source("parquet", tmp_path, list(range(len(v1))), v1, upgrade["labels"])
+
+
+def _folder(uri: str) -> Path:
+    return Path(uri.removeprefix("parquet://").split("?", 1)[0])
+
+
+def _errors(err: str) -> int:
+    return sum(line.startswith("embridge:") for line in err.splitlines())
+
+
+def _migrate(capsys: pytest.CaptureFixture[str], upgrade: dict, source: Any, *extra: str) -> tuple[int, Any, str]:
+    return cli(capsys, "migrate", "--bundle", upgrade["bundle"], "--from", source.source, "--to", source.target,
+               "--batch", "40", *extra)
+
+
+def test_points_removed_from_a_served_shadow_are_said_by_check_and_rollback(
+        upgrade: dict, source: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    n = len(upgrade["vectors"]["v1"])
+    code, out, err = _migrate(capsys, upgrade, source, "--switch", "--alias", "docs")
+    assert code == 0, err
+    code, checked, _ = cli(capsys, "check", "--uri", source.alias_uri)
+    assert checked["migration"] == {"status": "complete", "written": n, "total": n} and checked["notes"] == []
+    shadow = _folder(source.target)
+    first = sorted(shadow.glob("*.parquet"))[0]
+    lost = len(read_all(f"parquet://{first.parent}"))  # every point of the shadow, before one file goes
+    first.unlink()
+    held = len(read_all(source.alias_uri))
+    assert 0 < held < lost == n
+    code, checked, _ = cli(capsys, "check", "--uri", source.alias_uri)
+    assert code == 0 and checked["count"] == held
+    said = f"its migration wrote {n} points but it holds {held}: points were removed outside the migration"
+    assert checked["migration"]["changed"] == said
+    assert any(said in note for note in checked["notes"])
+    main_text = cli(capsys, "check", "--uri", source.alias_uri)  # the plain text says it too
+    assert main_text[0] == 0
+    # rolling back and forth onto it is the operator's call (a live collection takes its own writes): said
+    assert cli(capsys, "rollback", "--to", source.rollback)[0] == 0
+    code, out, err = cli(capsys, "rollback", "--to", f"{source.target}?alias=docs")
+    assert code == 0 and out["collection"] == "docs_v2" and out["note"] == said
+    # and a rerun of the migration into it refuses it, naming both counts
+    code, _, err = _migrate(capsys, upgrade, source)
+    assert code == 1 and f"records {n} points written, but it holds {held}" in err and _errors(err) == 1
+
+
+def test_check_on_an_alias_whose_collection_was_dropped_names_the_alias(
+        upgrade: dict, source: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    assert _migrate(capsys, upgrade, source, "--switch", "--alias", "docs")[0] == 0
+    shutil.rmtree(_folder(source.target))
+    code, _, err = cli(capsys, "check", "--uri", source.alias_uri)
+    assert code == 1 and _errors(err) == 1
+    assert "'docs' is an alias of 'docs_v2', which no longer exists" in err and "embridge rollback" in err
+
+
+def test_a_seed_without_new_vectors_is_refused_and_a_rerun_names_what_differs(
+        upgrade: dict, source: Any, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, _, err = _migrate(capsys, upgrade, source, "--seed", "1")
+    assert code == 1 and "--seed: chooses which points get real new-model vectors" in err
+    assert not _folder(source.target).exists()
+    assert _migrate(capsys, upgrade, source)[0] == 0
+    v3 = upgrade["vectors"]["v3"]
+    new_file = tmp_path / "new.npz"
+    np.savez(new_file, ids=np.arange(len(v3)), vectors=v3)
+    code, _, err = _migrate(capsys, upgrade, source, "--new-vectors", str(new_file), "--backfill", "5",
+                            "--seed", "3")
+    assert code == 1 and _errors(err) == 1
+    for part in ("--backfill 5 where it ran with none", "--seed 3 where it ran with 0",
+                 "--new-vectors where it ran without", "run it with the same options"):
+        assert part in err, err
+    extra = _folder(source.source) / "part-9.parquet"  # the source grew since the migration
+    shutil.copy(sorted(_folder(source.source).glob("part-*.parquet"))[0], extra)
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(extra)
+    import pyarrow as pa
+
+    pq.write_table(table.set_column(0, "id", pa.array(np.arange(10_000, 10_000 + table.num_rows))), extra)
+    n = len(v3)
+    code, _, err = _migrate(capsys, upgrade, source)
+    assert code == 1 and f"the source held {n} points then and holds {n + table.num_rows} now" in err
+
+
+def test_files_of_one_dataset_must_agree_on_the_id_type(
+        upgrade: dict, source: Any, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    second = sorted(_folder(source.source).glob("part-*.parquet"))[1]
+    table = pq.read_table(second)
+    pq.write_table(table.set_column(0, "id", pa.array([str(i) for i in table.column("id").to_pylist()])), second)
+    before = {p.name: p.read_bytes() for p in _folder(source.source).iterdir()}
+    code, _, err = _migrate(capsys, upgrade, source)
+    assert code == 1 and _errors(err) == 1
+    assert f"{second}: column 'id' holds text ids, but part-0.parquet holds integer ones" in err
+    assert not _folder(source.target).exists()
+    with Workspace.create(tmp_path / "ws2") as ws:
+        ws_dir = ws.root
+    code, _, err = cli(capsys, "import", "-w", str(ws_dir), "--from", source.source)
+    assert code == 1 and "every file needs the same id type" in err
+    assert {p.name: p.read_bytes() for p in _folder(source.source).iterdir()} == before
+
+
+def test_transform_refuses_float_ids_as_a_migration_does(
+        upgrade: dict, source: Any, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    for part in _folder(source.source).glob("part-*.parquet"):
+        table = pq.read_table(part)
+        pq.write_table(table.set_column(0, "id", table.column("id").cast("double")), part)
+    code, _, err = _migrate(capsys, upgrade, source)
+    assert code == 1 and "holds double ids; point ids must be integers or text" in err
+    out = tmp_path / "transformed"
+    code, _, err = cli(capsys, "transform", "--bundle", upgrade["bundle"], "--from",
+                       f"parquet://{_folder(source.source)}", "--to", f"parquet://{out}")
+    assert code == 1 and "column 'id' is double; ids must be integers or text" in err and _errors(err) == 1
+    assert not out.exists() or not list(out.rglob("*.parquet"))
+
+
+def test_bundle_apply_refuses_an_output_that_names_a_folder(
+        upgrade: dict, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    vectors = tmp_path / "in.npy"
+    np.save(vectors, upgrade["vectors"]["v1"][:20])
+    for out in (f"{tmp_path}/new-folder/", f"{tmp_path}/new-folder/sub/"):
+        code, _, err = cli(capsys, "bundle", "apply", upgrade["bundle"], "--vectors", str(vectors), "--out", out)
+        assert code == 1 and "names a folder, not a file; give the .npy file to write" in err
+        assert not (tmp_path / "new-folder").exists()
