@@ -168,6 +168,30 @@ def test_chained_bundle_equals_the_two_layers_in_sequence(upgrade: dict, tmp_pat
     np.testing.assert_allclose(plain, adapt_queries(v2_to_v1, adapt_queries(v3_to_v2, l2_normalize(v3))), **F32)
 
 
+def test_a_chain_with_a_failing_step_is_flagged_as_a_failing_layer_is(upgrade: dict, tmp_path: Path) -> None:
+    import copy
+
+    from embridge.core.bundle import bundle_text
+    from embridge.core.bundle.measured import verdict_line, weighed
+    from embridge.core.bundle.readme import readme_text
+
+    runs = upgrade["runs"]
+    with Workspace.open(upgrade["path"]) as ws:
+        manifest = export_bundle(ws, tmp_path / "chain.zip", [runs["v2_to_v1"], runs["v3_to_v2"]])["manifest"]
+    steps_pass = [weighed(step["metrics"]).compatible for step in manifest["chain"]]
+    assert all(steps_pass) == (verdict_line(manifest) is None)
+    broken = copy.deepcopy(manifest)
+    second = broken["chain"][1]["metrics"]
+    second.update(upgraded_top1=second["old_old_top1"] - 0.2, compatible=False)
+    warning = verdict_line(broken)
+    assert warning is not None and warning.startswith("WARNING: ")
+    step = broken["chain"][1]
+    assert f"step 2 (training run {step['run_id']}, {step['kind']}): upgraded top-1 " in warning
+    assert f"is not above old/old {second['old_old_top1']:.3f}" in warning and "`embridge chain`" in warning
+    for text in (readme_text(broken), bundle_text(broken)):
+        assert warning in text
+
+
 def test_chain_refuses_runs_that_do_not_link(upgrade: dict, tmp_path: Path) -> None:
     runs = upgrade["runs"]
     with Workspace.open(upgrade["path"]) as ws:

@@ -29,19 +29,23 @@ from embridge.core.store.files import sha256_file
 from embridge.core.train.runs import train_run
 
 ROOT = Path(__file__).resolve().parents[1]
-# Run a command with torch impossible to import: a meta-path finder refuses it before anything else loads.
-NO_TORCH = """
+# Run a command as on a deployment machine with numpy, safetensors and onnxruntime only: a meta-path
+# finder refuses torch and every other heavy dependency of the desktop build before anything loads.
+BLOCKED = ("torch", "sqlite_utils", "faiss", "matplotlib", "onnx", "PySide6", "pyarrow", "transformers",
+           "sentence_transformers")
+NO_TORCH = f"""
 import sys, runpy
-class _NoTorch:
+BLOCKED = {BLOCKED!r}
+class _Blocked:
     def find_spec(self, name, path=None, target=None):
-        if name == "torch" or name.startswith("torch."):
-            raise ImportError("torch is blocked in this test")
+        if name.split(".")[0] in BLOCKED:
+            raise ImportError(name + " is blocked in this test")
         return None
-sys.meta_path.insert(0, _NoTorch())
+sys.meta_path.insert(0, _Blocked())
 sys.argv = ["embridge", *sys.argv[1:]]
 from embridge.core.cli.main import main
 code = main()
-assert not any(m == "torch" or m.startswith("torch.") for m in sys.modules), "torch was imported"
+assert not any(m.split(".")[0] in BLOCKED for m in sys.modules), "a blocked package was imported"
 raise SystemExit(code)
 """
 
@@ -130,6 +134,16 @@ def test_fusion_applies_without_torch(bundles: dict, tmp_path: Path) -> None:
     old = l2_normalize(np.load(bundles["old16"]))
     expected = in_process(bundles["adapters"]["fusion"], np.load(bundles["x32"]), old)
     assert float(np.abs(np.load(out) - expected).max()) <= 1e-6
+    import zipfile
+
+    with zipfile.ZipFile(bundles["paths"]["fusion"]) as zf:  # its README's apply command runs as written
+        readme = zf.read("README.md").decode("utf-8")
+    written = re.search(r"`embridge (bundle apply <bundle> [^`]*)`", readme).group(1)
+    named = {"<bundle>": str(bundles["paths"]["fusion"]), "in.npy": str(bundles["x32"]),
+             "old_queries.npy": str(bundles["old16"]), "out.npy": str(tmp_path / "as-written.npy")}
+    done = run_without_torch(*[named.get(word, word) for word in written.split()], "--no-normalise")
+    assert done.returncode == 0, (written, done.stderr)
+    assert float(np.abs(np.load(tmp_path / "as-written.npy") - expected).max()) <= 1e-6
 
 
 def test_torch_runtime_without_torch_is_one_clear_line(bundles: dict, tmp_path: Path) -> None:

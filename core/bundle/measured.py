@@ -202,11 +202,33 @@ def chain_step_lines(manifest: dict[str, Any], keys: tuple[str, ...] | None = HE
 
 def verdict_line(manifest: dict[str, Any]) -> str | None:
     """A warning when the shipped numbers say the layer fails the compatibility criterion (on nDCG@10
-    when they come from graded judgments, as the report's verdict and the plan weigh them)."""
+    when they come from graded judgments, as the report's verdict and the plan weigh them); for a
+    chained bundle, when any of its steps fails on its own held-out numbers."""
     found = measurements(manifest)
-    if not found:
+    if found:
+        failing = _failure(found[0]["values"])
+        if failing is None:
+            return None
+        numbers, worse, advice = failing
+        return (f"WARNING: this layer FAILS the compatibility criterion ({found[0]['source']}){numbers}; serving "
+                f"new queries through it {worse}. {advice}")
+    steps = manifest.get("chain") if isinstance(manifest.get("chain"), list) else []
+    failed = []
+    for i, step in enumerate(steps, 1):
+        values = step.get("metrics") if isinstance(step, dict) and isinstance(step.get("metrics"), dict) else {}
+        failing = _failure(values) if values else None
+        if failing is not None:
+            failed.append(f"step {i} (training run {step.get('run_id')}, {step.get('kind')}){failing[0]}")
+    if not failed:
         return None
-    values, source = found[0]["values"], found[0]["source"]
+    return (f"WARNING: {len(failed)} of the chain's {len(steps)} steps FAIL the compatibility criterion on their "
+            f"held-out numbers ({'; '.join(failed)}); queries served through the chain pass through "
+            f"{'that step' if len(failed) == 1 else 'those steps'}. `embridge chain` measures the chain end to end")
+
+
+def _failure(values: dict[str, Any]) -> tuple[str, str, str] | None:
+    """(': upgraded X is not above old/old Y', how serving through it fares, what to do) for numbers that
+    fail the criterion, else None."""
     w = weighed(values)
     name, up, old, ceiling = w.name, w.upgraded, w.old_old, w.ceiling
     if w.compatible is not False:
@@ -219,8 +241,7 @@ def verdict_line(manifest: dict[str, Any]) -> str | None:
     if w.new_better is False:
         advice = (f"The new model itself is no better ({name} {ceiling:.3f} against old/old {w.new_floor:.3f}): stay on the "
                   "old model")
-    return (f"WARNING: this layer FAILS the compatibility criterion ({source}){numbers}; serving new queries "
-            f"through it {worse}. {advice}")
+    return numbers, worse, advice
 
 
 def renamed_line(manifest: dict[str, Any]) -> str | None:

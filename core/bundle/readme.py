@@ -198,7 +198,13 @@ def readme_text(manifest: dict[str, Any]) -> str:
               "`embridge bundle verify <bundle>` checks every file's sha256 (`CHECKSUMS` lists each "
               "file's, `manifest.json` included) and re-runs the layer on `probes/`. "
               "Without Embridge: `sha256sum -c CHECKSUMS` in the bundle folder.",
-              "`embridge bundle apply <bundle> --vectors in.npy --out out.npy` transforms a large vector "
-              "file in resumable chunks; `--runtime auto` (default) uses the torch-free runtime above, "
-              "so torch need not be installed.", ""]
+              f"`embridge bundle apply <bundle> --vectors in.npy{_old_vectors_flag(manifest)} --out out.npy` "
+              "transforms a large vector file in resumable chunks; `--runtime auto` (default) uses the "
+              "torch-free runtime above, so torch need not be installed.", ""]
     return "\n".join(lines)
+
+
+def _old_vectors_flag(manifest: dict[str, Any]) -> str:
+    """A fusion layer reads each query's old-model vector too: its apply command names the file holding them."""
+    adapter = manifest.get("adapter") if isinstance(manifest.get("adapter"), dict) else {}
+    return " --old-vectors old_queries.npy" if adapter.get("inputs") == ["new", "old"] else ""

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import cache
-
-import sqlite_utils
+from typing import TYPE_CHECKING
 
 from embridge.core.errors import SchemaVersionError
+
+if TYPE_CHECKING:
+    import sqlite_utils
 
 SCHEMA_VERSION = 3
 
@@ -120,6 +122,8 @@ def current_version(db: sqlite_utils.Database) -> int:
 def _current_tables() -> dict[str, frozenset[str]]:
     """Every table of the current schema and its columns, as the migrations build them (so a table a
     later migration adds is checked as surely as the first ones)."""
+    import sqlite_utils
+
     db = sqlite_utils.Database(memory=True, execute_plugins=False)
     for version in range(SCHEMA_VERSION):
         MIGRATIONS[version](db)

@@ -23,10 +23,9 @@ import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import sqlite_utils
 
 from embridge.core import stop_signals
 from embridge.core.errors import (
@@ -54,6 +53,9 @@ from embridge.core.store.vector_matrix import (
     sweep_orphans,
 )
 from embridge.core.store.workspace_folder import check_database_file, holds_files
+
+if TYPE_CHECKING:  # imported when a workspace is opened: the store's file helpers serve without SQLite's
+    import sqlite_utils
 
 TEMP_MAX_AGE_S = 3600  # older temp files belong to a writer that died, not one still running
 BUSY_TIMEOUT_ENV = "EMBRIDGE_BUSY_TIMEOUT"
@@ -118,6 +120,8 @@ class Workspace(ItemsMixin, ModelsMixin, RecordsMixin, JudgmentsMixin):
         try:
             # no sqlite-utils plugins: a third-party one would change every workspace connection, and
             # loading their entry points costs about 0.1 s per process
+            import sqlite_utils
+
             db = sqlite_utils.Database(conn, execute_plugins=False)
             db.execute("PRAGMA foreign_keys=ON")
             tables = db.table_names()  # checked before anything is written to the file
