@@ -110,6 +110,15 @@ def test_a_heads_printed_numbers_give_its_printed_gain(demo_copy: Path, capsys: 
     assert main(["runs", "-w", str(demo_copy), "--json"]) == 0
     metrics = json.loads(capsys.readouterr().out)["runs"][-1]["metrics"]
     assert metrics["ceiling_cell"] == "head/head" and metrics["ceiling_top1"] == pytest.approx(cc)
+    assert main(["report", "-w", str(demo_copy), "--json"]) == 0  # its report run lists the same cell
+    reported = json.loads(capsys.readouterr().out)
+    assert main(["runs", "-w", str(demo_copy), "--kind", "report", "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)["runs"][-1]["metrics"]
+    assert metrics["ceiling_cell"] == reported["ceiling_cell"] == "head/head"
+    assert metrics["ceiling_top1"] == pytest.approx(reported["ceiling_top1"])
+    assert main(["runs", "-w", str(demo_copy), "--kind", "report"]) == 0  # the id --report takes, and its layer
+    listed = [x for x in capsys.readouterr().out.splitlines() if x.startswith("#")][-1]
+    assert listed.endswith(f" report #{reported['report_id']} of run #{data['run_id']}"), listed
 
 
 def test_a_layer_on_the_raw_new_model_keeps_new_new_as_its_ceiling(demo_copy: Path,

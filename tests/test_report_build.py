@@ -193,6 +193,10 @@ def test_heldout_gallery_leaves_out_the_train_fold(case: DemoCase) -> None:
     assert s["gallery"] == 600 - in_train and s["gallery_train_fold"] == 0
     assert any("were removed from the gallery" in line for line in report.protocol)
     assert report.report_id is None  # not written
+    # the demo's old model embedded every gallery item: the gallery is the whole one, less the train fold
+    old_old = report.cells["old/old"]["protocol"]["text"]
+    assert "against the whole gallery without the train fold (" in old_old, old_old
+    assert "every gallery item the old model embedded" not in old_old
 
 
 def ws_gallery_ids(case: DemoCase) -> list[int]:

@@ -41,4 +41,6 @@ def test_forced_ivf_states_parameters_and_true_recall(case: DemoCase) -> None:
     assert cell["recall_vs_exact"] == pytest.approx(recall, abs=1e-12)
     assert recall < 0.95  # one list of many probed: approximate, and the report says so
     assert f"{cell['recall_vs_exact']:.4f}" in s["statement"] and "ivf" in s["statement"]
+    assert "Approximate search (ivf: " in s["statement"] and "nprobe 1, " in s["statement"]
+    assert "{" not in s["statement"] and "'" not in s["statement"]  # words, not a Python dict
     assert s["recall_vs_exact"] == min(c["recall_vs_exact"] for c in s["cells"].values())

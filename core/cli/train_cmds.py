@@ -181,10 +181,18 @@ def cmd_runs(args: argparse.Namespace) -> Result:
         + " ".join(_shown_metric(k, v, r["metrics"]) for k, v in r["metrics"].items()
                    if isinstance(v, float) and not (k == "ceiling_top1" and r["metrics"].get("ceiling_cell") == "new/new"))
         + (f" criterion: {criterion_text(run.get('metrics') or {})}" if r["criterion"] else "")
+        + _report_words(r["metrics"].get("report_id"), (run.get("config") or {}).get("train_run"))
         + (f"  ({r['error']})" if r["error"] else "")
         + "".join(f"\n      {line}" for line in _measured_on(run.get("metrics") or {}))
         for r, run in zip(rows, runs, strict=True))
     return {"runs": rows}, text or "no runs"
+
+
+def _report_words(report_id: Any, train_run: Any) -> str:
+    """' report #3 of run #1': the id `bundle export --report` and `plan --report` take, and its layer's run."""
+    if report_id is None:
+        return ""
+    return f" report #{report_id}" + (f" of run #{train_run}" if train_run is not None else "")
 
 
 def _measured_on(metrics: dict[str, Any]) -> list[str]:

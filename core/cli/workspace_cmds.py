@@ -59,9 +59,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--arch-config", help="JSON object of the architecture's settings, for a bare state_dict")
     p.add_argument("--input-shape", help="input shape without batch, e.g. 1,28,28 (when it cannot be inferred)")
     p.add_argument("--query-prompt", help="text models: prepended to query items (default: the model's own "
-                   "'query' prompt, else none; '' for none)")
+                   "'query' prompt, else its default prompt, else none; '' for none)")
     p.add_argument("--document-prompt", help="text models: prepended to gallery items (default: the model's "
-                   "own 'document' or 'passage' prompt, else none; '' for none)")
+                   "own 'document', 'passage' or 'corpus' prompt, else its default prompt, else none; '' for none)")
     p.add_argument("--pooling", choices=["mean", "cls", "last"],
                    help="transformers and ONNX folders: how token states become one vector (default: from "
                    "the folder's config; mean for encoders, last token for decoders)")

@@ -123,6 +123,7 @@ def _upgrade_tasks(ws: Workspace, models: Sequence[str], heldout_gallery: bool, 
     label = "models " + ", ".join(f"'{m}'" for m in models)
     queries, source = heldout_queries(ws, models, seed)
     full_ids = ws.gallery_ids(models[0])
+    old_embedded = int(full_ids.size)  # before --heldout-gallery takes the train fold out
     sample_ids = ws.gallery_among(ids_under_all(ws, models))
     removed = 0
     if heldout_gallery:
@@ -132,7 +133,7 @@ def _upgrade_tasks(ws: Workspace, models: Sequence[str], heldout_gallery: bool, 
                        "test" if source == "judged test queries" else None)
     gallery_full = ws.gallery_count()
     suffix = " without the train fold" if heldout_gallery else ""
-    full = GallerySet(old_gallery_name(full_ids.size, gallery_full, suffix), full_ids)
+    full = GallerySet(old_gallery_name(old_embedded, gallery_full, suffix), full_ids)
     if sample_ids.size == gallery_full:
         sample = GallerySet("the whole gallery", sample_ids)
     else:
@@ -181,10 +182,13 @@ def comparable_queries(full: RetrievalTask, sample: RetrievalTask, label: str,
     return QuerySet(name, queries.ids[~left_out]), n
 
 
-def old_gallery_name(size: int, gallery: int, suffix: str = "") -> str:
-    """'the whole gallery', or what the old model's gallery is when it did not embed every gallery item."""
-    return ("the whole gallery" if size == gallery else
-            f"the old gallery{suffix} (every gallery item the old model embedded)")
+def old_gallery_name(embedded: int, gallery: int, suffix: str = "") -> str:
+    """'the whole gallery', or what the old model's gallery is when it did not embed every gallery item
+    (``embedded`` of ``gallery``); ``suffix`` says what was taken out of it (the train fold)."""
+    if embedded == gallery:
+        return f"the whole gallery{suffix}"
+    return f"the old gallery{suffix} (of the gallery items the old model embedded)" if suffix else \
+        "the old gallery (every gallery item the old model embedded)"
 
 
 def dev_task(ws: Workspace, old: str, new: str, seed: int = 0,

@@ -153,7 +153,9 @@ def search_summary(cells: dict[str, dict[str, Any]]) -> dict[str, Any]:
                                                for n in sizes) + " vectors")
         text = f"Exact cosine search (faiss IndexFlatIP over L2-normalised vectors) over {over}."
     else:
-        text = (f"Approximate search ({first['method']}, {params}); recall@{params.get('recall_k')} against exact "
+        shown = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in params.items()
+                          if k not in ("recall_k", "recall_sample") and v is not None)
+        text = (f"Approximate search ({first['method']}: {shown}); recall@{params.get('recall_k')} against exact "
                 f"search, measured on {params.get('recall_sample')} queries: "
                 + ", ".join(f"{n} {c['recall_vs_exact']:.4f}" for n, c in cells.items()
                             if c.get("recall_vs_exact") is not None) + ".")
