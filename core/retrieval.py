@@ -78,35 +78,35 @@ def _merge_best(scores: np.ndarray, offset: int, best_idx: np.ndarray, best_scor
 def merge_topk(scores: np.ndarray, offset: int, best_idx: np.ndarray, best_score: np.ndarray,
                ids: np.ndarray | None = None) -> None:
     """Fold one score tile (gallery rows from ``offset``, or the rows ``ids`` names per column) into
-    the running top k, in place.
+    the running top k, in place, in the one canonical order: score descending, equal scores by lower
+    gallery row (so a tie group larger than k keeps the same items whatever order the tiles come in).
 
-    Only scores above a query's current k-th best can enter, and after the first chunks a handful
-    per query do: those are packed into a narrow (queries, most candidates) block and merged with
-    the k kept, instead of selecting from the whole tile each time (five times the product's cost).
+    Only scores at or above a query's current k-th best can enter (in the first tile, its own k-th
+    best), and after the first chunks a handful per query do: those are packed into a narrow
+    (queries, most candidates) block and merged with the k kept, instead of sorting the whole tile.
     """
     k = best_idx.shape[1]
     kth = best_score.min(axis=1, keepdims=True)
-    if not np.isfinite(kth).all():  # the first chunk: every score is a candidate
-        cand_score = scores
-        cols = np.arange(offset, offset + scores.shape[1], dtype=np.int64) if ids is None else ids
-        cand_idx = np.broadcast_to(cols, scores.shape)
-    else:
-        flat = np.flatnonzero(scores > kth)  # row-major: each query's candidates together
-        if not len(flat):
-            return
-        rows, cols = np.divmod(flat, scores.shape[1])
-        counts = np.bincount(rows, minlength=len(scores))
-        width = int(counts.max())
-        slot = np.arange(len(rows)) - np.repeat(np.cumsum(counts) - counts, counts)
-        cand_score = np.full((len(scores), width), -np.inf, dtype=np.float32)
-        cand_idx = np.full((len(scores), width), -1, dtype=np.int64)
-        cand_score[rows, slot] = scores[rows, cols]
-        cand_idx[rows, slot] = cols + offset if ids is None else ids[cols]
+    width = scores.shape[1]
+    if width >= k and not np.isfinite(kth).all():  # the first tile bounds itself by its own k-th best
+        kth = np.maximum(kth, np.partition(scores, width - k, axis=1)[:, width - k:width - k + 1])
+    flat = np.flatnonzero(scores >= kth)  # row-major: each query's candidates together
+    if not len(flat):
+        return
+    rows, cols = np.divmod(flat, width)
+    counts = np.bincount(rows, minlength=len(scores))
+    most = int(counts.max())
+    slot = np.arange(len(rows)) - np.repeat(np.cumsum(counts) - counts, counts)
+    cand_score = np.full((len(scores), most), -np.inf, dtype=np.float32)
+    cand_idx = np.full((len(scores), most), -1, dtype=np.int64)
+    cand_score[rows, slot] = scores[rows, cols]
+    cand_idx[rows, slot] = cols + offset if ids is None else ids[cols]
     merged_score = np.concatenate([best_score, cand_score], axis=1)
     merged_idx = np.concatenate([best_idx, cand_idx], axis=1)
-    part = np.argpartition(-merged_score, kth=k - 1, axis=1)[:, :k]
-    best_score[:] = np.take_along_axis(merged_score, part, axis=1)
-    best_idx[:] = np.take_along_axis(merged_idx, part, axis=1)
+    key_id = np.where(merged_idx < 0, np.iinfo(np.int64).max, merged_idx)  # empty slots after every item
+    order = np.lexsort((key_id, -merged_score.astype(np.float64)), axis=1)[:, :k]
+    best_score[:] = np.take_along_axis(merged_score, order, axis=1)
+    best_idx[:] = np.take_along_axis(merged_idx, order, axis=1)
 
 
 def label_topk_hits(topk_idx: np.ndarray, query_labels: np.ndarray, gallery_labels: np.ndarray) -> np.ndarray:

@@ -144,6 +144,29 @@ def test_tied_scores_rank_by_gallery_row_under_every_policy() -> None:
     assert len({c.values["top1"][-1] for c in curves.values()}) == 1
 
 
+def test_tie_groups_larger_than_the_candidates_kept_still_rank_by_gallery_row() -> None:
+    """A tie group wider than the k + slack candidates each curve keeps (30 gallery items sharing the
+    queries' own vector): which of them survive must follow gallery rows, not the policy's order, so
+    every policy starts at the upgraded cell and each point matches the explicit mixed gallery."""
+    w = _world(120, 40, seed=4)
+    rng = np.random.default_rng(4)
+    group = rng.choice(120, size=30, replace=False)
+    for key, query_key in (("gn", "qn"), ("go", "qh"), ("gh", "qh")):
+        w[key][group] = w[query_key][0]  # every item of the group is the first query's vector
+    w["qn"][:8], w["qh"][:8] = w["qn"][0], w["qh"][0]  # eight queries share it
+    w["gy"][group] = np.where(np.arange(30) < 27, (w["qy"][0] + 1) % 15, w["qy"][0])  # 3 of 30 relevant
+    betas = np.array([0.0, 0.3, 0.7, 1.0])
+    orders = {p: backfill_order(p, 120, seed=3, gallery_adapted=w["gh"], gallery_old=w["go"]) for p in
+              ("random", "least_confident", "largest_residual")}  # fmt: skip
+    curves = backfill_curves(w["qn"], w["qh"], w["gn"], w["go"], w["qy"], w["gy"], orders, betas, ks=(1, 5), block=16)
+    for policy, order in orders.items():
+        for i, beta in enumerate(betas):
+            expected = _explicit_mixed_top(w, order, beta, (1, 5))
+            assert curves[policy].values["top1"][i] == pytest.approx(expected["top1"], abs=1e-12), (policy, beta)
+            assert curves[policy].values["top5"][i] == pytest.approx(expected["top5"], abs=1e-12), (policy, beta)
+    assert len({c.values["top1"][0] for c in curves.values()}) == 1  # β = 0: the upgraded system, whatever the order
+
+
 def test_self_exclusion_in_mixed_gallery() -> None:
     w = _world(300, 0, seed=1)
     w.update(qn=w["gn"][:80], qh=w["gh"][:80], qy=w["gy"][:80])

@@ -63,3 +63,17 @@ def test_mismatched_dims_and_empty_galleries_are_refused() -> None:
         exact_topk(np.zeros((2, 3), np.float32), np.zeros((4, 5), np.float32), 1)
     with pytest.raises(ValueError, match="too small"):
         exact_topk(np.zeros((1, 3), np.float32), np.zeros((1, 3), np.float32), 1, np.array([0]))
+
+
+def test_a_tie_group_wider_than_k_keeps_its_lowest_rows_whatever_the_chunking() -> None:
+    rng = np.random.default_rng(6)
+    # small whole numbers: every product is exact, so chunked and whole products agree to the bit
+    gallery = rng.integers(-3, 4, (90, 8)).astype(np.float32)
+    queries = rng.integers(-3, 4, (12, 8)).astype(np.float32)
+    group = rng.choice(90, size=25, replace=False)
+    gallery[group] = queries[0]  # 25 rows tie exactly for query 0, and for every other query too
+    scores = queries @ gallery.T
+    canonical = np.lexsort((np.broadcast_to(np.arange(90), scores.shape), -scores.astype(np.float64)), axis=1)[:, :7]
+    for chunk in (7, 16, 90):
+        idx, _ = exact_topk(queries, gallery, 7, gallery_chunk=chunk, block=5)
+        np.testing.assert_array_equal(idx, canonical)
