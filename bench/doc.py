@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +87,39 @@ def area_section(result: dict[str, Any], about: str) -> list[str]:
     return out
 
 
+# ``{{area|row|field|format}}`` in the findings prose: a number taken from the results, so the prose
+# cannot drift from the tables. ``row`` is the start of a row's name in that area (the first row that
+# matches), or empty for the area's result itself; ``field`` a dotted path in it (``ratio``,
+# ``details.transform_only_s``, ``settings.dim``); ``format`` a format spec (``.2f``), or empty for the
+# tables' own formatting.
+FACT = re.compile(r"\{\{([^{}|]+)\|([^{}|]*)\|([^{}|]+)(?:\|([^{}|]*))?\}\}")
+
+
+def fact(results: dict[str, dict[str, Any]], here: str, area: str, row: str, field: str,
+         spec: str | None) -> str:
+    """One ``{{area|row|field|format}}`` of the findings, from the results (``–`` when the area was not
+    run or failed; a row or field the results lack is an error, not a silent stale number)."""
+    result = results.get(area.strip())
+    if result is None or "error" in result:
+        return "–"
+    node: Any = result
+    if row.strip():
+        node = next((r for r in result.get("rows", []) if r["name"].startswith(row.strip())), None)
+        if node is None:
+            raise ValueError(f"findings: {here}: no row of {area.strip()!r} starts with {row.strip()!r}")
+    for key in field.strip().split("."):
+        if not isinstance(node, dict) or key not in node:
+            raise ValueError(f"findings: {here}: the results have no {field.strip()!r}")
+        node = node[key]
+    if node is None:
+        return "–"
+    return format(node, spec) if spec else fmt(node)
+
+
+def fill_facts(text: str, results: dict[str, dict[str, Any]]) -> str:
+    return FACT.sub(lambda m: fact(results, m[0], m[1], m[2], m[3], m[4]), text)
+
+
 def render(results: dict[str, dict[str, Any]], abouts: dict[str, str], intro: str, findings: str = "") -> str:
     lines = ["# Performance", "", intro.strip(), ""]
     # the header describes the machine as the multi-threaded areas saw it (fit and train CPU rows
@@ -103,7 +137,7 @@ def render(results: dict[str, dict[str, Any]], abouts: dict[str, str], intro: st
     if missed:
         lines += ["Misses:", "", *[f"- {m}" for m in missed], ""]
     if findings.strip():
-        lines += [findings.strip(), ""]
+        lines += [fill_facts(findings, results).strip(), ""]
     for area in AREAS:
         if area in results:
             lines += area_section(results[area], abouts.get(area, ""))
