@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 DEMO ?= demo-workspace
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint bench package package-check screenshots clean system-deps-run system-deps-test
+.PHONY: install demo run test lint bench package package-check screenshots clean system-deps-run system-deps-test
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -19,8 +19,10 @@ $(STAMP): $(PY) pyproject.toml
 
 install: $(STAMP)
 
-$(DEMO)/embridge.db: | $(STAMP)
-	$(VENV)/bin/embridge demo --workspace $(DEMO)
+# built when missing, and built again when a stopped build left its marker (the app would refuse it)
+demo: $(STAMP)
+	@if [ ! -f $(DEMO)/embridge.db ] || [ -f $(DEMO)/.embridge-demo-unfinished ]; then \
+		$(VENV)/bin/embridge demo --workspace $(DEMO); fi
 
 # system libraries (Qt's xcb plugin; chromium for the HTML report test): installed when root, else named
 system-deps-run: $(STAMP)
@@ -29,7 +31,7 @@ system-deps-run: $(STAMP)
 system-deps-test: $(STAMP)
 	PYTHON=$(PY) sh packaging/system-deps.sh test
 
-run: $(STAMP) system-deps-run $(DEMO)/embridge.db
+run: $(STAMP) system-deps-run demo
 	$(VENV)/bin/embridge-gui --workspace $(DEMO)
 
 lint: $(STAMP)
@@ -51,7 +53,7 @@ package: $(STAMP)
 package-check:
 	dist/embridge/embridge --self-test
 
-screenshots: $(STAMP) $(DEMO)/embridge.db
+screenshots: $(STAMP) demo
 	QT_QPA_PLATFORM=offscreen $(PY) -m embridge.app.screenshots --workspace $(DEMO) --out docs/screenshots --prepare
 
 clean:

@@ -16,8 +16,7 @@ from pathlib import Path
 
 from embridge.core.store import Workspace
 from embridge.core.store.workspace import DB_NAME
-
-MARKER = ".embridge-demo-unfinished"
+from embridge.core.store.workspace_folder import UNFINISHED_DEMO as MARKER
 
 
 def start_demo(path: str | Path) -> Workspace:
@@ -63,10 +62,16 @@ def _kept(marker: Path) -> list[str] | None:
     return kept if kept is None or isinstance(kept, list) else []
 
 
+# what a demo build makes at the top of its folder: anything else there was put by someone else and stays
+# (the next build then refuses the folder as not empty, naming it)
+MADE = frozenset({DB_NAME, f"{DB_NAME}-wal", f"{DB_NAME}-shm", f"{DB_NAME}-journal", "adapters", "bundles", "models",
+                  "reports", "vectors", "demo-items", "scale-jobs"})
+
+
 def _remove_made(root: Path, kept: list[str] | None) -> None:
     keep = set(kept or ()) - {MARKER}
     for entry in os.scandir(root):
-        if entry.name in keep or entry.name == MARKER:
+        if entry.name in keep or entry.name == MARKER or not (entry.name in MADE or entry.name.startswith(".")):
             continue
         if entry.is_dir(follow_symlinks=False):
             shutil.rmtree(entry.path, ignore_errors=True)

@@ -451,6 +451,17 @@ def test_a_demo_killed_midway_is_built_again_by_the_next_demo(
     child.wait_until(items_stored, "the items were imported")  # then the models train for seconds
     child.kill()
     assert (folder / MARKER).is_file() and (folder / "demo-items").is_dir()
+    capsys.readouterr()
+    for command in (["info"], ["import", "--path", str(folder / "demo-items")]):  # no command adds to it
+        assert main([*command, "--workspace", str(folder)]) == 1
+        err = capsys.readouterr().err
+        assert "an 'embridge demo' that was stopped before it finished; run 'embridge demo" in err
+        assert err.count("\n") == 1
+    (folder / "notes.txt").write_text("put here by hand")  # the next build clears only what a demo makes
+    assert main(["demo", "--workspace", str(folder)]) == 1
+    assert "folder is not empty" in capsys.readouterr().err
+    assert (folder / "notes.txt").read_text() == "put here by hand"
+    (folder / "notes.txt").unlink()
     assert main(["demo", "--workspace", str(folder)]) == 0, capsys.readouterr().err
     with Workspace.open(folder) as ws:
         assert [m["name"] for m in ws.models()] == ["old-mlp", "new-cnn"]

@@ -9,6 +9,8 @@ from pathlib import Path
 from embridge.core.errors import StoreError
 from embridge.core.paths import DB_NAME
 
+UNFINISHED_DEMO = ".embridge-demo-unfinished"  # written first and removed last by `embridge demo`
+
 
 def holds_files(root: Path) -> bool:
     """True when any workspace folder holds a file (links are not entered)."""
@@ -30,6 +32,10 @@ def check_database_file(root: Path) -> None:
         raise StoreError(f"{db_path}: cannot read the workspace database ({exc.strerror})") from exc
     if not stat.S_ISREG(st.st_mode):
         raise StoreError(f"{db_path}: the workspace database is not a regular file")
+    if (root / UNFINISHED_DEMO).is_file():  # anything written into it would be removed by the next demo run
+        raise StoreError(f"{root}: an 'embridge demo' that was stopped before it finished; run 'embridge demo "
+                         f"--workspace {root}' again to finish it (it removes only what the demo made), or "
+                         "delete the folder")
     if st.st_size == 0:
         raise StoreError(f"{db_path}: the workspace database is empty (0 bytes); restore it from a backup. "
                          "Embridge leaves it and the workspace's files untouched")
