@@ -12,6 +12,7 @@ requested items instead (see :func:`embridge.core.vector_attach.embed_with_vecto
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -101,7 +102,10 @@ def embed_items(workspace: Any, model_name: str, item_ids: Sequence[int] | np.nd
                                        "embed-" + hashlib.sha256(key_source_vectors).hexdigest()[:20],
                                        on_progress, should_stop, resume)
     model = load_model(spec, device, verify=True)
-    key_source = f"{model_name}\0{spec.sha256}\0{name or ''}\0{dtype}".encode()
+    # everything that shapes the vectors (prompts, pooling, input shape), not only the weights: a model
+    # removed and added again under its name with other settings must not resume the first one's rows
+    settings = {k: v for k, v in spec.to_dict().items() if k not in ("name", "path")}
+    key_source = f"{model_name}\0{spec.sha256}\0{name or ''}\0{dtype}\0{json.dumps(settings, sort_keys=True)}".encode()
     resume_key = "embed-" + hashlib.sha256(key_source).hexdigest()[:20]
     writer = workspace.vector_set_writer(model_name, ids, spec.dim, dtype, name=name, resume_key=resume_key)
     if not resume and writer.done_rows:
