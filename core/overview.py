@@ -22,7 +22,8 @@ def workspace_overview(ws: Workspace) -> dict[str, Any]:
     ]
     vector_sets = [
         {"id": v["id"], "model": v["model"], "name": v["name"], "count": v["count"], "dim": v["dim"],
-         "dtype": v["dtype"], "path": v["path"], "sha256": v["sha256"]}
+         "dtype": v["dtype"], "path": v["path"], "sha256": v["sha256"],
+         "file_missing": not all((Path(ws.root) / v[key]).is_file() for key in ("file", "ids_file"))}
         for v in ws.vector_sets()
     ]
     runs = ws.runs()
@@ -73,7 +74,9 @@ def overview_text(info: dict[str, Any]) -> str:
         lines.append(f"  {m['name']:<12} {m['role']:<5} {m['kind']:<12} dim {m['dim']}  sha256 {str(m['sha256'])[:12]}")
     lines.append("vector sets:" if info["vector_sets"] else "vector sets: none")
     for v in info["vector_sets"]:
-        lines.append(f"  #{v['id']} {v['model']:<12} {v['name']:<12} {v['count']} x {v['dim']} {v['dtype']}")
+        lines.append(f"  #{v['id']} {v['model']:<12} {v['name']:<12} {v['count']} x {v['dim']} {v['dtype']}"
+                     + ("  MISSING: its file is gone from the workspace (removed by hand?); restore it from a "
+                        "backup, or embed the model's items again" if v.get("file_missing") else ""))
     if info["runs"]:
         lines.append(f"runs: {len(info['runs'])} (" + ", ".join(
             f"#{r['id']} {r['kind']}/{r['method']} {r['status']}" for r in info["runs"][-5:]) + ")")

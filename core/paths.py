@@ -110,6 +110,20 @@ def check_name(name: object, what: str = "model name") -> str:
     return text
 
 
+def name_from(text: str, fallback: str) -> str:
+    """A valid name (:func:`check_name`) made from ``text`` the user did not choose as a name (a file's
+    stem): accents dropped, every other character outside the rule a '-', cut to 64; ``fallback`` when
+    nothing is left or the result is a reserved device name."""
+    import unicodedata
+
+    plain = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
+    name = re.sub(r"-{2,}", "-", re.sub(r"[^A-Za-z0-9._-]", "-", plain))
+    name = re.sub(r"\.{2,}", ".", name).lstrip("._-")[:64].rstrip(".-_")
+    if not name or name.split(".")[0].lower() in _WINDOWS_RESERVED:
+        return fallback
+    return check_name(name, "name")
+
+
 def child(folder: Path, *parts: str) -> Path:
     """``folder / parts`` after checking that it stays inside ``folder`` (a stored name cannot escape)."""
     path = folder.joinpath(*parts)

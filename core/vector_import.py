@@ -20,6 +20,7 @@ import numpy as np
 
 from embridge.core import stop_signals
 from embridge.core.errors import ImportDataError, VectorFileError
+from embridge.core.paths import name_from
 from embridge.core.qrels import QrelLines, store_qrels
 from embridge.core.store import Workspace
 from embridge.core.store.items import QUERY_SPLIT, item_namespace
@@ -78,7 +79,8 @@ def import_vector_file(ws: Workspace, src: Path, split: str | None, model: str |
                 if any(s is not None for s in segments):
                     cover, skipped = without_stored(ws, model, cover)
                 if cover.count:
-                    info = write_coverage(ws, model, cover, name=split or src.stem, ids_checked=True)
+                    info = write_coverage(ws, model, cover, name=split or name_from(src.stem, "vectors"),
+                                          ids_checked=True)
             stored = store_qrels(ws, qrels, qrels_seed) if qrels is not None else None
     except BaseException:
         if info is not None and not _registered(ws, info["file"]):  # rolled back: its files belong to nobody

@@ -119,3 +119,15 @@ def test_import_options_of_the_other_source_are_refused_not_ignored(demo_copy: P
         assert exited.value.code == 2 and err.count("\n") == 1 and problem in err, err
     with Workspace.open(demo_copy) as opened:
         assert (opened.item_count(), len(opened.models())) == before
+
+
+def test_info_marks_a_vector_set_whose_file_was_removed(demo_copy: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with Workspace.open(demo_copy) as ws:
+        gone = ws.vector_sets("new-cnn")[0]
+    (demo_copy / gone["file"]).unlink()
+    assert main(["info", "-w", str(demo_copy), "--json"]) == 0
+    listed = {v["id"]: v for v in json.loads(capsys.readouterr().out)["vector_sets"]}
+    assert listed[gone["id"]]["file_missing"] and sum(v["file_missing"] for v in listed.values()) == 1
+    assert main(["info", "-w", str(demo_copy)]) == 0
+    lines = [x for x in capsys.readouterr().out.splitlines() if x.strip().startswith(f"#{gone['id']} ")]
+    assert len(lines) == 1 and "MISSING: its file is gone from the workspace" in lines[0]

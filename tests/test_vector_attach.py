@@ -241,3 +241,22 @@ def test_cli_vectors_without_a_model_says_only_their_keys_were_stored(tmp_path: 
     assert "only their keys: the vectors were not stored (pass --model NAME" in out
     with Workspace.open(root) as ws:
         assert ws.vector_sets() == [] and ws.item_count() == 30
+
+
+def test_a_file_name_that_is_no_valid_set_name_gives_its_set_a_valid_one(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The set is named after the file when --split is not given; a name the user never chose as one
+    (spaces, accents, 70 characters) is made valid instead of refused."""
+    ws_dir = tmp_path / "ws"
+    keys = np.array([f"k{i}" for i in range(30)])
+    good = tmp_path / "good.npz"
+    np.savez(good, ids=keys, vectors=RNG.normal(size=(30, 6)))
+    assert main(["init", "-w", str(ws_dir)]) == 0
+    assert main(["model", "add", "-w", str(ws_dir), "--path", str(good), "--name", "old", "--role", "old"]) == 0
+    assert main(["import", "-w", str(ws_dir), "--path", str(good), "--split", "gallery"]) == 0
+    odd = tmp_path / f"my vecteurs été {'x' * 60}.npz"
+    np.savez(odd, ids=keys, vectors=RNG.normal(size=(30, 6)))
+    assert main(["import", "-w", str(ws_dir), "--path", str(odd), "--model", "old"]) == 0, capsys.readouterr().err
+    with Workspace.open(ws_dir) as ws:
+        names = [s["name"] for s in ws.vector_sets("old")]
+    assert names[-1] == ("my-vecteurs-ete-" + "x" * 60)[:64]

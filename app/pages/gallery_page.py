@@ -250,5 +250,6 @@ class GalleryPage(Page):
         counts = ", ".join(f"{split}: {n}" for split, n in info["items"].items()) or "none"
         self.counts_label.setText(f"Items by split — {counts}; {info['labelled_items']} labelled. "
                                   f"Reports and plans search the {gallery_text(info['items'])}.")
-        fill_table(self.sets_table, [[v["id"], v["model"], v["name"], v["count"], v["dim"], v["dtype"], v["path"]]
+        fill_table(self.sets_table, [[v["id"], v["model"], v["name"], v["count"], v["dim"], v["dtype"],
+                                      ("MISSING: " if v["file_missing"] else "") + v["path"]]
                                      for v in info["vector_sets"]])
