@@ -33,9 +33,9 @@ ROOT = Path(__file__).resolve().parents[1]
 # finder refuses torch and every other heavy dependency of the desktop build before anything loads.
 BLOCKED = ("torch", "sqlite_utils", "faiss", "matplotlib", "onnx", "PySide6", "pyarrow", "transformers",
            "sentence_transformers")
-NO_TORCH = f"""
+DEPLOYMENT_ONLY = """
 import sys, runpy
-BLOCKED = {BLOCKED!r}
+BLOCKED = {blocked!r}
 class _Blocked:
     def find_spec(self, name, path=None, target=None):
         if name.split(".")[0] in BLOCKED:
@@ -50,9 +50,11 @@ raise SystemExit(code)
 """
 
 
-def run_without_torch(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", NO_TORCH, *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300)
+def run_without_torch(*args: str, blocked: tuple[str, ...] = BLOCKED) -> subprocess.CompletedProcess[str]:
+    """Run ``embridge *args`` with ``blocked`` packages impossible to import (by default every package a
+    deployment machine lacks; a store migration passes ``("torch",)``, as it needs its store's client)."""
+    return subprocess.run([sys.executable, "-c", DEPLOYMENT_ONLY.format(blocked=blocked), *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
 
 
 @pytest.fixture(scope="module")

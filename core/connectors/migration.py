@@ -146,13 +146,20 @@ def fingerprint_change(before: Any, now: dict[str, Any]) -> str:
     """What differs between the checkpoint's migration and the one asked for, in the user's terms."""
     before = before if isinstance(before, dict) else {}
     said = []
-    if (before.get("source"), before.get("source_collection")) != (now["source"], now["source_collection"]):
+    if "source_collection" not in now:  # a Ray migration's: the source's folder and its partitions' stamps
+        if before.get("source") != now.get("source"):
+            said.append(f"another source: it was migrated from {before.get('source')}")
+        elif any(before.get(k) != now.get(k) for k in ("source_count", "source_version", "source_partitions")):
+            said.append("the source changed since (its files or their contents differ)")
+    elif (before.get("source"), before.get("source_collection")) != (now["source"], now["source_collection"]):
         said.append(f"another source: it was migrated from {before.get('source')}")
-    elif before.get("source_count") != now["source_count"]:
-        said.append(f"the source held {before.get('source_count')} points then and holds {now['source_count']} now")
+    elif before.get("source_count") != now.get("source_count"):
+        said.append(f"the source held {before.get('source_count')} points then and holds {now.get('source_count')} now")
+    if "layer" in now and before.get("layer") != now["layer"]:
+        said.append("another bundle (--bundle)")
     for key, words in _SETTINGS:
-        was, asked = before.get(key), now[key]
-        if was == asked:
+        was, asked = before.get(key), now.get(key)
+        if key not in now or was == asked:
             continue
         if key == "bundle":
             said.append(words)
