@@ -17,16 +17,8 @@ from PySide6.QtWidgets import (
 )
 
 from embridge.app.workers import Job, JobManager
-from embridge.core.formatting import format_seconds
+from embridge.core.formatting import early_stop_text, format_seconds
 from embridge.core.jobs import JobOutcome
-
-
-def early_stop_note(info: dict) -> str:
-    """A training job may end before its last epoch: say when it would stop early."""
-    patience, idle = info.get("patience"), info.get("epochs_without_gain")
-    if not isinstance(patience, int) or not isinstance(idle, int):
-        return ""
-    return f"stops early after {max(patience - idle, 0)} more epoch(s) without validation gain"
 
 
 class JobRow(QFrame):
@@ -78,9 +70,9 @@ class JobRow(QFrame):
         text = f"{format_seconds(self.job.elapsed_s())} elapsed"
         eta = self.job.eta_s()
         if eta is not None:
-            text += f" · at most {format_seconds(eta)} left" if early_stop_note(self.job.info) \
+            text += f" · at most {format_seconds(eta)} left" if early_stop_text(self.job.info) \
                 else f" · about {format_seconds(eta)} left"
-        note = early_stop_note(self.job.info)
+        note = early_stop_text(self.job.info)
         if note:
             text += f" · {note}"
         rate = self.job.info.get("items_per_s")

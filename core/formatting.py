@@ -54,3 +54,16 @@ def sample_words(ceiling_floor: float | None) -> str:
     """Where new/new was compared with old/old: 'this gallery', or the evaluation sample when new/new
     searched that and not the whole gallery (``ceiling_floor``: old/old there)."""
     return "this gallery" if ceiling_floor is None else "the evaluation sample both models embedded"
+
+
+def early_stop_text(info: dict) -> str:
+    """When a training job may end, from its progress: 'stops early after 3 more epoch(s) without
+    validation gain', or the epochs left where the last epoch comes first; '' without the numbers."""
+    patience, idle = info.get("patience"), info.get("epochs_without_gain")
+    if not isinstance(patience, int) or not isinstance(idle, int):
+        return ""
+    left = max(patience - idle, 0)
+    epoch, epochs = info.get("epoch"), info.get("epochs")
+    if isinstance(epoch, int) and isinstance(epochs, int) and epochs - epoch < left:
+        return f"ends at its last epoch ({epochs}), {epochs - epoch} more at most"
+    return f"stops early after {left} more epoch(s) without validation gain"

@@ -61,9 +61,14 @@ def test_early_stopping_is_announced(mlp_run: dict[str, Any]) -> None:
     assert "stops early after" in live.status() and "without validation gain" in live.status()
     text = result_text(summary)
     assert "Stopped early at epoch" in text and f"best epoch {summary['best_epoch']}" in text
-    from embridge.app.jobs_panel import early_stop_note
+    from embridge.core.formatting import early_stop_text
 
-    assert early_stop_note(mlp_run["reports"][-1]).startswith("stops early after")
+    assert early_stop_text(mlp_run["reports"][-1]).startswith("stops early after")
+    # a horizon beyond the last epoch is not promised: the run ends there first
+    late = {**mlp_run["reports"][-1], "epoch": 58, "epochs": 60, "patience": 10, "epochs_without_gain": 1}
+    assert early_stop_text(late) == "ends at its last epoch (60), 2 more at most"
+    live.add(late)
+    assert "ends at its last epoch (60), 2 more at most (the best epoch is kept)." in live.status()
 
 
 def test_every_live_redraw_shows_a_drawn_figure(qtbot: QtBot, mlp_run: dict[str, Any]) -> None:

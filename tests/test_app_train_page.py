@@ -183,3 +183,21 @@ def test_a_heads_held_out_text_lists_its_ceiling_under_the_samples_protocol() ->
                              "head/head": {"text": "B"}}}
     assert heldout_text(summary) == ("old/old top-1 0.500, upgraded top-1 0.520 (A); new/new top-1 0.600, old/old top-1 "
                                      "on this sample 0.550, upgraded top-1 on this sample 0.570, head/head top-1 0.620 (B)")
+
+
+def test_a_finished_run_replaces_its_live_points_with_its_recorded_curves(
+        qtbot: QtBot, window: MainWindow, demo_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A closed-form sweep's live points are the last setting it tried; once it ends, the page draws
+    the figure per setting that the run recorded (and its report draws), not that last point."""
+    window.ctx.open_workspace(demo_copy)
+    train = window.show_page("train")
+    drawn: list[str] = []
+    live, recorded = train.plot.schedule_rows, train.plot.schedule
+    monkeypatch.setattr(train.plot, "schedule_rows", lambda *a, **k: (drawn.append("live"), live(*a, **k))[1])
+    monkeypatch.setattr(train.plot, "schedule", lambda *a, **k: (drawn.append("recorded"), recorded(*a, **k))[1])
+    train.select_method("procrustes")
+    train.train_from_form()
+    wait_for_jobs(qtbot, window, timeout_ms=120_000)
+    assert not error_dialogs()
+    assert "live" in drawn and drawn[-1] == "recorded", drawn
+    assert window.ctx.ws.runs("train")[-1]["epochs"]  # the per-setting rows that figure draws

@@ -72,8 +72,9 @@ class LiveCurves:
         who = f"{self._candidate}: " if self._candidate else ""
         best = info.get("best_val_metric")
         best_text = f"; best validation so far {best:.3f}" if isinstance(best, int | float) else ""
-        return (f"{who}epoch {int(epoch)}{best_text}; stops early after {max(patience - idle, 0)} more epoch(s) "
-                "without validation gain (the best epoch is kept).")
+        from embridge.core.formatting import early_stop_text
+
+        return f"{who}epoch {int(epoch)}{best_text}; {early_stop_text(info)} (the best epoch is kept)."
 
 
 CurveShape = tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], bool]

@@ -296,6 +296,10 @@ class TrainPage(Page):
             self._claim_text(result.get("run_id"))
         self.job = None
         self.cancel_button.setEnabled(False)
+        if outcome.status == "completed" and self.ctx.ws is not None:
+            # the recorded curves replace the live ones: a closed-form sweep's live points are its last
+            # setting tried, the record is the figure per setting that the run and its report keep
+            self._show_recorded(self.ctx.ws.runs("train"))
         self._models_changed()
 
     def _models_changed(self, *_args: object) -> None:

@@ -113,7 +113,8 @@ def train_loop(
             on_progress(done, total, {"epoch": epoch, "step": done, "loss": loss,
                                       "val_metric": last_val, "best_val_metric": out.best_val,
                                       **{f"last_{k}": v for k, v in out.metrics[-1].items()},
-                                      "patience": int(settings["patience"]), "epochs_without_gain": since_best})
+                                      "patience": int(settings["patience"]), "epochs_without_gain": since_best,
+                                      "epochs": int(settings["epochs"])})
         if out.status != "completed":
             break
         last_val = validate()
