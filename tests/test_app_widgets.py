@@ -55,6 +55,7 @@ def test_metrics_table_shows_the_sample_numbers_a_gain_measured_on_the_sample_co
     qtbot.addWidget(table)
     fill_metrics_table(table, cells, comparison)
     headers = [table.horizontalHeaderItem(c).text() for c in range(table.columnCount())]
+    assert headers[1:4] == ["old/old", "new/new (on the sample)", "new→old"]  # new/new searched the sample
     assert headers[4:] == ["new→old vs old/old", "old/old on the sample", "new→old on the sample",
                            "new→old gain retained (on the sample)"]
     assert [table.item(0, c).text() for c in range(4, 8)] == ["pass", "0.5", "0.725", "0.75"]  # (0.725-0.5)/(0.8-0.5)
@@ -137,3 +138,9 @@ def test_the_reports_summary_gives_each_gains_sample_numbers() -> None:
     text = headline_text(as_report({"headline": head}))
     assert "gain retained (top-1): 0.590 (on the evaluation sample: old/old 0.439, upgraded 0.805)" in text
     assert "gain retained (nDCG@10): 0.669 (on the evaluation sample: old/old 0.591, upgraded 0.836)" in text
+    assert "flips" not in text  # a headline without them says nothing of them
+    head |= {"negative_flip_rate": 0.055, "positive_flip_rate": 0.13, "arr": 0.965, "arr_k": 10}
+    text = headline_text(as_report({"headline": head}))
+    from embridge.core.report.number_source import flips_text
+
+    assert "flips: negative 5.5%, positive 13.0%; ARR@10 96.5%" in text and flips_text(head) in text

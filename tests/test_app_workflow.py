@@ -122,7 +122,9 @@ def test_open_models_import_embed_train_report_plan_export(qtbot: QtBot, window:
     upgraded = report.upgraded_cell
     assert upgraded == "new→old"
     headers = [reports.metrics.horizontalHeaderItem(c).text() for c in range(reports.metrics.columnCount())]
-    assert headers[1:4] == list(report.cells)[:3] and f"{upgraded} vs old/old" in headers
+    # the demo's new model embedded a sample of the gallery: new/new's column says it searched only that
+    assert headers[1:4] == [c if c in ("old/old", upgraded) else f"{c} (on the sample)" for c in list(report.cells)[:3]]
+    assert f"{upgraded} vs old/old" in headers
     verdict_col = headers.index(f"{upgraded} vs old/old")
     verdicts = {reports.metrics.item(r, 0).text(): reports.metrics.item(r, verdict_col).text()
                 for r in range(reports.metrics.rowCount())}
@@ -166,6 +168,13 @@ def test_open_models_import_embed_train_report_plan_export(qtbot: QtBot, window:
     click(qtbot, export.verify_button)
     wait_for_jobs(qtbot, window)
     assert export.details.toPlainText().startswith(f"✔ {out.resolve()} verified")
+    window.show_page("plan")
+    export = window.show_page("export")  # shown again: the result stays with the bundle it checked
+    assert export.details.toPlainText().startswith(f"✔ {out.resolve()} verified")
+    os.utime(out, ns=(out.stat().st_atime_ns, out.stat().st_mtime_ns + 10**9))  # the file changed since
+    window.show_page("plan")
+    export = window.show_page("export")
+    assert not export.details.toPlainText().startswith("✔")
     opened: list[str] = []
     monkeypatch.setattr(dialogs, "open_path", lambda path: opened.append(path) or True)
     click(qtbot, export.open_button)

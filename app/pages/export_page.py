@@ -49,6 +49,7 @@ class ExportPage(Page):
         self.store_dialog: Any = None  # made on first use
         self._runs: list[dict[str, Any]] = []
         self._bundles: list[dict[str, Any]] = []
+        self._verified: dict[str, tuple[tuple[int, int] | None, str]] = {}  # path -> (its stamp then, the result)
         box = QGroupBox("&Build a bundle")
         form = QFormLayout(box)
         self.run_combo = QComboBox()
@@ -190,6 +191,7 @@ class ExportPage(Page):
             text = (f"✔ {result['path']} verified: {result['files_checked']} files checked, "
                     f"{probes.get('count', 0)} probes reproduced (max abs difference {probes.get('max_abs_diff', 0):.2g})")
             log.info(text)
+            self._verified[str(path)] = (_stamp(path), text)  # shown with the bundle until its files change
             self.details.setPlainText(text + "\n\n" + self.details.toPlainText())
 
         self.ctx.run_plain(f"Verify {Path(path).name}", job, done)
@@ -225,6 +227,7 @@ class ExportPage(Page):
     # -- state ------------------------------------------------------------------------------
     def reset(self) -> None:
         self._runs, self._bundles, self._suggested, self._folder, self._focus_seen = [], [], "", None, None
+        self._verified = {}
         self.run_combo.clear()
         self.out.setText("")
         self.run_info.setText("")
@@ -267,4 +270,19 @@ class ExportPage(Page):
             text = bundle_text(manifest)
         except (KeyError, TypeError):  # a manifest of another format version: show it raw
             text = json.dumps(manifest, indent=2)
-        self.details.setPlainText(f"{self._bundles[row]['path']}\n{text}")
+        path = str(self._bundles[row]["path"])
+        stamp, verified = self._verified.get(path, (None, ""))
+        shown = verified + "\n\n" if verified and stamp is not None and stamp == _stamp(path) else ""
+        self.details.setPlainText(f"{shown}{path}\n{text}")
+
+
+def _stamp(path: str) -> tuple[int, int] | None:
+    """(modification time, size) of a bundle's zip or manifest: a verification is shown again only
+    for the very files it checked."""
+    target = Path(path)
+    target = target / "manifest.json" if target.is_dir() else target
+    try:
+        st = target.stat()
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size

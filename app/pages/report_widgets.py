@@ -47,8 +47,10 @@ def fill_metrics_table(table: QTableWidget, cells: dict[str, dict[str, Any]],
     """
     metrics = list(dict.fromkeys(m for values in cells.values() for m in values))
     cell_names = list(cells)
-    headers = ["Metric", *cell_names]
     sampled = any("old_old_sample" in row for rows in comparison.values() for row in rows.values())
+    # where the gain is measured on a sample, the ceiling cell (new/new, head/head) searched only that sample
+    headers = ["Metric", *[f"{c} (on the sample)" if sampled and c != "old/old" and c not in comparison else c
+                           for c in cell_names]]
     for cell in comparison:  # where new/new searched a sample, the gain is measured there: its numbers shown
         headers += [f"{cell} vs old/old", *(["old/old on the sample", f"{cell} on the sample"] if sampled else []),
                     f"{cell} gain retained" + (" (on the sample)" if sampled else "")]

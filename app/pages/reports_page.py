@@ -47,7 +47,8 @@ FIGURE_TITLES = {"cells": "Metrics", "recall": "Recall@k", "flips": "Flips", "pe
 def headline_text(report: Report) -> str:
     """The upgraded system's headline numbers with the report's gain-retained wording."""
     from embridge.core.evaluation.headline import decides_on_ndcg
-    from embridge.core.report.number_source import gain_text
+    from embridge.core.formatting import format_share
+    from embridge.core.report.number_source import flips_text, gain_text
 
     head = report.headline
     parts = [f"upgraded top-1 {head['upgraded_top1']:.3f} (old/old {head['old_old_top1']:.3f})"
@@ -70,6 +71,10 @@ def headline_text(report: Report) -> str:
             parts.append(f"gain retained ({name}): "
                          f"{gain_text(head.get(f'gain_retained_{key}'), head.get(f'gain_retained_{key}_note'))}"
                          f"{where(key)}")
+    if "negative_flip_rate" in head:  # the release gate's metric, as `embridge report` prints it
+        parts.append(flips_text(head))
+    if isinstance(head.get("arr"), int | float):
+        parts.append(f"ARR@{head.get('arr_k')} {format_share(head['arr'])}")
     return "; ".join(parts)
 
 

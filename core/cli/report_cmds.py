@@ -223,6 +223,8 @@ def _gain(value: Any, note: Any) -> str:
 
 
 def _report_text(report: Report) -> str:
+    from embridge.core.report.number_source import flips_text
+
     h, s = report.headline, report.sizes
     lines = [f"report #{report.report_id}: {report.method} layer of run {report.run_id}, "
              f"{_queries_text(s)}; evaluation sample {s['gallery']} of the {s['gallery_full']} gallery items",
@@ -231,8 +233,7 @@ def _report_text(report: Report) -> str:
              f"{sample_floor_text(h.get('old_old_sample_top1'), h.get('upgraded_sample_top1'))}; "
              f"gain retained {_gain(h['gain_retained'], h.get('gain_retained_note'))}, ARR@{h['arr_k']} "
              f"{format_share(h['arr'])}",
-             f"flips: negative {format_share(h['negative_flip_rate'])}, positive "
-             f"{format_share(h['positive_flip_rate'])}"]
+             flips_text(h)]
     for key in JUDGED_METRICS:
         name = metric_label(key)
         if key in h:

@@ -90,3 +90,12 @@ def gain_text(value: Any, note: Any) -> str:
     if isinstance(value, int | float):
         return f"{value:.3f}"
     return f"undefined — {note}" if note else "undefined"
+
+
+def flips_text(head: dict[str, Any]) -> str:
+    """'flips: negative 5.5%, positive 13.0%' of a report's headline (the release gate's
+    ``negative_flip_rate``), as ``embridge report`` and the Reports page say it."""
+    from embridge.core.formatting import format_share
+
+    return (f"flips: negative {format_share(head.get('negative_flip_rate'))}, positive "
+            f"{format_share(head.get('positive_flip_rate'))}")
