@@ -57,6 +57,7 @@ class _JobDialog(QDialog):
         self.ctx = ctx
         self.setWindowTitle(title)
         self.job: Job | None = None
+        self._resume_hint = ""
         self.form = QFormLayout()
         self.progress = QProgressBar()
         self.progress.setRange(0, 1)
@@ -120,11 +121,13 @@ class _JobDialog(QDialog):
         """One job at a time: a second start while one runs is ignored (its buttons are disabled)."""
         return self.job is None
 
-    def _started(self, job: Job | None) -> None:
-        """Show the new job alone: a busy bar until its first progress, no earlier status or result."""
+    def _started(self, job: Job | None, resume_hint: str = "") -> None:
+        """Show the new job alone: a busy bar until its first progress, no earlier status or result.
+        ``resume_hint``: what resumes the job's work when it is cancelled or fails midway."""
         if job is None:  # refused before it started (e.g. no workspace open): nothing changes
             return
         self.job = job
+        self._resume_hint = resume_hint
         self.progress.setRange(0, 0)
         self.progress.setValue(0)
         self.stage.setText(f"{job.title}…")
@@ -148,7 +151,8 @@ class _JobDialog(QDialog):
         if self.progress.maximum() == 0:  # still busy: show an empty bar, not a finished one
             self.progress.setRange(0, 1)
             self.progress.setValue(0)
-        self.stage.setText(f"{outcome.status}: {outcome.error or ''}")
+        hint = f" ({self._resume_hint})" if self._resume_hint and outcome.status == "cancelled" else ""
+        self.stage.setText(f"{outcome.status}: {outcome.error or ''}{hint}")
 
     def cancel(self) -> None:
         if self.job is not None:
@@ -211,7 +215,8 @@ class StoreImportDialog(_JobDialog):
                              + (f"\nNote: {out['note']}." if out.get("note") else ""))
 
         self._started(self.ctx.run(f"Import from {uri}", self.in_form_terms(job, self.fields), done,
-                                   on_progress=self._progressed))
+                                   on_progress=self._progressed),
+                      "press Import again with the same fields to resume: the batches stored so far are kept")
 
 
 class StoreMigrateDialog(_JobDialog):
@@ -290,7 +295,8 @@ class StoreMigrateDialog(_JobDialog):
             self.show_result(out["text"])
 
         self._started(self.ctx.run_plain(f"Migrate {source}", self.in_form_terms(job, self.fields), done,
-                                         on_progress=self._progressed))
+                                         on_progress=self._progressed),
+                      "press Migrate again with the same fields to resume: the points written so far are kept")
 
     def start_rollback(self) -> None:
         source, alias = self.source.text().strip(), self.alias.text().strip()

@@ -82,6 +82,8 @@ def test_import_from_a_store_and_migrate_switch_cancel_resume_rollback(
     migrate.job.progressed.connect(cancel_once)
     wait_for_jobs(qtbot, window)
     assert cancelled["at"] > 0 and migrate.stage.text().startswith("cancelled")
+    assert migrate.stage.text().endswith("(press Migrate again with the same fields to resume: the points written "
+                                         "so far are kept)")
     checkpoint = json.loads((tmp_path / "pq.embridge" / "migrate-docs_v2.json").read_text())
     assert 0 < checkpoint["written"] < len(v1) and checkpoint["status"] == "running"
     assert not (tmp_path / "pq" / "docs").exists()  # nothing switched before verification

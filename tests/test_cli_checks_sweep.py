@@ -140,3 +140,14 @@ def test_train_help_lists_every_method(capsys: pytest.CaptureFixture[str]) -> No
     assert listed, text
     names = set(re.findall(r"[a-z0-9]+", listed.group(1)))
     assert set(METHODS) | set(ALIASES) | {"auto"} <= names, listed.group(1)
+
+
+def test_runs_show_a_forward_layers_pair_old_to_new(demo_copy: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """fct brings the stored old gallery into the new space: its pair reads old→new, a query map's new→old."""
+    for method in ("fct", "procrustes"):
+        assert main(["train", "-w", str(demo_copy), "--method", method, "--epochs", "1", "--device", "cpu"]) == 0
+    capsys.readouterr()
+    assert main(["runs", "-w", str(demo_copy), "--kind", "train"]) == 0
+    lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("#")]
+    assert " fct " in lines[-2] and "old-mlp→new-cnn " in lines[-2]
+    assert " procrustes " in lines[-1] and "new-cnn→old-mlp " in lines[-1]

@@ -177,7 +177,7 @@ def cmd_runs(args: argparse.Namespace) -> Result:
             for r in runs]
     text = "\n".join(
         f"#{r['id']:<4} {r['kind']:<7} {str(r['chosen']):<11} {r['status']:<11} "
-        + (f"{r['models']['new']}→{r['models']['old']} " if r["models"] else "")
+        + (f"{_pair_arrow(r['models'], r['metrics'].get('kind'))} " if r["models"] else "")
         + " ".join(_shown_metric(k, v, r["metrics"]) for k, v in r["metrics"].items()
                    if isinstance(v, float) and not (k == "ceiling_top1" and r["metrics"].get("ceiling_cell") == "new/new"))
         + (f" criterion: {criterion_text(run.get('metrics') or {})}" if r["criterion"] else "")
@@ -202,6 +202,17 @@ def _measured_on(metrics: dict[str, Any]) -> list[str]:
         return [f"{', '.join(cells)} on {sentence}" for cells, sentence in groups]
     protocol = metrics.get("protocol") or metrics.get("heldout_protocol")
     return [f"on {protocol}"] if protocol else []
+
+
+def _pair_arrow(models: dict[str, str], kind: Any) -> str:
+    """'new→old' for layers that bring new queries to the old gallery; 'old→new' for a forward layer
+    (fct), which brings the stored old gallery into the new space."""
+    from embridge.core.adapters.registry import METHODS
+
+    info = METHODS.get(kind) if isinstance(kind, str) else None
+    if info is not None and info.direction == "forward":
+        return f"{models['old']}→{models['new']}"
+    return f"{models['new']}→{models['old']}"
 
 
 def _run_models(run: dict[str, Any]) -> dict[str, str] | None:

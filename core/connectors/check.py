@@ -61,8 +61,8 @@ class StoreCheck:
             lines.append(f"  {n:>10}  {space or UNMARKED}")
         if self.migration:  # a checkpoint says complete or not; a stopped run and a live one look alike there
             status = self.migration["status"]
-            status = status if status == "complete" else "unfinished (running, or stopped: run the same 'embridge " \
-                "migrate' again to finish it)"
+            status = status if status == "complete" else "unfinished (running, or stopped: run the same migration " \
+                "again to finish it)"
             lines.append(f"  migration into it: {status}, {self.migration['written']} of "
                          f"{self.migration['total']} points written")
         if self.quality:
@@ -121,7 +121,7 @@ def unfinished_reason(migration: dict[str, Any] | None, problem: str | None) -> 
     if migration and migration.get("status") != "complete":
         total = (migration.get("fingerprint") or {}).get("source_count")
         return (f"an unfinished migration (running, or stopped) has written part of it ({migration.get('written')} of "
-                f"{total} points); run the same 'embridge migrate' again to finish it")
+                f"{total} points); run the same migration again to finish it ('embridge migrate' with the same options, or Migrate in the app)")
     return None
 
 
