@@ -123,7 +123,8 @@ class _JobDialog(QDialog):
 
     def _started(self, job: Job | None, resume_hint: str = "") -> None:
         """Show the new job alone: a busy bar until its first progress, no earlier status or result.
-        ``resume_hint``: what resumes the job's work when it is cancelled or fails midway."""
+        ``resume_hint``: what resumes the job's work, said when it is cancelled (a failure names its cause,
+        which is to be mended first)."""
         if job is None:  # refused before it started (e.g. no workspace open): nothing changes
             return
         self.job = job

@@ -97,16 +97,16 @@ FACT = re.compile(r"\{\{([^{}|]+)\|([^{}|]*)\|([^{}|]+)(?:\|([^{}|]*))?\}\}")
 
 def fact(results: dict[str, dict[str, Any]], here: str, area: str, row: str, field: str,
          spec: str | None) -> str:
-    """One ``{{area|row|field|format}}`` of the findings, from the results (``–`` when the area was not
-    run or failed; a row or field the results lack is an error, not a silent stale number)."""
+    """One ``{{area|row|field|format}}`` of the findings, from the results (``–`` when the area or the row
+    was not run or failed; a field a run row lacks is an error, not a silent stale number)."""
     result = results.get(area.strip())
     if result is None or "error" in result:
         return "–"
     node: Any = result
     if row.strip():
         node = next((r for r in result.get("rows", []) if r["name"].startswith(row.strip())), None)
-        if node is None:
-            raise ValueError(f"findings: {here}: no row of {area.strip()!r} starts with {row.strip()!r}")
+        if node is None or "error" in node or (node.get("note") and "details" not in node):
+            return "–"  # that row was not run this time, or failed (its note says why)
     for key in field.strip().split("."):
         if not isinstance(node, dict) or key not in node:
             raise ValueError(f"findings: {here}: the results have no {field.strip()!r}")

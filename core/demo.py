@@ -94,7 +94,7 @@ def build_demo(path: str | Path, seed: int = 0, on_progress: ProgressFn | None =
 
     report = on_progress or no_progress
     steps = 6
-    ws = start_demo(path)
+    ws = start_demo(path, "digits")
     try:
         images, labels = load_digits()
         order = np.random.default_rng(seed).permutation(len(labels))

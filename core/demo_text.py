@@ -185,7 +185,7 @@ def build_text_demo(path: str | Path, seed: int = 0, on_progress: ProgressFn | N
     _require_text_extra()
     report = on_progress or no_progress
     steps = 5
-    ws = start_demo(path)
+    ws = start_demo(path, "text")
     try:
         verses = load_verses()
         with tempfile.TemporaryDirectory() as tmp:

@@ -14,13 +14,15 @@ import os
 import shutil
 from pathlib import Path
 
+from embridge.core.paths import owned_temp_name
 from embridge.core.store import Workspace
 from embridge.core.store.workspace import DB_NAME
 from embridge.core.store.workspace_folder import UNFINISHED_DEMO as MARKER
 
 
-def start_demo(path: str | Path) -> Workspace:
-    """A new workspace at ``path`` for a demo, after clearing a demo build that was killed there."""
+def start_demo(path: str | Path, kind: str) -> Workspace:
+    """A new workspace at ``path`` for a demo of ``kind`` (as ``embridge demo --kind`` names it), after
+    clearing a demo build that was killed there."""
     root = Path(path)
     marker = root / MARKER
     if (root / DB_NAME).exists() and marker.is_file():
@@ -28,7 +30,7 @@ def start_demo(path: str | Path) -> Workspace:
     before = sorted(os.listdir(root)) if root.is_dir() else None
     ws = Workspace.create(root)
     try:
-        _write_marker(marker, before)
+        _write_marker(marker, before, kind)
     except BaseException:
         ws.close()
         _remove_made(root, before)
@@ -47,9 +49,9 @@ def abandon_demo(ws: Workspace) -> None:
     _remove_made(ws.root, _kept(ws.root / MARKER))
 
 
-def _write_marker(marker: Path, before: list[str] | None) -> None:
+def _write_marker(marker: Path, before: list[str] | None, kind: str) -> None:
     tmp = marker.with_name(marker.name + ".tmp")
-    tmp.write_text(json.dumps({"kept": before}), encoding="utf-8")
+    tmp.write_text(json.dumps({"kept": before, "kind": kind}), encoding="utf-8")
     os.replace(tmp, marker)
 
 
@@ -71,7 +73,8 @@ MADE = frozenset({DB_NAME, f"{DB_NAME}-wal", f"{DB_NAME}-shm", f"{DB_NAME}-journ
 def _remove_made(root: Path, kept: list[str] | None) -> None:
     keep = set(kept or ()) - {MARKER}
     for entry in os.scandir(root):
-        if entry.name in keep or entry.name == MARKER or not (entry.name in MADE or entry.name.startswith(".")):
+        made = entry.name in MADE or entry.name == f"{MARKER}.tmp" or owned_temp_name(entry.name)
+        if entry.name in keep or entry.name == MARKER or not made:  # a user's dot file (.git) stays too
             continue
         if entry.is_dir(follow_symlinks=False):
             shutil.rmtree(entry.path, ignore_errors=True)

@@ -64,6 +64,7 @@ def early_stop_text(info: dict) -> str:
         return ""
     left = max(patience - idle, 0)
     epoch, epochs = info.get("epoch"), info.get("epochs")
-    if isinstance(epoch, int) and isinstance(epochs, int) and epochs - epoch < left:
-        return f"ends at its last epoch ({epochs}), {epochs - epoch} more at most"
+    # both counts take in the epoch under way, whose end is validated as every epoch's is
+    if isinstance(epoch, int) and isinstance(epochs, int) and epochs - epoch + 1 <= left:
+        return f"ends with its last epoch ({epochs}) at the latest"
     return f"stops early after {left} more epoch(s) without validation gain"

@@ -116,9 +116,13 @@ def name_from(text: str, fallback: str) -> str:
     nothing is left or the result is a reserved device name."""
     import unicodedata
 
+    try:
+        return check_name(text, "name")  # a valid name stays as it is
+    except InputError:
+        pass
     plain = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
     name = re.sub(r"-{2,}", "-", re.sub(r"[^A-Za-z0-9._-]", "-", plain))
-    name = re.sub(r"\.{2,}", ".", name).lstrip("._-")[:64].rstrip(".-_")
+    name = re.sub(r"\.{2,}", ".", name).lstrip("._-")[:64].rstrip(".")
     if not name or name.split(".")[0].lower() in _WINDOWS_RESERVED:
         return fallback
     return check_name(name, "name")

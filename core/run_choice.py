@@ -12,6 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+# methods whose layer maps old vectors into the new space (the registry's "forward" direction, which
+# imports torch; tests/test_cli_checks_sweep.py checks the two agree)
+FORWARD_METHODS = frozenset({"fct"})
+
 
 @dataclass(frozen=True)
 class Candidate:

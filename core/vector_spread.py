@@ -28,11 +28,15 @@ class DirectionWatch:
     def feed(self, block: np.ndarray) -> None:
         if not self.alike or len(block) == 0:
             return
+        # one direction stored at the block's precision: float16 rounds a unit vector's values by ~1e-3
+        stored = np.asarray(block).dtype
+        tolerance = max(TOLERANCE, 8 * float(np.finfo(stored).eps)) if np.issubdtype(stored, np.floating) \
+            else TOLERANCE
         block = np.asarray(block, dtype=np.float64)
         lengths = np.linalg.norm(block, axis=1, keepdims=True)
         unit = np.divide(block, lengths, out=np.zeros_like(block), where=lengths > 0)
         self.first = unit[0] if self.first is None else self.first
-        self.alike = bool(np.abs(unit - self.first).max(initial=0.0) <= TOLERANCE)
+        self.alike = bool(np.abs(unit - self.first).max(initial=0.0) <= tolerance)
         self.zero = self.zero and not lengths.any()
         self.rows += len(block)
 

@@ -66,9 +66,10 @@ def test_early_stopping_is_announced(mlp_run: dict[str, Any]) -> None:
     assert early_stop_text(mlp_run["reports"][-1]).startswith("stops early after")
     # a horizon beyond the last epoch is not promised: the run ends there first
     late = {**mlp_run["reports"][-1], "epoch": 58, "epochs": 60, "patience": 10, "epochs_without_gain": 1}
-    assert early_stop_text(late) == "ends at its last epoch (60), 2 more at most"
+    assert early_stop_text(late) == "ends with its last epoch (60) at the latest"
+    assert early_stop_text({**late, "epoch": 51}).startswith("stops early after 9 more")  # 10 epochs left
     live.add(late)
-    assert "ends at its last epoch (60), 2 more at most (the best epoch is kept)." in live.status()
+    assert "ends with its last epoch (60) at the latest (the best epoch is kept)." in live.status()
 
 
 def test_every_live_redraw_shows_a_drawn_figure(qtbot: QtBot, mlp_run: dict[str, Any]) -> None:

@@ -141,3 +141,27 @@ def test_a_backfill_of_items_that_came_as_vectors_alone_is_refused_before_any_ru
     assert "--model: 'stored' is an embeddings-only model" in capsys.readouterr().err
     with Workspace.open(demo_copy) as opened:
         assert len(opened.runs()) == runs
+
+
+def test_vectors_of_one_direction_never_reach_the_store(tmp_path: Path) -> None:
+    """The workspace refuses a set whose vectors all point one way; the store target is not written first."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from embridge.core.errors import VectorFileError
+    from embridge.core.scale.backfill_workspace import record_vectors
+
+    ws, ids = _workspace(tmp_path / "ws", [f"k{i}" for i in range(12)])
+    try:
+        chunks = tmp_path / "vectors"
+        chunks.mkdir()
+        flat = np.tile(np.arange(1, 9, dtype=np.float32), (12, 1))  # a model of zero weights and a bias
+        pq.write_table(pa.table({"id": pa.array(ids, pa.int64()),
+                                 "vector": pa.FixedSizeListArray.from_arrays(pa.array(flat.ravel()), 8)}),
+                       chunks / "chunk-00000.parquet")
+        target = tmp_path / "pq" / "new_vectors"
+        with pytest.raises(VectorFileError, match="all 12 vectors point the same way"):
+            record_vectors(ws, "v2", ids, chunks, store=f"parquet://{target}")
+        assert not target.exists() and ws.vector_sets("v2") == []
+    finally:
+        ws.close()

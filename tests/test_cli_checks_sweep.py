@@ -151,3 +151,17 @@ def test_runs_show_a_forward_layers_pair_old_to_new(demo_copy: Path, capsys: pyt
     lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("#")]
     assert " fct " in lines[-2] and "old-mlp→new-cnn " in lines[-2]
     assert " procrustes " in lines[-1] and "new-cnn→old-mlp " in lines[-1]
+
+
+def test_the_torch_free_forward_methods_are_the_registrys() -> None:
+    from embridge.core.adapters.registry import METHODS
+    from embridge.core.run_choice import FORWARD_METHODS
+
+    assert {k for k, m in METHODS.items() if m.direction == "forward"} == set(FORWARD_METHODS)
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom embridge.core.cli.train_cmds import _pair_arrow\n"
+            "print(_pair_arrow({'old': 'a', 'new': 'b'}, 'fct'), 'torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["a→b", "False"], done.stderr  # listing runs stays torch-free

@@ -131,3 +131,13 @@ def test_info_marks_a_vector_set_whose_file_was_removed(demo_copy: Path, capsys:
     assert main(["info", "-w", str(demo_copy)]) == 0
     lines = [x for x in capsys.readouterr().out.splitlines() if x.strip().startswith(f"#{gone['id']} ")]
     assert len(lines) == 1 and "MISSING: its file is gone from the workspace" in lines[0]
+
+
+def test_a_stopped_text_demo_is_told_to_build_the_text_demo_again(demo_copy: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from embridge.core.demo_workspace import MARKER
+
+    (demo_copy / MARKER).write_text(json.dumps({"kept": [], "kind": "text"}), encoding="utf-8")
+    assert main(["info", "-w", str(demo_copy)]) == 1
+    err = capsys.readouterr().err
+    assert f"run 'embridge demo --workspace {demo_copy} --kind text' again to finish it" in err

@@ -102,6 +102,9 @@ def test_the_check_reads_directions_not_lengths_and_needs_every_row_alike() -> N
     mixed = np.zeros((40, 16), np.float32)
     mixed[5] = row  # a zero row and a direction are not one vector
     assert one_direction(mixed) is None
+    noisy = (scaled + 1e-6 * rng.standard_normal(scaled.shape)).astype(np.float16)  # one way, float16's rounding
+    assert one_direction(noisy) == "point the same way"
+    assert one_direction(rng.standard_normal((40, 16)).astype(np.float16)) is None
     big = np.tile(row, (SAMPLE_ROWS * 3, 1))
     assert one_direction(big) == "point the same way"
     big[::2] = rng.standard_normal(16)

@@ -66,8 +66,10 @@ def test_points_removed_from_a_served_shadow_are_said_by_check_and_rollback(
     said = f"its migration wrote {n} points but it holds {held}: points were removed outside the migration"
     assert checked["migration"]["changed"] == said
     assert any(said in note for note in checked["notes"])
-    main_text = cli(capsys, "check", "--uri", source.alias_uri)  # the plain text says it too
-    assert main_text[0] == 0
+    from embridge.core.cli.main import main
+
+    assert main(["check", "--uri", source.alias_uri]) == 0  # the plain text says it too
+    assert said in capsys.readouterr().out
     # rolling back and forth onto it is the operator's call (a live collection takes its own writes): said
     assert cli(capsys, "rollback", "--to", source.rollback)[0] == 0
     code, out, err = cli(capsys, "rollback", "--to", f"{source.target}?alias=docs")
@@ -158,3 +160,14 @@ def test_bundle_apply_refuses_an_output_that_names_a_folder(
         code, _, err = cli(capsys, "bundle", "apply", upgrade["bundle"], "--vectors", str(vectors), "--out", out)
         assert code == 1 and "names a folder, not a file; give the .npy file to write" in err
         assert not (tmp_path / "new-folder").exists()
+
+
+def test_a_rerun_from_another_collection_names_it_without_a_password() -> None:
+    from embridge.core.connectors.migration import fingerprint_change, without_password
+
+    assert without_password("postgresql://me:s3cr:et@db.local:5432/x?table=t") == "postgresql://me:***@db.local:5432/x?table=t"
+    assert without_password("/data/lance") == "/data/lance"
+    now = {"source": "postgresql://me:pw@h/db", "source_collection": "docs_v9", "source_count": 5, "bundle": "b",
+           "order": "random", "backfill": None, "seed": 0, "new_vectors": None}
+    said = fingerprint_change({**now, "source_collection": "docs"}, now)
+    assert said == "another source: it was migrated from collection 'docs' of postgresql://me:***@h/db"

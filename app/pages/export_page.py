@@ -277,12 +277,14 @@ class ExportPage(Page):
 
 
 def _stamp(path: str) -> tuple[int, int] | None:
-    """(modification time, size) of a bundle's zip or manifest: a verification is shown again only
-    for the very files it checked."""
+    """(latest modification time, total size) of a bundle's zip or of every file of its folder: a
+    verification is shown again only for the very files it checked."""
     target = Path(path)
-    target = target / "manifest.json" if target.is_dir() else target
     try:
-        st = target.stat()
+        files = [p for p in target.rglob("*") if p.is_file()] if target.is_dir() else [target]
+        stats = [p.stat() for p in files]
     except OSError:
         return None
-    return st.st_mtime_ns, st.st_size
+    if not stats:
+        return None
+    return max(st.st_mtime_ns for st in stats), sum(st.st_size for st in stats)

@@ -59,7 +59,10 @@ def fill_metrics_table(table: QTableWidget, cells: dict[str, dict[str, Any]],
     table.setHorizontalHeaderLabels(headers)
     sample_tip = ("measured on the evaluation sample new/new searched, with old/old and the upgraded system "
                   "on the same sample")
-    set_header_tips(table, {h: ("pass: beats old/old; equal: same value; fail: worse" if h.endswith("vs old/old")
+    set_header_tips(table, {h: ("searched only the evaluation sample (the gallery items every compared model "
+                                "embedded); old/old and the upgraded columns search the whole gallery"
+                                if h.endswith(" (on the sample)") and "gain retained" not in h
+                                else "pass: beats old/old; equal: same value; fail: worse" if h.endswith("vs old/old")
                                 else "share of the full-backfill gain kept" if h.endswith("gain retained")
                                 else f"share of the full-backfill gain kept, {sample_tip}" if "gain retained" in h
                                 else sample_tip if h.endswith("on the sample") else "")

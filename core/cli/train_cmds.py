@@ -207,10 +207,9 @@ def _measured_on(metrics: dict[str, Any]) -> list[str]:
 def _pair_arrow(models: dict[str, str], kind: Any) -> str:
     """'new→old' for layers that bring new queries to the old gallery; 'old→new' for a forward layer
     (fct), which brings the stored old gallery into the new space."""
-    from embridge.core.adapters.registry import METHODS
+    from embridge.core.run_choice import FORWARD_METHODS  # torch-free, as `embridge runs` stays
 
-    info = METHODS.get(kind) if isinstance(kind, str) else None
-    if info is not None and info.direction == "forward":
+    if kind in FORWARD_METHODS:
         return f"{models['old']}→{models['new']}"
     return f"{models['new']}→{models['old']}"
 

@@ -22,6 +22,7 @@ so the read-ahead changes nothing of the above.
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -142,17 +143,23 @@ _SETTINGS = (("bundle", "another bundle (--bundle)"), ("order", "--order"), ("ba
              ("seed", "--seed"), ("new_vectors", "other --new-vectors"))
 
 
+def without_password(location: str) -> str:
+    """A store location as it may be printed: a connection string's password left out."""
+    return re.sub(r"(://[^:/@?#]*):[^@/?#]*@", r"\1:***@", location)
+
+
 def fingerprint_change(before: Any, now: dict[str, Any]) -> str:
     """What differs between the checkpoint's migration and the one asked for, in the user's terms."""
     before = before if isinstance(before, dict) else {}
     said = []
     if "source_collection" not in now:  # a Ray migration's: the source's folder and its partitions' stamps
         if before.get("source") != now.get("source"):
-            said.append(f"another source: it was migrated from {before.get('source')}")
+            said.append(f"another source: it was migrated from {without_password(str(before.get('source')))}")
         elif any(before.get(k) != now.get(k) for k in ("source_count", "source_version", "source_partitions")):
             said.append("the source changed since (its files or their contents differ)")
     elif (before.get("source"), before.get("source_collection")) != (now["source"], now["source_collection"]):
-        said.append(f"another source: it was migrated from {before.get('source')}")
+        said.append(f"another source: it was migrated from collection '{before.get('source_collection')}' of "
+                    f"{without_password(str(before.get('source')))}")
     elif before.get("source_count") != now.get("source_count"):
         said.append(f"the source held {before.get('source_count')} points then and holds {now.get('source_count')} now")
     if "layer" in now and before.get("layer") != now["layer"]:

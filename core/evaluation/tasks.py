@@ -125,6 +125,7 @@ def _upgrade_tasks(ws: Workspace, models: Sequence[str], heldout_gallery: bool, 
     full_ids = ws.gallery_ids(models[0])
     old_embedded = int(full_ids.size)  # before --heldout-gallery takes the train fold out
     sample_ids = ws.gallery_among(ids_under_all(ws, models))
+    sample_all = int(sample_ids.size) == ws.gallery_count()  # every compared model embedded every gallery item
     removed = 0
     if heldout_gallery:
         full_ids, removed = _without_train(ws, full_ids)
@@ -134,8 +135,8 @@ def _upgrade_tasks(ws: Workspace, models: Sequence[str], heldout_gallery: bool, 
     gallery_full = ws.gallery_count()
     suffix = " without the train fold" if heldout_gallery else ""
     full = GallerySet(old_gallery_name(old_embedded, gallery_full, suffix), full_ids)
-    if sample_ids.size == gallery_full:
-        sample = GallerySet("the whole gallery", sample_ids)
+    if sample_all:
+        sample = GallerySet(f"the whole gallery{suffix}", sample_ids)
     else:
         sample = GallerySet(f"the evaluation sample{suffix} (gallery items embedded by every compared model)",
                             sample_ids)

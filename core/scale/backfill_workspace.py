@@ -24,6 +24,7 @@ from embridge.core.plan.plan_record import Plan
 from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
 from embridge.core.scale.backfill_store import check_store_option, point_ids, write_store
 from embridge.core.store.file_lock import exclusive_lock
+from embridge.core.vector_spread import spread_problem
 
 STAGE_DIR = "scale-jobs"  # under the workspace: staged items and chunk outputs of backfills
 ORDERS = ("stored", "planner")
@@ -164,6 +165,11 @@ def record_vectors(ws: Any, model: str, ids: np.ndarray, folder: Path, *, name: 
     got_ids, vectors = read_chunk_vectors(folder)
     if not np.array_equal(got_ids, ids):
         raise StoreError(f"{folder}: the backfill output does not hold the {len(ids)} items asked for, in order")
+    problem = spread_problem(vectors)  # refused before the store is written, as the workspace refuses it
+    if problem:
+        from embridge.core.errors import VectorFileError
+
+        raise VectorFileError(f"vectors of model '{model}'", problem)
     if store:
         write_store(store, model, point_ids(ws, got_ids), vectors)
     return ws.add_vector_set(model, ids, vectors, name=name)

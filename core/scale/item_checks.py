@@ -37,7 +37,8 @@ def check_item_schemas(files: list[Path], id_col: str, input_col: str) -> None:
             first = (file, id_type, input_type)
             continue
         for col, have, want in ((id_col, id_type, first[1]), (input_col, input_type, first[2])):
-            if not _same_kind(have, want):
+            same = id_kind(have) == id_kind(want) if col == id_col else _same_kind(have, want)
+            if not same:
                 raise InputError(file, f"column '{col}' is {have} but {first[0].name} has {want}; every "
                                  "partition needs the same columns and types")
 

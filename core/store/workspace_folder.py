@@ -33,9 +33,21 @@ def check_database_file(root: Path) -> None:
     if not stat.S_ISREG(st.st_mode):
         raise StoreError(f"{db_path}: the workspace database is not a regular file")
     if (root / UNFINISHED_DEMO).is_file():  # anything written into it would be removed by the next demo run
+        kind = _demo_kind(root / UNFINISHED_DEMO)
         raise StoreError(f"{root}: an 'embridge demo' that was stopped before it finished; run 'embridge demo "
-                         f"--workspace {root}' again to finish it (it removes only what the demo made), or "
-                         "delete the folder")
+                         f"--workspace {root}{' --kind ' + kind if kind and kind != 'digits' else ''}' again to "
+                         "finish it (it removes only what the demo made), or delete the folder")
     if st.st_size == 0:
         raise StoreError(f"{db_path}: the workspace database is empty (0 bytes); restore it from a backup. "
                          "Embridge leaves it and the workspace's files untouched")
+
+
+def _demo_kind(marker: Path) -> str | None:
+    """The kind of demo a stopped build was making, as its marker records it (None when unreadable)."""
+    import json
+
+    try:
+        kind = json.loads(marker.read_text(encoding="utf-8")).get("kind")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return kind if isinstance(kind, str) and kind.isidentifier() else None
