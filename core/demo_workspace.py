@@ -14,6 +14,7 @@ import os
 import shutil
 from pathlib import Path
 
+from embridge.core.errors import StoreError
 from embridge.core.paths import owned_temp_name
 from embridge.core.store import Workspace
 from embridge.core.store.workspace import DB_NAME
@@ -26,7 +27,14 @@ def start_demo(path: str | Path, kind: str) -> Workspace:
     root = Path(path)
     marker = root / MARKER
     if (root / DB_NAME).exists() and marker.is_file():
-        _remove_made(root, _kept(marker))
+        kept = _kept(marker)
+        foreign = sorted(e.name for e in os.scandir(root) if e.name not in set(kept or ()) | MADE
+                         and not e.name.startswith("."))
+        if foreign:  # the build would stop on a folder that is not empty, after clearing its own files
+            raise StoreError(f"{root}: holds {', '.join(foreign[:5])}{' ...' if len(foreign) > 5 else ''} beside "
+                             "the stopped demo's own files; move them out of the folder, then run 'embridge demo' "
+                             "again (nothing was removed)")
+        _remove_made(root, kept)
     before = sorted(os.listdir(root)) if root.is_dir() else None
     ws = Workspace.create(root)
     try:

@@ -165,3 +165,15 @@ def test_the_torch_free_forward_methods_are_the_registrys() -> None:
             "print(_pair_arrow({'old': 'a', 'new': 'b'}, 'fct'), 'torch' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.stdout.split() == ["a→b", "False"], done.stderr  # listing runs stays torch-free
+
+
+def test_a_heldout_gallery_report_says_the_train_fold_was_left_out(demo_copy: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "-w", str(demo_copy), "--method", "procrustes", "--device", "cpu"]) == 0
+    capsys.readouterr()
+    assert main(["report", "-w", str(demo_copy), "--heldout-gallery", "--json"]) == 0
+    sizes = json.loads(capsys.readouterr().out)["sizes"]
+    assert main(["report", "-w", str(demo_copy), "--heldout-gallery"]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.endswith(f"evaluation sample {sizes['gallery']} of the {sizes['gallery_full']} gallery items (the "
+                          f"train fold's {sizes['removed_train']} left out by --heldout-gallery)"), first

@@ -457,9 +457,11 @@ def test_a_demo_killed_midway_is_built_again_by_the_next_demo(
         err = capsys.readouterr().err
         assert "an 'embridge demo' that was stopped before it finished; run 'embridge demo" in err
         assert err.count("\n") == 1
-    (folder / "notes.txt").write_text("put here by hand")  # the next build clears only what a demo makes
+    (folder / "notes.txt").write_text("put here by hand")  # the next build clears nothing while it is there
+    made = sorted(p.name for p in folder.iterdir())
     assert main(["demo", "--workspace", str(folder)]) == 1
-    assert "folder is not empty" in capsys.readouterr().err
+    assert "holds notes.txt beside the stopped demo's own files; move them out" in capsys.readouterr().err
+    assert sorted(p.name for p in folder.iterdir()) == made and (folder / MARKER).is_file()
     assert (folder / "notes.txt").read_text() == "put here by hand"
     (folder / "notes.txt").unlink()
     assert main(["demo", "--workspace", str(folder)]) == 0, capsys.readouterr().err

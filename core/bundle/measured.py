@@ -221,7 +221,8 @@ def verdict_line(manifest: dict[str, Any]) -> str | None:
             failed.append(f"step {i} (training run {step.get('run_id')}, {step.get('kind')}){failing[0]}")
     if not failed:
         return None
-    return (f"WARNING: {len(failed)} of the chain's {len(steps)} steps FAIL the compatibility criterion on their "
+    return (f"WARNING: {len(failed)} of the chain's {len(steps)} steps {'FAILS' if len(failed) == 1 else 'FAIL'} "
+            "the compatibility criterion on their "
             f"held-out numbers ({'; '.join(failed)}); queries served through the chain pass through "
             f"{'that step' if len(failed) == 1 else 'those steps'}. `embridge chain` measures the chain end to end")
 

@@ -227,7 +227,9 @@ def _report_text(report: Report) -> str:
 
     h, s = report.headline, report.sizes
     lines = [f"report #{report.report_id}: {report.method} layer of run {report.run_id}, "
-             f"{_queries_text(s)}; evaluation sample {s['gallery']} of the {s['gallery_full']} gallery items",
+             f"{_queries_text(s)}; evaluation sample {s['gallery']} of the {s['gallery_full']} gallery items"
+             + (f" (the train fold's {s.get('removed_train')} left out by --heldout-gallery)"
+                if s.get("heldout_gallery") else ""),
              f"top-1: old/old {format_share(h['old_old_top1'])}, {report.ceiling_cell} "
              f"{format_share(h['ceiling_top1'])}, {report.upgraded_cell} {format_share(h['upgraded_top1'])}"
              f"{sample_floor_text(h.get('old_old_sample_top1'), h.get('upgraded_sample_top1'))}; "

@@ -69,7 +69,7 @@ def cmd_transform(args: argparse.Namespace) -> Result:
     r = transform_gallery(args.bundle, args.source, args.target, engine=args.engine, ray_address=args.ray_address,
                           num_cpus=args.num_cpus, id_col=args.id_column, vec_col=args.vector_column,
                           on_progress=StderrProgress("transform"))
-    text = (f"transformed {r.rows} rows in {r.written} partitions on {r.engine} ({r.rows_per_s:,.0f} rows/s, "
+    text = (f"transformed {r.rows} rows in {r.written} partition{'' if r.written == 1 else 's'} on {r.engine} ({r.rows_per_s:,.0f} rows/s, "
             f"runtime {', '.join(r.runtimes) or '-'}); {r.skipped} partitions were already done; output: {r.target}"
             + (f" (Lance version {r.dataset_version})" if r.dataset_version is not None else "")
             + (f"; redone or dropped because their source file changed or went away: {', '.join(r.replaced)}"
