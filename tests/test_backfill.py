@@ -125,6 +125,19 @@ def test_judged_curves_score_the_explicit_mixed_ranking_as_the_cells_do() -> Non
     assert ndcg[-1] > ndcg[0] + 0.05 and 0 < ndcg.min() and ndcg.max() < 1  # graded, not a copy of top-1
 
 
+def _curves_matching_the_explicit_gallery(w: dict[str, np.ndarray], betas: np.ndarray) -> dict[str, BackfillCurve]:
+    """Every policy's curves, each point checked against the explicit mixed gallery's ranking."""
+    orders = {p: backfill_order(p, len(w["gn"]), seed=3, gallery_adapted=w["gh"], gallery_old=w["go"]) for p in
+              ("random", "least_confident", "largest_residual")}  # fmt: skip
+    curves = backfill_curves(w["qn"], w["qh"], w["gn"], w["go"], w["qy"], w["gy"], orders, betas, ks=(1, 5), block=16)
+    for policy, order in orders.items():
+        for i, beta in enumerate(betas):
+            expected = _explicit_mixed_top(w, order, beta, (1, 5))
+            assert curves[policy].values["top1"][i] == pytest.approx(expected["top1"], abs=1e-12), (policy, beta)
+            assert curves[policy].values["top5"][i] == pytest.approx(expected["top5"], abs=1e-12), (policy, beta)
+    return curves
+
+
 def test_tied_scores_rank_by_gallery_row_under_every_policy() -> None:
     """Duplicated gallery items tie exactly: every policy ranks them by row, as the cells' search does,
     so all policies meet at β = 1 and each point matches the explicit mixed gallery."""
@@ -133,14 +146,7 @@ def test_tied_scores_rank_by_gallery_row_under_every_policy() -> None:
         w[key] = np.concatenate([w[key]] * 4)  # each item four times: ties at and across the k-th place
     w["gy"] = np.concatenate([w["gy"], (w["gy"] + 1) % 15, w["gy"], (w["gy"] + 2) % 15])  # copies differ in label
     betas = np.array([0.0, 0.5, 1.0])
-    orders = {p: backfill_order(p, 480, seed=3, gallery_adapted=w["gh"], gallery_old=w["go"]) for p in
-              ("random", "least_confident", "largest_residual")}  # fmt: skip
-    curves = backfill_curves(w["qn"], w["qh"], w["gn"], w["go"], w["qy"], w["gy"], orders, betas, ks=(1, 5), block=16)
-    for policy, order in orders.items():
-        for i, beta in enumerate(betas):
-            expected = _explicit_mixed_top(w, order, beta, (1, 5))
-            assert curves[policy].values["top1"][i] == pytest.approx(expected["top1"], abs=1e-12), (policy, beta)
-            assert curves[policy].values["top5"][i] == pytest.approx(expected["top5"], abs=1e-12), (policy, beta)
+    curves = _curves_matching_the_explicit_gallery(w, betas)
     assert len({c.values["top1"][-1] for c in curves.values()}) == 1
 
 
@@ -156,14 +162,7 @@ def test_tie_groups_larger_than_the_candidates_kept_still_rank_by_gallery_row() 
     w["qn"][:8], w["qh"][:8] = w["qn"][0], w["qh"][0]  # eight queries share it
     w["gy"][group] = np.where(np.arange(30) < 27, (w["qy"][0] + 1) % 15, w["qy"][0])  # 3 of 30 relevant
     betas = np.array([0.0, 0.3, 0.7, 1.0])
-    orders = {p: backfill_order(p, 120, seed=3, gallery_adapted=w["gh"], gallery_old=w["go"]) for p in
-              ("random", "least_confident", "largest_residual")}  # fmt: skip
-    curves = backfill_curves(w["qn"], w["qh"], w["gn"], w["go"], w["qy"], w["gy"], orders, betas, ks=(1, 5), block=16)
-    for policy, order in orders.items():
-        for i, beta in enumerate(betas):
-            expected = _explicit_mixed_top(w, order, beta, (1, 5))
-            assert curves[policy].values["top1"][i] == pytest.approx(expected["top1"], abs=1e-12), (policy, beta)
-            assert curves[policy].values["top5"][i] == pytest.approx(expected["top5"], abs=1e-12), (policy, beta)
+    curves = _curves_matching_the_explicit_gallery(w, betas)
     assert len({c.values["top1"][0] for c in curves.values()}) == 1  # β = 0: the upgraded system, whatever the order
 
 
