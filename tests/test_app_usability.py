@@ -378,6 +378,26 @@ def test_layout_at_the_minimum_size(qtbot: QtBot, window: MainWindow, demo_copy:
     assert caption.buddy() is reports.report_combo  # shown as "Report:" with Alt+P, no literal '&'
 
 
+def test_the_reports_verdict_and_every_metric_header_show_whole_at_the_default_size(
+        qtbot: QtBot, window: MainWindow, demo_copy: Path) -> None:
+    from embridge.core.report.build import ReportOptions, build_report
+
+    run = train_in_core(demo_copy, "procrustes")
+    with Workspace.open(demo_copy) as ws:
+        build_report(ws, run["run_id"], ReportOptions(n_boot=50))
+    window.ctx.open_workspace(demo_copy)
+    window.resize(1400, 900)
+    qtbot.waitUntil(lambda: window.width() == 1400)
+    reports = window.show_page("reports")
+    qtbot.waitUntil(lambda: reports.metrics.columnCount() > 4)
+    scroll = reports.verdict.parentWidget().parentWidget()
+    assert scroll.height() >= reports.split.height() // 4  # more than a few lines of the verdict at once
+    header = reports.metrics.horizontalHeader()
+    for column in range(reports.metrics.columnCount()):  # no header cut short by a stretched last section
+        text = reports.metrics.horizontalHeaderItem(column).text()
+        assert header.sectionSize(column) >= header.fontMetrics().horizontalAdvance(text), text
+
+
 def test_cli_manages_models(demo_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from embridge.core.cli.main import main
     from embridge.core.models import save_vectors_model

@@ -20,6 +20,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QPushButton,
     QSpinBox,
+    QSplitter,
     QTabWidget,
 )
 
@@ -168,7 +169,11 @@ class ReportsPage(Page):
 
         self.verdict = QLabel()
         self.verdict.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.layout_.addWidget(scrolled_text(self.verdict, 90))
+        # the verdict (headline, pass or fail, protocol) and the tables share the height, the user may move
+        # the line between them; the verdict starts with a third of it instead of three lines
+        self.split = QSplitter(Qt.Orientation.Vertical)
+        self.split.setChildrenCollapsible(False)
+        self.split.addWidget(scrolled_text(self.verdict, 90))
 
         self.tabs = QTabWidget()
         self.metrics = make_table(["Metric"])
@@ -180,7 +185,12 @@ class ReportsPage(Page):
         self.tabs.addTab(self.flips, "Flipped &queries")
         self.tabs.currentChanged.connect(self._tab_changed)
         self.tabs.setMinimumHeight(220)
-        self.layout_.addWidget(self.tabs, 1)
+        self.metrics.horizontalHeader().setStretchLastSection(False)  # each header whole; a scrollbar if wide
+        self.split.addWidget(self.tabs)
+        self.split.setStretchFactor(0, 1)
+        self.split.setStretchFactor(1, 2)
+        self.split.setSizes([1000, 2000])  # a weight: whatever height the page gets, a third and two thirds
+        self.layout_.addWidget(self.split, 1)
         ctx.focus_run_changed.connect(self.mark_stale)
         self._focus_seen: int | None = None
 
