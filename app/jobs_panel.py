@@ -68,11 +68,9 @@ class JobRow(QFrame):
         if not self.job.running:
             return
         text = f"{format_seconds(self.job.elapsed_s())} elapsed"
-        eta = self.job.eta_s()
+        eta, note = self.job.eta_s(), early_stop_text(self.job.info)
         if eta is not None:
-            text += f" · at most {format_seconds(eta)} left" if early_stop_text(self.job.info) \
-                else f" · about {format_seconds(eta)} left"
-        note = early_stop_text(self.job.info)
+            text += f" · at most {format_seconds(eta)} left" if note else f" · about {format_seconds(eta)} left"
         if note:
             text += f" · {note}"
         rate = self.job.info.get("items_per_s")

@@ -28,8 +28,8 @@ def start_demo(path: str | Path, kind: str) -> Workspace:
     marker = root / MARKER
     if (root / DB_NAME).exists() and marker.is_file():
         kept = _kept(marker)
-        foreign = sorted(e.name for e in os.scandir(root) if e.name not in set(kept or ()) | MADE
-                         and not e.name.startswith("."))
+        foreign = sorted(e.name for e in os.scandir(root) if e.name not in set(kept or ())
+                         and not _made(e.name) and not e.name.startswith("."))
         if foreign:  # the build would stop on a folder that is not empty, after clearing its own files
             raise StoreError(f"{root}: holds {', '.join(foreign[:5])}{' ...' if len(foreign) > 5 else ''} beside "
                              "the stopped demo's own files; move them out of the folder, then run 'embridge demo' "
@@ -78,11 +78,15 @@ MADE = frozenset({DB_NAME, f"{DB_NAME}-wal", f"{DB_NAME}-shm", f"{DB_NAME}-journ
                   "reports", "vectors", "demo-items", "scale-jobs"})
 
 
+def _made(name: str) -> bool:
+    """Whether a top-level entry is one a demo build makes (its marker's temp file and temp names too)."""
+    return name in MADE or name == f"{MARKER}.tmp" or owned_temp_name(name)
+
+
 def _remove_made(root: Path, kept: list[str] | None) -> None:
     keep = set(kept or ()) - {MARKER}
     for entry in os.scandir(root):
-        made = entry.name in MADE or entry.name == f"{MARKER}.tmp" or owned_temp_name(entry.name)
-        if entry.name in keep or entry.name == MARKER or not made:  # a user's dot file (.git) stays too
+        if entry.name in keep or entry.name == MARKER or not _made(entry.name):  # a user's dot file (.git) stays
             continue
         if entry.is_dir(follow_symlinks=False):
             shutil.rmtree(entry.path, ignore_errors=True)

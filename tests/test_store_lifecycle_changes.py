@@ -12,21 +12,15 @@ from typing import Any
 
 import numpy as np
 import pytest
-from bundle_fixtures import build_upgrade_workspace
-from store_fixtures import cli, fill_source, read_all
+from store_fixtures import cli, fct_upgrade, fill_source, read_all
 
-from embridge.core.bundle import export_bundle
 from embridge.core.store import Workspace
 
 
 @pytest.fixture(scope="module")
 def upgrade(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    root = tmp_path_factory.mktemp("store-lifecycle")
-    up = build_upgrade_workspace(root / "ws", with_report=False)
-    with Workspace.open(up["path"]) as ws:
-        export_bundle(ws, root / "fct.zip", [up["runs"]["fct"]])
-        labels = [str(x) for x in ws.labels(up["ids"])]
-    return {**up, "bundle": str(root / "fct.zip"), "labels": labels}
+    up = fct_upgrade(tmp_path_factory.mktemp("store-lifecycle"))
+    return {**up, "bundle": str(up["bundle"])}
 
 
 @pytest.fixture
@@ -163,7 +157,7 @@ def test_bundle_apply_refuses_an_output_that_names_a_folder(
 
 
 def test_a_rerun_from_another_collection_names_it_without_a_password() -> None:
-    from embridge.core.connectors.migration import fingerprint_change, without_password
+    from embridge.core.connectors.migration_fingerprint import fingerprint_change, without_password
 
     assert without_password("postgresql://me:s3cr:et@db.local:5432/x?table=t") == "postgresql://me:***@db.local:5432/x?table=t"
     assert without_password("/data/lance") == "/data/lance"

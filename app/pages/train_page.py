@@ -297,8 +297,7 @@ class TrainPage(Page):
         self.job = None
         self.cancel_button.setEnabled(False)
         if outcome.status == "completed" and self.ctx.ws is not None:
-            # the recorded curves replace the live ones: a closed-form sweep's live points are its last
-            # setting tried, the record is the figure per setting that the run and its report keep
+            # the run's recorded curves replace the live points (a closed-form sweep's last one is not its score)
             self._show_recorded(self.ctx.ws.runs("train"))
         self._models_changed()
 

@@ -22,7 +22,6 @@ so the read-ahead changes nothing of the above.
 from __future__ import annotations
 
 import hashlib
-import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,6 +40,7 @@ from embridge.core.connectors.backfill_order import (
 from embridge.core.connectors.check import missing_error
 from embridge.core.connectors.connector import SPACE_FIELD, Batch, Connector, StoreURI, VectorStoreError
 from embridge.core.connectors.job_lock import job_lock
+from embridge.core.connectors.migration_fingerprint import fingerprint_change
 from embridge.core.connectors.migration_result import MigrationResult, Verification
 from embridge.core.connectors.prefetch import Prefetch
 from embridge.core.connectors.source_checks import SeenIds, check_source_spaces
@@ -137,46 +137,6 @@ def _fingerprint(transform: StoreTransform, source: Connector, target: Connector
     return {"bundle": transform.adapter_sha256, "source": source.location(), "source_collection": source.collection,
             "target": target.collection, "source_count": total, "order": order, "backfill": backfill, "seed": seed,
             "new_vectors": hashlib.sha256(new.vectors.tobytes()).hexdigest() if new is not None else None}
-
-
-_SETTINGS = (("bundle", "another bundle (--bundle)"), ("order", "--order"), ("backfill", "--backfill"),
-             ("seed", "--seed"), ("new_vectors", "other --new-vectors"))
-
-
-def without_password(location: str) -> str:
-    """A store location as it may be printed: a connection string's password left out."""
-    return re.sub(r"(://[^:/@?#]*):[^@/?#]*@", r"\1:***@", location)
-
-
-def fingerprint_change(before: Any, now: dict[str, Any]) -> str:
-    """What differs between the checkpoint's migration and the one asked for, in the user's terms."""
-    before = before if isinstance(before, dict) else {}
-    said = []
-    if "source_collection" not in now:  # a Ray migration's: the source's folder and its partitions' stamps
-        if before.get("source") != now.get("source"):
-            said.append(f"another source: it was migrated from {without_password(str(before.get('source')))}")
-        elif any(before.get(k) != now.get(k) for k in ("source_count", "source_version", "source_partitions")):
-            said.append("the source changed since (its files or their contents differ)")
-    elif (before.get("source"), before.get("source_collection")) != (now["source"], now["source_collection"]):
-        said.append(f"another source: it was migrated from collection '{before.get('source_collection')}' of "
-                    f"{without_password(str(before.get('source')))}")
-    elif before.get("source_count") != now.get("source_count"):
-        said.append(f"the source held {before.get('source_count')} points then and holds {now.get('source_count')} now")
-    if "layer" in now and before.get("layer") != now["layer"]:
-        said.append("another bundle (--bundle)")
-    for key, words in _SETTINGS:
-        was, asked = before.get(key), now.get(key)
-        if key not in now or was == asked:
-            continue
-        if key == "bundle":
-            said.append(words)
-        elif key == "new_vectors":
-            said.append("--new-vectors where it ran without" if was is None else
-                        "no --new-vectors where it ran with some" if asked is None else words)
-        else:
-            said.append(f"{words} {asked if asked is not None else '(none)'} where it ran with "
-                        f"{was if was is not None else 'none'}")
-    return "; ".join(said) or "its checkpoint records other settings"
 
 
 def state_key(target: Connector) -> str:

@@ -152,7 +152,7 @@ class ParquetConnector(Connector):
         field = schema.field(self.vec_col) if self.vec_col in schema.names else None
         if field is None:
             raise VectorStoreError(f"{files[0]}: no vector column '{self.vec_col}' (name it with ?vector=COLUMN)")
-        return list_width(field.type, self.read_batches(1))
+        return list_width(field.type, self._batches(files, 1, None))  # the first file's first batch only
 
     def read_batches(self, batch_size: int, cursor: Any = None) -> Iterator[Batch]:
         """Cursor: ``[file index, rows of that file done]``.
@@ -160,15 +160,19 @@ class ParquetConnector(Connector):
         Column chunks are read through a small buffer page by page (not a whole row group at once),
         row groups before the cursor are skipped unread, and Arrow's freed buffers go back to the
         system after each batch, so memory stays near one batch whatever the files' row groups.
+        Every file's id type is checked first, once per read (schemas only).
         """
+        files = self._files()
+        self._check_id_kinds(files)
+        yield from self._batches(files, batch_size, cursor)
+
+    def _batches(self, files: list[Path], batch_size: int, cursor: Any) -> Iterator[Batch]:
         import pyarrow.parquet as pq
 
-        files = self._files()
         start_file, start_row = (cursor or [0, 0])
         width: tuple[int, Path] | None = None  # the dataset's width, and the file that sets it
         if cursor is not None and files and (first := self.dim()):  # a resumed read: the width of the first file
             width = (first, files[0])
-        self._check_id_kinds(files)
         for index in range(int(start_file), len(files)):
             with reading_parquet(files[index]):
                 for batch in self._file_batches(pq.ParquetFile(files[index], buffer_size=READ_BUFFER, pre_buffer=False),

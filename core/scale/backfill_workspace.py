@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from embridge.core.errors import InputError, StoreError, WorkspaceBusyError
+from embridge.core.errors import InputError, StoreError, VectorFileError, WorkspaceBusyError
 from embridge.core.plan.plan_record import Plan
 from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
 from embridge.core.scale.backfill_store import check_store_option, point_ids, write_store
@@ -167,8 +167,6 @@ def record_vectors(ws: Any, model: str, ids: np.ndarray, folder: Path, *, name: 
         raise StoreError(f"{folder}: the backfill output does not hold the {len(ids)} items asked for, in order")
     problem = spread_problem(vectors)  # refused before the store is written, as the workspace refuses it
     if problem:
-        from embridge.core.errors import VectorFileError
-
         raise VectorFileError(f"vectors of model '{model}'", problem)
     if store:
         write_store(store, model, point_ids(ws, got_ids), vectors)

@@ -118,9 +118,7 @@ class Workspace(ItemsMixin, ModelsMixin, RecordsMixin, JudgmentsMixin):
         db_path = root / DB_NAME
         conn = sqlite3.connect(str(db_path), timeout=resolve_busy_timeout(busy_timeout), check_same_thread=False)
         try:
-            # no sqlite-utils plugins: a third-party one would change every workspace connection, and
-            # loading their entry points costs about 0.1 s per process
-            import sqlite_utils
+            import sqlite_utils  # no plugins: one would change every connection; loading them costs ~0.1 s
 
             db = sqlite_utils.Database(conn, execute_plugins=False)
             db.execute("PRAGMA foreign_keys=ON")

@@ -1,0 +1,51 @@
+"""What makes a store migration's rerun another migration, said in the user's terms.
+
+A migration's checkpoint records a fingerprint of what it was asked (bundle, source and its size,
+order, backfill, seed, new vectors; a Ray migration's the source's partition stamps); a rerun with
+another fingerprint is refused, and the refusal names each difference instead of listing every
+possible one.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+_SETTINGS = (("bundle", "another bundle (--bundle)"), ("order", "--order"), ("backfill", "--backfill"),
+             ("seed", "--seed"), ("new_vectors", "other --new-vectors"))
+
+
+def without_password(location: str) -> str:
+    """A store location as it may be printed: a connection string's password left out."""
+    return re.sub(r"(://[^:/@?#]*):[^@/?#]*@", r"\1:***@", location)
+
+
+def fingerprint_change(before: Any, now: dict[str, Any]) -> str:
+    """What differs between the checkpoint's migration and the one asked for, in the user's terms."""
+    before = before if isinstance(before, dict) else {}
+    said = []
+    if "source_collection" not in now:  # a Ray migration's: the source's folder and its partitions' stamps
+        if before.get("source") != now.get("source"):
+            said.append(f"another source: it was migrated from {without_password(str(before.get('source')))}")
+        elif any(before.get(k) != now.get(k) for k in ("source_count", "source_version", "source_partitions")):
+            said.append("the source changed since (its files or their contents differ)")
+    elif (before.get("source"), before.get("source_collection")) != (now["source"], now["source_collection"]):
+        said.append(f"another source: it was migrated from collection '{before.get('source_collection')}' of "
+                    f"{without_password(str(before.get('source')))}")
+    elif before.get("source_count") != now.get("source_count"):
+        said.append(f"the source held {before.get('source_count')} points then and holds {now.get('source_count')} now")
+    if "layer" in now and before.get("layer") != now["layer"]:
+        said.append("another bundle (--bundle)")
+    for key, words in _SETTINGS:
+        was, asked = before.get(key), now.get(key)
+        if key not in now or was == asked:
+            continue
+        if key == "bundle":
+            said.append(words)
+        elif key == "new_vectors":
+            said.append("--new-vectors where it ran without" if was is None else
+                        "no --new-vectors where it ran with some" if asked is None else words)
+        else:
+            said.append(f"{words} {asked if asked is not None else '(none)'} where it ran with "
+                        f"{was if was is not None else 'none'}")
+    return "; ".join(said) or "its checkpoint records other settings"
