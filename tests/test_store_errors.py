@@ -165,6 +165,23 @@ def test_writer_rejects_bad_blocks_and_early_commit(ws: Workspace) -> None:
     writer.abort()
 
 
+def test_model_removed_while_its_vectors_are_written(ws: Workspace) -> None:
+    """``model remove`` (and ``model add`` of the name again) during an embed: the finished vectors are not
+    stored under the new row, and the error says why instead of SQLite's foreign-key failure."""
+    writer = ws.vector_set_writer("n", np.array(_ids(ws)), 4, resume_key="removed-meanwhile")
+    writer.write(0, np.random.default_rng(1).standard_normal((10, 4)).astype(np.float32))
+    ws.delete_model("n")
+    ws.add_model("n", "new", {"kind": "vectors", "dim": 4, "prompt": "query: "}, None)  # the same id again
+    checkpoint(ws)
+    rows = table_dump(ws.root)
+    with pytest.raises(StoreError, match=r"model 'n' was removed while its vectors were being written; nothing "
+                                         r"was stored"):
+        writer.commit()
+    assert table_dump(ws.root) == rows
+    assert not list((ws.root / "vectors" / "n").glob("*.npy"))
+    writer.abort()
+
+
 def test_model_and_fold_and_run_mistakes(ws: Workspace, tmp_path: Path) -> None:
     _fails_cleanly(ws, lambda: ws.add_model("m", "old", {"kind": "x"}, None), StoreError,
                    r"a model named 'm' already exists")

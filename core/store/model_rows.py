@@ -101,6 +101,15 @@ class ModelsMixin:
                                    [name, name]).fetchone()[0]
         return {"vector_sets": int(sets), "adapters": int(adapters)}
 
+    def check_model_kept(self, name: str, row: dict[str, Any]) -> None:
+        """Refuse to store what a long write made for a model that is gone or another now: ``model remove``
+        (and ``model add`` of the name again, which may get the same id) while it embedded. Called inside the
+        write's transaction; the same weights and settings under the same id count as the same model."""
+        now = [decode(r) for r in self.db.query("select * from models where id = ?", [row["id"]])]
+        if not now or (now[0].get("sha256"), now[0].get("spec")) != (row.get("sha256"), row.get("spec")):
+            raise StoreError(f"model '{name}' was removed while its vectors were being written; nothing was "
+                             "stored (add the model again if needed, and embed it again)")
+
     def delete_model(self, name: str) -> None:
         """Delete the model's row, then its stored checkpoint copy unless another row shares it.
 

@@ -240,6 +240,7 @@ class Workspace(ItemsMixin, ModelsMixin, RecordsMixin, JudgmentsMixin):
                    "ids_file": ids_file.relative_to(self.root).as_posix(), "sha256": sha,
                    "ids_sha256": ids_sha, "created": now_iso()}
             with self.transaction(result=True):
+                self.check_model_kept(model, model_row)
                 pk = self.db["vector_sets"].insert(row).last_pk
             return self.vector_set(int(pk))
 
