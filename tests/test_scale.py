@@ -235,6 +235,8 @@ def test_search_options_that_need_the_ray_engine_or_exactness_are_refused_before
         runs_before = len(ws.runs())
     common = ["report", "--workspace", str(upgrade["path"]), "--run", str(upgrade["runs"]["v3_to_v1"])]
     for extra, said in ((["--shards", "3"], "--shards: splits the gallery across Ray workers; it needs --engine ray"),
+                        (["--ray-address", "127.0.0.1:1"],  # ignored on a local run before: exit 0, run locally
+                         "--ray-address: names the Ray cluster to run on; it needs --engine ray"),
                         (["--engine", "ray", "--ray-address", "127.0.0.1:1", "--search", "ivf"],
                          "--search: --engine ray searches shards exactly; 'ivf' is not available")):
         assert main([*common, *extra]) == 1

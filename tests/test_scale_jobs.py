@@ -101,6 +101,10 @@ def test_unknown_order_and_bad_detach_are_one_line(ws_path: Path, capsys: pytest
             cli(["backfill", "-w", str(ws_path), "--model", NEW, *option])
         assert usage.value.code == 2
         assert f"{option[0]} chooses the planner's partial backfill: it needs --order planner" in capsys.readouterr().err
+    for option in (["--ray-address", "127.0.0.1:1"], ["--actors", "2"]):  # a local run would ignore them
+        assert cli(["backfill", "-w", str(ws_path), "--model", NEW, *option]) == 1
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and f"{option[0]}: " in err and "it needs --engine ray" in err, err
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     assert cli(["backfill", "-w", str(ws_path), "--model", NEW, "--engine", "ray", "--detach"]) == 1
     err = capsys.readouterr().err.strip()

@@ -6,9 +6,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from embridge.core.cli.engine_flags import add_engine_flags
 from embridge.core.cli.main import add_common
 from embridge.core.cli.option_types import PATH, RUN_ID, SHARE, number
-from embridge.core.cli.scale_cmds import add_engine_flags
 from embridge.core.progress import StderrProgress
 from embridge.core.store import Workspace
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from embridge.core import __version__, stop_signals
+from embridge.core.cli.engine_flags import check_engine_flags
 from embridge.core.errors import Cancelled, EmbridgeError
 
 COMMAND_MODULES = (
@@ -76,6 +77,7 @@ def main(argv: Sequence[str] | None = None, *, program: bool = False) -> int:
     finished: tuple[dict[str, Any], str] | None = None
     try:
         with _sigterm_interrupts(), stop_signals.held_until_exit():
+            check_engine_flags(args)
             finished = args.handler(args)
             if program:
                 _ignore_stop_signals()

@@ -83,7 +83,7 @@ def _chain_metric(raw: str) -> str:
 def _search_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--search", choices=["auto", "exact", "ivf", "hnsw"], default="auto",
                    help="faiss search: exact up to --exact-max gallery items, approximate beyond (auto)")
-    from embridge.core.cli.scale_cmds import add_engine_flags
+    from embridge.core.cli.engine_flags import add_engine_flags
 
     add_engine_flags(p)
     p.add_argument("--shards", type=number(int, low=1, high=100_000), metavar="N", help="gallery shards with --engine ray (default: one per CPU)")
@@ -94,8 +94,6 @@ def _search_config(args: argparse.Namespace) -> Any:
     """The search settings, checked together before any work (or Ray) starts."""
     from embridge.core.evaluation.search import SearchConfig
 
-    if args.shards is not None and args.engine != "ray":
-        raise InputError("--shards", "splits the gallery across Ray workers; it needs --engine ray")
     if args.engine == "ray" and args.search not in ("auto", "exact"):
         raise InputError("--search", f"--engine ray searches shards exactly; {args.search!r} is not available "
                          "there (use --search exact or auto)")

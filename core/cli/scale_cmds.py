@@ -5,19 +5,12 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from embridge.core.cli.engine_flags import add_engine_flags
 from embridge.core.cli.main import add_common
 from embridge.core.cli.option_types import PATH, number
 from embridge.core.progress import StderrProgress
 
 Result = tuple[dict[str, Any], str]
-
-
-def add_engine_flags(p: argparse.ArgumentParser) -> None:
-    """--engine local|ray and where the Ray cluster is (shared by every command that scales out)."""
-    p.add_argument("--engine", choices=["local", "ray"], default="local",
-                   help="where the gallery work runs: this process (local) or a Ray cluster (ray)")
-    p.add_argument("--ray-address", metavar="ADDR",
-                   help="Ray cluster to attach to (default: RAY_ADDRESS, else a local Ray started for the job)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from embridge.core.cli.engine_flags import add_engine_flags
 from embridge.core.cli.main import add_common
 from embridge.core.cli.option_types import BATCH_SIZE, PATH, POSITIVE_COUNT, SEED
-from embridge.core.cli.scale_cmds import add_engine_flags
 from embridge.core.progress import StderrProgress
 
 Result = tuple[dict[str, Any], str]
