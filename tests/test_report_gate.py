@@ -114,8 +114,11 @@ def test_a_check_no_report_can_pass_is_refused_before_any_work(demo_copy: Path, 
         err = capsys.readouterr().err
         assert code == 1 and err.count("\n") == 1, err
         assert f"--fail-under: {parse_check(check).text}: {problem}" in err
+        assert ("write shares as fractions" in err) == (parse_check(check).threshold > 1)  # a percent typed as 5
+        error = ET.parse(junit).getroot().find("testsuite/testcase/error")  # CI shows the refusal, not a pass
+        assert error is not None and problem in error.get("message")
     with Workspace.open(demo_copy) as store:
-        assert len(store.reports()) == reports and not junit.exists()
+        assert len(store.reports()) == reports
 
 
 def test_yes_no_values_gate_as_one_and_zero_and_identifiers_are_not_metrics() -> None:
@@ -142,6 +145,25 @@ def test_a_report_that_cannot_be_built_replaces_an_earlier_junit_result(demo_cop
     assert root.get("errors") == "1" and root.get("failures") == "0"
     assert "the report could not be built: " in root.find("testsuite/testcase/error").get("message")
     assert "no run with id 7" in root.find("testsuite/testcase/error").get("message")
+
+
+def test_a_refused_gate_or_option_replaces_an_earlier_junit_result(demo_copy: Path, tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """A typo in the gate (refused by the command) or a value argparse refuses (exit 2) leaves the JUnit file
+    in error, not the earlier green result a CI page would go on showing beside the failed step."""
+    ws = _trained(demo_copy, capsys)
+    junit = tmp_path / "gate.xml"
+    for change, code, said in ((("--fail-under", "ndcg@1O=0.5"), 1, "ndcg@1O"),
+                               (("--fail-under", "gain_retained=abc"), 2, "gain_retained=abc"),
+                               (("--bootstrap", "5"), 2, "--bootstrap")):
+        assert main(_report_args(ws, junit)) == 0
+        assert ET.parse(junit).getroot().get("failures") == "0"
+        capsys.readouterr()
+        assert main([*_report_args(ws, junit), *change]) == code
+        assert len(capsys.readouterr().err.splitlines()) == 1
+        root = ET.parse(junit).getroot()
+        assert (root.get("errors"), root.get("failures")) == ("1", "0"), change
+        assert said in root.find("testsuite/testcase/error").get("message")
 
 
 def _trained(demo_copy: Path, capsys: pytest.CaptureFixture[str]) -> str:

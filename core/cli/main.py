@@ -70,7 +70,13 @@ def main(argv: Sequence[str] | None = None, *, program: bool = False) -> int:
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # a usage error (already printed as one line), --help or --version
-        return exc.code if isinstance(exc.code, int) else 2
+        code = exc.code if isinstance(exc.code, int) else 2
+        if code == 2:
+            from embridge.core.cli.option_types import OneLineParser
+            from embridge.core.cli.report_cmds import junit_after_refusal
+
+            junit_after_refusal(list(sys.argv[1:] if argv is None else argv), OneLineParser.last_error)
+        return code
     except KeyboardInterrupt:  # Ctrl-C while the command line itself loads: the same one line
         _error("interrupted")
         return 130

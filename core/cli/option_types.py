@@ -21,9 +21,12 @@ SEED_MAX = 2**32 - 1
 class OneLineParser(argparse.ArgumentParser):
     """An argument parser whose errors are one line on stderr and exit status 2."""
 
+    last_error = ""  # the latest refusal's words, for a caller that records them elsewhere (report --junit)
+
     def error(self, message: str) -> NoReturn:
+        OneLineParser.last_error = " ".join(message.split())
         if sys.stderr is not None:
-            sys.stderr.write(f"embridge: error: {' '.join(message.split())} (see '{self.prog} --help')\n")
+            sys.stderr.write(f"embridge: error: {OneLineParser.last_error} (see '{self.prog} --help')\n")
         raise SystemExit(2)
 
 

@@ -128,8 +128,8 @@ def cmd_report(args: argparse.Namespace) -> Result:
             raise InputError("--junit", "needs at least one --fail-under check (a gate without checks always "
                              "passes)")
         check_junit_target(args.junit, args.workspace)
-    check_metric_names(args.fail_under or [])  # a typo is refused now, not after the report is built
     try:
+        check_metric_names(args.fail_under or [])  # a typo is refused now, not after the report is built
         search = _search_config(args)
         with _engine_session(args), Workspace.open(args.workspace) as ws:
             options = ReportOptions(heldout_gallery=args.heldout_gallery, search=search,
@@ -146,6 +146,29 @@ def cmd_report(args: argparse.Namespace) -> Result:
     if args.fail_under:
         data["gate"], text = _gate(args, data, text, report)
     return data, text
+
+
+def junit_after_refusal(argv: list[str], message: str) -> None:
+    """A ``report --junit FILE`` whose command line argparse refused (a malformed --fail-under, an option
+    out of range): FILE gets an error case naming the refusal, so CI never shows an earlier green result
+    beside a failed step. Best effort: a FILE that ``--junit`` itself would refuse is left alone."""
+    from embridge.core.report.gate import check_junit_target, write_junit
+
+    seen = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    seen.add_argument("command", nargs="?")
+    seen.add_argument("--junit")
+    seen.add_argument("--workspace", "-w")
+    try:
+        known, _ = seen.parse_known_args(argv)
+    except SystemExit:
+        return
+    if known.command != "report" or not known.junit or not known.workspace:
+        return
+    try:
+        check_junit_target(known.junit, known.workspace)
+        write_junit(known.junit, f"the report could not be built: the command line was refused: {message}")
+    except EmbridgeError:
+        pass
 
 
 def _gate(args: argparse.Namespace, data: dict[str, Any], text: str, report: Report) -> tuple[dict[str, Any], str]:

@@ -105,8 +105,9 @@ def check_metric_names(checks: list[Check], option: str = "--fail-under") -> Non
         never = check.threshold > 1 if check.op == ">=" else check.threshold < 0
         always = check.threshold <= 0 if check.op == ">=" else check.threshold >= 1
         if never or always:  # a gate that cannot fail is as wrong as one that cannot pass: a percent typed as 5
+            percent = " (write shares as fractions: 0.05 for 5%)" if check.threshold > 1 else ""
             raise InputError(option, f"{check.text}: {check.metric} lies between 0 and 1, so this check could "
-                             f"never {'pass' if never else 'fail'} (write shares as fractions: 0.05 for 5%)")
+                             f"never {'pass' if never else 'fail'}{percent}")
 
 
 def evaluate(checks: list[Check], values: dict[str, Any]) -> list[CheckResult]:
