@@ -240,8 +240,11 @@ def test_cancelled_or_refused_export_leaves_nothing(upgrade: dict, tmp_path: Pat
         with pytest.raises(InputError, match="already exists"):
             export_bundle(ws, out, [upgrade["runs"]["v3_to_v1"]])
         assert out.read_bytes() == b"keep me"
-        with pytest.raises(BundleError, match="old->new layer"):
+        exports = len(ws.runs("export"))
+        with pytest.raises(InputError, match=r"--gallery: a transformed gallery needs an old->new \(forward\) layer "
+                                             r"without side information; run \d+'s procrustes layer maps new queries"):
             export_bundle(ws, tmp_path / "g.zip", [upgrade["runs"]["v3_to_v1"]], gallery=True)
+        assert len(ws.runs("export")) == exports  # refused before the export is recorded as a run
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b.zip"]
 
 

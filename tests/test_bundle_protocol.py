@@ -188,7 +188,12 @@ def test_a_steps_new_new_number_names_the_sample_it_searched(demo_copy: Path, tm
     with Workspace.open(demo_copy) as ws:
         run = ws.latest_run("train")
     assert main(["bundle", "export", "-w", str(demo_copy), "--out", str(tmp_path / "b.zip"), "--json"]) == 0
-    step = json.loads(capsys.readouterr().out)["manifest"]["chain"][0]
+    exported = json.loads(capsys.readouterr().out)
+    # run_id is the training run, as in train and report --json; the export's own record is export_run_id
+    assert exported["run_id"] == run["id"] and exported["run_ids"] == [run["id"]]
+    with Workspace.open(demo_copy) as ws:
+        assert exported["export_run_id"] == ws.latest_run("export")["id"] != run["id"]
+    step = exported["manifest"]["chain"][0]
     protocol = step["metrics"]["heldout_protocol"]
     assert protocol.startswith(run["metrics"]["heldout_protocol"]) and "997 items" in protocol
     assert "; new/new on " in protocol and "600 items" in protocol.split("; new/new on ")[1]

@@ -95,6 +95,7 @@ def export_bundle(ws: Workspace, out: str | Path, run_ids: list[int] | None = No
         replaceable_bundle(out)
     check_folder_target(absolute(out), "--out", within=True)  # a folder that takes no file: refused before any work
     steps = contents.resolve_steps(ws, run_ids)
+    _check_gallery_wanted(steps[0], gallery)
     report = contents.chosen_report(ws, steps, report_id)
     config = {"runs": [s.run["id"] for s in steps], "out": str(out), "gallery": gallery, "probes": probes}
     with recorded_run(ws, "export", steps[0].adapter.kind if len(steps) == 1 else "chain", config) as record:
@@ -125,9 +126,22 @@ def export_bundle(ws: Workspace, out: str | Path, run_ids: list[int] | None = No
                 packed.unlink(missing_ok=True)
         record["metrics"] = {"bundle_id": row["id"], "path": str(out.resolve()), "sha256": digest}
     size = out.stat().st_size if out.is_file() else sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
-    return {"bundle_id": row["id"], "run_id": record["run_id"], "path": str(out.resolve()),
+    runs = [s.run["id"] for s in steps]
+    return {"bundle_id": row["id"], "run_id": runs[0] if len(runs) == 1 else None, "run_ids": runs,
+            "export_run_id": record["run_id"], "path": str(out.resolve()),
             "format": "zip" if out.is_file() else "folder", "sha256": digest, "bytes": size,
             "files": sorted(manifest["files"]) + [CHECKSUMS, MANIFEST], "manifest": manifest}
+
+
+def _check_gallery_wanted(first: contents.Step, gallery: bool | None) -> None:
+    """``gallery=True`` (--gallery) needs a forward layer that takes the stored old vectors alone: refused
+    before the export is recorded as a run."""
+    adapter = first.adapter
+    if gallery and (adapter.direction != "forward" or getattr(adapter, "side_dim", 0)):
+        why = "takes side information the workspace does not store" if adapter.direction == "forward" else \
+            f"maps new queries into the old space ({adapter.direction})"
+        raise InputError("--gallery", f"a transformed gallery needs an old->new (forward) layer without side "
+                         f"information; run {first.run['id']}'s {adapter.kind} layer {why}")
 
 
 def _fill(ws: Workspace, root: Path, steps: list[contents.Step], report: dict | None, gallery: bool | None,
@@ -168,8 +182,6 @@ def _fill(ws: Workspace, root: Path, steps: list[contents.Step], report: dict | 
     side_info = bool(getattr(first.adapter, "side_dim", 0))
     gallery_entry = None
     if (forward and not side_info) if gallery is None else gallery:
-        if not forward or side_info:
-            raise BundleError("a transformed gallery needs an old->new layer without side information")
         gallery_entry = _write_gallery(ws, root, module, first, last, on_progress, should_stop)
 
     kind = first.adapter.kind if len(steps) == 1 else "chain"
