@@ -48,9 +48,7 @@ def import_vector_file(ws: Workspace, src: Path, split: str | None, model: str |
         if isinstance(dim, int) and dim > 0 and vf.dim != dim:
             raise VectorFileError(src, f"{vf.dim}-d vectors, but model '{model}' gives {dim}-d vectors")
     else:
-        for reader in (vf.vectors, vf.query_vectors):
-            for _ in reader.blocks() if reader is not None else ():
-                pass  # checks every row is finite, as an import with a model would
+        _check_every_row(vf)  # as an import with a model checks the rows it stores
     records: list[dict[str, Any]] = []
     info, skipped = None, 0
     try:
@@ -78,6 +76,8 @@ def import_vector_file(ws: Workspace, src: Path, split: str | None, model: str |
                 cover = Coverage(parts, [], 0)
                 if any(s is not None for s in segments):
                     cover, skipped = without_stored(ws, model, cover)
+                    if skipped:  # rows not stored are checked too: a broken file is refused, not passed over
+                        _check_every_row(vf)
                 if cover.count:
                     info = write_coverage(ws, model, cover, name=split or name_from(src.stem, "vectors"),
                                           ids_checked=True)
@@ -91,6 +91,13 @@ def import_vector_file(ws: Workspace, src: Path, split: str | None, model: str |
     return {"path": str(src), "format": "vectors", "count": len(created), "split": split,
             "vector_set": info["id"] if info else None, "attached": info["count"] if info else 0,
             "already_stored": skipped, "qrels": stored.to_dict() if stored else None, "note": note}
+
+
+def _check_every_row(vf: VectorFile) -> None:
+    """Read every row of the file: a NaN, an inf or a wrong shape is refused naming the file and row."""
+    for reader in (vf.vectors, vf.query_vectors):
+        for _ in reader.blocks() if reader is not None else ():
+            pass
 
 
 def _sides(ws: Workspace, vf: VectorFile, src: Path, split: str | None, attach: bool) -> list[FileSide]:

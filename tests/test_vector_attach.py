@@ -89,6 +89,12 @@ def test_import_attaches_vectors_to_existing_documents_and_queries(ws: Workspace
                               ws.vectors_for("new", ws.query_ids_for_keys(["7"])))
     again = import_items(ws, tmp_path / "new.npz", fmt="vectors", model="new")
     assert again["attached"] == 0 and again["already_stored"] == 34 and len(ws.vector_sets("new")) == 1
+    broken = dv.copy()
+    broken[4, 2] = np.nan  # the same items again, in a file that holds a NaN: refused, not passed over
+    np.savez(tmp_path / "nan.npz", ids=np.array(docs), vectors=broken, query_ids=np.array(queries), query_vectors=qv)
+    with pytest.raises(VectorFileError, match=r"nan\.npz.*row 4 holds NaN"):
+        import_items(ws, tmp_path / "nan.npz", fmt="vectors", model="new")
+    assert len(ws.vector_sets("new")) == 1
 
 
 def test_existing_documents_and_new_queries_in_one_file(ws: Workspace, tmp_path: Path) -> None:
