@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from embridge.core.errors import IntegrityError, StoreError, VectorFileError
+from embridge.core.models.manage import pair_warnings
 from embridge.core.store import Workspace
 from embridge.core.store.files import sha256_file
 from embridge.core.vector_spread import one_direction
@@ -137,6 +138,10 @@ def test_models_round_trip_spec_and_copied_checkpoint(ws: Workspace, tmp_path: P
     assert ws.model_by_role("new")["name"] == "new"
     with pytest.raises(StoreError, match="no model with role 'other'"):
         ws.model_by_role("other")
+    ws.add_model("new2", "new", {"kind": "vectors", "dim": 4}, None)  # the default would be a guess: refused
+    with pytest.raises(StoreError, match=r"2 models have the role 'new' \(new, new2\); name the one to use with --new"):
+        ws.model_by_role("new")
+    assert any("2 models have the role 'new' (new, new2)" in note for note in pair_warnings(ws.models()))
 
 
 # -- vector sets ------------------------------------------------------------------------------

@@ -92,6 +92,10 @@ def pair_warnings(models: list[dict[str, Any]]) -> list[str]:
         notes.append("No model has the role 'old' yet: add the model that built today's index as 'old'.")
     if not new:
         notes.append("No model has the role 'new' yet: add the model you want to upgrade to as 'new'.")
+    for role, found in (("old", old), ("new", new)):
+        if len(found) > 1:
+            notes.append(f"{len(found)} models have the role '{role}' ({', '.join(m['name'] for m in found)}): "
+                         f"training needs the one to use named (--{role}); give the others the role 'other'.")
     if not (old and new):
         return notes
     o, n = old[-1], new[-1]

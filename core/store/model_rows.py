@@ -86,7 +86,11 @@ class ModelsMixin:
         found = [m for m in self.models() if m["role"] == role]
         if not found:
             raise StoreError(f"{self.root}: no model with role '{role}'; add one with 'embridge model add --role {role}'")
-        return found[-1]
+        if len(found) > 1:  # the latest would be a guess: the user names one
+            raise StoreError(f"{self.root}: {len(found)} models have the role '{role}' "
+                             f"({', '.join(m['name'] for m in found)}); name the one to use with --{role}, or give "
+                             "the others another role with 'embridge model set-role'")
+        return found[0]
 
     def models_with_sha256(self, sha256: str) -> list[dict[str, Any]]:
         """The models stored with this checkpoint hash (name and spec), oldest first."""
