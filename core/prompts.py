@@ -22,8 +22,13 @@ class TextOptions:
 def prompts_text(spec: Mapping[str, Any] | None) -> str:
     """'query prompt "query: ", document prompt "passage: "' or '' for a model without prompts."""
     spec = spec or {}
-    parts = [f'{role} prompt "{spec[key]}"' for role, key in (("query", "query_prompt"), ("document", "document_prompt"))
-             if spec.get(key)]
+    parts = [f'{role} prompt "{_short(str(spec[key]))}"'
+             for role, key in (("query", "query_prompt"), ("document", "document_prompt")) if spec.get(key)]
     if spec.get("pooling"):
         parts.append(f"{spec['pooling']} pooling")
     return ", ".join(parts)
+
+
+def _short(prompt: str, most: int = 80) -> str:
+    """A prompt as a summary line shows it: whole up to ``most`` characters, else its start and its length."""
+    return prompt if len(prompt) <= most else f"{prompt[:most - 3]}... ({len(prompt)} characters)"

@@ -18,6 +18,7 @@ from text_fixtures import (
     TEXTS,
     reference_embeddings,
     tiny_bert,
+    tiny_gpt2,
     tiny_onnx,
     tiny_sentence_transformer,
     write_json,
@@ -58,6 +59,52 @@ def test_transformers_folder_pools_by_mean_unless_the_config_says_decoder(folder
     config = json.loads((decoder / "config.json").read_text())
     write_json(decoder / "config.json", {**config, "is_decoder": True})
     assert describe_model(decoder).pooling == "last"
+
+
+@pytest.mark.parametrize("config", [{"pooling_mode_max_tokens": True, "pooling_mode_mean_tokens": False},
+                                    {"pooling_mode_mean_tokens": True, "pooling_mode_max_tokens": True},
+                                    {"pooling_mode": "weightedmean"}, {"pooling_mode": "max"}])
+def test_a_pooling_config_asking_for_a_mode_not_computed_is_refused(folders: dict[str, Path], tmp_path: Path,
+                                                                   config: dict) -> None:
+    """It was read as mean pooling: other vectors than the model's own, without a word."""
+    folder = shutil.copytree(folders["bert"], tmp_path / "pooled")
+    (folder / "1_Pooling").mkdir()
+    write_json(folder / "1_Pooling" / "config.json", {"word_embedding_dimension": 16, **config})
+    with pytest.raises(CheckpointError, match=r"1_Pooling/config\.json: asks for .*which Embridge does not compute"):
+        describe_model(folder)
+    assert describe_model(folder, text=TextOptions(pooling="mean")).pooling == "mean"  # chosen knowingly
+    write_json(folder / "1_Pooling" / "config.json", {"pooling_mode_cls_token": True, "pooling_mode_max_tokens": False})
+    assert describe_model(folder).pooling == "cls"
+
+
+def test_a_decoder_padded_on_the_left_gives_each_text_its_own_vector(tmp_path: Path) -> None:
+    """A GPT-2 tokenizer padding on the left shifted a text's absolute positions by its batch's longest text:
+    vectors differed by up to 3 between batch sizes 1 and 32. Padding now goes after the text."""
+    folder = tiny_gpt2(tmp_path / "gpt2-left", padding_side="left")
+    spec = describe_model(folder)
+    assert spec.pooling == "last"
+    together = embed_array(spec, TEXTS, batch_size=len(TEXTS), device="cpu")
+    np.testing.assert_allclose(together, embed_array(spec, TEXTS, batch_size=1, device="cpu"), atol=1e-5)
+    np.testing.assert_allclose(together, reference_embeddings(folder, TEXTS, "last"), atol=1e-5)
+
+
+def test_a_text_that_gives_no_tokens_is_refused_naming_it(tmp_path: Path) -> None:
+    """A tokenizer without special tokens reads nothing in a text of spaces: there is no token to pool (a
+    failed reshape alone, a pad's state beside longer texts)."""
+    spec = describe_model(tiny_gpt2(tmp_path / "gpt2", padding_side="right"))
+    for batch_size in (1, 8):
+        with pytest.raises(CheckpointError, match=r"the text '   ' gives no tokens with this tokenizer \(1 such"):
+            embed_array(spec, [*TEXTS[:3], "   "], batch_size=batch_size, device="cpu")
+
+
+@pytest.mark.parametrize("name", ["bert", "st", "onnx"])
+def test_a_prompt_that_fills_most_of_what_the_model_reads_is_refused(folders: dict[str, Path], name: str) -> None:
+    """A 65-word document prompt on a 64-token model: every document was cut to its prompt and got one vector."""
+    long = "represent this passage for retrieval " * 13
+    with pytest.raises(CheckpointError, match=r"the document prompt 'represent this passage for retrieval \.\.\.' "
+                                              r"alone is \d+ tokens and the model reads 64"):
+        describe_model(folders[name], text=TextOptions(document_prompt=long))
+    assert describe_model(folders[name], text=TextOptions(document_prompt="passage: ")).document_prompt == "passage: "
 
 
 @pytest.mark.parametrize("name", ["bert", "st", "onnx"])

@@ -79,6 +79,27 @@ def tiny_onnx(folder: Path, seed: int = 2) -> Path:
     return folder
 
 
+def tiny_gpt2(folder: Path, padding_side: str = "left", seed: int = 3) -> Path:
+    """A one-layer GPT-2 (absolute positions, a decoder: last-token pooling) whose word-level tokenizer adds
+    no special tokens and pads on ``padding_side``, as many decoder embedding models ship."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import GPT2Config, GPT2Model, PreTrainedTokenizerFast
+
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = {word: i for i, word in enumerate(["<unk>", "<|endoftext|>", *WORDS, ":", ",", "."])}
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, unk_token="<unk>", eos_token="<|endoftext|>",
+                                        pad_token="<|endoftext|>", padding_side=padding_side, model_max_length=64)
+    torch.manual_seed(seed)
+    model = GPT2Model(GPT2Config(vocab_size=len(vocab), n_embd=16, n_layer=1, n_head=2, n_positions=64,
+                                 eos_token_id=1, bos_token_id=1))
+    model.config.architectures = ["GPT2ForCausalLM"]
+    model.eval().save_pretrained(str(folder), safe_serialization=True)
+    tokenizer.save_pretrained(str(folder))
+    return folder
+
+
 def reference_embeddings(folder: Path, texts: list[str], pooling: str = "mean") -> np.ndarray:
     """Direct transformers computation, one text at a time (no padding at all)."""
     from transformers import AutoModel, AutoTokenizer

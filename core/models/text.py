@@ -45,6 +45,16 @@ class SentenceTransformerEncoder:
     def parameters(self) -> Any:
         return self.model.parameters()
 
+    def prompt_tokens(self, prompt: str) -> tuple[int, int]:
+        """(tokens the prompt alone takes, special tokens included; tokens the model reads)."""
+        limit = int(getattr(self.model, "max_seq_length", None) or 512)
+        try:  # the folder's own first module tokenizes (a transformer's tokenizer, or a word-embedding model's)
+            tokenize = getattr(self.model, "preprocess", None) or self.model.tokenize  # the newer name first
+            ids = tokenize([prompt])["input_ids"]
+        except Exception:  # noqa: BLE001 - a module that cannot say: the prompt is not checked
+            return 0, limit
+        return int(ids.shape[-1]) if hasattr(ids, "shape") else len(ids[0]), limit
+
     def embed_texts(self, texts: Sequence[str], prompt: str, batch_size: int,
                     on_batch: BatchDone | None = None) -> np.ndarray:
         """Rows in input order; batches of similar length; ``prompt=""`` also overrides a default prompt."""

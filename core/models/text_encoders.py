@@ -177,6 +177,14 @@ class _TokenizedEncoder:
             raise CheckpointError(folder, f"cannot load the tokenizer ({first_line(exc)})") from exc
         if self.tokenizer.pad_token is None and self.tokenizer.eos_token is not None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
+        # padding goes after the text, whatever side the folder's tokenizer pads on: a model with absolute
+        # positions and no position ids passed would read a left-padded text at shifted positions, so its
+        # vector would depend on the longest text in its batch
+        self.tokenizer.padding_side = "right"
+
+    def prompt_tokens(self, prompt: str) -> tuple[int, int]:
+        """(tokens the prompt alone takes, special tokens included; tokens the model reads)."""
+        return len(self.tokenizer(prompt)["input_ids"]), int(self.max_length)
 
     def _limit(self, positions: int | None) -> int:
         return token_limit(self.tokenizer.model_max_length, positions)
@@ -190,6 +198,11 @@ class _TokenizedEncoder:
         encoded = self.tokenizer(clipped(prompted(texts, prompt), self.max_length), truncation=True,
                                  max_length=self.max_length)
         keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in encoded]
+        empty = [i for i, ids in enumerate(encoded["input_ids"]) if len(ids) == 0]
+        if empty:  # no token to pool: a pad's state (batch-dependent) or a failed reshape
+            raise CheckpointError(self.source, f"the text {texts[empty[0]][:60]!r} gives no tokens with this "
+                                  f"tokenizer ({len(empty)} such texts); give those items text it reads, or a "
+                                  "prompt")
         order = length_order([len(ids) for ids in encoded["input_ids"]])
         parts = []
         for start in range(0, len(texts), batch_size):

@@ -216,10 +216,7 @@ def default_pooling(folder: Path) -> str:
     """Pooling a folder implies: its sentence-transformers pooling config, last token for decoders, else mean."""
     pooling_config = folder / "1_Pooling" / "config.json"
     if pooling_config.is_file():
-        data = read_object(pooling_config)
-        flags = {"cls": "pooling_mode_cls_token", "mean": "pooling_mode_mean_tokens", "last": "pooling_mode_lasttoken"}
-        named = {"cls": "cls", "mean": "mean", "lasttoken": "last"}.get(str(data.get("pooling_mode")))
-        found = named or next((mode for mode, flag in flags.items() if data.get(flag)), None)
+        found = _configured_pooling(pooling_config, read_object(pooling_config))
         if found:
             return found
     config_file = folder / "config.json"
@@ -229,6 +226,28 @@ def default_pooling(folder: Path) -> str:
             or any(str(a).endswith("ForCausalLM") for a in architectures):
         return "last"
     return "mean"
+
+
+_POOLING_FLAGS = {"pooling_mode_cls_token": "cls", "pooling_mode_mean_tokens": "mean", "pooling_mode_lasttoken": "last"}
+_POOLING_NAMES = {"cls": "cls", "mean": "mean", "lasttoken": "last"}
+
+
+def _configured_pooling(file: Path, data: dict[str, Any]) -> str | None:
+    """The pooling a sentence-transformers pooling config asks for, or None when it names none.
+
+    A mode Embridge does not compute (max, weighted mean, mean divided by the square root of the
+    length, several modes concatenated) is refused: reading it as mean pooling would give other
+    vectors than the model's own, silently."""
+    named = data.get("pooling_mode")
+    asked = [key for key, value in data.items() if key.startswith("pooling_mode_") and value is True]
+    if named is not None and str(named) not in _POOLING_NAMES:
+        unsupported = f"pooling_mode '{named}'"
+    elif len(asked) > 1 or any(key not in _POOLING_FLAGS for key in asked):
+        unsupported = " and ".join(asked)
+    else:
+        return _POOLING_NAMES.get(str(named)) if named is not None else _POOLING_FLAGS[asked[0]] if asked else None
+    raise CheckpointError(file, f"asks for {unsupported}, which Embridge does not compute (it pools by "
+                          f"{', '.join(POOLINGS)}); pass --pooling to choose one of those knowingly")
 
 
 def check_pooling(folder: Path, pooling: str | None) -> str:
