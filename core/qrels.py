@@ -89,7 +89,7 @@ def read_qrels(path: str | Path, split: str | None = None) -> QrelLines:
     except (csv.Error, OSError) as exc:
         raise ImportDataError(src, f"unreadable qrels file ({exc})") from exc
     out = QrelLines(src, [], [], [], [], [])
-    width, trec = None, False
+    width, trec, header = None, False, None
     for n, row in rows:
         cells = [c.strip() for c in row]
         while cells and not cells[-1]:
@@ -97,8 +97,10 @@ def read_qrels(path: str | Path, split: str | None = None) -> QrelLines:
         if not any(cells):
             continue
         if width is None and not out.lines and _is_header(cells):
-            width = len(cells)
+            width = header = len(cells)
             continue
+        if header is not None and len(cells) != header:  # under BEIR's 3-column header, a 4th is no TREC layout
+            raise ImportDataError(src, f"line {n}: {len(cells)} columns where the header has {header}")
         if not out.lines:  # the first judgment (after any header) tells TREC's layout from a split column
             trec = len(cells) == 4 and _is_number(cells[3]) and cells[3] not in JUDGMENT_SPLITS
         if trec and len(cells) != 4:  # one layout a file: a 3-column line here would shift every column

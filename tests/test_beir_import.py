@@ -147,7 +147,9 @@ def test_qrels_file_alone_with_given_splits_and_bad_lines(ws: Workspace, tmp_pat
                           ("a\tb\tx\na\ta\t1\n", r"line 1: grade 'x' is not an integer"),  # not a header
                           ("a\ta\t1_0\n", r"line 1: grade '1_0' is not an integer"),  # int() reads 10
                           ("a\ta\t\u0661\n", r"line 1: grade '\u0661' is not an integer"),  # an Arabic-Indic 1
-                          ("a\ta\t1\ttest\na\tb\t1\n", r"line 2: 3 columns where earlier lines have 4")]:
+                          ("a\ta\t1\ttest\na\tb\t1\n", r"line 2: 3 columns where earlier lines have 4"),
+                          # a stray column under BEIR's header was read as TREC's layout: grade as the item key
+                          ("query-id\tcorpus-id\tscore\na\ta\t1\t1\n", r"line 2: 4 columns where the header has 3")]:
         bad = tmp_path / "bad.tsv"
         bad.write_text(body)
         with pytest.raises(ImportDataError, match=r"bad\.tsv: " + message):
