@@ -107,6 +107,19 @@ def test_a_prompt_that_fills_most_of_what_the_model_reads_is_refused(folders: di
     assert describe_model(folders[name], text=TextOptions(document_prompt="passage: ")).document_prompt == "passage: "
 
 
+def test_an_onnx_config_claiming_more_positions_than_the_graph_has_is_refused(folders: dict[str, Path],
+                                                                             tmp_path: Path) -> None:
+    """config.json said 512 positions for a graph of 64: model add passed and embed failed on the first long
+    text, naming the stored copy and no length. The graph now runs once at the configured limit."""
+    folder = shutil.copytree(folders["onnx"], tmp_path / "onnx-512")
+    write_json(folder / "config.json", {"model_type": "bert", "max_position_embeddings": 512})
+    with pytest.raises(CheckpointError, match=r"onnx-512/config\.json: says the model reads 512 tokens, but "
+                                              r"model\.onnx fails on a text of 512 tokens"):
+        describe_model(folder)
+    write_json(folder / "config.json", {"model_type": "bert", "max_position_embeddings": 64})
+    assert describe_model(folder).dim == 16
+
+
 @pytest.mark.parametrize("name", ["bert", "st", "onnx"])
 def test_embeddings_do_not_depend_on_batch_size_or_order(folders: dict[str, Path], name: str) -> None:
     model = load_model(folders[name], "cpu")

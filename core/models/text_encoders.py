@@ -279,22 +279,26 @@ class OnnxEncoder(_TokenizedEncoder):
         self._check_vocabulary()
         if positions is None:
             self._find_length()
+        elif not self._runs(self.max_length):  # a config.json claiming more positions than the graph has
+            raise CheckpointError(folder / "config.json", f"says the model reads {self.max_length} tokens, but "
+                                  f"{model_file.name} fails on a text of {self.max_length} tokens; correct "
+                                  "max_position_embeddings (or remove config.json to have the limit probed)")
+
+    def _runs(self, length: int) -> bool:
+        """Whether the graph runs on one text of ``length`` tokens."""
+        token = self.tokenizer.unk_token_id if isinstance(self.tokenizer.unk_token_id, int) else 0
+        ids = torch.full((1, length), token, dtype=torch.long)
+        try:
+            self._hidden({"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)})
+        except CheckpointError:
+            return False
+        return True
 
     def _find_length(self) -> None:
         """An export without a config.json states no position table: it is run once at the length the
         tokenizer allows, and when that fails, the longest length that runs (found by halving the gap)
         becomes the limit, so a long text is truncated instead of failing the whole batch."""
-        token = self.tokenizer.unk_token_id if isinstance(self.tokenizer.unk_token_id, int) else 0
-
-        def runs(length: int) -> bool:
-            ids = torch.full((1, length), token, dtype=torch.long)
-            try:
-                self._hidden({"input_ids": ids, "attention_mask": torch.ones_like(ids),
-                              "token_type_ids": torch.zeros_like(ids)})
-            except CheckpointError:
-                return False
-            return True
-
+        runs = self._runs
         if runs(self.max_length):
             return
         works, fails = 2, self.max_length  # two tokens ran in the vocabulary check
