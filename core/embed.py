@@ -101,6 +101,17 @@ def embed_items(workspace: Any, model_name: str, item_ids: Sequence[int] | np.nd
         return embed_with_vectors_file(workspace, model_name, spec, ids, name or "vectors",
                                        "embed-" + hashlib.sha256(key_source_vectors).hexdigest()[:20],
                                        on_progress, should_stop, resume)
+    held = _held_ids(workspace, model_name)
+    if len(held):  # items that already hold this model's vectors are not embedded (or stored) again
+        todo = ids[~np.isin(ids, held)]
+        skipped = {"already_stored": int(len(ids) - len(todo))}
+        if len(todo) == 0:
+            return {**workspace.vector_sets(model_name)[-1], "written": 0, **skipped}
+        if len(todo) < len(ids):
+            info = embed_items(workspace, model_name, todo, batch_size=batch_size, chunk_size=chunk_size,
+                               device=device, on_progress=on_progress, should_stop=should_stop, resume=resume,
+                               name=name, dtype=dtype)
+            return {**info, "written": int(len(todo)), **skipped}
     model = load_model(spec, device, verify=True)
     # everything that shapes the vectors (prompts, pooling, input shape), not only the weights: a model
     # removed and added again under its name with other settings must not resume the first one's rows
@@ -128,6 +139,15 @@ def embed_items(workspace: Any, model_name: str, item_ids: Sequence[int] | np.nd
     except BaseException:
         writer.abort()
         raise
+
+
+def _held_ids(workspace: Any, model_name: str) -> np.ndarray:
+    """Ids of items with ``model_name``'s vectors in a set whose vector file is still there (a set whose file
+    was deleted by hand is embedded again, and the new set takes its place)."""
+    sets = [s for s in workspace.vector_sets(model_name) if Path(s["path"]).is_file()]
+    if not sets:
+        return np.zeros(0, dtype=np.int64)
+    return np.unique(np.concatenate([workspace.vector_set_ids(s["id"]) for s in sets]))
 
 
 class _BatchMeter:

@@ -97,9 +97,13 @@ def test_embed_items_writes_a_vector_set_aligned_to_the_ids(ws: Workspace, model
 
 def test_interrupted_embedding_resumes_after_the_last_complete_chunk(
         ws: Workspace, model: torch.nn.Module, tmp_path: Path, forwarded: list[int]) -> None:
+    with Workspace.create(tmp_path / "reference") as reference:  # the same items embedded without a stop
+        ref_ids = _add_items(reference, _inputs())
+        _add_model(reference, model, tmp_path)
+        full = _stored(reference, embed_items(reference, "old", ref_ids, batch_size=BATCH, chunk_size=CHUNK,
+                                              device="cpu", name="full"))[1]
     ids = _add_items(ws, _inputs())
     _add_model(ws, model, tmp_path)
-    full = embed_items(ws, "old", ids, batch_size=BATCH, chunk_size=CHUNK, device="cpu", name="full")
     forwarded.clear()
 
     done = {"rows": 0}
@@ -110,14 +114,39 @@ def test_interrupted_embedding_resumes_after_the_last_complete_chunk(
         embed_items(ws, "old", ids, batch_size=BATCH, chunk_size=CHUNK, device="cpu", name="part",
                     on_progress=track, should_stop=lambda: done["rows"] >= 2 * CHUNK)
     assert sum(forwarded) == 2 * CHUNK
-    assert [s["name"] for s in ws.vector_sets("old")] == ["full"]  # nothing registered yet
+    assert ws.vector_sets("old") == []  # nothing registered yet
     forwarded.clear()
     starts: list[int] = []
     resumed = embed_items(ws, "old", ids, batch_size=BATCH, chunk_size=CHUNK, device="cpu", name="part",
                           on_progress=lambda d, t, info: starts.append(info.get("resumed_from", -1)))
     assert sum(forwarded) == N_ITEMS - 2 * CHUNK and starts[0] == 2 * CHUNK
-    np.testing.assert_array_equal(_stored(ws, resumed)[1], _stored(ws, full)[1])
+    np.testing.assert_array_equal(_stored(ws, resumed)[1], full)
     assert _stored(ws, resumed)[0].tolist() == ids.tolist()
+
+
+def test_items_holding_the_models_vectors_are_not_embedded_again(ws: Workspace, model: torch.nn.Module,
+                                                                  tmp_path: Path, forwarded: list[int]) -> None:
+    """A second embed of the same items stored a second identical set (the gallery's vectors twice on disk)."""
+    ids = _add_items(ws, _inputs())
+    _add_model(ws, model, tmp_path)
+    first = embed_items(ws, "old", ids[:40], batch_size=BATCH, chunk_size=CHUNK, device="cpu")
+    forwarded.clear()
+    again = embed_items(ws, "old", ids, batch_size=BATCH, chunk_size=CHUNK, device="cpu")
+    assert sum(forwarded) == len(ids) - 40 and (again["written"], again["already_stored"]) == (len(ids) - 40, 40)
+    forwarded.clear()
+    none = embed_items(ws, "old", ids, batch_size=BATCH, chunk_size=CHUNK, device="cpu")
+    assert sum(forwarded) == 0 and (none["written"], none["already_stored"]) == (0, len(ids))
+    assert [s["id"] for s in ws.vector_sets("old")] == [first["id"], again["id"]] == [none["id"] - 1, none["id"]]
+    Path(first["path"]).unlink()  # a set whose file was deleted by hand: its items are embedded again
+    forwarded.clear()
+    repaired = embed_items(ws, "old", ids, batch_size=BATCH, chunk_size=CHUNK, device="cpu")
+    assert sum(forwarded) == 40 and repaired["written"] == 40
+    with Workspace.create(tmp_path / "reference") as reference:
+        ref_ids = _add_items(reference, _inputs())
+        _add_model(reference, model, tmp_path)
+        full = _stored(reference, embed_items(reference, "old", ref_ids, batch_size=BATCH, chunk_size=CHUNK,
+                                              device="cpu"))[1]
+    np.testing.assert_allclose(ws.vectors_for("old", ids), full, atol=1e-6)  # other batches: float rounding
 
 
 def test_resume_false_starts_over(ws: Workspace, model: torch.nn.Module, tmp_path: Path,
