@@ -47,6 +47,16 @@ def test_chain_refuses_a_metric_before_recording_a_run(chain_ws: dict[str, Any],
     assert table_dump(ws) == rows
 
 
+def test_chain_names_a_model_the_workspace_lacks(chain_ws: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    """It said "step 1 of the chain is 'nosuch' -> ..." as if the run linked other models."""
+    ws, rows = chain_ws["path"], table_dump(chain_ws["path"])
+    models = [chain_ws["models"][0], "nosuch", *chain_ws["models"][2:]]
+    assert main(["chain", "-w", str(ws), "--models", ",".join(models),
+                 "--runs", ",".join(map(str, chain_ws["runs"]))]) == 1
+    _one_line(capsys.readouterr().err, "--models: no model named 'nosuch' in the workspace (known: ")
+    assert table_dump(ws) == rows
+
+
 @pytest.mark.parametrize("device", ["bogus", "cuda:99", "cuda:x"])
 def test_plan_refuses_a_bad_device_on_an_embeddings_only_model(chain_ws: dict[str, Any], device: str,
                                                                capsys: pytest.CaptureFixture[str]) -> None:

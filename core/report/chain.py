@@ -43,6 +43,10 @@ def chain_layers(ws: Workspace, models: Sequence[str], runs: Sequence[int]) -> t
     if len(models) < 2 or len(runs) != len(models) - 1:
         raise InputError("chain", f"needs T >= 2 model versions and T - 1 runs, got {len(models)} models and "
                          f"{len(runs)} runs")
+    unknown = [name for name in models if not ws.has_model(name)]
+    if unknown:
+        known = ", ".join(m["name"] for m in ws.models()) or "none"
+        raise InputError("--models", f"no model named '{unknown[0]}' in the workspace (known: {known})")
     adapters, rows = [], []
     for k, run_id in enumerate(runs):
         run = ws.run(int(run_id))
