@@ -132,7 +132,10 @@ def embed_items(workspace: Any, model_name: str, item_ids: Sequence[int] | np.nd
             items = workspace.items(ids=ids[chunk_start:chunk_start + chunk_size])
             block = _embed_chunk(model, items, chunk_start, total, batch_size, progress, should_stop, throughput)
             writer.write(chunk_start, block)
-        return writer.commit()
+        info = writer.commit()
+        if model.is_text and hasattr(model.module, "truncated"):  # what the texts lost, said beside the result
+            info.update(truncated=int(model.module.truncated), token_limit=int(model.module.max_length))
+        return info
     except (Cancelled, KeyboardInterrupt):
         writer.release()
         raise  # completed chunks stay on disk for the next run
@@ -263,14 +266,16 @@ def embed_recorded(workspace: Any, model_name: str, item_ids: Sequence[int] | np
 def embed_summary(model: str, info: dict[str, Any]) -> str:
     """What an embed stored, in one sentence for the command line and the app; a vectors-only model also
     says which requested items already held its vectors and which its file lacks."""
+    cut = (f"; {info['truncated']} texts reached the model's limit of {info['token_limit']} tokens and were cut "
+           "there" if info.get("truncated") else "")
     if "written" not in info:  # a model run on the items: every requested item is embedded
-        return f"embedded {info['count']} items with {model} (dim {info['dim']}) -> {info['path']}"
+        return f"embedded {info['count']} items with {model} (dim {info['dim']}) -> {info['path']}{cut}"
     skipped = [f"{info[k]} {what}" for k, what in (("already_stored", "already held its vectors"),
                                                     ("not_covered", "are not in its vector file")) if info.get(k)]
     rest = f"; of the items asked for, {' and '.join(skipped)}" if skipped else ""
     if not info["written"]:
         return f"nothing new stored for {model}: its vector set {info['id']} stays as it is{rest}"
-    return f"stored {info['written']} items' vectors of {model} (dim {info['dim']}) -> {info['path']}{rest}"
+    return f"stored {info['written']} items' vectors of {model} (dim {info['dim']}) -> {info['path']}{rest}{cut}"
 
 
 def _check_model(workspace: Any, model_name: str) -> None:

@@ -82,11 +82,14 @@ class Cancelled(EmbridgeError):  # noqa: N818 - reads naturally as `raise Cancel
 
 
 def first_line(exc: BaseException) -> str:
-    """The first non-empty line of an exception's text, for one-line error messages."""
-    for line in str(exc).splitlines():
-        if line.strip():
-            return line.strip().split(". ")[0][:300]
-    return type(exc).__name__
+    """The first non-empty line of an exception's text, for one-line error messages; a line that only
+    introduces what follows (ending in ':', as PyTorch's "Error(s) in loading state_dict for Dense:") takes
+    the next line with it."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    first = lines[0] if not (lines[0].endswith(":") and len(lines) > 1) else f"{lines[0]} {lines[1]}"
+    return first.split(". ")[0][:300]
 
 
 def printable(text: str) -> str:

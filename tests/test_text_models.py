@@ -107,6 +107,20 @@ def test_a_prompt_that_fills_most_of_what_the_model_reads_is_refused(folders: di
     assert describe_model(folders[name], text=TextOptions(document_prompt="passage: ")).document_prompt == "passage: "
 
 
+@pytest.mark.parametrize("name", ["bert", "st"])
+def test_a_second_weights_file_beside_the_one_read_is_refused(folders: dict[str, Path], tmp_path: Path,
+                                                              name: str) -> None:
+    """A fine-tuned copy dropped beside model.safetensors was ignored: the vectors came from the other file."""
+    folder = shutil.copytree(folders[name], tmp_path / f"{name}-two")
+    weights = next(p for p in folder.rglob("model.safetensors"))
+    shutil.copy(weights, weights.parent / "model-finetuned.safetensors")
+    with pytest.raises(CheckpointError, match=r"model-finetuned\.safetensors: is a weights file transformers does "
+                                              r"not read \(it reads model\.safetensors\)"):
+        describe_model(folder)
+    (weights.parent / "model-finetuned.safetensors").unlink()
+    assert describe_model(folder).dim == 16
+
+
 def test_an_onnx_config_claiming_more_positions_than_the_graph_has_is_refused(folders: dict[str, Path],
                                                                              tmp_path: Path) -> None:
     """config.json said 512 positions for a graph of 64: model add passed and embed failed on the first long
@@ -256,6 +270,26 @@ def test_embedding_progress_reports_items_per_second_and_eta(folders: dict[str, 
     assert all(info["items_per_s"] > 0 and info["eta_s"] >= 0 for _, _, info in batches)
     StderrProgress("embed bert", min_interval=0)(4, 8, {"items_per_s": 250.0, "eta_s": 75.0})
     assert "4/8 (50%) 250 items/s, ETA 1:15" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["bert", "st"])
+def test_embed_says_how_many_texts_reached_the_token_limit(folders: dict[str, Path], tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str], name: str) -> None:
+    """Truncation was silent: two documents of 100 words on a 64-token model are counted, the short ones not."""
+    root = tmp_path / "ws"
+    Workspace.create(root).close()
+    file = tmp_path / "docs.jsonl"
+    texts = [*TEXTS[:3], " ".join(["the cat sat on the mat"] * 17), " ".join(["a dog ran"] * 34)]
+    file.write_text("".join(json.dumps({"key": f"d{i}", "text": t}) + "\n" for i, t in enumerate(texts)))
+    w = ["--workspace", str(root)]
+    assert main(["import", *w, "--path", str(file), "--format", "jsonl", "--split", "gallery"]) == 0
+    assert main(["model", "add", *w, "--name", name, "--path", str(folders[name])]) == 0
+    capsys.readouterr()
+    assert main(["embed", *w, "--model", name, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["truncated"], out["token_limit"]) == (2, 64)
+    assert main(["embed", *w, "--model", name]) == 0  # nothing embedded again: nothing to say about lengths
+    assert "reached the model's limit" not in capsys.readouterr().out
 
 
 def test_nothing_is_downloaded(folders: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:

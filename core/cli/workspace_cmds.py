@@ -275,7 +275,8 @@ def cmd_embed(args: argparse.Namespace) -> Result:
         info = embed_split(ws, args.model, args.split, args.sample, args.seed, batch_size=args.batch_size,
                            device=args.device, on_progress=StderrProgress(f"embed {args.model}"))
     data = {"model": args.model, "vector_set": info["id"], "count": info["count"], "dim": info["dim"],
-            "path": info["path"], **{k: info[k] for k in ("written", "not_covered", "already_stored") if k in info}}
+            "path": info["path"], **{k: info[k] for k in ("written", "not_covered", "already_stored", "truncated",
+                                                          "token_limit") if k in info}}
     return data, embed_summary(args.model, info)
 
 

@@ -163,6 +163,7 @@ class _TokenizedEncoder:
 
     pooling = "mean"
     max_length = 512
+    truncated = 0  # texts (prompt included) that reached max_length tokens and were cut there, since opened
 
     def __init__(self, folder: Path) -> None:
         from transformers import AutoTokenizer
@@ -198,6 +199,7 @@ class _TokenizedEncoder:
         encoded = self.tokenizer(clipped(prompted(texts, prompt), self.max_length), truncation=True,
                                  max_length=self.max_length)
         keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in encoded]
+        self.truncated += sum(len(ids) >= self.max_length for ids in encoded["input_ids"])
         empty = [i for i, ids in enumerate(encoded["input_ids"]) if len(ids) == 0]
         if empty:  # no token to pool: a pad's state (batch-dependent) or a failed reshape
             raise CheckpointError(self.source, f"the text {texts[empty[0]][:60]!r} gives no tokens with this "

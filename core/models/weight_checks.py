@@ -146,6 +146,7 @@ def load_checked_model(folder: Path) -> Any:
     from transformers import AutoModel
 
     check_model_size(folder)
+    refuse_unread_weights(folder)
     with quiet_loading():
         try:
             model, info = AutoModel.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False,
@@ -155,6 +156,26 @@ def load_checked_model(folder: Path) -> Any:
             raise CheckpointError(folder, f"cannot load the transformers model ({first_line(exc)})") from exc
     check_loading_info(folder, info, decoder_unused=bool(getattr(model.config, "is_encoder_decoder", False)))
     return model
+
+
+def refuse_unread_weights(folder: Path) -> None:
+    """transformers reads ``model.safetensors``, or the shards its ``model.safetensors.index.json`` names:
+    another weights file beside them (a fine-tuned copy, a LoRA adapter) would be ignored without a word."""
+    import json
+
+    index = folder / "model.safetensors.index.json"
+    read = {"model.safetensors"}
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text(encoding="utf-8")).get("weight_map")
+        except (OSError, ValueError, AttributeError):
+            weight_map = None  # a broken index is transformers' to refuse when it loads
+        read = {str(v) for v in weight_map.values()} if isinstance(weight_map, dict) else set()
+    others = sorted(p.name for p in folder.glob("*.safetensors") if p.name not in read)
+    if others and any((folder / name).is_file() for name in read):
+        raise CheckpointError(folder / others[0], f"is a weights file transformers does not read (it reads "
+                              f"{', '.join(sorted(read))}); move it out of the folder, or make it the model's "
+                              "model.safetensors, so the vectors come from the weights meant")
 
 
 def embedding_rows(model: Any) -> int | None:
