@@ -14,6 +14,7 @@ from PySide6.QtCore import Qt
 from pytestqt.qtbot import QtBot
 
 from embridge.app.main_window import MainWindow
+from embridge.app.pages.export_page import GALLERY_CHOICES
 from embridge.app.pages.page import format_value
 from embridge.app.pages.plan_page import COLUMNS
 from embridge.core.formatting import format_share
@@ -147,6 +148,15 @@ def test_a_refused_destination_names_the_field_not_the_option(qtbot: QtBot, wind
     assert not inside.exists()
     with Workspace.open(demo_copy) as ws:
         assert ws.bundles() == []
+    yes = next(text for text, choice in GALLERY_CHOICES.items() if choice is True)
+    page.gallery.setCurrentText(yes)  # a transformed gallery of a backward layer: the field is named
+    page.out.setText(str(demo_copy.parent / "gallery.zip"))
+    click(qtbot, page.build_button)
+    wait_for_jobs(qtbot, window, 120_000)
+    qtbot.waitUntil(lambda: bool(error_dialogs()), timeout=10_000)
+    text = error_dialogs()[0].message_label.text()
+    assert text.startswith("Transformed gallery: a transformed gallery needs an old->new") and "--gallery" not in text
+    error_dialogs()[0].close()
 
 
 def test_an_existing_destination_is_replaced_only_when_the_user_agrees_and_only_if_a_bundle(

@@ -88,6 +88,42 @@ def test_a_decoder_padded_on_the_left_gives_each_text_its_own_vector(tmp_path: P
     np.testing.assert_allclose(together, reference_embeddings(folder, TEXTS, "last"), atol=1e-5)
 
 
+def test_an_onnx_graph_that_pools_the_last_position_keeps_its_tokenizers_left_padding(tmp_path: Path) -> None:
+    """A decoder export whose graph returns the last position's state (positions from the mask), shipped with a
+    left-padding tokenizer: padded on the right, every shorter text of a batch got a pad's state (2.8 apart)."""
+    import warnings
+
+    from transformers import AutoModel, AutoTokenizer
+
+    source = tiny_gpt2(tmp_path / "gpt2", padding_side="left")
+    model = AutoModel.from_pretrained(str(source)).eval()
+
+    class LastPosition(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+            positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+            return self.model(input_ids=input_ids, attention_mask=attention_mask,
+                              position_ids=positions).last_hidden_state[:, -1, :]
+
+    folder = tmp_path / "onnx-left"
+    folder.mkdir()
+    AutoTokenizer.from_pretrained(str(source)).save_pretrained(str(folder))
+    axes = {0: "batch", 1: "tokens"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(LastPosition(), (torch.tensor([[1, 2, 3, 4], [1, 1, 2, 3]]),
+                                           torch.tensor([[1, 1, 1, 1], [0, 1, 1, 1]])),
+                          str(folder / "model.onnx"), dynamo=False, opset_version=17,
+                          input_names=["input_ids", "attention_mask"], output_names=["sentence_embedding"],
+                          dynamic_axes={"input_ids": axes, "attention_mask": axes, "sentence_embedding": {0: "batch"}})
+    spec = describe_model(folder)
+    together = embed_array(spec, TEXTS, batch_size=len(TEXTS), device="cpu")
+    np.testing.assert_allclose(together, embed_array(spec, TEXTS, batch_size=1, device="cpu"), atol=1e-5)
+
+
 def test_a_text_that_gives_no_tokens_is_refused_naming_it(tmp_path: Path) -> None:
     """A tokenizer without special tokens reads nothing in a text of spaces: there is no token to pool (a
     failed reshape alone, a pad's state beside longer texts)."""
@@ -119,6 +155,25 @@ def test_a_second_weights_file_beside_the_one_read_is_refused(folders: dict[str,
         describe_model(folder)
     (weights.parent / "model-finetuned.safetensors").unlink()
     assert describe_model(folder).dim == 16
+
+
+def test_sharded_weights_are_read_and_a_whole_file_beside_them_is_named(folders: dict[str, Path],
+                                                                       tmp_path: Path) -> None:
+    """transformers reads model.safetensors when there is one and ignores the index: the shards are named."""
+    from transformers import AutoModel
+
+    folder = tmp_path / "sharded"
+    AutoModel.from_pretrained(str(folders["bert"])).save_pretrained(str(folder), max_shard_size="4KB")
+    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        if (folders["bert"] / name).is_file():
+            shutil.copy(folders["bert"] / name, folder / name)
+    shards = sorted(p.name for p in folder.glob("model-*.safetensors"))
+    assert len(shards) > 1 and (folder / "model.safetensors.index.json").is_file()
+    assert describe_model(folder).dim == 16
+    shutil.copy(folders["bert"] / "model.safetensors", folder / "model.safetensors")
+    with pytest.raises(CheckpointError, match=rf"{shards[0]}: is a weights file transformers does not read "
+                                              r"\(it reads model\.safetensors\)"):
+        describe_model(folder)
 
 
 def test_an_onnx_config_claiming_more_positions_than_the_graph_has_is_refused(folders: dict[str, Path],
@@ -279,7 +334,8 @@ def test_embed_says_how_many_texts_reached_the_token_limit(folders: dict[str, Pa
     root = tmp_path / "ws"
     Workspace.create(root).close()
     file = tmp_path / "docs.jsonl"
-    texts = [*TEXTS[:3], " ".join(["the cat sat on the mat"] * 17), " ".join(["a dog ran"] * 34)]
+    # 100+ words twice, and one text of exactly 64 tokens with [CLS] and [SEP]: it fills the limit, loses nothing
+    texts = [*TEXTS[:3], " ".join(["the cat sat on the mat"] * 17), " ".join(["a dog ran"] * 34), "fish " * 62]
     file.write_text("".join(json.dumps({"key": f"d{i}", "text": t}) + "\n" for i, t in enumerate(texts)))
     w = ["--workspace", str(root)]
     assert main(["import", *w, "--path", str(file), "--format", "jsonl", "--split", "gallery"]) == 0

@@ -161,7 +161,7 @@ class ExportPage(Page):
                 return export_bundle(ws, out, [run_id], gallery=gallery, overwrite=overwrite, on_progress=on_progress,
                                      should_stop=should_stop)
             except InputError as exc:  # the field's name, not the command line's option
-                raise labelled(exc, {"--out": "Destination"}) from None
+                raise labelled(exc, {"--out": "Destination", "--gallery": "Transformed gallery"}) from None
 
         def done(info: dict[str, Any]) -> None:
             log.info("bundle %s written to %s (%d bytes)", info["bundle_id"], info["path"], info["bytes"])

@@ -54,10 +54,10 @@ class SentenceTransformerEncoder:
         if not callable(tokenizer) or not texts:
             return
         try:
-            ids = tokenizer([prompt + t for t in texts], truncation=True, max_length=self.max_length)["input_ids"]
+            ids = tokenizer([prompt + t for t in texts], truncation=True, max_length=self.max_length + 1)["input_ids"]
         except Exception:  # noqa: BLE001 - the count is a note; the embedding itself reports real failures
             return
-        self.truncated += sum(len(row) >= self.max_length for row in ids)
+        self.truncated += sum(len(row) > self.max_length for row in ids)  # a token beyond the limit: cut
 
     def parameters(self) -> Any:
         return self.model.parameters()

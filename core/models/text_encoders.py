@@ -180,12 +180,22 @@ class _TokenizedEncoder:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         # padding goes after the text, whatever side the folder's tokenizer pads on: a model with absolute
         # positions and no position ids passed would read a left-padded text at shifted positions, so its
-        # vector would depend on the longest text in its batch
+        # vector would depend on the longest text in its batch. (An ONNX graph that pools by itself keeps the
+        # folder's side: it may read the last position as the text's last token.)
+        self.folder_padding_side = self.tokenizer.padding_side
         self.tokenizer.padding_side = "right"
 
     def prompt_tokens(self, prompt: str) -> tuple[int, int]:
         """(tokens the prompt alone takes, special tokens included; tokens the model reads)."""
         return len(self.tokenizer(prompt)["input_ids"]), int(self.max_length)
+
+    def _count_truncated(self, texts: Sequence[str], prompt: str, ids: list[list[int]]) -> None:
+        """Texts that lost tokens to the limit: of those that fill it, the ones with a token beyond it."""
+        full = [i for i, row in enumerate(ids) if len(row) >= self.max_length]
+        if full:
+            longer = self.tokenizer(clipped(prompted([texts[i] for i in full], prompt), self.max_length + 1),
+                                    truncation=True, max_length=self.max_length + 1)["input_ids"]
+            self.truncated += sum(len(row) > self.max_length for row in longer)
 
     def _limit(self, positions: int | None) -> int:
         return token_limit(self.tokenizer.model_max_length, positions)
@@ -199,7 +209,7 @@ class _TokenizedEncoder:
         encoded = self.tokenizer(clipped(prompted(texts, prompt), self.max_length), truncation=True,
                                  max_length=self.max_length)
         keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in encoded]
-        self.truncated += sum(len(ids) >= self.max_length for ids in encoded["input_ids"])
+        self._count_truncated(texts, prompt, encoded["input_ids"])
         empty = [i for i, ids in enumerate(encoded["input_ids"]) if len(ids) == 0]
         if empty:  # no token to pool: a pad's state (batch-dependent) or a failed reshape
             raise CheckpointError(self.source, f"the text {texts[empty[0]][:60]!r} gives no tokens with this "
@@ -274,6 +284,8 @@ class OnnxEncoder(_TokenizedEncoder):
         self.types = input_types(model_file, self.session.get_inputs())
         self.inputs = list(self.types)
         self.pooled_output, self.token_output = pick_outputs(model_file, self.session.get_outputs())
+        if self.pooled_output is not None:  # the graph pools: it was exported for the folder's padding side
+            self.tokenizer.padding_side = self.folder_padding_side
         self.pooling = pooling
         # an export has no config object: its position table is read from the config.json shipped beside it
         positions = _onnx_positions(folder)

@@ -165,7 +165,7 @@ def refuse_unread_weights(folder: Path) -> None:
 
     index = folder / "model.safetensors.index.json"
     read = {"model.safetensors"}
-    if index.is_file():
+    if index.is_file() and not (folder / "model.safetensors").is_file():  # a whole file wins over an index
         try:
             weight_map = json.loads(index.read_text(encoding="utf-8")).get("weight_map")
         except (OSError, ValueError, AttributeError):
