@@ -133,7 +133,8 @@ def embed_items(workspace: Any, model_name: str, item_ids: Sequence[int] | np.nd
             block = _embed_chunk(model, items, chunk_start, total, batch_size, progress, should_stop, throughput)
             writer.write(chunk_start, block)
         info = writer.commit()
-        if model.is_text and hasattr(model.module, "truncated"):  # what the texts lost, said beside the result
+        if model.is_text and hasattr(model.module, "truncated"):  # what the texts lost (transformers and ONNX
+            # folders, which Embridge tokenizes itself), said beside the result
             info.update(truncated=int(model.module.truncated), token_limit=int(model.module.max_length))
         return info
     except (Cancelled, KeyboardInterrupt):

@@ -327,7 +327,7 @@ def test_embedding_progress_reports_items_per_second_and_eta(folders: dict[str, 
     assert "4/8 (50%) 250 items/s, ETA 1:15" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("name", ["bert", "st"])
+@pytest.mark.parametrize("name", ["bert", "onnx"])
 def test_embed_says_how_many_texts_reached_the_token_limit(folders: dict[str, Path], tmp_path: Path,
                                                            capsys: pytest.CaptureFixture[str], name: str) -> None:
     """Truncation was silent: two documents of 100 words on a 64-token model are counted, the short ones not."""

@@ -41,23 +41,10 @@ class SentenceTransformerEncoder:
     def __init__(self, model: Any, source: Path) -> None:
         self.model = model
         self.source = source
-        self.truncated = 0  # texts that reached max_seq_length tokens and were cut there, since opened
 
     @property
     def max_length(self) -> int:
         return int(getattr(self.model, "max_seq_length", None) or 512)
-
-    def _count_truncated(self, texts: Sequence[str], prompt: str) -> None:
-        """Texts whose tokens (prompt included) reach the limit; only a transformers tokenizer is asked (the
-        folder's own word-level modules say nothing of lengths)."""
-        tokenizer = getattr(self.model, "tokenizer", None)
-        if not callable(tokenizer) or not texts:
-            return
-        try:
-            ids = tokenizer([prompt + t for t in texts], truncation=True, max_length=self.max_length + 1)["input_ids"]
-        except Exception:  # noqa: BLE001 - the count is a note; the embedding itself reports real failures
-            return
-        self.truncated += sum(len(row) > self.max_length for row in ids)  # a token beyond the limit: cut
 
     def parameters(self) -> Any:
         return self.model.parameters()
@@ -76,7 +63,6 @@ class SentenceTransformerEncoder:
                     on_batch: BatchDone | None = None) -> np.ndarray:
         """Rows in input order; batches of similar length; ``prompt=""`` also overrides a default prompt."""
         texts = clipped(texts, self.max_length)
-        self._count_truncated(texts, prompt)
         order = length_order([len(t) for t in texts])
         parts = []
         for start in range(0, len(texts), batch_size):
