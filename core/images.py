@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -39,23 +40,60 @@ def check_pixel_count(path: str | Path, pixels: int, described: str) -> None:
                               f"(a decompression bomb?); set {PIXELS_ENV} to allow larger images")
 
 
+# the format each suffix promises; the decoder used when embedding reads a .png as PNG only
+SUFFIX_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP"}
+# image files of formats not imported, refused by name rather than left out of a folder silently
+UNSUPPORTED_IMAGE_SUFFIXES = {".gif": "GIF", ".webp": "WebP", ".tif": "TIFF", ".tiff": "TIFF", ".heic": "HEIC",
+                              ".heif": "HEIF", ".avif": "AVIF", ".jp2": "JPEG 2000", ".ico": "ICO"}
+ORIENTATION_TAG = 0x0112  # EXIF: how a viewer turns the stored pixels to show the photo upright
+
+
+def _pil_image() -> Any:
+    """PIL's Image with its own decompression-bomb limit at ours: it would otherwise refuse images
+    ``EMBRIDGE_MAX_IMAGE_PIXELS`` allows, and with its own words."""
+    from PIL import Image
+
+    Image.MAX_IMAGE_PIXELS = max_pixels()
+    return Image
+
+
 def check_image_header(path: str | Path) -> tuple[int, int]:
     """(width, height) from the header, refusing non-images and images over the pixel limit."""
-    from PIL import Image, UnidentifiedImageError
+    return image_header(path)[:2]
 
+
+def image_header(path: str | Path) -> tuple[int, int, str, int]:
+    """(width, height, format, EXIF orientation 1-8) from the header, refusing non-images and images over
+    the pixel limit."""
+    from PIL import UnidentifiedImageError
+
+    Image = _pil_image()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as im:
                 width, height = im.size
-    except Image.DecompressionBombError as exc:
-        raise ImportDataError(path, f"image is too large to decode safely ({exc})") from None
+                kind = "JPEG" if im.format == "MPO" else str(im.format)  # a camera's multi-picture JPEG
+                orientation = int(im.getexif().get(ORIENTATION_TAG, 1) or 1)
+    except Image.DecompressionBombError:
+        limit = max_pixels()
+        raise ImportDataError(path, f"image is over the limit of {limit} pixels (a decompression bomb?); set "
+                              f"{PIXELS_ENV} to allow larger images") from None
     except UnidentifiedImageError:
         raise ImportDataError(path, "unreadable image (unknown or damaged format)") from None
     except (OSError, ValueError, SyntaxError) as exc:
         raise ImportDataError(path, f"unreadable image ({first_line(exc)})") from None
     check_pixel_count(path, width * height, f"{width} x {height}")
-    return width, height
+    return width, height, kind, orientation if 1 <= orientation <= 8 else 1
+
+
+def upright(arr: np.ndarray, orientation: int) -> np.ndarray:
+    """Decoded pixels (height x width [x channels]) turned as the EXIF orientation tells a viewer to show
+    them (what PIL's ``ImageOps.exif_transpose`` does), so a model sees the photo as people do."""
+    turned = {2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
+              5: lambda a: np.swapaxes(a, 0, 1), 6: lambda a: np.rot90(a, -1),
+              7: lambda a: np.swapaxes(a[::-1, ::-1], 0, 1), 8: lambda a: np.rot90(a, 1)}
+    return np.ascontiguousarray(turned[orientation](arr)) if orientation in turned else arr
 
 
 def validate_image(path: str | Path) -> None:
@@ -63,9 +101,14 @@ def validate_image(path: str | Path) -> None:
     if Path(path).suffix.lower() == ".npy":
         validate_npy_image(path)
         return
-    from PIL import Image
-
-    check_image_header(path)
+    suffix = Path(path).suffix.lower()
+    _, _, kind, _ = image_header(path)
+    wanted = SUFFIX_FORMATS.get(suffix)
+    if wanted is not None and kind != wanted:  # embedding decodes by the name: refused now, not then
+        named = next((s for s, f in SUFFIX_FORMATS.items() if f == kind), None)
+        fix = f"rename it {named}" if named else "convert it to PNG or JPEG"
+        raise ImportDataError(path, f"holds a {kind} image under a {suffix} name; {fix}")
+    Image = _pil_image()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -92,4 +135,8 @@ def validate_npy_image(path: str | Path) -> None:
     if len(shape) not in (1, 2, 3):
         raise ImportDataError(path, f"a .npy image must be 1-, 2- or 3-D, got shape {shape}")
     check_pixel_count(path, int(np.prod(shape, dtype=np.float64)), "x".join(map(str, shape)) + " values")
+    if dtype.kind == "f":
+        values = np.load(path, mmap_mode="r", allow_pickle=False)
+        if not np.isfinite(values).all():
+            raise ImportDataError(path, "a .npy image holds NaN or inf values")
 

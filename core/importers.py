@@ -16,7 +16,7 @@ from typing import Any
 
 from embridge.core import stop_signals
 from embridge.core.errors import ImportDataError, printable
-from embridge.core.images import validate_image
+from embridge.core.images import UNSUPPORTED_IMAGE_SUFFIXES, validate_image
 from embridge.core.keys import (
     MAX_INT_DIGITS,
     char_name,
@@ -159,6 +159,9 @@ def _image_files(folder: Path, inside: Path, seen_dirs: dict[Path, Path]) -> lis
             files.extend(_image_files(entry, inside, seen_dirs))
         elif entry.is_file() and entry.suffix.lower() in IMAGE_SUFFIXES:
             files.append(entry)
+        elif entry.is_file() and entry.suffix.lower() in UNSUPPORTED_IMAGE_SUFFIXES:
+            raise ImportDataError(entry, f"is a {UNSUPPORTED_IMAGE_SUFFIXES[entry.suffix.lower()]} image, which is "
+                                  "not imported (PNG, JPEG, BMP or .npy); convert it, or move it out of the folder")
     return files
 
 

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from embridge.core.errors import InputError
-from embridge.core.images import check_image_header, validate_npy_image
+from embridge.core.images import image_header, upright, validate_npy_image
 from embridge.core.models.checkpoint_reader import first_line
 from embridge.core.models.spec import ModelSpec
 
@@ -81,8 +81,9 @@ def read_image(path: str | Path) -> np.ndarray:
         raise InputError(p, "image file not found")
     if p.suffix.lower() == ".npy":
         validate_npy_image(p)  # the header's size first: never allocate what a forged header claims
+        orientation = 1
     else:
-        check_image_header(p)  # the pixel count first: never decode a decompression bomb
+        orientation = image_header(p)[3]  # the pixel count first: never decode a decompression bomb
     try:
         if p.suffix.lower() == ".npy":
             arr = np.load(p, allow_pickle=False)
@@ -92,7 +93,7 @@ def read_image(path: str | Path) -> np.ndarray:
             arr = mpimg.imread(p)
     except Exception as exc:  # decoders raise many types for damaged files
         raise InputError(p, f"unreadable image ({first_line(exc)})") from exc
-    arr = np.asarray(arr)
+    arr = upright(np.asarray(arr), orientation)
     if arr.dtype.kind in "ui":
         return arr.astype(np.float32) / np.float32(np.iinfo(arr.dtype).max)
     if arr.dtype.kind not in "fb":

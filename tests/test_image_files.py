@@ -1,0 +1,82 @@
+"""Image files as cameras and folders deliver them: EXIF orientation, a name that does not match the
+format, image formats that are not imported, and .npy images holding NaN."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+
+from embridge.core.errors import ImportDataError
+from embridge.core.images import validate_image
+from embridge.core.importers import import_items
+from embridge.core.models.inputs import read_image
+from embridge.core.store import Workspace
+
+
+def _tagged_png(path: Path, orientation: int) -> Path:
+    """A 4 x 6 RGB image of distinct values, stored with an EXIF orientation tag."""
+    pixels = np.arange(4 * 6 * 3, dtype=np.uint8).reshape(4, 6, 3) * 3
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(pixels).save(path, exif=exif)
+    return path
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_pixels_are_turned_as_the_exif_orientation_says(tmp_path: Path, orientation: int) -> None:
+    """A phone photo's pixels are stored sideways with a tag saying how to show them: the model was given
+    them sideways."""
+    path = _tagged_png(tmp_path / f"o{orientation}.png", orientation)
+    with Image.open(path) as im:
+        shown = np.asarray(ImageOps.exif_transpose(im).convert("RGB"), dtype=np.float32) / 255
+    got = read_image(path)
+    assert got.shape == shown.shape
+    np.testing.assert_array_equal(got, shown)
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Workspace:
+    workspace = Workspace.create(tmp_path / "ws")
+    yield workspace
+    workspace.close()
+
+
+def _folder(root: Path, name: str, write: object) -> Path:
+    (root / "cat").mkdir(parents=True)
+    Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(root / "cat" / "good.png")
+    write(root / "cat" / name)  # type: ignore[operator]
+    return root
+
+
+def test_a_file_whose_format_is_not_its_name_is_refused_at_import(ws: Workspace, tmp_path: Path) -> None:
+    """A JPEG named .png was imported, then every embed of the gallery failed on it ("not a PNG file")."""
+    image = Image.fromarray(np.full((8, 8, 3), 90, dtype=np.uint8))
+    root = _folder(tmp_path / "jpeg-as-png", "a.png", lambda p: image.save(p, format="JPEG"))
+    with pytest.raises(ImportDataError, match=r"a\.png: holds a JPEG image under a \.png name; rename it \.jpg"):
+        import_items(ws, root, "images")
+    assert len(ws.item_ids()) == 0
+    validate_image(root / "cat" / "good.png")
+
+
+@pytest.mark.parametrize(("name", "kind"), [("a.gif", "GIF"), ("a.webp", "WebP"), ("a.tiff", "TIFF")])
+def test_image_formats_not_imported_are_named_not_left_out(ws: Workspace, tmp_path: Path, name: str,
+                                                           kind: str) -> None:
+    """A .gif beside the PNGs was skipped without a word, and its label vanished from the gallery."""
+    image = Image.fromarray(np.full((8, 8, 3), 90, dtype=np.uint8))
+    root = _folder(tmp_path / kind, name, lambda p: image.save(p))
+    with pytest.raises(ImportDataError, match=rf"{name}: is a {kind} image, which is not imported"):
+        import_items(ws, root, "images")
+    assert len(ws.item_ids()) == 0
+
+
+def test_a_npy_image_holding_nan_is_refused_at_import(ws: Workspace, tmp_path: Path) -> None:
+    """It was imported, and embedding then blamed the model's output for the NaN."""
+    bad = np.zeros((8, 8), dtype=np.float32)
+    bad[3, 4] = np.nan
+    root = _folder(tmp_path / "npy", "a.npy", lambda p: np.save(p, bad))
+    with pytest.raises(ImportDataError, match=r"a\.npy: a \.npy image holds NaN or inf values"):
+        import_items(ws, root, "images")
+    assert len(ws.item_ids()) == 0
