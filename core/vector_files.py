@@ -26,6 +26,13 @@ from embridge.core.store.vector_matrix import as_storage_dtype, finite_rows, rel
 from embridge.core.text_files import utf8_problem
 
 BLOCK_ROWS = 4096  # 6 MB of 384-d float32 rows
+BLOCK_VALUES = BLOCK_ROWS * 4096  # a block never holds more values than 4096 rows of 4096-d vectors (64 MB)
+MAX_DIM = 65_536  # embedding models give hundreds to a few thousand values a vector
+
+
+def rows_per_block(dim: int, rows: int = BLOCK_ROWS) -> int:
+    """``rows``, fewer for vectors wide enough that a block would pass :data:`BLOCK_VALUES`."""
+    return max(1, min(rows, BLOCK_VALUES // max(int(dim), 1)))
 _PIECE = 1 << 20
 _LOCAL_HEADER = struct.Struct("<4s5H3L2H")  # zip local file header: 30 bytes
 _DEFLATE_MAX_RATIO = 1100  # deflate expands at most about 1032:1; a member claiming more was forged
@@ -61,7 +68,7 @@ class MatrixReader:
 
     def blocks(self, block_rows: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
         """(first row, rows) in file order, cast to the stored dtype and checked finite."""
-        block_rows = block_rows or BLOCK_ROWS
+        block_rows = rows_per_block(self.dim, block_rows or BLOCK_ROWS)
         if self.mapped:
             mm = self.memmap()
             for start in range(0, self.rows, block_rows):
@@ -80,7 +87,7 @@ class MatrixReader:
 
     def take(self, rows: np.ndarray, block_rows: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
         """The rows ``rows`` (ascending file rows) in blocks: (offset in ``rows``, block)."""
-        block_rows = block_rows or BLOCK_ROWS
+        block_rows = rows_per_block(self.dim, block_rows or BLOCK_ROWS)
         rows = np.asarray(rows, dtype=np.int64)
         if self.mapped:
             mm = self.memmap()
@@ -229,6 +236,9 @@ def _validated(src: Path, shape: tuple[int, ...], dtype: np.dtype, data_bytes: i
         raise VectorFileError(src, "the file holds no vectors")
     if shape[1] == 0:
         raise VectorFileError(src, f"vectors have shape {shape}: no values per vector")
+    if shape[1] > MAX_DIM:
+        raise VectorFileError(src, f"vectors of {shape[1]:,} values each; Embridge takes at most {MAX_DIM:,} (embedding "
+                              "models give hundreds to a few thousand)")
 
 
 def read_ids_file(path: Path) -> tuple[list[str], list[str]]:

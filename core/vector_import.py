@@ -44,6 +44,7 @@ def import_vector_file(ws: Workspace, src: Path, split: str | None, model: str |
     """Import or attach one vector file (see the module docstring); returns a summary dict."""
     vf = VectorFile.open(src, Path(ids_path) if ids_path else None)
     if model:
+        _check_own_file_unchanged(ws, model, src)
         dim = ws.model(model).get("dim")  # fail before writing when the model is unknown or gives other dims
         if isinstance(dim, int) and dim > 0 and vf.dim != dim:
             raise VectorFileError(src, f"{vf.dim}-d vectors, but model '{model}' gives {dim}-d vectors")
@@ -91,6 +92,24 @@ def import_vector_file(ws: Workspace, src: Path, split: str | None, model: str |
     return {"path": str(src), "format": "vectors", "count": len(created), "split": split,
             "vector_set": info["id"] if info else None, "attached": info["count"] if info else 0,
             "already_stored": skipped, "qrels": stored.to_dict() if stored else None, "note": note}
+
+
+def _check_own_file_unchanged(ws: Workspace, model: str, src: Path) -> None:
+    """The model's own file (a vectors-only model references it where it lies) attached again must hold what
+    was added: ``embed`` refuses it once it changed, and so does this path (other files may be attached)."""
+    from embridge.core.models.spec import checkpoint_sha256
+
+    row = ws.model(model)
+    own, sha = row.get("path"), (row.get("spec") or {}).get("sha256")
+    if row.get("kind") != "vectors" or not own or not sha:
+        return
+    try:
+        same = Path(own).resolve() == src.resolve()
+    except OSError:
+        return
+    if same and checkpoint_sha256(src) != sha:
+        raise VectorFileError(src, f"the file of model '{model}' changed since the model was added (sha256 "
+                              "differs), as embed refuses it too; add the changed file as another model")
 
 
 def _check_every_row(vf: VectorFile) -> None:

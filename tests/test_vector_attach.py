@@ -97,6 +97,35 @@ def test_import_attaches_vectors_to_existing_documents_and_queries(ws: Workspace
     assert len(ws.vector_sets("new")) == 1
 
 
+def test_a_models_own_file_changed_since_it_was_added_is_refused_as_embed_refuses_it(ws: Workspace,
+                                                                                     tmp_path: Path) -> None:
+    """Rewritten after model add, the model's own file was attached (exit 0) while embed refused it: the stored
+    vectors no longer matched the checksum reports and bundles carry."""
+    from embridge.core.cli.main import main
+
+    docs = [f"d{i}" for i in range(10)]
+    path = tmp_path / "own.npz"
+    np.savez(path, ids=np.array(docs), vectors=RNG.normal(size=(10, 8)).astype(np.float32))
+    assert main(["model", "add", "-w", str(ws.root), "--name", "own", "--path", str(path)]) == 0
+    np.savez(path, ids=np.array(docs), vectors=-3 * RNG.normal(size=(10, 8)).astype(np.float32))
+    with pytest.raises(VectorFileError, match=r"own\.npz: the file of model 'own' changed since the model was added"):
+        import_items(ws, path, fmt="vectors", model="own")
+    assert ws.vector_sets("own") == []
+
+
+def test_vectors_wider_than_any_embedding_are_refused_before_a_block_is_read(ws: Workspace, tmp_path: Path) -> None:
+    """A 467 KB compressed file of two 60M-value rows took 4.5 GB at model add: blocks were 4096 rows whatever
+    the width. A width beyond 65,536 is refused from the header; a wide one that passes is read in smaller
+    blocks."""
+    from embridge.core.vector_files import BLOCK_VALUES, rows_per_block
+
+    path = tmp_path / "wide.npz"
+    np.savez_compressed(path, ids=np.array(["d1", "d2"]), vectors=np.zeros((2, 70_000), dtype=np.float32))
+    with pytest.raises(VectorFileError, match=r"wide\.npz: vectors of 70,000 values each; Embridge takes at most 65,536"):
+        import_items(ws, path, fmt="vectors", model="new")
+    assert rows_per_block(384) == 4096 and rows_per_block(65_536) * 65_536 <= BLOCK_VALUES
+
+
 def test_existing_documents_and_new_queries_in_one_file(ws: Workspace, tmp_path: Path) -> None:
     """Documents that exist get the vectors attached and queries new to the workspace become items
     holding theirs, in one vector set of the model; a second import stores nothing again."""
