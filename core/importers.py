@@ -268,6 +268,9 @@ def _check_header(path: Path, fieldnames: Any, wanted: tuple[str | None, ...]) -
     and holds every column asked for."""
     seen: set[str] = set()
     for col in fieldnames or []:
+        if col.startswith("\ufeff"):  # a second byte-order mark: its column's name would not match, silently
+            raise ImportDataError(path, f"line 1: the header's column '{printable(col)}' starts with a byte-order "
+                                  "mark (the file has two); remove it")
         if col in seen:
             raise ImportDataError(path, f"line 1: the header names the column '{printable(col)}' twice; "
                                   "rename or remove one")

@@ -1,5 +1,5 @@
-"""Image files as cameras and folders deliver them: EXIF orientation, a name that does not match the
-format, image formats that are not imported, and .npy images holding NaN."""
+"""Files as cameras, folders and editors deliver them: EXIF orientation, a name that does not match the
+format, image formats that are not imported, .npy images holding NaN, and a CSV with two byte-order marks."""
 
 from __future__ import annotations
 
@@ -79,4 +79,14 @@ def test_a_npy_image_holding_nan_is_refused_at_import(ws: Workspace, tmp_path: P
     root = _folder(tmp_path / "npy", "a.npy", lambda p: np.save(p, bad))
     with pytest.raises(ImportDataError, match=r"a\.npy: a \.npy image holds NaN or inf values"):
         import_items(ws, root, "images")
+    assert len(ws.item_ids()) == 0
+
+
+def test_a_csv_whose_header_keeps_a_second_byte_order_mark_is_refused(ws: Workspace, tmp_path: Path) -> None:
+    """Its key column was read as '\\ufeffkey': every item got a made-up key and the real one went to metadata."""
+    path = tmp_path / "double_bom.csv"
+    path.write_text("\ufeff\ufeffkey,text\nk1,a cat\n", encoding="utf-8")
+    with pytest.raises(ImportDataError, match=r"double_bom\.csv: line 1: the header's column .* starts with a "
+                                              r"byte-order mark"):
+        import_items(ws, path, "csv")
     assert len(ws.item_ids()) == 0
