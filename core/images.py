@@ -63,18 +63,22 @@ def check_image_header(path: str | Path) -> tuple[int, int]:
 
 
 def image_header(path: str | Path) -> tuple[int, int, str, int]:
-    """(width, height, format, EXIF orientation 1-8) from the header, refusing non-images and images over
-    the pixel limit."""
+    """(width, height, format, EXIF orientation 1-8; 1 unless a JPEG says otherwise) from the header,
+    refusing non-images and images over the pixel limit."""
     from PIL import UnidentifiedImageError
 
     Image = _pil_image()
+    Image.MAX_IMAGE_PIXELS = None  # only the header is read here; the count is checked below, with the size
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as im:
                 width, height = im.size
                 kind = "JPEG" if im.format == "MPO" else str(im.format)  # a camera's multi-picture JPEG
-                orientation = int(im.getexif().get(ORIENTATION_TAG, 1) or 1)
+                check_pixel_count(path, width * height, f"{width} x {height}")
+                # a JPEG's EXIF is in its header; other formats may keep it after the pixels (read only by
+                # decoding them), and cameras write JPEG
+                orientation = int(im.getexif().get(ORIENTATION_TAG, 1) or 1) if kind == "JPEG" else 1
     except Image.DecompressionBombError:
         limit = max_pixels()
         raise ImportDataError(path, f"image is over the limit of {limit} pixels (a decompression bomb?); set "
@@ -83,7 +87,8 @@ def image_header(path: str | Path) -> tuple[int, int, str, int]:
         raise ImportDataError(path, "unreadable image (unknown or damaged format)") from None
     except (OSError, ValueError, SyntaxError) as exc:
         raise ImportDataError(path, f"unreadable image ({first_line(exc)})") from None
-    check_pixel_count(path, width * height, f"{width} x {height}")
+    finally:
+        _pil_image()  # decoding, from here on, is bounded by the limit again
     return width, height, kind, orientation if 1 <= orientation <= 8 else 1
 
 

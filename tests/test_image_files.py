@@ -16,12 +16,12 @@ from embridge.core.models.inputs import read_image
 from embridge.core.store import Workspace
 
 
-def _tagged_png(path: Path, orientation: int) -> Path:
-    """A 4 x 6 RGB image of distinct values, stored with an EXIF orientation tag."""
-    pixels = np.arange(4 * 6 * 3, dtype=np.uint8).reshape(4, 6, 3) * 3
+def _tagged_jpeg(path: Path, orientation: int) -> Path:
+    """A 16 x 24 RGB photo of distinct blocks, stored as a camera does: a JPEG with an EXIF orientation tag."""
+    pixels = np.kron(np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3) * 14, np.ones((8, 8, 1), np.uint8))
     exif = Image.Exif()
     exif[0x0112] = orientation
-    Image.fromarray(pixels).save(path, exif=exif)
+    Image.fromarray(pixels).save(path, format="JPEG", quality=95, exif=exif)
     return path
 
 
@@ -29,7 +29,7 @@ def _tagged_png(path: Path, orientation: int) -> Path:
 def test_pixels_are_turned_as_the_exif_orientation_says(tmp_path: Path, orientation: int) -> None:
     """A phone photo's pixels are stored sideways with a tag saying how to show them: the model was given
     them sideways."""
-    path = _tagged_png(tmp_path / f"o{orientation}.png", orientation)
+    path = _tagged_jpeg(tmp_path / f"o{orientation}.jpg", orientation)
     with Image.open(path) as im:
         shown = np.asarray(ImageOps.exif_transpose(im).convert("RGB"), dtype=np.float32) / 255
     got = read_image(path)
