@@ -102,16 +102,11 @@ def embed_items(workspace: Any, model_name: str, item_ids: Sequence[int] | np.nd
                                        "embed-" + hashlib.sha256(key_source_vectors).hexdigest()[:20],
                                        on_progress, should_stop, resume)
     held = _held_ids(workspace, model_name)
-    if len(held):  # items that already hold this model's vectors are not embedded (or stored) again
-        todo = ids[~np.isin(ids, held)]
-        skipped = {"already_stored": int(len(ids) - len(todo))}
-        if len(todo) == 0:
-            return {**workspace.vector_sets(model_name)[-1], "written": 0, **skipped}
-        if len(todo) < len(ids):
-            info = embed_items(workspace, model_name, todo, batch_size=batch_size, chunk_size=chunk_size,
-                               device=device, on_progress=on_progress, should_stop=should_stop, resume=resume,
-                               name=name, dtype=dtype)
-            return {**info, "written": int(len(todo)), **skipped}
+    todo = ids[~np.isin(ids, held)] if len(held) else ids  # items holding the model's vectors: not again
+    skipped = int(len(ids) - len(todo))
+    if len(todo) == 0:
+        return {**workspace.vector_sets(model_name)[-1], "written": 0, "already_stored": skipped}
+    ids = todo
     model = load_model(spec, device, verify=True)
     # everything that shapes the vectors (prompts, pooling, input shape), not only the weights: a model
     # removed and added again under its name with other settings must not resume the first one's rows
@@ -133,6 +128,8 @@ def embed_items(workspace: Any, model_name: str, item_ids: Sequence[int] | np.nd
             block = _embed_chunk(model, items, chunk_start, total, batch_size, progress, should_stop, throughput)
             writer.write(chunk_start, block)
         info = writer.commit()
+        if skipped:
+            info.update(written=int(len(ids)), already_stored=skipped)
         if model.is_text and hasattr(model.module, "truncated"):  # what the texts lost (transformers and ONNX
             # folders, which Embridge tokenizes itself), said beside the result
             info.update(truncated=int(model.module.truncated), token_limit=int(model.module.max_length))

@@ -57,11 +57,6 @@ def _pil_image() -> Any:
     return Image
 
 
-def check_image_header(path: str | Path) -> tuple[int, int]:
-    """(width, height) from the header, refusing non-images and images over the pixel limit."""
-    return image_header(path)[:2]
-
-
 def image_header(path: str | Path) -> tuple[int, int, str, int]:
     """(width, height, format, EXIF orientation 1-8; 1 unless a JPEG says otherwise) from the header,
     refusing non-images and images over the pixel limit."""
@@ -105,6 +100,7 @@ def validate_image(path: str | Path) -> None:
     """Refuse a file that is not a whole, decodable image of an acceptable size."""
     if Path(path).suffix.lower() == ".npy":
         validate_npy_image(path)
+        check_npy_values(path, np.load(path, mmap_mode="r", allow_pickle=False))
         return
     suffix = Path(path).suffix.lower()
     _, _, kind, _ = image_header(path)
@@ -140,8 +136,10 @@ def validate_npy_image(path: str | Path) -> None:
     if len(shape) not in (1, 2, 3):
         raise ImportDataError(path, f"a .npy image must be 1-, 2- or 3-D, got shape {shape}")
     check_pixel_count(path, int(np.prod(shape, dtype=np.float64)), "x".join(map(str, shape)) + " values")
-    if dtype.kind == "f":
-        values = np.load(path, mmap_mode="r", allow_pickle=False)
-        if not np.isfinite(values).all():
-            raise ImportDataError(path, "a .npy image holds NaN or inf values")
+
+
+def check_npy_values(path: str | Path, values: np.ndarray) -> None:
+    """A ``.npy`` image's values, read: NaN or inf is refused naming the file (not the model's output)."""
+    if values.dtype.kind == "f" and not np.isfinite(values).all():
+        raise ImportDataError(path, "a .npy image holds NaN or inf values")
 

@@ -133,11 +133,16 @@ def export_bundle(ws: Workspace, out: str | Path, run_ids: list[int] | None = No
             "files": sorted(manifest["files"]) + [CHECKSUMS, MANIFEST], "manifest": manifest}
 
 
+def _maps_stored_gallery(adapter: Any) -> bool:
+    """A forward layer that takes the stored old vectors alone: the only kind a transformed gallery comes from."""
+    return adapter.direction == "forward" and not getattr(adapter, "side_dim", 0)
+
+
 def _check_gallery_wanted(first: contents.Step, gallery: bool | None) -> None:
-    """``gallery=True`` (--gallery) needs a forward layer that takes the stored old vectors alone: refused
-    before the export is recorded as a run."""
+    """``gallery=True`` (--gallery) needs a layer that maps the stored gallery: refused before the export is
+    recorded as a run."""
     adapter = first.adapter
-    if gallery and (adapter.direction != "forward" or getattr(adapter, "side_dim", 0)):
+    if gallery and not _maps_stored_gallery(adapter):
         why = "takes side information the workspace does not store" if adapter.direction == "forward" else \
             f"maps new queries into the old space ({adapter.direction})"
         raise InputError("--gallery", f"a transformed gallery needs an old->new (forward) layer without side "
@@ -179,9 +184,8 @@ def _fill(ws: Workspace, root: Path, steps: list[contents.Step], report: dict | 
     np.save(root / PROBE_OUTPUTS, expected)
 
     forward = first.adapter.direction == "forward"
-    side_info = bool(getattr(first.adapter, "side_dim", 0))
     gallery_entry = None
-    if (forward and not side_info) if gallery is None else gallery:
+    if _maps_stored_gallery(first.adapter) if gallery is None else gallery:
         gallery_entry = _write_gallery(ws, root, module, first, last, on_progress, should_stop)
 
     kind = first.adapter.kind if len(steps) == 1 else "chain"

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from embridge.core.errors import InputError
-from embridge.core.images import image_header, upright, validate_npy_image
+from embridge.core.images import check_npy_values, image_header, upright, validate_npy_image
 from embridge.core.models.checkpoint_reader import first_line
 from embridge.core.models.spec import ModelSpec
 
@@ -93,6 +93,8 @@ def read_image(path: str | Path) -> np.ndarray:
             arr = mpimg.imread(p)
     except Exception as exc:  # decoders raise many types for damaged files
         raise InputError(p, f"unreadable image ({first_line(exc)})") from exc
+    if p.suffix.lower() == ".npy":
+        check_npy_values(p, arr)  # an item imported before the check came in
     arr = upright(np.asarray(arr), orientation)
     if arr.dtype.kind in "ui":
         return arr.astype(np.float32) / np.float32(np.iinfo(arr.dtype).max)

@@ -312,13 +312,12 @@ class OnnxEncoder(_TokenizedEncoder):
         """An export without a config.json states no position table: it is run once at the length the
         tokenizer allows, and when that fails, the longest length that runs (found by halving the gap)
         becomes the limit, so a long text is truncated instead of failing the whole batch."""
-        runs = self._runs
-        if runs(self.max_length):
+        if self._runs(self.max_length):
             return
         works, fails = 2, self.max_length  # two tokens ran in the vocabulary check
         while fails - works > 1:
             middle = (works + fails) // 2
-            works, fails = (middle, fails) if runs(middle) else (works, middle)
+            works, fails = (middle, fails) if self._runs(middle) else (works, middle)
         self.max_length = works
 
     def _check_vocabulary(self) -> None:
