@@ -61,6 +61,15 @@ def forwarded(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return rows
 
 
+def _uninterrupted(model: torch.nn.Module, tmp_path: Path) -> np.ndarray:
+    """The test items' vectors embedded in one go, in a workspace of their own."""
+    with Workspace.create(tmp_path / "reference") as reference:
+        ids = _add_items(reference, _inputs())
+        _add_model(reference, model, tmp_path)
+        return _stored(reference, embed_items(reference, "old", ids, batch_size=BATCH, chunk_size=CHUNK,
+                                              device="cpu"))[1]
+
+
 def _stored(ws: Workspace, info: dict) -> tuple[np.ndarray, np.ndarray]:
     ids, matrix = ws.open_vector_set(info["id"])
     return ids, np.asarray(matrix)
@@ -97,11 +106,7 @@ def test_embed_items_writes_a_vector_set_aligned_to_the_ids(ws: Workspace, model
 
 def test_interrupted_embedding_resumes_after_the_last_complete_chunk(
         ws: Workspace, model: torch.nn.Module, tmp_path: Path, forwarded: list[int]) -> None:
-    with Workspace.create(tmp_path / "reference") as reference:  # the same items embedded without a stop
-        ref_ids = _add_items(reference, _inputs())
-        _add_model(reference, model, tmp_path)
-        full = _stored(reference, embed_items(reference, "old", ref_ids, batch_size=BATCH, chunk_size=CHUNK,
-                                              device="cpu", name="full"))[1]
+    full = _uninterrupted(model, tmp_path)  # the same items embedded without a stop
     ids = _add_items(ws, _inputs())
     _add_model(ws, model, tmp_path)
     forwarded.clear()
@@ -141,11 +146,7 @@ def test_items_holding_the_models_vectors_are_not_embedded_again(ws: Workspace, 
     forwarded.clear()
     repaired = embed_items(ws, "old", ids, batch_size=BATCH, chunk_size=CHUNK, device="cpu")
     assert sum(forwarded) == 40 and repaired["written"] == 40
-    with Workspace.create(tmp_path / "reference") as reference:
-        ref_ids = _add_items(reference, _inputs())
-        _add_model(reference, model, tmp_path)
-        full = _stored(reference, embed_items(reference, "old", ref_ids, batch_size=BATCH, chunk_size=CHUNK,
-                                              device="cpu"))[1]
+    full = _uninterrupted(model, tmp_path)
     np.testing.assert_allclose(ws.vectors_for("old", ids), full, atol=1e-6)  # other batches: float rounding
 
 
