@@ -19,8 +19,8 @@ workspace's item table through the key index; ``auto``: the raw fit of every can
 closed forms, a bare PyTorch loop of the same width, batches, loss and recorded epochs for each
 trainable one) plus raw faiss for its dev and held-out searches (:mod:`bench.auto_floor`; one row
 per candidate shows its recorded time); report: raw faiss for every search it makes, on the same
-matrices at its depth (old/old and new->old on the whole old gallery's index; new/new and old/old on the
-evaluation sample; the least-confident backfill order's search of every sample item against the others)
+matrices at its depth (old/old and new->old on the whole old gallery's index; new/new, old/old and new->old
+on the evaluation sample; the least-confident backfill order's search of every sample item against the others)
 and the partial-backfill curve's score products as plain matrix products, with an informational row
 against the headline's two searches alone; export: the bundle's own TorchScript adapter run over the stored gallery (when the
 bundle carries a transformed gallery) and the bundle's bytes sha256ed and written to a synced
@@ -58,8 +58,8 @@ MiB = 2**20
 IMPORT_FLOOR = "read, sha256 and synced write of old.npz + its keys inserted into SQLite"
 ATTACH_FLOOR = "read, sha256 and synced write of new.npz + its keys looked up"
 REPORT_FLOOR = ("raw faiss for every search the report makes (old/old and new->old over the whole old gallery, "
-                "with the exact products behind an IVF index's recall; new/new, old/old and the least-confident "
-                "order's self search on the evaluation sample) + the partial-backfill curve's score products")
+                "with the exact products behind an IVF index's recall; new/new, old/old, new->old and the "
+                "least-confident order's self search on the evaluation sample) + the partial-backfill curve's score products")
 HEADLINE_FLOOR = ("raw faiss of old/old and new->old over the whole old gallery alone (with an IVF index's recall "
                   "products), and reading")
 

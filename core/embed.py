@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -120,14 +120,20 @@ def embed_items(workspace: Any, model_name: str, item_ids: Sequence[int] | np.nd
     progress = on_progress or no_progress
     total, first = len(ids), writer.done_rows
     throughput = Throughput(total, first)
+    zeros = _ZeroRows()
     try:
         progress(first, total, {"model": model_name, "resumed_from": first})
         for chunk_start in range(first, total, chunk_size):
             check_stop(should_stop)
             items = workspace.items(ids=ids[chunk_start:chunk_start + chunk_size])
             block = _embed_chunk(model, items, chunk_start, total, batch_size, progress, should_stop, throughput)
+            zeros.count(block, items)
             writer.write(chunk_start, block)
         info = writer.commit()
+        if first:  # rows an interrupted run stored are counted from the file
+            zeros.count_stored(info["path"], first, lambda rows: workspace.items(ids=ids[rows]))
+        if zeros.n:
+            info.update(zero_vectors=zeros.n, zero_vector_example=zeros.example)
         if skipped:
             info.update(written=int(len(ids)), already_stored=skipped)
         if model.is_text and hasattr(model.module, "truncated"):  # what the texts lost (transformers and ONNX
@@ -149,6 +155,29 @@ def _held_ids(workspace: Any, model_name: str) -> np.ndarray:
     if not sets:
         return np.zeros(0, dtype=np.int64)
     return np.unique(np.concatenate([workspace.vector_set_ids(s["id"]) for s in sets]))
+
+
+class _ZeroRows:
+    """Counts all-zero vectors a model gave (a bag of words reading no known word, say) and names the
+    first item: such a vector has no direction, no cosine search finds it, and bundles and migrations
+    refuse it, so ``embed`` says so instead of storing it silently."""
+
+    def __init__(self) -> None:
+        self.n, self.example = 0, ""
+
+    def count(self, block: np.ndarray, items: list[dict[str, Any]]) -> None:
+        zero = np.flatnonzero(~np.asarray(block).any(axis=1))
+        if len(zero) and not self.n:
+            self.example = str(items[int(zero[0])]["key"])
+        self.n += int(len(zero))
+
+    def count_stored(self, path: str, rows: int, items_of: Callable[[np.ndarray], list[dict[str, Any]]]) -> None:
+        stored, named = np.load(path, mmap_mode="r"), False
+        for start in range(0, rows, 65_536):
+            zero = np.flatnonzero(~np.asarray(stored[start:min(start + 65_536, rows)]).any(axis=1))
+            if len(zero) and not named:  # these rows come before any this run embedded
+                self.example, named = str(items_of(zero[:1] + start)[0]["key"]), True
+            self.n += int(len(zero))
 
 
 class _BatchMeter:
@@ -266,6 +295,9 @@ def embed_summary(model: str, info: dict[str, Any]) -> str:
     says which requested items already held its vectors and which its file lacks."""
     cut = (f"; {info['truncated']} texts reached the model's limit of {info['token_limit']} tokens and were cut "
            "there" if info.get("truncated") else "")
+    if info.get("zero_vectors"):
+        cut += (f"; {info['zero_vectors']} items got an all-zero vector (e.g. {info['zero_vector_example']!r}): no "
+                "direction, so no search finds them and bundles and migrations refuse them")
     if "written" not in info:  # a model run on the items: every requested item is embedded
         return f"embedded {info['count']} items with {model} (dim {info['dim']}) -> {info['path']}{cut}"
     skipped = [f"{info[k]} {what}" for k, what in (("already_stored", "already held its vectors"),

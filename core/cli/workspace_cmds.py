@@ -276,7 +276,8 @@ def cmd_embed(args: argparse.Namespace) -> Result:
                            device=args.device, on_progress=StderrProgress(f"embed {args.model}"))
     data = {"model": args.model, "vector_set": info["id"], "count": info["count"], "dim": info["dim"],
             "path": info["path"], **{k: info[k] for k in ("written", "not_covered", "already_stored", "truncated",
-                                                          "token_limit") if k in info}}
+                                                          "token_limit", "zero_vectors", "zero_vector_example")
+                               if k in info}}
     return data, embed_summary(args.model, info)
 
 
