@@ -87,3 +87,29 @@ def test_judged_scoring_matches_the_reference_judged_metrics() -> None:
     assert result.metrics["mrr@10"] == pytest.approx(reference["mrr@10"])
     cheap = score(task, queries, gallery, selection_plan(task))
     assert cheap.metrics["top1"] == result.metrics["top1"] and cheap.metrics["ndcg@10"] == result.metrics["ndcg@10"]
+
+
+def test_judged_documents_missing_from_the_gallery_count_as_misses_in_every_metric() -> None:
+    """recall_frac@k and mAP divided by the relevant documents the searched gallery held while nDCG@10's
+    ideal counted every judgment: on a gallery lacking a third of the documents they read 0.87 and 0.65
+    against trec_eval's 0.69 and 0.53. All three now count every judged-relevant document."""
+    rng = np.random.default_rng(5)
+    n_q, n_g, dim = 30, 60, 8
+    q_ids, all_ids = np.arange(100, 100 + n_q), np.arange(n_g)
+    rows = [(q, g, int(rng.integers(1, 4))) for q in q_ids for g in rng.choice(all_ids, 4, replace=False)]
+    judgments = Judgments.from_arrays([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows],
+                                      ["test"] * len(rows))
+    g_ids = all_ids[:40]  # the searched gallery lacks 20 judged documents
+    task = _task(judged_rule(judgments, "test"), q_ids, g_ids)
+    queries = l2_normalize(rng.standard_normal((n_q, dim)))
+    gallery = l2_normalize(rng.standard_normal((len(g_ids), dim)))
+    result = score(task, queries, gallery, scoring_plan(task))
+    ranked_ids = g_ids[np.argsort(-(queries @ gallery.T), axis=1, kind="stable")]
+    reference = score_rankings(ranked_ids, q_ids, judgments, ks=(10,))
+    scored = np.array([any(g in g_ids for g in judgments.relevant_sets().get(int(q), {})) for q in q_ids])
+    assert result.cell.n_queries == int(scored.sum())
+    lacking = np.array([any(g not in g_ids for g in judgments.relevant_sets()[int(q)]) for q in q_ids]) & scored
+    assert lacking.sum() >= 10  # the case at stake: most scored queries miss a relevant document
+    assert result.metrics["recall_frac@10"] == pytest.approx(reference.recall_at[10][scored].mean(), abs=1e-12)
+    assert result.metrics["mAP"] == pytest.approx(reference.average_precision[scored].mean(), abs=1e-12)
+    assert result.metrics["ndcg@10"] == pytest.approx(reference.ndcg_at_10[scored].mean(), abs=1e-12)

@@ -41,7 +41,7 @@ def test_training_reports_the_reports_numbers_on_judged_queries(judged: dict[str
     assert run["heldout_protocol"] == head["protocols"]["new→old"]["text"]
     n = _comparable(judged)
     assert run["heldout_protocol"].startswith(
-        f"{n} test queries (judged) with every judged document in the evaluation sample ({150 - n} of 150 left out: "
+        f"{n} test queries (judged) with every document judged relevant in the evaluation sample ({150 - n} of 150 left out: "
         "the new model has not embedded their relevant items) against the whole gallery (800 items), "
         "relevance: relevance judgments (test split)")
     assert run["val_protocol"].startswith("100 dev queries (judged) against the whole gallery (800 items)")
@@ -72,7 +72,7 @@ def test_cells_needing_only_old_vectors_search_the_whole_old_gallery(judged: dic
     assert cells["new/new"]["n_queries"] == cells["old/old"]["n_queries"] == cells["new→old"]["n_queries"] == n
     assert report.headline["n_queries"] == report.sizes["queries"] == n
     assert {c["protocol"]["query_set"] for c in cells.values()} == {
-        f"test queries (judged) with every judged document in the evaluation sample ({150 - n} of 150 left out: "
+        f"test queries (judged) with every document judged relevant in the evaluation sample ({150 - n} of 150 left out: "
         "the new model has not embedded their relevant items)"}
 
 

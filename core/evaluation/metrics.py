@@ -30,10 +30,21 @@ from embridge.core.errors import InputError
 
 @dataclass(frozen=True)
 class Relevance:
-    """Which ranked items are relevant, and how many relevant items each query has in the gallery."""
+    """Which ranked items are relevant, and how many relevant items each query has in the gallery.
+
+    ``judged_relevant``: with relevance judgments, every item judged relevant to the query, searched
+    or not; recall and AP divide by it, as trec_eval does and as nDCG's ideal counts them, so an
+    item the gallery lacks counts as a miss. A query is scored only with one in the gallery.
+    """
 
     hits: np.ndarray  # (n_queries, k) bool
     n_relevant: np.ndarray  # (n_queries,) int64
+    judged_relevant: np.ndarray | None = None  # (n_queries,) int64, >= n_relevant
+
+    @property
+    def denominator(self) -> np.ndarray:
+        """R of recall and AP: the judged relevant items when judgments say, else those in the gallery."""
+        return self.n_relevant if self.judged_relevant is None else self.judged_relevant
 
 
 def relevance(ranked: np.ndarray, query_targets: Any, gallery_targets: Any, exclude: Any = None) -> Relevance:
@@ -72,7 +83,7 @@ def recall_fraction(rel: Relevance, k: int) -> np.ndarray:
     """Per query: share of its relevant items found in the first k (NaN when R = 0)."""
     found = rel.hits[:, :k].sum(axis=1).astype(np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(rel.n_relevant > 0, found / rel.n_relevant, np.nan)
+        return np.where(rel.n_relevant > 0, found / rel.denominator, np.nan)
 
 
 def _precision_at_hits(hits: np.ndarray) -> np.ndarray:
@@ -81,24 +92,24 @@ def _precision_at_hits(hits: np.ndarray) -> np.ndarray:
 
 
 def average_precision(rel: Relevance) -> np.ndarray:
-    """Per query AP over the given ranking, normalised by all R relevant items (NaN when R = 0)."""
+    """Per query AP over the given ranking, normalised by all R relevant items (NaN when none is in the gallery)."""
     total = _precision_at_hits(rel.hits).sum(axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(rel.n_relevant > 0, total / rel.n_relevant, np.nan)
+        return np.where(rel.n_relevant > 0, total / rel.denominator, np.nan)
 
 
 def ap_at_r(rel: Relevance, cap: int | None = None) -> np.ndarray:
-    """Per query AP@R with R capped at ``cap`` (NaN when R = 0); the ranking must reach every R'."""
-    r = rel.n_relevant if cap is None else np.minimum(rel.n_relevant, cap)
-    need = int(r.max(initial=0))
-    if need > rel.hits.shape[1]:
-        raise InputError(
-            "ranking", f"mAP@R needs the first {need} results per query, got {rel.hits.shape[1]}"
-        )
-    within = np.arange(rel.hits.shape[1])[None, :] < r[:, None]
+    """Per query AP@R with R capped at ``cap`` (NaN when no relevant item is in the gallery); the ranking
+    must reach every R', or hold every relevant item the gallery has (judged items beyond it are misses)."""
+    r = rel.denominator if cap is None else np.minimum(rel.denominator, cap)
+    width = rel.hits.shape[1]
+    short = (r > width) & (rel.hits.sum(axis=1) < rel.n_relevant)
+    if short.any():
+        raise InputError("ranking", f"mAP@R needs the first {int(r[short].max())} results per query, got {width}")
+    within = np.arange(width)[None, :] < r[:, None]
     total = (_precision_at_hits(rel.hits) * within).sum(axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(r > 0, total / r, np.nan)
+        return np.where(rel.n_relevant > 0, total / r, np.nan)
 
 
 def choose_map_mode(n_gallery: int, full_max: int = 10_000) -> str:

@@ -70,13 +70,15 @@ class RelevanceRule:
         ranked_ids = np.where(ranked >= 0, gallery_ids[np.maximum(ranked, 0)], -1)
         grades = np.zeros(ranked.shape, dtype=np.float64)
         n_rel = self.relevant_counts(query_ids, gallery_ids, exclude)
+        judged_total = np.zeros(len(n_rel), dtype=np.int64)
         for i, q in enumerate(np.asarray(query_ids, dtype=np.int64).tolist()):
             judged = self.judged.get(q)
             if not judged:
                 continue
+            judged_total[i] = len(judged)  # as nDCG's ideal counts them
             row = ranked_ids[i]
             grades[i] = [judged.get(int(g), 0) if g >= 0 else 0 for g in row]
-        return Relevance(hits=grades > 0, n_relevant=n_rel), grades
+        return Relevance(hits=grades > 0, n_relevant=n_rel, judged_relevant=judged_total), grades
 
     def relevant_counts(self, query_ids: np.ndarray, gallery_ids: np.ndarray,
                         exclude: np.ndarray | None) -> np.ndarray:
@@ -93,7 +95,11 @@ class RelevanceRule:
         if not rows:
             return np.zeros(len(query_ids), dtype=np.int64)
         found = np.isin(np.concatenate(items), np.asarray(gallery_ids, dtype=np.int64))  # one pass over the gallery
-        return np.bincount(np.concatenate(rows)[found], minlength=len(query_ids)).astype(np.int64)
+        counts = np.bincount(np.concatenate(rows)[found], minlength=len(query_ids)).astype(np.int64)
+        if exclude is not None:  # a query's own gallery row is never ranked, judged relevant to it or not
+            for i in np.flatnonzero(np.asarray(exclude) >= 0).tolist():
+                counts[i] -= int(_excluded_item(gallery_ids, exclude, i) in self.judged.get(int(query_ids[i]), {}))
+        return counts
 
     def ideal_dcg(self, query_ids: np.ndarray, k: int = 10) -> np.ndarray:
         """Ideal DCG@k of each query from every positive grade judged for it (0 when none)."""
@@ -103,6 +109,13 @@ class RelevanceRule:
             best = sorted(self.ideal.get(q, []), reverse=True)[:k]
             out[i] = float(np.dot(best, disc[: len(best)]))
         return out
+
+
+def _excluded_item(gallery_ids: np.ndarray, exclude: np.ndarray | None, row: int) -> int:
+    """The item id of query ``row``'s excluded gallery row (its own item), or -1."""
+    if exclude is None or exclude[row] < 0:
+        return -1
+    return int(gallery_ids[int(exclude[row])])
 
 
 def judged_rule(judgments: Judgments, split: str | None) -> RelevanceRule:

@@ -55,7 +55,7 @@ class ScoringPlan:
 def _max_relevant(task: RetrievalTask) -> int:
     empty = np.zeros((task.queries.ids.size, 0), dtype=np.int64)
     rel, _ = task.rule.relevance(empty, task.queries.ids, task.gallery.ids, task.exclude)
-    return int(rel.n_relevant.max(initial=0))
+    return int(rel.denominator.max(initial=0))
 
 
 def scoring_plan(task: RetrievalTask, config: SearchConfig | None = None,

@@ -175,7 +175,7 @@ def comparable_queries(full: RetrievalTask, sample: RetrievalTask, label: str,
         raise InputError(label, f"none of the {queries.ids.size} {queries.name} has its relevant items among the "
                          f"{sample.gallery.ids.size} gallery items every model embedded, so the new model cannot be "
                          "scored; embed the relevant (judged) gallery items with the new model")
-    which = "every judged document" if full.rule.graded() else "a relevant item"
+    which = "every document judged relevant" if full.rule.graded() else "a relevant item"
     # queries with no relevant item anywhere stay in the set (counted, scored by no cell): named, not hidden
     none = " or none in the gallery" if (n_full == 0).any() else ""
     name = (f"{queries.name} with {which} in the evaluation sample{none} ({n} of {queries.ids.size} left out: "
