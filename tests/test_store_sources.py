@@ -82,7 +82,7 @@ def test_a_rerun_after_a_failed_verification_never_copies_again(upgrade: dict, t
     dst = f"lancedb://{tmp_path / 'ldb'}?table=docs_v2"
     args = ["migrate", "--bundle", str(upgrade["bundle"]), "--from", src, "--to", dst, "--batch", "80"]
     assert cli(capsys, *args)[0] == 0
-    ckpt = tmp_path / "ldb.embridge" / "migrate-docs_v2.json"
+    ckpt = tmp_path / "ldb.embridge" / "lancedb-migrate-docs_v2.json"
     state = json.loads(ckpt.read_text())
     state["status"] = "running"  # what a verification that failed leaves behind
     ckpt.write_text(json.dumps(state))
@@ -331,3 +331,27 @@ def test_a_target_refusing_the_first_batch_leaves_no_collection_and_no_checkpoin
     one_line(code, err, needle)
     assert rows(target) == 0
     assert [p.name for p in tmp_path.rglob("*") if "docs_v2" in p.name and p.suffix == ".json"] == []  # no checkpoint
+
+
+def test_a_lancedb_table_named_as_a_parquet_dataset_beside_it_keeps_its_own_checkpoint(
+        upgrade: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A LanceDB table written into the folder of a Parquet dataset of the same name shared its
+    checkpoint file: the untouched dataset then read as a half-migrated target, and `check`, `import`
+    and a rollback to it were refused."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    v1 = upgrade["vectors"]["v1"][:120]
+    folder = tmp_path / "pq" / "docs"
+    folder.mkdir(parents=True)
+    pq.write_table(pa.table({"id": pa.array(range(120), pa.int64()), "vector": pa.FixedSizeListArray.from_arrays(
+        pa.array(v1.astype(np.float32).ravel()), v1.shape[1])}), folder / "part-0.parquet")
+    src, dst = f"parquet://{folder}", f"lancedb://{tmp_path / 'pq'}?table=docs"
+    assert cli(capsys, "migrate", "--bundle", str(upgrade["bundle"]), "--from", src, "--to", dst)[0] == 0
+    code, out, err = cli(capsys, "check", "--uri", src)
+    assert code == 0 and out["migration"] is None and out["spaces"] == {"": 120}, (out, err)
+    ws = tmp_path / "ws"
+    assert cli(capsys, "init", "--workspace", str(ws))[0] == 0
+    code, _, err = cli(capsys, "import", "--workspace", str(ws), "--from", src)
+    assert code == 0, err
+    assert rows(dst) == 120

@@ -179,7 +179,7 @@ def _checkpoint_written(kind: str, case: Any, tmp_path: Path) -> int:
         return int(row[0]["written"]) if row else 0
     folder = {"parquet": tmp_path / "pq", "lancedb": tmp_path / "lance", "qdrant": tmp_path / "qdrant",
               "chroma": tmp_path / "chroma"}[kind]
-    file = folder.with_name(folder.name + ".embridge") / "migrate-docs_v2.json"
+    file = folder.with_name(folder.name + ".embridge") / f"{'lancedb-' if kind == 'lancedb' else ''}migrate-docs_v2.json"
     try:
         return int(json.loads(file.read_text())["written"])
     except (FileNotFoundError, ValueError, KeyError):

@@ -65,6 +65,11 @@ class LanceDBConnector(Connector):
     def state_dir(self) -> str:
         return str(self.root)
 
+    def _state_file(self, key: str) -> Path:
+        # named for the kind of store: a folder holding Parquet datasets can be a LanceDB database too,
+        # and a table and a dataset of one name must not share (or read) each other's checkpoint
+        return super()._state_file(f"lancedb-{key}")
+
     def _link(self, name: str) -> Path:
         return self.root / f"{name}.lance"
 
