@@ -355,3 +355,48 @@ def test_a_lancedb_table_named_as_a_parquet_dataset_beside_it_keeps_its_own_chec
     code, _, err = cli(capsys, "import", "--workspace", str(ws), "--from", src)
     assert code == 0, err
     assert rows(dst) == 120
+
+
+def _named_columns_source(folder: Path, v1: np.ndarray) -> str:
+    """A Parquet dataset with the application's own column names and a payload column called ``id``."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder.mkdir(parents=True)
+    n = len(v1)
+    pq.write_table(pa.table({"doc_id": [f"doc-{i}" for i in range(n)], "embedding": pa.FixedSizeListArray.from_arrays(
+        pa.array(v1.astype(np.float32).ravel()), v1.shape[1]), "title": [f"t{i}" for i in range(n)],
+        "id": pa.array(range(1000, 1000 + n), pa.int64())}), folder / "part-0.parquet")
+    return f"parquet://{folder}?id=doc_id&vector=embedding"
+
+
+@pytest.mark.parametrize("kind", ["parquet", "lancedb"])
+def test_a_shadow_keeps_the_source_tables_column_names_and_payload(upgrade: dict, tmp_path: Path, kind: str,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """`?id=doc_id&vector=embedding` on the source alone wrote `id` and `vector` columns, and the
+    payload column `id` was lost to the ids: the application could not read the switched table."""
+    src = _named_columns_source(tmp_path / "pq" / "docs_v1", upgrade["vectors"]["v1"][:60])
+    dst = (f"parquet://{tmp_path / 'pq'}/docs_v2" if kind == "parquet" else
+           f"lancedb://{tmp_path / 'ldb'}?table=docs_v2")
+    code, _, err = cli(capsys, "migrate", "--bundle", str(upgrade["bundle"]), "--from", src, "--to", dst)
+    assert code == 0, err
+    if kind == "parquet":
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(tmp_path / "pq" / "docs_v2")
+    else:
+        import lancedb
+
+        table = lancedb.connect(str(tmp_path / "ldb")).open_table("docs_v2").to_arrow()
+    table = table.sort_by("doc_id")
+    assert {"doc_id", "embedding", "title", "id"} <= set(table.column_names), table.column_names
+    assert sorted(table.column("id").to_pylist()) == list(range(1000, 1060))  # the payload, kept
+    assert sorted(table.column("doc_id").to_pylist()) == sorted(f"doc-{i}" for i in range(60))
+
+
+def test_a_payload_field_named_as_the_targets_id_column_is_refused_not_dropped(
+        upgrade: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = _named_columns_source(tmp_path / "pq" / "docs_v1", upgrade["vectors"]["v1"][:60])
+    code, _, err = cli(capsys, "migrate", "--bundle", str(upgrade["bundle"]), "--from", src, "--to",
+                       f"parquet://{tmp_path / 'pq'}/docs_v2?id=id")
+    one_line(code, err, "payload field 'id'", "?id=")

@@ -47,10 +47,11 @@ def batch_to_table(batch: Batch, id_col: str, vec_col: str, schema: Any = None) 
     import pyarrow as pa
 
     names: list[str] = []
-    for payload in batch.payloads:
+    for pid, payload in zip(batch.ids, batch.payloads, strict=True):
         for key in payload:
             if key not in names and key not in (id_col, vec_col):
                 names.append(key)
+        _check_no_shadowed_field(pid, payload, id_col, vec_col)
     columns = {id_col: pa.array(batch.ids), vec_col: vector_array(batch.vectors)}
     for name in names:
         columns[name] = pa.array([p.get(name) for p in batch.payloads])
@@ -64,6 +65,16 @@ def batch_to_table(batch: Batch, id_col: str, vec_col: str, schema: Any = None) 
         except (pa.ArrowInvalid, pa.ArrowTypeError, KeyError, ValueError) as exc:
             raise VectorStoreError(f"the batch does not fit the table's columns ({exc})") from exc
     return table
+
+
+def _check_no_shadowed_field(pid: Any, payload: dict[str, Any], id_col: str, vec_col: str) -> None:
+    """A payload field named as the table's id or vector column would be dropped for it: refused, unless
+    it only repeats the point's id (as a payload often does)."""
+    if vec_col in payload or (id_col in payload and payload[id_col] != pid):
+        name = vec_col if vec_col in payload else id_col
+        raise VectorStoreError(f"point {pid!r} has a payload field '{name}', the name of the target's "
+                               f"{'vector' if name == vec_col else 'id'} column, which would replace it; name the "
+                               f"target's columns otherwise (?id=... and ?vector=... on --to)")
 
 
 def id_kind(arrow_type: Any) -> str | None:

@@ -89,12 +89,25 @@ def open_pair(source_uri: str, target_uri: str, inputs: tuple[str | Path | None,
     except BaseException:
         source.close()
         raise
+    adopt_source_columns(source, target, dst_uri)
     if src_uri.scheme == dst_uri.scheme and source.location() == target.location() and \
             (source.alias_target(source.collection) or source.collection) == target.collection:
         source.close()
         raise InputError("--to", f"'{target_uri}' is the source collection itself; a migration writes a new "
                          "collection and never changes the source")
     return source, target
+
+
+COLUMN_PARAMS = {"id_col": ("id",), "vec_col": ("vector", "column")}  # URI parameters naming a table's columns
+
+
+def adopt_source_columns(source: Connector, target: Connector, target_uri: StoreURI) -> None:
+    """A table target whose URI does not name its id or vector column takes the source table's: after a
+    switch the application reads the shadow by the names it read the source by (``?id=doc_id`` on the
+    source alone wrote an ``id`` column, and a payload column called ``id`` was lost to it)."""
+    for attr, params in COLUMN_PARAMS.items():
+        if hasattr(source, attr) and hasattr(target, attr) and target_uri.param(*params) is None:
+            setattr(target, attr, getattr(source, attr))
 
 
 def space_names(transform: StoreTransform) -> dict[str, str]:
