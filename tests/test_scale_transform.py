@@ -434,3 +434,30 @@ def test_a_damaged_lance_partition_record_is_one_line_naming_it(bundles: dict, t
     marker.unlink()
     assert main(args) == 0
     assert lance_rows(dst).num_rows == len(bundles["vectors"]["v1"])
+
+
+def test_columns_named_on_the_source_uri_are_the_ones_transformed(bundles: dict, tmp_path: Path) -> None:
+    """`?vector=emb&id=key` on --from was ignored: the `vector` column was transformed, exit 0. The
+    URI's columns are used as --vector-column/--id-column would be, and a parameter it does not take
+    (a typo among them) is refused naming it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    v3 = bundles["vectors"]["v3"][:50].astype(np.float32)
+    (tmp_path / "in").mkdir()
+    column = pa.FixedSizeListArray.from_arrays
+    pq.write_table(pa.table({"id": pa.array(range(50), pa.int64()), "key": [f"k{i}" for i in range(50)],
+                             "vector": column(pa.array(np.zeros_like(v3).ravel() + 1), v3.shape[1]),
+                             "emb": column(pa.array(v3.ravel()), v3.shape[1])}), tmp_path / "in" / "part-0.parquet")
+    src = f"parquet://{tmp_path / 'in'}"
+    by_uri = transform_gallery(bundles["linear"], f"{src}?vector=emb&id=key", str(tmp_path / "by_uri"))
+    by_option = transform_gallery(bundles["linear"], src, str(tmp_path / "by_option"), id_col="key", vec_col="emb")
+    assert by_uri.rows == by_option.rows == 50
+    assert_identical_outputs(tmp_path / "by_uri", tmp_path / "by_option")
+    for source, target, option in ((f"{src}?colection=x", tmp_path / "a", "--from"),
+                                   (src, f"parquet://{tmp_path / 'b'}?id=key", "--to")):
+        with pytest.raises(InputError, match="does not take") as refused:
+            transform_gallery(bundles["linear"], source, str(target))
+        assert str(refused.value).startswith(option) and not Path(str(target).split("?")[0].removeprefix("parquet://")).exists()
+    with pytest.raises(InputError, match="give one"):
+        transform_gallery(bundles["linear"], f"{src}?vector=emb", str(tmp_path / "c"), vec_col="vector")

@@ -27,8 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="output: parquet:///folder (one file per input partition) or a Lance dataset, "
                         "lance:///out.lance or lancedb:///db?table=NAME (committed once every partition is done); "
                         "new, or an unfinished earlier run to resume")
-    p.add_argument("--id-column", default="id", help="id column (default id)")
-    p.add_argument("--vector-column", default="vector", help="fixed-size-list vector column (default vector)")
+    p.add_argument("--id-column", help="id column (default: ?id= on --from, else id)")
+    p.add_argument("--vector-column", help="fixed-size-list vector column (default: ?vector= on --from, else vector)")
     p.add_argument("--num-cpus", type=number(int, low=1, high=4096), metavar="N", help="CPUs of the local Ray started for the job")
     add_engine_flags(p)
     p.set_defaults(handler=cmd_transform)

@@ -35,6 +35,8 @@ from embridge.core.scale.output_folder import partition_stamps, prepare_target, 
 from embridge.core.scale.partitions import (
     Partition,
     SourceDataset,
+    column_choice,
+    dataset_params,
     lance_path,
     open_source,
     parquet_files,
@@ -203,17 +205,23 @@ def _check_paths(src: Path, dst: Path, bundle: Path) -> None:
 
 
 def transform_gallery(bundle: str | Path, source: str, target: str, *, engine: str = "local",
-                      ray_address: str | None = None, num_cpus: int | None = None, id_col: str = "id",
-                      vec_col: str = "vector", on_progress: ProgressFn | None = None,
+                      ray_address: str | None = None, num_cpus: int | None = None, id_col: str | None = None,
+                      vec_col: str | None = None, on_progress: ProgressFn | None = None,
                       should_stop: StopFn | None = None) -> TransformResult:
     """Transform every partition of ``source`` into ``target`` on ``engine``; resumes finished partitions.
 
     ``target`` is a Parquet folder (one file per partition) or a Lance dataset (``lance:///x.lance`` or
-    ``lancedb:///db?table=NAME``: fragments per partition, committed as one version at the end).
+    ``lancedb:///db?table=NAME``: fragments per partition, committed as one version at the end). The
+    columns are ``id_col`` and ``vec_col``, else those ``?id=`` and ``?vector=`` on ``source`` name, else
+    ``id`` and ``vector``.
     """
     from embridge.core.scale import lance_output
 
     check_engine(engine)
+    params = dataset_params(source, "--from", ("id", "vector"))
+    dataset_params(target, "--to")
+    id_col = column_choice("--id-column", id_col, "id", params, "id")
+    vec_col = column_choice("--vector-column", vec_col, "vector", params, "vector")
     on_progress = on_progress or no_progress
     output = "lance" if lance_output.is_lance_uri(target) else "parquet"
     dst = lance_path(target, "--to") if output == "lance" else parquet_dir(target, "--to")

@@ -62,6 +62,30 @@ def parquet_folder(uri: str, option: str) -> Path:
     return Path(path.rstrip("/"))
 
 
+def dataset_params(uri: str, option: str, allowed: tuple[str, ...] = ()) -> dict[str, str]:
+    """The query parameters of a dataset URI, any but ``allowed`` (and a LanceDB URI's table) refused: a
+    misspelt or unsupported one would otherwise be ignored and the wrong column read."""
+    if "://" not in uri:
+        return {}
+    from embridge.core.connectors.connector import StoreURI
+
+    parsed = StoreURI.parse(uri, option)
+    takes = (*allowed, *(("table", "collection") if parsed.scheme == "lancedb" else ()))
+    extra = sorted(set(parsed.params) - set(takes))
+    if extra:
+        what = f"it takes {', '.join(f'?{t}=' for t in takes)}" if takes else "it takes no parameters here"
+        raise InputError(option, f"{uri}: does not take '{extra[0]}' ({what})")
+    return dict(parsed.params)
+
+
+def column_choice(option: str, given: str | None, param: str, params: dict[str, str], default: str) -> str:
+    """A column named by an option, by the URI's ``?param=``, or the default; the two naming different ones is refused."""
+    from_uri = params.get(param)
+    if given is not None and from_uri is not None and given != from_uri:
+        raise InputError(option, f"names column '{given}' and ?{param}= on --from names '{from_uri}'; give one")
+    return given or from_uri or default
+
+
 def parquet_files(folder: Path) -> list[Path]:
     """The dataset's data files (:func:`embridge.core.connectors.parquet.dataset_files`), at least one."""
     from embridge.core.connectors.parquet import dataset_files
