@@ -400,3 +400,38 @@ def test_a_payload_field_named_as_the_targets_id_column_is_refused_not_dropped(
     code, _, err = cli(capsys, "migrate", "--bundle", str(upgrade["bundle"]), "--from", src, "--to",
                        f"parquet://{tmp_path / 'pq'}/docs_v2?id=id")
     one_line(code, err, "payload field 'id'", "?id=")
+
+
+def _mixed_id_qdrant(root: Path, v1: np.ndarray) -> str:
+    """A Qdrant collection of 40 integer ids and then 20 UUIDs, as a Qdrant application may hold."""
+    import uuid
+
+    from qdrant_client import QdrantClient, models
+
+    client = QdrantClient(path=str(root / "qdrant"))
+    try:
+        client.create_collection("mixed", vectors_config=models.VectorParams(size=v1.shape[1],
+                                                                              distance=models.Distance.COSINE))
+        ids: list[Any] = [*range(40), *(str(uuid.UUID(int=1000 + i)) for i in range(20))]
+        client.upsert("mixed", [models.PointStruct(id=pid, vector=v.tolist(), payload={"n": i})
+                                for i, (pid, v) in enumerate(zip(ids, v1, strict=True))])
+    finally:
+        client.close()
+    return f"qdrant://{root / 'qdrant'}?collection=mixed"
+
+
+@pytest.mark.parametrize("batch", ["100", "16"])
+def test_ids_mixing_integers_and_text_are_refused_for_a_table_target(upgrade: dict, tmp_path: Path, batch: str,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """Qdrant ids mixing integers and UUIDs crashed a migration to Parquet (ArrowInvalid, exit 3). Refused
+    in one line; met in a later batch, the half-written shadow's check says which point stopped it."""
+    src = _mixed_id_qdrant(tmp_path, upgrade["vectors"]["v1"][:60])
+    dst = f"parquet://{tmp_path / 'pq'}/mixed_v2"
+    code, _, err = cli(capsys, "migrate", "--bundle", str(upgrade["bundle"]), "--from", src, "--to", dst,
+                       "--batch", batch)
+    one_line(code, err, "mix integers and text")
+    if batch == "100":  # refused on its first batch: nothing made
+        assert not (tmp_path / "pq" / "mixed_v2").exists()
+        return
+    code, out, err = cli(capsys, "check", "--uri", dst)
+    assert "mix integers and text" in json.dumps(out) + err and "mend the source" in json.dumps(out) + err, (out, err)

@@ -120,8 +120,12 @@ def unfinished_reason(migration: dict[str, Any] | None, problem: str | None) -> 
         return f"the checkpoint of the migration that writes it cannot be read ({problem})"
     if migration and migration.get("status") != "complete":
         total = (migration.get("fingerprint") or {}).get("source_count")
-        return (f"an unfinished migration (running, or stopped) has written part of it ({migration.get('written')} of "
-                f"{total} points); run the same migration again to finish it ('embridge migrate' with the same options, or Migrate in the app)")
+        done = f"has written part of it ({migration.get('written')} of {total} points)"
+        if migration.get("refused"):
+            return (f"an unfinished migration {done} and stopped on a point of the source it must not copy "
+                    f"({migration['refused']}); mend the source, then run the same migration again to finish it")
+        return (f"an unfinished migration (running, or stopped) {done}; run the same migration again to finish it "
+                "('embridge migrate' with the same options, or Migrate in the app)")
     return None
 
 

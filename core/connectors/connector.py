@@ -171,6 +171,7 @@ class Connector(ABC):
     # an alias here is a view or a symbolic link, which a user may have made for ends of their own
     aliases_may_be_users: bool = False
     single_client: bool = True  # one open client per store (embedded stores lock their folder)
+    one_id_type: bool = False  # a table whose id column holds integers or text, not both
 
     def lossy_note(self) -> str | None:
         """Why the vectors read back differ from the ones stored (a compressed index), or None."""

@@ -37,6 +37,7 @@ def _sql_literal(value: PointId) -> str:
 class LanceDBConnector(Connector):
     scheme = "lancedb"
     aliases_may_be_users = True
+    one_id_type = True
 
     def __init__(self, uri: StoreURI) -> None:
         import lancedb

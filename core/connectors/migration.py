@@ -43,7 +43,7 @@ from embridge.core.connectors.job_lock import job_lock
 from embridge.core.connectors.migration_fingerprint import fingerprint_change
 from embridge.core.connectors.migration_result import MigrationResult, Verification
 from embridge.core.connectors.prefetch import Prefetch
-from embridge.core.connectors.source_checks import SeenIds, check_source_spaces
+from embridge.core.connectors.source_checks import SeenIds, SourceDataError, check_source_spaces
 from embridge.core.connectors.source_digest import (
     batch_digest,
     check_copied_unchanged,
@@ -267,7 +267,8 @@ def _copy(transform: StoreTransform, source: Connector, target: Connector, new: 
         state["pending"] = None
         target.save_state(key, state)
     report(int(state["written"]), total, {"stage": "migrating"})
-    seen = SeenIds()
+    seen = SeenIds(one_id_type=target.one_id_type)
+    state.pop("refused", None)
     if state["cursor"] is not None:
         seen.add_written(target)
 
@@ -319,10 +320,15 @@ def _copy(transform: StoreTransform, source: Connector, target: Connector, new: 
                 pass
             raise
         start = first[1].cursor
-    with Prefetch(lambda: transformed(start), depth=PREFETCH_DEPTH, name="embridge-migrate-read") as batches:
-        for read in batches:
-            if store(read).cursor is None:
-                break
+    try:
+        with Prefetch(lambda: transformed(start), depth=PREFETCH_DEPTH, name="embridge-migrate-read") as batches:
+            for read in batches:
+                if store(read).cursor is None:
+                    break
+    except SourceDataError as exc:  # said by `check` and by every refusal to serve the half-written shadow
+        state["refused"] = str(exc)
+        target.save_state(key, state)
+        raise
 
 
 def unit_row(vector: np.ndarray, source: Any) -> np.ndarray:

@@ -102,6 +102,7 @@ class ParquetConnector(Connector):
     scheme = "parquet"
     single_client = False
     aliases_may_be_users = True
+    one_id_type = True
 
     def __init__(self, uri: StoreURI) -> None:
         import pyarrow.parquet  # noqa: F401 - fail early when the extra is missing

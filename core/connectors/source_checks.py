@@ -41,11 +41,18 @@ def check_source_spaces(source: Connector, transform: StoreTransform) -> None:
                                "it: rename the field in the source")
 
 
-class SeenIds:
-    """The ids read so far in one run, to refuse an id the source holds twice."""
+class SourceDataError(VectorStoreError):
+    """A point of the source that a migration must not copy (the source must be mended, not the run)."""
 
-    def __init__(self) -> None:
+
+class SeenIds:
+    """The ids read so far in one run, to refuse an id the source holds twice (and, for a target whose
+    id column holds one type, ids that mix integers and text)."""
+
+    def __init__(self, one_id_type: bool = False) -> None:
         self.ids: set[str] = set()  # as text: a Chroma shadow hands back as text the ids it was given
+        self.one_id_type = one_id_type
+        self.first: object = None  # the first id read: its type is the column's
 
     def add_written(self, target: Connector) -> None:
         """Count the ids a resumed run's shadow already holds as seen (a repeat may straddle the resume)."""
@@ -57,17 +64,23 @@ class SeenIds:
         """Raise for a null id, an id seen before, or a NaN/inf or all-zero vector in ``batch``."""
         for pid in batch.ids:
             if pid is None:
-                raise VectorStoreError(f"{source.describe()}: a point has a null id; every point needs a unique id")
+                raise SourceDataError(f"{source.describe()}: a point has a null id; every point needs a unique id")
             if str(pid) in self.ids:
-                raise VectorStoreError(f"{source.describe()}: the id {pid!r} appears more than once; every point "
-                                       "needs a unique id")
+                raise SourceDataError(f"{source.describe()}: the id {pid!r} appears more than once; every point "
+                                      "needs a unique id")
             self.ids.add(str(pid))
+            if self.first is None:
+                self.first = pid
+            elif self.one_id_type and isinstance(pid, str) != isinstance(self.first, str):
+                raise SourceDataError(f"{source.describe()}: its ids mix integers and text ({self.first!r}, then "
+                                      f"{pid!r}), and the target's id column holds one type; migrate into a store "
+                                      "that keeps both (Qdrant), or give the points ids of one type")
         finite = np.isfinite(batch.vectors).all(axis=1)
         if not finite.all():
             pid = batch.ids[int(np.argmin(finite))]
-            raise VectorStoreError(f"{source.describe()}: point {pid!r} holds a NaN or inf vector value")
+            raise SourceDataError(f"{source.describe()}: point {pid!r} holds a NaN or inf vector value")
         zero = zero_rows(batch.vectors)
         if len(zero):
             pid = batch.ids[int(zero[0])]
-            raise VectorStoreError(f"{source.describe()}: point {pid!r} holds an all-zero vector, which has no "
-                                   "direction to carry into the new space")
+            raise SourceDataError(f"{source.describe()}: point {pid!r} holds an all-zero vector, which has no "
+                                  "direction to carry into the new space")
