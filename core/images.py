@@ -7,30 +7,21 @@ is read from the header and compared with a limit before any decoding. The limit
 
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from embridge.core.errors import ImportDataError, InputError, VectorFileError, first_line
+from embridge.core.env_numbers import env_number
+from embridge.core.errors import ImportDataError, VectorFileError, first_line
 
 DEFAULT_MAX_PIXELS = 40_000_000  # e.g. 8000 x 5000; embedders look at a few hundred pixels a side
 PIXELS_ENV = "EMBRIDGE_MAX_IMAGE_PIXELS"
 
 
 def max_pixels() -> int:
-    value = os.environ.get(PIXELS_ENV)
-    if not value:
-        return DEFAULT_MAX_PIXELS
-    try:
-        limit = int(value)
-    except ValueError:
-        raise InputError(PIXELS_ENV, f"must be a whole number of pixels, got {value!r}") from None
-    if limit < 1:
-        raise InputError(PIXELS_ENV, f"must be at least 1, got {limit}")
-    return limit
+    return env_number(PIXELS_ENV, DEFAULT_MAX_PIXELS, int, 1, "a whole number of pixels")
 
 
 def check_pixel_count(path: str | Path, pixels: int, described: str) -> None:

@@ -227,6 +227,13 @@ def _env(name: str, value: str, build: Callable[[Env], Path | str], bad: str | N
 
 CAFE_NFC, CAFE_NFD = "caf\u00e9", "cafe\u0301"
 CORPUS += [
+    # limits set through the environment
+    _c("bundle-size-limit-env-not-a-number", _env("EMBRIDGE_BUNDLE_MAX_MEMBER_MB", "abc", lambda e: e.bundle,
+                                                                   "EMBRIDGE_BUNDLE_MAX_MEMBER_MB"),
+       ("bundle", "verify", "{bundle}"), r"EMBRIDGE_BUNDLE_MAX_MEMBER_MB: must be a size in MB \(a number\), got 'abc'"),
+    _c("bundle-size-limit-env-nan", _env("EMBRIDGE_BUNDLE_MAX_TOTAL_MB", "nan", lambda e: e.bundle,
+                                                          "EMBRIDGE_BUNDLE_MAX_TOTAL_MB"),
+       ("bundle", "inspect", "{bundle}"), r"EMBRIDGE_BUNDLE_MAX_TOTAL_MB: .* at least .*, got 'nan'"),
     # .npz ids and headers
     _c("vectors-zero-byte-ids-claim-3e8-rows", lambda e: ib.zero_byte_ids(e, 300_000_000, 2), IMPORT_V1,
        "2 vectors but 300000000 ids", app="import"),

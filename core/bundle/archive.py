@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from embridge.core.env_numbers import env_number
 from embridge.core.errors import BundleError
 from embridge.core.paths import check_regular
 
@@ -39,11 +40,10 @@ class BundleLimits:
     def from_env(cls) -> BundleLimits:
         """Defaults, overridden by ``EMBRIDGE_BUNDLE_MAX_MEMBER_MB`` / ``..._MAX_TOTAL_MB``."""
         base = cls()
-        member = os.environ.get("EMBRIDGE_BUNDLE_MAX_MEMBER_MB")
-        total = os.environ.get("EMBRIDGE_BUNDLE_MAX_TOTAL_MB")
-        return cls(int(float(member) * (1 << 20)) if member else base.max_member_bytes,
-                   int(float(total) * (1 << 20)) if total else base.max_total_bytes,
-                   base.max_read_bytes)
+        member, total = (env_number(f"EMBRIDGE_BUNDLE_MAX_{which}_MB", default / (1 << 20), float, 1e-3,
+                                    "a size in MB (a number)")
+                         for which, default in (("MEMBER", base.max_member_bytes), ("TOTAL", base.max_total_bytes)))
+        return cls(int(member * (1 << 20)), int(total * (1 << 20)), base.max_read_bytes)
 
 
 def check_member_name(name: str, source: str | Path) -> None:

@@ -15,7 +15,6 @@ SQL statement Embridge runs on a workspace lives in this package.
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import threading
 import time
@@ -28,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from embridge.core import stop_signals
+from embridge.core.env_numbers import env_number
 from embridge.core.errors import (
     IntegrityError,
     SchemaVersionError,
@@ -67,16 +67,7 @@ def resolve_busy_timeout(seconds: float | None) -> float:
     """How long a writer waits for another process's write: the argument, else the env var, else 10 s."""
     if seconds is not None:
         return float(seconds)
-    raw = os.environ.get(BUSY_TIMEOUT_ENV, "").strip()
-    if not raw:
-        return DEFAULT_BUSY_TIMEOUT_S
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not value >= 0:  # also refuses NaN
-        raise StoreError(f"{BUSY_TIMEOUT_ENV}: expected a number of seconds (0 or more), got '{raw}'")
-    return value
+    return env_number(BUSY_TIMEOUT_ENV, DEFAULT_BUSY_TIMEOUT_S, float, 0.0, "a number of seconds")
 
 
 
