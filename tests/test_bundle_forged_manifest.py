@@ -217,3 +217,16 @@ def test_old_vectors_with_a_bundle_that_takes_none_is_refused(
     fused = ["bundle", "apply", str(root / "fusion.zip"), "--vectors", str(root / "q32.npy"),
              "--old-vectors", str(root / "old16.npy"), "--out", str(out)]
     assert _cli(fused, capsys) == (0, []) and np.load(out).shape == (50, 16)
+
+
+def test_manifest_strings_cannot_forge_or_recolour_the_inspect_output(
+        bundles: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A model name holding an escape sequence and a newline printed as colour and a forged 'fake: OK'
+    line; control characters are shown escaped, each on the line they belong to."""
+    forged = _forge(bundles["root"] / "l2.zip", tmp_path / "forged.zip",
+                    lambda m: m["models"]["new"].update(name="\x1b[31mEVIL\x1b[0m\nfake: OK"))
+    capsys.readouterr()
+    assert main(["bundle", "inspect", str(forged)]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and not any(line.startswith("fake: OK") for line in out.splitlines())
+    assert "new model: \\x1b[31mEVIL\\x1b[0m\\nfake: OK (" in out

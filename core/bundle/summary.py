@@ -74,4 +74,10 @@ def bundle_text(manifest: dict[str, Any]) -> str:
         lines.append(renamed)
     if manifest.get("gallery_transformed"):
         lines.append(f"gallery_transformed: {manifest['gallery_transformed']['count']} vectors")
-    return "\n".join(lines)
+    return "\n".join(printable(line) for line in lines)
+
+
+def printable(text: str) -> str:
+    """``text`` with control and format characters escaped (``\x1b``, ``\n``): a bundle is untrusted
+    input, and a manifest's strings must not move the cursor, recolour or forge lines of the output."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
