@@ -222,3 +222,17 @@ def test_auto_falls_back_to_torch_only_where_onnxruntime_is_missing(monkeypatch:
     assert choose_runtime(onnx_bundle) == "torch" and choose_runtime(numpy_bundle) == "numpy"
     with pytest.raises(BundleError, match="--runtime numpy: this bundle's torch-free runtime is onnx"):
         choose_runtime(onnx_bundle, "numpy")
+
+
+def test_verify_refuses_to_vouch_for_an_onnx_file_it_could_not_run(bundles: dict,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without onnxruntime, `bundle verify` of an ONNX bundle said OK after the TorchScript check alone,
+    so a tampered adapter.onnx passed; it now says the file was not checked (exit 1)."""
+    from embridge.core.bundle import verify_bundle
+
+    assert set(verify_bundle(bundles["paths"]["mlp"])["runtimes_checked"]) == {"onnx", "torch"}
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    with pytest.raises(BundleError, match=r"adapter\.onnx was not checked: onnxruntime cannot be imported"):
+        verify_bundle(bundles["paths"]["mlp"])
+    assert set(verify_bundle(bundles["paths"]["mlp"], runtime="torch")["runtimes_checked"]) == {"torch"}
+    assert set(verify_bundle(bundles["paths"]["v3_to_v1"])["runtimes_checked"]) == {"numpy", "torch"}

@@ -204,6 +204,11 @@ def verify_bundle(path: str | Path, limits: BundleLimits | None = None, on_progr
     if runtime == "auto" and loaded.runtime != "torch" and torch_available():
         with open_bundle(path, limits) as src:
             checks["torch"] = check_probes(src, m, _engine(src, m, "torch"), "torch")
+    entry = portable.portable_entry(m)
+    if runtime == "auto" and entry is not None and entry["runtime"] not in checks:  # an OK would vouch for it
+        raise BundleError(f"{path}: {entry.get('onnx') or entry.get('file')} was not checked: onnxruntime cannot be "
+                          "imported here (pip install onnxruntime); the TorchScript payload reproduces the probes "
+                          "(--runtime torch checks it alone)")
     return {"path": str(Path(path)), "ok": True, "format_version": m["format_version"],
             "files_checked": len(m["files"]) + 2, "probes": loaded.probe_check, "runtime": loaded.runtime,
             "runtimes_checked": checks, "adapter": m["adapter"], "chain": m.get("chain", []),
