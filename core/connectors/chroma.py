@@ -36,6 +36,20 @@ STATE_COLLECTION = "embridge_state"  # checkpoints on a server: id = job key, me
 DEFAULT_PORT = 8000
 
 
+def index_configuration(col: Any) -> dict[str, Any] | None:
+    """A collection's distance space and vector index settings (``hnsw`` or ``spann``), as
+    ``create_collection(configuration=...)`` takes them; None when the client does not say (then the
+    metadata's ``hnsw:*`` keys, copied, or Chroma's defaults, the same for both, decide).
+
+    Read from the configuration Chroma resolved, so a collection made with ``configuration=`` or with no
+    metadata at all (space l2) is described as faithfully as one made with ``hnsw:space`` metadata. The
+    embedding function is left out: the shadow holds another model's vectors, which Embridge writes itself."""
+    resolved = getattr(col, "configuration_json", None) or {}
+    found = {key: {k: v for k, v in part.items() if v is not None} for key in ("hnsw", "spann")
+             if isinstance(part := resolved.get(key), dict) and part}
+    return found or None
+
+
 class ChromaConnector(Connector):
     scheme = "chroma"
     supports_alias = False
@@ -146,8 +160,12 @@ class ChromaConnector(Connector):
         self._writable()
         if self.exists():
             raise VectorStoreError(f"{self.describe()}: the collection already exists")
-        metadata = dict(like.col().metadata or {}) if isinstance(like, ChromaConnector) and like.exists() else None
-        self._col = self.client.create_collection(self.collection, metadata=metadata or {"hnsw:space": "cosine"})
+        metadata: dict[str, Any] | None = {"hnsw:space": "cosine"}
+        configuration = None
+        if isinstance(like, ChromaConnector) and like.exists():  # the source's own metadata, space and index
+            source = like.col()
+            metadata, configuration = dict(source.metadata or {}) or None, index_configuration(source)
+        self._col = self.client.create_collection(self.collection, metadata=metadata, configuration=configuration)
 
     def drop(self) -> None:
         if self.exists():

@@ -209,6 +209,9 @@ class Connector(ABC):
         """Why the collection is not there, for the one line that says so."""
         return "no such collection"
 
+    def check_carried(self) -> None:  # noqa: B027 - most stores hold nothing a migration leaves behind
+        """Refuse, as a migration's source, a collection holding data its shadow would not carry."""
+
     def state_dir(self) -> str | None:
         """A local folder beside the store for migration checkpoints (None for remote stores)."""
         return None

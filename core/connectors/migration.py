@@ -187,6 +187,7 @@ def _run(transform: StoreTransform, source: Connector, target: Connector, new: N
          report: ProgressFn, should_stop: StopFn | None) -> MigrationResult:
     if not source.exists():
         raise missing_error(source, "--from")
+    source.check_carried()  # before any checkpoint or shadow: vectors the shadow would lose are refused
     check_source_spaces(source, transform)  # before the width: a shadow given as the source is named as one
     dim = source.dim()
     if dim is None and source.count() == 0:

@@ -119,8 +119,10 @@ class QdrantConnector(Connector):
         if not self.client.collection_exists(name):
             names = ", ".join(c.name for c in self.client.get_collections().collections) or "none"
             raise VectorStoreError(f"{self.describe()}: no such collection (collections: {names})")
-        if self.vector_name and self._vector_checked != name:
-            self._params_of(name)
+        if self._vector_checked != name:
+            vectors = self.client.get_collection(name).config.params.vectors
+            if self.vector_name or not isinstance(vectors, dict):  # a vector is picked: check it now
+                self._params_of(name)
             self._vector_checked = name
         return name
 
@@ -128,8 +130,13 @@ class QdrantConnector(Connector):
         return int(self.client.count(self._need(), exact=True).count)
 
     def _params_of(self, name: str) -> Any:
-        """The vector settings ``?vector=`` picks: a name the collection has, none for one unnamed vector."""
+        """The vector settings ``?vector=`` picks: a name the collection has, none for one unnamed vector.
+        A multivector (several vectors per point, e.g. MAX_SIM late interaction) is refused: Embridge reads,
+        imports and migrates one vector per point."""
         vectors = self.client.get_collection(name).config.params.vectors
+        if not vectors:  # sparse vectors only
+            raise VectorStoreError(f"{self.describe()}: the collection holds no dense vectors (only sparse ones), and "
+                                   "Embridge reads one dense vector per point")
         if isinstance(vectors, dict):
             names = ", ".join(repr(n) for n in sorted(vectors))
             if self.vector_name is None:
@@ -137,11 +144,19 @@ class QdrantConnector(Connector):
             if self.vector_name not in vectors:
                 raise VectorStoreError(f"{self.describe()}: ?vector={self.vector_name}: the collection has no vector "
                                        f"'{self.vector_name}'; its named vectors are {names}")
-            return vectors[self.vector_name]
-        if self.vector_name:
+            params = vectors[self.vector_name]
+        elif self.vector_name:
             raise VectorStoreError(f"{self.describe()}: ?vector={self.vector_name}: the collection has a single unnamed "
                                    "vector, so there is no vector of that name to pick; leave ?vector= out")
-        return vectors
+        else:
+            params = vectors
+        if getattr(params, "multivector_config", None) is not None:
+            which = f"vector '{self.vector_name}'" if self.vector_name else "vector"
+            comparator = getattr(params.multivector_config.comparator, "name", params.multivector_config.comparator)
+            raise VectorStoreError(f"{self.describe()}: its {which} is a multivector (several vectors per point, "
+                                   f"compared by {comparator}); multivector collections are not supported: Embridge "
+                                   "reads, imports and migrates one vector per point")
+        return params
 
     def _vector_params(self) -> Any:
         return self._params_of(self._need())
@@ -157,8 +172,9 @@ class QdrantConnector(Connector):
     def _vector(self, record: Any) -> Any:
         """A record's vector (the named one with ``?vector=``); a point without it is refused by id."""
         raw = record.vector
-        if isinstance(raw, dict):
-            raw = raw.get(self.vector_name) if self.vector_name else next(iter(raw.values()), None)
+        if isinstance(raw, dict):  # named vectors, or the unnamed one ('') beside sparse vectors
+            raw = raw.get(self.vector_name) if self.vector_name else \
+                raw.get("", next((v for v in raw.values() if isinstance(v, list)), None))
         if raw is None:
             which = f"vector '{self.vector_name}'" if self.vector_name else "vector"
             raise VectorStoreError(f"{self.describe()}: point {record.id!r} has no {which}; every point needs one")
@@ -205,12 +221,64 @@ class QdrantConnector(Connector):
         self._writable()
         if self.client.collection_exists(self.collection):
             raise VectorStoreError(f"{self.describe()}: the collection already exists")
-        distance = models.Distance.COSINE
+        params, settings = models.VectorParams(size=int(dim), distance=models.Distance.COSINE), {}
         if isinstance(like, QdrantConnector) and like.exists():
-            distance = like._vector_params().distance
-        params = models.VectorParams(size=int(dim), distance=distance)
+            params, settings = like.shadow_settings(int(dim))
         self.client.create_collection(self.collection, vectors_config={self.vector_name: params}
-                                      if self.vector_name else params)
+                                      if self.vector_name else params, **settings)
+        indexes = like.payload_indexes() if isinstance(like, QdrantConnector) and like.exists() else {}
+        try:
+            for field_name, schema in indexes.items():  # a server's payload indexes (local mode keeps none)
+                self.client.create_payload_index(self.collection, field_name, field_schema=schema, wait=True)
+        except Exception as exc:
+            self.client.delete_collection(self.collection)
+            raise VectorStoreError(f"{self.describe()}: cannot make the payload indexes of {like.describe()} "
+                                   f"({first_line(exc)})") from exc
+
+    def check_carried(self) -> None:
+        """Refuse a source holding vectors a migration does not carry (other named vectors, sparse vectors):
+        its shadow, in any store, once switched to, would serve points without them."""
+        config = self.client.get_collection(self._need()).config
+        vectors = config.params.vectors
+        others = [f"named vector '{n}'" for n in sorted(vectors) if n != self.vector_name] \
+            if isinstance(vectors, dict) else []
+        others += [f"sparse vector '{n}'" for n in sorted(config.params.sparse_vectors or {})]
+        if others:
+            which = f"vector '{self.vector_name}'" if self.vector_name else "unnamed vector"
+            them = "them" if len(others) > 1 else "it"
+            raise VectorStoreError(f"{self.describe()}: holds the {' and the '.join(others)} besides the migrated "
+                                   f"{which}; a migration carries only that vector, so the shadow would lose {them} "
+                                   f"(and serve points without {them} after --switch): migrate a collection that "
+                                   "holds only the migrated vector")
+
+    def shadow_settings(self, dim: int) -> tuple[Any, dict[str, Any]]:
+        """The migrated vector's settings with ``dim`` as its size, and the collection-level settings, for a
+        shadow of this collection (a migration has refused sources it cannot carry: :meth:`check_carried`)."""
+        from qdrant_client import models
+
+        name = self._need()
+        config = self.client.get_collection(name).config
+        params = self._params_of(name)
+        # float32 storage: the shadow is verified against the bundle's output at 1e-4, which a float16 or uint8
+        # datatype would round away
+        shadow = params.model_copy(update={"size": int(dim), "datatype": None})
+        settings: dict[str, Any] = {"quantization_config": config.quantization_config}
+        for key, value, diff in (("hnsw_config", config.hnsw_config, models.HnswConfigDiff),
+                                 ("optimizers_config", config.optimizer_config, models.OptimizersConfigDiff),
+                                 ("wal_config", config.wal_config, models.WalConfigDiff)):
+            if value is not None:
+                settings[key] = diff(**{k: v for k, v in value.model_dump(exclude_none=True).items()
+                                        if k in diff.model_fields})
+        for key in ("shard_number", "replication_factor", "write_consistency_factor", "on_disk_payload"):
+            settings[key] = getattr(config.params, key, None)
+        if getattr(config, "metadata", None):
+            settings["metadata"] = config.metadata
+        return shadow, {k: v for k, v in settings.items() if v is not None}
+
+    def payload_indexes(self) -> dict[str, Any]:
+        """The collection's payload indexes, field -> schema (a server's; Qdrant's local mode keeps none)."""
+        schema = self.client.get_collection(self._need()).payload_schema or {}
+        return {field_name: info.params or info.data_type for field_name, info in schema.items()}
 
     def drop(self) -> None:
         if self.client.collection_exists(self.collection):
