@@ -21,24 +21,31 @@ def _usage(manifest: dict[str, Any]) -> list[str]:
             f"y = F.normalize({call}, dim=-1)  # x: float32 tensor (n, {adapter['in_dim']})"]
 
 
+# rows to unit length as `bundle apply` makes them: each row first divided by its largest magnitude, so
+# rows of 1e-14 or 1e20 (whose float32 squared length underflows or overflows) keep their direction
+UNIT_DEF = ("def unit(v):  # rows to unit length at any scale, as `embridge bundle apply`; zero rows stay zero",
+            "    v = v / np.maximum(np.abs(v).max(axis=1, keepdims=True), np.finfo(np.float32).tiny)",
+            "    return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), np.finfo(np.float32).tiny)")
+
+
 def _portable_usage(manifest: dict[str, Any]) -> tuple[str, list[str]]:
     """(heading, lines) of the torch-free deploy snippet: numpy for linear layers, onnxruntime else."""
     entry = manifest.get("portable") or {}
     norm = manifest["normalisation"]["input"] == "l2"
     fusion = manifest["adapter"]["inputs"] == ["new", "old"]
-    unit = "unit = lambda v: v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)"
+    unit = UNIT_DEF
     x = "unit(x)" if norm else "x"
     if entry.get("runtime") == "numpy":
         body = ["import numpy as np",
                 "from safetensors.numpy import load_file",
-                'p = load_file("adapter.safetensors")', unit,
+                'p = load_file("adapter.safetensors")', *unit,
                 f"y = {x} @ p[\"weight\"] + p[\"bias\"]  # x: float32 (n, {manifest['adapter']['in_dim']})"]
         if fusion:
             body.append('y = p["alpha"][0] * unit(old_query) + (1 - p["alpha"][0]) * unit(y)')
         return "## Use with numpy only", [*body, "y = unit(y)"]
     feed = '{"x": ' + x + (', "old": old_query}' if fusion else "}")
     return "## Use with onnxruntime only", [
-        "import numpy as np, onnxruntime as ort", unit,
+        "import numpy as np, onnxruntime as ort", *unit,
         'session = ort.InferenceSession("adapter.onnx", providers=["CPUExecutionProvider"])',
         f"y = unit(session.run(None, {feed})[0])  # x: float32 (n, {manifest['adapter']['in_dim']})"]
 
@@ -166,10 +173,11 @@ def readme_text(manifest: dict[str, Any]) -> str:
              *_runtime_sections(manifest)]
     if manifest["normalisation"]["input"] == "l2":
         lines.append("Inputs are L2-normalised before the layer, as in training; outputs are L2-normalised "
-                     "for cosine / inner-product search. Rows with values above about 1e19 overflow "
-                     "`F.normalize` (their squared length is infinite in float32) and come out as zeros: "
-                     "divide such rows by their largest magnitude first "
-                     "(`x / x.abs().amax(-1, keepdim=True)`), as `embridge bundle apply` does.")
+                     "for cosine / inner-product search. The torch-free snippets' `unit` divides each row by "
+                     "its largest magnitude first, as `embridge bundle apply` does; `F.normalize` does not: rows "
+                     "with values above about 1e19 overflow it (their squared length is infinite in float32) and "
+                     "come out as zeros, and rows below about 1e-12 are not scaled up, so divide such rows by "
+                     "their largest magnitude first (`x / x.abs().amax(-1, keepdim=True)`).")
     else:
         lines.append("Inputs are the model's vectors as stored (no normalisation); outputs are L2-normalised "
                      "for cosine / inner-product search.")
