@@ -16,6 +16,7 @@ from pytestqt.qtbot import QtBot
 from embridge.app import dialogs
 from embridge.app.main_window import MainWindow
 from embridge.app.pages.page import format_value
+from embridge.core.formatting import format_share as pct
 from embridge.core.report.number_source import source_of_report, source_of_run
 
 __all__ = ["no_threads_left", "window"]
@@ -108,8 +109,8 @@ def test_train_page_pairs_protocol_and_judged_report(qtbot: QtBot, window: MainW
     assert head["ndcg@10"] == run["metrics"]["ndcg@10"] and head["mrr@10"] == run["metrics"]["mrr@10"]
     assert head["ndcg@10"] > head["old_old_ndcg@10"]  # the fitted layer beats today's system on judged queries
     text = html.unescape(reports.verdict.text())
-    assert f"nDCG@10 {head['ndcg@10']:.3f} (old/old {head['old_old_ndcg@10']:.3f})" in text
-    assert f"MRR@10 {head['mrr@10']:.3f}" in text
+    assert f"nDCG@10 {pct(head['ndcg@10'])} (old/old {pct(head['old_old_ndcg@10'])})" in text
+    assert f"MRR@10 {pct(head['mrr@10'])}" in text
     rows = [reports.metrics.item(r, 0).text() for r in range(reports.metrics.rowCount())]
     assert "ndcg@10" in rows and "mrr@10" in rows
     column = [reports.metrics.horizontalHeaderItem(c).text()
@@ -157,4 +158,4 @@ def test_the_train_result_states_the_gain_and_verdict_on_the_deciding_ndcg(tmp_p
     assert summary["gain_retained_ndcg@10"] is None  # the new model itself ranks the judged documents worse
     assert f"gain retained (nDCG@10): undefined — {summary['gain_retained_ndcg@10_note']}" in text
     assert summary["compatible"] is True and "Compatibility criterion: FAILS (nDCG@10)" in text
-    assert f"gain retained (top-1) {summary['gain_retained']:.3f}" in text
+    assert f"gain retained (top-1) {pct(summary['gain_retained'])}" in text

@@ -86,7 +86,7 @@ def test_judged_metrics_and_each_numbers_protocol_show_as_the_command_line_print
         passes = table.item(rows[key], names.index(f"{up} vs old/old")).text()
         assert passes == ("pass" if head[f"compatible_{key}"] else "fail")
         gain = table.item(rows[key], names.index(f"{up} gain retained")).text()
-        assert gain == format_value(head[f"gain_retained_{key}"]) != ""
+        assert gain == format_share(head[f"gain_retained_{key}"]) != ""  # a share, as `embridge report` prints it
     assert "gain retained (nDCG@10)" in reports.verdict.text()
     browser, marked = reports.flips, 0  # each listed result marked relevant by its judged grade, as the metrics count it
     for kind in (0, 1):
@@ -106,7 +106,8 @@ def test_judged_metrics_and_each_numbers_protocol_show_as_the_command_line_print
     criterion = train.runs_table.item(0, names.index("Criterion")).text()
     for name, key in (("Upgraded nDCG@10", "ndcg@10"), ("Gain retained (nDCG@10)", "gain_retained_ndcg@10")):
         assert not train.runs_table.isColumnHidden(names.index(name))
-        assert train.runs_table.item(0, names.index(name)).text() == format_value(run_metrics[key]) != ""
+        shown = format_share(run_metrics[key]) if key.startswith("gain") else format_value(run_metrics[key])
+        assert train.runs_table.item(0, names.index(name)).text() == shown != ""  # a gain as a share
     assert criterion == f"{'passes' if run_metrics['compatible_ndcg@10'] else 'FAILS'} (nDCG@10)"
     export = window.show_page("export")  # the run pickers name the number the criterion is decided on
     shown = f"upgraded nDCG@10 {run_metrics['ndcg@10']:.3f}"

@@ -15,6 +15,7 @@ from pytestqt.qtbot import QtBot
 
 from embridge.app.main_window import MainWindow
 from embridge.app.pages.train_result import result_text
+from embridge.core.formatting import format_share as pct
 
 __all__ = ["no_threads_left", "window"]
 pytestmark = pytest.mark.usefixtures("no_threads_left")
@@ -80,7 +81,7 @@ def test_changed_fields_are_passed_and_new_new_names_its_sample(qtbot: QtBot, wi
     # new/new's own floor, old/old on its sample, is listed beside it under the sample's protocol
     assert (f"new/new top-1 {metrics['new_new_top1']:.3f}, old/old top-1 on this sample "
             f"{metrics['old_old_sample_top1']:.3f}, upgraded top-1 on this sample "
-            f"{metrics['upgraded_sample_top1']:.3f}, gain retained {metrics['gain_retained']:.3f} ({new_new})") in text
+            f"{metrics['upgraded_sample_top1']:.3f}, gain retained {pct(metrics['gain_retained'])} ({new_new})") in text
     assert f"old/old top-1 {metrics['old_old_top1']:.3f}" in text and f"({old_old})" in text
     assert f"whole gallery ({metrics['protocols']['old/old']['n_gallery']} items)" not in new_new
     from embridge.core.cli.train_cmds import _train_text

@@ -17,6 +17,7 @@ from pytestqt.qtbot import QtBot
 
 from embridge.app import dialogs
 from embridge.app.main_window import MIN_SIZE, MainWindow
+from embridge.core.formatting import format_share
 from embridge.core.report.number_source import source_of_report, source_of_run
 from embridge.core.store import Workspace
 
@@ -74,7 +75,7 @@ def test_auto_choice_shows_winner_candidates_and_source_everywhere(qtbot: QtBot,
     assert train.runs_table.isColumnHidden(columns.index("Upgraded nDCG@10"))  # no judgments: top-1 decides
     # new/new searched the 600-item sample: gain retained is measured there and listed under its protocol
     sample_protocol = run["metrics"]["protocols"]["new/new"]["text"]
-    assert f"gain retained {run['metrics']['gain_retained']:.3f} ({sample_protocol})" in train.result_label.text()
+    assert f"gain retained {format_share(run['metrics']['gain_retained'])} ({sample_protocol})" in train.result_label.text()
     assert f"Validated on {run['metrics']['val_protocol']}" in train.result_label.text()
     picker = f"run {run['id']} · auto → {winner} · upgraded top-1 {top1:.3f} ({source.short()})"
     for key in ("reports", "plan", "export"):
@@ -93,7 +94,7 @@ def test_auto_choice_shows_winner_candidates_and_source_everywhere(qtbot: QtBot,
     head = reports.report.headline
     assert head["upgraded_top1"] == top1 and source_of_report(reports.report).label() == source.label()
     assert f"Measured on: {source.label()}" in html.unescape(reports.verdict.text())
-    assert f"upgraded top-1 {top1:.3f}" in reports.verdict.text()
+    assert f"upgraded top-1 {format_share(top1)}" in reports.verdict.text()  # as `embridge report` says it
     plan_page = window.show_page("plan")
     click(qtbot, plan_page.plan_button)
     wait_for_jobs(qtbot, window)

@@ -42,7 +42,7 @@ def test_metrics_table_colours_upgraded_cells_by_the_core_criterion(qtbot: QtBot
     assert table.item(top1, 4).text() == "pass" and table.item(m_ap, 4).text() == "fail"
     assert table.item(top1, 3).background().color() == PASS_COLOUR
     assert table.item(m_ap, 3).background().color() == FAIL_COLOUR
-    assert table.item(top1, 5).text() == "0.5"  # (0.70 - 0.60) / (0.80 - 0.60), from embridge.core.evaluation.compat
+    assert table.item(top1, 5).text() == "50.0%"  # (0.70 - 0.60) / (0.80 - 0.60), from embridge.core.evaluation.compat
     assert table.item(top1, 1).background().style().name == "NoBrush"  # reference cells are not judged
 
 
@@ -58,7 +58,7 @@ def test_metrics_table_shows_the_sample_numbers_a_gain_measured_on_the_sample_co
     assert headers[1:4] == ["old/old", "new/new (on the sample)", "new→old"]  # new/new searched the sample
     assert headers[4:] == ["new→old vs old/old", "old/old on the sample", "new→old on the sample",
                            "new→old gain retained (on the sample)"]
-    assert [table.item(0, c).text() for c in range(4, 8)] == ["pass", "0.5", "0.725", "0.75"]  # (0.725-0.5)/(0.8-0.5)
+    assert [table.item(0, c).text() for c in range(4, 8)] == ["pass", "0.5", "0.725", "75.0%"]  # (0.725-0.5)/(0.8-0.5)
 
 
 def test_images_come_from_files_npy_or_metadata_values(qtbot: QtBot, tmp_path: Path) -> None:
@@ -136,8 +136,8 @@ def test_the_reports_summary_gives_each_gains_sample_numbers() -> None:
             "gain_retained": 0.59, "old_old_sample_top1": 0.439, "upgraded_sample_top1": 0.805,
             "gain_retained_ndcg@10": 0.669, "old_old_sample_ndcg@10": 0.591, "upgraded_sample_ndcg@10": 0.836}
     text = headline_text(as_report({"headline": head}))
-    assert "gain retained (top-1): 0.590 (on the evaluation sample: old/old 0.439, upgraded 0.805)" in text
-    assert "gain retained (nDCG@10): 0.669 (on the evaluation sample: old/old 0.591, upgraded 0.836)" in text
+    assert "gain retained (top-1): 59.0% (on the evaluation sample: old/old 43.9%, upgraded 80.5%)" in text
+    assert "gain retained (nDCG@10): 66.9% (on the evaluation sample: old/old 59.1%, upgraded 83.6%)" in text
     assert "flips" not in text  # a headline without them says nothing of them
     head |= {"negative_flip_rate": 0.055, "positive_flip_rate": 0.13, "arr": 0.965, "arr_k": 10}
     text = headline_text(as_report({"headline": head}))

@@ -336,3 +336,8 @@ def test_a_bundle_names_the_sample_new_new_was_measured_on(judged: dict[str, Any
     assert len(protocols) == 2 and all(p.endswith(f"; new/new on {sample}") for p in protocols), protocols
     assert curves["protocol"].endswith(f"backfilled share β) on {sample}")  # the curves ran on that sample
     assert f"; new/new on {sample}" in bundle_text(manifest)
+    # judged: the best policy is chosen on nDCG@10, so its areas travel beside top-1's (only top-1's did)
+    for policy, curve in judged["report"].backfill["policies"].items():
+        assert curves["values"][f"backfill_area_{policy}"] == pytest.approx(curve["areas"]["top1"])
+        assert curves["values"][f"backfill_area_ndcg@10_{policy}"] == pytest.approx(curve["areas"]["ndcg@10"])
+    assert "nDCG@10 (backfill_area_ndcg@10_<policy>)" in curves["protocol"]

@@ -39,7 +39,7 @@ def test_number_sources_read_the_recorded_protocol_and_never_guess() -> None:
     # an old record without protocols says so instead of inventing a query set from its sizes
     assert source_of_run({"metrics": {"n_queries": 120}}).label() == UNRECORDED
     assert source_of_report({"sizes": {"queries": 200, "gallery": 1027}}).short() == "protocol not recorded"
-    assert gain_text(0.7345, None) == "0.735"
+    assert gain_text(0.7345, None) == "73.5%"  # a share, in every page and command alike
     assert gain_text(None, NOT_BETTER) == f"undefined — {NOT_BETTER}"
 
 

@@ -89,7 +89,7 @@ def fill_metrics_table(table: QTableWidget, cells: dict[str, dict[str, Any]],
                 table.setItem(r, col + 2, QTableWidgetItem(format_value(row.get("upgraded_sample"))))
                 col += 2
             value, note = row.get("gain_retained"), row.get("gain_retained_note")
-            gain = format_value(value) if value is not None else gain_text(None, note) if note else ""
+            gain = gain_text(value, note) if value is not None or note else ""
             table.setItem(r, col + 1, QTableWidgetItem(gain))
             col += 2
 

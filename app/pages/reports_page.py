@@ -52,17 +52,18 @@ def headline_text(report: Report) -> str:
     from embridge.core.report.number_source import flips_text, gain_text
 
     head = report.headline
-    parts = [f"upgraded top-1 {head['upgraded_top1']:.3f} (old/old {head['old_old_top1']:.3f})"
+    share = format_share  # every number as `embridge report` says it
+    parts = [f"upgraded top-1 {share(head['upgraded_top1'])} (old/old {share(head['old_old_top1'])})"
              for _ in [0] if isinstance(head.get("upgraded_top1"), int | float)
              and isinstance(head.get("old_old_top1"), int | float)]
     for key, name in JUDGED:
         if isinstance(head.get(key), int | float):
-            parts.append(f"{name} {head[key]:.3f} (old/old {head.get(f'old_old_{key}', float('nan')):.3f})")
+            parts.append(f"{name} {share(head[key])} (old/old {share(head.get(f'old_old_{key}'))})")
     def where(metric: str) -> str:
         """The sample's own numbers a gain was measured from, where new/new searched a sample."""
         sample, upgraded = head.get(f"old_old_sample_{metric}"), head.get(f"upgraded_sample_{metric}")
         return ("" if not isinstance(sample, int | float) or not isinstance(upgraded, int | float) else
-                f" (on the evaluation sample: old/old {sample:.3f}, upgraded {upgraded:.3f})")
+                f" (on the evaluation sample: old/old {share(sample)}, upgraded {share(upgraded)})")
 
     if "gain_retained" in head:  # top-1's, named so where judgments decide on nDCG@10
         label = "gain retained (top-1)" if decides_on_ndcg(head) else "gain retained"

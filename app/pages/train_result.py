@@ -71,9 +71,11 @@ def run_row(run: dict[str, Any]) -> list[Any]:
     note = record.error or choice.reason or metrics.get("note")
     gain = metrics.get("gain_retained")
     values = [*[metrics.get(k) for k in HEADLINE if k != "gain_retained"],
-              gain if gain is not None or not metrics.get("gain_retained_note")
-              else gain_text(gain, metrics["gain_retained_note"])]
-    return [record.id, choice.method_text(), record.status, *values, *[metrics.get(k) for k in JUDGED_KEYS],
+              gain_text(gain, metrics["gain_retained_note"]) if gain is not None or metrics.get("gain_retained_note")
+              else None]
+    judged = [gain_text(metrics[k], None) if k.startswith("gain_retained") and _number(metrics.get(k))
+              else metrics.get(k) for k in JUDGED_KEYS]  # gains as shares, as everywhere else
+    return [record.id, choice.method_text(), record.status, *values, *judged,
             criterion_text(metrics),
             metrics.get("pairs_used") or "", measured,
             choice.candidates_text() if choice.is_auto else "", note]
@@ -96,8 +98,8 @@ def heldout_text(summary: dict[str, Any]) -> str:
     numbers = {cell: tuple(k for k in keys if k != "gain_retained") + (gains if cell == gain_cell else ())
                for cell, keys in CELL_NUMBERS.items()}
     for cells, sentence in protocol_groups(summary):
-        values = [f"{labels[k]} {summary[k]:.3f}" for cell in cells for k in numbers.get(cell, ())
-                  if _number(summary.get(k))]
+        values = [f"{labels[k]} {gain_text(summary[k], None) if k.startswith('gain_retained') else f'{summary[k]:.3f}'}"
+                  for cell in cells for k in numbers.get(cell, ()) if _number(summary.get(k))]  # gains as shares
         for key in gains if gain_cell in cells else ():
             if summary.get(key) is None and summary.get(f"{key}_note"):
                 name = labels[key] if judged else "gain retained"

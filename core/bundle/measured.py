@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from embridge.core.evaluation.headline import BACKFILL_AREA, weighed
+from embridge.core.formatting import format_share
 from embridge.core.run_record import RunRecord, other_cells_note
 from embridge.core.store import Workspace
 
@@ -80,7 +81,9 @@ def backfill_protocol(ws: Workspace, report: dict[str, Any]) -> str:
         text = None
     if not (isinstance(text, str) and text):
         return UNRECORDED
-    return f"the partial-backfill curves (area under top-1 over the backfilled share β) on {text}"
+    judged = any(k.startswith(f"{BACKFILL_AREA}ndcg@10_") for k in (report.get("summary") or {}))
+    what = "top-1 (backfill_area_<policy>) and nDCG@10 (backfill_area_ndcg@10_<policy>)" if judged else "top-1"
+    return f"the partial-backfill curves (area under {what} over the backfilled share β) on {text}"
 
 
 def run_measurement(run: dict[str, Any]) -> dict[str, Any]:
@@ -146,8 +149,14 @@ CELL_OF = {"ndcg@10": "upgraded ndcg@10", "mrr@10": "upgraded mrr@10"}
 
 
 def _text(shown: dict[str, Any], sep: str) -> str:
-    return ", ".join(f"{CELL_OF.get(k, k)}{sep}{v:.4g}" if isinstance(v, float) else f"{CELL_OF.get(k, k)}{sep}{v}"
-                     for k, v in shown.items())
+    return ", ".join(f"{CELL_OF.get(k, k)}{sep}{_value(k, v)}" for k, v in shown.items())
+
+
+def _value(key: str, value: Any) -> str:
+    """A gain retained as the share every page and command says it; other floats to 4 figures."""
+    if key.startswith("gain_retained") and isinstance(value, int | float) and not isinstance(value, bool):
+        return format_share(value)
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def measured_groups(manifest: dict[str, Any], keys: tuple[str, ...] | None = HEADLINE,

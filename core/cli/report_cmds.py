@@ -237,10 +237,10 @@ def _queries_text(sizes: dict[str, Any]) -> str:
 
 
 def _gain(value: Any, note: Any) -> str:
-    """A share as a percentage, or 'undefined — <why>' as train and the app say it."""
+    """A share as a percentage, or 'undefined — <why>', as train and the app say it."""
     from embridge.core.report.number_source import gain_text
 
-    return format_share(value) if isinstance(value, int | float) else gain_text(None, note)
+    return gain_text(value, note)
 
 
 def _report_text(report: Report) -> str:

@@ -210,6 +210,8 @@ def assemble(ws: Workspace, run: RunRecord, row: dict[str, Any], adapter: Adapte
         report.backfill["old_old"] = _curve_floor(floor, report.backfill["policies"])
     for policy, curve in report.backfill["policies"].items():
         head[f"backfill_area_{policy}"] = curve["areas"]["top1"]
+        if "ndcg@10" in curve["areas"]:  # with judgments the best policy is chosen on nDCG@10: bundles carry it too
+            head[f"backfill_area_ndcg@10_{policy}"] = curve["areas"]["ndcg@10"]
     on_progress(len(stages), len(stages), {"stage": "done"})
     return report
 

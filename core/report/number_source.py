@@ -86,9 +86,12 @@ def with_source(text: str, source: NumberSource | None) -> str:
 
 
 def gain_text(value: Any, note: Any) -> str:
-    """'0.734' or 'undefined — the new model is not better ...' (the record's own sentence)."""
+    """'73.4%' (a share, as every page and command says it) or 'undefined — the new model is not better
+    ...' (the record's own sentence)."""
+    from embridge.core.formatting import format_share
+
     if isinstance(value, int | float):
-        return f"{value:.3f}"
+        return format_share(value)
     return f"undefined — {note}" if note else "undefined"
 
 
