@@ -435,3 +435,16 @@ def test_ids_mixing_integers_and_text_are_refused_for_a_table_target(upgrade: di
         return
     code, out, err = cli(capsys, "check", "--uri", dst)
     assert "mix integers and text" in json.dumps(out) + err and "mend the source" in json.dumps(out) + err, (out, err)
+
+
+def test_a_rollback_after_a_migration_into_another_store_says_why_it_cannot_move_the_alias(
+        upgrade: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A switch made the alias in the LanceDB target; rolling back to the Parquet source said only that
+    the alias was not one of the source's store, which a user who had just switched could not place."""
+    src = _named_columns_source(tmp_path / "pq" / "docs_v1", upgrade["vectors"]["v1"][:40])
+    dst = f"lancedb://{tmp_path / 'ldb'}?table=docs_v2"
+    code, out, err = cli(capsys, "migrate", "--bundle", str(upgrade["bundle"]), "--from", src, "--to", dst,
+                         "--alias", "docs", "--switch")
+    assert code == 0 and out["switched"], err
+    code, _, err = cli(capsys, "rollback", "--to", src, "--alias", "docs")
+    one_line(code, err, "'docs' is not an alias of", "after a migration into another store")

@@ -50,7 +50,9 @@ def rollback_store(uri: str, alias: str | None = None) -> dict[str, Any]:
         current = store.alias_target(alias)
         if current is None:
             raise InputError("--alias", f"'{alias}' is not an alias of {store.location()}; rollback moves an "
-                             "existing alias (a migration with --switch creates it)")
+                             "existing alias of the store it names (a migration with --switch creates it in the "
+                             "store it wrote); after a migration into another store no alias there can serve this "
+                             "one's collection: point the application back at this store itself")
         if current == store.collection:
             return {"alias": alias, "collection": store.collection, "previous": current, "changed": False}
         previous = switch_alias(store, alias, store.collection)
