@@ -61,14 +61,19 @@ def gallery_text(split_counts: dict[str, int]) -> str:
     return text
 
 
+def judgments_text(judgments: dict[str, dict[str, int]]) -> str:
+    """'judgments: dev 100 (100 relevant, 100 queries), ...' as `info` and the Gallery page say it."""
+    return "judgments: " + ", ".join(f"{split} {c['judgments']} ({c['relevant']} relevant, {c['queries']} queries)"
+                                     for split, c in judgments.items())
+
+
 def overview_text(info: dict[str, Any]) -> str:
     lines = [f"workspace {info['workspace']} (schema v{info['schema_version']})"]
     lines.append("items: " + (", ".join(f"{k} {v}" for k, v in info["items"].items()) or "none"))
     if info["items"]:
         lines.append(gallery_text(info["items"]))
     if info.get("judgments"):
-        lines.append("judgments: " + ", ".join(f"{split} {c['judgments']} ({c['relevant']} relevant, "
-                                                f"{c['queries']} queries)" for split, c in info["judgments"].items()))
+        lines.append(judgments_text(info["judgments"]))
     lines.append("models:" if info["models"] else "models: none")
     for m in info["models"]:
         lines.append(f"  {m['name']:<12} {m['role']:<5} {m['kind']:<12} dim {m['dim']}  sha256 {str(m['sha256'])[:12]}")

@@ -75,6 +75,8 @@ def test_judged_metrics_and_each_numbers_protocol_show_as_the_command_line_print
         report = build_report(ws, run_id, ReportOptions(n_boot=50))
     head = report.headline
     window.ctx.open_workspace(tmp_path / "judged")
+    counts = window.show_page("gallery").counts_label.text()  # where relevance comes from, as `info` says it
+    assert "relevance judgments: dev 40 " in counts and "labelled" not in counts, counts
     window.ctx.set_focus_run(run_id)
     reports = window.show_page("reports")
     assert reports.report is not None and reports.report.report_id == report.report_id

@@ -239,7 +239,7 @@ class GalleryPage(Page):
         self.embed_result.setText("")
 
     def refresh(self) -> None:
-        from embridge.core.overview import workspace_overview
+        from embridge.core.overview import judgments_text, workspace_overview
 
         assert self.ctx.ws is not None
         info = workspace_overview(self.ctx.ws)
@@ -248,7 +248,10 @@ class GalleryPage(Page):
         set_combo_items(self.import_model, ["", *[m["name"] for m in info["models"] if m["kind"] == "vectors"]])
         set_combo_items(self.embed_split, [ALL_ITEMS, *[s for s in info["items"] if s != "unassigned"]])
         counts = ", ".join(f"{split}: {n}" for split, n in info["items"].items()) or "none"
-        self.counts_label.setText(f"Items by split — {counts}; {info['labelled_items']} labelled. "
+        # relevance comes from judgments where there are any (labels then play no part): said, not "0 labelled"
+        relevance = (f"relevance {judgments_text(info['judgments'])}" if info.get("judgments")
+                     else f"{info['labelled_items']} labelled")
+        self.counts_label.setText(f"Items by split — {counts}; {relevance}. "
                                   f"Reports and plans search the {gallery_text(info['items'])}.")
         fill_table(self.sets_table, [[v["id"], v["model"], v["name"], v["count"], v["dim"], v["dtype"],
                                       ("MISSING: " if v["file_missing"] else "") + v["path"]]
