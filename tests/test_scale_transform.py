@@ -461,3 +461,23 @@ def test_columns_named_on_the_source_uri_are_the_ones_transformed(bundles: dict,
         assert str(refused.value).startswith(option) and not Path(str(target).split("?")[0].removeprefix("parquet://")).exists()
     with pytest.raises(InputError, match="give one"):
         transform_gallery(bundles["linear"], f"{src}?vector=emb", str(tmp_path / "c"), vec_col="vector")
+
+
+def test_a_float64_value_beyond_float32_is_named_as_such(bundles: dict, tmp_path: Path) -> None:
+    """1e300 in a float64 column became inf on the cast: a RuntimeWarning line and 'NaN or inf values'."""
+    import warnings
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from embridge.core.errors import EmbridgeError
+
+    v = bundles["vectors"]["v3"][:20].astype(np.float64)
+    v[3, 5] = 1e300
+    (tmp_path / "in").mkdir()
+    pq.write_table(pa.table({"id": pa.array(range(20), pa.int64()), "vector": pa.FixedSizeListArray.from_arrays(
+        pa.array(v.ravel()), v.shape[1])}), tmp_path / "in" / "part-0.parquet")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow warning on the way
+        with pytest.raises(EmbridgeError, match=r"row 3: point 3 holds 1e\+300, a value beyond the float32 range"):
+            transform_gallery(bundles["linear"], str(tmp_path / "in"), str(tmp_path / "out"))

@@ -132,7 +132,7 @@ def table_to_batch(table: Any, id_col: str, vec_col: str, cursor: Any, where: st
                 row = int(np.argmax(lengths != width)) if width else 0
                 raise VectorStoreError(f"{prefix}column '{vec_col}' row {first_row + row} (id {ids[row]!r}): a "
                                        f"{int(lengths[row])}-long vector among {width}-long ones")
-        vectors = _float32_rows(vec.flatten().to_numpy(zero_copy_only=False), len(vec), width,
+        vectors = float32_rows(vec.flatten().to_numpy(zero_copy_only=False), len(vec), width,
                                 f"{prefix}column '{vec_col}'", ids, first_row)
     others = [n for n in names if n not in (id_col, vec_col)]
     if others:
@@ -143,7 +143,7 @@ def table_to_batch(table: Any, id_col: str, vec_col: str, cursor: Any, where: st
     return Batch(ids, vectors, payloads, cursor)
 
 
-def _float32_rows(flat: np.ndarray, rows: int, width: int, where: str, ids: list[PointId],
+def float32_rows(flat: np.ndarray, rows: int, width: int, where: str, ids: list[PointId],
                   first_row: int) -> np.ndarray:
     """The values as float32 rows; a finite value too large for float32 (1e300 in a float64 column) is
     refused naming its point, rather than becoming inf and being called NaN or inf further on."""

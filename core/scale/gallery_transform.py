@@ -103,7 +103,7 @@ def transform_partition(bundle: str, part: Partition | dict[str, Any], target: s
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from embridge.core.connectors.arrow_common import vector_array
+    from embridge.core.connectors.arrow_common import float32_rows, vector_array
 
     part = part if isinstance(part, Partition) else Partition.from_row(part)
     began = time.perf_counter()
@@ -124,7 +124,9 @@ def transform_partition(bundle: str, part: Partition | dict[str, Any], target: s
         row = vec.is_null().to_pylist().index(True)
         raise InputError(part.path, f"row {row} of column '{vec_col}' (id {table.column(id_col)[row].as_py()!r}) is a "
                          f"null vector ({vec.null_count} such rows)")
-    old = np.asarray(vec.flatten().to_numpy(zero_copy_only=False), dtype=np.float32).reshape(len(vec), width)
+    # a float64 value beyond float32's range is named as such, not left to become inf ("NaN or inf")
+    old = float32_rows(vec.flatten().to_numpy(zero_copy_only=False), len(vec), width,
+                       f"{part.path}: column '{vec_col}'", table.column(id_col).to_pylist(), 0)
     bad = np.flatnonzero(~np.isfinite(old).all(axis=1))
     if len(bad):
         raise InputError(part.path, f"row {int(bad[0])} of column '{vec_col}' holds NaN or inf values "
