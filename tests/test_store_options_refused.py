@@ -184,3 +184,16 @@ def test_an_alias_without_switch_is_refused_as_it_would_do_nothing(
     assert tree_snapshot(tmp_path) == before
     code, out, err = migrate(capsys, upgrade, source.source, source.target, "--alias", "live2", "--switch")
     assert code == 0 and out["switched"] and out["alias"] == "live2", err  # with --switch it moves the alias
+
+
+def test_the_quality_of_an_empty_collection_is_refused_for_what_it_is(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """`check --label-field` on an empty collection blamed --served-as, which was not given."""
+    import chromadb
+    from chromadb.config import Settings
+
+    chromadb.PersistentClient(path=str(tmp_path / "chroma"), settings=Settings(anonymized_telemetry=False)
+                              ).create_collection("empty_col")
+    code, _, err = cli(capsys, "check", "--uri", f"chroma://{tmp_path / 'chroma'}?collection=empty_col",
+                       "--label-field", "label")
+    refused(code, err, "--label-field", "holds no points to measure")

@@ -198,6 +198,8 @@ def _quality(store: Connector, check: StoreCheck, label_field: str, served_as: s
     if check.state == "half-migrated" and not served_as:
         raise InputError("--served-as", f"{check.store} is half-migrated ({', '.join(f'{n} in {v}' for v, n in sorted(check.versions.items()))}); "
                          "its quality depends on how it is served: pass --served-as with the model version queries use")
+    if not check.versions:  # an empty collection: nothing to measure, whatever it is served as
+        raise InputError("--label-field", f"{check.store} holds no points to measure")
     version = served_as or next(iter(check.versions), UNMARKED)
     if version not in check.versions:
         raise InputError("--served-as", f"no points of '{version}' in {check.store} (versions: "
