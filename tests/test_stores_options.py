@@ -162,6 +162,10 @@ def test_a_compressed_faiss_index_is_imported_with_a_note_that_its_vectors_are_a
     with Workspace.open(ws) as w:  # the note is true: what was stored differs from what was indexed
         stored = w.vectors_for("v1", w.ids_for_keys([str(i) for i in range(len(v1))]))
     assert not np.allclose(stored, v1, atol=1e-4)
+    # a migration from it says so too (it said nothing)
+    code, out, err = cli(capsys, "migrate", "--bundle", str(upgrade["bundle"]), "--from", f"faiss://{path}",
+                         "--to", f"parquet://{tmp_path / 'pq'}/sq_v2")
+    assert code == 0 and "IndexScalarQuantizer" in (out.get("warning") or "") and "approximate" in out["warning"], err
 
 
 def test_bad_requests_get_one_line_and_change_nothing(upgrade: dict, source: Any, tmp_path: Path,

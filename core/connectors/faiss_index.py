@@ -63,8 +63,8 @@ class FaissConnector(Connector):
         inner = faiss.downcast_index(self._inner)
         if isinstance(inner, faiss.IndexFlat | faiss.IndexIVFFlat | faiss.IndexHNSWFlat):
             return None
-        return (f"{self.path} is a {type(inner).__name__}, which keeps compressed codes: its vectors come back "
-                "approximate, not as they were embedded")
+        return (f"{self.path} is an index of type {type(inner).__name__}, which keeps compressed codes: its vectors "
+                "come back approximate, not as they were embedded")
 
     def count(self) -> int:
         return int(self._load().ntotal)

@@ -240,7 +240,7 @@ def _locked_run(transform: StoreTransform, source: Connector, target: Connector,
     result = MigrationResult(source.describe(), target.describe(), target.collection, status, total,
                              int(state["written"]) - resumed_from if status == "completed" else 0, resumed_from,
                              len(state.get("backfill_ids") or []), seconds, verification, verify_seconds,
-                             spaces=names, warning=_joined(transform.warning, unmatched_warning(
+                             spaces=names, warning=_joined(transform.warning, source.lossy_note(), unmatched_warning(
                                  new, backfill, int(verification.spaces.get(names["new"], 0)), total)))
     if switch and alias:
         result.previous = switch_alias(target, alias, target.collection)

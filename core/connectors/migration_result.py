@@ -24,7 +24,7 @@ class Verification:
     @property
     def summary(self) -> str:
         """The check in one sentence, shared by the command line and the app."""
-        spaces = ", ".join(f"{k}: {n}" for k, n in sorted(self.spaces.items()))
+        spaces = ", ".join(f"{k}: {n}" for k, n in sorted(self.spaces.items())) or "none (no points)"
         against = [f"{n} against {what}" for n, what in ((self.sample - self.sample_new, "the bundle's transform"),
                                                         (self.sample_new, "the new vectors given")) if n]
         checked = (f"{self.sample} sampled vectors match ({'; '.join(against)}; max abs difference "
