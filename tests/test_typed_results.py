@@ -106,7 +106,7 @@ def test_reports_page_table_lists_the_headline_metrics(case: DemoCase, qtbot: Qt
     cli_cells = report_data(case.report)["cells"]
     assert rows == [m for m in next(iter(cli_cells.values())) if m != "n_queries"]
     assert set(case.report.headline_metrics) <= set(rows)
-    assert f"upgraded top-1 {case.report.headline['upgraded_top1']:.3f}" in reports.verdict.text()
+    assert f"upgraded top-1 {format_share(case.report.headline['upgraded_top1'])}" in reports.verdict.text()
 
 
 def test_report_plan_and_run_round_trip_with_their_schema(case: DemoCase) -> None:

@@ -74,6 +74,12 @@ def adapt_queries(
     return _batched(adapter, adapter, [new], batch_size)
 
 
+def query_inputs(adapter: Adapter, new: str, old: str) -> list[str]:
+    """The models whose vectors :func:`adapt_queries` reads for ``adapter``: the old model's only for
+    fusion (gathering a gallery's old vectors for a layer that ignores them cost a second read)."""
+    return [new, old] if adapter.kind == "fusion" and adapter.direction != "forward" else [new]
+
+
 def adapt_gallery(
     adapter: Adapter, old: np.ndarray, side: np.ndarray | None = None, batch_size: int = 8192
 ) -> np.ndarray:

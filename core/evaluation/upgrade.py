@@ -18,7 +18,13 @@ from typing import Any
 
 import numpy as np
 
-from embridge.core.adapters.adapt_arrays import HEAD_KINDS, adapt_gallery, adapt_queries, new_space_vectors
+from embridge.core.adapters.adapt_arrays import (
+    HEAD_KINDS,
+    adapt_gallery,
+    adapt_queries,
+    new_space_vectors,
+    query_inputs,
+)
 from embridge.core.adapters.adapter import Adapter
 from embridge.core.adapters.cascade import cascade_rank
 from embridge.core.evaluation.compat import NOT_BETTER, gain_note, gain_retained
@@ -78,7 +84,8 @@ def upgrade_vectors(maker: MatrixMaker, tasks: UpgradeTasks, adapter: Adapter, o
     q_ids, full_ids, sample_ids = tasks.full.queries.ids, tasks.full.gallery.ids, tasks.sample.gallery.ids
     forward, head = adapter.direction == "forward", adapter.kind in HEAD_KINDS
     q_old, q_new = maker.matrix(q_ids, [old]), maker.matrix(q_ids, [new])
-    q_up = q_new if forward else maker.matrix(q_ids, [new, old], lambda n, o: adapt_queries(adapter, n, o))
+    q_up = q_new if forward else maker.matrix(q_ids, query_inputs(adapter, new, old),  # old vectors: fusion's only
+                                              lambda n, o=None: adapt_queries(adapter, n, o))
     g_old_full = maker.matrix(full_ids, [old])
     g_up_full = maker.matrix(full_ids, [old], lambda o: adapt_gallery(adapter, o)) if forward else g_old_full
     g_new = maker.matrix(sample_ids, [new])

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from embridge.core.adapters import adapt_gallery, adapt_queries, new_space_vectors
-from embridge.core.adapters.adapt_arrays import HEAD_KINDS
+from embridge.core.adapters.adapt_arrays import HEAD_KINDS, query_inputs
 from embridge.core.adapters.adapter import Adapter
 from embridge.core.evaluation.gather import MatrixMaker
 from embridge.core.evaluation.metrics import CellMetrics
@@ -97,11 +97,16 @@ def upgrade_sides(maker: MatrixMaker, sample: EvalSample, adapter: Adapter, old:
     head = adapter.kind in HEAD_KINDS
     q_old, q_new = maker.matrix(q_ids, [old]), maker.matrix(q_ids, [new])
     g_old, g_new = maker.matrix(g_ids, [old]), maker.matrix(g_ids, [new])
-    q_up = q_new if forward else maker.matrix(q_ids, [new, old], lambda n, o: adapt_queries(adapter, n, o))
+    reads = query_inputs(adapter, new, old)  # the new vectors, and the old ones only where the layer reads them
+
+    def upgraded(n: np.ndarray, o: np.ndarray | None = None) -> np.ndarray:
+        return adapt_queries(adapter, n, o)
+
+    q_up = q_new if forward else maker.matrix(q_ids, reads, upgraded)
     g_up = maker.matrix(g_ids, [old], lambda o: adapt_gallery(adapter, o)) if forward else g_old
     q_head = maker.matrix(q_ids, [new], lambda n: new_space_vectors(adapter, n)) if head else q_new
     g_head = maker.matrix(g_ids, [new], lambda n: new_space_vectors(adapter, n)) if head else g_new
-    g_adapted = g_new if forward else maker.matrix(g_ids, [new, old], lambda n, o: adapt_queries(adapter, n, o))
+    g_adapted = g_new if forward else maker.matrix(g_ids, reads, upgraded)
     sides = Sides(q_old, q_new, q_up, q_head, g_old, g_new, g_up, g_head, g_adapted)
     if rollback and forward:
         sides.q_roll, sides.g_roll = maker.matrix(q_ids, [old], lambda o: adapt_gallery(adapter, o)), g_new
