@@ -242,3 +242,29 @@ def test_verify_refuses_to_vouch_for_an_onnx_file_it_could_not_run(bundles: dict
         verify_bundle(bundles["paths"]["mlp"])
     assert set(verify_bundle(bundles["paths"]["mlp"], runtime="torch")["runtimes_checked"]) == {"torch"}
     assert set(verify_bundle(bundles["paths"]["v3_to_v1"])["runtimes_checked"]) == {"numpy", "torch"}
+
+
+def test_verify_checks_an_onnx_bundles_tensors_against_its_layer(bundles: dict, tmp_path: Path) -> None:
+    """No runtime reads an ONNX bundle's adapter.safetensors, so a copy with one tensor scaled and every
+    hash rewritten verified OK while its README still said it holds the layer's tensors."""
+    import zipfile
+
+    from safetensors.numpy import load, save
+
+    folder = tmp_path / "b"
+    with zipfile.ZipFile(bundles["paths"]["mlp"]) as zf:
+        zf.extractall(folder)
+    assert verify_bundle(folder)["ok"]  # as exported
+    tensors = load((folder / "adapter.safetensors").read_bytes())
+    name = sorted(tensors)[0]
+    tensors[name] = tensors[name] * 1.5 + 0.01
+    (folder / "adapter.safetensors").write_bytes(save(tensors))
+    manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    manifest["files"]["adapter.safetensors"] = {"sha256": sha256_file(folder / "adapter.safetensors"),
+                                                "bytes": (folder / "adapter.safetensors").stat().st_size}
+    (folder / MANIFEST).write_text(json.dumps(manifest), encoding="utf-8")
+    sums = {n: e["sha256"] for n, e in manifest["files"].items()}
+    sums[MANIFEST] = sha256_file(folder / MANIFEST)
+    (folder / CHECKSUMS).write_text(checksums_text(sums), encoding="utf-8")
+    with pytest.raises(BundleError, match=rf"adapter\.safetensors's tensor '{re.escape(name)}' is not adapter\.pt's"):
+        verify_bundle(folder)

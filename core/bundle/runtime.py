@@ -201,10 +201,13 @@ def verify_bundle(path: str | Path, limits: BundleLimits | None = None, on_progr
     loaded = load_bundle(path, limits, on_progress=on_progress, should_stop=should_stop, runtime=runtime)
     m = loaded.manifest
     checks = {loaded.runtime: loaded.probe_check}
+    entry = portable.portable_entry(m)
     if runtime == "auto" and loaded.runtime != "torch" and torch_available():
         with open_bundle(path, limits) as src:
-            checks["torch"] = check_probes(src, m, _engine(src, m, "torch"), "torch")
-    entry = portable.portable_entry(m)
+            module = load_module(src)
+            checks["torch"] = check_probes(src, m, torch_engine(module), "torch")
+            if entry is not None and entry.get("runtime") == "onnx":
+                _check_tensors_are_the_modules(src, module)
     if runtime == "auto" and entry is not None and entry["runtime"] not in checks:  # an OK would vouch for it
         raise BundleError(f"{path}: {entry.get('onnx') or entry.get('file')} was not checked: onnxruntime cannot be "
                           "imported here (pip install onnxruntime); the TorchScript payload reproduces the probes "
@@ -213,6 +216,21 @@ def verify_bundle(path: str | Path, limits: BundleLimits | None = None, on_progr
             "files_checked": len(m["files"]) + 2, "probes": loaded.probe_check, "runtime": loaded.runtime,
             "runtimes_checked": checks, "adapter": m["adapter"], "chain": m.get("chain", []),
             "metrics": m.get("metrics", {})}
+
+
+def _check_tensors_are_the_modules(src: BundleSource, module: Any) -> None:
+    """An ONNX bundle's ``adapter.safetensors`` holds the layer's tensors for inspection; no runtime runs
+    it, so it is compared with ``adapter.pt``'s (a file edited with every hash rewritten passed)."""
+    tensors = portable.read_tensors(src)
+    state = {name: t.detach().cpu().float().numpy() for name, t in module.state_dict().items()
+             if t.is_floating_point()}
+    if sorted(tensors) != sorted(state):
+        raise BundleError(f"{src.path}: {portable.PORTABLE_FILE} holds tensors {sorted(tensors)}, {ADAPTER_FILE} "
+                          f"{sorted(state)}: they are not the same layer's")
+    for name, value in state.items():
+        if not np.array_equal(tensors[name].ravel(), value.ravel()):  # a scalar may be stored as one value
+            raise BundleError(f"{src.path}: {portable.PORTABLE_FILE}'s tensor '{name}' is not {ADAPTER_FILE}'s: the file "
+                              "changed after export")
 
 
 def load_bundle(path: str | Path, limits: BundleLimits | None = None, run_probes: bool = True,
