@@ -211,7 +211,11 @@ def open_bundle(path: str | Path, limits: BundleLimits | None = None) -> BundleS
         return FolderSource(source, limits)
     if source.is_file():
         if not zipfile.is_zipfile(source):
-            raise BundleError(f"{source}: not a bundle (neither a folder nor a zip archive)")
+            with source.open("rb") as head:
+                damaged = head.read(4) == b"PK\x03\x04"  # a zip's first member, but no directory at its end
+            raise BundleError(f"{source}: " + ("a damaged or truncated zip archive (its end, the list of its "
+                                               "members, is missing); copy the bundle again" if damaged else
+                                               "not a bundle (neither a folder nor a zip archive)"))
         return ZipSource(source, limits)
     if not os.path.lexists(source):
         raise BundleError(f"{source}: no such bundle")
