@@ -27,5 +27,5 @@ def env_number(name: str, default: N, parse: Callable[[str], N], minimum: N, wha
     except ValueError:
         raise InputError(name, f"must be {what}, got {raw!r}") from None
     if not math.isfinite(value) or value < minimum:
-        raise InputError(name, f"must be {what} of at least {minimum}, got {raw!r}")
+        raise InputError(name, f"must be {what}, finite and at least {minimum:g}, got {raw!r}")
     return value

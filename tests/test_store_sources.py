@@ -420,21 +420,27 @@ def _mixed_id_qdrant(root: Path, v1: np.ndarray) -> str:
     return f"qdrant://{root / 'qdrant'}?collection=mixed"
 
 
-@pytest.mark.parametrize("batch", ["100", "16"])
+@pytest.mark.parametrize("batch", ["100", "16", "20"])
 def test_ids_mixing_integers_and_text_are_refused_for_a_table_target(upgrade: dict, tmp_path: Path, batch: str,
                                                                      capsys: pytest.CaptureFixture[str]) -> None:
     """Qdrant ids mixing integers and UUIDs crashed a migration to Parquet (ArrowInvalid, exit 3). Refused
-    in one line; met in a later batch, the half-written shadow's check says which point stopped it."""
+    in one line; met in a later batch, the half-written shadow's check says which point stopped it, and a
+    rerun (whose first new batch, of 20, holds UUIDs only) refuses again by the shadow's own id type."""
     src = _mixed_id_qdrant(tmp_path, upgrade["vectors"]["v1"][:60])
     dst = f"parquet://{tmp_path / 'pq'}/mixed_v2"
-    code, _, err = cli(capsys, "migrate", "--bundle", str(upgrade["bundle"]), "--from", src, "--to", dst,
-                       "--batch", batch)
+    args = ["migrate", "--bundle", str(upgrade["bundle"]), "--from", src, "--to", dst, "--batch", batch]
+    code, _, err = cli(capsys, *args)
     one_line(code, err, "mix integers and text")
     if batch == "100":  # refused on its first batch: nothing made
         assert not (tmp_path / "pq" / "mixed_v2").exists()
         return
-    code, out, err = cli(capsys, "check", "--uri", dst)
-    assert "mix integers and text" in json.dumps(out) + err and "mend the source" in json.dumps(out) + err, (out, err)
+    for _ in range(2):
+        code, out, err = cli(capsys, "check", "--uri", dst)
+        assert "mix integers and text" in json.dumps(out) + err and "mend the source" in json.dumps(out) + err, err
+        code, _, err = cli(capsys, *args)  # resumed: still refused, nothing of the wrong type written
+        one_line(code, err, "mix integers and text")
+    written = 40 if batch == "20" else 32  # the whole batches of integer ids before the first UUID
+    assert rows(dst) == written and sorted(read_all(dst)) == sorted(str(i) for i in range(written))
 
 
 def test_a_rollback_after_a_migration_into_another_store_says_why_it_cannot_move_the_alias(
@@ -448,3 +454,37 @@ def test_a_rollback_after_a_migration_into_another_store_says_why_it_cannot_move
     assert code == 0 and out["switched"], err
     code, _, err = cli(capsys, "rollback", "--to", src, "--alias", "docs")
     one_line(code, err, "'docs' is not an alias of", "after a migration into another store")
+
+
+def test_a_shadow_written_under_the_default_column_names_is_resumed_and_verified_under_them(
+        upgrade: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A shadow an earlier Embridge wrote with `id` and `vector` columns (the target's defaults) from a source
+    read with ?id=doc_id&vector=embedding: run again, it failed with KeyError (exit 3) looking for doc_id."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    v1 = upgrade["vectors"]["v1"][:50]
+    folder = tmp_path / "pq" / "docs_v1"
+    folder.mkdir(parents=True)
+    pq.write_table(pa.table({"doc_id": [f"doc-{i}" for i in range(50)], "embedding": pa.FixedSizeListArray.from_arrays(
+        pa.array(v1.astype(np.float32).ravel()), v1.shape[1])}), folder / "part-0.parquet")
+    src = f"parquet://{folder}?id=doc_id&vector=embedding"
+    dst = f"parquet://{tmp_path / 'pq'}/docs_v2"
+    args = ["migrate", "--bundle", str(upgrade["bundle"]), "--from", src, "--to"]
+    assert cli(capsys, *args, f"{dst}?id=id&vector=vector")[0] == 0  # the default names, as written before
+    code, out, err = cli(capsys, *args, dst)
+    assert code == 0 and out["status"] == "already complete" and out["written"] == 0, err
+
+
+def test_ids_mixing_integers_and_text_are_refused_for_a_postgresql_table(upgrade: dict, tmp_path: Path,
+                                                                        pg_server: str,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """The table's id column is typed by the first id: a later UUID crashed the insert (TypeError, exit 3)."""
+    from store_fixtures import fresh_pg_database
+
+    src = _mixed_id_qdrant(tmp_path, upgrade["vectors"]["v1"][:60])
+    base = fresh_pg_database(pg_server, "mixedids")
+    dst = f"{base}&table=mixed_v2" if "?" in base else f"{base}?table=mixed_v2"
+    code, _, err = cli(capsys, "migrate", "--bundle", str(upgrade["bundle"]), "--from", src, "--to", dst,
+                       "--batch", "20")
+    one_line(code, err, "mix integers and text")

@@ -118,3 +118,14 @@ def test_an_app_run_reads_as_its_record_and_a_refresh_keeps_it(qtbot: QtBot, win
     assert shown == recorded_text(run)  # the app's own sentence is the one its record gives
     window.refresh_pages()
     assert train.result_label.text() == shown
+
+
+def test_a_run_recorded_before_gain_notes_existed_lists_its_gain() -> None:
+    """Runs recorded by an older Embridge carry gain_retained without gain_retained_note: the Train page's
+    runs table raised KeyError on opening such a workspace."""
+    from embridge.app.pages.train_result import run_row
+
+    run = {"id": 4, "kind": "train", "method": "procrustes", "status": "completed", "config": {},
+           "metrics": {"old_old_top1": 0.5, "new_new_top1": 0.8, "upgraded_top1": 0.7, "gain_retained": 0.6667}}
+    row = run_row(run)
+    assert row[0] == 4 and "66.7%" in row

@@ -71,7 +71,7 @@ def run_row(run: dict[str, Any]) -> list[Any]:
     note = record.error or choice.reason or metrics.get("note")
     gain = metrics.get("gain_retained")
     values = [*[metrics.get(k) for k in HEADLINE if k != "gain_retained"],
-              gain_text(gain, metrics["gain_retained_note"]) if gain is not None or metrics.get("gain_retained_note")
+              gain_text(gain, metrics.get("gain_retained_note")) if gain is not None or metrics.get("gain_retained_note")
               else None]
     judged = [gain_text(metrics[k], None) if k.startswith("gain_retained") and _number(metrics.get(k))
               else metrics.get(k) for k in JUDGED_KEYS]  # gains as shares, as everywhere else

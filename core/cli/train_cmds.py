@@ -236,4 +236,4 @@ def _run_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
 def _shown_metric(key: str, value: float, metrics: dict[str, Any]) -> str:
     """'head/head_top1=0.642' for the ceiling, as report and plan name its cell; 'key=value' otherwise."""
     name = f"{metrics['ceiling_cell']}_top1" if key == "ceiling_top1" else key
-    return f"{name}={value:.3f}"
+    return f"{name}={gain_text(value, None) if key.startswith('gain_retained') else f'{value:.3f}'}"  # a share

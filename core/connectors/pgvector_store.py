@@ -43,7 +43,7 @@ def _array(value: Any) -> np.ndarray:
 class PgVectorConnector(Connector):
     scheme = "postgresql"
     single_client = False
-    aliases_may_be_users = True
+    aliases_may_be_users = one_id_type = True  # its id column is typed by the first id written
 
     def __init__(self, uri: StoreURI) -> None:
         import psycopg

@@ -59,6 +59,8 @@ class SeenIds:
         if target.exists():
             for batch in target.read_batches(8192):
                 self.ids.update(str(i) for i in batch.ids)
+                if self.first is None and len(batch):  # the shadow's id type holds for the rest of the run
+                    self.first = batch.ids[0]
 
     def check(self, source: Connector, batch: Batch) -> None:
         """Raise for a null id, an id seen before, or a NaN/inf or all-zero vector in ``batch``."""
