@@ -41,6 +41,11 @@ def _wait_for_port(port: int, proc: subprocess.Popen, timeout_s: float) -> None:
 @pytest.fixture(scope="module")
 def ray_head() -> Iterator[str]:
     """The address (127.0.0.1:PORT) of a 2-CPU Ray head started for this test module."""
+    yield from started_head({k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"})
+
+
+def started_head(env: dict[str, str]) -> Iterator[str]:
+    """Start ``ray start --head --block`` with ``env``, yield its address, stop it."""
     port = free_port()
     temp = Path(tempfile.mkdtemp(prefix="rh-", dir="/tmp"))  # short: Ray's socket paths have a length limit
     ray_bin = Path(sys.executable).with_name("ray")
@@ -50,7 +55,6 @@ def ray_head() -> Iterator[str]:
            "--ray-client-server-port", str(free_port()), "--dashboard-agent-listen-port", str(free_port()),
            "--metrics-export-port", str(free_port()), "--node-manager-port", str(free_port()),
            "--object-manager-port", str(free_port())]
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
                             start_new_session=True)
     try:

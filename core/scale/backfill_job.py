@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import threading
 import time
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from embridge.core.errors import Cancelled
+from embridge.core.scale.engine import match_cluster_auth
 from embridge.core.store.files import atomic_write_text
 
 STATUS_FILE = "status.json"
@@ -126,20 +126,6 @@ def kill(address: str, namespace: str, name: str) -> bool:
         return True
     finally:
         ray.shutdown()
-
-
-def match_cluster_auth() -> None:
-    """Send the cluster's token when there is one, as ``ray start`` uses it.
-
-    ``ray start`` turns on token authentication when a token exists (``~/.ray/auth_token``,
-    ``RAY_AUTH_TOKEN`` or ``RAY_AUTH_TOKEN_PATH``), but a driver sends it only with
-    ``RAY_AUTH_MODE=token``; an explicit ``RAY_AUTH_MODE`` is left as it is.
-    """
-    if "RAY_AUTH_MODE" in os.environ:
-        return
-    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH") \
-            or (Path.home() / ".ray" / "auth_token").is_file():
-        os.environ["RAY_AUTH_MODE"] = "token"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,6 +15,7 @@ import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from embridge.core.errors import EmbridgeError, InputError, user_error
@@ -43,7 +44,9 @@ def check_engine(engine: str) -> str:
 
 
 def import_ray() -> Any:
-    """Ray itself, or one line saying how to get it."""
+    """Ray itself, or one line saying how to get it; first, the token of a cluster `ray start` began with
+    one is set to be sent (Ray reads that setting when it is imported), or such a cluster refuses us."""
+    match_cluster_auth()
     try:
         import ray
     except ImportError as exc:
@@ -101,3 +104,17 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
             yield RaySession(address, True, int(ray.cluster_resources().get("CPU", 1)))
     finally:
         ray.shutdown()
+
+
+def match_cluster_auth() -> None:
+    """Send the cluster's token when there is one, as ``ray start`` uses it.
+
+    ``ray start`` turns on token authentication when a token exists (``~/.ray/auth_token``,
+    ``RAY_AUTH_TOKEN`` or ``RAY_AUTH_TOKEN_PATH``), but a driver sends it only with
+    ``RAY_AUTH_MODE=token``; an explicit ``RAY_AUTH_MODE`` is left as it is.
+    """
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH") \
+            or (Path.home() / ".ray" / "auth_token").is_file():
+        os.environ["RAY_AUTH_MODE"] = "token"
