@@ -207,14 +207,16 @@ def test_detached_job_outlives_its_submitter_and_is_recorded_on_reattach(ws_path
 
 
 def actor_alive(address: str, namespace: str, name: str) -> bool:
-    probe = ("import ray,sys\nray.init(address=sys.argv[1], namespace=sys.argv[2], log_to_driver=False)\n"
+    probe = ("import sys\nfrom embridge.core.scale.engine import match_cluster_auth\nmatch_cluster_auth()\n"
+             "import ray\nray.init(address=sys.argv[1], namespace=sys.argv[2], log_to_driver=False)\n"
              "try:\n    ray.get_actor(sys.argv[3]); print('alive')\nexcept ValueError:\n    print('gone')\n")
     out = subprocess.run([sys.executable, "-c", probe, address, namespace, name], capture_output=True, text=True,
                          timeout=120, check=True)
     return out.stdout.strip().endswith("alive")
 
 
-def test_cancel_stops_the_ray_job_and_records_it(ws_path: Path, ray_head: str) -> None:  # noqa: F811
+def test_cancel_stops_the_ray_job_and_records_it(ws_path: Path, ray_head: str,  # noqa: F811
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
     with Workspace.open(ws_path) as ws:
         # one item per chunk: the job runs for seconds, and is cancelled as soon as the cluster runs it
         job = detached_jobs.submit_backfill(ws, NEW, ws.gallery_ids(), address=ray_head, chunk=1)
@@ -231,6 +233,11 @@ def test_cancel_stops_the_ray_job_and_records_it(ws_path: Path, ray_head: str) -
         # how far it had come stays readable after the cancel (it read 0 once recorded)
         assert seen <= final.done < job.items and detached_jobs.status(ws, job).done == final.done
         assert len(ws.vector_sets(NEW)) == sets_before  # nothing of a cancelled job is recorded
+    from embridge.core.cli.main import main
+
+    assert main(["jobs", "status", "--workspace", str(ws_path), "--run", str(job.run_id)]) == 0
+    said = capsys.readouterr().out
+    assert ": cancelled, " in said and "vector set" not in said, said  # it stored none ('vector set None')
     end = time.monotonic() + 30
     while actor_alive(job.address, job.namespace, job.job_id) and time.monotonic() < end:
         time.sleep(1)

@@ -481,3 +481,18 @@ def test_a_float64_value_beyond_float32_is_named_as_such(bundles: dict, tmp_path
         warnings.simplefilter("error")  # no overflow warning on the way
         with pytest.raises(EmbridgeError, match=r"row 3: point 3 holds 1e\+300, a value beyond the float32 range"):
             transform_gallery(bundles["linear"], str(tmp_path / "in"), str(tmp_path / "out"))
+
+
+def test_a_null_inside_a_vector_is_named_as_a_null(bundles: dict, tmp_path: Path) -> None:
+    """A null element became NaN on the way to numpy and was reported as 'NaN or inf values'."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    v = bundles["vectors"]["v3"][:20].astype(np.float32)
+    values = v.ravel().tolist()
+    values[2 * v.shape[1] + 5] = None
+    (tmp_path / "in").mkdir()
+    pq.write_table(pa.table({"id": pa.array(range(100, 120), pa.int64()), "vector": pa.FixedSizeListArray.from_arrays(
+        pa.array(values, pa.float32()), v.shape[1])}), tmp_path / "in" / "part-0.parquet")
+    with pytest.raises(InputError, match=r"row 2 of column 'vector' \(id 102\) holds a null value inside its vector"):
+        transform_gallery(bundles["linear"], str(tmp_path / "in"), str(tmp_path / "out"))

@@ -103,8 +103,8 @@ def cmd_jobs(args: argparse.Namespace) -> Result:
     text = f"run {job.run_id} ({job.job_id}): {current.state}, {current.done}/{current.total} items"
     if current.error and current.state != "completed":
         text += f": {current.error}"
-    if run.get("metrics"):
-        text += f"; vector set {run['metrics'].get('vector_set')}"
+    if (run.get("metrics") or {}).get("vector_set") is not None:  # a cancelled or lost job stored none
+        text += f"; vector set {run['metrics']['vector_set']}"
     return {**job.to_dict(), "status": current.to_dict(), "metrics": run.get("metrics") or {}}, text
 
 

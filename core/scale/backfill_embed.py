@@ -250,7 +250,7 @@ def _older_marker_of(before: Any, state: dict[str, Any], files: list[str]) -> bo
 def _on_ray(model: ModelRef, jobs: list[tuple], actors: int | None, num_gpus: float, batch_size: int,
             address: str | None, report: Any, should_stop: StopFn | None, role: str | None = None) -> list[int]:
     """An ActorPool of model holders (one GPU each with ``num_gpus``); chunks in order, results in order."""
-    ray = import_ray()
+    ray = import_ray(address)
     from ray.util import ActorPool
 
     with ray_session(address) as session:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -43,10 +44,12 @@ def check_engine(engine: str) -> str:
     return engine
 
 
-def import_ray() -> Any:
-    """Ray itself, or one line saying how to get it; first, the token of a cluster `ray start` began with
-    one is set to be sent (Ray reads that setting when it is imported), or such a cluster refuses us."""
-    match_cluster_auth()
+def import_ray(address: str | None = None) -> Any:
+    """Ray itself, or one line saying how to get it. To attach to a cluster (``address``, else
+    ``RAY_ADDRESS``), the token of one `ray start` began with it is first set to be sent: Ray reads that
+    setting when it is imported, and such a cluster refuses a driver without it. A local Ray needs none."""
+    if (address or os.environ.get("RAY_ADDRESS")) not in (None, "", "local") and "ray" not in sys.modules:
+        match_cluster_auth()
     try:
         import ray
     except ImportError as exc:
@@ -84,7 +87,7 @@ def remote_errors() -> Iterator[None]:
 @contextmanager
 def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iterator[RaySession]:
     """Attach to ``address`` (else ``RAY_ADDRESS``), reuse an open session, or start a local Ray."""
-    ray = import_ray()
+    ray = import_ray(address)
     if ray.is_initialized():
         with remote_errors():
             yield RaySession(None, False, int(ray.cluster_resources().get("CPU", 1)))

@@ -124,6 +124,11 @@ def transform_partition(bundle: str, part: Partition | dict[str, Any], target: s
         row = vec.is_null().to_pylist().index(True)
         raise InputError(part.path, f"row {row} of column '{vec_col}' (id {table.column(id_col)[row].as_py()!r}) is a "
                          f"null vector ({vec.null_count} such rows)")
+    values = vec.flatten()
+    if values.null_count:  # a null inside a vector: to_numpy would make it NaN, and it would be named so
+        row = int(np.flatnonzero(values.is_null().to_numpy(zero_copy_only=False))[0]) // width
+        raise InputError(part.path, f"row {row} of column '{vec_col}' (id {table.column(id_col)[row].as_py()!r}) "
+                         "holds a null value inside its vector")
     # a float64 value beyond float32's range is named as such, not left to become inf ("NaN or inf")
     old = float32_rows(vec.flatten().to_numpy(zero_copy_only=False), len(vec), width,
                        f"{part.path}: column '{vec_col}'", table.column(id_col).to_pylist(), 0)

@@ -66,7 +66,7 @@ def transform_on_ray(jobs: list[tuple], address: str | None, num_cpus: int | Non
                      should_stop: StopFn | None, output: str = "parquet") -> list[PartitionResult]:
     """Run ``jobs`` (bundle, partition, target, id, vector) writing ``output`` (parquet or lance) as a Ray
     Data pipeline; results by partition."""
-    ray = import_ray()
+    ray = import_ray(address)
     done = [PartitionResult(job[1].name, 0, 0.0, skipped=True) for job in jobs if os.path.exists(job[2])]
     todo = [job for job in jobs if not os.path.exists(job[2])]
     if not todo:
