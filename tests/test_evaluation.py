@@ -67,13 +67,19 @@ def test_own_item_relevance_adds_the_queries_to_the_gallery() -> None:
     assert _task(rule, np.array([7, 8]), gallery.ids).exclude is None
 
 
+def _random_judgments(rng: np.random.Generator, q_ids: np.ndarray, g_ids: np.ndarray,
+                      lowest_grade: int) -> Judgments:
+    """Four judged documents per query, grades from ``lowest_grade`` to 3, all in the test split."""
+    rows = [(q, g, int(rng.integers(lowest_grade, 4))) for q in q_ids for g in rng.choice(g_ids, 4, replace=False)]
+    return Judgments.from_arrays([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows],
+                                 ["test"] * len(rows))
+
+
 def test_judged_scoring_matches_the_reference_judged_metrics() -> None:
     rng = np.random.default_rng(3)
     n_q, n_g, dim = 40, 60, 8
     q_ids, g_ids = np.arange(100, 100 + n_q), np.arange(n_g)
-    rows = [(q, g, int(rng.integers(0, 4))) for q in q_ids for g in rng.choice(g_ids, 4, replace=False)]
-    judgments = Judgments.from_arrays([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows],
-                                      ["test"] * len(rows))
+    judgments = _random_judgments(rng, q_ids, g_ids, lowest_grade=0)
     rule = judged_rule(judgments, "test")
     assert rule.source == JUDGMENTS and rule.graded()
     task = _task(rule, q_ids, g_ids)
@@ -96,9 +102,7 @@ def test_judged_documents_missing_from_the_gallery_count_as_misses_in_every_metr
     rng = np.random.default_rng(5)
     n_q, n_g, dim = 30, 60, 8
     q_ids, all_ids = np.arange(100, 100 + n_q), np.arange(n_g)
-    rows = [(q, g, int(rng.integers(1, 4))) for q in q_ids for g in rng.choice(all_ids, 4, replace=False)]
-    judgments = Judgments.from_arrays([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows],
-                                      ["test"] * len(rows))
+    judgments = _random_judgments(rng, q_ids, all_ids, lowest_grade=1)
     g_ids = all_ids[:40]  # the searched gallery lacks 20 judged documents
     task = _task(judged_rule(judgments, "test"), q_ids, g_ids)
     queries = l2_normalize(rng.standard_normal((n_q, dim)))
