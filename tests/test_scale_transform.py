@@ -496,3 +496,30 @@ def test_a_null_inside_a_vector_is_named_as_a_null(bundles: dict, tmp_path: Path
         pa.array(values, pa.float32()), v.shape[1])}), tmp_path / "in" / "part-0.parquet")
     with pytest.raises(InputError, match=r"row 2 of column 'vector' \(id 102\) holds a null value inside its vector"):
         transform_gallery(bundles["linear"], str(tmp_path / "in"), str(tmp_path / "out"))
+
+
+def test_an_address_where_something_else_listens_is_one_line_in_seconds(bundles: dict, tmp_path: Path) -> None:
+    """A web server (a dashboard, say) or a socket that never answers on the --ray-address port passed the
+    TCP check, and Ray then retried for minutes."""
+    import socket
+    import threading
+    import time
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from embridge.core.scale.engine import EngineError, check_reachable
+
+    web = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
+    threading.Thread(target=web.serve_forever, daemon=True).start()
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(4)  # accepts, never answers
+    try:
+        for port in (web.server_address[1], silent.getsockname()[1]):
+            began = time.monotonic()
+            with pytest.raises(EngineError, match="something listens there but does not answer as a Ray cluster"):
+                check_reachable(f"127.0.0.1:{port}")
+            assert time.monotonic() - began < 15
+    finally:
+        web.shutdown()
+        web.server_close()
+        silent.close()

@@ -66,10 +66,32 @@ def check_reachable(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
     if not host or not port.isdigit():
         return  # a form Ray resolves itself; its own error says what is wrong
     try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+        conn = socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s)
     except OSError as exc:
         raise EngineError(f"--ray-address {address}: no Ray cluster answers there ({exc.strerror or exc}); "
                           "start one with 'ray start --head' or check the address") from None
+    with conn:
+        if os.environ.get("RAY_USE_TLS", "0").lower() in ("0", "false", ""):  # a TLS cluster answers no plain probe
+            _check_grpc(conn, address, min(timeout_s, 5.0))  # a cluster answers in milliseconds
+
+
+# an HTTP/2 client's opening (the connection preface and an empty SETTINGS frame): a gRPC server, as
+# Ray's GCS and client server are, answers with a SETTINGS frame of its own
+_H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+
+
+def _check_grpc(conn: socket.socket, address: str, timeout_s: float) -> None:
+    """Refuse a port where something other than Ray listens (a dashboard, a web server, a socket that never
+    answers): Ray itself would retry for minutes."""
+    try:
+        conn.settimeout(timeout_s)
+        conn.sendall(_H2_PREFACE)
+        reply = conn.recv(9)
+    except OSError:
+        reply = b""
+    if len(reply) < 4 or reply[3] != 4:  # the frame type of SETTINGS
+        raise EngineError(f"--ray-address {address}: something listens there but does not answer as a Ray "
+                          "cluster (a head's GCS port, 6379 unless set; the dashboard's 8265 is not it)")
 
 
 @contextmanager
