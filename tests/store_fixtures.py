@@ -8,6 +8,7 @@ started once per session by ``pgserver`` (its wheel ships the server and the ext
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -168,3 +169,11 @@ def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, Any, str]:
 
 def unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def one_line(code: int, err: str, *needles: str) -> None:
+    """Exit 1 and one error line (besides progress lines) holding every needle."""
+    lines = [line for line in err.splitlines() if not re.match(r"\S+: \d+/\d+ ", line)]
+    assert code == 1 and len(lines) == 1 and lines[0].startswith("embridge: error: "), err
+    for needle in needles:
+        assert needle in err, (needle, err)

@@ -10,26 +10,18 @@ Every store is a real embedded Qdrant (local mode) filled through qdrant-client.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from store_fixtures import cli, fct_upgrade, unit
+from store_fixtures import cli, fct_upgrade, one_line, unit
 
 
 @pytest.fixture(scope="module")
 def upgrade(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return fct_upgrade(tmp_path_factory.mktemp("qdrant-shadow"))
 
-
-def one_line(code: int, err: str, *needles: str) -> None:
-    """Exit 1 and one error line (besides progress lines) holding every needle."""
-    lines = [line for line in err.splitlines() if not re.match(r"\S+: \d+/\d+ ", line)]
-    assert code == 1 and len(lines) == 1 and lines[0].startswith("embridge: error: "), err
-    for needle in needles:
-        assert needle in err, (needle, err)
 
 
 def migrate(capsys: pytest.CaptureFixture[str], upgrade: dict, source: str, target: str) -> tuple[int, Any, str]:

@@ -6,26 +6,18 @@ the option or the store, with nothing of the user's changed and nothing written.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from store_fixtures import cli, fct_upgrade, fill_source, fresh_pg_database, read_all
+from store_fixtures import cli, fct_upgrade, fill_source, fresh_pg_database, one_line, read_all
 
 
 @pytest.fixture(scope="module")
 def upgrade(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return fct_upgrade(tmp_path_factory.mktemp("store-hostile"))
 
-
-def one_line(code: int, err: str, *needles: str) -> None:
-    """Exit 1 and one error line (besides progress lines) holding every needle."""
-    lines = [line for line in err.splitlines() if not re.match(r"\S+: \d+/\d+ ", line)]
-    assert code == 1 and len(lines) == 1 and lines[0].startswith("embridge: error: "), err
-    for needle in needles:
-        assert needle in err, (needle, err)
 
 
 def migrate(capsys: pytest.CaptureFixture[str], upgrade: dict, source: str, target: str,

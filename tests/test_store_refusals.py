@@ -7,7 +7,6 @@ store outputs may go, damaged files, aliases, and outputs left by refused scale-
 from __future__ import annotations
 
 import os
-import re
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 from scale_fixtures import write_items
-from store_fixtures import cli, fct_upgrade, fill_source
+from store_fixtures import cli, fct_upgrade, fill_source, one_line
 
 from embridge.core.connectors.gallery_import import import_from_store
 from embridge.core.errors import ImportDataError
@@ -60,13 +59,6 @@ def parquet_store(folder: Path, ids: list[Any], vectors: np.ndarray, parts: int 
                        folder / f"part-{n}.parquet")
     return f"parquet://{folder}"
 
-
-def one_line(code: int, err: str, *needles: str) -> None:
-    """Exit 1 and one error line (besides progress lines) holding every needle."""
-    lines = [line for line in err.splitlines() if not re.match(r"\S+: \d+/\d+ ", line)]
-    assert code == 1 and len(lines) == 1 and lines[0].startswith("embridge: error: "), err
-    for needle in needles:
-        assert needle in err, (needle, err)
 
 
 def test_a_refused_store_import_stores_nothing(upgrade: dict, tmp_path: Path,

@@ -8,14 +8,13 @@ schema) the user named, and nothing is made under the still-encoded name (or in 
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import numpy as np
 import pytest
-from store_fixtures import cli, fct_upgrade, fill_source, fresh_pg_database, read_all
+from store_fixtures import cli, fct_upgrade, fill_source, fresh_pg_database, one_line, read_all
 
 from embridge.core.connectors.connector import StoreURI, encode_query
 
@@ -33,12 +32,6 @@ def encoded(uri: str) -> str:
     path, sep, query = rest.partition("?")
     return f"{scheme}:///{quote(path)}{sep}{query}"
 
-
-def one_line(code: int, err: str, *needles: str) -> None:
-    lines = [line for line in err.splitlines() if not re.match(r"\S+: \d+/\d+ ", line)]
-    assert code == 1 and len(lines) == 1 and lines[0].startswith("embridge: error: "), err
-    for needle in needles:
-        assert needle in err, (needle, err)
 
 
 @pytest.mark.parametrize("kind", ["parquet", "lancedb", "qdrant", "chroma"])
