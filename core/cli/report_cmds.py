@@ -236,15 +236,8 @@ def _queries_text(sizes: dict[str, Any]) -> str:
     return f"{scored} queries scored (of {total})" if isinstance(scored, int) and scored < total else f"{total} queries"
 
 
-def _gain(value: Any, note: Any) -> str:
-    """A share as a percentage, or 'undefined — <why>', as train and the app say it."""
-    from embridge.core.report.number_source import gain_text
-
-    return gain_text(value, note)
-
-
 def _report_text(report: Report) -> str:
-    from embridge.core.report.number_source import flips_text
+    from embridge.core.report.number_source import flips_text, gain_text
 
     h, s = report.headline, report.sizes
     lines = [f"report #{report.report_id}: {report.method} layer of run {report.run_id}, "
@@ -254,7 +247,7 @@ def _report_text(report: Report) -> str:
              f"top-1: old/old {format_share(h['old_old_top1'])}, {report.ceiling_cell} "
              f"{format_share(h['ceiling_top1'])}, {report.upgraded_cell} {format_share(h['upgraded_top1'])}"
              f"{sample_floor_text(h.get('old_old_sample_top1'), h.get('upgraded_sample_top1'))}; "
-             f"gain retained {_gain(h['gain_retained'], h.get('gain_retained_note'))}, ARR@{h['arr_k']} "
+             f"gain retained {gain_text(h['gain_retained'], h.get('gain_retained_note'))}, ARR@{h['arr_k']} "
              f"{format_share(h['arr'])}",
              flips_text(h)]
     for key in JUDGED_METRICS:
@@ -263,7 +256,7 @@ def _report_text(report: Report) -> str:
             lines.append(f"{name}: old/old {format_share(h.get(f'old_old_{key}'))}, new/new "
                          f"{format_share(h.get(f'new_new_{key}'))}, {report.upgraded_cell} {format_share(h[key])}"
                          f"{sample_floor_text(h.get(f'old_old_sample_{key}'), h.get(f'upgraded_sample_{key}'))}; "
-                         f"gain retained {_gain(h.get(f'gain_retained_{key}'), h.get(f'gain_retained_{key}_note'))}")
+                         f"gain retained {gain_text(h.get(f'gain_retained_{key}'), h.get(f'gain_retained_{key}_note'))}")
     lines += measured_on_lines(h)  # old/old and the upgraded cell may search more than new/new's sample
     lines += [*report.verdicts, report.search["statement"]]
     from embridge.core.report.report_record import curve_metric
