@@ -23,6 +23,7 @@ import torch
 
 from embridge.core.device import resolve_device
 from embridge.core.errors import Cancelled, InputError
+from embridge.core.l2 import zero_rows
 from embridge.core.models import LoadedModel, ModelSpec, load_model, make_inputs
 from embridge.core.models.spec import role_of_split
 from embridge.core.progress import ProgressFn, StopFn, Throughput, check_stop, no_progress
@@ -166,7 +167,7 @@ class _ZeroRows:
         self.n, self.example = 0, ""
 
     def count(self, block: np.ndarray, items: list[dict[str, Any]]) -> None:
-        zero = np.flatnonzero(~np.asarray(block).any(axis=1))
+        zero = zero_rows(block)
         if len(zero) and not self.n:
             self.example = str(items[int(zero[0])]["key"])
         self.n += int(len(zero))
@@ -174,7 +175,7 @@ class _ZeroRows:
     def count_stored(self, path: str, rows: int, items_of: Callable[[np.ndarray], list[dict[str, Any]]]) -> None:
         stored, named = np.load(path, mmap_mode="r"), False
         for start in range(0, rows, 65_536):
-            zero = np.flatnonzero(~np.asarray(stored[start:min(start + 65_536, rows)]).any(axis=1))
+            zero = zero_rows(stored[start:min(start + 65_536, rows)])
             if len(zero) and not named:  # these rows come before any this run embedded
                 self.example, named = str(items_of(zero[:1] + start)[0]["key"]), True
             self.n += int(len(zero))
