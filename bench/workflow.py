@@ -4,7 +4,7 @@ Synthetic old-model gallery vectors (N unit rows around 2,000 centres) in an unc
 with keys ``d<i>``, and a new model's vectors of a seeded sample of that gallery (20,000 items; a
 rotation of the old ones plus noise) in a second ``.npz``. The steps are the command line's, each in
 a fresh process (its peak resident memory is that process's ``VmHWM``; the one-off imports of torch,
-faiss and the engine's modules, all but the store connectors and the Ray scale-out, are done before
+faiss, sqlite-utils and the engine's modules, all but the store connectors and the Ray scale-out, are done before
 the clock starts): ``model add`` of both files
 (referenced, not copied; not timed), ``import --format vectors --model old`` (the gallery becomes
 new items and the old model's vector set), ``import --format vectors --model new`` (attach the

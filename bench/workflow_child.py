@@ -40,6 +40,9 @@ def _warm_imports() -> None:
     for info in pkgutil.walk_packages(embridge.core.__path__, "embridge.core."):
         if info.name.split(".")[2] not in NOT_WARMED:
             importlib.import_module(info.name)
+    from embridge.core.store.sqlite_import import sqlite_utils
+
+    sqlite_utils()  # the workspace's SQLite layer, which the engine loads on first opening one
 
 
 def _step(argv: list[str]) -> None:

@@ -122,9 +122,9 @@ def current_version(db: sqlite_utils.Database) -> int:
 def _current_tables() -> dict[str, frozenset[str]]:
     """Every table of the current schema and its columns, as the migrations build them (so a table a
     later migration adds is checked as surely as the first ones)."""
-    import sqlite_utils
+    from embridge.core.store.sqlite_import import sqlite_utils as sqlite_utils_module
 
-    db = sqlite_utils.Database(memory=True, execute_plugins=False)
+    db = sqlite_utils_module().Database(memory=True, execute_plugins=False)
     for version in range(SCHEMA_VERSION):
         MIGRATIONS[version](db)
     return {name: frozenset(c.name for c in db[name].columns) for name in db.table_names()}

@@ -45,6 +45,7 @@ from embridge.core.store.row_copy import GATHER_BLOCK, copy_rows, matching_rows
 from embridge.core.store.rows import now_iso
 from embridge.core.store.schema import check_tables, current_version, migrate
 from embridge.core.store.sqlite_errors import translate as _translate
+from embridge.core.store.sqlite_import import sqlite_utils as sqlite_utils_module
 from embridge.core.store.vector_matrix import (
     SUPPORTED_DTYPES,
     VectorSetWriter,
@@ -109,9 +110,8 @@ class Workspace(ItemsMixin, ModelsMixin, RecordsMixin, JudgmentsMixin):
         db_path = root / DB_NAME
         conn = sqlite3.connect(str(db_path), timeout=resolve_busy_timeout(busy_timeout), check_same_thread=False)
         try:
-            import sqlite_utils  # no plugins: one would change every connection; loading them costs ~0.1 s
-
-            db = sqlite_utils.Database(conn, execute_plugins=False)
+            # no plugins: one would change every connection; loading them costs ~0.1 s
+            db = sqlite_utils_module().Database(conn, execute_plugins=False)
             db.execute("PRAGMA foreign_keys=ON")
             tables = db.table_names()  # checked before anything is written to the file
             if not create and not tables and holds_files(root):  # else: a create cut short, finished now
