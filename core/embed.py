@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -230,13 +230,22 @@ def _embed_chunk(model: LoadedModel, items: list[dict[str, Any]], offset: int, t
     return np.concatenate(parts)
 
 
+@dataclass(frozen=True)
+class Whole:
+    """Ids an evaluation sample takes all together or not at all: a judged query with the documents
+    judged relevant to it, which cannot be scored with only part of them embedded."""
+
+    ids: np.ndarray
+
+
 def sample_ids(ids: np.ndarray, size: int | None, seed: int = 0,
-               first: Sequence[np.ndarray] = ()) -> np.ndarray:
+               first: Sequence[np.ndarray | Whole] = ()) -> np.ndarray:
     """A seeded random sample of ``size`` ids in ascending order (all ids when size is None, 0 or too big).
 
-    ``first``: groups of ids taken before the rest, in order (the group that crosses ``size`` is
-    sampled). This is how an evaluation sample is drawn: the CLI's ``embed --sample`` and the
-    Gallery page agree.
+    ``first``: groups of ids taken before the rest, in order: a :class:`Whole` group only when all of
+    its ids not yet taken still fit (else it is passed over for the next), any other group as far as
+    it fits (the group that crosses ``size`` is sampled). This is how an evaluation sample is drawn:
+    the CLI's ``embed --sample`` and the Gallery page agree.
     """
     if not size or size >= len(ids):
         return ids
@@ -244,29 +253,53 @@ def sample_ids(ids: np.ndarray, size: int | None, seed: int = 0,
     if not first:
         return np.sort(rng.choice(ids, size=size, replace=False))
     pool = np.unique(np.asarray(ids, dtype=np.int64))
-    chosen = np.empty(0, dtype=np.int64)
+    taken = np.zeros(pool.size, dtype=bool)  # by position in ``pool``: a judged query's group is a few ids
+    count = 0
     for group in (*first, pool):
-        group = np.setdiff1d(np.intersect1d(np.asarray(group, dtype=np.int64), pool), chosen)
-        room = size - chosen.size
+        room = size - count
         if room <= 0:
             break
-        chosen = np.union1d(chosen, group if group.size <= room else rng.choice(group, size=room, replace=False))
-    return chosen
+        whole = isinstance(group, Whole)
+        members = np.asarray(group.ids if whole else group, dtype=np.int64)
+        at = np.minimum(np.searchsorted(pool, members), pool.size - 1)
+        at = np.unique(at[pool[at] == members])
+        at = at[~taken[at]]
+        if at.size > room:
+            if whole:
+                continue
+            at = rng.choice(at, size=room, replace=False)
+        taken[at] = True
+        count += at.size
+    return pool[taken]
 
 
-def judged_first(workspace: Any) -> list[np.ndarray]:
-    """The judged test queries, then the documents judged relevant to them, then the same for dev and
-    for train queries: every cell scores only queries the new model embedded, and new/new only those
-    whose judged documents it embedded too, so an evaluation sample holding these first scores every
-    judged query that its size allows (reports name the queries left out)."""
+def judged_first(workspace: Any) -> list[np.ndarray | Whole]:
+    """What an evaluation sample takes first, so it scores as many judged queries as its size allows.
+
+    Every cell scores only queries the new model embedded, and new/new only those whose relevant
+    documents it embedded too. So the sample first completes whole judged test queries, then dev
+    ones, those with the fewest relevant documents first (a sample too small for all of them scores
+    as many as fit, rather than holding part of every query's documents and completing none); then
+    the judged queries of each split (test, dev, train) and their relevant documents as far as they fit.
+    """
     if not workspace.has_judgments():
         return []
     j = workspace.judgments()
     relevant = j.grades > 0
-    groups = []
+    wholes: list[np.ndarray | Whole] = []
+    rest: list[np.ndarray | Whole] = []
     for split in ("test", "dev", "train"):
-        groups += [np.unique(j.query_ids[j.splits == split]), np.unique(j.item_ids[relevant & (j.splits == split)])]
-    return groups
+        in_split = j.splits == split
+        pairs = relevant & in_split
+        queries, docs = j.query_ids[pairs], j.item_ids[pairs]
+        if split != "train":  # train queries serve training, where part of a query's documents still counts
+            order = np.lexsort((docs, queries))
+            queries, docs = queries[order], docs[order]
+            judged, starts, counts = np.unique(queries, return_index=True, return_counts=True)
+            by_cost = np.argsort(counts, kind="stable")  # fewest relevant documents first; ties by query id
+            wholes += [Whole(np.append(docs[starts[i]:starts[i] + counts[i]], judged[i])) for i in by_cost]
+        rest += [np.unique(j.query_ids[in_split]), np.unique(docs)]
+    return wholes + rest
 
 
 def embed_recorded(workspace: Any, model_name: str, item_ids: Sequence[int] | np.ndarray, *,

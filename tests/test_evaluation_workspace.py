@@ -174,24 +174,58 @@ def test_no_comparable_test_query_is_refused_naming_what_to_embed(tmp_path: Path
 
 
 def test_an_evaluation_sample_takes_the_judged_queries_and_their_documents_first(judged: dict[str, Any]) -> None:
-    from embridge.core.embed import judged_first, sample_ids
+    from embridge.core.embed import Whole, judged_first, sample_ids
 
     with Workspace.open(judged["path"]) as ws:
         groups = judged_first(ws)
         docs, queries = judged["doc_ids"], judged["query_ids"]
-        for i, split in enumerate(("test", "dev", "train")):
-            assert groups[2 * i].tolist() == sorted(queries[judged["splits"] == split].tolist())
-            assert groups[2 * i + 1].tolist() == sorted(docs[judged["relevant"][judged["splits"] == split]].tolist())
-        pick = sample_ids(docs, 200, seed=1, first=groups)
-        everything = np.union1d(docs, queries)
-        mixed = sample_ids(everything, 400, seed=1, first=groups)  # queries and documents drawn together
+    wholes, rest = [g for g in groups if isinstance(g, Whole)], [g for g in groups if not isinstance(g, Whole)]
+    relevant = {int(q): int(d) for q, d in zip(queries, docs[judged["relevant"]], strict=True)}
+    test_dev = queries[np.isin(judged["splits"], ("test", "dev"))]
+    # one whole group per judged test and dev query (its one relevant document and itself), test first
+    assert [sorted(w.ids.tolist()) for w in wholes] == [sorted([relevant[int(q)], int(q)]) for q in
+                                                        queries[judged["splits"] == "test"].tolist() +
+                                                        queries[judged["splits"] == "dev"].tolist()]
+    assert len(wholes) == len(test_dev)
+    for i, split in enumerate(("test", "dev", "train")):  # then each split's queries and relevant documents
+        assert rest[2 * i].tolist() == sorted(queries[judged["splits"] == split].tolist())
+        assert rest[2 * i + 1].tolist() == sorted(docs[judged["relevant"][judged["splits"] == split]].tolist())
+    pick = sample_ids(docs, 200, seed=1, first=groups)
+    everything = np.union1d(docs, queries)
+    mixed = sample_ids(everything, 400, seed=1, first=groups)  # queries and documents drawn together
     assert pick.size == 200 and np.all(np.diff(pick) > 0)
-    assert set(groups[1].tolist()) <= set(pick.tolist())  # all 150 test documents, then 50 of the dev ones
-    assert len(set(groups[3].tolist()) & set(pick.tolist())) == 50
+    assert set(rest[1].tolist()) <= set(pick.tolist())  # all 150 test documents, then 50 of the dev ones
+    assert len(set(rest[3].tolist()) & set(pick.tolist())) == 50
     assert sample_ids(docs, 200, seed=1).tolist() != pick.tolist()  # without judgments: a plain random draw
-    # every judged test query and its documents, then the dev ones, before any random item
-    assert set(groups[0].tolist()) | set(groups[1].tolist()) <= set(mixed.tolist())
-    assert mixed.size == 400 and set(groups[2].tolist()) <= set(mixed.tolist())
+    # every judged test query and its documents, then whole dev queries with theirs, before any random item
+    assert set(rest[0].tolist()) | set(rest[1].tolist()) <= set(mixed.tolist())
+    dev_whole = [q for q in rest[2].tolist() if {q, relevant[q]} <= set(mixed.tolist())]
+    assert mixed.size == 400 and len(dev_whole) == (400 - 2 * len(rest[0])) // 2 > 0
+
+
+def test_a_sample_too_small_for_every_judged_query_completes_as_many_as_fit(tmp_path: Path) -> None:
+    """Test queries with 1 to 8 relevant documents each and a sample with room for a third of them:
+    the sample holds whole queries (each with all its relevant documents), as many as fit, rather than
+    part of every query's documents (which scored 2 of 40 queries before)."""
+    from embridge.core.embed import judged_first, sample_ids
+    from embridge.core.store.judgments import Judgments
+
+    rng = np.random.default_rng(3)
+    ws = Workspace.create(tmp_path / "ws")
+    docs = np.asarray(ws.add_items([{"key": f"d{i}", "split": "gallery"} for i in range(400)]), dtype=np.int64)
+    queries = np.asarray(ws.add_items([{"key": f"q{i}", "split": "query"} for i in range(50)]), dtype=np.int64)
+    sizes = rng.integers(1, 9, size=50)
+    owned = np.split(rng.permutation(docs)[:sizes.sum()], np.cumsum(sizes)[:-1])  # disjoint relevant sets
+    splits = np.where(np.arange(50) < 40, "test", "dev")
+    ws.add_judgments(Judgments(np.repeat(queries, sizes), np.concatenate(owned), np.ones(sizes.sum(), np.int32),
+                               np.repeat(splits, sizes).astype("<U5")))
+    groups = judged_first(ws)
+    ws.close()
+    size = 120
+    chosen = set(sample_ids(np.union1d(docs, queries), size, seed=0, first=groups).tolist())
+    complete = [i for i in range(40) if int(queries[i]) in chosen and set(owned[i].tolist()) <= chosen]
+    best = int(np.searchsorted(np.cumsum(np.sort(sizes[:40]) + 1), size, side="right"))  # smallest queries first
+    assert len(chosen) == size and len(complete) == best and best >= 20, (len(complete), best)
 
 
 def test_test_queries_without_any_relevant_item_are_refused_before_a_run(tmp_path: Path) -> None:
