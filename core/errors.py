@@ -34,6 +34,11 @@ def _rebuilt_input_error(cls: type[InputError], source: str | None, problem: str
     return err
 
 
+class UsageError(InputError):
+    """An option's value, or a combination of options, refused before any work: exit status 2, as for
+    the values the argument parser itself refuses (a script can tell misuse from a failed run)."""
+
+
 class CheckpointError(InputError):
     """A model checkpoint cannot be loaded or does not behave like an embedder."""
 

@@ -159,8 +159,8 @@ def test_cli_export_verify_inspect_apply(setup: dict, tmp_path: Path, capsys: py
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err.count("\n") == 1 and "broken.zip" in captured.err
     assert main(["bundle", "export", "--workspace", str(setup["path"]), "--chain", "1,x", "--out",
-                 str(tmp_path / "x.zip")]) == 1
-    assert "--chain" in capsys.readouterr().err
+                 str(tmp_path / "x.zip")]) == 2
+    assert "--chain: expected comma-separated run ids" in capsys.readouterr().err
 
 
 def _one_line(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:

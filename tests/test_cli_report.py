@@ -79,7 +79,7 @@ def test_chain_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
                                 ("--models", "v1,,v3", "--models: has an empty entry in 'v1,,v3'")):
         args = {"--models": ",".join(info["models"]), "--runs": ",".join(str(r) for r in info["runs"]), option: value}
         code, _, err = run_cli(capsys, "chain", "--workspace", str(info["path"]), *[x for kv in args.items() for x in kv])
-        assert code == 1 and said in err and err.count("\n") == 1, err
+        assert code == 2 and said in err and err.count("\n") == 1, err  # a usage error, as argparse's
 
 
 def test_queries_without_a_relevant_item_are_counted_as_not_scored(demo_copy: Path,

@@ -87,7 +87,7 @@ def test_gate_bad_options(demo_copy: Path, capsys: pytest.CaptureFixture[str]) -
         assert code == status and problem in err and err.count("\n") == 1, err
     code = main(["report", "--workspace", ws, "--junit", str(demo_copy.parent / "gate.xml")])  # no check at all
     err = capsys.readouterr().err
-    assert code == 1 and "--junit: needs at least one --fail-under check" in err
+    assert code == 2 and "--junit: needs at least one --fail-under check" in err
     assert not (demo_copy.parent / "gate.xml").exists()
 
 

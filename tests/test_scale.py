@@ -239,7 +239,7 @@ def test_search_options_that_need_the_ray_engine_or_exactness_are_refused_before
                          "--ray-address: names the Ray cluster to run on; it needs --engine ray"),
                         (["--engine", "ray", "--ray-address", "127.0.0.1:1", "--search", "ivf"],
                          "--search: --engine ray searches shards exactly; 'ivf' is not available")):
-        assert main([*common, *extra]) == 1
+        assert main([*common, *extra]) == 2  # a usage error, as argparse gives for a bad value
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and said in err, err
     with Workspace.open(upgrade["path"]) as ws:

@@ -92,17 +92,14 @@ def test_unknown_order_and_bad_detach_are_one_line(ws_path: Path, capsys: pytest
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     with Workspace.open(ws_path) as ws, pytest.raises(InputError, match="--order"):
         backfill_ids(ws, "largest")
-    with pytest.raises(SystemExit) as usage:  # a usage error: exit status 2, as argparse gives
-        cli(["backfill", "-w", str(ws_path), "--model", NEW, "--detach"])
-    assert usage.value.code == 2
-    assert "--detach needs --engine ray" in capsys.readouterr().err
+    # usage errors: one line naming the option and exit status 2, as argparse gives for a bad value
+    assert cli(["backfill", "-w", str(ws_path), "--model", NEW, "--detach"]) == 2
+    assert "--detach: submits a job to a Ray cluster; it needs --engine ray" in capsys.readouterr().err
     for option in (["--fraction", "0.3"], ["--run", "1"]):  # a planner option without the planner's order
-        with pytest.raises(SystemExit) as usage:
-            cli(["backfill", "-w", str(ws_path), "--model", NEW, *option])
-        assert usage.value.code == 2
-        assert f"{option[0]} chooses the planner's partial backfill: it needs --order planner" in capsys.readouterr().err
+        assert cli(["backfill", "-w", str(ws_path), "--model", NEW, *option]) == 2
+        assert f"{option[0]}: chooses the planner's partial backfill: it needs --order planner" in capsys.readouterr().err
     for option in (["--ray-address", "127.0.0.1:1"], ["--actors", "2"]):  # a local run would ignore them
-        assert cli(["backfill", "-w", str(ws_path), "--model", NEW, *option]) == 1
+        assert cli(["backfill", "-w", str(ws_path), "--model", NEW, *option]) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and f"{option[0]}: " in err and "it needs --engine ray" in err, err
     monkeypatch.delenv("RAY_ADDRESS", raising=False)

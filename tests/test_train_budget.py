@@ -84,7 +84,7 @@ def test_cli_records_the_budget_and_each_candidates_time(demo_copy: Path, capsys
 
 def test_cli_refuses_a_budget_for_a_single_method_or_a_bad_value(demo_copy: Path,
                                                                  capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["train", "-w", str(demo_copy), "--method", "mlp", "--time-budget", "10"]) == 1
+    assert main(["train", "-w", str(demo_copy), "--method", "mlp", "--time-budget", "10"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--time-budget" in err[0] and "only applies to --method auto" in err[0]
     assert main(["train", "-w", str(demo_copy), "--method", "auto", "--time-budget", "0"]) == 2

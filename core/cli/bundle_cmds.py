@@ -11,7 +11,7 @@ from typing import Any
 
 from embridge.core.cli.main import add_common
 from embridge.core.cli.option_types import MEBIBYTES, PATH, RUN_ID, number
-from embridge.core.errors import InputError
+from embridge.core.errors import UsageError
 from embridge.core.progress import StderrProgress
 
 Result = tuple[dict[str, Any], str]
@@ -88,7 +88,7 @@ def _run_ids(args: argparse.Namespace) -> list[int] | None:
         try:
             ids += [int(part) for part in args.chain.split(",") if part.strip()]
         except ValueError:
-            raise InputError("--chain", f"expected comma-separated run ids, got {args.chain!r}") from None
+            raise UsageError("--chain", f"expected comma-separated run ids, got {args.chain!r}") from None
     return ids or None
 
 
@@ -128,8 +128,6 @@ def cmd_inspect(args: argparse.Namespace) -> Result:
 def cmd_apply(args: argparse.Namespace) -> Result:
     from embridge.core.bundle import apply_bundle
 
-    if args.chunk_rows < 1:
-        raise InputError("--chunk-rows", "must be at least 1")
     result = apply_bundle(args.path, args.vectors, args.out, old_vectors=args.old_vectors,
                           normalise_output=args.normalise, chunk_rows=args.chunk_rows, limits=_limits(args),
                           runtime=args.runtime, overwrite=args.overwrite, on_progress=StderrProgress("apply"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from embridge.core.errors import InputError
+from embridge.core.errors import UsageError
 
 
 def add_engine_flags(p: argparse.ArgumentParser) -> None:
@@ -28,4 +28,4 @@ def check_engine_flags(args: argparse.Namespace) -> None:
         return
     for attr, (flag, does) in RAY_ONLY.items():
         if getattr(args, attr, None) is not None:
-            raise InputError(flag, f"{does}; it needs --engine ray")
+            raise UsageError(flag, f"{does}; it needs --engine ray")

@@ -9,6 +9,7 @@ from typing import Any
 from embridge.core.cli.engine_flags import add_engine_flags
 from embridge.core.cli.main import add_common
 from embridge.core.cli.option_types import PATH, RUN_ID, SHARE, number
+from embridge.core.errors import UsageError
 from embridge.core.progress import StderrProgress
 from embridge.core.store import Workspace
 
@@ -47,11 +48,11 @@ def cmd_backfill(args: argparse.Namespace) -> Result:
     from embridge.core.scale.backfill_workspace import backfill, backfill_ids
 
     if args.detach and args.engine != "ray":
-        _usage_error("backfill", "--detach needs --engine ray")
+        raise UsageError("--detach", "submits a job to a Ray cluster; it needs --engine ray")
     if args.order != "planner" and (args.fraction is not None or args.run is not None):
         given = "--fraction" if args.fraction is not None else "--run"
-        _usage_error("backfill", f"{given} chooses the planner's partial backfill: it needs --order planner "
-                                 "(--order stored backfills every gallery item)")
+        raise UsageError(given, "chooses the planner's partial backfill: it needs --order planner (--order "
+                                "stored backfills every gallery item)")
     with Workspace.open(args.workspace) as ws:
         ids = backfill_ids(ws, args.order, run_id=args.run, fraction=args.fraction)
         options = {"order": args.order, "chunk": args.chunk, "batch_size": args.batch, "actors": args.actors,
@@ -83,7 +84,7 @@ def cmd_jobs(args: argparse.Namespace) -> Result:
                      f"({r['status']['done']}/{r['status']['total']} items)" for r in rows]
             return {"jobs": rows}, "\n".join(lines) or "no Ray jobs in this workspace"
         if args.run is None:
-            _usage_error("jobs", f"jobs {args.action} needs --run")
+            raise UsageError("--run", f"jobs {args.action} needs the job's run id")
         job = detached_jobs.find_job(ws, args.run)
         if args.action == "status":
             current = detached_jobs.status(ws, job)
@@ -106,11 +107,3 @@ def cmd_jobs(args: argparse.Namespace) -> Result:
     if (run.get("metrics") or {}).get("vector_set") is not None:  # a cancelled or lost job stored none
         text += f"; vector set {run['metrics']['vector_set']}"
     return {**job.to_dict(), "status": current.to_dict(), "metrics": run.get("metrics") or {}}, text
-
-
-def _usage_error(command: str, message: str) -> None:
-    """A wrong combination of options: one line and exit status 2, as argparse does."""
-    import sys
-
-    sys.stderr.write(f"embridge {command}: error: {message}\n")
-    raise SystemExit(2)

@@ -2,7 +2,8 @@
 
 Each command module exposes ``register(subparsers)``; a handler returns ``(data, text)``: a JSON-able
 dict printed as one object with ``--json``, else the human summary. Progress goes to stderr. Any
-:class:`EmbridgeError` becomes one line on stderr and exit status 1.
+:class:`EmbridgeError` becomes one line on stderr and exit status 1; a :class:`UsageError` (an option
+refused before any work) exit status 2, as argparse gives for the values it refuses itself.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 
 from embridge.core import __version__, stop_signals
 from embridge.core.cli.engine_flags import check_engine_flags
-from embridge.core.errors import Cancelled, EmbridgeError
+from embridge.core.errors import Cancelled, EmbridgeError, UsageError
 
 COMMAND_MODULES = (
     "embridge.core.cli.workspace_cmds",
@@ -95,6 +96,9 @@ def main(argv: Sequence[str] | None = None, *, program: bool = False) -> int:
     except Cancelled as exc:
         _error(str(exc))
         return 130
+    except UsageError as exc:  # as argparse's own refusals: one line naming the option, status 2
+        _error(f"{exc} (see 'embridge {args.command} --help')")
+        return 2
     except EmbridgeError as exc:
         _error(str(exc))
         return 1

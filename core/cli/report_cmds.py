@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from embridge.core.cli.main import add_common
 from embridge.core.cli.option_types import PATH, RUN_ID, SHARE, number
-from embridge.core.errors import EmbridgeError, InputError, first_line
+from embridge.core.errors import EmbridgeError, InputError, UsageError, first_line
 from embridge.core.evaluation.headline import JUDGED_METRICS, metric_label
 from embridge.core.formatting import format_bytes, format_share, sample_floor_text
 from embridge.core.json_values import json_safe
@@ -95,7 +95,7 @@ def _search_config(args: argparse.Namespace) -> Any:
     from embridge.core.evaluation.search import SearchConfig
 
     if args.engine == "ray" and args.search not in ("auto", "exact"):
-        raise InputError("--search", f"--engine ray searches shards exactly; {args.search!r} is not available "
+        raise UsageError("--search", f"--engine ray searches shards exactly; {args.search!r} is not available "
                          "there (use --search exact or auto)")
     return SearchConfig(method=args.search, exact_max=args.exact_max, engine=args.engine, shards=args.shards,
                         ray_address=args.ray_address)
@@ -125,7 +125,7 @@ def cmd_report(args: argparse.Namespace) -> Result:
 
     if args.junit is not None:  # before any work: a bad target must not leave a stored report behind
         if not args.fail_under:
-            raise InputError("--junit", "needs at least one --fail-under check (a gate without checks always "
+            raise UsageError("--junit", "needs at least one --fail-under check (a gate without checks always "
                              "passes)")
         check_junit_target(args.junit, args.workspace)
     try:
@@ -303,12 +303,12 @@ def cmd_chain(args: argparse.Namespace) -> Result:
 
     models = [m.strip() for m in args.models.split(",")]
     if not all(models):
-        raise InputError("--models", f"has an empty entry in '{args.models}'; list the versions oldest first, "
+        raise UsageError("--models", f"has an empty entry in '{args.models}'; list the versions oldest first, "
                          "e.g. v1,v2,v3")
     try:
         runs = [int(r) for r in args.runs.split(",")]
     except ValueError as exc:
-        raise InputError("--runs", f"expected comma-separated run ids, got '{args.runs}'") from exc
+        raise UsageError("--runs", f"expected comma-separated run ids, got '{args.runs}'") from exc
     search = _search_config(args)
     with _engine_session(args), Workspace.open(args.workspace) as ws:
         report = chain_report(ws, models, runs, metric=args.metric, heldout_gallery=args.heldout_gallery,

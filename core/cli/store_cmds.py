@@ -52,9 +52,9 @@ def cmd_migrate(args: argparse.Namespace) -> Result:
         from embridge.core.scale.ray_migrate import migrate_on_ray
 
         if args.new_vectors or args.backfill is not None or args.order != "random" or args.seed is not None:
-            from embridge.core.errors import InputError
+            from embridge.core.errors import UsageError
 
-            raise InputError("--engine", "--engine ray migrates through the bundle only; attach real new vectors "
+            raise UsageError("--engine ray", "migrates through the bundle only; attach real new vectors "
                              "(--new-vectors, --backfill, --order, --seed) with --engine local")
         result = migrate_on_ray(args.bundle, args.source, args.target, switch=args.switch, alias=args.alias,
                                 ray_address=args.ray_address, on_progress=StderrProgress("migrate"))

@@ -8,7 +8,7 @@ from typing import Any
 
 from embridge.core.cli.main import add_common
 from embridge.core.cli.option_types import BATCH_SIZE, POSITIVE_COUNT, SEED, number
-from embridge.core.errors import InputError
+from embridge.core.errors import UsageError
 from embridge.core.evaluation.compat import NOT_BETTER
 from embridge.core.evaluation.headline import criterion, criterion_text, decides_on_ndcg, weighed
 from embridge.core.formatting import format_share, sample_floor_text
@@ -74,12 +74,12 @@ def parse_settings(args: argparse.Namespace) -> dict[str, Any]:
             settings[flag] = getattr(args, flag)
     if getattr(args, "time_budget", None) is not None:
         if args.method.strip().lower() != "auto":
-            raise InputError("--time-budget", f"only applies to --method auto, not '{args.method}'")
+            raise UsageError("--time-budget", f"only applies to --method auto, not '{args.method}'")
         settings["time_budget"] = args.time_budget
     for item in args.set:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
-            raise InputError("--set", f"expected KEY=VALUE, got '{item}'")
+            raise UsageError("--set", f"expected KEY=VALUE, got '{item}'")
         try:
             settings[key.strip()] = json.loads(raw)
         except json.JSONDecodeError:

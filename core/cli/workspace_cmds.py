@@ -8,6 +8,7 @@ from typing import Any
 
 from embridge.core.cli.main import add_common
 from embridge.core.cli.option_types import BATCH_SIZE, PATH, POSITIVE_COUNT, SEED
+from embridge.core.errors import UsageError
 from embridge.core.progress import StderrProgress
 from embridge.core.store import Workspace
 
@@ -127,28 +128,28 @@ STORE_ONLY = {"label_field": "--label-field", "text_field": "--text-field"}
 def cmd_import(args: argparse.Namespace) -> Result:
     seed = 0 if args.qrels_seed is None else args.qrels_seed
     if args.model is not None and not args.model.strip():
-        _usage_error("--model is empty; name the model the vectors belong to")
+        raise UsageError("--model", "is empty; name the model the vectors belong to")
     if args.from_uri:
         given = [flag for key, flag in FILE_ONLY.items() if getattr(args, key) is not None]
         given += ["--text-column"] if args.text_column != "text" else []
         if given:
-            _usage_error(f"{', '.join(given)} describe{'s' if len(given) == 1 else ''} files given with --path "
-                         "or --qrels, not a store's points (--from); use --label-field and --text-field")
+            raise UsageError(", ".join(given), f"describe{'s' if len(given) == 1 else ''} files given with --path or "
+                             "--qrels, not a store's points (--from); use --label-field and --text-field")
         return _import_from_store(args)
     given = [flag for key, flag in STORE_ONLY.items() if getattr(args, key) is not None]
     if given:
-        _usage_error(f"{', '.join(given)} name{'s' if len(given) == 1 else ''} a payload field of a store's points "
-                     "(--from URI); for files use --label-column and --text-column")
+        raise UsageError(", ".join(given), f"name{'s' if len(given) == 1 else ''} a payload field of a store's points "
+                         "(--from URI); for files use --label-column and --text-column")
     if args.path is None and args.qrels is None:
-        _usage_error("give --path (a folder or file to import), --from URI, or --qrels FILE to import "
-                     "judgments only")
+        raise UsageError(None, "give --path (a folder or file to import), --from URI, or --qrels FILE to import "
+                               "judgments only")
     if args.format is None and args.path is not None and Path(args.path).is_dir():
         from embridge.core.importers import detect_format
 
         args.format = detect_format(Path(args.path))
     if args.format == "beir":
         if args.qrels is not None or args.path is None:
-            _usage_error("--format beir takes --path DIR only: its judgments come from DIR/qrels/")
+            raise UsageError("--format beir", "takes --path DIR only: its judgments come from DIR/qrels/")
         from embridge.core.beir_import import import_beir
 
         with Workspace.open(args.workspace) as ws:
@@ -174,14 +175,6 @@ def cmd_import(args: argparse.Namespace) -> Result:
         text += "; only their keys: the vectors were not stored (pass --model NAME to store them as its vector set)"
     text += "; " + _qrels_text(out["qrels"]) if out.get("qrels") else ""
     return out, text + (f"\nnote: {out['note']}" if out.get("note") else "")
-
-
-def _usage_error(message: str) -> None:
-    """A wrong combination of options: one line and exit status 2, as argparse does."""
-    import sys
-
-    sys.stderr.write(f"embridge import: error: {message}\n")
-    raise SystemExit(2)
 
 
 def _qrels_text(qrels: dict[str, Any]) -> str:
