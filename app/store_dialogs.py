@@ -146,8 +146,8 @@ class _JobDialog(QDialog):
         if outcome.status == "completed":
             self.progress.setRange(0, max(self.progress.maximum(), 1))
             self.progress.setValue(self.progress.maximum())
-            if self.stage.text().endswith("…"):  # no progress came: say it finished
-                self.stage.setText("completed")
+            last = self.stage.text()  # "migrating: 1000 of 1000" would read as still running
+            self.stage.setText("completed" if last.endswith("…") or not last else f"completed ({last})")
             return
         if self.progress.maximum() == 0:  # still busy: show an empty bar, not a finished one
             self.progress.setRange(0, 1)

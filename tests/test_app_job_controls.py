@@ -56,7 +56,7 @@ def test_a_new_job_in_a_dialog_shows_a_reset_bar_status_and_result(
 
     dialog._started(window.ctx.run_plain("first", first, dialog.show_result, on_progress=dialog._progressed))
     wait_for_jobs(qtbot, window)
-    assert dialog.stage.text() == "importing: 300 of 300" and "Imported 300" in dialog.result.toPlainText()
+    assert dialog.stage.text() == "completed (importing: 300 of 300)" and "Imported 300" in dialog.result.toPlainText()
 
     dialog.uri.setText(f"parquet://{tmp_path / 'nothing'}")
     click(qtbot, dialog.import_button)
