@@ -7,7 +7,7 @@ when their query set or gallery differ, and both say which they used.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -33,7 +33,10 @@ class RelevanceRule:
     """Which gallery items are relevant to which query (see the module docstring).
 
     ``labels``: item id -> label (label relevance); ``judged``: query id -> {item id: grade > 0}
-    and ``ideal``: query id -> every positive grade judged for it (the nDCG ideal).
+    and ``ideal``: query id -> every positive grade judged for it (the nDCG ideal). ``twins``: query
+    id -> the document with the query's key, which that query's ranking leaves out, as BEIR's
+    evaluation ignores a document whose id is the query's (ArguAna and Quora queries are also in
+    the corpus under their own id: ranked, each would find itself first).
     """
 
     source: str
@@ -41,10 +44,13 @@ class RelevanceRule:
     judged: dict[int, dict[int, int]] = field(default_factory=dict)
     ideal: dict[int, list[int]] = field(default_factory=dict)
     split: str | None = None
+    twins: dict[int, int] = field(default_factory=dict)
 
     def describe(self) -> str:
         if self.source == JUDGMENTS:
-            return f"relevance judgments ({self.split or 'all'} split)"
+            left_out = ("; a document with its query's key is not ranked for that query, as in BEIR's evaluation"
+                        if self.twins else "")
+            return f"relevance judgments ({self.split or 'all'} split){left_out}"
         if self.source == LABELS:
             return "same label"
         return "the query's own item"
@@ -125,13 +131,29 @@ def judged_rule(judgments: Judgments, split: str | None) -> RelevanceRule:
     return RelevanceRule(JUDGMENTS, judged=judged, ideal=ideal, split=split)
 
 
+def same_key_documents(ws: Workspace, query_ids: np.ndarray, gallery_ids: np.ndarray) -> dict[int, int]:
+    """Query id -> the gallery document whose key is the query's, for the queries that have one."""
+    from embridge.core.store.schema import DOC_NAMESPACE
+
+    query_ids = np.asarray(query_ids, dtype=np.int64)
+    if not query_ids.size:
+        return {}
+    keys = ws.keys_of(query_ids)
+    docs = ws.find_keys(keys, DOC_NAMESPACE)
+    if not docs:
+        return {}
+    pairs = [(int(q), docs[k]) for q, k in zip(query_ids.tolist(), keys, strict=True) if k in docs]
+    in_gallery = np.isin(np.fromiter((d for _, d in pairs), np.int64, len(pairs)), np.asarray(gallery_ids, np.int64))
+    return {q: d for (q, d), kept in zip(pairs, in_gallery.tolist(), strict=True) if kept}
+
+
 def choose_rule(ws: Workspace, query_ids: np.ndarray, gallery_ids: np.ndarray,
                 split: str | None = None, use_judgments: bool = True) -> RelevanceRule:
     """Judgments of ``split`` when they exist (and ``use_judgments``), else labels when queries and
     gallery carry them, else own item."""
     judgments = judgments_of(ws, split) if use_judgments else None
     if judgments is not None:
-        return judged_rule(judgments, split)
+        return replace(judged_rule(judgments, split), twins=same_key_documents(ws, query_ids, gallery_ids))
     query_labels, gallery_labels = ws.labels(query_ids), ws.labels(gallery_ids)
     if any(v is not None for v in query_labels) and any(v is not None for v in gallery_labels):
         ids = np.union1d(query_ids, gallery_ids)

@@ -74,7 +74,8 @@ class Protocol:
 @dataclass(frozen=True)
 class RetrievalTask:
     """Queries, gallery and relevance; ``exclude[i]`` is the gallery row query i may not retrieve
-    (itself, when it is also a gallery item and relevance is not by its own item), or -1."""
+    (itself, when it is also a gallery item and relevance is not by its own item; with judgments, the
+    document with its key), or -1."""
 
     queries: QuerySet
     gallery: GallerySet
@@ -84,9 +85,11 @@ class RetrievalTask:
     def exclude(self) -> np.ndarray | None:
         if self.rule.source == "own item":
             return None
-        g = self.gallery.ids
-        pos = np.clip(np.searchsorted(g, self.queries.ids), 0, max(g.size - 1, 0))
-        rows = np.where(g[pos] == self.queries.ids, pos, -1) if g.size else np.full(self.queries.ids.size, -1)
+        g, own = self.gallery.ids, self.queries.ids
+        if self.rule.twins:
+            own = np.fromiter((self.rule.twins.get(q, -1) for q in own.tolist()), np.int64, own.size)
+        pos = np.clip(np.searchsorted(g, own), 0, max(g.size - 1, 0))
+        rows = np.where(g[pos] == own, pos, -1) if g.size else np.full(own.size, -1)
         return rows if (rows >= 0).any() else None
 
     def with_gallery(self, gallery: GallerySet) -> RetrievalTask:
