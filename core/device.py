@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from embridge.core.errors import DeviceError
+from embridge.core.errors import DeviceError, UnknownDeviceError
 
 
 def available_devices() -> list[str]:
@@ -40,7 +40,7 @@ def resolve_device(name: str | None = "auto") -> torch.device:
         if "mps" not in available_devices():
             raise DeviceError(f"device '{name}' was requested but Apple MPS is not available")
         return torch.device("mps")
-    raise DeviceError(f"unknown device '{name}': use auto, cpu, cuda, cuda:N or mps")
+    raise UnknownDeviceError(f"unknown device '{name}': use auto, cpu, cuda, cuda:N or mps")
 
 
 def describe_device(device: torch.device | str) -> str:

@@ -71,6 +71,10 @@ class DeviceError(EmbridgeError):
     """The requested compute device is not available."""
 
 
+class UnknownDeviceError(DeviceError):
+    """The device name is none a machine can have ('banana', 'cuda:x')."""
+
+
 class TrainingError(EmbridgeError):
     """Training cannot proceed (NaN loss, missing labels, out of memory...)."""
 

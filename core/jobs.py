@@ -68,14 +68,16 @@ def run_job(fn: JobFn, on_progress: ProgressFn | None = None, token: CancelToken
 def check_device_option(device: str | None, option: str = "--device") -> None:
     """Refuse an unknown or absent device before a job is recorded (one line naming the option)."""
     from embridge.core.device import resolve_device
-    from embridge.core.errors import DeviceError, InputError
+    from embridge.core.errors import DeviceError, InputError, UnknownDeviceError, UsageError
 
     try:
         resolve_device(device)
+    except UnknownDeviceError as exc:  # a name no machine has is misuse (status 2); a GPU this one lacks is not
+        raise UsageError(option, str(exc)) from None
     except DeviceError as exc:
         raise InputError(option, str(exc)) from None
     except (RuntimeError, ValueError):  # torch's own parse of 'cuda:x'
-        raise InputError(option, f"unknown device '{device}': use auto, cpu, cuda, cuda:N or mps") from None
+        raise UsageError(option, f"unknown device '{device}': use auto, cpu, cuda, cuda:N or mps") from None
 
 
 def _finish_quietly(ws: Any, run_id: int, status: str, error: str, record: dict[str, Any]) -> None:

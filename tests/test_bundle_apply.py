@@ -160,7 +160,7 @@ def test_cli_export_verify_inspect_apply(setup: dict, tmp_path: Path, capsys: py
     assert captured.out == "" and captured.err.count("\n") == 1 and "broken.zip" in captured.err
     assert main(["bundle", "export", "--workspace", str(setup["path"]), "--chain", "1,x", "--out",
                  str(tmp_path / "x.zip")]) == 2
-    assert "--chain: expected comma-separated run ids" in capsys.readouterr().err
+    assert "argument --chain: expected an integer from 1 to 9223372036854775807, got 'x'" in capsys.readouterr().err
 
 
 def _one_line(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:

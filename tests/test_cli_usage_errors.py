@@ -25,10 +25,20 @@ CASES = [
      "--label-field: names a payload field of a store's points"),
     (["migrate", "--bundle", "{tmp}/b.zip", "--from", "parquet:///{tmp}/a", "--to", "parquet:///{tmp}/b",
       "--engine", "ray", "--order", "planner"], "migrate", "--engine ray: migrates through the bundle only"),
+    # a run id SQLite cannot hold (it crashed with OverflowError, exit 3), an empty or malformed id list
+    (["report", "--run", "9223372036854775808"], "report", "argument --run: expected an integer from 1 to "
+     "9223372036854775807"),
+    (["bundle", "export", "--chain", "", "--out", "{tmp}/x.zip"], "bundle export",
+     "argument --chain: expected comma-separated run ids, got ''"),
+    (["chain", "--models", "a,b", "--runs", "1,"], "chain", "argument --runs: expected comma-separated run ids"),
+    (["embed", "--model", "m", "--sample", "1_0"], "embed", "argument --sample: expected an integer"),
+    # a setting with its own option, given through --set: one way each, checked by its option
+    (["train", "--method", "mlp", "--set", "lr=1e300"], "train", "--set: lr has its own option: use --lr"),
+    (["train", "--method", "mlp", "--set", "device=banana"], "train", "--set: device has its own option"),
 ]
 
 
-@pytest.mark.parametrize(("argv", "command", "said"), CASES, ids=[" ".join(c[0][:2]) for c in CASES])
+@pytest.mark.parametrize(("argv", "command", "said"), CASES, ids=[" ".join(c[0][:3]) for c in CASES])
 def test_a_refused_option_is_one_line_and_status_2(argv: list[str], command: str, said: str, tmp_path: Path,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     ws = tmp_path / "ws"
@@ -41,3 +51,26 @@ def test_a_refused_option_is_one_line_and_status_2(argv: list[str], command: str
     assert said in captured.err and f"(see 'embridge {command} --help')" in captured.err, captured.err
     assert "Traceback" not in captured.err
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing was created: no workspace, no output
+
+
+def test_an_id_order_that_is_a_fifo_or_a_device_is_refused_by_kind(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """Reading a FIFO blocked embed-dataset forever; /dev/zero was blamed on pickled data."""
+    import os
+
+    fifo = tmp_path / "order.npy"
+    os.mkfifo(fifo)
+    for order, said in ((fifo, "is a FIFO (named pipe); the id order must be a regular file"),
+                        ("/dev/zero", "is a device; the id order must be a regular file")):
+        code = main(["embed-dataset", "--model", str(tmp_path / "m.npz"), "--from", f"parquet://{tmp_path}/in",
+                     "--to", f"parquet://{tmp_path}/out", "--order", str(order)])
+        err = capsys.readouterr().err
+        assert code == 1 and err.count("\n") == 1 and said in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["order.npy"]
+
+
+def test_the_command_lines_loss_choices_are_the_trainers() -> None:
+    from embridge.core.cli.train_cmds import LOSS_CHOICES
+    from embridge.core.train.config import LOSSES
+
+    assert LOSS_CHOICES == list(LOSSES)

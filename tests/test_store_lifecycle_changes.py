@@ -85,7 +85,7 @@ def test_check_on_an_alias_whose_collection_was_dropped_names_the_alias(
 def test_a_seed_without_new_vectors_is_refused_and_a_rerun_names_what_differs(
         upgrade: dict, source: Any, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     code, _, err = _migrate(capsys, upgrade, source, "--seed", "1")
-    assert code == 1 and "--seed: chooses which points get real new-model vectors" in err
+    assert code == 2 and "--seed: chooses which points get real new-model vectors" in err
     assert not _folder(source.target).exists()
     assert _migrate(capsys, upgrade, source)[0] == 0
     v3 = upgrade["vectors"]["v3"]

@@ -29,9 +29,9 @@ def source(upgrade: dict, tmp_path: Path) -> Any:
     return fill_source("parquet", tmp_path, list(range(len(v1))), v1, upgrade["labels"])
 
 
-def refused(code: int, err: str, *needles: str) -> None:
-    """Exit 1 with a single error line that holds every needle."""
-    assert code == 1 and err.count("\n") == 1 and err.startswith("embridge: error: "), (code, err)
+def refused(code: int, err: str, *needles: str, status: int = 1) -> None:
+    """Exit ``status`` (2: options that do not go together) with a single error line holding every needle."""
+    assert code == status and err.count("\n") == 1 and err.startswith("embridge: error: "), (code, err)
     for needle in needles:
         assert needle in err, (needle, err)
 
@@ -157,13 +157,13 @@ def test_an_alias_named_twice_with_two_names_is_refused_naming_both(
     before = tree_snapshot(tmp_path)
     code, _, err = migrate(capsys, upgrade, source.source, f"{source.target}?alias=live", "--alias", "other",
                            "--switch")
-    refused(code, err, "--alias", "'other'", "?alias=live")
+    refused(code, err, "--alias", "'other'", "?alias=live", status=2)
     assert tree_snapshot(tmp_path) == before  # no shadow, and neither alias made
     code, _, err = cli(capsys, "rollback", "--to", f"{source.source}?alias=live", "--alias", "other")
     refused(code, err, "--alias", "'other'", "?alias=live")
     assert tree_snapshot(tmp_path) == before
     code, _, err = migrate(capsys, upgrade, source.source, source.target, "--alias", "", "--switch")
-    refused(code, err, "--alias: is empty")  # never read as no alias at all
+    refused(code, err, "--alias: is empty", status=2)  # never read as no alias at all
     assert tree_snapshot(tmp_path) == before
 
 
@@ -173,10 +173,11 @@ def test_an_alias_without_switch_is_refused_as_it_would_do_nothing(
     before = tree_snapshot(tmp_path)
     if form == "--alias":
         code, _, err = migrate(capsys, upgrade, source.source, source.target, "--alias", "live2")
-        refused(code, err, "--alias: 'live2' is the alias a switch moves, and has no effect without --switch")
+        refused(code, err, "--alias: 'live2' is the alias a switch moves, and has no effect without --switch", status=2)
     else:
         code, _, err = migrate(capsys, upgrade, source.source, f"{source.target}?alias=live2")
-        refused(code, err, "--to: ?alias=live2 is the alias a switch moves, and has no effect without --switch")
+        refused(code, err, "--to: ?alias=live2 is the alias a switch moves, and has no effect without --switch",
+                status=2)
     assert tree_snapshot(tmp_path) == before
     # the app's migration dialog calls the same function, so it gets the same line
     with pytest.raises(InputError, match="has no effect without --switch"):

@@ -47,8 +47,20 @@ def test_cancel_before_the_first_step_returns_the_closed_form_start(data: PairDa
     assert affine_like == pytest.approx(result.best_val_metric) and affine_like > 0.5
 
 
-def test_diverging_loss_fails_with_a_reason_and_keeps_the_last_good_state(data: PairData) -> None:
-    result = fit_adapter("mlp", data, {"epochs": 3, "lr": 1e30, "loss": "mse", "device": "cpu", "hidden": 16})
+def test_diverging_loss_fails_with_a_reason_and_keeps_the_last_good_state(data: PairData,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from embridge.core.train import objectives
+
+    calls = {"n": 0}
+    real = objectives.pair_loss
+
+    def diverging(*args: Any, **kwargs: Any) -> torch.Tensor:  # finite for a few steps, then NaN
+        calls["n"] += 1
+        loss = real(*args, **kwargs)
+        return loss * float("nan") if calls["n"] > 5 else loss
+
+    monkeypatch.setattr(objectives, "pair_loss", diverging)
+    result = fit_adapter("mlp", data, {"epochs": 3, "loss": "mse", "device": "cpu", "hidden": 16})
     assert result.status == "failed"
     assert "loss became" in result.reason and "lower learning rate" in result.reason
     weights = torch.cat([p.flatten() for p in result.adapter.state_dict().values()])
@@ -117,9 +129,9 @@ def test_fitting_leaves_the_callers_rng_alone(data: PairData) -> None:
     [
         ("nope", {}, "unknown method 'nope'"),
         ("mlp", {"epochz": 3}, "unknown setting\\(s\\) epochz"),
-        ("mlp", {"epochs": 0}, "'epochs' must be a positive integer"),
+        ("mlp", {"epochs": 0}, r"'epochs' must be an integer in \[1, 1000000000\]"),
         ("mlp", {"loss": "hinge"}, "'loss' must be one of mse, cosine, contrastive, retrieval"),
-        ("lowrank", {"lr": -1.0}, "'lr' must be a positive number"),
+        ("lowrank", {"lr": -1.0}, r"'lr' must be a number in \(0, 1000\]"),
         ("fusion", {"base": "fct"}, "'base' must be one of"),
         ("auto", {"candidates": ["fct"]}, "'candidates' must be"),
     ],

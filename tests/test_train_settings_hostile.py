@@ -1,7 +1,9 @@
 """``embridge train --set`` values of the wrong type or out of range are refused before a run is recorded.
 
 Every setting is checked by the kind of its default in ``METHODS`` (a grid, a count, a weight, a
-switch...): one line naming the setting, exit 1, and the workspace's run history unchanged.
+switch...): one line naming the setting, exit 2 (a usage error), and the workspace's run history
+unchanged. Numbers have upper ends too: 1e300 overflowed float32 halfway through a run (a crash, or a
+NaN loss blamed on the learning rate).
 """
 
 from __future__ import annotations
@@ -36,7 +38,12 @@ BAD_SETTINGS = [
     ("bct", ["logit_scale=Infinity"], "logit_scale"),
     ("lowrank", ['diagonal="maybe"'], "diagonal"),
     ("mlp", ['amp="yes"'], "amp"),
-    ("mlp", ["seed=-1"], "seed"),
+    ("mlp", ["patience=0"], "patience"),
+    ("mlp", ["temperature=1e300"], "temperature"),
+    ("mlp", ["temperature=1e-300"], "temperature"),
+    ("mlp", ["weight_decay=1e300"], "weight_decay"),
+    ("bct", ["influence_weight=1e300"], "influence_weight"),
+    ("mlp", ["patience=99999999999999999999"], "patience"),
 ]
 
 
@@ -53,7 +60,7 @@ def test_a_bad_setting_is_one_line_naming_it_and_records_no_run(
     args = [a for s in sets for a in ("--set", s)]
     code = main(["train", "-w", str(demo_copy), "--method", method, "--epochs", "2", "--device", "cpu", *args])
     out, err = capsys.readouterr()
-    assert code == 1 and out == "", err
+    assert code == 2 and out == "", err
     assert err.count("\n") == 1 and err.startswith("embridge: error: training settings: "), err
     assert re.search(rf"'{name}' must be ", err) and "unexpected" not in err and "learning rate" not in err, err
     assert _runs_json(demo_copy, capsys) == runs

@@ -10,8 +10,7 @@ import argparse
 from typing import Any
 
 from embridge.core.cli.main import add_common
-from embridge.core.cli.option_types import MEBIBYTES, PATH, RUN_ID, number
-from embridge.core.errors import UsageError
+from embridge.core.cli.option_types import MEBIBYTES, PATH, RUN_ID, number, run_id_list
 from embridge.core.progress import StderrProgress
 
 Result = tuple[dict[str, Any], str]
@@ -25,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_common(p)
     p.add_argument("--run", type=RUN_ID, action="append", dest="runs", metavar="ID",
                    help="training run to export (repeat for a chain; default: the latest)")
-    p.add_argument("--chain", metavar="ID1,ID2", help="comma-separated run ids forming a chain")
+    p.add_argument("--chain", type=run_id_list, metavar="ID1,ID2", help="comma-separated run ids forming a chain")
     p.add_argument("--out", type=PATH, required=True, metavar="DIR_OR_ZIP", help="bundle folder, or a path ending in .zip")
     p.add_argument("--report", type=RUN_ID, metavar="ID", help="report to include (default: the run's latest)")
     p.add_argument("--gallery", action=argparse.BooleanOptionalAction, default=None,
@@ -83,12 +82,7 @@ def _limits(args: argparse.Namespace) -> Any:
 
 
 def _run_ids(args: argparse.Namespace) -> list[int] | None:
-    ids = list(args.runs or [])
-    if args.chain:
-        try:
-            ids += [int(part) for part in args.chain.split(",") if part.strip()]
-        except ValueError:
-            raise UsageError("--chain", f"expected comma-separated run ids, got {args.chain!r}") from None
+    ids = [*(args.runs or []), *(args.chain or [])]
     return ids or None
 
 

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import sys
 from collections.abc import Callable
 from typing import NoReturn
 
 SEED_MAX = 2**32 - 1
+_ASCII_INTEGER = re.compile(r"[+-]?[0-9]+")
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -45,6 +47,8 @@ def number(kind: type = int, *, low: float | None = None, high: float | None = N
     def parse(raw: str) -> int | float:
         text = raw.strip()
         try:
+            if kind is int and not _ASCII_INTEGER.fullmatch(text):  # int() would take "1_0" and "５"
+                raise ValueError(text)
             value: int | float = int(text, 10) if kind is int else float(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {wanted}, got '{raw}'") from None
@@ -75,8 +79,19 @@ _path.__name__ = "a path"
 # the options several commands share
 PATH = _path
 SEED = number(int, low=0, high=SEED_MAX)
-RUN_ID = number(int, low=1)
+RUN_ID = number(int, low=1, high=2**63 - 1)  # SQLite's largest integer: no run has a larger id
 POSITIVE_COUNT = number(int, low=1, high=10**9)
 BATCH_SIZE = number(int, low=1, high=1 << 20)
 SHARE = number(float, low=0.0, high=1.0)
 MEBIBYTES = number(float, low=0.0, high=float(1 << 30), low_open=True)
+
+
+def run_id_list(raw: str) -> list[int]:
+    """Comma-separated run ids (``3,5,8``), each a valid run id; an empty list or entry is refused."""
+    parts = [part.strip() for part in raw.split(",")]
+    if not all(parts):
+        raise argparse.ArgumentTypeError(f"expected comma-separated run ids, got '{raw}'")
+    return [int(RUN_ID(part)) for part in parts]
+
+
+run_id_list.__name__ = "comma-separated run ids"

@@ -7,7 +7,7 @@ import contextlib
 from typing import TYPE_CHECKING, Any
 
 from embridge.core.cli.main import add_common
-from embridge.core.cli.option_types import PATH, RUN_ID, SHARE, number
+from embridge.core.cli.option_types import PATH, RUN_ID, SHARE, number, run_id_list
 from embridge.core.errors import EmbridgeError, InputError, UsageError, first_line
 from embridge.core.evaluation.headline import JUDGED_METRICS, metric_label
 from embridge.core.formatting import format_bytes, format_share, sample_floor_text
@@ -57,7 +57,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("chain", help="compatibility matrix of three or more model versions (AC, AM)")
     add_common(p)
     p.add_argument("--models", required=True, help="versions oldest first, comma-separated: v1,v2,v3")
-    p.add_argument("--runs", required=True, help="training runs of each step, comma-separated: v2→v1,v3→v2")
+    p.add_argument("--runs", type=run_id_list, required=True,
+                   help="training runs of each step, comma-separated: v2→v1,v3→v2")
     p.add_argument("--metric", type=_chain_metric, default="top1",
                    help=f"the matrix's metric: {', '.join(CHAIN_METRICS)} (a gallery under 10 items has a "
                         "smaller recall@k; mAP@R replaces mAP where the full ranking is too large)")
@@ -305,10 +306,7 @@ def cmd_chain(args: argparse.Namespace) -> Result:
     if not all(models):
         raise UsageError("--models", f"has an empty entry in '{args.models}'; list the versions oldest first, "
                          "e.g. v1,v2,v3")
-    try:
-        runs = [int(r) for r in args.runs.split(",")]
-    except ValueError as exc:
-        raise UsageError("--runs", f"expected comma-separated run ids, got '{args.runs}'") from exc
+    runs = args.runs
     search = _search_config(args)
     with _engine_session(args), Workspace.open(args.workspace) as ws:
         report = chain_report(ws, models, runs, metric=args.metric, heldout_gallery=args.heldout_gallery,

@@ -73,15 +73,18 @@ def cmd_transform(args: argparse.Namespace) -> Result:
 def cmd_embed_dataset(args: argparse.Namespace) -> Result:
     import numpy as np
 
-    from embridge.core.errors import InputError
+    from embridge.core.errors import InputError, first_line
+    from embridge.core.paths import check_regular
     from embridge.core.scale.backfill_embed import embed_dataset
 
     order = None
     if args.order:
+        check_regular(args.order, "id order", folders=False)  # a FIFO would block the read forever
         try:
             order = np.load(args.order, allow_pickle=False)
         except (OSError, ValueError) as exc:
-            raise InputError(args.order, f"cannot read the id order ({exc})") from exc
+            raise InputError(args.order, "cannot read the id order: expected a .npy array of ids "
+                             f"({first_line(exc)})") from exc
     model: Any = args.model
     if args.input_shape:
         from embridge.core.models.adding import parse_input_shape

@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=POSITIVE_COUNT)
     p.add_argument("--lr", type=number(float, low=0.0, high=1e3, low_open=True))
     p.add_argument("--batch-size", type=BATCH_SIZE)
-    p.add_argument("--loss", choices=["mse", "cosine", "contrastive"])
+    p.add_argument("--loss", choices=LOSS_CHOICES)
     p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--pairs", choices=["documents", "queries", "both"],
                    help="fit on document pairs, query pairs (queries judged in train) or both "
@@ -67,6 +67,14 @@ class _MethodsHelp(argparse.HelpFormatter):
         return text.replace("%(methods)s", method_names()) if text else text
 
 
+# core.train.config.LOSSES (a test keeps them equal), named here: that module loads torch, which
+# building the command line does without
+LOSS_CHOICES = ["mse", "cosine", "contrastive", "retrieval"]
+# settings that have an option of their own on `train`
+OWN_OPTIONS = {"epochs": "--epochs", "lr": "--lr", "batch_size": "--batch-size", "loss": "--loss", "seed": "--seed",
+               "device": "--device", "time_budget": "--time-budget"}
+
+
 def parse_settings(args: argparse.Namespace) -> dict[str, Any]:
     settings: dict[str, Any] = {}
     for flag in ("epochs", "lr", "batch_size", "loss"):
@@ -80,6 +88,8 @@ def parse_settings(args: argparse.Namespace) -> dict[str, Any]:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise UsageError("--set", f"expected KEY=VALUE, got '{item}'")
+        if key.strip() in OWN_OPTIONS:  # one way to give each: the option checks its value, and none is dropped
+            raise UsageError("--set", f"{key.strip()} has its own option: use {OWN_OPTIONS[key.strip()]}")
         try:
             settings[key.strip()] = json.loads(raw)
         except json.JSONDecodeError:
@@ -88,10 +98,15 @@ def parse_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_train(args: argparse.Namespace) -> Result:
+    from embridge.core.jobs import check_device_option
+    from embridge.core.train.config import resolve_config
     from embridge.core.train.runs import train_run
 
+    settings = parse_settings(args)  # a refused option or setting before the workspace is opened
+    check_device_option(args.device)
+    resolve_config(args.method, settings)
     with Workspace.open(args.workspace) as ws:
-        out = train_run(ws, args.method, args.old, args.new, device=args.device, config=parse_settings(args),
+        out = train_run(ws, args.method, args.old, args.new, device=args.device, config=settings,
                         seed=args.seed, pairs=args.pairs, on_progress=StderrProgress(f"train {args.method}"))
     return out, _train_text(out)
 

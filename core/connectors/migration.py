@@ -53,7 +53,7 @@ from embridge.core.connectors.source_digest import (
 )
 from embridge.core.connectors.targets import alias_to_switch, check_store_output, writable_target_alias
 from embridge.core.connectors.transform import StoreTransform, load_transform
-from embridge.core.errors import Cancelled, InputError
+from embridge.core.errors import Cancelled, InputError, UsageError
 from embridge.core.heap import cap_malloc_arenas, release_free_memory
 from embridge.core.l2 import l2_normalize
 from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
@@ -132,14 +132,14 @@ def migrate_store(bundle: str | Path, source_uri: str, target_uri: str, *, order
         raise InputError("--batch", f"must be at least 1, got {batch_size}")
     if new_vectors is None and (order != "random" or backfill is not None or seed is not None):
         option = "--order" if order != "random" else "--backfill" if backfill is not None else "--seed"
-        raise InputError(option, "chooses which points get real new-model vectors; give those with "
+        raise UsageError(option, "chooses which points get real new-model vectors; give those with "
                          "--new-vectors FILE.npz")
+    alias = alias_to_switch(alias, target_uri, switch)  # an option error, found before any file or store is read
     seed = 0 if seed is None else seed
     report = on_progress or no_progress
     cap_malloc_arenas()  # before the stores' client libraries start their threads
     transform = load_transform(bundle)
     new = read_new_vectors(new_vectors, transform.out_dim) if new_vectors is not None else None
-    alias = alias_to_switch(alias, target_uri, switch)  # an option error, found before any store is opened
     source, target = open_pair(source_uri, target_uri, (bundle, new_vectors))
     try:
         writable_target_alias(target, alias)

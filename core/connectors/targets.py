@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from embridge.core.connectors.connector import Connector, StoreURI, VectorStoreError
-from embridge.core.errors import InputError
+from embridge.core.errors import InputError, UsageError
 from embridge.core.paths import check_folder_target, check_name, check_output
 
 _FOLDER_STORES = ("parquet", "lance", "faiss")  # the URI's path is the collection itself
@@ -91,10 +91,10 @@ def named_alias(alias: str | None, uri: StoreURI, option: str) -> str | None:
     """The alias named by ``--alias`` or by ``?alias=`` in ``option``'s URI (the same thing); two different
     names are refused rather than one of them silently winning."""
     if alias is not None and not alias.strip():
-        raise InputError("--alias", "is empty; name the alias, or leave --alias out")
+        raise UsageError("--alias", "is empty; name the alias, or leave --alias out")
     in_uri = uri.param("alias")
     if alias and in_uri and alias != in_uri:
-        raise InputError("--alias", f"'{alias}' conflicts with ?alias={in_uri} in {option}: they name the same "
+        raise UsageError("--alias", f"'{alias}' conflicts with ?alias={in_uri} in {option}: they name the same "
                          "alias; give one of them")
     return alias or in_uri
 
@@ -106,10 +106,10 @@ def alias_to_switch(alias: str | None, uri: str | StoreURI, switch: bool) -> str
     parsed = uri if isinstance(uri, StoreURI) else StoreURI.parse(uri, "--to")
     named = named_alias(alias, parsed, "--to")
     if switch and not named:
-        raise InputError("--switch", "name the alias to move (--alias NAME, or &alias=NAME in --to)")
+        raise UsageError("--switch", "name the alias to move (--alias NAME, or &alias=NAME in --to)")
     if named and not switch:
         option, what, part = ("--alias", f"'{named}'", "--alias") if alias else ("--to", f"?alias={named}", "?alias=")
-        raise InputError(option, f"{what} is the alias a switch moves, and has no effect without --switch: give "
+        raise UsageError(option, f"{what} is the alias a switch moves, and has no effect without --switch: give "
                          f"that too (it moves the alias once the new collection is verified), or leave {part} out")
     return named
 

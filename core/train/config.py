@@ -1,8 +1,8 @@
 """Training settings: common defaults, per-method defaults from the registry, and validation.
 
 A caller passes a :class:`FitConfig` or a flat dict (the GUI's form, the CLI's flags); unknown keys
-and bad values raise :class:`InputError` naming the setting, so a typo never trains silently with
-defaults.
+and bad values raise :class:`UsageError` (an InputError; exit status 2 on the command line) naming
+the setting, so a typo never trains silently with defaults.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from embridge.core.adapters.registry import METHODS, canonical_kind
-from embridge.core.errors import InputError
+from embridge.core.errors import UsageError
 
 COMMON_DEFAULTS: dict[str, Any] = {
     "epochs": 40,
@@ -90,12 +90,12 @@ def resolve_config(kind: str, config: FitConfig | dict[str, Any] | None) -> tupl
     """(canonical kind, full settings) after checking names and values."""
     name = canonical_kind(kind)
     if name not in known_kinds():
-        raise InputError("method", f"unknown method '{kind}'; choose one of {', '.join(known_kinds())}")
+        raise UsageError("method", f"unknown method '{kind}'; choose one of {', '.join(known_kinds())}")
     user = config.to_dict() if isinstance(config, FitConfig) else dict(config or {})
     defaults = allowed_settings(name)
     unknown = sorted(set(user) - set(defaults))
     if unknown:
-        raise InputError(SOURCE, f"unknown setting(s) {', '.join(unknown)} for method '{name}'; "
+        raise UsageError(SOURCE, f"unknown setting(s) {', '.join(unknown)} for method '{name}'; "
                                  f"known: {', '.join(sorted(defaults))}")
     merged = {**defaults, **user}
     _check(merged, name)
@@ -103,16 +103,20 @@ def resolve_config(kind: str, config: FitConfig | dict[str, Any] | None) -> tupl
 
 
 # ranges of numbers and grid entries (low, low_open, high, high_open); a number or grid whose
-# name is not listed must be finite and zero or more, a count (an integer default) at least 1
+# name is not listed must be from 0 to NUMBER_MAX, a count (an integer default) from 1 to COUNT_MAX.
+# The upper ends keep a typo (1e300) from overflowing float32 halfway through a run, where it would
+# surface as a NaN loss blamed on the learning rate; lr's is the command line's --lr bound.
+NUMBER_MAX, COUNT_MAX = 1e6, 10**9
 RANGES: dict[str, tuple[float | None, bool, float | None, bool]] = {
-    "lr": (0.0, True, None, False),
-    "temperature": (0.0, True, None, False),
-    "logit_scale": (0.0, True, None, False),
+    "lr": (0.0, True, 1e3, False),
+    "weight_decay": (0.0, False, 1e3, False),
+    "temperature": (1e-4, False, 1e4, False),
+    "logit_scale": (0.0, True, 1e4, False),
     "ridge_grid": (0.0, True, None, False),
     "shrink_grid": (0.0, True, 1.0, False),
     "alpha_grid": (0.0, False, 1.0, False),
-    "bank_size": (0.0, False, None, False),
-    "hard_negatives": (0.0, False, None, False),
+    "bank_size": (0.0, False, COUNT_MAX, False),
+    "hard_negatives": (0.0, False, COUNT_MAX, False),
     "seed": (0.0, False, float(SEED_MAX), False),
 }
 # settings with their own rules (several text values, or a default of another kind)
@@ -128,7 +132,9 @@ def _is_number(v: Any) -> bool:
 
 
 def _range(key: str, count: bool) -> tuple[float | None, bool, float | None, bool]:
-    return RANGES.get(key, (1.0 if count else 0.0, False, None, False))
+    if key in SIZE_LIMITS:  # checked against its own limit, with the reason (see _check)
+        return 1.0, False, None, False
+    return RANGES.get(key, (1.0, False, COUNT_MAX, False) if count else (0.0, False, NUMBER_MAX, False))
 
 
 def _in_range(v: float, bounds: tuple[float | None, bool, float | None, bool]) -> bool:
@@ -181,7 +187,7 @@ def _check(s: dict[str, Any], kind: str) -> None:
     """Every setting's type and range, so a bad value is refused before a run is recorded."""
     def need(ok: bool, key: str, what: str) -> None:
         if not ok:
-            raise InputError(SOURCE, f"'{key}' must be {what}, got {s[key]!r}")
+            raise UsageError(SOURCE, f"'{key}' must be {what}, got {s[key]!r}")
 
     defaults = allowed_settings(kind)
     for key in s:
