@@ -148,6 +148,46 @@ def test_export_with_overwrite_never_replaces_what_is_not_a_bundle(tmp_path: Pat
         assert sorted(p.name for p in tmp_path.iterdir()) == ["b", "ws"]  # the old copy is gone, nothing else
 
 
+@pytest.mark.parametrize("swap", [True, False], ids=["swapped-in-one-step", "system-without-swap"])
+def test_an_overwrite_stopped_at_any_step_leaves_a_whole_bundle(tmp_path: Path, swap: bool,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kill between moving the earlier bundle folder away and the new one in left an empty folder
+    (the earlier bundle only in a temp folder no one sweeps). The earlier bundle stays until the new
+    one is recorded, and a stop before that puts it back."""
+    from bundle_fixtures import build_upgrade_workspace
+
+    from embridge.core.bundle import bundle_export, export_bundle, verify_bundle
+    from embridge.core.store.files import sha256_tree
+
+    info = build_upgrade_workspace(tmp_path / "ws", with_report=False)
+    out = tmp_path / "b"
+    with Workspace.open(info["path"]) as ws:
+        first = export_bundle(ws, out, [info["runs"]["v3_to_v1"]])
+        before = sha256_tree(out)
+
+        def killed(*args: object, **kwargs: object) -> None:
+            raise KeyboardInterrupt
+
+        swaps = []
+        real_exchange = bundle_export.exchange
+        monkeypatch.setattr(bundle_export, "exchange", lambda a, b: swaps.append(1) or (swap and real_exchange(a, b)))
+        for stage in ("record",) if swap else ("publish_new", "record"):  # a swap has no step in between
+            with monkeypatch.context() as m:
+                if stage == "publish_new":  # stopped while the new folder takes the name
+                    m.setattr(bundle_export, "publish_new", killed)
+                else:  # stopped after it took the name, before the workspace recorded it
+                    m.setattr(type(ws), "add_bundle", killed)
+                with pytest.raises(KeyboardInterrupt):
+                    export_bundle(ws, out, [info["runs"]["v3_to_v1"]], overwrite=True)
+            assert sha256_tree(out) == before, stage  # the earlier bundle, whole, at its name
+            verify_bundle(out)
+            assert sorted(p.name for p in tmp_path.iterdir()) == ["b", "ws"], stage  # no copy left aside
+        again = export_bundle(ws, out, [info["runs"]["v3_to_v1"]], overwrite=True)
+    assert swaps  # the swap was tried: on this system it succeeds, or it was made to fail
+    assert again["bundle_id"] != first["bundle_id"] and sorted(p.name for p in tmp_path.iterdir()) == ["b", "ws"]
+    verify_bundle(out)
+
+
 def test_apply_resumes_only_on_the_same_input_bytes(tmp_path: Path) -> None:
     """An input replaced by another of the same size and modification time starts over."""
     from bundle_fixtures import build_upgrade_workspace

@@ -55,6 +55,7 @@ from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
 from embridge.core.store import Workspace
 from embridge.core.store.files import (
     disk_error,
+    exchange,
     publish_new,
     sha256_file,
     sha256_tree,
@@ -101,7 +102,7 @@ def export_bundle(ws: Workspace, out: str | Path, run_ids: list[int] | None = No
     with recorded_run(ws, "export", steps[0].adapter.kind if len(steps) == 1 else "chain", config) as record:
         staging = temp_path_for(out if out.suffix.lower() != ".zip" else out.with_suffix(""))
         packed = temp_path_for(out) if out.suffix.lower() == ".zip" else staging
-        published = False
+        published, old = False, None
         try:
             try:
                 staging.mkdir(parents=True)
@@ -111,14 +112,15 @@ def export_bundle(ws: Workspace, out: str | Path, run_ids: list[int] | None = No
                 verify_bundle(packed)  # checked before it takes the name: what appears at --out is whole
                 digest = sha256_file(packed) if packed.is_file() else sha256_tree(packed)
                 check_stop(should_stop)
-                _publish(packed, out, overwrite)
+                old = _publish(packed, out, overwrite)
                 published = True
             except OSError as exc:  # a full disk or a folder we may not write: one line, nothing left
                 raise disk_error(exc, out, "write the bundle") from exc
             row = ws.add_bundle(steps[0].row["id"], manifest["report"]["id"], out.resolve(), digest, manifest)
+            _settle(out, packed, old, recorded=True)
         except BaseException:
-            if published:  # stopped before it was recorded: no bundle the workspace does not know of
-                remove_no_follow(out)
+            if published:  # stopped before it was recorded: the earlier bundle back, none the workspace lacks
+                _settle(out, packed, old, recorded=False)
             raise
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -264,19 +266,48 @@ def _zip(staging: Path, packed: Path) -> None:
                          compress_type=zipfile.ZIP_STORED if stored else None)
 
 
-def _publish(packed: Path, out: Path, overwrite: bool) -> None:
-    """Move the finished bundle to ``out``. Only an ``overwrite`` replaces an earlier bundle there;
-    anything that appeared at ``out`` while this export ran is never replaced."""
-    old = None
-    if out.exists() or out.is_symlink():
-        if not overwrite:
-            raise BundleError(f"{out}: appeared while the bundle was being written; nothing was replaced")
-        replaceable_bundle(out)  # again: files may have been added to it while the export ran
-        old = temp_path_for(out)
-        os.replace(out, old)
+def _publish(packed: Path, out: Path, overwrite: bool) -> Path | None:
+    """Move the finished bundle to ``out``; where the bundle it replaced now lies, or None.
+
+    Only an ``overwrite`` replaces an earlier bundle there, and anything that appeared at ``out`` while
+    this export ran is never replaced. The earlier bundle is kept until the workspace has recorded the
+    new one (:func:`_settle`), and ``out`` holds one whole bundle at every moment where the system
+    swaps paths in one step (a kill between moving a folder away and the new one in left it empty).
+    """
+    if not (out.exists() or out.is_symlink()):
+        try:
+            publish_new(packed, out)
+        except FileExistsError:
+            raise BundleError(f"{out}: appeared while the bundle was being written; nothing was replaced") from None
+        return None
+    if not overwrite:
+        raise BundleError(f"{out}: appeared while the bundle was being written; nothing was replaced")
+    replaceable_bundle(out)  # again: files may have been added to it while the export ran
+    if packed.is_dir() == out.is_dir() and exchange(packed, out):
+        return packed  # the earlier bundle now lies where the new one was staged
+    old = temp_path_for(out)
+    os.replace(out, old)
     try:
         publish_new(packed, out)
-    except FileExistsError:
-        raise BundleError(f"{out}: appeared while the bundle was being written; nothing was replaced") from None
-    if old is not None:
-        remove_no_follow(old)
+    except BaseException:
+        os.replace(old, out)
+        raise
+    return old
+
+
+def _settle(out: Path, packed: Path, old: Path | None, recorded: bool) -> None:
+    """After the workspace recorded the new bundle (``recorded``): drop the earlier one. Otherwise put
+    the earlier bundle back at ``out`` (or remove the new one when there was none)."""
+    if recorded:  # best effort: the new bundle is in place and recorded whatever happens to the old copy
+        if old is not None and old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old, ignore_errors=True)
+        elif old is not None:
+            old.unlink(missing_ok=True)
+        return
+    if old is None:
+        remove_no_follow(out)
+    elif old == packed:  # swapped: swap back, and the new bundle goes with the staging folder
+        exchange(packed, out)
+    else:
+        remove_no_follow(out)
+        os.replace(old, out)

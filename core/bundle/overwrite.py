@@ -37,6 +37,8 @@ def replaceable_bundle(out: Path) -> None:
         raise BundleError(f"{out}: is a symbolic link; --overwrite replaces only a bundle, not what a link "
                           "points to")
     if out.is_dir():
+        if out.suffix.lower() != ".zip" and not any(out.iterdir()):
+            return  # an empty folder (a replaced bundle's name, from a system that could not swap it in one step)
         if not ((out / MANIFEST).is_file() and (out / CHECKSUMS).is_file()):
             raise BundleError(f"{out}: is a folder but not a bundle (no {MANIFEST} and {CHECKSUMS}); "
                               "--overwrite replaces only a bundle")

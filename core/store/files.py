@@ -109,6 +109,25 @@ def publish_new(tmp: Path, final: Path) -> None:
     fsync_dir(final.parent)
 
 
+def exchange(a: Path, b: Path) -> bool:
+    """Swap two existing paths in one step (Linux's ``renameat2`` exchange), so each name always holds a
+    whole file or folder; False, with nothing changed, where the system cannot."""
+    import ctypes
+
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):  # not glibc 2.28+ (or not Linux)
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        fsync_dir(b.parent)
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):  # the kernel or filesystem cannot exchange
+        return False
+    raise OSError(code, os.strerror(code), str(b))
+
+
 @contextmanager
 def atomic_target(final: str | Path) -> Iterator[Path]:
     """Yield a temp path to write; on success it replaces ``final``, on error it is removed."""
