@@ -88,7 +88,7 @@ def embed_rate(ws: Workspace, model: str, sample: int = 64, device: str = "auto"
                                  "vectors costs where they are made.")
     ids = np.sort(np.random.default_rng(seed).choice(gallery, size=min(sample, gallery.size), replace=False))
     items = ws.items(ids=ids.tolist())
-    loaded = load_model(spec, dev)
+    loaded = load_model(spec, dev, verify=True)  # the stored checkpoint, refused once it changed, as embed does
     loaded.embed_batch(make_inputs(items[: min(8, len(items))], loaded.spec), role="document")  # warm-up: weights, kernels
 
     def run() -> None:

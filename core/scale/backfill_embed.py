@@ -114,7 +114,9 @@ class ChunkEmbedder:
     def __init__(self, model: ModelRef, device: str, batch_size: int, role: str | None = None) -> None:
         from embridge.core.models import load_model
 
-        self.model = load_model(model if isinstance(model, Mapping) else str(model), device)
+        # a workspace model's spec: its stored checkpoint is refused once it changed, as embed does
+        self.model = (load_model(model, device, verify=True) if isinstance(model, Mapping)
+                      else load_model(str(model), device))
         self.batch_size = batch_size
         self.role = role
 

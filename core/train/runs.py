@@ -46,7 +46,7 @@ def old_classifier_for(ws: Workspace, old: str, split: PairSplit) -> tuple[np.nd
         return None, "old class means (the old model has no classifier head)"
     from embridge.core.models import load_model
 
-    weights = load_model(spec, "cpu").classifier_weights()
+    weights = load_model(spec, "cpu", verify=True).classifier_weights()  # refused once the file changed
     if weights is None:
         return None, "old class means (no usable classifier weights found)"
     rows = weights.shape[0]
