@@ -87,6 +87,37 @@ def test_verify_catches_a_report_of_another_layer(two_reports: dict, tmp_path: P
     assert main(["bundle", "verify", str(bundle)]) == 1
 
 
+def test_a_report_edited_after_it_was_measured_is_not_shipped_and_does_not_verify(
+        two_reports: dict, tmp_path: Path) -> None:
+    """A stored report.json whose headline was edited (top-1 raised) was copied into a bundle whose
+    manifest recorded the real number, and verify passed it."""
+    ws_copy = tmp_path / "ws"
+    shutil.copytree(two_reports["path"], ws_copy)
+    with Workspace.open(ws_copy) as ws:
+        row = ws.report(max(r["id"] for r in ws.reports() if r["run_id"] == two_reports["runs"]["v3_to_v1"]))
+        stored = ws_copy / row["json_file"]
+        data = json.loads(stored.read_text())
+        real = data["headline"]["upgraded_top1"]
+        data["headline"]["upgraded_top1"] = 0.999
+        stored.write_text(json.dumps(data))
+        before = ws.bundles()
+        with pytest.raises(BundleError, match=rf"{stored}: gives upgraded_top1 = 0\.999, where the workspace "
+                                              rf"recorded {real} when report {row['id']} was measured"):
+            export_bundle(ws, tmp_path / "forged.zip", [two_reports["runs"]["v3_to_v1"]])
+        assert ws.bundles() == before and not (tmp_path / "forged.zip").exists()
+        stored.write_text("{garbage")  # named as the workspace's file, not the export's temp file
+        with pytest.raises(BundleError, match=rf"{stored}: report {row['id']}'s report\.json is not a readable JSON"):
+            export_bundle(ws, tmp_path / "forged.zip", [two_reports["runs"]["v3_to_v1"]])
+    bundle = tmp_path / "bundle"  # an exported bundle edited the same way, every hash rewritten
+    shutil.copytree(two_reports["v3"], bundle)
+    shipped = json.loads((bundle / "report.json").read_text())
+    shipped["headline"]["upgraded_top1"] = 0.999
+    (bundle / "report.json").write_text(json.dumps(shipped))
+    _rewrite_hashes(bundle)
+    with pytest.raises(BundleError, match="the report was changed after it was measured"):
+        verify_bundle(bundle)
+
+
 def test_bundles_without_the_new_records_still_verify(two_reports: dict, tmp_path: Path) -> None:
     """Older bundles record no report run; their report is still checked against the chain's adapter."""
     bundle = tmp_path / "bundle"

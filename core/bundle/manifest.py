@@ -179,3 +179,26 @@ def check_report(src: BundleSource, manifest: dict[str, Any]) -> None:
     if entry.get("id") is not None and report.get("report_id") is not None and entry["id"] != report["report_id"]:
         raise BundleError(f"{src.path}: {REPORT_JSON} is report {report['report_id']}, but {MANIFEST} says "
                           f"report {entry['id']}")
+    _check_numbers(src, manifest, report)
+
+
+def _check_numbers(src: BundleSource, manifest: dict[str, Any], report: dict[str, Any]) -> None:
+    """The report's headline says what the manifest recorded from the workspace's record of that report:
+    a ``report.json`` edited after it was measured (a forged top-1) no longer ships or verifies."""
+    import math
+
+    headline = report.get("headline") if isinstance(report.get("headline"), dict) else {}
+    metrics = manifest.get("metrics") if isinstance(manifest.get("metrics"), dict) else {}
+    entry = manifest.get("report") if isinstance(manifest.get("report"), dict) else {}
+    source = f"report {entry.get('id')}"
+    recorded: dict[str, Any] = {}
+    for part in (metrics, *(m for m in metrics.get("also_measured") or [] if isinstance(m, dict))):
+        if str(part.get("source", "")).startswith(source) and isinstance(part.get("values"), dict):
+            recorded.update(part["values"])
+    for key, value in recorded.items():
+        shown = headline.get(key)
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (value, shown)):
+            continue
+        if not math.isclose(float(value), float(shown), rel_tol=1e-9, abs_tol=1e-12):
+            raise BundleError(f"{src.path}: {REPORT_JSON} gives {key} = {shown}, where {MANIFEST} records {value} "
+                              f"from the workspace's {source}: the report was changed after it was measured")
