@@ -133,7 +133,7 @@ OUTPUT_CASES = [
        (*APPLY, "--old-vectors", "{in}/old.npy", "--out", "{bad}"), "is also an input"),
     _c("out-apply-users-partial-file", lambda e: (cb.bundle_copy(e), cb.vectors(e),
                                                   mk.write(e.inputs / "o.npy.partial", b"my data"))[2],
-       (*APPLY, "--out", "{in}/o.npy"), "no earlier 'bundle apply' left it"),
+       (*APPLY, "--out", "{in}/o.npy"), "exists without o.npy.progress.json"),
     _c("out-apply-foreign-progress-file", lambda e: (cb.bundle_copy(e), cb.vectors(e),
                                                      mk.write(e.inputs / "o.npy.progress.json", b'{"mine": 1}'))[2],
        (*APPLY, "--out", "{in}/o.npy"), "not the progress file of a 'bundle apply'"),

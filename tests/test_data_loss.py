@@ -188,6 +188,37 @@ def test_an_overwrite_stopped_at_any_step_leaves_a_whole_bundle(tmp_path: Path, 
     verify_bundle(out)
 
 
+def test_apply_writes_its_progress_file_before_the_partial_output(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kill between creating OUT.npy.partial and its progress file left a partial output that every
+    later apply refused as not its own. The progress file now comes first, and a rerun resumes."""
+    from bundle_fixtures import build_upgrade_workspace
+
+    from embridge.core.bundle import apply_bundle, export_bundle, transform_file
+    from embridge.core.bundle.transform_file import partial_paths
+
+    info = build_upgrade_workspace(tmp_path / "ws", with_report=False)
+    with Workspace.open(info["path"]) as ws:
+        export_bundle(ws, tmp_path / "b.zip", [info["runs"]["v3_to_v1"]])
+    src, out = tmp_path / "q.npy", tmp_path / "y.npy"
+    np.save(src, np.random.default_rng(2).standard_normal((300, 32)).astype(np.float32))
+    partial, sidecar = partial_paths(out)
+    real_create = transform_file.MatrixFile.create
+
+    def killed_after_create(path: Path, *args: object) -> object:
+        assert sidecar.is_file()  # the progress file is already there when the partial output appears
+        real_create(path, *args).close()
+        raise KeyboardInterrupt  # as if killed right after the partial output was made
+
+    monkeypatch.setattr(transform_file.MatrixFile, "create", staticmethod(killed_after_create))
+    with pytest.raises(KeyboardInterrupt):
+        apply_bundle(tmp_path / "b.zip", src, out, chunk_rows=100)
+    monkeypatch.undo()
+    assert not partial.exists() and not sidecar.exists()  # stopped before any row: nothing left
+    result = apply_bundle(tmp_path / "b.zip", src, out, chunk_rows=100)
+    assert result["rows"] == 300 and out.is_file() and not partial.exists() and not sidecar.exists()
+
+
 def test_apply_resumes_only_on_the_same_input_bytes(tmp_path: Path) -> None:
     """An input replaced by another of the same size and modification time starts over."""
     from bundle_fixtures import build_upgrade_workspace

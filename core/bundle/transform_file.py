@@ -165,9 +165,9 @@ def _apply(loaded: LoadedBundle, src: Path, x: np.ndarray, out: Path, old_vector
     done, matrix = _resume(partial, sidecar, state)
     resumed_from = done
     if matrix is None:
-        try:
-            matrix = MatrixFile.create(partial, n, loaded.out_dim)  # space reserved: a full disk fails here
+        try:  # the progress file first: a partial output is then never without it, even after a kill here
             atomic_write_text(sidecar, json.dumps({**state, "done": 0}))
+            matrix = MatrixFile.create(partial, n, loaded.out_dim)  # space reserved: a full disk fails here
         except BaseException:  # no row done yet (a full disk at the start): leave nothing behind
             if matrix is not None:
                 matrix.close()
@@ -224,8 +224,9 @@ def _resume(partial: Path, sidecar: Path, state: dict[str, Any]) -> tuple[int, M
                               "so move it away or choose another --out")
     if not sidecar.exists():
         if partial.exists():
-            raise BundleError(f"{partial}: exists, but no earlier 'bundle apply' left it (no {sidecar.name}); "
-                              "move it away or choose another --out")
+            raise BundleError(f"{partial}: exists without {sidecar.name}, the progress file 'bundle apply' writes "
+                              "before it, so it is not an apply's to resume or replace; move it away or choose "
+                              "another --out")
         return 0, None
     try:
         saved = json.loads(sidecar.read_text(encoding="utf-8"))
