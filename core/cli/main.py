@@ -110,7 +110,12 @@ def main(argv: Sequence[str] | None = None, *, program: bool = False) -> int:
         _error(str(translate(exc, Path(workspace) / DB_NAME)) if workspace else f"database error: {exc}")
         return 1
     except OSError as exc:  # the machine, not a bug: a full disk, a permission, a vanished file
-        _error(f"{exc.filename or 'a file'}: {exc.strerror or exc}")
+        from embridge.core.paths import TMP_PREFIX
+
+        name = exc.filename
+        if name and Path(os.fsdecode(name)).name.startswith(TMP_PREFIX):  # a temp file: the folder is the place
+            name = str(Path(os.fsdecode(name)).parent)
+        _error(f"{name or 'a file'}: {exc.strerror or exc}")
         return 1
     except Exception as exc:  # a bug: one line, and the traceback when asked for
         if os.environ.get("EMBRIDGE_DEBUG"):

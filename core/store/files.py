@@ -24,7 +24,10 @@ DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 
 def disk_error(exc: OSError, path: Path, action: str) -> StoreError:
-    """A readable StoreError for a failed file operation (a full disk named as such)."""
+    """A readable StoreError for a failed file operation (a full disk named as such). A temp file the
+    user never sees is named by its folder, the place a permission or the space is missing."""
+    if Path(path).name.startswith(TMP_PREFIX):
+        path = Path(path).parent
     if exc.errno in DISK_FULL:
         return StoreError(f"{path}: not enough disk space to {action} ({exc.strerror})")
     return StoreError(f"{path}: cannot {action} ({exc.strerror or exc})")
