@@ -249,6 +249,26 @@ def test_newer_schema_version_is_refused(tmp_path: Path) -> None:
     assert snapshot(root) == before
 
 
+@pytest.mark.parametrize(("edit", "recorded"), [("update meta set value = '1' where key = 'schema_version'", 1),
+                                                ("delete from meta", 0)], ids=["older-version", "no-version"])
+def test_a_schema_version_that_does_not_match_the_tables_is_refused(tmp_path: Path, edit: str,
+                                                                     recorded: int) -> None:
+    """A meta row edited back to an older version made the migrations run again: raw SQLite words
+    ('duplicate column name: namespace')."""
+    root = tmp_path / "ws"
+    Workspace.create(root).close()
+    conn = sqlite3.connect(root / "embridge.db")
+    conn.execute(edit)
+    conn.commit()
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    before = snapshot(root)
+    with pytest.raises(SchemaVersionError, match=rf"the recorded schema version \({recorded}\) does not match the "
+                                                 r"database's tables.*Embridge leaves the database untouched"):
+        Workspace.open(root)
+    assert snapshot(root) == before
+
+
 def test_vector_file_changed_after_registration(ws: Workspace) -> None:
     info = ws.vector_sets("m")[0]
     ws.open_vector_set(info["id"])  # verified once and remembered for this process

@@ -7,6 +7,7 @@ workspace written by a newer Embridge is refused rather than guessed at.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable
 from functools import cache
 from typing import TYPE_CHECKING
@@ -165,10 +166,18 @@ def migrate(db: sqlite_utils.Database, source: str) -> int:
         step = MIGRATIONS.get(version)
         if step is None:
             raise SchemaVersionError(f"{source}: no migration from schema version {version}")
-        with db.atomic():
-            if "meta" not in db.table_names():
-                db["meta"].create({"key": str, "value": str}, pk="key")
-            step(db)
-            version += 1
-            db["meta"].upsert({"key": "schema_version", "value": str(version)}, pk="key")
+        try:
+            with db.atomic():
+                if "meta" not in db.table_names():
+                    db["meta"].create({"key": str, "value": str}, pk="key")
+                step(db)
+                version += 1
+                db["meta"].upsert({"key": "schema_version", "value": str(version)}, pk="key")
+        except sqlite3.OperationalError as exc:  # rolled back: the step found what it adds already there
+            if "already exists" not in str(exc) and "duplicate column" not in str(exc):
+                raise
+            raise SchemaVersionError(f"{source}: the recorded schema version ({version}) does not match the "
+                                     f"database's tables, which already hold what version {version + 1} adds "
+                                     f"({exc}); the meta table was damaged or edited, and Embridge leaves the "
+                                     "database untouched") from None
     return version
