@@ -22,6 +22,7 @@ from embridge.core.errors import InputError
 
 DB_NAME = "embridge.db"
 TMP_PREFIX = ".tmp-"
+TEMP_MAX_AGE_S = 3600  # older temp files belong to a writer that died, not one still running
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _WINDOWS_RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)), *(f"lpt{i}" for i in range(10))}
 # temp names this program writes: temp_path_for (".tmp-<12 hex>-name") and scratch folders
@@ -159,6 +160,17 @@ def owned_temps(folder: Path) -> Iterator[Path]:
             if owned_temp_name(name):
                 yield base / name
         dirs[:] = [d for d in dirs if not owned_temp_name(d) and is_real_dir(base / d)]
+
+
+def sweep_old_temps(folder: Path, older_than: float) -> None:
+    """Remove our temp files and folders under ``folder`` last changed before ``older_than`` (a time
+    stamp): a writer killed before its rename left them, and a live one touched its own since."""
+    for tmp in list(owned_temps(folder)):
+        try:
+            if tmp.lstat().st_mtime < older_than:
+                remove_no_follow(tmp)
+        except OSError:
+            continue  # swept by a concurrent opener, or not ours to remove
 
 
 def remove_no_follow(path: Path) -> None:

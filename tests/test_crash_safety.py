@@ -382,3 +382,23 @@ def test_no_space_while_publishing_then_commit_again(ws_path: Path, reference_sh
     assert writer.commit()["sha256"] == reference_sha  # the same writer can finish once space is back
     _check_no_stray_files(ws)
     ws.close()
+
+
+def test_a_checkpoint_a_killed_migration_was_writing_is_swept_once_old(tmp_path: Path) -> None:
+    """Temp checkpoints (.tmp-…-migrate-T.json) of killed migrations stayed in the store's folder forever."""
+    import os
+    import time
+
+    from embridge.core.connectors import open_store
+
+    with open_store(f"parquet://{tmp_path}/store/t1") as store:
+        store.save_state("migrate-t1", {"done": 1})
+        folder = store._state_file("migrate-t1").parent
+        old, fresh = folder / ".tmp-4eb153e9a731-migrate-t1.json", folder / ".tmp-739d4ab276eb-migrate-t1.json"
+        for path in (old, fresh):
+            path.write_text("{}")
+        hours_ago = time.time() - 3 * 3600
+        os.utime(old, (hours_ago, hours_ago))
+        store.save_state("migrate-t1", {"done": 2})
+        assert sorted(p.name for p in folder.iterdir()) == [fresh.name, "migrate-t1.json"]  # a live writer's stays
+        assert store.load_state("migrate-t1") == {"done": 2}

@@ -29,3 +29,4 @@ def test_the_command_line_names_the_folder_of_a_temp_file(tmp_path: Path, monkey
     monkeypatch.setattr(workspace_cmds, "cmd_info", handler)  # registered when the parser is built
     assert cli_main.main(["info", "-w", str(tmp_path)]) == 1
     assert capsys.readouterr().err == f"embridge: error: {tmp_path / 'adapters'}: Permission denied\n"
+

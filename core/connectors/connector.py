@@ -14,6 +14,7 @@ make a retried batch land exactly once even on append-only stores.
 from __future__ import annotations
 
 import json
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -342,6 +343,7 @@ class Connector(ABC):
 
     def save_state(self, key: str, state: dict[str, Any] | None) -> None:
         """Replace a job's checkpoint atomically (None removes it)."""
+        from embridge.core.paths import TEMP_MAX_AGE_S, sweep_old_temps
         from embridge.core.store.files import atomic_write_text
 
         file = self._state_file(key)
@@ -349,6 +351,7 @@ class Connector(ABC):
             file.unlink(missing_ok=True)
             return
         file.parent.mkdir(parents=True, exist_ok=True)
+        sweep_old_temps(file.parent, time.time() - TEMP_MAX_AGE_S)  # checkpoints a killed migration was writing
         atomic_write_text(file, json.dumps(state))
 
     def close(self) -> None:  # noqa: B027 - most stores hold nothing to release

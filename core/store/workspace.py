@@ -34,7 +34,7 @@ from embridge.core.errors import (
     StoreError,
     VectorFileError,
 )
-from embridge.core.paths import DB_NAME, check_name, child, is_real_dir, owned_temps, remove_no_follow
+from embridge.core.paths import DB_NAME, TEMP_MAX_AGE_S, check_name, child, is_real_dir, sweep_old_temps
 from embridge.core.store.file_checks import verified_sha256
 from embridge.core.store.id_sets import is_sorted_unique, unique_ids
 from embridge.core.store.items import ITEM_FIELDS, QUERY_SPLIT, ItemsMixin, in_gallery, item_namespace
@@ -58,7 +58,6 @@ from embridge.core.store.workspace_folder import check_database_file, holds_file
 if TYPE_CHECKING:  # imported when a workspace is opened: the store's file helpers serve without SQLite's
     import sqlite_utils
 
-TEMP_MAX_AGE_S = 3600  # older temp files belong to a writer that died, not one still running
 BUSY_TIMEOUT_ENV = "EMBRIDGE_BUSY_TIMEOUT"
 DEFAULT_BUSY_TIMEOUT_S = 10.0
 __all__ = ["ITEM_FIELDS", "QUERY_SPLIT", "ROLES", "Workspace", "in_gallery", "item_namespace", "resolve_busy_timeout"]
@@ -191,13 +190,7 @@ class Workspace(ItemsMixin, ModelsMixin, RecordsMixin, JudgmentsMixin):
         """
         cutoff = time.time() - TEMP_MAX_AGE_S
         for sub in ("vectors", "models", "adapters", "reports", "bundles"):
-            for tmp in list(owned_temps(self.root / sub)):
-                try:
-                    if tmp.lstat().st_mtime >= cutoff:
-                        continue
-                    remove_no_follow(tmp)
-                except OSError:
-                    continue  # swept by a concurrent opener, or not ours to remove
+            sweep_old_temps(self.root / sub, cutoff)
         registered = {self.root / r[c] for r in self.db.execute("select file, ids_file from vector_sets")
                       for c in (0, 1) if r[c]}
         models = {r[0] for r in self.db.execute("select name from models") if isinstance(r[0], str)}
