@@ -32,6 +32,15 @@ CASES = [
      "argument --chain: expected comma-separated run ids, got ''"),
     (["chain", "--models", "a,b", "--runs", "1,"], "chain", "argument --runs: expected comma-separated run ids"),
     (["embed", "--model", "m", "--sample", "1_0"], "embed", "argument --sample: expected an integer"),
+    # options the command would ignore, and blank values that would silently mean the default
+    (["import", "--path", "{tmp}/x.csv", "--model", "old"], "import", "--model: describes a vector file"),
+    (["import", "--path", "{tmp}/x.csv", "--qrels-seed", "7"], "import", "--qrels-seed: seeds the split of --qrels"),
+    (["jobs", "list", "--run", "3"], "jobs", "--run: names one job for status, attach or cancel"),
+    (["jobs", "status"], "jobs", "--run: jobs status needs the job's run id"),
+    (["check", "--uri", "parquet:///{tmp}/s", "--served-as", "v2"], "check", "--served-as: chooses the points"),
+    (["embed", "--model", "m", "--split", " "], "embed", "argument --split: is empty"),
+    (["train", "--method", "mlp", "--device", ""], "train", "argument --device: is empty"),
+    (["report", "--engine", "ray", "--ray-address", ""], "report", "argument --ray-address: is empty"),
     # a setting with its own option, given through --set: one way each, checked by its option
     (["train", "--method", "mlp", "--set", "lr=1e300"], "train", "--set: lr has its own option: use --lr"),
     (["train", "--method", "mlp", "--set", "device=banana"], "train", "--set: device has its own option"),
@@ -43,7 +52,7 @@ def test_a_refused_option_is_one_line_and_status_2(argv: list[str], command: str
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     ws = tmp_path / "ws"
     args = [a.replace("{tmp}", str(tmp_path)) for a in argv]
-    if command != "migrate":
+    if command not in ("migrate", "check"):
         args += ["--workspace", str(ws)]
     assert main(args) == 2
     captured = capsys.readouterr()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from embridge.core.cli.option_types import NON_BLANK
 from embridge.core.errors import UsageError
 
 
@@ -11,7 +12,7 @@ def add_engine_flags(p: argparse.ArgumentParser) -> None:
     """--engine local|ray and where the Ray cluster is (shared by every command that scales out)."""
     p.add_argument("--engine", choices=["local", "ray"], default="local",
                    help="where the gallery work runs: this process (local) or a Ray cluster (ray)")
-    p.add_argument("--ray-address", metavar="ADDR",
+    p.add_argument("--ray-address", type=NON_BLANK, metavar="ADDR",
                    help="Ray cluster to attach to (default: RAY_ADDRESS, else a local Ray started for the job)")
 
 

@@ -76,6 +76,10 @@ def cmd_backfill(args: argparse.Namespace) -> Result:
 def cmd_jobs(args: argparse.Namespace) -> Result:
     from embridge.core.scale import detached_jobs
 
+    if args.action == "list" and args.run is not None:
+        raise UsageError("--run", "names one job for status, attach or cancel; jobs list shows them all")
+    if args.action != "list" and args.run is None:
+        raise UsageError("--run", f"jobs {args.action} needs the job's run id")
     with Workspace.open(args.workspace) as ws:
         if args.action == "list":
             rows = [{**job.to_dict(), "status": detached_jobs.status(ws, job).to_dict(), "run_status": run["status"]}
@@ -83,8 +87,6 @@ def cmd_jobs(args: argparse.Namespace) -> Result:
             lines = [f"run {r['run_id']}: {r['job_id']} on {r['address']}: {r['status']['state']} "
                      f"({r['status']['done']}/{r['status']['total']} items)" for r in rows]
             return {"jobs": rows}, "\n".join(lines) or "no Ray jobs in this workspace"
-        if args.run is None:
-            raise UsageError("--run", f"jobs {args.action} needs the job's run id")
         job = detached_jobs.find_job(ws, args.run)
         if args.action == "status":
             current = detached_jobs.status(ws, job)

@@ -76,8 +76,20 @@ def _path(raw: str) -> str:
 
 _path.__name__ = "a path"
 
+
+def _non_blank(raw: str) -> str:
+    """A name or setting that must say something: empty or blank, it would silently mean the default
+    (every split, the automatic device, a local Ray) instead of being refused."""
+    if not raw.strip():
+        raise argparse.ArgumentTypeError("is empty; give a value, or leave the option out for its default")
+    return raw
+
+
+_non_blank.__name__ = "a value"
+
 # the options several commands share
 PATH = _path
+NON_BLANK = _non_blank
 SEED = number(int, low=0, high=SEED_MAX)
 RUN_ID = number(int, low=1, high=2**63 - 1)  # SQLite's largest integer: no run has a larger id
 POSITIVE_COUNT = number(int, low=1, high=10**9)

@@ -7,7 +7,7 @@ import contextlib
 from typing import TYPE_CHECKING, Any
 
 from embridge.core.cli.main import add_common
-from embridge.core.cli.option_types import PATH, RUN_ID, SHARE, number, run_id_list
+from embridge.core.cli.option_types import NON_BLANK, PATH, RUN_ID, SHARE, number, run_id_list
 from embridge.core.errors import EmbridgeError, InputError, UsageError, first_line
 from embridge.core.evaluation.headline import JUDGED_METRICS, metric_label
 from embridge.core.formatting import format_bytes, format_share, sample_floor_text
@@ -46,7 +46,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_common(p)
     p.add_argument("--run", type=RUN_ID, help="training run (default: the latest completed one)")
     p.add_argument("--fraction", type=SHARE, help="plan the partial backfill at this fraction of the gallery")
-    p.add_argument("--device", default="auto", help="device to time re-embedding on (auto, cpu, cuda, mps)")
+    p.add_argument("--device", type=NON_BLANK, default="auto",
+                   help="device to time re-embedding on (auto, cpu, cuda, mps)")
     from embridge.core.plan.option_choice import GAIN_THRESHOLD_HELP, TARGET_SHARE_HELP
 
     p.add_argument("--gain-threshold", type=SHARE, default=0.9, help=GAIN_THRESHOLD_HELP)

@@ -76,6 +76,9 @@ def cmd_rollback(args: argparse.Namespace) -> Result:
 
 def cmd_check(args: argparse.Namespace) -> Result:
     from embridge.core.connectors.check import check_store
+    from embridge.core.errors import UsageError
 
+    if args.served_as is not None and args.label_field is None:
+        raise UsageError("--served-as", "chooses the points the quality measure searches; it needs --label-field")
     result = check_store(args.uri, args.label_field, args.served_as, args.sample)
     return result.to_dict(), result.text()

@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from embridge.core.cli.main import add_common
-from embridge.core.cli.option_types import BATCH_SIZE, POSITIVE_COUNT, SEED, number
+from embridge.core.cli.option_types import BATCH_SIZE, NON_BLANK, POSITIVE_COUNT, SEED, number
 from embridge.core.errors import UsageError
 from embridge.core.evaluation.compat import NOT_BETTER
 from embridge.core.evaluation.headline import criterion, criterion_text, decides_on_ndcg, weighed
@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--method", required=True, help="%(methods)s")
     p.add_argument("--old", help="old model name (default: the model with role old)")
     p.add_argument("--new", help="new model name (default: the model with role new)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--device", type=NON_BLANK, default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--epochs", type=POSITIVE_COUNT)
     p.add_argument("--lr", type=number(float, low=0.0, high=1e3, low_open=True))
     p.add_argument("--batch-size", type=BATCH_SIZE)

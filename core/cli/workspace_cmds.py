@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from embridge.core.cli.main import add_common
-from embridge.core.cli.option_types import BATCH_SIZE, PATH, POSITIVE_COUNT, SEED
-from embridge.core.errors import UsageError
+from embridge.core.cli.option_types import BATCH_SIZE, NON_BLANK, PATH, POSITIVE_COUNT, SEED
+from embridge.core.errors import EmbridgeError, UsageError
 from embridge.core.progress import StderrProgress
 from embridge.core.store import Workspace
 
@@ -38,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--qrels-seed", type=SEED,
                    help="seed of the train/dev/test split of queries when --qrels gives no split, and of the dev "
                         "queries a BEIR folder without dev.tsv holds out of its train queries (default 0)")
-    p.add_argument("--split", help="split name for the imported items (e.g. gallery, query)")
+    p.add_argument("--split", type=NON_BLANK, help="split name for the imported items (e.g. gallery, query)")
     p.add_argument("--model", help="for vector files: the (vectors-kind) model these vectors belong to")
     p.add_argument("--ids", type=PATH, help="for .npy vector files: text file with one item key a line")
     p.add_argument("--key-column", help="CSV/JSONL: the key column (default: 'key' if present, else "
@@ -77,7 +77,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = model.add_parser("rename", help="rename a model (its adapters and runs follow)")
     add_common(p)
     p.add_argument("--name", required=True)
-    p.add_argument("--to", required=True, help="the new name")
+    p.add_argument("--to", type=NON_BLANK, required=True, help="the new name")
     p.set_defaults(handler=cmd_model_rename)
     p = model.add_parser("set-role", help="give a model the role old, new or other")
     add_common(p)
@@ -88,11 +88,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("embed", help="embed items with a model into a vector set")
     add_common(p)
     p.add_argument("--model", required=True)
-    p.add_argument("--split", help="only items of this split (default: all items)")
+    p.add_argument("--split", type=NON_BLANK, help="only items of this split (default: all items)")
     p.add_argument("--sample", type=POSITIVE_COUNT, help="embed a sample of this many items: judged test queries and "
                    "their documents first, then a seeded random draw")
     p.add_argument("--seed", type=SEED, default=0)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", type=NON_BLANK, default="auto")
     p.add_argument("--batch-size", type=BATCH_SIZE, default=256)
     p.set_defaults(handler=cmd_embed)
 
@@ -147,6 +147,7 @@ def cmd_import(args: argparse.Namespace) -> Result:
         from embridge.core.importers import detect_format
 
         args.format = detect_format(Path(args.path))
+    _check_format_options(args)
     if args.format == "beir":
         if args.qrels is not None or args.path is None:
             raise UsageError("--format beir", "takes --path DIR only: its judgments come from DIR/qrels/")
@@ -175,6 +176,29 @@ def cmd_import(args: argparse.Namespace) -> Result:
         text += "; only their keys: the vectors were not stored (pass --model NAME to store them as its vector set)"
     text += "; " + _qrels_text(out["qrels"]) if out.get("qrels") else ""
     return out, text + (f"\nnote: {out['note']}" if out.get("note") else "")
+
+
+def _check_format_options(args: argparse.Namespace) -> None:
+    """Refuse options the import's format would ignore (a CSV import with --model stored no vectors)."""
+    fmt = args.format
+    if fmt is None and args.path is not None:
+        from embridge.core.importers import detect_format
+
+        try:
+            fmt = detect_format(Path(args.path))
+        except EmbridgeError:
+            return  # the import itself names the path it cannot tell
+    if args.qrels_seed is not None and args.qrels is None and fmt != "beir":
+        raise UsageError("--qrels-seed", "seeds the split of --qrels judgments, or of a BEIR folder's dev queries; "
+                         "give --qrels, or leave it out")
+    if fmt == "beir" and args.split is not None:
+        raise UsageError("--split", "a BEIR folder's items are its corpus (gallery) and its queries (query); "
+                         "leave --split out")
+    if args.path is not None and fmt not in (None, "vectors"):
+        given = [flag for flag, value in (("--model", args.model), ("--ids", args.ids)) if value is not None]
+        if given:
+            raise UsageError(", ".join(given), f"describe{'s' if len(given) == 1 else ''} a vector file "
+                             f"(--format vectors); a {fmt} import has no vectors to store")
 
 
 def _qrels_text(qrels: dict[str, Any]) -> str:
@@ -268,8 +292,9 @@ def cmd_embed(args: argparse.Namespace) -> Result:
         info = embed_split(ws, args.model, args.split, args.sample, args.seed, batch_size=args.batch_size,
                            device=args.device, on_progress=StderrProgress(f"embed {args.model}"))
     data = {"model": args.model, "vector_set": info["id"], "count": info["count"], "dim": info["dim"],
-            "path": info["path"], **{k: info[k] for k in ("written", "not_covered", "already_stored", "truncated",
-                                                          "token_limit", "zero_vectors", "zero_vector_example")
+            "path": info["path"], **{k: info[k] for k in ("written", "not_covered", "already_stored", "held_in",
+                                                          "truncated", "token_limit", "zero_vectors",
+                                                          "zero_vector_example")
                                if k in info}}
     return data, embed_summary(args.model, info)
 
