@@ -87,7 +87,9 @@ def test_every_number_in_a_bundle_names_its_protocol(upgrade: dict, tmp_path: Pa
     out = tmp_path / "heldout.zip"
     assert main(["bundle", "export", "-w", str(upgrade["path"]), "--run", str(run_id), "--report", str(report_id),
                  "--out", str(out), "--json"]) == 0
-    manifest = json.loads(capsys.readouterr().out)["manifest"]
+    exported = json.loads(capsys.readouterr().out)
+    manifest = exported["manifest"]
+    assert exported["warning"] is None  # the layer passes: the text prints no WARNING either
     with Workspace.open(upgrade["path"]) as ws:
         run = ws.run(run_id)
     report_protocol = _protocol_of(upgrade["path"], report_id)
@@ -146,6 +148,9 @@ def test_every_number_in_a_bundle_names_its_protocol(upgrade: dict, tmp_path: Pa
         shown = text.splitlines()
         assert shown.index(warning) < min([n for n, line in enumerate(shown) if line.startswith(("```", "adapter:"))])
     assert bundle_text(failing).splitlines()[0].startswith("WARNING: this layer FAILS")
+    from embridge.core.bundle.measured import verdict_line
+
+    assert verdict_line(failing) == bundle_text(failing).splitlines()[0]  # what export --json gives as "warning"
     assert readme_text(failing).splitlines()[2].startswith("**WARNING: this layer FAILS")  # under the title
 
 

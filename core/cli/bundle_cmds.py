@@ -88,6 +88,7 @@ def _run_ids(args: argparse.Namespace) -> list[int] | None:
 
 def cmd_export(args: argparse.Namespace) -> Result:
     from embridge.core.bundle import bundle_text, export_bundle
+    from embridge.core.bundle.measured import verdict_line
     from embridge.core.store import Workspace
 
     with Workspace.open(args.workspace) as ws:
@@ -96,7 +97,7 @@ def cmd_export(args: argparse.Namespace) -> Result:
                                on_progress=StderrProgress("export"))
     text = (f"exported bundle {result['bundle_id']} to {result['path']} ({result['format']}, "
             f"{result['bytes']} bytes, verified)\n" + bundle_text(result["manifest"]))
-    return result, text
+    return {**result, "warning": verdict_line(result["manifest"])}, text  # the text's WARNING, in the JSON too
 
 
 def cmd_verify(args: argparse.Namespace) -> Result:
