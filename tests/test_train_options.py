@@ -89,3 +89,14 @@ def test_a_trained_layer_records_the_epochs_it_ran(demo_copy: Path, capsys: pyte
     assert code == 0, err
     summary = json.loads(out)
     assert summary["epochs_run"] == 3 and 0 <= summary["best_epoch"] <= 3
+
+
+def test_a_method_name_in_capitals_is_the_method(demo_copy: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """'PROCRUSTES' trained and was recorded as such; 'BCT' also skipped the old classifier bct needs."""
+    import json
+
+    assert main(["train", "-w", str(demo_copy), "--method", " PROCRUSTES", "--device", "cpu", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["method"] == "procrustes" and out["kind"] == "procrustes"
+    assert main(["runs", "-w", str(demo_copy), "--kind", "train", "--json"]) == 0
+    assert [r["method"] for r in json.loads(capsys.readouterr().out)["runs"]] == ["procrustes"]

@@ -82,6 +82,7 @@ def train_run(ws: Workspace, method: str, old: str | None = None, new: str | Non
               device: str = "auto", config: dict[str, Any] | None = None, seed: int = 0, pairs: str | None = None,
               on_progress: ProgressFn | None = None, should_stop: StopFn | None = None) -> dict[str, Any]:
     """Fit ``method`` between two workspace models and record the run; returns its summary."""
+    method = method.strip().lower()  # 'BCT' is bct: it gets the old classifier and is recorded as bct
     settings = {"seed": seed, **(config or {}), "device": device}
     resolve_config(method, settings)  # a bad setting or device is refused before any run is recorded
     check_device_option(device)
