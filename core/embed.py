@@ -106,7 +106,8 @@ def embed_items(workspace: Any, model_name: str, item_ids: Sequence[int] | np.nd
     todo = ids[~np.isin(ids, held)] if len(held) else ids  # items holding the model's vectors: not again
     skipped = int(len(ids) - len(todo))
     if len(todo) == 0:
-        return {**workspace.vector_sets(model_name)[-1], "written": 0, "already_stored": skipped}
+        sets = workspace.vector_sets(model_name)  # the items' vectors may lie in several of them (a backfill's)
+        return {**sets[-1], "written": 0, "already_stored": skipped, "held_in": [int(v["id"]) for v in sets]}
     ids = todo
     model = load_model(spec, device, verify=True)
     # everything that shapes the vectors (prompts, pooling, input shape), not only the weights: a model
@@ -338,7 +339,10 @@ def embed_summary(model: str, info: dict[str, Any]) -> str:
                                                     ("not_covered", "are not in its vector file")) if info.get(k)]
     rest = f"; of the items asked for, {' and '.join(skipped)}" if skipped else ""
     if not info["written"]:
-        return f"nothing new stored for {model}: its vector set {info['id']} stays as it is{rest}"
+        held = info.get("held_in") or [info["id"]]
+        where = (f"its vector set {held[0]} stays as it is" if len(held) == 1 else
+                 f"its vector sets {', '.join(map(str, held))} stay as they are")
+        return f"nothing new stored for {model}: {where}{rest}"
     return f"stored {info['written']} items' vectors of {model} (dim {info['dim']}) -> {info['path']}{rest}{cut}"
 
 

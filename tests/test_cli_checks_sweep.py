@@ -17,6 +17,7 @@ from helpers.workspace_files import table_dump
 from report_fixtures import build_chain_workspace
 
 from embridge.core.cli.main import main
+from embridge.core.store import Workspace
 
 
 @pytest.fixture(scope="module")
@@ -192,3 +193,34 @@ def test_a_heldout_gallery_report_says_the_train_fold_was_left_out(demo_copy: Pa
     first = capsys.readouterr().out.splitlines()[0]
     assert first.endswith(f"evaluation sample {sizes['gallery']} of the {sizes['gallery_full']} gallery items (the "
                           f"train fold's {sizes['removed_train']} left out by --heldout-gallery)"), first
+
+
+def test_a_local_backfill_on_a_gpu_this_machine_lacks_records_no_run(demo_copy: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """It recorded a failed backfill run whose error did not name --num-gpus."""
+    import torch
+
+    if torch.cuda.is_available():  # the GPU exists: nothing to refuse (CI machines have none)
+        return
+    rows = table_dump(demo_copy)
+    assert main(["backfill", "-w", str(demo_copy), "--model", "new-cnn", "--num-gpus", "1"]) == 1
+    err = capsys.readouterr().err
+    assert err == "embridge: error: --num-gpus: device 'cuda' was requested but no CUDA GPU is available on this machine\n"
+    assert table_dump(demo_copy) == rows
+
+
+def test_embed_after_a_backfill_names_every_set_holding_the_models_vectors(demo_copy: Path,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """It named one set (997 rows) beside a count of 1197 items held across two."""
+    import json
+
+    assert main(["backfill", "-w", str(demo_copy), "--model", "new-cnn", "--name", "bf1"]) == 0
+    capsys.readouterr()
+    assert main(["embed", "-w", str(demo_copy), "--model", "new-cnn", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    with Workspace.open(demo_copy) as ws:
+        sets, items = ws.vector_sets("new-cnn"), ws.item_count()
+    assert len(sets) == 2 and out["held_in"] == [s["id"] for s in sets]
+    assert out["already_stored"] == items > max(s["count"] for s in sets) and out["written"] == 0
+    assert main(["embed", "-w", str(demo_copy), "--model", "new-cnn"]) == 0
+    assert f"its vector sets {sets[0]['id']}, {sets[1]['id']} stay as they are" in capsys.readouterr().out

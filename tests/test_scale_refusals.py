@@ -148,6 +148,7 @@ def _state(ws_path: Path) -> tuple[int, int, list[str]]:
     ["--to-store", "lancedb://{ws}/sub?table=x"],
     ["--to-store", "faiss://{tmp}/index.faiss"],
     ["--to-store", "faiss://{tmp}/index.faiss?collection=index"],
+    ["--to-store", "qdrant://{tmp}/newq?collection=c"],  # keys that are no point ids: the new folder goes too
     ["--name", "a/b"],
 ])
 def test_backfill_refuses_a_bad_target_before_embedding(ws_and_model: tuple[Path, str], tmp_path: Path,
@@ -160,7 +161,7 @@ def test_backfill_refuses_a_bad_target_before_embedding(ws_and_model: tuple[Path
     assert option[0] in err
     assert _state(ws_path) == before
     assert not (ws_path / "x.lance").exists() and not (ws_path / "scale-jobs").exists()
-    assert not (tmp_path / "index.faiss").exists()
+    assert not (tmp_path / "index.faiss").exists() and not (tmp_path / "newq").exists()
 
 
 def test_a_source_rewritten_in_place_is_another_job_but_a_touched_one_resumes(

@@ -13,6 +13,7 @@ so a rerun replaces its points instead of adding them again.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -104,8 +105,12 @@ def check_store_option(ws: Any, store: str, model: str, ids: np.ndarray | None =
     """``--to-store`` before anything is staged: writable, not a workspace, and a collection it may write
     the points of ``ids`` (their keys and the model's width) into."""
     from embridge.core.connectors import open_store
+    from embridge.core.connectors.connector import StoreURI
     from embridge.core.connectors.targets import check_store_output
 
+    parsed = StoreURI.parse(store, "--to-store")
+    local = Path(parsed.path) if parsed.path and not parsed.netloc else None
+    existed = local is None or local.exists() or local.is_symlink()
     try:
         check_store_output(store, "--to-store", inputs=(Path(ws.root),))
         with open_store(store, "--to-store") as target:
@@ -116,6 +121,8 @@ def check_store_option(ws: Any, store: str, model: str, ids: np.ndarray | None =
             check_store_target(target, model, None if ids is None else point_ids(ws, ids),
                                int(dim) if dim else None)
     except InputError as exc:
+        if not existed and local is not None and local.is_dir() and not local.is_symlink():
+            shutil.rmtree(local, ignore_errors=True)  # what opening a new embedded store made, for a refused target
         if (exc.source or "").startswith("--to-store"):
             raise
         raise InputError("--to-store", str(exc)) from exc

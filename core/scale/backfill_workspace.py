@@ -210,6 +210,10 @@ def backfill(ws: Any, model: str, ids: np.ndarray, *, engine: str = "local", ord
     """
     spec = workspace_model_spec(ws, model)
     check_targets(ws, store, name, model, ids)
+    if num_gpus and engine == "local":  # a local backfill embeds on this machine's GPU: refused before a run
+        from embridge.core.jobs import check_device_option
+
+        check_device_option("cuda", "--num-gpus")
     stage = stage_folder(ws, stage_key(model, ids, spec))
     progress = on_progress or no_progress
     config = {"engine": engine, "order": order, "items": int(len(ids)), "chunk": chunk, "store": store,
