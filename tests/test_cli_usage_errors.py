@@ -83,3 +83,12 @@ def test_the_command_lines_loss_choices_are_the_trainers() -> None:
     from embridge.core.train.config import LOSSES
 
     assert LOSS_CHOICES == list(LOSSES)
+
+
+def test_backfill_names_an_unknown_model_before_the_order(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An empty workspace said '--order: no gallery items to backfill' for a model it does not hold."""
+    ws = str(tmp_path / "ws")
+    assert main(["init", "-w", ws]) == 0
+    capsys.readouterr()
+    assert main(["backfill", "-w", ws, "--model", "x"]) == 1
+    assert capsys.readouterr().err == f"embridge: error: {ws}: no model named 'x' (known: none)\n"

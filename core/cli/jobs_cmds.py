@@ -45,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_backfill(args: argparse.Namespace) -> Result:
-    from embridge.core.scale.backfill_workspace import backfill, backfill_ids
+    from embridge.core.scale.backfill_workspace import backfill, backfill_ids, workspace_model_spec
 
     if args.detach and args.engine != "ray":
         raise UsageError("--detach", "submits a job to a Ray cluster; it needs --engine ray")
@@ -54,6 +54,7 @@ def cmd_backfill(args: argparse.Namespace) -> Result:
         raise UsageError(given, "chooses the planner's partial backfill: it needs --order planner (--order "
                                 "stored backfills every gallery item)")
     with Workspace.open(args.workspace) as ws:
+        workspace_model_spec(ws, args.model)  # an unknown or embeddings-only model first, before the order's items
         ids = backfill_ids(ws, args.order, run_id=args.run, fraction=args.fraction)
         options = {"order": args.order, "chunk": args.chunk, "batch_size": args.batch, "actors": args.actors,
                    "num_gpus": args.num_gpus, "store": args.to_store, "name": args.name}
