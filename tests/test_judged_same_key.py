@@ -61,3 +61,21 @@ def test_a_document_with_the_querys_key_is_not_ranked_for_it(tmp_path: Path) -> 
         assert result.value("top1") == expected > 0.5, (model, result.value("top1"), expected)
         with_twin = float(np.mean((q @ g.T).argmax(axis=1) == np.arange(100, 140)))
         assert with_twin == 0.0  # ranked, every query would find its own text first
+
+
+def test_the_report_counts_same_key_documents_apart_from_queries_in_the_gallery(tmp_path: Path) -> None:
+    """The report said '40 queries are also gallery items' where none was: it counted every excluded row."""
+    import json
+
+    from embridge.core.report.build import ReportOptions, build_report
+    from embridge.core.train.runs import train_run
+
+    path, _ = _workspace(tmp_path / "ws")
+    with Workspace.open(path) as ws:
+        run = train_run(ws, "affine", device="cpu")
+        report = build_report(ws, run["run_id"], ReportOptions(n_boot=20, backfill_steps=3))
+        stored = json.loads((path / ws.report(report.report_id)["json_file"]).read_text())
+    sizes, protocol = stored["sizes"], " ".join(stored["protocol"])
+    assert sizes["queries_in_gallery"] == 0 and sizes["same_key_documents_left_out"] == 40
+    assert "also gallery items" not in protocol
+    assert "40 queries have a document with their own key in the gallery; it is left out" in protocol

@@ -73,6 +73,14 @@ class EvalSample:
     def exclude(self) -> np.ndarray | None:
         return self.tasks.sample.exclude
 
+    def left_out(self) -> tuple[int, int]:
+        """(queries that are gallery items, left out of their own rankings; judged queries whose document
+        with the same key is left out of theirs, as BEIR's evaluation does) on the evaluation sample."""
+        if self.exclude is None:
+            return 0, 0
+        own = int(np.isin(self.query_ids, self.gallery_ids).sum())
+        return own, int((self.exclude >= 0).sum()) - own
+
     @property
     def gallery_full(self) -> int:
         return self.tasks.gallery_full
@@ -101,7 +109,7 @@ class EvalSample:
                 "heldout_gallery": self.heldout_gallery, "query_source": self.query_source,
                 "query_set": self.tasks.full.queries.name, "relevance": self.relevance,
                 "queries_added_to_gallery": self.queries_added,
-                "queries_in_gallery": int(0 if self.exclude is None else (self.exclude >= 0).sum()),
+                "queries_in_gallery": self.left_out()[0], "same_key_documents_left_out": self.left_out()[1],
                 "galleries": {"old": self.tasks.full.gallery.name, "sample": self.tasks.sample.gallery.name}}
 
     def protocol(self, chain: bool = False) -> list[str]:
@@ -139,9 +147,12 @@ class EvalSample:
             lines.append(f"Relevance: no labels, so a query's only relevant item is its own item ({self.queries_added} "
                          "queries were added to the gallery for this); same-model cells find it trivially, the "
                          "cross-model cells are the test.")
-        if self.exclude is not None:
-            lines.append(f"{int((self.exclude >= 0).sum())} queries are also gallery items; each is excluded "
-                         "from its own ranking.")
+        own, same_key = self.left_out()
+        if own:
+            lines.append(f"{own} queries are also gallery items; each is excluded from its own ranking.")
+        if same_key:
+            lines.append(f"{same_key} queries have a document with their own key in the gallery; it is left out of "
+                         "that query's ranking, as BEIR's evaluation ignores identical ids.")
         lines.append("All vectors, including adapted ones, are L2-normalised: similarity is the cosine.")
         return lines
 
