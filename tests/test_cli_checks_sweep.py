@@ -203,10 +203,12 @@ def test_a_local_backfill_on_a_gpu_this_machine_lacks_records_no_run(demo_copy: 
     if torch.cuda.is_available():  # the GPU exists: nothing to refuse (CI machines have none)
         return
     rows = table_dump(demo_copy)
-    assert main(["backfill", "-w", str(demo_copy), "--model", "new-cnn", "--num-gpus", "1"]) == 1
+    store = demo_copy.parent / "newstore"
+    assert main(["backfill", "-w", str(demo_copy), "--model", "new-cnn", "--num-gpus", "1",
+                 "--to-store", f"lancedb://{store}?table=t"]) == 1
     err = capsys.readouterr().err
     assert err == "embridge: error: --num-gpus: device 'cuda' was requested but no CUDA GPU is available on this machine\n"
-    assert table_dump(demo_copy) == rows
+    assert table_dump(demo_copy) == rows and not store.exists()  # no store opened (or created) either
 
 
 def test_embed_after_a_backfill_names_every_set_holding_the_models_vectors(demo_copy: Path,

@@ -22,14 +22,17 @@ def _tamper(ws_path: Path, model: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize("argv", [["plan", "--device", "cpu"],
-                                  ["backfill", "--model", "new-cnn", "--name", "bf"],
-                                  ["embed", "--model", "new-cnn", "--device", "cpu"]], ids=lambda a: a[0])
-def test_a_changed_checkpoint_is_refused_before_it_runs(demo_copy: Path, argv: list[str],
+@pytest.mark.parametrize(("argv", "model"), [
+    (["plan", "--device", "cpu"], "new-cnn"),
+    (["backfill", "--model", "new-cnn", "--name", "bf"], "new-cnn"),
+    (["embed", "--model", "new-cnn", "--device", "cpu"], "new-cnn"),
+    (["train", "--method", "bct", "--epochs", "1", "--device", "cpu"], "old-mlp"),  # the old classifier's weights
+], ids=lambda a: a[0] if isinstance(a, list) else "")
+def test_a_changed_checkpoint_is_refused_before_it_runs(demo_copy: Path, argv: list[str], model: str,
                                                         capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["train", "-w", str(demo_copy), "--method", "affine", "--device", "cpu"]) == 0
     assert main(["report", "-w", str(demo_copy), "--bootstrap", "100"]) == 0  # plan reads it: no report to build
-    path = _tamper(demo_copy, "new-cnn")
+    path = _tamper(demo_copy, model)
     capsys.readouterr()
     rows = {k: v for k, v in table_dump(demo_copy).items() if k != "runs"}
     assert main([argv[0], "-w", str(demo_copy), *argv[1:]]) == 1

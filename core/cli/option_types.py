@@ -81,7 +81,7 @@ def _non_blank(raw: str) -> str:
     """A name or setting that must say something: empty or blank, it would silently mean the default
     (every split, the automatic device, a local Ray) instead of being refused."""
     if not raw.strip():
-        raise argparse.ArgumentTypeError("is empty; give a value, or leave the option out for its default")
+        raise argparse.ArgumentTypeError("is empty; give a value")
     return raw
 
 

@@ -209,11 +209,11 @@ def backfill(ws: Any, model: str, ids: np.ndarray, *, engine: str = "local", ord
     Resumable: finished chunks of an interrupted or cancelled run are kept and skipped next time.
     """
     spec = workspace_model_spec(ws, model)
-    check_targets(ws, store, name, model, ids)
-    if num_gpus and engine == "local":  # a local backfill embeds on this machine's GPU: refused before a run
+    if num_gpus and engine == "local":  # this machine's GPU: refused before a store is opened or a run recorded
         from embridge.core.jobs import check_device_option
 
         check_device_option("cuda", "--num-gpus")
+    check_targets(ws, store, name, model, ids)
     stage = stage_folder(ws, stage_key(model, ids, spec))
     progress = on_progress or no_progress
     config = {"engine": engine, "order": order, "items": int(len(ids)), "chunk": chunk, "store": store,

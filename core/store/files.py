@@ -116,10 +116,13 @@ def exchange(a: Path, b: Path) -> bool:
     """Swap two existing paths in one step (Linux's ``renameat2`` exchange), so each name always holds a
     whole file or folder; False, with nothing changed, where the system cannot."""
     import ctypes
+    import sys
 
+    if not sys.platform.startswith("linux"):
+        return False
     try:
         renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
-    except (AttributeError, OSError):  # not glibc 2.28+ (or not Linux)
+    except (AttributeError, OSError, TypeError):  # not glibc 2.28+ (musl, an old glibc)
         return False
     at_fdcwd, rename_exchange = -100, 2
     if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
