@@ -47,6 +47,17 @@ def window_settings() -> QSettings:
     return QSettings(str(config_dir() / "window.ini"), QSettings.Format.IniFormat)
 
 
+def _valid(key: str, value: Any) -> bool:
+    """A stored preference the pages can use as it is (the file is the user's to edit)."""
+    if key == "batch_size":
+        return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 1 << 20
+    if key == "recent_workspaces":
+        return isinstance(value, list)
+    if key == "device":
+        return isinstance(value, str) and bool(value.strip())
+    return isinstance(value, str)
+
+
 class Settings:
     """Recent workspaces and preferences, read once and saved atomically on every change."""
 
@@ -66,6 +77,10 @@ class Settings:
         if not isinstance(data, dict):
             log.warning("%s: settings file does not hold a JSON object, using defaults", self.path)
             return {}
+        for key in [k for k in DEFAULTS if k in data and not _valid(k, data[k])]:
+            log.warning("%s: %s = %r is not a valid value, using the default %r", self.path, key, data[key],
+                        DEFAULTS[key])
+            del data[key]  # a hand-edited value must not keep the window from opening
         return data
 
     def save(self) -> None:

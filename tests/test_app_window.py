@@ -123,6 +123,20 @@ def test_recent_workspaces_live_in_a_readable_json_file(tmp_path: Path) -> None:
     assert Settings(tmp_path / "settings.json").recent_workspaces == []  # a broken file is not fatal
 
 
+@pytest.mark.parametrize("bad", [1e300, 1e10, "abc", None, -5, True, [1]])
+def test_a_hand_edited_setting_the_pages_cannot_use_falls_back_to_its_default(tmp_path: Path, bad: object,
+                                                                               caplog: pytest.LogCaptureFixture) -> None:
+    """{"batch_size": 1e300} in settings.json kept the window from opening (OverflowError in the Gallery page)."""
+    path = tmp_path / "settings.json"
+    path.write_text(json.dumps({"batch_size": bad, "device": "", "ray_address": 5, "recent_workspaces": "x"}),
+                    encoding="utf-8")
+    with caplog.at_level("WARNING", logger="embridge.app"):
+        settings = Settings(path)
+    assert settings.get("batch_size") == 256 and settings.get("device") == "auto" and settings.get("ray_address") == ""
+    assert settings.recent_workspaces == []
+    assert sum("is not a valid value, using the default" in r.getMessage() for r in caplog.records) == 4
+
+
 def test_opening_a_folder_that_is_no_workspace_reports_why(qtbot: QtBot, window: MainWindow, tmp_path: Path) -> None:
     from app_fixtures import close_error_dialogs, error_dialogs
 
