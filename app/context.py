@@ -95,7 +95,15 @@ class AppContext(QObject):
             with Workspace.open(root) as ws:
                 return fn(ws, on_progress, should_stop)
 
-        return self.run_plain(title, job, on_done, changes_workspace=True, **options)
+        def done_here(result: Any) -> None:  # another workspace opened meanwhile: its pages are not this job's
+            if on_done is None:
+                return
+            if self.ws is not None and Path(self.ws.root).resolve() == root.resolve():
+                on_done(result)
+            else:
+                log.info("%s finished for %s, which is no longer open; its result stays recorded there", title, root)
+
+        return self.run_plain(title, job, done_here, changes_workspace=True, **options)
 
     def run_plain(self, title: str, fn: Callable[[ProgressFn, StopFn], Any],
                   on_done: Callable[[Any], None] | None = None, changes_workspace: bool = False,

@@ -95,3 +95,31 @@ def test_no_refresh_without_a_change(qtbot: QtBot, window: MainWindow, demo_copy
     page.refresh = lambda: (calls.append(1), original())[1]  # type: ignore[method-assign]
     qtbot.wait(4_000)
     assert calls == []
+
+
+def test_a_jobs_result_is_not_shown_in_a_workspace_opened_while_it_ran(qtbot: QtBot, window: MainWindow,
+                                                                        tmp_path: Path) -> None:
+    """A training started in one workspace finished while another was open, and that one's Train page
+    showed its numbers (and took its run as the focus run)."""
+    import threading
+
+    from app_fixtures import wait_for_jobs
+
+    first, second = tmp_path / "a", tmp_path / "b"
+    for root in (first, second):
+        Workspace.create(root).close()
+    assert window.ctx.open_workspace(first)
+    release, delivered = threading.Event(), []
+
+    def slow(ws: Workspace, on_progress: object, should_stop: object) -> str:
+        release.wait(30)
+        return str(ws.root)
+
+    assert window.ctx.run("slow job", slow, delivered.append) is not None
+    assert window.ctx.open_workspace(second)
+    release.set()
+    wait_for_jobs(qtbot, window)
+    assert delivered == []  # the result stays recorded in the first workspace, not shown in the second
+    assert window.ctx.run("quick job", slow, delivered.append) is not None  # in the open one: delivered
+    wait_for_jobs(qtbot, window)
+    assert delivered == [str(second)]
