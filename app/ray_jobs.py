@@ -17,7 +17,6 @@ from PySide6.QtCore import QObject
 
 from embridge.app.context import AppContext
 from embridge.app.workers import Job
-from embridge.core.errors import InputError
 from embridge.core.progress import ProgressFn, StopFn
 from embridge.core.store import Workspace
 
@@ -125,7 +124,9 @@ def _follow(ws: Workspace, run_id: int, on_progress: ProgressFn, should_stop: St
 
 def check_address(address: str) -> str:
     """One line for an address that cannot be a Ray cluster's (empty is allowed: no cluster)."""
+    from embridge.core.scale.engine import address_parts
+
     text = address.strip()
-    if text and (" " in text or (":" not in text and not text.startswith("ray://"))):
-        raise InputError("Ray cluster address", f"'{text}' is not HOST:PORT or ray://HOST:PORT")
+    if text:
+        address_parts(text, "Ray cluster address")
     return text

@@ -3,6 +3,7 @@ the window (the job keeps running), reattaches on reopen and records the result 
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -30,6 +31,9 @@ def ws_path(demo_workspace_path: Path, tmp_path: Path) -> Path:
 def test_address_setting_is_checked_and_kept(window: MainWindow) -> None:  # noqa: F811
     with pytest.raises(InputError, match="HOST:PORT"):
         check_address("not an address")
+    for bad in ("host:abc", "ray://:10001", "localhost:99999999"):  # accepted before; Ray's parse failed later
+        with pytest.raises(InputError, match=rf"Ray cluster address: '{re.escape(bad)}' is not HOST:PORT"):
+            check_address(bad)
     window.ray_jobs.set_address(check_address(" 10.0.0.5:6379 "))
     assert window.ctx.settings.get("ray_address") == "10.0.0.5:6379"
     from embridge.app.settings import Settings

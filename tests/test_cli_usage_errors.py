@@ -41,6 +41,8 @@ CASES = [
     (["embed", "--model", "m", "--split", " "], "embed", "argument --split: is empty"),
     (["train", "--method", "mlp", "--device", ""], "train", "argument --device: is empty"),
     (["report", "--engine", "ray", "--ray-address", ""], "report", "argument --ray-address: is empty"),
+    (["report", "--engine", "ray", "--ray-address", "host:abc"], "report",
+     "--ray-address: 'host:abc' is not HOST:PORT or ray://HOST:PORT (a port from 1 to 65535)"),
     # a setting with its own option, given through --set: one way each, checked by its option
     (["train", "--method", "mlp", "--set", "lr=1e300"], "train", "--set: lr has its own option: use --lr"),
     (["train", "--method", "mlp", "--set", "device=banana"], "train", "--set: device has its own option"),

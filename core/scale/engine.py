@@ -57,16 +57,29 @@ def import_ray(address: str | None = None) -> Any:
     return ray
 
 
+def address_parts(address: str, option: str = "--ray-address") -> tuple[str, int] | None:
+    """(host, port) of ``HOST:PORT`` or ``ray://HOST:PORT``, None for ``auto`` and ``local``; any other form
+    is refused in one line (Ray's own parse fails later with a raw error, after a run was recorded)."""
+    from embridge.core.errors import UsageError
+
+    text = address.strip()
+    if text in ("auto", "local"):
+        return None
+    hostport = text[len("ray://"):] if text.startswith("ray://") else text
+    host, _, port = hostport.rstrip("/").rpartition(":")
+    if not host or "://" in host or " " in text or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise UsageError(option, f"'{text}' is not HOST:PORT or ray://HOST:PORT (a port from 1 to 65535)")
+    return host.strip("[]"), int(port)
+
+
 def check_reachable(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
     """Refuse a cluster address where nothing answers (``HOST:PORT`` or ``ray://HOST:PORT``) at once."""
-    if address in ("auto", "local"):
+    parts = address_parts(address)
+    if parts is None:
         return
-    hostport = address.split("://", 1)[1] if "://" in address else address
-    host, _, port = hostport.rstrip("/").rpartition(":")
-    if not host or not port.isdigit():
-        return  # a form Ray resolves itself; its own error says what is wrong
+    host, port = parts
     try:
-        conn = socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s)
+        conn = socket.create_connection((host, port), timeout=timeout_s)
     except OSError as exc:
         raise EngineError(f"--ray-address {address}: no Ray cluster answers there ({exc.strerror or exc}); "
                           "start one with 'ray start --head' or check the address") from None
