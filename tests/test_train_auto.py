@@ -66,7 +66,8 @@ def test_auto_cancelled_keeps_what_finished(data: PairData) -> None:
                          on_progress=lambda d, t, i: seen.append(i["candidate"]), should_stop=stop)
     assert result.status == "cancelled"
     assert [c["kind"] for c in result.candidates] == ["procrustes", "lowrank"]
-    assert result.adapter is not None and "stopped early by the user" in result.reason
+    assert result.adapter is not None and result.reason.startswith("cancelled by the user during candidate ")
+    assert "the best of the candidates tried so far: " in result.reason
 
 
 def test_a_candidate_that_raises_is_its_own_failed_row_and_the_others_are_still_compared(data: PairData) -> None:

@@ -21,6 +21,7 @@ BAD_SETTINGS = [
     ("affine", ['ridge_grid="abc"'], "ridge_grid"),
     ("affine", ["ridge_grid=5"], "ridge_grid"),
     ("affine", ["ridge_grid=[-1]"], "ridge_grid"),
+    ("affine", ["ridge_grid=[1e300]"], "ridge_grid"),  # trained a chance-level layer
     ("affine", ["ridge_grid=[]"], "ridge_grid"),
     ("bt2", ['align_weight="x"'], "align_weight"),
     ("fusion", ["alpha_grid=0.5"], "alpha_grid"),

@@ -174,9 +174,12 @@ def fit_auto(
     if best.kind in BRIDGES:
         why += ("; serving it needs both encoders during the transition"
                 + ("" if best.kind == "fusion" else " and re-ranks K items per query"))
+    if cancelled:  # said first: the run was stopped, and its layer is the best of what had finished
+        stopped = next(r.kind for r in results if r.status == "cancelled")
+        why = f"cancelled by the user during candidate {stopped}; the best of the candidates tried so far: {why}"
     return FitResult(
         kind=best.kind, adapter=best.adapter, status="cancelled" if cancelled else "completed",
-        reason=why + ("; stopped early by the user" if cancelled else ""), metrics=best.metrics,
+        reason=why, metrics=best.metrics,
         best_val_metric=best.best_val_metric, best_epoch=best.best_epoch,
         val_metric_name=best.val_metric_name, val_protocol=best.val_protocol, device=best.device,
         duration_s=time.perf_counter() - start, config=settings, candidates=table,

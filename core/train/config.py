@@ -112,7 +112,7 @@ RANGES: dict[str, tuple[float | None, bool, float | None, bool]] = {
     "weight_decay": (0.0, False, 1e3, False),
     "temperature": (1e-4, False, 1e4, False),
     "logit_scale": (0.0, True, 1e4, False),
-    "ridge_grid": (0.0, True, None, False),
+    "ridge_grid": (0.0, True, NUMBER_MAX, False),
     "shrink_grid": (0.0, True, 1.0, False),
     "alpha_grid": (0.0, False, 1.0, False),
     "bank_size": (0.0, False, COUNT_MAX, False),
