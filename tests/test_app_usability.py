@@ -276,6 +276,19 @@ def test_models_page_manages_models_and_refuses_duplicates(qtbot: QtBot, window:
     monkeypatch.setattr(dialogs, "ask_text", lambda *a, **k: "extra-renamed")
     click(qtbot, models.rename_button)
     assert [m["name"] for m in window.ctx.ws.models()][-1] == "extra-renamed"
+    # refusals name the window's fields, not the command line's options
+    models.table.selectRow(2)
+    monkeypatch.setattr(dialogs, "ask_text", lambda *a, **k: window.ctx.ws.models()[0]["name"])
+    click(qtbot, models.rename_button)
+    models.input_shape.setText("1e300")
+    models.path.setText(str(npz))
+    models.add_from_form()
+    qtbot.waitUntil(lambda: len(error_dialogs()) == 2)
+    renamed, shaped = (d.message for d in error_dialogs())
+    assert renamed.startswith("New name: a model named") and "--to" not in renamed
+    assert shaped.startswith("Input shape: expected integers") and "--input-shape" not in shaped
+    close_error_dialogs()
+    models.input_shape.clear()
     models.table.selectRow(2)
     models.set_role.setCurrentText("new")
     click(qtbot, models.set_role_button)

@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
 
 from embridge.app import dialogs
 from embridge.app.context import AppContext
+from embridge.app.error_path import labelled
 from embridge.app.pages.forms import PathField, set_combo_items
 from embridge.app.pages.page import Page, fill_table, make_table
 from embridge.app.workers import Job
@@ -63,6 +64,11 @@ def suggest_role(models: list[dict[str, Any]]) -> str:
     roles = {m["role"] for m in models}
     return "old" if "old" not in roles else "new" if "new" not in roles else "other"
 
+
+# the command line's options of `model add`, as the Add form names its fields
+ADD_FIELDS = {"--path": "Checkpoint", "--name": "Name", "--role": "Role", "--kind": "Kind", "--arch": "Architecture",
+              "--arch-config": "Architecture", "--input-shape": "Input shape", "--query-prompt": "Query prompt",
+              "--document-prompt": "Document prompt", "--pooling": "Pooling"}
 
 class ModelsPage(Page):
     title = "Models"
@@ -154,7 +160,7 @@ class ModelsPage(Page):
         try:
             shape = parse_input_shape(self.input_shape.text())
         except InputError as exc:
-            self.ctx.reporter.report("Add model", str(exc))
+            self.ctx.reporter.report("Add model", str(labelled(exc, ADD_FIELDS)))
             return
         kind = self.kind.currentText()
         pooling = self.pooling.currentText()
@@ -176,8 +182,11 @@ class ModelsPage(Page):
         def job(ws: Workspace, on_progress: ProgressFn, should_stop: StopFn) -> dict[str, Any]:
             from embridge.core.models.adding import add_model
 
-            row = add_model(ws, path, name, role, kind=kind, arch=arch, input_shape=input_shape, text=text,
-                            on_progress=on_progress).row
+            try:
+                row = add_model(ws, path, name, role, kind=kind, arch=arch, input_shape=input_shape, text=text,
+                                on_progress=on_progress).row
+            except InputError as exc:  # the form's fields, not the command line's options
+                raise labelled(exc, ADD_FIELDS) from None
             return {"name": row["name"], "dim": row["dim"], "kind": row["kind"]}
 
         def added(info: dict[str, Any]) -> None:
@@ -322,7 +331,13 @@ class ModelsPage(Page):
     def rename(self, name: str, new_name: str) -> bool:
         from embridge.core.models.manage import rename_model
 
-        return self._change(f"Rename model {name}", lambda ws: rename_model(ws, name, new_name))
+        def renamed(ws: Workspace) -> Any:
+            try:
+                return rename_model(ws, name, new_name)
+            except InputError as exc:
+                raise labelled(exc, {"--to": "New name", "--name": "Model"}) from None
+
+        return self._change(f"Rename model {name}", renamed)
 
     def change_role(self, name: str | None, role: str) -> bool:
         from embridge.core.models.manage import set_model_role

@@ -24,9 +24,11 @@ from PySide6.QtWidgets import (
 )
 
 from embridge.app.context import AppContext
+from embridge.app.error_path import labelled
 from embridge.app.pages.forms import scrolled_text, set_combo_items
 from embridge.app.pages.page import Page, completed_train_runs, fill_table, make_table, run_label, select_run
 from embridge.app.plots import PlotWidget
+from embridge.core.errors import InputError
 from embridge.core.evaluation.headline import metric_label
 from embridge.core.formatting import format_bytes, format_seconds, format_share
 from embridge.core.plan.plan_record import Plan
@@ -142,8 +144,11 @@ class PlanPage(Page):
         def job(ws: Workspace, on_progress: ProgressFn, should_stop: StopFn) -> dict[str, Any]:
             from embridge.core.plan import plan_upgrade
 
-            plan = plan_upgrade(ws, run_id, fraction, device=device, gain_threshold=gain_threshold,
-                                target_share=target_share, on_progress=on_progress, should_stop=should_stop)
+            try:
+                plan = plan_upgrade(ws, run_id, fraction, device=device, gain_threshold=gain_threshold,
+                                    target_share=target_share, on_progress=on_progress, should_stop=should_stop)
+            except InputError as exc:  # the page's fields, not the command line's options
+                raise labelled(exc, {"--fraction": "Fraction", "--device": "Device", "--run": "Run"}) from None
             return plan.to_json()  # plain values cross the thread boundary
 
         self.ctx.set_focus_run(run_id)
