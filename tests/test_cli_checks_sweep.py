@@ -226,3 +226,20 @@ def test_embed_after_a_backfill_names_every_set_holding_the_models_vectors(demo_
     assert out["already_stored"] == items > max(s["count"] for s in sets) and out["written"] == 0
     assert main(["embed", "-w", str(demo_copy), "--model", "new-cnn"]) == 0
     assert f"its vector sets {sets[0]['id']}, {sets[1]['id']} stay as they are" in capsys.readouterr().out
+
+
+def test_a_stored_checkpoint_added_again_is_named_a_duplicate_before_its_input_shape_is_asked(
+        demo_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """It asked for --input-shape first (describing the file), and never said the name was taken."""
+    import shutil
+
+    with Workspace.open(demo_copy) as ws:
+        stored = Path(ws.model("new-cnn")["path"])
+    copy = shutil.copy(stored, tmp_path / "again.pt")
+    rows = table_dump(demo_copy)
+    assert main(["model", "add", "-w", str(demo_copy), "--name", "zz", "--path", str(copy)]) == 1
+    assert "this checkpoint is already in the workspace as model 'new-cnn'" in capsys.readouterr().err
+    assert main(["model", "add", "-w", str(demo_copy), "--name", "new-cnn", "--path", str(copy)]) == 1
+    assert capsys.readouterr().err == ("embridge: error: --name: a model named 'new-cnn' already exists; choose "
+                                       "another name\n")
+    assert table_dump(demo_copy) == rows

@@ -59,6 +59,31 @@ class AddedModel:
         return line + (f"; {described}" if described else "")
 
 
+def _check_stored_file(ws: Workspace, path: str | Path, text: Any) -> None:
+    """A file already stored as a model, given without text settings that would make it another one,
+    is refused before it is described: describing may first ask for an input shape it does not need."""
+    from embridge.core.models.manage import check_not_duplicate
+    from embridge.core.models.spec import checkpoint_sha256
+
+    p = Path(path)
+    settings = [getattr(text, field, None) for field in ("query_prompt", "document_prompt", "pooling")]
+    if any(s is not None for s in settings) or not p.is_file():
+        return
+    try:
+        size = p.stat().st_size
+        stored = {Path(m["path"]).stat().st_size for m in ws.models()
+                  if m.get("path") and Path(m["path"]).is_file()}
+        if size not in stored:  # no stored file of this size: no need to hash it twice
+            return
+        sha = checkpoint_sha256(p)
+    except OSError:
+        return  # describing the checkpoint names what is wrong with it
+    for row in ws.models_with_sha256(sha):
+        spec = row.get("spec") or {}
+        if not any(spec.get(k) for k in ("query_prompt", "document_prompt", "pooling")):
+            check_not_duplicate(ws, spec, path)
+
+
 def add_model(ws: Workspace, path: str | Path, name: str, role: str = "other", *, kind: str | None = None,
               arch: str | None = None, arch_config: Mapping[str, Any] | None = None,
               input_shape: str | tuple[int, ...] | None = None, text: Any = None,
@@ -73,6 +98,9 @@ def add_model(ws: Workspace, path: str | Path, name: str, role: str = "other", *
 
     progress = on_progress or no_progress
     check_name(name, "--name")  # before the checkpoint is even opened
+    if ws.has_model(name):
+        raise InputError("--name", f"a model named '{name}' already exists; choose another name")
+    _check_stored_file(ws, path, text)
     shape = parse_input_shape(input_shape) if isinstance(input_shape, str) else input_shape
     if shape is not None:
         parse_input_shape(",".join(str(s) for s in shape))  # the same rule for a shape given as numbers
