@@ -146,6 +146,11 @@ def test_export_with_overwrite_never_replaces_what_is_not_a_bundle(tmp_path: Pat
         again = export_bundle(ws, tmp_path / "b", [run], overwrite=True)  # a bundle may be replaced
         assert again["path"] == first["path"] and again["bundle_id"] != first["bundle_id"]
         assert sorted(p.name for p in tmp_path.iterdir()) == ["b", "ws"]  # the old copy is gone, nothing else
+        for name in ("b.tar.gz", "b.tgz", "b.7z"):  # a folder under an archive's name: refused, nothing written
+            with pytest.raises(InputError, match=r"an archive a bundle is never written as; a bundle is a folder, "
+                                                 r"or a name ending in \.zip"):
+                export_bundle(ws, tmp_path / name, [run])
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["b", "ws"]
 
 
 @pytest.mark.parametrize("swap", [True, False], ids=["swapped-in-one-step", "system-without-swap"])

@@ -76,6 +76,7 @@ class PlanPage(Page):
         self.run_combo.currentIndexChanged.connect(self._run_chosen)
         self.fraction = QDoubleSpinBox()
         self.fraction.setRange(0.0, 1.0)
+        self.fraction.setDecimals(3)  # two rounded 0.001 to 0.00, which reads as auto
         self.fraction.setSingleStep(0.05)
         self.fraction.setSpecialValueText("auto")
         self.fraction.setToolTip("Plan the partial backfill at this share of the gallery (auto: the smallest "

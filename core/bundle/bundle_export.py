@@ -74,6 +74,9 @@ STORE_TENSOR_BYTES = 1 << 16
 TENSOR_SUFFIXES = frozenset({".npy", ".pt", ".safetensors", ".onnx"})
 
 
+OTHER_ARCHIVES = (".gz", ".tgz", ".tar", ".bz2", ".xz", ".zst", ".7z", ".rar")  # names a folder must not take
+
+
 def export_bundle(ws: Workspace, out: str | Path, run_ids: list[int] | None = None, *,
                   report_id: int | None = None, gallery: bool | None = None, probes: int = 64, seed: int = 0,
                   overwrite: bool = False, on_progress: ProgressFn | None = None,
@@ -85,6 +88,9 @@ def export_bundle(ws: Workspace, out: str | Path, run_ids: list[int] | None = No
     ``report_id``: the report to include (default: the latest one of a single run).
     """
     out = check_output(out, workspace=ws.root)
+    if out.suffix.lower() in OTHER_ARCHIVES:
+        raise InputError("--out", f"{out}: ends in {out.suffix}, an archive a bundle is never written as; a bundle is "
+                         "a folder, or a name ending in .zip")
     holder = bundle_above(out)
     if holder is not None:
         raise InputError("--out", f"{out}: is inside the bundle {holder}; a file written there would make it fail "
