@@ -346,13 +346,13 @@ def test_every_numeric_option_of_every_command_is_validated() -> None:
     assert len(options) >= 20
     bare = [(cmd, flag) for cmd, flag, kind in options if kind in (int, float)]
     assert not bare, bare
-    from embridge.core.cli.option_types import PATH
+    from embridge.core.cli.option_types import NON_BLANK, PATH
 
     paths = [(cmd, flag) for cmd, flag, kind in options if kind is PATH]  # files, folders, stores: not numbers
     assert ("embridge import", "--path") in paths and ("embridge bundle apply", "--out") in paths
-    for _cmd, _flag, kind in options:
+    for _cmd, _flag, kind in options:  # a path or a name refuses a blank value, a number NaN
         with pytest.raises(argparse.ArgumentTypeError):
-            kind("" if kind is PATH else "nan")
+            kind(" " if kind in (PATH, NON_BLANK) else "nan")
 
 
 def test_the_store_refuses_a_name_that_is_a_path(tmp_path: Path) -> None:

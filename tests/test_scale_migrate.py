@@ -91,7 +91,7 @@ def test_ray_migration_resumes_after_a_stop_and_refuses_what_it_cannot_do(ray_cl
 
     capsys.readouterr()
     args = ["migrate", "--bundle", str(fct["bundle"]), "--from", src, "--engine", "ray"]
-    assert main([*args, "--to", f"lancedb://{tmp_path / 'db'}?table=s2", "--backfill", "3"]) == 1
+    assert main([*args, "--to", f"lancedb://{tmp_path / 'db'}?table=s2", "--backfill", "3"]) == 2  # a usage error
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--engine" in err[0] and "--engine local" in err[0]
     qdrant = f"qdrant://{tmp_path / 'q'}?collection=docs"

@@ -160,7 +160,7 @@ def test_an_alias_named_twice_with_two_names_is_refused_naming_both(
     refused(code, err, "--alias", "'other'", "?alias=live", status=2)
     assert tree_snapshot(tmp_path) == before  # no shadow, and neither alias made
     code, _, err = cli(capsys, "rollback", "--to", f"{source.source}?alias=live", "--alias", "other")
-    refused(code, err, "--alias", "'other'", "?alias=live")
+    refused(code, err, "--alias", "'other'", "?alias=live", status=2)
     assert tree_snapshot(tmp_path) == before
     code, _, err = migrate(capsys, upgrade, source.source, source.target, "--alias", "", "--switch")
     refused(code, err, "--alias: is empty", status=2)  # never read as no alias at all
