@@ -274,14 +274,15 @@ def training_curves(epochs: Sequence[Mapping[str, Any]], x_key: str = "epoch",
                       label="learning rate")
             twin.set_ylabel("learning rate")
             lines = axes[0].get_lines() + twin.get_lines()
-            axes[0].legend(lines, [ln.get_label() for ln in lines], fontsize="small", loc="upper right")
+            # "best": where it covers the fewest points, recomputed as a live plot's lines grow
+            axes[0].legend(lines, [ln.get_label() for ln in lines], fontsize="small", loc="best")
         elif loss_keys:
-            axes[0].legend(fontsize="small", loc="upper right")
+            axes[0].legend(fontsize="small", loc="best")
     if axes:
         draw(axes[-1], other_keys, metric_label)
         axes[-1].set_title("Validation")
         if len(other_keys) > 1:
-            axes[-1].legend(fontsize="small", loc="lower right")
+            axes[-1].legend(fontsize="small", loc="best")
     for ax, (key, rows) in zip(sweep_axes, sweeps, strict=True):
         _sweep_panel(ax, key, rows, metric_label)
     return fig
