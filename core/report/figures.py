@@ -34,10 +34,11 @@ def _finite(value: Any) -> float:
 
 
 def _legend_below(fig: Figure, ax: Any, entries: int) -> None:
-    """The legend under the plot, outside the axes, so it never covers bars or lines."""
+    """The legend under the plot, outside the axes, so it never covers bars or lines; at most three
+    entries a row, which a page at the window's smallest size still shows whole."""
     if ax.get_legend_handles_labels()[0]:
         fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", fontsize="small",
-                   ncols=max(1, min(entries, 4)), frameon=False)
+                   ncols=max(1, min(entries, 3)), frameon=False)
 
 
 def metric_bars(
