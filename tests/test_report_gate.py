@@ -112,7 +112,7 @@ def test_a_check_no_report_can_pass_is_refused_before_any_work(demo_copy: Path, 
         code = main(["report", "--workspace", ws, "--junit", str(junit), "--fail-under", "arr=0",
                      "--fail-under", check])
         err = capsys.readouterr().err
-        assert code == 1 and err.count("\n") == 1, err
+        assert code == 2 and err.count("\n") == 1, err  # misuse (2), never a failed gate's status (1)
         assert f"--fail-under: {parse_check(check).text}: {problem}" in err
         assert ("write shares as fractions" in err) == (parse_check(check).threshold > 1)  # a percent typed as 5
         error = ET.parse(junit).getroot().find("testsuite/testcase/error")  # CI shows the refusal, not a pass
@@ -153,7 +153,7 @@ def test_a_refused_gate_or_option_replaces_an_earlier_junit_result(demo_copy: Pa
     in error, not the earlier green result a CI page would go on showing beside the failed step."""
     ws = _trained(demo_copy, capsys)
     junit = tmp_path / "gate.xml"
-    for change, code, said in ((("--fail-under", "ndcg@1O=0.5"), 1, "ndcg@1O"),
+    for change, code, said in ((("--fail-under", "ndcg@1O=0.5"), 2, "ndcg@1O"),
                                (("--fail-under", "gain_retained=abc"), 2, "gain_retained=abc"),
                                (("--bootstrap", "5"), 2, "--bootstrap")):
         assert main(_report_args(ws, junit)) == 0

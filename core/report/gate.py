@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from embridge.core.errors import InputError, StoreError
+from embridge.core.errors import InputError, StoreError, UsageError
 from embridge.core.evaluation.headline import decides_on_ndcg
 from embridge.core.paths import absolute, check_folder_target, check_output, file_kind, write_problem
 
@@ -98,7 +98,7 @@ def check_metric_names(checks: list[Check], option: str = "--fail-under") -> Non
         if check.metric not in known:
             close = difflib.get_close_matches(check.metric, known, n=1)
             hint = f"did you mean {close[0]}? " if close else ""
-            raise InputError(option, f"{check.text}: no report has a metric named {check.metric!r}; {hint}"
+            raise UsageError(option, f"{check.text}: no report has a metric named {check.metric!r}; {hint}"
                              f"metrics: {', '.join(known)}")
         if not is_share(check.metric):
             continue
@@ -106,7 +106,7 @@ def check_metric_names(checks: list[Check], option: str = "--fail-under") -> Non
         always = check.threshold <= 0 if check.op == ">=" else check.threshold >= 1
         if never or always:  # a gate that cannot fail is as wrong as one that cannot pass: a percent typed as 5
             percent = " (write shares as fractions: 0.05 for 5%)" if check.threshold > 1 else ""
-            raise InputError(option, f"{check.text}: {check.metric} lies between 0 and 1, so this check could "
+            raise UsageError(option, f"{check.text}: {check.metric} lies between 0 and 1, so this check could "
                              f"never {'pass' if never else 'fail'}{percent}")
 
 
