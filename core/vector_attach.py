@@ -168,10 +168,10 @@ def embed_with_vectors_file(ws: Workspace, model: str, spec: Any, item_ids: np.n
     vector set's info, or the model's newest set with ``written`` 0 when nothing was new.
     """
     from embridge.core.errors import CheckpointError, VectorFileError
-    from embridge.core.models.spec import checkpoint_sha256, require_exists
+    from embridge.core.models.spec import checkpoint_unchanged, require_exists
 
     path = require_exists(spec.path)
-    if spec.sha256 and checkpoint_sha256(path) != spec.sha256:
+    if spec.sha256 and not checkpoint_unchanged(path, spec.sha256):
         raise CheckpointError(path, "file changed since the model was added (sha256 differs)")
     try:
         vf = VectorFile.open(path)

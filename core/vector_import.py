@@ -19,11 +19,10 @@ from typing import Any
 import numpy as np
 
 from embridge.core import stop_signals
-from embridge.core.errors import ImportDataError, IntegrityError, VectorFileError
+from embridge.core.errors import ImportDataError, VectorFileError
 from embridge.core.paths import name_from
 from embridge.core.qrels import QrelLines, store_qrels
 from embridge.core.store import Workspace
-from embridge.core.store.file_checks import verified_sha256
 from embridge.core.store.items import QUERY_SPLIT, item_namespace
 from embridge.core.store.schema import DOC_NAMESPACE, QUERY_NAMESPACE
 from embridge.core.vector_attach import (
@@ -98,6 +97,8 @@ def import_vector_file(ws: Workspace, src: Path, split: str | None, model: str |
 def _check_own_file_unchanged(ws: Workspace, model: str, src: Path) -> None:
     """The model's own file (a vectors-only model references it where it lies) attached again must hold what
     was added: ``embed`` refuses it once it changed, and so does this path (other files may be attached)."""
+    from embridge.core.models.spec import checkpoint_unchanged
+
     row = ws.model(model)
     own, sha = row.get("path"), (row.get("spec") or {}).get("sha256")
     if row.get("kind") != "vectors" or not own or not sha:
@@ -106,13 +107,9 @@ def _check_own_file_unchanged(ws: Workspace, model: str, src: Path) -> None:
         same = Path(own).resolve() == src.resolve()
     except OSError:
         return
-    if not same:
-        return
-    try:  # a file checked before and unchanged since (same inode, size and times) is not hashed again
-        verified_sha256(src, sha)
-    except IntegrityError:
+    if same and not checkpoint_unchanged(src, sha):
         raise VectorFileError(src, f"the file of model '{model}' changed since the model was added (sha256 "
-                              "differs), as embed refuses it too; add the changed file as another model") from None
+                              "differs), as embed refuses it too; add the changed file as another model")
 
 
 def _check_every_row(vf: VectorFile) -> None:

@@ -29,6 +29,7 @@ from embridge.core.models.spec import (
     MODALITIES,
     ModelSpec,
     checkpoint_sha256,
+    checkpoint_unchanged,
     infer_kind,
     modality_for_shape,
     require_exists,
@@ -146,7 +147,7 @@ class LoadedModel:
             if self._verify and not Path(self.spec.path).exists():  # a stored copy deleted by hand
                 raise CheckpointError(self.spec.path, "the model's checkpoint is missing (deleted or moved since the "
                                       "model was added); add the model again")
-            if self._verify and not _unchanged(Path(self.spec.path), self.spec.sha256):
+            if self._verify and not checkpoint_unchanged(self.spec.path, self.spec.sha256):
                 raise CheckpointError(self.spec.path, "file changed since the model was added (sha256 differs)")
             self._opened = open_model(self.spec.kind, self.spec.path, self.device, self.spec.arch,
                                       self.spec.arch_config, self.spec.pooling)
@@ -374,21 +375,6 @@ def describe_model(path: str | Path, kind: str | None = None, name: str | None =
     ``text`` sets a text model's prompts and pooling (defaults: what its folder says).
     """
     return _inspect(path, kind, name, arch, arch_config, input_shape, modality, text)[0]
-
-
-def _unchanged(path: Path, sha256: str) -> bool:
-    """The checkpoint still holds what was added; a file checked before and untouched since (same inode,
-    size and times) is not hashed again, so every process that runs a stored model can afford the check."""
-    if path.is_dir():
-        return checkpoint_sha256(path) == sha256
-    from embridge.core.errors import IntegrityError
-    from embridge.core.store.file_checks import verified_sha256
-
-    try:
-        verified_sha256(path, sha256)
-    except IntegrityError:
-        return False
-    return True
 
 
 def load_model(path_or_spec: str | Path | ModelSpec | Mapping[str, Any], device: str | torch.device = "auto",

@@ -70,6 +70,23 @@ def checkpoint_sha256(path: str | Path) -> str:
     return sha256_tree(p) if p.is_dir() else sha256_file(p)
 
 
+def checkpoint_unchanged(path: str | Path, sha256: str) -> bool:
+    """The checkpoint still holds what was added (``sha256``). A file checked before and untouched since
+    (same inode, size and times) is not hashed again, so every process that runs or reads a stored
+    model can afford the check; a folder is hashed whole."""
+    from embridge.core.errors import IntegrityError
+    from embridge.core.store.file_checks import verified_sha256
+
+    p = Path(path)
+    if p.is_dir():
+        return sha256_tree(p) == sha256
+    try:
+        verified_sha256(p, sha256)
+    except IntegrityError:
+        return False
+    return True
+
+
 def require_exists(path: str | Path) -> Path:
     """The checkpoint path, refused when missing, empty, or neither a regular file nor a folder (a FIFO)."""
     p = Path(path)
