@@ -162,6 +162,14 @@ def owned_temps(folder: Path) -> Iterator[Path]:
         dirs[:] = [d for d in dirs if not owned_temp_name(d) and is_real_dir(base / d)]
 
 
+def shown_path(path: str | bytes | os.PathLike[str]) -> str:
+    """The path an error line names, as given: a temp file of ours, gone by the time the user reads the
+    line, is named by its folder instead, the place a permission or the space is missing."""
+    text = os.fsdecode(path)
+    p = Path(text)
+    return str(p.parent) if p.name.startswith(TMP_PREFIX) else text
+
+
 def sweep_old_temps(folder: Path, older_than: float) -> None:
     """Remove our temp files and folders under ``folder`` last changed before ``older_than`` (a time
     stamp): a writer killed before its rename left them, and a live one touched its own since."""

@@ -110,12 +110,9 @@ def main(argv: Sequence[str] | None = None, *, program: bool = False) -> int:
         _error(str(translate(exc, Path(workspace) / DB_NAME)) if workspace else f"database error: {exc}")
         return 1
     except OSError as exc:  # the machine, not a bug: a full disk, a permission, a vanished file
-        from embridge.core.paths import TMP_PREFIX
+        from embridge.core.paths import shown_path
 
-        name = exc.filename
-        if name and Path(os.fsdecode(name)).name.startswith(TMP_PREFIX):  # a temp file: the folder is the place
-            name = str(Path(os.fsdecode(name)).parent)
-        _error(f"{name or 'a file'}: {exc.strerror or exc}")
+        _error(f"{shown_path(exc.filename) if exc.filename else 'a file'}: {exc.strerror or exc}")
         return 1
     except Exception as exc:  # a bug: one line, and the traceback when asked for
         if os.environ.get("EMBRIDGE_DEBUG"):

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from embridge.core.errors import StoreError
-from embridge.core.paths import TMP_PREFIX
+from embridge.core.paths import TMP_PREFIX, shown_path
 
 _HASH_BLOCK = 1 << 20
 DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
@@ -26,8 +26,7 @@ DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 def disk_error(exc: OSError, path: Path, action: str) -> StoreError:
     """A readable StoreError for a failed file operation (a full disk named as such). A temp file the
     user never sees is named by its folder, the place a permission or the space is missing."""
-    if Path(path).name.startswith(TMP_PREFIX):
-        path = Path(path).parent
+    path = shown_path(path)
     if exc.errno in DISK_FULL:
         return StoreError(f"{path}: not enough disk space to {action} ({exc.strerror})")
     return StoreError(f"{path}: cannot {action} ({exc.strerror or exc})")
