@@ -165,7 +165,7 @@ def report_files(ws: Workspace, report: dict[str, Any]) -> dict[str, Path]:
 def _check_stored_report(path: Path, report: dict[str, Any]) -> None:
     """The stored report.json still says what the workspace recorded when it was measured: a damaged or
     edited one is named here, as the workspace's file, before anything is written."""
-    import math
+    from embridge.core.bundle.manifest import changed_number
 
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -173,12 +173,11 @@ def _check_stored_report(path: Path, report: dict[str, Any]) -> None:
         raise BundleError(f"{path}: report {report['id']}'s report.json is not a readable JSON report (damaged "
                           "since it was stored?)") from None
     headline = data.get("headline") if isinstance(data, dict) and isinstance(data.get("headline"), dict) else {}
-    for key, value in (report.get("summary") or {}).items():
-        shown = headline.get(key)
-        numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (value, shown))
-        if numbers and not math.isclose(float(value), float(shown), rel_tol=1e-9, abs_tol=1e-12):
-            raise BundleError(f"{path}: gives {key} = {shown}, where the workspace recorded {value} when report "
-                              f"{report['id']} was measured: the file was changed since")
+    changed = changed_number(report.get("summary") or {}, headline)
+    if changed is not None:
+        key, value, shown = changed
+        raise BundleError(f"{path}: gives {key} = {shown}, where the workspace recorded {value} when report "
+                          f"{report['id']} was measured: the file was changed since")
 
 
 def renamed_models(report_json: Path | None, adapter_row: dict[str, Any] | None) -> dict[str, dict[str, str]]:

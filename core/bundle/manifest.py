@@ -182,11 +182,23 @@ def check_report(src: BundleSource, manifest: dict[str, Any]) -> None:
     _check_numbers(src, manifest, report)
 
 
+def changed_number(recorded: Mapping[str, Any], headline: Mapping[str, Any]) -> tuple[str, Any, Any] | None:
+    """(key, recorded value, headline value) of the first number a report's headline gives otherwise than
+    ``recorded`` says it was measured; None when every number both hold agrees (to rounding)."""
+    import math
+
+    for key, value in recorded.items():
+        shown = headline.get(key)
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (value, shown)):
+            continue
+        if not math.isclose(float(value), float(shown), rel_tol=1e-9, abs_tol=1e-12):
+            return key, value, shown
+    return None
+
+
 def _check_numbers(src: BundleSource, manifest: dict[str, Any], report: dict[str, Any]) -> None:
     """The report's headline says what the manifest recorded from the workspace's record of that report:
     a ``report.json`` edited after it was measured (a forged top-1) no longer ships or verifies."""
-    import math
-
     headline = report.get("headline") if isinstance(report.get("headline"), dict) else {}
     metrics = manifest.get("metrics") if isinstance(manifest.get("metrics"), dict) else {}
     entry = manifest.get("report") if isinstance(manifest.get("report"), dict) else {}
@@ -195,10 +207,8 @@ def _check_numbers(src: BundleSource, manifest: dict[str, Any], report: dict[str
     for part in (metrics, *(m for m in metrics.get("also_measured") or [] if isinstance(m, dict))):
         if str(part.get("source", "")).startswith(source) and isinstance(part.get("values"), dict):
             recorded.update(part["values"])
-    for key, value in recorded.items():
-        shown = headline.get(key)
-        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (value, shown)):
-            continue
-        if not math.isclose(float(value), float(shown), rel_tol=1e-9, abs_tol=1e-12):
-            raise BundleError(f"{src.path}: {REPORT_JSON} gives {key} = {shown}, where {MANIFEST} records {value} "
-                              f"from the workspace's {source}: the report was changed after it was measured")
+    changed = changed_number(recorded, headline)
+    if changed is not None:
+        key, value, shown = changed
+        raise BundleError(f"{src.path}: {REPORT_JSON} gives {key} = {shown}, where {MANIFEST} records {value} "
+                          f"from the workspace's {source}: the report was changed after it was measured")
