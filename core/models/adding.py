@@ -62,12 +62,11 @@ class AddedModel:
 def _check_stored_file(ws: Workspace, path: str | Path, text: Any) -> None:
     """A file already stored as a model, given without text settings that would make it another one,
     is refused before it is described: describing may first ask for an input shape it does not need."""
-    from embridge.core.models.manage import check_not_duplicate
+    from embridge.core.models.manage import EMBEDDING_SETTINGS, check_not_duplicate
     from embridge.core.models.spec import checkpoint_sha256
 
     p = Path(path)
-    settings = [getattr(text, field, None) for field in ("query_prompt", "document_prompt", "pooling")]
-    if any(s is not None for s in settings) or not p.is_file():
+    if any(getattr(text, key, None) is not None for key in EMBEDDING_SETTINGS) or not p.is_file():
         return
     try:
         size = p.stat().st_size
@@ -78,10 +77,10 @@ def _check_stored_file(ws: Workspace, path: str | Path, text: Any) -> None:
         sha = checkpoint_sha256(p)
     except OSError:
         return  # describing the checkpoint names what is wrong with it
-    for row in ws.models_with_sha256(sha):
-        spec = row.get("spec") or {}
-        if not any(spec.get(k) for k in ("query_prompt", "document_prompt", "pooling")):
-            check_not_duplicate(ws, spec, path)
+    plain = [row["spec"] for row in ws.models_with_sha256(sha)
+             if not any((row.get("spec") or {}).get(key) for key in EMBEDDING_SETTINGS)]
+    if plain:
+        check_not_duplicate(ws, plain[0], path)
 
 
 def add_model(ws: Workspace, path: str | Path, name: str, role: str = "other", *, kind: str | None = None,

@@ -102,6 +102,7 @@ class EvalSample:
         return self.tasks.sample.rule.targets(self.gallery_ids, False)
 
     def sizes(self) -> dict[str, Any]:
+        own, same_key = self.left_out()
         return {"queries": int(self.query_ids.size), "gallery": int(self.gallery_ids.size),
                 "gallery_old": int(self.full_ids.size),
                 "gallery_full": self.gallery_full, "gallery_train_fold": self.gallery_train_fold,
@@ -109,7 +110,7 @@ class EvalSample:
                 "heldout_gallery": self.heldout_gallery, "query_source": self.query_source,
                 "query_set": self.tasks.full.queries.name, "relevance": self.relevance,
                 "queries_added_to_gallery": self.queries_added,
-                "queries_in_gallery": self.left_out()[0], "same_key_documents_left_out": self.left_out()[1],
+                "queries_in_gallery": own, "same_key_documents_left_out": same_key,
                 "galleries": {"old": self.tasks.full.gallery.name, "sample": self.tasks.sample.gallery.name}}
 
     def protocol(self, chain: bool = False) -> list[str]:
