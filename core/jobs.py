@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from embridge.core import stop_signals
+from embridge.core.data_state import DATA_STATE, MEASURED_KINDS, data_state
 from embridge.core.errors import Cancelled, EmbridgeError
 from embridge.core.progress import ProgressFn, StopFn, no_progress
 
@@ -97,6 +98,7 @@ def recorded_run(ws: Any, kind: str, method: str | None = None, config: dict | N
 
 
 def _recorded(ws: Any, kind: str, method: str | None, config: dict | None) -> Iterator[dict]:
+    state = data_state(ws) if kind in MEASURED_KINDS else None  # the data its numbers are measured on
     run_id = ws.start_run(kind, method, config)
     began = time.perf_counter()  # the run's duration to the millisecond, not the seconds of its timestamps
     record: dict[str, Any] = {"run_id": run_id}
@@ -120,5 +122,7 @@ def _recorded(ws: Any, kind: str, method: str | None, config: dict | None) -> It
         _finish_quietly(ws, run_id, "failed", f"{exc}" or type(exc).__name__, record)
         raise
     fields = {k: v for k, v in record.items() if k in ("device", "epochs")}
+    if state is not None and isinstance(record.get("metrics"), dict):
+        record["metrics"][DATA_STATE] = state.to_json()
     ws.finish_run(run_id, record.get("status", "completed"), metrics=record.get("metrics"),
                   error=record.get("error"), duration_s=round(time.perf_counter() - began, 3), **fields)

@@ -21,6 +21,7 @@ from embridge.core.errors import BundleError, Cancelled, InputError
 from embridge.core.evaluation.tasks import heldout_queries
 from embridge.core.retrieval import l2_normalize
 from embridge.core.store import Workspace
+from embridge.core.store.file_lock import HeldLock
 from embridge.core.store.files import sha256_file, sha256_tree
 
 F32 = {"rtol": 1e-5, "atol": 1e-6}
@@ -265,6 +266,28 @@ def test_a_file_that_appears_at_out_during_the_export_is_never_replaced(upgrade:
         assert ws.runs("export")[-1]["status"] == "failed" and len(ws.bundles()) == bundles
     assert out.read_bytes() == b"precious"
     assert sorted(p.name for p in tmp_path.iterdir()) == [name]
+
+
+def test_two_exports_never_write_one_bundle_at_once(upgrade: dict, tmp_path: Path) -> None:
+    """An export holds ``<out>.lock`` (as ``bundle apply`` does): a second export to that path is
+    refused at once, before it records a run, and leaves the bundle there as it was."""
+    out = tmp_path / "b.zip"
+    with Workspace.open(upgrade["path"]) as ws:
+        export_bundle(ws, out, [upgrade["runs"]["v3_to_v1"]])
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["b.zip"]  # the lock file goes with the export
+        before, runs, bundles = out.read_bytes(), len(ws.runs()), len(ws.bundles())
+        other = HeldLock(tmp_path / "b.zip.lock", lambda: AssertionError("the lock was free"))
+        try:
+            with pytest.raises(BundleError, match=r"b\.zip: another 'bundle export' is writing this bundle"):
+                export_bundle(ws, out, [upgrade["runs"]["fct"]], overwrite=True)
+            assert (len(ws.runs()), len(ws.bundles())) == (runs, bundles)
+        finally:
+            other.release()
+        assert out.read_bytes() == before
+        export_bundle(ws, out, [upgrade["runs"]["fct"]], overwrite=True)
+        assert len(ws.bundles()) == bundles + 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.zip"]
+    verify_bundle(out)
 
 
 def test_an_export_stopped_before_it_is_recorded_takes_its_bundle_back(upgrade: dict, tmp_path: Path,

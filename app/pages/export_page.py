@@ -31,6 +31,8 @@ from embridge.app.pages.page import (
     select_run,
 )
 from embridge.app.workers import Job
+from embridge.core.bundle.measured import export_warnings
+from embridge.core.data_state import with_stale_notes
 from embridge.core.errors import InputError
 from embridge.core.jobs import JobOutcome
 from embridge.core.progress import ProgressFn, StopFn
@@ -49,6 +51,7 @@ class ExportPage(Page):
         self.store_dialog: Any = None  # made on first use
         self._runs: list[dict[str, Any]] = []
         self._bundles: list[dict[str, Any]] = []
+        self._warnings: dict[int, list[str]] = {}  # run id -> the WARNING lines of its latest export here
         self._verified: dict[str, tuple[tuple[int, int] | None, str]] = {}  # path -> (its stamp then, the result)
         box = QGroupBox("&Build a bundle")
         form = QFormLayout(box)
@@ -132,8 +135,11 @@ class ExportPage(Page):
         upgraded = upgraded_text(metrics)  # the number its criterion is decided on
         if upgraded:
             text += " · " + with_source(upgraded, source_of_run(run))
+        if run.get("stale"):  # its numbers describe data the workspace has outgrown (core.data_state)
+            text += f"\n{run['stale'][:1].upper()}{run['stale'][1:]}"
         if choice.is_auto:
             text += f"\nCandidates ({choice.metric}): {choice.candidates_text()}\n{choice.reason}"
+        text += "".join(f"\n{w}" for w in self._warnings.get(int(run["id"]), []))  # of its last export here
         self.run_info.setText(text)
 
     def export_from_form(self) -> None:
@@ -165,6 +171,7 @@ class ExportPage(Page):
 
         def done(info: dict[str, Any]) -> None:
             log.info("bundle %s written to %s (%d bytes)", info["bundle_id"], info["path"], info["bytes"])
+            self._warnings[run_id] = export_warnings(info)  # shown with the run, as the command line prints them
             # keep the folder the user chose; the next refresh suggests a fresh name inside it
             self._folder = Path(info["path"]).resolve().parent
             self._suggested = self.out.text()
@@ -227,7 +234,7 @@ class ExportPage(Page):
     # -- state ------------------------------------------------------------------------------
     def reset(self) -> None:
         self._runs, self._bundles, self._suggested, self._folder, self._focus_seen = [], [], "", None, None
-        self._verified = {}
+        self._verified, self._warnings = {}, {}
         self.run_combo.clear()
         self.out.setText("")
         self.run_info.setText("")
@@ -237,7 +244,7 @@ class ExportPage(Page):
     def refresh(self) -> None:
         assert self.ctx.ws is not None
         ws = self.ctx.ws
-        self._runs = completed_train_runs(ws)
+        self._runs = with_stale_notes(ws, completed_train_runs(ws))
         self.run_combo.blockSignals(True)
         set_combo_items(self.run_combo, [run_label(r) for r in self._runs])
         if self.ctx.focus_run != self._focus_seen:

@@ -247,6 +247,8 @@ class ReportsPage(Page):
         try:
             if self.report is None or self.report.report_id != report_id:  # a report never changes
                 self.show_report(load_report(self.ctx.ws, report_id))
+            else:  # but the workspace may have outgrown its numbers since
+                self._show_verdict(self.report)
             run_id = self._reports[index].get("run_id")
             if run_id is not None:
                 select_run(self.run_combo, self._runs, int(run_id))
@@ -269,19 +271,29 @@ class ReportsPage(Page):
             self.flips.set_flips([])
             return
         upgraded = report.upgraded_cell
-        lines = "".join(f"<p style='color:{TONE_COLOURS[verdict_tone(v)]}'>{html.escape(v)}</p>"
-                        for v in report.verdicts)
-        source = source_of_report(report)
-        facts = " ".join(report.protocol)
-        statement = report.search.get("statement", "")
-        self.verdict.setText(f"<p><b>Measured on: {html.escape(source.label())}</b></p>"
-                             f"<p>{html.escape(headline_text(report))}</p>{lines}"
-                             f"<p style='color:#555'>{html.escape(facts)} {html.escape(statement)}</p>")
+        self._show_verdict(report)
         comparison = {upgraded: judged_comparison(report)} if upgraded and report.comparison else {}
         fill_metrics_table(self.metrics, report.table(), comparison)
         self.flips.set_flips(flip_entries(self.ctx.ws, report.flipped_list()) if self.ctx.ws else [])
         if self.tabs.currentWidget() is self.figure_tabs:
             self.show_figures()
+
+    def _show_verdict(self, report: Report) -> None:
+        """Where the numbers were measured, the headline, the verdicts, and whether the workspace has
+        changed since they were measured (then a report built now would differ)."""
+        from embridge.core.data_state import report_stale_note
+
+        lines = "".join(f"<p style='color:{TONE_COLOURS[verdict_tone(v)]}'>{html.escape(v)}</p>"
+                        for v in report.verdicts)
+        stale = report_stale_note(self.ctx.ws, int(report.report_id)) \
+            if self.ctx.ws is not None and report.report_id is not None else None
+        warning = f"<p style='color:{TONE_COLOURS['caution']}'><b>{html.escape(stale[:1].upper() + stale[1:])}</b></p>" \
+            if stale else ""
+        facts = " ".join(report.protocol)
+        statement = report.search.get("statement", "")
+        self.verdict.setText(f"<p><b>Measured on: {html.escape(source_of_report(report).label())}</b></p>{warning}"
+                             f"<p>{html.escape(headline_text(report))}</p>{lines}"
+                             f"<p style='color:#555'>{html.escape(facts)} {html.escape(statement)}</p>")
 
     def _tab_changed(self, _index: int) -> None:
         if self.tabs.currentWidget() is self.figure_tabs:

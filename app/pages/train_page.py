@@ -59,7 +59,7 @@ class TrainPage(Page):
         self._methods: dict[str, Any] = {}
         self._overview: dict[str, Any] = {}
         self._table_runs: list[dict[str, Any]] = []  # the runs table's runs, row by row (latest first)
-        self._shown: tuple[int, str] | None = None  # (run id, status) the result text describes
+        self._shown: tuple[int, str, str | None] | None = None  # (run id, status, stale note) the text describes
 
         chooser = QGroupBox("&Method")
         self.methods = QListWidget()
@@ -302,8 +302,7 @@ class TrainPage(Page):
         self._models_changed()
 
     def _models_changed(self, *_args: object) -> None:
-        kind = self.current_method()
-        if kind is not None:
+        if (kind := self.current_method()) is not None:
             self._explain(kind)
 
     def _trained(self, summary: dict[str, Any]) -> None:
@@ -323,6 +322,7 @@ class TrainPage(Page):
 
     # -- state ------------------------------------------------------------------------------
     def refresh(self) -> None:
+        from embridge.core.data_state import with_stale_notes
         from embridge.core.overview import workspace_overview
 
         assert self.ctx.ws is not None
@@ -336,7 +336,7 @@ class TrainPage(Page):
         if not self._methods:
             self._load_methods()
         self._show_pairs_and_protocol()
-        runs = self.ctx.ws.runs("train")
+        runs = with_stale_notes(self.ctx.ws, self.ctx.ws.runs("train"))  # numbers the data has outgrown say so
         selected = self._selected_run()
         self._table_runs = list(reversed(runs))
         fill_runs_table(self.runs_table, self._table_runs, None if selected is None else selected["id"])
@@ -375,7 +375,7 @@ class TrainPage(Page):
         if self.job is not None or not self._table_runs:
             return
         run = self._selected_run() or self._table_runs[0]
-        key = (int(run["id"]), str(run["status"]))
+        key = (int(run["id"]), str(run["status"]), run.get("stale"))
         if key != self._shown:
             self.result_label.setText(recorded_text(run))
             self._shown = key
@@ -387,7 +387,7 @@ class TrainPage(Page):
             self.runs_table.clearSelection()
         runs = self.ctx.ws.runs("train") if self.ctx.ws is not None else []
         run = next((r for r in runs if r["id"] == run_id), runs[-1] if runs else None)
-        self._shown = (int(run["id"]), str(run["status"])) if run is not None else None
+        self._shown = (int(run["id"]), str(run["status"]), None) if run is not None else None  # just run: current
 
     def _show_recorded(self, runs: list[dict[str, Any]]) -> None:
         """Outside a live run, plot the latest run's recorded epochs as its report will."""

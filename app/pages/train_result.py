@@ -68,7 +68,7 @@ def run_row(run: dict[str, Any]) -> list[Any]:
         measured += f"; new/new {new_new['n_gallery']} items"  # its number sits in this row too
         if _number(metrics.get("old_old_sample_top1")):  # and the gain, measured on that sample
             measured += ", gain retained there"
-    note = record.error or choice.reason or metrics.get("note")
+    note = "; ".join(filter(None, (run.get("stale"), record.error or choice.reason or metrics.get("note"))))
     gain = metrics.get("gain_retained")
     values = [*[metrics.get(k) for k in HEADLINE if k != "gain_retained"],
               gain_text(gain, metrics.get("gain_retained_note")) if gain is not None or metrics.get("gain_retained_note")
@@ -145,8 +145,10 @@ def recorded_text(run: dict[str, Any]) -> str:
     session) reads as it did when the app trained it: its record holds the summary the run returned."""
     record = RunRecord.from_row(run)
     if record.metrics.get("run_id") is not None:  # the run ended with a layer: its summary was stored
-        return result_text({**record.metrics, "run_id": record.id, "status": record.status,
+        text = result_text({**record.metrics, "run_id": record.id, "status": record.status,
                             "method": record.metrics.get("method") or record.method})
+        stale = run.get("stale")  # numbers of data the workspace has outgrown (see core.data_state)
+        return f"{text}. {stale[:1].upper()}{stale[1:]}" if stale else text
     why = f": {record.error}" if record.error else ""
     if record.status == "running":
         return f"Run {record.id} ({record.method}) is still training; its numbers appear when it ends."

@@ -14,6 +14,8 @@ import json
 import os
 import shutil
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -47,12 +49,14 @@ from embridge.core.bundle.runtime import (
     run_module,
     verify_bundle,
 )
+from embridge.core.data_state import report_stale_note, stale_note
 from embridge.core.errors import BundleError, InputError
 from embridge.core.jobs import recorded_run
 from embridge.core.l2 import prepare_input
 from embridge.core.paths import absolute, check_folder_target, check_output, remove_no_follow
 from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
 from embridge.core.store import Workspace
+from embridge.core.store.file_lock import exclusive_lock
 from embridge.core.store.files import (
     disk_error,
     exchange,
@@ -105,7 +109,8 @@ def export_bundle(ws: Workspace, out: str | Path, run_ids: list[int] | None = No
     _check_gallery_wanted(steps[0], gallery)
     report = contents.chosen_report(ws, steps, report_id)
     config = {"runs": [s.run["id"] for s in steps], "out": str(out), "gallery": gallery, "probes": probes}
-    with recorded_run(ws, "export", steps[0].adapter.kind if len(steps) == 1 else "chain", config) as record:
+    with _sole_export(out), \
+            recorded_run(ws, "export", steps[0].adapter.kind if len(steps) == 1 else "chain", config) as record:
         staging = temp_path_for(out if out.suffix.lower() != ".zip" else out.with_suffix(""))
         packed = temp_path_for(out) if out.suffix.lower() == ".zip" else staging
         published, old = False, None
@@ -135,10 +140,25 @@ def export_bundle(ws: Workspace, out: str | Path, run_ids: list[int] | None = No
         record["metrics"] = {"bundle_id": row["id"], "path": str(out.resolve()), "sha256": digest}
     size = out.stat().st_size if out.is_file() else sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     runs = [s.run["id"] for s in steps]
-    return {"bundle_id": row["id"], "run_id": runs[0] if len(runs) == 1 else None, "run_ids": runs,
+    stale = report_stale_note(ws, int(report["id"])) if report is not None else \
+        next(filter(None, (stale_note(ws, s.run) for s in steps)), None)
+    return {"bundle_id": row["id"], "stale": stale, "run_id": runs[0] if len(runs) == 1 else None, "run_ids": runs,
             "export_run_id": record["run_id"], "path": str(out.resolve()),
             "format": "zip" if out.is_file() else "folder", "sha256": digest, "bytes": size,
             "files": sorted(manifest["files"]) + [CHECKSUMS, MANIFEST], "manifest": manifest}
+
+
+@contextmanager
+def _sole_export(out: Path) -> Iterator[None]:
+    """Hold ``<out>.lock`` for the export, as ``bundle apply`` does for its output: two exports to one
+    path would each swap their bundle in and put back what they replaced if stopped, leaving the
+    workspace recording a bundle that another export's files had replaced."""
+    def busy() -> Exception:
+        return BundleError(f"{out}: another 'bundle export' is writing this bundle; wait for it to finish "
+                           "or choose another --out")
+
+    with exclusive_lock(out.with_name(out.name + ".lock"), busy):
+        yield
 
 
 def _maps_stored_gallery(adapter: Any) -> bool:

@@ -264,3 +264,14 @@ def renamed_line(manifest: dict[str, Any]) -> str | None:
         return None
     return ("report.json and report.html name the models as they were called when measured: "
             + " and ".join(pairs))
+
+
+def stale_warning(result: dict[str, Any]) -> str | None:
+    """A warning when an export shipped numbers measured before the workspace changed."""
+    return f"WARNING: the bundle's numbers were {result['stale']}" if result.get("stale") else None
+
+
+def export_warnings(result: dict[str, Any]) -> list[str]:
+    """The WARNING lines of an export (command line and app alike): a layer that fails the criterion,
+    and numbers measured before the workspace changed."""
+    return [w for w in (verdict_line(result["manifest"]), stale_warning(result)) if w]

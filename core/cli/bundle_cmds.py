@@ -88,16 +88,17 @@ def _run_ids(args: argparse.Namespace) -> list[int] | None:
 
 def cmd_export(args: argparse.Namespace) -> Result:
     from embridge.core.bundle import bundle_text, export_bundle
-    from embridge.core.bundle.measured import verdict_line
+    from embridge.core.bundle.measured import export_warnings, stale_warning
     from embridge.core.store import Workspace
 
     with Workspace.open(args.workspace) as ws:
         result = export_bundle(ws, args.out, _run_ids(args), report_id=args.report, gallery=args.gallery,
                                probes=args.probes, overwrite=args.overwrite,
                                on_progress=StderrProgress("export"))
+    stale = stale_warning(result)
     text = (f"exported bundle {result['bundle_id']} to {result['path']} ({result['format']}, "
-            f"{result['bytes']} bytes, verified)\n" + bundle_text(result["manifest"]))
-    return {**result, "warning": verdict_line(result["manifest"])}, text  # the text's WARNING, in the JSON too
+            f"{result['bytes']} bytes, verified)\n" + bundle_text(result["manifest"]) + (f"\n{stale}" if stale else ""))
+    return {**result, "warning": "\n".join(export_warnings(result)) or None}, text  # the text's WARNINGs, in JSON too
 
 
 def cmd_verify(args: argparse.Namespace) -> Result:

@@ -8,6 +8,7 @@ from typing import Any
 
 from embridge.core.cli.main import add_common
 from embridge.core.cli.option_types import BATCH_SIZE, NON_BLANK, POSITIVE_COUNT, SEED, number
+from embridge.core.data_state import with_stale_notes
 from embridge.core.errors import UsageError
 from embridge.core.evaluation.compat import NOT_BETTER
 from embridge.core.evaluation.headline import criterion, criterion_text, decides_on_ndcg, weighed
@@ -184,11 +185,11 @@ RUNS_METRICS = ("old_old_top1", "new_new_top1", "ceiling_cell", "ceiling_top1", 
 
 def cmd_runs(args: argparse.Namespace) -> Result:
     with Workspace.open(args.workspace) as ws:
-        runs = ws.runs(args.kind)
+        runs = with_stale_notes(ws, ws.runs(args.kind))
     rows = [{k: r.get(k) for k in ("id", "kind", "method", "status", "device", "started", "duration_s", "error")}
             | {"chosen": run_choice(r).method_text() if r.get("kind") == "train" else r.get("method"),
                "models": _run_models(r), "metrics": _run_metrics(r.get("metrics") or {}),
-               "criterion": criterion(r.get("metrics") or {})}
+               "criterion": criterion(r.get("metrics") or {}), "stale": r["stale"]}
             for r in runs]
     text = "\n".join(
         f"#{r['id']:<4} {r['kind']:<7} {str(r['chosen']):<11} {r['status']:<11} "
@@ -199,6 +200,7 @@ def cmd_runs(args: argparse.Namespace) -> Result:
         + _report_words(r["metrics"].get("report_id"), (run.get("config") or {}).get("train_run"))
         + (f"  ({r['error']})" if r["error"] else "")
         + "".join(f"\n      {line}" for line in _measured_on(run.get("metrics") or {}))
+        + (f"\n      {r['stale']}" if r["stale"] else "")
         for r, run in zip(rows, runs, strict=True))
     return {"runs": rows}, text or "no runs"
 

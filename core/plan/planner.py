@@ -13,6 +13,7 @@ from typing import Any
 from embridge.core.adapters import load_adapter
 from embridge.core.adapters.adapter import Adapter
 from embridge.core.cascade_rerank import reranks_by_new_vectors
+from embridge.core.data_state import changed_words, report_run, run_changes
 from embridge.core.errors import EmbridgeError
 from embridge.core.jobs import check_device_option
 from embridge.core.plan.option_row import sample_numbers
@@ -36,10 +37,16 @@ def plan_upgrade(ws: Workspace, run_id: int | None = None, fraction: float | Non
     progress = on_progress or no_progress
     if throughput is None:  # refused before a report is built, also when the new model has no backbone to time
         check_device_option(device)
+    refreshed = None
     if report is None:
         run = resolve_train_run(ws, run_id)
         progress(0, 3, {"stage": "report"})
-        report = latest_report_for_run(ws, run.id) or build_report(ws, run.id, should_stop=should_stop)
+        report = latest_report_for_run(ws, run.id)
+        changes = run_changes(ws, report_run(ws, int(report.report_id))) if report is not None else []
+        if changes:  # a plan weighs the workspace as it is, not as an earlier report saw it
+            refreshed = f"report {report.report_id} was {changed_words(changes)}, so this plan measured a new one"
+        if report is None or changes:
+            report = build_report(ws, run.id, should_stop=should_stop)
     check_stop(should_stop)
     progress(1, 3, {"stage": "throughput"})
     row = ws.adapter(int(report.adapter["id"]))
@@ -54,7 +61,8 @@ def plan_upgrade(ws: Workspace, run_id: int | None = None, fraction: float | Non
     plan = plan_from_report(report, throughput, fraction=fraction, gain_threshold=gain_threshold,
                             target_share=target_share, alternatives=alternatives)
     plan = replace(plan, run_id=report.run_id, report_id=report.report_id, adapter_id=row["id"],
-                   adapter_kind=row["kind"], old_model=row["old_model"], new_model=row["new_model"])
+                   adapter_kind=row["kind"], old_model=row["old_model"], new_model=row["new_model"],
+                   notes=[*plan.notes, *([refreshed] if refreshed else [])])
     progress(3, 3, {"stage": "done"})
     return plan
 
@@ -95,7 +103,8 @@ def _alternative_quality(ws: Workspace, row: dict[str, Any]) -> dict[str, Any]:
                 "ceiling": {k: top[k] for k in ("top1", "ndcg@10", "mrr@10") if isinstance(top.get(k), int | float)},
                 "quality_sample": sample_numbers(report.headline, "upgraded_sample"),
                 "source": f"Quality: the {report.upgraded_cell} cell of report {report.report_id} "
-                          f"(run {row['run_id']}).", "measured_on": cell.get("protocol"),
+                          f"(run {row['run_id']}){_then(ws, report_run(ws, int(report.report_id)))}.",
+                "measured_on": cell.get("protocol"),
                 "from": f"report {report.report_id} of run {row['run_id']}"}
     metrics = RunRecord.from_row(ws.run(row["run_id"])).metrics
     top1 = metrics.get("upgraded_top1")
@@ -109,4 +118,11 @@ def _alternative_quality(ws: Workspace, row: dict[str, Any]) -> dict[str, Any]:
     return {"quality": quality, "quality_sample": sample_numbers(metrics, "upgraded_sample"),
             "ceiling": {k: v for k, v in ceiling.items() if isinstance(v, int | float)},
             "source": f"Quality: held-out {shown} of training run {row['run_id']}, measured as reports measure it, "
-                      f"on {where}.", "measured_on": measured, "from": f"training run {row['run_id']}, held-out"}
+                      f"on {where}{_then(ws, ws.run(row['run_id']))}.", "measured_on": measured,
+            "from": f"training run {row['run_id']}, held-out"}
+
+
+def _then(ws: Workspace, run: dict[str, Any] | None) -> str:
+    """', measured before the workspace changed (…)' for another run's numbers that are not current."""
+    changes = run_changes(ws, run)
+    return f", {changed_words(changes)}" if changes else ""
