@@ -54,13 +54,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# what a terminal that cannot show the command line's few non-ASCII signs (a Latin-1 or ASCII locale) gets
+PLAIN_SIGNS = str.maketrans({"→": "->", "←": "<-", "β": "beta", "≥": ">=", "≤": "<=", "…": "...", "×": "x",
+                             "±": "+/-", "—": "-", "–": "-", "·": "-", "≈": "~"})
+
+
 def emit(data: dict[str, Any], text: str, as_json: bool) -> None:
     if as_json:
         from embridge.core.json_values import dumps  # numpy: loaded once a command has run, not at start-up
 
-        sys.stdout.write(dumps(data, indent=None) + "\n")
+        out = dumps(data, indent=None) + "\n"
     else:
-        sys.stdout.write(text.rstrip() + "\n")
+        out = text.rstrip() + "\n"
+    try:
+        sys.stdout.write(out)
+    except UnicodeEncodeError:  # nothing was written: the text again in what the terminal can show
+        encoding = sys.stdout.encoding or "ascii"
+        sys.stdout.write(out.translate(PLAIN_SIGNS).encode(encoding, "backslashreplace").decode(encoding))
     sys.stdout.flush()
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import re
 import sys
 from collections.abc import Callable
@@ -71,6 +72,11 @@ def _path(raw: str) -> str:
     """A file, folder or store address: an empty one would silently mean the current folder."""
     if not raw.strip():
         raise argparse.ArgumentTypeError("is empty; name a file, folder or store")
+    try:  # the workspace records the paths it reads and writes as text (the current folder's part too)
+        os.path.abspath(raw).encode("utf-8")
+    except UnicodeEncodeError:
+        raise argparse.ArgumentTypeError(f"{os.fsencode(raw).decode('utf-8', 'backslashreplace')} (as a full path) is not valid UTF-8 text, which "
+                                         "Embridge records paths as; rename the folder or file") from None
     return raw
 
 

@@ -94,7 +94,7 @@ class JobStatus:
 
 def namespace_for(ws: Any) -> str:
     """One Ray namespace per workspace, so job names never clash across workspaces."""
-    return "embridge-" + hashlib.sha256(str(Path(ws.root).resolve()).encode()).hexdigest()[:12]
+    return "embridge-" + hashlib.sha256(os.fsencode(Path(ws.root).resolve())).hexdigest()[:12]
 
 
 def cluster_address(address: str | None) -> str:

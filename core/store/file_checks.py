@@ -53,7 +53,7 @@ def verified_sha256(path: Path, expected: str) -> None:
     if _verified.get(key) == expected:
         return
     resolved = str(path.resolve())
-    note = verified_notes_dir() / (hashlib.sha256(resolved.encode()).hexdigest() + ".json")
+    note = verified_notes_dir() / (hashlib.sha256(os.fsencode(resolved)).hexdigest() + ".json")
     record = json.dumps({"path": resolved, "identity": list(identity), "sha256": expected})
     if settled(identity) and _read_note(note) == record:
         _verified[key] = expected

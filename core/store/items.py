@@ -130,6 +130,7 @@ class ItemsMixin:
             dupes = [k for k, ns in zip(keys, spaces, strict=True) if (ns, k) in seen or seen.add((ns, k))]
             raise ImportDataError(source, f"duplicate keys in the input: {', '.join(sorted(set(dupes))[:5])}")
         created = now_iso()
+        records = [self._stored_path(r) if r.get("path") else r for r in records]
         rows = [item_values(k, r, created, source, ns) for k, r, ns in zip(keys, records, spaces, strict=True)]
         with self.transaction():  # checked inside, so a concurrent import cannot slip in between
             before = self.db.execute("select coalesce(max(id), 0) from items").fetchone()[0]
@@ -140,6 +141,21 @@ class ItemsMixin:
             found = {ns: dict(zip(ks, self.ids_for_keys(ks, ns).tolist(), strict=True))
                      for ns, ks in by_space.items()}
             return [found[ns][k] for k, ns in zip(keys, spaces, strict=True)]
+
+    def _stored_path(self, record: dict[str, Any]) -> dict[str, Any]:
+        """A file inside the workspace (the demo's images) is stored relative to it: found after a move or copy."""
+        path = Path(record["path"])
+        for root in (self.root.absolute(), self.root.resolve()):
+            if path.is_absolute() and path.is_relative_to(root):
+                return {**record, "path": path.relative_to(root).as_posix()}
+        return record
+
+    def _read_item(self, row: dict[str, Any]) -> dict[str, Any]:
+        """A decoded row, its recorded path made absolute (a relative one lies inside the workspace)."""
+        item = decode(row)
+        if item.get("path") and not Path(item["path"]).is_absolute():
+            item["path"] = str(self.root.absolute() / item["path"])
+        return item
 
     def _insert_items(self, rows: list[tuple[Any, ...]], by_space: dict[str, list[str]], source: str) -> None:
         """Insert rows (``ITEM_COLUMNS`` tuples) in one statement; existing keys are an ImportDataError.
@@ -189,7 +205,7 @@ class ItemsMixin:
             id_list = [int(i) for i in ids]
             for part in _chunks(id_list):
                 for r in self.db.query(f"select * from items where id in ({_marks(part)})", part):
-                    by_id[r["id"]] = decode(r)
+                    by_id[r["id"]] = self._read_item(r)
             missing = [i for i in id_list if i not in by_id]
             if missing:
                 raise StoreError(f"{self.root}: unknown item ids, e.g. {missing[:5]}")
@@ -198,7 +214,7 @@ class ItemsMixin:
         if split:
             cond, args = _split_is(split)
             sql += " where " + cond
-        return [decode(r) for r in self.db.query(sql + " order by id", args)]
+        return [self._read_item(r) for r in self.db.query(sql + " order by id", args)]
 
     def item_ids(self, split: str | None = None, namespace: str | None = None,
                  source: str | None = None) -> np.ndarray:

@@ -1,0 +1,59 @@
+"""A workspace keeps working where users put it: moved or copied, under names and terminals of any kind."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from embridge.core.cli.main import main
+from embridge.core.store import Workspace
+
+
+def test_a_moved_or_copied_workspace_reads_its_own_images(demo_workspace_path: Path, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """The demo's images live inside the workspace and are recorded relative to it: after a move, and
+    in a copy whose original is gone, embedding reads the workspace's own files."""
+    with sqlite3.connect(demo_workspace_path / "embridge.db") as db:
+        paths = [p for (p,) in db.execute("select path from items where path is not null")]
+    assert paths and all(p.startswith("demo-items/") for p in paths)
+
+    original = tmp_path / "a" / "ws"
+    shutil.copytree(demo_workspace_path, original)
+    copy = tmp_path / "b" / "copy of ws"
+    shutil.copytree(original, copy)
+    moved = tmp_path / "moved"
+    original.rename(moved)
+    for ws in (moved, copy):
+        capsys.readouterr()
+        assert main(["embed", "-w", str(ws), "--model", "new-cnn", "--split", "gallery"]) == 0, capsys.readouterr().err
+        with Workspace.open(ws) as w:
+            item = w.items(split="gallery")[0]
+            assert Path(item["path"]).is_relative_to(ws.absolute()) and Path(item["path"]).is_file()
+            assert len(w.ids_with_vectors("new-cnn")) == w.gallery_count() + len(w.query_ids("new-cnn"))
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="file names are bytes on Linux only; elsewhere they are text")
+def test_a_path_that_is_not_utf8_is_refused_by_its_option(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    name = os.fsdecode(b"lat\xe9")
+    assert main(["demo", "-w", str(tmp_path / name)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--workspace" in err and "lat\\xe9 (as a full path) is not valid UTF-8" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_terminal_without_arrows_gets_plain_signs(demo_copy: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A Latin-1 or ASCII terminal cannot show '→': the listing is printed with '->' instead of a traceback."""
+    assert main(["train", "-w", str(demo_copy), "--method", "procrustes"]) == 0
+    capsys.readouterr()
+    env = {**os.environ, "PYTHONIOENCODING": "ascii"}
+    done = subprocess.run([sys.executable, "-m", "embridge.core.cli.main", "runs", "-w", str(demo_copy)],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr and " new-cnn->old-mlp " in done.stdout
+    assert all(ord(c) < 128 for c in done.stdout)
