@@ -6,9 +6,11 @@ named by ``EMBRIDGE_CONFIG_DIR`` so that tests and portable installs never touch
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +34,18 @@ def config_dir() -> Path:
     else:
         location = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.AppConfigLocation)
         path = Path(location or Path.home() / ".config" / "embridge")
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a read-only or missing home (system users): this session's settings only
+        return _session_config_dir(str(path), str(exc))
+    return path
+
+
+@functools.cache
+def _session_config_dir(wanted: str, why: str) -> Path:
+    """A private temporary folder for settings and logs when the usual one cannot be made (warned once)."""
+    path = Path(tempfile.mkdtemp(prefix="embridge-config-"))
+    log.warning("cannot use %s for settings (%s); this session keeps them in %s", wanted, why, path)
     return path
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -82,6 +83,30 @@ def test_main_opens_the_workspace_given_and_exits_cleanly(tmp_path: Path) -> Non
     assert f"opened workspace {(tmp_path / 'ws').resolve()}" in log
     settings = json.loads((tmp_path / "config" / "settings.json").read_text(encoding="utf-8"))
     assert settings["recent_workspaces"] == [str((tmp_path / "ws").resolve())]
+
+
+def test_a_config_folder_that_cannot_be_made_does_not_stop_the_app(tmp_path: Path) -> None:
+    """A read-only or missing home (system users) left no folder for settings: the window opened anyway,
+    with this session's settings in a temporary folder, and says so."""
+    from embridge.core.store import Workspace
+
+    Workspace.create(tmp_path / "ws").close()
+    (tmp_path / "home").write_text("a file where a folder was expected")
+    code = ("import sys; from PySide6.QtCore import QTimer; from PySide6.QtWidgets import QApplication; "
+            "import embridge.app.launch as m; import embridge.app.settings as s; app = m.application(); "
+            "QTimer.singleShot(500, lambda: [w.close() for w in QApplication.topLevelWidgets()]); "
+            "code = m.main(['--workspace', sys.argv[1]]); print(s.config_dir()); sys.exit(code)")
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "EMBRIDGE_CONFIG_DIR": str(tmp_path / "home" / "config")}
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "ws")], capture_output=True, text=True,
+                         env=env, timeout=120)
+    assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
+    used = Path(out.stdout.strip().splitlines()[-1])
+    try:
+        assert f"cannot use {tmp_path / 'home' / 'config'} for settings" in out.stderr
+        log = (used / "logs" / "embridge.log").read_text(encoding="utf-8")
+        assert f"opened workspace {(tmp_path / 'ws').resolve()}" in log
+    finally:
+        shutil.rmtree(used)
 
 
 def test_a_misspelt_option_is_refused_before_any_window(capsys: pytest.CaptureFixture[str]) -> None:

@@ -30,7 +30,7 @@ from embridge.app.pages.forms import scrolled_text, set_combo_items
 from embridge.app.pages.page import Page, completed_train_runs, make_table, run_label, select_run
 from embridge.app.pages.report_widgets import FlipBrowser, fill_metrics_table
 from embridge.app.plots import PlotWidget
-from embridge.core.errors import StoreError
+from embridge.core.errors import EmbridgeError, StoreError
 from embridge.core.progress import ProgressFn, StopFn
 from embridge.core.report.limits import MAX_BOOTSTRAP, MIN_BOOTSTRAP
 from embridge.core.report.number_source import source_of_report
@@ -252,8 +252,10 @@ class ReportsPage(Page):
             run_id = self._reports[index].get("run_id")
             if run_id is not None:
                 select_run(self.run_combo, self._runs, int(run_id))
-        except StoreError as exc:
-            self.ctx.reporter.report("Open report", str(exc))
+        except EmbridgeError as exc:  # its file was removed or damaged: the page says which and why
+            log.warning("report %s cannot be read: %s", report_id, exc)
+            self.show_report(None)
+            self.verdict.setText(html.escape(f"Report {report_id} cannot be read: {exc}"))
 
     def show_report(self, report: Report | None) -> None:
         self.report = report
@@ -287,7 +289,7 @@ class ReportsPage(Page):
                         for v in report.verdicts)
         stale = report_stale_note(self.ctx.ws, int(report.report_id)) \
             if self.ctx.ws is not None and report.report_id is not None else None
-        warning = f"<p style='color:{TONE_COLOURS['caution']}'><b>{html.escape(stale[:1].upper() + stale[1:])}</b></p>" \
+        warning = f"<p style='color:{TONE_COLOURS['caution']}'><b>{html.escape(stale[:1].upper() + stale[1:], quote=False)}</b></p>" \
             if stale else ""
         facts = " ".join(report.protocol)
         statement = report.search.get("statement", "")
