@@ -76,9 +76,11 @@ def split_pairs(ws: Workspace, old: str, new: str, seed: int = 0,
     """Assign (and persist) folds for the paired items; returns ids per fold."""
     ids = paired_ids(ws, old, new)
     if len(ids) < MIN_PAIRS:
-        raise InputError(f"models '{old}' and '{new}'",
-                         f"only {len(ids)} items have vectors under both; embed at least {MIN_PAIRS} "
-                         f"items with both models (e.g. 'embridge embed --model {new} --sample 2000')")
+        total = ws.item_count()
+        advice = (f"embed at least {MIN_PAIRS} items with both models (e.g. 'embridge embed --model {new} --sample "
+                  "2000')" if total >= MIN_PAIRS else f"the workspace holds only {total} items: import at least "
+                  f"{MIN_PAIRS} and embed them with both models")
+        raise InputError(f"models '{old}' and '{new}'", f"only {len(ids)} items have vectors under both; {advice}")
     stored = ws.fold_ids()
     missing = np.setdiff1d(ids, np.concatenate([np.zeros(0, np.int64), *stored.values()]))
     if len(missing):

@@ -35,7 +35,7 @@ from embridge.core.progress import ProgressFn, StopFn, never_stop, no_progress
 from embridge.core.train.auto import fit_auto
 from embridge.core.train.bridges import cascade_ready, choose_cascade, choose_fusion
 from embridge.core.train.config import FitConfig, allowed_settings, resolve_config
-from embridge.core.train.data import FitResult, PairData
+from embridge.core.train.data import FitResult, PairData, count_classes
 from embridge.core.train.loop import train_loop
 from embridge.core.train.objectives import (
     BCTObjective,
@@ -180,9 +180,11 @@ def _ridge_new_old(data: PairData) -> LinearSolution:
 def _labels_for(kind: str, data: PairData) -> tuple[np.ndarray, np.ndarray]:
     """(class ids, contiguous training labels with -1 for unknown); requires labels."""
     if not data.has_labels:
+        found = count_classes(data.labels_train)
         raise TrainingError(
             f"method '{kind}' trains classifiers and needs class labels (at least two classes) on the "
-            "training pairs, which have none; use procrustes, affine, lowrank or mlp instead"
+            f"training pairs, which have {'only one class' if found == 1 else 'none'}; use procrustes, affine, "
+            "lowrank or mlp instead"
         )
     labels = data.labels_train
     class_ids = np.unique(labels[labels >= 0])
@@ -277,6 +279,11 @@ def _fit_trainable(
         _record(result, choose(epochs, values, data.validation().protocol, default=0,
                                default_why="the closed-form start", metric=data.validation().metric_label),
                 "early stopping")
+    elif len(values) > 1 and outcome.best_epoch == 0:  # training only made it worse: the layer is the start
+        result.reason = "; ".join(r for r in (result.reason, (
+            f"no trained epoch scored above the closed-form start on {data.validation().metric_label} "
+            f"(epoch 0: {values[0]:.4f}, epochs 1-{int(outcome.metrics[-1]['epoch'])}: at most "
+            f"{max(values[1:]):.4f}), so the layer kept is that start, not a trained one")) if r)
     return result
 
 

@@ -1,0 +1,55 @@
+"""What training says when the data leaves it little to do: too few items, one class, no better epoch."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from embridge.core.errors import InputError, TrainingError
+from embridge.core.retrieval import l2_normalize
+from embridge.core.store import Workspace
+from embridge.core.train.runs import train_run
+
+
+def _workspace(path: Path, n: int, classes: int, seed: int = 0) -> Workspace:
+    """``n`` labelled items (a fifth of them queries) whose new vectors are a noisy rotation of the old."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, classes, size=n)
+    centres = rng.standard_normal((classes, 16))
+    old = centres[labels] + 1.5 * rng.standard_normal((n, 16))
+    new = old @ np.linalg.qr(rng.standard_normal((16, 16)))[0] + 0.3 * rng.standard_normal((n, 16))
+    ws = Workspace.create(path)
+    ids = ws.add_items([{"key": f"i{i}", "label": f"c{labels[i]}", "split": "query" if i % 5 == 0 else "gallery"}
+                        for i in range(n)])
+    for k, (name, vectors) in enumerate((("old", old), ("new", new))):
+        ws.add_model(name, name, {"name": name, "kind": "vectors", "modality": "vector", "dim": 16,
+                                  "sha256": f"{k:064d}", "path": ""}, None)
+        ws.add_vector_set(name, ids, l2_normalize(vectors.astype(np.float32)))
+    return ws
+
+
+def test_a_workspace_too_small_is_told_to_import_more_not_to_embed(tmp_path: Path) -> None:
+    with _workspace(tmp_path / "ws", 8, 2) as ws, pytest.raises(InputError) as refused:
+        train_run(ws, "procrustes", "old", "new", device="cpu")
+    assert "only 8 items have vectors under both; the workspace holds only 8 items: import at least 20" in str(refused.value)
+
+
+def test_one_class_is_named_as_one_class(tmp_path: Path) -> None:
+    with _workspace(tmp_path / "ws", 200, 1) as ws, pytest.raises(TrainingError) as refused:
+        train_run(ws, "bct", "old", "new", device="cpu")
+    assert "needs class labels (at least two classes) on the training pairs, which have only one class" in \
+        str(refused.value)
+
+
+def test_a_layer_no_epoch_improved_says_it_is_the_closed_form_start(tmp_path: Path) -> None:
+    """A learning rate far too high makes every epoch worse than the closed-form start: the run keeps
+    the start and says so, rather than reading as a trained layer."""
+    with _workspace(tmp_path / "ws", 400, 20) as ws:
+        out = train_run(ws, "mlp", "old", "new", device="cpu", config={"epochs": 3, "lr": 50.0})
+    assert out["status"] == "completed" and out["best_epoch"] == 0 and out["epochs_run"] == 3, out
+    assert out["reason"].startswith("no trained epoch scored above the closed-form start on top-1 (epoch 0: ")
+    start, best = (float(x) for x in re.findall(r"(?:epoch 0: |at most )([0-9.]+)", out["reason"]))
+    assert best < start and out["reason"].endswith("so the layer kept is that start, not a trained one")
