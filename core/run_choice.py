@@ -9,6 +9,7 @@ them through :func:`run_choice` so they say the same thing.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,11 +55,13 @@ class RunChoice:
         """'lowrank 0.812 (chosen), procrustes 0.790, bct skipped: needs labels'."""
         parts = []
         for c in self.candidates:
-            if c.score is not None:
+            if c.score is not None and math.isfinite(c.score):
                 part = f"{c.kind} {c.score:.3f}"
+            elif c.score is not None:  # its validation could score no query
+                part = f"{c.kind} not scored"
             else:
                 part = f"{c.kind} {c.status}" + (f": {c.note}" if c.note else "")
-            if c.score is not None and c.status not in ("completed", ""):
+            if c.score is not None and math.isfinite(c.score) and c.status not in ("completed", ""):
                 part += f" ({c.status})"
             parts.append(part + (" (chosen)" if c.kind == self.kind else ""))
         return ", ".join(parts)

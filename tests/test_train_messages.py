@@ -14,11 +14,11 @@ from embridge.core.store import Workspace
 from embridge.core.train.runs import train_run
 
 
-def _workspace(path: Path, n: int, classes: int, seed: int = 0) -> Workspace:
+def _workspace(path: Path, n: int, classes: int, seed: int = 0, labels: np.ndarray | None = None) -> Workspace:
     """``n`` labelled items (a fifth of them queries) whose new vectors are a noisy rotation of the old."""
     rng = np.random.default_rng(seed)
-    labels = rng.integers(0, classes, size=n)
-    centres = rng.standard_normal((classes, 16))
+    labels = rng.integers(0, classes, size=n) if labels is None else labels
+    centres = rng.standard_normal((int(labels.max()) + 1, 16))
     old = centres[labels] + 1.5 * rng.standard_normal((n, 16))
     new = old @ np.linalg.qr(rng.standard_normal((16, 16)))[0] + 0.3 * rng.standard_normal((n, 16))
     ws = Workspace.create(path)
@@ -53,3 +53,25 @@ def test_a_layer_no_epoch_improved_says_it_is_the_closed_form_start(tmp_path: Pa
     assert out["reason"].startswith("no trained epoch scored above the closed-form start on top-1 (epoch 0: ")
     start, best = (float(x) for x in re.findall(r"(?:epoch 0: |at most )([0-9.]+)", out["reason"]))
     assert best < start and out["reason"].endswith("so the layer kept is that start, not a trained one")
+
+
+def test_validation_with_nothing_to_find_is_said_and_never_printed_as_nan(tmp_path: Path) -> None:
+    """Every gallery item its own class and each query one gallery item's: no validation query (a
+    validation-fold document, its own item left out) has anything to find. Fusion and cascade cannot
+    choose their setting and are refused; auto skips them and says nothing could be scored."""
+    labels = np.arange(300)
+    labels[::5] = labels[1::5]  # each query (every fifth item) shares the label of the gallery item after it
+    with _workspace(tmp_path / "ws", 300, 0, labels=labels) as ws:
+        for method, setting in (("fusion", "α"), ("cascade", "K")):
+            with pytest.raises(InputError) as refused:
+                train_run(ws, method, "old", "new", device="cpu", config={"epochs": 1})
+            assert f"choosing {setting} needs validation queries with a relevant item in the gallery, and none of " \
+                   in str(refused.value)
+        out = train_run(ws, "auto", "old", "new", device="cpu", config={"epochs": 1})
+    assert out["status"] == "completed" and "nan" not in out["reason"]
+    assert "no validation query has a relevant item in the gallery, so neither the winner nor today's system " \
+           "(old/old) could be scored there" in out["reason"]
+    rows = {c["kind"]: c for c in out["candidates"]}
+    assert rows["fusion"]["status"] == rows["cascade"]["status"] == "skipped"
+    assert rows["procrustes"]["val_metric"] is None or not np.isfinite(rows["procrustes"]["val_metric"])
+    assert 0.0 <= out["upgraded_top1"] <= 1.0  # the test queries do have their one relevant item

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from typing import Any
 
 from embridge.core.cli.main import add_common
@@ -149,7 +150,7 @@ def _train_text(out: dict[str, Any]) -> str:
     val_label = run_choice({"metrics": out}).metric  # 'validation judged nDCG@10', as the app names it
     for cand in out.get("candidates") or []:
         val = cand.get("val_metric")
-        shown = f"{val:.3f}" if isinstance(val, float) else "n/a"
+        shown = f"{val:.3f}" if isinstance(val, float) and math.isfinite(val) else "n/a"  # NaN: no query scored
         took = cand.get("duration_s")
         took_text = f" in {took:.1f}s" if isinstance(took, int | float) and cand.get("status") != "skipped" else ""
         lines.append(f"  candidate {cand.get('kind'):<11} {val_label} {shown} ({cand.get('status')}{took_text})"

@@ -19,6 +19,7 @@ mid-epoch, so the run may overrun the budget by at most one epoch (or one closed
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -193,6 +194,9 @@ def _old_old_note(best: FitResult, data: PairData) -> str:
     if old_old is None:
         return ""
     floor = float(old_old())
+    if not math.isfinite(floor):  # no validation query has a relevant item: nothing was compared
+        return ("; no validation query has a relevant item in the gallery, so neither the winner nor today's "
+                "system (old/old) could be scored there")
     if data.validation().metric_name == "pair_top1":  # the old query is its own target: no bar to clear
         return (f"; today's system (old/old) finds its own vectors there ({floor:.3f}), which is no bar on "
                 "own-item validation: add labels or judged queries to compare with it")
@@ -218,14 +222,17 @@ def _bridge(kind: str, layers: list[FitResult], data: PairData, settings: dict[s
             return None, _skipped(kind, exc.problem)
     best_layer = max(bases, key=lambda r: float(r.best_val_metric or 0.0))
     choices: list[tuple[FitResult, BridgeChoice]] = []
-    for base in (bases if kind == "fusion" else [best_layer]):
-        assert base.adapter is not None
-        if kind == "fusion":
-            grid = settings.get("alpha_grid") or METHODS["fusion"].defaults["alpha_grid"]
-            choices.append((base, choose_fusion(base.adapter, data, grid, val)))
-        else:
-            grid = settings.get("k_grid") or METHODS["cascade"].defaults["k_grid"]
-            choices.append((base, choose_cascade(base.adapter, data, grid, new_vectors)))
+    try:
+        for base in (bases if kind == "fusion" else [best_layer]):
+            assert base.adapter is not None
+            if kind == "fusion":
+                grid = settings.get("alpha_grid") or METHODS["fusion"].defaults["alpha_grid"]
+                choices.append((base, choose_fusion(base.adapter, data, grid, val)))
+            else:
+                grid = settings.get("k_grid") or METHODS["cascade"].defaults["k_grid"]
+                choices.append((base, choose_cascade(base.adapter, data, grid, new_vectors)))
+    except InputError as exc:  # validation that cannot choose its setting: not offered, as the method refuses
+        return None, _skipped(kind, exc.problem)
     base, choice = max(choices, key=lambda bc: bc[1].score)
     # the bridge's own row counts what choosing α or K cost; the fitted result carries its base layer's
     # epochs too, so the run's best_epoch and epochs_run both describe the layer it serves

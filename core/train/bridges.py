@@ -11,6 +11,7 @@ A cascade is scored by the validation task's ``cascade_value``; re-ranking by st
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,6 +50,7 @@ def choose_fusion(base: Adapter, data: PairData, alpha_grid: Sequence[float],
     alphas = sorted({float(a) for a in alpha_grid}, reverse=True)
     fused = [FusionAdapter(base, a).eval() for a in alphas]
     scores = [val(f, data) for f in fused]
+    _scored_some("fusion", "α", scores, validator)
     choice = choose([f"α {a:g}" for a in alphas], scores, validator.protocol, default=0,
                     default_why="the largest α, closest to today's system", metric=validator.metric_label)
     alpha, score = alphas[choice.index], scores[choice.index]
@@ -64,6 +66,13 @@ def choose_fusion(base: Adapter, data: PairData, alpha_grid: Sequence[float],
         out.note += ("; note: on own-item retrieval the old query is the target itself, so α is biased "
                      "towards 1; add dev queries with judged documents for a meaningful choice")
     return out
+
+
+def _scored_some(method: str, setting: str, scores: Sequence[float], validator: Any) -> None:
+    """Refuse a bridge whose validation scored no query: its setting would be a default named as a choice."""
+    if not any(math.isfinite(float(v)) for v in scores):
+        raise InputError(method, f"choosing {setting} needs validation queries with a relevant item in the "
+                                 f"gallery, and none of {validator.protocol} has one")
 
 
 def cascade_ready(data: PairData, new_vectors: bool = True) -> Any:
@@ -89,6 +98,7 @@ def choose_cascade(base: Adapter, data: PairData, k_grid: Sequence[int], new_vec
     # deepest first: one old-index recall serves all
     by_k = {k: validator.cascade_value(base, k, new_vectors) for k in reversed(ks)}
     scores = [by_k[k] for k in ks]
+    _scored_some("cascade", "K", scores, validator)
     choice = choose([f"K {k}" for k in ks], scores, validator.protocol, default=0,
                     default_why="the smallest K, fewest re-ranks per query", metric=validator.metric_label)
     k, score = ks[choice.index], scores[choice.index]
