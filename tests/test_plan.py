@@ -116,7 +116,7 @@ def test_a_fraction_that_rounds_to_every_item_or_none_says_so() -> None:
 def test_no_early_point_means_full_backfill() -> None:
     plan = plan_from_report(make_report(0.60, 0.90, 0.62, {"random": [0.62, 0.66, 0.70, 0.75, 0.90]}), RATE)
     assert plan.recommendation == "full_backfill" and "partial_backfill" not in options(plan)
-    assert "keeps only 7%" in plan.reason
+    assert "keeps only 6.7%" in plan.reason
 
 
 def test_new_model_not_better_means_stay() -> None:
@@ -407,10 +407,11 @@ def test_a_fraction_that_gives_no_partial_backfill_is_said_to_not_that_none_reac
 
 def test_a_layer_enough_by_the_target_share_says_so_beside_its_gain() -> None:
     """Gain 0.85 is under the 0.9 threshold; 0.77 reaches 0.95 x 0.80: accepted, and the reason said only
-    'keeps 85% of the gain', which reads as breaking the threshold."""
+    'keeps 85% of the gain', which reads as breaking the threshold. Gains read to one decimal, as every
+    other page and command gives them."""
     plan = plan_from_report(make_report(0.60, 0.80, 0.77), RATE)
     assert plan.recommendation == "adapter_only"
-    assert "keeps 85% of the full-backfill gain, under the 90% threshold, but reaches top-1 0.770, at least 95% " \
+    assert "keeps 85.0% of the full-backfill gain, under the 90% threshold, but reaches top-1 0.770, at least 95% " \
            "of the full backfill's 0.800 (the target share)" in plan.reason
     assert "but reaches" not in plan_from_report(make_report(0.60, 0.80, 0.79), RATE).reason  # 95% kept: no aside
 

@@ -49,7 +49,7 @@ def plan_reason(plan: Mapping[str, Any], choice: Mapping[str, Any], report: Repo
         return (f"Stay: the new model is not better than the old one on {sample_words(ceiling_floor)} ({ceil_cell} "
                 f"{m} {ceiling:.3f} vs old/old {new_floor:.3f}), so re-embedding or bridging would cost without a gain.")
     if name in LAYER_OPTIONS and choice["passes_criterion"] is None:
-        return (f"{choice['title']}: judged by own-item retrieval (no labels), {format_share(choice['quality'][metric], 0)} of "
+        return (f"{choice['title']}: judged by own-item retrieval (no labels), {format_share(choice['quality'][metric])} of "
                 f"new queries find their own item first through it, at least {format_share(target_share, 0)}, "
                 f"{_embedding(choice)}, in {format_duration(choice['time_s'])}.")
     if name in LAYER_OPTIONS and choice.get("best_passing_bridge"):
@@ -62,7 +62,7 @@ def plan_reason(plan: Mapping[str, Any], choice: Mapping[str, Any], report: Repo
             f"the best{where} of the {len(others) + 1} options (with {', '.join(others)})"
         return (f"{choice['title']}: {which} that passes the compatibility criterion without re-embedding "
                 f"({m} {choice['quality'][metric]:.3f} > old/old {floor:.3f}); it keeps "
-                f"{format_share(choice['gain_retained'], 0)} of the full-backfill gain{sampled} from day one, at the cost of both "
+                f"{format_share(choice['gain_retained'])} of the full-backfill gain{sampled} from day one, at the cost of both "
                 f"encoders during the transition{reranks}. The full backfill ({ceil_cell} {m} {ceiling:.3f}) "
                 "remains the way to the whole gain.")
     if name in LAYER_OPTIONS and plan.get("new_better") is False:
@@ -79,7 +79,7 @@ def plan_reason(plan: Mapping[str, Any], choice: Mapping[str, Any], report: Repo
             reached = (f", under the {format_share(gain_threshold, 0)} threshold, but reaches {m} {value:.3f}, at "
                        f"least {format_share(target_share, 0)} of the full backfill's {own:.3f} (the target share)")
         return (f"{choice['title']}: it passes the compatibility criterion ({m} {choice['quality'][metric]:.3f} > "
-                f"old/old {floor:.3f}) and keeps {format_share(gain, 0)} of the full-backfill gain{sampled}{reached} "
+                f"old/old {floor:.3f}) and keeps {format_share(gain)} of the full-backfill gain{sampled}{reached} "
                 f"{_embedding(choice)}, in {format_duration(choice['time_s'])}.")
     embedded = int(layer.get("items_embedded") or 0)  # a cascade's number stands on some items' new vectors
     subject = f"the {kind} layer alone" if not embedded else f"the {kind} option (with the new vectors of {embedded} items)"
@@ -87,13 +87,13 @@ def plan_reason(plan: Mapping[str, Any], choice: Mapping[str, Any], report: Repo
         why = (f"the {layer['title']} option is acceptable too ({m} {layer['quality'][metric]:.3f}) but needs the "
                f"new vectors of {layer['items_embedded']} items, more than this")
     elif layer["passes_criterion"] is None:
-        why = (f"{subject} lets only {format_share(layer['quality'][metric], 0)} of new queries find their own "
+        why = (f"{subject} lets only {format_share(layer['quality'][metric])} of new queries find their own "
                f"item first (below {format_share(target_share, 0)}; no labels, so own-item retrieval is the measure)")
     elif not layer["passes_criterion"]:
         why = (f"{subject} fails the compatibility criterion ({m} {layer['quality'][metric]:.3f} vs "
                f"old/old {floor:.3f})")
     else:
-        why = (f"{subject} keeps only {format_share(layer['gain_retained'], 0)} of the full-backfill gain{layer_sampled} "
+        why = (f"{subject} keeps only {format_share(layer['gain_retained'])} of the full-backfill gain{layer_sampled} "
                f"(below {format_share(gain_threshold, 0)})")
     if name == "partial_backfill":
         return (f"Partial backfill: {why}; re-embedding {format_share(choice['fraction'], 0)} of the gallery "
