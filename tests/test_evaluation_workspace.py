@@ -4,6 +4,7 @@ whole old gallery."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -311,6 +312,15 @@ def test_a_judged_report_page_shows_ndcg_and_mrr(judged: dict[str, Any]) -> None
     for name in ("old/old nDCG@10", "new/new nDCG@10", "gain retained (nDCG@10)", "old/old MRR@10"):
         assert name in verdict, name
     assert "ndcg@10" in cells and "mrr@10" in cells
+    # the Compatibility table lists the metric the judged criterion is decided on, as report.json does
+    head, rows = report.headline, report.comparison
+    assert {"ndcg@10", "mrr@10"} <= rows.keys()
+    assert (rows["ndcg@10"]["upgraded"], rows["ndcg@10"]["old_old"]) == (head["ndcg@10"], head["old_old_ndcg@10"])
+    assert rows["ndcg@10"]["gain_retained"] == head["gain_retained_ndcg@10"]
+    stored = json.loads(Path(report.json_file).read_text(encoding="utf-8"))["comparison"]
+    assert stored["ndcg@10"]["passes"] == head["compatible_ndcg@10"]
+    table = html.split("<h2>Compatibility</h2>", 1)[1].split("<h2>", 1)[0]
+    assert "<td>ndcg@10</td>" in table and "<td>mrr@10</td>" in table
 
 
 def test_report_and_plan_text_name_ndcg_and_the_protocol(judged: dict[str, Any],

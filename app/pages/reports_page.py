@@ -31,6 +31,7 @@ from embridge.app.pages.page import Page, completed_train_runs, make_table, run_
 from embridge.app.pages.report_widgets import FlipBrowser, fill_metrics_table
 from embridge.app.plots import PlotWidget
 from embridge.core.errors import EmbridgeError, StoreError
+from embridge.core.evaluation.headline import with_judged_rows
 from embridge.core.progress import ProgressFn, StopFn
 from embridge.core.report.limits import MAX_BOOTSTRAP, MIN_BOOTSTRAP
 from embridge.core.report.number_source import source_of_report
@@ -78,23 +79,6 @@ def headline_text(report: Report) -> str:
     if isinstance(head.get("arr"), int | float):
         parts.append(f"ARR@{head.get('arr_k')} {format_share(head['arr'])}")
     return "; ".join(parts)
-
-
-def judged_comparison(report: Report) -> dict[str, dict[str, Any]]:
-    """The upgraded cell's comparison rows, with the judged metrics' rows (nDCG@10, MRR@10) that
-    the report keeps in its headline (as ``embridge report`` prints them) added where missing."""
-    head = report.headline
-    rows = dict(report.comparison or {})
-    for key, _name in JUDGED:
-        if key in head and key not in rows:
-            rows[key] = {"upgraded": head.get(key), "old_old": head.get(f"old_old_{key}"),
-                         "new_new": head.get(f"new_new_{key}"), "passes": head.get(f"compatible_{key}"),
-                         "gain_retained": head.get(f"gain_retained_{key}"),
-                         "gain_retained_note": head.get(f"gain_retained_{key}_note")}
-            if head.get(f"old_old_sample_{key}") is not None:  # the gain's own numbers, on the sample
-                rows[key] |= {"old_old_sample": head[f"old_old_sample_{key}"],
-                              "upgraded_sample": head.get(f"upgraded_sample_{key}")}
-    return rows
 
 
 def flip_entries(ws: Workspace, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -274,7 +258,8 @@ class ReportsPage(Page):
             return
         upgraded = report.upgraded_cell
         self._show_verdict(report)
-        comparison = {upgraded: judged_comparison(report)} if upgraded and report.comparison else {}
+        comparison = {upgraded: with_judged_rows(report.comparison, report.headline)} \
+            if upgraded and report.comparison else {}
         fill_metrics_table(self.metrics, report.table(), comparison)
         self.flips.set_flips(flip_entries(self.ctx.ws, report.flipped_list()) if self.ctx.ws else [])
         if self.tabs.currentWidget() is self.figure_tabs:

@@ -146,3 +146,22 @@ def upgraded_text(values: Mapping[str, Any]) -> str:
     ok = isinstance(w.upgraded, int | float) and not isinstance(w.upgraded, bool)
     return f"upgraded {w.name} {w.upgraded:.3f}" if ok else ""
 
+
+JUDGED_METRICS = ("ndcg@10", "mrr@10")  # measured from graded judgments, kept in the headline
+
+
+def with_judged_rows(rows: dict[str, Any], head: dict[str, Any]) -> dict[str, Any]:
+    """The comparison rows with a row for each judged metric the headline holds (nDCG@10, MRR@10: the
+    number a judged criterion is decided on), so the HTML, the JSON and the app list it like the others;
+    rows already there are kept (a report written before these rows existed gets them when read)."""
+    out = dict(rows)
+    for key in JUDGED_METRICS:
+        if key in head and key not in out:
+            out[key] = {"upgraded": head.get(key), "old_old": head.get(f"old_old_{key}"),
+                        "new_new": head.get(f"new_new_{key}"), "passes": head.get(f"compatible_{key}"),
+                        "gain_retained": head.get(f"gain_retained_{key}"),
+                        "gain_retained_note": head.get(f"gain_retained_{key}_note")}
+            if head.get(f"old_old_sample_{key}") is not None:  # the gain's own numbers, on the sample
+                out[key] |= {"old_old_sample": head[f"old_old_sample_{key}"],
+                             "upgraded_sample": head.get(f"upgraded_sample_{key}")}
+    return out

@@ -22,6 +22,7 @@ from embridge.core.adapters.adapter import Adapter
 from embridge.core.errors import InputError
 from embridge.core.evaluation.compat import compatibility_rate
 from embridge.core.evaluation.gather import MatrixMaker
+from embridge.core.evaluation.headline import with_judged_rows
 from embridge.core.evaluation.scoring import scoring_plan
 from embridge.core.evaluation.search import SearchConfig
 from embridge.core.evaluation.tasks import UpgradeTasks, upgrade_tasks
@@ -197,7 +198,7 @@ def assemble(ws: Workspace, run: RunRecord, row: dict[str, Any], adapter: Adapte
         scoring=plan.to_dict(), search=search_summary(search_cells),
         cells={name: sections.cell_section(c, plan, n_boot, seed) for name, c in cells.items()},
         upgraded_cell=upgraded, ceiling_cell=ceiling, headline=head,
-        comparison=sections.comparison(cells, upgraded, ceiling, plan, on_sample),
+        comparison=with_judged_rows(sections.comparison(cells, upgraded, ceiling, plan, on_sample), head),
         flips=sections.flips_section(cells, n_boot, seed, sample_floor=sample_floor),
         flipped_queries=sections.flipped_records(cells, upgraded, sample),
         per_label=sections.per_label_section(cells, sample, plan),
