@@ -335,7 +335,8 @@ def plan_from_report(source: Report | Mapping[str, Any], throughput: Throughput,
     if 0 < sizes.n_sample < sizes.n and new_better:
         plan["notes"].append(f"Items re-embedded count every gallery item an option needs, the {sizes.n_sample} the new "
                              "model embedded for the evaluation sample included: their vectors are in this workspace, "
-                             "not in the serving index, and `backfill` embeds them again.")
+                             "not in the serving index (`backfill` copies them from the workspace rather than "
+                             "embedding them again).")
     if by_item:
         plan["notes"].insert(0, "Without labels the report cannot tell whether the new model is better or whether "
                              "the layer passes the compatibility criterion. This plan assumes the new model is better "

@@ -44,6 +44,7 @@ class BackfillResult:
     store: str | None = None
     reused: bool = False  # the model already had a vector set of exactly these items: nothing was embedded
     set_name: str | None = None  # the vector set's name (a reused set keeps its own, whatever --name says)
+    embedded: int | None = None  # items embedded by this run; the others' stored vectors were copied
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -160,11 +161,24 @@ def read_chunk_vectors(folder: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def record_vectors(ws: Any, model: str, ids: np.ndarray, folder: Path, *, name: str = "backfill",
-                   store: str | None = None) -> dict[str, Any]:
-    """Register the chunk outputs as ``model``'s vector set for ``ids`` (and upsert into ``store``)."""
-    got_ids, vectors = read_chunk_vectors(folder)
-    if not np.array_equal(got_ids, ids):
-        raise StoreError(f"{folder}: the backfill output does not hold the {len(ids)} items asked for, in order")
+                   store: str | None = None, embedded: np.ndarray | None = None) -> dict[str, Any]:
+    """Register the chunk outputs as ``model``'s vector set for ``ids`` (and upsert into ``store``).
+
+    ``embedded``: the items the chunks hold (default: all of ``ids``); the others' vectors are the
+    model's stored ones."""
+    embedded = np.asarray(ids if embedded is None else embedded, np.int64)
+    got_ids, fresh = read_chunk_vectors(folder) if len(embedded) else (embedded, None)
+    if not np.array_equal(got_ids, embedded):
+        raise StoreError(f"{folder}: the backfill output does not hold the {len(embedded)} items asked for, in "
+                         "order")
+    if len(embedded) == len(ids):
+        vectors = fresh
+    else:  # the embedded items' new vectors beside the others' stored ones, in the order of ids
+        new = np.isin(ids, embedded)
+        vectors = np.empty((len(ids), ws.vector_dim(model)), np.float32)
+        vectors[~new] = ws.vectors_for(model, np.asarray(ids)[~new])
+        if fresh is not None:
+            vectors[new] = fresh
     problem = spread_problem(vectors)  # refused before the store is written, as the workspace refuses it
     if problem:
         raise VectorFileError(f"vectors of model '{model}'", problem)
@@ -214,7 +228,10 @@ def backfill(ws: Any, model: str, ids: np.ndarray, *, engine: str = "local", ord
 
         check_device_option("cuda", "--num-gpus")
     check_targets(ws, store, name, model, ids)
-    stage = stage_folder(ws, stage_key(model, ids, spec))
+    held = np.intersect1d(np.asarray(ids, np.int64), ws.ids_with_vectors(model)) if ws.vector_sets(model) else \
+        np.zeros(0, np.int64)  # their stored vectors are copied, not embedded again (as `embed` skips them)
+    todo = np.asarray(ids, np.int64)[~np.isin(ids, held)]
+    stage = stage_folder(ws, stage_key(model, todo, spec))
     progress = on_progress or no_progress
     config = {"engine": engine, "order": order, "items": int(len(ids)), "chunk": chunk, "store": store,
               "num_gpus": num_gpus}
@@ -227,8 +244,8 @@ def backfill(ws: Any, model: str, ids: np.ndarray, *, engine: str = "local", ord
         done = finished_set(ws, model, ids)
         if done is not None:  # a rerun of a finished backfill: its vectors are stored once, not twice
             return _reuse(ws, model, ids, done, config, engine, order, store)
-        return _backfill_staged(ws, model, ids, spec, stage, config, engine, order, chunk, batch_size, actors,
-                                num_gpus, ray_address, store, name, progress, should_stop)
+        return _backfill_staged(ws, model, ids, todo, spec, stage, config, engine, order, chunk, batch_size,
+                                actors, num_gpus, ray_address, store, name, progress, should_stop)
 
 
 def _check_raw_inputs(ws: Any, model: str, ids: np.ndarray) -> None:
@@ -268,26 +285,29 @@ def _reuse(ws: Any, model: str, ids: np.ndarray, info: dict[str, Any], config: d
                           set_name=info.get("name"))
 
 
-def _backfill_staged(ws: Any, model: str, ids: np.ndarray, spec: dict[str, Any], stage: Path,
+def _backfill_staged(ws: Any, model: str, ids: np.ndarray, todo: np.ndarray, spec: dict[str, Any], stage: Path,
                      config: dict[str, Any], engine: str, order: str, chunk: int, batch_size: int,
                      actors: int | None, num_gpus: float, ray_address: str | None, store: str | None, name: str,
                      progress: ProgressFn, should_stop: StopFn | None) -> BackfillResult:
+    """Embed ``todo`` (the items of ``ids`` the model holds no vectors for) and record a set of all ``ids``."""
     from embridge.core.jobs import recorded_run
     from embridge.core.scale.backfill_embed import embed_dataset
 
-    with recorded_run(ws, "backfill", model, config) as record:
-        if not (stage / "items").is_dir():
-            stage_items(ws, spec, ids, stage / "items.partial", should_stop)
-            (stage / "items.partial").rename(stage / "items")
-        embed_dataset(spec, str(stage / "items"), str(stage / "vectors"), engine=engine, chunk=chunk,
-                      batch_size=batch_size, actors=actors, num_gpus=num_gpus, ray_address=ray_address,
-                      on_progress=items_progress(progress, len(ids)), should_stop=should_stop,
-                      role=text_role(spec), own_stage=True)
-        info = record_vectors(ws, model, ids, stage / "vectors", name=name, store=store)
-        record["metrics"] = {"vector_set": info["id"], "count": info["count"], "dim": info["dim"]}
+    with recorded_run(ws, "backfill", model, {**config, "embedded": int(len(todo))}) as record:
+        if len(todo):
+            if not (stage / "items").is_dir():
+                stage_items(ws, spec, todo, stage / "items.partial", should_stop)
+                (stage / "items.partial").rename(stage / "items")
+            embed_dataset(spec, str(stage / "items"), str(stage / "vectors"), engine=engine, chunk=chunk,
+                          batch_size=batch_size, actors=actors, num_gpus=num_gpus, ray_address=ray_address,
+                          on_progress=items_progress(progress, len(todo)), should_stop=should_stop,
+                          role=text_role(spec), own_stage=True)
+        info = record_vectors(ws, model, ids, stage / "vectors", name=name, store=store, embedded=todo)
+        record["metrics"] = {"vector_set": info["id"], "count": info["count"], "dim": info["dim"],
+                             "embedded": int(len(todo))}
     shutil.rmtree(stage, ignore_errors=True)
     return BackfillResult(model, int(len(ids)), int(info["id"]), int(info["dim"]), order, engine, store,
-                          set_name=name)
+                          set_name=name, embedded=int(len(todo)))
 
 
 def text_role(spec: dict[str, Any]) -> str | None:
