@@ -153,6 +153,12 @@ def test_chosen_fraction_reads_the_curve_between_points() -> None:
     plan = plan_from_report(report, RATE, fraction=0.3)
     opt = options(plan)["partial_backfill"]
     assert opt["fraction"] == 0.3 and opt["quality"]["top1"] == pytest.approx(0.70 + 0.2 * 0.10)
+    # a β between the measured points is read by interpolation, and every place that shows it says so
+    assert opt["interpolated"] and opt["title"] == "Partial backfill to β = 0.30 (random order, interpolated)"
+    assert "β = 0.3 was not measured: its quality is interpolated linearly between the curve's points at β = " \
+           "0.25 and 0.5 ('embridge report --backfill-steps N' measures more points)." in opt["notes"]
+    measured = options(plan_from_report(report, RATE, fraction=0.25))["partial_backfill"]
+    assert not measured["interpolated"] and measured["title"] == "Partial backfill to β = 0.25 (random order)"
     # β = 0.3 falls short of the target (0.855): the reason says so rather than speaking of every β
     assert plan.recommendation == "full_backfill" and "no partial backfill reaches" not in plan.reason
     assert "the partial backfill at β = 0.30 (--fraction) reaches top-1 0.720" in plan.reason

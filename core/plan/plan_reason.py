@@ -98,8 +98,9 @@ def plan_reason(plan: Mapping[str, Any], choice: Mapping[str, Any], report: Repo
     if name == "partial_backfill":
         return (f"Partial backfill: {why}; re-embedding {format_share(choice['fraction'], 0)} of the gallery "
                 f"({choice['items_embedded']} items, {format_duration(choice['time_s'])}) in {choice['policy']} order "
-                f"reaches {m} {choice['quality'][metric]:.3f}, at least {format_share(target_share, 0)} of the full "
-                f"backfill's {ceiling:.3f}.")
+                f"reaches {m} {choice['quality'][metric]:.3f}"
+                + (" (interpolated between two measured points of the curve)" if choice.get("interpolated") else "")
+                + f", at least {format_share(target_share, 0)} of the full backfill's {ceiling:.3f}.")
     if not report.backfill.get("policies"):
         return (f"Full backfill: {why}; partial-backfill quality was not measured for this report's relevance "
                 f"protocol, so re-embed all {choice['items_embedded']} items ({format_duration(choice['time_s'])}).")

@@ -210,8 +210,11 @@ def partial_option(report: Report, tp: Throughput, sizes: _Sizes, floor: float, 
             continue
         candidates.append((embedded, -quality[metric], beta, policy, quality))
     if not candidates:
-        notes.append(f"No backfill order that is free to compute reaches {target:.3f} {label} before the whole "
-                     "gallery is re-embedded: a partial backfill is no cheaper than the full one.")
+        points = sorted({round(float(b), 4) for c in policies.values() for b in c["betas"]})
+        notes.append(f"No backfill order that is free to compute reaches {target:.3f} {label} at a measured point "
+                     f"before the whole gallery is re-embedded (the curves were measured at β = "
+                     f"{', '.join(f'{b:g}' for b in points)}; 'embridge report --backfill-steps N' measures more "
+                     "points): a partial backfill is no cheaper than the full one.")
         return None, notes
     embedded, _, beta, policy, quality = min(candidates)
     backfilled = int(round(beta * sizes.n))
@@ -222,15 +225,24 @@ def partial_option(report: Report, tp: Throughput, sizes: _Sizes, floor: float, 
                  + (f"; its gain and criterion are measured from old/old on the same sample ({label} {base:.3f})."
                     if base is not None else "; this report has no old/old on that sample, so its gain retained and "
                     "criterion are not given (make the report again to measure them).")]
+    betas = [float(b) for b in policies[policy]["betas"]]
+    interpolated = not any(abs(beta - b) <= 1e-9 for b in betas)  # --fraction between two measured points
+    if interpolated:
+        below, above = max(b for b in betas if b < beta), min(b for b in betas if b > beta)
+        opt_notes.append(f"β = {beta:g} was not measured: its quality is interpolated linearly between the curve's "
+                         f"points at β = {below:g} and {above:g} ('embridge report --backfill-steps N' measures "
+                         "more points).")
     if (report.adapter or {}).get("kind") == "cascade":  # the curve searches one mixed gallery: no re-rank in it
         opt_notes.append("The curve scores the items not yet re-embedded through the cascade's layer alone, "
                          "without its re-rank of the old index's recall, so it can sit below the cascade's own "
                          "number; serving the cascade during the backfill is not what it measures.")
     # the curves rank the full-backfill cell's queries against its gallery (the evaluation sample)
     protocol = ((report.cells.get(str(report.ceiling_cell)) or {}).get("protocol") or {}).get("text")
-    option = option_row("partial_backfill", f"Partial backfill to β = {beta:.2f} ({policy} order)",
+    title = f"Partial backfill to β = {beta:.2f} ({policy} order{', interpolated' if interpolated else ''})"
+    option = option_row("partial_backfill", title,
                         _time(embedded, tp.embed_items_per_s), sizes.mixed(beta) + sizes.adapter_bytes, embedded,
                         quality, base, ceiling, opt_notes, metric, fraction=beta, policy=policy, measured_on=protocol)
+    option["interpolated"] = interpolated
     return option, notes
 
 
