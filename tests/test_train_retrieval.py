@@ -84,6 +84,20 @@ def test_fusion_that_adds_nothing_says_so(up: QueryUpgrade) -> None:
     assert rows["fusion"]["status"] == "no gain" and result.kind == "affine"
 
 
+def test_fusion_whose_old_query_adds_nothing_says_it_is_the_base_layer(up: QueryUpgrade) -> None:
+    """Old query vectors that are noise: α = 0 wins, and the run says the fusion scores as its base layer
+    alone (which serves with one encoder) rather than describing a fusion of two encoders."""
+    d = up.docs_only
+    noise = np.random.default_rng(2).standard_normal(up.dev.old_queries.shape).astype(np.float32)
+    blind = PairData(d.old_train, d.new_train, d.old_val, d.new_val, gallery_old=d.gallery_old,
+                     dev=type(up.dev)(noise, up.dev.new_queries, up.dev.old_gallery, up.dev.relevant))
+    base = fit_adapter("affine", blind, EPOCHS).adapter
+    choice = choose_fusion(base, blind, [0.0, 0.5, 1.0])
+    assert choice.setting["alpha"] == 0.0 and not choice.adds_nothing
+    assert choice.note.startswith("α = 0: the old query adds nothing here") and "affine layer alone" in choice.note
+    assert choice.score == pytest.approx(float(blind.validation().value(base)))
+
+
 def test_cascade_beats_old_old_where_the_sample_has_new_vectors(up: QueryUpgrade) -> None:
     result = fit_adapter("cascade", up.docs_only, {**EPOCHS, "base": "affine"})
     k = int(result.adapter.k)

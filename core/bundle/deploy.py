@@ -91,7 +91,9 @@ def serving_method(adapter: Adapter) -> dict[str, object]:
         return {"kind": "fusion", "alpha": alpha, "encoders": 2,
                 "serving": f"search the old index with {alpha:g} x old query + {1 - alpha:g} x forward(new query) "
                            "(both L2-normalised); needs both encoders during the transition"
-                           + ("; alpha = 1 is the old query alone: fusion adds nothing" if alpha >= 1 else "")}
+                           + ("; alpha = 1 is the old query alone: fusion adds nothing" if alpha >= 1 else "")
+                           + ("; alpha = 0 is the mapped new query alone: the base layer's own bundle serves the "
+                              "same with one encoder" if alpha <= 0 else "")}
     if adapter.kind == "cascade":
         k, new_vectors = int(adapter.k), bool(getattr(adapter, "new_vectors", True))
         rerank = ("by the new query against their new vectors where present, else forward(new query) against "

@@ -239,6 +239,9 @@ def _serving_words(kind: str, method: dict[str, Any]) -> str:
         if alpha >= 1.0:
             return ("α = 1: fusion adds nothing here; the fused query is the old query alone, so this is "
                     "today's system, not a fusion layer.")
+        if alpha <= 0.0:
+            return ("α = 0: the old query adds nothing here; the fused query is the mapped new query alone, so this "
+                    "scores as the base layer alone, which serves the same with one encoder.")
         return (f"Fusion with α = {alpha:g}: each query scores with {alpha:g} × the old query + {1 - alpha:g} × the "
                 "mapped new query; both encoders are needed during the transition.")
     if kind == "cascade" and method.get("k") is not None:

@@ -60,6 +60,10 @@ def choose_fusion(base: Adapter, data: PairData, alpha_grid: Sequence[float],
         out.adds_nothing = True
         out.note = (f"α = 1: fusion adds nothing here; the old query alone scores best ({score:.3f} on "
                     f"{validator.protocol}), so this is today's system, not a fusion layer")
+    elif alpha <= 0.0:
+        out.note = (f"α = 0: the old query adds nothing here; the fused query is the mapped new query alone "
+                    f"({score:.3f} on {validator.protocol}), so this scores as the {base.kind} layer alone, which "
+                    "serves the same with one encoder (train it, or export its own run, instead of this fusion)")
     else:
         out.note = f"fusion with α = {alpha:g} (weight of the old query): {score:.3f} on {validator.protocol}"
     if validator.metric_name == "pair_top1":
