@@ -428,3 +428,28 @@ def test_the_plan_says_its_counts_include_the_items_of_the_evaluation_sample() -
                             "embedded for the evaluation sample included") for n in plan.notes)
     worse = plan_from_report(make_report(0.60, 0.55, 0.58), RATE)  # nothing to re-embed for: no such note
     assert not any(n.startswith("Items re-embedded count") for n in worse.notes)
+
+
+def test_a_bridge_is_planned_beside_the_plain_layer_of_its_model_pair(demo_copy: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """Planning a cascade run left out the procrustes run of the same models, which passes the criterion with
+    one encoder and scores higher; the plan called the cascade 'the only option' that passes."""
+    import json
+
+    from embridge.core.cli.main import main
+
+    ws = str(demo_copy)
+    for argv in (["train", "-w", ws, "--method", "procrustes"], ["report", "-w", ws, "--run", "1"],
+                 ["train", "-w", ws, "--method", "cascade", "--set", "base=procrustes",
+                  "--set", "rerank_new_vectors=false"]):
+        assert main(argv) == 0
+    capsys.readouterr()
+    assert main(["plan", "-w", ws, "--run", "3", "--json"]) == 0
+    plan = Plan.from_json(json.loads(capsys.readouterr().out))
+    cascade, plain = plan.option("cascade"), plan.option("adapter_only")
+    assert cascade is not None and plain is not None and plain["title"] == "Adapter only (procrustes)"
+    assert plain["quality_from"]["source"] == "report 1 of run 1" and plain["quality_from"]["comparable"]
+    with Workspace.open(demo_copy) as w:
+        report = json.loads((demo_copy / w.report(1)["json_file"]).read_text(encoding="utf-8"))
+    assert plain["quality"]["top1"] == report["headline"]["upgraded_top1"]
+    assert plain["passes_criterion"] and "the only option" not in plan.reason

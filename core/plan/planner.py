@@ -27,6 +27,7 @@ from embridge.core.run_record import UPGRADED_CELLS, RunRecord
 from embridge.core.store import Workspace
 
 ALTERNATIVE_KINDS = {"fct": "forward_transform", "fusion": "fusion", "cascade": "cascade"}
+BRIDGE_KINDS = ("fusion", "cascade")
 
 
 def plan_upgrade(ws: Workspace, run_id: int | None = None, fraction: float | None = None,
@@ -68,16 +69,21 @@ def plan_upgrade(ws: Workspace, run_id: int | None = None, fraction: float | Non
 
 
 def _alternatives(ws: Workspace, chosen: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Adapter]]:
-    """The latest completed fct and fusion layers of the same model pair, other than the chosen one."""
+    """The latest completed fct, fusion and cascade layers of the same model pair, other than the chosen
+    one; for a chosen fusion or cascade also the latest plain new->old layer (adapter only), which serves
+    with one encoder and may pass the criterion as well."""
     latest: dict[str, dict[str, Any]] = {}
+    bridge = chosen["kind"] in BRIDGE_KINDS
     for row in ws.adapters():
-        if (row["kind"] in ALTERNATIVE_KINDS and row["kind"] != chosen["kind"] and row["id"] != chosen["id"]
+        name = ALTERNATIVE_KINDS.get(row["kind"]) or ("adapter_only" if bridge and row.get("direction") == "backward"
+                                                      else None)
+        if (name is not None and row["kind"] != chosen["kind"] and row["id"] != chosen["id"]
                 and (row["old_model"], row["new_model"]) == (chosen["old_model"], chosen["new_model"])
                 and row.get("run_id") is not None and RunRecord.from_row(ws.run(row["run_id"])).completed):
-            latest[row["kind"]] = row
+            latest[name] = row
     out, adapters = [], {}
-    for kind, row in latest.items():
-        name = ALTERNATIVE_KINDS[kind]
+    for name, row in latest.items():
+        kind = row["kind"]
         path = ws.adapter_path(row["id"])
         try:
             adapters[name] = load_adapter(path)
