@@ -106,7 +106,8 @@ def test_judged_metrics_and_each_numbers_protocol_show_as_the_command_line_print
         run_metrics = ws.run(run_id)["metrics"]
     names = headers(train.runs_table)
     criterion = train.runs_table.item(0, names.index("Criterion")).text()
-    for name, key in (("Upgraded nDCG@10", "ndcg@10"), ("Gain retained (nDCG@10)", "gain_retained_ndcg@10")):
+    for name, key in (("New/new nDCG@10", "new_new_ndcg@10"), ("Upgraded nDCG@10", "ndcg@10"),
+                      ("Gain retained (nDCG@10)", "gain_retained_ndcg@10")):
         assert not train.runs_table.isColumnHidden(names.index(name))
         shown = format_share(run_metrics[key]) if key.startswith("gain") else format_value(run_metrics[key])
         assert train.runs_table.item(0, names.index(name)).text() == shown != ""  # a gain as a share

@@ -248,6 +248,7 @@ class PlanPage(Page):
         self.options.setRowCount(0)
         self.summary.setText("Make a plan to compare the options.")
         self.plot.clear("The partial-backfill curves of the run's report appear here.")
+        self.plan_button.setEnabled(False)  # nothing to act on until a workspace with a run is open
 
     def refresh(self) -> None:
         assert self.ctx.ws is not None

@@ -220,6 +220,7 @@ class ReportsPage(Page):
         self.report_combo.clear()
         self.report_combo.blockSignals(False)
         self.show_report(None)
+        self.build_button.setEnabled(False)  # nothing to act on until a workspace with a run is open
 
     def _report_chosen(self, index: int) -> None:
         if self.ctx.ws is None or not 0 <= index < len(self._reports):

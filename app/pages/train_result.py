@@ -17,10 +17,11 @@ from embridge.core.evaluation.headline import HEADLINE, criterion_text, decides_
 from embridge.core.run_record import CELL_NUMBERS, NEW_NEW, UPGRADED, RunRecord, fitted_text, protocol_groups
 
 RUN_COLUMNS = ["Run", "Method", "Status", "Old/old top-1", "New/new top-1", "Upgraded top-1",
-               "Gain retained (top-1)", "Old/old nDCG@10", "Upgraded nDCG@10", "Gain retained (nDCG@10)",
+               "Gain retained (top-1)", "Old/old nDCG@10", "New/new nDCG@10", "Upgraded nDCG@10",
+               "Gain retained (nDCG@10)",
                "Criterion", "Pairs", "Measured on", "Candidates", "Note"]
-JUDGED_COLUMNS = ("Old/old nDCG@10", "Upgraded nDCG@10", "Gain retained (nDCG@10)")  # shown when a run has them
-JUDGED_KEYS = ("old_old_ndcg@10", "ndcg@10", "gain_retained_ndcg@10")
+JUDGED_COLUMNS = ("Old/old nDCG@10", "New/new nDCG@10", "Upgraded nDCG@10", "Gain retained (nDCG@10)")  # judged runs
+JUDGED_KEYS = ("old_old_ndcg@10", "new_new_ndcg@10", "ndcg@10", "gain_retained_ndcg@10")
 LABELS = {"old_old_top1": "old/old top-1", "new_new_top1": "new/new top-1", "upgraded_top1": "upgraded top-1",
           "gain_retained": "gain retained", "old_old_ndcg@10": "old/old nDCG@10",
           "new_new_ndcg@10": "new/new nDCG@10", "ndcg@10": "upgraded nDCG@10", "mrr@10": "upgraded MRR@10",
