@@ -143,8 +143,12 @@ def test_a_layer_on_the_raw_new_model_keeps_new_new_as_its_ceiling(demo_copy: Pa
     data = json.loads(capsys.readouterr().out)
     assert data["ceiling_cell"] == "new/new" and data["ceiling_top1"] == data["new_new_top1"]
     assert main(["runs", "-w", str(demo_copy)]) == 0
-    line = [x for x in capsys.readouterr().out.strip().splitlines() if x.startswith("#")][-1]
+    out = capsys.readouterr().out
+    line = [x for x in out.strip().splitlines() if x.startswith("#")][-1]
     assert "ceiling" not in line and "head/head" not in line and "gain_retained=" in line
+    # the sample numbers and the gain sit under the evaluation sample's gallery, not the whole one's
+    assert "      new/new (and the _sample numbers and gain_retained) on 200 test queries (query split) against the " \
+           "evaluation sample" in out
 
 
 def test_train_help_lists_every_method(capsys: pytest.CaptureFixture[str]) -> None:

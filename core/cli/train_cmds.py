@@ -17,7 +17,7 @@ from embridge.core.formatting import format_share, sample_floor_text
 from embridge.core.progress import StderrProgress
 from embridge.core.report.number_source import gain_text
 from embridge.core.run_choice import run_choice
-from embridge.core.run_record import cell_protocols, fitted_text, measured_on_lines, protocol_groups
+from embridge.core.run_record import NEW_NEW, cell_protocols, fitted_text, measured_on_lines, protocol_groups
 from embridge.core.store import Workspace
 from embridge.core.store.records import RUN_KINDS
 
@@ -216,8 +216,12 @@ def _report_words(report_id: Any, train_run: Any) -> str:
 def _measured_on(metrics: dict[str, Any]) -> list[str]:
     """Where a run's listed numbers were measured: its cells grouped by query set and gallery (``protocol_groups``)."""
     groups = [(cells, sentence) for cells, sentence in protocol_groups(metrics) if sentence]
+    # where new/new searched a sample, the *_sample numbers and gain retained were measured there too
+    sampled = len(groups) > 1 and any(k.startswith("old_old_sample_") for k in metrics)
     if groups:
-        return [f"{', '.join(cells)} on {sentence}" for cells, sentence in groups]
+        return [f"{', '.join(cells)}"
+                + (" (and the _sample numbers and gain_retained)" if sampled and NEW_NEW in cells else "")
+                + f" on {sentence}" for cells, sentence in groups]
     protocol = metrics.get("protocol") or metrics.get("heldout_protocol")
     return [f"on {protocol}"] if protocol else []
 
