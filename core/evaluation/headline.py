@@ -147,9 +147,6 @@ def upgraded_text(values: Mapping[str, Any]) -> str:
     return f"upgraded {w.name} {w.upgraded:.3f}" if ok else ""
 
 
-JUDGED_METRICS = ("ndcg@10", "mrr@10")  # measured from graded judgments, kept in the headline
-
-
 def with_judged_rows(rows: dict[str, Any], head: dict[str, Any]) -> dict[str, Any]:
     """The comparison rows with a row for each judged metric the headline holds (nDCG@10, MRR@10: the
     number a judged criterion is decided on), so the HTML, the JSON and the app list it like the others;
