@@ -405,7 +405,8 @@ def test_kill_during_bundle_export_then_rerun_gives_a_verified_bundle(
     child.kill()
 
     assert not out.exists()  # never a half bundle under the final name
-    assert all(p.name.startswith(TMP_PREFIX) for p in out_dir.iterdir())
+    # temp files, and the export's empty lock file (released by the kernel; the next export takes and removes it)
+    assert all(p.name.startswith(TMP_PREFIX) or p.name == "upgrade.zip.lock" for p in out_dir.iterdir())
     (run,) = _runs(capsys, ws_path, "export")
     assert run["status"] == "interrupted"
     _assert_consistent(ws_path)
@@ -413,6 +414,7 @@ def test_kill_during_bundle_export_then_rerun_gives_a_verified_bundle(
         assert ws.bundles() == []
 
     rerun, _ = _cli_json(capsys, args)
+    assert not (out_dir / "upgrade.zip.lock").exists()
     reference, _ = _cli_json(capsys, [*args[:6], "--out", str(tmp_path / "reference.zip")])
     assert verify_bundle(out)["files_checked"] == verify_bundle(tmp_path / "reference.zip")["files_checked"]
     for name in ("probes/inputs.npy", "probes/outputs.npy"):

@@ -187,3 +187,18 @@ class RecordsMixin:
     def _with_path(self, row: dict[str, Any]) -> dict[str, Any]:
         row["path"] = str(self.root / row["file"])
         return row
+
+    def data_counts(self) -> dict[str, Any]:
+        """What numbers measured on the workspace depend on, in a few indexed queries: the item count
+        and last id, the judgment count, each model's vector set ids and each model's name (see
+        :mod:`embridge.core.data_state`)."""
+        items, last = self.db.execute("select count(*), coalesce(max(id), 0) from items").fetchone()
+        judgments = self.db.execute("select count(*) from judgments").fetchone()[0] \
+            if "judgments" in self.db.table_names() else 0
+        sets: dict[str, list[int]] = {}
+        for model_id, set_id in self.db.execute("select model_id, id from vector_sets order by id"):
+            sets.setdefault(str(model_id), []).append(int(set_id))
+        names = {str(i): str(n) for i, n in self.db.execute("select id, name from models")}
+        return {"items": int(items), "last_item": int(last), "judgments": int(judgments), "vector_sets": sets,
+                "model_names": names}
+
