@@ -62,6 +62,23 @@ def workspace_below(folder: str | Path) -> Path | None:
     return None
 
 
+TEMP_NAME_EXTRA = len(TMP_PREFIX) + 13  # the temp name an output is first written under: '.tmp-<12 hex>-NAME'
+
+
+def _check_name_length(target: Path, where: str) -> None:
+    """Refuse a name that only fits the file system without the temp prefix every output is written under
+    first (it failed after the work was done, naming the folder)."""
+    try:
+        limit = os.pathconf(next(p for p in (target.parent, *target.parents) if p.exists()), "PC_NAME_MAX")
+    except (OSError, ValueError, StopIteration):
+        limit = 255
+    size = len(os.fsencode(target.name))
+    if size + TEMP_NAME_EXTRA > limit:
+        raise InputError(where, f"its name is {size} bytes long; Embridge writes an output under a temporary name "
+                                f"{TEMP_NAME_EXTRA} bytes longer first, and this file system takes names of at most "
+                                f"{limit} bytes: choose a name of at most {limit - TEMP_NAME_EXTRA} bytes")
+
+
 def check_output(out: str | Path, *, label: str = "--out", workspace: str | Path | None = None,
                  inputs: Iterable[str | Path | None] = (), below: bool = False) -> Path:
     """Refuse an output path that would overwrite or land inside what the command reads or keeps.
@@ -72,6 +89,7 @@ def check_output(out: str | Path, *, label: str = "--out", workspace: str | Path
     """
     target = absolute(out)
     where = f"{label} {out}"
+    _check_name_length(target, where)
     if workspace is not None:
         ws = absolute(workspace)
         if target == ws:

@@ -57,3 +57,18 @@ def test_a_terminal_without_arrows_gets_plain_signs(demo_copy: Path, capsys: pyt
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr and " new-cnn->old-mlp " in done.stdout
     assert all(ord(c) < 128 for c in done.stdout)
+
+
+def test_an_output_name_too_long_for_its_temp_name_is_refused_first(demo_copy: Path, tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """A 240-byte name is legal, but not with the temp prefix every output is written under first: it
+    failed after the export had run (naming the folder, recording a failed run); it is refused up front."""
+    assert main(["train", "-w", str(demo_copy), "--method", "procrustes"]) == 0
+    capsys.readouterr()
+    out = tmp_path / ("c" * 236 + ".zip")
+    assert main(["bundle", "export", "-w", str(demo_copy), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"--out {out}: its name is 240 bytes long" in err and "at most 237 bytes" in err
+    with Workspace.open(demo_copy) as ws:
+        assert ws.runs("export") == []
+    assert main(["bundle", "export", "-w", str(demo_copy), "--out", str(tmp_path / ("c" * 233 + ".zip"))]) == 0
