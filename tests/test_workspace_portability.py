@@ -72,3 +72,14 @@ def test_an_output_name_too_long_for_its_temp_name_is_refused_first(demo_copy: P
     with Workspace.open(demo_copy) as ws:
         assert ws.runs("export") == []
     assert main(["bundle", "export", "-w", str(demo_copy), "--out", str(tmp_path / ("c" * 233 + ".zip"))]) == 0
+
+
+def test_a_workspace_path_longer_than_sqlite_opens_is_named_and_leaves_nothing(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """SQLite opens paths of at most about 512 bytes: it said only 'unable to open database file', and the
+    refused init left its empty folders behind."""
+    ws = tmp_path / ("f" * 200) / ("g" * 200) / ("h" * 100) / "ws"
+    assert main(["init", "-w", str(ws)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "embridge.db: its full path is" in err and "shorter path" in err
+    assert list(tmp_path.iterdir()) == []

@@ -25,6 +25,9 @@ def read_only_folder(folder: Path) -> bool:
         return False
 
 
+SQLITE_PATH_MAX = 500  # SQLite's default pathname limit is 512 bytes, the journal's suffixes included
+
+
 def free_bytes(folder: Path) -> int | None:
     try:
         return shutil.disk_usage(folder).free
@@ -40,6 +43,11 @@ def translate(exc: sqlite3.DatabaseError, db_path: Path) -> Exception:
         return WorkspaceBusyError(f"{db_path}: the workspace is busy (another process is writing); try again")
     if "not a database" in text or "malformed" in text or "file is encrypted" in text:
         return StoreError(f"{db_path}: the workspace database is corrupt or not a database ({exc})")
+    size = len(os.fsencode(os.path.abspath(db_path)))
+    if "unable to open" in text and size > SQLITE_PATH_MAX:
+        return StoreError(f"{db_path}: its full path is {size} bytes long, and SQLite opens database files by "
+                          f"paths of at most about {SQLITE_PATH_MAX} bytes; put the workspace in a folder with a "
+                          "shorter path")
     if ("unable to open" in text or "readonly" in text or "read-only" in text) and read_only_folder(folder):
         return StoreError(f"{db_path}: the workspace folder is read-only, and the database writes its journal "
                           "beside it even to be read; copy the workspace to a writable folder")

@@ -88,8 +88,17 @@ class Workspace(ItemsMixin, ModelsMixin, RecordsMixin, JudgmentsMixin):
             raise StoreError(f"{root}: a workspace already exists here")
         if root.exists() and any(p for p in root.iterdir() if not p.name.startswith(".")):
             raise StoreError(f"{root}: folder is not empty; choose an empty or new folder")
+        made = [p for p in (root, *root.parents) if not p.exists()]  # the folders this call makes
         root.mkdir(parents=True, exist_ok=True)
-        return cls._connect(root, busy_timeout, create=True)
+        try:
+            return cls._connect(root, busy_timeout, create=True)
+        except BaseException:  # refused (a path SQLite cannot open, a damaged file): leave no folder behind
+            for folder in made:
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
+            raise
 
     @classmethod
     def open(cls, path: str | Path, busy_timeout: float | None = None) -> Workspace:
