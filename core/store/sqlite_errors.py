@@ -49,8 +49,9 @@ def translate(exc: sqlite3.DatabaseError, db_path: Path) -> Exception:
                           f"paths of at most about {SQLITE_PATH_MAX} bytes; put the workspace in a folder with a "
                           "shorter path")
     if ("unable to open" in text or "readonly" in text or "read-only" in text) and read_only_folder(folder):
-        return StoreError(f"{db_path}: the workspace folder is read-only, and the database writes its journal "
-                          "beside it even to be read; copy the workspace to a writable folder")
+        return StoreError(f"{db_path}: the workspace folder is read-only; the database writes its journal beside "
+                          "it (to be read, unless a journal is already there) and every command that records a run "
+                          "or a change writes to it; copy the workspace to a writable folder")
     free = free_bytes(folder)
     if ("disk i/o" in text or "full" in text) and free is not None and free < LOW_SPACE_BYTES:
         return StoreError(f"{db_path}: no space left on the disk holding the workspace ({free:,} bytes free); "
