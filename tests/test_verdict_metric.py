@@ -71,3 +71,17 @@ def test_a_bundle_of_a_new_model_no_better_advises_staying_not_a_backfill() -> N
     assert "backfill" not in line
     better = judged_head(0.60, 0.80, 0.55, (0.5, 0.8, 0.4))
     assert "a partial or a full backfill instead" in (verdict_line(manifest(better)) or "")
+
+
+def test_a_layer_that_ties_old_old_is_named_equal_beside_its_verdict() -> None:
+    """Every item of one class: old/old, new/new and the layer all score 1.000. The table read 'equal' while
+    runs and the HTML headline said only 'FAILS'; both now say the upgraded system equals old/old."""
+    from embridge.core.evaluation.headline import criterion_text
+    from embridge.core.report.html_page import _headline
+
+    tied = {"old_old_top1": 1.0, "upgraded_top1": 1.0, "new_new_top1": 1.0, "compatible": False}
+    assert criterion_text(tied) == "FAILS (top-1, equal to old/old)"
+    assert criterion_text({**tied, "upgraded_top1": 0.9}) == "FAILS (top-1)"
+    assert criterion_text({**tied, "upgraded_top1": 1.0, "old_old_top1": 0.9, "compatible": True}) == "passes (top-1)"
+    page = _headline({"headline": tied, "upgraded_cell": "new→old", "ceiling_cell": "new/new"})
+    assert "fails</span> (the upgraded system equals old/old, 1.000: no better than today)." in page

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -134,9 +135,20 @@ def criterion(values: Mapping[str, Any]) -> dict[str, Any] | None:
 
 
 def criterion_text(values: Mapping[str, Any]) -> str:
-    """'passes (top-1)' or 'FAILS (nDCG@10)'; empty without a verdict (see :func:`criterion`)."""
+    """'passes (top-1)', 'FAILS (nDCG@10)' or 'FAILS (top-1, equal to old/old)' where the layer ties
+    today's system (the criterion asks for more; the report's table reads 'equal'); empty without a verdict."""
     c = criterion(values)
-    return "" if c is None else f"{'passes' if c['compatible'] else 'FAILS'} ({c['metric']})"
+    if c is None:
+        return ""
+    return f"{'passes' if c['compatible'] else 'FAILS'} ({c['metric']}{', equal to old/old' * ties(values)})"
+
+
+def ties(values: Mapping[str, Any]) -> bool:
+    """Whether the upgraded number equals old/old's on the metric the criterion is decided on."""
+    w = weighed(values)
+    numbers = (w.upgraded, w.old_old)
+    return all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in numbers) \
+        and abs(float(w.upgraded) - float(w.old_old)) <= 1e-12
 
 
 def upgraded_text(values: Mapping[str, Any]) -> str:
