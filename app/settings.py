@@ -16,6 +16,7 @@ from typing import Any
 
 from PySide6.QtCore import QSettings, QStandardPaths
 
+from embridge.core.errors import EmbridgeError
 from embridge.core.store.files import atomic_write_text
 
 ENV_CONFIG_DIR = "EMBRIDGE_CONFIG_DIR"
@@ -36,6 +37,9 @@ def config_dir() -> Path:
         path = Path(location or Path.home() / ".config" / "embridge")
     try:
         path.mkdir(parents=True, exist_ok=True)
+        (path / "logs").mkdir(exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):  # made but not writable (a read-only home that already had it)
+            pass
     except OSError as exc:  # a read-only or missing home (system users): this session's settings only
         return _session_config_dir(str(path), str(exc))
     return path
@@ -97,7 +101,11 @@ class Settings:
         return data
 
     def save(self) -> None:
-        atomic_write_text(self.path, json.dumps(self.values, indent=2, sort_keys=True) + "\n")
+        """Write the settings; a file that cannot be written (made read-only since) costs only this change."""
+        try:
+            atomic_write_text(self.path, json.dumps(self.values, indent=2, sort_keys=True) + "\n")
+        except (EmbridgeError, OSError) as exc:
+            log.warning("settings not saved: %s", exc)
 
     def get(self, key: str, default: Any = None) -> Any:
         return self.values.get(key, DEFAULTS.get(key, default))

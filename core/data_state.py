@@ -1,10 +1,12 @@
-"""What a measurement was made on: the workspace's items, judgments and each model's vector sets.
+"""What a measurement was made on: the relevance judgments and which items each model has vectors for.
 
-Items, judgments and vector sets are only ever added (an import, ``embed`` or ``backfill``), so a
-few counts and ids tell whether the gallery, the queries or the evaluation sample a recorded number
-was measured on are still the workspace's. Training and report runs store this state when they
-start; every surface that shows a recorded number asks :func:`stale_note` and says the number
-describes an earlier state instead of showing it as current.
+A number depends on the items that carry the compared models' vectors (the gallery, the queries,
+the evaluation sample) and on the judgments; both only grow (an import with vectors, ``embed``,
+``backfill``, a qrels file), so a count of each tells whether what a recorded number was measured
+on is still the workspace's. Items imported without vectors, a copy of vectors a model already
+held, an export or a report change nothing here. Training and report runs store this state when
+they start; every surface that shows a recorded number asks :func:`stale_note` and says the
+number describes an earlier state instead of showing it as current.
 """
 
 from __future__ import annotations
@@ -21,56 +23,47 @@ MEASURED_KINDS = ("train", "report")  # the run kinds whose numbers depend on th
 
 @dataclass(frozen=True)
 class DataState:
-    """Counts and ids that change whenever data that numbers depend on is added or removed."""
+    """Counts that change whenever data that numbers depend on is added or removed."""
 
-    items: int = 0
-    last_item: int = 0
     judgments: int = 0
-    vector_sets: dict[str, list[int]] = field(default_factory=dict)  # model id (as text) -> its vector set ids
+    with_vectors: dict[str, int] = field(default_factory=dict)  # model id (as text) -> items holding its vectors
     model_names: dict[str, str] = field(default_factory=dict)  # model id (as text) -> its name then
 
     def to_json(self) -> dict[str, Any]:
-        return {"items": self.items, "last_item": self.last_item, "judgments": self.judgments,
-                "vector_sets": self.vector_sets, "model_names": self.model_names}
+        return {"judgments": self.judgments, "with_vectors": self.with_vectors, "model_names": self.model_names}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> DataState:
-        sets = data.get("vector_sets") if isinstance(data.get("vector_sets"), Mapping) else {}
+        counts = data.get("with_vectors") if isinstance(data.get("with_vectors"), Mapping) else {}
         names = data.get("model_names") if isinstance(data.get("model_names"), Mapping) else {}
-        return cls(int(data.get("items") or 0), int(data.get("last_item") or 0), int(data.get("judgments") or 0),
-                   {str(k): sorted(int(i) for i in v) for k, v in sets.items() if isinstance(v, list)},
+        return cls(int(data.get("judgments") or 0), {str(k): int(v) for k, v in counts.items()},
                    {str(k): str(v) for k, v in names.items()})
 
 
 def data_state(ws: Any) -> DataState:
-    """The workspace's state now: a few indexed queries, whatever the size of the gallery."""
+    """The workspace's state now (each model's item ids read once, from its vector sets' id files)."""
     return DataState.from_json(ws.data_counts())
 
 
 def changes_since(then: DataState, now: DataState, models: Iterable[str] | None = None) -> list[str]:
-    """What changed from ``then`` to ``now``, in words; vector sets only of ``models`` (names at either
+    """What changed from ``then`` to ``now``, in words; vectors only of ``models`` (names at either
     time; None or a name not found: every model measured then)."""
     lines: list[str] = []
-    if (now.items, now.last_item) != (then.items, then.last_item):
-        added = now.items - then.items
-        lines.append(f"{added} item{'s' * (added != 1)} added" if added > 0 and now.last_item > then.last_item
-                     else f"items changed ({then.items} then, {now.items} now)")
     if now.judgments != then.judgments:
         added = now.judgments - then.judgments
         lines.append(f"{added} relevance judgment{'s' * (added != 1)} added" if added > 0
                      else f"relevance judgments changed ({then.judgments} then, {now.judgments} now)")
     wanted = set(models) if models is not None else None
-    for model_id, sets in sorted(then.vector_sets.items(), key=lambda kv: int(kv[0])):
+    for model_id, before in sorted(then.with_vectors.items(), key=lambda kv: int(kv[0])):
         names = {then.model_names.get(model_id), now.model_names.get(model_id)} - {None}
         if wanted is not None and names and not names & wanted and _known(wanted, then, now):
             continue
-        current = now.vector_sets.get(model_id, [])
-        if current != sets:
+        after = now.with_vectors.get(model_id, 0)
+        if after != before:
             name = now.model_names.get(model_id) or then.model_names.get(model_id) or f"#{model_id}"
-            fresh = [i for i in current if i not in sets]
-            lines.append(f"model '{name}' has vectors added (vector set{'s' * (len(fresh) != 1)} "
-                         f"{', '.join(map(str, fresh))})" if fresh and set(sets) <= set(current)
-                         else f"model '{name}''s vector sets changed")
+            lines.append(f"model '{name}' has vectors of {after - before} more item{'s' * (after - before != 1)} "
+                         f"({before} then, {after} now)" if after > before
+                         else f"model '{name}' has vectors of fewer items ({before} then, {after} now)")
     return lines
 
 
@@ -108,16 +101,36 @@ def changed_words(changes: list[str]) -> str:
     return f"measured before the workspace changed ({'; '.join(changes)})"
 
 
-def stale_note(ws: Any, run: Mapping[str, Any], now: DataState | None = None) -> str | None:
-    """'measured before …: run …' for a run whose numbers were measured on data the workspace has
-    changed since; None when they are current."""
+def stale_note(ws: Any, run: Mapping[str, Any], now: DataState | None = None,
+               latest: Mapping[Any, Mapping[str, Any]] | None = None) -> str | None:
+    """'measured before …: … measures it as it is now' for a run whose numbers were measured on data
+    the workspace has changed since (naming a report of its layer that is current, if there is one);
+    None when they are current. ``latest``: each training run's latest report run (read when None)."""
+    now = now or data_state(ws)
     changes = run_changes(ws, run, now)
     if not changes:
         return None
     config = run.get("config") if isinstance(run.get("config"), Mapping) else {}
+    if run.get("method") == "chain" and isinstance(config.get("models"), list):  # a chain report: measured again
+        return (f"{changed_words(changes)}: these numbers describe its data as it was; 'embridge chain --models "
+                f"{','.join(map(str, config['models']))} --runs {','.join(map(str, config.get('runs') or []))}' "
+                "measures it as it is now")
     layer_run = config.get("train_run", run.get("id"))
-    return (f"{changed_words(changes)}: these numbers describe its data as it was; "
-            f"'embridge report --run {layer_run}' measures it as it is now")
+    report = (latest_reports(ws) if latest is None else latest).get(layer_run)
+    current = report is not None and report is not run and not run_changes(ws, report, now)
+    then = f"report {report['metrics']['report_id']} measures it as it is now" if current and report else \
+        f"'embridge report --run {layer_run}' measures it as it is now"
+    return f"{changed_words(changes)}: these numbers describe its data as it was; {then}"
+
+
+def latest_reports(ws: Any, runs: Iterable[Mapping[str, Any]] | None = None) -> dict[Any, Mapping[str, Any]]:
+    """Training run id -> the run that wrote its latest report (completed runs only)."""
+    out: dict[Any, Mapping[str, Any]] = {}
+    for run in ws.runs("report") if runs is None else runs:
+        metrics = run.get("metrics") if isinstance(run.get("metrics"), Mapping) else {}
+        if run.get("kind") == "report" and run.get("status") == "completed" and metrics.get("report_id") is not None:
+            out[(run.get("config") or {}).get("train_run")] = run
+    return out
 
 
 def report_run(ws: Any, report_id: int) -> dict[str, Any] | None:
@@ -134,5 +147,5 @@ def report_stale_note(ws: Any, report_id: int) -> str | None:
 
 def with_stale_notes(ws: Any, runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The runs, each with ``stale``: its :func:`stale_note` (None when current), the state read once."""
-    now = data_state(ws)
-    return [{**run, "stale": stale_note(ws, run, now)} for run in runs]
+    now, latest = data_state(ws), latest_reports(ws)
+    return [{**run, "stale": stale_note(ws, run, now, latest)} for run in runs]

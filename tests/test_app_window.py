@@ -85,13 +85,15 @@ def test_main_opens_the_workspace_given_and_exits_cleanly(tmp_path: Path) -> Non
     assert settings["recent_workspaces"] == [str((tmp_path / "ws").resolve())]
 
 
-def test_a_config_folder_that_cannot_be_made_does_not_stop_the_app(tmp_path: Path) -> None:
-    """A read-only or missing home (system users) left no folder for settings: the window opened anyway,
-    with this session's settings in a temporary folder, and says so."""
+@pytest.mark.parametrize("blocked", ["home", "home/config/logs"])
+def test_a_config_folder_that_cannot_be_made_does_not_stop_the_app(tmp_path: Path, blocked: str) -> None:
+    """A read-only or missing home (system users), or a config folder that exists but cannot take its logs,
+    kept the window from opening: it opens, with this session's settings in a temporary folder, and says so."""
     from embridge.core.store import Workspace
 
     Workspace.create(tmp_path / "ws").close()
-    (tmp_path / "home").write_text("a file where a folder was expected")
+    (tmp_path / blocked).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / blocked).write_text("a file where a folder was expected")
     code = ("import sys; from PySide6.QtCore import QTimer; from PySide6.QtWidgets import QApplication; "
             "import embridge.app.launch as m; import embridge.app.settings as s; app = m.application(); "
             "QTimer.singleShot(500, lambda: [w.close() for w in QApplication.topLevelWidgets()]); "
@@ -146,6 +148,15 @@ def test_recent_workspaces_live_in_a_readable_json_file(tmp_path: Path) -> None:
     assert data["recent_workspaces"] == [str((tmp_path / "a").resolve()), str((tmp_path / "b").resolve())]
     (tmp_path / "settings.json").write_text("{not json", encoding="utf-8")
     assert Settings(tmp_path / "settings.json").recent_workspaces == []  # a broken file is not fatal
+
+
+def test_settings_that_cannot_be_saved_cost_only_the_change(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """settings.json made unwritable after start (here: a folder took its name) raised out of the app."""
+    settings = Settings(tmp_path / "settings.json")
+    (tmp_path / "settings.json").mkdir()
+    settings.add_recent(tmp_path)
+    assert settings.recent_workspaces == [str(tmp_path.resolve())]
+    assert "settings not saved" in caplog.text
 
 
 @pytest.mark.parametrize("bad", [1e300, 1e10, "abc", None, -5, True, [1]])

@@ -40,7 +40,7 @@ def test_numbers_measured_before_the_gallery_grew_are_named_stale(demo_copy: Pat
                                                                  capsys: pytest.CaptureFixture[str]) -> None:
     ws = str(demo_copy)
     _run(["train", "-w", ws, "--method", "procrustes"], capsys)
-    _run(["report", "-w", ws, "--run", "1"], capsys)
+    _run(["report", "-w", ws, "--run", "1", "--backfill-steps", "5", "--bootstrap", "50"], capsys)
     listed = json.loads(_run(["runs", "-w", ws, "--json"], capsys))["runs"]
     assert [r["stale"] for r in listed] == [None, None]
     plan = json.loads(_run(["plan", "-w", ws, "--run", "1", "--json"], capsys))
@@ -49,10 +49,12 @@ def test_numbers_measured_before_the_gallery_grew_are_named_stale(demo_copy: Pat
     _grow_gallery(demo_copy, tmp_path, capsys)
     listed = json.loads(_run(["runs", "-w", ws, "--json"], capsys))["runs"]
     train, report = listed[0], listed[1]
+    with Workspace.open(demo_copy) as w:
+        held = len(w.ids_with_vectors("old-mlp"))
     for run in (train, report):
-        assert run["stale"].startswith("measured before the workspace changed (12 items added; model 'old-mlp' has "
-                                       "vectors added (vector set ")
-        assert run["stale"].endswith("'embridge report --run 1' measures it as it is now")
+        assert run["stale"] == (f"measured before the workspace changed (model 'old-mlp' has vectors of 12 more items "
+                                f"({held - 12} then, {held} now)): these numbers describe its data as it was; "
+                                "'embridge report --run 1' measures it as it is now")
     text = _run(["runs", "-w", ws], capsys)
     assert text.count("measured before the workspace changed") == 2
 
@@ -61,12 +63,17 @@ def test_numbers_measured_before_the_gallery_grew_are_named_stale(demo_copy: Pat
         reports = len(w.reports())
     plan = json.loads(_run(["plan", "-w", ws, "--run", "1", "--json"], capsys))
     assert plan["report_id"] == reports + 1 and plan["gallery_full"] == gallery == 997 + 12
-    assert "report 1 was measured before the workspace changed (12 items added" in plan["notes"][-1]
+    assert "report 1 was measured before the workspace changed (model 'old-mlp' has vectors of 12 more items" \
+        in plan["notes"][-1] and plan["notes"][-1].endswith("so this plan measured a new one with its settings")
+    with Workspace.open(demo_copy) as w:  # the fresh report repeats the earlier one's settings
+        fresh = next(r for r in w.runs("report") if r["metrics"].get("report_id") == plan["report_id"])
+    assert (fresh["config"]["backfill_steps"], fresh["config"]["n_boot"]) == (5, 50)
     assert plan["protocols"]["old/old"]["text"].endswith(f"against the whole gallery ({gallery} items), relevance: "
                                                           "same label; exact cosine search")
     # the fresh report is current; the training run's own held-out numbers still describe the old gallery
     listed = json.loads(_run(["runs", "-w", ws, "--json"], capsys))["runs"]
-    assert listed[0]["stale"] is not None and listed[-1]["kind"] == "report" and listed[-1]["stale"] is None
+    assert listed[-1]["kind"] == "report" and listed[-1]["stale"] is None
+    assert listed[0]["stale"].endswith(f"report {plan['report_id']} measures it as it is now")  # names that report
 
     exported = json.loads(_run(["bundle", "export", "-w", ws, "--run", "1", "--out", str(tmp_path / "b.zip"),
                                 "--json"], capsys))
@@ -75,19 +82,58 @@ def test_numbers_measured_before_the_gallery_grew_are_named_stale(demo_copy: Pat
     exported = json.loads(_run(["bundle", "export", "-w", ws, "--run", "1", "--out", str(tmp_path / "c.zip"),
                                 "--json"], capsys))
     assert exported["warning"].startswith("WARNING: the bundle's numbers were measured before the workspace "
-                                          "changed (12 items added; model 'old-mlp' has vectors added")
+                                          "changed (model 'old-mlp' has vectors of 12 more items")
     text = _run(["bundle", "export", "-w", ws, "--run", "1", "--out", str(tmp_path / "d.zip")], capsys)
     assert text.rstrip().splitlines()[-1] == exported["warning"]
 
 
 def test_only_the_measured_models_vectors_count() -> None:
-    """A third model's new vectors change nothing the old/new pair was measured on."""
-    then = DataState(100, 100, 0, {"1": [1], "2": [2], "3": [3]}, {"1": "old", "2": "new", "3": "other"})
-    now = DataState(100, 100, 0, {"1": [1], "2": [2], "3": [3, 4]}, {"1": "old", "2": "new", "3": "other"})
+    """A third model's new vectors change nothing the old/new pair was measured on; a rename keeps its id."""
+    names = {"1": "old", "2": "new", "3": "other"}
+    then = DataState(0, {"1": 100, "2": 60, "3": 10}, names)
+    now = DataState(0, {"1": 100, "2": 60, "3": 50}, names)
     assert changes_since(then, now, ("old", "new")) == []
-    assert changes_since(then, now, None) == ["model 'other' has vectors added (vector set 4)"]
-    renamed = DataState(100, 100, 0, {"1": [1], "2": [2, 5], "3": [3]}, {"1": "old", "2": "new-v2", "3": "other"})
-    assert changes_since(then, renamed, ("old", "new")) == ["model 'new-v2' has vectors added (vector set 5)"]
-    more = DataState(103, 103, 7, {"1": [1], "2": [2], "3": [3]}, {"1": "old", "2": "new", "3": "other"})
-    assert changes_since(then, more, ("old", "new")) == ["3 items added", "7 relevance judgments added"]
-    assert DataState.from_json(more.to_json()) == more
+    assert changes_since(then, now, None) == ["model 'other' has vectors of 40 more items (10 then, 50 now)"]
+    renamed = DataState(0, {"1": 100, "2": 61, "3": 10}, {**names, "2": "new-v2"})
+    assert changes_since(then, renamed, ("old", "new")) == ["model 'new-v2' has vectors of 1 more item (60 then, 61 now)"]
+    judged = DataState(7, {"1": 100, "2": 60, "3": 10}, names)
+    assert changes_since(then, judged, ("old", "new")) == ["7 relevance judgments added"]
+    assert DataState.from_json(judged.to_json()) == judged
+
+
+def test_items_without_vectors_and_copied_vectors_change_nothing(demo_copy: Path, tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """Items imported without any model's vectors, and a backfill that only copies vectors the model already
+    held, leave every number as it was: no run is flagged and plan reuses its report."""
+    ws = str(demo_copy)
+    _run(["embed", "-w", ws, "--model", "new-cnn", "--split", "gallery"], capsys)
+    _run(["train", "-w", ws, "--method", "procrustes"], capsys)
+    _run(["report", "-w", ws, "--run", "2"], capsys)
+    copied = json.loads(_run(["backfill", "-w", ws, "--model", "new-cnn", "--json"], capsys))
+    assert copied["embedded"] == 0  # every gallery item already held the new model's vector
+    extra = tmp_path / "extra" / "0"
+    extra.mkdir(parents=True)
+    for image in sorted((demo_copy / "demo-items" / "query" / "0").iterdir())[:3]:
+        shutil.copy(image, extra / f"late-{image.name}")
+    _run(["import", "-w", ws, "--path", str(extra.parent), "--format", "images", "--split", "gallery"], capsys)
+    assert [r["stale"] for r in json.loads(_run(["runs", "-w", ws, "--json"], capsys))["runs"]
+            if r["kind"] in ("train", "report")] == [None, None]
+    assert json.loads(_run(["plan", "-w", ws, "--run", "2", "--json"], capsys))["report_id"] == 1
+
+
+def test_an_outgrown_chain_report_names_the_chain_command_that_measures_it_again(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import numpy as np
+    from report_fixtures import build_chain_workspace
+
+    chain = build_chain_workspace(tmp_path / "ws")
+    ws, runs = str(chain["path"]), ",".join(map(str, chain["runs"]))
+    command = ["chain", "-w", ws, "--models", ",".join(chain["models"]), "--runs", runs]
+    _run(command, capsys)
+    with Workspace.open(chain["path"]) as w:
+        ids = w.add_items([{"key": f"late{n}", "label": "1", "split": "gallery"} for n in range(4)], source="late")
+        w.add_vector_set("v1", ids, np.random.default_rng(0).normal(size=(4, w.vector_dim("v1"))))
+    (report,) = [r for r in json.loads(_run(["runs", "-w", ws, "--json"], capsys))["runs"] if r["method"] == "chain"]
+    asked = f"'embridge chain --models {','.join(chain['models'])} --runs {runs}' measures it as it is now"
+    assert report["stale"].endswith(asked)
+    _run(command, capsys)  # the command named runs as written

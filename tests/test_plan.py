@@ -453,3 +453,13 @@ def test_a_bridge_is_planned_beside_the_plain_layer_of_its_model_pair(demo_copy:
         report = json.loads((demo_copy / w.report(1)["json_file"]).read_text(encoding="utf-8"))
     assert plain["quality"]["top1"] == report["headline"]["upgraded_top1"]
     assert plain["passes_criterion"] and "the only option" not in plan.reason
+
+
+def test_a_fusion_at_alpha_zero_says_its_base_layer_alone_serves_the_same() -> None:
+    report = make_report(0.60, 0.90, 0.80)
+    report["adapter"] |= {"kind": "fusion", "config": {"alpha": 0.0}}
+    fusion = options(plan_from_report(report, RATE))["fusion"]
+    assert "α = 0: the fused query is the mapped new query alone, so the base layer trained on its own scores the " \
+           "same and serves with one encoder." in fusion["notes"]
+    report["adapter"]["config"] = {"alpha": 0.4}
+    assert not any(n.startswith("α = 0") for n in options(plan_from_report(report, RATE))["fusion"]["notes"])

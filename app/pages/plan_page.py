@@ -28,6 +28,7 @@ from embridge.app.error_path import labelled
 from embridge.app.pages.forms import scrolled_text, set_combo_items
 from embridge.app.pages.page import Page, completed_train_runs, fill_table, make_table, run_label, select_run
 from embridge.app.plots import PlotWidget
+from embridge.core.data_state import report_stale_note
 from embridge.core.errors import InputError
 from embridge.core.evaluation.headline import metric_label
 from embridge.core.formatting import format_bytes, format_seconds, format_share
@@ -180,7 +181,10 @@ class PlanPage(Page):
         lines = plan.measured_on() or ([f"measured on {source_of_report(report).label()}"] if report else [])
         measured = (f"<p style='color:#555'>Quality numbers: report {plan.report_id}"
                     + "".join(f"<br>{text(line)}" for line in lines) + "</p>") if lines else ""
-        self.summary.setText(f"<b>Recommendation: {text(chosen)}</b><p>{text(plan.reason)}</p>"
+        stale = report_stale_note(self.ctx.ws, int(plan.report_id)) if report is not None else None
+        warning = (f"<p style='color:#a15c00'><b>This plan weighs report {plan.report_id}, {text(stale)}. Plan again "
+                   "to weigh the workspace as it is.</b></p>") if stale else ""
+        self.summary.setText(f"<b>Recommendation: {text(chosen)}</b>{warning}<p>{text(plan.reason)}</p>"
                              + (f"<ul>{notes}</ul>" if notes else "") + measured)
         if report is not None:
             self._show_curves(report)
@@ -262,3 +266,5 @@ class PlanPage(Page):
         self.plan_button.setEnabled(bool(self._runs))
         self.plan_button.setToolTip("" if self._runs else "Train a layer on the Train page first.")
         self._run_chosen(self.run_combo.currentIndex())
+        if self.plan is not None:  # re-read: its report may have been outgrown by the data since
+            self.show_plan(self.plan)

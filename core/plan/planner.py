@@ -21,7 +21,7 @@ from embridge.core.plan.plan_record import Plan
 from embridge.core.plan.throughput import Throughput, measure_throughput
 from embridge.core.plan.upgrade_options import plan_from_report
 from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
-from embridge.core.report.build import build_report, latest_report_for_run, resolve_train_run
+from embridge.core.report.build import ReportOptions, build_report, latest_report_for_run, resolve_train_run
 from embridge.core.report.report_record import Report
 from embridge.core.run_record import UPGRADED_CELLS, RunRecord
 from embridge.core.store import Workspace
@@ -43,11 +43,14 @@ def plan_upgrade(ws: Workspace, run_id: int | None = None, fraction: float | Non
         run = resolve_train_run(ws, run_id)
         progress(0, 3, {"stage": "report"})
         report = latest_report_for_run(ws, run.id)
-        changes = run_changes(ws, report_run(ws, int(report.report_id))) if report is not None else []
+        earlier = report_run(ws, int(report.report_id)) if report is not None else None
+        changes = run_changes(ws, earlier)
         if changes:  # a plan weighs the workspace as it is, not as an earlier report saw it
-            refreshed = f"report {report.report_id} was {changed_words(changes)}, so this plan measured a new one"
+            refreshed = (f"report {report.report_id} was {changed_words(changes)}, so this plan measured a new one "
+                         "with its settings")
         if report is None or changes:
-            report = build_report(ws, run.id, should_stop=should_stop)
+            options = ReportOptions.from_recorded((earlier or {}).get("config") or {}) if changes else None
+            report = build_report(ws, run.id, options, should_stop=should_stop)
     check_stop(should_stop)
     progress(1, 3, {"stage": "throughput"})
     row = ws.adapter(int(report.adapter["id"]))

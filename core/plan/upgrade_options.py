@@ -211,10 +211,12 @@ def partial_option(report: Report, tp: Throughput, sizes: _Sizes, floor: float, 
         candidates.append((embedded, -quality[metric], beta, policy, quality))
     if not candidates:
         points = sorted({round(float(b), 4) for c in policies.values() for b in c["betas"]})
+        where = (f"β = {', '.join(f'{b:g}' for b in points)}" if len(points) <= 12 else
+                 f"{len(points)} points from β = {points[0]:g} to {points[-1]:g}")
+        finer = "; 'embridge report --backfill-steps N' measures more points" if len(points) <= 21 else ""
         notes.append(f"No backfill order that is free to compute reaches {target:.3f} {label} at a measured point "
-                     f"before the whole gallery is re-embedded (the curves were measured at β = "
-                     f"{', '.join(f'{b:g}' for b in points)}; 'embridge report --backfill-steps N' measures more "
-                     "points): a partial backfill is no cheaper than the full one.")
+                     f"before the whole gallery is re-embedded (the curves were measured at {where}{finer}): a "
+                     "partial backfill is no cheaper than the full one.")
         return None, notes
     embedded, _, beta, policy, quality = min(candidates)
     backfilled = int(round(beta * sizes.n))
@@ -226,7 +228,8 @@ def partial_option(report: Report, tp: Throughput, sizes: _Sizes, floor: float, 
                     if base is not None else "; this report has no old/old on that sample, so its gain retained and "
                     "criterion are not given (make the report again to measure them).")]
     betas = [float(b) for b in policies[policy]["betas"]]
-    interpolated = not any(abs(beta - b) <= 1e-9 for b in betas)  # --fraction between two measured points
+    # --fraction between two measured points (one re-embedding the same whole items as β counts as measured)
+    interpolated = not any(round(beta * sizes.n) == round(b * sizes.n) for b in betas)
     if interpolated:
         below, above = max(b for b in betas if b < beta), min(b for b in betas if b > beta)
         opt_notes.append(f"β = {beta:g} was not measured: its quality is interpolated linearly between the curve's "
@@ -284,6 +287,9 @@ def plan_from_report(source: Report | Mapping[str, Any], throughput: Throughput,
                                 measured_on=(report.cells.get(up_cell) or {}).get("protocol"),
                                 embed_rate=throughput.embed_items_per_s, metric=metric,
                                 on_sample=sampled(sample_numbers(report.headline, "upgraded_sample"))))
+    if kind == "fusion" and float((report.adapter.get("config") or {}).get("alpha", 1.0)) <= 0.0:
+        options[-1]["notes"].append("α = 0: the fused query is the mapped new query alone, so the base layer trained "
+                                    "on its own scores the same and serves with one encoder.")
     floor_protocol = (report.cells.get("old/old") or {}).get("protocol")
     for alt in alternatives:
         if alt["name"] not in {o["name"] for o in options} and alt.get("quality", {}).get(metric) is not None:

@@ -10,7 +10,8 @@ under ``<workspace>/reports/<id>/`` (:mod:`embridge.core.report.report_export`).
 from __future__ import annotations
 
 import tempfile
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,19 @@ class ReportOptions:
         return {"heldout_gallery": self.heldout_gallery, "search": asdict(self.search or SearchConfig()),
                 "backfill_steps": self.backfill_steps, "rollback": self.rollback, "n_boot": self.n_boot,
                 "seed": self.seed}
+
+    @classmethod
+    def from_recorded(cls, config: Mapping[str, Any]) -> ReportOptions:
+        """The options an earlier report run recorded (``recorded``), to measure the same report again on
+        the workspace as it is now; its search runs here (a Ray cluster it used may be gone)."""
+        known = {f.name for f in fields(SearchConfig)} - {"engine", "shards", "ray_address"}
+        search = config.get("search") if isinstance(config.get("search"), Mapping) else {}
+        base = cls()
+        return cls(heldout_gallery=bool(config.get("heldout_gallery", base.heldout_gallery)),
+                   search=SearchConfig(**{k: v for k, v in search.items() if k in known}),
+                   backfill_steps=int(config.get("backfill_steps", base.backfill_steps)),
+                   rollback=bool(config.get("rollback", base.rollback)), n_boot=int(config.get("n_boot", base.n_boot)),
+                   seed=int(config.get("seed", base.seed)))
 
 
 def resolve_train_run(ws: Workspace, run_id: int | None) -> RunRecord:

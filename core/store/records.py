@@ -189,16 +189,10 @@ class RecordsMixin:
         return row
 
     def data_counts(self) -> dict[str, Any]:
-        """What numbers measured on the workspace depend on, in a few indexed queries: the item count
-        and last id, the judgment count, each model's vector set ids and each model's name (see
-        :mod:`embridge.core.data_state`)."""
-        items, last = self.db.execute("select count(*), coalesce(max(id), 0) from items").fetchone()
+        """What numbers measured on the workspace depend on: the judgment count, and per model (by id)
+        how many items hold its vectors and its name (see :mod:`embridge.core.data_state`)."""
         judgments = self.db.execute("select count(*) from judgments").fetchone()[0] \
             if "judgments" in self.db.table_names() else 0
-        sets: dict[str, list[int]] = {}
-        for model_id, set_id in self.db.execute("select model_id, id from vector_sets order by id"):
-            sets.setdefault(str(model_id), []).append(int(set_id))
         names = {str(i): str(n) for i, n in self.db.execute("select id, name from models")}
-        return {"items": int(items), "last_item": int(last), "judgments": int(judgments), "vector_sets": sets,
-                "model_names": names}
-
+        held = {model_id: int(len(self.ids_with_vectors(name))) for model_id, name in names.items()}  # type: ignore[attr-defined]
+        return {"judgments": int(judgments), "with_vectors": held, "model_names": names}

@@ -63,7 +63,8 @@ def choose_fusion(base: Adapter, data: PairData, alpha_grid: Sequence[float],
     elif alpha <= 0.0:
         out.note = (f"α = 0: the old query adds nothing here; the fused query is the mapped new query alone "
                     f"({score:.3f} on {validator.protocol}), so this scores as the {base.kind} layer alone, which "
-                    "serves the same with one encoder (train it, or export its own run, instead of this fusion)")
+                    f"serves the same with one encoder (train it on its own, 'embridge train --method {base.kind}', and "
+                    "serve that instead of this fusion)")
     else:
         out.note = f"fusion with α = {alpha:g} (weight of the old query): {score:.3f} on {validator.protocol}"
     if validator.metric_name == "pair_top1":
