@@ -133,12 +133,17 @@ def test_a_second_backfill_of_the_same_items_is_refused_while_the_first_runs(
         ws_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Both would stage the same items in one folder: the second is refused as busy and records nothing."""
     from embridge.core.errors import WorkspaceBusyError
-    from embridge.core.scale.backfill_workspace import stage_folder, stage_key, workspace_model_spec
+    from embridge.core.scale.backfill_workspace import (
+        items_to_embed,
+        stage_folder,
+        stage_key,
+        workspace_model_spec,
+    )
     from embridge.core.store.file_lock import exclusive_lock
 
     with Workspace.open(ws_path) as ws:
         ids = ws.gallery_ids()[:40]
-        stage = stage_folder(ws, stage_key(NEW, ids, workspace_model_spec(ws, NEW)))
+        stage = stage_folder(ws, stage_key(NEW, items_to_embed(ws, NEW, ids), workspace_model_spec(ws, NEW)))
         with exclusive_lock(stage.with_name(stage.name + ".lock"), lambda: AssertionError("the test holds it")):
             with pytest.raises(WorkspaceBusyError, match=f"another backfill of model '{NEW}' with these items"):
                 backfill(ws, NEW, ids)

@@ -205,6 +205,13 @@ def check_targets(ws: Any, store: str | None, name: str, model: str, ids: np.nda
         check_store_option(ws, store, model, ids)
 
 
+def items_to_embed(ws: Any, model: str, ids: np.ndarray) -> np.ndarray:
+    """Those of ``ids`` (in their order) whose vectors ``model`` does not hold yet: the others' stored
+    vectors are copied into the backfill's set, not embedded again (as ``embed`` skips them)."""
+    ids = np.asarray(ids, np.int64)
+    return ids[~np.isin(ids, ws.ids_with_vectors(model))] if ws.vector_sets(model) else ids
+
+
 def stage_folder(ws: Any, key: str) -> Path:
     return Path(ws.root) / STAGE_DIR / key
 
@@ -228,9 +235,7 @@ def backfill(ws: Any, model: str, ids: np.ndarray, *, engine: str = "local", ord
 
         check_device_option("cuda", "--num-gpus")
     check_targets(ws, store, name, model, ids)
-    held = np.intersect1d(np.asarray(ids, np.int64), ws.ids_with_vectors(model)) if ws.vector_sets(model) else \
-        np.zeros(0, np.int64)  # their stored vectors are copied, not embedded again (as `embed` skips them)
-    todo = np.asarray(ids, np.int64)[~np.isin(ids, held)]
+    todo = items_to_embed(ws, model, ids)
     stage = stage_folder(ws, stage_key(model, todo, spec))
     progress = on_progress or no_progress
     config = {"engine": engine, "order": order, "items": int(len(ids)), "chunk": chunk, "store": store,
