@@ -194,5 +194,12 @@ class RecordsMixin:
         judgments = self.db.execute("select count(*) from judgments").fetchone()[0] \
             if "judgments" in self.db.table_names() else 0
         names = {str(i): str(n) for i, n in self.db.execute("select id, name from models")}
-        held = {model_id: int(len(self.ids_with_vectors(name))) for model_id, name in names.items()}  # type: ignore[attr-defined]
+        held = {model_id: self._items_holding(name) for model_id, name in names.items()}
         return {"judgments": int(judgments), "with_vectors": held, "model_names": names}
+
+    def _items_holding(self, model: str) -> int:
+        """How many items hold ``model``'s vectors: one set's own count, else the union of its sets' ids."""
+        sets = self.vector_sets(model)  # type: ignore[attr-defined]
+        if len(sets) <= 1:
+            return int(sets[0]["count"]) if sets else 0
+        return int(len(self.ids_with_vectors(model)))  # type: ignore[attr-defined]
