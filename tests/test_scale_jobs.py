@@ -88,16 +88,23 @@ def test_ray_backfill_writes_the_planners_items_like_a_local_embed(ws_path: Path
     np.testing.assert_allclose(np.stack([points[k] for k in keys]), l2_normalize(got), atol=1e-6)  # as migrate writes
 
 
-def test_a_growing_backfill_embeds_only_the_items_without_the_models_vectors(ws_path: Path) -> None:
+def test_a_growing_backfill_embeds_only_the_items_without_the_models_vectors(ws_path: Path, tmp_path: Path) -> None:
     """A quarter, then half of the gallery in the planner's order, then all of it: each run embeds only
     what the model holds no vectors for (the evaluation sample and earlier backfills are copied), and
-    every set equals a fresh embedding of its items."""
+    every set equals a fresh embedding of its items; a store gets every item, copied ones included."""
+    from embridge.core.connectors import open_store
+
+    store = f"parquet://{tmp_path / 'store'}/new_vectors"
     with Workspace.open(ws_path) as ws:
         held = set(ws.ids_with_vectors(NEW).tolist())
         for fraction in (0.25, 0.5, None):
             ids = backfill_ids(ws, "stored") if fraction is None else \
                 backfill_ids(ws, "planner", fraction=fraction, device="cpu")
-            r = backfill(ws, NEW, ids, order="stored" if fraction is None else "planner")
+            r = backfill(ws, NEW, ids, order="stored" if fraction is None else "planner",
+                         store=store if fraction == 0.25 else None)
+            if fraction == 0.25:
+                with open_store(store) as target:
+                    assert target.count() == len(ids)
             fresh = [i for i in ids.tolist() if i not in held]
             assert r.items == len(ids) and r.embedded == len(fresh) and 0 < r.embedded < r.items
             assert ws.runs("backfill")[-1]["metrics"]["embedded"] == len(fresh)

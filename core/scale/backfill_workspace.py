@@ -183,7 +183,7 @@ def record_vectors(ws: Any, model: str, ids: np.ndarray, folder: Path, *, name: 
     if problem:
         raise VectorFileError(f"vectors of model '{model}'", problem)
     if store:
-        write_store(store, model, point_ids(ws, got_ids), vectors)
+        write_store(store, model, point_ids(ws, np.asarray(ids, np.int64)), vectors)
     return ws.add_vector_set(model, ids, vectors, name=name)
 
 
