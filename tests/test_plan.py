@@ -424,8 +424,9 @@ def test_a_layer_enough_by_the_target_share_says_so_beside_its_gain() -> None:
 
 def test_the_plan_says_its_counts_include_the_items_of_the_evaluation_sample() -> None:
     plan = plan_from_report(make_report(0.60, 0.80, 0.79), RATE)  # new/new searched 2,000 of 100,000 items
-    assert any(n.startswith("Items re-embedded count every gallery item an option needs, the 2000 the new model "
-                            "embedded for the evaluation sample included") for n in plan.notes)
+    assert any(n.startswith("Items re-embedded count every gallery item an option needs, the 2000 whose new vectors "
+                            "this workspace holds (the evaluation sample, and any earlier backfill) included")
+               for n in plan.notes)
     worse = plan_from_report(make_report(0.60, 0.55, 0.58), RATE)  # nothing to re-embed for: no such note
     assert not any(n.startswith("Items re-embedded count") for n in worse.notes)
 

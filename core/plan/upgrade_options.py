@@ -351,10 +351,10 @@ def plan_from_report(source: Report | Mapping[str, Any], throughput: Throughput,
                              f"{ceil_q[other]:.3f} vs old/old {other_floor:.3f}) while {label} falls, so the "
                              "new model ranks the judged documents worse.")
     if 0 < sizes.n_sample < sizes.n and new_better:
-        plan["notes"].append(f"Items re-embedded count every gallery item an option needs, the {sizes.n_sample} the new "
-                             "model embedded for the evaluation sample included: their vectors are in this workspace, "
-                             "not in the serving index (`backfill` copies them from the workspace rather than "
-                             "embedding them again).")
+        plan["notes"].append(f"Items re-embedded count every gallery item an option needs, the {sizes.n_sample} whose "
+                             "new vectors this workspace holds (the evaluation sample, and any earlier backfill) "
+                             "included: their vectors are in this workspace, not in the serving index (`backfill` "
+                             "copies them from the workspace rather than embedding them again).")
     if by_item:
         plan["notes"].insert(0, "Without labels the report cannot tell whether the new model is better or whether "
                              "the layer passes the compatibility criterion. This plan assumes the new model is better "
