@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -85,6 +86,13 @@ def test_numbers_measured_before_the_gallery_grew_are_named_stale(demo_copy: Pat
                                           "changed (model 'old-mlp' has vectors of 12 more items")
     text = _run(["bundle", "export", "-w", ws, "--run", "1", "--out", str(tmp_path / "d.zip")], capsys)
     assert text.rstrip().splitlines()[-1] == exported["warning"]
+    # the deploying side reads the same note: the manifest, the bundle's README and `bundle inspect`
+    note = exported["stale"]
+    assert exported["manifest"]["measured_before_changes"] == note
+    with zipfile.ZipFile(tmp_path / "c.zip") as bundle:
+        assert f"Note: the numbers below were {note}." in bundle.read("README.md").decode("utf-8")
+    assert f"note: these numbers were {note}" in _run(["bundle", "inspect", str(tmp_path / "c.zip")], capsys)
+    _run(["bundle", "verify", str(tmp_path / "c.zip")], capsys)
 
 
 def test_only_the_measured_models_vectors_count() -> None:

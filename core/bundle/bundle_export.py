@@ -140,9 +140,7 @@ def export_bundle(ws: Workspace, out: str | Path, run_ids: list[int] | None = No
         record["metrics"] = {"bundle_id": row["id"], "path": str(out.resolve()), "sha256": digest}
     size = out.stat().st_size if out.is_file() else sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     runs = [s.run["id"] for s in steps]
-    stale = report_stale_note(ws, int(report["id"])) if report is not None else \
-        next(filter(None, (stale_note(ws, s.run) for s in steps)), None)
-    return {"bundle_id": row["id"], "stale": stale, "run_id": runs[0] if len(runs) == 1 else None, "run_ids": runs,
+    return {"bundle_id": row["id"], "stale": manifest.get("measured_before_changes"), "run_id": runs[0] if len(runs) == 1 else None, "run_ids": runs,
             "export_run_id": record["run_id"], "path": str(out.resolve()),
             "format": "zip" if out.is_file() else "folder", "sha256": digest, "bytes": size,
             "files": sorted(manifest["files"]) + [CHECKSUMS, MANIFEST], "manifest": manifest}
@@ -237,6 +235,10 @@ def _fill(ws: Workspace, root: Path, steps: list[contents.Step], report: dict | 
                    "inputs_are": "raw: normalisation.input is applied before the layer, as bundle apply does"},
         "gallery_transformed": gallery_entry, "files": {},
     }
+    stale = report_stale_note(ws, int(report["id"])) if report is not None else \
+        next(filter(None, (stale_note(ws, s.run) for s in steps)), None)
+    if stale:  # the deploying side reads it too: README, bundle inspect
+        manifest["measured_before_changes"] = stale
     manifest["portable"] = write_portable(root, steps, module, manifest["adapter"], manifest["normalisation"]["input"],
                                           prepared, old, expected)
     (root / "README.md").write_text(readme_text(manifest), encoding="utf-8")

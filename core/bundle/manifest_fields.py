@@ -87,6 +87,9 @@ def check_fields(where: object, m: dict[str, Any]) -> None:
     _report_and_metrics(c, m)
     if m["format_version"] >= 2:
         _portable(c, m)
+    stale = m.get("measured_before_changes")
+    if stale is not None and not (isinstance(stale, str) and 0 < len(stale) <= 4000):
+        c.fail("measured_before_changes", "must be absent or a sentence")
     gallery = m.get("gallery_transformed")
     if gallery is not None and not (isinstance(gallery, dict) and _integer(gallery.get("count"))
                                     and _text(gallery.get("vectors")) and _text(gallery.get("keys"))):

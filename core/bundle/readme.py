@@ -169,6 +169,8 @@ def readme_text(manifest: dict[str, Any]) -> str:
     warning = verdict_line(manifest)  # stated before anything a deployer would copy
     lines = [f"# Embridge upgrade bundle: {adapter['kind']} ({adapter['direction']})", "",
              *([f"**{warning}.**", ""] if warning else []),
+             *([f"Note: the numbers below were {manifest['measured_before_changes']}.", ""]
+               if manifest.get("measured_before_changes") else []),
              _purpose(manifest), "", *[f"{n}\n" for n in prompt_notes(manifest["models"])],
              *_runtime_sections(manifest)]
     if manifest["normalisation"]["input"] == "l2":

@@ -66,6 +66,8 @@ def bundle_text(manifest: dict[str, Any]) -> str:
     lines += [f"metrics ({sources}){on(protocol)}: {numbers}"
               for sources, protocol, numbers in measured_groups(manifest, keys=None, sep="=")]
     lines += chain_step_lines(manifest, keys=None, sep="=")
+    if manifest.get("measured_before_changes"):
+        lines.append(f"note: these numbers were {manifest['measured_before_changes']}")
     warning = verdict_line(manifest)
     if warning:
         lines.insert(0, warning)  # the first line a reader sees
