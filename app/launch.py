@@ -20,6 +20,7 @@ from embridge.app.error_path import ErrorReporter, setup_file_logging
 from embridge.app.main_window import MainWindow
 from embridge.app.settings import Settings, log_dir
 from embridge.app.workers import JobManager
+from embridge.core.mpl_config import use_writable_matplotlib_config
 
 APP_NAME = "Embridge"
 
@@ -59,6 +60,7 @@ def build_main_window(workspace: str | None = None) -> MainWindow:
 
 def main(argv: Sequence[str] | None = None) -> int:
     multiprocessing.freeze_support()
+    use_writable_matplotlib_config()  # a read-only home: no matplotlib warning on every start
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     if args.self_test:

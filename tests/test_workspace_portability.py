@@ -83,3 +83,16 @@ def test_a_workspace_path_longer_than_sqlite_opens_is_named_and_leaves_nothing(
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "embridge.db: its full path is" in err and "shorter path" in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_home_that_cannot_hold_matplotlibs_folder_prints_no_warning(demo_copy: Path, tmp_path: Path) -> None:
+    """A read-only or missing home made matplotlib print a multi-line warning on every report."""
+    assert main(["train", "-w", str(demo_copy), "--method", "procrustes"]) == 0
+    (tmp_path / "home").write_text("a file where a home folder was expected")
+    env = {k: v for k, v in os.environ.items() if k not in ("MPLCONFIGDIR", "XDG_CONFIG_HOME")}
+    env["HOME"] = str(tmp_path / "home")
+    done = subprocess.run([sys.executable, "-m", "embridge.core.cli.main", "report", "-w", str(demo_copy),
+                           "--bootstrap", "20"], capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "Matplotlib" not in done.stderr and "mkdir" not in done.stderr
+    assert (demo_copy / "reports" / "1" / "report.html").is_file()

@@ -136,6 +136,9 @@ def main(argv: Sequence[str] | None = None, *, program: bool = False) -> int:
 
 def run_program() -> None:
     """The ``embridge`` program: :func:`main` as the whole process, then exit with its status."""
+    from embridge.core.mpl_config import use_writable_matplotlib_config
+
+    use_writable_matplotlib_config()
     sys.exit(main(program=True))
 
 
