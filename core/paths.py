@@ -22,11 +22,12 @@ from embridge.core.errors import InputError
 
 DB_NAME = "embridge.db"
 TMP_PREFIX = ".tmp-"
+TEMP_TAG_HEX = 12  # a temp name is TMP_PREFIX, this many random hex digits, '-' and the final name
 TEMP_MAX_AGE_S = 3600  # older temp files belong to a writer that died, not one still running
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _WINDOWS_RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)), *(f"lpt{i}" for i in range(10))}
 # temp names this program writes: temp_path_for (".tmp-<12 hex>-name") and scratch folders
-_OWNED_TEMP = re.compile(r"\.tmp-(?:[0-9a-f]{12}-.+|scratch-[A-Za-z0-9_]+)")
+_OWNED_TEMP = re.compile(rf"{re.escape(TMP_PREFIX)}(?:[0-9a-f]{{{TEMP_TAG_HEX}}}-.+|scratch-[A-Za-z0-9_]+)")
 
 
 def absolute(path: str | Path) -> Path:
@@ -62,7 +63,7 @@ def workspace_below(folder: str | Path) -> Path | None:
     return None
 
 
-TEMP_NAME_EXTRA = len(TMP_PREFIX) + 13  # the temp name an output is first written under: '.tmp-<12 hex>-NAME'
+TEMP_NAME_EXTRA = len(TMP_PREFIX) + TEMP_TAG_HEX + 1  # what a temp name adds to the name it is written for
 
 
 def _check_name_length(target: Path, where: str) -> None:

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from embridge.core.errors import StoreError
-from embridge.core.paths import TMP_PREFIX, shown_path
+from embridge.core.paths import TEMP_TAG_HEX, TMP_PREFIX, shown_path
 
 _HASH_BLOCK = 1 << 20
 DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
@@ -53,7 +53,7 @@ def sha256_tree(path: str | Path) -> str:
 
 def temp_path_for(final: Path) -> Path:
     """A unique temp name beside ``final`` (same filesystem, so the rename is atomic)."""
-    return final.with_name(f"{TMP_PREFIX}{uuid.uuid4().hex[:12]}-{final.name}")
+    return final.with_name(f"{TMP_PREFIX}{uuid.uuid4().hex[:TEMP_TAG_HEX]}-{final.name}")
 
 
 def fsync_dir(path: Path) -> None:
