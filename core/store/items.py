@@ -20,7 +20,7 @@ import numpy as np
 from embridge.core.errors import ImportDataError, StoreError
 from embridge.core.keys import bad_char
 from embridge.core.store.id_sets import intersect_ids, unique_ids
-from embridge.core.store.rows import ITEM_COLUMNS, decode, item_values, now_iso
+from embridge.core.store.rows import ITEM_COLUMNS, item_values, now_iso, read_item, relative_item_path
 from embridge.core.store.schema import DOC_NAMESPACE, NAMESPACES, QUERY_NAMESPACE
 
 if TYPE_CHECKING:
@@ -130,7 +130,8 @@ class ItemsMixin:
             dupes = [k for k, ns in zip(keys, spaces, strict=True) if (ns, k) in seen or seen.add((ns, k))]
             raise ImportDataError(source, f"duplicate keys in the input: {', '.join(sorted(set(dupes))[:5])}")
         created = now_iso()
-        records = [self._stored_path(r) if r.get("path") else r for r in records]
+        roots = (self.root.absolute(), self.root.resolve())
+        records = [relative_item_path(r, roots) if r.get("path") else r for r in records]  # roots read once
         rows = [item_values(k, r, created, source, ns) for k, r, ns in zip(keys, records, spaces, strict=True)]
         with self.transaction():  # checked inside, so a concurrent import cannot slip in between
             before = self.db.execute("select coalesce(max(id), 0) from items").fetchone()[0]
@@ -141,21 +142,6 @@ class ItemsMixin:
             found = {ns: dict(zip(ks, self.ids_for_keys(ks, ns).tolist(), strict=True))
                      for ns, ks in by_space.items()}
             return [found[ns][k] for k, ns in zip(keys, spaces, strict=True)]
-
-    def _stored_path(self, record: dict[str, Any]) -> dict[str, Any]:
-        """A file inside the workspace (the demo's images) is stored relative to it: found after a move or copy."""
-        path = Path(record["path"])
-        for root in (self.root.absolute(), self.root.resolve()):
-            if path.is_absolute() and path.is_relative_to(root):
-                return {**record, "path": path.relative_to(root).as_posix()}
-        return record
-
-    def _read_item(self, row: dict[str, Any]) -> dict[str, Any]:
-        """A decoded row, its recorded path made absolute (a relative one lies inside the workspace)."""
-        item = decode(row)
-        if item.get("path") and not Path(item["path"]).is_absolute():
-            item["path"] = str(self.root.absolute() / item["path"])
-        return item
 
     def _insert_items(self, rows: list[tuple[Any, ...]], by_space: dict[str, list[str]], source: str) -> None:
         """Insert rows (``ITEM_COLUMNS`` tuples) in one statement; existing keys are an ImportDataError.
@@ -200,12 +186,12 @@ class ItemsMixin:
 
     def items(self, split: str | None = None, ids: Sequence[int] | None = None) -> list[dict[str, Any]]:
         """Item rows (metadata decoded), ordered by id or in the order of ``ids``."""
+        root = self.root.absolute()
         if ids is not None:
-            by_id = {}
-            id_list = [int(i) for i in ids]
+            by_id, id_list = {}, [int(i) for i in ids]
             for part in _chunks(id_list):
                 for r in self.db.query(f"select * from items where id in ({_marks(part)})", part):
-                    by_id[r["id"]] = self._read_item(r)
+                    by_id[r["id"]] = read_item(r, root)
             missing = [i for i in id_list if i not in by_id]
             if missing:
                 raise StoreError(f"{self.root}: unknown item ids, e.g. {missing[:5]}")
@@ -214,7 +200,7 @@ class ItemsMixin:
         if split:
             cond, args = _split_is(split)
             sql += " where " + cond
-        return [self._read_item(r) for r in self.db.query(sql + " order by id", args)]
+        return [read_item(r, root) for r in self.db.query(sql + " order by id", args)]
 
     def item_ids(self, split: str | None = None, namespace: str | None = None,
                  source: str | None = None) -> np.ndarray:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -102,3 +103,20 @@ def pid_alive(pid: int | None) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def relative_item_path(record: dict[str, Any], roots: tuple[Path, ...]) -> dict[str, Any]:
+    """A file inside the workspace (the demo's images) is stored relative to it: found after a move or copy."""
+    path = Path(record["path"])
+    for root in roots:
+        if path.is_absolute() and path.is_relative_to(root):
+            return {**record, "path": path.relative_to(root).as_posix()}
+    return record
+
+
+def read_item(row: dict[str, Any], root: Path) -> dict[str, Any]:
+    """A decoded row, its recorded path made absolute (a relative one lies inside the workspace ``root``)."""
+    item = decode(row)
+    if item.get("path") and not Path(item["path"]).is_absolute():
+        item["path"] = str(root / item["path"])
+    return item
