@@ -209,7 +209,7 @@ def items_to_embed(ws: Any, model: str, ids: np.ndarray) -> np.ndarray:
     """Those of ``ids`` (in their order) whose vectors ``model`` does not hold yet: the others' stored
     vectors are copied into the backfill's set, not embedded again (as ``embed`` skips them)."""
     ids = np.asarray(ids, np.int64)
-    return ids[~np.isin(ids, ws.ids_with_vectors(model))] if ws.vector_sets(model) else ids
+    return ids[~np.isin(ids, ws.ids_with_vectors(model))]
 
 
 def stage_folder(ws: Any, key: str) -> Path:
@@ -298,7 +298,7 @@ def _backfill_staged(ws: Any, model: str, ids: np.ndarray, todo: np.ndarray, spe
     from embridge.core.jobs import recorded_run
     from embridge.core.scale.backfill_embed import embed_dataset
 
-    with recorded_run(ws, "backfill", model, {**config, "embedded": int(len(todo))}) as record:
+    with recorded_run(ws, "backfill", model, config) as record:
         if len(todo):
             if not (stage / "items").is_dir():
                 stage_items(ws, spec, todo, stage / "items.partial", should_stop)
