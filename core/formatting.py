@@ -68,3 +68,8 @@ def early_stop_text(info: dict) -> str:
     if isinstance(epoch, int) and isinstance(epochs, int) and epochs - epoch + 1 <= left:
         return f"ends with its last epoch ({epochs}) at the latest"
     return f"stops early after {left} more epoch(s) without validation gain"
+
+
+def capitalised(text: str) -> str:
+    """``text`` as the start of a sentence: its first letter in capitals (core messages start lower case)."""
+    return text[:1].upper() + text[1:]

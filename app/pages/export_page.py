@@ -34,6 +34,7 @@ from embridge.app.workers import Job
 from embridge.core.bundle.measured import export_warnings
 from embridge.core.data_state import with_stale_notes
 from embridge.core.errors import InputError
+from embridge.core.formatting import capitalised
 from embridge.core.jobs import JobOutcome
 from embridge.core.progress import ProgressFn, StopFn
 from embridge.core.run_choice import run_choice
@@ -136,7 +137,7 @@ class ExportPage(Page):
         if upgraded:
             text += " · " + with_source(upgraded, source_of_run(run))
         if run.get("stale"):  # its numbers describe data the workspace has outgrown (core.data_state)
-            text += f"\n{run['stale'][:1].upper()}{run['stale'][1:]}"
+            text += f"\n{capitalised(run['stale'])}"
         if choice.is_auto:
             text += f"\nCandidates ({choice.metric}): {choice.candidates_text()}\n{choice.reason}"
         text += "".join(f"\n{w}" for w in self._warnings.get(int(run["id"]), []))  # of its last export here

@@ -19,6 +19,7 @@ from embridge.app.context import AppContext
 from embridge.app.pages.forms import PathField, set_combo_items
 from embridge.app.pages.page import Page, fill_table, make_table
 from embridge.app.workers import Job
+from embridge.core.formatting import capitalised
 from embridge.core.importers import FORMATS
 from embridge.core.jobs import JobOutcome
 from embridge.core.overview import gallery_text
@@ -230,7 +231,7 @@ class GalleryPage(Page):
 
             message = embed_summary(model, info)
             log.info("%s", message)
-            self.embed_result.setText(message[:1].upper() + message[1:] + ".")
+            self.embed_result.setText(capitalised(message) + ".")
 
         self._started(self.ctx.run(f"Embed with {model}", job, done))
 

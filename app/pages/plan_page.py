@@ -31,7 +31,7 @@ from embridge.app.plots import PlotWidget
 from embridge.core.data_state import report_stale_note
 from embridge.core.errors import InputError
 from embridge.core.evaluation.headline import metric_label
-from embridge.core.formatting import format_bytes, format_seconds, format_share
+from embridge.core.formatting import capitalised, format_bytes, format_seconds, format_share
 from embridge.core.plan.plan_record import Plan
 from embridge.core.progress import ProgressFn, StopFn
 from embridge.core.report.report_record import Report
@@ -84,8 +84,8 @@ class PlanPage(Page):
                                  "share that reaches the target)")
         from embridge.core.plan.option_choice import GAIN_THRESHOLD_HELP, TARGET_SHARE_HELP
 
-        self.gain_threshold = self._share_box(0.9, GAIN_THRESHOLD_HELP[:1].upper() + GAIN_THRESHOLD_HELP[1:])
-        self.target_share = self._share_box(0.95, TARGET_SHARE_HELP[:1].upper() + TARGET_SHARE_HELP[1:])
+        self.gain_threshold = self._share_box(0.9, capitalised(GAIN_THRESHOLD_HELP))
+        self.target_share = self._share_box(0.95, capitalised(TARGET_SHARE_HELP))
         self.device = QComboBox()
         self.plan_button = QPushButton("&Plan the upgrade")
         self.plan_button.clicked.connect(self.plan_from_form)

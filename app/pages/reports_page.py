@@ -32,6 +32,7 @@ from embridge.app.pages.report_widgets import FlipBrowser, fill_metrics_table
 from embridge.app.plots import PlotWidget
 from embridge.core.errors import EmbridgeError, StoreError
 from embridge.core.evaluation.headline import with_judged_rows
+from embridge.core.formatting import capitalised
 from embridge.core.progress import ProgressFn, StopFn
 from embridge.core.report.limits import MAX_BOOTSTRAP, MIN_BOOTSTRAP
 from embridge.core.report.number_source import source_of_report
@@ -275,8 +276,8 @@ class ReportsPage(Page):
                         for v in report.verdicts)
         stale = report_stale_note(self.ctx.ws, int(report.report_id)) \
             if self.ctx.ws is not None and report.report_id is not None else None
-        warning = f"<p style='color:{TONE_COLOURS['caution']}'><b>{html.escape(stale[:1].upper() + stale[1:], quote=False)}</b></p>" \
-            if stale else ""
+        warning = (f"<p style='color:{TONE_COLOURS['caution']}'><b>{html.escape(capitalised(stale), quote=False)}"
+                   "</b></p>") if stale else ""
         facts = " ".join(report.protocol)
         statement = report.search.get("statement", "")
         self.verdict.setText(f"<p><b>Measured on: {html.escape(source_of_report(report).label())}</b></p>{warning}"

@@ -14,6 +14,7 @@ from PySide6.QtWidgets import QTableWidget
 
 from embridge.app.pages.page import fill_table
 from embridge.core.evaluation.headline import HEADLINE, criterion_text, decides_on_ndcg
+from embridge.core.formatting import capitalised
 from embridge.core.run_record import CELL_NUMBERS, NEW_NEW, UPGRADED, RunRecord, fitted_text, protocol_groups
 
 RUN_COLUMNS = ["Run", "Method", "Status", "Old/old top-1", "New/new top-1", "Upgraded top-1",
@@ -122,7 +123,7 @@ def result_text(summary: dict[str, Any]) -> str:
         text += f". Compatibility criterion: {criterion_text(summary)}"
     if summary.get("pairs_used"):
         fitted = fitted_text(summary)  # the words `embridge train` prints
-        text += f". {fitted[:1].upper()}{fitted[1:]}"
+        text += f". {capitalised(fitted)}"
     if choice.protocol:
         text += f". Validated on {choice.protocol}"
     if choice.is_auto and choice.candidates:
@@ -149,7 +150,7 @@ def recorded_text(run: dict[str, Any]) -> str:
         text = result_text({**record.metrics, "run_id": record.id, "status": record.status,
                             "method": record.metrics.get("method") or record.method})
         stale = run.get("stale")  # numbers of data the workspace has outgrown (see core.data_state)
-        return f"{text}. {stale[:1].upper()}{stale[1:]}" if stale else text
+        return f"{text}. {capitalised(stale)}" if stale else text
     why = f": {record.error}" if record.error else ""
     if record.status == "running":
         return f"Run {record.id} ({record.method}) is still training; its numbers appear when it ends."
