@@ -140,8 +140,9 @@ def export_bundle(ws: Workspace, out: str | Path, run_ids: list[int] | None = No
         record["metrics"] = {"bundle_id": row["id"], "path": str(out.resolve()), "sha256": digest}
     size = out.stat().st_size if out.is_file() else sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     runs = [s.run["id"] for s in steps]
-    return {"bundle_id": row["id"], "stale": manifest.get("measured_before_changes"), "run_id": runs[0] if len(runs) == 1 else None, "run_ids": runs,
-            "export_run_id": record["run_id"], "path": str(out.resolve()),
+    return {"bundle_id": row["id"], "run_id": runs[0] if len(runs) == 1 else None, "run_ids": runs,
+            "stale": manifest.get("measured_before_changes"), "export_run_id": record["run_id"],
+            "path": str(out.resolve()),
             "format": "zip" if out.is_file() else "folder", "sha256": digest, "bytes": size,
             "files": sorted(manifest["files"]) + [CHECKSUMS, MANIFEST], "manifest": manifest}
 
