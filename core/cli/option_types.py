@@ -75,8 +75,9 @@ def _path(raw: str) -> str:
     try:  # the workspace records the paths it reads and writes as text (the current folder's part too)
         os.path.abspath(raw).encode("utf-8")
     except UnicodeEncodeError:
-        raise argparse.ArgumentTypeError(f"{os.fsencode(raw).decode('utf-8', 'backslashreplace')} (as a full path) is not valid UTF-8 text, which "
-                                         "Embridge records paths as; rename the folder or file") from None
+        shown = os.fsencode(raw).decode("utf-8", "backslashreplace")
+        raise argparse.ArgumentTypeError(f"{shown} (as a full path) is not valid UTF-8 text, which Embridge records "
+                                         "paths as; rename the folder or file") from None
     return raw
 
 
