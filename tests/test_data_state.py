@@ -86,6 +86,7 @@ def test_numbers_measured_before_the_gallery_grew_are_named_stale(demo_copy: Pat
                                           "changed (model 'old-mlp' has vectors of 12 more items")
     text = _run(["bundle", "export", "-w", ws, "--run", "1", "--out", str(tmp_path / "d.zip")], capsys)
     assert text.rstrip().splitlines()[-1] == exported["warning"]
+    assert text.count(exported["stale"]) == 1  # said once, in the WARNING line, not again in the summary
     # the deploying side reads the same note: the manifest, the bundle's README and `bundle inspect`
     note = exported["stale"]
     assert exported["manifest"]["measured_before_changes"] == note

@@ -34,8 +34,9 @@ def _model_line(entry: dict[str, Any] | None) -> str:
     return f"{entry.get('name')} ({entry.get('dim') or '?'}-d{', sha256 ' + sha if sha else ''})"
 
 
-def bundle_text(manifest: dict[str, Any]) -> str:
-    """A few human lines about a bundle's manifest."""
+def bundle_text(manifest: dict[str, Any], stale_note: bool = True) -> str:
+    """A few human lines about a bundle's manifest; ``stale_note=False`` where the caller says that the
+    numbers are outgrown in a WARNING line of its own (an export), so it is not said twice."""
     a = manifest["adapter"]
     lines = [f"adapter: {a['kind']} ({a['direction']}), {a['in_dim']} -> {a['out_dim']} dims, "
              f"inputs: {' + '.join(a['inputs'])}",
@@ -66,7 +67,7 @@ def bundle_text(manifest: dict[str, Any]) -> str:
     lines += [f"metrics ({sources}){on(protocol)}: {numbers}"
               for sources, protocol, numbers in measured_groups(manifest, keys=None, sep="=")]
     lines += chain_step_lines(manifest, keys=None, sep="=")
-    if manifest.get("measured_before_changes"):
+    if stale_note and manifest.get("measured_before_changes"):
         lines.append(f"note: these numbers were {manifest['measured_before_changes']}")
     warning = verdict_line(manifest)
     if warning:

@@ -97,7 +97,8 @@ def cmd_export(args: argparse.Namespace) -> Result:
                                on_progress=StderrProgress("export"))
     stale = stale_warning(result)
     text = (f"exported bundle {result['bundle_id']} to {result['path']} ({result['format']}, "
-            f"{result['bytes']} bytes, verified)\n" + bundle_text(result["manifest"]) + (f"\n{stale}" if stale else ""))
+            f"{result['bytes']} bytes, verified)\n" + bundle_text(result["manifest"], stale_note=not stale)
+            + (f"\n{stale}" if stale else ""))
     return {**result, "warning": "\n".join(export_warnings(result)) or None}, text  # the text's WARNINGs, in JSON too
 
 
