@@ -42,6 +42,7 @@ from embridge.core.retrieval import l2_normalize
 from embridge.core.store import Workspace
 
 SELECTION_METRIC = "top1"
+DUPLICATE_TOLERANCE = 1e-6  # cosine this close to 1 between L2-normalised float32 rows: the same vector
 JUDGED_SELECTION_METRIC = "ndcg@10"
 
 
@@ -59,6 +60,7 @@ class Validator:
         self.g_new_rows: np.ndarray | None = None
         self._recall: tuple[np.ndarray, np.ndarray] | None = None  # the cascade's stage one, deepest K so far
         self._recall_k = 0
+        self._old_old: EvalResult | None = None
 
     @property
     def protocol(self) -> str:
@@ -89,11 +91,27 @@ class Validator:
     def value(self, adapter: Adapter) -> float:
         return float(self.result(adapter).metrics[self.metric])
 
+    def old_old(self) -> EvalResult:
+        """Today's system on the same task: old queries against the old gallery (searched once)."""
+        if self._old_old is None:
+            if self._index is None:
+                self._index = gallery_index(self.g_old, self.plan, self.indexes)
+            self._old_old = score(self.task, self.q_old, self.g_old, self.plan, index=self._index)
+        return self._old_old
+
     def old_old_value(self) -> float:
-        """Today's system on the same task: old queries against the old gallery."""
-        if self._index is None:
-            self._index = gallery_index(self.g_old, self.plan, self.indexes)
-        return float(score(self.task, self.q_old, self.g_old, self.plan, index=self._index).metrics[self.metric])
+        return float(self.old_old().metrics[self.metric])
+
+    def exact_duplicates(self) -> int:
+        """Dev queries whose old vector the gallery holds again under another id: old queries find such a
+        copy first whatever its relevance, so validation flatters the old query (fusion's α, old/old).
+        Own-item validation searches the query's own vector on purpose and counts none."""
+        if self.task.rule.source == OWN_ITEM or not len(self.q_old):
+            return 0
+        first = self.old_old().top[:, 0]
+        found = np.flatnonzero(first >= 0)
+        cosines = np.einsum("ij,ij->i", self.q_old[found], np.asarray(self.g_old[first[found]], dtype=np.float32))
+        return int(np.count_nonzero(cosines >= 1.0 - DUPLICATE_TOLERANCE))
 
     def with_new_gallery(self, g_new: np.ndarray, rows: np.ndarray) -> Validator:
         """Add the new vectors of gallery rows ``rows`` (L2-normalised), which a cascade re-ranks with."""

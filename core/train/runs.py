@@ -21,7 +21,7 @@ from embridge.core.adapters import save_adapter
 from embridge.core.errors import InputError, TrainingError
 from embridge.core.evaluation.gather import MatrixMaker
 from embridge.core.evaluation.scoring import IndexCache
-from embridge.core.evaluation.selection import workspace_validator
+from embridge.core.evaluation.selection import Validator, workspace_validator
 from embridge.core.evaluation.tasks import UpgradeTasks, upgrade_tasks
 from embridge.core.evaluation.upgrade import measure_upgrade
 from embridge.core.jobs import check_device_option, recorded_run
@@ -124,6 +124,7 @@ def train_run(ws: Workspace, method: str, old: str | None = None, new: str | Non
             record["epochs"], record["device"] = result.metrics, result.device
             if result.adapter is None or result.status == "failed":
                 raise TrainingError(f"training {method} failed: {result.reason or 'no usable adapter'}")
+            result.reason = "; ".join(r for r in (result.reason, duplicates_note(validator)) if r)
             heldout = heldout_numbers(ws, result.adapter, old, new, seed, maker, indexes, tasks)
             adapter_row = _store_adapter(ws, record["run_id"], result, old, new)
             summary = {"run_id": record["run_id"], "method": method, "kind": result.adapter.kind,
@@ -160,6 +161,16 @@ def heldout_numbers(ws: Workspace, adapter: Any, old: str, new: str, seed: int =
         out["note"] = ("no labels or judgments: a query's relevant item is its own item, so only the "
                        "cross-model cells measure anything")
     return out
+
+
+def duplicates_note(validator: Validator) -> str:
+    """A note when dev queries have exact copies in the gallery, which make validation easy for old queries."""
+    count = validator.exact_duplicates()
+    if not count:
+        return ""
+    return (f"note: {count} of {len(validator.q_old)} dev queries have an exact copy of their old vector in the "
+            "gallery under another id; old queries find that copy first, so validation favours the old query "
+            "(fusion's α, today's system): remove duplicate items, and trust the held-out numbers over validation")
 
 
 def _store_adapter(ws: Workspace, run_id: int, result: Any, old: str, new: str) -> dict[str, Any]:
