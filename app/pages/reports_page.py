@@ -35,7 +35,7 @@ from embridge.core.evaluation.headline import with_judged_rows
 from embridge.core.formatting import capitalised
 from embridge.core.progress import ProgressFn, StopFn
 from embridge.core.report.limits import MAX_BOOTSTRAP, MIN_BOOTSTRAP
-from embridge.core.report.number_source import source_of_report
+from embridge.core.report.number_source import served_lines, source_of_report
 from embridge.core.report.report_record import Report
 from embridge.core.report.wording import verdict_tone
 from embridge.core.store import Workspace
@@ -280,8 +280,9 @@ class ReportsPage(Page):
                    "</b></p>") if stale else ""
         facts = " ".join(report.protocol)
         statement = report.search.get("statement", "")
+        served = "".join(f"<p>{html.escape(capitalised(line))}</p>" for line in served_lines(report.served))
         self.verdict.setText(f"<p><b>Measured on: {html.escape(source_of_report(report).label())}</b></p>{warning}"
-                             f"<p>{html.escape(headline_text(report))}</p>{lines}"
+                             f"<p>{html.escape(headline_text(report))}</p>{lines}{served}"
                              f"<p style='color:#555'>{html.escape(facts)} {html.escape(statement)}</p>")
 
     def _tab_changed(self, _index: int) -> None:

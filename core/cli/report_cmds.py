@@ -229,6 +229,8 @@ def report_data(report: Report) -> dict[str, Any]:
         "sizes": report.sizes, "search": {k: report.search[k] for k in ("method", "exact", "recall_vs_exact",
                                                                          "statement")},
         "verdicts": report.verdicts, "report_json": report.json_file, "report_html": report.html_file,
+        "served": None if not report.served else {k: report.served[k] for k in ("backfill", "new_vectors", "metrics",
+                                                                                "protocol")},
     }
 
 
@@ -239,7 +241,7 @@ def _queries_text(sizes: dict[str, Any]) -> str:
 
 
 def _report_text(report: Report) -> str:
-    from embridge.core.report.number_source import flips_text, gain_text
+    from embridge.core.report.number_source import flips_text, gain_text, served_lines
 
     h, s = report.headline, report.sizes
     lines = [f"report #{report.report_id}: {report.method} layer of run {report.run_id}, "
@@ -260,6 +262,7 @@ def _report_text(report: Report) -> str:
                          f"{sample_floor_text(h.get(f'old_old_sample_{key}'), h.get(f'upgraded_sample_{key}'))}; "
                          f"gain retained {gain_text(h.get(f'gain_retained_{key}'), h.get(f'gain_retained_{key}_note'))}")
     lines += measured_on_lines(h)  # old/old and the upgraded cell may search more than new/new's sample
+    lines += served_lines(report.served)
     lines += [*report.verdicts, report.search["statement"]]
     from embridge.core.report.report_record import curve_metric
 

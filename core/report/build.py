@@ -26,6 +26,7 @@ from embridge.core.evaluation.gather import MatrixMaker
 from embridge.core.evaluation.headline import with_judged_rows
 from embridge.core.evaluation.scoring import scoring_plan
 from embridge.core.evaluation.search import SearchConfig
+from embridge.core.evaluation.served import measure_served
 from embridge.core.evaluation.tasks import UpgradeTasks, upgrade_tasks
 from embridge.core.evaluation.upgrade import OLD_OLD, score_upgrade, upgrade_vectors
 from embridge.core.jobs import recorded_run
@@ -181,6 +182,7 @@ def assemble(ws: Workspace, run: RunRecord, row: dict[str, Any], adapter: Adapte
     stage("cells", cell="main")
     main = score_upgrade(tasks, adapter, vecs, search, should_stop=should_stop)
     plan = main.plan
+    served = measure_served(ws, tasks.full, adapter, new, vecs.q_up, vecs.q_new, vecs.g_up_full, plan, maker)
     sample_plan = scoring_plan(tasks.sample, search, like=plan)
     cells: dict[str, CellResult] = {}
     for name, q_side, g_side, queries, gallery in cell_specs(adapter, sides):
@@ -218,6 +220,7 @@ def assemble(ws: Workspace, run: RunRecord, row: dict[str, Any], adapter: Adapte
         per_label=sections.per_label_section(cells, sample, plan),
         compatibility_rate=_compat_rate(sides, sample, seed),
         verdicts=sections.verdicts(head, upgraded, ceiling, adapter.kind, sample.relevance, adapter.config()),
+        served=None if served is None else sections.served_section(*served, plan, n_boot, seed),
     )
     stage("backfill")
     report.backfill = _backfill(sides, sample, plan, options.backfill_steps, seed, should_stop, adapter.kind)

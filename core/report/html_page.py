@@ -11,6 +11,7 @@ from html import escape
 from typing import Any
 
 from embridge.core.evaluation.headline import JUDGED_METRICS, metric_label, ties, weighed
+from embridge.core.report.number_source import served_lines
 from embridge.core.report.report_record import Report, curve_metric, run_heldout
 from embridge.core.report.wording import comparison_word
 
@@ -186,14 +187,16 @@ def _per_label(report: Mapping[str, Any], figs: _Figures) -> str:
 
 def _backfill(report: Mapping[str, Any], figs: _Figures) -> str:
     b = report.get("backfill") or {}
+    done = served_lines(report.get("served"))  # the backfill done, before the ones weighed
+    served = _list(done) if done else ""
     if not b.get("policies"):
-        return _list(b.get("note") or ["Partial-backfill curves were not computed for this report."])
+        return served + _list(b.get("note") or ["Partial-backfill curves were not computed for this report."])
     m = curve_metric(b)
     shown = ["top1", "top5"] if m == "top1" else [m, "top1"]  # the deciding metric first
     rows = [[p, *[c["areas"].get(k) for k in shown], c["values"][m][0], c["values"][m][-1]]
             for p, c in b["policies"].items()]
     name = metric_label(m)
-    return (_list(b.get("note") or []) + _table(["policy", *[f"area {metric_label(k)}" for k in shown],
+    return (served + _list(b.get("note") or []) + _table(["policy", *[f"area {metric_label(k)}" for k in shown],
                                                  f"{name} at β=0", f"{name} at β=1"], rows)
             + f"<p>Best policy by area under the {escape(name)} curve: {escape(str(b.get('best_policy')))}.</p>"
             + _curve_floor(b) + figs.take("backfill", f"{name} against the backfilled fraction β"))

@@ -102,3 +102,18 @@ def flips_text(head: dict[str, Any]) -> str:
 
     return (f"flips: negative {format_share(head.get('negative_flip_rate'))}, positive "
             f"{format_share(head.get('positive_flip_rate'))}")
+
+
+def served_lines(served: Mapping[str, Any] | None) -> list[str]:
+    """The gallery as the latest backfill left it (report.json's ``served``), and where it was measured:
+    two lines the command line, the HTML report and the app's Reports page share (none without a backfill)."""
+    if not served:
+        return []
+    from embridge.core.evaluation.headline import JUDGED_METRICS, metric_label
+    from embridge.core.formatting import format_share
+
+    m, run = served["metrics"], served["backfill"]["run_id"]
+    judged = "".join(f", {metric_label(k)} {format_share(m[k])}" for k in JUDGED_METRICS if k in m)
+    return [f"served now (after backfill run #{run}: {served['new_vectors']} of the "
+            f"{served['protocol']['n_gallery']} gallery items by their new vectors): top-1 {format_share(m['top1'])}"
+            f"{judged}", f"served now measured on {served['protocol']['text']}"]

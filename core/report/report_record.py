@@ -70,6 +70,7 @@ class Report:
     compatibility_rate: dict[str, Any] | None = None
     verdicts: list[str] = field(default_factory=list)
     backfill: dict[str, Any] = field(default_factory=dict)
+    served: dict[str, Any] | None = None  # the gallery as the latest backfill left it (see evaluation.served)
     chain: dict[str, Any] | None = None
     report_run_id: int | None = None
     files: dict[str, str] | None = None

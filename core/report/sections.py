@@ -17,6 +17,8 @@ from embridge.core.evaluation.compat import NOT_BETTER, arr, compare, gain_retai
 from embridge.core.evaluation.headline import headline_metrics as plan_headline_metrics
 from embridge.core.evaluation.headline import weighed
 from embridge.core.evaluation.metrics import bootstrap_ci, bootstrap_statistic_ci, per_label
+from embridge.core.evaluation.scoring import EvalResult
+from embridge.core.evaluation.served import Backfilled
 from embridge.core.formatting import format_share, sample_words
 from embridge.core.report.cells import NEW_NEW, OLD_OLD, CellResult, ScoringPlan
 from embridge.core.report.flips import cell_flips, flip_cis
@@ -251,3 +253,11 @@ def _serving_words(kind: str, method: dict[str, Any]) -> str:
                 f"{rerank}; both encoders are needed during the transition.")
     return ""
 
+
+
+def served_section(backfilled: Backfilled, result: EvalResult, plan: ScoringPlan, n_boot: int,
+                   seed: int) -> dict[str, Any]:
+    """The served gallery after the latest backfill: the backfill it reflects and the cell's numbers."""
+    cell = CellResult.of("served", "new (mixed)", "served gallery", result, "old")
+    return {"backfill": backfilled.to_dict(), "new_vectors": int(result.protocol.new_vectors or 0),
+            **cell_section(cell, plan, n_boot, seed)}

@@ -1,0 +1,108 @@
+"""What a partially backfilled system serves: the measured quality of the gallery as it stands.
+
+After ``embridge backfill`` the serving gallery is mixed: the items the backfill gave new vectors are
+searched by the raw new query, ⟨n_q, n_g⟩, and every other item by the upgraded system's query against
+its old vector, ⟨h(n_q), o_g⟩ (a forward layer: the new query against the transformed old vector),
+one ranking per query merged by score, as the partial-backfill curves model it. The curves measure a
+share β of the evaluation sample in a policy's order; this measures the items the latest backfill
+actually wrote, over the whole old gallery, so the number is the system the workspace serves now.
+
+The search is exact and reuses :func:`embridge.core.retrieval.exact_topk`: a query is the pair
+[h(n_q), n_q] and a gallery row is [o_g, 0] or [0, n_g], so one inner product is the right one of the two.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from embridge.core.adapters.adapt_arrays import HEAD_KINDS, new_space_vectors
+from embridge.core.adapters.adapter import Adapter
+from embridge.core.evaluation.gather import MatrixMaker
+from embridge.core.evaluation.scoring import EvalResult, ScoringPlan, score_ranking
+from embridge.core.evaluation.search import SearchInfo
+from embridge.core.evaluation.task import RetrievalTask
+from embridge.core.l2 import l2_normalize
+from embridge.core.retrieval import exact_topk
+from embridge.core.store import Workspace
+
+
+@dataclass(frozen=True)
+class Backfilled:
+    """The latest completed backfill of a model: its run, the vector set it wrote and that set's items."""
+
+    run_id: int
+    vector_set: int
+    ids: np.ndarray
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "vector_set": self.vector_set, "items": int(self.ids.size)}
+
+
+def latest_backfill(ws: Workspace, model: str) -> Backfilled | None:
+    """The newest completed backfill run of ``model`` whose vector set is still in the workspace."""
+    held = {int(s["id"]) for s in ws.vector_sets(model)}
+    for run in sorted(ws.runs("backfill"), key=lambda r: int(r["id"]), reverse=True):
+        metrics = run.get("metrics") or {}
+        vector_set = metrics.get("vector_set") if isinstance(metrics, dict) else None
+        if run.get("method") == model and run.get("status") == "completed" and vector_set in held:
+            return Backfilled(int(run["id"]), int(vector_set), ws.vector_set_ids(int(vector_set)))
+    return None
+
+
+class _MixedRows:
+    """The served gallery as one row-sliceable matrix: [o_g, 0] for an old item, [0, n_g] for a backfilled
+    one (both halves L2-normalised), built a slice at a time as :func:`exact_topk` reads it."""
+
+    def __init__(self, old: np.ndarray, new_part: np.ndarray, rows: np.ndarray) -> None:
+        self.old, self.new_part = old, new_part
+        self.where = np.full(len(old), -1, dtype=np.int64)
+        self.where[rows] = np.arange(len(rows))
+        self.shape = (len(old), old.shape[1] + new_part.shape[1])
+
+    def __getitem__(self, span: slice) -> np.ndarray:
+        d_old = self.old.shape[1]
+        out = np.zeros((len(self.where[span]), self.shape[1]), dtype=np.float32)
+        out[:, :d_old] = l2_normalize(np.asarray(self.old[span], dtype=np.float32))
+        local = self.where[span]
+        backfilled = np.flatnonzero(local >= 0)
+        out[backfilled, :d_old] = 0.0
+        out[backfilled, d_old:] = l2_normalize(np.asarray(self.new_part[local[backfilled]], dtype=np.float32))
+        return out
+
+
+def served_result(task: RetrievalTask, adapter: Adapter, q_up: np.ndarray, q_new: np.ndarray,
+                  g_up: np.ndarray, g_new_part: np.ndarray, rows: np.ndarray, plan: ScoringPlan) -> EvalResult:
+    """Score the served gallery: rows ``rows`` of ``g_up`` (the upgraded system's gallery) replaced by
+    their new vectors ``g_new_part`` (searched by ``q_new``), every other row searched by ``q_up``."""
+    head = adapter.kind in HEAD_KINDS
+    if head:  # bct / bt2: backfilled items and the queries that search them are in the head's own space
+        q_new, g_new_part = new_space_vectors(adapter, q_new), new_space_vectors(adapter, g_new_part)
+    queries = np.hstack([l2_normalize(np.asarray(q_up, dtype=np.float32)),
+                         l2_normalize(np.asarray(q_new, dtype=np.float32))])
+    ranked, _ = exact_topk(queries, _MixedRows(g_up, g_new_part, rows), plan.depth, task.exclude)
+    words = (f"exact cosine search of the served gallery (backfilled items by their {'head' if head else 'new'} "
+             "vectors, the rest as the upgraded system searches them), one ranking merged by score")
+    result = score_ranking(task, ranked, plan, SearchInfo("exact", {}, True, None), words)
+    result.protocol = replace(result.protocol, new_vectors=int(len(rows)))
+    return result
+
+
+def measure_served(ws: Workspace, task: RetrievalTask, adapter: Adapter, new: str, q_up: np.ndarray,
+                   q_new: np.ndarray, g_up: np.ndarray, plan: ScoringPlan,
+                   maker: MatrixMaker) -> tuple[Backfilled, EvalResult] | None:
+    """The served gallery's numbers after the latest backfill of ``new`` (None without one, for a cascade,
+    whose own cell already re-ranks by every new vector held, or when the backfill covers no gallery item)."""
+    if adapter.kind == "cascade":
+        return None
+    backfilled = latest_backfill(ws, new)
+    if backfilled is None:
+        return None
+    gallery_ids = task.gallery.ids
+    rows = np.flatnonzero(np.isin(gallery_ids, backfilled.ids))
+    if not rows.size:
+        return None
+    g_new_part = maker.matrix(gallery_ids[rows], [new])
+    return backfilled, served_result(task, adapter, q_up, q_new, g_up, g_new_part, rows, plan)

@@ -1,0 +1,78 @@
+"""After a partial backfill the report measures the mixed gallery the workspace now serves."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from pathlib import Path
+
+import numpy as np
+from report_fixtures import old_gallery_ids
+
+from embridge.core.adapters import adapt_queries, load_adapter
+from embridge.core.cli.main import main
+from embridge.core.report.build import build_report
+from embridge.core.report.number_source import served_lines
+from embridge.core.retrieval import l2_normalize
+from embridge.core.store import Workspace
+from embridge.core.train.runs import train_run
+
+
+def _backfill(ws_path: Path, fraction: str) -> None:
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        assert main(["backfill", "-w", str(ws_path), "--model", "new-cnn", "--order", "planner",
+                     "--fraction", fraction]) == 0
+
+
+def _served_by_brute_force(ws: Workspace, adapter_id: int, backfilled: np.ndarray) -> dict:
+    """Every gallery item by its old vector against the mapped query, the backfilled ones by their new
+    vector against the raw new query: one score matrix, ranked by plain numpy."""
+    queries = np.asarray(ws.item_ids("query"), dtype=np.int64)
+    gallery = old_gallery_ids(ws, "old-mlp")
+    q_new, q_old = (l2_normalize(ws.vectors_for(m, queries)) for m in ("new-cnn", "old-mlp"))
+    q_up = l2_normalize(adapt_queries(load_adapter(ws.adapter_path(adapter_id)), q_new, q_old))
+    cols = np.flatnonzero(np.isin(gallery, backfilled))
+    scores = q_up @ l2_normalize(ws.vectors_for("old-mlp", gallery)).T
+    scores[:, cols] = q_new @ l2_normalize(ws.vectors_for("new-cnn", gallery[cols])).T
+    labels = np.array(ws.labels(gallery)), np.array(ws.labels(queries))
+    order = np.argsort(-scores, axis=1, kind="stable")
+    hits = labels[0][order] == labels[1][:, None]
+    first = np.where(hits.any(axis=1), hits.argmax(axis=1), hits.shape[1])
+    return {"top1": float((first < 1).mean()), "top5": float((first < 5).mean()),
+            "recall@10": float((first < 10).mean()), "backfilled_in_gallery": int(cols.size)}
+
+
+def test_the_report_scores_the_gallery_a_partial_backfill_left(demo_copy: Path) -> None:
+    with Workspace.open(demo_copy) as ws:
+        run = train_run(ws, "procrustes", device="cpu")
+        before = build_report(ws, run["run_id"])
+    assert before.served is None  # nothing backfilled: the upgraded cell is what is served
+    _backfill(demo_copy, "0.3")
+    with Workspace.open(demo_copy) as ws:
+        after = build_report(ws, run["run_id"])
+        backfill_run = max(int(r["id"]) for r in ws.runs("backfill"))
+        vector_set = int(ws.runs("backfill")[-1]["metrics"]["vector_set"])
+        backfilled = ws.vector_set_ids(vector_set)
+        truth = _served_by_brute_force(ws, run["adapter_id"], backfilled)
+    served = after.served
+    assert served is not None and served["backfill"]["run_id"] == backfill_run
+    assert served["new_vectors"] == truth["backfilled_in_gallery"] == 299  # 30% of the 997 gallery items
+    for metric in ("top1", "top5", "recall@10"):
+        assert served["metrics"][metric] == truth[metric], metric
+    # the mixed gallery serves more than the layer alone, and is measured on the whole gallery
+    assert served["metrics"]["top1"] > after.headline["upgraded_top1"]
+    assert served["protocol"]["n_gallery"] == after.sizes["gallery_full"] == 997
+    assert "backfilled items by their new vectors" in served["protocol"]["text"]
+    lines = served_lines(served)  # the command line, the HTML report and the app say the same
+    assert lines[0].startswith(f"served now (after backfill run #{backfill_run}: 299 of the 997 gallery items")
+    assert all(line in Path(after.html_file).read_text(encoding="utf-8") for line in lines)
+
+
+def test_a_second_backfill_is_the_one_measured(demo_copy: Path) -> None:
+    with Workspace.open(demo_copy) as ws:
+        run = train_run(ws, "procrustes", device="cpu")
+    _backfill(demo_copy, "0.2")
+    _backfill(demo_copy, "0.5")
+    with Workspace.open(demo_copy) as ws:
+        served = build_report(ws, run["run_id"]).served
+    assert served is not None and served["new_vectors"] == round(0.5 * 997)
