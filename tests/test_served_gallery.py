@@ -11,6 +11,8 @@ from report_fixtures import old_gallery_ids
 
 from embridge.core.adapters import adapt_queries, load_adapter
 from embridge.core.cli.main import main
+from embridge.core.formatting import capitalised
+from embridge.core.plan.planner import plan_upgrade
 from embridge.core.report.build import build_report
 from embridge.core.report.number_source import served_lines
 from embridge.core.retrieval import l2_normalize
@@ -66,6 +68,9 @@ def test_the_report_scores_the_gallery_a_partial_backfill_left(demo_copy: Path) 
     lines = served_lines(served)  # the command line, the HTML report and the app say the same
     assert lines[0].startswith(f"served now (after backfill run #{backfill_run}: 299 of the 997 gallery items")
     assert all(line in Path(after.html_file).read_text(encoding="utf-8") for line in lines)
+    with Workspace.open(demo_copy) as ws:  # the plan states what is served beside the options it weighs
+        plan = plan_upgrade(ws, run["run_id"], device="cpu")
+    assert capitalised(lines[0]) in plan.notes
 
 
 def test_a_second_backfill_is_the_one_measured(demo_copy: Path) -> None:

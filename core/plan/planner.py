@@ -15,6 +15,7 @@ from embridge.core.adapters.adapter import Adapter
 from embridge.core.cascade_rerank import reranks_by_new_vectors
 from embridge.core.data_state import changed_words, report_run, run_changes
 from embridge.core.errors import EmbridgeError
+from embridge.core.formatting import capitalised
 from embridge.core.jobs import check_device_option
 from embridge.core.plan.option_row import sample_numbers
 from embridge.core.plan.plan_record import Plan
@@ -22,6 +23,7 @@ from embridge.core.plan.throughput import Throughput, measure_throughput
 from embridge.core.plan.upgrade_options import plan_from_report
 from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
 from embridge.core.report.build import ReportOptions, build_report, latest_report_for_run, resolve_train_run
+from embridge.core.report.number_source import served_lines
 from embridge.core.report.report_record import Report
 from embridge.core.run_record import UPGRADED_CELLS, RunRecord
 from embridge.core.store import Workspace
@@ -66,7 +68,7 @@ def plan_upgrade(ws: Workspace, run_id: int | None = None, fraction: float | Non
                             target_share=target_share, alternatives=alternatives)
     plan = replace(plan, run_id=report.run_id, report_id=report.report_id, adapter_id=row["id"],
                    adapter_kind=row["kind"], old_model=row["old_model"], new_model=row["new_model"],
-                   notes=[*plan.notes, *([refreshed] if refreshed else [])])
+                   notes=[*plan.notes, *([refreshed] if refreshed else []), *map(capitalised, served_lines(report.served))])
     progress(3, 3, {"stage": "done"})
     return plan
 
