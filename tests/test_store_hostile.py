@@ -6,6 +6,7 @@ the option or the store, with nothing of the user's changed and nothing written.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -373,3 +374,36 @@ def test_chroma_sources_with_their_own_space_field_or_a_zero_vector_are_refused(
     names = sorted(c if isinstance(c, str) else c.name for c in chromadb.PersistentClient(
         path=str(tmp_path / "ch"), settings=Settings(anonymized_telemetry=False)).list_collections())
     assert names == ["mine", "zeroc"]  # no shadow was made
+
+
+def test_points_of_another_model_version_are_refused_and_a_renamed_models_earlier_name_is_its_own(
+        upgrade: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The bundle maps v1 to v3. Points a store marks as v2 (transformed there by another bundle, or v2's
+    own vectors) are not v1 vectors: migrating them would write wrong vectors that look migrated. A store
+    migrated while the old model was called v1 still says v1 after the model is renamed."""
+    import pyarrow as pa
+
+    v1 = upgrade["vectors"]["v1"][:30]
+    out = tmp_path / "pq" / "out"
+    for value, needles in (("v2@bundle:0123456789ab", ("30 points are in v2", "this bundle maps v1 to v3")),
+                           ("v2", ("holds 'v2' (30 points)", "use a bundle whose old model is v2"))):
+        uri = parquet_source(tmp_path / "pq" / value.replace("@", "-").replace(":", "-"), v1,
+                             embridge_space=pa.array([value] * 30))
+        code, _, err = migrate(capsys, upgrade, uri, f"parquet://{out}")
+        one_line(code, err, *needles)
+        assert not out.exists()
+
+    renamed = tmp_path / "renamed"
+    shutil.copytree(upgrade["path"], renamed)
+    assert cli(capsys, "model", "rename", "-w", str(renamed), "--name", "v1", "--to", "v1-2027")[0] == 0
+    bundle = tmp_path / "renamed.zip"
+    code, exported, err = cli(capsys, "bundle", "export", "-w", str(renamed), "--run", str(upgrade["runs"]["fct"]),
+                              "--out", str(bundle))
+    assert code == 0, err
+    assert exported["manifest"]["models"]["old"]["spec"]["earlier_names"] == ["v1"]
+    for value in ("v1", "v1@bundle:0123456789ab"):  # written while the model was v1: migrated under its new name
+        uri = parquet_source(tmp_path / "pq" / f"old-{value.replace('@', '-').replace(':', '-')}", v1,
+                             embridge_space=pa.array([value] * 30))
+        target = tmp_path / "pq" / f"to-{value.replace('@', '-').replace(':', '-')}"
+        code, done, err = cli(capsys, "migrate", "--bundle", str(bundle), "--from", uri, "--to", f"parquet://{target}")
+        assert code == 0 and done["written"] == 30 and done["verification"]["ok"], err

@@ -20,25 +20,37 @@ MARKER = re.compile(r".+@bundle:[0-9a-f]{12}")  # a transformed point: <model ve
 
 
 def check_source_spaces(source: Connector, transform: StoreTransform) -> None:
-    """Refuse a source whose space field holds values Embridge did not write (the shadow would overwrite
-    them), or marks points already in the space this bundle writes (they would be transformed twice).
+    """Refuse a source whose space field says its points are not in the space this bundle maps from: the
+    layer would read them as old-model vectors and write wrong vectors that look migrated.
 
-    Embridge's values are the bundle's old model version (a real vector of that model) and
-    ``<version>@bundle:<sha>`` (a transformed one); an unmarked point is taken to be in the old space.
+    Embridge's values are a model version (a real vector of that model) and ``<version>@bundle:<sha>``
+    (one transformed into that version's space). Points in the bundle's old model version (under any
+    name it had) are migrated, as are unmarked ones (taken to be in the old space); points already in
+    its new version would be transformed a second time; any other value names another model version,
+    or a field Embridge did not write.
     """
+    mapping = f"this bundle maps {transform.old_space} to {transform.new_space}"
     for value, n in sorted(source.space_counts().items()):
         if not value:
             continue
         marker = MARKER.fullmatch(value) is not None
-        if value == transform.old_space or (marker and not value.startswith(f"{transform.new_space}@")):
+        version = value.rsplit("@bundle:", 1)[0] if marker else value
+        if transform.old_version(version):
             continue
-        if value == transform.new_space or marker:
+        if transform.new_version(version):
             raise VectorStoreError(f"{source.describe()}: {n} points are already in {transform.new_space} (field "
                                    f"'{SPACE_FIELD}' = {value!r}); this bundle would transform them a second time: "
                                    f"migrate the collection of {transform.old_space} vectors they came from")
+        if marker:
+            raise VectorStoreError(f"{source.describe()}: {n} points are in {version} (field '{SPACE_FIELD}' = "
+                                   f"{value!r}, transformed there by another bundle), but {mapping}: it would read "
+                                   f"them as {transform.old_space} vectors; migrate them with a bundle whose old "
+                                   f"model is {version} (or a chain starting there)")
         raise VectorStoreError(f"{source.describe()}: the field '{SPACE_FIELD}' holds {value!r} ({n} points), which "
-                               "is not an Embridge space marker; a migration writes that field and would overwrite "
-                               "it: rename the field in the source")
+                               f"is not an Embridge space marker of {transform.old_space}: vectors of another model "
+                               f"version, or a field Embridge did not write, and {mapping}; migrate a collection of "
+                               f"{transform.old_space} points (or unmarked ones), or use a bundle whose old model is "
+                               f"{version}")
 
 
 class SourceDataError(VectorStoreError):

@@ -31,6 +31,15 @@ class StoreTransform:
     adapter_sha256: str  # the layer's identity (bundle.fingerprint): the same for every re-export of it
     probes: dict[str, Any] | None
     _loaded: Any
+    old_names: tuple[str, ...] = ()  # earlier names of the old model (renamed since): markers may still say them
+    new_names: tuple[str, ...] = ()
+
+    def old_version(self, version: str) -> bool:
+        """Whether ``version`` (a space field's model version) names the model this bundle maps from."""
+        return version == self.old_space or version in self.old_names
+
+    def new_version(self, version: str) -> bool:
+        return version == self.new_space or version in self.new_names
 
     @property
     def warning(self) -> str | None:
@@ -65,4 +74,12 @@ def load_transform(bundle: str | Path) -> StoreTransform:
     models = m.get("models", {})
     return StoreTransform(Path(bundle), adapter["direction"], str(models.get("old", {}).get("name") or "old"),
                           str(models.get("new", {}).get("name") or "new"), loaded.in_dim, loaded.out_dim,
-                          layer_fingerprint(loaded), loaded.probe_check, loaded)
+                          layer_fingerprint(loaded), loaded.probe_check, loaded,
+                          _earlier_names(models.get("old")), _earlier_names(models.get("new")))
+
+
+def _earlier_names(entry: Any) -> tuple[str, ...]:
+    """The names a model had before ``model rename`` (its spec keeps them), as its bundle entry records."""
+    spec = entry.get("spec") if isinstance(entry, dict) else None
+    names = spec.get("earlier_names") if isinstance(spec, dict) else None
+    return tuple(str(n) for n in names) if isinstance(names, list) else ()

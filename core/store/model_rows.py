@@ -110,7 +110,7 @@ class ModelsMixin:
         (and ``model add`` of the name again, which may get the same id) while it embedded. Called inside the
         write's transaction; the same weights and settings under the same id count as the same model."""
         now = [decode(r) for r in self.db.query("select * from models where id = ?", [row["id"]])]
-        if not now or (now[0].get("sha256"), now[0].get("spec")) != (row.get("sha256"), row.get("spec")):
+        if not now or (now[0].get("sha256"), _settings(now[0])) != (row.get("sha256"), _settings(row)):
             raise StoreError(f"model '{name}' was removed while its vectors were being written; nothing was "
                              "stored (add the model again if needed, and embed it again)")
 
@@ -142,12 +142,17 @@ class ModelsMixin:
 
     def rename_model(self, name: str, new_name: str) -> dict[str, Any]:
         """Rename a model in its row, its adapters, the configs of runs naming it and the embed and
-        backfill runs of it (their ``method``; a detached backfill records its vectors under it later)."""
+        backfill runs of it (their ``method``; a detached backfill records its vectors under it later).
+        Its spec keeps the names it had (``earlier_names``), which bundles carry: a store migrated while
+        it had one of them still names it in its space field."""
         model = self.model(name)
         if self.has_model(new_name):
             raise StoreError(f"{self.root}: a model named '{new_name}' already exists")
+        spec = dict(model.get("spec") or {})  # earlier names: what stores migrated under them still say
+        spec["earlier_names"] = [n for n in dict.fromkeys([*(spec.get("earlier_names") or []), name]) if n != new_name]
         with self.transaction():
-            self.db.execute("update models set name = ? where id = ?", [new_name, model["id"]])
+            self.db.execute("update models set name = ?, spec = ? where id = ?",
+                            [new_name, json.dumps(spec), model["id"]])
             self.db.execute("update adapters set old_model = ? where old_model = ?", [new_name, name])
             self.db.execute("update adapters set new_model = ? where new_model = ?", [new_name, name])
             self.db.execute("update runs set method = ? where method = ? and kind in ('embed', 'backfill')",
@@ -177,3 +182,9 @@ class ModelsMixin:
         else:  # a vectors-only model references its file where it lies
             out["path"] = out.get("source_path") if out.get("kind") == "vectors" else None
         return out
+
+
+def _settings(row: dict[str, Any]) -> Any:
+    """A model row's spec without the names it had: a rename keeps the model the same model."""
+    spec = row.get("spec")
+    return {k: v for k, v in spec.items() if k != "earlier_names"} if isinstance(spec, dict) else spec
