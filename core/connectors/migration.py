@@ -195,7 +195,7 @@ def _run(transform: StoreTransform, source: Connector, target: Connector, new: N
     if not source.exists():
         raise missing_error(source, "--from")
     source.check_carried()  # before any checkpoint or shadow: vectors the shadow would lose are refused
-    check_source_spaces(source, transform)  # before the width: a shadow given as the source is named as one
+    made = check_source_spaces(source, transform)  # before the width: a shadow given as the source is named as one
     dim = source.dim()
     if dim is None and source.count() == 0:
         dim = transform.in_dim  # no point to tell the width by: the shadow of an empty source is empty too
@@ -206,12 +206,13 @@ def _run(transform: StoreTransform, source: Connector, target: Connector, new: N
     key = state_key(target)
     with job_lock(target, key):
         return _locked_run(transform, source, target, new, order, backfill, seed, batch_size, switch, alias, report,
-                           should_stop, total, key)
+                           should_stop, total, key, made)
 
 
 def _locked_run(transform: StoreTransform, source: Connector, target: Connector, new: NewVectors | None, order: str,
                 backfill: int | None, seed: int, batch_size: int, switch: bool, alias: str | None,
-                report: ProgressFn, should_stop: StopFn | None, total: int, key: str) -> MigrationResult:
+                report: ProgressFn, should_stop: StopFn | None, total: int, key: str,
+                made: str | None = None) -> MigrationResult:
     fingerprint = _fingerprint(transform, source, target, total, new, order, backfill, seed)
     state = resumable_state(target, key, fingerprint)
     names = space_names(transform)
@@ -248,7 +249,7 @@ def _locked_run(transform: StoreTransform, source: Connector, target: Connector,
                              int(state["written"]) - resumed_from if status == "completed" else 0, resumed_from,
                              len(state.get("backfill_ids") or []), seconds, verification, verify_seconds,
                              spaces=names, warning=_joined(transform.warning, source.lossy_note(), unmatched_warning(
-                                 new, backfill, int(verification.spaces.get(names["new"], 0)), total)))
+                                 new, backfill, int(verification.spaces.get(names["new"], 0)), total), made))
     if switch and alias:
         result.previous = switch_alias(target, alias, target.collection)
         result.switched, result.alias = True, alias

@@ -19,7 +19,7 @@ from embridge.core.l2 import zero_rows
 MARKER = re.compile(r".+@bundle:[0-9a-f]{12}")  # a transformed point: <model version>@bundle:<adapter sha>
 
 
-def check_source_spaces(source: Connector, transform: StoreTransform) -> None:
+def check_source_spaces(source: Connector, transform: StoreTransform) -> str | None:
     """Refuse a source whose space field says its points are not in the space this bundle maps from: the
     layer would read them as old-model vectors and write wrong vectors that look migrated.
 
@@ -28,14 +28,20 @@ def check_source_spaces(source: Connector, transform: StoreTransform) -> None:
     name it had) are migrated, as are unmarked ones (taken to be in the old space); points already in
     its new version would be transformed a second time; any other value names another model version,
     or a field Embridge did not write.
+
+    Returns a note when some points are old-version vectors an earlier bundle made (not the real ones
+    the bundle's numbers were measured on), else None.
     """
     mapping = f"this bundle maps {transform.old_space} to {transform.new_space}"
-    for value, n in sorted(source.space_counts().items()):
+    counts = source.space_counts()
+    made = 0
+    for value, n in sorted(counts.items()):
         if not value:
             continue
         marker = MARKER.fullmatch(value) is not None
         version = value.rsplit("@bundle:", 1)[0] if marker else value
         if transform.old_version(version):
+            made += n if marker else 0
             continue
         if transform.new_version(version):
             raise VectorStoreError(f"{source.describe()}: {n} points are already in {transform.new_space} (field "
@@ -51,6 +57,12 @@ def check_source_spaces(source: Connector, transform: StoreTransform) -> None:
                                f"version, or a field Embridge did not write, and {mapping}; migrate a collection of "
                                f"{transform.old_space} points (or unmarked ones), or use a bundle whose old model is "
                                f"{version}")
+    if not made:
+        return None
+    return (f"note: {made} of the source's {sum(counts.values())} points are {transform.old_space} vectors an earlier "
+            f"bundle made (field '{SPACE_FIELD}' = '{transform.old_space}@bundle:...'), not real {transform.old_space} "
+            "vectors; the bundle's numbers were measured on real ones, so they do not describe this gallery: import "
+            "the store into a workspace (embridge import --from) and train and report against what it holds")
 
 
 class SourceDataError(VectorStoreError):
