@@ -410,3 +410,22 @@ def test_points_of_another_model_version_are_refused_and_a_renamed_models_earlie
         made = "30 of the source's 30 points are v1-2027 vectors an earlier bundle made"
         # the bundle's numbers measured real v1 vectors: a source of transformed ones is said to be other
         assert (made in (done["warning"] or "")) == ("@bundle:" in value), done["warning"]
+
+
+def test_import_refuses_a_store_of_several_model_versions_and_notes_vectors_a_bundle_made(
+        upgrade: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import pyarrow as pa
+
+    v1 = upgrade["vectors"]["v1"][:30]
+    mixed = parquet_source(tmp_path / "mixed", v1, embridge_space=pa.array(["v1"] * 10 + ["v3@bundle:0123456789ab"] * 20))
+    made = parquet_source(tmp_path / "made", v1, embridge_space=pa.array(["v3"] * 10 + ["v3@bundle:0123456789ab"] * 20))
+    ws = tmp_path / "ws"
+    assert cli(capsys, "init", "-w", str(ws))[0] == 0
+    code, _, err = cli(capsys, "import", "-w", str(ws), "--from", mixed, "--model", "served")
+    one_line(code, err, "holds points of several model versions (v1 (10 points so far), v3 (20 points so far)",
+             "nothing was imported")
+    code, info, err = cli(capsys, "info", "-w", str(ws))
+    assert code == 0 and not info["models"] and not info["items"], info
+    code, done, err = cli(capsys, "import", "-w", str(ws), "--from", made, "--model", "served")
+    assert code == 0 and done["count"] == 30, err
+    assert "20 of the 30 points are v3 vectors a bundle made" in done["note"]

@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 
 from embridge.core.connectors import open_store
-from embridge.core.connectors.check import unfinished_migration
-from embridge.core.connectors.connector import SPACE_FIELD, Batch, Connector, VectorStoreError
+from embridge.core.connectors.check import model_version, unfinished_migration
+from embridge.core.connectors.connector import SPACE_FIELD, Batch, Connector, VectorStoreError, space_key
 from embridge.core.errors import ImportDataError, InputError, StoreError
 from embridge.core.keys import normalise_key, normalise_label
 from embridge.core.l2 import zero_rows
@@ -248,6 +248,34 @@ def _check_points(batch: Batch, uri: str, dim: int) -> None:
                               "compare by); nothing was imported")
 
 
+def _check_one_version(batch: Batch, spaces: dict[str, int], store: Connector) -> None:
+    """Count the batch's space-field values into ``spaces``; refuse a store whose points are of more than one
+    model version (a half-migrated one, as ``embridge check`` names it): a model's vectors are of one space."""
+    for payload in batch.payloads:
+        value = space_key(payload.get(SPACE_FIELD))
+        spaces[value] = spaces.get(value, 0) + 1
+    versions: dict[str, int] = {}
+    for value, n in spaces.items():
+        versions[model_version(value)] = versions.get(model_version(value), 0) + n
+    if len(versions) > 1:
+        parts = ", ".join(f"{v} ({n} points so far)" for v, n in sorted(versions.items()))
+        raise VectorStoreError(f"{store.describe()}: holds points of several model versions ({parts}; field "
+                               f"'{SPACE_FIELD}'), which no one model's vectors can be; import a collection of one "
+                               "version (embridge check --uri names them), or finish its migration first; "
+                               "nothing was imported")
+
+
+def _made_note(spaces: dict[str, int], total: int) -> str | None:
+    """A note when points are vectors a bundle made (``<version>@bundle:<sha>``), not the model's own."""
+    made = {v: n for v, n in spaces.items() if "@bundle:" in v}
+    if not made:
+        return None
+    version = model_version(next(iter(made)))
+    return (f"{sum(made.values())} of the {total} points are {version} vectors a bundle made (field '{SPACE_FIELD}' "
+            f"= '{version}@bundle:...'), not {version}'s own: numbers measured on this gallery describe what the "
+            "store serves, not the model itself")
+
+
 def _import(ws: Workspace, store: Connector, uri: str, model: str | None, label_field: str | None,
             text_field: str | None, split: str | None, batch_size: int, report: ProgressFn,
             should_stop: StopFn | None) -> StoreImportResult:
@@ -282,9 +310,11 @@ def _stream(run: _Run, store: Connector, label_field: str | None, text_field: st
     ws, uri, source, name = run.ws, run.uri, run.source, run.model
     namespace = item_namespace(split)
     new_items = done = labelled = 0
+    spaces: dict[str, int] = {}
     for batch in store.read_batches(batch_size):  # pass 1: items
         check_stop(should_stop)
         _check_points(batch, uri, dim)
+        _check_one_version(batch, spaces, store)
         records = _records(batch, source, split, label_field, text_field)
         labelled += sum(r["label"] is not None for r in records)
         ours = ws.existing_keys([r["key"] for r in records], source=source)
@@ -306,12 +336,13 @@ def _stream(run: _Run, store: Connector, label_field: str | None, text_field: st
         raise VectorStoreError(f"{store.describe()}: {total} points, but {len(ids)} items came from it; the store "
                                "changed during the import")
     set_name = split or store.collection
+    made = _made_note(spaces, total)
     if new_items == 0:  # imported before: the same set again would only duplicate it
         for existing in ws.vector_sets(name):
             if existing["name"] == set_name and existing["count"] == total:
                 run.finish()
                 return StoreImportResult(uri, store.describe(), total, 0, name, dim, int(existing["id"]), split,
-                                         store.lossy_note())
+                                         "; ".join(n for n in (store.lossy_note(), made) if n) or None)
     writer = ws.vector_set_writer(name, ids, dim, name=set_name,
                                   resume_key=f"store-{hashlib.sha256(source.encode()).hexdigest()[:16]}")
     try:
@@ -334,6 +365,7 @@ def _stream(run: _Run, store: Connector, label_field: str | None, text_field: st
     finally:
         writer.release()  # after a stop or a kill-like error the rows written so far stay for a resume
     run.finish()
-    notes = [n for n in (store.lossy_note(), length_note(ws.open_vector_set(int(info["id"]), verify=False)[1])) if n]
+    notes = [n for n in (store.lossy_note(), made, length_note(ws.open_vector_set(int(info["id"]), verify=False)[1]))
+             if n]
     return StoreImportResult(uri, store.describe(), total, new_items, name, dim, int(info["id"]), split,
                              "; ".join(notes) or None)
