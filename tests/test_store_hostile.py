@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from store_fixtures import cli, fct_upgrade, fill_source, fresh_pg_database, one_line, read_all
+from store_fixtures import cli, fct_upgrade, fill_source, fresh_pg_database, one_line, read_all, unit
 
 
 @pytest.fixture(scope="module")
@@ -429,3 +429,21 @@ def test_import_refuses_a_store_of_several_model_versions_and_notes_vectors_a_bu
     code, done, err = cli(capsys, "import", "-w", str(ws), "--from", made, "--model", "served")
     assert code == 0 and done["count"] == 30, err
     assert "20 of the 30 points are v3 vectors a bundle made" in done["note"]
+
+
+def test_backfill_of_an_embeddings_only_model_copies_the_vectors_it_holds(
+        upgrade: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ws = tmp_path / "ws"
+    shutil.copytree(upgrade["path"], ws)
+    target = tmp_path / "pq" / "v3"
+    code, done, err = cli(capsys, "backfill", "-w", str(ws), "--model", "v3", "--order", "stored",
+                          "--to-store", f"parquet://{target}")
+    assert code == 0 and done["embedded"] == 0 and done["items"] > 0, err
+    from embridge.core.store import Workspace
+
+    with Workspace.open(ws) as opened:
+        keys = opened.keys_of(upgrade["ids"])
+    v3 = dict(zip(keys, unit(np.asarray(upgrade["vectors"]["v3"], np.float32)), strict=True))
+    stored = read_all(f"parquet://{target}")
+    assert len(stored) == done["items"] and set(stored) <= set(v3)  # each gallery item once, as the model holds it
+    assert max(float(np.abs(unit(vec) - v3[pid]).max()) for pid, (vec, _) in stored.items()) < 1e-6

@@ -54,7 +54,8 @@ def cmd_backfill(args: argparse.Namespace) -> Result:
         raise UsageError(given, "chooses the planner's partial backfill: it needs --order planner (--order "
                                 "stored backfills every gallery item)")
     with Workspace.open(args.workspace) as ws:
-        workspace_model_spec(ws, args.model)  # an unknown or embeddings-only model first, before the order's items
+        if args.detach or ws.model(args.model).get("kind") != "vectors":  # an unknown one first, before the items
+            workspace_model_spec(ws, args.model)  # (an embeddings-only model may copy the vectors it holds)
         ids = backfill_ids(ws, args.order, run_id=args.run, fraction=args.fraction)
         options = {"order": args.order, "chunk": args.chunk, "batch_size": args.batch, "actors": args.actors,
                    "num_gpus": args.num_gpus, "store": args.to_store, "name": args.name}

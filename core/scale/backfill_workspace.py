@@ -50,14 +50,16 @@ class BackfillResult:
         return asdict(self)
 
 
-def workspace_model_spec(ws: Any, model: str) -> dict[str, Any]:
-    """The spec a local embed loads the model with (its workspace copy), as a plain dict for workers."""
+def workspace_model_spec(ws: Any, model: str, missing: int | None = None) -> dict[str, Any]:
+    """The spec a local embed loads the model with (its workspace copy), as a plain dict for workers;
+    ``missing``: how many items the model must embed (named when it cannot)."""
     from embridge.core.models import ModelSpec
 
     row = ws.model(model)
     if (row.get("spec") or {}).get("kind") == "vectors":  # checked first: a store's import records no file
-        raise InputError("--model", f"'{model}' is an embeddings-only model: it has no network to re-embed items "
-                                    "with; attach the new vectors you have instead (embridge import --format vectors "
+        which = f"the {missing} items it holds no vectors for" if missing else "items"
+        raise InputError("--model", f"'{model}' is an embeddings-only model: it has no network to embed {which}; "
+                                    "attach the new vectors you have instead (embridge import --format vectors "
                                     f"--path FILE.npz --model {model})")
     spec = ModelSpec.from_dict(row["spec"])
     return replace(spec, name=model, path=row.get("path") or spec.path).to_dict()
@@ -187,10 +189,12 @@ def record_vectors(ws: Any, model: str, ids: np.ndarray, folder: Path, *, name: 
     return ws.add_vector_set(model, ids, vectors, name=name)
 
 
-def check_targets(ws: Any, store: str | None, name: str, model: str, ids: np.ndarray | None = None) -> None:
+def check_targets(ws: Any, store: str | None, name: str, model: str, ids: np.ndarray | None = None,
+                  embed_ids: np.ndarray | None = None) -> None:
     """Refuse a bad --name or --to-store before any item is staged or embedded.
 
-    Every item must hold a raw input to embed (not have come as vectors alone). A store target must be
+    Every item to embed (``embed_ids``, default all ``ids``) must hold a raw input (not have come as
+    vectors alone); items whose vectors the model holds are copied. A store target must be
     writable, must not be, lie in or hold a workspace (this one or any
     other), and must be a new collection or one backfills of ``model`` wrote (see
     :mod:`embridge.core.scale.backfill_store`); a refusal found only after embedding would throw the
@@ -200,7 +204,7 @@ def check_targets(ws: Any, store: str | None, name: str, model: str, ids: np.nda
 
     check_name(name, "--name")
     if ids is not None:
-        _check_raw_inputs(ws, model, ids)
+        _check_raw_inputs(ws, model, ids if embed_ids is None else embed_ids)
     if store:
         check_store_option(ws, store, model, ids)
 
@@ -229,13 +233,14 @@ def backfill(ws: Any, model: str, ids: np.ndarray, *, engine: str = "local", ord
 
     Resumable: finished chunks of an interrupted or cancelled run are kept and skipped next time.
     """
-    spec = workspace_model_spec(ws, model)
+    todo = items_to_embed(ws, model, ids)
+    # an embeddings-only model can copy what it holds; only items it must embed need its network
+    spec = workspace_model_spec(ws, model, len(todo)) if len(todo) else dict(ws.model(model).get("spec") or {})
     if num_gpus and engine == "local":  # this machine's GPU: refused before a store is opened or a run recorded
         from embridge.core.jobs import check_device_option
 
         check_device_option("cuda", "--num-gpus")
-    check_targets(ws, store, name, model, ids)
-    todo = items_to_embed(ws, model, ids)
+    check_targets(ws, store, name, model, ids, embed_ids=todo)
     stage = stage_folder(ws, stage_key(model, todo, spec))
     progress = on_progress or no_progress
     config = {"engine": engine, "order": order, "items": int(len(ids)), "chunk": chunk, "store": store,
