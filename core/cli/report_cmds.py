@@ -222,6 +222,7 @@ def report_data(report: Report) -> dict[str, Any]:
     return {
         "report_id": report.report_id, "run_id": report.run_id, "adapter_id": report.adapter_id,
         "method": report.method, "upgraded_cell": report.upgraded_cell, "ceiling_cell": report.ceiling_cell,
+        "old_model": (report.models.get("old") or {}).get("name"), "new_model": (report.models.get("new") or {}).get("name"),
         "cells": {name: values | {"n_queries": report.cells[name]["n_queries"]}
                   for name, values in report.table().items()},
         **report.headline_numbers(),
@@ -244,7 +245,9 @@ def _report_text(report: Report) -> str:
     from embridge.core.report.number_source import flips_text, gain_text, served_lines
 
     h, s = report.headline, report.sizes
-    lines = [f"report #{report.report_id}: {report.method} layer of run {report.run_id}, "
+    sides = ("old", "new") if report.adapter.get("direction") == "forward" else ("new", "old")  # the layer's way
+    pair = "→".join(str((report.models.get(side) or {}).get("name")) for side in sides)
+    lines = [f"report #{report.report_id}: {report.method} layer of run {report.run_id} ({pair}), "
              f"{_queries_text(s)}; evaluation sample {s['gallery']} of the {s['gallery_full']} gallery items"
              + (f" (the train fold's {s.get('removed_train')} left out by --heldout-gallery)"
                 if s.get("heldout_gallery") else ""),
