@@ -103,8 +103,10 @@ def test_round_trip_import_migrate_switch_check_rollback(kind: str, upgrade: dic
 
     # a finished migration run again changes nothing
     code, rerun, err = cli(capsys, "migrate", "--bundle", str(upgrade["bundle"]), "--from", case.source,
-                           "--to", case.target, "--batch", "50")
+                           "--to", case.target, "--batch", "50", *switch)
     assert code == 0 and rerun["status"] == "already complete" and rerun["written"] == 0
+    if switch:  # the alias stays where the first run moved it, and says so
+        assert rerun["previous"] == "docs_v2" and "alias 'docs' already serves 'docs_v2'" in rerun["text"]
     assert len(read_all(case.target)) == len(ids)
 
     # rollback: the alias serves the source again

@@ -69,7 +69,9 @@ class MigrationResult:
         lines = [self.warning] if self.warning else []
         lines.append(f"Migration {self.status}: {v.target_count} points in {self.target} ({self.written} written now, "
                      f"{self.rows_per_s:,.0f} points/s, resumed from {self.resumed_from}); verified: {v.summary}")
-        if self.switched:
+        if self.switched and self.previous == self.collection:  # a rerun of a finished --switch
+            lines.append(f"alias '{self.alias}' already serves '{self.collection}'")
+        elif self.switched:
             was = f"was '{self.previous}'" if self.previous else "a new alias"
             lines.append(f"alias '{self.alias}' now serves '{self.collection}' ({was})")
         return "\n".join(lines)
