@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -71,6 +72,17 @@ def test_the_report_scores_the_gallery_a_partial_backfill_left(demo_copy: Path) 
     with Workspace.open(demo_copy) as ws:  # the plan states what is served beside the options it weighs
         plan = plan_upgrade(ws, run["run_id"], device="cpu")
     assert capitalised(lines[0]) in plan.notes
+    # `runs` names the pair a report compared and what the backfill made
+    for args in (["--json"], []):
+        with contextlib.redirect_stdout(io.StringIO()) as out:
+            assert main(["runs", "-w", str(demo_copy), *args]) == 0
+        if args:
+            rows = {r["id"]: r for r in json.loads(out.getvalue())["runs"]}
+            reports = [r for r in rows.values() if r["kind"] == "report"]
+            assert reports and all(r["models"] == {"old": "old-mlp", "new": "new-cnn"} for r in reports)
+        else:
+            assert f"#{backfill_run:<4} backfill new-cnn     completed   299 items -> vector set {vector_set} " \
+                   "(" in out.getvalue()
 
 
 def test_a_second_backfill_is_the_one_measured(demo_copy: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from dataclasses import dataclass
 from typing import Any
 
 from embridge.core.cli.main import add_common
@@ -187,14 +188,16 @@ RUNS_METRICS = ("old_old_top1", "new_new_top1", "ceiling_cell", "ceiling_top1", 
 def cmd_runs(args: argparse.Namespace) -> Result:
     with Workspace.open(args.workspace) as ws:
         runs = with_stale_notes(ws, ws.runs(args.kind))
+        pairs = RunPairs.of(ws)
     rows = [{k: r.get(k) for k in ("id", "kind", "method", "status", "device", "started", "duration_s", "error")}
             | {"chosen": run_choice(r).method_text() if r.get("kind") == "train" else r.get("method"),
-               "models": _run_models(r), "metrics": _run_metrics(r.get("metrics") or {}),
+               "models": pairs.models(r), "metrics": _run_metrics(r.get("metrics") or {}),
                "criterion": criterion(r.get("metrics") or {}), "stale": r["stale"]}
             for r in runs]
     text = "\n".join(
         f"#{r['id']:<4} {r['kind']:<7} {str(r['chosen']):<11} {r['status']:<11} "
-        + (f"{_pair_arrow(r['models'], r['metrics'].get('kind'))} " if r["models"] else "")
+        + (f"{_pair_arrow(r['models'], r['metrics'].get('kind') or r['method'])} " if r["models"] else "")
+        + pairs.chain_words(run) + _outcome_words(run)
         + " ".join(_shown_metric(k, v, r["metrics"]) for k, v in r["metrics"].items()
                    if isinstance(v, float) and not (k == "ceiling_top1" and r["metrics"].get("ceiling_cell") == "new/new"))
         + (f" criterion: {criterion_text(run.get('metrics') or {})}" if r["criterion"] else "")
@@ -236,11 +239,45 @@ def _pair_arrow(models: dict[str, str], kind: Any) -> str:
     return f"{models['new']}→{models['old']}"
 
 
-def _run_models(run: dict[str, Any]) -> dict[str, str] | None:
-    """The old and new model a training run linked (renames included), None for other runs."""
-    config = run.get("config") if isinstance(run.get("config"), dict) else {}
-    old, new = config.get("old"), config.get("new")
-    return {"old": old, "new": new} if isinstance(old, str) and isinstance(new, str) else None
+@dataclass(frozen=True)
+class RunPairs:
+    """Which models each run compared: a training run's own config, a report's layer, an export's run."""
+
+    adapters: dict[int, dict[str, Any]]
+    trains: dict[int, dict[str, Any]]
+
+    @classmethod
+    def of(cls, ws: Workspace) -> RunPairs:
+        return cls({int(a["id"]): a for a in ws.adapters()}, {int(r["id"]): r for r in ws.runs("train")})
+
+    def models(self, run: dict[str, Any]) -> dict[str, str] | None:
+        """The old and new model (renames included), None for runs of no one pair (embed, backfill, chains)."""
+        config = run.get("config") if isinstance(run.get("config"), dict) else {}
+        if run.get("kind") == "report" and config.get("adapter_id") is not None:
+            adapter = self.adapters.get(int(config["adapter_id"])) or {}
+            config = {"old": adapter.get("old_model"), "new": adapter.get("new_model")}
+        elif run.get("kind") == "export" and len(config.get("runs") or []) == 1:
+            config = (self.trains.get(int(config["runs"][0])) or {}).get("config") or {}
+        old, new = config.get("old"), config.get("new")
+        return {"old": old, "new": new} if isinstance(old, str) and isinstance(new, str) else None
+
+    @staticmethod
+    def chain_words(run: dict[str, Any]) -> str:
+        """'chain v1→v2→v3 ' for a chain report (the versions as it named them)."""
+        config = run.get("config") if isinstance(run.get("config"), dict) else {}
+        versions = config.get("models") if run.get("kind") == "report" else None
+        return f"chain {'→'.join(str(v) for v in versions)} " if isinstance(versions, list) and versions else ""
+
+
+def _outcome_words(run: dict[str, Any]) -> str:
+    """What an export or a backfill made: 'bundle #2 at /path/b.zip', '299 items -> vector set 3 (120 embedded)'."""
+    metrics = run.get("metrics") if isinstance(run.get("metrics"), dict) else {}
+    if run.get("kind") == "export" and metrics.get("bundle_id") is not None:
+        return f"bundle #{metrics['bundle_id']} at {metrics.get('path')}"
+    if run.get("kind") == "backfill" and metrics.get("vector_set") is not None:
+        embedded = f" ({metrics['embedded']} embedded)" if metrics.get("embedded") is not None else ""
+        return f"{metrics.get('count')} items -> vector set {metrics['vector_set']}{embedded}"
+    return ""
 
 
 def _run_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
