@@ -55,6 +55,7 @@ def test_the_report_scores_the_gallery_a_partial_backfill_left(demo_copy: Path) 
         after = build_report(ws, run["run_id"])
         backfill_run = max(int(r["id"]) for r in ws.runs("backfill"))
         vector_set = int(ws.runs("backfill")[-1]["metrics"]["vector_set"])
+        embedded = int(ws.runs("backfill")[-1]["metrics"]["embedded"])
         backfilled = ws.vector_set_ids(vector_set)
         truth = _served_by_brute_force(ws, run["adapter_id"], backfilled)
     served = after.served
@@ -66,6 +67,10 @@ def test_the_report_scores_the_gallery_a_partial_backfill_left(demo_copy: Path) 
     assert served["metrics"]["top1"] > after.headline["upgraded_top1"]
     assert served["protocol"]["n_gallery"] == after.sizes["gallery_full"] == 997
     assert "backfilled items by their new vectors" in served["protocol"]["text"]
+    # the items it embedded joined the evaluation sample, chosen by the planner's order: the protocol says so
+    assert 0 < embedded < 299 and f"includes {embedded} items backfill run {backfill_run} chose in the planner's " \
+        "order, not a random draw" in " ".join(after.protocol)
+    assert not any("planner's order" in line for line in before.protocol)
     lines = served_lines(served)  # the command line, the HTML report and the app say the same
     assert lines[0].startswith(f"served now (after backfill run #{backfill_run}: 299 of the 997 gallery items")
     assert all(line in Path(after.html_file).read_text(encoding="utf-8") for line in lines)

@@ -36,9 +36,20 @@ class Backfilled:
     run_id: int
     vector_set: int
     ids: np.ndarray
+    order: str = "stored"  # "planner": the plan's partial backfill, in its policy's order
 
     def to_dict(self) -> dict[str, Any]:
-        return {"run_id": self.run_id, "vector_set": self.vector_set, "items": int(self.ids.size)}
+        return {"run_id": self.run_id, "vector_set": self.vector_set, "items": int(self.ids.size), "order": self.order}
+
+    def chosen_in(self, ws: Workspace, model: str, sample_ids: np.ndarray) -> int:
+        """How many of ``sample_ids`` hold ``model``'s vectors only because this backfill chose them in the
+        planner's order (none for a backfill of every item): items the evaluation sample did not draw at random."""
+        if self.order != "planner":
+            return 0
+        backfilled = {(r.get("metrics") or {}).get("vector_set") for r in ws.runs("backfill")}
+        others = [ws.vector_set_ids(int(s["id"])) for s in ws.vector_sets(model) if int(s["id"]) not in backfilled]
+        chosen = np.setdiff1d(self.ids, np.concatenate(others)) if others else self.ids
+        return int(np.isin(sample_ids, chosen).sum())
 
 
 def latest_backfill(ws: Workspace, model: str) -> Backfilled | None:
@@ -48,7 +59,9 @@ def latest_backfill(ws: Workspace, model: str) -> Backfilled | None:
         metrics = run.get("metrics") or {}
         vector_set = metrics.get("vector_set") if isinstance(metrics, dict) else None
         if run.get("method") == model and run.get("status") == "completed" and vector_set in held:
-            return Backfilled(int(run["id"]), int(vector_set), ws.vector_set_ids(int(vector_set)))
+            config = run.get("config") if isinstance(run.get("config"), dict) else {}
+            return Backfilled(int(run["id"]), int(vector_set), ws.vector_set_ids(int(vector_set)),
+                              str(config.get("order") or "stored"))
     return None
 
 

@@ -26,7 +26,7 @@ from embridge.core.evaluation.gather import MatrixMaker
 from embridge.core.evaluation.headline import with_judged_rows
 from embridge.core.evaluation.scoring import scoring_plan
 from embridge.core.evaluation.search import SearchConfig
-from embridge.core.evaluation.served import measure_served
+from embridge.core.evaluation.served import Backfilled, measure_served
 from embridge.core.evaluation.tasks import UpgradeTasks, upgrade_tasks
 from embridge.core.evaluation.upgrade import OLD_OLD, score_upgrade, upgrade_vectors
 from embridge.core.jobs import recorded_run
@@ -209,7 +209,8 @@ def assemble(ws: Workspace, run: RunRecord, row: dict[str, Any], adapter: Adapte
         schema=SCHEMA, kind="upgrade", created=now_iso(), embridge_version=__version__,
         report_id=None, run=_run_section(run), adapter=_adapter_section(row),
         models={"old": _model_section(ws, old), "new": _model_section(ws, new)},
-        protocol=sample.protocol() + _unscored_line(int(sample.query_ids.size), int(head["n_queries"])),
+        protocol=sample.protocol() + _unscored_line(int(sample.query_ids.size), int(head["n_queries"]))
+        + _chosen_line(ws, served, new, sample),
         sizes={**sample.sizes(), "queries_scored": head["n_queries"]},
         scoring=plan.to_dict(), search=search_summary(search_cells),
         cells={name: sections.cell_section(c, plan, n_boot, seed) for name, c in cells.items()},
@@ -232,6 +233,18 @@ def assemble(ws: Workspace, run: RunRecord, row: dict[str, Any], adapter: Adapte
             head[f"backfill_area_ndcg@10_{policy}"] = curve["areas"]["ndcg@10"]
     on_progress(len(stages), len(stages), {"stage": "done"})
     return report
+
+
+def _chosen_line(ws: Workspace, served: tuple[Backfilled, Any] | None, new: str, sample: EvalSample) -> list[str]:
+    """A protocol sentence when a planner-ordered backfill put items into the evaluation sample."""
+    if served is None or sample.gallery_ids.size == sample.full_ids.size:
+        return []
+    chosen = served[0].chosen_in(ws, new, sample.gallery_ids)
+    if not chosen:
+        return []
+    return [f"The evaluation sample includes {chosen} items backfill run {served[0].run_id} chose in the planner's "
+            "order, not a random draw: new/new and the partial-backfill curves weigh the items that order picks first "
+            "more than a random sample would (the served-now line measures the whole gallery)."]
 
 
 def _unscored_line(queries: int, scored: int) -> list[str]:
