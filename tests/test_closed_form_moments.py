@@ -124,3 +124,30 @@ def test_candidates_equal_plain_and_whitened_reference_fits(d_new: int, d_old: i
     np.testing.assert_allclose(whitened_procrustes(pair.new, pair.old, 0.1).weight, got[2][1].weight, atol=1e-12)
     assert [s for s, _ in procrustes_candidates(pair.new, pair.old, True, grid)] == grid
     assert [s for s, _ in procrustes_candidates(pair.new, pair.old, False, grid)] == [0.0]
+
+
+@pytest.mark.parametrize(("d_new", "d_old"), [(80, 90), (90, 70)])
+def test_fewer_pairs_than_dimensions_factorise_the_rows_and_agree_where_the_pairs_reach(d_new: int,
+                                                                                       d_old: int) -> None:
+    """With 50 pairs in 70-90 dimensions the fits factorise the centred rows (thin SVDs), not d x d
+    moments. Ridge is the textbook solve exactly; Procrustes and its whitenings agree with the textbook
+    fits on every row the pairs span, and map a direction no pair reaches to zero (a full SVD
+    completes it arbitrarily)."""
+    pair = class_structured_pair(50, 20, d_old, d_new, 5, seed=6)
+    assert pair_moments(pair.new, pair.old, with_gram=True, with_gram_out=True).thin
+    for rel, sol in ridge_path(pair.new, pair.old, [1e-3, 1e-1, 1.0]):
+        w, b = reference_ridge(pair.new, pair.old, rel)
+        np.testing.assert_allclose(sol.weight, w, atol=1e-9 * np.abs(w).max())
+        np.testing.assert_allclose(sol.bias, b, atol=1e-9 * np.abs(b).max())
+    rows, _ = _centred(pair.new)
+    unseen = np.linalg.svd(rows, full_matrices=True)[2][-1]  # orthogonal to every centred training row
+    grid = [0.01, 0.1, 1.0]
+    got = procrustes_candidates(pair.new, pair.old, "auto", grid)
+    plain = reference_procrustes(pair.new, pair.old)
+    np.testing.assert_allclose(rows @ got[0][1].weight, rows @ plain.weight, atol=1e-9)
+    assert got[0][1].scale == pytest.approx(plain.scale, rel=1e-9)
+    for shrink, sol in got[1:]:
+        np.testing.assert_allclose(rows @ sol.weight, rows @ reference_whitened(pair.new, pair.old, shrink),
+                                   atol=1e-9)
+    for _, sol in got:
+        assert np.abs(unseen @ sol.weight).max() < 1e-9

@@ -22,11 +22,14 @@ shrinkage ``s`` whitens with (C + s·mean(eig C)·I)^(-1/2): large ``s`` tends t
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 BLOCK_ROWS = 16_384
+# an eigenvalue of a covariance below this share of the largest is rounding, not a direction the data
+# reaches (float64 eigh of a d x d matrix is accurate to about d·eps of the largest)
+SPAN_TOLERANCE = 1e-10
 
 
 @dataclass
@@ -58,6 +61,35 @@ class PairMoments:
     sq_norm_in: float  # Σ ||x − μx||²
     gram: np.ndarray | None = None  # Σ (x − μx)ᵀ (x − μx), when asked for
     gram_out: np.ndarray | None = None  # Σ (y − μy)ᵀ (y − μy), when asked for (whitening)
+    # the centred rows themselves, kept when there are fewer pairs than dimensions (then they are smaller
+    # than one d x d moment): every factorisation is then one of the data, O(N² d), not O(d³)
+    rows_in: np.ndarray | None = None
+    rows_out: np.ndarray | None = None
+    _eigen: dict[str, _Eigen] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def thin(self) -> bool:
+        return self.rows_in is not None and self.rows_out is not None
+
+    def eigen(self, side: str) -> _Eigen:
+        """The input ("in") or target ("out") covariance's eigenbasis over the directions the data spans."""
+        if side not in self._eigen:
+            rows, gram = (self.rows_in, self.gram) if side == "in" else (self.rows_out, self.gram_out)
+            if rows is not None:
+                self._eigen[side] = _Eigen.of_rows(rows)
+            elif gram is not None:
+                self._eigen[side] = _Eigen.of_cov(gram / self.count)
+            else:
+                raise ValueError(f"the {side}put side's Gram matrix was not computed")
+        return self._eigen[side]
+
+    def inner(self) -> np.ndarray:
+        """Vsᵀ (Sᵀ T) Vt: the cross moment in the two sides' spanned eigenbases."""
+        if "inner" not in self._eigen:
+            e_in, e_out = self.eigen("in"), self.eigen("out")
+            self._eigen["inner"] = (e_in.left.T @ e_out.left if self.thin
+                                    else e_in.basis.T @ self.cross @ e_out.basis)  # type: ignore[assignment]
+        return self._eigen["inner"]  # type: ignore[return-value]
 
 
 def pair_moments(source: np.ndarray, target: np.ndarray, with_gram: bool = False,
@@ -70,6 +102,8 @@ def pair_moments(source: np.ndarray, target: np.ndarray, with_gram: bool = False
     n = int(source.shape[0])
     if n == 0 or target.shape[0] != n:
         raise ValueError(f"need the same non-zero number of rows, got {source.shape} and {target.shape}")
+    thin = n < min(int(source.shape[1]), int(target.shape[1]))  # factorised from the rows, not the Grams
+    with_gram, with_gram_out = with_gram and not thin, with_gram_out and not thin
     rows = min(block, n)
     shift_x = np.asarray(source[:rows], dtype=np.float64).mean(axis=0)
     shift_y = np.asarray(target[:rows], dtype=np.float64).mean(axis=0)
@@ -104,7 +138,11 @@ def pair_moments(source: np.ndarray, target: np.ndarray, with_gram: bool = False
         sq = float(np.trace(gram))
     else:
         sq -= n * float(dx @ dx)
-    return PairMoments(n, shift_x + dx, shift_y + dy, cross, max(sq, 0.0), gram, gram_out)
+    moments = PairMoments(n, shift_x + dx, shift_y + dy, cross, max(sq, 0.0), gram, gram_out)
+    if thin:  # few pairs: keep them, centred, for thin factorisations
+        moments.rows_in = np.asarray(source, dtype=np.float64) - moments.mean_in
+        moments.rows_out = np.asarray(target, dtype=np.float64) - moments.mean_out
+    return moments
 
 
 def procrustes_from_moments(m: PairMoments) -> ProcrustesSolution:
@@ -114,6 +152,13 @@ def procrustes_from_moments(m: PairMoments) -> ProcrustesSolution:
     i.e. the rotation is padded or truncated. With orthonormal rows ||S W||² = ||S||², an O(N d)
     sum; only a truncating map (in_dim > out_dim) needs the Gram matrix for it.
     """
+    if m.thin:  # Sᵀ T = Vs K Vtᵀ: the SVD of the small K, and directions no pair reaches map to zero
+        e_in, e_out = m.eigen("in"), m.eigen("out")
+        u, sv, vt = np.linalg.svd(m.inner(), full_matrices=False)
+        turn = u @ vt
+        weight = e_in.basis @ turn @ e_out.basis.T
+        denom = float(np.sum((e_in.left @ turn) ** 2))  # ||S W||², S = Us Σs Vsᵀ
+        return ProcrustesSolution(weight, float(sv.sum() / denom) if denom > 0 else 1.0, m.mean_in, m.mean_out)
     u, sv, vt = np.linalg.svd(m.cross, full_matrices=False)
     weight = u @ vt
     if weight.shape[0] > weight.shape[1]:
@@ -126,37 +171,64 @@ def procrustes_from_moments(m: PairMoments) -> ProcrustesSolution:
     return ProcrustesSolution(weight, scale, m.mean_in, m.mean_out)
 
 
-class _Powers:
-    """(C + s·mean(eig C)·I)^p from one eigendecomposition of a symmetric PSD C, for any
-    shrinkage s and power p (eigenvalues floored at 0)."""
+class _Eigen:
+    """A covariance's eigenbasis over the directions its data spans (eigenvalues above a relative
+    tolerance): ``values`` (of the covariance, Gram / N), ``basis`` (d x r), the mean of all d
+    eigenvalues (the shrinkage's unit), and for one taken from the rows, ``left`` = U Σ (N x r)."""
 
-    def __init__(self, cov: np.ndarray) -> None:
-        evals, self.evecs = np.linalg.eigh(cov)
-        self.evals = np.clip(evals, 0.0, None)
-        self.mean = float(self.evals.mean()) or 1.0
+    def __init__(self, values: np.ndarray, basis: np.ndarray, mean: float, left: np.ndarray | None = None) -> None:
+        self.values, self.basis, self.mean, self.left = values, basis, mean or 1.0, left
 
-    def __call__(self, shrinkage: float, power: float) -> np.ndarray:
-        return (self.evecs * np.maximum(self.evals + float(shrinkage) * self.mean, 1e-12) ** power) @ self.evecs.T
+    @classmethod
+    def of_cov(cls, cov: np.ndarray) -> _Eigen:
+        evals, evecs = np.linalg.eigh(cov)
+        evals = np.clip(evals, 0.0, None)
+        spanned = evals > SPAN_TOLERANCE * (float(evals.max()) if evals.size else 0.0)
+        return cls(evals[spanned], evecs[:, spanned], float(evals.mean()) if evals.size else 1.0)
+
+    @classmethod
+    def of_rows(cls, rows: np.ndarray) -> _Eigen:
+        """From the centred rows' thin SVD (rows = U Σ Vᵀ, covariance V Σ²/N Vᵀ)."""
+        u, sv, vt = np.linalg.svd(rows, full_matrices=False)
+        power = sv**2
+        spanned = power > SPAN_TOLERANCE * (float(power.max()) if power.size else 0.0)
+        n, dim = rows.shape
+        return cls(power[spanned] / n, vt[spanned].T, float(power.sum()) / n / dim, u[:, spanned] * sv[spanned])
+
+    def diag(self, shrinkage: float, power: float) -> np.ndarray:
+        """(values + s·mean)^p: the spanned part of (C + s·mean(eig C)·I)^p in this basis."""
+        return np.maximum(self.values + float(shrinkage) * self.mean, 1e-12) ** power
 
 
 def candidates_from_moments(m: PairMoments, whiten: bool | str, shrink_grid: list[float]) -> Iterator[
     tuple[float, ProcrustesSolution]
 ]:
     """(shrinkage, solution): 0 = the plain rotation (unless ``whiten`` is True), then one
-    whitened fit W = Cs^(-1/2) U Vᵀ Ct^(1/2), scale 1, per shrinkage (unless ``whiten`` is False)."""
+    whitened fit W = Cs^(-1/2) U Vᵀ Ct^(1/2), scale 1, per shrinkage (unless ``whiten`` is False).
+
+    Worked in the covariances' eigenbases (Cs = Vs Λs Vsᵀ, Ct = Vt Λt Vtᵀ): Sᵀ T lies in the span of
+    the directions each side's data reaches, so with K = Vsᵀ (Sᵀ T) Vt over those directions and
+    D = (Λ + s·mean(Λ))^(-1/2), the SVD of Ds K Dt = U' Σ V'ᵀ gives W = Vs Ds U' V'ᵀ Dt⁻¹ Vtᵀ. Each
+    shrinkage costs one SVD of a (spanned x spanned) matrix and two products, instead of forming and
+    multiplying d x d matrix powers; with fewer pairs than dimensions the SVD is as small as the data,
+    and directions the data never reaches map to zero (an SVD of the full d x d matrix completes them
+    arbitrarily).
+    """
     if whiten is not True:
         yield 0.0, procrustes_from_moments(m)
     if whiten is False or not shrink_grid:
         return
-    if m.gram is None or m.gram_out is None:
+    if not m.thin and (m.gram is None or m.gram_out is None):
         raise ValueError("whitened Procrustes needs both Gram matrices (with_gram and with_gram_out)")
-    cov_s, cov_t = _Powers(m.gram / m.count), _Powers(m.gram_out / m.count)
+    eig_s, eig_t = m.eigen("in"), m.eigen("out")
+    basis_s, basis_t, inner = eig_s.basis, eig_t.basis, m.inner()
     for shrink in shrink_grid:
         if shrink <= 0:
             raise ValueError(f"whitening shrinkage must be positive, got {shrink}")
-        white_s = cov_s(shrink, -0.5)
-        u, _, vt = np.linalg.svd(white_s @ m.cross @ cov_t(shrink, -0.5), full_matrices=False)
-        weight = white_s @ u @ vt @ cov_t(shrink, 0.5)
+        white_s, white_t = eig_s.diag(shrink, -0.5), eig_t.diag(shrink, -0.5)
+        u, _, vt = np.linalg.svd(white_s[:, None] * inner * white_t[None, :], full_matrices=False)
+        core = (white_s[:, None] * u) @ (vt / white_t[None, :])
+        weight = basis_s @ core @ basis_t.T
         yield float(shrink), ProcrustesSolution(weight, 1.0, m.mean_in, m.mean_out)
 
 
@@ -185,16 +257,16 @@ def whitened_procrustes(source: np.ndarray, target: np.ndarray, shrinkage: float
 def ridge_from_moments(m: PairMoments, relative_lambdas: list[float]) -> Iterator[tuple[float, LinearSolution]]:
     """Ridge solutions (with bias) per λ relative to the mean feature variance; one
     eigendecomposition of the Gram matrix serves the whole grid."""
-    if m.gram is None:
+    if m.gram is None and not m.thin:
         raise ValueError("ridge regression needs the Gram matrix; use pair_moments(..., with_gram=True)")
-    evals, evecs = np.linalg.eigh(m.gram)
-    evals = np.clip(evals, 0.0, None)
-    rhs = evecs.T @ m.cross
-    base = float(np.trace(m.gram)) / m.gram.shape[0] or 1.0
+    eig = m.eigen("in")  # Sᵀ T lies in the span of S's rows, where (G + λI)⁻¹ is V (Λ + λ)⁻¹ Vᵀ
+    evals = eig.values * m.count  # of the Gram matrix
+    rhs = eig.left.T @ m.rows_out if m.thin else eig.basis.T @ m.cross  # type: ignore[union-attr,operator]
+    base = eig.mean * m.count
     for rel in relative_lambdas:
         lam = float(rel) * base
         inv = 1.0 / np.maximum(evals + lam, 1e-12 * max(base, 1e-12))
-        weight = evecs @ (inv[:, None] * rhs)
+        weight = eig.basis @ (inv[:, None] * rhs)
         yield float(rel), LinearSolution(weight, m.mean_out - m.mean_in @ weight)
 
 

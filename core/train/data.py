@@ -128,7 +128,7 @@ class PairData:
         (Procrustes and its whitenings, every ridge λ, the closed-form starts of the trainable
         layers), so ``auto``, which fits Procrustes first, reads the pairs once for all of them; a
         fit on its own computes only what it needs."""
-        if self._moments is None or (gram_out and self._moments.gram_out is None):
+        if self._moments is None or (gram_out and self._moments.gram_out is None and not self._moments.thin):
             self._moments = pair_moments(self.new_train, self.old_train, with_gram=True, with_gram_out=gram_out)
         return self._moments
 
