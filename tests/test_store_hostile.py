@@ -447,3 +447,33 @@ def test_backfill_of_an_embeddings_only_model_copies_the_vectors_it_holds(
     stored = read_all(f"parquet://{target}")
     assert len(stored) == done["items"] and set(stored) <= set(v3)  # each gallery item once, as the model holds it
     assert max(float(np.abs(unit(vec) - v3[pid]).max()) for pid, (vec, _) in stored.items()) < 1e-6
+
+
+def test_a_shadow_stays_refused_when_the_new_model_takes_the_old_models_earlier_name(
+        upgrade: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """v1 renamed v1-old, then v3 renamed v1 ("the new model becomes the encoder"): the bundle's new model
+    is now called what its old model once was. Its own shadow must still be refused as already migrated
+    (transforming it again writes wrong vectors that look migrated), and a marker of that name from
+    another layer is ambiguous, so it is refused too."""
+    import pyarrow as pa
+
+    ws = tmp_path / "ws"
+    shutil.copytree(upgrade["path"], ws)
+    for name, to in (("v1", "v1-old"), ("v3", "v1")):
+        assert cli(capsys, "model", "rename", "-w", str(ws), "--name", name, "--to", to)[0] == 0
+    bundle = tmp_path / "b.zip"
+    assert cli(capsys, "bundle", "export", "-w", str(ws), "--run", str(upgrade["runs"]["fct"]),
+               "--out", str(bundle))[0] == 0
+    v1 = upgrade["vectors"]["v1"][:30]
+    source = parquet_source(tmp_path / "src", v1)
+    shadow = tmp_path / "shadow"
+    code, done, err = cli(capsys, "migrate", "--bundle", str(bundle), "--from", source, "--to", f"parquet://{shadow}")
+    assert code == 0 and done["spaces"]["adapted"].startswith("v1@bundle:"), err
+    code, _, err = cli(capsys, "migrate", "--bundle", str(bundle), "--from", f"parquet://{shadow}",
+                       "--to", f"parquet://{tmp_path / 'twice'}")
+    one_line(code, err, "30 points are already in v1", "would transform them a second time")
+    other = parquet_source(tmp_path / "other", v1, embridge_space=pa.array(["v1@bundle:0123456789ab"] * 30))
+    code, _, err = cli(capsys, "migrate", "--bundle", str(bundle), "--from", other,
+                       "--to", f"parquet://{tmp_path / 'other-out'}")
+    one_line(code, err, "'v1' names both this bundle's new model and an earlier name of its old model")
+    assert not (tmp_path / "twice").exists() and not (tmp_path / "other-out").exists()

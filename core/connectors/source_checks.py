@@ -34,16 +34,23 @@ def check_source_spaces(source: Connector, transform: StoreTransform) -> str | N
     """
     mapping = f"this bundle maps {transform.old_space} to {transform.new_space}"
     counts = source.space_counts()
-    made = 0
+    made: dict[str, int] = {}
     for value, n in sorted(counts.items()):
         if not value:
             continue
         marker = MARKER.fullmatch(value) is not None
         version = value.rsplit("@bundle:", 1)[0] if marker else value
-        if transform.old_version(version):
-            made += n if marker else 0
+        ours = marker and value.endswith(f"@bundle:{transform.adapter_sha256[:12]}")  # this very layer wrote it
+        if transform.new_version(version) and transform.old_version(version) and not ours:
+            raise VectorStoreError(f"{source.describe()}: {n} points say {value!r} (field '{SPACE_FIELD}'), and "
+                                   f"{version!r} names both this bundle's new model and an earlier name of its old "
+                                   f"model ({mapping}), so which space they are in cannot be told; migrate a "
+                                   "collection that is not marked so, or rename one of the models")
+        if transform.old_version(version) and not ours:
+            if marker:
+                made[value] = n
             continue
-        if transform.new_version(version):
+        if transform.new_version(version) or ours:
             raise VectorStoreError(f"{source.describe()}: {n} points are already in {transform.new_space} (field "
                                    f"'{SPACE_FIELD}' = {value!r}); this bundle would transform them a second time: "
                                    f"migrate the collection of {transform.old_space} vectors they came from")
@@ -59,8 +66,9 @@ def check_source_spaces(source: Connector, transform: StoreTransform) -> str | N
                                f"{version}")
     if not made:
         return None
-    return (f"note: {made} of the source's {sum(counts.values())} points are {transform.old_space} vectors an earlier "
-            f"bundle made (field '{SPACE_FIELD}' = '{transform.old_space}@bundle:...'), not real {transform.old_space} "
+    values = ", ".join(repr(v) for v in sorted(made))
+    return (f"note: {sum(made.values())} of the source's {sum(counts.values())} points are {transform.old_space} "
+            f"vectors an earlier bundle made (field '{SPACE_FIELD}' = {values}), not real {transform.old_space} "
             "vectors; the bundle's numbers were measured on real ones, so they do not describe this gallery: import "
             "the store into a workspace (embridge import --from) and train and report against what it holds")
 
