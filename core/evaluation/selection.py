@@ -103,13 +103,16 @@ class Validator:
         return float(self.old_old().metrics[self.metric])
 
     def exact_duplicates(self) -> int:
-        """Dev queries whose old vector the gallery holds again under another id: old queries find such a
-        copy first whatever its relevance, so validation flatters the old query (fusion's α, old/old).
-        Own-item validation searches the query's own vector on purpose and counts none."""
-        if self.task.rule.source == OWN_ITEM or not len(self.q_old):
+        """Dev queries that are gallery items whose old vector the gallery holds again under another id:
+        old queries find such a copy first, so validation flatters the old query (fusion's α, old/old).
+        Own-item validation searches the query's own vector on purpose and counts none; a query that is
+        not a gallery item (a judged query) counts none either, since a document equal to it is a match.
+        """
+        exclude = self.task.exclude  # a query that is itself a gallery item: a copy is another item like it
+        if self.task.rule.source == OWN_ITEM or not len(self.q_old) or exclude is None:
             return 0
         first = self.old_old().top[:, 0]
-        found = np.flatnonzero(first >= 0)
+        found = np.flatnonzero((first >= 0) & (exclude >= 0))
         cosines = np.einsum("ij,ij->i", self.q_old[found], np.asarray(self.g_old[first[found]], dtype=np.float32))
         return int(np.count_nonzero(cosines >= 1.0 - DUPLICATE_TOLERANCE))
 
