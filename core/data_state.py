@@ -28,16 +28,25 @@ class DataState:
     judgments: int = 0
     with_vectors: dict[str, int] = field(default_factory=dict)  # model id (as text) -> items holding its vectors
     model_names: dict[str, str] = field(default_factory=dict)  # model id (as text) -> its name then
+    # model id (as text) -> its latest completed backfill run (0: none), which a report's served gallery
+    # measures; None in a state recorded before backfills were kept
+    backfills: dict[str, int] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"judgments": self.judgments, "with_vectors": self.with_vectors, "model_names": self.model_names}
+        out: dict[str, Any] = {"judgments": self.judgments, "with_vectors": self.with_vectors,
+                               "model_names": self.model_names}
+        if self.backfills is not None:
+            out["backfills"] = self.backfills
+        return out
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> DataState:
         counts = data.get("with_vectors") if isinstance(data.get("with_vectors"), Mapping) else {}
         names = data.get("model_names") if isinstance(data.get("model_names"), Mapping) else {}
+        runs = data.get("backfills")
         return cls(int(data.get("judgments") or 0), {str(k): int(v) for k, v in counts.items()},
-                   {str(k): str(v) for k, v in names.items()})
+                   {str(k): str(v) for k, v in names.items()},
+                   {str(k): int(v) for k, v in runs.items()} if isinstance(runs, Mapping) else None)
 
 
 def data_state(ws: Any) -> DataState:
@@ -45,9 +54,11 @@ def data_state(ws: Any) -> DataState:
     return DataState.from_json(ws.data_counts())
 
 
-def changes_since(then: DataState, now: DataState, models: Iterable[str] | None = None) -> list[str]:
+def changes_since(then: DataState, now: DataState, models: Iterable[str] | None = None,
+                  backfilled: str | None = None) -> list[str]:
     """What changed from ``then`` to ``now``, in words; vectors only of ``models`` (names at either
-    time; None or a name not found: every model measured then)."""
+    time; None or a name not found: every model measured then); ``backfilled``: a model whose latest
+    backfill counts too (a report's new model: its served gallery is the latest backfill's)."""
     lines: list[str] = []
     if now.judgments != then.judgments:
         added = now.judgments - then.judgments
@@ -64,6 +75,13 @@ def changes_since(then: DataState, now: DataState, models: Iterable[str] | None 
             lines.append(f"model '{name}' has vectors of {after - before} more item{'s' * (after - before != 1)} "
                          f"({before} then, {after} now)" if after > before
                          else f"model '{name}' has vectors of fewer items ({before} then, {after} now)")
+    if backfilled is not None and then.backfills is not None and now.backfills is not None:
+        for model_id, name in now.model_names.items():
+            if backfilled in (name, then.model_names.get(model_id)):
+                before, after = then.backfills.get(model_id, 0), now.backfills.get(model_id, 0)
+                if after != before:
+                    lines.append(f"model '{name}' was backfilled (run {after}), which changes the gallery served"
+                                 if after else f"the backfill of model '{name}' (run {before}) is no longer complete")
     return lines
 
 
@@ -94,7 +112,9 @@ def run_changes(ws: Any, run: Mapping[str, Any] | None, now: DataState | None = 
     recorded = metrics.get(DATA_STATE)
     if run is None or run.get("kind") not in MEASURED_KINDS or not isinstance(recorded, Mapping):
         return []
-    return changes_since(DataState.from_json(recorded), now or data_state(ws), run_models(ws, run))
+    models = run_models(ws, run)
+    new = models[1] if models is not None and run.get("kind") == "report" else None  # its served gallery
+    return changes_since(DataState.from_json(recorded), now or data_state(ws), models, backfilled=new)
 
 
 def changed_words(changes: list[str]) -> str:

@@ -12,6 +12,7 @@ from report_fixtures import old_gallery_ids
 
 from embridge.core.adapters import adapt_queries, load_adapter
 from embridge.core.cli.main import main
+from embridge.core.data_state import report_stale_note
 from embridge.core.formatting import capitalised
 from embridge.core.plan.planner import plan_upgrade
 from embridge.core.report.build import build_report
@@ -90,11 +91,21 @@ def test_the_report_scores_the_gallery_a_partial_backfill_left(demo_copy: Path) 
                    "(" in out.getvalue()
 
 
-def test_a_second_backfill_is_the_one_measured(demo_copy: Path) -> None:
+def test_a_second_backfill_is_the_one_measured_and_outgrows_the_report_before_it(demo_copy: Path) -> None:
     with Workspace.open(demo_copy) as ws:
         run = train_run(ws, "procrustes", device="cpu")
     _backfill(demo_copy, "0.2")
     _backfill(demo_copy, "0.5")
     with Workspace.open(demo_copy) as ws:
-        served = build_report(ws, run["run_id"]).served
-    assert served is not None and served["new_vectors"] == round(0.5 * 997)
+        first = build_report(ws, run["run_id"])
+    assert first.served is not None and first.served["new_vectors"] == round(0.5 * 997)
+    _backfill(demo_copy, "0.1")  # a prefix of the same order: every vector is copied, none embedded
+    with Workspace.open(demo_copy) as ws:
+        latest = max(int(r["id"]) for r in ws.runs("backfill"))
+        assert ws.runs("backfill")[-1]["metrics"]["embedded"] == 0
+        note = report_stale_note(ws, int(first.report_id))
+        assert note is not None and f"model 'new-cnn' was backfilled (run {latest})" in note
+        again = build_report(ws, run["run_id"])
+        assert report_stale_note(ws, int(again.report_id)) is None
+    assert again.served is not None and again.served["new_vectors"] == round(0.1 * 997)
+    assert again.served["backfill"]["run_id"] == latest

@@ -195,7 +195,10 @@ class RecordsMixin:
             if "judgments" in self.db.table_names() else 0
         names = {str(i): str(n) for i, n in self.db.execute("select id, name from models")}
         held = {model_id: self._items_holding(name) for model_id, name in names.items()}
-        return {"judgments": int(judgments), "with_vectors": held, "model_names": names}
+        latest = dict(self.db.execute("select method, max(id) from runs where kind = 'backfill' and "
+                                      "status = 'completed' group by method").fetchall())
+        backfills = {model_id: int(latest.get(name) or 0) for model_id, name in names.items()}
+        return {"judgments": int(judgments), "with_vectors": held, "model_names": names, "backfills": backfills}
 
     def _items_holding(self, model: str) -> int:
         """How many items hold ``model``'s vectors: one set's own count, else the union of its sets' ids."""
