@@ -78,6 +78,9 @@ def test_the_report_scores_the_gallery_a_partial_backfill_left(demo_copy: Path) 
     with Workspace.open(demo_copy) as ws:  # the plan states what is served beside the options it weighs
         plan = plan_upgrade(ws, run["run_id"], device="cpu")
     assert capitalised(lines[0]) in plan.notes
+    with contextlib.redirect_stdout(io.StringIO()) as out, contextlib.redirect_stderr(io.StringIO()):
+        assert main(["plan", "-w", str(demo_copy), "--device", "cpu"]) == 0
+    assert out.getvalue().startswith(f"plan for run {run['run_id']} (procrustes, new-cnn→old-mlp), full gallery 997")
     # `runs` names the pair a report compared and what the backfill made
     for args in (["--json"], []):
         with contextlib.redirect_stdout(io.StringIO()) as out:

@@ -292,7 +292,11 @@ def cmd_plan(args: argparse.Namespace) -> Result:
 
 
 def _plan_text(plan: Plan) -> str:
-    lines = [f"plan for run {plan.run_id} ({plan.adapter_kind}), full gallery {plan.gallery_full} items:"]
+    from embridge.core.run_choice import FORWARD_METHODS
+
+    ends = (plan.old_model, plan.new_model) if plan.adapter_kind in FORWARD_METHODS else (plan.new_model, plan.old_model)
+    pair = f", {ends[0]}→{ends[1]}" if plan.old_model and plan.new_model else ""
+    lines = [f"plan for run {plan.run_id} ({plan.adapter_kind}{pair}), full gallery {plan.gallery_full} items:"]
     for o in plan.options:
         mark = "*" if o["name"] == plan.recommendation else " "
         time_s = "unknown" if o["time_s"] is None else f"{o['time_s']:.2f}s"
