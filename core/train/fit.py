@@ -117,21 +117,26 @@ def _fit_procrustes(data: PairData, s: dict[str, Any], progress: ProgressFn) -> 
     (ties go to the plain rotation, listed first)."""
     result = FitResult("procrustes", None, best_epoch=0)
     shrinks = [float(v) for v in s["shrink_grid"]]
-    candidates = list(candidates_from_moments(data.moments(gram_out=s["whiten"] is not False), s["whiten"], shrinks))
-    adapters, scores = [], []
-    for i, (shrink, sol) in enumerate(candidates):
+    count = len(shrinks) * (s["whiten"] is not False) + (s["whiten"] is not True)
+    adapters, scores, tried = [], [], []
+    # one solution at a time: each holds d x d float64 matrices, so the next is solved once this one is
+    # validated and kept as its (float32) layer alone
+    for i, (shrink, sol) in enumerate(candidates_from_moments(data.moments(gram_out=s["whiten"] is not False),
+                                                              s["whiten"], shrinks)):
         adapter = ProcrustesAdapter.from_solution(sol, shrink).eval()
+        del sol
         val = _val(adapter, data)
         adapters.append(adapter)
         scores.append(val)
+        tried.append(shrink)
         result.metrics.append({"epoch": 0.0, "whitening": shrink, "val_metric": val})
-        progress(i + 1, len(candidates), {"epoch": 0, "step": i + 1, "val_metric": val,
-                                          "best_val_metric": max(scores)})
-    names = [f"whitening {shrink:g}" if shrink else "the plain rotation" for shrink, _ in candidates]
+        progress(i + 1, max(count, i + 1), {"epoch": 0, "step": i + 1, "val_metric": val,
+                                            "best_val_metric": max(scores)})
+    names = [f"whitening {shrink:g}" if shrink else "the plain rotation" for shrink in tried]
     choice = choose(names, scores, data.validation().protocol, default=0, default_why="listed first",
                     metric=data.validation().metric_label)
     result.adapter, result.best_val_metric = adapters[choice.index], scores[choice.index]
-    if len(candidates) > 1:
+    if len(tried) > 1:
         _record(result, choice, "whitening")
     return result
 
