@@ -61,11 +61,17 @@ class Validator:
         self._recall: tuple[np.ndarray, np.ndarray] | None = None  # the cascade's stage one, deepest K so far
         self._recall_k = 0
         self._old_old: EvalResult | None = None
+        self._protocol: str | None = None
 
     @property
     def protocol(self) -> str:
-        """The protocol in words, e.g. '40 dev queries (judged) against the whole old gallery (...)'."""
-        return self.task.protocol().describe()
+        """The protocol in words, e.g. '40 dev queries (judged) against the whole old gallery (...)', with
+        how many of them can be scored when some have no relevant item in the gallery (as held-out ones)."""
+        if self._protocol is None:  # asked for by every candidate and epoch: counted once
+            t = self.task
+            scored = int(np.count_nonzero(t.rule.relevant_counts(t.queries.ids, t.gallery.ids, t.exclude) > 0))
+            self._protocol = t.protocol().scored(scored).describe()
+        return self._protocol
 
     @property
     def metric_name(self) -> str:
