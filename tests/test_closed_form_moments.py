@@ -131,8 +131,9 @@ def test_fewer_pairs_than_dimensions_factorise_the_rows_and_agree_where_the_pair
                                                                                        d_old: int) -> None:
     """With 50 pairs in 70-90 dimensions the fits factorise the centred rows (thin SVDs), not d x d
     moments. Ridge is the textbook solve exactly; Procrustes and its whitenings agree with the textbook
-    fits on every row the pairs span, and map a direction no pair reaches to zero (a full SVD
-    completes it arbitrarily)."""
+    fits on every row the pairs span. The plain rotation stays semi-orthogonal (the directions no pair
+    reaches are paired one to one, as a full SVD pairs them arbitrarily); the whitened fits map such a
+    direction to zero."""
     pair = class_structured_pair(50, 20, d_old, d_new, 5, seed=6)
     assert pair_moments(pair.new, pair.old, with_gram=True, with_gram_out=True).thin
     for rel, sol in ridge_path(pair.new, pair.old, [1e-3, 1e-1, 1.0]):
@@ -149,5 +150,27 @@ def test_fewer_pairs_than_dimensions_factorise_the_rows_and_agree_where_the_pair
     for shrink, sol in got[1:]:
         np.testing.assert_allclose(rows @ sol.weight, rows @ reference_whitened(pair.new, pair.old, shrink),
                                    atol=1e-9)
-    for _, sol in got:
+    w = got[0][1].weight
+    gram = w.T @ w if w.shape[0] >= w.shape[1] else w @ w.T
+    np.testing.assert_allclose(gram, np.eye(len(gram)), atol=1e-9)
+    for _, sol in got[1:]:
         assert np.abs(unseen @ sol.weight).max() < 1e-9
+
+
+def test_bt2_keeps_its_procrustes_start_with_fewer_pairs_than_dimensions() -> None:
+    """bt2 starts at the plain Procrustes map and trains through an orthogonal (Cayley) rotation, which
+    re-orthogonalises whatever it is given: a start that is not semi-orthogonal would be scrambled."""
+    import torch
+
+    from embridge.core.adapters.heads import BT2Adapter
+
+    pair = class_structured_pair(60, 20, 96, 96, 5, seed=7)
+    sol = procrustes(pair.new, pair.old)
+    head = BT2Adapter(96, 96 + 16, 96, 32)
+    head.init_from_procrustes(sol, pair.new)
+    head.prepare_training()
+    x = torch.as_tensor(np.asarray(pair.new, dtype=np.float32))
+    with torch.no_grad():
+        start = head.to_old(x).double().numpy()
+    fit = sol.scale * (np.asarray(pair.new, dtype=np.float64) - sol.mean_in) @ sol.weight + sol.mean_out
+    np.testing.assert_allclose(start, fit, atol=1e-4 * np.abs(fit).max())

@@ -27,9 +27,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 BLOCK_ROWS = 16_384
-# an eigenvalue of a covariance below this share of the largest is rounding, not a direction the data
-# reaches (float64 eigh of a d x d matrix is accurate to about d·eps of the largest)
-SPAN_TOLERANCE = 1e-10
+# a singular value of the centred rows below this share of the largest is rounding (the direction the
+# centring removes, or a repeated row), not a direction the pairs reach: a float64 SVD resolves singular
+# values to about eps of the largest, and real ones this small would be 1e-24 of the largest variance
+SPAN_TOLERANCE = 1e-12
 
 
 @dataclass
@@ -152,12 +153,11 @@ def procrustes_from_moments(m: PairMoments) -> ProcrustesSolution:
     i.e. the rotation is padded or truncated. With orthonormal rows ||S W||² = ||S||², an O(N d)
     sum; only a truncating map (in_dim > out_dim) needs the Gram matrix for it.
     """
-    if m.thin:  # Sᵀ T = Vs K Vtᵀ: the SVD of the small K, and directions no pair reaches map to zero
+    if m.thin:  # Sᵀ T = Vs K Vtᵀ: the SVD of the small K, completed to a semi-orthogonal map
         e_in, e_out = m.eigen("in"), m.eigen("out")
         u, sv, vt = np.linalg.svd(m.inner(), full_matrices=False)
-        turn = u @ vt
-        weight = e_in.basis @ turn @ e_out.basis.T
-        denom = float(np.sum((e_in.left @ turn) ** 2))  # ||S W||², S = Us Σs Vsᵀ
+        weight = _semi_orthogonal(e_in.basis @ u, e_out.basis @ vt.T)
+        denom = float(np.sum((e_in.left @ (e_in.basis.T @ weight)) ** 2))  # ||S W||², S = Us Σs Vsᵀ
         return ProcrustesSolution(weight, float(sv.sum() / denom) if denom > 0 else 1.0, m.mean_in, m.mean_out)
     u, sv, vt = np.linalg.svd(m.cross, full_matrices=False)
     weight = u @ vt
@@ -171,6 +171,20 @@ def procrustes_from_moments(m: PairMoments) -> ProcrustesSolution:
     return ProcrustesSolution(weight, scale, m.mean_in, m.mean_out)
 
 
+def _semi_orthogonal(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """W = A Bᵀ + C Dᵀ for A (d_in x r) and B (d_out x r) with orthonormal columns: C and D complete them
+    to orthonormal bases of min(d_in, d_out) columns, pairing the directions no pair reaches one to one
+    (any pairing is a solution; the full d x d SVD pairs them as arbitrarily), so W has orthonormal rows
+    or columns like every plain Procrustes map, which layers that start from it (bt2's rotation) need."""
+    rank, width = left.shape[1], min(left.shape[0], right.shape[0])
+    weight = left @ right.T
+    if width > rank:
+        complete_l = np.linalg.qr(left, mode="complete")[0][:, rank:width]
+        complete_r = np.linalg.qr(right, mode="complete")[0][:, rank:width]
+        weight += complete_l @ complete_r.T
+    return weight
+
+
 class _Eigen:
     """A covariance's eigenbasis over the directions its data spans (eigenvalues above a relative
     tolerance): ``values`` (of the covariance, Gram / N), ``basis`` (d x r), the mean of all d
@@ -181,19 +195,17 @@ class _Eigen:
 
     @classmethod
     def of_cov(cls, cov: np.ndarray) -> _Eigen:
-        evals, evecs = np.linalg.eigh(cov)
+        evals, evecs = np.linalg.eigh(cov)  # every direction: with enough pairs the basis is square anyway
         evals = np.clip(evals, 0.0, None)
-        spanned = evals > SPAN_TOLERANCE * (float(evals.max()) if evals.size else 0.0)
-        return cls(evals[spanned], evecs[:, spanned], float(evals.mean()) if evals.size else 1.0)
+        return cls(evals, evecs, float(evals.mean()) if evals.size else 1.0)
 
     @classmethod
     def of_rows(cls, rows: np.ndarray) -> _Eigen:
         """From the centred rows' thin SVD (rows = U Σ Vᵀ, covariance V Σ²/N Vᵀ)."""
         u, sv, vt = np.linalg.svd(rows, full_matrices=False)
-        power = sv**2
-        spanned = power > SPAN_TOLERANCE * (float(power.max()) if power.size else 0.0)
+        spanned = sv > SPAN_TOLERANCE * (float(sv.max()) if sv.size else 0.0)
         n, dim = rows.shape
-        return cls(power[spanned] / n, vt[spanned].T, float(power.sum()) / n / dim, u[:, spanned] * sv[spanned])
+        return cls(sv[spanned] ** 2 / n, vt[spanned].T, float((sv**2).sum()) / n / dim, u[:, spanned] * sv[spanned])
 
     def diag(self, shrinkage: float, power: float) -> np.ndarray:
         """(values + s·mean)^p: the spanned part of (C + s·mean(eig C)·I)^p in this basis."""
@@ -211,8 +223,8 @@ def candidates_from_moments(m: PairMoments, whiten: bool | str, shrink_grid: lis
     D = (Λ + s·mean(Λ))^(-1/2), the SVD of Ds K Dt = U' Σ V'ᵀ gives W = Vs Ds U' V'ᵀ Dt⁻¹ Vtᵀ. Each
     shrinkage costs one SVD of a (spanned x spanned) matrix and two products, instead of forming and
     multiplying d x d matrix powers; with fewer pairs than dimensions the SVD is as small as the data,
-    and directions the data never reaches map to zero (an SVD of the full d x d matrix completes them
-    arbitrarily).
+    and directions the data never reaches map to zero (a whitened map is not orthogonal, so nothing
+    asks for them to be completed).
     """
     if whiten is not True:
         yield 0.0, procrustes_from_moments(m)
