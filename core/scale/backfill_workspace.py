@@ -204,7 +204,7 @@ def check_targets(ws: Any, store: str | None, name: str, model: str, ids: np.nda
 
     check_name(name, "--name")
     if ids is not None:
-        _check_raw_inputs(ws, model, ids if embed_ids is None else embed_ids)
+        _check_raw_inputs(ws, model, ids if embed_ids is None else embed_ids, len(ids))
     if store:
         check_store_option(ws, store, model, ids)
 
@@ -258,15 +258,18 @@ def backfill(ws: Any, model: str, ids: np.ndarray, *, engine: str = "local", ord
                                 actors, num_gpus, ray_address, store, name, progress, should_stop)
 
 
-def _check_raw_inputs(ws: Any, model: str, ids: np.ndarray) -> None:
-    """Refuse before any run is recorded when some items came as vectors alone: there is nothing to
-    feed the model for them (the job failed on the first such item, leaving a failed run behind)."""
+def _check_raw_inputs(ws: Any, model: str, ids: np.ndarray, total: int) -> None:
+    """Refuse before any run is recorded when some items to embed (``ids``, of ``total`` to backfill) came
+    as vectors alone: there is nothing to feed the model for them (the job failed on the first such item,
+    leaving a failed run behind)."""
     bare = np.setdiff1d(np.asarray(ids, np.int64), ws.embeddable_gallery_ids(), assume_unique=False)
     if bare.size:
         (key,) = ws.keys_of(bare[:1])
-        raise InputError("--model", f"{bare.size} of the {len(ids)} items to backfill with '{model}' came as vectors "
-                         f"alone (item '{key}' among them): they hold no text, image or array to embed; import "
-                         f"their new vectors instead (embridge import --format vectors --path FILE.npz --model {model})")
+        held = f"; {total - len(ids)} others hold its vectors and would be copied" if total > len(ids) else ""
+        raise InputError("--model", f"{bare.size} of the {total} items to backfill with '{model}' came as vectors "
+                         f"alone (item '{key}' among them{held}): they hold no text, image or array to embed; "
+                         f"import their new vectors instead (embridge import --format vectors --path FILE.npz "
+                         f"--model {model})")
 
 
 def finished_set(ws: Any, model: str, ids: np.ndarray) -> dict[str, Any] | None:
