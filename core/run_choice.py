@@ -18,6 +18,12 @@ from typing import Any
 FORWARD_METHODS = frozenset({"fct"})
 
 
+def pair_arrow(old: Any, new: Any, kind: Any) -> str:
+    """'new→old' for a layer that brings new queries to the old gallery; 'old→new' for a forward layer
+    (fct), which brings the stored old gallery into the new space: the way every page names a run's pair."""
+    return f"{old}→{new}" if kind in FORWARD_METHODS else f"{new}→{old}"
+
+
 @dataclass(frozen=True)
 class Candidate:
     kind: str

@@ -181,8 +181,8 @@ def test_the_torch_free_forward_methods_are_the_registrys() -> None:
     import subprocess
     import sys
 
-    code = ("import sys\nfrom embridge.core.cli.train_cmds import _pair_arrow\n"
-            "print(_pair_arrow({'old': 'a', 'new': 'b'}, 'fct'), 'torch' in sys.modules)")
+    code = ("import sys\nfrom embridge.core.cli.train_cmds import pair_arrow\n"
+            "print(pair_arrow('a', 'b', 'fct'), 'torch' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.stdout.split() == ["a→b", "False"], done.stderr  # listing runs stays torch-free
 

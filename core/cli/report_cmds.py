@@ -14,6 +14,7 @@ from embridge.core.formatting import format_bytes, format_share, sample_floor_te
 from embridge.core.json_values import json_safe
 from embridge.core.progress import StderrProgress
 from embridge.core.report.limits import MAX_BOOTSTRAP, MIN_BOOTSTRAP
+from embridge.core.run_choice import pair_arrow
 from embridge.core.run_record import OLD_OLD, measured_on_lines
 from embridge.core.store import Workspace
 
@@ -245,8 +246,8 @@ def _report_text(report: Report) -> str:
     from embridge.core.report.number_source import flips_text, gain_text, served_lines
 
     h, s = report.headline, report.sizes
-    sides = ("old", "new") if report.adapter.get("direction") == "forward" else ("new", "old")  # the layer's way
-    pair = "→".join(str((report.models.get(side) or {}).get("name")) for side in sides)
+    pair = pair_arrow((report.models.get("old") or {}).get("name"), (report.models.get("new") or {}).get("name"),
+                      report.method)
     lines = [f"report #{report.report_id}: {report.method} layer of run {report.run_id} ({pair}), "
              f"{_queries_text(s)}; evaluation sample {s['gallery']} of the {s['gallery_full']} gallery items"
              + (f" (the train fold's {s.get('removed_train')} left out by --heldout-gallery)"
@@ -292,10 +293,8 @@ def cmd_plan(args: argparse.Namespace) -> Result:
 
 
 def _plan_text(plan: Plan) -> str:
-    from embridge.core.run_choice import FORWARD_METHODS
-
-    ends = (plan.old_model, plan.new_model) if plan.adapter_kind in FORWARD_METHODS else (plan.new_model, plan.old_model)
-    pair = f", {ends[0]}→{ends[1]}" if plan.old_model and plan.new_model else ""
+    pair = f", {pair_arrow(plan.old_model, plan.new_model, plan.adapter_kind)}" if plan.old_model and plan.new_model \
+        else ""
     lines = [f"plan for run {plan.run_id} ({plan.adapter_kind}{pair}), full gallery {plan.gallery_full} items:"]
     for o in plan.options:
         mark = "*" if o["name"] == plan.recommendation else " "

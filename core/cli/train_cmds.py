@@ -17,7 +17,7 @@ from embridge.core.evaluation.headline import criterion, criterion_text, decides
 from embridge.core.formatting import format_share, sample_floor_text
 from embridge.core.progress import StderrProgress
 from embridge.core.report.number_source import gain_text
-from embridge.core.run_choice import run_choice
+from embridge.core.run_choice import pair_arrow, run_choice
 from embridge.core.run_record import NEW_NEW, cell_protocols, fitted_text, measured_on_lines, protocol_groups
 from embridge.core.store import Workspace
 from embridge.core.store.records import RUN_KINDS
@@ -196,7 +196,8 @@ def cmd_runs(args: argparse.Namespace) -> Result:
             for r in runs]
     text = "\n".join(
         f"#{r['id']:<4} {r['kind']:<7} {str(r['chosen']):<11} {r['status']:<11} "
-        + (f"{_pair_arrow(r['models'], r['metrics'].get('kind') or r['method'])} " if r["models"] else "")
+        + (f"{pair_arrow(r['models']['old'], r['models']['new'], r['metrics'].get('kind') or r['method'])} "
+           if r["models"] else "")
         + pairs.chain_words(run) + _outcome_words(run)
         + " ".join(_shown_metric(k, v, r["metrics"]) for k, v in r["metrics"].items()
                    if isinstance(v, float) and not (k == "ceiling_top1" and r["metrics"].get("ceiling_cell") == "new/new"))
@@ -227,16 +228,6 @@ def _measured_on(metrics: dict[str, Any]) -> list[str]:
                 + f" on {sentence}" for cells, sentence in groups]
     protocol = metrics.get("protocol") or metrics.get("heldout_protocol")
     return [f"on {protocol}"] if protocol else []
-
-
-def _pair_arrow(models: dict[str, str], kind: Any) -> str:
-    """'new→old' for layers that bring new queries to the old gallery; 'old→new' for a forward layer
-    (fct), which brings the stored old gallery into the new space."""
-    from embridge.core.run_choice import FORWARD_METHODS  # torch-free, as `embridge runs` stays
-
-    if kind in FORWARD_METHODS:
-        return f"{models['old']}→{models['new']}"
-    return f"{models['new']}→{models['old']}"
 
 
 @dataclass(frozen=True)
