@@ -7,6 +7,7 @@ import pytest
 
 from embridge.core.adapters.closed_form import (
     ProcrustesSolution,
+    candidate_count,
     candidates_from_moments,
     pair_moments,
     procrustes,
@@ -124,6 +125,10 @@ def test_candidates_equal_plain_and_whitened_reference_fits(d_new: int, d_old: i
     np.testing.assert_allclose(whitened_procrustes(pair.new, pair.old, 0.1).weight, got[2][1].weight, atol=1e-12)
     assert [s for s, _ in procrustes_candidates(pair.new, pair.old, True, grid)] == grid
     assert [s for s, _ in procrustes_candidates(pair.new, pair.old, False, grid)] == [0.0]
+    m = pair_moments(pair.new, pair.old, with_gram=True, with_gram_out=True)
+    for whiten in (True, False, "auto"):  # the count progress is given before any candidate is solved
+        for shrinks in (grid, []):
+            assert candidate_count(whiten, shrinks) == len(list(candidates_from_moments(m, whiten, shrinks)))
 
 
 @pytest.mark.parametrize(("d_new", "d_old"), [(80, 90), (90, 70)])

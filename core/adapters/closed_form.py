@@ -22,7 +22,8 @@ shrinkage ``s`` whitens with (C + s·mean(eig C)·I)^(-1/2): large ``s`` tends t
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -66,31 +67,34 @@ class PairMoments:
     # than one d x d moment): every factorisation is then one of the data, O(N² d), not O(d³)
     rows_in: np.ndarray | None = None
     rows_out: np.ndarray | None = None
-    _eigen: dict[str, _Eigen] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def thin(self) -> bool:
         return self.rows_in is not None and self.rows_out is not None
 
-    def eigen(self, side: str) -> _Eigen:
-        """The input ("in") or target ("out") covariance's eigenbasis over the directions the data spans."""
-        if side not in self._eigen:
-            rows, gram = (self.rows_in, self.gram) if side == "in" else (self.rows_out, self.gram_out)
-            if rows is not None:
-                self._eigen[side] = _Eigen.of_rows(rows)
-            elif gram is not None:
-                self._eigen[side] = _Eigen.of_cov(gram / self.count)
-            else:
-                raise ValueError(f"the {side}put side's Gram matrix was not computed")
-        return self._eigen[side]
+    @cached_property
+    def eigen_in(self) -> _Eigen:
+        """The input covariance's eigenbasis (over the directions the pairs reach, when thin)."""
+        return self._eigen(self.rows_in, self.gram, "input")
 
+    @cached_property
+    def eigen_out(self) -> _Eigen:
+        """The target covariance's eigenbasis (over the directions the pairs reach, when thin)."""
+        return self._eigen(self.rows_out, self.gram_out, "target")
+
+    @cached_property
     def inner(self) -> np.ndarray:
-        """Vsᵀ (Sᵀ T) Vt: the cross moment in the two sides' spanned eigenbases."""
-        if "inner" not in self._eigen:
-            e_in, e_out = self.eigen("in"), self.eigen("out")
-            self._eigen["inner"] = (e_in.left.T @ e_out.left if self.thin
-                                    else e_in.basis.T @ self.cross @ e_out.basis)  # type: ignore[assignment]
-        return self._eigen["inner"]  # type: ignore[return-value]
+        """Vsᵀ (Sᵀ T) Vt: the cross moment in the two sides' eigenbases."""
+        e_in, e_out = self.eigen_in, self.eigen_out
+        return e_in.left.T @ e_out.left if e_in.left is not None and e_out.left is not None \
+            else e_in.basis.T @ self.cross @ e_out.basis
+
+    def _eigen(self, rows: np.ndarray | None, gram: np.ndarray | None, side: str) -> _Eigen:
+        if rows is not None:
+            return _Eigen.of_rows(rows)
+        if gram is None:
+            raise ValueError(f"the {side} side's Gram matrix was not computed")
+        return _Eigen.of_cov(gram / self.count)
 
 
 def pair_moments(source: np.ndarray, target: np.ndarray, with_gram: bool = False,
@@ -154,8 +158,8 @@ def procrustes_from_moments(m: PairMoments) -> ProcrustesSolution:
     sum; only a truncating map (in_dim > out_dim) needs the Gram matrix for it.
     """
     if m.thin:  # Sᵀ T = Vs K Vtᵀ: the SVD of the small K, completed to a semi-orthogonal map
-        e_in, e_out = m.eigen("in"), m.eigen("out")
-        u, sv, vt = np.linalg.svd(m.inner(), full_matrices=False)
+        e_in, e_out = m.eigen_in, m.eigen_out
+        u, sv, vt = np.linalg.svd(m.inner, full_matrices=False)
         weight = _semi_orthogonal(e_in.basis @ u, e_out.basis @ vt.T)
         denom = float(np.sum((e_in.left @ (e_in.basis.T @ weight)) ** 2))  # ||S W||², S = Us Σs Vsᵀ
         return ProcrustesSolution(weight, float(sv.sum() / denom) if denom > 0 else 1.0, m.mean_in, m.mean_out)
@@ -186,9 +190,9 @@ def _semi_orthogonal(left: np.ndarray, right: np.ndarray) -> np.ndarray:
 
 
 class _Eigen:
-    """A covariance's eigenbasis over the directions its data spans (eigenvalues above a relative
-    tolerance): ``values`` (of the covariance, Gram / N), ``basis`` (d x r), the mean of all d
-    eigenvalues (the shrinkage's unit), and for one taken from the rows, ``left`` = U Σ (N x r)."""
+    """A covariance's eigenbasis: ``values`` (of the covariance, Gram / N), ``basis`` (d x r), the mean of
+    all d eigenvalues (the shrinkage's unit), and for one taken from the rows, ``left`` = U Σ (N x r).
+    From a Gram matrix it holds every direction (r = d); from the rows, only those the rows reach."""
 
     def __init__(self, values: np.ndarray, basis: np.ndarray, mean: float, left: np.ndarray | None = None) -> None:
         self.values, self.basis, self.mean, self.left = values, basis, mean or 1.0, left
@@ -212,6 +216,12 @@ class _Eigen:
         return np.maximum(self.values + float(shrinkage) * self.mean, 1e-12) ** power
 
 
+def candidate_count(whiten: bool | str, shrink_grid: list[float]) -> int:
+    """How many solutions :func:`candidates_from_moments` yields: the plain rotation unless ``whiten`` is
+    True, one whitened fit per shrinkage unless it is False (known before any is solved, for progress)."""
+    return (whiten is not True) + (len(shrink_grid) if whiten is not False else 0)
+
+
 def candidates_from_moments(m: PairMoments, whiten: bool | str, shrink_grid: list[float]) -> Iterator[
     tuple[float, ProcrustesSolution]
 ]:
@@ -232,8 +242,8 @@ def candidates_from_moments(m: PairMoments, whiten: bool | str, shrink_grid: lis
         return
     if not m.thin and (m.gram is None or m.gram_out is None):
         raise ValueError("whitened Procrustes needs both Gram matrices (with_gram and with_gram_out)")
-    eig_s, eig_t = m.eigen("in"), m.eigen("out")
-    basis_s, basis_t, inner = eig_s.basis, eig_t.basis, m.inner()
+    eig_s, eig_t = m.eigen_in, m.eigen_out
+    basis_s, basis_t, inner = eig_s.basis, eig_t.basis, m.inner
     for shrink in shrink_grid:
         if shrink <= 0:
             raise ValueError(f"whitening shrinkage must be positive, got {shrink}")
@@ -271,7 +281,7 @@ def ridge_from_moments(m: PairMoments, relative_lambdas: list[float]) -> Iterato
     eigendecomposition of the Gram matrix serves the whole grid."""
     if m.gram is None and not m.thin:
         raise ValueError("ridge regression needs the Gram matrix; use pair_moments(..., with_gram=True)")
-    eig = m.eigen("in")  # Sᵀ T lies in the span of S's rows, where (G + λI)⁻¹ is V (Λ + λ)⁻¹ Vᵀ
+    eig = m.eigen_in  # Sᵀ T lies in the span of S's rows, where (G + λI)⁻¹ is V (Λ + λ)⁻¹ Vᵀ
     evals = eig.values * m.count  # of the Gram matrix
     rhs = eig.left.T @ m.rows_out if m.thin else eig.basis.T @ m.cross  # type: ignore[union-attr,operator]
     base = eig.mean * m.count

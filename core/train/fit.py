@@ -20,6 +20,7 @@ from embridge.core.adapters.adapt_arrays import adapt_queries
 from embridge.core.adapters.adapter import Adapter
 from embridge.core.adapters.closed_form import (
     LinearSolution,
+    candidate_count,
     candidates_from_moments,
     procrustes_from_moments,
     ridge_from_moments,
@@ -117,7 +118,7 @@ def _fit_procrustes(data: PairData, s: dict[str, Any], progress: ProgressFn) -> 
     (ties go to the plain rotation, listed first)."""
     result = FitResult("procrustes", None, best_epoch=0)
     shrinks = [float(v) for v in s["shrink_grid"]]
-    count = len(shrinks) * (s["whiten"] is not False) + (s["whiten"] is not True)
+    count = candidate_count(s["whiten"], shrinks)
     adapters, scores, tried = [], [], []
     # one solution at a time: each holds d x d float64 matrices, so the next is solved once this one is
     # validated and kept as its (float32) layer alone
@@ -130,8 +131,7 @@ def _fit_procrustes(data: PairData, s: dict[str, Any], progress: ProgressFn) -> 
         scores.append(val)
         tried.append(shrink)
         result.metrics.append({"epoch": 0.0, "whitening": shrink, "val_metric": val})
-        progress(i + 1, max(count, i + 1), {"epoch": 0, "step": i + 1, "val_metric": val,
-                                            "best_val_metric": max(scores)})
+        progress(i + 1, count, {"epoch": 0, "step": i + 1, "val_metric": val, "best_val_metric": max(scores)})
     names = [f"whitening {shrink:g}" if shrink else "the plain rotation" for shrink in tried]
     choice = choose(names, scores, data.validation().protocol, default=0, default_why="listed first",
                     metric=data.validation().metric_label)
