@@ -254,7 +254,6 @@ def _serving_words(kind: str, method: dict[str, Any]) -> str:
     return ""
 
 
-
 def served_section(backfilled: Backfilled, result: EvalResult, plan: ScoringPlan, n_boot: int,
                    seed: int) -> dict[str, Any]:
     """The served gallery after the latest backfill: the backfill it reflects and the cell's numbers."""
