@@ -53,16 +53,13 @@ class Backfilled:
 
 
 def latest_backfill(ws: Workspace, model: str) -> Backfilled | None:
-    """The newest completed backfill run of ``model`` whose vector set is still in the workspace."""
-    held = {int(s["id"]) for s in ws.vector_sets(model)}
-    for run in sorted(ws.runs("backfill"), key=lambda r: int(r["id"]), reverse=True):
-        metrics = run.get("metrics") or {}
-        vector_set = metrics.get("vector_set") if isinstance(metrics, dict) else None
-        if run.get("method") == model and run.get("status") == "completed" and vector_set in held:
-            config = run.get("config") if isinstance(run.get("config"), dict) else {}
-            return Backfilled(int(run["id"]), int(vector_set), ws.vector_set_ids(int(vector_set)),
-                              str(config.get("order") or "stored"))
-    return None
+    """The backfill the system serves now: :meth:`Workspace.latest_backfill_run`, with its items."""
+    run = ws.latest_backfill_run(model)
+    if run is None:
+        return None
+    vector_set = int(run["metrics"]["vector_set"])
+    config = run.get("config") if isinstance(run.get("config"), dict) else {}
+    return Backfilled(int(run["id"]), vector_set, ws.vector_set_ids(vector_set), str(config.get("order") or "stored"))
 
 
 class _MixedRows:

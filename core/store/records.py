@@ -75,6 +75,23 @@ class RecordsMixin:
         done = [r for r in self.runs(kind) if r["status"] == status]
         return done[-1] if done else None
 
+    def latest_backfill_run(self, model: str) -> dict[str, Any] | None:
+        """The newest completed backfill run of ``model`` whose vector set the workspace still holds.
+
+        The one definition of "the backfill a system serves now": a report measures the gallery it
+        left, and a newer one outgrows that report (see :meth:`data_counts`).
+        """
+        held = {int(s["id"]) for s in self.vector_sets(model)}  # type: ignore[attr-defined]
+        rows = self.db.query("select * from runs where kind = 'backfill' and status = 'completed' and method = ? "
+                             "order by id desc", [model])
+        for row in rows:
+            run = decode(row)
+            metrics = run.get("metrics")
+            vector_set = metrics.get("vector_set") if isinstance(metrics, dict) else None
+            if isinstance(vector_set, int) and vector_set in held:
+                return run
+        return None
+
     def _with_liveness(self, run: dict[str, Any]) -> dict[str, Any]:
         if run["status"] == "running" and run.get("host") == socket.gethostname() and not pid_alive(run.get("pid")):
             run["status"] = "interrupted"
@@ -195,9 +212,8 @@ class RecordsMixin:
             if "judgments" in self.db.table_names() else 0
         names = {str(i): str(n) for i, n in self.db.execute("select id, name from models")}
         held = {model_id: self._items_holding(name) for model_id, name in names.items()}
-        latest = dict(self.db.execute("select method, max(id) from runs where kind = 'backfill' and "
-                                      "status = 'completed' group by method").fetchall())
-        backfills = {model_id: int(latest.get(name) or 0) for model_id, name in names.items()}
+        latest = {model_id: self.latest_backfill_run(name) for model_id, name in names.items()}
+        backfills = {model_id: int(run["id"]) if run else 0 for model_id, run in latest.items()}
         return {"judgments": int(judgments), "with_vectors": held, "model_names": names, "backfills": backfills}
 
     def _items_holding(self, model: str) -> int:
