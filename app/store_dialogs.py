@@ -309,9 +309,8 @@ class StoreMigrateDialog(_JobDialog):
 
             return rollback_store(source, alias)
 
-        def done(out: dict[str, Any]) -> None:
-            self.show_result(f"Alias '{out['alias']}' {'now' if out['changed'] else 'already'} serves "
-                             f"'{out['collection']}' (before: {out['previous']}).")
+        def done(out: dict[str, Any]) -> None:  # the command line's own text
+            self.show_result(out["text"])
 
         # rollback's --to is the collection served again: here, From
         fields = {"--to": self.source, "--alias": self.alias}

@@ -107,7 +107,8 @@ def test_import_from_a_store_and_migrate_switch_cancel_resume_rollback(
 
     click(qtbot, migrate.rollback_button)
     wait_for_jobs(qtbot, window)
-    assert "Alias 'docs' now serves 'docs_v1'" in migrate.result.toPlainText()
+    assert "alias 'docs' now serves 'docs_v1'" in migrate.result.toPlainText()
+    assert f"{len(v1)} points are v1's: queries must be embedded by v1 again" in migrate.result.toPlainText()
     assert os.readlink(tmp_path / "pq" / "docs") == "docs_v1"
     migrate.close()
     dialog.close()

@@ -115,6 +115,9 @@ def test_round_trip_import_migrate_switch_check_rollback(kind: str, upgrade: dic
         assert code == 1 and "Chroma has no aliases" in err and err.count("\n") == 1
         return
     assert code == 0 and back["changed"] and back["previous"] == "docs_v2", err
+    # the migration took the source's unmarked points as the bundle's old model: queries need it again
+    assert back["serves"] == {result["spaces"]["old"]: len(ids)} and result["spaces"]["old"] == "v1"
+    assert "queries must be embedded by v1 again" in back["text"]
     code, checked, err = cli(capsys, "check", "--uri", case.alias_uri)
     assert code == 0 and checked["serves"] == "docs_v1" and checked["state"] == "unmarked"
 

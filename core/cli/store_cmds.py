@@ -69,9 +69,7 @@ def cmd_rollback(args: argparse.Namespace) -> Result:
     from embridge.core.connectors.migration import rollback_store
 
     out = rollback_store(args.target, args.alias)
-    verb = "now serves" if out["changed"] else "already serves"
-    text = f"alias '{out['alias']}' {verb} '{out['collection']}' (before: {out['previous']})"
-    return out, text + (f"\nnote: '{out['collection']}': {out['note']}" if out.get("note") else "")
+    return out, out["text"]
 
 
 def cmd_check(args: argparse.Namespace) -> Result:

@@ -11,10 +11,17 @@ later switch or rollback tells an alias Embridge made from someone else's
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from embridge.core.connectors import open_store
-from embridge.core.connectors.check import changed_since, migration_state, unfinished_migration
+from embridge.core.connectors.check import (
+    UNMARKED,
+    changed_since,
+    migration_state,
+    model_version,
+    unfinished_migration,
+)
 from embridge.core.connectors.connector import Connector, VectorStoreError
 from embridge.core.connectors.targets import check_alias, named_alias
 from embridge.core.errors import InputError
@@ -33,7 +40,16 @@ def switch_alias(store: Connector, alias: str, target: str) -> str | None:
 
 
 def rollback_store(uri: str, alias: str | None = None) -> dict[str, Any]:
-    """Point the alias back at the collection named in ``uri`` (the one it served before a switch)."""
+    """Point the alias back at the collection named in ``uri`` (the one it served before a switch).
+
+    The result's ``text`` says what it did and which model version's queries the points it serves need.
+    """
+    out = _rollback(uri, alias)
+    out["text"] = rollback_text(out)
+    return out
+
+
+def _rollback(uri: str, alias: str | None) -> dict[str, Any]:
     store = open_store(uri, "--to")
     try:
         alias = named_alias(alias, store.uri, "--to")
@@ -54,11 +70,55 @@ def rollback_store(uri: str, alias: str | None = None) -> dict[str, Any]:
                              "store it wrote); after a migration into another store no alias there can serve this "
                              "one's collection: point the application back at this store itself")
         if current == store.collection:
-            return {"alias": alias, "collection": store.collection, "previous": current, "changed": False}
+            return {"alias": alias, "collection": store.collection, "previous": current, "changed": False,
+                    "serves": served_versions(store, None)}
         previous = switch_alias(store, alias, store.collection)
         count = store.count()
         migration, _ = migration_state(store, store.collection)
         return {"alias": alias, "collection": store.collection, "previous": previous, "changed": True,
-                "count": count, "note": changed_since(migration, count)}
+                "count": count, "note": changed_since(migration, count), "serves": served_versions(store, previous)}
     finally:
         store.close()
+
+
+def served_versions(store: Connector, previous: str | None) -> dict[str, int]:
+    """How many of the restored collection's points are in each model version: the encoder queries need again.
+
+    A user's own collection carries no space marker; when the collection served before was migrated from
+    this one, its unmarked points are in that migration's old model version (as the migration took them).
+    """
+    source_model = None
+    if previous:
+        state, _ = migration_state(store, Path(previous).name)  # an alias that is a link: the folder's name
+        fingerprint = (state or {}).get("fingerprint") or {}
+        if fingerprint.get("source_collection") == store.collection and fingerprint.get("source") == store.location():
+            source_model = ((state or {}).get("spaces") or {}).get("old")
+    versions: dict[str, int] = {}
+    for space, n in store.space_counts().items():
+        version = model_version(space) if space else (source_model or UNMARKED)
+        versions[version] = versions.get(version, 0) + n
+    return versions
+
+
+def served_versions_text(versions: dict[str, int]) -> str:
+    """'its 1000 points are v1's: queries must be embedded by v1 again', or the mix when there are several."""
+    total = sum(versions.values())
+    if not versions:
+        return "it holds no points"
+    if len(versions) == 1:
+        (version, _), = versions.items()
+        if version == UNMARKED:
+            return f"its {total} points carry no space marker: queries must use the model they were embedded by"
+        return f"its {total} points are {version}'s: queries must be embedded by {version} again"
+    parts = ", ".join(f"{n} {v}" for v, n in sorted(versions.items(), key=lambda kv: -kv[1]))
+    return f"its {total} points are in several model versions ({parts}): a query reaches only its own"
+
+
+def rollback_text(out: dict[str, Any]) -> str:
+    """What a rollback did, as the command line prints it and the app shows it."""
+    verb = "now serves" if out["changed"] else "already serves"
+    lines = [f"alias '{out['alias']}' {verb} '{out['collection']}' (before: {out['previous']}); "
+             f"{served_versions_text(out['serves'])}"]
+    if out.get("note"):
+        lines.append(f"note: '{out['collection']}': {out['note']}")
+    return "\n".join(lines)

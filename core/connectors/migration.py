@@ -220,7 +220,7 @@ def _locked_run(transform: StoreTransform, source: Connector, target: Connector,
     saved = state is not None
     if state is None:  # recorded only once the first batch has passed its checks, just before the target is made
         state = {"fingerprint": fingerprint, "cursor": None, "written": 0, "pending": None, "status": "running",
-                 "backfill_ids": None}
+                 "backfill_ids": None, "spaces": names}  # spaces: what a rollback to the source serves again
         start_record(state, batch_size)
     resumed_from = int(state["written"])
     if state["status"] == "running" and not copied(state):
