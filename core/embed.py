@@ -365,7 +365,9 @@ def embed_split(workspace: Any, model_name: str, split: str | None = None, sampl
                 seed: int = 0, **options: Any) -> dict[str, Any]:
     """Embed the items of ``split`` (every item when None), or a seeded sample of them, as a recorded run.
 
-    With relevance judgments the sample takes the judged queries and documents first (see :func:`judged_first`).
+    With relevance judgments the sample takes the judged queries and documents first (see :func:`judged_first`),
+    then the items already holding the model's vectors: asked again after the gallery grew, a sample of the
+    same size is the one already embedded (not a fresh draw beside it), and a larger one adds to it.
 
     ``embridge embed`` and the app's Gallery page both call this, so the same choice embeds the same items.
     """
@@ -374,5 +376,6 @@ def embed_split(workspace: Any, model_name: str, split: str | None = None, sampl
         splits = [name for name in workspace.split_counts() if name != "unassigned"]
         raise InputError("--split", f"no items in split '{split}'; the workspace's splits: "
                          + (", ".join(splits) or "none (no item has a split)"))
-    ids = sample_ids(ids, sample, seed, judged_first(workspace) if sample else ())
+    first = [*judged_first(workspace), workspace.ids_with_vectors(model_name)] if sample else []
+    ids = sample_ids(ids, sample, seed, first)
     return embed_recorded(workspace, model_name, ids, config={"split": split, "sample": sample}, **options)

@@ -241,3 +241,17 @@ def test_bad_embed_options_are_refused_before_a_run_is_recorded(
     assert table_dump(ws.root) == rows  # no failed run row, no vector set
     checkpoint(ws)
     assert snapshot(ws.root) == files
+
+
+def test_a_sample_asked_again_is_the_one_embedded_and_a_larger_one_adds_to_it(demo_copy: Path) -> None:
+    from embridge.core.embed import embed_split
+
+    with Workspace.open(demo_copy) as ws:
+        held = ws.ids_with_vectors("new-cnn")
+        assert held.size == 800  # the demo's evaluation sample
+        again = embed_split(ws, "new-cnn", sample=800)
+        assert again["written"] == 0 and again["already_stored"] == 800  # not a fresh draw of 800 beside it
+        larger = embed_split(ws, "new-cnn", sample=900)
+        assert larger["written"] == 100 and larger["already_stored"] == 800
+        now = ws.ids_with_vectors("new-cnn")
+    assert now.size == 900 and np.isin(held, now).all()

@@ -90,7 +90,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True)
     p.add_argument("--split", type=NON_BLANK, help="only items of this split (default: all items)")
     p.add_argument("--sample", type=POSITIVE_COUNT, help="embed a sample of this many items: judged test queries and "
-                   "their documents first, then a seeded random draw")
+                   "their documents first, then items already embedded, then a seeded random draw")
     p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--device", type=NON_BLANK, default="auto")
     p.add_argument("--batch-size", type=BATCH_SIZE, default=256)
