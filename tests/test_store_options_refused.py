@@ -148,6 +148,9 @@ def test_an_unknown_vector_name_is_named_with_the_collections_vector_names(
     base = f"qdrant://{tmp_path / 'qd'}?collection="
     code, _, err = migrate(capsys, upgrade, f"{base}named&vector=c", f"{base}named_v2")
     refused(code, err, "?vector=c", "has no vector 'c'", "its named vectors are 'a', 'b'")
+    code, _, err = migrate(capsys, upgrade, f"{base}named", f"{base}named_v2")  # none picked: as import says it
+    refused(code, err, "named vectors 'a', 'b'; pick one with ?vector=NAME")
+    assert "unnamed vector" not in err
     assert _qdrant_collections(tmp_path / "qd") == before
     assert not list(tmp_path.rglob("migrate-*.json"))
 
@@ -157,7 +160,7 @@ def test_an_alias_named_twice_with_two_names_is_refused_naming_both(
     before = tree_snapshot(tmp_path)
     code, _, err = migrate(capsys, upgrade, source.source, f"{source.target}?alias=live", "--alias", "other",
                            "--switch")
-    refused(code, err, "--alias", "'other'", "?alias=live", status=2)
+    refused(code, err, "--alias", "'other'", "?alias=live", "they differ", status=2)
     assert tree_snapshot(tmp_path) == before  # no shadow, and neither alias made
     code, _, err = cli(capsys, "rollback", "--to", f"{source.source}?alias=live", "--alias", "other")
     refused(code, err, "--alias", "'other'", "?alias=live", status=2)

@@ -238,6 +238,7 @@ class QdrantConnector(Connector):
     def check_carried(self) -> None:
         """Refuse a source holding vectors a migration does not carry (other named vectors, sparse vectors):
         its shadow, in any store, once switched to, would serve points without them."""
+        self._params_of(self._need())  # named vectors with none picked: the same line an import gives
         config = self.client.get_collection(self._need()).config
         vectors = config.params.vectors
         others = [f"named vector '{n}'" for n in sorted(vectors) if n != self.vector_name] \

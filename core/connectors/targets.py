@@ -94,8 +94,8 @@ def named_alias(alias: str | None, uri: StoreURI, option: str) -> str | None:
         raise UsageError("--alias", "is empty; name the alias, or leave --alias out")
     in_uri = uri.param("alias")
     if alias and in_uri and alias != in_uri:
-        raise UsageError("--alias", f"'{alias}' conflicts with ?alias={in_uri} in {option}: they name the same "
-                         "alias; give one of them")
+        raise UsageError("--alias", f"'{alias}' conflicts with ?alias={in_uri} in {option}: both name the alias "
+                         "to move, and they differ; give one of them")
     return alias or in_uri
 
 
