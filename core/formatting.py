@@ -73,3 +73,13 @@ def early_stop_text(info: dict) -> str:
 def capitalised(text: str) -> str:
     """``text`` as the start of a sentence: its first letter in capitals (core messages start lower case)."""
     return text[:1].upper() + text[1:]
+
+
+def counted(count: int, noun: str, plural: str | None = None) -> str:
+    """'1 key', '3 keys' ('1 query', '2 queries' with ``plural``): messages count single things too."""
+    return f"{count} {noun if count == 1 else plural or noun + 's'}"
+
+
+def for_example(names: list[str], most: int = 5) -> str:
+    """': d1' for one name, ', e.g. d1, d2' for several: the tail of a message that counts them first."""
+    return f": {names[0]}" if len(names) == 1 else f", e.g. {', '.join(names[:most])}"

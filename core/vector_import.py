@@ -20,6 +20,7 @@ import numpy as np
 
 from embridge.core import stop_signals
 from embridge.core.errors import ImportDataError, VectorFileError
+from embridge.core.formatting import counted, for_example
 from embridge.core.paths import name_from
 from embridge.core.qrels import QrelLines, store_qrels
 from embridge.core.store import Workspace
@@ -154,14 +155,13 @@ def _side_exists(src: Path, side: FileSide, attach: bool) -> bool:
     if not known.any():
         return False
     existing = [keys[i] for i in np.flatnonzero(known).tolist()]
-    what = "query keys" if side.namespace == QUERY_NAMESPACE else "keys"
+    what = counted(len(existing), "query key" if side.namespace == QUERY_NAMESPACE else "key")
+    exist = f"{what} already {'exists' if len(existing) == 1 else 'exist'} in the workspace{for_example(sorted(existing))}"
     if len(existing) < len(keys):
         new = [keys[i] for i in np.flatnonzero(~known).tolist()]
-        raise ImportDataError(src, f"{len(existing)} {what} already exist in the workspace, e.g. "
-                              f"{', '.join(sorted(existing)[:5])}, and {len(new)} do not, e.g. "
-                              f"{', '.join(new[:5])}; a vectors import either adds new items or attaches "
+        raise ImportDataError(src, f"{exist}, and {len(new)} {'does' if len(new) == 1 else 'do'} not"
+                              f"{for_example(new)}; a vectors import either adds new items or attaches "
                               "vectors to existing ones")
     if not attach:
-        raise ImportDataError(src, f"{len(existing)} {what} already exist in the workspace, e.g. "
-                              f"{', '.join(sorted(existing)[:5])}; pass --model NAME to attach vectors to them")
+        raise ImportDataError(src, f"{exist}; pass --model NAME to attach vectors to them")
     return True

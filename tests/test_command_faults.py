@@ -228,7 +228,8 @@ def test_an_embed_whose_stored_checkpoint_was_deleted_says_so(demo_copy: Path,
     (copy,) = (demo_copy / "models").glob("new-cnn-*.pt")
     copy.unlink()
     capsys.readouterr()
-    assert main(["embed", "-w", str(demo_copy), "--model", "new-cnn", "--sample", "20"]) == 1
+    # beyond the 800 items the demo's sample holds, so there is something to embed with the checkpoint
+    assert main(["embed", "-w", str(demo_copy), "--model", "new-cnn", "--sample", "900"]) == 1
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("embridge:")]
     assert err == [f"embridge: error: {copy}: the model's checkpoint is missing (deleted or moved since the model "
                    "was added); add the model again"]

@@ -31,7 +31,7 @@ def test_query_and_document_keys_are_separate_namespaces(ws: Workspace) -> None:
     assert ws.existing_keys(["q2", "d2"], "query") == {"q2"}
     with pytest.raises(StoreError, match=r"1 unknown query keys, e\.g\. \['d2'\]"):
         ws.query_ids_for_keys(["d2"])
-    with pytest.raises(ImportDataError, match="1 keys already exist in the workspace, e.g. q2"):
+    with pytest.raises(ImportDataError, match="1 key already exists in the workspace: q2"):
         ws.add_items([{"key": "q2", "split": "query"}, {"key": "q3", "split": "query"}])
 
 

@@ -62,6 +62,19 @@ def test_text_new_vectors_are_refused_as_bundle_apply_refuses_them(
     assert tree_snapshot(tmp_path) == before
 
 
+def test_new_vectors_giving_a_point_twice_name_the_point(
+        upgrade: dict, source: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    v3 = upgrade["vectors"]["v3"]
+    ids = np.arange(len(v3))
+    ids[7] = ids[3]  # point 3 twice
+    twice = tmp_path / "twice.npz"
+    np.savez(twice, ids=ids, vectors=v3)
+    before = tree_snapshot(tmp_path)
+    code, _, err = migrate(capsys, upgrade, source.source, source.target, "--new-vectors", str(twice), "--backfill", "20")
+    refused(code, err, str(twice), "id '3' appears 2 times in the new-model vectors", "1 repeated id in all")
+    assert tree_snapshot(tmp_path) == before
+
+
 @pytest.mark.parametrize("rows", [0, 10])
 def test_new_vectors_fewer_than_the_backfill_asks_for_are_warned_about(
         upgrade: dict, source: Any, tmp_path: Path, rows: int, capsys: pytest.CaptureFixture[str]) -> None:

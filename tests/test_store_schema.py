@@ -129,7 +129,7 @@ def test_version_one_workspace_migrates_keeping_its_items(tmp_path: Path) -> Non
         # after the migration a query may take a document's key, and judgments can be stored
         (q,) = ws.add_items([{"key": "g1", "split": "query"}])
         assert ws.query_ids_for_keys(["g1"]).tolist() == [q] and ws.doc_ids_for_keys(["g1"]).tolist() == [1]
-        with pytest.raises(Exception, match="1 keys already exist in the workspace, e.g. g2"):
+        with pytest.raises(Exception, match="1 key already exists in the workspace: g2"):
             ws.add_items([{"key": "g2", "split": "gallery"}])
     with Workspace.open(root) as ws:  # a second open migrates nothing
         assert schema_module.current_version(ws.db) == 3

@@ -9,6 +9,7 @@ vector and the real new one, the same policy the partial-backfill report calls l
 from __future__ import annotations
 
 import zipfile
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,7 +67,10 @@ def read_new_vectors(path: str | Path, dim: int, option: str = "--new-vectors") 
                          "vectors): it has no direction; leave the point out of the file or re-embed it")
     index = {k: n for n, k in enumerate(keys)}
     if len(index) != len(keys):
-        raise InputError(file, "duplicate ids in the new-model vectors")
+        twice, times = next((k, n) for k, n in Counter(keys).items() if n > 1)
+        repeats = len(keys) - len(index)
+        raise InputError(file, f"id {twice!r} appears {times} times in the new-model vectors ({repeats} "
+                         f"repeated {'id' if repeats == 1 else 'ids'} in all); give each point one vector")
     return NewVectors(file, index, vectors)
 
 

@@ -150,10 +150,13 @@ class EvalSample:
                          "cross-model cells are the test.")
         own, same_key = self.left_out()
         if own:
-            lines.append(f"{own} queries are also gallery items; each is excluded from its own ranking.")
+            lines.append("1 query is also a gallery item; it is excluded from its own ranking." if own == 1 else
+                         f"{own} queries are also gallery items; each is excluded from its own ranking.")
         if same_key:
-            lines.append(f"{same_key} queries have a document with their own key in the gallery; it is left out of "
-                         "that query's ranking, as BEIR's evaluation ignores identical ids.")
+            which = "1 query has a document with its" if same_key == 1 else \
+                f"{same_key} queries have a document with their"
+            lines.append(f"{which} own key in the gallery; it is left out of that query's ranking, as BEIR's "
+                         "evaluation ignores identical ids.")
         lines.append("All vectors, including adapted ones, are L2-normalised: similarity is the cosine.")
         return lines
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from embridge.core.errors import ImportDataError, StoreError
+from embridge.core.formatting import counted, for_example
 from embridge.core.keys import bad_char
 from embridge.core.store.id_sets import intersect_ids, unique_ids
 from embridge.core.store.rows import ITEM_COLUMNS, item_values, now_iso, read_item, relative_item_path
@@ -162,8 +163,9 @@ class ItemsMixin:
             conn.execute("release add_items")
             existing = sorted(set().union(*(self.existing_keys(ks, ns) for ns, ks in by_space.items())))
             if existing:
-                raise ImportDataError(source, f"{len(existing)} keys already exist in the workspace, "
-                                      f"e.g. {', '.join(existing[:5])}") from None
+                verb = "exists" if len(existing) == 1 else "exist"
+                raise ImportDataError(source, f"{counted(len(existing), 'key')} already {verb} in the workspace"
+                                      f"{for_example(existing)}") from None
             raise
         finally:
             conn.execute(f"pragma cache_size = {int(cache)}")
