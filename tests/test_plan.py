@@ -273,7 +273,26 @@ def test_without_backfill_curves_the_plan_says_they_were_not_measured() -> None:
     failing = make_report(0.60, 0.90, 0.55)
     failing["backfill"] = {"policies": {}}
     (note,) = [n for n in plan_from_report(failing, RATE).notes if "FAILS" in n]
-    assert note.endswith("Offer instead: fusion during the transition, or a full backfill.")
+    assert note.endswith("Offer instead: fusion during the transition, a cascade, or a full backfill.")
+
+
+def test_a_failing_fusion_layer_is_offered_backfills_only_as_the_report_and_bundle_say() -> None:
+    from embridge.core.bundle.measured import verdict_line
+    from embridge.core.report.sections import bridge_alternatives
+
+    failing = make_report(0.60, 0.90, 0.55)
+    failing["adapter"]["kind"] = "fusion"  # fusion already serves both models: offering it again helps nobody
+    (note,) = [n for n in plan_from_report(failing, RATE).notes if "FAILS" in n]
+    assert note.endswith("Offer instead: a full backfill.")  # no partial backfill reaches the layer here
+    assert bridge_alternatives("fusion") == bridge_alternatives("cascade") == "a partial backfill or a full backfill"
+    manifest = {"adapter": {"kind": "fusion"}, "metrics": {"source": "report 3", "values": {
+        "compatible": False, "upgraded_top1": 0.55, "old_old_top1": 0.60, "new_new_top1": 0.90}}}
+    warning = verdict_line(manifest)
+    assert warning is not None and "Consider a partial backfill or a full backfill instead" in warning
+    assert "fusion during" not in warning and "cascade" not in warning
+    manifest["adapter"]["kind"] = "affine"
+    assert "Consider fusion during the transition, a cascade, a partial backfill, or a full backfill" in str(
+        verdict_line(manifest))
 
 
 def test_a_planner_backfill_without_a_partial_option_says_where_to_look_and_what_to_do() -> None:

@@ -15,6 +15,7 @@ from typing import Any
 
 from embridge.core.evaluation.headline import BACKFILL_AREA, weighed
 from embridge.core.formatting import format_share
+from embridge.core.report.sections import bridge_alternatives
 from embridge.core.run_record import RunRecord, other_cells_note
 from embridge.core.store import Workspace
 
@@ -215,7 +216,8 @@ def verdict_line(manifest: dict[str, Any]) -> str | None:
     chained bundle, when any of its steps fails on its own held-out numbers."""
     found = measurements(manifest)
     if found:
-        failing = _failure(found[0]["values"])
+        adapter = manifest.get("adapter") if isinstance(manifest.get("adapter"), dict) else {}
+        failing = _failure(found[0]["values"], str(adapter.get("kind") or ""))
         if failing is None:
             return None
         numbers, worse, advice = failing
@@ -236,7 +238,7 @@ def verdict_line(manifest: dict[str, Any]) -> str | None:
             f"{'that step' if len(failed) == 1 else 'those steps'}. `embridge chain` measures the chain end to end")
 
 
-def _failure(values: dict[str, Any]) -> tuple[str, str, str] | None:
+def _failure(values: dict[str, Any], kind: str = "") -> tuple[str, str, str] | None:
     """(': upgraded X is not above old/old Y', how serving through it fares, what to do) for numbers that
     fail the criterion, else None."""
     w = weighed(values)
@@ -247,7 +249,7 @@ def _failure(values: dict[str, Any]) -> tuple[str, str, str] | None:
                if isinstance(up, int | float) and isinstance(old, int | float) else "")
     worse = ("finds no more than today's system does" if numbers and up >= old
              else "makes search worse than today")
-    advice = "`embridge plan` weighs fusion, a cascade, a partial or a full backfill instead"
+    advice = f"Consider {bridge_alternatives(kind, short=True)} instead (`embridge plan` weighs the backfills)"
     if w.new_better is False:
         advice = (f"The new model itself is no better ({name} {ceiling:.3f} against old/old {w.new_floor:.3f}): stay on the "
                   "old model")

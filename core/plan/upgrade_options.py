@@ -39,6 +39,7 @@ from embridge.core.plan.plan_reason import LAYER_OPTIONS, plan_reason
 from embridge.core.plan.plan_record import Plan
 from embridge.core.plan.throughput import Throughput
 from embridge.core.report.report_record import Report, as_report
+from embridge.core.report.sections import bridge_alternatives
 
 ORDERING_IS_FREE = ("random",)
 
@@ -361,10 +362,9 @@ def plan_from_report(source: Report | Mapping[str, Any], throughput: Throughput,
                              f"and asks every option to reach {format_share(target_share, 0)} of own-item retrieval (top-1 "
                              f"{target:.3f}: each new query finds its own item first).")
     if plan["adapter_passes"] is False and new_better:
-        instead = "a partial backfill, or a full backfill" if partial is not None else "or a full backfill"
         plan["notes"].insert(0, f"The {kind} layer FAILS the compatibility criterion ({up_cell} {label} "
-                             f"{up_q[metric]:.3f} ≤ old/old {floor:.3f}). Offer instead: fusion during the transition, "
-                             f"{instead}.")
+                             f"{up_q[metric]:.3f} ≤ old/old {floor:.3f}). Offer instead: "
+                             f"{bridge_alternatives(kind, partial is not None, short=True)}.")
     elif plan["adapter_passes"] is False:  # nothing to bridge to: the new model itself is no better
         plan["notes"].insert(0, f"The {kind} layer FAILS the compatibility criterion too ({up_cell} {label} "
                              f"{up_q[metric]:.3f} ≤ old/old {floor:.3f}).")

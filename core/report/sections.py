@@ -222,9 +222,7 @@ def verdicts(head: dict[str, Any], upgraded: str, ceiling: str, kind: str, relev
             lines.append(f"Bridging alone leaves much of the gain unused; see {curves}the plan for what re-embedding "
                          "part or all of the gallery buys.")
     else:
-        instead = ("a partial backfill or a full backfill" if kind in ("fusion", "cascade") else
-                   "fusion during the transition (old and mapped new query together), a cascade (the old index "
-                   "recalls, the new model re-ranks), a partial backfill, or a full backfill")
+        instead = bridge_alternatives(kind)
         worse = ("makes search worse than today" if up < oo else
                  "finds no more than today's system does")
         advice = (f"Bridging alone is not enough here: consider {instead}." if better else
@@ -232,6 +230,20 @@ def verdicts(head: dict[str, Any], upgraded: str, ceiling: str, kind: str, relev
         lines.append(f"The {kind} layer FAILS the compatibility criterion: {upgraded} {name} {format_share(up)} is not "
                      f"above old/old {format_share(oo)}, so serving new queries through it {worse}. {advice}")
     return lines
+
+
+def bridge_alternatives(kind: str, partial: bool = True, short: bool = False) -> str:
+    """What to weigh instead of a layer that fails the criterion: the report's verdict, the plan's note and a
+    bundle's warning say the same. A fusion or cascade already serves both models, so only backfills remain;
+    ``partial``: whether a partial backfill is among them; ``short``: without the explanations."""
+    options = [] if kind in ("fusion", "cascade") else [
+        "fusion during the transition" + ("" if short else " (old and mapped new query together)"),
+        "a cascade" + ("" if short else " (the old index recalls, the new model re-ranks)")]
+    options += ["a partial backfill"] if partial else []
+    options.append("a full backfill")
+    if len(options) == 1:
+        return options[0]
+    return f"{options[0]} or {options[1]}" if len(options) == 2 else f"{', '.join(options[:-1])}, or {options[-1]}"
 
 
 def _serving_words(kind: str, method: dict[str, Any]) -> str:
