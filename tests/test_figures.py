@@ -155,3 +155,15 @@ def test_a_closed_forms_grid_is_a_panel_per_setting_not_a_series_beside_the_metr
     assert titled["Validation per α"].get_xscale() == "linear"
     assert not {ln.get_label() for ax in fig.axes for ln in ax.get_lines()} & {"whitening", "alpha", "ridge"}
     _renders(fig)
+
+
+def test_a_missing_font_family_does_not_flood_the_terminal() -> None:
+    """A font cache without matplotlib's own fonts logged twenty 'findfont' lines per report on stderr."""
+    script = ("import io, logging, sys\nlogging.basicConfig()\n"
+              "if sys.argv[1] == 'figures':\n    import embridge.core.report.figures\n"
+              "from matplotlib.figure import Figure\nfig = Figure()\n"
+              "fig.text(0.5, 0.5, 'x', family='NoSuchFamilyEmbridge')\nfig.savefig(io.BytesIO(), format='png')\n")
+    runs = {which: subprocess.run([sys.executable, "-c", script, which], capture_output=True, text=True, check=True)
+            for which in ("plain", "figures")}
+    assert "findfont" in runs["plain"].stderr  # matplotlib alone says it, once per lookup
+    assert "findfont" not in runs["figures"].stderr

@@ -7,6 +7,7 @@ it renders headless through Agg here and inside a ``FigureCanvasQTAgg`` in the a
 from __future__ import annotations
 
 import io
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -14,6 +15,10 @@ import numpy as np
 from matplotlib import rc_context
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, NullLocator
+
+# A font cache built without matplotlib's own fonts (shared by another installation) makes every report
+# log twenty "findfont: Font family ... not found" lines; the fallback font draws the same figures.
+logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
 
 _SIZE = (6.4, 3.6)
 # Fixed colours for the usual cells so the same cell looks the same in every figure.
