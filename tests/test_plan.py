@@ -278,7 +278,7 @@ def test_without_backfill_curves_the_plan_says_they_were_not_measured() -> None:
 
 def test_a_failing_fusion_layer_is_offered_backfills_only_as_the_report_and_bundle_say() -> None:
     from embridge.core.bundle.measured import verdict_line
-    from embridge.core.report.sections import bridge_alternatives
+    from embridge.core.upgrade_advice import bridge_alternatives
 
     failing = make_report(0.60, 0.90, 0.55)
     failing["adapter"]["kind"] = "fusion"  # fusion already serves both models: offering it again helps nobody

@@ -15,9 +15,9 @@ from typing import Any
 
 from embridge.core.evaluation.headline import BACKFILL_AREA, weighed
 from embridge.core.formatting import format_share
-from embridge.core.report.sections import bridge_alternatives
 from embridge.core.run_record import RunRecord, other_cells_note
 from embridge.core.store import Workspace
+from embridge.core.upgrade_advice import bridge_alternatives
 
 UNRECORDED = "protocol not recorded (made by an older Embridge)"
 # the numbers a deploy note leads with, in this order

@@ -39,7 +39,7 @@ from embridge.core.plan.plan_reason import LAYER_OPTIONS, plan_reason
 from embridge.core.plan.plan_record import Plan
 from embridge.core.plan.throughput import Throughput
 from embridge.core.report.report_record import Report, as_report
-from embridge.core.report.sections import bridge_alternatives
+from embridge.core.upgrade_advice import bridge_alternatives
 
 ORDERING_IS_FREE = ("random",)
 

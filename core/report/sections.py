@@ -23,6 +23,7 @@ from embridge.core.formatting import format_share, sample_words
 from embridge.core.report.cells import NEW_NEW, OLD_OLD, CellResult, ScoringPlan
 from embridge.core.report.flips import cell_flips, flip_cis
 from embridge.core.report.sample import EvalSample
+from embridge.core.upgrade_advice import bridge_alternatives
 
 MAX_LISTED_FLIPS = 500
 
@@ -230,20 +231,6 @@ def verdicts(head: dict[str, Any], upgraded: str, ceiling: str, kind: str, relev
         lines.append(f"The {kind} layer FAILS the compatibility criterion: {upgraded} {name} {format_share(up)} is not "
                      f"above old/old {format_share(oo)}, so serving new queries through it {worse}. {advice}")
     return lines
-
-
-def bridge_alternatives(kind: str, partial: bool = True, short: bool = False) -> str:
-    """What to weigh instead of a layer that fails the criterion: the report's verdict, the plan's note and a
-    bundle's warning say the same. A fusion or cascade already serves both models, so only backfills remain;
-    ``partial``: whether a partial backfill is among them; ``short``: without the explanations."""
-    options = [] if kind in ("fusion", "cascade") else [
-        "fusion during the transition" + ("" if short else " (old and mapped new query together)"),
-        "a cascade" + ("" if short else " (the old index recalls, the new model re-ranks)")]
-    options += ["a partial backfill"] if partial else []
-    options.append("a full backfill")
-    if len(options) == 1:
-        return options[0]
-    return f"{options[0]} or {options[1]}" if len(options) == 2 else f"{', '.join(options[:-1])}, or {options[-1]}"
 
 
 def _serving_words(kind: str, method: dict[str, Any]) -> str:
