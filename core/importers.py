@@ -24,7 +24,7 @@ from embridge.core.keys import (
     normalise_label,
     odd_text_char,
 )
-from embridge.core.paths import check_regular
+from embridge.core.paths import check_input_outside, check_regular
 from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
 from embridge.core.store import Workspace
 from embridge.core.store.items import check_split
@@ -343,6 +343,7 @@ def import_items(ws: Workspace, path: str | Path, fmt: str | None = None, split:
     if not src.exists():
         raise ImportDataError(src, "no such file or folder")
     check_regular(src, "import input (--path)")  # a FIFO or device: refused before it is opened
+    check_input_outside(src, ws.root)
     fmt = fmt or detect_format(src)
     if fmt == "beir":
         if judgments is not None:

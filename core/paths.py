@@ -120,6 +120,20 @@ def check_output(out: str | Path, *, label: str = "--out", workspace: str | Path
     return Path(out)
 
 
+def check_input_outside(given: str | Path, workspace: str | Path, label: str = "--path") -> None:
+    """Refuse an input that is the workspace, lies inside it, or is a folder holding it: an import would
+    read the workspace's own files (vector files, model copies) as items of the gallery."""
+    source, ws = absolute(given), absolute(workspace)
+    where = f"{label} {given}"
+    if source == ws:
+        raise InputError(where, f"is the workspace {workspace}; import items from files outside it")
+    if ws in source.parents:
+        raise InputError(where, f"is inside the workspace {workspace}; import items from files outside it")
+    if source.is_dir() and source in ws.parents:
+        raise InputError(where, f"is a folder holding the workspace {workspace}, whose own files it would import "
+                         "as items; import a folder that does not hold the workspace")
+
+
 def check_name(name: object, what: str = "model name") -> str:
     """A name that becomes a file name: letters, digits, ``.``, ``_``, ``-``; at most 64; no path parts."""
     text = name if isinstance(name, str) else ""

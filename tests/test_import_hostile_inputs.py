@@ -330,3 +330,22 @@ def test_a_file_with_query_ids_imported_as_queries_is_refused(ws: Path, tmp_path
     _assert_refused(code, out, err, f"embridge: error: {tmp_path / 'both.npz'}: --split query", "'query_ids'")
     assert _state(ws) == before
 
+
+
+def test_the_workspace_itself_or_a_folder_holding_it_is_no_import_input(tmp_path: Path,
+                                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """`import --path W` imported the workspace's own vector files as 'image' items (1,201 on the demo)."""
+    holder = tmp_path / "data"
+    holder.mkdir()
+    (holder / "docs.csv").write_text("key,text\nd1,first\n", encoding="utf-8")
+    ws = holder / "ws"
+    assert main(["init", "--workspace", str(ws)]) == 0
+    assert main(["import", "--workspace", str(ws), "--path", str(holder / "docs.csv")]) == 0  # a file beside it: fine
+    capsys.readouterr()
+    before = _state(ws)
+    for given, said in ((ws, "is the workspace"), (ws / "vectors", "is inside the workspace"),
+                        (holder, "is a folder holding the workspace")):
+        code = main(["import", "--workspace", str(ws), "--path", str(given)])
+        out, err = capsys.readouterr()
+        _assert_refused(code, out, err, f"--path {given}", said)
+        assert _state(ws) == before
