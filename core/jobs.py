@@ -90,18 +90,42 @@ def _finish_quietly(ws: Any, run_id: int, status: str, error: str, record: dict[
         pass
 
 
+class RunRecord(dict):
+    """The record a job fills (``metrics`` and fields to store). :meth:`complete` marks its run completed
+    at once, so a job can do it inside the transaction that stores its result: the result and the run's
+    status then commit together, or neither does (a full disk at the commit left a stored report under a
+    run that read 'interrupted')."""
+
+    def __init__(self, complete: Callable[[], None], **fields: Any) -> None:
+        super().__init__(**fields)
+        self._complete = complete
+        self.completed = False
+
+    def complete(self) -> None:
+        self._complete()
+        self.completed = True
+
+
 @contextmanager
-def recorded_run(ws: Any, kind: str, method: str | None = None, config: dict | None = None) -> Iterator[dict]:
-    """Record a job as a workspace run; fill the yielded dict with ``metrics``/fields to store."""
+def recorded_run(ws: Any, kind: str, method: str | None = None, config: dict | None = None) -> Iterator[RunRecord]:
+    """Record a job as a workspace run; fill the yielded record with ``metrics``/fields to store."""
     with stop_signals.job_scope():
         yield from _recorded(ws, kind, method, config)
 
 
-def _recorded(ws: Any, kind: str, method: str | None, config: dict | None) -> Iterator[dict]:
+def _recorded(ws: Any, kind: str, method: str | None, config: dict | None) -> Iterator[RunRecord]:
     state = data_state(ws) if kind in MEASURED_KINDS else None  # the data its numbers are measured on
     run_id = ws.start_run(kind, method, config)
     began = time.perf_counter()  # the run's duration to the millisecond, not the seconds of its timestamps
-    record: dict[str, Any] = {"run_id": run_id}
+
+    def complete() -> None:
+        fields = {k: v for k, v in record.items() if k in ("device", "epochs")}
+        if state is not None and isinstance(record.get("metrics"), dict):
+            record["metrics"][DATA_STATE] = state.to_json()
+        ws.finish_run(run_id, record.get("status", "completed"), metrics=record.get("metrics"),
+                      error=record.get("error"), duration_s=round(time.perf_counter() - began, 3), **fields)
+
+    record = RunRecord(complete, run_id=run_id)
     try:
         yield record
     except Cancelled as exc:
@@ -121,8 +145,5 @@ def _recorded(ws: Any, kind: str, method: str | None, config: dict | None) -> It
     except BaseException as exc:
         _finish_quietly(ws, run_id, "failed", f"{exc}" or type(exc).__name__, record)
         raise
-    fields = {k: v for k, v in record.items() if k in ("device", "epochs")}
-    if state is not None and isinstance(record.get("metrics"), dict):
-        record["metrics"][DATA_STATE] = state.to_json()
-    ws.finish_run(run_id, record.get("status", "completed"), metrics=record.get("metrics"),
-                  error=record.get("error"), duration_s=round(time.perf_counter() - began, 3), **fields)
+    if not record.completed:
+        record.complete()

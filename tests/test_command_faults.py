@@ -159,6 +159,34 @@ def test_no_space_while_writing_a_trained_layer(corpus_base: dict[str, Path], tm
     _check(env, fault, before_files, before_rows, code, err)
 
 
+def test_a_report_whose_run_cannot_be_marked_completed_is_not_stored(demo_copy: Path,
+                                                                     capsys: pytest.CaptureFixture[str],
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk at the run's completion left report #2 registered under a run read as interrupted, while
+    the command said nothing was changed: the report and its run's status now commit together."""
+    from embridge.core.errors import StoreError
+    from embridge.core.store import Workspace
+
+    assert main(["train", "-w", str(demo_copy), "--method", "procrustes"]) == 0
+    real = Workspace.finish_run
+
+    def full(self: Workspace, run_id: int, status: str, **fields: Any) -> None:
+        if status == "completed" and self.run(run_id)["kind"] == "report":
+            raise StoreError(f"{self.root / 'embridge.db'}: no space left on the disk holding the workspace")
+        real(self, run_id, status, **fields)
+
+    before_reports = table_dump(demo_copy)["reports"]
+    monkeypatch.setattr(Workspace, "finish_run", full)
+    capsys.readouterr()
+    assert main(["report", "-w", str(demo_copy)]) == 1
+    assert "no space left" in capsys.readouterr().err
+    monkeypatch.undo()
+    assert table_dump(demo_copy)["reports"] == before_reports  # no report without its completed run
+    assert not (demo_copy / "reports" / str(len(before_reports) + 1)).exists()  # nor its files
+    with Workspace.open(demo_copy) as ws:
+        assert ws.runs("report")[-1]["status"] == "failed"
+
+
 def test_a_model_that_fails_halfway_through_an_embedding(corpus_base: dict[str, Path], tmp_path: Path,
                                                         capsys: pytest.CaptureFixture[str]) -> None:
     """The model passes its probe when added (2 rows) and raises on the first real batch."""

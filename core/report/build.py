@@ -148,8 +148,12 @@ def build_report(ws: Workspace, run_id: int | None = None, options: ReportOption
             from embridge.core.report.report_export import save_report
 
             check_stop(should_stop)
-            save_report(ws, report, on_progress=on_progress, should_stop=should_stop)
-            record["metrics"]["report_id"] = report.report_id
+
+            def complete() -> None:  # the run completes in the transaction that registers the report
+                record["metrics"]["report_id"] = report.report_id
+                record.complete()
+
+            save_report(ws, report, on_progress=on_progress, should_stop=should_stop, complete=complete)
     return report
 
 

@@ -152,6 +152,9 @@ def chain_report(ws: Workspace, models: Sequence[str], runs: Sequence[int], *, m
         if write:
             from embridge.core.report.report_export import save_report
 
-            save_report(ws, report, should_stop=should_stop)
-            record["metrics"]["report_id"] = report.report_id
+            def complete() -> None:  # the run completes in the transaction that registers the report
+                record["metrics"]["report_id"] = report.report_id
+                record.complete()
+
+            save_report(ws, report, should_stop=should_stop, complete=complete)
     return report

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -109,33 +109,38 @@ def figure_svgs(report: Report) -> dict[str, str]:
 
 
 def save_report(ws: Workspace, report: Report, on_progress: ProgressFn | None = None,
-                should_stop: StopFn | None = None) -> dict[str, Any]:
+                should_stop: StopFn | None = None, complete: Callable[[], None] | None = None) -> dict[str, Any]:
     """Write report.json and report.html into ``reports/<id>/`` and register them; returns the row.
 
     The id is taken inside the registering transaction, so the folder name and the row agree even with
     several writers; the figures are rendered before it, so the database is held only for the writes.
+    ``complete`` (the report run's :meth:`~embridge.core.jobs.RunRecord.complete`) runs inside that
+    transaction, so the report and its run's status are stored together or not at all.
     """
     progress = on_progress or no_progress
     progress(0, 2, {"stage": "figures"})
     svgs = figure_svgs(report)
     check_stop(should_stop)
     progress(1, 2, {"stage": "writing"})
-    with ws.transaction(result=True):  # a stop landing at its commit waits until the run reads completed
-        report_id = ws.next_report_id()
-        folder = ws.root / "reports" / str(report_id)
-        ours = not folder.exists()  # a folder left by someone else is never removed
-        json_path, html_path = folder / "report.json", folder / "report.html"
-        report.report_id = report_id
-        report.files = {"json": str(json_path), "html": str(html_path)}
-        try:
+    folder, ours = None, False
+    try:
+        with ws.transaction(result=True):  # a stop landing at its commit waits until the run reads completed
+            report_id = ws.next_report_id()
+            folder = ws.root / "reports" / str(report_id)
+            ours = not folder.exists()  # a folder left by someone else is never removed
+            json_path, html_path = folder / "report.json", folder / "report.html"
+            report.report_id = report_id
+            report.files = {"json": str(json_path), "html": str(html_path)}
             atomic_write_text(json_path, report_json(report))
             atomic_write_text(html_path, render_html(report, svgs))
             row = ws.add_report(report.run_id, report.adapter_id, json_path, html_path, report.summary())
             if int(row["id"]) != report_id:
                 raise StoreError(f"{folder}: report registered as {row['id']}, expected {report_id}")
-        except BaseException:
-            if ours:
-                shutil.rmtree(folder, ignore_errors=True)
-            raise
+            if complete is not None:
+                complete()
+    except BaseException:  # the commit too: files of a report that was not registered are not left behind
+        if folder is not None and ours:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
     progress(2, 2, {"stage": "written"})
     return row
