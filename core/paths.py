@@ -21,6 +21,8 @@ from pathlib import Path
 from embridge.core.errors import InputError
 
 DB_NAME = "embridge.db"
+STORE_FOLDERS = ("vectors", "models", "adapters", "reports", "bundles")  # what every workspace holds
+STAGE_FOLDER = "scale-jobs"  # staged items and chunk outputs of backfills
 TMP_PREFIX = ".tmp-"
 TEMP_TAG_HEX = 12  # a temp name is TMP_PREFIX, this many random hex digits, '-' and the final name
 TEMP_MAX_AGE_S = 3600  # older temp files belong to a writer that died, not one still running
@@ -121,17 +123,21 @@ def check_output(out: str | Path, *, label: str = "--out", workspace: str | Path
 
 
 def check_input_outside(given: str | Path, workspace: str | Path, label: str = "--path") -> None:
-    """Refuse an input that is the workspace, lies inside it, or is a folder holding it: an import would
-    read the workspace's own files (vector files, model copies) as items of the gallery."""
+    """Refuse an input that is the workspace, a folder holding it, or lies in what the store keeps (its
+    database, vector files, model copies, layers, reports): an import would read the workspace's own files
+    as items of the gallery. Other folders inside it (the demo's images) are inputs like any other."""
     source, ws = absolute(given), absolute(workspace)
     where = f"{label} {given}"
     if source == ws:
         raise InputError(where, f"is the workspace {workspace}; import items from files outside it")
-    if ws in source.parents:
-        raise InputError(where, f"is inside the workspace {workspace}; import items from files outside it")
     if source.is_dir() and source in ws.parents:
         raise InputError(where, f"is a folder holding the workspace {workspace}, whose own files it would import "
                          "as items; import a folder that does not hold the workspace")
+    if ws in source.parents:
+        top = source.relative_to(ws).parts[0]
+        if top in STORE_FOLDERS or top == STAGE_FOLDER or top.startswith(DB_NAME):
+            raise InputError(where, f"is the workspace's own {top}; import items from files the workspace does "
+                             "not keep")
 
 
 def check_name(name: object, what: str = "model name") -> str:

@@ -343,9 +343,13 @@ def test_the_workspace_itself_or_a_folder_holding_it_is_no_import_input(tmp_path
     assert main(["import", "--workspace", str(ws), "--path", str(holder / "docs.csv")]) == 0  # a file beside it: fine
     capsys.readouterr()
     before = _state(ws)
-    for given, said in ((ws, "is the workspace"), (ws / "vectors", "is inside the workspace"),
+    for given, said in ((ws, "is the workspace"), (ws / "vectors", "is the workspace's own vectors"),
                         (holder, "is a folder holding the workspace")):
         code = main(["import", "--workspace", str(ws), "--path", str(given)])
         out, err = capsys.readouterr()
         _assert_refused(code, out, err, f"--path {given}", said)
         assert _state(ws) == before
+    # a folder of the user's own inside the workspace (the demo keeps its images so) is an input like any other
+    (ws / "mine").mkdir()
+    (ws / "mine" / "more.csv").write_text("key,text\nd2,second\n", encoding="utf-8")
+    assert main(["import", "--workspace", str(ws), "--path", str(ws / "mine" / "more.csv")]) == 0

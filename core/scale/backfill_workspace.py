@@ -20,13 +20,14 @@ from typing import Any
 import numpy as np
 
 from embridge.core.errors import InputError, StoreError, VectorFileError, WorkspaceBusyError
+from embridge.core.paths import STAGE_FOLDER
 from embridge.core.plan.plan_record import Plan
 from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
 from embridge.core.scale.backfill_store import check_store_option, point_ids, write_store
 from embridge.core.store.file_lock import exclusive_lock
 from embridge.core.vector_spread import spread_problem
 
-STAGE_DIR = "scale-jobs"  # under the workspace: staged items and chunk outputs of backfills
+STAGE_DIR = STAGE_FOLDER  # under the workspace: staged items and chunk outputs of backfills
 ORDERS = ("stored", "planner")
 STAGE_PART_ROWS = 8192
 

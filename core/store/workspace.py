@@ -1,16 +1,16 @@
 """The workspace: one folder holding everything of one upgrade project.
 
-``embridge.db`` (SQLite through sqlite-utils, WAL mode, busy timeout) keeps metadata; ``vectors/``
-keeps ``.npy`` matrices; ``models/`` and ``adapters/`` keep copies of checkpoints so a workspace
-is self-contained (a vectors-only model's file is referenced instead: its vectors are stored once,
-as the model's vector sets, when embedded or imported). Every registration is one ``BEGIN IMMEDIATE`` transaction, so a second
-process waits for the first writer (up to the busy timeout) and then gets a clear error; threads
-sharing one open workspace take turns, so their transactions never interleave.
+``embridge.db`` (SQLite through sqlite-utils, WAL mode, busy timeout) keeps metadata; ``vectors/`` keeps
+``.npy`` matrices; ``models/`` and ``adapters/`` keep copies of checkpoints so a workspace is self-contained
+(a vectors-only model's file is referenced instead: its vectors are stored once, as the model's vector
+sets, when embedded or imported). Every registration is one ``BEGIN IMMEDIATE`` transaction, so a second
+process waits for the first writer (up to the busy timeout) and then gets a clear error; threads sharing
+one open workspace take turns, so their transactions never interleave.
 
 This module opens the database, runs transactions and keeps vector sets; the other methods come
-from mixins: items and folds (:mod:`embridge.core.store.items`), models (:mod:`embridge.core.store.model_rows`),
-runs and artifacts (:mod:`embridge.core.store.records`) and judgments (:mod:`embridge.core.store.judgments`). Every
-SQL statement Embridge runs on a workspace lives in this package.
+from mixins: items and folds (:mod:`embridge.core.store.items`), models
+(:mod:`embridge.core.store.model_rows`), runs and artifacts (:mod:`embridge.core.store.records`) and
+judgments (:mod:`embridge.core.store.judgments`). Every SQL statement on a workspace lives in this package.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ from embridge.core.store.vector_matrix import (
     open_matrix,
     sweep_orphans,
 )
-from embridge.core.store.workspace_folder import check_database_file, holds_files
+from embridge.core.store.workspace_folder import check_database_file, holds_files, make_store_folders
 
 if TYPE_CHECKING:  # imported when a workspace is opened: the store's file helpers serve without SQLite's
     import sqlite_utils
@@ -139,8 +139,7 @@ class Workspace(ItemsMixin, ModelsMixin, RecordsMixin, JudgmentsMixin):
             if isinstance(exc, sqlite3.DatabaseError):
                 raise _translate(exc, db_path) from exc
             raise
-        for sub in ("vectors", "models", "adapters", "reports", "bundles"):
-            (root / sub).mkdir(exist_ok=True)
+        make_store_folders(root)
         ws = cls(root, db)
         ws._sweep_temp_files()
         return ws

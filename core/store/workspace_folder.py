@@ -7,14 +7,20 @@ import stat
 from pathlib import Path
 
 from embridge.core.errors import StoreError
-from embridge.core.paths import DB_NAME
+from embridge.core.paths import DB_NAME, STORE_FOLDERS
 
 UNFINISHED_DEMO = ".embridge-demo-unfinished"  # written first and removed last by `embridge demo`
 
 
+def make_store_folders(root: Path) -> None:
+    """The folders every workspace holds (opening one made before a folder was added makes it too)."""
+    for sub in STORE_FOLDERS:
+        (root / sub).mkdir(exist_ok=True)
+
+
 def holds_files(root: Path) -> bool:
     """True when any workspace folder holds a file (links are not entered)."""
-    for sub in ("vectors", "models", "adapters", "reports", "bundles"):
+    for sub in STORE_FOLDERS:
         folder = root / sub
         if folder.is_symlink() or (folder.exists() and any(os.scandir(folder))):
             return True
