@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from embridge.core.connectors.connector import Batch, PointId, VectorStoreError
+from embridge.core.connectors.connector import SPACE_FIELD, Batch, PointId, VectorStoreError
 
 
 @contextmanager
@@ -43,7 +43,12 @@ def vector_array(vectors: np.ndarray) -> Any:
 
 
 def batch_to_table(batch: Batch, id_col: str, vec_col: str, schema: Any = None) -> Any:
-    """An Arrow table of the batch: id, vector, then one column per payload field."""
+    """An Arrow table of the batch: id, vector, then one column per payload field.
+
+    A column ``schema`` names is built in its type (a payload read back as Python values would be inferred
+    as int64, double, timestamp[us] or a narrower decimal); other columns are inferred. The table is not
+    fitted to ``schema`` here: :func:`widen_schema` and :func:`fit_table` do that, so a new field or a
+    column null so far is seen rather than dropped or fixed as null."""
     import pyarrow as pa
 
     names: list[str] = []
@@ -52,19 +57,111 @@ def batch_to_table(batch: Batch, id_col: str, vec_col: str, schema: Any = None) 
             if key not in names and key not in (id_col, vec_col):
                 names.append(key)
         _check_no_shadowed_field(pid, payload, id_col, vec_col)
-    columns = {id_col: pa.array(batch.ids), vec_col: vector_array(batch.vectors)}
+    known = {f.name: f.type for f in schema} if schema is not None else {}
+    columns = {id_col: _column(batch.ids, known.get(id_col), id_col), vec_col: vector_array(batch.vectors)}
     for name in names:
-        columns[name] = pa.array([p.get(name) for p in batch.payloads])
-    table = pa.table(columns)
-    if schema is not None:
-        missing = [f.name for f in schema if f.name not in table.column_names]
-        for name in missing:
-            table = table.append_column(name, pa.nulls(len(table), schema.field(name).type))
+        columns[name] = _column([p.get(name) for p in batch.payloads], known.get(name), name)
+    return pa.table(columns)
+
+
+def _column(values: list[Any], arrow_type: Any, name: str) -> Any:
+    """The values in the column's type when known: inferred, then cast safely (an int64 fits an int8 or
+    uint32 column, a timestamp[us] one of ms, only when no value changes), else converted straight to it
+    (a map, which inference cannot make) when no value changes. Values that fit no type are refused naming
+    the field."""
+    import pyarrow as pa
+
+    inferred, problem = None, None
+    try:
+        inferred = pa.array(values)
+    except (pa.ArrowException, TypeError, ValueError, OverflowError) as exc:
+        problem = exc
+    if arrow_type is None or pa.types.is_null(arrow_type) or (inferred is not None and inferred.type == arrow_type):
+        if inferred is None:
+            raise VectorStoreError(f"payload field '{name}' holds values of types that no one Arrow column "
+                                   f"holds ({problem})")
+        return inferred  # a null-typed column takes what comes (widen_schema)
+    if inferred is not None:
         try:
-            table = table.select(schema.names).cast(schema)
-        except (pa.ArrowInvalid, pa.ArrowTypeError, KeyError, ValueError) as exc:
-            raise VectorStoreError(f"the batch does not fit the table's columns ({exc})") from exc
-    return table
+            return inferred.cast(arrow_type)  # safe: a value the column cannot hold as it is fails here
+        except pa.ArrowInvalid:
+            return inferred  # fit_table refuses it, naming the column and both types
+        except (pa.ArrowNotImplementedError, pa.ArrowTypeError):
+            pass
+    try:
+        converted = pa.array(values, type=arrow_type)
+        if converted.to_pylist() == values:  # a straight conversion truncates (2.5 into an int64 column)
+            return converted
+        problem = ValueError("a value would change")
+    except (pa.ArrowException, TypeError, ValueError, OverflowError) as exc:
+        problem = exc
+    raise VectorStoreError(f"payload field '{name}' holds values that do not fit its column's type {arrow_type} "
+                           f"({problem})")
+
+
+def widen_schema(known: Any, got: Any, promote: bool = False) -> Any:
+    """``known`` grown to hold ``got``: a column null in every row so far takes the type a later batch
+    brings, and a field new in ``got`` becomes a column (null in the earlier rows), so that the first
+    batch's all-null column does not fix its type as null. With ``promote`` a column of another type
+    widens too where Arrow can (int64 then double), for a store that rewrites what it wrote."""
+    import pyarrow as pa
+
+    fields = []
+    for field in known:
+        if field.name in got.names:
+            other = got.field(field.name).type
+            if pa.types.is_null(field.type) and not pa.types.is_null(other):
+                field = field.with_type(other).with_nullable(True)
+            elif promote and other != field.type and not pa.types.is_null(other):
+                try:
+                    field = field.with_type(pa.unify_schemas([pa.schema([field]), pa.schema([got.field(field.name)])],
+                                                             promote_options="permissive").field(0).type)
+                except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+                    pass  # fit_table refuses the batch, naming the column
+        fields.append(field)
+    fields += [f.with_nullable(True) for f in got if f.name not in known.names]
+    return pa.schema(fields, metadata=known.metadata)
+
+
+def fit_table(table: Any, schema: Any) -> Any:
+    """The table in ``schema``'s columns, order and types; a column it lacks is all null."""
+    import pyarrow as pa
+
+    columns = []
+    for field in schema:
+        if field.name not in table.column_names:
+            columns.append(pa.nulls(len(table), field.type))
+            continue
+        column = table.column(field.name)
+        try:
+            columns.append(column.cast(field.type))
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, ValueError) as exc:
+            raise VectorStoreError(f"the batch does not fit the table's columns: column '{field.name}' is "
+                                   f"{field.type}, the batch holds {column.type} values ({exc})") from exc
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def shadow_schema(like: Any, id_col: str, vec_col: str, dim: int) -> Any:
+    """The columns of a shadow of an Arrow-typed source (Parquet, LanceDB): the source's id and payload
+    columns in their own types, so the switched table takes the rows its application writes, with
+    ``dim``-wide float32 vectors and the space column as text. None for another source, or one whose id
+    column is not integers or text (its payloads are Python values; the batches' types are used then)."""
+    import pyarrow as pa
+
+    read = getattr(like, "arrow_schema", None)
+    source = read() if callable(read) else None
+    src_id, src_vec = getattr(like, "id_col", "id"), getattr(like, "vec_col", "vector")
+    if source is None or src_id not in source.names or id_kind(source.field(src_id).type) not in ("integer", "text"):
+        return None
+    fields = [source.field(src_id).with_name(id_col), pa.field(vec_col, pa.list_(pa.float32(), dim))]
+    for field in source:
+        if field.name == SPACE_FIELD:
+            fields.append(pa.field(SPACE_FIELD, pa.string()))
+        elif field.name not in (src_id, src_vec, id_col, vec_col):
+            fields.append(field)
+    if SPACE_FIELD not in source.names:
+        fields.append(pa.field(SPACE_FIELD, pa.string()))
+    return pa.schema(fields)
 
 
 def _check_no_shadowed_field(pid: Any, payload: dict[str, Any], id_col: str, vec_col: str) -> None:

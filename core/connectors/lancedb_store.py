@@ -14,7 +14,14 @@ from typing import Any
 
 import numpy as np
 
-from embridge.core.connectors.arrow_common import batch_to_table, list_width, table_to_batch
+from embridge.core.connectors.arrow_common import (
+    batch_to_table,
+    fit_table,
+    list_width,
+    shadow_schema,
+    table_to_batch,
+    widen_schema,
+)
 from embridge.core.connectors.connector import (
     SPACE_FIELD,
     Batch,
@@ -135,24 +142,24 @@ class LanceDBConnector(Connector):
         return counts
 
     def create(self, dim: int, like: Connector | None = None, sample: Batch | None = None) -> None:
+        import pyarrow as pa
+
         self._writable()
         if self.exists():
             raise VectorStoreError(f"{self.describe()}: the table already exists")
-        self._schema_dim = dim  # the table itself is made by the first write (its columns follow the data)
-        if sample is None:  # an empty source: the shadow is made now, empty, so a switch has a table to serve
-            self._table = self.db.create_table(self.collection, schema=self._empty_schema(dim, like))
+        # an Arrow source (Parquet, LanceDB) gives the shadow its columns and types now; for another, the table
+        # is made by the first write (its columns follow the data) unless the source is empty, so that a
+        # switch has a table to serve
+        schema = shadow_schema(like, self.id_col, self.vec_col, dim)
+        if schema is None and sample is None:
+            schema = pa.schema([pa.field(self.id_col, pa.string()), pa.field(self.vec_col, pa.list_(pa.float32(), dim)),
+                                pa.field(SPACE_FIELD, pa.string())])
+        if schema is not None:
+            self._table = self.db.create_table(self.collection, schema=schema)
 
-    def _empty_schema(self, dim: int, like: Connector | None) -> Any:
-        """The source's columns (a LanceDB source's id type and payload fields), ``dim``-wide vectors."""
-        import pyarrow as pa
-
-        fields = [pa.field(self.id_col, pa.string()), pa.field(self.vec_col, pa.list_(pa.float32(), dim))]
-        if isinstance(like, LanceDBConnector) and like.exists():
-            source = like.table().schema
-            if like.id_col in source.names:
-                fields[0] = pa.field(self.id_col, source.field(like.id_col).type)
-            fields += [f for f in source if f.name not in (like.id_col, like.vec_col, SPACE_FIELD)]
-        return pa.schema([*fields, pa.field(SPACE_FIELD, pa.string())])
+    def arrow_schema(self) -> Any:
+        """The table's columns and types, which a migration's shadow keeps."""
+        return self.table().schema
 
     def drop(self) -> None:
         if self._link(self.collection).is_symlink():
@@ -169,7 +176,24 @@ class LanceDBConnector(Connector):
             self._table = self.db.create_table(self.collection, data=batch_to_table(batch, self.id_col, self.vec_col))
             return
         table = self.table()
-        table.add(batch_to_table(batch, self.id_col, self.vec_col, table.schema))
+        data = batch_to_table(batch, self.id_col, self.vec_col, table.schema)
+        wanted = widen_schema(table.schema, data.schema)
+        if wanted != table.schema:
+            self._widen(table, wanted)
+        table.add(fit_table(data, wanted))
+
+    def _widen(self, table: Any, wanted: Any) -> None:
+        """Give a column null in every row so far the type a batch brings, and add the batch's new fields as
+        columns (null before): one schema for the table, rather than the first batch's guess. An all-null
+        column is dropped and added again in its type (Lance cannot cast a null column); nothing is lost."""
+        import pyarrow as pa
+
+        current = table.schema
+        typed = [f for f in wanted if f.name in current.names and f.type != current.field(f.name).type]
+        if typed:
+            table.drop_columns([f.name for f in typed])
+        added = typed + [f for f in wanted if f.name not in current.names]
+        table.add_columns(pa.schema(added))
 
     def delete_ids(self, ids: list[PointId]) -> None:
         if not ids or not self.exists():

@@ -21,11 +21,14 @@ import numpy as np
 
 from embridge.core.connectors.arrow_common import (
     batch_to_table,
+    fit_table,
     id_kind,
     list_width,
     reading_parquet,
     release_arrow_memory,
+    shadow_schema,
     table_to_batch,
+    widen_schema,
 )
 from embridge.core.connectors.connector import (
     SPACE_FIELD,
@@ -113,6 +116,8 @@ class ParquetConnector(Connector):
         super().__init__(uri)
         self.id_col = uri.param("id", default="id") or "id"
         self.vec_col = uri.param("vector", default="vector") or "vector"
+        self._columns: Any = None  # the schema every written file shares (see write)
+        self._columns_known = False
 
     @staticmethod
     def collection_name(uri: StoreURI) -> str:
@@ -154,6 +159,14 @@ class ParquetConnector(Connector):
         if field is None:
             raise VectorStoreError(f"{files[0]}: no vector column '{self.vec_col}' (name it with ?vector=COLUMN)")
         return list_width(field.type, self._batches(files, 1, None))  # the first file's first batch only
+
+    def arrow_schema(self) -> Any:
+        """The dataset's columns in one schema (files' types unified, a column missing from a file
+        taken from the others), which a migration's shadow keeps; None for a dataset with no files."""
+        schema = None
+        for file in self._files():
+            schema = _schema(file) if schema is None else widen_schema(schema, _schema(file), promote=True)
+        return schema
 
     def read_batches(self, batch_size: int, cursor: Any = None) -> Iterator[Batch]:
         """Cursor: ``[file index, rows of that file done]``.
@@ -280,6 +293,7 @@ class ParquetConnector(Connector):
         if self.folder.exists() and any(self.folder.iterdir()):
             raise VectorStoreError(f"{self.folder}: the target dataset folder exists and is not empty")
         self.folder.mkdir(parents=True, exist_ok=True)
+        self._columns, self._columns_known = shadow_schema(like, self.id_col, self.vec_col, dim), True
 
     def drop(self) -> None:
         if self.folder.is_symlink():
@@ -292,7 +306,15 @@ class ParquetConnector(Connector):
         if not len(batch):
             return
         check_write_batch(self, batch, batch.vectors.shape[1])
-        table = batch_to_table(batch, self.id_col, self.vec_col)
+        if not self._columns_known:  # a resumed migration: the files written so far hold the schema
+            self._columns, self._columns_known = self.arrow_schema(), True
+        table = batch_to_table(batch, self.id_col, self.vec_col, self._columns)
+        if self._columns is not None:
+            wanted = widen_schema(self._columns, table.schema, promote=True)
+            if wanted != self._columns:  # a column null so far has a type now, or a field is new
+                self._refit_files(wanted)
+            table = fit_table(table, wanted)
+        self._columns = table.schema
         digest = hashlib.sha256(repr(batch.ids).encode()).hexdigest()[:24]
         final = self.folder / f"part-{digest}.parquet"
         tmp = self.folder / f".{final.name}.tmp"
@@ -305,6 +327,22 @@ class ParquetConnector(Connector):
         finally:
             del table
             release_arrow_memory()
+
+    def _refit_files(self, schema: Any) -> None:
+        """Rewrite the files written before in ``schema``, so every file of the dataset has one schema and
+        pyarrow reads the folder whole (a file per batch: an all-null column of the first would be null-typed)."""
+        import pyarrow.parquet as pq
+
+        for file in self._files():
+            if _schema(file) == schema:
+                continue
+            with reading_parquet(file):
+                table = fit_table(pq.read_table(file), schema)
+            tmp = file.with_name(f".{file.name}.tmp")
+            pq.write_table(table, tmp, row_group_size=ROW_GROUP_ROWS, **plain_vectors(table.column_names, self.vec_col))
+            os.replace(tmp, file)
+            del table
+        release_arrow_memory()
 
     def delete_ids(self, ids: list[PointId]) -> None:
         import pyarrow as pa
