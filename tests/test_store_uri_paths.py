@@ -133,5 +133,7 @@ def test_a_schema_qualified_postgresql_table_is_imported_migrated_switched_and_r
                        "--to", uri("nosuch.docs_v2"))
     one_line(code, err, "no such schema 'nosuch' (?table=nosuch.docs_v2)")
     with psycopg.connect(base, autocommit=True) as conn:
-        keys = [r[0] for r in conn.execute("select key from embridge_state order by 1").fetchall()]
+        keys = [r[0] for r in conn.execute("select key from myschema.embridge_state order by 1").fetchall()]
+        public = conn.execute("select to_regclass('public.embridge_state')").fetchone()[0]
     assert keys == ["alias-myschema.docs_live", "migrate-myschema.docs_v2"]  # the refusal recorded nothing
+    assert public is None  # the checkpoints stay in the table's own schema

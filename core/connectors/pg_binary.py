@@ -19,8 +19,12 @@ a pgvector ``vector`` is int16 dim, int16 unused, then dim float4.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
+
+from embridge.core.connectors.connector import VectorStoreError
 
 INTEGER_KEYS = ("bigint", "integer", "smallint")
 SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
@@ -47,3 +51,15 @@ def decode_page(data: bytes, dim: int) -> tuple[np.ndarray, np.ndarray] | None:
         return None
     return rows["id"].astype(np.int64), rows["vec"].astype(np.float32)
 
+
+
+def stack_rows(rows: list[Any], width: int | None, array: Callable[[Any], np.ndarray], where: str,
+               column: str) -> np.ndarray:
+    """The vectors of rows read one by one, as (n, width) float32; a row of another width (a column
+    declared ``vector`` without a dimension holds any) is refused naming its key."""
+    vectors = [array(r[1]) for r in rows]
+    for row, vec in zip(rows, vectors, strict=True):
+        if width is not None and vec.shape[0] != width:
+            raise VectorStoreError(f"{where}{row[0]!r} holds a {vec.shape[0]}-d vector among {width}-d ones "
+                                   f"{column}")
+    return np.stack(vectors) if vectors else np.zeros((0, width or 0), np.float32)

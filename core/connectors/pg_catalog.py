@@ -5,12 +5,18 @@ names the table NAME of schema SCHEMA (split at the first dot). A bare name used
 table (a view serving as its alias, the collections ``with_collection`` opens) is placed in that table's
 schema, so what a migration makes stays beside its source. Every relation is looked up by the oid that
 ``to_regclass`` gives for its quoted name, so a name is never pasted into SQL text. A table whose own name
-holds a dot cannot be named this way (its name would read as SCHEMA.TABLE).
+holds a dot cannot be named this way (its name would read as SCHEMA.TABLE). Migration checkpoints live in an
+``embridge_state`` table of the same schema (see the section on them below).
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
+
+from embridge.core.connectors.connector import VectorStoreError
 
 
 def name_parts(name: str, schema: str | None) -> tuple[str, ...]:
@@ -158,3 +164,146 @@ def advisory_unlock(conn: Any, key: str) -> None:
         conn.execute("select pg_advisory_unlock(hashtextextended(%s, 0))", (key,))
     except psycopg.Error:
         pass
+
+
+def vector_width(conn: Any, table: Any, column: Any, key: Any) -> int | None:
+    """The width of the first vector in key order, for a ``vector`` column declared without one (as
+    LangChain's tables are): rows of another width are refused as they are read. None: no vectors."""
+    from psycopg import sql
+
+    row = conn.execute(sql.SQL("select vector_dims({}) from {} where {} is not null order by {} limit 1")
+                       .format(column, table, column, key)).fetchone()
+    return int(row[0]) if row else None
+
+
+# -- migration checkpoints, in an ``embridge_state`` table of the table's own schema ----------------------
+# A role may own its schema and have no CREATE on ``public`` (the default since PostgreSQL 15), so what
+# Embridge makes for ``?table=SCHEMA.TABLE`` (the shadow, the alias view, this table) goes to SCHEMA; a bare
+# table name keeps the search path's ``embridge_state``, as SQL places an unqualified name. Earlier versions
+# kept every checkpoint in the search path's table (``public`` as a rule): a key the schema's table lacks is
+# read there too, so a migration they started resumes, and the next save moves it beside its table. A
+# missing privilege is one line naming the role, the schema or table and the privilege, checked before a
+# migration writes.
+
+STATE_TABLE = "embridge_state"
+STATE_WRITES = ("SELECT", "INSERT", "UPDATE", "DELETE")
+
+
+def _state_table(conn: Any, schema: str | None) -> tuple[int, str] | None:
+    """(oid, schema) of the ``embridge_state`` the name resolves to (in ``schema``, else the search path's)."""
+    row = conn.execute("select c.oid, n.nspname from pg_class c join pg_namespace n on n.oid = "
+                       "c.relnamespace where c.oid = to_regclass(%s)",
+                       [regclass_text(conn, STATE_TABLE, schema)]).fetchone()
+    return (int(row[0]), str(row[1])) if row else None
+
+
+def _legacy_state(conn: Any, schema: str | None, own: tuple[int, str] | None) -> tuple[int, str] | None:
+    """The search path's table, where earlier versions wrote schema-qualified tables' checkpoints too."""
+    if schema is None:
+        return None
+    old = _state_table(conn, None)
+    return old if old is not None and old != own else None
+
+
+def _may(conn: Any, table: tuple[int, str], privilege: str) -> bool:
+    return bool(conn.execute("select has_table_privilege(%s::oid, %s)", [table[0], privilege]).fetchone()[0])
+
+
+def _state_ident(table: tuple[int, str]) -> Any:
+    return identifier(STATE_TABLE, table[1])
+
+
+def _select_state(conn: Any, table: tuple[int, str], key: str) -> dict[str, Any] | None:
+    from psycopg import sql
+
+    query = sql.SQL("select state from {} where key = %s").format(_state_ident(table))
+    row = conn.execute(query, [key]).fetchone()
+    return dict(row[0]) if row else None
+
+
+def load_state(conn: Any, schema: str | None, key: str, describe: str) -> dict[str, Any] | None:
+    """The checkpoint of ``key``; reading creates nothing in the user's database. An earlier version's
+    table the role may not read is passed over (a read-only ``check`` or ``import`` must not fail on it)."""
+    own = _state_table(conn, schema)
+    with denied(conn, describe, schema):
+        state = _select_state(conn, own, key) if own is not None else None
+    if state is not None:
+        return state
+    old = _legacy_state(conn, schema, own)
+    return _select_state(conn, old, key) if old is not None and _may(conn, old, "SELECT") else None
+
+
+def save_state(conn: Any, schema: str | None, key: str, state: dict[str, Any] | None, describe: str) -> None:
+    """Write (None: remove) the checkpoint in the schema's table, made on first use; the key's row in an
+    earlier version's table goes in the same transaction where the role may delete it (else the new row
+    hides it)."""
+    from psycopg import sql
+
+    own, table = _state_table(conn, schema), identifier(STATE_TABLE, schema)
+    old = _legacy_state(conn, schema, own)
+    old = old if old is not None and _may(conn, old, "SELECT") and _may(conn, old, "DELETE") else None
+    with denied(conn, describe, schema), conn.transaction():
+        if old is not None:
+            conn.execute(sql.SQL("delete from {} where key = %s").format(_state_ident(old)), [key])
+        if state is None:
+            if own is not None:
+                conn.execute(sql.SQL("delete from {} where key = %s").format(table), [key])
+            return
+        if own is None:
+            conn.execute(sql.SQL("create table if not exists {} (key text primary key, state jsonb not null)")
+                         .format(table))
+        conn.execute(sql.SQL("insert into {} (key, state) values (%s, %s) on conflict (key) do update set "
+                             "state = excluded.state").format(table), [key, json.dumps(state)])
+
+
+def _role(conn: Any) -> str:
+    return str(conn.execute("select current_user").fetchone()[0])
+
+
+@contextmanager
+def denied(conn: Any, describe: str, schema: str | None) -> Iterator[None]:
+    """A privilege the server refuses mid-way (one the checks below could not foresee) as one line naming
+    the role and schema, not an unexpected error."""
+    import psycopg
+
+    try:
+        yield
+    except psycopg.errors.InsufficientPrivilege as exc:
+        where = schema or conn.execute("select current_schema()").fetchone()[0]
+        raise VectorStoreError(f"{describe}: role '{_role(conn)}' may not do this in schema '{where}' "
+                               f"({str(exc).strip().splitlines()[0]})") from exc
+
+
+def require_writable(conn: Any, schema: str | None, describe: str, table_exists: Callable[[], bool],
+                     key: str) -> None:
+    """Before a migration writes anything: the role may use the target's schema, create there what is missing
+    (the table, ``embridge_state``; an alias view needs the same CREATE) and write the checkpoints."""
+    user = _role(conn)
+    name = schema or conn.execute("select current_schema()").fetchone()[0]
+    if name is None:
+        raise VectorStoreError(f"{describe}: no schema of the search path exists to make the table in; "
+                               "name one with ?table=SCHEMA.TABLE")
+    fix = f"GRANT {{}} ON SCHEMA {name} TO {user}, or name a table of a schema the role may use " \
+        "(?table=SCHEMA.TABLE)"
+    if not conn.execute("select has_schema_privilege(%s, 'USAGE')", [name]).fetchone()[0]:
+        raise VectorStoreError(f"{describe}: role '{user}' lacks the USAGE privilege on schema '{name}', "
+                               f"where the migration makes its table and checkpoints ({fix.format('USAGE')})")
+    own, exists = _state_table(conn, schema), table_exists()
+    if (own is None or not exists) and not conn.execute("select has_schema_privilege(%s, 'CREATE')",
+                                                        [name]).fetchone()[0]:
+        what = [w for w, needed in (("the table", not exists),
+                                    (f"the checkpoint table {STATE_TABLE}", own is None)) if needed]
+        raise VectorStoreError(f"{describe}: role '{user}' lacks the CREATE privilege on schema '{name}', "
+                               f"where the migration makes {' and '.join(what)} ({fix.format('CREATE')})")
+    grant = f"GRANT {', '.join(STATE_WRITES)} ON {{}}.{STATE_TABLE} TO {user}"
+    for need in STATE_WRITES if own is not None else ():
+        if not _may(conn, own, need):
+            raise VectorStoreError(f"{describe}: role '{user}' lacks the {need} privilege on table "
+                                   f"{own[1]}.{STATE_TABLE}, which holds the migration checkpoints "
+                                   f"({grant.format(own[1])})")
+    old = _legacy_state(conn, schema, own)
+    if (exists and old is not None and not _may(conn, old, "SELECT")
+            and (own is None or _select_state(conn, own, key) is None)):
+        raise VectorStoreError(f"{describe}: exists, and its checkpoint may be in {old[1]}.{STATE_TABLE}, "
+                               f"where earlier versions kept it, which role '{user}' may not read; "
+                               f"{grant.format(old[1])} to resume, or choose another target")

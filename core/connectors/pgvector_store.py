@@ -6,12 +6,12 @@ its key column (default ``id``); every other column is payload. Other query para
 socket folder, ``sslmode=``...) go to the server unchanged. Rows are read in key order with keyset
 paging, written with binary ``COPY`` (one transaction per batch). An alias is a view: a switch drops
 and recreates it inside one transaction, so a reader sees the old table or the new one. Migration
-checkpoints live in a small ``embridge_state`` table of the same database.
+checkpoints live in an ``embridge_state`` table of the table's schema (see ``pg_catalog``). A ``vector``
+column declared without a dimension is read at the width of its rows.
 """
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -104,6 +104,8 @@ class PgVectorConnector(Connector):
         parts = pg_catalog.name_parts(self.collection, self.schema)
         if len(parts) == 2 and not pg_catalog.schema_exists(self.conn, parts[0]):
             raise VectorStoreError(f"{self.describe()}: {self.missing()}")
+        pg_catalog.require_writable(self.conn, self.schema, self.describe(), self.exists,
+                                    f"migrate-{self.collection}")
 
     def _lock_name(self, key: str) -> str:
         return f"embridge job {self.schema or 'public'} {key}"  # advisory locks are per database
@@ -173,11 +175,14 @@ class PgVectorConnector(Connector):
             raise VectorStoreError(f"{self.describe()}: a row has a NULL id (column '{self.id_col}'); every point "
                                    "needs an id")
 
-    def _vector_dim(self, types: dict[str, str]) -> int:
-        """The vector column's dimension from the table's column types."""
+    def _vector_dim(self, types: dict[str, str]) -> int | None:
+        """The vector column's dimension from its type; a bare ``vector`` has its rows' (None: no rows)."""
         kind = types[self.vec_col]
         if kind.startswith("vector(") and kind.endswith(")"):
             return int(kind[len("vector("):-1])
+        if kind == "vector":
+            return pg_catalog.vector_width(self.conn, self._rel(), self._ident(self.vec_col),
+                                           self._ident(self.id_col))
         raise VectorStoreError(f"{self.describe()}: column '{self.vec_col}' has type {kind}, not a pgvector vector(n)")
 
     def read_batches(self, batch_size: int, cursor: Any = None) -> Iterator[Batch]:
@@ -199,7 +204,8 @@ class PgVectorConnector(Connector):
                                                      self._rel())
         order = sql.SQL(" order by {} limit %s").format(self._ident(self.id_col))
         where = sql.SQL(" where {} > %s").format(self._ident(self.id_col))
-        dim = self._vector_dim(types) if types[self.id_col] in pg_binary.INTEGER_KEYS else None
+        width = self._vector_dim(types)
+        dim = width if types[self.id_col] in pg_binary.INTEGER_KEYS else None
         last = cursor
         while True:
             page = self._fast_page(last, batch_size, others, dim) if dim else None
@@ -216,7 +222,8 @@ class PgVectorConnector(Connector):
                 if missing is not None:
                     raise VectorStoreError(f"{self.describe()}: row {self.id_col}={missing!r} has no vector "
                                            f"(column '{self.vec_col}' is NULL)")
-                vectors = np.stack([_array(r[1]) for r in rows]) if rows else np.zeros((0, 0), np.float32)
+                vectors = pg_binary.stack_rows(rows, width, _array, f"{self.describe()}: row {self.id_col}=",
+                                                f"(column '{self.vec_col}')")
                 payloads = [dict(zip(others, r[2:], strict=True)) for r in rows]
                 page = (ids, vectors, payloads)
             ids, vectors, payloads = page
@@ -293,7 +300,7 @@ class PgVectorConnector(Connector):
         if self.exists():
             raise VectorStoreError(f"{self.describe()}: the table already exists")
         table = self._rel()
-        with self.conn.transaction():
+        with pg_catalog.denied(self.conn, self.describe(), self.schema), self.conn.transaction():
             if isinstance(like, PgVectorConnector) and like.conninfo == self.conninfo and like.exists():
                 source = like.alias_target(like.collection) or like.collection
                 self.conn.execute(sql.SQL("create table {} (like {} including defaults including constraints)")
@@ -378,22 +385,15 @@ class PgVectorConnector(Connector):
         blocked = self.alias_blocked(alias)
         if blocked:
             raise VectorStoreError(f"{self.describe()}: {blocked}")
-        pg_catalog.replace_view(self.conn, alias, target, self.schema)
+        with pg_catalog.denied(self.conn, self.describe(), self.schema):
+            pg_catalog.replace_view(self.conn, alias, target, self.schema)
 
     # -- checkpoints in the database itself ---------------------------------------------------
     def load_state(self, key: str) -> dict[str, Any] | None:
-        if self.conn.execute("select to_regclass('embridge_state')").fetchone()[0] is None:
-            return None  # nothing recorded yet; reading creates nothing in the user's database
-        row = self.conn.execute("select state from embridge_state where key = %s", [key]).fetchone()
-        return dict(row[0]) if row else None
+        return pg_catalog.load_state(self.conn, self.schema, key, self.describe())
 
     def save_state(self, key: str, state: dict[str, Any] | None) -> None:
-        self.conn.execute("create table if not exists embridge_state (key text primary key, state jsonb not null)")
-        if state is None:
-            self.conn.execute("delete from embridge_state where key = %s", [key])
-            return
-        self.conn.execute("insert into embridge_state (key, state) values (%s, %s) on conflict (key) "
-                          "do update set state = excluded.state", [key, json.dumps(state)])
+        pg_catalog.save_state(self.conn, self.schema, key, state, self.describe())
 
     def close(self) -> None:
         if not self.borrowed:
