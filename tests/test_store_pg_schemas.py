@@ -216,3 +216,34 @@ def test_a_vector_column_without_a_dimension_is_read_at_its_rows_width(
     code, _, err = cli(capsys, "migrate", "--bundle", str(upgrade["bundle"]), "--from", uri, "--to",
                        f"{base}&column=embedding&table=untyped_v3", "--batch", "64")
     one_line(code, err, f"row id={odd} holds a 12-d vector among 16-d ones")
+
+
+def test_json_payloads_of_a_qdrant_collection_migrate_into_jsonb_and_a_field_of_two_types_is_named(
+        pg_server: str, upgrade: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Nested objects and lists (ordinary Qdrant payloads) crashed the COPY with exit 3 ('bad argument type')."""
+    import psycopg
+    from qdrant_client import QdrantClient, models
+
+    v1 = upgrade["vectors"]["v1"][:40]
+    client = QdrantClient(path=str(tmp_path / "qd"))
+    params = models.VectorParams(size=v1.shape[1], distance=models.Distance.COSINE)
+    for name in ("json", "mixed"):
+        client.create_collection(name, vectors_config=params)
+    client.upsert("json", points=[models.PointStruct(id=i, vector=v.tolist(), payload={
+        "meta": {"source": {"page": i, "refs": [1, {"d": "e"}]}}, "tags": [f"t{i}", "all"]}) for i, v in enumerate(v1)])
+    client.upsert("mixed", points=[models.PointStruct(id=i, vector=v.tolist(), payload={"v": "x" if i < 20 else i})
+                                   for i, v in enumerate(v1)])
+    client.close()
+    base = fresh_pg_database(pg_server, "jsonpayloads")
+    code, out, err = cli(capsys, "migrate", "--bundle", str(upgrade["bundle"]), "--from",
+                         f"qdrant://{tmp_path / 'qd'}?collection=json", "--to", f"{base}&table=docs_v2")
+    assert code == 0 and out["verification"]["ok"], err
+    with psycopg.connect(base, autocommit=True) as conn:
+        rows = dict(conn.execute("select id, meta from docs_v2").fetchall())
+        kinds = dict(conn.execute("select column_name, data_type from information_schema.columns "
+                                  "where table_name = 'docs_v2'").fetchall())
+    assert kinds["meta"] == kinds["tags"] == "jsonb"
+    assert rows[7] == {"source": {"page": 7, "refs": [1, {"d": "e"}]}} and len(rows) == len(v1)
+    code, _, err = cli(capsys, "migrate", "--bundle", str(upgrade["bundle"]), "--from",
+                       f"qdrant://{tmp_path / 'qd'}?collection=mixed", "--to", f"{base}&table=mixed_v2", "--batch", "40")
+    one_line(code, err, "point 20: payload field 'v' holds int 20, but its column is text")

@@ -130,14 +130,35 @@ def view_dependents(conn: Any, name: str, schema: str | None) -> list[str]:
 
 
 def pg_type(value: Any) -> str:
-    """The column type a payload value of this Python type is stored in."""
+    """The column type a payload value of this Python type is stored in (JSON objects and lists, as
+    Qdrant and Chroma payloads hold them, in ``jsonb``)."""
     if isinstance(value, bool):
         return "boolean"
     if isinstance(value, int):
         return "bigint"
     if isinstance(value, float):
         return "double precision"
+    if isinstance(value, dict | list):
+        return "jsonb"
     return "text"
+
+
+_FITS = {"boolean": (bool,), "bigint": (int,), "integer": (int,), "smallint": (int,), "text": (str,),
+         "double precision": (int, float), "real": (int, float)}
+
+
+def check_payload_fits(where: str, pid: Any, payload: dict[str, Any], types: dict[str, str]) -> None:
+    """Refuse a point whose payload cannot be written to columns of ``types`` (a field whose type differs
+    from point to point, as schemaless stores allow), naming the point and field; only the column types
+    Embridge makes are judged (a PostgreSQL source's own values already fit its columns)."""
+    for field, value in payload.items():
+        want = _FITS.get(types.get(field, ""))
+        if value is None or want is None:
+            continue
+        if not isinstance(value, want) or (isinstance(value, bool) and bool not in want):
+            raise VectorStoreError(f"{where}: point {pid!r}: payload field '{field}' holds {type(value).__name__} "
+                                   f"{value!r:.40}, but its column is {types[field]} (taken from the points before "
+                                   "it); a table column holds one type")
 
 
 def replace_view(conn: Any, alias: str, target: str, schema: str | None) -> None:

@@ -1,13 +1,12 @@
 """PostgreSQL with pgvector: ``postgresql://user@host:5432/db?table=docs&column=embedding``.
 
-``table`` names the table (or view), ``SCHEMA.TABLE`` one of a schema (see
-:mod:`~embridge.core.connectors.pg_catalog`), ``column`` its vector column (default ``embedding``), ``id``
-its key column (default ``id``); every other column is payload. Other query parameters (``host=`` for a
-socket folder, ``sslmode=``...) go to the server unchanged. Rows are read in key order with keyset
-paging, written with binary ``COPY`` (one transaction per batch). An alias is a view: a switch drops
-and recreates it inside one transaction, so a reader sees the old table or the new one. Migration
-checkpoints live in an ``embridge_state`` table of the table's schema (see ``pg_catalog``). A ``vector``
-column declared without a dimension is read at the width of its rows.
+``table`` names the table (or view), ``SCHEMA.TABLE`` one of a schema (see :mod:`~embridge.core.connectors.pg_catalog`),
+``column`` its vector column (default ``embedding``), ``id`` its key column (default ``id``); every other column is
+payload. Other query parameters (``host=`` for a socket folder, ``sslmode=``...) go to the server unchanged. Rows are
+read in key order with keyset paging, written with binary ``COPY`` (one transaction per batch). An alias is a view: a
+switch drops and recreates it inside one transaction, so a reader sees the old table or the new one. Migration
+checkpoints live in an ``embridge_state`` table of the table's schema. A ``vector`` column declared without a
+dimension is read at the width of its rows.
 """
 
 from __future__ import annotations
@@ -349,6 +348,7 @@ class PgVectorConnector(Connector):
         with self.conn.transaction(), self.conn.cursor() as cur, cur.copy(copy) as cp:
             cp.set_types([types[c] if not types[c].startswith("vector") else "vector" for c in cols])
             for pid, vec, payload in zip(self._keys(batch.ids, types), batch.vectors, batch.payloads, strict=True):
+                pg_catalog.check_payload_fits(self.describe(), pid, payload, types)
                 cp.write_row([pid, vec, *[payload.get(c) for c in payload_cols]])
 
     def delete_ids(self, ids: list[PointId]) -> None:
