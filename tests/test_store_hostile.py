@@ -429,6 +429,13 @@ def test_import_refuses_a_store_of_several_model_versions_and_notes_vectors_a_bu
     code, done, err = cli(capsys, "import", "-w", str(ws), "--from", made, "--model", "served")
     assert code == 0 and done["count"] == 30, err
     assert "20 of the 30 points are v3 vectors a bundle made" in done["note"]
+    # a field of the user's own by Embridge's name was dropped from the items' metadata without a word
+    own = parquet_source(tmp_path / "own", v1, embridge_space=pa.array(["tenant-a"] * 30))
+    assert cli(capsys, "init", "-w", str(tmp_path / "ws2"))[0] == 0
+    code, done, err = cli(capsys, "import", "-w", str(tmp_path / "ws2"), "--from", own, "--model", "tenant-store")
+    assert code == 0 and done["count"] == 30, err
+    assert ("the points' field 'embridge_space' names 'tenant-a', where Embridge records the model version of a "
+            "point; they were imported as 'tenant-store' vectors and the field was not kept") in done["note"]
 
 
 def test_backfill_of_an_embeddings_only_model_copies_the_vectors_it_holds(

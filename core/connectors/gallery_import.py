@@ -265,9 +265,16 @@ def _check_one_version(batch: Batch, spaces: dict[str, int], store: Connector) -
                                "nothing was imported")
 
 
-def _made_note(spaces: dict[str, int], total: int) -> str | None:
-    """A note when points are vectors a bundle made (``<version>@bundle:<sha>``), not the model's own."""
+def _made_note(spaces: dict[str, int], total: int, model: str) -> str | None:
+    """A note when points are vectors a bundle made (``<version>@bundle:<sha>``), not the model's own, or
+    carry a space field naming another version than ``model``: perhaps a field of the user's own, which
+    the import does not keep as metadata (Embridge writes model versions there)."""
     made = {v: n for v, n in spaces.items() if "@bundle:" in v}
+    named = sorted({model_version(v) for v in spaces if v} - {model})
+    if not made and named:
+        return (f"the points' field '{SPACE_FIELD}' names {', '.join(repr(v) for v in named)}, where Embridge "
+                f"records the model version of a point; they were imported as '{model}' vectors and the field "
+                "was not kept as metadata (a field of your own by that name: rename it in the store)")
     if not made:
         return None
     version = model_version(next(iter(made)))
@@ -336,7 +343,7 @@ def _stream(run: _Run, store: Connector, label_field: str | None, text_field: st
         raise VectorStoreError(f"{store.describe()}: {total} points, but {len(ids)} items came from it; the store "
                                "changed during the import")
     set_name = split or store.collection
-    made = _made_note(spaces, total)
+    made = _made_note(spaces, total, name)
     if new_items == 0:  # imported before: the same set again would only duplicate it
         for existing in ws.vector_sets(name):
             if existing["name"] == set_name and existing["count"] == total:
