@@ -484,3 +484,23 @@ def test_a_shadow_stays_refused_when_the_new_model_takes_the_old_models_earlier_
                        "--to", f"parquet://{tmp_path / 'other-out'}")
     one_line(code, err, "'v1' names both this bundle's new model and an earlier name of its old model")
     assert not (tmp_path / "twice").exists() and not (tmp_path / "other-out").exists()
+
+
+def test_a_parquet_file_of_another_width_stops_the_migration_and_check_says_to_mend_the_source(
+        upgrade: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`check` advised running the same migration again, which stopped on the same file every time."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    v1 = upgrade["vectors"]["v1"][:40]
+    uri = parquet_source(tmp_path / "src", v1[:20])
+    flat = pa.array(v1[20:, :12].astype(np.float32).ravel())
+    pq.write_table(pa.table({"id": pa.array(range(20, 40), pa.int64()),
+                             "vector": pa.FixedSizeListArray.from_arrays(flat, 12)}), tmp_path / "src" / "part-1.parquet")
+    target = f"parquet://{tmp_path / 'out' / 'docs_v2'}"
+    args = ["migrate", "--bundle", str(upgrade["bundle"]), "--from", uri, "--to", target, "--batch", "10"]
+    code, _, err = cli(capsys, *args)
+    one_line(code, err, "part-1.parquet: column 'vector' holds 12-long vectors, but part-0.parquet holds 16-long")
+    code, checked, err = cli(capsys, "check", "--uri", target)
+    assert code == 0 and checked["state"] == "half-migrated", err
+    assert any("mend the source, then run the same migration again" in n for n in checked["notes"]), checked["notes"]

@@ -42,6 +42,7 @@ from embridge.core.connectors.connector import (
     space_key,
 )
 from embridge.core.connectors.links import link_target, swap_link
+from embridge.core.connectors.source_checks import SourceDataError
 
 READ_BUFFER = 1 << 20  # bytes read ahead within a column chunk
 ROW_GROUP_ROWS = 16_384  # written row groups: small enough to stream back in bounded memory
@@ -194,7 +195,7 @@ class ParquetConnector(Connector):
                     if width is None and len(batch):
                         width = (batch.vectors.shape[1], files[index])
                     elif width is not None and len(batch) and batch.vectors.shape[1] != width[0]:
-                        raise VectorStoreError(f"{files[index]}: column '{self.vec_col}' holds "
+                        raise SourceDataError(f"{files[index]}: column '{self.vec_col}' holds "
                                                f"{batch.vectors.shape[1]}-long vectors, but {width[1].name} holds "
                                                f"{width[0]}-long ones; every file needs the same width")
                     yield batch
