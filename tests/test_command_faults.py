@@ -261,3 +261,25 @@ def test_an_embed_whose_stored_checkpoint_was_deleted_says_so(demo_copy: Path,
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("embridge:")]
     assert err == [f"embridge: error: {copy}: the model's checkpoint is missing (deleted or moved since the model "
                    "was added); add the model again"]
+
+
+def test_a_damaged_database_page_is_found_before_a_job_does_its_work(demo_copy: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """A damaged page of a table the job's record touches was found only after embedding every item."""
+    import sqlite3
+
+    conn = sqlite3.connect(demo_copy / "embridge.db")
+    page_size = conn.execute("pragma page_size").fetchone()[0]
+    (root,) = conn.execute("select rootpage from sqlite_master where name = 'adapters'").fetchone()
+    conn.execute("pragma wal_checkpoint(truncate)")  # every page in the main file, where the damage lands
+    conn.close()
+    with open(demo_copy / "embridge.db", "r+b") as db:
+        db.seek((root - 1) * page_size)
+        db.write(bytes(range(256)) * (page_size // 256))
+    before, db_bytes = _files(demo_copy), (demo_copy / "embridge.db").read_bytes()
+    capsys.readouterr()
+    assert main(["embed", "-w", str(demo_copy), "--model", "new-cnn", "--sample", "900"]) == 1
+    err = capsys.readouterr().err
+    assert "the workspace database is corrupt" in err and err.count("\n") == 1, err
+    assert _files(demo_copy) == before  # no vector file written
+    assert (demo_copy / "embridge.db").read_bytes() == db_bytes  # nor the database written while damaged

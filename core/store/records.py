@@ -35,6 +35,9 @@ class RecordsMixin:
                "metrics": {}, "epochs": [], "started": now_iso(), "pid": os.getpid(),
                "host": socket.gethostname()}
         with self.transaction():
+            for table in ("runs", "models", "vector_sets", "adapters"):  # the small tables a job's record touches,
+                # every page read (not an index's): a damaged one fails now, not after the job's work
+                self.db.execute(f"select count(*) from {table} not indexed").fetchone()
             return int(self.db["runs"].insert(encode(row)).last_pk)
 
     def update_run(self, run_id: int, **fields: Any) -> None:
