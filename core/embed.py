@@ -141,6 +141,8 @@ def embed_items(workspace: Any, model_name: str, item_ids: Sequence[int] | np.nd
         if model.is_text and hasattr(model.module, "truncated"):  # what the texts lost (transformers and ONNX
             # folders, which Embridge tokenizes itself), said beside the result
             info.update(truncated=int(model.module.truncated), token_limit=int(model.module.max_length))
+            if getattr(model.module, "unknown_only", 0):
+                info.update(unknown_only=int(model.module.unknown_only), unknown_example=model.module.unknown_example)
         return info
     except (Cancelled, KeyboardInterrupt):
         writer.release()
@@ -330,6 +332,10 @@ def embed_summary(model: str, info: dict[str, Any]) -> str:
     says which requested items already held its vectors and which its file lacks."""
     cut = (f"; {info['truncated']} texts reached the model's limit of {info['token_limit']} tokens and were cut "
            "there" if info.get("truncated") else "")
+    if info.get("unknown_only"):
+        cut += (f"; the tokenizer knew no word of {info['unknown_only']} texts (e.g. {info['unknown_example']!r}: "
+                "unknown tokens only), so their vectors say nothing of their content: check that the folder's "
+                "tokenizer is the model's own")
     if info.get("zero_vectors"):
         cut += (f"; {info['zero_vectors']} items got an all-zero vector (e.g. {info['zero_vector_example']!r}): no "
                 "direction, so no search finds them and bundles and migrations refuse them")

@@ -427,3 +427,23 @@ def test_the_tiny_models_tokenize_their_words(tmp_path: Path) -> None:
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_bert(tmp_path / "bert")))
     assert len(tokenizer) == len(VOCAB)
     assert tokenizer("the cat sat")["input_ids"] == [VOCAB.index(t) for t in ("[CLS]", "the", "cat", "sat", "[SEP]")]
+
+
+@pytest.mark.parametrize("name", ["bert", "onnx"])
+def test_embed_says_how_many_texts_the_tokenizer_read_as_unknown_only(folders: dict[str, Path], tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture[str],
+                                                                       name: str) -> None:
+    """A tokenizer that knows none of a text's words (a mismatched or broken vocabulary) gave vectors of no
+    meaning without a word: texts of words outside the vocabulary are counted, the others not."""
+    root = tmp_path / "ws"
+    Workspace.create(root).close()
+    file = tmp_path / "docs.jsonl"
+    texts = [*TEXTS[:3], "zebra quokka", "xylophone"]  # the last two: no word of the written vocabulary
+    file.write_text("".join(json.dumps({"key": f"d{i}", "text": t}) + "\n" for i, t in enumerate(texts)))
+    w = ["--workspace", str(root)]
+    assert main(["import", *w, "--path", str(file), "--format", "jsonl", "--split", "gallery"]) == 0
+    assert main(["model", "add", *w, "--name", name, "--path", str(folders[name])]) == 0
+    capsys.readouterr()
+    assert main(["embed", *w, "--model", name]) == 0
+    out = capsys.readouterr().out
+    assert "the tokenizer knew no word of 2 texts (e.g. 'zebra quokka': unknown tokens only)" in out, out

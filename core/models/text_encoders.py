@@ -164,6 +164,8 @@ class _TokenizedEncoder:
     pooling = "mean"
     max_length = 512
     truncated = 0  # texts (prompt included) that reached max_length tokens and were cut there, since opened
+    unknown_only = 0  # texts of which the tokenizer knew no word: only unknown and special tokens, since opened
+    unknown_example = ""
 
     def __init__(self, folder: Path) -> None:
         from transformers import AutoTokenizer
@@ -197,6 +199,18 @@ class _TokenizedEncoder:
                                     truncation=True, max_length=self.max_length + 1)["input_ids"]
             self.truncated += sum(len(row) > self.max_length for row in longer)
 
+    def _count_unknown_only(self, texts: Sequence[str], ids: list[list[int]]) -> None:
+        """Texts read as nothing but unknown (and special) tokens: a tokenizer that does not match the model
+        (a vocabulary of a handful of tokens) gives every text nearly the same vector, without an error."""
+        unk = self.tokenizer.unk_token_id
+        if unk is None:  # byte-level tokenizers know every text
+            return
+        known_not = {unk, *self.tokenizer.all_special_ids}
+        blind = [i for i, row in enumerate(ids) if row and unk in row and set(row) <= known_not]
+        if blind and not self.unknown_only:
+            self.unknown_example = texts[blind[0]][:60]
+        self.unknown_only += len(blind)
+
     def _limit(self, positions: int | None) -> int:
         return token_limit(self.tokenizer.model_max_length, positions)
 
@@ -210,6 +224,7 @@ class _TokenizedEncoder:
                                  max_length=self.max_length)
         keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in encoded]
         self._count_truncated(texts, prompt, encoded["input_ids"])
+        self._count_unknown_only(texts, encoded["input_ids"])
         empty = [i for i, ids in enumerate(encoded["input_ids"]) if len(ids) == 0]
         if empty:  # no token to pool: a pad's state (batch-dependent) or a failed reshape
             raise CheckpointError(self.source, f"the text {texts[empty[0]][:60]!r} gives no tokens with this "
