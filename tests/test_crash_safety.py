@@ -258,7 +258,7 @@ def test_unregistered_vector_files_are_swept_unless_a_resume_needs_them(
         ws.add_vector_set("m", ids, kept_rows, name="kept")
     orphan = ws_path / "vectors" / "m" / "lost-0000abcd.npy"  # e.g. from a rolled-back outer transaction
     np.save(orphan, np.zeros((2, DIM), dtype=np.float32))
-    monkeypatch.setattr("embridge.core.store.workspace.TEMP_MAX_AGE_S", -60)  # everything counts as old
+    monkeypatch.setattr("embridge.core.store.workspace_folder.TEMP_MAX_AGE_S", -60)  # everything counts as old
     with Workspace.open(ws_path) as ws:
         assert not orphan.exists()
         assert len(list((ws_path / "vectors" / "m").glob("big-*.npy"))) == 2  # kept for the resume

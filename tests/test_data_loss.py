@@ -52,7 +52,7 @@ def _users_files(folder: Path) -> dict[str, bytes]:
 
 @pytest.fixture
 def sweep_everything(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("embridge.core.store.workspace.TEMP_MAX_AGE_S", -60)  # every unregistered file counts as old
+    monkeypatch.setattr("embridge.core.store.workspace_folder.TEMP_MAX_AGE_S", -60)  # every unregistered file counts as old
 
 
 def test_the_sweep_never_follows_a_linked_model_folder(tmp_path: Path, sweep_everything: None) -> None:
@@ -404,3 +404,24 @@ def test_vectors_of_a_model_renamed_away_do_not_advise_embedding_it(tmp_path: Pa
         with pytest.raises(StoreError, match=r"no model named 'm' \(renamed or removed while this command ran\?\)"):
             ws.vectors_for("m", ids)
         assert ws.vectors_for("m2", ids).shape == (3, DIM)
+
+
+def test_a_checkpoint_copy_no_model_names_is_swept_and_nothing_else(tmp_path: Path, sweep_everything: None) -> None:
+    """A `model remove` killed between its commit and the unlink left the copy in models/ for good."""
+    root = tmp_path / "ws"
+    src = tmp_path / "m.pt"
+    src.write_bytes(b"weights")
+    with Workspace.create(root) as ws:
+        ws.add_model("kept", "old", {"kind": "torchscript", "dim": DIM, "sha256": "a" * 64}, src)
+    models = root / "models"
+    kept = next(models.iterdir()).name
+    names = {"gone-0123456789ab.pt": b"left by a killed remove", "mine.pt": b"the user's",
+             "notes-0123456789ab": b"no suffix, still the pattern", "My Copy-0123456789ab.pt": b"not our name"}
+    for name, data in names.items():
+        (models / name).write_bytes(data)
+    (models / "linked-0123456789ab.pt").symlink_to(src)  # a link is never ours to remove
+    Workspace.open(root).close()
+    left = {p.name for p in models.iterdir()}
+    assert "gone-0123456789ab.pt" not in left and "notes-0123456789ab" not in left
+    assert {kept, "mine.pt", "My Copy-0123456789ab.pt", "linked-0123456789ab.pt"} <= left
+    assert src.read_bytes() == b"weights"

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -34,7 +33,11 @@ from embridge.core.errors import (
     StoreError,
     VectorFileError,
 )
-from embridge.core.paths import DB_NAME, TEMP_MAX_AGE_S, check_name, child, is_real_dir, sweep_old_temps
+from embridge.core.paths import (
+    DB_NAME,
+    check_name,
+    child,
+)
 from embridge.core.store.file_checks import verified_sha256
 from embridge.core.store.id_sets import is_sorted_unique, unique_ids
 from embridge.core.store.items import ITEM_FIELDS, QUERY_SPLIT, ItemsMixin, in_gallery, item_namespace
@@ -51,9 +54,13 @@ from embridge.core.store.vector_matrix import (
     VectorSetWriter,
     as_storage_dtype,
     open_matrix,
-    sweep_orphans,
 )
-from embridge.core.store.workspace_folder import check_database_file, holds_files, make_store_folders
+from embridge.core.store.workspace_folder import (
+    check_database_file,
+    holds_files,
+    make_store_folders,
+    sweep_leftovers,
+)
 
 if TYPE_CHECKING:  # imported when a workspace is opened: the store's file helpers serve without SQLite's
     import sqlite_utils
@@ -191,19 +198,8 @@ class Workspace(ItemsMixin, ModelsMixin, RecordsMixin, JudgmentsMixin):
                 raise _translate(exc, self.root / DB_NAME) from exc
 
     def _sweep_temp_files(self) -> None:
-        """Remove temp files and unregistered vector files a crashed writer left behind (never visible).
-
-        Only names this program gives its own files are removed, in the workspace's own folders,
-        and no symbolic link is ever followed (a linked folder is left alone entirely).
-        """
-        cutoff = time.time() - TEMP_MAX_AGE_S
-        for sub in ("vectors", "models", "adapters", "reports", "bundles"):
-            sweep_old_temps(self.root / sub, cutoff)
-        registered = {self.root / r[c] for r in self.db.execute("select file, ids_file from vector_sets")
-                      for c in (0, 1) if r[c]}
-        models = {r[0] for r in self.db.execute("select name from models") if isinstance(r[0], str)}
-        if is_real_dir(self.root / "vectors"):
-            sweep_orphans(self.root / "vectors", registered, cutoff, models)
+        """Remove what crashed writers left behind (never visible): see :func:`sweep_leftovers`."""
+        sweep_leftovers(self.root, self.db.conn)
 
     # -- vector sets ------------------------------------------------------------------------
     def vector_set_writer(self, model: str, item_ids: np.ndarray, dim: int, dtype: str = "float32",

@@ -1,13 +1,25 @@
-"""What a folder must be before it is opened as a workspace: checked, never created or repaired here."""
+"""A workspace's folder: what it must be before it is opened (checked, never repaired), the folders it
+holds, and the leftovers of crashed writers swept when it opens."""
 
 from __future__ import annotations
 
 import os
+import re
 import stat
+import time
 from pathlib import Path
+from typing import Any
 
 from embridge.core.errors import StoreError
-from embridge.core.paths import DB_NAME, STORE_FOLDERS
+from embridge.core.paths import (
+    DB_NAME,
+    STORE_FOLDERS,
+    TEMP_MAX_AGE_S,
+    is_real_dir,
+    remove_no_follow,
+    sweep_old_temps,
+)
+from embridge.core.store.vector_matrix import sweep_orphans
 
 UNFINISHED_DEMO = ".embridge-demo-unfinished"  # written first and removed last by `embridge demo`
 
@@ -16,6 +28,32 @@ def make_store_folders(root: Path) -> None:
     """The folders every workspace holds (opening one made before a folder was added makes it too)."""
     for sub in STORE_FOLDERS:
         (root / sub).mkdir(exist_ok=True)
+
+
+STORED_COPY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*-[0-9a-f]{12}(\.[A-Za-z0-9]+)*")  # <model>-<sha12><suffix>
+
+
+def sweep_model_orphans(models_dir: Path, registered: set[str], cutoff: float) -> int:
+    """Remove stored checkpoint copies no model names, unchanged since ``cutoff``; returns how many.
+
+    A ``model remove`` killed between its commit and the unlink left its copy behind for good. Only
+    entries with the names :meth:`add_model` gives are candidates, and no link is followed.
+    """
+    if not is_real_dir(models_dir):
+        return 0
+    removed = 0
+    with os.scandir(models_dir) as entries:
+        for entry in entries:
+            if entry.name in registered or not STORED_COPY.fullmatch(entry.name) or entry.is_symlink():
+                continue
+            try:
+                st = entry.stat(follow_symlinks=False)
+                if max(st.st_mtime, st.st_ctime) < cutoff:
+                    remove_no_follow(Path(entry.path))
+                    removed += 1
+            except OSError:
+                continue  # removed by a concurrent opener, or not ours to remove
+    return removed
 
 
 def holds_files(root: Path) -> bool:
@@ -57,3 +95,20 @@ def _demo_kind(marker: Path) -> str | None:
     except (OSError, ValueError, AttributeError):
         return None
     return kind if isinstance(kind, str) and kind.isidentifier() else None
+
+
+def sweep_leftovers(root: Path, conn: Any) -> None:
+    """Remove temp files, unregistered vector files and stored checkpoint copies a crashed writer left behind.
+
+    Only names this program gives its own files are removed, in the workspace's own folders, after an
+    hour untouched, and no symbolic link is ever followed (a linked folder is left alone entirely).
+    """
+    cutoff = time.time() - TEMP_MAX_AGE_S
+    for sub in STORE_FOLDERS:
+        sweep_old_temps(root / sub, cutoff)
+    copies = {str(r[0]).split("/", 1)[-1] for r in conn.execute("select file from models") if r[0]}
+    sweep_model_orphans(root / "models", copies, cutoff)
+    registered = {root / r[c] for r in conn.execute("select file, ids_file from vector_sets") for c in (0, 1) if r[c]}
+    models = {r[0] for r in conn.execute("select name from models") if isinstance(r[0], str)}
+    if is_real_dir(root / "vectors"):
+        sweep_orphans(root / "vectors", registered, cutoff, models)
