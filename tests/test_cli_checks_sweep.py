@@ -247,3 +247,16 @@ def test_a_stored_checkpoint_added_again_is_named_a_duplicate_before_its_input_s
     assert capsys.readouterr().err == ("embridge: error: --name: a model named 'new-cnn' already exists; choose "
                                        "another name\n")
     assert table_dump(demo_copy) == rows
+
+
+def test_runs_names_sample_numbers_only_where_a_run_has_them() -> None:
+    """'(and the _sample numbers and gain_retained)' was said of a run whose sample numbers were all null."""
+    from embridge.core.cli.train_cmds import _measured_on
+
+    protocols = {"old/old": {"text": "60 test queries against the whole gallery (362 items)"},
+                 "new→old": {"text": "60 test queries against the whole gallery (362 items)"},
+                 "new/new": {"text": "53 test queries against the whole gallery (362 items)"}}
+    held = {"protocols": protocols, "old_old_sample_top1": 0.5, "upgraded_sample_top1": 0.6}
+    assert "(and the _sample numbers and gain_retained)" in _measured_on(held)[1]
+    none = {"protocols": protocols, "old_old_sample_top1": None, "upgraded_sample_top1": None}
+    assert _measured_on(none)[1] == "new/new on 53 test queries against the whole gallery (362 items)"

@@ -221,7 +221,7 @@ def _measured_on(metrics: dict[str, Any]) -> list[str]:
     """Where a run's listed numbers were measured: its cells grouped by query set and gallery (``protocol_groups``)."""
     groups = [(cells, sentence) for cells, sentence in protocol_groups(metrics) if sentence]
     # where new/new searched a sample, the *_sample numbers and gain retained were measured there too
-    sampled = len(groups) > 1 and any(k.startswith("old_old_sample_") for k in metrics)
+    sampled = len(groups) > 1 and any(k.startswith("old_old_sample_") and v is not None for k, v in metrics.items())
     if groups:
         return [f"{', '.join(cells)}"
                 + (" (and the _sample numbers and gain_retained)" if sampled and NEW_NEW in cells else "")
