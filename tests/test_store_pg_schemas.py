@@ -227,8 +227,10 @@ def test_json_payloads_of_a_qdrant_collection_migrate_into_jsonb_and_a_field_of_
     v1 = upgrade["vectors"]["v1"][:40]
     client = QdrantClient(path=str(tmp_path / "qd"))
     params = models.VectorParams(size=v1.shape[1], distance=models.Distance.COSINE)
-    for name in ("json", "mixed"):
+    for name in ("json", "mixed", "late"):
         client.create_collection(name, vectors_config=params)
+    client.upsert("late", points=[models.PointStruct(id=i, vector=v.tolist(), payload={
+        "nothing": None, **({"late": f"p{i}"} if i >= 20 else {})}) for i, v in enumerate(v1)])
     client.upsert("json", points=[models.PointStruct(id=i, vector=v.tolist(), payload={
         "meta": {"source": {"page": i, "refs": [1, {"d": "e"}]}}, "tags": [f"t{i}", "all"]}) for i, v in enumerate(v1)])
     client.upsert("mixed", points=[models.PointStruct(id=i, vector=v.tolist(), payload={"v": "x" if i < 20 else i})
@@ -247,3 +249,12 @@ def test_json_payloads_of_a_qdrant_collection_migrate_into_jsonb_and_a_field_of_
     code, _, err = cli(capsys, "migrate", "--bundle", str(upgrade["bundle"]), "--from",
                        f"qdrant://{tmp_path / 'qd'}?collection=mixed", "--to", f"{base}&table=mixed_v2", "--batch", "40")
     one_line(code, err, "point 20: payload field 'v' holds int 20, but its column is text")
+    # a field no point of the first batches holds gets its column when it appears (it was refused, exit 1)
+    code, out, err = cli(capsys, "migrate", "--bundle", str(upgrade["bundle"]), "--from",
+                         f"qdrant://{tmp_path / 'qd'}?collection=late", "--to", f"{base}&table=late_v2", "--batch", "10")
+    assert code == 0 and out["verification"]["ok"], err
+    with psycopg.connect(base, autocommit=True) as conn:
+        late = dict(conn.execute("select id, late from late_v2").fetchall())
+        columns = [r[0] for r in conn.execute("select column_name from information_schema.columns where "
+                                              "table_name = 'late_v2'").fetchall()]
+    assert late[25] == "p25" and late[3] is None and "nothing" not in columns

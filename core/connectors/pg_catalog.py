@@ -143,6 +143,25 @@ def pg_type(value: Any) -> str:
     return "text"
 
 
+def add_payload_columns(conn: Any, table: Any, types: dict[str, str], payloads: list[dict[str, Any]]) -> bool:
+    """Give the shadow a column for each payload field first seen with a value in this batch (schemaless
+    stores leave a field out of, or null in, the points that lack it, so the first batch may not show it);
+    True when any was added. A field null in every point so far needs none: nothing is written for it."""
+    from psycopg import sql
+
+    new: dict[str, str] = {}
+    for payload in payloads:
+        for key, value in payload.items():
+            if value is not None and key not in types and key not in new:
+                new[key] = pg_type(value)
+    if new:
+        with conn.transaction():
+            for key, kind in new.items():
+                conn.execute(sql.SQL("alter table {} add column {} {}").format(table, sql.Identifier(key),
+                                                                                 sql.SQL(kind)))
+    return bool(new)
+
+
 _FITS = {"boolean": (bool,), "bigint": (int,), "integer": (int,), "smallint": (int,), "text": (str,),
          "double precision": (int, float), "real": (int, float)}
 

@@ -338,10 +338,9 @@ class PgVectorConnector(Connector):
             return
         check_write_batch(self, batch, batch.vectors.shape[1])
         types = dict(self._need())
+        if pg_catalog.add_payload_columns(self.conn, self._rel(), types, batch.payloads):
+            types = dict(self._need())
         payload_cols = [c for c in types if c not in (self.id_col, self.vec_col)]
-        unknown = sorted({k for p in batch.payloads for k in p} - set(payload_cols))
-        if unknown:
-            raise VectorStoreError(f"{self.describe()}: no columns for the payload fields {', '.join(unknown)}")
         cols = [self.id_col, self.vec_col, *payload_cols]
         copy = sql.SQL("copy {} ({}) from stdin (format binary)").format(self._rel(),
                                                                          self._ident(*cols))
