@@ -16,7 +16,8 @@ def _skew(rotation: UpdatedRotation) -> torch.Tensor:
     if rotation.full:
         lower = rotation.lower.tril(-1)
         return lower - lower.T
-    return rotation.u @ rotation.v.T - rotation.v @ rotation.u.T
+    u = rotation.u * rotation.step_scale  # a step of U turns a wide layer as much as a narrow one
+    return u @ rotation.v.T - rotation.v @ u.T
 
 
 @pytest.mark.parametrize(("outputs", "width"), [(10, 10), (6, 50), (40, 300), (300, 300)])

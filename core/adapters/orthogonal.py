@@ -9,7 +9,9 @@ trains A = U Vᵀ − V Uᵀ of rank 2r: by the Woodbury identity C(A) is the id
 built from 2r x 2r matrices, so a batch of b rows costs O(b d (n + r)) for n outputs, what a dense
 layer of the same shape costs; training then explores the rotations within rank 2r of the start,
 which is where a refinement of a good closed-form start lies. U starts at zero and V at orthonormal
-columns, so training starts at Q₀ with a gradient of unit scale for U.
+columns, so training starts at Q₀ with a gradient of unit scale for U; U enters A scaled by √(128/m), so
+an optimiser step turns a layer of any width m about as much (unscaled, the first epochs at 3,072 dims
+dropped validation top-1 from 0.74 to 0.37 before climbing back).
 """
 
 from __future__ import annotations
@@ -47,6 +49,9 @@ class UpdatedRotation(nn.Module):
         j[:RANK, RANK:] = torch.eye(RANK)
         j[RANK:, :RANK] = -torch.eye(RANK)
         self.register_buffer("j", j.to(start.device))  # A = W J Wᵀ with W = [U V]
+        # an optimiser step moves every entry of U by about the learning rate, which turns a rotation of
+        # width m by about that times √m: scaled so a step turns a wide layer as much as a narrow one
+        self.step_scale = (FULL_WIDTH / width) ** 0.5
 
     def _cayley(self) -> torch.Tensor:
         """C = (I − A/2)⁻¹ (I + A/2) for the full skew A (small widths only)."""
@@ -62,7 +67,7 @@ class UpdatedRotation(nn.Module):
         positive semi-definite and J skew), and the product with I + W J Wᵀ/2 collects into
         S = J/2 − K − K WᵀW J/2. Solved in float32 at least (it is 2r x 2r).
         """
-        w = torch.cat([self.u, self.v], dim=1)
+        w = torch.cat([self.u * self.step_scale, self.v], dim=1)
         wf = w.float() if w.dtype in (torch.float16, torch.bfloat16) else w
         j = self.j.to(wf.dtype)
         gram = wf.T @ wf
