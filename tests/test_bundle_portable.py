@@ -7,6 +7,7 @@ The decisive checks run ``embridge bundle apply`` and ``bundle verify`` in a sub
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -268,3 +269,29 @@ def test_verify_checks_an_onnx_bundles_tensors_against_its_layer(bundles: dict, 
     (folder / CHECKSUMS).write_text(checksums_text(sums), encoding="utf-8")
     with pytest.raises(BundleError, match=rf"adapter\.safetensors's tensor '{re.escape(name)}' is not adapter\.pt's"):
         verify_bundle(folder)
+
+
+def test_verify_with_a_torch_that_does_not_import_checks_the_torch_free_runtime_and_says_so(
+        bundles: dict[str, Any], tmp_path: Path) -> None:
+    """A torch that is installed but fails to import (a missing CUDA library) failed `verify` with advice to
+    use --runtime auto, the runtime that had just failed."""
+    stub = tmp_path / "broken" / "torch"
+    stub.mkdir(parents=True)
+    (stub / "__init__.py").write_text("raise OSError('libcudnn.so.9: cannot open shared object file')\n")
+    env = {**os.environ, "PYTHONPATH": f"{stub.parent}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+
+    def verify(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "embridge.core.cli.main", "bundle", "verify",
+                               str(bundles["paths"]["mlp"]), *extra], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=300)
+
+    done = verify()
+    assert done.returncode == 0, done.stderr
+    assert ": OK: " in done.stdout and "onnx reproduces" in done.stdout
+    assert "note: the TorchScript payload was not checked: torch is installed but does not import (libcudnn.so.9" \
+        in done.stdout
+    refused = verify("--runtime", "torch")
+    errors = [line for line in refused.stderr.splitlines() if not line.startswith("verify: ")]  # not progress
+    assert refused.returncode == 1 and len(errors) == 1, refused.stderr
+    assert "torch is installed but does not import (libcudnn.so.9" in refused.stderr
+    assert "--runtime numpy or onnx, which --runtime auto picks" in refused.stderr

@@ -107,11 +107,12 @@ class LoadedBundle:
 
 def load_module(src: BundleSource) -> Any:
     """The TorchScript ``adapter.pt`` (imports torch)."""
-    try:
-        import torch
-    except ImportError as exc:
-        raise BundleError(f"{src.path}: the torch runtime needs torch, which is not installed "
-                          "(use --runtime auto, numpy or onnx with a format-2 bundle)") from exc
+    problem = torch_problem()
+    if problem is not None:
+        raise BundleError(f"{src.path}: the torch runtime needs torch, and {problem} (a format-2 bundle runs "
+                          "without it: --runtime numpy or onnx, which --runtime auto picks)")
+    import torch
+
     try:
         return torch.jit.load(io.BytesIO(src.read_bytes(ADAPTER_FILE)), map_location="cpu").eval()
     except BundleError:
@@ -124,8 +125,23 @@ def torch_engine(module: Any, batch: int = 8192) -> portable.Engine:
     return lambda x, old=None: run_module(module, x, old, batch)
 
 
+NO_TORCH = "torch is not installed"
+
+
+def torch_problem() -> str | None:
+    """Why TorchScript cannot run here, or None: torch missing, or installed but failing to import (a
+    missing CUDA library, a broken wheel), which the torch-free runtimes do not need."""
+    if not _importable("torch"):
+        return NO_TORCH
+    try:
+        import torch  # noqa: F401
+    except Exception as exc:  # noqa: BLE001 - an import can fail in any way (OSError for a shared library)
+        return f"torch is installed but does not import ({first_line(exc)})"
+    return None
+
+
 def torch_available() -> bool:
-    return _importable("torch")
+    return torch_problem() is None
 
 
 def _importable(name: str) -> bool:
@@ -202,7 +218,9 @@ def verify_bundle(path: str | Path, limits: BundleLimits | None = None, on_progr
     m = loaded.manifest
     checks = {loaded.runtime: loaded.probe_check}
     entry = portable.portable_entry(m)
-    if runtime == "auto" and loaded.runtime != "torch" and torch_available():
+    also_torch = runtime == "auto" and loaded.runtime != "torch"
+    problem = torch_problem() if also_torch else None
+    if also_torch and problem is None:
         with open_bundle(path, limits) as src:
             module = load_module(src)
             checks["torch"] = check_probes(src, m, torch_engine(module), "torch")
@@ -215,6 +233,8 @@ def verify_bundle(path: str | Path, limits: BundleLimits | None = None, on_progr
     return {"path": str(Path(path)), "ok": True, "format_version": m["format_version"],
             "files_checked": len(m["files"]) + 2, "probes": loaded.probe_check, "runtime": loaded.runtime,
             "runtimes_checked": checks, "adapter": m["adapter"], "chain": m.get("chain", []),
+            # torch installed but broken: its payload went unchecked, which an OK must not hide
+            "torch_skipped": problem if problem and problem != NO_TORCH else None,
             "metrics": m.get("metrics", {})}
 
 

@@ -109,6 +109,8 @@ def cmd_verify(args: argparse.Namespace) -> Result:
     runs = "; ".join(f"{name} reproduces {p['count']} probe outputs (max abs difference {p['max_abs_diff']:.3g}, "
                      f"rtol={p['rtol']}, atol={p['atol']})" for name, p in result["runtimes_checked"].items())
     text = f"{args.path}: OK: {result['files_checked']} files match their sha256; {runs}"
+    if result.get("torch_skipped"):  # installed but broken: the TorchScript payload went unchecked, said so
+        text += f"\nnote: the TorchScript payload was not checked: {result['torch_skipped']}"
     return result, text
 
 
