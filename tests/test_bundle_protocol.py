@@ -80,6 +80,14 @@ def test_a_cascade_bundle_says_how_it_is_served_and_its_code_is_the_cascade(
                             None if gallery is None else np.flatnonzero(has), k, layer=layer)
         assert got.shape == (40, k) and np.array_equal(got, want.ids)
 
+    # `bundle apply` writes the fallback layer's vectors only: it says so (it was silent)
+    from embridge.core.bundle import apply_bundle
+
+    np.save(tmp_path / "queries.npy", v3[q].astype(np.float32))
+    applied = apply_bundle(out, tmp_path / "queries.npy", tmp_path / "applied.npy")
+    assert applied["note"].startswith("these are the cascade's fallback layer's vectors alone, not the measured "
+                                      f"system (serving: the old index recalls the top {k}")
+
 
 def test_every_number_in_a_bundle_names_its_protocol(upgrade: dict, tmp_path: Path,
                                                      capsys: pytest.CaptureFixture[str]) -> None:

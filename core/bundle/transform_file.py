@@ -200,7 +200,20 @@ def _apply(loaded: LoadedBundle, src: Path, x: np.ndarray, out: Path, old_vector
     publish(partial, out)
     sidecar.unlink(missing_ok=True)
     return {"path": str(out.resolve()), "rows": n, "dim": loaded.out_dim, "resumed_from": resumed_from,
-            "normalised": normalise_output, "bundle": str(loaded.path), "runtime": loaded.runtime}
+            "normalised": normalise_output, "bundle": str(loaded.path), "runtime": loaded.runtime,
+            "note": cascade_note(loaded.manifest)}
+
+
+def cascade_note(manifest: dict[str, Any]) -> str | None:
+    """What a cascade bundle's applied vectors are not: the measured system re-ranks the old index's top K
+    with new vectors, and these are its fallback layer's alone, which can rank worse than today's search."""
+    adapter = manifest.get("adapter") if isinstance(manifest.get("adapter"), dict) else {}
+    method = adapter.get("method") if isinstance(adapter.get("method"), dict) else {}
+    if method.get("kind") != "cascade":
+        return None
+    return ("these are the cascade's fallback layer's vectors alone, not the measured system (serving: "
+            f"{method.get('serving') or 'the old index recalls, the new model re-ranks'}); searched over the "
+            "whole old index on their own they can rank worse than today's search")
 
 
 def _refuse_zero_rows(block: np.ndarray, src: Path, first_row: int) -> None:

@@ -131,5 +131,6 @@ def cmd_apply(args: argparse.Namespace) -> Result:
                           normalise_output=args.normalise, chunk_rows=args.chunk_rows, limits=_limits(args),
                           runtime=args.runtime, overwrite=args.overwrite, on_progress=StderrProgress("apply"))
     resumed = f", resumed at row {result['resumed_from']}" if result["resumed_from"] else ""
+    note = f"\nnote: {result['note']}" if result.get("note") else ""
     return result, (f"wrote {result['rows']} x {result['dim']} vectors to {result['path']} "
-                    f"({result['runtime']} runtime){resumed}")
+                    f"({result['runtime']} runtime){resumed}{note}")
