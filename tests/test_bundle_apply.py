@@ -317,3 +317,28 @@ def test_an_empty_path_is_a_usage_error_not_the_current_folder(argv: list[str], 
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "is empty; name a file, folder or store" in err[0]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_head_bundle_shows_the_ceiling_its_gain_retained_is_measured_against(
+        demo_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A bt2 bundle said gain retained 57.4% beside new/new 0.907, from which it reads 56.9%: the gain is
+    measured against head/head, which the bundle did not show."""
+    from embridge.core.bundle import bundle_text
+    from embridge.core.cli.main import main
+
+    for method in ("bt2", "affine"):
+        assert main(["train", "-w", str(demo_copy), "--method", method, "--epochs", "3", "--json"]) == 0
+        run_id = json.loads(capsys.readouterr().out)["run_id"]
+        assert main(["bundle", "export", "-w", str(demo_copy), "--run", str(run_id), "--out",
+                     str(tmp_path / f"{method}.zip"), "--json"]) == 0
+        manifest = json.loads(capsys.readouterr().out)["manifest"]
+        values = manifest["metrics"]["values"]
+        sampled = values.get("old_old_sample_top1") is not None  # new/new searched the evaluation sample: so did the gain
+        up = values["upgraded_sample_top1" if sampled else "upgraded_top1"]
+        old, ceiling = values["old_old_sample_top1" if sampled else "old_old_top1"], values["ceiling_top1"]
+        assert values["gain_retained"] == pytest.approx((up - old) / (ceiling - old))  # from the numbers shown
+        text = bundle_text(manifest)
+        if method == "bt2":  # its own space's ceiling, not new/new: named beside the gain
+            assert ceiling != values["new_new_top1"] and f"head/head top1 (the ceiling)={ceiling:.4g}" in text
+        else:  # a plain layer's ceiling is new/new itself: not said twice
+            assert ceiling == values["new_new_top1"] and "ceiling" not in text

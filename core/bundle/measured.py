@@ -21,9 +21,10 @@ from embridge.core.upgrade_advice import bridge_alternatives
 
 UNRECORDED = "protocol not recorded (made by an older Embridge)"
 # the numbers a deploy note leads with, in this order
-HEADLINE = ("upgraded_top1", "old_old_top1", "new_new_top1", "old_old_sample_top1", "upgraded_sample_top1",
-            "gain_retained", "negative_flip_rate", "ndcg@10", "old_old_ndcg@10", "new_new_ndcg@10",
-            "old_old_sample_ndcg@10", "upgraded_sample_ndcg@10", "gain_retained_ndcg@10", "mrr@10", "n_queries")
+HEADLINE = ("upgraded_top1", "old_old_top1", "new_new_top1", "ceiling_top1", "old_old_sample_top1",
+            "upgraded_sample_top1", "gain_retained", "negative_flip_rate", "ndcg@10", "old_old_ndcg@10",
+            "new_new_ndcg@10", "ceiling_ndcg@10", "old_old_sample_ndcg@10", "upgraded_sample_ndcg@10",
+            "gain_retained_ndcg@10", "mrr@10", "n_queries")
 
 
 def _numbers(values: dict[str, Any]) -> dict[str, Any]:
@@ -141,12 +142,16 @@ def measurements(manifest: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _shown(values: dict[str, Any], keys: tuple[str, ...] | None) -> dict[str, Any]:
+    """The numbers to show; a ceiling (the cell gain retained is measured against) only where it is not
+    new/new itself, as for a bct or bt2 head, whose gain is measured against its own space (head/head)."""
     names = [k for k in keys if k in values] if keys else list(values)
-    return {k: values[k] for k in names if values[k] is not None}
+    return {k: values[k] for k in names if values[k] is not None
+            and not (k.startswith("ceiling_") and values.get(k.replace("ceiling_", "new_new_", 1)) == values[k])}
 
 
 # headline names that do not say their cell: the judged metrics are the upgraded system's
-CELL_OF = {"ndcg@10": "upgraded ndcg@10", "mrr@10": "upgraded mrr@10"}
+CELL_OF = {"ndcg@10": "upgraded ndcg@10", "mrr@10": "upgraded mrr@10", "ceiling_top1": "head/head top1 (the ceiling)",
+           "ceiling_ndcg@10": "head/head ndcg@10 (the ceiling)"}
 
 
 def _text(shown: dict[str, Any], sep: str) -> str:

@@ -35,7 +35,7 @@ JUDGED_HEADLINE = ("{}", "old_old_{}", "new_new_{}", "ceiling_{}", "old_old_samp
                    "compatible_{}", "gain_retained_{}")  # per judged metric
 # the judged numbers beside the upgraded one: what a verdict on nDCG@10 needs (present only with judgments)
 JUDGED_SUMMARY = tuple(form.format(metric) for metric in JUDGED_METRICS for form in JUDGED_HEADLINE[1:])
-RUN_SUMMARY = (*HEADLINE, "old_old_sample_top1", "upgraded_sample_top1", "gain_retained_note", "compatible",
+RUN_SUMMARY = (*HEADLINE, "ceiling_top1", "old_old_sample_top1", "upgraded_sample_top1", "gain_retained_note", "compatible",
                "upgraded_pair_top1", "n_queries", "arr",
                "negative_flip_rate", "positive_flip_rate", *JUDGED_METRICS, *JUDGED_SUMMARY, "pairs_used",
                "heldout_protocol", "relevance")
