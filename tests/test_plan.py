@@ -373,6 +373,20 @@ def test_with_judgments_the_plan_weighs_ndcg_not_one_more_first_hit() -> None:
     assert any("top-1 (new/new 0.800 vs old/old 0.800) does not rise with it" in n for n in plan.notes)
 
 
+def test_a_recommendation_that_loses_first_hits_says_so() -> None:
+    """A fusion recommended on nDCG@10 (0.484 vs 0.362) lowered top-1 (0.383 vs 0.500) and MRR@10 without a word."""
+    report = judged_report({"top1": 0.50, "ndcg@10": 0.362, "mrr@10": 0.634}, {"top1": 0.90, "ndcg@10": 0.49},
+                           {"top1": 0.383, "ndcg@10": 0.484, "mrr@10": 0.608})  # the layer keeps 95% of the gain
+    plan = plan_from_report(report, RATE)
+    assert plan.recommendation == "adapter_only" and plan.metric == "ndcg@10"
+    (note,) = [n for n in plan.notes if "first less often" in n]
+    assert "is recommended on nDCG@10 (0.484 vs 0.362 today), but top-1 0.383 vs 0.500 and MRR@10 0.608 vs 0.634 " \
+           "fall against staying" in note
+    kept = judged_report({"top1": 0.50, "ndcg@10": 0.362}, {"top1": 0.90, "ndcg@10": 0.49},
+                         {"top1": 0.60, "ndcg@10": 0.484})
+    assert not any("first less often" in n for n in plan_from_report(kept, RATE).notes)  # top-1 rises too
+
+
 def test_with_judgments_a_partial_backfill_is_read_off_the_ndcg_curve() -> None:
     curves = {"random": {"top1": [0.50, 0.90, 0.90, 0.90, 0.90], "ndcg@10": [0.50, 0.60, 0.70, 0.86, 0.90]}}
     report = judged_report({"top1": 0.60, "ndcg@10": 0.55}, {"top1": 0.90, "ndcg@10": 0.90},

@@ -351,6 +351,8 @@ def plan_from_report(source: Report | Mapping[str, Any], throughput: Throughput,
         plan["notes"].insert(0, f"Decided on {label}, the measure of relevance judgments: top-1 rises ({ceil_cell} "
                              f"{ceil_q[other]:.3f} vs old/old {other_floor:.3f}) while {label} falls, so the "
                              "new model ranks the judged documents worse.")
+    if other and choice is not options[0] and (disagree := _other_metrics_fall(choice, options[0], metric)):
+        plan["notes"].insert(0, disagree)
     if 0 < sizes.n_sample < sizes.n and new_better:
         plan["notes"].append(f"Items re-embedded count every gallery item an option needs, the {sizes.n_sample} whose "
                              "new vectors this workspace holds (the evaluation sample, and any earlier backfill) "
@@ -374,3 +376,17 @@ def plan_from_report(source: Report | Mapping[str, Any], throughput: Throughput,
         plan["notes"].insert(0, f"The new model is not better than the old one on {sample_words(on_sample)} "
                              f"({ceil_cell} {label} {ceiling:.3f} vs old/old {new_floor:.3f}): {gains}.")
     return Plan(**plan)
+
+
+def _other_metrics_fall(choice: dict[str, Any], stay: dict[str, Any], metric: str) -> str | None:
+    """A note when the recommended option, chosen on ``metric`` (nDCG@10 with judgments), finds fewer first
+    hits than today's system (top-1, MRR@10 lower than staying): the two measures disagree, and a team
+    serving one answer per query should know."""
+    ours, today = choice.get("quality") or {}, stay.get("quality") or {}
+    falls = [f"{metric_label(m)} {ours[m]:.3f} vs {today[m]:.3f}" for m in ("top1", "mrr@10") if m != metric
+             and isinstance(ours.get(m), float | int) and isinstance(today.get(m), float | int) and ours[m] < today[m]]
+    if not falls:
+        return None
+    return (f"{choice['title']} is recommended on {metric_label(metric)} ({ours[metric]:.3f} vs {today[metric]:.3f} "
+            f"today), but {' and '.join(falls)} fall against staying: it ranks the judged documents better while "
+            "putting a relevant one first less often.")
