@@ -53,6 +53,10 @@ def test_a_layer_no_epoch_improved_says_it_is_the_closed_form_start(tmp_path: Pa
     assert out["reason"].startswith("no trained epoch scored above the closed-form start on top-1 (epoch 0: ")
     start, best = (float(x) for x in re.findall(r"(?:epoch 0: |at most )([0-9.]+)", out["reason"]))
     assert best < start and out["reason"].endswith("so the layer kept is that start, not a trained one")
+    assert ", epochs 1-3: at most " in out["reason"]
+    with _workspace(tmp_path / "ws1", 400, 20) as ws:  # one trained epoch is 'epoch 1', not 'epochs 1-1'
+        one = train_run(ws, "mlp", "old", "new", device="cpu", config={"epochs": 1, "lr": 50.0})
+    assert ", epoch 1: at most " in one["reason"], one["reason"]
 
 
 def test_validation_with_nothing_to_find_is_said_and_never_printed_as_nan(tmp_path: Path) -> None:

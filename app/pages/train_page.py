@@ -136,7 +136,8 @@ class TrainPage(Page):
         self.time_budget.setDecimals(0)
         self.time_budget.setSuffix(" s")
         self.time_budget.setSpecialValueText("no limit")  # 0: every candidate runs to its end
-        self.time_budget.setToolTip("Automatic choice only: candidates run cheapest first; once this many "
+        self.time_budget.setToolTip("Automatic choice only: closed forms run first, then the trained layers, then "
+                                    "fusion and cascade over them; once this many "
                                     "seconds are spent the rest are skipped, and a training candidate stops "
                                     "at the end of its epoch.")
         self.time_budget_label = QLabel("Time &budget")

@@ -42,8 +42,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="fit on document pairs, query pairs (queries judged in train) or both "
                         "(default: both when query pairs exist, else documents); test queries never are")
     p.add_argument("--time-budget", type=number(float, low=0.0, high=1e7, low_open=True), metavar="SECONDS",
-                   help="auto only: stop trying candidates (cheapest run first) once this many seconds are "
-                        "spent; a training candidate then ends at the end of its epoch")
+                   help="auto only: stop trying candidates (closed forms first, then the trained layers, then "
+                        "fusion and cascade over them) once this many seconds are spent; a training candidate "
+                        "then ends at the end of its epoch")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any other setting of the method (value parsed as JSON when it can be)")
     p.set_defaults(handler=cmd_train)
@@ -153,7 +154,8 @@ def _train_text(out: dict[str, Any]) -> str:
         val = cand.get("val_metric")
         shown = f"{val:.3f}" if isinstance(val, float) and math.isfinite(val) else "n/a"  # NaN: no query scored
         took = cand.get("duration_s")
-        took_text = f" in {took:.1f}s" if isinstance(took, int | float) and cand.get("status") != "skipped" else ""
+        took_text = (f" in {took:.1f}s" if took >= 0.1 else " in under 0.1s") \
+            if isinstance(took, int | float) and cand.get("status") != "skipped" else ""
         lines.append(f"  candidate {cand.get('kind'):<11} {val_label} {shown} ({cand.get('status')}{took_text})"
                      + (f": {cand['reason']}" if cand.get("status") in ("skipped", "failed") and cand.get("reason")
                         else ""))

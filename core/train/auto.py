@@ -8,8 +8,8 @@ validation, the best layer as fallback). Every candidate's score and time are re
 sentence saying why the winner won and where today's system (old/old) stands, or, when every
 candidate scored the same, that no choice was made and the simplest candidate was kept.
 
-Candidates run cheapest first (closed forms, then the trainable layers, then the bridges over
-them). With a ``time_budget`` (seconds), a candidate not yet started when the budget is spent is
+Candidates run in order: closed forms, then the trainable layers, then the bridges over them (cheap
+themselves, but they need the layers, so a small budget may skip them). With a ``time_budget`` (seconds), a candidate not yet started when the budget is spent is
 recorded as skipped with the reason, and a trainable one running then stops at the end of its
 epoch in its best validated state; the first candidate always runs. Once a candidate scores the
 metric's maximum on validation, the later ones are recorded as skipped: they could only tie, and a

@@ -287,7 +287,7 @@ def _fit_trainable(
     elif len(values) > 1 and outcome.best_epoch == 0:  # training only made it worse: the layer is the start
         result.reason = "; ".join(r for r in (result.reason, (
             f"no trained epoch scored above the closed-form start on {data.validation().metric_label} "
-            f"(epoch 0: {values[0]:.4f}, epochs 1-{int(outcome.metrics[-1]['epoch'])}: at most "
+            f"(epoch 0: {values[0]:.4f}, {_epochs_word(int(outcome.metrics[-1]['epoch']))}: at most "
             f"{max(values[1:]):.4f}), so the layer kept is that start, not a trained one")) if r)
     return result
 
@@ -319,3 +319,8 @@ def _fit_bridge(
     if choice.choice is not None:
         _record(result, choice.choice, "fusion α" if name == "fusion" else "cascade K")
     return result
+
+
+def _epochs_word(last: int) -> str:
+    """'epoch 1' or 'epochs 1-6': the trained epochs of a run."""
+    return "epoch 1" if last == 1 else f"epochs 1-{last}"
