@@ -431,3 +431,25 @@ def test_cli_manages_models(demo_copy: Path, tmp_path: Path, capsys: pytest.Capt
     assert main(["model", "remove", *w, "--name", "v3"]) == 0
     with Workspace.open(demo_copy) as ws:
         assert [m["name"] for m in ws.models()] == ["old-mlp", "new-cnn"]
+
+
+def test_a_report_refusal_names_the_pages_check_box_not_the_command_line_flag(
+        qtbot: QtBot, window: MainWindow, demo_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Reports page said '--heldout-gallery left the train fold out ...', a flag the page does not have."""
+    from embridge.core.errors import InputError
+    from embridge.core.report import build
+
+    def refuse(*args: object, **kwargs: object) -> None:  # the refusal core gives on such a workspace
+        raise InputError("models 'a', 'b'", "none of the 200 test queries has a relevant item in the gallery; "
+                         "--heldout-gallery left the train fold out of the gallery, and with it every relevant "
+                         "item; report without it")
+
+    first = train_in_core(demo_copy, "procrustes")
+    window.ctx.open_workspace(demo_copy)
+    monkeypatch.setattr(build, "build_report", refuse)
+    reports = window.show_page("reports")
+    reports.build(first["run_id"], heldout_gallery=True, n_boot=50)
+    wait_for_jobs(qtbot, window)
+    (dialog,) = error_dialogs()
+    assert "Held-out gallery left the train fold out" in dialog.message and "--heldout-gallery" not in dialog.message
+    close_error_dialogs()

@@ -26,11 +26,12 @@ from PySide6.QtWidgets import (
 
 from embridge.app import dialogs
 from embridge.app.context import AppContext
+from embridge.app.error_path import labelled
 from embridge.app.pages.forms import scrolled_text, set_combo_items
 from embridge.app.pages.page import Page, completed_train_runs, make_table, run_label, select_run
 from embridge.app.pages.report_widgets import FlipBrowser, fill_metrics_table
 from embridge.app.plots import PlotWidget
-from embridge.core.errors import EmbridgeError, StoreError
+from embridge.core.errors import EmbridgeError, InputError, StoreError
 from embridge.core.evaluation.headline import with_judged_rows
 from embridge.core.formatting import capitalised
 from embridge.core.progress import ProgressFn, StopFn
@@ -195,7 +196,11 @@ class ReportsPage(Page):
             from embridge.core.report.build import ReportOptions, build_report
 
             options = ReportOptions(heldout_gallery=heldout_gallery, rollback=rollback, n_boot=n_boot)
-            report = build_report(ws, run_id, options, on_progress=on_progress, should_stop=should_stop)
+            try:
+                report = build_report(ws, run_id, options, on_progress=on_progress, should_stop=should_stop)
+            except InputError as exc:  # the page's check boxes, not the command line's options
+                raise labelled(exc, {"--heldout-gallery": "Held-out gallery", "--rollback": "Rollback cell"}) \
+                    from None
             return int(report.report_id or 0)
 
         def done(report_id: int) -> None:
