@@ -130,6 +130,21 @@ def fresh_pg_database(pg_base: str, name: str) -> str:
     return pg_base.replace("/postgres?", f"/{name}?")
 
 
+def pg_schema_source(pg_base: str, name: str, upgrade: dict, tmp_path: Path, schema: str,
+                     *statements: str) -> str:
+    """A new database with ``schema`` (and ``statements`` run after it) whose ``schema.docs`` holds the
+    upgrade's v1 vectors and labels under ids 0..n-1; returns the database's URI."""
+    import psycopg
+
+    base = fresh_pg_database(pg_base, name)
+    with psycopg.connect(base, autocommit=True) as conn:
+        for statement in (f"create schema {schema}", *statements):
+            conn.execute(statement)
+    v1 = upgrade["vectors"]["v1"]
+    fill_source("pgvector", tmp_path, list(range(len(v1))), v1, upgrade["labels"], pg_base=base, name=f"{schema}.docs")
+    return base
+
+
 def read_all(uri: str) -> dict[str, tuple[np.ndarray, dict[str, Any]]]:
     """Every point of a collection by id (as text); fails on a repeated id."""
     from embridge.core.connectors import open_store

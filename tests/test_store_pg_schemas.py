@@ -14,7 +14,15 @@ from typing import Any
 
 import numpy as np
 import pytest
-from store_fixtures import cli, fct_upgrade, fill_source, fresh_pg_database, one_line, read_all
+from store_fixtures import (
+    cli,
+    fct_upgrade,
+    fill_source,
+    fresh_pg_database,
+    one_line,
+    pg_schema_source,
+    read_all,
+)
 
 from embridge.core.bundle import load_bundle
 from embridge.core.connectors.migration import migrate_store
@@ -121,12 +129,9 @@ def test_a_migration_an_earlier_version_checkpointed_in_public_resumes(
         upgrade: dict, tmp_path: Path, pg_server: str, capsys: pytest.CaptureFixture[str]) -> None:
     import psycopg
 
-    v1, labels = upgrade["vectors"]["v1"], upgrade["labels"]
+    v1 = upgrade["vectors"]["v1"]
     n = len(v1)
-    base = fresh_pg_database(pg_server, "schemas_legacy")
-    with psycopg.connect(base, autocommit=True) as conn:
-        conn.execute("create schema app")
-    fill_source("pgvector", tmp_path, list(range(n)), v1, labels, pg_base=base, name="app.docs")
+    base = pg_schema_source(pg_server, "schemas_legacy", upgrade, tmp_path, "app")
     source, target = (f"{base}&column=embedding&table={t}" for t in ("app.docs", "app.docs_v2"))
     calls = iter(range(1000))
     with pytest.raises(Cancelled):

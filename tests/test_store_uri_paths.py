@@ -14,7 +14,14 @@ from urllib.parse import quote
 
 import numpy as np
 import pytest
-from store_fixtures import cli, fct_upgrade, fill_source, fresh_pg_database, one_line, read_all
+from store_fixtures import (
+    cli,
+    fct_upgrade,
+    fill_source,
+    one_line,
+    pg_schema_source,
+    read_all,
+)
 
 from embridge.core.connectors.connector import StoreURI, encode_query
 
@@ -93,11 +100,8 @@ def test_a_schema_qualified_postgresql_table_is_imported_migrated_switched_and_r
 
     v1, labels = upgrade["vectors"]["v1"], upgrade["labels"]
     n = len(v1)
-    base = fresh_pg_database(pg_server, "uri_schemas")
-    with psycopg.connect(base, autocommit=True) as conn:
-        conn.execute("create schema myschema")
-        conn.execute("create table docs_live (k int)")  # public tables named like the alias and the source
-    fill_source("pgvector", tmp_path, list(range(n)), v1, labels, pg_base=base, name="myschema.docs")
+    # public tables named like the alias and the source
+    base = pg_schema_source(pg_server, "uri_schemas", upgrade, tmp_path, "myschema", "create table docs_live (k int)")
     fill_source("pgvector", tmp_path, list(range(5)), v1[:5], labels[:5], pg_base=base, name="docs")
 
     def uri(table: str) -> str:
