@@ -75,6 +75,9 @@ def test_cli_records_the_budget_and_each_candidates_time(demo_copy: Path, capsys
     with Workspace.open(demo_copy) as ws:
         stored = ws.runs("train")[-1]["metrics"]
     assert stored["budget"] == out["budget"] and stored["candidates"] == out["candidates"]
+    assert main(["runs", "-w", str(demo_copy), "--kind", "train", "--json"]) == 0  # listed too, with each one's time
+    listed = json.loads(capsys.readouterr().out)["runs"][-1]["metrics"]
+    assert listed["candidates"] == out["candidates"] and listed["budget"] == out["budget"]
     code = main(["train", "-w", str(demo_copy), "--method", "auto", "--time-budget", "0.000001",
                  "--set", 'candidates=["procrustes", "affine"]'])
     text = capsys.readouterr().out
