@@ -70,7 +70,7 @@ def test_a_bundle_of_a_new_model_no_better_advises_staying_not_a_backfill() -> N
                                               "0.891): stay on the old model")
     assert "backfill" not in line
     better = judged_head(0.60, 0.80, 0.55, (0.5, 0.8, 0.4))
-    assert "a partial or a full backfill instead" in (verdict_line(manifest(better)) or "")
+    assert "a partial backfill, or a full backfill instead" in (verdict_line(manifest(better)) or "")
 
 
 def test_a_layer_that_ties_old_old_is_named_equal_beside_its_verdict() -> None:
