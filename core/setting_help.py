@@ -29,6 +29,9 @@ SETTING_HELP: dict[str, str] = {
     "logit_scale": "Scale of the classifier logits in the compatibility loss.",
     "extra_dims": "Extra dimensions the head adds to the new model's (at least old minus new dimensions: "
                   "raised to that when the old model is wider).",
+    "time_budget": "Automatic choice only: closed forms run first, then the trained layers, then fusion and cascade "
+                   "over them; once this many seconds are spent the rest are skipped, and a training candidate "
+                   "stops at the end of its epoch.",
 }
 
 

@@ -39,6 +39,7 @@ from embridge.app.pages.train_result import (
 from embridge.app.workers import Job
 from embridge.core.errors import EmbridgeError, InputError
 from embridge.core.progress import ProgressFn, StopFn
+from embridge.core.setting_help import setting_help
 from embridge.core.store import Workspace
 
 log = logging.getLogger("embridge.app")
@@ -136,10 +137,7 @@ class TrainPage(Page):
         self.time_budget.setDecimals(0)
         self.time_budget.setSuffix(" s")
         self.time_budget.setSpecialValueText("no limit")  # 0: every candidate runs to its end
-        self.time_budget.setToolTip("Automatic choice only: closed forms run first, then the trained layers, then "
-                                    "fusion and cascade over them; once this many "
-                                    "seconds are spent the rest are skipped, and a training candidate stops "
-                                    "at the end of its epoch.")
+        self.time_budget.setToolTip(setting_help("time_budget"))
         self.time_budget_label = QLabel("Time &budget")
         self.time_budget_label.setBuddy(self.time_budget)
         models.addRow(self.time_budget_label, self.time_budget)

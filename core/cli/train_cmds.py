@@ -19,6 +19,7 @@ from embridge.core.progress import StderrProgress
 from embridge.core.report.number_source import gain_text
 from embridge.core.run_choice import pair_arrow, run_choice
 from embridge.core.run_record import NEW_NEW, cell_protocols, fitted_text, measured_on_lines, protocol_groups
+from embridge.core.setting_help import setting_help
 from embridge.core.store import Workspace
 from embridge.core.store.records import RUN_KINDS
 
@@ -42,9 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="fit on document pairs, query pairs (queries judged in train) or both "
                         "(default: both when query pairs exist, else documents); test queries never are")
     p.add_argument("--time-budget", type=number(float, low=0.0, high=1e7, low_open=True), metavar="SECONDS",
-                   help="auto only: stop trying candidates (closed forms first, then the trained layers, then "
-                        "fusion and cascade over them) once this many seconds are spent; a training candidate "
-                        "then ends at the end of its epoch")
+                   help=setting_help("time_budget"))
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any other setting of the method (value parsed as JSON when it can be)")
     p.set_defaults(handler=cmd_train)
