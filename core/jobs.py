@@ -90,8 +90,9 @@ def _finish_quietly(ws: Any, run_id: int, status: str, error: str, record: dict[
         pass
 
 
-class RunRecord(dict):
-    """The record a job fills (``metrics`` and fields to store). :meth:`complete` marks its run completed
+class JobRecord(dict):
+    """The record a job fills (``metrics`` and fields to store; a stored run is read back as
+    :class:`embridge.core.run_record.RunRecord`). :meth:`complete` marks its run completed
     at once, so a job can do it inside the transaction that stores its result: the result and the run's
     status then commit together, or neither does (a full disk at the commit left a stored report under a
     run that read 'interrupted')."""
@@ -107,13 +108,13 @@ class RunRecord(dict):
 
 
 @contextmanager
-def recorded_run(ws: Any, kind: str, method: str | None = None, config: dict | None = None) -> Iterator[RunRecord]:
+def recorded_run(ws: Any, kind: str, method: str | None = None, config: dict | None = None) -> Iterator[JobRecord]:
     """Record a job as a workspace run; fill the yielded record with ``metrics``/fields to store."""
     with stop_signals.job_scope():
         yield from _recorded(ws, kind, method, config)
 
 
-def _recorded(ws: Any, kind: str, method: str | None, config: dict | None) -> Iterator[RunRecord]:
+def _recorded(ws: Any, kind: str, method: str | None, config: dict | None) -> Iterator[JobRecord]:
     state = data_state(ws) if kind in MEASURED_KINDS else None  # the data its numbers are measured on
     run_id = ws.start_run(kind, method, config)
     began = time.perf_counter()  # the run's duration to the millisecond, not the seconds of its timestamps
@@ -125,7 +126,7 @@ def _recorded(ws: Any, kind: str, method: str | None, config: dict | None) -> It
         ws.finish_run(run_id, record.get("status", "completed"), metrics=record.get("metrics"),
                       error=record.get("error"), duration_s=round(time.perf_counter() - began, 3), **fields)
 
-    record = RunRecord(complete, run_id=run_id)
+    record = JobRecord(complete, run_id=run_id)
     try:
         yield record
     except Cancelled as exc:

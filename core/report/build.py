@@ -148,12 +148,7 @@ def build_report(ws: Workspace, run_id: int | None = None, options: ReportOption
             from embridge.core.report.report_export import save_report
 
             check_stop(should_stop)
-
-            def complete() -> None:  # the run completes in the transaction that registers the report
-                record["metrics"]["report_id"] = report.report_id
-                record.complete()
-
-            save_report(ws, report, on_progress=on_progress, should_stop=should_stop, complete=complete)
+            save_report(ws, report, on_progress=on_progress, should_stop=should_stop, record=record)
     return report
 
 

@@ -152,9 +152,5 @@ def chain_report(ws: Workspace, models: Sequence[str], runs: Sequence[int], *, m
         if write:
             from embridge.core.report.report_export import save_report
 
-            def complete() -> None:  # the run completes in the transaction that registers the report
-                record["metrics"]["report_id"] = report.report_id
-                record.complete()
-
-            save_report(ws, report, should_stop=should_stop, complete=complete)
+            save_report(ws, report, should_stop=should_stop, record=record)
     return report

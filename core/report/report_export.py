@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 import re
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from embridge.core.errors import StoreError
 from embridge.core.evaluation.headline import metric_label
+from embridge.core.jobs import JobRecord
 from embridge.core.json_values import json_safe
 from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
 from embridge.core.report.html_page import render_html
@@ -109,13 +110,13 @@ def figure_svgs(report: Report) -> dict[str, str]:
 
 
 def save_report(ws: Workspace, report: Report, on_progress: ProgressFn | None = None,
-                should_stop: StopFn | None = None, complete: Callable[[], None] | None = None) -> dict[str, Any]:
+                should_stop: StopFn | None = None, record: JobRecord | None = None) -> dict[str, Any]:
     """Write report.json and report.html into ``reports/<id>/`` and register them; returns the row.
 
     The id is taken inside the registering transaction, so the folder name and the row agree even with
     several writers; the figures are rendered before it, so the database is held only for the writes.
-    ``complete`` (the report run's :meth:`~embridge.core.jobs.RunRecord.complete`) runs inside that
-    transaction, so the report and its run's status are stored together or not at all.
+    ``record``, the report run's, gets the report's id and is completed inside that transaction, so the
+    report and its run's status are stored together or not at all.
     """
     progress = on_progress or no_progress
     progress(0, 2, {"stage": "figures"})
@@ -136,8 +137,9 @@ def save_report(ws: Workspace, report: Report, on_progress: ProgressFn | None = 
             row = ws.add_report(report.run_id, report.adapter_id, json_path, html_path, report.summary())
             if int(row["id"]) != report_id:
                 raise StoreError(f"{folder}: report registered as {row['id']}, expected {report_id}")
-            if complete is not None:
-                complete()
+            if record is not None:
+                record.setdefault("metrics", {})["report_id"] = report_id
+                record.complete()
     except BaseException:  # the commit too: files of a report that was not registered are not left behind
         if folder is not None and ours:
             shutil.rmtree(folder, ignore_errors=True)

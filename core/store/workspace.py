@@ -33,11 +33,7 @@ from embridge.core.errors import (
     StoreError,
     VectorFileError,
 )
-from embridge.core.paths import (
-    DB_NAME,
-    check_name,
-    child,
-)
+from embridge.core.paths import DB_NAME, check_name, child
 from embridge.core.store.file_checks import verified_sha256
 from embridge.core.store.id_sets import is_sorted_unique, unique_ids
 from embridge.core.store.items import ITEM_FIELDS, QUERY_SPLIT, ItemsMixin, in_gallery, item_namespace

@@ -106,9 +106,9 @@ def sweep_leftovers(root: Path, conn: Any) -> None:
     cutoff = time.time() - TEMP_MAX_AGE_S
     for sub in STORE_FOLDERS:
         sweep_old_temps(root / sub, cutoff)
-    copies = {str(r[0]).split("/", 1)[-1] for r in conn.execute("select file from models") if r[0]}
-    sweep_model_orphans(root / "models", copies, cutoff)
+    model_rows = conn.execute("select name, file from models").fetchall()
+    sweep_model_orphans(root / "models", {str(file).split("/", 1)[-1] for _, file in model_rows if file}, cutoff)
     registered = {root / r[c] for r in conn.execute("select file, ids_file from vector_sets") for c in (0, 1) if r[c]}
-    models = {r[0] for r in conn.execute("select name from models") if isinstance(r[0], str)}
+    models = {name for name, _ in model_rows if isinstance(name, str)}
     if is_real_dir(root / "vectors"):
         sweep_orphans(root / "vectors", registered, cutoff, models)
