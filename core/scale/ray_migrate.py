@@ -76,14 +76,14 @@ def migrate_on_ray(bundle: str | Path, source_uri: str, target_uri: str, *, swit
                              "which needs a local store folder")
         key, total = f"ray-migrate-{target.collection}", source.count()
         with job_lock(target, key):  # a second migration into this target is refused while this one runs
-            names = space_names(transform)
             partitions = open_source(data)  # a partition changed in place since the start is another migration
             fingerprint = {"layer": layer_fingerprint(bundle), "source": data, "target": target.collection,
                            "source_count": total, "source_version": partitions.version,
                            "source_partitions": partition_stamps(partitions)}
             state = resumable_state(target, key, fingerprint) or {"fingerprint": fingerprint, "loaded": [], "written": 0,
-                                                                  "status": "running", "spaces": names}
+                                                                  "status": "running"}
             target.save_state(key, state)
+            names = space_names(transform)
             started = time.perf_counter()
             resumed_from = int(state["written"])
             staging = Path(state_dir) / f".embridge-ray-{target.collection}"
