@@ -52,7 +52,6 @@ def decode_page(data: bytes, dim: int) -> tuple[np.ndarray, np.ndarray] | None:
     return rows["id"].astype(np.int64), rows["vec"].astype(np.float32)
 
 
-
 def stack_rows(rows: list[Any], width: int | None, array: Callable[[Any], np.ndarray], where: str,
                column: str) -> np.ndarray:
     """The vectors of rows read one by one, as (n, width) float32; a row of another width (a column

@@ -166,18 +166,18 @@ _FITS = {"boolean": (bool,), "bigint": (int,), "integer": (int,), "smallint": (i
          "double precision": (int, float), "real": (int, float)}
 
 
-def check_payload_fits(where: str, pid: Any, payload: dict[str, Any], types: dict[str, str]) -> None:
-    """Refuse a point whose payload cannot be written to columns of ``types`` (a field whose type differs
-    from point to point, as schemaless stores allow), naming the point and field; only the column types
-    Embridge makes are judged (a PostgreSQL source's own values already fit its columns)."""
-    for field, value in payload.items():
-        want = _FITS.get(types.get(field, ""))
-        if value is None or want is None:
-            continue
-        if not isinstance(value, want) or (isinstance(value, bool) and bool not in want):
-            raise VectorStoreError(f"{where}: point {pid!r}: payload field '{field}' holds {type(value).__name__} "
-                                   f"{value!r:.40}, but its column is {types[field]} (taken from the points before "
-                                   "it); a table column holds one type")
+def check_payload_fits(where: str, ids: list[Any], payloads: list[dict[str, Any]], types: dict[str, str]) -> None:
+    """Refuse a batch holding a point whose payload cannot be written to columns of ``types`` (a field whose
+    type differs from point to point, as schemaless stores allow), naming the point and field, before any
+    of it is written; only the column types Embridge makes are judged, and only those fields read."""
+    judged = {field: want for field, kind in types.items() if (want := _FITS.get(kind)) is not None}
+    for pid, payload in zip(ids, payloads, strict=True):
+        for field, want in judged.items():
+            value = payload.get(field)
+            if value is not None and (not isinstance(value, want) or (isinstance(value, bool) and bool not in want)):
+                raise VectorStoreError(f"{where}: point {pid!r}: payload field '{field}' holds "
+                                       f"{type(value).__name__} {value!r:.40}, but its column is {types[field]} "
+                                       "(taken from the points before it); a table column holds one type")
 
 
 def replace_view(conn: Any, alias: str, target: str, schema: str | None) -> None:

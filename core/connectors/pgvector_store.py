@@ -341,13 +341,14 @@ class PgVectorConnector(Connector):
         if pg_catalog.add_payload_columns(self.conn, self._rel(), types, batch.payloads):
             types = dict(self._need())
         payload_cols = [c for c in types if c not in (self.id_col, self.vec_col)]
+        keys = self._keys(batch.ids, types)
+        pg_catalog.check_payload_fits(self.describe(), keys, batch.payloads, types)
         cols = [self.id_col, self.vec_col, *payload_cols]
         copy = sql.SQL("copy {} ({}) from stdin (format binary)").format(self._rel(),
                                                                          self._ident(*cols))
         with self.conn.transaction(), self.conn.cursor() as cur, cur.copy(copy) as cp:
             cp.set_types([types[c] if not types[c].startswith("vector") else "vector" for c in cols])
-            for pid, vec, payload in zip(self._keys(batch.ids, types), batch.vectors, batch.payloads, strict=True):
-                pg_catalog.check_payload_fits(self.describe(), pid, payload, types)
+            for pid, vec, payload in zip(keys, batch.vectors, batch.payloads, strict=True):
                 cp.write_row([pid, vec, *[payload.get(c) for c in payload_cols]])
 
     def delete_ids(self, ids: list[PointId]) -> None:
