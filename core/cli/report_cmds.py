@@ -218,12 +218,17 @@ def _measured_where(metric: str, report: Report) -> str:
     return f"{on(cell)}; against old/old" if "flip" in metric or "nfr" in metric else on(cell)
 
 
+def _model_name(report: Report, role: str) -> Any:
+    """The name the report's ``role`` ('old' or 'new') model had when it was measured."""
+    return (report.models.get(role) or {}).get("name")
+
+
 def report_data(report: Report) -> dict[str, Any]:
     """The CLI's JSON: cells with their table metrics, the headline numbers and the file paths."""
     return {
         "report_id": report.report_id, "run_id": report.run_id, "adapter_id": report.adapter_id,
         "method": report.method, "upgraded_cell": report.upgraded_cell, "ceiling_cell": report.ceiling_cell,
-        "old_model": (report.models.get("old") or {}).get("name"), "new_model": (report.models.get("new") or {}).get("name"),
+        "old_model": _model_name(report, "old"), "new_model": _model_name(report, "new"),
         "cells": {name: values | {"n_queries": report.cells[name]["n_queries"]}
                   for name, values in report.table().items()},
         **report.headline_numbers(),
@@ -246,8 +251,7 @@ def _report_text(report: Report) -> str:
     from embridge.core.report.number_source import flips_text, gain_text, served_lines
 
     h, s = report.headline, report.sizes
-    pair = pair_arrow((report.models.get("old") or {}).get("name"), (report.models.get("new") or {}).get("name"),
-                      report.method)
+    pair = pair_arrow(_model_name(report, "old"), _model_name(report, "new"), report.method)
     lines = [f"report #{report.report_id}: {report.method} layer of run {report.run_id} ({pair}), "
              f"{_queries_text(s)}; evaluation sample {s['gallery']} of the {s['gallery_full']} gallery items"
              + (f" (the train fold's {s.get('removed_train')} left out by --heldout-gallery)"
