@@ -10,7 +10,7 @@ import threading
 from collections.abc import Iterator
 
 import pytest
-from PySide6.QtCore import QThreadPool
+from PySide6.QtCore import QCoreApplication, QThreadPool
 from pytestqt.qtbot import QtBot
 
 from embridge.app.error_path import ErrorDialog
@@ -68,5 +68,7 @@ def window(qtbot: QtBot, no_threads_left: None) -> Iterator[MainWindow]:
 
 
 def wait_for_jobs(qtbot: QtBot, win: MainWindow, timeout_ms: int = 60_000) -> None:
-    """Wait until every job of the window has ended and its outcome was delivered."""
+    """Wait until every job of the window has ended and its outcome was delivered, then deliver the
+    events its outcome posted (the error reporter shows its dialog on a queued signal)."""
     qtbot.waitUntil(lambda: not win.ctx.jobs.running(), timeout=timeout_ms)
+    QCoreApplication.processEvents()

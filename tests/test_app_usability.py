@@ -450,6 +450,7 @@ def test_a_report_refusal_names_the_pages_check_box_not_the_command_line_flag(
     reports = window.show_page("reports")
     reports.build(first["run_id"], heldout_gallery=True, n_boot=50)
     wait_for_jobs(qtbot, window)
+    qtbot.waitUntil(lambda: bool(error_dialogs()))  # the reporter shows its dialog on a queued signal
     (dialog,) = error_dialogs()
     assert "Held-out gallery left the train fold out" in dialog.message and "--heldout-gallery" not in dialog.message
     close_error_dialogs()
