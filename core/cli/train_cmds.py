@@ -117,7 +117,7 @@ def cmd_train(args: argparse.Namespace) -> Result:
 def _train_text(out: dict[str, Any]) -> str:
     method = out["method"] if out["method"] == out["kind"] else f"{out['method']} ({out['kind']})"  # auto (mlp)
     lines = [f"run #{out['run_id']}: {method} {out['status']} on {out['device']} "
-             f"(fit {out['duration_s']:.1f}s); {fitted_text(out)}"]
+             f"(fit {out['fit_s']:.1f} s of {out['duration_s']:.1f} s); {fitted_text(out)}"]
     if out.get("compatible") is not None:
         judged = decides_on_ndcg(out)  # graded judgments: the criterion is decided on nDCG@10, as report and plan do
 

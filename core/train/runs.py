@@ -129,7 +129,7 @@ def train_run(ws: Workspace, method: str, old: str | None = None, new: str | Non
             adapter_row = _store_adapter(ws, record["run_id"], result, old, new)
             summary = {"run_id": record["run_id"], "method": method, "kind": result.adapter.kind,
                        "status": result.status, "reason": result.reason, "old": old, "new": new,
-                       "device": result.device, "duration_s": round(result.duration_s, 3),
+                       "device": result.device, "fit_s": round(result.duration_s, 3),
                        "pairs": counts, "pairs_used": pairs_used, "adapter_id": adapter_row["id"],
                        "adapter_path": adapter_row["path"],
                        "val_metric": result.best_val_metric, "val_metric_name": result.val_metric_name,
@@ -140,6 +140,8 @@ def train_run(ws: Workspace, method: str, old: str | None = None, new: str | Non
             record["metrics"]["candidates"] = result.candidates
             record["status"] = "cancelled" if result.status == "cancelled" else "completed"
             record["error"] = result.reason or None if result.status == "cancelled" else None
+    # the whole run's time, as `runs` lists it (the fit's own is ``fit_s``)
+    summary["duration_s"] = ws.run(summary["run_id"]).get("duration_s")
     return summary
 
 
