@@ -76,6 +76,9 @@ def test_a_method_the_pair_cannot_train_is_refused_alike_by_the_command_and_the_
     ws = _unlabelled_workspace(tmp_path / "ws")
     no_labels = cli_error(capsys, "train", "-w", str(ws), "--method", "bct", "--device", "cpu")
     assert no_labels == "models: BCT head needs labelled items; this workspace has none"
+    alias = cli_error(capsys, "train", "-w", str(ws), "--method", "oca", "--device", "cpu")  # bt2 by another name
+    assert alias == cli_error(capsys, "train", "-w", str(ws), "--method", "bt2", "--device", "cpu")
+    assert alias.endswith("needs labelled items; this workspace has none")
     same = cli_error(capsys, "train", "-w", str(ws), "--method", "affine", "--old", "new", "--new", "new")
     assert same == "models: old and new model are both 'new'; choose two different models"
     with Workspace.open(ws) as opened:

@@ -19,9 +19,9 @@ MODELS_SOURCE = "models"  # what a refusal names: the chosen old/new pair
 def requirement_problems(method: str, old: Mapping[str, Any] | None, new: Mapping[str, Any] | None,
                          labelled_items: int) -> list[str]:
     """Why ``method`` cannot run on this old/new pair (model rows with name and dim); empty when it can."""
-    from embridge.core.adapters.registry import METHODS
+    from embridge.core.adapters.registry import METHODS, canonical_kind
 
-    info = METHODS.get(method)
+    info = METHODS.get(canonical_kind(method))  # an alias (oca) needs what its method needs
     problems = []
     if old is None or new is None:
         problems.append("choose an old and a new model (add them with 'embridge model add' or on the Models page)")
