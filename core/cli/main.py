@@ -60,10 +60,15 @@ PLAIN_SIGNS = str.maketrans({"→": "->", "←": "<-", "β": "beta", "≥": ">="
 
 
 def emit(data: dict[str, Any], text: str, as_json: bool) -> None:
+    """The command's result on stdout; with ``--json`` its WARNING lines (``warning``, which the text
+    shows first or last) go to stderr too, so a person still sees them when the JSON goes to a program."""
     if as_json:
         from embridge.core.json_values import dumps  # numpy: loaded once a command has run, not at start-up
 
         out = dumps(data, indent=None) + "\n"
+        warning = data.get("warning")
+        if isinstance(warning, str) and warning and sys.stderr is not None:
+            sys.stderr.write(warning.rstrip() + "\n")
     else:
         out = text.rstrip() + "\n"
     try:
