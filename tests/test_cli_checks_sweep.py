@@ -162,6 +162,27 @@ def test_train_help_lists_every_method(capsys: pytest.CaptureFixture[str]) -> No
     assert set(METHODS) | set(ALIASES) | {"auto"} <= names, listed.group(1)
 
 
+def test_every_option_of_every_command_says_what_it_does() -> None:
+    """``--help`` listed train's --epochs, --lr and --seed, embed's --model and --device and a dozen
+    others with no word of what they do."""
+    import argparse
+
+    from embridge.core.cli.main import build_parser
+
+    def parsers(parser: argparse.ArgumentParser, name: str) -> list[tuple[str, argparse.ArgumentParser]]:
+        found = [(name, parser)]
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub_name, sub in action.choices.items():
+                    found += parsers(sub, f"{name} {sub_name}")
+        return found
+
+    silent = [f"{name} {action.option_strings[-1]}" for name, parser in parsers(build_parser(), "embridge")
+              for action in parser._actions
+              if action.option_strings and not action.help and not isinstance(action, argparse._HelpAction)]
+    assert silent == []
+
+
 def test_runs_show_a_forward_layers_pair_old_to_new(demo_copy: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """fct brings the stored old gallery into the new space: its pair reads old→new, a query map's new→old."""
     for method in ("fct", "procrustes"):

@@ -64,7 +64,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--metric", type=_chain_metric, default="top1",
                    help=f"the matrix's metric: {', '.join(CHAIN_METRICS)} (a gallery under 10 items has a "
                         "smaller recall@k; mAP@R replaces mAP where the full ranking is too large)")
-    p.add_argument("--heldout-gallery", action="store_true")
+    p.add_argument("--heldout-gallery", action="store_true",
+                   help="leave the train fold (the items the layers were fitted on) out of the gallery")
     _search_flags(p)
     p.set_defaults(handler=cmd_chain)
 
@@ -90,7 +91,8 @@ def _search_flags(p: argparse.ArgumentParser) -> None:
 
     add_engine_flags(p)
     p.add_argument("--shards", type=number(int, low=1, high=100_000), metavar="N", help="gallery shards with --engine ray (default: one per CPU)")
-    p.add_argument("--exact-max", type=number(int, low=0, high=10**9), default=200_000)
+    p.add_argument("--exact-max", type=number(int, low=0, high=10**9), default=200_000, metavar="N",
+                   help="largest gallery searched exactly under --search auto (default 200000)")
 
 
 def _search_config(args: argparse.Namespace) -> Any:

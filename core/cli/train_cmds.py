@@ -34,11 +34,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--old", help="old model name (default: the model with role old)")
     p.add_argument("--new", help="new model name (default: the model with role new)")
     p.add_argument("--device", type=NON_BLANK, default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    p.add_argument("--epochs", type=POSITIVE_COUNT)
-    p.add_argument("--lr", type=number(float, low=0.0, high=1e3, low_open=True))
-    p.add_argument("--batch-size", type=BATCH_SIZE)
-    p.add_argument("--loss", choices=LOSS_CHOICES)
-    p.add_argument("--seed", type=SEED, default=0)
+    p.add_argument("--epochs", type=POSITIVE_COUNT, help=setting_help("epochs") + " (default: the method's own)")
+    p.add_argument("--lr", type=number(float, low=0.0, high=1e3, low_open=True), help=setting_help("lr"))
+    p.add_argument("--batch-size", type=BATCH_SIZE, help=setting_help("batch_size"))
+    p.add_argument("--loss", choices=LOSS_CHOICES, help=setting_help("loss"))
+    p.add_argument("--seed", type=SEED, default=0, help=setting_help("seed") + " Default 0.")
     p.add_argument("--pairs", choices=["documents", "queries", "both"],
                    help="fit on document pairs, query pairs (queries judged in train) or both "
                         "(default: both when query pairs exist, else documents); test queries never are")
