@@ -150,6 +150,14 @@ def other_cells_note(metrics: dict[str, Any], lead: str | None = None) -> str:
     return label + "".join(f"; {' and '.join(cells)} on {sentence}" for cells, sentence in groups if sentence != lead)
 
 
+def stated_protocol(metrics: dict[str, Any]) -> str | None:
+    """A run's ``heldout_protocol`` as every output states it: the upgraded cell's test queries and gallery,
+    then the other cells' where they searched elsewhere (new/new on the evaluation sample); the record
+    keeps the upgraded cell's sentence alone, which the per-cell protocols complete."""
+    stated = metrics.get("heldout_protocol")
+    return stated + other_cells_note(metrics, stated) if isinstance(stated, str) and stated else None
+
+
 PAIR_WORDS = {"documents": "document", "queries": "query", "both": "document and query"}
 
 

@@ -31,7 +31,9 @@ def cli_settings(argv: list[str]) -> dict[str, Any]:
 
 
 def summary_of(run: dict[str, Any]) -> dict[str, Any]:
-    return {**run["metrics"], "run_id": run["id"], "method": run["method"], "status": run["status"]}
+    """What ``train_run`` returned for ``run``, from its record."""
+    return {**run["metrics"], "run_id": run["id"], "method": run["method"], "status": run["status"],
+            "duration_s": run["duration_s"]}
 
 
 def test_untouched_auto_form_makes_the_cli_call_and_cancel_says_so(qtbot: QtBot, window: MainWindow,

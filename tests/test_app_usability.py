@@ -19,6 +19,7 @@ from embridge.app import dialogs
 from embridge.app.main_window import MIN_SIZE, MainWindow
 from embridge.core.formatting import format_share
 from embridge.core.report.number_source import source_of_report, source_of_run
+from embridge.core.run_record import stated_protocol
 from embridge.core.store import Workspace
 
 __all__ = ["no_threads_left", "window"]
@@ -107,7 +108,8 @@ def test_auto_choice_shows_winner_candidates_and_source_everywhere(qtbot: QtBot,
     assert main(["runs", "--workspace", str(demo_copy), "--json"]) == 0
     listed = next(r for r in json.loads(capsys.readouterr().out)["runs"] if r["id"] == run["id"])
     assert listed["metrics"]["upgraded_top1"] == top1
-    assert listed["metrics"]["heldout_protocol"] == source.label() and listed["chosen"] == f"auto → {winner}"
+    assert listed["metrics"]["heldout_protocol"] == stated_protocol(run["metrics"])  # as report.json states it
+    assert listed["metrics"]["heldout_protocol"].startswith(source.label()) and listed["chosen"] == f"auto → {winner}"
     assert listed["models"] == {"old": "old-mlp", "new": "new-cnn"}  # the pair a chain's --runs must link
     # each cell with its own gallery: new/new searched the evaluation sample, the others the whole gallery
     protocols = listed["metrics"]["cell_protocols"]

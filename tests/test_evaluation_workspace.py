@@ -39,7 +39,9 @@ def test_training_reports_the_reports_numbers_on_judged_queries(judged: dict[str
     run, head = judged["both"], judged["report"].headline
     for key in HEADLINE:
         assert run[key] == head[key], key
-    assert run["heldout_protocol"] == head["protocols"]["new→old"]["text"]
+    # the upgraded cell's queries and gallery, then new/new's own (it searched the evaluation sample)
+    assert run["heldout_protocol"] == (f"{head['protocols']['new→old']['text']}; new/new on "
+                                       f"{head['protocols']['new/new']['text']}")
     n = _comparable(judged)
     assert run["heldout_protocol"].startswith(
         f"{n} test queries (judged) with every document judged relevant in the evaluation sample ({150 - n} of 150 left out: "
@@ -331,13 +333,14 @@ def test_report_and_plan_text_name_ndcg_and_the_protocol(judged: dict[str, Any],
     assert main(["report", "-w", ws, "--run", str(judged["both"]["run_id"]), "--bootstrap", "20"]) == 0
     text = capsys.readouterr().out
     assert "nDCG@10: old/old" in text and "MRR@10: old/old" in text
-    assert "measured on " + judged["both"]["heldout_protocol"] + " (old/old and upgraded)" in text
+    upgraded = judged["report"].headline["protocols"]["new→old"]["text"]
+    assert "measured on " + upgraded + " (old/old and upgraded)" in text
     sample = judged["report"].cells["new/new"]["protocol"]["text"]
     assert "evaluation sample" in sample and f"new/new measured on {sample}" in text  # not under the whole gallery's
     assert text.splitlines()[0].endswith("queries; evaluation sample 400 of the 800 gallery items")
     assert main(["plan", "-w", ws, "--run", str(judged["both"]["run_id"])]) == 0
     text = capsys.readouterr().out
-    assert "nDCG@10" in text and "new→old measured on " + judged["both"]["heldout_protocol"] in text
+    assert "nDCG@10" in text and "new→old measured on " + upgraded in text
 
 
 def test_judged_queries_a_model_has_not_embedded_are_counted_as_left_out(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 import torch
 
+from embridge.core.run_record import other_cells_note
 from embridge.core.store import Workspace
 from embridge.core.train.runs import train_run
 
@@ -65,7 +66,8 @@ def test_training_numbers_are_the_reports_numbers(demo_runs: dict[str, Any]) -> 
             head = build_report(ws, run["run_id"], ReportOptions(n_boot=20, backfill_steps=2), write=False).headline
             for key in ("old_old_top1", "new_new_top1", "upgraded_top1", "gain_retained", "compatible", "n_queries"):
                 assert run[key] == head[key], (method, key)
-            assert run["heldout_protocol"] == head["protocols"][head_cell(method)]["text"]
+            assert run["heldout_protocol"] == head["protocols"][head_cell(method)]["text"] + other_cells_note(
+                run, head["protocols"][head_cell(method)]["text"]), method  # and new/new's own sample
     finally:
         ws.close()
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from embridge.core.evaluation.headline import BACKFILL_AREA, weighed
 from embridge.core.formatting import format_share
-from embridge.core.run_record import RunRecord, other_cells_note
+from embridge.core.run_record import RunRecord, other_cells_note, stated_protocol
 from embridge.core.store import Workspace
 from embridge.core.upgrade_advice import bridge_alternatives
 
@@ -38,9 +38,9 @@ def run_protocol(run: dict[str, Any]) -> str:
     from embridge.core.report.number_source import source_of_run
 
     metrics = run.get("metrics") or {}
-    stated = metrics.get("heldout_protocol")
-    if isinstance(stated, str) and stated:
-        return stated + other_cells_note(metrics, stated)
+    stated = stated_protocol(metrics)
+    if stated:
+        return stated
     label = source_of_run(run).label()
     return label if label else UNRECORDED
 

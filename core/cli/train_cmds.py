@@ -18,7 +18,14 @@ from embridge.core.formatting import format_share, sample_floor_text
 from embridge.core.progress import StderrProgress
 from embridge.core.report.number_source import gain_text
 from embridge.core.run_choice import pair_arrow, run_choice
-from embridge.core.run_record import NEW_NEW, cell_protocols, fitted_text, measured_on_lines, protocol_groups
+from embridge.core.run_record import (
+    NEW_NEW,
+    cell_protocols,
+    fitted_text,
+    measured_on_lines,
+    protocol_groups,
+    stated_protocol,
+)
 from embridge.core.setting_help import setting_help
 from embridge.core.store import Workspace
 from embridge.core.store.records import RUN_KINDS
@@ -281,6 +288,8 @@ def _run_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
         protocols = cell_protocols(metrics)  # new/new may search a smaller sample than the other cells
         if any(protocols.values()):
             out["cell_protocols"] = protocols
+    if "heldout_protocol" in out:
+        out["heldout_protocol"] = stated_protocol(metrics)  # as report.json and the bundle state it
     return {k: out[k] for k in RUNS_METRICS if k in out}
 
 

@@ -45,7 +45,7 @@ from embridge.core.report.cells import (
 from embridge.core.report.limits import MAX_BOOTSTRAP, MIN_BOOTSTRAP
 from embridge.core.report.report_record import SCHEMA, Report
 from embridge.core.report.sample import EvalSample, evaluation_sample
-from embridge.core.run_record import RunRecord, other_cells_note
+from embridge.core.run_record import RunRecord, stated_protocol
 from embridge.core.store import Workspace
 from embridge.core.store.files import TMP_PREFIX
 from embridge.core.store.rows import now_iso
@@ -260,7 +260,7 @@ def _run_section(run: RunRecord) -> dict[str, Any]:
                                            "gain_retained_note", "n_queries", "heldout_protocol", "pairs_used",
                                            "val_metric", "val_metric_name", "val_protocol") if k in metrics}
     if isinstance(heldout.get("heldout_protocol"), str):  # new/new's own gallery, where it searched the sample
-        heldout["heldout_protocol"] += other_cells_note(metrics, heldout["heldout_protocol"])
+        heldout["heldout_protocol"] = stated_protocol(metrics)
     return {"id": run.id, "method": run.method, "status": run.status, "device": run.device,
             "duration_s": run.duration_s, "config": run.config, "epochs": run.epochs, "heldout": heldout}
 

@@ -26,6 +26,7 @@ from embridge.core.evaluation.tasks import UpgradeTasks, upgrade_tasks
 from embridge.core.evaluation.upgrade import measure_upgrade
 from embridge.core.jobs import check_device_option, recorded_run
 from embridge.core.progress import ProgressFn, StopFn
+from embridge.core.run_record import stated_protocol
 from embridge.core.store import Workspace
 from embridge.core.store.files import TMP_PREFIX
 from embridge.core.store.id_sets import intersect_ids
@@ -142,6 +143,8 @@ def train_run(ws: Workspace, method: str, old: str | None = None, new: str | Non
             record["error"] = result.reason or None if result.status == "cancelled" else None
     # the whole run's time, as `runs` lists it (the fit's own is ``fit_s``)
     summary["duration_s"] = ws.run(summary["run_id"]).get("duration_s")
+    if "heldout_protocol" in summary:  # as runs, report.json and the bundle state it
+        summary["heldout_protocol"] = stated_protocol(summary)
     return summary
 
 
