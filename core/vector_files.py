@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import struct
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from embridge.core.errors import VectorFileError
 from embridge.core.keys import check_input_file, normalise_keys
 from embridge.core.store.vector_matrix import as_storage_dtype, finite_rows, release_pages
 from embridge.core.text_files import utf8_problem
+from embridge.core.zip_member_crc import MemberCrc
 
 BLOCK_ROWS = 4096  # 6 MB of 384-d float32 rows
 BLOCK_VALUES = BLOCK_ROWS * 4096  # a block never holds more values than 4096 rows of 4096-d vectors (64 MB)
@@ -49,6 +51,7 @@ class MatrixReader:
     fortran_order: bool
     data_offset: int  # of the raw data in the file (stored) or in the member (deflated)
     mapped: bool  # raw data readable at data_offset in the file itself
+    crc: tuple[int, int] | None = None  # a mapped .npz member: (its recorded CRC-32, where its bytes start)
 
     @property
     def rows(self) -> int:
@@ -70,34 +73,56 @@ class MatrixReader:
         """(first row, rows) in file order, cast to the stored dtype and checked finite."""
         block_rows = rows_per_block(self.dim, block_rows or BLOCK_ROWS)
         if self.mapped:
-            mm = self.memmap()
+            mm, crc = self.memmap(), self._crc()
             for start in range(0, self.rows, block_rows):
-                block = self._checked(np.array(mm[start:start + block_rows]), start)
+                raw = np.array(mm[start:start + block_rows])
+                if crc is not None:
+                    crc.feed(start, raw.data, len(raw))
+                block = self._checked(raw, start)
                 self._release(mm, start, start + len(block))
                 yield start, block
+            if crc is not None:
+                crc.finish()
             return
         row_bytes = self.dim * self.dtype.itemsize
-        with zipfile.ZipFile(self.path) as zf, zf.open(self.member or "") as fh:
-            fh.read(self.data_offset)
-            for start in range(0, self.rows, block_rows):
-                count = min(block_rows, self.rows - start)
-                block = _read_exactly(fh, count * row_bytes, self.path, f"member {self.member} ends early, "
-                                      f"at row {start}").view(self.dtype).reshape(count, self.dim)
-                yield start, self._checked(block, start)
+        try:
+            with zipfile.ZipFile(self.path) as zf, zf.open(self.member or "") as fh:
+                fh.read(self.data_offset)
+                for start in range(0, self.rows, block_rows):
+                    count = min(block_rows, self.rows - start)
+                    block = _read_exactly(fh, count * row_bytes, self.path, f"member {self.member} ends early, "
+                                          f"at row {start}").view(self.dtype).reshape(count, self.dim)
+                    yield start, self._checked(block, start)
+        except (zlib.error, zipfile.BadZipFile, EOFError) as exc:  # a damaged deflate stream or CRC
+            raise VectorFileError(self.path, f"member {self.member} is damaged ({exc}); write the file again") from exc
+
+    def _crc(self) -> MemberCrc | None:
+        """A running check of a C-ordered mapped member's recorded CRC-32 (a plain .npy has none)."""
+        if self.crc is None or self.fortran_order:
+            return None
+        expected, start = self.crc
+        with open(self.path, "rb") as fh:
+            fh.seek(start)
+            header = fh.read(self.data_offset - start)
+        return MemberCrc(self.path, self.member or "", expected, header, self.rows)
 
     def take(self, rows: np.ndarray, block_rows: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
         """The rows ``rows`` (ascending file rows) in blocks: (offset in ``rows``, block)."""
         block_rows = rows_per_block(self.dim, block_rows or BLOCK_ROWS)
         rows = np.asarray(rows, dtype=np.int64)
         if self.mapped:
-            mm = self.memmap()
+            mm, crc = self.memmap(), self._crc()
             for start in range(0, len(rows), block_rows):
                 part = rows[start:start + block_rows]
                 first, last = int(part[0]), int(part[-1])
                 whole = last - first + 1 == len(part)  # a run of consecutive rows: read where it lies
+                if crc is not None and whole:  # every row in file order (an attach of a whole file) is checked
+                    crc.feed(first, mm[first:last + 1].data, len(part))
                 block = self._checked(mm[first:last + 1] if whole else mm[part], 0, part)
                 yield start, block
                 self._release(mm, first, last + 1)  # once the caller is done with the block
+            if crc is not None:
+                crc.finish()
             return
         done = 0
         for first, block in self.blocks(block_rows):
@@ -162,7 +187,7 @@ class VectorFile:
             keys = normalise_keys(raw, Path(ids_path), noun="id", wheres=wheres)
             _check_keys(Path(ids_path), keys, reader, "ids")
             return cls(src, keys, reader)
-        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
             if isinstance(exc, VectorFileError):
                 raise
             raise VectorFileError(src, f"unreadable vector file ({exc})") from exc
@@ -300,8 +325,9 @@ def _member_reader(src: Path, zf: zipfile.ZipFile, name: str) -> MatrixReader:
             raw.seek(info.header_offset)
             fields = _LOCAL_HEADER.unpack(raw.read(_LOCAL_HEADER.size))
         name_len, extra_len = fields[-2], fields[-1]
-        offset = info.header_offset + _LOCAL_HEADER.size + name_len + extra_len + header
-        return MatrixReader(src, name, (shape[0], shape[1]), dtype, fortran, offset, mapped=True)
+        start = info.header_offset + _LOCAL_HEADER.size + name_len + extra_len
+        return MatrixReader(src, name, (shape[0], shape[1]), dtype, fortran, start + header, mapped=True,
+                            crc=(info.CRC, start))
     if fortran:
         raise VectorFileError(src, f"member {name} is column-major and compressed; save it with np.savez "
                               "(uncompressed) or as a C-ordered array")
