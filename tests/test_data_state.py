@@ -153,3 +153,27 @@ def test_an_outgrown_chain_report_names_the_chain_command_that_measures_it_again
     asked = f"'embridge chain --models {','.join(chain['models'])} --runs {runs}' measures it as it is now"
     assert report["stale"].endswith(asked)
     _run(command, capsys)  # the command named runs as written
+
+
+def test_another_runs_layer_measured_on_an_earlier_sample_is_not_weighed(demo_copy: Path,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """The plan took a fusion run's gain retained from a report whose upgraded-sample numbers searched the
+    600-item evaluation sample, beside old/old and new/new on the 800-item sample the plan's own fresh
+    report searched: numerator and denominator of two galleries, shown as comparable."""
+    ws = str(demo_copy)
+    _run(["train", "-w", ws, "--method", "procrustes"], capsys)
+    _run(["train", "-w", ws, "--method", "fusion"], capsys)
+    _run(["report", "-w", ws, "--run", "2", "--bootstrap", "20", "--backfill-steps", "2"], capsys)
+
+    def fusion() -> dict:
+        plan = json.loads(_run(["plan", "-w", ws, "--run", "1", "--json"], capsys))
+        return next(o for o in plan["options"] if o["name"] == "fusion")
+
+    before = fusion()  # measured on this very sample: weighed
+    assert before["quality_from"]["comparable"] and before["gain_retained"] is not None
+    _run(["embed", "-w", ws, "--model", "new-cnn", "--sample", "1000"], capsys)  # 800 gallery items
+    after = fusion()
+    assert after["quality_from"]["comparable"] is False and after["comparable"] is False
+    assert after["gain_retained"] is None and after["passes_criterion"] is None
+    note = next(n for n in after["notes"] if n.startswith("Its gain retained was measured on "))
+    assert "(600 items)" in note and "(800 items)" in note, note

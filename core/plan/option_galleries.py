@@ -1,7 +1,8 @@
 """Which gallery each plan option's quality was measured on, for its row in a table of options.
 
 old/old and a layer search the whole gallery; new/new and the partial-backfill curves may search
-the smaller evaluation sample, so the numbers in one table are not all of one gallery.
+the smaller evaluation sample, so the numbers in one table are not all of one gallery. Another run's
+layer is weighed only where it was measured on this report's queries, gallery and sample.
 """
 
 from __future__ import annotations
@@ -28,3 +29,31 @@ def name_galleries(options: list[dict[str, Any]], report: Report, up_cell: str, 
     for option in options:
         if "measured_gallery" not in option:  # another run's layer names its own, where it is added
             option["measured_gallery"] = gallery_words(own.get(option["name"]))
+
+
+COMPARED_ON = ("query_set", "n_queries", "gallery", "n_gallery", "relevance")
+
+
+def same_galleries(measured: Any, floor: Any) -> bool:
+    """True when a number was measured on the queries and gallery of this report's old/old cell (the
+    search method may differ: a cascade searches its own way); unknown protocols are not the same."""
+    if not isinstance(measured, Mapping) or not isinstance(floor, Mapping):
+        return False
+    return all(measured.get(k) == floor.get(k) for k in COMPARED_ON)
+
+
+def incomparable_note(alt: Mapping[str, Any], floor: Any, sample: Any) -> str | None:
+    """Why another run's layer cannot be weighed against this report's numbers, or None when it can: it
+    must be measured on old/old's queries and gallery, and, where gain retained is measured on new/new's
+    evaluation sample (``sample``), on that very sample (the sample grows when more items are embedded)."""
+    where = (alt.get("measured_on") or {}).get("text") or "queries and a gallery it did not record"
+    not_given = "so its gain retained and criterion are not given and it is not recommended"
+    if not same_galleries(alt.get("measured_on"), floor):
+        return (f"Measured on {where}, not on this report's old/old queries and gallery, {not_given}; report "
+                "that run with this report's settings to compare it.")
+    if sample is not None and not same_galleries(alt.get("sample_on"), sample):
+        theirs = (alt.get("sample_on") or {}).get("text") or "an evaluation sample it did not record"
+        return (f"Its gain retained was measured on {theirs}, not on this report's evaluation sample "
+                f"({sample.get('text') if isinstance(sample, Mapping) else 'unrecorded'}), {not_given}; report "
+                "that run again to compare it.")
+    return None

@@ -33,7 +33,7 @@ from embridge.core.evaluation.headline import metric_label
 from embridge.core.formatting import format_share, sample_words
 from embridge.core.plan.decision import decision_metric
 from embridge.core.plan.option_choice import BOTH_ENCODERS, acceptable, best_passing_bridge, choose
-from embridge.core.plan.option_galleries import gallery_words, name_galleries
+from embridge.core.plan.option_galleries import gallery_words, incomparable_note, name_galleries
 from embridge.core.plan.option_row import ceiling_floor, curve_floor, option_row, sample_numbers
 from embridge.core.plan.plan_reason import LAYER_OPTIONS, plan_reason
 from embridge.core.plan.plan_record import Plan
@@ -96,17 +96,6 @@ class _Sizes:
     def mixed(self, beta: float) -> int:
         backfilled = int(round(beta * self.n))
         return backfilled * self.d_full * self.b_new + (self.n - backfilled) * self.d_rest * self.b_rest
-
-
-COMPARED_ON = ("query_set", "n_queries", "gallery", "n_gallery", "relevance")
-
-
-def same_galleries(measured: Any, floor: Any) -> bool:
-    """True when a number was measured on the queries and gallery of this report's old/old cell (the
-    search method may differ: a cascade searches its own way); unknown protocols are not the same."""
-    if not isinstance(measured, Mapping) or not isinstance(floor, Mapping):
-        return False
-    return all(measured.get(k) == floor.get(k) for k in COMPARED_ON)
 
 
 def layer_option(name: str, kind: str, quality: dict[str, float], rate: float | None, sizes: _Sizes,
@@ -292,9 +281,11 @@ def plan_from_report(source: Report | Mapping[str, Any], throughput: Throughput,
         options[-1]["notes"].append("α = 0: the fused query is the mapped new query alone, so the base layer trained "
                                     "on its own scores the same and serves with one encoder.")
     floor_protocol = (report.cells.get("old/old") or {}).get("protocol")
+    sample_protocol = (report.cells.get("new/new") or {}).get("protocol")
     for alt in alternatives:
         if alt["name"] not in {o["name"] for o in options} and alt.get("quality", {}).get(metric) is not None:
-            same = same_galleries(alt.get("measured_on"), floor_protocol)
+            refusal = incomparable_note(alt, floor_protocol, sample_protocol if on_sample is not None else None)
+            same = refusal is None
             own_ceiling = (alt.get("ceiling") or {}).get(metric, ceiling)  # its own full backfill (new/new, a head)
             option = layer_option(alt["name"], alt["kind"], dict(alt["quality"]), alt.get("items_per_s"), sizes,
                                   floor if same else None, own_ceiling, alt.get("source", ""), alt.get("out_dim"),
@@ -305,11 +296,9 @@ def plan_from_report(source: Report | Mapping[str, Any], throughput: Throughput,
             option["quality_from"] = {"source": alt.get("from") or alt.get("source", ""), "protocol": where,
                                       "comparable": same}
             option["measured_gallery"], option["ceiling"] = gallery_words(alt.get("measured_on")), own_ceiling
-            if not same:
+            if refusal is not None:
                 option["comparable"] = False
-                option["notes"].append(f"Measured on {where}, not on this report's old/old queries and gallery, "
-                                       "so its gain retained and criterion are not given and it is not "
-                                       "recommended; report that run with this report's settings to compare it.")
+                option["notes"].append(refusal)
             options.append(option)
     partial, partial_notes = partial_option(report, throughput, sizes, floor, ceiling, target, fraction, metric)
     if partial is not None:
