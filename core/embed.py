@@ -23,7 +23,7 @@ import torch
 
 from embridge.core.device import resolve_device
 from embridge.core.errors import Cancelled, InputError
-from embridge.core.l2 import zero_rows
+from embridge.core.l2 import zero_rows, zero_vectors_sentence
 from embridge.core.models import LoadedModel, ModelSpec, load_model, make_inputs
 from embridge.core.models.spec import role_of_split
 from embridge.core.progress import ProgressFn, StopFn, Throughput, check_stop, no_progress
@@ -337,8 +337,7 @@ def embed_summary(model: str, info: dict[str, Any]) -> str:
                 "unknown tokens only), so their vectors say nothing of their content: check that the folder's "
                 "tokenizer is the model's own")
     if info.get("zero_vectors"):
-        cut += (f"; {info['zero_vectors']} items got an all-zero vector (e.g. {info['zero_vector_example']!r}): no "
-                "direction, so no search finds them and bundles and migrations refuse them")
+        cut += "; " + zero_vectors_sentence(info["zero_vectors"], info["zero_vector_example"])
     if "written" not in info:  # a model run on the items: every requested item is embedded
         return f"embedded {info['count']} items with {model} (dim {info['dim']}) -> {info['path']}{cut}"
     skipped = [f"{info[k]} {what}" for k, what in (("already_stored", "already held its vectors"),

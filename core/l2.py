@@ -77,6 +77,12 @@ def prepare_input(x: np.ndarray, normalised: bool, source: str | None = None, *,
     return np.asarray(x, dtype=np.float32)
 
 
+def zero_vectors_sentence(count: int, example: str) -> str:
+    """What ``embed`` and an import say of the all-zero vectors they stored (see :func:`zero_rows`)."""
+    return (f"{count} items got an all-zero vector (e.g. {example!r}): no direction, so no search finds them "
+            "and bundles and migrations refuse them")
+
+
 def zero_rows(x: np.ndarray) -> np.ndarray:
     """Indices of all-zero rows: no direction, so L2 normalisation leaves them zero and a layer on
     normalised inputs maps them to its bias alone; every writer of vectors refuses them by this test."""

@@ -15,6 +15,7 @@ import numpy as np
 
 from embridge.core import vector_files
 from embridge.core.errors import InputError
+from embridge.core.l2 import zero_rows
 from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
 from embridge.core.store import Workspace
 from embridge.core.store.schema import DOC_NAMESPACE, QUERY_NAMESPACE
@@ -139,6 +140,7 @@ def write_coverage(ws: Workspace, model: str, cover: Coverage, name: str, resume
     progress = on_progress or no_progress
     total, offset = cover.count, 0
     block_rows = vector_files.BLOCK_ROWS * WRITE_BLOCKS
+    zeros, zero_item = 0, -1  # all-zero rows stored (said, as embed says those a model gives)
     try:
         for seg in cover.segments:
             for start, block in seg.reader.take(seg.rows, block_rows):
@@ -146,9 +148,16 @@ def write_coverage(ws: Workspace, model: str, cover: Coverage, name: str, resume
                 at = offset + start
                 if at + len(block) > writer.done_rows:  # rows a resumed run already holds are not rewritten
                     writer.write(at, block)
+                found = zero_rows(block)
+                if len(found) and not zeros:
+                    zero_item = int(seg.item_ids[start + int(found[0])])
+                zeros += len(found)
                 progress(at + len(block), total, {"model": model})
             offset += len(seg.rows)
-        return writer.commit()
+        info = writer.commit()
+        if zeros:
+            info.update(zero_vectors=zeros, zero_vector_example=str(ws.items(ids=[zero_item])[0]["key"]))
+        return info
     except BaseException as exc:
         from embridge.core.errors import Cancelled
 

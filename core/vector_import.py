@@ -92,7 +92,8 @@ def import_vector_file(ws: Workspace, src: Path, split: str | None, model: str |
     note = length_note(ws.open_vector_set(int(info["id"]), verify=False)[1]) if info else None
     return {"path": str(src), "format": "vectors", "count": len(created), "split": split,
             "vector_set": info["id"] if info else None, "attached": info["count"] if info else 0,
-            "already_stored": skipped, "qrels": stored.to_dict() if stored else None, "note": note}
+            "already_stored": skipped, "qrels": stored.to_dict() if stored else None, "note": note,
+            **{k: info[k] for k in ("zero_vectors", "zero_vector_example") if info and k in info}}
 
 
 def _check_own_file_unchanged(ws: Workspace, model: str, src: Path) -> None:

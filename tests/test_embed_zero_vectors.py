@@ -64,3 +64,30 @@ def test_a_clean_embed_says_nothing_about_zero_vectors(tmp_path: Path, workspace
                if it["key"] in ("d0", "d2", "d4")]
         info = embed_items(ws, "bow", ids, device="cpu")
     assert "zero_vectors" not in info and info["count"] == 3
+
+
+def test_a_vector_files_all_zero_rows_are_counted_by_embed_and_import(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """A vectors-only model's zero rows were stored without a word by ``embed`` and by ``import --format
+    vectors``, where a model giving them is named."""
+    keys = [f"doc{i}" for i in range(60)]
+    vectors = np.random.default_rng(3).normal(size=(60, 8)).astype(np.float32)
+    vectors[[7, 8, 40]] = 0.0
+    np.savez(tmp_path / "v.npz", ids=np.array(keys), vectors=vectors)
+    np.savez(tmp_path / "old.npz", ids=np.array(keys), vectors=np.ones((60, 4), dtype=np.float32) + np.eye(60, 4))
+    ws = tmp_path / "ws"
+    w = ["--workspace", str(ws)]
+    assert main(["init", *w]) == 0
+    assert main(["model", "add", *w, "--name", "old", "--path", str(tmp_path / "old.npz"), "--role", "old"]) == 0
+    assert main(["import", *w, "--format", "vectors", "--path", str(tmp_path / "old.npz"), "--model", "old",
+                 "--split", "gallery"]) == 0
+    assert main(["model", "add", *w, "--name", "v", "--path", str(tmp_path / "v.npz")]) == 0
+    capsys.readouterr()
+    assert main(["embed", *w, "--model", "v", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["zero_vectors"], out["zero_vector_example"]) == (3, "doc7")
+    np.savez(tmp_path / "v2.npz", ids=np.array(keys), vectors=vectors + 1.0)
+    assert main(["model", "add", *w, "--name", "v2", "--path", str(tmp_path / "v2.npz")]) == 0
+    capsys.readouterr()
+    assert main(["import", *w, "--format", "vectors", "--path", str(tmp_path / "v.npz"), "--model", "v2"]) == 0
+    assert "3 items got an all-zero vector (e.g. 'doc7')" in capsys.readouterr().out

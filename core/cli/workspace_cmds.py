@@ -9,6 +9,7 @@ from typing import Any
 from embridge.core.cli.main import add_common
 from embridge.core.cli.option_types import BATCH_SIZE, NON_BLANK, PATH, POSITIVE_COUNT, SEED
 from embridge.core.errors import EmbridgeError, UsageError
+from embridge.core.l2 import zero_vectors_sentence
 from embridge.core.progress import StderrProgress
 from embridge.core.store import Workspace
 
@@ -174,6 +175,8 @@ def cmd_import(args: argparse.Namespace) -> Result:
     if out.get("attached") or out.get("already_stored"):
         text += (f"; stored vectors of model {args.model} for {out['attached']} items"
                  f" ({out['already_stored']} already had them)")
+        if out.get("zero_vectors"):
+            text += "; " + zero_vectors_sentence(out["zero_vectors"], out["zero_vector_example"])
     elif out["format"] == "vectors" and not args.model:
         text += "; only their keys: the vectors were not stored (pass --model NAME to store them as its vector set)"
     text += "; " + _qrels_text(out["qrels"]) if out.get("qrels") else ""
