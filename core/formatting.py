@@ -80,6 +80,12 @@ def counted(count: int, noun: str, plural: str | None = None) -> str:
     return f"{count} {noun if count == 1 else plural or noun + 's'}"
 
 
+def shown_name(name: str, most: int = 80) -> str:
+    """A key or name as a one-line message shows it: a 10,000-character key is cut, its length said."""
+    return name if len(name) <= most else f"{name[:most - 20]}… ({len(name):,} characters)"
+
+
 def for_example(names: list[str], most: int = 5) -> str:
     """': d1' for one name, ', e.g. d1, d2' for several: the tail of a message that counts them first."""
-    return f": {names[0]}" if len(names) == 1 else f", e.g. {', '.join(names[:most])}"
+    shown = [shown_name(str(n)) for n in names[:most]]
+    return f": {shown[0]}" if len(names) == 1 else f", e.g. {', '.join(shown)}"

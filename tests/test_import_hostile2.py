@@ -150,3 +150,16 @@ def test_working_links_inside_the_folder_are_still_followed(ws: Path, tmp_path: 
     os.symlink("ok.png", cat / "alias.png")
     assert main(["import", "--workspace", str(ws), "--path", str(root)]) == 0
     assert "cat/alias.png" in _stored_texts(ws)
+
+
+def test_a_refusal_quoting_a_huge_key_cuts_it_and_says_its_length(ws: Path, tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """One key of 10,000 characters among existing ones made a 30 KB error line."""
+    huge = "é😀" * 5000
+    np.savez(tmp_path / "v.npz", ids=np.array(["d1", "d2", huge]), vectors=np.eye(3, 4, dtype=np.float32) + 0.1)
+    before = _state(ws, capsys)
+    assert main(["import", "--workspace", str(ws), "--format", "vectors", "--path", str(tmp_path / "v.npz")]) == 1
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and len(err) < 400, len(err)
+    assert "and 1 does not: é😀" in err and "(10,000 characters)" in err
+    assert _state(ws, capsys) == before
