@@ -60,6 +60,20 @@ def test_label_relevance_excludes_a_query_from_its_own_ranking() -> None:
         "relevance: same label")
 
 
+def test_queries_without_a_label_are_named_as_such_not_as_the_gallerys_lack() -> None:
+    """Unlabelled queries were left out "(the others have no relevant item in this gallery)", as if a
+    larger gallery would score them."""
+    ids = np.arange(8, dtype=np.int64)
+    rule = RelevanceRule(LABELS, labels={0: "a", 1: "a", 2: "b", 3: "b", 4: "c", 5: None, 6: None, 7: "a"})
+    vecs = l2_normalize(np.eye(8, dtype=np.float32) + 0.1)
+    for queries, words, unlabelled in ((ids[[0, 2, 5, 6]], "2 of 4 queries (the others have no label)", 2),
+                                       (ids[[0, 4, 5]], "1 of 3 queries (1 has no label, the others no relevant "
+                                                        "item in this gallery)", 1)):
+        result = score(_task(rule, queries, ids), vecs[queries], vecs, scoring_plan(_task(rule, queries, ids)))
+        assert result.protocol.describe().startswith(words), result.protocol.describe()
+        assert result.protocol.to_dict()["n_unlabelled"] == unlabelled
+
+
 def test_own_item_relevance_adds_the_queries_to_the_gallery() -> None:
     rule = RelevanceRule(OWN_ITEM)
     gallery = own_item_gallery(QuerySet("q", np.array([7, 8])), GallerySet("g", np.array([1, 2, 3])), rule)

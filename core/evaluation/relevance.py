@@ -55,6 +55,16 @@ class RelevanceRule:
             return "same label"
         return "the query's own item"
 
+    def unrelated(self, query_ids: np.ndarray) -> int:
+        """How many of these queries have nothing relevant in any gallery: no label, or no judged item
+        of a positive grade (own-item relevance always has one)."""
+        ids = np.asarray(query_ids, dtype=np.int64).tolist()
+        if self.source == LABELS:
+            return sum(self.labels.get(i) is None for i in ids)
+        if self.source == JUDGMENTS:
+            return sum(not self.judged.get(i) for i in ids)
+        return 0
+
     def graded(self) -> bool:
         return self.source == JUDGMENTS
 

@@ -44,17 +44,29 @@ class Protocol:
     search: str = "exact cosine search"
     n_scored: int | None = None  # queries with a relevant item in the gallery, when fewer than n_queries
     new_vectors: int | None = None  # gallery items scored by their new-model vectors (a cascade's re-rank)
+    n_unlabelled: int | None = None  # queries with no label (or no judged relevant item) at all
 
     def describe(self) -> str:
         queries = f"{self.n_queries} {self.query_set}"
         if self.n_scored is not None and self.n_scored < self.n_queries:
-            queries = (f"{self.n_scored} of {self.n_queries} {self.query_set} (the others have no relevant "
-                       "item in this gallery)")
+            queries = f"{self.n_scored} of {self.n_queries} {self.query_set} ({self._unscored()})"
         used = ("" if self.new_vectors is None else
                 f"; new-model vectors of {self.new_vectors} of the {self.n_gallery} gallery items, the rest "
                 "through the layer")
         return (f"{queries} against {self.gallery} ({self.n_gallery} items), "
                 f"relevance: {self.relevance}; {self.search}{used}")
+
+    def _unscored(self) -> str:
+        """Why the queries left out could not be scored: no relevant item in this gallery, or none at all
+        (a query without a label, or without a relevant judgment, is not a property of the gallery)."""
+        missing = self.n_queries - (self.n_scored or 0)
+        lacking = min(self.n_unlabelled or 0, missing)
+        what = "label" if self.relevance == "same label" else "relevant judgment"
+        if not lacking:
+            return "the others have no relevant item in this gallery"
+        if lacking == missing:
+            return f"the others have no {what}"
+        return f"{lacking} {'has' if lacking == 1 else 'have'} no {what}, the others no relevant item in this gallery"
 
     def scored(self, n_scored: int) -> Protocol:
         """This protocol with the number of queries that could be scored (stated when fewer)."""
@@ -68,6 +80,8 @@ class Protocol:
             out["n_scored"] = self.n_scored
         if self.new_vectors is not None:
             out["new_vectors"] = self.new_vectors
+        if self.n_unlabelled:
+            out["n_unlabelled"] = self.n_unlabelled
         return out
 
 
@@ -101,7 +115,8 @@ class RetrievalTask:
 
     def protocol(self, search: str = "exact cosine search") -> Protocol:
         return Protocol(self.queries.name, int(self.queries.ids.size), self.gallery.name,
-                        int(self.gallery.ids.size), self.rule.describe(), search)
+                        int(self.gallery.ids.size), self.rule.describe(), search,
+                        n_unlabelled=self.rule.unrelated(self.queries.ids) or None)
 
 
 def own_item_gallery(task_queries: QuerySet, gallery: GallerySet, rule: RelevanceRule) -> GallerySet:

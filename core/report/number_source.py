@@ -51,7 +51,8 @@ def from_protocol(protocol: Any) -> NumberSource | None:
                  _int(protocol.get("n_gallery")), str(protocol.get("relevance") or ""),
                  str(protocol.get("search") or "exact cosine search"),
                  _int(protocol["n_scored"]) if "n_scored" in protocol else None,
-                 _int(protocol["new_vectors"]) if "new_vectors" in protocol else None)
+                 _int(protocol["new_vectors"]) if "new_vectors" in protocol else None,
+                 _int(protocol["n_unlabelled"]) if "n_unlabelled" in protocol else None)
     return NumberSource(p)
 
 
