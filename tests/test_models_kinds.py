@@ -92,6 +92,31 @@ def test_torchscript_infers_kind_and_vector_shape_from_first_layer(tmp_path: Pat
     np.testing.assert_allclose(embed_array(path, x, batch_size=3, device="cpu"), _direct(model, x), atol=1e-6)
 
 
+class _FixedBatch(torch.nn.Module):
+    """Traced with a batch of 2 baked into its reshape, as tracing records it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = torch.nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer(x.reshape(2, 8))
+
+
+def test_a_model_traced_for_one_batch_size_is_named_as_such(tmp_path: Path) -> None:
+    """It passed the 2-row probe when added, then a 256-row batch was blamed on the input shape
+    ("rejects inputs of shape (8,) ...; its first layer takes 8 input features")."""
+    path = tmp_path / "traced.pt"
+    torch.jit.save(torch.jit.trace(_FixedBatch().eval(), torch.randn(2, 8)), str(path))
+    model = load_model(describe_model(path), "cpu", verify=True)
+    assert model.embed_batch(np.random.default_rng(0).normal(size=(2, 8)).astype(np.float32)).shape == (2, 4)
+    with pytest.raises(CheckpointError) as caught:
+        model.embed_batch(np.random.default_rng(0).normal(size=(6, 8)).astype(np.float32))
+    message = str(caught.value)
+    assert "runs on a batch of 2 rows but fails on a batch of 6" in message and "--batch-size 2" in message
+    assert "shape '[2, 8]' is invalid for input of size 48" in message, message  # the traced program's own words
+
+
 def test_torchscript_image_model_declares_or_is_given_its_shape(tmp_path: Path) -> None:
     model = _cnn()
     declared, plain = tmp_path / "cnn.ts", tmp_path / "plain.ts"

@@ -22,7 +22,7 @@ from embridge.core.device import resolve_device
 from embridge.core.errors import CheckpointError, InputError
 from embridge.core.keys import char_name, odd_text_char
 from embridge.core.models.builtin import classifier_weights, count_params
-from embridge.core.models.checkpoint_reader import first_line
+from embridge.core.models.forward_errors import failure_reason, first_layer_hint, first_weight
 from embridge.core.models.openers import Opened, open_model
 from embridge.core.models.spec import (
     KINDS,
@@ -83,33 +83,6 @@ def _eval_mode(module: torch.nn.Module) -> torch.nn.Module:
     except NotImplementedError:
         pass
     return module
-
-
-def _first_weight(module: Any) -> torch.Tensor | None:
-    """The first linear (2-D) or convolution (4-D) weight, which fixes what input the model takes."""
-    named = getattr(module, "named_parameters", None)
-    if callable(named):
-        for _, weight in named():
-            if weight.ndim in (2, 4):
-                return weight
-    return None
-
-
-def _first_layer_hint(module: Any) -> str:
-    weight = _first_weight(module)
-    if weight is None:
-        return ""
-    if weight.ndim == 2:
-        return f"; its first layer takes {weight.shape[1]} input features"
-    return f"; its first layer takes {weight.shape[1]}-channel images"
-
-
-def _reason(exc: BaseException) -> str:
-    """One line on why a forward pass failed; a TorchScript error's last line names the raised error."""
-    if isinstance(exc, torch.jit.Error):
-        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-        return lines[-1][:300] if lines else type(exc).__name__
-    return first_line(exc)
 
 
 class LoadedModel:
@@ -205,10 +178,23 @@ class LoadedModel:
             if taken and given != taken:  # the data's shape is the odd one: say so, not the model's
                 raise CheckpointError(self.spec.path, f"the model takes inputs of shape {taken}, not rows of shape "
                                       f"{given} (a batch {tuple(x.shape)})") from exc
+            if len(x) > 2 and self._runs_on(x[:2]):  # the rows are fine: the batch's size is not
+                raise CheckpointError(self.spec.path, f"the model runs on a batch of 2 rows but fails on a batch "
+                                      f"of {len(x)} ({failure_reason(exc)}); it may have been traced or exported for one "
+                                      "batch size: export it with a dynamic batch dimension, or embed with "
+                                      "--batch-size 2") from exc
             raise CheckpointError(self.spec.path, f"the model rejects inputs of shape {self.spec.input_shape} "
-                                  f"(a batch {tuple(x.shape)}): {_reason(exc)}"
-                                  f"{_first_layer_hint(self.module)}") from exc
+                                  f"(a batch {tuple(x.shape)}): {failure_reason(exc)}"
+                                  f"{first_layer_hint(self.module)}") from exc
         return check_output(out, rows, self.spec.path, self.spec.dim)
+
+    def _runs_on(self, x: torch.Tensor) -> bool:
+        try:
+            with torch.inference_mode():
+                self._forward(x)
+        except Exception:  # the model's own code may raise anything
+            return False
+        return True
 
     def _forward(self, x: torch.Tensor) -> Any:
         """Run the module; programs exported with a fixed batch get padded batches of that size."""
@@ -281,12 +267,12 @@ def _settle_shape(path: Path, kind: str, opened: Opened, given: Sequence[int] | 
         raise CheckpointError(path, f"the model takes input shape {found}, not {wanted}")
     shape = wanted or found
     if shape is None:
-        weight = _first_weight(opened.module)
+        weight = first_weight(opened.module)
         if weight is not None and weight.ndim == 2:
             return (int(weight.shape[1]),)  # a first linear layer fixes a vector input
         raise CheckpointError(path, "cannot tell the model's input shape; give it (--input-shape, or Input shape "
                               "when adding a model in the app), e.g. 1,28,28 for 28x28 grayscale images"
-                              f"{_first_layer_hint(opened.module)}")
+                              f"{first_layer_hint(opened.module)}")
     if any(s <= 0 for s in shape):
         raise CheckpointError(path, f"invalid input shape {shape}")
     if int(np.prod(shape, dtype=np.float64)) > MAX_INPUT_VALUES:  # the probe batch alone would not fit
@@ -337,7 +323,7 @@ def _probe_text(model: LoadedModel) -> int:
     except (CheckpointError, InputError):
         raise
     except Exception as exc:  # the tokenizer's or the model's own code may raise anything
-        raise CheckpointError(source, f"the model cannot embed a probe text: {_reason(exc)}") from exc
+        raise CheckpointError(source, f"the model cannot embed a probe text: {failure_reason(exc)}") from exc
     _same_twice(single[0], model.embed_texts(_PROBE_TEXTS[:1], "query", batch_size=1), source)
     widths = [int(out.shape[1]) for out in single]
     widths.append(int(model.embed_texts(list(_PROBE_TEXTS), "query", batch_size=2).shape[1]))
