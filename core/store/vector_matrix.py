@@ -1,13 +1,14 @@
 """Vector files: ``.npy`` matrices aligned to an explicit ``.ids.npy`` list of item ids.
 
 Writers fill a preallocated ``.npy`` under ``vectors/.partial/`` chunk by chunk (positional writes,
-each synced) and record how many rows are durable in a small JSON beside it, so an interrupted embedding resumes from the last complete
-chunk. The file's full size is reserved on disk up front, so a full disk is an error at the start
-rather than a crash mid-write. Only ``commit`` makes the set visible: it hashes the files, notes the
-final names in the progress JSON, renames them into place and registers them in one transaction;
-a writer killed between the rename and the registration gets its files back on resume. Readers
-open memmaps after checking the recorded sha256 (:mod:`embridge.core.store.file_checks`), so a
-corrupted or swapped file is caught before use.
+each synced: a fresh memory map's first touch of every page cost several times the write) and record
+how many rows are durable in a small JSON beside it, so an interrupted embedding resumes from the
+last complete chunk. The file's full size is reserved up front, so a full disk is an error at the
+start rather than a crash mid-write. Only ``commit`` makes the set visible: it hashes the files,
+notes the final names in the progress JSON, renames them into place and registers them in one
+transaction; a writer killed between the rename and the registration gets its files back on resume.
+Readers open memmaps after checking the recorded sha256 (:mod:`embridge.core.store.file_checks`),
+so a corrupted or swapped file is caught before use.
 """
 
 from __future__ import annotations
