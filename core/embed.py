@@ -141,8 +141,8 @@ def embed_items(workspace: Any, model_name: str, item_ids: Sequence[int] | np.nd
         if model.is_text and hasattr(model.module, "truncated"):  # what the texts lost (transformers and ONNX
             # folders, which Embridge tokenizes itself), said beside the result
             info.update(truncated=int(model.module.truncated), token_limit=int(model.module.max_length))
-            if getattr(model.module, "unknown_only", 0):
-                info.update(unknown_only=int(model.module.unknown_only), unknown_example=model.module.unknown_example)
+        if model.is_text and getattr(model.module, "unknown_only", 0):  # every text encoder counts these
+            info.update(unknown_only=int(model.module.unknown_only), unknown_example=model.module.unknown_example)
         return info
     except (Cancelled, KeyboardInterrupt):
         writer.release()
@@ -327,17 +327,24 @@ def embed_recorded(workspace: Any, model_name: str, item_ids: Sequence[int] | np
     return info
 
 
+def embed_warnings(info: dict[str, Any]) -> list[str]:
+    """What an embed stored that no search can use well: texts of unknown tokens only, all-zero vectors."""
+    out = []
+    if info.get("unknown_only"):
+        out.append(f"the tokenizer knew no word of {info['unknown_only']} texts (e.g. {info['unknown_example']!r}: "
+                   "unknown tokens only), so their vectors say nothing of their content: check that the folder's "
+                   "tokenizer is the model's own")
+    if info.get("zero_vectors"):
+        out.append(zero_vectors_sentence(info["zero_vectors"], info["zero_vector_example"]))
+    return out
+
+
 def embed_summary(model: str, info: dict[str, Any]) -> str:
     """What an embed stored, in one sentence for the command line and the app; a vectors-only model also
     says which requested items already held its vectors and which its file lacks."""
     cut = (f"; {info['truncated']} texts reached the model's limit of {info['token_limit']} tokens and were cut "
            "there" if info.get("truncated") else "")
-    if info.get("unknown_only"):
-        cut += (f"; the tokenizer knew no word of {info['unknown_only']} texts (e.g. {info['unknown_example']!r}: "
-                "unknown tokens only), so their vectors say nothing of their content: check that the folder's "
-                "tokenizer is the model's own")
-    if info.get("zero_vectors"):
-        cut += "; " + zero_vectors_sentence(info["zero_vectors"], info["zero_vector_example"])
+    cut += "".join(f"; {w}" for w in embed_warnings(info))
     if "written" not in info:  # a model run on the items: every requested item is embedded
         return f"embedded {info['count']} items with {model} (dim {info['dim']}) -> {info['path']}{cut}"
     skipped = [f"{info[k]} {what}" for k, what in (("already_stored", "already held its vectors"),

@@ -429,7 +429,7 @@ def test_the_tiny_models_tokenize_their_words(tmp_path: Path) -> None:
     assert tokenizer("the cat sat")["input_ids"] == [VOCAB.index(t) for t in ("[CLS]", "the", "cat", "sat", "[SEP]")]
 
 
-@pytest.mark.parametrize("name", ["bert", "onnx"])
+@pytest.mark.parametrize("name", ["bert", "onnx", "st"])
 def test_embed_says_how_many_texts_the_tokenizer_read_as_unknown_only(folders: dict[str, Path], tmp_path: Path,
                                                                        capsys: pytest.CaptureFixture[str],
                                                                        name: str) -> None:
@@ -444,6 +444,8 @@ def test_embed_says_how_many_texts_the_tokenizer_read_as_unknown_only(folders: d
     assert main(["import", *w, "--path", str(file), "--format", "jsonl", "--split", "gallery"]) == 0
     assert main(["model", "add", *w, "--name", name, "--path", str(folders[name])]) == 0
     capsys.readouterr()
-    assert main(["embed", *w, "--model", name]) == 0
-    out = capsys.readouterr().out
-    assert "the tokenizer knew no word of 2 texts (e.g. 'zebra quokka': unknown tokens only)" in out, out
+    assert main(["embed", *w, "--model", name, "--json"]) == 0
+    out, err = capsys.readouterr()
+    data = json.loads(out)  # a script sees the count, and a person the warning on stderr
+    assert (data["unknown_only"], data["unknown_example"]) == (2, "zebra quokka"), data
+    assert "the tokenizer knew no word of 2 texts (e.g. 'zebra quokka': unknown tokens only)" in err, err

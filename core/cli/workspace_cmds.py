@@ -291,16 +291,17 @@ def cmd_model_set_role(args: argparse.Namespace) -> Result:
 
 
 def cmd_embed(args: argparse.Namespace) -> Result:
-    from embridge.core.embed import embed_split, embed_summary
+    from embridge.core.embed import embed_split, embed_summary, embed_warnings
 
     with Workspace.open(args.workspace) as ws:
         info = embed_split(ws, args.model, args.split, args.sample, args.seed, batch_size=args.batch_size,
                            device=args.device, on_progress=StderrProgress(f"embed {args.model}"))
     data = {"model": args.model, "vector_set": info["id"], "count": info["count"], "dim": info["dim"],
             "path": info["path"], **{k: info[k] for k in ("written", "not_covered", "already_stored", "held_in",
-                                                          "truncated", "token_limit", "zero_vectors",
-                                                          "zero_vector_example")
-                               if k in info}}
+                                                          "truncated", "token_limit", "unknown_only",
+                                                          "unknown_example", "zero_vectors", "zero_vector_example")
+                               if k in info},
+            "warning": "; ".join(embed_warnings(info)) or None}  # on stderr too with --json
     return data, embed_summary(args.model, info)
 
 

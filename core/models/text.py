@@ -18,7 +18,13 @@ import torch
 
 from embridge.core.errors import CheckpointError
 from embridge.core.models.checkpoint_reader import first_line
-from embridge.core.models.text_encoders import BatchDone, clipped, length_order, scatter_rows
+from embridge.core.models.text_encoders import (
+    BatchDone,
+    clipped,
+    length_order,
+    scatter_rows,
+    unknown_only_rows,
+)
 from embridge.core.models.text_folders import (
     check_sentence_transformers_folder,
     hub_offline,
@@ -41,6 +47,18 @@ class SentenceTransformerEncoder:
     def __init__(self, model: Any, source: Path) -> None:
         self.model = model
         self.source = source
+        self.unknown_only = 0  # texts its tokenizer read as unknown tokens only (as the other text encoders count)
+        self.unknown_example = ""
+
+    def _count_unknown_only(self, texts: Sequence[str], prompt: str) -> None:
+        tokenizer = getattr(self.model[0], "tokenizer", None) if len(self.model) else None
+        if getattr(tokenizer, "unk_token_id", None) is None:  # a byte-level or word-embedding module
+            return
+        ids = tokenizer([prompt + t for t in texts], truncation=True, max_length=self.max_length)["input_ids"]
+        blind = unknown_only_rows(tokenizer, ids)
+        if blind and not self.unknown_only:
+            self.unknown_example = texts[blind[0]][:60]
+        self.unknown_only += len(blind)
 
     @property
     def max_length(self) -> int:
@@ -63,6 +81,7 @@ class SentenceTransformerEncoder:
                     on_batch: BatchDone | None = None) -> np.ndarray:
         """Rows in input order; batches of similar length; ``prompt=""`` also overrides a default prompt."""
         texts = clipped(texts, self.max_length)
+        self._count_unknown_only(texts, prompt)
         order = length_order([len(t) for t in texts])
         parts = []
         for start in range(0, len(texts), batch_size):

@@ -158,6 +158,16 @@ def _onnx_positions(folder: Path) -> int | None:
     return config_positions({**(config if isinstance(config, dict) else {}), "max_position_embeddings": rows})
 
 
+def unknown_only_rows(tokenizer: Any, ids: Sequence[Sequence[int]]) -> list[int]:
+    """Rows read as nothing but unknown (and special) tokens: a tokenizer that does not match the model
+    (a vocabulary of a handful of tokens) gives every text nearly the same vector, without an error."""
+    unk = getattr(tokenizer, "unk_token_id", None)
+    if unk is None:  # byte-level tokenizers know every text
+        return []
+    known_not = {unk, *tokenizer.all_special_ids}
+    return [i for i, row in enumerate(ids) if len(row) and unk in row and set(row) <= known_not]
+
+
 class _TokenizedEncoder:
     """Shared tokenizing, length bucketing and pooling of the transformers and ONNX encoders."""
 
@@ -200,13 +210,7 @@ class _TokenizedEncoder:
             self.truncated += sum(len(row) > self.max_length for row in longer)
 
     def _count_unknown_only(self, texts: Sequence[str], ids: list[list[int]]) -> None:
-        """Texts read as nothing but unknown (and special) tokens: a tokenizer that does not match the model
-        (a vocabulary of a handful of tokens) gives every text nearly the same vector, without an error."""
-        unk = self.tokenizer.unk_token_id
-        if unk is None:  # byte-level tokenizers know every text
-            return
-        known_not = {unk, *self.tokenizer.all_special_ids}
-        blind = [i for i, row in enumerate(ids) if row and unk in row and set(row) <= known_not]
+        blind = unknown_only_rows(self.tokenizer, ids)
         if blind and not self.unknown_only:
             self.unknown_example = texts[blind[0]][:60]
         self.unknown_only += len(blind)
