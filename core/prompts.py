@@ -30,5 +30,7 @@ def prompts_text(spec: Mapping[str, Any] | None) -> str:
 
 
 def _short(prompt: str, most: int = 80) -> str:
-    """A prompt as a summary line shows it: whole up to ``most`` characters, else its start and its length."""
-    return prompt if len(prompt) <= most else f"{prompt[:most - 3]}... ({len(prompt)} characters)"
+    """A prompt as a summary line shows it: whole up to ``most`` characters, else its start and its length;
+    line breaks and tabs escaped, so the summary stays one line."""
+    shown = prompt.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
+    return shown if len(shown) <= most else f"{shown[:most - 3]}... ({len(prompt)} characters)"

@@ -122,6 +122,11 @@ def test_an_onnx_graph_that_pools_the_last_position_keeps_its_tokenizers_left_pa
     spec = describe_model(folder)
     together = embed_array(spec, TEXTS, batch_size=len(TEXTS), device="cpu")
     np.testing.assert_allclose(together, embed_array(spec, TEXTS, batch_size=1, device="cpu"), atol=1e-5)
+    # the graph pools: no pooling is recorded, and one asked for is refused (it was recorded and ignored)
+    assert spec.pooling is None
+    with pytest.raises(CheckpointError, match=r"this ONNX export pools inside its graph \(its output "
+                                              r"sentence_embedding\); pooling applies to exports of token states"):
+        describe_model(folder, text=TextOptions(pooling="cls"))
 
 
 def test_a_text_that_gives_no_tokens_is_refused_naming_it(tmp_path: Path) -> None:
@@ -309,7 +314,19 @@ def test_prompts_travel_in_bundle_manifests(folders: dict[str, Path], tmp_path: 
     assert (entry["spec"]["query_prompt"], entry["spec"]["document_prompt"]) == ("query: ", "passage: ")
     notes = prompt_notes({"new": entry, "old": {"name": "old", "spec": {"query_prompt": ""}}})
     assert len(notes) == 1 and '`"query: " + text`' in notes[0] and '`"passage: " + text`' in notes[0]
+    # a pooling Embridge applies is named too: another library's default (mean) would mis-embed a cls model
+    ws.add_model("bert", "old", describe_model(folders["bert"], text=TextOptions(pooling="cls")).to_dict(),
+                 folders["bert"])
+    (old,) = prompt_notes({"old": model_entry(ws, "bert")})
+    assert old.startswith("The old model **bert** pools by cls: a text's vector is its first token's state;")
     ws.close()
+
+
+def test_a_prompt_with_a_line_break_keeps_the_summary_on_one_line() -> None:
+    from embridge.core.prompts import prompts_text
+
+    assert prompts_text({"query_prompt": "line1\nline2\t", "pooling": "cls"}) == \
+        'query prompt "line1\\nline2\\t", cls pooling'
 
 
 def test_embedding_progress_reports_items_per_second_and_eta(folders: dict[str, Path], tmp_path: Path,

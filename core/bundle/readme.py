@@ -132,8 +132,13 @@ def _purpose(manifest: dict[str, Any]) -> str:
             f"so they search the existing **{old}** gallery without re-embedding it.")
 
 
+POOLING_WORDS = {"mean": "the mean of its token states (padding left out)", "cls": "its first token's state",
+                 "last": "its last (non-padding) token's state"}
+
+
 def prompt_notes(models: dict[str, Any]) -> list[str]:
-    """One line per text model that embeds with prompts: queries and documents must be embedded alike."""
+    """One line per text model that embeds with prompts or a pooling Embridge applies: queries and documents
+    must be embedded alike (a library's default pooling may differ, and nothing would say so)."""
     notes = []
     for role in ("old", "new"):
         entry = models.get(role) or {}
@@ -141,10 +146,13 @@ def prompt_notes(models: dict[str, Any]) -> list[str]:
         parts = [f'{what} as `"{spec[key]}" + text`' for what, key in (("queries", "query_prompt"),
                                                                       ("documents", "document_prompt"))
                  if spec.get(key)]
-        if parts:
-            notes.append(f"The {role} model **{entry.get('name')}** embeds {' and '.join(parts)}; embed new "
-                         "texts the same way (the prompts are in `manifest.json`, "
-                         f"models.{role}.spec).")
+        said = f"embeds {' and '.join(parts)}" if parts else ""
+        if spec.get("pooling") in POOLING_WORDS:
+            said += ("; it " if said else "") + (f"pools by {spec['pooling']}: a text's vector is "
+                                                 f"{POOLING_WORDS[spec['pooling']]}")
+        if said:
+            notes.append(f"The {role} model **{entry.get('name')}** {said}; embed new texts the same way (the "
+                         f"prompts and pooling are in `manifest.json`, models.{role}.spec).")
     return notes
 
 

@@ -247,6 +247,12 @@ def _inspect(path: str | Path, kind: str | None, name: str | None, arch: str | N
     settings = _text_settings(p, kind, text or TextOptions())
     cpu = torch.device("cpu")
     opened = open_model(kind, p, cpu, arch, arch_config, settings.get("pooling"))
+    graph_pools = getattr(opened.module, "pooled_output", None)
+    if kind == "onnx" and graph_pools is not None:  # the export pools inside its graph: no pooling of ours
+        if text is not None and text.pooling is not None:
+            raise CheckpointError(p, f"this ONNX export pools inside its graph (its output {graph_pools}); "
+                                  "pooling applies to exports of token states (last_hidden_state)")
+        settings["pooling"] = None
     shape = _settle_shape(p, kind, opened, input_shape)
     chosen = modality or opened.modality or modality_for_shape(shape)
     if chosen not in MODALITIES:
