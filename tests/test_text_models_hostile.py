@@ -122,6 +122,7 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     (big / "vocab.txt").write_text("\n".join(words + [f"w{i}" for i in range(100)]))
     (big / "tokenizer.json").unlink()
     (copy("tf_config_list", bert) / "config.json").write_text("[1, 2]")
+    _edit_config(copy("tf_config_text_size", bert), hidden_size="64")  # read by the tokenizer's loading first
     _edit_config(copy("tf_config_huge", bert), vocab_size=1_000_000, hidden_size=1_000_000)
     for name, build in _onnx_builders().items():
         made[name] = build(root / name, bert)
@@ -221,6 +222,7 @@ def test_a_tokenizer_larger_than_the_embedding_table_is_refused(tmp_path: Path, 
     ("onnx_pooled_rank3", "model.onnx", "output sentence_embedding has rank 3"),
     ("onnx_int_output", "model.onnx", "output last_hidden_state is tensor(int64); an embedding must be floating"),
     ("tf_config_list", "config.json", "expected a JSON object, got a JSON list"),
+    ("tf_config_text_size", "config.json", "cannot be read as a model configuration"),
 ])
 def test_malformed_folders_are_one_line_not_a_bug(tmp_path: Path, capfd: pytest.CaptureFixture[str],
                                                   hostile: dict[str, Path], name: str, named: str,

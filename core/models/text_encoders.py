@@ -35,6 +35,7 @@ from embridge.core.models.text_folders import (
 )
 from embridge.core.models.weight_checks import (
     check_vocabulary,
+    config_problem,
     embedding_rows,
     load_checked_model,
     quiet_loading,
@@ -187,6 +188,7 @@ class _TokenizedEncoder:
                 self.tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True,
                                                                trust_remote_code=False)
         except Exception as exc:  # tokenizer loading raises many types
+            config_problem(folder)  # the tokenizer reads config.json too: name that file when it is the cause
             raise CheckpointError(folder, f"cannot load the tokenizer ({first_line(exc)})") from exc
         if self.tokenizer.pad_token is None and self.tokenizer.eos_token is not None:
             self.tokenizer.pad_token = self.tokenizer.eos_token

@@ -219,3 +219,17 @@ def check_transformer_module(folder: Path) -> None:
         except Exception as exc:  # tokenizer loading raises many types
             raise CheckpointError(folder, f"cannot load the tokenizer ({first_line(exc)})") from exc
     check_vocabulary(folder, tokenizer, embedding_rows(model))
+
+
+def config_problem(folder: Path) -> None:
+    """Refuse ``config.json`` by name when transformers cannot read it (a field of the wrong type, say)."""
+    from transformers import AutoConfig
+
+    if not (folder / "config.json").is_file():
+        return
+    try:
+        with quiet_loading():
+            AutoConfig.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
+    except Exception as exc:  # transformers raises many types
+        raise CheckpointError(folder / "config.json", f"cannot be read as a model configuration "
+                              f"({first_line(exc)})") from exc
