@@ -142,6 +142,28 @@ def test_a_changed_member_inside_the_zip_is_caught(exported: dict, tmp_path: Pat
         verify_bundle(tampered)
 
 
+@pytest.mark.parametrize("member", ["CHECKSUMS", "manifest.json"])
+def test_a_flipped_byte_in_the_zips_checksums_or_manifest_is_one_line(exported: dict, tmp_path: Path, member: str,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """These two are read before any hash is checked, so zipfile's CRC error escaped as a crash (exit 3)."""
+    raw = bytearray(exported["zip"].read_bytes())
+    info = zipfile.ZipFile(exported["zip"]).getinfo(member)
+    start = info.header_offset + 30 + int.from_bytes(raw[info.header_offset + 26:info.header_offset + 28], "little") \
+        + int.from_bytes(raw[info.header_offset + 28:info.header_offset + 30], "little")
+    raw[start + info.compress_size // 2] ^= 0x01
+    damaged = tmp_path / "damaged.zip"
+    damaged.write_bytes(bytes(raw))
+    vectors = tmp_path / "in.npy"
+    np.save(vectors, np.ones((2, json.loads(zipfile.ZipFile(exported["zip"]).read("manifest.json"))["adapter"]
+                                 ["in_dim"]), dtype=np.float32))
+    inspect = [["bundle", "inspect", str(damaged)]] if member == "manifest.json" else []  # it reads no CHECKSUMS
+    for argv in (["bundle", "verify", str(damaged)], *inspect,
+                 ["bundle", "apply", str(damaged), "--vectors", str(vectors), "--out", str(tmp_path / "out.npy")]):
+        assert main(argv) == 1, argv
+        err = capsys.readouterr().err
+        assert len(err.splitlines()) == 1 and f"{member} is corrupt in the archive" in err, err
+
+
 def _zip_with(path: Path, source: Path, extra: list[tuple[zipfile.ZipInfo | str, bytes]]) -> Path:
     with zipfile.ZipFile(source) as src, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as dst:
         for info in src.infolist():

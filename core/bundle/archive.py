@@ -15,6 +15,7 @@ import os
 import re
 import stat
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -182,7 +183,14 @@ class ZipSource(BundleSource):
     def sha256(self, name: str) -> str:
         try:
             return super().sha256(name)
-        except (zipfile.BadZipFile, OSError, EOFError) as exc:  # CRC errors surface here
+        except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:  # CRC errors surface here
+            raise BundleError(f"{self.path}: {name} is corrupt in the archive ({exc})") from exc
+
+    def read_bytes(self, name: str) -> bytes:
+        """The whole member; its CRC is checked as it is read (CHECKSUMS and the manifest come first)."""
+        try:
+            return super().read_bytes(name)
+        except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:
             raise BundleError(f"{self.path}: {name} is corrupt in the archive ({exc})") from exc
 
     def close(self) -> None:
