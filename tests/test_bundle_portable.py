@@ -149,6 +149,22 @@ def test_fusion_applies_without_torch(bundles: dict, tmp_path: Path) -> None:
     assert float(np.abs(np.load(tmp_path / "as-written.npy") - expected).max()) <= 1e-6
 
 
+def test_a_zero_old_query_is_refused_as_a_zero_new_one_is(bundles: dict, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """An all-zero row of --old-vectors vanished from the fused sum: the output was the mapped new query
+    alone (cosine 0.99 to the fused row), without a word, where a zero row of --vectors is refused."""
+    from embridge.core.cli.main import main
+
+    old = np.load(bundles["old16"]).copy()
+    old[2] = 0.0
+    np.save(tmp_path / "old_zero.npy", old)
+    out = tmp_path / "fused.npy"
+    assert main(["bundle", "apply", str(bundles["paths"]["fusion"]), "--vectors", str(bundles["x32"]),
+                 "--old-vectors", str(tmp_path / "old_zero.npy"), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "old_zero.npy: row 2 is all zeros (1 such row in this chunk)" in err and not out.exists(), err
+
+
 def test_torch_runtime_without_torch_is_one_clear_line(bundles: dict, tmp_path: Path) -> None:
     done = run_without_torch("bundle", "apply", str(bundles["paths"]["mlp"]), "--vectors", str(bundles["x32"]),
                              "--out", str(tmp_path / "o.npy"), "--runtime", "torch")

@@ -26,6 +26,7 @@ from embridge.core.bundle.fingerprint import layer_fingerprint
 from embridge.core.bundle.matrix_out import MatrixFile
 from embridge.core.bundle.runtime import LoadedBundle, load_bundle
 from embridge.core.errors import BundleError, InputError, VectorFileError
+from embridge.core.formatting import counted
 from embridge.core.l2 import zero_rows
 from embridge.core.paths import check_folder_target, check_output, check_regular
 from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
@@ -183,6 +184,8 @@ def _apply(loaded: LoadedBundle, src: Path, x: np.ndarray, out: Path, old_vector
                 _refuse_zero_rows(block, src, done)
             old_block = None if old is None else as_storage_dtype(np.asarray(old[done:end]), "float32",
                                                                   str(old_vectors), done)
+            if old_block is not None and loaded.normalise_inputs:  # fusion normalises the old query too: a zero one would vanish
+                _refuse_zero_rows(old_block, Path(str(old_vectors)), done)
             matrix.write(done, loaded(block, old_block, normalise_output))
             matrix.flush()
             done = end
@@ -221,8 +224,9 @@ def _refuse_zero_rows(block: np.ndarray, src: Path, first_row: int) -> None:
     layer's bias alone (a migration refuses such points too)."""
     zero = zero_rows(block)
     if len(zero):
-        raise VectorFileError(src, f"row {first_row + int(zero[0])} is all zeros ({len(zero)} such rows in this "
-                              "chunk): the layer takes L2-normalised vectors and a zero vector has no direction")
+        raise VectorFileError(src, f"row {first_row + int(zero[0])} is all zeros ({counted(len(zero), 'such row')} "
+                              "in this chunk): the layer takes L2-normalised vectors and a zero vector has no "
+                              "direction")
 
 
 def _resume(partial: Path, sidecar: Path, state: dict[str, Any]) -> tuple[int, MatrixFile | None]:
