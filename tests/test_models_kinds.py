@@ -117,6 +117,28 @@ def test_a_model_traced_for_one_batch_size_is_named_as_such(tmp_path: Path) -> N
     assert "shape '[2, 8]' is invalid for input of size 48" in message, message  # the traced program's own words
 
 
+class _RefusesLargeValues(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = torch.nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if bool((x > 100).any()):
+            raise ValueError("a value beyond 100")
+        return self.layer(x)
+
+
+def test_a_model_failing_on_some_rows_content_is_not_blamed_on_the_batch_size(tmp_path: Path) -> None:
+    path = tmp_path / "picky.pt"
+    torch.jit.save(torch.jit.script(_RefusesLargeValues().eval()), str(path))
+    model = load_model(describe_model(path), "cpu", verify=True)
+    rows = np.ones((6, 8), dtype=np.float32)
+    rows[5, 0] = 1e3  # in the last pair the model is tried on
+    with pytest.raises(CheckpointError, match=r"the model rejects inputs of shape \(8,\) \(a batch \(6, 8\)\): "
+                                              r".*a value beyond 100"):
+        model.embed_batch(rows)
+
+
 def test_torchscript_image_model_declares_or_is_given_its_shape(tmp_path: Path) -> None:
     model = _cnn()
     declared, plain = tmp_path / "cnn.ts", tmp_path / "plain.ts"

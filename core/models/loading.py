@@ -178,7 +178,7 @@ class LoadedModel:
             if taken and given != taken:  # the data's shape is the odd one: say so, not the model's
                 raise CheckpointError(self.spec.path, f"the model takes inputs of shape {taken}, not rows of shape "
                                       f"{given} (a batch {tuple(x.shape)})") from exc
-            if len(x) > 2 and self._runs_on(x[:2]):  # the rows are fine: the batch's size is not
+            if len(x) > 2 and self._runs_in_pairs(x):  # every row is fine: the batch's size is not
                 raise CheckpointError(self.spec.path, f"the model runs on a batch of 2 rows but fails on a batch "
                                       f"of {len(x)} ({failure_reason(exc)}); it may have been traced or exported for one "
                                       "batch size: export it with a dynamic batch dimension, or embed with "
@@ -188,10 +188,14 @@ class LoadedModel:
                                   f"{first_layer_hint(self.module)}") from exc
         return check_output(out, rows, self.spec.path, self.spec.dim)
 
-    def _runs_on(self, x: torch.Tensor) -> bool:
+    def _runs_in_pairs(self, x: torch.Tensor) -> bool:
+        """Whether the model runs on every row of ``x`` taken two at a time (the probe's batch at add): a
+        model failing on some rows' content fails here too, one traced for one batch size does not."""
+        starts = [*range(0, len(x) - 1, 2), *([len(x) - 2] if len(x) % 2 else [])]
         try:
             with torch.inference_mode():
-                self._forward(x)
+                for start in starts:
+                    self._forward(x[start:start + 2])
         except Exception:  # the model's own code may raise anything
             return False
         return True
