@@ -40,7 +40,7 @@ BLOCKED = {blocked!r}
 class _Blocked:
     def find_spec(self, name, path=None, target=None):
         if name.split(".")[0] in BLOCKED:
-            raise ImportError(name + " is blocked in this test")
+            raise ModuleNotFoundError("No module named " + repr(name), name=name)  # as when it is absent
         return None
 sys.meta_path.insert(0, _Blocked())
 sys.argv = ["embridge", *sys.argv[1:]]
@@ -163,6 +163,15 @@ def test_a_zero_old_query_is_refused_as_a_zero_new_one_is(bundles: dict, tmp_pat
                  "--old-vectors", str(tmp_path / "old_zero.npy"), "--out", str(out)]) == 1
     err = capsys.readouterr().err
     assert "old_zero.npy: row 2 is all zeros (1 such row in this chunk)" in err and not out.exists(), err
+
+
+def test_other_commands_on_a_bundle_only_install_say_what_is_missing(bundles: dict, tmp_path: Path) -> None:
+    """Installed without its dependencies (to apply bundles), every other command crashed (exit 3)."""
+    for argv in (["info", "-w", str(bundles["root"] / "ws")], ["demo", "--workspace", str(tmp_path / "demo")]):
+        done = run_without_torch(*argv)
+        assert done.returncode == 1, done.stderr
+        assert len(done.stderr.splitlines()) == 1 and "this command needs the Python package '" in done.stderr
+        assert "install Embridge with its dependencies" in done.stderr, done.stderr
 
 
 def test_torch_runtime_without_torch_is_one_clear_line(bundles: dict, tmp_path: Path) -> None:

@@ -129,6 +129,10 @@ def main(argv: Sequence[str] | None = None, *, program: bool = False) -> int:
 
         _error(f"{shown_path(exc.filename) if exc.filename else 'a file'}: {exc.strerror or exc}")
         return 1
+    except ModuleNotFoundError as exc:  # a package this command needs is absent (a bundle-only install, say)
+        _error(f"this command needs the Python package '{exc.name}', which is not installed here; install "
+               "Embridge with its dependencies (an install without them runs only bundle verify, inspect and apply)")
+        return 1
     except Exception as exc:  # a bug: one line, and the traceback when asked for
         if os.environ.get("EMBRIDGE_DEBUG"):
             traceback.print_exc()
