@@ -326,16 +326,16 @@ def test_no_space_mid_write_keeps_progress(ws_path: Path, reference_sha: str,
     ws, info = _with_small_set(ws_path)
     checkpoint(ws)
     rows = table_dump(ws_path)
-    writes = {"n": 0}
-    real_write_at = vectors_module.write_at
+    flushes = {"n": 0}
+    real_flush = np.memmap.flush
 
-    def write_until_full(fd: int, data: memoryview, offset: int) -> None:
-        writes["n"] += 1
-        if writes["n"] > 3:
+    def flush_until_full(self: np.memmap) -> None:
+        flushes["n"] += 1
+        if flushes["n"] > 3:
             raise OSError(errno.ENOSPC, "No space left on device")
-        real_write_at(fd, data, offset)
+        real_flush(self)
 
-    monkeypatch.setattr(vectors_module, "write_at", write_until_full)
+    monkeypatch.setattr(np.memmap, "flush", flush_until_full)
     data = expected_vectors(ROWS, DIM, SEED)
     writer = ws.vector_set_writer("m", ws.item_ids(), DIM, name="big", resume_key="full")
     with pytest.raises(StoreError, match=r"not enough disk space to write vectors of model 'm'"):

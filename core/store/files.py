@@ -75,24 +75,6 @@ def _fsync_file(path: Path) -> None:
         os.fsync(fh.fileno())
 
 
-def write_at(fd: int, data: memoryview, offset: int) -> None:
-    """Write all of ``data`` at ``offset`` of an open file: a positional write, not through a memory map,
-    whose first touch of each page of a fresh file costs a fault (several times the write itself)."""
-    view = data.cast("B") if data.format != "B" or data.ndim != 1 else data
-    while view.nbytes:
-        if hasattr(os, "pwrite"):
-            written = os.pwrite(fd, view, offset)
-        else:  # Windows: no pwrite
-            os.lseek(fd, offset, os.SEEK_SET)
-            written = os.write(fd, view)
-        view, offset = view[written:], offset + written
-
-
-def datasync(fd: int) -> None:
-    """Make an open file's data durable (its metadata too where there is no fdatasync)."""
-    (getattr(os, "fdatasync", None) or os.fsync)(fd)
-
-
 def publish(tmp: Path, final: Path) -> None:
     """Make a fully written temp file visible under its final name, durably."""
     _fsync_file(tmp)

@@ -1,14 +1,13 @@
 """Vector files: ``.npy`` matrices aligned to an explicit ``.ids.npy`` list of item ids.
 
-Writers fill a preallocated ``.npy`` under ``vectors/.partial/`` chunk by chunk (positional writes,
-each synced: a fresh memory map's first touch of every page cost several times the write) and record
-how many rows are durable in a small JSON beside it, so an interrupted embedding resumes from the
-last complete chunk. The file's full size is reserved up front, so a full disk is an error at the
-start rather than a crash mid-write. Only ``commit`` makes the set visible: it hashes the files,
-notes the final names in the progress JSON, renames them into place and registers them in one
-transaction; a writer killed between the rename and the registration gets its files back on resume.
-Readers open memmaps after checking the recorded sha256 (:mod:`embridge.core.store.file_checks`),
-so a corrupted or swapped file is caught before use.
+Writers fill a memmap under ``vectors/.partial/`` chunk by chunk and record how many rows are
+durable in a small JSON beside it, so an interrupted embedding resumes from the last complete
+chunk. The file's full size is reserved on disk up front, so a full disk is an error at the start
+rather than a crash mid-write. Only ``commit`` makes the set visible: it hashes the files, notes the
+final names in the progress JSON, renames them into place and registers them in one transaction;
+a writer killed between the rename and the registration gets its files back on resume. Readers
+open memmaps after checking the recorded sha256 (:mod:`embridge.core.store.file_checks`), so a
+corrupted or swapped file is caught before use.
 """
 
 from __future__ import annotations
@@ -31,12 +30,10 @@ from embridge.core.store.file_lock import HeldLock
 from embridge.core.store.files import (
     DISK_FULL,
     atomic_write_text,
-    datasync,
     disk_error,
     fsync_dir,
     publish,
     sha256_file,
-    write_at,
 )
 from embridge.core.vector_spread import spread_problem
 
@@ -163,7 +160,6 @@ class VectorSetWriter:
             if (ordered[1:] == ordered[:-1]).any():
                 raise VectorFileError(label, "duplicate item ids in the vector set")
         self._fingerprint_cache: dict[str, Any] | None = None
-        self._fd: int | None = None  # the partial matrix, written by row offset (the memmap only reads)
         self._hasher: Any = None  # sha256 of the file so far, while rows arrive in order from the first
         self._hashed_rows = 0
         self.dim, self.dtype, self.label = dim, dtype, label
@@ -269,11 +265,9 @@ class VectorSetWriter:
         elif start_row < self._hashed_rows:
             self._hasher = None  # rows rewritten: the file is hashed whole at commit
         try:
-            if self._fd is None:
-                self._fd = os.open(self._matrix, os.O_RDWR | getattr(os, "O_BINARY", 0))
-            row_bytes = self.dim * np.dtype(self.dtype).itemsize
-            write_at(self._fd, memoryview(np.ascontiguousarray(stored)), self._mm.offset + start_row * row_bytes)
-            datasync(self._fd)  # durable before the progress JSON says so
+            self._mm[start_row:stop] = stored
+            self._mm.flush()
+            release_pages(self._mm, start_row, stop)
             if start_row <= self.done_rows:
                 self.done_rows = max(self.done_rows, stop)
                 self._save_state(self.done_rows)
@@ -300,7 +294,7 @@ class VectorSetWriter:
             self._save_state(self.done_rows, committing=[final_matrix.name, final_ids.name])
         except OSError as exc:
             raise disk_error(exc, self._matrix, f"finish {self.label}") from exc
-        self._close_matrix()
+        del self._mm
         try:
             publish(self._ids_file, final_ids)
             publish(self._matrix, final_matrix)
@@ -330,16 +324,9 @@ class VectorSetWriter:
 
     def release(self) -> None:
         """Let another writer of this resume key start; the partial files stay for a later resume."""
-        self._close_matrix()
-        self._lock.release()
-
-    def _close_matrix(self) -> None:
-        """Drop the memmap and the write descriptor (before a rename: Windows refuses to move open files)."""
         if hasattr(self, "_mm"):
             del self._mm
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        self._lock.release()
 
     def abort(self) -> None:
         """Forget any partial state for this resume key (and unregistered files of a failed commit)."""
@@ -347,7 +334,8 @@ class VectorSetWriter:
         self._lock.release()
 
     def _discard(self) -> None:
-        self._close_matrix()
+        if hasattr(self, "_mm"):
+            del self._mm
         committing = self._read_state().get("committing")
         if isinstance(committing, list) and self._is_registered is not None:
             for name in committing:
