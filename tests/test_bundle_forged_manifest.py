@@ -177,6 +177,8 @@ FORGED = [
     ("report-id-string", _put("one", "report", "id"), "report.id"),
     ("method-list", _put([1], "adapter", "method"), "adapter.method"),
     ("direction-unknown", _put("sideways", "adapter", "direction"), "adapter.direction"),
+    ("direction-against-inputs", _put("forward", "adapter", "direction"), "adapter.direction"),
+    ("metric-text", _put("x", "metrics", "values", "upgraded_top1"), "metrics.values.upgraded_top1"),
     ("output-normalisation-unknown", _put("none", "normalisation", "output"), "normalisation.output"),
     ("formula-missing", _drop("portable", "formula"), "portable.formula"),
     ("tensors-string", _put("weight", "portable", "tensors"), "portable.tensors"),

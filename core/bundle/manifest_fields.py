@@ -109,6 +109,9 @@ def _adapter(c: _Checker, m: dict[str, Any]) -> None:
     inputs = adapter.get("inputs")
     if not (isinstance(inputs, list) and inputs in _INPUTS):
         c.fail("adapter.inputs", "must be [\"new\"], [\"old\"] or [\"new\", \"old\"]")
+    if (adapter["direction"] == "forward") != (inputs == ["old"]):  # a forward layer takes old vectors alone
+        c.fail("adapter.direction", f"says {adapter['direction']}, but adapter.inputs says {inputs}: a forward "
+               "layer takes old vectors, the others new ones")
     if adapter.get("file") != ADAPTER_FILE:
         c.fail("adapter.file", f"must be '{ADAPTER_FILE}' (a bundle holds its adapter there), "
                f"got {str(adapter.get('file'))[:80]!r}")
@@ -168,14 +171,21 @@ def _report_and_metrics(c: _Checker, m: dict[str, Any]) -> None:
     if report.get("id") is not None and not _integer(report["id"]):
         c.fail("report.id", "must be an integer or null")
     metrics = c.obj(m.get("metrics"), "metrics") if "metrics" in m else {}
-    if not isinstance(metrics.get("values", {}), dict):
-        c.fail("metrics.values", "must be an object")
+    _values(c, metrics.get("values", {}), "metrics.values")
     also = metrics.get("also_measured", [])
     if not (isinstance(also, list) and all(isinstance(e, dict) for e in also)):
         c.fail("metrics.also_measured", "must be a list of objects")
     for i, entry in enumerate(also):
-        if not isinstance(entry.get("values", {}), dict):
-            c.fail(f"metrics.also_measured.{i}.values", "must be an object")
+        _values(c, entry.get("values", {}), f"metrics.also_measured.{i}.values")
+
+
+def _values(c: _Checker, values: Any, field: str) -> None:
+    """Measured numbers: each a number, a yes/no (``compatible``) or null (undefined), as the exporter writes them."""
+    if not isinstance(values, dict):
+        c.fail(field, "must be an object")
+    for key, value in values.items():
+        if value is not None and not isinstance(value, bool) and not _number(value):
+            c.fail(f"{field}.{str(key)[:80]}", f"must be a number or null, got {_shown(value)}")
 
 
 def _portable(c: _Checker, m: dict[str, Any]) -> None:
