@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.vector_workspaces import gallery_workspace
 from helpers.workspace_files import snapshot, table_dump
 
 from embridge.core.cli.main import main
@@ -36,11 +37,7 @@ def workspace(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[Path,
     np.savez(tmp_path / "old.npz", ids=np.array(keys), vectors=vectors)
     np.savez(tmp_path / "good.npz", ids=np.array(keys), vectors=vectors[:, :16])
     ws = tmp_path / "ws"
-    w = ["--workspace", str(ws)]
-    assert main(["init", *w]) == 0
-    assert main(["model", "add", *w, "--name", "old", "--path", str(tmp_path / "old.npz"), "--role", "old"]) == 0
-    assert main(["import", *w, "--format", "vectors", "--path", str(tmp_path / "old.npz"), "--model", "old",
-                 "--split", "gallery"]) == 0
+    w = gallery_workspace(ws, tmp_path / "old.npz")
     assert main(["model", "add", *w, "--name", "new", "--path", str(tmp_path / "good.npz"), "--role", "new"]) == 0
     capsys.readouterr()
     return ws, keys, vectors

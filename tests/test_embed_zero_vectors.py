@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.vector_workspaces import gallery_workspace
 
 from embridge.core.cli.main import main
 from embridge.core.demo_text import save_encoder, whitespace_tokenizer
@@ -75,12 +76,7 @@ def test_a_vector_files_all_zero_rows_are_counted_by_embed_and_import(tmp_path: 
     vectors[[7, 8, 40]] = 0.0
     np.savez(tmp_path / "v.npz", ids=np.array(keys), vectors=vectors)
     np.savez(tmp_path / "old.npz", ids=np.array(keys), vectors=np.ones((60, 4), dtype=np.float32) + np.eye(60, 4))
-    ws = tmp_path / "ws"
-    w = ["--workspace", str(ws)]
-    assert main(["init", *w]) == 0
-    assert main(["model", "add", *w, "--name", "old", "--path", str(tmp_path / "old.npz"), "--role", "old"]) == 0
-    assert main(["import", *w, "--format", "vectors", "--path", str(tmp_path / "old.npz"), "--model", "old",
-                 "--split", "gallery"]) == 0
+    w = gallery_workspace(tmp_path / "ws", tmp_path / "old.npz")
     assert main(["model", "add", *w, "--name", "v", "--path", str(tmp_path / "v.npz")]) == 0
     capsys.readouterr()
     assert main(["embed", *w, "--model", "v", "--json"]) == 0
