@@ -313,7 +313,7 @@ class StoreMigrateDialog(_JobDialog):
             self.show_result(out["text"])
 
         # rollback's --to is the collection served again: here, From
-        fields = {"--to": self.source, "--alias": self.alias}
+        fields = {"--to": self.source, "--alias": self.alias, "--switch": self.switch}  # advice names --switch
         self._started(self.ctx.run_plain(f"Roll back {alias}", self.in_form_terms(job, fields), done))
 
     def start_check(self) -> None:

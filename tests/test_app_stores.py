@@ -192,6 +192,11 @@ def test_store_dialog_errors_name_the_form_fields_not_the_options(qtbot: QtBot, 
     click(qtbot, migrate.check_button)
     shown = _shown_error(qtbot, window)
     assert shown.startswith("To: 'not a uri' is not a store URI") and "--uri" not in shown
+    migrate.alias.setText("no_such_alias")  # rollback's advice names the migration's switch: here its check box
+    click(qtbot, migrate.rollback_button)
+    shown = _shown_error(qtbot, window)
+    assert shown.startswith("Alias: 'no_such_alias' is not an alias of") and "--" not in shown, shown
+    assert migrate.switch.text().replace("&", "") in shown, shown
     migrate.close()
     dialog.close()
 

@@ -254,7 +254,7 @@ def _failure(values: dict[str, Any], kind: str = "") -> tuple[str, str, str] | N
                if isinstance(up, int | float) and isinstance(old, int | float) else "")
     worse = ("finds no more than today's system does" if numbers and up >= old
              else "makes search worse than today")
-    advice = f"Consider {bridge_alternatives(kind, short=True)} instead (`embridge plan` weighs the backfills)"
+    advice = f"Consider {bridge_alternatives(kind, short=True)} instead (the plan, `embridge plan` or the Plan page, weighs the backfills)"
     if w.new_better is False:
         advice = (f"The new model itself is no better ({name} {ceiling:.3f} against old/old {w.new_floor:.3f}): stay on the "
                   "old model")
