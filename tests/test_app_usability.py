@@ -129,6 +129,7 @@ def test_switching_workspaces_clears_every_page(qtbot: QtBot, window: MainWindow
     for key in ("reports", "plan", "export"):
         window.show_page(key)
     assert window.pages["export"].out.text()
+    window.show_page("gallery").import_split.setCurrentText("extra")  # a split of this workspace's
     window.show_page("train")
     empty = tmp_path / "other"
     assert window.ctx.open_workspace(empty, create=True)
@@ -141,6 +142,7 @@ def test_switching_workspaces_clears_every_page(qtbot: QtBot, window: MainWindow
     assert window.pages["export"].out.text() == "" and window.pages["export"].table.rowCount() == 0
     assert not window.pages["plan"].plan_button.isEnabled()  # nothing to plan without runs
     assert not window.pages["reports"].build_button.isEnabled()
+    assert window.show_page("gallery").import_split.currentText() == ""
     assert not error_dialogs()
 
 

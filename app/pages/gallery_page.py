@@ -67,7 +67,7 @@ class GalleryPage(Page):
         self.import_ids = PathField("Id list for an .npy file (one key a line)", "Text (*.txt);;All files (*)")
         self.import_qrels = PathField("Relevance judgments (query key, item key, grade[, split] a line)",
                                       "Judgments (*.tsv *.csv *.txt);;All files (*)")
-        self.import_qrels.setToolTip("Optional: relevance judgments stored with the imported items (--qrels)")
+        self.import_qrels.setToolTip("Optional: relevance judgments stored with the imported items")
         self.import_button = QPushButton("&Import")
         self.import_button.clicked.connect(self.import_from_form)
         form.addRow("&Path", self.import_path)
@@ -238,6 +238,7 @@ class GalleryPage(Page):
     # -- state ------------------------------------------------------------------------------
     def reset(self) -> None:
         self.embed_result.setText("")
+        self.import_split.setCurrentText("")  # a split typed for the last workspace would be created in this one
 
     def refresh(self) -> None:
         from embridge.core.overview import judgments_text, workspace_overview
