@@ -381,6 +381,8 @@ def test_layout_at_the_minimum_size(qtbot: QtBot, window: MainWindow, demo_copy:
     wait_for_jobs(qtbot, window)
     gallery = window.show_page("gallery")
     assert gallery.import_path.edit.width() >= 200
+    start = window.show_page("workspace")
+    assert start.demo_kind.width() >= start.demo_kind.sizeHint().width()  # its choices are read whole
     train = window.show_page("train")
     train.select_method("mlp")
     form = train.form.form

@@ -22,7 +22,7 @@ from embridge.app.pages.page import Page, fill_table, make_table
 from embridge.core.overview import overview_text, workspace_overview
 from embridge.core.progress import ProgressFn, StopFn
 
-DEMO_KINDS = (("Images: handwritten digits", "digits"), ("Text: Bible verse retrieval", "text"))
+DEMO_KINDS = (("Digits (images)", "digits"), ("Bible verses (text)", "text"))  # short: whole at the minimum size
 
 
 class WorkspacePage(Page):
@@ -39,8 +39,8 @@ class WorkspacePage(Page):
         self.demo_kind = QComboBox()
         for label, kind in DEMO_KINDS:
             self.demo_kind.addItem(label, kind)
-        self.demo_kind.setToolTip("Images: handwritten digits with class labels. Text: Bible verses found from "
-                                  "another translation, with relevance judgments and two text encoders.")
+        self.demo_kind.setToolTip("Digits: images of handwritten digits with class labels. Bible verses: verses "
+                                  "found from another translation, with relevance judgments and two text encoders.")
         for button, slot in ((self.new_button, self.new_workspace), (self.open_button, self.open_workspace),
                              (self.demo_button, self.build_demo)):
             button.clicked.connect(slot)
