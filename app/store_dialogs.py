@@ -32,11 +32,14 @@ from PySide6.QtWidgets import (
 from embridge.app.context import AppContext
 from embridge.app.error_path import labelled
 from embridge.app.pages.forms import PathField
+from embridge.app.pages.why_disabled import enable
 from embridge.app.workers import Job
 from embridge.core.errors import InputError
 from embridge.core.jobs import JobOutcome
 from embridge.core.progress import ProgressFn, StopFn
 from embridge.core.store import Workspace
+
+BUSY = "Wait for the job this dialog runs to end (or cancel it)."
 
 log = logging.getLogger("embridge.app")
 URI_HINT = "e.g. qdrant:///data/qdrant?collection=docs, lancedb:///data/db?table=docs, parquet:///data/docs"
@@ -133,16 +136,16 @@ class _JobDialog(QDialog):
         self.progress.setValue(0)
         self.stage.setText(f"{job.title}…")
         self.result.clear()
-        self.cancel_button.setEnabled(True)
+        enable(self.cancel_button, None)
         for button in self._job_buttons():
-            button.setEnabled(False)
+            enable(button, BUSY)
         job.finished.connect(self._ended)
 
     def _ended(self, outcome: JobOutcome) -> None:
         self.job = None
-        self.cancel_button.setEnabled(False)
+        enable(self.cancel_button, "Nothing runs now.")
         for button in self._job_buttons():
-            button.setEnabled(True)
+            enable(button, None)
         if outcome.status == "completed":
             self.progress.setRange(0, max(self.progress.maximum(), 1))
             self.progress.setValue(self.progress.maximum())

@@ -460,3 +460,32 @@ def test_a_report_refusal_names_the_pages_check_box_not_the_command_line_flag(
     (dialog,) = error_dialogs()
     assert "Held-out gallery left the train fold out" in dialog.message and "--heldout-gallery" not in dialog.message
     close_error_dialogs()
+
+
+def _silent_disabled_buttons(window: MainWindow) -> list[str]:
+    from PySide6.QtWidgets import QPushButton
+
+    return [f"{key}: {b.text()}" for key, page in window.pages.items() for b in page.findChildren(QPushButton)
+            if b.isVisibleTo(page) and not b.isEnabled() and not b.toolTip()]
+
+
+def test_every_disabled_button_says_why(qtbot: QtBot, window: MainWindow, tmp_path: Path, demo_copy: Path) -> None:
+    """Build report, Open HTML report, Build bundle, Verify, Train (while one runs or for a method the pair
+    cannot train) and Cancel training were greyed out with no word of why."""
+    assert window.ctx.open_workspace(tmp_path / "empty", create=True)
+    for key in window.pages:
+        window.show_page(key)
+    assert _silent_disabled_buttons(window) == []
+    assert window.pages["reports"].build_button.toolTip() == "Train a layer on the Train page first."
+    window.ctx.open_workspace(demo_copy)
+    for key in window.pages:
+        window.show_page(key)
+    train = window.pages["train"]
+    job = train.train("mlp", "old-mlp", "new-cnn", "cpu", {"epochs": 100_000, "patience": 100_000})
+    qtbot.waitUntil(lambda: job.done > 0, timeout=30_000)
+    assert _silent_disabled_buttons(window) == []
+    assert "cancel it or wait" in train.train_button.toolTip() and train.cancel_button.isEnabled()
+    job.cancel()
+    wait_for_jobs(qtbot, window)
+    assert train.train_button.isEnabled() and not train.cancel_button.isEnabled()
+    assert train.cancel_button.toolTip() == "No training runs now." and _silent_disabled_buttons(window) == []

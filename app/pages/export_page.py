@@ -30,6 +30,7 @@ from embridge.app.pages.page import (
     run_label,
     select_run,
 )
+from embridge.app.pages.why_disabled import NO_RUNS, enable
 from embridge.app.workers import Job
 from embridge.core.bundle.measured import export_warnings
 from embridge.core.data_state import with_stale_notes
@@ -41,6 +42,7 @@ from embridge.core.run_choice import run_choice
 from embridge.core.store import Workspace
 
 log = logging.getLogger("embridge.app")
+BUILDING = "A bundle is being built; wait for it to end (see Jobs)."
 GALLERY_CHOICES = {"default (yes for old→new layers)": None, "yes": True, "no": False}
 
 
@@ -179,12 +181,12 @@ class ExportPage(Page):
 
         self.build_job = self.ctx.run(f"Export bundle of run {run_id}", job, done)
         if self.build_job is not None:
-            self.build_button.setEnabled(False)
+            enable(self.build_button, BUILDING)
             self.build_job.finished.connect(self._built)
 
     def _built(self, _outcome: JobOutcome) -> None:
         self.build_job = None
-        self.build_button.setEnabled(bool(self._runs))
+        enable(self.build_button, None if self._runs else NO_RUNS)
 
     def verify(self, path: str) -> None:
         """Check every hash and re-run the probes, in the background; the result shows below."""
@@ -252,7 +254,7 @@ class ExportPage(Page):
             self._focus_seen = self.ctx.focus_run
             select_run(self.run_combo, self._runs, self.ctx.focus_run)
         self.run_combo.blockSignals(False)
-        self.build_button.setEnabled(bool(self._runs) and self.build_job is None)
+        enable(self.build_button, NO_RUNS if not self._runs else BUILDING if self.build_job is not None else None)
         if self._runs:
             self._suggest_out(self.run_combo.currentIndex())
             self._show_run(self._runs[max(self.run_combo.currentIndex(), 0)])
@@ -266,8 +268,8 @@ class ExportPage(Page):
     def _show_selected(self) -> None:
         row = self.table.currentRow()
         chosen = 0 <= row < len(self._bundles) and bool(self.table.selectedItems())
-        self.verify_button.setEnabled(chosen)
-        self.open_button.setEnabled(chosen)
+        for button in (self.verify_button, self.open_button):
+            enable(button, None if chosen else "Select a bundle in the list first.")
         if not chosen:
             self.details.setPlainText("Select a bundle to see its manifest." if self._bundles else "No bundles yet.")
             return

@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (
 from embridge.app.context import AppContext
 from embridge.app.pages.forms import PathField, set_combo_items
 from embridge.app.pages.page import Page, fill_table, make_table
+from embridge.app.pages.why_disabled import enable
 from embridge.app.workers import Job
 from embridge.core.formatting import capitalised
 from embridge.core.importers import FORMATS
@@ -144,13 +145,13 @@ class GalleryPage(Page):
             return
         self.job = job
         for button in self._job_buttons():
-            button.setEnabled(False)
+            enable(button, f"Wait for '{job.title}' to end (or cancel it in Jobs).")
         job.finished.connect(self._ended)
 
     def _ended(self, _outcome: JobOutcome) -> None:
         self.job = None
         for button in self._job_buttons():
-            button.setEnabled(True)
+            enable(button, None)
 
     def import_from_form(self) -> None:
         path = self.import_path.text()

@@ -26,6 +26,7 @@ from embridge.app.context import AppContext
 from embridge.app.error_path import labelled
 from embridge.app.pages.forms import PathField, set_combo_items
 from embridge.app.pages.page import Page, fill_table, make_table
+from embridge.app.pages.why_disabled import enable
 from embridge.app.workers import Job
 from embridge.core.errors import InputError
 from embridge.core.jobs import JobOutcome
@@ -212,7 +213,7 @@ class ModelsPage(Page):
             self._set_busy(False)
 
     def _set_busy(self, busy: bool) -> None:
-        self.add_button.setEnabled(not busy)
+        enable(self.add_button, "A model is being added; wait for it to end." if busy else None)
         self._show_spec()
 
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:
@@ -284,7 +285,8 @@ class ModelsPage(Page):
         row = self.table.currentRow()
         has = self.ctx.ws is not None and 0 <= row < len(self._models)
         for widget in (self.rename_button, self.set_role_button, self.remove_button):
-            widget.setEnabled(has and self.job is None)
+            enable(widget, None if has and self.job is None else
+                   "Select a model in the list first." if not has else "Wait for the model being added.")
         if not has:
             self.spec_view.setPlainText("Select a model to see its details.")
             return

@@ -27,6 +27,7 @@ from embridge.app.context import AppContext
 from embridge.app.error_path import labelled
 from embridge.app.pages.forms import scrolled_text, set_combo_items
 from embridge.app.pages.page import Page, completed_train_runs, fill_table, make_table, run_label, select_run
+from embridge.app.pages.why_disabled import NO_RUNS, enable
 from embridge.app.plots import PlotWidget
 from embridge.core.data_state import report_stale_note
 from embridge.core.errors import InputError
@@ -252,7 +253,7 @@ class PlanPage(Page):
         self.options.setRowCount(0)
         self.summary.setText("Make a plan to compare the options.")
         self.plot.clear("The partial-backfill curves of the run's report appear here.")
-        self.plan_button.setEnabled(False)  # nothing to act on until a workspace with a run is open
+        enable(self.plan_button, NO_RUNS)  # nothing to act on until a workspace with a run is open
 
     def refresh(self) -> None:
         assert self.ctx.ws is not None
@@ -263,8 +264,7 @@ class PlanPage(Page):
             self._focus_seen = self.ctx.focus_run
             select_run(self.run_combo, self._runs, self.ctx.focus_run)
         self.run_combo.blockSignals(False)
-        self.plan_button.setEnabled(bool(self._runs))
-        self.plan_button.setToolTip("" if self._runs else "Train a layer on the Train page first.")
+        enable(self.plan_button, None if self._runs else NO_RUNS)
         self._run_chosen(self.run_combo.currentIndex())
         if self.plan is not None:  # re-read: its report may have been outgrown by the data since
             self.show_plan(self.plan)

@@ -30,6 +30,7 @@ from embridge.app.error_path import labelled
 from embridge.app.pages.forms import scrolled_text, set_combo_items
 from embridge.app.pages.page import Page, completed_train_runs, make_table, run_label, select_run
 from embridge.app.pages.report_widgets import FlipBrowser, fill_metrics_table
+from embridge.app.pages.why_disabled import NO_RUNS, enable
 from embridge.app.plots import PlotWidget
 from embridge.core.errors import EmbridgeError, InputError, StoreError
 from embridge.core.evaluation.headline import with_judged_rows
@@ -226,7 +227,7 @@ class ReportsPage(Page):
         self.report_combo.clear()
         self.report_combo.blockSignals(False)
         self.show_report(None)
-        self.build_button.setEnabled(False)  # nothing to act on until a workspace with a run is open
+        enable(self.build_button, NO_RUNS)  # nothing to act on until a workspace with a run is open
 
     def _report_chosen(self, index: int) -> None:
         if self.ctx.ws is None or not 0 <= index < len(self._reports):
@@ -253,7 +254,7 @@ class ReportsPage(Page):
         self._figures_for = None
         for plot in self.plots.values():
             plot.clear()
-        self.html_button.setEnabled(bool(report is not None and report.html_file))
+        enable(self.html_button, None if report is not None and report.html_file else "Build or choose a report first.")
         if report is None:
             self.verdict.setText("No report yet: build one for a training run." if self._runs
                                  else "Train a layer on the Train page, then build its report here.")
@@ -313,7 +314,7 @@ class ReportsPage(Page):
         ws = self.ctx.ws
         self._runs = completed_train_runs(ws)
         set_combo_items(self.run_combo, [run_label(r) for r in self._runs])
-        self.build_button.setEnabled(bool(self._runs))
+        enable(self.build_button, None if self._runs else NO_RUNS)
         focus = self.ctx.focus_run
         focus_moved = focus != self._focus_seen and focus is not None
         if focus != self._focus_seen:

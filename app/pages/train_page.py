@@ -36,11 +36,14 @@ from embridge.app.pages.train_result import (
     result_text,
     run_row,
 )
+from embridge.app.pages.why_disabled import enable
 from embridge.app.workers import Job
 from embridge.core.errors import EmbridgeError, InputError
 from embridge.core.progress import ProgressFn, StopFn
 from embridge.core.setting_help import setting_help
 from embridge.core.store import Workspace
+
+TRAINING = "A training runs now; cancel it or wait for it to end."
 
 log = logging.getLogger("embridge.app")
 HIDDEN_SETTINGS = ("device", "time_budget")  # chosen with the device and budget boxes, not in the form
@@ -78,7 +81,7 @@ class TrainPage(Page):
         self.train_button = QPushButton("&Train")
         self.train_button.clicked.connect(self.train_from_form)
         self.cancel_button = QPushButton("&Cancel training")
-        self.cancel_button.setEnabled(False)
+        enable(self.cancel_button, "No training runs now.")
         self.cancel_button.clicked.connect(self.cancel)
         buttons.addStretch(1)
         buttons.addWidget(self.train_button)
@@ -221,7 +224,7 @@ class TrainPage(Page):
                     f"{'trained over epochs' if info.trainable else 'closed form (no epochs)'}</p>")
         text += "".join(f"<p style='color:#b00020'>⚠ {html.escape(p)}</p>" for p in problems)
         self.explain.setText(text)
-        self.train_button.setEnabled(not problems and self.job is None)
+        enable(self.train_button, "; ".join(problems) or (TRAINING if self.job is not None else None))
 
     def requirement_problems(self, kind: str) -> list[str]:
         """Why ``kind`` cannot run on the chosen old/new pair (the core's rule; empty when it can)."""
@@ -270,8 +273,8 @@ class TrainPage(Page):
         self.job = self.ctx.run(f"Train {method}", job, self._trained, on_progress=self._progress)
         if self.job is not None:
             self.job.finished.connect(self._job_ended)
-            self.train_button.setEnabled(False)
-            self.cancel_button.setEnabled(True)
+            enable(self.train_button, TRAINING)
+            enable(self.cancel_button, None)
         return self.job
 
     def _progress(self, done: int, total: int, info: dict[str, Any]) -> None:
@@ -285,7 +288,7 @@ class TrainPage(Page):
     def cancel(self) -> None:
         if self.job is not None:
             self.job.cancel()
-            self.cancel_button.setEnabled(False)
+            enable(self.cancel_button, "Cancelling: the training stops at the end of its epoch.")
 
     def _job_ended(self, outcome: Any) -> None:
         """A run that did not complete says so (the live epoch line would read as if it still ran)."""
@@ -294,7 +297,7 @@ class TrainPage(Page):
             result = outcome.result if isinstance(outcome.result, dict) else {}
             self._claim_text(result.get("run_id"))
         self.job = None
-        self.cancel_button.setEnabled(False)
+        enable(self.cancel_button, "No training runs now.")
         if outcome.status == "completed" and self.ctx.ws is not None:
             # the run's recorded curves replace the live points (a closed-form sweep's last one is not its score)
             self._show_recorded(self.ctx.ws.runs("train"))

@@ -1,0 +1,18 @@
+"""A disabled button says why in its tooltip; enabled again, it gets its own tooltip back."""
+
+from __future__ import annotations
+
+from PySide6.QtWidgets import QAbstractButton
+
+NO_RUNS = "Train a layer on the Train page first."
+_OWN_TIP = "own_tooltip"  # the tooltip a button was given when it was made, kept as a property
+
+
+def enable(button: QAbstractButton, why_not: str | None) -> None:
+    """Enable ``button`` when ``why_not`` is None, else disable it with ``why_not`` as its tooltip."""
+    own = button.property(_OWN_TIP)
+    if own is None:
+        own = button.toolTip()
+        button.setProperty(_OWN_TIP, own)
+    button.setEnabled(why_not is None)
+    button.setToolTip(own if why_not is None else why_not)
