@@ -261,6 +261,31 @@ def test_re_embedding_is_timed_only_on_items_holding_raw_inputs(demo_workspace_p
         assert (rate, timed, device) == (None, 0, "none") and "no gallery item holds raw inputs" in note
 
 
+def test_gallery_items_the_new_model_cannot_embed_leave_re_embedding_untimed(demo_workspace_path: Path,
+                                                                              tmp_path: Path) -> None:
+    """28x28 images imported beside the 8x8 digits: the report built, and the plan failed with the image's
+    error, naming no step; a backfill would stop on them too, and the plan says so in a note."""
+    import shutil
+
+    from PIL import Image
+
+    from embridge.core.importers import import_items
+    from embridge.core.plan.throughput import embed_rate
+
+    root = shutil.copytree(demo_workspace_path, tmp_path / "ws")
+    for i in range(300):
+        folder = tmp_path / "big" / str(i % 3)
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.new("L", (28, 28), color=i % 256).save(folder / f"{i}.png")
+    with Workspace.open(root) as ws:
+        import_items(ws, tmp_path / "big", "images", "gallery")
+        new = next(m["name"] for m in ws.models() if m["role"] == "new")
+        rate, timed, device, note = embed_rate(ws, new, device="cpu")
+    assert (rate, timed, device) == (None, 0, "none")
+    assert note.startswith("re-embedding could not be timed: 64 sampled gallery items include some") and \
+        "image is 28x28 but model" in note and "a backfill would stop on them too" in note
+
+
 def test_without_backfill_curves_the_plan_says_they_were_not_measured() -> None:
     report = make_report(0.60, 0.90, 0.62)
     report["backfill"] = {"policies": {}}
