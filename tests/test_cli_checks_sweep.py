@@ -281,3 +281,23 @@ def test_runs_names_sample_numbers_only_where_a_run_has_them() -> None:
     assert "(and the _sample numbers and gain_retained)" in _measured_on(held)[1]
     none = {"protocols": protocols, "old_old_sample_top1": None, "upgraded_sample_top1": None}
     assert _measured_on(none)[1] == "new/new on 53 test queries against the whole gallery (362 items)"
+
+
+def test_what_a_library_prints_during_a_json_command_goes_to_stderr(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ray printed '(raylet) A worker died ...' on stdout before the JSON when a worker was killed and its
+    task retried: the command succeeded and its JSON could not be parsed."""
+    from embridge.core.cli import workspace_cmds
+
+    real = workspace_cmds.cmd_info
+
+    def noisy(args: Any) -> Any:
+        print("(raylet) A worker died or was killed while executing a task")  # as a library's thread does
+        return real(args)
+
+    assert main(["init", "--workspace", str(tmp_path / "ws")]) == 0
+    monkeypatch.setattr(workspace_cmds, "cmd_info", noisy)
+    capsys.readouterr()
+    assert main(["info", "--workspace", str(tmp_path / "ws"), "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["models"] == [] and "(raylet) A worker died" in err

@@ -9,6 +9,7 @@ refused before any work) exit status 2, as argparse gives for the values it refu
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import sqlite3
@@ -16,7 +17,6 @@ import sys
 import threading
 import traceback
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -98,7 +98,10 @@ def main(argv: Sequence[str] | None = None, *, program: bool = False) -> int:
         return 130
     finished: tuple[dict[str, Any], str] | None = None
     try:
-        with _sigterm_interrupts(), stop_signals.held_until_exit():
+        # with --json stdout carries the one object alone: what a library prints meanwhile (Ray's notes of a
+        # worker that died and was retried, say) goes to stderr
+        quiet = contextlib.redirect_stdout(sys.stderr) if getattr(args, "json", False) else contextlib.nullcontext()
+        with _sigterm_interrupts(), stop_signals.held_until_exit(), quiet:
             check_engine_flags(args)
             finished = args.handler(args)
             if program:
@@ -161,7 +164,7 @@ def _ignore_stop_signals() -> None:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
-@contextmanager
+@contextlib.contextmanager
 def _sigterm_interrupts() -> Iterator[None]:
     """While a command runs, SIGTERM unwinds it like Ctrl-C: transactions roll back, temp files are
     removed and a run in progress is recorded as interrupted, instead of the process just vanishing."""
