@@ -140,7 +140,7 @@ def test_killed_embedding_actor_is_restarted_and_output_unchanged(ray_cluster: A
     assert not list((tmp_path / "ray").glob(".*.tmp-*"))
 
 
-def test_embed_dataset_takes_the_input_shape_a_conv_model_needs(tmp_path: Path,
+def test_embed_dataset_takes_the_input_shape_a_conv_model_needs(ray_cluster: Any, tmp_path: Path,
                                                                 capsys: pytest.CaptureFixture[str]) -> None:
     import torch
     from scale_fixtures import write_items
@@ -158,6 +158,10 @@ def test_embed_dataset_takes_the_input_shape_a_conv_model_needs(tmp_path: Path,
     args = ["embed-dataset", "--model", str(model), "--from", f"parquet://{tmp_path / 'items'}"]
     assert main([*args, "--to", f"parquet://{tmp_path / 'no'}"]) == 1
     assert "give it (--input-shape" in capsys.readouterr().err  # the option the message names exists
+    # on Ray each actor's constructor failed instead (exit 3, a traceback per retry on stdout)
+    assert main([*args, "--to", f"parquet://{tmp_path / 'no'}", "--engine", "ray"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "give it (--input-shape" in err[0] and not (tmp_path / "no").exists()
     assert main([*args, "--to", f"parquet://{tmp_path / 'out'}", "--input-shape", "1,8,8"]) == 0
     ids, vectors = read_chunks(tmp_path / "out")
     with torch.no_grad():
