@@ -164,6 +164,26 @@ def test_backfill_refuses_a_bad_target_before_embedding(ws_and_model: tuple[Path
     assert not (tmp_path / "index.faiss").exists() and not (tmp_path / "newq").exists()
 
 
+def test_backfill_on_an_unreachable_cluster_stages_and_records_nothing(ws_and_model: tuple[Path, str],
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """It staged every item under scale-jobs/ and recorded a failed run before finding nobody there."""
+    ws_path, model = ws_and_model
+    before = _state(ws_path)
+    assert main(["backfill", "-w", str(ws_path), "--model", model, "--engine", "ray",
+                 "--ray-address", "127.0.0.1:1"]) == 1
+    assert "--ray-address 127.0.0.1:1: no Ray cluster answers there" in one_line_error(capsys)
+    assert _state(ws_path) == before and not (ws_path / "scale-jobs").exists()
+
+
+def test_gpus_a_ray_cluster_lacks_are_refused_not_waited_for(ray_cluster: Any, items: dict, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """Actors asking for a GPU on a cluster without one waited forever, saying nothing."""
+    assert embed(items, tmp_path / "out", "--engine", "ray", "--num-gpus", "1") == 1
+    assert one_line_error(capsys).endswith("--num-gpus 1: the Ray cluster has 0 GPUs; leave --num-gpus out to "
+                                           "embed on its CPUs")
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_source_rewritten_in_place_is_another_job_but_a_touched_one_resumes(
         items: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The job's identity is its items: a partition copied over itself (new time, same bytes) resumes;
