@@ -16,7 +16,7 @@ import numpy as np
 
 from embridge.core.adapters import adapt_gallery, adapt_queries
 from embridge.core.adapters.adapter import Adapter
-from embridge.core.errors import InputError
+from embridge.core.errors import CheckpointError, InputError
 from embridge.core.l2 import l2_normalize
 from embridge.core.store import Workspace
 
@@ -94,6 +94,8 @@ def embed_rate(ws: Workspace, model: str, sample: int = 64, device: str = "auto"
         loaded.embed_batch(make_inputs(items[: min(8, len(items))], loaded.spec), role="document")  # warm-up
         loaded.embed_batch(make_inputs(items, loaded.spec), role="document")
     except InputError as exc:  # items the model cannot take: a backfill would stop on them too
+        if isinstance(exc, CheckpointError):  # the model itself (a changed checkpoint, say): refused as embed does
+            raise
         return None, 0, "none", (f"re-embedding could not be timed: {len(items)} sampled gallery items include "
                                  f"some '{model}' cannot embed ({exc}); a backfill would stop on them too, so "
                                  "its time is not given")
