@@ -176,10 +176,14 @@ def embed_dataset(model: ModelRef, source: str, target: str, *, engine: str = "l
             raise InputError("--input-shape", f"{'x'.join(map(str, shape))} takes {width} values per item, but the "
                              f"column '{input_col}' holds {inputs.shape[1]}")
     worker = ChunkEmbedder(model, "cuda" if num_gpus else "cpu", batch_size, role) if engine == "local" else None
-    if worker is None and not isinstance(model, Mapping):  # refused here, in one line, as the local engine
-        from embridge.core.models import describe_model  # refuses it, not in each actor's constructor
+    if worker is None and not isinstance(model, Mapping):
+        # a checkpoint whose input shape cannot be told is refused here in one line, as the local engine
+        # refuses it, not in each actor's constructor (a text model takes texts: not loaded here for it)
+        from embridge.core.models import describe_model, infer_kind
+        from embridge.core.models.text_folders import TEXT_KINDS
 
-        describe_model(str(model))
+        if infer_kind(str(model)) not in TEXT_KINDS:
+            describe_model(str(model))
     fresh, made = _prepare(dst, state, files)
     try:
         return _embed(model, dst, ids, inputs, chunk, worker, engine, actors, num_gpus, batch_size, ray_address,
