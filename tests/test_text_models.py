@@ -235,6 +235,21 @@ def test_onnx_folder_matches_onnxruntime_and_torch(folders: dict[str, Path]) -> 
     np.testing.assert_allclose(got, reference_embeddings(folders["onnx"].parent / "onnx-torch", TEXTS), atol=1e-4)
 
 
+def _gallery_with_model(tmp_path: Path, texts: list[str], name: str, folder: Path,
+                        capsys: pytest.CaptureFixture[str]) -> list[str]:
+    """A workspace of ``texts`` as gallery items (keys d0, d1, ...) and the model ``folder`` added as ``name``;
+    the ``--workspace`` arguments for further commands."""
+    root = tmp_path / "ws"
+    Workspace.create(root).close()
+    file = tmp_path / "docs.jsonl"
+    file.write_text("".join(json.dumps({"key": f"d{i}", "text": t}) + "\n" for i, t in enumerate(texts)))
+    w = ["--workspace", str(root)]
+    assert main(["import", *w, "--path", str(file), "--format", "jsonl", "--split", "gallery"]) == 0
+    assert main(["model", "add", *w, "--name", name, "--path", str(folder)]) == 0
+    capsys.readouterr()
+    return w
+
+
 def _text_workspace(root: Path) -> Workspace:
     ws = Workspace.create(root)
     for split, texts in (("gallery", TEXTS[:5]), ("query", TEXTS[5:])):
@@ -348,16 +363,9 @@ def test_embedding_progress_reports_items_per_second_and_eta(folders: dict[str, 
 def test_embed_says_how_many_texts_reached_the_token_limit(folders: dict[str, Path], tmp_path: Path,
                                                            capsys: pytest.CaptureFixture[str], name: str) -> None:
     """Truncation was silent: two documents of 100 words on a 64-token model are counted, the short ones not."""
-    root = tmp_path / "ws"
-    Workspace.create(root).close()
-    file = tmp_path / "docs.jsonl"
     # 100+ words twice, and one text of exactly 64 tokens with [CLS] and [SEP]: it fills the limit, loses nothing
     texts = [*TEXTS[:3], " ".join(["the cat sat on the mat"] * 17), " ".join(["a dog ran"] * 34), "fish " * 62]
-    file.write_text("".join(json.dumps({"key": f"d{i}", "text": t}) + "\n" for i, t in enumerate(texts)))
-    w = ["--workspace", str(root)]
-    assert main(["import", *w, "--path", str(file), "--format", "jsonl", "--split", "gallery"]) == 0
-    assert main(["model", "add", *w, "--name", name, "--path", str(folders[name])]) == 0
-    capsys.readouterr()
+    w = _gallery_with_model(tmp_path, texts, name, folders[name], capsys)
     assert main(["embed", *w, "--model", name, "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert (out["truncated"], out["token_limit"]) == (2, 64)
@@ -452,15 +460,8 @@ def test_embed_says_how_many_texts_the_tokenizer_read_as_unknown_only(folders: d
                                                                        name: str) -> None:
     """A tokenizer that knows none of a text's words (a mismatched or broken vocabulary) gave vectors of no
     meaning without a word: texts of words outside the vocabulary are counted, the others not."""
-    root = tmp_path / "ws"
-    Workspace.create(root).close()
-    file = tmp_path / "docs.jsonl"
     texts = [*TEXTS[:3], "zebra quokka", "xylophone"]  # the last two: no word of the written vocabulary
-    file.write_text("".join(json.dumps({"key": f"d{i}", "text": t}) + "\n" for i, t in enumerate(texts)))
-    w = ["--workspace", str(root)]
-    assert main(["import", *w, "--path", str(file), "--format", "jsonl", "--split", "gallery"]) == 0
-    assert main(["model", "add", *w, "--name", name, "--path", str(folders[name])]) == 0
-    capsys.readouterr()
+    w = _gallery_with_model(tmp_path, texts, name, folders[name], capsys)
     assert main(["embed", *w, "--model", name, "--json"]) == 0
     out, err = capsys.readouterr()
     data = json.loads(out)  # a script sees the count, and a person the warning on stderr
