@@ -36,14 +36,12 @@ from embridge.app.pages.train_result import (
     result_text,
     run_row,
 )
-from embridge.app.pages.why_disabled import enable
+from embridge.app.pages.why_disabled import NO_TRAINING, TRAINING, enable
 from embridge.app.workers import Job
 from embridge.core.errors import EmbridgeError, InputError
 from embridge.core.progress import ProgressFn, StopFn
 from embridge.core.setting_help import setting_help
 from embridge.core.store import Workspace
-
-TRAINING = "A training runs now; cancel it or wait for it to end."
 
 log = logging.getLogger("embridge.app")
 HIDDEN_SETTINGS = ("device", "time_budget")  # chosen with the device and budget boxes, not in the form
@@ -81,7 +79,7 @@ class TrainPage(Page):
         self.train_button = QPushButton("&Train")
         self.train_button.clicked.connect(self.train_from_form)
         self.cancel_button = QPushButton("&Cancel training")
-        enable(self.cancel_button, "No training runs now.")
+        enable(self.cancel_button, NO_TRAINING)
         self.cancel_button.clicked.connect(self.cancel)
         buttons.addStretch(1)
         buttons.addWidget(self.train_button)
@@ -297,7 +295,7 @@ class TrainPage(Page):
             result = outcome.result if isinstance(outcome.result, dict) else {}
             self._claim_text(result.get("run_id"))
         self.job = None
-        enable(self.cancel_button, "No training runs now.")
+        enable(self.cancel_button, NO_TRAINING)
         if outcome.status == "completed" and self.ctx.ws is not None:
             # the run's recorded curves replace the live points (a closed-form sweep's last one is not its score)
             self._show_recorded(self.ctx.ws.runs("train"))

@@ -5,6 +5,8 @@ from __future__ import annotations
 from PySide6.QtWidgets import QAbstractButton
 
 NO_RUNS = "Train a layer on the Train page first."
+TRAINING = "A training runs now; cancel it or wait for it to end."
+NO_TRAINING = "No training runs now."
 _OWN_TIP = "own_tooltip"  # the tooltip a button was given when it was made, kept as a property
 
 
