@@ -181,12 +181,15 @@ class ExportPage(Page):
 
         self.build_job = self.ctx.run(f"Export bundle of run {run_id}", job, done)
         if self.build_job is not None:
-            enable(self.build_button, BUILDING)
+            self._show_build_state()
             self.build_job.finished.connect(self._built)
 
     def _built(self, _outcome: JobOutcome) -> None:
         self.build_job = None
-        enable(self.build_button, None if self._runs else NO_RUNS)
+        self._show_build_state()
+
+    def _show_build_state(self) -> None:
+        enable(self.build_button, NO_RUNS if not self._runs else BUILDING if self.build_job is not None else None)
 
     def verify(self, path: str) -> None:
         """Check every hash and re-run the probes, in the background; the result shows below."""
@@ -254,7 +257,7 @@ class ExportPage(Page):
             self._focus_seen = self.ctx.focus_run
             select_run(self.run_combo, self._runs, self.ctx.focus_run)
         self.run_combo.blockSignals(False)
-        enable(self.build_button, NO_RUNS if not self._runs else BUILDING if self.build_job is not None else None)
+        self._show_build_state()
         if self._runs:
             self._suggest_out(self.run_combo.currentIndex())
             self._show_run(self._runs[max(self.run_combo.currentIndex(), 0)])
