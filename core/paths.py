@@ -220,6 +220,19 @@ def sweep_old_temps(folder: Path, older_than: float) -> None:
             continue  # swept by a concurrent opener, or not ours to remove
 
 
+def remove_if_untouched(path: Path, cutoff: float) -> bool:
+    """Remove ``path`` (no link followed) when neither its content nor its entry changed since ``cutoff``
+    (a time stamp); False when it did, or when it is gone already (a concurrent opener swept it)."""
+    try:
+        st = os.lstat(path)
+        if max(st.st_mtime, st.st_ctime) >= cutoff:
+            return False
+        remove_no_follow(path)
+    except OSError:
+        return False
+    return True
+
+
 def remove_no_follow(path: Path) -> None:
     """Remove a file, a link (the link itself) or a folder tree without following any link."""
     st = os.lstat(path)

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from embridge.core.errors import IntegrityError, VectorFileError, WorkspaceBusyError
-from embridge.core.paths import is_real_dir
+from embridge.core.paths import is_real_dir, remove_if_untouched
 from embridge.core.store.file_checks import verified_sha256
 from embridge.core.store.file_lock import HeldLock
 from embridge.core.store.files import (
@@ -378,11 +378,5 @@ def sweep_orphans(vectors_dir: Path, registered: set[Path], cutoff: float, model
                 if (not entry.is_file(follow_symlinks=False) or not committed_name(entry.name)
                         or path in registered or entry.name in claimed):
                     continue
-                try:
-                    st = entry.stat(follow_symlinks=False)
-                    if max(st.st_mtime, st.st_ctime) < cutoff:
-                        os.unlink(path)
-                        removed += 1
-                except OSError:
-                    continue
+                removed += remove_if_untouched(path, cutoff)
     return removed

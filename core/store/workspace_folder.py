@@ -16,7 +16,7 @@ from embridge.core.paths import (
     STORE_FOLDERS,
     TEMP_MAX_AGE_S,
     is_real_dir,
-    remove_no_follow,
+    remove_if_untouched,
     sweep_old_temps,
 )
 from embridge.core.store.vector_matrix import sweep_orphans
@@ -46,13 +46,7 @@ def sweep_model_orphans(models_dir: Path, registered: set[str], cutoff: float) -
         for entry in entries:
             if entry.name in registered or not STORED_COPY.fullmatch(entry.name) or entry.is_symlink():
                 continue
-            try:
-                st = entry.stat(follow_symlinks=False)
-                if max(st.st_mtime, st.st_ctime) < cutoff:
-                    remove_no_follow(Path(entry.path))
-                    removed += 1
-            except OSError:
-                continue  # removed by a concurrent opener, or not ours to remove
+            removed += remove_if_untouched(Path(entry.path), cutoff)
     return removed
 
 
