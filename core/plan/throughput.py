@@ -90,20 +90,19 @@ def embed_rate(ws: Workspace, model: str, sample: int = 64, device: str = "auto"
     ids = np.sort(np.random.default_rng(seed).choice(gallery, size=min(sample, gallery.size), replace=False))
     items = ws.items(ids=ids.tolist())
     loaded = load_model(spec, dev, verify=True)  # the stored checkpoint, refused once it changed, as embed does
+
+    def run() -> None:
+        loaded.embed_batch(make_inputs(items, loaded.spec), role="document")
+
     try:
         loaded.embed_batch(make_inputs(items[: min(8, len(items))], loaded.spec), role="document")  # warm-up
-        loaded.embed_batch(make_inputs(items, loaded.spec), role="document")
+        seconds, reps = _timed(run, min_seconds, max_reps=20)
     except InputError as exc:  # items the model cannot take: a backfill would stop on them too
         if isinstance(exc, CheckpointError):  # the model itself (a changed checkpoint, say): refused as embed does
             raise
         return None, 0, "none", (f"re-embedding could not be timed: {len(items)} sampled gallery items include "
                                  f"some '{model}' cannot embed ({exc}); a backfill would stop on them too, so "
                                  "its time is not given")
-
-    def run() -> None:
-        loaded.embed_batch(make_inputs(items, loaded.spec), role="document")
-
-    seconds, reps = _timed(run, min_seconds, max_reps=20)
     note = (f"Re-embedding measured on {len(items)} real gallery items on {dev} (reading and preparing the items "
             "included), extrapolated linearly to the full gallery.")
     return len(items) * reps / seconds, len(items), str(dev), note
