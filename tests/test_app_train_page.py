@@ -176,6 +176,35 @@ def test_rapid_progress_redraws_a_bounded_number_of_times_off_the_gui_thread(qtb
     assert not plot._timer.isActive() and plot.image.isHidden()
 
 
+def test_a_recorded_runs_curves_are_built_and_rendered_off_the_gui_thread(qtbot: QtBot, window: MainWindow,
+                                                                         demo_copy: Path) -> None:
+    """Choosing a trained run drew its recorded curves on the GUI thread (216-516 ms a figure); the
+    recipe now runs on a pool thread and a resize renders the image again at the new size."""
+    import threading
+
+    from embridge.core.report.figures import training_curves
+
+    window.ctx.open_workspace(demo_copy)
+    train = window.show_page("train")
+    plot = train.plot
+    built_on: list[threading.Thread] = []
+    epochs = [{"epoch": e, "train_loss": 1.0 / (e + 1), "val_metric": 0.5 + e / 20} for e in range(5)]
+
+    def recipe() -> Any:
+        built_on.append(threading.current_thread())
+        return training_curves(epochs)
+
+    plot.schedule(recipe)
+    qtbot.waitUntil(lambda: plot.image_source == "recorded" and not plot._busy, timeout=30_000)
+    assert built_on and all(t is not threading.main_thread() for t in built_on)
+    assert plot.figure is None and plot.image_axes >= 2  # no canvas drawn here; the loss and the metric
+    first = plot.image.pixmap().size()
+    window.resize(window.width() + 160, window.height() + 120)
+    qtbot.waitUntil(lambda: len(built_on) == 2 and not plot._busy and plot.image.pixmap().size() != first,
+                    timeout=30_000)
+    assert all(t is not threading.main_thread() for t in built_on)
+
+
 def test_a_heads_held_out_text_lists_its_ceiling_under_the_samples_protocol() -> None:
     """A bct / bt2 run's protocols name head/head; the Train page looked its numbers up and raised KeyError."""
     from embridge.app.pages.train_result import heldout_text

@@ -106,8 +106,9 @@ def test_open_models_import_embed_train_report_plan_export(qtbot: QtBot, window:
     assert not error_dialogs()
     assert "upgraded top-1" in train.result_label.text()
     assert train.live.table()  # live rows arrived while it trained
-    train.plot.flush()
-    assert train.plot.figure is not None and len(train.plot.figure.axes) == 3  # loss (+ lr) and validation
+    # the run's recorded curves replace the live ones, rendered off the GUI thread like them
+    qtbot.waitUntil(lambda: train.plot.image_source == "recorded", timeout=30_000)
+    assert train.plot.image_axes == 3 and train.plot.figure is None  # loss (+ lr) and validation, no canvas
     assert train.runs_table.item(0, 1).text() == "lowrank" and train.runs_table.item(0, 2).text() == "completed"
 
     # Reports: build the run's report; the table colours the core's verdicts, flips show items.
