@@ -25,9 +25,9 @@ from embridge.core.store import Workspace
 
 log = logging.getLogger("embridge.app")
 
-# imported by warm_up: torch._dynamo is what torch's optimisers import on first use (with sympy)
-# onnx last: it pulls in ml_dtypes, whose module set-up holds the GIL for most of a second in whichever
-# thread imports it, so a bundle build must not be the first to import it
+# imported by warm_up: torch._dynamo is what torch's optimisers import on first use (with sympy); onnx
+# is what a bundle build's ONNX export imports (its ml_dtypes, which would hold the GIL for most of a
+# second, was imported before the window showed: see app.preload.import_gil_holders)
 WARM_UP = ("torch", "torch._dynamo", "faiss", "matplotlib.figure", "embridge.core.models", "embridge.core.adapters.registry",
            "embridge.core.train", "embridge.core.report.build", "onnx", "onnxruntime")
 WorkspaceJob = Callable[[Workspace, ProgressFn, StopFn], Any]

@@ -1,7 +1,8 @@
 """``embridge-gui``: start the desktop app, optionally opening a workspace.
 
-Only Qt and the light parts of the core are imported before the window shows; torch, faiss and
-matplotlib load later, in the background or when a page needs them.
+Only Qt, the light parts of the core and the few modules whose set-up holds the GIL (see
+:func:`embridge.app.preload.import_gil_holders`) are imported before the window shows; torch, faiss
+and matplotlib load later, in the background or when a page needs them.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from PySide6.QtWidgets import QApplication
 from embridge.app.context import AppContext
 from embridge.app.error_path import ErrorReporter, setup_file_logging
 from embridge.app.main_window import MainWindow
+from embridge.app.preload import import_gil_holders
 from embridge.app.settings import Settings, log_dir
 from embridge.app.workers import JobManager
 from embridge.core.mpl_config import use_writable_matplotlib_config
@@ -48,6 +50,7 @@ def application() -> QApplication:
 
 def build_main_window(workspace: str | None = None) -> MainWindow:
     """Settings, log file, error reporter, job manager and the window, wired together."""
+    import_gil_holders()  # now, not while the window is on screen: a background import would freeze it
     settings = Settings()
     reporter = ErrorReporter(setup_file_logging(log_dir()))
     ctx = AppContext(settings, JobManager(), reporter)

@@ -12,6 +12,12 @@ hundreds of thousands of objects the import creates holds it again. So, per pack
 
 Every step is best effort: a library not where expected, or a platform without ``dlopen``, only
 means the plain import runs.
+
+Some modules cannot be helped that way: their extension's own set-up function runs for a long
+time with the GIL held (``ml_dtypes``, which ``onnx`` and so the ONNX export of a bundle import,
+registers its number types with numpy for about half a second). Those are imported before the
+window exists (:func:`import_gil_holders`), where the wait delays the first frame a little
+instead of freezing a window the user already sees.
 """
 
 from __future__ import annotations
@@ -48,6 +54,30 @@ def _dlopen() -> Any:
         return None
     fn.restype, fn.argtypes = ctypes.c_void_p, [ctypes.c_char_p, ctypes.c_int]
     return fn
+
+
+# modules whose extension's set-up holds the GIL for hundreds of milliseconds, whichever thread imports them
+GIL_HOLDERS = ("ml_dtypes",)
+
+
+def import_gil_holders() -> dict[str, str]:
+    """Import :data:`GIL_HOLDERS` now, on the calling thread (before the window shows); a module
+    that is not installed is skipped ('absent'), one that fails is logged ('failed: <why>')."""
+    outcome: dict[str, str] = {}
+    for name in GIL_HOLDERS:
+        if name in sys.modules:
+            outcome[name] = "already imported"
+            continue
+        if importlib.util.find_spec(name) is None:
+            outcome[name] = "absent"
+            continue
+        try:
+            importlib.import_module(name)
+            outcome[name] = "imported"
+        except Exception as exc:  # a broken optional package must not stop the app: its user reports it
+            log.warning("could not import %s before the window: %s", name, exc)
+            outcome[name] = f"failed: {exc}"
+    return outcome
 
 
 def load_native_library(package: str) -> bool:

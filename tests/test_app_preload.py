@@ -52,3 +52,32 @@ def test_missing_packages_are_reported_not_raised() -> None:
     assert got["outcome"]["json"] == "already imported"
     assert got["outcome"]["embridge_no_such_package"].startswith("failed: No module named")
     assert got["gc"] is True
+
+
+def test_modules_whose_set_up_holds_the_gil_are_imported_before_the_window_exists() -> None:
+    """ml_dtypes (imported by onnx, so by a bundle's ONNX export) held the GIL for about 0.55 s in the
+    warm-up thread, freezing the window 3 s after it showed; it is imported before the window is made."""
+    got = _fresh("""
+        import json, os, sys
+        os.environ["QT_QPA_PLATFORM"] = "offscreen"
+        from embridge.app import launch, preload
+        seen = {}
+        real = launch.MainWindow
+
+        def spy(ctx):
+            seen["ml_dtypes"] = "ml_dtypes" in sys.modules
+            return real(ctx)
+
+        launch.MainWindow = spy
+        app = launch.application()
+        window = launch.build_main_window(None)
+        again = preload.import_gil_holders()
+        preload.GIL_HOLDERS = ("embridge_no_such_package",)
+        absent = preload.import_gil_holders()
+        window.close()
+        window.ctx.jobs.shutdown(10.0)
+        print(json.dumps({"before_window": seen["ml_dtypes"], "again": again, "absent": absent}))
+    """)
+    assert got["before_window"] is True
+    assert got["again"] == {"ml_dtypes": "already imported"}
+    assert got["absent"] == {"embridge_no_such_package": "absent"}
