@@ -30,6 +30,7 @@ import numpy as np
 
 from embridge.core import stop_signals
 from embridge.core.errors import ImportDataError
+from embridge.core.formatting import shown_name
 from embridge.core.keys import check_input_file, normalise_key, shortened
 from embridge.core.store import Workspace
 from embridge.core.store.judgments import JUDGMENT_SPLITS, MAX_GRADE, Judgments
@@ -122,7 +123,7 @@ def read_qrels(path: str | Path, split: str | None = None) -> QrelLines:
         grade = _grade(src, n, grade_text)
         row_split = cells[3] if len(cells) == 4 else split
         if row_split is not None and row_split not in JUDGMENT_SPLITS:
-            raise ImportDataError(src, f"line {n}: unknown split '{row_split}' (use {', '.join(JUDGMENT_SPLITS)})")
+            raise ImportDataError(src, f"line {n}: unknown split '{shown_name(row_split)}' (use {', '.join(JUDGMENT_SPLITS)})")
         out.query_keys.append(query)
         out.item_keys.append(item)
         out.grades.append(grade)
@@ -182,7 +183,7 @@ def resolve_qrels(ws: Workspace, qrels: QrelLines, seed: int = 0) -> tuple[Judgm
     for q, s, n in zip(qrels.query_keys, splits, qrels.lines, strict=True):
         before = stored.get(queries[q])
         if s is not None and before is not None and s != before:
-            raise ImportDataError(qrels.path, f"line {n}: query '{q}' is in split '{s}' here but already in split "
+            raise ImportDataError(qrels.path, f"line {n}: query '{shown_name(q)}' is in split '{s}' here but already in split "
                                   f"'{before}' in the workspace; a query belongs to one split")
     splits = [s if s is not None else stored.get(queries[q]) for q, s in zip(qrels.query_keys, splits, strict=True)]
     if any(s is None for s in splits):
@@ -219,7 +220,7 @@ def _lookup(ws: Workspace, qrels: QrelLines, keys: list[str], namespace: str, wh
         key, first = next((k, n) for k, n in zip(keys, qrels.lines, strict=True) if k not in found)
         missing = len(wanted) - len(found)
         where = "query items (split 'query')" if namespace == "query" else "gallery items"
-        raise ImportDataError(qrels.path, f"line {first}: unknown {what} key '{key}' ({missing} {what} keys are not "
+        raise ImportDataError(qrels.path, f"line {first}: unknown {what} key '{shown_name(key)}' ({missing} {what} keys are not "
                               f"{where} of the workspace)")
     return dict(zip(wanted, ws.ids_for_keys(wanted, namespace).tolist(), strict=True))
 
@@ -230,12 +231,12 @@ def _check_pairs(qrels: QrelLines) -> None:
     query_split: dict[str, tuple[str | None, int]] = {}
     for q, i, s, n in zip(qrels.query_keys, qrels.item_keys, qrels.splits, qrels.lines, strict=True):
         if (q, i) in seen:
-            raise ImportDataError(qrels.path, f"line {n}: query '{q}' and item '{i}' are already judged on line "
+            raise ImportDataError(qrels.path, f"line {n}: query '{shown_name(q)}' and item '{shown_name(i)}' are already judged on line "
                                   f"{seen[(q, i)]}")
         seen[(q, i)] = n
         before = query_split.setdefault(q, (s, n))
         if before[0] != s:
-            raise ImportDataError(qrels.path, f"line {n}: query '{q}' is in split '{s}' here but '{before[0]}' on "
+            raise ImportDataError(qrels.path, f"line {n}: query '{shown_name(q)}' is in split '{s}' here but '{before[0]}' on "
                                   f"line {before[1]}; a query belongs to one split")
 
 

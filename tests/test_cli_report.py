@@ -101,4 +101,5 @@ def test_queries_without_a_relevant_item_are_counted_as_not_scored(demo_copy: Pa
     data = json.loads(capsys.readouterr().out)
     assert data["n_queries"] == 170 and data["sizes"]["queries_scored"] == 170
     page = Path(data["report_html"]).read_text(encoding="utf-8")
-    assert "Scored: 170 of the 200 queries; the other 30 have no relevant item in the gallery" in page
+    assert ("Scored: 170 of the 200 queries (the others have no relevant item in this gallery), so no metric counts "
+            "the other 30.") in page

@@ -45,7 +45,7 @@ def test_training_reports_the_reports_numbers_on_judged_queries(judged: dict[str
     n = _comparable(judged)
     assert run["heldout_protocol"].startswith(
         f"{n} test queries (judged) with every document judged relevant in the evaluation sample ({150 - n} of 150 left out: "
-        "the new model has not embedded their relevant items) against the whole gallery (800 items), "
+        "not every compared model has embedded their relevant items) against the whole gallery (800 items), "
         "relevance: relevance judgments (test split)")
     assert run["val_protocol"].startswith("100 dev queries (judged) against the whole gallery (800 items)")
     assert run["val_metric_name"] == "judged_ndcg@10"  # graded judgments: candidates compete on nDCG@10
@@ -76,7 +76,7 @@ def test_cells_needing_only_old_vectors_search_the_whole_old_gallery(judged: dic
     assert report.headline["n_queries"] == report.sizes["queries"] == n
     assert {c["protocol"]["query_set"] for c in cells.values()} == {
         f"test queries (judged) with every document judged relevant in the evaluation sample ({150 - n} of 150 left out: "
-        "the new model has not embedded their relevant items)"}
+        "not every compared model has embedded their relevant items)"}
 
 
 def _comparable(judged: dict[str, Any]) -> int:

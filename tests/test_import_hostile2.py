@@ -163,3 +163,30 @@ def test_a_refusal_quoting_a_huge_key_cuts_it_and_says_its_length(ws: Path, tmp_
     assert len(err.splitlines()) == 1 and len(err) < 400, len(err)
     assert "and 1 does not: é😀" in err and "(10,000 characters)" in err
     assert _state(ws, capsys) == before
+
+
+@pytest.mark.parametrize("line", ["q{huge}\td1\t2", "q1\td{huge}\t2", "q1\td1\t2\tt{huge}"])
+def test_a_judgments_file_quoting_a_huge_key_or_split_cuts_it(ws: Path, tmp_path: Path, line: str,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """An unknown 200,000-character query key in a qrels file made a 200,140-byte error line."""
+    (tmp_path / "queries.csv").write_text("key,text\nq1,first query\n", encoding="utf-8")
+    assert main(["import", "--workspace", str(ws), "--path", str(tmp_path / "queries.csv"), "--split", "query"]) == 0
+    capsys.readouterr()
+    qrels = tmp_path / "qrels.tsv"
+    header = "query-id\tcorpus-id\tscore" + ("\tsplit" if line.count("\t") == 3 else "")
+    qrels.write_text(header + "\n" + line.format(huge="7" * 200_000) + "\n", encoding="utf-8")
+    before = _state(ws, capsys)
+    assert main(["import", "--workspace", str(ws), "--qrels", str(qrels)]) == 1
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and len(err) < 600, len(err)
+    assert err.startswith(f"embridge: error: {qrels}: line 2: ") and "characters)" in err, err[:300]
+    assert _state(ws, capsys) == before
+
+
+def test_any_error_line_past_the_limit_keeps_its_start_and_end() -> None:
+    from embridge.core.cli.main import MAX_ERROR_CHARS, one_line
+
+    message = "file.csv: " + "x" * 50_000 + " is not a key"
+    cut = one_line(message)
+    assert len(cut) < MAX_ERROR_CHARS + 60 and cut.startswith("file.csv: xxx") and cut.endswith("is not a key")
+    assert "characters left out" in cut and one_line("a\n b") == "a b"

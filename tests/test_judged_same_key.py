@@ -79,3 +79,80 @@ def test_the_report_counts_same_key_documents_apart_from_queries_in_the_gallery(
     assert sizes["queries_in_gallery"] == 0 and sizes["same_key_documents_left_out"] == 40
     assert "also gallery items" not in protocol
     assert "40 queries have a document with their own key in the gallery; it is left out" in protocol
+
+
+def _direction(deg: float, lift: float = 0.0) -> list[float]:
+    r = np.deg2rad(deg)
+    return [float(np.cos(r)), float(np.sin(r)), lift]
+
+
+def _edge_workspace(path: Path) -> dict[str, object]:
+    """Six judged test queries: 'c' is judged relevant only to the document with its own key, 'Q4' has only
+    a grade-0 judgment, and 'Q5''s best document 'h' is embedded by the new model alone."""
+    rng = np.random.default_rng(1)
+    docs = {"a": _direction(0), "b": _direction(10), "c": _direction(20), "d": _direction(30), "e": _direction(90),
+            "f": _direction(200), "g": _direction(0), "h": _direction(85)}
+    docs.update({f"z{i:02d}": [*(0.05 * rng.standard_normal(2)).tolist(), -1.0] for i in range(40)})
+    queries = {"Q1": _direction(12, 0.3), "Q2": _direction(95, 0.3), "b": _direction(12, 0.3),
+               "Q4": _direction(50, 0.3), "Q5": _direction(85, 0.3), "c": _direction(20, 0.3)}
+    qrels = [("Q1", "a", 3), ("Q1", "c", 1), ("Q1", "d", 0), ("Q1", "e", 2), ("Q2", "a", 1), ("Q2", "g", 2),
+             ("b", "b", 3), ("b", "c", 1), ("Q4", "d", 0), ("Q5", "h", 2), ("Q5", "e", 1), ("c", "c", 2)]
+    ws = Workspace.create(path)
+    doc_ids = dict(zip(docs, ws.add_items([{"key": k, "split": "gallery"} for k in docs]), strict=True))
+    query_ids = dict(zip(queries, ws.add_items([{"key": k, "split": "query"} for k in queries]), strict=True))
+    ws.add_judgments(Judgments(np.array([query_ids[q] for q, _, _ in qrels]), np.array([doc_ids[d] for _, d, _ in qrels]),
+                               np.array([g for _, _, g in qrels], np.int32), np.array(["test"] * len(qrels))))
+    for k, name in enumerate(("old", "new")):
+        covered = [d for d in docs if name == "new" or d != "h"]  # the old model never embedded 'h'
+        ids = [doc_ids[d] for d in covered] + list(query_ids.values())
+        rows = np.array([docs[d] for d in covered] + list(queries.values()), np.float32)
+        if name == "new":
+            rows = np.hstack([rows, np.zeros((len(rows), 1), np.float32)])
+        spec = {"name": name, "kind": "vectors", "modality": "vector", "dim": rows.shape[1], "sha256": f"{k:064d}",
+                "path": ""}
+        ws.add_model(name, name, spec, None)
+        ws.add_vector_set(name, np.array(ids, np.int64), rows)
+    ws.close()
+    return {"docs": docs, "queries": queries, "qrels": qrels}
+
+
+def _ndcg10(query: str, case: dict[str, object]) -> float:
+    """Textbook nDCG@10 of the old model's ranking for ``query``: cosine over the old gallery, the document
+    with the query's key left out of the ranking (ties in gallery order), ideal from every positive grade."""
+    docs: dict[str, list[float]] = case["docs"]  # type: ignore[assignment]
+    grades = {d: g for q, d, g in case["qrels"] if q == query}  # type: ignore[attr-defined]
+    keys = [d for d in docs if d != "h" and d != query]
+    q = l2_normalize(np.array([case["queries"][query]], np.float32))[0]  # type: ignore[index]
+    scores = l2_normalize(np.array([docs[d] for d in keys], np.float32)) @ q
+    ranked = [keys[i] for i in np.argsort(-scores, kind="stable")[:10]]
+    dcg = sum(grades.get(d, 0) / np.log2(r + 2) for r, d in enumerate(ranked))
+    ideal = sorted((g for g in grades.values() if g > 0), reverse=True)[:10]
+    return float(dcg / sum(g / np.log2(r + 2) for r, g in enumerate(ideal)))
+
+
+def test_a_query_judged_only_against_its_own_key_is_scored_and_a_document_one_model_lacks_leaves_its_query_out(
+        tmp_path: Path) -> None:
+    """BEIR scores a query whose only relevant document has its own key (0: never ranked); Embridge counted it
+    as having no relevant item and dropped it. And a query whose relevant document only the new model embedded
+    stayed in, scored by new/new on a sample without that document."""
+    case = _edge_workspace(tmp_path / "ws")
+    with Workspace.open(tmp_path / "ws") as ws:
+        tasks = upgrade_tasks(ws, ["old", "new"])
+        keys = dict(zip(tasks.full.queries.ids.tolist(), ws.keys_of(tasks.full.queries.ids), strict=True))
+    assert sorted(keys.values()) == ["Q1", "Q2", "Q4", "b", "c"] and tasks.left_out == 1  # Q5 left out
+    assert "(1 of 6 left out: not every compared model has embedded their relevant items)" in tasks.full.queries.name
+    docs = case["docs"]
+    old_q = l2_normalize(np.array([case["queries"][keys[i]] for i in tasks.full.queries.ids.tolist()], np.float32))
+    gallery = [k for k in docs if k != "h"]  # type: ignore[union-attr]
+    result = score(tasks.full, old_q, l2_normalize(np.array([docs[k] for k in gallery], np.float32)))  # type: ignore[index]
+    scored = ["Q1", "Q2", "b", "c"]  # Q4 has only a grade-0 judgment
+    assert result.cell.n_queries == 4
+    expected = float(np.mean([_ndcg10(q, case) for q in scored]))
+    assert abs(result.value("ndcg@10") - expected) < 1e-9 and _ndcg10("c", case) == 0.0
+    # the report's protocol line gives the cell's reason: Q4 has no relevant judgment (it said "no relevant
+    # item in the gallery (say a label no gallery item has, or none)")
+    from embridge.core.report.build import _unscored_line
+
+    assert result.protocol.unscored_reason() == "the others have no relevant judgment"
+    assert _unscored_line(5, 4, result.protocol) == [
+        "Scored: 4 of the 5 queries (the others have no relevant judgment), so no metric counts the other 1."]

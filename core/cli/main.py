@@ -184,9 +184,22 @@ def _sigterm_interrupts() -> Iterator[None]:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
+MAX_ERROR_CHARS = 4_000  # a message quoting a hostile input whole (a 200,000-character key) is cut in its middle
+
+
+def one_line(message: str, most: int = MAX_ERROR_CHARS) -> str:
+    """``message`` on one line, its middle cut when longer than ``most`` (the file named first and the
+    problem said last both stay)."""
+    line = " ".join(message.split())
+    if len(line) <= most:
+        return line
+    head, tail = most * 2 // 3, most // 3
+    return f"{line[:head]} … ({len(line) - head - tail:,} characters left out) … {line[-tail:]}"
+
+
 def _error(message: str) -> None:
     if sys.stderr is not None:
-        sys.stderr.write("embridge: error: " + " ".join(message.split()) + "\n")
+        sys.stderr.write("embridge: error: " + one_line(message) + "\n")
 
 
 def add_common(parser: argparse.ArgumentParser, workspace: bool = True) -> None:

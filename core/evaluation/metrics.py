@@ -38,8 +38,16 @@ class Relevance:
     """
 
     hits: np.ndarray  # (n_queries, k) bool
-    n_relevant: np.ndarray  # (n_queries,) int64
+    n_relevant: np.ndarray  # (n_queries,) int64: relevant items the ranking can list
     judged_relevant: np.ndarray | None = None  # (n_queries,) int64, >= n_relevant
+    # (n_queries,) bool, under judgments: a judged-relevant document is in the gallery, the query's own
+    # unranked one included (BEIR leaves it out of the ranking, not out of the judgments); else R > 0
+    scorable: np.ndarray | None = None
+
+    @property
+    def valid(self) -> np.ndarray:
+        """Per query: is it scored (see ``scorable``)?"""
+        return self.n_relevant > 0 if self.scorable is None else self.scorable
 
     @property
     def denominator(self) -> np.ndarray:
@@ -83,7 +91,7 @@ def recall_fraction(rel: Relevance, k: int) -> np.ndarray:
     """Per query: share of its relevant items found in the first k (NaN when R = 0)."""
     found = rel.hits[:, :k].sum(axis=1).astype(np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(rel.n_relevant > 0, found / rel.denominator, np.nan)
+        return np.where(rel.valid, found / rel.denominator, np.nan)
 
 
 def _precision_at_hits(hits: np.ndarray) -> np.ndarray:
@@ -95,7 +103,7 @@ def average_precision(rel: Relevance) -> np.ndarray:
     """Per query AP over the given ranking, normalised by all R relevant items (NaN when none is in the gallery)."""
     total = _precision_at_hits(rel.hits).sum(axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(rel.n_relevant > 0, total / rel.denominator, np.nan)
+        return np.where(rel.valid, total / rel.denominator, np.nan)
 
 
 def ap_at_r(rel: Relevance, cap: int | None = None) -> np.ndarray:
@@ -109,7 +117,7 @@ def ap_at_r(rel: Relevance, cap: int | None = None) -> np.ndarray:
     within = np.arange(width)[None, :] < r[:, None]
     total = (_precision_at_hits(rel.hits) * within).sum(axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(rel.n_relevant > 0, total / r, np.nan)
+        return np.where(rel.valid, total / r, np.nan)
 
 
 def choose_map_mode(n_gallery: int, full_max: int = 10_000) -> str:
@@ -163,7 +171,7 @@ def evaluate(
     """All per-query metrics of a ranking: top-k, recall@k, recall_frac@k and mAP or mAP@R."""
     if map_mode not in ("full", "at_r", "none"):
         raise InputError("map mode", f"unknown {map_mode!r}; use 'full', 'at_r' or 'none'")
-    valid = rel.n_relevant > 0
+    valid = rel.valid
     first = first_hit_rank(rel)
     per_query: dict[str, np.ndarray] = {f"top{k}": (first < k).astype(np.float64) for k in topk}
     for k in recall_ks:

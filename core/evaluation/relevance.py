@@ -85,7 +85,11 @@ class RelevanceRule:
         gallery_ids = np.asarray(gallery_ids, dtype=np.int64)
         ranked_ids = np.where(ranked >= 0, gallery_ids[np.maximum(ranked, 0)], -1)
         grades = np.zeros(ranked.shape, dtype=np.float64)
-        n_rel = self.relevant_counts(query_ids, gallery_ids, exclude)
+        in_gallery = self.relevant_counts(query_ids, gallery_ids, exclude)
+        n_rel = in_gallery.copy()
+        if exclude is not None:  # a query's own gallery row is never ranked, judged relevant to it or not
+            for i in np.flatnonzero(np.asarray(exclude) >= 0).tolist():
+                n_rel[i] -= int(_excluded_item(gallery_ids, exclude, i) in self.judged.get(int(query_ids[i]), {}))
         judged_total = np.zeros(len(n_rel), dtype=np.int64)
         for i, q in enumerate(np.asarray(query_ids, dtype=np.int64).tolist()):
             judged = self.judged.get(q)
@@ -94,11 +98,15 @@ class RelevanceRule:
             judged_total[i] = len(judged)  # as nDCG's ideal counts them
             row = ranked_ids[i]
             grades[i] = [judged.get(int(g), 0) if g >= 0 else 0 for g in row]
-        return Relevance(hits=grades > 0, n_relevant=n_rel, judged_relevant=judged_total), grades
+        return Relevance(hits=grades > 0, n_relevant=n_rel, judged_relevant=judged_total,
+                         scorable=in_gallery > 0), grades
 
     def relevant_counts(self, query_ids: np.ndarray, gallery_ids: np.ndarray,
                         exclude: np.ndarray | None) -> np.ndarray:
-        """Per query, how many gallery items are relevant to it (no ranking needed)."""
+        """Per query, how many gallery items are relevant to it (no ranking needed); a query is scored
+        when it has one. Under labels the query's own item (``exclude``) is not relevant to itself;
+        under judgments a document with the query's key that is judged relevant counts, though it is
+        never ranked for that query: as in BEIR's evaluation the query is scored, and misses it."""
         if self.source != JUDGMENTS:
             no_ranking = np.empty((len(query_ids), 0), dtype=np.int64)
             return self.relevance(no_ranking, query_ids, gallery_ids, exclude)[0].n_relevant
@@ -111,11 +119,7 @@ class RelevanceRule:
         if not rows:
             return np.zeros(len(query_ids), dtype=np.int64)
         found = np.isin(np.concatenate(items), np.asarray(gallery_ids, dtype=np.int64))  # one pass over the gallery
-        counts = np.bincount(np.concatenate(rows)[found], minlength=len(query_ids)).astype(np.int64)
-        if exclude is not None:  # a query's own gallery row is never ranked, judged relevant to it or not
-            for i in np.flatnonzero(np.asarray(exclude) >= 0).tolist():
-                counts[i] -= int(_excluded_item(gallery_ids, exclude, i) in self.judged.get(int(query_ids[i]), {}))
-        return counts
+        return np.bincount(np.concatenate(rows)[found], minlength=len(query_ids)).astype(np.int64)
 
     def ideal_dcg(self, query_ids: np.ndarray, k: int = 10) -> np.ndarray:
         """Ideal DCG@k of each query from every positive grade judged for it (0 when none)."""

@@ -49,14 +49,14 @@ class Protocol:
     def describe(self) -> str:
         queries = f"{self.n_queries} {self.query_set}"
         if self.n_scored is not None and self.n_scored < self.n_queries:
-            queries = f"{self.n_scored} of {self.n_queries} {self.query_set} ({self._unscored()})"
+            queries = f"{self.n_scored} of {self.n_queries} {self.query_set} ({self.unscored_reason()})"
         used = ("" if self.new_vectors is None else
                 f"; new-model vectors of {self.new_vectors} of the {self.n_gallery} gallery items, the rest "
                 "through the layer")
         return (f"{queries} against {self.gallery} ({self.n_gallery} items), "
                 f"relevance: {self.relevance}; {self.search}{used}")
 
-    def _unscored(self) -> str:
+    def unscored_reason(self) -> str:
         """Why the queries left out could not be scored: no relevant item in this gallery, or none at all
         (a query without a label, or without a relevant judgment, is not a property of the gallery)."""
         missing = self.n_queries - (self.n_scored or 0)

@@ -15,8 +15,9 @@
   scored against the whole old gallery but not (or handicapped) by new/new, so old/old, the upgraded
   system and new/new would average over different queries and gain retained would mean nothing.
   Such queries are left out of every cell, and the query set's name says how many and why: with
-  judgments, a query needs every document judged relevant to it in the sample; with labels, one
-  item of its label.
+  judgments, a query needs in the sample every document judged relevant to it that some compared
+  model embedded (one no model embedded is a miss for every cell alike); with labels, one item of
+  its label.
 - **Relevance**: judgments of the query set's split, else labels, else the query's own item
   (the query items are then added to the gallery).
 """
@@ -144,19 +145,32 @@ def _upgrade_tasks(ws: Workspace, models: Sequence[str], heldout_gallery: bool, 
     if sample.ids.size < 2:
         raise InputError(label, f"the gallery holds {sample.ids.size} items with vectors under every model; "
                          "embed more gallery items with each model")
+    reach = _embedded_by_any(ws, models, heldout_gallery) if rule.graded() else None
     queries, left_out = comparable_queries(RetrievalTask(queries, full, rule), RetrievalTask(queries, sample, rule),
-                                           label, heldout_gallery)
+                                           label, heldout_gallery, reach)
     return UpgradeTasks(RetrievalTask(queries, full, rule), RetrievalTask(queries, sample, rule), source,
                         gallery_full, removed, heldout_gallery, left_out)
 
 
-def comparable_queries(full: RetrievalTask, sample: RetrievalTask, label: str,
-                       heldout_gallery: bool = False) -> tuple[QuerySet, int]:
+def _embedded_by_any(ws: Workspace, models: Sequence[str], heldout_gallery: bool) -> np.ndarray:
+    """Gallery items some compared model embedded (without the train fold under ``heldout_gallery``)."""
+    ids = np.zeros(0, dtype=np.int64)
+    for name in models:
+        ids = np.union1d(ids, ws.ids_with_vectors(name))
+    ids = ws.gallery_among(ids)
+    return _without_train(ws, ids)[0] if heldout_gallery else ids
+
+
+def comparable_queries(full: RetrievalTask, sample: RetrievalTask, label: str, heldout_gallery: bool = False,
+                       reach: np.ndarray | None = None) -> tuple[QuerySet, int]:
     """The test queries every cell can score, and how many were left out: those with relevant items in
-    the whole gallery that the evaluation sample lacks (see the module docstring)."""
+    the whole gallery that the evaluation sample lacks (see the module docstring). With judgments,
+    ``reach`` (gallery items some compared model embedded) widens the whole gallery: a document judged
+    relevant that only the new model embedded is missing from the sample as much as one only the old did."""
     queries = full.queries
     n_full = full.rule.relevant_counts(queries.ids, full.gallery.ids, full.exclude)
     n_sample = sample.rule.relevant_counts(queries.ids, sample.gallery.ids, sample.exclude)
+    n_reach = n_full if reach is None else np.maximum(n_full, full.rule.relevant_counts(queries.ids, reach, None))
     in_sample = n_sample > 0
     if not (n_full > 0).any():
         fix = ("--heldout-gallery left the train fold out of the gallery, and with it every relevant item; report "
@@ -166,7 +180,7 @@ def comparable_queries(full: RetrievalTask, sample: RetrievalTask, label: str,
                          f"(relevance: {full.rule.describe()}), so no upgrade can be measured; {fix}")
     # judged documents are few and graded (nDCG's ideal counts every one): new/new is comparable only
     # with all of them in the sample; a label has many members, of which the sample holds a share
-    left_out = (n_full > 0) & ((n_sample < n_full) if full.rule.graded() else ~in_sample)
+    left_out = (n_sample < n_reach) if full.rule.graded() else (n_full > 0) & ~in_sample
     in_sample &= ~left_out
     n = int(left_out.sum())
     if not n:
@@ -177,9 +191,10 @@ def comparable_queries(full: RetrievalTask, sample: RetrievalTask, label: str,
                          "scored; embed the relevant (judged) gallery items with the new model")
     which = "every document judged relevant" if full.rule.graded() else "a relevant item"
     # queries with no relevant item anywhere stay in the set (counted, scored by no cell): named, not hidden
-    none = " or none in the gallery" if (n_full == 0).any() else ""
+    none = " or none in the gallery" if (n_reach == 0).any() else ""
+    cause = "not every compared model has embedded" if full.rule.graded() else "the new model has not embedded"
     name = (f"{queries.name} with {which} in the evaluation sample{none} ({n} of {queries.ids.size} left out: "
-            "the new model has not embedded their relevant items)")
+            f"{cause} their relevant items)")
     return QuerySet(name, queries.ids[~left_out]), n
 
 

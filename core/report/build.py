@@ -27,6 +27,7 @@ from embridge.core.evaluation.headline import with_judged_rows
 from embridge.core.evaluation.scoring import scoring_plan
 from embridge.core.evaluation.search import SearchConfig
 from embridge.core.evaluation.served import Backfilled, measure_served
+from embridge.core.evaluation.task import Protocol
 from embridge.core.evaluation.tasks import UpgradeTasks, upgrade_tasks
 from embridge.core.evaluation.upgrade import OLD_OLD, score_upgrade, upgrade_vectors
 from embridge.core.jobs import recorded_run
@@ -208,7 +209,8 @@ def assemble(ws: Workspace, run: RunRecord, row: dict[str, Any], adapter: Adapte
         schema=SCHEMA, kind="upgrade", created=now_iso(), embridge_version=__version__,
         report_id=None, run=_run_section(run), adapter=_adapter_section(row),
         models={"old": _model_section(ws, old), "new": _model_section(ws, new)},
-        protocol=sample.protocol() + _unscored_line(int(sample.query_ids.size), int(head["n_queries"]))
+        protocol=sample.protocol() + _unscored_line(int(sample.query_ids.size), int(head["n_queries"]),
+                                                    cells[upgraded].protocol)
         + _chosen_line(ws, served, new, sample),
         sizes={**sample.sizes(), "queries_scored": head["n_queries"]},
         scoring=plan.to_dict(), search=search_summary(search_cells),
@@ -246,12 +248,14 @@ def _chosen_line(ws: Workspace, served: tuple[Backfilled, Any] | None, new: str,
             "more than a random sample would (the served-now line measures the whole gallery)."]
 
 
-def _unscored_line(queries: int, scored: int) -> list[str]:
-    """A protocol sentence when some queries count in no metric (no relevant item in the gallery)."""
+def _unscored_line(queries: int, scored: int, protocol: Protocol | None) -> list[str]:
+    """A protocol sentence when some queries count in no metric, with the reason the upgraded cell's
+    protocol gives (no relevant item in the gallery, no label, no relevant judgment)."""
     if scored >= queries:
         return []
-    return [f"Scored: {scored} of the {queries} queries; the other {queries - scored} have no relevant item in the "
-            "gallery (say a label no gallery item has, or none), so no metric counts them."]
+    why = (protocol.unscored_reason() if protocol is not None and protocol.n_scored is not None
+           else "the others have no relevant item in this gallery")
+    return [f"Scored: {scored} of the {queries} queries ({why}), so no metric counts the other {queries - scored}."]
 
 
 def _run_section(run: RunRecord) -> dict[str, Any]:
