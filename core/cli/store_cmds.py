@@ -40,7 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_common(p, workspace=False)
     p.add_argument("--uri", type=PATH, required=True, help="store collection (or alias) to check")
     p.add_argument("--label-field", help="payload field with labels: also measure top-1 label agreement")
-    p.add_argument("--served-as", help="for a half-migrated store: the model version its queries use")
+    p.add_argument("--served-as", help="for a half-migrated store: the model version its queries use "
+                   "('unmarked' for the points no migration wrote, as the old model served them)")
     p.add_argument("--sample", type=POSITIVE_COUNT, default=2000, help="queries for the quality measure (default 2000)")
     p.set_defaults(handler=cmd_check)
 

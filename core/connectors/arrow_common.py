@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from embridge.core.connectors.connector import SPACE_FIELD, Batch, PointId, VectorStoreError
+from embridge.core.formatting import shown_name
 
 
 @contextmanager
@@ -42,13 +43,14 @@ def vector_array(vectors: np.ndarray) -> Any:
     return pa.FixedSizeListArray.from_arrays(flat, int(vectors.shape[1]))
 
 
-def batch_to_table(batch: Batch, id_col: str, vec_col: str, schema: Any = None) -> Any:
+def batch_to_table(batch: Batch, id_col: str, vec_col: str, schema: Any = None, where: str = "") -> Any:
     """An Arrow table of the batch: id, vector, then one column per payload field.
 
     A column ``schema`` names is built in its type (a payload read back as Python values would be inferred
     as int64, double, timestamp[us] or a narrower decimal); other columns are inferred. The table is not
     fitted to ``schema`` here: :func:`widen_schema` and :func:`fit_table` do that, so a new field or a
-    column null so far is seen rather than dropped or fixed as null."""
+    column null so far is seen rather than dropped or fixed as null. A refusal starts with ``where`` (the
+    store written) and names a point whose value does not fit."""
     import pyarrow as pa
 
     names: list[str] = []
@@ -58,13 +60,33 @@ def batch_to_table(batch: Batch, id_col: str, vec_col: str, schema: Any = None) 
                 names.append(key)
         _check_no_shadowed_field(pid, payload, id_col, vec_col)
     known = {f.name: f.type for f in schema} if schema is not None else {}
-    columns = {id_col: _column(batch.ids, known.get(id_col), id_col), vec_col: vector_array(batch.vectors)}
-    for name in names:
-        columns[name] = _column([p.get(name) for p in batch.payloads], known.get(name), name)
+    try:
+        columns = {id_col: _column(batch.ids, known.get(id_col), id_col, batch.ids),
+                   vec_col: vector_array(batch.vectors)}
+        for name in names:
+            columns[name] = _column([p.get(name) for p in batch.payloads], known.get(name), name, batch.ids)
+    except VectorStoreError as exc:
+        raise VectorStoreError(f"{where}: {exc}" if where else str(exc)) from exc
     return pa.table(columns)
 
 
-def _column(values: list[Any], arrow_type: Any, name: str) -> Any:
+def _odd_one(values: list[Any], ids: list[Any]) -> str:
+    """'point 7 holds a str where point 1 holds an int; ': the first value whose Python type differs."""
+    first = next(((i, v) for i, v in enumerate(values) if v is not None), None)
+    if first is None:
+        return ""
+    for i, value in enumerate(values):
+        if value is not None and type(value) is not type(first[1]):
+            return (f"point {shown_name(str(ids[i]))} holds {_a(type(value).__name__)} where point "
+                    f"{shown_name(str(ids[first[0]]))} holds {_a(type(first[1]).__name__)}; ")
+    return ""
+
+
+def _a(noun: str) -> str:
+    return f"{'an' if noun[:1] in 'aeiou' else 'a'} {noun}"
+
+
+def _column(values: list[Any], arrow_type: Any, name: str, ids: list[Any]) -> Any:
     """The values in the column's type when known: inferred, then cast safely (an int64 fits an int8 or
     uint32 column, a timestamp[us] one of ms, only when no value changes), else converted straight to it
     (a map, which inference cannot make) when no value changes. Values that fit no type are refused naming
@@ -79,7 +101,7 @@ def _column(values: list[Any], arrow_type: Any, name: str) -> Any:
     if arrow_type is None or pa.types.is_null(arrow_type) or (inferred is not None and inferred.type == arrow_type):
         if inferred is None:
             raise VectorStoreError(f"payload field '{name}' holds values of types that no one Arrow column "
-                                   f"holds ({problem})")
+                                   f"holds ({_odd_one(values, ids)}{problem})")
         return inferred  # a null-typed column takes what comes (widen_schema)
     if inferred is not None:
         try:

@@ -33,9 +33,10 @@ class StoreQuality:
     served_as: str
     label_field: str
     points: int
-    reachable_share: float
+    reachable_share: float  # of the gallery: the store's points, or the source's while a migration into it is unfinished
     top1_label_agreement: float
     queries: int = 0  # how many of the points were sampled as queries (``--sample``)
+    gallery: int = 0  # the points reachable_share is a share of
 
 
 @dataclass
@@ -69,10 +70,26 @@ class StoreCheck:
             q = self.quality
             lines.append(f"  quality served as {q.served_as}: top-1 '{q.label_field}' agreement "
                          f"{q.top1_label_agreement:.3f} for {q.queries} sampled queries among the {q.points} points "
-                         f"that carry '{q.label_field}' ({q.reachable_share:.0%} of the store's points are "
+                         f"that carry '{q.label_field}' ({q.reachable_share:.0%} of {reach_of(self, q)} are "
                          f"{q.served_as})")
         lines += [f"  {note}" for note in self.notes]
         return "\n".join(lines)
+
+
+def reach_of(check: StoreCheck, quality: StoreQuality) -> str:
+    """What a quality's reachable share is of: the store's points, or the source's of an unfinished migration."""
+    if quality.gallery > check.count:
+        return f"the source's {quality.gallery} points (the migration into this store is unfinished)"
+    return "the store's points"
+
+
+def _unfinished_total(check: StoreCheck) -> int:
+    """The source's point count while the migration into this store is unfinished, else the store's count."""
+    migration = check.migration or {}
+    total = migration.get("total")
+    if migration.get("status") != "complete" and isinstance(total, int) and total > check.count:
+        return total
+    return check.count
 
 
 def check_store(uri: str, label_field: str | None = None, served_as: str | None = None,
@@ -201,6 +218,8 @@ def _quality(store: Connector, check: StoreCheck, label_field: str, served_as: s
     if not check.versions:  # an empty collection: nothing to measure, whatever it is served as
         raise InputError("--label-field", f"{check.store} holds no points to measure")
     version = served_as or next(iter(check.versions), UNMARKED)
+    if version == UNMARKED.strip("()"):  # --served-as unmarked: points no migration wrote (the old model's)
+        version = UNMARKED
     if version not in check.versions:
         raise InputError("--served-as", f"no points of '{version}' in {check.store} (versions: "
                          f"{', '.join(sorted(check.versions))})")
@@ -223,5 +242,6 @@ def _quality(store: Connector, check: StoreCheck, label_field: str, served_as: s
         scores = x[q] @ x.T
         scores[np.arange(len(q)), q] = -np.inf  # leave the query itself out
         hits += int((lab[np.argmax(scores, axis=1)] == lab[q]).sum())
-    return StoreQuality(version, label_field, len(x), check.versions[version] / check.count, hits / len(queries),
-                        len(queries))
+    gallery = _unfinished_total(check)
+    return StoreQuality(version, label_field, len(x), check.versions[version] / gallery, hits / len(queries),
+                        len(queries), gallery)

@@ -73,7 +73,10 @@ class ChromaConnector(Connector):
             if not uri.path or uri.path == "/":
                 raise VectorStoreError(f"{uri.raw}: name the database folder, e.g. chroma:///data/chroma?collection=docs")
             self.local_path = uri.path
-            self.client = chromadb.PersistentClient(path=uri.path, settings=Settings(anonymized_telemetry=False))
+            try:
+                self.client = chromadb.PersistentClient(path=uri.path, settings=Settings(anonymized_telemetry=False))
+            except Exception as exc:  # a read-only folder, a foreign database: chromadb raises its own types
+                raise VectorStoreError(f"{uri.raw}: cannot open the Chroma store ({first_line(exc)})") from exc
         self._col: Any = None
 
     def describe(self) -> str:

@@ -44,6 +44,22 @@ LOCAL_SCHEMES = ("parquet", "lance", "lancedb", "faiss")  # stores that are fold
 SERVER_URI_SCHEMES = ("postgresql", "postgres")  # URIs handed to the server's own client (libpq) as written
 
 
+def _meant(scheme: str, host: str, path: str, quoted_path: str) -> str:
+    """The spelling a two-slash local URI was meant as: ``/host/path`` (a path missing its first slash) or,
+    when only that exists, ``host/path`` under the working folder (a relative path); both when neither does."""
+    absolute, relative = Path("/" + host + path), Path.cwd() / (host + path)
+    say_absolute = f"for the folder {absolute} write {scheme}:///{host}{quoted_path} (three slashes)"
+    say_relative = f"for {relative} (a path relative to here) write {scheme}://{Path.cwd() / host}{quoted_path}"
+    try:
+        if absolute.exists() or absolute.parent.exists():
+            return say_absolute
+        if relative.exists() or relative.parent.exists():
+            return say_relative
+    except OSError:
+        pass
+    return f"{say_absolute}, or {say_relative}"
+
+
 @dataclass(frozen=True)
 class StoreURI:
     """A parsed store address: ``scheme://[host]/path?collection=NAME&...``."""
@@ -79,9 +95,8 @@ class StoreURI:
         if "\x00" in path or any("\x00" in v for v in params.values()):
             raise InputError(option, f"'{uri}' holds %00 (a NUL character), which no name or path may hold")
         if scheme in LOCAL_SCHEMES and parts.netloc:  # parquet://data/x reads as host 'data', path '/x'
-            raise InputError(option, f"'{uri}' names the host '{parts.netloc}', but {scheme}:// takes a local path; "
-                             f"for the folder /{parts.netloc}{path} write {scheme}:///{parts.netloc}"
-                             f"{parts.path} (three slashes)")
+            raise InputError(option, f"'{uri}' names the host '{parts.netloc}', but {scheme}:// takes an absolute "
+                             f"local path after three slashes; {_meant(scheme, parts.netloc, path, parts.path)}")
         check_uri_names(scheme, path, params, option)
         return cls(uri, scheme, parts.netloc, path, params)
 

@@ -56,6 +56,9 @@ class FaissConnector(Connector):
     def exists(self) -> bool:
         return self.path.is_file()
 
+    def missing(self) -> str:
+        return "is a folder, not a FAISS index file" if self.path.is_dir() else "no such FAISS index file"
+
     def lossy_note(self) -> str | None:
         import faiss
 

@@ -173,10 +173,11 @@ class LanceDBConnector(Connector):
             return
         check_write_batch(self, batch, batch.vectors.shape[1])
         if self._table is None and not self.exists():
-            self._table = self.db.create_table(self.collection, data=batch_to_table(batch, self.id_col, self.vec_col))
+            self._table = self.db.create_table(self.collection, data=batch_to_table(batch, self.id_col, self.vec_col,
+                                                                                           where=self.uri.raw))
             return
         table = self.table()
-        data = batch_to_table(batch, self.id_col, self.vec_col, table.schema)
+        data = batch_to_table(batch, self.id_col, self.vec_col, table.schema, self.uri.raw)
         wanted = widen_schema(table.schema, data.schema)
         if wanted != table.schema:
             self._widen(table, wanted)

@@ -51,9 +51,14 @@ from embridge.core.connectors.source_digest import (
     record_batch,
     start_record,
 )
-from embridge.core.connectors.targets import alias_to_switch, check_store_output, writable_target_alias
+from embridge.core.connectors.targets import (
+    SOURCE_ITSELF,
+    alias_to_switch,
+    check_store_output,
+    writable_target_alias,
+)
 from embridge.core.connectors.transform import StoreTransform, load_transform
-from embridge.core.errors import Cancelled, InputError, UsageError
+from embridge.core.errors import Cancelled, EmbridgeError, InputError, UsageError
 from embridge.core.heap import cap_malloc_arenas, release_free_memory
 from embridge.core.l2 import l2_normalize
 from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
@@ -93,8 +98,7 @@ def open_pair(source_uri: str, target_uri: str, inputs: tuple[str | Path | None,
     if src_uri.scheme == dst_uri.scheme and source.location() == target.location() and \
             (source.alias_target(source.collection) or source.collection) == target.collection:
         source.close()
-        raise InputError("--to", f"'{target_uri}' is the source collection itself; a migration writes a new "
-                         "collection and never changes the source")
+        raise InputError("--to", f"'{target_uri}' {SOURCE_ITSELF}")
     return source, target
 
 
@@ -150,6 +154,16 @@ def migrate_store(bundle: str | Path, source_uri: str, target_uri: str, *, order
     finally:
         target.close()
         source.close()
+
+
+def _stopped_part_way(exc: EmbridgeError, target: Connector, written: int, total: int) -> EmbridgeError:
+    """``exc``, saying what the target holds when a refusal came after some points were written (a NaN in
+    a later batch of the source, say): the shadow is a resumable migration, not an empty store."""
+    if written <= 0 or isinstance(exc, Cancelled):
+        return exc
+    return VectorStoreError(f"{exc}; {target.describe()} now holds {written} of the {total} points of this "
+                            "unfinished migration: mend the source and run the same migration again (it resumes "
+                            "there), or drop that collection")
 
 
 def _fingerprint(transform: StoreTransform, source: Connector, target: Connector, total: int,
@@ -232,7 +246,10 @@ def _locked_run(transform: StoreTransform, source: Connector, target: Connector,
                 if saved:
                     target.save_state(key, state)
             chosen = set(state["backfill_ids"])
-        _copy(transform, source, target, new, chosen, names, batch_size, state, key, total, report, should_stop)
+        try:
+            _copy(transform, source, target, new, chosen, names, batch_size, state, key, total, report, should_stop)
+        except EmbridgeError as exc:
+            raise _stopped_part_way(exc, target, int(state["written"]), total) from exc
         status = "completed"
     else:
         status = "already complete"

@@ -309,7 +309,7 @@ class ParquetConnector(Connector):
         check_write_batch(self, batch, batch.vectors.shape[1])
         if not self._columns_known:  # a resumed migration: the files written so far hold the schema
             self._columns, self._columns_known = self.arrow_schema(), True
-        table = batch_to_table(batch, self.id_col, self.vec_col, self._columns)
+        table = batch_to_table(batch, self.id_col, self.vec_col, self._columns, self.uri.raw)
         if self._columns is not None:
             wanted = widen_schema(self._columns, table.schema, promote=True)
             if wanted != self._columns:  # a column null so far has a type now, or a field is new

@@ -55,6 +55,7 @@ def check_store_output(uri: str | StoreURI, option: str = "--to",
         if isinstance(given, StoreURI) or "://" in str(given):
             source = given if isinstance(given, StoreURI) else StoreURI.parse(str(given), "--from")
             if _same_store(source, parsed):
+                _refuse_the_source_itself(source, parsed, target, option)
                 continue
             found = local_output(source, "--from")
             if found is not None:
@@ -77,6 +78,23 @@ def check_database_folder(uri: str | StoreURI, option: str = "--to") -> None:
     target = local_output(parsed, option) if parsed.scheme == "lancedb" else None
     if target is not None and target.parent != target:
         check_output(target.parent, label=option, below=True)
+
+
+SOURCE_ITSELF = "is the source collection itself; a migration writes a new collection and never changes the source"
+
+
+def _refuse_the_source_itself(source: StoreURI, parsed: StoreURI, target: Path, option: str) -> None:
+    """A folder-per-collection target (a Parquet dataset, a LanceDB table) that is the source's folder, under
+    another spelling or through an alias link, is refused before the write check probes that folder."""
+    if parsed.scheme not in (*_FOLDER_STORES, "lancedb"):
+        return  # a Qdrant or Chroma folder holds many collections: compared once both are open
+    found = local_output(source, "--from")
+    try:
+        same = found is not None and found.exists() and target.exists() and found.resolve() == target.resolve()
+    except OSError:
+        return
+    if same:
+        raise InputError(option, f"'{parsed.raw}' {SOURCE_ITSELF}")
 
 
 def _same_store(a: StoreURI, b: StoreURI) -> bool:
