@@ -153,12 +153,11 @@ def embed_items(workspace: Any, model_name: str, item_ids: Sequence[int] | np.nd
 
 
 def _held_ids(workspace: Any, model_name: str) -> np.ndarray:
-    """Ids of items with ``model_name``'s vectors in a set whose vector file is still there (a set whose file
-    was deleted by hand is embedded again, and the new set takes its place)."""
-    sets = [s for s in workspace.vector_sets(model_name) if Path(s["path"]).is_file()]
-    if not sets:
-        return np.zeros(0, dtype=np.int64)
-    return np.unique(np.concatenate([workspace.vector_set_ids(s["id"]) for s in sets]))
+    """Ids of items with ``model_name``'s vectors in an intact set: a set whose file was deleted, cut short
+    or changed by hand is embedded again, and the new set takes its place."""
+    from embridge.core.store.vector_set_health import held_ids
+
+    return held_ids(workspace, model_name)
 
 
 class _ZeroRows:

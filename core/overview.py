@@ -7,6 +7,7 @@ from typing import Any
 
 from embridge.core.store import Workspace
 from embridge.core.store.items import QUERY_SPLIT, in_gallery
+from embridge.core.store.vector_set_health import damaged_advice, file_problem, replaced
 
 
 def workspace_overview(ws: Workspace) -> dict[str, Any]:
@@ -23,9 +24,12 @@ def workspace_overview(ws: Workspace) -> dict[str, Any]:
     vector_sets = [
         {"id": v["id"], "model": v["model"], "name": v["name"], "count": v["count"], "dim": v["dim"],
          "dtype": v["dtype"], "path": v["path"], "sha256": v["sha256"],
-         "file_missing": not all((Path(ws.root) / v[key]).is_file() for key in ("file", "ids_file"))}
+         "file_missing": not all((Path(ws.root) / v[key]).is_file() for key in ("file", "ids_file")),
+         "file_problem": file_problem(Path(ws.root), v)}
         for v in ws.vector_sets()
     ]
+    for v in vector_sets:
+        v["replaced"] = bool(v["file_problem"]) and replaced(ws, v)
     runs = ws.runs()
     return {
         "workspace": str(Path(ws.root).resolve()),
@@ -80,8 +84,9 @@ def overview_text(info: dict[str, Any]) -> str:
     lines.append("vector sets:" if info["vector_sets"] else "vector sets: none")
     for v in info["vector_sets"]:
         lines.append(f"  #{v['id']} {v['model']:<12} {v['name']:<12} {v['count']} x {v['dim']} {v['dtype']}"
-                     + ("  MISSING: its file is gone from the workspace (removed by hand?); restore it from a "
-                        "backup, or embed the model's items again" if v.get("file_missing") else ""))
+                     + (f"  {'MISSING' if v.get('file_missing') else 'DAMAGED'}: {v['file_problem']}; "
+                        + ("a later set holds all its items again, so nothing reads it" if v.get("replaced")
+                           else damaged_advice(v["model"])) if v.get("file_problem") else ""))
     if info["runs"]:
         lines.append(f"runs: {len(info['runs'])} (" + ", ".join(
             f"#{r['id']} {r['kind']}/{r['method']} {r['status']}" for r in info["runs"][-5:]) + ")")

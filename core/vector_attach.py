@@ -19,6 +19,7 @@ from embridge.core.l2 import zero_rows
 from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
 from embridge.core.store import Workspace
 from embridge.core.store.schema import DOC_NAMESPACE, QUERY_NAMESPACE
+from embridge.core.store.vector_set_health import held_ids
 from embridge.core.vector_files import MatrixReader, VectorFile
 
 WRITE_BLOCKS = 4  # read blocks per durable write (24 MB of 384-d rows): each write costs a flush and a record
@@ -114,8 +115,9 @@ def coverage(ws: Workspace, vf: VectorFile, wanted: np.ndarray | None = None) ->
 
 
 def without_stored(ws: Workspace, model: str, cover: Coverage) -> tuple[Coverage, int]:
-    """Drop items that already hold vectors of ``model``; returns the rest and how many were dropped."""
-    stored = ws.ids_with_vectors(model)
+    """Drop items that already hold vectors of ``model`` in an intact set; returns the rest and how many
+    were dropped."""
+    stored = held_ids(ws, model)  # a damaged set's items are stored again
     kept, dropped = [], 0
     for seg in cover.segments:
         keep = ~np.isin(seg.item_ids, stored)

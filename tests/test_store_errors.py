@@ -417,7 +417,7 @@ def test_sqlite_errors_say_when_the_folder_is_read_only_or_the_disk_full(
     assert str(sqlite_errors.translate(opened.value, db_path)) == f"{db_path}: unable to open database file"
     io_error = sqlite3.OperationalError("disk I/O error")
     monkeypatch.setattr(sqlite_errors, "free_bytes", lambda folder: 4096)
-    assert "no space left on the disk holding the workspace (4,096 bytes free)" in str(
+    assert "no space left on the disk holding the workspace (4,096 bytes were free when the write failed)" in str(
         sqlite_errors.translate(io_error, db_path))
     monkeypatch.setattr(sqlite_errors, "free_bytes", lambda folder: 10 << 30)
     assert str(sqlite_errors.translate(io_error, db_path)) == f"{db_path}: disk I/O error"  # not blamed on space

@@ -54,6 +54,7 @@ def translate(exc: sqlite3.DatabaseError, db_path: Path) -> Exception:
                           "or a change writes to it; copy the workspace to a writable folder")
     free = free_bytes(folder)
     if ("disk i/o" in text or "full" in text) and free is not None and free < LOW_SPACE_BYTES:
-        return StoreError(f"{db_path}: no space left on the disk holding the workspace ({free:,} bytes free); "
+        return StoreError(f"{db_path}: no space left on the disk holding the workspace ({free:,} bytes were free "
+                          "when the write failed); "
                           "free some space and run the command again (nothing was changed)")
     return StoreError(f"{db_path}: {exc}")

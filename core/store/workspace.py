@@ -51,9 +51,11 @@ from embridge.core.store.vector_matrix import (
     as_storage_dtype,
     open_matrix,
 )
+from embridge.core.store.vector_set_health import damaged_advice
 from embridge.core.store.workspace_folder import (
     check_database_file,
     holds_files,
+    init_cut_short,
     make_store_folders,
     sweep_leftovers,
 )
@@ -87,9 +89,12 @@ class Workspace(ItemsMixin, ModelsMixin, RecordsMixin, JudgmentsMixin):
     @classmethod
     def create(cls, path: str | Path, busy_timeout: float | None = None) -> Workspace:
         root = Path(path)
-        if (root / DB_NAME).exists():
+        if root.exists() and not root.is_dir():
+            raise StoreError(f"{root}: is a file, not a folder; give a new or empty folder for the workspace")
+        unfinished = init_cut_short(root)  # an 'init' killed before its first write: finished now
+        if (root / DB_NAME).exists() and not unfinished:
             raise StoreError(f"{root}: a workspace already exists here")
-        if root.exists() and any(p for p in root.iterdir() if not p.name.startswith(".")):
+        if not unfinished and root.exists() and any(p for p in root.iterdir() if not p.name.startswith(".")):
             raise StoreError(f"{root}: folder is not empty; choose an empty or new folder")
         made = [p for p in (root, *root.parents) if not p.exists()]  # the folders this call makes
         root.mkdir(parents=True, exist_ok=True)
@@ -280,9 +285,12 @@ class Workspace(ItemsMixin, ModelsMixin, RecordsMixin, JudgmentsMixin):
     def open_vector_set(self, set_id: int, verify: bool = True) -> tuple[np.ndarray, np.memmap]:
         """Item ids and a read-only memmap of one vector set, checksums verified."""
         info = self.vector_set(set_id)
-        ids = self._set_ids(info, verify)
-        matrix = open_matrix(self.root / info["file"], info["sha256"] if verify else None,
-                             info["count"], info["dim"])
+        try:
+            ids = self._set_ids(info, verify)
+            matrix = open_matrix(self.root / info["file"], info["sha256"] if verify else None,
+                                 info["count"], info["dim"])
+        except IntegrityError as exc:  # deleted, cut short or changed by hand: say how to recover
+            raise IntegrityError(f"{exc}; {damaged_advice(info['model'])}") from exc
         return ids, matrix
 
     def vector_set_ids(self, set_id: int, verify: bool = True) -> np.ndarray:

@@ -3,6 +3,7 @@ holds, and the leftovers of crashed writers swept when it opens."""
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import stat
@@ -27,7 +28,13 @@ UNFINISHED_DEMO = ".embridge-demo-unfinished"  # written first and removed last 
 def make_store_folders(root: Path) -> None:
     """The folders every workspace holds (opening one made before a folder was added makes it too)."""
     for sub in STORE_FOLDERS:
-        (root / sub).mkdir(exist_ok=True)
+        try:
+            (root / sub).mkdir(exist_ok=True)
+        except OSError as exc:
+            if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+                raise StoreError(f"{root}: the workspace folder is read-only, and its '{sub}' folder is missing (a "
+                                 "command makes it); copy the workspace to a writable folder") from exc
+            raise StoreError(f"{root / sub}: cannot make the workspace's folder ({exc.strerror or exc})") from exc
 
 
 STORED_COPY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*-[0-9a-f]{12}(\.[A-Za-z0-9]+)*")  # <model>-<sha12><suffix>
@@ -66,6 +73,8 @@ def check_database_file(root: Path) -> None:
         st = db_path.stat()
     except FileNotFoundError:
         raise StoreError(f"{root}: not an Embridge workspace (no {DB_NAME}); run 'embridge init' first") from None
+    except NotADirectoryError:
+        raise StoreError(f"{root}: is a file, not a workspace folder") from None
     except OSError as exc:
         raise StoreError(f"{db_path}: cannot read the workspace database ({exc.strerror})") from exc
     if not stat.S_ISREG(st.st_mode):
@@ -75,9 +84,32 @@ def check_database_file(root: Path) -> None:
         raise StoreError(f"{root}: an 'embridge demo' that was stopped before it finished; run 'embridge demo "
                          f"--workspace {root}{' --kind ' + kind if kind and kind != 'digits' else ''}' again to "
                          "finish it (it removes only what the demo made), or delete the folder")
+    if st.st_size == 0 and init_cut_short(root):
+        raise StoreError(f"{db_path}: the workspace database is empty (0 bytes) and the workspace holds no files: "
+                         f"an 'embridge init' stopped before it finished; run 'embridge init --workspace {root}' to "
+                         "finish it, or restore the database from a backup")
     if st.st_size == 0:
         raise StoreError(f"{db_path}: the workspace database is empty (0 bytes); restore it from a backup. "
                          "Embridge leaves it and the workspace's files untouched")
+
+
+def init_cut_short(root: Path) -> bool:
+    """True for what an 'init' killed before its first write leaves: an empty database file (SQLite writes
+    nothing until the schema's first statement), maybe an empty journal, and workspace folders without files.
+    Nothing else may be in the folder: then 'init' may finish it without losing anything."""
+    db_path = root / DB_NAME
+    try:
+        st = db_path.lstat()
+        if not stat.S_ISREG(st.st_mode) or st.st_size != 0:
+            return False
+        wal = root / (DB_NAME + "-wal")
+        if wal.exists() and wal.stat().st_size != 0:
+            return False
+        extra = [p.name for p in root.iterdir() if not p.name.startswith(".")
+                 and p.name not in (DB_NAME, DB_NAME + "-wal", DB_NAME + "-shm", *STORE_FOLDERS)]
+    except OSError:
+        return False
+    return not extra and not holds_files(root)
 
 
 def _demo_kind(marker: Path) -> str | None:

@@ -1,0 +1,74 @@
+"""Whether a stored vector set's files are intact: what ``info`` flags and what ``embed`` counts as held.
+
+A set whose file was deleted, cut short or changed since it was stored cannot be read (its checksum
+is checked on every open), so its items are not counted as holding the model's vectors: ``embed``
+embeds them again and the new set, newer, is the one every reader takes for them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from embridge.core.errors import IntegrityError
+from embridge.core.store.file_checks import verified_sha256
+
+
+def file_problem(root: Path, info: dict[str, Any]) -> str | None:
+    """What is wrong with a vector set's files that a look at them shows (no hashing), or None."""
+    vectors, ids = Path(root) / info["file"], Path(root) / info["ids_file"]
+    if not vectors.is_file() or not ids.is_file():
+        return "its file is gone from the workspace (removed by hand?)"
+    expected = int(info["count"]) * int(info["dim"]) * np.dtype(info["dtype"]).itemsize
+    try:
+        size = vectors.stat().st_size
+        matrix = np.load(vectors, mmap_mode="r", allow_pickle=False)  # maps, reads nothing but the header
+        expected += int(getattr(matrix, "offset", 0))
+        shape = matrix.shape
+        del matrix
+    except (OSError, ValueError) as exc:  # cut short inside its rows: the map cannot be made
+        return f"its file cannot be read as the stored vectors (cut short or changed: {exc})"
+    if shape != (int(info["count"]), int(info["dim"])) or size != expected:
+        return f"its file is {size:,} bytes of shape {shape} where {expected:,} bytes were stored (cut short or changed)"
+    return None
+
+
+def set_intact(root: Path, info: dict[str, Any]) -> bool:
+    """Both files present, of their stored size and checksum (a remembered check is not repeated)."""
+    if file_problem(root, info) is not None:
+        return False
+    try:
+        verified_sha256(Path(root) / info["ids_file"], info["ids_sha256"])
+        verified_sha256(Path(root) / info["file"], info["sha256"])
+    except IntegrityError:
+        return False
+    return True
+
+
+def held_ids(ws: Any, model: str) -> np.ndarray:
+    """Sorted ids of items holding ``model``'s vectors in an intact set (see the module docstring)."""
+    sets = [s for s in ws.vector_sets(model) if set_intact(Path(ws.root), s)]
+    if not sets:
+        return np.zeros(0, dtype=np.int64)
+    return np.unique(np.concatenate([ws.vector_set_ids(s["id"]) for s in sets]))
+
+
+def replaced(ws: Any, info: dict[str, Any]) -> bool:
+    """True when later intact sets of the set's model hold every item of a damaged set (readers take the
+    newest set first, so nothing reads the damaged one)."""
+    later = [s for s in ws.vector_sets(info["model"]) if s["id"] > info["id"] and set_intact(Path(ws.root), s)]
+    if not later:
+        return False
+    try:
+        ids = ws.vector_set_ids(info["id"], verify=False)
+    except (IntegrityError, OSError, ValueError):
+        return False
+    held = np.unique(np.concatenate([ws.vector_set_ids(s["id"]) for s in later]))
+    return bool(np.isin(ids, held).all())
+
+
+def damaged_advice(model: str) -> str:
+    return (f"run 'embridge embed --model {model}' to embed its items again (the new set replaces the damaged "
+            "one), or restore the file from a backup")

@@ -1,0 +1,113 @@
+"""What a stopped `init` and a damaged vector file leave, and how the command line gets out of it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from embridge.core.cli.main import main
+from embridge.core.store import Workspace
+
+
+def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_an_init_killed_before_its_first_write_is_finished_by_init(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """A 0-byte embridge.db (what `init` killed at the wrong moment leaves) blocked init, info and demo for good."""
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "embridge.db").touch()
+    code, _, err = _cli(capsys, "info", "--workspace", str(ws))
+    assert code == 1 and "an 'embridge init' stopped before it finished" in err
+    assert f"run 'embridge init --workspace {ws}' to finish it" in err
+    assert _cli(capsys, "init", "--workspace", str(ws))[0] == 0
+    code, out, _ = _cli(capsys, "info", "--workspace", str(ws), "--json")
+    assert code == 0 and json.loads(out)["schema_version"] >= 1
+
+
+def test_an_empty_database_beside_stored_files_is_never_reinitialised(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    ws = tmp_path / "ws"
+    Workspace.create(ws).close()
+    (ws / "vectors" / "kept.npy").write_bytes(b"data")
+    (ws / "embridge.db").write_bytes(b"")
+    for wal in ws.glob("embridge.db-*"):
+        wal.unlink()
+    code, _, err = _cli(capsys, "init", "--workspace", str(ws))
+    assert code == 1 and "a workspace already exists here" in err
+    code, _, err = _cli(capsys, "info", "--workspace", str(ws))
+    assert code == 1 and "restore it from a backup" in err and "init" not in err.split("restore")[0]
+    assert (ws / "embridge.db").stat().st_size == 0 and (ws / "vectors" / "kept.npy").read_bytes() == b"data"
+
+
+def test_a_workspace_path_that_is_a_file_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    file = tmp_path / "afile"
+    file.write_text("hi")
+    code, _, err = _cli(capsys, "info", "--workspace", str(file))
+    assert code == 1 and err == f"embridge: error: {file}: is a file, not a workspace folder\n"
+    code, _, err = _cli(capsys, "init", "--workspace", str(file))
+    assert code == 1 and f"{file}: is a file, not a folder" in err and file.read_text() == "hi"
+
+
+def _workspace_with_sets(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    ws = Workspace.create(path)
+    ids = np.asarray(ws.add_items([{"key": f"i{i}", "split": "gallery"} for i in range(60)]), dtype=np.int64)
+    vectors = rng.standard_normal((60, 8)).astype(np.float32)
+    source = path.parent / "new.npz"
+    np.savez(source, ids=np.array([f"i{i}" for i in range(60)]), vectors=vectors)
+    ws.close()
+    return ids, vectors
+
+
+def test_a_cut_short_vector_file_is_flagged_and_embed_stores_its_items_again(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`info` flagged nothing, `embed` counted the damaged set's items as held, and train and report failed
+    on its checksum with no way out but restoring the file by hand."""
+    ws = tmp_path / "ws"
+    ids, vectors = _workspace_with_sets(ws)
+    assert _cli(capsys, "model", "add", "--workspace", str(ws), "--name", "new", "--path",
+                str(tmp_path / "new.npz"), "--role", "new")[0] == 0
+    assert _cli(capsys, "embed", "--workspace", str(ws), "--model", "new")[0] == 0
+    with Workspace.open(ws) as w:
+        damaged = w.vector_sets("new")[0]
+    path = Path(damaged["path"])
+    path.write_bytes(path.read_bytes()[:-100])  # cut short
+    code, out, _ = _cli(capsys, "info", "--workspace", str(ws))
+    assert code == 0 and "DAMAGED:" in out and "run 'embridge embed --model new' to embed its items again" in out
+    with Workspace.open(ws) as w, pytest.raises(Exception, match="embridge embed --model new"):
+        w.vectors_for("new", ids)
+    code, out, err = _cli(capsys, "embed", "--workspace", str(ws), "--model", "new", "--json")
+    assert code == 0, err
+    assert json.loads(out)["written"] == 60
+    with Workspace.open(ws) as w:
+        np.testing.assert_array_equal(w.vectors_for("new", ids), vectors)  # the new set, not the damaged one
+    code, out, _ = _cli(capsys, "info", "--workspace", str(ws))
+    assert "a later set holds all its items again, so nothing reads it" in out
+    code, out, _ = _cli(capsys, "embed", "--workspace", str(ws), "--model", "new", "--json")
+    assert code == 0 and json.loads(out)["written"] == 0  # the intact new set holds them all now
+
+
+def test_a_vector_file_changed_in_place_counts_as_damaged_too(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    ws = tmp_path / "ws"
+    ids, vectors = _workspace_with_sets(ws)
+    assert _cli(capsys, "model", "add", "--workspace", str(ws), "--name", "new", "--path",
+                str(tmp_path / "new.npz"), "--role", "new")[0] == 0
+    assert _cli(capsys, "embed", "--workspace", str(ws), "--model", "new")[0] == 0
+    with Workspace.open(ws) as w:
+        path = Path(w.vector_sets("new")[0]["path"])
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 0x40  # one flipped bit in the last row: same size, other checksum
+    path.write_bytes(bytes(data))
+    code, out, _ = _cli(capsys, "embed", "--workspace", str(ws), "--model", "new", "--json")
+    assert code == 0 and json.loads(out)["written"] == 60
+    with Workspace.open(ws) as w:
+        np.testing.assert_array_equal(w.vectors_for("new", ids), vectors)
