@@ -112,3 +112,20 @@ def test_a_second_backfill_is_the_one_measured_and_outgrows_the_report_before_it
         assert report_stale_note(ws, int(again.report_id)) is None
     assert again.served is not None and again.served["new_vectors"] == round(0.1 * 997)
     assert again.served["backfill"]["run_id"] == latest
+
+
+def test_after_a_full_backfill_the_plan_recommends_what_is_served_not_a_partial_one(demo_copy: Path) -> None:
+    """After every gallery item was backfilled the plan still recommended a partial backfill to β = 0.70
+    (698 items to embed), four points below the served gallery's top-1."""
+    with Workspace.open(demo_copy) as ws:
+        train_run(ws, "procrustes", device="cpu")
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        assert main(["backfill", "-w", str(demo_copy), "--model", "new-cnn"]) == 0
+    with Workspace.open(demo_copy) as ws:
+        plan = plan_upgrade(ws, device="cpu")
+        backfill_run = max(int(r["id"]) for r in ws.runs("backfill"))
+    full = plan.option("full_backfill")
+    assert full is not None and full["items_embedded"] == 0 and full["time_s"] == 0.0
+    assert plan.recommendation == "full_backfill"
+    assert plan.reason.startswith(f"Backfill run #{backfill_run} already re-embedded all {plan.gallery_full} gallery items")
+    assert any(note.startswith("Served now") for note in plan.notes)

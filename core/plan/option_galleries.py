@@ -42,18 +42,24 @@ def same_galleries(measured: Any, floor: Any) -> bool:
     return all(measured.get(k) == floor.get(k) for k in COMPARED_ON)
 
 
-def incomparable_note(alt: Mapping[str, Any], floor: Any, sample: Any) -> str | None:
-    """Why another run's layer cannot be weighed against this report's numbers, or None when it can: it
-    must be measured on old/old's queries and gallery, and, where gain retained is measured on new/new's
-    evaluation sample (``sample``), on that very sample (the sample grows when more items are embedded)."""
+def incomparable_note(alt: Mapping[str, Any], floor: Any, sample: Any) -> tuple[str, str] | None:
+    """(the option's note, a short reason for its protocol line) when another run's layer cannot be weighed
+    against this report's numbers, or None when it can: it must be measured on old/old's queries and
+    gallery, and, where gain retained is measured on new/new's evaluation sample (``sample``), on that
+    very sample (the sample grows when more items are embedded)."""
     where = (alt.get("measured_on") or {}).get("text") or "queries and a gallery it did not record"
     not_given = "so its gain retained and criterion are not given and it is not recommended"
     if not same_galleries(alt.get("measured_on"), floor):
         return (f"Measured on {where}, not on this report's old/old queries and gallery, {not_given}; report "
-                "that run with this report's settings to compare it.")
+                "that run with this report's settings to compare it.",
+                "not this report's queries and gallery, so not weighed against them")
     if sample is not None and not same_galleries(alt.get("sample_on"), sample):
         theirs = (alt.get("sample_on") or {}).get("text") or "an evaluation sample it did not record"
-        return (f"Its gain retained was measured on {theirs}, not on this report's evaluation sample "
-                f"({sample.get('text') if isinstance(sample, Mapping) else 'unrecorded'}), {not_given}; report "
-                "that run again to compare it.")
+        ours = sample.get("text") if isinstance(sample, Mapping) else "unrecorded"
+        sizes = [(x or {}).get("n_gallery") if isinstance(x, Mapping) else None for x in (alt.get("sample_on"), sample)]
+        counted = f" ({sizes[0]} items; this report's holds {sizes[1]})" if None not in sizes else ""
+        return (f"Its gain retained was measured on {theirs}, not on this report's evaluation sample ({ours}), "
+                f"{not_given}; report that run again to compare it.",
+                f"its gain retained was measured on another evaluation sample{counted}, so not weighed against "
+                "this report's: report that run again")
     return None

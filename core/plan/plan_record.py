@@ -79,8 +79,8 @@ class Plan:
             if isinstance(came, dict):
                 lines.append(f"{option['title']}: from {came.get('source') or 'another run'}, measured on "
                              f"{came.get('protocol')}"
-                             + ("" if came.get("comparable") else "; not this report's queries and gallery, so "
-                                "not weighed against them"))
+                             + ("" if came.get("comparable") else "; " + str(came.get("why_not") or "not this "
+                                "report's queries and gallery, so not weighed against them")))
         return lines
 
     @property

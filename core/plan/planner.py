@@ -7,6 +7,7 @@ fusion layer) as alternatives, and returns :func:`embridge.core.plan.upgrade_opt
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -15,7 +16,8 @@ from embridge.core.adapters.adapter import Adapter
 from embridge.core.cascade_rerank import reranks_by_new_vectors
 from embridge.core.data_state import changed_words, report_run, run_changes
 from embridge.core.errors import EmbridgeError
-from embridge.core.formatting import capitalised
+from embridge.core.evaluation.headline import metric_label
+from embridge.core.formatting import capitalised, format_share
 from embridge.core.jobs import check_device_option
 from embridge.core.plan.option_row import sample_numbers
 from embridge.core.plan.plan_record import Plan
@@ -70,7 +72,26 @@ def plan_upgrade(ws: Workspace, run_id: int | None = None, fraction: float | Non
                    adapter_kind=row["kind"], old_model=row["old_model"], new_model=row["new_model"],
                    notes=[*plan.notes, *([refreshed] if refreshed else []), *map(capitalised, served_lines(report.served))])
     progress(3, 3, {"stage": "done"})
-    return plan
+    return _with_backfill_done(plan, report.served)
+
+
+def _with_backfill_done(plan: Plan, served: Mapping[str, Any] | None) -> Plan:
+    """A recorded backfill that gave every gallery item its new vector has done the full backfill: that option
+    costs nothing more and is the one recommended (a partial one would serve less than what is there now)."""
+    full = plan.option("full_backfill")
+    if not served or full is None or int(served["new_vectors"]) < int(served["protocol"]["n_gallery"]):
+        return plan
+    run, n = served["backfill"]["run_id"], int(served["protocol"]["n_gallery"])
+    full.update(time_s=0.0, items_embedded=0)
+    full["notes"].append(f"Done: backfill run #{run} already embedded all {n} gallery items with the new model; "
+                         "nothing is left to embed.")
+    if plan.new_better is False:
+        return plan
+    value = (served.get("metrics") or {}).get(plan.metric)
+    now = f" (served now: {metric_label(plan.metric)} {format_share(value)})" if isinstance(value, float | int) else ""
+    return replace(plan, recommendation="full_backfill",
+                   reason=f"Backfill run #{run} already re-embedded all {n} gallery items with the new model{now}: "
+                          "the full backfill is done, and no layer or partial backfill serves more than it.")
 
 
 def _alternatives(ws: Workspace, chosen: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Adapter]]:

@@ -294,11 +294,11 @@ def plan_from_report(source: Report | Mapping[str, Any], throughput: Throughput,
                                   sampled(alt.get("quality_sample") or {}))
             where = (alt.get("measured_on") or {}).get("text") or "queries and a gallery it did not record"
             option["quality_from"] = {"source": alt.get("from") or alt.get("source", ""), "protocol": where,
-                                      "comparable": same}
+                                      "comparable": same, **({"why_not": refusal[1]} if refusal else {})}
             option["measured_gallery"], option["ceiling"] = gallery_words(alt.get("measured_on")), own_ceiling
             if refusal is not None:
                 option["comparable"] = False
-                option["notes"].append(refusal)
+                option["notes"].append(refusal[0])
             options.append(option)
     partial, partial_notes = partial_option(report, throughput, sizes, floor, ceiling, target, fraction, metric)
     if partial is not None:
