@@ -177,3 +177,9 @@ def test_another_runs_layer_measured_on_an_earlier_sample_is_not_weighed(demo_co
     assert after["gain_retained"] is None and after["passes_criterion"] is None
     note = next(n for n in after["notes"] if n.startswith("Its gain retained was measured on "))
     assert "(600 items)" in note and "(800 items)" in note, note
+    # the protocol line says why too (it said "not this report's queries and gallery", the very ones it named)
+    assert after["quality_from"]["why_not"] == ("its gain retained was measured on another evaluation sample (600 "
+                                                "items; this report's holds 800), so not weighed against this "
+                                                "report's: report that run again")
+    text = _run(["plan", "-w", ws, "--run", "1"], capsys)
+    assert "not this report's queries and gallery" not in text and "another evaluation sample (600 items" in text
