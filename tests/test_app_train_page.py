@@ -205,6 +205,42 @@ def test_a_recorded_runs_curves_are_built_and_rendered_off_the_gui_thread(qtbot:
     assert all(t is not threading.main_thread() for t in built_on)
 
 
+def test_the_plot_shows_the_selected_runs_curves_not_the_latest_runs(qtbot: QtBot, window: MainWindow,
+                                                                     demo_copy: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Selecting an older run changed the sentence but the plot kept drawing the latest run's curves."""
+    from embridge.core.report import report_export
+    from embridge.core.store import Workspace
+    from embridge.core.train.runs import train_run
+
+    with Workspace.open(demo_copy) as ws:
+        first = train_run(ws, "mlp", device="cpu", config={"epochs": 2})["run_id"]
+        train_run(ws, "mlp", device="cpu", config={"epochs": 4})
+        train_run(ws, "procrustes", device="cpu", config={"whiten": False})
+        epochs = {int(r["id"]): len(r["epochs"]) for r in ws.runs("train")}
+    drawn: list[int] = []
+    real = report_export.report_figures
+
+    def spy(report: Any) -> Any:
+        drawn.append(len(report["run"]["epochs"]))
+        return real(report)
+
+    monkeypatch.setattr(report_export, "report_figures", spy)
+    window.ctx.open_workspace(demo_copy)
+    train = window.show_page("train")
+    plot = train.plot
+    rows = {int(train.runs_table.item(r, 0).text()): r for r in range(train.runs_table.rowCount())}
+    train.runs_table.selectRow(rows[first])
+    qtbot.waitUntil(lambda: bool(drawn) and drawn[-1] == epochs[first] and not plot._busy
+                    and plot.image_source == "recorded", timeout=30_000)
+    assert str(first) in train.result_label.toPlainText()
+    second = sorted(epochs)[1]
+    assert len({epochs[first], epochs[second], epochs[max(epochs)]}) == 3  # each run's curves tell it apart
+    train.runs_table.selectRow(rows[second])
+    qtbot.waitUntil(lambda: drawn[-1] == epochs[second] and not plot._busy, timeout=30_000)
+    assert str(second) in train.result_label.toPlainText()
+
+
 def test_a_heads_held_out_text_lists_its_ceiling_under_the_samples_protocol() -> None:
     """A bct / bt2 run's protocols name head/head; the Train page looked its numbers up and raised KeyError."""
     from embridge.app.pages.train_result import heldout_text

@@ -97,7 +97,7 @@ class TrainPage(Page):
         self.result_label = ResultView()
         self.runs_table = make_table(RUN_COLUMNS)
         self.runs_table.setMinimumHeight(80)
-        self.runs_table.itemSelectionChanged.connect(self._show_run_text)
+        self.runs_table.itemSelectionChanged.connect(self._show_run)
         results = QSplitter(Qt.Orientation.Vertical)  # plot, result and runs never overlap: each gets a pane
         for widget in (self.plot, self.result_label, self.runs_table):
             results.addWidget(widget)
@@ -298,7 +298,7 @@ class TrainPage(Page):
         enable(self.cancel_button, NO_TRAINING)
         if outcome.status == "completed" and self.ctx.ws is not None:
             # the run's recorded curves replace the live points (a closed-form sweep's last one is not its score)
-            self._show_recorded(self.ctx.ws.runs("train"))
+            self._show_recorded((self.ctx.ws.runs("train") or [None])[-1])
         self._models_changed()
 
     def _models_changed(self, *_args: object) -> None:
@@ -340,8 +340,7 @@ class TrainPage(Page):
         selected = self._selected_run()
         self._table_runs = list(reversed(runs))
         fill_runs_table(self.runs_table, self._table_runs, None if selected is None else selected["id"])
-        self._show_recorded(runs)
-        self._show_run_text()
+        self._show_run()
         self._models_changed()
 
     def _show_pairs_and_protocol(self) -> None:
@@ -372,9 +371,9 @@ class TrainPage(Page):
         """Outside a live run, the selected run's sentence (else the latest's), built from its stored
         record: a run trained by ``embridge train`` reads as one trained here. A sentence already shown
         for that run (as this page ended it) stays until the run's status changes."""
-        if self.job is not None or not self._table_runs:
+        run = self._selected_run() or (self._table_runs or [None])[0]
+        if self.job is not None or run is None:
             return
-        run = self._selected_run() or self._table_runs[0]
         key = (int(run["id"]), str(run["status"]), run.get("stale"))
         if key != self._shown:
             self.result_label.setText(recorded_text(run))
@@ -389,12 +388,20 @@ class TrainPage(Page):
         run = next((r for r in runs if r["id"] == run_id), runs[-1] if runs else None)
         self._shown = (int(run["id"]), str(run["status"]), None) if run is not None else None  # just run: current
 
-    def _show_recorded(self, runs: list[dict[str, Any]]) -> None:
-        """Outside a live run, plot the latest run's recorded epochs as its report will."""
-        if self.job is not None or not runs or not runs[-1].get("epochs"):
+    def _show_run(self) -> None:
+        """The selected run (else the latest): its sentence and its recorded curves, never another run's."""
+        self._show_recorded(self._selected_run() or (self._table_runs or [None])[0])
+        self._show_run_text()
+
+    def _show_recorded(self, run: dict[str, Any] | None) -> None:
+        """Outside a live run, plot ``run``'s recorded epochs as its report will (one without any says so)."""
+        if self.job is not None or run is None:
+            return
+        if not run.get("epochs"):
+            self.plot.clear(f"Run {run['id']} ({run['method']}) recorded no training curves.")
             return
         from embridge.core.report.report_export import report_figures
 
-        epochs = runs[-1]["epochs"]
-        heldout = {"val_metric_name": (runs[-1].get("metrics") or {}).get("val_metric_name")}
+        epochs = run["epochs"]
+        heldout = {"val_metric_name": (run.get("metrics") or {}).get("val_metric_name")}
         self.plot.schedule(lambda: report_figures({"run": {"epochs": epochs, "heldout": heldout}})["training"])
