@@ -49,6 +49,9 @@ class AppContext(QObject):
         self.devices: list[str] = ["auto"]
         self.device_label = "detecting…"
         self.focus_run: int | None = None
+        # the start-up warm-up runs: pages whose refresh imports torch wait for it rather than block the
+        # GUI thread on the import lock the warm-up holds (see Page.needs_libraries)
+        self.loading_libraries = False
 
     def set_focus_run(self, run_id: int | None) -> None:
         """The run the user works on now: the one just trained, reported on or planned."""
@@ -107,8 +110,9 @@ class AppContext(QObject):
 
     def run_plain(self, title: str, fn: Callable[[ProgressFn, StopFn], Any],
                   on_done: Callable[[Any], None] | None = None, changes_workspace: bool = False,
-                  **options: Any) -> Job:
-        """Run a job that needs no workspace; errors go to the error dialog, results to ``on_done``."""
+                  on_end: Callable[[JobOutcome], None] | None = None, **options: Any) -> Job:
+        """Run a job that needs no workspace; errors go to the error dialog, results to ``on_done``;
+        ``on_end`` sees every outcome, a failed or cancelled one too."""
 
         def finished(outcome: JobOutcome) -> None:
             if outcome.status == "failed":
@@ -117,6 +121,8 @@ class AppContext(QObject):
                 on_done(outcome.result)
             if changes_workspace and self.ws is not None:
                 self.data_changed.emit()
+            if on_end is not None:
+                on_end(outcome)
 
         return self.jobs.start(title, fn, finished, **options)
 
@@ -138,7 +144,12 @@ class AppContext(QObject):
             self.devices_changed.emit()
             self.warm_up()
 
-        return self.run_plain("Detect compute device", detect, found, visible=False)
+        def ended(outcome: JobOutcome) -> None:
+            if outcome.status != "completed":  # no warm-up follows: pages import what they need themselves
+                self._libraries_done()
+
+        self.loading_libraries = True
+        return self.run_plain("Detect compute device", detect, found, on_end=ended, visible=False)
 
     def warm_up(self) -> Job:
         """Import what the first training, report and figure jobs need, in the background and
@@ -149,6 +160,11 @@ class AppContext(QObject):
 
         def loaded(outcome: dict[str, str]) -> None:
             log.info("libraries loaded: %s", ", ".join(f"{k} {v}" for k, v in outcome.items()))
-            self.libraries_loaded.emit()
 
-        return self.run_plain("Load libraries", load, loaded, visible=False)
+        self.loading_libraries = True
+        return self.run_plain("Load libraries", load, loaded, on_end=lambda _outcome: self._libraries_done(),
+                              visible=False)
+
+    def _libraries_done(self) -> None:
+        self.loading_libraries = False
+        self.libraries_loaded.emit()

@@ -241,6 +241,29 @@ def test_the_plot_shows_the_selected_runs_curves_not_the_latest_runs(qtbot: QtBo
     assert str(second) in train.result_label.toPlainText()
 
 
+def test_pages_that_import_torch_wait_for_the_start_up_warm_up_instead_of_freezing(
+        qtbot: QtBot, window: MainWindow, demo_copy: Path) -> None:
+    """Opened in the first second, the Train page's refresh imported torch's modules on the GUI thread while
+    the warm-up held the import lock: the window froze for up to 1 s (Plan and Reports alike)."""
+    from embridge.core.store import Workspace
+    from embridge.core.train.runs import train_run
+
+    with Workspace.open(demo_copy) as ws:
+        train_run(ws, "procrustes", device="cpu")
+    window.ctx.open_workspace(demo_copy)
+    window.ctx.loading_libraries = True  # as while the warm-up job runs
+    for key in ("train", "plan", "reports"):
+        page = window.show_page(key)
+        assert page._stack.currentWidget() is page.loading, key
+    train = window.pages["train"]
+    assert train.runs_table.rowCount() == 0
+    models = window.show_page("models")  # a page that imports nothing heavy shows at once
+    assert models._stack.currentWidget() is models.body
+    window.show_page("train")
+    window.ctx._libraries_done()  # the warm-up ended: the visible page refreshes
+    assert train._stack.currentWidget() is train.body and train.runs_table.rowCount() == 1
+
+
 def test_a_heads_held_out_text_lists_its_ceiling_under_the_samples_protocol() -> None:
     """A bct / bt2 run's protocols name head/head; the Train page looked its numbers up and raised KeyError."""
     from embridge.app.pages.train_result import heldout_text

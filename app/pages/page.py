@@ -35,6 +35,9 @@ class Page(QWidget):
 
     title = "Page"
     needs_workspace = True
+    # its refresh imports modules that load torch: shown while the start-up warm-up imports them, it
+    # waits for the warm-up (a "loading" line) instead of freezing the window on the import lock (~1 s)
+    needs_libraries = False
 
     def __init__(self, ctx: AppContext) -> None:
         super().__init__()
@@ -45,9 +48,13 @@ class Page(QWidget):
         self.placeholder.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.body = QWidget()
         self.layout_ = QVBoxLayout(self.body)
+        self.loading = QLabel("Loading the libraries this page needs…")
+        self.loading.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self._stack.addWidget(self.placeholder)
         self._stack.addWidget(self.body)
+        self._stack.addWidget(self.loading)
         ctx.workspace_changed.connect(self._workspace_changed)
+        ctx.libraries_loaded.connect(self._libraries_loaded)
         ctx.data_changed.connect(self.mark_stale)
 
     def _workspace_changed(self) -> None:
@@ -67,9 +74,17 @@ class Page(QWidget):
         super().showEvent(event)
         self.update_now()
 
+    def _libraries_loaded(self) -> None:
+        if self._stale and self.isVisible():
+            self.update_now()
+
     def update_now(self) -> None:
-        self._stale = False
         has_ws = self.ctx.ws is not None
+        if self.needs_libraries and self.ctx.loading_libraries and (has_ws or not self.needs_workspace):
+            self._stale = True  # refreshed when the warm-up ends (_libraries_loaded)
+            self._stack.setCurrentWidget(self.loading)
+            return
+        self._stale = False
         self._stack.setCurrentWidget(self.body if has_ws or not self.needs_workspace else self.placeholder)
         if has_ws or not self.needs_workspace:
             self.refresh()

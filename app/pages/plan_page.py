@@ -66,6 +66,7 @@ def option_row(option: dict[str, Any], metric: str = "top1") -> list[Any]:
 
 class PlanPage(Page):
     title = "Plan"
+    needs_libraries = True
 
     def __init__(self, ctx: AppContext) -> None:
         super().__init__(ctx)

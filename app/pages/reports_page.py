@@ -109,6 +109,7 @@ def flip_entries(ws: Workspace, records: list[dict[str, Any]]) -> list[dict[str,
 
 class ReportsPage(Page):
     title = "Reports"
+    needs_libraries = True
 
     def __init__(self, ctx: AppContext) -> None:
         super().__init__(ctx)

@@ -53,6 +53,7 @@ __all__ = ["RUN_COLUMNS", "TrainPage", "result_text", "run_row"]
 
 class TrainPage(Page):
     title = "Train"
+    needs_libraries = True
 
     def __init__(self, ctx: AppContext) -> None:
         super().__init__(ctx)
