@@ -55,6 +55,8 @@ def shown_label(text: str) -> str:
 class _JobDialog(QDialog):
     """A dialog with one running job at a time: progress bar, Cancel, and a result pane."""
 
+    all_or_nothing = False  # the job keeps nothing when it does not complete (its bar empties then)
+
     def __init__(self, ctx: AppContext, title: str, parent: QWidget | None) -> None:
         super().__init__(parent)
         self.ctx = ctx
@@ -155,6 +157,8 @@ class _JobDialog(QDialog):
         if self.progress.maximum() == 0:  # still busy: show an empty bar, not a finished one
             self.progress.setRange(0, 1)
             self.progress.setValue(0)
+        elif self.all_or_nothing:  # a stopped import keeps nothing: a full bar would read as stored
+            self.progress.setValue(0)
         hint = f" ({self._resume_hint})" if self._resume_hint and outcome.status == "cancelled" else ""
         self.stage.setText(f"{outcome.status}: {outcome.error or ''}{hint}")
 
@@ -169,6 +173,8 @@ class _JobDialog(QDialog):
 
 class StoreImportDialog(_JobDialog):
     """Gallery page: "Import from a vector store..." (``embridge import --from``)."""
+
+    all_or_nothing = True  # a refused or stopped import stores nothing
 
     def __init__(self, ctx: AppContext, parent: QWidget | None = None) -> None:
         super().__init__(ctx, "Import from a vector store", parent)

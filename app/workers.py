@@ -80,17 +80,21 @@ class Job(QObject):
         """Pool-thread body: run the job, forward throttled progress, then its outcome."""
         last_emit = 0.0
         last_mark: Any = None
+        held: tuple[int, int, dict[str, Any]] | None = None  # the latest update the throttle held back
 
         def on_progress(done: int, total: int, info: dict[str, Any]) -> None:
-            nonlocal last_emit, last_mark
+            nonlocal last_emit, last_mark, held
             now = time.monotonic()
             mark = info.get(self._milestone) if self._milestone else None
             if done < total and now - last_emit < self._throttle_s and mark == last_mark:
+                held = (int(done), int(total), dict(info))
                 return
-            last_emit, last_mark = now, mark
+            last_emit, last_mark, held = now, mark, None
             self._progress_raw.emit(int(done), int(total), dict(info))
 
         outcome = run_job(self._fn, on_progress, self.token)
+        if held is not None:  # a cancelled or failed job's bar shows where it got, not an update before
+            self._progress_raw.emit(*held)
         self._finished_raw.emit(outcome)
 
     # -- GUI thread ---------------------------------------------------------------------------

@@ -170,6 +170,7 @@ def test_store_dialog_errors_name_the_form_fields_not_the_options(qtbot: QtBot, 
     assert "no point has a 'no_such_field' field (Label field); check its spelling" in shown
     assert "--label-field" not in shown
     assert dialog.stage.text() == f"failed: {shown}"  # the dialog's own status line says the same
+    assert dialog.progress.value() == 0  # it read every point before refusing, and stored none: no full bar
 
     dialog.label_field.setText("label")
     dialog.text_field.setText("no_text")
