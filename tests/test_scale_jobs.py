@@ -114,6 +114,31 @@ def test_a_growing_backfill_embeds_only_the_items_without_the_models_vectors(ws_
             held |= set(ids.tolist())
 
 
+def test_a_resumed_backfill_counts_only_what_it_embedded(ws_path: Path) -> None:
+    """A backfill stopped after some chunks and run again said it embedded every item of the job, those the
+    stopped run had embedded (its finished chunks, taken as they are) included."""
+    from embridge.core.errors import Cancelled
+
+    with Workspace.open(ws_path) as ws:
+        ids = backfill_ids(ws, "stored")
+        fresh = int((~np.isin(ids, ws.ids_with_vectors(NEW))).sum())
+        seen: list[int] = []
+
+        def stop_after_some_chunks() -> bool:
+            return len(seen) >= 3
+
+        with pytest.raises(Cancelled):
+            backfill(ws, NEW, ids, chunk=50, should_stop=stop_after_some_chunks,
+                     on_progress=lambda done, total, info: seen.append(done))
+        r = backfill(ws, NEW, ids, chunk=50)
+        assert 0 < r.resumed < fresh and r.resumed % 50 == 0  # whole chunks of the stopped run
+        assert r.embedded == fresh - r.resumed and r.items == len(ids)
+        metrics = ws.runs("backfill")[-1]["metrics"]
+        assert metrics["embedded"] == r.embedded and metrics["resumed"] == r.resumed
+        got_ids, got = set_vectors(ws, r.vector_set)
+        np.testing.assert_allclose(got, local_vectors(ws, ids), atol=1e-6)  # the kept chunks are right too
+
+
 def test_unknown_order_and_bad_detach_are_one_line(ws_path: Path, capsys: pytest.CaptureFixture[str],
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     with Workspace.open(ws_path) as ws, pytest.raises(InputError, match="--order"):

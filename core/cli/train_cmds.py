@@ -274,7 +274,8 @@ def _outcome_words(run: dict[str, Any]) -> str:
     if run.get("kind") == "export" and metrics.get("bundle_id") is not None:
         return f"bundle #{metrics['bundle_id']} at {metrics.get('path')}"
     if run.get("kind") == "backfill" and metrics.get("vector_set") is not None:
-        embedded = f" ({metrics['embedded']} embedded)" if metrics.get("embedded") is not None else ""
+        resumed = f", {metrics['resumed']} by the run it resumed" if metrics.get("resumed") else ""
+        embedded = f" ({metrics['embedded']} embedded{resumed})" if metrics.get("embedded") is not None else ""
         return f"{metrics.get('count')} items -> vector set {metrics['vector_set']}{embedded}"
     return ""
 

@@ -48,6 +48,7 @@ class BackfillResult:
     reused: bool = False  # the model already had a vector set of exactly these items: nothing was embedded
     set_name: str | None = None  # the vector set's name (a reused set keeps its own, whatever --name says)
     embedded: int | None = None  # items embedded by this run; the others' stored vectors were copied
+    resumed: int = 0  # items an interrupted run of this backfill had embedded (its finished chunks, kept)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -313,20 +314,22 @@ def _backfill_staged(ws: Any, model: str, ids: np.ndarray, todo: np.ndarray, spe
     from embridge.core.scale.backfill_embed import embed_dataset
 
     with recorded_run(ws, "backfill", model, config) as record:
+        resumed = 0
         if len(todo):
             if not (stage / "items").is_dir():
                 stage_items(ws, spec, todo, stage / "items.partial", should_stop)
                 (stage / "items.partial").rename(stage / "items")
-            embed_dataset(spec, str(stage / "items"), str(stage / "vectors"), engine=engine, chunk=chunk,
+            done = embed_dataset(spec, str(stage / "items"), str(stage / "vectors"), engine=engine, chunk=chunk,
                           batch_size=batch_size, actors=actors, num_gpus=num_gpus, ray_address=ray_address,
                           on_progress=items_progress(progress, len(todo)), should_stop=should_stop,
                           role=text_role(spec), own_stage=True)
+            resumed = int(len(todo)) - int(done.items)  # chunks a killed run finished are taken as they are
         info = record_vectors(ws, model, ids, stage / "vectors", name=name, store=store, embedded=todo)
         record["metrics"] = {"vector_set": info["id"], "count": info["count"], "dim": info["dim"],
-                             "embedded": int(len(todo))}
+                             "embedded": int(len(todo)) - resumed, **({"resumed": resumed} if resumed else {})}
     shutil.rmtree(stage, ignore_errors=True)
     return BackfillResult(model, int(len(ids)), int(info["id"]), int(info["dim"]), order, engine, store,
-                          set_name=name, embedded=int(len(todo)))
+                          set_name=name, embedded=int(len(todo)) - resumed, resumed=resumed)
 
 
 def text_role(spec: dict[str, Any]) -> str | None:
