@@ -100,6 +100,11 @@ def test_queries_without_a_relevant_item_are_counted_as_not_scored(demo_copy: Pa
     assert main(["report", "-w", str(demo_copy), "--bootstrap", "50", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["n_queries"] == 170 and data["sizes"]["queries_scored"] == 170
+    # the partial-backfill curves the README lists for report --json, as report.json records them
+    stored = json.loads(Path(data["report_json"]).read_text(encoding="utf-8"))["backfill"]["policies"]
+    assert data["backfill_curves"] and set(data["backfill_curves"]) == set(stored)
+    for policy, curve in data["backfill_curves"].items():
+        assert curve == {"betas": stored[policy]["betas"], "values": stored[policy]["values"]}
     page = Path(data["report_html"]).read_text(encoding="utf-8")
     assert ("Scored: 170 of the 200 queries (the others have no relevant item in this gallery), so no metric counts "
             "the other 30.") in page

@@ -235,6 +235,9 @@ def report_data(report: Report) -> dict[str, Any]:
                   for name, values in report.table().items()},
         **report.headline_numbers(),
         "backfill_areas": report.backfill_areas,
+        # the partial-backfill curves themselves: per policy, the share backfilled and each metric there
+        "backfill_curves": {policy: {"betas": curve.get("betas"), "values": curve.get("values")}
+                            for policy, curve in (report.backfill.get("policies") or {}).items()},
         "sizes": report.sizes, "search": {k: report.search[k] for k in ("method", "exact", "recall_vs_exact",
                                                                          "statement")},
         "verdicts": report.verdicts, "report_json": report.json_file, "report_html": report.html_file,
