@@ -11,6 +11,7 @@ the GUI thread shows the finished RGBA bytes. A resize renders what is shown aga
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +22,9 @@ from PySide6.QtWidgets import QLabel, QSizePolicy
 from embridge.app.plots import FigureRecipe, PlotWidget
 
 log = logging.getLogger("embridge.app")
+# one figure built and drawn at a time, whichever plot asks: matplotlib does not promise that two threads
+# may draw at once, and the pages' plots (six on the Reports page) would otherwise share the pool freely
+_RENDER_LOCK = threading.Lock()
 Render = Callable[[int, int, float], tuple[int, bytes]]  # (width, height, pixel ratio) -> (axes, RGBA bytes)
 
 
@@ -128,7 +132,8 @@ class ImagePlot(PlotWidget):
 
         def job() -> None:
             try:
-                axes, data = render(width, height, ratio)
+                with _RENDER_LOCK:
+                    axes, data = render(width, height, ratio)
             except Exception:  # a drawing bug must not kill the pool thread; the log has it
                 log.exception("plot render failed")
                 axes, data = 0, None

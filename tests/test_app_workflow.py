@@ -134,7 +134,10 @@ def test_open_models_import_embed_train_report_plan_export(qtbot: QtBot, window:
     assert colour == (PASS_COLOUR if report.comparison["top1"]["passes"] else FAIL_COLOUR)
     reports.tabs.setCurrentWidget(reports.figure_tabs)
     assert {"cells", "recall", "flips", "backfill", "training"} <= set(reports.plots)
-    assert all(plot.figure is not None for plot in reports.plots.values())
+    for plot in reports.plots.values():  # each tab's figure is built and drawn off the GUI thread when shown
+        reports.figure_tabs.setCurrentWidget(plot)
+        qtbot.waitUntil(lambda plot=plot: plot.image_source == "recorded" and plot.image_axes >= 1, timeout=30_000)
+        assert plot.figure is None
     n_flips = report.flipped_queries["n_negative"] + report.flipped_queries["n_positive"]
     assert len(reports.flips.entries) == min(n_flips, 2 * 500) > 0
     first = reports.flips.entries[0]

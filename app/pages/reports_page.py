@@ -27,11 +27,11 @@ from PySide6.QtWidgets import (
 from embridge.app import dialogs
 from embridge.app.context import AppContext
 from embridge.app.error_path import labelled
+from embridge.app.image_plot import ImagePlot
 from embridge.app.pages.forms import scrolled_text, set_combo_items
 from embridge.app.pages.page import Page, completed_train_runs, make_table, run_label, select_run
 from embridge.app.pages.report_widgets import FlipBrowser, fill_metrics_table
 from embridge.app.pages.why_disabled import NO_RUNS, enable
-from embridge.app.plots import PlotWidget
 from embridge.core.errors import EmbridgeError, InputError, StoreError
 from embridge.core.evaluation.headline import with_judged_rows
 from embridge.core.formatting import capitalised
@@ -167,7 +167,7 @@ class ReportsPage(Page):
         self.tabs = QTabWidget()
         self.metrics = make_table(["Metric"])
         self.figure_tabs = QTabWidget()
-        self.plots: dict[str, PlotWidget] = {}
+        self.plots: dict[str, ImagePlot] = {}
         self.flips = FlipBrowser()
         self.tabs.addTab(self.metrics, "&Metrics")
         self.tabs.addTab(self.figure_tabs, "&Figures")
@@ -300,14 +300,14 @@ class ReportsPage(Page):
         """The report's figures, built once per report on first view (matplotlib loads here)."""
         if self.report is None or self._figures_for == id(self.report):
             return
-        from embridge.core.report.report_export import report_figures
+        from embridge.core.report.report_export import report_figure_recipes
 
         self._figures_for = id(self.report)
-        for name, figure in report_figures(self.report).items():
+        for name, recipe in report_figure_recipes(self.report).items():
             if name not in self.plots:
-                self.plots[name] = PlotWidget()
+                self.plots[name] = ImagePlot()
                 self.figure_tabs.addTab(self.plots[name], FIGURE_TITLES.get(name, name))
-            self.plots[name].show_figure(figure)
+            self.plots[name].schedule(recipe)  # built and drawn on a pool thread (~500 ms for all of them)
 
     # -- state ------------------------------------------------------------------------------
     def refresh(self) -> None:

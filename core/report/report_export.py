@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import re
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -25,7 +26,8 @@ from embridge.core.report.report_record import Report, as_report, curve_metric, 
 from embridge.core.store import Workspace
 from embridge.core.store.files import atomic_write_text
 
-__all__ = ["figure_svgs", "inline_svg", "json_safe", "report_figures", "report_json", "save_report"]
+__all__ = ["figure_svgs", "inline_svg", "json_safe", "report_figure_recipes", "report_figures", "report_json",
+           "save_report"]
 
 
 def report_json(report: Report) -> str:
@@ -39,32 +41,39 @@ def _num(value: Any) -> float:
 
 def report_figures(report: Report | Mapping[str, Any]) -> dict[str, Any]:
     """Every figure of a report (or chain report), by name: the app shows the same ones."""
+    return {name: build() for name, build in report_figure_recipes(report).items()}
+
+
+def report_figure_recipes(report: Report | Mapping[str, Any]) -> dict[str, Callable[[], Any]]:
+    """Each figure of :func:`report_figures` as a recipe that builds it: the figures a report has are known
+    at once, and each is built where it is drawn (the app's pages build them off the GUI thread)."""
     from embridge.core.report import figures
 
     r = as_report(report)
-    out: dict[str, Any] = {}
+    out: dict[str, Callable[[], Any]] = {}
     if r.cells:
         shown = r.headline_metrics
         values = {n: {m: _num(c["metrics"].get(m)) for m in shown} for n, c in r.cells.items()}
         cis = {n: {m: tuple(c["ci"][m]) for m in shown if m in (c.get("ci") or {})
                    and None not in c["ci"][m]} for n, c in r.cells.items()}
-        out["cells"] = figures.metric_bars(values, shown, cis)
-        out["recall"] = figures.recall_curves(
-            {n: {int(k): _num(v) for k, v in c["recall_curve"].items()} for n, c in r.cells.items()})
+        out["cells"] = partial(figures.metric_bars, values, shown, cis)
+        out["recall"] = partial(figures.recall_curves,
+                                {n: {int(k): _num(v) for k, v in c["recall_curve"].items()} for n, c in r.cells.items()})
     if r.flips:
-        out["flips"] = figures.flip_bars({n: {"negative": f["negative_flip_rate"], "positive": f["positive_flip_rate"]}
-                                          for n, f in r.flips.items()})
+        out["flips"] = partial(figures.flip_bars, {n: {"negative": f["negative_flip_rate"],
+                                                       "positive": f["positive_flip_rate"]} for n, f in r.flips.items()})
     if r.per_label:
         wanted = [r.upgraded_cell, "old/old", r.ceiling_cell]
         names = [n for n in dict.fromkeys(wanted) if n in r.per_label]
-        out["per_label"] = figures.per_label_bars(
-            {n: {str(row["label"]): _num(row.get("top1")) for row in r.per_label[n]} for n in names})
+        out["per_label"] = partial(figures.per_label_bars,
+                                   {n: {str(row["label"]): _num(row.get("top1")) for row in r.per_label[n]} for n in names})
     if r.backfill.get("policies"):
         head = r.headline  # old/old on the curves' sample when measured there (the whole gallery's may differ)
         m = curve_metric(r.backfill)
         floor = ((r.backfill.get("old_old") or {}).get("metrics") or {}).get(m, head.get(f"old_old_{m}"))
         refs = {"old/old": floor, str(r.ceiling_cell): head.get(f"ceiling_{m}")}
-        out["backfill"] = figures.backfill_curves(
+        out["backfill"] = partial(
+            figures.backfill_curves,
             {p: {"betas": c["betas"], "values": [_num(v) for v in c["values"][m]], "area": c["areas"][m]}
              for p, c in r.backfill["policies"].items()}, metric=metric_label(m),
             references={k: float(v) for k, v in refs.items() if isinstance(v, int | float)})
@@ -72,12 +81,12 @@ def report_figures(report: Report | Mapping[str, Any]) -> dict[str, Any]:
     if any(isinstance(v, int | float) for row in epochs for k, v in row.items() if k != "epoch"):
         axis = _epoch_axis(epochs)
         rows = epochs if axis == "epoch" else [{k: v for k, v in row.items() if k != "epoch"} for row in epochs]
-        out["training"] = figures.training_curves(rows, axis, run_heldout(r.run).get("val_metric_name"))
+        out["training"] = partial(figures.training_curves, rows, axis, run_heldout(r.run).get("val_metric_name"))
     chain = r.chain
     if chain:
-        out["compatibility_matrix"] = figures.compatibility_heatmap(
-            np.array(chain["matrix"], dtype=np.float64), chain["versions"], chain.get("ac"), chain.get("am"),
-            chain.get("metric", "top1"))
+        out["compatibility_matrix"] = partial(
+            figures.compatibility_heatmap, np.array(chain["matrix"], dtype=np.float64), chain["versions"],
+            chain.get("ac"), chain.get("am"), chain.get("metric", "top1"))
     return out
 
 
