@@ -56,29 +56,26 @@ def test_a_workspace_path_that_is_a_file_is_named(tmp_path: Path, capsys: pytest
     assert code == 1 and f"{file}: is a file, not a folder" in err and file.read_text() == "hi"
 
 
-def _workspace_with_sets(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(0)
-    ws = Workspace.create(path)
-    ids = np.asarray(ws.add_items([{"key": f"i{i}", "split": "gallery"} for i in range(60)]), dtype=np.int64)
-    vectors = rng.standard_normal((60, 8)).astype(np.float32)
-    source = path.parent / "new.npz"
-    np.savez(source, ids=np.array([f"i{i}" for i in range(60)]), vectors=vectors)
-    ws.close()
-    return ids, vectors
+def _embedded_set(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[Path, np.ndarray, np.ndarray, Path]:
+    """(workspace, item ids, their vectors, the vector file) after `model add` of a vectors-only model 'new'
+    and `embed`: 60 items, one vector set."""
+    ws = tmp_path / "ws"
+    vectors = np.random.default_rng(0).standard_normal((60, 8)).astype(np.float32)
+    with Workspace.create(ws) as w:
+        ids = np.asarray(w.add_items([{"key": f"i{i}", "split": "gallery"} for i in range(60)]), dtype=np.int64)
+    np.savez(tmp_path / "new.npz", ids=np.array([f"i{i}" for i in range(60)]), vectors=vectors)
+    assert _cli(capsys, "model", "add", "--workspace", str(ws), "--name", "new", "--path",
+                str(tmp_path / "new.npz"), "--role", "new")[0] == 0
+    assert _cli(capsys, "embed", "--workspace", str(ws), "--model", "new")[0] == 0
+    with Workspace.open(ws) as w:
+        return ws, ids, vectors, Path(w.vector_sets("new")[0]["path"])
 
 
 def test_a_cut_short_vector_file_is_flagged_and_embed_stores_its_items_again(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """`info` flagged nothing, `embed` counted the damaged set's items as held, and train and report failed
     on its checksum with no way out but restoring the file by hand."""
-    ws = tmp_path / "ws"
-    ids, vectors = _workspace_with_sets(ws)
-    assert _cli(capsys, "model", "add", "--workspace", str(ws), "--name", "new", "--path",
-                str(tmp_path / "new.npz"), "--role", "new")[0] == 0
-    assert _cli(capsys, "embed", "--workspace", str(ws), "--model", "new")[0] == 0
-    with Workspace.open(ws) as w:
-        damaged = w.vector_sets("new")[0]
-    path = Path(damaged["path"])
+    ws, ids, vectors, path = _embedded_set(tmp_path, capsys)
     path.write_bytes(path.read_bytes()[:-100])  # cut short
     code, out, _ = _cli(capsys, "info", "--workspace", str(ws))
     assert code == 0 and "DAMAGED:" in out and "run 'embridge embed --model new' to embed its items again" in out
@@ -97,13 +94,7 @@ def test_a_cut_short_vector_file_is_flagged_and_embed_stores_its_items_again(
 
 def test_a_vector_file_changed_in_place_counts_as_damaged_too(tmp_path: Path,
                                                               capsys: pytest.CaptureFixture[str]) -> None:
-    ws = tmp_path / "ws"
-    ids, vectors = _workspace_with_sets(ws)
-    assert _cli(capsys, "model", "add", "--workspace", str(ws), "--name", "new", "--path",
-                str(tmp_path / "new.npz"), "--role", "new")[0] == 0
-    assert _cli(capsys, "embed", "--workspace", str(ws), "--model", "new")[0] == 0
-    with Workspace.open(ws) as w:
-        path = Path(w.vector_sets("new")[0]["path"])
+    ws, ids, vectors, path = _embedded_set(tmp_path, capsys)
     data = bytearray(path.read_bytes())
     data[-5] ^= 0x40  # one flipped bit in the last row: same size, other checksum
     path.write_bytes(bytes(data))
