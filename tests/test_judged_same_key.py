@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from embridge.core.evaluation.scoring import score
 from embridge.core.evaluation.tasks import upgrade_tasks
@@ -17,8 +18,9 @@ from embridge.core.store.judgments import Judgments
 N_DOCS, N_QUERIES = 200, 60
 
 
-def _workspace(path: Path) -> tuple[Path, dict[str, np.ndarray]]:
-    """Query i and document i share key k<i> and a vector; document 100 + i, near it, is the one judged."""
+def _workspace(path: Path, twin_judged: int = 0) -> tuple[Path, dict[str, np.ndarray]]:
+    """Query i and document i share key k<i> and a vector; document 100 + i, near it, is the one judged
+    (for the first ``twin_judged`` queries, document i, the one with the query's key, instead)."""
     rng = np.random.default_rng(0)
     latent = rng.standard_normal((N_DOCS, 32))
     latent[100:100 + N_QUERIES] = latent[:N_QUERIES] + 0.6 * rng.standard_normal((N_QUERIES, 32))
@@ -28,7 +30,9 @@ def _workspace(path: Path) -> tuple[Path, dict[str, np.ndarray]]:
     queries = np.asarray(ws.add_items([{"key": f"k{i}", "split": "query"} for i in range(N_QUERIES)]),
                          dtype=np.int64)
     splits = np.array(["test"] * 40 + ["dev"] * 10 + ["train"] * 10)
-    ws.add_judgments(Judgments(queries, docs[100:100 + N_QUERIES], np.ones(N_QUERIES, np.int32), splits))
+    judged = docs[100:100 + N_QUERIES].copy()
+    judged[:twin_judged] = docs[:twin_judged]
+    ws.add_judgments(Judgments(queries, judged, np.ones(N_QUERIES, np.int32), splits))
     vectors = {}
     for k, (name, dim) in enumerate((("old", 16), ("new", 24))):
         spec = {"name": name, "kind": "vectors", "modality": "vector", "dim": dim, "sha256": f"{k:064d}", "path": ""}
@@ -156,3 +160,20 @@ def test_a_query_judged_only_against_its_own_key_is_scored_and_a_document_one_mo
     assert result.protocol.unscored_reason() == "the others have no relevant judgment"
     assert _unscored_line(5, 4, result.protocol) == [
         "Scored: 4 of the 5 queries (the others have no relevant judgment), so no metric counts the other 1."]
+
+
+def test_the_backfill_curves_score_a_query_judged_only_against_its_own_key_as_the_cells_do(tmp_path: Path) -> None:
+    """The curves dropped such a query (the cells score it 0): at β = 1 they read 33/46 where new/new read
+    33/47, and the plan's partial option passed a target it misses."""
+    from embridge.core.report.build import ReportOptions, build_report
+    from embridge.core.train.runs import train_run
+
+    path, _ = _workspace(tmp_path / "ws", twin_judged=3)
+    with Workspace.open(path) as ws:
+        run = train_run(ws, "affine", device="cpu")
+        report = build_report(ws, run["run_id"], ReportOptions(n_boot=20, backfill_steps=4))
+    head, curve = report.headline, report.backfill["policies"]["random"]["values"]
+    assert report.cells["new/new"]["n_queries"] == 40  # the three are scored, with a miss
+    for metric, upgraded in (("top1", "upgraded_top1"), ("ndcg@10", "ndcg@10")):
+        assert curve[metric][-1] == pytest.approx(head[f"new_new_{metric}"])  # β = 1: the full backfill
+        assert curve[metric][0] == pytest.approx(head[upgraded])  # β = 0: the layer alone

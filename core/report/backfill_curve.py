@@ -245,12 +245,15 @@ def backfill_curves(
         stop = min(start + block, n_q)
         s_new, s_old = nq[start:stop] @ ng.T, hq[start:stop] @ og.T
         rel = judged.grades(start, stop) if judged is not None else gt[None, :] == qt[start:stop, None]
+        # under judgments a query judged relevant only to the document with its own key is scored (it misses
+        # it, never ranked), as the cells score it; under labels the query's own item is not relevant to it
+        judged_valid = (rel > 0).any(axis=1) if judged is not None else None
         if ex is not None:
             rows = np.flatnonzero(ex[start:stop] >= 0)
             cols = ex[start:stop][rows]
             s_new[rows, cols] = s_old[rows, cols] = -np.inf
             rel[rows, cols] = 0
-        valid = (rel > 0).any(axis=1)
+        valid = judged_valid if judged_valid is not None else (rel > 0).any(axis=1)
         n_valid += int(valid.sum())
         ideal = judged.ideal(start, stop) if judged is not None else None
         for policy, parts in segments.items():
