@@ -86,7 +86,7 @@ def overview_text(info: dict[str, Any]) -> str:
         lines.append(f"  #{v['id']} {v['model']:<12} {v['name']:<12} {v['count']} x {v['dim']} {v['dtype']}"
                      + (f"  {'MISSING' if v.get('file_missing') else 'DAMAGED'}: {v['file_problem']}; "
                         + ("a later set holds all its items again, so nothing reads it" if v.get("replaced")
-                           else damaged_advice(v["model"])) if v.get("file_problem") else ""))
+                           else damaged_advice(v["model"], int(v["count"]))) if v.get("file_problem") else ""))
     if info["runs"]:
         lines.append(f"runs: {len(info['runs'])} (" + ", ".join(
             f"#{r['id']} {r['kind']}/{r['method']} {r['status']}" for r in info["runs"][-5:]) + ")")

@@ -114,7 +114,7 @@ def test_a_growing_backfill_embeds_only_the_items_without_the_models_vectors(ws_
             held |= set(ids.tolist())
 
 
-def test_a_resumed_backfill_counts_only_what_it_embedded(ws_path: Path) -> None:
+def test_a_resumed_backfill_counts_only_what_it_embedded(ws_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A backfill stopped after some chunks and run again said it embedded every item of the job, those the
     stopped run had embedded (its finished chunks, taken as they are) included."""
     from embridge.core.errors import Cancelled
@@ -137,6 +137,11 @@ def test_a_resumed_backfill_counts_only_what_it_embedded(ws_path: Path) -> None:
         assert metrics["embedded"] == r.embedded and metrics["resumed"] == r.resumed
         got_ids, got = set_vectors(ws, r.vector_set)
         np.testing.assert_allclose(got, local_vectors(ws, ids), atol=1e-6)  # the kept chunks are right too
+    capsys.readouterr()
+    assert cli(["runs", "-w", str(ws_path), "--kind", "backfill", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)  # runs --json carried no backfill counts at all
+    shown = listed[-1]["metrics"] if isinstance(listed, list) else listed["runs"][-1]["metrics"]
+    assert shown["embedded"] == r.embedded and shown["resumed"] == r.resumed and shown["count"] == r.items
 
 
 def test_unknown_order_and_bad_detach_are_one_line(ws_path: Path, capsys: pytest.CaptureFixture[str],

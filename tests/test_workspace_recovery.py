@@ -78,7 +78,7 @@ def test_a_cut_short_vector_file_is_flagged_and_embed_stores_its_items_again(
     ws, ids, vectors, path = _embedded_set(tmp_path, capsys)
     path.write_bytes(path.read_bytes()[:-100])  # cut short
     code, out, _ = _cli(capsys, "info", "--workspace", str(ws))
-    assert code == 0 and "DAMAGED:" in out and "run 'embridge embed --model new' to embed its items again" in out
+    assert code == 0 and "DAMAGED:" in out and "run 'embridge embed --model new' to embed every item" in out
     with Workspace.open(ws) as w, pytest.raises(Exception, match="embridge embed --model new"):
         w.vectors_for("new", ids)
     code, out, err = _cli(capsys, "embed", "--workspace", str(ws), "--model", "new", "--json")
@@ -102,3 +102,35 @@ def test_a_vector_file_changed_in_place_counts_as_damaged_too(tmp_path: Path,
     assert code == 0 and json.loads(out)["written"] == 60
     with Workspace.open(ws) as w:
         np.testing.assert_array_equal(w.vectors_for("new", ids), vectors)
+
+
+@pytest.mark.parametrize("damage", ["deleted", "changed"])
+def test_a_damaged_id_list_is_passed_over_with_a_warning_and_embed_mends_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], damage: str) -> None:
+    """A deleted or changed `.ids.npy` blocked every reader for good (train, report, embed --sample) and
+    following the advice did not help; `info` flagged a changed one not at all."""
+    ws, ids, vectors, path = _embedded_set(tmp_path, capsys)
+    id_list = path.with_name(path.name.replace(".npy", ".ids.npy"))
+    if damage == "deleted":
+        id_list.unlink()
+    else:
+        stored = np.load(id_list)
+        stored[[0, 1]] = stored[[1, 0]]  # two items swap vectors: the same size, another checksum
+        np.save(id_list, stored)
+    code, out, _ = _cli(capsys, "info", "--workspace", str(ws))
+    assert code == 0 and ("MISSING" if damage == "deleted" else "DAMAGED") in out and "readers pass it over" in out
+    with Workspace.open(ws) as w:
+        assert w.ids_with_vectors("new").size == 0  # its items are not counted as holding vectors
+    capsys.readouterr()
+    code, out, err = _cli(capsys, "embed", "--workspace", str(ws), "--model", "new", "--json")
+    assert code == 0 and json.loads(out)["written"] == 60
+    warnings = [line for line in err.splitlines() if line.startswith("WARNING: ")]
+    assert len(warnings) == 1 and warnings[0].startswith("WARNING: vector set 1 of model 'new' was passed over: ")
+    with Workspace.open(ws) as w:
+        np.testing.assert_array_equal(w.vectors_for("new", ids), vectors)  # the new set's, read past the old one
+
+
+def test_init_where_the_database_is_a_folder_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "ws" / "embridge.db").mkdir(parents=True)
+    code, _, err = _cli(capsys, "init", "--workspace", str(tmp_path / "ws"))
+    assert code == 1 and err == f"embridge: error: {tmp_path / 'ws' / 'embridge.db'}: the workspace database is not a regular file\n"

@@ -84,6 +84,17 @@ def main(argv: Sequence[str] | None = None, *, program: bool = False) -> int:
     program), so once the command's work is done a late Ctrl-C or SIGTERM is ignored rather than
     turning a finished command into a failed one; callers in-process keep their own signal handling."""
     try:
+        return _main(argv, program)
+    finally:  # damaged vector sets the command passed over, whatever its outcome
+        from embridge.core.store import damage_log
+
+        for line in damage_log.take():
+            if sys.stderr is not None:
+                sys.stderr.write(f"WARNING: {one_line(line)}\n")
+
+
+def _main(argv: Sequence[str] | None, program: bool) -> int:
+    try:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # a usage error (already printed as one line), --help or --version
         code = exc.code if isinstance(exc.code, int) else 2

@@ -190,7 +190,8 @@ def ceiling_of(metrics: dict[str, Any]) -> tuple[str, Any]:
 RUNS_METRICS = ("old_old_top1", "new_new_top1", "ceiling_cell", "ceiling_top1", "old_old_sample_top1",
                 "upgraded_sample_top1", "upgraded_top1", "gain_retained", "gain_retained_note", "ndcg@10", "old_old_ndcg@10",
                 "new_new_ndcg@10", "old_old_sample_ndcg@10", "upgraded_sample_ndcg@10", "gain_retained_ndcg@10", "mrr@10", "kind", "pairs_used", "heldout_protocol", "val_protocol", "protocol",
-                "cell_protocols", "report_id", "candidates", "budget")  # auto: each candidate's score and time
+                "cell_protocols", "report_id", "candidates", "budget",  # auto: each candidate's score and time
+                "vector_set", "count", "embedded", "resumed")  # a backfill: its set, items, how many it embedded
 
 
 def cmd_runs(args: argparse.Namespace) -> Result:
@@ -275,7 +276,10 @@ def _outcome_words(run: dict[str, Any]) -> str:
         return f"bundle #{metrics['bundle_id']} at {metrics.get('path')}"
     if run.get("kind") == "backfill" and metrics.get("vector_set") is not None:
         resumed = f", {metrics['resumed']} by the run it resumed" if metrics.get("resumed") else ""
-        embedded = f" ({metrics['embedded']} embedded{resumed})" if metrics.get("embedded") is not None else ""
+        copied = int(metrics.get("count") or 0) - int(metrics.get("embedded") or 0) - int(metrics.get("resumed") or 0)
+        copied_words = f", {copied} copied" if copied > 0 and metrics.get("embedded") is not None else ""
+        embedded = (f" ({metrics['embedded']} embedded{resumed}{copied_words})"
+                    if metrics.get("embedded") is not None else "")
         return f"{metrics.get('count')} items -> vector set {metrics['vector_set']}{embedded}"
     return ""
 

@@ -19,7 +19,14 @@ from embridge.core.store.file_checks import verified_sha256
 def file_problem(root: Path, info: dict[str, Any]) -> str | None:
     """What is wrong with a vector set's files that a look at them shows (no hashing), or None."""
     vectors, ids = Path(root) / info["file"], Path(root) / info["ids_file"]
-    if not vectors.is_file() or not ids.is_file():
+    passed_over = "so readers pass it over, its items counting as without vectors of its model"
+    if not ids.is_file():
+        return f"its id list is gone from the workspace (removed by hand?), {passed_over}"
+    try:  # a few bytes an item: checked whole (a remembered check is not repeated)
+        verified_sha256(ids, info["ids_sha256"])
+    except IntegrityError:
+        return f"its id list changed since it was stored, {passed_over}"
+    if not vectors.is_file():
         return "its file is gone from the workspace (removed by hand?)"
     expected = int(info["count"]) * int(info["dim"]) * np.dtype(info["dtype"]).itemsize
     try:
@@ -62,13 +69,16 @@ def replaced(ws: Any, info: dict[str, Any]) -> bool:
     if not later:
         return False
     try:
-        ids = ws.vector_set_ids(info["id"], verify=False)
-    except (IntegrityError, OSError, ValueError):
+        ids = ws.vector_set_ids(info["id"], verify=True)
+    except (IntegrityError, OSError, ValueError):  # its items unknown (readers pass it over: damage_log)
         return False
     held = np.unique(np.concatenate([ws.vector_set_ids(s["id"]) for s in later]))
     return bool(np.isin(ids, held).all())
 
 
-def damaged_advice(model: str) -> str:
-    return (f"run 'embridge embed --model {model}' to embed its items again (the new set replaces the damaged "
-            "one), or restore the file from a backup")
+def damaged_advice(model: str, count: int) -> str:
+    """How to recover a damaged set of ``count`` items: embed the items without intact vectors again (a new
+    set replaces it), a sample of that size when the set was a sample, or restore the file."""
+    return (f"run 'embridge embed --model {model}' to embed every item without intact vectors of it again, or "
+            f"'embridge embed --model {model} --sample {count}' when this set of {count} items was a sample "
+            "(the seeded sample is drawn again); the new set replaces it. Or restore the file from a backup")

@@ -34,6 +34,7 @@ from embridge.core.errors import (
     VectorFileError,
 )
 from embridge.core.paths import DB_NAME, check_name, child
+from embridge.core.store import damage_log
 from embridge.core.store.file_checks import verified_sha256
 from embridge.core.store.id_sets import is_sorted_unique, unique_ids
 from embridge.core.store.items import ITEM_FIELDS, QUERY_SPLIT, ItemsMixin, in_gallery, item_namespace
@@ -92,6 +93,8 @@ class Workspace(ItemsMixin, ModelsMixin, RecordsMixin, JudgmentsMixin):
         if root.exists() and not root.is_dir():
             raise StoreError(f"{root}: is a file, not a folder; give a new or empty folder for the workspace")
         unfinished = init_cut_short(root)  # an 'init' killed before its first write: finished now
+        if (root / DB_NAME).exists() and not (root / DB_NAME).is_file():
+            raise StoreError(f"{root / DB_NAME}: the workspace database is not a regular file")
         if (root / DB_NAME).exists() and not unfinished:
             raise StoreError(f"{root}: a workspace already exists here")
         if not unfinished and root.exists() and any(p for p in root.iterdir() if not p.name.startswith(".")):
@@ -290,7 +293,7 @@ class Workspace(ItemsMixin, ModelsMixin, RecordsMixin, JudgmentsMixin):
             matrix = open_matrix(self.root / info["file"], info["sha256"] if verify else None,
                                  info["count"], info["dim"])
         except IntegrityError as exc:  # deleted, cut short or changed by hand: say how to recover
-            raise IntegrityError(f"{exc}; {damaged_advice(info['model'])}") from exc
+            raise IntegrityError(f"{exc}; {damaged_advice(info['model'], int(info['count']))}") from exc
         return ids, matrix
 
     def vector_set_ids(self, set_id: int, verify: bool = True) -> np.ndarray:
@@ -313,11 +316,17 @@ class Workspace(ItemsMixin, ModelsMixin, RecordsMixin, JudgmentsMixin):
         return ids
 
     def ids_with_vectors(self, model: str) -> np.ndarray:
-        """Sorted ids of items that have vectors under ``model`` (any of its sets)."""
-        sets = self.vector_sets(model)
-        if not sets:
-            return np.zeros(0, dtype=np.int64)
-        return unique_ids(np.concatenate([self.vector_set_ids(s["id"]) for s in sets]))
+        """Sorted ids of items that have vectors under ``model`` (any of its sets whose id list can be read:
+        see :mod:`embridge.core.store.damage_log`)."""
+        lists = []
+        for info in self.vector_sets(model):
+            try:
+                lists.append(self.vector_set_ids(info["id"]))
+            except IntegrityError as exc:
+                damage_log.note(f"vector set {info['id']} of model '{model}'",
+                                f"{exc}; its items count as holding none of its vectors; "
+                                f"{damaged_advice(model, int(info['count']))}")
+        return unique_ids(np.concatenate(lists)) if lists else np.zeros(0, dtype=np.int64)
 
     def _sets_with_vectors(self, model: str) -> list[dict[str, Any]]:
         """``model``'s vector sets, oldest first; an error naming the model when it has none."""
@@ -353,18 +362,26 @@ class Workspace(ItemsMixin, ModelsMixin, RecordsMixin, JudgmentsMixin):
         given = out
         out = given if given is not None and where is None else np.empty((len(unique), dim), dtype=dtype)
         filled = np.zeros(len(unique), dtype=bool)
+        unreadable: IntegrityError | None = None  # a set whose id list is damaged: the others may hold its items
         for info in reversed(sets):
             if filled.all():
                 break
             if info["dim"] != dim:
                 raise StoreError(f"{self.root}: vector sets of model '{model}' differ in dimension "
                                  f"({info['dim']} in set {info['id']}, {dim} in the newest)")
+            try:
+                self._set_ids(info, True)
+            except IntegrityError as exc:
+                unreadable = unreadable or IntegrityError(f"{exc}; {damaged_advice(model, int(info['count']))}")
+                continue
             ids, matrix = self.open_vector_set(info["id"])
             slots, rows = matching_rows(unique, ids, filled)
             for start in range(0, len(rows), GATHER_BLOCK):
                 copy_rows(out, slots[start:start + GATHER_BLOCK], matrix, rows[start:start + GATHER_BLOCK])
             filled[slots] = True
         missing = int((~(filled if where is None else filled[where])).sum())
+        if missing and unreadable is not None:
+            raise unreadable
         if missing:
             raise StoreError(f"{self.root}: {missing} of {len(want)} requested items have no "
                              f"vectors under model '{model}'")
