@@ -146,6 +146,8 @@ class AppContext(QObject):
 
         def ended(outcome: JobOutcome) -> None:
             if outcome.status != "completed":  # no warm-up follows: pages import what they need themselves
+                self.device_label = "unknown (detection failed; jobs use the CPU)"
+                self.devices_changed.emit()
                 self._libraries_done()
 
         self.loading_libraries = True

@@ -55,7 +55,7 @@ def shown_label(text: str) -> str:
 class _JobDialog(QDialog):
     """A dialog with one running job at a time: progress bar, Cancel, and a result pane."""
 
-    all_or_nothing = False  # the job keeps nothing when it does not complete (its bar empties then)
+    all_or_nothing = False  # the job keeps nothing when it is refused (its bar empties then)
 
     def __init__(self, ctx: AppContext, title: str, parent: QWidget | None) -> None:
         super().__init__(parent)
@@ -157,7 +157,8 @@ class _JobDialog(QDialog):
         if self.progress.maximum() == 0:  # still busy: show an empty bar, not a finished one
             self.progress.setRange(0, 1)
             self.progress.setValue(0)
-        elif self.all_or_nothing:  # a stopped import keeps nothing: a full bar would read as stored
+        elif self.all_or_nothing and outcome.status == "failed":  # a refused import stored nothing (a cancelled
+            # one keeps its batches for the next run: its bar stays where it got)
             self.progress.setValue(0)
         hint = f" ({self._resume_hint})" if self._resume_hint and outcome.status == "cancelled" else ""
         self.stage.setText(f"{outcome.status}: {outcome.error or ''}{hint}")
@@ -174,7 +175,7 @@ class _JobDialog(QDialog):
 class StoreImportDialog(_JobDialog):
     """Gallery page: "Import from a vector store..." (``embridge import --from``)."""
 
-    all_or_nothing = True  # a refused or stopped import stores nothing
+    all_or_nothing = True  # a refused import stores nothing
 
     def __init__(self, ctx: AppContext, parent: QWidget | None = None) -> None:
         super().__init__(ctx, "Import from a vector store", parent)

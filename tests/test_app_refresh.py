@@ -123,3 +123,27 @@ def test_a_jobs_result_is_not_shown_in_a_workspace_opened_while_it_ran(qtbot: Qt
     assert window.ctx.run("quick job", slow, delivered.append) is not None  # in the open one: delivered
     wait_for_jobs(qtbot, window)
     assert delivered == [str(second)]
+
+
+def test_the_plan_pages_curves_follow_the_run_box_back_to_the_planned_run(qtbot: QtBot, window: MainWindow,
+                                                                         demo_copy: Path) -> None:
+    """Back on the run just planned, the curves of the other run's report stayed on screen."""
+    from app_fixtures import wait_for_jobs
+
+    with Workspace.open(demo_copy) as ws:
+        for method in ("procrustes", "affine"):
+            run = train_run(ws, method, device="cpu")
+            build_report(ws, run["run_id"], ReportOptions(n_boot=20, backfill_steps=3))
+    window.ctx.open_workspace(demo_copy)
+    plan_page = window.show_page("plan")
+    runs = [int(r["id"]) for r in plan_page._runs]
+    first, second = sorted(runs)
+    plan_page.run_combo.setCurrentIndex(runs.index(first))
+    plan_page.make_plan(first, device="cpu")
+    wait_for_jobs(qtbot, window)
+    assert plan_page.plan is not None and plan_page.plan.run_id == first
+    planned_report = plan_page._curves_for
+    plan_page.run_combo.setCurrentIndex(runs.index(second))
+    assert plan_page._curves_for != planned_report  # the other run's report
+    plan_page.run_combo.setCurrentIndex(runs.index(first))
+    assert plan_page._curves_for == planned_report == plan_page.plan.report_id

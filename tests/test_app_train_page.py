@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from app_fixtures import error_dialogs, no_threads_left, wait_for_jobs, window
-from PySide6.QtCore import QPoint, QRect
+from PySide6.QtCore import QCoreApplication, QPoint, QRect
 from PySide6.QtWidgets import QTextBrowser, QWidget
 from pytestqt.qtbot import QtBot
 
@@ -262,6 +262,34 @@ def test_pages_that_import_torch_wait_for_the_start_up_warm_up_instead_of_freezi
     window.show_page("train")
     window.ctx._libraries_done()  # the warm-up ended: the visible page refreshes
     assert train._stack.currentWidget() is train.body and train.runs_table.rowCount() == 1
+
+
+def test_another_workspace_shows_nothing_of_the_previous_ones_runs_or_training(qtbot: QtBot, window: MainWindow,
+                                                                              demo_copy: Path, tmp_path: Path) -> None:
+    """With a run selected, opening a workspace without runs showed the previous workspace's curves and sentence
+    (emptying the table re-selected its latest run); a training still running there took over the new page."""
+    from embridge.core.store import Workspace
+    from embridge.core.train.runs import train_run
+
+    with Workspace.open(demo_copy) as ws:
+        for epochs in (2, 3):
+            train_run(ws, "mlp", device="cpu", config={"epochs": epochs})
+    window.ctx.open_workspace(demo_copy)
+    train = window.show_page("train")
+    train.runs_table.selectRow(1)
+    job = train.train("mlp", "old-mlp", "new-cnn", device="cpu", config={"epochs": 400, "patience": 400})
+    assert job is not None
+    qtbot.waitUntil(lambda: "epoch" in train.result_label.toPlainText(), timeout=60_000)
+    assert window.ctx.open_workspace(tmp_path / "empty", create=True)
+    for _ in range(20):  # the other workspace's training reports progress meanwhile
+        QCoreApplication.processEvents()
+        time.sleep(0.05)
+    assert train.runs_table.rowCount() == 0 and train.result_label.toPlainText() == ""
+    assert train.plot.image_source is None and not train.plot._pending_work()
+    job.cancel()
+    qtbot.waitUntil(lambda: job.outcome is not None, timeout=60_000)
+    QCoreApplication.processEvents()
+    assert train.result_label.toPlainText() == "" and train.cancel_button.isEnabled() is False
 
 
 def test_a_heads_held_out_text_lists_its_ceiling_under_the_samples_protocol() -> None:

@@ -279,7 +279,11 @@ class ModelsPage(Page):
             if self.ctx.ws is not None and MODELS_MODULE in sys.modules:
                 self._show_model_rules()
 
-        self.ctx.run_plain("Load model support", load, loaded, visible=False)
+        def ended(outcome: Any) -> None:  # a failed load may be tried again the next time the page refreshes
+            if outcome.status != "completed":
+                self._loading = False
+
+        self.ctx.run_plain("Load model support", load, loaded, on_end=ended, visible=False)
 
     def _show_spec(self) -> None:
         row = self.table.currentRow()

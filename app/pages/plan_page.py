@@ -12,7 +12,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QSignalBlocker, Qt
 from PySide6.QtGui import QBrush, QColor
 from PySide6.QtWidgets import (
     QComboBox,
@@ -33,6 +33,7 @@ from embridge.core.data_state import report_stale_note
 from embridge.core.errors import InputError
 from embridge.core.evaluation.headline import metric_label
 from embridge.core.formatting import capitalised, format_bytes, format_seconds, format_share
+from embridge.core.jobs import JobOutcome
 from embridge.core.plan.plan_record import Plan
 from embridge.core.progress import ProgressFn, StopFn
 from embridge.core.report.report_record import Report
@@ -161,6 +162,10 @@ class PlanPage(Page):
     def show_plan(self, data: Plan | Mapping[str, Any]) -> None:
         plan = data if isinstance(data, Plan) else Plan.from_json(data)
         self.plan = plan
+        planned = next((i for i, r in enumerate(self._runs) if int(r["id"]) == plan.run_id), None)
+        if planned is not None and planned != self.run_combo.currentIndex():  # the box moved while it planned
+            with QSignalBlocker(self.run_combo):
+                self.run_combo.setCurrentIndex(planned)
         fill_table(self.options, [option_row(o, plan.metric) for o in plan.options])
         self.options.setColumnHidden(NDCG, not any("ndcg@10" in (o.get("quality") or {}) for o in plan.options))
         for col, name in ((GAIN, "Gain retained"), (PASSES, "Passes")):  # on the number the plan weighs
@@ -229,14 +234,23 @@ class PlanPage(Page):
             if waiting is not None and self.ctx.ws is not None and all(n in sys.modules for n in PLOT_MODULES):
                 self._show_curves(waiting)
 
-        self.ctx.run_plain("Load plotting", load, loaded, visible=False)
+        def ended(outcome: JobOutcome) -> None:
+            if outcome.status != "completed":  # else a later report would wait on a load that never comes
+                self._loading, self._waiting, self._curves_for = False, None, None
+                self.plot.clear("The partial-backfill curves could not be drawn: plotting did not load.")
+
+        self.ctx.run_plain("Load plotting", load, loaded, on_end=ended, visible=False)
 
     def _run_chosen(self, index: int) -> None:
         """Show the chosen run's latest report curves at once; the options need a plan."""
         if self.ctx.ws is None or not 0 <= index < len(self._runs):
             return
         run_id = int(self._runs[index]["id"])
-        if self.plan is not None and self.plan.run_id == run_id:
+        if self.plan is not None and self.plan.run_id == run_id:  # back to the planned run: its report's curves
+            if self.plan.report_id is not None:
+                from embridge.core.report.build import load_report
+
+                self._show_curves(load_report(self.ctx.ws, int(self.plan.report_id)))
             return
         latest = [r["id"] for r in self.ctx.ws.reports() if r.get("run_id") == run_id and r.get("json_file")]
         if latest and latest[-1] == self._curves_for:

@@ -278,6 +278,8 @@ class TrainPage(Page):
 
     def _progress(self, done: int, total: int, info: dict[str, Any]) -> None:
         """Plain values from the worker; the plot redraws off the GUI thread, at most once per interval."""
+        if self.sender() is not self.job:  # a training of the workspace open before: not this page's now
+            return
         if self.live.add(info):
             self.plot.schedule_rows(self.live.table(), self.live.metric_name)
         note = self.live.status()
@@ -291,6 +293,8 @@ class TrainPage(Page):
 
     def _job_ended(self, outcome: Any) -> None:
         """A run that did not complete says so (the live epoch line would read as if it still ran)."""
+        if self.sender() is not self.job:  # the workspace it trained in was closed meanwhile
+            return
         if outcome.status != "completed":
             self.result_label.setText(ended_text(outcome.status, outcome.error, outcome.result))
             result = outcome.result if isinstance(outcome.result, dict) else {}
@@ -314,11 +318,14 @@ class TrainPage(Page):
     def reset(self) -> None:
         """A new workspace: no curves, result or runs of the previous one stay on screen."""
         self.pairs.setProperty("chosen", False)
+        self.job = None  # a training still running trains the other workspace (the jobs panel shows it)
+        enable(self.cancel_button, NO_TRAINING)
         self.live = LiveCurves()
+        self._table_runs, self._shown = [], None  # before the table empties: its selection signal reads them
+        with QSignalBlocker(self.runs_table):
+            self.runs_table.setRowCount(0)
         self.plot.clear("The loss and validation metric appear here while a method trains.")
         self.result_label.setText("")
-        self.runs_table.setRowCount(0)
-        self._table_runs, self._shown = [], None
         self._overview = {}
 
     # -- state ------------------------------------------------------------------------------
