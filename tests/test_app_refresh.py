@@ -147,3 +147,33 @@ def test_the_plan_pages_curves_follow_the_run_box_back_to_the_planned_run(qtbot:
     assert plan_page._curves_for != planned_report  # the other run's report
     plan_page.run_combo.setCurrentIndex(runs.index(first))
     assert plan_page._curves_for == planned_report == plan_page.plan.report_id
+
+
+def test_failed_background_loads_leave_no_page_waiting(qtbot: QtBot, window: MainWindow, demo_copy: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failed device detection said "detecting…" for the session, and a failed plotting load left the Plan
+    page on "Drawing the partial-backfill curves…" with every later attempt blocked."""
+    from app_fixtures import close_error_dialogs, wait_for_jobs
+
+    from embridge.app import context, preload
+    from embridge.app.pages import plan_page as plan_module
+
+    def broken(*_names: str) -> dict[str, str]:
+        raise RuntimeError("no libraries today")
+
+    monkeypatch.setattr(context, "preload", broken)
+    monkeypatch.setattr(preload, "preload", broken)
+    window.ctx.detect_devices()
+    wait_for_jobs(qtbot, window)
+    close_error_dialogs()
+    assert window.ctx.device_label.startswith("unknown") and not window.ctx.loading_libraries
+
+    with Workspace.open(demo_copy) as ws:
+        run = train_run(ws, "procrustes", device="cpu")
+        build_report(ws, run["run_id"], ReportOptions(n_boot=20, backfill_steps=3))
+    monkeypatch.setattr(plan_module, "PLOT_MODULES", (*plan_module.PLOT_MODULES, "embridge_not_a_plot_module"))
+    window.ctx.open_workspace(demo_copy)
+    page = window.show_page("plan")
+    wait_for_jobs(qtbot, window)
+    close_error_dialogs()
+    assert not page._loading and "could not be drawn" in page.plot.placeholder.text()
