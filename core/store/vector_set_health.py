@@ -17,12 +17,13 @@ from embridge.core.store.file_checks import verified_sha256
 
 
 def file_problem(root: Path, info: dict[str, Any]) -> str | None:
-    """What is wrong with a vector set's files that a look at them shows (no hashing), or None."""
+    """What is wrong with a vector set's files that a look at them shows, or None: the id list is checked
+    whole (a few bytes an item), the vector file by its size and header only (no hashing)."""
     vectors, ids = Path(root) / info["file"], Path(root) / info["ids_file"]
     passed_over = "so readers pass it over, its items counting as without vectors of its model"
     if not ids.is_file():
         return f"its id list is gone from the workspace (removed by hand?), {passed_over}"
-    try:  # a few bytes an item: checked whole (a remembered check is not repeated)
+    try:  # a remembered check is not repeated
         verified_sha256(ids, info["ids_sha256"])
     except IntegrityError:
         return f"its id list changed since it was stored, {passed_over}"
@@ -43,11 +44,11 @@ def file_problem(root: Path, info: dict[str, Any]) -> str | None:
 
 
 def set_intact(root: Path, info: dict[str, Any]) -> bool:
-    """Both files present, of their stored size and checksum (a remembered check is not repeated)."""
+    """Both files present, of their stored size and checksum (:func:`file_problem` checks the id list's;
+    a remembered check is not repeated)."""
     if file_problem(root, info) is not None:
         return False
     try:
-        verified_sha256(Path(root) / info["ids_file"], info["ids_sha256"])
         verified_sha256(Path(root) / info["file"], info["sha256"])
     except IntegrityError:
         return False
@@ -59,7 +60,7 @@ def held_ids(ws: Any, model: str) -> np.ndarray:
     sets = [s for s in ws.vector_sets(model) if set_intact(Path(ws.root), s)]
     if not sets:
         return np.zeros(0, dtype=np.int64)
-    return np.unique(np.concatenate([ws.vector_set_ids(s["id"]) for s in sets]))
+    return np.unique(np.concatenate([ws.vector_set_ids(s["id"], verify=False) for s in sets]))  # just checked
 
 
 def replaced(ws: Any, info: dict[str, Any]) -> bool:
@@ -72,8 +73,28 @@ def replaced(ws: Any, info: dict[str, Any]) -> bool:
         ids = ws.vector_set_ids(info["id"], verify=True)
     except (IntegrityError, OSError, ValueError):  # its items unknown (readers pass it over: damage_log)
         return False
-    held = np.unique(np.concatenate([ws.vector_set_ids(s["id"]) for s in later]))
+    held = np.unique(np.concatenate([ws.vector_set_ids(s["id"], verify=False) for s in later]))  # just checked
     return bool(np.isin(ids, held).all())
+
+
+def read_id_list(path: Path, info: dict[str, Any], verify: bool) -> np.ndarray:
+    """The item ids of a vector set (``info``: its row), its checksum verified when ``verify``."""
+    if not path.is_file():
+        raise IntegrityError(f"{path}: id list of vector set {info['id']} is missing from the workspace")
+    if verify:
+        verified_sha256(path, info["ids_sha256"])
+    try:
+        ids = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise IntegrityError(f"{path}: unreadable id list ({exc})") from exc
+    if ids.shape != (info["count"],):
+        raise IntegrityError(f"{path}: id list has shape {ids.shape}, expected ({info['count']},)")
+    return ids
+
+
+def with_advice(exc: IntegrityError, info: dict[str, Any]) -> IntegrityError:
+    """A vector set's damage (deleted, cut short or changed by hand) with how to recover from it."""
+    return IntegrityError(f"{exc}; {damaged_advice(info['model'], int(info['count']))}")
 
 
 def damaged_advice(model: str, count: int) -> str:

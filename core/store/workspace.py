@@ -35,7 +35,6 @@ from embridge.core.errors import (
 )
 from embridge.core.paths import DB_NAME, check_name, child
 from embridge.core.store import damage_log
-from embridge.core.store.file_checks import verified_sha256
 from embridge.core.store.id_sets import is_sorted_unique, unique_ids
 from embridge.core.store.items import ITEM_FIELDS, QUERY_SPLIT, ItemsMixin, in_gallery, item_namespace
 from embridge.core.store.judgments import JudgmentsMixin
@@ -52,11 +51,11 @@ from embridge.core.store.vector_matrix import (
     as_storage_dtype,
     open_matrix,
 )
-from embridge.core.store.vector_set_health import damaged_advice
+from embridge.core.store.vector_set_health import read_id_list, with_advice
 from embridge.core.store.workspace_folder import (
+    check_creatable,
     check_database_file,
     holds_files,
-    init_cut_short,
     make_store_folders,
     sweep_leftovers,
 )
@@ -76,8 +75,6 @@ def resolve_busy_timeout(seconds: float | None) -> float:
     return env_number(BUSY_TIMEOUT_ENV, DEFAULT_BUSY_TIMEOUT_S, float, 0.0, "a number of seconds")
 
 
-
-
 class Workspace(ItemsMixin, ModelsMixin, RecordsMixin, JudgmentsMixin):
     """Open handle on a workspace folder; see the module docstring."""
 
@@ -90,15 +87,7 @@ class Workspace(ItemsMixin, ModelsMixin, RecordsMixin, JudgmentsMixin):
     @classmethod
     def create(cls, path: str | Path, busy_timeout: float | None = None) -> Workspace:
         root = Path(path)
-        if root.exists() and not root.is_dir():
-            raise StoreError(f"{root}: is a file, not a folder; give a new or empty folder for the workspace")
-        unfinished = init_cut_short(root)  # an 'init' killed before its first write: finished now
-        if (root / DB_NAME).exists() and not (root / DB_NAME).is_file():
-            raise StoreError(f"{root / DB_NAME}: the workspace database is not a regular file")
-        if (root / DB_NAME).exists() and not unfinished:
-            raise StoreError(f"{root}: a workspace already exists here")
-        if not unfinished and root.exists() and any(p for p in root.iterdir() if not p.name.startswith(".")):
-            raise StoreError(f"{root}: folder is not empty; choose an empty or new folder")
+        check_creatable(root)
         made = [p for p in (root, *root.parents) if not p.exists()]  # the folders this call makes
         root.mkdir(parents=True, exist_ok=True)
         try:
@@ -288,32 +277,24 @@ class Workspace(ItemsMixin, ModelsMixin, RecordsMixin, JudgmentsMixin):
     def open_vector_set(self, set_id: int, verify: bool = True) -> tuple[np.ndarray, np.memmap]:
         """Item ids and a read-only memmap of one vector set, checksums verified."""
         info = self.vector_set(set_id)
+        return self._set_ids(info, verify), self._set_matrix(info, verify)
+
+    def _set_matrix(self, info: dict[str, Any], verify: bool) -> np.memmap:
         try:
-            ids = self._set_ids(info, verify)
-            matrix = open_matrix(self.root / info["file"], info["sha256"] if verify else None,
-                                 info["count"], info["dim"])
-        except IntegrityError as exc:  # deleted, cut short or changed by hand: say how to recover
-            raise IntegrityError(f"{exc}; {damaged_advice(info['model'], int(info['count']))}") from exc
-        return ids, matrix
+            return open_matrix(self.root / info["file"], info["sha256"] if verify else None, info["count"],
+                               info["dim"])
+        except IntegrityError as exc:
+            raise with_advice(exc, info) from exc
 
     def vector_set_ids(self, set_id: int, verify: bool = True) -> np.ndarray:
         """Item ids of one vector set, its id list's checksum verified (the matrix is not read)."""
         return self._set_ids(self.vector_set(set_id), verify)
 
     def _set_ids(self, info: dict[str, Any], verify: bool) -> np.ndarray:
-        set_id = info["id"]
-        ids_path = self.root / info["ids_file"]
-        if not ids_path.is_file():
-            raise IntegrityError(f"{ids_path}: id list of vector set {set_id} is missing from the workspace")
-        if verify:
-            verified_sha256(ids_path, info["ids_sha256"])
         try:
-            ids = np.load(ids_path, allow_pickle=False)
-        except (ValueError, OSError) as exc:
-            raise IntegrityError(f"{ids_path}: unreadable id list ({exc})") from exc
-        if ids.shape != (info["count"],):
-            raise IntegrityError(f"{ids_path}: id list has shape {ids.shape}, expected ({info['count']},)")
-        return ids
+            return read_id_list(self.root / info["ids_file"], info, verify)
+        except IntegrityError as exc:
+            raise with_advice(exc, info) from exc
 
     def ids_with_vectors(self, model: str) -> np.ndarray:
         """Sorted ids of items that have vectors under ``model`` (any of its sets whose id list can be read:
@@ -321,11 +302,10 @@ class Workspace(ItemsMixin, ModelsMixin, RecordsMixin, JudgmentsMixin):
         lists = []
         for info in self.vector_sets(model):
             try:
-                lists.append(self.vector_set_ids(info["id"]))
+                lists.append(self._set_ids(info, True))
             except IntegrityError as exc:
                 damage_log.note(f"vector set {info['id']} of model '{model}'",
-                                f"{exc}; its items count as holding none of its vectors; "
-                                f"{damaged_advice(model, int(info['count']))}")
+                                f"its items count as holding none of its vectors: {exc}")
         return unique_ids(np.concatenate(lists)) if lists else np.zeros(0, dtype=np.int64)
 
     def _sets_with_vectors(self, model: str) -> list[dict[str, Any]]:
@@ -370,11 +350,11 @@ class Workspace(ItemsMixin, ModelsMixin, RecordsMixin, JudgmentsMixin):
                 raise StoreError(f"{self.root}: vector sets of model '{model}' differ in dimension "
                                  f"({info['dim']} in set {info['id']}, {dim} in the newest)")
             try:
-                self._set_ids(info, True)
+                ids = self._set_ids(info, True)
             except IntegrityError as exc:
-                unreadable = unreadable or IntegrityError(f"{exc}; {damaged_advice(model, int(info['count']))}")
+                unreadable = unreadable or exc
                 continue
-            ids, matrix = self.open_vector_set(info["id"])
+            matrix = self._set_matrix(info, True)
             slots, rows = matching_rows(unique, ids, filled)
             for start in range(0, len(rows), GATHER_BLOCK):
                 copy_rows(out, slots[start:start + GATHER_BLOCK], matrix, rows[start:start + GATHER_BLOCK])

@@ -93,6 +93,22 @@ def check_database_file(root: Path) -> None:
                          "Embridge leaves it and the workspace's files untouched")
 
 
+def check_creatable(root: Path) -> None:
+    """Refuse a folder a new workspace cannot be made in: a file, a folder holding anything (a workspace
+    included), unless it is what an 'init' killed before its first write left, which is finished then."""
+    if root.exists() and not root.is_dir():
+        raise StoreError(f"{root}: is a file, not a folder; give a new or empty folder for the workspace")
+    db_path = root / DB_NAME
+    if db_path.exists() and not db_path.is_file():
+        raise StoreError(f"{db_path}: the workspace database is not a regular file")
+    if init_cut_short(root):
+        return
+    if db_path.exists():
+        raise StoreError(f"{root}: a workspace already exists here")
+    if root.exists() and any(p for p in root.iterdir() if not p.name.startswith(".")):
+        raise StoreError(f"{root}: folder is not empty; choose an empty or new folder")
+
+
 def init_cut_short(root: Path) -> bool:
     """True for what an 'init' killed before its first write leaves: an empty database file (SQLite writes
     nothing until the schema's first statement), maybe an empty journal, and workspace folders without files.
