@@ -53,6 +53,7 @@ from embridge.core.connectors.source_digest import (
 )
 from embridge.core.connectors.targets import (
     SOURCE_ITSELF,
+    adopt_source_columns,
     alias_to_switch,
     check_store_output,
     writable_target_alias,
@@ -100,25 +101,6 @@ def open_pair(source_uri: str, target_uri: str, inputs: tuple[str | Path | None,
         source.close()
         raise InputError("--to", f"'{target_uri}' {SOURCE_ITSELF}")
     return source, target
-
-
-COLUMN_PARAMS = {"id_col": ("id",), "vec_col": ("vector", "column")}  # URI parameters naming a table's columns
-
-
-def adopt_source_columns(source: Connector, target: Connector, target_uri: StoreURI) -> None:
-    """A table target whose URI does not name its id or vector column takes the source table's: after a
-    switch the application reads the shadow by the names it read the source by (``?id=doc_id`` on the
-    source alone wrote an ``id`` column, and a payload column called ``id`` was lost to it)."""
-    before = {attr: getattr(target, attr) for attr in COLUMN_PARAMS if hasattr(target, attr)}
-    for attr, params in COLUMN_PARAMS.items():
-        if hasattr(source, attr) and attr in before and target_uri.param(*params) is None:
-            setattr(target, attr, getattr(source, attr))
-    if before and any(getattr(target, a) != v for a, v in before.items()) and target.exists():
-        try:  # a shadow an earlier Embridge wrote, or resumes, under the default names keeps them
-            next(iter(target.read_batches(1)), None)
-        except (VectorStoreError, KeyError):
-            for attr, value in before.items():
-                setattr(target, attr, value)
 
 
 def space_names(transform: StoreTransform) -> dict[str, str]:

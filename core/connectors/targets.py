@@ -5,7 +5,8 @@ Every store a command writes into that lives in a local folder (``parquet://``, 
 :func:`check_store_output`, the same rule as every other output (:func:`embridge.core.paths.check_output`):
 never a workspace, inside one, a folder holding one, or an input. An alias a switch will move is
 checked by :func:`check_alias` before the first point is written, so a bad name never costs a
-whole migration.
+whole migration. A table target whose URI names no id or vector column takes the source table's
+(:func:`adopt_source_columns`).
 """
 
 from __future__ import annotations
@@ -202,3 +203,22 @@ def _is_collection(store: Connector, name: str) -> bool:
     finally:
         if other is not store and not other.borrowed:
             other.close()
+
+
+COLUMN_PARAMS = {"id_col": ("id",), "vec_col": ("vector", "column")}  # URI parameters naming a table's columns
+
+
+def adopt_source_columns(source: Connector, target: Connector, target_uri: StoreURI) -> None:
+    """A table target whose URI does not name its id or vector column takes the source table's: after a
+    switch the application reads the shadow by the names it read the source by (``?id=doc_id`` on the
+    source alone wrote an ``id`` column, and a payload column called ``id`` was lost to it)."""
+    before = {attr: getattr(target, attr) for attr in COLUMN_PARAMS if hasattr(target, attr)}
+    for attr, params in COLUMN_PARAMS.items():
+        if hasattr(source, attr) and attr in before and target_uri.param(*params) is None:
+            setattr(target, attr, getattr(source, attr))
+    if before and any(getattr(target, a) != v for a, v in before.items()) and target.exists():
+        try:  # a shadow an earlier Embridge wrote, or resumes, under the default names keeps them
+            next(iter(target.read_batches(1)), None)
+        except (VectorStoreError, KeyError):
+            for attr, value in before.items():
+                setattr(target, attr, value)
