@@ -219,13 +219,13 @@ def test_the_plot_shows_the_selected_runs_curves_not_the_latest_runs(qtbot: QtBo
         train_run(ws, "procrustes", device="cpu", config={"whiten": False})
         epochs = {int(r["id"]): len(r["epochs"]) for r in ws.runs("train")}
     drawn: list[int] = []
-    real = report_export.report_figures
+    real = report_export.report_figure_recipes
 
     def spy(report: Any) -> Any:
         drawn.append(len(report["run"]["epochs"]))
         return real(report)
 
-    monkeypatch.setattr(report_export, "report_figures", spy)
+    monkeypatch.setattr(report_export, "report_figure_recipes", spy)
     window.ctx.open_workspace(demo_copy)
     train = window.show_page("train")
     plot = train.plot

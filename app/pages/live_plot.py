@@ -91,3 +91,11 @@ class LivePlot(ImagePlot):
             self._rows, self._metric = last
         else:
             super()._requeue(last)
+
+
+def recorded_curves(run: dict[str, Any]) -> FigureRecipe | None:
+    """The recipe of a training run's recorded curves, as its report draws them (None when it recorded none)."""
+    from embridge.core.report.report_export import report_figure_recipes
+
+    heldout = {"val_metric_name": (run.get("metrics") or {}).get("val_metric_name")}
+    return report_figure_recipes({"run": {"epochs": run.get("epochs") or [], "heldout": heldout}}).get("training")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 import logging
 from typing import Any
 
@@ -26,12 +25,13 @@ from PySide6.QtWidgets import (
 from embridge.app.context import AppContext
 from embridge.app.pages.forms import SettingsForm, scrolled_text, set_combo_items
 from embridge.app.pages.live_curves import LiveCurves
-from embridge.app.pages.live_plot import LivePlot
+from embridge.app.pages.live_plot import LivePlot, recorded_curves
 from embridge.app.pages.page import Page, ResultView, make_table
 from embridge.app.pages.train_result import (
     RUN_COLUMNS,
     ended_text,
     fill_runs_table,
+    method_text,
     recorded_text,
     result_text,
     run_row,
@@ -167,18 +167,11 @@ class TrainPage(Page):
     def _load_methods(self) -> None:
         from embridge.core.adapters.registry import METHODS
 
-        seen: set[int] = set()
-        for kind, info in METHODS.items():
-            if id(info) not in seen:  # 'oca' is another name for 'bt2'
-                seen.add(id(info))
-                self._methods[kind] = info
-        for kind, info in self._methods.items():
-            item = QListWidgetItem(f"{info.title}")
+        self._methods = dict(METHODS)  # one entry a method ('oca', bt2's other name, is an alias, not an entry)
+        for kind, title in [*((k, info.title) for k, info in METHODS.items()), ("auto", "Automatic choice")]:
+            item = QListWidgetItem(title)
             item.setData(Qt.ItemDataRole.UserRole, kind)
             self.methods.addItem(item)
-        auto_item = QListWidgetItem("Automatic choice")
-        auto_item.setData(Qt.ItemDataRole.UserRole, "auto")
-        self.methods.addItem(auto_item)
         self.methods.setCurrentRow(0)
 
     def current_method(self) -> str | None:
@@ -211,18 +204,7 @@ class TrainPage(Page):
 
     def _explain(self, kind: str) -> None:
         problems = self.requirement_problems(kind)
-        if kind == "auto":
-            from embridge.core.train import auto
-
-            text = f"<b>Automatic choice</b><p>{html.escape((auto.__doc__ or '').split(chr(10))[0].replace('``', ''))}</p>"
-        else:
-            info = self._methods[kind]
-            text = (f"<b>{html.escape(info.title)}</b><p>{html.escape(info.summary)}</p>"
-                    f"<p>Direction: {info.direction} · Needs labels: {'yes' if info.needs_labels else 'no'} · "
-                    f"Needs equal dimensions: {'yes' if info.equal_dims else 'no'} · "
-                    f"{'trained over epochs' if info.trainable else 'closed form (no epochs)'}</p>")
-        text += "".join(f"<p style='color:#b00020'>⚠ {html.escape(p)}</p>" for p in problems)
-        self.explain.setText(text)
+        self.explain.setText(method_text(kind, self._methods.get(kind), problems))
         enable(self.train_button, "; ".join(problems) or (TRAINING if self.job is not None else None))
 
     def requirement_problems(self, kind: str) -> list[str]:
@@ -375,11 +357,15 @@ class TrainPage(Page):
         row = rows[0].row() if rows else -1
         return self._table_runs[row] if 0 <= row < len(self._table_runs) else None
 
+    def _current_run(self) -> dict[str, Any] | None:
+        """The run the page describes outside a live one: the selected run, else the latest."""
+        return self._selected_run() or (self._table_runs or [None])[0]
+
     def _show_run_text(self) -> None:
         """Outside a live run, the selected run's sentence (else the latest's), built from its stored
         record: a run trained by ``embridge train`` reads as one trained here. A sentence already shown
         for that run (as this page ended it) stays until the run's status changes."""
-        run = self._selected_run() or (self._table_runs or [None])[0]
+        run = self._current_run()
         if self.job is not None or run is None:
             return
         key = (int(run["id"]), str(run["status"]), run.get("stale"))
@@ -398,18 +384,15 @@ class TrainPage(Page):
 
     def _show_run(self) -> None:
         """The selected run (else the latest): its sentence and its recorded curves, never another run's."""
-        self._show_recorded(self._selected_run() or (self._table_runs or [None])[0])
+        self._show_recorded(self._current_run())
         self._show_run_text()
 
     def _show_recorded(self, run: dict[str, Any] | None) -> None:
         """Outside a live run, plot ``run``'s recorded epochs as its report will (one without any says so)."""
         if self.job is not None or run is None:
             return
-        if not run.get("epochs"):
+        recipe = recorded_curves(run)
+        if recipe is None:
             self.plot.clear(f"Run {run['id']} ({run['method']}) recorded no training curves.")
-            return
-        from embridge.core.report.report_export import report_figures
-
-        epochs = run["epochs"]
-        heldout = {"val_metric_name": (run.get("metrics") or {}).get("val_metric_name")}
-        self.plot.schedule(lambda: report_figures({"run": {"epochs": epochs, "heldout": heldout}})["training"])
+        else:
+            self.plot.schedule(recipe)

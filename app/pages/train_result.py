@@ -7,6 +7,7 @@ upgraded system search the whole old gallery, new/new may search a smaller evalu
 
 from __future__ import annotations
 
+import html
 from typing import Any
 
 from PySide6.QtCore import QSignalBlocker
@@ -169,3 +170,18 @@ def ended_text(status: str, error: str | None, result: Any) -> str:
         return (f"Training cancelled ({reason}). Run {summary['run_id']} is recorded as cancelled, with the "
                 "layer of its best epoch so far; it is not a completed training.")
     return f"Training cancelled{why}. No layer was stored."
+
+
+def method_text(kind: str, info: Any, problems: list[str]) -> str:
+    """The method chooser's explanation of ``kind`` (``info``: its registry entry; none for 'auto'), and
+    why it cannot run on the chosen pair, in red."""
+    if kind == "auto":
+        from embridge.core.train import auto
+
+        text = f"<b>Automatic choice</b><p>{html.escape((auto.__doc__ or '').split(chr(10))[0].replace('``', ''))}</p>"
+    else:
+        text = (f"<b>{html.escape(info.title)}</b><p>{html.escape(info.summary)}</p>"
+                f"<p>Direction: {info.direction} · Needs labels: {'yes' if info.needs_labels else 'no'} · "
+                f"Needs equal dimensions: {'yes' if info.equal_dims else 'no'} · "
+                f"{'trained over epochs' if info.trainable else 'closed form (no epochs)'}</p>")
+    return text + "".join(f"<p style='color:#b00020'>⚠ {html.escape(p)}</p>" for p in problems)
