@@ -247,7 +247,7 @@ class PlanPage(Page):
             return
         run_id = int(self._runs[index]["id"])
         if self.plan is not None and self.plan.run_id == run_id:  # back to the planned run: its report's curves
-            if self.plan.report_id is not None:
+            if self.plan.report_id is not None and self.plan.report_id != self._curves_for:  # else on screen
                 from embridge.core.report.build import load_report
 
                 self._show_curves(load_report(self.ctx.ws, int(self.plan.report_id)))
