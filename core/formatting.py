@@ -89,3 +89,11 @@ def for_example(names: list[str], most: int = 5) -> str:
     """': d1' for one name, ', e.g. d1, d2' for several: the tail of a message that counts them first."""
     shown = [shown_name(str(n)) for n in names[:most]]
     return f": {shown[0]}" if len(names) == 1 else f", e.g. {', '.join(shown)}"
+
+
+def count_words(items: int, embedded: int, resumed: int = 0) -> str:
+    """'120 embedded, 80 by the interrupted run it resumed, 99 copied from the workspace': one wording
+    for the ``backfill`` line and the ``runs`` listing of the same counts."""
+    copied = items - embedded - resumed
+    return (f"{embedded} embedded" + (f", {resumed} by the interrupted run it resumed" if resumed else "")
+            + (f", {copied} copied from the workspace (they already held the model's vectors)" if copied > 0 else ""))

@@ -22,6 +22,7 @@ from report_fixtures import DemoCase, demo_case
 from embridge.core.cli.main import main as cli
 from embridge.core.embed import embed_items
 from embridge.core.errors import InputError
+from embridge.core.formatting import count_words
 from embridge.core.l2 import l2_normalize
 from embridge.core.scale import detached_jobs
 from embridge.core.scale.backfill_workspace import backfill, backfill_ids
@@ -142,6 +143,8 @@ def test_a_resumed_backfill_counts_only_what_it_embedded(ws_path: Path, capsys: 
     listed = json.loads(capsys.readouterr().out)  # runs --json carried no backfill counts at all
     shown = listed[-1]["metrics"] if isinstance(listed, list) else listed["runs"][-1]["metrics"]
     assert shown["embedded"] == r.embedded and shown["resumed"] == r.resumed and shown["count"] == r.items
+    assert cli(["runs", "-w", str(ws_path), "--kind", "backfill"]) == 0  # the backfill line's own wording
+    assert count_words(r.items, r.embedded, r.resumed) in capsys.readouterr().out
 
 
 def test_unknown_order_and_bad_detach_are_one_line(ws_path: Path, capsys: pytest.CaptureFixture[str],

@@ -10,6 +10,7 @@ from embridge.core.cli.engine_flags import add_engine_flags
 from embridge.core.cli.main import add_common
 from embridge.core.cli.option_types import PATH, RUN_ID, SHARE, number
 from embridge.core.errors import UsageError
+from embridge.core.formatting import count_words
 from embridge.core.progress import StderrProgress
 from embridge.core.store import Workspace
 
@@ -72,10 +73,7 @@ def cmd_backfill(args: argparse.Namespace) -> Result:
             "nothing embedded" + (f" (--name {args.name} names no new set)" if args.name != r.set_name else "")
             if r.reused else f"backfilled {r.items} items with {r.model} on {r.engine} ({r.order} order) "
             f"-> vector set {r.vector_set} ('{r.set_name}')"
-            + (f"; {r.embedded} embedded" + (f", {r.resumed} by the interrupted run this one resumed" if r.resumed
-                                              else "")
-               + (f", the other {r.items - r.embedded - r.resumed} already held {r.model}'s vectors, copied from the "
-                  "workspace" if r.embedded + r.resumed < r.items else "")
+            + (f"; {count_words(r.items, r.embedded, r.resumed)}"
                if r.embedded is not None and r.embedded < r.items else ""))
     return r.to_dict(), done + (f", and into {r.store}" if r.store else "")
 

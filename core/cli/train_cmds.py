@@ -14,7 +14,7 @@ from embridge.core.data_state import with_stale_notes
 from embridge.core.errors import UsageError
 from embridge.core.evaluation.compat import NOT_BETTER
 from embridge.core.evaluation.headline import criterion, criterion_text, decides_on_ndcg, weighed
-from embridge.core.formatting import format_share, sample_floor_text
+from embridge.core.formatting import count_words, format_share, sample_floor_text
 from embridge.core.progress import StderrProgress
 from embridge.core.report.number_source import gain_text
 from embridge.core.run_choice import pair_arrow, run_choice
@@ -275,10 +275,7 @@ def _outcome_words(run: dict[str, Any]) -> str:
     if run.get("kind") == "export" and metrics.get("bundle_id") is not None:
         return f"bundle #{metrics['bundle_id']} at {metrics.get('path')}"
     if run.get("kind") == "backfill" and metrics.get("vector_set") is not None:
-        resumed = f", {metrics['resumed']} by the run it resumed" if metrics.get("resumed") else ""
-        copied = int(metrics.get("count") or 0) - int(metrics.get("embedded") or 0) - int(metrics.get("resumed") or 0)
-        copied_words = f", {copied} copied" if copied > 0 and metrics.get("embedded") is not None else ""
-        embedded = (f" ({metrics['embedded']} embedded{resumed}{copied_words})"
+        embedded = (f" ({count_words(int(metrics.get('count') or 0), int(metrics['embedded']), int(metrics.get('resumed') or 0))})"
                     if metrics.get("embedded") is not None else "")
         return f"{metrics.get('count')} items -> vector set {metrics['vector_set']}{embedded}"
     return ""

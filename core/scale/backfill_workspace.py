@@ -54,6 +54,7 @@ class BackfillResult:
         return asdict(self)
 
 
+
 def workspace_model_spec(ws: Any, model: str, missing: int | None = None) -> dict[str, Any]:
     """The spec a local embed loads the model with (its workspace copy), as a plain dict for workers;
     ``missing``: how many items the model must embed (named when it cannot)."""
