@@ -21,7 +21,7 @@ from embridge.app.workers import Job, JobManager
 from embridge.core.errors import EmbridgeError
 from embridge.core.jobs import JobOutcome
 from embridge.core.progress import ProgressFn, StopFn
-from embridge.core.store import Workspace
+from embridge.core.store import Workspace, damage_log
 
 log = logging.getLogger("embridge.app")
 
@@ -62,6 +62,7 @@ class AppContext(QObject):
     # -- workspace --------------------------------------------------------------------------
     def open_workspace(self, path: str | Path, create: bool = False) -> bool:
         """Open (or create) a workspace; a failure is shown to the user and returns False."""
+        damage_log.take()  # each workspace's damaged sets are warned of afresh, this one's included
         try:
             ws = Workspace.create(path) if create else Workspace.open(path)
             ws.mark_interrupted_runs()

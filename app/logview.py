@@ -11,6 +11,7 @@ from PySide6.QtWidgets import QPlainTextEdit, QWidget
 
 class _Relay(QObject):
     line = Signal(str)
+    warned = Signal()  # a warning or an error was logged: the log should be in view
 
 
 class QtLogHandler(logging.Handler):
@@ -24,6 +25,8 @@ class QtLogHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             self.relay.line.emit(self.format(record))
+            if record.levelno >= logging.WARNING:
+                self.relay.warned.emit()
         except RuntimeError:  # the view was destroyed while the app shuts down
             pass
 

@@ -65,6 +65,8 @@ class MainWindow(QMainWindow):
         self.jobs_dock = self._dock("Jobs", "jobs", self.jobs_panel, Qt.DockWidgetArea.RightDockWidgetArea)
         self.log_view = LogView()
         self.log_dock = self._dock("Log", "log", self.log_view, Qt.DockWidgetArea.BottomDockWidgetArea)
+        # a warning (a damaged vector set passed over, say) is not left in a hidden log
+        self.log_view.handler.relay.warned.connect(self.log_dock.show, Qt.ConnectionType.QueuedConnection)
 
         self.workspace_label = QLabel("No workspace")
         self.device_label = QLabel(f"Device: {ctx.device_label}")

@@ -126,6 +126,7 @@ def test_a_damaged_id_list_is_passed_over_with_a_warning_and_embed_mends_it(
     assert code == 0 and json.loads(out)["written"] == 60
     warnings = [line for line in err.splitlines() if line.startswith("WARNING: ")]
     assert len(warnings) == 1 and warnings[0].startswith("WARNING: vector set 1 of model 'new' was passed over: ")
+    assert err.count("was passed over") == 1  # not a second time by logging (the app's log shows it)
     with Workspace.open(ws) as w:
         np.testing.assert_array_equal(w.vectors_for("new", ids), vectors)  # the new set's, read past the old one
 

@@ -1,0 +1,48 @@
+"""A damaged vector set the app's commands pass over is warned of in its log, as the command line does."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from app_fixtures import error_dialogs, no_threads_left, wait_for_jobs, window  # noqa: F401 - fixtures
+from pytestqt.qtbot import QtBot
+
+from embridge.app.main_window import MainWindow
+from embridge.core.store import Workspace
+
+
+def _workspace_with_a_damaged_id_list(tmp_path: Path) -> Path:
+    """60 items, a vectors-only model 'new' embedded into one set, whose id list was then deleted."""
+    from embridge.core.embed import embed_split
+    from embridge.core.models.adding import add_model
+
+    ws_path = tmp_path / "ws"
+    vectors = np.random.default_rng(0).standard_normal((60, 8)).astype(np.float32)
+    np.savez(tmp_path / "new.npz", ids=np.array([f"i{i}" for i in range(60)]), vectors=vectors)
+    with Workspace.create(ws_path) as ws:
+        ws.add_items([{"key": f"i{i}", "split": "gallery"} for i in range(60)])
+        add_model(ws, tmp_path / "new.npz", "new", role="new")
+        embed_split(ws, "new", None, 0, 0)
+        path = Path(ws.vector_sets("new")[0]["path"])
+    path.with_name(path.name.replace(".npy", ".ids.npy")).unlink()
+    return ws_path
+
+
+def test_a_passed_over_set_is_warned_of_in_the_log(qtbot: QtBot, window: MainWindow,  # noqa: F811
+                                                   tmp_path: Path) -> None:
+    """The command line printed a WARNING line for the set its embed passed over; the app, which runs the
+    same readers in-process, said nothing, so its smaller sample was a silent one."""
+    ws_path = _workspace_with_a_damaged_id_list(tmp_path)
+    window.log_dock.hide()
+    assert window.ctx.open_workspace(ws_path)
+    page = window.show_page("gallery")
+    page.embed("new", sample=30)  # a sample is drawn around the items already held: a reader of every set
+    wait_for_jobs(qtbot, window)
+    qtbot.waitUntil(lambda: "was passed over" in window.log_view.toPlainText(), timeout=5_000)
+    lines = [line for line in window.log_view.toPlainText().splitlines() if "was passed over" in line]
+    assert len(lines) == 1 and "WARNING" in lines[0] and "vector set 1 of model 'new'" in lines[0]
+    qtbot.waitUntil(window.log_dock.isVisible, timeout=5_000)  # not left in a hidden log
+    assert not error_dialogs(window)
+    with Workspace.open(ws_path) as ws:
+        assert ws.ids_with_vectors("new").size == 30  # the sample was embedded again
