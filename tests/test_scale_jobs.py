@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from ray_head_fixtures import ray_head  # noqa: F401 - a fixture
+from ray_head_fixtures import CLIENT_PORTS, ray_head, wait_for_listener  # noqa: F401 - a fixture
 from report_fixtures import DemoCase, demo_case
 
 from embridge.core.cli.main import main as cli
@@ -167,6 +167,29 @@ def test_unknown_order_and_bad_detach_are_one_line(ws_path: Path, capsys: pytest
     assert len(err.splitlines()) == 1 and "--ray-address" in err
     with Workspace.open(ws_path) as ws:
         assert ws.runs("backfill") == []  # nothing was recorded for a refused submission
+
+
+def test_the_other_ray_port_kind_is_refused_at_once(ws_path: Path, capsys: pytest.CaptureFixture[str],
+                                                   ray_head: str) -> None:  # noqa: F811
+    """The head's Ray Client port given without ray:// passed the address check, and Ray then spent 22-32 s
+    before failing; the GCS port given with ray:// likewise. Each is named, with the address to give."""
+    host, client_port = ray_head.rsplit(":", 1)[0], CLIENT_PORTS[ray_head]
+    wait_for_listener(host, client_port)  # the head starts its client server after its GCS
+    for address, says in ((f"{host}:{client_port}", f"is a Ray Client server, not a cluster's GCS; give it as "
+                                                    f"ray://{host}:{client_port}"),
+                          (f"ray://{ray_head}", f"is a cluster's GCS, which Ray Client does not serve; give it "
+                                                f"without ray:// ({ray_head})")):
+        started = time.monotonic()
+        assert cli(["backfill", "-w", str(ws_path), "--model", NEW, "--engine", "ray", "--ray-address", address]) == 1
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and f"--ray-address {address}: this port {says}" in err, err
+        assert time.monotonic() - started < 15  # well before Ray's own failure
+    from embridge.core.scale.engine import check_reachable
+
+    check_reachable(ray_head)  # the GCS port as HOST:PORT and the client port with ray:// pass
+    check_reachable(f"ray://{host}:{client_port}")
+    with Workspace.open(ws_path) as ws:
+        assert ws.runs("backfill") == []
 
 
 def test_a_second_backfill_of_the_same_items_is_refused_while_the_first_runs(

@@ -84,8 +84,10 @@ def check_reachable(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
         raise EngineError(f"--ray-address {address}: no Ray cluster answers there ({exc.strerror or exc}); "
                           "start one with 'ray start --head' or check the address") from None
     with conn:
-        if os.environ.get("RAY_USE_TLS", "0").lower() in ("0", "false", ""):  # a TLS cluster answers no plain probe
-            _check_grpc(conn, address, min(timeout_s, 5.0))  # a cluster answers in milliseconds
+        if os.environ.get("RAY_USE_TLS", "0").lower() not in ("0", "false", ""):  # a TLS cluster answers no plain probe
+            return
+        _check_grpc(conn, address, min(timeout_s, 5.0))  # a cluster answers in milliseconds
+    _check_port_role(address, host, port, min(timeout_s, 5.0))
 
 
 # an HTTP/2 client's opening (the connection preface and an empty SETTINGS frame): a gRPC server, as
@@ -105,6 +107,47 @@ def _check_grpc(conn: socket.socket, address: str, timeout_s: float) -> None:
     if len(reply) < 4 or reply[3] != 4:  # the frame type of SETTINGS
         raise EngineError(f"--ray-address {address}: something listens there but does not answer as a Ray "
                           "cluster (a head's GCS port, 6379 unless set; the dashboard's 8265 is not it)")
+
+
+# a method only a cluster's GCS serves, and one only a Ray Client server serves
+_GCS_METHOD = "/ray.rpc.NodeInfoGcsService/GetClusterId"
+_CLIENT_METHOD = "/ray.rpc.RayletDriver/ClusterInfo"
+
+
+def _check_port_role(address: str, host: str, port: int, timeout_s: float) -> None:
+    """Refuse a Ray Client server's port given as ``HOST:PORT`` and a GCS port given as ``ray://HOST:PORT``:
+    both are Ray's gRPC servers, and Ray itself takes tens of seconds to fail on the other kind."""
+    try:
+        import grpc
+    except ImportError:  # Ray brings grpcio; without it Ray's own connect says what is wrong
+        return
+    channel = grpc.insecure_channel(f"{host}:{port}")
+    try:
+        gcs = _answer(grpc, channel, _GCS_METHOD, timeout_s)
+        if address.strip().startswith("ray://"):
+            if gcs == "ok":
+                raise EngineError(f"--ray-address {address}: this port is a cluster's GCS, which Ray Client does "
+                                  f"not serve; give it without ray:// ({host}:{port}), or ray:// with the head's "
+                                  "client server port (10001 unless set)")
+        elif gcs == "unimplemented" and _answer(grpc, channel, _CLIENT_METHOD, timeout_s) not in ("unimplemented",
+                                                                                                 "silent"):
+            raise EngineError(f"--ray-address {address}: this port is a Ray Client server, not a cluster's GCS; "
+                              f"give it as ray://{host}:{port}, or the head's GCS port (6379 unless set)")
+    finally:
+        channel.close()
+
+
+def _answer(grpc: Any, channel: Any, method: str, timeout_s: float) -> str:
+    """How the server answered an empty call of ``method``: 'ok', 'unimplemented', 'silent' (no answer
+    in time, or unreachable) or 'other' (it knows the method but refused this call)."""
+    try:
+        channel.unary_unary(method, request_serializer=bytes, response_deserializer=bytes)(b"", timeout=timeout_s)
+        return "ok"
+    except grpc.RpcError as exc:
+        code = exc.code()
+    if code == grpc.StatusCode.UNIMPLEMENTED:
+        return "unimplemented"
+    return "silent" if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED) else "other"
 
 
 @contextmanager
