@@ -23,7 +23,7 @@ from typing import Any
 from embridge.core import stop_signals
 from embridge.core.errors import ImportDataError
 from embridge.core.importers import DuplicateJSONKeyError, json_number_problem, unique_json_object
-from embridge.core.keys import char_name, check_input_file, normalise_key, odd_text_char
+from embridge.core.keys import BOM, char_name, check_input_file, normalise_key, odd_text_char
 from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
 from embridge.core.qrels import QrelLines, read_qrels, seeded_order, store_qrels
 from embridge.core.store import Workspace
@@ -160,7 +160,9 @@ def _records(path: Path, split: str, should_stop: StopFn | None) -> Iterator[dic
                                           f"{json.dumps(raw)[:40]}")
                 key = normalise_key(raw, path, f"line {n}: '_id'")  # NFC, as every importer stores keys
                 if key in seen:
-                    form = "" if str(raw) == key else ", written in another Unicode form (ids are compared after NFC)"
+                    given = str(raw).strip().removeprefix(BOM).strip()
+                    form = ("" if str(raw) == key else ", written with spaces around it, which are dropped"
+                            if given == key else ", written in another Unicode form (ids are compared after NFC)")
                     raise ImportDataError(path, f"line {n}: duplicate _id '{key}' (first on line {seen[key]}{form})")
                 seen[key] = n
                 text, title = row.get("text"), row.get("title")

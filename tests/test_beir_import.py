@@ -72,6 +72,12 @@ BAD = [
      r"test\.tsv: line 2: query 'q2' is also judged in dev\.tsv \(line 2\)"),
     ("duplicate document", dict(corpus=[*CORPUS, {"_id": "d1", "text": "again"}]),
      r"corpus\.jsonl: line 5: duplicate _id 'd1'"),
+    ("duplicate document with outer spaces", dict(corpus=[*CORPUS, {"_id": " d1 ", "text": "again"}]),
+     r"corpus\.jsonl: line 5: duplicate _id 'd1' \(first on line 1, written with spaces around it, which are "
+     r"dropped\)$"),
+    ("duplicate document in another Unicode form", dict(corpus=[{"_id": "caf\u00e9", "text": "a"},
+                                                               {"_id": "cafe\u0301", "text": "b"}]),
+     r"line 2: duplicate _id 'caf\u00e9' \(first on line 1, written in another Unicode form"),
     ("document without text", dict(corpus=[*CORPUS, {"_id": "d9"}]), r"corpus\.jsonl: line 5: 'text' must be a string, got nothing"),
     ("query without id", dict(queries=[*QUERIES, {"text": "x"}]), r"queries\.jsonl: line 5: missing or empty '_id'"),
     ("NUL in a document", dict(corpus=[*CORPUS, {"_id": "d9", "text": "a\u0000b"}]),

@@ -402,11 +402,21 @@ def _broken(folders: dict[str, Path], tmp_path: Path, source: str, change: str) 
         shutil.rmtree(folder / "1_Pooling")
     elif change == "no-onnx":
         (folder / "model.onnx").unlink()
+    elif change == "no-onnx-beside-config":  # an export ships its model's config.json beside the tokenizer
+        (folder / "model.onnx").unlink()
+        write_json(folder / "config.json", {"model_type": "bert"})
+    elif change == "empty-onnx-folder":
+        (folder / "model.onnx").unlink()
+        (folder / "onnx").mkdir()
     return folder
 
 
 @pytest.mark.parametrize(("source", "change", "message"), [
-    ("bert", "no-weights", r"bert-no-weights: no safetensors weights \(model\.safetensors\)"),
+    ("bert", "no-weights", r"bert-no-weights: no weights: neither model\.safetensors \(a transformers folder\) nor "
+                           r"model\.onnx \(an ONNX export\) is there"),
+    ("onnx", "no-onnx-beside-config", r"no-onnx-beside-config: no weights: neither model\.safetensors .* nor "
+                                      r"model\.onnx"),
+    ("onnx", "empty-onnx-folder", r"empty-onnx-folder: no model\.onnx \(looked for model\.onnx and onnx/model\.onnx\)"),
     ("bert", "no-tokenizer", r"bert-no-tokenizer: no tokenizer files"),
     ("bert", "auto-map", r"config\.json: the model asks for remote code \(auto_map\); Embridge never runs code"),
     ("st", "custom-module", r"modules\.json: names a non-standard module 'evil_package\.pooling\.Pooling'"),

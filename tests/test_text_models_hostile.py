@@ -297,7 +297,8 @@ def lengths(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("lengths")
     bert, st = tiny_bert(root / "bert"), tiny_sentence_transformer(root / "st")
     made: dict[str, Path] = {}
-    for value, tag in ((100_000, "huge"), (0, "zero"), (-1, "negative"), ("abc", "text"), (12.5, "fraction")):
+    for value, tag in ((100_000, "huge"), (0, "zero"), (-1, "negative"), ("abc", "text"), (12.5, "fraction"),
+                       (1, "one"), (2, "two")):
         made[f"st_{tag}"] = shutil.copytree(st, root / f"st_{tag}")
         _edit_json(made[f"st_{tag}"] / "sentence_bert_config.json", max_seq_length=value)
         made[f"tf_{tag}"] = shutil.copytree(bert, root / f"tf_{tag}")
@@ -338,6 +339,21 @@ def test_a_length_setting_that_is_not_a_positive_whole_number_is_refused_at_add(
         file: str, key: str) -> None:
     line = _refused_at_add(tmp_path, capfd, lengths[f"{kind}_{tag}"])
     assert f"{kind}_{tag}/{file}: {key} must be a whole number of at least 1, got " in line
+
+
+@pytest.mark.parametrize(("tag", "value"), [("one", 1), ("two", 2)])
+@pytest.mark.parametrize(("kind", "file", "key"), [("st", "sentence_bert_config.json", "max_seq_length"),
+                                                   ("tf", "tokenizer_config.json", "model_max_length")])
+def test_a_length_the_special_tokens_fill_is_refused_at_add(
+        tmp_path: Path, capfd: pytest.CaptureFixture[str], lengths: dict[str, Path], tag: str, value: int,
+        kind: str, file: str, key: str) -> None:
+    """A length of 1 passed `model add` (a whole number of at least 1) and then `embed` failed on a long text
+    with a shape error (the tokenizer cannot cut below its two special tokens) or stored untruncated
+    vectors it said were cut to 1 token; at 2 every text got the same vector. Refused at add, naming it;
+    the fresh process shows that the tokenizer's own warning does not reach stderr either."""
+    line = _refused_at_add(tmp_path, capfd, lengths[f"{kind}_{tag}"], own_process=True)
+    assert f"the model reads {value} tokens ({key} {value} in {file}) and its special tokens alone take 2: " in line
+    assert "no token of any text would reach it; set a longer sequence length" in line
 
 
 def test_an_onnx_tokenizer_larger_than_its_embedding_table_is_refused_at_add(

@@ -35,6 +35,7 @@ from embridge.core.models.spec import (
     require_exists,
 )
 from embridge.core.models.text_folders import TEXT_KINDS, check_pooling, folder_prompts
+from embridge.core.models.text_room import check_length_room, check_prompt_room
 from embridge.core.prompts import TextOptions
 from embridge.core.vector_spread import one_direction
 
@@ -327,7 +328,8 @@ def _same_twice(first: np.ndarray, second: np.ndarray, source: str | Path) -> No
 def _probe_text(model: LoadedModel) -> int:
     """Output width of a text model, the same for texts of different token lengths, alone and batched."""
     source = getattr(model.module, "source", model.spec.path)
-    _check_prompt_room(model, source)
+    check_length_room(model.module, source)
+    check_prompt_room(model.module, model.spec, source)
     try:
         single = [model.embed_texts([text], "query", batch_size=1) for text in _PROBE_TEXTS]
     except (CheckpointError, InputError):
@@ -342,24 +344,6 @@ def _probe_text(model: LoadedModel) -> int:
                               f"{widths[1]} for two texts of different token lengths, {widths[2]} for both "
                               "in one batch); an embedder must return one width")
     return widths[0]
-
-
-def _check_prompt_room(model: LoadedModel, source: Path | str | None) -> None:
-    """A prompt that takes half of what the model reads, or more, leaves every text cut to what is left:
-    at the model's limit every document would get one vector. Refused at ``model add``."""
-    measure = getattr(model.module, "prompt_tokens", None)
-    if measure is None:
-        return
-    for role in ("query", "document"):
-        prompt = model.spec.prompt_for(role)
-        if not prompt:
-            continue
-        used, limit = measure(prompt)
-        if used * 2 > limit:
-            shown = prompt if len(prompt) <= 40 else prompt[:37] + "..."
-            raise CheckpointError(source, f"the {role} prompt {shown!r} alone is {used} tokens and the model reads "
-                                  f"{limit}: every text would be cut to the {max(limit - used, 0)} tokens left; use "
-                                  f"a shorter prompt (--{role}-prompt)")
 
 
 def describe_model(path: str | Path, kind: str | None = None, name: str | None = None, *,

@@ -70,7 +70,10 @@ class SentenceTransformerEncoder:
     def prompt_tokens(self, prompt: str) -> tuple[int, int]:
         """(tokens the prompt alone takes, special tokens included; tokens the model reads)."""
         limit = self.max_length
-        try:  # the folder's own first module tokenizes (a transformer's tokenizer, or a word-embedding model's)
+        tokenizer = getattr(self.model[0], "tokenizer", None) if len(self.model) else None
+        try:  # counted without truncation: the module's own tokenize cuts at the limit being checked
+            if tokenizer is not None and callable(tokenizer):
+                return len(tokenizer(prompt, verbose=False)["input_ids"]), limit
             tokenize = getattr(self.model, "preprocess", None) or self.model.tokenize  # the newer name first
             ids = tokenize([prompt])["input_ids"]
         except Exception:  # noqa: BLE001 - a module that cannot say: the prompt is not checked

@@ -201,7 +201,7 @@ class _TokenizedEncoder:
 
     def prompt_tokens(self, prompt: str) -> tuple[int, int]:
         """(tokens the prompt alone takes, special tokens included; tokens the model reads)."""
-        return len(self.tokenizer(prompt)["input_ids"]), int(self.max_length)
+        return len(self.tokenizer(prompt, verbose=False)["input_ids"]), int(self.max_length)
 
     def _count_truncated(self, texts: Sequence[str], prompt: str, ids: list[list[int]]) -> None:
         """Texts that lost tokens to the limit: of those that fill it, the ones with a token beyond it."""

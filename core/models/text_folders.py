@@ -80,7 +80,7 @@ def folder_kind(folder: Path) -> str:
     """The kind of a model folder, or a one-line error saying what a model folder needs."""
     if any((folder / marker).is_file() for marker in SENTENCE_TRANSFORMERS_MARKERS):
         return "sentence_transformers"
-    if onnx_file(folder) is not None:
+    if onnx_file(folder) is not None or (folder / "onnx").is_dir():  # an export's own folder, model.onnx missing
         return "onnx"
     if (folder / "config.json").is_file():
         return "transformers"
@@ -114,8 +114,11 @@ def require_weights(folder: Path) -> None:
         raise CheckpointError(folder, "no config.json; save the model with save_pretrained")
     if not any(folder.glob("*.safetensors")):
         legacy = [n for n in ("pytorch_model.bin", "tf_model.h5") if (folder / n).is_file()]
-        hint = f" ({legacy[0]} is not read: re-save with safe_serialization=True)" if legacy else ""
-        raise CheckpointError(folder, f"no safetensors weights (model.safetensors){hint}")
+        if legacy:
+            raise CheckpointError(folder, f"no safetensors weights (model.safetensors; {legacy[0]} is not read: "
+                                  "re-save with safe_serialization=True)")
+        raise CheckpointError(folder, "no weights: neither model.safetensors (a transformers folder) nor "
+                              "model.onnx (an ONNX export) is there")
 
 
 def check_transformers_folder(folder: Path) -> None:
