@@ -152,8 +152,9 @@ def test_own_item_relevance_refuses_fusion_and_names_what_a_forward_layer_finds(
 
     with _workspace(tmp_path / "ws", labelled=False, query_split=False) as ws:
         runs_before = len(ws.runs("train"))
-        with pytest.raises(InputError, match="on own-item validation the old query is the target itself"):
+        with pytest.raises(InputError, match="on own-item validation the old vectors are the targets themselves"):
             train_run(ws, "fusion", device="cpu", config={"base": "affine"})
+        assert len(ws.runs("train")) == runs_before  # refused before a run was recorded
         fct = train_run(ws, "fct", device="cpu", config={"epochs": 2})
         report = build_report(ws, fct["run_id"], ReportOptions(backfill_steps=3, n_boot=20), write=False)
         completed = [r for r in ws.runs("train") if r["status"] == "completed"]

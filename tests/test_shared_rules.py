@@ -79,6 +79,11 @@ def test_a_method_the_pair_cannot_train_is_refused_alike_by_the_command_and_the_
     alias = cli_error(capsys, "train", "-w", str(ws), "--method", "oca", "--device", "cpu")  # bt2 by another name
     assert alias == cli_error(capsys, "train", "-w", str(ws), "--method", "bt2", "--device", "cpu")
     assert alias.endswith("needs labelled items; this workspace has none")
+    bridges = {kind: cli_error(capsys, "train", "-w", str(ws), "--method", kind, "--device", "cpu")
+               for kind in ("fusion", "cascade")}  # recorded as failed runs after their data was read before
+    assert bridges["fusion"].startswith("models: Fusion (old + mapped new query) chooses its α on dev queries with "
+                                        "judged documents or labels, and this workspace has neither")
+    assert "chooses its K on dev queries" in bridges["cascade"]
     same = cli_error(capsys, "train", "-w", str(ws), "--method", "affine", "--old", "new", "--new", "new")
     assert same == "models: old and new model are both 'new'; choose two different models"
     with Workspace.open(ws) as opened:
@@ -88,6 +93,10 @@ def test_a_method_the_pair_cannot_train_is_refused_alike_by_the_command_and_the_
     train.select_method("bct")
     assert train.requirement_problems("bct") == [no_labels.removeprefix("models: ")]
     assert not train.train_button.isEnabled()
+    for kind, refused in bridges.items():
+        train.select_method(kind)
+        assert train.requirement_problems(kind) == [refused.removeprefix("models: ")]
+        assert not train.train_button.isEnabled()
     train.new_model.setCurrentText("new")
     train.old_model.setCurrentText("new")
     train.select_method("affine")
@@ -97,6 +106,7 @@ def test_a_method_the_pair_cannot_train_is_refused_alike_by_the_command_and_the_
     train.select_method("affine")
     assert train.requirement_problems("affine") == [] and train.train_button.isEnabled()
     assert requirement_problems("bct", {"name": "a", "dim": 4}, {"name": "b", "dim": 8}, labelled_items=3) == []
+    assert requirement_problems("fusion", {"name": "a", "dim": 4}, {"name": "b", "dim": 8}, 0, judged=True) == []
 
 
 def test_model_list_and_the_models_page_give_the_same_pair_warnings(

@@ -40,6 +40,8 @@ def test_a_training_candidate_stops_at_an_epochs_end_in_its_best_state(data: Pai
     """Tolerance: the budget is checked after each validated epoch, so the run ends within one epoch of it."""
     settings = {"candidates": ["mlp"], "epochs": 400, "patience": 400, "hidden": 64, "time_budget": 0.5,
                 "device": "cpu"}
+    fit_adapter("mlp", data, {"epochs": 1, "hidden": 64, "device": "cpu"})  # torch's first training step loads
+    # its kernels (about a second, once a process), which would spend the budget before epoch 1
     result = fit_adapter("auto", data, settings)
     (row,) = result.candidates
     epochs_run = len(result.metrics) - 1  # metrics hold epoch 0 (the closed-form start) too
@@ -52,6 +54,18 @@ def test_a_training_candidate_stops_at_an_epochs_end_in_its_best_state(data: Pai
     assert took - 0.5 <= max(5 * epoch_time, 3.0)  # overrun: one epoch, with room for a busy machine
     best = max(m["val_metric"] for m in result.metrics)
     assert result.best_val_metric == best == pytest.approx(data.validation().value(result.adapter))
+
+
+def test_a_training_candidate_whose_set_up_spent_the_budget_trains_no_epoch(data: PairData) -> None:
+    """Its set-up (closed-form start, mining, first validation) and then a whole epoch ran past a spent
+    budget: the overrun was more than the one epoch the documentation allows."""
+    result = fit_adapter("auto", data, {"candidates": ["mlp"], "epochs": 50, "hidden": 64, "time_budget": 1e-6,
+                                        "device": "cpu"})
+    (row,) = result.candidates
+    assert row["status"] == "completed" and [m["epoch"] for m in result.metrics] == [0.0]
+    assert row["reason"].startswith("stopped before epoch 1: the time budget was spent while the layer was set up")
+    assert result.budget["stopped_at_epoch_end"] == ["mlp"]
+    assert result.best_val_metric == pytest.approx(data.validation().value(result.adapter))  # the start it kept
 
 
 def test_without_a_budget_nothing_is_skipped_and_no_budget_is_recorded(data: PairData) -> None:

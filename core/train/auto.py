@@ -14,7 +14,9 @@ recorded as skipped with the reason, and a trainable one running then stops at t
 epoch in its best validated state; the first candidate always runs. Once a candidate scores the
 metric's maximum on validation, the later ones are recorded as skipped: they could only tie, and a
 tie goes to the earlier candidate. A candidate is never cut
-mid-epoch, so the run may overrun the budget by at most one epoch (or one closed-form fit).
+mid-epoch, so the run may overrun the budget by at most one epoch or one candidate's set-up (its
+closed-form fit or start and that start's validation; a training candidate whose set-up spent the
+budget keeps its start and trains no epoch).
 """
 
 from __future__ import annotations

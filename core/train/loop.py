@@ -62,8 +62,8 @@ def train_loop(
 ) -> LoopOutcome:
     """Train ``adapter`` (and the objective's own parameters) on ``tensors`` (rows = pairs).
 
-    ``stop_after_epoch`` is asked after each validated epoch (a time budget): when it answers yes
-    the loop ends there, completed, in its best state."""
+    ``stop_after_epoch`` is asked after the starting point's validation and after each validated epoch
+    (a time budget): when it answers yes the loop ends there, completed, in its best state."""
     adapter.prepare_training()
     adapter.to(device).train()
     objective.to(device).train()
@@ -85,11 +85,16 @@ def train_loop(
     out.metrics.append({"epoch": 0.0, "val_metric": out.best_val})
     last_val, done, since_best, dirty = out.best_val, 0, 0, False
     start_epoch = getattr(objective, "start_epoch", None)  # e.g. re-mining hard negatives
+    budget_spent = False
     if out.best_val >= METRIC_CEILING:
         out.reason = (f"no epoch trained: the starting point already scores {out.best_val:.3f} on validation, "
                       "the metric's maximum, which no epoch can beat")
+    elif stop_after_epoch is not None and stop_after_epoch():  # spent while this candidate was set up
+        budget_spent = True
+        out.reason = ("stopped before epoch 1: the time budget was spent while the layer was set up, so the "
+                      "layer kept is its validated starting point")
     for epoch in range(1, int(settings["epochs"]) + 1):
-        if out.best_val >= METRIC_CEILING:
+        if out.best_val >= METRIC_CEILING or budget_spent:
             break
         if start_epoch is not None:
             start_epoch(adapter, epoch, data)

@@ -14,11 +14,13 @@ from embridge.core.errors import InputError
 from embridge.core.store import Workspace
 
 MODELS_SOURCE = "models"  # what a refusal names: the chosen old/new pair
+BRIDGE_SETTING = {"fusion": "α", "cascade": "K"}  # what a bridge chooses on validation
 
 
 def requirement_problems(method: str, old: Mapping[str, Any] | None, new: Mapping[str, Any] | None,
-                         labelled_items: int) -> list[str]:
-    """Why ``method`` cannot run on this old/new pair (model rows with name and dim); empty when it can."""
+                         labelled_items: int, judged: bool = False) -> list[str]:
+    """Why ``method`` cannot run on this old/new pair (model rows with name and dim); empty when it can.
+    ``judged``: the workspace holds relevance judgments."""
     from embridge.core.adapters.registry import METHODS, canonical_kind
 
     info = METHODS.get(canonical_kind(method))  # an alias (oca) needs what its method needs
@@ -29,6 +31,10 @@ def requirement_problems(method: str, old: Mapping[str, Any] | None, new: Mappin
         problems.append(f"old and new model are both '{old['name']}'; choose two different models")
     if info is not None and info.needs_labels and not labelled_items:
         problems.append(f"{info.title} needs labelled items; this workspace has none")
+    if info is not None and info.kind in BRIDGE_SETTING and not labelled_items and not judged:
+        problems.append(f"{info.title} chooses its {BRIDGE_SETTING[info.kind]} on dev queries with judged documents "
+                        "or labels, and this workspace has neither (on own-item validation the old vectors are the "
+                        "targets themselves, so the choice would say nothing)")
     if info is not None and info.equal_dims and old and new and old["dim"] != new["dim"]:
         problems.append(f"{info.title} needs equal dimensions; the models give {old['dim']} and {new['dim']}")
     return problems
@@ -36,6 +42,6 @@ def requirement_problems(method: str, old: Mapping[str, Any] | None, new: Mappin
 
 def check_requirements(ws: Workspace, method: str, old: str, new: str) -> None:
     """Refuse (:class:`InputError` naming the models) a method this pair cannot train."""
-    problems = requirement_problems(method, ws.model(old), ws.model(new), ws.labelled_count())
+    problems = requirement_problems(method, ws.model(old), ws.model(new), ws.labelled_count(), ws.has_judgments())
     if problems:
         raise InputError(MODELS_SOURCE, "; ".join(problems))
