@@ -215,6 +215,11 @@ def test_bt2_and_fusion_bundles_deploy_the_query_side(upgrade: dict, tmp_path: P
         bt2, fusion = _adapter(ws, runs["bt2"]), _adapter(ws, runs["fusion"])
     head = load_bundle(tmp_path / "bt2")
     assert head.out_dim == 16
+    # its ceiling (head/head) is the whole head, which the deployed old-compatible part does not give
+    method = json.loads((tmp_path / "bt2" / "manifest.json").read_text())["adapter"]["method"]
+    assert method["head_dim"] == bt2.out_dim > 16 and "head/head ceiling is the whole head's" in method["serving"]
+    readme = (tmp_path / "bt2" / "README.md").read_text()
+    assert f"The layer is the first 16 of a BT² head's {bt2.out_dim} output dims" in readme
     np.testing.assert_allclose(head(v3), adapt_queries(bt2, l2_normalize(v3)), **F32)
     fused = load_bundle(tmp_path / "fusion")
     assert fused.inputs == ["new", "old"] and (tmp_path / "fusion" / "probes" / "old_inputs.npy").is_file()

@@ -123,6 +123,20 @@ def test_integer_vectors_apply_as_their_float32_values(setup: dict, tmp_path: Pa
         apply_bundle(setup["bundle"], tmp_path / "bool.npy", tmp_path / "c.npy")
 
 
+def test_float64_rows_of_any_scale_keep_their_direction(setup: dict, tmp_path: Path) -> None:
+    """A layer on L2-normalised inputs reads only each row's direction; float64 rows of tiny values were cast
+    to float32 zeros and refused as all-zero rows, and rows of huge values were refused as beyond float32."""
+    rows = setup["big"][:4].astype(np.float64)
+    scaled = rows * np.array([[1e-300], [1e39], [1e300], [1.0]])
+    np.save(tmp_path / "in64.npy", scaled)
+    apply_bundle(setup["bundle"], tmp_path / "in64.npy", tmp_path / "out.npy")
+    expected = adapt_queries(setup["adapter"], l2_normalize(setup["big"][:4]))
+    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), expected, **F32)
+    np.save(tmp_path / "zero64.npy", np.vstack([rows[:1], np.zeros((1, rows.shape[1]))]))
+    with pytest.raises(VectorFileError, match="row 1 is all zeros"):  # a row that is zero is still refused
+        apply_bundle(setup["bundle"], tmp_path / "zero64.npy", tmp_path / "zero.npy")
+
+
 def _json(capsys: pytest.CaptureFixture[str], argv: list[str]) -> dict[str, Any]:
     assert main(argv) == 0
     out = capsys.readouterr().out.strip().splitlines()

@@ -175,6 +175,11 @@ FORGED = [
     ("chain-step-model-missing", _drop("chain", 0, "new_model"), "chain.0.new_model"),
     ("also-measured-number", _put(3, "metrics", "also_measured"), "metrics.also_measured"),
     ("report-id-string", _put("one", "report", "id"), "report.id"),
+    ("protocol-number", _put(5, "metrics", "protocol"), "metrics.protocol"),  # was shown as "not recorded"
+    ("source-list", _put(["x"], "metrics", "source"), "metrics.source"),
+    ("run-ids-string", _put("x", "adapter", "run_ids"), "adapter.run_ids"),  # turned off the report cross-check
+    ("adapter-ids-floats", _put([1.5], "adapter", "adapter_ids"), "adapter.adapter_ids"),
+    ("head-dim-zero", _put(0, "adapter", "method", "head_dim"), "adapter.method.head_dim"),
     ("method-list", _put([1], "adapter", "method"), "adapter.method"),
     ("direction-unknown", _put("sideways", "adapter", "direction"), "adapter.direction"),
     ("direction-against-inputs", _put("forward", "adapter", "direction"), "adapter.direction"),

@@ -87,6 +87,21 @@ def test_verify_catches_a_report_of_another_layer(two_reports: dict, tmp_path: P
     assert main(["bundle", "verify", str(bundle)]) == 1
 
 
+def test_a_manifest_naming_another_run_for_its_report_is_named_as_the_culprit(two_reports: dict,
+                                                                             tmp_path: Path) -> None:
+    """Only the manifest's report.run_id was edited (hashes rewritten), and verify blamed report.json."""
+    runs = two_reports["runs"]
+    bundle = tmp_path / "bundle"
+    shutil.copytree(two_reports["v3"], bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["report"]["run_id"] = 99
+    (bundle / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    _rewrite_hashes(bundle)
+    with pytest.raises(BundleError, match=rf"manifest\.json field 'report\.run_id' says its report measured run 99, "
+                                          rf"not this bundle's layer \(run {runs['v3_to_v1']}\)$"):
+        verify_bundle(bundle)
+
+
 def test_a_report_edited_after_it_was_measured_is_not_shipped_and_does_not_verify(
         two_reports: dict, tmp_path: Path) -> None:
     """A stored report.json whose headline was edited (top-1 raised) was copied into a bundle whose

@@ -102,6 +102,12 @@ def serving_method(adapter: Adapter) -> dict[str, object]:
         return {"kind": "cascade", "k": k, "encoders": 2, "reranks_per_query": k, "new_vectors": new_vectors,
                 "serving": f"the old index recalls the top {k} for the old query; re-rank those {k} {rerank}; "
                            "needs both encoders during the transition"}
+    if adapter.kind == "bt2":
+        old_dims, head_dim = int(adapter.old_dims), int(adapter.out_dim)
+        return {"kind": "bt2", "encoders": 1, "head_dim": head_dim,
+                "serving": f"new queries through the layer (the head's first {old_dims} dims, the old-compatible "
+                           f"part) search the old index; the head/head ceiling is the whole head's {head_dim} dims "
+                           "on queries and gallery alike, which a full backfill through the head reaches"}
     return {"kind": adapter.kind, "encoders": 1}
 
 

@@ -170,9 +170,11 @@ def check_report(src: BundleSource, manifest: dict[str, Any]) -> None:
 
     if isinstance(sha, str) and shas and sha not in shas:
         raise mislabelled(f"{f'run {run_id}' if run_id is not None else 'another run'} (adapter sha256 {sha[:12]})")
-    for claimed in (run_id, entry.get("run_id")):
-        if claimed is not None and runs and claimed not in runs:
-            raise mislabelled(f"run {claimed}")
+    if run_id is not None and runs and run_id not in runs:
+        raise mislabelled(f"run {run_id}")
+    if entry.get("run_id") is not None and runs and entry["run_id"] not in runs:
+        raise BundleError(f"{src.path}: {MANIFEST} field 'report.run_id' says its report measured run "
+                          f"{entry['run_id']}, not this bundle's layer (run {', '.join(str(r) for r in runs)})")
     if entry.get("run_id") is not None and run_id is not None and entry["run_id"] != run_id:
         raise BundleError(f"{src.path}: {REPORT_JSON} measured run {run_id}, but {MANIFEST} says its report "
                           f"measured run {entry['run_id']}")

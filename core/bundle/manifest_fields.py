@@ -115,9 +115,15 @@ def _adapter(c: _Checker, m: dict[str, Any]) -> None:
     if adapter.get("file") != ADAPTER_FILE:
         c.fail("adapter.file", f"must be '{ADAPTER_FILE}' (a bundle holds its adapter there), "
                f"got {str(adapter.get('file'))[:80]!r}")
+    for key in ("run_ids", "adapter_ids"):  # the report cross-check reads run_ids: a forged one must not disable it
+        ids = adapter.get(key)
+        if ids is not None and not (isinstance(ids, list) and all(_integer(i) for i in ids)):
+            c.fail(f"adapter.{key}", f"must be a list of integers, got {_shown(ids)}")
     method = c.obj(adapter.get("method"), "adapter.method", optional=True)
     if method.get("k") is not None and not (_integer(method["k"]) and method["k"] >= 1):
         c.fail("adapter.method.k", "must be a positive integer")
+    if method.get("head_dim") is not None and not (_integer(method["head_dim"]) and method["head_dim"] >= 1):
+        c.fail("adapter.method.head_dim", "must be a positive integer")
     if method.get("new_vectors") is not None and not isinstance(method["new_vectors"], bool):
         c.fail("adapter.method.new_vectors", "must be true or false")
     c.text(method.get("serving"), "adapter.method.serving", optional=True)
@@ -171,12 +177,20 @@ def _report_and_metrics(c: _Checker, m: dict[str, Any]) -> None:
     if report.get("id") is not None and not _integer(report["id"]):
         c.fail("report.id", "must be an integer or null")
     metrics = c.obj(m.get("metrics"), "metrics") if "metrics" in m else {}
-    _values(c, metrics.get("values", {}), "metrics.values")
+    _measurement(c, metrics, "metrics")
     also = metrics.get("also_measured", [])
     if not (isinstance(also, list) and all(isinstance(e, dict) for e in also)):
         c.fail("metrics.also_measured", "must be a list of objects")
     for i, entry in enumerate(also):
-        _values(c, entry.get("values", {}), f"metrics.also_measured.{i}.values")
+        _measurement(c, entry, f"metrics.also_measured.{i}")
+
+
+def _measurement(c: _Checker, entry: dict[str, Any], field: str) -> None:
+    """Numbers with the source and the protocol (queries and gallery) they were measured on, as text."""
+    _values(c, entry.get("values", {}), f"{field}.values")
+    for key in ("source", "protocol"):  # inspect and the README print them as they are
+        if entry.get(key) is not None and not isinstance(entry[key], str):
+            c.fail(f"{field}.{key}", f"must be text or null, got {_shown(entry[key])}")
 
 
 def _values(c: _Checker, values: Any, field: str) -> None:

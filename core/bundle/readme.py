@@ -128,8 +128,14 @@ def _purpose(manifest: dict[str, Any]) -> str:
     if adapter["inputs"] == ["new", "old"]:
         return (f"It fuses a query embedded by both **{new}** (new) and **{old}** (old) into one vector "
                 f"that searches the existing **{old}** gallery unchanged.")
-    return (f"It maps query vectors of the new model **{new}** into the space of the old model **{old}**, "
-            f"so they search the existing **{old}** gallery without re-embedding it.")
+    purpose = (f"It maps query vectors of the new model **{new}** into the space of the old model **{old}**, "
+               f"so they search the existing **{old}** gallery without re-embedding it.")
+    head_dim = (adapter.get("method") or {}).get("head_dim") if adapter["kind"] == "bt2" else None
+    if head_dim:
+        purpose += (f" The layer is the first {adapter['out_dim']} of a BT² head's {head_dim} output dims (the "
+                    "old-compatible part); the head/head numbers below (the ceiling) use all of them on queries and "
+                    "gallery alike, which only a full backfill through the whole head reaches, not this layer.")
+    return purpose
 
 
 POOLING_WORDS = {"mean": "the mean of its token states (padding left out)", "cls": "its first token's state",

@@ -32,7 +32,7 @@ from embridge.core.paths import check_folder_target, check_output, check_regular
 from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
 from embridge.core.store.file_lock import exclusive_lock
 from embridge.core.store.files import atomic_write_text, publish, sha256_file
-from embridge.core.store.vector_matrix import as_storage_dtype, disk_error
+from embridge.core.store.vector_matrix import as_storage_dtype, check_finite, disk_error
 
 DEFAULT_CHUNK = 65_536
 NPY_MAGIC = b"\x93NUMPY"
@@ -179,11 +179,11 @@ def _apply(loaded: LoadedBundle, src: Path, x: np.ndarray, out: Path, old_vector
         while done < n:
             check_stop(should_stop)
             end = min(done + int(chunk_rows), n)
-            block = as_storage_dtype(np.asarray(x[done:end]), "float32", str(src), done)
+            block = _float32_rows(x[done:end], loaded.normalise_inputs, src, done)
             if loaded.normalise_inputs:
                 _refuse_zero_rows(block, src, done)
-            old_block = None if old is None else as_storage_dtype(np.asarray(old[done:end]), "float32",
-                                                                  str(old_vectors), done)
+            old_block = None if old is None else _float32_rows(old[done:end], loaded.normalise_inputs,
+                                                               Path(str(old_vectors)), done)
             if old_block is not None and loaded.normalise_inputs:  # fusion normalises the old query too: a zero one would vanish
                 _refuse_zero_rows(old_block, Path(str(old_vectors)), done)
             matrix.write(done, loaded(block, old_block, normalise_output))
@@ -217,6 +217,18 @@ def cascade_note(manifest: dict[str, Any]) -> str | None:
     return ("these are the cascade's fallback layer's vectors alone, not the measured system (serving: "
             f"{method.get('serving') or 'the old index recalls, the new model re-ranks'}); searched over the "
             "whole old index on their own they can rank worse than today's search")
+
+
+def _float32_rows(rows: Any, normalised: bool, src: Path, first_row: int) -> np.ndarray:
+    """Rows as float32. For a layer on L2-normalised inputs only a row's direction counts, so wider rows
+    are first divided by their largest magnitude: a float64 row of tiny values (1e-300) is not cast to
+    zeros, nor one of huge values (1e300) to infinities."""
+    block = np.asarray(rows)
+    if normalised and block.dtype.kind == "f" and block.dtype.itemsize > 4 and block.size:
+        check_finite(block, str(src), first_row)
+        scale = np.abs(block).max(axis=1, keepdims=True)
+        block = block / np.where(scale > 0, scale, 1)
+    return as_storage_dtype(block, "float32", str(src), first_row)
 
 
 def _refuse_zero_rows(block: np.ndarray, src: Path, first_row: int) -> None:
