@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from embridge.core.cli.main import main
+from embridge.core.errors import InputError
 from embridge.core.evaluation.headline import report_number_names
 from embridge.core.report.gate import NOT_METRICS, Check, evaluate, parse_check
 from embridge.core.store import Workspace
@@ -19,6 +20,10 @@ def test_parse_and_evaluate_checks() -> None:
     assert parse_check("gain_retained=0.5") == Check("gain_retained", ">=", 0.5)
     assert parse_check("negative_flip_rate<=0.05") == Check("negative_flip_rate", "<=", 0.05)
     assert parse_check("ndcg@10>=0.3").metric == "ndcg@10"
+    assert parse_check("arr>=1e-3").threshold == 0.001 and parse_check("n_queries>=+12").threshold == 12
+    for raw in ("1_0", "\u0665", "\uff15", "nan", "0x10", "1e999"):  # float() took the first three
+        with pytest.raises(InputError, match="--fail-under"):
+            parse_check(f"gain_retained={raw}")
     results = evaluate([parse_check("a=0.5"), parse_check("b<=0.1"), parse_check("c=0"), parse_check("zz=1")],
                        {"a": 0.5, "b": 0.2, "c": None, "c_note": "the new model gains nothing"})
     assert [r.passed for r in results] == [True, False, False, False]
@@ -109,8 +114,13 @@ def test_a_check_no_report_can_pass_is_refused_before_any_work(demo_copy: Path, 
                            ("negative_flip_rate<=5", "negative_flip_rate lies between 0 and 1, so this check could "
                             "never fail (write shares as fractions: 0.05 for 5%)"),
                            ("upgraded_top1>=-0.1", "upgraded_top1 lies between 0 and 1, so this check could never fail"),
-                           ("compatible=0", "compatible lies between 0 and 1, so this check could never fail")):
-        code = main(["report", "--workspace", ws, "--junit", str(junit), "--fail-under", "arr=0",
+                           ("compatible=0", "compatible lies between 0 and 1, so this check could never fail"),
+                           ("compatible=0.5", "compatible is yes or no (read as 1 or 0): write compatible=1 to "
+                            "require it"),
+                           ("n_queries>=-5", "n_queries is never below 0, so this check could never fail"),
+                           ("arr=0", "arr is never below 0, so this check could never fail"),
+                           ("relative_nfr<=-1", "relative_nfr is never below 0, so this check could never pass")):
+        code = main(["report", "--workspace", ws, "--junit", str(junit), "--fail-under", "arr=0.5",
                      "--fail-under", check])
         err = capsys.readouterr().err
         assert code == 2 and err.count("\n") == 1, err  # misuse (2), never a failed gate's status (1)

@@ -38,6 +38,8 @@ PROBE_BYTES = 64 * 1024  # room the JUnit file needs (about 300 bytes a check), 
 NOT_METRICS = frozenset({"report_id", "run_id", "adapter_id", "arr_k", "recall_k"})
 DECIDED = ("compatible", "gain_retained")  # the criterion's numbers: on nDCG@10 where judgments decide
 TOP1_NAMES = {f"{name}_top1": name for name in DECIDED}  # top-1's own criterion, by name, whatever decides
+_DECIMAL = re.compile(r"^[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$")
+NON_NEGATIVE = ("arr", "relative_nfr", "n_queries")  # never below 0, with no upper bound
 _CHECK = re.compile(r"^\s*([A-Za-z0-9_@.\-]+)\s*(<=|>=|=)\s*([^\s]+)\s*$")
 
 
@@ -69,10 +71,9 @@ def parse_check(text: str, option: str = "--fail-under") -> Check:
     if not match:
         raise InputError(option, f"expected METRIC=VALUE, METRIC>=VALUE or METRIC<=VALUE, got {text!r}")
     metric, op, raw = match.groups()
-    try:
-        threshold = float(raw)
-    except ValueError:
-        raise InputError(option, f"{text!r}: the threshold {raw!r} is not a number") from None
+    if not _DECIMAL.match(raw):  # float() also takes "1_0", "nan" and digits of other scripts
+        raise InputError(option, f"{text!r}: the threshold {raw!r} is not a number (write it like 0.5, 12 or 1e-3)")
+    threshold = float(raw)
     if not math.isfinite(threshold):
         raise InputError(option, f"{text!r}: the threshold must be a finite number")
     return Check(metric, ">=" if op == "=" else op, threshold)
@@ -100,13 +101,18 @@ def check_metric_names(checks: list[Check], option: str = "--fail-under") -> Non
             hint = f"did you mean {close[0]}? " if close else ""
             raise UsageError(option, f"{check.text}: no report has a metric named {check.metric!r}; {hint}"
                              f"metrics: {', '.join(known)}")
-        if not is_share(check.metric):
+        if check.metric.startswith("compatible") and 0 < check.threshold < 1:
+            raise UsageError(option, f"{check.text}: {check.metric} is yes or no (read as 1 or 0): write "
+                             f"{check.metric}=1 to require it")
+        if not is_share(check.metric) and check.metric not in NON_NEGATIVE:
             continue
-        never = check.threshold > 1 if check.op == ">=" else check.threshold < 0
-        always = check.threshold <= 0 if check.op == ">=" else check.threshold >= 1
+        top = 1 if is_share(check.metric) else math.inf
+        never = check.threshold > top if check.op == ">=" else check.threshold < 0
+        always = check.threshold <= 0 if check.op == ">=" else check.threshold >= top
         if never or always:  # a gate that cannot fail is as wrong as one that cannot pass: a percent typed as 5
             percent = " (write shares as fractions: 0.05 for 5%)" if check.threshold > 1 else ""
-            raise UsageError(option, f"{check.text}: {check.metric} lies between 0 and 1, so this check could "
+            bounds = "lies between 0 and 1" if top == 1 else "is never below 0"
+            raise UsageError(option, f"{check.text}: {check.metric} {bounds}, so this check could "
                              f"never {'pass' if never else 'fail'}{percent}")
 
 
