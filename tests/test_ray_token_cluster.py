@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ray_head_fixtures import started_head
+from ray_head_fixtures import CLIENT_PORTS, started_head, wait_for_listener
 from scale_fixtures import write_partitions
 from store_fixtures import fct_upgrade
 
@@ -57,3 +57,31 @@ def test_a_transform_attaches_to_a_token_cluster(token_head: str, token_home: Pa
     assert local.returncode == 0, local.stderr
     ray_files = {p.name: p.read_bytes() for p in (tmp_path / "ray").glob("*.parquet")}
     assert ray_files and ray_files == {p.name: p.read_bytes() for p in (tmp_path / "local").glob("*.parquet")}
+
+
+PROBE = """
+import sys
+from embridge.core.errors import EmbridgeError
+from embridge.core.scale.engine import check_reachable
+for address in sys.argv[1:]:
+    try:
+        check_reachable(address)
+        print("passed")
+    except EmbridgeError as exc:
+        print(exc)
+"""
+
+
+def test_the_port_kind_is_told_on_a_token_cluster(token_head: str, token_home: Path) -> None:
+    """The GCS answers an unauthenticated probe with UNAUTHENTICATED, so its port given with ray:// passed the
+    check; the probe sends the token as Ray's own clients do."""
+    host, client_port = token_head.rsplit(":", 1)[0], CLIENT_PORTS[token_head]
+    wait_for_listener(host, client_port)
+    done = subprocess.run([sys.executable, "-c", PROBE, f"ray://{token_head}", token_head,
+                           f"ray://{host}:{client_port}", f"{host}:{client_port}"],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT, env=_env(token_home))
+    lines = done.stdout.splitlines()
+    assert done.returncode == 0 and len(lines) == 4, done.stderr
+    assert "this port is a cluster's GCS, which Ray Client does not serve" in lines[0]
+    assert lines[1:3] == ["passed", "passed"]
+    assert "this port is a Ray Client server, not a cluster's GCS" in lines[3]

@@ -122,26 +122,29 @@ def _check_port_role(address: str, host: str, port: int, timeout_s: float) -> No
     except ImportError:  # Ray brings grpcio; without it Ray's own connect says what is wrong
         return
     channel = grpc.insecure_channel(f"{host}:{port}")
+    token = cluster_token()
+    metadata = (("authorization", f"Bearer {token}"),) if token else ()  # as Ray's own clients send it
     try:
-        gcs = _answer(grpc, channel, _GCS_METHOD, timeout_s)
+        gcs = _answer(grpc, channel, _GCS_METHOD, timeout_s, metadata)
         if address.strip().startswith("ray://"):
             if gcs == "ok":
                 raise EngineError(f"--ray-address {address}: this port is a cluster's GCS, which Ray Client does "
                                   f"not serve; give it without ray:// ({host}:{port}), or ray:// with the head's "
                                   "client server port (10001 unless set)")
-        elif gcs == "unimplemented" and _answer(grpc, channel, _CLIENT_METHOD, timeout_s) not in ("unimplemented",
-                                                                                                 "silent"):
+        elif gcs == "unimplemented" and _answer(grpc, channel, _CLIENT_METHOD, timeout_s,
+                                                metadata) not in ("unimplemented", "silent"):
             raise EngineError(f"--ray-address {address}: this port is a Ray Client server, not a cluster's GCS; "
                               f"give it as ray://{host}:{port}, or the head's GCS port (6379 unless set)")
     finally:
         channel.close()
 
 
-def _answer(grpc: Any, channel: Any, method: str, timeout_s: float) -> str:
+def _answer(grpc: Any, channel: Any, method: str, timeout_s: float, metadata: tuple[tuple[str, str], ...]) -> str:
     """How the server answered an empty call of ``method``: 'ok', 'unimplemented', 'silent' (no answer
-    in time, or unreachable) or 'other' (it knows the method but refused this call)."""
+    in time, or unreachable) or 'other' (it refused this call: a token it does not accept, say)."""
     try:
-        channel.unary_unary(method, request_serializer=bytes, response_deserializer=bytes)(b"", timeout=timeout_s)
+        channel.unary_unary(method, request_serializer=bytes, response_deserializer=bytes)(
+            b"", timeout=timeout_s, metadata=metadata)
         return "ok"
     except grpc.RpcError as exc:
         code = exc.code()
@@ -187,6 +190,24 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
         ray.shutdown()
 
 
+def cluster_token() -> str | None:
+    """The token a driver here sends to a cluster with token authentication (None when it sends none)."""
+    if os.environ.get("RAY_AUTH_MODE", "token" if _token_configured() else "") != "token":
+        return None
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return os.environ["RAY_AUTH_TOKEN"].strip()
+    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+    try:
+        return path.read_text(encoding="utf-8").strip() or None
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _token_configured() -> bool:
+    return bool(os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
+                or (Path.home() / ".ray" / "auth_token").is_file())
+
+
 def match_cluster_auth() -> None:
     """Send the cluster's token when there is one, as ``ray start`` uses it.
 
@@ -196,6 +217,5 @@ def match_cluster_auth() -> None:
     """
     if "RAY_AUTH_MODE" in os.environ:
         return
-    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH") \
-            or (Path.home() / ".ray" / "auth_token").is_file():
+    if _token_configured():
         os.environ["RAY_AUTH_MODE"] = "token"
