@@ -150,6 +150,14 @@ def test_cli_export_verify_inspect_apply(setup: dict, tmp_path: Path, capsys: py
     exported = _json(capsys, ["bundle", "export", "--workspace", str(setup["path"]), "--chain",
                               f"{runs['v3_to_v2']},{runs['v2_to_v1']}", "--out", str(chain), "--json"])
     assert exported["format"] == "zip" and len(exported["manifest"]["chain"]) == 2
+    assert "no report" not in str(exported["warning"])  # a chain's steps each name their own measurement
+    single = tmp_path / "single.zip"  # a layer exported before any report of it was made: said, with the way out
+    assert main(["bundle", "export", "--workspace", str(setup["path"]), "--run", str(runs["v3_to_v1"]),
+                 "--out", str(single)]) == 0
+    warned = [line for line in capsys.readouterr().out.splitlines() if line.startswith("WARNING: no report")]
+    assert warned == [f"WARNING: no report of this layer was made, so the bundle carries no report.html or "
+                      f"report.json, only the training run's held-out numbers; run 'embridge report --run "
+                      f"{runs['v3_to_v1']}' and export again to ship its report"]
     verified = _json(capsys, ["bundle", "verify", str(chain), "--json"])
     assert verified["ok"] is True and verified["probes"]["max_abs_diff"] <= verified["probes"]["atol"]
     inspected = _json(capsys, ["bundle", "inspect", str(chain), "--json"])

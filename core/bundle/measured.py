@@ -280,5 +280,19 @@ def stale_warning(result: dict[str, Any]) -> str | None:
 
 def export_warnings(result: dict[str, Any]) -> list[str]:
     """The WARNING lines of an export (command line and app alike): a layer that fails the criterion,
-    and numbers measured before the workspace changed."""
-    return [w for w in (verdict_line(result["manifest"]), stale_warning(result)) if w]
+    numbers measured before the workspace changed, and a bundle shipped without a report."""
+    return [w for w in (verdict_line(result["manifest"]), stale_warning(result), no_report_warning(result)) if w]
+
+
+def no_report_warning(result: dict[str, Any]) -> str | None:
+    """A bundle is meant to carry the report of its layer; one exported before any report was made ships
+    the training run's held-out numbers only, and says how to include one."""
+    manifest = result["manifest"]
+    entry = manifest.get("report") if isinstance(manifest.get("report"), dict) else {}
+    if entry.get("id") is not None or len(manifest.get("chain") or []) > 1:  # a chain's steps each have their own
+        return None
+    runs = (manifest.get("adapter") or {}).get("run_ids") or []
+    run = str(runs[-1]) if runs else "RUN"
+    return (f"WARNING: no report of this layer was made, so the bundle carries no report.html or report.json, "
+            f"only the training run's held-out numbers; run 'embridge report --run {run}' and export again to "
+            "ship its report")

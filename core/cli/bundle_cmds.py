@@ -88,7 +88,7 @@ def _run_ids(args: argparse.Namespace) -> list[int] | None:
 
 def cmd_export(args: argparse.Namespace) -> Result:
     from embridge.core.bundle import bundle_text, export_bundle
-    from embridge.core.bundle.measured import export_warnings, stale_warning
+    from embridge.core.bundle.measured import export_warnings, no_report_warning, stale_warning
     from embridge.core.store import Workspace
 
     with Workspace.open(args.workspace) as ws:
@@ -98,7 +98,7 @@ def cmd_export(args: argparse.Namespace) -> Result:
     stale = stale_warning(result)
     text = (f"exported bundle {result['bundle_id']} to {result['path']} ({result['format']}, "
             f"{result['bytes']} bytes, verified)\n" + bundle_text(result["manifest"], stale_note=not stale)
-            + (f"\n{stale}" if stale else ""))
+            + (f"\n{stale}" if stale else "") + (f"\n{no_report}" if (no_report := no_report_warning(result)) else ""))
     return {**result, "warning": "\n".join(export_warnings(result)) or None}, text  # the text's WARNINGs, in JSON too
 
 
