@@ -180,6 +180,11 @@ def save_encoder(folder: Path, tokenizer: Any, weights: np.ndarray, prompt: str)
     layers = [modules.WordEmbeddings(tokenizer, weights), modules.Pooling(weights.shape[1], "mean"),
               modules.Normalize()]
     SentenceTransformer(modules=layers, device="cpu", prompts={"query": prompt} if prompt else None).save(str(folder))
+    for config in folder.rglob("whitespacetokenizer_config.json"):  # its stop words are a set, saved in hash
+        data = json.loads(config.read_text(encoding="utf-8"))      # order: sorted, a seed gives the same bytes
+        if isinstance(data.get("stop_words"), list):
+            data["stop_words"] = sorted(data["stop_words"])
+            config.write_text(json.dumps(data, indent=2), encoding="utf-8")
     return folder
 
 

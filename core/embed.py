@@ -136,8 +136,7 @@ def embed_items(workspace: Any, model_name: str, item_ids: Sequence[int] | np.nd
             zeros.count_stored(info["path"], first, lambda rows: workspace.items(ids=ids[rows]))
         if zeros.n:
             info.update(zero_vectors=zeros.n, zero_vector_example=zeros.example)
-        if skipped:
-            info.update(written=int(len(ids)), already_stored=skipped)
+        info.update(written=int(len(ids)), already_stored=skipped)  # the same keys whatever was held before
         if model.is_text and hasattr(model.module, "truncated"):  # what the texts lost (transformers and ONNX
             # folders, which Embridge tokenizes itself), said beside the result
             info.update(truncated=int(model.module.truncated), token_limit=int(model.module.max_length))
@@ -344,7 +343,8 @@ def embed_summary(model: str, info: dict[str, Any]) -> str:
     cut = (f"; {info['truncated']} texts reached the model's limit of {info['token_limit']} tokens and were cut "
            "there" if info.get("truncated") else "")
     cut += "".join(f"; {w}" for w in embed_warnings(info))
-    if "written" not in info:  # a model run on the items: every requested item is embedded
+    if info.get("written") == info["count"] and not info.get("already_stored") and "not_covered" not in info:
+        # a model run on the items asked for: every one of them is embedded now
         return f"embedded {info['count']} items with {model} (dim {info['dim']}) -> {info['path']}{cut}"
     skipped = [f"{info[k]} {what}" for k, what in (("already_stored", "already held its vectors"),
                                                     ("not_covered", "are not in its vector file")) if info.get(k)]

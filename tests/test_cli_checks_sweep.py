@@ -301,3 +301,55 @@ def test_what_a_library_prints_during_a_json_command_goes_to_stderr(
     assert main(["info", "--workspace", str(tmp_path / "ws"), "--json"]) == 0
     out, err = capsys.readouterr()
     assert json.loads(out)["models"] == [] and "(raylet) A worker died" in err
+
+
+def test_embed_json_carries_the_same_keys_on_a_first_and_a_later_run(demo_copy: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """A first run's JSON had no 'written' or 'already_stored', a later run's had both: a script reading
+    them failed on the first run only."""
+    import json
+
+    import torch
+
+    torch.jit.script(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 8)).eval()).save(
+        str(demo_copy.parent / "tiny.pt"))  # a model holding no vectors yet (the demo's digits are 8x8)
+    assert main(["model", "add", "-w", str(demo_copy), "--name", "tiny", "--path", str(demo_copy.parent / "tiny.pt"),
+                 "--input-shape", "1,8,8"]) == 0
+    with Workspace.open(demo_copy) as ws:
+        items = ws.item_count()
+    capsys.readouterr()
+    assert main(["embed", "-w", str(demo_copy), "--model", "tiny", "--split", "query", "--json"]) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert main(["embed", "-w", str(demo_copy), "--model", "tiny", "--json"]) == 0
+    later = json.loads(capsys.readouterr().out)
+    for out in (first, later):
+        assert {"written", "already_stored", "count", "vector_set"} <= set(out), out
+    assert (first["written"], first["already_stored"]) == (200, 0)
+    assert (later["written"], later["already_stored"]) == (items - 200, 200)
+
+
+def test_json_paths_do_not_depend_on_how_the_workspace_was_spelled(demo_copy: Path, capsys: pytest.CaptureFixture[str],
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """`info --json` resolved 'workspace' but kept each model's and vector set's path relative to the caller's
+    working folder, as -w was spelled (and with its '..')."""
+    import json
+
+    monkeypatch.chdir(demo_copy.parent)
+    spelled = f"{demo_copy.name}/../{demo_copy.name}"
+    assert main(["info", "-w", spelled, "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    paths = [m["path"] for m in info["models"]] + [v["path"] for v in info["vector_sets"]]
+    assert paths and all(Path(p).is_absolute() and ".." not in Path(p).parts and Path(p).exists() for p in paths)
+    assert all(Path(p).is_relative_to(demo_copy) for p in paths)
+
+
+def test_export_of_a_run_that_is_no_training_run_names_its_kind(demo_copy: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """It said 'run 2 produced no adapter' where report and plan say what run 2 is."""
+    assert main(["train", "-w", str(demo_copy), "--method", "procrustes", "--device", "cpu"]) == 0
+    assert main(["report", "-w", str(demo_copy), "--bootstrap", "20", "--backfill-steps", "2"]) == 0
+    capsys.readouterr()
+    assert main(["bundle", "export", "-w", str(demo_copy), "--run", "2", "--out", str(demo_copy.parent / "b.zip")]) == 1
+    assert capsys.readouterr().err == "embridge: error: run 2: is a report run, not a training run\n"
+    assert main(["model"]) == 2
+    assert "the following arguments are required: ACTION" in capsys.readouterr().err  # not 'model_command'

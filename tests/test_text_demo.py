@@ -83,3 +83,27 @@ def test_every_stored_document_vector_has_a_direction(demo: Path) -> None:
         for model in (OLD_MODEL, NEW_MODEL):
             norms = np.linalg.norm(ws.vectors_for(model, gallery), axis=1)
             assert norms.min() > 0.5, (model, int((norms == 0).sum()))
+
+
+SAVE = """
+import sys
+from pathlib import Path
+import numpy as np
+from embridge.core.demo_text import save_encoder, whitespace_tokenizer
+save_encoder(Path(sys.argv[1]), whitespace_tokenizer(["a", "b", "c"]), np.eye(3, dtype=np.float32), "q: ")
+"""
+
+
+def test_a_saved_encoder_is_the_same_bytes_in_every_process(tmp_path: Path) -> None:
+    """The tokenizer's stop words (a set) were saved in the process's hash order, so one seed gave the demo
+    models other sha256s on every build."""
+    import os
+    import subprocess
+    import sys
+
+    for seed in ("1", "2"):
+        subprocess.run([sys.executable, "-c", SAVE, str(tmp_path / seed)], check=True, timeout=300,
+                       env={**os.environ, "PYTHONHASHSEED": seed})
+    files = sorted(p.relative_to(tmp_path / "1") for p in (tmp_path / "1").rglob("*") if p.is_file())
+    assert any(p.name == "whitespacetokenizer_config.json" for p in files)
+    assert all((tmp_path / "1" / p).read_bytes() == (tmp_path / "2" / p).read_bytes() for p in files)

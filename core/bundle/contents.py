@@ -71,7 +71,10 @@ def resolve_steps(ws: Workspace, run_ids: list[int] | None) -> list[Step]:
     if len(set(run_ids)) != len(run_ids):
         raise BundleError(f"runs {run_ids}: a run appears twice")
     steps = []
+    from embridge.core.report.build import resolve_train_run
+
     for run_id in run_ids:
+        resolve_train_run(ws, int(run_id))  # a report or export run is named as such, as report and plan do
         run = ws.run(int(run_id))
         row = ws.adapter_for_run(int(run_id))
         steps.append(Step(run, row, load_adapter(ws.adapter_path(int(row["id"])))))

@@ -49,7 +49,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--label-column", help="CSV/JSONL: the label column (default: 'label' if present)")
     p.set_defaults(handler=cmd_import)
 
-    model = sub.add_parser("model", help="manage models").add_subparsers(dest="model_command", required=True)
+    model = sub.add_parser("model", help="manage models").add_subparsers(dest="model_command", required=True,
+                                                                               metavar="ACTION")
     p = model.add_parser("add", help="add a model checkpoint to the workspace")
     add_common(p)
     p.add_argument("--name", required=True, help="the model's name in the workspace (unique)")

@@ -15,6 +15,7 @@ judgments (:mod:`embridge.core.store.judgments`). Every SQL statement on a works
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import uuid
@@ -79,7 +80,8 @@ class Workspace(ItemsMixin, ModelsMixin, RecordsMixin, JudgmentsMixin):
     """Open handle on a workspace folder; see the module docstring."""
 
     def __init__(self, root: Path, db: sqlite_utils.Database) -> None:
-        self.root = root
+        # absolute: paths built from it (in --json) mean the same whatever spelling opened it
+        self.root = Path(os.path.abspath(root))
         self.db = db
         self._lock = threading.RLock()
 
