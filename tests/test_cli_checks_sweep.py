@@ -353,3 +353,30 @@ def test_export_of_a_run_that_is_no_training_run_names_its_kind(demo_copy: Path,
     assert capsys.readouterr().err == "embridge: error: run 2: is a report run, not a training run\n"
     assert main(["model"]) == 2
     assert "the following arguments are required: ACTION" in capsys.readouterr().err  # not 'model_command'
+
+
+def test_commands_that_read_no_workspace_take_one_as_every_command_does(
+        demo_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A script passing --workspace to every command got 'unrecognized arguments' from bundle apply,
+    migrate, rollback, check, transform and embed-dataset; a folder that is no workspace is still named."""
+    import numpy as np
+
+    assert main(["train", "-w", str(demo_copy), "--method", "procrustes", "--device", "cpu"]) == 0
+    bundle = tmp_path / "b.zip"
+    assert main(["bundle", "export", "-w", str(demo_copy), "--out", str(bundle)]) == 0
+    np.save(tmp_path / "q.npy", np.random.default_rng(0).standard_normal((5, 64)).astype(np.float32))
+    capsys.readouterr()
+    assert main(["bundle", "apply", str(bundle), "-w", str(demo_copy), "--vectors", str(tmp_path / "q.npy"),
+                 "--out", str(tmp_path / "o.npy")]) == 0
+    assert np.load(tmp_path / "o.npy").shape == (5, 32)
+    assert main(["bundle", "apply", str(bundle), "-w", str(demo_copy), "--vectors", str(tmp_path / "q.npy"),
+                 "--out", str(demo_copy / "o.npy")]) == 1  # inside it: refused, as any output inside a workspace
+    capsys.readouterr()
+    for argv in (["bundle", "apply", str(bundle), "--vectors", "q.npy", "--out", "o2.npy"],
+                 ["migrate", "--bundle", str(bundle), "--from", "parquet:///nowhere", "--to", "parquet:///x"],
+                 ["rollback", "--to", "qdrant:///nowhere?collection=a"], ["check", "--uri", "parquet:///nowhere"],
+                 ["transform", "--bundle", str(bundle), "--from", "in", "--to", "out"],
+                 ["embed-dataset", "--model", "m.pt", "--from", "in", "--to", "out"]):
+        assert main([*argv, "--workspace", str(tmp_path)]) == 2, argv
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"--workspace: {tmp_path} is not an Embridge workspace" in err, err

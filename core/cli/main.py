@@ -114,6 +114,7 @@ def _main(argv: Sequence[str] | None, program: bool) -> int:
         quiet = contextlib.redirect_stdout(sys.stderr) if getattr(args, "json", False) else contextlib.nullcontext()
         with _sigterm_interrupts(), stop_signals.held_until_exit(), quiet:
             check_engine_flags(args)
+            check_context_workspace(args)
             finished = args.handler(args)
             if program:
                 _ignore_stop_signals()
@@ -214,12 +215,30 @@ def _error(message: str) -> None:
 
 
 def add_common(parser: argparse.ArgumentParser, workspace: bool = True) -> None:
-    """Flags every command shares: --workspace and --json."""
+    """Flags every command shares: --workspace and --json. A command that reads no workspace (it works on
+    a bundle, a store or a dataset) still takes ``--workspace``, optional, so a script can pass it to every
+    command: it must name a workspace, and the command's outputs may not lie inside it."""
     from embridge.core.cli.option_types import PATH
 
     if workspace:
         parser.add_argument("--workspace", "-w", type=PATH, required=True, metavar="DIR", help="workspace folder")
+    else:
+        parser.add_argument("--workspace", "-w", type=PATH, metavar="DIR", dest="context_workspace",
+                            help="a workspace (optional: this command reads none; it must be one, and no output "
+                                 "may lie inside it)")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
+
+def check_context_workspace(args: argparse.Namespace) -> None:
+    """``--workspace`` given to a command that reads none: it must name a workspace (a typo is not ignored)."""
+    folder = getattr(args, "context_workspace", None)
+    if folder is None:
+        return
+    from embridge.core.paths import DB_NAME
+
+    if not (Path(folder) / DB_NAME).is_file():
+        raise UsageError("--workspace", f"{folder} is not an Embridge workspace (no {DB_NAME}); this command reads "
+                                        "no workspace, so the option may also be left out")
 
 
 if __name__ == "__main__":
