@@ -84,8 +84,13 @@ def test_backfill_resumes_by_chunk_and_refuses_bad_input(ray_cluster: Any, model
         embed_dataset(m["model"], str(m["items"]), str(tmp_path / "swap"), chunk=200)
     with pytest.raises(InputError, match="not in the dataset"):
         embed_dataset(m["model"], str(m["items"]), str(tmp_path / "o2"), order=np.array([5]))
-    with pytest.raises(InputError, match="no 'id' and 'text' columns"):
+    with pytest.raises(InputError, match="no 'text' column \\(columns: "):
         embed_dataset(m["model"], str(m["items"]), str(tmp_path / "o3"), input_col="text")
+    for source, target, says in ((f"parquet://{m['items']}?id=label", str(tmp_path / "o4"), "--from: .* 'id'"),
+                                 (str(m["items"]), f"parquet://{tmp_path / 'o5'}?bogus=2", "--to: .* 'bogus'")):
+        with pytest.raises(InputError, match=f"{says} \\(it takes no parameters here\\)"):  # ignored before
+            embed_dataset(m["model"], source, target)
+        assert not (tmp_path / "o4").exists() and not (tmp_path / "o5").exists()
 
 
 def test_embed_dataset_command_on_ray(ray_cluster: Any, model_and_items: dict, tmp_path: Path,

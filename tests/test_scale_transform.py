@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -203,7 +204,7 @@ def test_transform_command_on_ray_with_lance_and_refusals(ray_cluster: Any, bund
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--from" in err[0] and "no such Lance dataset" in err[0]
     assert main([*args, "--to", str(tmp_path / "o3"), "--vector-column", "emb"]) == 1
-    assert "no 'id' and 'emb' columns" in capsys.readouterr().err
+    assert "no 'emb' column (columns: id, vector, label)" in capsys.readouterr().err  # 'id' is there
     assert main(["transform", "--bundle", str(bundles["fusion"]), "--from", f"lancedb://{tmp_path / 'db'}?table=docs",
                  "--to", str(tmp_path / "o4")]) == 1
     assert "needs two inputs" in capsys.readouterr().err
@@ -434,6 +435,48 @@ def test_a_damaged_lance_partition_record_is_one_line_naming_it(bundles: dict, t
     marker.unlink()
     assert main(args) == 0
     assert lance_rows(dst).num_rows == len(bundles["vectors"]["v1"])
+
+
+def test_a_committed_lance_output_takes_a_changed_and_an_added_partition(bundles: dict, tmp_path: Path) -> None:
+    """The rerun failed for good ('Dataset already exists') after editing the output's records; it redoes
+    the changed and the added partitions and commits what a fresh run of the new source commits."""
+    import pyarrow.parquet as pq
+
+    files = write_partitions(tmp_path / "in", bundles["vectors"]["v1"][:150], parts=3)
+    dst = tmp_path / "out.lance"
+    transform_gallery(bundles["fct"], str(tmp_path / "in"), f"lance://{dst}")
+    pq.write_table(pq.read_table(files[1]).slice(0, 20), files[1])  # a partition rewritten with fewer rows
+    write_partitions(tmp_path / "more", bundles["vectors"]["v1"][150:200], parts=1, first_id=150)
+    (tmp_path / "more" / "part-000.parquet").rename(tmp_path / "in" / "part-003.parquet")  # and one added
+    again = transform_gallery(bundles["fct"], str(tmp_path / "in"), f"lance://{dst}")
+    assert again.written == 2 and again.skipped == 2
+    fresh = tmp_path / "fresh.lance"
+    transform_gallery(bundles["fct"], str(tmp_path / "in"), f"lance://{fresh}")
+    got, want = lance_rows(dst), lance_rows(fresh)
+    assert got.num_rows == 50 + 20 + 50 + 50 and got.equals(want)
+
+
+def test_partitions_of_other_columns_are_refused_for_a_lance_output(bundles: dict, tmp_path: Path) -> None:
+    """Columns in another order, an int32 id beside int64 ones or an extra column: the fragments were
+    committed under the first partition's schema, exit 0, and the dataset could not be read back."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    for change, says in (("order", "its columns are in another order than part-000.parquet's (label, vector, id "
+                                   "against id, vector, label)"),
+                         ("int32", "column 'id' is int32 but part-000.parquet has int64"),
+                         ("extra", "its columns differ from part-000.parquet's (it has note)")):
+        files = write_partitions(tmp_path / change, bundles["vectors"]["v1"][:90], parts=3)
+        table = pq.read_table(files[2])
+        table = {"order": lambda t: t.select(["label", "vector", "id"]),
+                 "int32": lambda t: t.set_column(0, "id", t["id"].cast(pa.int32())),
+                 "extra": lambda t: t.append_column("note", pa.array(["x"] * t.num_rows))}[change](table)
+        pq.write_table(table, files[2])
+        dst = tmp_path / f"{change}.lance"
+        with pytest.raises(InputError, match=f"part-002.parquet: {re.escape(says)}; a Lance output holds one schema"):
+            transform_gallery(bundles["fct"], str(tmp_path / change), f"lance://{dst}")
+        assert not dst.exists()
+        assert transform_gallery(bundles["fct"], str(tmp_path / change), str(tmp_path / f"{change}-pq")).written == 3
 
 
 def test_columns_named_on_the_source_uri_are_the_ones_transformed(bundles: dict, tmp_path: Path) -> None:

@@ -35,6 +35,7 @@ from embridge.core.scale.item_checks import (
     order_fingerprint,
 )
 from embridge.core.scale.output_folder import first_missing, read_marker, take_back, write_marker
+from embridge.core.scale.partitions import dataset_params
 
 STATE_FILE = "_embridge_embed.json"
 
@@ -154,6 +155,8 @@ def embed_dataset(model: ModelRef, source: str, target: str, *, engine: str = "l
     """
     check_engine(engine)
     on_progress = on_progress or no_progress
+    dataset_params(source, "--from")  # a parameter it does not take (?id=, a typo) is named, not ignored
+    dataset_params(target, "--to")
     src, dst = parquet_dir(source, "--from"), parquet_dir(target, "--to")
     if dst.resolve() == src.resolve() or src.resolve() in dst.resolve().parents:
         raise InputError("--to", f"{dst}: the output folder must not be the input folder or inside it")

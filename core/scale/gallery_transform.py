@@ -30,6 +30,7 @@ from embridge.core.l2 import zero_rows
 from embridge.core.paths import check_folder_target, check_output
 from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
 from embridge.core.scale.engine import check_engine
+from embridge.core.scale.item_checks import missing_columns
 from embridge.core.scale.layer import layer_fingerprint, loaded_layer
 from embridge.core.scale.output_folder import partition_stamps, prepare_target, take_back
 from embridge.core.scale.partitions import (
@@ -112,7 +113,7 @@ def transform_partition(bundle: str, part: Partition | dict[str, Any], target: s
     layer = loaded_layer(bundle)
     table = read_partition(part)
     if vec_col not in table.column_names or id_col not in table.column_names:
-        raise InputError(part.path, f"no '{id_col}' and '{vec_col}' columns (columns: {', '.join(table.column_names)})")
+        raise InputError(part.path, f"{missing_columns([id_col, vec_col], table.column_names)} (columns: {', '.join(table.column_names)})")
     vec = table.column(vec_col).combine_chunks()
     width = vec.type.list_size if hasattr(vec.type, "list_size") else None
     if width is None:
@@ -159,16 +160,19 @@ def transform_partition(bundle: str, part: Partition | dict[str, Any], target: s
                            torch_loaded=sys.modules.get("torch") is not None)
 
 
-def _check_schemas(source: SourceDataset, id_col: str, vec_col: str) -> None:
-    """Every partition has the id column and a fixed-size-list vector column (schemas only, no rows)."""
+def _check_schemas(source: SourceDataset, id_col: str, vec_col: str, one_schema: bool = False) -> None:
+    """Every partition has the id column and a fixed-size-list vector column (schemas only, no rows);
+    ``one_schema`` (a Lance output, one schema for every fragment): the same columns, in the same order,
+    of the same types, but for the vector column's float type, which the layer's output replaces."""
     import pyarrow as pa
 
     first: tuple[str, int, Any] | None = None
+    carried: list[tuple[str, Any]] | None = None
     for part in source.partitions if source.kind == "parquet" else source.partitions[:1]:
         schema = partition_schema(part)
         where = part.path if source.kind == "parquet" else source.root
         if id_col not in schema.names or vec_col not in schema.names:
-            raise InputError(where, f"no '{id_col}' and '{vec_col}' columns (columns: {', '.join(schema.names)}); "
+            raise InputError(where, f"{missing_columns([id_col, vec_col], schema.names)} (columns: {', '.join(schema.names)}); "
                              "name them with --id-column/--vector-column")
         vec_type, id_type = schema.field(vec_col).type, schema.field(id_col).type
         if not pa.types.is_fixed_size_list(vec_type):
@@ -184,6 +188,28 @@ def _check_schemas(source: SourceDataset, id_col: str, vec_col: str) -> None:
         elif id_kind(id_type) != id_kind(first[2]):
             raise InputError(where, f"column '{id_col}' is {id_type} but {first[0]} has {first[2]}; "
                              "every partition needs the same id type")
+        if one_schema:
+            columns = [(f.name, None if f.name == vec_col else f.type) for f in schema]
+            if carried is None:
+                carried = columns
+            elif columns != carried:
+                raise InputError(where, _schema_difference(columns, carried, first[0]))
+
+
+def _schema_difference(columns: list[tuple[str, Any]], first: list[tuple[str, Any]], first_name: str) -> str:
+    """What sets a partition's columns apart from the first one's, for a Lance output's single schema."""
+    names, first_names = [n for n, _ in columns], [n for n, _ in first]
+    if set(names) != set(first_names):
+        extra, missing = sorted(set(names) - set(first_names)), sorted(set(first_names) - set(names))
+        what = "; ".join(part for part in (f"it has {', '.join(extra)}" if extra else "",
+                                           f"it lacks {', '.join(missing)}" if missing else "") if part)
+        why = f"its columns differ from {first_name}'s ({what})"
+    elif names != first_names:
+        why = f"its columns are in another order than {first_name}'s ({', '.join(names)} against {', '.join(first_names)})"
+    else:
+        name, kind = next((n, t) for (n, t), (_, t0) in zip(columns, first, strict=True) if t != t0)
+        why = f"column '{name}' is {kind} but {first_name} has {dict(first)[name]}"
+    return f"{why}; a Lance output holds one schema, so every partition needs the same columns and types"
 
 
 def _check_ids(src: Any, id_col: str) -> None:
@@ -237,7 +263,7 @@ def transform_gallery(bundle: str | Path, source: str, target: str, *, engine: s
     check_output(dst, label="--to", inputs=(src.root, bundle_path), below=True)
     check_database_folder(target, "--to")  # a LanceDB database folder holding a workspace, as migrate refuses it
     check_folder_target(dst, "--to")
-    _check_schemas(src, id_col, vec_col)
+    _check_schemas(src, id_col, vec_col, one_schema=output == "lance")
     _check_ids(src, id_col)
     loaded_layer(bundle_path)  # verify the bundle here, with one clear line, before any worker starts
     state = {"layer_sha256": layer_fingerprint(bundle_path), "source": str(src.root.resolve()),

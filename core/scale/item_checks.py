@@ -28,7 +28,7 @@ def check_item_schemas(files: list[Path], id_col: str, input_col: str) -> None:
         with reading_parquet(file, as_input=True):
             schema = pq.read_schema(file)
         if id_col not in schema.names or input_col not in schema.names:
-            raise InputError(file, f"no '{id_col}' and '{input_col}' columns (columns: {', '.join(schema.names)}); "
+            raise InputError(file, f"{missing_columns([id_col, input_col], schema.names)} (columns: {', '.join(schema.names)}); "
                              "name them with --id-column/--input-column")
         id_type, input_type = schema.field(id_col).type, schema.field(input_col).type
         if id_kind(id_type) not in ("integer", "text"):
@@ -156,3 +156,9 @@ def _texts(digest: Any, texts: Any) -> None:
     for text in texts:  # each length-prefixed, so no two lists hash alike
         encoded = str(text).encode()
         digest.update(len(encoded).to_bytes(8, "little") + encoded)
+
+
+def missing_columns(wanted: list[str], names: list[str]) -> str:
+    """"no 'vec' column" (or "no 'id' and 'vec' columns"): only the columns that are missing are named."""
+    missing = [c for c in wanted if c not in names]
+    return f"no {' and '.join(repr(c) for c in missing)} column{'s' if len(missing) > 1 else ''}"

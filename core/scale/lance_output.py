@@ -9,7 +9,8 @@ as one new dataset version (an atomic manifest write), so a reader never sees a 
 dataset, and the rows come out in the same order as from the local engine. Data files that no
 recorded fragment references (a partition a killed run left half written) are removed after the
 commit. A rerun after a commit commits the same fragments again, which changes nothing but the
-version number.
+version number; a rerun after a source partition changed or was added redoes those partitions only,
+writing their fragments beside the committed version, and commits the whole again as a new version.
 """
 
 from __future__ import annotations
@@ -50,7 +51,10 @@ def write_partition(table: Any, marker: Path) -> None:
     import pyarrow as pa
 
     dataset = marker.parent.parent
-    fragments = lance.fragment.write_fragments(table, str(dataset), schema=table.schema, mode="create")
+    # once a version is committed (a rerun after a source partition changed or was added), new fragments are
+    # written beside it ("create" refuses an existing dataset); the commit's Overwrite lists them all again
+    mode = "append" if (dataset / "_versions").is_dir() else "create"
+    fragments = lance.fragment.write_fragments(table, str(dataset), schema=table.schema, mode=mode)
     schema = base64.b64encode(table.schema.serialize().to_pybytes()).decode("ascii")
     record = {"rows": table.num_rows, "schema": schema, "fragments": [f.to_json() for f in fragments],
               "arrow": pa.__version__}
