@@ -172,3 +172,33 @@ def test_untyped_source_column_null_in_the_first_batch(kind: str, upgrade: dict,
     rows = {r["id"]: r for r in table.select(["id", "late", "extra"]).to_pylist()}
     assert rows[0]["late"] is None and rows[0]["extra"] is None
     assert rows[LATE + 3]["late"] == f"note {LATE + 3}" and rows[LATE + 3]["extra"] == LATE + 3
+
+
+@pytest.mark.parametrize("target", ["parquet", "lancedb"])
+def test_object_payloads_an_arrow_column_cannot_hold_are_refused_not_changed(
+        target: str, upgrade: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An object payload whose keys change after the first batch lost the new keys' values (cast by key
+    name), and an empty object made a LanceDB shadow read back with its later columns shifted (the
+    model-version field holding a title); both migrations said 'verified'. Both are refused, naming
+    the field, before anything is lost."""
+    from qdrant_client import QdrantClient, models
+    from store_fixtures import one_line
+
+    v1 = upgrade["vectors"]["v1"][:2 * BATCH].astype(np.float32)
+    cases = {"keys": [{"meta": {"author": f"a{i}"} if i < BATCH else {"source": f"s{i}"}} for i in range(len(v1))],
+             "empty": [{"opts": {}, "title": f"t{i}"} for i in range(len(v1))]}
+    for case, payloads in cases.items():
+        folder = tmp_path / case
+        client = QdrantClient(path=str(folder / "qd"))
+        client.create_collection("docs", vectors_config=models.VectorParams(size=v1.shape[1],
+                                                                              distance=models.Distance.COSINE))
+        client.upsert("docs", points=models.Batch(ids=list(range(len(v1))), vectors=v1.tolist(), payloads=payloads))
+        client.close()
+        shadow = f"parquet://{folder / 'pq'}" if target == "parquet" else f"lancedb://{folder / 'ldb'}?table=docs_v2"
+        code, _out, err = cli(capsys, "migrate", "--bundle", str(upgrade["bundle"]), "--batch", str(BATCH),
+                              "--from", f"qdrant://{folder / 'qd'}?collection=docs", "--to", shadow)
+        if case == "keys":
+            one_line(code, err, "payload field 'meta.source' holds values, but the column the earlier points made "
+                                "for 'meta' has no such key")
+        else:
+            one_line(code, err, "payload field 'opts' is an empty object ({}) in every point of the batch")

@@ -65,9 +65,55 @@ def batch_to_table(batch: Batch, id_col: str, vec_col: str, schema: Any = None, 
                    vec_col: vector_array(batch.vectors)}
         for name in names:
             columns[name] = _column([p.get(name) for p in batch.payloads], known.get(name), name, batch.ids)
+        for name, column in columns.items():
+            if (empty := empty_object(column.type, name)) is not None:
+                raise VectorStoreError(f"payload field '{empty}' is an empty object ({{}}) in every point of the "
+                                       "batch: an Arrow column cannot hold an object with no keys (its rows would "
+                                       "read back shifted); drop the field or give it a key")
     except VectorStoreError as exc:
         raise VectorStoreError(f"{where}: {exc}" if where else str(exc)) from exc
     return pa.table(columns)
+
+
+def empty_object(arrow_type: Any, path: str) -> str | None:
+    """The path of an object type with no fields inside ``arrow_type`` (``opts``, ``meta.tags[]``), if any."""
+    import pyarrow as pa
+
+    if pa.types.is_struct(arrow_type):
+        if arrow_type.num_fields == 0:
+            return path
+        return next((found for i in range(arrow_type.num_fields)
+                     if (found := empty_object(arrow_type.field(i).type, f"{path}.{arrow_type.field(i).name}"))), None)
+    if pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type) or pa.types.is_fixed_size_list(arrow_type):
+        return empty_object(arrow_type.value_type, f"{path}[]")
+    return None
+
+
+def lost_key(source: Any, target: Any, path: str) -> str | None:
+    """The path of an object key that holds values in ``source`` but that ``target`` lacks: Arrow casts
+    objects by key name, so casting would drop its values (a key seen first in a later batch)."""
+    import pyarrow as pa
+
+    if pa.types.is_struct(source) and pa.types.is_struct(target):
+        keys = {target.field(i).name: target.field(i).type for i in range(target.num_fields)}
+        for i in range(source.num_fields):
+            field = source.field(i)
+            if field.name not in keys:
+                if not pa.types.is_null(field.type):
+                    return f"{path}.{field.name}"
+            elif (deeper := lost_key(field.type, keys[field.name], f"{path}.{field.name}")) is not None:
+                return deeper
+    elif all(pa.types.is_list(t) or pa.types.is_large_list(t) for t in (source, target)):
+        return lost_key(source.value_type, target.value_type, f"{path}[]")
+    return None
+
+
+def _refuse_lost_key(source: Any, target: Any, name: str) -> None:
+    key = lost_key(source, target, name)
+    if key is not None:
+        raise VectorStoreError(f"payload field '{key}' holds values, but the column the earlier points made for "
+                               f"'{name}' has no such key, so they would be dropped; give every point's '{name}' "
+                               "the same keys (or a key holding null where it has no value)")
 
 
 def _odd_one(values: list[Any], ids: list[Any]) -> str:
@@ -104,6 +150,7 @@ def _column(values: list[Any], arrow_type: Any, name: str, ids: list[Any]) -> An
                                    f"holds ({_odd_one(values, ids)}{problem})")
         return inferred  # a null-typed column takes what comes (widen_schema)
     if inferred is not None:
+        _refuse_lost_key(inferred.type, arrow_type, name)
         try:
             return inferred.cast(arrow_type)  # safe: a value the column cannot hold as it is fails here
         except pa.ArrowInvalid:
@@ -155,6 +202,7 @@ def fit_table(table: Any, schema: Any) -> Any:
             columns.append(pa.nulls(len(table), field.type))
             continue
         column = table.column(field.name)
+        _refuse_lost_key(column.type, field.type, field.name)
         try:
             columns.append(column.cast(field.type))
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, ValueError) as exc:
