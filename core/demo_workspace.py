@@ -17,6 +17,7 @@ from pathlib import Path
 from embridge.core.errors import StoreError
 from embridge.core.paths import owned_temp_name
 from embridge.core.store import Workspace
+from embridge.core.store.demo_lock import lock_demo_folder, unlock_demo_folder
 from embridge.core.store.workspace import DB_NAME
 from embridge.core.store.workspace_folder import UNFINISHED_DEMO as MARKER
 
@@ -25,6 +26,23 @@ def start_demo(path: str | Path, kind: str) -> Workspace:
     """A new workspace at ``path`` for a demo of ``kind`` (as ``embridge demo --kind`` names it), after
     clearing a demo build that was killed there."""
     root = Path(path)
+    made = not root.exists() and not root.is_symlink()
+    if made or root.is_dir():  # held for the whole build: another demo here is refused, not let clear this one
+        root.mkdir(parents=True, exist_ok=True)
+        lock_demo_folder(root)
+    try:
+        return _start(root, made, kind)
+    except BaseException:
+        unlock_demo_folder(root)
+        if made:
+            try:
+                root.rmdir()
+            except OSError:
+                pass
+        raise
+
+
+def _start(root: Path, made: bool, kind: str) -> Workspace:
     marker = root / MARKER
     if (root / DB_NAME).exists() and marker.is_file():
         kept = _kept(marker)
@@ -35,7 +53,7 @@ def start_demo(path: str | Path, kind: str) -> Workspace:
                              "the stopped demo's own files; move them out of the folder, then run 'embridge demo' "
                              "again (nothing was removed)")
         _remove_made(root, kept)
-    before = sorted(os.listdir(root)) if root.is_dir() else None
+    before = None if made else sorted(os.listdir(root)) if root.is_dir() else None
     ws = Workspace.create(root)
     try:
         _write_marker(marker, before, kind)
@@ -49,12 +67,16 @@ def start_demo(path: str | Path, kind: str) -> Workspace:
 def finish_demo(ws: Workspace) -> None:
     """The demo is complete: from now on it is a workspace like any other."""
     (ws.root / MARKER).unlink(missing_ok=True)
+    unlock_demo_folder(ws.root)
 
 
 def abandon_demo(ws: Workspace) -> None:
     """Close the workspace and remove what the unfinished demo made."""
     ws.close()
-    _remove_made(ws.root, _kept(ws.root / MARKER))
+    try:
+        _remove_made(ws.root, _kept(ws.root / MARKER))
+    finally:
+        unlock_demo_folder(ws.root)
 
 
 def _write_marker(marker: Path, before: list[str] | None, kind: str) -> None:

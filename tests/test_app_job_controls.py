@@ -174,3 +174,43 @@ def test_building_a_bundle_leaves_the_window_responsive(qtbot: QtBot, window: Ma
     timer.stop()
     assert (tmp_path / "fct.zip").is_file() and page.build_button.isEnabled()
     assert worst[0] < 300, f"the event loop stalled for {worst[0]} ms during the build"
+
+
+def test_report_and_plan_buttons_wait_for_their_job(qtbot: QtBot, window: MainWindow, demo_copy: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both stayed enabled while their job ran: a double click built two identical reports (two rows) and
+    ran two plans."""
+    import embridge.core.plan as plan_module
+    import embridge.core.report.build as report_module
+
+    with Workspace.open(demo_copy) as ws:
+        train_run(ws, "procrustes", device="cpu")
+    gate = threading.Event()
+    monkeypatch.setattr(report_module, "build_report", gated(gate, report_module.build_report))
+    monkeypatch.setattr(plan_module, "plan_upgrade", gated(gate, plan_module.plan_upgrade))
+    window.ctx.open_workspace(demo_copy)
+    reports = window.show_page("reports")
+    qtbot.waitUntil(reports.build_button.isEnabled, timeout=60_000)  # once the libraries it needs are loaded
+    started = count_starts(window)
+    click(qtbot, reports.build_button)
+    click(qtbot, reports.build_button)
+    assert len(started) == 1 and not reports.build_button.isEnabled()
+    assert "a second click would build it twice" in reports.build_button.toolTip()
+    reports.refresh()  # a refresh keeps it waiting
+    assert not reports.build_button.isEnabled()
+    gate.set()
+    wait_for_jobs(qtbot, window)
+    assert reports.build_button.isEnabled()
+    with Workspace.open(demo_copy) as ws:
+        assert len(ws.reports()) == 1
+    gate.clear()
+    plan = window.show_page("plan")
+    qtbot.waitUntil(plan.plan_button.isEnabled, timeout=60_000)
+    click(qtbot, plan.plan_button)
+    click(qtbot, plan.plan_button)
+    assert len(started) == 2 and not plan.plan_button.isEnabled()
+    plan.refresh()
+    assert not plan.plan_button.isEnabled()
+    gate.set()
+    wait_for_jobs(qtbot, window)
+    assert plan.plan_button.isEnabled() and plan.plan is not None

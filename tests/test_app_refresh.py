@@ -142,11 +142,19 @@ def test_the_plan_pages_curves_follow_the_run_box_back_to_the_planned_run(qtbot:
     plan_page.make_plan(first, device="cpu")
     wait_for_jobs(qtbot, window)
     assert plan_page.plan is not None and plan_page.plan.run_id == first
-    planned_report = plan_page._curves_for
+    planned_report, rows = plan_page._curves_for, plan_page.options.rowCount()
+    summary = plan_page.summary.text()
+    assert rows > 0 and "Recommendation" in summary
     plan_page.run_combo.setCurrentIndex(runs.index(second))
     assert plan_page._curves_for != planned_report  # the other run's report
+    # its options and recommendation were the planned run's, shown under the other run's name
+    assert plan_page.options.rowCount() == 0 and "Recommendation" not in plan_page.summary.text()
+    assert f"No plan of run {second} yet" in plan_page.summary.text()
+    plan_page.refresh()  # the periodic refresh keeps the box where the user put it
+    assert plan_page.run_combo.currentIndex() == runs.index(second) and plan_page.options.rowCount() == 0
     plan_page.run_combo.setCurrentIndex(runs.index(first))
     assert plan_page._curves_for == planned_report == plan_page.plan.report_id
+    assert plan_page.options.rowCount() == rows and plan_page.summary.text() == summary
 
 
 def test_failed_background_loads_leave_no_page_waiting(qtbot: QtBot, window: MainWindow, demo_copy: Path,

@@ -427,6 +427,25 @@ def test_kill_during_bundle_export_then_rerun_gives_a_verified_bundle(
 
 
 # -- demo -------------------------------------------------------------------------------------
+def test_a_demo_being_built_is_neither_cleared_by_a_second_demo_nor_called_stopped(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], started: list[Child]) -> None:
+    """A second demo on the folder took the running build's marker for a killed build and removed its
+    files (the first then exited 0 with no database left), and info said the demo 'was stopped',
+    advising the command that did that."""
+    folder = tmp_path / "demo"
+    child = _start(started, ["demo", "--workspace", str(folder)])
+    child.wait_until(lambda: (folder / "embridge.db").is_file(), "the workspace was made")
+    capsys.readouterr()
+    for command in (["demo"], ["info"], ["init"]):
+        assert main([*command, "--workspace", str(folder)]) == 1
+        err = capsys.readouterr().err
+        assert f"{folder}: an 'embridge demo' is building this" in err and err.count("\n") == 1, err
+    assert child.proc.wait(timeout=600) == 0
+    assert main(["info", "--workspace", str(folder), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["items"]["gallery"] == 997 and [v["count"] for v in info["vector_sets"]] == [1197, 800]
+
+
 def test_a_demo_killed_midway_is_built_again_by_the_next_demo(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], started: list[Child]) -> None:
     """Killed after its images and items were stored: the next ``demo`` on the folder clears that

@@ -28,7 +28,8 @@ from embridge.app.error_path import labelled
 from embridge.app.image_plot import ImagePlot
 from embridge.app.pages.forms import scrolled_text, set_combo_items
 from embridge.app.pages.page import Page, completed_train_runs, fill_table, make_table, run_label, select_run
-from embridge.app.pages.why_disabled import NO_RUNS, enable
+from embridge.app.pages.why_disabled import NO_RUNS, PLANNING, enable
+from embridge.app.workers import Job
 from embridge.core.data_state import report_stale_note
 from embridge.core.errors import InputError
 from embridge.core.evaluation.headline import metric_label
@@ -72,6 +73,7 @@ class PlanPage(Page):
     def __init__(self, ctx: AppContext) -> None:
         super().__init__(ctx)
         self.plan: Plan | None = None
+        self.plan_job: Job | None = None  # one plan at a time
         self._curves_for: int | None = None  # the report whose curves are drawn
         self._waiting: Report | None = None  # a report to draw once plotting is loaded
         self._loading = False
@@ -157,13 +159,28 @@ class PlanPage(Page):
             return plan.to_json()  # plain values cross the thread boundary
 
         self.ctx.set_focus_run(run_id)
-        self.ctx.run(f"Plan the upgrade of run {run_id}", job, self.show_plan, milestone="stage")
+        self.plan_job = self.ctx.run(f"Plan the upgrade of run {run_id}", job, self.show_plan, milestone="stage")
+        if self.plan_job is not None:
+            self._show_plan_state()
+            self.plan_job.finished.connect(self._planned)
 
-    def show_plan(self, data: Plan | Mapping[str, Any]) -> None:
+    def _planned(self, _outcome: JobOutcome) -> None:
+        self.plan_job = None
+        self._show_plan_state()
+
+    def _show_plan_state(self) -> None:
+        enable(self.plan_button, NO_RUNS if not self._runs else PLANNING if self.plan_job is not None else None)
+
+    def show_plan(self, data: Plan | Mapping[str, Any], move_box: bool = True) -> None:
+        """Show a plan; ``move_box``: a plan just made brings the Run box back to its run (it may have moved
+        while the plan ran), so the options are never shown under another run's name."""
         plan = data if isinstance(data, Plan) else Plan.from_json(data)
         self.plan = plan
         planned = next((i for i, r in enumerate(self._runs) if int(r["id"]) == plan.run_id), None)
         if planned is not None and planned != self.run_combo.currentIndex():  # the box moved while it planned
+            if not move_box:
+                self._show_unplanned()
+                return
             with QSignalBlocker(self.run_combo):
                 self.run_combo.setCurrentIndex(planned)
         fill_table(self.options, [option_row(o, plan.metric) for o in plan.options])
@@ -246,18 +263,29 @@ class PlanPage(Page):
         if self.ctx.ws is None or not 0 <= index < len(self._runs):
             return
         run_id = int(self._runs[index]["id"])
-        if self.plan is not None and self.plan.run_id == run_id:  # back to the planned run: its report's curves
-            if self.plan.report_id is not None and self.plan.report_id != self._curves_for:  # else on screen
+        if self.plan is not None and self.plan.run_id == run_id:  # back to the planned run: its plan and curves
+            if self.options.rowCount() == 0:  # another run's box had put the plan away
+                self.show_plan(self.plan)
+            elif self.plan.report_id is not None and self.plan.report_id != self._curves_for:  # else on screen
                 from embridge.core.report.build import load_report
 
                 self._show_curves(load_report(self.ctx.ws, int(self.plan.report_id)))
             return
+        self._show_unplanned()
         latest = [r["id"] for r in self.ctx.ws.reports() if r.get("run_id") == run_id and r.get("json_file")]
         if latest and latest[-1] == self._curves_for:
             return  # already drawn: showing the page again re-reads the list, not the report
         from embridge.core.report.build import latest_report_for_run
 
         self._show_curves(latest_report_for_run(self.ctx.ws, run_id))
+
+    def _show_unplanned(self) -> None:
+        """The chosen run has no plan on screen: the options of the run planned before are put away."""
+        self.options.setRowCount(0)
+        index = self.run_combo.currentIndex()
+        chosen = f"run {self._runs[index]['id']}" if 0 <= index < len(self._runs) else "this run"
+        before = f" (the plan of run {self.plan.run_id} shows again when it is chosen)" if self.plan else ""
+        self.summary.setText(f"No plan of {chosen} yet: press Plan to compare its options{before}.")
 
     # -- state ------------------------------------------------------------------------------
     def reset(self) -> None:
@@ -278,7 +306,7 @@ class PlanPage(Page):
             self._focus_seen = self.ctx.focus_run
             select_run(self.run_combo, self._runs, self.ctx.focus_run)
         self.run_combo.blockSignals(False)
-        enable(self.plan_button, None if self._runs else NO_RUNS)
+        self._show_plan_state()
         self._run_chosen(self.run_combo.currentIndex())
         if self.plan is not None:  # re-read: its report may have been outgrown by the data since
-            self.show_plan(self.plan)
+            self.show_plan(self.plan, move_box=False)

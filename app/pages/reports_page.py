@@ -31,10 +31,12 @@ from embridge.app.image_plot import ImagePlot
 from embridge.app.pages.forms import scrolled_text, set_combo_items
 from embridge.app.pages.page import Page, completed_train_runs, make_table, run_label, select_run
 from embridge.app.pages.report_widgets import FlipBrowser, fill_metrics_table
-from embridge.app.pages.why_disabled import NO_RUNS, enable
+from embridge.app.pages.why_disabled import NO_RUNS, REPORTING, enable
+from embridge.app.workers import Job
 from embridge.core.errors import EmbridgeError, InputError, StoreError
 from embridge.core.evaluation.headline import with_judged_rows
 from embridge.core.formatting import capitalised
+from embridge.core.jobs import JobOutcome
 from embridge.core.progress import ProgressFn, StopFn
 from embridge.core.report.limits import MAX_BOOTSTRAP, MIN_BOOTSTRAP
 from embridge.core.report.number_source import served_lines, source_of_report
@@ -118,6 +120,7 @@ class ReportsPage(Page):
         self._reports: list[dict[str, Any]] = []
         self._figures_for: int | None = None
         self._wanted: int | None = None  # a report just built, to show on the next refresh
+        self.build_job: Job | None = None  # one build at a time
 
         build = QHBoxLayout()
         self.run_combo = QComboBox()
@@ -210,7 +213,17 @@ class ReportsPage(Page):
             self._wanted = report_id
             self.ctx.set_focus_run(run_id)
 
-        self.ctx.run(f"Report on run {run_id}", job, done, milestone="stage")
+        self.build_job = self.ctx.run(f"Report on run {run_id}", job, done, milestone="stage")
+        if self.build_job is not None:
+            self._show_build_state()
+            self.build_job.finished.connect(self._built)
+
+    def _built(self, _outcome: JobOutcome) -> None:
+        self.build_job = None
+        self._show_build_state()
+
+    def _show_build_state(self) -> None:
+        enable(self.build_button, NO_RUNS if not self._runs else REPORTING if self.build_job is not None else None)
 
     def open_html(self) -> None:
         """Open the HTML report in a browser, and always say where it is (with a copy button),
@@ -315,7 +328,7 @@ class ReportsPage(Page):
         ws = self.ctx.ws
         self._runs = completed_train_runs(ws)
         set_combo_items(self.run_combo, [run_label(r) for r in self._runs])
-        enable(self.build_button, None if self._runs else NO_RUNS)
+        self._show_build_state()
         focus = self.ctx.focus_run
         focus_moved = focus != self._focus_seen and focus is not None
         if focus != self._focus_seen:

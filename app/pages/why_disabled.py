@@ -7,6 +7,8 @@ from PySide6.QtWidgets import QAbstractButton
 NO_RUNS = "Train a layer on the Train page first."
 TRAINING = "A training runs now; cancel it or wait for it to end."
 NO_TRAINING = "No training runs now."
+REPORTING = "A report is being built; wait for it to end (see Jobs): a second click would build it twice."
+PLANNING = "A plan is being made; wait for it to end (see Jobs): a second click would plan twice."
 _OWN_TIP = "own_tooltip"  # the tooltip a button was given when it was made, kept as a property
 
 

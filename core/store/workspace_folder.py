@@ -20,6 +20,7 @@ from embridge.core.paths import (
     remove_if_untouched,
     sweep_old_temps,
 )
+from embridge.core.store.demo_lock import refuse_while_building
 from embridge.core.store.vector_matrix import sweep_orphans
 
 UNFINISHED_DEMO = ".embridge-demo-unfinished"  # written first and removed last by `embridge demo`
@@ -68,6 +69,7 @@ def holds_files(root: Path) -> bool:
 
 def check_database_file(root: Path) -> None:
     """The database must be a readable, non-empty regular file; never created or repaired here."""
+    refuse_while_building(root)
     db_path = root / DB_NAME
     try:
         st = db_path.stat()
@@ -98,6 +100,7 @@ def check_creatable(root: Path) -> None:
     included), unless it is what an 'init' killed before its first write left, which is finished then."""
     if root.exists() and not root.is_dir():
         raise StoreError(f"{root}: is a file, not a folder; give a new or empty folder for the workspace")
+    refuse_while_building(root)
     db_path = root / DB_NAME
     if db_path.exists() and not db_path.is_file():
         raise StoreError(f"{db_path}: the workspace database is not a regular file")
