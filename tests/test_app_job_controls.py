@@ -194,7 +194,8 @@ def test_report_and_plan_buttons_wait_for_their_job(qtbot: QtBot, window: MainWi
     started = count_starts(window)
     click(qtbot, reports.build_button)
     click(qtbot, reports.build_button)
-    assert len(started) == 1 and not reports.build_button.isEnabled()
+    assert [t for t in started if t.startswith("Report on run")] == ["Report on run 1"]
+    assert not reports.build_button.isEnabled()
     assert "a second click would build it twice" in reports.build_button.toolTip()
     reports.refresh()  # a refresh keeps it waiting
     assert not reports.build_button.isEnabled()
@@ -208,7 +209,8 @@ def test_report_and_plan_buttons_wait_for_their_job(qtbot: QtBot, window: MainWi
     qtbot.waitUntil(plan.plan_button.isEnabled, timeout=60_000)
     click(qtbot, plan.plan_button)
     click(qtbot, plan.plan_button)
-    assert len(started) == 2 and not plan.plan_button.isEnabled()
+    assert [t for t in started if t.startswith("Plan the upgrade")] == ["Plan the upgrade of run 1"]
+    assert not plan.plan_button.isEnabled()
     plan.refresh()
     assert not plan.plan_button.isEnabled()
     gate.set()
