@@ -79,3 +79,19 @@ def test_a_bug_shows_its_one_line_on_top_and_the_traceback_below(qtbot: QtBot, w
     assert dialog.layout().itemAt(0).widget().text() == "KeyError: 101 (while unpickling)"
     assert dialog.details_view.toPlainText().startswith("Traceback")
     close_error_dialogs()
+
+
+def test_gallery_import_errors_name_the_forms_fields(qtbot: QtBot, window: MainWindow, demo_copy: Path,
+                                                     tmp_path: Path) -> None:
+    """The refusal named '--split' and '--ids FILE', options the window does not have."""
+    notes = tmp_path / "notes.csv"
+    notes.write_text("key,text\nn1,first note\n")
+    assert window.ctx.open_workspace(demo_copy)
+    gallery = window.show_page("gallery")
+    gallery.import_items(str(notes), split="Query")  # the demo has a split 'query'
+    qtbot.waitUntil(lambda: bool(error_dialogs()), timeout=60_000)
+    wait_for_jobs(qtbot, window)
+    (dialog,) = error_dialogs()
+    assert "Split: the split name 'Query' differs from 'query' only in case" in dialog.message, dialog.message
+    assert "--split" not in dialog.message
+    close_error_dialogs()

@@ -16,10 +16,12 @@ from PySide6.QtWidgets import (
 )
 
 from embridge.app.context import AppContext
+from embridge.app.error_path import labelled
 from embridge.app.pages.forms import PathField, set_combo_items
 from embridge.app.pages.page import Page, fill_table, make_table
 from embridge.app.pages.why_disabled import enable
 from embridge.app.workers import Job
+from embridge.core.errors import InputError
 from embridge.core.formatting import capitalised
 from embridge.core.importers import FORMATS
 from embridge.core.jobs import JobOutcome
@@ -31,6 +33,10 @@ log = logging.getLogger("embridge.app")
 ALL_ITEMS = "(all items)"
 SPLITS = ["", "gallery", "query", "train"]
 ITEM_FILTER = "Items (*.csv *.tsv *.jsonl *.ndjson *.npz *.npy);;All files (*)"
+
+
+IMPORT_FIELDS = {"--split": "Split", "--ids": "Id list (.npy)", "--format": "Format", "--model": "Vectors of model",
+                 "--qrels": "Judgments (qrels)", "--path": "Path"}
 
 
 class GalleryPage(Page):
@@ -173,8 +179,11 @@ class GalleryPage(Page):
             from embridge.core.importers import import_items
 
             on_progress(0, 1, {"stage": "reading"})
-            return import_items(ws, path, fmt, split, model, ids_path, qrels=qrels, on_progress=on_progress,
-                                should_stop=should_stop)
+            try:
+                return import_items(ws, path, fmt, split, model, ids_path, qrels=qrels, on_progress=on_progress,
+                                    should_stop=should_stop)
+            except InputError as exc:  # the form's fields, not the command line's options
+                raise labelled(exc, IMPORT_FIELDS) from None
 
         def done(info: dict[str, Any]) -> None:
             log.info("imported %d items (%s) from %s", info["count"], info["format"], info["path"])
