@@ -311,3 +311,31 @@ def test_new_vectors_whose_ids_name_no_point_are_said_so(upgrade: dict, source: 
                          "--order", order, "--backfill", "50")
     assert code == 0 and out["warning"].startswith("WARNING: 0 points got real new vectors where 50 were asked "
                                                    "for (--backfill 50)"), err
+
+
+@pytest.mark.parametrize("kind", ["lancedb", "qdrant"])
+def test_a_target_in_the_source_store_takes_its_own_uri_parameters(kind: str, upgrade: dict, tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """A target in the same embedded store as the source shares its client: a typo among its parameters
+    was accepted and its ?id= / ?vector= ignored (the shadow took the source's column and vector names)."""
+    v1 = upgrade["vectors"]["v1"][:60]
+    case = fill_source(kind, tmp_path, list(range(len(v1))), v1, upgrade["labels"][:60])
+    base, key = case.base, "table" if kind == "lancedb" else "collection"
+    code, out, err = cli(capsys, "migrate", "--bundle", str(upgrade["bundle"]), "--from", case.source,
+                         "--to", f"{base}?{key}=typo&bogus=7")
+    assert code == 1 and "gives the parameter 'bogus', which" in err and err.count("\n") == 1, err
+    named = f"{base}?{key}=named&id=pk&vector=embedding" if kind == "lancedb" else f"{base}?{key}=named&vector=dense"
+    code, out, err = cli(capsys, "migrate", "--bundle", str(upgrade["bundle"]), "--from", case.source, "--to", named)
+    assert code == 0, err
+    if kind == "lancedb":
+        import lancedb
+
+        assert lancedb.connect(str(tmp_path / "lance")).open_table("named").schema.names[:2] == ["pk", "embedding"]
+    else:
+        from qdrant_client import QdrantClient
+
+        client = QdrantClient(path=str(tmp_path / "qdrant"))
+        try:
+            assert list(client.get_collection("named").config.params.vectors) == ["dense"]
+        finally:
+            client.close()

@@ -39,6 +39,16 @@ FOLDER_SCHEMES = ("lancedb", "qdrant", "chroma")  # embedded stores whose client
 __all__ = ["SCHEMES", "SPACE_FIELD", "Batch", "Connector", "StoreURI", "VectorStoreError", "open_store"]
 
 
+def check_params(parsed: StoreURI, option: str) -> None:
+    """Refuse a URI parameter its scheme does not take (a typo would otherwise be ignored)."""
+    known = PARAMS.get(parsed.scheme)
+    unknown = [key for key in parsed.params if known is not None and key not in known]
+    if unknown:
+        takes = ", ".join(known) if known else "none"
+        raise InputError(option, f"'{parsed.raw}' gives the parameter '{unknown[0]}', which {parsed.scheme}:// does "
+                         f"not take (it takes: {takes})")
+
+
 def open_store(uri: str | StoreURI, option: str = "--uri") -> Connector:
     """A connector for ``uri``; InputError naming the option for an unknown scheme or missing library."""
     parsed = uri if isinstance(uri, StoreURI) else StoreURI.parse(uri, option)
@@ -46,12 +56,7 @@ def open_store(uri: str | StoreURI, option: str = "--uri") -> Connector:
         raise InputError(option, f"unknown store scheme '{parsed.scheme}://' (known: "
                          f"{', '.join(s + '://' for s in SCHEMES if s != 'postgres')})")
     module_name, class_name, package = SCHEMES[parsed.scheme]
-    known = PARAMS.get(parsed.scheme)
-    unknown = [key for key in parsed.params if known is not None and key not in known]
-    if unknown:
-        takes = ", ".join(known) if known else "none"
-        raise InputError(option, f"'{parsed.raw}' gives the parameter '{unknown[0]}', which {parsed.scheme}:// does "
-                         f"not take (it takes: {takes})")
+    check_params(parsed, option)
     try:
         cls = getattr(import_module(module_name), class_name)
         if option in READ_OPTIONS and parsed.scheme in FOLDER_SCHEMES and not parsed.netloc and \

@@ -215,6 +215,10 @@ class Connector(ABC):
         other.borrowed = True  # the client belongs to the connector it came from, which closes it
         return other
 
+    def take_uri_columns(self, uri: StoreURI) -> None:
+        """Take the columns (or vector name) ``uri`` names, for a connector made by :meth:`with_collection`."""
+        return None  # a store without columns to name (Chroma, Parquet folders open a connector of their own)
+
     def describe(self) -> str:
         return f"{self.scheme} store {self.location()} collection '{self.collection}'"
 

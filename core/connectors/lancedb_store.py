@@ -70,6 +70,10 @@ class LanceDBConnector(Connector):
         other._table = None
         return other
 
+    def take_uri_columns(self, uri: StoreURI) -> None:
+        self.id_col = uri.param("id") or self.id_col
+        self.vec_col = uri.param("vector") or self.vec_col
+
     def state_dir(self) -> str:
         return str(self.root)
 

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from embridge.core.connectors import open_store
+from embridge.core.connectors import check_params, open_store
 from embridge.core.connectors.aliases import rollback_store, switch_alias
 from embridge.core.connectors.backfill_order import (
     NewVectors,
@@ -88,8 +88,10 @@ def open_pair(source_uri: str, target_uri: str, inputs: tuple[str | Path | None,
     try:
         if src_uri.scheme == dst_uri.scheme and source.single_client and \
                 src_uri.base == dst_uri.base:
+            check_params(dst_uri, "--to")  # as open_store checks them: a typo is named, not ignored
             target = source.with_collection(type(source).collection_name(dst_uri))
             target.uri = dst_uri
+            target.take_uri_columns(dst_uri)  # the target's own ?id= / ?vector=, not the source's
         else:
             target = open_store(dst_uri, "--to")
     except BaseException:

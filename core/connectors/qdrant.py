@@ -104,6 +104,10 @@ class QdrantConnector(Connector):
     def describe(self) -> str:
         return f"Qdrant {self.local_path or self.uri.netloc} collection '{self.collection}'"
 
+    def take_uri_columns(self, uri: StoreURI) -> None:
+        if uri.param("vector") is not None:  # the target's own named vector
+            self.vector_name, self._vector_checked = uri.param("vector"), None
+
     def state_dir(self) -> str | None:
         return self.local_path
 
