@@ -156,7 +156,7 @@ def run(tiny: bool, device: str, seed: int = 0) -> dict[str, Any]:
         def embed_fresh() -> Any:
             ws, ids = next(fresh)
             info = embed_items(ws, "bert", ids, batch_size=BATCH, device="cpu", resume=False)
-            if "written" in info:  # nothing was embedded: the row would time a lookup
+            if not info.get("written"):  # nothing was embedded: the row would time a lookup
                 raise RuntimeError("embed_items embedded nothing in a fresh workspace")
             return info
 
