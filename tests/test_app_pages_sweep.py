@@ -178,7 +178,7 @@ def test_an_existing_destination_is_replaced_only_when_the_user_agrees_and_only_
     notes.write_bytes(b"not a bundle")
     page.out.setText(str(notes))
     click(qtbot, page.build_button)  # declined: nothing runs
-    assert len(questions) == 1 and str(notes) in questions[0] and page.build_job is None
+    assert len(questions) == 1 and str(notes) in questions[0] and page.building.job is None
     answer["yes"] = True
     click(qtbot, page.build_button)  # agreed, but it is no bundle: refused, kept
     wait_for_jobs(qtbot, window, 120_000)

@@ -30,13 +30,11 @@ from embridge.app.pages.page import (
     run_label,
     select_run,
 )
-from embridge.app.pages.why_disabled import NO_RUNS, enable
-from embridge.app.workers import Job
+from embridge.app.pages.why_disabled import NO_RUNS, JobButton, enable
 from embridge.core.bundle.measured import export_warnings
 from embridge.core.data_state import with_stale_notes
 from embridge.core.errors import InputError
 from embridge.core.formatting import capitalised
-from embridge.core.jobs import JobOutcome
 from embridge.core.progress import ProgressFn, StopFn
 from embridge.core.run_choice import run_choice
 from embridge.core.store import Workspace
@@ -66,10 +64,10 @@ class ExportPage(Page):
         self.gallery.addItems(list(GALLERY_CHOICES))
         self.build_button = QPushButton("&Build bundle")
         self.build_button.clicked.connect(self.export_from_form)
+        self.building = JobButton(self.build_button, BUILDING, lambda: None if self._runs else NO_RUNS)
         self.run_info = ResultView(max_height=110)
         self._suggested, self._folder = "", None
         self._focus_seen: int | None = None
-        self.build_job: Job | None = None  # one build at a time
         ctx.focus_run_changed.connect(self.mark_stale)
         form.addRow("&Run", self.run_combo)
         form.addRow("", self.run_info)
@@ -160,7 +158,7 @@ class ExportPage(Page):
     def export(self, run_id: int, out: str, gallery: bool | None = None, overwrite: bool = False) -> None:
         """Write and verify a bundle in the background (the core publishes it only when complete);
         one at a time: Build stays disabled until it ends."""
-        if self.build_job is not None:
+        if self.building.job is not None:
             return
 
         def job(ws: Workspace, on_progress: ProgressFn, should_stop: StopFn) -> dict[str, Any]:
@@ -179,17 +177,7 @@ class ExportPage(Page):
             self._folder = Path(info["path"]).resolve().parent
             self._suggested = self.out.text()
 
-        self.build_job = self.ctx.run(f"Export bundle of run {run_id}", job, done)
-        if self.build_job is not None:
-            self._show_build_state()
-            self.build_job.finished.connect(self._built)
-
-    def _built(self, _outcome: JobOutcome) -> None:
-        self.build_job = None
-        self._show_build_state()
-
-    def _show_build_state(self) -> None:
-        enable(self.build_button, NO_RUNS if not self._runs else BUILDING if self.build_job is not None else None)
+        self.building.started(self.ctx.run(f"Export bundle of run {run_id}", job, done))
 
     def verify(self, path: str) -> None:
         """Check every hash and re-run the probes, in the background; the result shows below."""
@@ -257,7 +245,7 @@ class ExportPage(Page):
             self._focus_seen = self.ctx.focus_run
             select_run(self.run_combo, self._runs, self.ctx.focus_run)
         self.run_combo.blockSignals(False)
-        self._show_build_state()
+        self.building.show()
         if self._runs:
             self._suggest_out(self.run_combo.currentIndex())
             self._show_run(self._runs[max(self.run_combo.currentIndex(), 0)])

@@ -28,8 +28,7 @@ from embridge.app.error_path import labelled
 from embridge.app.image_plot import ImagePlot
 from embridge.app.pages.forms import scrolled_text, set_combo_items
 from embridge.app.pages.page import Page, completed_train_runs, fill_table, make_table, run_label, select_run
-from embridge.app.pages.why_disabled import NO_RUNS, PLANNING, enable
-from embridge.app.workers import Job
+from embridge.app.pages.why_disabled import NO_RUNS, PLANNING, JobButton, enable
 from embridge.core.data_state import report_stale_note
 from embridge.core.errors import InputError
 from embridge.core.evaluation.headline import metric_label
@@ -73,7 +72,6 @@ class PlanPage(Page):
     def __init__(self, ctx: AppContext) -> None:
         super().__init__(ctx)
         self.plan: Plan | None = None
-        self.plan_job: Job | None = None  # one plan at a time
         self._curves_for: int | None = None  # the report whose curves are drawn
         self._waiting: Report | None = None  # a report to draw once plotting is loaded
         self._loading = False
@@ -94,6 +92,7 @@ class PlanPage(Page):
         self.device = QComboBox()
         self.plan_button = QPushButton("&Plan the upgrade")
         self.plan_button.clicked.connect(self.plan_from_form)
+        self.planning = JobButton(self.plan_button, PLANNING, lambda: None if self._runs else NO_RUNS)
         grid = QGridLayout()
         for n, (label, widget) in enumerate((("&Run", self.run_combo), ("&Fraction", self.fraction),
                                              ("&Gain threshold", self.gain_threshold),
@@ -159,17 +158,8 @@ class PlanPage(Page):
             return plan.to_json()  # plain values cross the thread boundary
 
         self.ctx.set_focus_run(run_id)
-        self.plan_job = self.ctx.run(f"Plan the upgrade of run {run_id}", job, self.show_plan, milestone="stage")
-        if self.plan_job is not None:
-            self._show_plan_state()
-            self.plan_job.finished.connect(self._planned)
-
-    def _planned(self, _outcome: JobOutcome) -> None:
-        self.plan_job = None
-        self._show_plan_state()
-
-    def _show_plan_state(self) -> None:
-        enable(self.plan_button, NO_RUNS if not self._runs else PLANNING if self.plan_job is not None else None)
+        self.planning.started(self.ctx.run(f"Plan the upgrade of run {run_id}", job, self.show_plan,
+                                           milestone="stage"))
 
     def show_plan(self, data: Plan | Mapping[str, Any], move_box: bool = True) -> None:
         """Show a plan; ``move_box``: a plan just made brings the Run box back to its run (it may have moved
@@ -306,7 +296,7 @@ class PlanPage(Page):
             self._focus_seen = self.ctx.focus_run
             select_run(self.run_combo, self._runs, self.ctx.focus_run)
         self.run_combo.blockSignals(False)
-        self._show_plan_state()
+        self.planning.show()
         self._run_chosen(self.run_combo.currentIndex())
         if self.plan is not None:  # re-read: its report may have been outgrown by the data since
             self.show_plan(self.plan, move_box=False)

@@ -31,12 +31,10 @@ from embridge.app.image_plot import ImagePlot
 from embridge.app.pages.forms import scrolled_text, set_combo_items
 from embridge.app.pages.page import Page, completed_train_runs, make_table, run_label, select_run
 from embridge.app.pages.report_widgets import FlipBrowser, fill_metrics_table
-from embridge.app.pages.why_disabled import NO_RUNS, REPORTING, enable
-from embridge.app.workers import Job
+from embridge.app.pages.why_disabled import NO_RUNS, REPORTING, JobButton, enable
 from embridge.core.errors import EmbridgeError, InputError, StoreError
 from embridge.core.evaluation.headline import with_judged_rows
 from embridge.core.formatting import capitalised
-from embridge.core.jobs import JobOutcome
 from embridge.core.progress import ProgressFn, StopFn
 from embridge.core.report.limits import MAX_BOOTSTRAP, MIN_BOOTSTRAP
 from embridge.core.report.number_source import served_lines, source_of_report
@@ -120,7 +118,6 @@ class ReportsPage(Page):
         self._reports: list[dict[str, Any]] = []
         self._figures_for: int | None = None
         self._wanted: int | None = None  # a report just built, to show on the next refresh
-        self.build_job: Job | None = None  # one build at a time
 
         build = QHBoxLayout()
         self.run_combo = QComboBox()
@@ -133,6 +130,7 @@ class ReportsPage(Page):
         self.n_boot.setToolTip("Bootstrap resamples for the confidence intervals")
         self.build_button = QPushButton("&Build report")
         self.build_button.clicked.connect(self.build_from_form)
+        self.building = JobButton(self.build_button, REPORTING, lambda: None if self._runs else NO_RUNS)
         run_caption = QLabel("&Run:")
         run_caption.setBuddy(self.run_combo)
         build.addWidget(run_caption)
@@ -213,17 +211,7 @@ class ReportsPage(Page):
             self._wanted = report_id
             self.ctx.set_focus_run(run_id)
 
-        self.build_job = self.ctx.run(f"Report on run {run_id}", job, done, milestone="stage")
-        if self.build_job is not None:
-            self._show_build_state()
-            self.build_job.finished.connect(self._built)
-
-    def _built(self, _outcome: JobOutcome) -> None:
-        self.build_job = None
-        self._show_build_state()
-
-    def _show_build_state(self) -> None:
-        enable(self.build_button, NO_RUNS if not self._runs else REPORTING if self.build_job is not None else None)
+        self.building.started(self.ctx.run(f"Report on run {run_id}", job, done, milestone="stage"))
 
     def open_html(self) -> None:
         """Open the HTML report in a browser, and always say where it is (with a copy button),
@@ -328,7 +316,7 @@ class ReportsPage(Page):
         ws = self.ctx.ws
         self._runs = completed_train_runs(ws)
         set_combo_items(self.run_combo, [run_label(r) for r in self._runs])
-        self._show_build_state()
+        self.building.show()
         focus = self.ctx.focus_run
         focus_moved = focus != self._focus_seen and focus is not None
         if focus != self._focus_seen:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from PySide6.QtWidgets import QAbstractButton
 
 NO_RUNS = "Train a layer on the Train page first."
@@ -20,3 +23,27 @@ def enable(button: QAbstractButton, why_not: str | None) -> None:
         button.setProperty(_OWN_TIP, own)
     button.setEnabled(why_not is None)
     button.setToolTip(own if why_not is None else why_not)
+
+
+class JobButton:
+    """A button that starts one job at a time: greyed with ``busy`` while its job runs (a second click
+    would start the same work twice), otherwise as ``idle()`` says (a reason, or None: enabled)."""
+
+    def __init__(self, button: QAbstractButton, busy: str, idle: Callable[[], str | None]) -> None:
+        self.button, self.busy, self.idle = button, busy, idle
+        self.job: Any = None
+
+    def started(self, job: Any) -> Any:
+        """Hold ``job`` (None: it did not start) until it ends; returns it."""
+        self.job = job
+        if job is not None:
+            job.finished.connect(self._ended)
+        self.show()
+        return job
+
+    def _ended(self, _outcome: Any) -> None:
+        self.job = None
+        self.show()
+
+    def show(self) -> None:
+        enable(self.button, self.idle() or (self.busy if self.job is not None else None))
