@@ -23,6 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("info", help="show models, items, vector sets and runs")
     add_common(p)
+    p.add_argument("--verify", action="store_true",
+                   help="also hash every stored file afresh against its recorded sha256 and run SQLite's "
+                        "integrity check (reads the whole workspace); exit status 1 when anything is damaged")
     p.set_defaults(handler=cmd_info)
 
     p = sub.add_parser("import", help="import items: image folder, CSV/JSONL texts, vectors, a BEIR folder "
@@ -120,7 +123,13 @@ def cmd_info(args: argparse.Namespace) -> Result:
 
     with Workspace.open(args.workspace) as ws:
         info = workspace_overview(ws)
-    return info, overview_text(info)
+        if not args.verify:
+            return info, overview_text(info)
+        from embridge.core.store.workspace_verify import verify_workspace
+
+        check = verify_workspace(ws, on_progress=StderrProgress("verify"))
+    args.exit_status = 0 if check.ok else 1
+    return {**info, "verify": check.to_dict()}, overview_text(info) + "\n" + check.text()
 
 
 # options that describe files (--path, --qrels) and those that describe a store's points (--from)

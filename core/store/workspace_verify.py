@@ -1,0 +1,140 @@
+"""A full check of a workspace's stored bytes: what ``embridge info --verify`` runs.
+
+Readers check a vector file's sha256 on open but remember a check that passed per file identity
+(:mod:`embridge.core.store.file_checks`), so a file whose bytes rot on disk without its size or
+times changing is not hashed again by them. This check hashes every stored file afresh, ignoring
+what was remembered, and asks SQLite to check its own file, so a damaged workspace is found before
+an upgrade is planned or shipped from it. It reads only: nothing in the workspace is written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
+from embridge.core.store.files import sha256_file
+from embridge.core.store.vector_set_health import damaged_advice
+
+
+@dataclass(frozen=True)
+class FileCheck:
+    """One stored file (or folder) and what is wrong with it, if anything."""
+
+    what: str
+    path: str
+    problem: str | None = None
+    advice: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"what": self.what, "path": self.path, "ok": self.problem is None, "problem": self.problem,
+                "advice": self.advice or None}
+
+
+@dataclass(frozen=True)
+class WorkspaceCheck:
+    """Every stored file checked against its recorded checksum, and SQLite's own check of its file."""
+
+    workspace: str
+    database_problem: str | None
+    files: list[FileCheck] = field(default_factory=list)
+
+    @property
+    def problems(self) -> list[FileCheck]:
+        return [f for f in self.files if f.problem is not None]
+
+    @property
+    def ok(self) -> bool:
+        return self.database_problem is None and not self.problems
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"workspace": self.workspace, "ok": self.ok, "checked_files": len(self.files),
+                "damaged_files": len(self.problems), "database_problem": self.database_problem,
+                "files": [f.to_dict() for f in self.files]}
+
+    def text(self) -> str:
+        lines = [f"verified {len(self.files)} stored files of {self.workspace} by their sha256, and the database"]
+        if self.database_problem:
+            lines.append(f"  DAMAGED: database: {self.database_problem}")
+        for f in self.problems:
+            lines.append(f"  DAMAGED: {f.what} ({f.path}): {f.problem}" + (f"; {f.advice}" if f.advice else ""))
+        lines.append("all intact" if self.ok else
+                     f"{len(self.problems) + bool(self.database_problem)} damaged; nothing was changed")
+        return "\n".join(lines)
+
+
+def verify_workspace(ws: Any, on_progress: ProgressFn = no_progress,
+                     should_stop: StopFn | None = None) -> WorkspaceCheck:
+    """Hash every file the workspace records (vector sets and their id lists, stored model copies,
+    trained layers) against its recorded sha256, and run SQLite's ``integrity_check``."""
+    root = Path(ws.root)
+    targets = _targets(ws, root)
+    total = sum(_size(path) for _, path, _, _ in targets) or 1
+    done, files = 0, []
+    on_progress(0, total, {"stage": "checking the database"})
+    database_problem = _database_problem(ws)
+    for what, path, expected, advice in targets:
+        check_stop(should_stop)
+        problem = _file_problem(path, expected)
+        files.append(FileCheck(what, str(path), problem, advice if problem else ""))
+        done += _size(path)
+        on_progress(min(done, total), total, {"stage": "hashing stored files"})
+    on_progress(total, total, {"stage": "done"})
+    return WorkspaceCheck(str(root.resolve()), database_problem, files)
+
+
+def _targets(ws: Any, root: Path) -> list[tuple[str, Path, str, str]]:
+    """(what, path, recorded sha256, advice when damaged) for every file the database records."""
+    out: list[tuple[str, Path, str, str]] = []
+    for v in ws.vector_sets():
+        what = f"vector set #{v['id']} ({v['model']}, {v['count']} x {v['dim']})"
+        advice = damaged_advice(v["model"], int(v["count"]))
+        out.append((what, root / v["file"], v["sha256"], advice))
+        out.append((f"id list of {what}", root / v["ids_file"], v["ids_sha256"], advice))
+    for m in ws.models():
+        if m.get("path") and m.get("sha256"):
+            stored = bool(m.get("file"))
+            advice = ("add the checkpoint again under a new name with 'embridge model add'" if stored else
+                      "put the file back as it was added; the model's stored vector sets are not affected")
+            what = f"model '{m['name']}'" + ("" if stored else " (vectors file it references, outside the workspace)")
+            out.append((what, Path(m["path"]), m["sha256"], advice))
+    for a in ws.adapters():
+        out.append((f"trained layer of run {a['run_id']} ({a['kind']})", Path(a["path"]), a["sha256"],
+                    f"train it again with 'embridge train --method {a['kind']}'"))
+    return out
+
+
+def _file_problem(path: Path, expected: str) -> str | None:
+    from embridge.core.models.spec import checkpoint_sha256  # a stored checkpoint may be a folder
+
+    if not path.exists():
+        return "missing (removed by hand?)"
+    try:
+        actual = checkpoint_sha256(path) if path.is_dir() else sha256_file(path)
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+    if actual != expected:
+        return "its bytes differ from those stored (changed or corrupted since)"
+    return None
+
+
+def _size(path: Path) -> int:
+    try:
+        if path.is_dir():
+            return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _database_problem(ws: Any) -> str | None:
+    """SQLite's own check of the database file (pages, indexes, free lists): None when it says ok."""
+    rows = [str(r[0]) for r in ws.db.execute("pragma integrity_check").fetchall()]
+    if rows == ["ok"]:
+        return None
+    found = [line.strip() for row in rows for line in row.splitlines()
+             if line.strip() and not line.startswith("***")] or rows  # "*** in database main ***" heads a list
+    more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+    return (f"SQLite's integrity check reports: {found[0]}{more}; restore the workspace's database from a backup "
+            "before writing to it")

@@ -1,0 +1,82 @@
+"""`embridge info --verify`: every stored file hashed afresh and SQLite's own check, reading only."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from embridge.core.cli.main import main
+from embridge.core.store import Workspace
+
+
+def _verify(capsys: pytest.CaptureFixture[str], ws: Path) -> tuple[int, dict]:
+    code = main(["info", "--workspace", str(ws), "--verify", "--json"])
+    out, _ = capsys.readouterr()
+    return code, json.loads(out)["verify"]
+
+
+def _tree_hashes(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_an_intact_workspace_verifies_with_every_recorded_file(demo_copy: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    code, check = _verify(capsys, demo_copy)
+    assert code == 0 and check["ok"] and check["database_problem"] is None
+    with Workspace.open(demo_copy) as ws:
+        expected = 2 * len(ws.vector_sets()) + len(ws.models()) + len(ws.adapters())
+    assert check["checked_files"] == expected == len(check["files"]) and expected >= 6
+    assert main(["info", "--workspace", str(demo_copy)]) == 0  # without --verify nothing is hashed or said
+    assert "verified" not in capsys.readouterr().out
+
+
+def test_damaged_files_are_named_with_exit_1_and_nothing_changes(demo_copy: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "--workspace", str(demo_copy), "--method", "procrustes", "--json"]) == 0
+    capsys.readouterr()
+    with Workspace.open(demo_copy) as ws:
+        vectors = Path(ws.root) / ws.vector_sets()[0]["file"]
+        ids = Path(ws.root) / ws.vector_sets()[1]["ids_file"]
+        layer = Path(ws.adapters()[0]["path"])
+    data = bytearray(vectors.read_bytes())  # one flipped bit, same size: what a disk's rot looks like
+    data[-5] ^= 0x10
+    vectors.write_bytes(bytes(data))
+    ids.unlink()
+    layer.write_bytes(layer.read_bytes()[:-1])
+    before = _tree_hashes(demo_copy)
+
+    code, check = _verify(capsys, demo_copy)
+
+    assert code == 1 and not check["ok"] and check["damaged_files"] == 3
+    bad = {f["path"]: f for f in check["files"] if not f["ok"]}
+    assert set(bad) == {str(vectors), str(ids), str(layer)}
+    assert "differ" in bad[str(vectors)]["problem"] and "embridge embed" in bad[str(vectors)]["advice"]
+    assert "missing" in bad[str(ids)]["problem"]
+    assert "embridge train --method procrustes" in bad[str(layer)]["advice"]
+    assert _tree_hashes(demo_copy) == before  # a check reads only
+    main(["info", "--workspace", str(demo_copy), "--verify"])
+    text = capsys.readouterr().out
+    assert text.count("DAMAGED:") >= 3 and "3 damaged; nothing was changed" in text
+
+
+def test_a_damaged_database_page_is_reported(demo_copy: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = demo_copy / "embridge.db"
+    with sqlite3.connect(db) as conn:
+        page = conn.execute("pragma page_size").fetchone()[0]
+        root = conn.execute("select rootpage from sqlite_master where name = 'idx_items_key_namespace'").fetchone()[0]
+    conn.close()
+    with open(db, "r+b") as fh:  # zero the tail of the items' key index: its entries no longer match the rows
+        fh.seek(root * page - 200)
+        fh.write(b"\0" * 150)
+
+    code, check = _verify(capsys, demo_copy)
+
+    assert code == 1 and not check["ok"]
+    assert check["database_problem"].startswith("SQLite's integrity check reports:")
+    assert "\n" not in check["database_problem"]
+    assert check["damaged_files"] == 0
