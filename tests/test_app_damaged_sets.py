@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 from app_fixtures import error_dialogs, no_threads_left, wait_for_jobs, window  # noqa: F401 - fixtures
+from PySide6.QtCore import Qt
 from pytestqt.qtbot import QtBot
 
 from embridge.app.main_window import MainWindow
@@ -46,3 +47,24 @@ def test_a_passed_over_set_is_warned_of_in_the_log(qtbot: QtBot, window: MainWin
     assert not error_dialogs(window)
     with Workspace.open(ws_path) as ws:
         assert ws.ids_with_vectors("new").size == 30  # the sample was embedded again
+
+
+def test_verify_stored_files_names_a_changed_file_and_writes_nothing(qtbot: QtBot, window: MainWindow,  # noqa: F811
+                                                                     tmp_path: Path) -> None:
+    """The Workspace page's "Verify stored files" runs the same check as `embridge info --verify`."""
+    ws_path = _workspace_with_a_damaged_id_list(tmp_path)
+    with Workspace.open(ws_path) as ws:
+        vectors = Path(ws.vector_sets("new")[0]["path"])
+    before = vectors.read_bytes()
+    window.log_dock.hide()
+    assert window.ctx.open_workspace(ws_path)
+    page = window.show_page("workspace")
+    qtbot.waitUntil(page.verify_button.isEnabled, timeout=10_000)
+    qtbot.mouseClick(page.verify_button, Qt.MouseButton.LeftButton)
+    wait_for_jobs(qtbot, window)
+    qtbot.waitUntil(lambda: "damaged; nothing was changed" in page.summary.toPlainText(), timeout=10_000)
+    text = page.summary.toPlainText()
+    assert "DAMAGED: id list of vector set #1 (new, 60 x 8)" in text and "missing" in text
+    qtbot.waitUntil(window.log_dock.isVisible, timeout=5_000)
+    assert vectors.read_bytes() == before and page.verify_button.isEnabled()
+    assert not error_dialogs(window)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from pathlib import Path
+from typing import Any
 
 from PySide6.QtWidgets import (
     QComboBox,
@@ -19,9 +22,11 @@ from PySide6.QtWidgets import (
 from embridge.app import dialogs
 from embridge.app.context import AppContext
 from embridge.app.pages.page import Page, fill_table, make_table
+from embridge.app.pages.why_disabled import VERIFYING, JobButton
 from embridge.core.overview import overview_text, workspace_overview
 from embridge.core.progress import ProgressFn, StopFn
 
+log = logging.getLogger("embridge.app")
 DEMO_KINDS = (("Digits (images)", "digits"), ("Bible verses (text)", "text"))  # short: whole at the minimum size
 
 
@@ -64,7 +69,15 @@ class WorkspacePage(Page):
         self.summary = QPlainTextEdit()
         self.summary.setReadOnly(True)
         self.runs = make_table(["Run", "Kind", "Method", "Status", "Started", "Seconds", "Error"])
+        self.verify_button = QPushButton("&Verify stored files")
+        self.verify_button.setToolTip("Hashes every stored vector file, model copy and trained layer afresh and "
+                                      "checks the database (as 'embridge info --verify'); reads only")
+        self.verify_button.clicked.connect(self.verify)
+        self.verifying = JobButton(self.verify_button, VERIFYING,
+                                   lambda: None if self.ctx.ws is not None else "Open a workspace first.")
+        self._verified: tuple[str, str] | None = None  # (workspace root, the last check's text)
         current_layout = QVBoxLayout(current_box)
+        current_layout.addWidget(self.verify_button)
         current_layout.addWidget(self.summary, 1)
         current_layout.addWidget(QLabel("Runs"))
         current_layout.addWidget(self.runs, 1)
@@ -102,6 +115,27 @@ class WorkspacePage(Page):
         self.ctx.run_plain("Build demo workspace", job, lambda root: self.ctx.open_workspace(root),
                            milestone="stage")
 
+    def verify(self) -> None:
+        """Check every stored file in the background; the result goes under the summary and, when
+        something is damaged, to the log (which is brought into view)."""
+        from embridge.core.store.workspace_verify import verify_workspace
+
+        def job(ws: Any, on_progress: ProgressFn, should_stop: StopFn) -> tuple[bool, str]:
+            check = verify_workspace(ws, on_progress, should_stop)
+            return check.ok, check.text()
+
+        root = str(self.ctx.ws.root) if self.ctx.ws is not None else ""
+
+        def done(result: tuple[bool, str]) -> None:
+            ok, text = result
+            stamp = time.strftime("%H:%M:%S")  # shown under the summary until another workspace opens
+            self._verified = (root, f"Last check of the stored files, at {stamp}:\n{text}")
+            self.refresh()
+            if not ok:
+                log.warning("%s", text)
+
+        self.verifying.started(self.ctx.run("Verify stored files", job, done))
+
     def forget_selected(self) -> None:
         item = self.recent.currentItem()
         if item is not None:
@@ -116,11 +150,13 @@ class WorkspacePage(Page):
             if not (Path(path) / "embridge.db").is_file():
                 item.setToolTip("This folder no longer holds a workspace")
             self.recent.addItem(item)
+        self.verifying.show()
         ws = self.ctx.ws
         if ws is None:
             self.summary.setPlainText("No workspace is open.")
             fill_table(self.runs, [])
             return
-        self.summary.setPlainText(overview_text(workspace_overview(ws)))
+        verified = self._verified[1] if self._verified and self._verified[0] == str(ws.root) else ""
+        self.summary.setPlainText(overview_text(workspace_overview(ws)) + ("\n\n" + verified if verified else ""))
         fill_table(self.runs, [[r["id"], r["kind"], r["method"], r["status"], r.get("started"),
                                 r.get("duration_s"), r.get("error")] for r in reversed(ws.runs())])
