@@ -144,6 +144,43 @@ def test_faiss_index_is_read_imported_and_migrated_into_parquet(upgrade: dict, t
     assert code == 0 and out["state"] != "half-migrated" and "checkpoint" not in err + json.dumps(out), out
 
 
+def test_an_ivf_index_is_read_with_the_ids_it_was_given(upgrade: dict, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """An IVF index keeps the ids of add_with_ids in its inverted lists; they are not 0..n-1, so its
+    vectors are found through a hash-table map (an array map refused them: exit 3 with FAISS's text)."""
+    import faiss
+
+    v1 = np.ascontiguousarray(upgrade["vectors"]["v1"], dtype=np.float32)
+    ivf = faiss.IndexIVFFlat(faiss.IndexFlatL2(16), 16, 4)
+    ivf.train(v1)
+    ids = np.arange(len(v1), dtype=np.int64)[::-1] * 7 + 100_000
+    ivf.add_with_ids(v1, ids)
+    path = tmp_path / "ivf.faiss"
+    faiss.write_index(ivf, str(path))
+    ws = tmp_path / "ws"
+    Workspace.create(ws).close()
+    code, out, err = cli(capsys, "import", "--workspace", str(ws), "--from", f"faiss://{path}", "--model", "v1")
+    assert code == 0 and out["count"] == len(v1) and out["note"] is None, err
+    with Workspace.open(ws) as w:
+        np.testing.assert_array_equal(w.vectors_for("v1", w.ids_for_keys([str(i) for i in ids])), v1)
+    code, out, err = cli(capsys, "migrate", "--bundle", str(upgrade["bundle"]), "--from", f"faiss://{path}",
+                         "--to", f"parquet://{tmp_path / 'pq'}/ivf_v2", "--batch", "7")
+    assert code == 0 and out["written"] == len(v1), err
+    got = read_all(f"parquet://{tmp_path / 'pq'}/ivf_v2")
+    np.testing.assert_allclose(np.stack([got[str(i)][0] for i in ids]),
+                               load_bundle(upgrade["bundle"])(v1, normalise_output=True), rtol=1e-4, atol=1e-5)
+    repeated = faiss.IndexIVFFlat(faiss.IndexFlatL2(16), 16, 4)  # ids in range, one of them twice
+    repeated.train(v1)
+    twice = np.arange(len(v1), dtype=np.int64)
+    twice[5] = 0
+    repeated.add_with_ids(v1, twice)
+    faiss.write_index(repeated, str(tmp_path / "twice.faiss"))
+    code, out, err = cli(capsys, "check", "--uri", f"faiss://{tmp_path / 'twice.faiss'}")
+    code, out, err = cli(capsys, "import", "--workspace", str(ws), "--from", f"faiss://{tmp_path / 'twice.faiss'}",
+                         "--model", "v9")
+    assert code == 1 and "the id 0 appears more than once" in err and len(err.strip().splitlines()) == 1, err
+
+
 def test_a_compressed_faiss_index_is_imported_with_a_note_that_its_vectors_are_approximate(
         upgrade: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import faiss

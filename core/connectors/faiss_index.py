@@ -1,6 +1,7 @@
 """FAISS index files, read-only: ``faiss:///path/to/index.faiss``.
 
-Ids are the index's own (an ``IndexIDMap`` keeps them; otherwise the row numbers), vectors are
+Ids are the index's own (an ``IndexIDMap`` keeps them, an IVF index holds those it was given, read in
+id order; otherwise the row numbers), vectors are
 reconstructed from the index (exact for flat indexes, the stored codes for compressed ones).
 FAISS files hold no payload, so every point's payload is empty.
 """
@@ -27,6 +28,7 @@ class FaissConnector(Connector):
         self.collection = self.path.stem
         self._index: Any = None
         self._ids: np.ndarray | None = None
+        self._by_key = False  # vectors found by id (an IVF index's own ids), not by row
 
     def describe(self) -> str:
         return f"FAISS index {self.path}"
@@ -48,10 +50,35 @@ class FaissConnector(Connector):
             else:
                 self._ids = np.arange(index.ntotal, dtype=np.int64)
             ivf = faiss.try_extract_index_ivf(inner)
-            if ivf is not None:
+            if ivf is not None and inner is index:  # an IVF index's ids are its own (add_with_ids)
+                self._ids = self._ivf_ids(faiss, ivf)
+            elif ivf is not None:  # inside an IDMap: ids 0..n-1, mapped by the IDMap
                 ivf.make_direct_map()
             self._index, self._inner = index, inner
         return self._index
+
+    def _ivf_ids(self, faiss: Any, ivf: Any) -> np.ndarray:
+        """The ids an IVF index holds, sorted, with a direct map that finds each one's vector: an array
+        when they are 0..n-1, else a hash table (an array map takes sequential ids only)."""
+        lists = ivf.invlists
+        parts = []
+        for number in range(lists.nlist):
+            size = lists.list_size(number)
+            if size:
+                pointer = lists.get_ids(number)
+                parts.append(faiss.rev_swig_ptr(pointer, size).astype(np.int64))
+                lists.release_ids(number, pointer)
+        ids = np.sort(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)
+        repeated = ids[1:][ids[1:] == ids[:-1]]
+        if len(repeated):
+            raise VectorStoreError(f"{self.path}: the id {int(repeated[0])} appears more than once in the index; "
+                                   "every point needs a unique id")
+        if np.array_equal(ids, np.arange(len(ids))):
+            ivf.make_direct_map()
+        else:
+            ivf.set_direct_map_type(faiss.DirectMap.Hashtable)
+            self._by_key = True
+        return ids
 
     def exists(self) -> bool:
         return self.path.is_file()
@@ -83,7 +110,8 @@ class FaissConnector(Connector):
         while start < total:
             end = min(start + batch_size, total)
             try:
-                vectors = self._inner.reconstruct_n(start, end - start)
+                vectors = (self._inner.reconstruct_batch(self._ids[start:end]) if self._by_key
+                           else self._inner.reconstruct_n(start, end - start))
             except RuntimeError as exc:
                 raise VectorStoreError(f"{self.path}: this index type cannot give back its vectors "
                                        f"({str(exc).splitlines()[0]})") from exc

@@ -48,6 +48,23 @@ def columns(conn: Any, name: str, schema: str | None) -> list[tuple[str, str]]:
     return [(r[0], r[1]) for r in rows]
 
 
+# Column types (by their fixed built-in oids) whose values psycopg reads into Python objects that a
+# binary COPY writes back unchanged. Other types (char(n), enums, bit strings, geometric and network
+# types, arrays, domains, extension types) are read as their text form and written by a text COPY,
+# which the server parses with the column's own input function.
+BINARY_TYPES = frozenset({16, 17, 20, 21, 23, 25, 114, 700, 701, 1043, 1082, 1083, 1114, 1184, 1186, 1700,
+                          2950, 3802})
+JSON_TYPES = frozenset({114, 3802})
+
+
+def column_oids(conn: Any, name: str, schema: str | None) -> dict[str, int]:
+    """Each column's type oid (a modifier such as varchar(20)'s length is not part of it)."""
+    rows = conn.execute(
+        "select a.attname, a.atttypid::bigint from pg_attribute a where a.attrelid = to_regclass(%s) "
+        "and a.attnum > 0 and not a.attisdropped", [regclass_text(conn, name, schema)]).fetchall()
+    return {r[0]: int(r[1]) for r in rows}
+
+
 def missing(conn: Any, name: str, schema: str | None) -> str:
     """Why the relation is not there, naming the ``table`` parameter: its schema or the table itself."""
     parts = name_parts(name, schema)
@@ -77,6 +94,14 @@ def id_nullable(conn: Any, name: str, schema: str | None, column: str) -> bool:
 def has_primary_key(conn: Any, name: str, schema: str | None) -> bool:
     return conn.execute("select 1 from pg_index where indrelid = to_regclass(%s) and indisprimary",
                         [regclass_text(conn, name, schema)]).fetchone() is not None
+
+
+def id_unique(conn: Any, name: str, schema: str | None, column: str) -> bool:
+    """A unique index (or primary key) on exactly ``column`` makes its values unique."""
+    return conn.execute(
+        "select 1 from pg_index i join pg_attribute a on a.attrelid = i.indrelid and a.attnum = i.indkey[0] "
+        "where i.indrelid = to_regclass(%s) and i.indisunique and i.indnkeyatts = 1 and i.indpred is null "
+        "and i.indexprs is null and a.attname = %s", [regclass_text(conn, name, schema), column]).fetchone() is not None
 
 
 def view_target(conn: Any, name: str, schema: str | None) -> str | None:

@@ -164,8 +164,8 @@ class PgVectorConnector(Connector):
                                    f"UUID ({exc})") from exc
 
     def _no_null_ids(self) -> None:
-        """Refuse a table with a NULL id before its first batch is read (they sort last, so a row-by-row
-        refusal would come after everything else was written)."""
+        """Refuse a table with a NULL id, or an id held by two rows, before its first batch is read (NULLs
+        sort last, so a row-by-row refusal would come after everything else was written)."""
         from psycopg import sql
 
         nullable = pg_catalog.id_nullable(self.conn, self.collection, self.schema, self.id_col)
@@ -173,6 +173,14 @@ class PgVectorConnector(Connector):
                                           .format(self._rel(), self._ident(self.id_col))).fetchone()[0]:
             raise VectorStoreError(f"{self.describe()}: a row has a NULL id (column '{self.id_col}'); every point "
                                    "needs an id")
+        if pg_catalog.id_unique(self.conn, self.collection, self.schema, self.id_col):
+            return
+        # pages follow the id ('where id > last'), so a repeat of a page's last id would be skipped unseen
+        repeated = self.conn.execute(sql.SQL("select {} from {} group by 1 having count(*) > 1 limit 1").format(
+            self._ident(self.id_col), self._rel())).fetchone()
+        if repeated is not None:
+            raise VectorStoreError(f"{self.describe()}: the id {repeated[0]!r} appears more than once (column "
+                                   f"'{self.id_col}'); every point needs a unique id")
 
     def _vector_dim(self, types: dict[str, str]) -> int | None:
         """The vector column's dimension from its type; a bare ``vector`` has its rows' (None: no rows)."""
@@ -199,7 +207,7 @@ class PgVectorConnector(Connector):
             self._no_null_ids()
         cols = list(types)
         others = [c for c in cols if c not in (self.id_col, self.vec_col)]
-        select = sql.SQL("select {} from {}").format(self._ident(self.id_col, self.vec_col, *others),
+        select = sql.SQL("select {} from {}").format(self._select_list([self.id_col, self.vec_col], others),
                                                      self._rel())
         order = sql.SQL(" order by {} limit %s").format(self._ident(self.id_col))
         where = sql.SQL(" where {} > %s").format(self._ident(self.id_col))
@@ -260,11 +268,21 @@ class PgVectorConnector(Connector):
                 ids = decoded[0].tolist()
                 if not others or not ids:
                     return ids, decoded[1], [{} for _ in ids]
-                rows = cur.execute(sql.SQL("select {} from {}{}").format(self._ident(self.id_col, *others), table,
-                                                                        tail)).fetchall()
+                rows = cur.execute(sql.SQL("select {} from {}{}").format(
+                    self._select_list([self.id_col], others), table, tail)).fetchall()
         if [r[0] for r in rows] != ids:
             return None
         return ids, decoded[1], [dict(zip(others, r[1:], strict=True)) for r in rows]
+
+    def _select_list(self, fixed: list[str], others: list[str]) -> Any:
+        """``fixed`` columns, then the payload columns, those of a type outside ``pg_catalog.BINARY_TYPES``
+        as their text form (a binary read would hand over raw bytes for an enum or a bit string)."""
+        from psycopg import sql
+
+        oids = pg_catalog.column_oids(self.conn, self.collection, self.schema) if others else {}
+        return sql.SQL(", ").join([*(sql.Identifier(c) for c in fixed), *(
+            sql.Identifier(c) if oids.get(c) in pg_catalog.BINARY_TYPES
+            else sql.SQL("{}::text").format(sql.Identifier(c)) for c in others)])
 
     def read_ids(self, ids: list[PointId]) -> Batch:
         from psycopg import sql
@@ -272,7 +290,7 @@ class PgVectorConnector(Connector):
         types = dict(self._need())
         others = [c for c in types if c not in (self.id_col, self.vec_col)]
         query = sql.SQL("select {} from {} where {} = any(%s)").format(
-            self._ident(self.id_col, self.vec_col, *others), self._rel(), self._ident(self.id_col))
+            self._select_list([self.id_col, self.vec_col], others), self._rel(), self._ident(self.id_col))
         with self.conn.cursor(binary=True) as cur:
             found = cur.execute(query, [self._keys(list(ids), types)]).fetchall()
         uuids = self._key_kind(types) == "uuid"
@@ -344,12 +362,18 @@ class PgVectorConnector(Connector):
         keys = self._keys(batch.ids, types)
         pg_catalog.check_payload_fits(self.describe(), keys, batch.payloads, types)
         cols = [self.id_col, self.vec_col, *payload_cols]
-        copy = sql.SQL("copy {} ({}) from stdin (format binary)").format(self._rel(),
-                                                                         self._ident(*cols))
+        oids = pg_catalog.column_oids(self.conn, self.collection, self.schema)
+        binary = all(oids[c] in pg_catalog.BINARY_TYPES for c in cols if c != self.vec_col)
+        copy = sql.SQL("copy {} ({}) from stdin" + (" (format binary)" if binary else "")).format(
+            self._rel(), self._ident(*cols))
         with self.conn.transaction(), self.conn.cursor() as cur, cur.copy(copy) as cp:
-            cp.set_types([types[c] if not types[c].startswith("vector") else "vector" for c in cols])
-            for pid, vec, payload in zip(keys, batch.vectors, batch.payloads, strict=True):
-                cp.write_row([pid, vec, *[payload.get(c) for c in payload_cols]])
+            if binary:
+                cp.set_types([oids[c] if c != self.vec_col else "vector" for c in cols])
+                for pid, vec, payload in zip(keys, batch.vectors, batch.payloads, strict=True):
+                    cp.write_row([pid, vec, *[payload.get(c) for c in payload_cols]])
+                return
+            for pid, vec, payload in zip(keys, batch.vectors, batch.payloads, strict=True):  # parsed by the server
+                cp.write_row([pid, vec, *[_text_value(payload.get(c), oids[c]) for c in payload_cols]])
 
     def delete_ids(self, ids: list[PointId]) -> None:
         from psycopg import sql
@@ -398,3 +422,13 @@ class PgVectorConnector(Connector):
     def close(self) -> None:
         if not self.borrowed:
             self.conn.close()
+
+
+def _text_value(value: Any, oid: int) -> Any:
+    """A payload value for a text COPY: a JSON column's objects and lists as JSON (a list would
+    otherwise be written as an array)."""
+    if oid in pg_catalog.JSON_TYPES and value is not None and not isinstance(value, str):
+        from psycopg.types.json import Jsonb
+
+        return Jsonb(value)
+    return value
