@@ -167,6 +167,16 @@ class _JobDialog(QDialog):
         if self.job is not None:
             self.job.cancel()
 
+    def clear_result(self) -> None:
+        """Another workspace opened: an ended job's status and result told of the other one (a job still
+        running keeps its bar: it goes on in the workspace it started in)."""
+        if self.job is not None:
+            return
+        self.result.clear()
+        self.stage.setText("")
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+
     def show_result(self, text: str) -> None:
         self.result.setPlainText(text)
         log.info(text.splitlines()[0] if text else "")

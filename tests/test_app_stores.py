@@ -58,6 +58,11 @@ def test_import_from_a_store_and_migrate_switch_cancel_resume_rollback(
         keys = [str(i) for i in range(len(v1))]
         np.testing.assert_allclose(ws.vectors_for("store-v1", ws.ids_for_keys(keys)), v1)
         assert ws.labels(ws.ids_for_keys(keys)) == upgrade["labels"]
+    other = tmp_path / "other"  # another workspace: the dialog no longer tells of this one's import
+    Workspace.create(other).close()
+    assert window.ctx.open_workspace(other)
+    assert dialog.result.toPlainText() == "" and dialog.stage.text() == "" and dialog.progress.value() == 0
+    assert window.ctx.open_workspace(upgrade["path"])
 
     export = window.show_page("export")
     export.refresh()

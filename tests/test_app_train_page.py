@@ -144,6 +144,7 @@ def test_layout_clips_and_overlaps_nothing(qtbot: QtBot, window: MainWindow, dem
         settings = _rect(train.settings_scroll, train)
         assert not any(b.intersects(settings) for b in buttons)
         label = train.protocol_label
+        qtbot.waitUntil(lambda: bool(train.protocol_label.text()), timeout=30_000)  # described in the background
         assert label.text() and label.height() >= label.heightForWidth(label.width())  # the whole sentence
     summary = summary_of(window.ctx.ws.runs("train")[-1])
     train._trained(summary)
@@ -320,3 +321,29 @@ def test_a_finished_run_replaces_its_live_points_with_its_recorded_curves(
     assert not error_dialogs()
     assert "live" in drawn and drawn[-1] == "recorded", drawn
     assert window.ctx.ws.runs("train")[-1]["epochs"]  # the per-setting rows that figure draws
+
+
+def test_showing_the_train_page_stores_no_folds_so_a_seeded_run_matches_the_cli(
+        qtbot: QtBot, window: MainWindow, demo_copy: Path, tmp_path: Path) -> None:
+    """Describing the pair choices drew the folds with seed 0 and stored them, so a later training with
+    seed 7 (from the page or the command line) ran on another split than `embridge train --seed 7` gives."""
+    import shutil
+
+    from embridge.core.cli.main import main
+    from embridge.core.store import Workspace
+
+    twin = tmp_path / "twin"
+    shutil.copytree(demo_copy, twin)
+    window.ctx.open_workspace(demo_copy)
+    train = window.show_page("train")
+    train.refresh()
+    qtbot.waitUntil(lambda: bool(train.protocol_label.text()), timeout=30_000)  # the protocol was described
+    wait_for_jobs(qtbot, window)
+    window.ctx.close_workspace()
+    for path in (demo_copy, twin):
+        with Workspace.open(path) as ws:
+            assert not any(len(v) for v in ws.fold_ids().values())
+        assert main(["train", "--workspace", str(path), "--method", "procrustes", "--seed", "7", "--json"]) == 0
+    with Workspace.open(demo_copy) as a, Workspace.open(twin) as b:
+        assert {k: v.tolist() for k, v in a.fold_ids().items()} == {k: v.tolist() for k, v in b.fold_ids().items()}
+        assert a.runs("train")[-1]["metrics"]["upgraded_top1"] == b.runs("train")[-1]["metrics"]["upgraded_top1"]

@@ -248,6 +248,8 @@ class GalleryPage(Page):
     # -- state ------------------------------------------------------------------------------
     def reset(self) -> None:
         self.embed_result.setText("")
+        if self.store_dialog is not None:  # its last import went into the other workspace
+            self.store_dialog.clear_result()
         self.import_split.setCurrentText("")  # a split typed for the last workspace would be created in this one
 
     def refresh(self) -> None:

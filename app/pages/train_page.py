@@ -27,6 +27,7 @@ from embridge.app.pages.forms import SettingsForm, scrolled_text, set_combo_item
 from embridge.app.pages.live_curves import LiveCurves
 from embridge.app.pages.live_plot import LivePlot, recorded_curves
 from embridge.app.pages.page import Page, ResultView, make_table
+from embridge.app.pages.pair_description import PairDescriber
 from embridge.app.pages.train_result import (
     RUN_COLUMNS,
     ended_text,
@@ -38,7 +39,7 @@ from embridge.app.pages.train_result import (
 )
 from embridge.app.pages.why_disabled import NO_TRAINING, TRAINING, enable
 from embridge.app.workers import Job
-from embridge.core.errors import EmbridgeError, InputError
+from embridge.core.errors import InputError
 from embridge.core.progress import ProgressFn, StopFn
 from embridge.core.setting_help import setting_help
 from embridge.core.store import Workspace
@@ -145,6 +146,7 @@ class TrainPage(Page):
         models.addRow(self.time_budget_label, self.time_budget)
         layout.addLayout(models)
         self.protocol_label = QLabel()
+        self.pair_describer = PairDescriber(self.ctx, self._pair_models, self._pairs_described)
         self.protocol_label.setWordWrap(True)
         validated = QLabel("Validated on:")
         validated.setBuddy(self.protocol_label)
@@ -335,23 +337,26 @@ class TrainPage(Page):
         self._models_changed()
 
     def _show_pairs_and_protocol(self) -> None:
-        """The pair kinds the core allows here (its default first) and the validation protocol."""
-        from embridge.core.train.pair_choice import pair_setup
-
-        old, new = self.old_model.currentText(), self.new_model.currentText()
-        if self.ctx.ws is None or not old or not new or old == new:
+        """The pair kinds the core allows here (its default first) and the validation protocol, worked out
+        in the background (:mod:`embridge.app.pages.pair_description`)."""
+        if self._pair_models() is None:
             self.protocol_label.setText("")
             return
-        try:
-            setup = pair_setup(self.ctx.ws, old, new)
-        except EmbridgeError as exc:
-            self.protocol_label.setText(str(exc))
+        self.pair_describer.request()
+
+    def _pair_models(self) -> tuple[str, str, str] | None:
+        old, new = self.old_model.currentText(), self.new_model.currentText()
+        if self.ctx.ws is None or not old or not new or old == new:
+            return None
+        return str(self.ctx.ws.root), old, new
+
+    def _pairs_described(self, kinds: tuple[str, ...] | None, default: str, text: str) -> None:
+        self.protocol_label.setText(text)
+        if kinds is None:  # refused: the reason is the text
             return
         current = self.pairs.currentText()
-        set_combo_items(self.pairs, list(setup.kinds))
-        self.pairs.setCurrentText(current if current in setup.kinds and self.pairs.property("chosen") else
-                                  setup.default)
-        self.protocol_label.setText(setup.validation)
+        set_combo_items(self.pairs, list(kinds))
+        self.pairs.setCurrentText(current if current in kinds and self.pairs.property("chosen") else default)
 
     def _selected_run(self) -> dict[str, Any] | None:
         rows = self.runs_table.selectionModel().selectedRows()

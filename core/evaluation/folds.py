@@ -72,8 +72,10 @@ def query_folds(ws: Workspace, query_ids: np.ndarray) -> dict[int, str]:
 
 
 def split_pairs(ws: Workspace, old: str, new: str, seed: int = 0,
-                fractions: tuple[float, float, float] = DEFAULT_FRACTIONS) -> PairSplit:
-    """Assign (and persist) folds for the paired items; returns ids per fold."""
+                fractions: tuple[float, float, float] = DEFAULT_FRACTIONS, persist: bool = True) -> PairSplit:
+    """Assign folds for the paired items; returns ids per fold. Folds are drawn once and kept (``persist``),
+    so every run is measured on the same test items; a view that only describes the split (the Train
+    page) passes ``persist=False`` and leaves the drawing to the first training, under its seed."""
     ids = paired_ids(ws, old, new)
     if len(ids) < MIN_PAIRS:
         total = ws.item_count()
@@ -98,7 +100,7 @@ def split_pairs(ws: Workspace, old: str, new: str, seed: int = 0,
         if len(by_fold[fold]) < 2:
             raise InputError(f"models '{old}' and '{new}'", f"the {fold} split has {len(by_fold[fold])} pairs; "
                              "embed more items with both models")
-    if fresh:  # kept only for a split that can be used: a refusal leaves the workspace as it was
+    if fresh and persist:  # kept only for a split that can be used: a refusal leaves the workspace as it was
         ws.set_folds(fresh, seed)
     return PairSplit(by_fold, workspace_classes(ws))
 

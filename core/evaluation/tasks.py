@@ -208,10 +208,11 @@ def old_gallery_name(embedded: int, gallery: int, suffix: str = "") -> str:
 
 
 def dev_task(ws: Workspace, old: str, new: str, seed: int = 0,
-             max_queries: int = MAX_DEV_QUERIES) -> RetrievalTask:
-    """Validation queries retrieving among the whole old gallery (see the module docstring)."""
+             max_queries: int = MAX_DEV_QUERIES, persist: bool = True) -> RetrievalTask:
+    """Validation queries retrieving among the whole old gallery (see the module docstring);
+    ``persist``: as :func:`split_pairs`."""
     pairs = ids_under_all(ws, [old, new])
-    split = split_pairs(ws, old, new, seed)
+    split = split_pairs(ws, old, new, seed, persist=persist)
     judged = _judged_query_set(ws, "dev", intersect_ids(pairs, ws.query_ids()))
     gallery_ids = ws.gallery_ids(old)
     if judged.ids.size:

@@ -30,10 +30,11 @@ def default_pairs(train_queries: int) -> str:
     return "both" if train_queries >= 2 else "documents"
 
 
-def pair_setup(ws: Workspace, old: str, new: str, seed: int = 0) -> PairSetup:
-    """The pair choices for ``old`` → ``new`` and the protocol validation will use."""
-    split = split_pairs(ws, old, new, seed)
+def pair_setup(ws: Workspace, old: str, new: str, seed: int = 0, persist: bool = True) -> PairSetup:
+    """The pair choices for ``old`` → ``new`` and the protocol validation will use; with ``persist=False``
+    nothing is stored (folds not yet drawn are drawn here only to describe them)."""
+    split = split_pairs(ws, old, new, seed, persist=persist)
     n = int(intersect_ids(split.ids["train"], ws.query_ids()).size)
     default = default_pairs(n)
     kinds = (default, *[k for k in PAIR_KINDS if k != default]) if n >= 2 else ("documents",)
-    return PairSetup(kinds, default, n, dev_task(ws, old, new, seed).protocol().describe())
+    return PairSetup(kinds, default, n, dev_task(ws, old, new, seed, persist=persist).protocol().describe())
