@@ -33,8 +33,9 @@ def _one_line(err: str, option: str) -> None:
 
 @pytest.mark.parametrize(("metric", "code", "said"), [
     ("bogus", 2, "argument --metric: unknown metric 'bogus'"),  # not a metric name at all: a usage error
-    ("recall@5", 1, "--metric: unknown metric 'recall@5'; use top1, top5, recall@10"),  # the sample's is recall@10
-    ("mAP@R", 1, "--metric: mAP@R is not measured on this chain's sample of "),  # a sample this small reports mAP
+    # known names the chain's sample does not report: usage errors too (exit 2, as documented)
+    ("recall@5", 2, "--metric: unknown metric 'recall@5'; use top1, top5, recall@10"),  # the sample's is recall@10
+    ("mAP@R", 2, "--metric: mAP@R is not measured on this chain's sample of "),  # a sample this small reports mAP
 ])
 def test_chain_refuses_a_metric_before_recording_a_run(chain_ws: dict[str, Any], capsys: pytest.CaptureFixture[str],
                                                        metric: str, code: int, said: str) -> None:
@@ -55,6 +56,16 @@ def test_chain_names_a_model_the_workspace_lacks(chain_ws: dict[str, Any], capsy
     assert main(["chain", "-w", str(ws), "--models", ",".join(models),
                  "--runs", ",".join(map(str, chain_ws["runs"]))]) == 1
     _one_line(capsys.readouterr().err, "--models: no model named 'nosuch' in the workspace (known: ")
+    assert table_dump(ws) == rows
+
+
+def test_chain_refuses_a_version_named_twice(chain_ws: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    """v1,v2,v1 scored v1 against itself after a round trip and counted it towards AC."""
+    ws, rows = chain_ws["path"], table_dump(chain_ws["path"])
+    models = [chain_ws["models"][0], chain_ws["models"][1], chain_ws["models"][0]]
+    assert main(["chain", "-w", str(ws), "--models", ",".join(models),
+                 "--runs", ",".join(map(str, chain_ws["runs"]))]) == 2
+    _one_line(capsys.readouterr().err, f"--models: names '{models[0]}' twice")
     assert table_dump(ws) == rows
 
 
@@ -380,3 +391,46 @@ def test_commands_that_read_no_workspace_take_one_as_every_command_does(
         assert main([*argv, "--workspace", str(tmp_path)]) == 2, argv
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and f"--workspace: {tmp_path} is not an Embridge workspace" in err, err
+
+
+def test_chain_refuses_a_cascade_run(demo_copy: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A cascade was scored as its fallback layer alone (0.78 where its run says 0.80), named a cascade."""
+    assert main(["train", "-w", str(demo_copy), "--method", "cascade", "--json"]) == 0
+    run_id = json.loads(capsys.readouterr().out)["run_id"]
+    rows = table_dump(demo_copy)
+    assert main(["chain", "-w", str(demo_copy), "--models", "old-mlp,new-cnn", "--runs", str(run_id)]) == 1
+    _one_line(capsys.readouterr().err, f"run {run_id}: cascade needs each query under two models")
+    assert table_dump(demo_copy) == rows
+
+
+def test_a_judged_chain_reads_ndcg_by_default_and_offers_mrr(tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """With judgments the chain's protocol said nDCG@10 and MRR@10 were reported, but its matrices held only
+    top-1 to mAP and --metric ndcg@10 was refused; AC was read from top-1 where reports weigh nDCG@10."""
+    import numpy as np
+    from judged_fixtures import build_judged_workspace
+
+    data = build_judged_workspace(tmp_path / "ws")
+    rotation = np.linalg.qr(np.random.default_rng(5).standard_normal((data["new_docs"].shape[1],) * 2))[0]
+    with Workspace.open(tmp_path / "ws") as ws:
+        spec = {"name": "newer", "kind": "vectors", "modality": "vector", "dim": rotation.shape[0],
+                "sha256": "9" * 64, "path": ""}
+        ws.add_model("newer", "other", spec, None)
+        ids = np.concatenate([data["doc_ids"], data["query_ids"]])
+        ws.add_vector_set("newer", ids, np.concatenate([data["new_docs"], data["new_queries"]]) @ rotation)
+    runs = []
+    for old, new in (("old", "new"), ("new", "newer")):
+        assert main(["train", "-w", str(tmp_path / "ws"), "--method", "procrustes", "--old", old, "--new", new,
+                     "--json"]) == 0
+        runs.append(json.loads(capsys.readouterr().out)["run_id"])
+    args = ["chain", "-w", str(tmp_path / "ws"), "--models", "old,new,newer", "--runs", ",".join(map(str, runs)),
+            "--json"]
+    assert main(args) == 0
+    chain = json.loads(capsys.readouterr().out)
+    assert chain["metric"] == "ndcg@10"
+    report = json.loads(Path(chain["report_json"]).read_text())["chain"]
+    assert {"ndcg@10", "mrr@10", "top1"} <= set(report["matrices"]) and chain["matrix"] == report["matrices"]["ndcg@10"]
+    newest, new = chain["matrix"][2], chain["matrix"][1]  # a rotation of the new model: mapped back exactly
+    assert newest[:2] == pytest.approx(new[:2], abs=1e-6) and newest[2] == pytest.approx(new[1], abs=1e-6)
+    assert main([*args, "--metric", "mrr@10"]) == 0
+    assert json.loads(capsys.readouterr().out)["matrix"] == report["matrices"]["mrr@10"]

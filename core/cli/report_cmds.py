@@ -61,9 +61,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--models", required=True, help="versions oldest first, comma-separated: v1,v2,v3")
     p.add_argument("--runs", type=run_id_list, required=True,
                    help="training runs of each step, comma-separated: v2→v1,v3→v2")
-    p.add_argument("--metric", type=_chain_metric, default="top1",
-                   help=f"the matrix's metric: {', '.join(CHAIN_METRICS)} (a gallery under 10 items has a "
-                        "smaller recall@k; mAP@R replaces mAP where the full ranking is too large)")
+    p.add_argument("--metric", type=_chain_metric, default=None,
+                   help=f"the matrix's metric: {', '.join(CHAIN_METRICS)}, or with relevance judgments "
+                        f"{' or '.join(JUDGED_METRICS)} (default: ndcg@10 with judgments, else top1; a gallery under "
+                        "10 items has a smaller recall@k; mAP@R replaces mAP where the full ranking is too large)")
     p.add_argument("--heldout-gallery", action="store_true",
                    help="leave the train fold (the items the layers were fitted on) out of the gallery")
     _search_flags(p)
@@ -77,7 +78,7 @@ def _chain_metric(raw: str) -> str:
     """A metric the chain matrix can hold (see ``headline_metrics``); the sample decides recall@k and mAP's flavour."""
     from embridge.core.evaluation.scoring import RECALL_KS
 
-    known = {*CHAIN_METRICS, *(f"recall@{k}" for k in RECALL_KS if k <= 10)}
+    known = {*CHAIN_METRICS, *JUDGED_METRICS, *(f"recall@{k}" for k in RECALL_KS if k <= 10)}
     if raw.strip() not in known:
         raise argparse.ArgumentTypeError(f"unknown metric '{raw}'; use {', '.join(CHAIN_METRICS[:-1])} or "
                                          f"{CHAIN_METRICS[-1]}")

@@ -4,8 +4,8 @@ C[i][j] = M(query model i, gallery model j) for j ≤ i. The diagonal is each mo
 gallery. Below it, with backward layers (run k maps v(k+1) → v(k)), a query of version i passes
 through the layers i→i−1, …, j+1→j in turn (re-normalised after each, as every layer was fitted on
 unit vectors) and searches gallery j unchanged. With forward layers (old → new) the gallery of
-version j is carried up to version i instead. A chain mixing the two directions, or using fusion
-(which needs each query under two models), is refused. AC and AM are those of
+version j is carried up to version i instead. A chain mixing the two directions, or using fusion or
+cascade (which need each query under two models), is refused. AC and AM are those of
 :func:`embridge.core.evaluation.compat.matrix_scores`.
 """
 
@@ -21,10 +21,10 @@ import numpy as np
 from embridge.core import __version__
 from embridge.core.adapters import adapt_gallery, adapt_queries, load_adapter
 from embridge.core.adapters.adapter import Adapter
-from embridge.core.errors import InputError
+from embridge.core.errors import InputError, UsageError
 from embridge.core.evaluation.compat import matrix_scores
 from embridge.core.evaluation.gather import MatrixMaker
-from embridge.core.evaluation.headline import headline_metrics
+from embridge.core.evaluation.headline import JUDGED_METRICS, headline_metrics
 from embridge.core.evaluation.scoring import scoring_plan
 from embridge.core.evaluation.search import SearchConfig
 from embridge.core.jobs import recorded_run
@@ -43,6 +43,9 @@ def chain_layers(ws: Workspace, models: Sequence[str], runs: Sequence[int]) -> t
     if len(models) < 2 or len(runs) != len(models) - 1:
         raise InputError("chain", f"needs T >= 2 model versions and T - 1 runs, got {len(models)} models and "
                          f"{len(runs)} runs")
+    repeated = next((name for k, name in enumerate(models) if name in models[:k]), None)
+    if repeated is not None:
+        raise UsageError("--models", f"names '{repeated}' twice; a chain lists distinct versions, oldest first")
     unknown = [name for name in models if not ws.has_model(name)]
     if unknown:
         known = ", ".join(m["name"] for m in ws.models()) or "none"
@@ -56,9 +59,11 @@ def chain_layers(ws: Workspace, models: Sequence[str], runs: Sequence[int]) -> t
         if (row["old_model"], row["new_model"]) != (models[k], models[k + 1]):
             raise InputError(f"run {run_id}", f"links '{row['new_model']}' and '{row['old_model']}', but step {k + 1} "
                              f"of the chain is '{models[k + 1]}' → '{models[k]}'")
-        if row["kind"] == "fusion":
-            raise InputError(f"run {run_id}", "fusion needs each query under two models and cannot be composed; "
-                             "use its base layer's run")
+        if row["kind"] in ("fusion", "cascade"):  # both need the old query: fusion mixes it, cascade recalls by it
+            use = ("use its base layer's run" if row["kind"] == "fusion" else
+                   "chain a run of its fallback layer's method instead (e.g. 'embridge train --method affine')")
+            raise InputError(f"run {run_id}", f"{row['kind']} needs each query under two models and cannot be "
+                             f"composed; {use}")
         adapters.append(load_adapter(ws.adapter_path(row["id"])))
         rows.append(row)
     forward = {a.direction == "forward" for a in adapters}
@@ -88,25 +93,31 @@ def _up(adapters: Sequence[Adapter], rows: Sequence[dict], j: int, i: int) -> An
     return apply
 
 
-def chain_report(ws: Workspace, models: Sequence[str], runs: Sequence[int], *, metric: str = "top1",
+def chain_report(ws: Workspace, models: Sequence[str], runs: Sequence[int], *, metric: str | None = None,
                  heldout_gallery: bool = False, search: SearchConfig | None = None, write: bool = True,
                  on_progress: ProgressFn | None = None, should_stop: StopFn | None = None) -> Report:
-    """The compatibility matrix report of a chain of versions (see the module docstring)."""
+    """The compatibility matrix report of a chain of versions (see the module docstring). ``metric``: the
+    matrix AC and AM are read from; by default nDCG@10 with relevance judgments (as reports and plans
+    weigh them), else top-1."""
     progress = on_progress or no_progress
     models = list(models)
     adapters, rows, direction = chain_layers(ws, models, runs)
-    config = {"models": models, "runs": [int(r) for r in runs], "metric": metric, "heldout_gallery": heldout_gallery}
     # the sample and its metrics are known before the run: an unknown metric records no failed run
     sample = evaluation_sample(ws, models, heldout_gallery)
     task = sample.tasks.sample  # every cell needs some model's gallery vectors: the evaluation sample
     plan = scoring_plan(task, search)
-    shown = headline_metrics(plan.recall_k, plan.map_key)
+    judged = sample.relevance == "judgments"
+    shown = headline_metrics(plan.recall_k, plan.map_key) + (list(JUDGED_METRICS) if judged else [])
+    metric = metric or ("ndcg@10" if judged else "top1")
+    config = {"models": models, "runs": [int(r) for r in runs], "metric": metric, "heldout_gallery": heldout_gallery}
     if metric not in shown:
         use = f"use {', '.join(shown[:-1])} or {shown[-1]}"
         if metric.startswith("mAP") and plan.map_key.startswith("mAP"):  # which mAP depends on the ranking's size
-            raise InputError("--metric", f"{metric} is not measured on this chain's sample of "
+            raise UsageError("--metric", f"{metric} is not measured on this chain's sample of "
                              f"{task.gallery.ids.size} items, which reports {plan.map_key}; {use}")
-        raise InputError("--metric", f"unknown metric {metric!r}; {use}")
+        if metric in JUDGED_METRICS:
+            raise UsageError("--metric", f"{metric} needs relevance judgments, which this chain's queries lack; {use}")
+        raise UsageError("--metric", f"unknown metric {metric!r}; {use}")
     with recorded_run(ws, "report", "chain", config) as record:
         t = len(models)
         matrices = {m: np.full((t, t), np.nan) for m in shown}
