@@ -142,6 +142,8 @@ def test_query_pairs_alone_need_queries_judged_in_train(tmp_path: Path) -> None:
             train_run(ws, "procrustes", device="cpu", pairs="queries")
         run = train_run(ws, "procrustes", device="cpu")
         assert run["pairs_used"] == "documents"
+        both = train_run(ws, "procrustes", device="cpu", pairs="both")  # asked for, but only documents exist
+        assert both["pairs_used"] == "documents" and both["pairs"] == run["pairs"]
         folds = ws.folds()  # queries without judgments are held out, never fitted on
         assert {folds[int(q)] for q in case["query_ids"][case["splits"] == "train"]} == {"test"}
 

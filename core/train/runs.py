@@ -76,6 +76,8 @@ def training_pairs(ws: Workspace, split: PairSplit, pairs: str | None) -> tuple[
         what = ("query pairs: only queries judged in the train split (embedded by both models) may be fitted on"
                 if chosen == "queries" else "document pairs in the train fold")
         raise InputError("--pairs", f"'{chosen}' leaves {ids.size} training pairs; need at least 2 {what}")
+    if chosen == "both" and ids.size in (queries.size, train.size - queries.size):  # one kind was there to fit on
+        chosen = "queries" if queries.size else "documents"  # recorded and said as what the fit used
     return PairSplit({**split.ids, "train": ids}, split.classes), chosen
 
 
