@@ -263,3 +263,23 @@ def test_json_payloads_of_a_qdrant_collection_migrate_into_jsonb_and_a_field_of_
         columns = [r[0] for r in conn.execute("select column_name from information_schema.columns where "
                                               "table_name = 'late_v2'").fetchall()]
     assert late[25] == "p25" and late[3] is None and "nothing" not in columns
+
+
+def test_check_through_an_alias_in_another_schema_reads_the_served_tables_checkpoint(
+        upgrade: dict, tmp_path: Path, pg_server: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """An alias in public serving r4.docs_v2 read the checkpoint from public's state table: no migration
+    status, and five removed points went unsaid (checking r4.docs_v2 itself said so)."""
+    import psycopg
+
+    base = pg_schema_source(pg_server, "schemas_alias", upgrade, tmp_path, "r4")
+    uri = f"{base}&column=embedding&table="
+    code, out, err = cli(capsys, "migrate", "--bundle", str(upgrade["bundle"]), "--from", uri + "r4.docs",
+                         "--to", uri + "r4.docs_v2", "--switch", "--alias", "public.docs_live")
+    assert code == 0 and out["switched"], err
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute("delete from r4.docs_v2 where id < 5")
+    direct = cli(capsys, "check", "--uri", uri + "r4.docs_v2")[1]
+    code, through, err = cli(capsys, "check", "--uri", uri + "public.docs_live")
+    assert code == 0 and through["serves"] == "r4.docs_v2", err
+    assert through["migration"] == direct["migration"] and "points were removed" in through["migration"]["changed"]
+    assert through["notes"] == direct["notes"] and len(through["notes"]) == 1

@@ -189,7 +189,7 @@ def _check(store: Connector, label_field: str | None, served_as: str | None, sam
     result = StoreCheck(store.describe(), store.alias_target(store.collection) if store.supports_alias else None,
                         count, spaces, versions, state)
     served = result.serves or store.collection  # checked through an alias: the collection it serves
-    migration, problem = migration_state(store, Path(served).name)  # a link to a folder elsewhere: its name
+    migration, problem = migration_state(store.checkpoint_holder(served), Path(served).name)  # a link: its name
     if migration:
         result.migration = {"status": migration.get("status"), "written": migration.get("written"),
                             "total": migration.get("fingerprint", {}).get("source_count")}

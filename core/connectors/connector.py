@@ -215,6 +215,11 @@ class Connector(ABC):
         other.borrowed = True  # the client belongs to the connector it came from, which closes it
         return other
 
+    def checkpoint_holder(self, collection: str) -> Connector:
+        """The connector whose checkpoints tell of ``collection`` (one this store's alias serves): this one,
+        unless the store keeps checkpoints per namespace (PostgreSQL, per schema)."""
+        return self
+
     def take_uri_columns(self, uri: StoreURI) -> None:
         """Take the columns (or vector name) ``uri`` names, for a connector made by :meth:`with_collection`."""
         return None  # a store without columns to name (Chroma, Parquet folders open a connector of their own)

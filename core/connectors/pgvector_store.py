@@ -85,6 +85,18 @@ class PgVectorConnector(Connector):
 
         return sql.SQL(", ").join(sql.Identifier(n) for n in names)
 
+    def with_collection(self, name: str) -> Connector:
+        """A table of the same database: ``SCHEMA.TABLE`` in its own schema (and its checkpoints in that
+        schema's ``embridge_state``), a bare name beside this table."""
+        other = super().with_collection(name)
+        if "." in name:
+            assert isinstance(other, PgVectorConnector)
+            other.schema = pg_catalog.name_parts(name, None)[0]
+        return other
+
+    def checkpoint_holder(self, collection: str) -> Connector:
+        return self.with_collection(collection) if "." in collection else self  # another schema's state table
+
     def _rel(self, name: str | None = None) -> Any:
         """A relation of this store as an SQL identifier: a bare name lies in this table's schema."""
         return pg_catalog.identifier(name or self.collection, self.schema)
