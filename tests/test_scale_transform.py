@@ -566,3 +566,20 @@ def test_an_address_where_something_else_listens_is_one_line_in_seconds(bundles:
         web.shutdown()
         web.server_close()
         silent.close()
+
+
+def test_relative_dataset_paths_on_ray_are_the_callers(ray_cluster: Any, bundles: dict, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """Ray's workers run in their own folder: a relative --from was read there ("is not a readable
+    Parquet file"), and the output written there. Paths are the caller's, as with the local engine."""
+    write_partitions(tmp_path / "in", bundles["vectors"]["v3"], parts=2)
+    (tmp_path / "here").mkdir()
+    monkeypatch.chdir(tmp_path / "here")
+    for engine in ("local", "ray"):
+        assert main(["transform", "--bundle", str(bundles["linear"]), "--from", "../in", "--to", f"out-{engine}",
+                     "--engine", engine, "--json"]) == 0, capsys.readouterr().err
+        assert json.loads(capsys.readouterr().out)["rows"] == len(bundles["vectors"]["v3"])
+    files = {engine: sorted((tmp_path / "here" / f"out-{engine}").glob("*.parquet")) for engine in ("local", "ray")}
+    assert [f.name for f in files["ray"]] == [f.name for f in files["local"]] and len(files["ray"]) == 2
+    assert all(a.read_bytes() == b.read_bytes() for a, b in zip(files["local"], files["ray"], strict=True))

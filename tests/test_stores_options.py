@@ -6,6 +6,10 @@ Parquet (fast, real files) carries most of these; what they check is the store-i
 from __future__ import annotations
 
 import json
+import resource
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -376,3 +380,30 @@ def test_a_target_in_the_source_store_takes_its_own_uri_parameters(kind: str, up
             assert list(client.get_collection("named").config.params.vectors) == ["dense"]
         finally:
             client.close()
+
+
+def _under_file_size_limit(limit: int, *args: str) -> subprocess.CompletedProcess:
+    """``embridge ARGS`` in a process whose files may not grow past ``limit`` bytes (the kernel's EFBIG,
+    as a full disk's ENOSPC, reaches the writer: SIGXFSZ is ignored)."""
+    def cap() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return subprocess.run([sys.executable, "-m", "embridge.core.cli.main", *args], preexec_fn=cap,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_writers_that_name_no_file_are_named_by_their_target(upgrade: dict, source: Any, tmp_path: Path) -> None:
+    """Lance's writer raised a RuntimeError naming its Rust source file (exit 3, "unexpected"), and the
+    Parquet and Lance dataset writers an OSError without a file name ("a file: ...")."""
+    b = str(upgrade["bundle"])
+    got = _under_file_size_limit(4096, "migrate", "--bundle", b, "--from", source.source,
+                                 "--to", f"lancedb://{tmp_path / 'db'}?table=m")
+    lines = [line for line in got.stderr.splitlines() if line.startswith("embridge:")]
+    assert got.returncode == 1 and len(lines) == 1, got.stderr
+    assert "table 'm': cannot write (File too large)" in lines[0] and ".rs:" not in lines[0]
+    for target in (f"parquet://{tmp_path / 'out'}", f"lance://{tmp_path / 'out.lance'}"):
+        got = _under_file_size_limit(2048, "transform", "--bundle", b, "--from", source.source, "--to", target)
+        lines = [line for line in got.stderr.splitlines() if line.startswith("embridge:")]
+        assert got.returncode == 1 and len(lines) == 1, got.stderr
+        assert lines[0].startswith(f"embridge: error: --to {target}: ") and "File too large" in lines[0], lines

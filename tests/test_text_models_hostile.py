@@ -527,3 +527,27 @@ def test_a_vocabulary_without_its_unknown_token_is_one_line_at_add(tmp_path: Pat
     (folder / "vocab.txt").write_text("\n".join(words) + "\n", encoding="utf-8")
     line = _refused_at_add(tmp_path, capfd, folder)
     assert "no_unk: the model cannot embed a probe text: " in line and "[UNK]" in line
+
+
+def test_a_folder_that_cannot_be_copied_for_lack_of_space_is_one_short_line(tmp_path: Path) -> None:
+    """A folder checkpoint copied onto a full disk printed shutil's list of every failed file (1.4 kB of
+    tuples); it is one line naming the copy, the checkpoint and the first reason."""
+    import resource
+    import signal
+
+    folder = tiny_bert(tmp_path / "bert")
+    (folder / "README.md").write_bytes(b"#" * 4_000_000)  # a model card larger than the files may grow
+    Workspace.create(tmp_path / "ws").close()
+
+    def cap() -> None:  # files may not grow past 2 MB: the kernel's EFBIG, as a full disk's ENOSPC
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (2_000_000, 2_000_000))
+
+    got = subprocess.run([sys.executable, "-m", "embridge.core.cli.main", "model", "add", "--workspace",
+                          str(tmp_path / "ws"), "--name", "tm", "--path", str(folder), "--role", "new"],
+                         preexec_fn=cap, capture_output=True, text=True, timeout=300)
+    lines = [line for line in got.stderr.splitlines() if line.startswith("embridge:")]
+    assert got.returncode == 1 and len(lines) == 1, got.stderr
+    assert f"cannot copy the checkpoint {folder} (" in lines[0] and "File too large" in lines[0]
+    assert "[(" not in lines[0] and len(lines[0]) < 600, lines[0]
+    assert not list((tmp_path / "ws" / "models").iterdir())  # nothing left of the copy

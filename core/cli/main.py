@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import signal
 import sqlite3
 import sys
@@ -93,6 +94,29 @@ def main(argv: Sequence[str] | None = None, *, program: bool = False) -> int:
                 sys.stderr.write(f"WARNING: {one_line(line)}\n")
 
 
+def _remote_cause(exc: BaseException) -> BaseException:
+    """The error a Ray worker raised, not Ray's wrapper of it (whose text is the worker's whole traceback,
+    coloured): Ray re-raises a task's error as a class deriving from both, with the original as ``cause``."""
+    cause = getattr(exc, "cause", None)
+    return cause if isinstance(cause, BaseException) and type(exc).__name__.startswith("RayTaskError") else exc
+
+
+# what a command writes, named when the system's error names no file (pyarrow's and Lance's writers do not)
+_OUTPUTS = (("target", "--to"), ("out", "--out"), ("workspace", "--workspace"))
+
+
+def _os_error_line(exc: OSError, args: argparse.Namespace) -> str:
+    from embridge.core.paths import shown_path
+
+    if exc.filename:
+        return f"{shown_path(exc.filename)}: {exc.strerror or exc}"
+    written = next(((flag, value) for key, flag in _OUTPUTS if (value := getattr(args, key, None))), None)
+    where = f"{written[0]} {written[1]}" if written else "a file"
+    text = exc.strerror or str(exc)
+    found = re.search(r"\(os error (\d+)\)", text)  # Lance's Rust errors: the system's words, not its source file
+    return f"{where}: {os.strerror(int(found.group(1))) if found else text}"
+
+
 def _main(argv: Sequence[str] | None, program: bool) -> int:
     try:
         args = build_parser().parse_args(argv)
@@ -130,7 +154,7 @@ def _main(argv: Sequence[str] | None, program: bool) -> int:
         _error(f"{exc} (see 'embridge {args.command} --help')")
         return 2
     except EmbridgeError as exc:
-        _error(str(exc))
+        _error(str(_remote_cause(exc)))
         return 1
     except sqlite3.DatabaseError as exc:  # outside the workspace's own transactions: same words as inside
         from embridge.core.paths import DB_NAME
@@ -140,9 +164,7 @@ def _main(argv: Sequence[str] | None, program: bool) -> int:
         _error(str(translate(exc, Path(workspace) / DB_NAME)) if workspace else f"database error: {exc}")
         return 1
     except OSError as exc:  # the machine, not a bug: a full disk, a permission, a vanished file
-        from embridge.core.paths import shown_path
-
-        _error(f"{shown_path(exc.filename) if exc.filename else 'a file'}: {exc.strerror or exc}")
+        _error(_os_error_line(_remote_cause(exc), args))
         return 1
     except ModuleNotFoundError as exc:  # a package this command needs is absent (a bundle-only install, say)
         _error(f"this command needs the Python package '{exc.name}', which is not installed here; install "
@@ -151,7 +173,8 @@ def _main(argv: Sequence[str] | None, program: bool) -> int:
     except Exception as exc:  # a bug: one line, and the traceback when asked for
         if os.environ.get("EMBRIDGE_DEBUG"):
             traceback.print_exc()
-        _error(f"unexpected {type(exc).__name__}: {exc} (set EMBRIDGE_DEBUG=1 for the traceback)")
+        cause = _remote_cause(exc)
+        _error(f"unexpected {type(cause).__name__}: {cause} (set EMBRIDGE_DEBUG=1 for the traceback)")
         return 3
     data, text = finished
     emit(data, text, getattr(args, "json", False))

@@ -8,7 +8,11 @@ table; switching replaces the link in one atomic rename.
 
 from __future__ import annotations
 
+import errno
+import os
+import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -176,16 +180,17 @@ class LanceDBConnector(Connector):
         if not len(batch):
             return
         check_write_batch(self, batch, batch.vectors.shape[1])
-        if self._table is None and not self.exists():
-            self._table = self.db.create_table(self.collection, data=batch_to_table(batch, self.id_col, self.vec_col,
-                                                                                           where=self.uri.raw))
-            return
-        table = self.table()
-        data = batch_to_table(batch, self.id_col, self.vec_col, table.schema, self.uri.raw)
-        wanted = widen_schema(table.schema, data.schema)
-        if wanted != table.schema:
-            self._widen(table, wanted)
-        table.add(fit_table(data, wanted))
+        with lance_io(self.describe()):
+            if self._table is None and not self.exists():
+                self._table = self.db.create_table(self.collection, data=batch_to_table(
+                    batch, self.id_col, self.vec_col, where=self.uri.raw))
+                return
+            table = self.table()
+            data = batch_to_table(batch, self.id_col, self.vec_col, table.schema, self.uri.raw)
+            wanted = widen_schema(table.schema, data.schema)
+            if wanted != table.schema:
+                self._widen(table, wanted)
+            table.add(fit_table(data, wanted))
 
     def _widen(self, table: Any, wanted: Any) -> None:
         """Give a column null in every row so far the type a batch brings, and add the batch's new fields as
@@ -221,3 +226,18 @@ class LanceDBConnector(Connector):
         if not self._link(target).is_dir():
             raise VectorStoreError(f"{self.root}: no table '{target}' to serve")
         swap_link(self._link(alias), f"{target}.lance")
+
+
+@contextmanager
+def lance_io(where: str) -> Iterator[None]:
+    """A write Lance's Rust core failed for the machine's reason (a full disk, a permission), which it
+    raises as a RuntimeError naming its own source file: one line naming the table and the reason."""
+    try:
+        yield
+    except (RuntimeError, OSError) as exc:
+        found = re.search(r"\(os error (\d+)\)", str(exc))
+        if found is None:
+            raise
+        code = int(found.group(1))
+        advice = "; free some space and run the same command again" if code == errno.ENOSPC else ""
+        raise VectorStoreError(f"{where}: cannot write ({os.strerror(code)}){advice}") from exc

@@ -145,9 +145,10 @@ def _stopped_part_way(exc: EmbridgeError, target: Connector, written: int, total
     a later batch of the source, say): the shadow is a resumable migration, not an empty store."""
     if written <= 0 or isinstance(exc, Cancelled):
         return exc
+    mend = "mend the source and run" if isinstance(exc, SourceDataError) else "once that is mended, run"
     return VectorStoreError(f"{exc}; {target.describe()} now holds {written} of the {total} points of this "
-                            "unfinished migration: mend the source and run the same migration again (it resumes "
-                            "there), or drop that collection")
+                            f"unfinished migration: {mend} the same migration again (it resumes there), or drop that "
+                            "collection")
 
 
 def _fingerprint(transform: StoreTransform, source: Connector, target: Connector, total: int,

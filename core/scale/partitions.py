@@ -11,6 +11,7 @@ table's Lance dataset, ``db/NAME.lance``, read fragment by fragment; an alias li
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -59,7 +60,7 @@ def parquet_folder(uri: str, option: str) -> Path:
         path = uri
     if not path or path == "/":
         raise InputError(option, f"{uri}: name the dataset folder, e.g. parquet:///data/gallery")
-    return Path(path.rstrip("/"))
+    return Path(os.path.abspath(path.rstrip("/")))  # Ray workers run in their own folder: never relative
 
 
 def dataset_params(uri: str, option: str, allowed: tuple[str, ...] = ()) -> dict[str, str]:
@@ -105,12 +106,13 @@ def lance_path(uri: str, option: str) -> Path:
     parsed = StoreURI.parse(uri, option)
     if not parsed.path or parsed.path == "/":
         raise InputError(option, f"{uri}: name the dataset, e.g. lance:///data/gallery.lance")
+    root = Path(os.path.abspath(parsed.path.rstrip("/")))  # Ray workers run in their own folder: never relative
     if parsed.scheme == "lance":
-        return Path(parsed.path.rstrip("/"))
+        return root
     table = parsed.param("table", "collection")
     if not table:
         raise InputError(option, f"{uri}: name the table, e.g. lancedb:///data/db?table=docs")
-    return Path(parsed.path.rstrip("/")) / f"{table}.lance"
+    return root / f"{table}.lance"
 
 
 def open_source(uri: str, option: str = "--from") -> SourceDataset:

@@ -55,6 +55,11 @@ class ModelsMixin:
         if src is not None and stored is not None:
             try:
                 (atomic_copy_tree if src.is_dir() else atomic_copy)(src, stored)
+            except shutil.Error as exc:  # a folder's copy: one (source, copy, why) per file that failed
+                problems = [str(p[2]) for p in (exc.args[0] if exc.args and isinstance(exc.args[0], list) else [])]
+                why = problems[0] if problems else str(exc)
+                more = f", and {len(problems) - 1} more files" if len(problems) > 1 else ""
+                raise StoreError(f"{stored}: cannot copy the checkpoint {src} ({why}{more})") from exc
             except OSError as exc:
                 raise StoreError(f"{stored}: cannot copy the checkpoint {src} ({exc})") from exc
         try:
