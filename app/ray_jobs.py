@@ -59,9 +59,12 @@ class RayJobs(QObject):
 
         def run(ws: Workspace, on_progress: ProgressFn, should_stop: StopFn) -> dict[str, Any]:
             from embridge.core.scale.backfill_workspace import backfill_ids
-            from embridge.core.scale.detached_jobs import submit_backfill
+            from embridge.core.scale.detached_jobs import reuse_if_finished, submit_backfill
 
             ids = backfill_ids(ws, order, fraction=fraction, device="cpu")
+            reused = reuse_if_finished(ws, model, ids, address=address, order=order)
+            if reused is not None:  # nothing to embed: recorded as reused, nothing submitted
+                return reused.to_dict()
             on_progress(0, len(ids), {"stage": "submitting to Ray"})
             job = submit_backfill(ws, model, ids, address=address, order=order, chunk=chunk,
                                   should_stop=should_stop)

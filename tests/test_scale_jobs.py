@@ -291,6 +291,13 @@ def test_detached_job_outlives_its_submitter_and_is_recorded_on_reattach(ws_path
     assert status.returncode == 0 and "completed, 299/299 items" in status.stdout
     with Workspace.open(ws_path) as ws:
         assert len(ws.vector_sets(NEW)) == n_sets
+    # a detached rerun for the same items embeds nothing and stores no second set (it submitted a whole job)
+    again = _embridge("backfill", "-w", str(ws_path), "--model", NEW, "--order", "planner", "--fraction", "0.3",
+                      "--engine", "ray", "--ray-address", ray_head, "--detach", "--json")
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["reused"] and json.loads(again.stdout)["vector_set"] == run["metrics"]["vector_set"]
+    with Workspace.open(ws_path) as ws:
+        assert len(ws.vector_sets(NEW)) == n_sets and not detached_jobs.ray_jobs(ws, active_only=True)
 
 
 def actor_alive(address: str, namespace: str, name: str) -> bool:

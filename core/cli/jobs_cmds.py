@@ -60,15 +60,21 @@ def cmd_backfill(args: argparse.Namespace) -> Result:
         ids = backfill_ids(ws, args.order, run_id=args.run, fraction=args.fraction)
         options = {"order": args.order, "chunk": args.chunk, "batch_size": args.batch, "actors": args.actors,
                    "num_gpus": args.num_gpus, "store": args.to_store, "name": args.name}
+        reused = None
         if args.detach:
+            from embridge.core.scale.detached_jobs import reuse_if_finished
+
+            reused = reuse_if_finished(ws, args.model, ids, address=args.ray_address, order=args.order,
+                                       store=args.to_store, name=args.name)
+        if args.detach and reused is None:
             from embridge.core.scale.detached_jobs import submit_backfill
 
             job = submit_backfill(ws, args.model, ids, address=args.ray_address, **options)
             return job.to_dict(), (f"submitted run {job.run_id} ({job.items} items) to Ray at {job.address} as "
                                    f"{job.job_id}; follow it with: embridge jobs attach -w {args.workspace} "
                                    f"--run {job.run_id}")
-        r = backfill(ws, args.model, ids, engine=args.engine, ray_address=args.ray_address,
-                     on_progress=StderrProgress("backfill"), **options)
+        r = reused or backfill(ws, args.model, ids, engine=args.engine, ray_address=args.ray_address,
+                               on_progress=StderrProgress("backfill"), **options)
     done = (f"{r.items} items already backfilled with {r.model}: vector set {r.vector_set} ('{r.set_name}') reused, "
             "nothing embedded" + (f" (--name {args.name} names no new set)" if args.name != r.set_name else "")
             if r.reused else f"backfilled {r.items} items with {r.model} on {r.engine} ({r.order} order) "

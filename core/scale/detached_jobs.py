@@ -37,6 +37,7 @@ from embridge.core.scale.backfill_job import CANCEL_FILE, JOB_FILE, STATUS_FILE
 from embridge.core.scale.backfill_workspace import (
     STAGE_DIR,
     check_targets,
+    finished_set,
     items_progress,
     record_vectors,
     stage_items,
@@ -115,6 +116,17 @@ def _control(action: str, job: RayJob, timeout_s: float = 180.0) -> subprocess.C
         return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False)
     except subprocess.TimeoutExpired as exc:
         raise EngineError(f"--ray-address {job.address}: the cluster did not answer within {timeout_s:.0f} s") from exc
+
+
+def reuse_if_finished(ws: Any, model: str, ids: np.ndarray, *, address: str | None, order: str = "stored",
+                      store: str | None = None, name: str = "backfill") -> Any:
+    """A rerun of a finished backfill, recorded as reused without submitting anything (a detached job
+    embedded everything again into a second, identical vector set); None when there is work to submit."""
+    if finished_set(ws, model, np.asarray(ids, dtype=np.int64)) is None:
+        return None
+    from embridge.core.scale.backfill_workspace import backfill
+
+    return backfill(ws, model, ids, engine="ray", ray_address=address, order=order, store=store, name=name)
 
 
 def submit_backfill(ws: Any, model: str, ids: np.ndarray, *, address: str | None, order: str = "stored",
