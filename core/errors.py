@@ -102,10 +102,12 @@ def first_line(exc: BaseException) -> str:
 
 
 def printable(text: str) -> str:
-    """``text`` with control characters escaped (``\\n`` -> ``\\x0a``), so a hostile file name
-    can neither break the one-line error nor hide part of itself."""
-    return "".join(f"\\x{ord(ch):02x}" if ord(ch) < 32 or 127 <= ord(ch) < 160
-                   else f"\\u{ord(ch):04x}" if ch in "\u2028\u2029" else ch for ch in text)
+    """``text`` with control and format characters escaped (``\\n`` -> ``\\x0a``, a right-to-left
+    override -> ``\\u202e``), so a hostile file name can neither break the one-line error, recolour or
+    retitle the terminal, nor reorder or hide part of itself. Spaces and printable characters of any
+    script stay as they are."""
+    return "".join(ch if ch == " " or ch.isprintable() else f"\\x{ord(ch):02x}" if ord(ch) < 256
+                   else f"\\u{ord(ch):04x}" if ord(ch) < 0x10000 else f"\\U{ord(ch):08x}" for ch in text)
 
 
 def user_error(exc: BaseException) -> EmbridgeError | None:

@@ -140,3 +140,17 @@ def test_a_stopped_text_demo_is_told_to_build_the_text_demo_again(demo_copy: Pat
     assert main(["info", "-w", str(demo_copy)]) == 1
     err = capsys.readouterr().err
     assert f"run 'embridge demo --workspace {demo_copy} --kind text' again to finish it" in err
+
+
+def test_control_and_format_characters_of_names_are_shown_not_obeyed(tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """A folder named with an escape sequence recoloured and retitled the terminal through `init`, `info` and
+    some error lines; a right-to-left override reversed what followed it."""
+    hostile = tmp_path / "esc\x1b[31mRED\x1b]0;TITLE\x07dir\u202erev"
+    assert main(["init", "--workspace", str(hostile)]) == 0
+    assert main(["info", "--workspace", str(hostile)]) == 0
+    assert main(["info", "--workspace", str(hostile / "nows")]) == 1
+    out, err = capsys.readouterr()
+    for stream in (out, err):
+        assert "\x1b" not in stream and "\x07" not in stream and "\u202e" not in stream, stream
+    assert "esc\\x1b[31mRED\\x1b]0;TITLE\\x07dir\\u202erev" in out and "\\x1b[31mRED" in err

@@ -68,3 +68,32 @@ def test_a_broken_page_is_caught(tmp_path: Path) -> None:
     assert {e["source"] for e in errors} >= {"console", "exception"}
     assert any("boom" in e["text"] for e in errors)
     assert seen["tables"][0]["right"] > seen["width"]
+
+
+def test_labels_of_dollars_and_great_length_are_drawn_as_typed_within_the_page(
+        demo_workspace_path: Path, tmp_path: Path) -> None:
+    """A label holding '$...$' was read as math and failed the whole report (exit 3: "Unknown symbol"),
+    and one of 10,000 characters made the page 164,666 px wide."""
+    import shutil
+
+    from embridge.core.report.build import build_report
+    from embridge.core.store import Workspace
+    from embridge.core.train.runs import train_run
+
+    shutil.copytree(demo_workspace_path, tmp_path / "ws")
+    long_label = "L" * 10_000
+    with Workspace.open(tmp_path / "ws") as ws:
+        with ws.transaction():
+            ws.db.execute("update items set label = ? where label = '3'", [r"$\foo$ and $HOME_$"])
+            ws.db.execute("update items set label = ? where label = '5'", ["$5 or $10"])
+            ws.db.execute("update items set label = ? where label = '7'", [long_label])
+        report = build_report(ws, train_run(ws, "affine", device="cpu")["run_id"])
+    html = Path(report.html_file)
+    text = html.read_text(encoding="utf-8")
+    assert r"$\foo$ and $HOME_$" in text and "$5 or $10" in text and long_label in text
+    with Page(width=PAGE_WIDTH, height=900) as page:
+        page.load(html)
+        seen = page.evaluate(MEASURE)
+        errors = list(page.console)
+    assert errors == [] and seen["figures"], errors
+    assert seen["scrollWidth"] <= seen["width"], f"the page is {seen['scrollWidth']} px wide"

@@ -23,7 +23,7 @@ from typing import Any
 
 from embridge.core import __version__, stop_signals
 from embridge.core.cli.engine_flags import check_engine_flags
-from embridge.core.errors import Cancelled, EmbridgeError, UsageError
+from embridge.core.errors import Cancelled, EmbridgeError, UsageError, printable
 
 COMMAND_MODULES = (
     "embridge.core.cli.workspace_cmds",
@@ -70,8 +70,8 @@ def emit(data: dict[str, Any], text: str, as_json: bool) -> None:
         warning = data.get("warning")
         if isinstance(warning, str) and warning and sys.stderr is not None:
             sys.stderr.write(warning.rstrip() + "\n")
-    else:
-        out = text.rstrip() + "\n"
+    else:  # names and paths in the text are the user's: their control characters are shown, not obeyed
+        out = "\n".join(printable(line) for line in text.rstrip().split("\n")) + "\n"
     try:
         sys.stdout.write(out)
     except UnicodeEncodeError:  # nothing was written: the text again in what the terminal can show
@@ -225,7 +225,7 @@ MAX_ERROR_CHARS = 4_000  # a message quoting a hostile input whole (a 200,000-ch
 def one_line(message: str, most: int = MAX_ERROR_CHARS) -> str:
     """``message`` on one line, its middle cut when longer than ``most`` (the file named first and the
     problem said last both stay)."""
-    line = " ".join(message.split())
+    line = printable(" ".join(message.split()))  # an escape sequence in a name must not reach the terminal
     if len(line) <= most:
         return line
     head, tail = most * 2 // 3, most // 3

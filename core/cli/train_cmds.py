@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from embridge.core.cli.main import add_common
+from embridge.core.cli.main import add_common, one_line
 from embridge.core.cli.option_types import BATCH_SIZE, NON_BLANK, POSITIVE_COUNT, SEED, number
 from embridge.core.data_state import with_stale_notes
 from embridge.core.errors import UsageError
@@ -212,7 +212,7 @@ def cmd_runs(args: argparse.Namespace) -> Result:
                    if isinstance(v, float) and not (k == "ceiling_top1" and r["metrics"].get("ceiling_cell") == "new/new"))
         + (f" criterion: {criterion_text(run.get('metrics') or {})}" if r["criterion"] else "")
         + _report_words(r["metrics"].get("report_id"), (run.get("config") or {}).get("train_run"))
-        + (f"  ({r['error']})" if r["error"] else "")
+        + (f"  ({one_line(r['error'])})" if r["error"] else "")
         + "".join(f"\n      {line}" for line in _measured_on(run.get("metrics") or {}))
         + (f"\n      {r['stale']}" if r["stale"] else "")
         for r, run in zip(rows, runs, strict=True))

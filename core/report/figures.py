@@ -8,17 +8,22 @@ from __future__ import annotations
 
 import io
 import logging
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from matplotlib import rc_context
+from matplotlib import rc_context, rcParams
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, NullLocator
 
 # A font cache built without matplotlib's own fonts (shared by another installation) makes every report
 # log twenty "findfont: Font family ... not found" lines; the fallback font draws the same figures.
 logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
+# Labels, keys and model names are the user's text: a '$' in one ("$5 or $10", "$HOME_$") is drawn as
+# typed, not read as math (which failed the whole report on a symbol it did not know). No figure here
+# uses math; text objects take this setting when they are made.
+rcParams["text.parse_math"] = False
 
 _SIZE = (6.4, 3.6)
 # Fixed colours for the usual cells so the same cell looks the same in every figure.
@@ -304,6 +309,8 @@ def figure_to_png_bytes(fig: Figure, dpi: int = 100) -> bytes:
 def figure_to_svg(fig: Figure) -> str:
     """SVG text to inline in the HTML report; undated, with fixed element ids (reproducible files)."""
     buf = io.StringIO()
-    with rc_context({"svg.hashsalt": "embridge"}):
+    with rc_context({"svg.hashsalt": "embridge"}), warnings.catch_warnings():
+        # a label in a script the font lacks (emoji) is drawn as boxes; the tables show it whole
+        warnings.filterwarnings("ignore", message="Glyph .* missing from font", category=UserWarning)
         fig.savefig(buf, format="svg", metadata={"Date": None})
     return buf.getvalue()
