@@ -336,3 +336,30 @@ def test_cancel_stops_the_ray_job_and_records_it(ws_path: Path, ray_head: str,  
     while actor_alive(job.address, job.namespace, job.job_id) and time.monotonic() < end:
         time.sleep(1)
     assert not actor_alive(job.address, job.namespace, job.job_id)  # the job is gone from the cluster
+
+
+def test_cancel_of_a_job_whose_cluster_is_gone_records_it_at_once(ws_path: Path) -> None:
+    """With the cluster dead, `jobs cancel` waited its grace, then 180 s for the cluster, failed, and left
+    the run 'running'. It asks the address first: nothing answers, so the run is recorded as cancelled."""
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on: the cluster that was there is gone
+        probe.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{probe.getsockname()[1]}"
+    with Workspace.open(ws_path) as ws:
+        job_id = "backfill-gone-0001"
+        stage = Path(ws.root) / detached_jobs.STAGE_DIR / job_id
+        run_id = ws.start_run("backfill", NEW, {"engine": "ray", "detached": True, "job_id": job_id, "address": address,
+                                                "namespace": "embridge-test", "items": 10,
+                                                "stage": stage.relative_to(ws.root).as_posix()})
+        stage.mkdir(parents=True)
+        (stage / "status.json").write_text(json.dumps({"state": "running", "done": 3, "total": 10,
+                                                       "heartbeat": time.time()}))
+    done = subprocess.run([sys.executable, "-m", "embridge.core.cli.main", "jobs", "cancel", "-w", str(ws_path),
+                           "--run", str(run_id), "--json"], capture_output=True, text=True, timeout=90)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["status"]["state"] == "cancelled"
+    with Workspace.open(ws_path) as ws:
+        run = ws.run(run_id)
+        assert run["status"] == "cancelled" and "did not answer" in run["error"] and run["metrics"]["done"] == 3
+    assert not stage.exists()

@@ -248,6 +248,12 @@ def cancel(ws: Any, job: RayJob, grace_s: float = 30.0) -> JobStatus:
         return status(ws, job)
     stage = Path(job.stage)
     (stage / CANCEL_FILE).touch()
+    try:  # a cluster that is gone cannot stop the job, nor run it: asking it would take minutes to fail
+        check_reachable(job.address)
+    except EngineError as exc:
+        settle(ws, job, JobStatus("cancelled", current.done, current.total,
+                                  error=f"cancelled; the cluster did not answer, so the job was not seen to stop ({exc})"))
+        return status(ws, job)
     deadline = time.monotonic() + grace_s
     while time.monotonic() < deadline:
         current = read_status(job)
