@@ -185,3 +185,37 @@ def test_failed_background_loads_leave_no_page_waiting(qtbot: QtBot, window: Mai
     wait_for_jobs(qtbot, window)
     close_error_dialogs()
     assert not page._loading and "could not be drawn" in page.plot.placeholder.text()
+
+
+def test_a_refresh_keeps_the_users_picks_by_name_not_by_row(qtbot: QtBot, window: MainWindow,
+                                                           demo_copy: Path, tmp_path: Path) -> None:
+    """A refresh (the watch after a command-line write, F5, a page change) put the Train page's Old and New
+    boxes back on the models of those roles, so Train fitted another pair than the one picked; the Models
+    and Export pages kept a row number, so Set role acted on the model below a removed one."""
+    from embridge.core.models.manage import remove_model
+
+    with Workspace.open(demo_copy) as ws:
+        for name in ("m0", "m1", "m2"):
+            ws.add_model(name, "other", {"name": name, "kind": "vectors", "dim": 4, "sha256": name * 32}, None)
+        for n in (1, 2):
+            ws.add_bundle(None, None, tmp_path / f"b{n}.zip", f"{n}" * 64, {})
+    window.watch.stop()
+    assert window.ctx.open_workspace(demo_copy)
+    train = window.show_page("train")
+    for combo, name in ((train.old_model, "m0"), (train.new_model, "m1")):  # what a user's pick does
+        combo.setCurrentText(name)
+        combo.activated.emit(combo.currentIndex())
+    models = window.show_page("models")
+    models.table.selectRow([m["name"] for m in models._models].index("m2"))
+    export = window.show_page("export")
+    export.table.selectRow([b["id"] for b in export._bundles].index(1))
+    with Workspace.open(demo_copy) as ws:
+        remove_model(ws, "m1")  # listed above m2, and the New box's pick
+        ws.add_bundle(None, None, tmp_path / "b3.zip", "3" * 64, {})  # listed above bundle 1
+    for key in ("train", "models", "export"):
+        window.show_page(key).refresh()
+    assert train.old_model.currentText() == "m0"  # kept: still offered
+    assert train.new_model.currentText() == "new-cnn"  # gone: the new role's model again
+    assert models.selected_name() == "m2"
+    assert export._bundles[export.table.currentRow()]["id"] == 1
+    qtbot.waitUntil(lambda: not window.ctx.jobs.running(), timeout=30_000)

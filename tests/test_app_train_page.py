@@ -347,3 +347,18 @@ def test_showing_the_train_page_stores_no_folds_so_a_seeded_run_matches_the_cli(
     with Workspace.open(demo_copy) as a, Workspace.open(twin) as b:
         assert {k: v.tolist() for k, v in a.fold_ids().items()} == {k: v.tolist() for k, v in b.fold_ids().items()}
         assert a.runs("train")[-1]["metrics"]["upgraded_top1"] == b.runs("train")[-1]["metrics"]["upgraded_top1"]
+
+
+def test_a_refused_training_names_the_forms_field(qtbot: QtBot, window: MainWindow, demo_copy: Path) -> None:
+    """A model renamed from the command line before Train was pressed: the dialog said '--new: no model
+    named ...', a flag this window does not show."""
+    from app_fixtures import close_error_dialogs
+
+    window.ctx.open_workspace(demo_copy)
+    train = window.show_page("train")
+    train.train("procrustes", "old-mlp", "gone-model")
+    wait_for_jobs(qtbot, window)
+    qtbot.waitUntil(lambda: bool(error_dialogs()), timeout=10_000)
+    (dialog,) = error_dialogs()
+    assert dialog.message.startswith("New model: no model named 'gone-model'") and "--new" not in dialog.message
+    close_error_dialogs()

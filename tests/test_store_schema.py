@@ -3,6 +3,7 @@ migration leaves the old schema intact."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
@@ -160,3 +161,27 @@ def test_version_two_workspace_trades_its_split_index_for_a_query_index(tmp_path
         assert "idx_items_queries" in plan
     with Workspace.create(tmp_path / "fresh") as ws:  # a new workspace has the same indexes
         assert set(_indexes(ws.db)) == set(indexes)
+
+
+def test_two_processes_opening_an_older_workspace_at_once_both_open_it(tmp_path: Path) -> None:
+    """The app and a terminal opening a workspace after an upgrade: the second failed at once with 'the
+    workspace is busy' (its deferred write on a stale snapshot), instead of waiting for the first's migration."""
+    import subprocess
+    import sys
+
+    for attempt in range(2):
+        root = tmp_path / f"v1-{attempt}"
+        _version_one_workspace(root)
+        db = sqlite_utils.Database(root / "embridge.db")
+        db["items"].insert_all(({"key": f"k{i}", "split": "gallery"} for i in range(200_000)), batch_size=20_000)
+        db.execute("pragma journal_mode=wal")
+        db.close()
+        command = [sys.executable, "-m", "embridge.core.cli.main", "info", "--workspace", str(root), "--json"]
+        children = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                    for _ in range(2)]
+        outcomes = [child.communicate(timeout=300) for child in children]
+        for child, (out, err) in zip(children, outcomes, strict=True):
+            assert child.returncode == 0, err
+            assert json.loads(out)["schema_version"] == 3
+        with Workspace.open(root) as ws:
+            assert ws.item_count() == 200_004

@@ -249,10 +249,15 @@ class ExportPage(Page):
         if self._runs:
             self._suggest_out(self.run_combo.currentIndex())
             self._show_run(self._runs[max(self.run_combo.currentIndex(), 0)])
+        row = self.table.currentRow()  # the bundle, not the row: a newer one is listed above it
+        selected = self._bundles[row]["id"] if 0 <= row < len(self._bundles) and self.table.selectedItems() else None
         self._bundles = list(reversed(ws.bundles()))
         fill_table(self.table, [[b["id"], b["path"], b.get("adapter_id"), b.get("report_id"), b.get("created"),
                                  str(b.get("sha256"))[:12]] for b in self._bundles])
-        if self._bundles and self.table.currentRow() < 0:
+        ids = [b["id"] for b in self._bundles]
+        if selected in ids:
+            self.table.selectRow(ids.index(selected))
+        elif self._bundles and self.table.currentRow() < 0:
             self.table.selectRow(0)
         self._show_selected()
 

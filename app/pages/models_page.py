@@ -239,6 +239,7 @@ class ModelsPage(Page):
         from embridge.core.overview import workspace_overview
 
         assert self.ctx.ws is not None
+        selected = self.selected_name()  # the model, not the row: a model removed above it shifts the rows
         self._models = workspace_overview(self.ctx.ws)["models"]
         fill_table(self.table, [[m["name"], m["role"], m["kind"], m["modality"], m["dim"],
                                  "x".join(str(s) for s in m["input_shape"] or []) or None, m["params"],
@@ -248,7 +249,10 @@ class ModelsPage(Page):
             self._show_model_rules()
         else:
             self._load_model_rules()
-        if self._models and self.table.currentRow() < 0:
+        names = [m["name"] for m in self._models]
+        if selected in names:
+            self.table.selectRow(names.index(selected))
+        elif self._models and self.table.currentRow() < 0:
             self.table.selectRow(0)
         self._show_spec()
 

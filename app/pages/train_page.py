@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
 )
 
 from embridge.app.context import AppContext
+from embridge.app.error_path import labelled
 from embridge.app.pages.forms import SettingsForm, scrolled_text, set_combo_items
 from embridge.app.pages.live_curves import LiveCurves
 from embridge.app.pages.live_plot import LivePlot, recorded_curves
@@ -51,6 +52,10 @@ AUTO_NOTE = ("Each candidate uses its own defaults; the values shown are the com
 LIVE_REDRAW_MS = 800  # at most one live-plot redraw per this many ms while training
 __all__ = ["RUN_COLUMNS", "TrainPage", "result_text", "run_row"]
 
+
+# the form's fields for the options core's refusals name
+TRAIN_FIELDS = {"--old": "Old model", "--new": "New model", "--device": "Device", "--pairs": "Pairs",
+                "--time-budget": "Time budget"}
 
 class TrainPage(Page):
     title = "Train"
@@ -117,6 +122,8 @@ class TrainPage(Page):
         self.new_model.currentTextChanged.connect(self._models_changed)
         for combo in (self.old_model, self.new_model):  # a pair the user picks: its pairs and protocol
             combo.activated.connect(lambda _i: self._show_pairs_and_protocol())
+            # the user's pick stays through refreshes while offered (a refresh put the role's model back)
+            combo.activated.connect(lambda _i, c=combo: c.setProperty("chosen", True))
 
     def _settings_area(self) -> QScrollArea:
         """Models, device, pairs, the validation protocol and the method's settings, in one scroll area
@@ -248,8 +255,11 @@ class TrainPage(Page):
         def job(ws: Workspace, on_progress: ProgressFn, should_stop: StopFn) -> dict[str, Any]:
             from embridge.core.train.runs import train_run
 
-            return train_run(ws, method, old, new, device=device, config=config, seed=seed, pairs=pairs,
-                             on_progress=on_progress, should_stop=should_stop)
+            try:
+                return train_run(ws, method, old, new, device=device, config=config, seed=seed, pairs=pairs,
+                                 on_progress=on_progress, should_stop=should_stop)
+            except InputError as exc:  # named by this form's fields, not the command line's options
+                raise labelled(exc, TRAIN_FIELDS) from None
 
         self.live = LiveCurves()
         self.plot.clear("Training started…")
@@ -302,7 +312,8 @@ class TrainPage(Page):
 
     def reset(self) -> None:
         """A new workspace: no curves, result or runs of the previous one stay on screen."""
-        self.pairs.setProperty("chosen", False)
+        for combo in (self.pairs, self.old_model, self.new_model):  # the last workspace's picks
+            combo.setProperty("chosen", False)
         self.job = None  # a training still running trains the other workspace (the jobs panel shows it)
         enable(self.cancel_button, NO_TRAINING)
         self.live = LiveCurves()
@@ -322,9 +333,11 @@ class TrainPage(Page):
         self._overview = workspace_overview(self.ctx.ws)
         names = [m["name"] for m in self._overview["models"]]
         for combo, role in ((self.old_model, "old"), (self.new_model, "new")):
+            if combo.currentText() not in names:
+                combo.setProperty("chosen", False)  # the model picked is gone: the role's model again
             set_combo_items(combo, names)
             by_role = [m["name"] for m in self._overview["models"] if m["role"] == role]
-            if by_role and combo.currentText() not in by_role:
+            if by_role and combo.currentText() not in by_role and not combo.property("chosen"):
                 combo.setCurrentText(by_role[-1])
         if not self._methods:
             self._load_methods()

@@ -163,21 +163,33 @@ def migrate(db: sqlite_utils.Database, source: str) -> int:
             f"understands ({SCHEMA_VERSION}); upgrade Embridge to open it"
         )
     while version < SCHEMA_VERSION:
-        step = MIGRATIONS.get(version)
-        if step is None:
-            raise SchemaVersionError(f"{source}: no migration from schema version {version}")
+        # each step under the write lock (BEGIN IMMEDIATE waits the busy timeout for another writer), its
+        # version read again there: two processes opening an older workspace at once (the app and a terminal
+        # after an upgrade) made the second fail at once as "busy", its deferred write on a stale snapshot
+        db.conn.execute("BEGIN IMMEDIATE")
         try:
-            with db.atomic():
-                if "meta" not in db.table_names():
-                    db["meta"].create({"key": str, "value": str}, pk="key")
-                step(db)
-                version += 1
-                db["meta"].upsert({"key": "schema_version", "value": str(version)}, pk="key")
+            version = current_version(db)
+            if version >= SCHEMA_VERSION:  # the other process migrated it meanwhile
+                db.conn.commit()
+                break
+            step = MIGRATIONS.get(version)
+            if step is None:
+                raise SchemaVersionError(f"{source}: no migration from schema version {version}")
+            if "meta" not in db.table_names():
+                db["meta"].create({"key": str, "value": str}, pk="key")
+            step(db)
+            db["meta"].upsert({"key": "schema_version", "value": str(version + 1)}, pk="key")
+            db.conn.commit()
+            version += 1
         except sqlite3.OperationalError as exc:  # rolled back: the step found what it adds already there
+            db.conn.rollback()
             if "already exists" not in str(exc) and "duplicate column" not in str(exc):
                 raise
             raise SchemaVersionError(f"{source}: the recorded schema version ({version}) does not match the "
                                      f"database's tables, which already hold what version {version + 1} adds "
                                      f"({exc}); the meta table was damaged or edited, and Embridge leaves the "
                                      "database untouched") from None
+        except BaseException:
+            db.conn.rollback()
+            raise
     return version
