@@ -67,6 +67,9 @@ def started_head(env: dict[str, str]) -> Iterator[str]:
            "--ray-client-server-port", str(client_port), "--dashboard-agent-listen-port", str(free_port()),
            "--metrics-export-port", str(free_port()), "--node-manager-port", str(free_port()),
            "--object-manager-port", str(free_port())]
+    # a Ray Client connection starts a server process of its own, which a loaded two-core machine can take
+    # longer than the head's default 30 s to bring up
+    env = {**env, "RAY_CLIENT_SERVER_CHECK_CHANNEL_TIMEOUT_S": "180"}
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
                             start_new_session=True)
     try:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 
@@ -72,6 +73,11 @@ def transform_on_ray(jobs: list[tuple], address: str | None, num_cpus: int | Non
     if not todo:
         return done
     bundle, id_col, vec_col = todo[0][0], todo[0][3], todo[0][4]
+    if (address or "").strip().startswith("ray://"):  # Ray Data cannot run through Ray Client: plain tasks
+        with ray_session(address, num_cpus):
+            results = done + _with_tasks(ray, todo, on_progress, len(jobs), len(done), should_stop, output)
+        order = {job[1].name: i for i, job in enumerate(jobs)}
+        return sorted(results, key=lambda r: order[r.name])
     with ray_session(address, num_cpus) as session:
         import ray.data
 
@@ -95,3 +101,26 @@ def transform_on_ray(jobs: list[tuple], address: str | None, num_cpus: int | Non
                 check_stop(should_stop)
     order = {job[1].name: i for i, job in enumerate(jobs)}
     return sorted(results, key=lambda r: order[r.name])
+
+
+def _with_tasks(ray: Any, todo: list[tuple], on_progress: ProgressFn, total: int, first: int,
+                should_stop: StopFn | None, output: str) -> list[PartitionResult]:
+    """One Ray task per partition, for a cluster reached through Ray Client (``ray://``), where a Ray
+    Data pipeline fails (its operators need the driver's own core worker). Each task writes its
+    partition under a temporary name and renames it, as the pipeline's actors do, so a retried task
+    writes the same bytes; a stop cancels the tasks not yet finished."""
+    task = ray.remote(num_cpus=1, max_retries=3)(transform_partition)
+    pending = {task.remote(job[0], job[1].to_row(), job[2], job[3], job[4], output=output): job for job in todo}
+    results: list[PartitionResult] = []
+    try:
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            for ref in ready:
+                pending.pop(ref)
+                results.append(ray.get(ref))
+                on_progress(first + len(results), total, {"stage": "transform"})
+                check_stop(should_stop)
+    finally:
+        for ref in pending:
+            ray.cancel(ref)
+    return results
