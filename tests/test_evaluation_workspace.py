@@ -390,3 +390,26 @@ def test_a_bundle_names_the_sample_new_new_was_measured_on(judged: dict[str, Any
         assert curves["values"][f"backfill_area_{policy}"] == pytest.approx(curve["areas"]["top1"])
         assert curves["values"][f"backfill_area_ndcg@10_{policy}"] == pytest.approx(curve["areas"]["ndcg@10"])
     assert "nDCG@10 (backfill_area_ndcg@10_<policy>)" in curves["protocol"]
+
+
+def test_labels_that_read_as_one_number_stay_distinct_classes(tmp_path: Path) -> None:
+    """'1' and '01' are two labels (reports count them apart); training read both as the number 1: two
+    classes became ['1', '1'], items labelled '01' got no class, and bct refused 'only one class'."""
+    from embridge.core.evaluation.folds import label_codes, workspace_classes
+    from embridge.core.synthetic import class_structured_pair
+
+    pair = class_structured_pair(240, 4, old_dim=12, new_dim=16, old_seen_classes=4, seed=2)
+    names = ["1", "01", "2", "02"]
+    ws = Workspace.create(tmp_path / "ws")
+    ids = ws.add_items([{"key": f"i{i}", "label": names[int(c)], "split": "query" if i < 40 else "gallery"}
+                        for i, c in enumerate(pair.labels)])
+    for name, vectors in (("old", pair.old), ("new", pair.new)):
+        ws.add_model(name, name, {"name": name, "kind": "vectors", "dim": vectors.shape[1],
+                                  "sha256": name[0] * 64}, None)
+        ws.add_vector_set(name, ids, vectors)
+    classes = workspace_classes(ws)
+    assert classes == ["01", "1", "02", "2"]
+    assert (label_codes(ws.labels(ids), classes) >= 0).all()
+    run = train_run(ws, "bct", device="cpu", config={"epochs": 2})
+    assert run["status"] == "completed" and run["upgraded_top1"] is not None
+    ws.close()

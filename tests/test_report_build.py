@@ -202,3 +202,19 @@ def test_heldout_gallery_leaves_out_the_train_fold(case: DemoCase) -> None:
 def ws_gallery_ids(case: DemoCase) -> list[int]:
     with Workspace.open(case.path) as ws:
         return [int(i) for i in protocol_ids(ws, case.train["old"], case.train["new"])[1]]
+
+
+def test_an_undefined_gain_retained_has_no_interval(tmp_path: Path) -> None:
+    """With a new model worse than the old one, gain retained is undefined (null, with its note), but its
+    interval came from the bootstrap resamples where the new model happened to be better: [-1.0, -1.0]."""
+    from bundle_fixtures import build_upgrade_workspace
+
+    from embridge.core.train.runs import train_run
+
+    build_upgrade_workspace(tmp_path / "ws", with_report=False)
+    with Workspace.open(tmp_path / "ws") as ws:
+        run = train_run(ws, "procrustes", old="v2", new="v1", device="cpu")  # the better model as the old one
+        report = build_report(ws, run["run_id"], ReportOptions(n_boot=200))
+    h = report.headline
+    assert h["new_new_top1"] < h["old_old_top1"] and h["gain_retained"] is None and h["gain_retained_note"]
+    assert h["gain_retained_ci"] == [None, None]

@@ -45,10 +45,11 @@ def label_codes(labels: list[str | None], classes: list[str]) -> np.ndarray:
 
 
 def workspace_classes(ws: Workspace) -> list[str]:
-    """Every label in the workspace, ordered numerically when all labels are integers."""
+    """Every label in the workspace as stored, ordered numerically when all labels are integers ("01" and
+    "1" stay two classes, as reports count them; read as numbers they became one, and "01" no class)."""
     labels = ws.distinct_labels()
     try:
-        return [str(v) for v in sorted(int(x) for x in labels)]
+        return sorted(labels, key=lambda x: (int(x), x))
     except ValueError:
         return sorted(labels)
 

@@ -80,7 +80,8 @@ def headline(cells: dict[str, CellResult], upgraded: str, ceiling: str, plan: Sc
     bf, us = (oo, up) if on_sample is None else (on_sample[0].metrics, on_sample[1].metrics)
     top1 = [c.per_query["top1"][valid] for c in (bf, cc, us)]
     gr_ci: tuple[Any, Any] = (None, None)
-    if relevance != "item" and valid.any():
+    defined = not np.isnan(_gain_stat(*top1))  # the point itself is defined (the new model is better)
+    if relevance != "item" and valid.any() and defined:  # else resamples where it happens to be would give one
         gr_ci = bootstrap_statistic_ci(_gain_stat, top1, n_boot, seed=seed)
     return {
         "old_old_top1": s_oo["top1"], "new_new_top1": cells[NEW_NEW].metrics.summary()["top1"],
