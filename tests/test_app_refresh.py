@@ -219,3 +219,23 @@ def test_a_refresh_keeps_the_users_picks_by_name_not_by_row(qtbot: QtBot, window
     assert models.selected_name() == "m2"
     assert export._bundles[export.table.currentRow()]["id"] == 1
     qtbot.waitUntil(lambda: not window.ctx.jobs.running(), timeout=30_000)
+
+
+def test_the_transformed_gallery_is_offered_only_for_a_forward_layer(qtbot: QtBot, window: MainWindow,
+                                                                    demo_copy: Path) -> None:
+    """The Export page offered 'Transformed gallery: yes' for a backward layer, which the export then
+    always refused."""
+    with Workspace.open(demo_copy) as ws:
+        backward = int(train_run(ws, "procrustes", device="cpu")["run_id"])
+        forward = int(train_run(ws, "fct", device="cpu", config={"epochs": 1})["run_id"])
+    window.watch.stop()
+    assert window.ctx.open_workspace(demo_copy)
+    export = window.show_page("export")
+    export.refresh()
+    shown = {}
+    for run_id in (backward, forward):
+        export.run_combo.setCurrentIndex([r["id"] for r in export._runs].index(run_id))
+        shown[run_id] = export.gallery.isEnabled()
+    assert shown == {backward: False, forward: True}
+    export.run_combo.setCurrentIndex([r["id"] for r in export._runs].index(backward))
+    assert export.gallery.currentIndex() == 0 and "only an old→new" in export.gallery.toolTip()

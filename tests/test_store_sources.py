@@ -453,7 +453,7 @@ def test_a_rollback_after_a_migration_into_another_store_says_why_it_cannot_move
                          "--alias", "docs", "--switch")
     assert code == 0 and out["switched"], err
     code, _, err = cli(capsys, "rollback", "--to", src, "--alias", "docs")
-    one_line(code, err, "'docs' is not an alias of", "after a migration into another store")
+    one_line(code, err, "'docs' is not an alias of", "after one into another store, point the application back")
 
 
 def test_a_shadow_written_under_the_default_column_names_is_resumed_and_verified_under_them(

@@ -125,11 +125,23 @@ class ExportPage(Page):
         self._suggested = str(target)
         self.out.setText(self._suggested)
 
+    def _offer_gallery(self, run: dict[str, Any]) -> None:
+        """A transformed gallery only for a layer that maps old vectors forward (the export refuses it for
+        the others): the choice greys, on its default, for a backward layer."""
+        ws = self.ctx.ws
+        layers = [a for a in ws.adapters() if a["run_id"] == run["id"]] if ws is not None else []
+        backward = bool(layers) and layers[-1]["direction"] != "forward"
+        if backward:
+            self.gallery.setCurrentIndex(0)
+        enable(self.gallery, f"Run {run['id']}'s layer maps new queries into the old space; only an old→new "
+                             "(forward) layer transforms a gallery" if backward else None)
+
     def _show_run(self, run: dict[str, Any]) -> None:
         """What the chosen run is: the method fitted (and for auto, the candidates and why)."""
         from embridge.core.evaluation.headline import upgraded_text
         from embridge.core.report.number_source import source_of_run, with_source
 
+        self._offer_gallery(run)
         choice = run_choice(run)
         metrics = run.get("metrics") or {}
         text = f"Run {run['id']}: {choice.method_text()}"

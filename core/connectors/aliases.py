@@ -65,10 +65,10 @@ def _rollback(uri: str, alias: str | None) -> dict[str, Any]:
             store.set_alias(alias, store.collection)  # raises the store's own explanation
         current = store.alias_target(alias)
         if current is None:
-            raise InputError("--alias", f"'{alias}' is not an alias of {store.location()}; rollback moves an "
-                             "existing alias of the store it names (a migration with --switch creates it in the "
-                             "store it wrote); after a migration into another store no alias there can serve this "
-                             "one's collection: point the application back at this store itself")
+            raise InputError("--alias", f"'{alias}' is not an alias of {store.location()}, so nothing serves "
+                             "another collection through it and there is nothing to switch back (a migration makes "
+                             "the alias only with --switch, in the store it wrote; after one into another store, "
+                             "point the application back at this store itself)")
         if current == store.collection:
             return {"alias": alias, "collection": store.collection, "previous": current, "changed": False,
                     "serves": served_versions(store, None)}

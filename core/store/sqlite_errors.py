@@ -56,5 +56,5 @@ def translate(exc: sqlite3.DatabaseError, db_path: Path) -> Exception:
     if ("disk i/o" in text or "full" in text) and free is not None and free < LOW_SPACE_BYTES:
         return StoreError(f"{db_path}: no space left on the disk holding the workspace ({free:,} bytes were free "
                           "when the write failed); "
-                          "free some space and run the command again (nothing was changed)")
+                          "free some space and run the command again (the write that failed was undone)")
     return StoreError(f"{db_path}: {exc}")
