@@ -253,6 +253,12 @@ class MainWindow(QMainWindow):
         if self.ctx.jobs.running():
             return
         state = self._db_state()
+        if state is not None and state[0] is None:  # its database is gone from where it was opened
+            root = Path(self.ctx.ws.root)
+            self.ctx.close_workspace()
+            self.ctx.reporter.report("Workspace closed", f"{root}: the workspace is no longer there (moved, renamed "
+                                     "or deleted), so it was closed; open it where it lies now")
+            return
         if state != self._db_seen:
             self._db_seen = state
             self.refresh_pages()

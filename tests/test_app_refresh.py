@@ -239,3 +239,21 @@ def test_the_transformed_gallery_is_offered_only_for_a_forward_layer(qtbot: QtBo
     assert shown == {backward: False, forward: True}
     export.run_combo.setCurrentIndex([r["id"] for r in export._runs].index(backward))
     assert export.gallery.currentIndex() == 0 and "only an old→new" in export.gallery.toolTip()
+
+
+def test_a_workspace_moved_away_while_open_is_closed_with_a_notice(qtbot: QtBot, window: MainWindow,
+                                                                   demo_copy: Path) -> None:
+    """Renamed in a file manager while open: pages kept its contents, jobs failed advising 'embridge init'
+    at the old path, and Models page edits still went to the moved folder through the open handle."""
+    from app_fixtures import close_error_dialogs, error_dialogs
+
+    assert window.ctx.open_workspace(demo_copy)
+    moved = demo_copy.with_name("moved")
+    demo_copy.rename(moved)
+    window._check_workspace()  # what the watch's next tick does
+    assert window.ctx.ws is None and window.workspace_label.text() == "No workspace"
+    qtbot.waitUntil(lambda: bool(error_dialogs()), timeout=5_000)
+    (dialog,) = error_dialogs()
+    assert "is no longer there" in dialog.message and str(demo_copy) in dialog.message
+    close_error_dialogs()
+    assert not demo_copy.exists() and (moved / "embridge.db").is_file()  # nothing made at the old path
