@@ -391,3 +391,20 @@ def test_transform_through_ray_client_equals_the_local_engine(case: DemoCase, ws
         outputs[engine] = sorted((tmp_path / engine).glob("*.parquet"))
     assert [f.name for f in outputs["client"]] == [f.name for f in outputs["local"]] and len(outputs["local"]) == 3
     assert all(a.read_bytes() == b.read_bytes() for a, b in zip(outputs["local"], outputs["client"], strict=True))
+
+
+def test_a_workspace_the_clusters_workers_cannot_see_is_named(ws_path: Path, ray_head: str,  # noqa: F811
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A detached job on a workspace path the workers do not see (not on shared storage) failed with 400
+    characters of the actor's coloured traceback, naming neither the folder nor the cause."""
+    monkeypatch.chdir(ws_path.parent)
+    seen_here = Path("/proc/self/cwd") / ws_path.name  # this process's folder: a worker's is another one
+    done = _embridge("backfill", "-w", str(seen_here), "--model", NEW, "--engine", "ray", "--ray-address", ray_head,
+                     "--detach")
+    lines = [line for line in done.stderr.splitlines() if line.startswith("embridge:")]
+    assert done.returncode == 1 and len(lines) == 1, done.stderr
+    assert "cannot read the stage folder" in lines[0] and "storage every node sees" in lines[0], lines[0]
+    assert "Traceback" not in lines[0] and "\\x1b" not in lines[0]
+    with Workspace.open(ws_path) as ws:
+        run = ws.runs("backfill")[-1]
+        assert run["status"] == "failed" and "cannot read the stage folder" in run["error"]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import threading
 import time
@@ -104,12 +105,24 @@ def launch(address: str, namespace: str, name: str, stage: str, timeout_s: float
 
     ray.init(address=address, namespace=namespace, log_to_driver=False)
     try:
+        seen = ray.get(ray.remote(num_cpus=0)(_stage_seen).remote(stage), timeout=timeout_s)
+        if seen is not None:  # the actor would die reading its job file, in a traceback naming nothing
+            raise RuntimeError(f"the cluster's node {seen} cannot read the stage folder {stage} (the workspace's "
+                               "folder as this machine names it); a detached job needs the workspace on storage "
+                               "every node sees under the same path")
         cls = ray.remote(BackfillJob).options(name=name, lifetime="detached", num_cpus=0, max_restarts=3,
                                               max_task_retries=3)
         actor = cls.remote(stage)
         ray.get(actor.ping.remote(), timeout=timeout_s)
     finally:
         ray.shutdown()
+
+
+def _stage_seen(stage: str) -> str | None:
+    """None when this node reads the stage's job file, else the node's host name."""
+    import socket
+
+    return None if os.path.isfile(os.path.join(stage, JOB_FILE)) else socket.gethostname()
 
 
 def kill(address: str, namespace: str, name: str) -> bool:
