@@ -101,13 +101,25 @@ def first_line(exc: BaseException) -> str:
     return first.split(". ")[0][:300]
 
 
-def printable(text: str) -> str:
-    """``text`` with control and format characters escaped (``\\n`` -> ``\\x0a``, a right-to-left
-    override -> ``\\u202e``), so a hostile file name can neither break the one-line error, recolour or
-    retitle the terminal, nor reorder or hide part of itself. Spaces and printable characters of any
-    script stay as they are."""
-    return "".join(ch if ch == " " or ch.isprintable() else f"\\x{ord(ch):02x}" if ord(ch) < 256
-                   else f"\\u{ord(ch):04x}" if ord(ch) < 0x10000 else f"\\U{ord(ch):08x}" for ch in text)
+# directional formatting characters: they reorder what follows them on a line (U+202E shows "txt.exe" as
+# "exe.txt"); other format characters (zero-width joiners, which emoji sequences and Persian words are made
+# of) are part of the name and stay
+_BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def printable(text: str, keep: str = "") -> str:
+    """``text`` with control characters, line separators and directional overrides escaped (``\\n`` ->
+    ``\\x0a``, a right-to-left override -> ``\\u202e``), so a hostile file name can neither break the
+    one-line error, recolour or retitle the terminal, nor reorder or hide part of itself. Characters of
+    any script, spaces (a no-break space too) and joiners stay as they are; ``keep``: controls to leave."""
+    def shown(ch: str) -> str:
+        code = ord(ch)
+        if ch in keep or not (code < 32 or 127 <= code < 160 or ch in _BIDI or ch in "\u2028\u2029"
+                              or 0xD800 <= code < 0xE000):
+            return ch
+        return f"\\x{code:02x}" if code < 256 else f"\\u{code:04x}"
+
+    return "".join(shown(ch) for ch in text)
 
 
 def user_error(exc: BaseException) -> EmbridgeError | None:

@@ -68,3 +68,7 @@ def test_verify_stored_files_names_a_changed_file_and_writes_nothing(qtbot: QtBo
     qtbot.waitUntil(window.log_dock.isVisible, timeout=5_000)
     assert vectors.read_bytes() == before and page.verify_button.isEnabled()
     assert not error_dialogs(window)
+    Workspace.create(tmp_path / "other").close()  # another workspace, then this one again: no earlier check
+    assert window.ctx.open_workspace(tmp_path / "other") and window.ctx.open_workspace(ws_path)
+    page.refresh()
+    assert "Last check" not in page.summary.toPlainText()

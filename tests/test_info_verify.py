@@ -80,3 +80,21 @@ def test_a_damaged_database_page_is_reported(demo_copy: Path, capsys: pytest.Cap
     assert check["database_problem"].startswith("SQLite's integrity check reports:")
     assert "\n" not in check["database_problem"]
     assert check["damaged_files"] == 0
+
+
+def test_a_pipe_or_a_folder_in_place_of_a_file_is_named_not_read(demo_copy: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """A named pipe where a vector file was made the check wait for ever; a folder read as 'changed'."""
+    import os
+
+    with Workspace.open(demo_copy) as ws:
+        vectors = Path(ws.root) / ws.vector_sets()[0]["file"]
+        ids = Path(ws.root) / ws.vector_sets()[1]["ids_file"]
+    vectors.unlink()
+    os.mkfifo(vectors)
+    ids.unlink()
+    ids.mkdir()
+    code, check = _verify(capsys, demo_copy)
+    bad = {f["path"]: f["problem"] for f in check["files"] if not f["ok"]}
+    assert code == 1 and bad == {str(vectors): "is not a regular file (a pipe, socket or device)",
+                                 str(ids): "is a folder where a file was stored"}

@@ -43,7 +43,7 @@ def _typed_source(base: str, v1: np.ndarray, id_type: str) -> None:
                 "%s, %s)",
                 [f"d-{i:04d}" if id_type.startswith("varchar") else i, _vector(v), f"{i}.25", f"c{i % 7}",
                  f"2024-01-02 03:04:05.{i:03d}", ("calm", "tense")[i % 2], format(i % 8, "03b"), f"({i},{-i})",
-                 f"10.0.{i % 256}.1/24", ["ab", f"t{i % 10}"], f'{{"k": [{i}, "é\\t"]}}', f"title {i}",
+                 f"10.0.{i % 256}.1/24", ["ab", f"t{i % 10}"], f'{{"k": [{i}, "é\\t"]}}' if i % 5 else '"just a string"', f"title {i}",
                  "2024-05-06 07:08:09.12+00"])
 
 

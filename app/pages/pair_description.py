@@ -2,7 +2,8 @@
 
 Describing them reads every paired item's fold and label (about a second at 150,000 items), which the
 page did on the GUI thread at each refresh. One job runs at a time; a request made while it runs is
-served when it ends, for whatever the page then shows, so a stale answer is never displayed.
+served when it ends, for whatever the page then shows, so an answer for another pair is never displayed;
+meanwhile the page says the description is being worked out.
 """
 
 from __future__ import annotations
@@ -47,6 +48,9 @@ class PairDescriber:
 
         def ended(outcome: JobOutcome) -> None:
             self.job = None
+            if outcome.status == "cancelled":  # the window or workspace is closing: nothing more to describe
+                self._again = False
+                return
             if self._again or self.current() != key:  # asked again, or the page moved on meanwhile
                 self._again = False
                 self.request()

@@ -154,6 +154,7 @@ class TrainPage(Page):
         layout.addLayout(models)
         self.protocol_label = QLabel()
         self.pair_describer = PairDescriber(self.ctx, self._pair_models, self._pairs_described)
+        self._pairs_for: tuple[str, str, str] | None = None  # the pair the label and Pairs box describe
         self.protocol_label.setWordWrap(True)
         validated = QLabel("Validated on:")
         validated.setBuddy(self.protocol_label)
@@ -314,6 +315,8 @@ class TrainPage(Page):
         """A new workspace: no curves, result or runs of the previous one stay on screen."""
         for combo in (self.pairs, self.old_model, self.new_model):  # the last workspace's picks
             combo.setProperty("chosen", False)
+        self._pairs_for = None
+        self.protocol_label.setText("")
         self.job = None  # a training still running trains the other workspace (the jobs panel shows it)
         enable(self.cancel_button, NO_TRAINING)
         self.live = LiveCurves()
@@ -352,9 +355,13 @@ class TrainPage(Page):
     def _show_pairs_and_protocol(self) -> None:
         """The pair kinds the core allows here (its default first) and the validation protocol, worked out
         in the background (:mod:`embridge.app.pages.pair_description`)."""
-        if self._pair_models() is None:
+        key = self._pair_models()
+        if key is None:
             self.protocol_label.setText("")
             return
+        if key != self._pairs_for:  # another pair or workspace: its predecessor's words must not stay
+            self.protocol_label.setText("Working out the pairs and the validation protocol…")
+            set_combo_items(self.pairs, [])
         self.pair_describer.request()
 
     def _pair_models(self) -> tuple[str, str, str] | None:
@@ -364,6 +371,7 @@ class TrainPage(Page):
         return str(self.ctx.ws.root), old, new
 
     def _pairs_described(self, kinds: tuple[str, ...] | None, default: str, text: str) -> None:
+        self._pairs_for = self._pair_models()
         self.protocol_label.setText(text)
         if kinds is None:  # refused: the reason is the text
             return

@@ -136,6 +136,9 @@ class WorkspacePage(Page):
 
         self.verifying.started(self.ctx.run("Verify stored files", job, done))
 
+    def reset(self) -> None:
+        self._verified = None  # a check told of the workspace as it was then: a reopened one shows none
+
     def forget_selected(self) -> None:
         item = self.recent.currentItem()
         if item is not None:

@@ -71,7 +71,7 @@ def emit(data: dict[str, Any], text: str, as_json: bool) -> None:
         if isinstance(warning, str) and warning and sys.stderr is not None:
             sys.stderr.write(warning.rstrip() + "\n")
     else:  # names and paths in the text are the user's: their control characters are shown, not obeyed
-        out = "\n".join(printable(line) for line in text.rstrip().split("\n")) + "\n"
+        out = "\n".join(printable(line, keep="\t") for line in text.rstrip().split("\n")) + "\n"
     try:
         sys.stdout.write(out)
     except UnicodeEncodeError:  # nothing was written: the text again in what the terminal can show

@@ -437,9 +437,9 @@ class PgVectorConnector(Connector):
 
 
 def _text_value(value: Any, oid: int) -> Any:
-    """A payload value for a text COPY: a JSON column's objects and lists as JSON (a list would
-    otherwise be written as an array)."""
-    if oid in pg_catalog.JSON_TYPES and value is not None and not isinstance(value, str):
+    """A payload value for a text COPY: a JSON column's values as JSON (a list would otherwise be written
+    as an array, a string without its quotes)."""
+    if oid in pg_catalog.JSON_TYPES and value is not None:
         from psycopg.types.json import Jsonb
 
         return Jsonb(value)

@@ -9,6 +9,7 @@ an upgrade is planned or shipped from it. It reads only: nothing in the workspac
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,7 +77,7 @@ def verify_workspace(ws: Any, on_progress: ProgressFn = no_progress,
     database_problem = _database_problem(ws)
     for what, path, expected, advice in targets:
         check_stop(should_stop)
-        problem = _file_problem(path, expected)
+        problem = _file_problem(path, expected, file_only=not what.startswith("model "))
         files.append(FileCheck(what, str(path), problem, advice if problem else ""))
         done += _size(path)
         on_progress(min(done, total), total, {"stage": "hashing stored files"})
@@ -105,12 +106,20 @@ def _targets(ws: Any, root: Path) -> list[tuple[str, Path, str, str]]:
     return out
 
 
-def _file_problem(path: Path, expected: str) -> str | None:
+def _file_problem(path: Path, expected: str, file_only: bool) -> str | None:
     from embridge.core.models.spec import checkpoint_sha256  # a stored checkpoint may be a folder
 
     if not path.exists():
         return "missing (removed by hand?)"
+    if path.is_dir() and file_only:
+        return "is a folder where a file was stored"
+    if not path.is_dir() and not path.is_file():  # a pipe or a device would be read for ever
+        return "is not a regular file (a pipe, socket or device)"
     try:
+        if path.is_dir():
+            unreadable = _unreadable_in(path)
+            if unreadable is not None:
+                return f"cannot be read ({unreadable}: permission denied)"
         actual = checkpoint_sha256(path) if path.is_dir() else sha256_file(path)
     except OSError as exc:
         return f"cannot be read ({exc.strerror or exc})"
@@ -119,8 +128,18 @@ def _file_problem(path: Path, expected: str) -> str | None:
     return None
 
 
+def _unreadable_in(folder: Path) -> Path | None:
+    """A folder inside ``folder`` that cannot be listed (a tree hash would pass over it silently)."""
+    for inner in [folder, *(p for p in folder.rglob("*") if p.is_dir())]:
+        if not os.access(inner, os.R_OK | os.X_OK):
+            return inner
+    return None
+
+
 def _size(path: Path) -> int:
     try:
+        if not path.is_dir() and not path.is_file():
+            return 0
         if path.is_dir():
             return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
         return path.stat().st_size
