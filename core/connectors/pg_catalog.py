@@ -52,8 +52,8 @@ def columns(conn: Any, name: str, schema: str | None) -> list[tuple[str, str]]:
 # binary COPY writes back unchanged. Other types (char(n), enums, bit strings, geometric and network
 # types, arrays, domains, extension types) are read as their text form and written by a text COPY,
 # which the server parses with the column's own input function.
-BINARY_TYPES = frozenset({16, 17, 20, 21, 23, 25, 114, 700, 701, 1043, 1082, 1083, 1114, 1184, 1186, 1700,
-                          2950, 3802})
+BINARY_TYPES = frozenset({16, 17, 20, 21, 23, 25, 114, 700, 701, 1043, 1082, 1083, 1114, 1184, 1700, 2950,
+                          3802})  # not interval (1186): psycopg reads its months as days
 JSON_TYPES = frozenset({114, 3802})
 
 
@@ -63,6 +63,13 @@ def column_oids(conn: Any, name: str, schema: str | None) -> dict[str, int]:
         "select a.attname, a.atttypid::bigint from pg_attribute a where a.attrelid = to_regclass(%s) "
         "and a.attnum > 0 and not a.attisdropped", [regclass_text(conn, name, schema)]).fetchall()
     return {r[0]: int(r[1]) for r in rows}
+
+
+def generated_columns(conn: Any, name: str, schema: str | None) -> set[str]:
+    """Columns the table computes itself (``generated always as``): a write leaves them out."""
+    rows = conn.execute("select a.attname from pg_attribute a where a.attrelid = to_regclass(%s) and a.attnum > 0 "
+                        "and not a.attisdropped and a.attgenerated <> ''", [regclass_text(conn, name, schema)])
+    return {r[0] for r in rows.fetchall()}
 
 
 def missing(conn: Any, name: str, schema: str | None) -> str:

@@ -332,7 +332,8 @@ class PgVectorConnector(Connector):
         with pg_catalog.denied(self.conn, self.describe(), self.schema), self.conn.transaction():
             if isinstance(like, PgVectorConnector) and like.conninfo == self.conninfo and like.exists():
                 source = like.alias_target(like.collection) or like.collection
-                self.conn.execute(sql.SQL("create table {} (like {} including defaults including constraints)")
+                self.conn.execute(sql.SQL("create table {} (like {} including defaults including constraints "
+                                          "including generated)")
                                   .format(table, like._rel(source)))
                 self.conn.execute(sql.SQL("alter table {} alter column {} type vector({})").format(
                     table, self._ident(self.vec_col), sql.Literal(int(dim))))
@@ -370,7 +371,8 @@ class PgVectorConnector(Connector):
         types = dict(self._need())
         if pg_catalog.add_payload_columns(self.conn, self._rel(), types, batch.payloads):
             types = dict(self._need())
-        payload_cols = [c for c in types if c not in (self.id_col, self.vec_col)]
+        computed = pg_catalog.generated_columns(self.conn, self.collection, self.schema)  # the table computes them
+        payload_cols = [c for c in types if c not in (self.id_col, self.vec_col) and c not in computed]
         keys = self._keys(batch.ids, types)
         pg_catalog.check_payload_fits(self.describe(), keys, batch.payloads, types)
         cols = [self.id_col, self.vec_col, *payload_cols]
