@@ -56,6 +56,7 @@ class _JobDialog(QDialog):
     """A dialog with one running job at a time: progress bar, Cancel, and a result pane."""
 
     all_or_nothing = False  # the job keeps nothing when it is refused (its bar empties then)
+    workspace_bound = False  # the job writes into the open workspace (its ending names it once another opened)
 
     def __init__(self, ctx: AppContext, title: str, parent: QWidget | None) -> None:
         super().__init__(parent)
@@ -134,6 +135,7 @@ class _JobDialog(QDialog):
             return
         self.job = job
         self._resume_hint = resume_hint
+        self._job_root = str(self.ctx.ws.root) if self.workspace_bound and self.ctx.ws is not None else None
         self.progress.setRange(0, 0)
         self.progress.setValue(0)
         self.stage.setText(f"{job.title}…")
@@ -148,6 +150,12 @@ class _JobDialog(QDialog):
         enable(self.cancel_button, "Nothing runs now.")
         for button in self._job_buttons():
             enable(button, None)
+        root = getattr(self, "_job_root", None)
+        if root is not None and (self.ctx.ws is None or str(self.ctx.ws.root) != root):  # another workspace shown
+            self.progress.setRange(0, 1)
+            self.progress.setValue(0)
+            self.stage.setText(f"{outcome.status} in {root}, which is no longer open")
+            return
         if outcome.status == "completed":
             self.progress.setRange(0, max(self.progress.maximum(), 1))
             self.progress.setValue(self.progress.maximum())
@@ -186,6 +194,7 @@ class StoreImportDialog(_JobDialog):
     """Gallery page: "Import from a vector store..." (``embridge import --from``)."""
 
     all_or_nothing = True  # a refused import stores nothing
+    workspace_bound = True
 
     def __init__(self, ctx: AppContext, parent: QWidget | None = None) -> None:
         super().__init__(ctx, "Import from a vector store", parent)

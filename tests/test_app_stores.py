@@ -230,3 +230,27 @@ def test_gallery_path_fields_and_their_buttons_do_not_overlap_at_the_minimum_siz
         for button in buttons:
             assert not edit.intersects(in_window(button)), (button.text(), edit, in_window(button))
             assert page.contains(in_window(button)), button.text()  # whole, not cut off
+
+
+def test_an_import_that_ends_after_another_workspace_opened_says_where_it_went(
+        qtbot: QtBot, window: MainWindow, upgrade: dict, tmp_path: Path) -> None:
+    """The dialog said 'completed (vectors: 240 of 240)' over the workspace opened meanwhile, which holds
+    nothing of it."""
+    v1 = upgrade["vectors"]["v1"]
+    case = fill_source("parquet", tmp_path, list(range(len(v1))), v1, upgrade["labels"])
+    assert window.ctx.open_workspace(upgrade["path"])
+    gallery = window.show_page("gallery")
+    click(qtbot, gallery.store_import_button)
+    dialog = gallery.store_dialog
+    dialog.uri.setText(case.source)
+    dialog.model.setText("store-v1")
+    click(qtbot, dialog.import_button)
+    other = tmp_path / "other"
+    Workspace.create(other).close()
+    assert window.ctx.open_workspace(other)  # before the import's ending reaches the window
+    wait_for_jobs(qtbot, window)
+    qtbot.waitUntil(lambda: dialog.job is None, timeout=30_000)
+    assert dialog.stage.text() == f"completed in {upgrade['path']}, which is no longer open"
+    assert dialog.progress.value() == 0 and not error_dialogs()
+    with Workspace.open(upgrade["path"]) as ws:
+        assert len(ws.vector_sets("store-v1")) == 1
