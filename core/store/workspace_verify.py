@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
-from embridge.core.store.files import sha256_file
+from embridge.core.store.files import sha256_file, sha256_tree
 from embridge.core.store.vector_set_health import damaged_advice
 
 
@@ -107,8 +107,6 @@ def _targets(ws: Any, root: Path) -> list[tuple[str, Path, str, str]]:
 
 
 def _file_problem(path: Path, expected: str, file_only: bool) -> str | None:
-    from embridge.core.models.spec import checkpoint_sha256  # a stored checkpoint may be a folder
-
     if not path.exists():
         return "missing (removed by hand?)"
     if path.is_dir() and file_only:
@@ -120,7 +118,7 @@ def _file_problem(path: Path, expected: str, file_only: bool) -> str | None:
             unreadable = _unreadable_in(path)
             if unreadable is not None:
                 return f"cannot be read ({unreadable}: permission denied)"
-        actual = checkpoint_sha256(path) if path.is_dir() else sha256_file(path)
+        actual = sha256_tree(path) if path.is_dir() else sha256_file(path)  # a checkpoint may be a folder
     except OSError as exc:
         return f"cannot be read ({exc.strerror or exc})"
     if actual != expected:
