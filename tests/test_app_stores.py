@@ -36,18 +36,25 @@ def click(qtbot: QtBot, button: object) -> None:
     qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
 
 
-def test_import_from_a_store_and_migrate_switch_cancel_resume_rollback(
-        qtbot: QtBot, window: MainWindow, upgrade: dict, tmp_path: Path) -> None:
+def _import_dialog_on_a_parquet_store(qtbot: QtBot, window: MainWindow, upgrade: dict,
+                                      tmp_path: Path) -> tuple[Any, Any, Any]:
+    """(the Parquet source of the upgrade's v1 vectors, the Gallery page, its import dialog filled for it)."""
     v1 = upgrade["vectors"]["v1"]
     case = fill_source("parquet", tmp_path, list(range(len(v1))), v1, upgrade["labels"])
     assert window.ctx.open_workspace(upgrade["path"])
-
     gallery = window.show_page("gallery")
     click(qtbot, gallery.store_import_button)
     dialog = gallery.store_dialog
-    assert dialog.isVisible()
     dialog.uri.setText(case.source)
     dialog.model.setText("store-v1")
+    return case, gallery, dialog
+
+
+def test_import_from_a_store_and_migrate_switch_cancel_resume_rollback(
+        qtbot: QtBot, window: MainWindow, upgrade: dict, tmp_path: Path) -> None:
+    v1 = upgrade["vectors"]["v1"]
+    case, gallery, dialog = _import_dialog_on_a_parquet_store(qtbot, window, upgrade, tmp_path)
+    assert dialog.isVisible()
     dialog.label_field.setText("label")
     click(qtbot, dialog.import_button)
     wait_for_jobs(qtbot, window)
@@ -236,14 +243,7 @@ def test_an_import_that_ends_after_another_workspace_opened_says_where_it_went(
         qtbot: QtBot, window: MainWindow, upgrade: dict, tmp_path: Path) -> None:
     """The dialog said 'completed (vectors: 240 of 240)' over the workspace opened meanwhile, which holds
     nothing of it."""
-    v1 = upgrade["vectors"]["v1"]
-    case = fill_source("parquet", tmp_path, list(range(len(v1))), v1, upgrade["labels"])
-    assert window.ctx.open_workspace(upgrade["path"])
-    gallery = window.show_page("gallery")
-    click(qtbot, gallery.store_import_button)
-    dialog = gallery.store_dialog
-    dialog.uri.setText(case.source)
-    dialog.model.setText("store-v1")
+    _case, _gallery, dialog = _import_dialog_on_a_parquet_store(qtbot, window, upgrade, tmp_path)
     click(qtbot, dialog.import_button)
     other = tmp_path / "other"
     Workspace.create(other).close()

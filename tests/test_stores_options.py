@@ -118,6 +118,22 @@ def test_a_mixed_store_is_named_half_migrated_and_quality_needs_the_serving_spac
             "points are v1)") in capsys.readouterr().out
 
 
+def _imported_exactly(index: Any, path: Path, ids: np.ndarray, vectors: np.ndarray,
+                      capsys: pytest.CaptureFixture[str]) -> Path:
+    """Write ``index`` to ``path``, import it into a new workspace ``ws`` beside it and check every vector came
+    back exactly under its id; returns ``path``."""
+    import faiss
+
+    faiss.write_index(index, str(path))
+    ws = path.parent / "ws"
+    Workspace.create(ws).close()
+    code, out, err = cli(capsys, "import", "--workspace", str(ws), "--from", f"faiss://{path}", "--model", "v1")
+    assert code == 0 and out["count"] == len(vectors) and out["note"] is None, err
+    with Workspace.open(ws) as w:
+        np.testing.assert_array_equal(w.vectors_for("v1", w.ids_for_keys([str(i) for i in ids])), vectors)
+    return path
+
+
 def test_faiss_index_is_read_imported_and_migrated_into_parquet(upgrade: dict, tmp_path: Path,
                                                                 capsys: pytest.CaptureFixture[str]) -> None:
     import faiss
@@ -126,14 +142,7 @@ def test_faiss_index_is_read_imported_and_migrated_into_parquet(upgrade: dict, t
     index = faiss.IndexIDMap(faiss.IndexFlatIP(16))
     ids = np.arange(len(v1), dtype=np.int64) * 7 + 3
     index.add_with_ids(v1, ids)
-    path = tmp_path / "gallery.faiss"
-    faiss.write_index(index, str(path))
-    ws = tmp_path / "ws"
-    Workspace.create(ws).close()
-    code, out, err = cli(capsys, "import", "--workspace", str(ws), "--from", f"faiss://{path}", "--model", "v1")
-    assert code == 0 and out["count"] == len(v1) and out["note"] is None, err  # a flat index gives them back exactly
-    with Workspace.open(ws) as w:
-        np.testing.assert_allclose(w.vectors_for("v1", w.ids_for_keys([str(i) for i in ids])), v1)
+    path = _imported_exactly(index, tmp_path / "gallery.faiss", ids, v1, capsys)  # a flat index gives them back
     target = f"parquet://{tmp_path / 'pq' / 'docs_v3'}"
     code, out, err = cli(capsys, "migrate", "--bundle", str(upgrade["bundle"]), "--from", f"faiss://{path}",
                          "--to", target)
@@ -159,14 +168,8 @@ def test_an_ivf_index_is_read_with_the_ids_it_was_given(upgrade: dict, tmp_path:
     ivf.train(v1)
     ids = np.arange(len(v1), dtype=np.int64)[::-1] * 7 + 100_000
     ivf.add_with_ids(v1, ids)
-    path = tmp_path / "ivf.faiss"
-    faiss.write_index(ivf, str(path))
-    ws = tmp_path / "ws"
-    Workspace.create(ws).close()
-    code, out, err = cli(capsys, "import", "--workspace", str(ws), "--from", f"faiss://{path}", "--model", "v1")
-    assert code == 0 and out["count"] == len(v1) and out["note"] is None, err
-    with Workspace.open(ws) as w:
-        np.testing.assert_array_equal(w.vectors_for("v1", w.ids_for_keys([str(i) for i in ids])), v1)
+    path = _imported_exactly(ivf, tmp_path / "ivf.faiss", ids, v1, capsys)
+    ws = path.parent / "ws"
     code, out, err = cli(capsys, "migrate", "--bundle", str(upgrade["bundle"]), "--from", f"faiss://{path}",
                          "--to", f"parquet://{tmp_path / 'pq'}/ivf_v2", "--batch", "7")
     assert code == 0 and out["written"] == len(v1), err
