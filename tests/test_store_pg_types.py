@@ -111,3 +111,22 @@ def test_an_id_two_rows_share_is_refused_wherever_it_falls(pg_server: str, upgra
     Workspace.create(tmp_path / "ws").close()
     code, _, err = cli(capsys, "import", "--workspace", str(tmp_path / "ws"), "--from", source, "--model", "v1")
     one_line(code, err, f"the id {repeated} appears more than once")
+
+
+@pytest.mark.parametrize("id_type", ["bigint", "text"])
+def test_an_infinite_timestamp_is_one_line_naming_the_table(pg_server: str, upgrade: dict, id_type: str,
+                                                           tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """PostgreSQL's 'infinity' has no Python value: reading it stopped the migration with 'unexpected
+    DataError: date too small' (exit 3)."""
+    import psycopg
+
+    v1 = np.ascontiguousarray(upgrade["vectors"]["v1"][:30], dtype=np.float32)
+    base = fresh_pg_database(pg_server, f"infinite_{id_type}")
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(f"create table docs (id {id_type} primary key, embedding vector({v1.shape[1]}), at timestamp)")
+        for i, v in enumerate(v1):
+            conn.execute("insert into docs values (%s, %s::vector, %s)",
+                         [i if id_type == "bigint" else f"d{i:02d}", _vector(v), "-infinity" if i == 7 else "2024-01-01"])
+    code, _, err = cli(capsys, "migrate", "--bundle", str(upgrade["bundle"]), "--from",
+                       f"{base}&table=docs&column=embedding", "--to", f"{base}&table=docs_v2", "--batch", "10")
+    one_line(code, err, "table 'docs': a row holds a value that cannot be read", "infinity")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -232,7 +233,8 @@ class PgVectorConnector(Connector):
                 query = select + (where if last is not None else sql.SQL("")) + order
                 args = [*self._keys([last], types), batch_size] if last is not None else [batch_size]
                 with self.conn.cursor(binary=True) as cur:
-                    rows = cur.execute(query, args).fetchall()
+                    with self._python_values():
+                        rows = cur.execute(query, args).fetchall()
                 if any(r[0] is None for r in rows):
                     raise VectorStoreError(f"{self.describe()}: a row has a NULL id (column '{self.id_col}'); "
                                            "every point needs an id")
@@ -280,11 +282,26 @@ class PgVectorConnector(Connector):
                 ids = decoded[0].tolist()
                 if not others or not ids:
                     return ids, decoded[1], [{} for _ in ids]
-                rows = cur.execute(sql.SQL("select {} from {}{}").format(
-                    self._select_list([self.id_col], others), table, tail)).fetchall()
+                with self._python_values():
+                    rows = cur.execute(sql.SQL("select {} from {}{}").format(
+                        self._select_list([self.id_col], others), table, tail)).fetchall()
         if [r[0] for r in rows] != ids:
             return None
         return ids, decoded[1], [dict(zip(others, r[1:], strict=True)) for r in rows]
+
+    @contextmanager
+    def _python_values(self) -> Iterator[None]:
+        """A value psycopg cannot turn into Python (a date or timestamp of 'infinity') as one line naming
+        the table, not an unexpected error."""
+        import psycopg
+
+        try:
+            yield
+        except psycopg.DataError as exc:
+            raise VectorStoreError(f"{self.describe()}: a row holds a value that cannot be read "
+                                   f"({str(exc).strip().splitlines()[0]}); dates and timestamps of 'infinity' are "
+                                   "such values: replace them in the source, or give that column a finite "
+                                   "value, before reading it") from exc
 
     def _select_list(self, fixed: list[str], others: list[str]) -> Any:
         """``fixed`` columns, then the payload columns, those of a type outside ``pg_catalog.BINARY_TYPES``
@@ -304,7 +321,8 @@ class PgVectorConnector(Connector):
         query = sql.SQL("select {} from {} where {} = any(%s)").format(
             self._select_list([self.id_col, self.vec_col], others), self._rel(), self._ident(self.id_col))
         with self.conn.cursor(binary=True) as cur:
-            found = cur.execute(query, [self._keys(list(ids), types)]).fetchall()
+            with self._python_values():
+                found = cur.execute(query, [self._keys(list(ids), types)]).fetchall()
         uuids = self._key_kind(types) == "uuid"
         rows = {str(r[0]) if uuids else r[0]: r for r in found}
         order = [i for i in ids if i in rows]
