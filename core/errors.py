@@ -7,6 +7,7 @@ a dialog. Anything else escaping the core is a bug and is shown with its traceba
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 
@@ -120,6 +121,22 @@ def printable(text: str, keep: str = "") -> str:
         return f"\\x{code:02x}" if code < 256 else f"\\u{code:04x}"
 
     return "".join(shown(ch) for ch in text)
+
+
+def raised_remotely(exc: BaseException) -> BaseException:
+    """The error a remote task (a Ray worker) raised, not Ray's wrapper of it, whose text is the worker's
+    whole coloured traceback: Ray's wrappers hold the original as ``cause``; ``exc`` itself otherwise."""
+    seen: set[int] = set()
+    while isinstance(getattr(exc, "cause", None), BaseException) and id(exc) not in seen:
+        seen.add(id(exc))
+        exc = exc.cause  # type: ignore[attr-defined]
+    return exc
+
+
+def os_error_number(text: str) -> int | None:
+    """The errno a Rust library's message names as '(os error N)' (Lance's), else None."""
+    found = re.search(r"\(os error (\d+)\)", text)
+    return int(found.group(1)) if found else None
 
 
 def user_error(exc: BaseException) -> EmbridgeError | None:

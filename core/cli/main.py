@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import re
 import signal
 import sqlite3
 import sys
@@ -23,7 +22,14 @@ from typing import Any
 
 from embridge.core import __version__, stop_signals
 from embridge.core.cli.engine_flags import check_engine_flags
-from embridge.core.errors import Cancelled, EmbridgeError, UsageError, printable
+from embridge.core.errors import (
+    Cancelled,
+    EmbridgeError,
+    UsageError,
+    os_error_number,
+    printable,
+    raised_remotely,
+)
 
 COMMAND_MODULES = (
     "embridge.core.cli.workspace_cmds",
@@ -94,13 +100,6 @@ def main(argv: Sequence[str] | None = None, *, program: bool = False) -> int:
                 sys.stderr.write(f"WARNING: {one_line(line)}\n")
 
 
-def _remote_cause(exc: BaseException) -> BaseException:
-    """The error a Ray worker raised, not Ray's wrapper of it (whose text is the worker's whole traceback,
-    coloured): Ray re-raises a task's error as a class deriving from both, with the original as ``cause``."""
-    cause = getattr(exc, "cause", None)
-    return cause if isinstance(cause, BaseException) and type(exc).__name__.startswith("RayTaskError") else exc
-
-
 # what a command writes, named when the system's error names no file (pyarrow's and Lance's writers do not)
 _OUTPUTS = (("target", "--to"), ("out", "--out"), ("workspace", "--workspace"))
 
@@ -113,8 +112,8 @@ def _os_error_line(exc: OSError, args: argparse.Namespace) -> str:
     written = next(((flag, value) for key, flag in _OUTPUTS if (value := getattr(args, key, None))), None)
     where = f"{written[0]} {written[1]}" if written else "a file"
     text = exc.strerror or str(exc)
-    found = re.search(r"\(os error (\d+)\)", text)  # Lance's Rust errors: the system's words, not its source file
-    return f"{where}: {os.strerror(int(found.group(1))) if found else text}"
+    number = os_error_number(text)  # Lance's Rust errors: the system's words, not its source file
+    return f"{where}: {os.strerror(number) if number is not None else text}"
 
 
 def _main(argv: Sequence[str] | None, program: bool) -> int:
@@ -154,7 +153,7 @@ def _main(argv: Sequence[str] | None, program: bool) -> int:
         _error(f"{exc} (see 'embridge {args.command} --help')")
         return 2
     except EmbridgeError as exc:
-        _error(str(_remote_cause(exc)))
+        _error(str(raised_remotely(exc)))
         return 1
     except sqlite3.DatabaseError as exc:  # outside the workspace's own transactions: same words as inside
         from embridge.core.paths import DB_NAME
@@ -164,7 +163,7 @@ def _main(argv: Sequence[str] | None, program: bool) -> int:
         _error(str(translate(exc, Path(workspace) / DB_NAME)) if workspace else f"database error: {exc}")
         return 1
     except OSError as exc:  # the machine, not a bug: a full disk, a permission, a vanished file
-        _error(_os_error_line(_remote_cause(exc), args))
+        _error(_os_error_line(raised_remotely(exc), args))
         return 1
     except ModuleNotFoundError as exc:  # a package this command needs is absent (a bundle-only install, say)
         _error(f"this command needs the Python package '{exc.name}', which is not installed here; install "
@@ -173,7 +172,7 @@ def _main(argv: Sequence[str] | None, program: bool) -> int:
     except Exception as exc:  # a bug: one line, and the traceback when asked for
         if os.environ.get("EMBRIDGE_DEBUG"):
             traceback.print_exc()
-        cause = _remote_cause(exc)
+        cause = raised_remotely(exc)
         _error(f"unexpected {type(cause).__name__}: {cause} (set EMBRIDGE_DEBUG=1 for the traceback)")
         return 3
     data, text = finished

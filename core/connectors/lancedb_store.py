@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import errno
 import os
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,6 +36,7 @@ from embridge.core.connectors.connector import (
     space_key,
 )
 from embridge.core.connectors.links import link_target, swap_link
+from embridge.core.errors import os_error_number
 
 
 def _sql_literal(value: PointId) -> str:
@@ -235,9 +235,8 @@ def lance_io(where: str) -> Iterator[None]:
     try:
         yield
     except (RuntimeError, OSError) as exc:
-        found = re.search(r"\(os error (\d+)\)", str(exc))
-        if found is None:
+        code = os_error_number(str(exc))
+        if code is None:
             raise
-        code = int(found.group(1))
         advice = "; free some space and run the same command again" if code == errno.ENOSPC else ""
         raise VectorStoreError(f"{where}: cannot write ({os.strerror(code)}){advice}") from exc

@@ -48,15 +48,6 @@ def columns(conn: Any, name: str, schema: str | None) -> list[tuple[str, str]]:
     return [(r[0], r[1]) for r in rows]
 
 
-# Column types (by their fixed built-in oids) whose values psycopg reads into Python objects that a
-# binary COPY writes back unchanged. Other types (char(n), enums, bit strings, geometric and network
-# types, arrays, domains, extension types) are read as their text form and written by a text COPY,
-# which the server parses with the column's own input function.
-BINARY_TYPES = frozenset({16, 17, 20, 21, 23, 25, 114, 700, 701, 1043, 1082, 1083, 1114, 1184, 1700, 2950,
-                          3802})  # not interval (1186): psycopg reads its months as days
-JSON_TYPES = frozenset({114, 3802})
-
-
 def column_oids(conn: Any, name: str, schema: str | None) -> dict[str, int]:
     """Each column's type oid (a modifier such as varchar(20)'s length is not part of it)."""
     rows = conn.execute(
@@ -101,6 +92,25 @@ def id_nullable(conn: Any, name: str, schema: str | None, column: str) -> bool:
 def has_primary_key(conn: Any, name: str, schema: str | None) -> bool:
     return conn.execute("select 1 from pg_index where indrelid = to_regclass(%s) and indisprimary",
                         [regclass_text(conn, name, schema)]).fetchone() is not None
+
+
+def check_ids(conn: Any, name: str, schema: str | None, column: str, describe: str) -> None:
+    """Refuse a table with a NULL id, or an id held by two rows, before its first batch is read (NULLs
+    sort last, so a row-by-row refusal would come after everything else was written; pages follow the id,
+    'where id > last', so a repeat of a page's last id would be skipped unseen)."""
+    from psycopg import sql
+
+    table, key = identifier(name, schema), sql.Identifier(column)
+    if id_nullable(conn, name, schema, column) and conn.execute(
+            sql.SQL("select exists (select 1 from {} where {} is null)").format(table, key)).fetchone()[0]:
+        raise VectorStoreError(f"{describe}: a row has a NULL id (column '{column}'); every point needs an id")
+    if id_unique(conn, name, schema, column):
+        return
+    repeated = conn.execute(sql.SQL("select {} from {} group by 1 having count(*) > 1 limit 1").format(
+        key, table)).fetchone()
+    if repeated is not None:
+        raise VectorStoreError(f"{describe}: the id {repeated[0]!r} appears more than once (column '{column}'); "
+                               "every point needs a unique id")
 
 
 def id_unique(conn: Any, name: str, schema: str | None, column: str) -> bool:

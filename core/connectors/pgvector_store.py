@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 
-from embridge.core.connectors import pg_binary, pg_catalog
+from embridge.core.connectors import pg_binary, pg_catalog, pg_payload
 from embridge.core.connectors.connector import (
     SPACE_FIELD,
     Batch,
@@ -177,23 +176,7 @@ class PgVectorConnector(Connector):
                                    f"UUID ({exc})") from exc
 
     def _no_null_ids(self) -> None:
-        """Refuse a table with a NULL id, or an id held by two rows, before its first batch is read (NULLs
-        sort last, so a row-by-row refusal would come after everything else was written)."""
-        from psycopg import sql
-
-        nullable = pg_catalog.id_nullable(self.conn, self.collection, self.schema, self.id_col)
-        if nullable and self.conn.execute(sql.SQL("select exists (select 1 from {} where {} is null)")
-                                          .format(self._rel(), self._ident(self.id_col))).fetchone()[0]:
-            raise VectorStoreError(f"{self.describe()}: a row has a NULL id (column '{self.id_col}'); every point "
-                                   "needs an id")
-        if pg_catalog.id_unique(self.conn, self.collection, self.schema, self.id_col):
-            return
-        # pages follow the id ('where id > last'), so a repeat of a page's last id would be skipped unseen
-        repeated = self.conn.execute(sql.SQL("select {} from {} group by 1 having count(*) > 1 limit 1").format(
-            self._ident(self.id_col), self._rel())).fetchone()
-        if repeated is not None:
-            raise VectorStoreError(f"{self.describe()}: the id {repeated[0]!r} appears more than once (column "
-                                   f"'{self.id_col}'); every point needs a unique id")
+        pg_catalog.check_ids(self.conn, self.collection, self.schema, self.id_col, self.describe())
 
     def _vector_dim(self, types: dict[str, str]) -> int | None:
         """The vector column's dimension from its type; a bare ``vector`` has its rows' (None: no rows)."""
@@ -220,7 +203,7 @@ class PgVectorConnector(Connector):
             self._no_null_ids()
         cols = list(types)
         others = [c for c in cols if c not in (self.id_col, self.vec_col)]
-        select = sql.SQL("select {} from {}").format(self._select_list([self.id_col, self.vec_col], others),
+        select = sql.SQL("select {} from {}").format(pg_payload.select_list(self.conn, self.collection, self.schema, [self.id_col, self.vec_col], others),
                                                      self._rel())
         order = sql.SQL(" order by {} limit %s").format(self._ident(self.id_col))
         where = sql.SQL(" where {} > %s").format(self._ident(self.id_col))
@@ -233,7 +216,7 @@ class PgVectorConnector(Connector):
                 query = select + (where if last is not None else sql.SQL("")) + order
                 args = [*self._keys([last], types), batch_size] if last is not None else [batch_size]
                 with self.conn.cursor(binary=True) as cur:
-                    with self._python_values():
+                    with pg_payload.python_values(self.describe()):
                         rows = cur.execute(query, args).fetchall()
                 if any(r[0] is None for r in rows):
                     raise VectorStoreError(f"{self.describe()}: a row has a NULL id (column '{self.id_col}'); "
@@ -282,36 +265,12 @@ class PgVectorConnector(Connector):
                 ids = decoded[0].tolist()
                 if not others or not ids:
                     return ids, decoded[1], [{} for _ in ids]
-                with self._python_values():
+                with pg_payload.python_values(self.describe()):
                     rows = cur.execute(sql.SQL("select {} from {}{}").format(
-                        self._select_list([self.id_col], others), table, tail)).fetchall()
+                        pg_payload.select_list(self.conn, self.collection, self.schema, [self.id_col], others), table, tail)).fetchall()
         if [r[0] for r in rows] != ids:
             return None
         return ids, decoded[1], [dict(zip(others, r[1:], strict=True)) for r in rows]
-
-    @contextmanager
-    def _python_values(self) -> Iterator[None]:
-        """A value psycopg cannot turn into Python (a date or timestamp of 'infinity') as one line naming
-        the table, not an unexpected error."""
-        import psycopg
-
-        try:
-            yield
-        except psycopg.DataError as exc:
-            raise VectorStoreError(f"{self.describe()}: a row holds a value that cannot be read "
-                                   f"({str(exc).strip().splitlines()[0]}); dates and timestamps of 'infinity' are "
-                                   "such values: replace them in the source, or give that column a finite "
-                                   "value, before reading it") from exc
-
-    def _select_list(self, fixed: list[str], others: list[str]) -> Any:
-        """``fixed`` columns, then the payload columns, those of a type outside ``pg_catalog.BINARY_TYPES``
-        as their text form (a binary read would hand over raw bytes for an enum or a bit string)."""
-        from psycopg import sql
-
-        oids = pg_catalog.column_oids(self.conn, self.collection, self.schema) if others else {}
-        return sql.SQL(", ").join([*(sql.Identifier(c) for c in fixed), *(
-            sql.Identifier(c) if oids.get(c) in pg_catalog.BINARY_TYPES
-            else sql.SQL("{}::text").format(sql.Identifier(c)) for c in others)])
 
     def read_ids(self, ids: list[PointId]) -> Batch:
         from psycopg import sql
@@ -319,9 +278,9 @@ class PgVectorConnector(Connector):
         types = dict(self._need())
         others = [c for c in types if c not in (self.id_col, self.vec_col)]
         query = sql.SQL("select {} from {} where {} = any(%s)").format(
-            self._select_list([self.id_col, self.vec_col], others), self._rel(), self._ident(self.id_col))
+            pg_payload.select_list(self.conn, self.collection, self.schema, [self.id_col, self.vec_col], others), self._rel(), self._ident(self.id_col))
         with self.conn.cursor(binary=True) as cur:
-            with self._python_values():
+            with pg_payload.python_values(self.describe()):
                 found = cur.execute(query, [self._keys(list(ids), types)]).fetchall()
         uuids = self._key_kind(types) == "uuid"
         rows = {str(r[0]) if uuids else r[0]: r for r in found}
@@ -362,13 +321,7 @@ class PgVectorConnector(Connector):
                     self.conn.execute(sql.SQL("alter table {} add primary key ({})").format(
                         table, self._ident(self.id_col)))
                 return
-            payload_types: dict[str, str] = {}
-            for payload in (sample.payloads if sample is not None else []):
-                for key, value in payload.items():
-                    if value is not None and key not in payload_types:
-                        payload_types[key] = pg_catalog.pg_type(value)
-            payload_types.setdefault(SPACE_FIELD, "text")
-            id_type = pg_catalog.pg_type(sample.ids[0]) if sample is not None and len(sample) else "text"
+            id_type, payload_types = pg_payload.sample_types(sample)
             columns = [sql.SQL("{} {} primary key").format(self._ident(self.id_col), sql.SQL(id_type)),
                        sql.SQL("{} vector({})").format(self._ident(self.vec_col), sql.Literal(int(dim)))]
             columns += [sql.SQL("{} {}").format(self._ident(k), sql.SQL(t)) for k, t in payload_types.items()
@@ -381,7 +334,6 @@ class PgVectorConnector(Connector):
         self.conn.execute(sql.SQL("drop table if exists {}").format(self._rel()))
 
     def write(self, batch: Batch) -> None:
-        from psycopg import sql
 
         if not len(batch):
             return
@@ -393,19 +345,10 @@ class PgVectorConnector(Connector):
         payload_cols = [c for c in types if c not in (self.id_col, self.vec_col) and c not in computed]
         keys = self._keys(batch.ids, types)
         pg_catalog.check_payload_fits(self.describe(), keys, batch.payloads, types)
-        cols = [self.id_col, self.vec_col, *payload_cols]
-        oids = pg_catalog.column_oids(self.conn, self.collection, self.schema)
-        binary = all(oids[c] in pg_catalog.BINARY_TYPES for c in cols if c != self.vec_col)
-        copy = sql.SQL("copy {} ({}) from stdin" + (" (format binary)" if binary else "")).format(
-            self._rel(), self._ident(*cols))
-        with self.conn.transaction(), self.conn.cursor() as cur, cur.copy(copy) as cp:
-            if binary:
-                cp.set_types([oids[c] if c != self.vec_col else "vector" for c in cols])
-                for pid, vec, payload in zip(keys, batch.vectors, batch.payloads, strict=True):
-                    cp.write_row([pid, vec, *[payload.get(c) for c in payload_cols]])
-                return
-            for pid, vec, payload in zip(keys, batch.vectors, batch.payloads, strict=True):  # parsed by the server
-                cp.write_row([pid, vec, *[_text_value(payload.get(c), oids[c]) for c in payload_cols]])
+        pg_payload.copy_rows(self.conn, self._rel(), self.collection, self.schema, self.vec_col,
+                             [self.id_col, self.vec_col, *payload_cols],
+                             ([pid, vec, *[payload.get(c) for c in payload_cols]]
+                              for pid, vec, payload in zip(keys, batch.vectors, batch.payloads, strict=True)))
 
     def delete_ids(self, ids: list[PointId]) -> None:
         from psycopg import sql
@@ -455,12 +398,3 @@ class PgVectorConnector(Connector):
         if not self.borrowed:
             self.conn.close()
 
-
-def _text_value(value: Any, oid: int) -> Any:
-    """A payload value for a text COPY: a JSON column's values as JSON (a list would otherwise be written
-    as an array, a string without its quotes)."""
-    if oid in pg_catalog.JSON_TYPES and value is not None:
-        from psycopg.types.json import Jsonb
-
-        return Jsonb(value)
-    return value

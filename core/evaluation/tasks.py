@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from embridge.core.errors import InputError
-from embridge.core.evaluation.folds import split_pairs
+from embridge.core.evaluation.folds import PairSplit, split_pairs
 from embridge.core.evaluation.relevance import choose_rule, judgments_of
 from embridge.core.evaluation.task import GallerySet, QuerySet, RetrievalTask, own_item_gallery
 from embridge.core.store import Workspace
@@ -208,11 +208,11 @@ def old_gallery_name(embedded: int, gallery: int, suffix: str = "") -> str:
 
 
 def dev_task(ws: Workspace, old: str, new: str, seed: int = 0,
-             max_queries: int = MAX_DEV_QUERIES, persist: bool = True) -> RetrievalTask:
-    """Validation queries retrieving among the whole old gallery (see the module docstring);
-    ``persist``: as :func:`split_pairs`."""
+             max_queries: int = MAX_DEV_QUERIES, split: PairSplit | None = None) -> RetrievalTask:
+    """Validation queries retrieving among the whole old gallery (see the module docstring); ``split``: the
+    models' split when the caller drew it (drawn, and kept, here otherwise)."""
     pairs = ids_under_all(ws, [old, new])
-    split = split_pairs(ws, old, new, seed, persist=persist)
+    split = split or split_pairs(ws, old, new, seed)
     judged = _judged_query_set(ws, "dev", intersect_ids(pairs, ws.query_ids()))
     gallery_ids = ws.gallery_ids(old)
     if judged.ids.size:

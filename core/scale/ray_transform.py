@@ -75,9 +75,8 @@ def transform_on_ray(jobs: list[tuple], address: str | None, num_cpus: int | Non
     bundle, id_col, vec_col = todo[0][0], todo[0][3], todo[0][4]
     if (address or "").strip().startswith("ray://"):  # Ray Data cannot run through Ray Client: plain tasks
         with ray_session(address, num_cpus):
-            results = done + _with_tasks(ray, todo, on_progress, len(jobs), len(done), should_stop, output)
-        order = {job[1].name: i for i, job in enumerate(jobs)}
-        return sorted(results, key=lambda r: order[r.name])
+            return _in_job_order(done + _with_tasks(ray, todo, on_progress, len(jobs), len(done), should_stop,
+                                                    output), jobs)
     with ray_session(address, num_cpus) as session:
         import ray.data
 
@@ -99,6 +98,10 @@ def transform_on_ray(jobs: list[tuple], address: str | None, num_cpus: int | Non
                                                bool(row["torch_loaded"])))
                 on_progress(len(results), len(jobs), {"stage": "transform"})
                 check_stop(should_stop)
+    return _in_job_order(results, jobs)
+
+
+def _in_job_order(results: list[PartitionResult], jobs: list[tuple]) -> list[PartitionResult]:
     order = {job[1].name: i for i, job in enumerate(jobs)}
     return sorted(results, key=lambda r: order[r.name])
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
 from embridge.core.store.files import sha256_file, sha256_tree
@@ -71,38 +71,47 @@ def verify_workspace(ws: Any, on_progress: ProgressFn = no_progress,
     trained layers) against its recorded sha256, and run SQLite's ``integrity_check``."""
     root = Path(ws.root)
     targets = _targets(ws, root)
-    total = sum(_size(path) for _, path, _, _ in targets) or 1
+    sizes = [_size(t.path) for t in targets]
+    total = sum(sizes) or 1
     done, files = 0, []
     on_progress(0, total, {"stage": "checking the database"})
     database_problem = _database_problem(ws)
-    for what, path, expected, advice in targets:
+    for target, size in zip(targets, sizes, strict=True):
         check_stop(should_stop)
-        problem = _file_problem(path, expected, file_only=not what.startswith("model "))
-        files.append(FileCheck(what, str(path), problem, advice if problem else ""))
-        done += _size(path)
+        problem = _file_problem(target.path, target.sha256, target.file_only)
+        files.append(FileCheck(target.what, str(target.path), problem, target.advice if problem else ""))
+        done += size
         on_progress(min(done, total), total, {"stage": "hashing stored files"})
     on_progress(total, total, {"stage": "done"})
     return WorkspaceCheck(str(root.resolve()), database_problem, files)
 
 
-def _targets(ws: Any, root: Path) -> list[tuple[str, Path, str, str]]:
-    """(what, path, recorded sha256, advice when damaged) for every file the database records."""
-    out: list[tuple[str, Path, str, str]] = []
+class _Target(NamedTuple):
+    what: str
+    path: Path
+    sha256: str
+    advice: str  # said when it is damaged
+    file_only: bool = True  # a model's checkpoint may be a folder
+
+
+def _targets(ws: Any, root: Path) -> list[_Target]:
+    """Every file the database records, with its recorded sha256."""
+    out: list[_Target] = []
     for v in ws.vector_sets():
         what = f"vector set #{v['id']} ({v['model']}, {v['count']} x {v['dim']})"
         advice = damaged_advice(v["model"], int(v["count"]))
-        out.append((what, root / v["file"], v["sha256"], advice))
-        out.append((f"id list of {what}", root / v["ids_file"], v["ids_sha256"], advice))
+        out.append(_Target(what, root / v["file"], v["sha256"], advice))
+        out.append(_Target(f"id list of {what}", root / v["ids_file"], v["ids_sha256"], advice))
     for m in ws.models():
         if m.get("path") and m.get("sha256"):
             stored = bool(m.get("file"))
             advice = ("add the checkpoint again under a new name with 'embridge model add'" if stored else
                       "put the file back as it was added; the model's stored vector sets are not affected")
             what = f"model '{m['name']}'" + ("" if stored else " (vectors file it references, outside the workspace)")
-            out.append((what, Path(m["path"]), m["sha256"], advice))
+            out.append(_Target(what, Path(m["path"]), m["sha256"], advice, file_only=False))
     for a in ws.adapters():
-        out.append((f"trained layer of run {a['run_id']} ({a['kind']})", Path(a["path"]), a["sha256"],
-                    f"train it again with 'embridge train --method {a['kind']}'"))
+        out.append(_Target(f"trained layer of run {a['run_id']} ({a['kind']})", Path(a["path"]), a["sha256"],
+                           f"train it again with 'embridge train --method {a['kind']}'"))
     return out
 
 

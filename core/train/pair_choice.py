@@ -37,4 +37,4 @@ def pair_setup(ws: Workspace, old: str, new: str, seed: int = 0, persist: bool =
     n = int(intersect_ids(split.ids["train"], ws.query_ids()).size)
     default = default_pairs(n)
     kinds = (default, *[k for k in PAIR_KINDS if k != default]) if n >= 2 else ("documents",)
-    return PairSetup(kinds, default, n, dev_task(ws, old, new, seed, persist=persist).protocol().describe())
+    return PairSetup(kinds, default, n, dev_task(ws, old, new, seed, split=split).protocol().describe())
