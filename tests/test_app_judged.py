@@ -79,7 +79,7 @@ def test_train_page_pairs_protocol_and_judged_report(qtbot: QtBot, window: MainW
     build_judged_workspace(tmp_path / "judged", n_docs=300, n_queries=200)
     window.ctx.open_workspace(tmp_path / "judged")
     train = window.show_page("train")
-    qtbot.waitUntil(lambda: train._pairs_for is not None, timeout=30_000)  # described in the background
+    qtbot.waitUntil(lambda: train.pair_describer.shown_for is not None, timeout=30_000)  # described in the background
     kinds = [train.pairs.itemText(i) for i in range(train.pairs.count())]
     assert kinds == ["both", "documents", "queries"] and train.pairs.currentText() == "both"  # core's default
     assert train.protocol_label.text().startswith("40 dev queries (judged) against the whole gallery")

@@ -144,7 +144,7 @@ def test_layout_clips_and_overlaps_nothing(qtbot: QtBot, window: MainWindow, dem
         settings = _rect(train.settings_scroll, train)
         assert not any(b.intersects(settings) for b in buttons)
         label = train.protocol_label
-        qtbot.waitUntil(lambda: train._pairs_for is not None, timeout=30_000)  # described in the background
+        qtbot.waitUntil(lambda: train.pair_describer.shown_for is not None, timeout=30_000)  # described in the background
         assert label.text() and label.height() >= label.heightForWidth(label.width())  # the whole sentence
     summary = summary_of(window.ctx.ws.runs("train")[-1])
     train._trained(summary)
@@ -337,7 +337,7 @@ def test_showing_the_train_page_stores_no_folds_so_a_seeded_run_matches_the_cli(
     window.ctx.open_workspace(demo_copy)
     train = window.show_page("train")
     train.refresh()
-    qtbot.waitUntil(lambda: train._pairs_for is not None, timeout=30_000)  # the protocol was described
+    qtbot.waitUntil(lambda: train.pair_describer.shown_for is not None, timeout=30_000)  # the protocol was described
     wait_for_jobs(qtbot, window)
     window.ctx.close_workspace()
     for path in (demo_copy, twin):
@@ -369,13 +369,13 @@ def test_the_protocol_of_another_pair_is_never_left_on_show(qtbot: QtBot, window
     description arrived; it says the description is being worked out instead."""
     window.ctx.open_workspace(demo_copy)
     train = window.show_page("train")
-    qtbot.waitUntil(lambda: train._pairs_for is not None, timeout=30_000)
+    qtbot.waitUntil(lambda: train.pair_describer.shown_for is not None, timeout=30_000)
     first = train.protocol_label.text()
     train.old_model.setCurrentText("new-cnn")
     train.new_model.setCurrentText("old-mlp")
     train.old_model.activated.emit(train.old_model.currentIndex())
     assert train.protocol_label.text().startswith("Working out") and train.pairs.count() == 0
-    qtbot.waitUntil(lambda: train._pairs_for == (str(window.ctx.ws.root), "new-cnn", "old-mlp"), timeout=30_000)
+    qtbot.waitUntil(lambda: train.pair_describer.shown_for == (str(window.ctx.ws.root), "new-cnn", "old-mlp"), timeout=30_000)
     assert train.protocol_label.text() and not train.protocol_label.text().startswith("Working out")
     assert train.protocol_label.text() != first or train.pairs.count() > 0
     wait_for_jobs(qtbot, window)

@@ -53,9 +53,9 @@ LIVE_REDRAW_MS = 800  # at most one live-plot redraw per this many ms while trai
 __all__ = ["RUN_COLUMNS", "TrainPage", "result_text", "run_row"]
 
 
-# the form's fields for the options core's refusals name
 TRAIN_FIELDS = {"--old": "Old model", "--new": "New model", "--device": "Device", "--pairs": "Pairs",
-                "--time-budget": "Time budget"}
+                "--time-budget": "Time budget"}  # the form's fields for the options core's refusals name
+
 
 class TrainPage(Page):
     title = "Train"
@@ -120,10 +120,8 @@ class TrainPage(Page):
         set_combo_items(self.device, ctx.devices)
         self.old_model.currentTextChanged.connect(self._models_changed)
         self.new_model.currentTextChanged.connect(self._models_changed)
-        for combo in (self.old_model, self.new_model):  # a pair the user picks: its pairs and protocol
-            combo.activated.connect(lambda _i: self._show_pairs_and_protocol())
-            # the user's pick stays through refreshes while offered (a refresh put the role's model back)
-            combo.activated.connect(lambda _i, c=combo: c.setProperty("chosen", True))
+        for combo in (self.old_model, self.new_model):  # a pick stays through refreshes while offered; described
+            combo.activated.connect(lambda _i, c=combo: (c.setProperty("chosen", True), self.pair_describer.show()))
 
     def _settings_area(self) -> QScrollArea:
         """Models, device, pairs, the validation protocol and the method's settings, in one scroll area
@@ -153,8 +151,7 @@ class TrainPage(Page):
         models.addRow(self.time_budget_label, self.time_budget)
         layout.addLayout(models)
         self.protocol_label = QLabel()
-        self.pair_describer = PairDescriber(self.ctx, self._pair_models, self._pairs_described)
-        self._pairs_for: tuple[str, str, str] | None = None  # the pair the label and Pairs box describe
+        self.pair_describer = PairDescriber(self.ctx, self._pair_models, self.protocol_label, self.pairs)
         self.protocol_label.setWordWrap(True)
         validated = QLabel("Validated on:")
         validated.setBuddy(self.protocol_label)
@@ -315,8 +312,7 @@ class TrainPage(Page):
         """A new workspace: no curves, result or runs of the previous one stay on screen."""
         for combo in (self.pairs, self.old_model, self.new_model):  # the last workspace's picks
             combo.setProperty("chosen", False)
-        self._pairs_for = None
-        self.protocol_label.setText("")
+        self.pair_describer.reset()
         self.job = None  # a training still running trains the other workspace (the jobs panel shows it)
         enable(self.cancel_button, NO_TRAINING)
         self.live = LiveCurves()
@@ -344,7 +340,7 @@ class TrainPage(Page):
                 combo.setCurrentText(by_role[-1])
         if not self._methods:
             self._load_methods()
-        self._show_pairs_and_protocol()
+        self.pair_describer.show()
         runs = with_stale_notes(self.ctx.ws, self.ctx.ws.runs("train"))  # numbers the data has outgrown say so
         selected = self._selected_run()
         self._table_runs = list(reversed(runs))
@@ -352,32 +348,11 @@ class TrainPage(Page):
         self._show_run()
         self._models_changed()
 
-    def _show_pairs_and_protocol(self) -> None:
-        """The pair kinds the core allows here (its default first) and the validation protocol, worked out
-        in the background (:mod:`embridge.app.pages.pair_description`)."""
-        key = self._pair_models()
-        if key is None:
-            self.protocol_label.setText("")
-            return
-        if key != self._pairs_for:  # another pair or workspace: its predecessor's words must not stay
-            self.protocol_label.setText("Working out the pairs and the validation protocol…")
-            set_combo_items(self.pairs, [])
-        self.pair_describer.request()
-
     def _pair_models(self) -> tuple[str, str, str] | None:
         old, new = self.old_model.currentText(), self.new_model.currentText()
         if self.ctx.ws is None or not old or not new or old == new:
             return None
         return str(self.ctx.ws.root), old, new
-
-    def _pairs_described(self, kinds: tuple[str, ...] | None, default: str, text: str) -> None:
-        self._pairs_for = self._pair_models()
-        self.protocol_label.setText(text)
-        if kinds is None:  # refused: the reason is the text
-            return
-        current = self.pairs.currentText()
-        set_combo_items(self.pairs, list(kinds))
-        self.pairs.setCurrentText(current if current in kinds and self.pairs.property("chosen") else default)
 
     def _selected_run(self) -> dict[str, Any] | None:
         rows = self.runs_table.selectionModel().selectedRows()
