@@ -377,4 +377,4 @@ def test_an_export_into_a_bundle_folder_or_onto_a_device_is_refused(upgrade: dic
     assert {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
     verify_bundle(out)
     assert main([*export, "--out", "/dev/null", "--overwrite"]) == 1
-    assert "/dev/null: is a device; --overwrite replaces only a bundle" in capsys.readouterr().err
+    assert "/dev/null: is a device; an export replaces only an earlier bundle" in capsys.readouterr().err

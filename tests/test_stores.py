@@ -118,6 +118,9 @@ def test_round_trip_import_migrate_switch_check_rollback(kind: str, upgrade: dic
     # the migration took the source's unmarked points as the bundle's old model: queries need it again
     assert back["serves"] == {result["spaces"]["old"]: len(ids)} and result["spaces"]["old"] == "v1"
     assert "queries must be embedded by v1 again" in back["text"]
+    code, again, err = cli(capsys, "rollback", "--to", case.rollback)  # a second one reads the spaces alike
+    assert code == 0 and not again["changed"] and again["serves"] == back["serves"], err
+    assert "already serves" in again["text"] and "queries must be embedded by v1 again" in again["text"]
     code, checked, err = cli(capsys, "check", "--uri", case.alias_uri)
     assert code == 0 and checked["serves"] == "docs_v1" and checked["state"] == "unmarked"
 

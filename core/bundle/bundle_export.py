@@ -154,7 +154,7 @@ def _sole_export(out: Path) -> Iterator[None]:
     workspace recording a bundle that another export's files had replaced."""
     def busy() -> Exception:
         return BundleError(f"{out}: another 'bundle export' is writing this bundle; wait for it to finish "
-                           "or choose another --out")
+                           "or choose another output path")
 
     with exclusive_lock(out.with_name(out.name + ".lock"), busy):
         yield

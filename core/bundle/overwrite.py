@@ -34,26 +34,26 @@ def replaceable_bundle(out: Path) -> None:
     """``--overwrite`` replaces a bundle only: never a link, a plain folder, any other file, or a
     bundle folder holding files that are not the bundle's."""
     if out.is_symlink():
-        raise BundleError(f"{out}: is a symbolic link; --overwrite replaces only a bundle, not what a link "
-                          "points to")
+        raise BundleError(f"{out}: is a symbolic link; an export replaces only an earlier bundle, not what a "
+                          "link points to")
     if out.is_dir():
         if out.suffix.lower() != ".zip" and not any(out.iterdir()):
             return  # an empty folder (a replaced bundle's name, from a system that could not swap it in one step)
         if not ((out / MANIFEST).is_file() and (out / CHECKSUMS).is_file()):
             raise BundleError(f"{out}: is a folder but not a bundle (no {MANIFEST} and {CHECKSUMS}); "
-                              "--overwrite replaces only a bundle")
+                              "an export replaces only an earlier bundle")
         if out.suffix.lower() == ".zip":
             raise BundleError(f"{out}: is a bundle folder; a .zip output would replace it with a file")
         foreign = foreign_files(out)
         if foreign:
             more = f" and {len(foreign) - SHOWN} more" if len(foreign) > SHOWN else ""
             raise BundleError(f"{out}: holds files that are not part of the bundle ({', '.join(foreign[:SHOWN])}"
-                              f"{more}); --overwrite would delete them, so move them out of the folder first "
-                              "or choose another --out")
+                              f"{more}); replacing the bundle would delete them, so move them out of the folder "
+                              "first or choose another output path")
         return
     kind = file_kind(os.stat(out).st_mode)
     if kind != "a regular file":
-        raise BundleError(f"{out}: is {kind}; --overwrite replaces only a bundle")
+        raise BundleError(f"{out}: is {kind}; an export replaces only an earlier bundle")
     if out.suffix.lower() != ".zip":
         raise BundleError(f"{out}: is a file; a bundle folder would replace it (use a path ending in .zip)")
     try:
@@ -62,8 +62,8 @@ def replaceable_bundle(out: Path) -> None:
     except (OSError, zipfile.BadZipFile):
         names = set()
     if MANIFEST not in names or CHECKSUMS not in names:
-        raise BundleError(f"{out}: is not a bundle (.zip with {MANIFEST} and {CHECKSUMS}); --overwrite "
-                          "replaces only a bundle")
+        raise BundleError(f"{out}: is not a bundle (.zip with {MANIFEST} and {CHECKSUMS}); an export "
+                          "replaces only an earlier bundle")
 
 
 def _listed(folder: Path) -> set[str]:
@@ -75,7 +75,7 @@ def _listed(folder: Path) -> set[str]:
             raise TypeError("files is not an object")
     except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
         raise BundleError(f"{folder}: its {MANIFEST} cannot be read ({type(exc).__name__}), so which files are "
-                          "the bundle's is unknown; --overwrite replaces only a bundle") from None
+                          "the bundle's is unknown; an export replaces only an earlier bundle") from None
     return {str(name) for name in files} | {MANIFEST, CHECKSUMS}
 
 

@@ -69,9 +69,9 @@ def _rollback(uri: str, alias: str | None) -> dict[str, Any]:
                              "another collection through it and there is nothing to switch back (a migration makes "
                              "the alias only with --switch, in the store it wrote; after one into another store, "
                              "point the application back at this store itself)")
-        if current == store.collection:
+        if current == store.collection:  # a rollback already made: read the spaces as that one did
             return {"alias": alias, "collection": store.collection, "previous": current, "changed": False,
-                    "serves": served_versions(store, None)}
+                    "serves": served_versions(store, _switched_from(store, alias, store.collection))}
         previous = switch_alias(store, alias, store.collection)
         count = store.count()
         migration, _ = migration_state(store, store.collection)
@@ -79,6 +79,12 @@ def _rollback(uri: str, alias: str | None) -> dict[str, Any]:
                 "count": count, "note": changed_since(migration, count), "serves": served_versions(store, previous)}
     finally:
         store.close()
+
+
+def _switched_from(store: Connector, alias: str, collection: str) -> str | None:
+    """The collection ``alias`` served before its last recorded move to ``collection``, if any."""
+    history = (store.load_state(store.alias_key(alias)) or {}).get("history") or []
+    return next((move.get("from") for move in reversed(history) if move.get("to") == collection), None)
 
 
 def served_versions(store: Connector, previous: str | None) -> dict[str, int]:
