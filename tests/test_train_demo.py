@@ -111,6 +111,8 @@ def test_fct_transformed_gallery_beats_old_old(demo_runs: dict[str, Any]) -> Non
     assert run["new_fct_top1"] == run["upgraded_top1"]
     # measured over fold seeds 0-3: +0.150, +0.125, +0.160, +0.165 (0.940 / 0.915 / 0.950 / 0.955 vs 0.790)
     assert run["upgraded_top1"] > run["old_old_top1"] + 0.1
+    # its protocol says the gallery searched was the old one moved by the layer, not the stored old vectors
+    assert "gallery's old vectors moved into the new space by the fct layer" in run["protocols"]["new/fct(old)"]["text"]
 
 
 def test_auto_picks_a_passing_candidate(demo_runs: dict[str, Any]) -> None:

@@ -216,6 +216,10 @@ def score_upgrade(tasks: UpgradeTasks, adapter: Adapter, vecs: UpgradeVectors, s
                            else score(tasks.sample, vecs.q_up, vecs.g_up_sample, on, should_stop=should_stop))
     if adapter.kind == "cascade":
         cells[upgraded_cell(adapter)] = cascade_result(tasks.full, adapter, vecs, full)
+    elif adapter.direction == "forward":  # the gallery it searched is the old one moved by the layer
+        moved = cells[upgraded_cell(adapter)]
+        moved.protocol = replace(moved.protocol, search=f"gallery's old vectors moved into the new space by the "
+                                 f"{adapter.kind} layer, {moved.protocol.search}")
     elif adapter.kind == "fusion":  # its queries are fused vectors: the protocol says how, as the cascade's does
         fused, alpha = cells[upgraded_cell(adapter)], float(adapter.alpha)
         fused.protocol = replace(fused.protocol, search=f"queries fused as {alpha:g} × old + {1 - alpha:g} × "
