@@ -188,6 +188,13 @@ FORGED = [
     ("formula-missing", _drop("portable", "formula"), "portable.formula"),
     ("tensors-string", _put("weight", "portable", "tensors"), "portable.tensors"),
     ("policy-disagrees", _put("none", "portable", "input_normalisation"), "portable.input_normalisation"),
+    ("kind-unknown", _put("nonsense", "adapter", "kind"), "adapter.kind"),  # inspect showed it as a layer
+    ("kind-against-chain", _put("lowrank", "adapter", "kind"), "adapter.kind"),
+    ("kind-against-runtime", lambda m: [_put("mlp", "adapter", "kind")(m), _put("mlp", "chain", 0, "kind")(m)],
+     "portable.runtime"),  # a linear layer relabelled mlp verified, served by numpy
+    ("metric-nan", _put(float("nan"), "metrics", "values", "upgraded_top1"), "metrics.values.upgraded_top1"),
+    ("metric-share-above-one", _put(7.5, "metrics", "values", "negative_flip_rate"),
+     "metrics.values.negative_flip_rate"),
 ]
 
 

@@ -181,6 +181,16 @@ def test_torch_runtime_without_torch_is_one_clear_line(bundles: dict, tmp_path: 
     assert not (tmp_path / "o.npy").exists()
 
 
+def test_an_onnx_bundle_with_neither_runtime_installed_names_what_to_install(bundles: dict, tmp_path: Path) -> None:
+    """It advised --runtime torch on a machine without torch, which then sent the user back to onnx."""
+    done = run_without_torch("bundle", "apply", str(bundles["paths"]["mlp"]), "--vectors", str(bundles["x32"]),
+                             "--out", str(tmp_path / "o.npy"), blocked=(*BLOCKED, "onnxruntime"))
+    assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
+    assert "pip install onnxruntime" in done.stderr and "--runtime torch" not in done.stderr
+    assert "torch, which runs its TorchScript payload, is not installed either" in done.stderr
+    assert not (tmp_path / "o.npy").exists()
+
+
 @pytest.mark.parametrize(("name", "heading"), [("v3_to_v1", "numpy only"), ("mlp", "onnxruntime only")])
 def test_readme_snippet_reproduces_the_probes_without_torch(bundles: dict, tmp_path: Path, name: str,
                                                             heading: str) -> None:

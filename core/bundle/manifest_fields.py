@@ -9,9 +9,11 @@ different function or failing later with a bug.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from embridge.core.errors import BundleError
+from embridge.core.report.gate import is_share
 
 MANIFEST = "manifest.json"
 ADAPTER_FILE = "adapter.pt"
@@ -22,6 +24,10 @@ MAX_DIM = 1 << 20
 INPUT_NORMALISATIONS = ("l2", "none")
 OUTPUT_NORMALISATIONS = ("l2",)
 DIRECTIONS = ("backward", "forward", "joint")
+# the layer kinds an export writes (embridge.core.adapters.registry.METHODS, which imports torch), and
+# "chain" for several; the numpy runtime serves the linear ones alone (a fusion's base included)
+KINDS = ("procrustes", "affine", "lowrank", "mlp", "bct", "bt2", "fct", "fusion", "cascade", "chain")
+NUMPY_KINDS = ("procrustes", "affine", "lowrank", "fusion")
 _INPUTS = (["new"], ["old"], ["new", "old"])
 
 
@@ -38,7 +44,7 @@ def _dim(value: Any) -> bool:
 
 
 def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _shown(value: Any) -> str:
@@ -84,6 +90,7 @@ def check_fields(where: object, m: dict[str, Any]) -> None:
     c.obj(m.get("probes"), "probes")
     _models(c, m.get("models"))
     _chain(c, m.get("chain", []))
+    _kind_matches_chain(c, m["adapter"]["kind"], m.get("chain", []))
     _report_and_metrics(c, m)
     if m["format_version"] >= 2:
         _portable(c, m)
@@ -101,7 +108,7 @@ def _adapter(c: _Checker, m: dict[str, Any]) -> None:
     adapter = m["adapter"]
     if not isinstance(adapter, dict) or not adapter:
         c.fail("adapter", "must be a non-empty object")
-    c.text(adapter.get("kind"), "adapter.kind")
+    c.one_of(adapter.get("kind"), "adapter.kind", KINDS)
     c.one_of(adapter.get("direction"), "adapter.direction", DIRECTIONS)
     for key in ("in_dim", "out_dim"):
         if not _dim(adapter.get(key)):
@@ -170,6 +177,16 @@ def _chain(c: _Checker, chain: Any) -> None:
             c.fail("chain", "must be a list of steps (objects with run_id, kind and direction)")
         for key in ("old_model", "new_model"):
             c.text(step.get(key), f"chain.{i}.{key}")
+        c.one_of(step["kind"], f"chain.{i}.kind", KINDS[:-1])
+
+
+def _kind_matches_chain(c: _Checker, kind: str, chain: list[dict[str, Any]]) -> None:
+    """One step is that layer's kind; several are a "chain" (an older bundle may list no steps)."""
+    if not chain:
+        return
+    want = str(chain[0]["kind"]) if len(chain) == 1 else "chain"
+    if kind != want:
+        c.fail("adapter.kind", f"says {_shown(kind)}, but the chain's {len(chain)} step(s) make it {_shown(want)}")
 
 
 def _report_and_metrics(c: _Checker, m: dict[str, Any]) -> None:
@@ -199,7 +216,14 @@ def _values(c: _Checker, values: Any, field: str) -> None:
         c.fail(field, "must be an object")
     for key, value in values.items():
         if value is not None and not isinstance(value, bool) and not _number(value):
-            c.fail(f"{field}.{str(key)[:80]}", f"must be a number or null, got {_shown(value)}")
+            c.fail(f"{field}.{str(key)[:80]}", f"must be a finite number or null, got {_shown(value)}")
+        if _number(value) and _share(str(key)) and not 0 <= value <= 1:
+            c.fail(f"{field}.{str(key)[:80]}", f"is a share and must lie between 0 and 1, got {_shown(value)}")
+
+
+def _share(key: str) -> bool:
+    """Values that lie between 0 and 1 in every report (the release gate's shares, and the curves' areas)."""
+    return is_share(key) or key.startswith("backfill_area_")
 
 
 def _portable(c: _Checker, m: dict[str, Any]) -> None:
@@ -208,6 +232,9 @@ def _portable(c: _Checker, m: dict[str, Any]) -> None:
             and entry.get("runtime") in ("numpy", "onnx")):
         c.fail("portable", f"must be an object naming '{PORTABLE_FILE}' (listed under files) and a runtime "
                "'numpy' or 'onnx'")
+    if entry["runtime"] == "numpy" and m["adapter"]["kind"] not in NUMPY_KINDS:
+        c.fail("portable.runtime", f"says 'numpy', which serves linear layers alone, but adapter.kind says "
+               f"{_shown(m['adapter']['kind'])}")
     if entry["runtime"] == "onnx" and entry.get("onnx") not in m["files"]:
         c.fail("portable.onnx", "must name the ONNX file listed under files")
     stated = entry.get("input_normalisation")

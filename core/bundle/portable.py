@@ -87,13 +87,25 @@ def numpy_engine(tensors: dict[str, np.ndarray], manifest: dict[str, Any], where
     return run
 
 
+def importable(name: str) -> bool:
+    """Whether ``name`` could be imported here, without importing it."""
+    from importlib.util import find_spec
+
+    try:
+        return find_spec(name) is not None
+    except (ImportError, ValueError):  # blocked, or a placeholder left in sys.modules
+        return False
+
+
 def onnx_engine(src: BundleSource) -> Engine:
     """An onnxruntime session of ``adapter.onnx`` (CPU), fed float32 rows in batches."""
     try:
         import onnxruntime as ort
     except ImportError as exc:
+        other = ("or use --runtime torch" if importable("torch") else
+                 "torch, which runs its TorchScript payload, is not installed either")
         raise BundleError(f"{src.path}: this bundle's torch-free runtime is ONNX, and onnxruntime is not "
-                          "installed (pip install onnxruntime), or use --runtime torch") from exc
+                          f"installed (pip install onnxruntime); {other}") from exc
     options = ort.SessionOptions()
     options.log_severity_level = 3
     # idle worker threads sleep instead of spinning, so a store writer running beside the adapter

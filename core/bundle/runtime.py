@@ -131,7 +131,7 @@ NO_TORCH = "torch is not installed"
 def torch_problem() -> str | None:
     """Why TorchScript cannot run here, or None: torch missing, or installed but failing to import (a
     missing CUDA library, a broken wheel), which the torch-free runtimes do not need."""
-    if not _importable("torch"):
+    if not portable.importable("torch"):
         return NO_TORCH
     try:
         import torch  # noqa: F401
@@ -142,15 +142,6 @@ def torch_problem() -> str | None:
 
 def torch_available() -> bool:
     return torch_problem() is None
-
-
-def _importable(name: str) -> bool:
-    from importlib.util import find_spec
-
-    try:
-        return find_spec(name) is not None
-    except (ImportError, ValueError):  # blocked, or a placeholder left in sys.modules
-        return False
 
 
 def check_probes(src: BundleSource, manifest: dict[str, Any], engine: portable.Engine,
@@ -192,7 +183,7 @@ def choose_runtime(manifest: dict[str, Any], runtime: str = "auto") -> str:
         raise BundleError(f"--runtime must be one of {', '.join(portable.RUNTIMES)}, got {runtime!r}")
     entry = portable.portable_entry(manifest)
     if runtime == "auto":
-        if entry is None or (entry["runtime"] == "onnx" and not _importable("onnxruntime") and torch_available()):
+        if entry is None or (entry["runtime"] == "onnx" and not portable.importable("onnxruntime") and torch_available()):
             return "torch"  # format 1, or an ONNX bundle on a machine with torch but no onnxruntime
         return entry["runtime"]
     if runtime != "torch" and (entry is None or entry.get("runtime") != runtime):
