@@ -14,6 +14,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -425,3 +426,33 @@ def test_a_checkpoint_copy_no_model_names_is_swept_and_nothing_else(tmp_path: Pa
     assert "gone-0123456789ab.pt" not in left and "notes-0123456789ab" not in left
     assert {kept, "mine.pt", "My Copy-0123456789ab.pt", "linked-0123456789ab.pt"} <= left
     assert src.read_bytes() == b"weights"
+
+
+@pytest.mark.parametrize("change", ["rename", "replace"])
+def test_a_layer_whose_model_was_renamed_or_replaced_while_it_trained_is_not_stored(
+        demo_copy: Path, monkeypatch: pytest.MonkeyPatch, change: str) -> None:
+    """A rename landing after the vectors were read stored the layer under the old name: reports then
+    failed ("only 0 items have vectors under both"), or measured whichever model took that name later."""
+    from embridge.core.models.manage import rename_model
+    from embridge.core.train import runs as train_runs
+
+    measured = train_runs.heldout_numbers
+
+    def then_change(ws: Workspace, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        out = measured(ws, *args, **kwargs)
+        with Workspace.open(demo_copy) as other:  # another process's command, between fit and store
+            new = other.model_by_role("new")
+            rename_model(other, new["name"], "renamed")
+            if change == "replace":  # and a different model under the freed name
+                other.add_model(new["name"], "other", {"kind": "vectors", "dim": 3, "sha256": "2" * 64}, None)
+        return out
+
+    monkeypatch.setattr(train_runs, "heldout_numbers", then_change)
+    with Workspace.open(demo_copy) as ws:
+        new_name = ws.model_by_role("new")["name"]
+        with pytest.raises(StoreError, match=f"model '{new_name}' was renamed, removed or replaced while this "
+                                             "layer was trained; nothing was stored"):
+            train_runs.train_run(ws, "procrustes", device="cpu")
+        assert ws.adapters() == [] and list((demo_copy / "adapters").glob("*.pt")) == []
+        (run,) = ws.runs("train")
+        assert run["status"] == "failed"

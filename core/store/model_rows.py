@@ -119,6 +119,15 @@ class ModelsMixin:
             raise StoreError(f"model '{name}' was removed while its vectors were being written; nothing was "
                              "stored (add the model again if needed, and embed it again)")
 
+    def check_model_named(self, name: str, row: dict[str, Any], what: str) -> None:
+        """Refuse to record ``what`` under ``name`` when the model ``row`` no longer goes by it (renamed,
+        removed, or another model added under the name since). Called inside the write's transaction."""
+        now = [decode(r) for r in self.db.query("select * from models where name = ?", [name])]
+        if not now or now[0]["id"] != row["id"] or (now[0].get("sha256"), _settings(now[0])) != (
+                row.get("sha256"), _settings(row)):
+            raise StoreError(f"model '{name}' was renamed, removed or replaced while {what}; nothing was stored "
+                             "(run the command again)")
+
     def delete_model(self, name: str) -> None:
         """Delete the model's row, then its stored checkpoint copy unless another row shares it.
 

@@ -111,11 +111,14 @@ class RecordsMixin:
     # -- adapters ---------------------------------------------------------------------------
     def add_adapter(self, run_id: int | None, kind: str, direction: str, in_dim: int, out_dim: int,
                     old_model: str, new_model: str, source_file: str | Path,
-                    config: dict | None = None) -> dict[str, Any]:
+                    config: dict | None = None, model_rows: dict[str, dict[str, Any]] | None = None
+                    ) -> dict[str, Any]:
         """Copy an adapter file into ``adapters/`` and register it in one transaction.
 
         ``config["input_normalised"]`` is the layer's input policy (default True: fitted on
-        L2-normalised vectors); it is always stored, and every reader honours it.
+        L2-normalised vectors); it is always stored, and every reader honours it. ``model_rows``: the
+        two models' rows as the layer's training read them, by name; a layer whose model was renamed,
+        removed or replaced meanwhile is refused (stored, it would name a model that is gone or another).
         """
         source = Path(source_file)
         if not source.is_file():
@@ -134,6 +137,8 @@ class RecordsMixin:
                "file": rel, "sha256": sha, "config": {**(config or {}), **policy}, "created": now_iso()}
         try:
             with self.transaction(result=True):
+                for name, model in (model_rows or {}).items():
+                    self.check_model_named(name, model, "this layer was trained")
                 pk = self.db["adapters"].insert(encode(row)).last_pk
         except BaseException:
             if not self.db.execute("select 1 from adapters where file = ?", [rel]).fetchone():

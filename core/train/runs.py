@@ -96,6 +96,7 @@ def train_run(ws: Workspace, method: str, old: str | None = None, new: str | Non
     old = old or ws.model_by_role("old")["name"]
     new = new or ws.model_by_role("new")["name"]
     check_requirements(ws, method, old, new)
+    models = {name: ws.model(name) for name in (old, new)}  # the layer is stored only if they stay these
     tasks = upgrade_tasks(ws, [old, new], seed=seed)  # test queries that cannot be scored are refused before any run
     split, pairs_used = training_pairs(ws, split_pairs(ws, old, new, seed), pairs)
     arrays = {(m, f): fold_arrays(ws, m, split, f) for m in (old, new) for f in ("train", "val")}
@@ -129,7 +130,7 @@ def train_run(ws: Workspace, method: str, old: str | None = None, new: str | Non
                 raise TrainingError(f"training {method} failed: {result.reason or 'no usable adapter'}")
             result.reason = "; ".join(r for r in (result.reason, duplicates_note(validator)) if r)
             heldout = heldout_numbers(ws, result.adapter, old, new, seed, maker, indexes, tasks)
-            adapter_row = _store_adapter(ws, record["run_id"], result, old, new)
+            adapter_row = _store_adapter(ws, record["run_id"], result, old, new, models)
             summary = {"run_id": record["run_id"], "method": method, "kind": result.adapter.kind,
                        "status": result.status, "reason": result.reason, "old": old, "new": new,
                        "device": result.device, "fit_s": round(result.duration_s, 3),
@@ -180,10 +181,12 @@ def duplicates_note(validator: Validator) -> str:
             "(fusion's α, today's system): remove duplicate items, and trust the held-out numbers over validation")
 
 
-def _store_adapter(ws: Workspace, run_id: int, result: Any, old: str, new: str) -> dict[str, Any]:
+def _store_adapter(ws: Workspace, run_id: int, result: Any, old: str, new: str,
+                   models: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The layer under the names of its two models, refused if either no longer goes by its name."""
     adapter = result.adapter
     # written on the workspace's own disk (the system temp folder may be another, smaller one)
     with tempfile.TemporaryDirectory(prefix=f"{TMP_PREFIX}scratch-", dir=ws.root / "adapters") as tmp:
         path = save_adapter(adapter, Path(tmp) / "adapter.pt")
         return ws.add_adapter(run_id, adapter.kind, adapter.direction, adapter.in_dim, adapter.out_dim,
-                              old, new, path, {**adapter.config(), "input_normalised": True})
+                              old, new, path, {**adapter.config(), "input_normalised": True}, model_rows=models)
