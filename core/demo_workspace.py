@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -48,6 +49,8 @@ def _start(root: Path, made: bool, kind: str) -> Workspace:
         kept = _kept(marker)
         foreign = sorted(e.name for e in os.scandir(root) if e.name not in set(kept or ())
                          and not _made(e.name) and not e.name.startswith("."))
+        foreign += [name for name in sorted(MADE_FOLDERS) if name not in set(kept or ())
+                    for name in _foreign_inside(root, name)]
         if foreign:  # the build would stop on a folder that is not empty, after clearing its own files
             raise StoreError(f"{root}: holds {', '.join(foreign[:5])}{' ...' if len(foreign) > 5 else ''} beside "
                              "the stopped demo's own files; move them out of the folder, then run 'embridge demo' "
@@ -98,6 +101,36 @@ def _kept(marker: Path) -> list[str] | None:
 # (the next build then refuses the folder as not empty, naming it)
 MADE = frozenset({DB_NAME, f"{DB_NAME}-wal", f"{DB_NAME}-shm", f"{DB_NAME}-journal", "adapters", "bundles", "models",
                   "reports", "vectors", "demo-items", "scale-jobs"})
+
+
+MADE_FOLDERS = frozenset(name for name in MADE if not name.startswith(DB_NAME))
+# what a demo build makes inside them: the digits' images, model copies named by their hash (a text model's
+# folder whole), vector sets and the embedding's partial state; the other folders stay empty
+_INSIDE = {
+    "demo-items": re.compile(r"(gallery|query)(/\d(/digit-\d{4}\.png)?)?"),
+    "models": re.compile(r"[^/]+-[0-9a-f]{12}(\.[A-Za-z0-9]+)?(/.*)?", re.S),
+    "vectors": re.compile(r"\.partial(/.*)?|[^/]+(/vectors-[0-9a-f]{8}(\.ids)?\.npy)?", re.S),
+}
+
+
+def _foreign_inside(root: Path, folder: str) -> list[str]:
+    """Entries under the build's folder ``folder`` that no demo build makes (a user's, put there after
+    the build stopped): clearing the folder would delete them. Links are not entered."""
+    top = root / folder
+    if not top.is_dir() or top.is_symlink():
+        return []
+    pattern, found = _INSIDE.get(folder), []
+    for base, dirs, files in os.walk(top, followlinks=False):
+        for name in [*dirs, *files]:
+            rel = (Path(base) / name).relative_to(top).as_posix()
+            path = Path(base) / name
+            folder_only = folder == "vectors" and "/" not in rel and rel != ".partial"  # a model's folder
+            if owned_temp_name(name) or (pattern is not None and pattern.fullmatch(rel) and not path.is_symlink()
+                                         and (not folder_only or path.is_dir())):
+                continue
+            found.append(f"{folder}/{rel}")
+        dirs[:] = [d for d in dirs if f"{folder}/{(Path(base) / d).relative_to(top).as_posix()}" not in found]
+    return found
 
 
 def _made(name: str) -> bool:

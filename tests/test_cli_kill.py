@@ -485,6 +485,15 @@ def test_a_demo_killed_midway_is_built_again_by_the_next_demo(
     assert sorted(p.name for p in folder.iterdir()) == made and (folder / MARKER).is_file()
     assert (folder / "notes.txt").read_text() == "put here by hand"
     (folder / "notes.txt").unlink()
+    (folder / "demo-items" / "mine").mkdir()  # inside the build's own folders too: clearing them deleted these
+    (folder / "demo-items" / "mine" / "p.txt").write_text("put here by hand")
+    (folder / "vectors" / "mine.txt").write_text("put here by hand")
+    assert main(["demo", "--workspace", str(folder)]) == 1
+    err = capsys.readouterr().err
+    assert "holds demo-items/mine, vectors/mine.txt beside the stopped demo's own files" in err, err
+    assert (folder / "demo-items" / "mine" / "p.txt").is_file() and (folder / "vectors" / "mine.txt").is_file()
+    shutil.rmtree(folder / "demo-items" / "mine")
+    (folder / "vectors" / "mine.txt").unlink()
     assert main(["demo", "--workspace", str(folder)]) == 0, capsys.readouterr().err
     with Workspace.open(folder) as ws:
         assert [m["name"] for m in ws.models()] == ["old-mlp", "new-cnn"]
