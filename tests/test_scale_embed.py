@@ -199,3 +199,29 @@ def test_stating_the_shape_the_model_implies_is_the_same_job(model_and_items: di
     assert main([*args[:-1], "--input-shape", "2,4"]) == 1  # another shape: refused, one line
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("embridge: error: "), err
+
+
+def test_embed_dataset_embeds_texts_with_the_models_document_prompt(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """The command embedded texts with no prompt, so its vectors differed from ``embed`` and ``backfill``
+    (by 0.2 here); by default it uses the document prompt, and ``--role query`` the query prompt."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from sentence_transformers import SentenceTransformer
+    from text_fixtures import tiny_sentence_transformer
+
+    from embridge.core.cli.main import main
+
+    folder = tiny_sentence_transformer(tmp_path / "st", prompts={"query": "query: ", "document": "passage: "})
+    texts = [f"the old man and the sea number {i}" for i in range(20)]
+    (tmp_path / "items").mkdir()
+    pq.write_table(pa.table({"id": np.arange(20), "input": texts}), tmp_path / "items" / "part-0.parquet")
+    model = SentenceTransformer(str(folder), device="cpu")
+    for role, extra in (("document", []), ("query", ["--role", "query"])):
+        out = tmp_path / f"out-{role}"
+        assert main(["embed-dataset", "--model", str(folder), "--from", str(tmp_path / "items"), "--to", str(out),
+                     *extra]) == 0, capsys.readouterr().err
+        ids, vectors = read_chunks(out)
+        expected = model.encode(texts, prompt_name=role, normalize_embeddings=True)
+        np.testing.assert_allclose(vectors[np.argsort(ids)], expected, atol=1e-5)
+        assert np.abs(model.encode(texts, prompt="", normalize_embeddings=True) - expected).max() > 1e-2

@@ -551,3 +551,45 @@ def test_a_folder_that_cannot_be_copied_for_lack_of_space_is_one_short_line(tmp_
     assert f"cannot copy the checkpoint {folder} (" in lines[0] and "File too large" in lines[0]
     assert "[(" not in lines[0] and len(lines[0]) < 600, lines[0]
     assert not list((tmp_path / "ws" / "models").iterdir())  # nothing left of the copy
+
+
+def test_a_null_prompt_in_the_folder_is_no_prompt(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """``"query": null`` was read as the prompt "None", put before every query."""
+    folder = tiny_sentence_transformer(tmp_path / "st", prompts={"query": "q: ", "document": "passage: "})
+    config = folder / "config_sentence_transformers.json"
+    data = json.loads(config.read_text())
+    data["prompts"]["query"] = None
+    config.write_text(json.dumps(data))
+    spec = describe_model(str(folder))
+    assert (spec.to_dict()["query_prompt"], spec.to_dict()["document_prompt"]) == ("", "passage: ")
+    data["prompts"]["query"] = 5
+    config.write_text(json.dumps(data))
+    ws_dir = _workspace(tmp_path / "ws")
+    capfd.readouterr()
+    assert main(["model", "add", "-w", str(ws_dir), "--path", str(folder), "--name", "m"]) == 1
+    err = capfd.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "prompt 'query' is int, not text" in err[0]
+
+
+def test_folders_read_otherwise_than_the_model_means_are_refused(tmp_path: Path,
+                                                                 capfd: pytest.CaptureFixture[str]) -> None:
+    """A mean pooling that leaves the prompt out was computed over the prompt too; a folder holding an ONNX
+    export beside transformers weights was read as the export; each is one line now."""
+    from text_fixtures import tiny_onnx
+
+    ws_dir = _workspace(tmp_path / "ws")
+    bert = tiny_bert(tmp_path / "bert")
+    (bert / "1_Pooling").mkdir()
+    write_json(bert / "1_Pooling" / "config.json", {"pooling_mode": "mean", "include_prompt": False})
+    both = tiny_bert(tmp_path / "both")
+    shutil.copy(tiny_onnx(tmp_path / "onnx") / "model.onnx", both / "model.onnx")
+    export = tmp_path / "onnx"
+    capfd.readouterr()
+    cases = [([str(bert), "--query-prompt", "query: "], "leaves the prompt's tokens out (include_prompt false)"),
+             ([str(both)], "holds both an ONNX export and transformers weights"),
+             ([str(export), "--kind", "transformers"], "the folder holds an ONNX export: add it with --kind onnx")]
+    for i, (args, said) in enumerate(cases):
+        assert main(["model", "add", "-w", str(ws_dir), "--name", f"m{i}", "--path", *args]) == 1
+        err = capfd.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and said in err[0], err
+    assert main(["model", "add", "-w", str(ws_dir), "--name", "b", "--path", str(both), "--kind", "transformers"]) == 0

@@ -48,6 +48,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--id-column", default="id", help="id column (default id)")
     p.add_argument("--input-column", default="input",
                    help="input column: a fixed-size list of floats (the model input, flattened) or text (default input)")
+    p.add_argument("--role", choices=("document", "query"), default="document",
+                   help="a text model's prompt to embed with: its document prompt (gallery items, the default) or "
+                        "its query prompt")
     p.add_argument("--chunk", type=number(int, low=1, high=10**8), default=4096, help="items per task and output file (default 4096)")
     p.add_argument("--batch", type=number(int, low=1, high=10**6), default=256, help="items per model batch (default 256)")
     p.add_argument("--actors", type=number(int, low=1, high=100_000), help="actors in the Ray pool (default: one per CPU)")
@@ -93,7 +96,7 @@ def cmd_embed_dataset(args: argparse.Namespace) -> Result:
     r = embed_dataset(model, args.source, args.target, engine=args.engine, order=order, chunk=args.chunk,
                       batch_size=args.batch, actors=args.actors, num_gpus=args.num_gpus,
                       ray_address=args.ray_address, id_col=args.id_column, input_col=args.input_column,
-                      on_progress=StderrProgress("embed"))
+                      on_progress=StderrProgress("embed"), role=args.role)
     text = (f"embedded {r.items} items in {r.written} chunks on {r.engine} ({r.items_per_s:,.0f} items/s); "
             f"{r.skipped} chunks were already done; output: {r.target}")
     return r.to_dict(), text

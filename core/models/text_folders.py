@@ -81,6 +81,10 @@ def folder_kind(folder: Path) -> str:
     if any((folder / marker).is_file() for marker in SENTENCE_TRANSFORMERS_MARKERS):
         return "sentence_transformers"
     if onnx_file(folder) is not None or (folder / "onnx").is_dir():  # an export's own folder, model.onnx missing
+        if (folder / "config.json").is_file() and any(folder.glob("*.safetensors")):  # which is meant is unknown
+            raise CheckpointError(folder, "holds both an ONNX export and transformers weights (*.safetensors), "
+                                  "which may differ (a fine-tuned copy beside an older export): say which to read "
+                                  "with --kind onnx or --kind transformers")
         return "onnx"
     if (folder / "config.json").is_file():
         return "transformers"
@@ -110,6 +114,9 @@ def require_tokenizer(folder: Path) -> None:
 
 
 def require_weights(folder: Path) -> None:
+    if onnx_file(folder) is not None and not any(folder.glob("*.safetensors")):
+        raise CheckpointError(folder, "no model.safetensors (transformers weights); the folder holds an ONNX "
+                              "export: add it with --kind onnx")
     if not (folder / "config.json").is_file():
         raise CheckpointError(folder, "no config.json; save the model with save_pretrained")
     if not any(folder.glob("*.safetensors")):
@@ -210,9 +217,14 @@ def folder_prompts(folder: Path) -> FolderPrompts:
     prompts = config.get("prompts") if isinstance(config, dict) else None
     if not isinstance(prompts, dict):
         return FolderPrompts()
-    default = prompts.get(config.get("default_prompt_name") or "", "")
-    document = next((prompts[n] for n in _DOCUMENT_PROMPT_NAMES if n in prompts), default)
-    return FolderPrompts(query=str(prompts.get("query", default)), document=str(document))
+    def text(name: str, value: Any) -> str:  # null is no prompt, as sentence-transformers reads it
+        if value is not None and not isinstance(value, str):
+            raise CheckpointError(file, f"prompt '{name}' is {type(value).__name__}, not text")
+        return value or ""
+
+    default = text(str(config.get("default_prompt_name")), prompts.get(config.get("default_prompt_name") or "", ""))
+    document = next((text(n, prompts[n]) for n in _DOCUMENT_PROMPT_NAMES if n in prompts), default)
+    return FolderPrompts(query=text("query", prompts.get("query", default)), document=document)
 
 
 def default_pooling(folder: Path) -> str:
@@ -248,7 +260,10 @@ def _configured_pooling(file: Path, data: dict[str, Any]) -> str | None:
     elif len(asked) > 1 or any(key not in _POOLING_FLAGS for key in asked):
         unsupported = " and ".join(asked)
     else:
-        return _POOLING_NAMES.get(str(named)) if named is not None else _POOLING_FLAGS[asked[0]] if asked else None
+        found = _POOLING_NAMES.get(str(named)) if named is not None else _POOLING_FLAGS[asked[0]] if asked else None
+        if found != "mean" or data.get("include_prompt", True) is not False:
+            return found
+        unsupported = "a mean that leaves the prompt's tokens out (include_prompt false)"
     raise CheckpointError(file, f"asks for {unsupported}, which Embridge does not compute (it pools by "
                           f"{', '.join(POOLINGS)}); pass --pooling to choose one of those knowingly")
 

@@ -178,6 +178,8 @@ def embed_dataset(model: ModelRef, source: str, target: str, *, engine: str = "l
         if isinstance(inputs, np.ndarray) and inputs.ndim == 2 and inputs.shape[1] != width:
             raise InputError("--input-shape", f"{'x'.join(map(str, shape))} takes {width} values per item, but the "
                              f"column '{input_col}' holds {inputs.shape[1]}")
+    if role is not None and not (isinstance(inputs, np.ndarray) and inputs.dtype.kind in "fiu"):
+        state["role"] = role  # texts under another prompt give other vectors: another job
     worker = ChunkEmbedder(model, "cuda" if num_gpus else "cpu", batch_size, role) if engine == "local" else None
     if worker is None and not isinstance(model, Mapping):
         # a checkpoint whose input shape cannot be told is refused here in one line, as the local engine
@@ -187,7 +189,7 @@ def embed_dataset(model: ModelRef, source: str, target: str, *, engine: str = "l
 
         if infer_kind(str(model)) not in TEXT_KINDS:
             describe_model(str(model))
-    fresh, made = _prepare(dst, state, files)
+    fresh, made = _prepare(dst, state, files, role_implied=own_stage)
     try:
         return _embed(model, dst, ids, inputs, chunk, worker, engine, actors, num_gpus, batch_size, ray_address,
                       on_progress, should_stop, role)
@@ -229,7 +231,7 @@ def _embed(model: ModelRef, dst: Path, ids: np.ndarray, inputs: Any, chunk: int,
                        time.perf_counter() - began)
 
 
-def _prepare(dst: Path, state: dict[str, Any], files: list[str]) -> tuple[bool, Path | None]:
+def _prepare(dst: Path, state: dict[str, Any], files: list[str], role_implied: bool = False) -> tuple[bool, Path | None]:
     """Start the output folder, or check an existing one is this job's; (fresh, made) as for a transform.
 
     The job is its model (and a model file's sha256), columns, chunk size, order and the exact items
@@ -242,6 +244,8 @@ def _prepare(dst: Path, state: dict[str, Any], files: list[str]) -> tuple[bool, 
         before = read_marker(marker)
         if isinstance(before, dict) and "model_sha256" not in before and "model_sha256" in state:
             before = {**before, "model_sha256": state["model_sha256"]}  # written before models were hashed
+        if isinstance(before, dict) and "role" not in before and "role" in state and role_implied:
+            before = {**before, "role": state["role"]}  # a workspace backfill's stage, written before roles were kept
         if _older_marker_of(before, state, files):
             write_marker(marker, state)
         elif before != state:
