@@ -329,6 +329,9 @@ def test_prompts_travel_in_bundle_manifests(folders: dict[str, Path], tmp_path: 
     assert (entry["spec"]["query_prompt"], entry["spec"]["document_prompt"]) == ("query: ", "passage: ")
     notes = prompt_notes({"new": entry, "old": {"name": "old", "spec": {"query_prompt": ""}}})
     assert len(notes) == 1 and '`"query: " + text`' in notes[0] and '`"passage: " + text`' in notes[0]
+    # a line break, a tab or a backtick in a prompt is written escaped, as a reader must type it
+    (odd,) = prompt_notes({"new": {"name": "n", "spec": {"query_prompt": "Represent\tthis `q`\nfor: "}}})
+    assert '`` "Represent\\tthis `q`\\nfor: " + text ``' in odd and "\n" not in odd
     # a pooling Embridge applies is named too: another library's default (mean) would mis-embed a cls model
     ws.add_model("bert", "old", describe_model(folders["bert"], text=TextOptions(pooling="cls")).to_dict(),
                  folders["bert"])

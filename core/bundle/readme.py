@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from embridge.core.bundle.measured import chain_step_lines, measured_lines, renamed_line, verdict_line
@@ -149,9 +150,8 @@ def prompt_notes(models: dict[str, Any]) -> list[str]:
     for role in ("old", "new"):
         entry = models.get(role) or {}
         spec = entry.get("spec") or {}
-        parts = [f'{what} as `"{spec[key]}" + text`' for what, key in (("queries", "query_prompt"),
-                                                                      ("documents", "document_prompt"))
-                 if spec.get(key)]
+        parts = [f"{what} as {_code(json.dumps(str(spec[key]), ensure_ascii=False) + ' + text')}"
+                 for what, key in (("queries", "query_prompt"), ("documents", "document_prompt")) if spec.get(key)]
         said = f"embeds {' and '.join(parts)}" if parts else ""
         if spec.get("pooling") in POOLING_WORDS:
             said += ("; it " if said else "") + (f"pools by {spec['pooling']}: a text's vector is "
@@ -160,6 +160,11 @@ def prompt_notes(models: dict[str, Any]) -> list[str]:
             notes.append(f"The {role} model **{entry.get('name')}** {said}; embed new texts the same way (the "
                          f"prompts and pooling are in `manifest.json`, models.{role}.spec).")
     return notes
+
+
+def _code(text: str) -> str:
+    """``text`` as a markdown code span (a prompt's own backticks would end a single-backtick span)."""
+    return f"`` {text} ``" if "`" in text else f"`{text}`"
 
 
 def _runtime_sections(manifest: dict[str, Any]) -> list[str]:
