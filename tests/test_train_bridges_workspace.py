@@ -309,3 +309,9 @@ def test_the_best_passing_bridge_is_ranked_where_the_gains_were_measured() -> No
     assert best_passing_bridge([plain, fusion], "ndcg@10") is fusion
     assert fusion["best_passing_bridge"] == {"with": ["adapter_only"], "on_sample": True}  # what the reason says
     assert best_passing_bridge([option("adapter_only", 0.699, None), option("fusion", 0.681, None)], "ndcg@10") is None
+    # tied on the sample (a cascade whose recall covers the whole sample re-ranks it as its layer does): the
+    # plain layer, better on the whole gallery and serving with one encoder, is not passed over
+    cascade, plain = option("cascade", 0.2274, 0.3972), option("adapter_only", 0.2522, 0.3972)
+    assert best_passing_bridge([cascade, plain], "ndcg@10") is None
+    cascade, plain = option("cascade", 0.2522, 0.3972), option("adapter_only", 0.2522, 0.3972)
+    assert best_passing_bridge([cascade, plain], "ndcg@10") is None  # tied everywhere: one encoder

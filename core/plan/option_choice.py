@@ -53,7 +53,11 @@ def best_passing_bridge(options: list[dict[str, Any]], metric: str) -> dict[str,
         return None
     # ranked where their gains are measured: on the evaluation sample when every one has its number there
     sample = all(isinstance((o.get("quality_sample") or {}).get(metric), int | float) for o in passing)
-    best = max(passing, key=lambda o: float((o["quality_sample"] if sample else o["quality"])[metric]))
+    def rank(o: dict[str, Any]) -> tuple[float, float, bool]:  # a tie: the whole gallery's number, then one encoder
+        where = float((o["quality_sample"] if sample else o["quality"])[metric])
+        return where, float(o["quality"][metric]), o["name"] not in BOTH_ENCODERS
+
+    best = max(passing, key=rank)
     if best["name"] not in BOTH_ENCODERS:
         return None
     best["best_passing_bridge"] = {"with": [o["title"] for o in passing if o is not best], "on_sample": sample}
