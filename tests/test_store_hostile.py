@@ -504,3 +504,62 @@ def test_a_parquet_file_of_another_width_stops_the_migration_and_check_says_to_m
     code, checked, err = cli(capsys, "check", "--uri", target)
     assert code == 0 and checked["state"] == "half-migrated", err
     assert any("mend the source, then run the same migration again" in n for n in checked["notes"]), checked["notes"]
+
+
+def _parquet_source(folder: Path, ids: Any, vectors: np.ndarray) -> str:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder.mkdir(parents=True)
+    flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).ravel())
+    pq.write_table(pa.table({"id": ids, "vector": pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1])}),
+                   folder / "part-0.parquet")
+    return f"parquet://{folder}"
+
+
+def test_ids_each_store_keys_otherwise_are_carried_or_refused_in_one_line(
+        upgrade: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """uint64 ids past int64 left a Parquet migration unfinished forever (an OverflowError at its check);
+    negative ids went into a Qdrant shadow a server could not hold; an empty id failed Chroma's own check
+    as an unexpected error."""
+    import pyarrow as pa
+    from qdrant_client import QdrantClient
+
+    v1 = upgrade["vectors"]["v1"][:40]
+    big = _parquet_source(tmp_path / "u64", pa.array([2**63 + i for i in range(40)], type=pa.uint64()), v1)
+    code, out, err = migrate(capsys, upgrade, big, f"parquet://{tmp_path / 'u64_v2'}")
+    assert code == 0 and out["status"] == "completed" and out["verification"]["ok"], err
+    assert sorted(int(k) for k in read_all(f"parquet://{tmp_path / 'u64_v2'}")) == [2**63 + i for i in range(40)]
+    negative = _parquet_source(tmp_path / "neg", pa.array([-1, *range(39)], type=pa.int64()), v1)
+    code, _, err = migrate(capsys, upgrade, negative, f"qdrant://{tmp_path / 'qd'}?collection=neg_v2")
+    one_line(code, err, "point id -1", "Qdrant ids are unsigned 64-bit integers or UUIDs")
+    client = QdrantClient(path=str(tmp_path / "qd"))
+    assert client.get_collections().collections == []  # the collection it made is removed
+    client.close()
+    empty = _parquet_source(tmp_path / "empty", pa.array(["", *(f"k{i}" for i in range(39))]), v1)
+    code, _, err = migrate(capsys, upgrade, empty, f"chroma://{tmp_path / 'ch'}?collection=empty_v2")
+    one_line(code, err, "point id ''", "Chroma ids are text of at least one character")
+
+
+def test_a_qdrant_shadow_in_another_store_keeps_the_named_vector_and_a_trailing_slash_is_the_same_store(
+        upgrade: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The shadow in another Qdrant folder had an unnamed vector, so the application's queries by name
+    failed once the alias moved; ``db/`` beside ``db`` was taken for another store and failed to open."""
+    from qdrant_client import QdrantClient, models
+
+    v1 = upgrade["vectors"]["v1"][:30]
+    client = QdrantClient(path=str(tmp_path / "qd"))
+    client.create_collection("named", vectors_config={"img": models.VectorParams(size=16,
+                                                                                 distance=models.Distance.COSINE)})
+    client.upsert("named", points=[models.PointStruct(id=i, vector={"img": v.tolist()}) for i, v in enumerate(v1)])
+    client.close()
+    source = f"qdrant://{tmp_path / 'qd'}?collection=named&vector=img"
+    code, out, err = migrate(capsys, upgrade, source, f"qdrant://{tmp_path / 'other'}?collection=named_v2",
+                             "--switch", "--alias", "imgs")
+    assert code == 0 and out["switched"], err
+    client = QdrantClient(path=str(tmp_path / "other"))
+    assert list(client.get_collection("named_v2").config.params.vectors) == ["img"]
+    assert len(client.query_points("imgs", query=[0.1] * 32, using="img", limit=3).points) == 3
+    client.close()
+    code, _, err = migrate(capsys, upgrade, source, f"qdrant://{tmp_path / 'qd'}/?collection=named&vector=img")
+    one_line(code, err, "is the source collection itself")

@@ -179,6 +179,9 @@ class ChromaConnector(Connector):
         if not len(batch):
             return
         check_write_batch(self, batch, batch.vectors.shape[1])
+        for pid in batch.ids:
+            if (problem := self.id_problem(pid)) is not None:
+                raise VectorStoreError(f"{self.describe()}: point id {pid!r}: {problem}")
         step = int(self.client.get_max_batch_size())
         col = self.col()
         for start in range(0, len(batch), step):
@@ -196,6 +199,9 @@ class ChromaConnector(Connector):
                 hint = ("; Chroma metadata holds plain values only (text, numbers, booleans)"
                         if "metadata" in str(exc).lower() else "")
                 raise VectorStoreError(f"{self.describe()}: cannot write the batch ({first_line(exc)}){hint}") from exc
+
+    def id_problem(self, pid: PointId) -> str | None:
+        return "Chroma ids are text of at least one character" if str(pid) == "" else None
 
     def delete_ids(self, ids: list[PointId]) -> None:
         if ids and self.exists():

@@ -14,6 +14,7 @@ make a retried batch land exactly once even on append-only stores.
 from __future__ import annotations
 
 import json
+import os
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -102,8 +103,10 @@ class StoreURI:
 
     @property
     def base(self) -> str:
-        """The URI without its query, with the path decoded: one spelling for one store, however it was quoted."""
-        return f"{self.scheme}://{self.netloc}{self.path}"
+        """The URI without its query, with the path decoded (and a local one normalised: ``db/`` and ``db/.``
+        are ``db``): one spelling for one store, however it was written."""
+        path = os.path.normpath(self.path) if self.path and not self.netloc else self.path
+        return f"{self.scheme}://{self.netloc}{path}"
 
     def server(self, default_port: int) -> tuple[str, int]:
         """(host, port) of a server URI (``scheme://host[:port]/...``); the default port when none is given."""

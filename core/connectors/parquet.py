@@ -261,7 +261,10 @@ class ParquetConnector(Connector):
             with reading_parquet(file):
                 pf = pq.ParquetFile(file, buffer_size=READ_BUFFER, pre_buffer=False)
                 id_type = pf.schema_arrow.field(self.id_col).type
-                wanted = pa.array(list(ids)).cast(id_type)
+                try:  # built as the column's type: ids past int64 (uint64) cannot pass through it
+                    wanted = pa.array(list(ids), type=id_type)
+                except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+                    wanted = pa.array(list(ids)).cast(id_type)
                 for g in range(pf.metadata.num_row_groups):
                     hits = pc.is_in(pf.read_row_group(g, columns=[self.id_col]).column(0), value_set=wanted)
                     if pc.any(hits).as_py():

@@ -296,7 +296,7 @@ class QdrantConnector(Connector):
             return
         check_write_batch(self, batch, self.dim() or batch.vectors.shape[1])  # the collection's own width
         for pid in batch.ids:
-            if isinstance(pid, str) and (problem := self.id_problem(pid)) is not None:
+            if (problem := self.id_problem(pid)) is not None:  # a negative int too: a server refuses it
                 raise VectorStoreError(f"{self.describe()}: point id {pid!r}: {problem}")
         vectors = batch.vectors.tolist()
         if self.vector_name:
@@ -310,7 +310,7 @@ class QdrantConnector(Connector):
 
     def id_problem(self, pid: PointId) -> str | None:
         if isinstance(pid, int) and not isinstance(pid, bool):
-            return None if pid >= 0 else "Qdrant ids are unsigned integers or UUIDs"
+            return None if 0 <= pid < 2**64 else "Qdrant ids are unsigned 64-bit integers or UUIDs"
         try:
             canonical = str(uuid.UUID(str(pid)))
         except ValueError:

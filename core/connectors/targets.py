@@ -205,13 +205,15 @@ def _is_collection(store: Connector, name: str) -> bool:
             other.close()
 
 
-COLUMN_PARAMS = {"id_col": ("id",), "vec_col": ("vector", "column")}  # URI parameters naming a table's columns
+# URI parameters naming a table's columns, and a Qdrant collection's named vector
+COLUMN_PARAMS = {"id_col": ("id",), "vec_col": ("vector", "column"), "vector_name": ("vector",)}
 
 
 def adopt_source_columns(source: Connector, target: Connector, target_uri: StoreURI) -> None:
-    """A table target whose URI does not name its id or vector column takes the source table's: after a
-    switch the application reads the shadow by the names it read the source by (``?id=doc_id`` on the
-    source alone wrote an ``id`` column, and a payload column called ``id`` was lost to it)."""
+    """A table target whose URI does not name its id or vector column takes the source table's (and a Qdrant
+    target the source collection's named vector): after a switch the application reads the shadow by the
+    names it read the source by (``?id=doc_id`` on the source alone wrote an ``id`` column, and a payload
+    column called ``id`` was lost to it; a shadow in another Qdrant store had an unnamed vector)."""
     before = {attr: getattr(target, attr) for attr in COLUMN_PARAMS if hasattr(target, attr)}
     for attr, params in COLUMN_PARAMS.items():
         if hasattr(source, attr) and attr in before and target_uri.param(*params) is None:
