@@ -279,11 +279,13 @@ def test_models_page_manages_models_and_refuses_duplicates(qtbot: QtBot, window:
     # rename, change role, remove
     monkeypatch.setattr(dialogs, "ask_text", lambda *a, **k: "extra-renamed")
     click(qtbot, models.rename_button)
+    wait_for_jobs(qtbot, window)  # a change runs in the background: it may wait for another process's write
     assert [m["name"] for m in window.ctx.ws.models()][-1] == "extra-renamed"
     # refusals name the window's fields, not the command line's options
     models.table.selectRow(2)
     monkeypatch.setattr(dialogs, "ask_text", lambda *a, **k: window.ctx.ws.models()[0]["name"])
     click(qtbot, models.rename_button)
+    wait_for_jobs(qtbot, window)
     models.input_shape.setText("1e300")
     models.path.setText(str(npz))
     models.add_from_form()
@@ -296,15 +298,18 @@ def test_models_page_manages_models_and_refuses_duplicates(qtbot: QtBot, window:
     models.table.selectRow(2)
     models.set_role.setCurrentText("new")
     click(qtbot, models.set_role_button)
+    wait_for_jobs(qtbot, window)
     assert window.ctx.ws.model("extra-renamed")["role"] == "new"
     stored = Path(window.ctx.ws.model("extra-renamed")["path"])
     models.table.selectRow(2)
     monkeypatch.setattr(dialogs, "confirm", lambda *a, **k: True)
     click(qtbot, models.remove_button)
+    wait_for_jobs(qtbot, window)
     assert models.table.rowCount() == 2 and not stored.exists()
     # a model with vector sets cannot be removed; nothing changes
     models.table.selectRow(0)
     click(qtbot, models.remove_button)
+    wait_for_jobs(qtbot, window)
     qtbot.waitUntil(lambda: bool(error_dialogs()))
     (dialog,) = error_dialogs()
     assert "vector set(s)" in dialog.message and "nothing was removed" in dialog.message

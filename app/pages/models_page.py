@@ -76,7 +76,7 @@ class ModelsPage(Page):
 
     def __init__(self, ctx: AppContext) -> None:
         self._loading = False  # embridge.core.models is being imported in the background
-        self.job: Job | None = None  # the model being added; one at a time
+        self.job: Job | None = None  # the model being added or changed; one at a time
         self._queued: list[tuple[Any, ...]] = []  # files dropped while one is added
         super().__init__(ctx)
         self.setAcceptDrops(True)
@@ -213,7 +213,7 @@ class ModelsPage(Page):
             self._set_busy(False)
 
     def _set_busy(self, busy: bool) -> None:
-        enable(self.add_button, "A model is being added; wait for it to end." if busy else None)
+        enable(self.add_button, "A model is being added or changed; wait for it to end." if busy else None)
         self._show_spec()
 
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:
@@ -294,7 +294,7 @@ class ModelsPage(Page):
         has = self.ctx.ws is not None and 0 <= row < len(self._models)
         for widget in (self.rename_button, self.set_role_button, self.remove_button):
             enable(widget, None if has and self.job is None else
-                   "Select a model in the list first." if not has else "Wait for the model being added.")
+                   "Select a model in the list first." if not has else "Wait for the model being added or changed.")
         if not has:
             self.spec_view.setPlainText("Select a model to see its details.")
             return
@@ -308,29 +308,35 @@ class ModelsPage(Page):
         row = self.table.currentRow()
         return self._models[row]["name"] if 0 <= row < len(self._models) else None
 
-    def _change(self, title: str, action: Any) -> bool:
-        """Run a quick model change (one small transaction) and show the result; errors go to the dialog."""
-        from embridge.core.errors import EmbridgeError
+    def _change(self, title: str, action: Any) -> None:
+        """Run a model change in the background: one small transaction, but it may wait for another
+        process's write (an import) for seconds. One change or add at a time; errors go to the dialog."""
+        if self.ctx.ws is None or self.job is not None:
+            return
 
-        if self.ctx.ws is None:
-            return False
-        try:
-            action(self.ctx.ws)
-        except EmbridgeError as exc:
-            self.ctx.reporter.report(title, str(exc))
-            return False
-        self.ctx.data_changed.emit()
-        return True
+        def job(ws: Workspace, on_progress: ProgressFn, should_stop: StopFn) -> None:
+            action(ws)
+
+        self.job = self.ctx.run(title, job, visible=False)
+        if self.job is not None:
+            self._set_busy(True)
+            self.job.finished.connect(self._changed)
+
+    def _changed(self, _outcome: JobOutcome) -> None:
+        self.job = None
+        self._set_busy(False)
+        if self._queued:  # a file dropped meanwhile
+            self.add_model(*self._queued.pop(0))
 
     def remove_selected(self) -> None:
         name = self.selected_name()
         if name and dialogs.confirm(self, "Remove model", f"Remove model '{name}' and its stored checkpoint copy?"):
             self.remove(name)
 
-    def remove(self, name: str) -> bool:
+    def remove(self, name: str) -> None:
         from embridge.core.models.manage import remove_model
 
-        return self._change(f"Remove model {name}", lambda ws: remove_model(ws, name))
+        self._change(f"Remove model {name}", lambda ws: remove_model(ws, name))
 
     def rename_selected(self) -> None:
         name = self.selected_name()
@@ -338,7 +344,7 @@ class ModelsPage(Page):
         if name and new_name:
             self.rename(name, new_name)
 
-    def rename(self, name: str, new_name: str) -> bool:
+    def rename(self, name: str, new_name: str) -> None:
         from embridge.core.models.manage import rename_model
 
         def renamed(ws: Workspace) -> Any:
@@ -347,11 +353,10 @@ class ModelsPage(Page):
             except InputError as exc:
                 raise labelled(exc, {"--to": "New name", "--name": "Model"}) from None
 
-        return self._change(f"Rename model {name}", renamed)
+        self._change(f"Rename model {name}", renamed)
 
-    def change_role(self, name: str | None, role: str) -> bool:
+    def change_role(self, name: str | None, role: str) -> None:
         from embridge.core.models.manage import set_model_role
 
-        if not name:
-            return False
-        return self._change(f"Set the role of {name}", lambda ws: set_model_role(ws, name, role))
+        if name:
+            self._change(f"Set the role of {name}", lambda ws: set_model_role(ws, name, role))
