@@ -36,7 +36,7 @@ from embridge.core.vector_attach import (
     write_coverage,
 )
 from embridge.core.vector_files import VectorFile
-from embridge.core.vector_lengths import length_note
+from embridge.core.vector_lengths import vector_notes
 
 
 def import_vector_file(ws: Workspace, src: Path, split: str | None, model: str | None,
@@ -89,7 +89,7 @@ def import_vector_file(ws: Workspace, src: Path, split: str | None, model: str |
             for rel in (info["file"], info["ids_file"]):
                 (ws.root / rel).unlink(missing_ok=True)
         raise
-    note = length_note(ws.open_vector_set(int(info["id"]), verify=False)[1]) if info else None
+    note = vector_notes(ws.open_vector_set(int(info["id"]), verify=False)[1]) if info else None
     return {"path": str(src), "format": "vectors", "count": len(created), "split": split,
             "vector_set": info["id"] if info else None, "attached": info["count"] if info else 0,
             "already_stored": skipped, "qrels": stored.to_dict() if stored else None, "note": note,

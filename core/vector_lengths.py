@@ -1,4 +1,5 @@
-"""A note when imported vectors' lengths vary widely: Embridge compares by cosine, a served index may not.
+"""Notes on imported vectors: lengths that vary widely (Embridge compares by cosine, a served index may
+not), and directions so close that float32 scores cannot rank them.
 
 Every number Embridge reports is measured on L2-normalised vectors (cosine similarity). Models that
 emit unit or near-unit vectors lose nothing to that; vectors whose lengths carry meaning (popularity in
@@ -13,6 +14,7 @@ import numpy as np
 SAMPLE_ROWS = 4_096
 BLOCK_ROWS = 256  # rows read at a time: memory stays a few blocks whatever the width
 SPREAD = 4.0  # 95th over 5th percentile of the lengths above which the note is given
+NARROW = 1e-5  # median 1 - cos between sampled rows below which float32 scores rank by rounding
 
 
 def length_note(matrix: np.ndarray, seed: int = 0) -> str | None:
@@ -20,9 +22,7 @@ def length_note(matrix: np.ndarray, seed: int = 0) -> str | None:
     n = len(matrix)
     if n < 2:
         return None
-    rows = np.sort(np.random.default_rng(seed).choice(n, size=min(n, SAMPLE_ROWS), replace=False))
-    lengths = np.concatenate([np.linalg.norm(np.asarray(matrix[rows[at:at + BLOCK_ROWS]], dtype=np.float64), axis=1)
-                              for at in range(0, len(rows), BLOCK_ROWS)])
+    lengths = np.linalg.norm(_sampled(matrix, seed), axis=1)
     lengths = lengths[lengths > 0]
     if len(lengths) < 2:
         return None
@@ -32,3 +32,32 @@ def length_note(matrix: np.ndarray, seed: int = 0) -> str | None:
     return (f"the vectors' lengths vary widely (5th to 95th percentile {low:.3g} to {high:.3g}); Embridge "
             "measures by cosine (every vector L2-normalised), so an index that ranks these vectors by raw inner "
             "product ranks differently from what its reports measure")
+
+
+def _sampled(matrix: np.ndarray, seed: int) -> np.ndarray:
+    rows = np.sort(np.random.default_rng(seed).choice(len(matrix), size=min(len(matrix), SAMPLE_ROWS), replace=False))
+    return np.concatenate([np.asarray(matrix[rows[at:at + BLOCK_ROWS]], dtype=np.float64)
+                           for at in range(0, len(rows), BLOCK_ROWS)])
+
+
+def narrow_note(matrix: np.ndarray, seed: int = 0) -> str | None:
+    """A note when the rows point so nearly one way (a large common offset, say) that the float32 cosine
+    scores every search uses differ between items by less than their rounding: rankings are then noise."""
+    if len(matrix) < 3:
+        return None
+    rows = _sampled(matrix, seed)
+    lengths = np.linalg.norm(rows, axis=1)
+    unit = rows[lengths > 0] / lengths[lengths > 0, None]
+    if len(unit) < 3:
+        return None
+    gap = float(np.median(1.0 - np.einsum("ij,ij->i", unit[:-1], unit[1:])))
+    if gap >= NARROW:
+        return None
+    return (f"the vectors point almost the same way (median 1 - cosine between sampled rows {gap:.2g}), closer than "
+            "float32 scores resolve, so searches rank them partly by rounding; subtract their mean vector (centre "
+            "them) before importing")
+
+
+def vector_notes(matrix: np.ndarray) -> str | None:
+    """The notes that apply to a stored vector set, as one sentence, or None."""
+    return "; ".join(n for n in (length_note(matrix), narrow_note(matrix)) if n) or None

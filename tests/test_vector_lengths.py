@@ -48,3 +48,22 @@ def test_an_import_of_such_vectors_says_so(tmp_path: Path, capsys: pytest.Captur
                  "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert "lengths vary widely" in out["note"]
+
+
+def test_vectors_that_point_almost_one_way_are_noted() -> None:
+    """A common offset of 1e4 with unit noise: directions differ by about 3e-7, below what float32 cosine
+    scores resolve, so every search ranks them by rounding; nothing said so."""
+    from embridge.core.vector_lengths import narrow_note, vector_notes
+
+    offset = (1e4 + RNG.standard_normal((2000, 32))).astype(np.float32)
+    note = narrow_note(offset)
+    assert note is not None and "point almost the same way" in note and "centre" in note
+    unit = offset.astype(np.float64) / np.linalg.norm(offset.astype(np.float64), axis=1, keepdims=True)
+    gap = float(np.median(1.0 - np.einsum("ij,ij->i", unit[:-1], unit[1:])))
+    assert gap < 1e-6 and f"{gap:.2g}" in note
+    centred = offset - offset.mean(axis=0)
+    assert narrow_note(centred) is None and narrow_note(_unit(2000)) is None
+    clustered = (_unit(2000) + 3.0 * _unit(1)).astype(np.float32)  # one dominant direction, items still apart
+    assert narrow_note(clustered) is None
+    both = vector_notes(offset * np.geomspace(0.5, 80.0, 2000)[:, None]) or ""
+    assert "lengths vary widely" in both and "point almost the same way" in both

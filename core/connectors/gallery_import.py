@@ -36,7 +36,7 @@ from embridge.core.paths import check_name
 from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
 from embridge.core.store import Workspace
 from embridge.core.store.items import item_namespace
-from embridge.core.vector_lengths import length_note
+from embridge.core.vector_lengths import vector_notes
 
 # Bad data or a bad request: the run takes back what it stored. A stop (Cancelled) or a busy or
 # full workspace keeps the batches stored so far, which the next run resumes after.
@@ -372,7 +372,7 @@ def _stream(run: _Run, store: Connector, label_field: str | None, text_field: st
     finally:
         writer.release()  # after a stop or a kill-like error the rows written so far stay for a resume
     run.finish()
-    notes = [n for n in (store.lossy_note(), made, length_note(ws.open_vector_set(int(info["id"]), verify=False)[1]))
+    notes = [n for n in (store.lossy_note(), made, vector_notes(ws.open_vector_set(int(info["id"]), verify=False)[1]))
              if n]
     return StoreImportResult(uri, store.describe(), total, new_items, name, dim, int(info["id"]), split,
                              "; ".join(notes) or None)
