@@ -61,7 +61,7 @@ class RayJobs(QObject):
             from embridge.core.scale.backfill_workspace import backfill_ids
             from embridge.core.scale.detached_jobs import reuse_if_finished, submit_backfill
 
-            ids = backfill_ids(ws, order, fraction=fraction, device="cpu")
+            ids = backfill_ids(ws, order, fraction=fraction, model=model, device="cpu")
             reused = reuse_if_finished(ws, model, ids, address=address, order=order)
             if reused is not None:  # nothing to embed: recorded as reused, nothing submitted
                 return reused.to_dict()

@@ -33,6 +33,12 @@ def format_share(value: Any, digits: int = 1) -> str:
     return f"{100 * value:.{digits}f}%"
 
 
+def format_beta(beta: float) -> str:
+    """A backfilled share β to two decimals, or to two significant digits below 0.01 (never "0.00" for a
+    share that re-embeds some items)."""
+    return f"{beta:.2g}" if 0 < beta < 0.01 else f"{beta:.2f}"
+
+
 def format_duration(seconds: float | None) -> str:
     """An estimate in words for sentences: 'about 4.2 s', 'about 12 min', 'about 3.5 h'."""
     if seconds is None:

@@ -522,3 +522,11 @@ def test_a_fusion_at_alpha_zero_says_its_base_layer_alone_serves_the_same() -> N
            "same and serves with one encoder." in fusion["notes"]
     report["adapter"]["config"] = {"alpha": 0.4}
     assert not any(n.startswith("α = 0") for n in options(plan_from_report(report, RATE))["fusion"]["notes"])
+
+
+def test_a_small_backfilled_share_is_not_shown_as_zero() -> None:
+    """``--fraction 0.001`` re-embeds an item but its option read "β = 0.00", which the reason calls the layer alone."""
+    from embridge.core.formatting import format_beta
+
+    assert [format_beta(b) for b in (0.001, 0.0042, 0.0, 0.7, 0.01, 1.0)] == ["0.001", "0.0042", "0.00", "0.70",
+                                                                            "0.01", "1.00"]

@@ -129,3 +129,15 @@ def test_after_a_full_backfill_the_plan_recommends_what_is_served_not_a_partial_
     assert plan.recommendation == "full_backfill"
     assert plan.reason.startswith(f"Backfill run #{backfill_run} already re-embedded all {plan.gallery_full} gallery items")
     assert any(note.startswith("Served now") for note in plan.notes)
+    # following the plan's partial option now would record fewer new vectors than are served: refused
+    partial = plan.option("partial_backfill")
+    assert partial is not None and 0 < partial["items_embedded"] < plan.gallery_full
+    assert any(f"Backfill run #{backfill_run} already gives {plan.gallery_full} gallery items" in n
+               for n in partial["notes"])
+    err = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+        assert main(["backfill", "-w", str(demo_copy), "--model", "new-cnn", "--order", "planner"]) == 1
+    assert err.getvalue().count("\n") == 1 and f"backfill run #{backfill_run} already re-embedded" in err.getvalue()
+    with Workspace.open(demo_copy) as ws:
+        assert max(int(r["id"]) for r in ws.runs("backfill")) == backfill_run
+        assert ws.latest_backfill_run("new-cnn")["id"] == backfill_run

@@ -57,7 +57,7 @@ def cmd_backfill(args: argparse.Namespace) -> Result:
     with Workspace.open(args.workspace) as ws:
         if args.detach or ws.model(args.model).get("kind") != "vectors":  # an unknown one first, before the items
             workspace_model_spec(ws, args.model)  # (an embeddings-only model may copy the vectors it holds)
-        ids = backfill_ids(ws, args.order, run_id=args.run, fraction=args.fraction)
+        ids = backfill_ids(ws, args.order, run_id=args.run, fraction=args.fraction, model=args.model)
         options = {"order": args.order, "chunk": args.chunk, "batch_size": args.batch, "actors": args.actors,
                    "num_gpus": args.num_gpus, "store": args.to_store, "name": args.name}
         reused = None

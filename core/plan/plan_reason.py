@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from embridge.core.evaluation.headline import metric_label
-from embridge.core.formatting import format_duration, format_share, sample_words
+from embridge.core.formatting import format_beta, format_duration, format_share, sample_words
 from embridge.core.plan.option_row import target_value
 from embridge.core.report.report_record import Report
 
@@ -112,7 +112,7 @@ def plan_reason(plan: Mapping[str, Any], choice: Mapping[str, Any], report: Repo
                 f"full backfill's {m} ({ceiling:.3f}). Re-embed all {choice['items_embedded']} items "
                 f"({format_duration(choice['time_s'])}).")
     if forced is not None and fraction is not None:  # the user's β, not a search for the smallest one
-        return (f"Full backfill: {why}, and the partial backfill at β = {fraction:.2f} (--fraction) reaches {m} "
+        return (f"Full backfill: {why}, and the partial backfill at β = {format_beta(fraction)} (--fraction) reaches {m} "
                 f"{forced['quality'][metric]:.3f}, short of {format_share(target_share, 0)} of the full backfill's "
                 f"{ceiling:.3f}; without --fraction the plan looks for the smallest β that reaches it. Re-embed all "
                 f"{choice['items_embedded']} items ({format_duration(choice['time_s'])}).")

@@ -30,7 +30,7 @@ import numpy as np
 from embridge.core.cascade_rerank import reranks_by_new_vectors
 from embridge.core.errors import InputError
 from embridge.core.evaluation.headline import metric_label
-from embridge.core.formatting import format_share, sample_words
+from embridge.core.formatting import format_beta, format_share, sample_words
 from embridge.core.plan.decision import decision_metric
 from embridge.core.plan.option_choice import BOTH_ENCODERS, acceptable, best_passing_bridge, choose
 from embridge.core.plan.option_galleries import gallery_words, incomparable_note, name_galleries
@@ -194,7 +194,7 @@ def partial_option(report: Report, tp: Throughput, sizes: _Sizes, floor: float, 
         quality = {name: curve_point(betas, curve["values"][name], beta)
                    for name in ("top1", "top5", "ndcg@10", "mrr@10") if name in curve["values"]}
         if embedded >= sizes.n:
-            notes.append(f"{policy} order reaches {quality[metric]:.3f} {label} at β = {beta:.2f}, but ordering the "
+            notes.append(f"{policy} order reaches {quality[metric]:.3f} {label} at β = {format_beta(beta)}, but ordering the "
                          "items by it needs every item's new vector first (a full re-embedding pass), so it costs "
                          "as much as the full backfill.")
             continue
@@ -211,7 +211,7 @@ def partial_option(report: Report, tp: Throughput, sizes: _Sizes, floor: float, 
     embedded, _, beta, policy, quality = min(candidates)
     backfilled = int(round(beta * sizes.n))
     base = curve_floor(report, sizes.n_sample, sizes.n, floor, metric)
-    opt_notes = [f"Re-embeds {backfilled} of {sizes.n} gallery items (β = {beta:.2f}) in {policy} order; the rest "
+    opt_notes = [f"Re-embeds {backfilled} of {sizes.n} gallery items (β = {format_beta(beta)}) in {policy} order; the rest "
                  "stay behind the layer until they are re-embedded.",
                  "Quality is read off the partial-backfill curve measured on the evaluation sample"
                  + (f"; its gain and criterion are measured from old/old on the same sample ({label} {base:.3f})."
@@ -231,7 +231,7 @@ def partial_option(report: Report, tp: Throughput, sizes: _Sizes, floor: float, 
                          "number; serving the cascade during the backfill is not what it measures.")
     # the curves rank the full-backfill cell's queries against its gallery (the evaluation sample)
     protocol = ((report.cells.get(str(report.ceiling_cell)) or {}).get("protocol") or {}).get("text")
-    title = f"Partial backfill to β = {beta:.2f} ({policy} order{', interpolated' if interpolated else ''})"
+    title = f"Partial backfill to β = {format_beta(beta)} ({policy} order{', interpolated' if interpolated else ''})"
     option = option_row("partial_backfill", title,
                         _time(embedded, tp.embed_items_per_s), sizes.mixed(beta) + sizes.adapter_bytes, embedded,
                         quality, base, ceiling, opt_notes, metric, fraction=beta, policy=policy, measured_on=protocol)

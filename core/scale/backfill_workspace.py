@@ -110,8 +110,12 @@ def _report_seed(ws: Any, report_id: int | None) -> int:
 
 
 def backfill_ids(ws: Any, order: str, *, run_id: int | None = None, fraction: float | None = None,
-                 plan: dict[str, Any] | None = None, **plan_options: Any) -> np.ndarray:
-    """The gallery ids to backfill in ``order`` ("stored": all, ascending; "planner": the plan's)."""
+                 plan: dict[str, Any] | None = None, model: str | None = None, **plan_options: Any) -> np.ndarray:
+    """The gallery ids to backfill in ``order`` ("stored": all, ascending; "planner": the plan's).
+
+    With ``model`` and no ``fraction``, a planner's set that ``model``'s latest backfill already holds whole
+    is refused: recorded as the newest backfill it would shrink the gallery served by new vectors to it
+    (a ``fraction`` asked for is recorded as asked)."""
     if order not in ORDERS:
         raise InputError("--order", f"unknown order '{order}' (use {' or '.join(ORDERS)})")
     if order == "stored":
@@ -122,9 +126,24 @@ def backfill_ids(ws: Any, order: str, *, run_id: int | None = None, fraction: fl
 
             plan = plan_upgrade(ws, run_id, fraction, **plan_options)
         ids = planner_order(ws, plan)
+        if model is not None and fraction is None:  # the plan's own choice, not a share asked for
+            _refuse_a_step_back(ws, model, ids)
     if len(ids) == 0:
         raise InputError("--order", "no gallery items to backfill")
     return ids
+
+
+def _refuse_a_step_back(ws: Any, model: str, ids: np.ndarray) -> None:
+    latest = ws.latest_backfill_run(model)
+    if latest is None:
+        return
+    held = ws.vector_set_ids(int(latest["metrics"]["vector_set"]))
+    if len(ids) and np.isin(ids, held).all():
+        raise InputError("--order", f"backfill run #{latest['id']} already re-embedded {held.size} gallery items "
+                         f"with '{model}', every one of the {ids.size} the plan's partial backfill takes; recorded as "
+                         "the newest backfill it would serve fewer new vectors than now, so nothing was done "
+                         "(--order stored re-embeds every gallery item; --fraction records a smaller share "
+                         "deliberately)")
 
 
 def stage_items(ws: Any, spec: dict[str, Any], ids: np.ndarray, folder: Path,
