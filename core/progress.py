@@ -63,6 +63,7 @@ class StderrProgress:
         self.label = label
         self.min_interval = min_interval
         self._last = 0.0
+        self._muted = False  # stderr could not be written (a reader that quit, a full disk): progress is not the work
 
     def __call__(self, done: int, total: int, info: dict[str, Any]) -> None:
         now = time.monotonic()
@@ -70,14 +71,17 @@ class StderrProgress:
             return
         self._last = now
         stream = sys.stderr
-        if stream is None:  # windowed frozen apps have no stderr
+        if stream is None or self._muted:  # windowed frozen apps have no stderr
             return
         extra = " ".join(f"{k}={_fmt(v)}" for k, v in info.items()
                          if isinstance(v, int | float | str) and k not in ("items_per_s", "eta_s"))
         rate = rate_text(info)
         pct = 100.0 * done / total if total else 100.0
-        stream.write(f"{self.label}: {done}/{total} ({pct:.0f}%){' ' + rate if rate else ''} {extra}\n")
-        stream.flush()
+        try:
+            stream.write(f"{self.label}: {done}/{total} ({pct:.0f}%){' ' + rate if rate else ''} {extra}\n")
+            stream.flush()
+        except (OSError, ValueError):  # the command's work goes on without its progress lines
+            self._muted = True
 
 
 def _fmt(value: Any) -> str:

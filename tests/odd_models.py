@@ -33,6 +33,10 @@ class OddOutput(torch.nn.Module):
             return (x.sum(dim=1, keepdim=True).abs() + 1.0) * torch.tensor([1.0, -2.0, 0.5, 3.0])
         if self.mode == "dropout":  # dropout kept on, as a trace taken in training mode keeps it
             return torch.nn.functional.dropout(y, 0.5, True)
+        if self.mode == "batch_mean":  # each vector less its batch's mean: another vector beside other items
+            return y - y.mean(dim=0, keepdim=True)
+        if self.mode == "batch_norm":  # batch statistics, as batch normalisation left in training mode uses
+            return (y - y.mean(dim=0, keepdim=True)) / (y.std(dim=0, keepdim=True) + 1e-5) + 0.1
         if self.mode == "complex":
             return torch.complex(y, y)
         if self.mode == "no_dims":

@@ -146,7 +146,7 @@ def test_layout_clips_and_overlaps_nothing(qtbot: QtBot, window: MainWindow, dem
         label = train.protocol_label
         qtbot.waitUntil(lambda: train.pair_describer.shown_for is not None, timeout=30_000)  # described in the background
         assert label.text()  # the whole sentence, once the layout has taken the new text in (a queued event)
-        qtbot.waitUntil(lambda: label.height() >= label.heightForWidth(label.width()), timeout=5_000)
+        qtbot.waitUntil(lambda shown=label: shown.height() >= shown.heightForWidth(shown.width()), timeout=5_000)
     summary = summary_of(window.ctx.ws.runs("train")[-1])
     train._trained(summary)
     assert isinstance(train.result_label, QTextBrowser)

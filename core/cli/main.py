@@ -77,6 +77,7 @@ def emit(data: dict[str, Any], text: str, as_json: bool) -> None:
         if isinstance(warning, str) and warning and sys.stderr is not None:
             sys.stderr.write(warning.rstrip() + "\n")
     else:  # names and paths in the text are the user's: their control characters are shown, not obeyed
+        text = _arguments_shown(text)  # a line break inside a path given is part of the path, not a line
         out = "\n".join(printable(line, keep="\t") for line in text.rstrip().split("\n")) + "\n"
     try:
         sys.stdout.write(out)
@@ -84,6 +85,21 @@ def emit(data: dict[str, Any], text: str, as_json: bool) -> None:
         encoding = sys.stdout.encoding or "ascii"
         sys.stdout.write(out.translate(PLAIN_SIGNS).encode(encoding, "backslashreplace").decode(encoding))
     sys.stdout.flush()
+
+
+_ARGUMENTS: list[str] = []  # this command's argument values that hold characters shown escaped
+
+
+def _note_arguments(args: argparse.Namespace) -> None:
+    """Remember the argument values (paths, names) whose control characters must be shown escaped."""
+    values = {str(v) for v in vars(args).values() if isinstance(v, str | Path)}
+    _ARGUMENTS[:] = sorted((v for v in values if printable(v) != v), key=len, reverse=True)
+
+
+def _arguments_shown(text: str) -> str:
+    for value in _ARGUMENTS:
+        text = text.replace(value, printable(value))
+    return text
 
 
 def main(argv: Sequence[str] | None = None, *, program: bool = False) -> int:
@@ -130,6 +146,7 @@ def _main(argv: Sequence[str] | None, program: bool) -> int:
     except KeyboardInterrupt:  # Ctrl-C while the command line itself loads: the same one line
         _error("interrupted")
         return 130
+    _note_arguments(args)
     finished: tuple[dict[str, Any], str] | None = None
     try:
         # with --json stdout carries the one object alone: what a library prints meanwhile (Ray's notes of a
@@ -176,8 +193,26 @@ def _main(argv: Sequence[str] | None, program: bool) -> int:
         _error(f"unexpected {type(cause).__name__}: {cause} (set EMBRIDGE_DEBUG=1 for the traceback)")
         return 3
     data, text = finished
-    emit(data, text, getattr(args, "json", False))
-    return int(getattr(args, "exit_status", 0))  # a handler sets 1 when a check it ran failed (report gate)
+    try:
+        emit(data, text, getattr(args, "json", False))
+    except BrokenPipeError:  # the reader quit (| head): nothing more to say, and nothing left to flush at exit
+        _quiet_stdout()
+        return 1
+    except OSError as exc:  # a full disk behind a redirection: the work is done and recorded, its output is not
+        _quiet_stdout()
+        _error(f"the command's work is done, but its output could not be written ({exc.strerror or exc})")
+        return 1
+    return int(getattr(args, "exit_status", 0))
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at the null device, so the interpreter's own flush at exit raises nothing more."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # in-process callers' stdout may have no file descriptor
+        pass  # a handler sets 1 when a check it ran failed (report gate)
 
 
 def run_program() -> None:
@@ -224,7 +259,9 @@ MAX_ERROR_CHARS = 4_000  # a message quoting a hostile input whole (a 200,000-ch
 def one_line(message: str, most: int = MAX_ERROR_CHARS) -> str:
     """``message`` on one line, its middle cut when longer than ``most`` (the file named first and the
     problem said last both stay)."""
-    line = printable(" ".join(message.split()))  # an escape sequence in a name must not reach the terminal
+    # an escape sequence in a name must not reach the terminal; a line break in a path given is shown, not
+    # turned into a space (the path would name another file)
+    line = printable(" ".join(_arguments_shown(message).split()))
     if len(line) <= most:
         return line
     head, tail = most * 2 // 3, most // 3

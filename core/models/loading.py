@@ -312,7 +312,28 @@ def _probe(model: LoadedModel) -> int:
         raise CheckpointError(spec.path, f"the model returns {found} for different random inputs, so items could "
                               "not be told apart by cosine similarity (zero or constant weights?)")
     _same_twice(first, model.embed_batch(probe), spec.path)
+    if batch > 1:  # the first item again, beside other items: seven, or as many as a traced batch size allows
+        others = torch.rand((7, *spec.input_shape), generator=gen)
+        try:
+            again = model.embed_batch(torch.cat([probe[:1], others]))[0]
+        except Exception:  # noqa: BLE001 - a program traced for one batch size fails on another in any way
+            again = model.embed_batch(torch.cat([probe[:1], others[:batch - 1]]))[0]
+        _same_beside_others(first[0], again, spec.path)
     return int(first.shape[1])
+
+
+def _same_beside_others(first: np.ndarray, again: np.ndarray, source: str | Path) -> None:
+    """Refuse a model whose vector for an item depends on the other items of its batch (batch norm left in
+    training mode, a batch mean subtracted): the stored vectors would change with --batch-size."""
+    def unit(x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64)
+        return x / max(float(np.linalg.norm(x)), 1e-30)
+
+    worst = float(np.abs(unit(first) - unit(again)).max())
+    if worst > 1e-3:
+        raise CheckpointError(source, "the model gives an item another vector beside other items in its batch "
+                              f"(largest difference of the unit vectors {worst:.3g}): its output depends on the "
+                              "batch (batch normalisation left in training mode?); export it in evaluation mode")
 
 
 def _same_twice(first: np.ndarray, second: np.ndarray, source: str | Path) -> None:
