@@ -133,4 +133,7 @@ def check_npy_values(path: str | Path, values: np.ndarray) -> None:
     """A ``.npy`` image's values, read: NaN or inf is refused naming the file (not the model's output)."""
     if values.dtype.kind == "f" and not np.isfinite(values).all():
         raise ImportDataError(path, "a .npy image holds NaN or inf values")
+    if values.dtype.kind in "fiu" and values.size and np.abs(values).max() > np.finfo(np.float32).max:
+        raise ImportDataError(path, "a .npy image holds values beyond the float32 range a model reads "
+                              f"(largest {float(np.abs(values).max()):.3g})")
 

@@ -80,6 +80,11 @@ def test_a_npy_image_holding_nan_is_refused_at_import(ws: Workspace, tmp_path: P
     with pytest.raises(ImportDataError, match=r"a\.npy: a \.npy image holds NaN or inf values"):
         import_items(ws, root, "images")
     assert len(ws.item_ids()) == 0
+    huge = np.full((8, 8), 1e40)  # finite in float64, inf once read as float32 as models take it
+    root = _folder(tmp_path / "npy-huge", "b.npy", lambda p: np.save(p, huge))
+    with pytest.raises(ImportDataError, match=r"b\.npy: a \.npy image holds values beyond the float32 range"):
+        import_items(ws, root, "images")
+    assert len(ws.item_ids()) == 0
 
 
 def test_a_csv_whose_header_keeps_a_second_byte_order_mark_is_refused(ws: Workspace, tmp_path: Path) -> None:

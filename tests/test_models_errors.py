@@ -71,11 +71,18 @@ def test_truncated_files_of_each_kind(tmp_path: Path, suffix: str) -> None:
         describe_model(cut)
 
 
-@pytest.mark.parametrize("writer", ["torch.save", "pickle.dump"])
+@pytest.mark.parametrize("writer", ["torch.save", "pickle.dump", "torch.save legacy"])
 def test_pickles_that_need_code_are_refused_and_do_not_run(tmp_path: Path, writer: str) -> None:
+    """The legacy (not zip) format is several pickles: its code sat after the first, and it read as corrupt."""
     marker = tmp_path / "code-ran"
     path = tmp_path / "evil.pt"
     payload = {"state_dict": _TouchOnLoad(marker)}
+    if writer == "torch.save legacy":
+        torch.save(payload, path, _use_new_zipfile_serialization=False)
+        with pytest.raises(CheckpointError, match=r"evil\.pt: refused: the file needs arbitrary code to load"):
+            describe_model(path)
+        assert not marker.exists()
+        return
     if writer == "torch.save":
         torch.save(payload, path)
     else:
@@ -134,6 +141,7 @@ def test_wrong_input_shape_says_what_the_model_takes(tmp_path: Path) -> None:
     ("huge64", r"output holds values beyond the float32 range"),
 ])
 def test_bad_outputs_are_caught_by_the_probe(tmp_path: Path, mode: str, message: str) -> None:
+    torch.manual_seed(0)  # the layer's weights and dropout's draws: the same whatever ran before
     path = scripted_model(tmp_path / f"{mode}.ts", mode)
     with pytest.raises(CheckpointError, match=rf"{mode}\.ts: the model {message}"):
         describe_model(path)
@@ -198,3 +206,30 @@ def test_a_bare_onnx_file_says_how_onnx_models_are_read(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match=r"img\.onnx: an ONNX file alone is not a model Embridge reads: give "
                                               r"the folder holding model\.onnx"):
         describe_model(path)
+
+
+def test_a_checkpoints_own_declarations_are_checked_naming_the_file(tmp_path: Path) -> None:
+    """A malformed embridge.json or input_shape was an unexpected error (exit 3); a declared text modality on a
+    model that takes arrays was added, then could embed nothing."""
+    from embridge.core.models.adding import parse_input_shape
+    from embridge.core.models.openers import DECLARATION_FILE
+
+    module = torch.jit.script(build_model("mlp", MLP_CONFIG)[0].eval())
+    cases = [('[1, 8]', "embridge.json must be a JSON object, not list"),
+             ('{"input_shape": "1,8"}', "'input_shape' must be a list of positive whole numbers, got '1,8'"),
+             ('{"input_shape": [8], "modality": "text"}', "declares the text modality, but a torchscript model")]
+    for i, (declared, said) in enumerate(cases):
+        path = tmp_path / f"m{i}.ts"
+        torch.jit.save(module, str(path), _extra_files={DECLARATION_FILE: declared})
+        with pytest.raises(CheckpointError, match=rf"m{i}\.ts: its {DECLARATION_FILE}|m{i}\.ts: declares") as caught:
+            describe_model(path)
+        assert said in str(caught.value)
+    shaped = tmp_path / "shaped.pt"
+    save_checkpoint(shaped, build_model("mlp", MLP_CONFIG)[0], "mlp", MLP_CONFIG)
+    checkpoint = torch.load(shaped, weights_only=True)
+    torch.save({**checkpoint, "input_shape": "abc"}, shaped)
+    with pytest.raises(CheckpointError, match=r"shaped\.pt: its 'input_shape' must be a list of positive whole"):
+        describe_model(shaped)
+    with pytest.raises(Exception, match=r"expected integers like 1,28,28, got '1,,16'"):
+        parse_input_shape("1,,16")  # a missing size, not (1, 16)
+    assert parse_input_shape("(8,)") == (8,)

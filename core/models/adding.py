@@ -29,8 +29,11 @@ def parse_input_shape(raw: str | None, option: str = SHAPE_OPTION) -> tuple[int,
     text = raw.strip().replace("x", ",").replace("(", "").replace(")", "")
     if not text:
         return None
+    parts = text.split(",")
+    if len(parts) > 1 and not parts[-1].strip():  # a tuple's trailing comma: '(8,)'
+        parts = parts[:-1]
     try:
-        shape = tuple(int(part) for part in text.split(",") if part.strip())
+        shape = tuple(int(part) for part in parts)  # an empty part ('1,,16') is a missing size, not none
     except ValueError as exc:
         raise InputError(option, f"expected integers like 1,28,28, got '{raw.strip()}'") from exc
     if not shape or min(shape) <= 0:

@@ -8,6 +8,7 @@ from "corrupt".
 
 from __future__ import annotations
 
+import io
 import pickle
 import pickletools
 import warnings
@@ -46,7 +47,7 @@ def safe_torch_load(path: str | Path) -> Any:
             warnings.simplefilter("ignore", UserWarning)  # torch's notes on pickle protocols
             return torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        if "Unsupported global" in str(exc) or _pickle_needs_code(p):
+        if "unsupported global" in str(exc).lower() or _pickle_needs_code(p):
             raise CheckpointError(p, NEEDS_CODE) from exc
         raise CheckpointError(p, "not a readable PyTorch checkpoint (corrupt or another format)") from exc
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
@@ -58,7 +59,8 @@ def safe_torch_load(path: str | Path) -> Any:
 
 
 def _pickle_needs_code(path: Path) -> bool:
-    """True when the file (or the data.pkl of a torch zip) is a well-formed pickle importing globals."""
+    """True when the file (or the data.pkl of a torch zip) holds a well-formed pickle importing globals (a
+    legacy ``torch.save`` file is several pickles in a row: the object's comes after a few small ones)."""
     try:
         if zipfile.is_zipfile(path):
             with zipfile.ZipFile(path) as archive:
@@ -66,9 +68,18 @@ def _pickle_needs_code(path: Path) -> bool:
                 data = archive.read(name) if name else b""
         else:
             data = path.read_bytes()
-        return any(op.name in _CODE_OPCODES for op, _, _ in pickletools.genops(data))
-    except Exception:  # any parse failure means "not a well-formed pickle"
+    except Exception:  # noqa: BLE001 - unreadable: not a well-formed pickle
         return False
+    stream = io.BytesIO(data)
+    for _ in range(8):
+        try:
+            if any(op.name in _CODE_OPCODES for op, _, _ in pickletools.genops(stream)):
+                return True
+        except Exception:  # noqa: BLE001 - the end of the pickles, or a parse failure: nothing more to read
+            return False
+        if stream.tell() >= len(data):
+            return False
+    return False
 
 
 def read_state_checkpoint(path: str | Path, arch: str | None = None,
@@ -105,7 +116,18 @@ def _format_one(path: Path, obj: Mapping[str, Any], arch: str | None,
     shape = obj.get("input_shape")
     extra = {k: v for k, v in obj.items() if k not in ("format", "arch", "arch_config", "state_dict")}
     return StateCheckpoint(stored_arch, merged, _tensor_dict(path, obj.get("state_dict")),
-                           obj.get("modality"), tuple(int(s) for s in shape) if shape else None, extra)
+                           obj.get("modality"), declared_shape(path, shape, "its 'input_shape'"), extra)
+
+
+def declared_shape(path: Path, value: Any, where: str) -> tuple[int, ...] | None:
+    """A checkpoint's own ``input_shape`` (``where`` names the field): a list of positive whole numbers, or
+    absent; anything else is refused naming the file, not read as digits of a string."""
+    if value is None or (isinstance(value, list | tuple) and not value):
+        return None
+    if not (isinstance(value, list | tuple) and all(isinstance(s, int) and not isinstance(s, bool) and s > 0
+                                                     for s in value)):
+        raise CheckpointError(path, f"{where} must be a list of positive whole numbers, got {str(value)[:60]!r}")
+    return tuple(int(s) for s in value)
 
 
 def _tensor_dict(path: Path, obj: Any) -> dict[str, torch.Tensor]:

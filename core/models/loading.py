@@ -262,6 +262,9 @@ def _inspect(path: str | Path, kind: str | None, name: str | None, arch: str | N
     chosen = modality or opened.modality or modality_for_shape(shape)
     if chosen not in MODALITIES:
         raise CheckpointError(p, f"unknown modality '{chosen}'; use one of {', '.join(MODALITIES)}")
+    if chosen == "text" and kind not in TEXT_KINDS:  # it takes arrays: it could never embed a text
+        raise CheckpointError(p, f"declares the text modality, but a {kind} model takes arrays, not texts; text "
+                              "models are sentence-transformers, transformers or ONNX folders")
     spec = ModelSpec(name=name or p.stem, kind=kind, modality=chosen, input_shape=shape, dim=0,
                      params=count_params(opened.module), sha256=checkpoint_sha256(p), path=str(p.resolve()),
                      arch=opened.arch, arch_config=dict(opened.arch_config),

@@ -20,6 +20,7 @@ from embridge.core.errors import CheckpointError
 from embridge.core.models.builtin import build_model
 from embridge.core.models.checkpoint_reader import (
     check_declared_sizes,
+    declared_shape,
     first_line,
     load_weights,
     read_state_checkpoint,
@@ -84,8 +85,10 @@ def _open_torchscript(path: Path, device: torch.device) -> Opened:
             declared = json.loads(extra[DECLARATION_FILE])
         except ValueError as exc:
             raise CheckpointError(path, f"its {DECLARATION_FILE} is not valid JSON") from exc
-    shape = declared.get("input_shape")
-    return Opened(module.eval(), tuple(int(s) for s in shape) if shape else None, declared.get("modality"))
+        if not isinstance(declared, dict):
+            raise CheckpointError(path, f"its {DECLARATION_FILE} must be a JSON object, not {type(declared).__name__}")
+    shape = declared_shape(path, declared.get("input_shape"), f"its {DECLARATION_FILE} 'input_shape'")
+    return Opened(module.eval(), shape, declared.get("modality"))
 
 
 def _open_export(path: Path, device: torch.device) -> Opened:
