@@ -177,3 +177,16 @@ def test_ray_migration_refuses_foreign_space_fields_and_a_second_writer(ray_clus
             migrate_on_ray(fct["bundle"], f"{uri}?table=plain", f"{uri}?table=plain_v2")
     finally:
         target.close()
+
+
+def test_migrate_on_ray_with_no_cluster_at_the_address_writes_no_checkpoint(fct: dict, tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """It left ``ray-migrate-<name>.json`` saying "running" beside the store."""
+    write_lance(tmp_path / "db", "docs", fct["vectors"]["v1"], fragments=2)
+    before = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+    code = main(["migrate", "--bundle", str(fct["bundle"]), "--from", f"lancedb://{tmp_path / 'db'}?table=docs",
+                 "--to", f"lancedb://{tmp_path / 'db'}?table=shadow", "--engine", "ray", "--ray-address",
+                 "127.0.0.1:1"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1 and "--ray-address 127.0.0.1:1: no Ray cluster answers there" in err
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == before

@@ -232,3 +232,19 @@ def test_a_source_rewritten_in_place_is_another_job_but_a_touched_one_resumes(
     assert "150 chunks were already done" in capsys.readouterr().out
     assert "items" in json.loads(marker.read_text())
 
+
+
+def test_a_cluster_lost_mid_job_is_one_line_saying_so() -> None:
+    """A dead cluster's actor error came out as "unexpected ActorUnavailableError: ..." (exit 3)."""
+    from ray import exceptions
+
+    from embridge.core.scale.engine import EngineError, remote_errors
+
+    with pytest.raises(EngineError, match=r"the Ray cluster at 10\.0\.0\.1:6379 stopped answering during the job "
+                                          r"\(RaySystemError: .*node lost.*\); what finished is kept"):
+        with remote_errors("10.0.0.1:6379"):
+            raise exceptions.RaySystemError("the connection to the node lost")
+    with pytest.raises(ValueError, match="a task's own bug"):  # an error of the task's code stays itself
+        with remote_errors("10.0.0.1:6379"):
+            raise ValueError("a task's own bug")
+

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from embridge.core.errors import EmbridgeError, InputError, user_error
+from embridge.core.errors import EmbridgeError, InputError, first_line, user_error
 
 ENGINES = ("local", "ray")
 CONNECT_TIMEOUT_S = 10.0
@@ -154,15 +154,34 @@ def _answer(grpc: Any, channel: Any, method: str, timeout_s: float, metadata: tu
 
 
 @contextmanager
-def remote_errors() -> Iterator[None]:
-    """Re-raise a user error that a Ray task raised as itself (Ray delivers it wrapped)."""
+def remote_errors(address: str | None = None) -> Iterator[None]:
+    """Re-raise a user error that a Ray task raised as itself (Ray delivers it wrapped), and a cluster that
+    stopped answering mid-job (its actors or nodes gone) as one line saying so."""
     try:
         yield
     except Exception as exc:
         found = user_error(exc)
+        if found is None and _cluster_failure(exc):
+            raise EngineError(f"the Ray cluster{f' at {address}' if address else ''} stopped answering during the "
+                              f"job ({type(exc).__name__}: {first_line(exc)[:200]}); what finished is kept: run "
+                              "the same command again once the cluster is back, and it resumes") from None
         if found is None or found is exc:
             raise
         raise found from None
+
+
+def _cluster_failure(exc: BaseException) -> bool:
+    """Whether Ray raised ``exc`` for its own failure (an actor, a worker, a node or an object lost with
+    them), not for an error of the task's code."""
+    try:
+        from ray import exceptions
+    except ImportError:
+        return False
+    lost = tuple(getattr(exceptions, name) for name in (
+        "ActorDiedError", "ActorUnavailableError", "RayActorError", "NodeDiedError", "WorkerCrashedError",
+        "ObjectLostError", "OwnerDiedError", "ObjectFetchTimedOutError", "LocalRayletDiedError", "RaySystemError")
+        if hasattr(exceptions, name))
+    return isinstance(exc, lost)
 
 
 @contextmanager
@@ -184,7 +203,7 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
     except Exception as exc:  # ConnectionError, RuntimeError, ValueError depending on the failure
         raise EngineError(f"--ray-address {address or 'local'}: cannot start or reach Ray: {exc}") from exc
     try:
-        with remote_errors():
+        with remote_errors(address):
             yield RaySession(address, True, int(ray.cluster_resources().get("CPU", 1)))
     finally:
         ray.shutdown()

@@ -12,6 +12,7 @@ Both halves resume: finished partitions are neither transformed nor written agai
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from pathlib import Path
@@ -55,11 +56,15 @@ def migrate_on_ray(bundle: str | Path, source_uri: str, target_uri: str, *, swit
                    alias: str | None = None, ray_address: str | None = None, num_cpus: int | None = None,
                    on_progress: ProgressFn | None = None, should_stop: StopFn | None = None) -> MigrationResult:
     """Migrate ``source_uri`` into the shadow ``target_uri`` with the transform on Ray; see the module doc."""
+    from embridge.core.scale.engine import check_reachable
     from embridge.core.scale.gallery_transform import transform_gallery
 
     report = on_progress or no_progress
     transform = load_transform(bundle)
     alias = alias_to_switch(alias, target_uri, switch)  # an option error, found before any store is opened
+    address = ray_address or os.environ.get("RAY_ADDRESS")
+    if address:  # before a checkpoint is written beside the store: a refused address leaves nothing there
+        check_reachable(address)
     source, target = open_pair(source_uri, target_uri, (bundle,))
     try:
         writable_target_alias(target, alias)
