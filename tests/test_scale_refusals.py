@@ -3,6 +3,7 @@ and backfill targets (local engine)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -248,3 +249,38 @@ def test_a_cluster_lost_mid_job_is_one_line_saying_so() -> None:
         with remote_errors("10.0.0.1:6379"):
             raise ValueError("a task's own bug")
 
+
+
+@pytest.mark.parametrize("answers", [True, False])
+def test_a_lost_detached_job_is_stopped_where_its_cluster_still_answers(demo_copy: Path, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch,
+                                                                       answers: bool) -> None:
+    """A job silent for a minute was recorded as failed and its stage removed, while its actor, only stalled,
+    went on and crashed into the missing folder; it is stopped first where the cluster answers."""
+    import time
+
+    from embridge.core.scale import detached_jobs
+    from embridge.core.scale.engine import EngineError
+
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    (stage / detached_jobs.STATUS_FILE).write_text(json.dumps({"state": "running", "done": 3, "total": 9,
+                                                               "heartbeat": time.time() - 120}))
+    with Workspace.open(demo_copy) as ws:
+        run_id = ws.start_run("backfill", "new-cnn", {"engine": "ray"})
+    job = detached_jobs.RayJob(run_id, "job-1", "10.0.0.1:6379", "ns", str(stage), "new-cnn", 9)
+    controlled: list[str] = []
+
+    def reachable(address: str) -> None:
+        if not answers:
+            raise EngineError(f"--ray-address {address}: no Ray cluster answers there")
+
+    monkeypatch.setattr(detached_jobs, "check_reachable", reachable)
+    monkeypatch.setattr(detached_jobs, "_control", lambda action, job, timeout_s=0: controlled.append(action))
+    with Workspace.open(demo_copy) as ws:
+        current = detached_jobs.read_status(job)
+        assert current.state == "lost" and "stopped reporting for over 60 s" in (current.error or "")
+        detached_jobs.settle(ws, job, current)
+        run = ws.run(run_id)
+    assert run["status"] == "failed" and "stopped reporting" in run["error"] and not stage.exists()
+    assert controlled == (["kill"] if answers else [])

@@ -236,8 +236,19 @@ def settle(ws: Any, job: RayJob, current: JobStatus) -> dict[str, Any] | None:
             status_name = "cancelled" if current.state == "cancelled" else "failed"
             ws.finish_run(job.run_id, status_name, error=current.error or f"the Ray job ended {current.state}",
                           metrics={"done": current.done})
+    if current.state == "lost":  # silent, not necessarily gone: it must not go on into a stage removed under it
+        _stop_if_reachable(job)
     shutil.rmtree(job.stage, ignore_errors=True)
     return metrics
+
+
+def _stop_if_reachable(job: RayJob) -> None:
+    """Kill a lost job's actor where its cluster still answers (a stalled node); a cluster gone took it along."""
+    try:
+        check_reachable(job.address)
+        _control("kill", job, timeout_s=60.0)
+    except EngineError:
+        pass
 
 
 def cancel(ws: Any, job: RayJob, grace_s: float = 30.0) -> JobStatus:
