@@ -583,3 +583,18 @@ def test_relative_dataset_paths_on_ray_are_the_callers(ray_cluster: Any, bundles
     files = {engine: sorted((tmp_path / "here" / f"out-{engine}").glob("*.parquet")) for engine in ("local", "ray")}
     assert [f.name for f in files["ray"]] == [f.name for f in files["local"]] and len(files["ray"]) == 2
     assert all(a.read_bytes() == b.read_bytes() for a, b in zip(files["local"], files["ray"], strict=True))
+
+
+def test_a_bad_row_of_a_lance_dataset_is_named_with_its_fragment(bundles: dict, tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """Row numbers count within a fragment: "row 5" of the second fragment named another item."""
+    from scale_fixtures import write_lance
+
+    vectors = bundles["vectors"]["v3"][:30].copy()
+    vectors[20] = 0.0  # row 5 of the second of two fragments of 15 rows
+    write_lance(tmp_path / "db", "docs", vectors, fragments=2)
+    code = main(["transform", "--bundle", str(bundles["linear"]), "--from", f"lance://{tmp_path / 'db' / 'docs.lance'}",
+                 "--to", str(tmp_path / "out")])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("embridge:")]
+    assert code == 1 and len(err) == 1, err
+    assert "docs.lance (fragment 1): row 5 of column 'vector' (id 20) is an all-zero vector" in err[0], err[0]

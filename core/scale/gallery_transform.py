@@ -123,23 +123,23 @@ def transform_partition(bundle: str, part: Partition | dict[str, Any], target: s
                          f"maps {layer.in_dim}-d ones")
     if vec.null_count:
         row = vec.is_null().to_pylist().index(True)
-        raise InputError(part.path, f"row {row} of column '{vec_col}' (id {table.column(id_col)[row].as_py()!r}) is a "
+        raise InputError(part.where, f"row {row} of column '{vec_col}' (id {table.column(id_col)[row].as_py()!r}) is a "
                          f"null vector ({vec.null_count} such rows)")
     values = vec.flatten()
     if values.null_count:  # a null inside a vector: to_numpy would make it NaN, and it would be named so
         row = int(np.flatnonzero(values.is_null().to_numpy(zero_copy_only=False))[0]) // width
-        raise InputError(part.path, f"row {row} of column '{vec_col}' (id {table.column(id_col)[row].as_py()!r}) "
+        raise InputError(part.where, f"row {row} of column '{vec_col}' (id {table.column(id_col)[row].as_py()!r}) "
                          "holds a null value inside its vector")
     # a float64 value beyond float32's range is named as such, not left to become inf ("NaN or inf")
     old = float32_rows(vec.flatten().to_numpy(zero_copy_only=False), len(vec), width,
                        f"{part.path}: column '{vec_col}'", table.column(id_col).to_pylist(), 0)
     bad = np.flatnonzero(~np.isfinite(old).all(axis=1))
     if len(bad):
-        raise InputError(part.path, f"row {int(bad[0])} of column '{vec_col}' holds NaN or inf values "
+        raise InputError(part.where, f"row {int(bad[0])} of column '{vec_col}' holds NaN or inf values "
                          f"({len(bad)} such rows)")
     zero = zero_rows(old)
     if len(zero):  # as a migration refuses such points: no direction, the output would be the layer's bias
-        raise InputError(part.path, f"row {int(zero[0])} of column '{vec_col}' (id "
+        raise InputError(part.where, f"row {int(zero[0])} of column '{vec_col}' (id "
                          f"{table.column(id_col)[int(zero[0])].as_py()!r}) is an all-zero vector ({len(zero)} such "
                          "rows): it has no direction to transform")
     # rows L2-normalised, as the manifest's normalisation.output says and a store migration writes them
@@ -219,7 +219,7 @@ def _check_ids(src: Any, id_col: str) -> None:
     names, columns = [], []
     for part in src.partitions:
         ids = read_partition(part, [id_col]).column(id_col)
-        named = part.path if part.kind == "parquet" else f"{part.path} (fragment {part.fragment})"
+        named = part.where
         if ids.null_count:
             raise InputError(named, f"row {first_null(ids)} of column '{id_col}' is a null id "
                              f"({ids.null_count} such rows)")

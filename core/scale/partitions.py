@@ -30,6 +30,12 @@ class Partition:
     path: str
     fragment: int = -1
 
+    @property
+    def where(self) -> str:
+        """The partition as a message names it: a Parquet file, or a Lance dataset with its fragment (row
+        numbers count within it)."""
+        return self.path if self.kind == "parquet" else f"{self.path} (fragment {self.fragment})"
+
     def to_row(self) -> dict[str, Any]:
         return asdict(self)
 
