@@ -167,3 +167,25 @@ def test_a_missing_font_family_does_not_flood_the_terminal() -> None:
             for which in ("plain", "figures")}
     assert "findfont" in runs["plain"].stderr  # matplotlib alone says it, once per lookup
     assert "findfont" not in runs["figures"].stderr
+
+
+def test_a_long_label_is_cut_in_the_figure_and_warns_nothing() -> None:
+    """A label of 100 characters pushed the axes aside (every other label cut at the edge) and matplotlib
+    printed a two-line warning on every report."""
+    import warnings
+
+    values = {cell: {("L" * 300 if i == 0 else f"lab{i}"): 0.5 for i in range(10)} for cell in ("a", "b")}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        svg = figures.figure_to_svg(figures.per_label_bars(values))
+    assert caught == [] and "L" * (figures.TICK_CHARS - 1) + "…" in svg and "L" * figures.TICK_CHARS not in svg
+    assert figures.tick_text("lab1") == "lab1"
+
+
+def test_a_right_to_left_override_in_a_key_reorders_only_itself_in_the_flips_tables() -> None:
+    """The results of a flipped query were joined into one cell as plain text: an override in one key or
+    label reversed every result after it."""
+    from embridge.core.report.html_page import _pairs
+
+    joined = _pairs(["g332", "g485"], ["\u202eRTL override", "cat"], [1, 0])
+    assert joined == "\u2068g332\u2069 (\u2068\u202eRTL override\u2069) ✓; \u2068g485\u2069 (\u2068cat\u2069) ✗"

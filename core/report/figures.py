@@ -138,7 +138,7 @@ def per_label_bars(
     for i, cell in enumerate(names):
         ax.barh(y + (i - (len(names) - 1) / 2) * height, [_finite(values[cell].get(lab)) for lab in labels],
                 height, label=cell, color=_colour(cell, i))  # fmt: skip
-    ax.set_yticks(y, [str(lab) for lab in labels], fontsize="small")
+    ax.set_yticks(y, [tick_text(lab) for lab in labels], fontsize="small")
     ax.invert_yaxis()
     ax.set_xlim(0, 1.05)
     ax.set_xlabel(metric)
@@ -297,6 +297,16 @@ def training_curves(epochs: Sequence[Mapping[str, Any]], x_key: str = "epoch",
     for ax, (key, rows) in zip(sweep_axes, sweeps, strict=True):
         _sweep_panel(ax, key, rows, metric_label)
     return fig
+
+
+TICK_CHARS = 40  # a label drawn beside an axis; the tables show it whole
+
+
+def tick_text(label: object, most: int = TICK_CHARS) -> str:
+    """``label`` cut with an ellipsis past ``most`` characters: one long label pushed the axes aside, cut
+    every other label at the figure's edge, and matplotlib warned on stderr."""
+    text = str(label)
+    return text if len(text) <= most else text[:most - 1] + "…"
 
 
 def figure_to_png_bytes(fig: Figure, dpi: int = 100) -> bytes:

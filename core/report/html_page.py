@@ -167,8 +167,14 @@ def _pairs(keys: Sequence[str], labels: Sequence[Any] | None, grades: Sequence[i
     whether it is relevant as the metrics count it."""
     labels = labels or [None] * len(keys)
     marks = [""] * len(keys) if grades is None else [" ✓" if g > 0 else " ✗" for g in grades]
-    return "; ".join((f"{k} ({lab})" if lab is not None else k) + mark
+    return "; ".join((f"{_isolated(k)} ({_isolated(lab)})" if lab is not None else _isolated(k)) + mark
                      for k, lab, mark in zip(keys, labels, marks, strict=False))
+
+
+def _isolated(text: Any) -> str:
+    """A user's key or label between Unicode isolates (FSI ... PDI): a right-to-left override inside it
+    reorders only itself, not the results after it in the same cell."""
+    return f"\u2068{text}\u2069"
 
 
 def _per_label(report: Mapping[str, Any], figs: _Figures) -> str:
