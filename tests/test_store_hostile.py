@@ -563,3 +563,23 @@ def test_a_qdrant_shadow_in_another_store_keeps_the_named_vector_and_a_trailing_
     client.close()
     code, _, err = migrate(capsys, upgrade, source, f"qdrant://{tmp_path / 'qd'}/?collection=named&vector=img")
     one_line(code, err, "is the source collection itself")
+    os.symlink(tmp_path / "qd", tmp_path / "link")  # other spellings of the folder: the same store
+    for spelling in (f"{tmp_path / 'qd'}/.", f"{tmp_path}/./qd/../qd", str(tmp_path / "link")):
+        code, _, err = migrate(capsys, upgrade, source, f"qdrant://{spelling}?collection=named&vector=img")
+        one_line(code, err, "is the source collection itself")
+    code, out, err = migrate(capsys, upgrade, source, f"qdrant://{tmp_path / 'link'}?collection=sibling")
+    assert code == 0 and out["status"] == "completed", err  # a sibling through the link: one client, one store
+
+
+def test_a_lancedb_folder_reached_through_a_link_and_dot_dot_opens(upgrade: dict, tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """``a/link/../lance`` where the link points into ``b``: LanceDB read the ``..`` by text (``a/lance``, not
+    there) and the check failed as an unexpected error (exit 3)."""
+    from scale_fixtures import write_lance
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b" / "inner").mkdir(parents=True)
+    os.symlink(tmp_path / "b" / "inner", tmp_path / "a" / "link")
+    write_lance(tmp_path / "b" / "lance", "docs", upgrade["vectors"]["v1"][:20], fragments=1)
+    code, out, err = cli(capsys, "check", "--uri", f"lancedb://{tmp_path / 'a' / 'link'}/../lance?table=docs")
+    assert code == 0 and out["count"] == 20, err

@@ -60,7 +60,7 @@ class LanceDBConnector(Connector):
         self.id_col = uri.param("id", default="id") or "id"
         self.vec_col = uri.param("vector", default="vector") or "vector"
         try:
-            self.db = lancedb.connect(str(self.root))
+            self.db = lancedb.connect(os.path.realpath(self.root))  # it reads '..' by text, not through links
         except Exception as exc:  # lancedb raises several types for an unusable folder
             raise VectorStoreError(f"{self.root}: cannot open the LanceDB database ({exc})") from exc
         self._table: Any = None

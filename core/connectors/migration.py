@@ -56,6 +56,7 @@ from embridge.core.connectors.targets import (
     adopt_source_columns,
     alias_to_switch,
     check_store_output,
+    same_store,
     writable_target_alias,
 )
 from embridge.core.connectors.transform import StoreTransform, load_transform
@@ -86,8 +87,7 @@ def open_pair(source_uri: str, target_uri: str, inputs: tuple[str | Path | None,
     check_store_output(dst_uri, "--to", (src_uri, *inputs))
     source = open_store(src_uri, "--from")
     try:
-        if src_uri.scheme == dst_uri.scheme and source.single_client and \
-                src_uri.base == dst_uri.base:
+        if src_uri.scheme == dst_uri.scheme and source.single_client and same_store(src_uri, dst_uri):
             check_params(dst_uri, "--to")  # as open_store checks them: a typo is named, not ignored
             target = source.with_collection(type(source).collection_name(dst_uri))
             target.uri = dst_uri
@@ -98,7 +98,8 @@ def open_pair(source_uri: str, target_uri: str, inputs: tuple[str | Path | None,
         source.close()
         raise
     adopt_source_columns(source, target, dst_uri)
-    if src_uri.scheme == dst_uri.scheme and source.location() == target.location() and \
+    if src_uri.scheme == dst_uri.scheme and (source.location() == target.location() or (
+            not src_uri.netloc and same_store(src_uri, dst_uri))) and \
             (source.alias_target(source.collection) or source.collection) == target.collection:
         source.close()
         raise InputError("--to", f"'{target_uri}' {SOURCE_ITSELF}")

@@ -11,6 +11,7 @@ whole migration. A table target whose URI names no id or vector column takes the
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -55,7 +56,7 @@ def check_store_output(uri: str | StoreURI, option: str = "--to",
             continue
         if isinstance(given, StoreURI) or "://" in str(given):
             source = given if isinstance(given, StoreURI) else StoreURI.parse(str(given), "--from")
-            if _same_store(source, parsed):
+            if same_store(source, parsed):
                 _refuse_the_source_itself(source, parsed, target, option)
                 continue
             found = local_output(source, "--from")
@@ -98,12 +99,15 @@ def _refuse_the_source_itself(source: StoreURI, parsed: StoreURI, target: Path, 
         raise InputError(option, f"'{parsed.raw}' {SOURCE_ITSELF}")
 
 
-def _same_store(a: StoreURI, b: StoreURI) -> bool:
+def same_store(a: StoreURI, b: StoreURI) -> bool:
+    """Whether two URIs name one store (their collections are siblings in it), however its folder is
+    written: a trailing slash, ``.`` and ``..`` segments, a link to it."""
     if a.scheme != b.scheme or a.netloc != b.netloc:
         return False
+    place = (lambda p: p.rstrip("/")) if a.netloc else (lambda p: os.path.realpath(p.rstrip("/") or "/"))
     if a.scheme in ("parquet", "lance"):
-        return Path(a.path.rstrip("/")).parent == Path(b.path.rstrip("/")).parent
-    return a.path.rstrip("/") == b.path.rstrip("/")
+        return Path(place(a.path)).parent == Path(place(b.path)).parent
+    return place(a.path) == place(b.path)
 
 
 def named_alias(alias: str | None, uri: StoreURI, option: str) -> str | None:

@@ -80,9 +80,12 @@ def _with_backfill_done(plan: Plan, served: Mapping[str, Any] | None) -> Plan:
     costs nothing more and is the one recommended (a partial one would serve less than what is there now)."""
     full, partial = plan.option("full_backfill"), plan.option("partial_backfill")
     if served and partial is not None and int(served["new_vectors"]) >= int(partial["items_embedded"]) > 0:
-        partial["notes"].append(f"Backfill run #{served['backfill']['run_id']} already gives "
-                                f"{int(served['new_vectors'])} gallery items their new vectors, at least as many as "
-                                "this option would: 'backfill --order planner' refuses to record it over that one unless a --fraction asks for it.")
+        done = (f"Backfill run #{served['backfill']['run_id']} already gives {int(served['new_vectors'])} gallery "
+                "items their new vectors, at least as many as this partial backfill would: 'backfill --order "
+                "planner' refuses to record it over that one unless a --fraction asks for it.")
+        partial["notes"].append(done)
+        if plan.recommendation == "partial_backfill":  # said where the command line shows it
+            plan = replace(plan, reason=f"{plan.reason} {done}")
     if not served or full is None or int(served["new_vectors"]) < int(served["protocol"]["n_gallery"]):
         return plan
     run, n = served["backfill"]["run_id"], int(served["protocol"]["n_gallery"])

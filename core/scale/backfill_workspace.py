@@ -113,9 +113,9 @@ def backfill_ids(ws: Any, order: str, *, run_id: int | None = None, fraction: fl
                  plan: dict[str, Any] | None = None, model: str | None = None, **plan_options: Any) -> np.ndarray:
     """The gallery ids to backfill in ``order`` ("stored": all, ascending; "planner": the plan's).
 
-    With ``model`` and no ``fraction``, a planner's set that ``model``'s latest backfill already holds whole
-    is refused: recorded as the newest backfill it would shrink the gallery served by new vectors to it
-    (a ``fraction`` asked for is recorded as asked)."""
+    With ``model`` and no ``fraction``, a planner's set no larger than ``model``'s latest backfill is refused:
+    recorded as the newest backfill it would shrink (or keep) the gallery served by new vectors (a
+    ``fraction`` asked for is recorded as asked)."""
     if order not in ORDERS:
         raise InputError("--order", f"unknown order '{order}' (use {' or '.join(ORDERS)})")
     if order == "stored":
@@ -138,10 +138,10 @@ def _refuse_a_step_back(ws: Any, model: str, ids: np.ndarray) -> None:
     if latest is None:
         return
     held = ws.vector_set_ids(int(latest["metrics"]["vector_set"]))
-    if len(ids) and np.isin(ids, held).all():
+    if len(ids) and held.size >= ids.size:  # as the plan counts it: no more items served by new vectors
         raise InputError("--order", f"backfill run #{latest['id']} already re-embedded {held.size} gallery items "
-                         f"with '{model}', every one of the {ids.size} the plan's partial backfill takes; recorded as "
-                         "the newest backfill it would serve fewer new vectors than now, so nothing was done "
+                         f"with '{model}', at least the {ids.size} the plan's partial backfill takes; recorded as "
+                         "the newest backfill it would serve no more new vectors than now, so nothing was done "
                          "(--order stored re-embeds every gallery item; --fraction records a smaller share "
                          "deliberately)")
 
