@@ -9,6 +9,8 @@ the reports. The spread is read on a seeded sample of rows, so a large import pa
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 
 SAMPLE_ROWS = 4_096
@@ -22,7 +24,7 @@ def length_note(matrix: np.ndarray, seed: int = 0) -> str | None:
     n = len(matrix)
     if n < 2:
         return None
-    lengths = np.linalg.norm(_sampled(matrix, seed), axis=1)
+    lengths = np.concatenate([np.linalg.norm(block, axis=1) for block in _blocks(matrix, seed)])
     lengths = lengths[lengths > 0]
     if len(lengths) < 2:
         return None
@@ -34,10 +36,11 @@ def length_note(matrix: np.ndarray, seed: int = 0) -> str | None:
             "product ranks differently from what its reports measure")
 
 
-def _sampled(matrix: np.ndarray, seed: int) -> np.ndarray:
+def _blocks(matrix: np.ndarray, seed: int) -> Iterator[np.ndarray]:
+    """A seeded sample of the rows, a block at a time in float64 (memory: one block, whatever the width)."""
     rows = np.sort(np.random.default_rng(seed).choice(len(matrix), size=min(len(matrix), SAMPLE_ROWS), replace=False))
-    return np.concatenate([np.asarray(matrix[rows[at:at + BLOCK_ROWS]], dtype=np.float64)
-                           for at in range(0, len(rows), BLOCK_ROWS)])
+    for at in range(0, len(rows), BLOCK_ROWS):
+        yield np.asarray(matrix[rows[at:at + BLOCK_ROWS]], dtype=np.float64)
 
 
 def narrow_note(matrix: np.ndarray, seed: int = 0) -> str | None:
@@ -45,12 +48,15 @@ def narrow_note(matrix: np.ndarray, seed: int = 0) -> str | None:
     scores every search uses differ between items by less than their rounding: rankings are then noise."""
     if len(matrix) < 3:
         return None
-    rows = _sampled(matrix, seed)
-    lengths = np.linalg.norm(rows, axis=1)
-    unit = rows[lengths > 0] / lengths[lengths > 0, None]
-    if len(unit) < 3:
+    gaps = []
+    for block in _blocks(matrix, seed):  # 1 - cos between neighbouring sampled rows
+        lengths = np.linalg.norm(block, axis=1)
+        unit = block[lengths > 0] / lengths[lengths > 0, None]
+        gaps.append(1.0 - np.einsum("ij,ij->i", unit[:-1], unit[1:]))
+    gap_values = np.concatenate(gaps) if gaps else np.zeros(0)
+    if gap_values.size < 2:
         return None
-    gap = float(np.median(1.0 - np.einsum("ij,ij->i", unit[:-1], unit[1:])))
+    gap = float(np.median(gap_values))
     if gap >= NARROW:
         return None
     return (f"the vectors point almost the same way (median 1 - cosine between sampled rows {gap:.2g}), closer than "
