@@ -9,8 +9,6 @@ the reports. The spread is read on a seeded sample of rows, so a large import pa
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 
 SAMPLE_ROWS = 4_096
@@ -19,12 +17,43 @@ SPREAD = 4.0  # 95th over 5th percentile of the lengths above which the note is 
 NARROW = 1e-5  # median 1 - cos between sampled rows below which float32 scores rank by rounding
 
 
+def _sample_shape(matrix: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(the sampled rows' L2 lengths, 1 - cos between neighbouring sampled rows of one block), in one read
+    of a seeded sample of ``SAMPLE_ROWS`` rows, ``BLOCK_ROWS`` at a time (memory: one block)."""
+    n = len(matrix)
+    rows = np.sort(np.random.default_rng(seed).choice(n, size=min(n, SAMPLE_ROWS), replace=False))
+    lengths, gaps = [], []
+    for at in range(0, len(rows), BLOCK_ROWS):
+        block = np.asarray(matrix[rows[at:at + BLOCK_ROWS]], dtype=np.float64)
+        norms = np.linalg.norm(block, axis=1)
+        unit = block[norms > 0] / norms[norms > 0, None]
+        lengths.append(norms)
+        gaps.append(1.0 - np.einsum("ij,ij->i", unit[:-1], unit[1:]))
+    empty = np.zeros(0)
+    return (np.concatenate(lengths) if lengths else empty), (np.concatenate(gaps) if gaps else empty)
+
+
 def length_note(matrix: np.ndarray, seed: int = 0) -> str | None:
     """'lengths vary from 0.8 to 75.7 ...' when the rows' L2 lengths spread widely, else None."""
-    n = len(matrix)
-    if n < 2:
+    return _length_sentence(_sample_shape(matrix, seed)[0]) if len(matrix) >= 2 else None
+
+
+def narrow_note(matrix: np.ndarray, seed: int = 0) -> str | None:
+    """A note when the rows point so nearly one way (a large common offset, say) that the float32 cosine
+    scores every search uses differ between items by less than their rounding: rankings are then noise."""
+    return _narrow_sentence(_sample_shape(matrix, seed)[1]) if len(matrix) >= 3 else None
+
+
+def vector_notes(matrix: np.ndarray) -> str | None:
+    """The notes that apply to a stored vector set, as one sentence, or None (the sample read once)."""
+    if len(matrix) < 2:
         return None
-    lengths = np.concatenate([np.linalg.norm(block, axis=1) for block in _blocks(matrix, seed)])
+    lengths, gaps = _sample_shape(matrix, 0)
+    notes = (_length_sentence(lengths), _narrow_sentence(gaps) if len(matrix) >= 3 else None)
+    return "; ".join(n for n in notes if n) or None
+
+
+def _length_sentence(lengths: np.ndarray) -> str | None:
     lengths = lengths[lengths > 0]
     if len(lengths) < 2:
         return None
@@ -36,34 +65,12 @@ def length_note(matrix: np.ndarray, seed: int = 0) -> str | None:
             "product ranks differently from what its reports measure")
 
 
-def _blocks(matrix: np.ndarray, seed: int) -> Iterator[np.ndarray]:
-    """A seeded sample of the rows, a block at a time in float64 (memory: one block, whatever the width)."""
-    rows = np.sort(np.random.default_rng(seed).choice(len(matrix), size=min(len(matrix), SAMPLE_ROWS), replace=False))
-    for at in range(0, len(rows), BLOCK_ROWS):
-        yield np.asarray(matrix[rows[at:at + BLOCK_ROWS]], dtype=np.float64)
-
-
-def narrow_note(matrix: np.ndarray, seed: int = 0) -> str | None:
-    """A note when the rows point so nearly one way (a large common offset, say) that the float32 cosine
-    scores every search uses differ between items by less than their rounding: rankings are then noise."""
-    if len(matrix) < 3:
+def _narrow_sentence(gaps: np.ndarray) -> str | None:
+    if gaps.size < 2:
         return None
-    gaps = []
-    for block in _blocks(matrix, seed):  # 1 - cos between neighbouring sampled rows
-        lengths = np.linalg.norm(block, axis=1)
-        unit = block[lengths > 0] / lengths[lengths > 0, None]
-        gaps.append(1.0 - np.einsum("ij,ij->i", unit[:-1], unit[1:]))
-    gap_values = np.concatenate(gaps) if gaps else np.zeros(0)
-    if gap_values.size < 2:
-        return None
-    gap = float(np.median(gap_values))
+    gap = float(np.median(gaps))
     if gap >= NARROW:
         return None
     return (f"the vectors point almost the same way (median 1 - cosine between sampled rows {gap:.2g}), closer than "
             "float32 scores resolve, so searches rank them partly by rounding; subtract their mean vector (centre "
             "them) before importing")
-
-
-def vector_notes(matrix: np.ndarray) -> str | None:
-    """The notes that apply to a stored vector set, as one sentence, or None."""
-    return "; ".join(n for n in (length_note(matrix), narrow_note(matrix)) if n) or None

@@ -200,10 +200,11 @@ class ModelsPage(Page):
         self.job = self.ctx.run(f"Add model {name}", job, added, milestone="stage")
         if self.job is not None:
             self._set_busy(True)
-            self.job.finished.connect(self._added)
+            self.job.finished.connect(self._ended)
 
-    def _added(self, outcome: JobOutcome) -> None:
-        """The add has ended: start the next dropped file (none after a cancel), else free the buttons."""
+    def _ended(self, outcome: JobOutcome) -> None:
+        """An add or a change has ended: start the next dropped file (none after a cancel), else free the
+        buttons."""
         self.job = None
         if outcome.status == "cancelled":
             self._queued.clear()
@@ -320,13 +321,7 @@ class ModelsPage(Page):
         self.job = self.ctx.run(title, job, visible=False)
         if self.job is not None:
             self._set_busy(True)
-            self.job.finished.connect(self._changed)
-
-    def _changed(self, _outcome: JobOutcome) -> None:
-        self.job = None
-        self._set_busy(False)
-        if self._queued:  # a file dropped meanwhile
-            self.add_model(*self._queued.pop(0))
+            self.job.finished.connect(self._ended)
 
     def remove_selected(self) -> None:
         name = self.selected_name()

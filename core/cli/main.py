@@ -202,7 +202,7 @@ def _main(argv: Sequence[str] | None, program: bool) -> int:
         _quiet_stdout()
         _error(f"the command's work is done, but its output could not be written ({exc.strerror or exc})")
         return 1
-    return int(getattr(args, "exit_status", 0))
+    return int(getattr(args, "exit_status", 0))  # a handler sets 1 when a check it ran failed (report gate)
 
 
 def _quiet_stdout() -> None:
@@ -212,7 +212,7 @@ def _quiet_stdout() -> None:
         os.dup2(devnull, sys.stdout.fileno())
         os.close(devnull)
     except (OSError, ValueError, AttributeError):  # in-process callers' stdout may have no file descriptor
-        pass  # a handler sets 1 when a check it ran failed (report gate)
+        pass
 
 
 def run_program() -> None:
