@@ -191,6 +191,13 @@ def resolve_qrels(ws: Workspace, qrels: QrelLines, seed: int = 0) -> tuple[Judgm
         splits = [s if s is not None else drawn[q] for q, s in zip(qrels.query_keys, splits, strict=True)]
     judgments = Judgments.from_arrays([queries[k] for k in qrels.query_keys], [items[k] for k in qrels.item_keys],
                                       qrels.grades, splits)
+    stored = ws.judged_pairs(judgments.query_ids, judgments.item_ids)
+    if stored.any():
+        first = int(stored.argmax())
+        count = int(stored.sum())
+        raise ImportDataError(qrels.path, f"line {qrels.lines[first]}: query '{shown_name(qrels.query_keys[first])}' and "
+                              f"item '{shown_name(qrels.item_keys[first])}' are already judged in the workspace ({count} "
+                              f"pair{'s' if count > 1 else ''} of this file in all); a judgment is not overwritten")
     return judgments, (seed if drawn is not None else None)
 
 

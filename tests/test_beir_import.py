@@ -147,7 +147,8 @@ def test_qrels_file_alone_with_given_splits_and_bad_lines(ws: Workspace, tmp_pat
     before = snapshot(ws.root)
     for body, message in [("a\tzz\t1\ttest\n", r"line 1: unknown item key 'zz'"),
                           ("b\ta\t1\ttest\n", r"line 1: unknown query key 'b'"),
-                          ("a\ta\t2\ttest\n", "1 pairs are already judged"),
+                          ("a\tb\t1\ttest\na\ta\t2\ttest\n",  # the first named by its line
+                           r"line 1: query 'a' and item 'b' are already judged in the workspace \(2 pairs of this"),
                           ("a\ta\t2\tholdout\n", r"line 1: unknown split 'holdout'"),
                           ("a\ta\n", r"line 1: expected 3 or 4 columns"),
                           ("a\tb\tx\na\ta\t1\n", r"line 1: grade 'x' is not an integer"),  # not a header

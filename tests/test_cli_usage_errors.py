@@ -46,6 +46,15 @@ CASES = [
     # a setting with its own option, given through --set: one way each, checked by its option
     (["train", "--method", "mlp", "--set", "lr=1e300"], "train", "--set: lr has its own option: use --lr"),
     (["train", "--method", "mlp", "--set", "device=banana"], "train", "--set: device has its own option"),
+    # a second value of a one-value option: argparse kept the last silently (the first file went unread)
+    (["import", "--path", "{tmp}/a.csv", "--split", "gallery", "--path", "{tmp}/b.jsonl"], "import",
+     "argument --path: given more than once; give it once"),
+    (["report", "--run", "1", "--run", "2"], "report", "argument --run: given more than once"),
+    (["model", "add", "--name", "m", "--path", "{tmp}/m.pt", "--input-shape", " "], "model add",
+     "argument --input-shape: is empty"),
+    # a value as typed is shown, not obeyed by the terminal
+    (["report", "--bootstrap", "1\x1b[2J"], "report", "got '1\\x1b[2J'"),
+    (["report", "--search", "\x1b]0;title\x07"], "report", "invalid choice: '\\x1b]0;title\\x07'"),
 ]
 
 
@@ -59,6 +68,7 @@ def test_a_refused_option_is_one_line_and_status_2(argv: list[str], command: str
     assert main(args) == 2
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err.count("\n") == 1, captured.err
+    assert "\x1b" not in captured.err and "\x07" not in captured.err
     assert said in captured.err and f"(see 'embridge {command} --help')" in captured.err, captured.err
     assert "Traceback" not in captured.err
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing was created: no workspace, no output

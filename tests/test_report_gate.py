@@ -12,7 +12,16 @@ import pytest
 from embridge.core.cli.main import main
 from embridge.core.errors import InputError
 from embridge.core.evaluation.headline import report_number_names
-from embridge.core.report.gate import NOT_METRICS, Check, evaluate, parse_check
+from embridge.core.report.gate import (
+    NOT_METRICS,
+    Check,
+    CheckResult,
+    evaluate,
+    exact,
+    junit_error_xml,
+    junit_xml,
+    parse_check,
+)
 from embridge.core.store import Workspace
 
 
@@ -28,6 +37,20 @@ def test_parse_and_evaluate_checks() -> None:
                        {"a": 0.5, "b": 0.2, "c": None, "c_note": "the new model gains nothing"})
     assert [r.passed for r in results] == [True, False, False, False]
     assert "gains nothing" in results[2].message and "no such metric" in results[3].message
+    # a value just short of its bound is not rounded up to it, and the check is named as typed
+    close = evaluate([parse_check("gain_retained>=0.26086956522")], {"gain_retained": 6 / 23})[0]
+    assert not close.passed and close.check.text == "gain_retained>=0.26086956522"
+    assert close.message == "gain_retained = 0.2608695652173913, required at least 0.26086956522"
+    assert exact(1.0) == "1" and exact(1e-3) == "0.001" and exact(2.5e17) == "2.5e+17"
+
+
+def test_junit_xml_holds_any_message_as_text_xml_can_hold() -> None:
+    message = "the report could not be built: W\x1bX\x01\ufffe: not an Embridge workspace"
+    root = ET.fromstring(junit_error_xml(message))  # a control character made the file unreadable
+    shown = root.find("testsuite/testcase/error").get("message")
+    assert shown == "the report could not be built: W\\x1bX\\x01\\ufffe: not an Embridge workspace"
+    cases = [CheckResult(Check("gain_retained", ">=", 0.5), None, False, "gain_retained: undefined (\x0b)")]
+    assert ET.fromstring(junit_xml(cases)).find("testsuite/testcase/failure").get("message").endswith("(\\x0b)")
 
 
 def test_gate_on_a_real_report(demo_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -61,7 +84,7 @@ def test_gate_on_a_real_report(demo_copy: Path, tmp_path: Path, capsys: pytest.C
     assert [c.get("name") for c in cases] == ["gain_retained>=0", "negative_flip_rate<=0.5", "upgraded_top1>=1",
                                               "ndcg@10>=0.1"]
     failed = {c.get("name"): c.find("failure").get("message") for c in cases if c.find("failure") is not None}
-    assert f"{data['upgraded_top1']:.10g}" in failed["upgraded_top1>=1"] and upgraded in failed["upgraded_top1>=1"]
+    assert f"= {exact(data['upgraded_top1'])}, required at least 1" in failed["upgraded_top1>=1"] and upgraded in failed["upgraded_top1>=1"]
     code = main(["report", "--workspace", ws, "--bootstrap", "200", "--fail-under", "gain_retained>=1.5"])
     gain_line = capsys.readouterr().err.strip().splitlines()[-1]
     ceiling = stored["cells"][data["ceiling_cell"]]["protocol"]["text"]  # new/new searched the 600-item sample

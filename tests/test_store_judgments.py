@@ -63,7 +63,8 @@ def test_judgments_round_trip_and_views(ws: Workspace) -> None:
     (([5, 5], [1, 1], [1, 2], ["test", "test"]), r"the pair \(query item 5, item 1\) is judged more than once"),
     (([5], [1], [1], ["holdout"]), "unknown split 'holdout'"),
     (([5], [1], [-1], ["test"]), "negative grade -1"),
-    (([5, 6], [2, 1], [1, 1], ["test", "test"]), "1 pairs are already judged"),
+    (([5, 6], [2, 1], [1, 1], ["test", "test"]),
+     r"query 'q2' and item 'd1' are already judged in the workspace \(1 pair in all\)"),
 ])
 def test_bad_judgments_store_nothing(ws: Workspace, judgments: tuple, message: str) -> None:
     ws.add_judgments(Judgments.from_arrays([6], [1], [1], ["dev"]))

@@ -17,17 +17,48 @@ import sys
 from collections.abc import Callable
 from typing import NoReturn
 
+from embridge.core.errors import printable
+
 SEED_MAX = 2**32 - 1
 _ASCII_INTEGER = re.compile(r"[+-]?[0-9]+")
 
 
+_GIVEN = "_options_given"  # the namespace attribute, present only while parsing, of the options seen
+
+
+class _StoreOnce(argparse._StoreAction):
+    """An option that takes one value refuses a second one: argparse would keep the last silently
+    (``import --path a.csv --path b.jsonl`` imported only b.jsonl). Options meant to repeat append."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: str | None = None) -> None:
+        given = namespace.__dict__.setdefault(_GIVEN, set())
+        if option_string is not None and self.dest in given:
+            parser.error(f"argument {'/'.join(self.option_strings)}: given more than once; give it once")
+        given.add(self.dest)
+        super().__call__(parser, namespace, values, option_string)
+
+
 class OneLineParser(argparse.ArgumentParser):
-    """An argument parser whose errors are one line on stderr and exit status 2."""
+    """An argument parser whose errors are one line on stderr and exit status 2, and whose single-value
+    options refuse a second value. Its subcommands' parsers are of this class too."""
 
     last_error = ""  # the latest refusal's words, for a caller that records them elsewhere (report --junit)
 
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.register("action", None, _StoreOnce)
+        self.register("action", "store", _StoreOnce)
+
+    def parse_known_args(self, args: object = None, namespace: argparse.Namespace | None = None
+                         ) -> tuple[argparse.Namespace, list[str]]:
+        parsed, rest = super().parse_known_args(args, namespace)  # type: ignore[arg-type]
+        parsed.__dict__.pop(_GIVEN, None)
+        return parsed, rest
+
     def error(self, message: str) -> NoReturn:
-        OneLineParser.last_error = " ".join(message.split())
+        # a value as typed is shown, not obeyed: an escape sequence must not reach the terminal
+        OneLineParser.last_error = " ".join(printable(message).split())
         if sys.stderr is not None:
             sys.stderr.write(f"embridge: error: {OneLineParser.last_error} (see '{self.prog} --help')\n")
         raise SystemExit(2)

@@ -64,7 +64,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="old: the model the gallery was embedded by; new: the upgrade (default other)")
     p.add_argument("--arch", help="built-in architecture for a bare state_dict (mlp, small_cnn)")
     p.add_argument("--arch-config", help="JSON object of the architecture's settings, for a bare state_dict")
-    p.add_argument("--input-shape", help="input shape without batch, e.g. 1,28,28 (when it cannot be inferred)")
+    p.add_argument("--input-shape", type=NON_BLANK,
+                   help="input shape without batch, e.g. 1,28,28 (when it cannot be inferred)")
     p.add_argument("--query-prompt", help="text models: prepended to query items (default: the model's own "
                    "'query' prompt, else its default prompt, else none; '' for none)")
     p.add_argument("--document-prompt", help="text models: prepended to gallery items (default: the model's "

@@ -18,10 +18,10 @@ import torch
 
 from embridge.core.errors import CheckpointError
 from embridge.core.models.checkpoint_reader import first_line
+from embridge.core.models.text_batches import CHAR_BUDGET, length_batches
 from embridge.core.models.text_encoders import (
     BatchDone,
     clipped,
-    length_order,
     scatter_rows,
     unknown_only_rows,
 )
@@ -85,10 +85,8 @@ class SentenceTransformerEncoder:
         """Rows in input order; batches of similar length; ``prompt=""`` also overrides a default prompt."""
         texts = clipped(texts, self.max_length)
         self._count_unknown_only(texts, prompt)
-        order = length_order([len(t) for t in texts])
-        parts = []
-        for start in range(0, len(texts), batch_size):
-            idx = order[start:start + batch_size]
+        parts = []  # lengths in characters: tokenizing twice to count tokens costs more than it saves
+        for idx in length_batches([len(prompt) + len(t) for t in texts], batch_size, CHAR_BUDGET):
             with torch.inference_mode():
                 block = self.model.encode([texts[i] for i in idx], prompt=prompt, batch_size=len(idx),
                                           convert_to_numpy=True, show_progress_bar=False,

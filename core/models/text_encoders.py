@@ -25,6 +25,7 @@ import torch
 from embridge.core.errors import CheckpointError
 from embridge.core.models.checkpoint_reader import first_line
 from embridge.core.models.onnx_checks import check_run_output, input_types, pick_outputs
+from embridge.core.models.text_batches import TOKEN_BUDGET, length_batches
 from embridge.core.models.text_folders import (
     check_onnx_folder,
     check_transformers_folder,
@@ -83,11 +84,6 @@ def _cut(text: str, limit: int) -> str:
         if seen >= limit:
             return text[:word.end() - (seen - limit)]
     return text
-
-
-def length_order(lengths: Sequence[int]) -> np.ndarray:
-    """Indices longest first (stable), so each batch pads to a similar length."""
-    return np.argsort(-np.asarray(lengths, dtype=np.int64), kind="stable")
 
 
 def pool(hidden: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:
@@ -236,10 +232,8 @@ class _TokenizedEncoder:
             raise CheckpointError(self.source, f"the text {texts[empty[0]][:60]!r} gives no tokens with this "
                                   f"tokenizer ({len(empty)} such texts); give those items text it reads, or a "
                                   "prompt")
-        order = length_order([len(ids) for ids in encoded["input_ids"]])
         parts = []
-        for start in range(0, len(texts), batch_size):
-            idx = order[start:start + batch_size]
+        for idx in length_batches([len(ids) for ids in encoded["input_ids"]], batch_size, TOKEN_BUDGET):
             batch = self.tokenizer.pad({k: [encoded[k][i] for i in idx] for k in keys}, return_tensors="pt")
             with torch.inference_mode():
                 out, pooled = self._hidden(dict(batch))

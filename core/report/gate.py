@@ -11,7 +11,8 @@ it; identifiers and settings in the JSON (``report_id``, ``arr_k``, ...) are not
 relevance judgments the report's verdict decides on nDCG@10, and so do ``compatible`` and
 ``gain_retained`` here: they read ``compatible_ndcg@10`` and ``gain_retained_ndcg@10``, and say so;
 ``compatible_top1`` and ``gain_retained_top1`` always read top-1's own (``compatible``, ``gain_retained``). Values in
-messages keep ten significant digits, so a failed check never reads as a passing one.
+messages are written in full (the shortest text that reads back as the same number), so a failed check
+never reads as a passing one and a check is named as it was typed.
 :func:`junit_xml` renders the checks as JUnit XML (one test case per check; a report that could not
 be built is one test case in error); :func:`check_junit_target` refuses a ``--junit`` path that
 cannot take it before any work is done.
@@ -28,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from embridge.core.errors import InputError, StoreError, UsageError
+from embridge.core.errors import InputError, StoreError, UsageError, printable
 from embridge.core.evaluation.headline import decides_on_ndcg
 from embridge.core.paths import absolute, check_folder_target, check_output, file_kind, write_problem
 
@@ -53,7 +54,7 @@ class Check:
 
     @property
     def text(self) -> str:
-        return f"{self.metric}{self.op}{self.threshold:.10g}"
+        return f"{self.metric}{self.op}{exact(self.threshold)}"
 
 
 @dataclass(frozen=True)
@@ -146,9 +147,16 @@ def evaluate(checks: list[Check], values: dict[str, Any]) -> list[CheckResult]:
             continue
         passed = value >= check.threshold if check.op == ">=" else value <= check.threshold
         bound = "at least" if check.op == ">=" else "at most"
-        results.append(CheckResult(check, value, passed, f"{label} = {value:.10g}, required {bound} "
-                                   f"{check.threshold:.10g}", name))
+        results.append(CheckResult(check, value, passed, f"{label} = {exact(value)}, required {bound} "
+                                   f"{exact(check.threshold)}", name))
     return results
+
+
+def exact(value: float) -> str:
+    """``value`` as the shortest text that reads back as it (``0.2608695652173913``, ``1`` for 1.0):
+    rounded digits could show a failed check's value equal to its bound."""
+    value = float(value)
+    return str(int(value)) if value.is_integer() and abs(value) < 1e16 else repr(value)
 
 
 def _number(value: Any) -> float | None:
@@ -173,15 +181,23 @@ def _junit(cases: list[tuple[str, str, str]], suite: str) -> str:
     """The document for ``(name, pass|failure|error, message)`` test cases of one suite."""
     counts = {"tests": str(len(cases)), "failures": str(sum(o == "failure" for _, o, _ in cases)),
               "errors": str(sum(o == "error" for _, o, _ in cases))}
+    suite = _xml_safe(suite)
     root = ET.Element("testsuites", **counts)
     node = ET.SubElement(root, "testsuite", name=suite, **counts, skipped="0")
-    for name, outcome, message in cases:
+    for name, outcome, message in ((_xml_safe(n), o, _xml_safe(m)) for n, o, m in cases):
         case = ET.SubElement(node, "testcase", classname=suite, name=name)
         if outcome == "pass":
             ET.SubElement(case, "system-out").text = message
         else:
             ET.SubElement(case, outcome, message=message, type="gate" if outcome == "failure" else "report").text = message
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
+def _xml_safe(text: str) -> str:
+    """``text`` with the characters XML 1.0 cannot hold (controls but tab and line breaks, U+FFFE, U+FFFF,
+    lone surrogates) escaped as the command line shows them: ElementTree writes them as they are, and
+    a CI server's parser then rejects the whole file (a workspace path holding an escape sequence)."""
+    return "".join(f"\\u{ord(ch):04x}" if ch in "\ufffe\uffff" else ch for ch in printable(text))
 
 
 def _junit_or_empty(path: Path) -> bool:

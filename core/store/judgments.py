@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from embridge.core.errors import ImportDataError, StoreError
+from embridge.core.formatting import shown_name
 from embridge.core.store.schema import DOC_NAMESPACE, QUERY_NAMESPACE
 
 JUDGMENT_SPLITS = ("train", "dev", "test")
@@ -138,9 +139,13 @@ class JudgmentsMixin:
         with self.transaction():
             self._check_namespace(judgments.query_ids_unique(), QUERY_NAMESPACE, source, "query")
             self._check_namespace(np.unique(judgments.item_ids), DOC_NAMESPACE, source, "document")
-            already = self._already_judged(uniq)
-            if already:
-                raise ImportDataError(source, f"{already} pairs are already judged in the workspace")
+            stored = self.judged_pairs(uniq[:, 0], uniq[:, 1])
+            if stored.any():
+                q, i = self.keys_of(uniq[stored.argmax()].tolist())
+                count = int(stored.sum())
+                raise ImportDataError(source, f"query '{shown_name(q)}' and item '{shown_name(i)}' are already judged "
+                                      f"in the workspace ({count} pair{'s' if count > 1 else ''} in all); a judgment is "
+                                      "not overwritten")
             self._check_query_splits(judgments, source)
             self.db["judgments"].insert_all(rows, batch_size=1000)
         return len(rows)
@@ -187,13 +192,13 @@ class JudgmentsMixin:
         if wrong:
             raise ImportDataError(source, f"{len(wrong)} ids are not {what} items of the workspace, e.g. {wrong[:5]}")
 
-    def _already_judged(self, pairs: np.ndarray) -> int:
-        count = 0
-        queries = np.unique(pairs[:, 0]).tolist()
-        wanted = {(int(q), int(i)) for q, i in pairs.tolist()}
+    def judged_pairs(self, query_ids: Sequence[int] | np.ndarray, item_ids: Sequence[int] | np.ndarray) -> np.ndarray:
+        """For each (query id, item id) pair, whether the workspace already holds a judgment of it."""
+        pairs = [(int(q), int(i)) for q, i in zip(query_ids, item_ids, strict=True)]
+        stored: set[tuple[int, int]] = set()
+        queries = sorted({q for q, _ in pairs})
         for start in range(0, len(queries), _CHUNK):
             part = queries[start:start + _CHUNK]
             marks = ",".join("?" * len(part))
-            count += sum((q, i) in wanted for q, i in self.db.execute(
-                f"select query_id, item_id from judgments where query_id in ({marks})", part))
-        return count
+            stored.update(self.db.execute(f"select query_id, item_id from judgments where query_id in ({marks})", part))
+        return np.fromiter((p in stored for p in pairs), dtype=bool, count=len(pairs))
