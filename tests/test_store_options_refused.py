@@ -62,6 +62,21 @@ def test_text_new_vectors_are_refused_as_bundle_apply_refuses_them(
     assert tree_snapshot(tmp_path) == before
 
 
+@pytest.mark.parametrize("ids", ["column", "floats"])
+def test_new_vector_ids_that_are_not_one_row_of_ids_are_refused(
+        ids: str, upgrade: dict, source: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Ids of shape (n, 1) became the text '[7]', matched no point, and the migration ended with exit 0."""
+    v3 = upgrade["vectors"]["v3"]
+    given = np.arange(len(v3)).reshape(-1, 1) if ids == "column" else np.arange(len(v3)) + 0.5
+    bad = tmp_path / "bad-ids.npz"
+    np.savez(bad, ids=given, vectors=v3)
+    before = tree_snapshot(tmp_path)
+    code, _, err = migrate(capsys, upgrade, source.source, source.target, "--new-vectors", str(bad), "--backfill", "20")
+    refused(code, err, str(bad), "--new-vectors: 'ids' must be one row of integers or text",
+            f"got {given.dtype} of shape {given.shape}")
+    assert tree_snapshot(tmp_path) == before
+
+
 def test_new_vectors_giving_a_point_twice_name_the_point(
         upgrade: dict, source: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     v3 = upgrade["vectors"]["v3"]

@@ -18,6 +18,7 @@ from embridge.core.connectors import open_store
 from embridge.core.connectors.check import (
     UNMARKED,
     changed_since,
+    check_named_columns,
     migration_state,
     model_version,
     unfinished_migration,
@@ -58,6 +59,7 @@ def _rollback(uri: str, alias: str | None) -> dict[str, Any]:
         check_alias(store, alias, store.collection)
         if not store.exists():
             raise VectorStoreError(f"{store.describe()}: {store.missing()}; nothing to switch back to")
+        check_named_columns(store, store.count())
         unfinished = unfinished_migration(store, store.collection)
         if unfinished is not None:  # serving it would answer queries from part of the gallery
             raise VectorStoreError(f"{store.describe()}: {unfinished}; the alias was not moved")

@@ -268,9 +268,12 @@ def table_to_batch(table: Any, id_col: str, vec_col: str, cursor: Any, where: st
     import pyarrow as pa
 
     names = table.schema.names
-    if id_col not in names or vec_col not in names:
-        raise VectorStoreError(f"no '{id_col}' and '{vec_col}' columns (columns: {', '.join(names)}); name "
-                               "them with ?id=COLUMN&vector=COLUMN")
+    missing = [(col, key) for col, key in ((id_col, "id"), (vec_col, "vector")) if col not in names]
+    if missing:
+        which = " and ".join(f"'{col}'" for col, _ in missing)
+        keys = "&".join(f"?{key}=COLUMN" if n == 0 else f"{key}=COLUMN" for n, (_, key) in enumerate(missing))
+        raise VectorStoreError(f"{where + ': ' if where else ''}no column {which} (columns: {', '.join(names)}); "
+                               f"name the {' and '.join(key for _, key in missing)} column with {keys}")
     column = table.column(id_col) if hasattr(table, "column") else table[id_col]
     prefix = f"{where}: " if where else ""
     if id_kind(column.type) is None:

@@ -50,6 +50,9 @@ def read_new_vectors(path: str | Path, dim: int, option: str = "--new-vectors") 
             if "ids" not in data or "vectors" not in data:
                 raise InputError(file, f"{option} needs an .npz with arrays 'ids' and 'vectors' (found {list(data)})")
             ids, raw = data["ids"], data["vectors"]
+            if ids.ndim != 1 or ids.dtype.kind not in "iuUS":  # an id of (n, 1) read as the text '[1186]'
+                raise InputError(file, f"{option}: 'ids' must be one row of integers or text, got {ids.dtype} of "
+                                 f"shape {ids.shape}")
             if raw.dtype.kind not in "fiu":  # text or objects would be parsed as numbers, or fail half-way
                 raise InputError(file, f"{option}: vectors must be floats or integers, got {raw.dtype}")
             vectors = np.asarray(raw, dtype=np.float32)

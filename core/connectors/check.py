@@ -116,6 +116,14 @@ def missing_error(store: Connector, option: str) -> EmbridgeError:
     return VectorStoreError(f"{store.describe()}: {store.missing()}")
 
 
+def check_named_columns(store: Connector, count: int) -> None:
+    """Refuse a URI whose ``?id=`` or ``?vector=`` names a column a collection of ``count`` points lacks,
+    by reading its first point as import and migrate would: counting alone reads no column."""
+    if count:
+        store.dim()
+        next(iter(store.read_batches(1)), None)
+
+
 def _alias_of_missing(store: Connector) -> str | None:
     try:
         return store.alias_target(store.collection) if store.supports_alias else None
@@ -174,6 +182,7 @@ def _check(store: Connector, label_field: str | None, served_as: str | None, sam
     if not store.exists():
         raise missing_error(store, "--uri")
     count = store.count()
+    check_named_columns(store, count)
     spaces = {k: v for k, v in store.space_counts().items()}
     versions: dict[str, int] = {}
     for space, n in spaces.items():

@@ -50,6 +50,7 @@ def check_store_output(uri: str | StoreURI, option: str = "--to",
     target = local_output(parsed, option)
     if target is None:
         return
+    _refuse_a_dangling_link(target, option)
     paths: list[Path] = []
     for given in inputs:
         if given is None:
@@ -68,6 +69,17 @@ def check_store_output(uri: str | StoreURI, option: str = "--to",
     check_database_folder(parsed, option)
     if parsed.scheme != "faiss":  # read-only: refused as such where a command would write it
         check_folder_target(target, option)
+
+
+def _refuse_a_dangling_link(target: Path, option: str) -> None:
+    """A target that is (or lies in) a link to nothing, such as an alias whose collection was dropped:
+    writing through it would fail on the link midway, after a checkpoint was made."""
+    for part in (target, *target.parents):
+        if part.is_symlink() and not part.exists():
+            alias = " (an alias whose collection was dropped?)" if part == target else ""
+            raise InputError(option, f"{part} is a link to '{os.readlink(part)}', which does not exist{alias}; "
+                             "give a new collection name (a migration's --switch --alias NAME then points an "
+                             "alias at it), or remove the link")
 
 
 def check_database_folder(uri: str | StoreURI, option: str = "--to") -> None:

@@ -1,0 +1,75 @@
+"""A target that is a link to nothing (an alias whose collection was dropped, a store folder linked to a
+removed one) is refused naming --to before anything is written: the write failed on the link midway
+("File exists", or an unexpected error with exit 3) and left a checkpoint saying "running"."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from store_fixtures import cli, fct_upgrade, fill_source, one_line
+
+from embridge.core.connectors import StoreURI
+
+
+@pytest.fixture(scope="module")
+def upgrade(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    return fct_upgrade(tmp_path_factory.mktemp("dangling-links"))
+
+
+def _files(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+@pytest.mark.parametrize("kind", ["parquet", "lancedb"])
+def test_migrating_into_an_alias_whose_collection_was_dropped_is_refused(
+        kind: str, upgrade: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    v1 = upgrade["vectors"]["v1"][:40]
+    case = fill_source(kind, tmp_path, list(range(len(v1))), v1, upgrade["labels"][:40])
+    bundle = str(upgrade["bundle"])
+    code, out, err = cli(capsys, "migrate", "--bundle", bundle, "--from", case.source, "--to", case.target,
+                         "--switch", "--alias", "docs")
+    assert code == 0 and out["written"] == 40, err
+    shadow = StoreURI.parse(case.target)
+    dropped = Path(shadow.path) if kind == "parquet" else Path(shadow.path) / "docs_v2.lance"
+    shutil.rmtree(dropped)  # the alias 'docs' now names nothing
+    before = _files(tmp_path)
+    code, _, err = cli(capsys, "migrate", "--bundle", bundle, "--from", case.source, "--to", case.alias_uri)
+    one_line(code, err, "--to: ", "which does not exist (an alias whose collection was dropped?)")
+    assert _files(tmp_path) == before  # no checkpoint, no folder: nothing written
+
+
+def test_a_store_folder_linked_to_nothing_is_refused(upgrade: dict, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    v1 = upgrade["vectors"]["v1"][:20]
+    case = fill_source("parquet", tmp_path, list(range(len(v1))), v1, upgrade["labels"][:20])
+    os.symlink(tmp_path / "removed", tmp_path / "qdrant-link")
+    before = _files(tmp_path)
+    for target in (f"qdrant:///{tmp_path}/qdrant-link?collection=docs", f"parquet:///{tmp_path}/qdrant-link/docs"):
+        code, _, err = cli(capsys, "migrate", "--bundle", str(upgrade["bundle"]), "--from", case.source,
+                           "--to", target)
+        one_line(code, err, "--to: ", f"qdrant-link is a link to '{tmp_path}/removed', which does not exist")
+    assert _files(tmp_path) == before
+
+
+@pytest.mark.parametrize("kind", ["parquet", "lancedb"])
+@pytest.mark.parametrize(("param", "said"), [("vector=nope", "no vector column 'nope'"),
+                                             ("id=nope", "no column 'nope' (columns: ")])
+def test_check_and_rollback_refuse_a_column_the_collection_lacks(
+        kind: str, param: str, said: str, upgrade: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Import and migrate refused such a URI; check counted its points (exit 0) and rollback served it."""
+    v1 = upgrade["vectors"]["v1"][:30]
+    case = fill_source(kind, tmp_path, list(range(len(v1))), v1, upgrade["labels"][:30])
+    code, out, err = cli(capsys, "migrate", "--bundle", str(upgrade["bundle"]), "--from", case.source, "--to",
+                         case.target, "--switch", "--alias", "docs")
+    assert code == 0, err
+    joined = "&" if "?" in case.source else "?"
+    code, _, err = cli(capsys, "check", "--uri", f"{case.source}{joined}{param}")
+    one_line(code, err, said)
+    before = _files(tmp_path)
+    code, _, err = cli(capsys, "rollback", "--to", f"{case.source}{joined}{param}", "--alias", "docs")
+    one_line(code, err, said)
+    assert _files(tmp_path) == before  # the alias still serves the shadow
