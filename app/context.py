@@ -133,6 +133,9 @@ class AppContext(QObject):
         :mod:`embridge.app.preload`), then warm up the rest."""
 
         def detect(on_progress: ProgressFn, should_stop: StopFn) -> tuple[str, list[str]]:
+            from embridge.core.store.sqlite_import import sqlite_utils
+
+            sqlite_utils()  # first: opening a workspace imports it, 0.25 s the window would freeze for
             preload("torch")
             from embridge.core.device import available_devices, describe_device, resolve_device
 

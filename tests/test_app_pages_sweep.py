@@ -110,6 +110,7 @@ def test_judged_metrics_and_each_numbers_protocol_show_as_the_command_line_print
                       ("Gain retained (nDCG@10)", "gain_retained_ndcg@10")):
         assert not train.runs_table.isColumnHidden(names.index(name))
         shown = format_share(run_metrics[key]) if key.startswith("gain") else format_value(run_metrics[key])
+        assert key.startswith("gain") or shown == f"{run_metrics[key]:.3f}"  # as `runs` prints it: 0.780, not 0.78
         assert train.runs_table.item(0, names.index(name)).text() == shown != ""  # a gain as a share
     assert criterion == f"{'passes' if run_metrics['compatible_ndcg@10'] else 'FAILS'} (nDCG@10)"
     export = window.show_page("export")  # the run pickers name the number the criterion is decided on

@@ -8,6 +8,7 @@ only; a page that is hidden when the workspace changes only marks itself stale.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from PySide6.QtCore import Qt
@@ -120,7 +121,7 @@ def set_header_tips(table: QTableWidget, tips: dict[str, str]) -> None:
 
 
 def fill_table(table: QTableWidget, rows: list[list[object]]) -> None:
-    """Replace the table's rows; None shows as an empty cell, floats with 4 significant digits."""
+    """Replace the table's rows; None shows as an empty cell, floats as :func:`format_value` says."""
     table.setRowCount(len(rows))
     for r, row in enumerate(rows):
         for c, value in enumerate(row):
@@ -128,10 +129,12 @@ def fill_table(table: QTableWidget, rows: list[list[object]]) -> None:
 
 
 def format_value(value: object) -> str:
+    """A table cell: measured numbers with three decimals, as ``embridge runs`` and ``report`` print them
+    (0.780 there must not read 0.78 here), very large ones in short form."""
     if value is None:
         return ""
     if isinstance(value, float):
-        return f"{value:.4g}"
+        return f"{value:.3f}" if math.isfinite(value) and abs(value) < 1e6 else f"{value:.4g}"
     return str(value)
 
 
