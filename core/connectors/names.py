@@ -13,6 +13,8 @@ from typing import Any
 from embridge.core.errors import InputError
 
 NAME_PARAMS = ("collection", "table", "alias")
+PG_NAME_BYTES = 63  # NAMEDATALEN - 1
+FILE_NAME_BYTES = 200  # a file name holds 255 bytes; 'lancedb-migrate-' and '.lock' come around the name
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _CHROMA = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9._-]{1,61}[a-zA-Z0-9]")  # chromadb's check_index_name: 3-63
 _IPV4 = re.compile(r"\d{1,3}(\.\d{1,3}){3}")
@@ -25,6 +27,15 @@ def name_problem(scheme: str, name: str) -> str | None:
         return "is empty"
     if "/" in name or "\\" in name or ".." in name or name.startswith(".") or _CONTROL.search(name):
         return "would be a path (no '/', '\\', '..', control characters or leading '.')"
+    size = len(name.encode("utf-8", "surrogatepass"))
+    if scheme in ("postgresql", "postgres"):  # the server cuts a longer name: two long names would be one table
+        part = max(name.split("."), key=lambda p: len(p.encode("utf-8", "surrogatepass")))  # SCHEMA.TABLE: each
+        if (part_size := len(part.encode("utf-8", "surrogatepass"))) > PG_NAME_BYTES:
+            return (f"has a part of {part_size} bytes; PostgreSQL names hold at most {PG_NAME_BYTES} (it would "
+                    "cut the name)")
+    if size > FILE_NAME_BYTES:
+        return (f"is {size} bytes long; names hold at most {FILE_NAME_BYTES} (each becomes part of a file name: "
+                "the store's own, or its migration checkpoint's)")
     if scheme == "chroma" and (not _CHROMA.fullmatch(name) or _IPV4.fullmatch(name)):
         return ("is not a Chroma collection name (3 to 63 letters, digits, '.', '_' or '-', starting and ending "
                 "with a letter or digit, not an IPv4 address)")
