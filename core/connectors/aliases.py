@@ -11,7 +11,6 @@ later switch or rollback tells an alias Embridge made from someone else's
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 from embridge.core.connectors import open_store
@@ -20,7 +19,8 @@ from embridge.core.connectors.check import (
     changed_since,
     check_named_columns,
     migration_state,
-    model_version,
+    served_versions,
+    switched_from,
     unfinished_migration,
 )
 from embridge.core.connectors.connector import Connector, VectorStoreError
@@ -73,7 +73,7 @@ def _rollback(uri: str, alias: str | None) -> dict[str, Any]:
                              "point the application back at this store itself)")
         if current == store.collection:  # a rollback already made: read the spaces as that one did
             return {"alias": alias, "collection": store.collection, "previous": current, "changed": False,
-                    "serves": served_versions(store, _switched_from(store, alias, store.collection))}
+                    "serves": served_versions(store, switched_from(store, alias, store.collection))}
         previous = switch_alias(store, alias, store.collection)
         count = store.count()
         migration, _ = migration_state(store, store.collection)
@@ -81,31 +81,6 @@ def _rollback(uri: str, alias: str | None) -> dict[str, Any]:
                 "count": count, "note": changed_since(migration, count), "serves": served_versions(store, previous)}
     finally:
         store.close()
-
-
-def _switched_from(store: Connector, alias: str, collection: str) -> str | None:
-    """The collection ``alias`` served before its last recorded move to ``collection``, if any."""
-    history = (store.load_state(store.alias_key(alias)) or {}).get("history") or []
-    return next((move.get("from") for move in reversed(history) if move.get("to") == collection), None)
-
-
-def served_versions(store: Connector, previous: str | None) -> dict[str, int]:
-    """How many of the restored collection's points are in each model version: the encoder queries need again.
-
-    A user's own collection carries no space marker; when the collection served before was migrated from
-    this one, its unmarked points are in that migration's old model version (as the migration took them).
-    """
-    source_model = None
-    if previous:
-        state, _ = migration_state(store, Path(previous).name)  # an alias that is a link: the folder's name
-        fingerprint = (state or {}).get("fingerprint") or {}
-        if fingerprint.get("source_collection") == store.collection and fingerprint.get("source") == store.location():
-            source_model = ((state or {}).get("spaces") or {}).get("old")
-    versions: dict[str, int] = {}
-    for space, n in store.space_counts().items():
-        version = model_version(space) if space else (source_model or UNMARKED)
-        versions[version] = versions.get(version, 0) + n
-    return versions
 
 
 def served_versions_text(versions: dict[str, int]) -> str:

@@ -92,6 +92,34 @@ def _unfinished_total(check: StoreCheck) -> int:
     return check.count
 
 
+def switched_from(store: Connector, alias: str, collection: str) -> str | None:
+    """The collection ``alias`` served before its last recorded move to ``collection``, if any."""
+    history = (store.load_state(store.alias_key(alias)) or {}).get("history") or []
+    return next((move.get("from") for move in reversed(history) if move.get("to") == collection), None)
+
+
+def served_versions(store: Connector, previous: str | None, spaces: dict[str, int] | None = None,
+                    collection: str | None = None) -> dict[str, int]:
+    """How many of the restored collection's points are in each model version: the encoder queries need again.
+
+    A user's own collection carries no space marker; when the collection served before was migrated from
+    this one (``collection``, the store's own by default; ``spaces``: its counts, read when not given), its
+    unmarked points are in that migration's old model version (as the migration took them).
+    """
+    source_model = None
+    if previous:
+        state, _ = migration_state(store, Path(previous).name)  # an alias that is a link: the folder's name
+        fingerprint = (state or {}).get("fingerprint") or {}
+        if fingerprint.get("source_collection") == (collection or store.collection) and \
+                fingerprint.get("source") == store.location():
+            source_model = ((state or {}).get("spaces") or {}).get("old")
+    versions: dict[str, int] = {}
+    for space, n in (store.space_counts() if spaces is None else spaces).items():
+        version = model_version(space) if space else (source_model or UNMARKED)
+        versions[version] = versions.get(version, 0) + n
+    return versions
+
+
 def check_store(uri: str, label_field: str | None = None, served_as: str | None = None,
                 sample: int = 2000, seed: int = 0) -> StoreCheck:
     store = open_store(uri, "--uri")
@@ -184,9 +212,10 @@ def _check(store: Connector, label_field: str | None, served_as: str | None, sam
     count = store.count()
     check_named_columns(store, count)
     spaces = {k: v for k, v in store.space_counts().items()}
-    versions: dict[str, int] = {}
-    for space, n in spaces.items():
-        versions[model_version(space)] = versions.get(model_version(space), 0) + n
+    served = store.alias_target(store.collection) if store.supports_alias else None
+    # through an alias moved back to a migration's source: its unmarked points are read as `rollback` reads them
+    previous = switched_from(store, store.collection, served) if served else None
+    versions = served_versions(store, previous, spaces, served)
     if count == 0:
         state = "empty"
     elif len(versions) > 1:
@@ -195,8 +224,10 @@ def _check(store: Connector, label_field: str | None, served_as: str | None, sam
         state = "unmarked"
     else:
         state = "single"
-    result = StoreCheck(store.describe(), store.alias_target(store.collection) if store.supports_alias else None,
-                        count, spaces, versions, state)
+    result = StoreCheck(store.describe(), served, count, spaces, versions, state)
+    if spaces.get("") and UNMARKED not in versions:
+        result.notes.append(f"its {spaces['']} unmarked points are read as {next(iter(versions))}'s: the "
+                            f"migration from it into '{previous}' took them as that model version's")
     served = result.serves or store.collection  # checked through an alias: the collection it serves
     migration, problem = migration_state(store.checkpoint_holder(served), Path(served).name)  # a link: its name
     if migration:

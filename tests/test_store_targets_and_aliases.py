@@ -1,6 +1,6 @@
-"""A target that is a link to nothing (an alias whose collection was dropped, a store folder linked to a
-removed one) is refused naming --to before anything is written: the write failed on the link midway
-("File exists", or an unexpected error with exit 3) and left a checkpoint saying "running"."""
+"""Store targets and aliases: a --to that is a link to nothing (an alias whose collection was dropped) is
+refused naming --to before anything is written; check and rollback refuse columns a collection lacks; check
+through an alias reads unmarked points as rollback does."""
 
 from __future__ import annotations
 
@@ -73,3 +73,24 @@ def test_check_and_rollback_refuse_a_column_the_collection_lacks(
     code, _, err = cli(capsys, "rollback", "--to", f"{case.source}{joined}{param}", "--alias", "docs")
     one_line(code, err, said)
     assert _files(tmp_path) == before  # the alias still serves the shadow
+
+
+def test_check_through_an_alias_moved_back_reads_unmarked_points_as_rollback_does(
+        upgrade: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """After a rollback to a migration's source, rollback said its points were the old model's and check, on
+    the same alias, called them unmarked (or half-migrated beside marked ones)."""
+    v1 = upgrade["vectors"]["v1"][:30]
+    case = fill_source("parquet", tmp_path, list(range(len(v1))), v1, upgrade["labels"][:30])
+    code, out, err = cli(capsys, "migrate", "--bundle", str(upgrade["bundle"]), "--from", case.source, "--to",
+                         case.target, "--switch", "--alias", "docs")
+    assert code == 0, err
+    code, back, err = cli(capsys, "rollback", "--to", case.rollback)
+    assert code == 0 and len(back["serves"]) == 1, err
+    (version, count), = back["serves"].items()
+    code, checked, err = cli(capsys, "check", "--uri", case.alias_uri)
+    assert code == 0, err
+    assert checked["versions"] == {version: count} == {version: 30} and checked["state"] == "single"
+    assert checked["spaces"] == {"": 30}  # as stored: no marker
+    assert f"its 30 unmarked points are read as {version}'s" in " ".join(checked["notes"])
+    code, direct, err = cli(capsys, "check", "--uri", case.source)  # not through the alias: no move to read
+    assert code == 0 and direct["state"] == "unmarked"
