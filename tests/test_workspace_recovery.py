@@ -32,6 +32,49 @@ def test_an_init_killed_before_its_first_write_is_finished_by_init(tmp_path: Pat
     assert code == 0 and json.loads(out)["schema_version"] >= 1
 
 
+def test_an_init_whose_first_table_hit_a_full_disk_is_finished_by_init_and_info_leaves_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A full disk failed `init` after SQLite wrote the file's first page (4,096 bytes, no table): every retry
+    said "a workspace already exists here", and `info` wrote a schema into it."""
+    import resource
+    import subprocess
+    import sys
+
+    ws = tmp_path / "ws"
+
+    def small_files() -> None:  # a write past 4,096 bytes fails as on a full disk (EFBIG)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+
+    done = subprocess.run([sys.executable, "-m", "embridge.core.cli.main", "init", "--workspace", str(ws)],
+                          capture_output=True, text=True, preexec_fn=small_files, timeout=120, check=False)
+    assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
+    left = (ws / "embridge.db").read_bytes()
+    assert len(left) == 4096 and left.startswith(b"SQLite format 3")  # the header page, and no table
+    code, _, err = _cli(capsys, "info", "--workspace", str(ws))
+    assert code == 1 and "the workspace database is without tables" in err and "init' stopped before" in err
+    assert (ws / "embridge.db").read_bytes() == left  # info wrote nothing
+    assert _cli(capsys, "init", "--workspace", str(ws))[0] == 0
+    code, out, _ = _cli(capsys, "info", "--workspace", str(ws), "--json")
+    assert code == 0 and json.loads(out)["schema_version"] >= 1
+
+
+def test_another_programs_database_is_not_taken_for_a_stopped_init(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    import sqlite3
+
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    for statement in ("create table notes (x)", "pragma user_version = 7"):
+        made = tmp_path / f"{len(statement)}.db"
+        with sqlite3.connect(made) as conn:
+            conn.execute(statement)
+        made.replace(ws / "embridge.db")
+        before = (ws / "embridge.db").read_bytes()
+        code, _, err = _cli(capsys, "init", "--workspace", str(ws))
+        assert code == 1 and "a workspace already exists here" in err
+        assert (ws / "embridge.db").read_bytes() == before
+
+
 def test_an_empty_database_beside_stored_files_is_never_reinitialised(tmp_path: Path,
                                                                       capsys: pytest.CaptureFixture[str]) -> None:
     ws = tmp_path / "ws"

@@ -86,8 +86,9 @@ def check_database_file(root: Path) -> None:
         raise StoreError(f"{root}: an 'embridge demo' that was stopped before it finished; run 'embridge demo "
                          f"--workspace {root}{' --kind ' + kind if kind and kind != 'digits' else ''}' again to "
                          "finish it (it removes only what the demo made), or delete the folder")
-    if st.st_size == 0 and init_cut_short(root):
-        raise StoreError(f"{db_path}: the workspace database is empty (0 bytes) and the workspace holds no files: "
+    if init_cut_short(root):
+        what = "empty (0 bytes)" if st.st_size == 0 else "without tables"
+        raise StoreError(f"{db_path}: the workspace database is {what} and the workspace holds no files: "
                          f"an 'embridge init' stopped before it finished; run 'embridge init --workspace {root}' to "
                          "finish it, or restore the database from a backup")
     if st.st_size == 0:
@@ -113,13 +114,14 @@ def check_creatable(root: Path) -> None:
 
 
 def init_cut_short(root: Path) -> bool:
-    """True for what an 'init' killed before its first write leaves: an empty database file (SQLite writes
-    nothing until the schema's first statement), maybe an empty journal, and workspace folders without files.
-    Nothing else may be in the folder: then 'init' may finish it without losing anything."""
+    """True for what an 'init' stopped before its schema was written leaves: an empty database file (SQLite
+    writes nothing until the schema's first statement) or one holding no schema object (a full disk failed
+    the first table after the file's header page was written), maybe an empty journal, and workspace folders
+    without files. Nothing else may be in the folder: then 'init' may finish it without losing anything."""
     db_path = root / DB_NAME
     try:
         st = db_path.lstat()
-        if not stat.S_ISREG(st.st_mode) or st.st_size != 0:
+        if not stat.S_ISREG(st.st_mode) or (st.st_size != 0 and not _no_schema(db_path)):
             return False
         wal = root / (DB_NAME + "-wal")
         if wal.exists() and wal.stat().st_size != 0:
@@ -129,6 +131,25 @@ def init_cut_short(root: Path) -> bool:
     except OSError:
         return False
     return not extra and not holds_files(root)
+
+
+_HEADER = b"SQLite format 3\x00"
+
+
+def _no_schema(db_path: Path) -> bool:
+    """Whether a database file holds no table, index or view and was never given a schema version, read
+    from its first page (SQLite's file format: the schema table's leaf page holds no cell), without opening
+    it as a database, which could write to it."""
+    try:
+        with open(db_path, "rb") as fh:
+            page = fh.read(108)
+    except OSError:
+        return False
+    if len(page) < 108 or not page.startswith(_HEADER):
+        return False
+    user_version = int.from_bytes(page[60:64], "big")
+    cells = int.from_bytes(page[103:105], "big")
+    return page[100] == 0x0D and cells == 0 and user_version == 0
 
 
 def _demo_kind(marker: Path) -> str | None:
