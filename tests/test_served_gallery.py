@@ -141,3 +141,27 @@ def test_after_a_full_backfill_the_plan_recommends_what_is_served_not_a_partial_
     with Workspace.open(demo_copy) as ws:
         assert max(int(r["id"]) for r in ws.runs("backfill")) == backfill_run
         assert ws.latest_backfill_run("new-cnn")["id"] == backfill_run
+
+
+def test_a_backfill_finishing_while_a_report_runs_is_not_half_in_it(demo_copy: Path, monkeypatch,
+                                                                     capsys) -> None:
+    """A report measured its cells on the gallery of its start and its served line on a backfill that finished
+    meanwhile (the sample's 600 new vectors beside a served line over 997), and said it was not stale."""
+    import embridge.core.report.build as build
+
+    with Workspace.open(demo_copy) as ws:
+        run = train_run(ws, "procrustes", device="cpu")
+    real = build.upgrade_vectors
+
+    def backfill_meanwhile(*args: object, **kwargs: object) -> object:  # after the sample was drawn
+        assert main(["backfill", "-w", str(demo_copy), "--model", "new-cnn"]) == 0
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(build, "upgrade_vectors", backfill_meanwhile)
+    capsys.readouterr()
+    assert main(["report", "-w", str(demo_copy), "--run", str(run["run_id"]), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["served"] is None  # no backfill had finished when it began: none is half in it
+    assert report["sizes"]["gallery"] == 600  # the sample it drew then
+    with Workspace.open(demo_copy) as ws:  # and the data has moved on since it began
+        assert "backfilled (run" in (report_stale_note(ws, report["report_id"]) or "")

@@ -100,15 +100,14 @@ def served_result(task: RetrievalTask, adapter: Adapter, q_up: np.ndarray, q_new
     return result
 
 
-def measure_served(ws: Workspace, task: RetrievalTask, adapter: Adapter, new: str, q_up: np.ndarray,
-                   q_new: np.ndarray, g_up: np.ndarray, plan: ScoringPlan,
+def measure_served(backfilled: Backfilled | None, task: RetrievalTask, adapter: Adapter, new: str,
+                   q_up: np.ndarray, q_new: np.ndarray, g_up: np.ndarray, plan: ScoringPlan,
                    maker: MatrixMaker) -> tuple[Backfilled, EvalResult] | None:
-    """The served gallery's numbers after the latest backfill of ``new`` (None without one, for a cascade,
-    whose own cell already re-ranks by every new vector held, or when the backfill covers no gallery item)."""
-    if adapter.kind == "cascade":
-        return None
-    backfilled = latest_backfill(ws, new)
-    if backfilled is None:
+    """The served gallery's numbers after ``backfilled``, the latest backfill of ``new`` when the report
+    began (read then, as its sample is: a backfill finishing meanwhile is not half in the report), or None
+    without one, for a cascade, whose own cell already re-ranks by every new vector held, or when the
+    backfill covers no gallery item."""
+    if adapter.kind == "cascade" or backfilled is None:
         return None
     gallery_ids = task.gallery.ids
     rows = np.flatnonzero(np.isin(gallery_ids, backfilled.ids))

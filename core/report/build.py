@@ -26,7 +26,7 @@ from embridge.core.evaluation.gather import MatrixMaker
 from embridge.core.evaluation.headline import with_judged_rows
 from embridge.core.evaluation.scoring import scoring_plan
 from embridge.core.evaluation.search import SearchConfig
-from embridge.core.evaluation.served import Backfilled, measure_served
+from embridge.core.evaluation.served import Backfilled, latest_backfill, measure_served
 from embridge.core.evaluation.task import Protocol
 from embridge.core.evaluation.tasks import UpgradeTasks, upgrade_tasks
 from embridge.core.evaluation.upgrade import OLD_OLD, score_upgrade, upgrade_vectors
@@ -173,6 +173,7 @@ def assemble(ws: Workspace, run: RunRecord, row: dict[str, Any], adapter: Adapte
         on_progress(stages.index(name), len(stages), {"stage": name, **info})
 
     stage("sample")
+    backfilled = latest_backfill(ws, new)  # the gallery served now: before the sample, as the run's state was read
     sample = evaluation_sample(ws, [old, new], options.heldout_gallery, seed=run.seed, tasks=tasks)
     tasks = sample.tasks
     stage("vectors", queries=int(sample.query_ids.size), gallery=int(sample.gallery_ids.size),
@@ -182,7 +183,7 @@ def assemble(ws: Workspace, run: RunRecord, row: dict[str, Any], adapter: Adapte
     stage("cells", cell="main")
     main = score_upgrade(tasks, adapter, vecs, search, should_stop=should_stop)
     plan = main.plan
-    served = measure_served(ws, tasks.full, adapter, new, vecs.q_up, vecs.q_new, vecs.g_up_full, plan, maker)
+    served = measure_served(backfilled, tasks.full, adapter, new, vecs.q_up, vecs.q_new, vecs.g_up_full, plan, maker)
     sample_plan = scoring_plan(tasks.sample, search, like=plan)
     cells: dict[str, CellResult] = {}
     for name, q_side, g_side, queries, gallery in cell_specs(adapter, sides):
