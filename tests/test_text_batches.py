@@ -58,3 +58,24 @@ def test_a_huge_document_is_not_padded_to_by_its_batch_mates(tmp_path: Path) -> 
     assert seen[0][0] == 1  # the document alone, not with 15 short texts padded to its length
     alone = np.stack([encode([t], convert_to_numpy=True, normalize_embeddings=False)[0] for t in texts])
     np.testing.assert_allclose(rows, alone, atol=1e-6)
+
+
+def test_documents_longer_than_the_model_reads_still_fill_whole_batches(tmp_path: Path) -> None:
+    """A model cutting texts at 128 tokens pads no batch beyond 128 tokens a text, so long documents
+    batch as many at a time as short ones (a smaller batch would only be slower)."""
+    rng = np.random.default_rng(1)
+    folder = save_encoder(tmp_path / "bow", whitespace_tokenizer(VOCAB),
+                          rng.standard_normal((len(VOCAB), 8)).astype(np.float32), "")
+    encoder = open_sentence_transformer(folder, "cpu")
+    encoder.model.max_seq_length = 128
+    texts = [" ".join(rng.choice(VOCAB, size=3_000)) for _ in range(40)]  # about 12,000 characters each
+    seen: list[int] = []
+    encode = encoder.model.encode
+
+    def recording(batch: list[str], **kwargs: Any) -> Any:
+        seen.append(len(batch))
+        return encode(batch, **kwargs)
+
+    encoder.model.encode = recording
+    encoder.embed_texts(texts, "", batch_size=16)
+    assert seen == [16, 16, 8]

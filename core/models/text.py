@@ -18,7 +18,7 @@ import torch
 
 from embridge.core.errors import CheckpointError
 from embridge.core.models.checkpoint_reader import first_line
-from embridge.core.models.text_batches import CHAR_BUDGET, length_batches
+from embridge.core.models.text_batches import CHAR_BUDGET, char_lengths, length_batches
 from embridge.core.models.text_encoders import (
     BatchDone,
     clipped,
@@ -86,7 +86,7 @@ class SentenceTransformerEncoder:
         texts = clipped(texts, self.max_length)
         self._count_unknown_only(texts, prompt)
         parts = []  # lengths in characters: tokenizing twice to count tokens costs more than it saves
-        for idx in length_batches([len(prompt) + len(t) for t in texts], batch_size, CHAR_BUDGET):
+        for idx in length_batches(char_lengths(texts, prompt, self.max_length), batch_size, CHAR_BUDGET):
             with torch.inference_mode():
                 block = self.model.encode([texts[i] for i in idx], prompt=prompt, batch_size=len(idx),
                                           convert_to_numpy=True, show_progress_bar=False,

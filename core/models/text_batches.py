@@ -15,7 +15,16 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 
 TOKEN_BUDGET = 512  # positions a row may pad to when counted in tokens (a 512-token encoder's limit)
-CHAR_BUDGET = 4 * TOKEN_BUDGET  # the same counted in characters (about four a token in prose)
+CHARS_A_TOKEN = 4  # about four characters a token in prose
+CHAR_BUDGET = CHARS_A_TOKEN * TOKEN_BUDGET  # the same counted in characters
+
+
+def char_lengths(texts: Sequence[str], prompt: str, max_tokens: int) -> list[int]:
+    """Each text's length in characters as a batch of a model reading ``max_tokens`` pads it: a text
+    longer than the model reads counts as the model's limit, so a 512-token model's long documents
+    still fill whole batches (its tokenizer cuts them there)."""
+    cap = CHARS_A_TOKEN * max(int(max_tokens), 1)
+    return [min(len(prompt) + len(text), cap) for text in texts]
 
 
 def length_order(lengths: Sequence[int]) -> np.ndarray:
