@@ -12,8 +12,11 @@ $(PY):
 	$(PY) -m pip install --quiet --upgrade pip
 
 # torch first, as the CPU build, only when no torch is present (a bare requirement may pull CUDA).
+# Where the package index serves torch's CUDA build by default (PyPI on Linux), name the CPU index:
+#   make test TORCH_INDEX="--index-url https://download.pytorch.org/whl/cpu"
+TORCH_INDEX ?=
 $(STAMP): $(PY) pyproject.toml
-	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet torch==2.13.0 $(TORCH_INDEX)
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
