@@ -7,10 +7,14 @@ SETTING_HELP: dict[str, str] = {
     "batch_size": "Training pairs per optimisation step.",
     "lr": "Learning rate of the AdamW optimiser (cosine-decayed to zero over the epochs).",
     "weight_decay": "AdamW weight decay: pulls the layer's weights towards zero.",
-    "loss": "How mapped new vectors are pulled to old ones: mse, cosine, or contrastive (in-batch negatives).",
+    "loss": "How mapped new vectors are pulled to old ones: mse, cosine, contrastive (in-batch negatives), or "
+            "retrieval (each item must retrieve its own old vector among the old gallery; lowrank's and mlp's "
+            "default).",
     "temperature": "Softness of the contrastive loss; smaller values punish near misses harder.",
     "patience": "Stop early after this many epochs without a better validation score; the best epoch is kept.",
-    "seed": "Seed for the train/validation/test split and the training order (same seed, same result).",
+    "seed": "Seed of the training (initialisation and batch order: same seed, same result), and of the "
+            "train/validation/test folds of items that have none yet: folds are drawn once, by the first run that "
+            "pairs the items, and kept, so every run is measured on the same test items.",
     "device": "Where to train: auto picks a GPU when there is one.",
     "amp": "Mixed precision on a GPU (faster, same results within rounding); ignored on the CPU.",
     "candidates": "Methods the automatic choice fits; the best on validation wins.",
@@ -20,7 +24,8 @@ SETTING_HELP: dict[str, str] = {
     "shrink_grid": "Covariance shrinkage values tried when whitening; the best on validation is kept.",
     "alpha_grid": "Fusion weights of old and mapped new query tried; the best on validation is kept.",
     "whiten": "Whiten both spaces before the orthogonal fit (helps when the spaces are anisotropic).",
-    "diagonal": "Fit only a per-dimension scale and shift instead of a full matrix.",
+    "diagonal": "Add a learned per-dimension scale of the input to the low-rank map (when the old and new "
+                "dims are equal).",
     "base": "The layer fusion combines with the old query vector.",
     "rerank_new_vectors": "Cascade: re-rank recalled items by their stored new vectors (a backfill of those "
                           "items) instead of through the layer alone.",

@@ -58,7 +58,7 @@ def test_metrics_table_shows_the_sample_numbers_a_gain_measured_on_the_sample_co
     assert headers[1:4] == ["old/old", "new/new (on the sample)", "new→old"]  # new/new searched the sample
     assert headers[4:] == ["new→old vs old/old", "old/old on the sample", "new→old on the sample",
                            "new→old gain retained (on the sample)"]
-    assert [table.item(0, c).text() for c in range(4, 8)] == ["pass", "0.5", "0.725", "75.0%"]  # (0.725-0.5)/(0.8-0.5)
+    assert [table.item(0, c).text() for c in range(4, 8)] == ["pass", "0.500", "0.725", "75.0%"]  # (0.725-0.5)/(0.8-0.5)
 
 
 def test_images_come_from_files_npy_or_metadata_values(qtbot: QtBot, tmp_path: Path) -> None:

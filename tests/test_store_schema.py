@@ -12,7 +12,7 @@ import pytest
 import sqlite_utils
 from helpers.workspace_files import checkpoint, snapshot, table_dump
 
-from embridge.core.errors import SchemaVersionError
+from embridge.core.errors import SchemaVersionError, StoreError
 from embridge.core.store import Workspace
 from embridge.core.store import schema as schema_module
 
@@ -78,7 +78,9 @@ def test_interrupted_migration_leaves_the_database_as_it_was(tmp_path: Path,
     finally:
         conn.close()
     monkeypatch.undo()
-    with Workspace.open(root) as ws:  # the real migration then runs from scratch
+    with pytest.raises(StoreError, match="an 'embridge init' stopped before it finished"):
+        Workspace.open(root)  # a reader does not finish it: it writes nothing
+    with Workspace.create(root) as ws:  # init then runs the real migration from scratch
         assert set(ws.db.table_names()) == TABLES
 
 
