@@ -57,6 +57,7 @@ from embridge.core.store.workspace_folder import (
     check_creatable,
     check_database_file,
     holds_files,
+    init_stopped,
     make_store_folders,
     sweep_leftovers,
 )
@@ -124,9 +125,11 @@ class Workspace(ItemsMixin, ModelsMixin, RecordsMixin, JudgmentsMixin):
             db = sqlite_utils_module().Database(conn, execute_plugins=False)
             db.execute("PRAGMA foreign_keys=ON")
             tables = db.table_names()  # checked before anything is written to the file
-            if not create and not tables and holds_files(root):  # else: a create cut short, finished now
+            if not create and not tables and holds_files(root):
                 raise SchemaVersionError(f"{db_path}: the workspace database holds no tables (empty or never "
                                          "finished); Embridge leaves it and the workspace's files untouched")
+            if not create and not tables:  # a create cut short: 'init' finishes it; a reader writes nothing
+                raise StoreError(init_stopped(db_path, "without tables"))
             if not create and tables and "meta" not in tables:
                 raise SchemaVersionError(f"{db_path}: not an Embridge workspace database (it holds tables but no "
                                          "Embridge schema; made by another program?); Embridge leaves it untouched")

@@ -86,14 +86,18 @@ def check_database_file(root: Path) -> None:
         raise StoreError(f"{root}: an 'embridge demo' that was stopped before it finished; run 'embridge demo "
                          f"--workspace {root}{' --kind ' + kind if kind and kind != 'digits' else ''}' again to "
                          "finish it (it removes only what the demo made), or delete the folder")
-    if init_cut_short(root):
-        what = "empty (0 bytes)" if st.st_size == 0 else "without tables"
-        raise StoreError(f"{db_path}: the workspace database is {what} and the workspace holds no files: "
-                         f"an 'embridge init' stopped before it finished; run 'embridge init --workspace {root}' to "
-                         "finish it, or restore the database from a backup")
+    if st.st_size == 0 and init_cut_short(root):  # one without tables is refused once opened (Workspace._connect)
+        raise StoreError(init_stopped(db_path, "empty (0 bytes)"))
     if st.st_size == 0:
         raise StoreError(f"{db_path}: the workspace database is empty (0 bytes); restore it from a backup. "
                          "Embridge leaves it and the workspace's files untouched")
+
+
+def init_stopped(db_path: Path, what: str) -> str:
+    """The refusal of a workspace whose 'init' stopped before it finished (``what``: its database's state)."""
+    return (f"{db_path}: the workspace database is {what} and the workspace holds no files: an 'embridge init' "
+            f"stopped before it finished; run 'embridge init --workspace {db_path.parent}' to finish it, or "
+            "restore the database from a backup")
 
 
 def check_creatable(root: Path) -> None:
@@ -121,10 +125,12 @@ def init_cut_short(root: Path) -> bool:
     db_path = root / DB_NAME
     try:
         st = db_path.lstat()
-        if not stat.S_ISREG(st.st_mode) or (st.st_size != 0 and not _no_schema(db_path)):
+        if not stat.S_ISREG(st.st_mode):
             return False
         wal = root / (DB_NAME + "-wal")
         if wal.exists() and wal.stat().st_size != 0:
+            return False
+        if st.st_size != 0 and (st.st_size > _SMALL_DATABASE or not _no_schema(db_path)):
             return False
         extra = [p.name for p in root.iterdir() if not p.name.startswith(".")
                  and p.name not in (DB_NAME, DB_NAME + "-wal", DB_NAME + "-shm", *STORE_FOLDERS)]
@@ -133,23 +139,27 @@ def init_cut_short(root: Path) -> bool:
     return not extra and not holds_files(root)
 
 
-_HEADER = b"SQLite format 3\x00"
+_SMALL_DATABASE = 64 * 1024  # a database stopped before its first table holds its header page alone
 
 
 def _no_schema(db_path: Path) -> bool:
-    """Whether a database file holds no table, index or view and was never given a schema version, read
-    from its first page (SQLite's file format: the schema table's leaf page holds no cell), without opening
-    it as a database, which could write to it."""
+    """Whether a database file holds no table, index or view and was never given a schema version.
+
+    Read through SQLite, read-only: it writes nothing to the file, and, unlike a plain open and close of
+    the file, keeps the locks other connections of this process hold on it (closing any descriptor of
+    a file drops every POSIX record lock the process holds on it)."""
+    import sqlite3
+
     try:
-        with open(db_path, "rb") as fh:
-            page = fh.read(108)
-    except OSError:
+        conn = sqlite3.connect(f"{db_path.resolve().as_uri()}?mode=ro", uri=True, timeout=0.1)
+        try:
+            objects = conn.execute("select count(*) from sqlite_master").fetchone()[0]
+            version = conn.execute("pragma user_version").fetchone()[0]
+        finally:
+            conn.close()
+    except sqlite3.Error:
         return False
-    if len(page) < 108 or not page.startswith(_HEADER):
-        return False
-    user_version = int.from_bytes(page[60:64], "big")
-    cells = int.from_bytes(page[103:105], "big")
-    return page[100] == 0x0D and cells == 0 and user_version == 0
+    return objects == 0 and version == 0
 
 
 def _demo_kind(marker: Path) -> str | None:
