@@ -46,12 +46,6 @@ CASES = [
     # a setting with its own option, given through --set: one way each, checked by its option
     (["train", "--method", "mlp", "--set", "lr=1e300"], "train", "--set: lr has its own option: use --lr"),
     (["train", "--method", "mlp", "--set", "device=banana"], "train", "--set: device has its own option"),
-    # a training-loop option given to a closed-form fit was stored with the run and ignored
-    (["train", "--method", "procrustes", "--epochs", "3"], "train",
-     "--epochs: procrustes is solved in closed form, with no training loop to take it"),
-    (["train", "--method", "affine", "--loss", "mse"], "train", "--loss: affine is solved in closed form"),
-    (["train", "--method", "affine", "--set", "patience=3"], "train",
-     "unknown setting(s) patience for method 'affine'"),
     # a second value of a one-value option: argparse kept the last silently (the first file went unread)
     (["import", "--path", "{tmp}/a.csv", "--split", "gallery", "--path", "{tmp}/b.jsonl"], "import",
      "argument --path: given more than once; give it once"),

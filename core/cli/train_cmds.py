@@ -89,7 +89,6 @@ def parse_settings(args: argparse.Namespace) -> dict[str, Any]:
     settings: dict[str, Any] = {}
     for flag in ("epochs", "lr", "batch_size", "loss"):
         if getattr(args, flag) is not None:
-            _refuse_for_closed_forms(args.method, OWN_OPTIONS[flag])
             settings[flag] = getattr(args, flag)
     if getattr(args, "time_budget", None) is not None:
         if args.method.strip().lower() != "auto":
@@ -106,17 +105,6 @@ def parse_settings(args: argparse.Namespace) -> dict[str, Any]:
         except json.JSONDecodeError:
             settings[key.strip()] = raw
     return settings
-
-
-def _refuse_for_closed_forms(method: str, option: str) -> None:
-    """A training-loop option given to a method solved in closed form was taken and ignored."""
-    from embridge.core.adapters.registry import canonical_kind
-    from embridge.core.train.config import CLOSED_FORMS
-
-    kind = canonical_kind(method.strip().lower())
-    if kind in CLOSED_FORMS:
-        raise UsageError(option, f"{kind} is solved in closed form, with no training loop to take it (it applies "
-                         "to lowrank, mlp, bct, bt2, fct, fusion and cascade over them, and auto)")
 
 
 def cmd_train(args: argparse.Namespace) -> Result:

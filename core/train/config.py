@@ -26,8 +26,6 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "device": "auto",
     "amp": True,
 }
-LOOP_SETTINGS = ("epochs", "batch_size", "lr", "weight_decay", "loss", "temperature", "patience", "amp")
-CLOSED_FORMS = ("procrustes", "affine")  # solved in closed form: none of LOOP_SETTINGS applies
 LOSSES = ("mse", "cosine", "contrastive", "retrieval")
 AUTO_CANDIDATES = ("procrustes", "affine", "lowrank", "mlp", "bct", "bt2", "fusion", "cascade")
 FUSION_BASES = ("procrustes", "affine", "lowrank", "mlp", "bct")
@@ -75,8 +73,6 @@ def allowed_settings(kind: str) -> dict[str, Any]:
         return {**COMMON_DEFAULTS, **specific, "rerank_new_vectors": False, "candidates": list(AUTO_CANDIDATES),
                 "time_budget": None}
     out = {**COMMON_DEFAULTS, **METHODS[kind].defaults}
-    if kind in CLOSED_FORMS:  # no training loop: an epoch count or learning rate would be taken and ignored
-        out = {k: v for k, v in out.items() if k not in LOOP_SETTINGS}
     if kind in ("fusion", "cascade"):
         out = {**COMMON_DEFAULTS, **_specific(FUSION_BASES), **METHODS[kind].defaults}
     return out
