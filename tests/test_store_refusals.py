@@ -270,9 +270,11 @@ def test_null_ids_null_vectors_and_ragged_vectors_are_named_by_column_and_row(
     v1 = upgrade["vectors"]["v1"][:20]
     rows = [list(map(float, r)) for r in v1]
     fixed = pa.list_(pa.float32(), v1.shape[1])
-    null_vec, short = list(rows), list(rows)
+    null_vec, short, holed = list(rows), list(rows), list(rows)
     null_vec[5], short[7] = None, rows[7][:10]
+    holed[9] = [*rows[9][:3], None, *rows[9][4:]]  # read by numpy as NaN, and the point called NaN
     cases = {
+        "nullelem": (list(range(20)), pa.array(holed, fixed), "column 'vector' row 9 (id 9): a null element"),
         "nullid": ([0, 1, None, *range(3, 20)], pa.array(rows, fixed), "column 'id' row 2: a null id"),
         "nullvec": (list(range(20)), pa.array(null_vec, fixed), "column 'vector' row 5 (id 5): a null vector"),
         "ragged": (list(range(20)), pa.array(short, pa.list_(pa.float32())), "column 'vector' row 7 (id 7): a 10-long"),

@@ -302,7 +302,12 @@ def table_to_batch(table: Any, id_col: str, vec_col: str, cursor: Any, where: st
                 row = int(np.argmax(lengths != width)) if width else 0
                 raise VectorStoreError(f"{prefix}column '{vec_col}' row {first_row + row} (id {ids[row]!r}): a "
                                        f"{int(lengths[row])}-long vector among {width}-long ones")
-        vectors = float32_rows(vec.flatten().to_numpy(zero_copy_only=False), len(vec), width,
+        values = vec.flatten()
+        if values.null_count:  # numpy would read a null element as NaN, and the point be called NaN
+            row = int(np.flatnonzero(np.asarray(values.is_null().to_numpy(zero_copy_only=False)))[0]) // width
+            raise VectorStoreError(f"{prefix}column '{vec_col}' row {first_row + row} (id {ids[row]!r}): a null "
+                                   "element in its vector")
+        vectors = float32_rows(values.to_numpy(zero_copy_only=False), len(vec), width,
                                 f"{prefix}column '{vec_col}'", ids, first_row)
     others = [n for n in names if n not in (id_col, vec_col)]
     if others:
