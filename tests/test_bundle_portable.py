@@ -330,3 +330,24 @@ def test_verify_with_a_torch_that_does_not_import_checks_the_torch_free_runtime_
     assert refused.returncode == 1 and len(errors) == 1, refused.stderr
     assert "torch is installed but does not import (libcudnn.so.9" in refused.stderr
     assert "--runtime numpy or onnx, which --runtime auto picks" in refused.stderr
+
+
+def test_read_only_rows_reach_torch_without_a_warning(tmp_path: Path) -> None:
+    """A memory-mapped input (as `bundle apply --old-vectors` reads it) went to torch read-only, and torch
+    printed a multi-line UserWarning on every fusion apply with --runtime torch."""
+    import warnings
+
+    from embridge.core.bundle.runtime import run_module
+
+    class Fused(torch.nn.Module):
+        def forward(self, x: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
+            return 0.5 * x + 0.5 * old
+
+    rows = np.arange(12, dtype=np.float32).reshape(3, 4)
+    np.save(tmp_path / "x.npy", rows)
+    mapped = np.load(tmp_path / "x.npy", mmap_mode="r")
+    assert not mapped.flags.writeable
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = run_module(Fused(), mapped, mapped)
+    np.testing.assert_array_equal(out, rows)

@@ -183,3 +183,25 @@ def test_another_runs_layer_measured_on_an_earlier_sample_is_not_weighed(demo_co
                                                 "report's: report that run again")
     text = _run(["plan", "-w", ws, "--run", "1"], capsys)
     assert "not this report's queries and gallery" not in text and "another evaluation sample (600 items" in text
+
+
+def test_a_rerun_that_reuses_the_served_backfill_outgrows_no_report(demo_copy: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """A backfill rerun that finds its items backfilled (same vector set, nothing embedded) recorded a new run,
+    and every report measured after the first then read stale, with the same served numbers."""
+    ws = str(demo_copy)
+    _run(["train", "-w", ws, "--method", "procrustes"], capsys)
+    backfill = ["backfill", "-w", ws, "--model", "new-cnn", "--order", "planner", "--fraction", "0.2", "--json"]
+    first = json.loads(_run(backfill, capsys))
+    report = json.loads(_run(["report", "-w", ws, "--run", "1", "--json"], capsys))
+    again = json.loads(_run(backfill, capsys))
+    assert again["reused"] is True and again["embedded"] == 0 and again["vector_set"] == first["vector_set"]
+    runs = json.loads(_run(["runs", "-w", ws, "--json"], capsys))["runs"]
+    assert [r["stale"] for r in runs if r["kind"] == "report"][-1] is None  # the report measured after it
+    assert report["served"]["backfill"]["run_id"] == min(r["id"] for r in runs if r["kind"] == "backfill")
+    with Workspace.open(ws) as opened:  # the served backfill is the run that made the set
+        assert opened.latest_backfill_run("new-cnn")["id"] == report["served"]["backfill"]["run_id"]
+    smaller = json.loads(_run([*backfill[:-2], "0.1", "--json"], capsys))  # a new set: the served gallery moves
+    assert smaller["vector_set"] != first["vector_set"]
+    runs = json.loads(_run(["runs", "-w", ws, "--json"], capsys))["runs"]
+    assert "was backfilled" in ([r["stale"] for r in runs if r["kind"] == "report"][-1] or "")

@@ -40,11 +40,8 @@ def run_module(module: Any, x: np.ndarray, old: np.ndarray | None = None, batch:
     # many batches; a probe check or a small apply runs the graph as it is
     with torch.inference_mode(), torch.jit.optimized_execution(int(x.shape[0]) > batch):
         for start in range(0, int(x.shape[0]), batch):
-            xt = torch.from_numpy(np.ascontiguousarray(x[start:start + batch], dtype=np.float32))
-            if old is None:
-                y = module(xt)
-            else:
-                y = module(xt, torch.from_numpy(np.ascontiguousarray(old[start:start + batch], dtype=np.float32)))
+            xt = _tensor(x[start:start + batch])
+            y = module(xt) if old is None else module(xt, _tensor(old[start:start + batch]))
             outs.append(y.float().numpy())
     if not outs:
         return np.zeros((0, int(module.out_dim)), dtype=np.float32)
@@ -258,3 +255,12 @@ def load_bundle(path: str | Path, limits: BundleLimits | None = None, run_probes
         engine = _engine(src, manifest, chosen)
         probes = check_probes(src, manifest, engine, chosen) if run_probes else None
     return LoadedBundle(Path(path), manifest, engine, probes, chosen)
+
+
+def _tensor(rows: np.ndarray) -> Any:
+    """float32 rows as a tensor; a read-only input (a memory-mapped file) is copied first, as torch
+    warns about (and may not) write through a tensor over memory it cannot write."""
+    import torch
+
+    block = np.ascontiguousarray(rows, dtype=np.float32)
+    return torch.from_numpy(block if block.flags.writeable else block.copy())

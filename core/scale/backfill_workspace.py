@@ -322,7 +322,7 @@ def _reuse(ws: Any, model: str, ids: np.ndarray, info: dict[str, Any], config: d
         record["metrics"] = {"vector_set": int(info["id"]), "count": int(info["count"]), "dim": int(info["dim"]),
                              "reused": True}
     return BackfillResult(model, int(len(ids)), int(info["id"]), int(info["dim"]), order, engine, store, reused=True,
-                          set_name=info.get("name"))
+                          set_name=info.get("name"), embedded=0)  # as a fresh run that embeds nothing says
 
 
 def _backfill_staged(ws: Any, model: str, ids: np.ndarray, todo: np.ndarray, spec: dict[str, Any], stage: Path,

@@ -82,18 +82,26 @@ class RecordsMixin:
         """The newest completed backfill run of ``model`` whose vector set the workspace still holds.
 
         The one definition of "the backfill a system serves now": a report measures the gallery it
-        left, and a newer one outgrows that report (see :meth:`data_counts`).
+        left, and a newer one outgrows that report (see :meth:`data_counts`). A rerun that reused that
+        set (the same items, nothing embedded) serves the same gallery: the run that made the set is
+        returned, so the rerun outgrows no report.
         """
         held = {int(s["id"]) for s in self.vector_sets(model)}  # type: ignore[attr-defined]
         rows = self.db.query("select * from runs where kind = 'backfill' and status = 'completed' and method = ? "
                              "order by id desc", [model])
+        latest: dict[str, Any] | None = None
         for row in rows:
             run = decode(row)
             metrics = run.get("metrics")
             vector_set = metrics.get("vector_set") if isinstance(metrics, dict) else None
-            if isinstance(vector_set, int) and vector_set in held:
-                return run
-        return None
+            if latest is None:
+                if isinstance(vector_set, int) and vector_set in held:
+                    latest = run
+            elif vector_set == latest["metrics"]["vector_set"]:
+                latest = run  # an earlier run of the same set: the one that made it
+            else:
+                break
+        return latest
 
     def _with_liveness(self, run: dict[str, Any]) -> dict[str, Any]:
         if run["status"] == "running" and run.get("host") == socket.gethostname() and not pid_alive(run.get("pid")):
