@@ -48,6 +48,19 @@ class TouchOnLoad:
 
 
 # -- checkpoints ------------------------------------------------------------------------------
+def cut_after_zipped_member(env: Env, name: str = "adapter.pt") -> Path:
+    """The bundle cut right after a stored member that is a zip itself (TorchScript's adapter.pt): a zip
+    reader then finds that member's own list of files at the end and takes it for the bundle's."""
+    stored = rezip(env, "stored.zip", compress=zipfile.ZIP_STORED)  # as `bundle export` stores tensor files
+    with zipfile.ZipFile(stored) as zf:
+        info = next(i for i in zf.infolist() if i.filename.endswith(name))
+    data = stored.read_bytes()
+    stored.unlink()
+    start = info.header_offset + 30 + int.from_bytes(data[info.header_offset + 26:info.header_offset + 28], "little") \
+        + int.from_bytes(data[info.header_offset + 28:info.header_offset + 30], "little")
+    return write(env.inputs / "cut-in-member.zip", data[:start + info.compress_size])
+
+
 def write(path: Path, data: bytes | str) -> Path:
     path.write_bytes(data.encode() if isinstance(data, str) else data)
     return path

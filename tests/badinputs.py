@@ -165,6 +165,7 @@ CORPUS: list[Case] = [
        "manifest.json is missing"),
     _c("bundle-truncated-zip", lambda e: mk.write(e.inputs / "half.zip", e.bundle.read_bytes()[:3000]), VERIFY,
        "a damaged or truncated zip archive"),
+    _c("bundle-cut-after-a-zipped-member", mk.cut_after_zipped_member, VERIFY, "a damaged or truncated zip archive"),
     _c("bundle-empty-file", lambda e: mk.write(e.inputs / "empty.zip", b""), VERIFY, "not a bundle"),
     _c("bundle-apply-wrong-dimension", lambda e: mk.apply_input(e, "d5.npy", np.ones((3, 5), np.float32)),
        ("bundle", "apply", "{bundle}", "--vectors", "{bad}", "--out", "{in}/out.npy"),

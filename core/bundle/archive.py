@@ -148,6 +148,11 @@ class ZipSource(BundleSource):
         except (zipfile.BadZipFile, OSError) as exc:
             raise BundleError(f"{path}: not a readable zip archive ({exc})") from exc
         try:
+            members = self._zip.infolist()
+            if members and min(info.header_offset for info in members) != 0:
+                # the member list found is not the file's own: cut short inside a stored member that is a
+                # zip itself (adapter.pt), the reader took that member's list for the bundle's
+                raise BundleError(f"{path}: {TRUNCATED_ZIP}")
             infos = self._scan(path)
             self._prefix = _common_prefix(list(infos))
             self._infos = {name[len(self._prefix):]: info for name, info in infos.items()}
@@ -209,6 +214,9 @@ def _common_prefix(names: list[str]) -> str:
     return ""
 
 
+TRUNCATED_ZIP = "a damaged or truncated zip archive (its end, the list of its members, is missing); copy the bundle again"
+
+
 def open_bundle(path: str | Path, limits: BundleLimits | None = None) -> BundleSource:
     """Open a bundle folder or zip for reading (see the module docstring for what is refused)."""
     source = Path(path)
@@ -221,8 +229,7 @@ def open_bundle(path: str | Path, limits: BundleLimits | None = None) -> BundleS
         if not zipfile.is_zipfile(source):
             with source.open("rb") as head:
                 damaged = head.read(4) == b"PK\x03\x04"  # a zip's first member, but no directory at its end
-            raise BundleError(f"{source}: " + ("a damaged or truncated zip archive (its end, the list of its "
-                                               "members, is missing); copy the bundle again" if damaged else
+            raise BundleError(f"{source}: " + (TRUNCATED_ZIP if damaged else
                                                "not a bundle (neither a folder nor a zip archive)"))
         return ZipSource(source, limits)
     if not os.path.lexists(source):
