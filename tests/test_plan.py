@@ -530,3 +530,18 @@ def test_a_small_backfilled_share_is_not_shown_as_zero() -> None:
 
     assert [format_beta(b) for b in (0.001, 0.0042, 0.0, 0.7, 0.01, 1.0)] == ["0.001", "0.0042", "0.00", "0.70",
                                                                             "0.01", "1.00"]
+
+
+def test_an_option_enough_by_its_own_full_backfill_names_that_backfill() -> None:
+    """An fct layer (its own new/new 0.995) listed in a bt2 plan (head/head 0.975) was accepted by the target
+    share of 0.995, which the reason called "the full backfill's", a number the plan's full-backfill row
+    does not show."""
+    head = make_report(0.60, 0.70, 0.65)
+    head["ceiling_cell"] = "head/head"
+    head["cells"]["head/head"] = head["cells"].pop("new/new")
+    fct = {"name": "forward_transform", "kind": "fct", "quality": {"top1": 0.78}, "items_per_s": 1e6,
+           "source": "test", "measured_on": WHOLE, "out_dim": D_NEW, "ceiling": {"top1": 0.80}}
+    plan = plan_from_report(head, RATE, alternatives=[fct], gain_threshold=0.95, target_share=0.95)
+    assert plan.recommendation == "forward_transform", plan.reason
+    assert "at least 95% of its own full backfill's 0.800 (new/new where this option was measured)" in plan.reason
+    assert "of the full backfill's" not in plan.reason

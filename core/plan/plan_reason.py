@@ -76,8 +76,11 @@ def plan_reason(plan: Mapping[str, Any], choice: Mapping[str, Any], report: Repo
         if gain is not None and gain < gain_threshold:  # enough by the target share, not by its gain
             own = float(choice.get("ceiling", ceiling))
             value = target_value(choice, metric)
+            # an option measured with its own new model (bt2's head, fct's space) has its own full backfill
+            of = f"the full backfill's {own:.3f}" if own == float(ceiling) else \
+                f"its own full backfill's {own:.3f} (new/new where this option was measured)"
             reached = (f", under the {format_share(gain_threshold, 0)} threshold, but reaches {m} {value:.3f}, at "
-                       f"least {format_share(target_share, 0)} of the full backfill's {own:.3f} (the target share)")
+                       f"least {format_share(target_share, 0)} of {of} (the target share)")
         return (f"{choice['title']}: it passes the compatibility criterion ({m} {choice['quality'][metric]:.3f} > "
                 f"old/old {floor:.3f}) and keeps {format_share(gain)} of the full-backfill gain{sampled}{reached} "
                 f"{_embedding(choice)}, in {format_duration(choice['time_s'])}.")
