@@ -439,16 +439,22 @@ def test_a_forward_transform_better_than_today_wins_over_staying_though_it_takes
     assert plan.recommendation == "forward_transform"
 
 
+def _head_plan_beside_fct(fct_top1: float, share: float) -> Plan:
+    """The plan of a bt2 head (head/head 0.70, old/old 0.60) listing an fct layer of top-1 ``fct_top1`` whose
+    own full backfill (new/new) is 0.80; ``share``: both the gain threshold and the target share."""
+    head = make_report(0.60, 0.70, 0.65)
+    head["ceiling_cell"] = "head/head"
+    head["cells"]["head/head"] = head["cells"].pop("new/new")
+    fct = {"name": "forward_transform", "kind": "fct", "quality": {"top1": fct_top1}, "items_per_s": 1e6,
+           "source": "test", "measured_on": WHOLE, "out_dim": D_NEW, "ceiling": {"top1": 0.80}}
+    return plan_from_report(head, RATE, alternatives=[fct], gain_threshold=share, target_share=share)
+
+
 def test_another_runs_layer_keeps_the_gain_its_own_ceiling_gives_whichever_run_is_planned() -> None:
     """A bt2 head's plan (ceiling head/head 0.70) listed an fct layer (ceiling new/new 0.80) with its gain
     taken against 0.70: 1.0 instead of 0.5, and its target too low, so the plan of one run accepted a
     layer the plan of the other refused."""
-    head = make_report(0.60, 0.70, 0.65)
-    head["ceiling_cell"] = "head/head"
-    head["cells"]["head/head"] = head["cells"].pop("new/new")
-    fct = {"name": "forward_transform", "kind": "fct", "quality": {"top1": 0.70}, "items_per_s": 1e6,
-           "source": "test", "measured_on": WHOLE, "out_dim": D_NEW, "ceiling": {"top1": 0.80}}
-    plan = plan_from_report(head, RATE, alternatives=[fct], gain_threshold=0.9, target_share=0.9)
+    plan = _head_plan_beside_fct(0.70, share=0.9)
     row = options(plan)["forward_transform"]
     assert row["gain_retained"] == pytest.approx(0.5)  # (0.70 - 0.60) / (0.80 - 0.60): its own full backfill
     assert not row["acceptable"]  # 0.70 < 0.9 x 0.80, though it reaches 0.9 x 0.70
@@ -536,12 +542,7 @@ def test_an_option_enough_by_its_own_full_backfill_names_that_backfill() -> None
     """An fct layer (its own new/new 0.995) listed in a bt2 plan (head/head 0.975) was accepted by the target
     share of 0.995, which the reason called "the full backfill's", a number the plan's full-backfill row
     does not show."""
-    head = make_report(0.60, 0.70, 0.65)
-    head["ceiling_cell"] = "head/head"
-    head["cells"]["head/head"] = head["cells"].pop("new/new")
-    fct = {"name": "forward_transform", "kind": "fct", "quality": {"top1": 0.78}, "items_per_s": 1e6,
-           "source": "test", "measured_on": WHOLE, "out_dim": D_NEW, "ceiling": {"top1": 0.80}}
-    plan = plan_from_report(head, RATE, alternatives=[fct], gain_threshold=0.95, target_share=0.95)
+    plan = _head_plan_beside_fct(0.78, share=0.95)
     assert plan.recommendation == "forward_transform", plan.reason
     assert "at least 95% of its own full backfill's 0.800 (new/new where this option was measured)" in plan.reason
     assert "of the full backfill's" not in plan.reason
