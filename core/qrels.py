@@ -191,13 +191,6 @@ def resolve_qrels(ws: Workspace, qrels: QrelLines, seed: int = 0) -> tuple[Judgm
         splits = [s if s is not None else drawn[q] for q, s in zip(qrels.query_keys, splits, strict=True)]
     judgments = Judgments.from_arrays([queries[k] for k in qrels.query_keys], [items[k] for k in qrels.item_keys],
                                       qrels.grades, splits)
-    stored = ws.judged_pairs(judgments.query_ids, judgments.item_ids)
-    if stored.any():
-        first = int(stored.argmax())
-        count = int(stored.sum())
-        raise ImportDataError(qrels.path, f"line {qrels.lines[first]}: query '{shown_name(qrels.query_keys[first])}' and "
-                              f"item '{shown_name(qrels.item_keys[first])}' are already judged in the workspace ({count} "
-                              f"pair{'s' if count > 1 else ''} of this file in all); a judgment is not overwritten")
     return judgments, (seed if drawn is not None else None)
 
 
@@ -212,7 +205,9 @@ def store_qrels(ws: Workspace, qrels: QrelLines, seed: int = 0) -> QrelsSummary:
     """Resolve and store parsed qrels; call inside the caller's transaction to import items with them."""
     judgments, used_seed = resolve_qrels(ws, qrels, seed)
     with ws.transaction():
-        ws.add_judgments(judgments, source=str(qrels.path))
+        ws.add_judgments(judgments, source=str(qrels.path), name_row=lambda n: (
+            f"line {qrels.lines[n]}: query '{shown_name(qrels.query_keys[n])}' and item "
+            f"'{shown_name(qrels.item_keys[n])}'"))
         if used_seed is not None:
             ws.set_meta(SPLIT_SEED_META, json.dumps(
                 {"seed": used_seed, "fractions": list(SPLIT_FRACTIONS), "source": str(qrels.path)}))

@@ -59,7 +59,8 @@ def _rollback(uri: str, alias: str | None) -> dict[str, Any]:
         check_alias(store, alias, store.collection)
         if not store.exists():
             raise VectorStoreError(f"{store.describe()}: {store.missing()}; nothing to switch back to")
-        check_named_columns(store, store.count())
+        count = store.count()  # moving the alias changes no collection: counted once
+        check_named_columns(store, count)
         unfinished = unfinished_migration(store, store.collection)
         if unfinished is not None:  # serving it would answer queries from part of the gallery
             raise VectorStoreError(f"{store.describe()}: {unfinished}; the alias was not moved")
@@ -75,7 +76,6 @@ def _rollback(uri: str, alias: str | None) -> dict[str, Any]:
             return {"alias": alias, "collection": store.collection, "previous": current, "changed": False,
                     "serves": served_versions(store, switched_from(store, alias, store.collection))}
         previous = switch_alias(store, alias, store.collection)
-        count = store.count()
         migration, _ = migration_state(store, store.collection)
         return {"alias": alias, "collection": store.collection, "previous": previous, "changed": True,
                 "count": count, "note": changed_since(migration, count), "serves": served_versions(store, previous)}

@@ -212,10 +212,10 @@ def _check(store: Connector, label_field: str | None, served_as: str | None, sam
     count = store.count()
     check_named_columns(store, count)
     spaces = {k: v for k, v in store.space_counts().items()}
-    served = store.alias_target(store.collection) if store.supports_alias else None
+    aliased = store.alias_target(store.collection) if store.supports_alias else None
     # through an alias moved back to a migration's source: its unmarked points are read as `rollback` reads them
-    previous = switched_from(store, store.collection, served) if served else None
-    versions = served_versions(store, previous, spaces, served)
+    previous = switched_from(store, store.collection, aliased) if aliased else None
+    versions = served_versions(store, previous, spaces, aliased)
     if count == 0:
         state = "empty"
     elif len(versions) > 1:
@@ -224,11 +224,11 @@ def _check(store: Connector, label_field: str | None, served_as: str | None, sam
         state = "unmarked"
     else:
         state = "single"
-    result = StoreCheck(store.describe(), served, count, spaces, versions, state)
+    result = StoreCheck(store.describe(), aliased, count, spaces, versions, state)
     if spaces.get("") and UNMARKED not in versions:
         result.notes.append(f"its {spaces['']} unmarked points are read as {next(iter(versions))}'s: the "
                             f"migration from it into '{previous}' took them as that model version's")
-    served = result.serves or store.collection  # checked through an alias: the collection it serves
+    served = aliased or store.collection  # checked through an alias: the collection it serves
     migration, problem = migration_state(store.checkpoint_holder(served), Path(served).name)  # a link: its name
     if migration:
         result.migration = {"status": migration.get("status"), "written": migration.get("written"),

@@ -29,8 +29,8 @@ def name_problem(scheme: str, name: str) -> str | None:
         return "would be a path (no '/', '\\', '..', control characters or leading '.')"
     size = len(name.encode("utf-8", "surrogatepass"))
     if scheme in ("postgresql", "postgres"):  # the server cuts a longer name: two long names would be one table
-        part = max(name.split("."), key=lambda p: len(p.encode("utf-8", "surrogatepass")))  # SCHEMA.TABLE: each
-        if (part_size := len(part.encode("utf-8", "surrogatepass"))) > PG_NAME_BYTES:
+        part_size = max(len(part.encode("utf-8", "surrogatepass")) for part in name.split("."))  # SCHEMA.TABLE
+        if part_size > PG_NAME_BYTES:
             return (f"has a part of {part_size} bytes; PostgreSQL names hold at most {PG_NAME_BYTES} (it would "
                     "cut the name)")
     if size > FILE_NAME_BYTES:

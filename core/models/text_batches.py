@@ -29,7 +29,7 @@ def char_lengths(texts: Sequence[str], prompt: str, max_tokens: int) -> list[int
 
 def length_order(lengths: Sequence[int]) -> np.ndarray:
     """Indices longest first (stable), so each batch pads to a similar length."""
-    return np.asarray(np.argsort(-np.asarray(lengths, dtype=np.int64), kind="stable"))
+    return np.argsort(-np.asarray(lengths, dtype=np.int64), kind="stable")
 
 
 def length_batches(lengths: Sequence[int], batch_size: int, row_budget: int) -> Iterator[np.ndarray]:

@@ -9,7 +9,7 @@ workspace its read and write methods.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,11 +105,13 @@ class JudgmentsMixin:
                       query_ids: Sequence[int] | np.ndarray | None = None,
                       item_ids: Sequence[int] | np.ndarray | None = None,
                       grades: Sequence[int] | np.ndarray | None = None,
-                      splits: Sequence[str] | np.ndarray | None = None) -> int:
+                      splits: Sequence[str] | np.ndarray | None = None,
+                      name_row: Callable[[int], str] | None = None) -> int:
         """Store judgments (a :class:`Judgments`, or its four arrays by keyword) all-or-nothing.
 
         Returns how many were added. Query ids must be query items and item ids document items of
         this workspace; a pair given twice, or already judged, is refused rather than overwritten.
+        ``name_row``: how a refusal names judgment ``n`` (a file's line and keys), else by its keys.
         """
         if judgments is None:
             if query_ids is None or item_ids is None or grades is None or splits is None:
@@ -139,13 +141,16 @@ class JudgmentsMixin:
         with self.transaction():
             self._check_namespace(judgments.query_ids_unique(), QUERY_NAMESPACE, source, "query")
             self._check_namespace(np.unique(judgments.item_ids), DOC_NAMESPACE, source, "document")
-            stored = self.judged_pairs(uniq[:, 0], uniq[:, 1])
+            stored = self.judged_pairs(judgments.query_ids, judgments.item_ids)  # no pair twice: checked above
             if stored.any():
-                q, i = self.keys_of(uniq[stored.argmax()].tolist())
-                count = int(stored.sum())
-                raise ImportDataError(source, f"query '{shown_name(q)}' and item '{shown_name(i)}' are already judged "
-                                      f"in the workspace ({count} pair{'s' if count > 1 else ''} in all); a judgment is "
-                                      "not overwritten")
+                first, count = int(stored.argmax()), int(stored.sum())
+                if name_row is None:
+                    q, i = self.keys_of([judgments.query_ids[first], judgments.item_ids[first]])
+                    subject, total = f"query '{shown_name(q)}' and item '{shown_name(i)}'", "in all"
+                else:
+                    subject, total = name_row(first), "of this file in all"
+                raise ImportDataError(source, f"{subject} are already judged in the workspace ({count} "
+                                      f"pair{'s' if count > 1 else ''} {total}); a judgment is not overwritten")
             self._check_query_splits(judgments, source)
             self.db["judgments"].insert_all(rows, batch_size=1000)
         return len(rows)
