@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from embridge.core.cascade_rerank import reranks_by_new_vectors
 from embridge.core.errors import EmbridgeError
 
 DATA_STATE = "data_state"  # the key of a run's metrics that holds the state it was measured on
@@ -113,8 +114,23 @@ def run_changes(ws: Any, run: Mapping[str, Any] | None, now: DataState | None = 
     if run is None or run.get("kind") not in MEASURED_KINDS or not isinstance(recorded, Mapping):
         return []
     models = run_models(ws, run)
-    new = models[1] if models is not None and run.get("kind") == "report" else None  # its served gallery
+    new = models[1] if models is not None and _measures_served(ws, run) else None
     return changes_since(DataState.from_json(recorded), now or data_state(ws), models, backfilled=new)
+
+
+def _measures_served(ws: Any, run: Mapping[str, Any]) -> bool:
+    """Whether a run's numbers stand on the latest backfill: a report's served gallery, and a cascade's
+    re-ranking by the backfill's new vectors, in its training run as in its report."""
+    if run.get("kind") == "report":
+        return True
+    metrics = run.get("metrics") if isinstance(run.get("metrics"), Mapping) else {}
+    if metrics.get("kind") != "cascade" or not isinstance(metrics.get("adapter_id"), int):
+        return False
+    try:
+        config = ws.adapter(metrics["adapter_id"]).get("config")
+    except EmbridgeError:  # removed since: its numbers are the run's alone
+        return False
+    return reranks_by_new_vectors(config if isinstance(config, Mapping) else None)
 
 
 def changed_words(changes: list[str]) -> str:

@@ -27,8 +27,9 @@ SETTING_HELP: dict[str, str] = {
     "diagonal": "Add a learned per-dimension scale of the input to the low-rank map (when the old and new "
                 "dims are equal).",
     "base": "The layer fusion combines with the old query vector.",
-    "rerank_new_vectors": "Cascade: re-rank recalled items by their stored new vectors (a backfill of those "
-                          "items) instead of through the layer alone.",
+    "rerank_new_vectors": "Cascade: re-rank recalled items by their served new vectors (a backfill's, or every "
+                          "item's when the new model embedded the whole gallery; never an evaluation sample's "
+                          "alone) instead of through the layer alone.",
     "align_weight": "Weight of the term that keeps new vectors close to the old classifier's space.",
     "influence_weight": "Weight of the old classifier's loss on new vectors (backward-compatible training).",
     "logit_scale": "Scale of the classifier logits in the compatibility loss.",

@@ -36,6 +36,7 @@ from embridge.core.evaluation.scoring import (
     selection_plan,
 )
 from embridge.core.evaluation.search import GalleryIndex
+from embridge.core.evaluation.served import cascade_new_ids, latest_backfill
 from embridge.core.evaluation.task import GallerySet, QuerySet, RetrievalTask
 from embridge.core.evaluation.tasks import dev_task
 from embridge.core.retrieval import l2_normalize
@@ -189,7 +190,8 @@ def workspace_validator(ws: Workspace, old: str, new: str, seed: int = 0, maker:
     metric = JUDGED_SELECTION_METRIC if task.rule.graded() else SELECTION_METRIC
     validator = Validator(task, maker.matrix(q, [old]), maker.matrix(q, [new]), maker.matrix(task.gallery.ids, [old]),
                           metric=metric, indexes=indexes)
-    with_new = np.flatnonzero(np.isin(task.gallery.ids, ws.ids_with_vectors(new)))
-    if with_new.size:  # the documents the new model has embedded: what a cascade re-ranks with
+    served = cascade_new_ids(ws, new, task.gallery.ids, latest_backfill(ws, new))
+    with_new = np.flatnonzero(np.isin(task.gallery.ids, served))
+    if with_new.size:  # what a cascade re-ranks with: every item's new vector, or the served backfill's
         validator.with_new_gallery(maker.matrix(task.gallery.ids[with_new], [new]), with_new)
     return validator

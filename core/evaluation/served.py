@@ -62,6 +62,24 @@ def latest_backfill(ws: Workspace, model: str) -> Backfilled | None:
     return Backfilled(int(run["id"]), vector_set, ws.vector_set_ids(vector_set), str(config.get("order") or "stored"))
 
 
+def cascade_new_ids(ws: Workspace, new: str, gallery_ids: np.ndarray, backfilled: Backfilled | None) -> np.ndarray:
+    """The items of ``gallery_ids`` whose new vectors a cascade re-ranks by: those the served backfill (the
+    latest) gave new vectors, as the served gallery counts them; without one, every item when the new model
+    embedded them all, else none.
+
+    An evaluation sample smaller than the gallery holds, by construction, the relevant items of every
+    query scored (a query whose relevant items it lacks is left out), and a judged sample takes the
+    judged documents first: re-ranking by its new vectors would lift exactly the right answers above
+    the rest, whose scores come through the layer. A backfill chooses its items without the judgments,
+    so its items are what a cascade would really serve with."""
+    gallery_ids = np.asarray(gallery_ids, dtype=np.int64)
+    if backfilled is not None:
+        return gallery_ids[np.isin(gallery_ids, backfilled.ids)]
+    if np.isin(gallery_ids, ws.ids_with_vectors(new)).all():
+        return gallery_ids
+    return gallery_ids[:0]
+
+
 class _MixedRows:
     """The served gallery as one row-sliceable matrix: [o_g, 0] for an old item, [0, n_g] for a backfilled
     one (both halves L2-normalised), built a slice at a time as :func:`exact_topk` reads it."""
@@ -105,8 +123,8 @@ def measure_served(backfilled: Backfilled | None, task: RetrievalTask, adapter: 
                    maker: MatrixMaker) -> tuple[Backfilled, EvalResult] | None:
     """The served gallery's numbers after ``backfilled``, the latest backfill of ``new`` when the report
     began (read then, as its sample is: a backfill finishing meanwhile is not half in the report), or None
-    without one, for a cascade, whose own cell already re-ranks by every new vector held, or when the
-    backfill covers no gallery item."""
+    without one, for a cascade, whose own cell already re-ranks by the backfill's new vectors
+    (:func:`cascade_new_ids`), or when the backfill covers no gallery item."""
     if adapter.kind == "cascade" or backfilled is None:
         return None
     gallery_ids = task.gallery.ids

@@ -50,9 +50,9 @@ class Protocol:
         queries = f"{self.n_queries} {self.query_set}"
         if self.n_scored is not None and self.n_scored < self.n_queries:
             queries = f"{self.n_scored} of {self.n_queries} {self.query_set} ({self.unscored_reason()})"
+        rest = ", the rest through the layer" if self.new_vectors is not None and self.new_vectors < self.n_gallery else ""
         used = ("" if self.new_vectors is None else
-                f"; new-model vectors of {self.new_vectors} of the {self.n_gallery} gallery items, the rest "
-                "through the layer")
+                f"; new-model vectors of {self.new_vectors} of the {self.n_gallery} gallery items{rest}")
         return (f"{queries} against {self.gallery} ({self.n_gallery} items), "
                 f"relevance: {self.relevance}; {self.search}{used}")
 

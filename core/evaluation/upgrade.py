@@ -39,6 +39,7 @@ from embridge.core.evaluation.scoring import (
     scoring_plan,
 )
 from embridge.core.evaluation.search import SearchConfig, SearchInfo
+from embridge.core.evaluation.served import Backfilled, cascade_new_ids, latest_backfill
 from embridge.core.evaluation.tasks import UpgradeTasks, upgrade_tasks
 from embridge.core.progress import StopFn
 from embridge.core.store import Workspace
@@ -70,6 +71,7 @@ class UpgradeVectors:
     g_head: np.ndarray
     g_new_part: np.ndarray | None = None  # cascade: new vectors of the gallery rows ``g_new_rows``
     g_new_rows: np.ndarray | None = None
+    g_new_sample_rows: np.ndarray | None = None  # cascade: rows of the evaluation sample it re-ranks by ``g_new``
     g_old_sample: np.ndarray | None = None  # the evaluation sample under the old model, when it is not the whole gallery
     g_up_sample: np.ndarray | None = None  # that sample as the upgraded system searches it (a forward layer's transform)
 
@@ -79,8 +81,10 @@ def sample_is_smaller(tasks: UpgradeTasks) -> bool:
     return not np.array_equal(tasks.sample.gallery.ids, tasks.full.gallery.ids)
 
 
-def upgrade_vectors(maker: MatrixMaker, tasks: UpgradeTasks, adapter: Adapter, old: str, new: str) -> UpgradeVectors:
-    """Gather (and adapt) every matrix the main cells need."""
+def upgrade_vectors(maker: MatrixMaker, tasks: UpgradeTasks, adapter: Adapter, old: str, new: str,
+                    backfilled: Backfilled | None = None) -> UpgradeVectors:
+    """Gather (and adapt) every matrix the main cells need; ``backfilled``: the backfill served now, whose
+    items' new vectors a cascade re-ranks by (:func:`~embridge.core.evaluation.served.cascade_new_ids`)."""
     q_ids, full_ids, sample_ids = tasks.full.queries.ids, tasks.full.gallery.ids, tasks.sample.gallery.ids
     forward, head = adapter.direction == "forward", adapter.kind in HEAD_KINDS
     q_old, q_new = maker.matrix(q_ids, [old]), maker.matrix(q_ids, [new])
@@ -96,9 +100,11 @@ def upgrade_vectors(maker: MatrixMaker, tasks: UpgradeTasks, adapter: Adapter, o
         vecs.g_old_sample = maker.matrix(sample_ids, [old])
         vecs.g_up_sample = (maker.matrix(sample_ids, [old], lambda o: adapt_gallery(adapter, o)) if forward
                             else vecs.g_old_sample)
-    if adapter.kind == "cascade" and getattr(adapter, "new_vectors", True):  # embedded items re-rank by their new vectors
-        rows = np.flatnonzero(np.isin(full_ids, maker.ws.ids_with_vectors(new)))
-        vecs.g_new_rows, vecs.g_new_part = rows, maker.matrix(full_ids[rows], [new])
+    if adapter.kind == "cascade" and getattr(adapter, "new_vectors", True):  # served items re-rank by their new vectors
+        served = cascade_new_ids(maker.ws, new, full_ids, backfilled)
+        rows = np.flatnonzero(np.isin(full_ids, served))
+        vecs.g_new_rows, vecs.g_new_part = rows, maker.matrix(full_ids[rows], [new]) if rows.size else None
+        vecs.g_new_sample_rows = np.flatnonzero(np.isin(sample_ids, served))
     return vecs
 
 
@@ -106,16 +112,13 @@ def cascade_result(task: Any, adapter: Adapter, vecs: UpgradeVectors, plan: Scor
                    on_sample: bool = False) -> EvalResult:
     """The upgraded cell of a cascade: the old index recalls K, the new model re-ranks them.
 
-    ``on_sample``: over the evaluation sample. Every sample item has its new vector, so re-ranking by all
-    of them would be a full backfill of the sample; a seeded share of them, the share of the whole gallery
-    that holds new vectors, re-ranks by its new vector, as served, and the rest through the layer."""
+    ``on_sample``: over the evaluation sample. Every sample item has its new vector, but only those the
+    cascade serves with (the items of the whole gallery it re-ranks by their new vectors) re-rank by it;
+    the rest go through the layer, as on the whole gallery."""
     k = int(adapter.k)
     if on_sample:
         g_old = vecs.g_old_sample
-        have = 0 if vecs.g_new_rows is None else len(vecs.g_new_rows)
-        share = have / max(len(vecs.g_old_full), 1)
-        rows = np.sort(np.random.default_rng(0).choice(len(vecs.g_new), int(round(share * len(vecs.g_new))),
-                                                       replace=False))
+        rows = vecs.g_new_sample_rows if vecs.g_new_sample_rows is not None else np.zeros(0, dtype=np.int64)
         part = vecs.g_new[rows] if len(rows) else None
     else:
         g_old, rows = vecs.g_old_full, vecs.g_new_rows
@@ -235,5 +238,5 @@ def measure_upgrade(ws: Workspace, adapter: Adapter, old: str, new: str, *, held
     """Held-out numbers of ``adapter`` on the workspace's test queries (see the module docstring);
     ``tasks``: those :func:`upgrade_tasks` already gave for this pair, settings and seed."""
     tasks = tasks or upgrade_tasks(ws, [old, new], heldout_gallery, seed)
-    vecs = upgrade_vectors(maker or MatrixMaker(ws), tasks, adapter, old, new)
+    vecs = upgrade_vectors(maker or MatrixMaker(ws), tasks, adapter, old, new, latest_backfill(ws, new))
     return score_upgrade(tasks, adapter, vecs, search, should_stop, indexes)

@@ -65,5 +65,9 @@ def best_passing_bridge(options: list[dict[str, Any]], metric: str) -> dict[str,
 
 
 def choose(options: list[dict[str, Any]], metric: str) -> dict[str, Any]:
+    """The acceptable option that re-embeds least, then takes least time, then scores best; on a tie the one
+    needing one encoder (a cascade re-ranking by every item's new vector is a full backfill with a second
+    encoder and a re-rank: at the same cost and number the full backfill is chosen)."""
     ok = [o for o in options if o["acceptable"]]
-    return min(ok, key=lambda o: (o["items_embedded"], o["time_s"] or 0.0, -(o["quality"].get(metric) or 0.0)))
+    return min(ok, key=lambda o: (o["items_embedded"], o["time_s"] or 0.0, -(o["quality"].get(metric) or 0.0),
+                                  o["name"] in BOTH_ENCODERS))

@@ -87,8 +87,10 @@ def plan_reason(plan: Mapping[str, Any], choice: Mapping[str, Any], report: Repo
     embedded = int(layer.get("items_embedded") or 0)  # a cascade's number stands on some items' new vectors
     subject = f"the {kind} layer alone" if not embedded else f"the {kind} option (with the new vectors of {embedded} items)"
     if layer.get("acceptable"):  # acceptable too, but the choice re-embeds fewer items
+        than = ("more than this" if int(layer["items_embedded"] or 0) > int(choice.get("items_embedded") or 0)
+                else "as many as this re-embeds")
         why = (f"the {layer['title']} option is acceptable too ({m} {layer['quality'][metric]:.3f}) but needs the "
-               f"new vectors of {layer['items_embedded']} items, more than this")
+               f"new vectors of {layer['items_embedded']} items, {than}")
     elif layer["passes_criterion"] is None:
         why = (f"{subject} lets only {format_share(layer['quality'][metric])} of new queries find their own "
                f"item first (below {format_share(target_share, 0)}; no labels, so own-item retrieval is the measure)")

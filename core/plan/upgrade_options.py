@@ -142,8 +142,8 @@ def layer_option(name: str, kind: str, quality: dict[str, float], rate: float | 
             share = (f"{new_items} of the {sizes.n} gallery items" if searched == sizes.n else
                      f"{measured_on['new_vectors']} of the {searched} gallery items it searched; here "
                      f"{new_items} of the {sizes.n}")
-            notes[0] = (f"Measured with new-model vectors of {share} (re-ranked by them; the rest through the "
-                        f"layer): its quality needs those items embedded and stored beside the old index, which "
+            rest = "; the rest through the layer" if new_items < sizes.n else ""
+            notes[0] = (f"Measured with new-model vectors of {share} (re-ranked by them{rest}): its quality needs those items embedded and stored beside the old index, which "
                         f"time and storage count. The old index recalls the top {k} for the old query and the new "
                         "model re-ranks them.")
             return option_row(name, title, _time(new_items, embed_rate), sizes.old_index() + extra_bytes

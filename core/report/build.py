@@ -178,7 +178,7 @@ def assemble(ws: Workspace, run: RunRecord, row: dict[str, Any], adapter: Adapte
     tasks = sample.tasks
     stage("vectors", queries=int(sample.query_ids.size), gallery=int(sample.gallery_ids.size),
           old_gallery=int(sample.full_ids.size))
-    vecs = upgrade_vectors(maker, tasks, adapter, old, new)
+    vecs = upgrade_vectors(maker, tasks, adapter, old, new, backfilled)
     sides = upgrade_sides(maker, sample, adapter, old, new, options.rollback)
     stage("cells", cell="main")
     main = score_upgrade(tasks, adapter, vecs, search, should_stop=should_stop)
@@ -212,7 +212,7 @@ def assemble(ws: Workspace, run: RunRecord, row: dict[str, Any], adapter: Adapte
         models={"old": _model_section(ws, old), "new": _model_section(ws, new)},
         protocol=sample.protocol() + _unscored_line(int(sample.query_ids.size), int(head["n_queries"]),
                                                     cells[upgraded].protocol)
-        + _chosen_line(ws, served, new, sample),
+        + _chosen_line(ws, backfilled, new, sample, served is not None),
         sizes={**sample.sizes(), "queries_scored": head["n_queries"]},
         scoring=plan.to_dict(), search=search_summary(search_cells),
         cells={name: sections.cell_section(c, plan, n_boot, seed) for name, c in cells.items()},
@@ -237,16 +237,19 @@ def assemble(ws: Workspace, run: RunRecord, row: dict[str, Any], adapter: Adapte
     return report
 
 
-def _chosen_line(ws: Workspace, served: tuple[Backfilled, Any] | None, new: str, sample: EvalSample) -> list[str]:
-    """A protocol sentence when a planner-ordered backfill put items into the evaluation sample."""
-    if served is None or sample.gallery_ids.size == sample.full_ids.size:
+def _chosen_line(ws: Workspace, backfilled: Backfilled | None, new: str, sample: EvalSample,
+                 served_line: bool) -> list[str]:
+    """A protocol sentence when a planner-ordered backfill put items into the evaluation sample (a cascade's
+    report too, which has no served-now line: its own cell measures the backfill)."""
+    if backfilled is None or sample.gallery_ids.size == sample.full_ids.size:
         return []
-    chosen = served[0].chosen_in(ws, new, sample.gallery_ids)
+    chosen = backfilled.chosen_in(ws, new, sample.gallery_ids)
     if not chosen:
         return []
-    return [f"The evaluation sample includes {chosen} items backfill run {served[0].run_id} chose in the planner's "
+    whole = "the served-now line" if served_line else "the upgraded cell"
+    return [f"The evaluation sample includes {chosen} items backfill run {backfilled.run_id} chose in the planner's "
             "order, not a random draw: new/new and the partial-backfill curves weigh the items that order picks first "
-            "more than a random sample would (the served-now line measures the whole gallery)."]
+            f"more than a random sample would ({whole} measures the whole gallery)."]
 
 
 def _unscored_line(queries: int, scored: int, protocol: Protocol | None) -> list[str]:

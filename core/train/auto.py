@@ -175,8 +175,7 @@ def fit_auto(
     if best.kind in ("bct", "bt2"):
         why += f"; note that {best.kind} changes the new model's output, so a full backfill uses its head"
     if best.kind in BRIDGES:
-        why += ("; serving it needs both encoders during the transition"
-                + ("" if best.kind == "fusion" else " and re-ranks K items per query"))
+        why += "; serving it needs both encoders during the transition" + _rerank_note(best, data)
     if cancelled:  # said first: the run was stopped, and its layer is the best of what had finished
         stopped = next(r.kind for r in results if r.status == "cancelled")
         why = f"cancelled by the user during candidate {stopped}; the best of the candidates tried so far: {why}"
@@ -188,6 +187,19 @@ def fit_auto(
         duration_s=time.perf_counter() - start, config=settings, candidates=table,
         choice={"what": "auto candidate", **choice.to_dict(), "kind": best.kind}, budget=budget.record(table),
     )
+
+
+def _rerank_note(best: FitResult, data: PairData) -> str:
+    """A cascade's serving words: its K, and the stored new vectors its score stood on, if any."""
+    if best.kind != "cascade" or best.adapter is None:
+        return ""
+    k = int(best.adapter.k)
+    note = f" and re-ranks {k} item{'s' if k != 1 else ''} per query"
+    validator = data.validation()
+    if getattr(best.adapter, "new_vectors", False) and getattr(validator, "has_new_gallery", False):
+        note += (f", {validator.new_gallery_share:.0%} of the gallery by stored new vectors (it was scored with "
+                 "them, beside layers that re-embed nothing)")
+    return note
 
 
 def _old_old_note(best: FitResult, data: PairData) -> str:
@@ -219,7 +231,7 @@ def _bridge(kind: str, layers: list[FitResult], data: PairData, settings: dict[s
     new_vectors = bool(settings.get("rerank_new_vectors", False))
     if kind == "cascade":
         try:
-            cascade_ready(data, new_vectors)
+            cascade_ready(data)
         except InputError as exc:
             return None, _skipped(kind, exc.problem)
     best_layer = max(bases, key=lambda r: float(r.best_val_metric or 0.0))

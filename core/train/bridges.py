@@ -80,16 +80,12 @@ def _scored_some(method: str, setting: str, scores: Sequence[float], validator: 
                                  f"gallery, and none of {validator.protocol} has one")
 
 
-def cascade_ready(data: PairData, new_vectors: bool = True) -> Any:
-    """The validator a cascade's K is chosen on; InputError when it cannot score a cascade (re-ranking
-    by stored new vectors, ``new_vectors``, needs gallery items the new model has embedded)."""
+def cascade_ready(data: PairData) -> Any:
+    """The validator a cascade's K is chosen on; InputError when it cannot score a cascade."""
     validator = data.validation()
     if not hasattr(validator, "cascade_value") or validator.metric_name == "pair_top1":
         raise InputError("cascade", "choosing K needs dev queries with judged documents (or labels): on own-item "
                                     "validation the new query finds its own new vector, which says nothing")
-    if new_vectors and not validator.has_new_gallery:
-        raise InputError("cascade", "no gallery item has a new vector, so the new model cannot re-rank anything; "
-                                    "set rerank_new_vectors to false to re-rank through the layer")
     return validator
 
 
@@ -98,7 +94,7 @@ def choose_cascade(base: Adapter, data: PairData, k_grid: Sequence[int], new_vec
 
     ``new_vectors`` False re-ranks through the layer alone, never by a stored new vector: the
     cascade re-embeds nothing and competes with the layers on the same gallery."""
-    validator = cascade_ready(data, new_vectors)
+    validator = cascade_ready(data)
     ks = sorted({int(k) for k in k_grid if int(k) <= validator.gallery_size}) or [validator.gallery_size]
     # deepest first: one old-index recall serves all
     by_k = {k: validator.cascade_value(base, k, new_vectors) for k in reversed(ks)}
@@ -108,10 +104,15 @@ def choose_cascade(base: Adapter, data: PairData, k_grid: Sequence[int], new_vec
                     default_why="the smallest K, fewest re-ranks per query", metric=validator.metric_label)
     k, score = ks[choice.index], scores[choice.index]
     metrics = [{"epoch": 0.0, "k": float(kk), "val_metric": v} for kk, v in zip(ks, scores, strict=True)]
-    rerank = (f"the new model re-ranks them ({validator.new_gallery_share:.0%} of the gallery by its new vectors, "
-              f"the rest through the {base.kind} layer)" if new_vectors else
-              f"the {base.kind} layer re-ranks them (the mapped new query against their old vectors; no new "
-              "vector of the gallery is used, nothing re-embedded)")
+    if new_vectors and validator.has_new_gallery:
+        rest = f", the rest through the {base.kind} layer" if validator.new_gallery_share < 1 else ""
+        rerank = f"the new model re-ranks them ({validator.new_gallery_share:.0%} of the gallery by its new vectors{rest})"
+    elif new_vectors:  # nothing backfilled yet: what the cascade serves today
+        rerank = (f"the {base.kind} layer re-ranks them (no gallery item has a new vector to serve with yet: "
+                  "nothing backfilled, and an evaluation sample's new vectors are for measuring only)")
+    else:
+        rerank = (f"the {base.kind} layer re-ranks them (the mapped new query against their old vectors; no new "
+                  "vector of the gallery is used, nothing re-embedded)")
     note = f"cascade: the old index recalls K = {k}, {rerank}: {score:.3f} on {validator.protocol}"
     return BridgeChoice(CascadeAdapter(base, k, new_vectors).eval(), score, {"k": k, "new_vectors": new_vectors},
                         metrics, note, choice=choice)

@@ -298,7 +298,7 @@ def _fit_bridge(
 ) -> FitResult:
     """fusion / cascade: fit the base layer, then choose α / K on the validation task."""
     if name == "cascade":
-        cascade_ready(data, s["rerank_new_vectors"])  # before fitting the base: say at once what is missing
+        cascade_ready(data)  # before fitting the base: say at once what is missing
     elif data.validation().metric_name == "pair_top1":
         raise InputError("fusion", "choosing α needs dev queries with judged documents (or labels): on own-item "
                                    "validation the old query is the target itself, so α = 1 (the old query alone) "
