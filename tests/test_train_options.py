@@ -62,8 +62,10 @@ def test_the_largest_allowed_width_is_accepted_by_the_settings() -> None:
 
 def test_auto_records_best_epoch_and_epochs_run_of_the_chosen_candidate(
         demo_copy: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """On the demo the cascade over lowrank wins when told to re-rank by the stored new vectors: both
-    numbers are its base layer's training."""
+    """On the demo, backfilled, the cascade over lowrank wins when told to re-rank by the stored new vectors:
+    both numbers are its base layer's training."""
+    assert main(["backfill", "-w", str(demo_copy), "--model", "new-cnn", "--order", "stored"]) == 0
+    capsys.readouterr()
     code = main(["train", "-w", str(demo_copy), "--method", "auto", "--device", "cpu", "--json",
                  "--set", 'candidates=["procrustes", "lowrank", "cascade"]', "--set", "rerank_new_vectors=true"])
     out, err = capsys.readouterr()
@@ -100,3 +102,54 @@ def test_a_method_name_in_capitals_is_the_method(demo_copy: Path, capsys: pytest
     assert out["method"] == "procrustes" and out["kind"] == "procrustes"
     assert main(["runs", "-w", str(demo_copy), "--kind", "train", "--json"]) == 0
     assert [r["method"] for r in json.loads(capsys.readouterr().out)["runs"]] == ["procrustes"]
+
+
+def test_a_training_option_a_closed_form_fit_ignores_is_said_to_be_unused(
+        demo_copy: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """procrustes took --epochs 5 --lr 0.1, recorded them in its run and said nothing: they change nothing."""
+    assert main(["train", "-w", str(demo_copy), "--method", "procrustes", "--epochs", "5", "--lr", "0.1",
+                 "--set", "patience=3", "--device", "cpu"]) == 0
+    last = capsys.readouterr().out.rstrip().splitlines()[-1]
+    assert last == ("WARNING: --epochs, --lr, patience not used: procrustes is a closed-form fit, with no training "
+                    "loop to give them to")
+    assert main(["train", "-w", str(demo_copy), "--method", "cascade", "--batch-size", "8", "--json",
+                 "--device", "cpu"]) == 0
+    out, err = capsys.readouterr()
+    warning = "WARNING: --batch-size not used: the cascade's base, affine, is a closed-form fit"
+    assert json.loads(out)["warning"].startswith(warning) and warning in err
+    # a trained layer, or a cascade over one, reads them: nothing to say
+    assert main(["train", "-w", str(demo_copy), "--method", "cascade", "--set", "base=mlp", "--epochs", "2",
+                 "--json", "--device", "cpu"]) == 0
+    out, err = capsys.readouterr()
+    assert "warning" not in json.loads(out) and "WARNING" not in err
+
+
+def test_a_bridge_says_which_settings_its_base_never_reads(demo_copy: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A fusion over procrustes took hidden=8 and rank=4 (settings of other bases) and --epochs without a word;
+    its base, named in capitals, was refused while --method is read in any case."""
+    assert main(["train", "-w", str(demo_copy), "--method", "fusion", "--set", "base=PROCRUSTES", "--set", "hidden=8",
+                 "--set", "rank=4", "--epochs", "3", "--device", "cpu", "--json"]) == 0
+    out, err = capsys.readouterr()
+    summary = json.loads(out)
+    assert summary["warning"].splitlines() == [
+        "WARNING: hidden, rank not used: settings of other bases than the fusion's, procrustes",
+        "WARNING: --epochs not used: the fusion's base, procrustes, is a closed-form fit, with no training loop "
+        "to give them to"]
+    assert summary["warning"] in err
+    with Workspace.open(demo_copy) as ws:
+        assert ws.adapter(summary["adapter_id"])["config"]["base"]["kind"] == "procrustes"
+
+
+@pytest.mark.parametrize("argv, line", [
+    (["--method", "fusion", "--set", "base=procrustes", "--set", "base=mlp"],
+     "embridge: error: --set: base given more than once; give it once (see 'embridge train --help')"),
+    (["--method", "mlp", "--batch-size", "1"],
+     "embridge: error: argument --batch-size: expected an integer from 2 to 1048576, got '1' "
+     "(see 'embridge train --help')"),
+])
+def test_a_setting_given_twice_or_a_batch_of_one_is_refused_naming_it(
+        demo_copy: Path, capsys: pytest.CaptureFixture[str], argv: list[str], line: str) -> None:
+    """The second base silently won; a batch of one was refused by the setting's name, after the option's range
+    had said 1 was allowed."""
+    assert main(["train", "-w", str(demo_copy), *argv]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == line

@@ -102,3 +102,11 @@ def test_a_setting_of_the_wrong_kind_is_refused_by_the_kind_of_its_default() -> 
                 continue
             with pytest.raises(InputError, match=rf"'{key}' must be "):
                 resolve_config(kind, {key: "x"})
+
+
+def test_a_train_refused_for_its_pairs_draws_no_folds(demo_copy: Path) -> None:
+    """The refusal came after the test and training folds were drawn with its --seed and stored: the next run,
+    with another seed, was then measured on the refused command's folds."""
+    before = table_dump(demo_copy)
+    assert main(["train", "-w", str(demo_copy), "--method", "procrustes", "--pairs", "queries", "--seed", "7"]) == 1
+    assert table_dump(demo_copy) == before

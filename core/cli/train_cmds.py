@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from embridge.core.cli.main import add_common, one_line
-from embridge.core.cli.option_types import BATCH_SIZE, NON_BLANK, POSITIVE_COUNT, SEED, number
+from embridge.core.cli.option_types import NON_BLANK, POSITIVE_COUNT, SEED, number
 from embridge.core.data_state import with_stale_notes
 from embridge.core.errors import UsageError
 from embridge.core.evaluation.compat import NOT_BETTER
@@ -43,7 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", type=NON_BLANK, default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--epochs", type=POSITIVE_COUNT, help=setting_help("epochs") + " (default: the method's own)")
     p.add_argument("--lr", type=number(float, low=0.0, high=1e3, low_open=True), help=setting_help("lr"))
-    p.add_argument("--batch-size", type=BATCH_SIZE, help=setting_help("batch_size"))
+    p.add_argument("--batch-size", type=TRAIN_BATCH, help=setting_help("batch_size"))
     p.add_argument("--loss", choices=LOSS_CHOICES, help=setting_help("loss"))
     p.add_argument("--seed", type=SEED, default=0, help=setting_help("seed") + " Default 0.")
     p.add_argument("--pairs", choices=["documents", "queries", "both"],
@@ -80,6 +80,7 @@ class _MethodsHelp(argparse.HelpFormatter):
 # core.train.config.LOSSES (a test keeps them equal), named here: that module loads torch, which
 # building the command line does without
 LOSS_CHOICES = ["mse", "cosine", "contrastive", "retrieval"]
+TRAIN_BATCH = number(int, low=2, high=1 << 20)  # a batch of one has no other item to contrast with
 # settings that have an option of their own on `train`
 OWN_OPTIONS = {"epochs": "--epochs", "lr": "--lr", "batch_size": "--batch-size", "loss": "--loss", "seed": "--seed",
                "device": "--device", "time_budget": "--time-budget"}
@@ -100,6 +101,8 @@ def parse_settings(args: argparse.Namespace) -> dict[str, Any]:
             raise UsageError("--set", f"expected KEY=VALUE, got '{item}'")
         if key.strip() in OWN_OPTIONS:  # one way to give each: the option checks its value, and none is dropped
             raise UsageError("--set", f"{key.strip()} has its own option: use {OWN_OPTIONS[key.strip()]}")
+        if key.strip() in settings:  # as an option given twice: the first value would be dropped unsaid
+            raise UsageError("--set", f"{key.strip()} given more than once; give it once")
         try:
             settings[key.strip()] = json.loads(raw)
         except json.JSONDecodeError:
@@ -109,7 +112,7 @@ def parse_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_train(args: argparse.Namespace) -> Result:
     from embridge.core.jobs import check_device_option
-    from embridge.core.train.config import resolve_config
+    from embridge.core.train.config import resolve_config, unused_settings
     from embridge.core.train.runs import train_run
 
     settings = parse_settings(args)  # a refused option or setting before the workspace is opened
@@ -118,7 +121,12 @@ def cmd_train(args: argparse.Namespace) -> Result:
     with Workspace.open(args.workspace) as ws:
         out = train_run(ws, args.method, args.old, args.new, device=args.device, config=settings,
                         seed=args.seed, pairs=args.pairs, on_progress=StderrProgress(f"train {args.method}"))
-    return out, _train_text(out)
+    unused = unused_settings(args.method, settings)
+    if unused:  # shown last in the text, and on stderr with --json
+        out["warning"] = "\n".join(f"WARNING: {', '.join(OWN_OPTIONS.get(k, k) for k in u.names)} not used: {u.why}"
+                                   for u in unused)
+    text = _train_text(out)
+    return out, f"{text}\n{out['warning']}" if unused else text
 
 
 def _train_text(out: dict[str, Any]) -> str:

@@ -86,12 +86,47 @@ def _specific(kinds: tuple[str, ...]) -> dict[str, Any]:
     return merged
 
 
+# what only a training loop reads: a closed-form fit runs none
+LOOP_SETTINGS = ("epochs", "lr", "batch_size", "loss", "weight_decay", "patience", "temperature", "amp")
+
+
+@dataclass(frozen=True)
+class UnusedSettings:
+    """Settings given that the fit never reads, and why."""
+
+    names: list[str]
+    why: str
+
+
+def unused_settings(kind: str, given: dict[str, Any]) -> list[UnusedSettings]:
+    """The settings in ``given`` that ``kind`` never reads, said rather than left unnoticed: the loop settings
+    of a closed-form fit (procrustes, affine, or a fusion or cascade over one), and a fusion's or cascade's
+    settings of another base than its own (every base's are accepted, since the base is a setting too)."""
+    name = canonical_kind(kind)
+    out: list[UnusedSettings] = []
+    fit = name
+    if name in ("fusion", "cascade"):
+        fit = canonical_kind(str(given.get("base", allowed_settings(name)["base"])))
+        own = set(COMMON_DEFAULTS) | set(METHODS[name].defaults) | set(METHODS[fit].defaults)
+        other = [k for k in given if k not in own]
+        if other:
+            out.append(UnusedSettings(other, f"settings of other bases than the {name}'s, {fit}"))
+    if fit in METHODS and not METHODS[fit].trainable:
+        loop = [k for k in LOOP_SETTINGS if k in given]
+        whose = fit if fit == name else f"the {name}'s base, {fit},"
+        if loop:
+            out.append(UnusedSettings(loop, f"{whose} is a closed-form fit, with no training loop to give them to"))
+    return out
+
+
 def resolve_config(kind: str, config: FitConfig | dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
     """(canonical kind, full settings) after checking names and values."""
     name = canonical_kind(kind)
     if name not in known_kinds():
         raise UsageError("method", f"unknown method '{kind}'; choose one of {', '.join(known_kinds())}")
     user = config.to_dict() if isinstance(config, FitConfig) else dict(config or {})
+    if isinstance(user.get("base"), str):  # a method name is read in any case, the base's as --method's
+        user["base"] = canonical_kind(user["base"])
     defaults = allowed_settings(name)
     unknown = sorted(set(user) - set(defaults))
     if unknown:

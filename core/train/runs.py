@@ -97,8 +97,9 @@ def train_run(ws: Workspace, method: str, old: str | None = None, new: str | Non
     new = new or ws.model_by_role("new")["name"]
     check_requirements(ws, method, old, new)
     models = {name: ws.model(name) for name in (old, new)}  # the layer is stored only if they stay these
-    tasks = upgrade_tasks(ws, [old, new], seed=seed)  # test queries that cannot be scored are refused before any run
-    split, pairs_used = training_pairs(ws, split_pairs(ws, old, new, seed), pairs)
+    with ws.transaction():  # the folds these draw are kept only if the run can start: a refusal stores nothing
+        tasks = upgrade_tasks(ws, [old, new], seed=seed)  # test queries that cannot be scored are refused first
+        split, pairs_used = training_pairs(ws, split_pairs(ws, old, new, seed), pairs)
     arrays = {(m, f): fold_arrays(ws, m, split, f) for m in (old, new) for f in ("train", "val")}
     labels = {f: fold_labels(ws, split, f) for f in ("train", "val")}
     classifier, classifier_note = (None, "")
