@@ -546,3 +546,22 @@ def test_an_option_enough_by_its_own_full_backfill_names_that_backfill() -> None
     assert plan.recommendation == "forward_transform", plan.reason
     assert "at least 95% of its own full backfill's 0.800 (new/new where this option was measured)" in plan.reason
     assert "of the full backfill's" not in plan.reason
+
+
+@pytest.mark.parametrize("interval, recommended", [([-0.004, 0.02], "stay"), ([0.01, 0.09], "adapter_only")])
+def test_a_layer_beating_today_only_within_noise_is_not_worth_serving(interval: list[float], recommended: str) -> None:
+    """With a much worse new model, a fusion beating old/old by 4 queries in 500 (0.986 vs 0.978, 95% interval of
+    the difference 0.000 to 0.018) was recommended: a second encoder for which queries happened to be drawn."""
+    report = make_report(0.45, 0.40, 0.50)
+    report["headline"] = {"improvement_ci": {"top1": interval}}
+    plan = plan_from_report(report, RATE)
+    assert plan.new_better is False and plan.recommendation == recommended
+    assert options(plan)["adapter_only"]["improvement_ci"] == interval
+    noise = ("the Adapter only (affine) option's top-1 0.500 beats old/old 0.450 only within noise (95% interval of "
+             "the difference -0.004 to +0.020, paired bootstrap over the test queries)")
+    assert (noise in plan.reason) is (recommended == "stay")
+    # an alternative's interval is weighed the same way
+    fusion = {"name": "fusion", "kind": "fusion", "quality": {"top1": 0.52}, "items_per_s": 1e6, "source": "test",
+              "measured_on": WHOLE, "improvement_ci": {"top1": [-0.01, 0.1]}}
+    plan = plan_from_report(report, RATE, alternatives=[fusion])
+    assert not options(plan)["fusion"]["acceptable"] and plan.recommendation == recommended

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from embridge.core.errors import InputError
+from embridge.core.evaluation.metrics import CellMetrics, bootstrap_ci
 from embridge.core.l2 import l2_normalize
 
 _EPS = 1e-9  # metric differences below this are float noise (a mean over fewer than a billion queries moves by more)
@@ -35,6 +36,23 @@ def gain_retained(upgraded: float, old_old: float, new_new: float) -> float | No
     if not np.isfinite(denom) or denom < _EPS or not np.isfinite(upgraded):
         return None
     return float((upgraded - old_old) / denom)
+
+
+IMPROVEMENT_BOOT, IMPROVEMENT_LEVEL = 1000, 0.95  # fixed, so training and every report state the same interval
+
+
+def improvement_ci(old: CellMetrics, upgraded: CellMetrics, metric: str) -> list[float] | None:
+    """The paired bootstrap interval of M(upgraded) − M(old, old) over the queries both scored (seeded, 95%):
+    whether the upgraded system beats today's by more than which queries happened to be drawn. None when
+    the metric is missing or no query was scored by both."""
+    if metric not in old.per_query or metric not in upgraded.per_query:
+        return None
+    both = old.valid & upgraded.valid
+    if not both.any():
+        return None
+    diff = np.asarray(upgraded.per_query[metric], np.float64)[both] - np.asarray(old.per_query[metric], np.float64)[both]
+    lo, hi = bootstrap_ci(diff, IMPROVEMENT_BOOT, IMPROVEMENT_LEVEL, seed=0)
+    return [lo, hi]
 
 
 def gain_note(old_old: float | None, new_new: float | None) -> str | None:

@@ -27,7 +27,7 @@ from embridge.core.adapters.adapt_arrays import (
 )
 from embridge.core.adapters.adapter import Adapter
 from embridge.core.adapters.cascade import cascade_rank
-from embridge.core.evaluation.compat import NOT_BETTER, gain_note, gain_retained
+from embridge.core.evaluation.compat import NOT_BETTER, gain_note, gain_retained, improvement_ci
 from embridge.core.evaluation.gather import MatrixMaker
 from embridge.core.evaluation.relevance import OWN_ITEM
 from embridge.core.evaluation.scoring import (
@@ -176,6 +176,10 @@ class UpgradeResults:
             "n_queries": self.cells[OLD_OLD].cell.n_queries,
             "relevance": self.tasks.full.rule.describe(),
             "protocols": {name: r.protocol.to_dict() for name, r in self.cells.items()},
+            # on the whole gallery, where the criterion is: is the upgraded system better by more than noise?
+            "improvement_ci": None if by_item else {
+                key: improvement_ci(self.cells[OLD_OLD].cell, self.cells[self.upgraded].cell, key)
+                for key in ("top1", "ndcg@10") if key in up},
         }
         for key in ("ndcg@10", "mrr@10"):
             if key in up:

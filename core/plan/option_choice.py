@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from embridge.core.plan.option_row import target_value
+from embridge.core.plan.option_row import target_value, within_noise
 from embridge.core.plan.plan_reason import LAYER_OPTIONS
 
 BOTH_ENCODERS = ("fusion", "cascade")  # keep the old query in the loop: two encoders during the transition
@@ -22,8 +22,10 @@ def acceptable(opt: Mapping[str, Any], new_better: bool, gain_threshold: float, 
         return False
     if opt["name"] == "stay":
         return not new_better
-    if not new_better:  # no backfill gains; a layer that beats today's system without re-embedding still does
-        return opt["name"] in LAYER_OPTIONS and opt["items_embedded"] == 0 and bool(opt["passes_criterion"])
+    if not new_better:  # no backfill gains; a layer that beats today's system without re-embedding still does,
+        # by more than noise: a second encoder for a gain that is only which queries were drawn does not pay
+        return (opt["name"] in LAYER_OPTIONS and opt["items_embedded"] == 0 and bool(opt["passes_criterion"])
+                and not within_noise(opt))
     value = opt["quality"].get(metric)
     if opt["name"] == "full_backfill":
         return True

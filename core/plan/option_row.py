@@ -74,3 +74,10 @@ def ceiling_floor(report: Report, n_sample: int, n: int, floor: float, metric: s
     if n_sample == int(report.sizes.get("gallery_old") or n):  # new/new searched old/old's own gallery
         return None
     return curve_floor(report, n_sample, n, floor, metric)
+
+
+def within_noise(opt: Mapping[str, Any]) -> bool:
+    """Whether an option's improvement over old/old has a 95% interval reaching zero (False when unknown: a
+    number recorded before intervals were kept)."""
+    ci = opt.get("improvement_ci")
+    return isinstance(ci, list | tuple) and len(ci) == 2 and isinstance(ci[0], int | float) and ci[0] <= 0

@@ -277,6 +277,7 @@ def plan_from_report(source: Report | Mapping[str, Any], throughput: Throughput,
                                 measured_on=(report.cells.get(up_cell) or {}).get("protocol"),
                                 embed_rate=throughput.embed_items_per_s, metric=metric,
                                 on_sample=sampled(sample_numbers(report.headline, "upgraded_sample"))))
+    options[-1]["improvement_ci"] = (report.headline.get("improvement_ci") or {}).get(metric)
     if kind == "fusion" and float((report.adapter.get("config") or {}).get("alpha", 1.0)) <= 0.0:
         options[-1]["notes"].append("α = 0: the fused query is the mapped new query alone, so the base layer trained "
                                     "on its own scores the same and serves with one encoder.")
@@ -296,6 +297,7 @@ def plan_from_report(source: Report | Mapping[str, Any], throughput: Throughput,
             option["quality_from"] = {"source": alt.get("from") or alt.get("source", ""), "protocol": where,
                                       "comparable": same, **({"why_not": refusal[1]} if refusal else {})}
             option["measured_gallery"], option["ceiling"] = gallery_words(alt.get("measured_on")), own_ceiling
+            option["improvement_ci"] = (alt.get("improvement_ci") or {}).get(metric)
             if refusal is not None:
                 option["comparable"] = False
                 option["notes"].append(refusal[0])
