@@ -111,7 +111,8 @@ def every_encoder_reads(tokenizers: list[Any]) -> Callable[[Verse], bool]:
     return lambda verse: all(tokenizer.tokenize(verse.kjv) for tokenizer in tokenizers)
 
 
-def _modules() -> Any:
+def st_modules() -> Any:
+    """sentence-transformers' module classes (Transformer, Pooling, Normalize), where this version keeps them."""
     try:
         from sentence_transformers.sentence_transformer import modules
     except ImportError:  # sentence-transformers before 5
@@ -121,7 +122,7 @@ def _modules() -> Any:
 
 def whitespace_tokenizer(vocab: list[str]) -> Any:
     """sentence-transformers' whitespace tokenizer of ``vocab`` (lower case, its English stop words dropped)."""
-    tokenizer_module = getattr(_modules(), "tokenizer", None)
+    tokenizer_module = getattr(st_modules(), "tokenizer", None)
     if tokenizer_module is None:  # sentence-transformers before 5
         from sentence_transformers.models import tokenizer as tokenizer_module
     return tokenizer_module.WhitespaceTokenizer(vocab, do_lower_case=True)
@@ -176,7 +177,7 @@ def save_encoder(folder: Path, tokenizer: Any, weights: np.ndarray, prompt: str)
     """A sentence-transformers folder: word embeddings, mean pooling, normalisation, its query prompt."""
     from sentence_transformers import SentenceTransformer
 
-    modules = _modules()
+    modules = st_modules()
     layers = [modules.WordEmbeddings(tokenizer, weights), modules.Pooling(weights.shape[1], "mean"),
               modules.Normalize()]
     SentenceTransformer(modules=layers, device="cpu", prompts={"query": prompt} if prompt else None).save(str(folder))

@@ -340,7 +340,7 @@ def embed_warnings(info: dict[str, Any]) -> list[str]:
 def embed_summary(model: str, info: dict[str, Any]) -> str:
     """What an embed stored, in one sentence for the command line and the app; a vectors-only model also
     says which requested items already held its vectors and which its file lacks."""
-    cut = (f"; {info['truncated']} texts reached the model's limit of {info['token_limit']} tokens and were cut "
+    cut = (f"; {info['truncated']} texts were longer than the model reads ({info['token_limit']} tokens) and were cut "
            "there" if info.get("truncated") else "")
     cut += "".join(f"; {w}" for w in embed_warnings(info))
     if info.get("written") == info["count"] and not info.get("already_stored") and "not_covered" not in info:

@@ -365,15 +365,18 @@ def test_embedding_progress_reports_items_per_second_and_eta(folders: dict[str, 
 @pytest.mark.parametrize("name", ["bert", "onnx"])
 def test_embed_says_how_many_texts_reached_the_token_limit(folders: dict[str, Path], tmp_path: Path,
                                                            capsys: pytest.CaptureFixture[str], name: str) -> None:
-    """Truncation was silent: two documents of 100 words on a 64-token model are counted, the short ones not."""
+    """Truncation was silent: two documents of 100 words on a 64-token model are counted, the short ones not; a
+    text of 1,000 words of 102 characters, cut before tokenizing (64 characters per token), kept 41 of them,
+    fewer tokens than the 64 the model reads, and was not counted. Three 2,000-character words, the last cut inside, lose no token."""
     # 100+ words twice, and one text of exactly 64 tokens with [CLS] and [SEP]: it fills the limit, loses nothing
-    texts = [*TEXTS[:3], " ".join(["the cat sat on the mat"] * 17), " ".join(["a dog ran"] * 34), "fish " * 62]
+    texts = [*TEXTS[:3], " ".join(["the cat sat on the mat"] * 17), " ".join(["a dog ran"] * 34), "fish " * 62,
+             " ".join(["y" * 102] * 1000), " ".join(["x" * 2000] * 3)]
     w = _gallery_with_model(tmp_path, texts, name, folders[name], capsys)
     assert main(["embed", *w, "--model", name, "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert (out["truncated"], out["token_limit"]) == (2, 64)
+    assert (out["truncated"], out["token_limit"]) == (3, 64)
     assert main(["embed", *w, "--model", name]) == 0  # nothing embedded again: nothing to say about lengths
-    assert "reached the model's limit" not in capsys.readouterr().out
+    assert "longer than the model reads" not in capsys.readouterr().out
 
 
 def test_nothing_is_downloaded(folders: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:

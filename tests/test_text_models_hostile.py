@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.workspace_files import table_dump
 from text_fixtures import VOCAB, tiny_bert, tiny_sentence_transformer, write_json
 
 from embridge.core.cli.main import main
@@ -569,6 +570,26 @@ def test_a_null_prompt_in_the_folder_is_no_prompt(tmp_path: Path, capfd: pytest.
     assert main(["model", "add", "-w", str(ws_dir), "--path", str(folder), "--name", "m"]) == 1
     err = capfd.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "prompt 'query' is int, not text" in err[0]
+
+
+@pytest.mark.parametrize("role, prompt, what", [("document", "passage: \x00", "control character U+0000"),
+                                                ("query", "query: \ud800", "lone surrogate U+D800")])
+def test_a_folder_prompt_is_checked_as_the_prompt_options_are(tmp_path: Path, capfd: pytest.CaptureFixture[str],
+                                                             role: str, prompt: str, what: str) -> None:
+    """--query-prompt refused a control character, but the folder's own prompt was taken with it (put before every
+    text) and a lone surrogate failed the probe with a tokenizer's type error."""
+    folder = tiny_sentence_transformer(tmp_path / "st", prompts={"query": "q: ", "document": "passage: "})
+    config = folder / "config_sentence_transformers.json"
+    data = json.loads(config.read_text())
+    data["prompts"][role] = prompt
+    config.write_text(json.dumps(data))
+    ws_dir = _workspace(tmp_path / "ws")
+    before = table_dump(ws_dir)
+    capfd.readouterr()
+    assert main(["model", "add", "-w", str(ws_dir), "--path", str(folder), "--name", "m"]) == 1
+    err = capfd.readouterr().err.strip().splitlines()
+    assert err == [f"embridge: error: {config}: prompt '{role}' {prompt!r} holds the {what}; a prompt is plain text"]
+    assert table_dump(ws_dir) == before
 
 
 def test_folders_read_otherwise_than_the_model_means_are_refused(tmp_path: Path,

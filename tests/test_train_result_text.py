@@ -129,3 +129,15 @@ def test_a_run_recorded_before_gain_notes_existed_lists_its_gain() -> None:
            "metrics": {"old_old_top1": 0.5, "new_new_top1": 0.8, "upgraded_top1": 0.7, "gain_retained": 0.6667}}
     row = run_row(run)
     assert row[0] == 4 and "66.7%" in row
+
+
+def test_the_page_says_which_settings_a_run_did_not_use(capsys: pytest.CaptureFixture[str], demo_copy: Path) -> None:
+    """`embridge train` warns that a closed-form fit read no --epochs; the run's sentence on the Train page, from
+    its record, says so too."""
+    out = cli_train(capsys, demo_copy, "--method", "affine", "--epochs", "5", "--set", "patience=2")
+    assert out.rstrip().splitlines()[-1] == ("WARNING: --epochs, patience not used: affine is a closed-form fit, "
+                                             "with no training loop to give them to")
+    with Workspace.open(demo_copy) as ws:
+        run = ws.runs("train")[-1]
+    assert recorded_text(run).endswith(". Not used: epochs, patience (affine is a closed-form fit, with no training "
+                                       "loop to give them to)")

@@ -38,8 +38,11 @@ def tiny_bert(folder: Path, seed: int = 0, hidden: int = 16) -> Path:
 def tiny_sentence_transformer(folder: Path, prompts: dict[str, str] | None = None, seed: int = 1,
                               pooling: str = "mean", normalize: bool = True) -> Path:
     """A sentence-transformers folder around :func:`tiny_bert`, with its own prompts when given."""
-    from sentence_transformers import SentenceTransformer, models
+    from sentence_transformers import SentenceTransformer
 
+    from embridge.core.demo_text import st_modules
+
+    models = st_modules()
     bert = tiny_bert(folder.parent / f"{folder.name}-bert", seed=seed)
     transformer = models.Transformer(str(bert))
     dim = getattr(transformer, "get_embedding_dimension", None) or transformer.get_word_embedding_dimension

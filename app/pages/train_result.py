@@ -134,6 +134,8 @@ def result_text(summary: dict[str, Any]) -> str:
     reason = str(summary.get("reason") or "")
     if reason:
         text += f". {reason[0].upper()}{reason[1:]}"
+    for unused in summary.get("unused_settings") or []:  # as `embridge train` warns
+        text += f". Not used: {', '.join(unused['names'])} ({unused['why']})"
     budget = summary.get("budget")
     if budget:
         text += f". Time budget {budget['seconds']:g} s, {budget['spent_s']:.1f} s spent"

@@ -112,7 +112,7 @@ def parse_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_train(args: argparse.Namespace) -> Result:
     from embridge.core.jobs import check_device_option
-    from embridge.core.train.config import resolve_config, unused_settings
+    from embridge.core.train.config import resolve_config
     from embridge.core.train.runs import train_run
 
     settings = parse_settings(args)  # a refused option or setting before the workspace is opened
@@ -121,10 +121,10 @@ def cmd_train(args: argparse.Namespace) -> Result:
     with Workspace.open(args.workspace) as ws:
         out = train_run(ws, args.method, args.old, args.new, device=args.device, config=settings,
                         seed=args.seed, pairs=args.pairs, on_progress=StderrProgress(f"train {args.method}"))
-    unused = unused_settings(args.method, settings)
+    unused = out.get("unused_settings") or []
     if unused:  # shown last in the text, and on stderr with --json
-        out["warning"] = "\n".join(f"WARNING: {', '.join(OWN_OPTIONS.get(k, k) for k in u.names)} not used: {u.why}"
-                                   for u in unused)
+        out["warning"] = "\n".join(f"WARNING: {', '.join(OWN_OPTIONS.get(k, k) for k in u['names'])} not used: "
+                                   f"{u['why']}" for u in unused)
     text = _train_text(out)
     return out, f"{text}\n{out['warning']}" if unused else text
 

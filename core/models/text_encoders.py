@@ -76,6 +76,18 @@ def clipped(texts: Sequence[str], tokens: int) -> list[str]:
     return [_cut(t, limit) if len(t) > limit else t for t in texts]
 
 
+def _drops_words(text: str, limit: int) -> bool:
+    """Whether :func:`_cut` at ``limit`` leaves out a whole word (one after the word it cuts into): tokens
+    lost, where a cut inside a text's last word may change nothing a tokenizer reads (a word that long is
+    one unknown token)."""
+    seen = 0
+    for word in _NON_SPACE.finditer(text):
+        if seen >= limit:
+            return True
+        seen += word.end() - word.start()
+    return False
+
+
 def _cut(text: str, limit: int) -> str:
     """``text`` up to its ``limit``-th non-space character (whole when it has fewer)."""
     seen = 0
@@ -200,12 +212,18 @@ class _TokenizedEncoder:
         return len(self.tokenizer(prompt, verbose=False)["input_ids"]), int(self.max_length)
 
     def _count_truncated(self, texts: Sequence[str], prompt: str, ids: list[list[int]]) -> None:
-        """Texts that lost tokens to the limit: of those that fill it, the ones with a token beyond it."""
+        """Texts that lost tokens to the limit: of those that fill it, the ones with a token beyond it; and
+        those whose words the character cut before tokenizing left out without their tokens filling it
+        (words over ``CHARS_PER_TOKEN`` characters long on average), which lost tokens all the same."""
+        whole = prompted(texts, prompt)
+        limit = CHARS_PER_TOKEN * max(int(self.max_length), 1)
         full = [i for i, row in enumerate(ids) if len(row) >= self.max_length]
         if full:
-            longer = self.tokenizer(clipped(prompted([texts[i] for i in full], prompt), self.max_length + 1),
+            longer = self.tokenizer(clipped([whole[i] for i in full], self.max_length + 1),
                                     truncation=True, max_length=self.max_length + 1)["input_ids"]
             self.truncated += sum(len(row) > self.max_length for row in longer)
+        self.truncated += sum(len(row) < self.max_length and len(whole[i]) > limit and _drops_words(whole[i], limit)
+                              for i, row in enumerate(ids))
 
     def _count_unknown_only(self, texts: Sequence[str], ids: list[list[int]]) -> None:
         blind = unknown_only_rows(self.tokenizer, ids)

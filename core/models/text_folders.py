@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from embridge.core.errors import CheckpointError
+from embridge.core.keys import char_name, odd_text_char
 
 TEXT_KINDS = ("sentence_transformers", "transformers", "onnx")
 POOLINGS = ("mean", "cls", "last")
@@ -220,6 +221,10 @@ def folder_prompts(folder: Path) -> FolderPrompts:
     def text(name: str, value: Any) -> str:  # null is no prompt, as sentence-transformers reads it
         if value is not None and not isinstance(value, str):
             raise CheckpointError(file, f"prompt '{name}' is {type(value).__name__}, not text")
+        bad = odd_text_char(value or "")
+        if bad is not None:  # put before every text, as --query-prompt would be: checked as that option is
+            raise CheckpointError(file, f"prompt '{name}' {value[:40]!r} holds the {char_name(bad)}; a prompt is "
+                                  "plain text")
         return value or ""
 
     default = text(str(config.get("default_prompt_name")), prompts.get(config.get("default_prompt_name") or "", ""))

@@ -30,7 +30,7 @@ from embridge.core.run_record import stated_protocol
 from embridge.core.store import Workspace
 from embridge.core.store.files import TMP_PREFIX
 from embridge.core.store.id_sets import intersect_ids
-from embridge.core.train.config import resolve_config
+from embridge.core.train.config import resolve_config, unused_settings
 from embridge.core.train.data import PairData
 from embridge.core.train.fit import fit_adapter
 from embridge.core.train.pair_choice import PAIR_KINDS, default_pairs
@@ -140,7 +140,9 @@ def train_run(ws: Workspace, method: str, old: str | None = None, new: str | Non
                        "val_metric": result.best_val_metric, "val_metric_name": result.val_metric_name,
                        "val_protocol": result.val_protocol, "choice": result.choice,
                        "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
-                       "candidates": result.candidates, "budget": result.budget, **heldout}
+                       "candidates": result.candidates, "budget": result.budget,
+                       "unused_settings": [{"names": u.names, "why": u.why}
+                                           for u in unused_settings(method, dict(config or {}))], **heldout}
             record["metrics"] = {k: v for k, v in summary.items() if k not in ("candidates",)}
             record["metrics"]["candidates"] = result.candidates
             record["status"] = "cancelled" if result.status == "cancelled" else "completed"
