@@ -54,7 +54,14 @@ def test_untouched_export_page_builds_a_bundle_outside_the_workspace(qtbot: QtBo
     page.table.clearSelection()
     assert not page.verify_button.isEnabled() and not page.open_button.isEnabled()
     # the next suggestion never overwrites the bundle just written
-    assert Path(page.out.text()) != suggested and not Path(page.out.text()).exists()
+    second = Path(page.out.text())
+    assert second != suggested and not second.exists()
+    # with the first bundle selected, a second build shows the bundle it wrote, not the one selected before
+    page.table.selectRow(0)
+    click(qtbot, page.build_button)
+    wait_for_jobs(qtbot, window, 120_000)
+    assert page.table.rowCount() == 2 and page.table.currentRow() == 0 and page.table.selectedItems()
+    assert Path(page.details.toPlainText().split("\n")[0]).resolve() == second.resolve()
 
 
 def test_bootstrap_box_takes_the_cores_range_and_empty_reports_keep_their_header(qtbot: QtBot, window: MainWindow,

@@ -153,6 +153,10 @@ def test_a_closed_forms_grid_is_a_panel_per_setting_not_a_series_beside_the_metr
     assert list(line.get_ydata()) == [r["val_metric"] for r in whitening]
     assert titled["Validation per whitening"].get_xscale() == "symlog"  # a grid by decades, 0 included
     assert titled["Validation per α"].get_xscale() == "linear"
+    # the log axis's labels are numbers, not the math text ("$\mathdefault{10^{-2}}$") it drew literally
+    fig.canvas.draw()
+    shown = [t.get_text() for t in titled["Validation per whitening"].get_xticklabels() if t.get_text()]
+    assert shown and all(float(text) >= 0 for text in shown)
     assert not {ln.get_label() for ax in fig.axes for ln in ax.get_lines()} & {"whitening", "alpha", "ridge"}
     _renders(fig)
 

@@ -54,6 +54,7 @@ class ExportPage(Page):
         self._bundles: list[dict[str, Any]] = []
         self._warnings: dict[int, list[str]] = {}  # run id -> the WARNING lines of its latest export here
         self._verified: dict[str, tuple[tuple[int, int] | None, str]] = {}  # path -> (its stamp then, the result)
+        self._just_built: int | None = None  # the bundle an export of this page just wrote, selected at refresh
         box = QGroupBox("&Build a bundle")
         form = QFormLayout(box)
         self.run_combo = QComboBox()
@@ -188,6 +189,7 @@ class ExportPage(Page):
             # keep the folder the user chose; the next refresh suggests a fresh name inside it
             self._folder = Path(info["path"]).resolve().parent
             self._suggested = self.out.text()
+            self._just_built = int(info["bundle_id"])  # shown next, not the bundle selected before it
 
         self.building.started(self.ctx.run(f"Export bundle of run {run_id}", job, done))
 
@@ -263,6 +265,7 @@ class ExportPage(Page):
             self._show_run(self._runs[max(self.run_combo.currentIndex(), 0)])
         row = self.table.currentRow()  # the bundle, not the row: a newer one is listed above it
         selected = self._bundles[row]["id"] if 0 <= row < len(self._bundles) and self.table.selectedItems() else None
+        selected, self._just_built = self._just_built or selected, None
         self._bundles = list(reversed(ws.bundles()))
         fill_table(self.table, [[b["id"], b["path"], b.get("adapter_id"), b.get("report_id"), b.get("created"),
                                  str(b.get("sha256"))[:12]] for b in self._bundles])

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from matplotlib import rc_context, rcParams
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator, NullLocator
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter, NullLocator
 
 # A font cache built without matplotlib's own fonts (shared by another installation) makes every report
 # log twenty "findfont: Font family ... not found" lines; the fallback font draws the same figures.
@@ -236,6 +236,9 @@ def _sweep_panel(ax: Any, key: str, rows: list[Mapping[str, Any]], metric_label:
     positive = [x for x in xs if np.isfinite(x) and x > 0]
     if key in _LOG_SWEEPS and positive and max(positive) >= 10 * min(positive):
         ax.set_xscale("symlog", linthresh=min(positive))
+        # its default labels are math text ("$10^{-2}$"), which these figures draw literally (parse_math off)
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _pos: f"{value:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel(SWEEP_KEYS[key])
     ax.set_ylabel(metric_label)
     ax.set_title(f"Validation per {_SWEEP_NAMES[key]}")
