@@ -17,6 +17,7 @@ from pytestqt.qtbot import QtBot
 
 from embridge.app import dialogs
 from embridge.app.main_window import MIN_SIZE, MainWindow
+from embridge.app.pages.plan_page import CHOSEN
 from embridge.core.formatting import format_share
 from embridge.core.report.number_source import source_of_report, source_of_run
 from embridge.core.run_record import stated_protocol
@@ -396,6 +397,11 @@ def test_layout_at_the_minimum_size(qtbot: QtBot, window: MainWindow, demo_copy:
     assert viewport.height() >= 6 * row_height  # several settings rows are visible at once
     plan = window.show_page("plan")
     assert plan.plot.height() >= 200 and plan.options.height() >= 100
+    plan.make_plan(run["run_id"], device="cpu")
+    wait_for_jobs(qtbot, window)
+    chosen = [r for r in range(plan.options.rowCount()) if plan.options.item(r, 0).background().color() == CHOSEN]
+    assert len(chosen) == 1  # the recommended row is scrolled into view, however few rows the table shows
+    assert plan.options.viewport().rect().contains(plan.options.visualItemRect(plan.options.item(chosen[0], 0)))
     reports = window.show_page("reports")
     scroll = reports.verdict.parentWidget().parentWidget()
     assert scroll.height() >= 90 and reports.verdict.text()

@@ -181,6 +181,7 @@ class PlanPage(Page):
             if option["name"] == plan.recommendation:
                 for col in range(self.options.columnCount()):
                     self.options.item(row, col).setBackground(QBrush(CHOSEN))
+                self.options.scrollToItem(self.options.item(row, 0))  # in view however small the window
         chosen = plan.recommended["title"]
         def text(value: str) -> str:
             return html.escape(value, quote=False)
