@@ -54,7 +54,7 @@ _OPTIONS: list[tuple[str, tuple[str, ...], str, list[str], str]] = [
     ("demo", ("demo", "-w", "{in}/demo"), "--seed", ["-1"], "expected an integer from 0"),
     ("train", TRAIN, "--epochs", ["0", "-5", "nan"], "expected an integer from 1"),
     ("train", TRAIN, "--lr", ["nan", "inf", "0", "-0.1", "1e9"], "expected a number above 0"),
-    ("train", TRAIN, "--batch-size", ["0"], "expected an integer from 1"),
+    ("train", TRAIN, "--batch-size", ["0", "1"], "expected an integer from 2"),
     ("train", TRAIN, "--seed", ["-1"], "expected an integer from 0"),
     ("report", REPORT, "--bootstrap", ["-1", "0", "2", "nan", "1e3"], "expected an integer from 20 to 100000"),
     ("report", REPORT, "--exact-max", ["-1"], "expected an integer from 0"),
