@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import zipfile
@@ -316,6 +318,37 @@ def test_an_export_stopped_before_it_is_recorded_takes_its_bundle_back(upgrade: 
         result = export_bundle(ws, out, [upgrade["runs"]["v3_to_v1"]])
         assert len(ws.bundles()) == bundles + 1 and result["sha256"] == sha256_file(out)
     verify_bundle(out)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_signal_while_a_bundle_takes_its_name_waits_for_its_record(
+        upgrade: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        signum: int) -> None:
+    """Ctrl-C or SIGTERM inside the swap of a bundle folder with the earlier one (``--overwrite``) lost track of
+    where the earlier bundle lay: cleaning up deleted it, and the new bundle stayed at --out unrecorded."""
+    from embridge.core.bundle import bundle_export
+
+    out = tmp_path / "bundle"
+    export = ["bundle", "export", "--workspace", str(upgrade["path"]), "--out", str(out), "--overwrite", "--run"]
+    assert main([*export, str(upgrade["runs"]["v3_to_v2"])]) == 0
+    swap = bundle_export.exchange
+
+    def stopped_inside(a: Path, b: Path) -> bool:
+        swapped = swap(a, b)
+        os.kill(os.getpid(), signum)  # delivered before the swap's caller has returned
+        return swapped
+
+    monkeypatch.setattr(bundle_export, "exchange", stopped_inside)
+    capsys.readouterr()
+    assert main([*export, str(upgrade["runs"]["v3_to_v1"])]) == 0  # the stop came after the work, as documented
+    monkeypatch.undo()
+    with Workspace.open(upgrade["path"]) as ws:
+        latest = ws.bundles()[-1]
+        assert ws.runs("export")[-1]["status"] == "completed"
+        layer = ws.run(upgrade["runs"]["v3_to_v1"])["metrics"]["adapter_id"]
+    assert latest["sha256"] == sha256_tree(out) and latest["adapter_id"] == layer
+    verify_bundle(out)
+    assert [p.name for p in tmp_path.iterdir()] == ["bundle"]  # the earlier bundle went once the new one was recorded
 
 
 def test_overwrite_never_deletes_files_added_inside_a_bundle_folder(upgrade: dict, tmp_path: Path,

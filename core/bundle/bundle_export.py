@@ -55,6 +55,7 @@ from embridge.core.jobs import recorded_run
 from embridge.core.l2 import prepare_input
 from embridge.core.paths import absolute, check_folder_target, check_output, remove_no_follow
 from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
+from embridge.core.stop_signals import hold as hold_stop_signals
 from embridge.core.store import Workspace
 from embridge.core.store.file_lock import exclusive_lock
 from embridge.core.store.files import (
@@ -123,11 +124,17 @@ def export_bundle(ws: Workspace, out: str | Path, run_ids: list[int] | None = No
                 verify_bundle(packed)  # checked before it takes the name: what appears at --out is whole
                 digest = sha256_file(packed) if packed.is_file() else sha256_tree(packed)
                 check_stop(should_stop)
+                # from taking the name to the record, Ctrl-C and SIGTERM wait: one landing inside the swap lost
+                # track of where the earlier bundle lay, and cleaning up deleted it (raised once recorded)
+                hold_stop_signals()
                 old = _publish(packed, out, overwrite)
                 published = True
             except OSError as exc:  # a full disk or a folder we may not write: one line, nothing left
                 raise disk_error(exc, out, "write the bundle") from exc
-            row = ws.add_bundle(steps[0].row["id"], manifest["report"]["id"], out.resolve(), digest, manifest)
+            with ws.transaction(result=True):  # the bundle's row and its run's completion commit together
+                row = ws.add_bundle(steps[0].row["id"], manifest["report"]["id"], out.resolve(), digest, manifest)
+                record["metrics"] = {"bundle_id": row["id"], "path": str(out.resolve()), "sha256": digest}
+                record.complete()
             _settle(out, packed, old, recorded=True)
         except BaseException:
             if published:  # stopped before it was recorded: the earlier bundle back, none the workspace lacks
@@ -137,7 +144,6 @@ def export_bundle(ws: Workspace, out: str | Path, run_ids: list[int] | None = No
             shutil.rmtree(staging, ignore_errors=True)
             if packed != staging:
                 packed.unlink(missing_ok=True)
-        record["metrics"] = {"bundle_id": row["id"], "path": str(out.resolve()), "sha256": digest}
     size = out.stat().st_size if out.is_file() else sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     runs = [s.run["id"] for s in steps]
     return {"bundle_id": row["id"], "run_id": runs[0] if len(runs) == 1 else None, "run_ids": runs,

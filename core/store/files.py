@@ -6,6 +6,7 @@ names start with ``.tmp-`` so a workspace can sweep leftovers of a crashed write
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import io
@@ -125,7 +126,9 @@ def exchange(a: Path, b: Path) -> bool:
         return False
     at_fdcwd, rename_exchange = -100, 2
     if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
-        fsync_dir(b.parent)
+        # swapped: a failed sync must not read as "not swapped", or the caller cleans up the wrong one
+        with contextlib.suppress(OSError):
+            fsync_dir(b.parent)
         return True
     code = ctypes.get_errno()
     if code in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):  # the kernel or filesystem cannot exchange

@@ -149,10 +149,15 @@ class RecordsMixin:
                     self.check_model_named(name, model, "this layer was trained")
                 pk = self.db["adapters"].insert(encode(row)).last_pk
         except BaseException:
-            if not self.db.execute("select 1 from adapters where file = ?", [rel]).fetchone():
-                final.unlink(missing_ok=True)  # no other row uses this (identical) copy
+            self.drop_unregistered_adapter_file(rel)
             raise
         return self.adapter(int(pk))
+
+    def drop_unregistered_adapter_file(self, rel: str) -> None:
+        """Remove ``adapters/...`` file ``rel`` of a registration that was rolled back (in its own transaction or
+        an enclosing one), unless a row uses that (identical) copy."""
+        if not self.db.execute("select 1 from adapters where file = ?", [rel]).fetchone():
+            (self.root / rel).unlink(missing_ok=True)
 
     def adapter(self, adapter_id: int) -> dict[str, Any]:
         rows = list(self.db.query("select * from adapters where id = ?", [adapter_id]))

@@ -131,22 +131,30 @@ def train_run(ws: Workspace, method: str, old: str | None = None, new: str | Non
                 raise TrainingError(f"training {method} failed: {result.reason or 'no usable adapter'}")
             result.reason = "; ".join(r for r in (result.reason, duplicates_note(validator)) if r)
             heldout = heldout_numbers(ws, result.adapter, old, new, seed, maker, indexes, tasks)
-            adapter_row = _store_adapter(ws, record["run_id"], result, old, new, models)
-            summary = {"run_id": record["run_id"], "method": method, "kind": result.adapter.kind,
-                       "status": result.status, "reason": result.reason, "old": old, "new": new,
-                       "device": result.device, "fit_s": round(result.duration_s, 3),
-                       "pairs": counts, "pairs_used": pairs_used, "adapter_id": adapter_row["id"],
-                       "adapter_path": adapter_row["path"],
-                       "val_metric": result.best_val_metric, "val_metric_name": result.val_metric_name,
-                       "val_protocol": result.val_protocol, "choice": result.choice,
-                       "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
-                       "candidates": result.candidates, "budget": result.budget,
-                       "unused_settings": [{"names": u.names, "why": u.why}
-                                           for u in unused_settings(method, dict(config or {}))], **heldout}
-            record["metrics"] = {k: v for k, v in summary.items() if k not in ("candidates",)}
-            record["metrics"]["candidates"] = result.candidates
-            record["status"] = "cancelled" if result.status == "cancelled" else "completed"
-            record["error"] = result.reason or None if result.status == "cancelled" else None
+            stored: dict[str, Any] = {}
+            try:  # the layer and its run's completion commit together: a kill between them left an adapter
+                with ws.transaction(result=True):  # stored under a run that read "interrupted"
+                    stored = adapter_row = _store_adapter(ws, record["run_id"], result, old, new, models)
+                    summary = {"run_id": record["run_id"], "method": method, "kind": result.adapter.kind,
+                               "status": result.status, "reason": result.reason, "old": old, "new": new,
+                               "device": result.device, "fit_s": round(result.duration_s, 3),
+                               "pairs": counts, "pairs_used": pairs_used, "adapter_id": adapter_row["id"],
+                               "adapter_path": adapter_row["path"],
+                               "val_metric": result.best_val_metric, "val_metric_name": result.val_metric_name,
+                               "val_protocol": result.val_protocol, "choice": result.choice,
+                               "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
+                               "candidates": result.candidates, "budget": result.budget,
+                               "unused_settings": [{"names": u.names, "why": u.why}
+                                                   for u in unused_settings(method, dict(config or {}))], **heldout}
+                    record["metrics"] = {k: v for k, v in summary.items() if k not in ("candidates",)}
+                    record["metrics"]["candidates"] = result.candidates
+                    record["status"] = "cancelled" if result.status == "cancelled" else "completed"
+                    record["error"] = result.reason or None if result.status == "cancelled" else None
+                    record.complete()
+            except BaseException:
+                if stored:
+                    ws.drop_unregistered_adapter_file(str(stored["file"]))
+                raise
     # the whole run's time, as `runs` lists it (the fit's own is ``fit_s``)
     summary["duration_s"] = ws.run(summary["run_id"]).get("duration_s")
     if "heldout_protocol" in summary:  # as runs, report.json and the bundle state it
