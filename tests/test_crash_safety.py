@@ -227,6 +227,23 @@ def test_run_of_a_killed_process_shows_interrupted(ws_path: Path, tmp_path: Path
         assert ws.mark_interrupted_runs() == 0
 
 
+def test_run_of_a_killed_process_not_yet_reaped_shows_interrupted(ws_path: Path, tmp_path: Path) -> None:
+    """A killed child its parent has not waited for (an app's or script's process) answers signal 0 as a zombie."""
+    signal_file = tmp_path / "run.json"
+    child = _spawn("run", ws_path, signal_file)
+    run_id = _wait_for(signal_file, child)["run_id"]
+    os.kill(child.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+        assert time.monotonic() < deadline, "the killed child never became a zombie"
+        time.sleep(0.05)
+    try:
+        with Workspace.open(ws_path) as ws:
+            assert ws.run(run_id)["status"] == "interrupted"
+    finally:
+        _kill(child)
+
+
 def test_stale_temp_files_are_swept_on_open(ws_path: Path) -> None:
     old, fresh = time.time() - 7200, time.time()
     ours = f"{TMP_PREFIX}0123456789ab-"  # the names temp_path_for gives

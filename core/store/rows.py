@@ -102,7 +102,17 @@ def pid_alive(pid: int | None) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    return not _exited(pid)
+
+
+def _exited(pid: int) -> bool:
+    """A zombie answers signal 0 until its parent reaps it, yet its run will never finish (Linux's /proc says)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False  # no /proc (macOS, Windows): signal 0 is all we know
+    state = stat[stat.rfind(")") + 2:][:1]  # the name in parentheses may hold spaces or ')'
+    return state in ("Z", "X")
 
 
 def relative_item_path(record: dict[str, Any], roots: tuple[Path, ...]) -> dict[str, Any]:
