@@ -24,6 +24,8 @@ from embridge.core.progress import ProgressFn, StopFn, no_progress
 
 JobFn = Callable[[ProgressFn, StopFn], Any]
 INTERRUPTED = f"{Cancelled()} (interrupted)"  # the error text of a run stopped by Ctrl-C
+TERMINATED = "terminated"  # what the command line's SIGTERM handler raises KeyboardInterrupt with
+TERMINATED_RUN = "stopped by SIGTERM (terminated)"  # a service manager or `kill`, not the user's Ctrl-C
 
 
 class CancelToken:
@@ -132,8 +134,8 @@ def _recorded(ws: Any, kind: str, method: str | None, config: dict | None) -> It
     except Cancelled as exc:
         _finish_quietly(ws, run_id, "cancelled", str(exc), record)
         raise
-    except KeyboardInterrupt:  # Ctrl-C (SIGINT) is the user stopping the job, as the app's Cancel is
-        _finish_quietly(ws, run_id, "cancelled", INTERRUPTED, record)
+    except KeyboardInterrupt as exc:  # Ctrl-C (SIGINT) is the user stopping the job, as the app's Cancel is
+        _finish_quietly(ws, run_id, "cancelled", TERMINATED_RUN if str(exc) == TERMINATED else INTERRUPTED, record)
         raise
     except OSError as exc:  # a full disk or an unwritable folder: a user-facing error naming the file
         from pathlib import Path

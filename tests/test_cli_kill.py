@@ -253,7 +253,8 @@ def test_sigterm_during_train_ends_it_with_one_line_and_records_the_run_as_stopp
     child._reader.join(5)
     assert child.lines[-1] == "embridge: error: terminated"
     (run,) = _runs(capsys, demo_copy, "train")
-    assert run["status"] not in ("running", "completed")
+    # not a Ctrl-C: a service manager or `kill` stopped it, and the run says so
+    assert (run["status"], run["error"]) == ("cancelled", "stopped by SIGTERM (terminated)")
     _assert_consistent(demo_copy)
     with Workspace.open(demo_copy) as ws:
         assert ws.adapters() == []

@@ -30,6 +30,7 @@ from embridge.core.errors import (
     printable,
     raised_remotely,
 )
+from embridge.core.jobs import TERMINATED
 
 COMMAND_MODULES = (
     "embridge.core.cli.workspace_cmds",
@@ -221,9 +222,6 @@ def run_program() -> None:
 
     use_writable_matplotlib_config()
     sys.exit(main(program=True))
-
-
-TERMINATED = "terminated"
 
 
 def _ignore_stop_signals() -> None:
