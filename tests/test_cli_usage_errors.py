@@ -46,6 +46,10 @@ CASES = [
     # a setting with its own option, given through --set: one way each, checked by its option
     (["train", "--method", "mlp", "--set", "lr=1e300"], "train", "--set: lr has its own option: use --lr"),
     (["train", "--method", "mlp", "--set", "device=banana"], "train", "--set: device has its own option"),
+    # an unknown setting's list of known ones offers the options, not the settings --set refuses
+    (["train", "--method", "mlp", "--set", "epochz=3"], "train", "unknown setting(s) epochz for method 'mlp'; "
+     "known: amp, bank_size, hard_every, hard_negatives, hidden, patience, temperature, weight_decay (and the "
+     "options --batch-size, --device, --epochs, --loss, --lr, --seed)"),
     # a second value of a one-value option: argparse kept the last silently (the first file went unread)
     (["import", "--path", "{tmp}/a.csv", "--split", "gallery", "--path", "{tmp}/b.jsonl"], "import",
      "argument --path: given more than once; give it once"),

@@ -8,6 +8,7 @@ the setting, so a typo never trains silently with defaults.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -119,8 +120,11 @@ def unused_settings(kind: str, given: dict[str, Any]) -> list[UnusedSettings]:
     return out
 
 
-def resolve_config(kind: str, config: FitConfig | dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
-    """(canonical kind, full settings) after checking names and values."""
+def resolve_config(kind: str, config: FitConfig | dict[str, Any] | None,
+                   own_options: Mapping[str, str] | None = None) -> tuple[str, dict[str, Any]]:
+    """(canonical kind, full settings) after checking names and values. ``own_options`` maps the settings a
+    caller gives through options of their own (the command line's ``--epochs``) to them, so that an unknown
+    name's list of known ones offers the option instead of a setting the caller would refuse."""
     name = canonical_kind(kind)
     if name not in known_kinds():
         raise UsageError("method", f"unknown method '{kind}'; choose one of {', '.join(known_kinds())}")
@@ -130,8 +134,11 @@ def resolve_config(kind: str, config: FitConfig | dict[str, Any] | None) -> tupl
     defaults = allowed_settings(name)
     unknown = sorted(set(user) - set(defaults))
     if unknown:
-        raise UsageError(SOURCE, f"unknown setting(s) {', '.join(unknown)} for method '{name}'; "
-                                 f"known: {', '.join(sorted(defaults))}")
+        own = own_options or {}
+        known = ", ".join(sorted(k for k in defaults if k not in own))
+        options = sorted(own[k] for k in defaults if k in own)
+        raise UsageError(SOURCE, f"unknown setting(s) {', '.join(unknown)} for method '{name}'; known: {known}"
+                                 + (f" (and the options {', '.join(options)})" if options else ""))
     merged = {**defaults, **user}
     _check(merged, name)
     return name, merged
