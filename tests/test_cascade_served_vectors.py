@@ -146,3 +146,17 @@ def test_auto_says_its_cascade_won_on_stored_new_vectors(demo_copy: Path) -> Non
     k = run["candidates"][-1]["k"]
     assert (f"re-ranks {k} items per query, 100% of the gallery by stored new vectors (it was scored with them, "
             "beside layers that re-embed nothing)") in run["reason"]
+
+
+def test_a_cascade_over_a_gallery_the_new_model_embedded_whole_is_told_its_recall_limits_it(tmp_path: Path) -> None:
+    """Re-embedding more buys such a cascade nothing: the report no longer points it to the plan's backfills."""
+    case = build_judged_workspace(tmp_path / "ws", new_docs_share=1.0)
+    with Workspace.open(case["path"]) as ws:
+        run = train_run(ws, "cascade", device="cpu", config={"base": "affine", "k_grid": [2]})
+        report = build_report(ws, run["run_id"], ReportOptions(backfill_steps=3, n_boot=20), write=False)
+    cell = report.cells["new→old"]
+    assert cell["protocol"]["new_vectors"] == cell["protocol"]["n_gallery"] == len(case["doc_ids"])
+    assert report.headline["compatible_ndcg@10"] and report.headline["gain_retained_ndcg@10"] < 0.9
+    assert report.verdicts[-1].startswith("Every gallery item already has its new-model vector")
+    assert "recall of 2 candidates" in report.verdicts[-1]
+    assert not any("see the plan" in line for line in report.verdicts)

@@ -222,7 +222,8 @@ def assemble(ws: Workspace, run: RunRecord, row: dict[str, Any], adapter: Adapte
         flipped_queries=sections.flipped_records(cells, upgraded, sample),
         per_label=sections.per_label_section(cells, sample, plan),
         compatibility_rate=_compat_rate(sides, sample, seed),
-        verdicts=sections.verdicts(head, upgraded, ceiling, adapter.kind, sample.relevance, adapter.config()),
+        verdicts=sections.verdicts(head, upgraded, ceiling, adapter.kind, sample.relevance, adapter.config(),
+                                   _every_item_new(cells[upgraded].protocol)),
         served=None if served is None else sections.served_section(*served, plan, n_boot, seed),
     )
     stage("backfill")
@@ -235,6 +236,11 @@ def assemble(ws: Workspace, run: RunRecord, row: dict[str, Any], adapter: Adapte
             head[f"backfill_area_ndcg@10_{policy}"] = curve["areas"]["ndcg@10"]
     on_progress(len(stages), len(stages), {"stage": "done"})
     return report
+
+
+def _every_item_new(protocol: Protocol | None) -> bool:
+    """Every gallery item of the headline cell scored by its own new-model vector (a cascade's re-rank)."""
+    return protocol is not None and protocol.new_vectors is not None and protocol.new_vectors >= protocol.n_gallery > 0
 
 
 def _chosen_line(ws: Workspace, backfilled: Backfilled | None, new: str, sample: EvalSample,

@@ -188,11 +188,13 @@ def per_label_section(cells: dict[str, CellResult], sample: EvalSample, plan: Sc
 
 
 def verdicts(head: dict[str, Any], upgraded: str, ceiling: str, kind: str, relevance: str = "label",
-             method: dict[str, Any] | None = None) -> list[str]:
+             method: dict[str, Any] | None = None, every_item_new: bool = False) -> list[str]:
     """Plain sentences: is the new model better, does the layer pass, what to do otherwise.
 
     ``method`` is the adapter's config: fusion's α and a cascade's K are stated; fusion at α = 1 is
     said to add nothing (it is the old query alone), and neither is told to "consider" itself.
+    ``every_item_new``: a cascade re-ranked every gallery item by its stored new vector, so re-embedding
+    more buys nothing; what it leaves unused is the old index's recall.
     """
     method = method or {}
     serving = _serving_words(kind, method)
@@ -219,7 +221,12 @@ def verdicts(head: dict[str, Any], upgraded: str, ceiling: str, kind: str, relev
                 else f"gain retained is undefined: {NOT_BETTER}")
         lines.append(f"The {kind} layer passes the compatibility criterion: {upgraded} {name} {format_share(up)} > "
                      f"old/old {format_share(oo)}; {kept}.")
-        if gr is not None and gr < 0.9:
+        if gr is not None and gr < 0.9 and kind == "cascade" and every_item_new:
+            lines.append("Every gallery item already has its new-model vector, so what the cascade leaves unused is "
+                         f"lost in the old index's recall of {int(method.get('k') or 0) or 'its K'} candidates: a "
+                         "larger K, or searching the new vectors themselves (the full backfill, already "
+                         "embedded), keeps more.")
+        elif gr is not None and gr < 0.9:
             curves = "the partial-backfill curves and " if relevance != "judgments" else ""
             lines.append(f"Bridging alone leaves much of the gain unused; see {curves}the plan for what re-embedding "
                          "part or all of the gallery buys.")
