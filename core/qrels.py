@@ -101,7 +101,10 @@ def read_qrels(path: str | Path, split: str | None = None) -> QrelLines:
             width = header = len(cells)
             continue
         if header is not None and len(cells) != header:  # under BEIR's 3-column header, a 4th is no TREC layout
-            raise ImportDataError(src, f"line {n}: {len(cells)} columns where the header has {header}")
+            short = len(cells) < header  # most often the line's separator is not the file's
+            sep = {"\t": "tabs", ",": "commas"}.get(delimiter, "spaces")
+            raise ImportDataError(src, f"line {n}: {len(cells)} columns where the header has {header}"
+                                  + (f" (this file's fields are separated by {sep})" if short else ""))
         if not out.lines:  # the first judgment (after any header) tells TREC's layout from a split column
             trec = len(cells) == 4 and _is_number(cells[3]) and cells[3] not in JUDGMENT_SPLITS
         if trec and len(cells) != 4:  # one layout a file: a 3-column line here would shift every column

@@ -156,7 +156,10 @@ def test_qrels_file_alone_with_given_splits_and_bad_lines(ws: Workspace, tmp_pat
                           ("a\ta\t\u0661\n", r"line 1: grade '\u0661' is not an integer"),  # an Arabic-Indic 1
                           ("a\ta\t1\ttest\na\tb\t1\n", r"line 2: 3 columns where earlier lines have 4"),
                           # a stray column under BEIR's header was read as TREC's layout: grade as the item key
-                          ("query-id\tcorpus-id\tscore\na\ta\t1\t1\n", r"line 2: 4 columns where the header has 3")]:
+                          ("query-id\tcorpus-id\tscore\na\ta\t1\t1\n", r"line 2: 4 columns where the header has 3$"),
+                          # spaces under a tab header: the message says what separates this file's fields
+                          ("query-id\tcorpus-id\tscore\na a 1\n", r"line 2: 1 columns where the header has 3 \(this "
+                           r"file's fields are separated by tabs\)")]:
         bad = tmp_path / "bad.tsv"
         bad.write_text(body)
         with pytest.raises(ImportDataError, match=r"bad\.tsv: " + message):
