@@ -8,6 +8,7 @@ time, and property tests over arbitrary names, paths and option values.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import math
 import os
 import shutil
@@ -416,15 +417,19 @@ def test_a_checkpoint_copy_no_model_names_is_swept_and_nothing_else(tmp_path: Pa
         ws.add_model("kept", "old", {"kind": "torchscript", "dim": DIM, "sha256": "a" * 64}, src)
     models = root / "models"
     kept = next(models.iterdir()).name
-    names = {"gone-0123456789ab.pt": b"left by a killed remove", "mine.pt": b"the user's",
-             "notes-0123456789ab": b"no suffix, still the pattern", "My Copy-0123456789ab.pt": b"not our name"}
+    def named(stem: str, data: bytes, suffix: str = "") -> tuple[str, bytes]:  # as add_model names its copies
+        return f"{stem}-{hashlib.sha256(data).hexdigest()[:12]}{suffix}", data
+
+    gone, notes = named("gone", b"left by a killed remove", ".pt"), named("bge.v1.5", b"no suffix, still the pattern")
+    names = dict([gone, notes, ("mine.pt", b"the user's"), ("My Copy-0123456789ab.pt", b"not our name"),
+                  ("emb-202401151230.npz", b"the user's, named by a timestamp")])  # not its content's hash
     for name, data in names.items():
         (models / name).write_bytes(data)
     (models / "linked-0123456789ab.pt").symlink_to(src)  # a link is never ours to remove
     Workspace.open(root).close()
     left = {p.name for p in models.iterdir()}
-    assert "gone-0123456789ab.pt" not in left and "notes-0123456789ab" not in left
-    assert {kept, "mine.pt", "My Copy-0123456789ab.pt", "linked-0123456789ab.pt"} <= left
+    assert gone[0] not in left and notes[0] not in left
+    assert {kept, "mine.pt", "My Copy-0123456789ab.pt", "linked-0123456789ab.pt", "emb-202401151230.npz"} <= left
     assert src.read_bytes() == b"weights"
 
 
@@ -456,3 +461,20 @@ def test_a_layer_whose_model_was_renamed_or_replaced_while_it_trained_is_not_sto
         assert ws.adapters() == [] and list((demo_copy / "adapters").glob("*.pt")) == []
         (run,) = ws.runs("train")
         assert run["status"] == "failed"
+
+
+def test_a_vectors_file_a_model_references_inside_models_is_never_swept(tmp_path: Path, sweep_everything: None,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """A vectors-only model references its file where it lies; one the user kept in the workspace's models/
+    under a name ending in 12 hex digits (a timestamp) was deleted as a stored copy no model named."""
+    root = tmp_path / "ws"
+    assert main(["init", "-w", str(root)]) == 0
+    users = root / "models" / "emb-202401151230.npz"
+    rng = np.random.default_rng(0)
+    np.savez(users, ids=np.array([f"k{i}" for i in range(20)]), vectors=rng.normal(size=(20, DIM)).astype(np.float32))
+    data = users.read_bytes()
+    assert main(["model", "add", "-w", str(root), "--name", "emb", "--path", str(users)]) == 0
+    Workspace.open(root).close()  # every file in models/ counts as an hour old
+    assert users.read_bytes() == data
+    capsys.readouterr()
+    assert main(["info", "-w", str(root), "--verify"]) == 0, capsys.readouterr().out

@@ -21,6 +21,7 @@ from embridge.core.paths import (
     sweep_old_temps,
 )
 from embridge.core.store.demo_lock import refuse_while_building
+from embridge.core.store.files import sha256_file, sha256_tree
 from embridge.core.store.vector_matrix import sweep_orphans
 
 UNFINISHED_DEMO = ".embridge-demo-unfinished"  # written first and removed last by `embridge demo`
@@ -38,14 +39,16 @@ def make_store_folders(root: Path) -> None:
             raise StoreError(f"{root / sub}: cannot make the workspace's folder ({exc.strerror or exc})") from exc
 
 
-STORED_COPY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*-[0-9a-f]{12}(\.[A-Za-z0-9]+)*")  # <model>-<sha12><suffix>
+STORED_COPY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*-(?P<sha>[0-9a-f]{12})(\.[A-Za-z0-9]+)*")  # <model>-<sha12><suffix>
 
 
-def sweep_model_orphans(models_dir: Path, registered: set[str], cutoff: float) -> int:
+def sweep_model_orphans(models_dir: Path, registered: set[str], cutoff: float,
+                        referenced: frozenset[Path] = frozenset()) -> int:
     """Remove stored checkpoint copies no model names, unchanged since ``cutoff``; returns how many.
 
     A ``model remove`` killed between its commit and the unlink left its copy behind for good. Only
-    entries with the names :meth:`add_model` gives are candidates, and no link is followed.
+    entries with the names :meth:`add_model` gives are candidates, and no link is followed. A file a
+    vectors-only model references where it lies (``referenced``, resolved) is the user's, whatever its name.
     """
     if not is_real_dir(models_dir):
         return 0
@@ -54,8 +57,25 @@ def sweep_model_orphans(models_dir: Path, registered: set[str], cutoff: float) -
         for entry in entries:
             if entry.name in registered or not STORED_COPY.fullmatch(entry.name) or entry.is_symlink():
                 continue
-            removed += remove_if_untouched(Path(entry.path), cutoff)
+            if referenced and Path(entry.path).resolve() in referenced:
+                continue
+            if _holds_its_name(Path(entry.path), cutoff):
+                removed += remove_if_untouched(Path(entry.path), cutoff)
     return removed
+
+
+def _holds_its_name(path: Path, cutoff: float) -> bool:
+    """A copy ``add_model`` made is named by its content's sha256; a user's file that merely looks so (a
+    timestamp of 12 digits) does not hash to its name, and is never ours to remove."""
+    try:
+        st = os.lstat(path)
+        if max(st.st_mtime, st.st_ctime) >= cutoff:
+            return False  # recent: left alone without reading it
+        sha = sha256_tree(path) if stat.S_ISDIR(st.st_mode) else sha256_file(path) if stat.S_ISREG(st.st_mode) else ""
+    except OSError:
+        return False
+    named = STORED_COPY.fullmatch(path.name)
+    return bool(sha and named and named["sha"] == sha[:12])
 
 
 def holds_files(root: Path) -> bool:
@@ -182,9 +202,12 @@ def sweep_leftovers(root: Path, conn: Any) -> None:
     cutoff = time.time() - TEMP_MAX_AGE_S
     for sub in STORE_FOLDERS:
         sweep_old_temps(root / sub, cutoff)
-    model_rows = conn.execute("select name, file from models").fetchall()
-    sweep_model_orphans(root / "models", {str(file).split("/", 1)[-1] for _, file in model_rows if file}, cutoff)
+    model_rows = conn.execute("select name, file, source_path, kind from models").fetchall()
+    # a vectors-only model references its file where it lies, which may be inside the workspace's folders
+    referenced = frozenset(Path(str(src)).resolve() for _, _, src, kind in model_rows if src and kind == "vectors")
+    sweep_model_orphans(root / "models", {str(file).split("/", 1)[-1] for _, file, _, _ in model_rows if file},
+                        cutoff, referenced)
     registered = {root / r[c] for r in conn.execute("select file, ids_file from vector_sets") for c in (0, 1) if r[c]}
-    models = {name for name, _ in model_rows if isinstance(name, str)}
+    models = {name for name, *_ in model_rows if isinstance(name, str)}
     if is_real_dir(root / "vectors"):
         sweep_orphans(root / "vectors", registered, cutoff, models)

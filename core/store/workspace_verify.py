@@ -107,7 +107,7 @@ def _targets(ws: Any, root: Path) -> list[_Target]:
             stored = bool(m.get("file"))
             advice = ("add the checkpoint again under a new name with 'embridge model add'" if stored else
                       "put the file back as it was added; the model's stored vector sets are not affected")
-            what = f"model '{m['name']}'" + ("" if stored else " (vectors file it references, outside the workspace)")
+            what = f"model '{m['name']}'" + ("" if stored else " (the vectors file it references, not a copy)")
             out.append(_Target(what, Path(m["path"]), m["sha256"], advice, file_only=False))
     for a in ws.adapters():
         out.append(_Target(f"trained layer of run {a['run_id']} ({a['kind']})", Path(a["path"]), a["sha256"],
