@@ -188,12 +188,15 @@ def test_a_refused_gate_or_option_replaces_an_earlier_junit_result(demo_copy: Pa
     ws = _trained(demo_copy, capsys)
     junit = tmp_path / "gate.xml"
     for change, code, said in ((("--fail-under", "ndcg@1O=0.5"), 2, "ndcg@1O"),
+                               ((), 2, "--junit: needs at least one --fail-under check"),  # the gate's checks left out
                                (("--fail-under", "gain_retained=abc"), 2, "gain_retained=abc"),
                                (("--bootstrap", "5"), 2, "--bootstrap")):
         assert main(_report_args(ws, junit)) == 0
         assert ET.parse(junit).getroot().get("failures") == "0"
         capsys.readouterr()
-        assert main([*_report_args(ws, junit), *change]) == code
+        args = _report_args(ws, junit)
+        assert main([*(args if change else [a for a in args if a != "gain_retained=0.1" and a != "--fail-under"]),
+                     *change]) == code
         assert len(capsys.readouterr().err.splitlines()) == 1
         root = ET.parse(junit).getroot()
         assert (root.get("errors"), root.get("failures")) == ("1", "0"), change

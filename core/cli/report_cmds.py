@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from embridge.core.cli.main import add_common
@@ -130,10 +131,15 @@ def cmd_report(args: argparse.Namespace) -> Result:
     from embridge.core.report.gate import check_junit_target, check_metric_names
 
     if args.junit is not None:  # before any work: a bad target must not leave a stored report behind
-        if not args.fail_under:
-            raise UsageError("--junit", "needs at least one --fail-under check (a gate without checks always "
-                             "passes)")
         check_junit_target(args.junit, args.workspace)
+        if not args.fail_under:
+            refused = UsageError("--junit", "needs at least one --fail-under check (a gate without checks always "
+                                 "passes)")
+            if Path(args.junit).exists():  # a gate variable that expanded to nothing: no earlier green result stays
+                from embridge.core.report.gate import write_junit
+
+                write_junit(args.junit, f"the report could not be built: the command line was refused: {refused}")
+            raise refused
     try:
         check_metric_names(args.fail_under or [])  # a typo is refused now, not after the report is built
         search = _search_config(args)
