@@ -25,6 +25,7 @@ from embridge.core.errors import VectorFileError
 from embridge.core.keys import check_input_file, normalise_keys
 from embridge.core.store.vector_matrix import as_storage_dtype, finite_rows, release_pages
 from embridge.core.text_files import utf8_problem
+from embridge.core.vector_spread import blocks_problem
 from embridge.core.zip_member_crc import MemberCrc
 
 BLOCK_ROWS = 4096  # 6 MB of 384-d float32 rows
@@ -167,6 +168,17 @@ class VectorFile:
     @property
     def dim(self) -> int:
         return self.vectors.dim
+
+    def check_spread(self, read_all: bool = False) -> None:
+        """Refuse a member whose rows all share one direction, naming it: documents and queries are checked
+        apart, as a model's documents and queries are searched apart (five zero queries hide among fifty good
+        documents). ``read_all=False`` reads one block of a usable member."""
+        for member, reader in (("vectors", self.vectors), ("query_vectors", self.query_vectors)):
+            if reader is None:
+                continue
+            problem = blocks_problem((block for _, block in reader.blocks()), read_all)
+            if problem:
+                raise VectorFileError(self.path, f"{member}: {problem}")
 
     @classmethod
     def open(cls, path: str | Path, ids_path: str | Path | None = None) -> VectorFile:

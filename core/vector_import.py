@@ -49,6 +49,7 @@ def import_vector_file(ws: Workspace, src: Path, split: str | None, model: str |
         dim = ws.model(model).get("dim")  # fail before writing when the model is unknown or gives other dims
         if isinstance(dim, int) and dim > 0 and vf.dim != dim:
             raise VectorFileError(src, f"{vf.dim}-d vectors, but model '{model}' gives {dim}-d vectors")
+        vf.check_spread()  # as model add checks a vectors-only model's file: each member, naming it
     else:
         _check_every_row(vf)  # as an import with a model checks the rows it stores
     records: list[dict[str, Any]] = []

@@ -8,6 +8,8 @@ rows are read on a seeded sample, so a large set pays almost nothing.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 
 SAMPLE_ROWS = 4_096
@@ -70,3 +72,15 @@ def problem_sentence(found: str, rows: int, read: int) -> str:
     which = f"all {rows:,} vectors" if read >= rows else f"all {read:,} vectors sampled of {rows:,}"
     return (f"{which} {found}: the model gives one vector whatever the item, so cosine search can only rank "
             "by ties and every number measured on them would be meaningless")
+
+
+def blocks_problem(blocks: Iterable[np.ndarray], read_all: bool = True) -> str | None:
+    """The refusal's sentence for rows, fed a block at a time, that all share one direction, else None.
+    ``read_all=False`` stops at the first block that tells otherwise (one block, for any usable file)."""
+    watch = DirectionWatch()
+    for block in blocks:
+        watch.feed(block)
+        if not read_all and not watch.alike:
+            break
+    found = watch.found()
+    return None if found is None else problem_sentence(found, watch.rows, watch.rows)

@@ -26,6 +26,14 @@ __all__ = ["CORPUS", "Case", "Env", "corpus_base", "make_env", "option", "state"
 MODEL_ADD = ("model", "add", "-w", "{ws}", "--name", "x", "--path", "{bad}")
 IMPORT = ("import", "-w", "{ws}", "--path", "{bad}")
 IMPORT_V1 = (*IMPORT, "--model", "v1")  # v1: the 16-d embeddings-only model of the workspace
+
+
+def _spread(rows: int, scale: float = 1.0, row: int | None = None) -> np.ndarray:
+    """``rows`` 16-d float64 vectors pointing different ways; ``row`` alone scaled by ``scale``."""
+    vectors = np.random.default_rng(rows).normal(size=(rows, 16))
+    if row is not None:
+        vectors[row] *= scale
+    return vectors
 VERIFY = ("bundle", "verify", "{bad}")
 
 
@@ -277,6 +285,13 @@ CORPUS += [
        IMPORT_V1, f"1 key already exists in the workspace: {CAFE_NFC}"),
     _c("vectors-float64-beyond-float32", ib.huge_float64, IMPORT_V1,
        r"row 1 holds values too large for float32 \(1 rows\)$"),
+    # a direction float32 cannot hold: stored as a zero vector, it was imported with a note
+    _c("vectors-float64-below-float32", lambda e: mk.npz(e.inputs / "tiny64.npz", _spread(4, 1e-50, row=1)),
+       IMPORT_V1, r"row 1 holds values too small for float32: every one rounds to zero \(1 rows\); scale the"),
+    # zero queries among good documents: model add refused such a file, import stored it
+    _c("vectors-zero-query-vectors", lambda e: mk.npz(e.inputs / "q0.npz", _spread(4), query_ids=np.array(
+        ["q-0", "q-1", "q-2"]), query_vectors=np.zeros((3, 16), np.float32)), IMPORT_V1,
+       r"q0\.npz: query_vectors: all 3 vectors are zero"),
     _c("vectors-float16-inf", lambda e: mk.npz(e.inputs / "h.npz", np.array([[1, np.inf] + [0] * 14] * 2, np.float16)),
        IMPORT_V1, "row 0 holds NaN or inf"),
     _c("vectors-zero-width", lambda e: mk.npz(e.inputs / "w0.npz", np.ones((2, 0), np.float32)), IMPORT_V1,

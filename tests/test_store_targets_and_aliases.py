@@ -94,3 +94,29 @@ def test_check_through_an_alias_moved_back_reads_unmarked_points_as_rollback_doe
     assert f"its 30 unmarked points are read as {version}'s" in " ".join(checked["notes"])
     code, direct, err = cli(capsys, "check", "--uri", case.source)  # not through the alias: no move to read
     assert code == 0 and direct["state"] == "unmarked"
+
+
+@pytest.mark.parametrize("kind", ["parquet", "lancedb", "qdrant"])
+def test_a_finished_switch_read_through_its_alias_reruns_as_a_verification(
+        kind: str, upgrade: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A migration that read its source through the alias it then switched: the same command again was refused as
+    writing into its own source (the alias now serves the shadow), and a rollback called the source's points
+    unmarked (the checkpoint named the alias, not the collection read)."""
+    v1 = upgrade["vectors"]["v1"][:30]
+    case = fill_source(kind, tmp_path, list(range(len(v1))), v1, upgrade["labels"][:30])
+    bundle = str(upgrade["bundle"])
+    trial = case.target.replace("docs_v2", "trial")
+    code, _, err = cli(capsys, "migrate", "--bundle", bundle, "--from", case.source, "--to", trial, "--switch",
+                       "--alias", "docs")
+    assert code == 0, err
+    code, _, err = cli(capsys, "rollback", "--to", case.rollback)  # the alias 'docs' serves docs_v1 again
+    assert code == 0, err
+    again = ("migrate", "--bundle", bundle, "--from", case.alias_uri, "--to", case.target, "--switch", "--alias", "docs")
+    code, first, err = cli(capsys, *again)
+    assert code == 0 and first["written"] == 30, err
+    code, rerun, err = cli(capsys, *again)
+    assert code == 0 and (rerun["status"], rerun["written"], rerun["verification"]["ok"]) == ("already complete", 0,
+                                                                                               True), err
+    assert "alias 'docs' already serves 'docs_v2'" in rerun["text"]
+    code, back, err = cli(capsys, "rollback", "--to", case.rollback)
+    assert code == 0 and list(back["serves"]) == ["v1"], (back, err)  # not "(unmarked)"

@@ -37,7 +37,7 @@ from embridge.core.connectors.backfill_order import (
     read_new_vectors,
     unmatched_warning,
 )
-from embridge.core.connectors.check import missing_error
+from embridge.core.connectors.check import missing_error, switched_from
 from embridge.core.connectors.connector import SPACE_FIELD, Batch, Connector, StoreURI, VectorStoreError
 from embridge.core.connectors.job_lock import job_lock
 from embridge.core.connectors.migration_fingerprint import fingerprint_change
@@ -98,12 +98,35 @@ def open_pair(source_uri: str, target_uri: str, inputs: tuple[str | Path | None,
         source.close()
         raise
     adopt_source_columns(source, target, dst_uri)
+    served = source.alias_target(source.collection)
     if src_uri.scheme == dst_uri.scheme and (source.location() == target.location() or (
-            not src_uri.netloc and same_store(src_uri, dst_uri))) and \
-            (source.alias_target(source.collection) or source.collection) == target.collection:
-        source.close()
-        raise InputError("--to", f"'{target_uri}' {SOURCE_ITSELF}")
+            not src_uri.netloc and same_store(src_uri, dst_uri))) and (served or source.collection) == target.collection:
+        earlier = _read_before_the_switch(source, target) if served else None
+        if earlier is None:
+            source.close()
+            raise InputError("--to", f"'{target_uri}' {SOURCE_ITSELF}")
+        source = _repointed(source, earlier)
     return source, target
+
+
+def _read_before_the_switch(source: Connector, target: Connector) -> str | None:
+    """The collection a migration into ``target`` read through the alias ``source`` names, when that
+    migration's own ``--switch`` has since moved the alias onto ``target``: its rerun reads (and verifies
+    against) that collection again, as the same command run before the switch did."""
+    earlier = switched_from(source, source.collection, target.collection)
+    fingerprint = (target.load_state(state_key(target)) or {}).get("fingerprint") or {}
+    if earlier and fingerprint.get("source_collection") == earlier and fingerprint.get("source") == source.location():
+        return earlier
+    return None
+
+
+def _repointed(source: Connector, collection: str) -> Connector:
+    """``source`` on another collection of its store; the new connector owns (and closes) any shared client."""
+    other = source.with_collection(collection)
+    if other.borrowed:
+        other.borrowed, source.borrowed = False, True
+    source.close()
+    return other
 
 
 def space_names(transform: StoreTransform) -> dict[str, str]:
@@ -154,7 +177,9 @@ def _stopped_part_way(exc: EmbridgeError, target: Connector, written: int, total
 
 def _fingerprint(transform: StoreTransform, source: Connector, target: Connector, total: int,
                  new: NewVectors | None, order: str, backfill: int | None, seed: int) -> dict[str, Any]:
-    return {"bundle": transform.adapter_sha256, "source": source.location(), "source_collection": source.collection,
+    # the collection read, not an alias naming it: a rerun after the switch and a later check find it by name
+    read = source.alias_target(source.collection) or source.collection
+    return {"bundle": transform.adapter_sha256, "source": source.location(), "source_collection": read,
             "target": target.collection, "source_count": total, "order": order, "backfill": backfill, "seed": seed,
             "new_vectors": hashlib.sha256(new.vectors.tobytes()).hexdigest() if new is not None else None}
 

@@ -52,13 +52,14 @@ def check_store_output(uri: str | StoreURI, option: str = "--to",
         return
     _refuse_a_dangling_link(target, option)
     paths: list[Path] = []
+    served_by_alias = False  # the target is the collection the source's alias link serves: decided once open
     for given in inputs:
         if given is None:
             continue
         if isinstance(given, StoreURI) or "://" in str(given):
             source = given if isinstance(given, StoreURI) else StoreURI.parse(str(given), "--from")
             if same_store(source, parsed):
-                _refuse_the_source_itself(source, parsed, target, option)
+                served_by_alias |= _refuse_the_source_itself(source, parsed, target, option)
                 continue
             found = local_output(source, "--from")
             if found is not None:
@@ -67,7 +68,7 @@ def check_store_output(uri: str | StoreURI, option: str = "--to",
             paths.append(Path(given))
     check_output(target, label=option, inputs=paths, below=True)
     check_database_folder(parsed, option)
-    if parsed.scheme != "faiss":  # read-only: refused as such where a command would write it
+    if parsed.scheme != "faiss" and not served_by_alias:  # read-only: refused as such where a command would write it
         check_folder_target(target, option)
 
 
@@ -97,18 +98,23 @@ def check_database_folder(uri: str | StoreURI, option: str = "--to") -> None:
 SOURCE_ITSELF = "is the source collection itself; a migration writes a new collection and never changes the source"
 
 
-def _refuse_the_source_itself(source: StoreURI, parsed: StoreURI, target: Path, option: str) -> None:
+def _refuse_the_source_itself(source: StoreURI, parsed: StoreURI, target: Path, option: str) -> bool:
     """A folder-per-collection target (a Parquet dataset, a LanceDB table) that is the source's folder, under
-    another spelling or through an alias link, is refused before the write check probes that folder."""
+    another spelling, is refused before the write check probes that folder. True when the source names it
+    through an alias link: the migration's own ``--switch`` may have moved that alias onto its target, which
+    only the open stores can tell (:func:`embridge.core.connectors.migration.open_pair`), and that folder is
+    not probed."""
     if parsed.scheme not in (*_FOLDER_STORES, "lancedb"):
-        return  # a Qdrant or Chroma folder holds many collections: compared once both are open
+        return False  # a Qdrant or Chroma folder holds many collections: compared once both are open
     found = local_output(source, "--from")
     try:
         same = found is not None and found.exists() and target.exists() and found.resolve() == target.resolve()
+        through_alias = same and found is not None and found.is_symlink() and not target.is_symlink()
     except OSError:
-        return
-    if same:
+        return False
+    if same and not through_alias:
         raise InputError(option, f"'{parsed.raw}' {SOURCE_ITSELF}")
+    return through_alias
 
 
 def same_store(a: StoreURI, b: StoreURI) -> bool:

@@ -17,7 +17,6 @@ import numpy as np
 from embridge.core.errors import CheckpointError, VectorFileError
 from embridge.core.store.files import atomic_target
 from embridge.core.vector_files import VectorFile
-from embridge.core.vector_spread import DirectionWatch, problem_sentence
 
 
 class VectorTable:
@@ -46,14 +45,7 @@ class VectorTable:
     def check_values(self) -> None:
         """Stream every row once, refusing NaN or inf (what adding the model checks)."""
         try:
-            for reader in (self.file.vectors, self.file.query_vectors):
-                watch = DirectionWatch()
-                for _, block in reader.blocks() if reader is not None else ():
-                    watch.feed(block)
-                found = watch.found()
-                if found:
-                    member = "vectors" if reader is self.file.vectors else "query_vectors"
-                    raise CheckpointError(self.source, f"{member}: {problem_sentence(found, watch.rows, watch.rows)}")
+            self.file.check_spread(read_all=True)
         except VectorFileError as exc:
             raise CheckpointError(self.source, exc.problem) from exc
 

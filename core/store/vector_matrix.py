@@ -80,6 +80,14 @@ def as_storage_dtype(block: np.ndarray, dtype: str, source: str, first_row: int 
         hint = "" if np.dtype(dtype) == np.float32 else "; store this set as float32"
         raise VectorFileError(source, f"row {row} holds values too large for {dtype} "
                               f"({int(bad.sum())} rows){hint}")
+    zero = ~out.any(axis=1) if out.ndim == 2 else np.zeros(0, dtype=bool)
+    if zero.any():  # a row with a direction the cast rounded to nothing would be stored as a zero vector
+        lost = np.flatnonzero(zero)[block[zero].any(axis=1)]
+        if lost.size:
+            hint = "scale the vectors up" + ("" if np.dtype(dtype) == np.float32 else " or store this set as float32")
+            raise VectorFileError(source, f"row {int(lost[0]) + first_row} holds values too small for {dtype}: "
+                                  f"every one rounds to zero ({lost.size} rows); {hint} (a cosine search reads "
+                                  "only their directions)")
     return out
 
 
