@@ -237,8 +237,14 @@ def test_manifest_strings_cannot_forge_or_recolour_the_inspect_output(
         bundles: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A model name holding an escape sequence and a newline printed as colour and a forged 'fake: OK'
     line; control characters are shown escaped, each on the line they belong to."""
-    forged = _forge(bundles["root"] / "l2.zip", tmp_path / "forged.zip",
-                    lambda m: m["models"]["new"].update(name="\x1b[31mEVIL\x1b[0m\nfake: OK"))
+    evil = "\x1b[31mEVIL\x1b[0m\nfake: OK"
+
+    def rename(m: dict) -> None:  # consistently: a name the chain contradicts is refused before it is shown
+        for step in m["chain"]:
+            step.update({k: evil for k in ("old_model", "new_model") if step[k] == m["models"]["new"]["name"]})
+        m["models"]["new"].update(name=evil)
+
+    forged = _forge(bundles["root"] / "l2.zip", tmp_path / "forged.zip", rename)
     capsys.readouterr()
     assert main(["bundle", "inspect", str(forged)]) == 0
     out = capsys.readouterr().out

@@ -21,7 +21,7 @@ from embridge.core.bundle.manifest import checksums_text
 from embridge.core.cli.main import main
 from embridge.core.errors import BundleError, InputError
 from embridge.core.store import Workspace
-from embridge.core.store.files import sha256_file
+from embridge.core.store.files import sha256_file, torch_bytes
 
 
 @pytest.fixture(scope="module")
@@ -114,6 +114,40 @@ def test_a_swapped_adapter_with_rewritten_hashes_fails_the_probes(folder: Path, 
                                        "bytes": (folder / "adapter.pt").stat().st_size}
     _rewrite_checksums(folder, manifest)
     with pytest.raises(BundleError, match=r"adapter\.pt no longer reproduces probes/outputs\.npy"):
+        verify_bundle(folder)
+
+
+def test_a_changed_checkpoint_with_rewritten_hashes_is_caught(folder: Path, exported: dict) -> None:
+    """adapter_state.pt is what Embridge loads (and training continues from); no runtime ran it, so one edited
+    with every hash rewritten passed verify."""
+    state = torch.load(folder / "adapter_state.pt", map_location="cpu", weights_only=True)
+    verify_bundle(folder)
+    for name, value in state["state_dict"].items():
+        if value.is_floating_point():
+            state["state_dict"][name] = value * 1.01
+    (folder / "adapter_state.pt").write_bytes(torch_bytes(state))
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["files"]["adapter_state.pt"] = {"sha256": sha256_file(folder / "adapter_state.pt"),
+                                             "bytes": (folder / "adapter_state.pt").stat().st_size}
+    _rewrite_checksums(folder, manifest)
+    with pytest.raises(BundleError, match=r"adapter_state\.pt is not the layer adapter\.pt runs"):
+        verify_bundle(folder)
+    shutil.copyfile(exported["other"] / "adapter_state.pt", folder / "adapter_state.pt")  # another layer's
+    manifest["files"]["adapter_state.pt"] = {"sha256": sha256_file(folder / "adapter_state.pt"),
+                                             "bytes": (folder / "adapter_state.pt").stat().st_size}
+    _rewrite_checksums(folder, manifest)
+    with pytest.raises(BundleError, match=r"adapter_state\.pt is not the layer adapter\.pt runs"):
+        verify_bundle(folder)
+
+
+def test_models_swapped_in_the_manifest_with_rewritten_hashes_are_caught(folder: Path) -> None:
+    """inspect and the README print ``models``: swapped, they told users to embed queries with the old model."""
+    manifest = json.loads((folder / "manifest.json").read_text())
+    old, new = manifest["models"]["old"]["name"], manifest["models"]["new"]["name"]
+    manifest["models"]["old"]["name"], manifest["models"]["new"]["name"] = new, old
+    _rewrite_checksums(folder, manifest)
+    with pytest.raises(BundleError, match=rf"field 'models\.old\.name' says '{new}', but the chain's layers map between "
+                                          rf"'{new}' \(new\) and '{old}' \(old\)"):
         verify_bundle(folder)
 
 

@@ -91,6 +91,7 @@ def check_fields(where: object, m: dict[str, Any]) -> None:
     _models(c, m.get("models"))
     _chain(c, m.get("chain", []))
     _kind_matches_chain(c, m["adapter"]["kind"], m.get("chain", []))
+    _models_match_chain(c, m)
     _report_and_metrics(c, m)
     if m["format_version"] >= 2:
         _portable(c, m)
@@ -178,6 +179,22 @@ def _chain(c: _Checker, chain: Any) -> None:
         for key in ("old_model", "new_model"):
             c.text(step.get(key), f"chain.{i}.{key}")
         c.one_of(step["kind"], f"chain.{i}.kind", KINDS[:-1])
+
+
+def _models_match_chain(c: _Checker, m: dict[str, Any]) -> None:
+    """``models`` (what inspect and the README print) names the models the chain's layers map between: a
+    manifest with the two swapped passed, telling users to embed queries with the wrong model."""
+    chain = m.get("chain") or []
+    if not chain:
+        return
+    forward = m["adapter"].get("direction") == "forward"
+    expected = {"old": chain[0]["old_model"] if forward else chain[-1]["old_model"],
+                "new": chain[-1]["new_model"] if forward else chain[0]["new_model"]}
+    for role, name in expected.items():
+        said = m["models"][role].get("name")
+        if said != name:
+            c.fail(f"models.{role}.name", f"says {_shown(said)}, but the chain's layers map between "
+                                          f"{_shown(expected['new'])} (new) and {_shown(expected['old'])} (old)")
 
 
 def _kind_matches_chain(c: _Checker, kind: str, chain: list[dict[str, Any]]) -> None:

@@ -208,12 +208,18 @@ def verify_bundle(path: str | Path, limits: BundleLimits | None = None, on_progr
     entry = portable.portable_entry(m)
     also_torch = runtime == "auto" and loaded.runtime != "torch"
     problem = torch_problem() if also_torch else None
-    if also_torch and problem is None:
+    if (also_torch and problem is None) or loaded.runtime == "torch":
+        from embridge.core.bundle.state_check import check_state_file
+
         with open_bundle(path, limits) as src:
-            module = load_module(src)
-            checks["torch"] = check_probes(src, m, torch_engine(module), "torch")
-            if entry is not None and entry.get("runtime") == "onnx":
-                _check_tensors_are_the_modules(src, module)
+            if also_torch:
+                module = load_module(src)
+                checks["torch"] = check_probes(src, m, torch_engine(module), "torch")
+                if entry is not None and entry.get("runtime") == "onnx":
+                    _check_tensors_are_the_modules(src, module)
+            state = m["adapter"].get("state_file")
+            if isinstance(state, str) and state in m["files"]:
+                check_state_file(src, m, state)
     if runtime == "auto" and entry is not None and entry["runtime"] not in checks:  # an OK would vouch for it
         raise BundleError(f"{path}: {entry.get('onnx') or entry.get('file')} was not checked: onnxruntime cannot be "
                           "imported here (pip install onnxruntime); the TorchScript payload reproduces the probes "
