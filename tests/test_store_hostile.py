@@ -325,7 +325,7 @@ def test_a_second_migration_into_the_same_target_is_refused_while_the_first_runs
         kind: str, upgrade: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from embridge.core.connectors import open_store
     from embridge.core.connectors.job_lock import job_lock
-    from embridge.core.connectors.migration import state_key
+    from embridge.core.connectors.store_pair import state_key
 
     v1 = upgrade["vectors"]["v1"]
     case = fill_source(kind, tmp_path, list(range(len(v1))), v1, upgrade["labels"])

@@ -79,7 +79,7 @@ def test_a_refused_migration_leaves_the_checkpoint_as_it_was(kind: str, upgrade:
                                                              capsys: pytest.CaptureFixture[str]) -> None:
     from embridge.core.connectors import open_store
     from embridge.core.connectors.job_lock import job_lock
-    from embridge.core.connectors.migration import state_key
+    from embridge.core.connectors.store_pair import state_key
 
     good = upgrade["vectors"]["v1"][:30]
     zero, wide = good.copy(), np.hstack([good, good])

@@ -29,7 +29,6 @@ from typing import Any
 
 import numpy as np
 
-from embridge.core.connectors import check_params, open_store
 from embridge.core.connectors.aliases import rollback_store, switch_alias
 from embridge.core.connectors.backfill_order import (
     NewVectors,
@@ -37,8 +36,8 @@ from embridge.core.connectors.backfill_order import (
     read_new_vectors,
     unmatched_warning,
 )
-from embridge.core.connectors.check import missing_error, switched_from
-from embridge.core.connectors.connector import SPACE_FIELD, Batch, Connector, StoreURI, VectorStoreError
+from embridge.core.connectors.check import missing_error
+from embridge.core.connectors.connector import SPACE_FIELD, Batch, Connector, VectorStoreError
 from embridge.core.connectors.job_lock import job_lock
 from embridge.core.connectors.migration_fingerprint import fingerprint_change
 from embridge.core.connectors.migration_result import MigrationResult, Verification
@@ -51,12 +50,9 @@ from embridge.core.connectors.source_digest import (
     record_batch,
     start_record,
 )
+from embridge.core.connectors.store_pair import collection_read, open_pair, state_key
 from embridge.core.connectors.targets import (
-    SOURCE_ITSELF,
-    adopt_source_columns,
     alias_to_switch,
-    check_store_output,
-    same_store,
     writable_target_alias,
 )
 from embridge.core.connectors.transform import StoreTransform, load_transform
@@ -72,61 +68,6 @@ VERIFY_SAMPLE = 256
 # writes, and at most depth + 1 batches are in memory (the one being written, the next being made).
 PREFETCH_DEPTH = 1
 VERIFY_RTOL, VERIFY_ATOL = 1e-4, 1e-5
-
-
-def open_pair(source_uri: str, target_uri: str, inputs: tuple[str | Path | None, ...] = ()
-              ) -> tuple[Connector, Connector]:
-    """Source and target connectors; one embedded store shares one client (it locks its folder).
-
-    A local target is checked as every output is (never a workspace, in one, or an input, ``inputs``
-    and the source included) before either store is opened, since opening may create its folder.
-    Stores that take several clients (Parquet folders, PostgreSQL) get one per side, so the read-ahead
-    thread and the writer never wait for each other's connection.
-    """
-    src_uri, dst_uri = StoreURI.parse(source_uri, "--from"), StoreURI.parse(target_uri, "--to")
-    check_store_output(dst_uri, "--to", (src_uri, *inputs))
-    source = open_store(src_uri, "--from")
-    try:
-        if src_uri.scheme == dst_uri.scheme and source.single_client and same_store(src_uri, dst_uri):
-            check_params(dst_uri, "--to")  # as open_store checks them: a typo is named, not ignored
-            target = source.with_collection(type(source).collection_name(dst_uri))
-            target.uri = dst_uri
-            target.take_uri_columns(dst_uri)  # the target's own ?id= / ?vector=, not the source's
-        else:
-            target = open_store(dst_uri, "--to")
-    except BaseException:
-        source.close()
-        raise
-    adopt_source_columns(source, target, dst_uri)
-    served = source.alias_target(source.collection)
-    if src_uri.scheme == dst_uri.scheme and (source.location() == target.location() or (
-            not src_uri.netloc and same_store(src_uri, dst_uri))) and (served or source.collection) == target.collection:
-        earlier = _read_before_the_switch(source, target) if served else None
-        if earlier is None:
-            source.close()
-            raise InputError("--to", f"'{target_uri}' {SOURCE_ITSELF}")
-        source = _repointed(source, earlier)
-    return source, target
-
-
-def _read_before_the_switch(source: Connector, target: Connector) -> str | None:
-    """The collection a migration into ``target`` read through the alias ``source`` names, when that
-    migration's own ``--switch`` has since moved the alias onto ``target``: its rerun reads (and verifies
-    against) that collection again, as the same command run before the switch did."""
-    earlier = switched_from(source, source.collection, target.collection)
-    fingerprint = (target.load_state(state_key(target)) or {}).get("fingerprint") or {}
-    if earlier and fingerprint.get("source_collection") == earlier and fingerprint.get("source") == source.location():
-        return earlier
-    return None
-
-
-def _repointed(source: Connector, collection: str) -> Connector:
-    """``source`` on another collection of its store; the new connector owns (and closes) any shared client."""
-    other = source.with_collection(collection)
-    if other.borrowed:
-        other.borrowed, source.borrowed = False, True
-    source.close()
-    return other
 
 
 def space_names(transform: StoreTransform) -> dict[str, str]:
@@ -178,14 +119,9 @@ def _stopped_part_way(exc: EmbridgeError, target: Connector, written: int, total
 def _fingerprint(transform: StoreTransform, source: Connector, target: Connector, total: int,
                  new: NewVectors | None, order: str, backfill: int | None, seed: int) -> dict[str, Any]:
     # the collection read, not an alias naming it: a rerun after the switch and a later check find it by name
-    read = source.alias_target(source.collection) or source.collection
-    return {"bundle": transform.adapter_sha256, "source": source.location(), "source_collection": read,
+    return {"bundle": transform.adapter_sha256, "source": source.location(), "source_collection": collection_read(source),
             "target": target.collection, "source_count": total, "order": order, "backfill": backfill, "seed": seed,
             "new_vectors": hashlib.sha256(new.vectors.tobytes()).hexdigest() if new is not None else None}
-
-
-def state_key(target: Connector) -> str:
-    return f"migrate-{target.collection}"
 
 
 def resumable_state(target: Connector, key: str, fingerprint: dict[str, Any]) -> dict[str, Any] | None:

@@ -102,7 +102,7 @@ def _refuse_the_source_itself(source: StoreURI, parsed: StoreURI, target: Path, 
     """A folder-per-collection target (a Parquet dataset, a LanceDB table) that is the source's folder, under
     another spelling, is refused before the write check probes that folder. True when the source names it
     through an alias link: the migration's own ``--switch`` may have moved that alias onto its target, which
-    only the open stores can tell (:func:`embridge.core.connectors.migration.open_pair`), and that folder is
+    only the open stores can tell (:func:`embridge.core.connectors.store_pair.open_pair`), and that folder is
     not probed."""
     if parsed.scheme not in (*_FOLDER_STORES, "lancedb"):
         return False  # a Qdrant or Chroma folder holds many collections: compared once both are open

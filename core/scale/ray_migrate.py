@@ -23,13 +23,13 @@ from embridge.core.connectors.connector import SPACE_FIELD, Batch, Connector, Ve
 from embridge.core.connectors.job_lock import job_lock
 from embridge.core.connectors.migration import (
     MigrationResult,
-    open_pair,
     resumable_state,
     space_names,
     switch_alias,
     verify_migration,
 )
 from embridge.core.connectors.source_checks import SeenIds, check_source_spaces
+from embridge.core.connectors.store_pair import open_pair
 from embridge.core.connectors.targets import alias_to_switch, writable_target_alias
 from embridge.core.connectors.transform import load_transform
 from embridge.core.errors import InputError
