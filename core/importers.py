@@ -20,6 +20,7 @@ from embridge.core.images import UNSUPPORTED_IMAGE_SUFFIXES, validate_image
 from embridge.core.keys import (
     MAX_INT_DIGITS,
     char_name,
+    check_input_file,
     normalise_keys,
     normalise_label,
     odd_text_char,
@@ -157,6 +158,8 @@ def _image_files(folder: Path, inside: Path, seen_dirs: dict[Path, Path]) -> lis
         check_link_resolves(entry)
         if entry.is_dir():
             files.extend(_image_files(entry, inside, seen_dirs))
+        elif entry.suffix.lower() in IMAGE_SUFFIXES and not entry.is_file():  # a FIFO, device or socket
+            check_input_file(entry, "image file (--path)")
         elif entry.is_file() and entry.suffix.lower() in IMAGE_SUFFIXES:
             files.append(entry)
         elif entry.is_file() and entry.suffix.lower() in UNSUPPORTED_IMAGE_SUFFIXES:

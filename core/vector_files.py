@@ -270,7 +270,9 @@ def _validated(src: Path, shape: tuple[int, ...], dtype: np.dtype, data_bytes: i
     if len(shape) != 2:
         raise VectorFileError(src, f"vectors must be a 2-D matrix, got shape {shape}")
     if shape[0] == 0:
-        raise VectorFileError(src, "the file holds no vectors")
+        name = (member or "").removesuffix(".npy")
+        raise VectorFileError(src, f"'{name}' is empty: leave it out of a file without queries" if name and
+                              name != "vectors" else "the file holds no vectors")
     if shape[1] == 0:
         raise VectorFileError(src, f"vectors have shape {shape}: no values per vector")
     if shape[1] > MAX_DIM:

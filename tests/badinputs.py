@@ -292,6 +292,9 @@ CORPUS += [
     _c("vectors-zero-query-vectors", lambda e: mk.npz(e.inputs / "q0.npz", _spread(4), query_ids=np.array(
         ["q-0", "q-1", "q-2"]), query_vectors=np.zeros((3, 16), np.float32)), IMPORT_V1,
        r"q0\.npz: query_vectors: all 3 vectors are zero"),
+    _c("vectors-empty-query-vectors", lambda e: mk.npz(e.inputs / "q-none.npz", _spread(4), query_ids=np.array(
+        [], dtype=str), query_vectors=np.zeros((0, 16), np.float32)), IMPORT_V1,
+       r"q-none\.npz: 'query_vectors' is empty: leave it out of a file without queries$"),
     _c("vectors-float16-inf", lambda e: mk.npz(e.inputs / "h.npz", np.array([[1, np.inf] + [0] * 14] * 2, np.float16)),
        IMPORT_V1, "row 0 holds NaN or inf"),
     _c("vectors-zero-width", lambda e: mk.npz(e.inputs / "w0.npz", np.ones((2, 0), np.float32)), IMPORT_V1,

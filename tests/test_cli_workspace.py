@@ -130,6 +130,10 @@ def test_info_marks_a_vector_set_whose_file_was_removed(demo_copy: Path, capsys:
     assert main(["info", "-w", str(demo_copy)]) == 0
     lines = [x for x in capsys.readouterr().out.splitlines() if x.strip().startswith(f"#{gone['id']} ")]
     assert len(lines) == 1 and "MISSING: its file is gone from the workspace" in lines[0]
+    (demo_copy / gone["file"]).symlink_to("/dev/zero")  # replaced, not removed: said so, as info --verify does
+    assert main(["info", "-w", str(demo_copy)]) == 0
+    lines = [x for x in capsys.readouterr().out.splitlines() if x.strip().startswith(f"#{gone['id']} ")]
+    assert len(lines) == 1 and "its file is no longer a regular file (replaced by a link" in lines[0]
 
 
 def test_a_stopped_text_demo_is_told_to_build_the_text_demo_again(demo_copy: Path,

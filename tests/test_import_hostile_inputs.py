@@ -131,7 +131,16 @@ _SPECIAL: dict[str, Callable[[Path], tuple[list[str], Path, str]]] = {
     "ids-dev-zero": lambda t: (["--path", str(_ok_npy(t)), "--ids", "/dev/zero", "--split", "gallery"],
                                Path("/dev/zero"), "(--ids)"),
     "qrels-dev-zero": lambda t: (["--qrels", "/dev/zero"], Path("/dev/zero"), "(--qrels)"),
+    # an image's name on a FIFO inside an image folder was passed over as "not an image"
+    "image-folder-fifo": lambda t: (["--path", str(_image_folder_with_fifo(t))], t / "im" / "a" / "f.png",
+                                    "(--path)"),
 }
+
+
+def _image_folder_with_fifo(tmp: Path) -> Path:
+    (tmp / "im" / "a").mkdir(parents=True)
+    _fifo(tmp / "im" / "a" / "f.png")
+    return tmp / "im"
 
 
 @pytest.mark.parametrize("name", sorted(_SPECIAL))

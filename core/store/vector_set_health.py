@@ -22,13 +22,13 @@ def file_problem(root: Path, info: dict[str, Any]) -> str | None:
     vectors, ids = Path(root) / info["file"], Path(root) / info["ids_file"]
     passed_over = "so readers pass it over, its items counting as without vectors of its model"
     if not ids.is_file():
-        return f"its id list is gone from the workspace (removed by hand?), {passed_over}"
+        return f"its id list {_gone_or_replaced(ids)}, {passed_over}"
     try:  # a remembered check is not repeated
         verified_sha256(ids, info["ids_sha256"])
     except IntegrityError:
         return f"its id list changed since it was stored, {passed_over}"
     if not vectors.is_file():
-        return "its file is gone from the workspace (removed by hand?)"
+        return f"its file {_gone_or_replaced(vectors)}"
     expected = int(info["count"]) * int(info["dim"]) * np.dtype(info["dtype"]).itemsize
     try:
         size = vectors.stat().st_size
@@ -103,3 +103,10 @@ def damaged_advice(model: str, count: int) -> str:
     return (f"run 'embridge embed --model {model}' to embed every item without intact vectors of it again, or "
             f"'embridge embed --model {model} --sample {count}' when this set of {count} items was a sample "
             "(the seeded sample is drawn again); the new set replaces it. Or restore the file from a backup")
+
+
+def _gone_or_replaced(path: Path) -> str:
+    """A stored file that is not a regular file any more: removed, or replaced by something else."""
+    if path.is_symlink() or path.exists():
+        return "is no longer a regular file (replaced by a link, a folder or a special file?)"
+    return "is gone from the workspace (removed by hand?)"
