@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,6 +26,18 @@ def _isolated_settings(tmp_path_factory: pytest.TempPathFactory, monkeypatch: py
     """Never read or write the user's real settings or cache from a test."""
     monkeypatch.setenv("EMBRIDGE_CONFIG_DIR", str(tmp_path_factory.mktemp("config")))
     monkeypatch.setenv("EMBRIDGE_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+
+
+@pytest.fixture(autouse=True)
+def _stop_signals_left_as_found() -> Iterator[None]:
+    """A test (a command run in-process) must leave Ctrl-C and SIGTERM as it found them: one that left them
+    ignored made every later test's child process deaf to its interrupts."""
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    after = {sig: signal.getsignal(sig) for sig in before}
+    for sig, handler in before.items():
+        signal.signal(sig, handler)
+    assert after == before, f"the test changed the stop signals' handlers: {after} (they were {before})"
 
 
 @pytest.fixture(scope="session")

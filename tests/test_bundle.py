@@ -340,7 +340,11 @@ def test_a_stop_signal_while_a_bundle_takes_its_name_waits_for_its_record(
 
     monkeypatch.setattr(bundle_export, "exchange", stopped_inside)
     capsys.readouterr()
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     assert main([*export, str(upgrade["runs"]["v3_to_v1"])]) == 0  # the stop came after the work, as documented
+    # a command run in-process leaves the caller's handlers as they were (it ignored both signals from then
+    # on, which every child process of later tests inherited)
+    assert {sig: signal.getsignal(sig) for sig in handlers} == handlers
     monkeypatch.undo()
     with Workspace.open(upgrade["path"]) as ws:
         latest = ws.bundles()[-1]

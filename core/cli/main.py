@@ -163,7 +163,8 @@ def _main(argv: Sequence[str] | None, program: bool) -> int:
         if finished is None:
             _error(str(exc) or "interrupted")
             return 128 + signal.SIGTERM if str(exc) == TERMINATED else 130
-        _ignore_stop_signals()  # the stop came after the work was done: report it as done
+        if program:  # the stop came after the work was done: report it as done (a caller's handlers stay)
+            _ignore_stop_signals()
     except Cancelled as exc:
         _error(str(exc))
         return 130
