@@ -30,7 +30,7 @@ SETTING_HELP: dict[str, str] = {
     "rerank_new_vectors": "Cascade: re-rank recalled items by their served new vectors (a backfill's, or every "
                           "item's when the new model embedded the whole gallery; never an evaluation sample's "
                           "alone) instead of through the layer alone.",
-    "align_weight": "Weight of the term that keeps new vectors close to the old classifier's space.",
+    "align_weight": "Weight of the cosine term that pulls each item's output toward its own old vector (bct; bt2's old part).",
     "influence_weight": "Weight of the old classifier's loss on new vectors (backward-compatible training).",
     "logit_scale": "Scale of the classifier logits in the compatibility loss.",
     "extra_dims": "Extra dimensions the head adds to the new model's (at least old minus new dimensions: "

@@ -8,10 +8,10 @@ the upgraded system against the whole gallery (997 items, all embedded by the ol
 against the evaluation sample (600 items embedded by both).
 
 Measured on seed 0 (upgraded top-1 minus old/old 0.790): procrustes +0.065, affine +0.025,
-lowrank +0.100, mlp +0.120, bct +0.025, bt2 +0.115, fusion +0.045, fct +0.150, auto +0.170.
+lowrank +0.100, mlp +0.120, bct +0.060, bt2 +0.115, fusion +0.045, fct +0.150, auto +0.170.
 Over fold seeds 0-3 the smallest gains: procrustes +0.065, affine +0.000 (seed 2), lowrank +0.065,
-mlp +0.070, bct -0.045 (seed 3), bt2 +0.050, fusion +0.045, fct +0.125, auto +0.165.
-The bct / bt2 heads' own new/new: 0.970 and 0.980 against the raw new model's 0.995.
+mlp +0.070, bct +0.060, bt2 +0.050, fusion +0.045, fct +0.125, auto +0.165.
+The bct / bt2 heads' own new/new: 0.980 and 0.980 against the raw new model's 0.995.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from embridge.core.store import Workspace
 from embridge.core.train.runs import train_run
 
 NEW_TO_OLD = ["procrustes", "affine", "lowrank", "mlp", "bct", "bt2", "fusion"]
-MARGIN = 0.01  # seed 0; affine and bct do not clear it on every fold seed (see above)
+MARGIN = 0.01  # seed 0; affine does not clear it on every fold seed (see above)
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +88,7 @@ def test_new_to_old_kinds_pass_the_criterion_on_held_out_items(demo_runs: dict[s
 @pytest.mark.parametrize("method", ["bct", "bt2"])
 def test_heads_keep_the_new_models_retrieval(demo_runs: dict[str, Any], method: str) -> None:
     run = demo_runs[method]
-    assert run["head_new_new_top1"] >= run["new_new_top1"] - 0.04  # measured: -0.025 (bct) at worst
+    assert run["head_new_new_top1"] >= run["new_new_top1"] - 0.04  # measured: -0.015 on seed 0
 
 
 def test_bt2_is_wider_than_the_new_model_and_old_compatible_in_front(demo_runs: dict[str, Any]) -> None:

@@ -62,9 +62,10 @@ METHODS: dict[str, MethodInfo] = {
                    {"hidden": 512, **RETRIEVAL_DEFAULTS}),
         MethodInfo("bct", "BCT head", "backward", True, False, True,
                    "A head on new vectors trained to classify with a new classifier and with the old "
-                   "classifier (influence loss), so its outputs are comparable to old vectors.",
-                   {"hidden": 512, "influence_weight": 1.0, "logit_scale": 16.0, "softmax_classes": 1024,
-                    "batch_size": 64, "patience": 15}),
+                   "classifier (influence loss), and pulled toward each item's own old vector "
+                   "(align_weight), so its outputs are comparable to old vectors.",
+                   {"hidden": 512, "influence_weight": 1.0, "align_weight": 1.0, "logit_scale": 16.0,
+                    "softmax_classes": 1024, "batch_size": 64, "patience": 15}),
         MethodInfo("bt2", "BT² / OCA orthogonal head", "joint", True, False, True,
                    "BT² for frozen models: a small learned branch widens the new vector by k dims and an "
                    "orthogonal layer maps the widened vector; the first old-dim outputs align to the old "

@@ -214,7 +214,7 @@ def build_for_training(kind: str, data: PairData, s: dict[str, Any]) -> tuple[Ad
         class_ids, labels = _labels_for(kind, data)
         centre, protos = class_prototypes(old, labels, len(class_ids), data.old_classifier, class_ids)
         return adapter, BCTObjective(centre, protos, s["influence_weight"], s["logit_scale"],
-                                       s["softmax_classes"], s["seed"]), labels
+                                       s["softmax_classes"], s["seed"], s.get("align_weight", 0.0)), labels
     if kind == "bt2":
         class_ids, labels = _labels_for(kind, data)
         adapter = BT2Adapter(data.new_dim, data.new_dim + bt2_extra_dims(s["extra_dims"], data.old_dim, data.new_dim),

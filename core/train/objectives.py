@@ -162,21 +162,26 @@ class BCTObjective(ClassifierObjective):
     """CE with a new (trainable) classifier + influence CE with the fixed old classifier."""
 
     def __init__(self, centre: np.ndarray, prototypes: np.ndarray, influence_weight: float, scale: float,
-                 max_classes: int = 1024, seed: int = 0) -> None:
+                 max_classes: int = 1024, seed: int = 0, align_weight: float = 0.0) -> None:
         super().__init__()
         self.register_buffer("centre", torch.as_tensor(centre))
         self.register_buffer("old_weights", torch.as_tensor(prototypes))
         self.sampler = ClassSampler(len(prototypes), max_classes, seed)
         self.new_classifier = NewClassifier(torch.as_tensor(prototypes), self.sampler)
         self.influence_weight = float(influence_weight)
+        self.align_weight = float(align_weight)
         self.scale = float(scale)
 
     def forward(self, adapter: Adapter, batch: Batch) -> torch.Tensor:
-        h = adapter(batch["new"]) - self.centre
+        out = adapter(batch["new"])
+        h = out - self.centre
         rows, y = self.sampler.rows(batch["labels"])
         new_ce = masked_cross_entropy(cosine_logits(h, self.new_classifier.select(rows), self.scale), y)
         old_ce = masked_cross_entropy(cosine_logits(h, _fixed_rows(self.old_weights, rows), self.scale), y)
-        return new_ce + self.influence_weight * old_ce
+        loss = new_ce + self.influence_weight * old_ce
+        if self.align_weight:  # each item's own old vector, as bt2's old part: classes alone leave it free within
+            loss = loss + self.align_weight * (1.0 - F.cosine_similarity(out.float(), batch["old"].float(), dim=1).mean())
+        return loss
 
 
 class BT2Objective(ClassifierObjective):
