@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from store_fixtures import cli, fct_upgrade, fill_source, one_line
+from store_fixtures import cli, fct_upgrade, fill_source, fresh_pg_database, one_line
 
 from embridge.core.connectors import StoreURI
 
@@ -96,14 +96,16 @@ def test_check_through_an_alias_moved_back_reads_unmarked_points_as_rollback_doe
     assert code == 0 and direct["state"] == "unmarked"
 
 
-@pytest.mark.parametrize("kind", ["parquet", "lancedb", "qdrant"])
+@pytest.mark.parametrize("kind", ["parquet", "lancedb", "qdrant", "pgvector"])
 def test_a_finished_switch_read_through_its_alias_reruns_as_a_verification(
-        kind: str, upgrade: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        kind: str, upgrade: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        request: pytest.FixtureRequest) -> None:
     """A migration that read its source through the alias it then switched: the same command again was refused as
     writing into its own source (the alias now serves the shadow), and a rollback called the source's points
     unmarked (the checkpoint named the alias, not the collection read)."""
     v1 = upgrade["vectors"]["v1"][:30]
-    case = fill_source(kind, tmp_path, list(range(len(v1))), v1, upgrade["labels"][:30])
+    base = fresh_pg_database(request.getfixturevalue("pg_server"), "rerun_alias") if kind == "pgvector" else None
+    case = fill_source(kind, tmp_path, list(range(len(v1))), v1, upgrade["labels"][:30], pg_base=base)
     bundle = str(upgrade["bundle"])
     trial = case.target.replace("docs_v2", "trial")
     code, _, err = cli(capsys, "migrate", "--bundle", bundle, "--from", case.source, "--to", trial, "--switch",
