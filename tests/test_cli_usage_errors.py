@@ -41,6 +41,10 @@ CASES = [
     (["embed", "--model", "m", "--split", " "], "embed", "argument --split: is empty"),
     (["train", "--method", "mlp", "--device", ""], "train", "argument --device: is empty"),
     (["report", "--engine", "ray", "--ray-address", ""], "report", "argument --ray-address: is empty"),
+    # a cluster keeps its own CPUs: --num-cpus there was accepted and did nothing
+    (["transform", "--bundle", "{tmp}/b.zip", "--from", "parquet:///{tmp}/a", "--to", "parquet:///{tmp}/b",
+      "--engine", "ray", "--ray-address", "127.0.0.1:6379", "--num-cpus", "1"], "transform",
+     "--num-cpus: sizes the local Ray started for the job; the cluster --ray-address names keeps its own CPUs"),
     (["report", "--engine", "ray", "--ray-address", "host:abc"], "report",
      "--ray-address: 'host:abc' is not HOST:PORT or ray://HOST:PORT (a port from 1 to 65535)"),
     # a setting with its own option, given through --set: one way each, checked by its option

@@ -185,6 +185,18 @@ def test_gpus_a_ray_cluster_lacks_are_refused_not_waited_for(ray_cluster: Any, i
     assert not (tmp_path / "out").exists()
 
 
+def test_more_actors_than_the_ray_cluster_has_cpus_are_refused_not_waited_for(
+        ray_cluster: Any, items: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Each actor holds a CPU: a pool larger than the cluster waited on its first chunk forever, saying nothing."""
+    import ray
+
+    cpus = int(ray.cluster_resources()["CPU"])
+    assert embed(items, tmp_path / "out", "--engine", "ray", "--actors", str(cpus + 1)) == 1
+    assert one_line_error(capsys).endswith(f"--actors {cpus + 1}: the Ray cluster has {cpus} CPUs and each actor "
+                                           f"holds one; give at most {cpus}, or leave --actors out for one a CPU")
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_source_rewritten_in_place_is_another_job_but_a_touched_one_resumes(
         items: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The job's identity is its items: a partition copied over itself (new time, same bytes) resumes;

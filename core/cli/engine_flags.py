@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from embridge.core.cli.option_types import NON_BLANK
 from embridge.core.errors import UsageError
@@ -26,6 +27,11 @@ RAY_ONLY = {"ray_address": ("--ray-address", "names the Ray cluster to run on"),
 def check_engine_flags(args: argparse.Namespace) -> None:
     """Refuse a Ray-only option on a local run (it would be silently ignored), before any work starts."""
     if getattr(args, "engine", "ray") == "ray":
+        address = getattr(args, "ray_address", None) or os.environ.get("RAY_ADDRESS")
+        if getattr(args, "num_cpus", None) is not None and address:  # a cluster keeps the CPUs it has
+            named = "--ray-address" if getattr(args, "ray_address", None) else "RAY_ADDRESS"
+            raise UsageError("--num-cpus", f"sizes the local Ray started for the job; the cluster {named} names "
+                             "keeps its own CPUs (leave --num-cpus out)")
         return
     for attr, (flag, does) in RAY_ONLY.items():
         if getattr(args, attr, None) is not None:

@@ -275,6 +275,10 @@ def _on_ray(model: ModelRef, jobs: list[tuple], actors: int | None, num_gpus: fl
         if num_gpus and gpus < num_gpus:  # actors asking for more would wait for it forever, saying nothing
             raise EngineError(f"--num-gpus {num_gpus:g}: the Ray cluster has {gpus:g} GPUs; leave --num-gpus out "
                               "to embed on its CPUs")
+        cpus = float(ray.cluster_resources().get("CPU", 0))
+        if actors and actors > cpus:  # an actor takes a CPU: the pool's first chunk would wait forever, saying nothing
+            raise EngineError(f"--actors {actors}: the Ray cluster has {cpus:g} CPUs and each actor holds one; give "
+                              f"at most {int(cpus)}, or leave --actors out for one a CPU")
         n_actors = max(1, min(actors or session.cpus, len(jobs)))
         actor_cls = ray.remote(num_cpus=1, num_gpus=num_gpus, max_restarts=3, max_task_retries=3)(ChunkEmbedder)
         ref = model if isinstance(model, Mapping) else str(model)
