@@ -37,7 +37,10 @@ def _stop_signals_left_as_found() -> Iterator[None]:
     after = {sig: signal.getsignal(sig) for sig in before}
     for sig, handler in before.items():
         signal.signal(sig, handler)
-    assert after == before, f"the test changed the stop signals' handlers: {after} (they were {before})"
+    # Embridge's own handlers and "ignore" must not outlive a command (Ray's driver installs its own SIGTERM)
+    left = {sig: h for sig, h in after.items() if h != before[sig] and (
+        h == signal.SIG_IGN or getattr(h, "__module__", "").startswith("embridge"))}
+    assert not left, f"the test left the stop signals' handlers changed: {left} (they were {before})"
 
 
 @pytest.fixture(scope="session")

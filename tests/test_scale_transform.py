@@ -568,6 +568,29 @@ def test_an_address_where_something_else_listens_is_one_line_in_seconds(bundles:
         silent.close()
 
 
+def test_a_grpc_server_that_is_not_ray_is_refused_at_once() -> None:
+    """A gRPC server of another kind passed the probes: Ray retried it for 20-30 s, logging each try."""
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    import grpc
+
+    from embridge.core.scale.engine import EngineError, check_reachable
+
+    server = grpc.server(ThreadPoolExecutor(max_workers=2))  # no service: every method is unimplemented
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        for address in (f"127.0.0.1:{port}", f"ray://127.0.0.1:{port}"):
+            began = time.monotonic()
+            with pytest.raises(EngineError, match="a gRPC server answers there, but neither as a Ray cluster's GCS "
+                                                  "nor as a Ray Client server"):
+                check_reachable(address)
+            assert time.monotonic() - began < 15
+    finally:
+        server.stop(None)
+
+
 def test_relative_dataset_paths_on_ray_are_the_callers(ray_cluster: Any, bundles: dict, tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch,
                                                       capsys: pytest.CaptureFixture[str]) -> None:

@@ -126,15 +126,18 @@ def _check_port_role(address: str, host: str, port: int, timeout_s: float) -> No
     metadata = (("authorization", f"Bearer {token}"),) if token else ()  # as Ray's own clients send it
     try:
         gcs = _answer(grpc, channel, _GCS_METHOD, timeout_s, metadata)
+        client = _answer(grpc, channel, _CLIENT_METHOD, timeout_s, metadata) if gcs == "unimplemented" else None
         if address.strip().startswith("ray://"):
             if gcs == "ok":
                 raise EngineError(f"--ray-address {address}: this port is a cluster's GCS, which Ray Client does "
                                   f"not serve; give it without ray:// ({host}:{port}), or ray:// with the head's "
                                   "client server port (10001 unless set)")
-        elif gcs == "unimplemented" and _answer(grpc, channel, _CLIENT_METHOD, timeout_s,
-                                                metadata) not in ("unimplemented", "silent"):
+        elif client not in (None, "unimplemented", "silent"):
             raise EngineError(f"--ray-address {address}: this port is a Ray Client server, not a cluster's GCS; "
                               f"give it as ray://{host}:{port}, or the head's GCS port (6379 unless set)")
+        if client == "unimplemented":  # Ray itself retried such a server for tens of seconds, logging each try
+            raise EngineError(f"--ray-address {address}: a gRPC server answers there, but neither as a Ray "
+                              "cluster's GCS nor as a Ray Client server (a head's GCS port is 6379 unless set)")
     finally:
         channel.close()
 
@@ -161,6 +164,11 @@ def remote_errors(address: str | None = None) -> Iterator[None]:
         yield
     except Exception as exc:
         found = user_error(exc)
+        if found is None and _worker_lost(exc):  # the cluster may well be up: its other actors answered
+            raise EngineError(f"a worker of the job on the Ray cluster{f' at {address}' if address else ''} died "
+                              f"more often than Ray restarts it, or its node went ({type(exc).__name__}: "
+                              f"{first_line(exc)[:200]}); what finished is kept: run the same command again, and "
+                              "it resumes") from None
         if found is None and _cluster_failure(exc):
             raise EngineError(f"the Ray cluster{f' at {address}' if address else ''} stopped answering during the "
                               f"job ({type(exc).__name__}: {first_line(exc)[:200]}); what finished is kept: run "
@@ -168,6 +176,17 @@ def remote_errors(address: str | None = None) -> Iterator[None]:
         if found is None or found is exc:
             raise
         raise found from None
+
+
+def _worker_lost(exc: BaseException) -> bool:
+    """An actor or worker process of the job died (past its restarts): not, by itself, the whole cluster."""
+    try:
+        from ray import exceptions
+    except ImportError:
+        return False
+    died = tuple(getattr(exceptions, name) for name in ("ActorDiedError", "RayActorError", "WorkerCrashedError")
+                 if hasattr(exceptions, name))
+    return isinstance(exc, died)
 
 
 def _cluster_failure(exc: BaseException) -> bool:
