@@ -257,6 +257,12 @@ def test_a_cluster_lost_mid_job_is_one_line_saying_so() -> None:
                                           r"\(RaySystemError: .*node lost.*\); what finished is kept"):
         with remote_errors("10.0.0.1:6379"):
             raise exceptions.RaySystemError("the connection to the node lost")
+    # a worker that died past its restarts (the cluster answering all along) was called the cluster stopping
+    with pytest.raises(EngineError, match=r"^a worker of the job on the Ray cluster at 10\.0\.0\.1:6379 died more "
+                                          r"often than Ray restarts it, or its node went \(ActorDiedError: The actor "
+                                          r"died unexpectedly"):
+        with remote_errors("10.0.0.1:6379"):
+            raise exceptions.ActorDiedError()
     with pytest.raises(ValueError, match="a task's own bug"):  # an error of the task's code stays itself
         with remote_errors("10.0.0.1:6379"):
             raise ValueError("a task's own bug")

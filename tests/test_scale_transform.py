@@ -591,6 +591,36 @@ def test_a_grpc_server_that_is_not_ray_is_refused_at_once() -> None:
         server.stop(None)
 
 
+def test_a_gcs_reached_only_through_the_loopback_is_refused_where_ray_would_connect_elsewhere() -> None:
+    """Ray swaps 127.0.0.1 for this machine's own IP: a tunnel bound to the loopback passed the probes, and Ray
+    then retried the other address for minutes. (A machine whose own IP is the loopback has nothing to swap.)"""
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    import grpc
+    from ray._private.services import canonicalize_bootstrap_address
+
+    from embridge.core.scale.engine import EngineError, check_reachable
+
+    server = grpc.server(ThreadPoolExecutor(max_workers=2))  # answers the GCS method only, on 127.0.0.1 only
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("ray.rpc.NodeInfoGcsService", {
+        "GetClusterId": grpc.unary_unary_rpc_method_handler(lambda request, context: b"")})])
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        own = canonicalize_bootstrap_address(f"127.0.0.1:{port}").rpartition(":")[0]
+        began = time.monotonic()
+        if own == "127.0.0.1":
+            check_reachable(f"127.0.0.1:{port}")
+        else:
+            with pytest.raises(EngineError, match=rf"Ray connects to a local address through this machine's own IP, "
+                                                  rf"{re.escape(own)}, and nothing answers on port {port} there"):
+                check_reachable(f"127.0.0.1:{port}")
+        assert time.monotonic() - began < 15
+    finally:
+        server.stop(None)
+
+
 def test_relative_dataset_paths_on_ray_are_the_callers(ray_cluster: Any, bundles: dict, tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch,
                                                       capsys: pytest.CaptureFixture[str]) -> None:

@@ -125,6 +125,17 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     (copy("tf_config_list", bert) / "config.json").write_text("[1, 2]")
     _edit_config(copy("tf_config_text_size", bert), hidden_size="64")  # read by the tokenizer's loading first
     _edit_config(copy("tf_config_huge", bert), vocab_size=1_000_000, hidden_size=1_000_000)
+    _edit_config(copy("tf_layers_huge", bert), num_hidden_layers=100_000)  # minutes and GBs to count
+    dense = copy("st_dense_activation", st)
+    (dense / "3_Dense").mkdir()
+    write_json(dense / "3_Dense" / "config.json", {"in_features": 16, "out_features": 16, "bias": True,
+                                                   "activation_function": "os.system"})
+    modules = json.loads((dense / "modules.json").read_text())
+    write_json(dense / "modules.json", [*modules, {"idx": len(modules), "name": str(len(modules)),
+                                                   "path": "3_Dense", "type": "sentence_transformers.models.Dense"}])
+    linked = copy("st_linked_pooling", st)
+    shutil.move(linked / "1_Pooling", root / "pooling_elsewhere")
+    (linked / "1_Pooling").symlink_to(root / "pooling_elsewhere", target_is_directory=True)
     for name, build in _onnx_builders().items():
         made[name] = build(root / name, bert)
     return made
@@ -224,6 +235,8 @@ def test_a_tokenizer_larger_than_the_embedding_table_is_refused(tmp_path: Path, 
     ("onnx_int_output", "model.onnx", "output last_hidden_state is tensor(int64); an embedding must be floating"),
     ("tf_config_list", "config.json", "expected a JSON object, got a JSON list"),
     ("tf_config_text_size", "config.json", "cannot be read as a model configuration"),
+    # sentence-transformers ran Tanh in place of an activation it would not import, unsaid
+    ("st_dense_activation", "3_Dense/config.json", "activation_function 'os.system' is not a torch activation"),
 ])
 def test_malformed_folders_are_one_line_not_a_bug(tmp_path: Path, capfd: pytest.CaptureFixture[str],
                                                   hostile: dict[str, Path], name: str, named: str,
@@ -246,6 +259,21 @@ def test_a_config_asking_for_a_huge_model_is_refused_before_it_is_allocated(
     line = _refused_at_add(tmp_path, capfd, hostile["tf_config_huge"], own_process=True)
     assert "tf_config_huge/model.safetensors: holds " in line
     assert "but config.json describes a model of " in line and "the config does not belong to these weights" in line
+
+
+def test_a_config_asking_for_a_hundred_thousand_layers_is_refused_before_they_are_built(
+        tmp_path: Path, capfd: pytest.CaptureFixture[str], hostile: dict[str, Path]) -> None:
+    """Counting its parameters built one module a layer on the meta device: 179 s and 5.5 GB for 10⁵."""
+    line = _refused_at_add(tmp_path, capfd, hostile["tf_layers_huge"])
+    assert "tf_layers_huge/config.json: num_hidden_layers is 100,000; the deepest models have a few hundred" in line
+
+
+def test_a_folder_linked_inside_a_model_folder_is_refused_naming_the_link(
+        tmp_path: Path, capfd: pytest.CaptureFixture[str], hostile: dict[str, Path]) -> None:
+    """The copy followed the link and the checksum did not, so every embed said the model had changed."""
+    line = _refused_at_add(tmp_path, capfd, hostile["st_linked_pooling"])
+    assert "st_linked_pooling/1_Pooling: is a symbolic link to the folder " in line
+    assert "a model folder is copied whole into the workspace: copy that folder in instead" in line
 
 
 @pytest.mark.parametrize(("name", "like", "problem"), [

@@ -7,12 +7,13 @@ same way wherever it is typed.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from embridge.core.errors import InputError
+from embridge.core.errors import CheckpointError, InputError
 from embridge.core.progress import ProgressFn, no_progress
 from embridge.core.store import Workspace
 
@@ -86,6 +87,20 @@ def _check_stored_file(ws: Workspace, path: str | Path, text: Any) -> None:
         check_not_duplicate(ws, plain[0], path)
 
 
+def _refuse_linked_folders(path: Path) -> None:
+    """A model folder is copied whole into the workspace: a link to a folder inside it would be copied with
+    everything it holds (a whole environment, say), and its files hashed apart from the folder's own, so the
+    stored copy never matched its checksum. Links to files (a Hugging Face cache's snapshot) are read as files."""
+    if not path.is_dir():
+        return
+    for top, folders, _ in os.walk(path):  # links are not followed
+        for name in folders:
+            inside = Path(top) / name
+            if inside.is_symlink():
+                raise CheckpointError(inside, f"is a symbolic link to the folder {os.readlink(inside)}; a model "
+                                      "folder is copied whole into the workspace: copy that folder in instead")
+
+
 def add_model(ws: Workspace, path: str | Path, name: str, role: str = "other", *, kind: str | None = None,
               arch: str | None = None, arch_config: Mapping[str, Any] | None = None,
               input_shape: str | tuple[int, ...] | None = None, text: Any = None,
@@ -103,6 +118,7 @@ def add_model(ws: Workspace, path: str | Path, name: str, role: str = "other", *
     if ws.has_model(name):
         raise InputError("--name", f"a model named '{name}' already exists; choose another name")
     _check_stored_file(ws, path, text)
+    _refuse_linked_folders(Path(path))
     shape = parse_input_shape(input_shape) if isinstance(input_shape, str) else input_shape
     if shape is not None:
         parse_input_shape(",".join(str(s) for s in shape))  # the same rule for a shape given as numbers

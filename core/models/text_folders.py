@@ -193,6 +193,19 @@ def check_sentence_transformers_folder(folder: Path) -> None:
                                   f"'{entry.get('path')}'")
         if kind.endswith(".Transformer"):
             check_transformers_folder(sub)
+        if kind.endswith(".Dense"):
+            _check_dense_activation(sub / "config.json")
+
+
+def _check_dense_activation(config: Path) -> None:
+    """sentence-transformers runs a Dense module's activation only from ``torch.`` and replaces any other
+    with Tanh, its warning unseen: the vectors would not be the model's own."""
+    if not config.is_file():
+        return  # sentence-transformers' own load names a Dense module without its config
+    activation = read_object(config).get("activation_function")
+    if activation is not None and not (isinstance(activation, str) and activation.startswith("torch.")):
+        raise CheckpointError(config, f"activation_function {activation!r} is not a torch activation (torch.nn....); "
+                              "sentence-transformers would run Tanh in its place")
 
 
 def transformer_module_folders(folder: Path) -> list[Path]:

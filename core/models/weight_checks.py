@@ -119,6 +119,9 @@ def _stored_values(folder: Path) -> int | None:
     return total if files else None
 
 
+MAX_LAYERS = 1024  # a config asking for 10⁵ layers took minutes and gigabytes to count on the meta device
+
+
 def check_model_size(folder: Path) -> None:
     """Refuse a config describing far more parameters than the weights files hold, before allocating any."""
     import torch
@@ -130,6 +133,13 @@ def check_model_size(folder: Path) -> None:
     with quiet_loading():
         try:
             config = AutoConfig.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
+        except Exception:  # the load itself reports a config it cannot build, in one line
+            return
+        layers = getattr(config, "num_hidden_layers", None)
+        if isinstance(layers, int) and layers > MAX_LAYERS:  # built one module a layer even on the meta device
+            raise CheckpointError(folder / "config.json", f"num_hidden_layers is {layers:,}; the deepest models have "
+                                  f"a few hundred, and more than {MAX_LAYERS:,} are refused before they are built")
+        try:
             with torch.device("meta"):
                 model = AutoModel.from_config(config, trust_remote_code=False)
         except Exception:  # the load itself reports a config it cannot build, in one line

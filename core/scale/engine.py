@@ -88,6 +88,31 @@ def check_reachable(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
             return
         _check_grpc(conn, address, min(timeout_s, 5.0))  # a cluster answers in milliseconds
     _check_port_role(address, host, port, min(timeout_s, 5.0))
+    if not address.strip().startswith("ray://"):
+        _check_where_ray_connects(address, host, port, timeout_s)
+
+
+def _check_where_ray_connects(address: str, host: str, port: int, timeout_s: float) -> None:
+    """Ray connects to a local address (127.0.0.1, localhost) through this machine's own IP: a tunnel bound
+    to the loopback answers the probe above, and Ray then retried the other address for minutes."""
+    try:
+        from ray._private.services import canonicalize_bootstrap_address
+    except ImportError:  # another Ray: its own connect says what is wrong
+        return
+    try:
+        used = canonicalize_bootstrap_address(f"{host}:{port}") or ""
+    except Exception:  # noqa: BLE001 - Ray's own resolution failing is for its connect to report
+        return
+    ray_host, _, ray_port = used.rpartition(":")
+    ray_host = ray_host.strip("[]")
+    if not ray_host or ray_host == host or not ray_port.isdigit():
+        return
+    try:
+        socket.create_connection((ray_host, int(ray_port)), timeout=timeout_s).close()
+    except OSError:
+        raise EngineError(f"--ray-address {address}: Ray connects to a local address through this machine's own IP, "
+                          f"{ray_host}, and nothing answers on port {ray_port} there (a tunnel bound to 127.0.0.1?); "
+                          f"bind it to {ray_host} or 0.0.0.0, or give ray://HOST:PORT of a Ray Client server") from None
 
 
 # an HTTP/2 client's opening (the connection preface and an empty SETTINGS frame): a gRPC server, as
