@@ -126,6 +126,7 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     _edit_config(copy("tf_config_text_size", bert), hidden_size="64")  # read by the tokenizer's loading first
     _edit_config(copy("tf_config_huge", bert), vocab_size=1_000_000, hidden_size=1_000_000)
     _edit_config(copy("tf_layers_huge", bert), num_hidden_layers=100_000)  # minutes and GBs to count
+    _edit_config(copy("tf_intermediate_zero", bert), intermediate_size=0)  # torch's notice came first
     dense = copy("st_dense_activation", st)
     (dense / "3_Dense").mkdir()
     write_json(dense / "3_Dense" / "config.json", {"in_features": 16, "out_features": 16, "bias": True,
@@ -266,6 +267,12 @@ def test_a_config_asking_for_a_hundred_thousand_layers_is_refused_before_they_ar
     """Counting its parameters built one module a layer on the meta device: 179 s and 5.5 GB for 10⁵."""
     line = _refused_at_add(tmp_path, capfd, hostile["tf_layers_huge"])
     assert "tf_layers_huge/config.json: num_hidden_layers is 100,000; the deepest models have a few hundred" in line
+
+
+def test_a_layer_sized_zero_is_one_line_without_torchs_notice(tmp_path: Path, capfd: pytest.CaptureFixture[str],
+                                                               hostile: dict[str, Path]) -> None:
+    line = _refused_at_add(tmp_path, capfd, hostile["tf_intermediate_zero"], own_process=True)
+    assert "tf_intermediate_zero/model.safetensors: does not match config.json" in line
 
 
 def test_a_folder_linked_inside_a_model_folder_is_refused_naming_the_link(

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,6 +28,10 @@ from embridge.core.errors import CheckpointError, first_line
 
 HARMLESS_MISSING = ("pooler.",)
 _SHOWN = 3
+# torch's notice when a config sizes a layer at zero (intermediate_size 0): the check that follows says
+# what is wrong in one line, and the notice printed before it broke that line's contract
+warnings.filterwarnings("ignore", message="Initializing zero-element tensors is a no-op", category=UserWarning)
+
 UNFILLED_LIMIT = 64 << 20  # values (256 MiB of float32) a config may ask for beyond what the files hold
 
 
