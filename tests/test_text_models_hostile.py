@@ -127,6 +127,7 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     _edit_config(copy("tf_config_huge", bert), vocab_size=1_000_000, hidden_size=1_000_000)
     _edit_config(copy("tf_layers_huge", bert), num_hidden_layers=100_000)  # minutes and GBs to count
     _edit_config(copy("tf_intermediate_zero", bert), intermediate_size=0)  # torch's notice came first
+    (copy("tf_tokenizer_json_bad", bert) / "tokenizer.json").write_text("{ bad")
     dense = copy("st_dense_activation", st)
     (dense / "3_Dense").mkdir()
     write_json(dense / "3_Dense" / "config.json", {"in_features": 16, "out_features": 16, "bias": True,
@@ -238,6 +239,8 @@ def test_a_tokenizer_larger_than_the_embedding_table_is_refused(tmp_path: Path, 
     ("tf_config_text_size", "config.json", "cannot be read as a model configuration"),
     # sentence-transformers ran Tanh in place of an activation it would not import, unsaid
     ("st_dense_activation", "3_Dense/config.json", "activation_function 'os.system' is not a torch activation"),
+    # the folder was named, not the file the tokenizer could not read
+    ("tf_tokenizer_json_bad", "tokenizer.json", "is not readable JSON (Expecting property name enclosed in double quotes"),
 ])
 def test_malformed_folders_are_one_line_not_a_bug(tmp_path: Path, capfd: pytest.CaptureFixture[str],
                                                   hostile: dict[str, Path], name: str, named: str,

@@ -55,7 +55,7 @@ class ExportPage(Page):
         self._warnings: dict[int, list[str]] = {}  # run id -> the WARNING lines of its latest export here
         self._verified: dict[str, tuple[tuple[int, int] | None, str]] = {}  # path -> (its stamp then, the result)
         self._just_built: int | None = None  # the bundle an export of this page just wrote, selected at refresh
-        box = QGroupBox("&Build a bundle")
+        box = QGroupBox("Build a bundle")
         form = QFormLayout(box)
         self.run_combo = QComboBox()
         self.run_combo.currentIndexChanged.connect(self._run_changed)
@@ -78,9 +78,9 @@ class ExportPage(Page):
         self.layout_.addWidget(box)
 
         buttons = QHBoxLayout()
-        self.verify_button = QPushButton("&Verify selected")
+        self.verify_button = QPushButton("Ver&ify selected")
         self.verify_button.clicked.connect(lambda: self._with_selected(self.verify))
-        self.verify_other = QPushButton("Verify a bundle &file…")
+        self.verify_other = QPushButton("Verify a bundle fi&le…")
         self.verify_other.clicked.connect(self.verify_chosen)
         self.open_button = QPushButton("&Open selected")
         self.open_button.clicked.connect(lambda: self._with_selected(self.open_bundle))

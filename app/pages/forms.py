@@ -106,6 +106,11 @@ class SettingsForm(QWidget):
             self._getters[key] = getter
             self._shown[key] = getter()  # as the editor shows it (rounded to its decimals)
 
+    def editors(self) -> list[QWidget]:
+        """The editors in the order shown (made anew per method: the window's tab order puts them last)."""
+        return [w for row in range(self.form.rowCount())
+                if (item := self.form.itemAt(row, QFormLayout.ItemRole.FieldRole)) and (w := item.widget())]
+
     def _editor(self, key: str, value: Any) -> tuple[QWidget, Callable[[], Any]]:
         if key in self.choices:
             combo = QComboBox()

@@ -59,7 +59,7 @@ class GalleryPage(Page):
         self.layout_.addWidget(self.sets_table, 1)
 
     def _import_box(self) -> QGroupBox:
-        box = QGroupBox("&Import items")
+        box = QGroupBox("Import items")
         form = QFormLayout(box)
         # beside the Embed box at the window's minimum size a path row is wider than its column:
         # it moves under its label instead of its buttons covering the line edit
@@ -78,11 +78,11 @@ class GalleryPage(Page):
         self.import_button = QPushButton("&Import")
         self.import_button.clicked.connect(self.import_from_form)
         form.addRow("&Path", self.import_path)
-        form.addRow("&Format", self.import_format)
+        form.addRow("F&ormat", self.import_format)
         form.addRow("&Split", self.import_split)
         form.addRow("Vectors of model", self.import_model)
         form.addRow("Id list (.npy)", self.import_ids)
-        form.addRow("&Judgments (qrels)", self.import_qrels)
+        form.addRow("Jud&gments (qrels)", self.import_qrels)
         self.beir_button = QPushButton("Import a &BEIR folder…")
         self.beir_button.setToolTip("corpus.jsonl (documents), queries.jsonl and qrels/{train,dev,test}.tsv: "
                                     "documents become gallery items, queries query items, qrels judgments")
@@ -92,7 +92,7 @@ class GalleryPage(Page):
         buttons.addWidget(self.beir_button)
         buttons.addStretch(1)
         form.addRow(buttons)
-        self.store_import_button = QPushButton("Import from a &vector store…")
+        self.store_import_button = QPushButton("Import from a vector s&tore…")
         self.store_import_button.clicked.connect(self.open_store_import)
         form.addRow(self.store_import_button)
         return box
@@ -107,7 +107,7 @@ class GalleryPage(Page):
         self.store_dialog.raise_()
 
     def _embed_box(self) -> QGroupBox:
-        box = QGroupBox("&Embed items")
+        box = QGroupBox("Embed items")
         form = QFormLayout(box)
         self.embed_model = QComboBox()
         self.embed_split = QComboBox()

@@ -118,7 +118,7 @@ class ModelsPage(Page):
         self.layout_.addWidget(self.warnings)
 
         manage = QHBoxLayout()
-        self.rename_button = QPushButton("Re&name…")
+        self.rename_button = QPushButton("R&ename…")
         self.rename_button.clicked.connect(self.rename_selected)
         self.set_role = QComboBox()
         self.set_role.addItems(["old", "new", "other"])

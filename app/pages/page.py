@@ -103,6 +103,7 @@ def make_table(headers: list[str], tips: dict[str, str] | None = None) -> QTable
     table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
     table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
     table.verticalHeader().setVisible(False)
+    table.setTabKeyNavigation(False)  # Tab leaves the table (arrows move within it), as in every other widget
     table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
     table.horizontalHeader().setStretchLastSection(True)
     return table

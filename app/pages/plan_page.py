@@ -94,9 +94,9 @@ class PlanPage(Page):
         self.plan_button.clicked.connect(self.plan_from_form)
         self.planning = JobButton(self.plan_button, PLANNING, lambda: None if self._runs else NO_RUNS)
         grid = QGridLayout()
-        for n, (label, widget) in enumerate((("&Run", self.run_combo), ("&Fraction", self.fraction),
+        for n, (label, widget) in enumerate((("&Run", self.run_combo), ("Fr&action", self.fraction),
                                              ("&Gain threshold", self.gain_threshold),
-                                             ("&Target share", self.target_share), ("De&vice", self.device))):
+                                             ("&Target share", self.target_share), ("Dev&ice", self.device))):
             caption = QLabel(label)
             caption.setBuddy(widget)
             row, col = (0, 0) if n == 0 else (1 + (n - 1) // 2, 2 * ((n - 1) % 2))

@@ -121,7 +121,7 @@ class ReportsPage(Page):
 
         build = QHBoxLayout()
         self.run_combo = QComboBox()
-        self.heldout = QCheckBox("&Held-out gallery")
+        self.heldout = QCheckBox("Held-&out gallery")
         self.heldout.setToolTip("Leave the items the layer was fitted on out of the gallery")
         self.rollback = QCheckBox("Ro&llback cell")
         self.n_boot = QSpinBox()
@@ -148,7 +148,7 @@ class ReportsPage(Page):
         pick = QHBoxLayout()
         self.report_combo = QComboBox()
         self.report_combo.currentIndexChanged.connect(self._report_chosen)
-        self.html_button = QPushButton("Open &HTML report")
+        self.html_button = QPushButton("Op&en HTML report")
         self.html_button.clicked.connect(self.open_html)
         report_caption = QLabel("Re&port:")
         report_caption.setBuddy(self.report_combo)
@@ -171,7 +171,7 @@ class ReportsPage(Page):
         self.plots: dict[str, ImagePlot] = {}
         self.flips = FlipBrowser()
         self.tabs.addTab(self.metrics, "&Metrics")
-        self.tabs.addTab(self.figure_tabs, "&Figures")
+        self.tabs.addTab(self.figure_tabs, "F&igures")
         self.tabs.addTab(self.flips, "Flipped &queries")
         self.tabs.currentChanged.connect(self._tab_changed)
         self.tabs.setMinimumHeight(220)

@@ -133,7 +133,7 @@ class TrainPage(Page):
         self.old_model, self.new_model, self.device = QComboBox(), QComboBox(), QComboBox()
         models.addRow("&Old model", self.old_model)
         models.addRow("Ne&w model", self.new_model)
-        models.addRow("De&vice", self.device)
+        models.addRow("Dev&ice", self.device)
         self.pairs = QComboBox()
         self.pairs.activated.connect(lambda _i: self.pairs.setProperty("chosen", True))
         self.pairs.setToolTip("Which item pairs the layer is fitted on: documents (gallery items), queries judged "
@@ -204,6 +204,7 @@ class TrainPage(Page):
             defaults = {k: v for k, v in defaults.items() if k in info.defaults or k == "seed"}
         self.form.choices = {"loss": list(LOSSES), "base": list(FUSION_BASES)}
         self.form.set_defaults(defaults)
+        self._order_tabs()
         self.time_budget.setVisible(kind == "auto")
         self.time_budget_label.setVisible(kind == "auto")
         self.form_note.setVisible(kind == "auto")
@@ -324,7 +325,16 @@ class TrainPage(Page):
         self._overview = {}
 
     # -- state ------------------------------------------------------------------------------
+    def _order_tabs(self) -> None:
+        """Tab reads the method's settings before Train: editors made anew per method come last otherwise (and
+        the order holds only once the page is in its window, so it is set again when the page shows)."""
+        chain = [self.pairs, self.time_budget, *self.form.editors(), self.train_button]
+        for before, after in zip(chain, chain[1:], strict=False):
+            if before.window() is after.window():
+                QWidget.setTabOrder(before, after)
+
     def refresh(self) -> None:
+        self._order_tabs()
         from embridge.core.data_state import with_stale_notes
         from embridge.core.overview import workspace_overview
 

@@ -69,7 +69,7 @@ class WorkspacePage(Page):
         self.summary = QPlainTextEdit()
         self.summary.setReadOnly(True)
         self.runs = make_table(["Run", "Kind", "Method", "Status", "Started", "Seconds", "Error"])
-        self.verify_button = QPushButton("&Verify stored files")
+        self.verify_button = QPushButton("Ver&ify stored files")
         self.verify_button.setToolTip("Hashes every stored vector file, model copy and trained layer afresh and "
                                       "checks the database (as 'embridge info --verify'); reads only")
         self.verify_button.clicked.connect(self.verify)

@@ -19,9 +19,9 @@ import torch
 from embridge.core.errors import CheckpointError
 from embridge.core.models.checkpoint_reader import first_line
 from embridge.core.models.text_batches import CHAR_BUDGET, char_lengths, length_batches
+from embridge.core.models.text_cuts import clipped
 from embridge.core.models.text_encoders import (
     BatchDone,
-    clipped,
     scatter_rows,
     unknown_only_rows,
 )

@@ -14,7 +14,6 @@ configs that would need it before any library sees the folder).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from embridge.core.errors import CheckpointError
 from embridge.core.models.checkpoint_reader import first_line
 from embridge.core.models.onnx_checks import check_run_output, input_types, pick_outputs
 from embridge.core.models.text_batches import TOKEN_BUDGET, length_batches
+from embridge.core.models.text_cuts import CHARS_PER_TOKEN, clipped, drops_words, prompted
 from embridge.core.models.text_folders import (
     check_onnx_folder,
     check_transformers_folder,
@@ -40,6 +40,7 @@ from embridge.core.models.weight_checks import (
     embedding_rows,
     load_checked_model,
     quiet_loading,
+    tokenizer_error,
 )
 
 BatchDone = Callable[[int], None]
@@ -52,50 +53,6 @@ def _need(package: str, module: str, what: str, folder: Path) -> None:
 
     if importlib.util.find_spec(module) is None:
         raise CheckpointError(folder, MISSING.format(what=what, package=package))
-
-
-def prompted(texts: Sequence[str], prompt: str) -> list[str]:
-    return [prompt + t for t in texts] if prompt else list(texts)
-
-
-CHARS_PER_TOKEN = 64  # non-space characters: far more than any real token holds
-_NON_SPACE = re.compile(r"\S+")
-
-
-def clipped(texts: Sequence[str], tokens: int) -> list[str]:
-    """Each text cut after ``CHARS_PER_TOKEN`` non-space characters per token the model reads, before
-    tokenizing.
-
-    Tokenizers split a whole text before truncating it to the model's limit, so one enormous document
-    (a log, a dump) would cost memory in proportion to its length for tokens the model never sees.
-    Whitespace is not counted (tokenizers drop it, and a text may open with pages of it), so the cut
-    keeps every token the model reads unless its first tokens average more than 64 non-space
-    characters each (words that long are one unknown token whatever their length).
-    """
-    limit = CHARS_PER_TOKEN * max(int(tokens), 1)
-    return [_cut(t, limit) if len(t) > limit else t for t in texts]
-
-
-def _drops_words(text: str, limit: int) -> bool:
-    """Whether :func:`_cut` at ``limit`` leaves out a whole word (one after the word it cuts into): tokens
-    lost, where a cut inside a text's last word may change nothing a tokenizer reads (a word that long is
-    one unknown token)."""
-    seen = 0
-    for word in _NON_SPACE.finditer(text):
-        if seen >= limit:
-            return True
-        seen += word.end() - word.start()
-    return False
-
-
-def _cut(text: str, limit: int) -> str:
-    """``text`` up to its ``limit``-th non-space character (whole when it has fewer)."""
-    seen = 0
-    for word in _NON_SPACE.finditer(text):
-        seen += word.end() - word.start()
-        if seen >= limit:
-            return text[:word.end() - (seen - limit)]
-    return text
 
 
 def pool(hidden: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:
@@ -197,7 +154,7 @@ class _TokenizedEncoder:
                                                                trust_remote_code=False)
         except Exception as exc:  # tokenizer loading raises many types
             config_problem(folder)  # the tokenizer reads config.json too: name that file when it is the cause
-            raise CheckpointError(folder, f"cannot load the tokenizer ({first_line(exc)})") from exc
+            raise tokenizer_error(folder, exc) from exc
         if self.tokenizer.pad_token is None and self.tokenizer.eos_token is not None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         # padding goes after the text, whatever side the folder's tokenizer pads on: a model with absolute
@@ -222,7 +179,7 @@ class _TokenizedEncoder:
             longer = self.tokenizer(clipped([whole[i] for i in full], self.max_length + 1),
                                     truncation=True, max_length=self.max_length + 1)["input_ids"]
             self.truncated += sum(len(row) > self.max_length for row in longer)
-        self.truncated += sum(len(row) < self.max_length and len(whole[i]) > limit and _drops_words(whole[i], limit)
+        self.truncated += sum(len(row) < self.max_length and len(whole[i]) > limit and drops_words(whole[i], limit)
                               for i, row in enumerate(ids))
 
     def _count_unknown_only(self, texts: Sequence[str], ids: list[list[int]]) -> None:

@@ -232,8 +232,23 @@ def check_transformer_module(folder: Path) -> None:
         try:
             tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
         except Exception as exc:  # tokenizer loading raises many types
-            raise CheckpointError(folder, f"cannot load the tokenizer ({first_line(exc)})") from exc
+            raise tokenizer_error(folder, exc) from exc
     check_vocabulary(folder, tokenizer, embedding_rows(model))
+
+
+def tokenizer_error(folder: Path, exc: BaseException) -> CheckpointError:
+    """The refusal of a tokenizer that does not load, naming its file when that file is not JSON at all."""
+    import json
+
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        file = folder / name
+        if file.is_file():
+            try:
+                json.loads(file.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, ValueError) as bad:
+                return CheckpointError(file, f"is not readable JSON ({first_line(bad)}), so the tokenizer cannot "
+                                       "be loaded")
+    return CheckpointError(folder, f"cannot load the tokenizer ({first_line(exc)})")
 
 
 def config_problem(folder: Path) -> None:
