@@ -92,10 +92,17 @@ class ImagePlot(PlotWidget):
         super().clear(text)
 
     def resizeEvent(self, event: Any) -> None:
-        """The image on screen is rendered again at the new size (after the interval, like any render)."""
+        """The image on screen is rendered again at the new size (after the interval, like any render). A
+        page resized while another was showing gets its resize just before it shows, while nothing of it
+        is visible yet: the render is queued all the same, and starts when the plot shows."""
         super().resizeEvent(event)
-        if self._last is not None and self.image.isVisible() and not self._pending_work():
+        if self._last is not None and not self.image.isHidden() and not self._pending_work():
             self._requeue(self._last)
+            self._wake()
+
+    def showEvent(self, event: Any) -> None:
+        super().showEvent(event)
+        if self._pending_work():
             self._wake()
 
     # -- what a subclass may extend: the work pending, taken, and put back for a resize -----------

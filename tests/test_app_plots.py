@@ -149,3 +149,38 @@ def test_the_live_plot_names_the_metric_the_run_validates_on(mlp_run: dict[str, 
     rows = live.table()
     assert refresh_live_figure(live_figure(rows, "label_top1"), rows, "label_top1")
     assert not refresh_live_figure(live_figure(rows, "label_top1"), rows, "judged_ndcg@10")  # relabelled whole
+
+
+def test_an_image_plot_resized_while_its_page_was_hidden_is_drawn_again_at_its_size(qtbot: QtBot) -> None:
+    """The Plan page's curves stayed cropped (or tiny) when the window was resized on another page: the
+    resize reached the plot just before it showed, and nothing drew it again."""
+    from matplotlib.figure import Figure
+    from PySide6.QtWidgets import QStackedWidget, QWidget
+
+    from embridge.app.image_plot import ImagePlot
+
+    def recipe() -> Figure:
+        figure = Figure()
+        figure.add_subplot().plot([0, 1, 2], [1, 0, 1])
+        return figure
+
+    stack = QStackedWidget()
+    qtbot.addWidget(stack)
+    plot, other = ImagePlot(interval_ms=10), QWidget()
+    stack.addWidget(plot)
+    stack.addWidget(other)
+    stack.resize(800, 500)
+    stack.show()
+
+    def drawn_at_its_size() -> bool:
+        pixmap = plot.image.pixmap()
+        return not pixmap.isNull() and pixmap.size() == plot.image.size() * plot.image.devicePixelRatioF()
+
+    plot.schedule(recipe)
+    qtbot.waitUntil(drawn_at_its_size, timeout=10_000)
+    stack.setCurrentWidget(other)
+    stack.resize(500, 300)  # the window shrinks while another page shows
+    qtbot.wait(50)
+    stack.setCurrentWidget(plot)
+    qtbot.waitUntil(drawn_at_its_size, timeout=10_000)
+    assert plot.image.pixmap().width() < 600
