@@ -138,6 +138,16 @@ def test_a_text_that_gives_no_tokens_is_refused_naming_it(tmp_path: Path) -> Non
             embed_array(spec, [*TEXTS[:3], "   "], batch_size=batch_size, device="cpu")
 
 
+@pytest.mark.parametrize("name", ["bert", "onnx"])
+def test_a_prompt_of_few_tokens_that_fills_the_cut_before_tokenizing_is_refused(folders: dict[str, Path],
+                                                                              name: str) -> None:
+    """One 5,000-character word is three tokens, but the cut before tokenizing (64 characters a token) then
+    left nothing of any query: every query got one vector, refused only when embedding ended."""
+    with pytest.raises(CheckpointError, match=r"the query prompt 'x{37}\.\.\.' alone is 5,000 characters \(spaces "
+                                              r"left out\) and a text is cut at 4,096 before it is tokenized"):
+        describe_model(folders[name], text=TextOptions(query_prompt="x" * 5000 + " "))
+
+
 @pytest.mark.parametrize("name", ["bert", "st", "onnx"])
 def test_a_prompt_that_fills_most_of_what_the_model_reads_is_refused(folders: dict[str, Path], name: str) -> None:
     """A 65-word document prompt on a 64-token model: every document was cut to its prompt and got one vector."""

@@ -52,3 +52,8 @@ def cut_text(text: str, limit: int) -> str:
         if seen >= limit:
             return text[:word.end() - (seen - limit)]
     return text
+
+
+def non_space_chars(text: str) -> int:
+    """The characters :func:`clipped` counts (spaces left out)."""
+    return sum(word.end() - word.start() for word in _NON_SPACE.finditer(text))

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from embridge.core.errors import CheckpointError
+from embridge.core.models.text_cuts import CHARS_PER_TOKEN, non_space_chars
 from embridge.core.models.text_folders import LENGTH_SETTINGS, length_setting
 
 
@@ -43,8 +44,14 @@ def check_prompt_room(module: Any, spec: Any, source: Path | str | None) -> None
         if not prompt:
             continue
         used, limit = measure(prompt)
+        shown = prompt if len(prompt) <= 40 else prompt[:37] + "..."
         if used * 2 > limit:
-            shown = prompt if len(prompt) <= 40 else prompt[:37] + "..."
             raise CheckpointError(source, f"the {role} prompt {shown!r} alone is {used} tokens and the model reads "
                                   f"{limit}: every text would be cut to the {max(limit - used, 0)} tokens left; use "
                                   f"a shorter prompt (--{role}-prompt)")
+        chars, cut = non_space_chars(prompt), CHARS_PER_TOKEN * max(int(limit), 1)
+        if chars * 2 > cut:  # a few long "words" are few tokens, yet the cut before tokenizing counts characters
+            raise CheckpointError(source, f"the {role} prompt {shown!r} alone is {chars:,} characters (spaces left "
+                                  f"out) and a text is cut at {cut:,} before it is tokenized ({CHARS_PER_TOKEN} a "
+                                  f"token the model reads): little or nothing of any text would be read; use a "
+                                  f"shorter prompt (--{role}-prompt)")
