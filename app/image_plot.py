@@ -35,11 +35,16 @@ class _Bridge(QObject):
     done = Signal(object)
 
 
+SHORT_PX = 260  # a plot less tall than this (logical pixels) draws its text and lines smaller
+
+
 def agg_figure(figure: Any, width: int, height: int, ratio: float) -> Any:
-    """``figure`` sized to ``width`` x ``height`` device pixels on an Agg canvas of its own."""
+    """``figure`` sized to ``width`` x ``height`` device pixels on an Agg canvas of its own. A short plot
+    (the Train page's curves at the window's smallest size, about 110 pixels) is drawn at a lower dpi,
+    down to 0.55 of it: at full size its titles, labels and legend overlapped and were cut."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    dpi = 100 * ratio
+    dpi = 100 * ratio * min(1.0, max(0.55, height / ratio / SHORT_PX))
     figure.set_dpi(dpi)
     figure.set_size_inches(width / dpi, height / dpi)
     FigureCanvasAgg(figure)
@@ -118,6 +123,20 @@ class ImagePlot(PlotWidget):
 
     def _requeue(self, last: Any) -> None:
         self._pending = last
+
+    def settle(self, timeout_s: float = 60.0) -> None:
+        """Wait, delivering events, until what is pending was rendered in the background and is shown (the
+        screenshots show what the app draws; ``flush`` draws on a canvas instead)."""
+        import time
+
+        from PySide6.QtCore import QCoreApplication
+
+        deadline = time.monotonic() + timeout_s
+        self._wake()
+        while (self._busy or self._pending_work()) and time.monotonic() < deadline:
+            QCoreApplication.processEvents()
+            time.sleep(0.01)
+        QCoreApplication.processEvents()
 
     # -- the machinery ------------------------------------------------------------------------
     def _wake(self) -> None:

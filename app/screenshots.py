@@ -23,6 +23,7 @@ def render_pages(window: object, out: Path) -> list[Path]:
     """Show each page in turn, draw its pending plots and save a grab of the whole window."""
     from PySide6.QtWidgets import QApplication
 
+    from embridge.app.image_plot import ImagePlot
     from embridge.app.pages import PAGES
     from embridge.app.plots import PlotWidget
 
@@ -37,7 +38,10 @@ def render_pages(window: object, out: Path) -> list[Path]:
             window.ctx.jobs.wait(300.0)
             QApplication.processEvents()
         for plot in page.findChildren(PlotWidget):
-            plot.flush()
+            if isinstance(plot, ImagePlot) and plot.isVisible():
+                plot.settle()  # as the app draws it, in the background at the plot's size
+            else:
+                plot.flush()
         QApplication.processEvents()
         path = out / f"{key}.png"
         if not window.grab().save(str(path)):

@@ -184,3 +184,20 @@ def test_an_image_plot_resized_while_its_page_was_hidden_is_drawn_again_at_its_s
     stack.setCurrentWidget(plot)
     qtbot.waitUntil(drawn_at_its_size, timeout=10_000)
     assert plot.image.pixmap().width() < 600
+
+
+def test_a_short_plot_keeps_every_label_inside_its_image() -> None:
+    """At the window's smallest size the Train page's curves get about 110 pixels: drawn at full size, titles
+    ran into the axes and the y labels were cut at the image's edge ("top-1 (same lab")."""
+    from embridge.app.image_plot import agg_figure
+
+    rows = [{"epoch": e, "train_loss": 5.0 / e, "lr": 1e-3 / e, "val_metric": 0.7 + 0.01 * e} for e in range(1, 9)]
+    rows += [{"sweep": "alpha", "value": a / 10, "val_metric": 0.8 + 0.01 * (a % 3)} for a in range(11)]
+    figure = agg_figure(figures.training_curves(rows, metric_name="label_top1"), 595, 110, 1.0)
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    texts = [t for ax in figure.axes for t in (ax.title, ax.xaxis.label, ax.yaxis.label) if t.get_text()]
+    assert len(texts) >= 6
+    for text in texts:
+        box = text.get_window_extent(renderer)
+        assert box.x0 >= -1 and box.y0 >= -1 and box.x1 <= 596 and box.y1 <= 111, (text.get_text(), box)
