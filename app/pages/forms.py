@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import Qt
+from PySide6.QtGui import QShowEvent
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -24,6 +25,9 @@ from PySide6.QtWidgets import (
 
 from embridge.app import dialogs
 from embridge.core.setting_help import setting_help
+
+if TYPE_CHECKING:
+    from embridge.app.context import AppContext
 
 
 class PathField(QWidget):
@@ -78,6 +82,12 @@ def set_combo_items(combo: QComboBox, values: list[str], keep: bool = True) -> N
     combo.blockSignals(False)
 
 
+def offer_devices(ctx: AppContext, combo: QComboBox) -> None:
+    """Fill ``combo`` with the compute devices now, and again whenever they are detected anew."""
+    ctx.devices_changed.connect(lambda: set_combo_items(combo, ctx.devices))
+    set_combo_items(combo, ctx.devices)
+
+
 class SettingsForm(QWidget):
     """One editor per setting, chosen by the default's type; ``values()`` gives them back typed and
     ``changed()`` only those the user changed from the value shown, so an untouched form asks for
@@ -89,6 +99,7 @@ class SettingsForm(QWidget):
         self.form = QFormLayout(self)
         self._getters: dict[str, Callable[[], Any]] = {}
         self._shown: dict[str, Any] = {}
+        self._tab_between: tuple[list[QWidget], QWidget] | None = None
 
     def set_defaults(self, defaults: dict[str, Any]) -> None:
         while self.form.rowCount():
@@ -105,11 +116,30 @@ class SettingsForm(QWidget):
             self.form.addRow(caption, editor)
             self._getters[key] = getter
             self._shown[key] = getter()  # as the editor shows it (rounded to its decimals)
+        self._order_tabs()
 
     def editors(self) -> list[QWidget]:
-        """The editors in the order shown (made anew per method: the window's tab order puts them last)."""
+        """The editors in the order shown."""
         return [w for row in range(self.form.rowCount())
                 if (item := self.form.itemAt(row, QFormLayout.ItemRole.FieldRole)) and (w := item.widget())]
+
+    def keep_in_tab_order(self, before: list[QWidget], after: QWidget) -> None:
+        """Tab reads the editors between ``before`` and ``after``: editors made anew (per method) would
+        otherwise come last in the window, after its docks and log."""
+        self._tab_between = (before, after)
+        self._order_tabs()
+
+    def showEvent(self, event: QShowEvent) -> None:
+        super().showEvent(event)
+        self._order_tabs()  # an order set before the form was in its window does not hold
+
+    def _order_tabs(self) -> None:
+        if self._tab_between is None:
+            return
+        chain = [*self._tab_between[0], *self.editors(), self._tab_between[1]]
+        for first, then in zip(chain, chain[1:], strict=False):
+            if first.window() is then.window():
+                QWidget.setTabOrder(first, then)
 
     def _editor(self, key: str, value: Any) -> tuple[QWidget, Callable[[], Any]]:
         if key in self.choices:

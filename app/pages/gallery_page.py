@@ -17,7 +17,7 @@ from PySide6.QtWidgets import (
 
 from embridge.app.context import AppContext
 from embridge.app.error_path import labelled
-from embridge.app.pages.forms import PathField, set_combo_items
+from embridge.app.pages.forms import PathField, offer_devices, set_combo_items
 from embridge.app.pages.page import Page, fill_table, make_table
 from embridge.app.pages.why_disabled import enable
 from embridge.app.workers import Job
@@ -134,8 +134,7 @@ class GalleryPage(Page):
         self.embed_result = QLabel("")  # what the last embed stored (vectors-only models: what they lacked)
         self.embed_result.setWordWrap(True)
         form.addRow(self.embed_result)
-        self.ctx.devices_changed.connect(lambda: set_combo_items(self.embed_device, self.ctx.devices))
-        set_combo_items(self.embed_device, self.ctx.devices)
+        offer_devices(self.ctx, self.embed_device)
         return box
 
     # -- actions ----------------------------------------------------------------------------

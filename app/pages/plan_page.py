@@ -26,7 +26,7 @@ from PySide6.QtWidgets import (
 from embridge.app.context import AppContext
 from embridge.app.error_path import labelled
 from embridge.app.image_plot import ImagePlot
-from embridge.app.pages.forms import scrolled_text, set_combo_items
+from embridge.app.pages.forms import offer_devices, scrolled_text, set_combo_items
 from embridge.app.pages.page import Page, completed_train_runs, fill_table, make_table, run_label, select_run
 from embridge.app.pages.why_disabled import NO_RUNS, PLANNING, JobButton, enable
 from embridge.core.data_state import report_stale_note
@@ -106,8 +106,7 @@ class PlanPage(Page):
         grid.setColumnStretch(1, 1)
         grid.setColumnStretch(3, 1)
         self.layout_.addLayout(grid)
-        ctx.devices_changed.connect(lambda: set_combo_items(self.device, self.ctx.devices))
-        set_combo_items(self.device, ctx.devices)
+        offer_devices(ctx, self.device)
 
         self.summary = QLabel("Make a plan to compare the options.")
         self.layout_.addWidget(scrolled_text(self.summary, 80, 170))

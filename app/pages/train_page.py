@@ -24,7 +24,7 @@ from PySide6.QtWidgets import (
 
 from embridge.app.context import AppContext
 from embridge.app.error_path import labelled
-from embridge.app.pages.forms import SettingsForm, scrolled_text, set_combo_items
+from embridge.app.pages.forms import SettingsForm, offer_devices, scrolled_text, set_combo_items
 from embridge.app.pages.live_curves import LiveCurves
 from embridge.app.pages.live_plot import LivePlot, recorded_curves
 from embridge.app.pages.page import Page, ResultView, make_table
@@ -92,6 +92,7 @@ class TrainPage(Page):
         buttons.addWidget(self.train_button)
         buttons.addWidget(self.cancel_button)
         setup_layout.addLayout(buttons)
+        self.form.keep_in_tab_order([self.pairs, self.time_budget], self.train_button)
 
         top = QSplitter()
         top.addWidget(chooser)
@@ -116,8 +117,7 @@ class TrainPage(Page):
         split.setChildrenCollapsible(False)
         split.setSizes([420, 480])
         self.layout_.addWidget(split, 1)
-        ctx.devices_changed.connect(lambda: set_combo_items(self.device, self.ctx.devices))
-        set_combo_items(self.device, ctx.devices)
+        offer_devices(ctx, self.device)
         self.old_model.currentTextChanged.connect(self._models_changed)
         self.new_model.currentTextChanged.connect(self._models_changed)
         for combo in (self.old_model, self.new_model):  # a pick stays through refreshes while offered; described
@@ -204,7 +204,6 @@ class TrainPage(Page):
             defaults = {k: v for k, v in defaults.items() if k in info.defaults or k == "seed"}
         self.form.choices = {"loss": list(LOSSES), "base": list(FUSION_BASES)}
         self.form.set_defaults(defaults)
-        self._order_tabs()
         self.time_budget.setVisible(kind == "auto")
         self.time_budget_label.setVisible(kind == "auto")
         self.form_note.setVisible(kind == "auto")
@@ -325,16 +324,7 @@ class TrainPage(Page):
         self._overview = {}
 
     # -- state ------------------------------------------------------------------------------
-    def _order_tabs(self) -> None:
-        """Tab reads the method's settings before Train: editors made anew per method come last otherwise (and
-        the order holds only once the page is in its window, so it is set again when the page shows)."""
-        chain = [self.pairs, self.time_budget, *self.form.editors(), self.train_button]
-        for before, after in zip(chain, chain[1:], strict=False):
-            if before.window() is after.window():
-                QWidget.setTabOrder(before, after)
-
     def refresh(self) -> None:
-        self._order_tabs()
         from embridge.core.data_state import with_stale_notes
         from embridge.core.overview import workspace_overview
 

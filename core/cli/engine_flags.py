@@ -27,9 +27,9 @@ RAY_ONLY = {"ray_address": ("--ray-address", "names the Ray cluster to run on"),
 def check_engine_flags(args: argparse.Namespace) -> None:
     """Refuse a Ray-only option on a local run (it would be silently ignored), before any work starts."""
     if getattr(args, "engine", "ray") == "ray":
-        address = getattr(args, "ray_address", None) or os.environ.get("RAY_ADDRESS")
-        if getattr(args, "num_cpus", None) is not None and address:  # a cluster keeps the CPUs it has
-            named = "--ray-address" if getattr(args, "ray_address", None) else "RAY_ADDRESS"
+        given = getattr(args, "ray_address", None)
+        if getattr(args, "num_cpus", None) is not None and (given or os.environ.get("RAY_ADDRESS")):
+            named = "--ray-address" if given else "RAY_ADDRESS"  # a cluster keeps the CPUs it has
             raise UsageError("--num-cpus", f"sizes the local Ray started for the job; the cluster {named} names "
                              "keeps its own CPUs (leave --num-cpus out)")
         return

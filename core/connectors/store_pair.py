@@ -49,9 +49,11 @@ def open_pair(source_uri: str, target_uri: str, inputs: tuple[str | Path | None,
         source.close()
         raise
     adopt_source_columns(source, target, dst_uri)
-    if src_uri.scheme == dst_uri.scheme and (source.location() == target.location() or (
-            not src_uri.netloc and same_store(src_uri, dst_uri))) and collection_read(source) == target.collection:
-        earlier = _read_before_the_switch(source, target) if collection_read(source) != source.collection else None
+    one_store = src_uri.scheme == dst_uri.scheme and (source.location() == target.location() or (
+        not src_uri.netloc and same_store(src_uri, dst_uri)))
+    read = collection_read(source) if one_store else None  # an alias is looked up once (a server round trip)
+    if read == target.collection:
+        earlier = _read_before_the_switch(source, target) if read != source.collection else None
         if earlier is None:
             source.close()
             raise InputError("--to", f"'{target_uri}' {SOURCE_ITSELF}")

@@ -203,29 +203,26 @@ def remote_errors(address: str | None = None) -> Iterator[None]:
         raise found from None
 
 
-def _worker_lost(exc: BaseException) -> bool:
-    """An actor or worker process of the job died (past its restarts): not, by itself, the whole cluster."""
+def _raised_as(exc: BaseException, names: tuple[str, ...]) -> bool:
+    """Whether ``exc`` is one of Ray's exceptions ``names`` (those this Ray version has)."""
     try:
         from ray import exceptions
     except ImportError:
         return False
-    died = tuple(getattr(exceptions, name) for name in ("ActorDiedError", "RayActorError", "WorkerCrashedError")
-                 if hasattr(exceptions, name))
-    return isinstance(exc, died)
+    return isinstance(exc, tuple(getattr(exceptions, name) for name in names if hasattr(exceptions, name)))
+
+
+def _worker_lost(exc: BaseException) -> bool:
+    """An actor or worker process of the job died (past its restarts): not, by itself, the whole cluster."""
+    return _raised_as(exc, ("ActorDiedError", "RayActorError", "WorkerCrashedError"))
 
 
 def _cluster_failure(exc: BaseException) -> bool:
     """Whether Ray raised ``exc`` for its own failure (an actor, a worker, a node or an object lost with
     them), not for an error of the task's code."""
-    try:
-        from ray import exceptions
-    except ImportError:
-        return False
-    lost = tuple(getattr(exceptions, name) for name in (
+    return _raised_as(exc, (
         "ActorDiedError", "ActorUnavailableError", "RayActorError", "NodeDiedError", "WorkerCrashedError",
-        "ObjectLostError", "OwnerDiedError", "ObjectFetchTimedOutError", "LocalRayletDiedError", "RaySystemError")
-        if hasattr(exceptions, name))
-    return isinstance(exc, lost)
+        "ObjectLostError", "OwnerDiedError", "ObjectFetchTimedOutError", "LocalRayletDiedError", "RaySystemError"))
 
 
 @contextmanager
