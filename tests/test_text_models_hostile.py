@@ -63,7 +63,7 @@ def _onnx(folder: Path, tokenizer_from: Path, nodes: list, inputs: list, outputs
 
 
 def _onnx_builders() -> dict[str, Callable[[Path, Path], Path]]:
-    from onnx import TensorProto, helper
+    from onnx import TensorProto, helper, numpy_helper
 
     def ids(shape: tuple = ("b", "t"), kind: int = TensorProto.INT64) -> object:
         return helper.make_tensor_value_info("input_ids", kind, list(shape))
@@ -73,6 +73,9 @@ def _onnx_builders() -> dict[str, Callable[[Path, Path], Path]]:
 
     def gather(target: str = "last_hidden_state") -> object:
         return helper.make_node("Gather", ["E", "input_ids"], [target])
+
+    def gather_from(source: str) -> object:
+        return helper.make_node("Gather", ["E", source], ["last_hidden_state"])
 
     return {
         "onnx_fixed_shape": lambda d, t: _onnx(d, t, [gather()], [ids((1, 8))], [out("last_hidden_state",
@@ -97,6 +100,11 @@ def _onnx_builders() -> dict[str, Callable[[Path, Path], Path]]:
             d, t, [gather("h"), helper.make_node("Cast", ["h"], ["last_hidden_state"], to=TensorProto.INT64)],
             [ids()], [helper.make_tensor_value_info("last_hidden_state", TensorProto.INT64, ["b", "t", 16])]),
         "onnx_good": lambda d, t: _onnx(d, t, [gather()], [ids()], [out("last_hidden_state", ("b", "t", 16))]),
+        # every id is shifted past the 40-row table: the graph fails on any text, not only on large ids
+        "onnx_fails_on_any_token": lambda d, t: _onnx(
+            d, t, [helper.make_node("Add", ["input_ids", "shift"], ["shifted"]), gather_from("shifted")],
+            [ids()], [out("last_hidden_state", ("b", "t", 16))],
+            (numpy_helper.from_array(np.array(1000, dtype=np.int64), "shift"),)),
     }
 
 
@@ -227,6 +235,16 @@ def test_a_tokenizer_larger_than_the_embedding_table_is_refused(tmp_path: Path, 
                                                                 hostile: dict[str, Path]) -> None:
     line = _refused_at_add(tmp_path, capfd, hostile["tf_tokenizer_vocab_big"])
     assert "tf_tokenizer_vocab_big: the tokenizer has 140 tokens but the model's embedding table has 39 rows" in line
+
+
+def test_an_onnx_graph_failing_on_any_text_is_named_not_its_tokenizer(
+        tmp_path: Path, capfd: pytest.CaptureFixture[str], hostile: dict[str, Path]) -> None:
+    """A graph that fails on every token was said to fail on the tokenizer's largest token id, and the
+    tokenizer was blamed ("does not belong to this model"); it is the graph that fails."""
+    line = _refused_at_add(tmp_path, capfd, hostile["onnx_fails_on_any_token"])
+    assert "onnx_fails_on_any_token/model.onnx: the ONNX model fails on a batch of 1 texts (" in line
+    assert "while running Gather node" in line
+    assert "tokenizer" not in line
 
 
 @pytest.mark.parametrize(("name", "named", "problem"), [

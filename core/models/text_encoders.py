@@ -290,13 +290,15 @@ class OnnxEncoder(_TokenizedEncoder):
 
     def _runs(self, length: int) -> bool:
         """Whether the graph runs on one text of ``length`` tokens."""
-        token = self.tokenizer.unk_token_id if isinstance(self.tokenizer.unk_token_id, int) else 0
-        ids = torch.full((1, length), token, dtype=torch.long)
         try:
-            self._hidden({"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)})
+            self._hidden(_one_text(self._plain_token(), length))
         except CheckpointError:
             return False
         return True
+
+    def _plain_token(self) -> int:
+        """A token id any model of the tokenizer's vocabulary has: its unknown token, else 0."""
+        return self.tokenizer.unk_token_id if isinstance(self.tokenizer.unk_token_id, int) else 0
 
     def _find_length(self) -> None:
         """An export without a config.json states no position table: it is run once at the length the
@@ -312,17 +314,17 @@ class OnnxEncoder(_TokenizedEncoder):
 
     def _check_vocabulary(self) -> None:
         """Run the tokenizer's largest token id once, so a tokenizer larger than the model's embedding
-        table is refused when the model is opened, not on the first text that uses such a token."""
+        table is refused when the model is opened, not on the first text that uses such a token. When the
+        graph fails on a plain token too, the graph is named as failing, not the tokenizer."""
         from embridge.core.models.weight_checks import tokenizer_size
 
         top = tokenizer_size(self.tokenizer) - 1
-        ids = torch.full((1, 2), top, dtype=torch.long)
-        probe = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)}
         try:
-            self._hidden(probe)
+            self._hidden(_one_text(top, 2))
         except CheckpointError as exc:
             if exc.__cause__ is None:  # the run worked but its output is wrong: that error says so itself
                 raise
+            self._hidden(_one_text(self._plain_token(), 2))  # a graph failing on any token fails here, as itself
             raise CheckpointError(self.source, f"fails on token id {top}, the largest its tokenizer gives "
                                   f"({first_line(exc.__cause__)}); the tokenizer does not belong to this "
                                   "model") from exc
@@ -347,6 +349,12 @@ class OnnxEncoder(_TokenizedEncoder):
         pooled = self.pooled_output is not None
         arr = check_run_output(self.source, wanted, arr, len(batch["input_ids"]), pooled)
         return torch.from_numpy(arr), pooled
+
+
+def _one_text(token: int, length: int) -> dict[str, torch.Tensor]:
+    """A probe batch: one text of ``length`` times the same token."""
+    ids = torch.full((1, length), token, dtype=torch.long)
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)}
 
 
 def open_text_encoder(kind: str, folder: Path, device: str, pooling: str | None) -> Any:
