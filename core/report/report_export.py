@@ -25,6 +25,7 @@ from embridge.core.report.html_page import render_html
 from embridge.core.report.report_record import Report, as_report, curve_metric, run_heldout
 from embridge.core.store import Workspace
 from embridge.core.store.files import atomic_write_text
+from embridge.core.store.workspace_folder import unregistered_report_folder
 
 __all__ = ["figure_svgs", "inline_svg", "json_safe", "report_figure_recipes", "report_figures", "report_json",
            "save_report"]
@@ -137,7 +138,8 @@ def save_report(ws: Workspace, report: Report, on_progress: ProgressFn | None = 
         with ws.transaction(result=True):  # a stop landing at its commit waits until the run reads completed
             report_id = ws.next_report_id()
             folder = ws.root / "reports" / str(report_id)
-            ours = not folder.exists()  # a folder left by someone else is never removed
+            # a folder left by someone else is never removed; one a killed report left is taken over
+            ours = not folder.exists() or unregistered_report_folder(folder)
             json_path, html_path = folder / "report.json", folder / "report.html"
             report.report_id = report_id
             report.files = {"json": str(json_path), "html": str(html_path)}

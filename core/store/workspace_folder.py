@@ -17,6 +17,7 @@ from embridge.core.paths import (
     STORE_FOLDERS,
     TEMP_MAX_AGE_S,
     is_real_dir,
+    owned_temp_name,
     remove_if_untouched,
     sweep_old_temps,
 )
@@ -60,6 +61,41 @@ def sweep_model_orphans(models_dir: Path, registered: set[str], cutoff: float,
             if referenced and Path(entry.path).resolve() in referenced:
                 continue
             if _holds_its_name(Path(entry.path), cutoff):
+                removed += remove_if_untouched(Path(entry.path), cutoff)
+    return removed
+
+
+REPORT_FILES = frozenset({"report.json", "report.html"})  # what `report` writes into reports/<id>/
+
+
+def unregistered_report_folder(folder: Path, cutoff: float | None = None) -> bool:
+    """Whether ``folder`` (``reports/<id>`` of an id no report row has) holds only what a report writes:
+    files a report killed between writing them and committing its row left, which no row will ever name
+    (its id goes to the next report). With ``cutoff``, only when nothing in it changed since then."""
+    if not is_real_dir(folder):
+        return False
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                st = entry.stat(follow_symlinks=False)
+                if not stat.S_ISREG(st.st_mode) or not (entry.name in REPORT_FILES or owned_temp_name(entry.name)):
+                    return False
+                if cutoff is not None and max(st.st_mtime, st.st_ctime) >= cutoff:
+                    return False
+    except OSError:
+        return False
+    return True
+
+
+def sweep_report_orphans(reports_dir: Path, registered: set[str], cutoff: float) -> int:
+    """Remove ``reports/<id>`` folders no report row names, untouched since ``cutoff``; returns how many."""
+    if not is_real_dir(reports_dir):
+        return 0
+    removed = 0
+    with os.scandir(reports_dir) as entries:
+        for entry in entries:
+            if entry.name.isdigit() and entry.name not in registered and \
+                    unregistered_report_folder(Path(entry.path), cutoff):
                 removed += remove_if_untouched(Path(entry.path), cutoff)
     return removed
 
@@ -194,7 +230,8 @@ def _demo_kind(marker: Path) -> str | None:
 
 
 def sweep_leftovers(root: Path, conn: Any) -> None:
-    """Remove temp files, unregistered vector files and stored checkpoint copies a crashed writer left behind.
+    """Remove temp files, unregistered vector files, stored checkpoint copies and report folders a crashed
+    writer left behind.
 
     Only names this program gives its own files are removed, in the workspace's own folders, after an
     hour untouched, and no symbolic link is ever followed (a linked folder is left alone entirely).
@@ -211,3 +248,5 @@ def sweep_leftovers(root: Path, conn: Any) -> None:
     models = {name for name, *_ in model_rows if isinstance(name, str)}
     if is_real_dir(root / "vectors"):
         sweep_orphans(root / "vectors", registered, cutoff, models)
+    reports = {str(r[0]) for r in conn.execute("select id from reports")}
+    sweep_report_orphans(root / "reports", reports, cutoff)
