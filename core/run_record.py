@@ -134,6 +134,20 @@ def measured_on_lines(metrics: dict[str, Any]) -> list[str]:
             f"{' and '.join(cells)} measured on {sentence}" for i, (cells, sentence) in enumerate(groups)]
 
 
+def sample_numbers_note(metrics: dict[str, Any]) -> str:
+    """' (and the _sample numbers, gain_retained and arr)': what else was measured on new/new's gallery
+    where that is an evaluation sample apart from the upgraded cell's (gain retained and ARR compare the
+    upgraded system with new/new there, beside old/old's own numbers on it); '' where no sample was searched."""
+    if not any(k.startswith("old_old_sample_") and v is not None for k, v in metrics.items()):
+        return ""
+    names = ["the _sample numbers"]
+    if any(k.startswith("gain_retained") and isinstance(v, int | float) for k, v in metrics.items()):
+        names.append("gain_retained")
+    if isinstance(metrics.get("arr"), int | float):
+        names.append("arr")
+    return f" (and {', '.join(names[:-1])} and {names[-1]})" if len(names) > 1 else f" (and {names[0]})"
+
+
 def other_cells_note(metrics: dict[str, Any], lead: str | None = None) -> str:
     """'; new/new on <evaluation sample …>' for the cells not measured on ``lead`` (default: old/old's
     protocol), appended to that one-protocol sentence, so no number sits under another's gallery.
@@ -147,7 +161,9 @@ def other_cells_note(metrics: dict[str, Any], lead: str | None = None) -> str:
     lead = groups[0][1] if lead is None else lead
     mine = next((cells for cells, sentence in groups if sentence == lead), None)
     label = f" ({' and '.join(mine)})" if mine is not None and groups[0][1] != lead and len(groups) > 1 else ""
-    return label + "".join(f"; {' and '.join(cells)} on {sentence}" for cells, sentence in groups if sentence != lead)
+    sampled = sample_numbers_note(metrics) if len(groups) > 1 else ""
+    return label + "".join(f"; {' and '.join(cells)}{sampled if NEW_NEW in cells else ''} on {sentence}"
+                           for cells, sentence in groups if sentence != lead)
 
 
 def stated_protocol(metrics: dict[str, Any]) -> str | None:

@@ -209,4 +209,22 @@ def test_a_steps_new_new_number_names_the_sample_it_searched(demo_copy: Path, tm
     step = exported["manifest"]["chain"][0]
     protocol = step["metrics"]["heldout_protocol"]
     assert protocol.startswith(run["metrics"]["heldout_protocol"]) and "997 items" in protocol
-    assert "; new/new on " in protocol and "600 items" in protocol.split("; new/new on ")[1]
+    assert "; new/new (and the _sample numbers and gain_retained) on " in protocol
+    assert "600 items" in protocol.split("; new/new ")[1]
+
+
+def test_a_bundle_leaves_out_the_training_runs_numbers_the_workspace_has_outgrown(
+        demo_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Exported with a report made after the evaluation sample grew, a bundle also shipped the training
+    run's held-out numbers of the smaller sample, with nothing saying they were outgrown: two gains retained
+    for one layer."""
+    ws = str(demo_copy)
+    assert main(["train", "-w", ws, "--method", "procrustes"]) == 0
+    assert main(["embed", "-w", ws, "--model", "new-cnn", "--split", "gallery", "--sample", "800"]) == 0
+    assert main(["report", "-w", ws, "--run", "1", "--bootstrap", "20"]) == 0
+    capsys.readouterr()
+    assert main(["bundle", "export", "-w", ws, "--run", "1", "--out", str(tmp_path / "b.zip"), "--json"]) == 0
+    manifest = json.loads(capsys.readouterr().out)["manifest"]
+    assert "measured_before_changes" not in manifest
+    assert [m["source"] for m in manifest["metrics"]["also_measured"]] == ["report 1, partial backfill"]
+    assert "training run 1" not in bundle_text(manifest)

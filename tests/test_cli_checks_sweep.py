@@ -289,7 +289,9 @@ def test_runs_names_sample_numbers_only_where_a_run_has_them() -> None:
                  "new→old": {"text": "60 test queries against the whole gallery (362 items)"},
                  "new/new": {"text": "53 test queries against the whole gallery (362 items)"}}
     held = {"protocols": protocols, "old_old_sample_top1": 0.5, "upgraded_sample_top1": 0.6}
-    assert "(and the _sample numbers and gain_retained)" in _measured_on(held)[1]
+    assert "new/new (and the _sample numbers) on " in _measured_on(held)[1]
+    gained = {**held, "gain_retained": 0.4, "arr": 0.9}
+    assert "new/new (and the _sample numbers, gain_retained and arr) on " in _measured_on(gained)[1]
     none = {"protocols": protocols, "old_old_sample_top1": None, "upgraded_sample_top1": None}
     assert _measured_on(none)[1] == "new/new on 53 test queries against the whole gallery (362 items)"
 

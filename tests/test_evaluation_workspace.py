@@ -40,7 +40,8 @@ def test_training_reports_the_reports_numbers_on_judged_queries(judged: dict[str
     for key in HEADLINE:
         assert run[key] == head[key], key
     # the upgraded cell's queries and gallery, then new/new's own (it searched the evaluation sample)
-    assert run["heldout_protocol"] == (f"{head['protocols']['new→old']['text']}; new/new on "
+    assert run["heldout_protocol"] == (f"{head['protocols']['new→old']['text']}; new/new (and the _sample numbers "
+                                       "and gain_retained) on "
                                        f"{head['protocols']['new/new']['text']}")
     n = _comparable(judged)
     assert run["heldout_protocol"].startswith(
@@ -382,9 +383,11 @@ def test_a_bundle_names_the_sample_new_new_was_measured_on(judged: dict[str, Any
     sample = judged["report"].cells["new/new"]["protocol"]["text"]
     *measured, curves = manifest["metrics"]["also_measured"]
     protocols = [manifest["metrics"]["protocol"], *(m["protocol"] for m in measured)]
-    assert len(protocols) == 2 and all(p.endswith(f"; new/new on {sample}") for p in protocols), protocols
+    # gain retained and ARR compare with new/new on its sample: named there, not under the whole gallery
+    assert protocols[0].endswith(f"; new/new (and the _sample numbers, gain_retained and arr) on {sample}")
+    assert protocols[1].endswith(f"; new/new (and the _sample numbers and gain_retained) on {sample}"), protocols
     assert curves["protocol"].endswith(f"backfilled share β) on {sample}")  # the curves ran on that sample
-    assert f"; new/new on {sample}" in bundle_text(manifest)
+    assert f"; new/new (and the _sample numbers, gain_retained and arr) on {sample}" in bundle_text(manifest)
     # judged: the best policy is chosen on nDCG@10, so its areas travel beside top-1's (only top-1's did)
     for policy, curve in judged["report"].backfill["policies"].items():
         assert curves["values"][f"backfill_area_{policy}"] == pytest.approx(curve["areas"]["top1"])

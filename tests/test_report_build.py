@@ -147,10 +147,15 @@ def test_each_cells_flips_are_against_old_old_on_the_gallery_it_searched(case: D
 
 def test_the_training_runs_numbers_name_new_news_own_gallery(case: DemoCase) -> None:
     held = case.report.run["heldout"]
-    assert "997 items" in held["heldout_protocol"].split("; new/new on ")[0]
-    assert "600 items" in held["heldout_protocol"].split("; new/new on ")[1]
+    assert "997 items" in held["heldout_protocol"].split("; new/new ")[0]
+    assert "600 items" in held["heldout_protocol"].split("; new/new (and the _sample numbers and gain_retained) on ")[1]
     page = Path(case.report.html_file).read_text(encoding="utf-8")
-    assert "; new/new on " in page.split("<h2>Training</h2>")[1]
+    training = page.split("<h2>Training</h2>")[1]
+    assert "; new/new (and the _sample numbers and gain_retained) on " in training
+    # gain retained is shown beside the sample numbers it is computed from (only the whole gallery's were)
+    gain = (held["upgraded_sample_top1"] - held["old_old_sample_top1"]) / (held["new_new_top1"] - held["old_old_sample_top1"])
+    assert held["gain_retained"] == pytest.approx(gain)
+    assert f"<td>old_old_sample_top1</td><td class=\"n\">{held['old_old_sample_top1']:.4g}" in training
 
 
 def test_the_search_statement_names_each_gallery_searched(case: DemoCase) -> None:

@@ -106,7 +106,8 @@ def metrics_for(ws: Workspace, runs: list[dict[str, Any]], report: dict[str, Any
     """The manifest's ``metrics``: the shipped report's numbers (else the run's), each with its protocol.
 
     For a single layer with a report, the training run's held-out numbers follow under
-    ``also_measured`` with their own protocol, so neither appears without the gallery it is from.
+    ``also_measured`` with their own protocol, so neither appears without the gallery it is from (unless
+    the workspace changed since the run and the report measures it as it is now).
     """
     if report is not None:
         values = _numbers(report.get("summary") or {})
@@ -114,7 +115,7 @@ def metrics_for(ws: Workspace, runs: list[dict[str, Any]], report: dict[str, Any
         step = f" (run {report.get('run_id')}, one step of the chain)" if len(runs) > 1 else ""
         out = {"source": f"report {report['id']}{step}", "protocol": report_protocol(ws, report), "values": values,
                "also_measured": []}
-        if len(runs) == 1 and _numbers(RunRecord.from_row(runs[0]).summary):
+        if len(runs) == 1 and _numbers(RunRecord.from_row(runs[0]).summary) and not _outgrown(ws, runs[0], report):
             out["also_measured"].append(run_measurement(runs[0]))
         if areas:  # measured on the evaluation sample, not on the upgraded cell's gallery
             out["also_measured"].append({"source": f"report {report['id']}{step}, partial backfill",
@@ -124,6 +125,15 @@ def metrics_for(ws: Workspace, runs: list[dict[str, Any]], report: dict[str, Any
         return {**run_measurement(runs[0]), "also_measured": []}
     return {"source": "none for the chain as a whole; see each step under 'chain'", "protocol": None,
             "values": {}, "also_measured": []}
+
+
+def _outgrown(ws: Workspace, run: dict[str, Any], report: dict[str, Any]) -> bool:
+    """Whether the training run's held-out numbers describe data the workspace has changed since, while the
+    shipped report measures it as it is now: they would stand beside the report's as a second, older
+    measurement of the same layer with nothing saying so (the manifest's staleness note is the report's)."""
+    from embridge.core.data_state import report_stale_note, stale_note
+
+    return stale_note(ws, run) is not None and report_stale_note(ws, int(report["id"])) is None
 
 
 def measurements(manifest: dict[str, Any]) -> list[dict[str, Any]]:

@@ -24,6 +24,7 @@ from embridge.core.run_record import (
     fitted_text,
     measured_on_lines,
     protocol_groups,
+    sample_numbers_note,
     stated_protocol,
 )
 from embridge.core.setting_help import setting_help
@@ -237,12 +238,9 @@ def _report_words(report_id: Any, train_run: Any) -> str:
 def _measured_on(metrics: dict[str, Any]) -> list[str]:
     """Where a run's listed numbers were measured: its cells grouped by query set and gallery (``protocol_groups``)."""
     groups = [(cells, sentence) for cells, sentence in protocol_groups(metrics) if sentence]
-    # where new/new searched a sample, the *_sample numbers and gain retained were measured there too
-    sampled = len(groups) > 1 and any(k.startswith("old_old_sample_") and v is not None for k, v in metrics.items())
+    sampled = sample_numbers_note(metrics) if len(groups) > 1 else ""  # measured on new/new's sample too
     if groups:
-        return [f"{', '.join(cells)}"
-                + (" (and the _sample numbers and gain_retained)" if sampled and NEW_NEW in cells else "")
-                + f" on {sentence}" for cells, sentence in groups]
+        return [f"{', '.join(cells)}{sampled if NEW_NEW in cells else ''} on {sentence}" for cells, sentence in groups]
     protocol = metrics.get("protocol") or metrics.get("heldout_protocol")
     return [f"on {protocol}"] if protocol else []
 

@@ -270,7 +270,9 @@ def _unscored_line(queries: int, scored: int, protocol: Protocol | None) -> list
 
 def _run_section(run: RunRecord) -> dict[str, Any]:
     metrics = run.metrics
-    heldout = {k: metrics.get(k) for k in ("old_old_top1", "new_new_top1", "upgraded_top1", "gain_retained",
+    # the sample's numbers beside gain retained, which is measured there when new/new searched a sample
+    heldout = {k: metrics.get(k) for k in ("old_old_top1", "new_new_top1", "upgraded_top1", "old_old_sample_top1",
+                                           "upgraded_sample_top1", "gain_retained",
                                            "gain_retained_note", "n_queries", "heldout_protocol", "pairs_used",
                                            "val_metric", "val_metric_name", "val_protocol") if k in metrics}
     if isinstance(heldout.get("heldout_protocol"), str):  # new/new's own gallery, where it searched the sample
