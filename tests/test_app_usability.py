@@ -70,7 +70,7 @@ def test_auto_choice_shows_winner_candidates_and_source_everywhere(qtbot: QtBot,
                                   "gain retained there")
     assert row["Pairs"] == run["metrics"]["pairs_used"] == "documents"  # the demo has no judged train queries
     tip = train.runs_table.item(0, header.index("Measured on")).toolTip()
-    assert tip.startswith(source.label() + "; new/new on ") and "(600 items)" in tip
+    assert tip.startswith(source.label() + "; new/new (and the _sample numbers") and "(600 items)" in tip
     assert f"auto → {winner}" in train.result_label.text()
     assert f"upgraded top-1 {top1:.3f}" in train.result_label.text()
     columns = [train.runs_table.horizontalHeaderItem(c).text() for c in range(train.runs_table.columnCount())]

@@ -185,6 +185,40 @@ def test_another_runs_layer_measured_on_an_earlier_sample_is_not_weighed(demo_co
     assert "not this report's queries and gallery" not in text and "another evaluation sample (600 items" in text
 
 
+def test_another_runs_layer_measured_before_judgments_were_added_is_not_weighed(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Judgments added since another run's report leave that report's protocol words as they were (same
+    queries, same gallery): the plan refreshed its own report but weighed the fusion's old nDCG@10 against
+    it, computed a gain retained across two sets of judgments and could recommend it on that."""
+    from judged_fixtures import build_judged_workspace
+
+    built = build_judged_workspace(tmp_path / "ws")
+    ws = str(built["path"])
+    _run(["train", "-w", ws, "--method", "procrustes"], capsys)
+    _run(["train", "-w", ws, "--method", "fusion"], capsys)
+    _run(["report", "-w", ws, "--run", "2", "--bootstrap", "20", "--backfill-steps", "2"], capsys)
+
+    def fusion() -> dict:
+        plan = json.loads(_run(["plan", "-w", ws, "--run", "1", "--json"], capsys))
+        return next(o for o in plan["options"] if o["name"] == "fusion")
+
+    before = fusion()
+    assert before["quality_from"]["comparable"] and before["gain_retained"] is not None
+    test_queries = [q for q, split in zip(built["query_ids"], built["splits"], strict=True) if split == "test"]
+    with Workspace.open(built["path"]) as w:
+        keys = w.keys_of(test_queries[:20])
+    qrels = tmp_path / "more.tsv"  # each of 20 test queries gets a second relevant document
+    qrels.write_text("".join(f"{k}\td{n}\t1\ttest\n" for n, k in enumerate(keys)))
+    _run(["import", "-w", ws, "--qrels", str(qrels)], capsys)
+    after = fusion()
+    assert after["quality_from"]["comparable"] is False and after["comparable"] is False
+    assert after["gain_retained"] is None and after["passes_criterion"] is None
+    assert after["quality_from"]["why_not"] == ("measured before the workspace changed (20 relevance judgments "
+                                                "added), so not weighed against this report: report that run again")
+    plan = json.loads(_run(["plan", "-w", ws, "--run", "1", "--json"], capsys))
+    assert plan["recommendation"] != "fusion"
+
+
 def test_a_rerun_that_reuses_the_served_backfill_outgrows_no_report(demo_copy: Path,
                                                                    capsys: pytest.CaptureFixture[str]) -> None:
     """A backfill rerun that finds its items backfilled (same vector set, nothing embedded) recorded a new run,

@@ -45,8 +45,9 @@ def same_galleries(measured: Any, floor: Any) -> bool:
 def incomparable_note(alt: Mapping[str, Any], floor: Any, sample: Any) -> tuple[str, str] | None:
     """(the option's note, a short reason for its protocol line) when another run's layer cannot be weighed
     against this report's numbers, or None when it can: it must be measured on old/old's queries and
-    gallery, and, where gain retained is measured on new/new's evaluation sample (``sample``), on that
-    very sample (the sample grows when more items are embedded)."""
+    gallery, where gain retained is measured on new/new's evaluation sample (``sample``) on that very
+    sample (the sample grows when more items are embedded), and on the workspace's data as it is now
+    (``outgrown`` lists what changed since: added judgments leave the protocol's words as they were)."""
     where = (alt.get("measured_on") or {}).get("text") or "queries and a gallery it did not record"
     not_given = "so its gain retained and criterion are not given and it is not recommended"
     if not same_galleries(alt.get("measured_on"), floor):
@@ -62,4 +63,9 @@ def incomparable_note(alt: Mapping[str, Any], floor: Any, sample: Any) -> tuple[
                 f"{not_given}; report that run again to compare it.",
                 f"its gain retained was measured on another evaluation sample{counted}, so not weighed against "
                 "this report's: report that run again")
+    if alt.get("outgrown"):  # the same protocol words may stand for other data (judgments added, say)
+        changes = "; ".join(alt["outgrown"])
+        return (f"Measured before the workspace changed ({changes}), {not_given}; report that run again to "
+                "compare it.", f"measured before the workspace changed ({changes}), so not weighed against this "
+                "report: report that run again")
     return None

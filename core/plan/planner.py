@@ -143,6 +143,7 @@ def _alternative_quality(ws: Workspace, row: dict[str, Any]) -> dict[str, Any]:
                 "quality_sample": sample_numbers(report.headline, "upgraded_sample"),
                 "source": f"Quality: the {report.upgraded_cell} cell of report {report.report_id} "
                           f"(run {row['run_id']}){_then(ws, report_run(ws, int(report.report_id)))}.",
+                "outgrown": run_changes(ws, report_run(ws, int(report.report_id))),
                 "measured_on": cell.get("protocol"), "sample_on": (report.cells.get("new/new") or {}).get("protocol"),
                 "improvement_ci": report.headline.get("improvement_ci"),
                 "from": f"report {report.report_id} of run {row['run_id']}"}
@@ -159,6 +160,7 @@ def _alternative_quality(ws: Workspace, row: dict[str, Any]) -> dict[str, Any]:
             "ceiling": {k: v for k, v in ceiling.items() if isinstance(v, int | float)},
             "source": f"Quality: held-out {shown} of training run {row['run_id']}, measured as reports measure it, "
                       f"on {where}{_then(ws, ws.run(row['run_id']))}.", "measured_on": measured,
+            "outgrown": run_changes(ws, ws.run(row["run_id"])),
             "sample_on": protocols.get("new/new"), "improvement_ci": metrics.get("improvement_ci"),
             "from": f"training run {row['run_id']}, held-out"}
 
