@@ -143,6 +143,26 @@ def test_after_a_full_backfill_the_plan_recommends_what_is_served_not_a_partial_
         assert ws.latest_backfill_run("new-cnn")["id"] == backfill_run
 
 
+def test_after_a_full_backfill_a_cascades_plan_says_the_full_backfill_is_done(demo_copy: Path) -> None:
+    """A cascade's report measures no served gallery apart (its own cell re-ranks by the backfill's new
+    vectors), so its plan still priced a full re-embedding of the 997 items a backfill had just embedded."""
+    with Workspace.open(demo_copy) as ws:
+        train_run(ws, "cascade", device="cpu")
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        assert main(["backfill", "-w", str(demo_copy), "--model", "new-cnn"]) == 0
+    with Workspace.open(demo_copy) as ws:
+        plan = plan_upgrade(ws, device="cpu")
+        backfill_run = max(int(r["id"]) for r in ws.runs("backfill"))
+        report = build_report(ws, plan.run_id)
+    assert report.served is None and report.cells[str(report.upgraded_cell)]["protocol"]["new_vectors"] == 997
+    full = plan.option("full_backfill")
+    assert full is not None and full["items_embedded"] == 0 and full["time_s"] == 0.0
+    assert plan.recommendation == "full_backfill"
+    served = report.cells[str(report.upgraded_cell)]["metrics"]["top1"]
+    assert plan.reason.startswith(f"Backfill run #{backfill_run} already re-embedded all 997 gallery items with the "
+                                  f"new model (served now: top-1 {served:.1%})")
+
+
 def test_a_backfill_finishing_while_a_report_runs_is_not_half_in_it(demo_copy: Path, monkeypatch,
                                                                      capsys) -> None:
     """A report measured its cells on the gallery of its start and its served line on a backfill that finished

@@ -72,7 +72,23 @@ def plan_upgrade(ws: Workspace, run_id: int | None = None, fraction: float | Non
                    adapter_kind=row["kind"], old_model=row["old_model"], new_model=row["new_model"],
                    notes=[*plan.notes, *([refreshed] if refreshed else []), *map(capitalised, served_lines(report.served))])
     progress(3, 3, {"stage": "done"})
-    return _with_backfill_done(plan, report.served)
+    return _with_backfill_done(plan, _served(ws, report, row))
+
+
+def _served(ws: Workspace, report: Report, row: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The latest backfill as the plan's layer serves it: the report's served gallery, or, for a cascade (whose
+    own cell re-ranks by that backfill's new vectors, so its report measures no served gallery apart), the
+    backfill as that cell counted it."""
+    if report.served or row["kind"] != "cascade":
+        return report.served
+    cell = report.cells.get(str(report.upgraded_cell)) or {}
+    protocol = cell.get("protocol") if isinstance(cell.get("protocol"), Mapping) else {}
+    backfill = ws.latest_backfill_run(str(row["new_model"]))
+    if backfill is None or not protocol.get("new_vectors") or protocol.get("n_gallery") is None:
+        return None
+    return {"backfill": {"run_id": backfill["id"]}, "new_vectors": int(protocol["new_vectors"]),
+            "protocol": {"n_gallery": int(protocol["n_gallery"]), "text": protocol.get("text")},
+            "metrics": cell.get("metrics") or {}}
 
 
 def _with_backfill_done(plan: Plan, served: Mapping[str, Any] | None) -> Plan:
