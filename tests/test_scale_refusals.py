@@ -302,3 +302,37 @@ def test_a_lost_detached_job_is_stopped_where_its_cluster_still_answers(demo_cop
         run = ws.run(run_id)
     assert run["status"] == "failed" and "stopped reporting" in run["error"] and not stage.exists()
     assert controlled == (["kill"] if answers else [])
+
+
+@pytest.mark.parametrize("command", ["embed-dataset", "transform"])
+def test_a_fifo_named_like_a_partition_is_refused_not_read(items: dict, tmp_path: Path, command: str) -> None:
+    """A FIFO named p9.parquet in the input folder blocked both commands for good in its open(), deaf to
+    Ctrl-C and SIGTERM (only kill -9 ended them); the folder listing now names it. A fresh process with a
+    timeout, so that a hang fails the test instead of the run."""
+    import os
+    import subprocess
+    import sys
+
+    from scale_fixtures import write_partitions
+
+    if command == "transform":
+        from bundle_fixtures import build_upgrade_workspace
+
+        from embridge.core.bundle import export_bundle
+
+        info = build_upgrade_workspace(tmp_path / "ws")
+        with Workspace.open(info["path"]) as ws:
+            export_bundle(ws, tmp_path / "b.zip", [info["runs"]["v3_to_v1"]])
+        source = tmp_path / "gallery"
+        write_partitions(source, info["vectors"]["v3"], 2)
+        argv = ["transform", "--bundle", str(tmp_path / "b.zip"), "--from", str(source), "--to", str(tmp_path / "o")]
+    else:
+        source = items["items"]
+        argv = ["embed-dataset", "--model", str(items["model"]), "--from", str(source), "--to", str(tmp_path / "o")]
+    os.mkfifo(source / "p9.parquet")
+    done = subprocess.run([sys.executable, "-m", "embridge.core.cli.main", *argv], capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.strip() == (f"embridge: error: {source / 'p9.parquet'}: is a FIFO (named pipe), not a "
+                                   "regular file; a dataset's .parquet entries must be files")
+    assert not (tmp_path / "o").exists()

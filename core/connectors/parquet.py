@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -85,7 +86,23 @@ def dataset_files(folder: Path) -> tuple[list[Path], tuple[Path, str] | None]:
     foreign = next((p for p in entries if not is_parquet_file(p) and p.is_file()), None)
     if foreign is not None:
         return [], (foreign, NOT_PARQUET)
-    return [p for p in entries if is_parquet_file(p)], None
+    files = [p for p in entries if is_parquet_file(p)]
+    for file in files:  # opening a FIFO blocks for good (and holds off Ctrl-C); a device may never end
+        kind = _not_regular(file)
+        if kind is not None:
+            return [], (file, f"is {kind}, not a regular file; a dataset's .parquet entries must be files")
+    return files, None
+
+
+def _not_regular(path: Path) -> str | None:
+    """What ``path`` is (a link followed) when it is not a regular file; None when it is one."""
+    from embridge.core.paths import file_kind
+
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None  # a dangling link: reading it names the file
+    return None if stat.S_ISREG(mode) else file_kind(mode)
 
 
 def _rows(file: Path) -> int:
