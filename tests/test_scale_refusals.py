@@ -336,3 +336,54 @@ def test_a_fifo_named_like_a_partition_is_refused_not_read(items: dict, tmp_path
     assert done.stderr.strip() == (f"embridge: error: {source / 'p9.parquet'}: is a FIFO (named pipe), not a "
                                    "regular file; a dataset's .parquet entries must be files")
     assert not (tmp_path / "o").exists()
+
+
+def _write_items(folder: Path, parts: list[tuple[Any, Any]]) -> None:
+    """Partitions p0, p1, ... of (id, input) columns given as Arrow arrays."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder.mkdir()
+    for n, (ids, inputs) in enumerate(parts):
+        pq.write_table(pa.table({"id": ids, "input": inputs}), folder / f"p{n}.parquet")
+
+
+def _hostile_items(case: str) -> tuple[list[tuple[Any, Any]], str]:
+    """(partitions, what the one-line refusal says) for an embed-dataset input of 8-value rows."""
+    import pyarrow as pa
+
+    def rows(values: Any, kind: Any = None) -> Any:
+        flat = pa.array(np.asarray(values).ravel().tolist(), kind)
+        return pa.FixedSizeListArray.from_arrays(flat, 8)
+
+    good = np.random.default_rng(0).standard_normal((3, 8))
+    if case == "empty":  # crashed reshaping zero rows
+        empty = (pa.array([], pa.int64()), rows(np.zeros((0, 8)), pa.float32()))
+        return [empty, empty], "holds no items: its 2 partitions are empty"
+    if case == "beyond float32":  # read as inf, then blamed on the model after chunks were written
+        late = good.copy()
+        late[2, 5] = 1e300
+        return [(pa.array([1, 2, 3]), rows(good)), (pa.array([4, 5, 6]), rows(late))], \
+            "p1.parquet: row 2 (id 6): column 'input' holds 1e+300, a value beyond the float32 range"
+    if case == "strings":  # 'could not convert string to float' as an unexpected error
+        return [(pa.array([1, 2, 3]), rows(np.full((3, 8), "abc")))], \
+            "p0.parquet: column 'input' is fixed_size_list<element: string>[8]; an input must be a fixed-size list of numbers"
+    if case == "booleans":  # read as 0.0 and 1.0 without a word
+        return [(pa.array([1, 2, 3]), rows(good > 0))], "column 'input' is fixed_size_list<element: bool>[8]"
+    if case == "NUL":  # written as 'x', and 'a\0' beside 'a' called a repeat
+        return [(pa.array(["a", "b\0", "c"]), rows(good))], "p0.parquet: row 1: id 'b\\x00' holds a NUL character"
+    # a uint64 id past 2^63 - 1 beside int64 ids: pyarrow's own error, unexpected
+    return [(pa.array([1, 2, 3], pa.int64()), rows(good)), (pa.array([2**63 + 5, 8, 9], pa.uint64()), rows(good))], \
+        "the partitions' 'id' columns (int64, uint64) have no common type"
+
+
+@pytest.mark.parametrize("case", ["empty", "beyond float32", "strings", "booleans", "NUL", "uint64 past int64"])
+def test_hostile_item_datasets_are_one_line_before_any_chunk(items: dict, tmp_path: Path, case: str,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    parts, said = _hostile_items(case)
+    _write_items(tmp_path / "bad", parts)
+    code = main(["embed-dataset", "--model", str(items["model"]), "--from", str(tmp_path / "bad"),
+                 "--to", str(tmp_path / "o"), "--chunk", "2"])
+    err = one_line_error(capsys)
+    assert code == 1 and said in err, err
+    assert not (tmp_path / "o").exists()

@@ -651,3 +651,29 @@ def test_a_bad_row_of_a_lance_dataset_is_named_with_its_fragment(bundles: dict, 
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("embridge:")]
     assert code == 1 and len(err) == 1, err
     assert "docs.lance (fragment 1): row 5 of column 'vector' (id 20) is an all-zero vector" in err[0], err[0]
+
+
+@pytest.mark.parametrize("case", ["strings", "booleans", "NUL id"])
+def test_vectors_that_are_not_numbers_and_ids_holding_nul_are_one_line(
+        bundles: dict, tmp_path: Path, case: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """A list of strings failed deep in numpy as an unexpected error and a list of booleans was read as
+    0.0 and 1.0 without a word; an id 'a\\0' was called a repeat of 'a' (numpy drops trailing NULs)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    v3 = bundles["vectors"]["v3"][:3]
+    values = {"strings": pa.array(np.full(v3.size, "0.5").tolist()), "booleans": pa.array((v3 > 0).ravel().tolist()),
+              "NUL id": pa.array(v3.ravel().astype(np.float32))}[case]
+    ids = pa.array(["a", "a\0", "b"]) if case == "NUL id" else pa.array([1, 2, 3])
+    (tmp_path / "in").mkdir()
+    pq.write_table(pa.table({"id": ids, "vector": pa.FixedSizeListArray.from_arrays(values, v3.shape[1])}),
+                   tmp_path / "in" / "p0.parquet")
+    code = main(["transform", "--bundle", str(bundles["linear"]), "--from", str(tmp_path / "in"),
+                 "--to", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and len(err.splitlines()) == 1 and "unexpected" not in err, err
+    said = {"strings": "column 'vector' is a fixed-size list of string, not of floats",
+            "booleans": "column 'vector' is a fixed-size list of bool, not of floats",
+            "NUL id": "p0.parquet: row 1: id 'a\\x00' holds a NUL character"}[case]
+    assert said in err, err
+    assert not (tmp_path / "out").exists()

@@ -259,6 +259,17 @@ def id_kind(arrow_type: Any) -> str | None:
     return "null" if pa.types.is_null(kind) else None
 
 
+def non_numeric_values(list_type: Any) -> str | None:
+    """The value type of a list column when it is not numbers (strings, booleans, decimals, nested lists),
+    which no vector is made of ('abc' failed deep in numpy; True or a decimal was read as a float)."""
+    import pyarrow as pa
+
+    value = getattr(list_type, "value_type", None)
+    if value is None or pa.types.is_floating(value) or pa.types.is_integer(value):
+        return None
+    return str(value)
+
+
 def table_to_batch(table: Any, id_col: str, vec_col: str, cursor: Any, where: str = "",
                    first_row: int = 0) -> Batch:
     """A Batch from an Arrow table or record batch with an id and a list vector column.
@@ -287,6 +298,9 @@ def table_to_batch(table: Any, id_col: str, vec_col: str, cursor: Any, where: st
         raise VectorStoreError(f"{prefix}column '{id_col}' row {first_row + row}: a null id; every point needs an id")
     if not (pa.types.is_list(vec.type) or pa.types.is_large_list(vec.type) or pa.types.is_fixed_size_list(vec.type)):
         raise VectorStoreError(f"{prefix}column '{vec_col}' holds {vec.type}, not lists of floats")
+    if (value_type := non_numeric_values(vec.type)) is not None:
+        raise VectorStoreError(f"{prefix}column '{vec_col}' holds lists of {value_type}, not lists of floats; "
+                               "cast it to floats")
     if vec.null_count:
         row = vec.is_null().to_pylist().index(True)
         raise VectorStoreError(f"{prefix}column '{vec_col}' row {first_row + row} (id {ids[row]!r}): a null vector")

@@ -31,6 +31,7 @@ from embridge.core.scale.item_checks import (
     check_order,
     check_rows,
     check_unique,
+    id_array,
     items_fingerprint,
     order_fingerprint,
 )
@@ -77,8 +78,16 @@ def read_items(folder: Path, id_col: str, input_col: str) -> tuple[np.ndarray, A
             table = pq.read_table(file, columns=[id_col, input_col])
         check_rows(file, table, id_col, input_col)
         tables.append(table)
-    table = pa.concat_tables(tables, promote_options="permissive")
-    ids = np.asarray(table.column(id_col).to_pylist())
+    try:
+        table = pa.concat_tables(tables, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:  # uint64 ids past 2^63 - 1 beside signed ones, say
+        types = ", ".join(sorted({str(t.schema.field(id_col).type) for t in tables}))
+        raise InputError(folder, f"the partitions' '{id_col}' columns ({types}) have no common type "
+                         f"({str(exc).splitlines()[0]}); write every partition's ids as one type") from exc
+    if table.num_rows == 0:
+        raise InputError(folder, f"holds no items: its {len(files)} partition{'s' * (len(files) != 1)} "
+                         f"{'are' if len(files) != 1 else 'is'} empty")
+    ids = id_array(table.column(id_col).to_pylist(), files, [t.num_rows for t in tables])
     check_unique(ids, files, [t.num_rows for t in tables])
     col = table.column(input_col).combine_chunks()
     if pa.types.is_fixed_size_list(col.type):

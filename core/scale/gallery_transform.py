@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from embridge.core.connectors.arrow_common import id_kind
+from embridge.core.connectors.arrow_common import id_kind, non_numeric_values
 from embridge.core.connectors.parquet import plain_vectors
 from embridge.core.connectors.targets import check_database_folder
 from embridge.core.errors import InputError
@@ -177,6 +177,9 @@ def _check_schemas(source: SourceDataset, id_col: str, vec_col: str, one_schema:
         vec_type, id_type = schema.field(vec_col).type, schema.field(id_col).type
         if not pa.types.is_fixed_size_list(vec_type):
             raise InputError(where, f"column '{vec_col}' is not a fixed-size list of floats")
+        if (value_type := non_numeric_values(vec_type)) is not None:
+            raise InputError(where, f"column '{vec_col}' is a fixed-size list of {value_type}, not of floats; "
+                             "cast it to floats")
         if id_kind(id_type) not in ("integer", "text"):  # as a migration refuses them
             raise InputError(where, f"column '{id_col}' is {id_type}; ids must be integers or text (cast the "
                              "column, or name another with --id-column)")
@@ -214,7 +217,7 @@ def _schema_difference(columns: list[tuple[str, Any]], first: list[tuple[str, An
 
 def _check_ids(src: Any, id_col: str) -> None:
     """Refuse null ids and an id held twice (in one partition or two): the output is upserted by id."""
-    from embridge.core.scale.item_checks import check_unique, first_null
+    from embridge.core.scale.item_checks import check_unique, first_null, id_array
 
     names, columns = [], []
     for part in src.partitions:
@@ -226,7 +229,8 @@ def _check_ids(src: Any, id_col: str) -> None:
         names.append(named)
         columns.append(ids)
     if columns:
-        check_unique(np.asarray([v for c in columns for v in c.to_pylist()]), names, [len(c) for c in columns])
+        rows = [len(c) for c in columns]
+        check_unique(id_array([v for c in columns for v in c.to_pylist()], names, rows), names, rows)
 
 
 def _check_paths(src: Path, dst: Path, bundle: Path) -> None:

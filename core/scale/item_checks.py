@@ -13,12 +13,13 @@ from typing import Any
 
 import numpy as np
 
-from embridge.core.connectors.arrow_common import id_kind
+from embridge.core.connectors.arrow_common import id_kind, non_numeric_values
 from embridge.core.errors import InputError
 
 
 def check_item_schemas(files: list[Path], id_col: str, input_col: str) -> None:
     """Every partition has the id and input columns with the types of the first one (schemas only)."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     from embridge.core.connectors.arrow_common import reading_parquet
@@ -33,6 +34,10 @@ def check_item_schemas(files: list[Path], id_col: str, input_col: str) -> None:
         id_type, input_type = schema.field(id_col).type, schema.field(input_col).type
         if id_kind(id_type) not in ("integer", "text"):
             raise InputError(file, f"column '{id_col}' is {id_type}; ids must be integers or text")
+        if not (pa.types.is_fixed_size_list(input_type) and non_numeric_values(input_type) is None) \
+                and id_kind(input_type) != "text":
+            raise InputError(file, f"column '{input_col}' is {input_type}; an input must be a fixed-size list of "
+                             "numbers (an image or array, flattened) or a text")
         if first is None:
             first = (file, id_type, input_type)
             continue
@@ -78,11 +83,27 @@ def check_rows(file: Path, table: Any, id_col: str, input_col: str) -> None:
             row = int(np.flatnonzero(bad)[0])
             raise InputError(file, f"row {row} (id {ids[row]}): column '{input_col}' holds NaN or inf values "
                              f"({int(bad.sum())} such rows)")
+        top = float(np.finfo(np.float32).max)
+        over = np.flatnonzero(np.abs(values) > top)  # inputs are read as float32: such a value became inf
+        if over.size:
+            row = int(over[0]) // col.type.list_size
+            raise InputError(file, f"row {row} (id {ids[row]}): column '{input_col}' holds {values[over[0]]:g}, a "
+                             f"value beyond the float32 range (±{top:.4g}) inputs are read in")
 
 
 def first_null(column: Any) -> int:
     """The row of an Arrow column's first null."""
     return int(np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))[0])
+
+
+def id_array(values: list[Any], files: list[Path] | list[str], rows: list[int]) -> np.ndarray:
+    """The ids as a numpy array, refusing a text id holding a NUL character: numpy's text arrays drop
+    trailing NULs, so 'a\\0' would be written as 'a' and called a repeat of 'a'."""
+    for pos, value in enumerate(values):
+        if isinstance(value, str) and "\0" in value:
+            file, row = _locate(pos, files, rows)
+            raise InputError(file, f"row {row}: id {value!r} holds a NUL character; text ids must not")
+    return np.asarray(values)
 
 
 def check_unique(ids: np.ndarray, files: list[Path] | list[str], rows: list[int]) -> None:
