@@ -677,3 +677,28 @@ def test_vectors_that_are_not_numbers_and_ids_holding_nul_are_one_line(
             "NUL id": "p0.parquet: row 1: id 'a\\x00' holds a NUL character"}[case]
     assert said in err, err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_lance_source_changed_during_a_transform_is_read_as_of_its_listed_version(
+        bundles: dict, tmp_path: Path) -> None:
+    """Each fragment was read at the dataset's newest version: rows deleted and fragments compacted while the
+    job ran gave an output mixing two versions under the first one's tag, and a compacted fragment crashed
+    the job (an unexpected AttributeError)."""
+    import lance
+
+    v1 = bundles["vectors"]["v1"]
+    path = write_lance(tmp_path / "db", "gallery", v1, fragments=6)
+
+    def change_it(done: int, total: int, info: dict) -> None:
+        if done == 2:
+            dataset = lance.dataset(str(path))
+            dataset.delete("id % 3 = 0")
+            dataset.optimize.compact_files(target_rows_per_fragment=10_000)  # every fragment merged into one
+
+    run = transform_gallery(bundles["fct"], f"lance://{path}", str(tmp_path / "out"), on_progress=change_it)
+    assert run.written == 6 and lance.dataset(str(path)).count_rows() < len(v1)
+    got = read_partitions(tmp_path / "out")
+    ids = np.concatenate([got[name][0] for name in sorted(got)])
+    vectors = np.concatenate([got[name][1] for name in sorted(got)])
+    np.testing.assert_array_equal(ids, np.arange(len(v1)))  # every row of the version listed, in order
+    np.testing.assert_allclose(vectors, load_bundle(bundles["fct"])(v1, normalise_output=True), atol=1e-6, rtol=0)

@@ -29,6 +29,7 @@ class Partition:
     kind: str
     path: str
     fragment: int = -1
+    version: int = -1  # a Lance dataset's version when the job listed it: every fragment is read as of then
 
     @property
     def where(self) -> str:
@@ -41,7 +42,8 @@ class Partition:
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Partition:
-        return cls(str(row["name"]), str(row["kind"]), str(row["path"]), int(row["fragment"]))
+        return cls(str(row["name"]), str(row["kind"]), str(row["path"]), int(row["fragment"]),
+                   int(row.get("version", -1)))
 
 
 @dataclass(frozen=True)
@@ -149,7 +151,7 @@ def _lance_source(path: Path, option: str) -> SourceDataset:
         raise InputError(option, f"{path}: not a readable Lance dataset ({str(exc).splitlines()[0]})") from exc
     if not fragments:
         raise InputError(option, f"{path}: the Lance dataset holds no rows")
-    parts = [Partition(f"fragment-{fid:06d}.parquet", "lance", str(real), fid) for fid in fragments]
+    parts = [Partition(f"fragment-{fid:06d}.parquet", "lance", str(real), fid, int(ds.version)) for fid in fragments]
     return SourceDataset("lance", real, parts, f"lance-version:{ds.version}")
 
 
@@ -162,9 +164,7 @@ def read_schema(part: Partition) -> Any:
     if part.kind == "parquet":
         with reading_parquet(part.path, as_input=True):
             return pq.read_schema(part.path)
-    import lance
-
-    return lance.dataset(part.path).schema
+    return _lance_at(part).schema
 
 
 def read_partition(part: Partition, columns: list[str] | None = None) -> Any:
@@ -177,8 +177,25 @@ def read_partition(part: Partition, columns: list[str] | None = None) -> Any:
         with reading_parquet(part.path, as_input=True):
             return pq.read_table(part.path, columns=columns)
     if part.kind == "lance":
-        import lance
-
-        return lance.dataset(part.path).get_fragment(part.fragment).to_table(columns=columns)
+        fragment = _lance_at(part).get_fragment(part.fragment)
+        if fragment is None:
+            raise InputError(part.where, f"is not in the Lance dataset's version {part.version} any more; "
+                             "the dataset changed while this job read it: run it again")
+        return fragment.to_table(columns=columns)
     raise InputError(part.path, f"unknown partition kind {part.kind!r} (known: {', '.join(KINDS)})")
+
+
+def _lance_at(part: Partition) -> Any:
+    """The partition's Lance dataset as of the version the job listed (a delete or a compaction made since
+    writes a newer version; reading the newest would mix the two in one output)."""
+    import lance
+
+    if part.version < 0:
+        return lance.dataset(part.path)
+    try:
+        return lance.dataset(part.path, version=part.version)
+    except Exception as exc:  # lance raises its own types for a version cleaned up since
+        raise InputError(part.where, f"the Lance dataset's version {part.version}, which this job reads, is gone "
+                         f"({str(exc).splitlines()[0]}): its old versions were cleaned up while the job ran; run "
+                         "it again") from exc
 
