@@ -565,3 +565,17 @@ def test_a_layer_beating_today_only_within_noise_is_not_worth_serving(interval: 
               "measured_on": WHOLE, "improvement_ci": {"top1": [-0.01, 0.1]}}
     plan = plan_from_report(report, RATE, alternatives=[fusion])
     assert not options(plan)["fusion"]["acceptable"] and plan.recommendation == recommended
+
+
+@pytest.mark.parametrize("interval", [[-0.03, 0.08], [0.01, 0.09]])
+def test_a_bridge_kept_for_the_transition_says_when_its_margin_is_within_noise(interval: list[float]) -> None:
+    """A cascade keeping 6.5% of the gain was recommended for the transition with a 95% interval of its margin
+    over old/old of -0.03 to +0.08, and the reason gave no hint that the margin may be no gain at all."""
+    report = make_report(0.60, 0.90, 0.62)
+    report["adapter"] |= {"kind": "fusion", "config": {"alpha": 0.5}}
+    report["headline"] = {"improvement_ci": {"top1": interval}}
+    plan = plan_from_report(report, RATE)
+    assert plan.new_better and plan.recommendation == "fusion", plan.reason
+    noise = (f"; but its margin over old/old is within noise (95% interval of the difference {interval[0]:+.3f} to "
+             f"{interval[1]:+.3f}, paired bootstrap over the test queries), so the transition may gain nothing")
+    assert (noise in plan.reason) is (interval[0] <= 0), plan.reason

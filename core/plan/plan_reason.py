@@ -42,6 +42,17 @@ def _noise_words(options: Sequence[Mapping[str, Any]], m: str, metric: str, floo
                    f"{o['improvement_ci'][1]:+.3f}, paired bootstrap over the test queries)" for o in noisy)
 
 
+def _bridge_noise(choice: Mapping[str, Any], metric: str) -> str:
+    """'; its margin over old/old is within noise (…)' for a bridge recommended for the transition whose
+    improvement's interval reaches zero: the second encoder may buy nothing the test queries can show."""
+    if not within_noise(choice):
+        return ""
+    low, high = (choice.get("improvement_ci") or [0.0, 0.0])[:2]
+    return (f"; but its margin over old/old is within noise (95% interval of the difference {low:+.3f} to "
+            f"{high:+.3f}, paired bootstrap over the test queries), so the transition may gain nothing before "
+            "the backfill")
+
+
 def plan_reason(plan: Mapping[str, Any], choice: Mapping[str, Any], report: Report, floor: float,
                 ceiling: float, gain_threshold: float, target_share: float, fraction: float | None = None,
                 ceiling_floor: float | None = None) -> str:
@@ -73,8 +84,8 @@ def plan_reason(plan: Mapping[str, Any], choice: Mapping[str, Any], report: Repo
         return (f"{choice['title']}: {which} that passes the compatibility criterion without re-embedding "
                 f"({m} {choice['quality'][metric]:.3f} > old/old {floor:.3f}); it keeps "
                 f"{format_share(choice['gain_retained'])} of the full-backfill gain{sampled} from day one, at the cost of both "
-                f"encoders during the transition{reranks}. The full backfill ({ceil_cell} {m} {ceiling:.3f}) "
-                "remains the way to the whole gain.")
+                f"encoders during the transition{reranks}{_bridge_noise(choice, metric)}. The full backfill "
+                f"({ceil_cell} {m} {ceiling:.3f}) remains the way to the whole gain.")
     if name in LAYER_OPTIONS and plan.get("new_better") is False:
         return (f"{choice['title']}: the new model alone is not better than the old one ({ceil_cell} {m} "
                 f"{ceiling:.3f} vs old/old {new_floor:.3f} on {sample_words(ceiling_floor)}), but new queries through the layer search better than today "
