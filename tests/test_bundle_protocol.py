@@ -16,6 +16,7 @@ from embridge.core.bundle import bundle_text, export_bundle, load_bundle
 from embridge.core.cli.main import main
 from embridge.core.report.build import ReportOptions, build_report
 from embridge.core.report.number_source import source_of_report
+from embridge.core.report.report_record import CASCADE_CURVES
 from embridge.core.retrieval import l2_normalize
 from embridge.core.run_record import other_cells_note
 from embridge.core.store import Workspace
@@ -63,6 +64,9 @@ def test_a_cascade_bundle_says_how_it_is_served_and_its_code_is_the_cascade(
     assert f"on {protocol}: upgraded_top1" in readme
     text = bundle_text(manifest)
     assert f"serving: the old index recalls the top {k}" in text and "not the measured system" in text
+    # its curves' areas are the base layer's where nothing is backfilled: said beside them, not only in the report
+    curves = manifest["metrics"]["also_measured"][-1]
+    assert curves["protocol"].startswith(f"the partial-backfill curves ({CASCADE_CURVES}) (area under top-1")
 
     # the README's code, run as written, ranks exactly as the cascade the report measured
     v1, v3 = upgrade["vectors"]["v1"], upgrade["vectors"]["v3"]
@@ -228,3 +232,17 @@ def test_a_bundle_leaves_out_the_training_runs_numbers_the_workspace_has_outgrow
     assert "measured_before_changes" not in manifest
     assert [m["source"] for m in manifest["metrics"]["also_measured"]] == ["report 1, partial backfill"]
     assert "training run 1" not in bundle_text(manifest)
+
+
+def test_a_cascade_reports_curve_areas_say_whose_they_are(upgrade: dict, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """Printed under the cascade's report, its areas read as the cascade's; β = 0 is its base layer alone."""
+    import shutil
+
+    ws = shutil.copytree(upgrade["path"], tmp_path / "ws")
+    capsys.readouterr()
+    assert main(["report", "-w", str(ws), "--run", str(upgrade["cascade"]), "--bootstrap", "20",
+                 "--backfill-steps", "3"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    said = lines.index(f"partial backfill: {CASCADE_CURVES}")
+    assert lines[said - 1].startswith("partial backfill (") and "area under the top-1 curve" in lines[said - 1]

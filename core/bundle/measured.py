@@ -15,6 +15,7 @@ from typing import Any
 
 from embridge.core.evaluation.headline import BACKFILL_AREA, weighed
 from embridge.core.formatting import format_share
+from embridge.core.report.report_record import CASCADE_CURVES
 from embridge.core.run_record import RunRecord, other_cells_note, stated_protocol
 from embridge.core.store import Workspace
 from embridge.core.upgrade_advice import bridge_alternatives
@@ -85,7 +86,9 @@ def backfill_protocol(ws: Workspace, report: dict[str, Any]) -> str:
         return UNRECORDED
     judged = any(k.startswith(f"{BACKFILL_AREA}ndcg@10_") for k in (report.get("summary") or {}))
     what = "top-1 (backfill_area_<policy>) and nDCG@10 (backfill_area_ndcg@10_<policy>)" if judged else "top-1"
-    return f"the partial-backfill curves (area under {what} over the backfilled share β) on {text}"
+    adapter = data.get("adapter") if data and isinstance(data.get("adapter"), dict) else {}
+    of = f" ({CASCADE_CURVES})" if adapter.get("kind") == "cascade" else ""
+    return f"the partial-backfill curves{of} (area under {what} over the backfilled share β) on {text}"
 
 
 def run_measurement(run: dict[str, Any]) -> dict[str, Any]:

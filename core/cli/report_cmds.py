@@ -15,6 +15,7 @@ from embridge.core.formatting import format_bytes, format_share, sample_floor_te
 from embridge.core.json_values import json_safe
 from embridge.core.progress import StderrProgress
 from embridge.core.report.limits import MAX_BOOTSTRAP, MIN_BOOTSTRAP
+from embridge.core.report.report_record import CASCADE_CURVES
 from embridge.core.run_choice import pair_arrow
 from embridge.core.run_record import OLD_OLD, measured_on_lines
 from embridge.core.store import Workspace
@@ -291,6 +292,8 @@ def _report_text(report: Report) -> str:
         areas = [f"area under the {metric_label(m)} curve {c['areas'][m]:.3f}" for m in dict.fromkeys((curve, "top1"))
                  if isinstance(c["areas"].get(m), int | float)]
         lines.append(f"partial backfill ({policy}): {', '.join(areas)}")
+    if report.backfill.get("policies") and (report.adapter or {}).get("kind") == "cascade":
+        lines.append(f"partial backfill: {CASCADE_CURVES}")
     if report.backfill.get("best_policy"):
         lines.append(f"partial backfill: best policy by area under the {metric_label(curve)} curve: "
                      f"{report.backfill['best_policy']}")

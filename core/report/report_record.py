@@ -31,6 +31,11 @@ _CHAIN_KEYS = ("schema", "kind", "created", "embridge_version", "report_id", "ch
                "search", "report_run_id", "files")
 
 
+# a cascade's partial-backfill curves, as every surface that shows their areas words them
+CASCADE_CURVES = ("items not yet backfilled are served through the cascade's base layer alone, without its re-rank "
+                  "of the old index's recall, so β = 0 is that layer, not the cascade")
+
+
 def run_heldout(run: dict[str, Any]) -> dict[str, Any]:
     """A report's run section's held-out numbers and validation metric (reports before 2026 named the key
     ``heldout_test_fold``)."""
