@@ -77,7 +77,7 @@ def prepare_input(x: np.ndarray, normalised: bool, source: str | None = None, *,
     return np.asarray(x, dtype=np.float32)
 
 
-def zero_vectors_sentence(count: int, example: str) -> str:
+def zero_vectors_sentence(count: int, example: object) -> str:
     """What ``embed`` and an import say of the all-zero vectors they stored (see :func:`zero_rows`)."""
     return (f"{count} items got an all-zero vector (e.g. {example!r}): no direction, so no search finds them "
             "and bundles and migrations refuse them")

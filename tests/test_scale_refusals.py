@@ -387,3 +387,33 @@ def test_hostile_item_datasets_are_one_line_before_any_chunk(items: dict, tmp_pa
     err = one_line_error(capsys)
     assert code == 1 and said in err, err
     assert not (tmp_path / "o").exists()
+
+
+def test_all_zero_vectors_are_said_beside_the_result(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """embed-dataset stored all-zero vectors without a word (``embed`` says so): bundles and migrations refuse
+    them later. Counted over every chunk, those a killed earlier run wrote included."""
+    import torch
+    from scale_fixtures import write_items
+
+    from embridge.core.models.builtin import build_model, save_checkpoint
+
+    torch.manual_seed(0)
+    model = build_model("mlp", {"input_dim": 8, "out_dim": 6})[0]
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.Linear) and module.bias is not None:
+                module.bias.zero_()  # an all-zero input then gives an all-zero vector
+    save_checkpoint(tmp_path / "m.pt", model, "mlp", {"input_dim": 8, "out_dim": 6})
+    inputs = np.random.default_rng(0).standard_normal((6, 8)).astype(np.float32)
+    inputs[[1, 4]] = 0.0
+    write_items(tmp_path / "items", inputs, 2)
+    argv = ["embed-dataset", "--model", str(tmp_path / "m.pt"), "--from", str(tmp_path / "items"),
+            "--to", str(tmp_path / "o"), "--chunk", "2"]
+    capsys.readouterr()
+    assert main(argv) == 0
+    said = ("; 2 items got an all-zero vector (e.g. 1001): no direction, so no search finds them and bundles and "
+            "migrations refuse them")
+    assert capsys.readouterr().out.strip().endswith(said)
+    assert main([*argv, "--json"]) == 0  # a rerun finds every chunk done, and still counts them
+    out = json.loads(capsys.readouterr().out)
+    assert (out["written"], out["zero_vectors"], out["zero_vector_example"]) == (0, 2, 1001)

@@ -99,6 +99,10 @@ def cmd_embed_dataset(args: argparse.Namespace) -> Result:
                       on_progress=StderrProgress("embed"), role=args.role)
     text = (f"embedded {r.items} items in {r.written} chunks on {r.engine} ({r.items_per_s:,.0f} items/s); "
             f"{r.skipped} chunks were already done; output: {r.target}")
+    if r.zero_vectors:  # as `embed` says it, beside its result
+        from embridge.core.l2 import zero_vectors_sentence
+
+        text += f"; {zero_vectors_sentence(r.zero_vectors, r.zero_vector_example)}"
     return r.to_dict(), text
 
 

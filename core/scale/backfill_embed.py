@@ -50,6 +50,8 @@ class EmbedResult:
     written: int
     skipped: int
     seconds: float
+    zero_vectors: int = 0  # items whose vector is all zeros (no direction: no search finds them), any chunk
+    zero_vector_example: int | str | None = None  # the first such item's id
 
     @property
     def items_per_s(self) -> float:
@@ -236,8 +238,30 @@ def _embed(model: ModelRef, dst: Path, ids: np.ndarray, inputs: Any, chunk: int,
     for stale in dst.glob(".chunk-*.tmp-*"):  # left by an actor killed mid-write (its chunk was retried)
         stale.unlink()
     n_written = sum(1 for w in written if w)
+    zeros, example = _zero_vectors([job[2] for job in jobs])
     return EmbedResult(engine, str(dst), sum(written), len(jobs), n_written, len(jobs) - n_written,
-                       time.perf_counter() - began)
+                       time.perf_counter() - began, zeros, example)
+
+
+def _zero_vectors(chunks: list[str]) -> tuple[int, int | str | None]:
+    """(all-zero vectors in the job's chunks, the first one's id): said beside the result as ``embed`` says
+    it, since bundles and migrations refuse such vectors later. Read back from every chunk, those of an
+    earlier run included (a small cost beside the embedding that wrote them)."""
+    import pyarrow.parquet as pq
+
+    from embridge.core.l2 import zero_rows
+
+    count, example = 0, None
+    for chunk in chunks:
+        table = pq.read_table(chunk, columns=["id", "vector"])
+        vec = table.column("vector").combine_chunks()
+        if not len(vec):
+            continue
+        rows = zero_rows(vec.flatten().to_numpy(zero_copy_only=False).reshape(len(vec), -1))
+        if len(rows) and example is None:
+            example = table.column("id")[int(rows[0])].as_py()
+        count += int(len(rows))
+    return count, example
 
 
 def _prepare(dst: Path, state: dict[str, Any], files: list[str], role_implied: bool = False) -> tuple[bool, Path | None]:
