@@ -64,6 +64,7 @@ class EncoderRecipe:
     prompt: str = ""
 
 
+QUERY_STREAM = 0x71756572  # which verses become queries: drawn apart from the folds (see write_beir_folder)
 OLD_RECIPE = EncoderRecipe(dim=32, books=("Genesis",), epochs=1)
 NEW_RECIPE = EncoderRecipe(dim=64, books=("Genesis", "Psalms", "Matthew", "Luke"), epochs=6, prompt=QUERY_PROMPT)
 
@@ -78,7 +79,9 @@ def write_beir_folder(root: Path, verses: list[Verse], seed: int,
     """The corpus verses (those ``keep`` accepts) as a BEIR folder: KJV documents, YLT queries (seeded
     sample), one judgment each."""
     corpus = [v for v in verses if v.use == "corpus" and (keep is None or keep(v))]
-    order = np.random.default_rng(seed).permutation(len(corpus))
+    # a stream of its own: the train fold is a default_rng(seed) permutation of as many gallery items, in
+    # corpus order, so the same draw here put every judged document (each query's answer) in the train fold
+    order = np.random.default_rng([seed, QUERY_STREAM]).permutation(len(corpus))
     root.mkdir(parents=True, exist_ok=True)
     (root / "qrels").mkdir(exist_ok=True)
     with (root / "corpus.jsonl").open("w", encoding="utf-8") as out:

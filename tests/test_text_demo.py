@@ -107,3 +107,22 @@ def test_a_saved_encoder_is_the_same_bytes_in_every_process(tmp_path: Path) -> N
     files = sorted(p.relative_to(tmp_path / "1") for p in (tmp_path / "1").rglob("*") if p.is_file())
     assert any(p.name == "whitespacetokenizer_config.json" for p in files)
     assert all((tmp_path / "1" / p).read_bytes() == (tmp_path / "2" / p).read_bytes() for p in files)
+
+
+def test_the_judged_documents_are_not_all_in_the_train_fold(demo: Path, tmp_path: Path) -> None:
+    """Queries and folds were drawn by the same seeded permutation of as many items: every judged document
+    (each query's one answer) fell in the train fold, so the layer was fitted on the pair of every test
+    query's answer and `report --heldout-gallery` had no relevant document left to find."""
+    import shutil
+
+    ws_path = shutil.copytree(demo, tmp_path / "ws")
+    assert main(["train", "-w", str(ws_path), "--method", "procrustes"]) == 0
+    with Workspace.open(ws_path) as ws:
+        train = set(ws.fold_ids()["train"].tolist())
+        gallery = len(ws.item_ids("gallery"))
+        for split in ("test", "dev"):
+            j = ws.judgments(split)
+            answers = set(j.item_ids[j.grades > 0].tolist())
+            share = len(answers & train) / len(answers)
+            assert share < 0.9 * len(train) / gallery + 0.1, (split, share)  # not all of them (it was 1.0)
+    assert main(["report", "-w", str(ws_path), "--heldout-gallery", "--bootstrap", "20", "--backfill-steps", "2"]) == 0

@@ -65,7 +65,7 @@ def test_a_run_without_copies_says_nothing_of_them(tmp_path: Path) -> None:
 
 def test_a_judged_query_equal_to_a_document_is_a_match_not_a_copy(tmp_path: Path) -> None:
     """Judged dev queries are not gallery items: a document whose old vector equals a query's (the text
-    demo has two, each the query's relevant answer) is what retrieval should find, so nothing is noted."""
+    demo has a few, each the query's relevant answer) is what retrieval should find, so nothing is noted."""
     import contextlib
     import io
 
@@ -77,7 +77,7 @@ def test_a_judged_query_equal_to_a_document_is_a_match_not_a_copy(tmp_path: Path
         validator = workspace_validator(ws, "old-bow", "new-bow")
         first = validator.old_old().top[:, 0]
         cosines = np.einsum("ij,ij->i", validator.q_old, validator.g_old[first])
-        assert int(np.count_nonzero(cosines >= 1 - 1e-6)) == 2  # the equal pairs are there
+        assert int(np.count_nonzero(cosines >= 1 - 1e-6)) >= 2  # the equal pairs are there
         assert validator.exact_duplicates() == 0
         run = train_run(ws, "procrustes", device="cpu")
     assert "exact copy" not in run["reason"]

@@ -260,6 +260,25 @@ def _queries_text(sizes: dict[str, Any]) -> str:
     return f"{scored} queries scored (of {total})" if isinstance(scored, int) and scored < total else f"{total} queries"
 
 
+ROLLBACK_CELL = "old/new"  # the cell --rollback adds
+
+
+def _rollback_lines(report: Report) -> list[str]:
+    """The rollback cell asked for with --rollback (old queries against the backfilled gallery): its top-1,
+    its flips against old/old and where it was measured, as report.json and the HTML hold them."""
+    from embridge.core.report.number_source import flips_text
+
+    cell = report.cells.get(ROLLBACK_CELL)
+    if not isinstance(cell, dict) or not isinstance(cell.get("metrics"), dict):
+        return []
+    flips = report.flips.get(ROLLBACK_CELL) or {}
+    against = f" against {flips['against']}" if flips.get("against") else ""
+    protocol = (cell.get("protocol") or {}).get("text")
+    return [f"rollback ({ROLLBACK_CELL}, old queries against the backfilled gallery): top-1 "
+            f"{format_share(cell['metrics'].get('top1'))}; {flips_text(flips)}{against}"
+            + (f"; measured on {protocol}" if protocol else "")]
+
+
 def _report_text(report: Report) -> str:
     from embridge.core.report.number_source import flips_text, gain_text, served_lines
 
@@ -283,6 +302,7 @@ def _report_text(report: Report) -> str:
                          f"{sample_floor_text(h.get(f'old_old_sample_{key}'), h.get(f'upgraded_sample_{key}'))}; "
                          f"gain retained {gain_text(h.get(f'gain_retained_{key}'), h.get(f'gain_retained_{key}_note'))}")
     lines += measured_on_lines(h)  # old/old and the upgraded cell may search more than new/new's sample
+    lines += _rollback_lines(report)
     lines += served_lines(report.served)
     lines += [*report.verdicts, report.search["statement"]]
     from embridge.core.report.report_record import curve_metric
