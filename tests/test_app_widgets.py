@@ -144,3 +144,36 @@ def test_the_reports_summary_gives_each_gains_sample_numbers() -> None:
     from embridge.core.report.number_source import flips_text
 
     assert "flips: negative 5.5%, positive 13.0%; ARR@10 96.5%" in text and flips_text(head) in text
+
+
+class _CountingTable(QTableWidget):
+    """A table that counts how often its header measures a column's contents."""
+
+    measured = 0
+
+    def sizeHintForColumn(self, column: int) -> int:  # noqa: N802 - Qt's name
+        type(self).measured += 1
+        return super().sizeHintForColumn(column)
+
+
+def test_a_refill_measures_each_column_once_not_once_per_cell(qtbot: QtBot) -> None:
+    """Columns sized to their contents were re-measured at every cell set: a page's refill cost the square
+    of its rows on the GUI thread (the Workspace page with 400 runs froze the window for 15 s after each
+    job). The count of measurements, not a time, is what a slower machine cannot change."""
+    from PySide6.QtWidgets import QHeaderView
+
+    from embridge.app.pages.page import fill_table
+
+    table = _CountingTable(0, 7)
+    qtbot.addWidget(table)
+    table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+    table.show()
+    rows = [[i, "train", "procrustes", "completed", "2026-12-06T17:34:58+00:00", 0.5, None] for i in range(200)]
+    fill_table(table, rows)
+    qtbot.wait(10)
+    _CountingTable.measured = 0
+    fill_table(table, rows)
+    qtbot.wait(10)
+    assert _CountingTable.measured <= 4 * table.columnCount(), _CountingTable.measured
+    assert table.horizontalHeader().sectionResizeMode(0) == QHeaderView.ResizeMode.ResizeToContents
+    assert table.item(199, 2).text() == "procrustes" and table.item(3, 5).text() == "0.500"
