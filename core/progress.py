@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from embridge.core.errors import Cancelled
@@ -31,6 +33,25 @@ def check_stop(should_stop: StopFn | None) -> None:
     """Raise :class:`Cancelled` when the caller asked to stop."""
     if should_stop is not None and should_stop():
         raise Cancelled()
+
+
+_AMBIENT_STOP: ContextVar[StopFn | None] = ContextVar("embridge_ambient_stop", default=None)
+
+
+@contextmanager
+def stop_checks(should_stop: StopFn | None) -> Iterator[None]:
+    """Let loops deep in a stage whose functions take no ``should_stop`` (the bootstrap intervals, spread
+    over every section of a report) honour the caller's, through :func:`check_ambient_stop`."""
+    token = _AMBIENT_STOP.set(should_stop)
+    try:
+        yield
+    finally:
+        _AMBIENT_STOP.reset(token)
+
+
+def check_ambient_stop() -> None:
+    """:func:`check_stop` with the ``should_stop`` of the innermost :func:`stop_checks` (none: go on)."""
+    check_stop(_AMBIENT_STOP.get())
 
 
 class Throughput:

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from embridge.core.errors import InputError
+from embridge.core.progress import check_ambient_stop
 
 
 @dataclass(frozen=True)
@@ -188,6 +189,7 @@ def _resample_indices(n: int, n_boot: int, seed: int, chunk_elems: int = 2_000_0
     rng = np.random.default_rng(seed)
     per_chunk = max(1, chunk_elems // max(n, 1))
     for start in range(0, n_boot, per_chunk):
+        check_ambient_stop()  # a report's Cancel, between blocks of resamples
         yield rng.integers(0, n, size=(min(per_chunk, n_boot - start), n))
 
 
@@ -223,11 +225,12 @@ def bootstrap_statistic_ci(
     n = len(arrays[0])
     if n == 0:
         return float("nan"), float("nan")
-    stats = [
-        statistic(*(np.asarray(a)[row] for a in arrays))
-        for idx in _resample_indices(n, n_boot, seed)
-        for row in idx
-    ]
+    stats = []
+    for idx in _resample_indices(n, n_boot, seed):
+        for i, row in enumerate(idx):
+            if i % 512 == 511:  # one statistic a resample: a block can hold thousands
+                check_ambient_stop()
+            stats.append(statistic(*(np.asarray(a)[row] for a in arrays)))
     return _percentiles(np.asarray(stats, dtype=np.float64), level)
 
 

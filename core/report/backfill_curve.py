@@ -111,16 +111,18 @@ def residual_norms(gallery_adapted: np.ndarray, gallery_old: np.ndarray, block: 
 
 
 def self_margins(
-    gallery_adapted: np.ndarray, gallery_old: np.ndarray, config: SearchConfig | None = None
+    gallery_adapted: np.ndarray, gallery_old: np.ndarray, config: SearchConfig | None = None,
+    should_stop: StopFn | None = None,
 ) -> np.ndarray:
-    """⟨h(n_g), o_g⟩ minus the best score of any other old gallery vector for the query h(n_g)."""
+    """⟨h(n_g), o_g⟩ minus the best score of any other old gallery vector for the query h(n_g) (a search
+    of the whole sample against itself, stopped between query blocks when asked)."""
     ha = np.asarray(gallery_adapted, np.float32)
     o = np.asarray(gallery_old, np.float32)
     n = o.shape[0]
     own = (ha * o).sum(axis=1)
     if n < 2:
         return own
-    _, best_other, _ = search(ha, o, 1, exclude=np.arange(n), config=config)
+    _, best_other, _ = search(ha, o, 1, exclude=np.arange(n), config=config, should_stop=should_stop)
     return own - best_other[:, 0]
 
 
@@ -131,6 +133,7 @@ def backfill_order(
     gallery_adapted: np.ndarray | None = None,
     gallery_old: np.ndarray | None = None,
     search_config: SearchConfig | None = None,
+    should_stop: StopFn | None = None,
 ) -> np.ndarray:
     """Gallery rows in the order a policy re-embeds them (first = backfilled first)."""
     if policy == "random":
@@ -141,7 +144,7 @@ def backfill_order(
         raise InputError("backfill policy", f"{policy!r} needs the adapted new vectors of the gallery items")
     if policy == "largest_residual":
         return np.argsort(-residual_norms(gallery_adapted, gallery_old), kind="stable")
-    return np.argsort(self_margins(gallery_adapted, gallery_old, search_config), kind="stable")
+    return np.argsort(self_margins(gallery_adapted, gallery_old, search_config, should_stop), kind="stable")
 
 
 def _segments(order: np.ndarray, cuts: np.ndarray) -> np.ndarray:
@@ -306,7 +309,10 @@ def partial_backfill(
     if opts.steps < 2:
         raise InputError("partial backfill", f"needs at least 2 steps, got {opts.steps}")
     n_g = np.asarray(gallery_old).shape[0]
-    orders = {p: backfill_order(p, n_g, opts.seed, gallery_adapted, gallery_old, opts.search) for p in opts.policies}
+    orders = {}
+    for p in opts.policies:  # the least-confident order searches the whole sample against itself
+        check_stop(should_stop)
+        orders[p] = backfill_order(p, n_g, opts.seed, gallery_adapted, gallery_old, opts.search, should_stop)
     return backfill_curves(
         queries_new,
         queries_adapted,

@@ -32,7 +32,7 @@ from embridge.core.evaluation.tasks import UpgradeTasks, upgrade_tasks
 from embridge.core.evaluation.upgrade import OLD_OLD, score_upgrade, upgrade_vectors
 from embridge.core.jobs import recorded_run
 from embridge.core.l2 import layer_input_normalised
-from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
+from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress, stop_checks
 from embridge.core.report import sections
 from embridge.core.report.backfill_curve import BackfillOptions, JudgedRelevance, partial_backfill
 from embridge.core.report.cells import (
@@ -138,10 +138,11 @@ def build_report(ws: Workspace, run_id: int | None = None, options: ReportOption
     with recorded_run(ws, "report", row["kind"], recorded) as record:
         with tempfile.TemporaryDirectory(prefix=f"{TMP_PREFIX}scratch-", dir=ws.root / "reports",
                                          ignore_cleanup_errors=True) as scratch:
-            report = assemble(ws, run, row, adapter, opts, tasks=tasks,
-                              maker=MatrixMaker(ws, Path(scratch), opts.memory_budget,  # the cells and the curves
-                                                input_normalised=layer_input_normalised(row), share=True),  # read once
-                              on_progress=on_progress or no_progress, should_stop=should_stop)
+            with stop_checks(should_stop):  # the bootstrap intervals of every section stop on it too
+                report = assemble(ws, run, row, adapter, opts, tasks=tasks,
+                                  maker=MatrixMaker(ws, Path(scratch), opts.memory_budget,  # the cells and curves
+                                                    input_normalised=layer_input_normalised(row), share=True),  # read once
+                                  on_progress=on_progress or no_progress, should_stop=should_stop)
         report.report_run_id = record["run_id"]
         # the cell the gain is measured against (head/head for bct and bt2), as a training run records it
         record["metrics"] = {**report.headline, "ceiling_cell": report.ceiling_cell, **_protocol_of(report)}
