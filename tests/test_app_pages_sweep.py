@@ -72,6 +72,8 @@ def test_bootstrap_box_takes_the_cores_range_and_empty_reports_keep_their_header
     assert headers(reports.metrics) == ["Metric"]
     reports.show_report(None)
     assert headers(reports.metrics) == ["Metric"]
+    plan = window.show_page("plan")  # a target share of 0, which the core refuses, cannot be entered
+    assert plan.target_share.minimum() > 0 and plan.gain_threshold.minimum() == 0
 
 
 def test_judged_metrics_and_each_numbers_protocol_show_as_the_command_line_prints_them(

@@ -579,3 +579,15 @@ def test_a_bridge_kept_for_the_transition_says_when_its_margin_is_within_noise(i
     noise = (f"; but its margin over old/old is within noise (95% interval of the difference {interval[0]:+.3f} to "
              f"{interval[1]:+.3f}, paired bootstrap over the test queries), so the transition may gain nothing")
     assert (noise in plan.reason) is (interval[0] <= 0), plan.reason
+
+
+@pytest.mark.parametrize(("option", "settings"), [("--target-share", {"target_share": 0.0}),
+                                                  ("--target-share", {"target_share": 1.5}),
+                                                  ("--gain-threshold", {"gain_threshold": -0.1})])
+def test_the_plans_targets_are_checked_in_the_core(option: str, settings: dict[str, float]) -> None:
+    """The command line's parser refused a target share of 0, but the app's Plan page planned with it and
+    recommended an option that was enough "at least 0% of the full backfill"."""
+    from embridge.core.errors import InputError
+
+    with pytest.raises(InputError, match=f"^{option}: "):
+        plan_from_report(make_report(0.60, 0.90, 0.80), RATE, **settings)

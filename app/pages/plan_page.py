@@ -88,7 +88,7 @@ class PlanPage(Page):
         from embridge.core.plan.option_choice import GAIN_THRESHOLD_HELP, TARGET_SHARE_HELP
 
         self.gain_threshold = self._share_box(0.9, capitalised(GAIN_THRESHOLD_HELP))
-        self.target_share = self._share_box(0.95, capitalised(TARGET_SHARE_HELP))
+        self.target_share = self._share_box(0.95, capitalised(TARGET_SHARE_HELP), lowest=0.01)  # above 0, as the CLI
         self.device = QComboBox()
         self.plan_button = QPushButton("&Plan the upgrade")
         self.plan_button.clicked.connect(self.plan_from_form)
@@ -124,9 +124,9 @@ class PlanPage(Page):
         self._focus_seen: int | None = None
 
     @staticmethod
-    def _share_box(value: float, tip: str) -> QDoubleSpinBox:
+    def _share_box(value: float, tip: str, lowest: float = 0.0) -> QDoubleSpinBox:
         box = QDoubleSpinBox()
-        box.setRange(0.0, 1.0)
+        box.setRange(lowest, 1.0)
         box.setSingleStep(0.05)
         box.setValue(value)
         box.setToolTip(tip)

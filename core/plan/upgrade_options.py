@@ -249,6 +249,10 @@ def plan_from_report(source: Report | Mapping[str, Any], throughput: Throughput,
     """
     if fraction is not None and not 0 <= fraction <= 1:
         raise InputError("--fraction", f"must lie between 0 and 1, got {fraction}")
+    if not 0 <= gain_threshold <= 1:  # the command line's parser says the same; the app and callers come here
+        raise InputError("--gain-threshold", f"must lie between 0 and 1, got {gain_threshold}")
+    if not 0 < target_share <= 1:  # a share of 0 would call any option enough
+        raise InputError("--target-share", f"must be above 0 and at most 1, got {target_share}")
     report = as_report(source)
     sizes = _Sizes(report)
     up_cell, ceil_cell = str(report.upgraded_cell), str(report.ceiling_cell)
