@@ -185,6 +185,12 @@ class _JobDialog(QDialog):
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
 
+    def refuse(self, message: str) -> None:
+        """A start refused before any job: its reason, and no earlier job's status or result left beside it
+        (they would read as this attempt's)."""
+        self.clear_result()
+        self.ctx.reporter.report(self.windowTitle(), message)
+
     def show_result(self, text: str) -> None:
         self.result.setPlainText(text)
         log.info(text.splitlines()[0] if text else "")
@@ -227,7 +233,7 @@ class StoreImportDialog(_JobDialog):
             return
         uri = self.uri.text().strip()
         if not uri:
-            self.ctx.reporter.report("Import from a vector store", "Enter the store's URI first.")
+            self.refuse("Enter the store's URI first.")
             return
         model = self.model.text().strip() or None
         label, text = self.label_field.text().strip() or None, self.text_field.text().strip() or None
@@ -302,7 +308,7 @@ class StoreMigrateDialog(_JobDialog):
             return False
         missing = [name for name, value in fields if not value]
         if missing:
-            self.ctx.reporter.report(self.windowTitle(), f"Fill in {', '.join(missing)} first.")
+            self.refuse(f"Fill in {', '.join(missing)} first.")
         return not missing
 
     def start_migration(self) -> None:
@@ -330,20 +336,20 @@ class StoreMigrateDialog(_JobDialog):
 
     def start_rollback(self) -> None:
         source, alias = self.source.text().strip(), self.alias.text().strip()
-        if not self._need(("From", source), ("Alias", alias)):
+        if not self._need(("From", source)):  # the alias may be in From's URI (?alias=NAME), as the CLI takes it
             return
 
         def job(on_progress: ProgressFn, should_stop: StopFn) -> dict[str, Any]:
             from embridge.core.connectors.migration import rollback_store
 
-            return rollback_store(source, alias)
+            return rollback_store(source, alias or None)
 
         def done(out: dict[str, Any]) -> None:  # the command line's own text
             self.show_result(out["text"])
 
         # rollback's --to is the collection served again: here, From
         fields = {"--to": self.source, "--alias": self.alias, "--switch": self.switch}  # advice names --switch
-        self._started(self.ctx.run_plain(f"Roll back {alias}", self.in_form_terms(job, fields), done))
+        self._started(self.ctx.run_plain(f"Roll back {alias or source}", self.in_form_terms(job, fields), done))
 
     def start_check(self) -> None:
         target = self.target.text().strip()

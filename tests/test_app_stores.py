@@ -122,6 +122,23 @@ def test_import_from_a_store_and_migrate_switch_cancel_resume_rollback(
     assert "alias 'docs' now serves 'docs_v1'" in migrate.result.toPlainText()
     assert f"{len(v1)} points are v1's: queries must be embedded by v1 again" in migrate.result.toPlainText()
     assert os.readlink(tmp_path / "pq" / "docs") == "docs_v1"
+
+    # a refused start leaves no earlier result beside its reason; the alias may come in From's URI, as the
+    # command line takes it (the dialog demanded the Alias field)
+    reported: list[str] = []
+    report = window.ctx.reporter.report
+    window.ctx.reporter.report = lambda title, text, details=None: reported.append(text)  # type: ignore[method-assign]
+    migrate.source.setText("")
+    click(qtbot, migrate.rollback_button)
+    window.ctx.reporter.report = report  # type: ignore[method-assign]
+    assert reported == ["Fill in From first."]
+    assert migrate.result.toPlainText() == "" and migrate.stage.text() == ""
+    migrate.alias.setText("")
+    migrate.source.setText(case.source + ("&" if "?" in case.source else "?") + "alias=docs")
+    click(qtbot, migrate.rollback_button)
+    wait_for_jobs(qtbot, window)
+    assert not error_dialogs()
+    assert "alias 'docs' already serves 'docs_v1' (before: docs_v1)" in migrate.result.toPlainText()
     migrate.close()
     dialog.close()
 
@@ -139,6 +156,10 @@ def test_store_dialogs_report_missing_fields_and_store_errors(qtbot: QtBot, wind
     click(qtbot, gallery.store_dialog.import_button)
     wait_for_jobs(qtbot, window)
     assert reported[-1][1].endswith("nothing: no such collection")
+    assert gallery.store_dialog.stage.text().startswith("failed: ")
+    gallery.store_dialog.uri.setText("  ")  # refused before any job: the failure above is not left beside it
+    click(qtbot, gallery.store_dialog.import_button)
+    assert reported[-1][1] == "Enter the store's URI first." and gallery.store_dialog.stage.text() == ""
     export = window.show_page("export")
     click(qtbot, export.migrate_store_button)
     click(qtbot, export.store_dialog.migrate_button)
