@@ -239,9 +239,14 @@ def test_build_demo_runs_the_core_builder_then_opens_the_result(qtbot: QtBot, wi
 
     monkeypatch.setattr(embridge.core.demo, "build_demo", fake_build)
     monkeypatch.setattr(dialogs, "choose_directory", lambda *a, **k: str(tmp_path / "demo"))
-    click(qtbot, window.show_page("workspace").demo_button)
+    page = window.show_page("workspace")
+    click(qtbot, page.demo_button)
+    # one build at a time: a second click started another on the same folder, which failed saying another
+    # process was building it
+    assert not page.demo_button.isEnabled()
+    page.start_demo(tmp_path / "demo")
     wait_for_jobs(qtbot, window)
-    assert calls == [tmp_path / "demo"]
+    assert calls == [tmp_path / "demo"] and page.demo_button.isEnabled()
     assert window.ctx.ws is not None and Path(window.ctx.ws.root) == tmp_path / "demo"
 
 

@@ -13,6 +13,7 @@ NO_TRAINING = "No training runs now."
 REPORTING = "A report is being built; wait for it to end (see Jobs): a second click would build it twice."
 PLANNING = "A plan is being made; wait for it to end (see Jobs): a second click would plan twice."
 VERIFYING = "The stored files are being checked; wait for it to end (see Jobs)."
+BUILDING_DEMO = "A demo workspace is being built; wait for it to end (see Jobs)."
 _OWN_TIP = "own_tooltip"  # the tooltip a button was given when it was made, kept as a property
 
 

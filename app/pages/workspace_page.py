@@ -22,7 +22,7 @@ from PySide6.QtWidgets import (
 from embridge.app import dialogs
 from embridge.app.context import AppContext
 from embridge.app.pages.page import Page, fill_table, make_table
-from embridge.app.pages.why_disabled import VERIFYING, JobButton
+from embridge.app.pages.why_disabled import BUILDING_DEMO, VERIFYING, JobButton
 from embridge.core.overview import overview_text, workspace_overview
 from embridge.core.progress import ProgressFn, StopFn
 
@@ -52,6 +52,7 @@ class WorkspacePage(Page):
             buttons.addWidget(button)
         buttons.addWidget(self.demo_kind)
         buttons.addStretch(1)
+        self.demo_building = JobButton(self.demo_button, BUILDING_DEMO, lambda: None)  # one build at a time
         self.layout_.addLayout(buttons)
 
         recent_box = QGroupBox("&Recent workspaces")
@@ -112,8 +113,10 @@ class WorkspacePage(Page):
             with build_demo(path, on_progress=on_progress, should_stop=should_stop) as ws:
                 return str(ws.root)
 
-        self.ctx.run_plain("Build demo workspace", job, lambda root: self.ctx.open_workspace(root),
-                           milestone="stage")
+        if self.demo_building.job is not None:
+            return
+        self.demo_building.started(self.ctx.run_plain("Build demo workspace", job,
+                                                      lambda root: self.ctx.open_workspace(root), milestone="stage"))
 
     def verify(self) -> None:
         """Check every stored file in the background; the result goes under the summary and, when
