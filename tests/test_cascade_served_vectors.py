@@ -121,10 +121,11 @@ def test_the_latest_backfill_is_what_a_cascade_serves_and_a_new_one_outdates_its
     assert _cli("backfill", *ws_arg, "--model", "new-cnn", "--order", "stored")["items"] == 997
     cascade = _cli("train", *ws_arg, "--method", "cascade", "--device", "cpu")
     layer = _cli("train", *ws_arg, "--method", "procrustes", "--device", "cpu")
-    # every item re-ranked by its new vector is a full backfill's cost: the plan says so without "more than"
+    # every item already holds its new vector: the plan says the full backfill is done, as a layer's plan does
     plan = _cli("plan", *ws_arg, "--run", str(cascade["run_id"]), "--device", "cpu")
     assert plan["recommendation"] == "full_backfill", plan["reason"]
-    assert "needs the new vectors of 997 items, as many as this re-embeds" in plan["reason"]
+    assert plan["reason"].startswith("Backfill run #1 already re-embedded all 997 gallery items with the new model")
+    assert "the full backfill is done" in plan["reason"]
     # a backfill of a tenth, every vector copied from the stored one: what a cascade serves is now those 100
     later = _cli("backfill", *ws_arg, "--model", "new-cnn", "--order", "planner", "--fraction", "0.1",
                  "--run", str(layer["run_id"]))
