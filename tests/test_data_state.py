@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -155,12 +156,8 @@ def test_an_outgrown_chain_report_names_the_chain_command_that_measures_it_again
     _run(command, capsys)  # the command named runs as written
 
 
-def test_another_runs_layer_measured_on_an_earlier_sample_is_not_weighed(demo_copy: Path,
-                                                                          capsys: pytest.CaptureFixture[str]) -> None:
-    """The plan took a fusion run's gain retained from a report whose upgraded-sample numbers searched the
-    600-item evaluation sample, beside old/old and new/new on the 800-item sample the plan's own fresh
-    report searched: numerator and denominator of two galleries, shown as comparable."""
-    ws = str(demo_copy)
+def _fusion_beside_procrustes(ws: str, capsys: pytest.CaptureFixture[str]) -> Callable[[], dict]:
+    """Train procrustes (run 1) and fusion (run 2), report the fusion; the fusion's option in run 1's plan."""
     _run(["train", "-w", ws, "--method", "procrustes"], capsys)
     _run(["train", "-w", ws, "--method", "fusion"], capsys)
     _run(["report", "-w", ws, "--run", "2", "--bootstrap", "20", "--backfill-steps", "2"], capsys)
@@ -169,6 +166,16 @@ def test_another_runs_layer_measured_on_an_earlier_sample_is_not_weighed(demo_co
         plan = json.loads(_run(["plan", "-w", ws, "--run", "1", "--json"], capsys))
         return next(o for o in plan["options"] if o["name"] == "fusion")
 
+    return fusion
+
+
+def test_another_runs_layer_measured_on_an_earlier_sample_is_not_weighed(demo_copy: Path,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """The plan took a fusion run's gain retained from a report whose upgraded-sample numbers searched the
+    600-item evaluation sample, beside old/old and new/new on the 800-item sample the plan's own fresh
+    report searched: numerator and denominator of two galleries, shown as comparable."""
+    ws = str(demo_copy)
+    fusion = _fusion_beside_procrustes(ws, capsys)
     before = fusion()  # measured on this very sample: weighed
     assert before["quality_from"]["comparable"] and before["gain_retained"] is not None
     _run(["embed", "-w", ws, "--model", "new-cnn", "--sample", "1000"], capsys)  # 800 gallery items
@@ -193,15 +200,7 @@ def test_another_runs_layer_measured_before_judgments_were_added_is_not_weighed(
     from judged_fixtures import build_judged_workspace
 
     built = build_judged_workspace(tmp_path / "ws")
-    ws = str(built["path"])
-    _run(["train", "-w", ws, "--method", "procrustes"], capsys)
-    _run(["train", "-w", ws, "--method", "fusion"], capsys)
-    _run(["report", "-w", ws, "--run", "2", "--bootstrap", "20", "--backfill-steps", "2"], capsys)
-
-    def fusion() -> dict:
-        plan = json.loads(_run(["plan", "-w", ws, "--run", "1", "--json"], capsys))
-        return next(o for o in plan["options"] if o["name"] == "fusion")
-
+    fusion = _fusion_beside_procrustes(str(built["path"]), capsys)
     before = fusion()
     assert before["quality_from"]["comparable"] and before["gain_retained"] is not None
     test_queries = [q for q, split in zip(built["query_ids"], built["splits"], strict=True) if split == "test"]
@@ -209,13 +208,13 @@ def test_another_runs_layer_measured_before_judgments_were_added_is_not_weighed(
         keys = w.keys_of(test_queries[:20])
     qrels = tmp_path / "more.tsv"  # each of 20 test queries gets a second relevant document
     qrels.write_text("".join(f"{k}\td{n}\t1\ttest\n" for n, k in enumerate(keys)))
-    _run(["import", "-w", ws, "--qrels", str(qrels)], capsys)
+    _run(["import", "-w", str(built["path"]), "--qrels", str(qrels)], capsys)
     after = fusion()
     assert after["quality_from"]["comparable"] is False and after["comparable"] is False
     assert after["gain_retained"] is None and after["passes_criterion"] is None
     assert after["quality_from"]["why_not"] == ("measured before the workspace changed (20 relevance judgments "
                                                 "added), so not weighed against this report: report that run again")
-    plan = json.loads(_run(["plan", "-w", ws, "--run", "1", "--json"], capsys))
+    plan = json.loads(_run(["plan", "-w", str(built["path"]), "--run", "1", "--json"], capsys))
     assert plan["recommendation"] != "fusion"
 
 

@@ -6,6 +6,7 @@ import contextlib
 import io
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from report_fixtures import old_gallery_ids
@@ -114,19 +115,26 @@ def test_a_second_backfill_is_the_one_measured_and_outgrows_the_report_before_it
     assert again.served["backfill"]["run_id"] == latest
 
 
-def test_after_a_full_backfill_the_plan_recommends_what_is_served_not_a_partial_one(demo_copy: Path) -> None:
-    """After every gallery item was backfilled the plan still recommended a partial backfill to β = 0.70
-    (698 items to embed), four points below the served gallery's top-1."""
-    with Workspace.open(demo_copy) as ws:
-        train_run(ws, "procrustes", device="cpu")
+def _planned_after_a_full_backfill(ws_path: Path, method: str) -> tuple[Any, int]:
+    """(the plan of a ``method`` layer trained before a backfill of every gallery item, that backfill's run):
+    the full backfill is recommended, at no cost left."""
+    with Workspace.open(ws_path) as ws:
+        train_run(ws, method, device="cpu")
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        assert main(["backfill", "-w", str(demo_copy), "--model", "new-cnn"]) == 0
-    with Workspace.open(demo_copy) as ws:
+        assert main(["backfill", "-w", str(ws_path), "--model", "new-cnn"]) == 0
+    with Workspace.open(ws_path) as ws:
         plan = plan_upgrade(ws, device="cpu")
         backfill_run = max(int(r["id"]) for r in ws.runs("backfill"))
     full = plan.option("full_backfill")
     assert full is not None and full["items_embedded"] == 0 and full["time_s"] == 0.0
     assert plan.recommendation == "full_backfill"
+    return plan, backfill_run
+
+
+def test_after_a_full_backfill_the_plan_recommends_what_is_served_not_a_partial_one(demo_copy: Path) -> None:
+    """After every gallery item was backfilled the plan still recommended a partial backfill to β = 0.70
+    (698 items to embed), four points below the served gallery's top-1."""
+    plan, backfill_run = _planned_after_a_full_backfill(demo_copy, "procrustes")
     assert plan.reason.startswith(f"Backfill run #{backfill_run} already re-embedded all {plan.gallery_full} gallery items")
     assert any(note.startswith("Served now") for note in plan.notes)
     # following the plan's partial option now would record fewer new vectors than are served: refused
@@ -146,18 +154,10 @@ def test_after_a_full_backfill_the_plan_recommends_what_is_served_not_a_partial_
 def test_after_a_full_backfill_a_cascades_plan_says_the_full_backfill_is_done(demo_copy: Path) -> None:
     """A cascade's report measures no served gallery apart (its own cell re-ranks by the backfill's new
     vectors), so its plan still priced a full re-embedding of the 997 items a backfill had just embedded."""
+    plan, backfill_run = _planned_after_a_full_backfill(demo_copy, "cascade")
     with Workspace.open(demo_copy) as ws:
-        train_run(ws, "cascade", device="cpu")
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        assert main(["backfill", "-w", str(demo_copy), "--model", "new-cnn"]) == 0
-    with Workspace.open(demo_copy) as ws:
-        plan = plan_upgrade(ws, device="cpu")
-        backfill_run = max(int(r["id"]) for r in ws.runs("backfill"))
         report = build_report(ws, plan.run_id)
     assert report.served is None and report.cells[str(report.upgraded_cell)]["protocol"]["new_vectors"] == 997
-    full = plan.option("full_backfill")
-    assert full is not None and full["items_embedded"] == 0 and full["time_s"] == 0.0
-    assert plan.recommendation == "full_backfill"
     served = report.cells[str(report.upgraded_cell)]["metrics"]["top1"]
     assert plan.reason.startswith(f"Backfill run #{backfill_run} already re-embedded all 997 gallery items with the "
                                   f"new model (served now: top-1 {served:.1%})")
