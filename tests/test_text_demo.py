@@ -126,3 +126,22 @@ def test_the_judged_documents_are_not_all_in_the_train_fold(demo: Path, tmp_path
             share = len(answers & train) / len(answers)
             assert share < 0.9 * len(train) / gallery + 0.1, (split, share)  # not all of them (it was 1.0)
     assert main(["report", "-w", str(ws_path), "--heldout-gallery", "--bootstrap", "20", "--backfill-steps", "2"]) == 0
+
+
+def test_queries_the_old_model_reads_nothing_of_are_named_in_a_fusion_report(demo: Path, tmp_path: Path) -> None:
+    """A fusion report scored such queries by the mapped new query alone while `bundle apply` refuses their
+    all-zero old vectors, and neither said a word of them."""
+    import shutil
+
+    from embridge.core.report.build import ReportOptions, build_report
+
+    ws_path = shutil.copytree(demo, tmp_path / "ws")
+    assert main(["train", "-w", str(ws_path), "--method", "fusion"]) == 0
+    with Workspace.open(ws_path) as ws:
+        report = build_report(ws, None, ReportOptions(n_boot=20, backfill_steps=2), write=False)
+        test_queries = ws.judgments("test").query_ids_unique()
+        zero = int((~ws.vectors_for("old-bow", test_queries).any(axis=1)).sum())
+    assert zero > 0  # the demo's old encoder knows only Genesis's words
+    (line,) = [x for x in report.protocol if "all-zero old-model vector" in x]
+    assert line.startswith(f"{zero} of the {len(test_queries)} queries have an all-zero old-model vector")
+    assert "`bundle apply` refuses all-zero rows" in line

@@ -31,7 +31,7 @@ from embridge.core.evaluation.task import Protocol
 from embridge.core.evaluation.tasks import UpgradeTasks, upgrade_tasks
 from embridge.core.evaluation.upgrade import OLD_OLD, score_upgrade, upgrade_vectors
 from embridge.core.jobs import recorded_run
-from embridge.core.l2 import layer_input_normalised
+from embridge.core.l2 import layer_input_normalised, zero_rows
 from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress, stop_checks
 from embridge.core.report import sections
 from embridge.core.report.backfill_curve import BackfillOptions, JudgedRelevance, partial_backfill
@@ -213,7 +213,7 @@ def assemble(ws: Workspace, run: RunRecord, row: dict[str, Any], adapter: Adapte
         models={"old": _model_section(ws, old), "new": _model_section(ws, new)},
         protocol=sample.protocol() + _unscored_line(int(sample.query_ids.size), int(head["n_queries"]),
                                                     cells[upgraded].protocol)
-        + _chosen_line(ws, backfilled, new, sample, served is not None),
+        + _chosen_line(ws, backfilled, new, sample, served is not None) + _zero_old_queries_line(sides.q_old, adapter.kind),
         sizes={**sample.sizes(), "queries_scored": head["n_queries"]},
         scoring=plan.to_dict(), search=search_summary(search_cells),
         cells={name: sections.cell_section(c, plan, n_boot, seed) for name, c in cells.items()},
@@ -257,6 +257,19 @@ def _chosen_line(ws: Workspace, backfilled: Backfilled | None, new: str, sample:
     return [f"The evaluation sample includes {chosen} items backfill run {backfilled.run_id} chose in the planner's "
             "order, not a random draw: new/new and the partial-backfill curves weigh the items that order picks first "
             f"more than a random sample would ({whole} measures the whole gallery)."]
+
+
+def _zero_old_queries_line(q_old: np.ndarray, kind: str) -> list[str]:
+    """A protocol sentence when some queries have an all-zero old-model vector (a bag of words knowing none of
+    their words): old/old finds nothing for them, and a fusion scores them by the mapped new query alone,
+    which `bundle apply` refuses to do (it takes no all-zero row), so a deployment must do it itself."""
+    zero = zero_rows(q_old)
+    if not len(zero):
+        return []
+    fused = (" The fusion scores them by the mapped new query alone (its old part vanishes); `bundle apply` "
+             "refuses all-zero rows, so a deployment serves them that way itself." if kind == "fusion" else "")
+    return [f"{len(zero)} of the {len(q_old)} queries have an all-zero old-model vector (no direction: the old "
+            f"model read nothing it knows in them), so old/old ranks the gallery for them by row order.{fused}"]
 
 
 def _unscored_line(queries: int, scored: int, protocol: Protocol | None) -> list[str]:
