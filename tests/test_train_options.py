@@ -140,6 +140,22 @@ def test_a_bridge_says_which_settings_its_base_never_reads(demo_copy: Path, caps
         assert ws.adapter(summary["adapter_id"])["config"]["base"]["kind"] == "procrustes"
 
 
+def test_a_pair_loss_a_head_or_fct_never_reads_is_said_to_be_unused() -> None:
+    """bct and bt2 train on their classification objective: --loss mse --set temperature=5 gave byte-identical
+    heads to the defaults, recorded as if used; fct has no old-gallery bank, so --loss retrieval trained as
+    contrastive. Both were said nothing of (the check is the one `train` prints and records)."""
+    from embridge.core.train.config import unused_settings
+
+    for head in ("bct", "bt2"):
+        (said,) = unused_settings(head, {"loss": "mse", "temperature": 5.0, "epochs": 3})
+        assert said.names == ["loss", "temperature"] and "not on a pair loss" in said.why
+    (said,) = unused_settings("fct", {"loss": "retrieval"})
+    assert said.names == ["loss"] and "'retrieval' trains as 'contrastive'" in said.why
+    assert unused_settings("fct", {"loss": "mse"}) == [] and unused_settings("mlp", {"loss": "retrieval"}) == []
+    (said,) = unused_settings("cascade", {"base": "bct", "temperature": 0.1})
+    assert said.names == ["temperature"] and said.why.startswith("the cascade's base, bct,")
+
+
 @pytest.mark.parametrize("argv, line", [
     (["--method", "fusion", "--set", "base=procrustes", "--set", "base=mlp"],
      "embridge: error: --set: base given more than once; give it once (see 'embridge train --help')"),

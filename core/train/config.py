@@ -89,6 +89,7 @@ def _specific(kinds: tuple[str, ...]) -> dict[str, Any]:
 
 # what only a training loop reads: a closed-form fit runs none
 LOOP_SETTINGS = ("epochs", "lr", "batch_size", "loss", "weight_decay", "patience", "temperature", "amp")
+PAIR_LOSS_SETTINGS = ("loss", "temperature")  # what only a pair objective reads: the heads train on classes
 
 
 @dataclass(frozen=True)
@@ -101,8 +102,9 @@ class UnusedSettings:
 
 def unused_settings(kind: str, given: dict[str, Any]) -> list[UnusedSettings]:
     """The settings in ``given`` that ``kind`` never reads, said rather than left unnoticed: the loop settings
-    of a closed-form fit (procrustes, affine, or a fusion or cascade over one), and a fusion's or cascade's
-    settings of another base than its own (every base's are accepted, since the base is a setting too)."""
+    of a closed-form fit (procrustes, affine, or a fusion or cascade over one), the pair loss of a bct or bt2
+    head, fct's retrieval loss (it has no bank), and a fusion's or cascade's settings of another base than
+    its own (every base's are accepted, since the base is a setting too)."""
     name = canonical_kind(kind)
     out: list[UnusedSettings] = []
     fit = name
@@ -112,11 +114,19 @@ def unused_settings(kind: str, given: dict[str, Any]) -> list[UnusedSettings]:
         other = [k for k in given if k not in own]
         if other:
             out.append(UnusedSettings(other, f"settings of other bases than the {name}'s, {fit}"))
+    whose = fit if fit == name else f"the {name}'s base, {fit},"
     if fit in METHODS and not METHODS[fit].trainable:
         loop = [k for k in LOOP_SETTINGS if k in given]
-        whose = fit if fit == name else f"the {name}'s base, {fit},"
         if loop:
             out.append(UnusedSettings(loop, f"{whose} is a closed-form fit, with no training loop to give them to"))
+    elif fit in ("bct", "bt2"):
+        pair = [k for k in PAIR_LOSS_SETTINGS if k in given]
+        if pair:
+            out.append(UnusedSettings(pair, f"{whose} trains on its classification objective against the old "
+                                            "model's class prototypes, not on a pair loss"))
+    elif fit == "fct" and given.get("loss") == "retrieval":
+        out.append(UnusedSettings(["loss"], f"{whose} maps old gallery vectors, with no old-gallery bank to draw "
+                                            "the retrieval loss's negatives from: 'retrieval' trains as 'contrastive'"))
     return out
 
 
