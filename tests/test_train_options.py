@@ -169,3 +169,27 @@ def test_a_setting_given_twice_or_a_batch_of_one_is_refused_naming_it(
     had said 1 was allowed."""
     assert main(["train", "-w", str(demo_copy), *argv]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == line
+
+
+@pytest.mark.parametrize(("judged", "argv", "said"), [
+    (False, ["--method", "auto", "--set", 'candidates=["fusion", "cascade"]'],
+     "models: auto's candidates (fusion, cascade) are bridges only, which build on a fitted new->old layer"),
+    (True, ["--method", "auto", "--set", 'candidates=["bct", "bt2"]'],
+     "models: no candidate of auto can run: bct: BCT head needs labelled items; this workspace has none; bt2: "),
+    (True, ["--method", "cascade", "--set", "base=bct"],
+     "models: its base, bct: BCT head needs labelled items; this workspace has none"),
+])
+def test_settings_no_run_could_take_are_refused_before_a_run_is_recorded(
+        demo_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], judged: bool, argv: list[str],
+        said: str) -> None:
+    """Each left a failed run behind, auto's saying "every candidate failed" when none had run (they were
+    skipped: no base layer, or no labels)."""
+    from judged_fixtures import build_judged_workspace
+
+    ws = build_judged_workspace(tmp_path / "judged")["path"] if judged else demo_copy
+    capsys.readouterr()
+    assert main(["train", "-w", str(ws), *argv, "--device", "cpu"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and said in err, err
+    with Workspace.open(ws) as w:
+        assert w.runs("train") == [] and w.adapters() == []

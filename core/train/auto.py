@@ -160,8 +160,11 @@ def fit_auto(
             progress((len(runnable) + j + 1) * UNITS, steps * UNITS, {"candidate": bridge})
     if not usable:
         failures = "; ".join(f"{r.kind}: {r.reason}" for r in results if r.status == "failed" and r.reason)
+        ran = any(r.status == "failed" for r in results)
+        skips = "; ".join(f"{row['kind']}: {row.get('reason')}" for row in table if row.get("status") == "skipped")
         reason = ("cancelled before any candidate finished" if cancelled
-                  else "every candidate failed" + (f" ({failures})" if failures else ""))
+                  else "every candidate failed" + (f" ({failures})" if failures else "") if ran
+                  else "no candidate could run" + (f" ({skips})" if skips else ""))
         return FitResult("auto", None, "cancelled" if cancelled else "failed", reason, candidates=table,
                          duration_s=time.perf_counter() - start, config=settings, budget=budget.record(table))
     # on equal scores the earlier (simpler, cheaper to serve) candidate wins: layers come before bridges

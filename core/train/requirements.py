@@ -40,8 +40,28 @@ def requirement_problems(method: str, old: Mapping[str, Any] | None, new: Mappin
     return problems
 
 
-def check_requirements(ws: Workspace, method: str, old: str, new: str) -> None:
-    """Refuse (:class:`InputError` naming the models) a method this pair cannot train."""
-    problems = requirement_problems(method, ws.model(old), ws.model(new), ws.labelled_count(), ws.has_judgments())
+def check_requirements(ws: Workspace, method: str, old: str, new: str,
+                       config: Mapping[str, Any] | None = None) -> None:
+    """Refuse (:class:`InputError` naming the models) a method this pair cannot train: also a fusion or
+    cascade whose ``base`` cannot, and an ``auto`` none of whose layer candidates can (``config``: the
+    user's settings), before a run is recorded, rather than as a failed run."""
+    from embridge.core.adapters.registry import canonical_kind
+    from embridge.core.train.config import AUTO_CANDIDATES
+
+    facts = (ws.model(old), ws.model(new), ws.labelled_count(), ws.has_judgments())
+    problems = requirement_problems(method, *facts)
+    kind, settings = canonical_kind(method), dict(config or {})
+    if not problems and kind in BRIDGE_SETTING and settings.get("base") is not None:
+        base = canonical_kind(str(settings["base"]))
+        problems = [f"its base, {base}: {p}" for p in requirement_problems(base, *facts)]
+    if not problems and kind == "auto":
+        asked = [canonical_kind(str(c)) for c in settings.get("candidates") or AUTO_CANDIDATES]
+        layers = [c for c in asked if c not in BRIDGE_SETTING]
+        if not layers:
+            problems = [f"auto's candidates ({', '.join(asked)}) are bridges only, which build on a fitted new->old "
+                        "layer; name one among them too (e.g. procrustes)"]
+        elif all(requirement_problems(c, *facts) for c in layers):
+            problems = ["no candidate of auto can run: " + "; ".join(
+                f"{c}: {requirement_problems(c, *facts)[0]}" for c in layers)]
     if problems:
         raise InputError(MODELS_SOURCE, "; ".join(problems))

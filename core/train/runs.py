@@ -95,7 +95,7 @@ def train_run(ws: Workspace, method: str, old: str | None = None, new: str | Non
             raise InputError(option, f"no model named '{name}' in the workspace (known: {known})")
     old = old or ws.model_by_role("old")["name"]
     new = new or ws.model_by_role("new")["name"]
-    check_requirements(ws, method, old, new)
+    check_requirements(ws, method, old, new, config)
     models = {name: ws.model(name) for name in (old, new)}  # the layer is stored only if they stay these
     with ws.transaction():  # the folds these draw are kept only if the run can start: a refusal stores nothing
         tasks = upgrade_tasks(ws, [old, new], seed=seed)  # test queries that cannot be scored are refused first
