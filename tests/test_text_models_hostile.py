@@ -557,6 +557,35 @@ def test_one_folder_with_other_prompts_is_another_model(tmp_path: Path, capfd: p
     assert (specs["prompted"]["query_prompt"], specs["plain"]["query_prompt"]) == ("query: ", "")
 
 
+def test_a_renamed_models_first_name_takes_the_same_folder_with_other_prompts(
+        tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """The stored copy is named by the model's first name and sha256; after a rename, adding the folder again
+    under that name with other prompts failed with 'Directory not empty' (the two copies' names collided)."""
+    folder = tiny_sentence_transformer(tmp_path / "st", prompts={"query": "query: ", "document": ""})
+    ws_dir = _workspace(tmp_path / "ws")
+    assert main(["model", "add", "-w", str(ws_dir), "--path", str(folder), "--name", "bow"]) == 0
+    assert main(["model", "rename", "-w", str(ws_dir), "--name", "bow", "--to", "first"]) == 0
+    assert main(["model", "add", "-w", str(ws_dir), "--path", str(folder), "--name", "bow",
+                 "--query-prompt", "x: "]) == 0, capfd.readouterr().err
+    with Workspace.open(ws_dir) as ws:
+        rows = {m["name"]: m for m in ws.models()}
+        assert rows["bow"]["file"] != rows["first"]["file"]
+        assert (rows["first"]["spec"]["query_prompt"], rows["bow"]["spec"]["query_prompt"]) == ("query: ", "x: ")
+    for name in ("first", "bow"):
+        assert main(["embed", "-w", str(ws_dir), "--model", name]) == 0
+
+
+@pytest.mark.parametrize("device", ["/dev/null", "/dev/zero"])
+def test_a_link_to_a_device_in_a_model_folder_is_refused_before_any_copy(
+        tmp_path: Path, capfd: pytest.CaptureFixture[str], device: str) -> None:
+    """The folder's hash passed over it and the copy read it: /dev/null was stored as an empty file (the
+    model DAMAGED from the moment it was added), /dev/zero was copied until the disk was full."""
+    folder = tiny_sentence_transformer(tmp_path / "st")
+    (folder / "notes.txt").symlink_to(device)
+    line = _refused_at_add(tmp_path, capfd, folder)
+    assert f"st/notes.txt: is a symbolic link to {device}, which is a device, not a regular file" in line
+
+
 def test_an_onnx_export_without_config_finds_its_position_table(tmp_path: Path,
                                                                 capfd: pytest.CaptureFixture[str]) -> None:
     """An export with no config.json beside it and a tokenizer that states no limit: a text longer than

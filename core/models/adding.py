@@ -8,12 +8,14 @@ same way wherever it is typed.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from embridge.core.errors import CheckpointError, InputError
+from embridge.core.paths import file_kind
 from embridge.core.progress import ProgressFn, no_progress
 from embridge.core.store import Workspace
 
@@ -93,12 +95,22 @@ def _refuse_linked_folders(path: Path) -> None:
     stored copy never matched its checksum. Links to files (a Hugging Face cache's snapshot) are read as files."""
     if not path.is_dir():
         return
-    for top, folders, _ in os.walk(path):  # links are not followed
+    for top, folders, files in os.walk(path):  # links are not followed
         for name in folders:
             inside = Path(top) / name
             if inside.is_symlink():
                 raise CheckpointError(inside, f"is a symbolic link to the folder {os.readlink(inside)}; a model "
                                       "folder is copied whole into the workspace: copy that folder in instead")
+        for name in files:  # a device read as a file: /dev/zero copied without end, /dev/null stored empty
+            inside = Path(top) / name
+            try:
+                mode = os.stat(inside).st_mode
+            except OSError:
+                continue  # a dangling link: the folder's hash names it
+            if not stat.S_ISREG(mode):
+                kind = file_kind(mode)
+                what = f"a symbolic link to {os.readlink(inside)}, which is {kind}" if inside.is_symlink() else kind
+                raise CheckpointError(inside, f"is {what}, not a regular file; a model folder holds files only")
 
 
 def add_model(ws: Workspace, path: str | Path, name: str, role: str = "other", *, kind: str | None = None,

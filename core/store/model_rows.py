@@ -7,6 +7,7 @@ queries and updates they need are here, each change one transaction.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,7 +44,10 @@ class ModelsMixin:
         if src is not None and not src.exists():
             raise StoreError(f"{src}: the checkpoint to store does not exist")
         copy = src is not None and spec.get("kind") != "vectors"
-        stored = child(self.root / "models", f"{name}-{str(spec.get('sha256', ''))[:12]}{src.suffix}") if copy else None
+        sha12 = str(spec.get("sha256", ""))[:12]
+        stored = child(self.root / "models", f"{name}-{sha12}{src.suffix}") if copy else None
+        if stored is not None and os.path.lexists(stored):  # a renamed model's copy keeps its first name's
+            stored = child(self.root / "models", f"{name}-{os.urandom(3).hex()}-{sha12}{src.suffix}")
         rel = stored.relative_to(self.root).as_posix() if stored else None
         try:  # encoded first: a spec that cannot be stored copies nothing
             row = encode({"name": name, "role": role, "kind": spec.get("kind"), "modality": spec.get("modality"),
