@@ -252,16 +252,34 @@ def test_ctrl_c_records_the_run_as_cancelled(kind: str, demo_copy: Path, capsys:
         assert after_rows[table] == before_rows[table], table  # nothing of the stopped job is registered
 
 
-def test_an_embed_whose_stored_checkpoint_was_deleted_says_so(demo_copy: Path,
-                                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_an_embed_whose_stored_checkpoint_was_deleted_says_so_and_its_advice_mends_it(
+        demo_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The advice ('add the model again') was refused: the checkpoint was a duplicate of the broken model, and
+    its name was taken; nothing but copying the file back by hand mended it."""
+    import shutil
+
     (copy,) = (demo_copy / "models").glob("new-cnn-*.pt")
+    original = shutil.copy(copy, tmp_path / "original.pt")
     copy.unlink()
     capsys.readouterr()
     # beyond the 800 items the demo's sample holds, so there is something to embed with the checkpoint
-    assert main(["embed", "-w", str(demo_copy), "--model", "new-cnn", "--sample", "900"]) == 1
+    embed = ["embed", "-w", str(demo_copy), "--model", "new-cnn", "--sample", "900"]
+    assert main(embed) == 1
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("embridge:")]
     assert err == [f"embridge: error: {copy}: the model's checkpoint is missing (deleted or moved since the model "
-                   "was added); add the model again"]
+                   "was added); add the checkpoint it was added from again ('embridge model add --name new-cnn "
+                   "--path ORIGINAL') to restore it"]
+    rows = {k: v for k, v in table_dump(demo_copy).items() if k != "runs"}
+    for name in ("new-cnn", "another-name"):  # under its name, or as a duplicate under another: the same mend
+        copy.unlink(missing_ok=True)
+        assert main(["model", "add", "-w", str(demo_copy), "--name", name, "--path", str(original),
+                     "--input-shape", "1,8,8"]) == 0
+        out = capsys.readouterr().out
+        assert out.startswith(f"restored the stored copy of model new-cnn from {Path(original).resolve()}"), out
+        assert copy.read_bytes() == Path(original).read_bytes()
+        assert {k: v for k, v in table_dump(demo_copy).items() if k != "runs"} == rows  # no model added
+    assert main(embed) == 0
+    assert main(["info", "-w", str(demo_copy), "--verify"]) == 0
 
 
 def test_a_damaged_database_page_is_found_before_a_job_does_its_work(demo_copy: Path,

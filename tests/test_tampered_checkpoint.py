@@ -37,5 +37,7 @@ def test_a_changed_checkpoint_is_refused_before_it_runs(demo_copy: Path, argv: l
     rows = {k: v for k, v in table_dump(demo_copy).items() if k != "runs"}
     assert main([argv[0], "-w", str(demo_copy), *argv[1:]]) == 1
     errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]  # beside progress lines
-    assert errors == [f"embridge: error: {path}: file changed since the model was added (sha256 differs)"], errors
+    assert errors == [f"embridge: error: {path}: file changed since the model was added (sha256 differs); add the "
+                      f"checkpoint it was added from again ('embridge model add --name {model} --path ORIGINAL') "
+                      "to restore it"], errors
     assert {k: v for k, v in table_dump(demo_copy).items() if k != "runs"} == rows  # no vectors stored

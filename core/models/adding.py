@@ -50,6 +50,7 @@ class AddedModel:
 
     row: dict[str, Any]
     spec: dict[str, Any]
+    restored: bool = False  # the checkpoint put back a stored model's missing or changed copy; nothing added
 
     def to_dict(self) -> dict[str, Any]:
         data = {k: self.row[k] for k in ("name", "role", "kind", "modality", "dim", "params", "sha256", "path")}
@@ -60,6 +61,9 @@ class AddedModel:
         from embridge.core.prompts import prompts_text
 
         r = self.row
+        if self.restored:
+            return (f"restored the stored copy of model {r['name']} from {r['source_path']} (the same checkpoint: "
+                    f"sha256 {str(r['sha256'])[:12]}); no model was added")
         line = f"added model {r['name']} ({r['kind']}, {r['modality']}, dim {r['dim']}, role {r['role']})"
         described = prompts_text(self.spec)
         return line + (f"; {described}" if described else "")
@@ -113,6 +117,30 @@ def _refuse_linked_folders(path: Path) -> None:
                 raise CheckpointError(inside, f"is {what}, not a regular file; a model folder holds files only")
 
 
+def _restore_copy(ws: Workspace, name: str, path: str | Path, progress: ProgressFn) -> AddedModel | None:
+    """Put back model ``name``'s stored copy from ``path`` when that copy is missing or changed and ``path``
+    holds the very checkpoint the model was added from (its sha256); None when there is nothing to mend."""
+    from embridge.core.models.spec import checkpoint_sha256, checkpoint_unchanged
+    from embridge.core.paths import check_regular
+
+    row = ws.model(name)
+    if not row.get("file") or not row.get("sha256"):
+        return None  # a vectors-only model references its file: nothing was copied
+    stored = Path(str(row["path"]))
+    if stored.exists() and checkpoint_unchanged(stored, str(row["sha256"])):
+        return None
+    if not Path(path).exists():
+        return None
+    check_regular(path, "checkpoint")  # a FIFO would block the hash for good
+    if checkpoint_sha256(path) != row["sha256"]:
+        return None
+    progress(1, 2, {"stage": "restoring the stored copy"})
+    ws.restore_model_copy(name, path)
+    progress(2, 2, {"stage": "restored"})
+    return AddedModel({**ws.model(name), "source_path": str(Path(path).resolve())}, dict(row.get("spec") or {}),
+                      restored=True)
+
+
 def add_model(ws: Workspace, path: str | Path, name: str, role: str = "other", *, kind: str | None = None,
               arch: str | None = None, arch_config: Mapping[str, Any] | None = None,
               input_shape: str | tuple[int, ...] | None = None, text: Any = None,
@@ -122,12 +150,15 @@ def add_model(ws: Workspace, path: str | Path, name: str, role: str = "other", *
     ``input_shape`` may be the text the user typed; it is parsed by :func:`parse_input_shape`.
     """
     from embridge.core.models import describe_model
-    from embridge.core.models.manage import check_not_duplicate
+    from embridge.core.models.manage import check_not_duplicate, duplicate_of
     from embridge.core.paths import check_name
 
     progress = on_progress or no_progress
     check_name(name, "--name")  # before the checkpoint is even opened
     if ws.has_model(name):
+        restored = _restore_copy(ws, name, path, progress)  # 'add the checkpoint again' mends a damaged copy
+        if restored is not None:
+            return restored
         raise InputError("--name", f"a model named '{name}' already exists; choose another name")
     _check_stored_file(ws, path, text)
     _refuse_linked_folders(Path(path))
@@ -137,6 +168,11 @@ def add_model(ws: Workspace, path: str | Path, name: str, role: str = "other", *
     progress(0, 2, {"stage": "inspecting the checkpoint"})
     spec = describe_model(path, kind=kind, name=name, arch=arch, arch_config=arch_config,
                           input_shape=shape, text=text).to_dict()
+    twin = duplicate_of(ws, spec)
+    if twin is not None:  # the same checkpoint under another name: mended if its copy is damaged, else refused
+        restored = _restore_copy(ws, twin, path, progress)
+        if restored is not None:
+            return restored
     check_not_duplicate(ws, spec, path)
     progress(1, 2, {"stage": "copying it into the workspace"})
     row = ws.add_model(name, role, spec, path)

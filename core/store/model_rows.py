@@ -29,6 +29,29 @@ class ModelsMixin:
     root: Path
     db: sqlite_utils.Database
 
+    def restore_model_copy(self, name: str, source: str | Path) -> Path:
+        """Put the stored copy of model ``name`` back from ``source`` (the caller checked that its sha256 is the
+        model's): a copy deleted or changed by hand left the model unusable, and adding the checkpoint again was
+        refused as a duplicate of it. The damaged copy is replaced whole, under a temp name first."""
+        row = self.model(name)
+        if not row.get("file"):
+            raise StoreError(f"{self.root}: model '{name}' references its file where it lies; there is no copy to restore")
+        stored = child(self.root / "models", Path(str(row["file"])).name)
+        aside = stored.with_name(f"{stored.name}.damaged-{os.urandom(4).hex()}") if os.path.lexists(stored) else None
+        try:
+            if aside is not None:
+                os.replace(stored, aside)
+            (atomic_copy_tree if Path(source).is_dir() else atomic_copy)(source, stored)
+        except OSError as exc:
+            if aside is not None and not os.path.lexists(stored):
+                os.replace(aside, stored)
+            raise StoreError(f"{stored}: cannot restore the copy of model '{name}' from {source} ({exc})") from exc
+        if aside is not None and aside.is_dir():
+            shutil.rmtree(aside, ignore_errors=True)
+        elif aside is not None:
+            aside.unlink(missing_ok=True)
+        return stored
+
     def add_model(self, name: str, role: str, spec: dict[str, Any], source_path: str | Path | None) -> dict:
         """Copy a checkpoint into ``models/`` and register its spec (one transaction).
 

@@ -105,7 +105,8 @@ def _targets(ws: Any, root: Path) -> list[_Target]:
     for m in ws.models():
         if m.get("path") and m.get("sha256"):
             stored = bool(m.get("file"))
-            advice = ("add the checkpoint again under a new name with 'embridge model add'" if stored else
+            advice = (f"add the checkpoint it was added from again ('embridge model add --name {m['name']} --path "
+                      "ORIGINAL'): that restores its copy" if stored else
                       "put the file back as it was added; the model's stored vector sets are not affected")
             what = f"model '{m['name']}'" + ("" if stored else " (the vectors file it references, not a copy)")
             out.append(_Target(what, Path(m["path"]), m["sha256"], advice, file_only=False))
