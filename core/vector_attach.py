@@ -180,7 +180,13 @@ def embed_with_vectors_file(ws: Workspace, model: str, spec: Any, item_ids: np.n
     """
     from embridge.core.errors import CheckpointError, VectorFileError
     from embridge.core.models.spec import checkpoint_unchanged, require_exists
+    from embridge.core.store.vector_set_health import held_ids
 
+    wanted = np.asarray(item_ids, dtype=np.int64)
+    held = held_ids(ws, model)
+    if len(held) and np.isin(wanted, held).all():  # every item holds its vectors: the file is not read
+        sets = ws.vector_sets(model)
+        return {**sets[-1], "written": 0, "already_stored": int(len(wanted)), "held_in": [int(v["id"]) for v in sets]}
     path = require_exists(spec.path)
     if spec.sha256 and not checkpoint_unchanged(path, spec.sha256):
         raise CheckpointError(path, "file changed since the model was added (sha256 differs)")

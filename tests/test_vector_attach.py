@@ -226,6 +226,27 @@ def test_embed_cli_with_a_sample_of_the_gallery(tmp_path: Path, capsys: pytest.C
     assert '"count": 10' in capsys.readouterr().out
 
 
+def test_a_vectors_file_moved_away_after_its_vectors_are_stored_is_a_note_not_damage(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The docs say to keep the file until its vectors are stored. Moved away after that, `info --verify` failed
+    for good (DAMAGED, exit 1) and an embed with nothing left to store failed on the missing file."""
+    root = str(tmp_path / "w")
+    with Workspace.create(root) as ws:
+        ws.add_items([{"key": f"g{i}", "split": "gallery"} for i in range(40)])
+    vectors = tmp_path / "all.npz"
+    save_vectors_model(vectors, [f"g{i}" for i in range(40)], RNG.normal(size=(40, 6)).astype(np.float32))
+    assert main(["model", "add", "-w", root, "--name", "va", "--path", str(vectors)]) == 0
+    assert main(["embed", "-w", root, "--model", "va"]) == 0
+    vectors.rename(tmp_path / "elsewhere.npz")
+    capsys.readouterr()
+    assert main(["embed", "-w", root, "--model", "va"]) == 0
+    assert capsys.readouterr().out.startswith("nothing new stored for va: its vector set 1 stays as it is")
+    assert main(["info", "-w", root, "--verify"]) == 0
+    text = capsys.readouterr().out
+    assert "DAMAGED" not in text and "all intact" in text and "(and 1 file it references)" in text
+    assert f"NOTE: model 'va' (the vectors file it references, not a copy) ({vectors}): missing" in text
+
+
 @pytest.mark.parametrize("save", [np.savez, np.savez_compressed])
 def test_attaching_streams_in_bounded_memory(ws: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                              save) -> None:

@@ -27,10 +27,11 @@ class FileCheck:
     path: str
     problem: str | None = None
     advice: str = ""
+    reference: bool = False  # a file the workspace reads where it lies (a vectors-only model's), not one it stores
 
     def to_dict(self) -> dict[str, Any]:
         return {"what": self.what, "path": self.path, "ok": self.problem is None, "problem": self.problem,
-                "advice": self.advice or None}
+                "advice": self.advice or None, "reference": self.reference}
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,14 @@ class WorkspaceCheck:
 
     @property
     def problems(self) -> list[FileCheck]:
-        return [f for f in self.files if f.problem is not None]
+        """Damaged stored files: what the workspace holds is not what it recorded."""
+        return [f for f in self.files if f.problem is not None and not f.reference]
+
+    @property
+    def notes(self) -> list[FileCheck]:
+        """Referenced files gone or changed: nothing stored is damaged (a vectors-only model's vectors are in its
+        sets), but embedding more items with that model needs the file back as it was."""
+        return [f for f in self.files if f.problem is not None and f.reference]
 
     @property
     def ok(self) -> bool:
@@ -51,15 +59,21 @@ class WorkspaceCheck:
 
     def to_dict(self) -> dict[str, Any]:
         return {"workspace": self.workspace, "ok": self.ok, "checked_files": len(self.files),
-                "damaged_files": len(self.problems), "database_problem": self.database_problem,
+                "damaged_files": len(self.problems), "referenced_files_changed": len(self.notes),
+                "database_problem": self.database_problem,
                 "files": [f.to_dict() for f in self.files]}
 
     def text(self) -> str:
-        lines = [f"verified {len(self.files)} stored files of {self.workspace} by their sha256, and the database"]
+        referenced = sum(f.reference for f in self.files)
+        also = f" (and {referenced} file{'s' * (referenced != 1)} it references)" if referenced else ""
+        lines = [f"verified {len(self.files) - referenced} stored files{also} of {self.workspace} by their sha256, "
+                 "and the database"]
         if self.database_problem:
             lines.append(f"  DAMAGED: database: {self.database_problem}")
         for f in self.problems:
             lines.append(f"  DAMAGED: {f.what} ({f.path}): {f.problem}" + (f"; {f.advice}" if f.advice else ""))
+        for f in self.notes:
+            lines.append(f"  NOTE: {f.what} ({f.path}): {f.problem}" + (f"; {f.advice}" if f.advice else ""))
         lines.append("all intact" if self.ok else
                      f"{len(self.problems) + bool(self.database_problem)} damaged; nothing was changed")
         return "\n".join(lines)
@@ -79,7 +93,8 @@ def verify_workspace(ws: Any, on_progress: ProgressFn = no_progress,
     for target, size in zip(targets, sizes, strict=True):
         check_stop(should_stop)
         problem = _file_problem(target.path, target.sha256, target.file_only)
-        files.append(FileCheck(target.what, str(target.path), problem, target.advice if problem else ""))
+        files.append(FileCheck(target.what, str(target.path), problem, target.advice if problem else "",
+                               target.reference))
         done += size
         on_progress(min(done, total), total, {"stage": "hashing stored files"})
     on_progress(total, total, {"stage": "done"})
@@ -92,6 +107,7 @@ class _Target(NamedTuple):
     sha256: str
     advice: str  # said when it is damaged
     file_only: bool = True  # a model's checkpoint may be a folder
+    reference: bool = False  # read where it lies, not stored: a change is a note, not damage
 
 
 def _targets(ws: Any, root: Path) -> list[_Target]:
@@ -107,9 +123,10 @@ def _targets(ws: Any, root: Path) -> list[_Target]:
             stored = bool(m.get("file"))
             advice = (f"add the checkpoint it was added from again ('embridge model add --name {m['name']} --path "
                       "ORIGINAL'): that restores its copy" if stored else
-                      "put the file back as it was added; the model's stored vector sets are not affected")
+                      "its stored vector sets are not affected; embedding more items with it needs the file back "
+                      "as it was added")
             what = f"model '{m['name']}'" + ("" if stored else " (the vectors file it references, not a copy)")
-            out.append(_Target(what, Path(m["path"]), m["sha256"], advice, file_only=False))
+            out.append(_Target(what, Path(m["path"]), m["sha256"], advice, file_only=False, reference=not stored))
     for a in ws.adapters():
         out.append(_Target(f"trained layer of run {a['run_id']} ({a['kind']})", Path(a["path"]), a["sha256"],
                            f"train it again with 'embridge train --method {a['kind']}'"))
