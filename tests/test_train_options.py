@@ -138,6 +138,8 @@ def test_a_bridge_says_which_settings_its_base_never_reads(demo_copy: Path, caps
     assert summary["warning"] in err
     with Workspace.open(demo_copy) as ws:
         assert ws.adapter(summary["adapter_id"])["config"]["base"]["kind"] == "procrustes"
+        # the run's settings as the fit read them, not as typed
+        assert ws.run(summary["run_id"])["config"]["settings"]["base"] == "procrustes"
 
 
 def test_a_pair_loss_a_head_or_fct_never_reads_is_said_to_be_unused() -> None:
