@@ -28,8 +28,8 @@ from embridge.core.models.spec import (
     KINDS,
     MODALITIES,
     ModelSpec,
+    check_stored_copy,
     checkpoint_sha256,
-    checkpoint_unchanged,
     infer_kind,
     modality_for_shape,
     require_exists,
@@ -41,9 +41,6 @@ from embridge.core.vector_spread import one_direction
 
 _PROBE_TEXTS = ("a probe sentence", "another, slightly longer probe sentence")
 MAX_INPUT_VALUES = 50_000_000  # per item: a 4,000 x 4,000 x 3 image is 48M
-
-# what mends a stored copy deleted or changed by hand (see embridge.core.models.adding)
-RESTORE_ADVICE = "add the checkpoint it was added from again ('embridge model add --name {name} --path ORIGINAL') to restore it"
 
 
 def check_output(out: Any, rows: int, source: str | Path, dim: int | None = None) -> np.ndarray:
@@ -121,12 +118,8 @@ class LoadedModel:
     @property
     def opened(self) -> Opened:
         if self._opened is None:
-            if self._verify and not Path(self.spec.path).exists():  # a stored copy deleted by hand
-                raise CheckpointError(self.spec.path, "the model's checkpoint is missing (deleted or moved since the "
-                                      f"model was added); {RESTORE_ADVICE.format(name=self.spec.name)}")
-            if self._verify and not checkpoint_unchanged(self.spec.path, self.spec.sha256):
-                raise CheckpointError(self.spec.path, "file changed since the model was added (sha256 differs); "
-                                      + RESTORE_ADVICE.format(name=self.spec.name))
+            if self._verify:
+                check_stored_copy(self.spec.path, self.spec.sha256, self.spec.name)
             self._opened = open_model(self.spec.kind, self.spec.path, self.device, self.spec.arch,
                                       self.spec.arch_config, self.spec.pooling)
         return self._opened

@@ -70,6 +70,24 @@ def checkpoint_sha256(path: str | Path) -> str:
     return sha256_tree(p) if p.is_dir() else sha256_file(p)
 
 
+# what mends a stored copy deleted or changed by hand (see embridge.core.models.adding)
+RESTORE_ADVICE = ("add the checkpoint it was added from again ('embridge model add --name {name} --path ORIGINAL') "
+                  "to restore it")
+
+
+def check_stored_copy(path: str | Path, sha256: str, name: str) -> None:
+    """Refuse a model's stored checkpoint copy that is missing or changed since it was added, with the advice
+    that mends it (adding the original checkpoint again restores the copy)."""
+    from embridge.core.errors import CheckpointError
+
+    advice = RESTORE_ADVICE.format(name=name)
+    if not Path(path).exists():  # a stored copy deleted by hand
+        raise CheckpointError(path, "the model's checkpoint is missing (deleted or moved since the model was added); "
+                              + advice)
+    if not checkpoint_unchanged(path, sha256):
+        raise CheckpointError(path, f"file changed since the model was added (sha256 differs); {advice}")
+
+
 def checkpoint_unchanged(path: str | Path, sha256: str) -> bool:
     """The checkpoint still holds what was added (``sha256``). A file checked before and untouched since
     (same inode, size and times) is not hashed again, so every process that runs or reads a stored
