@@ -586,6 +586,24 @@ def test_a_link_to_a_device_in_a_model_folder_is_refused_before_any_copy(
     assert f"st/notes.txt: is a symbolic link to {device}, which is a device, not a regular file" in line
 
 
+def test_a_stored_copy_is_not_restored_from_a_folder_linking_a_device(tmp_path: Path,
+                                                                       capfd: pytest.CaptureFixture[str]) -> None:
+    """The folder's hash passes over a link to a device, so the original still matches the model's sha256;
+    restoring the damaged copy from it would copy /dev/zero without end. Refused as an add refuses it."""
+    folder = tiny_sentence_transformer(tmp_path / "st")
+    ws_dir = _workspace(tmp_path / "ws")
+    assert main(["model", "add", "-w", str(ws_dir), "--path", str(folder), "--name", "bow"]) == 0
+    with Workspace.open(ws_dir) as ws:
+        stored = Path(ws.model("bow")["path"])
+    shutil.rmtree(stored)
+    (folder / "notes.txt").symlink_to("/dev/zero")
+    capfd.readouterr()
+    assert main(["model", "add", "-w", str(ws_dir), "--path", str(folder), "--name", "bow"]) == 1
+    err = capfd.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "st/notes.txt: is a symbolic link to /dev/zero, which is a device" in err[0]
+    assert not stored.exists() and not [p for p in stored.parent.iterdir() if p.name.startswith(".tmp")]
+
+
 def test_an_onnx_export_without_config_finds_its_position_table(tmp_path: Path,
                                                                 capfd: pytest.CaptureFixture[str]) -> None:
     """An export with no config.json beside it and a tokenizer that states no limit: a text longer than

@@ -132,6 +132,7 @@ def _restore_copy(ws: Workspace, name: str, path: str | Path, progress: Progress
     if not Path(path).exists():
         return None
     check_regular(path, "checkpoint")  # a FIFO would block the hash for good
+    _refuse_linked_folders(Path(path))  # what the copy would follow and the hash pass over: refused as at add
     if checkpoint_sha256(path) != row["sha256"]:
         return None
     progress(1, 2, {"stage": "restoring the stored copy"})
