@@ -251,6 +251,16 @@ def file_kind(mode: int) -> str:
             else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file")
 
 
+def irregular_kind(path: str | Path) -> str | None:
+    """What ``path`` is (a link followed) when it is neither a regular file nor a folder: 'a FIFO (named pipe)',
+    'a device'...; None otherwise, and for a path that cannot be read (its reader names it)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    return None if stat.S_ISREG(mode) or stat.S_ISDIR(mode) else file_kind(mode)
+
+
 def check_regular(path: str | Path, label: str = "input", folders: bool = True) -> Path:
     """Refuse what is neither a regular file nor (when allowed) a folder: FIFOs, devices, sockets.
 

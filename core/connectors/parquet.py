@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -44,6 +43,7 @@ from embridge.core.connectors.connector import (
 )
 from embridge.core.connectors.links import link_target, swap_link
 from embridge.core.connectors.source_checks import SourceDataError
+from embridge.core.paths import irregular_kind
 
 READ_BUFFER = 1 << 20  # bytes read ahead within a column chunk
 ROW_GROUP_ROWS = 16_384  # written row groups: small enough to stream back in bounded memory
@@ -88,21 +88,10 @@ def dataset_files(folder: Path) -> tuple[list[Path], tuple[Path, str] | None]:
         return [], (foreign, NOT_PARQUET)
     files = [p for p in entries if is_parquet_file(p)]
     for file in files:  # opening a FIFO blocks for good (and holds off Ctrl-C); a device may never end
-        kind = _not_regular(file)
+        kind = irregular_kind(file)  # (is_parquet_file leaves folders out)
         if kind is not None:
             return [], (file, f"is {kind}, not a regular file; a dataset's .parquet entries must be files")
     return files, None
-
-
-def _not_regular(path: Path) -> str | None:
-    """What ``path`` is (a link followed) when it is not a regular file; None when it is one."""
-    from embridge.core.paths import file_kind
-
-    try:
-        mode = os.stat(path).st_mode
-    except OSError:
-        return None  # a dangling link: reading it names the file
-    return None if stat.S_ISREG(mode) else file_kind(mode)
 
 
 def _rows(file: Path) -> int:

@@ -8,14 +8,13 @@ same way wherever it is typed.
 from __future__ import annotations
 
 import os
-import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from embridge.core.errors import CheckpointError, InputError
-from embridge.core.paths import file_kind
+from embridge.core.paths import irregular_kind
 from embridge.core.progress import ProgressFn, no_progress
 from embridge.core.store import Workspace
 
@@ -107,12 +106,8 @@ def _refuse_linked_folders(path: Path) -> None:
                                       "folder is copied whole into the workspace: copy that folder in instead")
         for name in files:  # a device read as a file: /dev/zero copied without end, /dev/null stored empty
             inside = Path(top) / name
-            try:
-                mode = os.stat(inside).st_mode
-            except OSError:
-                continue  # a dangling link: the folder's hash names it
-            if not stat.S_ISREG(mode):
-                kind = file_kind(mode)
+            kind = irregular_kind(inside)  # (a dangling link is None: the folder's hash names it)
+            if kind is not None:
                 what = f"a symbolic link to {os.readlink(inside)}, which is {kind}" if inside.is_symlink() else kind
                 raise CheckpointError(inside, f"is {what}, not a regular file; a model folder holds files only")
 

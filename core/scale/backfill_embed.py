@@ -89,8 +89,9 @@ def read_items(folder: Path, id_col: str, input_col: str) -> tuple[np.ndarray, A
     if table.num_rows == 0:
         raise InputError(folder, f"holds no items: its {len(files)} partition{'s' * (len(files) != 1)} "
                          f"{'are' if len(files) != 1 else 'is'} empty")
-    ids = id_array(table.column(id_col).to_pylist(), files, [t.num_rows for t in tables])
-    check_unique(ids, files, [t.num_rows for t in tables])
+    rows = [t.num_rows for t in tables]
+    ids = id_array(table.column(id_col).to_pylist(), files, rows)
+    check_unique(ids, files, rows)
     col = table.column(input_col).combine_chunks()
     if pa.types.is_fixed_size_list(col.type):
         inputs: Any = col.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(len(col), -1)

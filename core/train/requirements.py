@@ -60,8 +60,9 @@ def check_requirements(ws: Workspace, method: str, old: str, new: str,
         if not layers:
             problems = [f"auto's candidates ({', '.join(asked)}) are bridges only, which build on a fitted new->old "
                         "layer; name one among them too (e.g. procrustes)"]
-        elif all(requirement_problems(c, *facts) for c in layers):
-            problems = ["no candidate of auto can run: " + "; ".join(
-                f"{c}: {requirement_problems(c, *facts)[0]}" for c in layers)]
+        else:
+            blocked = {c: requirement_problems(c, *facts) for c in layers}
+            if all(blocked.values()):
+                problems = ["no candidate of auto can run: " + "; ".join(f"{c}: {p[0]}" for c, p in blocked.items())]
     if problems:
         raise InputError(MODELS_SOURCE, "; ".join(problems))

@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 
 from embridge.core.adapters import save_adapter
-from embridge.core.adapters.registry import canonical_kind
 from embridge.core.errors import InputError, TrainingError
 from embridge.core.evaluation.gather import MatrixMaker
 from embridge.core.evaluation.scoring import IndexCache
@@ -88,9 +87,9 @@ def train_run(ws: Workspace, method: str, old: str | None = None, new: str | Non
     """Fit ``method`` between two workspace models and record the run; returns its summary."""
     method = method.strip().lower()  # 'BCT' is bct: it gets the old classifier and is recorded as bct
     settings = {"seed": seed, **(config or {}), "device": device}
-    resolve_config(method, settings)  # a bad setting or device is refused before any run is recorded
-    if isinstance(settings.get("base"), str):  # recorded as the fit reads it ('PROCRUSTES' is procrustes)
-        settings["base"] = canonical_kind(settings["base"])
+    _, resolved = resolve_config(method, settings)  # a bad setting or device is refused before any run is recorded
+    if "base" in settings:  # recorded as the fit reads it ('PROCRUSTES' is procrustes)
+        settings["base"] = resolved["base"]
     check_device_option(device)
     for option, name in (("--old", old), ("--new", new)):
         if name is not None and not ws.has_model(name):
