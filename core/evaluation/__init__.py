@@ -13,7 +13,7 @@ Modules (imported on demand, so importing the package stays cheap: ``search`` lo
 ``upgrade`` and ``selection`` load torch through the adapters):
 
 - ``task``: QuerySet, GallerySet, RetrievalTask, Protocol; ``relevance``: RelevanceRule, choose_rule;
-- ``tasks``: the workspace's test and dev tasks (upgrade_tasks, dev_task); ``folds``: split_pairs;
+- ``tasks``: the workspace's test and dev tasks (upgrade_tasks, dev_task); ``folds``: assign_folds, split_pairs;
 - ``scoring``: score, scoring_plan, selection_plan, EvalResult; ``search``: faiss search;
 - ``selection``: Validator, array_validator; ``choice``: choose (ties say "no choice was made");
 - ``upgrade``: measure_upgrade, score_upgrade (old/old, new/new, upgraded cells);

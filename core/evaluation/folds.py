@@ -74,9 +74,17 @@ def query_folds(ws: Workspace, query_ids: np.ndarray) -> dict[int, str]:
 
 def split_pairs(ws: Workspace, old: str, new: str, seed: int = 0,
                 fractions: tuple[float, float, float] = DEFAULT_FRACTIONS, persist: bool = True) -> PairSplit:
+    """:func:`assign_folds` with the workspace's label code table, for training."""
+    return PairSplit(assign_folds(ws, old, new, seed, fractions, persist), workspace_classes(ws))
+
+
+def assign_folds(ws: Workspace, old: str, new: str, seed: int = 0,
+                 fractions: tuple[float, float, float] = DEFAULT_FRACTIONS,
+                 persist: bool = True) -> dict[str, np.ndarray]:
     """Assign folds for the paired items; returns ids per fold. Folds are drawn once and kept (``persist``),
     so every run is measured on the same test items; a view that only describes the split (the Train
-    page) passes ``persist=False`` and leaves the drawing to the first training, under its seed."""
+    page) passes ``persist=False`` and leaves the drawing to the first training, under its seed. Reading
+    the label table is left to :func:`split_pairs`: over a million items it costs as much as the folds."""
     ids = paired_ids(ws, old, new)
     if len(ids) < MIN_PAIRS:
         total = ws.item_count()
@@ -103,8 +111,8 @@ def split_pairs(ws: Workspace, old: str, new: str, seed: int = 0,
                              "embed more items with both models")
     if fresh and persist:  # kept only for a split that can be used: a refusal leaves the workspace as it was
         ws.set_folds(fresh, seed)
-    return PairSplit(by_fold, workspace_classes(ws))
+    return by_fold
 
 
-__all__ = ["FOLDS", "MIN_PAIRS", "QUERY_SPLIT", "PairSplit", "label_codes", "paired_ids", "split_pairs",
+__all__ = ["FOLDS", "MIN_PAIRS", "QUERY_SPLIT", "PairSplit", "assign_folds", "label_codes", "paired_ids", "split_pairs",
            "workspace_classes"]

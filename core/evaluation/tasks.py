@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from embridge.core.errors import InputError
-from embridge.core.evaluation.folds import PairSplit, split_pairs
+from embridge.core.evaluation.folds import assign_folds
 from embridge.core.evaluation.relevance import choose_rule, judgments_of
 from embridge.core.evaluation.task import GallerySet, QuerySet, RetrievalTask, own_item_gallery
 from embridge.core.store import Workspace
@@ -89,7 +89,7 @@ def heldout_queries(ws: Workspace, models: Sequence[str], seed: int = 0) -> tupl
     """(the test query set, its source) for ``models`` (see the module docstring)."""
     label = "models " + ", ".join(f"'{m}'" for m in models)
     both = ids_under_all(ws, models)
-    split_pairs(ws, models[0], models[1], seed)  # assigns (and keeps) folds for these items
+    assign_folds(ws, models[0], models[1], seed)  # assigns (and keeps) folds for these items
     test = ws.fold_ids().get("test", np.zeros(0, dtype=np.int64))
     judged = _judged_query_set(ws, "test", intersect_ids(both, ws.query_ids()))
     if judged.ids.size:
@@ -208,18 +208,18 @@ def old_gallery_name(embedded: int, gallery: int, suffix: str = "") -> str:
 
 
 def dev_task(ws: Workspace, old: str, new: str, seed: int = 0,
-             max_queries: int = MAX_DEV_QUERIES, split: PairSplit | None = None) -> RetrievalTask:
-    """Validation queries retrieving among the whole old gallery (see the module docstring); ``split``: the
-    models' split when the caller drew it (drawn, and kept, here otherwise)."""
+             max_queries: int = MAX_DEV_QUERIES, folds: dict[str, np.ndarray] | None = None) -> RetrievalTask:
+    """Validation queries retrieving among the whole old gallery (see the module docstring); ``folds``: the
+    models' ids per fold when the caller drew them (drawn, and kept, here otherwise)."""
     pairs = ids_under_all(ws, [old, new])
-    split = split or split_pairs(ws, old, new, seed)
+    folds = folds if folds is not None else assign_folds(ws, old, new, seed)
     judged = _judged_query_set(ws, "dev", intersect_ids(pairs, ws.query_ids()))
     gallery_ids = ws.gallery_ids(old)
     if judged.ids.size:
         queries = judged
         rule = choose_rule(ws, judged.ids, gallery_ids, "dev")
     else:
-        val = split.ids["val"]
+        val = folds["val"]
         rule = choose_rule(ws, val, gallery_ids, use_judgments=False)
         name = ("labelled queries (validation fold" if rule.source == "labels" else "validation items (own item") \
             + _judged_but_unembedded(ws, "dev") + ")"

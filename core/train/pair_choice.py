@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from embridge.core.evaluation.folds import split_pairs
+from embridge.core.evaluation.folds import assign_folds
 from embridge.core.evaluation.tasks import dev_task
 from embridge.core.store import Workspace
 from embridge.core.store.id_sets import intersect_ids
@@ -33,8 +33,8 @@ def default_pairs(train_queries: int) -> str:
 def pair_setup(ws: Workspace, old: str, new: str, seed: int = 0, persist: bool = True) -> PairSetup:
     """The pair choices for ``old`` → ``new`` and the protocol validation will use; with ``persist=False``
     nothing is stored (folds not yet drawn are drawn here only to describe them)."""
-    split = split_pairs(ws, old, new, seed, persist=persist)
-    n = int(intersect_ids(split.ids["train"], ws.query_ids()).size)
+    folds = assign_folds(ws, old, new, seed, persist=persist)
+    n = int(intersect_ids(folds["train"], ws.query_ids()).size)
     default = default_pairs(n)
     kinds = (default, *[k for k in PAIR_KINDS if k != default]) if n >= 2 else ("documents",)
-    return PairSetup(kinds, default, n, dev_task(ws, old, new, seed, split=split).protocol().describe())
+    return PairSetup(kinds, default, n, dev_task(ws, old, new, seed, folds=folds).protocol().describe())
