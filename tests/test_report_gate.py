@@ -203,6 +203,24 @@ def test_a_refused_gate_or_option_replaces_an_earlier_junit_result(demo_copy: Pa
         assert said in root.find("testsuite/testcase/error").get("message")
 
 
+def test_a_refused_command_line_with_abbreviated_options_replaces_the_junit_result_too(
+        demo_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The command line takes unambiguous prefixes of long options (``--jun``, ``--works``); the file is
+    found behind them as the command found it, not left green because only full spellings were looked for."""
+    ws = _trained(demo_copy, capsys)
+    junit = tmp_path / "gate.xml"
+    for spelled in ({"--junit": "--jun"}, {"--workspace": "--works"}, {"--junit": "--juni", "--workspace": "--w"}):
+        assert main(_report_args(ws, junit)) == 0
+        assert ET.parse(junit).getroot().get("errors") == "0"
+        capsys.readouterr()
+        args = [spelled.get(a, a) for a in _report_args(ws, junit)]
+        assert main([*args, "--fail-under", "gain_retained=x"]) == 2
+        assert len(capsys.readouterr().err.splitlines()) == 1
+        root = ET.parse(junit).getroot()
+        assert (root.get("errors"), root.get("failures")) == ("1", "0"), spelled
+        assert "gain_retained=x" in root.find("testsuite/testcase/error").get("message")
+
+
 def _trained(demo_copy: Path, capsys: pytest.CaptureFixture[str]) -> str:
     ws = str(demo_copy)
     assert main(["train", "--workspace", ws, "--method", "procrustes", "--device", "cpu"]) == 0

@@ -165,3 +165,29 @@ def test_a_rerun_from_another_collection_names_it_without_a_password() -> None:
            "order": "random", "backfill": None, "seed": 0, "new_vectors": None}
     said = fingerprint_change({**now, "source_collection": "docs"}, now)
     assert said == "another source: it was migrated from collection 'docs' of postgresql://me:***@h/db"
+
+
+def test_check_while_a_migration_writes_reads_its_checkpoint_before_the_points(
+        upgrade: dict, source: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A migration that writes a batch and moves its checkpoint while ``check`` runs only adds points: read
+    after the checkpoint they are all there. Read before it, the batch was missing and ``check`` said points
+    were removed (and a rerun would refuse the store), with a count that disagreed with its spaces."""
+    from embridge.core.connectors import check as check_module
+
+    n = len(upgrade["vectors"]["v1"])
+    assert _migrate(capsys, upgrade, source)[0] == 0
+    last = sorted(_folder(source.target).glob("*.parquet"))[-1]
+    away = last.with_name(last.name + ".writing")
+    last.rename(away)  # the migration's last batch, still being written when check starts
+    reading = check_module.migration_state
+
+    def batch_lands_meanwhile(store: Any, collection: str) -> Any:
+        if away.exists():
+            away.rename(last)
+        return reading(store, collection)
+
+    monkeypatch.setattr(check_module, "migration_state", batch_lands_meanwhile)
+    code, checked, err = cli(capsys, "check", "--uri", source.target)
+    assert code == 0, err
+    assert checked["count"] == sum(checked["spaces"].values()) == n
+    assert checked["migration"] == {"status": "complete", "written": n, "total": n} and checked["notes"] == []

@@ -167,7 +167,7 @@ def junit_after_refusal(argv: list[str], message: str) -> None:
     beside a failed step. Best effort: a FILE that ``--junit`` itself would refuse is left alone."""
     from embridge.core.report.gate import check_junit_target, write_junit
 
-    seen = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    seen = argparse.ArgumentParser(add_help=False)  # prefixes too (--jun, --works), as the command reads them
     seen.add_argument("command", nargs="?")
     seen.add_argument("--junit")
     seen.add_argument("--workspace", "-w")

@@ -209,10 +209,14 @@ def unfinished_migration(store: Connector, collection: str) -> str | None:
 def _check(store: Connector, label_field: str | None, served_as: str | None, sample: int, seed: int) -> StoreCheck:
     if not store.exists():
         raise missing_error(store, "--uri")
-    count = store.count()
-    check_named_columns(store, count)
-    spaces = {k: v for k, v in store.space_counts().items()}
     aliased = store.alias_target(store.collection) if store.supports_alias else None
+    served = aliased or store.collection  # checked through an alias: the collection it serves
+    # the checkpoint before the points: a migration still writing only adds, so what it had written by its
+    # checkpoint is all there when they are counted, and fewer points mean points removed
+    migration, problem = migration_state(store.checkpoint_holder(served), Path(served).name)  # a link: its name
+    spaces = {k: v for k, v in store.space_counts().items()}
+    count = sum(spaces.values())  # one reading: a store being written holds more at each call
+    check_named_columns(store, count)
     # through an alias moved back to a migration's source: its unmarked points are read as `rollback` reads them
     previous = switched_from(store, store.collection, aliased) if aliased else None
     versions = served_versions(store, previous, spaces, aliased)
@@ -228,8 +232,6 @@ def _check(store: Connector, label_field: str | None, served_as: str | None, sam
     if spaces.get("") and UNMARKED not in versions:
         result.notes.append(f"its {spaces['']} unmarked points are read as {next(iter(versions))}'s: the "
                             f"migration from it into '{previous}' took them as that model version's")
-    served = aliased or store.collection  # checked through an alias: the collection it serves
-    migration, problem = migration_state(store.checkpoint_holder(served), Path(served).name)  # a link: its name
     if migration:
         result.migration = {"status": migration.get("status"), "written": migration.get("written"),
                             "total": migration.get("fingerprint", {}).get("source_count")}

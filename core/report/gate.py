@@ -12,7 +12,8 @@ relevance judgments the report's verdict decides on nDCG@10, and so do ``compati
 ``gain_retained`` here: they read ``compatible_ndcg@10`` and ``gain_retained_ndcg@10``, and say so;
 ``compatible_top1`` and ``gain_retained_top1`` always read top-1's own (``compatible``, ``gain_retained``). Values in
 messages are written in full (the shortest text that reads back as the same number), so a failed check
-never reads as a passing one and a check is named as it was typed.
+never reads as a passing one. A check is named in one form, its meaning spelled out: ``metric>=value`` or
+``metric<=value`` (``gain_retained=0.5`` is named ``gain_retained>=0.5``), in messages, ``--json`` and JUnit.
 :func:`junit_xml` renders the checks as JUnit XML (one test case per check; a report that could not
 be built is one test case in error); :func:`check_junit_target` refuses a ``--junit`` path that
 cannot take it before any work is done.
