@@ -29,6 +29,7 @@ from embridge.core.qrels import QrelLines, read_qrels, seeded_order, store_qrels
 from embridge.core.store import Workspace
 from embridge.core.store.items import QUERY_SPLIT
 from embridge.core.store.judgments import JUDGMENT_SPLITS
+from embridge.core.store.schema import DOC_NAMESPACE, QUERY_NAMESPACE
 from embridge.core.text_files import utf8_problem
 
 GALLERY_SPLIT = "gallery"  # a name only: every split but the query split forms the gallery
@@ -85,6 +86,20 @@ def import_beir(ws: Workspace, path: str | Path, on_progress: ProgressFn | None 
         else:
             qrels, carved = _dev_from_train(qrels, seed)
             kept = "" if carved else f"fewer than {MIN_TRAIN_TO_SPLIT} train queries, all kept for training"
+    try:
+        stored, judged = _store(ws, root, docs, queries, qrels, carved, seed, progress, should_stop)
+    except ImportDataError:  # all rolled back: a clash in one part is counted over the whole folder
+        ws.refuse_stored_keys({DOC_NAMESPACE: [r["key"] for r in docs],
+                               QUERY_NAMESPACE: [r["key"] for r in queries]}, str(root))
+        raise
+    return BeirImportSummary(str(root), len(docs), len(queries), stored,
+                             sum(1 for r in queries if r["key"] not in judged), carved, kept)
+
+
+def _store(ws: Workspace, root: Path, docs: list[dict[str, Any]], queries: list[dict[str, Any]],
+           qrels: dict[str, QrelLines], carved: int, seed: int, progress: ProgressFn,
+           should_stop: StopFn | None) -> tuple[dict[str, Any], set[str]]:
+    """Store the items and judgments in one transaction; (judgments stored per split, judged query keys)."""
     total = len(docs) + len(queries)
     with stop_signals.job_scope(), ws.transaction(result=True):  # a stop at the commit: the import is done
         done = 0
@@ -103,8 +118,7 @@ def import_beir(ws: Workspace, path: str | Path, on_progress: ProgressFn | None 
                                                          "source": str(root / "qrels" / "train.tsv")}))
         progress(total, total, {"stage": "judgments"})
     judged = set().union(*(set(lines.query_keys) for lines in qrels.values())) if qrels else set()
-    return BeirImportSummary(str(root), len(docs), len(queries), stored,
-                             sum(1 for r in queries if r["key"] not in judged), carved, kept)
+    return stored, judged
 
 
 def _dev_from_train(qrels: dict[str, QrelLines], seed: int) -> tuple[dict[str, QrelLines], int]:

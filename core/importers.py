@@ -81,11 +81,16 @@ def check_link_resolves(entry: Path) -> None:
 
 
 def detect_format(path: Path) -> str:
-    """Guess the import format from the path: a folder holding corpus.jsonl is a BEIR folder, any
-    other folder images, else by suffix."""
+    """Guess the import format from the path: a folder holding a BEIR file (corpus.jsonl, queries.jsonl or
+    a qrels folder) is a BEIR folder, so one missing its corpus is told so rather than searched for
+    images; any other folder images, else by suffix."""
     if path.is_dir():
-        corpus = path / "corpus.jsonl"  # not only a regular file: a FIFO there is refused as BEIR input
-        return "beir" if corpus.exists() and not corpus.is_dir() else "images"
+        # not only regular files: a FIFO there is refused as BEIR input
+        beir = [path / "corpus.jsonl", path / "queries.jsonl"]
+        qrels = path / "qrels"  # with .tsv files: an image label may be called 'qrels'
+        marked = any(f.exists() and not f.is_dir() for f in beir) or (
+            qrels.is_dir() and any(f.suffix.lower() == ".tsv" for f in qrels.iterdir()))
+        return "beir" if marked else "images"
     suffix = path.suffix.lower()
     if suffix in (".csv", ".tsv"):
         return "csv"
@@ -291,7 +296,7 @@ def read_jsonl_texts(path: Path, key_col: str | None = None, text_col: str = "te
     unlabelled); under their default names both are optional."""
     records, labelled = [], False
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        text = path.read_bytes().decode("utf-8-sig")  # not read_text: its universal newlines end lines at '\r'
     except UnicodeDecodeError as exc:
         raise ImportDataError(path, utf8_problem(path, exc)) from exc
     for n, line in enumerate(text.split("\n"), start=1):
@@ -354,7 +359,7 @@ def import_items(ws: Workspace, path: str | Path, fmt: str | None = None, split:
                                   "judgments on their own")
         from embridge.core.beir_import import import_beir
 
-        return import_beir(ws, src, on_progress, should_stop).to_dict()
+        return import_beir(ws, src, on_progress, should_stop, seed=qrels_seed).to_dict()
     if fmt == "vectors":
         from embridge.core.vector_import import import_vector_file
 

@@ -250,8 +250,8 @@ def _rows(src: Path, fh: TextIO, delimiter: str) -> list[tuple[int, list[str]]]:
     (Wikipedia titles such as '"Heroes"_(album)'), never the start of a quoted field that could swallow
     the lines up to the next quote. Comma-separated files keep CSV's quoting, strictly, and a quoted
     field may not span lines."""
-    if delimiter == " ":
-        return [(n, line.split()) for n, line in enumerate(fh, start=1)]
+    if delimiter == " ":  # ASCII blanks only: a no-break space inside an id is part of the id
+        return [(n, _blank_split(line)) for n, line in enumerate(fh, start=1)]
     if delimiter == "\t":
         return [(n, line.rstrip("\r\n").split("\t")) for n, line in enumerate(fh, start=1)]
     reader = csv.reader(fh, delimiter=delimiter, strict=True)
@@ -269,13 +269,29 @@ def _rows(src: Path, fh: TextIO, delimiter: str) -> list[tuple[int, list[str]]]:
     return out
 
 
+_BLANKS = re.compile(r"[ \t\r\n\x0b\x0c]+")
+
+
+def _blank_split(line: str) -> list[str]:
+    stripped = line.strip(" \t\r\n\x0b\x0c")
+    return _BLANKS.split(stripped) if stripped else []
+
+
 def _delimiter(path: Path, first_line: str) -> str:
+    """The separator of a qrels file: by suffix, else by its first line. A comma separates unless the line
+    reads as 3 or 4 blank-separated fields that are not a comma list ('q1 0 Paris,_Texas 1')."""
     suffix = path.suffix.lower()
     if suffix == ".tsv":
         return "\t"
     if suffix == ".csv":
         return ","
-    return "\t" if "\t" in first_line else "," if "," in first_line else " "
+    if "\t" in first_line:
+        return "\t"
+    if "," not in first_line:
+        return " "
+    fields = _blank_split(first_line)
+    comma_list = all(f.endswith(",") for f in fields[:-1])  # 'q1, d1, 1'
+    return " " if len(fields) in (3, 4) and not comma_list else ","
 
 
 _QUERY_HEADERS = ("query", "qid", "topic")

@@ -161,15 +161,22 @@ class ItemsMixin:
         except sqlite3.IntegrityError:
             conn.execute("rollback to add_items")
             conn.execute("release add_items")
-            existing = sorted(set().union(*(self.existing_keys(ks, ns) for ns, ks in by_space.items())))
-            if existing:
-                verb = "exists" if len(existing) == 1 else "exist"
-                raise ImportDataError(source, f"{counted(len(existing), 'key')} already {verb} in the workspace"
-                                      f"{for_example(existing)}") from None
+            self.refuse_stored_keys(by_space, source)
             raise
         finally:
             conn.execute(f"pragma cache_size = {int(cache)}")
         conn.execute("release add_items")
+
+    def refuse_stored_keys(self, by_space: dict[str, list[str]], source: str) -> None:
+        """An ImportDataError counting and naming the keys (per namespace) that items already hold, if any.
+
+        An import adding its items in parts calls it after rolling them all back, so the count is of
+        the whole input, not of the first part that clashed."""
+        existing = sorted(set().union(*(self.existing_keys(ks, ns) for ns, ks in by_space.items())))
+        if existing:
+            verb = "exists" if len(existing) == 1 else "exist"
+            raise ImportDataError(source, f"{counted(len(existing), 'key')} already {verb} in the workspace"
+                                  f"{for_example(existing)}") from None
 
     # -- reading ----------------------------------------------------------------------------
     def existing_keys(self, keys: Sequence[str], namespace: str | None = None, source: str | None = None) -> set[str]:
