@@ -246,3 +246,28 @@ def test_a_cascade_reports_curve_areas_say_whose_they_are(upgrade: dict, tmp_pat
     lines = capsys.readouterr().out.splitlines()
     said = lines.index(f"partial backfill: {CASCADE_CURVES}")
     assert lines[said - 1].startswith("partial backfill (") and "area under the top-1 curve" in lines[said - 1]
+
+
+def test_a_report_and_its_training_run_on_one_protocol_share_one_line(demo_copy: Path, tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """The report lists ARR among the numbers measured on the evaluation sample, the training run does not:
+    the protocols differed in that list alone, and the README and inspect printed the same numbers twice."""
+    ws = str(demo_copy)
+    assert main(["train", "-w", ws, "--method", "procrustes", "--device", "cpu"]) == 0
+    assert main(["report", "-w", ws, "--run", "1", "--bootstrap", "20"]) == 0
+    capsys.readouterr()
+    out = tmp_path / "b.zip"
+    assert main(["bundle", "export", "-w", ws, "--run", "1", "--probes", "5000", "--out", str(out), "--json"]) == 0
+    manifest = json.loads(capsys.readouterr().out)["manifest"]
+    report, training = manifest["metrics"], manifest["metrics"]["also_measured"][0]
+    assert training["source"] == "training run 1, held-out" and report["protocol"] != training["protocol"]
+    assert "gain_retained and arr) on " in report["protocol"]
+    text = bundle_text(manifest)
+    (line,) = [line for line in text.splitlines() if "upgraded_top1=" in line]
+    assert line.startswith("metrics (report 1; training run 1, held-out) on ") and report["protocol"] in line
+    # fewer held-out query vectors than the probes asked for: all of them, and the count says so
+    with Workspace.open(demo_copy) as w:
+        held_out = len(w.query_ids())
+    assert manifest["probes"]["count"] == held_out < 5000
+    assert f"probes: {held_out} held-out (test query) vectors of model 'new-cnn' (every one there is; 5000 were " \
+           "asked)" in text.splitlines()

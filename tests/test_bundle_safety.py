@@ -151,6 +151,30 @@ def test_models_swapped_in_the_manifest_with_rewritten_hashes_are_caught(folder:
         verify_bundle(folder)
 
 
+def test_model_widths_and_an_empty_chain_in_a_forged_manifest_are_caught(folder: Path) -> None:
+    """inspect printed 'old model: ... (999-d)' under '64 -> 32 dims', and an empty chain turned the
+    kind and model cross-checks off, so a manifest naming the new model as both passed verify."""
+    original = json.loads((folder / "manifest.json").read_text())
+    inp, out = original["adapter"]["in_dim"], original["adapter"]["out_dim"]
+    manifest = json.loads(json.dumps(original))
+    manifest["models"]["old"]["dim"] = 999
+    _rewrite_checksums(folder, manifest)
+    with pytest.raises(BundleError, match=rf"field 'models\.old\.dim' says 999, but the layer's out_dim is {out}"):
+        verify_bundle(folder)
+    manifest = json.loads(json.dumps(original))
+    manifest["models"]["new"]["dim"] = inp + 1
+    _rewrite_checksums(folder, manifest)
+    with pytest.raises(BundleError, match=rf"field 'models\.new\.dim' says {inp + 1}, but the layer's in_dim is {inp}"):
+        verify_bundle(folder)
+    manifest = json.loads(json.dumps(original))
+    manifest["chain"], manifest["models"]["old"] = [], manifest["models"]["new"]
+    _rewrite_checksums(folder, manifest)
+    with pytest.raises(BundleError, match=r"field 'chain' lists no step"):
+        verify_bundle(folder)
+    _rewrite_checksums(folder, original)
+    verify_bundle(folder)
+
+
 def test_unsupported_format_version_is_refused(folder: Path) -> None:
     manifest = json.loads((folder / "manifest.json").read_text())
     manifest["format_version"] = 3

@@ -242,7 +242,8 @@ def _probe_rows(ws: Workspace, first: Step, count: int, seed: int) -> tuple[np.n
     if adapter.kind == "fusion":
         old = l2_normalize(ws.vectors_for(first.row["old_model"], chosen))
     where = "held-out (test query)" if len(held_out) else "stored"
-    return x, old, f"{len(chosen)} {where} vectors of model '{model}'"
+    short = f" (every one there is; {count} were asked)" if len(chosen) < count else ""
+    return x, old, f"{len(chosen)} {where} vectors of model '{model}'{short}"
 
 
 def _test_queries(ws: Workspace, step: Step) -> np.ndarray:

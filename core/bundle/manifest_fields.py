@@ -90,8 +90,11 @@ def check_fields(where: object, m: dict[str, Any]) -> None:
     c.obj(m.get("probes"), "probes")
     _models(c, m.get("models"))
     _chain(c, m.get("chain", []))
+    if m["format_version"] >= 2 and not m.get("chain"):  # every export lists its steps: none is a forgery
+        c.fail("chain", "lists no step; a bundle names the run of each of its layers")
     _kind_matches_chain(c, m["adapter"]["kind"], m.get("chain", []))
     _models_match_chain(c, m)
+    _model_dims_match_adapter(c, m)
     _report_and_metrics(c, m)
     if m["format_version"] >= 2:
         _portable(c, m)
@@ -195,6 +198,22 @@ def _models_match_chain(c: _Checker, m: dict[str, Any]) -> None:
         if said != name:
             c.fail(f"models.{role}.name", f"says {_shown(said)}, but the chain's layers map between "
                                           f"{_shown(expected['new'])} (new) and {_shown(expected['old'])} (old)")
+
+
+def _model_dims_match_adapter(c: _Checker, m: dict[str, Any]) -> None:
+    """A stated model width is the width the layer takes or gives for it (inspect prints both): the new
+    model's input of a backward layer and the old model's output, the other way round for a forward one
+    (whose input may carry side information after the old vector, so it is at least the old width)."""
+    a = m["adapter"]
+    forward = a.get("direction") == "forward"
+    for role in ("old", "new"):
+        dim = m["models"][role].get("dim")
+        if dim is None:
+            continue
+        side = "in_dim" if (role == "new") != forward else "out_dim"
+        width = a.get(side)
+        if dim != width and not (forward and role == "old" and dim < width):
+            c.fail(f"models.{role}.dim", f"says {dim}, but the layer's {side} is {width}")  # both checked integers
 
 
 def _kind_matches_chain(c: _Checker, kind: str, chain: list[dict[str, Any]]) -> None:

@@ -10,6 +10,7 @@ under ``metrics`` (the shipped source) and ``metrics.also_measured`` (the other)
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -180,21 +181,33 @@ def _value(key: str, value: Any) -> str:
 
 def measured_groups(manifest: dict[str, Any], keys: tuple[str, ...] | None = HEADLINE,
                     sep: str = " = ") -> list[tuple[str, str, str]]:
-    """(sources, protocol, numbers) per protocol; sources that agree on one protocol share a line."""
-    groups: list[tuple[list[str], str, dict[str, Any]]] = []
+    """(sources, protocol, numbers) per protocol; sources that agree on one protocol share a line. Two
+    protocols differing only in which numbers they list as measured on the evaluation sample (a report
+    adds ARR to a training run's list) are one protocol: the line names the longer list."""
+    groups: list[list[Any]] = []  # [sources, protocol, numbers]
     for entry in measurements(manifest):
         shown = _shown(entry["values"], keys)
         if not shown:  # none of the asked-for numbers (the README's headline keys leave out backfill areas)
             continue
-        for sources, protocol, first in groups:
+        for group in groups:
+            sources, protocol, first = group
             common = set(first) & set(shown)
-            if protocol == entry["protocol"] and common and all(first[k] == shown[k] for k in common):
+            if _bare(protocol) == _bare(entry["protocol"]) and common and all(first[k] == shown[k] for k in common):
                 sources.append(entry["source"])
                 first.update({k: v for k, v in shown.items() if k not in first})
+                group[1] = max(protocol, entry["protocol"], key=len)
                 break
         else:
-            groups.append(([entry["source"]], entry["protocol"], shown))
+            groups.append([[entry["source"]], entry["protocol"], shown])
     return [("; ".join(sources), protocol, _text(shown, sep)) for sources, protocol, shown in groups]
+
+
+_SAMPLE_LIST = re.compile(r" \(and the _sample numbers[^)]*\)")  # run_record.sample_numbers_note
+
+
+def _bare(protocol: str) -> str:
+    """``protocol`` without its list of the numbers measured on the evaluation sample."""
+    return _SAMPLE_LIST.sub("", protocol)
 
 
 def measured_lines(manifest: dict[str, Any], keys: tuple[str, ...] | None = HEADLINE) -> list[str]:

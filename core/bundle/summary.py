@@ -56,6 +56,10 @@ def bundle_text(manifest: dict[str, Any], stale_note: bool = True) -> str:
         lines.append(f"torch-free runtime: {entry.get('runtime')} ({files})")
     else:
         lines.append("torch-free runtime: none (format 1: torch only)")
+    probes = manifest.get("probes")
+    if isinstance(probes, dict) and isinstance(probes.get("source"), str):  # what verify reproduces
+        source = probes["source"]
+        lines.append(f"probes: {source}" if source[:1].isdigit() else f"probes: {probes.get('count')} {source}")
     method = a.get("method") if isinstance(a.get("method"), dict) else {}
     if method.get("serving"):
         lines.append(f"serving: {method['serving']}")
