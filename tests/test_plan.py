@@ -200,6 +200,26 @@ def test_an_alternative_measured_on_other_galleries_gets_no_gain_and_is_not_reco
             "the train fold; not this report's queries and gallery, so not weighed against them") in plan.measured_on()
 
 
+def test_storage_counts_the_old_vectors_stored_not_every_gallery_item() -> None:
+    """Gallery items the old model never embedded hold no old vector: staying, the layer and a forward
+    transform were priced (and the transform's note counted) as if every item held one."""
+    held = N - 1000  # 900 searched, and 100 train-fold items --heldout-gallery took out of the search
+    report = make_report(0.60, 0.90, 0.55, {"random": [0.55, 0.70, 0.86, 0.88, 0.90]})
+    report["sizes"].update(gallery_old=held - 100, removed_train=100)
+    opts = options(plan_from_report(report, RATE))
+    assert opts["stay"]["storage_bytes"] == held * D_OLD * 4
+    assert opts["adapter_only"]["storage_bytes"] == held * D_OLD * 4 + ADAPTER_BYTES
+    partial = opts["partial_backfill"]  # half re-embedded, the other half keeps its old vectors where it has one
+    assert partial["storage_bytes"] == N // 2 * D_NEW * 4 + N // 2 * D_OLD * 4 + ADAPTER_BYTES
+    assert opts["full_backfill"]["storage_bytes"] == N * D_NEW * 4 and opts["full_backfill"]["items_embedded"] == N
+    forward = make_report(0.60, 0.90, 0.89, direction="forward")
+    forward["sizes"].update(gallery_old=held, removed_train=0)
+    fwd = options(plan_from_report(forward, RATE))["forward_transform"]
+    assert fwd["storage_bytes"] == held * D_NEW * 4 + ADAPTER_BYTES and fwd["time_s"] == pytest.approx(held / 1e6)
+    assert f"Transforms all {held} stored old vectors" in fwd["notes"][0]
+    assert options(plan_from_report(make_report(0.60, 0.90, 0.55), RATE))["stay"]["storage_bytes"] == N * D_OLD * 4
+
+
 def test_forward_layer_of_the_report_is_the_transform_option() -> None:
     plan = plan_from_report(make_report(0.60, 0.90, 0.89, direction="forward"), RATE)
     assert plan.recommendation == "forward_transform" and "adapter_only" not in options(plan)

@@ -79,6 +79,10 @@ class _Sizes:
     def __init__(self, report: Report) -> None:
         models, adapter = report.models, report.adapter
         self.n = int(report.sizes["gallery_full"])
+        # the old vectors stored: gallery items the old model embedded (the train fold counted back in where
+        # --heldout-gallery took it out of the search); every item where a report did not record it
+        old = report.sizes.get("gallery_old")
+        self.n_old = self.n if old is None else int(old) + int(report.sizes.get("removed_train") or 0)
         self.n_sample = int(report.sizes["gallery"])
         self.d_old, self.d_new = int(models["old"]["dim"]), int(models["new"]["dim"])
         self.b_old = int(models["old"].get("bytes_per_value", 4))
@@ -91,11 +95,13 @@ class _Sizes:
         self.adapter_bytes = int(adapter.get("file_bytes") or 0)
 
     def old_index(self) -> int:
-        return self.n * self.d_old * self.b_old
+        return self.n_old * self.d_old * self.b_old
 
     def mixed(self, beta: float) -> int:
+        """Backfilled items' new vectors beside the old (or transformed) vectors of the rest that have one."""
         backfilled = int(round(beta * self.n))
-        return backfilled * self.d_full * self.b_new + (self.n - backfilled) * self.d_rest * self.b_rest
+        rest = max(min(self.n_old, self.n - backfilled), 0)
+        return backfilled * self.d_full * self.b_new + rest * self.d_rest * self.b_rest
 
 
 def layer_option(name: str, kind: str, quality: dict[str, float], rate: float | None, sizes: _Sizes,
@@ -115,10 +121,10 @@ def layer_option(name: str, kind: str, quality: dict[str, float], rate: float | 
     per_query = None if not rate else 1e6 / rate
     if name == "forward_transform":
         dim = out_dim or sizes.d_new
-        notes = [f"Transforms all {sizes.n} stored old vectors with the {kind} layer (no backbone run); new "
+        notes = [f"Transforms all {sizes.n_old} stored old vectors with the {kind} layer (no backbone run); new "
                  "queries then search the transformed gallery as they are.", source]
-        return option_row(name, f"Forward transform ({kind})", _time(sizes.n, rate), sizes.n * dim * 4 + extra_bytes, 0,
-                          quality, floor, ceiling, notes, metric, on_sample)
+        return option_row(name, f"Forward transform ({kind})", _time(sizes.n_old, rate),
+                          sizes.n_old * dim * 4 + extra_bytes, 0, quality, floor, ceiling, notes, metric, on_sample)
     notes = [f"Nothing is re-embedded; each new query passes through the {kind} layer "
              + (f"(about {per_query:.1f} µs per query in batches) " if per_query else "")
              + "and searches the old gallery as it is.", source]
