@@ -32,6 +32,7 @@ from embridge.app.pages import PAGES, page_class
 from embridge.app.ray_jobs import RayJobs
 from embridge.app.settings import window_settings
 from embridge.app.workers import Job
+from embridge.core.errors import EmbridgeError, first_line
 
 log = logging.getLogger("embridge.app")
 WATCH_MS = 1500  # how often the workspace database is checked for changes made outside the app
@@ -261,6 +262,12 @@ class MainWindow(QMainWindow):
             return
         if state != self._db_seen:
             self._db_seen = state
+            try:  # overwritten or cut short by another program: closed, as opening it would be refused
+                self.ctx.ws.check_database()
+            except EmbridgeError as exc:
+                self.ctx.close_workspace()
+                self.ctx.reporter.report("Workspace closed", f"{first_line(exc)}; the workspace was closed")
+                return
             self.refresh_pages()
 
     def _on_workspace_changed(self) -> None:

@@ -37,6 +37,22 @@ def test_a_workspace_too_small_is_told_to_import_more_not_to_embed(tmp_path: Pat
     assert "only 8 items have vectors under both; the workspace holds only 8 items: import at least 20" in str(refused.value)
 
 
+@pytest.mark.parametrize("lacking", ["old", "new"])
+def test_too_few_pairs_advise_embedding_with_the_model_that_lacks_vectors(tmp_path: Path, lacking: str) -> None:
+    """The advice named the new model whichever one lacked vectors (the old one's may be the damaged ones)."""
+    with _workspace(tmp_path / "ws", 200, 2) as ws:
+        keep = ws.add_items([{"key": f"x{i}", "split": "gallery"} for i in range(10)])
+        other = "new" if lacking == "old" else "old"
+        ws.add_model("third", "other", {"name": "third", "kind": "vectors", "modality": "vector", "dim": 16,
+                                        "sha256": f"{7:064d}", "path": ""}, None)
+        ws.add_vector_set("third", keep, l2_normalize(np.random.default_rng(3).standard_normal((10, 16)).astype(np.float32)))
+        pair = ("third", other) if lacking == "old" else (other, "third")
+        with pytest.raises(InputError) as refused:
+            train_run(ws, "procrustes", *pair, device="cpu")
+    assert "only 0 items have vectors under both" in str(refused.value)
+    assert "e.g. 'embridge embed --model third --sample 2000'" in str(refused.value)
+
+
 def test_one_class_is_named_as_one_class(tmp_path: Path) -> None:
     with _workspace(tmp_path / "ws", 200, 1) as ws, pytest.raises(TrainingError) as refused:
         train_run(ws, "bct", "old", "new", device="cpu")

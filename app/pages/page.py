@@ -28,6 +28,7 @@ from PySide6.QtWidgets import (
 )
 
 from embridge.app.context import AppContext
+from embridge.core.errors import EmbridgeError, first_line
 from embridge.core.store import Workspace
 
 
@@ -88,7 +89,10 @@ class Page(QWidget):
         self._stale = False
         self._stack.setCurrentWidget(self.body if has_ws or not self.needs_workspace else self.placeholder)
         if has_ws or not self.needs_workspace:
-            self.refresh()
+            try:
+                self.refresh()
+            except EmbridgeError as exc:  # a file of the workspace damaged or removed: said, not a traceback
+                self.ctx.reporter.report(f"Cannot show the {self.title} page", first_line(exc))
 
     def refresh(self) -> None:
         """Re-read the state this page shows (override)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import html
 import logging
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from PySide6.QtCore import QSignalBlocker, Qt
@@ -30,7 +30,7 @@ from embridge.app.pages.forms import offer_devices, scrolled_text, set_combo_ite
 from embridge.app.pages.page import Page, completed_train_runs, fill_table, make_table, run_label, select_run
 from embridge.app.pages.why_disabled import NO_RUNS, PLANNING, JobButton, enable
 from embridge.core.data_state import report_stale_note
-from embridge.core.errors import InputError
+from embridge.core.errors import EmbridgeError, InputError, first_line
 from embridge.core.evaluation.headline import metric_label
 from embridge.core.formatting import capitalised, format_bytes, format_seconds, format_share
 from embridge.core.jobs import JobOutcome
@@ -191,7 +191,7 @@ class PlanPage(Page):
             from embridge.core.report.build import load_report
             from embridge.core.report.number_source import source_of_report
 
-            report = load_report(self.ctx.ws, int(plan.report_id))
+            report = self._readable(lambda: load_report(self.ctx.ws, int(plan.report_id)), plan.report_id)
         lines = plan.measured_on() or ([f"measured on {source_of_report(report).label()}"] if report else [])
         measured = (f"<p style='color:#555'>Quality numbers: report {plan.report_id}"
                     + "".join(f"<br>{text(line)}" for line in lines) + "</p>") if lines else ""
@@ -259,7 +259,9 @@ class PlanPage(Page):
             elif self.plan.report_id is not None and self.plan.report_id != self._curves_for:  # else on screen
                 from embridge.core.report.build import load_report
 
-                self._show_curves(load_report(self.ctx.ws, int(self.plan.report_id)))
+                report_id = int(self.plan.report_id)
+                if (report := self._readable(lambda: load_report(self.ctx.ws, report_id), report_id)) is not None:
+                    self._show_curves(report)
             return
         self._show_unplanned()
         latest = [r["id"] for r in self.ctx.ws.reports() if r.get("run_id") == run_id and r.get("json_file")]
@@ -267,7 +269,25 @@ class PlanPage(Page):
             return  # already drawn: showing the page again re-reads the list, not the report
         from embridge.core.report.build import latest_report_for_run
 
-        self._show_curves(latest_report_for_run(self.ctx.ws, run_id))
+        shown = latest[-1] if latest else None
+        try:
+            self._show_curves(latest_report_for_run(self.ctx.ws, run_id))
+        except EmbridgeError as exc:
+            self._unreadable(shown, exc)
+
+    def _readable(self, load: Callable[[], Report], report_id: int) -> Report | None:
+        """The report ``load`` reads, or None with the page saying why it cannot be read (its file was
+        removed or damaged): the options still show, as the Reports page shows the others."""
+        try:
+            return load()
+        except EmbridgeError as exc:
+            self._unreadable(report_id, exc)
+            return None
+
+    def _unreadable(self, report_id: int | None, exc: EmbridgeError) -> None:
+        log.warning("report %s cannot be read: %s", report_id, exc)
+        self._curves_for = self._waiting = None
+        self.plot.clear(f"Report {report_id} cannot be read: {first_line(exc)}")
 
     def _show_unplanned(self) -> None:
         """The chosen run has no plan on screen: the options of the run planned before are put away."""

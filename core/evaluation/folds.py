@@ -88,7 +88,9 @@ def assign_folds(ws: Workspace, old: str, new: str, seed: int = 0,
     ids = paired_ids(ws, old, new)
     if len(ids) < MIN_PAIRS:
         total = ws.item_count()
-        advice = (f"embed at least {MIN_PAIRS} items with both models (e.g. 'embridge embed --model {new} --sample "
+        # the model holding fewer vectors is the one to embed with (the old one's may be the damaged ones)
+        fewer = min((new, old), key=lambda m: ws.ids_with_vectors(m).size)
+        advice = (f"embed at least {MIN_PAIRS} items with both models (e.g. 'embridge embed --model {fewer} --sample "
                   "2000')" if total >= MIN_PAIRS else f"the workspace holds only {total} items: import at least "
                   f"{MIN_PAIRS} and embed them with both models")
         raise InputError(f"models '{old}' and '{new}'", f"only {len(ids)} items have vectors under both; {advice}")

@@ -28,12 +28,7 @@ import numpy as np
 
 from embridge.core import stop_signals
 from embridge.core.env_numbers import env_number
-from embridge.core.errors import (
-    IntegrityError,
-    SchemaVersionError,
-    StoreError,
-    VectorFileError,
-)
+from embridge.core.errors import IntegrityError, SchemaVersionError, StoreError, VectorFileError
 from embridge.core.paths import DB_NAME, check_name, child
 from embridge.core.store import damage_log
 from embridge.core.store.id_sets import is_sorted_unique, unique_ids
@@ -148,6 +143,14 @@ class Workspace(ItemsMixin, ModelsMixin, RecordsMixin, JudgmentsMixin):
         ws = cls(root, db)
         ws._sweep_temp_files()
         return ws
+
+    def check_database(self) -> None:
+        """Refuse, as opening would, a database changed under an open workspace into one that is not
+        readable (overwritten, cut short) or lacks the schema; reads its schema alone (milliseconds)."""
+        try:
+            check_tables(self.db, str(self.root / DB_NAME))
+        except sqlite3.DatabaseError as exc:
+            raise _translate(exc, self.root / DB_NAME) from exc
 
     def close(self) -> None:
         self.db.close()
