@@ -445,6 +445,10 @@ def test_a_committed_lance_output_takes_a_changed_and_an_added_partition(bundles
     files = write_partitions(tmp_path / "in", bundles["vectors"]["v1"][:150], parts=3)
     dst = tmp_path / "out.lance"
     transform_gallery(bundles["fct"], str(tmp_path / "in"), f"lance://{dst}")
+    import lance
+
+    first = lance.dataset(str(dst))
+    before = first.to_table()
     pq.write_table(pq.read_table(files[1]).slice(0, 20), files[1])  # a partition rewritten with fewer rows
     write_partitions(tmp_path / "more", bundles["vectors"]["v1"][150:200], parts=1, first_id=150)
     (tmp_path / "more" / "part-000.parquet").rename(tmp_path / "in" / "part-003.parquet")  # and one added
@@ -454,6 +458,10 @@ def test_a_committed_lance_output_takes_a_changed_and_an_added_partition(bundles
     transform_gallery(bundles["fct"], str(tmp_path / "in"), f"lance://{fresh}")
     got, want = lance_rows(dst), lance_rows(fresh)
     assert got.num_rows == 50 + 20 + 50 + 50 and got.equals(want)
+    # the first version stays whole: a reader holding it (a server, a checkout) reads on; the commit removed
+    # only files no version references (its data files were deleted, and reading it failed)
+    assert lance.dataset(str(dst), version=first.version).to_table().equals(before)
+    assert first.to_table().equals(before)
 
 
 def test_partitions_of_other_columns_are_refused_for_a_lance_output(bundles: dict, tmp_path: Path) -> None:

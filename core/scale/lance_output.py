@@ -7,8 +7,8 @@ a marker that exists means the partition is finished, exactly as an output Parqu
 Parquet output. When every partition is finished, the driver commits all fragments in partition order
 as one new dataset version (an atomic manifest write), so a reader never sees a half-transformed
 dataset, and the rows come out in the same order as from the local engine. Data files that no
-recorded fragment references (a partition a killed run left half written) are removed after the
-commit. A rerun after a commit commits the same fragments again, which changes nothing but the
+version references (a partition a killed run left half written) are removed after the commit; those of
+earlier versions stay, so a reader holding one keeps reading it. A rerun after a commit commits the same fragments again, which changes nothing but the
 version number; a rerun after a source partition changed or was added redoes those partitions only,
 writing their fragments beside the committed version, and commits the whole again as a new version.
 """
@@ -100,8 +100,22 @@ def committed_version(dataset: Path, partitions: list[str]) -> int | None:
 
 
 def _remove_unreferenced(dataset: Path, records: list[dict[str, Any]]) -> None:
-    """Delete data files that no committed fragment references (left by a partition killed mid-write)."""
+    """Delete data files that no version of the dataset references (left by a partition killed mid-write).
+
+    Every version's files stay: a reader holding an earlier version (a server, a LanceDB checkout) keeps
+    reading it after a rerun commits a new one; dropping old versions is Lance's own cleanup's call."""
+    import lance
+
     keep = {Path(f["path"]).name for r in records for frag in r["fragments"] for f in frag["files"]}
+    for entry in lance.dataset(str(dataset)).versions():
+        for fragment in lance.dataset(str(dataset), version=entry["version"]).get_fragments():
+            keep.update(Path(_path(f)).name for f in fragment.data_files())
     for file in (dataset / "data").glob("*"):
         if file.is_file() and file.name not in keep:
             file.unlink()
+
+
+def _path(data_file: Any) -> str:
+    """A Lance data file's path (an attribute in some releases, a method in others)."""
+    path = data_file.path
+    return str(path() if callable(path) else path)
