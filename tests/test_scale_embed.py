@@ -77,6 +77,9 @@ def test_backfill_resumes_by_chunk_and_refuses_bad_input(ray_cluster: Any, model
     with pytest.raises(Cancelled):
         embed_dataset(m["model"], str(m["items"]), str(tmp_path / "swap"), chunk=200,
                       should_stop=lambda: calls.append(1) or len(calls) > 5)
+    # the same job in other chunks: the option to change is named, with the value that resumes it
+    with pytest.raises(InputError, match=r"in chunks of 200 items; run it again with --chunk 200 to resume it"):
+        embed_dataset(m["model"], str(m["items"]), str(tmp_path / "swap"), chunk=100)
     torch.manual_seed(5)
     config = {"input_dim": 8, "out_dim": 6}
     save_checkpoint(m["model"], build_model("mlp", config)[0], "mlp", config)

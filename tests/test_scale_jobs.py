@@ -131,8 +131,9 @@ def test_a_resumed_backfill_counts_only_what_it_embedded(ws_path: Path, capsys: 
         with pytest.raises(Cancelled):
             backfill(ws, NEW, ids, chunk=50, should_stop=stop_after_some_chunks,
                      on_progress=lambda done, total, info: seen.append(done))
-        r = backfill(ws, NEW, ids, chunk=50)
+        r = backfill(ws, NEW, ids)  # another --chunk (the default): its stage goes on in its own chunks
         assert 0 < r.resumed < fresh and r.resumed % 50 == 0  # whole chunks of the stopped run
+        assert ws.runs("backfill")[-1]["config"]["chunk"] == 50
         assert r.embedded == fresh - r.resumed and r.items == len(ids)
         metrics = ws.runs("backfill")[-1]["metrics"]
         assert metrics["embedded"] == r.embedded and metrics["resumed"] == r.resumed

@@ -331,8 +331,12 @@ def _backfill_staged(ws: Any, model: str, ids: np.ndarray, todo: np.ndarray, spe
                      progress: ProgressFn, should_stop: StopFn | None) -> BackfillResult:
     """Embed ``todo`` (the items of ``ids`` the model holds no vectors for) and record a set of all ``ids``."""
     from embridge.core.jobs import recorded_run
-    from embridge.core.scale.backfill_embed import embed_dataset
+    from embridge.core.scale.backfill_embed import embed_dataset, staged_chunk
 
+    # the stage is the workspace's, not a folder the user chose: a backfill stopped part way goes on in its
+    # own chunks whatever --chunk the rerun names (the stage is found by model and items alone)
+    chunk = staged_chunk(stage / "vectors", chunk)
+    config = {**config, "chunk": chunk}
     with recorded_run(ws, "backfill", model, config) as record:
         resumed = 0
         if len(todo):
