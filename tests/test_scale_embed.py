@@ -228,3 +228,13 @@ def test_embed_dataset_embeds_texts_with_the_models_document_prompt(tmp_path: Pa
         expected = model.encode(texts, prompt_name=role, normalize_embeddings=True)
         np.testing.assert_allclose(vectors[np.argsort(ids)], expected, atol=1e-5)
         assert np.abs(model.encode(texts, prompt="", normalize_embeddings=True) - expected).max() > 1e-2
+    # the same texts dictionary-encoded (pandas categories write them so) are the same items: they were
+    # refused as 'neither a fixed-size list of floats nor text', naming the folder
+    (tmp_path / "coded").mkdir()
+    pq.write_table(pa.table({"id": np.arange(20), "input": pa.array(texts).dictionary_encode()}),
+                   tmp_path / "coded" / "part-0.parquet")
+    assert main(["embed-dataset", "--model", str(folder), "--from", str(tmp_path / "coded"), "--to",
+                 str(tmp_path / "out-coded")]) == 0, capsys.readouterr().err
+    ids, vectors = read_chunks(tmp_path / "out-coded")
+    np.testing.assert_allclose(vectors[np.argsort(ids)], model.encode(texts, prompt_name="document",
+                                                                      normalize_embeddings=True), atol=1e-5)

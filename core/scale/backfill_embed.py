@@ -93,6 +93,8 @@ def read_items(folder: Path, id_col: str, input_col: str) -> tuple[np.ndarray, A
     ids = id_array(table.column(id_col).to_pylist(), files, rows)
     check_unique(ids, files, rows)
     col = table.column(input_col).combine_chunks()
+    if pa.types.is_dictionary(col.type):  # texts dictionary-encoded (pandas categories, repeated values)
+        col = col.dictionary_decode()
     if pa.types.is_fixed_size_list(col.type):
         inputs: Any = col.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(len(col), -1)
     elif pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
