@@ -81,5 +81,34 @@ def test_chain_report_files(chain: dict[str, Any]) -> None:
 def test_chain_refuses_steps_in_the_wrong_order(chain: dict[str, Any]) -> None:
     with Workspace.open(chain["path"]) as ws, pytest.raises(InputError, match="step 1 of the chain"):
         chain_report(ws, chain["models"], list(reversed(chain["runs"])), write=False)
-    with Workspace.open(chain["path"]) as ws, pytest.raises(InputError, match="T - 1 runs"):
-        chain_report(ws, chain["models"], chain["runs"][:1], write=False)
+
+
+def test_a_renamed_version_is_renamed_in_the_chain_runs_that_name_it(tmp_path: Path) -> None:
+    """``model rename`` says its runs follow: the chain report's run kept the old name in its versions, so
+    'runs' listed a chain over a model that no longer exists and rerunning it as listed failed."""
+    from embridge.core.models.manage import rename_model
+
+    info = build_chain_workspace(tmp_path / "ws")
+    with Workspace.open(info["path"]) as ws:
+        before = chain_report(ws, info["models"], info["runs"])
+        rename_model(ws, "v2", "v2b")
+        run = ws.run(int(before.report_run_id))
+        assert run["config"]["models"] == ["v1", "v2b", "v3"]
+        again = chain_report(ws, run["config"]["models"], run["config"]["runs"])  # rerun as recorded
+        np.testing.assert_array_equal(np.array(again.chain["matrix"]), np.array(before.chain["matrix"]))
+
+
+def test_chain_usage_errors_name_the_option(chain: dict[str, Any]) -> None:
+    """The count check named no option (exit 1); a recall@k the option admits but the sample does not
+    report was called an unknown metric."""
+    from embridge.core.errors import UsageError
+
+    models, runs = chain["models"], chain["runs"]
+    with Workspace.open(chain["path"]) as ws:
+        with pytest.raises(UsageError, match=r"--runs.*gives 1 run for 3 versions; a chain of 3 versions takes 2"):
+            chain_report(ws, models, runs[:1], write=False)
+        with pytest.raises(UsageError, match=r"--models.*names 1 version; a chain needs at least two"):
+            chain_report(ws, models[:1], [], write=False)
+        with pytest.raises(UsageError, match=r"--metric.*recall@5 is not measured on this chain's sample of \d+ "
+                                             r"items, which reports recall@10"):
+            chain_report(ws, models, runs, metric="recall@5", write=False)

@@ -36,6 +36,7 @@ from embridge.core.errors import EmbridgeError, InputError, StoreError
 from embridge.core.evaluation.headline import with_judged_rows
 from embridge.core.formatting import capitalised
 from embridge.core.progress import ProgressFn, StopFn
+from embridge.core.report.chain_text import chain_cells, criterion_lines, measured_lines, scores_line
 from embridge.core.report.limits import MAX_BOOTSTRAP, MIN_BOOTSTRAP
 from embridge.core.report.number_source import served_lines, source_of_report
 from embridge.core.report.report_record import Report
@@ -270,7 +271,8 @@ class ReportsPage(Page):
         self._show_verdict(report)
         comparison = {upgraded: with_judged_rows(report.comparison, report.headline)} \
             if upgraded and report.comparison else {}
-        fill_metrics_table(self.metrics, report.table(), comparison)
+        # a chain report's cells are its matrix's pairs ('v2/v1'), every metric it measured
+        fill_metrics_table(self.metrics, chain_cells(report.chain) if report.chain else report.table(), comparison)
         self.flips.set_flips(flip_entries(self.ctx.ws, report.flipped_list()) if self.ctx.ws else [])
         if self.tabs.currentWidget() is self.figure_tabs:
             self.show_figures()
@@ -288,6 +290,15 @@ class ReportsPage(Page):
                    "</b></p>") if stale else ""
         facts = " ".join(report.protocol)
         statement = report.search.get("statement", "")
+        if report.chain:  # no upgraded cell or headline: the matrix's AC and AM, and each pair's criterion
+            chain = report.chain
+            said = "".join(f"<p>{html.escape(line)}</p>" for line in criterion_lines(chain))
+            self.verdict.setText(
+                "".join(f"<p><b>{html.escape(capitalised(line))}</b></p>" for line in measured_lines(chain))
+                + warning + f"<p>Chain {html.escape(' → '.join(chain.get('versions') or []))} on "
+                f"{html.escape(str(chain.get('metric')))}: {html.escape(scores_line(chain))}</p>{said}"
+                f"<p style='color:#555'>{html.escape(facts)} {html.escape(statement)}</p>")
+            return
         served = "".join(f"<p>{html.escape(capitalised(line))}</p>" for line in served_lines(report.served))
         self.verdict.setText(f"<p><b>Measured on: {html.escape(source_of_report(report).label())}</b></p>{warning}"
                              f"<p>{html.escape(headline_text(report))}</p>{lines}{served}"

@@ -58,7 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=TARGET_SHARE_HELP)
     p.set_defaults(handler=cmd_plan)
 
-    p = sub.add_parser("chain", help="compatibility matrix of three or more model versions (AC, AM)")
+    p = sub.add_parser("chain", help="compatibility matrix of a chain of model versions, v1 → v2 → … (AC, AM)")
     add_common(p)
     p.add_argument("--models", required=True, help="versions oldest first, comma-separated: v1,v2,v3")
     p.add_argument("--runs", type=run_id_list, required=True,
@@ -350,6 +350,7 @@ def _plan_text(plan: Plan) -> str:
 
 def cmd_chain(args: argparse.Namespace) -> Result:
     from embridge.core.report.chain import chain_report
+    from embridge.core.report.chain_text import chain_lines
 
     models = [m.strip() for m in args.models.split(",")]
     if not all(models):
@@ -365,9 +366,5 @@ def cmd_chain(args: argparse.Namespace) -> Result:
             "matrix": chain["matrix"], "ac": chain["ac"], "am": chain["am"], "criterion": chain["criterion"],
             "measured_on": chain.get("measured_on") or [],
             "report_json": report.json_file, "report_html": report.html_file}
-    rows = [f"{v:>12} " + " ".join(f"{x:.3f}" if j <= i else "  -  " for j, x in enumerate(chain["matrix"][i]))
-            for i, v in enumerate(chain["versions"])]
-    text = "\n".join([f"compatibility matrix ({chain['metric']}), query model by row, gallery model by column:",
-                      *rows, f"AC {chain['ac']:.3f}  AM {chain['am']:.3f}",
-                      *[f"measured on {sentence}" for sentence in data["measured_on"]], f"html: {report.html_file}"])
+    text = "\n".join([*chain_lines(chain), f"html: {report.html_file}"])
     return json_safe(data), text

@@ -40,9 +40,12 @@ from embridge.core.store.rows import now_iso
 
 def chain_layers(ws: Workspace, models: Sequence[str], runs: Sequence[int]) -> tuple[list[Adapter], list[dict], str]:
     """Load and check one layer per consecutive pair; returns (adapters, rows, direction)."""
-    if len(models) < 2 or len(runs) != len(models) - 1:
-        raise InputError("chain", f"needs T >= 2 model versions and T - 1 runs, got {len(models)} models and "
-                         f"{len(runs)} runs")
+    if len(models) < 2:
+        raise UsageError("--models", f"names {len(models)} version; a chain needs at least two, oldest first")
+    if len(runs) != len(models) - 1:
+        raise UsageError("--runs", f"gives {len(runs)} run{'s' * (len(runs) != 1)} for {len(models)} versions; a "
+                         f"chain of {len(models)} versions takes {len(models) - 1}, one per consecutive pair, "
+                         "oldest first")
     repeated = next((name for k, name in enumerate(models) if name in models[:k]), None)
     if repeated is not None:
         raise UsageError("--models", f"names '{repeated}' twice; a chain lists distinct versions, oldest first")
@@ -54,7 +57,9 @@ def chain_layers(ws: Workspace, models: Sequence[str], runs: Sequence[int]) -> t
     for k, run_id in enumerate(runs):
         run = ws.run(int(run_id))
         if run["kind"] != "train" or run["status"] != "completed":
-            raise InputError(f"run {run_id}", f"is a {run['status']} {run['kind']} run, not a completed training run")
+            status = f"{run['status']} {run['kind']}"
+            raise InputError(f"run {run_id}", f"is {'an' if status[:1] in 'aeiou' else 'a'} {status} run, not a "
+                             "completed training run")
         row = ws.adapter_for_run(int(run_id))
         if (row["old_model"], row["new_model"]) != (models[k], models[k + 1]):
             raise InputError(f"run {run_id}", f"links '{row['new_model']}' and '{row['old_model']}', but step {k + 1} "
@@ -115,6 +120,9 @@ def chain_report(ws: Workspace, models: Sequence[str], runs: Sequence[int], *, m
         if metric.startswith("mAP") and plan.map_key.startswith("mAP"):  # which mAP depends on the ranking's size
             raise UsageError("--metric", f"{metric} is not measured on this chain's sample of "
                              f"{task.gallery.ids.size} items, which reports {plan.map_key}; {use}")
+        if metric.startswith("recall@") and metric != f"recall@{plan.recall_k}":  # the sample's size decides k
+            raise UsageError("--metric", f"{metric} is not measured on this chain's sample of "
+                             f"{task.gallery.ids.size} items, which reports recall@{plan.recall_k}; {use}")
         if metric in JUDGED_METRICS:
             raise UsageError("--metric", f"{metric} needs relevance judgments, which this chain's queries lack; {use}")
         raise UsageError("--metric", f"unknown metric {metric!r}; {use}")

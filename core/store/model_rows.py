@@ -200,8 +200,14 @@ class ModelsMixin:
                             [new_name, name])
             for run_id, text in self.db.execute("select id, config from runs").fetchall():
                 config = json.loads(text) if text else None
-                if isinstance(config, dict) and name in (config.get("old"), config.get("new")):
+                if not isinstance(config, dict):
+                    continue
+                versions = config.get("models")  # a chain report's versions, oldest first
+                chained = isinstance(versions, list) and name in versions
+                if name in (config.get("old"), config.get("new")) or chained:
                     config.update({k: new_name for k in ("old", "new") if config.get(k) == name})
+                    if chained:
+                        config["models"] = [new_name if v == name else v for v in versions]
                     self.db.execute("update runs set config = ? where id = ?", [json.dumps(config), run_id])
         return self.model(new_name)
 
