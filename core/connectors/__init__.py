@@ -35,6 +35,9 @@ PARAMS: dict[str, tuple[str, ...]] = {
 # options naming a store that is only read: a missing local folder is a typo, never a new store
 READ_OPTIONS = ("--from", "--uri")
 FOLDER_SCHEMES = ("lancedb", "qdrant", "chroma")  # embedded stores whose clients create their folder on open
+# the file an embedded store's client writes into its folder on first open: without it the folder holds no such
+# store (an empty folder, or another store's) and opening it to read would write one there
+STORE_MARKERS = {"qdrant": "meta.json", "chroma": "chroma.sqlite3"}
 
 __all__ = ["SCHEMES", "SPACE_FIELD", "Batch", "Connector", "StoreURI", "VectorStoreError", "open_store"]
 
@@ -63,6 +66,12 @@ def open_store(uri: str | StoreURI, option: str = "--uri") -> Connector:
                 parsed.path.strip("/") and not Path(parsed.path).is_dir():
             cls.collection_name(parsed)  # a missing collection name is named before a missing folder
             raise InputError(option, f"no such store folder {parsed.path} (opening it would create an empty store)")
+        marker = STORE_MARKERS.get(parsed.scheme)
+        if option in READ_OPTIONS and marker and not parsed.netloc and parsed.path.strip("/") and \
+                not (Path(parsed.path) / marker).exists():
+            cls.collection_name(parsed)
+            raise InputError(option, f"{parsed.path} holds no {parsed.scheme} store (no {marker}; opening it would "
+                             f"write one there); check the folder and the scheme")
         return cls(parsed)
     except ModuleNotFoundError as exc:
         raise InputError(option, f"the {parsed.scheme} connector needs {package} ({exc.name} is not installed); "

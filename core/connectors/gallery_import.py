@@ -63,29 +63,35 @@ class StoreImportResult:
 
 
 def _plain(value: Any) -> Any:
+    """A payload value as JSON can hold it: bytes as hex, times in ISO 8601, arrays as lists (else text)."""
     try:
         json.dumps(value)
         return value
     except (TypeError, ValueError):
+        if isinstance(value, bytes | bytearray | memoryview):
+            return bytes(value).hex()
+        if hasattr(value, "isoformat"):
+            return value.isoformat()
         return value.tolist() if hasattr(value, "tolist") else str(value)
 
 
 def _records(batch: Batch, source: str, split: str | None, label_field: str | None,
              text_field: str | None) -> list[dict[str, Any]]:
     out = []
+    named = source.removeprefix("store:")  # refusals name the store's URI, as every other one does
     for pid, payload in zip(batch.ids, batch.payloads, strict=True):
         where = f"point {pid!r}"
-        key = normalise_key(str(pid), source, where)
+        key = normalise_key(str(pid), named, where)
         if key != str(pid):  # migrations and checks find points by their id as the store spells it
-            raise ImportDataError(source, f"{where}: an item key is NFC text without a byte-order mark or outer "
+            raise ImportDataError(named, f"{where}: an item key is NFC text without a byte-order mark or outer "
                                   f"spaces, and this id would be stored as {key!r}; rename the point")
         text = payload.get(text_field) if text_field else None
         if text_field and text is None:
-            raise ImportDataError(source, f"{where} has no '{text_field}' field (--text-field)")
+            raise ImportDataError(named, f"{where} has no '{text_field}' field (--text-field)")
         if text is not None and not isinstance(text, str):
-            raise ImportDataError(source, f"{where}: its '{text_field}' field (--text-field) holds "
+            raise ImportDataError(named, f"{where}: its '{text_field}' field (--text-field) holds "
                                   f"{type(text).__name__} {text!r}, not text")
-        label = normalise_label(payload.get(label_field), source, f"{where}, field '{label_field}' (--label-field)") \
+        label = normalise_label(payload.get(label_field), named, f"{where}, field '{label_field}' (--label-field)") \
             if label_field else None
         skip = {label_field, text_field}
         out.append({"key": key, "label": label,
@@ -318,6 +324,7 @@ def _stream(run: _Run, store: Connector, label_field: str | None, text_field: st
     namespace = item_namespace(split)
     new_items = done = labelled = 0
     spaces: dict[str, int] = {}
+    read_order: list[np.ndarray] = []  # the points' items as the store reads them: the vector set's rows
     for batch in store.read_batches(batch_size):  # pass 1: items
         check_stop(should_stop)
         _check_points(batch, uri, dim)
@@ -332,16 +339,20 @@ def _stream(run: _Run, store: Connector, label_field: str | None, text_field: st
         if fresh:
             run.register_with(fresh)
             new_items += len(fresh)
+        found = ws.find_keys([r["key"] for r in records], namespace)
+        read_order.append(np.array([found[r["key"]] for r in records], dtype=np.int64))
         done += len(batch)
         report(done, total, {"stage": "items", "pass": "1 of 2"})
     if label_field and not labelled:  # a misspelt field would import an unlabelled gallery without a word
         raise ImportDataError(uri, f"no point has a '{label_field}' field (--label-field); check its spelling")
     if run.spec is not None and not ws.has_model(name):  # every item came from an earlier, stopped run
         run.register_with([])
-    ids = ws.item_ids(source=source)
+    # rows in the store's own order, so a store that gained points before the earlier ones (or lost some)
+    # since an earlier import is imported as it is now; items of points it no longer holds keep their vectors
+    ids = np.concatenate(read_order) if read_order else np.zeros(0, dtype=np.int64)
     if len(ids) != total:
-        raise VectorStoreError(f"{store.describe()}: {total} points, but {len(ids)} items came from it; the store "
-                               "changed during the import")
+        raise VectorStoreError(f"{store.describe()}: {total} points counted, but {len(ids)} read; the store "
+                               "changed during the import; run it again")
     set_name = split or store.collection
     made = _made_note(spaces, total, name)
     if new_items == 0:  # imported before: the same set again would only duplicate it

@@ -72,8 +72,9 @@ def dataset_files(folder: Path) -> tuple[list[Path], tuple[Path, str] | None]:
 
     Every ``*.parquet`` (any case) is read, as pyarrow reads them; names starting with '.' or '_'
     (``_SUCCESS``, ``_metadata``, ``.crc`` files, Embridge's own temporary files) are skipped as pyarrow's
-    datasets skip them; any other file, or a subfolder holding Parquet files (a partitioned dataset), is
-    refused, since reading past it would leave its rows out while counts still match.
+    datasets skip them; any other file, or a subfolder holding files (Parquet files of a partitioned
+    dataset, or other data), is refused, since reading past it would leave its rows out while counts
+    still match.
     """
     if not folder.is_dir():
         return [], (folder, "no such Parquet dataset folder")
@@ -86,6 +87,12 @@ def dataset_files(folder: Path) -> tuple[list[Path], tuple[Path, str] | None]:
     foreign = next((p for p in entries if not is_parquet_file(p) and p.is_file()), None)
     if foreign is not None:
         return [], (foreign, NOT_PARQUET)
+    # a subfolder of other data (a Lance table, '.PARQ' files) would be passed over as if the folder held
+    # nothing there: an empty dataset, which a migration then copies as empty and switches to
+    filled = next((d for d in entries if d.is_dir() and any(f.is_file() for f in d.rglob("*"))), None)
+    if filled is not None:
+        return [], (filled, "a subfolder holding files that are not .parquet files; only the *.parquet files "
+                            "directly in a Parquet dataset folder are read, so move it out of the folder")
     files = [p for p in entries if is_parquet_file(p)]
     for file in files:  # opening a FIFO blocks for good (and holds off Ctrl-C); a device may never end
         kind = irregular_kind(file)  # (is_parquet_file leaves folders out)

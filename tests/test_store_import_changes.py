@@ -1,0 +1,110 @@
+"""Stores met again and stores met by mistake: a store that grew (points before the imported ones) or shrank
+since its import, a folder that holds no store of the scheme named, a dataset folder whose subfolder holds
+other data, and payload values JSON cannot hold."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from store_fixtures import cli, fill_source
+
+from embridge.core.retrieval import l2_normalize
+from embridge.core.store import Workspace
+
+
+def _write(folder: Path, name: str, ids: range, vectors: np.ndarray, **columns: Any) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    flat = pa.array(vectors.astype(np.float32).ravel())
+    pq.write_table(pa.table({"id": pa.array(list(ids), pa.int64()),
+                             "vector": pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1]), **columns}),
+                   folder / name)
+
+
+def _tree(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_store_that_grew_before_its_imported_points_or_shrank_is_imported_as_it_is(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The vector set's rows were the source's items in the order they were stored: points read before
+    them failed every rerun with 'the store's order changed during the import; run it again'."""
+    vectors = l2_normalize(np.random.default_rng(0).standard_normal((30, 8))).astype(np.float32)
+    folder, ws = tmp_path / "pq" / "docs", tmp_path / "ws"
+    assert cli(capsys, "init", "--workspace", str(ws))[0] == 0
+    uri = f"parquet://{folder}"
+    _write(folder, "part-1.parquet", range(10, 20), vectors[10:20])
+    assert cli(capsys, "import", "-w", str(ws), "--from", uri, "--model", "v1")[0] == 0
+    _write(folder, "part-0.parquet", range(0, 10), vectors[0:10])  # read first now
+    code, out, err = cli(capsys, "import", "-w", str(ws), "--from", uri, "--model", "v1")
+    assert code == 0, err
+    assert out["count"] == 20 and out["new_items"] == 10
+    with Workspace.open(ws) as w:
+        items = w.item_ids()
+        keys = [int(k) for k in w.keys_of(items)]
+        np.testing.assert_array_equal(w.vectors_for("v1", items), vectors[keys])
+    (folder / "part-1.parquet").unlink()  # and shrank: its ten remaining points imported again
+    code, out, err = cli(capsys, "import", "-w", str(ws), "--from", uri, "--model", "v1")
+    assert code == 0, err
+    assert out["count"] == 10 and out["new_items"] == 0
+
+
+@pytest.mark.parametrize("scheme", ["qdrant", "chroma"])
+def test_a_folder_without_a_store_of_the_scheme_is_refused_and_left_as_it_was(
+        scheme: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """check --uri and import --from set up an empty store in any existing folder (or another store's) and
+    then said the collection did not exist."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    other = "chroma" if scheme == "qdrant" else "qdrant"
+    case = fill_source(other, tmp_path, [1, 2, 3], np.eye(3, 4, dtype=np.float32), ["a", "b", "c"])
+    theirs = tmp_path / other
+    before = _tree(theirs)
+    assert cli(capsys, "init", "--workspace", str(tmp_path / "ws"))[0] == 0
+    for folder in (empty, theirs):
+        uri = f"{scheme}://{folder}?collection=docs_v1"
+        for args in (("check", "--uri", uri), ("import", "-w", str(tmp_path / "ws"), "--from", uri)):
+            code, _, err = cli(capsys, *args)
+            assert code == 1 and f"holds no {scheme} store" in err and len(err.strip().splitlines()) == 1, err
+    assert list(empty.iterdir()) == [] and _tree(theirs) == before
+    assert cli(capsys, "check", "--uri", case.source)[0] == 0  # its own scheme still reads it
+
+
+def test_a_subfolder_of_other_data_in_a_parquet_dataset_is_refused(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """'sub/part-0.PARQ' (or a Lance table) was passed over: the dataset read as empty, and a migration from
+    it 'completed' with 0 points and switched the alias to an empty collection."""
+    folder = tmp_path / "src"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "sub" / "part-0.PARQ").write_bytes(b"PAR1 not read")
+    code, _, err = cli(capsys, "check", "--uri", f"parquet://{folder}")
+    assert code == 1 and "sub: a subfolder holding files that are not .parquet files" in err
+    (folder / "sub" / "part-0.PARQ").unlink()  # an empty subfolder holds nothing to leave out
+    code, out, err = cli(capsys, "check", "--uri", f"parquet://{folder}")
+    assert code == 0 and out["count"] == 0, err
+
+
+def test_import_refusals_name_the_store_uri_and_bytes_and_times_are_kept_readably(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import datetime as dt
+
+    folder, ws = tmp_path / "pq" / "docs", tmp_path / "ws"
+    vectors = l2_normalize(np.random.default_rng(1).standard_normal((3, 4))).astype(np.float32)
+    when = [dt.datetime(2026, 1, 2, 3, 4, 5, 6000) + dt.timedelta(days=i) for i in range(3)]
+    _write(folder, "part-0.parquet", range(3), vectors, blob=pa.array([b"\xff\xfe\x00", b"", b"ab"]),
+           ts=pa.array(when, pa.timestamp("ms")), flag=pa.array([True, False, True]))
+    uri = f"parquet://{folder}"
+    assert cli(capsys, "init", "--workspace", str(ws))[0] == 0
+    code, _, err = cli(capsys, "import", "-w", str(ws), "--from", uri, "--label-field", "flag")
+    assert code == 1 and f"embridge: error: {uri}: point 0, field 'flag'" in err and "store:" not in err, err
+    assert cli(capsys, "import", "-w", str(ws), "--from", uri)[0] == 0
+    with Workspace.open(ws) as w:
+        meta = {r["key"]: r["metadata"] for r in w.items()}
+    assert meta["0"]["blob"] == "fffe00" and meta["2"]["blob"] == "6162"
+    assert meta["1"]["ts"] == "2026-01-03T03:04:05.006000"
