@@ -14,7 +14,8 @@ from embridge.core.store.items import QUERY_SPLIT, in_gallery, item_namespace
 ROOT = Path(__file__).resolve().parents[1]
 SQL_CALLS = {"execute", "executemany", "executescript", "query"}
 # A PostgreSQL collection is a user's vector store, not the workspace: its client speaks SQL itself.
-EXTERNAL_DATABASES = {"core/connectors/pgvector_store.py", "core/connectors/pg_catalog.py"}
+EXTERNAL_DATABASES = {"core/connectors/pgvector_store.py", "core/connectors/pg_catalog.py",
+                      "core/connectors/pg_columns.py"}
 
 
 def _sources() -> list[Path]:

@@ -277,7 +277,14 @@ def _copy(transform: StoreTransform, source: Connector, target: Connector, new: 
         # previous one as it was), while a target that exists always has the checkpoint that made it
         before = target.load_state(key)
         target.save_state(key, state)
-        target.create(transform.out_dim, like=source, sample=first[1] if first else None)
+        try:
+            target.create(transform.out_dim, like=source, sample=first[1] if first else None)
+        except BaseException:  # refused before anything was written: the checkpoint is taken back with it
+            try:
+                target.save_state(key, before)
+            except Exception:  # noqa: BLE001 - a cleanup that fails too must not hide why the target was refused
+                pass
+            raise
         if first is None:  # an empty source still gets its (empty) shadow
             return
         try:

@@ -171,57 +171,6 @@ def view_dependents(conn: Any, name: str, schema: str | None) -> list[str]:
     return [str(r[0]) for r in rows]
 
 
-def pg_type(value: Any) -> str:
-    """The column type a payload value of this Python type is stored in (JSON objects and lists, as
-    Qdrant and Chroma payloads hold them, in ``jsonb``)."""
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "bigint"
-    if isinstance(value, float):
-        return "double precision"
-    if isinstance(value, dict | list):
-        return "jsonb"
-    return "text"
-
-
-def add_payload_columns(conn: Any, table: Any, types: dict[str, str], payloads: list[dict[str, Any]]) -> bool:
-    """Give the shadow a column for each payload field first seen with a value in this batch (schemaless
-    stores leave a field out of, or null in, the points that lack it, so the first batch may not show it);
-    True when any was added. A field null in every point so far needs none: nothing is written for it."""
-    from psycopg import sql
-
-    new: dict[str, str] = {}
-    for payload in payloads:
-        for key, value in payload.items():
-            if value is not None and key not in types and key not in new:
-                new[key] = pg_type(value)
-    if new:
-        with conn.transaction():
-            for key, kind in new.items():
-                conn.execute(sql.SQL("alter table {} add column {} {}").format(table, sql.Identifier(key),
-                                                                                 sql.SQL(kind)))
-    return bool(new)
-
-
-_FITS = {"boolean": (bool,), "bigint": (int,), "integer": (int,), "smallint": (int,), "text": (str,),
-         "double precision": (int, float), "real": (int, float)}
-
-
-def check_payload_fits(where: str, ids: list[Any], payloads: list[dict[str, Any]], types: dict[str, str]) -> None:
-    """Refuse a batch holding a point whose payload cannot be written to columns of ``types`` (a field whose
-    type differs from point to point, as schemaless stores allow), naming the point and field, before any
-    of it is written; only the column types Embridge makes are judged, and only those fields read."""
-    judged = {field: want for field, kind in types.items() if (want := _FITS.get(kind)) is not None}
-    for pid, payload in zip(ids, payloads, strict=True):
-        for field, want in judged.items():
-            value = payload.get(field)
-            if value is not None and (not isinstance(value, want) or (isinstance(value, bool) and bool not in want)):
-                raise VectorStoreError(f"{where}: point {pid!r}: payload field '{field}' holds "
-                                       f"{type(value).__name__} {value!r:.40}, but its column is {types[field]} "
-                                       "(taken from the points before it); a table column holds one type")
-
-
 def replace_view(conn: Any, alias: str, target: str, schema: str | None) -> None:
     """Make ``alias`` a view of all of ``target`` in one transaction: a reader sees the old table or the new one."""
     from psycopg import sql

@@ -9,16 +9,39 @@ table whose written columns are all of the first kind is written by a binary ``C
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from embridge.core.connectors import pg_catalog
+from embridge.core.connectors import pg_catalog, pg_columns
 from embridge.core.connectors.connector import SPACE_FIELD, VectorStoreError
 
 BINARY_TYPES = frozenset({16, 17, 20, 21, 23, 25, 114, 700, 701, 1043, 1082, 1083, 1114, 1184, 1700, 2950,
                           3802})  # not interval (1186): psycopg reads its months as days
 JSON_TYPES = frozenset({114, 3802})
+
+
+def finite_json(conn: Any) -> None:
+    """JSON numbers are read as doubles (as Qdrant and Chroma hold them); one beyond a double's range
+    (``1e400``, valid in a ``json`` column) is refused naming it, not read as infinity, which no JSON
+    column takes back (the migration failed midway on every rerun)."""
+    from psycopg.types.json import set_json_loads
+
+    set_json_loads(lambda data: json.loads(data, parse_float=_finite), conn)
+
+
+class JsonNumberError(ValueError):
+    """A JSON number no double holds (what a reader turns into one line naming the table)."""
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise JsonNumberError(f"the JSON number {text[:40]} is beyond the range of a double, which Embridge reads "
+                              "JSON numbers as; write it as text or bring it into range")
+    return value
 
 
 def select_list(conn: Any, name: str, schema: str | None, fixed: list[str], others: list[str]) -> Any:
@@ -39,9 +62,9 @@ def sample_types(sample: Any) -> tuple[str, dict[str, str]]:
     for payload in (sample.payloads if sample is not None else []):
         for key, value in payload.items():
             if value is not None and key not in payload_types:
-                payload_types[key] = pg_catalog.pg_type(value)
+                payload_types[key] = pg_columns.pg_type(value)
     payload_types.setdefault(SPACE_FIELD, "text")
-    id_type = pg_catalog.pg_type(sample.ids[0]) if sample is not None and len(sample) else "text"
+    id_type = pg_columns.pg_type(sample.ids[0]) if sample is not None and len(sample) else "text"
     return id_type, payload_types
 
 
@@ -53,6 +76,8 @@ def python_values(where: str) -> Iterator[None]:
 
     try:
         yield
+    except JsonNumberError as exc:
+        raise VectorStoreError(f"{where}: a row holds a value that cannot be read ({exc})") from exc
     except psycopg.DataError as exc:
         raise VectorStoreError(f"{where}: a row holds a value that cannot be read "
                                f"({str(exc).strip().splitlines()[0]}); dates and timestamps of 'infinity' are "

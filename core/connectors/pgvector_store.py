@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from embridge.core.connectors import pg_binary, pg_catalog, pg_payload
+from embridge.core.connectors import pg_binary, pg_catalog, pg_columns, pg_payload
 from embridge.core.connectors.connector import (
     SPACE_FIELD,
     Batch,
@@ -63,6 +63,7 @@ class PgVectorConnector(Connector):
             from pgvector.psycopg import register_vector
 
             register_vector(self.conn)
+            pg_payload.finite_json(self.conn)
         except psycopg.ProgrammingError as exc:
             raise VectorStoreError(f"{base}: the pgvector extension is not installed in this database "
                                    "(CREATE EXTENSION vector)") from exc
@@ -309,11 +310,9 @@ class PgVectorConnector(Connector):
         with pg_catalog.denied(self.conn, self.describe(), self.schema), self.conn.transaction():
             if isinstance(like, PgVectorConnector) and like.conninfo == self.conninfo and like.exists():
                 source = like.alias_target(like.collection) or like.collection
-                self.conn.execute(sql.SQL("create table {} (like {} including defaults including constraints "
-                                          "including generated)")
-                                  .format(table, like._rel(source)))
-                self.conn.execute(sql.SQL("alter table {} alter column {} type vector({})").format(
-                    table, self._ident(self.vec_col), sql.Literal(int(dim))))
+                pg_columns.check_copied_columns(self.conn, self.describe(), source, like.schema,
+                                                self.id_col, self.vec_col)
+                pg_columns.create_like(self.conn, table, like._rel(source), self._ident(self.vec_col), dim)
                 if not any(c == SPACE_FIELD for c, _ in self._columns()):
                     self.conn.execute(sql.SQL("alter table {} add column {} text").format(table,
                                                                                            self._ident(SPACE_FIELD)))
@@ -339,16 +338,17 @@ class PgVectorConnector(Connector):
             return
         check_write_batch(self, batch, batch.vectors.shape[1])
         types = dict(self._need())
-        if pg_catalog.add_payload_columns(self.conn, self._rel(), types, batch.payloads):
+        if pg_columns.add_payload_columns(self.conn, self._rel(), types, batch.payloads):
             types = dict(self._need())
         computed = pg_catalog.generated_columns(self.conn, self.collection, self.schema)  # the table computes them
         payload_cols = [c for c in types if c not in (self.id_col, self.vec_col) and c not in computed]
         keys = self._keys(batch.ids, types)
-        pg_catalog.check_payload_fits(self.describe(), keys, batch.payloads, types)
+        pg_columns.check_payload_fits(self.describe(), keys, batch.payloads, types)
         pg_payload.copy_rows(self.conn, self._rel(), self.collection, self.schema, self.vec_col,
                              [self.id_col, self.vec_col, *payload_cols],
                              ([pid, vec, *[payload.get(c) for c in payload_cols]]
                               for pid, vec, payload in zip(keys, batch.vectors, batch.payloads, strict=True)))
+        pg_columns.advance_identity(self.conn, self.collection, self.schema, self.id_col)
 
     def delete_ids(self, ids: list[PointId]) -> None:
         from psycopg import sql
