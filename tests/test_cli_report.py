@@ -61,6 +61,13 @@ def test_report_and_plan_on_a_demo_copy(demo_copy: Path, capsys: pytest.CaptureF
 
     code, text, err = run_cli(capsys, "report", "--workspace", ws, "--run", "999")
     assert code == 1 and "no run with id 999" in err
+    # new/new searched the 600-item sample: gain retained and ARR are that sample's, and the text says so
+    assert rep["old_old_sample_top1"] is not None
+    code, text, err = run_cli(capsys, "report", "--workspace", ws, "--bootstrap", "50")
+    assert code == 0, err
+    assert f"ARR@{rep['arr_k']} " in text and "(both on the evaluation sample)" in text
+    html = Path(rep["report_html"]).read_text(encoding="utf-8")
+    assert "ARR (recall@10) on the evaluation sample" in html
 
 
 def test_chain_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

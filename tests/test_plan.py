@@ -611,3 +611,17 @@ def test_the_plans_targets_are_checked_in_the_core(option: str, settings: dict[s
 
     with pytest.raises(InputError, match=f"^{option}: "):
         plan_from_report(make_report(0.60, 0.90, 0.80), RATE, **settings)
+
+
+@pytest.mark.parametrize("interval", [[-0.005, 0.010], [0.001, 0.010]])
+def test_a_layer_recommended_by_the_target_share_says_when_its_margin_is_within_noise(interval: list[float]) -> None:
+    """3072-d old, 1024-d new: old/old 0.973, new/new 0.988, the layer 0.975 (one query in 600), reaching the
+    target share as staying itself would; the plan recommended the layer without a word of the noise."""
+    report = make_report(0.9733, 0.9883, 0.975)
+    report["headline"] = {"improvement_ci": {"top1": interval}}
+    plan = plan_from_report(report, RATE)
+    assert plan.new_better and plan.recommendation == "adapter_only", plan.reason
+    noise = (f"; but its margin over old/old is within noise (95% interval of the difference {interval[0]:+.3f} to "
+             f"{interval[1]:+.3f}, paired bootstrap over the test queries), so new queries may search no better than "
+             "today until a backfill")
+    assert (noise in plan.reason) is (interval[0] <= 0)

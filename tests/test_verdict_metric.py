@@ -85,3 +85,14 @@ def test_a_layer_that_ties_old_old_is_named_equal_beside_its_verdict() -> None:
     assert criterion_text({**tied, "upgraded_top1": 1.0, "old_old_top1": 0.9, "compatible": True}) == "passes (top-1)"
     page = _headline({"headline": tied, "upgraded_cell": "new→old", "ceiling_cell": "new/new"})
     assert "fails</span> (the upgraded system equals old/old, 1.000: no better than today)." in page
+
+
+def test_own_item_retrieval_with_identical_vectors_says_the_same_model_cells_miss_some() -> None:
+    """Without labels a query's own item is the answer; 150 identical pairs left old/old and new/new at 85%
+    (the later twin loses the tie), and the verdict still said the same-model cells find it trivially."""
+    head = {"old_old_top1": 0.85, "ceiling_top1": 0.85, "upgraded_top1": 0.80, "gain_retained": None,
+            "compatible": None}
+    line = verdicts(head, "new→old", "new/new", "procrustes", "item")[0]
+    assert "trivially" not in line and "old/old 85.0%, new/new 85.0%: tied items rank by gallery row" in line
+    whole = {**head, "old_old_top1": 1.0, "ceiling_top1": 1.0}
+    assert "the same-model cells find it trivially," in verdicts(whole, "new→old", "new/new", "procrustes", "item")[0]

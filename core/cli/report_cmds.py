@@ -292,7 +292,8 @@ def _report_text(report: Report) -> str:
              f"{format_share(h['ceiling_top1'])}, {report.upgraded_cell} {format_share(h['upgraded_top1'])}"
              f"{sample_floor_text(h.get('old_old_sample_top1'), h.get('upgraded_sample_top1'))}; "
              f"gain retained {gain_text(h['gain_retained'], h.get('gain_retained_note'))}, ARR@{h['arr_k']} "
-             f"{format_share(h['arr'])}",
+             f"{format_share(h['arr'])}" + (" (both on the evaluation sample)"
+                                             if h.get("old_old_sample_top1") is not None else ""),
              flips_text(h)]
     for key in JUDGED_METRICS:
         name = metric_label(key)

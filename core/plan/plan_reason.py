@@ -42,15 +42,15 @@ def _noise_words(options: Sequence[Mapping[str, Any]], m: str, metric: str, floo
                    f"{o['improvement_ci'][1]:+.3f}, paired bootstrap over the test queries)" for o in noisy)
 
 
-def _bridge_noise(choice: Mapping[str, Any], metric: str) -> str:
-    """'; its margin over old/old is within noise (…)' for a bridge recommended for the transition whose
-    improvement's interval reaches zero: the second encoder may buy nothing the test queries can show."""
+def _bridge_noise(choice: Mapping[str, Any], metric: str,
+                  gains: str = "the transition may gain nothing before the backfill") -> str:
+    """'; its margin over old/old is within noise (…)' for a layer or bridge recommended whose improvement's
+    interval reaches zero: it may serve no better than today by anything the test queries can show."""
     if not within_noise(choice):
         return ""
     low, high = (choice.get("improvement_ci") or [0.0, 0.0])[:2]
     return (f"; but its margin over old/old is within noise (95% interval of the difference {low:+.3f} to "
-            f"{high:+.3f}, paired bootstrap over the test queries), so the transition may gain nothing before "
-            "the backfill")
+            f"{high:+.3f}, paired bootstrap over the test queries), so {gains}")
 
 
 def plan_reason(plan: Mapping[str, Any], choice: Mapping[str, Any], report: Report, floor: float,
@@ -104,7 +104,8 @@ def plan_reason(plan: Mapping[str, Any], choice: Mapping[str, Any], report: Repo
                        f"least {format_share(target_share, 0)} of {of} (the target share)")
         return (f"{choice['title']}: it passes the compatibility criterion ({m} {choice['quality'][metric]:.3f} > "
                 f"old/old {floor:.3f}) and keeps {format_share(gain)} of the full-backfill gain{sampled}{reached} "
-                f"{_embedding(choice)}, in {format_duration(choice['time_s'])}.")
+                f"{_embedding(choice)}, in {format_duration(choice['time_s'])}"
+                f"{_bridge_noise(choice, metric, 'new queries may search no better than today until a backfill')}.")
     embedded = int(layer.get("items_embedded") or 0)  # a cascade's number stands on some items' new vectors
     subject = f"the {kind} layer alone" if not embedded else f"the {kind} option (with the new vectors of {embedded} items)"
     if layer.get("acceptable"):  # acceptable too, but the choice re-embeds fewer items

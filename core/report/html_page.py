@@ -88,7 +88,8 @@ def _headline(report: Mapping[str, Any]) -> str:
             (f"{up} top-1 (upgraded)", h.get("upgraded_top1")),
             (top1_gain + _ci(h.get("gain_retained_ci")),
              h.get("gain_retained") if h.get("gain_retained") is not None else h.get("gain_retained_note")),
-            (f"ARR (recall@{h.get('arr_k')})", h.get("arr")),
+            (f"ARR (recall@{h.get('arr_k')})" + (" on the evaluation sample" if h.get("old_old_sample_top1") is not None
+                                                  else ""), h.get("arr")),
             ("negative flip rate" + _ci(h.get("negative_flip_rate_ci")), h.get("negative_flip_rate")),
             ("positive flip rate" + _ci(h.get("positive_flip_rate_ci")), h.get("positive_flip_rate")),
             ("relative NFR" + _ci(h.get("relative_nfr_ci")), h.get("relative_nfr")),

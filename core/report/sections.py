@@ -203,8 +203,11 @@ def verdicts(head: dict[str, Any], upgraded: str, ceiling: str, kind: str, relev
     if relevance == "item":
         target = (f"the {kind}-transformed old vector of their own item" if METHODS.get(kind) is not None
                   and METHODS[kind].direction == "forward" else "their own item's old vector")
+        found = "find it trivially" if all(v is None or v >= 1 for v in (oo, cc)) else (
+            f"find it unless another item's vector is the same as its own (old/old {format_share(oo)}, {ceiling} "
+            f"{format_share(cc)}: tied items rank by gallery row, and the earlier one is taken)")
         return [*([serving] if serving else []),
-                "Without labels, a query's relevant item is its own item: the same-model cells find it trivially, "
+                f"Without labels, a query's relevant item is its own item: the same-model cells {found}, "
                 "so neither whether the new model is better nor the compatibility criterion can be measured here.",
                 f"Through the {kind} layer, {format_share(up)} of new queries find {target} first "
                 f"({upgraded} top-1); add labels or ground truth to measure retrieval quality."]
