@@ -10,11 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers.workspace_files import checkpoint, snapshot
+from helpers.workspace_files import refused_unchanged
 from test_beir_import import CORPUS, QUERIES, write_beir
 
 from embridge.core.beir_import import DEV_FROM_TRAIN_META, import_beir
-from embridge.core.errors import ImportDataError
 from embridge.core.qrels import import_qrels
 from embridge.core.store import Workspace
 
@@ -24,15 +23,6 @@ def ws(tmp_path: Path) -> Workspace:
     workspace = Workspace.create(tmp_path / "ws")
     yield workspace
     workspace.close()
-
-
-def _refused(ws: Workspace, call, message: str) -> None:
-    checkpoint(ws)
-    before = snapshot(ws.root)
-    with pytest.raises(ImportDataError, match=message):
-        call()
-    checkpoint(ws)
-    assert snapshot(ws.root) == before
 
 
 def test_a_quote_in_a_tsv_is_part_of_the_id_not_a_field_that_swallows_lines(ws: Workspace, tmp_path: Path) -> None:
@@ -48,7 +38,7 @@ def test_a_quote_in_a_tsv_is_part_of_the_id_not_a_field_that_swallows_lines(ws: 
     # a quote opened on line 2 and another on line 5: each is one id that names no document
     stray = [("7", '"d1', 1), ("7", "d2", 0), ("q2", "d1", 1), ("q2", 'd4"', 2)]
     other = Workspace.create(tmp_path / "ws2")
-    _refused(other, lambda: import_beir(other, write_beir(tmp_path / "stray", qrels={"test": stray})),
+    refused_unchanged(other, lambda: import_beir(other, write_beir(tmp_path / "stray", qrels={"test": stray})),
              r"qrels/test\.tsv: line 2: corpus id '\"d1' is not in corpus\.jsonl")
     other.close()
 
@@ -57,14 +47,14 @@ def test_a_comma_qrels_quote_may_not_span_lines(ws: Workspace, tmp_path: Path) -
     import_beir(ws, write_beir(tmp_path / "beir", qrels={"test": [("q3", "d1", 1)]}))
     path = tmp_path / "more.csv"
     path.write_text('q2,"d1,1,dev\nq2,d2",1,dev\nq4,d4,1,dev\n')
-    _refused(ws, lambda: import_qrels(ws, path), r"more\.csv: lines 1-2: a quoted field spans lines")
+    refused_unchanged(ws, lambda: import_qrels(ws, path), r"more\.csv: lines 1-2: a quoted field spans lines")
 
 
 def test_trec_qrels_keep_four_columns_on_every_line(ws: Workspace, tmp_path: Path) -> None:
     import_beir(ws, write_beir(tmp_path / "beir", qrels={"test": [("q3", "d1", 1)]}))
     path = tmp_path / "run.qrels"
     path.write_text("q2 0 d1 1\nq2 0 d2 0\nq4 d4 1\nq4 0 d2 1\n")
-    _refused(ws, lambda: import_qrels(ws, path, split="dev"),
+    refused_unchanged(ws, lambda: import_qrels(ws, path, split="dev"),
              r"run\.qrels: line 3: 3 columns where earlier lines have TREC's 4")
 
 
@@ -78,7 +68,7 @@ def test_a_byte_that_is_not_utf8_is_named_by_its_line_and_file_offset(ws: Worksp
     at = line_start + data[line_start:].index(b"words")
     data[at] = 0xE9  # cp1252's é: not a UTF-8 start byte followed by a continuation byte
     path.write_bytes(bytes(data))
-    _refused(ws, lambda: import_beir(ws, root),
+    refused_unchanged(ws, lambda: import_beir(ws, root),
              rf"corpus\.jsonl: not UTF-8 text \(invalid continuation byte at line 1500, byte {at} of the file\)")
 
 
@@ -92,13 +82,13 @@ def test_a_title_is_text_or_null(ws: Workspace, tmp_path: Path, title: object, o
         import_beir(ws, root)
         assert {r["key"]: r["text"] for r in ws.items("gallery")}["d9"] == "Nine."
     else:
-        _refused(ws, lambda: import_beir(ws, root), r"corpus\.jsonl: line 5: 'title' must be a string, got "
+        refused_unchanged(ws, lambda: import_beir(ws, root), r"corpus\.jsonl: line 5: 'title' must be a string, got "
                                                     + re.escape(json.dumps(title)))
 
 
 def test_an_id_that_is_not_a_string_or_an_integer_is_named_as_such(ws: Workspace, tmp_path: Path) -> None:
     root = write_beir(tmp_path / "beir", queries=[*QUERIES, {"_id": 12.0, "text": "x"}], qrels={"test": []})
-    _refused(ws, lambda: import_beir(ws, root), r"queries\.jsonl: line 5: '_id' must be a string \(or an integer\), "
+    refused_unchanged(ws, lambda: import_beir(ws, root), r"queries\.jsonl: line 5: '_id' must be a string \(or an integer\), "
                                                 r"got 12\.0")
 
 

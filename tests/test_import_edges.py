@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers.workspace_files import checkpoint, snapshot
+from helpers.workspace_files import refused_unchanged
 from test_beir_import import write_beir
 
 from embridge.core.beir_import import DEV_FROM_TRAIN_META, import_beir
@@ -68,12 +68,7 @@ def test_a_trec_line_with_a_comma_in_a_document_id_is_read_by_blanks(ws: Workspa
 def test_a_beir_folder_without_its_corpus_is_named_as_a_beir_folder(ws: Workspace, tmp_path: Path) -> None:
     root = write_beir(tmp_path / "beir")
     (root / "corpus.jsonl").unlink()
-    checkpoint(ws)
-    before = snapshot(ws.root)
-    with pytest.raises(ImportDataError, match=r"corpus\.jsonl"):
-        import_items(ws, root)
-    checkpoint(ws)
-    assert snapshot(ws.root) == before
+    refused_unchanged(ws, lambda: import_items(ws, root), r"corpus\.jsonl")
     images = tmp_path / "images" / "qrels"  # an image label may be called 'qrels': no .tsv, still images
     images.mkdir(parents=True)
     with pytest.raises(ImportDataError, match="no image files"):
@@ -87,12 +82,8 @@ def test_a_beir_clash_with_stored_items_counts_every_clashing_key(ws: Workspace,
     root = write_beir(tmp_path / "beir", corpus=corpus, queries=queries, qrels={"test": [("q1", "d1", 1)]})
     import_items(ws, write_beir(tmp_path / "first", corpus=[corpus[15_000], corpus[24_999]],
                                 queries=[{"_id": "q9", "text": "other"}], qrels={"test": [("q9", "d15000", 1)]}))
-    checkpoint(ws)
-    before = snapshot(ws.root)
-    with pytest.raises(ImportDataError, match=r"2 keys already exist in the workspace, e\.g\. d15000, d24999"):
-        import_beir(ws, root)
-    checkpoint(ws)
-    assert snapshot(ws.root) == before
+    refused_unchanged(ws, lambda: import_beir(ws, root),
+                      r"2 keys already exist in the workspace, e\.g\. d15000, d24999")
 
 
 def test_jsonl_lines_end_at_newline_only_and_keyless_records_are_named_by_line(ws: Workspace,

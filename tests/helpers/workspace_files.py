@@ -11,8 +11,12 @@ from __future__ import annotations
 import hashlib
 import os
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
+from embridge.core.errors import ImportDataError
 from embridge.core.store import Workspace
 
 
@@ -29,6 +33,17 @@ def snapshot(root: Path) -> dict[str, str]:
             continue
         out[path.relative_to(root).as_posix()] = hashlib.sha256(path.read_bytes()).hexdigest()
     return out
+
+
+def refused_unchanged(ws: Workspace, call: Callable[[], object], message: str,
+                      error: type[Exception] = ImportDataError) -> None:
+    """``call`` raises ``error`` matching ``message``, and every file of the workspace is as it was."""
+    checkpoint(ws)
+    before = snapshot(ws.root)
+    with pytest.raises(error, match=message):
+        call()
+    checkpoint(ws)
+    assert snapshot(ws.root) == before
 
 
 def tree_snapshot(root: Path) -> dict[str, str]:
