@@ -108,6 +108,37 @@ def test_pickles_that_need_code_are_refused_and_do_not_run(tmp_path: Path, write
     assert not marker.exists()
 
 
+def test_a_torch_export_program_whose_pickles_need_code_is_refused_and_does_not_run(
+        tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """torch.export.load read a program's sample inputs safely and, when that failed, again unsafely: a
+    tampered archive ran its code during 'model add' (and a screen of torch's logging traceback followed)."""
+    import io
+
+    program = torch.export.export(build_model("mlp", MLP_CONFIG)[0].eval(), (torch.zeros(2, 8),),
+                                  dynamic_shapes=({0: torch.export.Dim("batch")},))
+    good = tmp_path / "good.pt2"
+    torch.export.save(program, str(good))
+    describe_model(good)  # the untampered program loads
+    marker = tmp_path / "code-ran"
+    evil = tmp_path / "evil.pt2"
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(evil, "w") as out:
+        names = src.namelist()
+        assert any(n.endswith("sample_inputs/model.pt") for n in names)
+        for name in names:
+            data = src.read(name)
+            if name.endswith("sample_inputs/model.pt"):
+                buffer = io.BytesIO()
+                torch.save(_TouchOnLoad(marker), buffer)
+                data = buffer.getvalue()
+            out.writestr(name, data)
+    capfd.readouterr()
+    with pytest.raises(CheckpointError, match=r"evil\.pt2: not a loadable torch\.export program"):
+        describe_model(evil)
+    assert not marker.exists()
+    assert "Logging error" not in capfd.readouterr().err
+    assert "TORCH_FORCE_WEIGHTS_ONLY_LOAD" not in os.environ  # set for the load alone
+
+
 def test_unknown_architecture_and_mismatched_weights(tmp_path: Path) -> None:
     weights = build_model("mlp", MLP_CONFIG)[0]
     path = tmp_path / "odd.pt"

@@ -8,8 +8,10 @@ that code's graph: only open them from a source you trust. ``state_dict`` checkp
 from __future__ import annotations
 
 import json
+import os
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,11 +93,28 @@ def _open_torchscript(path: Path, device: torch.device) -> Opened:
     return Opened(module.eval(), shape, declared.get("modality"))
 
 
+@contextmanager
+def tensors_only() -> Iterator[None]:
+    """Every ``torch.load`` in the block reads tensors and plain containers only: ``torch.export.load`` reads
+    a program's pickles (sample inputs, constants) safely first and, when that fails, again unsafely, which
+    ran code a tampered archive put there; torch's own switch turns the second attempt into the first."""
+    key, before = "TORCH_FORCE_WEIGHTS_ONLY_LOAD", os.environ.get("TORCH_FORCE_WEIGHTS_ONLY_LOAD")
+    os.environ[key] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = before
+
+
 def _open_export(path: Path, device: torch.device) -> Opened:
     if not zipfile.is_zipfile(path):
         raise CheckpointError(path, "not a torch.export program (.pt2 archive): unreadable or truncated")
     try:
-        program = torch.export.load(str(path))
+        with tensors_only():
+            program = torch.export.load(str(path))
         if device.type != "cpu":
             from torch.export.passes import move_to_device_pass
 
