@@ -717,3 +717,40 @@ def test_folders_read_otherwise_than_the_model_means_are_refused(tmp_path: Path,
         err = capfd.readouterr().err.strip().splitlines()
         assert len(err) == 1 and said in err[0], err
     assert main(["model", "add", "-w", str(ws_dir), "--name", "b", "--path", str(both), "--kind", "transformers"]) == 0
+
+
+def _ids_only_onnx(folder: Path, source: Path) -> Path:
+    """``source`` (a transformers folder) exported taking ``input_ids`` alone: it cannot see which tokens
+    are padding, so a text padded in a batch gets another vector than alone."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    class IdsOnly(torch.nn.Module):
+        def __init__(self, model: torch.nn.Module) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+            return self.model(input_ids=input_ids).last_hidden_state
+
+    folder.mkdir(parents=True)
+    AutoTokenizer.from_pretrained(str(source)).save_pretrained(str(folder))
+    axes = {0: "batch", 1: "tokens"}
+    torch.onnx.export(IdsOnly(AutoModel.from_pretrained(str(source)).eval()), (torch.tensor([[2, 8, 9, 3]]),),
+                      str(folder / "model.onnx"), dynamo=False, opset_version=17, input_names=["input_ids"],
+                      output_names=["last_hidden_state"],
+                      dynamic_axes={"input_ids": axes, "last_hidden_state": axes})
+    return folder
+
+
+def test_a_text_model_whose_vectors_follow_the_batch_is_refused_at_add(
+        tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """An image model giving an item another vector beside other items was refused at add; a text model was
+    added, and its stored vectors changed with --batch-size (3.8e-3 for an ONNX graph without the attention
+    mask, which sees the padding of the shorter texts)."""
+    source = tiny_bert(tmp_path / "bert")
+    (tmp_path / "a").mkdir()
+    line = _refused_at_add(tmp_path / "a", capfd, _ids_only_onnx(tmp_path / "ids_only", source))
+    assert "ids_only" in line and "another vector beside other items in its batch" in line
+    assert "attention mask" in line
+    describe_model(source)  # the model itself is added as before
