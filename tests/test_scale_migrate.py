@@ -95,7 +95,9 @@ def test_ray_migration_resumes_after_a_stop_and_refuses_what_it_cannot_do(ray_cl
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--engine" in err[0] and "--engine local" in err[0]
     qdrant = f"qdrant://{tmp_path / 'q'}?collection=docs"
-    (tmp_path / "q").mkdir()  # an existing store folder: the refusal is about the engine, not a mistyped path
+    from qdrant_client import QdrantClient
+
+    QdrantClient(path=str(tmp_path / "q")).close()  # a real store folder: the refusal is about the engine
     assert main(["migrate", "--bundle", str(fct["bundle"]), "--from", qdrant, "--to",
                  f"qdrant://{tmp_path / 'q'}?collection=d2", "--engine", "ray"]) == 1
     assert "partitioned datasets" in capsys.readouterr().err
