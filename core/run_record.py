@@ -134,13 +134,16 @@ def measured_on_lines(metrics: dict[str, Any]) -> list[str]:
             f"{' and '.join(cells)} measured on {sentence}" for i, (cells, sentence) in enumerate(groups)]
 
 
+SAMPLE_NUMBERS = "the _sample numbers"  # how sample_numbers_note's list starts (bundles match on it)
+
+
 def sample_numbers_note(metrics: dict[str, Any]) -> str:
     """' (and the _sample numbers, gain_retained and arr)': what else was measured on new/new's gallery
     where that is an evaluation sample apart from the upgraded cell's (gain retained and ARR compare the
     upgraded system with new/new there, beside old/old's own numbers on it); '' where no sample was searched."""
     if not any(k.startswith("old_old_sample_") and v is not None for k, v in metrics.items()):
         return ""
-    names = ["the _sample numbers"]
+    names = [SAMPLE_NUMBERS]
     if any(k.startswith("gain_retained") and isinstance(v, int | float) for k, v in metrics.items()):
         names.append("gain_retained")
     if isinstance(metrics.get("arr"), int | float):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import html
 import logging
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from PySide6.QtCore import QSignalBlocker, Qt
@@ -188,10 +188,9 @@ class PlanPage(Page):
         notes = "".join(f"<li>{text(n)}</li>" for n in plan.notes)
         report = None
         if self.ctx.ws is not None and plan.report_id is not None:
-            from embridge.core.report.build import load_report
             from embridge.core.report.number_source import source_of_report
 
-            report = self._readable(lambda: load_report(self.ctx.ws, int(plan.report_id)), plan.report_id)
+            report = self._readable(int(plan.report_id))
         lines = plan.measured_on() or ([f"measured on {source_of_report(report).label()}"] if report else [])
         measured = (f"<p style='color:#555'>Quality numbers: report {plan.report_id}"
                     + "".join(f"<br>{text(line)}" for line in lines) + "</p>") if lines else ""
@@ -257,10 +256,7 @@ class PlanPage(Page):
             if self.options.rowCount() == 0:  # another run's box had put the plan away
                 self.show_plan(self.plan)
             elif self.plan.report_id is not None and self.plan.report_id != self._curves_for:  # else on screen
-                from embridge.core.report.build import load_report
-
-                report_id = int(self.plan.report_id)
-                if (report := self._readable(lambda: load_report(self.ctx.ws, report_id), report_id)) is not None:
+                if (report := self._readable(int(self.plan.report_id))) is not None:
                     self._show_curves(report)
             return
         self._show_unplanned()
@@ -275,11 +271,13 @@ class PlanPage(Page):
         except EmbridgeError as exc:
             self._unreadable(shown, exc)
 
-    def _readable(self, load: Callable[[], Report], report_id: int) -> Report | None:
-        """The report ``load`` reads, or None with the page saying why it cannot be read (its file was
-        removed or damaged): the options still show, as the Reports page shows the others."""
+    def _readable(self, report_id: int) -> Report | None:
+        """Report ``report_id``, or None with the page saying why it cannot be read (its file was removed or
+        damaged): the options still show, as the Reports page shows the others."""
+        from embridge.core.report.build import load_report
+
         try:
-            return load()
+            return load_report(self.ctx.ws, report_id)
         except EmbridgeError as exc:
             self._unreadable(report_id, exc)
             return None

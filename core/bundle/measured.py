@@ -17,7 +17,7 @@ from typing import Any
 from embridge.core.evaluation.headline import BACKFILL_AREA, weighed
 from embridge.core.formatting import format_share
 from embridge.core.report.report_record import CASCADE_CURVES
-from embridge.core.run_record import RunRecord, other_cells_note, stated_protocol
+from embridge.core.run_record import SAMPLE_NUMBERS, RunRecord, other_cells_note, stated_protocol
 from embridge.core.store import Workspace
 from embridge.core.upgrade_advice import bridge_alternatives
 
@@ -202,7 +202,7 @@ def measured_groups(manifest: dict[str, Any], keys: tuple[str, ...] | None = HEA
     return [("; ".join(sources), protocol, _text(shown, sep)) for sources, protocol, shown in groups]
 
 
-_SAMPLE_LIST = re.compile(r" \(and the _sample numbers[^)]*\)")  # run_record.sample_numbers_note
+_SAMPLE_LIST = re.compile(re.escape(f" (and {SAMPLE_NUMBERS}") + r"[^)]*\)")  # run_record.sample_numbers_note
 
 
 def _bare(protocol: str) -> str:

@@ -151,16 +151,18 @@ class _Run:
     created: bool = False
     recorded: bool = False
 
-    def register_with(self, records: list[dict[str, Any]]) -> None:
+    def register_with(self, records: list[dict[str, Any]]) -> list[int]:
         """Store a batch of items, and the new model and this run's settings with the first of them, in
-        one transaction."""
+        one transaction; the items' ids, in the order of ``records``."""
         with self.ws.transaction():
             self._register()
-            if records:
-                self.ws.add_items(records, source=self.uri)
-                if self.settings is not None and not self.recorded:
-                    self.ws.set_meta(_resume_key(self.source), json.dumps(self.settings))
-                    self.recorded = True
+            if not records:
+                return []
+            ids = self.ws.add_items(records, source=self.uri)
+            if self.settings is not None and not self.recorded:
+                self.ws.set_meta(_resume_key(self.source), json.dumps(self.settings))
+                self.recorded = True
+            return ids
 
     def finish(self) -> None:
         """Forget the recorded settings: the import is whole, and a later one may use other settings."""
@@ -332,14 +334,14 @@ def _stream(run: _Run, store: Connector, label_field: str | None, text_field: st
         records = _records(batch, source, split, label_field, text_field)
         labelled += sum(r["label"] is not None for r in records)
         ours = ws.existing_keys([r["key"] for r in records], source=source)
-        again = [k for k, i in ws.find_keys(sorted(ours), namespace).items() if i > run.before] if ours else []
+        found = ws.find_keys(sorted(ours), namespace) if ours else {}  # items of an earlier (or stopped) run
+        again = [k for k, i in found.items() if i > run.before]
         if again:
             raise ImportDataError(uri, f"the point id {again[0]!r} occurs more than once in the collection")
         fresh = [r for r in records if r["key"] not in ours]
         if fresh:
-            run.register_with(fresh)
+            found.update(zip((r["key"] for r in fresh), run.register_with(fresh), strict=True))
             new_items += len(fresh)
-        found = ws.find_keys([r["key"] for r in records], namespace)
         read_order.append(np.array([found[r["key"]] for r in records], dtype=np.int64))
         done += len(batch)
         report(done, total, {"stage": "items", "pass": "1 of 2"})

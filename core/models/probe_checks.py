@@ -14,14 +14,18 @@ from embridge.core.errors import CheckpointError
 def same_beside_others(first: np.ndarray, again: np.ndarray, source: str | Path) -> None:
     """Refuse a model whose vector for an item depends on the other items of its batch (batch norm left in
     training mode, a batch mean subtracted): the stored vectors would change with --batch-size."""
-    a, b = (np.asarray(x, dtype=np.float64) for x in (first, again))
-    worst = float(np.abs(a / max(float(np.linalg.norm(a)), 1e-30) - b / max(float(np.linalg.norm(b)), 1e-30)).max())
+    worst = float(np.abs(_unit(first) - _unit(again)).max())
     if worst > 1e-3:
         raise CheckpointError(source, "the model gives an item another vector beside other items in its batch "
                               f"(largest difference of the unit vectors {worst:.3g}): its output depends on the "
                               "batch (batch normalisation left in training mode, or a text model that does not take "
                               "the attention mask and so sees the padding?); export it in evaluation mode, with "
                               "the attention mask as an input")
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    return x / max(float(np.linalg.norm(x)), 1e-30)
 
 
 def same_twice(first: np.ndarray, second: np.ndarray, source: str | Path) -> None:

@@ -27,6 +27,7 @@ from embridge.core.evaluation.gather import MatrixMaker
 from embridge.core.evaluation.headline import JUDGED_METRICS, headline_metrics
 from embridge.core.evaluation.scoring import scoring_plan
 from embridge.core.evaluation.search import SearchConfig
+from embridge.core.formatting import counted
 from embridge.core.jobs import recorded_run
 from embridge.core.l2 import l2_normalize, layer_input_normalised, prepare_input
 from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
@@ -41,9 +42,10 @@ from embridge.core.store.rows import now_iso
 def chain_layers(ws: Workspace, models: Sequence[str], runs: Sequence[int]) -> tuple[list[Adapter], list[dict], str]:
     """Load and check one layer per consecutive pair; returns (adapters, rows, direction)."""
     if len(models) < 2:
-        raise UsageError("--models", f"names {len(models)} version; a chain needs at least two, oldest first")
+        raise UsageError("--models", f"names {counted(len(models), 'version')}; a chain needs at least two, "
+                         "oldest first")
     if len(runs) != len(models) - 1:
-        raise UsageError("--runs", f"gives {len(runs)} run{'s' * (len(runs) != 1)} for {len(models)} versions; a "
+        raise UsageError("--runs", f"gives {counted(len(runs), 'run')} for {len(models)} versions; a "
                          f"chain of {len(models)} versions takes {len(models) - 1}, one per consecutive pair, "
                          "oldest first")
     repeated = next((name for k, name in enumerate(models) if name in models[:k]), None)

@@ -285,8 +285,8 @@ def _prepare(dst: Path, state: dict[str, Any], files: list[str], role_implied: b
         if _older_marker_of(before, state, files):
             write_marker(marker, state)
         elif before != state:
-            was = before.get("chunk") if isinstance(before, dict) else None
-            if isinstance(before, dict) and {**before, "chunk": state["chunk"]} == state and isinstance(was, int):
+            was = _chunk_of(before)
+            if was is not None and {**before, "chunk": state["chunk"]} == state:
                 raise InputError("--chunk", f"{dst} holds this job stopped part way in chunks of {was} items; run it "
                                  f"again with --chunk {was} to resume it, or choose a new --to folder")
             raise InputError("--to", f"{dst}: holds the output of another embedding job; choose a new folder")
@@ -302,9 +302,14 @@ def _prepare(dst: Path, state: dict[str, Any], files: list[str], role_implied: b
 def staged_chunk(dst: Path, chunk: int) -> int:
     """The chunk size of the job stopped part way in ``dst`` (a resume continues in its chunks), else ``chunk``."""
     marker = dst / STATE_FILE
-    before = read_marker(marker) if marker.is_file() else None
-    was = before.get("chunk") if isinstance(before, dict) else None
-    return was if isinstance(was, int) and not isinstance(was, bool) and was > 0 else chunk
+    was = _chunk_of(read_marker(marker)) if marker.is_file() else None
+    return chunk if was is None else was
+
+
+def _chunk_of(marker: Any) -> int | None:
+    """The chunk size a job's marker records (None for a marker that records none)."""
+    was = marker.get("chunk") if isinstance(marker, dict) else None
+    return was if isinstance(was, int) and not isinstance(was, bool) and was > 0 else None
 
 
 def _older_marker_of(before: Any, state: dict[str, Any], files: list[str]) -> bool:

@@ -7,10 +7,11 @@ a marker that exists means the partition is finished, exactly as an output Parqu
 Parquet output. When every partition is finished, the driver commits all fragments in partition order
 as one new dataset version (an atomic manifest write), so a reader never sees a half-transformed
 dataset, and the rows come out in the same order as from the local engine. Data files that no
-version references (a partition a killed run left half written) are removed after the commit; those of
-earlier versions stay, so a reader holding one keeps reading it. A rerun after a commit commits the same fragments again, which changes nothing but the
-version number; a rerun after a source partition changed or was added redoes those partitions only,
-writing their fragments beside the committed version, and commits the whole again as a new version.
+version references (a partition a killed run left half written) are removed after the commit; those
+of earlier versions stay, so a reader holding one keeps reading it. A rerun after a commit commits the
+same fragments again, which changes nothing but the version number; a rerun after a source partition
+changed or was added redoes those partitions only, writing their fragments beside the committed
+version, and commits the whole again as a new version.
 """
 
 from __future__ import annotations
