@@ -12,7 +12,17 @@ import numpy as np
 
 from embridge.core.l2 import l2_normalize
 
-__all__ = ["exact_topk", "l2_normalize", "merge_topk", "top1_accuracy"]
+__all__ = ["exact_topk", "l2_normalize", "merge_topk", "rows_lost_to_exclusion", "top1_accuracy"]
+
+
+def rows_lost_to_exclusion(exclude: np.ndarray | None) -> int:
+    """How many gallery rows every query's ranking lacks: 1 when each query excludes a row (its own item),
+    else 0, so a query that excludes nothing still ranks the whole gallery when only some queries exclude
+    (a judged query sharing a document's key) and its last relevant document is not cut off."""
+    if exclude is None:
+        return 0
+    ex = np.asarray(exclude)
+    return int(ex.size > 0 and bool((ex >= 0).all()))
 
 
 def exact_topk(
@@ -40,7 +50,7 @@ def exact_topk(
         raise ValueError(f"query dim {q.shape} and gallery dim {tuple(shape)} do not match")
     n_q, n = q.shape[0], int(shape[0])
     ex = None if exclude is None else np.asarray(exclude, dtype=np.int64)
-    k = min(k, n - (1 if ex is not None else 0))
+    k = min(k, n - rows_lost_to_exclusion(ex))
     if k <= 0:
         raise ValueError("the gallery is too small to retrieve anything")
     best_idx = np.full((n_q, k), -1, dtype=np.int64)
@@ -63,6 +73,7 @@ def exact_topk(
         order = np.argsort(-best_score, axis=1, kind="stable")
         best_idx = np.take_along_axis(best_idx, order, axis=1)
         best_score = np.take_along_axis(best_score, order, axis=1)
+    best_idx[best_score == -np.inf] = -1  # an excluded row merged into a query's last slot is an empty slot
     return best_idx, best_score
 
 

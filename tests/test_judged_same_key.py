@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from embridge.core.evaluation.scoring import score
+from embridge.core.evaluation.scoring import score, scoring_plan
 from embridge.core.evaluation.tasks import upgrade_tasks
 from embridge.core.l2 import l2_normalize
 from embridge.core.store import Workspace
@@ -18,17 +18,21 @@ from embridge.core.store.judgments import Judgments
 N_DOCS, N_QUERIES = 200, 60
 
 
-def _workspace(path: Path, twin_judged: int = 0) -> tuple[Path, dict[str, np.ndarray]]:
-    """Query i and document i share key k<i> and a vector; document 100 + i, near it, is the one judged
-    (for the first ``twin_judged`` queries, document i, the one with the query's key, instead)."""
+def _workspace(path: Path, twin_judged: int = 0, shared_keys: int = N_QUERIES,
+               last: int | None = None) -> tuple[Path, dict[str, np.ndarray]]:
+    """Query i and document i share a vector, and key k<i> for the first ``shared_keys`` queries (the others
+    are q<i>); document 100 + i, near it, is the one judged (for the first ``twin_judged`` queries, document
+    i, the one with the query's key, instead). Query ``last`` points away from its judged document."""
     rng = np.random.default_rng(0)
     latent = rng.standard_normal((N_DOCS, 32))
     latent[100:100 + N_QUERIES] = latent[:N_QUERIES] + 0.6 * rng.standard_normal((N_QUERIES, 32))
     queries_latent = latent[:N_QUERIES].copy()
+    if last is not None:
+        queries_latent[last] = -latent[100 + last]
     ws = Workspace.create(path)
     docs = np.asarray(ws.add_items([{"key": f"k{i}", "split": "gallery"} for i in range(N_DOCS)]), dtype=np.int64)
-    queries = np.asarray(ws.add_items([{"key": f"k{i}", "split": "query"} for i in range(N_QUERIES)]),
-                         dtype=np.int64)
+    queries = np.asarray(ws.add_items([{"key": f"k{i}" if i < shared_keys else f"q{i}", "split": "query"}
+                                       for i in range(N_QUERIES)]), dtype=np.int64)
     splits = np.array(["test"] * 40 + ["dev"] * 10 + ["train"] * 10)
     judged = docs[100:100 + N_QUERIES].copy()
     judged[:twin_judged] = docs[:twin_judged]
@@ -65,6 +69,26 @@ def test_a_document_with_the_querys_key_is_not_ranked_for_it(tmp_path: Path) -> 
         assert result.value("top1") == expected > 0.5, (model, result.value("top1"), expected)
         with_twin = float(np.mean((q @ g.T).argmax(axis=1) == np.arange(100, 140)))
         assert with_twin == 0.0  # ranked, every query would find its own text first
+
+
+def test_a_query_without_a_same_key_document_ranks_the_whole_gallery_when_others_have_one(tmp_path: Path) -> None:
+    """Every ranking was cut one row short as soon as any query had a document with its key, so a query
+    whose relevant document ranks last (test query 30 here) never found it and full mAP came out low."""
+    path, data = _workspace(tmp_path / "ws", shared_keys=20, last=30)
+    with Workspace.open(path) as ws:
+        task = upgrade_tasks(ws, ["old", "new"]).full
+    assert (task.exclude[:20] >= 0).all() and (task.exclude[20:] == -1).all()
+    assert scoring_plan(task).depth == N_DOCS
+    for model in ("old", "new"):
+        q = l2_normalize(data[f"{model}_queries"][:40])
+        g = l2_normalize(data[f"{model}_docs"])
+        result = score(task, q, g)
+        sims = q @ g.T
+        sims[np.arange(20), np.arange(20)] = -np.inf  # only the first 20 queries have a document with their key
+        relevant = sims[np.arange(40), np.arange(100, 140)]
+        ranks = 1 + (sims > relevant[:, None]).sum(axis=1)  # one relevant document each: AP = 1 / its rank
+        assert ranks[30] == N_DOCS  # query 30's document is last of the 200 it ranks
+        assert result.value("mAP") == pytest.approx(float(np.mean(1.0 / ranks)), abs=1e-12), model
 
 
 def test_the_report_counts_same_key_documents_apart_from_queries_in_the_gallery(tmp_path: Path) -> None:

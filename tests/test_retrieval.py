@@ -77,3 +77,17 @@ def test_a_tie_group_wider_than_k_keeps_its_lowest_rows_whatever_the_chunking() 
     for chunk in (7, 16, 90):
         idx, _ = exact_topk(queries, gallery, 7, gallery_chunk=chunk, block=5)
         np.testing.assert_array_equal(idx, canonical)
+
+
+def test_only_some_queries_excluding_a_row_leaves_the_others_the_whole_gallery() -> None:
+    """With one query excluding its own row, every ranking was cut to n - 1: the others lost their last row."""
+    rng = np.random.default_rng(3)
+    gallery = l2_normalize(rng.standard_normal((9, 4)).astype(np.float32))
+    queries = gallery[:3].copy()
+    idx, scores = exact_topk(queries, gallery, 50, np.array([0, -1, -1]), gallery_chunk=4)
+    assert idx.shape == (3, 9)
+    assert sorted(idx[1].tolist()) == sorted(idx[2].tolist()) == list(range(9))  # the whole gallery, ranked
+    assert 0 not in idx[0].tolist() and idx[0, -1] == -1 and scores[0, -1] == -np.inf  # an empty slot, last
+    assert sorted(idx[0, :8].tolist()) == list(range(1, 9))
+    every, _ = exact_topk(queries, gallery, 50, np.array([0, 1, 2]))
+    assert every.shape == (3, 8)  # each query excludes a row: n - 1 ranked

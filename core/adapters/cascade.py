@@ -88,21 +88,22 @@ def cascade_rank(
     if new_gallery is not None:
         rows = np.arange(len(new_gallery)) if new_rows is None else np.asarray(new_rows, dtype=np.int64)
         where[rows] = np.arange(len(rows))
-    slot = where[recalled]  # (q, k) row of each recalled item's new vector, -1 for none
-    scores = np.empty(recalled.shape, dtype=np.float32)
+    empty = recalled < 0  # a query that excludes a row recalls one fewer when k covers the whole gallery
+    slot = np.where(empty, -1, where[recalled])  # (q, k) row of each recalled item's new vector, -1 for none
+    scores = np.full(recalled.shape, -np.inf, dtype=np.float32)
     has = slot >= 0
     if has.any():
         unique, back = np.unique(slot[has], return_inverse=True)
         ng = l2_normalize(np.asarray(new_gallery[unique]))
         scores[has] = np.einsum("ij,ij->i", np.repeat(nq, has.sum(axis=1), axis=0), ng[back.reshape(-1)])
-    if (~has).any():
+    lacks = ~has & ~empty
+    if lacks.any():
         if layer is None:
             raise ValueError("some recalled items have no new vector and no layer was given to score them")
         mapped = l2_normalize(layer(np.asarray(new_queries, dtype=np.float32)))
-        rows = recalled[~has]
-        unique, back = np.unique(rows, return_inverse=True)  # only the recalled old rows, normalised
+        unique, back = np.unique(recalled[lacks], return_inverse=True)  # only the recalled old rows, normalised
         og = l2_normalize(np.asarray(old_gallery[unique]))
-        scores[~has] = np.einsum("ij,ij->i", np.repeat(mapped, (~has).sum(axis=1), axis=0), og[back.reshape(-1)])
+        scores[lacks] = np.einsum("ij,ij->i", np.repeat(mapped, lacks.sum(axis=1), axis=0), og[back.reshape(-1)])
     order = np.argsort(-scores, axis=1, kind="stable")
     ids = np.concatenate([np.take_along_axis(recalled, order, axis=1), tail_ids], axis=1)
     return CascadeRanking(ids, np.concatenate([np.take_along_axis(scores, order, axis=1), tail_scores], axis=1))

@@ -27,6 +27,7 @@ from embridge.core.evaluation.search import (
 )
 from embridge.core.evaluation.task import Protocol, RetrievalTask
 from embridge.core.progress import ProgressFn, StopFn
+from embridge.core.retrieval import rows_lost_to_exclusion
 
 RECALL_KS = (1, 2, 5, 10, 20, 50, 100)
 MAX_FULL_RANKING_ENTRIES = 5_000_000  # queries × gallery beyond which mAP@R replaces full mAP
@@ -73,7 +74,7 @@ def scoring_plan(task: RetrievalTask, config: SearchConfig | None = None,
     if like is not None:
         map_mode = like.map_mode
     depth = ranking_depth(map_mode, n_g, _max_relevant(task), (max(RECALL_KS),))
-    depth = min(depth, n_g - (1 if task.exclude is not None else 0))
+    depth = min(depth, n_g - rows_lost_to_exclusion(task.exclude))
     if like is not None:
         return replace(like, depth=depth)
     recall_ks = tuple(k for k in RECALL_KS if k <= depth) or (depth,)
@@ -85,7 +86,7 @@ def scoring_plan(task: RetrievalTask, config: SearchConfig | None = None,
 def selection_plan(task: RetrievalTask, config: SearchConfig | None = None) -> ScoringPlan:
     """The cheap plan of model selection: top-1 (and nDCG@10/MRR@10 with judgments) only."""
     config = config or SearchConfig()
-    n_g = int(task.gallery.ids.size) - (1 if task.exclude is not None else 0)
+    n_g = int(task.gallery.ids.size) - rows_lost_to_exclusion(task.exclude)
     depth = max(1, min(JUDGED_K if task.rule.graded() else 1, n_g))
     return ScoringPlan(replace(config, measure_recall=False), "none", "", depth, (), 1, topk=(1,))
 

@@ -25,7 +25,7 @@ from embridge.core.evaluation.ivf_build import add_presized
 from embridge.core.evaluation.npy_rows import NpyRows
 from embridge.core.evaluation.topk_merge import mask_excluded, tie_complete_search
 from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
-from embridge.core.retrieval import exact_topk
+from embridge.core.retrieval import exact_topk, rows_lost_to_exclusion
 
 METHODS = ("auto", "exact", "ivf", "hnsw")
 
@@ -227,10 +227,10 @@ def _build(gallery: Any, n: int, dim: int, method: str, config: SearchConfig, so
     return GalleryIndex(index=index, method=method, params=params, dim=dim, ntotal=n, quantizer=quantizer)
 
 
-def _result_width(k: int, ntotal: int, has_exclude: bool) -> int:
+def _result_width(k: int, ntotal: int, exclude: np.ndarray | None) -> int:
     if k < 1:
         raise InputError("k", f"must be at least 1, got {k}")
-    width = min(k, ntotal - (1 if has_exclude else 0))
+    width = min(k, ntotal - rows_lost_to_exclusion(exclude))
     if width < 1:
         raise InputError("gallery", "is too small to retrieve anything once the query itself is excluded")
     return width
@@ -260,7 +260,7 @@ def search_index(
     _check_matrix(source, queries, gindex.dim)
     n_q = int(queries.shape[0])
     ex = _as_exclude(exclude, n_q)
-    width = _result_width(k, gindex.ntotal, ex is not None)
+    width = _result_width(k, gindex.ntotal, ex)
     ask = min(width + (1 if ex is not None else 0), gindex.ntotal)
     idx_out = np.empty((n_q, width), dtype=np.int64)
     score_out = np.empty((n_q, width), dtype=np.float32)

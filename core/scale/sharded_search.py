@@ -77,7 +77,7 @@ def sharded_search(queries: Any, gallery: Any, k: int, exclude: Any = None, shar
     n = int(gallery.shape[0])
     q = np.ascontiguousarray(queries, dtype=np.float32)
     ex = _as_exclude(exclude, q.shape[0])
-    width = _result_width(k, n, ex is not None)
+    width = _result_width(k, n, ex)
     ray = import_ray(ray_address)
     with ray_session(ray_address) as session:
         task = ray.remote(num_cpus=1, max_retries=SHARD_RETRIES, retry_exceptions=False)(search_shard)
