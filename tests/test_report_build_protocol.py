@@ -69,6 +69,10 @@ def test_without_labels_a_query_finds_its_own_item(tmp_path: Path) -> None:
     head = report.headline
     assert head["compatible"] is None and head["gain_retained"] is None and report.per_label == {}
     assert "Without labels" in report.verdicts[0]
+    # the per-metric rows say the same: no pass or fail, no gain, no "the new model is not better" (they
+    # said "fail" and "not better" beside a verdict saying neither can be judged)
+    assert report.comparison and all(row["passes"] is None and row["gain_retained"] is None
+                                     and "gain_retained_note" not in row for row in report.comparison.values())
 
 
 def test_a_stopped_report_is_recorded_as_cancelled_and_leaves_nothing(tmp_path: Path) -> None:

@@ -97,13 +97,20 @@ def headline(cells: dict[str, CellResult], upgraded: str, ceiling: str, plan: Sc
 
 
 def comparison(cells: dict[str, CellResult], upgraded: str, ceiling: str, plan: ScoringPlan,
-               on_sample: tuple[CellResult, CellResult] | None = None) -> dict[str, Any]:
+               on_sample: tuple[CellResult, CellResult] | None = None, relevance: str = "label") -> dict[str, Any]:
     """Per metric: criterion pass/fail, gain retained and (recall@k) ARR of the upgraded cell (the last
-    two on the ceiling's gallery: ``on_sample`` holds old/old and the upgraded cell there)."""
+    two on the ceiling's gallery: ``on_sample`` holds old/old and the upgraded cell there).
+
+    With relevance by item the same-model cells find each query's own item trivially, so, as in the
+    headline, neither the criterion nor the gain is defined: every row leaves them empty."""
     keep = set(headline_metrics(plan)) | {f"recall@{k}" for k in plan.recall_ks}
     sample = None if on_sample is None else (on_sample[1].metrics.summary(), on_sample[0].metrics.summary())
     rows = compare(cells[upgraded].metrics.summary(), cells[OLD_OLD].metrics.summary(),
                    cells[ceiling].metrics.summary(), sample)
+    if relevance == "item":
+        for row in rows.values():
+            row.pop("gain_retained_note", None)
+            row.update(passes=None, gain_retained=None)
     return {name: row for name, row in rows.items() if name in keep}
 
 
