@@ -109,6 +109,7 @@ def test_auto_choice_shows_winner_candidates_and_source_everywhere(qtbot: QtBot,
     assert main(["runs", "--workspace", str(demo_copy), "--json"]) == 0
     listed = next(r for r in json.loads(capsys.readouterr().out)["runs"] if r["id"] == run["id"])
     assert listed["metrics"]["upgraded_top1"] == top1
+    assert listed["metrics"]["improvement_ci"] == run["metrics"]["improvement_ci"]  # as README says runs gives it
     assert listed["metrics"]["heldout_protocol"] == stated_protocol(run["metrics"])  # as report.json states it
     assert listed["metrics"]["heldout_protocol"].startswith(source.label()) and listed["chosen"] == f"auto → {winner}"
     assert listed["models"] == {"old": "old-mlp", "new": "new-cnn"}  # the pair a chain's --runs must link

@@ -199,7 +199,7 @@ def ceiling_of(metrics: dict[str, Any]) -> tuple[str, Any]:
 RUNS_METRICS = ("old_old_top1", "new_new_top1", "ceiling_cell", "ceiling_top1", "old_old_sample_top1",
                 "upgraded_sample_top1", "upgraded_top1", "gain_retained", "gain_retained_note", "ndcg@10", "old_old_ndcg@10",
                 "new_new_ndcg@10", "old_old_sample_ndcg@10", "upgraded_sample_ndcg@10", "gain_retained_ndcg@10", "mrr@10", "kind", "pairs_used", "heldout_protocol", "val_protocol", "protocol",
-                "cell_protocols", "report_id", "candidates", "budget",  # auto: each candidate's score and time
+                "cell_protocols", "improvement_ci", "report_id", "candidates", "budget",  # auto: each candidate's score and time
                 "vector_set", "count", "embedded", "resumed")  # a backfill: its set, items, how many it embedded
 
 
