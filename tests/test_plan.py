@@ -512,6 +512,10 @@ def test_the_plan_says_its_counts_include_the_items_of_the_evaluation_sample() -
                             "this workspace holds (the evaluation sample, and any earlier backfill) included")
                for n in plan.notes)
     worse = plan_from_report(make_report(0.60, 0.55, 0.58), RATE)  # nothing to re-embed for: no such note
+    heldout = make_report(0.60, 0.80, 0.79)  # --heldout-gallery: new/new searched the sample less its train fold
+    heldout["sizes"].update(gallery=1500, gallery_both=2000, removed_train=500)
+    assert any(n.startswith("Items re-embedded count every gallery item an option needs, the 2000 whose new vectors")
+               for n in plan_from_report(heldout, RATE).notes)  # it said the 1500 searched
     assert not any(n.startswith("Items re-embedded count") for n in worse.notes)
 
 
@@ -538,6 +542,29 @@ def test_a_bridge_is_planned_beside_the_plain_layer_of_its_model_pair(demo_copy:
         report = json.loads((demo_copy / w.report(1)["json_file"]).read_text(encoding="utf-8"))
     assert plain["quality"]["top1"] == report["headline"]["upgraded_top1"]
     assert plain["passes_criterion"] and "the only option" not in plan.reason
+
+
+def test_a_damaged_layer_of_another_run_is_left_out_of_the_plan_not_an_error(demo_copy: Path,
+                                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """Another run's changed layer file (an fct of the same models) stopped the plan of this run with the
+    integrity error, and `backfill --order planner` with it: the alternative is only not offered."""
+    import json
+
+    from embridge.core.cli.main import main
+
+    ws = str(demo_copy)
+    for argv in (["train", "-w", ws, "--method", "procrustes"], ["train", "-w", ws, "--method", "fct"]):
+        assert main(argv) == 0
+    capsys.readouterr()
+    assert main(["plan", "-w", ws, "--run", "1", "--json"]) == 0
+    assert Plan.from_json(json.loads(capsys.readouterr().out)).option("forward_transform") is not None
+    with Workspace.open(demo_copy) as w:
+        fct_file = w.adapter_path(w.adapter_for_run(2)["id"])
+    with fct_file.open("ab") as fh:
+        fh.write(b"x")
+    assert main(["plan", "-w", ws, "--run", "1", "--json"]) == 0
+    plan = Plan.from_json(json.loads(capsys.readouterr().out))
+    assert plan.option("forward_transform") is None and plan.option("adapter_only") is not None
 
 
 def test_a_fusion_at_alpha_zero_says_its_base_layer_alone_serves_the_same() -> None:

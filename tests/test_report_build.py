@@ -196,6 +196,7 @@ def test_heldout_gallery_leaves_out_the_train_fold(case: DemoCase) -> None:
     in_train = sum(1 for k in ws_gallery_ids(case) if folds.get(k) == "train")
     assert s["heldout_gallery"] and s["removed_train"] == in_train > 0
     assert s["gallery"] == 600 - in_train and s["gallery_train_fold"] == 0
+    assert s["gallery_both"] == 600  # the items holding both models' vectors, the train fold included
     assert any("were removed from the gallery" in line for line in report.protocol)
     assert report.report_id is None  # not written
     # the demo's old model embedded every gallery item: the gallery is the whole one, less the train fold

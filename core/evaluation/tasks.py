@@ -50,6 +50,7 @@ class UpgradeTasks:
     removed_train: int = 0
     heldout_gallery: bool = False
     left_out: int = 0  # test queries left out: relevant items only outside the evaluation sample
+    gallery_both: int = 0  # gallery items every compared model embedded, the train fold included
 
 
 def ids_under_all(ws: Workspace, models: Sequence[str]) -> np.ndarray:
@@ -126,7 +127,8 @@ def _upgrade_tasks(ws: Workspace, models: Sequence[str], heldout_gallery: bool, 
     full_ids = ws.gallery_ids(models[0])
     old_embedded = int(full_ids.size)  # before --heldout-gallery takes the train fold out
     sample_ids = ws.gallery_among(ids_under_all(ws, models))
-    sample_all = int(sample_ids.size) == ws.gallery_count()  # every compared model embedded every gallery item
+    both = int(sample_ids.size)
+    sample_all = both == ws.gallery_count()  # every compared model embedded every gallery item
     removed = 0
     if heldout_gallery:
         full_ids, removed = _without_train(ws, full_ids)
@@ -149,7 +151,7 @@ def _upgrade_tasks(ws: Workspace, models: Sequence[str], heldout_gallery: bool, 
     queries, left_out = comparable_queries(RetrievalTask(queries, full, rule), RetrievalTask(queries, sample, rule),
                                            label, heldout_gallery, reach)
     return UpgradeTasks(RetrievalTask(queries, full, rule), RetrievalTask(queries, sample, rule), source,
-                        gallery_full, removed, heldout_gallery, left_out)
+                        gallery_full, removed, heldout_gallery, left_out, both)
 
 
 def _embedded_by_any(ws: Workspace, models: Sequence[str], heldout_gallery: bool) -> np.ndarray:

@@ -133,8 +133,8 @@ def _alternatives(ws: Workspace, chosen: dict[str, Any]) -> tuple[list[dict[str,
     out, adapters = [], {}
     for name, row in latest.items():
         kind = row["kind"]
-        path = ws.adapter_path(row["id"])
         try:
+            path = ws.adapter_path(row["id"])  # checks the file's sha256
             adapters[name] = load_adapter(path)
             size = path.stat().st_size  # its own file: the plan's storage counts this layer, not the report's
         except (EmbridgeError, OSError):

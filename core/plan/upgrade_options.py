@@ -84,6 +84,8 @@ class _Sizes:
         old = report.sizes.get("gallery_old")
         self.n_old = self.n if old is None else int(old) + int(report.sizes.get("removed_train") or 0)
         self.n_sample = int(report.sizes["gallery"])
+        # gallery items holding both models' vectors, the train fold included where --heldout-gallery left it out
+        self.n_held = int(report.sizes.get("gallery_both") or self.n_sample)
         self.d_old, self.d_new = int(models["old"]["dim"]), int(models["new"]["dim"])
         self.b_old = int(models["old"].get("bytes_per_value", 4))
         self.b_new = int(models["new"].get("bytes_per_value", 4))
@@ -354,8 +356,8 @@ def plan_from_report(source: Report | Mapping[str, Any], throughput: Throughput,
                              "new model ranks the judged documents worse.")
     if other and choice is not options[0] and (disagree := _other_metrics_fall(choice, options[0], metric)):
         plan["notes"].insert(0, disagree)
-    if 0 < sizes.n_sample < sizes.n and new_better:
-        plan["notes"].append(f"Items re-embedded count every gallery item an option needs, the {sizes.n_sample} whose "
+    if 0 < sizes.n_held < sizes.n and new_better:
+        plan["notes"].append(f"Items re-embedded count every gallery item an option needs, the {sizes.n_held} whose "
                              "new vectors this workspace holds (the evaluation sample, and any earlier backfill) "
                              "included: their vectors are in this workspace, not in the serving index (`backfill` "
                              "copies them from the workspace rather than embedding them again).")

@@ -104,7 +104,7 @@ class EvalSample:
     def sizes(self) -> dict[str, Any]:
         own, same_key = self.left_out()
         return {"queries": int(self.query_ids.size), "gallery": int(self.gallery_ids.size),
-                "gallery_old": int(self.full_ids.size),
+                "gallery_old": int(self.full_ids.size), "gallery_both": self.tasks.gallery_both,
                 "gallery_full": self.gallery_full, "gallery_train_fold": self.gallery_train_fold,
                 "gallery_val_fold": self.gallery_val_fold, "removed_train": self.removed_train,
                 "heldout_gallery": self.heldout_gallery, "query_source": self.query_source,
