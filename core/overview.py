@@ -38,6 +38,7 @@ def workspace_overview(ws: Workspace) -> dict[str, Any]:
         "items": ws.split_counts(),
         "judgments": ws.judgment_counts(),
         "labelled_items": ws.labelled_count(),
+        "label_classes": ws.label_classes(),
         "vector_sets": vector_sets,
         "runs": [{"id": r["id"], "kind": r["kind"], "method": r["method"], "status": r["status"]} for r in runs],
         "adapters": [{"id": a["id"], "run_id": a["run_id"], "kind": a["kind"], "direction": a["direction"],

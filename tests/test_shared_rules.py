@@ -30,11 +30,12 @@ def cli_error(capsys: pytest.CaptureFixture[str], *args: str) -> str:
     return err[len(PREFIX):]
 
 
-def _unlabelled_workspace(path: Path) -> Path:
-    """Old (8-d) and new (12-d) vectors-only models over 40 items that carry no label."""
+def _unlabelled_workspace(path: Path, label: str | None = None) -> Path:
+    """Old (8-d) and new (12-d) vectors-only models over 40 items that carry no label (or all ``label``)."""
     rng = np.random.default_rng(0)
     with Workspace.create(path) as ws:
-        ids = ws.add_items([{"key": f"k{i}", "split": "query" if i < 10 else "gallery"} for i in range(40)])
+        ids = ws.add_items([{"key": f"k{i}", "split": "query" if i < 10 else "gallery", "label": label}
+                            for i in range(40)])
         for name, role, dim in (("old", "old", 8), ("new", "new", 12)):
             ws.add_model(name, role, {"name": name, "kind": "vectors", "dim": dim, "sha256": name * 32}, None)
             ws.add_vector_set(name, ids, rng.standard_normal((40, dim)).astype(np.float32))
@@ -107,6 +108,26 @@ def test_a_method_the_pair_cannot_train_is_refused_alike_by_the_command_and_the_
     assert train.requirement_problems("affine") == [] and train.train_button.isEnabled()
     assert requirement_problems("bct", {"name": "a", "dim": 4}, {"name": "b", "dim": 8}, labelled_items=3) == []
     assert requirement_problems("fusion", {"name": "a", "dim": 4}, {"name": "b", "dim": 8}, 0, judged=True) == []
+
+
+def test_a_classifier_head_on_one_label_is_refused_before_a_run_is_recorded(
+        qtbot: QtBot, window: MainWindow, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """bct and bt2 on items that all carry one label got past the check (labels exist) and failed inside the
+    fit, leaving a failed run and its folds in the workspace."""
+    ws = _unlabelled_workspace(tmp_path / "ws", label="a")
+    before = (ws / "embridge.db").read_bytes()
+    one = cli_error(capsys, "train", "-w", str(ws), "--method", "bct", "--device", "cpu")
+    assert one == ("models: BCT head trains a classifier and needs at least two classes; every labelled item of "
+                   "this workspace has the same label")
+    assert cli_error(capsys, "train", "-w", str(ws), "--method", "bt2", "--device", "cpu").endswith(
+        "needs at least two classes; every labelled item of this workspace has the same label")
+    with Workspace.open(ws) as opened:
+        assert opened.runs() == [] and opened.folds() == {}
+    assert (ws / "embridge.db").read_bytes() == before
+    assert window.ctx.open_workspace(ws)
+    train = window.show_page("train")
+    train.select_method("bct")
+    assert train.requirement_problems("bct") == [one.removeprefix("models: ")] and not train.train_button.isEnabled()
 
 
 def test_model_list_and_the_models_page_give_the_same_pair_warnings(

@@ -221,7 +221,7 @@ class TrainPage(Page):
         models = {m["name"]: m for m in self._overview.get("models", [])}
         old, new = models.get(self.old_model.currentText()), models.get(self.new_model.currentText())
         return requirement_problems(kind, old, new, int(self._overview.get("labelled_items") or 0),
-                                    bool(self._overview.get("judgments")))
+                                    bool(self._overview.get("judgments")), self._overview.get("label_classes"))
 
     # -- training ---------------------------------------------------------------------------
     def train_from_form(self) -> None:

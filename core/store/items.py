@@ -369,6 +369,10 @@ class ItemsMixin:
     def labelled_count(self) -> int:
         return int(self.db.execute("select count(*) from items where label is not null").fetchone()[0])
 
+    def label_classes(self) -> int:
+        """How many different labels the items have (a classifier head needs two)."""
+        return int(self.db.execute("select count(distinct label) from items where label is not null").fetchone()[0])
+
     def split_counts(self) -> dict[str, int]:
         rows = self.db.execute("select coalesce(split, ''), count(*) from items group by 1 order by 1")
         return {name or "unassigned": count for name, count in rows.fetchall()}

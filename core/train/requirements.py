@@ -18,9 +18,10 @@ BRIDGE_SETTING = {"fusion": "α", "cascade": "K"}  # what a bridge chooses on va
 
 
 def requirement_problems(method: str, old: Mapping[str, Any] | None, new: Mapping[str, Any] | None,
-                         labelled_items: int, judged: bool = False) -> list[str]:
+                         labelled_items: int, judged: bool = False, label_classes: int | None = None) -> list[str]:
     """Why ``method`` cannot run on this old/new pair (model rows with name and dim); empty when it can.
-    ``judged``: the workspace holds relevance judgments."""
+    ``judged``: the workspace holds relevance judgments; ``label_classes``: how many labels its items have
+    (None: not known)."""
     from embridge.core.adapters.registry import METHODS, canonical_kind
 
     info = METHODS.get(canonical_kind(method))  # an alias (oca) needs what its method needs
@@ -31,6 +32,9 @@ def requirement_problems(method: str, old: Mapping[str, Any] | None, new: Mappin
         problems.append(f"old and new model are both '{old['name']}'; choose two different models")
     if info is not None and info.needs_labels and not labelled_items:
         problems.append(f"{info.title} needs labelled items; this workspace has none")
+    elif info is not None and info.needs_labels and label_classes is not None and label_classes < 2:
+        problems.append(f"{info.title} trains a classifier and needs at least two classes; every labelled item "
+                        "of this workspace has the same label")
     if info is not None and info.kind in BRIDGE_SETTING and not labelled_items and not judged:
         problems.append(f"{info.title} chooses its {BRIDGE_SETTING[info.kind]} on dev queries with judged documents "
                         "or labels, and this workspace has neither (on own-item validation the old vectors are the "
@@ -48,7 +52,7 @@ def check_requirements(ws: Workspace, method: str, old: str, new: str,
     from embridge.core.adapters.registry import canonical_kind
     from embridge.core.train.config import AUTO_CANDIDATES
 
-    facts = (ws.model(old), ws.model(new), ws.labelled_count(), ws.has_judgments())
+    facts = (ws.model(old), ws.model(new), ws.labelled_count(), ws.has_judgments(), ws.label_classes())
     problems = requirement_problems(method, *facts)
     kind, settings = canonical_kind(method), dict(config or {})
     if not problems and kind in BRIDGE_SETTING and settings.get("base") is not None:
