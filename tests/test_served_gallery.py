@@ -159,8 +159,11 @@ def test_after_a_full_backfill_a_cascades_plan_says_the_full_backfill_is_done(de
         report = build_report(ws, plan.run_id)
     assert report.served is None and report.cells[str(report.upgraded_cell)]["protocol"]["new_vectors"] == 997
     served = report.cells[str(report.upgraded_cell)]["metrics"]["top1"]
+    full = plan.option("full_backfill")["quality"]["top1"]  # the row beside it: new queries on new vectors alone
+    assert f"{full:.1%}" != f"{served:.1%}"
     assert plan.reason.startswith(f"Backfill run #{backfill_run} already re-embedded all 997 gallery items with the "
-                                  f"new model (served now: top-1 {served:.1%})")
+                                  f"new model (served now: top-1 {served:.1%} through the cascade's re-ranking of the "
+                                  f"old index's top K; {full:.1%} searching the new vectors alone)")
 
 
 def test_a_backfill_finishing_while_a_report_runs_is_not_half_in_it(demo_copy: Path, monkeypatch,

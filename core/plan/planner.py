@@ -110,11 +110,23 @@ def _with_backfill_done(plan: Plan, served: Mapping[str, Any] | None) -> Plan:
                          "nothing is left to embed.")
     if plan.new_better is False:
         return plan
-    value = (served.get("metrics") or {}).get(plan.metric)
-    now = f" (served now: {metric_label(plan.metric)} {format_share(value)})" if isinstance(value, float | int) else ""
+    now = _served_now(plan.metric, (served.get("metrics") or {}).get(plan.metric),
+                      (full.get("quality") or {}).get(plan.metric))
     return replace(plan, recommendation="full_backfill",
                    reason=f"Backfill run #{run} already re-embedded all {n} gallery items with the new model{now}: "
                           "the full backfill is done, and no layer or partial backfill serves more than it.")
+
+
+def _served_now(metric: str, served: Any, full: Any) -> str:
+    """' (served now: top-1 98.5%)'; where the served cell is a cascade's (the old index's top K re-ranked by
+    the new vectors) it differs from the full backfill's own row, and both are said."""
+    if not isinstance(served, float | int):
+        return ""
+    now = f"{metric_label(metric)} {format_share(served)}"
+    if isinstance(full, float | int) and format_share(full) != format_share(served):
+        return (f" (served now: {now} through the cascade's re-ranking of the old index's top K; "
+                f"{format_share(full)} searching the new vectors alone)")
+    return f" (served now: {now})"
 
 
 def _alternatives(ws: Workspace, chosen: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Adapter]]:
