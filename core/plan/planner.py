@@ -88,7 +88,7 @@ def _served(ws: Workspace, report: Report, row: Mapping[str, Any]) -> Mapping[st
         return None
     return {"backfill": {"run_id": backfill["id"]}, "new_vectors": int(protocol["new_vectors"]),
             "protocol": {"n_gallery": int(protocol["n_gallery"]), "text": protocol.get("text")},
-            "metrics": cell.get("metrics") or {}}
+            "metrics": cell.get("metrics") or {}, "cascade": True}
 
 
 def _with_backfill_done(plan: Plan, served: Mapping[str, Any] | None) -> Plan:
@@ -111,15 +111,15 @@ def _with_backfill_done(plan: Plan, served: Mapping[str, Any] | None) -> Plan:
     if plan.new_better is False:
         return plan
     now = _served_now(plan.metric, (served.get("metrics") or {}).get(plan.metric),
-                      (full.get("quality") or {}).get(plan.metric))
+                      (full.get("quality") or {}).get(plan.metric) if served.get("cascade") else None)
     return replace(plan, recommendation="full_backfill",
                    reason=f"Backfill run #{run} already re-embedded all {n} gallery items with the new model{now}: "
                           "the full backfill is done, and no layer or partial backfill serves more than it.")
 
 
 def _served_now(metric: str, served: Any, full: Any) -> str:
-    """' (served now: top-1 98.5%)'; where the served cell is a cascade's (the old index's top K re-ranked by
-    the new vectors) it differs from the full backfill's own row, and both are said."""
+    """' (served now: top-1 98.5%)'; ``full``, the full backfill's own row, is given where the served cell is
+    a cascade's (the old index's top K re-ranked by the new vectors), which differs from it."""
     if not isinstance(served, float | int):
         return ""
     now = f"{metric_label(metric)} {format_share(served)}"
