@@ -137,6 +137,9 @@ def test_model_list_and_the_models_page_give_the_same_pair_warnings(
     warnings = json.loads(capsys.readouterr().out)["warnings"]
     assert len(warnings) == 1 and warnings[0].startswith("Dimensions differ: old gives 8-d vectors, new 12-d.")
     assert warnings[0].endswith("every training method learns a layer between the two widths.")  # not "the Train page"
+    from embridge.core.adapters.registry import METHODS
+
+    assert not any(info.equal_dims for info in METHODS.values())  # what the warning says
     assert main(["model", "list", "-w", str(ws)]) == 0
     assert f"warning: {warnings[0]}" in capsys.readouterr().out
     assert window.ctx.open_workspace(ws)

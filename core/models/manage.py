@@ -102,7 +102,7 @@ def pair_warnings(models: list[dict[str, Any]]) -> list[str]:
     if o["dim"] != n["dim"]:
         notes.append(f"Dimensions differ: {o['name']} gives {o['dim']}-d vectors, {n['name']} {n['dim']}-d. "
                      "New vectors cannot be searched against the old index without a compatibility layer; "
-                     f"{_methods_for_other_dims()}.")
+                     "every training method learns a layer between the two widths.")
     if o["modality"] != n["modality"]:
         notes.append(f"Modalities differ: {o['name']} reads {o['modality']} input, {n['name']} reads "
                      f"{n['modality']}. Training pairs need the same items embedded by both models.")
@@ -111,14 +111,3 @@ def pair_warnings(models: list[dict[str, Any]]) -> list[str]:
         notes.append(f"Input shapes differ ({tuple(shapes[0])} vs {tuple(shapes[1])}): each model gets "
                      "the images conformed to its own input shape.")
     return notes
-
-
-def _methods_for_other_dims() -> str:
-    """Which training methods learn a layer between two widths, from the registry (said the same way in the
-    app and on the command line)."""
-    from embridge.core.adapters.registry import METHODS
-
-    equal = [info.title for info in METHODS.values() if info.equal_dims]
-    if not equal:
-        return "every training method learns a layer between the two widths"
-    return f"every training method but {', '.join(equal)} learns a layer between the two widths"
