@@ -18,6 +18,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         qt_found = importlib.util.find_spec("PySide6.QtWidgets") is not None
     except ImportError:
         qt_found = False
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not qt_found and "--self-test" in args:  # the headless pipeline check runs the engine alone: no Qt needed
+        from embridge.core.selftest import self_test_main
+
+        return self_test_main(args)
     if not qt_found:
         print(INSTALL_HINT, file=sys.stderr)
         return 1

@@ -32,6 +32,7 @@ import numpy as np
 
 from embridge.core.demo_workspace import abandon_demo, finish_demo, start_demo
 from embridge.core.errors import InputError
+from embridge.core.extras import install_hint
 from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
 from embridge.core.store import Workspace
 
@@ -192,11 +193,19 @@ def save_encoder(folder: Path, tokenizer: Any, weights: np.ndarray, prompt: str)
     return folder
 
 
-def _require_text_extra() -> None:
+def text_demo_problem() -> str | None:
+    """Why the text demo cannot be built here (its encoders are sentence-transformers folders), or None."""
     from embridge.core.models.text import sentence_transformers_available
 
-    if not sentence_transformers_available():
-        raise InputError("--kind text", "the text demo needs the text extra: pip install 'embridge[text]'")
+    if sentence_transformers_available():
+        return None
+    return f"the text demo needs the text extra (sentence-transformers); {install_hint('text')}"
+
+
+def _require_text_extra() -> None:
+    problem = text_demo_problem()
+    if problem is not None:
+        raise InputError("--kind text", problem)
 
 
 def build_text_demo(path: str | Path, seed: int = 0, on_progress: ProgressFn | None = None,

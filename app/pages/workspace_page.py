@@ -44,6 +44,7 @@ class WorkspacePage(Page):
         self.demo_kind = QComboBox()
         for label, kind in DEMO_KINDS:
             self.demo_kind.addItem(label, kind)
+        self._offer_text_demo()
         self.demo_kind.setToolTip("Digits: images of handwritten digits with class labels. Bible verses: verses "
                                   "found from another translation, with relevance judgments and two text encoders.")
         for button, slot in ((self.new_button, self.new_workspace), (self.open_button, self.open_workspace),
@@ -94,6 +95,17 @@ class WorkspacePage(Page):
         path = dialogs.choose_directory(self, "Open workspace folder")
         if path:
             self.ctx.open_workspace(path)
+
+    def _offer_text_demo(self) -> None:
+        """The text demo greyed out, with the core's reason, where its encoders cannot load (no text extra)."""
+        from embridge.core.demo_text import text_demo_problem
+
+        problem = text_demo_problem()
+        if problem is None:
+            return
+        item = self.demo_kind.model().item(self.demo_kind.findData("text"))  # type: ignore[attr-defined]
+        item.setEnabled(False)
+        item.setToolTip(problem[0].upper() + problem[1:])
 
     def build_demo(self) -> None:
         path = dialogs.choose_directory(self, "Demo workspace: choose an empty folder")

@@ -121,6 +121,17 @@ def main(argv: Sequence[str] | None = None, *, program: bool = False) -> int:
 _OUTPUTS = (("target", "--to"), ("out", "--out"), ("workspace", "--workspace"))
 
 
+def _missing_package_line(module: str | None) -> str:
+    """The package, and the extra that brings it; else a bundle-only install (numpy alone) is the likely cause."""
+    from embridge.core.extras import extra_for, install_hint
+
+    extra = extra_for(module)
+    if extra is not None:
+        return f"this command needs the Python package '{module}' of the {extra} extra; {install_hint(extra)}"
+    return (f"this command needs the Python package '{module}', which is not installed here; install Embridge "
+            "with its dependencies (an install without them runs only bundle verify, inspect and apply)")
+
+
 def _os_error_line(exc: OSError, args: argparse.Namespace) -> str:
     from embridge.core.paths import shown_path
 
@@ -184,9 +195,8 @@ def _main(argv: Sequence[str] | None, program: bool) -> int:
     except OSError as exc:  # the machine, not a bug: a full disk, a permission, a vanished file
         _error(_os_error_line(raised_remotely(exc), args))
         return 1
-    except ModuleNotFoundError as exc:  # a package this command needs is absent (a bundle-only install, say)
-        _error(f"this command needs the Python package '{exc.name}', which is not installed here; install "
-               "Embridge with its dependencies (an install without them runs only bundle verify, inspect and apply)")
+    except ModuleNotFoundError as exc:  # a package this command needs is absent (an extra, or a bundle-only install)
+        _error(_missing_package_line(exc.name))
         return 1
     except Exception as exc:  # a bug: one line, and the traceback when asked for
         if os.environ.get("EMBRIDGE_DEBUG"):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from embridge.core.connectors.connector import SPACE_FIELD, Batch, Connector, StoreURI, VectorStoreError
 from embridge.core.errors import InputError
+from embridge.core.extras import install_hint
 
 # scheme -> (module, class, package that provides the client)
 SCHEMES: dict[str, tuple[str, str, str]] = {
@@ -75,4 +76,4 @@ def open_store(uri: str | StoreURI, option: str = "--uri") -> Connector:
         return cls(parsed)
     except ModuleNotFoundError as exc:
         raise InputError(option, f"the {parsed.scheme} connector needs {package} ({exc.name} is not installed); "
-                         "pip install 'embridge[stores]'") from exc
+                         f"{install_hint('stores')}") from exc

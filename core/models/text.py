@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from embridge.core.errors import CheckpointError
+from embridge.core.extras import install_hint
 from embridge.core.models.checkpoint_reader import first_line
 from embridge.core.models.text_batches import CHAR_BUDGET, char_lengths, length_batches
 from embridge.core.models.text_cuts import clipped
@@ -34,7 +35,7 @@ from embridge.core.models.text_folders import (
 from embridge.core.models.weight_checks import check_transformer_module, quiet_loading
 
 MISSING_PACKAGE = ("this is a sentence-transformers model but the sentence-transformers package is not "
-                   "installed; install it with: pip install 'embridge[text]'")
+                   f"installed; {install_hint('text')}")
 
 
 def sentence_transformers_available() -> bool:

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from embridge.core.errors import CheckpointError
+from embridge.core.extras import install_hint
 from embridge.core.models.checkpoint_reader import first_line
 from embridge.core.models.onnx_checks import check_run_output, input_types, pick_outputs
 from embridge.core.models.text_batches import TOKEN_BUDGET, length_batches
@@ -44,8 +45,7 @@ from embridge.core.models.weight_checks import (
 )
 
 BatchDone = Callable[[int], None]
-MISSING = "this is a {what} model but the {package} package is not installed; install it with: " \
-          "pip install 'embridge[text]'"
+MISSING = "this is {what} model but the {package} package is not installed; " + install_hint("text")
 
 
 def _need(package: str, module: str, what: str, folder: Path) -> None:
@@ -224,7 +224,7 @@ class TransformersEncoder(_TokenizedEncoder):
 
     def __init__(self, folder: Path, device: str, pooling: str) -> None:
         check_transformers_folder(folder)
-        _need("transformers", "transformers", "transformers", folder)
+        _need("transformers", "transformers", "a transformers", folder)
         hub_offline()
         super().__init__(folder)
         self.model = load_checked_model(folder)
@@ -258,8 +258,8 @@ class OnnxEncoder(_TokenizedEncoder):
 
     def __init__(self, folder: Path, pooling: str) -> None:
         model_file = check_onnx_folder(folder)
-        _need("onnxruntime", "onnxruntime", "ONNX", folder)
-        _need("transformers", "transformers", "ONNX", folder)
+        _need("onnxruntime", "onnxruntime", "an ONNX", folder)
+        _need("transformers", "transformers", "an ONNX", folder)
         hub_offline()
         super().__init__(folder)
         import onnxruntime

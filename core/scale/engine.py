@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from embridge.core.errors import EmbridgeError, InputError, first_line, user_error
+from embridge.core.extras import install_hint
 
 ENGINES = ("local", "ray")
 CONNECT_TIMEOUT_S = 10.0
@@ -53,7 +54,7 @@ def import_ray(address: str | None = None) -> Any:
     try:
         import ray
     except ImportError as exc:
-        raise EngineError("--engine ray needs Ray: pip install 'embridge[ray]'") from exc
+        raise EngineError(f"--engine ray needs Ray; {install_hint('ray')}") from exc
     return ray
 
 

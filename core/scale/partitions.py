@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from embridge.core.errors import InputError
+from embridge.core.extras import install_hint
 
 KINDS = ("parquet", "lance")
 
@@ -140,7 +141,7 @@ def _lance_source(path: Path, option: str) -> SourceDataset:
     try:
         import lance
     except ImportError as exc:
-        raise InputError(option, "Lance datasets need the lance package: pip install 'embridge[stores]'") from exc
+        raise InputError(option, f"Lance datasets need the lance package (pylance); {install_hint('stores')}") from exc
     real = path.resolve()
     if not real.is_dir():
         raise InputError(option, f"{path}: no such Lance dataset")
