@@ -12,8 +12,8 @@ FOLDERS = {"embridge.core": "core", "embridge.app": "app", "embridge.resources":
 
 packages = [f"embridge.{name}" for name in find_packages(include=["core", "core.*", "app", "app.*"])]
 
-setup(  # resources/demo is data, listed as a package of its own so setuptools installs it without a warning
-    packages=[*packages, "embridge.resources", "embridge.resources.demo"],
+setup(  # resources/demo and icons are data, each listed as a package so setuptools installs it without a warning
+    packages=[*packages, "embridge.resources", "embridge.resources.demo", "embridge.resources.icons"],
     package_dir=FOLDERS,
-    package_data={"embridge.core": ["py.typed"], "embridge.resources.demo": ["*"]},
+    package_data={"embridge.core": ["py.typed"], "embridge.resources.demo": ["*"], "embridge.resources.icons": ["*"]},
 )

@@ -16,6 +16,7 @@ from PySide6.QtCore import QCoreApplication, Qt
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import QApplication
 
+from embridge.app.app_icon import app_icon
 from embridge.app.context import AppContext
 from embridge.app.error_path import ErrorReporter, setup_file_logging
 from embridge.app.main_window import MainWindow
@@ -45,7 +46,9 @@ def application() -> QApplication:
     QGuiApplication.setHighDpiScaleFactorRoundingPolicy(Qt.HighDpiScaleFactorRoundingPolicy.PassThrough)
     QCoreApplication.setOrganizationName(APP_NAME)
     QCoreApplication.setApplicationName(APP_NAME)
-    return QApplication(sys.argv[:1])
+    app = QApplication(sys.argv[:1])
+    app.setWindowIcon(app_icon())
+    return app
 
 
 def build_main_window(workspace: str | None = None) -> MainWindow:

@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
 )
 
 from embridge.app import dialogs
+from embridge.app.app_icon import app_icon
 from embridge.app.context import AppContext
 from embridge.app.jobs_panel import JobsPanel
 from embridge.app.logview import LogView
@@ -45,6 +46,7 @@ class MainWindow(QMainWindow):
         super().__init__()
         self.ctx = ctx
         self.setWindowTitle("Embridge")
+        self.setWindowIcon(app_icon())
         self.nav = QListWidget()
         self.nav.setMaximumWidth(180)
         self.nav.setMinimumWidth(140)

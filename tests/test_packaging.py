@@ -40,7 +40,8 @@ def test_wheel_installs_only_the_embridge_package(wheel: Path) -> None:
     top = {n.split("/")[0] for n in names}
     assert top == {"embridge", f"{wheel.name.split('-')[0]}-{wheel.name.split('-')[1]}.dist-info"}
     for expected in ("embridge/core/cli/main.py", "embridge/app/launch.py", "embridge/core/py.typed",
-                     "embridge/resources/demo/digits.npz", "embridge/resources/demo/bible-kjv-ylt.jsonl.gz"):
+                     "embridge/resources/demo/digits.npz", "embridge/resources/demo/bible-kjv-ylt.jsonl.gz",
+                     "embridge/resources/icons/embridge.svg"):
         assert expected in names
     assert not any(n.startswith(("embridge/tests/", "embridge/bench/")) for n in names)
 
