@@ -57,6 +57,9 @@ def violations(source: str, strict: bool) -> list[str]:
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.ImportFrom) and strict and (node.module or "").split(".")[0] in {"pickle", "dill"}:
             found.append(f"line {node.lineno}: from {node.module} import ...")
+        if isinstance(node, ast.ClassDef) and strict and any(_dotted(b).endswith("Unpickler") for b in node.bases) \
+                and not any(isinstance(f, ast.FunctionDef) and f.name == "find_class" for f in node.body):
+            found.append(f"line {node.lineno}: an Unpickler that does not restrict find_class")
         if isinstance(node, ast.ImportFrom) and node.module == "torch" and any(a.name == "load" for a in node.names):
             found.append(f"line {node.lineno}: from torch import load (hides the weights_only check)")
         if not isinstance(node, ast.Call):
@@ -95,6 +98,8 @@ def _keyword_is_false_or_absent(call: ast.Call, name: str) -> bool:
     ("import pickle\npickle.loads(b)\n", False, 0),
     ("from pickle import loads\n", True, 1),
     ("eval('1+1')\nexec('x=1')\n", True, 2),
+    ("import pickle\nclass U(pickle.Unpickler):\n    pass\n", True, 1),  # resolves any global: runs code
+    ("import pickle\nclass U(pickle.Unpickler):\n    def find_class(self, m, n):\n        raise E\n", True, 0),
     ("app.exec()\nmodel.eval()\n", True, 0),  # Qt's exec and torch's eval are methods, not the builtins
 ])
 def test_the_scanner_finds_what_it_should(source: str, strict: bool, expected: int) -> None:

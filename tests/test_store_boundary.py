@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SQL_CALLS = {"execute", "executemany", "executescript", "query"}
 # A PostgreSQL collection is a user's vector store, not the workspace: its client speaks SQL itself.
 EXTERNAL_DATABASES = {"core/connectors/pgvector_store.py", "core/connectors/pg_catalog.py",
-                      "core/connectors/pg_columns.py"}
+                      "core/connectors/pg_columns.py",
+                      "core/connectors/qdrant_local.py"}  # reads an embedded Qdrant folder's own SQLite file
 
 
 def _sources() -> list[Path]:

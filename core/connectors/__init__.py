@@ -53,6 +53,16 @@ def check_params(parsed: StoreURI, option: str) -> None:
                          f"not take (it takes: {takes})")
 
 
+def _lacks_marker(marker: Path) -> str | None:
+    """Why ``marker`` does not show a store: missing, or empty (a truncated database the library would set up
+    anew, reading the store as empty); None when it is there."""
+    if not marker.exists():
+        return f"no {marker.name}"
+    if marker.is_file() and marker.stat().st_size == 0:
+        return f"its {marker.name} is empty"
+    return None
+
+
 def open_store(uri: str | StoreURI, option: str = "--uri") -> Connector:
     """A connector for ``uri``; InputError naming the option for an unknown scheme or missing library."""
     parsed = uri if isinstance(uri, StoreURI) else StoreURI.parse(uri, option)
@@ -68,10 +78,10 @@ def open_store(uri: str | StoreURI, option: str = "--uri") -> Connector:
             cls.collection_name(parsed)  # a missing collection name is named before a missing folder
             raise InputError(option, f"no such store folder {parsed.path} (opening it would create an empty store)")
         marker = STORE_MARKERS.get(parsed.scheme)
-        if option in READ_OPTIONS and marker and not parsed.netloc and parsed.path.strip("/") and \
-                not (Path(parsed.path) / marker).exists():
+        lacks = _lacks_marker(Path(parsed.path) / marker) if marker and parsed.path.strip("/") else None
+        if option in READ_OPTIONS and lacks and not parsed.netloc:
             cls.collection_name(parsed)
-            raise InputError(option, f"{parsed.path} holds no {parsed.scheme} store (no {marker}; opening it would "
+            raise InputError(option, f"{parsed.path} holds no {parsed.scheme} store ({lacks}; opening it would "
                              f"write one there); check the folder and the scheme")
         return cls(parsed)
     except ModuleNotFoundError as exc:

@@ -49,11 +49,19 @@ class FaissConnector(Connector):
                 inner = faiss.downcast_index(index.index)
             else:
                 self._ids = np.arange(index.ntotal, dtype=np.int64)
+            if isinstance(faiss.downcast_index(inner), faiss.IndexIVFFastScan):  # faiss crashes reconstructing one
+                raise VectorStoreError(f"{self.path}: an IVF fast-scan index ({type(faiss.downcast_index(inner)).__name__}) "
+                                       "cannot give back its vectors (its packed codes have no reconstruction); read "
+                                       "the gallery from the store or file the index was built from")
             ivf = faiss.try_extract_index_ivf(inner)
-            if ivf is not None and inner is index:  # an IVF index's ids are its own (add_with_ids)
-                self._ids = self._ivf_ids(faiss, ivf)
-            elif ivf is not None:  # inside an IDMap: ids 0..n-1, mapped by the IDMap
-                ivf.make_direct_map()
+            try:
+                if ivf is not None and inner is index:  # an IVF index's ids are its own (add_with_ids)
+                    self._ids = self._ivf_ids(faiss, ivf)
+                elif ivf is not None:  # inside an IDMap: ids 0..n-1, mapped by the IDMap
+                    ivf.make_direct_map()
+            except RuntimeError as exc:  # e.g. an IDMap over an IVF whose own ids are not 0..n-1
+                raise VectorStoreError(f"{self.path}: this index cannot find its vectors by id "
+                                       f"({str(exc).splitlines()[0]})") from exc
             self._index, self._inner = index, inner
         return self._index
 

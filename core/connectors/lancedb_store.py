@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -36,7 +37,7 @@ from embridge.core.connectors.connector import (
     space_key,
 )
 from embridge.core.connectors.links import link_target, swap_link
-from embridge.core.errors import os_error_number
+from embridge.core.errors import EmbridgeError, first_line, os_error_number
 
 
 def _sql_literal(value: PointId) -> str:
@@ -94,8 +95,21 @@ class LanceDBConnector(Connector):
             if not self.exists():
                 raise VectorStoreError(f"{self.describe()}: no such table (tables: "
                                        f"{', '.join(self._names()) or 'none'})")
-            self._table = self.db.open_table(self.collection)
+            with self._readable():
+                self._table = self.db.open_table(self.collection)
         return self._table
+
+    @contextmanager
+    def _readable(self) -> Iterator[None]:
+        """Lance's own errors on a damaged table (a truncated data file, a broken manifest), named by the store."""
+        try:
+            yield
+        except EmbridgeError:
+            raise
+        except (RuntimeError, ValueError, OSError) as exc:
+            reason = re.sub(r",\s*/\S+\.rs:\d+:\d+", "", first_line(exc))  # not the Rust source line it came from
+            raise VectorStoreError(f"{self.describe()}: the table cannot be read, its files are damaged "
+                                   f"({reason})") from exc
 
     def _names(self) -> list[str]:
         listing = self.db.list_tables(limit=100_000)
@@ -105,7 +119,8 @@ class LanceDBConnector(Connector):
         return self._link(self.collection).exists() or self.collection in self._names()
 
     def count(self) -> int:
-        return int(self.table().count_rows())
+        with self._readable():
+            return int(self.table().count_rows())
 
     def dim(self) -> int | None:
         schema = self.table().schema
@@ -122,7 +137,8 @@ class LanceDBConnector(Connector):
         total = self.count()
         offset = int(cursor or 0)
         while offset < total:
-            page = self.table().search().offset(offset).limit(batch_size).to_arrow()
+            with self._readable():
+                page = self.table().search().offset(offset).limit(batch_size).to_arrow()
             if not page.num_rows:
                 return
             offset += page.num_rows
@@ -133,7 +149,8 @@ class LanceDBConnector(Connector):
         found: dict[PointId, tuple] = {}
         for start in range(0, len(ids), 1000):
             part = ", ".join(_sql_literal(v) for v in ids[start:start + 1000])
-            table = self.table().search().where(f"{self.id_col} IN ({part})").limit(None).to_arrow()
+            with self._readable():
+                table = self.table().search().where(f"{self.id_col} IN ({part})").limit(None).to_arrow()
             got = table_to_batch(table, self.id_col, self.vec_col, None, self.describe())
             found.update({i: (v, p) for i, v, p in zip(got.ids, got.vectors, got.payloads, strict=True)})
         order = [i for i in ids if i in found]
@@ -144,9 +161,10 @@ class LanceDBConnector(Connector):
         if SPACE_FIELD not in self.table().schema.names:
             return {"": self.count()} if self.count() else {}
         counts: dict[str, int] = {}
-        for rb in self.table().search().select([SPACE_FIELD]).limit(None).to_batches(65_536):
-            for value in map(space_key, rb.column(0).to_pylist()):
-                counts[value] = counts.get(value, 0) + 1
+        with self._readable():
+            for rb in self.table().search().select([SPACE_FIELD]).limit(None).to_batches(65_536):
+                for value in map(space_key, rb.column(0).to_pylist()):
+                    counts[value] = counts.get(value, 0) + 1
         return counts
 
     def create(self, dim: int, like: Connector | None = None, sample: Batch | None = None) -> None:

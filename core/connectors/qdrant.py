@@ -16,6 +16,7 @@ import json
 import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,6 +29,7 @@ from embridge.core.connectors.connector import (
     VectorStoreError,
     check_write_batch,
 )
+from embridge.core.connectors.qdrant_local import check_local_folder
 from embridge.core.errors import EmbridgeError, first_line
 
 STATE_COLLECTION = "embridge_state"
@@ -95,6 +97,7 @@ class QdrantConnector(Connector):
                 if not uri.path or uri.path == "/":
                     raise VectorStoreError(f"{uri.raw}: name the database folder, e.g. qdrant:///data/qdrant?collection=docs")
                 self.local_path = uri.path
+                check_local_folder(Path(uri.path), uri.raw)  # its pickles, before qdrant-client unpickles them
                 self.client = QdrantClient(path=uri.path)
         except EmbridgeError:
             raise
@@ -154,6 +157,9 @@ class QdrantConnector(Connector):
                                    "vector, so there is no vector of that name to pick; leave ?vector= out")
         else:
             params = vectors
+        if int(getattr(params, "size", 0) or 0) < 1:
+            raise VectorStoreError(f"{self.describe()}: the collection's settings give vectors of size "
+                                   f"{getattr(params, 'size', None)}; the store is damaged")
         if getattr(params, "multivector_config", None) is not None:
             which = f"vector '{self.vector_name}'" if self.vector_name else "vector"
             comparator = getattr(params.multivector_config.comparator, "name", params.multivector_config.comparator)
@@ -184,6 +190,15 @@ class QdrantConnector(Connector):
             raise VectorStoreError(f"{self.describe()}: point {record.id!r} has no {which}; every point needs one")
         return raw
 
+    def _matrix(self, records: list[Any], dim: int) -> np.ndarray:
+        """The records' vectors as rows; one whose length is not the collection's vector size is named."""
+        rows = [self._vector(r) for r in records]
+        for record, row in zip(records, rows, strict=True):
+            if len(row) != dim or not dim:
+                raise VectorStoreError(f"{self.describe()}: point {record.id!r} holds a {len(row)}-long vector where "
+                                       f"the collection's settings give vectors of size {dim}")
+        return np.asarray(rows, dtype=np.float32).reshape(-1, dim)
+
     def read_batches(self, batch_size: int, cursor: Any = None) -> Iterator[Batch]:
         """Cursor: Qdrant's own next-page offset (the next point id)."""
         name, dim = self._need(), self.dim() or 0
@@ -193,7 +208,7 @@ class QdrantConnector(Connector):
                                                  with_vectors=True)
             if not records:
                 return
-            vectors = np.asarray([self._vector(r) for r in records], dtype=np.float32).reshape(-1, dim)
+            vectors = self._matrix(records, dim)
             yield Batch([r.id for r in records], vectors, [dict(r.payload or {}) for r in records], offset)
             if offset is None:
                 return
@@ -202,7 +217,7 @@ class QdrantConnector(Connector):
         name, dim = self._need(), self.dim() or 0
         found = {r.id: r for r in self.client.retrieve(name, ids=list(ids), with_payload=True, with_vectors=True)}
         order = [i for i in ids if i in found]
-        vectors = np.asarray([self._vector(found[i]) for i in order], dtype=np.float32).reshape(-1, dim)
+        vectors = self._matrix([found[i] for i in order], dim)
         return Batch(order, vectors, [dict(found[i].payload or {}) for i in order])
 
     def space_counts(self) -> dict[str, int]:
