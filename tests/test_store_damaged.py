@@ -175,3 +175,25 @@ def test_an_id_map_over_an_ivf_with_ids_of_its_own_is_named(tmp_path: Path, caps
     faiss.write_index(mapped, str(path))
     code, _, err = cli(capsys, "import", "--workspace", _workspace(tmp_path), "--from", f"faiss://{path}")
     one_line(code, err, f"{path}: this index cannot find its vectors by id")  # it exited 3, "unexpected RuntimeError"
+
+
+def test_an_index_of_dimension_zero_and_empty_vectors_are_named_as_such(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A 0-d FAISS index of 5 points was 'no points' to import and '5 points' to check; a Parquet column of
+    empty lists read 'a 0-long vector among 0-long ones'."""
+    import faiss
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    index = faiss.IndexFlatL2(0)
+    index.add(np.zeros((5, 0), np.float32))
+    faiss.write_index(index, str(tmp_path / "zero.faiss"))
+    for argv in (("check", "--uri", f"faiss://{tmp_path / 'zero.faiss'}"),
+                 ("import", "--workspace", _workspace(tmp_path), "--from", f"faiss://{tmp_path / 'zero.faiss'}")):
+        code, _, err = cli(capsys, *argv)
+        one_line(code, err, "zero.faiss: the index's vectors have dimension 0")
+    (tmp_path / "pq").mkdir()
+    pq.write_table(pa.table({"id": [1, 2], "vector": pa.array([[], []], pa.list_(pa.float32()))}),
+                   tmp_path / "pq" / "part.parquet")
+    code, _, err = cli(capsys, "import", "--workspace", _workspace(tmp_path), "--from", f"parquet://{tmp_path / 'pq'}")
+    one_line(code, err, "row 0 (id 1): an empty vector")

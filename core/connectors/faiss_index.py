@@ -43,6 +43,8 @@ class FaissConnector(Connector):
                 index = faiss.read_index(str(self.path))
             except RuntimeError as exc:
                 raise VectorStoreError(f"{self.path}: not a readable FAISS index ({str(exc).splitlines()[0]})") from exc
+            if index.d < 1:
+                raise VectorStoreError(f"{self.path}: the index's vectors have dimension {index.d}")
             inner = index
             if hasattr(index, "id_map"):
                 self._ids = faiss.vector_to_array(index.id_map).astype(np.int64)
