@@ -197,3 +197,21 @@ def test_an_index_of_dimension_zero_and_empty_vectors_are_named_as_such(
                    tmp_path / "pq" / "part.parquet")
     code, _, err = cli(capsys, "import", "--workspace", _workspace(tmp_path), "--from", f"parquet://{tmp_path / 'pq'}")
     one_line(code, err, "row 0 (id 1): an empty vector")
+
+
+@pytest.mark.parametrize(("module", "name"), [
+    ("qdrant_client.http.models.models", "BaseModel"),  # imported there (pydantic's), not a Qdrant class
+    ("qdrant_client.http.models.models", "Enum.__new__"),  # a dotted path through what the module imported
+    ("builtins", "getattr"), ("builtins", "eval"), ("posix", "system"),
+])
+def test_the_point_unpickler_resolves_only_qdrants_own_classes(module: str, name: str) -> None:
+    import io
+
+    from embridge.core.connectors.qdrant_local import _PointUnpickler
+
+    with pytest.raises(pickle.UnpicklingError):
+        _PointUnpickler(io.BytesIO(b"")).find_class(module, name)
+    from qdrant_client import models
+
+    point = models.PointStruct(id=3, vector=[0.5, 0.25], payload={"n": 1, "t": "x"})
+    assert _PointUnpickler(io.BytesIO(pickle.dumps(point))).load() == point

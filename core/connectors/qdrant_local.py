@@ -26,8 +26,13 @@ ALLOWED_GLOBALS = {("copyreg", "_reconstructor"), ("builtins", "object"), ("buil
 
 class _PointUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> object:
-        if module.startswith(ALLOWED_MODULES) or (module, name) in ALLOWED_GLOBALS:
+        if (module, name) in ALLOWED_GLOBALS:
             return super().find_class(module, name)
+        if module.startswith(ALLOWED_MODULES) and "." not in name:  # no dotted path through what a module imported
+            found = super().find_class(module, name)
+            # a class qdrant defines (a model or an enum), not a function or a module it happens to import
+            if isinstance(found, type) and str(getattr(found, "__module__", "")).startswith(ALLOWED_MODULES):
+                return found
         raise pickle.UnpicklingError(f"{module}.{name}")
 
 
