@@ -248,3 +248,31 @@ def test_bad_backfill_inputs() -> None:
     assert isinstance(
         BackfillCurve("x", np.array([0.0, 1.0]), {"top1": np.array([0.2, 0.4])}).areas["top1"], float
     )
+
+
+def test_a_large_sample_is_ordered_least_confident_first_by_an_approximate_self_search(monkeypatch) -> None:
+    """The exact search of the sample against itself grew with its square: 65 s of a 200k-item report's 99 s.
+    Beyond the threshold the order comes from an approximate search, close to the exact one on clustered data;
+    a search asked to be exact stays exact."""
+    import embridge.core.report.backfill_curve as curve
+    from embridge.core.evaluation.search import SearchConfig
+
+    rng = np.random.default_rng(4)
+    centres = rng.standard_normal((60, 32)).astype(np.float32)
+    old = centres[rng.integers(0, 60, 6000)] + 0.4 * rng.standard_normal((6000, 32)).astype(np.float32)
+    adapted = old + 0.3 * rng.standard_normal(old.shape).astype(np.float32)
+    old, adapted = (x / np.linalg.norm(x, axis=1, keepdims=True) for x in (old, adapted))
+    exact = curve.self_margins(adapted, old, SearchConfig(method="exact"))
+    brute = (adapted * old).sum(axis=1) - np.max(np.where(np.eye(6000, dtype=bool), -np.inf, adapted @ old.T), axis=1)
+    np.testing.assert_allclose(exact, brute, atol=1e-5)
+    seen: list[SearchConfig] = []
+    real = curve.search
+    monkeypatch.setattr(curve, "search", lambda *a, config, **k: seen.append(config) or real(*a, config=config, **k))
+    monkeypatch.setattr(curve, "MARGIN_EXACT_MAX", 2000)
+    approx = curve.self_margins(adapted, old)
+    assert seen[-1].exact_max == 2000 and not seen[-1].measure_recall  # 6,000 > 2,000: the approximate search
+    tenth = 600
+    shared = np.intersect1d(np.argsort(approx)[:tenth], np.argsort(exact)[:tenth]).size / tenth
+    assert shared > 0.9, shared  # the least-confident tenth is nearly the same items
+    curve.self_margins(adapted, old, SearchConfig(method="exact"))
+    assert seen[-1].method == "exact"
