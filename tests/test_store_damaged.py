@@ -215,3 +215,23 @@ def test_the_point_unpickler_resolves_only_qdrants_own_classes(module: str, name
 
     point = models.PointStruct(id=3, vector=[0.5, 0.25], payload={"n": 1, "t": "x"})
     assert _PointUnpickler(io.BytesIO(pickle.dumps(point))).load() == point
+
+
+def test_a_qdrant_points_view_is_refused_as_what_the_client_reads_could_differ(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A view over the points (here with a row shown at random) gave the check clean rows and qdrant-client,
+    reading again, a pickle that ran code."""
+    uri = _qdrant_store(tmp_path / "q")
+    marker = tmp_path / "ran"
+    db = sqlite3.connect(tmp_path / "q" / "collection" / "docs" / "storage.sqlite")
+    with db:
+        db.execute("alter table points rename to real_points")
+        db.execute("create table extra (id text, point blob)")
+        db.execute("insert into extra values ('x', ?)", [pickle.dumps(_Touch(marker))])
+        db.execute("create view points (id, point) as select id, point from real_points "
+                   "union all select id, point from extra where abs(random()) % 2 = 0")
+    db.close()
+    for _ in range(4):
+        code, _, err = cli(capsys, "check", "--uri", uri)
+        one_line(code, err, "the points of storage.sqlite are not a plain table (view)")
+    assert not marker.exists()

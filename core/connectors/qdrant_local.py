@@ -54,12 +54,26 @@ def check_local_folder(path: Path, uri: str) -> None:
         _check_points(storage, uri, str(name))
 
 
+def _check_points_table(db: sqlite3.Connection, uri: str, name: str, storage: Path) -> None:
+    """``points`` must be a plain table: a view (or a computed column) can give the client other rows, say
+    by ``random()``, than the ones read here."""
+    row = db.execute("select type, sql from sqlite_master where name = 'points'").fetchone()
+    if row is None:
+        return  # no table: the read below names it
+    kind, sql = row[0], " ".join(str(row[1] or "").upper().split())
+    if kind != "table" or not sql.startswith("CREATE TABLE") or "GENERATED" in sql or " AS " in sql:
+        raise VectorStoreError(f"{uri}: collection '{name}': the points of {storage.name} are not a plain table "
+                               f"({kind}), which qdrant-client never writes; the folder is not opened (what it "
+                               "would unpickle could differ from what was checked)")
+
+
 def _check_points(storage: Path, uri: str, name: str) -> None:
     try:  # read-write, never created: a hot journal a killed writer left is rolled back, as qdrant-client would
         db = sqlite3.connect(f"{storage.resolve().as_uri()}?mode=rw", uri=True)
     except sqlite3.Error as exc:
         raise VectorStoreError(f"{uri}: collection '{name}': {storage} cannot be read ({exc})") from exc
     try:
+        _check_points_table(db, uri, name, storage)
         for rowid, blob in db.execute("select rowid, point from points"):
             try:
                 _PointUnpickler(io.BytesIO(blob)).load()
