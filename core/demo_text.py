@@ -195,9 +195,9 @@ def save_encoder(folder: Path, tokenizer: Any, weights: np.ndarray, prompt: str)
 
 def text_demo_problem() -> str | None:
     """Why the text demo cannot be built here (its encoders are sentence-transformers folders), or None."""
-    from embridge.core.models.text import sentence_transformers_available
+    from embridge.core.extras import installed  # found without importing torch: the Workspace page asks
 
-    if sentence_transformers_available():
+    if installed("sentence_transformers"):
         return None
     return f"the text demo needs the text extra (sentence-transformers); {install_hint('text')}"
 

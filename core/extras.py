@@ -17,6 +17,16 @@ EXTRA_OF = {
 }
 
 
+def installed(module: str) -> bool:
+    """Whether ``module`` can be imported here, found without importing it (nor torch with it)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a parent package missing, or a module set to None
+        return False
+
+
 def frozen() -> bool:
     """Whether this is the packaged (PyInstaller) desktop build."""
     return bool(getattr(sys, "frozen", False))

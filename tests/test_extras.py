@@ -27,7 +27,7 @@ def test_the_hint_names_the_extra_and_the_packaged_build_says_it_is_left_out(mon
                                     "with pip install 'embridge[text]'")
     from embridge.core.demo_text import text_demo_problem
 
-    monkeypatch.setattr("embridge.core.models.text.sentence_transformers_available", lambda: False)
+    monkeypatch.setattr("embridge.core.extras.installed", lambda module: module != "sentence_transformers")
     assert "packaged desktop build leaves the text extra out" in str(text_demo_problem())
 
 
@@ -72,7 +72,7 @@ def test_the_gui_self_test_runs_without_qt(tmp_path: Path) -> None:
 def test_the_text_demo_is_greyed_out_with_the_reason_where_it_cannot_be_built(
         qtbot: QtBot, window: MainWindow, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
         tmp_path: Path) -> None:
-    monkeypatch.setattr("embridge.core.models.text.sentence_transformers_available", lambda: False)
+    monkeypatch.setattr("embridge.core.extras.installed", lambda module: module != "sentence_transformers")
     assert main(["demo", "--kind", "text", "--workspace", str(tmp_path / "ws")]) == 1
     refused = capsys.readouterr().err.strip().splitlines()[-1]
     from embridge.app.pages.workspace_page import WorkspacePage

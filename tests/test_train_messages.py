@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from embridge.core.errors import InputError, TrainingError
+from embridge.core.errors import InputError
 from embridge.core.retrieval import l2_normalize
 from embridge.core.store import Workspace
 from embridge.core.train.runs import train_run
@@ -54,10 +54,12 @@ def test_too_few_pairs_advise_embedding_with_the_model_that_lacks_vectors(tmp_pa
 
 
 def test_one_class_is_named_as_one_class(tmp_path: Path) -> None:
-    with _workspace(tmp_path / "ws", 200, 1) as ws, pytest.raises(TrainingError) as refused:
-        train_run(ws, "bct", "old", "new", device="cpu")
-    assert "needs class labels (at least two classes) on the training pairs, which have only one class" in \
-        str(refused.value)
+    with _workspace(tmp_path / "ws", 200, 1) as ws:
+        with pytest.raises(InputError) as refused:
+            train_run(ws, "bct", "old", "new", device="cpu")
+        assert ws.runs() == []  # refused before a run was recorded
+    assert "BCT head trains a classifier and needs at least two classes; every labelled item of this workspace " \
+           "has the same label" in str(refused.value)
 
 
 def test_a_layer_no_epoch_improved_says_it_is_the_closed_form_start(tmp_path: Path) -> None:

@@ -8,7 +8,6 @@ names a module outside sentence-transformers is refused before the package sees 
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ import numpy as np
 import torch
 
 from embridge.core.errors import CheckpointError
-from embridge.core.extras import install_hint
+from embridge.core.extras import install_hint, installed
 from embridge.core.models.checkpoint_reader import first_line
 from embridge.core.models.text_batches import CHAR_BUDGET, char_lengths, length_batches
 from embridge.core.models.text_cuts import clipped
@@ -39,7 +38,7 @@ MISSING_PACKAGE = ("this is a sentence-transformers model but the sentence-trans
 
 
 def sentence_transformers_available() -> bool:
-    return importlib.util.find_spec("sentence_transformers") is not None
+    return installed("sentence_transformers")
 
 
 class SentenceTransformerEncoder:
