@@ -163,6 +163,7 @@ def test_a_zero_old_query_is_refused_as_a_zero_new_one_is(bundles: dict, tmp_pat
                  "--old-vectors", str(tmp_path / "old_zero.npy"), "--out", str(out)]) == 1
     err = capsys.readouterr().err
     assert "old_zero.npy: row 2 is all zeros (1 such row in this chunk)" in err and not out.exists(), err
+    assert len(err.strip().splitlines()) == 1, err  # the error alone: no 0% progress line before it
 
 
 def test_other_commands_on_a_bundle_only_install_say_what_is_missing(bundles: dict, tmp_path: Path) -> None:

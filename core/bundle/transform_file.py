@@ -175,7 +175,8 @@ def _apply(loaded: LoadedBundle, src: Path, x: np.ndarray, out: Path, old_vector
             _discard(partial, sidecar)
             raise
     try:
-        report(done, n, {"stage": "applying the bundle"})
+        if done:  # where a resumed run starts; a fresh one reports its first chunk, so a refused row is one line
+            report(done, n, {"stage": "applying the bundle"})
         while done < n:
             check_stop(should_stop)
             end = min(done + int(chunk_rows), n)
