@@ -314,3 +314,40 @@ def test_a_document_naming_a_key_twice_is_refused_not_half_read(ws: Workspace, t
         import_beir(ws, root)
     checkpoint(ws)
     assert snapshot(ws.root) == before
+
+
+def test_a_large_corpus_is_checked_and_stored_without_holding_its_records(ws: Workspace, tmp_path: Path) -> None:
+    """The whole corpus was parsed into records before anything was stored: about 0.7 KB a document (145 MB
+    live at 200k). Keys are held now, and the records are read again a chunk at a time to be stored."""
+    import tracemalloc
+
+    n = 60_000
+    corpus = [{"_id": f"doc-{i}", "title": f"Title {i}", "text": f"document number {i} " * 8,
+               "url": f"https://example.org/{i}"} for i in range(n)]
+    root = write_beir(tmp_path / "big", corpus=corpus, qrels={"test": [("q3", "doc-5", 1)]})
+    tracemalloc.start()
+    try:
+        summary = import_beir(ws, root)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert summary.documents == n and ws.split_counts()["gallery"] == n
+    assert peak < 40 * 2**20, peak / 2**20  # 62 MB when every record was held (30 MB now)
+
+
+def test_a_corpus_changed_between_its_check_and_its_storing_is_refused(ws: Workspace, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import embridge.core.beir_import as beir
+
+    root = write_beir(tmp_path / "b")
+    real = beir._read_qrels_folder
+
+    def read_then_change(folder: Path) -> object:  # after both files were checked, before they are stored
+        with (root / "corpus.jsonl").open("a") as fh:
+            fh.write(json.dumps({"_id": "late", "text": "written meanwhile"}) + "\n")
+        return real(folder)
+
+    monkeypatch.setattr(beir, "_read_qrels_folder", read_then_change)
+    with pytest.raises(ImportDataError, match="corpus.jsonl: changed while it was imported; nothing was stored"):
+        import_beir(ws, root)
+    assert ws.item_ids().size == 0 and not ws.has_judgments()  # the items stored before the end were rolled back
