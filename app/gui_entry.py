@@ -6,18 +6,16 @@ nothing from Qt itself, so it can say what to install before ``embridge.app.laun
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from collections.abc import Sequence
 
-INSTALL_HINT = "embridge-gui: the desktop app needs Qt (PySide6); install it with: pip install 'embridge[gui]'"
+from embridge.core.extras import install_hint, installed
+
+INSTALL_HINT = f"embridge-gui: the desktop app needs Qt (PySide6); {install_hint('gui')}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    try:
-        qt_found = importlib.util.find_spec("PySide6.QtWidgets") is not None
-    except ImportError:
-        qt_found = False
+    qt_found = installed("PySide6.QtWidgets")
     args = list(sys.argv[1:] if argv is None else argv)
     if not qt_found and "--self-test" in args:  # the headless pipeline check runs the engine alone: no Qt needed
         from embridge.core.selftest import self_test_main

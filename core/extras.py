@@ -18,12 +18,13 @@ EXTRA_OF = {
 
 
 def installed(module: str) -> bool:
-    """Whether ``module`` can be imported here, found without importing it (nor torch with it)."""
+    """Whether ``module`` can be imported here, found without importing it (nor torch with it); a blocked
+    module (None in ``sys.modules``) or a missing parent package is not."""
     import importlib.util
 
     try:
         return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):  # a parent package missing, or a module set to None
+    except (ImportError, ValueError):
         return False
 
 

@@ -27,6 +27,7 @@ import numpy as np
 from embridge.core.bundle.archive import BundleSource
 from embridge.core.bundle.manifest import PORTABLE_FILE
 from embridge.core.errors import BundleError, first_line
+from embridge.core.extras import installed
 from embridge.core.l2 import l2_normalize
 
 ONNX_FILE = "adapter.onnx"
@@ -87,22 +88,12 @@ def numpy_engine(tensors: dict[str, np.ndarray], manifest: dict[str, Any], where
     return run
 
 
-def importable(name: str) -> bool:
-    """Whether ``name`` could be imported here, without importing it."""
-    from importlib.util import find_spec
-
-    try:
-        return find_spec(name) is not None
-    except (ImportError, ValueError):  # blocked, or a placeholder left in sys.modules
-        return False
-
-
 def onnx_engine(src: BundleSource) -> Engine:
     """An onnxruntime session of ``adapter.onnx`` (CPU), fed float32 rows in batches."""
     try:
         import onnxruntime as ort
     except ImportError as exc:
-        other = ("or use --runtime torch" if importable("torch") else
+        other = ("or use --runtime torch" if installed("torch") else
                  "torch, which runs its TorchScript payload, is not installed either")
         raise BundleError(f"{src.path}: this bundle's torch-free runtime is ONNX, and onnxruntime is not "
                           f"installed (pip install onnxruntime); {other}") from exc

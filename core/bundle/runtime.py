@@ -22,6 +22,7 @@ from embridge.core.bundle import portable
 from embridge.core.bundle.archive import BundleLimits, BundleSource, open_bundle, read_npy
 from embridge.core.bundle.manifest import ADAPTER_FILE, check_integrity
 from embridge.core.errors import BundleError, VectorFileError, first_line
+from embridge.core.extras import installed
 from embridge.core.l2 import l2_normalize, prepare_input
 from embridge.core.progress import ProgressFn, StopFn
 
@@ -128,7 +129,7 @@ NO_TORCH = "torch is not installed"
 def torch_problem() -> str | None:
     """Why TorchScript cannot run here, or None: torch missing, or installed but failing to import (a
     missing CUDA library, a broken wheel), which the torch-free runtimes do not need."""
-    if not portable.importable("torch"):
+    if not installed("torch"):
         return NO_TORCH
     try:
         import torch  # noqa: F401
@@ -180,7 +181,7 @@ def choose_runtime(manifest: dict[str, Any], runtime: str = "auto") -> str:
         raise BundleError(f"--runtime must be one of {', '.join(portable.RUNTIMES)}, got {runtime!r}")
     entry = portable.portable_entry(manifest)
     if runtime == "auto":
-        if entry is None or (entry["runtime"] == "onnx" and not portable.importable("onnxruntime") and torch_available()):
+        if entry is None or (entry["runtime"] == "onnx" and not installed("onnxruntime") and torch_available()):
             return "torch"  # format 1, or an ONNX bundle on a machine with torch but no onnxruntime
         return entry["runtime"]
     if runtime != "torch" and (entry is None or entry.get("runtime") != runtime):

@@ -313,7 +313,7 @@ def table_to_batch(table: Any, id_col: str, vec_col: str, cursor: Any, where: st
             lengths = np.asarray(vec.value_lengths().to_numpy(zero_copy_only=False))
             width = int(lengths[0])
             if (lengths != width).any() or not width:
-                row = int(np.argmax(lengths != width)) if width else int(np.argmax(lengths == 0))
+                row = int(np.argmax(lengths != width)) if width else 0
                 what = (f"a {int(lengths[row])}-long vector among {width}-long ones" if width and lengths[row]
                         else "an empty vector")
                 raise VectorStoreError(f"{prefix}column '{vec_col}' row {first_row + row} (id {ids[row]!r}): {what}")

@@ -51,8 +51,9 @@ class FaissConnector(Connector):
                 inner = faiss.downcast_index(index.index)
             else:
                 self._ids = np.arange(index.ntotal, dtype=np.int64)
-            if isinstance(faiss.downcast_index(inner), faiss.IndexIVFFastScan):  # faiss crashes reconstructing one
-                raise VectorStoreError(f"{self.path}: an IVF fast-scan index ({type(faiss.downcast_index(inner)).__name__}) "
+            kind = faiss.downcast_index(inner)
+            if isinstance(kind, faiss.IndexIVFFastScan):  # faiss crashes reconstructing one
+                raise VectorStoreError(f"{self.path}: an IVF fast-scan index ({type(kind).__name__}) "
                                        "cannot give back its vectors (its packed codes have no reconstruction); read "
                                        "the gallery from the store or file the index was built from")
             ivf = faiss.try_extract_index_ivf(inner)

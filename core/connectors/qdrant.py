@@ -194,7 +194,7 @@ class QdrantConnector(Connector):
         """The records' vectors as rows; one whose length is not the collection's vector size is named."""
         rows = [self._vector(r) for r in records]
         for record, row in zip(records, rows, strict=True):
-            if len(row) != dim or not dim:
+            if len(row) != dim:  # a size under 1 was refused with the collection's settings
                 raise VectorStoreError(f"{self.describe()}: point {record.id!r} holds a {len(row)}-long vector where "
                                        f"the collection's settings give vectors of size {dim}")
         return np.asarray(rows, dtype=np.float32).reshape(-1, dim)

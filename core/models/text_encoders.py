@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from embridge.core.errors import CheckpointError
-from embridge.core.extras import install_hint
+from embridge.core.extras import install_hint, installed
 from embridge.core.models.checkpoint_reader import first_line
 from embridge.core.models.onnx_checks import check_run_output, input_types, pick_outputs
 from embridge.core.models.text_batches import TOKEN_BUDGET, length_batches
@@ -49,9 +49,8 @@ MISSING = "this is {what} model but the {package} package is not installed; " + 
 
 
 def _need(package: str, module: str, what: str, folder: Path) -> None:
-    import importlib.util
 
-    if importlib.util.find_spec(module) is None:
+    if not installed(module):
         raise CheckpointError(folder, MISSING.format(what=what, package=package))
 
 
