@@ -3,7 +3,6 @@ nothing written into them, and never a crash of the interpreter."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import pickle
 import sqlite3
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.workspace_files import snapshot
 from store_fixtures import cli, one_line
 
 D, N = 16, 300
@@ -28,11 +28,6 @@ def _workspace(tmp_path: Path) -> str:
     if not (tmp_path / "ws").exists():
         Workspace.create(tmp_path / "ws").close()
     return str(tmp_path / "ws")
-
-
-def _hashes(folder: Path) -> dict[str, str]:
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def _qdrant_store(path: Path) -> str:
@@ -67,11 +62,11 @@ def test_a_qdrant_folder_whose_pickles_would_run_code_is_refused_unopened(
     with db:
         db.execute("update points set point = ? where rowid = 7", [pickle.dumps(_Touch(marker))])
     db.close()
-    before = _hashes(tmp_path / "q")
+    before = snapshot(tmp_path / "q")
     for argv in (("check", "--uri", uri), ("import", "--workspace", _workspace(tmp_path), "--from", uri)):
         code, _, err = cli(capsys, *argv)
         one_line(code, err, uri, "row 7 of storage.sqlite", "pathlib", "which no Qdrant point holds")
-    assert not marker.exists() and _hashes(tmp_path / "q") == before
+    assert not marker.exists() and snapshot(tmp_path / "q") == before
 
 
 def test_a_qdrant_folder_a_killed_writer_left_a_hot_journal_in_is_read(tmp_path: Path,
