@@ -221,6 +221,28 @@ def test_a_refresh_keeps_the_users_picks_by_name_not_by_row(qtbot: QtBot, window
     qtbot.waitUntil(lambda: not window.ctx.jobs.running(), timeout=30_000)
 
 
+def test_a_refresh_leaves_the_run_box_on_a_run_without_a_report(qtbot: QtBot, window: MainWindow,
+                                                               demo_copy: Path) -> None:
+    """With the run picked on the Reports page still without a report, a refresh (F5, a job's end, the
+    watch) moved the Run box to the run of the newest report, so Build report built that run's."""
+    reported_run, report_id = outside_train_and_report(demo_copy)
+    with Workspace.open(demo_copy) as ws:
+        newer = int(train_run(ws, "affine", device="cpu")["run_id"])
+    window.watch.stop()
+    assert window.ctx.open_workspace(demo_copy)
+    reports = window.show_page("reports")
+    reports.run_combo.setCurrentIndex([r["id"] for r in reports._runs].index(newer))
+    reports.report_combo.setCurrentIndex(-1)  # what the run picked without a report shows
+    for _ in range(2):
+        window.refresh_pages()
+        assert reports.run_combo.currentText().startswith(f"run {newer} ")
+        assert reports.report is None and reports.report_combo.currentIndex() == -1
+    reports.run_combo.setCurrentIndex([r["id"] for r in reports._runs].index(reported_run))
+    window.refresh_pages()  # the run with a report: its report is the one shown
+    assert reports.report is not None and reports.report.report_id == report_id
+    qtbot.waitUntil(lambda: not window.ctx.jobs.running(), timeout=30_000)
+
+
 def test_the_transformed_gallery_is_offered_only_for_a_forward_layer(qtbot: QtBot, window: MainWindow,
                                                                     demo_copy: Path) -> None:
     """The Export page offered 'Transformed gallery: yes' for a backward layer, which the export then

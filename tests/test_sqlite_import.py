@@ -30,3 +30,16 @@ def test_a_process_that_loaded_pandas_keeps_it():
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
                          check=True).stdout
     assert out.split() == ["True", "True", "Database"]
+
+
+def test_a_thread_asking_while_another_loads_it_gets_the_whole_module():
+    """The app's start-up job loads sqlite-utils on a worker thread; a workspace opened meanwhile on the
+    GUI thread found the half-initialised module in ``sys.modules`` (no ``Database`` yet)."""
+    script = ("import sys, threading, time\nfrom embridge.core.store.sqlite_import import sqlite_utils\n"
+              "t = threading.Thread(target=sqlite_utils)\nt.start()\n"
+              "while 'sqlite_utils' not in sys.modules: time.sleep(0.0002)\n"
+              "print(hasattr(sqlite_utils(), 'Database'))\nt.join()")
+    for _ in range(3):
+        out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                             check=True).stdout
+        assert out.split() == ["True"]

@@ -347,8 +347,12 @@ class ReportsPage(Page):
         target = next((n for n, r in enumerate(self._reports) if r["id"] == wanted), None)
         if target is None and focus_moved:
             target = -1  # the run now in focus has no report yet: show none rather than another run's
-        elif target is None:
-            target = labels.index(current) if current in labels else 0
+        elif target is None and current in labels:
+            target = labels.index(current)
+        elif target is None:  # the run picked has no report on show: its newest, never another run's
+            run = self._runs[self.run_combo.currentIndex()]["id"] if 0 <= self.run_combo.currentIndex() < len(
+                self._runs) else None
+            target = next((n for n, r in enumerate(self._reports) if run is None or r.get("run_id") == run), -1)
         self._wanted = None
         self.report_combo.setCurrentIndex(target if labels else -1)
         self.report_combo.blockSignals(False)

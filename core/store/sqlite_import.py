@@ -18,6 +18,7 @@ from types import ModuleType
 
 _lock = threading.Lock()
 _IMPORTER = "sqlite_utils.db"
+_loaded: ModuleType | None = None  # set once the import has finished
 
 
 class _PandasHiddenFromSqliteUtils(importlib.abc.MetaPathFinder):
@@ -35,14 +36,17 @@ class _PandasHiddenFromSqliteUtils(importlib.abc.MetaPathFinder):
 
 
 def sqlite_utils() -> ModuleType:
-    """The ``sqlite_utils`` module, loaded on first use without pulling pandas in."""
-    module = sys.modules.get("sqlite_utils")
-    if module is not None:
-        return module
-    with _lock:
-        finder = _PandasHiddenFromSqliteUtils()
-        sys.meta_path.insert(0, finder)
-        try:
-            return importlib.import_module("sqlite_utils")
-        finally:
-            sys.meta_path.remove(finder)
+    """The ``sqlite_utils`` module, loaded on first use without pulling pandas in. Another thread asking
+    while it loads waits for it: ``sys.modules`` holds a module from the start of its import, before it
+    has its names (a workspace opened during the app's start-up job found no ``Database``)."""
+    global _loaded
+    if _loaded is None:
+        with _lock:
+            if _loaded is None:
+                finder = _PandasHiddenFromSqliteUtils()
+                sys.meta_path.insert(0, finder)
+                try:
+                    _loaded = importlib.import_module("sqlite_utils")
+                finally:
+                    sys.meta_path.remove(finder)
+    return _loaded
