@@ -54,13 +54,20 @@ def window(qtbot: QtBot, no_threads_left: None) -> Iterator[MainWindow]:
 
     application()
     win = build_main_window()
-    qtbot.addWidget(win)
+    leftover: list[str] = []
+
+    def end_jobs(_win: MainWindow) -> None:
+        """Before pytest-qt closes the window (ahead of this fixture's teardown): a job still running
+        would make closing ask for confirmation in a modal box, which nobody answers."""
+        leftover.extend(job.title for job in win.ctx.jobs.running() if job.visible)
+        win.ctx.jobs.shutdown(timeout_s=60.0)
+
+    qtbot.addWidget(win, before_close_func=end_jobs)
     win.show()
     _current.append(win)
     yield win
     _current.remove(win)
-    leftover = [job.title for job in win.ctx.jobs.running() if job.visible]
-    win.ctx.jobs.shutdown(timeout_s=60.0)
+    end_jobs(win)  # a test that closed the window itself
     close_error_dialogs(win)
     win.ctx.close_workspace(emit=False)
     win.log_view.detach()

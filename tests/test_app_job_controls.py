@@ -216,3 +216,73 @@ def test_report_and_plan_buttons_wait_for_their_job(qtbot: QtBot, window: MainWi
     gate.set()
     wait_for_jobs(qtbot, window)
     assert plan.plan_button.isEnabled() and plan.plan is not None
+
+
+def test_a_job_of_the_last_workspace_leaves_the_next_ones_buttons_free(
+        qtbot: QtBot, window: MainWindow, demo_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A report still running for the workspace closed kept Build report greyed in the one opened next
+    ('A report is being built') until it ended; the job's end then leaves a new job's button greyed."""
+    import shutil
+
+    import embridge.core.report.build as report_module
+
+    other = tmp_path / "other-ws"
+    shutil.copytree(demo_copy, other)
+    for path in (demo_copy, other):
+        with Workspace.open(path) as ws:
+            train_run(ws, "procrustes", device="cpu")
+    gate = threading.Event()
+    monkeypatch.setattr(report_module, "build_report", gated(gate, report_module.build_report))
+    try:
+        window.ctx.open_workspace(demo_copy)
+        reports = window.show_page("reports")
+        qtbot.waitUntil(reports.build_button.isEnabled, timeout=60_000)
+        click(qtbot, reports.build_button)
+        assert not reports.build_button.isEnabled()
+        window.ctx.open_workspace(other)
+        reports = window.show_page("reports")
+        assert reports.build_button.isEnabled()
+        click(qtbot, reports.build_button)  # the second workspace's own report: its button waits for it alone
+        assert not reports.build_button.isEnabled()
+    finally:
+        gate.set()
+    wait_for_jobs(qtbot, window)
+    assert reports.build_button.isEnabled()
+    for path in (demo_copy, other):
+        with Workspace.open(path) as ws:
+            assert len(ws.reports()) == 1
+
+
+def test_export_destination_is_checked_before_replace_is_asked_and_a_bare_name_lands_beside_the_suggestion(
+        qtbot: QtBot, window: MainWindow, demo_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The workspace folder as destination asked 'already exists. Replace it?' before it was refused; a bare
+    name was written in whatever folder the app was launched from; Verify selected ran twice on a double click."""
+    from app_fixtures import close_error_dialogs, error_dialogs
+
+    from embridge.app import dialogs
+
+    with Workspace.open(demo_copy) as ws:
+        train_run(ws, "procrustes", device="cpu")
+    questions: list[str] = []
+    monkeypatch.setattr(dialogs, "confirm", lambda parent, title, text: questions.append(text) or True)
+    monkeypatch.chdir(demo_copy / "vectors")  # a launch folder inside the workspace: a bare name must not go there
+    window.ctx.open_workspace(demo_copy)
+    export = window.show_page("export")
+    qtbot.waitUntil(export.build_button.isEnabled, timeout=60_000)
+    export.out.setText(str(demo_copy))
+    click(qtbot, export.build_button)
+    qtbot.waitUntil(lambda: bool(error_dialogs(window)), timeout=10_000)
+    assert questions == [] and "is the workspace" in error_dialogs(window)[0].message
+    close_error_dialogs(window)
+    export.out.setText("bare-name.zip")
+    click(qtbot, export.build_button)
+    wait_for_jobs(qtbot, window)
+    placed = demo_copy.resolve().parent / "bare-name.zip"
+    assert placed.is_file() and not (demo_copy / "vectors" / "bare-name.zip").exists() and not error_dialogs(window)
+    started = count_starts(window)
+    export.table.selectRow(0)
+    click(qtbot, export.verify_button)
+    click(qtbot, export.verify_button)
+    wait_for_jobs(qtbot, window)
+    assert [t for t in started if t.startswith("Verify")] == ["Verify bare-name.zip"]
+    assert export.details.toPlainText().count("verified") == 1

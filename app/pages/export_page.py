@@ -30,11 +30,12 @@ from embridge.app.pages.page import (
     run_label,
     select_run,
 )
-from embridge.app.pages.why_disabled import NO_RUNS, JobButton, enable
+from embridge.app.pages.why_disabled import NO_RUNS, VERIFYING_BUNDLE, JobButton, enable
 from embridge.core.bundle.measured import export_warnings
 from embridge.core.data_state import with_stale_notes
 from embridge.core.errors import InputError
 from embridge.core.formatting import capitalised
+from embridge.core.paths import check_output
 from embridge.core.progress import ProgressFn, StopFn
 from embridge.core.run_choice import run_choice
 from embridge.core.store import Workspace
@@ -86,6 +87,7 @@ class ExportPage(Page):
         self.open_button.clicked.connect(lambda: self._with_selected(self.open_bundle))
         self.migrate_store_button = QPushButton("&Migrate a store…")
         self.migrate_store_button.clicked.connect(self.open_store_migration)
+        self.verifying = JobButton(self.verify_button, VERIFYING_BUNDLE, lambda: None)  # one check at a time
         for button in (self.verify_button, self.verify_other, self.open_button, self.migrate_store_button):
             buttons.addWidget(button)
         buttons.addStretch(1)
@@ -161,12 +163,27 @@ class ExportPage(Page):
         if not 0 <= index < len(self._runs) or not self.out.text():
             self.ctx.reporter.report("Build bundle", "Choose a completed training run and a destination first.")
             return
-        out = self.out.text()
+        out = self._destination()
+        try:  # before asking to replace it: the workspace itself or a folder inside it is never replaced
+            check_output(out, label="Destination", workspace=self.ctx.ws.root if self.ctx.ws else None)
+        except InputError as exc:
+            self.ctx.reporter.report("Build bundle", str(exc))
+            return
         replace = Path(out).exists() or Path(out).is_symlink()
         if replace and not dialogs.confirm(self, "Replace bundle", f"{out} already exists. Replace it? Only an "
                                            "earlier bundle is replaced; anything else there is refused and kept."):
             return
         self.export(self._runs[index]["id"], out, GALLERY_CHOICES[self.gallery.currentText()], overwrite=replace)
+
+    def _destination(self) -> str:
+        """The Destination field as an absolute path: a bare name goes in the folder the suggested name is in
+        (the app's working folder is wherever it was launched from), and the field shows where."""
+        typed = Path(self.out.text()).expanduser()
+        if typed.is_absolute() or self.ctx.ws is None:
+            return str(typed)
+        placed = str((self._folder or Path(self.ctx.ws.root).resolve().parent) / typed)
+        self.out.setText(placed)
+        return placed
 
     def export(self, run_id: int, out: str, gallery: bool | None = None, overwrite: bool = False) -> None:
         """Write and verify a bundle in the background (the core publishes it only when complete);
@@ -194,7 +211,11 @@ class ExportPage(Page):
         self.building.started(self.ctx.run(f"Export bundle of run {run_id}", job, done))
 
     def verify(self, path: str) -> None:
-        """Check every hash and re-run the probes, in the background; the result shows below."""
+        """Check every hash and re-run the probes, in the background; the result shows below (one check at
+        a time: a second click would print the same result twice)."""
+        if self.verifying.job is not None:
+            self.ctx.reporter.report("Verify bundle", VERIFYING_BUNDLE)
+            return
 
         def job(on_progress: ProgressFn, should_stop: StopFn) -> dict[str, Any]:
             from embridge.core.bundle import verify_bundle
@@ -209,7 +230,7 @@ class ExportPage(Page):
             self._verified[str(path)] = (_stamp(path), text)  # shown with the bundle until its files change
             self.details.setPlainText(text + "\n\n" + self.details.toPlainText())
 
-        self.ctx.run_plain(f"Verify {Path(path).name}", job, done)
+        self.verifying.started(self.ctx.run_plain(f"Verify {Path(path).name}", job, done))
 
     def verify_chosen(self) -> None:
         path = dialogs.choose_file(self, "Verify a bundle", "Bundles (*.zip manifest.json);;All files (*)")
@@ -243,6 +264,8 @@ class ExportPage(Page):
     def reset(self) -> None:
         self._runs, self._bundles, self._suggested, self._folder, self._focus_seen = [], [], "", None, None
         self._verified, self._warnings = {}, {}
+        self.building.forget()
+        self.verifying.forget()
         self.run_combo.clear()
         self.out.setText("")
         self.run_info.setText("")

@@ -303,6 +303,7 @@ class PlanPage(Page):
         self.options.setRowCount(0)
         self.summary.setText("Make a plan to compare the options.")
         self.plot.clear("The partial-backfill curves of the run's report appear here.")
+        self.planning.forget()  # a job of the last workspace leaves this one free
         enable(self.plan_button, NO_RUNS)  # nothing to act on until a workspace with a run is open
 
     def refresh(self) -> None:

@@ -230,6 +230,7 @@ class ReportsPage(Page):
         self.report_combo.clear()
         self.report_combo.blockSignals(False)
         self.show_report(None)
+        self.building.forget()  # a job of the last workspace leaves this one free
         enable(self.build_button, NO_RUNS)  # nothing to act on until a workspace with a run is open
 
     def _report_chosen(self, index: int) -> None:

@@ -13,6 +13,7 @@ NO_TRAINING = "No training runs now."
 REPORTING = "A report is being built; wait for it to end (see Jobs): a second click would build it twice."
 PLANNING = "A plan is being made; wait for it to end (see Jobs): a second click would plan twice."
 VERIFYING = "The stored files are being checked; wait for it to end (see Jobs)."
+VERIFYING_BUNDLE = "A bundle is being verified; wait for it to end (see Jobs)."
 BUILDING_DEMO = "A demo workspace is being built; wait for it to end (see Jobs)."
 _OWN_TIP = "own_tooltip"  # the tooltip a button was given when it was made, kept as a property
 
@@ -39,13 +40,20 @@ class JobButton:
         """Hold ``job`` (None: it did not start) until it ends; returns it."""
         self.job = job
         if job is not None:
-            job.finished.connect(self._ended)
+            job.finished.connect(lambda _outcome: self._ended(job))
         self.show()
         return job
 
-    def _ended(self, _outcome: Any) -> None:
+    def forget(self) -> None:
+        """Another workspace is open: a job still running belongs to the last one (the Jobs panel shows
+        it) and keeps this page's button free; its end changes nothing here."""
         self.job = None
         self.show()
+
+    def _ended(self, job: Any) -> None:
+        if self.job is job:  # not a job of a workspace since closed, nor one started after it
+            self.job = None
+            self.show()
 
     def show(self) -> None:
         enable(self.button, self.idle() or (self.busy if self.job is not None else None))

@@ -153,6 +153,7 @@ class WorkspacePage(Page):
 
     def reset(self) -> None:
         self._verified = None  # a check told of the workspace as it was then: a reopened one shows none
+        self.verifying.forget()  # a check of the last workspace still running leaves this one's button free
 
     def forget_selected(self) -> None:
         item = self.recent.currentItem()
