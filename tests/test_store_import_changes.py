@@ -108,3 +108,47 @@ def test_import_refusals_name_the_store_uri_and_bytes_and_times_are_kept_readabl
         meta = {r["key"]: r["metadata"] for r in w.items()}
     assert meta["0"]["blob"] == "fffe00" and meta["2"]["blob"] == "6162"
     assert meta["1"]["ts"] == "2026-01-03T03:04:05.006000"
+
+
+def test_a_second_import_of_a_store_while_the_first_runs_is_refused_and_takes_nothing_back(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Two imports of one store at once: the second took the first one's fresh items for points seen twice
+    ('the point id ... occurs more than once') and its clean-up removed them, leaving the first one's vector
+    set pointing at items that no longer existed."""
+    import threading
+
+    from embridge.core.connectors.gallery_import import import_from_store
+
+    vectors = l2_normalize(np.random.default_rng(1).standard_normal((400, 8))).astype(np.float32)
+    folder, root = tmp_path / "pq" / "docs", tmp_path / "ws"
+    for n in range(4):  # four files: the first import pauses after its first batch's items
+        _write(folder, f"part-{n}.parquet", range(100 * n, 100 * (n + 1)), vectors[100 * n:100 * (n + 1)])
+    assert cli(capsys, "init", "--workspace", str(root))[0] == 0
+    uri = f"parquet://{folder}"
+    paused, go_on, outcome = threading.Event(), threading.Event(), {}
+
+    def progress(done: int, total: int, info: dict[str, Any]) -> None:
+        if done and not paused.is_set():
+            paused.set()
+            go_on.wait(30)
+
+    def first() -> None:
+        with Workspace.open(root) as ws:
+            outcome["result"] = import_from_store(ws, uri, model="v1", batch_size=100, on_progress=progress)
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    try:
+        assert paused.wait(30)
+        code, _, err = cli(capsys, "import", "-w", str(root), "--from", uri, "--model", "v1")
+    finally:
+        go_on.set()
+        thread.join(60)
+    lines = [line for line in err.splitlines() if not line.startswith("import:")]
+    assert code == 1 and len(lines) == 1 and "another process is importing" in lines[0], err
+    assert outcome["result"].count == 400
+    with Workspace.open(root) as ws:
+        items = ws.item_ids()
+        assert len(items) == 400
+        keys = [int(k) for k in ws.keys_of(items)]
+        np.testing.assert_array_equal(ws.vectors_for("v1", items), vectors[keys])

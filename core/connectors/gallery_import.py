@@ -29,6 +29,7 @@ import numpy as np
 from embridge.core.connectors import open_store
 from embridge.core.connectors.check import model_version, unfinished_migration
 from embridge.core.connectors.connector import SPACE_FIELD, Batch, Connector, VectorStoreError, space_key
+from embridge.core.connectors.import_lock import one_import_of
 from embridge.core.errors import ImportDataError, InputError, StoreError
 from embridge.core.keys import normalise_key, normalise_label
 from embridge.core.l2 import zero_rows
@@ -132,9 +133,11 @@ def import_from_store(ws: Workspace, uri: str, model: str | None = None, label_f
     report = on_progress or no_progress
     store = open_store(uri, "--from")
     try:
-        return _import(ws, store, uri, model, label_field, text_field, split, batch_size, report, should_stop)
+        with one_import_of(ws.root, uri):
+            return _import(ws, store, uri, model, label_field, text_field, split, batch_size, report, should_stop)
     finally:
         store.close()
+
 
 
 @dataclass
