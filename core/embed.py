@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from embridge.core.device import resolve_device
-from embridge.core.errors import Cancelled, InputError
+from embridge.core.errors import Cancelled, DiskFullError, InputError
 from embridge.core.l2 import zero_rows, zero_vectors_sentence
 from embridge.core.models import LoadedModel, ModelSpec, load_model, make_inputs
 from embridge.core.models.spec import role_of_split
@@ -146,6 +146,10 @@ def embed_items(workspace: Any, model_name: str, item_ids: Sequence[int] | np.nd
     except (Cancelled, KeyboardInterrupt):
         writer.release()
         raise  # completed chunks stay on disk for the next run
+    except DiskFullError as exc:  # the rows embedded so far are the costly part: kept for the next run
+        writer.release()
+        raise DiskFullError(f"{exc}; the {writer.done_rows} rows embedded so far are kept: free some space and "
+                            "run the command again to go on from them") from exc
     except BaseException:
         writer.abort()
         raise

@@ -60,6 +60,10 @@ class IntegrityError(StoreError):
     """A stored file no longer matches its recorded checksum or shape."""
 
 
+class DiskFullError(StoreError):
+    """The disk ran out of space mid-write: the work done so far is kept where it can be resumed."""
+
+
 class WorkspaceBusyError(StoreError):
     """Another process holds the workspace database for longer than the busy timeout."""
 

@@ -308,7 +308,7 @@ def test_file_size_limit_in_a_real_process(ws_path: Path, tmp_path: Path) -> Non
                            capture_output=True, text=True, timeout=60)
     assert child.returncode == 0, child.stderr
     outcome = json.loads(child.stdout)
-    assert outcome["error"] == "StoreError", outcome
+    assert outcome["error"] == "DiskFullError", outcome  # a StoreError
     assert "not enough disk space" in outcome["message"] and ".partial" in outcome["message"]
     assert snapshot(ws_path) == before_files and table_dump(ws_path) == before_rows
     with Workspace.open(ws_path) as ws:

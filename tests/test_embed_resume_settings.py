@@ -65,3 +65,48 @@ def test_a_model_added_again_with_other_prompts_does_not_resume_the_first_ones_r
         unprompted = ws.vectors_for("unprompted", ids)
     assert np.abs(clean - unprompted).max() > 1e-3  # the prompt changes every vector
     np.testing.assert_allclose(stored, clean, atol=1e-6)  # every row made with the second model's prompt
+
+
+def test_a_disk_full_when_the_set_is_finished_keeps_the_embedded_rows_for_the_rerun(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A disk that filled while a model embedded failed the commit (the id list was written only then,
+    and numpy's short write read as 'cannot finish (... requested and ... written)'), and every row
+    embedded was thrown away. The id list is written at the start now; a full disk at the end says so
+    and keeps the rows, and the rerun stores them without embedding one again."""
+    import errno
+
+    from embridge.core.errors import DiskFullError
+    from embridge.core.store import vector_matrix
+    from embridge.core.store.files import disk_error
+
+    assert isinstance(disk_error(OSError("8000 requested and 4096 written"), tmp_path, "finish"), DiskFullError)
+    folder = tiny_sentence_transformer(tmp_path / "st")
+    items = tmp_path / "items.jsonl"
+    items.write_text("".join(json.dumps({"key": f"k{i}", "text": f"{WORDS[i % 13]} {WORDS[(i * 7) % 13]}"}) + "\n"
+                             for i in range(30)))
+    real_save_state = vector_matrix.VectorSetWriter._save_state
+
+    def full_at_the_end(self: object, done: int, committing: list[str] | None = None) -> None:
+        if committing:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_save_state(self, done, committing)  # type: ignore[arg-type]
+
+    with Workspace.create(tmp_path / "ws") as ws:
+        import_items(ws, items, split="gallery")
+        ids = ws.item_ids()
+        add_model(ws, folder, "m", "new")
+        monkeypatch.setattr(vector_matrix.VectorSetWriter, "_save_state", full_at_the_end)
+        with pytest.raises(DiskFullError, match="not enough disk space.*the 30 rows embedded so far are kept"):
+            embed_items(ws, "m", ids, chunk_size=10, batch_size=5)
+        assert ws.vector_sets("m") == []
+        monkeypatch.undo()
+        embedded: list[int] = []
+        info = embed_items(ws, "m", ids, chunk_size=10, batch_size=5,
+                           on_progress=lambda done, total, _info=None: embedded.append(done))
+        assert info["count"] == 30 and max(embedded, default=30) == 30 and 10 not in embedded  # none again
+        reference = tmp_path / "ref"
+        with Workspace.create(reference) as again:
+            import_items(again, items, split="gallery")
+            add_model(again, folder, "m", "new")
+            embed_items(again, "m", again.item_ids(), chunk_size=10, batch_size=5)
+            np.testing.assert_array_equal(ws.vectors_for("m", ids), again.vectors_for("m", again.item_ids()))

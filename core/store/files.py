@@ -11,17 +11,21 @@ import errno
 import hashlib
 import io
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from embridge.core.errors import StoreError
+import numpy as np
+
+from embridge.core.errors import DiskFullError, StoreError
 from embridge.core.paths import TEMP_TAG_HEX, TMP_PREFIX, shown_path
 
 _HASH_BLOCK = 1 << 20
 DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+_SHORT_WRITE = re.compile(r"\d+ requested and \d+ written")
 
 
 def disk_error(exc: OSError, path: Path, action: str) -> StoreError:
@@ -29,8 +33,22 @@ def disk_error(exc: OSError, path: Path, action: str) -> StoreError:
     user never sees is named by its folder, the place a permission or the space is missing."""
     path = shown_path(path)
     if exc.errno in DISK_FULL:
-        return StoreError(f"{path}: not enough disk space to {action} ({exc.strerror})")
+        return DiskFullError(f"{path}: not enough disk space to {action} ({exc.strerror})")
+    if exc.errno is None and _SHORT_WRITE.fullmatch(str(exc)):  # numpy's tofile on a full disk: no errno
+        return DiskFullError(f"{path}: not enough disk space to {action} (the disk filled during the write)")
     return StoreError(f"{path}: cannot {action} ({exc.strerror or exc})")
+
+
+def save_npy_once(path: Path, array: np.ndarray) -> None:
+    """``np.save`` unless ``path`` already holds ``array`` (written when a job started, so that finishing it
+    needs no more disk space)."""
+    try:
+        held = np.load(path, mmap_mode="r", allow_pickle=False)
+        if held.dtype == array.dtype and np.array_equal(held, array):
+            return
+    except (OSError, ValueError):
+        pass
+    np.save(path, array)
 
 
 def sha256_file(path: str | Path) -> str:

@@ -33,6 +33,7 @@ from embridge.core.store.files import (
     disk_error,
     fsync_dir,
     publish,
+    save_npy_once,
     sha256_file,
 )
 from embridge.core.vector_spread import spread_problem
@@ -222,6 +223,7 @@ class VectorSetWriter:
             self._mm = np.lib.format.open_memmap(self._matrix, mode="w+", dtype=self.dtype,
                                                  shape=(len(self.ids), self.dim))
             _reserve(self._matrix)
+            np.save(self._ids_file, self.ids)  # now, so that a commit on a disk filled since needs no space
             with open(self._matrix, "rb") as fh:  # the .npy header: the hash of the file starts with it
                 self._hasher = hashlib.sha256(fh.read(self._mm.offset))
             self._save_state(0)
@@ -294,7 +296,7 @@ class VectorSetWriter:
         final_ids = self._final_dir / f"{stem}.ids.npy"
         try:
             self._mm.flush()
-            np.save(self._ids_file, self.ids)
+            save_npy_once(self._ids_file, self.ids)
             streamed = self._hasher is not None and self._hashed_rows == len(self.ids)
             sha = self._hasher.hexdigest() if streamed else sha256_file(self._matrix)
             ids_sha = sha256_file(self._ids_file)
