@@ -122,6 +122,8 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     _drop_tensors(copy("tf_missing_embeddings", bert), "word_embeddings")
     _drop_tensors(copy("st_missing_embeddings", st), "word_embeddings")
     _edit_config(copy("tf_layers_more", bert), num_hidden_layers=3)
+    _edit_config(copy("tf_layers_fewer", tiny_bert(root / "bert2", layers=2)), num_hidden_layers=1)
+    _edit_config(copy("tf_layers_zero", bert), num_hidden_layers=0)
     _edit_config(copy("tf_hidden_mismatch", bert), hidden_size=32, intermediate_size=64)
     _edit_config(copy("tf_vocab_small", bert), vocab_size=5)
     _edit_config(copy("tf_maxpos_tiny", bert), max_position_embeddings=4)
@@ -281,6 +283,19 @@ def test_a_config_asking_for_a_huge_model_is_refused_before_it_is_allocated(
     line = _refused_at_add(tmp_path, capfd, hostile["tf_config_huge"], own_process=True)
     assert "tf_config_huge/model.safetensors: holds " in line
     assert "but config.json describes a model of " in line and "the config does not belong to these weights" in line
+
+
+def test_a_config_with_fewer_layers_than_its_weights_is_refused_at_add(
+        tmp_path: Path, capfd: pytest.CaptureFixture[str], hostile: dict[str, Path]) -> None:
+    """A config.json of one layer beside the weights of two was accepted: the second layer's tensors were
+    never read (taken for a task head) and every vector came from half the model. Zero layers embedded
+    with the bare embedding table."""
+    line = _refused_at_add(tmp_path, capfd, hostile["tf_layers_fewer"], own_process=True)
+    assert ("tf_layers_fewer/model.safetensors: holds 16 tensors of layers config.json leaves out "
+            "(encoder.layer.1.attention.output.LayerNorm.bias, ") in line
+    (tmp_path / "zero").mkdir()
+    line = _refused_at_add(tmp_path / "zero", capfd, hostile["tf_layers_zero"], own_process=True)
+    assert "tf_layers_zero/config.json: num_hidden_layers is 0; an encoder has at least one layer" in line
 
 
 def test_a_config_asking_for_a_hundred_thousand_layers_is_refused_before_they_are_built(

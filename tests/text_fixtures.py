@@ -17,8 +17,8 @@ TEXTS = ["the cat sat on the mat", "a dog", "the old man and the sea", "bird san
          "a boat on the river flows to the sea, the old man sang"]
 
 
-def tiny_bert(folder: Path, seed: int = 0, hidden: int = 16) -> Path:
-    """A one-layer BERT with a written WordPiece vocabulary, saved as a plain transformers folder."""
+def tiny_bert(folder: Path, seed: int = 0, hidden: int = 16, layers: int = 1) -> Path:
+    """A BERT (one layer unless told) with a written WordPiece vocabulary, saved as a plain transformers folder."""
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -27,7 +27,7 @@ def tiny_bert(folder: Path, seed: int = 0, hidden: int = 16) -> Path:
     # the vocabulary as a mapping: transformers 5 ignores a vocab_file given to the fast tokenizer (every
     # word would be [UNK]); saved, the folder still carries vocab.txt as a real BERT folder does
     tokenizer = BertTokenizerFast(vocab={word: i for i, word in enumerate(VOCAB)})
-    config = BertConfig(vocab_size=len(VOCAB), hidden_size=hidden, num_hidden_layers=1, num_attention_heads=2,
+    config = BertConfig(vocab_size=len(VOCAB), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
                         intermediate_size=2 * hidden, max_position_embeddings=64)
     torch.manual_seed(seed)
     BertModel(config).eval().save_pretrained(str(folder), safe_serialization=True)

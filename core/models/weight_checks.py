@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -85,7 +86,8 @@ def harmless_prefixes(decoder_unused: bool) -> tuple[str, ...]:
     return HARMLESS_MISSING + (("decoder.", "lm_head.") if decoder_unused else ())
 
 
-def check_loading_info(folder: Path, info: Mapping[str, Any], decoder_unused: bool = False) -> None:
+def check_loading_info(folder: Path, info: Mapping[str, Any], decoder_unused: bool = False,
+                       loaded: Iterable[str] = ()) -> None:
     """Raise one line naming the weights file when tensors the config needs are missing or mis-shaped.
 
     ``decoder_unused``: an encoder-decoder config (T5 and kin), whose encoder alone embeds (as
@@ -103,9 +105,29 @@ def check_loading_info(folder: Path, info: Mapping[str, Any], decoder_unused: bo
     if missing:
         raise CheckpointError(file, f"lacks {len(missing)} tensor{'s' if len(missing) > 1 else ''} that config.json needs ({_names(missing)}); "
                               "they would be filled with random values")
+    left_out = _layers_left_out(info.get("unexpected_keys") or (), loaded)
+    if left_out:
+        raise CheckpointError(file, f"holds {len(left_out)} tensor{'s' if len(left_out) > 1 else ''} of layers "
+                              f"config.json leaves out ({_names(left_out)}); the model would embed without them. "
+                              "Use the config.json these weights were saved with")
     errors = info.get("error_msgs") or ()
     if errors:
         raise CheckpointError(file, f"cannot be loaded ({first_line(RuntimeError(errors[0]))})")
+
+
+_INDEX = re.compile(r"(?<=\.)\d+(?=\.)")
+
+
+def _layers_left_out(unexpected: Iterable[str], loaded: Iterable[str]) -> list[str]:
+    """Unused tensors of a numbered layer the model has others of (``encoder.layer.1.*`` beside a loaded
+    ``encoder.layer.0.*``): a config with fewer layers than the file, not a task head the model never runs."""
+    patterns = {_INDEX.sub("#", key) for key in loaded}
+    out = []
+    for key in map(str, unexpected):
+        shape = _INDEX.sub("#", key)
+        if shape != key and (shape in patterns or shape.partition(".")[2] in patterns):  # a base-model prefix
+            out.append(key)
+    return out
 
 
 def _stored_values(folder: Path) -> int | None:
@@ -141,6 +163,9 @@ def check_model_size(folder: Path) -> None:
         except Exception:  # the load itself reports a config it cannot build, in one line
             return
         layers = getattr(config, "num_hidden_layers", None)
+        if isinstance(layers, int) and layers < 1:  # the bare embedding table would be the "model"
+            raise CheckpointError(folder / "config.json", f"num_hidden_layers is {layers}; an encoder has at least "
+                                  "one layer")
         if isinstance(layers, int) and layers > MAX_LAYERS:  # built one module a layer even on the meta device
             raise CheckpointError(folder / "config.json", f"num_hidden_layers is {layers:,}; the deepest models have "
                                   f"a few hundred, and more than {MAX_LAYERS:,} are refused before they are built")
@@ -169,7 +194,8 @@ def load_checked_model(folder: Path) -> Any:
                                                     output_loading_info=True)
         except Exception as exc:  # transformers raises many types for broken folders
             raise CheckpointError(folder, f"cannot load the transformers model ({first_line(exc)})") from exc
-    check_loading_info(folder, info, decoder_unused=bool(getattr(model.config, "is_encoder_decoder", False)))
+    check_loading_info(folder, info, decoder_unused=bool(getattr(model.config, "is_encoder_decoder", False)),
+                       loaded=model.state_dict().keys())
     return model
 
 
