@@ -53,6 +53,12 @@ def test_missing_and_empty_files(tmp_path: Path) -> None:
     (tmp_path / "empty.pt").write_bytes(b"")
     with pytest.raises(CheckpointError, match=r"empty\.pt: file is empty"):
         describe_model(tmp_path / "empty.pt")
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")  # a loop of links, and a link to nothing: not "not found"
+    with pytest.raises(CheckpointError, match=r"loop: is a link that cannot be followed \(Too many levels"):
+        describe_model(tmp_path / "loop")
+    (tmp_path / "dangling.pt").symlink_to(tmp_path / "absent.pt")
+    with pytest.raises(CheckpointError, match=r"dangling\.pt: is a link that cannot be followed \(No such file"):
+        describe_model(tmp_path / "dangling.pt")
 
 
 def test_random_bytes_are_reported_as_unreadable(tmp_path: Path) -> None:

@@ -161,7 +161,7 @@ def test_chosen_fraction_reads_the_curve_between_points() -> None:
     assert not measured["interpolated"] and measured["title"] == "Partial backfill to β = 0.25 (random order)"
     # β = 0.3 falls short of the target (0.855): the reason says so rather than speaking of every β
     assert plan.recommendation == "full_backfill" and "no partial backfill reaches" not in plan.reason
-    assert "the partial backfill at β = 0.30 (--fraction) reaches top-1 0.720" in plan.reason
+    assert "the partial backfill at β = 0.30 (the fraction given) reaches top-1 0.720" in plan.reason
     assert "no partial backfill reaches" in plan_from_report(report, RATE).reason  # true without --fraction
     with pytest.raises(InputError, match="between 0 and 1"):
         plan_from_report(report, RATE, fraction=1.5)
@@ -491,7 +491,7 @@ def test_a_fraction_that_gives_no_partial_backfill_is_said_to_not_that_none_reac
     assert plan_from_report(report, RATE).recommendation == "partial_backfill"
     plan = plan_from_report(report, RATE, fraction=fraction)
     assert plan.recommendation == "full_backfill" and "partial_backfill" not in options(plan)
-    assert f"--fraction {fraction:g} gives no partial backfill to weigh" in plan.reason
+    assert f"the fraction given, {fraction:g}, gives no partial backfill to weigh" in plan.reason
     assert "no partial backfill reaches" not in plan.reason
 
 

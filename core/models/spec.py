@@ -109,6 +109,11 @@ def require_exists(path: str | Path) -> Path:
     """The checkpoint path, refused when missing, empty, or neither a regular file nor a folder (a FIFO)."""
     p = Path(path)
     if not p.exists():
+        try:
+            p.stat()
+        except OSError as exc:  # a link whose target is gone, or a loop of links, is not "not found"
+            if p.is_symlink():
+                raise CheckpointError(p, f"is a link that cannot be followed ({exc.strerror})") from None
         raise CheckpointError(p, "file not found")
     try:
         check_regular(p, "checkpoint")

@@ -133,15 +133,15 @@ def plan_reason(plan: Mapping[str, Any], choice: Mapping[str, Any], report: Repo
                 f"protocol, so re-embed all {choice['items_embedded']} items ({format_duration(choice['time_s'])}).")
     forced = next((o for o in plan["options"] if o["name"] == "partial_backfill"), None)
     if forced is None and fraction is not None:  # no partial option at that β: nothing was searched either
-        return (f"Full backfill: {why}, and --fraction {fraction:g} gives no partial backfill to weigh (β = 0 is the "
-                "layer alone, β = 1 the full backfill, and a share under one item re-embeds none); without "
-                f"--fraction the plan looks for the smallest β that reaches {format_share(target_share, 0)} of the "
+        return (f"Full backfill: {why}, and the fraction given, {fraction:g}, gives no partial backfill to weigh "
+                "(β = 0 is the layer alone, β = 1 the full backfill, and a share under one item re-embeds none); with no "
+                f"fraction given the plan looks for the smallest β that reaches {format_share(target_share, 0)} of the "
                 f"full backfill's {m} ({ceiling:.3f}). Re-embed all {choice['items_embedded']} items "
                 f"({format_duration(choice['time_s'])}).")
     if forced is not None and fraction is not None:  # the user's β, not a search for the smallest one
-        return (f"Full backfill: {why}, and the partial backfill at β = {format_beta(fraction)} (--fraction) reaches {m} "
-                f"{forced['quality'][metric]:.3f}, short of {format_share(target_share, 0)} of the full backfill's "
-                f"{ceiling:.3f}; without --fraction the plan looks for the smallest β that reaches it. Re-embed all "
+        return (f"Full backfill: {why}, and the partial backfill at β = {format_beta(fraction)} (the fraction given) "
+                f"reaches {m} {forced['quality'][metric]:.3f}, short of {format_share(target_share, 0)} of the full backfill's "
+                f"{ceiling:.3f}; with no fraction given the plan looks for the smallest β that reaches it. Re-embed all "
                 f"{choice['items_embedded']} items ({format_duration(choice['time_s'])}).")
     return (f"Full backfill: {why}, and no partial backfill reaches {format_share(target_share, 0)} of the full backfill's "
             f"{m} ({ceiling:.3f}) short of re-embedding everything; re-embed all {choice['items_embedded']} items "
