@@ -138,6 +138,7 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     _edit_config(copy("tf_layers_huge", bert), num_hidden_layers=100_000)  # minutes and GBs to count
     _edit_config(copy("tf_intermediate_zero", bert), intermediate_size=0)  # torch's notice came first
     (copy("tf_tokenizer_json_bad", bert) / "tokenizer.json").write_text("{ bad")
+    (copy("tf_tokenizer_json_empty", bert) / "tokenizer.json").write_text("{}")
     dense = copy("st_dense_activation", st)
     (dense / "3_Dense").mkdir()
     write_json(dense / "3_Dense" / "config.json", {"in_features": 16, "out_features": 16, "bias": True,
@@ -261,6 +262,7 @@ def test_an_onnx_graph_failing_on_any_text_is_named_not_its_tokenizer(
     ("st_dense_activation", "3_Dense/config.json", "activation_function 'os.system' is not a torch activation"),
     # the folder was named, not the file the tokenizer could not read
     ("tf_tokenizer_json_bad", "tokenizer.json", "is not readable JSON (Expecting property name enclosed in double quotes"),
+    ("tf_tokenizer_json_empty", "tokenizer.json", "lacks the field 'added_tokens' a tokenizer file has"),
 ])
 def test_malformed_folders_are_one_line_not_a_bug(tmp_path: Path, capfd: pytest.CaptureFixture[str],
                                                   hostile: dict[str, Path], name: str, named: str,

@@ -274,7 +274,21 @@ def tokenizer_error(folder: Path, exc: BaseException) -> CheckpointError:
             except (OSError, UnicodeDecodeError, ValueError) as bad:
                 return CheckpointError(file, f"is not readable JSON ({first_line(bad)}), so the tokenizer cannot "
                                        "be loaded")
+    if isinstance(exc, KeyError) and exc.args and _lacks(folder / "tokenizer.json", exc.args[0]):
+        return CheckpointError(folder / "tokenizer.json", f"lacks the field {exc.args[0]!r} a tokenizer file has, so "
+                               "the tokenizer cannot be loaded")
     return CheckpointError(folder, f"cannot load the tokenizer ({first_line(exc)})")
+
+
+def _lacks(file: Path, key: object) -> bool:
+    """Whether ``file`` is a JSON object without the top-level ``key`` (what a KeyError of its loader named)."""
+    import json
+
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(data, dict) and key not in data
 
 
 def config_problem(folder: Path) -> None:
