@@ -371,6 +371,33 @@ def test_no_space_mid_write_keeps_progress(ws_path: Path, reference_sha: str,
     ws.close()
 
 
+def test_no_space_for_the_progress_record_leaves_the_count_at_the_rows_recorded(
+        ws_path: Path, reference_sha: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The count went up before the progress was recorded: a full disk there made the writer (and the
+    error's 'N rows are kept') claim a chunk that a resume does not find."""
+    ws, _ = _with_small_set(ws_path)
+    data = expected_vectors(ROWS, DIM, SEED)
+    writer = ws.vector_set_writer("m", ws.item_ids(), DIM, name="big", resume_key="count")
+    writer.write(0, data[:CHUNK])
+    real = vectors_module.atomic_write_text
+
+    def no_space(path: object, text: str) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(vectors_module, "atomic_write_text", no_space)
+    with pytest.raises(StoreError, match="not enough disk space"):
+        writer.write(CHUNK, data[CHUNK:2 * CHUNK])
+    assert writer.done_rows == CHUNK
+    writer.release()
+    monkeypatch.setattr(vectors_module, "atomic_write_text", real)
+    resumed = ws.vector_set_writer("m", ws.item_ids(), DIM, name="big", resume_key="count")
+    assert resumed.done_rows == CHUNK
+    for start in range(CHUNK, ROWS, CHUNK):
+        resumed.write(start, data[start:start + CHUNK])
+    assert resumed.commit()["sha256"] == reference_sha
+    ws.close()
+
+
 @pytest.mark.parametrize("failing_call", [1, 2])
 def test_no_space_while_publishing_then_commit_again(ws_path: Path, reference_sha: str,
                                                      monkeypatch: pytest.MonkeyPatch, failing_call: int) -> None:

@@ -67,16 +67,18 @@ def test_a_model_added_again_with_other_prompts_does_not_resume_the_first_ones_r
     np.testing.assert_allclose(stored, clean, atol=1e-6)  # every row made with the second model's prompt
 
 
+@pytest.mark.parametrize("full", ["vector folder", "database"])
 def test_a_disk_full_when_the_set_is_finished_keeps_the_embedded_rows_for_the_rerun(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, full: str) -> None:
     """A disk that filled while a model embedded failed the commit (the id list was written only then,
     and numpy's short write read as 'cannot finish (... requested and ... written)'), and every row
     embedded was thrown away. The id list is written at the start now; a full disk at the end says so
     and keeps the rows, and the rerun stores them without embedding one again."""
     import errno
+    import sqlite3
 
     from embridge.core.errors import DiskFullError
-    from embridge.core.store import vector_matrix
+    from embridge.core.store import sqlite_errors, vector_matrix
     from embridge.core.store.files import disk_error
 
     assert isinstance(disk_error(OSError("8000 requested and 4096 written"), tmp_path, "finish"), DiskFullError)
@@ -91,12 +93,20 @@ def test_a_disk_full_when_the_set_is_finished_keeps_the_embedded_rows_for_the_re
             raise OSError(errno.ENOSPC, "No space left on device")
         real_save_state(self, done, committing)  # type: ignore[arg-type]
 
+    def database_full(*args: object) -> None:  # SQLite's words when the database's disk is the full one
+        raise sqlite3.OperationalError("database or disk is full")
+
     with Workspace.create(tmp_path / "ws") as ws:
         import_items(ws, items, split="gallery")
         ids = ws.item_ids()
         add_model(ws, folder, "m", "new")
-        monkeypatch.setattr(vector_matrix.VectorSetWriter, "_save_state", full_at_the_end)
-        with pytest.raises(DiskFullError, match="not enough disk space.*the 30 rows embedded so far are kept"):
+        if full == "database":
+            monkeypatch.setattr(Workspace, "check_model_kept", database_full)
+            monkeypatch.setattr(sqlite_errors, "free_bytes", lambda folder: 4096)
+        else:
+            monkeypatch.setattr(vector_matrix.VectorSetWriter, "_save_state", full_at_the_end)
+        with pytest.raises(DiskFullError, match="(not enough disk space|no space left).*the 30 rows embedded so "
+                                                "far are kept"):
             embed_items(ws, "m", ids, chunk_size=10, batch_size=5)
         assert ws.vector_sets("m") == []
         monkeypatch.undo()

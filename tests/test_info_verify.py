@@ -98,3 +98,24 @@ def test_a_pipe_or_a_folder_in_place_of_a_file_is_named_not_read(demo_copy: Path
     bad = {f["path"]: f["problem"] for f in check["files"] if not f["ok"]}
     assert code == 1 and bad == {str(vectors): "is not a regular file (a pipe, socket or device)",
                                  str(ids): "is a folder where a file was stored"}
+
+
+def test_an_id_list_naming_items_the_database_lost_is_damage(demo_copy: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """Items gone from under a vector set (a database restored from an older backup; a clean-up that once
+    removed another process's items) said 'all intact': the set's files still matched their hashes."""
+    with Workspace.open(demo_copy) as ws:
+        vector_set = ws.vector_sets()[0]
+        ids_file = str(Path(ws.root) / vector_set["ids_file"])
+        gone = int(ws.item_ids()[-1])
+    conn = sqlite3.connect(demo_copy / "embridge.db")
+    with conn:
+        conn.execute("pragma foreign_keys = off")
+        conn.execute("delete from items where id = ?", [gone])
+    conn.close()
+    before = _tree_hashes(demo_copy)
+    code, check = _verify(capsys, demo_copy)
+    assert code == 1 and not check["ok"]
+    bad = {f["path"]: f for f in check["files"] if not f["ok"]}
+    assert ids_file in bad and f"names 1 item the workspace does not hold (item id {gone}" in bad[ids_file]["problem"]
+    assert _tree_hashes(demo_copy) == before

@@ -140,7 +140,7 @@ def test_a_second_import_of_a_store_while_the_first_runs_is_refused_and_takes_no
     thread.start()
     try:
         assert paused.wait(30)
-        code, _, err = cli(capsys, "import", "-w", str(root), "--from", uri, "--model", "v1")
+        code, _, err = cli(capsys, "import", "-w", str(root), "--from", uri + "/", "--model", "v1")  # one store
     finally:
         go_on.set()
         thread.join(60)

@@ -20,9 +20,10 @@ from embridge.core.store.files import disk_error
 
 
 @contextmanager
-def one_import_of(root: Path, uri: str) -> Iterator[None]:
-    """Hold the lock of importing ``uri`` into the workspace at ``root``; refuse at once when it is held."""
-    key = hashlib.sha256(f"store:{uri}".encode()).hexdigest()[:16]
+def one_import_of(root: Path, uri: str, store_key: str) -> Iterator[None]:
+    """Hold the lock of importing ``uri`` into the workspace at ``root``; refuse at once when it is held.
+    ``store_key``: one spelling of the store and collection (``db/`` and ``db`` are one store)."""
+    key = hashlib.sha256(store_key.encode()).hexdigest()[:16]
     lock = Path(root) / "vectors" / ".partial" / f"import-from-store-{key}.lock"
 
     def busy() -> Exception:

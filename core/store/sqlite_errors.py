@@ -12,7 +12,7 @@ import shutil
 import sqlite3
 from pathlib import Path
 
-from embridge.core.errors import StoreError, WorkspaceBusyError
+from embridge.core.errors import DiskFullError, StoreError, WorkspaceBusyError
 
 LOW_SPACE_BYTES = 1 << 20  # under this much free space, a failed write is put down to the full disk
 
@@ -54,7 +54,7 @@ def translate(exc: sqlite3.DatabaseError, db_path: Path) -> Exception:
                           "or a change writes to it; copy the workspace to a writable folder")
     free = free_bytes(folder)
     if ("disk i/o" in text or "full" in text) and free is not None and free < LOW_SPACE_BYTES:
-        return StoreError(f"{db_path}: no space left on the disk holding the workspace ({free:,} bytes were free "
+        return DiskFullError(f"{db_path}: no space left on the disk holding the workspace ({free:,} bytes were free "
                           "when the write failed); "
                           "free some space and run the command again (the write that failed was undone)")
     return StoreError(f"{db_path}: {exc}")

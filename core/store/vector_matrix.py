@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from embridge.core.errors import IntegrityError, VectorFileError, WorkspaceBusyError
+from embridge.core.errors import IntegrityError, StoreError, VectorFileError, WorkspaceBusyError
 from embridge.core.paths import is_real_dir, remove_if_untouched
 from embridge.core.store.file_checks import verified_sha256
 from embridge.core.store.file_lock import HeldLock
@@ -278,9 +278,10 @@ class VectorSetWriter:
             self._mm[start_row:stop] = stored
             self._mm.flush()
             release_pages(self._mm, start_row, stop)
-            if start_row <= self.done_rows:
-                self.done_rows = max(self.done_rows, stop)
-                self._save_state(self.done_rows)
+            if start_row <= self.done_rows:  # counted once recorded: a full disk here leaves the count as it was
+                done = max(self.done_rows, stop)
+                self._save_state(done)
+                self.done_rows = done
         except OSError as exc:
             raise disk_error(exc, self._matrix, f"write {self.label}") from exc
 
@@ -312,7 +313,7 @@ class VectorSetWriter:
         except BaseException as exc:
             try:
                 self._unpublish(final_matrix, final_ids)
-            except OSError:
+            except (OSError, StoreError):  # the failure said is the commit's, not this clean-up's
                 pass  # the state still names the final files; a resume takes them back
             if isinstance(exc, OSError):
                 raise disk_error(exc, final_matrix, f"store {self.label}") from exc

@@ -97,8 +97,32 @@ def verify_workspace(ws: Any, on_progress: ProgressFn = no_progress,
                                target.reference))
         done += size
         on_progress(min(done, total), total, {"stage": "hashing stored files"})
+    on_progress(total, total, {"stage": "checking the id lists against the items"})
+    files = _with_items_checked(ws, root, files)
     on_progress(total, total, {"stage": "done"})
     return WorkspaceCheck(str(root.resolve()), database_problem, files)
+
+
+def _with_items_checked(ws: Any, root: Path, files: list[FileCheck]) -> list[FileCheck]:
+    """An intact id list may still name items the database no longer holds (a database restored from an
+    older backup beside newer vector files): its rows would be read as other items, or not at all."""
+    import numpy as np
+
+    intact = {f.path for f in files if f.problem is None}
+    items = ws.item_ids()
+    out = list(files)
+    for v in ws.vector_sets():
+        path = str(root / v["ids_file"])
+        if path not in intact:
+            continue
+        ids = np.load(path, mmap_mode="r", allow_pickle=False)
+        gone = ids[~np.isin(ids, items)] if len(ids) else ids
+        if len(gone):
+            n = next(i for i, f in enumerate(out) if f.path == path)
+            out[n] = FileCheck(out[n].what, path, f"names {len(gone):,} item{'s' * (len(gone) != 1)} the workspace "
+                               f"does not hold (item id {int(gone[0])}, ...)", "its rows cannot be matched to items; restore the "
+                               "database and the vector files from one backup")
+    return out
 
 
 class _Target(NamedTuple):
