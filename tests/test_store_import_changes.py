@@ -152,3 +152,55 @@ def test_a_second_import_of_a_store_while_the_first_runs_is_refused_and_takes_no
         assert len(items) == 400
         keys = [int(k) for k in ws.keys_of(items)]
         np.testing.assert_array_equal(ws.vectors_for("v1", items), vectors[keys])
+
+
+def test_two_stores_imported_at_once_under_one_new_model_name_both_land(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two stores imported at once as one new --model: the one whose first points came later failed with
+    'a model named ... already exists', a name --model may give (its vectors join the model)."""
+    import threading
+
+    import embridge.core.connectors.gallery_import as gallery_import
+
+    rng = np.random.default_rng(2)
+    first_vectors, second_vectors = (l2_normalize(rng.standard_normal((50, 8))).astype(np.float32) for _ in "ab")
+    _write(tmp_path / "a" / "docs", "part-0.parquet", range(50), first_vectors)
+    _write(tmp_path / "b" / "docs", "part-0.parquet", range(100, 150), second_vectors)
+    root = tmp_path / "ws"
+    assert cli(capsys, "init", "--workspace", str(root))[0] == 0
+    decided, go_on, outcome = threading.Event(), threading.Event(), {}
+    real = gallery_import._new_model
+
+    def slow_store(*args: Any, **kwargs: Any) -> Any:  # its first points are still on their way
+        spec = real(*args, **kwargs)
+        if not decided.is_set():
+            decided.set()
+            go_on.wait(30)
+        return spec
+
+    monkeypatch.setattr(gallery_import, "_new_model", slow_store)
+
+    def first() -> None:
+        try:
+            with Workspace.open(root) as ws:
+                outcome["a"] = gallery_import.import_from_store(ws, f"parquet://{tmp_path / 'a' / 'docs'}", model="v1")
+        except Exception as exc:  # noqa: BLE001 - the assertion below shows it
+            outcome["a"] = exc
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    try:
+        assert decided.wait(30)
+        code, out, err = cli(capsys, "import", "-w", str(root), "--from", f"parquet://{tmp_path / 'b' / 'docs'}",
+                             "--model", "v1")
+    finally:
+        go_on.set()
+        thread.join(60)
+    assert code == 0, err
+    assert not isinstance(outcome["a"], Exception), outcome["a"]
+    with Workspace.open(root) as ws:
+        assert [m["name"] for m in ws.models()] == ["v1"] and len(ws.vector_sets("v1")) == 2
+        items = ws.item_ids()
+        by_key = dict(zip((int(k) for k in ws.keys_of(items)), ws.vectors_for("v1", items), strict=True))
+        np.testing.assert_array_equal(np.stack([by_key[k] for k in range(50)]), first_vectors)
+        np.testing.assert_array_equal(np.stack([by_key[k] for k in range(100, 150)]), second_vectors)

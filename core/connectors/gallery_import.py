@@ -177,6 +177,9 @@ class _Run:
             pass  # the workspace is busy: the import stands, and the next run of it with these options clears it
 
     def _register(self) -> None:
+        if self.spec is not None and not self.created and self.ws.has_model(self.model):
+            # another import registered the name since this one started: its vectors join it if they fit
+            self.spec = _new_model(self.ws, self.model, int(self.spec["dim"]), self.uri, None)
         if self.spec is not None and not self.created:
             spec = {k: v for k, v in self.spec.items() if k != "role"}
             self.ws.add_model(self.model, self.spec["role"], spec, None)
