@@ -55,6 +55,6 @@ def translate(exc: sqlite3.DatabaseError, db_path: Path) -> Exception:
     free = free_bytes(folder)
     if ("disk i/o" in text or "full" in text) and free is not None and free < LOW_SPACE_BYTES:
         return DiskFullError(f"{db_path}: no space left on the disk holding the workspace ({free:,} bytes were free "
-                          "when the write failed); "
-                          "free some space and run the command again (the write that failed was undone)")
+                             "when the write failed); free some space and run the command again (SQLite undid the "
+                             "write it could not finish; even reading needs room for the database's index file)")
     return StoreError(f"{db_path}: {exc}")
