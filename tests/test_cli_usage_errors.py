@@ -47,6 +47,9 @@ CASES = [
      "--num-cpus: sizes the local Ray started for the job; the cluster --ray-address names keeps its own CPUs"),
     (["report", "--engine", "ray", "--ray-address", "host:abc"], "report",
      "--ray-address: 'host:abc' is not HOST:PORT or ray://HOST:PORT (a port from 1 to 65535)"),
+    # a local Ray of 4,096 CPUs on two cores started one actor a partition, 30 at once (9 GB)
+    (["transform", "--bundle", "{tmp}/b.zip", "--from", "parquet:///{tmp}/a", "--to", "parquet:///{tmp}/b",
+      "--engine", "ray", "--num-cpus", "4096"], "transform", "--num-cpus: asks for 4096 CPUs, but this machine has "),
     # a setting with its own option, given through --set: one way each, checked by its option
     (["train", "--method", "mlp", "--set", "lr=1e300"], "train", "--set: lr has its own option: use --lr"),
     (["train", "--method", "mlp", "--set", "device=banana"], "train", "--set: device has its own option"),
@@ -112,3 +115,15 @@ def test_backfill_names_an_unknown_model_before_the_order(tmp_path: Path, capsys
     capsys.readouterr()
     assert main(["backfill", "-w", ws, "--model", "x"]) == 1
     assert capsys.readouterr().err == f"embridge: error: {ws}: no model named 'x' (known: none)\n"
+
+
+def test_a_bad_ray_address_from_the_environment_is_named_as_such(monkeypatch: pytest.MonkeyPatch) -> None:
+    """RAY_ADDRESS=garbage was refused as '--ray-address: ...', an option the command was never given."""
+    from embridge.core.errors import UsageError
+    from embridge.core.scale.engine import address_parts
+
+    monkeypatch.setenv("RAY_ADDRESS", "garbage")
+    with pytest.raises(UsageError, match=r"^RAY_ADDRESS: 'garbage' is not HOST:PORT"):
+        address_parts("garbage")
+    with pytest.raises(UsageError, match=r"^--ray-address: 'other:x' is not HOST:PORT"):
+        address_parts("other:x")

@@ -113,6 +113,43 @@ def test_killed_worker_on_a_lance_input_is_retried_and_output_unchanged(ray_clus
     assert not list((tmp_path / "ray").glob(".*.tmp-*"))
 
 
+def test_a_worker_that_dies_every_time_ends_the_job_after_three_restarts(ray_cluster: Any, bundles: dict,
+                                                                        tmp_path: Path) -> None:
+    """Ray Data restarts a map actor for ever by default: a partition that kills its worker every time (one
+    too big for its memory) never ended the job. It ends after three restarts, in one line, keeping what
+    finished."""
+    import os
+    import signal
+    import threading
+    import time
+
+    from scale_fixtures import worker_pids
+
+    from embridge.core.scale.engine import EngineError
+
+    write_partitions(tmp_path / "in", np.tile(bundles["vectors"]["v1"], (20, 1)), parts=12)
+    killed: set[int] = set()
+    stop = threading.Event()
+
+    def kill_every_worker() -> None:  # a dozen at most: where restarts are unbounded the job then ends
+        while not stop.is_set() and len(killed) < 12:
+            for pid in worker_pids(MAPPER):
+                if pid not in killed and len(killed) < 12:
+                    killed.add(pid)
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.02)
+
+    killer = threading.Thread(target=kill_every_worker, daemon=True)
+    killer.start()
+    try:
+        with pytest.raises(EngineError, match="died more often than Ray restarts it.*what finished is kept"):
+            transform_gallery(bundles["fct"], str(tmp_path / "in"), str(tmp_path / "out"), engine="ray")
+    finally:
+        stop.set()
+        killer.join()
+    assert 4 <= len(killed) < 12, killed  # the first start and three restarts (a pool of one a CPU each)
+
+
 def test_ray_transform_resumes_by_finished_partition(ray_cluster: Any, bundles: dict, tmp_path: Path) -> None:
     write_lance(tmp_path / "db", "g", np.tile(bundles["vectors"]["v1"], (4, 1)), fragments=5)
     src, dst = f"lance://{tmp_path / 'db' / 'g.lance'}", str(tmp_path / "out")

@@ -32,6 +32,10 @@ def check_engine_flags(args: argparse.Namespace) -> None:
             named = "--ray-address" if given else "RAY_ADDRESS"  # a cluster keeps the CPUs it has
             raise UsageError("--num-cpus", f"sizes the local Ray started for the job; the cluster {named} names "
                              "keeps its own CPUs (leave --num-cpus out)")
+        cpus, asked = os.cpu_count() or 1, getattr(args, "num_cpus", None)
+        if asked is not None and asked > cpus:  # one worker process a CPU: more would only share these cores
+            raise UsageError("--num-cpus", f"asks for {asked} CPUs, but this machine has {cpus}; the local Ray "
+                             f"starts a worker a CPU, so give at most {cpus} (or leave it out for all of them)")
         return
     for attr, (flag, does) in RAY_ONLY.items():
         if getattr(args, attr, None) is not None:

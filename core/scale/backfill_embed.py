@@ -24,7 +24,7 @@ from embridge.core.errors import InputError
 from embridge.core.models.spec import checkpoint_sha256
 from embridge.core.paths import check_folder_target, check_output
 from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
-from embridge.core.scale.engine import EngineError, check_engine, import_ray, ray_session
+from embridge.core.scale.engine import MAX_RESTARTS, EngineError, check_engine, import_ray, ray_session
 from embridge.core.scale.gallery_transform import list_partitions, parquet_dir
 from embridge.core.scale.item_checks import (
     check_item_schemas,
@@ -333,7 +333,7 @@ def _on_ray(model: ModelRef, jobs: list[tuple], actors: int | None, num_gpus: fl
             raise EngineError(f"--actors {actors}: the Ray cluster has {cpus:g} CPUs and each actor holds one; give "
                               f"at most {int(cpus)}, or leave --actors out for one a CPU")
         n_actors = max(1, min(actors or session.cpus, len(jobs)))
-        actor_cls = ray.remote(num_cpus=1, num_gpus=num_gpus, max_restarts=3, max_task_retries=3)(ChunkEmbedder)
+        actor_cls = ray.remote(num_cpus=1, num_gpus=num_gpus, max_restarts=MAX_RESTARTS, max_task_retries=MAX_RESTARTS)(ChunkEmbedder)
         ref = model if isinstance(model, Mapping) else str(model)
         holders = [actor_cls.remote(ref, "cuda" if num_gpus else "cpu", batch_size, role) for _ in range(n_actors)]
         pool = ActorPool(holders)

@@ -10,6 +10,7 @@ wrapped in Ray's remote traceback.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import sys
@@ -24,6 +25,7 @@ from embridge.core.extras import install_hint
 
 ENGINES = ("local", "ray")
 CONNECT_TIMEOUT_S = 10.0
+MAX_RESTARTS = 3  # of a job's worker (actor) and of its task on it, before the job ends in one line
 
 
 class EngineError(EmbridgeError):
@@ -58,11 +60,18 @@ def import_ray(address: str | None = None) -> Any:
     return ray
 
 
-def address_parts(address: str, option: str = "--ray-address") -> tuple[str, int] | None:
+def address_option(address: str) -> str:
+    """Where an address came from, for its refusal: ``RAY_ADDRESS`` when the environment gives it, else the option."""
+    given = os.environ.get("RAY_ADDRESS", "").strip()
+    return "RAY_ADDRESS" if given and given == address.strip() else "--ray-address"
+
+
+def address_parts(address: str, option: str | None = None) -> tuple[str, int] | None:
     """(host, port) of ``HOST:PORT`` or ``ray://HOST:PORT``, None for ``auto`` and ``local``; any other form
     is refused in one line (Ray's own parse fails later with a raw error, after a run was recorded)."""
     from embridge.core.errors import UsageError
 
+    option = option or address_option(address)
     text = address.strip()
     if text in ("auto", "local"):
         return None
@@ -82,7 +91,7 @@ def check_reachable(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
     try:
         conn = socket.create_connection((host, port), timeout=timeout_s)
     except OSError as exc:
-        raise EngineError(f"--ray-address {address}: no Ray cluster answers there ({exc.strerror or exc}); "
+        raise EngineError(f"{address_option(address)} {address}: no Ray cluster answers there ({exc.strerror or exc}); "
                           "start one with 'ray start --head' or check the address") from None
     with conn:
         if os.environ.get("RAY_USE_TLS", "0").lower() not in ("0", "false", ""):  # a TLS cluster answers no plain probe
@@ -111,7 +120,7 @@ def _check_where_ray_connects(address: str, host: str, port: int, timeout_s: flo
     try:
         socket.create_connection((ray_host, int(ray_port)), timeout=timeout_s).close()
     except OSError:
-        raise EngineError(f"--ray-address {address}: Ray connects to a local address through this machine's own IP, "
+        raise EngineError(f"{address_option(address)} {address}: Ray connects to a local address through this machine's own IP, "
                           f"{ray_host}, and nothing answers on port {ray_port} there (a tunnel bound to 127.0.0.1?); "
                           f"bind it to {ray_host} or 0.0.0.0, or give ray://HOST:PORT of a Ray Client server") from None
 
@@ -131,7 +140,7 @@ def _check_grpc(conn: socket.socket, address: str, timeout_s: float) -> None:
     except OSError:
         reply = b""
     if len(reply) < 4 or reply[3] != 4:  # the frame type of SETTINGS
-        raise EngineError(f"--ray-address {address}: something listens there but does not answer as a Ray "
+        raise EngineError(f"{address_option(address)} {address}: something listens there but does not answer as a Ray "
                           "cluster (a head's GCS port, 6379 unless set; the dashboard's 8265 is not it)")
 
 
@@ -155,14 +164,14 @@ def _check_port_role(address: str, host: str, port: int, timeout_s: float) -> No
         client = _answer(grpc, channel, _CLIENT_METHOD, timeout_s, metadata) if gcs == "unimplemented" else None
         if address.strip().startswith("ray://"):
             if gcs == "ok":
-                raise EngineError(f"--ray-address {address}: this port is a cluster's GCS, which Ray Client does "
+                raise EngineError(f"{address_option(address)} {address}: this port is a cluster's GCS, which Ray Client does "
                                   f"not serve; give it without ray:// ({host}:{port}), or ray:// with the head's "
                                   "client server port (10001 unless set)")
         elif client not in (None, "unimplemented", "silent"):
-            raise EngineError(f"--ray-address {address}: this port is a Ray Client server, not a cluster's GCS; "
+            raise EngineError(f"{address_option(address)} {address}: this port is a Ray Client server, not a cluster's GCS; "
                               f"give it as ray://{host}:{port}, or the head's GCS port (6379 unless set)")
         if client == "unimplemented":  # Ray itself retried such a server for tens of seconds, logging each try
-            raise EngineError(f"--ray-address {address}: a gRPC server answers there, but neither as a Ray "
+            raise EngineError(f"{address_option(address)} {address}: a gRPC server answers there, but neither as a Ray "
                               "cluster's GCS nor as a Ray Client server (a head's GCS port is 6379 unless set)")
     finally:
         channel.close()
@@ -237,13 +246,14 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
     address = address or os.environ.get("RAY_ADDRESS") or None
     if address:
         check_reachable(address)
+    quiet = {"log_to_driver": False, "logging_level": logging.WARNING}  # not Ray's INFO lines on stderr
     try:
         if address:
-            ray.init(address=address, log_to_driver=False)
+            ray.init(address=address, **quiet)
         else:
-            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **quiet)
     except Exception as exc:  # ConnectionError, RuntimeError, ValueError depending on the failure
-        raise EngineError(f"--ray-address {address or 'local'}: cannot start or reach Ray: {exc}") from exc
+        raise EngineError(f"{address_option(address or '')} {address or 'local'}: cannot start or reach Ray: {exc}") from exc
     try:
         with remote_errors(address):
             yield RaySession(address, True, int(ray.cluster_resources().get("CPU", 1)))

@@ -13,6 +13,7 @@ half-written temporary file is never output, and a retried partition writes the 
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -20,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from embridge.core.progress import ProgressFn, StopFn, check_stop
-from embridge.core.scale.engine import import_ray, ray_session
+from embridge.core.scale.engine import MAX_RESTARTS, import_ray, ray_session
 from embridge.core.scale.gallery_transform import PartitionResult, transform_partition
 
 RESULT_FIELDS = ("name", "rows", "seconds", "skipped", "runtime", "torch_loaded")
@@ -87,8 +88,13 @@ def transform_on_ray(jobs: list[tuple], address: str | None, num_cpus: int | Non
         rows = [{**job[1].to_row(), "target": job[2]} for job in todo]
         ds = ray.data.from_items(rows, override_num_blocks=len(rows))
         workers = max(1, min(len(rows), session.cpus))
-        mapped = ds.map_batches(PartitionMapper, fn_constructor_args=(bundle, id_col, vec_col, output), batch_size=1,
-                                compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=1, zero_copy_batch=True)
+        # a worker restarted three times at most, as everywhere else (Ray Data's default restarts it for ever, so a
+        # partition that kills its worker every time, one too big for its memory, would never end the job)
+        with warnings.catch_warnings():  # Ray 2.60 warns that such options will move; none other sets them yet
+            warnings.simplefilter("ignore", DeprecationWarning)
+            mapped = ds.map_batches(PartitionMapper, fn_constructor_args=(bundle, id_col, vec_col, output),
+                                    batch_size=1, compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=1,
+                                    zero_copy_batch=True, max_restarts=MAX_RESTARTS, max_task_retries=MAX_RESTARTS)
         results = list(done)
         # a stop request leaves the iterator, which stops the pipeline; renamed partitions stay finished
         with quiet_ray_data_errors():  # a failure is reported once, as one line, by the caller
