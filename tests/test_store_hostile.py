@@ -318,6 +318,11 @@ def test_parquet_files_of_another_width_are_named_not_the_bundle(upgrade: dict, 
                        "--to", str(tmp_path / "out"))
     one_line(code, err, str(wide / "p.parquet"), "holds 32-d vectors, the bundle fct.zip maps 16-d ones")
     assert not (tmp_path / "out").exists()
+    # on Ray it was found by a worker, after the cluster was reached (here: nothing listens, so the width
+    # refusal shows it was found before)
+    code, _, err = cli(capsys, "transform", "--bundle", str(upgrade["bundle"]), "--from", f"parquet://{wide}",
+                       "--to", str(tmp_path / "out"), "--engine", "ray", "--ray-address", "127.0.0.1:9")
+    one_line(code, err, str(wide / "p.parquet"), "holds 32-d vectors, the bundle fct.zip maps 16-d ones")
 
 
 @pytest.mark.parametrize("kind", ["parquet", "lancedb"])

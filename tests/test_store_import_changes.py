@@ -204,3 +204,118 @@ def test_two_stores_imported_at_once_under_one_new_model_name_both_land(
         by_key = dict(zip((int(k) for k in ws.keys_of(items)), ws.vectors_for("v1", items), strict=True))
         np.testing.assert_array_equal(np.stack([by_key[k] for k in range(50)]), first_vectors)
         np.testing.assert_array_equal(np.stack([by_key[k] for k in range(100, 150)]), second_vectors)
+
+
+def test_an_import_that_joined_a_model_another_then_took_back_makes_it_again(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A joined the model B registered; B was then refused and took its model back, and A failed with 'no
+    model named ...' (a model it had been asked to create), its items left without vectors."""
+    import threading
+
+    import embridge.core.connectors.gallery_import as gallery_import
+
+    rng = np.random.default_rng(3)
+    a_vectors, b_vectors = (l2_normalize(rng.standard_normal((50, 8))).astype(np.float32) for _ in "ab")
+    _write(tmp_path / "a" / "docs", "part-0.parquet", range(50), a_vectors)
+    _write(tmp_path / "b" / "docs", "part-0.parquet", range(100, 150), b_vectors)
+    root = tmp_path / "ws"
+    assert cli(capsys, "init", "--workspace", str(root))[0] == 0
+    a_uri, b_uri = (f"parquet://{tmp_path / n / 'docs'}" for n in "ab")
+    steps = {name: threading.Event() for name in ("a_decided", "b_registered", "a_joined", "b_go", "a_go", "a_go2")}
+    real_new, real_register = gallery_import._new_model, gallery_import._Run.register_with
+
+    def new_model(ws: Any, name: str, dim: int, uri: str, text_field: Any) -> Any:
+        spec = real_new(ws, name, dim, uri, text_field)
+        if uri == a_uri and not steps["a_decided"].is_set():  # A decided to create v1, which did not exist
+            steps["a_decided"].set()
+            steps["a_go"].wait(30)
+        return spec
+
+    def register_with(run: Any, records: list) -> Any:
+        ids = real_register(run, records)
+        if run.uri == b_uri and not steps["b_registered"].is_set():  # B made v1 with its first batch
+            steps["b_registered"].set()
+            steps["b_go"].wait(30)
+        elif run.uri == a_uri and not steps["a_joined"].is_set():  # A joined it
+            steps["a_joined"].set()
+            steps["a_go2"].wait(30)
+        return ids
+
+    monkeypatch.setattr(gallery_import, "_new_model", new_model)
+    monkeypatch.setattr(gallery_import._Run, "register_with", register_with)
+    outcome: dict[str, Any] = {}
+
+    def run(key: str, uri: str, **options: Any) -> None:
+        try:
+            with Workspace.open(root) as ws:
+                outcome[key] = gallery_import.import_from_store(ws, uri, model="v1", batch_size=25, **options)
+        except Exception as exc:  # noqa: BLE001 - the assertions below show it
+            outcome[key] = exc
+
+    threads = [threading.Thread(target=run, args=("a", a_uri)),
+               threading.Thread(target=run, args=("b", b_uri), kwargs={"label_field": "nosuch"})]
+    try:
+        threads[0].start()
+        assert steps["a_decided"].wait(30)
+        threads[1].start()
+        assert steps["b_registered"].wait(30)
+        steps["a_go"].set()
+        assert steps["a_joined"].wait(30)
+        steps["b_go"].set()
+        threads[1].join(60)
+    finally:
+        for step in steps.values():
+            step.set()
+        for thread in threads:
+            thread.join(60)
+    assert "no point has a 'nosuch' field" in str(outcome["b"])
+    assert not isinstance(outcome["a"], Exception), outcome["a"]
+    with Workspace.open(root) as ws:
+        assert [(m["name"], m["role"]) for m in ws.models()] == [("v1", "old")]
+        items = ws.item_ids()
+        assert sorted(int(k) for k in ws.keys_of(items)) == list(range(50))
+        np.testing.assert_array_equal(ws.vectors_for("v1", items), a_vectors[[int(k) for k in ws.keys_of(items)]])
+
+
+def test_two_new_models_imported_at_once_get_one_old_role(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each import chose the role of its new model when it began: two at once both took 'old', and every
+    later command resolving the old model refused ('2 models have the role old')."""
+    import threading
+
+    import embridge.core.connectors.gallery_import as gallery_import
+
+    rng = np.random.default_rng(4)
+    for name, first in (("a", 0), ("b", 100)):
+        _write(tmp_path / name / "docs", "part-0.parquet", range(first, first + 20),
+               l2_normalize(rng.standard_normal((20, 8))).astype(np.float32))
+    root = tmp_path / "ws"
+    assert cli(capsys, "init", "--workspace", str(root))[0] == 0
+    decided, go_on, outcome = threading.Event(), threading.Event(), {}
+    real = gallery_import._new_model
+
+    def slow_store(*args: Any, **kwargs: Any) -> Any:
+        spec = real(*args, **kwargs)
+        if not decided.is_set():
+            decided.set()
+            go_on.wait(30)
+        return spec
+
+    monkeypatch.setattr(gallery_import, "_new_model", slow_store)
+
+    def first() -> None:
+        with Workspace.open(root) as ws:
+            outcome["a"] = gallery_import.import_from_store(ws, f"parquet://{tmp_path / 'a' / 'docs'}", model="m1")
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    try:
+        assert decided.wait(30)
+        code, _, err = cli(capsys, "import", "-w", str(root), "--from", f"parquet://{tmp_path / 'b' / 'docs'}",
+                           "--model", "m2")
+    finally:
+        go_on.set()
+        thread.join(60)
+    assert code == 0, err
+    with Workspace.open(root) as ws:
+        assert sorted((m["name"], m["role"]) for m in ws.models()) == [("m1", "other"), ("m2", "old")]

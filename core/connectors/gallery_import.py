@@ -177,13 +177,16 @@ class _Run:
             pass  # the workspace is busy: the import stands, and the next run of it with these options clears it
 
     def _register(self) -> None:
-        if self.spec is not None and not self.created and self.ws.has_model(self.model):
-            # another import registered the name since this one started: its vectors join it if they fit
-            self.spec = _new_model(self.ws, self.model, int(self.spec["dim"]), self.uri, None)
-        if self.spec is not None and not self.created:
-            spec = {k: v for k, v in self.spec.items() if k != "role"}
-            self.ws.add_model(self.model, self.spec["role"], spec, None)
-            self.created = True
+        """Register the new model, or join one another import registered since this one began (that one may
+        yet be refused and take it back: the spec is kept to make it again); the role is decided now."""
+        if self.spec is None or self.created:
+            return
+        if self.ws.has_model(self.model):
+            _new_model(self.ws, self.model, int(self.spec["dim"]), self.uri, None)
+            return
+        role = "other" if any(m["role"] == "old" for m in self.ws.models()) else self.spec["role"]
+        self.ws.add_model(self.model, role, {k: v for k, v in self.spec.items() if k != "role"}, None)
+        self.created = True
 
     def take_back(self) -> None:
         """Remove the items this run stored and the model it registered (a refusal stores nothing)."""

@@ -160,8 +160,10 @@ def transform_partition(bundle: str, part: Partition | dict[str, Any], target: s
                            torch_loaded=sys.modules.get("torch") is not None)
 
 
-def _check_schemas(source: SourceDataset, id_col: str, vec_col: str, one_schema: bool = False) -> None:
-    """Every partition has the id column and a fixed-size-list vector column (schemas only, no rows);
+def _check_schemas(source: SourceDataset, id_col: str, vec_col: str, one_schema: bool = False,
+                   layer_in: tuple[str, int] | None = None) -> None:
+    """Every partition has the id column and a fixed-size-list vector column (schemas only, no rows) of the
+    width the layer (``layer_in``: the bundle's name and input width) maps, before any worker starts;
     ``one_schema`` (a Lance output, one schema for every fragment): the same columns, in the same order,
     of the same types, but for the vector column's float type, which the layer's output replaces."""
     import pyarrow as pa
@@ -183,6 +185,9 @@ def _check_schemas(source: SourceDataset, id_col: str, vec_col: str, one_schema:
         if id_kind(id_type) not in ("integer", "text"):  # as a migration refuses them
             raise InputError(where, f"column '{id_col}' is {id_type}; ids must be integers or text (cast the "
                              "column, or name another with --id-column)")
+        if first is None and layer_in is not None and vec_type.list_size != layer_in[1]:
+            raise InputError(where, f"column '{vec_col}' holds {vec_type.list_size}-d vectors, the bundle "
+                             f"{layer_in[0]} maps {layer_in[1]}-d ones")
         if first is None:
             first = (Path(part.path).name, vec_type.list_size, id_type)
         elif vec_type.list_size != first[1]:
@@ -267,9 +272,9 @@ def transform_gallery(bundle: str | Path, source: str, target: str, *, engine: s
     check_output(dst, label="--to", inputs=(src.root, bundle_path), below=True)
     check_database_folder(target, "--to")  # a LanceDB database folder holding a workspace, as migrate refuses it
     check_folder_target(dst, "--to")
-    _check_schemas(src, id_col, vec_col, one_schema=output == "lance")
+    layer = loaded_layer(bundle_path)  # verify the bundle here, with one clear line, before any worker starts
+    _check_schemas(src, id_col, vec_col, one_schema=output == "lance", layer_in=(bundle_path.name, layer.in_dim))
     _check_ids(src, id_col)
-    loaded_layer(bundle_path)  # verify the bundle here, with one clear line, before any worker starts
     state = {"layer_sha256": layer_fingerprint(bundle_path), "source": str(src.root.resolve()),
              "inputs": partition_stamps(src), "id": id_col, "vector": vec_col}
     if src.kind != "parquet":
