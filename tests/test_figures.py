@@ -193,3 +193,13 @@ def test_a_right_to_left_override_in_a_key_reorders_only_itself_in_the_flips_tab
 
     joined = _pairs(["g332", "g485"], ["\u202eRTL override", "cat"], [1, 0])
     assert joined == "\u2068g332\u2069 (\u2068\u202eRTL override\u2069) ✓; \u2068g485\u2069 (\u2068cat\u2069) ✗"
+
+
+def test_the_sizes_table_gives_a_group_of_sizes_a_row_each_not_a_python_dict() -> None:
+    """The 'galleries' entry (which gallery each kind of cell searched) was printed as "{'old': ...}"."""
+    from embridge.core.report.html_page import _size_rows, _table
+
+    sizes = {"queries": 250, "galleries": {"old": "the whole gallery", "sample": "the evaluation sample"}}
+    assert _size_rows(sizes) == [("queries", 250), ("galleries: old", "the whole gallery"),
+                                 ("galleries: sample", "the evaluation sample")]
+    assert "{" not in _table(["size", "value"], _size_rows(sizes))

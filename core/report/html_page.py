@@ -54,6 +54,15 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _size_rows(sizes: dict[str, Any]) -> list[tuple[str, Any]]:
+    """The report's sizes a row each; a group of them (the gallery each kind of cell searched) a row per entry,
+    not a dict printed as Python writes it."""
+    rows: list[tuple[str, Any]] = []
+    for key, value in sizes.items():
+        rows += [(f"{key}: {name}", inner) for name, inner in value.items()] if isinstance(value, dict) else [(key, value)]
+    return rows
+
+
 def _list(lines: Sequence[str]) -> str:
     return "<ul>" + "".join(f"<li>{escape(str(line))}</li>" for line in lines) + "</ul>"
 
@@ -259,7 +268,7 @@ def render_html(typed: Report, svgs: Mapping[str, str]) -> str:
     else:
         parts += ["<h2>Verdict</h2>", _headline(report)]
     parts += ["<h2>Protocol</h2>", _list(protocol),
-              _table(["size", "value"], list((report.get("sizes") or {}).items()))]
+              _table(["size", "value"], _size_rows(report.get("sizes") or {}))]
     if report.get("kind") != "chain":
         judged = [m for m in ("ndcg@10", "mrr@10")
                   if any(m in (c.get("metrics") or {}) for c in (report.get("cells") or {}).values())]
