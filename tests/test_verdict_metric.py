@@ -96,3 +96,27 @@ def test_own_item_retrieval_with_identical_vectors_says_the_same_model_cells_mis
     assert "trivially" not in line and "old/old 85.0%, new/new 85.0%: tied items rank by gallery row" in line
     whole = {**head, "old_old_top1": 1.0, "ceiling_top1": 1.0}
     assert "the same-model cells find it trivially," in verdicts(whole, "new→old", "new/new", "procrustes", "item")[0]
+
+
+def test_a_backfill_whose_middle_serves_worse_than_today_says_so() -> None:
+    """The merged ranking of a partial backfill put new/new scores beside the layer's; where those run on
+    other scales, 80-90% backfilled served below old/old (nDCG@10 0.087 and 0.069 against 0.119), and
+    neither the report nor the plan said so."""
+    from embridge.core.report.sections import backfill_dip
+    from embridge.core.report.wording import verdict_tone
+
+    def curves(values: list[float], floor: float, metric: str = "ndcg@10") -> dict[str, Any]:
+        betas = [i / (len(values) - 1) for i in range(len(values))]
+        return {"policies": {"random": {"betas": betas, "values": {metric: values, "top1": values}},
+                             "least_confident": {"betas": betas, "values": {metric: [v + 0.05 for v in values],
+                                                                            "top1": values}}},
+                "old_old": {"metrics": {metric: floor, "top1": floor}}}
+
+    dipping = curves([0.221, 0.18, 0.12, 0.087, 0.069, 0.370], 0.119)
+    line = backfill_dip(dipping)
+    assert line.startswith("Part of the way through a backfill the gallery serves worse than today's system: "
+                           "at β = 0.80 (random order) nDCG@10 is 0.069, below old/old 0.119")
+    assert verdict_tone(line) == "caution"
+    assert backfill_dip(curves([0.221, 0.25, 0.3, 0.33, 0.35, 0.370], 0.119)) == ""  # rising all the way
+    assert backfill_dip(curves([0.221, 0.115, 0.3, 0.33, 0.35, 0.370], 0.119)) == ""  # within the curve's noise
+    assert "top-1 is 0.069" in backfill_dip(curves([0.221, 0.18, 0.12, 0.087, 0.069, 0.370], 0.119, "top1"))

@@ -277,3 +277,32 @@ def served_section(backfilled: Backfilled, result: EvalResult, plan: ScoringPlan
     cell = CellResult.of("served", "new (mixed)", "served gallery", result, "old")
     return {"backfill": backfilled.to_dict(), "new_vectors": int(result.protocol.new_vectors or 0),
             **cell_section(cell, plan, n_boot, seed)}
+
+
+DIP_MARGIN = 0.01  # a dip below old/old smaller than this is within a curve's sampling noise
+
+
+def backfill_dip(backfill: dict[str, Any]) -> str:
+    """A sentence when part of the way through a backfill the gallery serves worse than today's system: the
+    merged ranking puts backfilled items' new/new scores beside the layer's scores of the rest, and where the
+    two run on different scales the backfilled items sink (or crowd out the rest) until nearly all are done."""
+    policies = backfill.get("policies") or {}
+    floor = ((backfill.get("old_old") or {}).get("metrics") or {})
+    metric = "ndcg@10" if all("ndcg@10" in (c.get("values") or {}) for c in policies.values()) and policies \
+        else "top1"
+    base = floor.get(metric)
+    if not isinstance(base, int | float):
+        return ""
+    worst = min(((float(v), float(b), name) for name, c in policies.items()
+                 for b, v in zip(c.get("betas") or [], (c.get("values") or {}).get(metric) or [], strict=False)
+                 if 0 < b < 1 and isinstance(v, int | float)), default=None)
+    if worst is None or worst[0] > base - DIP_MARGIN:
+        return ""
+    value, beta, name = worst
+    shown = "nDCG@10" if metric == "ndcg@10" else "top-1"
+    return (f"Part of the way through a backfill the gallery serves worse than today's system: at β = {beta:.2f} "
+            f"({name.replace('_', ' ')} order) {shown} is {value:.3f}, below old/old {base:.3f} on the evaluation "
+            "sample. Backfilled items are ranked by their new-model scores and the rest by the layer's, and here the "
+            "two do not run on one scale: serve through the layer while the backfill runs, and switch to the new "
+            "vectors once it is complete.")
+

@@ -34,6 +34,6 @@ def verdict_tone(sentence: str) -> Tone:
         return "fail"
     if "passes the compatibility criterion" in text:
         return "pass"
-    if "unused" in text or "cannot be measured" in text or "not enough" in text:
+    if "unused" in text or "cannot be measured" in text or "not enough" in text or "serves worse" in text:
         return "caution"
     return "info"
