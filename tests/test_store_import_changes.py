@@ -154,20 +154,28 @@ def test_a_second_import_of_a_store_while_the_first_runs_is_refused_and_takes_no
         np.testing.assert_array_equal(ws.vectors_for("v1", items), vectors[keys])
 
 
-def test_two_stores_imported_at_once_under_one_new_model_name_both_land(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    """Two stores imported at once as one new --model: the one whose first points came later failed with
-    'a model named ... already exists', a name --model may give (its vectors join the model)."""
+def _two_stores(tmp_path: Path, capsys: pytest.CaptureFixture[str], seed: int) -> tuple[np.ndarray, np.ndarray, Path]:
+    """Parquet stores a/docs (ids 0-49) and b/docs (ids 100-149) of 8-d vectors, and an empty workspace."""
+    rng = np.random.default_rng(seed)
+    a_vectors, b_vectors = (l2_normalize(rng.standard_normal((50, 8))).astype(np.float32) for _ in "ab")
+    _write(tmp_path / "a" / "docs", "part-0.parquet", range(50), a_vectors)
+    _write(tmp_path / "b" / "docs", "part-0.parquet", range(100, 150), b_vectors)
+    root = tmp_path / "ws"
+    assert cli(capsys, "init", "--workspace", str(root))[0] == 0
+    return a_vectors, b_vectors, root
+
+
+def _second_import_while_the_first_decides(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                            monkeypatch: pytest.MonkeyPatch, first_model: str,
+                                            second_model: str) -> tuple[np.ndarray, np.ndarray, Path, Any]:
+    """Stores a/docs and b/docs; b imported (as ``second_model``, from the command line) while the import
+    of a (as ``first_model``) has decided its model and waits for its first points (a slow store). Their
+    vectors, the workspace and a's outcome; b must have succeeded."""
     import threading
 
     import embridge.core.connectors.gallery_import as gallery_import
 
-    rng = np.random.default_rng(2)
-    first_vectors, second_vectors = (l2_normalize(rng.standard_normal((50, 8))).astype(np.float32) for _ in "ab")
-    _write(tmp_path / "a" / "docs", "part-0.parquet", range(50), first_vectors)
-    _write(tmp_path / "b" / "docs", "part-0.parquet", range(100, 150), second_vectors)
-    root = tmp_path / "ws"
-    assert cli(capsys, "init", "--workspace", str(root))[0] == 0
+    first_vectors, second_vectors, root = _two_stores(tmp_path, capsys, seed=2)
     decided, go_on, outcome = threading.Event(), threading.Event(), {}
     real = gallery_import._new_model
 
@@ -183,21 +191,31 @@ def test_two_stores_imported_at_once_under_one_new_model_name_both_land(
     def first() -> None:
         try:
             with Workspace.open(root) as ws:
-                outcome["a"] = gallery_import.import_from_store(ws, f"parquet://{tmp_path / 'a' / 'docs'}", model="v1")
-        except Exception as exc:  # noqa: BLE001 - the assertion below shows it
+                outcome["a"] = gallery_import.import_from_store(ws, f"parquet://{tmp_path / 'a' / 'docs'}",
+                                                                model=first_model)
+        except Exception as exc:  # noqa: BLE001 - the caller's assertion shows it
             outcome["a"] = exc
 
     thread = threading.Thread(target=first)
     thread.start()
     try:
         assert decided.wait(30)
-        code, out, err = cli(capsys, "import", "-w", str(root), "--from", f"parquet://{tmp_path / 'b' / 'docs'}",
-                             "--model", "v1")
+        code, _, err = cli(capsys, "import", "-w", str(root), "--from", f"parquet://{tmp_path / 'b' / 'docs'}",
+                           "--model", second_model)
     finally:
         go_on.set()
         thread.join(60)
     assert code == 0, err
-    assert not isinstance(outcome["a"], Exception), outcome["a"]
+    return first_vectors, second_vectors, root, outcome["a"]
+
+
+def test_two_stores_imported_at_once_under_one_new_model_name_both_land(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two stores imported at once as one new --model: the one whose first points came later failed with
+    'a model named ... already exists', a name --model may give (its vectors join the model)."""
+    first_vectors, second_vectors, root, first = _second_import_while_the_first_decides(
+        tmp_path, capsys, monkeypatch, "v1", "v1")
+    assert not isinstance(first, Exception), first
     with Workspace.open(root) as ws:
         assert [m["name"] for m in ws.models()] == ["v1"] and len(ws.vector_sets("v1")) == 2
         items = ws.item_ids()
@@ -214,12 +232,7 @@ def test_an_import_that_joined_a_model_another_then_took_back_makes_it_again(
 
     import embridge.core.connectors.gallery_import as gallery_import
 
-    rng = np.random.default_rng(3)
-    a_vectors, b_vectors = (l2_normalize(rng.standard_normal((50, 8))).astype(np.float32) for _ in "ab")
-    _write(tmp_path / "a" / "docs", "part-0.parquet", range(50), a_vectors)
-    _write(tmp_path / "b" / "docs", "part-0.parquet", range(100, 150), b_vectors)
-    root = tmp_path / "ws"
-    assert cli(capsys, "init", "--workspace", str(root))[0] == 0
+    a_vectors, _, root = _two_stores(tmp_path, capsys, seed=3)
     a_uri, b_uri = (f"parquet://{tmp_path / n / 'docs'}" for n in "ab")
     steps = {name: threading.Event() for name in ("a_decided", "b_registered", "a_joined", "b_go", "a_go", "a_go2")}
     real_new, real_register = gallery_import._new_model, gallery_import._Run.register_with
@@ -281,41 +294,7 @@ def test_two_new_models_imported_at_once_get_one_old_role(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     """Each import chose the role of its new model when it began: two at once both took 'old', and every
     later command resolving the old model refused ('2 models have the role old')."""
-    import threading
-
-    import embridge.core.connectors.gallery_import as gallery_import
-
-    rng = np.random.default_rng(4)
-    for name, first in (("a", 0), ("b", 100)):
-        _write(tmp_path / name / "docs", "part-0.parquet", range(first, first + 20),
-               l2_normalize(rng.standard_normal((20, 8))).astype(np.float32))
-    root = tmp_path / "ws"
-    assert cli(capsys, "init", "--workspace", str(root))[0] == 0
-    decided, go_on, outcome = threading.Event(), threading.Event(), {}
-    real = gallery_import._new_model
-
-    def slow_store(*args: Any, **kwargs: Any) -> Any:
-        spec = real(*args, **kwargs)
-        if not decided.is_set():
-            decided.set()
-            go_on.wait(30)
-        return spec
-
-    monkeypatch.setattr(gallery_import, "_new_model", slow_store)
-
-    def first() -> None:
-        with Workspace.open(root) as ws:
-            outcome["a"] = gallery_import.import_from_store(ws, f"parquet://{tmp_path / 'a' / 'docs'}", model="m1")
-
-    thread = threading.Thread(target=first)
-    thread.start()
-    try:
-        assert decided.wait(30)
-        code, _, err = cli(capsys, "import", "-w", str(root), "--from", f"parquet://{tmp_path / 'b' / 'docs'}",
-                           "--model", "m2")
-    finally:
-        go_on.set()
-        thread.join(60)
-    assert code == 0, err
+    *_, root, first = _second_import_while_the_first_decides(tmp_path, capsys, monkeypatch, "m1", "m2")
+    assert not isinstance(first, Exception), first
     with Workspace.open(root) as ws:
         assert sorted((m["name"], m["role"]) for m in ws.models()) == [("m1", "other"), ("m2", "old")]
