@@ -232,7 +232,8 @@ def assemble(ws: Workspace, run: RunRecord, row: dict[str, Any], adapter: Adapte
     report.backfill = _backfill(sides, sample, plan, options.backfill_steps, seed, should_stop, adapter.kind)
     if report.backfill["policies"]:
         report.backfill["old_old"] = _curve_floor(floor, report.backfill["policies"])
-        if sample.relevance != "item":  # finding an item's own vector is no measure of the service
+        # finding an item's own vector is no measure of the service; with every item new, no backfill is left
+        if sample.relevance != "item" and not _every_item_new(cells[upgraded].protocol):
             report.verdicts += [line for line in [sections.backfill_dip(report.backfill)] if line]
     for policy, curve in report.backfill["policies"].items():
         head[f"backfill_area_{policy}"] = curve["areas"]["top1"]
