@@ -205,7 +205,7 @@ def test_transform_command_and_its_refusals(ray_cluster: Any, upgrade: dict, tmp
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--to" in err[0] and "input folder" in err[0]
     other = tmp_path / "in2"
-    write_partitions(other, upgrade["vectors"]["v1"][:, :8], parts=1)
+    write_partitions(other, upgrade["vectors"]["v1"][:5], parts=1)  # another source of the same width
     assert main(["transform", "--bundle", str(upgrade["bundle"]), "--from", str(other),
                  "--to", str(tmp_path / "out")]) == 1
     assert "another transform" in capsys.readouterr().err
