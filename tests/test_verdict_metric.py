@@ -110,7 +110,7 @@ def test_a_backfill_whose_middle_serves_worse_than_today_says_so() -> None:
         return {"policies": {"random": {"betas": betas, "values": {metric: values, "top1": values}},
                              "least_confident": {"betas": betas, "values": {metric: [v + 0.05 for v in values],
                                                                             "top1": values}}},
-                "old_old": {"metrics": {metric: floor, "top1": floor}}}
+                "old_old": {"metrics": {metric: floor, "top1": floor}}, "metric": metric}
 
     dipping = curves([0.221, 0.18, 0.12, 0.087, 0.069, 0.370], 0.119)
     line = backfill_dip(dipping)

@@ -15,13 +15,14 @@ from embridge.core.adapters.registry import METHODS
 from embridge.core.cascade_rerank import reranks_by_new_vectors
 from embridge.core.evaluation.compat import NOT_BETTER, arr, compare, gain_retained
 from embridge.core.evaluation.headline import headline_metrics as plan_headline_metrics
-from embridge.core.evaluation.headline import weighed
+from embridge.core.evaluation.headline import metric_label, weighed
 from embridge.core.evaluation.metrics import bootstrap_ci, bootstrap_statistic_ci, per_label
 from embridge.core.evaluation.scoring import EvalResult
 from embridge.core.evaluation.served import Backfilled
 from embridge.core.formatting import format_share, sample_words
 from embridge.core.report.cells import NEW_NEW, OLD_OLD, CellResult, ScoringPlan
 from embridge.core.report.flips import cell_flips, flip_cis
+from embridge.core.report.report_record import curve_metric
 from embridge.core.report.sample import EvalSample
 from embridge.core.upgrade_advice import bridge_alternatives
 
@@ -287,10 +288,8 @@ def backfill_dip(backfill: dict[str, Any]) -> str:
     merged ranking puts backfilled items' new/new scores beside the layer's scores of the rest, and where the
     two run on different scales the backfilled items sink (or crowd out the rest) until nearly all are done."""
     policies = backfill.get("policies") or {}
-    floor = ((backfill.get("old_old") or {}).get("metrics") or {})
-    metric = "ndcg@10" if all("ndcg@10" in (c.get("values") or {}) for c in policies.values()) and policies \
-        else "top1"
-    base = floor.get(metric)
+    metric = curve_metric(backfill)
+    base = ((backfill.get("old_old") or {}).get("metrics") or {}).get(metric)
     if not isinstance(base, int | float):
         return ""
     worst = min(((float(v), float(b), name) for name, c in policies.items()
@@ -299,9 +298,8 @@ def backfill_dip(backfill: dict[str, Any]) -> str:
     if worst is None or worst[0] > base - DIP_MARGIN:
         return ""
     value, beta, name = worst
-    shown = "nDCG@10" if metric == "ndcg@10" else "top-1"
     return (f"Part of the way through a backfill the gallery serves worse than today's system: at β = {beta:.2f} "
-            f"({name.replace('_', ' ')} order) {shown} is {value:.3f}, below old/old {base:.3f} on the evaluation "
+            f"({name.replace('_', ' ')} order) {metric_label(metric)} is {value:.3f}, below old/old {base:.3f} on the evaluation "
             "sample. Backfilled items are ranked by their new-model scores and the rest by the layer's, and here the "
             "two do not run on one scale: serve through the layer while the backfill runs, and switch to the new "
             "vectors once it is complete.")
