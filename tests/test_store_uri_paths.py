@@ -142,3 +142,45 @@ def test_a_schema_qualified_postgresql_table_is_imported_migrated_switched_and_r
         public = conn.execute("select to_regclass('public.embridge_state')").fetchone()[0]
     assert keys == ["alias-myschema.docs_live", "migrate-myschema.docs_v2"]  # the refusal recorded nothing
     assert public is None  # the checkpoints stay in the table's own schema
+
+
+@pytest.mark.parametrize("other", [
+    "qdrant:////{root}/db?collection=docs",  # four slashes: the path '//…', which POSIX may read apart
+    "qdrant:///{root}/./db/?collection=docs",
+    "qdrant:///{root}/link?collection=docs",  # a link to the folder
+])
+def test_one_store_has_one_place_however_its_local_path_is_written(tmp_path: Path, other: str) -> None:
+    (tmp_path / "db").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "db")
+    first = StoreURI.parse(f"qdrant:///{tmp_path}/db?collection=docs")
+    second = StoreURI.parse(other.format(root=str(tmp_path).lstrip("/")))
+    assert second.place() == first.place() == ("qdrant", "", str((tmp_path / "db").resolve()))
+
+
+def test_one_server_has_one_place_whatever_its_host_case_credentials_or_trailing_slash() -> None:
+    places = {StoreURI.parse(uri).place() for uri in (
+        "postgresql://alice:secret@DB.example.org:5432/shop?table=docs",
+        "postgres://bob@db.example.org:5432/shop/?table=docs",
+        "postgresql://db.example.org:5432/shop?table=docs")}
+    assert places == {("postgresql", "db.example.org:5432", "/shop")}
+    assert StoreURI.parse("postgresql://db.example.org:5433/shop").place() not in places
+
+
+def test_a_second_import_of_one_store_under_another_spelling_is_refused_as_busy(tmp_path: Path) -> None:
+    """The import lock is keyed by the store's place: 'qdrant:////x' or a server's upper-case host took
+    another lock, so two imports of one store could run at once and remove each other's items."""
+    from embridge.core.connectors.import_lock import one_import_of
+    from embridge.core.errors import WorkspaceBusyError
+
+    (tmp_path / "ws" / "vectors").mkdir(parents=True)
+    (tmp_path / "db").mkdir()
+    first = StoreURI.parse(f"qdrant:///{tmp_path}/db?collection=docs")
+    second = StoreURI.parse(f"qdrant:////{tmp_path}/db/?collection=docs")
+    with one_import_of(tmp_path / "ws", first, "docs"):
+        with pytest.raises(WorkspaceBusyError, match="another process is importing qdrant:////"):
+            with one_import_of(tmp_path / "ws", second, "docs"):
+                pass
+        with one_import_of(tmp_path / "ws", first, "other"):  # another collection of the store: no wait
+            pass
+    with one_import_of(tmp_path / "ws", second, "docs"):  # let go: the next import runs
+        pass

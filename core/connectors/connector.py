@@ -108,6 +108,15 @@ class StoreURI:
         path = os.path.normpath(self.path) if self.path and not self.netloc else self.path
         return f"{self.scheme}://{self.netloc}{path}"
 
+    def place(self) -> tuple[str, str, str]:
+        """(scheme, host, path) of where the store lives, one value however it is written: a local path
+        resolved (a link, ``//``, ``.`` and a trailing ``/``), a server's host in lower case without the
+        user's credentials and its path without a trailing ``/``."""
+        scheme = "postgresql" if self.scheme == "postgres" else self.scheme
+        if self.netloc:
+            return scheme, self.netloc.rpartition("@")[2].lower(), self.path.rstrip("/")
+        return scheme, "", os.path.realpath(self.path.rstrip("/") or "/")
+
     def server(self, default_port: int) -> tuple[str, int]:
         """(host, port) of a server URI (``scheme://host[:port]/...``); the default port when none is given."""
         host, sep, port = self.netloc.rpartition(":")

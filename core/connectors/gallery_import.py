@@ -133,7 +133,7 @@ def import_from_store(ws: Workspace, uri: str, model: str | None = None, label_f
     report = on_progress or no_progress
     store = open_store(uri, "--from")
     try:
-        with one_import_of(ws.root, uri, f"{store.uri.base}\0{store.collection}"):
+        with one_import_of(ws.root, store.uri, store.collection):
             return _import(ws, store, uri, model, label_field, text_field, split, batch_size, report, should_stop)
     finally:
         store.close()

@@ -14,27 +14,22 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from embridge.core.connectors.connector import StoreURI
 from embridge.core.errors import WorkspaceBusyError
-from embridge.core.store.file_lock import HeldLock
-from embridge.core.store.files import disk_error
+from embridge.core.store.file_lock import exclusive_lock
 
 
 @contextmanager
-def one_import_of(root: Path, uri: str, store_key: str) -> Iterator[None]:
-    """Hold the lock of importing ``uri`` into the workspace at ``root``; refuse at once when it is held.
-    ``store_key``: one spelling of the store and collection (``db/`` and ``db`` are one store)."""
-    key = hashlib.sha256(store_key.encode()).hexdigest()[:16]
+def one_import_of(root: Path, uri: StoreURI, collection: str) -> Iterator[None]:
+    """Hold the lock of importing ``collection`` of the store at ``uri`` into the workspace at ``root``;
+    refuse at once when it is held. The lock is keyed by the store's place, so every spelling of one
+    store (``db/``, ``//db``, a link, a host in capitals) takes the same lock."""
+    key = hashlib.sha256("\0".join((*uri.place(), collection)).encode()).hexdigest()[:16]
     lock = Path(root) / "vectors" / ".partial" / f"import-from-store-{key}.lock"
 
     def busy() -> Exception:
-        return WorkspaceBusyError(f"{root}: the workspace is busy (another process is importing {uri}); try "
+        return WorkspaceBusyError(f"{root}: the workspace is busy (another process is importing {uri.raw}); try "
                                   "again when it has finished")
 
-    try:
-        held = HeldLock(lock, busy)
-    except OSError as exc:
-        raise disk_error(exc, lock.parent, "start the import") from exc
-    try:
+    with exclusive_lock(lock, busy, "start the import"):
         yield
-    finally:
-        held.release()

@@ -120,12 +120,12 @@ def _refuse_the_source_itself(source: StoreURI, parsed: StoreURI, target: Path, 
 def same_store(a: StoreURI, b: StoreURI) -> bool:
     """Whether two URIs name one store (their collections are siblings in it), however its folder is
     written: a trailing slash, ``.`` and ``..`` segments, a link to it."""
-    if a.scheme != b.scheme or a.netloc != b.netloc:
+    (scheme, host, path), (other_scheme, other_host, other_path) = a.place(), b.place()
+    if (scheme, host) != (other_scheme, other_host):
         return False
-    place = (lambda p: p.rstrip("/")) if a.netloc else (lambda p: os.path.realpath(p.rstrip("/") or "/"))
-    if a.scheme in ("parquet", "lance"):
-        return Path(place(a.path)).parent == Path(place(b.path)).parent
-    return place(a.path) == place(b.path)
+    if scheme in ("parquet", "lance"):
+        return Path(path).parent == Path(other_path).parent
+    return path == other_path
 
 
 def named_alias(alias: str | None, uri: StoreURI, option: str) -> str | None:

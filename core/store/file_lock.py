@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from embridge.core.store.files import disk_error
+
 
 class HeldLock:
     """An exclusive lock on ``lock_path`` taken at construction (``busy()`` is raised at once when
@@ -63,9 +65,16 @@ class HeldLock:
 
 
 @contextmanager
-def exclusive_lock(lock_path: Path, busy: Callable[[], Exception]) -> Iterator[None]:
-    """Hold ``lock_path`` for the block; raise ``busy()`` at once when another process holds it."""
-    lock = HeldLock(lock_path, busy)
+def exclusive_lock(lock_path: Path, busy: Callable[[], Exception], doing: str | None = None) -> Iterator[None]:
+    """Hold ``lock_path`` for the block; raise ``busy()`` at once when another process holds it. With
+    ``doing`` (what the lock is taken to do), a folder the lock cannot be made in is one readable error
+    naming that folder (a full disk as such), not an OSError."""
+    try:
+        lock = HeldLock(lock_path, busy)
+    except OSError as exc:
+        if doing is None:
+            raise
+        raise disk_error(exc, lock_path.parent, doing) from exc
     try:
         yield
     finally:
