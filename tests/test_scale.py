@@ -148,6 +148,33 @@ def test_transform_equals_the_bundle_and_resumes_by_partition(ray_cluster: Any, 
     assert (again.skipped, again.written) == (5, 0)
 
 
+@pytest.mark.parametrize("output", ["parquet", "lance"])
+def test_a_partition_a_retried_worker_had_finished_counts_as_written_with_its_rows(upgrade: dict, tmp_path: Path,
+                                                                                  output: str) -> None:
+    """A worker killed after its partition's rename is retried; the retry finds the output there. That
+    partition was written by this run, and was counted as 'already done' with 0 rows."""
+    from types import SimpleNamespace
+
+    from embridge.core.scale.gallery_transform import PartitionResult, finished_rows
+    from embridge.core.scale.lance_output import marker_path
+    from embridge.core.scale.ray_transform import _in_job_order
+
+    v1 = upgrade["vectors"]["v1"]
+    write_partitions(tmp_path / "in", v1, parts=3)
+    target = f"lance://{tmp_path / 'out.lance'}" if output == "lance" else str(tmp_path / "out")
+    transform_gallery(upgrade["bundle"], str(tmp_path / "in"), target)
+    names = sorted(p.name for p in (tmp_path / "in").glob("*.parquet"))
+    outputs = [marker_path(tmp_path / "out.lance", n) if output == "lance" else tmp_path / "out" / n for n in names]
+    rows = [finished_rows(str(o), output) for o in outputs]
+    assert sum(rows) == len(v1) and min(rows) > 0
+    jobs = [("b", SimpleNamespace(name=n), str(o)) for n, o in zip(names, outputs, strict=True)]
+    before = [PartitionResult(names[0], rows[0], 0.0, skipped=True)]  # finished before the run began
+    found = [PartitionResult(n, r, 0.0, skipped=True) for n, r in zip(names[1:], rows[1:], strict=True)]
+    counted = _in_job_order(list(reversed(before + found)), jobs, before)
+    assert [(r.name, r.rows, r.skipped) for r in counted] == [(names[0], rows[0], True)] + [
+        (n, r, False) for n, r in zip(names[1:], rows[1:], strict=True)]
+
+
 def test_rerun_after_the_source_changed_redoes_only_what_changed(upgrade: dict, tmp_path: Path) -> None:
     """A bad partition stops the run midway; once it is fixed, a finished one edited and another
     removed, the rerun keeps the untouched outputs, redoes the changed ones, drops the removed one,

@@ -93,6 +93,17 @@ def list_partitions(folder: Path) -> list[Path]:
     return parquet_files(folder)
 
 
+def finished_rows(target: str, output: str = "parquet") -> int:
+    """The rows a finished partition's output holds (read from its footer or its marker, not its data)."""
+    if output == "lance":
+        from embridge.core.scale import lance_output
+
+        return lance_output.finished_rows(Path(target))
+    import pyarrow.parquet as pq
+
+    return int(pq.ParquetFile(target).metadata.num_rows)
+
+
 def transform_partition(bundle: str, part: Partition | dict[str, Any], target: str, id_col: str = "id",
                         vec_col: str = "vector", batch: int = 65_536, output: str = "parquet") -> PartitionResult:
     """Map one partition's vector column through the layer and write it.
@@ -109,7 +120,7 @@ def transform_partition(bundle: str, part: Partition | dict[str, Any], target: s
     part = part if isinstance(part, Partition) else Partition.from_row(part)
     began = time.perf_counter()
     if os.path.exists(target):
-        return PartitionResult(part.name, 0, 0.0, skipped=True)
+        return PartitionResult(part.name, finished_rows(target, output), 0.0, skipped=True)
     layer = loaded_layer(bundle)
     table = read_partition(part)
     if vec_col not in table.column_names or id_col not in table.column_names:
@@ -315,5 +326,5 @@ def transform_gallery(bundle: str | Path, source: str, target: str, *, engine: s
     written = [r for r in results if not r.skipped]
     return TransformResult(engine, str(src.root), str(dst), len(jobs), len(written), len(results) - len(written),
                            sum(r.rows for r in written), time.perf_counter() - began,
-                           sorted({r.runtime for r in written}), any(r.torch_loaded for r in written),
+                           sorted({r.runtime for r in written if r.runtime}), any(r.torch_loaded for r in written),
                            output, version, replaced)

@@ -74,6 +74,11 @@ def _read_marker(marker: Path) -> dict:
     return record
 
 
+def finished_rows(marker: Path) -> int:
+    """The rows a finished partition wrote, as its marker records them."""
+    return int(_read_marker(marker)["rows"])
+
+
 def commit(dataset: Path, partitions: list[str]) -> int:
     """Commit every partition's fragments, in ``partitions`` order, as one version; returns it."""
     import lance

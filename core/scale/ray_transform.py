@@ -16,6 +16,7 @@ import os
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -77,7 +78,7 @@ def transform_on_ray(jobs: list[tuple], address: str | None, num_cpus: int | Non
     if (address or "").strip().startswith("ray://"):  # Ray Data cannot run through Ray Client: plain tasks
         with ray_session(address, num_cpus):
             return _in_job_order(done + _with_tasks(ray, todo, on_progress, len(jobs), len(done), should_stop,
-                                                    output), jobs)
+                                                    output), jobs, done)
     with ray_session(address, num_cpus) as session:
         import ray.data
 
@@ -104,12 +105,18 @@ def transform_on_ray(jobs: list[tuple], address: str | None, num_cpus: int | Non
                                                bool(row["torch_loaded"])))
                 on_progress(len(results), len(jobs), {"stage": "transform"})
                 check_stop(should_stop)
-    return _in_job_order(results, jobs)
+    return _in_job_order(results, jobs, done)
 
 
-def _in_job_order(results: list[PartitionResult], jobs: list[tuple]) -> list[PartitionResult]:
+def _in_job_order(results: list[PartitionResult], jobs: list[tuple],
+                  done: list[PartitionResult] | None = None) -> list[PartitionResult]:
+    """``results`` in the order of ``jobs``. A partition found finished that was not finished before the run
+    (``done``) was written by this run: by a worker that died after its rename and was retried. It counts
+    as written, with the rows its output holds, not as done before."""
+    before = {r.name for r in done or []}
     order = {job[1].name: i for i, job in enumerate(jobs)}
-    return sorted(results, key=lambda r: order[r.name])
+    return sorted((replace(r, skipped=False) if r.skipped and r.name not in before else r for r in results),
+                  key=lambda r: order[r.name])
 
 
 def _with_tasks(ray: Any, todo: list[tuple], on_progress: ProgressFn, total: int, first: int,
