@@ -112,3 +112,51 @@ def test_chain_usage_errors_name_the_option(chain: dict[str, Any]) -> None:
         with pytest.raises(UsageError, match=r"--metric.*recall@5 is not measured on this chain's sample of \d+ "
                                              r"items, which reports recall@10"):
             chain_report(ws, models, runs, metric="recall@5", write=False)
+
+
+def test_a_head_run_an_unknown_run_and_a_reversed_run_are_refused_naming_what_they_are(chain: dict[str, Any]) -> None:
+    """A bct head was chained as a plain layer, against a diagonal of the raw new model the head replaces
+    when served; '--runs 99' named the workspace, and a reversed run did not say which way it was trained."""
+    from embridge.core.train.runs import train_run
+
+    models, runs = chain["models"], chain["runs"]
+    with Workspace.open(chain["path"]) as ws:
+        head = train_run(ws, "bct", "v1", "v2", device="cpu", config={"epochs": 1})["run_id"]
+        reverse = train_run(ws, "affine", "v2", "v1", device="cpu")["run_id"]
+        with pytest.raises(InputError, match=rf"run {head}: is a bct head: 'v2' would be served through it"):
+            chain_report(ws, models, [head, runs[1]], write=False)
+        with pytest.raises(InputError, match=r"--runs: names run 999, which the workspace does not hold"):
+            chain_report(ws, models, [999, runs[1]], write=False)
+        with pytest.raises(InputError, match=rf"run {reverse}: was trained with old model 'v2' and new model 'v1', "
+                                             "but step 1 of the chain takes old 'v1' and new 'v2'"):
+            chain_report(ws, models, [reverse, runs[1]], write=False)
+
+
+def test_a_forward_chain_says_its_layers_carry_the_gallery_up(tmp_path: Path) -> None:
+    """fct layers were labelled 'v2 → v1' and the page said the queries were mapped down."""
+    from embridge.core.train.runs import train_run
+
+    info = build_chain_workspace(tmp_path / "ws")
+    with Workspace.open(info["path"]) as ws:
+        runs = [train_run(ws, "fct", f"v{k}", f"v{k + 1}", device="cpu", config={"epochs": 2})["run_id"]
+                for k in (1, 2)]
+        report = chain_report(ws, info["models"], runs)
+    assert [layer["maps"] for layer in report.chain["layers"]] == ["v1 gallery → v2 space", "v2 gallery → v3 space"]
+    page = Path(report.html_file).read_text(encoding="utf-8")
+    assert "carried up the chain of forward layers" in page and "mapped down" not in page
+
+
+def test_without_labels_or_judgments_ac_is_said_to_measure_nothing(chain: dict[str, Any], tmp_path: Path) -> None:
+    """With the query's own item as its relevance each version finds its own items (the diagonal is 1), so
+    AC was 0 whatever the layers, printed with no word of why."""
+    from embridge.core.report.chain_text import chain_lines
+
+    info = build_chain_workspace(tmp_path / "ws")
+    with Workspace.open(info["path"]) as ws:
+        ws.db.execute("update items set label = null")
+        report = chain_report(ws, info["models"], info["runs"], write=False)
+    c = report.chain
+    assert np.diag(np.array(c["matrix"])).min() == 1.0 and c["ac"] == 0.0
+    assert any(line.startswith("note: AC is 0 by construction here") for line in chain_lines(c))
+    labelled = chain["report"].chain
+    assert "ac_note" not in labelled and not any(line.startswith("note:") for line in chain_lines(labelled))

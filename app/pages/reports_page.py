@@ -36,7 +36,13 @@ from embridge.core.errors import EmbridgeError, InputError, StoreError
 from embridge.core.evaluation.headline import with_judged_rows
 from embridge.core.formatting import capitalised
 from embridge.core.progress import ProgressFn, StopFn
-from embridge.core.report.chain_text import chain_cells, criterion_lines, measured_lines, scores_line
+from embridge.core.report.chain_text import (
+    chain_cells,
+    criterion_lines,
+    measured_lines,
+    note_lines,
+    scores_line,
+)
 from embridge.core.report.limits import MAX_BOOTSTRAP, MIN_BOOTSTRAP
 from embridge.core.report.number_source import served_lines, source_of_report
 from embridge.core.report.report_record import Report
@@ -293,7 +299,7 @@ class ReportsPage(Page):
         statement = report.search.get("statement", "")
         if report.chain:  # no upgraded cell or headline: the matrix's AC and AM, and each pair's criterion
             chain = report.chain
-            said = "".join(f"<p>{html.escape(line)}</p>" for line in criterion_lines(chain))
+            said = "".join(f"<p>{html.escape(line)}</p>" for line in [*note_lines(chain), *criterion_lines(chain)])
             self.verdict.setText(
                 "".join(f"<p><b>{html.escape(capitalised(line))}</b></p>" for line in measured_lines(chain))
                 + warning + f"<p>Chain {html.escape(' → '.join(chain.get('versions') or []))} on "

@@ -32,7 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_common(p)
     p.add_argument("--run", type=RUN_ID, help="training run (default: the latest completed one)")
     p.add_argument("--heldout-gallery", action="store_true",
-                   help="leave the train fold (the items the layer was fitted on) out of the gallery")
+                   help="leave the items the layer may have been fitted on out of the gallery: the train fold and, "
+                        "with relevance judgments, the documents judged relevant to training queries")
     p.add_argument("--rollback", action="store_true", help="also score the rollback cell old/new")
     _search_flags(p)
     p.add_argument("--backfill-steps", type=number(int, low=2, high=1001), default=11,
@@ -68,7 +69,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         f"{' or '.join(JUDGED_METRICS)} (default: ndcg@10 with judgments, else top1; a gallery under "
                         "10 items has a smaller recall@k; mAP@R replaces mAP where the full ranking is too large)")
     p.add_argument("--heldout-gallery", action="store_true",
-                   help="leave the train fold (the items the layers were fitted on) out of the gallery")
+                   help="leave the items the layers may have been fitted on out of the gallery: the train fold and, "
+                        "with relevance judgments, the documents judged relevant to training queries")
     _search_flags(p)
     p.set_defaults(handler=cmd_chain)
 
@@ -228,6 +230,15 @@ def _measured_where(metric: str, report: Report) -> str:
     return f"{on(cell)}; against old/old" if "flip" in metric or "nfr" in metric else on(cell)
 
 
+def _held_out(sizes: dict[str, Any]) -> str:
+    """What --heldout-gallery took out of the gallery, as the report's sizes count it."""
+    judged = sizes.get("removed_judged") or 0
+    if judged:
+        return (f"{sizes.get('removed_train')} items layers may be fitted on: the train fold and {judged} documents "
+                "judged relevant to training queries")
+    return f"the train fold's {sizes.get('removed_train')}"
+
+
 def _model_name(report: Report, role: str) -> Any:
     """The name the report's ``role`` ('old' or 'new') model had when it was measured."""
     return (report.models.get(role) or {}).get("name")
@@ -286,8 +297,7 @@ def _report_text(report: Report) -> str:
     pair = pair_arrow(_model_name(report, "old"), _model_name(report, "new"), report.method)
     lines = [f"report #{report.report_id}: {report.method} layer of run {report.run_id} ({pair}), "
              f"{_queries_text(s)}; evaluation sample {s['gallery']} of the {s['gallery_full']} gallery items"
-             + (f" (the train fold's {s.get('removed_train')} left out by --heldout-gallery)"
-                if s.get("heldout_gallery") else ""),
+             + (f" ({_held_out(s)} left out by --heldout-gallery)" if s.get("heldout_gallery") else ""),
              f"top-1: old/old {format_share(h['old_old_top1'])}, {report.ceiling_cell} "
              f"{format_share(h['ceiling_top1'])}, {report.upgraded_cell} {format_share(h['upgraded_top1'])}"
              f"{sample_floor_text(h.get('old_old_sample_top1'), h.get('upgraded_sample_top1'))}; "

@@ -51,6 +51,7 @@ class UpgradeTasks:
     heldout_gallery: bool = False
     left_out: int = 0  # test queries left out: relevant items only outside the evaluation sample
     gallery_both: int = 0  # gallery items every compared model embedded, the train fold included
+    removed_judged: int = 0  # of removed_train: documents judged relevant to training queries, outside the fold
 
 
 def ids_under_all(ws: Workspace, models: Sequence[str]) -> np.ndarray:
@@ -105,8 +106,19 @@ def heldout_queries(ws: Workspace, models: Sequence[str], seed: int = 0) -> tupl
     return QuerySet(f"held-out items (test fold{_judged_but_unembedded(ws, 'test')})", queries), "test fold"
 
 
-def _without_train(ws: Workspace, ids: np.ndarray) -> tuple[np.ndarray, int]:
-    keep = ~np.isin(ids, ws.fold_ids().get("train", np.zeros(0, dtype=np.int64)))
+def fitted_items(ws: Workspace) -> tuple[np.ndarray, np.ndarray]:
+    """(train fold, documents judged relevant to training queries outside it): every item a layer may have
+    been fitted on. The retrieval loss fits a query's new vector to its relevant documents' old ones, so
+    those documents were fitting targets too, wherever their fold."""
+    train = ws.fold_ids().get("train", np.zeros(0, dtype=np.int64))
+    if not ws.has_judgments():
+        return train, np.zeros(0, dtype=np.int64)
+    judged = ws.judgments("train")
+    return train, np.setdiff1d(judged.item_ids[judged.grades > 0], train)
+
+
+def _without_train(ids: np.ndarray, fitted: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, int]:
+    keep = ~(np.isin(ids, fitted[0]) | np.isin(ids, fitted[1]))
     return ids[keep], int((~keep).sum())
 
 
@@ -129,14 +141,17 @@ def _upgrade_tasks(ws: Workspace, models: Sequence[str], heldout_gallery: bool, 
     sample_ids = ws.gallery_among(ids_under_all(ws, models))
     both = int(sample_ids.size)
     sample_all = both == ws.gallery_count()  # every compared model embedded every gallery item
-    removed = 0
-    if heldout_gallery:
-        full_ids, removed = _without_train(ws, full_ids)
-        sample_ids, _ = _without_train(ws, sample_ids)
+    removed, removed_judged = 0, 0
+    fitted = fitted_items(ws) if heldout_gallery else None
+    if fitted is not None:
+        removed_judged = int(np.isin(full_ids, fitted[1]).sum())
+        full_ids, removed = _without_train(full_ids, fitted)
+        sample_ids, _ = _without_train(sample_ids, fitted)
     rule = choose_rule(ws, queries.ids, np.union1d(full_ids, sample_ids),
                        "test" if source == "judged test queries" else None)
     gallery_full = ws.gallery_count()
-    suffix = " without the train fold" if heldout_gallery else ""
+    suffix = (" without the train fold" + (" and the documents judged relevant to training queries"
+                                           if removed_judged else "")) if heldout_gallery else ""
     full = GallerySet(old_gallery_name(old_embedded, gallery_full, suffix), full_ids)
     if sample_all:
         sample = GallerySet(f"the whole gallery{suffix}", sample_ids)
@@ -147,20 +162,21 @@ def _upgrade_tasks(ws: Workspace, models: Sequence[str], heldout_gallery: bool, 
     if sample.ids.size < 2:
         raise InputError(label, f"the gallery holds {sample.ids.size} items with vectors under every model; "
                          "embed more gallery items with each model")
-    reach = _embedded_by_any(ws, models, heldout_gallery) if rule.graded() else None
+    reach = _embedded_by_any(ws, models, fitted) if rule.graded() else None
     queries, left_out = comparable_queries(RetrievalTask(queries, full, rule), RetrievalTask(queries, sample, rule),
                                            label, heldout_gallery, reach)
     return UpgradeTasks(RetrievalTask(queries, full, rule), RetrievalTask(queries, sample, rule), source,
-                        gallery_full, removed, heldout_gallery, left_out, both)
+                        gallery_full, removed, heldout_gallery, left_out, both, removed_judged)
 
 
-def _embedded_by_any(ws: Workspace, models: Sequence[str], heldout_gallery: bool) -> np.ndarray:
-    """Gallery items some compared model embedded (without the train fold under ``heldout_gallery``)."""
+def _embedded_by_any(ws: Workspace, models: Sequence[str],
+                     fitted: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
+    """Gallery items some compared model embedded (without the ``fitted`` items when given)."""
     ids = np.zeros(0, dtype=np.int64)
     for name in models:
         ids = np.union1d(ids, ws.ids_with_vectors(name))
     ids = ws.gallery_among(ids)
-    return _without_train(ws, ids)[0] if heldout_gallery else ids
+    return _without_train(ids, fitted)[0] if fitted is not None else ids
 
 
 def comparable_queries(full: RetrievalTask, sample: RetrievalTask, label: str, heldout_gallery: bool = False,

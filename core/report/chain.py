@@ -20,6 +20,7 @@ import numpy as np
 
 from embridge.core import __version__
 from embridge.core.adapters import adapt_gallery, adapt_queries, load_adapter
+from embridge.core.adapters.adapt_arrays import HEAD_KINDS
 from embridge.core.adapters.adapter import Adapter
 from embridge.core.errors import InputError, UsageError
 from embridge.core.evaluation.compat import matrix_scores
@@ -56,7 +57,10 @@ def chain_layers(ws: Workspace, models: Sequence[str], runs: Sequence[int]) -> t
         known = ", ".join(m["name"] for m in ws.models()) or "none"
         raise InputError("--models", f"no model named '{unknown[0]}' in the workspace (known: {known})")
     adapters, rows = [], []
+    recorded = {int(r["id"]) for r in ws.runs()}
     for k, run_id in enumerate(runs):
+        if int(run_id) not in recorded:
+            raise InputError("--runs", f"names run {run_id}, which the workspace does not hold (see 'embridge runs')")
         run = ws.run(int(run_id))
         if run["kind"] != "train" or run["status"] != "completed":
             status = f"{run['status']} {run['kind']}"
@@ -64,8 +68,14 @@ def chain_layers(ws: Workspace, models: Sequence[str], runs: Sequence[int]) -> t
                              "completed training run")
         row = ws.adapter_for_run(int(run_id))
         if (row["old_model"], row["new_model"]) != (models[k], models[k + 1]):
-            raise InputError(f"run {run_id}", f"links '{row['new_model']}' and '{row['old_model']}', but step {k + 1} "
-                             f"of the chain is '{models[k + 1]}' → '{models[k]}'")
+            raise InputError(f"run {run_id}", f"was trained with old model '{row['old_model']}' and new model "
+                             f"'{row['new_model']}', but step {k + 1} of the chain takes old '{models[k]}' and new "
+                             f"'{models[k + 1]}'")
+        if row["kind"] in HEAD_KINDS:  # the version it upgrades to is served through the head, not as itself
+            raise InputError(f"run {run_id}", f"is a {row['kind']} head: '{row['new_model']}' would be served through "
+                             f"it (its gallery indexed by the head too), so the chain's '{row['new_model']}' is not "
+                             "that model's own vectors; chain layers that map vectors, e.g. 'embridge train "
+                             "--method affine'")
         if row["kind"] in ("fusion", "cascade"):  # both need the old query: fusion mixes it, cascade recalls by it
             use = ("use its base layer's run" if row["kind"] == "fusion" else
                    "chain a run of its fallback layer's method instead (e.g. 'embridge train --method affine')")
@@ -100,6 +110,26 @@ def _up(adapters: Sequence[Adapter], rows: Sequence[dict], j: int, i: int) -> An
     return apply
 
 
+OWN_ITEM_AC = ("AC is 0 by construction here: with the query's own item as its only relevant one, each version "
+               "finds its own items under its own model (the diagonal), which no mapped query can beat; give the items "
+               "labels or relevance judgments for an AC that measures compatibility (AM still does)")
+
+
+def _maps(row: dict) -> str:
+    """What a layer carries where: a forward layer the old gallery up, a backward one new queries down."""
+    if row["direction"] == "forward":
+        return f"{row['old_model']} gallery → {row['new_model']} space"
+    return f"{row['new_model']} queries → {row['old_model']} space"
+
+
+def _measured_on(protocols: dict[str, list[str]], cells: int) -> list[str]:
+    """Each protocol sentence, with the cells it holds for when the cells were measured on more than one."""
+    if len(protocols) <= 1:
+        return list(protocols)
+    return sorted(f"{sentence} (cells {', '.join(names)})" if len(names) < cells else sentence
+                  for sentence, names in protocols.items())
+
+
 def chain_report(ws: Workspace, models: Sequence[str], runs: Sequence[int], *, metric: str | None = None,
                  heldout_gallery: bool = False, search: SearchConfig | None = None, write: bool = True,
                  on_progress: ProgressFn | None = None, should_stop: StopFn | None = None) -> Report:
@@ -132,7 +162,7 @@ def chain_report(ws: Workspace, models: Sequence[str], runs: Sequence[int], *, m
         t = len(models)
         matrices = {m: np.full((t, t), np.nan) for m in shown}
         searches: dict[str, Any] = {}
-        measured_on: set[str] = set()
+        measured_on: dict[str, list[str]] = {}  # each protocol sentence, and the cells measured on it
         pairs = [(i, j) for i in range(t) for j in range(i + 1)]
         with tempfile.TemporaryDirectory(prefix=f"{TMP_PREFIX}scratch-", dir=ws.root / "reports",
                                          ignore_cleanup_errors=True) as scratch:
@@ -151,7 +181,7 @@ def chain_report(ws: Workspace, models: Sequence[str], runs: Sequence[int], *, m
                     matrices[m][i, j] = summary[m]
                 searches[cell.name] = cell.search.to_dict()
                 if cell.protocol is not None:
-                    measured_on.add(cell.protocol.describe())
+                    measured_on.setdefault(cell.protocol.describe(), []).append(cell.name)
         scores = matrix_scores(matrices[metric])
         below = [{"query": models[i], "gallery": models[j], "value": float(matrices[metric][i, j]),
                   "reference": float(matrices[metric][j, j]),
@@ -160,10 +190,11 @@ def chain_report(ws: Workspace, models: Sequence[str], runs: Sequence[int], *, m
         chain = {"versions": models, "runs": [int(r) for r in runs], "direction": direction, "metric": metric,
                  "matrix": matrices[metric].tolist(), "matrices": {m: v.tolist() for m, v in matrices.items()},
                  "ac": scores["ac"], "am": scores["am"], "criterion": below,
-                 "measured_on": sorted(measured_on),
+                 "measured_on": _measured_on(measured_on, len(pairs)),
                  "layers": [{"run_id": r["run_id"], "adapter_id": r["id"], "kind": r["kind"],
-                             "direction": r["direction"], "maps": f"{r['new_model']} → {r['old_model']}"}
-                            for r in rows]}
+                             "direction": r["direction"], "maps": _maps(r)} for r in rows]}
+        if sample.relevance == "item":
+            chain["ac_note"] = OWN_ITEM_AC
         report = Report(schema=SCHEMA, kind="chain", created=now_iso(), embridge_version=__version__,
                         report_id=None, chain=chain, protocol=sample.protocol(chain=True),
                         sizes={**sample.sizes(), "versions": t}, scoring=plan.to_dict(),

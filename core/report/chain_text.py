@@ -23,13 +23,18 @@ def scores_line(chain: Mapping[str, Any]) -> str:
     return f"AC {chain['ac']:.3f}  AM {chain['am']:.3f}"
 
 
+def note_lines(chain: Mapping[str, Any]) -> list[str]:
+    """Why AC cannot be read as compatibility on this chain's relevance, when it cannot."""
+    return [f"note: {chain['ac_note']}"] if chain.get("ac_note") else []
+
+
 def measured_lines(chain: Mapping[str, Any]) -> list[str]:
     return [f"measured on {sentence}" for sentence in chain.get("measured_on") or []]
 
 
 def chain_lines(chain: Mapping[str, Any]) -> list[str]:
     """What ``embridge chain`` prints: the matrix, AC and AM, and where they were measured."""
-    return [*matrix_lines(chain), scores_line(chain), *measured_lines(chain)]
+    return [*matrix_lines(chain), scores_line(chain), *note_lines(chain), *measured_lines(chain)]
 
 
 def criterion_lines(chain: Mapping[str, Any]) -> list[str]:

@@ -236,13 +236,20 @@ def _training(report: Mapping[str, Any], figs: _Figures) -> str:
     return _table(["training", "value"], rows) + figs.take("training", "Training and validation curves")
 
 
+def _chain_direction(chain: Mapping[str, Any]) -> str:
+    if chain.get("direction") == "forward":
+        return "Gallery vectors carried up the chain of forward layers to the query's version."
+    return "Queries mapped down the chain of layers to the gallery's version."
+
+
 def _chain(report: Mapping[str, Any], figs: _Figures) -> str:
     chain = report.get("chain") or {}
     versions = chain.get("versions") or []
     matrix = chain.get("matrix") or []
     rows = [[versions[i], *[matrix[i][j] if j <= i else "" for j in range(len(versions))]] for i in range(len(versions))]
-    return (f"<p>C[i][j] = {escape(str(chain.get('metric')))} of query model i against gallery model j (j ≤ i), "
-            f"queries mapped down the chain of layers. AC = {_fmt(chain.get('ac'))}, AM = {_fmt(chain.get('am'))}.</p>"
+    return (f"<p>C[i][j] = {escape(str(chain.get('metric')))} of query model i against gallery model j (j ≤ i). "
+            f"{_chain_direction(chain)} AC = {_fmt(chain.get('ac'))}, AM = {_fmt(chain.get('am'))}.</p>"
+            + (f"<p><span class='fail'>Note:</span> {escape(str(chain['ac_note']))}.</p>" if chain.get("ac_note") else "")
             + _table(["query \\ gallery", *versions], rows)
             + figs.take("compatibility_matrix", "Compatibility matrix"))
 

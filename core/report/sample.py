@@ -107,7 +107,7 @@ class EvalSample:
                 "gallery_old": int(self.full_ids.size), "gallery_both": self.tasks.gallery_both,
                 "gallery_full": self.gallery_full, "gallery_train_fold": self.gallery_train_fold,
                 "gallery_val_fold": self.gallery_val_fold, "removed_train": self.removed_train,
-                "heldout_gallery": self.heldout_gallery, "query_source": self.query_source,
+                "removed_judged": self.tasks.removed_judged, "heldout_gallery": self.heldout_gallery, "query_source": self.query_source,
                 "query_set": self.tasks.full.queries.name, "relevance": self.relevance,
                 "queries_added_to_gallery": self.queries_added,
                 "queries_in_gallery": own, "same_key_documents_left_out": same_key,
@@ -134,8 +134,11 @@ class EvalSample:
                          f"backfill) search {sample.gallery.name}: {items} of the {self.gallery_full} gallery "
                          "items; costs are extrapolated to the full gallery.")
         if self.heldout_gallery:
-            lines.append(f"Held-out gallery: the {self.removed_train} train-fold items the layer was fitted on "
-                         "were removed from the gallery.")
+            judged = self.tasks.removed_judged
+            which = (f"the {self.removed_train} items the layer may have been fitted on (the train fold and the "
+                     f"{judged} documents outside it judged relevant to training queries)" if judged else
+                     f"the {self.removed_train} train-fold items the layer was fitted on")
+            lines.append(f"Held-out gallery: {which} were removed from the gallery.")
         else:
             lines.append(f"The evaluation sample contains {self.gallery_train_fold} items the layer was fitted on "
                          f"(train fold) and {self.gallery_val_fold} of the validation fold; the queries were "
