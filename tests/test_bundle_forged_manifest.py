@@ -195,6 +195,10 @@ FORGED = [
     ("metric-nan", _put(float("nan"), "metrics", "values", "upgraded_top1"), "metrics.values.upgraded_top1"),
     ("metric-share-above-one", _put(7.5, "metrics", "values", "negative_flip_rate"),
      "metrics.values.negative_flip_rate"),
+    # with the checkpoint's name changed or gone, verify skipped rebuilding the layer from it: another layer's
+    # adapter_state.pt passed
+    ("state-file-renamed", _put("none.pt", "adapter", "state_file"), "adapter.state_file"),
+    ("state-file-missing", _drop("adapter", "state_file"), "adapter.state_file"),
 ]
 
 
@@ -212,6 +216,18 @@ def test_a_forged_manifest_is_refused_alike_by_verify_inspect_and_apply(
         assert code == 1 and len(lines) == 1, (argv, lines)
         assert f"{forged}: manifest.json field '{field}'" in lines[0], lines[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["forged.zip"] and forged.read_bytes() == before
+
+
+def test_an_onnx_entry_naming_another_file_is_refused(bundles: dict, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """portable.onnx named any listed file: inspect and the 'not checked' message showed it while
+    onnxruntime ran adapter.onnx."""
+    forged = _forge(bundles["root"] / "onnx.zip", tmp_path / "forged.zip",
+                    _put("probes/inputs.npy", "portable", "onnx"))
+    for argv in (["bundle", "verify", str(forged)], ["bundle", "inspect", str(forged)]):
+        code, lines = _cli(argv, capsys)
+        assert code == 1 and len(lines) == 1, (argv, lines)
+        assert f"{forged}: manifest.json field 'portable.onnx' must be 'adapter.onnx'" in lines[0], lines[0]
 
 
 def test_old_vectors_with_a_bundle_that_takes_none_is_refused(

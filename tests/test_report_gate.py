@@ -106,11 +106,16 @@ def test_gate_bad_options(demo_copy: Path, capsys: pytest.CaptureFixture[str]) -
     ws = str(demo_copy)
     assert main(["report", "--workspace", ws, "--fail-under", "gain_retained~0.5"]) == 2
     assert "--fail-under" in capsys.readouterr().err
+    # a --junit path refused is misuse (2), as an empty one is: a pipeline must not read it as a failed gate (1)
     code = main(["report", "--workspace", ws, "--junit", str(demo_copy / "gate.xml"), "--fail-under", "top1=0.1"])
     err = capsys.readouterr().err
-    assert code == 1 and "--junit" in err and err.count("\n") == 1
-    for junit, problem, status in (("", "argument --junit: is empty", 2),  # a usage error, as every empty path
-                                   (f"{demo_copy.parent}/gate.xml/", "ends with a path separator", 1)):
+    assert code == 2 and "--junit" in err and err.count("\n") == 1
+    (demo_copy.parent / "notes.txt").write_text("mine\n")
+    (demo_copy.parent / "folder").mkdir()
+    for junit, problem, status in (("", "argument --junit: is empty", 2),
+                                   (f"{demo_copy.parent}/gate.xml/", "ends with a path separator", 2),
+                                   (str(demo_copy.parent / "folder"), "is a folder, not a regular file", 2),
+                                   (f"{demo_copy.parent}/notes.txt", "exists and is not a JUnit XML file", 2)):
         code = main(["report", "--workspace", ws, "--junit", junit, "--fail-under", "top1=0.1"])
         err = capsys.readouterr().err
         assert code == status and problem in err and err.count("\n") == 1, err
@@ -118,6 +123,7 @@ def test_gate_bad_options(demo_copy: Path, capsys: pytest.CaptureFixture[str]) -
     err = capsys.readouterr().err
     assert code == 2 and "--junit: needs at least one --fail-under check" in err
     assert not (demo_copy.parent / "gate.xml").exists()
+    assert (demo_copy.parent / "notes.txt").read_text() == "mine\n"
 
 
 def test_a_check_no_report_can_pass_is_refused_before_any_work(demo_copy: Path, tmp_path: Path,
@@ -140,6 +146,10 @@ def test_a_check_no_report_can_pass_is_refused_before_any_work(demo_copy: Path, 
                            ("compatible=0", "compatible lies between 0 and 1, so this check could never fail"),
                            ("compatible=0.5", "compatible is yes or no (read as 1 or 0): write compatible=1 to "
                             "require it"),
+                           ("compatible=2", "compatible is yes or no (read as 1 or 0): write compatible=1 to "
+                            "require it"),
+                           ("GAIN_RETAINED=0.5", "no report has a metric named 'GAIN_RETAINED'; did you mean "
+                            "gain_retained?"),
                            ("n_queries>=-5", "n_queries is never below 0, so this check could never fail"),
                            ("arr=0", "arr is never below 0, so this check could never fail"),
                            ("relative_nfr<=-1", "relative_nfr is never below 0, so this check could never pass")):
@@ -148,7 +158,8 @@ def test_a_check_no_report_can_pass_is_refused_before_any_work(demo_copy: Path, 
         err = capsys.readouterr().err
         assert code == 2 and err.count("\n") == 1, err  # misuse (2), never a failed gate's status (1)
         assert f"--fail-under: {parse_check(check).text}: {problem}" in err
-        assert ("write shares as fractions" in err) == (parse_check(check).threshold > 1)  # a percent typed as 5
+        assert ("write shares as fractions" in err) == (parse_check(check).threshold > 1  # a percent typed as 5
+                                                        and not check.startswith("compatible"))
         error = ET.parse(junit).getroot().find("testsuite/testcase/error")  # CI shows the refusal, not a pass
         assert error is not None and problem in error.get("message")
     with Workspace.open(demo_copy) as store:
@@ -269,7 +280,7 @@ def test_junit_refuses_a_target_that_is_not_a_regular_file(demo_copy: Path, tmp_
     for kind, path in targets.items():
         code = main(_report_args(ws, path))
         out, err = capsys.readouterr()
-        assert code == 1 and out == "" and err.count("\n") == 1, err
+        assert code == 2 and out == "" and err.count("\n") == 1, err
         assert f"--junit {path}: is {kind}, not a regular file" in err, err
         assert os.lstat(path).st_mode == modes[kind]  # left as it was, not replaced by a regular file
     assert (tmp_path / "targets" / "real.xml").read_text() == "<keep/>"
@@ -294,7 +305,7 @@ def test_junit_replaces_only_an_earlier_junit_result(demo_copy: Path, tmp_path: 
         before = target.read_bytes()
         code = main(_report_args(ws, target))
         out, err = capsys.readouterr()
-        assert code == 1 and out == "" and err.count("\n") == 1, err
+        assert code == 2 and out == "" and err.count("\n") == 1, err
         assert f"--junit {target}: exists and is not a JUnit XML file" in err, err
         assert target.read_bytes() == before
     assert table_dump(demo_copy) == rows  # refused before the report

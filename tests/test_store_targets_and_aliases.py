@@ -56,7 +56,7 @@ def test_a_store_folder_linked_to_nothing_is_refused(upgrade: dict, tmp_path: Pa
 
 
 @pytest.mark.parametrize("kind", ["parquet", "lancedb"])
-@pytest.mark.parametrize(("param", "said"), [("vector=nope", "no vector column 'nope'"),
+@pytest.mark.parametrize(("param", "said"), [("vector=nope", "column 'nope'"),
                                              ("id=nope", "no column 'nope' (columns: ")])
 def test_check_and_rollback_refuse_a_column_the_collection_lacks(
         kind: str, param: str, said: str, upgrade: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

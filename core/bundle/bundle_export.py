@@ -32,6 +32,7 @@ from embridge.core.bundle.manifest import (
     MANIFEST,
     OUTPUT_NORMALISATIONS,
     REPORT_JSON,
+    STATE_FILE,
     checksums_text,
 )
 from embridge.core.bundle.matrix_out import MatrixFile
@@ -70,7 +71,6 @@ from embridge.core.store.files import (
 from embridge.core.store.rows import now_iso
 from embridge.core.store.vector_matrix import release_pages
 
-STATE_FILE = "adapter_state.pt"
 GALLERY_DIR = "gallery_transformed"
 GALLERY_CHUNK = 16_384
 # members of float tensors (weights, probes, matrices) deflate by a few per cent at most and deflating

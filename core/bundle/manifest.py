@@ -23,8 +23,10 @@ from embridge.core.bundle.manifest_fields import (
     INPUT_NORMALISATIONS,
     MANIFEST,
     MAX_DIM,
+    ONNX_FILE,
     OUTPUT_NORMALISATIONS,
     PORTABLE_FILE,
+    STATE_FILE,
     check_fields,
 )
 from embridge.core.errors import BundleError
@@ -37,8 +39,8 @@ CHECKSUMS = "CHECKSUMS"
 REPORT_JSON = "report.json"
 RESERVED = (MANIFEST, CHECKSUMS)
 REQUIRED_KEYS = ("format_version", "created", "embridge_version", "adapter", "files", "probes")
-__all__ = ["ADAPTER_FILE", "CHECKSUMS", "FORMAT_VERSION", "INPUT_NORMALISATIONS", "MANIFEST", "MAX_DIM",
-           "OUTPUT_NORMALISATIONS", "PORTABLE_FILE", "REPORT_JSON", "check_fields", "check_integrity",
+__all__ = ["ADAPTER_FILE", "CHECKSUMS", "FORMAT_VERSION", "INPUT_NORMALISATIONS", "MANIFEST", "MAX_DIM", "ONNX_FILE",
+           "OUTPUT_NORMALISATIONS", "PORTABLE_FILE", "REPORT_JSON", "STATE_FILE", "check_fields", "check_integrity",
            "checksums_text", "parse_checksums", "parse_manifest"]
 _LINE = re.compile(r"^([0-9a-f]{64})  (\S(?:.*\S)?)$")
 

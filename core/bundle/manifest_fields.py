@@ -17,7 +17,9 @@ from embridge.core.report.gate import is_share
 
 MANIFEST = "manifest.json"
 ADAPTER_FILE = "adapter.pt"
+STATE_FILE = "adapter_state.pt"  # the training checkpoint, rebuilt by verify
 PORTABLE_FILE = "adapter.safetensors"
+ONNX_FILE = "adapter.onnx"  # a non-linear layer, for onnxruntime
 MAX_DIM = 1 << 20
 # What the exporter writes: inputs "l2" when the layer was fitted on L2-normalised vectors, else
 # "none" (the vectors as stored); outputs are always meant for cosine search.
@@ -126,6 +128,9 @@ def _adapter(c: _Checker, m: dict[str, Any]) -> None:
     if adapter.get("file") != ADAPTER_FILE:
         c.fail("adapter.file", f"must be '{ADAPTER_FILE}' (a bundle holds its adapter there), "
                f"got {str(adapter.get('file'))[:80]!r}")
+    if adapter.get("state_file") != STATE_FILE or STATE_FILE not in m["files"]:  # verify rebuilds the layer from it
+        c.fail("adapter.state_file", f"must be '{STATE_FILE}', listed under files (a bundle holds its training "
+               f"checkpoint there), got {str(adapter.get('state_file'))[:80]!r}")
     for key in ("run_ids", "adapter_ids"):  # the report cross-check reads run_ids: a forged one must not disable it
         ids = adapter.get(key)
         if ids is not None and not (isinstance(ids, list) and all(_integer(i) for i in ids)):
@@ -271,8 +276,9 @@ def _portable(c: _Checker, m: dict[str, Any]) -> None:
     if entry["runtime"] == "numpy" and m["adapter"]["kind"] not in NUMPY_KINDS:
         c.fail("portable.runtime", f"says 'numpy', which serves linear layers alone, but adapter.kind says "
                f"{_shown(m['adapter']['kind'])}")
-    if entry["runtime"] == "onnx" and entry.get("onnx") not in m["files"]:
-        c.fail("portable.onnx", "must name the ONNX file listed under files")
+    if entry["runtime"] == "onnx" and (entry.get("onnx") != ONNX_FILE or ONNX_FILE not in m["files"]):
+        c.fail("portable.onnx", f"must be '{ONNX_FILE}', listed under files (the file onnxruntime runs), got "
+               f"{str(entry.get('onnx'))[:80]!r}")
     stated = entry.get("input_normalisation")
     if stated is not None and stated != m["normalisation"]["input"]:
         c.fail("portable.input_normalisation", f"says {_shown(stated)}, but normalisation.input says "

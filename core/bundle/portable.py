@@ -25,12 +25,11 @@ from typing import Any
 import numpy as np
 
 from embridge.core.bundle.archive import BundleSource
-from embridge.core.bundle.manifest import PORTABLE_FILE
+from embridge.core.bundle.manifest import ONNX_FILE, PORTABLE_FILE
 from embridge.core.errors import BundleError, first_line
 from embridge.core.extras import installed
 from embridge.core.l2 import l2_normalize
 
-ONNX_FILE = "adapter.onnx"
 RUNTIMES = ("auto", "numpy", "onnx", "torch")
 # The torch-free outputs are compared with the stored torch outputs; float32 sums in another
 # order (a folded matrix, other kernels) differ by about 1e-7 on unit vectors.

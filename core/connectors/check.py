@@ -16,7 +16,14 @@ from typing import Any
 import numpy as np
 
 from embridge.core.connectors import open_store
-from embridge.core.connectors.connector import SPACE_FIELD, Connector, VectorStoreError, path_uri
+from embridge.core.connectors.connector import (
+    SPACE_FIELD,
+    Batch,
+    Connector,
+    VectorStoreError,
+    path_uri,
+    space_key,
+)
 from embridge.core.errors import EmbridgeError, InputError
 from embridge.core.l2 import l2_normalize
 
@@ -287,3 +294,21 @@ def _quality(store: Connector, check: StoreCheck, label_field: str, served_as: s
     gallery = _unfinished_total(check)
     return StoreQuality(version, label_field, len(x), check.versions[version] / gallery, hits / len(queries),
                         len(queries), gallery)
+
+
+def check_one_version(batch: Batch, spaces: dict[str, int], store: Connector) -> None:
+    """Count the batch's space-field values into ``spaces``; refuse a store whose points are of more than one
+    model version (a half-migrated one, as ``embridge check`` names it): a model's vectors are of one space."""
+    for payload in batch.payloads:
+        value = space_key(payload.get(SPACE_FIELD))
+        spaces[value] = spaces.get(value, 0) + 1
+    versions: dict[str, int] = {}
+    for value, n in spaces.items():
+        versions[model_version(value)] = versions.get(model_version(value), 0) + n
+    if len(versions) > 1:
+        parts = ", ".join([f"{v} ({n} points so far)" for v, n in sorted(versions.items())[:5]] + (
+            [f"and {len(versions) - 5} more"] if len(versions) > 5 else []))  # one line a reader can take in
+        raise VectorStoreError(f"{store.describe()}: holds points of several model versions ({parts}; field "
+                               f"'{SPACE_FIELD}'), which no one model's vectors can be; import a collection of one "
+                               "version (embridge check --uri names them), or finish its migration first; "
+                               "nothing was imported")

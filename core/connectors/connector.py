@@ -14,18 +14,21 @@ make a retried batch land exactly once even on append-only stores.
 from __future__ import annotations
 
 import json
-import os
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, unquote, urlencode, urlsplit
 
 import numpy as np
 
-from embridge.core.connectors.names import check_uri_names
+# the URI's names, re-exported: the connectors import them from here
+from embridge.core.connectors.store_uri import LOCAL_SCHEMES as LOCAL_SCHEMES
+from embridge.core.connectors.store_uri import SERVER_URI_SCHEMES as SERVER_URI_SCHEMES
+from embridge.core.connectors.store_uri import StoreURI as StoreURI
+from embridge.core.connectors.store_uri import encode_query as encode_query
+from embridge.core.connectors.store_uri import path_uri as path_uri
 from embridge.core.errors import EmbridgeError, InputError
 
 PointId = int | str
@@ -39,128 +42,6 @@ def space_key(value: Any) -> str:
 
 class VectorStoreError(EmbridgeError):
     """A vector store cannot be opened, read or written; the message names the URI."""
-
-
-LOCAL_SCHEMES = ("parquet", "lance", "lancedb", "faiss")  # stores that are folders or files, never servers
-SERVER_URI_SCHEMES = ("postgresql", "postgres")  # URIs handed to the server's own client (libpq) as written
-
-
-def _meant(scheme: str, host: str, path: str, quoted_path: str) -> str:
-    """The spelling a two-slash local URI was meant as: ``/host/path`` (a path missing its first slash) or,
-    when only that exists, ``host/path`` under the working folder (a relative path); both when neither does."""
-    absolute, relative = Path("/" + host + path), Path.cwd() / (host + path)
-    say_absolute = f"for the folder {absolute} write {scheme}:///{host}{quoted_path} (three slashes)"
-    say_relative = f"for {relative} (a path relative to here) write {scheme}://{Path.cwd() / host}{quoted_path}"
-    try:
-        if absolute.exists() or absolute.parent.exists():
-            return say_absolute
-        if relative.exists() or relative.parent.exists():
-            return say_relative
-    except OSError:
-        pass
-    return f"{say_absolute}, or {say_relative}"
-
-
-@dataclass(frozen=True)
-class StoreURI:
-    """A parsed store address: ``scheme://[host]/path?collection=NAME&...``."""
-
-    raw: str
-    scheme: str
-    netloc: str
-    path: str
-    params: dict[str, str] = field(default_factory=dict)
-
-    @classmethod
-    def parse(cls, uri: str, option: str = "--uri") -> StoreURI:
-        """Split ``uri``; the path and every query value are percent-decoded here, once (RFC 3986: ``%20`` is
-        a space, ``%25`` a '%', and '+' stays '+'), so every connector sees the names the user meant."""
-        parts = urlsplit(uri)
-        if not parts.scheme or "://" not in uri:
-            raise InputError(option, f"'{uri}' is not a store URI (expected e.g. qdrant:///path/to/db?collection=docs)")
-        scheme = parts.scheme.lower()
-        if "#" in uri and scheme not in SERVER_URI_SCHEMES:  # urlsplit would silently cut the path or query there
-            raise InputError(option, f"'{uri}' holds '#', which would end the path or query there; write a '#' in "
-                             "a name as %23")
-        given: dict[str, list[str]] = {}
-        for piece in parts.query.split("&") if parts.query else []:
-            if piece:
-                key, _, value = piece.partition("=")
-                given.setdefault(unquote(key), []).append(unquote(value))
-        params: dict[str, str] = {}
-        for key, values in given.items():
-            if len(values) != 1:
-                raise InputError(option, f"'{uri}' gives the parameter '{key}' {len(values)} times")
-            params[key] = values[0]
-        path = unquote(parts.path)
-        if "\x00" in path or any("\x00" in v for v in params.values()):
-            raise InputError(option, f"'{uri}' holds %00 (a NUL character), which no name or path may hold")
-        if scheme in LOCAL_SCHEMES and parts.netloc:  # parquet://data/x reads as host 'data', path '/x'
-            raise InputError(option, f"'{uri}' names the host '{parts.netloc}', but {scheme}:// takes an absolute "
-                             f"local path after three slashes; {_meant(scheme, parts.netloc, path, parts.path)}")
-        check_uri_names(scheme, path, params, option)
-        return cls(uri, scheme, parts.netloc, path, params)
-
-    @property
-    def base(self) -> str:
-        """The URI without its query, with the path decoded (and a local one normalised: ``db/`` and ``db/.``
-        are ``db``): one spelling for one store, however it was written."""
-        path = os.path.normpath(self.path) if self.path and not self.netloc else self.path
-        return f"{self.scheme}://{self.netloc}{path}"
-
-    def place(self) -> tuple[str, str, str]:
-        """(scheme, host, path) of where the store lives, one value however it is written: a local path
-        resolved (a link, ``//``, ``.`` and a trailing ``/``), a server's host in lower case without the
-        user's credentials and its path without a trailing ``/``."""
-        scheme = "postgresql" if self.scheme == "postgres" else self.scheme
-        if self.netloc:
-            return scheme, self.netloc.rpartition("@")[2].lower(), self.path.rstrip("/")
-        return scheme, "", os.path.realpath(self.path.rstrip("/") or "/")
-
-    def server(self, default_port: int) -> tuple[str, int]:
-        """(host, port) of a server URI (``scheme://host[:port]/...``); the default port when none is given."""
-        host, sep, port = self.netloc.rpartition(":")
-        if not sep or "]" in port:  # no port, or the colons of a bare IPv6 address
-            host, port = self.netloc, ""
-        if port and not port.isdigit():
-            raise InputError(self.raw, f"the port '{port}' is not a number")
-        if not host.strip("[]"):
-            raise InputError(self.raw, "no server host named")
-        return host.strip("[]"), int(port) if port else default_port
-
-    @property
-    def tls(self) -> bool:
-        """Whether a server URI asks for TLS (``?https=1``)."""
-        return (self.param("https") or "").lower() in ("1", "true", "yes")
-
-    def param(self, *names: str, default: str | None = None) -> str | None:
-        """The first of ``names`` (synonyms, such as table and collection) the URI gives; two synonyms
-        with different values are refused rather than one silently winning."""
-        given = {name: self.params[name] for name in names if self.params.get(name)}
-        if len(set(given.values())) > 1:
-            raise InputError(self.raw, "gives " + " and ".join(f"{k}={v}" for k, v in given.items())
-                             + ": they name the same thing; give one")
-        return next(iter(given.values()), default)
-
-    def with_params(self, **changes: str | None) -> StoreURI:
-        """The same store with some parameters replaced (None removes one)."""
-        params = {**self.params, **{k: v for k, v in changes.items() if v is not None}}
-        for k, v in changes.items():
-            if v is None:
-                params.pop(k, None)
-        base = self.raw.split("?", 1)[0]
-        return StoreURI(f"{base}?{encode_query(params)}" if params else base, self.scheme, self.netloc, self.path,
-                        params)
-
-
-def encode_query(params: dict[str, str]) -> str:
-    """A query string for ``params`` that :meth:`StoreURI.parse` (and libpq) decode back to the same values."""
-    return urlencode(params, quote_via=quote)
-
-
-def path_uri(scheme: str, path: str | Path, query: str = "") -> str:
-    """A ``scheme:///path`` URI for a local path, its characters quoted so that parsing gives the path back."""
-    return f"{scheme}://{quote(str(path), safe='/')}" + (f"?{query}" if query else "")
 
 
 @dataclass

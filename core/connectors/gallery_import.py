@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 
 from embridge.core.connectors import open_store
-from embridge.core.connectors.check import model_version, unfinished_migration
-from embridge.core.connectors.connector import SPACE_FIELD, Batch, Connector, VectorStoreError, space_key
+from embridge.core.connectors.check import check_one_version, model_version, unfinished_migration
+from embridge.core.connectors.connector import SPACE_FIELD, Batch, Connector, VectorStoreError
 from embridge.core.connectors.import_lock import one_import_of
 from embridge.core.errors import ImportDataError, InputError, StoreError
 from embridge.core.keys import normalise_key, normalise_label
@@ -265,23 +265,6 @@ def _check_points(batch: Batch, uri: str, dim: int) -> None:
                               "compare by); nothing was imported")
 
 
-def _check_one_version(batch: Batch, spaces: dict[str, int], store: Connector) -> None:
-    """Count the batch's space-field values into ``spaces``; refuse a store whose points are of more than one
-    model version (a half-migrated one, as ``embridge check`` names it): a model's vectors are of one space."""
-    for payload in batch.payloads:
-        value = space_key(payload.get(SPACE_FIELD))
-        spaces[value] = spaces.get(value, 0) + 1
-    versions: dict[str, int] = {}
-    for value, n in spaces.items():
-        versions[model_version(value)] = versions.get(model_version(value), 0) + n
-    if len(versions) > 1:
-        parts = ", ".join(f"{v} ({n} points so far)" for v, n in sorted(versions.items()))
-        raise VectorStoreError(f"{store.describe()}: holds points of several model versions ({parts}; field "
-                               f"'{SPACE_FIELD}'), which no one model's vectors can be; import a collection of one "
-                               "version (embridge check --uri names them), or finish its migration first; "
-                               "nothing was imported")
-
-
 def _made_note(spaces: dict[str, int], total: int, model: str) -> str | None:
     """A note when points are vectors a bundle made (``<version>@bundle:<sha>``), not the model's own, or
     carry a space field naming another version than ``model``: perhaps a field of the user's own, which
@@ -339,7 +322,7 @@ def _stream(run: _Run, store: Connector, label_field: str | None, text_field: st
     for batch in store.read_batches(batch_size):  # pass 1: items
         check_stop(should_stop)
         _check_points(batch, uri, dim)
-        _check_one_version(batch, spaces, store)
+        check_one_version(batch, spaces, store)
         records = _records(batch, source, split, label_field, text_field)
         labelled += sum(r["label"] is not None for r in records)
         ours = ws.existing_keys([r["key"] for r in records], source=source)

@@ -39,7 +39,7 @@ from embridge.core.connectors.backfill_order import (
 from embridge.core.connectors.check import missing_error
 from embridge.core.connectors.connector import SPACE_FIELD, Batch, Connector, VectorStoreError
 from embridge.core.connectors.job_lock import job_lock
-from embridge.core.connectors.migration_fingerprint import fingerprint_change
+from embridge.core.connectors.migration_fingerprint import fingerprint_change, read_columns
 from embridge.core.connectors.migration_result import MigrationResult, Verification
 from embridge.core.connectors.prefetch import Prefetch
 from embridge.core.connectors.source_checks import SeenIds, SourceDataError, check_source_spaces
@@ -119,9 +119,11 @@ def _stopped_part_way(exc: EmbridgeError, target: Connector, written: int, total
 def _fingerprint(transform: StoreTransform, source: Connector, target: Connector, total: int,
                  new: NewVectors | None, order: str, backfill: int | None, seed: int) -> dict[str, Any]:
     # the collection read, not an alias naming it: a rerun after the switch and a later check find it by name
-    return {"bundle": transform.adapter_sha256, "source": source.location(), "source_collection": collection_read(source),
-            "target": target.collection, "source_count": total, "order": order, "backfill": backfill, "seed": seed,
-            "new_vectors": hashlib.sha256(new.vectors.tobytes()).hexdigest() if new is not None else None}
+    found = {"bundle": transform.adapter_sha256, "source": source.location(), "source_collection": collection_read(source),
+             "target": target.collection, "source_count": total, "order": order, "backfill": backfill, "seed": seed,
+             "new_vectors": hashlib.sha256(new.vectors.tobytes()).hexdigest() if new is not None else None}
+    columns = read_columns(source.uri.params)
+    return {**found, "source_columns": columns} if columns else found  # as before when the URI names none
 
 
 def resumable_state(target: Connector, key: str, fingerprint: dict[str, Any]) -> dict[str, Any] | None:

@@ -20,6 +20,13 @@ def without_password(location: str) -> str:
     return re.sub(r"(://[^:/@?#]*):[^@/?#]*@", r"\1:***@", location)
 
 
+def read_columns(params: dict[str, str]) -> dict[str, str]:
+    """The id and vector columns (or vector name) a source URI names (``?id=``, ``?vector=``, ``?column=``):
+    the same store read through another column is another migration."""
+    named = {"id": params.get("id"), "vector": params.get("vector") or params.get("column")}
+    return {key: value for key, value in named.items() if value}
+
+
 def fingerprint_change(before: Any, now: dict[str, Any]) -> str:
     """What differs between the checkpoint's migration and the one asked for, in the user's terms."""
     before = before if isinstance(before, dict) else {}
@@ -32,6 +39,10 @@ def fingerprint_change(before: Any, now: dict[str, Any]) -> str:
     elif (before.get("source"), before.get("source_collection")) != (now["source"], now["source_collection"]):
         said.append(f"another source: it was migrated from collection '{before.get('source_collection')}' of "
                     f"{without_password(str(before.get('source')))}")
+    elif before.get("source_columns") != now.get("source_columns"):
+        was, asked = (", ".join(f"?{k}={v}" for k, v in (side.get("source_columns") or {}).items()) or "its default "
+                      "columns" for side in (before, now))
+        said.append(f"other columns of the source: it read {was}, this reads {asked}")
     elif before.get("source_count") != now.get("source_count"):
         said.append(f"the source held {before.get('source_count')} points then and holds {now.get('source_count')} now")
     if "layer" in now and before.get("layer") != now["layer"]:

@@ -22,7 +22,6 @@ import numpy as np
 from embridge.core.connectors.arrow_common import (
     batch_to_table,
     fit_table,
-    id_kind,
     list_width,
     reading_parquet,
     release_arrow_memory,
@@ -42,6 +41,7 @@ from embridge.core.connectors.connector import (
     space_key,
 )
 from embridge.core.connectors.links import link_target, swap_link
+from embridge.core.connectors.parquet_schemas import check_file_schemas
 from embridge.core.connectors.source_checks import SourceDataError
 from embridge.core.paths import irregular_kind
 
@@ -188,10 +188,10 @@ class ParquetConnector(Connector):
         Column chunks are read through a small buffer page by page (not a whole row group at once),
         row groups before the cursor are skipped unread, and Arrow's freed buffers go back to the
         system after each batch, so memory stays near one batch whatever the files' row groups.
-        Every file's id type is checked first, once per read (schemas only).
+        Every file's columns are checked against the others' first, once per read (schemas only).
         """
         files = self._files()
-        self._check_id_kinds(files)
+        check_file_schemas(files, _schema, self.id_col, self.vec_col)
         yield from self._batches(files, batch_size, cursor)
 
     def _batches(self, files: list[Path], batch_size: int, cursor: Any) -> Iterator[Batch]:
@@ -212,23 +212,6 @@ class ParquetConnector(Connector):
                                                f"{batch.vectors.shape[1]}-long vectors, but {width[1].name} holds "
                                                f"{width[0]}-long ones; every file needs the same width")
                     yield batch
-
-    def _check_id_kinds(self, files: list[Path]) -> None:
-        """One id kind in every file (schemas only): integer ids in one file and text in another would be
-        written to a target as two types of key, and 1 and '1' would be two points."""
-        first: tuple[Path, str] | None = None
-        for file in files:
-            schema = _schema(file)
-            if self.id_col not in schema.names:
-                continue  # said by the batch reader, naming the columns there are
-            kind = id_kind(schema.field(self.id_col).type)
-            if kind in (None, "null"):
-                continue  # refused or said by the batch reader, with the row
-            if first is None:
-                first = (file, kind)
-            elif kind != first[1]:
-                raise VectorStoreError(f"{file}: column '{self.id_col}' holds {kind} ids, but {first[0].name} holds "
-                                       f"{first[1]} ones; every file needs the same id type")
 
     def _file_batches(self, pf: Any, index: int, n_files: int, batch_size: int, start_file: Any,
                       start_row: Any, file: Any = "") -> Iterator[Batch]:
@@ -295,7 +278,9 @@ class ParquetConnector(Connector):
         import pyarrow.parquet as pq
 
         counts: dict[str, int] = {}
-        for file in self._files():
+        files = self._files()
+        check_file_schemas(files, _schema, self.id_col, self.vec_col)  # a damaged dataset is not reported healthy
+        for file in files:
             if SPACE_FIELD not in _schema(file).names:
                 counts[""] = counts.get("", 0) + _rows(file)
                 continue

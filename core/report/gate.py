@@ -99,11 +99,12 @@ def check_metric_names(checks: list[Check], option: str = "--fail-under") -> Non
     known = sorted(report_number_names() - NOT_METRICS | set(TOP1_NAMES))
     for check in checks:
         if check.metric not in known:
-            close = difflib.get_close_matches(check.metric, known, n=1)
-            hint = f"did you mean {close[0]}? " if close else ""
+            lower = {name.lower(): name for name in known}  # GAIN_RETAINED is gain_retained mistyped
+            close = difflib.get_close_matches(check.metric.lower(), list(lower), n=1)
+            hint = f"did you mean {lower[close[0]]}? " if close else ""
             raise UsageError(option, f"{check.text}: no report has a metric named {check.metric!r}; {hint}"
                              f"metrics: {', '.join(known)}")
-        if check.metric.startswith("compatible") and 0 < check.threshold < 1:
+        if check.metric.startswith("compatible") and (0 < check.threshold < 1 or check.threshold > 1):
             raise UsageError(option, f"{check.text}: {check.metric} is yes or no (read as 1 or 0): write "
                              f"{check.metric}=1 to require it")
         if not is_share(check.metric) and check.metric not in NON_NEGATIVE:
@@ -222,7 +223,20 @@ def check_junit_target(out: str | Path, workspace: str | Path) -> Path:
     """Refuse a ``--junit`` path before the report is built: inside the workspace, an existing file
     that is not a regular file (a device, a FIFO, a folder, a link) or not JUnit XML (any other file,
     such as a model's vectors the workspace references), or a folder that cannot take the file
-    (read-only, full). Missing parent folders are created when the file is written."""
+    (read-only, full). Missing parent folders are created when the file is written. A path refused for
+    what it names is a usage error (exit 2), so a pipeline tells a mistyped path from a failed gate (exit
+    1); a folder that cannot take the file (no permission, no room) fails as the run would (exit 1)."""
+    try:
+        path = _junit_target(out, workspace)
+    except UsageError:
+        raise
+    except InputError as exc:
+        raise UsageError(exc.source, exc.problem) from None
+    check_folder_target(absolute(path), JUNIT, within=True, room=PROBE_BYTES)
+    return path
+
+
+def _junit_target(out: str | Path, workspace: str | Path) -> Path:
     where = f"{JUNIT} {out}"
     if not str(out):
         raise InputError(JUNIT, "is empty; name the JUnit XML file to write")
@@ -242,7 +256,6 @@ def check_junit_target(out: str | Path, workspace: str | Path) -> Path:
     if path.exists() and not _junit_or_empty(path):
         raise InputError(where, "exists and is not a JUnit XML file; only an earlier JUnit result is replaced "
                          "(a model's vectors, a bundle or any other file is left alone): choose another path")
-    check_folder_target(absolute(path), JUNIT, within=True, room=PROBE_BYTES)
     return path
 
 

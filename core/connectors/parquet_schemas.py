@@ -1,0 +1,45 @@
+"""A Parquet dataset's files agree on their columns, checked from their schemas before a point is read.
+
+A dataset is many files written at different times, and nothing makes them agree. A file without the id
+or vector column, ids of another kind (integers in one file, text in another: 1 and '1' would be two
+points), or a payload column holding another kind of value than the same column in an earlier file
+(Arrow would read 100 as '100', True as 'true', 'x' as b'x') is refused here, naming both files, so an
+import, a migration or a ``check`` never reads such a dataset as something it is not, and a migration
+never stops half-way through one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from embridge.core.connectors.arrow_common import castable, check_key_columns, id_kind
+from embridge.core.connectors.connector import VectorStoreError
+
+
+def check_file_schemas(files: list[Path], schema_of: Callable[[Path], Any], id_col: str, vec_col: str) -> None:
+    """Refuse files whose key columns are missing or whose ids or payload values are of another kind than
+    an earlier file's (see the module docstring); a column all null in a file takes any type."""
+    import pyarrow as pa
+
+    first_id: tuple[Path, str] | None = None
+    seen: dict[str, tuple[Path, Any]] = {}  # each payload column: the first file that gives it a type
+    for file in files:
+        schema = schema_of(file)
+        check_key_columns(schema.names, id_col, vec_col, str(file))
+        kind = id_kind(schema.field(id_col).type)
+        if kind not in (None, "null"):  # an unusable id type is named by the batch reader, with the row
+            if first_id is None:
+                first_id = (file, kind)
+            elif kind != first_id[1]:
+                raise VectorStoreError(f"{file}: column '{id_col}' holds {kind} ids, but {first_id[0].name} holds "
+                                       f"{first_id[1]} ones; every file needs the same id type")
+        for field in schema:
+            if field.name in (id_col, vec_col) or pa.types.is_null(field.type):
+                continue
+            earlier = seen.setdefault(field.name, (file, field.type))
+            if not (castable(field.type, earlier[1]) or castable(earlier[1], field.type)):
+                raise VectorStoreError(f"{file}: column '{field.name}' holds {field.type} values, but "
+                                       f"{earlier[0].name} holds {earlier[1]} ones; a column holds one kind of "
+                                       "value in every file (write the files again with one type)")
