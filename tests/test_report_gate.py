@@ -115,7 +115,8 @@ def test_gate_bad_options(demo_copy: Path, capsys: pytest.CaptureFixture[str]) -
     for junit, problem, status in (("", "argument --junit: is empty", 2),
                                    (f"{demo_copy.parent}/gate.xml/", "ends with a path separator", 2),
                                    (str(demo_copy.parent / "folder"), "is a folder, not a regular file", 2),
-                                   (f"{demo_copy.parent}/notes.txt", "exists and is not a JUnit XML file", 2)):
+                                   (f"{demo_copy.parent}/notes.txt", "exists and is not a JUnit XML file", 2),
+                                   (f"{demo_copy.parent}/notes.txt/x.xml", "notes.txt is a file, not a folder", 2)):
         code = main(["report", "--workspace", ws, "--junit", junit, "--fail-under", "top1=0.1"])
         err = capsys.readouterr().err
         assert code == status and problem in err and err.count("\n") == 1, err

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 from store_fixtures import cli, fct_upgrade, one_line
 
-from embridge.core.connectors.arrow_common import castable
+from embridge.core.connectors.arrow_kinds import castable
 
 
 @pytest.fixture(scope="module")
@@ -91,3 +91,62 @@ def test_a_finished_migration_rerun_through_another_vector_column_is_another_mig
     assert cli(capsys, *argv, "--from", src)[0] == 0  # the same one again: already complete
     code, _, err = cli(capsys, *argv, "--from", f"{src}?vector=other")
     one_line(code, err, "other columns of the source: it read its default columns, this reads ?vector=other")
+
+
+def _one_file(folder: Path, vectors: np.ndarray, **columns: Any) -> str:
+    folder.mkdir(parents=True)
+    pq.write_table(pa.table({"id": pa.array(np.arange(len(vectors)), pa.int64()), "vector": _fsl(vectors), **columns}),
+                   folder / "part-0.parquet")
+    return f"parquet://{folder}"
+
+
+def test_a_map_column_migrates_unchanged(upgrade: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Map values come back as lists of pairs, which infer as lists of lists: the check of kinds refused them."""
+    vectors = upgrade["vectors"]["v1"][:20]
+    maps = [[("k", f"v{i}")] for i in range(20)]
+    src = _one_file(tmp_path / "src", vectors, m=pa.array(maps, pa.map_(pa.string(), pa.string())))
+    code, _, err = cli(capsys, "migrate", "--bundle", str(upgrade["bundle"]), "--from", src,
+                       "--to", f"parquet://{tmp_path / 'dst'}")
+    assert code == 0, err
+    shadow = pq.read_table(tmp_path / "dst").sort_by("id")
+    assert shadow.schema.field("m").type == pa.map_(pa.string(), pa.string())
+    assert shadow.column("m").to_pylist() == maps
+
+
+@pytest.mark.parametrize(("first", "second", "said"), [
+    (pa.array([{"a": 1}] * 20), pa.array([{"a": "20"}] * 20), "struct<a: string>"),
+    (pa.array([1_700_000_000_000] * 20, pa.timestamp("ms")), pa.array([1_700_000_000_000] * 20, pa.timestamp("ms", "UTC")),
+     "timestamp[ms, tz=UTC]"),
+])
+def test_members_of_another_kind_and_a_zone_are_refused_naming_both_files(
+        upgrade: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str], first: Any, second: Any, said: str) -> None:
+    """{'a': '20'} was written as {'a': 20}, and a naive 12:00 as 12:00 UTC."""
+    src = _two_files(tmp_path / "src", upgrade["vectors"]["v1"][:40], first, second)
+    code, _, err = cli(capsys, "check", "--uri", src)
+    one_line(code, err, f"{tmp_path / 'src' / 'part-1.parquet'}: column 'label' holds {said} values, but part-0")
+
+
+def test_naming_the_default_columns_is_the_same_migration(upgrade: dict, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    src = _two_files(tmp_path / "src", upgrade["vectors"]["v1"][:40], pa.array(["a"] * 20), pa.array(["b"] * 20))
+    argv = ["migrate", "--bundle", str(upgrade["bundle"]), "--to", f"parquet://{tmp_path / 'dst'}"]
+    assert cli(capsys, *argv, "--from", src)[0] == 0
+    code, out, err = cli(capsys, *argv, "--from", f"{src}?id=id&vector=vector")
+    assert code == 0 and out["status"] == "already complete" and out["written"] == 0, err
+
+
+def test_an_import_through_an_alias_link_waits_for_one_through_the_dataset(upgrade: dict, tmp_path: Path) -> None:
+    """The lock took the collection as written: the alias's name, so both imports ran and collided."""
+    from embridge.core.connectors import open_store
+    from embridge.core.connectors.import_lock import one_import_of
+    from embridge.core.connectors.store_pair import collection_read
+    from embridge.core.errors import WorkspaceBusyError
+
+    _two_files(tmp_path / "data" / "docs_v1", upgrade["vectors"]["v1"][:20], pa.array(["a"] * 10), pa.array(["b"] * 10))
+    (tmp_path / "data" / "docs").symlink_to("docs_v1")  # as --switch --alias docs makes it
+    (tmp_path / "ws" / "vectors").mkdir(parents=True)
+    real, alias = (open_store(f"parquet://{tmp_path / 'data' / name}", "--from") for name in ("docs_v1", "docs"))
+    with one_import_of(tmp_path / "ws", real.uri, collection_read(real)):
+        with pytest.raises(WorkspaceBusyError):
+            with one_import_of(tmp_path / "ws", alias.uri, collection_read(alias)):
+                pass

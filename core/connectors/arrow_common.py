@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from embridge.core.connectors.arrow_kinds import castable
 from embridge.core.connectors.connector import SPACE_FIELD, Batch, PointId, VectorStoreError
 from embridge.core.formatting import shown_name
 
@@ -132,40 +133,6 @@ def _a(noun: str) -> str:
     return f"{'an' if noun[:1] in 'aeiou' else 'a'} {noun}"
 
 
-def _family(arrow_type: Any) -> str:
-    """What a type holds, whatever its width: a cast keeps values only within one family."""
-    import pyarrow as pa
-
-    t = pa.types
-    if t.is_dictionary(arrow_type):
-        return _family(arrow_type.value_type)
-    if t.is_list(arrow_type) or t.is_large_list(arrow_type) or t.is_fixed_size_list(arrow_type):
-        return f"list of {_family(arrow_type.value_type)}"  # [1, 2] would become ['1', '2'] as well
-    for family, test in (("integer", t.is_integer), ("floating", t.is_floating), ("boolean", t.is_boolean),
-                         ("text", lambda x: t.is_string(x) or t.is_large_string(x)),
-                         ("bytes", lambda x: t.is_binary(x) or t.is_large_binary(x) or t.is_fixed_size_binary(x)),
-                         ("timestamp", t.is_timestamp), ("date", t.is_date), ("time", t.is_time),
-                         ("duration", t.is_duration), ("decimal", t.is_decimal),
-                         ("struct", t.is_struct), ("map", t.is_map)):
-        if test(arrow_type):
-            return family
-    return str(arrow_type)
-
-
-def castable(given: Any, column: Any) -> bool:
-    """Whether values of type ``given`` may be cast into a column of type ``column``: within one family
-    (int64 into int8 when every value fits), or integers into a float column; never into another kind of
-    value, which Arrow's casts allow (an integer or a bool into text, text into bytes)."""
-    import pyarrow as pa
-
-    if pa.types.is_null(given):  # a column of nulls takes any type
-        return True
-    held, holds = _family(given), _family(column)
-    while held.startswith("list of ") and holds.startswith("list of "):  # lists cast element by element
-        held, holds = held[len("list of "):], holds[len("list of "):]
-    return held == holds or (held, holds) == ("integer", "floating")
-
-
 def _column(values: list[Any], arrow_type: Any, name: str, ids: list[Any]) -> Any:
     """The values in the column's type when known: inferred, then cast safely (an int64 fits an int8 or
     uint32 column, a timestamp[us] one of ms, only when no value changes), else converted straight to it
@@ -185,8 +152,7 @@ def _column(values: list[Any], arrow_type: Any, name: str, ids: list[Any]) -> An
         return inferred  # a null-typed column takes what comes (widen_schema)
     if inferred is not None:
         _refuse_lost_key(inferred.type, arrow_type, name)
-        if not castable(inferred.type, arrow_type):  # 100 would become '100', True 'true', 'x' b'x'
-            return inferred  # fit_table refuses it, naming the column and both types
+    if inferred is not None and castable(inferred.type, arrow_type):  # never 100 as '100', True as 'true'
         try:
             return inferred.cast(arrow_type)  # safe: a value the column cannot hold as it is fails here
         except pa.ArrowInvalid:

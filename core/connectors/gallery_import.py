@@ -30,6 +30,7 @@ from embridge.core.connectors import open_store
 from embridge.core.connectors.check import check_one_version, model_version, unfinished_migration
 from embridge.core.connectors.connector import SPACE_FIELD, Batch, Connector, VectorStoreError
 from embridge.core.connectors.import_lock import one_import_of
+from embridge.core.connectors.store_pair import collection_read
 from embridge.core.errors import ImportDataError, InputError, StoreError
 from embridge.core.keys import normalise_key, normalise_label
 from embridge.core.l2 import zero_rows
@@ -133,7 +134,7 @@ def import_from_store(ws: Workspace, uri: str, model: str | None = None, label_f
     report = on_progress or no_progress
     store = open_store(uri, "--from")
     try:
-        with one_import_of(ws.root, store.uri, store.collection):
+        with one_import_of(ws.root, store.uri, collection_read(store)):  # an alias and its collection are one
             return _import(ws, store, uri, model, label_field, text_field, split, batch_size, report, should_stop)
     finally:
         store.close()

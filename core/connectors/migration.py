@@ -122,7 +122,7 @@ def _fingerprint(transform: StoreTransform, source: Connector, target: Connector
     found = {"bundle": transform.adapter_sha256, "source": source.location(), "source_collection": collection_read(source),
              "target": target.collection, "source_count": total, "order": order, "backfill": backfill, "seed": seed,
              "new_vectors": hashlib.sha256(new.vectors.tobytes()).hexdigest() if new is not None else None}
-    columns = read_columns(source.uri.params)
+    columns = read_columns(source)
     return {**found, "source_columns": columns} if columns else found  # as before when the URI names none
 
 
@@ -359,6 +359,10 @@ def verify_migration(transform: StoreTransform, source: Connector, target: Conne
                 if row is not None:
                     want = unit_row(new.vectors[row], new.path)
                     checked_new += 1
+            if vec.shape != want.shape:  # the target's column is not this migration's output
+                raise VectorStoreError(f"{target.describe()}: point {pid!r} holds a {vec.size}-d vector where the "
+                                       f"bundle's transform gives {want.size}-d ones; it was not written by this "
+                                       "migration (drop it, or migrate into another collection)")
             if unit:  # compare directions: cosine collections may hand back normalised vectors
                 want, vec = l2_normalize(np.stack([want, vec]), f"{target.describe()}: point {pid!r}")
             if not np.allclose(vec, want, rtol=VERIFY_RTOL, atol=VERIFY_ATOL):

@@ -20,11 +20,14 @@ def without_password(location: str) -> str:
     return re.sub(r"(://[^:/@?#]*):[^@/?#]*@", r"\1:***@", location)
 
 
-def read_columns(params: dict[str, str]) -> dict[str, str]:
-    """The id and vector columns (or vector name) a source URI names (``?id=``, ``?vector=``, ``?column=``):
-    the same store read through another column is another migration."""
-    named = {"id": params.get("id"), "vector": params.get("vector") or params.get("column")}
-    return {key: value for key, value in named.items() if value}
+def read_columns(source: Any) -> dict[str, str]:
+    """The id and vector columns (or vector name) a source is read through where they are not its store's
+    defaults (``id``; ``vector``, or ``embedding`` in PostgreSQL): the same store read through another column
+    is another migration, while ``?vector=vector`` is the same one as no ``?vector=`` at all."""
+    defaults = {"id": "id", "vector": "embedding" if source.scheme in ("postgresql", "postgres") else "vector"}
+    read = {"id": getattr(source, "id_col", None),
+            "vector": getattr(source, "vec_col", None) or getattr(source, "vector_name", None)}
+    return {key: str(value) for key, value in read.items() if value and value != defaults[key]}
 
 
 def fingerprint_change(before: Any, now: dict[str, Any]) -> str:

@@ -14,7 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from embridge.core.connectors.arrow_common import castable, check_key_columns, id_kind
+from embridge.core.connectors.arrow_common import check_key_columns, id_kind
+from embridge.core.connectors.arrow_kinds import castable
 from embridge.core.connectors.connector import VectorStoreError
 
 

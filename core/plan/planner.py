@@ -15,7 +15,7 @@ from embridge.core.adapters import load_adapter
 from embridge.core.adapters.adapter import Adapter
 from embridge.core.cascade_rerank import reranks_by_new_vectors
 from embridge.core.data_state import changed_words, report_run, run_changes
-from embridge.core.errors import EmbridgeError
+from embridge.core.errors import EmbridgeError, StoreError
 from embridge.core.evaluation.headline import metric_label
 from embridge.core.formatting import capitalised, format_share
 from embridge.core.jobs import check_device_option
@@ -140,7 +140,7 @@ def _alternatives(ws: Workspace, chosen: dict[str, Any]) -> tuple[list[dict[str,
                                                       else None)
         if (name is not None and row["kind"] != chosen["kind"] and row["id"] != chosen["id"]
                 and (row["old_model"], row["new_model"]) == (chosen["old_model"], chosen["new_model"])
-                and row.get("run_id") is not None and RunRecord.from_row(ws.run(row["run_id"])).completed):
+                and row.get("run_id") is not None and _completed(ws, int(row["run_id"]))):
             latest[name] = row
     out, adapters = [], {}
     for name, row in latest.items():
@@ -157,6 +157,14 @@ def _alternatives(ws: Workspace, chosen: dict[str, Any]) -> tuple[list[dict[str,
                    new_vectors=reranks_by_new_vectors(row.get("config")))
         out.append(alt)
     return out, adapters
+
+
+def _completed(ws: Workspace, run_id: int) -> bool:
+    """Whether the run is recorded and completed: a layer whose run record is gone is not offered."""
+    try:
+        return RunRecord.from_row(ws.run(run_id)).completed
+    except StoreError:
+        return False
 
 
 def _alternative_quality(ws: Workspace, row: dict[str, Any]) -> dict[str, Any]:

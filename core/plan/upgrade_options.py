@@ -356,7 +356,7 @@ def plan_from_report(source: Report | Mapping[str, Any], throughput: Throughput,
                              "new model ranks the judged documents worse.")
     if other and choice is not options[0] and (disagree := _other_metrics_fall(choice, options[0], metric)):
         plan["notes"].insert(0, disagree)
-    if 0 < sizes.n_held < sizes.n and new_better:
+    if 0 < sizes.n_held <= sizes.n and new_better:  # also when it holds them all: nothing is embedded again
         plan["notes"].append(f"Items re-embedded count every gallery item an option needs, the {sizes.n_held} whose "
                              "new vectors this workspace holds (the evaluation sample, and any earlier backfill) "
                              "included: their vectors are in this workspace, not in the serving index (`backfill` "

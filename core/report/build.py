@@ -378,9 +378,13 @@ def load_report(ws: Workspace, report_id: int) -> Report:
     path = Path(row["json_file"])
     path = path if path.is_absolute() else ws.root / path
     try:
-        return Report.from_json(json.loads(path.read_text(encoding="utf-8")))
+        report = Report.from_json(json.loads(path.read_text(encoding="utf-8")))
     except (OSError, ValueError, TypeError) as exc:
         raise InputError(str(path), f"cannot read report {report_id} ({exc})") from exc
+    if report.report_id != report_id:  # every number read from it would be named as another report's
+        raise InputError(str(path), f"holds report {report.report_id}, not report {report_id} (edited or copied by "
+                         f"hand?); run 'embridge report' again to measure the run anew")
+    return report
 
 
 def latest_report_for_run(ws: Workspace, run_id: int) -> Report | None:

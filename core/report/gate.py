@@ -256,6 +256,11 @@ def _junit_target(out: str | Path, workspace: str | Path) -> Path:
     if path.exists() and not _junit_or_empty(path):
         raise InputError(where, "exists and is not a JUnit XML file; only an earlier JUnit result is replaced "
                          "(a model's vectors, a bundle or any other file is left alone): choose another path")
+    for folder in absolute(path).parents:  # the nearest folder that exists must be one (notes.txt/x.xml is not)
+        if folder.exists() or folder.is_symlink():
+            if not folder.is_dir():
+                raise InputError(where, f"{folder} is a file, not a folder, so nothing can be written under it")
+            break
     return path
 
 

@@ -1,8 +1,10 @@
 """Backfill a workspace's gallery with a new model on the local or the Ray engine.
 
 The items to re-embed are the gallery (in stored order) or the planner's partial backfill: the
-first β·n gallery items in the order of the plan's backfill policy, the same seeded order the
-report's partial-backfill curve was measured with. The items are staged as a Parquet dataset,
+first β·n gallery items in the order of the plan's backfill policy: the policy and seed the report's
+partial-backfill curve was measured with, drawn over the whole gallery (the curve orders the evaluation
+sample, so where the sample is smaller than the gallery the two orders are alike, not the same items). The
+items are staged as a Parquet dataset,
 embedded by :func:`embridge.core.scale.backfill_embed.embed_dataset` (one chunk per task, on an actor pool
 with ``engine="ray"``), and the vectors are written into the workspace through its transactional
 vector-set writer, the path a local ``embed`` uses, so reports and plans see them; optionally they
@@ -74,8 +76,8 @@ def planner_order(ws: Any, plan: Plan) -> np.ndarray:
     """Gallery item ids the plan's partial backfill re-embeds, first re-embedded first.
 
     The report measured the partial-backfill curve with ``backfill_order(policy, n, seed)`` over the
-    gallery rows; the same permutation of the whole gallery, cut at β·n, is the order to embed in.
-    """
+    evaluation sample's rows; the same policy and seed over the whole gallery, cut at β·n, is the order to
+    embed in (the same items as the curve's only where the sample is the whole gallery)."""
     from embridge.core.report.backfill_curve import backfill_order
 
     option = next((o for o in plan.options if o.get("name") == "partial_backfill"), None)
