@@ -119,3 +119,45 @@ def test_an_id_list_naming_items_the_database_lost_is_damage(demo_copy: Path,
     bad = {f["path"]: f for f in check["files"] if not f["ok"]}
     assert ids_file in bad and f"names 1 item the workspace does not hold (item id {gone}" in bad[ids_file]["problem"]
     assert _tree_hashes(demo_copy) == before
+
+
+def test_train_report_and_export_refuse_a_pipe_where_a_vector_file_was(demo_copy: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """info --verify named the pipe, but train, report and bundle export hashed it and waited for ever."""
+    import os
+    import threading
+
+    assert main(["train", "--workspace", str(demo_copy), "--method", "procrustes"]) == 0
+    with Workspace.open(demo_copy) as ws:
+        vectors = Path(ws.root) / ws.vector_sets()[-1]["file"]
+    vectors.unlink()
+    os.mkfifo(vectors)
+    capsys.readouterr()
+    for argv in (["train", "--method", "procrustes"], ["report"], ["bundle", "export", "--out",
+                                                                   str(demo_copy.parent / "b.zip")]):
+        outcome: dict[str, int] = {}
+
+        def run(argv: list[str] = argv, outcome: dict[str, int] = outcome) -> None:
+            outcome["code"] = main([*argv, "--workspace", str(demo_copy)])
+
+        worker = threading.Thread(target=run, daemon=True)
+        worker.start()
+        worker.join(120)
+        if worker.is_alive():  # let the blocked open go, so the test ends: it failed already
+            with open(vectors, "wb"):
+                pass
+            pytest.fail(f"{argv[0]} waited on the pipe")
+        err = capsys.readouterr().err
+        assert outcome["code"] == 1 and f"{vectors}:" in err and "not" in err and "regular file" in err, err
+
+
+def test_a_vector_file_cut_to_nothing_is_damage_not_a_crash(demo_copy: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    with Workspace.open(demo_copy) as ws:
+        vectors = Path(ws.root) / ws.vector_sets()[0]["file"]
+    vectors.write_bytes(b"")
+    code = main(["info", "--workspace", str(demo_copy)])  # 'unexpected EOFError: No data left in file', exit 3
+    out, err = capsys.readouterr()
+    assert code == 0 and "DAMAGED: its file cannot be read as the stored vectors" in out, err
+    code, check = _verify(capsys, demo_copy)
+    assert code == 1 and not {f["path"]: f["ok"] for f in check["files"]}[str(vectors)]

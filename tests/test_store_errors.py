@@ -223,6 +223,15 @@ def test_creating_over_an_existing_workspace(ws: Workspace) -> None:
     _fails_cleanly(ws, lambda: Workspace.create(ws.root), StoreError, r"a workspace already exists here")
 
 
+@pytest.mark.parametrize("inner", ["models/nested", "sub", "vectors/old/deep/er"])
+def test_creating_a_workspace_inside_another_is_refused(ws: Workspace, inner: str) -> None:
+    """The outer workspace's temp sweeps and checks walk its folders: they would take the inner one's files
+    for their own. 'init' and 'demo' made one anywhere inside it."""
+    _fails_cleanly(ws, lambda: Workspace.create(ws.root / inner), StoreError,
+                   rf"{inner}: is inside the workspace {re.escape(str(ws.root))}; make the new workspace beside it")
+    assert not (ws.root / inner).exists()
+
+
 def test_corrupt_database(tmp_path: Path) -> None:
     root = tmp_path / "ws"
     Workspace.create(root).close()

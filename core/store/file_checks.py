@@ -10,10 +10,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 import time
 from pathlib import Path
 
 from embridge.core.errors import IntegrityError
+from embridge.core.paths import file_kind
 from embridge.core.store.files import atomic_write_text, sha256_file
 
 _verified: dict[tuple[str, int, int, int, int], str] = {}
@@ -32,6 +34,8 @@ def file_identity(path: Path) -> tuple[int, int, int, int]:
         st = path.stat()
     except FileNotFoundError:
         raise IntegrityError(f"{path}: file is missing from the workspace") from None
+    if not stat.S_ISREG(st.st_mode):  # hashing a FIFO would wait for a writer for ever
+        raise IntegrityError(f"{path}: is {file_kind(st.st_mode)}, not the regular file that was stored")
     return st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 

@@ -96,11 +96,13 @@ def open_matrix(path: Path, expected_sha: str | None, expect_rows: int, expect_d
     """Open a stored vector file read-only after checking checksum and shape."""
     if not path.exists():
         raise IntegrityError(f"{path}: vector file is missing from the workspace")
+    if not path.is_file():  # a FIFO or a folder put in its place: reading it would wait or fail obscurely
+        raise IntegrityError(f"{path}: the vector file was replaced by something that is not a regular file")
     if expected_sha:
         verified_sha256(path, expected_sha)
     try:
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, EOFError) as exc:
         raise IntegrityError(f"{path}: unreadable vector file ({exc})") from exc
     if arr.ndim != 2 or arr.shape != (expect_rows, expect_dim):
         raise IntegrityError(f"{path}: shape {arr.shape} differs from the recorded ({expect_rows}, {expect_dim})")

@@ -36,7 +36,7 @@ def file_problem(root: Path, info: dict[str, Any]) -> str | None:
         expected += int(getattr(matrix, "offset", 0))
         shape = matrix.shape
         del matrix
-    except (OSError, ValueError) as exc:  # cut short inside its rows: the map cannot be made
+    except (OSError, ValueError, EOFError) as exc:  # cut short (to nothing: EOF): the map cannot be made
         return f"its file cannot be read as the stored vectors (cut short or changed: {exc})"
     if shape != (int(info["count"]), int(info["dim"])) or size != expected:
         return f"its file is {size:,} bytes of shape {shape} where {expected:,} bytes were stored (cut short or changed)"

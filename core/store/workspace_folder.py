@@ -16,6 +16,7 @@ from embridge.core.paths import (
     DB_NAME,
     STORE_FOLDERS,
     TEMP_MAX_AGE_S,
+    absolute,
     is_real_dir,
     owned_temp_name,
     remove_if_untouched,
@@ -171,6 +172,9 @@ def check_creatable(root: Path) -> None:
         raise StoreError(f"{root}: a workspace already exists here")
     if root.exists() and any(p for p in root.iterdir() if not p.name.startswith(".")):
         raise StoreError(f"{root}: folder is not empty; choose an empty or new folder")
+    outer = next((f for f in absolute(root).parents if (f / DB_NAME).is_file()), None)
+    if outer is not None:  # its sweeps and checks would take the inner workspace's files for its own
+        raise StoreError(f"{root}: is inside the workspace {outer}; make the new workspace beside it, not in it")
 
 
 def init_cut_short(root: Path) -> bool:
