@@ -5,7 +5,7 @@ or vector column, ids of another kind (integers in one file, text in another: 1 
 points), or a payload column holding another kind of value than the same column in an earlier file
 (Arrow would read 100 as '100', True as 'true', 'x' as b'x') is refused here, naming both files, so an
 import, a migration or a ``check`` never reads such a dataset as something it is not, and a migration
-never stops half-way through one.
+does not stop half-way through one for this.
 """
 
 from __future__ import annotations
