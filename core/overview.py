@@ -7,7 +7,7 @@ from typing import Any
 
 from embridge.core.store import Workspace
 from embridge.core.store.items import QUERY_SPLIT, in_gallery
-from embridge.core.store.vector_set_health import damaged_advice, file_problem, replaced
+from embridge.core.store.vector_set_health import SUPERSEDED, damaged_advice, file_problem, replaced
 
 
 def workspace_overview(ws: Workspace) -> dict[str, Any]:
@@ -24,7 +24,7 @@ def workspace_overview(ws: Workspace) -> dict[str, Any]:
     vector_sets = [
         {"id": v["id"], "model": v["model"], "name": v["name"], "count": v["count"], "dim": v["dim"],
          "dtype": v["dtype"], "path": v["path"], "sha256": v["sha256"],
-         "file_missing": not all((Path(ws.root) / v[key]).is_file() for key in ("file", "ids_file")),
+         "file_missing": not all((Path(ws.root) / v[key]).exists() for key in ("file", "ids_file")),
          "file_problem": file_problem(Path(ws.root), v)}
         for v in ws.vector_sets()
     ]
@@ -86,7 +86,7 @@ def overview_text(info: dict[str, Any]) -> str:
     for v in info["vector_sets"]:
         lines.append(f"  #{v['id']} {v['model']:<12} {v['name']:<12} {v['count']} x {v['dim']} {v['dtype']}"
                      + (f"  {'MISSING' if v.get('file_missing') else 'DAMAGED'}: {v['file_problem']}; "
-                        + ("a later set holds all its items again, so nothing reads it" if v.get("replaced")
+                        + (SUPERSEDED if v.get("replaced")
                            else damaged_advice(v["model"], int(v["count"]))) if v.get("file_problem") else ""))
     if info["runs"]:
         lines.append(f"runs: {len(info['runs'])} (" + ", ".join(

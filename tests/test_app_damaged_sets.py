@@ -72,3 +72,20 @@ def test_verify_stored_files_names_a_changed_file_and_writes_nothing(qtbot: QtBo
     assert window.ctx.open_workspace(tmp_path / "other") and window.ctx.open_workspace(ws_path)
     page.refresh()
     assert "Last check" not in page.summary.toPlainText()
+
+
+def test_the_gallery_table_marks_a_damaged_set_as_info_does(qtbot: QtBot, window: MainWindow,  # noqa: F811
+                                                            tmp_path: Path) -> None:
+    """A vector file cut short showed as a plain row; only a file gone was marked."""
+    from embridge.core.embed import embed_split
+
+    ws_path = _workspace_with_a_damaged_id_list(tmp_path)
+    with Workspace.open(ws_path) as ws:
+        embed_split(ws, "new", None, 0, 0)  # set 2: every item again
+        second = Path(ws.vector_sets("new")[1]["path"])
+    second.write_bytes(second.read_bytes()[:100])
+    assert window.ctx.open_workspace(ws_path)
+    page = window.show_page("gallery")
+    paths = [page.sets_table.item(row, 6).text() for row in range(page.sets_table.rowCount())]
+    assert paths[0].startswith("MISSING: ") and paths[1] == f"DAMAGED: {second}", paths
+    assert not error_dialogs(window)

@@ -408,6 +408,26 @@ def test_vectors_of_a_model_renamed_away_do_not_advise_embedding_it(tmp_path: Pa
         assert ws.vectors_for("m2", ids).shape == (3, DIM)
 
 
+def test_a_rename_leaves_the_runs_of_an_earlier_model_of_the_name_alone(tmp_path: Path) -> None:
+    """A model removed and another added under its name: renaming the new one renamed the removed one's
+    runs too ('#4 embed/m3b failed' for a run of a model that is gone)."""
+    from embridge.core.models.manage import remove_model
+
+    with Workspace.create(tmp_path / "ws") as ws:
+        ws.add_items([{"key": f"k{i}"} for i in range(3)])
+        spec = {"kind": "vectors", "dim": DIM, "sha256": "0" * 64}
+        ws.add_model("m3", "old", spec, None)
+        earlier_embed = ws.start_run("embed", "m3", {"model": "m3"})
+        earlier_train = ws.start_run("train", "affine", {"old": "m3", "new": "x"})
+        remove_model(ws, "m3")
+        ws.db.execute("update runs set started = '2020-01-01T00:00:00+00:00'")  # before the next m3 was added
+        ws.add_model("m3", "old", spec, None)
+        later = ws.start_run("embed", "m3", {"model": "m3"})
+        ws.rename_model("m3", "m3b")
+        assert (ws.run(earlier_embed)["method"], ws.run(earlier_train)["config"]["old"]) == ("m3", "m3")
+        assert ws.run(later)["method"] == "m3b"
+
+
 def test_a_checkpoint_copy_no_model_names_is_swept_and_nothing_else(tmp_path: Path, sweep_everything: None) -> None:
     """A `model remove` killed between its commit and the unlink left the copy in models/ for good."""
     root = tmp_path / "ws"

@@ -161,3 +161,45 @@ def test_a_vector_file_cut_to_nothing_is_damage_not_a_crash(demo_copy: Path,
     assert code == 0 and "DAMAGED: its file cannot be read as the stored vectors" in out, err
     code, check = _verify(capsys, demo_copy)
     assert code == 1 and not {f["path"]: f["ok"] for f in check["files"]}[str(vectors)]
+
+
+def test_a_damaged_set_the_advised_embed_replaced_is_a_note_not_damage(tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """After the embed the damage line advises, verify still said DAMAGED with the same advice, for ever."""
+    import numpy as np
+
+    from embridge.core.models.adding import add_model
+
+    ws_path = tmp_path / "ws"
+    np.savez(tmp_path / "new.npz", ids=np.array([f"i{i}" for i in range(60)]),
+             vectors=np.random.default_rng(0).standard_normal((60, 8)).astype(np.float32))
+    with Workspace.create(ws_path) as ws:
+        ws.add_items([{"key": f"i{i}", "split": "gallery"} for i in range(60)])
+        add_model(ws, tmp_path / "new.npz", "new", role="new")
+    assert main(["embed", "--workspace", str(ws_path), "--model", "new"]) == 0
+    capsys.readouterr()
+    with Workspace.open(ws_path) as ws:
+        damaged = Path(ws.vector_sets("new")[0]["path"])
+    damaged.write_bytes(b"")
+    code, check = _verify(capsys, ws_path)
+    assert code == 1 and "embridge embed --model new" in check["files"][0]["advice"]
+    assert main(["embed", "--workspace", str(ws_path), "--model", "new"]) == 0  # as advised
+    capsys.readouterr()
+    code, check = _verify(capsys, ws_path)
+    superseded = [f for f in check["files"] if f["superseded"]]
+    assert code == 0 and check["ok"] and [f["path"] for f in superseded] == [str(damaged)]
+    assert superseded[0]["advice"] == "a later set holds all its items again, so nothing reads it"
+    assert main(["info", "--workspace", str(ws_path), "--verify"]) == 0
+    out = capsys.readouterr().out
+    assert f"NOTE: vector set #1 (new, 60 x 8) ({damaged})" in out and "all intact" in out
+
+
+def test_an_id_list_replaced_by_a_pipe_is_not_called_missing(tmp_path: Path) -> None:
+    import os
+
+    from embridge.core.errors import IntegrityError
+    from embridge.core.store.vector_set_health import read_id_list
+
+    os.mkfifo(tmp_path / "ids.npy")
+    with pytest.raises(IntegrityError, match=r"ids.npy: id list of vector set 3 is no longer a regular file"):
+        read_id_list(tmp_path / "ids.npy", {"id": 3, "ids_sha256": "0" * 64}, verify=True)

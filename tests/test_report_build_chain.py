@@ -146,7 +146,8 @@ def test_a_forward_chain_says_its_layers_carry_the_gallery_up(tmp_path: Path) ->
     assert "carried up the chain of forward layers" in page and "mapped down" not in page
 
 
-def test_without_labels_or_judgments_ac_is_said_to_measure_nothing(chain: dict[str, Any], tmp_path: Path) -> None:
+def test_without_labels_or_judgments_ac_is_said_to_measure_nothing(chain: dict[str, Any], tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
     """With the query's own item as its relevance each version finds its own items (the diagonal is 1), so
     AC was 0 whatever the layers, printed with no word of why."""
     from embridge.core.report.chain_text import chain_lines
@@ -158,5 +159,13 @@ def test_without_labels_or_judgments_ac_is_said_to_measure_nothing(chain: dict[s
     c = report.chain
     assert np.diag(np.array(c["matrix"])).min() == 1.0 and c["ac"] == 0.0
     assert any(line.startswith("note: AC is 0 by construction here") for line in chain_lines(c))
+    said = " ".join(report.protocol)  # 'searches ... plus the 64 query items: 256 of the 256 gallery items'
+    assert "256 of the 256 gallery items and the 64 query items, 320 in all" in said
+    assert "items the layers were fitted on" in said and "the layer was" not in said
     labelled = chain["report"].chain
     assert "ac_note" not in labelled and not any(line.startswith("note:") for line in chain_lines(labelled))
+    from embridge.core.cli.main import main
+
+    assert main(["chain", "--workspace", str(info["path"]), "--models", "v1,v2,v3", "--runs",
+                 ",".join(map(str, info["runs"])), "--json"]) == 0  # --json carries the note too
+    assert json.loads(capsys.readouterr().out)["ac_note"].startswith("AC is 0 by construction here")

@@ -267,5 +267,12 @@ class GalleryPage(Page):
         self.counts_label.setText(f"Items by split — {counts}; {relevance}. "
                                   f"Reports and plans search the {gallery_text(info['items'])}.")
         fill_table(self.sets_table, [[v["id"], v["model"], v["name"], v["count"], v["dim"], v["dtype"],
-                                      ("MISSING: " if v["file_missing"] else "") + v["path"]]
+                                      _set_state(v) + v["path"]]
                                      for v in info["vector_sets"]])
+
+
+def _set_state(v: dict) -> str:
+    """The mark `embridge info` gives a set whose file is gone or damaged, before its path."""
+    if not v.get("file_problem"):
+        return ""
+    return "REPLACED (damaged): " if v.get("replaced") else "MISSING: " if v.get("file_missing") else "DAMAGED: "

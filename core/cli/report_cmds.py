@@ -375,7 +375,7 @@ def cmd_chain(args: argparse.Namespace) -> Result:
     chain = report.chain or {}
     data = {"report_id": report.report_id, "versions": chain["versions"], "metric": chain["metric"],
             "matrix": chain["matrix"], "ac": chain["ac"], "am": chain["am"], "criterion": chain["criterion"],
-            "measured_on": chain.get("measured_on") or [],
+            "measured_on": chain.get("measured_on") or [], "ac_note": chain.get("ac_note"),
             "report_json": report.json_file, "report_html": report.html_file}
     text = "\n".join([*chain_lines(chain), f"html: {report.html_file}"])
     return json_safe(data), text

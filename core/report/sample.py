@@ -119,7 +119,10 @@ class EvalSample:
         lines = [f"Queries: the {self.query_ids.size} {full.queries.name} with vectors under every compared model."]
         items = self.gallery_ids.size - self.queries_added
         if chain:
-            lines.append(f"Every cell searches {sample.gallery.name}: {items} of the {self.gallery_full} gallery items.")
+            added = f" and the {self.queries_added} query items, {self.gallery_ids.size} in all" if self.queries_added \
+                else ""
+            lines.append(f"Every cell searches {sample.gallery.name}: {items} of the {self.gallery_full} gallery "
+                         f"items{added}.")
         else:
             lines.append(f"Cells that need only old gallery vectors (old/old and the upgraded system) search "
                          f"{full.gallery.name}: {self.full_ids.size} items.")
@@ -133,14 +136,15 @@ class EvalSample:
             lines.append(f"Cells that need new gallery vectors (new/new, the head's space, rollback, partial "
                          f"backfill) search {sample.gallery.name}: {items} of the {self.gallery_full} gallery "
                          "items; costs are extrapolated to the full gallery.")
+        layer, layers = ("the layers were", "the layers") if chain else ("the layer was", "the layer")
         if self.heldout_gallery:
             judged = self.tasks.removed_judged
-            which = (f"the {self.removed_train} items the layer may have been fitted on (the train fold and the "
+            which = (f"the {self.removed_train} items {layers} may have been fitted on (the train fold and the "
                      f"{judged} documents outside it judged relevant to training queries)" if judged else
-                     f"the {self.removed_train} train-fold items the layer was fitted on")
+                     f"the {self.removed_train} train-fold items {layer} fitted on")
             lines.append(f"Held-out gallery: {which} were removed from the gallery.")
         else:
-            lines.append(f"The evaluation sample contains {self.gallery_train_fold} items the layer was fitted on "
+            lines.append(f"The evaluation sample contains {self.gallery_train_fold} items {layer} fitted on "
                          f"(train fold) and {self.gallery_val_fold} of the validation fold; the queries were "
                          "never fitted on. Use the held-out gallery option to leave the train fold out.")
         if self.relevance == "label":

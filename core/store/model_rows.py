@@ -196,11 +196,13 @@ class ModelsMixin:
                             [new_name, json.dumps(spec), model["id"]])
             self.db.execute("update adapters set old_model = ? where old_model = ?", [new_name, name])
             self.db.execute("update adapters set new_model = ? where new_model = ?", [new_name, name])
-            self.db.execute("update runs set method = ? where method = ? and kind in ('embed', 'backfill')",
-                            [new_name, name])
-            for run_id, text in self.db.execute("select id, config from runs").fetchall():
+            # runs started before this model was added were of an earlier model of the name, removed since
+            since = str(model.get("created") or "")
+            self.db.execute("update runs set method = ? where method = ? and kind in ('embed', 'backfill') and "
+                            "started >= ?", [new_name, name, since])
+            for run_id, text, started in self.db.execute("select id, config, started from runs").fetchall():
                 config = json.loads(text) if text else None
-                if not isinstance(config, dict):
+                if not isinstance(config, dict) or str(started or "") < since:
                     continue
                 versions = config.get("models")  # a chain report's versions, oldest first
                 chained = isinstance(versions, list) and name in versions

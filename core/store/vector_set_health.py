@@ -63,6 +63,9 @@ def held_ids(ws: Any, model: str) -> np.ndarray:
     return np.unique(np.concatenate([ws.vector_set_ids(s["id"], verify=False) for s in sets]))  # just checked
 
 
+SUPERSEDED = "a later set holds all its items again, so nothing reads it"  # said of a set replaced()
+
+
 def replaced(ws: Any, info: dict[str, Any]) -> bool:
     """True when later intact sets of the set's model hold every item of a damaged set (readers take the
     newest set first, so nothing reads the damaged one)."""
@@ -80,7 +83,8 @@ def replaced(ws: Any, info: dict[str, Any]) -> bool:
 def read_id_list(path: Path, info: dict[str, Any], verify: bool) -> np.ndarray:
     """The item ids of a vector set (``info``: its row), its checksum verified when ``verify``."""
     if not path.is_file():
-        raise IntegrityError(f"{path}: id list of vector set {info['id']} is missing from the workspace")
+        state = "is no longer a regular file" if path.exists() else "is missing from the workspace"
+        raise IntegrityError(f"{path}: id list of vector set {info['id']} {state}")
     if verify:
         verified_sha256(path, info["ids_sha256"])
     try:

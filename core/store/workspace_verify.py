@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 
 from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
 from embridge.core.store.files import sha256_file, sha256_tree
-from embridge.core.store.vector_set_health import damaged_advice
+from embridge.core.store.vector_set_health import SUPERSEDED, damaged_advice, replaced
 
 
 @dataclass(frozen=True)
@@ -28,10 +28,11 @@ class FileCheck:
     problem: str | None = None
     advice: str = ""
     reference: bool = False  # a file the workspace reads where it lies (a vectors-only model's), not one it stores
+    superseded: bool = False  # a damaged vector set whose items a later intact set holds: nothing reads it
 
     def to_dict(self) -> dict[str, Any]:
         return {"what": self.what, "path": self.path, "ok": self.problem is None, "problem": self.problem,
-                "advice": self.advice or None, "reference": self.reference}
+                "advice": self.advice or None, "reference": self.reference, "superseded": self.superseded}
 
 
 @dataclass(frozen=True)
@@ -45,13 +46,14 @@ class WorkspaceCheck:
     @property
     def problems(self) -> list[FileCheck]:
         """Damaged stored files: what the workspace holds is not what it recorded."""
-        return [f for f in self.files if f.problem is not None and not f.reference]
+        return [f for f in self.files if f.problem is not None and not f.reference and not f.superseded]
 
     @property
     def notes(self) -> list[FileCheck]:
         """Referenced files gone or changed: nothing stored is damaged (a vectors-only model's vectors are in its
-        sets), but embedding more items with that model needs the file back as it was."""
-        return [f for f in self.files if f.problem is not None and f.reference]
+        sets), but embedding more items with that model needs the file back as it was. And damaged sets a
+        repair replaced: a later set holds their items, so nothing reads them."""
+        return [f for f in self.files if f.problem is not None and (f.reference or f.superseded)]
 
     @property
     def ok(self) -> bool:
@@ -93,8 +95,10 @@ def verify_workspace(ws: Any, on_progress: ProgressFn = no_progress,
     for target, size in zip(targets, sizes, strict=True):
         check_stop(should_stop)
         problem = _file_problem(target.path, target.sha256, target.file_only)
-        files.append(FileCheck(target.what, str(target.path), problem, target.advice if problem else "",
-                               target.reference))
+        superseded = problem is not None and target.vector_set is not None and replaced(ws, target.vector_set)
+        advice = SUPERSEDED if superseded else target.advice
+        files.append(FileCheck(target.what, str(target.path), problem, advice if problem else "", target.reference,
+                               superseded))
         done += size
         on_progress(min(done, total), total, {"stage": "hashing stored files"})
     on_progress(total, total, {"stage": "checking the id lists against the items"})
@@ -132,6 +136,7 @@ class _Target(NamedTuple):
     advice: str  # said when it is damaged
     file_only: bool = True  # a model's checkpoint may be a folder
     reference: bool = False  # read where it lies, not stored: a change is a note, not damage
+    vector_set: dict[str, Any] | None = None  # the row of the vector set the file is part of
 
 
 def _targets(ws: Any, root: Path) -> list[_Target]:
@@ -140,8 +145,8 @@ def _targets(ws: Any, root: Path) -> list[_Target]:
     for v in ws.vector_sets():
         what = f"vector set #{v['id']} ({v['model']}, {v['count']} x {v['dim']})"
         advice = damaged_advice(v["model"], int(v["count"]))
-        out.append(_Target(what, root / v["file"], v["sha256"], advice))
-        out.append(_Target(f"id list of {what}", root / v["ids_file"], v["ids_sha256"], advice))
+        out.append(_Target(what, root / v["file"], v["sha256"], advice, vector_set=v))
+        out.append(_Target(f"id list of {what}", root / v["ids_file"], v["ids_sha256"], advice, vector_set=v))
     for m in ws.models():
         if m.get("path") and m.get("sha256"):
             stored = bool(m.get("file"))
