@@ -124,17 +124,26 @@ def test_an_id_list_naming_items_the_database_lost_is_damage(demo_copy: Path,
 def test_train_report_and_export_refuse_a_pipe_where_a_vector_file_was(demo_copy: Path,
                                                                       capsys: pytest.CaptureFixture[str]) -> None:
     """info --verify named the pipe, but train, report and bundle export hashed it and waited for ever."""
-    import os
-    import threading
-
     assert main(["train", "--workspace", str(demo_copy), "--method", "procrustes"]) == 0
     with Workspace.open(demo_copy) as ws:
         vectors = Path(ws.root) / ws.vector_sets()[-1]["file"]
-    vectors.unlink()
-    os.mkfifo(vectors)
+        layer = Path(ws.adapters()[-1]["path"])
     capsys.readouterr()
-    for argv in (["train", "--method", "procrustes"], ["report"], ["bundle", "export", "--out",
-                                                                   str(demo_copy.parent / "b.zip")]):
+    for path, commands in ((vectors, [["train", "--method", "procrustes"], ["report"]]),
+                           (layer, [["report"], ["bundle", "export", "--out", str(demo_copy.parent / "b.zip")]])):
+        _each_refuses_a_pipe_at(path, commands, demo_copy, capsys)
+
+
+def _each_refuses_a_pipe_at(vectors: Path, commands: list[list[str]], demo_copy: Path,
+                            capsys: pytest.CaptureFixture[str]) -> None:
+    """Each command refuses, in one line naming it, a FIFO put where the stored file ``vectors`` was."""
+    import os
+    import threading
+
+    kept = vectors.with_name(vectors.name + ".kept")
+    vectors.rename(kept)
+    os.mkfifo(vectors)
+    for argv in commands:
         outcome: dict[str, int] = {}
 
         def run(argv: list[str] = argv, outcome: dict[str, int] = outcome) -> None:
@@ -149,6 +158,8 @@ def test_train_report_and_export_refuse_a_pipe_where_a_vector_file_was(demo_copy
             pytest.fail(f"{argv[0]} waited on the pipe")
         err = capsys.readouterr().err
         assert outcome["code"] == 1 and f"{vectors}:" in err and "not" in err and "regular file" in err, err
+    vectors.unlink()
+    kept.rename(vectors)
 
 
 def test_a_vector_file_cut_to_nothing_is_damage_not_a_crash(demo_copy: Path,

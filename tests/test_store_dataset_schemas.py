@@ -150,3 +150,32 @@ def test_an_import_through_an_alias_link_waits_for_one_through_the_dataset(upgra
         with pytest.raises(WorkspaceBusyError):
             with one_import_of(tmp_path / "ws", alias.uri, collection_read(alias)):
                 pass
+
+
+def test_payload_values_keep_their_kind_and_their_nanoseconds() -> None:
+    """True was written into a float column as 1.0 (Python takes True for 1.0), and a nanosecond timestamp
+    was cut to microseconds by inference before its cast back to nanoseconds."""
+    import pandas as pd
+
+    from embridge.core.connectors.arrow_common import _column
+    from embridge.core.connectors.connector import VectorStoreError
+
+    for values, column in (([True, False], pa.float64()), ([1.0, 2.5], pa.int64()), ([True, 0.5], pa.float64())):
+        with pytest.raises(VectorStoreError, match=r"payload field 'c' holds values that do not fit its column"):
+            _column(values, column, "c", [1, 2])
+    stamp, span = pd.Timestamp(1_000_000_001), pd.Timedelta(1)
+    assert _column([stamp], pa.timestamp("ns"), "c", [1]).to_pylist() == [stamp]
+    assert _column([span], pa.duration("ns"), "c", [1]).to_pylist() == [span]
+    assert _column([1, 2], pa.float64(), "c", [1, 2]).to_pylist() == [1.0, 2.0]  # integers widen, as before
+
+
+def test_a_column_all_null_in_one_file_takes_the_others_type(upgrade: dict, tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """pandas writes an all-NaT column as naive timestamps beside zoned ones in another file: refused."""
+    zoned = pa.array([1_700_000_000_000_000] * 20, pa.timestamp("us", "UTC"))
+    src = _two_files(tmp_path / "src", upgrade["vectors"]["v1"][:40], zoned, pa.nulls(20, pa.timestamp("ns")))
+    code, out, err = cli(capsys, "migrate", "--bundle", str(upgrade["bundle"]), "--from", src,
+                         "--to", f"parquet://{tmp_path / 'dst'}")
+    assert code == 0, err
+    shadow = pq.read_table(tmp_path / "dst").sort_by("id")
+    assert shadow.column("label").to_pylist()[:20] == zoned.to_pylist() and shadow.column("label").null_count == 20

@@ -448,3 +448,9 @@ def test_a_run_of_an_unknown_kind_is_never_recorded(ws: Workspace) -> None:
     assert [r["id"] for r in ws.runs()] == before
     added = [ws.start_run(kind) for kind in RUN_KINDS]
     assert sorted(r["kind"] for r in ws.runs() if r["id"] in added) == sorted(RUN_KINDS)
+
+
+def test_a_text_file_called_embridge_db_is_not_a_workspace_around_a_new_one(tmp_path: Path) -> None:
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "embridge.db").write_text("my notes\n")
+    Workspace.create(tmp_path / "notes" / "ws").close()  # refused as 'inside the workspace .../notes' before

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from embridge.core.connectors.arrow_kinds import castable
+from embridge.core.connectors.arrow_kinds import castable, same_values
 from embridge.core.connectors.connector import SPACE_FIELD, Batch, PointId, VectorStoreError
 from embridge.core.formatting import shown_name
 
@@ -141,6 +141,13 @@ def _column(values: list[Any], arrow_type: Any, name: str, ids: list[Any]) -> An
     import pyarrow as pa
 
     inferred, problem = None, None
+    if getattr(arrow_type, "unit", None) == "ns":  # inference takes microseconds: nanoseconds would be cut
+        try:
+            exact = pa.array(values, type=arrow_type)
+            if same_values(exact.to_pylist(), values):
+                return exact
+        except (pa.ArrowException, TypeError, ValueError, OverflowError):
+            pass
     try:
         inferred = pa.array(values)
     except (pa.ArrowException, TypeError, ValueError, OverflowError) as exc:
@@ -161,7 +168,7 @@ def _column(values: list[Any], arrow_type: Any, name: str, ids: list[Any]) -> An
             pass
     try:
         converted = pa.array(values, type=arrow_type)
-        if converted.to_pylist() == values:  # a straight conversion truncates (2.5 into an int64 column)
+        if same_values(converted.to_pylist(), values):  # a straight conversion truncates (2.5 into int64)
             return converted
         problem = ValueError("a value would change")
     except (pa.ArrowException, TypeError, ValueError, OverflowError) as exc:
@@ -206,7 +213,7 @@ def fit_table(table: Any, schema: Any) -> Any:
         column = table.column(field.name)
         _refuse_lost_key(column.type, field.type, field.name)
         try:
-            if not castable(column.type, field.type):  # Arrow would cast 100 to '100' or 'x' to b'x'
+            if column.null_count < len(column) and not castable(column.type, field.type):  # 100 as '100'
                 raise ValueError("another kind of value, which a cast would change")
             columns.append(column.cast(field.type))
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, ValueError) as exc:

@@ -18,8 +18,9 @@ def _family(arrow_type: Any) -> str:
 
     t = pa.types
     for family, test in (("integer", t.is_integer), ("floating", t.is_floating), ("boolean", t.is_boolean),
-                         ("text", lambda x: t.is_string(x) or t.is_large_string(x)),
-                         ("bytes", lambda x: t.is_binary(x) or t.is_large_binary(x) or t.is_fixed_size_binary(x)),
+                         ("text", lambda x: t.is_string(x) or t.is_large_string(x) or _view(x, "string")),
+                         ("bytes", lambda x: t.is_binary(x) or t.is_large_binary(x) or t.is_fixed_size_binary(x)
+                          or _view(x, "binary")),
                          ("date", t.is_date), ("time", t.is_time), ("duration", t.is_duration),
                          ("decimal", t.is_decimal)):
         if test(arrow_type):
@@ -52,3 +53,23 @@ def castable(given: Any, column: Any) -> bool:
                    for i in range(given.num_fields) if given.field(i).name in names)
     held, holds = _family(given), _family(column)
     return held == holds or (held, holds) == ("integer", "floating")
+
+
+def _view(arrow_type: Any, kind: str) -> bool:
+    """Whether the type is Arrow's ``string_view`` / ``binary_view`` (newer pyarrow releases only)."""
+    import pyarrow as pa
+
+    test = getattr(pa.types, f"is_{kind}_view", None)
+    return bool(test and test(arrow_type))
+
+
+def same_values(got: Any, given: Any) -> bool:
+    """Equal values of the same kinds: Python takes True for 1.0 and 2.0 for 2, a column must not."""
+    if isinstance(got, list | tuple) and isinstance(given, list | tuple):
+        return len(got) == len(given) and all(same_values(a, b) for a, b in zip(got, given, strict=True))
+    if isinstance(got, dict) and isinstance(given, dict):
+        return got.keys() == given.keys() and all(same_values(got[k], given[k]) for k in got)
+    numbers = (bool, int, float)
+    if isinstance(got, numbers) or isinstance(given, numbers):
+        return type(got) is type(given) and got == given
+    return bool(got == given)

@@ -39,8 +39,36 @@ def check_file_schemas(files: list[Path], schema_of: Callable[[Path], Any], id_c
         for field in schema:
             if field.name in (id_col, vec_col) or pa.types.is_null(field.type):
                 continue
-            earlier = seen.setdefault(field.name, (file, field.type))
-            if not (castable(field.type, earlier[1]) or castable(earlier[1], field.type)):
+            earlier = seen.get(field.name)
+            if earlier is None or castable(field.type, earlier[1]) or castable(earlier[1], field.type):
+                seen.setdefault(field.name, (file, field.type))
+                continue
+            if all_null(earlier[0], field.name):  # a column of nulls says nothing of its kind (read on a mismatch)
+                seen[field.name] = (file, field.type)
+                continue
+            if not all_null(file, field.name):
                 raise VectorStoreError(f"{file}: column '{field.name}' holds {field.type} values, but "
                                        f"{earlier[0].name} holds {earlier[1]} ones; a column holds one kind of "
                                        "value in every file (write the files again with one type)")
+
+
+def all_null(file: Path, column: str) -> bool:
+    """Whether every row of ``column`` in ``file`` is null, from the row groups' statistics (False when a
+    writer kept none): such a column's declared type (pandas writes an all-NaT column as naive timestamps)
+    holds no value a cast could change."""
+    import pyarrow.parquet as pq
+
+    try:
+        meta = pq.ParquetFile(file).metadata
+        index = meta.schema.to_arrow_schema().get_field_index(column)
+        nulls = 0
+        for g in range(meta.num_row_groups):
+            group = meta.row_group(g)
+            leaf = next(i for i in range(group.num_columns) if group.column(i).path_in_schema.split(".")[0] == column)
+            stats = group.column(leaf).statistics
+            if stats is None or not stats.has_null_count:
+                return False
+            nulls += stats.null_count
+        return index >= 0 and nulls == meta.num_rows
+    except (OSError, ValueError, StopIteration):
+        return False

@@ -177,6 +177,8 @@ class RecordsMixin:
     def adapter_path(self, adapter_id: int, verify: bool = True) -> Path:
         row = self.adapter(adapter_id)
         path = Path(row["path"])
+        if verify and path.exists() and not path.is_file():  # a FIFO put there: hashing it would wait for ever
+            raise IntegrityError(f"{path}: the adapter file was replaced by something that is not a regular file")
         if verify and (not path.exists() or sha256_file(path) != row["sha256"]):
             raise IntegrityError(f"{path}: adapter file is missing or changed since it was stored")
         return path

@@ -172,9 +172,21 @@ def check_creatable(root: Path) -> None:
         raise StoreError(f"{root}: a workspace already exists here")
     if root.exists() and any(p for p in root.iterdir() if not p.name.startswith(".")):
         raise StoreError(f"{root}: folder is not empty; choose an empty or new folder")
-    outer = next((f for f in absolute(root).parents if (f / DB_NAME).is_file()), None)
+    outer = next((f for f in absolute(root).parents if _workspace_database(f / DB_NAME)), None)
     if outer is not None:  # its sweeps and checks would take the inner workspace's files for its own
         raise StoreError(f"{root}: is inside the workspace {outer}; make the new workspace beside it, not in it")
+
+
+def _workspace_database(path: Path) -> bool:
+    """Whether ``path`` is a workspace's database: an SQLite file, or the empty one an 'init' cut short left
+    (a text file that happens to be called embridge.db is not)."""
+    try:
+        if not path.is_file():  # never opened otherwise: a FIFO would wait for a writer
+            return False
+        with open(path, "rb") as fh:
+            return fh.read(16) in (b"", b"SQLite format 3\x00")
+    except OSError:
+        return False
 
 
 def init_cut_short(root: Path) -> bool:
