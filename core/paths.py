@@ -285,6 +285,12 @@ def check_folder_target(target: Path, option: str, *, within: bool = False, room
     path, or a folder that takes no file, is refused here naming the option, before a job's reading and
     computing, not after it. ``within``: ``target`` is made inside its folder (a bundle, a JUnit file), so
     only that folder is checked; ``room``: bytes the probe writes (and syncs), to find a full disk too."""
+    probe_writable(folder_to_write(target, option, within=within), f"{option} {target}", room)
+
+
+def folder_to_write(target: Path, option: str, *, within: bool = False) -> Path:
+    """The nearest existing folder ``target`` would be made in (``within``: its parent's), refused when the
+    path itself says it cannot be one: a file at ``target`` (unless ``within``) or on the way to it."""
     where = f"{option} {target}"
     try:
         if not within and target.exists() and not target.is_dir():
@@ -296,6 +302,11 @@ def check_folder_target(target: Path, option: str, *, within: bool = False, room
             raise InputError(where, f"{folder} is a file, not a folder, so nothing can be written under it")
     except OSError as exc:  # a folder on the way that may not be entered
         raise InputError(where, f"cannot be checked ({exc.strerror or exc})") from None
+    return folder
+
+
+def probe_writable(folder: Path, where: str, room: int = 0) -> None:
+    """Write (and with ``room`` bytes, sync) a probe file in ``folder``, refusing one that takes none."""
     probe = folder / f"{TMP_PREFIX}{uuid.uuid4().hex[:12]}-probe"
     try:
         fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

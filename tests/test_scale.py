@@ -169,8 +169,8 @@ def test_a_partition_a_retried_worker_had_finished_counts_as_written_with_its_ro
     assert sum(rows) == len(v1) and min(rows) > 0
     jobs = [("b", SimpleNamespace(name=n), str(o)) for n, o in zip(names, outputs, strict=True)]
     before = [PartitionResult(names[0], rows[0], 0.0, skipped=True)]  # finished before the run began
-    found = [PartitionResult(n, r, 0.0, skipped=True) for n, r in zip(names[1:], rows[1:], strict=True)]
-    counted = _in_job_order(list(reversed(before + found)), jobs, before)
+    found = [PartitionResult(n, 0, 0.0, skipped=True) for n in names[1:]]  # as the retried worker says
+    counted = _in_job_order(list(reversed(before + found)), jobs, before, output)
     assert [(r.name, r.rows, r.skipped) for r in counted] == [(names[0], rows[0], True)] + [
         (n, r, False) for n, r in zip(names[1:], rows[1:], strict=True)]
 

@@ -279,9 +279,9 @@ class ParquetConnector(Connector):
 
         counts: dict[str, int] = {}
         files = self._files()
-        check_file_schemas(files, _schema, self.id_col, self.vec_col)  # a damaged dataset is not reported healthy
-        for file in files:
-            if SPACE_FIELD not in _schema(file).names:
+        schemas = check_file_schemas(files, _schema, self.id_col, self.vec_col)  # a damaged dataset is not healthy
+        for file, schema in zip(files, schemas, strict=True):
+            if SPACE_FIELD not in schema.names:
                 counts[""] = counts.get("", 0) + _rows(file)
                 continue
             with reading_parquet(file):

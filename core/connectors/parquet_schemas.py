@@ -19,15 +19,18 @@ from embridge.core.connectors.arrow_kinds import castable
 from embridge.core.connectors.connector import VectorStoreError
 
 
-def check_file_schemas(files: list[Path], schema_of: Callable[[Path], Any], id_col: str, vec_col: str) -> None:
+def check_file_schemas(files: list[Path], schema_of: Callable[[Path], Any], id_col: str, vec_col: str) -> list[Any]:
     """Refuse files whose key columns are missing or whose ids or payload values are of another kind than
-    an earlier file's (see the module docstring); a column all null in a file takes any type."""
+    an earlier file's (see the module docstring); a column all null in a file takes any type. Returns the
+    files' schemas, read once."""
     import pyarrow as pa
 
     first_id: tuple[Path, str] | None = None
     seen: dict[str, tuple[Path, Any]] = {}  # each payload column: the first file that gives it a type
+    schemas = []
     for file in files:
         schema = schema_of(file)
+        schemas.append(schema)
         check_key_columns(schema.names, id_col, vec_col, str(file))
         kind = id_kind(schema.field(id_col).type)
         if kind not in (None, "null"):  # an unusable id type is named by the batch reader, with the row
@@ -50,6 +53,7 @@ def check_file_schemas(files: list[Path], schema_of: Callable[[Path], Any], id_c
                 raise VectorStoreError(f"{file}: column '{field.name}' holds {field.type} values, but "
                                        f"{earlier[0].name} holds {earlier[1]} ones; a column holds one kind of "
                                        "value in every file (write the files again with one type)")
+    return schemas
 
 
 def all_null(file: Path, column: str) -> bool:

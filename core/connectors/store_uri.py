@@ -78,7 +78,8 @@ class StoreURI:
     @property
     def base(self) -> str:
         """The URI without its query, with the path decoded (and a local one normalised: ``db/`` and ``db/.``
-        are ``db``): one spelling for one store, however it was written."""
+        are ``db``), as a store is named to the user and in a migration's checkpoint; whether two URIs name
+        one store is :meth:`place`'s to say (it also follows links and ignores credentials)."""
         path = os.path.normpath(self.path) if self.path and not self.netloc else self.path
         return f"{self.scheme}://{self.netloc}{path}"
 

@@ -32,7 +32,14 @@ from typing import Any
 
 from embridge.core.errors import InputError, StoreError, UsageError, printable
 from embridge.core.evaluation.headline import decides_on_ndcg
-from embridge.core.paths import absolute, check_folder_target, check_output, file_kind, write_problem
+from embridge.core.paths import (
+    absolute,
+    check_output,
+    file_kind,
+    folder_to_write,
+    probe_writable,
+    write_problem,
+)
 
 JUNIT = "--junit"
 PROBE_BYTES = 64 * 1024  # room the JUnit file needs (about 300 bytes a check), tried before the report is built
@@ -228,11 +235,12 @@ def check_junit_target(out: str | Path, workspace: str | Path) -> Path:
     1); a folder that cannot take the file (no permission, no room) fails as the run would (exit 1)."""
     try:
         path = _junit_target(out, workspace)
+        folder = folder_to_write(absolute(path), JUNIT, within=True)
     except UsageError:
         raise
     except InputError as exc:
         raise UsageError(exc.source, exc.problem) from None
-    check_folder_target(absolute(path), JUNIT, within=True, room=PROBE_BYTES)
+    probe_writable(folder, f"{JUNIT} {absolute(path)}", PROBE_BYTES)
     return path
 
 
@@ -256,11 +264,6 @@ def _junit_target(out: str | Path, workspace: str | Path) -> Path:
     if path.exists() and not _junit_or_empty(path):
         raise InputError(where, "exists and is not a JUnit XML file; only an earlier JUnit result is replaced "
                          "(a model's vectors, a bundle or any other file is left alone): choose another path")
-    for folder in absolute(path).parents:  # the nearest folder that exists must be one (notes.txt/x.xml is not)
-        if folder.exists() or folder.is_symlink():
-            if not folder.is_dir():
-                raise InputError(where, f"{folder} is a file, not a folder, so nothing can be written under it")
-            break
     return path
 
 

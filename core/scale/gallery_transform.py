@@ -120,7 +120,7 @@ def transform_partition(bundle: str, part: Partition | dict[str, Any], target: s
     part = part if isinstance(part, Partition) else Partition.from_row(part)
     began = time.perf_counter()
     if os.path.exists(target):
-        return PartitionResult(part.name, finished_rows(target, output), 0.0, skipped=True)
+        return PartitionResult(part.name, 0, 0.0, skipped=True)
     layer = loaded_layer(bundle)
     table = read_partition(part)
     if vec_col not in table.column_names or id_col not in table.column_names:

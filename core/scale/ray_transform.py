@@ -23,7 +23,7 @@ import numpy as np
 
 from embridge.core.progress import ProgressFn, StopFn, check_stop
 from embridge.core.scale.engine import MAX_RESTARTS, import_ray, ray_session
-from embridge.core.scale.gallery_transform import PartitionResult, transform_partition
+from embridge.core.scale.gallery_transform import PartitionResult, finished_rows, transform_partition
 
 RESULT_FIELDS = ("name", "rows", "seconds", "skipped", "runtime", "torch_loaded")
 
@@ -78,7 +78,7 @@ def transform_on_ray(jobs: list[tuple], address: str | None, num_cpus: int | Non
     if (address or "").strip().startswith("ray://"):  # Ray Data cannot run through Ray Client: plain tasks
         with ray_session(address, num_cpus):
             return _in_job_order(done + _with_tasks(ray, todo, on_progress, len(jobs), len(done), should_stop,
-                                                    output), jobs, done)
+                                                    output), jobs, done, output)
     with ray_session(address, num_cpus) as session:
         import ray.data
 
@@ -105,18 +105,20 @@ def transform_on_ray(jobs: list[tuple], address: str | None, num_cpus: int | Non
                                                bool(row["torch_loaded"])))
                 on_progress(len(results), len(jobs), {"stage": "transform"})
                 check_stop(should_stop)
-    return _in_job_order(results, jobs, done)
+    return _in_job_order(results, jobs, done, output)
 
 
-def _in_job_order(results: list[PartitionResult], jobs: list[tuple],
-                  done: list[PartitionResult] | None = None) -> list[PartitionResult]:
+def _in_job_order(results: list[PartitionResult], jobs: list[tuple], done: list[PartitionResult],
+                  output: str) -> list[PartitionResult]:
     """``results`` in the order of ``jobs``. A partition found finished that was not finished before the run
     (``done``) was written by this run: by a worker that died after its rename and was retried. It counts
-    as written, with the rows its output holds, not as done before."""
-    before = {r.name for r in done or []}
+    as written, with the rows its output holds (read from it here, on this rare path alone), not as done
+    before."""
+    before = {r.name for r in done}
     order = {job[1].name: i for i, job in enumerate(jobs)}
-    return sorted((replace(r, skipped=False) if r.skipped and r.name not in before else r for r in results),
-                  key=lambda r: order[r.name])
+    target = {job[1].name: str(job[2]) for job in jobs}
+    return sorted((replace(r, skipped=False, rows=finished_rows(target[r.name], output))
+                   if r.skipped and r.name not in before else r for r in results), key=lambda r: order[r.name])
 
 
 def _with_tasks(ray: Any, todo: list[tuple], on_progress: ProgressFn, total: int, first: int,

@@ -25,17 +25,24 @@ _RACY_WINDOW_NS = 2_000_000_000
 CACHE_DIR_ENV = "EMBRIDGE_CACHE_DIR"
 
 
+def stored_file_stat(path: Path) -> os.stat_result:
+    """The stat of a file the workspace stored; refused when it is gone or no longer a regular file (a FIFO
+    put in its place: hashing or loading it would wait for a writer for ever)."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise IntegrityError(f"{path}: file is missing from the workspace") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise IntegrityError(f"{path}: is {file_kind(st.st_mode)}, not the regular file that was stored")
+    return st
+
+
 def file_identity(path: Path) -> tuple[int, int, int, int]:
     """(inode, size, mtime_ns, ctime_ns): any write, replacement or ``touch`` changes one of them.
 
     ctime cannot be set back by a user, so an edit that restores the mtime still shows here.
     """
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        raise IntegrityError(f"{path}: file is missing from the workspace") from None
-    if not stat.S_ISREG(st.st_mode):  # hashing a FIFO would wait for a writer for ever
-        raise IntegrityError(f"{path}: is {file_kind(st.st_mode)}, not the regular file that was stored")
+    st = stored_file_stat(path)
     return st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 

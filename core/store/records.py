@@ -14,6 +14,7 @@ from typing import Any
 
 from embridge.core.errors import IntegrityError, StoreError
 from embridge.core.l2 import INPUT_POLICY_KEY, layer_input_normalised
+from embridge.core.store.file_checks import stored_file_stat
 from embridge.core.store.files import atomic_copy, sha256_file
 from embridge.core.store.rows import decode, encode, now_iso, pid_alive
 
@@ -177,8 +178,8 @@ class RecordsMixin:
     def adapter_path(self, adapter_id: int, verify: bool = True) -> Path:
         row = self.adapter(adapter_id)
         path = Path(row["path"])
-        if verify and path.exists() and not path.is_file():  # a FIFO put there: hashing it would wait for ever
-            raise IntegrityError(f"{path}: the adapter file was replaced by something that is not a regular file")
+        if verify and path.exists():
+            stored_file_stat(path)  # a FIFO put there: hashing it would wait for ever
         if verify and (not path.exists() or sha256_file(path) != row["sha256"]):
             raise IntegrityError(f"{path}: adapter file is missing or changed since it was stored")
         return path

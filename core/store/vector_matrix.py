@@ -25,7 +25,7 @@ import numpy as np
 
 from embridge.core.errors import IntegrityError, StoreError, VectorFileError, WorkspaceBusyError
 from embridge.core.paths import is_real_dir, remove_if_untouched
-from embridge.core.store.file_checks import verified_sha256
+from embridge.core.store.file_checks import stored_file_stat, verified_sha256
 from embridge.core.store.file_lock import HeldLock
 from embridge.core.store.files import (
     DISK_FULL,
@@ -96,8 +96,7 @@ def open_matrix(path: Path, expected_sha: str | None, expect_rows: int, expect_d
     """Open a stored vector file read-only after checking checksum and shape."""
     if not path.exists():
         raise IntegrityError(f"{path}: vector file is missing from the workspace")
-    if not path.is_file():  # a FIFO or a folder put in its place: reading it would wait or fail obscurely
-        raise IntegrityError(f"{path}: the vector file was replaced by something that is not a regular file")
+    stored_file_stat(path)  # a FIFO or a folder put in its place: loading it would wait or fail obscurely
     if expected_sha:
         verified_sha256(path, expected_sha)
     try:
