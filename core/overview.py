@@ -85,10 +85,17 @@ def overview_text(info: dict[str, Any]) -> str:
     lines.append("vector sets:" if info["vector_sets"] else "vector sets: none")
     for v in info["vector_sets"]:
         lines.append(f"  #{v['id']} {v['model']:<12} {v['name']:<12} {v['count']} x {v['dim']} {v['dtype']}"
-                     + (f"  {'MISSING' if v.get('file_missing') else 'DAMAGED'}: {v['file_problem']}; "
+                     + (f"  {damage_mark(v)}: {v['file_problem']}; "
                         + (SUPERSEDED if v.get("replaced")
                            else damaged_advice(v["model"], int(v["count"]))) if v.get("file_problem") else ""))
     if info["runs"]:
         lines.append(f"runs: {len(info['runs'])} (" + ", ".join(
             f"#{r['id']} {r['kind']}/{r['method']} {r['status']}" for r in info["runs"][-5:]) + ")")
     return "\n".join(lines)
+
+
+def damage_mark(vector_set: dict[str, Any]) -> str:
+    """What `info` calls a set whose files are not as stored: MISSING (gone) or DAMAGED; '' for an intact one."""
+    if not vector_set.get("file_problem"):
+        return ""
+    return "MISSING" if vector_set.get("file_missing") else "DAMAGED"

@@ -25,7 +25,7 @@ from embridge.core.errors import InputError
 from embridge.core.formatting import capitalised
 from embridge.core.importers import FORMATS
 from embridge.core.jobs import JobOutcome
-from embridge.core.overview import gallery_text
+from embridge.core.overview import damage_mark, gallery_text
 from embridge.core.progress import ProgressFn, StopFn
 from embridge.core.store import Workspace
 
@@ -267,12 +267,5 @@ class GalleryPage(Page):
         self.counts_label.setText(f"Items by split — {counts}; {relevance}. "
                                   f"Reports and plans search the {gallery_text(info['items'])}.")
         fill_table(self.sets_table, [[v["id"], v["model"], v["name"], v["count"], v["dim"], v["dtype"],
-                                      _set_state(v) + v["path"]]
+                                      (f"{damage_mark(v)}: " if damage_mark(v) else "") + v["path"]]
                                      for v in info["vector_sets"]])
-
-
-def _set_state(v: dict) -> str:
-    """The mark `embridge info` gives a set whose file is gone or damaged, before its path."""
-    if not v.get("file_problem"):
-        return ""
-    return "REPLACED (damaged): " if v.get("replaced") else "MISSING: " if v.get("file_missing") else "DAMAGED: "
