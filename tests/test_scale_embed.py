@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +123,8 @@ def test_cancel_on_ray_stops_the_pool_and_a_rerun_finishes(ray_cluster: Any, mod
                       on_progress=lambda d, t, info: seen.append(d), should_stop=lambda: len(seen) >= 2)
     finished = len(list((tmp_path / "out").glob("chunk-*.parquet")))
     assert 2 <= finished <= 6  # the pool keeps one chunk per actor in flight; the rest never started
+    time.sleep(2)  # a killed actor's process may outlive its task: nothing it does now may publish a chunk
+    assert len(list((tmp_path / "out").glob("chunk-*.parquet"))) == finished
     rerun = embed_dataset(m["model"], str(m["items"]), str(tmp_path / "out"), engine="ray", chunk=50)
     assert rerun.skipped == finished and rerun.written == 14 - finished
     ids, _ = read_chunks(tmp_path / "out")
@@ -133,7 +136,7 @@ def test_killed_embedding_actor_is_restarted_and_output_unchanged(ray_cluster: A
     from scale_fixtures import WorkerKiller
 
     m = model_and_items
-    killer = WorkerKiller("ChunkEmbedder.embed", timeout=120)  # an actor busy embedding a chunk
+    killer = WorkerKiller("ChunkEmbedder.stage", timeout=120)  # an actor busy embedding a chunk
     killer.start()
     ray_run = embed_dataset(m["model"], str(m["items"]), str(tmp_path / "ray"), engine="ray", chunk=50)
     killer.stop.set()

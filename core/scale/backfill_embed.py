@@ -35,7 +35,13 @@ from embridge.core.scale.item_checks import (
     items_fingerprint,
     order_fingerprint,
 )
-from embridge.core.scale.output_folder import first_missing, read_marker, take_back, write_marker
+from embridge.core.scale.output_folder import (
+    first_missing,
+    read_marker,
+    remove_half_written,
+    take_back,
+    write_marker,
+)
 from embridge.core.scale.partitions import dataset_params
 
 STATE_FILE = "_embridge_embed.json"
@@ -136,6 +142,16 @@ class ChunkEmbedder:
         self.role = role
 
     def embed(self, ids: np.ndarray, inputs: Any, target: str) -> int:
+        """Embed one chunk and publish it (the local engine): the items written, 0 for a chunk already there."""
+        return publish_chunk(self.stage(ids, inputs, target), target, len(ids))
+
+    def stage(self, ids: np.ndarray, inputs: Any, target: str) -> str | None:
+        """Embed one chunk into a hidden file beside ``target`` and return its path (None: already there).
+
+        On Ray the driver renames it, in job order: a killed actor's process may still finish a write after
+        its task was declared dead, and only a rename makes a chunk count, so nothing is published after a
+        cancel returns.
+        """
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -143,7 +159,7 @@ class ChunkEmbedder:
         from embridge.core.embed import embed_array
 
         if os.path.exists(target):
-            return 0
+            return None
         shape = tuple(self.model.spec.input_shape or ())
         if isinstance(inputs, np.ndarray) and len(shape) > 1:  # image rows travel flattened
             inputs = inputs.reshape(len(inputs), *shape)
@@ -151,8 +167,15 @@ class ChunkEmbedder:
         tmp = str(Path(target).parent / f".{Path(target).name}.tmp-{os.getpid()}")
         table = pa.table({"id": pa.array(ids), "vector": vector_array(vectors)})
         pq.write_table(table, tmp, **plain_vectors(table.column_names, "vector"))
-        os.replace(tmp, target)
-        return len(ids)
+        return tmp
+
+
+def publish_chunk(staged: str | None, target: str, n: int) -> int:
+    """Rename a staged chunk into place: the items it holds, 0 when nothing was staged (already there)."""
+    if staged is None:
+        return 0
+    os.replace(staged, target)
+    return n
 
 
 def embed_dataset(model: ModelRef, source: str, target: str, *, engine: str = "local",
@@ -238,8 +261,7 @@ def _embed(model: ModelRef, dst: Path, ids: np.ndarray, inputs: Any, chunk: int,
             report(done_items, i + 1)
     else:
         written = _on_ray(model, jobs, actors, num_gpus, batch_size, ray_address, report, should_stop, role)
-    for stale in dst.glob(".chunk-*.tmp-*"):  # left by an actor killed mid-write (its chunk was retried)
-        stale.unlink()
+    remove_half_written(dst)  # left by a run killed mid-write, or by an actor killed mid-chunk (it was retried)
     n_written = sum(1 for w in written if w)
     zeros, example = _zero_vectors([job[2] for job in jobs])
     return EmbedResult(engine, str(dst), sum(written), len(jobs), n_written, len(jobs) - n_written,
@@ -341,12 +363,12 @@ def _on_ray(model: ModelRef, jobs: list[tuple], actors: int | None, num_gpus: fl
         submitted: list[Any] = []
 
         def submit(actor: Any, job: Any) -> Any:
-            submitted.append(actor.embed.remote(*job))
+            submitted.append(actor.stage.remote(*job))
             return submitted[-1]
 
         try:
-            for i, n in enumerate(pool.map(submit, jobs)):
-                results.append(n)
+            for i, staged in enumerate(pool.map(submit, jobs)):
+                results.append(publish_chunk(staged, jobs[i][2], len(jobs[i][0])))
                 done += len(jobs[i][0])
                 report(done, i + 1)
                 check_stop(should_stop)
@@ -354,6 +376,7 @@ def _on_ray(model: ModelRef, jobs: list[tuple], actors: int | None, num_gpus: fl
             for actor in holders:  # a cancel stops the work in flight too
                 ray.kill(actor, no_restart=True)
             # ray.kill returns at once: wait until every submitted chunk has finished or died with its
-            # actor, so nothing is written after this function returns
+            # actor; a chunk staged but not yet published stays hidden and is removed below or by a rerun
             ray.wait(submitted, num_returns=len(submitted), timeout=60)
+            remove_half_written(Path(jobs[0][2]).parent)
         return results

@@ -81,7 +81,7 @@ def prepare_target(dst: Path, state: dict[str, Any],
         replaced = [name for name in stale_partitions(before, state) if output_of(name).exists()]
         for name in replaced:  # removed before the marker is updated, so a crash here only repeats it
             output_of(name).unlink()
-        _remove_half_written(dst)
+        remove_half_written(dst)
         if before != state:
             write_marker(marker, state)
         return False, None, replaced
@@ -89,7 +89,7 @@ def prepare_target(dst: Path, state: dict[str, Any],
         raise InputError("--to", f"{dst}: exists and is not the output of an earlier run of this transform")
     made = first_missing(dst)
     dst.mkdir(parents=True, exist_ok=True)
-    _remove_half_written(dst)
+    remove_half_written(dst)
     write_marker(marker, state)
     return True, made, []
 
@@ -109,7 +109,8 @@ def write_marker(marker: Path, state: dict[str, Any]) -> None:
     os.replace(tmp, marker)
 
 
-def _remove_half_written(dst: Path) -> None:
+def remove_half_written(dst: Path) -> None:
+    """Remove the hidden temp files of outputs never renamed into place (a killed or cancelled run's)."""
     for stale in dst.glob(".*.tmp-*"):  # a partition a killed run left half written
         stale.unlink()
 
