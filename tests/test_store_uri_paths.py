@@ -161,9 +161,15 @@ def test_one_server_has_one_place_whatever_its_host_case_credentials_or_trailing
     places = {StoreURI.parse(uri).place() for uri in (
         "postgresql://alice:secret@DB.example.org:5432/shop?table=docs",
         "postgres://bob@db.example.org:5432/shop/?table=docs",
-        "postgresql://db.example.org:5432/shop?table=docs")}
-    assert places == {("postgresql", "db.example.org:5432", "/shop")}
+        "postgresql://db.example.org/shop?table=docs",  # libpq's default port
+        "postgresql:///shop?host=db.example.org&table=docs",  # the host as a libpq parameter
+        "postgresql://elsewhere:5440/shop?host=db.example.org&port=5432")}  # which libpq takes over the URI's
+    assert places == {("postgresql", "db.example.org", "/shop")}
     assert StoreURI.parse("postgresql://db.example.org:5433/shop").place() not in places
+    assert StoreURI.parse("postgresql:///shop?host=/run/PG").place() == ("postgresql", "/run/PG", "/shop")
+    assert {StoreURI.parse(f"qdrant://q.example.org{port}?collection=docs").place() for port in ("", ":6333")} == {
+        ("qdrant", "q.example.org", "")}
+    assert StoreURI.parse("qdrant://q.example.org:6334?collection=docs").place()[1] == "q.example.org:6334"
 
 
 def test_a_second_import_of_one_store_under_another_spelling_is_refused_as_busy(tmp_path: Path) -> None:

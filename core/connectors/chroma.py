@@ -29,11 +29,12 @@ from embridge.core.connectors.connector import (
     check_write_batch,
     space_key,
 )
+from embridge.core.connectors.store_uri import DEFAULT_PORTS
 from embridge.core.errors import first_line
 
 DOCUMENT_FIELD = "document"  # a record's Chroma document, as a payload field
 STATE_COLLECTION = "embridge_state"  # checkpoints on a server: id = job key, metadata 'state' = JSON
-DEFAULT_PORT = 8000
+DEFAULT_PORT = DEFAULT_PORTS["chroma"]
 
 
 def index_configuration(col: Any) -> dict[str, Any] | None:

@@ -30,10 +30,11 @@ from embridge.core.connectors.connector import (
     check_write_batch,
 )
 from embridge.core.connectors.qdrant_local import check_local_folder
+from embridge.core.connectors.store_uri import DEFAULT_PORTS
 from embridge.core.errors import EmbridgeError, first_line
 
 STATE_COLLECTION = "embridge_state"
-DEFAULT_PORT = 6333
+DEFAULT_PORT = DEFAULT_PORTS["qdrant"]
 
 
 def server_url(uri: StoreURI) -> str:

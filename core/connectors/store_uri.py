@@ -19,6 +19,16 @@ LOCAL_SCHEMES = ("parquet", "lance", "lancedb", "faiss")  # stores that are fold
 SERVER_URI_SCHEMES = ("postgresql", "postgres")  # URIs handed to the server's own client (libpq) as written
 
 
+DEFAULT_PORTS = {"postgresql": 5432, "qdrant": 6333, "chroma": 8000}  # a server reached without a port
+
+
+def _without_default_port(host: str, default: int | None) -> str:
+    """``host`` without a ``:port`` that is the scheme's default, so ``h`` and ``h:5432`` are one server."""
+    if default is not None and host.endswith(f":{default}") and "]" not in host.rpartition(":")[2]:
+        return host[: -len(f":{default}")]
+    return host
+
+
 def _meant(scheme: str, host: str, path: str, quoted_path: str) -> str:
     """The spelling a two-slash local URI was meant as: ``/host/path`` (a path missing its first slash) or,
     when only that exists, ``host/path`` under the working folder (a relative path); both when neither does."""
@@ -88,9 +98,22 @@ class StoreURI:
         resolved (a link, ``//``, ``.`` and a trailing ``/``), a server's host in lower case without the
         user's credentials and its path without a trailing ``/``."""
         scheme = "postgresql" if self.scheme == "postgres" else self.scheme
+        if scheme == "postgresql":
+            return scheme, self._pg_server(), self.path.rstrip("/")
         if self.netloc:
-            return scheme, self.netloc.rpartition("@")[2].lower(), self.path.rstrip("/")
+            return scheme, _without_default_port(self.netloc.rpartition("@")[2].lower(), DEFAULT_PORTS.get(scheme)), \
+                self.path.rstrip("/")
         return scheme, "", os.path.realpath(self.path.rstrip("/") or "/")
+
+    def _pg_server(self) -> str:
+        """The server a PostgreSQL URI reaches, as libpq reads it: ``?host=``/``?port=`` win over the URI's
+        own host and port, and no port is the default one (5432)."""
+        host, sep, port = self.netloc.rpartition("@")[2].rpartition(":")
+        if not sep or "]" in port:  # no port, or the colons of a bare IPv6 address
+            host, port = self.netloc.rpartition("@")[2], ""
+        host, port = self.params.get("host") or host, self.params.get("port") or port
+        host = host if host.startswith("/") else host.lower()  # a socket folder is a path: its case counts
+        return _without_default_port(f"{host}:{port}" if port else host, DEFAULT_PORTS["postgresql"])
 
     def server(self, default_port: int) -> tuple[str, int]:
         """(host, port) of a server URI (``scheme://host[:port]/...``); the default port when none is given."""
