@@ -104,6 +104,9 @@ def test_runs_lists_the_criterion_on_ndcg(judged: dict[str, Any], capsys: pytest
     assert len(runs) == 2 and all(r["criterion"] == {"metric": "nDCG@10", "compatible": False} for r in runs)
     trained = json.loads(judged["train_json"])
     assert runs[-1]["metrics"]["new_new_ndcg@10"] == trained["new_new_ndcg@10"]  # the ceiling nDCG@10 is listed too
+    judged_numbers = {k: v for k, v in trained.items() if ("ndcg@10" in k or "mrr@10" in k) and not k.startswith("compatible")}
+    assert {"old_old_mrr@10", "gain_retained_mrr@10"} <= judged_numbers.keys()
+    assert {k: runs[-1]["metrics"].get(k) for k in judged_numbers} == judged_numbers  # every judged number, as train gives it
     assert main(["runs", "--workspace", str(judged["path"]), "--kind", "train"]) == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("#")]
     assert len(lines) == 2 and all("criterion: FAILS (nDCG@10)" in line and "passes" not in line for line in lines)

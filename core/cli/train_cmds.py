@@ -13,7 +13,13 @@ from embridge.core.cli.option_types import NON_BLANK, POSITIVE_COUNT, SEED, numb
 from embridge.core.data_state import with_stale_notes
 from embridge.core.errors import UsageError
 from embridge.core.evaluation.compat import NOT_BETTER
-from embridge.core.evaluation.headline import criterion, criterion_text, decides_on_ndcg, weighed
+from embridge.core.evaluation.headline import (
+    JUDGED_METRICS,
+    criterion,
+    criterion_text,
+    decides_on_ndcg,
+    weighed,
+)
 from embridge.core.formatting import count_words, format_share, sample_floor_text
 from embridge.core.progress import StderrProgress
 from embridge.core.report.number_source import gain_text
@@ -196,9 +202,13 @@ def ceiling_of(metrics: dict[str, Any]) -> tuple[str, Any]:
     return cell, top1
 
 
+# a judged run's numbers per judged metric, each as train --json gives it
+JUDGED_RUN_METRICS = tuple(f"{cell}{key}{tail}" for key in JUDGED_METRICS for cell, tail in (
+    ("", ""), ("old_old_", ""), ("new_new_", ""), ("ceiling_", ""), ("old_old_sample_", ""), ("upgraded_sample_", ""),
+    ("gain_retained_", ""), ("gain_retained_", "_note")))
 RUNS_METRICS = ("old_old_top1", "new_new_top1", "ceiling_cell", "ceiling_top1", "old_old_sample_top1",
-                "upgraded_sample_top1", "upgraded_top1", "gain_retained", "gain_retained_note", "ndcg@10", "old_old_ndcg@10",
-                "new_new_ndcg@10", "old_old_sample_ndcg@10", "upgraded_sample_ndcg@10", "gain_retained_ndcg@10", "mrr@10", "kind", "pairs_used", "heldout_protocol", "val_protocol", "protocol",
+                "upgraded_sample_top1", "upgraded_top1", "gain_retained", "gain_retained_note", *JUDGED_RUN_METRICS,
+                "kind", "pairs_used", "heldout_protocol", "val_protocol", "protocol",
                 "cell_protocols", "improvement_ci", "report_id", "candidates", "budget",  # auto: each candidate's score and time
                 "vector_set", "count", "embedded", "resumed")  # a backfill: its set, items, how many it embedded
 
@@ -218,7 +228,7 @@ def cmd_runs(args: argparse.Namespace) -> Result:
            if r["models"] else "")
         + pairs.chain_words(run) + _outcome_words(run)
         + " ".join(_shown_metric(k, v, r["metrics"]) for k, v in r["metrics"].items()
-                   if isinstance(v, float) and not (k == "ceiling_top1" and r["metrics"].get("ceiling_cell") == "new/new"))
+                   if isinstance(v, float) and not (k.startswith("ceiling_") and r["metrics"].get("ceiling_cell") == "new/new"))
         + (f" criterion: {criterion_text(run.get('metrics') or {})}" if r["criterion"] else "")
         + _report_words(r["metrics"].get("report_id"), (run.get("config") or {}).get("train_run"))
         + (f"  ({one_line(r['error'])})" if r["error"] else "")
@@ -303,5 +313,5 @@ def _run_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
 
 def _shown_metric(key: str, value: float, metrics: dict[str, Any]) -> str:
     """'head/head_top1=0.642' for the ceiling, as report and plan name its cell; 'key=value' otherwise."""
-    name = f"{metrics['ceiling_cell']}_top1" if key == "ceiling_top1" else key
+    name = f"{metrics['ceiling_cell']}_{key.removeprefix('ceiling_')}" if key.startswith("ceiling_") else key
     return f"{name}={gain_text(value, None) if key.startswith('gain_retained') else f'{value:.3f}'}"  # a share
