@@ -157,13 +157,17 @@ def test_bundle_apply_refuses_an_output_that_names_a_folder(
 
 
 def test_a_rerun_from_another_collection_names_it_without_a_password() -> None:
-    from embridge.core.connectors.migration_fingerprint import fingerprint_change, without_password
+    from embridge.core.connectors.migration_fingerprint import comparable, fingerprint_change
+    from embridge.core.credentials import masked
 
-    assert without_password("postgresql://me:s3cr:et@db.local:5432/x?table=t") == "postgresql://me:***@db.local:5432/x?table=t"
-    assert without_password("/data/lance") == "/data/lance"
-    now = {"source": "postgresql://me:pw@h/db", "source_collection": "docs_v9", "source_count": 5, "bundle": "b",
+    assert masked("postgresql://me:s3cr:et@db.local:5432/x?table=t") == "postgresql://me:***@db.local:5432/x?table=t"
+    assert masked("qdrant://q.local?collection=d&api_key=k3y&Token=t") == "qdrant://q.local?collection=d&api_key=***&Token=***"
+    assert masked("/data/lance") == "/data/lance"
+    now = {"source": "postgresql://me:***@h/db", "source_collection": "docs_v9", "source_count": 5, "bundle": "b",
            "order": "random", "backfill": None, "seed": 0, "new_vectors": None}
-    said = fingerprint_change({**now, "source_collection": "docs"}, now)
+    recorded_before_masking = {**now, "source": "postgresql://me:old-pw@h/db"}  # a checkpoint of an earlier version
+    assert comparable(recorded_before_masking) == now  # a password changed since is the same migration
+    said = fingerprint_change({**recorded_before_masking, "source_collection": "docs"}, now)
     assert said == "another source: it was migrated from collection 'docs' of postgresql://me:***@h/db"
 
 

@@ -49,7 +49,7 @@ def check_params(parsed: StoreURI, option: str) -> None:
     unknown = [key for key in parsed.params if known is not None and key not in known]
     if unknown:
         takes = ", ".join(known) if known else "none"
-        raise InputError(option, f"'{parsed.raw}' gives the parameter '{unknown[0]}', which {parsed.scheme}:// does "
+        raise InputError(option, f"'{parsed.shown}' gives the parameter '{unknown[0]}', which {parsed.scheme}:// does "
                          f"not take (it takes: {takes})")
 
 

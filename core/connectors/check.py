@@ -24,6 +24,7 @@ from embridge.core.connectors.connector import (
     path_uri,
     space_key,
 )
+from embridge.core.connectors.migration_fingerprint import same_source
 from embridge.core.errors import EmbridgeError, InputError
 from embridge.core.l2 import l2_normalize
 
@@ -118,7 +119,7 @@ def served_versions(store: Connector, previous: str | None, spaces: dict[str, in
         state, _ = migration_state(store, Path(previous).name)  # an alias that is a link: the folder's name
         fingerprint = (state or {}).get("fingerprint") or {}
         if fingerprint.get("source_collection") == (collection or store.collection) and \
-                fingerprint.get("source") == store.location():
+                same_source(fingerprint, store.location()):
             source_model = ((state or {}).get("spaces") or {}).get("old")
     versions: dict[str, int] = {}
     for space, n in (store.space_counts() if spaces is None else spaces).items():

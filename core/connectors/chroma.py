@@ -69,15 +69,15 @@ class ChromaConnector(Connector):
                                                   settings=Settings(anonymized_telemetry=False))
                 self.client.heartbeat()
             except Exception as exc:  # an unreachable server: chromadb raises several types
-                raise VectorStoreError(f"{uri.raw}: cannot reach the Chroma server ({first_line(exc)})") from exc
+                raise VectorStoreError(f"{uri.shown}: cannot reach the Chroma server ({first_line(exc)})") from exc
         else:
             if not uri.path or uri.path == "/":
-                raise VectorStoreError(f"{uri.raw}: name the database folder, e.g. chroma:///data/chroma?collection=docs")
+                raise VectorStoreError(f"{uri.shown}: name the database folder, e.g. chroma:///data/chroma?collection=docs")
             self.local_path = uri.path
             try:
                 self.client = chromadb.PersistentClient(path=uri.path, settings=Settings(anonymized_telemetry=False))
             except Exception as exc:  # a read-only folder, a foreign database: chromadb raises its own types
-                raise VectorStoreError(f"{uri.raw}: cannot open the Chroma store ({first_line(exc)})") from exc
+                raise VectorStoreError(f"{uri.shown}: cannot open the Chroma store ({first_line(exc)})") from exc
         self._col: Any = None
 
     def describe(self) -> str:

@@ -81,6 +81,7 @@ class Connector(ABC):
     aliases_may_be_users: bool = False
     single_client: bool = True  # one open client per store (embedded stores lock their folder)
     one_id_type: bool = False  # a table whose id column holds integers or text, not both
+    made_notes: tuple[str, ...] = ()  # what :meth:`create` made differently from the source it copied
 
     def lossy_note(self) -> str | None:
         """Why the vectors read back differ from the ones stored (a compressed index), or None."""
@@ -95,7 +96,7 @@ class Connector(ABC):
     def collection_name(uri: StoreURI) -> str:
         name = uri.param("collection", "table")
         if not name:
-            raise InputError(uri.raw, "no collection named (add ?collection=NAME, or ?table=NAME)")
+            raise InputError(uri.shown, "no collection named (add ?collection=NAME, or ?table=NAME)")
         return name
 
     def with_collection(self, name: str) -> Connector:

@@ -28,7 +28,7 @@ def one_import_of(root: Path, uri: StoreURI, collection: str) -> Iterator[None]:
     lock = Path(root) / "vectors" / ".partial" / f"import-from-store-{key}.lock"
 
     def busy() -> Exception:
-        return WorkspaceBusyError(f"{root}: the workspace is busy (another process is importing {uri.raw}); try "
+        return WorkspaceBusyError(f"{root}: the workspace is busy (another process is importing {uri.shown}); try "
                                   "again when it has finished")
 
     with exclusive_lock(lock, busy, "start the import"):

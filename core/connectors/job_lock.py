@@ -21,7 +21,7 @@ from embridge.core.store.file_lock import exclusive_lock
 def job_lock(store: Connector, key: str) -> Iterator[None]:
     """Hold the lock of job ``key`` on ``store`` for the block; refuse at once when another process holds it."""
     def busy() -> Exception:
-        return VectorStoreError(f"{store.describe()}: another migration is writing {store.uri.raw}; let it "
+        return VectorStoreError(f"{store.describe()}: another migration is writing {store.uri.shown}; let it "
                                 "finish (or stop it), then run this one again to verify or resume")
 
     if store.state_dir() is None:

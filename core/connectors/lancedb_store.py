@@ -56,7 +56,7 @@ class LanceDBConnector(Connector):
 
         super().__init__(uri)
         if not uri.path or uri.path == "/":
-            raise VectorStoreError(f"{uri.raw}: name the database folder, e.g. lancedb:///data/db?table=docs")
+            raise VectorStoreError(f"{uri.shown}: name the database folder, e.g. lancedb:///data/db?table=docs")
         self.root = Path(uri.path)
         self.id_col = uri.param("id", default="id") or "id"
         self.vec_col = uri.param("vector", default="vector") or "vector"

@@ -39,7 +39,7 @@ from embridge.core.connectors.backfill_order import (
 from embridge.core.connectors.check import missing_error
 from embridge.core.connectors.connector import SPACE_FIELD, Batch, Connector, VectorStoreError
 from embridge.core.connectors.job_lock import job_lock
-from embridge.core.connectors.migration_fingerprint import fingerprint_change, read_columns
+from embridge.core.connectors.migration_fingerprint import comparable, fingerprint_change, read_columns
 from embridge.core.connectors.migration_result import MigrationResult, Verification
 from embridge.core.connectors.prefetch import Prefetch
 from embridge.core.connectors.source_checks import SeenIds, SourceDataError, check_source_spaces
@@ -142,7 +142,7 @@ def resumable_state(target: Connector, key: str, fingerprint: dict[str, Any]) ->
             raise VectorStoreError(f"{target.describe()}: its migration checkpoint records {int(state['written'])} "
                                    f"points written, but it holds {held}: points were removed outside the "
                                    "migration; drop the collection to start again, or choose another target")
-    if state is not None and state.get("fingerprint") != fingerprint:
+    if state is not None and comparable(state.get("fingerprint")) != fingerprint:
         raise VectorStoreError(f"{target.describe()}: holds a different migration ("
                                f"{fingerprint_change(state.get('fingerprint'), fingerprint)}); run it with the "
                                "same options, or drop it or choose another target")
@@ -215,7 +215,8 @@ def _locked_run(transform: StoreTransform, source: Connector, target: Connector,
                              int(state["written"]) - resumed_from if status == "completed" else 0, resumed_from,
                              len(state.get("backfill_ids") or []), seconds, verification, verify_seconds,
                              spaces=names, warning=_joined(transform.warning, source.lossy_note(), unmatched_warning(
-                                 new, backfill, int(verification.spaces.get(names["new"], 0)), total), made))
+                                 new, backfill, int(verification.spaces.get(names["new"], 0)), total), made,
+                                 *target.made_notes))
     if switch and alias:
         result.previous = switch_alias(target, alias, target.collection)
         result.switched, result.alias = True, alias

@@ -8,16 +8,25 @@ possible one.
 
 from __future__ import annotations
 
-import re
 from typing import Any
+
+from embridge.core.credentials import masked
 
 _SETTINGS = (("bundle", "another bundle (--bundle)"), ("order", "--order"), ("backfill", "--backfill"),
              ("seed", "--seed"), ("new_vectors", "other --new-vectors"))
 
 
-def without_password(location: str) -> str:
-    """A store location as it may be printed: a connection string's password left out."""
-    return re.sub(r"(://[^:/@?#]*):[^@/?#]*@", r"\1:***@", location)
+def comparable(fingerprint: Any) -> Any:
+    """A recorded fingerprint as this version records it: a checkpoint written before sources were recorded
+    :func:`masked` holds the password, and a rerun after a password change is the same migration."""
+    if isinstance(fingerprint, dict) and isinstance(fingerprint.get("source"), str):
+        return {**fingerprint, "source": masked(fingerprint["source"])}
+    return fingerprint
+
+
+def same_source(fingerprint: Any, location: str) -> bool:
+    """Whether a recorded fingerprint's source is the store at ``location`` (a connector's, already masked)."""
+    return isinstance(fingerprint, dict) and comparable(fingerprint).get("source") == location
 
 
 def read_columns(source: Any) -> dict[str, str]:
@@ -32,16 +41,16 @@ def read_columns(source: Any) -> dict[str, str]:
 
 def fingerprint_change(before: Any, now: dict[str, Any]) -> str:
     """What differs between the checkpoint's migration and the one asked for, in the user's terms."""
-    before = before if isinstance(before, dict) else {}
+    before = comparable(before) if isinstance(before, dict) else {}
     said = []
     if "source_collection" not in now:  # a Ray migration's: the source's folder and its partitions' stamps
         if before.get("source") != now.get("source"):
-            said.append(f"another source: it was migrated from {without_password(str(before.get('source')))}")
+            said.append(f"another source: it was migrated from {before.get('source')}")
         elif any(before.get(k) != now.get(k) for k in ("source_count", "source_version", "source_partitions")):
             said.append("the source changed since (its files or their contents differ)")
     elif (before.get("source"), before.get("source_collection")) != (now["source"], now["source_collection"]):
         said.append(f"another source: it was migrated from collection '{before.get('source_collection')}' of "
-                    f"{without_password(str(before.get('source')))}")
+                    f"{before.get('source')}")
     elif before.get("source_columns") != now.get("source_columns"):
         was, asked = (", ".join(f"?{k}={v}" for k, v in (side.get("source_columns") or {}).items()) or "its default "
                       "columns" for side in (before, now))

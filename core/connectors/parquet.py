@@ -125,7 +125,7 @@ class ParquetConnector(Connector):
         import pyarrow.parquet  # noqa: F401 - fail early when the extra is missing
 
         if not uri.path or uri.path == "/":
-            raise VectorStoreError(f"{uri.raw}: name the dataset folder, e.g. parquet:///data/docs")
+            raise VectorStoreError(f"{uri.shown}: name the dataset folder, e.g. parquet:///data/docs")
         self.folder = Path(uri.path.rstrip("/"))
         super().__init__(uri)
         self.id_col = uri.param("id", default="id") or "id"

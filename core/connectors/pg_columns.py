@@ -28,15 +28,46 @@ def check_copied_columns(conn: Any, target: str, source: str, schema: str | None
                                "columns, so name them as the source does")
 
 
-def create_like(conn: Any, table: Any, source: Any, vec_col: Any, dim: int) -> None:
-    """``table`` made like ``source`` (quoted relations), its vector column ``dim`` wide: defaults,
+def create_like(conn: Any, table: Any, source: Any, vec_col: str, dim: int) -> list[str]:
+    """``table`` made like ``source`` (quoted relations), its vector column ``vec_col`` ``dim`` wide: defaults,
     constraints, generated columns, indexes (a vector index too, rebuilt at the new width) and an identity,
-    so the shadow serves the alias once switched as the source served it."""
+    so the shadow serves the alias once switched as the source served it.
+
+    What described the old model's vectors does not carry over as it was: a default vector of the old
+    width is dropped, a CHECK constraint on the vector column (its width, its norm) is left out, and a
+    column generated from the vector is generated again from the new one. Returns a note for each.
+    """
     from psycopg import sql
 
     conn.execute(sql.SQL("create table {} (like {} including defaults including constraints including generated "
                          "including indexes including identity)").format(table, source))
-    conn.execute(sql.SQL("alter table {} alter column {} type vector({})").format(table, vec_col, sql.Literal(int(dim))))
+    rel, column = table.as_string(conn), sql.Identifier(vec_col)
+    attnum = "(select attnum from pg_attribute where attrelid = %(rel)s::regclass and attname = %(col)s)"
+    params = {"rel": rel, "col": vec_col}
+    notes = []
+    checks = conn.execute("select conname, pg_get_constraintdef(oid) from pg_constraint where conrelid = "
+                          f"%(rel)s::regclass and contype = 'c' and {attnum} = any(conkey) order by conname",
+                          params).fetchall()
+    for name, definition in checks:
+        conn.execute(sql.SQL("alter table {} drop constraint {}").format(table, sql.Identifier(name)))
+        notes.append(f"the shadow leaves out the constraint '{name}' ({definition}): it tests the vector column, "
+                     "whose vectors are now the new model's")
+    generated = conn.execute(
+        # the expression depends on the column through its pg_attrdef row (or, in some versions, the column)
+        "select distinct a.attnum, a.attname, format_type(a.atttypid, a.atttypmod), pg_get_expr(ad.adbin, ad.adrelid) "
+        "from pg_attribute a join pg_attrdef ad on ad.adrelid = a.attrelid and ad.adnum = a.attnum "
+        "join pg_depend d on (d.classid = 'pg_attrdef'::regclass and d.objid = ad.oid) or (d.classid = "
+        "'pg_class'::regclass and d.objid = a.attrelid and d.objsubid = a.attnum) "
+        "where a.attrelid = %(rel)s::regclass and a.attgenerated = 's' and d.refobjid = %(rel)s::regclass "
+        f"and d.refobjsubid = {attnum} order by a.attnum", params).fetchall()
+    for _, name, _, _ in generated:  # PostgreSQL cannot change the type of a column another is generated from
+        conn.execute(sql.SQL("alter table {} drop column {}").format(table, sql.Identifier(name)))
+    conn.execute(sql.SQL("alter table {} alter column {} drop default").format(table, column))
+    conn.execute(sql.SQL("alter table {} alter column {} type vector({})").format(table, column, sql.Literal(int(dim))))
+    for _, name, kind, expression in generated:
+        conn.execute(sql.SQL("alter table {} add column {} {} generated always as ({}) stored").format(
+            table, sql.Identifier(name), sql.SQL(kind), sql.SQL(expression)))
+    return notes
 
 
 def advance_identity(conn: Any, name: str, schema: str | None, id_col: str) -> None:

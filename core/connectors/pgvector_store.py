@@ -29,6 +29,7 @@ from embridge.core.connectors.connector import (
     encode_query,
 )
 from embridge.core.connectors.pg_quiet import quiet_interrupts
+from embridge.core.credentials import masked
 
 OUR_PARAMS = ("table", "collection", "column", "id", "alias")
 TEXT_KEYS = ("text", "character varying", "character", "varchar")
@@ -51,35 +52,35 @@ class PgVectorConnector(Connector):
         self.schema = pg_catalog.name_parts(self.collection, None)[0] if "." in self.collection else None
         self.vec_col = uri.param("column", "vector", default="embedding") or "embedding"
         self.id_col = uri.param("id", default="id") or "id"
-        base = uri.raw.split("?", 1)[0]
+        base, shown = uri.raw.split("?", 1)[0], uri.shown.split("?", 1)[0]
         rest = {k: v for k, v in uri.params.items() if k not in OUR_PARAMS}
         self.conninfo = base + (f"?{encode_query(rest)}" if rest else "")
         quiet_interrupts()
         try:
             self.conn = psycopg.connect(self.conninfo, autocommit=True)
         except psycopg.Error as exc:
-            raise VectorStoreError(f"{base}: cannot connect to PostgreSQL ({str(exc).strip().splitlines()[0]})") from exc
+            raise VectorStoreError(f"{shown}: cannot connect to PostgreSQL ({str(exc).strip().splitlines()[0]})") from exc
         try:
             from pgvector.psycopg import register_vector
 
             register_vector(self.conn)
             pg_payload.finite_json(self.conn)
         except psycopg.ProgrammingError as exc:
-            raise VectorStoreError(f"{base}: the pgvector extension is not installed in this database "
+            raise VectorStoreError(f"{shown}: the pgvector extension is not installed in this database "
                                    "(CREATE EXTENSION vector)") from exc
 
     @staticmethod
     def collection_name(uri: StoreURI) -> str:
         name = uri.param("table", "collection")
         if not name:
-            raise VectorStoreError(f"{uri.raw}: no table named (add ?table=NAME&column=VECTOR_COLUMN)")
+            raise VectorStoreError(f"{uri.shown}: no table named (add ?table=NAME&column=VECTOR_COLUMN)")
         return name
 
     def describe(self) -> str:
-        return f"PostgreSQL {self.uri.raw.split('?', 1)[0]} table '{self.collection}'"
+        return f"PostgreSQL {self.uri.shown.split('?', 1)[0]} table '{self.collection}'"
 
     def location(self) -> str:
-        return self.conninfo
+        return masked(self.conninfo)  # it names the store in checkpoints and messages: never its password
 
     def _ident(self, *names: str) -> Any:
         from psycopg import sql
@@ -312,7 +313,7 @@ class PgVectorConnector(Connector):
                 source = like.alias_target(like.collection) or like.collection
                 pg_columns.check_copied_columns(self.conn, self.describe(), source, like.schema,
                                                 self.id_col, self.vec_col)
-                pg_columns.create_like(self.conn, table, like._rel(source), self._ident(self.vec_col), dim)
+                self.made_notes = tuple(pg_columns.create_like(self.conn, table, like._rel(source), self.vec_col, dim))
                 if not any(c == SPACE_FIELD for c, _ in self._columns()):
                     self.conn.execute(sql.SQL("alter table {} add column {} text").format(table,
                                                                                            self._ident(SPACE_FIELD)))
@@ -374,7 +375,7 @@ class PgVectorConnector(Connector):
         return None
 
     def alias_what(self, alias: str) -> str:
-        return f"a view of table '{self.alias_target(alias)}' in {self.uri.raw.split('?', 1)[0]}"
+        return f"a view of table '{self.alias_target(alias)}' in {self.uri.shown.split('?', 1)[0]}"
 
     def set_alias(self, alias: str, target: str) -> None:
         if pg_catalog.relkind(self.conn, target, self.schema) not in ("r", "p"):

@@ -96,14 +96,14 @@ class QdrantConnector(Connector):
                 self.client.get_collections()  # an unreachable server or a refused key fails here, named
             else:
                 if not uri.path or uri.path == "/":
-                    raise VectorStoreError(f"{uri.raw}: name the database folder, e.g. qdrant:///data/qdrant?collection=docs")
+                    raise VectorStoreError(f"{uri.shown}: name the database folder, e.g. qdrant:///data/qdrant?collection=docs")
                 self.local_path = uri.path
-                check_local_folder(Path(uri.path), uri.raw)  # its pickles, before qdrant-client unpickles them
+                check_local_folder(Path(uri.path), uri.shown)  # its pickles, before qdrant-client unpickles them
                 self.client = QdrantClient(path=uri.path)
         except EmbridgeError:
             raise
         except Exception as exc:  # a locked folder, an unreachable server...
-            raise VectorStoreError(f"{uri.raw}: cannot open the Qdrant store ({first_line(exc)})") from exc
+            raise VectorStoreError(f"{uri.shown}: cannot open the Qdrant store ({first_line(exc)})") from exc
 
     def describe(self) -> str:
         return f"Qdrant {self.local_path or self.uri.netloc} collection '{self.collection}'"

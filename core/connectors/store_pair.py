@@ -12,6 +12,7 @@ from pathlib import Path
 from embridge.core.connectors import check_params, open_store
 from embridge.core.connectors.check import switched_from
 from embridge.core.connectors.connector import Connector, StoreURI
+from embridge.core.connectors.migration_fingerprint import same_source
 from embridge.core.connectors.targets import (
     SOURCE_ITSELF,
     adopt_source_columns,
@@ -72,7 +73,7 @@ def _read_before_the_switch(source: Connector, target: Connector) -> str | None:
     against) that collection again, as the same command run before the switch did."""
     earlier = switched_from(source, source.collection, target.collection)
     fingerprint = (target.load_state(state_key(target)) or {}).get("fingerprint") or {}
-    if earlier and fingerprint.get("source_collection") == earlier and fingerprint.get("source") == source.location():
+    if earlier and fingerprint.get("source_collection") == earlier and same_source(fingerprint, source.location()):
         return earlier
     return None
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from urllib.parse import quote, unquote, urlencode, urlsplit
 
 from embridge.core.connectors.names import check_uri_names
+from embridge.core.credentials import masked
 from embridge.core.errors import InputError
 
 LOCAL_SCHEMES = ("parquet", "lance", "lancedb", "faiss")  # stores that are folders or files, never servers
@@ -58,13 +59,18 @@ class StoreURI:
     @classmethod
     def parse(cls, uri: str, option: str = "--uri") -> StoreURI:
         """Split ``uri``; the path and every query value are percent-decoded here, once (RFC 3986: ``%20`` is
-        a space, ``%25`` a '%', and '+' stays '+'), so every connector sees the names the user meant."""
-        parts = urlsplit(uri)
+        a space, ``%25`` a '%', and '+' stays '+'), so every connector sees the names the user meant. A
+        refusal names the URI :func:`masked`."""
+        shown = masked(uri)
+        try:
+            parts = urlsplit(uri)
+        except ValueError as exc:  # an unclosed '[' of an IPv6 host, a port out of range...
+            raise InputError(option, f"'{shown}' is not a store URI ({exc})") from None
         if not parts.scheme or "://" not in uri:
-            raise InputError(option, f"'{uri}' is not a store URI (expected e.g. qdrant:///path/to/db?collection=docs)")
+            raise InputError(option, f"'{shown}' is not a store URI (expected e.g. qdrant:///path/to/db?collection=docs)")
         scheme = parts.scheme.lower()
         if "#" in uri and scheme not in SERVER_URI_SCHEMES:  # urlsplit would silently cut the path or query there
-            raise InputError(option, f"'{uri}' holds '#', which would end the path or query there; write a '#' in "
+            raise InputError(option, f"'{shown}' holds '#', which would end the path or query there; write a '#' in "
                              "a name as %23")
         given: dict[str, list[str]] = {}
         for piece in parts.query.split("&") if parts.query else []:
@@ -74,16 +80,21 @@ class StoreURI:
         params: dict[str, str] = {}
         for key, values in given.items():
             if len(values) != 1:
-                raise InputError(option, f"'{uri}' gives the parameter '{key}' {len(values)} times")
+                raise InputError(option, f"'{shown}' gives the parameter '{key}' {len(values)} times")
             params[key] = values[0]
         path = unquote(parts.path)
         if "\x00" in path or any("\x00" in v for v in params.values()):
-            raise InputError(option, f"'{uri}' holds %00 (a NUL character), which no name or path may hold")
+            raise InputError(option, f"'{shown}' holds %00 (a NUL character), which no name or path may hold")
         if scheme in LOCAL_SCHEMES and parts.netloc:  # parquet://data/x reads as host 'data', path '/x'
-            raise InputError(option, f"'{uri}' names the host '{parts.netloc}', but {scheme}:// takes an absolute "
+            raise InputError(option, f"'{shown}' names the host '{parts.netloc}', but {scheme}:// takes an absolute "
                              f"local path after three slashes; {_meant(scheme, parts.netloc, path, parts.path)}")
         check_uri_names(scheme, path, params, option)
         return cls(uri, scheme, parts.netloc, path, params)
+
+    @property
+    def shown(self) -> str:
+        """The URI as it may be printed or stored (:func:`masked`: no password, no secret parameter)."""
+        return masked(self.raw)
 
     @property
     def base(self) -> str:
@@ -121,9 +132,9 @@ class StoreURI:
         if not sep or "]" in port:  # no port, or the colons of a bare IPv6 address
             host, port = self.netloc, ""
         if port and not port.isdigit():
-            raise InputError(self.raw, f"the port '{port}' is not a number")
+            raise InputError(self.shown, f"the port '{port}' is not a number")
         if not host.strip("[]"):
-            raise InputError(self.raw, "no server host named")
+            raise InputError(self.shown, "no server host named")
         return host.strip("[]"), int(port) if port else default_port
 
     @property
@@ -136,7 +147,7 @@ class StoreURI:
         with different values are refused rather than one silently winning."""
         given = {name: self.params[name] for name in names if self.params.get(name)}
         if len(set(given.values())) > 1:
-            raise InputError(self.raw, "gives " + " and ".join(f"{k}={v}" for k, v in given.items())
+            raise InputError(self.shown, "gives " + " and ".join(f"{k}={v}" for k, v in given.items())
                              + ": they name the same thing; give one")
         return next(iter(given.values()), default)
 

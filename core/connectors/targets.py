@@ -113,7 +113,7 @@ def _refuse_the_source_itself(source: StoreURI, parsed: StoreURI, target: Path, 
     except OSError:
         return False
     if same and not through_alias:
-        raise InputError(option, f"'{parsed.raw}' {SOURCE_ITSELF}")
+        raise InputError(option, f"'{parsed.shown}' {SOURCE_ITSELF}")
     return through_alias
 
 

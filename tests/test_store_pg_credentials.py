@@ -1,0 +1,108 @@
+"""PostgreSQL sources as users keep them: a password in the URI, and tables whose definition describes the
+old model's vectors (a CHECK on their width, a column generated from them, a default vector).
+
+A password given in a URI was printed in messages and ``--json`` and stored with the imported items, the
+model and the migration's checkpoint; a rerun after the password changed was "another source". A shadow
+made like a table with such a definition failed on an unexpected error.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from store_fixtures import cli, fct_upgrade, fill_source, fresh_pg_database, one_line
+
+
+@pytest.fixture(scope="module")
+def upgrade(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    return fct_upgrade(tmp_path_factory.mktemp("pg-credentials"))
+
+
+def _with_password(base: str, password: str) -> str:
+    assert "postgres:@" in base  # the test server trusts local connections: any password is accepted
+    return base.replace("postgres:@", f"postgres:{password}@")
+
+
+def _stored_text(ws: Path, base: str) -> str:
+    """Everything the workspace database and the server's checkpoint tables hold, as text."""
+    import sqlite3
+
+    import psycopg
+
+    with sqlite3.connect(ws / "embridge.db") as db:
+        dump = "\n".join(db.iterdump())
+    with psycopg.connect(base, autocommit=True) as conn:
+        states = conn.execute("select * from embridge_state").fetchall()
+    return dump + repr(states)
+
+
+def test_a_password_in_the_uri_is_never_printed_or_stored_and_a_new_one_resumes_the_same_migration(
+        upgrade: dict, tmp_path: Path, pg_server: str, capsys: pytest.CaptureFixture[str]) -> None:
+    v1, labels = upgrade["vectors"]["v1"], upgrade["labels"]
+    base = fresh_pg_database(pg_server, "pg_credentials")
+    fill_source("pgvector", tmp_path, list(range(len(v1))), v1, labels, pg_base=base, name="docs")
+    said: list[str] = []
+
+    def run(*args: str) -> tuple[int, Any, str]:
+        code, out, err = cli(capsys, *args)
+        said.append(f"{out}\n{err}")
+        return code, out, err
+
+    first = _with_password(base, "s3cret-A") + "&column=embedding&table="
+    ws = tmp_path / "ws"
+    assert run("init", "--workspace", str(ws))[0] == 0
+    code, imported, err = run("import", "--workspace", str(ws), "--from", first + "docs", "--model", "m")
+    assert code == 0 and imported["new_items"] == len(v1), err
+    code, migrated, err = run("migrate", "--bundle", str(upgrade["bundle"]), "--from", first + "docs",
+                              "--to", first + "docs_v2", "--batch", "50")
+    assert code == 0 and migrated["verification"]["ok"], err
+    assert run("check", "--uri", first + "docs_v2")[0] == 0
+    one_line(*run("check", "--uri", first + "nosuch")[::2], "no such table or view 'nosuch'")
+    one_line(*run("check", "--uri", first.replace("postgres:s3cret", "postgres:s3cret@[::1"))[::2], "not a store URI")
+    assert "postgres:***@" in migrated["source"]  # the store is still named, its password masked
+
+    # the password changed since: the same source, so the same migration (it was refused as another one)
+    second = _with_password(base, "s3cret-B") + "&column=embedding&table="
+    code, again, err = run("migrate", "--bundle", str(upgrade["bundle"]), "--from", second + "docs",
+                           "--to", second + "docs_v2", "--batch", "50")
+    assert code == 0 and again["status"] == "already complete", err
+    assert not [text for text in said if "s3cret" in text]
+    assert "s3cret" not in _stored_text(ws, base)
+
+
+def test_a_shadow_leaves_out_what_described_the_old_vectors_and_generates_columns_again(
+        upgrade: dict, tmp_path: Path, pg_server: str, capsys: pytest.CaptureFixture[str]) -> None:
+    import psycopg
+    from pgvector.psycopg import register_vector
+
+    v1, labels = upgrade["vectors"]["v1"], upgrade["labels"]
+    width = v1.shape[1]
+    base = fresh_pg_database(pg_server, "pg_shapes")
+    fill_source("pgvector", tmp_path, list(range(len(v1))), v1, labels, pg_base=base, name="docs")
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(f"alter table docs add constraint docs_width check (vector_dims(embedding) = {width})")
+        conn.execute("alter table docs add constraint docs_label check (label <> '')")
+        conn.execute(f"alter table docs alter column embedding set default array_fill(0.5, array[{width}])::vector")
+        conn.execute("alter table docs add column norm double precision generated always as "
+                     "(vector_norm(embedding)) stored")
+    uri = base + "&column=embedding&table="
+    code, migrated, err = cli(capsys, "migrate", "--bundle", str(upgrade["bundle"]), "--from", uri + "docs",
+                              "--to", uri + "docs_v2", "--batch", "50")
+    assert code == 0 and migrated["verification"]["ok"], err
+    assert "the shadow leaves out the constraint 'docs_width' (CHECK ((vector_dims(embedding) = " in migrated["warning"]
+    assert "docs_label" not in migrated["warning"]
+    with psycopg.connect(base, autocommit=True) as conn:
+        register_vector(conn)
+        checks = [r[0] for r in conn.execute("select conname from pg_constraint where conrelid = 'docs_v2'::regclass "
+                                             "and contype = 'c'").fetchall()]
+        default = conn.execute("select column_default from information_schema.columns where table_name = 'docs_v2' "
+                               "and column_name = 'embedding'").fetchone()[0]
+        rows = conn.execute("select embedding, norm from docs_v2").fetchall()
+        source_width = conn.execute("select vector_dims(embedding) from docs limit 1").fetchone()[0]
+    assert checks == ["docs_label"] and default is None and source_width == width
+    vectors = np.stack([np.asarray(r[0].to_numpy(), dtype=np.float64) for r in rows])
+    assert vectors.shape == (len(v1), upgrade["vectors"]["v3"].shape[1])  # the new width
+    np.testing.assert_allclose([r[1] for r in rows], np.linalg.norm(vectors, axis=1), rtol=1e-5)
