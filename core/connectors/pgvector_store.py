@@ -334,7 +334,6 @@ class PgVectorConnector(Connector):
         self.conn.execute(sql.SQL("drop table if exists {}").format(self._rel()))
 
     def write(self, batch: Batch) -> None:
-
         if not len(batch):
             return
         check_write_batch(self, batch, batch.vectors.shape[1])
