@@ -222,9 +222,12 @@ def _read_qrels_folder(folder: Path) -> dict[str, QrelLines]:
     for file in sorted(folder.iterdir()):
         if file.name.startswith("."):
             continue
-        check_input_file(file, "BEIR qrels file")  # skipped silently, its judgments would be missing
-        if not file.is_file():
-            continue
+        check_input_file(file, "BEIR qrels file")
+        if not file.is_file():  # skipped, its judgments would be missing and the import would say it had none
+            what = ("a folder" if file.is_dir() else "a link that leads to no file" if file.is_symlink()
+                    else "not a regular file")
+            raise ImportDataError(file, f"{what}, not a qrels file; qrels/ holds the files "
+                                  f"{', '.join(s + '.tsv' for s in JUDGMENT_SPLITS)}")
         split = file.stem
         if file.suffix.lower() != ".tsv" or split not in JUDGMENT_SPLITS:
             raise ImportDataError(file, f"unexpected file in qrels/: expected {', '.join(s + '.tsv' for s in JUDGMENT_SPLITS)}")

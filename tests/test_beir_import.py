@@ -112,6 +112,18 @@ def test_unknown_qrels_file_and_missing_parts(ws: Workspace, tmp_path: Path) -> 
     with pytest.raises(ImportDataError, match=r"validation\.tsv: unexpected file in qrels/"):
         import_beir(ws, root)
     (root / "qrels" / "validation.tsv").unlink()
+    # a split's file that is no file was skipped: the import said it had no such split and stored the rest
+    test_file = root / "qrels" / "test.tsv"
+    test_file.rename(root / "moved.tsv")
+    for make, what in ((lambda: test_file.symlink_to(root / "gone.tsv"), "a link that leads to no file"),
+                       (lambda: test_file.symlink_to(test_file), "a link that leads to no file"),
+                       (test_file.mkdir, "a folder")):
+        make()
+        with pytest.raises(ImportDataError, match=rf"test\.tsv: {what}, not a qrels file"):
+            import_beir(ws, root)
+        assert ws.item_ids().size == 0 and not ws.has_judgments()
+        test_file.rmdir() if test_file.is_dir() and not test_file.is_symlink() else test_file.unlink()
+    (root / "moved.tsv").rename(test_file)
     (root / "queries.jsonl").unlink()
     with pytest.raises(ImportDataError, match=r"queries\.jsonl: missing"):
         import_beir(ws, root)
