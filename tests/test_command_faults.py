@@ -270,10 +270,10 @@ def test_an_embed_whose_stored_checkpoint_was_deleted_says_so_and_its_advice_men
                    "was added); add the checkpoint it was added from again ('embridge model add --name new-cnn "
                    "--path ORIGINAL') to restore it"]
     rows = {k: v for k, v in table_dump(demo_copy).items() if k != "runs"}
-    for name in ("new-cnn", "another-name"):  # under its name, or as a duplicate under another: the same mend
+    # under its name, or as a duplicate under another, with or without the input shape the model records
+    for name, shape in (("new-cnn", []), ("another-name", ["--input-shape", "1,8,8"]), ("another-name", [])):
         copy.unlink(missing_ok=True)
-        assert main(["model", "add", "-w", str(demo_copy), "--name", name, "--path", str(original),
-                     "--input-shape", "1,8,8"]) == 0
+        assert main(["model", "add", "-w", str(demo_copy), "--name", name, "--path", str(original), *shape]) == 0
         out = capsys.readouterr().out
         assert out.startswith(f"restored the stored copy of model new-cnn from {Path(original).resolve()}"), out
         assert copy.read_bytes() == Path(original).read_bytes()

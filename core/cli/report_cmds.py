@@ -37,9 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rollback", action="store_true", help="also score the rollback cell old/new")
     _search_flags(p)
     p.add_argument("--backfill-steps", type=number(int, low=2, high=1001), default=11,
-                   help="points on the partial-backfill curves")
+                   help="points on the partial-backfill curves (default 11)")
     p.add_argument("--bootstrap", type=number(int, low=MIN_BOOTSTRAP, high=MAX_BOOTSTRAP), default=1000,
-                   help=f"bootstrap resamples for the intervals ({MIN_BOOTSTRAP} to {MAX_BOOTSTRAP})")
+                   help=f"bootstrap resamples for the intervals ({MIN_BOOTSTRAP} to {MAX_BOOTSTRAP}; default 1000)")
     p.add_argument("--fail-under", type=_gate_check, action="append", default=[], metavar="METRIC=VALUE",
                    help="release gate, repeatable: exit 1 unless METRIC is at least (= or >=) or at most (<=) "
                         "VALUE, e.g. gain_retained=0.5 or negative_flip_rate<=0.05")
@@ -51,12 +51,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--run", type=RUN_ID, help="training run (default: the latest completed one)")
     p.add_argument("--fraction", type=SHARE, help="plan the partial backfill at this fraction of the gallery")
     p.add_argument("--device", type=NON_BLANK, default="auto",
-                   help="device to time re-embedding on (auto, cpu, cuda, mps)")
+                   help="device to time re-embedding on (auto, cpu, cuda, cuda:N or mps)")
     from embridge.core.plan.option_choice import GAIN_THRESHOLD_HELP, TARGET_SHARE_HELP
 
-    p.add_argument("--gain-threshold", type=SHARE, default=0.9, help=GAIN_THRESHOLD_HELP)
+    p.add_argument("--gain-threshold", type=SHARE, default=0.9, help=f"{GAIN_THRESHOLD_HELP}; default 0.9")
     p.add_argument("--target-share", type=number(float, low=0.0, high=1.0, low_open=True), default=0.95,
-                   help=TARGET_SHARE_HELP)
+                   help=f"{TARGET_SHARE_HELP}; default 0.95")
     p.set_defaults(handler=cmd_plan)
 
     p = sub.add_parser("chain", help="compatibility matrix of a chain of model versions, v1 → v2 → … (AC, AM)")

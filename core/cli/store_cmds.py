@@ -20,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--from", dest="source", type=PATH, required=True, metavar="URI", help="source collection (only read)")
     p.add_argument("--to", dest="target", type=PATH, required=True, metavar="URI", help="new (shadow) collection to write")
     p.add_argument("--order", choices=["random", "planner"], default="random",
-                   help="which points get real new vectors first (with --new-vectors)")
+                   help="which points get real new vectors first (with --new-vectors; default random)")
     p.add_argument("--new-vectors", type=PATH, metavar="FILE.npz", help="real new-model vectors (arrays ids, vectors) to attach")
     p.add_argument("--backfill", type=POSITIVE_COUNT, metavar="N", help="attach new vectors to at most N points")
     p.add_argument("--seed", type=SEED, help="with --new-vectors: seed of the random order (default 0)")

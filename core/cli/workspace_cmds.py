@@ -38,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--label-field", help="with --from: payload field holding the label")
     p.add_argument("--text-field", help="with --from: payload field holding the text")
     p.add_argument("--format", choices=["images", "csv", "jsonl", "vectors", "beir"], help="default: from the path")
-    p.add_argument("--qrels", type=PATH, help="relevance judgments: query key, item key, grade[, split] a line (tsv or csv)")
+    p.add_argument("--qrels", type=PATH, help="relevance judgments: query key, item key, grade[, split] a line (tsv, csv or space-separated; TREC's four columns too)")
     p.add_argument("--qrels-seed", type=SEED,
                    help="seed of the train/dev/test split of queries when --qrels gives no split, and of the dev "
                         "queries a BEIR folder without dev.tsv holds out of its train queries (default 0)")

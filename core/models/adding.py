@@ -137,6 +137,19 @@ def _restore_copy(ws: Workspace, name: str, path: str | Path, progress: Progress
                       restored=True)
 
 
+def _restore_any_copy(ws: Workspace, path: str | Path, progress: ProgressFn) -> AddedModel | None:
+    """Mend the damaged copy of whichever stored model ``path`` is the checkpoint of (by its sha256)."""
+    from embridge.core.models.spec import checkpoint_sha256
+    from embridge.core.paths import check_regular
+
+    check_regular(path, "checkpoint")
+    for model in ws.models_with_sha256(checkpoint_sha256(path)):
+        restored = _restore_copy(ws, str(model["name"]), path, progress)
+        if restored is not None:
+            return restored
+    return None
+
+
 def add_model(ws: Workspace, path: str | Path, name: str, role: str = "other", *, kind: str | None = None,
               arch: str | None = None, arch_config: Mapping[str, Any] | None = None,
               input_shape: str | tuple[int, ...] | None = None, text: Any = None,
@@ -162,8 +175,14 @@ def add_model(ws: Workspace, path: str | Path, name: str, role: str = "other", *
     if shape is not None:
         parse_input_shape(",".join(str(s) for s in shape))  # the same rule for a shape given as numbers
     progress(0, 2, {"stage": "inspecting the checkpoint"})
-    spec = describe_model(path, kind=kind, name=name, arch=arch, arch_config=arch_config,
-                          input_shape=shape, text=text).to_dict()
+    try:
+        spec = describe_model(path, kind=kind, name=name, arch=arch, arch_config=arch_config,
+                              input_shape=shape, text=text).to_dict()
+    except InputError:  # e.g. no input shape given: a stored model's own damaged copy needs none to be mended
+        restored = _restore_any_copy(ws, path, progress)
+        if restored is None:
+            raise
+        return restored
     twin = duplicate_of(ws, spec)
     if twin is not None:  # the same checkpoint under another name: mended if its copy is damaged, else refused
         restored = _restore_copy(ws, twin, path, progress)
