@@ -116,6 +116,10 @@ def test_the_html_headline_states_the_ndcg_criterion(judged: dict[str, Any]) -> 
     html = Path(judged["report"]["report_html"]).read_text()
     assert 'Compatibility criterion (nDCG@10): the upgrade <span class="fail">fails</span>' in html
     assert "Compatibility criterion (top-1)" not in html and "gain retained (top-1)" in html
+    # a BEIR user reads recall@k as the share of relevant documents found: the page says what it is here
+    assert "the share of queries with a relevant item among the first k (success@k" in html
+    stored = json.loads(Path(judged["report"]["report_json"]).read_text())
+    assert all(f"recall_frac@{k}" in cell["metrics"] for cell in stored["cells"].values() for k in (1, 10))
 
 
 def test_the_gate_fails_compatible_and_gain_retained_on_ndcg(judged: dict[str, Any], tmp_path: Path,

@@ -131,7 +131,11 @@ def _cells(report: Mapping[str, Any], figs: _Figures, shown: list[str]) -> str:
         where = f"{protocol.get('gallery')} ({protocol.get('n_gallery')} items)" if protocol else ""
         rows.append([name, cell.get("query_side"), cell.get("gallery_side"), where,
                      *[f"{_fmt(metrics.get(m))}{_ci(cis.get(m))}" for m in shown], cell.get("n_queries")])
-    return (_table(["cell", "query side", "gallery side", "gallery searched", *shown, "queries"], rows)
+    recall = [m for m in shown if m.startswith("recall@")]
+    said = (f"<p>{escape(', '.join(recall))}: the share of queries with a relevant item among the first k "
+            "(success@k, the re-identification convention); the share of each query's relevant items found, "
+            "the information-retrieval recall, is recall_frac@k in report.json.</p>") if recall else ""
+    return (_table(["cell", "query side", "gallery side", "gallery searched", *shown, "queries"], rows) + said
             + figs.take("cells", "Metrics per cell with 95% bootstrap intervals")
             + figs.take("recall", "Recall@k per cell"))
 
