@@ -104,7 +104,7 @@ def _time(value: dt.time) -> str:
 _TYPES: tuple[tuple[Any, Any], ...] = (
     (bool, "boolean"), (int, "bigint"), (float, "double precision"), (dict | list, "jsonb"),
     (decimal.Decimal, "numeric"), (dt.datetime, _timestamp), (dt.date, "date"), (dt.time, _time),
-    (dt.timedelta, "interval"), (uuid.UUID, "uuid"))
+    (dt.timedelta, "interval"), (uuid.UUID, "uuid"), (bytes | bytearray | memoryview, "bytea"))
 
 
 def add_payload_columns(conn: Any, table: Any, types: dict[str, str], payloads: list[dict[str, Any]]) -> bool:
@@ -128,7 +128,7 @@ def add_payload_columns(conn: Any, table: Any, types: dict[str, str], payloads: 
 
 _FITS = {"boolean": (bool,), "bigint": (int,), "integer": (int,), "smallint": (int,), "text": (str,),
          "double precision": (int, float), "real": (int, float), "numeric": (int, decimal.Decimal),
-         "date": (dt.date,), "uuid": (uuid.UUID,), "timestamp with time zone": (dt.datetime,),
+         "date": (dt.date,), "uuid": (uuid.UUID,), "bytea": (bytes, bytearray, memoryview), "timestamp with time zone": (dt.datetime,),
          "timestamp without time zone": (dt.datetime,), "time without time zone": (dt.time,),
          # read from PostgreSQL as their text form (pg_payload.BINARY_TYPES leaves them out), which a text
          # COPY hands back to the server to parse

@@ -1,5 +1,5 @@
-"""PostgreSQL sources as users keep them: a password in the URI, and tables whose definition describes the
-old model's vectors (a CHECK on their width, a column generated from them, a default vector).
+"""PostgreSQL sources as users keep them: a password in the URI, tables whose definition describes the
+old model's vectors (a CHECK on their width, a column generated from them, a default vector), and bytes.
 
 A password given in a URI was printed in messages and ``--json`` and stored with the imported items, the
 model and the migration's checkpoint; a rerun after the password changed was "another source". A shadow
@@ -18,7 +18,7 @@ from store_fixtures import cli, fct_upgrade, fill_source, fresh_pg_database, one
 
 @pytest.fixture(scope="module")
 def upgrade(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    return fct_upgrade(tmp_path_factory.mktemp("pg-credentials"))
+    return fct_upgrade(tmp_path_factory.mktemp("pg-sources"))
 
 
 def _with_password(base: str, password: str) -> str:
@@ -106,3 +106,27 @@ def test_a_shadow_leaves_out_what_described_the_old_vectors_and_generates_column
     vectors = np.stack([np.asarray(r[0].to_numpy(), dtype=np.float64) for r in rows])
     assert vectors.shape == (len(v1), upgrade["vectors"]["v3"].shape[1])  # the new width
     np.testing.assert_allclose([r[1] for r in rows], np.linalg.norm(vectors, axis=1), rtol=1e-5)
+
+
+def test_a_bytea_column_migrates_into_another_database_as_bytes(
+        upgrade: dict, tmp_path: Path, pg_server: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """A table made in another database takes its columns from the values: bytes had no column type, so
+    the first point was refused as if its column were text 'taken from the points before it'."""
+    import psycopg
+
+    v1, labels = upgrade["vectors"]["v1"], upgrade["labels"]
+    base = fresh_pg_database(pg_server, "pg_bytes_source")
+    fill_source("pgvector", tmp_path, list(range(len(v1))), v1, labels, pg_base=base, name="docs")
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute("alter table docs add column blob bytea")
+        conn.execute("update docs set blob = int8send(id) || '\\x00ff'::bytea where id % 3 <> 0")
+        wanted = dict(conn.execute("select id, blob from docs").fetchall())
+    other = fresh_pg_database(pg_server, "pg_bytes_target")
+    code, migrated, err = cli(capsys, "migrate", "--bundle", str(upgrade["bundle"]), "--from",
+                              base + "&column=embedding&table=docs", "--to", other + "&column=embedding&table=docs_v2")
+    assert code == 0 and migrated["verification"]["ok"], err
+    with psycopg.connect(other, autocommit=True) as conn:
+        kind = conn.execute("select data_type from information_schema.columns where table_name = 'docs_v2' and "
+                            "column_name = 'blob'").fetchone()[0]
+        got = dict(conn.execute("select id, blob from docs_v2").fetchall())
+    assert kind == "bytea" and got == wanted and sum(v is None for v in got.values()) == (len(v1) + 2) // 3
