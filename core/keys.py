@@ -9,6 +9,7 @@ canonical way (``3``, never ``3.0`` or ``True``), so the same class never turns 
 
 from __future__ import annotations
 
+import decimal
 import math
 import re
 import unicodedata
@@ -126,6 +127,10 @@ def normalise_label(raw: Any, source: str | Path | None, where: str) -> str | No
     """
     if raw is None:
         return None
+    if isinstance(raw, decimal.Decimal):  # a PostgreSQL numeric or a Parquet decimal column: exact digits
+        if not (raw.is_finite() and raw == raw.to_integral_value()):
+            raise ImportDataError(source, f"{where}: a label must be text or an integer, got the number {raw}")
+        raw = int(raw)
     if isinstance(raw, bool) or not isinstance(raw, str | int | float):
         raise ImportDataError(source, f"{where}: a label must be text or an integer, got {_kind(raw)}")
     if isinstance(raw, float):

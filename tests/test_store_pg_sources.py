@@ -130,3 +130,17 @@ def test_a_bytea_column_migrates_into_another_database_as_bytes(
                             "column_name = 'blob'").fetchone()[0]
         got = dict(conn.execute("select id, blob from docs_v2").fetchall())
     assert kind == "bytea" and got == wanted and sum(v is None for v in got.values()) == (len(v1) + 2) // 3
+
+
+def test_a_numeric_label_column_is_read_as_the_integers_it_holds() -> None:
+    """PostgreSQL numeric (and Parquet decimal) values come back as Decimal: refused as 'not text or an
+    integer', though a double precision 3.0 was the label 3."""
+    from decimal import Decimal
+
+    from embridge.core.errors import ImportDataError
+    from embridge.core.keys import normalise_label
+
+    assert [normalise_label(v, "src", "point 1") for v in (Decimal("3"), Decimal("-2.000"), 3.0)] == ["3", "-2", "3"]
+    for bad in (Decimal("2.5"), Decimal("NaN"), Decimal("Infinity")):
+        with pytest.raises(ImportDataError, match="a label must be text or an integer, got the number"):
+            normalise_label(bad, "src", "point 1")
