@@ -253,7 +253,7 @@ def test_newer_schema_version_is_refused(tmp_path: Path) -> None:
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.close()
     before = snapshot(root)
-    with pytest.raises(SchemaVersionError, match=r"schema version 99 is newer than this Embridge understands \(3\)"):
+    with pytest.raises(SchemaVersionError, match=r"schema version 99 is newer than this Embridge understands \(4\)"):
         Workspace.open(root)
     assert snapshot(root) == before
 

@@ -69,6 +69,17 @@ def test_a_password_in_the_uri_is_never_printed_or_stored_and_a_new_one_resumes_
     code, again, err = run("migrate", "--bundle", str(upgrade["bundle"]), "--from", second + "docs",
                            "--to", second + "docs_v2", "--batch", "50")
     assert code == 0 and again["status"] == "already complete", err
+    # a backfill into a table of the store: its line, --json and run record name the store masked
+    code, filled, err = run("backfill", "--workspace", str(ws), "--model", "m", "--to-store", second + "docs_bf")
+    assert code == 0 and filled["store"].startswith("postgresql://postgres:***@"), err
+    one_line(*run("backfill", "--workspace", str(ws), "--model", "m", "--to-store", second + "docs_bf2",
+                  "--detach", "--engine", "ray", "--ray-address", "127.0.0.1:1")[::2], "--to-store: holds a password or key")
+    # libpq quotes a password it cannot parse in its own message; a scheme in capitals is still PostgreSQL
+    one_line(*run("check", "--uri", _with_password(base, "s3cret%zz") + "&table=docs")[::2],
+              "cannot connect to PostgreSQL")
+    mixed = "PostgreSQL" + first.removeprefix("postgresql")
+    code, checked, err = run("check", "--uri", mixed + "docs_v2")
+    assert code == 0 and checked["count"] == len(v1), err
     assert not [text for text in said if "s3cret" in text]
     assert "s3cret" not in _stored_text(ws, base)
 

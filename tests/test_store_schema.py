@@ -30,8 +30,8 @@ def _schema_sql(path: Path) -> list[tuple]:
 def test_fresh_workspace_is_at_the_current_version(tmp_path: Path) -> None:
     with Workspace.create(tmp_path / "ws") as ws:
         assert set(ws.db.table_names()) == TABLES
-        assert ws.db.execute("select key, value from meta").fetchall() == [("schema_version", "3")]
-        assert schema_module.current_version(ws.db) == schema_module.SCHEMA_VERSION == 3
+        assert ws.db.execute("select key, value from meta").fetchall() == [("schema_version", "4")]
+        assert schema_module.current_version(ws.db) == schema_module.SCHEMA_VERSION == 4
         assert ws.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert ws.db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
         for sub in ("vectors", "models", "adapters", "reports", "bundles"):
@@ -59,7 +59,7 @@ def test_reopening_is_idempotent(tmp_path: Path) -> None:
 
 def test_open_or_create_makes_a_new_workspace(tmp_path: Path) -> None:
     with Workspace.open_or_create(tmp_path / "new") as ws:
-        assert schema_module.current_version(ws.db) == 3
+        assert schema_module.current_version(ws.db) == 4
 
 
 def test_interrupted_migration_leaves_the_database_as_it_was(tmp_path: Path,
@@ -87,8 +87,8 @@ def test_interrupted_migration_leaves_the_database_as_it_was(tmp_path: Path,
 def test_missing_migration_step_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     root = tmp_path / "ws"
     Workspace.create(root).close()
-    monkeypatch.setattr(schema_module, "SCHEMA_VERSION", 4)
-    with pytest.raises(SchemaVersionError, match=r"no migration from schema version 3"):
+    monkeypatch.setattr(schema_module, "SCHEMA_VERSION", 5)
+    with pytest.raises(SchemaVersionError, match=r"no migration from schema version 4"):
         Workspace.open(root)
 
 
@@ -122,7 +122,7 @@ def test_version_one_workspace_migrates_keeping_its_items(tmp_path: Path) -> Non
     root = tmp_path / "v1"
     _version_one_workspace(root)
     with Workspace.open(root) as ws:
-        assert schema_module.current_version(ws.db) == 3
+        assert schema_module.current_version(ws.db) == 4
         assert set(ws.db.table_names()) == TABLES
         rows = ws.db.execute("select key, split, namespace from items order by id").fetchall()
         assert rows == [("g1", "gallery", "doc"), ("g2", "gallery", "doc"), ("q1", "query", "query"),
@@ -135,7 +135,7 @@ def test_version_one_workspace_migrates_keeping_its_items(tmp_path: Path) -> Non
         with pytest.raises(Exception, match="1 key already exists in the workspace: g2"):
             ws.add_items([{"key": "g2", "split": "gallery"}])
     with Workspace.open(root) as ws:  # a second open migrates nothing
-        assert schema_module.current_version(ws.db) == 3
+        assert schema_module.current_version(ws.db) == 4
 
 
 def _indexes(db: sqlite_utils.Database) -> dict[str, str]:
@@ -153,7 +153,7 @@ def test_version_two_workspace_trades_its_split_index_for_a_query_index(tmp_path
     assert "idx_items_split" in _indexes(db)
     db.close()
     with Workspace.open(root) as ws:
-        assert schema_module.current_version(ws.db) == 3
+        assert schema_module.current_version(ws.db) == 4
         indexes = _indexes(ws.db)
         assert "idx_items_split" not in indexes and "where split = 'query'" in indexes["idx_items_queries"]
         assert ws.query_ids().tolist() == [3] and ws.items("query")[0]["key"] == "q1"
@@ -184,6 +184,40 @@ def test_two_processes_opening_an_older_workspace_at_once_both_open_it(tmp_path:
         outcomes = [child.communicate(timeout=300) for child in children]
         for child, (out, err) in zip(children, outcomes, strict=True):
             assert child.returncode == 0, err
-            assert json.loads(out)["schema_version"] == 3
+            assert json.loads(out)["schema_version"] == 4
         with Workspace.open(root) as ws:
             assert ws.item_count() == 200_004
+
+
+def test_version_three_workspace_forgets_the_passwords_of_the_stores_it_imported(tmp_path: Path) -> None:
+    """v4: a store URI was recorded with its password (items, their model, a backfill's store, an
+    interrupted import's resume key); it is recorded masked, as imports now record it, so importing the
+    same store again finds its items under the same source."""
+    import hashlib
+
+    from embridge.core.credentials import masked
+
+    secret = "postgresql://me:pa55@db.example.org/shop?table=docs&password=pa55"
+    source = f"store:{secret}"
+
+    def resume_key(text: str) -> str:
+        return "import-from-store:" + hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    root = tmp_path / "v3"
+    with Workspace.create(root) as ws:
+        ws.add_items([{"key": "a", "source": source}, {"key": "b", "source": "items.csv"}], source=source)
+        ws.add_model("m", "old", {"kind": "vectors", "dim": 2, "source": secret, "sha256": "a" * 64}, None)
+        ws.start_run("backfill", "m", {"store": secret, "note": "user@example.org"})
+        ws.set_meta(resume_key(source), "{}")
+    db = sqlite_utils.Database(root / "embridge.db")
+    db["meta"].upsert({"key": "schema_version", "value": "3"}, pk="key")
+    db.close()
+    with Workspace.open(root) as ws:
+        assert schema_module.current_version(ws.db) == 4
+        dump = "\n".join(ws.db.conn.iterdump())
+        assert "pa55" not in dump
+        assert {r["key"]: r["source"] for r in ws.items()} == {"a": f"store:{masked(secret)}", "b": "items.csv"}
+        assert ws.model("m")["spec"]["source"] == "postgresql://me:***@db.example.org/shop?table=docs&password=***"
+        (run,) = ws.runs("backfill")
+        assert run["config"] == {"store": masked(secret), "note": "user@example.org"}
+        assert ws.meta(resume_key(f"store:{masked(secret)}")) == "{}"

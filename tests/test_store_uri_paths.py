@@ -190,3 +190,24 @@ def test_a_second_import_of_one_store_under_another_spelling_is_refused_as_busy(
             pass
     with one_import_of(tmp_path / "ws", second, "docs"):  # let go: the next import runs
         pass
+
+
+def test_secrets_are_masked_however_they_are_written() -> None:
+    """A password with an unencoded '@', a parameter name percent-encoded (readers decode it), a key before
+    a Qdrant host, and libpq's own message quoting the password: none of them is shown."""
+    from embridge.core.credentials import masked, scrubbed
+    from embridge.core.errors import InputError
+
+    assert masked("postgresql://me:p@ss@db/x?table=t") == "postgresql://me:***@db/x?table=t"
+    assert masked("postgresql://me@db/x?table=t&pass%77ord=s3cret&sslkey=/k.pem") == \
+        "postgresql://me@db/x?table=t&pass%77ord=***&sslkey=***"
+    assert masked("postgresql://me@db/x?application_name=a:b@c&table=t") == \
+        "postgresql://me@db/x?application_name=a:b@c&table=t"  # no password: nothing hidden
+    said = 'invalid percent-encoded token: "s3cr%zzet"'
+    assert scrubbed(said, "postgresql://me:s3cr%zzet@db/x") == 'invalid percent-encoded token: "***"'
+    for uri in ("qdrant://user:QdKey123@q.example.org?collection=docs", "chroma://ChTok456@c.example.org?collection=docs"):
+        parsed = StoreURI.parse(uri)
+        assert "Key123" not in parsed.shown and "Tok456" not in parsed.shown
+        with pytest.raises(InputError, match="takes no user or key before the host") as refused:
+            parsed.server(6333)
+        assert "Key123" not in str(refused.value) and "Tok456" not in str(refused.value)

@@ -54,6 +54,10 @@ def cmd_backfill(args: argparse.Namespace) -> Result:
         given = "--fraction" if args.fraction is not None else "--run"
         raise UsageError(given, "chooses the planner's partial backfill: it needs --order planner (--order "
                                 "stored backfills every gallery item)")
+    if args.detach:
+        from embridge.core.scale.detached_jobs import check_detached_store
+
+        check_detached_store(args.to_store)
     with Workspace.open(args.workspace) as ws:
         if args.detach or ws.model(args.model).get("kind") != "vectors":  # an unknown one first, before the items
             workspace_model_spec(ws, args.model)  # (an embeddings-only model may copy the vectors it holds)

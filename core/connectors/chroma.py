@@ -81,7 +81,7 @@ class ChromaConnector(Connector):
         self._col: Any = None
 
     def describe(self) -> str:
-        return f"Chroma {self.local_path or self.uri.netloc} collection '{self.collection}'"
+        return f"Chroma {self.local_path or self.uri.host} collection '{self.collection}'"
 
     def with_collection(self, name: str) -> ChromaConnector:
         other = super().with_collection(name)

@@ -146,6 +146,9 @@ def resumable_state(target: Connector, key: str, fingerprint: dict[str, Any]) ->
         raise VectorStoreError(f"{target.describe()}: holds a different migration ("
                                f"{fingerprint_change(state.get('fingerprint'), fingerprint)}); run it with the "
                                "same options, or drop it or choose another target")
+    if state is not None and state.get("fingerprint") != fingerprint:  # an earlier version's kept the password
+        state["fingerprint"] = fingerprint
+        target.save_state(key, state)
     if state is None and target.exists():
         raise VectorStoreError(f"{target.describe()}: already exists and is not a migration Embridge started; "
                                "choose a new target collection")

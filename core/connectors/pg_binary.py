@@ -52,6 +52,11 @@ def decode_page(data: bytes, dim: int) -> tuple[np.ndarray, np.ndarray] | None:
     return rows["id"].astype(np.int64), rows["vec"].astype(np.float32)
 
 
+def vector_array(value: Any) -> np.ndarray:
+    """A vector read through psycopg as float32: pgvector's binary values come back as ``Vector`` objects."""
+    return np.asarray(value.to_numpy() if hasattr(value, "to_numpy") else value, dtype=np.float32)
+
+
 def stack_rows(rows: list[Any], width: int | None, array: Callable[[Any], np.ndarray], where: str,
                column: str) -> np.ndarray:
     """The vectors of rows read one by one, as (n, width) float32; a row of another width (a column

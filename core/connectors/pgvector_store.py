@@ -29,15 +29,10 @@ from embridge.core.connectors.connector import (
     encode_query,
 )
 from embridge.core.connectors.pg_quiet import quiet_interrupts
-from embridge.core.credentials import masked
+from embridge.core.credentials import masked, scrubbed
 
 OUR_PARAMS = ("table", "collection", "column", "id", "alias")
 TEXT_KEYS = ("text", "character varying", "character", "varchar")
-
-
-def _array(value: Any) -> np.ndarray:
-    """pgvector's binary values come back as ``Vector`` objects."""
-    return np.asarray(value.to_numpy() if hasattr(value, "to_numpy") else value, dtype=np.float32)
 
 
 class PgVectorConnector(Connector):
@@ -52,14 +47,15 @@ class PgVectorConnector(Connector):
         self.schema = pg_catalog.name_parts(self.collection, None)[0] if "." in self.collection else None
         self.vec_col = uri.param("column", "vector", default="embedding") or "embedding"
         self.id_col = uri.param("id", default="id") or "id"
-        base, shown = uri.raw.split("?", 1)[0], uri.shown.split("?", 1)[0]
-        rest = {k: v for k, v in uri.params.items() if k not in OUR_PARAMS}
-        self.conninfo = base + (f"?{encode_query(rest)}" if rest else "")
+        rest, shown = {k: v for k, v in uri.params.items() if k not in OUR_PARAMS}, uri.shown.split("?", 1)[0]
+        # libpq takes the scheme in lower case only, where the parser took 'PostgreSQL://' as this store
+        self.conninfo = uri.scheme + uri.raw.split("?", 1)[0][len(uri.scheme):] + (f"?{encode_query(rest)}" * bool(rest))
         quiet_interrupts()
         try:
             self.conn = psycopg.connect(self.conninfo, autocommit=True)
         except psycopg.Error as exc:
-            raise VectorStoreError(f"{shown}: cannot connect to PostgreSQL ({str(exc).strip().splitlines()[0]})") from exc
+            raise VectorStoreError(f"{shown}: cannot connect to PostgreSQL "
+                                   f"({scrubbed(str(exc).strip().splitlines()[0], uri.raw)})") from None  # libpq's quotes it
         try:
             from pgvector.psycopg import register_vector
 
@@ -228,7 +224,7 @@ class PgVectorConnector(Connector):
                 if missing is not None:
                     raise VectorStoreError(f"{self.describe()}: row {self.id_col}={missing!r} has no vector "
                                            f"(column '{self.vec_col}' is NULL)")
-                vectors = pg_binary.stack_rows(rows, width, _array, f"{self.describe()}: row {self.id_col}=",
+                vectors = pg_binary.stack_rows(rows, width, pg_binary.vector_array, f"{self.describe()}: row {self.id_col}=",
                                                 f"(column '{self.vec_col}')")
                 payloads = [dict(zip(others, r[2:], strict=True)) for r in rows]
                 page = (ids, vectors, payloads)
@@ -287,7 +283,7 @@ class PgVectorConnector(Connector):
         uuids = self._key_kind(types) == "uuid"
         rows = {str(r[0]) if uuids else r[0]: r for r in found}
         order = [i for i in ids if i in rows]
-        vectors = np.stack([_array(rows[i][1]) for i in order]) if order else \
+        vectors = np.stack([pg_binary.vector_array(rows[i][1]) for i in order]) if order else \
             np.zeros((0, self.dim() or 0), np.float32)
         return Batch(order, vectors, [dict(zip(others, rows[i][2:], strict=True)) for i in order])
 

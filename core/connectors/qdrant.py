@@ -106,7 +106,7 @@ class QdrantConnector(Connector):
             raise VectorStoreError(f"{uri.shown}: cannot open the Qdrant store ({first_line(exc)})") from exc
 
     def describe(self) -> str:
-        return f"Qdrant {self.local_path or self.uri.netloc} collection '{self.collection}'"
+        return f"Qdrant {self.local_path or self.uri.host} collection '{self.collection}'"
 
     def take_uri_columns(self, uri: StoreURI) -> None:
         if uri.param("vector") is not None:  # the target's own named vector

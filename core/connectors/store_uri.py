@@ -93,8 +93,17 @@ class StoreURI:
 
     @property
     def shown(self) -> str:
-        """The URI as it may be printed or stored (:func:`masked`: no password, no secret parameter)."""
-        return masked(self.raw)
+        """The URI as it may be printed or stored (:func:`masked`: no password, no secret parameter; the user
+        part of a server that is not PostgreSQL, which holds nothing but a key, as ``***``)."""
+        shown = masked(self.raw)
+        if "@" in self.netloc and self.scheme not in SERVER_URI_SCHEMES:
+            shown = shown.replace(self.netloc.rpartition("@")[0], "***", 1)
+        return shown
+
+    @property
+    def host(self) -> str:
+        """The address's ``host[:port]``, without the user part."""
+        return self.netloc.rpartition("@")[2]
 
     @property
     def base(self) -> str:
@@ -102,7 +111,7 @@ class StoreURI:
         are ``db``), as a store is named to the user and in a migration's checkpoint; whether two URIs name
         one store is :meth:`place`'s to say (it also follows links and ignores credentials)."""
         path = os.path.normpath(self.path) if self.path and not self.netloc else self.path
-        return f"{self.scheme}://{self.netloc}{path}"
+        return masked(f"{self.scheme}://{self.netloc}{path}")
 
     def place(self) -> tuple[str, str, str]:
         """(scheme, host, path) of where the store lives, one value however it is written: a local path
@@ -128,6 +137,9 @@ class StoreURI:
 
     def server(self, default_port: int) -> tuple[str, int]:
         """(host, port) of a server URI (``scheme://host[:port]/...``); the default port when none is given."""
+        if "@" in self.netloc:  # nothing here would use it: a key given so would be ignored, not sent
+            raise InputError(self.shown, f"{self.scheme}:// takes no user or key before the host; give the host "
+                             "alone (Qdrant's API key comes from $QDRANT_API_KEY)")
         host, sep, port = self.netloc.rpartition(":")
         if not sep or "]" in port:  # no port, or the colons of a bare IPv6 address
             host, port = self.netloc, ""

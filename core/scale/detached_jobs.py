@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from embridge.core.credentials import masked
 from embridge.core.errors import Cancelled, InputError
 from embridge.core.progress import ProgressFn, StopFn, no_progress
 from embridge.core.scale import backfill_job
@@ -118,6 +119,15 @@ def _control(action: str, job: RayJob, timeout_s: float = 180.0) -> subprocess.C
         raise EngineError(f"--ray-address {job.address}: the cluster did not answer within {timeout_s:.0f} s") from exc
 
 
+def check_detached_store(store: str | None) -> None:
+    """Refuse a ``--to-store`` URI holding a secret for a detached job: settling the job writes the store
+    through the URI its run records, and no record keeps a password."""
+    if store and masked(store) != store:
+        raise InputError("--to-store", "holds a password or key, which a detached backfill would have to record in "
+                         "the workspace to write the store once the job ends; give it through $PGPASSWORD or "
+                         "~/.pgpass instead, or run the backfill without --detach")
+
+
 def reuse_if_finished(ws: Any, model: str, ids: np.ndarray, *, address: str | None, order: str = "stored",
                       store: str | None = None, name: str = "backfill") -> Any:
     """A rerun of a finished backfill, recorded as reused without submitting anything (a detached job
@@ -134,6 +144,7 @@ def submit_backfill(ws: Any, model: str, ids: np.ndarray, *, address: str | None
                     store: str | None = None, name: str = "backfill",
                     should_stop: StopFn | None = None) -> RayJob:
     """Stage ``ids`` and start their backfill as a detached job; returns once the cluster runs it."""
+    check_detached_store(store)
     address = cluster_address(address)
     spec = workspace_model_spec(ws, model)
     check_targets(ws, store, name, model, ids)

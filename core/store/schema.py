@@ -10,14 +10,15 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 from functools import cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from embridge.core.credentials import masked
 from embridge.core.errors import SchemaVersionError
 
 if TYPE_CHECKING:
     import sqlite_utils
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Item keys live in two namespaces, so a query may share its key with a document (BEIR ids do).
 DOC_NAMESPACE = "doc"
@@ -107,9 +108,41 @@ def _v3_query_index(db: sqlite_utils.Database) -> None:
     db.execute("create index idx_items_queries on items (id) where split = 'query'")
 
 
+def _v4_no_stored_passwords(db: sqlite_utils.Database) -> None:
+    """Store URIs recorded with a password (imported items and their model, a backfill's store, an
+    interrupted import's resume key) are recorded :func:`~embridge.core.credentials.masked`, as
+    this version records them: the secret leaves the database, and importing the same store again finds
+    its items under the same source."""
+    import hashlib
+    import json
+
+    def resume_key(source: str) -> str:  # as the store import names an interrupted import's settings
+        return "import-from-store:" + hashlib.sha256(source.encode()).hexdigest()[:16]
+
+    for (source,) in db.execute("select distinct source from items where source like 'store:%'").fetchall():
+        if (clean := masked(source)) != source:
+            db.execute("update items set source = ? where source = ?", [clean, source])
+            db.execute("update meta set key = ? where key = ?", [resume_key(clean), resume_key(source)])
+    def clean(value: Any) -> Any:  # each string of a JSON record masked on its own
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        return masked(value) if isinstance(value, str) and "://" in value else value
+
+    for table, column in (("models", "spec"), ("runs", "config")):
+        for row_id, text in db.execute(f"select id, {column} from {table} where {column} like '%://%'").fetchall():
+            try:
+                record = json.loads(text)
+            except ValueError:
+                continue  # not JSON: left as it is (a damaged record is for the checks to name)
+            if (cleaned := clean(record)) != record:
+                db.execute(f"update {table} set {column} = ? where id = ?", [json.dumps(cleaned), row_id])
+
+
 # MIGRATIONS[n] upgrades a version-n database to n+1.
 MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {
-    0: _create_v1, 1: _v2_namespaces_and_judgments, 2: _v3_query_index}
+    0: _create_v1, 1: _v2_namespaces_and_judgments, 2: _v3_query_index, 3: _v4_no_stored_passwords}
 
 
 def current_version(db: sqlite_utils.Database) -> int:
