@@ -104,3 +104,45 @@ def test_a_resume_of_an_unchanged_source_keeps_its_first_batch_size(upgrade: dic
     done = migrate_store(upgrade["bundle"], case.source, case.target, batch_size=300)
     assert done.status == "completed" and done.resumed_from == 4 * BATCH
     assert done.verification.target_count == len(ids) and sorted(read_all(case.target), key=int) == [str(i) for i in ids]
+
+
+def _edit_after(batches: int, edit: Callable[[], None]) -> Callable[[], bool]:
+    """A stop check that never stops, and edits the source once ``batches`` batches were written."""
+    calls = {"n": 0}
+
+    def check() -> bool:
+        calls["n"] += 1
+        if calls["n"] == batches + 1:
+            edit()
+        return False
+
+    return check
+
+
+def _edit_lance_body(root: Path, point: int) -> None:
+    import lancedb
+
+    lancedb.connect(str(root / "lance")).open_table("docs_v1").update(where=f"id = {point}",
+                                                                      values={"body": "edited while migrating"})
+
+
+@pytest.mark.parametrize("kind", ["parquet", "lancedb"])  # a local Qdrant folder takes one client at a time
+def test_a_source_edited_during_one_run_is_not_switched_to_nor_called_complete(kind: str, upgrade: dict,
+                                                                            tmp_path: Path) -> None:
+    """A point edited after the run had copied it: the run finished, verified its sample and moved the
+    alias to a shadow holding the old vector; a rerun said 'already complete ... verified'."""
+    v1, labels = upgrade["vectors"]["v1"], upgrade["labels"]
+    ids = [int(i) + 1 for i in range(len(v1))]
+    case = fill_source(kind, tmp_path, ids, v1, labels)
+    edit = ((lambda: _edit_parquet_payload(tmp_path / "pq" / "docs_v1")) if kind == "parquet"
+            else (lambda: _edit_lance_body(tmp_path, ids[0])))
+    with pytest.raises(VectorStoreError, match=r"changed since the migration into .* started .*; the alias was not "
+                                               r"moved: drop 'docs_v2' to migrate again"):
+        migrate_store(upgrade["bundle"], case.source, case.target, batch_size=BATCH, switch=True, alias="docs",
+                      should_stop=_edit_after(2, edit))
+    with open_store(case.alias_uri) as alias:
+        assert not alias.exists()  # nothing serves the shadow
+    with pytest.raises(VectorStoreError, match=r"changed since .*; the shadow was left as it is: drop 'docs_v2'"):
+        migrate_store(upgrade["bundle"], case.source, case.target, batch_size=BATCH)
+    with pytest.raises(VectorStoreError, match=r"changed since .*; the alias was not moved"):
+        migrate_store(upgrade["bundle"], case.source, case.target, batch_size=BATCH, switch=True, alias="docs")

@@ -83,6 +83,10 @@ class Connector(ABC):
     one_id_type: bool = False  # a table whose id column holds integers or text, not both
     made_notes: tuple[str, ...] = ()  # what :meth:`create` made differently from the source it copied
 
+    def refresh(self) -> None:
+        """See the collection as it is now: a store that reads one snapshot per open (LanceDB) reopens it."""
+        return None
+
     def lossy_note(self) -> str | None:
         """Why the vectors read back differ from the ones stored (a compressed index), or None."""
         return None

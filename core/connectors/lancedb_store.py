@@ -115,6 +115,9 @@ class LanceDBConnector(Connector):
         listing = self.db.list_tables(limit=100_000)
         return list(getattr(listing, "tables", listing))
 
+    def refresh(self) -> None:
+        self._table = None  # an open table reads the version it opened
+
     def exists(self) -> bool:
         return self._link(self.collection).exists() or self.collection in self._names()
 

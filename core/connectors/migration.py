@@ -205,12 +205,22 @@ def _locked_run(transform: StoreTransform, source: Connector, target: Connector,
         status = "completed"
     else:
         status = "already complete"
+    if status == "already complete" or (switch and alias):  # a source written since it was read is no copy of it
+        check_copied_unchanged(source, target, state, "the alias was not moved" if switch and alias else
+                               "the shadow was left as it is")
     seconds = time.perf_counter() - started
-    verification = verify_migration(transform, source, target, names, new)
+    try:
+        verification = verify_migration(transform, source, target, names, new)
+        if not verification.ok:
+            raise VectorStoreError(f"{target.describe()}: verification failed: {verification.target_count} points "
+                                   f"written for {verification.source_count} in the source, spaces "
+                                   f"{verification.spaces}")
+    except VectorStoreError as exc:  # the source written during the migration is said as such, with its remedy
+        check_copied_unchanged(source, target, state, "the shadow was left as it is")
+        if "drop" in str(exc):
+            raise
+        raise VectorStoreError(f"{exc}; drop '{target.collection}' to migrate again from the start") from exc
     verify_seconds = time.perf_counter() - started - seconds
-    if not verification.ok:
-        raise VectorStoreError(f"{target.describe()}: verification failed: {verification.target_count} points "
-                               f"written for {verification.source_count} in the source, spaces {verification.spaces}")
     if state["status"] != "complete":
         state["status"] = "complete"
         target.save_state(key, state)

@@ -51,12 +51,15 @@ def record_batch(state: dict[str, Any], digest: str) -> None:
         state[CHAIN] = extend_chain(state[CHAIN], digest)
 
 
-def check_copied_unchanged(source: Connector, target: Connector, state: dict[str, Any]) -> None:
-    """Refuse a resume when the points already copied are no longer those the source holds."""
+def check_copied_unchanged(source: Connector, target: Connector, state: dict[str, Any],
+                           outcome: str = "nothing more was written") -> None:
+    """Refuse a resume (or a switch, or a rerun's verification) when the points already copied are no
+    longer those the source holds; ``outcome`` says what was left undone."""
     chain, written = state.get(CHAIN), int(state.get("written") or 0)
     if chain is None or written == 0:
         return
     got, count = "", 0
+    source.refresh()  # the source as it is now, not the snapshot the copy read
     reader = source.read_batches(int(state[READ_BATCH]))
     try:
         for batch in reader:
@@ -68,5 +71,5 @@ def check_copied_unchanged(source: Connector, target: Connector, state: dict[str
     if count != written or got != chain:
         raise VectorStoreError(f"{source.describe()}: changed since the migration into {target.describe()} started "
                                f"(points among the {written} it has copied were edited, removed, added or moved); "
-                               f"nothing more was written: drop '{target.collection}' to migrate again from the "
-                               "start, or migrate into another target")
+                               f"{outcome}: drop '{target.collection}' to migrate again from the start (while "
+                               "the source takes no writes, for a copy of all of them), or migrate into another target")
