@@ -211,3 +211,16 @@ def test_secrets_are_masked_however_they_are_written() -> None:
         with pytest.raises(InputError, match="takes no user or key before the host") as refused:
             parsed.server(6333)
         assert "Key123" not in str(refused.value) and "Tok456" not in str(refused.value)
+
+
+def test_the_default_model_of_a_collection_with_a_space_in_its_name_is_a_valid_name(
+        upgrade: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Without --model the model is named after the collection: 'My Docs-vectors' was refused as a bad
+    --model, which the user had not given."""
+    from store_fixtures import parquet_dataset
+
+    source = parquet_dataset(tmp_path / "data" / "My Docs é", upgrade["vectors"]["v1"][:20])
+    ws = tmp_path / "ws"
+    assert cli(capsys, "init", "--workspace", str(ws))[0] == 0
+    code, imported, err = cli(capsys, "import", "--workspace", str(ws), "--from", source)
+    assert code == 0 and imported["model"] == "My-Docs-e-vectors" and imported["new_items"] == 20, err

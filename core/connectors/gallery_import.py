@@ -34,7 +34,7 @@ from embridge.core.connectors.store_pair import collection_read
 from embridge.core.errors import ImportDataError, InputError, StoreError
 from embridge.core.keys import normalise_key, normalise_label
 from embridge.core.l2 import zero_rows
-from embridge.core.paths import check_name
+from embridge.core.paths import check_name, name_from
 from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
 from embridge.core.store import Workspace
 from embridge.core.store.items import item_namespace
@@ -295,11 +295,12 @@ def _import(ws: Workspace, store: Connector, uri: str, model: str | None, label_
     served = Path((store.alias_target(store.collection) if store.supports_alias else None) or store.collection).name
     unfinished = unfinished_migration(store, served) if store.writable else None  # no migration writes a faiss index
     if unfinished is not None:  # a shadow still being written holds part of the gallery, in two spaces
-        raise VectorStoreError(f"{store.describe()}: '{served}': {unfinished}; nothing was imported")
+        through = f"'{served}': " if served != store.collection else ""  # an alias serving another collection
+        raise VectorStoreError(f"{store.describe()}: {through}{unfinished}; nothing was imported")
     total, dim = store.count(), store.dim()
     if total == 0 or not dim:
         raise ImportDataError(uri, "the collection holds no points")
-    name = model or f"{store.collection}-vectors"
+    name = model or name_from(f"{store.collection}-vectors", "store-vectors")  # a collection's name may hold spaces
     source = f"store:{uri}"
     settings = {"model": name, "label_field": label_field, "text_field": text_field, "split": split,
                 "served": served}
