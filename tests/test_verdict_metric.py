@@ -87,6 +87,28 @@ def test_a_layer_that_ties_old_old_is_named_equal_beside_its_verdict() -> None:
     assert "fails</span> (the upgraded system equals old/old, 1.000: no better than today)." in page
 
 
+def test_a_pass_the_test_queries_cannot_tell_from_none_is_said_within_noise_on_every_surface() -> None:
+    """A new model equal to the old: a layer beat old/old by 0.011 with an improvement interval of -0.022 to
+    +0.043. Train, runs, the report's sentences and its page said 'passes'; only the plan said 'within noise'."""
+    from embridge.core.cli.train_cmds import _train_text
+    from embridge.core.evaluation.headline import criterion_text
+    from embridge.core.report.html_page import _headline
+
+    head = {"old_old_top1": 0.427, "upgraded_top1": 0.438, "new_new_top1": 0.427, "compatible": True,
+            "gain_retained": None, "improvement_ci": {"top1": [-0.022, 0.043]}}
+    said = "within noise: the 95% interval of the improvement over old/old is -0.022 to +0.043"
+    assert criterion_text(head) == "passes (top-1, within noise)"
+    assert said in _headline({"headline": head, "upgraded_cell": "new→old", "ceiling_cell": "new/new"})
+    assert f"The cascade layer passes the compatibility criterion ({said}):" in \
+        " ".join(verdicts(head, "new→old", "new/new", "cascade", "label"))
+    run = {**head, "run_id": 1, "method": "auto", "kind": "cascade", "status": "completed", "device": "cpu",
+           "fit_s": 1.0, "duration_s": 2.0, "adapter_id": 1, "adapter_path": "a.pt"}
+    assert f"-> PASSES the compatibility criterion ({said})" in _train_text(run)
+    clear = {**head, "improvement_ci": {"top1": [0.004, 0.043]}}  # an interval above 0: a plain pass
+    assert criterion_text(clear) == "passes (top-1)" and "noise" not in " ".join(verdicts(clear, "new→old",
+                                                                                          "new/new", "cascade", "label"))
+
+
 def test_own_item_retrieval_with_identical_vectors_says_the_same_model_cells_miss_some() -> None:
     """Without labels a query's own item is the answer; 150 identical pairs left old/old and new/new at 85%
     (the later twin loses the tie), and the verdict still said the same-model cells find it trivially."""

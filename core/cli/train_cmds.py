@@ -18,6 +18,7 @@ from embridge.core.evaluation.headline import (
     criterion,
     criterion_text,
     decides_on_ndcg,
+    noise_words,
     weighed,
 )
 from embridge.core.formatting import count_words, format_share, sample_floor_text
@@ -144,7 +145,7 @@ def _train_text(out: dict[str, Any]) -> str:
         judged = decides_on_ndcg(out)  # graded judgments: the criterion is decided on nDCG@10, as report and plan do
 
         def verdict(passed: Any) -> str:
-            return f" -> {'PASSES' if passed else 'FAILS'} the compatibility criterion"
+            return f" -> {'PASSES' if passed else 'FAILS'} the compatibility criterion{noise_words(out)}"
 
         gain = (format_share(out["gain_retained"]) if out.get("gain_retained") is not None
                 else gain_text(None, out.get("gain_retained_note")))

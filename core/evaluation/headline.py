@@ -140,7 +140,32 @@ def criterion_text(values: Mapping[str, Any]) -> str:
     c = criterion(values)
     if c is None:
         return ""
-    return f"{'passes' if c['compatible'] else 'FAILS'} ({c['metric']}{', equal to old/old' * ties(values)})"
+    return (f"{'passes' if c['compatible'] else 'FAILS'} ({c['metric']}{', equal to old/old' * ties(values)}"
+            f"{', within noise' * (within_noise(values) is not None)})")
+
+
+def within_noise(values: Mapping[str, Any]) -> tuple[float, float] | None:
+    """The 95% interval of the upgraded system's improvement over old/old (paired bootstrap over the test
+    queries) on the metric the criterion is decided on, when the layer passes but the interval reaches 0:
+    a pass the test queries cannot tell from none. None otherwise (or when no interval was recorded)."""
+    w = weighed(values)
+    ci = (values.get("improvement_ci") or {}).get("ndcg@10" if w.name == "nDCG@10" else "top1")
+    return (float(ci[0]), float(ci[1])) if w.compatible is True and reaches_zero(ci) else None
+
+
+def reaches_zero(ci: Any) -> bool:
+    """Whether an improvement's recorded interval ``[low, high]`` reaches 0 (False when none was recorded)."""
+    ok = isinstance(ci, list | tuple) and len(ci) == 2 and all(
+        isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in ci)
+    return ok and ci[0] <= 0
+
+
+def noise_words(values: Mapping[str, Any]) -> str:
+    """' (within noise: the 95% interval of the improvement over old/old is -0.022 to +0.043)' for a pass
+    that :func:`within_noise` finds; '' otherwise. Train, runs, the report and the plan say it alike."""
+    ci = within_noise(values)
+    return "" if ci is None else (f" (within noise: the 95% interval of the improvement over old/old is "
+                                  f"{ci[0]:+.3f} to {ci[1]:+.3f})")
 
 
 def ties(values: Mapping[str, Any]) -> bool:

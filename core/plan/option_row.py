@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from embridge.core.evaluation.compat import gain_note, gain_retained
+from embridge.core.evaluation.headline import reaches_zero
 from embridge.core.report.report_record import Report
 
 SAMPLED = ("top1", "top5", "ndcg@10", "mrr@10")  # metrics a report records on the evaluation sample
@@ -79,5 +80,4 @@ def ceiling_floor(report: Report, n_sample: int, n: int, floor: float, metric: s
 def within_noise(opt: Mapping[str, Any]) -> bool:
     """Whether an option's improvement over old/old has a 95% interval reaching zero (False when unknown: a
     number recorded before intervals were kept)."""
-    ci = opt.get("improvement_ci")
-    return isinstance(ci, list | tuple) and len(ci) == 2 and isinstance(ci[0], int | float) and ci[0] <= 0
+    return reaches_zero(opt.get("improvement_ci"))

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from html import escape
 from typing import Any
 
-from embridge.core.evaluation.headline import JUDGED_METRICS, metric_label, ties, weighed
+from embridge.core.evaluation.headline import JUDGED_METRICS, metric_label, noise_words, ties, weighed
 from embridge.core.report.number_source import served_lines
 from embridge.core.report.report_record import Report, curve_metric, run_heldout
 from embridge.core.report.wording import comparison_word
@@ -90,6 +90,7 @@ def _headline(report: Mapping[str, Any]) -> str:
     decided = weighed(h)  # nDCG@10 with graded judgments, as the verdicts below
     verdict = {True: '<span class="pass">passes</span>', False: '<span class="fail">fails</span>'}.get(
         decided.compatible, "cannot be judged without labels")
+    verdict += escape(noise_words(h))
     if decided.compatible is False and ties(h):  # the criterion asks for more than today's system; the table: 'equal'
         verdict += f" (the upgraded system equals old/old, {float(decided.old_old or 0):.3f}: no better than today)"
     top1_gain = "gain retained (top-1)" if decided.name != "top-1" else "gain retained"

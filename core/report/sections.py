@@ -15,7 +15,7 @@ from embridge.core.adapters.registry import METHODS
 from embridge.core.cascade_rerank import reranks_by_new_vectors
 from embridge.core.evaluation.compat import NOT_BETTER, arr, compare, gain_retained
 from embridge.core.evaluation.headline import headline_metrics as plan_headline_metrics
-from embridge.core.evaluation.headline import metric_label, weighed
+from embridge.core.evaluation.headline import metric_label, noise_words, weighed
 from embridge.core.evaluation.metrics import bootstrap_ci, bootstrap_statistic_ci, per_label
 from embridge.core.evaluation.scoring import EvalResult
 from embridge.core.evaluation.served import Backfilled
@@ -230,8 +230,8 @@ def verdicts(head: dict[str, Any], upgraded: str, ceiling: str, kind: str, relev
                  f"{format_share(w.upgraded_sample)}, {ceiling} {format_share(cc)})")
         kept = (f"it keeps {format_share(gr)} of the full-backfill gain{where}" if gr is not None
                 else f"gain retained is undefined: {NOT_BETTER}")
-        lines.append(f"The {kind} layer passes the compatibility criterion: {upgraded} {name} {format_share(up)} > "
-                     f"old/old {format_share(oo)}; {kept}.")
+        lines.append(f"The {kind} layer passes the compatibility criterion{noise_words(head)}: {upgraded} {name} "
+                     f"{format_share(up)} > old/old {format_share(oo)}; {kept}.")
         if gr is not None and gr < 0.9 and kind == "cascade" and every_item_new:
             lines.append("Every gallery item already has its new-model vector, so what the cascade leaves unused is "
                          f"lost in the old index's recall of {int(method.get('k') or 0) or 'its K'} candidates: a "
