@@ -70,8 +70,11 @@ class StoreCheck:
             lines.append(f"  {n:>10}  {space or UNMARKED}")
         if self.migration:  # a checkpoint says complete or not; a stopped run and a live one look alike there
             status = self.migration["status"]
-            status = status if status == "complete" else "unfinished (running, or stopped: run the same migration " \
-                "again to finish it)"
+            if self.migration.get("source_changed"):  # a rerun cannot mend it: it is refused the same way
+                status = (f"{'complete' if status == 'complete' else 'unfinished'}, but its source changed after "
+                          "points were copied (drop the collection to migrate again from the start)")
+            elif status != "complete":
+                status = "unfinished (running, or stopped: run the same migration again to finish it)"
             lines.append(f"  migration into it: {status}, {self.migration['written']} of "
                          f"{self.migration['total']} points written")
         if self.quality:
@@ -182,6 +185,9 @@ def unfinished_reason(migration: dict[str, Any] | None, problem: str | None) -> 
     if migration and migration.get("status") != "complete":
         total = (migration.get("fingerprint") or {}).get("source_count")
         done = f"has written part of it ({migration.get('written')} of {total} points)"
+        if migration.get("source_changed"):
+            return (f"a migration {done} whose source changed after it had copied points, so it cannot be "
+                    "finished: drop the collection to migrate again from the start")
         if migration.get("refused"):
             return (f"an unfinished migration {done} and stopped on a point of the source it must not copy "
                     f"({migration['refused']}); mend the source, then run the same migration again to finish it")
@@ -242,7 +248,8 @@ def _check(store: Connector, label_field: str | None, served_as: str | None, sam
                             f"migration from it into '{previous}' took them as that model version's")
     if migration:
         result.migration = {"status": migration.get("status"), "written": migration.get("written"),
-                            "total": migration.get("fingerprint", {}).get("source_count")}
+                            "total": migration.get("fingerprint", {}).get("source_count"),
+                            "source_changed": bool(migration.get("source_changed"))}
     unfinished = unfinished_reason(migration, problem)
     if unfinished is not None:
         result.state = "half-migrated"

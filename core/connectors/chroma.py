@@ -54,6 +54,7 @@ def index_configuration(col: Any) -> dict[str, Any] | None:
 class ChromaConnector(Connector):
     scheme = "chroma"
     supports_alias = False
+    snapshot_reads = False  # pages by offset: a point deleted below the cursor shifts the next page over one
 
     def __init__(self, uri: StoreURI) -> None:
         import chromadb
@@ -118,7 +119,12 @@ class ChromaConnector(Connector):
         """Cursor: the number of points already read (Chroma lists them in insertion order)."""
         col, offset, total = self.col(), int(cursor or 0), self.count()
         while offset < total:
-            got = col.get(limit=batch_size, offset=offset, include=["embeddings", "metadatas", "documents"])
+            try:
+                got = col.get(limit=batch_size, offset=offset, include=["embeddings", "metadatas", "documents"])
+            except Exception as exc:  # chromadb's own errors (a record removed while the page was being read)
+                raise VectorStoreError(f"{self.describe()}: cannot read points {offset} onwards "
+                                       f"({first_line(exc)}); was the collection written meanwhile? run the "
+                                       "command again once it is not") from exc
             if not got["ids"]:
                 return
             offset += len(got["ids"])

@@ -27,8 +27,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from embridge.core.connectors.aliases import rollback_store, switch_alias
 from embridge.core.connectors.backfill_order import (
     NewVectors,
@@ -40,7 +38,8 @@ from embridge.core.connectors.check import missing_error
 from embridge.core.connectors.connector import SPACE_FIELD, Batch, Connector, VectorStoreError
 from embridge.core.connectors.job_lock import job_lock
 from embridge.core.connectors.migration_fingerprint import comparable, fingerprint_change, read_columns
-from embridge.core.connectors.migration_result import MigrationResult, Verification
+from embridge.core.connectors.migration_result import MigrationResult
+from embridge.core.connectors.migration_verify import unit_row, verify_migration
 from embridge.core.connectors.prefetch import Prefetch
 from embridge.core.connectors.source_checks import SeenIds, SourceDataError, check_source_spaces
 from embridge.core.connectors.source_digest import (
@@ -58,16 +57,13 @@ from embridge.core.connectors.targets import (
 from embridge.core.connectors.transform import StoreTransform, load_transform
 from embridge.core.errors import Cancelled, EmbridgeError, InputError, UsageError
 from embridge.core.heap import cap_malloc_arenas, release_free_memory
-from embridge.core.l2 import l2_normalize
 from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
 
 __all__ = ["migrate_store", "rollback_store", "switch_alias", "verify_migration"]
 
-VERIFY_SAMPLE = 256
 # Batches read and transformed ahead of the one being written: the read side runs while the store
 # writes, and at most depth + 1 batches are in memory (the one being written, the next being made).
 PREFETCH_DEPTH = 1
-VERIFY_RTOL, VERIFY_ATOL = 1e-4, 1e-5
 
 
 def space_names(transform: StoreTransform) -> dict[str, str]:
@@ -116,6 +112,19 @@ def _stopped_part_way(exc: EmbridgeError, target: Connector, written: int, total
                             "collection")
 
 
+def _source_unchanged(source: Connector, target: Connector, state: dict[str, Any], key: str, outcome: str) -> None:
+    """:func:`check_copied_unchanged`, recording a changed source in the checkpoint (``check`` then says the
+    migration cannot be finished, rather than to run it again) and clearing it once the source is as copied."""
+    try:
+        check_copied_unchanged(source, target, state, outcome)
+    except VectorStoreError:
+        state["source_changed"] = True
+        target.save_state(key, state)
+        raise
+    if state.pop("source_changed", None):
+        target.save_state(key, state)
+
+
 def _fingerprint(transform: StoreTransform, source: Connector, target: Connector, total: int,
                  new: NewVectors | None, order: str, backfill: int | None, seed: int) -> dict[str, Any]:
     # the collection read, not an alias naming it: a rerun after the switch and a later check find it by name
@@ -142,7 +151,15 @@ def resumable_state(target: Connector, key: str, fingerprint: dict[str, Any]) ->
             raise VectorStoreError(f"{target.describe()}: its migration checkpoint records {int(state['written'])} "
                                    f"points written, but it holds {held}: points were removed outside the "
                                    "migration; drop the collection to start again, or choose another target")
-    if state is not None and comparable(state.get("fingerprint")) != fingerprint:
+    before = comparable(state.get("fingerprint")) if state is not None else None
+    if isinstance(before, dict) and before != fingerprint and {**before, "source_count": fingerprint["source_count"]} \
+            == fingerprint:  # the same migration, of a source that gained or lost points since: not to be finished
+        target.save_state(key, {**state, "source_changed": True})  # so check says it as well
+        raise VectorStoreError(f"{target.describe()}: its migration read a source of {before.get('source_count')} "
+                               f"points, which holds {fingerprint['source_count']} now (points were added or "
+                               "removed since); nothing more was written and no alias was moved: drop "
+                               f"'{target.collection}' to migrate again from the start")
+    if state is not None and before != fingerprint:
         raise VectorStoreError(f"{target.describe()}: holds a different migration ("
                                f"{fingerprint_change(state.get('fingerprint'), fingerprint)}); run it with the "
                                "same options, or drop it or choose another target")
@@ -189,6 +206,8 @@ def _locked_run(transform: StoreTransform, source: Connector, target: Connector,
                  "backfill_ids": None, "spaces": names}  # spaces: what a rollback to the source serves again
         start_record(state, batch_size)
     resumed_from = int(state["written"])
+    if state["cursor"] is not None:  # a resume: the points copied so far must still be the source's
+        _source_unchanged(source, target, state, key, "nothing more was written")
     if state["status"] == "running" and not copied(state):
         chosen: set[str] = set()
         if new is not None:
@@ -205,9 +224,11 @@ def _locked_run(transform: StoreTransform, source: Connector, target: Connector,
         status = "completed"
     else:
         status = "already complete"
-    if status == "already complete" or (switch and alias):  # a source written since it was read is no copy of it
-        check_copied_unchanged(source, target, state, "the alias was not moved" if switch and alias else
-                               "the shadow was left as it is")
+    # a source written since it was read is no copy of it: checked before an alias moves, on a rerun, and
+    # after every run of a store read without a snapshot (an offset read skips a point when one is deleted)
+    if status == "already complete" or (switch and alias) or not source.snapshot_reads:
+        _source_unchanged(source, target, state, key, "the alias was not moved" if switch and alias else
+                          "the shadow was left as it is")
     seconds = time.perf_counter() - started
     try:
         verification = verify_migration(transform, source, target, names, new)
@@ -216,7 +237,7 @@ def _locked_run(transform: StoreTransform, source: Connector, target: Connector,
                                    f"written for {verification.source_count} in the source, spaces "
                                    f"{verification.spaces}")
     except VectorStoreError as exc:  # the source written during the migration is said as such, with its remedy
-        check_copied_unchanged(source, target, state, "the shadow was left as it is")
+        _source_unchanged(source, target, state, key, "the shadow was left as it is")
         if "drop" in str(exc):
             raise
         raise VectorStoreError(f"{exc}; drop '{target.collection}' to migrate again from the start") from exc
@@ -248,8 +269,6 @@ def copied(state: dict[str, Any]) -> bool:
 def _copy(transform: StoreTransform, source: Connector, target: Connector, new: NewVectors | None,
           chosen: set[str], names: dict[str, str], batch_size: int, state: dict[str, Any], key: str, total: int,
           report: ProgressFn, should_stop: StopFn | None) -> None:
-    if state["cursor"] is not None:  # a resume: the points copied so far must still be the source's
-        check_copied_unchanged(source, target, state)
     batch_size = read_batch_size(state, batch_size)  # the chain's batches, so that a later resume can recompute it
     if state.get("pending"):
         target.delete_ids(list(state["pending"]))  # a batch cut short, or written but not yet recorded
@@ -327,11 +346,6 @@ def _copy(transform: StoreTransform, source: Connector, target: Connector, new: 
         raise
 
 
-def unit_row(vector: np.ndarray, source: Any) -> np.ndarray:
-    """A new-model vector as written: L2-normalised, like the transformed points beside it."""
-    return l2_normalize(np.asarray(vector, np.float32)[None, :], str(source))[0]
-
-
 def transform_batch(transform: StoreTransform, batch: Batch, new: NewVectors | None, chosen: set[str],
                     names: dict[str, str]) -> Batch:
     """The batch in the new space: real new vectors for chosen ids, the bundle's transform for the rest."""
@@ -345,43 +359,3 @@ def transform_batch(transform: StoreTransform, batch: Batch, new: NewVectors | N
                 spaces[n] = names["new"]
     payloads = [{**p, SPACE_FIELD: s} for p, s in zip(batch.payloads, spaces, strict=True)]
     return Batch(list(batch.ids), vectors, payloads, batch.cursor)
-
-
-def verify_migration(transform: StoreTransform, source: Connector, target: Connector, names: dict[str, str],
-                     new: NewVectors | None) -> Verification:
-    """Counts, every point's space, and a sample of written vectors recomputed from the source."""
-    source_count = source.count()
-    target_count = target.count() if target.exists() else 0
-    spaces = target.space_counts() if target_count else {}
-    # the sample is read from the source, whose ids have their own types (a Chroma shadow holds them as text)
-    originals = next(iter(source.read_batches(VERIFY_SAMPLE)), None) if target_count else None
-    diff = 0.0
-    checked = checked_new = 0
-    if originals is not None:
-        sample = target.read_ids(list(originals.ids))
-        if len(sample) != len(originals):
-            raise VectorStoreError(f"{target.describe()}: {len(originals) - len(sample)} source points are not in "
-                                   "the shadow")
-        written = {str(i): (v, p) for i, v, p in zip(sample.ids, sample.vectors, sample.payloads, strict=True)}
-        expected = transform.apply(originals.vectors)
-        unit = target.normalises()
-        for n, pid in enumerate(originals.ids):
-            vec, payload = written[str(pid)]
-            want = expected[n]
-            if payload.get(SPACE_FIELD) == names["new"] and new is not None:
-                row = new.lookup(pid)
-                if row is not None:
-                    want = unit_row(new.vectors[row], new.path)
-                    checked_new += 1
-            if vec.shape != want.shape:  # the target's column is not this migration's output
-                raise VectorStoreError(f"{target.describe()}: point {pid!r} holds a {vec.size}-d vector where the "
-                                       f"bundle's transform gives {want.size}-d ones; it was not written by this "
-                                       "migration (drop it, or migrate into another collection)")
-            if unit:  # compare directions: cosine collections may hand back normalised vectors
-                want, vec = l2_normalize(np.stack([want, vec]), f"{target.describe()}: point {pid!r}")
-            if not np.allclose(vec, want, rtol=VERIFY_RTOL, atol=VERIFY_ATOL):
-                raise VectorStoreError(f"{target.describe()}: point {pid!r} holds a vector that is not the bundle's "
-                                       f"transform of the source (max abs difference {np.max(np.abs(vec - want)):.3g})")
-            diff = max(diff, float(np.max(np.abs(vec - want))) if len(want) else 0.0)
-            checked += 1
-    return Verification(source_count, target_count, spaces, checked, diff, transform.probes, checked_new)
