@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -144,7 +145,8 @@ def test_import_from_a_store_and_migrate_switch_cancel_resume_rollback(
 
 
 def test_store_dialogs_report_missing_fields_and_store_errors(qtbot: QtBot, window: MainWindow, tmp_path: Path,
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+                                                              monkeypatch: pytest.MonkeyPatch,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
     assert window.ctx.open_workspace(tmp_path / "ws", create=True)
     reported: list[tuple[str, str]] = []
     monkeypatch.setattr(window.ctx.reporter, "report", lambda title, text, details=None: reported.append((title, text)))
@@ -157,6 +159,12 @@ def test_store_dialogs_report_missing_fields_and_store_errors(qtbot: QtBot, wind
     wait_for_jobs(qtbot, window)
     assert reported[-1][1].endswith("nothing: no such collection")
     assert gallery.store_dialog.stage.text().startswith("failed: ")
+    with caplog.at_level(logging.INFO):  # a password in the URI: not in the job's title, its error or the log
+        gallery.store_dialog.uri.setText("postgresql://me:s3cret-pw@127.0.0.1:1/db?table=docs")
+        click(qtbot, gallery.store_dialog.import_button)
+        wait_for_jobs(qtbot, window)
+    assert "cannot connect to PostgreSQL" in reported[-1][1] and "me:***@127.0.0.1" in reported[-1][0]
+    assert "s3cret" not in repr(reported) + caplog.text and "me:***@" in caplog.text
     gallery.store_dialog.uri.setText("  ")  # refused before any job: the failure above is not left beside it
     click(qtbot, gallery.store_dialog.import_button)
     assert reported[-1][1] == "Enter the store's URI first." and gallery.store_dialog.stage.text() == ""
