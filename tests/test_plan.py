@@ -652,3 +652,13 @@ def test_a_layer_recommended_by_the_target_share_says_when_its_margin_is_within_
              f"{interval[1]:+.3f}, paired bootstrap over the test queries), so new queries may search no better than "
              "today until a backfill")
     assert (noise in plan.reason) is (interval[0] <= 0)
+
+
+def test_a_heads_full_backfill_stores_the_head_it_serves_through() -> None:
+    """A bt2 head's full backfill serves head(new) outputs, so the head ships with it: its storage left the
+    head's file out while every layer option counted its own."""
+    plan = _head_plan_beside_fct(0.70, share=0.9)
+    full = options(plan)["full_backfill"]
+    assert full["storage_bytes"] == N * D_OLD * 4 + ADAPTER_BYTES  # the head's outputs (out_dim) and its file
+    plain = options(plan_from_report(make_report(0.60, 0.80, 0.70), RATE))["full_backfill"]
+    assert plain["storage_bytes"] == N * D_NEW * 4  # no head: the new model's own vectors alone

@@ -89,7 +89,7 @@ class _Sizes:
         self.d_old, self.d_new = int(models["old"]["dim"]), int(models["new"]["dim"])
         self.b_old = int(models["old"].get("bytes_per_value", 4))
         self.b_new = int(models["new"].get("bytes_per_value", 4))
-        head = report.ceiling_cell == "head/head"
+        self.head = head = report.ceiling_cell == "head/head"  # the full backfill serves the head's outputs
         self.d_full = int(adapter["out_dim"]) if head else self.d_new
         self.forward = adapter.get("direction") == "forward"
         self.d_rest = int(adapter["out_dim"]) if self.forward else self.d_old  # non-backfilled items' dims
@@ -318,7 +318,8 @@ def plan_from_report(source: Report | Mapping[str, Any], throughput: Throughput,
     if partial is not None:
         options.append(partial)
     options.append(option_row("full_backfill", "Full backfill", _time(sizes.n, throughput.embed_items_per_s),
-                              sizes.n * sizes.d_full * sizes.b_new, sizes.n, ceil_q, new_floor, ceiling,
+                              sizes.n * sizes.d_full * sizes.b_new + sizes.adapter_bytes * sizes.head, sizes.n, ceil_q,
+                              new_floor, ceiling,
                               [f"Re-embeds all {sizes.n} gallery items with the new model; quality is the {ceil_cell} "
                                "cell of this report."], metric))
     name_galleries(options, report, up_cell, ceil_cell)
