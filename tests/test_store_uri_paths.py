@@ -224,3 +224,22 @@ def test_the_default_model_of_a_collection_with_a_space_in_its_name_is_a_valid_n
     assert cli(capsys, "init", "--workspace", str(ws))[0] == 0
     code, imported, err = cli(capsys, "import", "--workspace", str(ws), "--from", source)
     assert code == 0 and imported["model"] == "My-Docs-e-vectors" and imported["new_items"] == 20, err
+
+
+def test_a_librarys_warning_is_one_line_beside_the_error(tmp_path: Path) -> None:
+    """qdrant-client warns that an API key goes over plain http: Python printed it on two lines (file, line
+    and source), beside the command's one error line."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "QDRANT_API_KEY": "k3y-not-shown"}
+    env.pop("EMBRIDGE_DEBUG", None)
+    done = subprocess.run([sys.executable, "-m", "embridge.core.cli.main", "check", "--uri",
+                           "qdrant://127.0.0.1:1?collection=docs"], capture_output=True, text=True, env=env,
+                          timeout=120, cwd=tmp_path)
+    lines = done.stderr.splitlines()
+    assert done.returncode == 1 and len(lines) == 2, done.stderr
+    assert lines[0] == "WARNING: Api key is used with an insecure connection."
+    assert lines[1].startswith("embridge: error: qdrant://127.0.0.1:1?collection=docs: cannot open the Qdrant store")
+    assert "k3y" not in done.stderr + done.stdout

@@ -16,6 +16,7 @@ import sqlite3
 import sys
 import threading
 import traceback
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -107,6 +108,8 @@ def main(argv: Sequence[str] | None = None, *, program: bool = False) -> int:
     """Run one command; its exit status. ``program``: this is the whole process (the ``embridge``
     program), so once the command's work is done a late Ctrl-C or SIGTERM is ignored rather than
     turning a finished command into a failed one; callers in-process keep their own signal handling."""
+    if program and not os.environ.get("EMBRIDGE_DEBUG"):
+        warnings.showwarning = _warning_line  # a library's warning, one line as Embridge's own
     try:
         return _main(argv, program)
     finally:  # damaged vector sets the command passed over, whatever its outcome
@@ -115,6 +118,15 @@ def main(argv: Sequence[str] | None = None, *, program: bool = False) -> int:
         for line in damage_log.take():
             if sys.stderr is not None:
                 sys.stderr.write(f"WARNING: {one_line(line)}\n")
+
+
+def _warning_line(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None,
+                  line: str | None = None) -> None:
+    """A Python warning (qdrant-client's about a key sent over plain http, say) as one 'WARNING:' line on
+    stderr, without the file, line and source that Python's own format adds on a second line."""
+    out = file or sys.stderr
+    if out is not None:
+        out.write(f"WARNING: {one_line(str(message))}\n")
 
 
 # what a command writes, named when the system's error names no file (pyarrow's and Lance's writers do not)
