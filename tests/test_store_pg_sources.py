@@ -105,6 +105,8 @@ def test_a_shadow_leaves_out_what_described_the_old_vectors_and_generates_column
     assert code == 0 and migrated["verification"]["ok"], err
     assert "the shadow leaves out the constraint 'docs_width' (CHECK ((vector_dims(embedding) = " in migrated["warning"]
     assert "docs_label" not in migrated["warning"]
+    assert "leaves out the vector column's default (" in migrated["warning"]
+    assert "computes its column 'norm' (vector_norm(embedding)) from the new vectors" in migrated["warning"]
     with psycopg.connect(base, autocommit=True) as conn:
         register_vector(conn)
         checks = [r[0] for r in conn.execute("select conname from pg_constraint where conrelid = 'docs_v2'::regclass "
@@ -155,3 +157,22 @@ def test_a_numeric_label_column_is_read_as_the_integers_it_holds() -> None:
     for bad in (Decimal("2.5"), Decimal("NaN"), Decimal("Infinity")):
         with pytest.raises(ImportDataError, match="a label must be text or an integer, got the number"):
             normalise_label(bad, "src", "point 1")
+
+
+def test_a_column_computed_at_the_old_width_is_refused_in_one_line(
+        upgrade: dict, tmp_path: Path, pg_server: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """A generated column comparing the vector with a constant of the old width: the copied definition
+    refuses every new vector, which ended in 'unexpected DataException' (exit 3)."""
+    import psycopg
+
+    v1, labels = upgrade["vectors"]["v1"], upgrade["labels"]
+    base = fresh_pg_database(pg_server, "pg_old_width")
+    fill_source("pgvector", tmp_path, list(range(len(v1))), v1, labels, pg_base=base, name="docs")
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute("alter table docs add column dist real generated always as (l2_distance(embedding, "
+                     f"array_fill(0::real, array[{v1.shape[1]}])::vector)) stored")
+    uri = base + "&column=embedding&table="
+    code, _, err = cli(capsys, "migrate", "--bundle", str(upgrade["bundle"]), "--from", uri + "docs",
+                       "--to", uri + "docs_v2", "--batch", "50")
+    one_line(code, err, "the server refused the rows (different vector dimensions",
+             "a constraint, generated column or index of the table may compute on the vectors as the old model's")

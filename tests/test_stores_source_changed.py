@@ -143,10 +143,74 @@ def test_a_source_edited_during_one_run_is_not_switched_to_nor_called_complete(k
                       should_stop=_edit_after(2, edit))
     with open_store(case.alias_uri) as alias:
         assert not alias.exists()  # nothing serves the shadow
+    # never verified complete: a rerun cannot finish it, and check says so
     with pytest.raises(VectorStoreError, match=r"changed since .*; the shadow was left as it is: drop 'docs_v2'"):
         migrate_store(upgrade["bundle"], case.source, case.target, batch_size=BATCH)
     with pytest.raises(VectorStoreError, match=r"changed since .*; the alias was not moved"):
         migrate_store(upgrade["bundle"], case.source, case.target, batch_size=BATCH, switch=True, alias="docs")
+    with open_store(case.target) as target:
+        assert target.load_state("migrate-docs_v2")["source_changed"] is True
+
+
+@pytest.mark.parametrize("kind", ["parquet", "lancedb"])
+def test_a_complete_migration_run_again_after_its_source_changed_says_so_and_refuses_only_to_switch(
+        kind: str, upgrade: dict, tmp_path: Path) -> None:
+    """A rerun said 'already complete ... verified' of a shadow that no longer held its source; a complete
+    shadow may already serve, so the rerun says the change (no 'drop'), and only a switch onto it is refused."""
+    v1, labels = upgrade["vectors"]["v1"], upgrade["labels"]
+    ids = [int(i) + 1 for i in range(len(v1))]
+    case = fill_source(kind, tmp_path, ids, v1, labels)
+    done = migrate_store(upgrade["bundle"], case.source, case.target, batch_size=BATCH)
+    assert done.status == "completed" and done.warning is None
+    _edit_parquet_payload(tmp_path / "pq" / "docs_v1") if kind == "parquet" else _edit_lance_body(tmp_path, ids[0])
+    again = migrate_store(upgrade["bundle"], case.source, case.target, batch_size=BATCH)
+    assert again.status == "already complete" and "changed since the migration copied it" in (again.warning or "")
+    assert "drop" not in again.warning
+    with pytest.raises(VectorStoreError, match=r"changed since .*; the alias was not moved"):
+        migrate_store(upgrade["bundle"], case.source, case.target, batch_size=BATCH, switch=True, alias="docs")
+    with open_store(case.target) as target:  # complete: check says so, and nothing asks to drop it
+        assert "source_changed" not in target.load_state("migrate-docs_v2")
+
+
+def test_a_parquet_source_read_from_a_cursor_in_other_batches_is_not_taken_for_a_changed_one(
+        upgrade: dict, tmp_path: Path) -> None:
+    """Row groups of 170 and batches of 250: the copy, reading on from a cursor, cut its batches at other
+    points than a read from the start, and every --switch of an untouched source was refused as changed."""
+    v1 = np.concatenate([upgrade["vectors"]["v1"]] * 5)[:1000]
+    folder = tmp_path / "pq" / "docs_v1"
+    folder.mkdir(parents=True)
+    table = pa.table({"id": pa.array(range(1000), pa.int64()),
+                      "vector": pa.FixedSizeListArray.from_arrays(pa.array(v1.ravel()), v1.shape[1]),
+                      "label": [str(i % 7) for i in range(1000)]})
+    pq.write_table(table, folder / "part-0.parquet", row_group_size=170)
+    base = f"parquet://{tmp_path / 'pq'}"
+    done = migrate_store(upgrade["bundle"], f"{base}/docs_v1", f"{base}/docs_v2", batch_size=250, switch=True,
+                         alias="docs")
+    assert done.status == "completed" and done.switched
+    again = migrate_store(upgrade["bundle"], f"{base}/docs_v1", f"{base}/docs_v2", batch_size=250)
+    assert again.status == "already complete" and again.warning is None
+
+
+def test_a_run_stopped_before_a_source_grew_says_a_rerun_cannot_finish_it(upgrade: dict, tmp_path: Path) -> None:
+    """The same options, a source that gained points: 'run it with the same options' could not help."""
+    v1, labels = upgrade["vectors"]["v1"], upgrade["labels"]
+    ids = [int(i) + 1 for i in range(len(v1))]
+    case = fill_source("parquet", tmp_path, ids, v1, labels)
+    with pytest.raises(Cancelled):
+        migrate_store(upgrade["bundle"], case.source, case.target, batch_size=BATCH, should_stop=_stop_after(2))
+    extra = tmp_path / "pq" / "docs_v1" / "part-9.parquet"
+    table = pq.read_table(tmp_path / "pq" / "docs_v1" / "part-0.parquet")
+    pq.write_table(table.set_column(0, "id", pa.array(np.arange(10_000, 10_000 + table.num_rows))), extra)
+    with pytest.raises(VectorStoreError, match=rf"its migration read a source of {len(ids)} points, which holds "
+                                               rf"{len(ids) + table.num_rows} now .*drop 'docs_v2'"):
+        migrate_store(upgrade["bundle"], case.source, case.target, batch_size=BATCH)
+    with open_store(case.target) as target:
+        assert target.load_state("migrate-docs_v2")["source_changed"] is True
+    extra.unlink()  # the source as it was: the run resumes and finishes, and the mark goes
+    done = migrate_store(upgrade["bundle"], case.source, case.target, batch_size=BATCH)
+    assert done.status == "completed" and done.resumed_from > 0
+    with open_store(case.target) as target:
+        assert "source_changed" not in target.load_state("migrate-docs_v2")
 
 
 def test_a_chroma_point_deleted_during_a_run_is_found_before_the_run_says_it_verified(upgrade: dict,

@@ -43,6 +43,7 @@ from embridge.core.connectors.migration_verify import unit_row, verify_migration
 from embridge.core.connectors.prefetch import Prefetch
 from embridge.core.connectors.source_checks import SeenIds, SourceDataError, check_source_spaces
 from embridge.core.connectors.source_digest import (
+    SourceChangedError,
     batch_digest,
     check_copied_unchanged,
     read_batch_size,
@@ -113,16 +114,30 @@ def _stopped_part_way(exc: EmbridgeError, target: Connector, written: int, total
 
 
 def _source_unchanged(source: Connector, target: Connector, state: dict[str, Any], key: str, outcome: str) -> None:
-    """:func:`check_copied_unchanged`, recording a changed source in the checkpoint (``check`` then says the
-    migration cannot be finished, rather than to run it again) and clearing it once the source is as copied."""
+    """:func:`check_copied_unchanged`; an unfinished migration's changed source is recorded in its checkpoint
+    (``check`` then says a rerun cannot finish it, rather than to run it again), and cleared once the source
+    is as copied. A passing read error is no change, and is not recorded."""
     try:
         check_copied_unchanged(source, target, state, outcome)
-    except VectorStoreError:
-        state["source_changed"] = True
-        target.save_state(key, state)
+    except SourceChangedError:
+        if state.get("status") != "complete":
+            state["source_changed"] = True
+            target.save_state(key, state)
         raise
     if state.pop("source_changed", None):
         target.save_state(key, state)
+
+
+def _changed_since_copied(source: Connector, target: Connector, state: dict[str, Any]) -> str | None:
+    """For a rerun of a complete migration: a note when the source no longer holds what was copied. The
+    shadow may already serve, so the note names the change and no 'drop'."""
+    try:
+        check_copied_unchanged(source, target, state)
+    except SourceChangedError:
+        return (f"{source.describe()} changed since the migration copied it (points edited, removed, added or "
+                f"moved): '{target.collection}' does not hold those changes; migrate into a new collection to take "
+                "them")
+    return None
 
 
 def _fingerprint(transform: StoreTransform, source: Connector, target: Connector, total: int,
@@ -152,8 +167,12 @@ def resumable_state(target: Connector, key: str, fingerprint: dict[str, Any]) ->
                                    f"points written, but it holds {held}: points were removed outside the "
                                    "migration; drop the collection to start again, or choose another target")
     before = comparable(state.get("fingerprint")) if state is not None else None
-    if isinstance(before, dict) and before != fingerprint and {**before, "source_count": fingerprint["source_count"]} \
-            == fingerprint:  # the same migration, of a source that gained or lost points since: not to be finished
+    recounted = isinstance(before, dict) and before != fingerprint and \
+        {**before, "source_count": fingerprint["source_count"]} == fingerprint  # the same migration, another count
+    if recounted and state is not None and state.get("status") != "complete" and not int(state.get("written") or 0):
+        before = state["fingerprint"] = fingerprint  # nothing copied yet: it starts on the source as it is now
+        target.save_state(key, state)
+    elif recounted and state is not None and state.get("status") != "complete":  # not to be finished
         target.save_state(key, {**state, "source_changed": True})  # so check says it as well
         raise VectorStoreError(f"{target.describe()}: its migration read a source of {before.get('source_count')} "
                                f"points, which holds {fingerprint['source_count']} now (points were added or "
@@ -205,7 +224,7 @@ def _locked_run(transform: StoreTransform, source: Connector, target: Connector,
         state = {"fingerprint": fingerprint, "cursor": None, "written": 0, "pending": None, "status": "running",
                  "backfill_ids": None, "spaces": names}  # spaces: what a rollback to the source serves again
         start_record(state, batch_size)
-    resumed_from = int(state["written"])
+    resumed_from, was_complete = int(state["written"]), state["status"] == "complete"
     if state["cursor"] is not None:  # a resume: the points copied so far must still be the source's
         _source_unchanged(source, target, state, key, "nothing more was written")
     if state["status"] == "running" and not copied(state):
@@ -224,11 +243,15 @@ def _locked_run(transform: StoreTransform, source: Connector, target: Connector,
         status = "completed"
     else:
         status = "already complete"
-    # a source written since it was read is no copy of it: checked before an alias moves, on a rerun, and
-    # after every run of a store read without a snapshot (an offset read skips a point when one is deleted)
-    if status == "already complete" or (switch and alias) or not source.snapshot_reads:
-        _source_unchanged(source, target, state, key, "the alias was not moved" if switch and alias else
+    # a source written since it was read is no copy of it: checked before an alias moves onto the shadow,
+    # and after every run of a store read without a snapshot (an offset read skips a point when one is deleted)
+    moving = bool(switch and alias) and target.alias_target(alias or "") != target.collection
+    changed = None
+    if moving or (not was_complete and (status == "already complete" or not source.snapshot_reads)):
+        _source_unchanged(source, target, state, key, "the alias was not moved" if moving else
                           "the shadow was left as it is")
+    elif was_complete:  # a complete migration run again: it may serve already, so a change is said, not refused
+        changed = _changed_since_copied(source, target, state)
     seconds = time.perf_counter() - started
     try:
         verification = verify_migration(transform, source, target, names, new)
@@ -236,21 +259,22 @@ def _locked_run(transform: StoreTransform, source: Connector, target: Connector,
             raise VectorStoreError(f"{target.describe()}: verification failed: {verification.target_count} points "
                                    f"written for {verification.source_count} in the source, spaces "
                                    f"{verification.spaces}")
-    except VectorStoreError as exc:  # the source written during the migration is said as such, with its remedy
-        _source_unchanged(source, target, state, key, "the shadow was left as it is")
-        if "drop" in str(exc):
+    except VectorStoreError as exc:  # this run's copy: a source written meanwhile is said so, with its remedy
+        if was_complete or "drop" in str(exc):
             raise
+        _source_unchanged(source, target, state, key, "the shadow was left as it is")
         raise VectorStoreError(f"{exc}; drop '{target.collection}' to migrate again from the start") from exc
     verify_seconds = time.perf_counter() - started - seconds
-    if state["status"] != "complete":
+    if state["status"] != "complete" or state.get("source_changed"):
         state["status"] = "complete"
+        state.pop("source_changed", None)  # a source restored since a refusal: complete as it is
         target.save_state(key, state)
     result = MigrationResult(source.describe(), target.describe(), target.collection, status, total,
                              int(state["written"]) - resumed_from if status == "completed" else 0, resumed_from,
                              len(state.get("backfill_ids") or []), seconds, verification, verify_seconds,
                              spaces=names, warning=_joined(transform.warning, source.lossy_note(), unmatched_warning(
                                  new, backfill, int(verification.spaces.get(names["new"], 0)), total), made,
-                                 *target.made_notes))
+                                 *target.made_notes, changed))
     if switch and alias:
         result.previous = switch_alias(target, alias, target.collection)
         result.switched, result.alias = True, alias
@@ -295,7 +319,7 @@ def _copy(transform: StoreTransform, source: Connector, target: Connector, new: 
         target.save_state(key, state)
         target.write(out)
         state.update(cursor=out.cursor, written=int(state["written"]) + len(out), pending=None)
-        record_batch(state, digest)
+        record_batch(state, digest, len(out))
         target.save_state(key, state)
         report(int(state["written"]), total, {"stage": "migrating"})
         release_free_memory()  # what the batch freed goes back to the system, not to an idle arena

@@ -62,11 +62,16 @@ def create_like(conn: Any, table: Any, source: Any, vec_col: str, dim: int) -> l
         f"and d.refobjsubid = {attnum} order by a.attnum", params).fetchall()
     for _, name, _, _ in generated:  # PostgreSQL cannot change the type of a column another is generated from
         conn.execute(sql.SQL("alter table {} drop column {}").format(table, sql.Identifier(name)))
-    conn.execute(sql.SQL("alter table {} alter column {} drop default").format(table, column))
+    default = conn.execute("select pg_get_expr(adbin, adrelid) from pg_attrdef where adrelid = %(rel)s::regclass "
+                           f"and adnum = {attnum}", params).fetchone()
+    if default:
+        conn.execute(sql.SQL("alter table {} alter column {} drop default").format(table, column))
+        notes.append(f"the shadow leaves out the vector column's default ({default[0]}): a vector of the old model")
     conn.execute(sql.SQL("alter table {} alter column {} type vector({})").format(table, column, sql.Literal(int(dim))))
     for _, name, kind, expression in generated:
         conn.execute(sql.SQL("alter table {} add column {} {} generated always as ({}) stored").format(
             table, sql.Identifier(name), sql.SQL(kind), sql.SQL(expression)))
+        notes.append(f"the shadow computes its column '{name}' ({expression}) from the new vectors")
     return notes
 
 

@@ -85,6 +85,22 @@ def python_values(where: str) -> Iterator[None]:
                                "value, before reading it") from exc
 
 
+@contextmanager
+def refused_rows(where: str, width: int) -> Iterator[None]:
+    """Rows the server refuses (a constraint, a generated column or an index of the table that computes on the
+    vectors at another width) as one line naming the table and the server's reason, not an unexpected error."""
+    import psycopg
+
+    try:
+        yield
+    except (psycopg.errors.DataException, psycopg.errors.IntegrityError) as exc:
+        computed = isinstance(exc, psycopg.errors.DataException | psycopg.errors.CheckViolation)
+        hint = (f"; a constraint, generated column or index of the table may compute on the vectors as the old "
+                f"model's, where these are {width}-d") if computed else ""
+        raise VectorStoreError(f"{where}: the server refused the rows ({str(exc).strip().splitlines()[0]}){hint}") \
+            from exc
+
+
 def copy_rows(conn: Any, rel: Any, name: str, schema: str | None, vec_col: str, cols: list[str],
               rows: Iterable[list[Any]]) -> None:
     """Write ``rows`` (values of ``cols``, the vector as an array) into the table in one transaction:

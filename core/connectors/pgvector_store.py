@@ -340,10 +340,11 @@ class PgVectorConnector(Connector):
         payload_cols = [c for c in types if c not in (self.id_col, self.vec_col) and c not in computed]
         keys = self._keys(batch.ids, types)
         pg_columns.check_payload_fits(self.describe(), keys, batch.payloads, types)
-        pg_payload.copy_rows(self.conn, self._rel(), self.collection, self.schema, self.vec_col,
-                             [self.id_col, self.vec_col, *payload_cols],
-                             ([pid, vec, *[payload.get(c) for c in payload_cols]]
-                              for pid, vec, payload in zip(keys, batch.vectors, batch.payloads, strict=True)))
+        with pg_payload.refused_rows(self.describe(), batch.vectors.shape[1]):
+            pg_payload.copy_rows(self.conn, self._rel(), self.collection, self.schema, self.vec_col,
+                                 [self.id_col, self.vec_col, *payload_cols],
+                                 ([pid, vec, *[payload.get(c) for c in payload_cols]]
+                                  for pid, vec, payload in zip(keys, batch.vectors, batch.payloads, strict=True)))
         pg_columns.advance_identity(self.conn, self.collection, self.schema, self.id_col)
 
     def delete_ids(self, ids: list[PointId]) -> None:
