@@ -209,6 +209,14 @@ def test_version_three_workspace_forgets_the_passwords_of_the_stores_it_imported
         ws.add_model("m", "old", {"kind": "vectors", "dim": 2, "source": secret, "sha256": "a" * 64}, None)
         ws.start_run("backfill", "m", {"store": secret, "note": "user@example.org"})
         ws.set_meta(resume_key(source), "{}")
+        rotated = source.replace("me:pa55@", "me:older-pa55@")  # the same store, before a password change
+        ws.add_items([{"key": "c", "source": rotated}], source=rotated)
+        ws.set_meta(resume_key(rotated), "{}")
+    partial = root / "vectors" / ".partial"
+    partial.mkdir(parents=True, exist_ok=True)
+    stem = "store-" + hashlib.sha256(source.encode()).hexdigest()[:16]
+    for suffix in (".npy", ".ids.npy", ".json"):  # an interrupted import's rows: resumed, not rewritten
+        (partial / f"{stem}{suffix}").write_bytes(b"rows")
     db = sqlite_utils.Database(root / "embridge.db")
     db["meta"].upsert({"key": "schema_version", "value": "3"}, pk="key")
     db.close()
@@ -216,8 +224,12 @@ def test_version_three_workspace_forgets_the_passwords_of_the_stores_it_imported
         assert schema_module.current_version(ws.db) == 4
         dump = "\n".join(ws.db.conn.iterdump())
         assert "pa55" not in dump
-        assert {r["key"]: r["source"] for r in ws.items()} == {"a": f"store:{masked(secret)}", "b": "items.csv"}
+        assert {r["key"]: r["source"] for r in ws.items()} == {"a": f"store:{masked(secret)}", "b": "items.csv",
+                                                                "c": f"store:{masked(secret)}"}
         assert ws.model("m")["spec"]["source"] == "postgresql://me:***@db.example.org/shop?table=docs&password=***"
         (run,) = ws.runs("backfill")
         assert run["config"] == {"store": masked(secret), "note": "user@example.org"}
         assert ws.meta(resume_key(f"store:{masked(secret)}")) == "{}"
+    stem = "store-" + hashlib.sha256(f"store:{masked(secret)}".encode()).hexdigest()[:16]
+    assert sorted(f.name for f in partial.iterdir() if not f.name.endswith(".lock")) == \
+        sorted(f"{stem}{suffix}" for suffix in (".npy", ".ids.npy", ".json"))

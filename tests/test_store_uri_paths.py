@@ -166,6 +166,8 @@ def test_one_server_has_one_place_whatever_its_host_case_credentials_or_trailing
         "postgresql://elsewhere:5440/shop?host=db.example.org&port=5432")}  # which libpq takes over the URI's
     assert places == {("postgresql", "db.example.org", "/shop")}
     assert StoreURI.parse("postgresql://db.example.org:5433/shop").place() not in places
+    assert StoreURI.parse("postgresql:///?host=db.example.org&dbname=shop").place() in places  # libpq's dbname
+    assert StoreURI.parse("postgresql:///?host=db.example.org&dbname=shop2").place() not in places
     assert StoreURI.parse("postgresql:///shop?host=/run/PG").place() == ("postgresql", "/run/PG", "/shop")
     assert {StoreURI.parse(f"qdrant://q.example.org{port}?collection=docs").place() for port in ("", ":6333")} == {
         ("qdrant", "q.example.org", "")}
@@ -203,6 +205,14 @@ def test_secrets_are_masked_however_they_are_written() -> None:
         "postgresql://me@db/x?table=t&pass%77ord=***&sslkey=***"
     assert masked("postgresql://me@db/x?application_name=a:b@c&table=t") == \
         "postgresql://me@db/x?application_name=a:b@c&table=t"  # no password: nothing hidden
+    # only the secret goes: an '@' in the query or a 'key=' folder in the path leaves two stores two
+    stores = ("postgresql://me:pw@db:5432/v?table={}&application_name=etl@box", "parquet:///d/R&D/key={}",
+              "lancedb:///d/R&D/token={}/db?table=t")
+    for uri in stores:
+        assert masked(uri.format("a")) != masked(uri.format("b")) and "pw" not in masked(uri.format("a"))
+    assert masked("qdrant://K3y@h?collection=c") == "qdrant://***@h?collection=c"
+    assert scrubbed("failed to resolve host 'XYZ5@127.0.0.1'", "postgresql://me:sek@XYZ5@127.0.0.1/v") == \
+        "failed to resolve host '***@127.0.0.1'"  # libpq reads a password's unencoded '@' as the host's start
     said = 'invalid percent-encoded token: "s3cr%zzet"'
     assert scrubbed(said, "postgresql://me:s3cr%zzet@db/x") == 'invalid percent-encoded token: "***"'
     for uri in ("qdrant://user:QdKey123@q.example.org?collection=docs", "chroma://ChTok456@c.example.org?collection=docs"):

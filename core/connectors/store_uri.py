@@ -95,10 +95,7 @@ class StoreURI:
     def shown(self) -> str:
         """The URI as it may be printed or stored (:func:`masked`: no password, no secret parameter; the user
         part of a server that is not PostgreSQL, which holds nothing but a key, as ``***``)."""
-        shown = masked(self.raw)
-        if "@" in self.netloc and self.scheme not in SERVER_URI_SCHEMES:
-            shown = shown.replace(self.netloc.rpartition("@")[0], "***", 1)
-        return shown
+        return masked(self.raw)
 
     @property
     def host(self) -> str:
@@ -118,8 +115,9 @@ class StoreURI:
         resolved (a link, ``//``, ``.`` and a trailing ``/``), a server's host in lower case without the
         user's credentials and its path without a trailing ``/``."""
         scheme = "postgresql" if self.scheme == "postgres" else self.scheme
-        if scheme == "postgresql":
-            return scheme, self._pg_server(), self.path.rstrip("/")
+        if scheme == "postgresql":  # libpq's ?dbname= names the database as the path does, and wins over it
+            return scheme, self._pg_server(), "/" + self.params["dbname"] if self.params.get("dbname") \
+                else self.path.rstrip("/")
         if self.netloc:
             return scheme, _without_default_port(self.netloc.rpartition("@")[2].lower(), DEFAULT_PORTS.get(scheme)), \
                 self.path.rstrip("/")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 from functools import cache
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from embridge.core.credentials import masked
@@ -109,8 +110,8 @@ def _v3_query_index(db: sqlite_utils.Database) -> None:
 
 
 def _v4_no_stored_passwords(db: sqlite_utils.Database) -> None:
-    """Store URIs recorded with a password (imported items and their model, a backfill's store, an
-    interrupted import's resume key) are recorded :func:`~embridge.core.credentials.masked`, as
+    """Store URIs recorded with a password (imported items and their model, a bundle's manifest, a
+    backfill's store, an interrupted import's resume key and vectors) are recorded :func:`~embridge.core.credentials.masked`, as
     this version records them: the secret leaves the database, and importing the same store again finds
     its items under the same source."""
     import hashlib
@@ -119,10 +120,21 @@ def _v4_no_stored_passwords(db: sqlite_utils.Database) -> None:
     def resume_key(source: str) -> str:  # as the store import names an interrupted import's settings
         return "import-from-store:" + hashlib.sha256(source.encode()).hexdigest()[:16]
 
+    def partial_key(source: str) -> str:  # an interrupted import's vectors, under vectors/.partial/
+        return "store-" + hashlib.sha256(source.encode()).hexdigest()[:16]
+
+    database = next((Path(row[2]) for row in db.execute("PRAGMA database_list").fetchall() if row[1] == "main"
+                     and row[2]), None)
+    partial = database.parent / "vectors" / ".partial" if database is not None else None
     for (source,) in db.execute("select distinct source from items where source like 'store:%'").fetchall():
         if (clean := masked(source)) != source:
             db.execute("update items set source = ? where source = ?", [clean, source])
-            db.execute("update meta set key = ? where key = ?", [resume_key(clean), resume_key(source)])
+            # two sources that differed only by their password are one now: the later settings are kept
+            db.execute("update or replace meta set key = ? where key = ?", [resume_key(clean), resume_key(source)])
+            for suffix in (".npy", ".ids.npy", ".json") if partial is not None and partial.is_dir() else ():
+                old, new = partial / f"{partial_key(source)}{suffix}", partial / f"{partial_key(clean)}{suffix}"
+                if old.is_file() and not new.exists():
+                    old.rename(new)  # resumed where it stopped, not rewritten from its first row
     def clean(value: Any) -> Any:  # each string of a JSON record masked on its own
         if isinstance(value, dict):
             return {k: clean(v) for k, v in value.items()}
@@ -130,7 +142,7 @@ def _v4_no_stored_passwords(db: sqlite_utils.Database) -> None:
             return [clean(v) for v in value]
         return masked(value) if isinstance(value, str) and "://" in value else value
 
-    for table, column in (("models", "spec"), ("runs", "config")):
+    for table, column in (("models", "spec"), ("runs", "config"), ("bundles", "manifest")):
         for row_id, text in db.execute(f"select id, {column} from {table} where {column} like '%://%'").fetchall():
             try:
                 record = json.loads(text)
