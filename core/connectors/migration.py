@@ -113,12 +113,13 @@ def _stopped_part_way(exc: EmbridgeError, target: Connector, written: int, total
                             "collection")
 
 
-def _source_unchanged(source: Connector, target: Connector, state: dict[str, Any], key: str, outcome: str) -> None:
+def _source_unchanged(source: Connector, target: Connector, state: dict[str, Any], key: str, outcome: str,
+                      resuming: bool = False) -> None:
     """:func:`check_copied_unchanged`; an unfinished migration's changed source is recorded in its checkpoint
     (``check`` then says a rerun cannot finish it, rather than to run it again), and cleared once the source
     is as copied. A passing read error is no change, and is not recorded."""
     try:
-        check_copied_unchanged(source, target, state, outcome)
+        check_copied_unchanged(source, target, state, outcome, resuming)
     except SourceChangedError:
         if state.get("status") != "complete":
             state["source_changed"] = True
@@ -132,7 +133,7 @@ def _changed_since_copied(source: Connector, target: Connector, state: dict[str,
     """For a rerun of a complete migration: a note when the source no longer holds what was copied. The
     shadow may already serve, so the note names the change and no 'drop'."""
     try:
-        check_copied_unchanged(source, target, state)
+        check_copied_unchanged(source, target, state, resuming=False)
     except SourceChangedError:
         return (f"{source.describe()} changed since the migration copied it (points edited, removed, added or "
                 f"moved): '{target.collection}' does not hold those changes; migrate into a new collection to take "
@@ -226,7 +227,7 @@ def _locked_run(transform: StoreTransform, source: Connector, target: Connector,
         start_record(state, batch_size)
     resumed_from, was_complete = int(state["written"]), state["status"] == "complete"
     if state["cursor"] is not None:  # a resume: the points copied so far must still be the source's
-        _source_unchanged(source, target, state, key, "nothing more was written")
+        _source_unchanged(source, target, state, key, "nothing more was written", resuming=True)
     if state["status"] == "running" and not copied(state):
         chosen: set[str] = set()
         if new is not None:

@@ -87,11 +87,13 @@ def _rebatched(batches: Iterator[Batch], lengths: list[list[int]]) -> Iterator[B
 
 
 def check_copied_unchanged(source: Connector, target: Connector, state: dict[str, Any],
-                           outcome: str = "nothing more was written") -> None:
+                           outcome: str = "nothing more was written", resuming: bool = True) -> None:
     """Refuse a resume (or a switch, or a rerun's verification) when the points already copied are no
-    longer those the source holds; ``outcome`` says what was left undone."""
+    longer those the source holds; ``outcome`` says what was left undone. A checkpoint of an earlier
+    version recorded no batch sizes: it is compared on a resume (as that version did), and otherwise
+    passed over, since a read in other batches than the copy's would look changed."""
     chain, written = state.get(CHAIN), int(state.get("written") or 0)
-    if chain is None or written == 0:
+    if chain is None or written == 0 or (not resuming and not state.get(LENGTHS)):
         return
     got, count = "", 0
     source.refresh()  # the source as it is now, not the snapshot the copy read
