@@ -158,7 +158,7 @@ def test_kill_9_mid_migration_resumes_and_writes_every_point_once(kind: str, upg
     assert checked.returncode == 0, checked.stderr
     state = json.loads(checked.stdout)
     assert state["state"] == "half-migrated" and state["migration"] == {"status": "running", "written": at_kill,
-                                                                       "total": n}
+                                                                       "total": n, "source_changed": False}
     assert at_kill <= state["count"] <= at_kill + 10  # the batch in flight may have landed in part
 
     done = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=600)

@@ -295,7 +295,7 @@ def _import(ws: Workspace, store: Connector, uri: str, model: str | None, label_
     served = Path((store.alias_target(store.collection) if store.supports_alias else None) or store.collection).name
     unfinished = unfinished_migration(store, served) if store.writable else None  # no migration writes a faiss index
     if unfinished is not None:  # a shadow still being written holds part of the gallery, in two spaces
-        through = f"'{served}': " if served != store.collection else ""  # an alias serving another collection
+        through = f"'{served}': " if f"'{served}'" not in store.describe() else ""  # named once
         raise VectorStoreError(f"{store.describe()}: {through}{unfinished}; nothing was imported")
     total, dim = store.count(), store.dim()
     if total == 0 or not dim:
