@@ -34,7 +34,7 @@ from embridge.app.error_path import labelled
 from embridge.app.pages.forms import PathField
 from embridge.app.pages.why_disabled import enable
 from embridge.app.workers import Job
-from embridge.core.credentials import masked
+from embridge.core.credentials import hidden
 from embridge.core.errors import InputError
 from embridge.core.jobs import JobOutcome
 from embridge.core.progress import ProgressFn, StopFn
@@ -251,7 +251,7 @@ class StoreImportDialog(_JobDialog):
                              f"vectors of model {out['model']} (dim {out['dim']}) in vector set {out['vector_set']}."
                              + (f"\nNote: {out['note']}." if out.get("note") else ""))
 
-        self._started(self.ctx.run(f"Import from {masked(uri)}", self.in_form_terms(job, self.fields), done,
+        self._started(self.ctx.run(f"Import from {hidden(uri)}", self.in_form_terms(job, self.fields), done,
                                    on_progress=self._progressed),
                       "press Import again with the same fields to resume: the batches stored so far are kept")
 
@@ -331,7 +331,7 @@ class StoreMigrateDialog(_JobDialog):
         def done(out: dict[str, Any]) -> None:  # the result's own text, as the command line prints it
             self.show_result(out["text"])
 
-        self._started(self.ctx.run_plain(f"Migrate {masked(source)}", self.in_form_terms(job, self.fields), done,
+        self._started(self.ctx.run_plain(f"Migrate {hidden(source)}", self.in_form_terms(job, self.fields), done,
                                          on_progress=self._progressed),
                       "press Migrate again with the same fields to resume: the points written so far are kept")
 
@@ -350,7 +350,7 @@ class StoreMigrateDialog(_JobDialog):
 
         # rollback's --to is the collection served again: here, From
         fields = {"--to": self.source, "--alias": self.alias, "--switch": self.switch}  # advice names --switch
-        self._started(self.ctx.run_plain(f"Roll back {alias or masked(source)}", self.in_form_terms(job, fields), done))
+        self._started(self.ctx.run_plain(f"Roll back {alias or hidden(source)}", self.in_form_terms(job, fields), done))
 
     def start_check(self) -> None:
         target = self.target.text().strip()
@@ -362,5 +362,5 @@ class StoreMigrateDialog(_JobDialog):
 
             return check_store(target).text()
 
-        self._started(self.ctx.run_plain(f"Check {masked(target)}", self.in_form_terms(job, {"--uri": self.target}),
+        self._started(self.ctx.run_plain(f"Check {hidden(target)}", self.in_form_terms(job, {"--uri": self.target}),
                                          self.show_result))

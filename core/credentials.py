@@ -1,16 +1,16 @@
 """Credentials in store addresses: what may be printed or stored of a URI.
 
 A PostgreSQL URI may carry a password (``postgresql://me:PASSWORD@host/db``) and a server URI an API key or
-token as a query parameter. Messages, ``--json`` outputs, the workspace's records and a migration's checkpoint
-name a store by :func:`masked`: the same address with each secret replaced by ``***``, so the address stays
-recognisable and the secret stays with the user.
+token as a query parameter. Nothing Embridge prints or stores holds one:
 
-Only the secret itself is replaced, never the host, path or other parameters around it: the masked
-address also tells stores apart (an import's source, a migration's), so two stores must never mask alike.
-The user part ends at the last ``@`` of the authority, which ends at the first ``/`` (PostgreSQL: libpq
-reads an unencoded ``?`` or ``#`` of a password as part of it) or, for other schemes, at the first
-``/``, ``?`` or ``#``; a user part of a scheme that is not PostgreSQL holds nothing but a key, and is
-masked whole.
+- :func:`masked` is the address as recorded (an import's source, a migration's checkpoint, a run's store),
+  read as Embridge reads every store URI (RFC 3986: the authority ends at the first ``/``, ``?`` or ``#``,
+  its user part at its last ``@``). The password of the user part (the whole user part of a scheme that is
+  not PostgreSQL, which holds nothing but a key) and secret query parameters become ``***``, and nothing
+  else changes, so two stores never record alike.
+- :func:`hidden` is the address as printed (messages, the app's job titles and log): :func:`masked`, and
+  what reads as a user part of an address written with a password's ``/`` or ``?`` unencoded (no working
+  address) hidden too.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from urllib.parse import unquote
 # sslpassword and sslkey, an api_key, apikey or key, a token or an auth header's value
 SECRET_WORDS = ("pass", "secret", "token", "key", "auth", "credential")
 _PARAM = re.compile(r"([?&])([^=&#]*)=([^&#]*)")
+_ADDRESS = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
 _POSTGRES = ("postgresql", "postgres")
 
 
@@ -31,55 +32,72 @@ def secret_param(name: str) -> bool:
     return any(word in decoded for word in SECRET_WORDS)
 
 
-def _parts(uri: str) -> tuple[str, str, str, str] | None:
-    """(what precedes and the scheme://, the user part, the rest of the authority with what follows, the
-    query) of the first address in ``uri``; the user part is '' when there is none. None without one."""
-    match = re.search(r"([A-Za-z][A-Za-z0-9+.-]*)://", uri)  # anywhere: 'store:postgresql://...', a message
-    if match is None:
-        return None
-    head, rest = uri[:match.end()], uri[match.end():]
-    stops = "/" if match[1].lower() in _POSTGRES else "/?#"
-    end = min((i for i in (rest.find(c) for c in stops) if i >= 0), default=len(rest))
-    at = rest.rfind("@", 0, end)
-    user, tail = (rest[:at + 1], rest[at + 1:]) if at >= 0 else ("", rest)
-    return head, user, tail, tail.partition("?")[2]
-
-
-def _user_secret(head: str, user: str) -> str:
-    """The secret of a user part ('me:pw@' -> 'pw'; 'KEY@' of a non-PostgreSQL scheme -> 'KEY')."""
-    body = user[:-1]
-    if re.split(r"[^A-Za-z0-9+.-]", head[:-3])[-1].lower() in _POSTGRES:
-        return body.partition(":")[2]
-    return body
+def _masked_user(user: str, scheme: str) -> str:
+    """A user part ('me:pw@', 'KEY@') as recorded: PostgreSQL's user name kept, its password masked."""
+    if scheme.lower() not in _POSTGRES:
+        return "***@"
+    name, colon, _ = user[:-1].partition(":")
+    return f"{name}:***@" if colon else user
 
 
 def masked(uri: str) -> str:
-    """``uri`` with the secret of its user part and every secret parameter's value replaced by ``***``."""
-    parts = _parts(uri)
-    if parts is None:
+    """``uri`` as recorded (see the module): its secrets replaced by ``***``, nothing else. The address may
+    follow other text ('store:postgresql://...', as an import records its source)."""
+    match = _ADDRESS.search(uri)
+    if match is None:
         return uri
-    head, user, tail, query = parts
-    secret = _user_secret(head, user) if user else ""
-    if secret:
-        user = user[:-1 - len(secret)] + "***@" if user.endswith(f"{secret}@") else user
-    if query:
-        start = len(tail) - len(query)
-        tail = tail[:start] + _PARAM.sub(lambda m: f"{m[1]}{m[2]}=***" if secret_param(m[2]) else m[0],
-                                         "?" + query)[1:]
-    return head + user + tail
+    head, rest = uri[:match.end()], uri[match.end():]
+    stop = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    at = rest.rfind("@", 0, stop)
+    if at >= 0:
+        rest = _masked_user(rest[:at + 1], match[1]) + rest[at + 1:]
+    query = rest.find("?")  # the first '?' is past the authority: the user part holds none (it ends before one)
+    if query >= 0:
+        rest = rest[:query] + _PARAM.sub(lambda m: f"{m[1]}{m[2]}=***" if secret_param(m[2]) else m[0],
+                                         rest[query:])
+    return head + rest
+
+
+def hidden(text: str) -> str:
+    """``text`` (an address, or a message naming some) as printed: :func:`masked`, and what reads as a user
+    part of an address written with a password's '/' or '?' unencoded hidden too."""
+    starts = [m.start() for m in _ADDRESS.finditer(text)]
+    if not starts:
+        return text
+    pieces = [text[:starts[0]], *(text[a:b] for a, b in zip(starts, [*starts[1:], len(text)], strict=True))]
+    return "".join([pieces[0], *(_hide_user(masked(piece)) for piece in pieces[1:])])
+
+
+def _hide_user(piece: str) -> str:
+    """An address (at the start of ``piece``) whose text before its query, or before a space in a message,
+    still holds an '@' after :func:`masked`: what precedes that '@' is taken for a user part and hidden
+    (a PostgreSQL user name alone is no secret, and stays)."""
+    match = _ADDRESS.match(piece)
+    assert match is not None
+    rest = piece[match.end():]
+    region = rest.split("?", 1)[0].split(" ", 1)[0]
+    at = region.rfind("@")
+    user = region[:at]
+    postgres = match[1].lower() in _POSTGRES
+    if at <= 0 or user.endswith("***") or (postgres and not any(c in user for c in ":/")):
+        return piece
+    name = user.partition(":")[0]
+    keep = f"{name}:" if postgres and ":" in user and "/" not in name else ""
+    return piece[:match.end()] + keep + "***" + rest[at:]
 
 
 def scrubbed(text: str, uri: str) -> str:
     """``text`` (a client library's message about ``uri``) with every secret ``uri`` holds replaced by ``***``:
-    libpq quotes a password it could not parse, or the part of one after an unencoded '@' as a host."""
-    parts = _parts(uri)
+    libpq quotes a password it could not parse, or pieces of one (after an unencoded '@' or ':') as a host."""
+    match = _ADDRESS.search(uri)
     secrets: set[str] = set()
-    if parts is not None:
-        head, user, _, query = parts
-        secret = _user_secret(head, user) if user else ""
-        secrets |= {secret, *(piece for piece in secret.split("@") if len(piece) > 1)}
-        secrets |= {m[3] for m in _PARAM.finditer("?" + query) if secret_param(m[2])}
+    if match is not None:
+        rest = uri[match.end():]
+        user = rest[:max(rest.split("?", 1)[0].rfind("@"), 0)]  # all that may be a user part, as printed
+        secret = user.partition(":")[2] if match[1].lower() in _POSTGRES else user
+        secrets |= {secret, *(piece for piece in re.split(r"[@:/?#,]", secret) if len(piece) > 1)}
+        secrets |= {m[3] for m in _PARAM.finditer("?" + rest.partition("?")[2]) if secret_param(m[2])}
     secrets = {s for s in secrets if s}
     for secret in sorted(secrets | {unquote(s) for s in secrets}, key=len, reverse=True):
         text = text.replace(secret, "***")
-    return masked(text)
+    return hidden(text)

@@ -197,7 +197,7 @@ def test_a_second_import_of_one_store_under_another_spelling_is_refused_as_busy(
 def test_secrets_are_masked_however_they_are_written() -> None:
     """A password with an unencoded '@', a parameter name percent-encoded (readers decode it), a key before
     a Qdrant host, and libpq's own message quoting the password: none of them is shown."""
-    from embridge.core.credentials import masked, scrubbed
+    from embridge.core.credentials import hidden, masked, scrubbed
     from embridge.core.errors import InputError
 
     assert masked("postgresql://me:p@ss@db/x?table=t") == "postgresql://me:***@db/x?table=t"
@@ -207,9 +207,15 @@ def test_secrets_are_masked_however_they_are_written() -> None:
         "postgresql://me@db/x?application_name=a:b@c&table=t"  # no password: nothing hidden
     # only the secret goes: an '@' in the query or a 'key=' folder in the path leaves two stores two
     stores = ("postgresql://me:pw@db:5432/v?table={}&application_name=etl@box", "parquet:///d/R&D/key={}",
-              "lancedb:///d/R&D/token={}/db?table=t")
+              "lancedb:///d/R&D/token={}/db?table=t", "postgresql://me:pw@db:5432?dbname=v&table={}&app=etl@box",
+              "postgresql://[::1]:5432?dbname=v&table={}@y", "postgresql://me@db?dbname=v&x=a@b&password=pw&t={}")
     for uri in stores:
         assert masked(uri.format("a")) != masked(uri.format("b")) and "pw" not in masked(uri.format("a"))
+    # printed: a password written with its '/' unencoded (base64) is no working address, and is hidden
+    assert hidden("postgresql://me:Ab3/xY+z@db:5432/v?table=a") == "postgresql://me:***@db:5432/v?table=a"
+    assert hidden("error: qdrant://Ab3/xYkey@h:6333?collection=c failed") == "error: qdrant://***@h:6333?collection=c failed"
+    assert hidden("postgresql://me@db/v?table=a") == "postgresql://me@db/v?table=a"  # a user name is no secret
+    assert scrubbed("host 'ss'", "postgresql://me:pa@ss:word9@h/v") == "host '***'"
     assert masked("qdrant://K3y@h?collection=c") == "qdrant://***@h?collection=c"
     assert scrubbed("failed to resolve host 'XYZ5@127.0.0.1'", "postgresql://me:sek@XYZ5@127.0.0.1/v") == \
         "failed to resolve host '***@127.0.0.1'"  # libpq reads a password's unencoded '@' as the host's start

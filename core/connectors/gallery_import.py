@@ -136,7 +136,7 @@ def import_from_store(ws: Workspace, uri: str, model: str | None = None, label_f
     try:
         with one_import_of(ws.root, store.uri, collection_read(store)):  # an alias and its collection are one
             # the URI as stored with the items and the model, and printed: never a password or key it holds
-            return _import(ws, store, store.uri.shown, model, label_field, text_field, split, batch_size, report,
+            return _import(ws, store, store.uri.recorded, model, label_field, text_field, split, batch_size, report,
                            should_stop)
     finally:
         store.close()

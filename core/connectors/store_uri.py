@@ -13,7 +13,7 @@ from pathlib import Path
 from urllib.parse import quote, unquote, urlencode, urlsplit
 
 from embridge.core.connectors.names import check_uri_names
-from embridge.core.credentials import masked
+from embridge.core.credentials import hidden, masked
 from embridge.core.errors import InputError
 
 LOCAL_SCHEMES = ("parquet", "lance", "lancedb", "faiss")  # stores that are folders or files, never servers
@@ -61,7 +61,7 @@ class StoreURI:
         """Split ``uri``; the path and every query value are percent-decoded here, once (RFC 3986: ``%20`` is
         a space, ``%25`` a '%', and '+' stays '+'), so every connector sees the names the user meant. A
         refusal names the URI :func:`masked`."""
-        shown = masked(uri)
+        shown = hidden(uri)
         try:
             parts = urlsplit(uri)
         except ValueError as exc:  # an unclosed '[' of an IPv6 host, a port out of range...
@@ -93,8 +93,13 @@ class StoreURI:
 
     @property
     def shown(self) -> str:
-        """The URI as it may be printed or stored (:func:`masked`: no password, no secret parameter; the user
-        part of a server that is not PostgreSQL, which holds nothing but a key, as ``***``)."""
+        """The URI as printed (:func:`~embridge.core.credentials.hidden`: no password, key or secret parameter)."""
+        return hidden(self.raw)
+
+    @property
+    def recorded(self) -> str:
+        """The URI as recorded, an import's source say (:func:`~embridge.core.credentials.masked`: its secrets
+        masked and nothing else, so two stores never record alike)."""
         return masked(self.raw)
 
     @property
@@ -136,8 +141,9 @@ class StoreURI:
     def server(self, default_port: int) -> tuple[str, int]:
         """(host, port) of a server URI (``scheme://host[:port]/...``); the default port when none is given."""
         if "@" in self.netloc:  # nothing here would use it: a key given so would be ignored, not sent
+            key = " (Qdrant's API key comes from $QDRANT_API_KEY)" if self.scheme == "qdrant" else ""
             raise InputError(self.shown, f"{self.scheme}:// takes no user or key before the host; give the host "
-                             "alone (Qdrant's API key comes from $QDRANT_API_KEY)")
+                             f"alone{key}")
         host, sep, port = self.netloc.rpartition(":")
         if not sep or "]" in port:  # no port, or the colons of a bare IPv6 address
             host, port = self.netloc, ""

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from embridge.core.credentials import masked
+from embridge.core.credentials import hidden
 from embridge.core.errors import InputError, StoreError, VectorFileError, WorkspaceBusyError
 from embridge.core.paths import STAGE_FOLDER
 from embridge.core.plan.plan_record import Plan
@@ -274,7 +274,7 @@ def backfill(ws: Any, model: str, ids: np.ndarray, *, engine: str = "local", ord
     stage = stage_folder(ws, stage_key(model, todo, spec))
     progress = on_progress or no_progress
     config = {"engine": engine, "order": order, "items": int(len(ids)), "chunk": chunk,
-              "store": masked(store) if store else None, "num_gpus": num_gpus}  # the record keeps no password
+              "store": hidden(store) if store else None, "num_gpus": num_gpus}  # the record keeps no password
 
     def busy() -> Exception:
         return WorkspaceBusyError(f"{ws.root}: the workspace is busy (another backfill of model '{model}' with "
@@ -325,7 +325,7 @@ def _reuse(ws: Any, model: str, ids: np.ndarray, info: dict[str, Any], config: d
         record["metrics"] = {"vector_set": int(info["id"]), "count": int(info["count"]), "dim": int(info["dim"]),
                              "reused": True}
     return BackfillResult(model, int(len(ids)), int(info["id"]), int(info["dim"]), order, engine,
-                          masked(store) if store else None, reused=True,
+                          hidden(store) if store else None, reused=True,
                           set_name=info.get("name"), embedded=0)  # as a fresh run that embeds nothing says
 
 
@@ -357,7 +357,7 @@ def _backfill_staged(ws: Any, model: str, ids: np.ndarray, todo: np.ndarray, spe
                              "embedded": int(len(todo)) - resumed, **({"resumed": resumed} if resumed else {})}
     shutil.rmtree(stage, ignore_errors=True)
     return BackfillResult(model, int(len(ids)), int(info["id"]), int(info["dim"]), order, engine,
-                          masked(store) if store else None, set_name=name, embedded=int(len(todo)) - resumed, resumed=resumed)
+                          hidden(store) if store else None, set_name=name, embedded=int(len(todo)) - resumed, resumed=resumed)
 
 
 def text_role(spec: dict[str, Any]) -> str | None:

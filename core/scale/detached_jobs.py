@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from embridge.core.credentials import masked
+from embridge.core.credentials import hidden
 from embridge.core.errors import Cancelled, InputError
 from embridge.core.progress import ProgressFn, StopFn, no_progress
 from embridge.core.scale import backfill_job
@@ -122,7 +122,7 @@ def _control(action: str, job: RayJob, timeout_s: float = 180.0) -> subprocess.C
 def check_detached_store(store: str | None) -> None:
     """Refuse a ``--to-store`` URI holding a secret for a detached job: settling the job writes the store
     through the URI its run records, and no record keeps a password."""
-    if store and masked(store) != store:
+    if store and hidden(store) != store:
         raise InputError("--to-store", "holds a password or key, which a detached backfill would have to record in "
                          "the workspace to write the store once the job ends; give it through $PGPASSWORD or "
                          "~/.pgpass instead, or run the backfill without --detach")

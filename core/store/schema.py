@@ -13,7 +13,7 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from embridge.core.credentials import masked
+from embridge.core.credentials import hidden, masked
 from embridge.core.errors import SchemaVersionError
 
 if TYPE_CHECKING:
@@ -146,8 +146,10 @@ def _v4_no_stored_passwords(db: sqlite_utils.Database) -> None:
         for row_id, text in db.execute(f"select id, {column} from {table} where {column} like '%://%'").fetchall():
             try:
                 record = json.loads(text)
-            except ValueError:
-                continue  # not JSON: left as it is (a damaged record is for the checks to name)
+            except ValueError:  # not JSON (a damaged record is for the checks to name): its secrets go all the same
+                if (shown := hidden(text)) != text:
+                    db.execute(f"update {table} set {column} = ? where id = ?", [shown, row_id])
+                continue
             if (cleaned := clean(record)) != record:
                 db.execute(f"update {table} set {column} = ? where id = ?", [json.dumps(cleaned), row_id])
 
