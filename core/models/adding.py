@@ -142,8 +142,12 @@ def _restore_any_copy(ws: Workspace, path: str | Path, progress: ProgressFn) -> 
     from embridge.core.models.spec import checkpoint_sha256
     from embridge.core.paths import check_regular
 
-    check_regular(path, "checkpoint")
-    for model in ws.models_with_sha256(checkpoint_sha256(path)):
+    try:
+        check_regular(path, "checkpoint")
+        sha256 = checkpoint_sha256(path)
+    except (InputError, OSError):  # nothing to mend from: the refusal that sent here is the one to say
+        return None
+    for model in ws.models_with_sha256(sha256):
         restored = _restore_copy(ws, str(model["name"]), path, progress)
         if restored is not None:
             return restored
