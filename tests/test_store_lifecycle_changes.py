@@ -107,8 +107,10 @@ def test_a_seed_without_new_vectors_is_refused_and_a_rerun_names_what_differs(
 
     pq.write_table(table.set_column(0, "id", pa.array(np.arange(10_000, 10_000 + table.num_rows))), extra)
     n = len(v3)
-    code, _, err = _migrate(capsys, upgrade, source)
-    assert code == 1 and f"the source held {n} points then and holds {n + table.num_rows} now" in err
+    code, _, err = _migrate(capsys, upgrade, source)  # complete, and it may serve: refused, but nothing to drop
+    assert code == 1 and _errors(err) == 1, err
+    assert f"complete, of a source that held {n} points then and holds {n + table.num_rows} now" in err
+    assert "migrate into a new collection to take the change" in err and "drop" not in err
 
 
 def test_files_of_one_dataset_must_agree_on_the_id_type(

@@ -176,3 +176,27 @@ def test_a_column_computed_at_the_old_width_is_refused_in_one_line(
                        "--to", uri + "docs_v2", "--batch", "50")
     one_line(code, err, "the server refused the rows (different vector dimensions",
              "a constraint, generated column or index of the table may compute on the vectors as the old model's")
+
+
+def test_a_complete_migration_whose_last_page_was_full_runs_again_as_complete(
+        upgrade: dict, tmp_path: Path, pg_server: str) -> None:
+    """PostgreSQL keeps the last id as the cursor when the last page is full: a complete migration run again
+    was taken for a resume, and an edit since was refused with 'drop' advice for a shadow that may serve."""
+    import psycopg
+
+    from embridge.core.connectors.migration import migrate_store
+
+    v1, labels = upgrade["vectors"]["v1"], upgrade["labels"]
+    batch = next(b for b in (40, 30, 24, 20, 16, 12, 10, 8, 6, 5, 4, 3, 2) if len(v1) % b == 0)
+    base = fresh_pg_database(pg_server, "pg_full_pages")
+    fill_source("pgvector", tmp_path, list(range(len(v1))), v1, labels, pg_base=base, name="docs")
+    uri = base + "&column=embedding&table="
+    done = migrate_store(upgrade["bundle"], uri + "docs", uri + "docs_v2", batch_size=batch, switch=True,
+                         alias="docs_live")
+    assert done.status == "completed" and done.switched
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute("update docs set label = 'edited' where id = 3")
+    again = migrate_store(upgrade["bundle"], uri + "docs", uri + "docs_v2", batch_size=batch, switch=True,
+                          alias="docs_live")
+    assert again.status == "already complete" and "changed since the migration copied it" in (again.warning or "")
+    assert "drop" not in again.warning

@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from store_fixtures import cli, fct_upgrade, fill_source, fresh_pg_database, one_line
 
@@ -122,3 +123,23 @@ def test_a_finished_switch_read_through_its_alias_reruns_as_a_verification(
     assert "alias 'docs' already serves 'docs_v2'" in rerun["text"]
     code, back, err = cli(capsys, "rollback", "--to", case.rollback)
     assert code == 0 and list(back["serves"]) == ["v1"], (back, err)  # not "(unmarked)"
+
+
+def test_a_switch_onto_the_collection_an_alias_already_serves_records_no_move(tmp_path: Path) -> None:
+    """Each rerun of a switched migration recorded a move from the shadow to itself, which hid the
+    collection the alias served before: the third run of an alias-sourced migration was refused as the
+    source collection itself."""
+    from store_fixtures import parquet_dataset
+
+    from embridge.core.connectors import open_store
+    from embridge.core.connectors.aliases import switch_alias
+
+    vectors = np.random.default_rng(0).normal(size=(4, 8)).astype(np.float32)
+    for name in ("docs_v1", "docs_v2"):
+        parquet_dataset(tmp_path / "pq" / name, vectors)
+    with open_store(f"parquet://{tmp_path / 'pq' / 'docs_v1'}") as store:
+        assert switch_alias(store, "docs", "docs_v1") is None
+        assert switch_alias(store, "docs", "docs_v2") == "docs_v1"
+        assert switch_alias(store, "docs", "docs_v2") == "docs_v2"  # already so: nothing moves
+        history = store.load_state(store.alias_key("docs"))["history"]
+    assert [(move["from"], move["to"]) for move in history] == [(None, "docs_v1"), ("docs_v1", "docs_v2")]

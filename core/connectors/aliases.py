@@ -31,6 +31,8 @@ from embridge.core.errors import InputError
 def switch_alias(store: Connector, alias: str, target: str) -> str | None:
     """Point ``alias`` at ``target`` atomically; returns the collection it served before."""
     previous = store.alias_target(alias)
+    if previous == target:  # already so: no move to record (a recorded self-move hid the collection it replaced)
+        return previous
     store.set_alias(alias, target)
     history = store.load_state(store.alias_key(alias)) or {"history": []}
     history["history"] = [*history["history"], {"from": previous, "to": target, "at": time.time(),

@@ -81,6 +81,7 @@ class Connector(ABC):
     aliases_may_be_users: bool = False
     single_client: bool = True  # one open client per store (embedded stores lock their folder)
     one_id_type: bool = False  # a table whose id column holds integers or text, not both
+    even_batches: bool = True  # a read from a cursor comes in the asked sizes, as one from the start does
     snapshot_reads: bool = True  # a read sees one state of the collection (or pages by key): no point skipped
     made_notes: tuple[str, ...] = ()  # what :meth:`create` made differently from the source it copied
 

@@ -113,13 +113,12 @@ def _stopped_part_way(exc: EmbridgeError, target: Connector, written: int, total
                             "collection")
 
 
-def _source_unchanged(source: Connector, target: Connector, state: dict[str, Any], key: str, outcome: str,
-                      resuming: bool = False) -> None:
+def _source_unchanged(source: Connector, target: Connector, state: dict[str, Any], key: str, outcome: str) -> None:
     """:func:`check_copied_unchanged`; an unfinished migration's changed source is recorded in its checkpoint
     (``check`` then says a rerun cannot finish it, rather than to run it again), and cleared once the source
     is as copied. A passing read error is no change, and is not recorded."""
     try:
-        check_copied_unchanged(source, target, state, outcome, resuming)
+        check_copied_unchanged(source, target, state, outcome)
     except SourceChangedError:
         if state.get("status") != "complete":
             state["source_changed"] = True
@@ -133,7 +132,7 @@ def _changed_since_copied(source: Connector, target: Connector, state: dict[str,
     """For a rerun of a complete migration: a note when the source no longer holds what was copied. The
     shadow may already serve, so the note names the change and no 'drop'."""
     try:
-        check_copied_unchanged(source, target, state, resuming=False)
+        check_copied_unchanged(source, target, state)
     except SourceChangedError:
         return (f"{source.describe()} changed since the migration copied it (points edited, removed, added or "
                 f"moved): '{target.collection}' does not hold those changes; migrate into a new collection to take "
@@ -179,6 +178,11 @@ def resumable_state(target: Connector, key: str, fingerprint: dict[str, Any]) ->
                                f"points, which holds {fingerprint['source_count']} now (points were added or "
                                "removed since); nothing more was written and no alias was moved: drop "
                                f"'{target.collection}' to migrate again from the start")
+    elif recounted and state is not None:  # complete, and it may serve: the change is said, nothing dropped
+        raise VectorStoreError(f"{target.describe()}: complete, of a source that held {before.get('source_count')} "
+                               f"points then and holds {fingerprint['source_count']} now (points were added or "
+                               "removed since); nothing was done and no alias was moved: it keeps the source as "
+                               "copied; migrate into a new collection to take the change")
     if state is not None and before != fingerprint:
         raise VectorStoreError(f"{target.describe()}: holds a different migration ("
                                f"{fingerprint_change(state.get('fingerprint'), fingerprint)}); run it with the "
@@ -226,8 +230,8 @@ def _locked_run(transform: StoreTransform, source: Connector, target: Connector,
                  "backfill_ids": None, "spaces": names}  # spaces: what a rollback to the source serves again
         start_record(state, batch_size)
     resumed_from, was_complete = int(state["written"]), state["status"] == "complete"
-    if state["cursor"] is not None:  # a resume: the points copied so far must still be the source's
-        _source_unchanged(source, target, state, key, "nothing more was written", resuming=True)
+    if state["cursor"] is not None and not was_complete:  # a resume: the points copied must still be the source's
+        _source_unchanged(source, target, state, key, "nothing more was written")
     if state["status"] == "running" and not copied(state):
         chosen: set[str] = set()
         if new is not None:

@@ -120,6 +120,7 @@ class ParquetConnector(Connector):
     single_client = False
     aliases_may_be_users = True
     one_id_type = True
+    even_batches = False  # a read from a cursor starts at a row group, and its batches are cut from there
 
     def __init__(self, uri: StoreURI) -> None:
         import pyarrow.parquet  # noqa: F401 - fail early when the extra is missing

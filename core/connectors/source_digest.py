@@ -87,13 +87,13 @@ def _rebatched(batches: Iterator[Batch], lengths: list[list[int]]) -> Iterator[B
 
 
 def check_copied_unchanged(source: Connector, target: Connector, state: dict[str, Any],
-                           outcome: str = "nothing more was written", resuming: bool = True) -> None:
+                           outcome: str = "nothing more was written") -> None:
     """Refuse a resume (or a switch, or a rerun's verification) when the points already copied are no
     longer those the source holds; ``outcome`` says what was left undone. A checkpoint of an earlier
-    version recorded no batch sizes: it is compared on a resume (as that version did), and otherwise
-    passed over, since a read in other batches than the copy's would look changed."""
+    version recorded no batch sizes: it is compared in its batch size, except for a store whose reads
+    from a cursor come in other batches (Parquet), where it cannot be compared and is passed over."""
     chain, written = state.get(CHAIN), int(state.get("written") or 0)
-    if chain is None or written == 0 or (not resuming and not state.get(LENGTHS)):
+    if chain is None or written == 0 or (not state.get(LENGTHS) and not source.even_batches):
         return
     got, count = "", 0
     source.refresh()  # the source as it is now, not the snapshot the copy read
