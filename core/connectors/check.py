@@ -72,7 +72,8 @@ class StoreCheck:
             status = self.migration["status"]
             if self.migration.get("source_changed"):  # a rerun cannot mend it: it is refused the same way
                 status = (f"{'complete' if status == 'complete' else 'unfinished'}, but its source changed after "
-                          "points were copied (drop the collection to migrate again from the start)")
+                          "points were copied (drop the collection to migrate again from the start, or put the "
+                          "source back as it was)")
             elif status != "complete":
                 status = "unfinished (running, or stopped: run the same migration again to finish it)"
             lines.append(f"  migration into it: {status}, {self.migration['written']} of "
@@ -187,7 +188,8 @@ def unfinished_reason(migration: dict[str, Any] | None, problem: str | None) -> 
         done = f"has written part of it ({migration.get('written')} of {total} points)"
         if migration.get("source_changed"):
             return (f"a migration {done} whose source changed after it had copied points, so it cannot be "
-                    "finished: drop the collection to migrate again from the start")
+                    "finished: drop the collection to migrate again from the start, or put the source back as "
+                    "it was")
         if migration.get("refused"):
             return (f"an unfinished migration {done} and stopped on a point of the source it must not copy "
                     f"({migration['refused']}); mend the source, then run the same migration again to finish it")
