@@ -10,7 +10,7 @@ token as a query parameter. Nothing Embridge prints or stores holds one:
   else changes, so two stores never record alike.
 - :func:`hidden` is the address as printed (messages, the app's job titles and log): :func:`masked`, and
   what reads as a user part of an address written with a password's ``/`` or ``?`` unencoded (no working
-  address) hidden too.
+  address) hidden too: all before the last ``@`` that precedes the first query value.
 """
 
 from __future__ import annotations
@@ -69,13 +69,14 @@ def hidden(text: str) -> str:
 
 
 def _hide_user(piece: str) -> str:
-    """An address (at the start of ``piece``) whose text before its query, or before a space in a message,
-    still holds an '@' after :func:`masked`: what precedes that '@' is taken for a user part and hidden
-    (a PostgreSQL user name alone is no secret, and stays)."""
+    """An address (at the start of ``piece``) whose text before its first query value (or a space, in a
+    message) still holds an '@' after :func:`masked`: what precedes that '@' is taken for a user part and
+    hidden (a PostgreSQL user name alone is no secret, and stays)."""
     match = _ADDRESS.match(piece)
     assert match is not None
     rest = piece[match.end():]
-    region = rest.split("?", 1)[0].split(" ", 1)[0]
+    region = rest.split(" ", 1)[0]
+    region = region[:region.find("=")] if "=" in region else region  # a query value's '@' is no user part's
     at = region.rfind("@")
     user = region[:at]
     postgres = match[1].lower() in _POSTGRES

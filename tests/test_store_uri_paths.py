@@ -215,6 +215,8 @@ def test_secrets_are_masked_however_they_are_written() -> None:
     assert hidden("postgresql://me:Ab3/xY+z@db:5432/v?table=a") == "postgresql://me:***@db:5432/v?table=a"
     assert hidden("error: qdrant://Ab3/xYkey@h:6333?collection=c failed") == "error: qdrant://***@h:6333?collection=c failed"
     assert hidden("postgresql://me@db/v?table=a") == "postgresql://me@db/v?table=a"  # a user name is no secret
+    assert hidden("postgresql://me:p?w@db/v?table=a") == "postgresql://me:***@db/v?table=a"  # an unencoded '?'
+    assert hidden("postgresql://db/v?application_name=a@b") == "postgresql://db/v?application_name=a@b"
     assert scrubbed("host 'ss'", "postgresql://me:pa@ss:word9@h/v") == "host '***'"
     assert masked("qdrant://K3y@h?collection=c") == "qdrant://***@h?collection=c"
     assert scrubbed("failed to resolve host 'XYZ5@127.0.0.1'", "postgresql://me:sek@XYZ5@127.0.0.1/v") == \
