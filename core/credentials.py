@@ -24,6 +24,7 @@ SECRET_WORDS = ("pass", "secret", "token", "key", "auth", "credential")
 _PARAM = re.compile(r"([?&])([^=&#]*)=([^&#]*)")
 _ADDRESS = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
 _POSTGRES = ("postgresql", "postgres")
+_SECRET_TAIL = re.compile(r"(=\*\*\*)(?:[&#][^&#=\s]*)+?(?=&[^&#=\s]*=|\s|'|$)")
 
 
 def secret_param(name: str) -> bool:
@@ -65,7 +66,9 @@ def hidden(text: str) -> str:
     if not starts:
         return text
     pieces = [text[:starts[0]], *(text[a:b] for a, b in zip(starts, [*starts[1:], len(text)], strict=True))]
-    return "".join([pieces[0], *(_hide_user(masked(piece)) for piece in pieces[1:])])
+    shown = "".join([pieces[0], *(_hide_user(masked(piece)) for piece in pieces[1:])])
+    # a secret value written with an unencoded '&' or '#': what follows, up to the next 'name=', is the value's
+    return _SECRET_TAIL.sub(r"\1", shown)
 
 
 def _hide_user(piece: str) -> str:
@@ -75,6 +78,8 @@ def _hide_user(piece: str) -> str:
     match = _ADDRESS.match(piece)
     assert match is not None
     rest = piece[match.end():]
+    if rest.startswith("/"):  # a local path ('parquet:///data/B@1'): no user part, and an '@' is the path's
+        return piece
     region = rest.split(" ", 1)[0]
     region = region[:region.find("=")] if "=" in region else region  # a query value's '@' is no user part's
     at = region.rfind("@")
@@ -97,8 +102,25 @@ def scrubbed(text: str, uri: str) -> str:
         user = rest[:max(rest.split("?", 1)[0].rfind("@"), 0)]  # all that may be a user part, as printed
         secret = user.partition(":")[2] if match[1].lower() in _POSTGRES else user
         secrets |= {secret, *(piece for piece in re.split(r"[@:/?#,]", secret) if len(piece) > 1)}
-        secrets |= {m[3] for m in _PARAM.finditer("?" + rest.partition("?")[2]) if secret_param(m[2])}
+        secrets |= _secret_values(rest.partition("?")[2])
     secrets = {s for s in secrets if s}
     for secret in sorted(secrets | {unquote(s) for s in secrets}, key=len, reverse=True):
         text = text.replace(secret, "***")
     return hidden(text)
+
+
+def _secret_values(query: str) -> set[str]:
+    """The values of a query's secret parameters, each with what an unencoded '&' or '#' split off it (the
+    pieces up to the next 'name=')."""
+    values: set[str] = set()
+    pieces = re.split(r"[&#]", query)
+    for n, piece in enumerate(pieces):
+        name, eq, value = piece.partition("=")
+        if eq and secret_param(name):
+            tail = [value]
+            for more in pieces[n + 1:]:
+                if "=" in more:
+                    break
+                tail.append(more)
+            values |= {v for v in tail if len(v) > 1}
+    return values

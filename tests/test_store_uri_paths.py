@@ -217,6 +217,13 @@ def test_secrets_are_masked_however_they_are_written() -> None:
     assert hidden("postgresql://me@db/v?table=a") == "postgresql://me@db/v?table=a"  # a user name is no secret
     assert hidden("postgresql://me:p?w@db/v?table=a") == "postgresql://me:***@db/v?table=a"  # an unencoded '?'
     assert hidden("postgresql://db/v?application_name=a@b") == "postgresql://db/v?application_name=a@b"
+    assert hidden("parquet:///data/B@1/out") == "parquet:///data/B@1/out"  # a local path's '@' is the path's
+    assert hidden("postgresql://me@db/v?password=SECab#cd&table=a") == "postgresql://me@db/v?password=***&table=a"
+    assert scrubbed('invalid URI query parameter: "cdSEC"', "postgresql://db/v?password=ab&cdSEC") == \
+        'invalid URI query parameter: "***"'  # a password's unencoded '&' split it into a parameter
+    with pytest.raises(InputError, match="names a user or key before its path") as refused:
+        StoreURI.parse("parquet://me:SECRETPW@/data/ds", "--from")
+    assert "SECRETPW" not in str(refused.value)
     assert scrubbed("host 'ss'", "postgresql://me:pa@ss:word9@h/v") == "host '***'"
     assert masked("qdrant://K3y@h?collection=c") == "qdrant://***@h?collection=c"
     assert scrubbed("failed to resolve host 'XYZ5@127.0.0.1'", "postgresql://me:sek@XYZ5@127.0.0.1/v") == \

@@ -85,6 +85,9 @@ class StoreURI:
         path = unquote(parts.path)
         if "\x00" in path or any("\x00" in v for v in params.values()):
             raise InputError(option, f"'{shown}' holds %00 (a NUL character), which no name or path may hold")
+        if scheme in LOCAL_SCHEMES and "@" in parts.netloc:  # a user or key: nothing of it is repeated
+            raise InputError(option, f"'{shown}' names a user or key before its path, but {scheme}:// takes an "
+                             f"absolute local path after three slashes ({scheme}:///data/docs)")
         if scheme in LOCAL_SCHEMES and parts.netloc:  # parquet://data/x reads as host 'data', path '/x'
             raise InputError(option, f"'{shown}' names the host '{parts.netloc}', but {scheme}:// takes an absolute "
                              f"local path after three slashes; {_meant(scheme, parts.netloc, path, parts.path)}")
