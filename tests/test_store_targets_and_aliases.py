@@ -133,6 +133,7 @@ def test_a_switch_onto_the_collection_an_alias_already_serves_records_no_move(tm
 
     from embridge.core.connectors import open_store
     from embridge.core.connectors.aliases import switch_alias
+    from embridge.core.connectors.check import switched_from
 
     vectors = np.random.default_rng(0).normal(size=(4, 8)).astype(np.float32)
     for name in ("docs_v1", "docs_v2"):
@@ -143,3 +144,6 @@ def test_a_switch_onto_the_collection_an_alias_already_serves_records_no_move(tm
         assert switch_alias(store, "docs", "docs_v2") == "docs_v2"  # already so: nothing moves
         history = store.load_state(store.alias_key("docs"))["history"]
     assert [(move["from"], move["to"]) for move in history] == [(None, "docs_v1"), ("docs_v1", "docs_v2")]
+    with open_store(f"parquet://{tmp_path / 'pq' / 'docs_v1'}") as store:  # a self-move an earlier version kept
+        store.save_state(store.alias_key("docs"), {"history": [*history, {**history[-1], "from": "docs_v2"}]})
+        assert switched_from(store, "docs", "docs_v2") == "docs_v1"

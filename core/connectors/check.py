@@ -105,9 +105,11 @@ def _unfinished_total(check: StoreCheck) -> int:
 
 
 def switched_from(store: Connector, alias: str, collection: str) -> str | None:
-    """The collection ``alias`` served before its last recorded move to ``collection``, if any."""
+    """The collection ``alias`` served before its last recorded move to ``collection``, if any (a move from
+    ``collection`` to itself, which earlier versions recorded for a switch already made, is no move)."""
     history = (store.load_state(store.alias_key(alias)) or {}).get("history") or []
-    return next((move.get("from") for move in reversed(history) if move.get("to") == collection), None)
+    return next((move.get("from") for move in reversed(history)
+                 if move.get("to") == collection and move.get("from") != collection), None)
 
 
 def served_versions(store: Connector, previous: str | None, spaces: dict[str, int] | None = None,
