@@ -37,13 +37,13 @@ from embridge.core.l2 import zero_rows
 from embridge.core.paths import check_name, name_from
 from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
 from embridge.core.store import Workspace
+from embridge.core.store.import_keys import partial_vectors_key, resume_meta_key
 from embridge.core.store.items import item_namespace
 from embridge.core.vector_lengths import vector_notes
 
 # Bad data or a bad request: the run takes back what it stored. A stop (Cancelled) or a busy or
 # full workspace keeps the batches stored so far, which the next run resumes after.
 REFUSALS = (InputError, VectorStoreError)
-RESUME_META = "import-from-store:"  # + a hash of the source: the settings of its unfinished import
 SETTINGS = (("model", "--model"), ("label_field", "--label-field"), ("text_field", "--text-field"),
             ("split", "--split"), ("served", "--from"))
 
@@ -166,16 +166,16 @@ class _Run:
                 return []
             ids = self.ws.add_items(records, source=self.uri)
             if self.settings is not None and not self.recorded:
-                self.ws.set_meta(_resume_key(self.source), json.dumps(self.settings))
+                self.ws.set_meta(resume_meta_key(self.source), json.dumps(self.settings))
                 self.recorded = True
             return ids
 
     def finish(self) -> None:
         """Forget the recorded settings: the import is whole, and a later one may use other settings."""
-        if self.ws.meta(_resume_key(self.source)) is None:
+        if self.ws.meta(resume_meta_key(self.source)) is None:
             return  # an import run whole at once, or again: nothing to write
         try:
-            self.ws.delete_meta(_resume_key(self.source))
+            self.ws.delete_meta(resume_meta_key(self.source))
         except StoreError:
             pass  # the workspace is busy: the import stands, and the next run of it with these options clears it
 
@@ -199,14 +199,10 @@ class _Run:
                 if self.created:
                     self.ws.delete_model(self.model)
                 if self.recorded:
-                    self.ws.delete_meta(_resume_key(self.source))
+                    self.ws.delete_meta(resume_meta_key(self.source))
         except StoreError:
             pass  # the workspace is busy: what is left is this source's resumable part, and the refusal is the news
         self.created = self.recorded = False
-
-
-def _resume_key(source: str) -> str:
-    return RESUME_META + hashlib.sha256(source.encode()).hexdigest()[:16]
 
 
 def _options(settings: dict[str, Any]) -> str:
@@ -230,7 +226,7 @@ def _check_resume(ws: Workspace, uri: str, source: str, settings: dict[str, Any]
     Its items are skipped and the rest imported, so other settings would finish a gallery half
     labelled (or split, or with vectors under another model) one way and half another.
     """
-    raw = ws.meta(_resume_key(source))
+    raw = ws.meta(resume_meta_key(source))
     try:
         earlier = json.loads(raw) if raw is not None else None
     except ValueError:
@@ -360,7 +356,7 @@ def _stream(run: _Run, store: Connector, label_field: str | None, text_field: st
                 return StoreImportResult(uri, store.describe(), total, 0, name, dim, int(existing["id"]), split,
                                          "; ".join(n for n in (store.lossy_note(), made) if n) or None)
     writer = ws.vector_set_writer(name, ids, dim, name=set_name,
-                                  resume_key=f"store-{hashlib.sha256(source.encode()).hexdigest()[:16]}")
+                                  resume_key=partial_vectors_key(source))
     try:
         row = 0
         for batch in store.read_batches(batch_size):  # pass 2: vectors, in the same order

@@ -39,7 +39,7 @@ from embridge.core.connectors.connector import SPACE_FIELD, Batch, Connector, Ve
 from embridge.core.connectors.job_lock import job_lock
 from embridge.core.connectors.migration_fingerprint import comparable, fingerprint_change, read_columns
 from embridge.core.connectors.migration_result import MigrationResult
-from embridge.core.connectors.migration_verify import unit_row, verify_migration
+from embridge.core.connectors.migration_verify import ForeignShadowError, unit_row, verify_migration
 from embridge.core.connectors.prefetch import Prefetch
 from embridge.core.connectors.source_checks import SeenIds, SourceDataError, check_source_spaces
 from embridge.core.connectors.source_digest import (
@@ -265,7 +265,7 @@ def _locked_run(transform: StoreTransform, source: Connector, target: Connector,
                                    f"written for {verification.source_count} in the source, spaces "
                                    f"{verification.spaces}")
     except VectorStoreError as exc:  # this run's copy: a source written meanwhile is said so, with its remedy
-        if was_complete or "drop" in str(exc):
+        if was_complete or isinstance(exc, ForeignShadowError):  # a rerun's, or one that says its own remedy
             raise
         _source_unchanged(source, target, state, key, "the shadow was left as it is")
         raise VectorStoreError(f"{exc}; drop '{target.collection}' to migrate again from the start") from exc

@@ -17,6 +17,11 @@ from embridge.core.connectors.migration_result import Verification
 from embridge.core.connectors.transform import StoreTransform
 from embridge.core.l2 import l2_normalize
 
+
+class ForeignShadowError(VectorStoreError):
+    """The target holds vectors this migration did not write: its refusal gives its own remedy."""
+
+
 VERIFY_SAMPLE = 256
 VERIFY_RTOL, VERIFY_ATOL = 1e-4, 1e-5
 
@@ -54,7 +59,7 @@ def verify_migration(transform: StoreTransform, source: Connector, target: Conne
                     want = unit_row(new.vectors[row], new.path)
                     checked_new += 1
             if vec.shape != want.shape:  # the target's column is not this migration's output
-                raise VectorStoreError(f"{target.describe()}: point {pid!r} holds a {vec.size}-d vector where the "
+                raise ForeignShadowError(f"{target.describe()}: point {pid!r} holds a {vec.size}-d vector where the "
                                        f"bundle's transform gives {want.size}-d ones; it was not written by this "
                                        "migration (drop it, or migrate into another collection)")
             if unit:  # compare directions: cosine collections may hand back normalised vectors

@@ -49,7 +49,7 @@ class PgVectorConnector(Connector):
         self.id_col = uri.param("id", default="id") or "id"
         rest, shown = {k: v for k, v in uri.params.items() if k not in OUR_PARAMS}, uri.shown.split("?", 1)[0]
         # libpq takes the scheme in lower case only, where the parser took 'PostgreSQL://' as this store
-        self.conninfo = uri.scheme + uri.raw.split("?", 1)[0][len(uri.scheme):] + (f"?{encode_query(rest)}" * bool(rest))
+        self.conninfo = uri.scheme + uri.raw.split("?", 1)[0][len(uri.scheme):] + (f"?{encode_query(rest)}" if rest else "")
         quiet_interrupts()
         try:
             self.conn = psycopg.connect(self.conninfo, autocommit=True)

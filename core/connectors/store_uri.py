@@ -30,6 +30,12 @@ def _without_default_port(host: str, default: int | None) -> str:
     return host
 
 
+def _split_port(hostport: str) -> tuple[str, str]:
+    """(host, port) of ``host[:port]`` (port '' when none; the colons of a bare IPv6 address are no port's)."""
+    host, sep, port = hostport.rpartition(":")
+    return (host, port) if sep and "]" not in port else (hostport, "")
+
+
 def _meant(scheme: str, host: str, path: str, quoted_path: str) -> str:
     """The spelling a two-slash local URI was meant as: ``/host/path`` (a path missing its first slash) or,
     when only that exists, ``host/path`` under the working folder (a relative path); both when neither does."""
@@ -60,7 +66,7 @@ class StoreURI:
     def parse(cls, uri: str, option: str = "--uri") -> StoreURI:
         """Split ``uri``; the path and every query value are percent-decoded here, once (RFC 3986: ``%20`` is
         a space, ``%25`` a '%', and '+' stays '+'), so every connector sees the names the user meant. A
-        refusal names the URI :func:`masked`."""
+        refusal names the URI as printed (:func:`~embridge.core.credentials.hidden`)."""
         shown = hidden(uri)
         try:
             parts = urlsplit(uri)
@@ -127,16 +133,13 @@ class StoreURI:
             return scheme, self._pg_server(), "/" + self.params["dbname"] if self.params.get("dbname") \
                 else self.path.rstrip("/")
         if self.netloc:
-            return scheme, _without_default_port(self.netloc.rpartition("@")[2].lower(), DEFAULT_PORTS.get(scheme)), \
-                self.path.rstrip("/")
+            return scheme, _without_default_port(self.host.lower(), DEFAULT_PORTS.get(scheme)), self.path.rstrip("/")
         return scheme, "", os.path.realpath(self.path.rstrip("/") or "/")
 
     def _pg_server(self) -> str:
         """The server a PostgreSQL URI reaches, as libpq reads it: ``?host=``/``?port=`` win over the URI's
         own host and port, and no port is the default one (5432)."""
-        host, sep, port = self.netloc.rpartition("@")[2].rpartition(":")
-        if not sep or "]" in port:  # no port, or the colons of a bare IPv6 address
-            host, port = self.netloc.rpartition("@")[2], ""
+        host, port = _split_port(self.host)
         host, port = self.params.get("host") or host, self.params.get("port") or port
         host = host if host.startswith("/") else host.lower()  # a socket folder is a path: its case counts
         return _without_default_port(f"{host}:{port}" if port else host, DEFAULT_PORTS["postgresql"])
@@ -147,9 +150,7 @@ class StoreURI:
             key = " (Qdrant's API key comes from $QDRANT_API_KEY)" if self.scheme == "qdrant" else ""
             raise InputError(self.shown, f"{self.scheme}:// takes no user or key before the host; give the host "
                              f"alone{key}")
-        host, sep, port = self.netloc.rpartition(":")
-        if not sep or "]" in port:  # no port, or the colons of a bare IPv6 address
-            host, port = self.netloc, ""
+        host, port = _split_port(self.netloc)
         if port and not port.isdigit():
             raise InputError(self.shown, f"the port '{port}' is not a number")
         if not host.strip("[]"):

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from embridge.core.credentials import hidden, masked
 from embridge.core.errors import SchemaVersionError
+from embridge.core.store.import_keys import partial_vectors_key, resume_meta_key
 
 if TYPE_CHECKING:
     import sqlite_utils
@@ -111,17 +112,10 @@ def _v3_query_index(db: sqlite_utils.Database) -> None:
 
 def _v4_no_stored_passwords(db: sqlite_utils.Database) -> None:
     """Store URIs recorded with a password (imported items and their model, a bundle's manifest, a
-    backfill's store, an interrupted import's resume key and vectors) are recorded :func:`~embridge.core.credentials.masked`, as
-    this version records them: the secret leaves the database, and importing the same store again finds
-    its items under the same source."""
-    import hashlib
+    backfill's store, an interrupted import's resume key and vectors) are recorded
+    :func:`~embridge.core.credentials.masked`, as this version records them: the secret leaves the
+    database, and importing the same store again finds its items under the same source."""
     import json
-
-    def resume_key(source: str) -> str:  # as the store import names an interrupted import's settings
-        return "import-from-store:" + hashlib.sha256(source.encode()).hexdigest()[:16]
-
-    def partial_key(source: str) -> str:  # an interrupted import's vectors, under vectors/.partial/
-        return "store-" + hashlib.sha256(source.encode()).hexdigest()[:16]
 
     database = next((Path(row[2]) for row in db.execute("PRAGMA database_list").fetchall() if row[1] == "main"
                      and row[2]), None)
@@ -130,11 +124,14 @@ def _v4_no_stored_passwords(db: sqlite_utils.Database) -> None:
         if (clean := masked(source)) != source:
             db.execute("update items set source = ? where source = ?", [clean, source])
             # two sources that differed only by their password are one now: the later settings are kept
-            db.execute("update or replace meta set key = ? where key = ?", [resume_key(clean), resume_key(source)])
+            db.execute("update or replace meta set key = ? where key = ?",
+                       [resume_meta_key(clean), resume_meta_key(source)])
             for suffix in (".npy", ".ids.npy", ".json") if partial is not None and partial.is_dir() else ():
-                old, new = partial / f"{partial_key(source)}{suffix}", partial / f"{partial_key(clean)}{suffix}"
+                old = partial / f"{partial_vectors_key(source)}{suffix}"
+                new = partial / f"{partial_vectors_key(clean)}{suffix}"
                 if old.is_file() and not new.exists():
                     old.rename(new)  # resumed where it stopped, not rewritten from its first row
+
     def clean(value: Any) -> Any:  # each string of a JSON record masked on its own
         if isinstance(value, dict):
             return {k: clean(v) for k, v in value.items()}
