@@ -318,8 +318,8 @@ def plan_from_report(source: Report | Mapping[str, Any], throughput: Throughput,
     if partial is not None:
         options.append(partial)
     options.append(option_row("full_backfill", "Full backfill", _time(sizes.n, throughput.embed_items_per_s),
-                              sizes.n * sizes.d_full * sizes.b_new + sizes.adapter_bytes * sizes.head, sizes.n, ceil_q,
-                              new_floor, ceiling,
+                              sizes.n * sizes.d_full * sizes.b_new + (sizes.adapter_bytes if sizes.head else 0),
+                              sizes.n, ceil_q, new_floor, ceiling,
                               [f"Re-embeds all {sizes.n} gallery items with the new model; quality is the {ceil_cell} "
                                "cell of this report."], metric))
     name_galleries(options, report, up_cell, ceil_cell)
