@@ -176,11 +176,18 @@ def labelled(exc: InputError, labels: dict[str, str]) -> InputError:
     shows fields, not flags: with ``{"--out": "Destination"}``, "--out x.zip: is inside the workspace"
     reads "Destination x.zip: is inside the workspace", and "(--out)" or "--out FILE" in the problem
     reads "(Destination)". Options without a label keep their text; other errors are returned unchanged."""
-    source, problem = exc.source or "", exc.problem
+    source, problem = exc.source or "", relabelled(exc.problem, labels)
     for option, label in labels.items():
         if source == option or source.startswith(option + " "):
             source = label + source[len(option):]
-        problem = re.sub(rf"(?<![\w-]){re.escape(option)}(?![\w-])(?: {_METAVAR})?", lambda _m, t=label: t, problem)
     if source == (exc.source or "") and problem == exc.problem:
         return exc
     return type(exc)(source or None, problem)
+
+
+def relabelled(text: str, labels: dict[str, str]) -> str:
+    """``text`` naming the window's fields instead of the command-line options it names (an option's
+    metavariable goes with it): the core words its advice for the command line."""
+    for option, label in labels.items():
+        text = re.sub(rf"(?<![\w-]){re.escape(option)}(?![\w-])(?: {_METAVAR})?", lambda _m, t=label: t, text)
+    return text

@@ -223,6 +223,28 @@ def test_gallery_counts_say_which_splits_form_the_gallery(qtbot: QtBot, window: 
             f"queries: {counts['query']} (split 'query')") in gallery.counts_label.text()
 
 
+def test_gallery_import_says_what_it_stored_as_the_command_line_does(qtbot: QtBot, window: MainWindow,
+                                                                     tmp_path: Path) -> None:
+    """A vectors file imported with no model keeps only its keys: the page says so, in the command
+    line's words with the window's field named, not only in the log."""
+    from embridge.core.cli.main import main
+
+    root = tmp_path / "fresh"
+    assert main(["init", "-w", str(root)]) == 0
+    vectors = tmp_path / "ten.npz"
+    np.savez(vectors, ids=np.array([f"k{i}" for i in range(10)]),
+             vectors=np.random.default_rng(0).standard_normal((10, 6)).astype(np.float32))
+    window.ctx.open_workspace(root)
+    gallery = window.show_page("gallery")
+    gallery.import_items(str(vectors), "vectors")
+    wait_for_jobs(qtbot, window)
+    shown = gallery.import_result.text()
+    assert shown.startswith("Imported 10 items (vectors) from ")
+    assert "only their keys: the vectors were not stored (pass a model in 'Vectors of model' to store them" in shown
+    assert "--model" not in shown and not error_dialogs()
+    assert window.ctx.ws.vector_sets() == [] and window.ctx.ws.item_count() == 10
+
+
 def test_html_report_path_is_shown_when_no_browser_opens_it(qtbot: QtBot, window: MainWindow, demo_copy: Path,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     from embridge.core.report.build import ReportOptions, build_report

@@ -95,6 +95,13 @@ def test_check_through_an_alias_moved_back_reads_unmarked_points_as_rollback_doe
     assert f"its 30 unmarked points are read as {version}'s" in " ".join(checked["notes"])
     code, direct, err = cli(capsys, "check", "--uri", case.source)  # not through the alias: no move to read
     assert code == 0 and direct["state"] == "unmarked"
+    # their quality, measured through the alias, is that of the same points named directly (it found none)
+    code, measured, err = cli(capsys, "check", "--uri", case.alias_uri, "--label-field", "label")
+    assert code == 0, err
+    code, named, err = cli(capsys, "check", "--uri", case.source, "--label-field", "label")
+    assert code == 0, err
+    assert measured["quality"]["served_as"] == version and measured["quality"]["points"] == 30
+    assert measured["quality"]["top1_label_agreement"] == named["quality"]["top1_label_agreement"]
 
 
 @pytest.mark.parametrize("kind", ["parquet", "lancedb", "qdrant", "pgvector"])

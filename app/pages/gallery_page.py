@@ -16,7 +16,7 @@ from PySide6.QtWidgets import (
 )
 
 from embridge.app.context import AppContext
-from embridge.app.error_path import labelled
+from embridge.app.error_path import labelled, relabelled
 from embridge.app.pages.forms import PathField, offer_devices, set_combo_items
 from embridge.app.pages.page import Page, fill_table, make_table
 from embridge.app.pages.why_disabled import enable
@@ -37,6 +37,7 @@ ITEM_FILTER = "Items (*.csv *.tsv *.jsonl *.ndjson *.npz *.npy);;All files (*)"
 
 IMPORT_FIELDS = {"--split": "Split", "--ids": "Id list (.npy)", "--format": "Format", "--model": "Vectors of model",
                  "--qrels": "Judgments (qrels)", "--path": "Path"}
+IMPORT_ADVICE = {**IMPORT_FIELDS, "--model": "a model in 'Vectors of model'"}  # the result's advice, in a sentence
 
 
 class GalleryPage(Page):
@@ -95,6 +96,9 @@ class GalleryPage(Page):
         self.store_import_button = QPushButton("Import from a vector s&tore…")
         self.store_import_button.clicked.connect(self.open_store_import)
         form.addRow(self.store_import_button)
+        self.import_result = QLabel("")  # what the last import stored (a vectors file's keys only: said so)
+        self.import_result.setWordWrap(True)
+        form.addRow(self.import_result)
         return box
 
     def open_store_import(self) -> None:
@@ -185,7 +189,11 @@ class GalleryPage(Page):
                 raise labelled(exc, IMPORT_FIELDS) from None
 
         def done(info: dict[str, Any]) -> None:
-            log.info("imported %d items (%s) from %s", info["count"], info["format"], info["path"])
+            from embridge.core.import_summary import items_import_text
+
+            message = relabelled(items_import_text(info, model), IMPORT_ADVICE)
+            log.info("%s", message)
+            self.import_result.setText(capitalised(message))
             self.import_path.setText("")
             self.import_qrels.setText("")
 
@@ -211,6 +219,7 @@ class GalleryPage(Page):
 
         def done(info: dict[str, Any]) -> None:
             log.info("BEIR folder %s: %s", info["path"], info["text"])
+            self.import_result.setText(capitalised(info["text"]))
 
         self._started(self.ctx.run(f"Import BEIR {path}", job, done))
 
@@ -247,6 +256,7 @@ class GalleryPage(Page):
     # -- state ------------------------------------------------------------------------------
     def reset(self) -> None:
         self.embed_result.setText("")
+        self.import_result.setText("")
         if self.store_dialog is not None:  # its last import went into the other workspace
             self.store_dialog.clear_result()
         self.import_split.setCurrentText("")  # a split typed for the last workspace would be created in this one

@@ -9,7 +9,7 @@ from typing import Any
 from embridge.core.cli.main import add_common
 from embridge.core.cli.option_types import BATCH_SIZE, NON_BLANK, PATH, POSITIVE_COUNT, SEED
 from embridge.core.errors import EmbridgeError, UsageError
-from embridge.core.l2 import zero_vectors_sentence
+from embridge.core.import_summary import items_import_text, qrels_text
 from embridge.core.progress import StderrProgress
 from embridge.core.store import Workspace
 
@@ -175,23 +175,14 @@ def cmd_import(args: argparse.Namespace) -> Result:
 
         with Workspace.open(args.workspace) as ws:
             qrels = import_qrels(ws, args.qrels, seed=seed)
-        return {"qrels": qrels.to_dict(), "count": 0}, _qrels_text(qrels.to_dict())
+        return {"qrels": qrels.to_dict(), "count": 0}, qrels_text(qrels.to_dict())
     from embridge.core.importers import import_items
 
     with Workspace.open(args.workspace) as ws:
         out = import_items(ws, args.path, args.format, args.split, args.model, args.ids,
                            args.key_column, args.text_column, args.label_column,
                            qrels=args.qrels, qrels_seed=seed)
-    text = f"imported {out['count']} items ({out['format']}) from {out['path']}"
-    if out.get("attached") or out.get("already_stored"):
-        text += (f"; stored vectors of model {args.model} for {out['attached']} items"
-                 f" ({out['already_stored']} already had them)")
-        if out.get("zero_vectors"):
-            text += "; " + zero_vectors_sentence(out["zero_vectors"], out["zero_vector_example"])
-    elif out["format"] == "vectors" and not args.model:
-        text += "; only their keys: the vectors were not stored (pass --model NAME to store them as its vector set)"
-    text += "; " + _qrels_text(out["qrels"]) if out.get("qrels") else ""
-    return out, text + (f"\nnote: {out['note']}" if out.get("note") else "")
+    return out, items_import_text(out, args.model)
 
 
 def _check_format_options(args: argparse.Namespace) -> None:
@@ -215,12 +206,6 @@ def _check_format_options(args: argparse.Namespace) -> None:
         if given:
             raise UsageError(", ".join(given), f"describe{'s' if len(given) == 1 else ''} a vector file "
                              f"(--format vectors); a {fmt} import has no vectors to store")
-
-
-def _qrels_text(qrels: dict[str, Any]) -> str:
-    splits = ", ".join(f"{k} {v}" for k, v in qrels["per_split"].items())
-    seed = f" (queries split with seed {qrels['split_seed']})" if qrels["split_seed"] is not None else ""
-    return f"stored {qrels['judgments']} judgments from {qrels['path']}: {splits}{seed}"
 
 
 def _import_from_store(args: argparse.Namespace) -> Result:

@@ -120,18 +120,25 @@ def served_versions(store: Connector, previous: str | None, spaces: dict[str, in
     this one (``collection``, the store's own by default; ``spaces``: its counts, read when not given), its
     unmarked points are in that migration's old model version (as the migration took them).
     """
-    source_model = None
+    unmarked = unmarked_version(store, previous, collection)
+    versions: dict[str, int] = {}
+    for space, n in (store.space_counts() if spaces is None else spaces).items():
+        version = model_version(space) if space else unmarked
+        versions[version] = versions.get(version, 0) + n
+    return versions
+
+
+def unmarked_version(store: Connector, previous: str | None, collection: str | None = None) -> str:
+    """The model version of the points of ``collection`` (the store's own by default) that carry no space
+    marker: the old model of the migration from it into ``previous``, the collection served before, when
+    there was one; else UNMARKED."""
     if previous:
         state, _ = migration_state(store, Path(previous).name)  # an alias that is a link: the folder's name
         fingerprint = (state or {}).get("fingerprint") or {}
         if fingerprint.get("source_collection") == (collection or store.collection) and \
                 same_source(fingerprint, store.location()):
-            source_model = ((state or {}).get("spaces") or {}).get("old")
-    versions: dict[str, int] = {}
-    for space, n in (store.space_counts() if spaces is None else spaces).items():
-        version = model_version(space) if space else (source_model or UNMARKED)
-        versions[version] = versions.get(version, 0) + n
-    return versions
+            return str(((state or {}).get("spaces") or {}).get("old") or UNMARKED)
+    return UNMARKED
 
 
 def check_store(uri: str, label_field: str | None = None, served_as: str | None = None,
@@ -224,6 +231,20 @@ def unfinished_migration(store: Connector, collection: str) -> str | None:
     return unfinished_reason(*migration_state(store, collection))
 
 
+def unfinished_served(store: Connector) -> str | None:
+    """Why what ``store`` serves (its collection, or the one its alias names) holds only part of a gallery:
+    a migration still writing it, said with the store's name; None when whole or never migrated into."""
+    if not store.writable:  # no migration writes a faiss index
+        return None
+    served = (store.alias_target(store.collection) if store.supports_alias else None) or store.collection
+    name = Path(served).name  # a Parquet alias is a link, possibly to a folder elsewhere: its name keys the checkpoint
+    unfinished = unfinished_reason(*migration_state(store.checkpoint_holder(served), name))
+    if unfinished is None:
+        return None
+    through = f"'{name}': " if f"'{name}'" not in store.describe() else ""  # named once
+    return f"{store.describe()}: {through}{unfinished}"
+
+
 def _check(store: Connector, label_field: str | None, served_as: str | None, sample: int, seed: int) -> StoreCheck:
     if not store.exists():
         raise missing_error(store, "--uri")
@@ -237,6 +258,7 @@ def _check(store: Connector, label_field: str | None, served_as: str | None, sam
     check_named_columns(store, count)
     # through an alias moved back to a migration's source: its unmarked points are read as `rollback` reads them
     previous = switched_from(store, store.collection, aliased) if aliased else None
+    unmarked = unmarked_version(store, previous, aliased)
     versions = served_versions(store, previous, spaces, aliased)
     if count == 0:
         state = "empty"
@@ -267,12 +289,14 @@ def _check(store: Connector, label_field: str | None, served_as: str | None, sam
         parts = ", ".join(f"{n} in {v}" for v, n in sorted(versions.items()))
         result.notes.append(f"points of several model versions ({parts}); a query reaches only its own")
     if label_field:
-        result.quality = _quality(store, result, label_field, served_as, sample, seed)
+        result.quality = _quality(store, result, label_field, served_as, sample, seed, unmarked)
     return result
 
 
 def _quality(store: Connector, check: StoreCheck, label_field: str, served_as: str | None, sample: int,
-             seed: int) -> StoreQuality:
+             seed: int, unmarked: str = UNMARKED) -> StoreQuality:
+    """Top-1 label agreement among the points of the version served (``unmarked``: the version points
+    without a space marker are read as, as their count in ``check.versions`` reads them)."""
     if check.state == "half-migrated" and not served_as:
         raise InputError("--served-as", f"{check.store} is half-migrated ({', '.join(f'{n} in {v}' for v, n in sorted(check.versions.items()))}); "
                          "its quality depends on how it is served: pass --served-as with the model version queries use")
@@ -287,7 +311,8 @@ def _quality(store: Connector, check: StoreCheck, label_field: str, served_as: s
     vectors, labels = [], []
     for batch in store.read_batches(4096):
         for vec, payload in zip(batch.vectors, batch.payloads, strict=True):
-            if model_version(str(payload.get(SPACE_FIELD) or "")) == version and payload.get(label_field) is not None:
+            space = space_key(payload.get(SPACE_FIELD))
+            if (model_version(space) if space else unmarked) == version and payload.get(label_field) is not None:
                 vectors.append(vec)
                 labels.append(str(payload[label_field]))
     if len(vectors) < 2:

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from embridge.core.connectors import open_store
-from embridge.core.connectors.check import check_one_version, model_version, unfinished_migration
+from embridge.core.connectors.check import check_one_version, model_version, unfinished_served
 from embridge.core.connectors.connector import SPACE_FIELD, Batch, Connector, VectorStoreError
 from embridge.core.connectors.import_lock import one_import_of
 from embridge.core.connectors.store_pair import collection_read
@@ -287,12 +287,11 @@ def _import(ws: Workspace, store: Connector, uri: str, model: str | None, label_
             should_stop: StopFn | None) -> StoreImportResult:
     if not store.exists():
         raise VectorStoreError(f"{store.describe()}: {store.missing()}")
-    # the collection served (a Parquet alias is a link, possibly to a folder elsewhere: its name keys the checkpoint)
-    served = Path((store.alias_target(store.collection) if store.supports_alias else None) or store.collection).name
-    unfinished = unfinished_migration(store, served) if store.writable else None  # no migration writes a faiss index
+    unfinished = unfinished_served(store)
     if unfinished is not None:  # a shadow still being written holds part of the gallery, in two spaces
-        through = f"'{served}': " if f"'{served}'" not in store.describe() else ""  # named once
-        raise VectorStoreError(f"{store.describe()}: {through}{unfinished}; nothing was imported")
+        raise VectorStoreError(f"{unfinished}; nothing was imported")
+    # the collection served (a Parquet alias is a link, possibly to a folder elsewhere: its name keys a resume)
+    served = Path((store.alias_target(store.collection) if store.supports_alias else None) or store.collection).name
     total, dim = store.count(), store.dim()
     if total == 0 or not dim:
         raise ImportDataError(uri, "the collection holds no points")

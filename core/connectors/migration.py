@@ -34,7 +34,7 @@ from embridge.core.connectors.backfill_order import (
     read_new_vectors,
     unmatched_warning,
 )
-from embridge.core.connectors.check import missing_error
+from embridge.core.connectors.check import missing_error, unfinished_served
 from embridge.core.connectors.connector import SPACE_FIELD, Batch, Connector, VectorStoreError
 from embridge.core.connectors.job_lock import job_lock
 from embridge.core.connectors.migration_fingerprint import comparable, fingerprint_change, read_columns
@@ -201,6 +201,9 @@ def _run(transform: StoreTransform, source: Connector, target: Connector, new: N
          report: ProgressFn, should_stop: StopFn | None) -> MigrationResult:
     if not source.exists():
         raise missing_error(source, "--from")
+    unfinished = unfinished_served(source)
+    if unfinished is not None:  # a shadow still being written: its migration would serve part of a gallery
+        raise VectorStoreError(f"{unfinished}; nothing was written")
     source.check_carried()  # before any checkpoint or shadow: vectors the shadow would lose are refused
     made = check_source_spaces(source, transform)  # before the width: a shadow given as the source is named as one
     dim = source.dim()
