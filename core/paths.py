@@ -34,7 +34,20 @@ _OWNED_TEMP = re.compile(rf"{re.escape(TMP_PREFIX)}(?:[0-9a-f]{{{TEMP_TAG_HEX}}}
 
 def absolute(path: str | Path) -> Path:
     """``path`` made absolute with links resolved (it need not exist)."""
-    return Path(os.path.abspath(os.fspath(path))).resolve()
+    try:
+        return Path(os.path.abspath(os.fspath(path))).resolve()
+    except RuntimeError as exc:
+        raise as_os_error(exc) from None
+
+
+def as_os_error(exc: RuntimeError) -> OSError | RuntimeError:
+    """Python before 3.13 reports a link that leads back to itself from ``Path.resolve`` as a RuntimeError
+    ("Symlink loop from '...'"): the system's ELOOP error naming that path, as later versions raise it, so it
+    is told as a path's problem rather than a bug; any other RuntimeError unchanged."""
+    found = re.fullmatch(r"Symlink loop from (['\"])(.*)\1", str(exc), re.DOTALL)
+    if found is None:
+        return exc
+    return OSError(errno.ELOOP, os.strerror(errno.ELOOP), found.group(2))
 
 
 def is_within(path: str | Path, folder: str | Path) -> bool:

@@ -147,6 +147,9 @@ def test_fusion_applies_without_torch(bundles: dict, tmp_path: Path) -> None:
     done = run_without_torch(*[named.get(word, word) for word in written.split()], "--no-normalise")
     assert done.returncode == 0, (written, done.stderr)
     assert float(np.abs(np.load(tmp_path / "as-written.npy") - expected).max()) <= 1e-6
+    # each snippet says what its second input is (the torch-free ones named it without width or type)
+    note = "old_query: float32 {}(n, 16), the old model's vectors of the same queries as x, row for row"
+    assert readme.count(note.format("")) == 1 and readme.count(note.format("tensor ")) == 1
 
 
 def test_a_zero_old_query_is_refused_as_a_zero_new_one_is(bundles: dict, tmp_path: Path,
@@ -192,7 +195,7 @@ def test_an_onnx_bundle_with_neither_runtime_installed_names_what_to_install(bun
     assert not (tmp_path / "o.npy").exists()
 
 
-@pytest.mark.parametrize(("name", "heading"), [("v3_to_v1", "numpy only"), ("mlp", "onnxruntime only")])
+@pytest.mark.parametrize(("name", "heading"), [("v3_to_v1", "numpy and safetensors (no torch)"), ("mlp", "onnxruntime only")])
 def test_readme_snippet_reproduces_the_probes_without_torch(bundles: dict, tmp_path: Path, name: str,
                                                             heading: str) -> None:
     import zipfile
@@ -202,7 +205,7 @@ def test_readme_snippet_reproduces_the_probes_without_torch(bundles: dict, tmp_p
         zf.extractall(folder)
     readme = (folder / "README.md").read_text(encoding="utf-8")
     assert f"## Use with {heading}" in readme and "## Use with torch" in readme
-    snippet = re.search(rf"## Use with {heading}\n\n```python\n(.*?)```", readme, re.S).group(1)
+    snippet = re.search(rf"## Use with {re.escape(heading)}\n\n```python\n(.*?)```", readme, re.S).group(1)
     # the probes, then the same rows at 1e-14 and 1e20 times their size: a layer on L2-normalised inputs
     # gives them the same outputs (the snippet's unit once left tiny rows unscaled and overflowed on large ones)
     code = ("import sys; sys.modules['torch'] = None\nimport numpy as np\nprobes = np.load('probes/inputs.npy')\n"

@@ -63,6 +63,14 @@ CASES = [
     (["report", "--run", "1", "--run", "2"], "report", "argument --run: given more than once"),
     (["model", "add", "--name", "m", "--path", "{tmp}/m.pt", "--input-shape", " "], "model add",
      "argument --input-shape: is empty"),
+    # a value missing: argparse's line only (a second parse, for --junit, printed its own usage and error)
+    (["report", "--junit"], "report", "argument --junit: expected one argument"),
+    # a blank name of a column or field silently meant the default one (or no quality measure at all)
+    (["check", "--uri", "parquet:///{tmp}/s", "--label-field", " "], "check", "argument --label-field: is empty"),
+    (["transform", "--bundle", "{tmp}/b.zip", "--from", "parquet:///{tmp}/a", "--to", "parquet:///{tmp}/b",
+      "--id-column", ""], "transform", "argument --id-column: is empty"),
+    (["import", "--path", "{tmp}/x.csv", "--key-column", " "], "import", "argument --key-column: is empty"),
+    (["rollback", "--to", "parquet:///{tmp}/a", "--alias", ""], "rollback", "argument --alias: is empty"),
     # a value as typed is shown, not obeyed by the terminal
     (["report", "--bootstrap", "1\x1b[2J"], "report", "got '1\\x1b[2J'"),
     (["report", "--search", "\x1b]0;title\x07"], "report", "invalid choice: '\\x1b]0;title\\x07'"),
@@ -74,7 +82,7 @@ def test_a_refused_option_is_one_line_and_status_2(argv: list[str], command: str
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     ws = tmp_path / "ws"
     args = [a.replace("{tmp}", str(tmp_path)) for a in argv]
-    if command not in ("migrate", "check"):
+    if command not in ("migrate", "check", "rollback"):
         args += ["--workspace", str(ws)]
     assert main(args) == 2
     captured = capsys.readouterr()

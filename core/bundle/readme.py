@@ -18,8 +18,16 @@ def _usage(manifest: dict[str, Any]) -> list[str]:
     else:
         call = f"m({x})"
     return ["import torch, torch.nn.functional as F",
-            'm = torch.jit.load("adapter.pt").eval()',
+            'm = torch.jit.load("adapter.pt").eval()', *_old_query_note(manifest, "tensor "),
             f"y = F.normalize({call}, dim=-1)  # x: float32 tensor (n, {adapter['in_dim']})"]
+
+
+def _old_query_note(manifest: dict[str, Any], kind: str = "") -> list[str]:
+    """A fusion's second input, said where a snippet first needs it: what it is, its width and type."""
+    if manifest["adapter"]["inputs"] != ["new", "old"]:
+        return []
+    return [f"# old_query: float32 {kind}(n, {manifest['adapter']['out_dim']}), the old model's vectors of the "
+            "same queries as x, row for row"]
 
 
 # rows to unit length as `bundle apply` makes them: each row first divided by its largest magnitude, so
@@ -39,15 +47,16 @@ def _portable_usage(manifest: dict[str, Any]) -> tuple[str, list[str]]:
     if entry.get("runtime") == "numpy":
         body = ["import numpy as np",
                 "from safetensors.numpy import load_file",
-                'p = load_file("adapter.safetensors")', *unit,
+                'p = load_file("adapter.safetensors")', *unit, *_old_query_note(manifest),
                 f"y = {x} @ p[\"weight\"] + p[\"bias\"]  # x: float32 (n, {manifest['adapter']['in_dim']})"]
         if fusion:
             body.append('y = p["alpha"][0] * unit(old_query) + (1 - p["alpha"][0]) * unit(y)')
-        return "## Use with numpy only", [*body, "y = unit(y)"]
+        return "## Use with numpy and safetensors (no torch)", [*body, "y = unit(y)"]
     feed = '{"x": ' + x + (', "old": old_query}' if fusion else "}")
     return "## Use with onnxruntime only", [
         "import numpy as np, onnxruntime as ort", *unit,
         'session = ort.InferenceSession("adapter.onnx", providers=["CPUExecutionProvider"])',
+        *_old_query_note(manifest),
         f"y = unit(session.run(None, {feed})[0])  # x: float32 (n, {manifest['adapter']['in_dim']})"]
 
 
@@ -214,7 +223,9 @@ def readme_text(manifest: dict[str, Any]) -> str:
     if manifest.get("gallery_transformed"):
         g = manifest["gallery_transformed"]
         lines += ["", f"`{g['vectors']}` holds the {g['count']} gallery vectors already transformed "
-                  f"(row i belongs to item `{g['keys']}`[i]); they are not normalised."]
+                  f"(row i belongs to item `{g['keys']}`[i]"
+                  + (f", the workspace's item id `{g['ids']}`[i]" if g.get("ids") else "")
+                  + "); they are not normalised."]
     measured = measured_lines(manifest) + chain_step_lines(manifest)
     renamed = renamed_line(manifest)
     if renamed:

@@ -211,6 +211,12 @@ def _main(argv: Sequence[str] | None, program: bool) -> int:
         _error(_missing_package_line(exc.name))
         return 1
     except Exception as exc:  # a bug: one line, and the traceback when asked for
+        from embridge.core.paths import as_os_error
+
+        loop = as_os_error(exc) if isinstance(exc, RuntimeError) else exc
+        if isinstance(loop, OSError):  # a link leading back to itself, met by Path.resolve: the path's problem
+            _error(_os_error_line(loop, args))
+            return 1
         if os.environ.get("EMBRIDGE_DEBUG"):
             traceback.print_exc()
         cause = raised_remotely(exc)

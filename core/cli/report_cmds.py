@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from embridge.core.cli.main import add_common
 from embridge.core.cli.option_types import NON_BLANK, PATH, RUN_ID, SHARE, number, run_id_list
@@ -163,19 +163,28 @@ def cmd_report(args: argparse.Namespace) -> Result:
     return data, text
 
 
+class _Unreadable(Exception):
+    """A command line the JUnit look-up cannot read either (the refusal is already said, in one line)."""
+
+
+class _SilentParser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # argparse's own prints a second usage and error line
+        raise _Unreadable(message)
+
+
 def junit_after_refusal(argv: list[str], message: str) -> None:
     """A ``report --junit FILE`` whose command line argparse refused (a malformed --fail-under, an option
     out of range): FILE gets an error case naming the refusal, so CI never shows an earlier green result
     beside a failed step. Best effort: a FILE that ``--junit`` itself would refuse is left alone."""
     from embridge.core.report.gate import check_junit_target, write_junit
 
-    seen = argparse.ArgumentParser(add_help=False)  # prefixes too (--jun, --works), as the command reads them
+    seen = _SilentParser(add_help=False)  # prefixes too (--jun, --works), as the command reads them
     seen.add_argument("command", nargs="?")
-    seen.add_argument("--junit")
+    seen.add_argument("--junit", type=PATH)  # a FILE --junit itself refuses (blank) is no file to write
     seen.add_argument("--workspace", "-w")
     try:
         known, _ = seen.parse_known_args(argv)
-    except SystemExit:
+    except _Unreadable:
         return
     if known.command != "report" or not known.junit or not known.workspace:
         return

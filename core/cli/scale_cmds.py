@@ -7,7 +7,7 @@ from typing import Any
 
 from embridge.core.cli.engine_flags import add_engine_flags
 from embridge.core.cli.main import add_common
-from embridge.core.cli.option_types import PATH, number
+from embridge.core.cli.option_types import NON_BLANK, PATH, number
 from embridge.core.progress import StderrProgress
 
 Result = tuple[dict[str, Any], str]
@@ -27,8 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="output: parquet:///folder (one file per input partition) or a Lance dataset, "
                         "lance:///out.lance or lancedb:///db?table=NAME (committed once every partition is done); "
                         "new, or an unfinished earlier run to resume")
-    p.add_argument("--id-column", help="id column (default: ?id= on --from, else id)")
-    p.add_argument("--vector-column", help="fixed-size-list vector column (default: ?vector= on --from, else vector)")
+    p.add_argument("--id-column", type=NON_BLANK, help="id column (default: ?id= on --from, else id)")
+    p.add_argument("--vector-column", type=NON_BLANK, help="fixed-size-list vector column (default: ?vector= on --from, else vector)")
     p.add_argument("--num-cpus", type=number(int, low=1, high=4096), metavar="N", help="CPUs of the local Ray started for the job")
     add_engine_flags(p)
     p.set_defaults(handler=cmd_transform)
@@ -45,8 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--to", dest="target", type=PATH, required=True, metavar="URI",
                    help="output folder, parquet:///folder of (id, vector) chunk files (resumable)")
     p.add_argument("--order", type=PATH, metavar="FILE.npy", help="ids to embed, in this order (e.g. the planner's)")
-    p.add_argument("--id-column", default="id", help="id column (default id)")
-    p.add_argument("--input-column", default="input",
+    p.add_argument("--id-column", type=NON_BLANK, default="id", help="id column (default id)")
+    p.add_argument("--input-column", type=NON_BLANK, default="input",
                    help="input column: a fixed-size list of floats (the model input, flattened) or text (default input)")
     p.add_argument("--role", choices=("document", "query"), default="document",
                    help="a text model's prompt to embed with: its document prompt (gallery items, the default) or "

@@ -7,7 +7,7 @@ from typing import Any
 
 from embridge.core.cli.engine_flags import add_engine_flags
 from embridge.core.cli.main import add_common
-from embridge.core.cli.option_types import BATCH_SIZE, PATH, POSITIVE_COUNT, SEED
+from embridge.core.cli.option_types import BATCH_SIZE, NON_BLANK, PATH, POSITIVE_COUNT, SEED
 from embridge.core.progress import StderrProgress
 
 Result = tuple[dict[str, Any], str]
@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backfill", type=POSITIVE_COUNT, metavar="N", help="attach new vectors to at most N points")
     p.add_argument("--seed", type=SEED, help="with --new-vectors: seed of the random order (default 0)")
     p.add_argument("--switch", action="store_true", help="after verification, move the alias to the new collection")
-    p.add_argument("--alias", help="alias --switch moves (default: the alias=NAME parameter of --to); needs --switch")
+    p.add_argument("--alias", type=NON_BLANK, help="alias --switch moves (default: the alias=NAME parameter of --to); needs --switch")
     p.add_argument("--batch", type=BATCH_SIZE, default=4096, help="points per batch (default 4096)")
     add_engine_flags(p)  # --engine ray: LanceDB and Parquet stores, transformed partition by partition on Ray
     p.set_defaults(handler=cmd_migrate)
@@ -33,14 +33,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("rollback", help="point a store's alias back at an earlier collection")
     add_common(p, workspace=False)
     p.add_argument("--to", dest="target", type=PATH, required=True, metavar="URI", help="collection to serve again")
-    p.add_argument("--alias", help="alias to move (default: the alias=NAME parameter of --to)")
+    p.add_argument("--alias", type=NON_BLANK, help="alias to move (default: the alias=NAME parameter of --to)")
     p.set_defaults(handler=cmd_rollback)
 
     p = sub.add_parser("check", help="how many points of a store are in which model's space")
     add_common(p, workspace=False)
     p.add_argument("--uri", type=PATH, required=True, help="store collection (or alias) to check")
-    p.add_argument("--label-field", help="payload field with labels: also measure top-1 label agreement")
-    p.add_argument("--served-as", help="for a half-migrated store: the model version its queries use "
+    p.add_argument("--label-field", type=NON_BLANK, help="payload field with labels: also measure top-1 label agreement")
+    p.add_argument("--served-as", type=NON_BLANK, help="for a half-migrated store: the model version its queries use "
                    "('unmarked' for the points no migration wrote, as the old model served them)")
     p.add_argument("--sample", type=POSITIVE_COUNT, default=2000, help="queries for the quality measure (default 2000)")
     p.set_defaults(handler=cmd_check)

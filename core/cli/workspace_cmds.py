@@ -35,8 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     source.add_argument("--path", type=PATH, help="folder or file to import (may be left out when only --qrels is given)")
     source.add_argument("--from", dest="from_uri", type=PATH, metavar="URI",
                         help="vector store collection, e.g. qdrant:///data/db?collection=docs")
-    p.add_argument("--label-field", help="with --from: payload field holding the label")
-    p.add_argument("--text-field", help="with --from: payload field holding the text")
+    p.add_argument("--label-field", type=NON_BLANK, help="with --from: payload field holding the label")
+    p.add_argument("--text-field", type=NON_BLANK, help="with --from: payload field holding the text")
     p.add_argument("--format", choices=["images", "csv", "jsonl", "vectors", "beir"], help="default: from the path")
     p.add_argument("--qrels", type=PATH, help="relevance judgments: query key, item key, grade[, split] a line (tsv, csv or space-separated; TREC's four columns too)")
     p.add_argument("--qrels-seed", type=SEED,
@@ -45,11 +45,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", type=NON_BLANK, help="split name for the imported items (e.g. gallery, query)")
     p.add_argument("--model", help="for vector files: the (vectors-kind) model these vectors belong to")
     p.add_argument("--ids", type=PATH, help="for .npy vector files: text file with one item key a line")
-    p.add_argument("--key-column", help="CSV/JSONL: the key column (default: 'key' if present, else "
+    p.add_argument("--key-column", type=NON_BLANK, help="CSV/JSONL: the key column (default: 'key' if present, else "
                    "<file stem>:<record number>)")
-    p.add_argument("--text-column", default="text", help="CSV/JSONL: the column holding each item's text "
+    p.add_argument("--text-column", type=NON_BLANK, default="text", help="CSV/JSONL: the column holding each item's text "
                    "(default: text)")
-    p.add_argument("--label-column", help="CSV/JSONL: the label column (default: 'label' if present)")
+    p.add_argument("--label-column", type=NON_BLANK, help="CSV/JSONL: the label column (default: 'label' if present)")
     p.set_defaults(handler=cmd_import)
 
     model = sub.add_parser("model", help="manage models").add_subparsers(dest="model_command", required=True,

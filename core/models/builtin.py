@@ -91,6 +91,7 @@ def build_model(arch: str, config: Mapping[str, Any], source: object = None,
     missing = [k for k in info.required if k not in config]
     if missing:
         raise CheckpointError(source, f"architecture '{arch}' needs config keys {', '.join(missing)}")
+    _check_sizes(arch, config, source)
     try:
         if device is None:
             module = info.builder(**dict(config))
@@ -98,9 +99,24 @@ def build_model(arch: str, config: Mapping[str, Any], source: object = None,
             with torch.device(device):
                 module = info.builder(**dict(config))
         shape = info.input_shape(dict(config))
-    except (TypeError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(source, f"invalid config for architecture '{arch}': {exc}") from exc
+    except (TypeError, ValueError, RuntimeError) as exc:  # torch's C++ errors carry their stack: the first line
+        raise CheckpointError(source, f"invalid config for architecture '{arch}': "
+                                      f"{(str(exc).strip().splitlines() or [type(exc).__name__])[0]}") from exc
     return module, shape
+
+
+MAX_SIZE = 1 << 24  # wider than any embedder's layer: a larger number is a slip, refused before torch sees it
+
+
+def _check_sizes(arch: str, config: Mapping[str, Any], source: object) -> None:
+    """Every config value of a built-in architecture is a size (a list of them for its layers): a whole
+    number from 0 to MAX_SIZE, named by its key when it is not, instead of torch's refusal of a tensor shape."""
+    for key, value in config.items():
+        for size in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= MAX_SIZE:
+                shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+                raise CheckpointError(source, f"invalid config for architecture '{arch}': {key} must be a whole "
+                                              f"number from 0 to {MAX_SIZE:,} (or a list of them), not {shown}")
 
 
 def save_checkpoint(path: str | Path, model: nn.Module | Mapping[str, torch.Tensor], arch: str,

@@ -22,7 +22,7 @@ from embridge.core.connectors.arrow_common import reading_parquet
 from embridge.core.connectors.parquet import plain_vectors
 from embridge.core.errors import InputError
 from embridge.core.models.spec import checkpoint_sha256
-from embridge.core.paths import check_folder_target, check_output
+from embridge.core.paths import check_folder_target, check_output, check_regular
 from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
 from embridge.core.scale.engine import MAX_RESTARTS, EngineError, check_engine, import_ray, ray_session
 from embridge.core.scale.gallery_transform import list_partitions, parquet_dir
@@ -207,6 +207,7 @@ def embed_dataset(model: ModelRef, source: str, target: str, *, engine: str = "l
              "order": order_fingerprint(order), "n": len(ids),
              "items": items_fingerprint(ids, inputs)}
     if not isinstance(model, Mapping) and Path(model).exists():  # a file replaced at the same path is another model
+        check_regular(model, "checkpoint")  # a FIFO would block the hash for good
         state["model_sha256"] = checkpoint_sha256(model)
     shape = list(model.get("input_shape") or []) if isinstance(model, Mapping) else []
     if shape:  # the same weights read at another input shape give other vectors: another job

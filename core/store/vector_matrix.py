@@ -65,7 +65,9 @@ def check_finite(block: np.ndarray, source: str, first_row: int = 0) -> None:
     bad = ~finite_rows(block)
     if bad.any():
         row = int(np.flatnonzero(bad)[0]) + first_row
-        raise VectorFileError(source, f"row {row} holds NaN or inf values ({int(bad.sum())} bad rows in block)")
+        count = int(bad.sum())
+        raise VectorFileError(source, f"row {row} holds NaN or inf values ({count} such row{'s' if count > 1 else ''} "
+                                      f"among rows {first_row}-{first_row + len(block) - 1})")
 
 
 def as_storage_dtype(block: np.ndarray, dtype: str, source: str, first_row: int = 0) -> np.ndarray:

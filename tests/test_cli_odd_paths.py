@@ -1,0 +1,77 @@
+"""Paths and values that are no usage error yet must still be one line: a link that leads back to itself,
+a FIFO given as a model, a JUnit file whose name argparse refused, a model config torch would choke on."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from embridge.core.cli.main import main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("argv", [["init", "-w", "{loop}"], ["demo", "-w", "{loop}"], ["info", "-w", "{loop}"]])
+def test_a_link_that_leads_to_itself_is_named_with_the_systems_words(argv: list[str], tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """Python 3.11's Path.resolve raises RuntimeError for it: told as 'unexpected RuntimeError', exit 3."""
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    assert main([a.replace("{loop}", str(loop)) for a in argv]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"embridge: error: {loop}") and \
+        "Too many levels of symbolic links" in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["loop"]
+
+
+def test_a_junit_file_refused_by_name_is_not_written_after_the_refusal(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["report", "-w", str(tmp_path / "ws"), "--junit", "   "]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []  # a file named '   ' was written with the refusal as its error case
+
+
+def test_a_fifo_given_as_embed_datasets_model_is_refused_by_kind(tmp_path: Path) -> None:
+    """Its checkpoint was hashed before its kind was checked: the command blocked for good."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "items").mkdir()
+    inputs = pa.array([np.zeros(4, np.float32).tolist()] * 2, type=pa.list_(pa.float32(), 4))
+    pq.write_table(pa.table({"id": [1, 2], "input": inputs}),
+                   tmp_path / "items" / "part-0.parquet")
+    os.mkfifo(tmp_path / "m.pt")
+    done = subprocess.run([sys.executable, "-m", "embridge.core.cli.main", "embed-dataset", "--model",
+                           str(tmp_path / "m.pt"), "--from", f"parquet://{tmp_path}/items", "--to",
+                           f"parquet://{tmp_path}/out"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
+    assert "m.pt: is a FIFO (named pipe); the checkpoint must be a regular file or folder" in done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(("config", "said"), [
+    ('{"input_dim": 9223372036854775808, "out_dim": 4}', "input_dim must be a whole number from 0 to 16,777,216"),
+    ('{"input_dim": 8.5, "out_dim": 4}', "input_dim must be a whole number"),
+    ('{"input_dim": 8, "out_dim": 4, "hidden": [16, true]}', "hidden must be a whole number"),
+])
+def test_a_built_in_models_config_is_checked_before_torch_builds_it(config: str, said: str, tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """torch's refusal of such a size was its C++ stack, 2,000 characters in the one error line."""
+    from embridge.core.models.builtin import build_model, save_checkpoint
+
+    module, _ = build_model("mlp", {"input_dim": 8, "out_dim": 4})
+    save_checkpoint(tmp_path / "sd.pt", module, "mlp", {"input_dim": 8, "out_dim": 4})
+    ws = tmp_path / "ws"
+    assert main(["init", "-w", str(ws)]) == 0
+    capsys.readouterr()
+    assert main(["model", "add", "-w", str(ws), "--name", "m", "--path", str(tmp_path / "sd.pt"), "--arch", "mlp",
+                 "--arch-config", config]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and said in err and "frame #" not in err and len(err) < 300, err
