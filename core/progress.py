@@ -78,24 +78,18 @@ def rate_text(info: dict[str, Any]) -> str:
 
 
 class StderrProgress:
-    """A throttled one-line progress printer for the command line (stderr, never stdout).
-
-    The first line waits ``min_interval`` too, and a job that printed none prints no final line either:
-    work done (or refused) within it leaves stderr to the result, so a refusal stays one line.
-    """
+    """A throttled one-line progress printer for the command line (stderr, never stdout)."""
 
     def __init__(self, label: str, min_interval: float = 0.5) -> None:
         self.label = label
         self.min_interval = min_interval
-        self._last = time.monotonic()
-        self._printed = False
+        self._last = 0.0
         self._muted = False  # stderr could not be written (a reader that quit, a full disk): progress is not the work
 
     def __call__(self, done: int, total: int, info: dict[str, Any]) -> None:
         now = time.monotonic()
-        if now - self._last < self.min_interval and (done < total or not self._printed):
+        if done < total and now - self._last < self.min_interval:
             return
-        self._printed = True
         self._last = now
         stream = sys.stderr
         if stream is None or self._muted:  # windowed frozen apps have no stderr

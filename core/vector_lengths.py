@@ -14,6 +14,8 @@ import numpy as np
 SAMPLE_ROWS = 4_096
 BLOCK_ROWS = 256  # rows read at a time: memory stays a few blocks whatever the width
 SPREAD = 4.0  # 95th over 5th percentile of the lengths above which the note is given
+RANKED_SPREAD = 1.1  # the same, for vectors whose store is known to rank by their lengths too (dot, L2, L1)
+RANKED_BY = {"dot": "inner product", "l2": "L2 distance", "l1": "L1 distance"}
 NARROW = 1e-5  # median 1 - cos between sampled rows below which float32 scores rank by rounding
 
 
@@ -44,25 +46,48 @@ def narrow_note(matrix: np.ndarray, seed: int = 0) -> str | None:
     return _narrow_sentence(_sample_shape(matrix, seed)[1]) if len(matrix) >= 3 else None
 
 
-def vector_notes(matrix: np.ndarray) -> str | None:
-    """The notes that apply to a stored vector set, as one sentence, or None (the sample read once)."""
+def vector_notes(matrix: np.ndarray, metric: str | None = None) -> str | None:
+    """The notes that apply to a stored vector set, as one sentence, or None (the sample read once).
+    ``metric``: how the store the vectors came from ranks them, where it says (see Connector.metric)."""
     if len(matrix) < 2:
         return None
     lengths, gaps = _sample_shape(matrix, 0)
-    notes = (_length_sentence(lengths), _narrow_sentence(gaps) if len(matrix) >= 3 else None)
+    notes = (_length_sentence(lengths, metric), _narrow_sentence(gaps) if len(matrix) >= 3 else None)
     return "; ".join(n for n in notes if n) or None
 
 
-def _length_sentence(lengths: np.ndarray) -> str | None:
+def _length_sentence(lengths: np.ndarray, metric: str | None = None) -> str | None:
     lengths = lengths[lengths > 0]
     if len(lengths) < 2:
         return None
     low, high = np.percentile(lengths, [5, 95])
-    if low <= 0 or high / low < SPREAD:
+    ranked = RANKED_BY.get(metric or "")
+    if low <= 0 or high / low < (RANKED_SPREAD if ranked else SPREAD):
         return None
+    if ranked:  # the store said so: not a possibility but what it serves
+        return (f"the store ranks by {ranked}, and these vectors' lengths vary (5th to 95th percentile {low:.3g} "
+                f"to {high:.3g}); Embridge measures by cosine (every vector L2-normalised), so its numbers are not "
+                "what this store serves: normalise the store's vectors, or read `embridge check --label-field` "
+                "there, which ranks as the store does")
     return (f"the vectors' lengths vary widely (5th to 95th percentile {low:.3g} to {high:.3g}); Embridge "
             "measures by cosine (every vector L2-normalised), so an index that ranks these vectors by raw inner "
             "product ranks differently from what its reports measure")
+
+
+def unit_output_note(vectors: np.ndarray, metric: str | None) -> str | None:
+    """What a migration's unit-length outputs change in a store that ranks by length too (``metric`` dot, L2
+    or L1) when the source's ``vectors`` (a sample) vary in length; None otherwise."""
+    ranked = RANKED_BY.get(metric or "")
+    lengths = np.linalg.norm(np.asarray(vectors, dtype=np.float64), axis=1) if len(vectors) else np.zeros(0)
+    lengths = lengths[lengths > 0]
+    if ranked is None or len(lengths) < 2:
+        return None
+    low, high = np.percentile(lengths, [5, 95])
+    if high / low < RANKED_SPREAD:
+        return None
+    return (f"the source store ranks by {ranked}, and its vectors' lengths vary (5th to 95th percentile {low:.3g} to "
+            f"{high:.3g} in the {len(lengths)} points verified); the shadow holds the bundle's unit-length vectors, "
+            "so it ranks them as cosine does: what those lengths carried (popularity, say) no longer counts there")
 
 
 def _narrow_sentence(gaps: np.ndarray) -> str | None:

@@ -55,23 +55,3 @@ def test_a_line_break_in_a_path_given_is_shown_escaped(tmp_path: Path, capsys: p
     assert err.count("\n") == 1 and f"{tmp_path}/nope\\x0ax: not an Embridge workspace" in err
     shutil.rmtree(odd)
 
-
-def test_progress_waits_before_its_first_line_so_a_quick_refusal_stays_one_line(
-        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    """`bundle verify` of a tampered bundle printed its hashing progress at once, then the error: two lines."""
-    from embridge.core import progress
-
-    clock = [100.0]
-    monkeypatch.setattr(progress.time, "monotonic", lambda: clock[0])
-    quick = progress.StderrProgress("verify")
-    quick(10, 100, {"stage": "hashing"})
-    clock[0] += 0.4
-    quick(100, 100, {"stage": "hashing"})  # done within the interval: nothing printed, not even the end
-    assert capsys.readouterr().err == ""
-    slow = progress.StderrProgress("verify")
-    clock[0] += 0.6
-    slow(10, 100, {})
-    clock[0] += 0.1
-    slow(50, 100, {})  # throttled
-    slow(100, 100, {})  # the end of a job that printed: always said
-    assert capsys.readouterr().err.splitlines() == ["verify: 10/100 (10%) ", "verify: 100/100 (100%) "]

@@ -17,6 +17,7 @@ import numpy as np
 
 from embridge.core.connectors import open_store
 from embridge.core.connectors.connector import (
+    METRICS,
     SPACE_FIELD,
     Batch,
     Connector,
@@ -45,6 +46,8 @@ class StoreQuality:
     top1_label_agreement: float
     queries: int = 0  # how many of the points were sampled as queries (``--sample``)
     gallery: int = 0  # the points reachable_share is a share of
+    metric: str = "cosine"  # how the neighbours were ranked: the store index's metric (cosine where none says)
+    metric_from_store: bool = False  # the store said its metric (else cosine, Embridge's own)
 
 
 @dataclass
@@ -81,11 +84,16 @@ class StoreCheck:
         if self.quality:
             q = self.quality
             lines.append(f"  quality served as {q.served_as}: top-1 '{q.label_field}' agreement "
-                         f"{q.top1_label_agreement:.3f} for {q.queries} sampled queries among the {q.points} points "
+                         f"{q.top1_label_agreement:.3f} by {METRICS[q.metric]}{_metric_source(q)} "
+                         f"for {q.queries} sampled queries among the {q.points} points "
                          f"that carry '{q.label_field}' ({q.reachable_share:.0%} of {reach_of(self, q)} are "
                          f"{q.served_as})")
         lines += [f"  {note}" for note in self.notes]
         return "\n".join(lines)
+
+
+def _metric_source(quality: StoreQuality) -> str:
+    return " (as the store's index ranks)" if quality.metric_from_store else " (no index says how the store ranks)"
 
 
 def reach_of(check: StoreCheck, quality: StoreQuality) -> str:
@@ -317,20 +325,32 @@ def _quality(store: Connector, check: StoreCheck, label_field: str, served_as: s
                 labels.append(str(payload[label_field]))
     if len(vectors) < 2:
         raise InputError("--label-field", f"fewer than two points of '{version}' carry the field '{label_field}'")
+    said = store.metric()
+    metric = said or "cosine"
     x = np.stack(vectors)
-    x = l2_normalize(x, f"{store.describe()} ('{version}' points)")
+    x = l2_normalize(x, f"{store.describe()} ('{version}' points)") if metric == "cosine" else x.astype(np.float64)
     lab = np.asarray(labels)
     rng = np.random.default_rng(seed)
     queries = rng.choice(len(x), size=min(sample, len(x)), replace=False)
     hits = 0
-    for start in range(0, len(queries), 512):
-        q = queries[start:start + 512]
-        scores = x[q] @ x.T
+    for start in range(0, len(queries), 64 if metric == "l1" else 512):
+        q = queries[start:start + (64 if metric == "l1" else 512)]
+        scores = _scores(x[q], x, metric)
         scores[np.arange(len(q)), q] = -np.inf  # leave the query itself out
         hits += int((lab[np.argmax(scores, axis=1)] == lab[q]).sum())
     gallery = _unfinished_total(check)
     return StoreQuality(version, label_field, len(x), check.versions[version] / gallery, hits / len(queries),
-                        len(queries), gallery)
+                        len(queries), gallery, metric, said is not None)
+
+
+def _scores(q: np.ndarray, x: np.ndarray, metric: str) -> np.ndarray:
+    """Higher is nearer, ranked as ``metric`` ranks: cosine and dot by the product (rows already unit for
+    cosine), l2 by minus the squared distance (its query's own length ranks nothing), l1 by minus the distance."""
+    if metric == "l2":
+        return 2 * (q @ x.T) - (x * x).sum(axis=1)
+    if metric == "l1":
+        return -np.abs(q[:, None, :] - x[None, :, :]).sum(axis=2)
+    return q @ x.T
 
 
 def check_one_version(batch: Batch, spaces: dict[str, int], store: Connector) -> None:

@@ -104,6 +104,12 @@ class ChromaConnector(Connector):
             self._col = self.client.get_collection(self.collection)
         return self._col
 
+    def metric(self) -> str | None:
+        col = self.col()
+        spaces = [part.get("space") for part in (index_configuration(col) or {}).values()]
+        space = next((s for s in spaces if s), None) or (col.metadata or {}).get("hnsw:space") or "l2"  # its default
+        return {"cosine": "cosine", "ip": "dot", "l2": "l2"}.get(str(space))
+
     def exists(self) -> bool:
         return self.collection in self._names()
 

@@ -35,6 +35,9 @@ PointId = int | str
 SPACE_FIELD = "embridge_space"  # payload field / column naming the model version of each point
 
 
+METRICS = {"cosine": "cosine similarity", "dot": "inner product", "l2": "L2 distance", "l1": "L1 distance"}
+
+
 def space_key(value: Any) -> str:
     """A space field's value as text ('' for none): a store may hold other types in a field of that name."""
     return "" if value is None or value == "" else str(value)
@@ -167,6 +170,16 @@ class Connector(ABC):
     def normalises(self) -> bool:
         """Whether the store may hand back a written vector scaled to unit length (cosine collections)."""
         return False
+
+    def index_like(self, like: Connector) -> str | None:
+        """Give the written collection the vector index ``like`` (its source) has, where the store trains one on
+        data already written; a note when it cannot. Others copy their index settings at :meth:`create`."""
+        return None
+
+    def metric(self) -> str | None:
+        """How the store's index ranks the vectors served (one of METRICS): what a number measured on them must
+        rank by to be what the store serves; None where nothing says (a file format, a table without index)."""
+        return None
 
     def read_ids(self, ids: list[PointId]) -> Batch:
         """The points with these ids (in that order); missing ids are left out."""

@@ -376,7 +376,7 @@ def _stream(run: _Run, store: Connector, label_field: str | None, text_field: st
     finally:
         writer.release()  # after a stop or a kill-like error the rows written so far stay for a resume
     run.finish()
-    notes = [n for n in (store.lossy_note(), made, vector_notes(ws.open_vector_set(int(info["id"]), verify=False)[1]))
-             if n]
+    stored = ws.open_vector_set(int(info["id"]), verify=False)[1]
+    notes = [n for n in (store.lossy_note(), made, vector_notes(stored, store.metric())) if n]
     return StoreImportResult(uri, store.describe(), total, new_items, name, dim, int(info["id"]), split,
                              "; ".join(notes) or None)

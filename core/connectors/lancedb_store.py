@@ -121,6 +121,40 @@ class LanceDBConnector(Connector):
     def exists(self) -> bool:
         return self._link(self.collection).exists() or self.collection in self._names()
 
+    def _vector_index(self) -> Any:
+        """The statistics of the table's index on its vector column (its type and distance), or None."""
+        table = self.table()
+        with self._readable():
+            name = next((ix.name for ix in table.list_indices() if list(ix.columns) == [self.vec_col]), None)
+            return table.index_stats(name) if name is not None else None
+
+    def metric(self) -> str | None:
+        stats = self._vector_index()
+        return {"cosine": "cosine", "dot": "dot", "l2": "l2"}.get(str(getattr(stats, "distance_type", "")).lower())
+
+    def index_like(self, like: Connector) -> str | None:
+        """The source's vector index, made again on the written shadow (Lance trains it on the data, so not at
+        ``create``): same type and distance, its partitions sized by Lance for the shadow's rows."""
+        import lancedb.index
+
+        self.refresh()  # the handle opened to write reads the table as it was then: empty
+        if not isinstance(like, LanceDBConnector) or self._vector_index() is not None:
+            return None
+        stats = like._vector_index()
+        if stats is None:
+            return None
+        kind, distance = str(stats.index_type), like.metric() or "l2"
+        config = getattr(lancedb.index, INDEX_CONFIGS.get(kind, ""), None)
+        if config is None:
+            return (f"the source's vector index ({kind}) was not made on the shadow, which Embridge cannot make: "
+                    "create it there before serving the shadow")
+        try:
+            self.table().create_index(self.vec_col, config=config(distance_type=distance))
+        except Exception as exc:  # Lance refuses too few rows to train on, among others: the shadow is whole without
+            return (f"the shadow has no vector index: making one like the source's ({kind}, {distance}) failed "
+                    f"({first_line(exc)}); create it there before serving the shadow")
+        return None
+
     def count(self) -> int:
         with self._readable():
             return int(self.table().count_rows())
@@ -247,6 +281,10 @@ class LanceDBConnector(Connector):
         if not self._link(target).is_dir():
             raise VectorStoreError(f"{self.root}: no table '{target}' to serve")
         swap_link(self._link(alias), f"{target}.lance")
+
+
+INDEX_CONFIGS = {"IVF_PQ": "IvfPq", "IVF_FLAT": "IvfFlat", "IVF_SQ": "IvfSq", "IVF_RQ": "IvfRq",
+                 "IVF_HNSW_PQ": "IvfHnswPq", "IVF_HNSW_SQ": "IvfHnswSq", "IVF_HNSW_FLAT": "IvfHnswFlat"}
 
 
 @contextmanager

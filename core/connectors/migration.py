@@ -260,6 +260,7 @@ def _locked_run(transform: StoreTransform, source: Connector, target: Connector,
                           "the shadow was left as it is")
     elif was_complete:  # a complete migration run again: it may serve already, so a change is said, not refused
         changed = _changed_since_copied(source, target, state)
+    indexed = target.index_like(source)  # a store that trains its vector index on written data: made now
     seconds = time.perf_counter() - started
     try:
         verification = verify_migration(transform, source, target, names, new)
@@ -282,7 +283,7 @@ def _locked_run(transform: StoreTransform, source: Connector, target: Connector,
                              len(state.get("backfill_ids") or []), seconds, verification, verify_seconds,
                              spaces=names, warning=_joined(transform.warning, source.lossy_note(), unmatched_warning(
                                  new, backfill, int(verification.spaces.get(names["new"], 0)), total), made,
-                                 *target.made_notes, changed))
+                                 *target.made_notes, changed, verification.lengths_note, indexed))
     if switch and alias:
         result.previous = switch_alias(target, alias, target.collection)
         result.switched, result.alias = True, alias

@@ -15,6 +15,7 @@ class Verification:
     max_abs_diff: float
     bundle_probes: dict[str, Any] | None
     sample_new: int = 0  # of the sample, points holding attached new vectors (checked against those)
+    lengths_note: str | None = None  # what unit-length outputs change in a store ranking by length too
 
     @property
     def ok(self) -> bool:

@@ -16,6 +16,7 @@ from embridge.core.connectors.connector import SPACE_FIELD, Connector, VectorSto
 from embridge.core.connectors.migration_result import Verification
 from embridge.core.connectors.transform import StoreTransform
 from embridge.core.l2 import l2_normalize
+from embridge.core.vector_lengths import unit_output_note
 
 
 class ForeignShadowError(VectorStoreError):
@@ -69,4 +70,5 @@ def verify_migration(transform: StoreTransform, source: Connector, target: Conne
                                        f"transform of the source (max abs difference {np.max(np.abs(vec - want)):.3g})")
             diff = max(diff, float(np.max(np.abs(vec - want))) if len(want) else 0.0)
             checked += 1
-    return Verification(source_count, target_count, spaces, checked, diff, transform.probes, checked_new)
+    lengths = unit_output_note(originals.vectors, source.metric()) if originals is not None else None
+    return Verification(source_count, target_count, spaces, checked, diff, transform.probes, checked_new, lengths)

@@ -39,6 +39,19 @@ def regclass_text(conn: Any, name: str, schema: str | None) -> str:
     return str(identifier(name, schema).as_string(conn))
 
 
+def index_metric(conn: Any, name: str, schema: str | None, column: str) -> str | None:
+    """The metric of a pgvector index on ``column`` of ``name`` (of the table it shows, for a view) by its operator
+    class (vector_ip_ops: inner product...); None without one, or when its indexes disagree."""
+    name = view_target(conn, name, schema) or name
+    found = {row[0].split("_")[1] for row in conn.execute(
+        "select opc.opcname from pg_index i join pg_opclass opc on opc.oid = i.indclass[0] "
+        "join pg_attribute a on a.attrelid = i.indrelid and a.attnum = i.indkey[0] "
+        "where i.indrelid = to_regclass(%s) and a.attname = %s and opc.opcname ~ '^(vector|halfvec)_[a-z0-9]+_ops$'",
+        [regclass_text(conn, name, schema), column]).fetchall()}
+    metrics = {{"l2": "l2", "ip": "dot", "cosine": "cosine", "l1": "l1"}.get(op) for op in found}
+    return metrics.pop() if len(metrics) == 1 else None
+
+
 def columns(conn: Any, name: str, schema: str | None) -> list[tuple[str, str]]:
     """(column, type) of the relation, in order; empty when it does not exist."""
     rows = conn.execute(

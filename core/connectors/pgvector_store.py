@@ -357,6 +357,9 @@ class PgVectorConnector(Connector):
     def alias_target(self, alias: str) -> str | None:
         return pg_catalog.view_target(self.conn, alias, self.schema)
 
+    def metric(self) -> str | None:
+        return pg_catalog.index_metric(self.conn, self.collection, self.schema, self.vec_col)
+
     def alias_definition(self, alias: str) -> str | None:
         return pg_catalog.view_definition(self.conn, alias, self.schema)
 

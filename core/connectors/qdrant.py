@@ -177,6 +177,11 @@ class QdrantConnector(Connector):
 
         return self._vector_params().distance == models.Distance.COSINE
 
+    def metric(self) -> str | None:
+        distance = self._vector_params().distance
+        return {"Cosine": "cosine", "Dot": "dot", "Euclid": "l2", "Manhattan": "l1"}.get(
+            str(getattr(distance, "value", distance)))
+
     def dim(self) -> int | None:
         return int(self._vector_params().size)
 
