@@ -243,6 +243,27 @@ def test_an_unfinished_migration_is_never_served_nor_called_single(kind: str, up
     assert any("cannot be read" in note for note in checked["notes"])
 
 
+@pytest.mark.parametrize("kind", ["parquet", "lancedb", "qdrant"])
+def test_a_collection_a_migration_is_still_writing_is_no_migration_source(kind: str, upgrade: dict, tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """Its points passed the space check (unmarked, as the bundle's old model's): the migration copied the part
+    written so far and --switch served it as a complete gallery."""
+    from embridge.core.connectors import open_store
+
+    v1, labels = upgrade["vectors"]["v1"], upgrade["labels"]
+    half = fill_source(kind, tmp_path, list(range(50)), v1[:50], labels[:50], name="docs_half")
+    with open_store(half.source) as store:  # as a migration into it, killed part-way, leaves its checkpoint
+        store.save_state("migrate-docs_half", {"status": "running", "written": 50, "cursor": None,
+                                               "fingerprint": {"source_count": len(v1)}})
+    onward = half.source.replace("docs_half", "docs_next")
+    code, _, err = cli(capsys, "migrate", "--bundle", str(upgrade["bundle"]), "--from", half.source, "--to", onward,
+                       "--switch", "--alias", "docs")
+    assert code == 1 and f"has written part of it (50 of {len(v1)} points)" in err and \
+        err.rstrip().endswith("nothing was written"), err
+    with open_store(onward) as written:
+        assert not written.exists()
+
+
 def test_a_half_written_parquet_shadow_is_named_through_linked_folders(upgrade: dict, tmp_path: Path,
                                                                        capsys: pytest.CaptureFixture[str]) -> None:
     """Its checkpoint is found from the real folder, whichever link reaches it: import refuses it, check names it."""
