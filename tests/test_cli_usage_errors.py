@@ -65,6 +65,8 @@ CASES = [
      "argument --input-shape: is empty"),
     # a value missing: argparse's line only (a second parse, for --junit, printed its own usage and error)
     (["report", "--junit"], "report", "argument --junit: expected one argument"),
+    # a 5,000-character value refused by argparse: cut in its middle as every error line is
+    (["report", "--search", "x" * 5000], "report", "characters left out"),
     # a blank name of a column or field silently meant the default one (or no quality measure at all)
     (["check", "--uri", "parquet:///{tmp}/s", "--label-field", " "], "check", "argument --label-field: is empty"),
     (["transform", "--bundle", "{tmp}/b.zip", "--from", "parquet:///{tmp}/a", "--to", "parquet:///{tmp}/b",

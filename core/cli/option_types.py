@@ -58,9 +58,11 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         # a value as typed is shown, not obeyed: an escape sequence must not reach the terminal
+        from embridge.core.cli.main import one_line  # its long values cut in the middle, as every error line
+
         OneLineParser.last_error = " ".join(printable(message).split())
         if sys.stderr is not None:
-            sys.stderr.write(f"embridge: error: {OneLineParser.last_error} (see '{self.prog} --help')\n")
+            sys.stderr.write(f"embridge: error: {one_line(OneLineParser.last_error)} (see '{self.prog} --help')\n")
         raise SystemExit(2)
 
 
