@@ -243,6 +243,10 @@ def test_gallery_import_says_what_it_stored_as_the_command_line_does(qtbot: QtBo
     assert "only their keys: the vectors were not stored (pass a model in 'Vectors of model' to store them" in shown
     assert "--model" not in shown and not error_dialogs()
     assert window.ctx.ws.vector_sets() == [] and window.ctx.ws.item_count() == 10
+    gallery.import_items(str(tmp_path / "missing.csv"))  # a failed import leaves no earlier import's words
+    wait_for_jobs(qtbot, window)
+    assert error_dialogs() and gallery.import_result.text() == ""
+    close_error_dialogs()
 
 
 def test_html_report_path_is_shown_when_no_browser_opens_it(qtbot: QtBot, window: MainWindow, demo_copy: Path,

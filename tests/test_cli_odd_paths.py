@@ -56,6 +56,15 @@ def test_a_fifo_given_as_embed_datasets_model_is_refused_by_kind(tmp_path: Path)
     assert not (tmp_path / "out").exists()
 
 
+def test_a_config_without_a_classifier_written_as_null_still_builds() -> None:
+    """An earlier version built ``num_classes: null`` (or false) as no classifier; stored models keep it."""
+    from embridge.core.models.builtin import build_model
+
+    for none in (None, False):
+        module, shape = build_model("mlp", {"input_dim": 8, "out_dim": 4, "num_classes": none})
+        assert module.classifier is None and shape == (8,)
+
+
 @pytest.mark.parametrize(("config", "said"), [
     ('{"input_dim": 9223372036854775808, "out_dim": 4}', "input_dim must be a whole number from 0 to 16,777,216"),
     ('{"input_dim": 8.5, "out_dim": 4}', "input_dim must be a whole number"),

@@ -80,6 +80,22 @@ def test_ray_migration_resumes_after_a_stop_and_refuses_what_it_cannot_do(ray_cl
                        should_stop=lambda: stages.count("writing") >= 1)
     partial = collection(dst)[0]
     assert 0 < len(partial) < len(v1)
+    # the stopped shadow is named half-written by check, and no migration on either engine takes it as a source
+    # (a Ray migration's checkpoint has a key of its own, which check and the refusal did not read)
+    from embridge.core.connectors.check import check_store
+
+    checked = check_store(dst)
+    assert checked.state == "half-migrated" and checked.migration["status"] == "running"
+    onward = f"lancedb://{tmp_path / 'db'}?table=onward"
+    for engine in ("ray", "local"):
+        capsys.readouterr()
+        assert main(["migrate", "--bundle", str(fct["bundle"]), "--from", dst, "--to", onward, "--engine", engine,
+                     "--switch", "--alias", "live"]) == 1
+        err = capsys.readouterr().err
+        assert f"an unfinished migration (running, or stopped) has written part of it ({len(partial)} of {len(v1)} " \
+            "points)" in err and err.rstrip().endswith("nothing was written"), err
+    with open_store(onward) as nothing:
+        assert not nothing.exists()
     resumed = migrate_on_ray(fct["bundle"], src, dst)
     assert resumed.status == "completed" and resumed.resumed_from == len(partial)
     assert resumed.written == len(v1) - len(partial) and resumed.verification.ok

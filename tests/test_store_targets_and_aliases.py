@@ -102,6 +102,9 @@ def test_check_through_an_alias_moved_back_reads_unmarked_points_as_rollback_doe
     assert code == 0, err
     assert measured["quality"]["served_as"] == version and measured["quality"]["points"] == 30
     assert measured["quality"]["top1_label_agreement"] == named["quality"]["top1_label_agreement"]
+    code, unmarked, err = cli(capsys, "check", "--uri", case.alias_uri, "--label-field", "label", "--served-as",
+                              "unmarked")  # the points no migration wrote, as --served-as says: the same ones
+    assert code == 0 and unmarked["quality"] == measured["quality"], err
 
 
 @pytest.mark.parametrize("kind", ["parquet", "lancedb", "qdrant", "pgvector"])

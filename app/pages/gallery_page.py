@@ -197,6 +197,7 @@ class GalleryPage(Page):
             self.import_path.setText("")
             self.import_qrels.setText("")
 
+        self.import_result.setText("")  # the last import's words, until this one's
         self._started(self.ctx.run(f"Import {path}", job, done))
 
     def choose_beir_folder(self) -> None:
@@ -221,6 +222,7 @@ class GalleryPage(Page):
             log.info("BEIR folder %s: %s", info["path"], info["text"])
             self.import_result.setText(capitalised(info["text"]))
 
+        self.import_result.setText("")
         self._started(self.ctx.run(f"Import BEIR {path}", job, done))
 
     def embed_from_form(self) -> None:

@@ -9,6 +9,7 @@ model version (a new model's own vectors and the bundle's transform of old ones)
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -189,9 +190,10 @@ def _alias_of_missing(store: Connector) -> str | None:
 
 
 def migration_state(store: Connector, collection: str) -> tuple[dict[str, Any] | None, str | None]:
-    """(the checkpoint of a migration that wrote ``collection``, or None; why it cannot be read, or None)."""
+    """(the checkpoint of a migration that wrote ``collection``, or None; why it cannot be read, or None).
+    A migration on Ray keeps its checkpoint under a key of its own: read where no local one is."""
     try:
-        return store.load_state(f"migrate-{collection}"), None
+        return store.load_state(f"migrate-{collection}") or store.load_state(f"ray-migrate-{collection}"), None
     except VectorStoreError as exc:
         return None, exc.args[0] if exc.args else str(exc)
 
@@ -249,7 +251,8 @@ def unfinished_served(store: Connector) -> str | None:
     unfinished = unfinished_reason(*migration_state(store.checkpoint_holder(served), name))
     if unfinished is None:
         return None
-    through = f"'{name}': " if f"'{name}'" not in store.describe() else ""  # named once
+    named = re.search(rf"(?<![\w.-]){re.escape(name)}(?![\w.-])", store.describe())  # a Parquet path ends with it
+    through = "" if named else f"'{name}': "  # named once
     return f"{store.describe()}: {through}{unfinished}"
 
 
@@ -311,8 +314,8 @@ def _quality(store: Connector, check: StoreCheck, label_field: str, served_as: s
     if not check.versions:  # an empty collection: nothing to measure, whatever it is served as
         raise InputError("--label-field", f"{check.store} holds no points to measure")
     version = served_as or next(iter(check.versions), UNMARKED)
-    if version == UNMARKED.strip("()"):  # --served-as unmarked: points no migration wrote (the old model's)
-        version = UNMARKED
+    if version == UNMARKED.strip("()"):  # --served-as unmarked: points no migration wrote (the old model's),
+        version = unmarked  # read as that migration's old model through an alias moved back to its source
     if version not in check.versions:
         raise InputError("--served-as", f"no points of '{version}' in {check.store} (versions: "
                          f"{', '.join(sorted(check.versions))})")

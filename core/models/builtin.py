@@ -112,6 +112,8 @@ def _check_sizes(arch: str, config: Mapping[str, Any], source: object) -> None:
     """Every config value of a built-in architecture is a size (a list of them for its layers): a whole
     number from 0 to MAX_SIZE, named by its key when it is not, instead of torch's refusal of a tensor shape."""
     for key, value in config.items():
+        if value is None or value is False:  # what an earlier version took as none (num_classes: no classifier)
+            continue
         for size in value if isinstance(value, (list, tuple)) else [value]:
             if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= MAX_SIZE:
                 shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from embridge.core.connectors.arrow_common import table_to_batch
+from embridge.core.connectors.check import unfinished_served
 from embridge.core.connectors.connector import SPACE_FIELD, Batch, Connector, VectorStoreError, path_uri
 from embridge.core.connectors.job_lock import job_lock
 from embridge.core.connectors.migration import (
@@ -71,6 +72,9 @@ def migrate_on_ray(bundle: str | Path, source_uri: str, target_uri: str, *, swit
         data = dataset_uri(source)
         if not source.exists():
             raise VectorStoreError(f"{source.describe()}: no such collection")
+        unfinished = unfinished_served(source)
+        if unfinished is not None:  # a shadow still being written: its migration would serve part of a gallery
+            raise VectorStoreError(f"{unfinished}; nothing was written")
         check_source_spaces(source, transform)
         if source.dim() != transform.in_dim:
             raise VectorStoreError(f"{source.describe()}: holds {source.dim()}-d vectors, the bundle "
