@@ -191,7 +191,7 @@ def test_ray_migration_refuses_foreign_space_fields_and_a_second_writer(ray_clus
     assert not (tmp_path / "db" / "theirs_v2.lance").exists()
     target = open_store(f"{uri}?table=plain_v2")
     try:
-        with job_lock(target, "ray-migrate-plain_v2"), pytest.raises(VectorStoreError, match="another migration"):
+        with job_lock(target, "migrate-plain_v2"), pytest.raises(VectorStoreError, match="another migration"):
             migrate_on_ray(fct["bundle"], f"{uri}?table=plain", f"{uri}?table=plain_v2")
     finally:
         target.close()
@@ -208,3 +208,83 @@ def test_migrate_on_ray_with_no_cluster_at_the_address_writes_no_checkpoint(fct:
     err = capsys.readouterr().err
     assert code == 1 and err.count("\n") == 1 and "--ray-address 127.0.0.1:1: no Ray cluster answers there" in err
     assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == before
+
+
+def test_a_ray_partition_cut_short_by_a_crash_lands_once(ray_cluster: Any, fct: dict, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A LanceDB write appends: a partition written but not yet recorded was written again on the rerun, and the
+    shadow held its points twice (verification then failed for good)."""
+    from embridge.core.connectors.lancedb_store import LanceDBConnector
+
+    v1 = np.tile(fct["vectors"]["v1"], (2, 1))
+    write_lance(tmp_path / "db", "docs", v1, fragments=3)
+    src, dst = f"lancedb://{tmp_path / 'db'}?table=docs", f"lancedb://{tmp_path / 'db'}?table=shadow"
+    real_write, writes = LanceDBConnector.write, []
+
+    def write_then_die(self: LanceDBConnector, batch: Any) -> None:
+        real_write(self, batch)
+        writes.append(len(batch))
+        if len(writes) == 2:  # the second partition is in the shadow, its checkpoint not yet saved
+            raise Cancelled("killed")
+
+    monkeypatch.setattr(LanceDBConnector, "write", write_then_die)
+    with pytest.raises(Cancelled):
+        migrate_on_ray(fct["bundle"], src, dst)
+    monkeypatch.setattr(LanceDBConnector, "write", real_write)
+    assert len(collection(dst)[0]) == writes[0] + writes[1]
+    resumed = migrate_on_ray(fct["bundle"], src, dst)
+    assert resumed.status == "completed" and resumed.verification.ok and resumed.resumed_from == writes[0]
+    ids, vectors, _ = collection(dst)
+    assert ids == list(range(len(v1)))  # each once
+    np.testing.assert_allclose(vectors, load_bundle(fct["bundle"])(v1, normalise_output=True), atol=1e-6, rtol=0)
+
+
+def test_the_engines_never_write_into_each_others_shadow(ray_cluster: Any, fct: dict, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """Each kept its checkpoint under its own key: a Ray run appended into a local run's finished shadow (1,440
+    points for 720), and a rerun on the other engine was told the shadow was no migration Embridge started."""
+    v1 = np.tile(fct["vectors"]["v1"], (2, 1))
+    write_lance(tmp_path / "db", "docs", v1, fragments=3)
+    db = f"lancedb://{tmp_path / 'db'}?table="
+    base = ["migrate", "--bundle", str(fct["bundle"]), "--from", db + "docs"]
+    assert main([*base, "--to", db + "local"]) == 0
+    assert main([*base, "--to", db + "ray", "--engine", "ray"]) == 0
+    capsys.readouterr()
+    for target, engine, other in (("local", "ray", "local"), ("ray", "local", "ray")):
+        assert main([*base, "--to", db + target, "--engine", engine]) == 1
+        err = capsys.readouterr().err
+        assert f"written by a migration on the {other} engine; run it with --engine {other}" in err, err
+        assert collection(db + target)[0] == list(range(len(v1)))  # untouched
+    assert main([*base, "--to", db + "ray", "--engine", "ray", "--batch", "100"]) == 2
+    assert "--batch: sizes the local engine's batches" in capsys.readouterr().err
+
+
+def test_a_ray_migration_keeps_the_local_ones_notes_and_index_and_moves_no_alias_over_a_changed_source(
+        ray_cluster: Any, fct: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import lancedb
+    from lancedb.index import IvfFlat
+
+    from embridge.core.connectors import VectorStoreError
+    from embridge.core.connectors.lancedb_store import LanceDBConnector
+
+    v1 = np.tile(fct["vectors"]["v1"], (2, 1)) * np.linspace(1.0, 10.0, 2 * len(fct["vectors"]["v1"]))[:, None]
+    write_lance(tmp_path / "db", "docs", v1, fragments=3)
+    lancedb.connect(str(tmp_path / "db")).open_table("docs").create_index(
+        "vector", config=IvfFlat(distance_type="l2", num_partitions=2))
+    src, dst = f"lancedb://{tmp_path / 'db'}?table=docs", f"lancedb://{tmp_path / 'db'}?table=shadow"
+    done = migrate_on_ray(fct["bundle"], src, dst)
+    assert "the source store ranks by L2 distance, and its vectors' lengths vary" in done.warning
+    with open_store(dst) as shadow:
+        assert shadow.metric() == "l2" and shadow._vector_index().index_type == "IVF_FLAT"
+    real_write = LanceDBConnector.write
+
+    def write_and_touch_the_source(self: LanceDBConnector, batch: Any) -> None:
+        real_write(self, batch)
+        if self.collection == "moved":  # a writer changes a source point in place while the run writes
+            lancedb.connect(str(tmp_path / "db")).open_table("docs").update(where="id = 5", values={"label": "x"})
+
+    monkeypatch.setattr(LanceDBConnector, "write", write_and_touch_the_source)
+    with pytest.raises(VectorStoreError, match="was written since the migration started, so the shadow may not"):
+        migrate_on_ray(fct["bundle"], src, f"lancedb://{tmp_path / 'db'}?table=moved", switch=True, alias="live")
+    with open_store(f"lancedb://{tmp_path / 'db'}?table=live") as live:
+        assert not live.exists()  # the alias was not made

@@ -26,7 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=SEED, help="with --new-vectors: seed of the random order (default 0)")
     p.add_argument("--switch", action="store_true", help="after verification, move the alias to the new collection")
     p.add_argument("--alias", type=NON_BLANK, help="alias --switch moves (default: the alias=NAME parameter of --to); needs --switch")
-    p.add_argument("--batch", type=BATCH_SIZE, default=4096, help="points per batch (default 4096)")
+    p.add_argument("--batch", type=BATCH_SIZE, help="points per batch (default 4096; --engine ray writes a "
+                   "partition at a time)")
     add_engine_flags(p)  # --engine ray: LanceDB and Parquet stores, transformed partition by partition on Ray
     p.set_defaults(handler=cmd_migrate)
 
@@ -50,18 +51,19 @@ def cmd_migrate(args: argparse.Namespace) -> Result:
     from embridge.core.connectors.migration import migrate_store
 
     if args.engine == "ray":
+        from embridge.core.errors import UsageError
         from embridge.core.scale.ray_migrate import migrate_on_ray
 
         if args.new_vectors or args.backfill is not None or args.order != "random" or args.seed is not None:
-            from embridge.core.errors import UsageError
-
             raise UsageError("--engine ray", "migrates through the bundle only; attach real new vectors "
                              "(--new-vectors, --backfill, --order, --seed) with --engine local")
+        if args.batch is not None:
+            raise UsageError("--batch", "sizes the local engine's batches; --engine ray writes a partition at a time")
         result = migrate_on_ray(args.bundle, args.source, args.target, switch=args.switch, alias=args.alias,
                                 ray_address=args.ray_address, on_progress=StderrProgress("migrate"))
     else:
         result = migrate_store(args.bundle, args.source, args.target, order=args.order, switch=args.switch,
-                               alias=args.alias, batch_size=args.batch, new_vectors=args.new_vectors,
+                               alias=args.alias, batch_size=args.batch or 4096, new_vectors=args.new_vectors,
                                backfill=args.backfill, seed=args.seed, on_progress=StderrProgress("migrate"))
     return result.to_dict(), result.text()
 

@@ -37,7 +37,8 @@ from embridge.core.connectors.backfill_order import (
 from embridge.core.connectors.check import missing_error, unfinished_served
 from embridge.core.connectors.connector import SPACE_FIELD, Batch, Connector, VectorStoreError
 from embridge.core.connectors.job_lock import job_lock
-from embridge.core.connectors.migration_fingerprint import comparable, fingerprint_change, read_columns
+from embridge.core.connectors.migration_checkpoint import other_engines_shadow, resumable_state
+from embridge.core.connectors.migration_fingerprint import read_columns
 from embridge.core.connectors.migration_result import MigrationResult
 from embridge.core.connectors.migration_verify import ForeignShadowError, unit_row, verify_migration
 from embridge.core.connectors.prefetch import Prefetch
@@ -150,52 +151,6 @@ def _fingerprint(transform: StoreTransform, source: Connector, target: Connector
     return {**found, "source_columns": columns} if columns else found  # as before when the URI names none
 
 
-def resumable_state(target: Connector, key: str, fingerprint: dict[str, Any]) -> dict[str, Any] | None:
-    """The checkpoint of the migration into ``target`` that ``fingerprint`` names, None for a fresh one.
-
-    A target holding another migration (other bundle, source or settings, or a changed source), or a
-    collection Embridge did not start, is refused: a migration never writes into data it did not make.
-    A checkpoint whose collection was dropped since starts afresh; one whose collection lost points it
-    recorded is refused (resuming would leave those points missing).
-    """
-    state = target.load_state(key)
-    if state is not None and not target.exists():
-        state = None  # never made, or dropped since: nothing of that migration is left, start afresh
-    if state is not None and int(state.get("written") or 0) > 0:
-        if (held := target.count()) < int(state["written"]):
-            raise VectorStoreError(f"{target.describe()}: its migration checkpoint records {int(state['written'])} "
-                                   f"points written, but it holds {held}: points were removed outside the "
-                                   "migration; drop the collection to start again, or choose another target")
-    before = comparable(state.get("fingerprint")) if state is not None else None
-    recounted = isinstance(before, dict) and before != fingerprint and \
-        {**before, "source_count": fingerprint["source_count"]} == fingerprint  # the same migration, another count
-    if recounted and state is not None and state.get("status") != "complete" and not int(state.get("written") or 0):
-        before = state["fingerprint"] = fingerprint  # nothing copied yet: it starts on the source as it is now
-        target.save_state(key, state)
-    elif recounted and state is not None and state.get("status") != "complete":  # not to be finished
-        target.save_state(key, {**state, "source_changed": True})  # so check says it as well
-        raise VectorStoreError(f"{target.describe()}: its migration read a source of {before.get('source_count')} "
-                               f"points, which holds {fingerprint['source_count']} now (points were added or "
-                               "removed since); nothing more was written and no alias was moved: drop "
-                               f"'{target.collection}' to migrate again from the start")
-    elif recounted and state is not None:  # complete, and it may serve: the change is said, nothing dropped
-        raise VectorStoreError(f"{target.describe()}: complete, of a source that held {before.get('source_count')} "
-                               f"points then and holds {fingerprint['source_count']} now (points were added or "
-                               "removed since); nothing was done and no alias was moved: it keeps the source as "
-                               "copied; migrate into a new collection to take the change")
-    if state is not None and before != fingerprint:
-        raise VectorStoreError(f"{target.describe()}: holds a different migration ("
-                               f"{fingerprint_change(state.get('fingerprint'), fingerprint)}); run it with the "
-                               "same options, or drop it or choose another target")
-    if state is not None and state.get("fingerprint") != fingerprint:  # an earlier version's kept the password
-        state["fingerprint"] = fingerprint
-        target.save_state(key, state)
-    if state is None and target.exists():
-        raise VectorStoreError(f"{target.describe()}: already exists and is not a migration Embridge started; "
-                               "choose a new target collection")
-    return state
-
-
 def _run(transform: StoreTransform, source: Connector, target: Connector, new: NewVectors | None, order: str,
          backfill: int | None, seed: int, batch_size: int, switch: bool, alias: str | None,
          report: ProgressFn, should_stop: StopFn | None) -> MigrationResult:
@@ -224,6 +179,7 @@ def _locked_run(transform: StoreTransform, source: Connector, target: Connector,
                 report: ProgressFn, should_stop: StopFn | None, total: int, key: str,
                 made: str | None = None) -> MigrationResult:
     fingerprint = _fingerprint(transform, source, target, total, new, order, backfill, seed)
+    other_engines_shadow(target, f"ray-{key}", "ray")
     state = resumable_state(target, key, fingerprint)
     names = space_names(transform)
     started = time.perf_counter()
@@ -281,7 +237,7 @@ def _locked_run(transform: StoreTransform, source: Connector, target: Connector,
     result = MigrationResult(source.describe(), target.describe(), target.collection, status, total,
                              int(state["written"]) - resumed_from if status == "completed" else 0, resumed_from,
                              len(state.get("backfill_ids") or []), seconds, verification, verify_seconds,
-                             spaces=names, warning=_joined(transform.warning, source.lossy_note(), unmatched_warning(
+                             spaces=names, warning=joined_lines(transform.warning, source.lossy_note(), unmatched_warning(
                                  new, backfill, int(verification.spaces.get(names["new"], 0)), total), made,
                                  *target.made_notes, changed, verification.lengths_note, indexed))
     if switch and alias:
@@ -290,7 +246,8 @@ def _locked_run(transform: StoreTransform, source: Connector, target: Connector,
     return result
 
 
-def _joined(*lines: str | None) -> str | None:
+def joined_lines(*lines: str | None) -> str | None:
+    """A result's warnings and notes, one a line, or None."""
     return "\n".join(line for line in lines if line) or None
 
 

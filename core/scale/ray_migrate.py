@@ -3,8 +3,8 @@
 Stores that keep a collection as a partitioned dataset (a LanceDB table: its Lance fragments; a
 Parquet store: its files) are transformed partition by partition on Ray, as ``embridge transform
 --engine ray`` does, into a staging folder beside the store. The driver then writes each staged
-partition into the shadow collection through the store's connector (an upsert by id, so a partition
-written again after a crash lands once), records it in the migration's checkpoint, and finally
+partition into the shadow collection through the store's connector (a partition cut short by a crash is
+deleted by id before it is written again, so it lands once), records it in the migration's checkpoint, and finally
 verifies the shadow and moves the alias exactly as the local migration does
 (:func:`embridge.core.connectors.migration.verify_migration`, :func:`~embridge.core.connectors.migration.switch_alias`).
 Both halves resume: finished partitions are neither transformed nor written again.
@@ -19,18 +19,19 @@ from pathlib import Path
 from typing import Any
 
 from embridge.core.connectors.arrow_common import table_to_batch
-from embridge.core.connectors.check import unfinished_served
+from embridge.core.connectors.check import missing_error, unfinished_served
 from embridge.core.connectors.connector import SPACE_FIELD, Batch, Connector, VectorStoreError, path_uri
 from embridge.core.connectors.job_lock import job_lock
 from embridge.core.connectors.migration import (
     MigrationResult,
-    resumable_state,
+    joined_lines,
     space_names,
     switch_alias,
     verify_migration,
 )
+from embridge.core.connectors.migration_checkpoint import other_engines_shadow, resumable_state
 from embridge.core.connectors.source_checks import SeenIds, check_source_spaces
-from embridge.core.connectors.store_pair import open_pair
+from embridge.core.connectors.store_pair import open_pair, state_key
 from embridge.core.connectors.targets import alias_to_switch, writable_target_alias
 from embridge.core.connectors.transform import load_transform
 from embridge.core.errors import InputError
@@ -71,11 +72,11 @@ def migrate_on_ray(bundle: str | Path, source_uri: str, target_uri: str, *, swit
         writable_target_alias(target, alias)
         data = dataset_uri(source)
         if not source.exists():
-            raise VectorStoreError(f"{source.describe()}: no such collection")
+            raise missing_error(source, "--from")
         unfinished = unfinished_served(source)
         if unfinished is not None:  # a shadow still being written: its migration would serve part of a gallery
             raise VectorStoreError(f"{unfinished}; nothing was written")
-        check_source_spaces(source, transform)
+        made = check_source_spaces(source, transform)
         if source.dim() != transform.in_dim:
             raise VectorStoreError(f"{source.describe()}: holds {source.dim()}-d vectors, the bundle "
                                    f"{transform.path} maps {transform.in_dim}-d {transform.old_space} vectors")
@@ -84,11 +85,13 @@ def migrate_on_ray(bundle: str | Path, source_uri: str, target_uri: str, *, swit
             raise InputError("--to", f"{target.describe()}: --engine ray stages partitions beside the store, "
                              "which needs a local store folder")
         key, total = f"ray-migrate-{target.collection}", source.count()
-        with job_lock(target, key):  # a second migration into this target is refused while this one runs
+        # one lock for both engines: a second migration into this target, on either, is refused while this one runs
+        with job_lock(target, state_key(target)):
             partitions = open_source(data)  # a partition changed in place since the start is another migration
             fingerprint = {"layer": layer_fingerprint(bundle), "source": data, "target": target.collection,
                            "source_count": total, "source_version": partitions.version,
                            "source_partitions": partition_stamps(partitions)}
+            other_engines_shadow(target, state_key(target), "local")
             state = resumable_state(target, key, fingerprint) or {"fingerprint": fingerprint, "loaded": [], "written": 0,
                                                                   "status": "running"}
             target.save_state(key, state)
@@ -104,6 +107,7 @@ def migrate_on_ray(bundle: str | Path, source_uri: str, target_uri: str, *, swit
                                   should_stop=should_stop)
                 _load(source, target, staging, names["adapted"], transform.out_dim, state, key, report, should_stop)
                 status = "completed"
+        indexed = target.index_like(source)  # a store that trains its vector index on written data: made now
         seconds = time.perf_counter() - started
         verification = verify_migration(transform, source, target, names, None)
         if not verification.ok:
@@ -117,14 +121,26 @@ def migrate_on_ray(bundle: str | Path, source_uri: str, target_uri: str, *, swit
         result = MigrationResult(source.describe(), target.describe(), target.collection, status, total,
                                  int(state["written"]) - resumed_from if status == "completed" else 0, resumed_from,
                                  0, seconds, verification, time.perf_counter() - started - seconds, spaces=names,
-                                 warning=transform.warning)
+                                 warning=joined_lines(transform.warning, source.lossy_note(), made, *target.made_notes,
+                                                      verification.lengths_note, indexed))
         if switch and alias:
+            _unchanged_since_start(data, fingerprint, target)
             result.previous = switch_alias(target, alias, target.collection)
             result.switched, result.alias = True, alias
         return result
     finally:
         target.close()
         source.close()
+
+
+def _unchanged_since_start(data: str, fingerprint: dict[str, Any], target: Connector) -> None:
+    """Refuse to move an alias onto a shadow whose source was written since the migration started (a partition
+    changed, added or removed, or a new Lance version): the shadow would serve what the source no longer holds."""
+    now = open_source(data)
+    if now.version != fingerprint["source_version"] or partition_stamps(now) != fingerprint["source_partitions"]:
+        raise VectorStoreError(f"{target.describe()}: the source {data} was written since the migration started, "
+                               "so the shadow may not hold what it holds now; the alias was not moved: drop "
+                               f"'{target.collection}' and migrate again")
 
 
 def _load(source: Connector, target: Connector, staging: Path, space: str, dim: int, state: dict[str, Any],
@@ -135,6 +151,9 @@ def _load(source: Connector, target: Connector, staging: Path, space: str, dim: 
     files = sorted(p for p in staging.glob("*.parquet") if not p.name.startswith("."))
     done = set(state["loaded"])
     created = target.exists()
+    pending = state.get("pending")
+    if created and pending and pending not in done and (staging / pending).is_file():  # cut short, or not recorded
+        target.delete_ids(pq.read_table(staging / pending, columns=[source.id_col]).column(0).to_pylist())  # type: ignore[attr-defined]
     seen = SeenIds()  # a repeated or null id is refused before its partition is written, as in a local migration
     for file in files:
         if file.name in done:
@@ -149,7 +168,10 @@ def _load(source: Connector, target: Connector, staging: Path, space: str, dim: 
         if not created:
             target.create(dim, like=source, sample=out)
             created = True
-        target.write(out)  # an upsert by id: a partition written again after a crash lands once
+        state["pending"] = file.name  # a crash from here on: its points are deleted before it is written again
+        target.save_state(key, state)
+        target.write(out)
+        state["pending"] = None
         state["loaded"] = [*state["loaded"], file.name]
         state["written"] = int(state["written"]) + len(out)
         target.save_state(key, state)
