@@ -84,3 +84,59 @@ def test_a_built_in_models_config_is_checked_before_torch_builds_it(config: str,
                  "--arch-config", config]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and said in err and "frame #" not in err and len(err) < 300, err
+
+
+@pytest.fixture(scope="module")
+def fct_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from store_fixtures import fct_upgrade
+
+    return Path(fct_upgrade(tmp_path_factory.mktemp("odd-paths"))["bundle"])
+
+
+def test_new_vectors_that_are_a_fifo_or_empty_are_one_line(fct_bundle: Path, tmp_path: Path) -> None:
+    """A FIFO blocked the migration for good; an empty file or /dev/null was 'unexpected EOFError', exit 3."""
+    fifo, empty = tmp_path / "new.npz", tmp_path / "empty.npz"
+    os.mkfifo(fifo)
+    empty.write_bytes(b"")
+    for given, said in ((fifo, "is a FIFO (named pipe); the --new-vectors file must be a regular file"),
+                       (empty, "unreadable --new-vectors file"), (Path("/dev/null"), "is a device")):
+        done = subprocess.run([sys.executable, "-m", "embridge.core.cli.main", "migrate", "--bundle", str(fct_bundle),
+                               "--from", f"parquet://{tmp_path}/a", "--to", f"parquet://{tmp_path}/b",
+                               "--new-vectors", str(given)], cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 1 and done.stderr.count("\n") == 1 and said in done.stderr, done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.npz", "new.npz"]
+
+
+@pytest.mark.parametrize(("argv", "code", "said"), [
+    (["embed-dataset", "--model", "{tmp}/m.pt", "--from", "parquet://{tmp}/in", "--to", "parquet://{tmp}/out",
+      "--order", "{tmp}/empty.npy"], 1, "cannot read the id order"),
+    (["embed-dataset", "--model", "{tmp}/m.pt", "--from", "parquet://{tmp}/in", "--to", "parquet://{tmp}/out",
+      "--input-shape", " "], 2, "argument --input-shape: is empty"),
+    (["model", "add", "-w", "{tmp}/ws", "--name", "m", "--path", "{tmp}/m.pt", "--kind", ""], 2,
+     "argument --kind: is empty"),
+    (["model", "add", "-w", "{tmp}/ws", "--name", "m", "--path", "{tmp}/m.pt", "--arch", "mlp", "--arch-config",
+      "[" * 5000 + "]" * 5000], 1, "--arch-config: nested too deeply to be read as JSON"),
+    (["backfill", "-w", "{tmp}/ws", "--model", "m", "--order", "planner", "--fraction", "0"], 2,
+     "argument --fraction: expected a number above 0"),
+    (["transform", "--bundle", "{tmp}/b.zip", "--from", "parquet://{tmp}/in", "--to", "parquet:{tmp}/out"], 1,
+     "a dataset URI needs '://' after its scheme"),
+])
+def test_odd_values_of_dataset_and_model_options_are_one_line(argv: list[str], code: int, said: str, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """Each was a traceback-class error (EOFError, TypeError, RecursionError: exit 3), a refusal after work,
+    or a folder named 'parquet:' made in the current one."""
+    from embridge.core.models.builtin import build_model, save_checkpoint
+
+    module, _ = build_model("mlp", {"input_dim": 4, "out_dim": 2})
+    save_checkpoint(tmp_path / "m.pt", module, "mlp", {"input_dim": 4, "out_dim": 2})
+    (tmp_path / "empty.npy").write_bytes(b"")
+    assert main(["init", "-w", str(tmp_path / "ws")]) == 0
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    capsys.readouterr()
+    assert main([a.replace("{tmp}", str(tmp_path)) for a in argv]) == code
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and said in err and "unexpected" not in err, err
+    assert list(work.iterdir()) == [] and not (tmp_path / "out").exists()

@@ -8,7 +8,7 @@ from typing import Any
 
 from embridge.core.cli.engine_flags import add_engine_flags
 from embridge.core.cli.main import add_common
-from embridge.core.cli.option_types import PATH, RUN_ID, SHARE, number
+from embridge.core.cli.option_types import BACKFILL_SHARE, PATH, RUN_ID, number
 from embridge.core.errors import UsageError
 from embridge.core.formatting import count_words
 from embridge.core.progress import StderrProgress
@@ -26,7 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--order", choices=["stored", "planner"], default="stored",
                    help="stored: every gallery item; planner: the plan's partial backfill, in its order")
     p.add_argument("--run", type=RUN_ID, help="training run to plan from with --order planner (default: latest)")
-    p.add_argument("--fraction", type=SHARE, help="with --order planner: backfill this share of the gallery")
+    p.add_argument("--fraction", type=BACKFILL_SHARE,
+                   help="with --order planner: backfill this share of the gallery (above 0, at most 1)")
     p.add_argument("--chunk", type=number(int, low=1, high=10**8), default=4096, help="items per task (default 4096)")
     p.add_argument("--batch", type=number(int, low=1, high=10**6), default=256, help="items per model batch")
     p.add_argument("--actors", type=number(int, low=1, high=100_000), help="actors in the Ray pool (default: one per CPU)")

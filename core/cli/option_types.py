@@ -135,6 +135,7 @@ RUN_ID = number(int, low=1, high=2**63 - 1)  # SQLite's largest integer: no run 
 POSITIVE_COUNT = number(int, low=1, high=10**9)
 BATCH_SIZE = number(int, low=1, high=1 << 20)
 SHARE = number(float, low=0.0, high=1.0)
+BACKFILL_SHARE = number(float, low=0.0, high=1.0, low_open=True)  # a backfill of none is no backfill
 MEBIBYTES = number(float, low=0.0, high=float(1 << 30), low_open=True)
 
 

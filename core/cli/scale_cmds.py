@@ -38,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                              "an actor pool")
     add_common(p, workspace=False)
     p.add_argument("--model", type=PATH, required=True, help="model file or folder (as for 'model add')")
-    p.add_argument("--input-shape", help="the model's input shape without batch, e.g. 1,28,28 (as for 'model add', "
+    p.add_argument("--input-shape", type=NON_BLANK, help="the model's input shape without batch, e.g. 1,28,28 (as for 'model add', "
                    "when it cannot be inferred)")
     p.add_argument("--from", dest="source", type=PATH, required=True, metavar="URI",
                    help="items, parquet:///folder with an id column and an input column (floats or text)")
@@ -85,7 +85,7 @@ def cmd_embed_dataset(args: argparse.Namespace) -> Result:
         check_regular(args.order, "id order", folders=False)  # a FIFO would block the read forever
         try:
             order = np.load(args.order, allow_pickle=False)
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, EOFError) as exc:  # EOFError: an empty file
             raise InputError(args.order, "cannot read the id order: expected a .npy array of ids "
                              f"({first_line(exc)})") from exc
     model: Any = args.model

@@ -58,7 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_common(p)
     p.add_argument("--name", required=True, help="the model's name in the workspace (unique)")
     p.add_argument("--path", type=PATH, required=True, help="checkpoint file or model folder")
-    p.add_argument("--kind", help="torchscript, export, state_dict, vectors, sentence_transformers, transformers, "
+    p.add_argument("--kind", type=NON_BLANK, help="torchscript, export, state_dict, vectors, sentence_transformers, transformers, "
                    "onnx (default: from the path)")
     p.add_argument("--role", choices=["old", "new", "other"], default="other",
                    help="old: the model the gallery was embedded by; new: the upgrade (default other)")
@@ -245,6 +245,8 @@ def _json_object(raw: str | None, flag: str) -> dict[str, Any] | None:
         value = json.loads(raw)
     except json.JSONDecodeError as exc:
         raise InputError(flag, f"not valid JSON ({exc.msg})") from exc
+    except RecursionError:  # arrays nested thousands deep
+        raise InputError(flag, "nested too deeply to be read as JSON") from None
     if not isinstance(value, dict):
         raise InputError(flag, "expected a JSON object such as '{\"input_dim\": 64, \"out_dim\": 32}'")
     return value

@@ -39,7 +39,9 @@ class NewVectors:
 
 def read_new_vectors(path: str | Path, dim: int, option: str = "--new-vectors") -> NewVectors:
     """An ``.npz`` with arrays ``ids`` (point ids) and ``vectors`` (n, dim) of the new model."""
-    file = Path(path)
+    from embridge.core.paths import check_regular
+
+    file = check_regular(path, f"{option} file", folders=False)  # a FIFO would block the read for good
     try:
         data = np.load(file, mmap_mode="r", allow_pickle=False)  # an .npy is mapped, not read, to be refused
         if isinstance(data, np.ndarray):  # a plain .npy: vectors without the point ids they belong to
@@ -56,10 +58,10 @@ def read_new_vectors(path: str | Path, dim: int, option: str = "--new-vectors") 
             if raw.dtype.kind not in "fiu":  # text or objects would be parsed as numbers, or fail half-way
                 raise InputError(file, f"{option}: vectors must be floats or integers, got {raw.dtype}")
             vectors = np.asarray(raw, dtype=np.float32)
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:  # EOFError: an empty file
         if isinstance(exc, InputError):
             raise
-        raise InputError(file, f"unreadable {option} file ({exc})") from exc
+        raise InputError(file, f"unreadable {option} file ({exc or 'it is empty'})") from exc
     if vectors.ndim != 2 or vectors.shape[1] != dim or len(ids) != len(vectors):
         raise InputError(file, f"expected {len(ids)} new-model vectors of dimension {dim}, got shape {vectors.shape}")
     check_finite(vectors, str(file))

@@ -12,6 +12,7 @@ table's Lance dataset, ``db/NAME.lance``, read fragment by fragment; an alias li
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -57,8 +58,15 @@ class SourceDataset:
     version: str
 
 
+_SCHEME_TYPO = re.compile(r"(?i)(parquet|lance|lancedb|qdrant|chroma|postgres|postgresql|faiss|file):(?!//)")
+
+
 def parquet_folder(uri: str, option: str) -> Path:
-    """The folder of a ``parquet:///dir`` URI (or a plain path)."""
+    """The folder of a ``parquet:///dir`` URI (or a plain path). A store scheme without its '//' (parquet:/x)
+    is refused, not taken for a folder named 'parquet:' in the current one."""
+    if _SCHEME_TYPO.match(uri):
+        raise InputError(option, f"{uri}: a dataset URI needs '://' after its scheme (parquet:///folder, "
+                                 "lance:///dataset.lance)")
     if uri.startswith("parquet://"):
         from embridge.core.connectors.connector import StoreURI
 
