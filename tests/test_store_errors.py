@@ -91,7 +91,7 @@ def test_non_finite_rows_are_named(ws: Workspace, bad: float) -> None:
     vecs[6, 2] = bad
     vecs[8, 0] = bad
     _fails_cleanly(ws, lambda: ws.add_vector_set("n", _ids(ws), vecs), VectorFileError,
-                   r"^vectors of model 'n': row 6 holds NaN or inf values \(2 bad rows")
+                   r"^vectors of model 'n': row 6 holds NaN or inf values \(2 such rows among rows 0-9\)")
 
 
 @pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
