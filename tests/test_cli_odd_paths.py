@@ -140,3 +140,20 @@ def test_odd_values_of_dataset_and_model_options_are_one_line(argv: list[str], c
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and said in err and "unexpected" not in err, err
     assert list(work.iterdir()) == [] and not (tmp_path / "out").exists()
+
+
+def test_embed_dataset_names_num_gpus_when_this_machine_has_no_gpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """Locally it said "device 'cuda' was requested" without naming the option that asked for it."""
+    import torch
+
+    from embridge.core.models.builtin import build_model, save_checkpoint
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    module, _ = build_model("mlp", {"input_dim": 4, "out_dim": 2})
+    save_checkpoint(tmp_path / "m.pt", module, "mlp", {"input_dim": 4, "out_dim": 2})
+    assert main(["embed-dataset", "--model", str(tmp_path / "m.pt"), "--from", f"parquet://{tmp_path}/in", "--to",
+                 f"parquet://{tmp_path}/out", "--num-gpus", "1"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("embridge: error: --num-gpus") and "CUDA" in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt"]

@@ -191,6 +191,10 @@ def embed_dataset(model: ModelRef, source: str, target: str, *, engine: str = "l
     A run refused or stopped before its first chunk leaves no output folder and no checkpoint.
     """
     check_engine(engine)
+    if num_gpus and engine == "local":  # this machine's GPU, named by the option that asked for it (as backfill)
+        from embridge.core.jobs import check_device_option
+
+        check_device_option("cuda", "--num-gpus")
     on_progress = on_progress or no_progress
     dataset_params(source, "--from")  # a parameter it does not take (?id=, a typo) is named, not ignored
     dataset_params(target, "--to")
