@@ -58,7 +58,7 @@ def vector_notes(matrix: np.ndarray, metric: str | None = None) -> str | None:
 
 def _length_sentence(lengths: np.ndarray, metric: str | None = None) -> str | None:
     lengths = lengths[lengths > 0]
-    if len(lengths) < 2:
+    if len(lengths) < 2 or metric == "cosine":  # a store said to rank by cosine ranks as Embridge measures
         return None
     low, high = np.percentile(lengths, [5, 95])
     ranked = RANKED_BY.get(metric or "")

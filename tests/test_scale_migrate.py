@@ -288,3 +288,24 @@ def test_a_ray_migration_keeps_the_local_ones_notes_and_index_and_moves_no_alias
         migrate_on_ray(fct["bundle"], src, f"lancedb://{tmp_path / 'db'}?table=moved", switch=True, alias="live")
     with open_store(f"lancedb://{tmp_path / 'db'}?table=live") as live:
         assert not live.exists()  # the alias was not made
+
+
+def test_a_ray_migration_into_a_dropped_shadows_name_starts_afresh(ray_cluster: Any, fct: dict, tmp_path: Path) -> None:
+    """The dropped shadow's staged partitions stayed beside the store: a fresh run over a changed source was refused
+    naming a hidden staging folder as its --to."""
+    import lancedb
+
+    v1 = np.tile(fct["vectors"]["v1"], (2, 1))
+    write_lance(tmp_path / "db", "docs", v1, fragments=3)
+    src, dst = f"lancedb://{tmp_path / 'db'}?table=docs", f"lancedb://{tmp_path / 'db'}?table=shadow"
+    stages: list[str] = []
+    with pytest.raises(Cancelled):
+        migrate_on_ray(fct["bundle"], src, dst, on_progress=lambda i, n, info: stages.append(info["stage"]),
+                       should_stop=lambda: stages.count("writing") >= 1)
+    assert (tmp_path / "db" / ".embridge-ray-shadow").is_dir()
+    lancedb.connect(str(tmp_path / "db")).drop_table("shadow")  # as the refusals advise
+    write_lance(tmp_path / "db", "docs", v1[:40], fragments=1, append=True)  # and the source moved on
+    done = migrate_on_ray(fct["bundle"], src, dst)
+    assert done.status == "completed" and done.resumed_from == 0 and done.verification.ok
+    assert collection(dst)[0] == list(range(len(v1) + 40))
+    assert not (tmp_path / "db" / ".embridge-ray-shadow").exists()

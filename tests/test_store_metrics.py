@@ -91,10 +91,21 @@ def test_import_and_migrate_say_a_store_ranking_by_length_is_not_what_embridge_m
     np.testing.assert_allclose(np.linalg.norm(written, axis=1), 1.0, atol=1e-5)
 
 
-def test_unit_vectors_in_a_dot_store_get_no_note(upgrade: dict, tmp_path: Path,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("case", ["unit vectors in a dot store", "any lengths in a cosine store"])
+def test_a_store_that_ranks_as_embridge_measures_gets_no_note(case: str, upgrade: dict, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """A cosine store got the note that guesses at inner product, though it ranks as Embridge measures."""
     x, labels = _lengthy(upgrade)
-    uri = _qdrant(tmp_path, x / np.linalg.norm(x, axis=1, keepdims=True), labels, "DOT")
+    if case.startswith("unit"):
+        uri = _qdrant(tmp_path, x / np.linalg.norm(x, axis=1, keepdims=True), labels, "DOT")
+    else:
+        import chromadb
+        from chromadb.config import Settings
+
+        client = chromadb.PersistentClient(path=str(tmp_path / "chroma"), settings=Settings(anonymized_telemetry=False))
+        client.create_collection("cosdocs", metadata={"hnsw:space": "cosine"}).add(
+            ids=[str(i) for i in range(len(x))], embeddings=x)
+        uri = f"chroma://{tmp_path / 'chroma'}?collection=cosdocs"
     ws = tmp_path / "ws"
     assert cli(capsys, "init", "--workspace", str(ws))[0] == 0
     code, imported, err = cli(capsys, "import", "--workspace", str(ws), "--from", uri)

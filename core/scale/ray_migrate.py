@@ -92,13 +92,15 @@ def migrate_on_ray(bundle: str | Path, source_uri: str, target_uri: str, *, swit
                            "source_count": total, "source_version": partitions.version,
                            "source_partitions": partition_stamps(partitions)}
             other_engines_shadow(target, state_key(target), "local")
-            state = resumable_state(target, key, fingerprint) or {"fingerprint": fingerprint, "loaded": [], "written": 0,
-                                                                  "status": "running"}
+            staging = Path(state_dir) / f".embridge-ray-{target.collection}"
+            state = resumable_state(target, key, fingerprint)
+            if state is None:  # a fresh start: partitions staged for a shadow dropped since are another source's
+                shutil.rmtree(staging, ignore_errors=True)
+                state = {"fingerprint": fingerprint, "loaded": [], "written": 0, "status": "running"}
             target.save_state(key, state)
             names = space_names(transform)
             started = time.perf_counter()
             resumed_from = int(state["written"])
-            staging = Path(state_dir) / f".embridge-ray-{target.collection}"
             status = "already complete"
             if state["status"] == "running":
                 transform_gallery(bundle, data, str(staging), engine="ray", ray_address=ray_address, num_cpus=num_cpus,
@@ -107,27 +109,28 @@ def migrate_on_ray(bundle: str | Path, source_uri: str, target_uri: str, *, swit
                                   should_stop=should_stop)
                 _load(source, target, staging, names["adapted"], transform.out_dim, state, key, report, should_stop)
                 status = "completed"
-        indexed = target.index_like(source)  # a store that trains its vector index on written data: made now
-        seconds = time.perf_counter() - started
-        verification = verify_migration(transform, source, target, names, None)
-        if not verification.ok:
-            raise VectorStoreError(f"{target.describe()}: verification failed: {verification.target_count} points "
-                                   f"written for {verification.source_count} in the source, spaces "
-                                   f"{verification.spaces}")
-        if state["status"] != "complete":
-            state["status"] = "complete"
-            target.save_state(key, state)
-            shutil.rmtree(staging, ignore_errors=True)
-        result = MigrationResult(source.describe(), target.describe(), target.collection, status, total,
-                                 int(state["written"]) - resumed_from if status == "completed" else 0, resumed_from,
-                                 0, seconds, verification, time.perf_counter() - started - seconds, spaces=names,
-                                 warning=joined_lines(transform.warning, source.lossy_note(), made, *target.made_notes,
-                                                      verification.lengths_note, indexed))
-        if switch and alias:
-            _unchanged_since_start(data, fingerprint, target)
-            result.previous = switch_alias(target, alias, target.collection)
-            result.switched, result.alias = True, alias
-        return result
+            # the rest under the lock too: a second run would build the index and move the alias beside this one
+            indexed = target.index_like(source)  # a store that trains its vector index on written data: made now
+            seconds = time.perf_counter() - started
+            verification = verify_migration(transform, source, target, names, None)
+            if not verification.ok:
+                raise VectorStoreError(f"{target.describe()}: verification failed: {verification.target_count} points "
+                                       f"written for {verification.source_count} in the source, spaces "
+                                       f"{verification.spaces}")
+            if state["status"] != "complete":
+                state["status"] = "complete"
+                target.save_state(key, state)
+                shutil.rmtree(staging, ignore_errors=True)
+            result = MigrationResult(source.describe(), target.describe(), target.collection, status, total,
+                                     int(state["written"]) - resumed_from if status == "completed" else 0, resumed_from,
+                                     0, seconds, verification, time.perf_counter() - started - seconds, spaces=names,
+                                     warning=joined_lines(transform.warning, source.lossy_note(), made, *target.made_notes,
+                                                          verification.lengths_note, indexed))
+            if switch and alias:
+                _unchanged_since_start(data, fingerprint, target)
+                result.previous = switch_alias(target, alias, target.collection)
+                result.switched, result.alias = True, alias
+            return result
     finally:
         target.close()
         source.close()
