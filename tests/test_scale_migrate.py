@@ -45,6 +45,18 @@ def collection(uri: str) -> tuple[list, np.ndarray, list[dict]]:
     return [ids[i] for i in order], np.concatenate(vectors)[order], [payloads[i] for i in order]
 
 
+def _stopped_after_one_partition(fct: dict, tmp_path: Path) -> tuple[np.ndarray, str, str]:
+    """(the source's vectors, its URI, the shadow's URI) of a Ray migration stopped once a partition is written."""
+    v1 = np.tile(fct["vectors"]["v1"], (2, 1))
+    write_lance(tmp_path / "db", "docs", v1, fragments=3)
+    src, dst = f"lancedb://{tmp_path / 'db'}?table=docs", f"lancedb://{tmp_path / 'db'}?table=shadow"
+    stages: list[str] = []
+    with pytest.raises(Cancelled):
+        migrate_on_ray(fct["bundle"], src, dst, on_progress=lambda i, n, info: stages.append(info["stage"]),
+                       should_stop=lambda: stages.count("writing") >= 1)
+    return v1, src, dst
+
+
 def test_ray_migration_equals_the_local_one_and_switches(ray_cluster: Any, fct: dict, tmp_path: Path,
                                                          capsys: pytest.CaptureFixture[str]) -> None:
     v1 = np.tile(fct["vectors"]["v1"], (3, 1))
@@ -127,13 +139,7 @@ def test_ray_migration_refuses_to_resume_over_a_source_changed_in_place(ray_clus
 
     from embridge.core.connectors import VectorStoreError
 
-    v1 = np.tile(fct["vectors"]["v1"], (2, 1))
-    write_lance(tmp_path / "db", "docs", v1, fragments=3)
-    src, dst = f"lancedb://{tmp_path / 'db'}?table=docs", f"lancedb://{tmp_path / 'db'}?table=shadow"
-    stages: list[str] = []
-    with pytest.raises(Cancelled):
-        migrate_on_ray(fct["bundle"], src, dst, on_progress=lambda i, n, info: stages.append(info["stage"]),
-                       should_stop=lambda: stages.count("writing") >= 1)
+    v1, src, dst = _stopped_after_one_partition(fct, tmp_path)
     written = collection(dst)
     lancedb.connect(str(tmp_path / "db")).open_table("docs").update(
         where="id < 5", values={"vector": (-v1[0]).tolist()})
@@ -295,13 +301,7 @@ def test_a_ray_migration_into_a_dropped_shadows_name_starts_afresh(ray_cluster: 
     naming a hidden staging folder as its --to."""
     import lancedb
 
-    v1 = np.tile(fct["vectors"]["v1"], (2, 1))
-    write_lance(tmp_path / "db", "docs", v1, fragments=3)
-    src, dst = f"lancedb://{tmp_path / 'db'}?table=docs", f"lancedb://{tmp_path / 'db'}?table=shadow"
-    stages: list[str] = []
-    with pytest.raises(Cancelled):
-        migrate_on_ray(fct["bundle"], src, dst, on_progress=lambda i, n, info: stages.append(info["stage"]),
-                       should_stop=lambda: stages.count("writing") >= 1)
+    v1, src, dst = _stopped_after_one_partition(fct, tmp_path)
     assert (tmp_path / "db" / ".embridge-ray-shadow").is_dir()
     lancedb.connect(str(tmp_path / "db")).drop_table("shadow")  # as the refusals advise
     write_lance(tmp_path / "db", "docs", v1[:40], fragments=1, append=True)  # and the source moved on
