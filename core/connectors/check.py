@@ -129,9 +129,14 @@ def served_versions(store: Connector, previous: str | None, spaces: dict[str, in
     this one (``collection``, the store's own by default; ``spaces``: its counts, read when not given), its
     unmarked points are in that migration's old model version (as the migration took them).
     """
-    unmarked = unmarked_version(store, previous, collection)
+    return versions_of(store.space_counts() if spaces is None else spaces,
+                       unmarked_version(store, previous, collection))
+
+
+def versions_of(spaces: dict[str, int], unmarked: str) -> dict[str, int]:
+    """Point counts by model version, from counts by space value (``unmarked``: the version of points without one)."""
     versions: dict[str, int] = {}
-    for space, n in (store.space_counts() if spaces is None else spaces).items():
+    for space, n in spaces.items():
         version = model_version(space) if space else unmarked
         versions[version] = versions.get(version, 0) + n
     return versions
@@ -270,7 +275,7 @@ def _check(store: Connector, label_field: str | None, served_as: str | None, sam
     # through an alias moved back to a migration's source: its unmarked points are read as `rollback` reads them
     previous = switched_from(store, store.collection, aliased) if aliased else None
     unmarked = unmarked_version(store, previous, aliased)
-    versions = served_versions(store, previous, spaces, aliased)
+    versions = versions_of(spaces, unmarked)
     if count == 0:
         state = "empty"
     elif len(versions) > 1:
