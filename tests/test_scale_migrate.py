@@ -309,3 +309,26 @@ def test_a_ray_migration_into_a_dropped_shadows_name_starts_afresh(ray_cluster: 
     assert done.status == "completed" and done.resumed_from == 0 and done.verification.ok
     assert collection(dst)[0] == list(range(len(v1) + 40))
     assert not (tmp_path / "db" / ".embridge-ray-shadow").exists()
+
+
+def test_a_ray_migration_stopped_while_transforming_keeps_its_staged_partitions(ray_cluster: Any, fct: dict,
+                                                                              tmp_path: Path) -> None:
+    """Stopped before its first write, the shadow does not exist yet; the rerun is a fresh start of the same job
+    and takes the partitions already transformed instead of transforming them again."""
+    v1 = np.tile(fct["vectors"]["v1"], (2, 1))
+    write_lance(tmp_path / "db", "docs", v1, fragments=3)
+    src, dst = f"lancedb://{tmp_path / 'db'}?table=docs", f"lancedb://{tmp_path / 'db'}?table=shadow"
+    staging = tmp_path / "db" / ".embridge-ray-shadow"
+    stages: list[str] = []
+    with pytest.raises(Cancelled):
+        migrate_on_ray(fct["bundle"], src, dst, on_progress=lambda i, n, info: stages.append(info["stage"]),
+                       should_stop=lambda: stages.count("transforming") >= 1)
+    staged = {p.name: p.stat().st_mtime_ns for p in staging.glob("*.parquet")}
+    assert staged and not (tmp_path / "db" / "shadow.lance").exists()
+    stages.clear()
+    with pytest.raises(Cancelled):  # stopped again once every partition is transformed
+        migrate_on_ray(fct["bundle"], src, dst, on_progress=lambda i, n, info: stages.append(info["stage"]),
+                       should_stop=lambda: stages.count("writing") >= 1)
+    assert {name: (staging / name).stat().st_mtime_ns for name in staged} == staged  # not transformed again
+    done = migrate_on_ray(fct["bundle"], src, dst)
+    assert done.status == "completed" and done.verification.ok and collection(dst)[0] == list(range(len(v1)))

@@ -30,6 +30,7 @@ from embridge.core.connectors.migration import (
     verify_migration,
 )
 from embridge.core.connectors.migration_checkpoint import other_engines_shadow, resumable_state
+from embridge.core.connectors.migration_fingerprint import comparable
 from embridge.core.connectors.source_checks import SeenIds, check_source_spaces
 from embridge.core.connectors.store_pair import open_pair, state_key
 from embridge.core.connectors.targets import alias_to_switch, writable_target_alias
@@ -93,9 +94,11 @@ def migrate_on_ray(bundle: str | Path, source_uri: str, target_uri: str, *, swit
                            "source_partitions": partition_stamps(partitions)}
             other_engines_shadow(target, state_key(target), "local")
             staging = Path(state_dir) / f".embridge-ray-{target.collection}"
+            earlier = target.load_state(key)
             state = resumable_state(target, key, fingerprint)
-            if state is None:  # a fresh start: partitions staged for a shadow dropped since are another source's
-                shutil.rmtree(staging, ignore_errors=True)
+            if state is None:  # a fresh start: partitions staged by another job (a changed source, a lost record) go
+                if earlier is None or comparable(earlier.get("fingerprint")) != fingerprint:
+                    shutil.rmtree(staging, ignore_errors=True)  # those of this very job (stopped before a write) stay
                 state = {"fingerprint": fingerprint, "loaded": [], "written": 0, "status": "running"}
             target.save_state(key, state)
             names = space_names(transform)
