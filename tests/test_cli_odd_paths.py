@@ -99,7 +99,7 @@ def test_new_vectors_that_are_a_fifo_or_empty_are_one_line(fct_bundle: Path, tmp
     os.mkfifo(fifo)
     empty.write_bytes(b"")
     for given, said in ((fifo, "is a FIFO (named pipe); the --new-vectors file must be a regular file"),
-                       (empty, "unreadable --new-vectors file"), (Path("/dev/null"), "is a device")):
+                       (empty, "unreadable --new-vectors file (it is empty)"), (Path("/dev/null"), "is a device")):
         done = subprocess.run([sys.executable, "-m", "embridge.core.cli.main", "migrate", "--bundle", str(fct_bundle),
                                "--from", f"parquet://{tmp_path}/a", "--to", f"parquet://{tmp_path}/b",
                                "--new-vectors", str(given)], cwd=REPO, capture_output=True, text=True, timeout=120)
@@ -119,7 +119,7 @@ def test_new_vectors_that_are_a_fifo_or_empty_are_one_line(fct_bundle: Path, tmp
     (["backfill", "-w", "{tmp}/ws", "--model", "m", "--order", "planner", "--fraction", "0"], 2,
      "argument --fraction: expected a number above 0"),
     (["transform", "--bundle", "{tmp}/b.zip", "--from", "parquet://{tmp}/in", "--to", "parquet:{tmp}/out"], 1,
-     "a dataset URI needs '://' after its scheme"),
+     "a dataset URI needs '://' after its scheme (did you mean parquet:///"),
 ])
 def test_odd_values_of_dataset_and_model_options_are_one_line(argv: list[str], code: int, said: str, tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch,

@@ -61,7 +61,7 @@ def read_new_vectors(path: str | Path, dim: int, option: str = "--new-vectors") 
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:  # EOFError: an empty file
         if isinstance(exc, InputError):
             raise
-        raise InputError(file, f"unreadable {option} file ({exc or 'it is empty'})") from exc
+        raise InputError(file, f"unreadable {option} file ({'it is empty' if isinstance(exc, EOFError) else exc})") from exc
     if vectors.ndim != 2 or vectors.shape[1] != dim or len(ids) != len(vectors):
         raise InputError(file, f"expected {len(ids)} new-model vectors of dimension {dim}, got shape {vectors.shape}")
     check_finite(vectors, str(file))

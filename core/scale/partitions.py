@@ -64,9 +64,10 @@ _SCHEME_TYPO = re.compile(r"(?i)(parquet|lance|lancedb|qdrant|chroma|postgres|po
 def parquet_folder(uri: str, option: str) -> Path:
     """The folder of a ``parquet:///dir`` URI (or a plain path). A store scheme without its '//' (parquet:/x)
     is refused, not taken for a folder named 'parquet:' in the current one."""
-    if _SCHEME_TYPO.match(uri):
-        raise InputError(option, f"{uri}: a dataset URI needs '://' after its scheme (parquet:///folder, "
-                                 "lance:///dataset.lance)")
+    typo = _SCHEME_TYPO.match(uri)
+    if typo:  # the same address written as intended: the scheme, '://', then the absolute path
+        meant = f"{typo.group(1)}:///{uri[typo.end():].lstrip('/')}"
+        raise InputError(option, f"{uri}: a dataset URI needs '://' after its scheme (did you mean {meant}?)")
     if uri.startswith("parquet://"):
         from embridge.core.connectors.connector import StoreURI
 
