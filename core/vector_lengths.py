@@ -56,14 +56,24 @@ def vector_notes(matrix: np.ndarray, metric: str | None = None) -> str | None:
     return "; ".join(n for n in notes if n) or None
 
 
-def _length_sentence(lengths: np.ndarray, metric: str | None = None) -> str | None:
+def _spread(lengths: np.ndarray, at_least: float) -> tuple[float, float] | None:
+    """(5th, 95th percentile) of the non-zero ``lengths`` when the second is at least ``at_least`` times the
+    first, else None."""
     lengths = lengths[lengths > 0]
-    if len(lengths) < 2 or metric == "cosine":  # a store said to rank by cosine ranks as Embridge measures
+    if len(lengths) < 2:
         return None
     low, high = np.percentile(lengths, [5, 95])
-    ranked = RANKED_BY.get(metric or "")
-    if low <= 0 or high / low < (RANKED_SPREAD if ranked else SPREAD):
+    return (float(low), float(high)) if low > 0 and high / low >= at_least else None
+
+
+def _length_sentence(lengths: np.ndarray, metric: str | None = None) -> str | None:
+    if metric == "cosine":  # a store said to rank by cosine ranks as Embridge measures
         return None
+    ranked = RANKED_BY.get(metric or "")
+    spread = _spread(lengths, RANKED_SPREAD if ranked else SPREAD)
+    if spread is None:
+        return None
+    low, high = spread
     if ranked:  # the store said so: not a possibility but what it serves
         return (f"the store ranks by {ranked}, and these vectors' lengths vary (5th to 95th percentile {low:.3g} "
                 f"to {high:.3g}); Embridge measures by cosine (every vector L2-normalised), so its numbers are not "
@@ -79,14 +89,12 @@ def unit_output_note(vectors: np.ndarray, metric: str | None) -> str | None:
     or L1) when the source's ``vectors`` (a sample) vary in length; None otherwise."""
     ranked = RANKED_BY.get(metric or "")
     lengths = np.linalg.norm(np.asarray(vectors, dtype=np.float64), axis=1) if len(vectors) else np.zeros(0)
-    lengths = lengths[lengths > 0]
-    if ranked is None or len(lengths) < 2:
+    spread = _spread(lengths, RANKED_SPREAD) if ranked else None
+    if spread is None:
         return None
-    low, high = np.percentile(lengths, [5, 95])
-    if high / low < RANKED_SPREAD:
-        return None
+    low, high = spread
     return (f"the source store ranks by {ranked}, and its vectors' lengths vary (5th to 95th percentile {low:.3g} to "
-            f"{high:.3g} in the {len(lengths)} points verified); the shadow holds the bundle's unit-length vectors, "
+            f"{high:.3g} in the {len(vectors)} points verified); the shadow holds the bundle's unit-length vectors, "
             "so it ranks them as cosine does: what those lengths carried (popularity, say) no longer counts there")
 
 

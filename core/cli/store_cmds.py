@@ -48,7 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_migrate(args: argparse.Namespace) -> Result:
-    from embridge.core.connectors.migration import migrate_store
+    from embridge.core.connectors.migration import BATCH_POINTS, migrate_store
 
     if args.engine == "ray":
         from embridge.core.errors import UsageError
@@ -63,7 +63,7 @@ def cmd_migrate(args: argparse.Namespace) -> Result:
                                 ray_address=args.ray_address, on_progress=StderrProgress("migrate"))
     else:
         result = migrate_store(args.bundle, args.source, args.target, order=args.order, switch=args.switch,
-                               alias=args.alias, batch_size=args.batch or 4096, new_vectors=args.new_vectors,
+                               alias=args.alias, batch_size=args.batch or BATCH_POINTS, new_vectors=args.new_vectors,
                                backfill=args.backfill, seed=args.seed, on_progress=StderrProgress("migrate"))
     return result.to_dict(), result.text()
 

@@ -246,12 +246,12 @@ def unfinished_migration(store: Connector, collection: str) -> str | None:
     return unfinished_reason(*migration_state(store, collection))
 
 
-def unfinished_served(store: Connector) -> str | None:
-    """Why what ``store`` serves (its collection, or the one its alias names) holds only part of a gallery:
-    a migration still writing it, said with the store's name; None when whole or never migrated into."""
+def unfinished_served(store: Connector, served: str) -> str | None:
+    """Why ``served``, the collection ``store`` reads (its own, or the one its alias names: ``collection_read``),
+    holds only part of a gallery: a migration still writing it, said with the store's name; None when whole or
+    never migrated into."""
     if not store.writable:  # no migration writes a faiss index
         return None
-    served = (store.alias_target(store.collection) if store.supports_alias else None) or store.collection
     name = Path(served).name  # a Parquet alias is a link, possibly to a folder elsewhere: its name keys the checkpoint
     unfinished = unfinished_reason(*migration_state(store.checkpoint_holder(served), name))
     if unfinished is None:

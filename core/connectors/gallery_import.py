@@ -287,11 +287,11 @@ def _import(ws: Workspace, store: Connector, uri: str, model: str | None, label_
             should_stop: StopFn | None) -> StoreImportResult:
     if not store.exists():
         raise VectorStoreError(f"{store.describe()}: {store.missing()}")
-    unfinished = unfinished_served(store)
+    read = collection_read(store)
+    unfinished = unfinished_served(store, read)
     if unfinished is not None:  # a shadow still being written holds part of the gallery, in two spaces
         raise VectorStoreError(f"{unfinished}; nothing was imported")
-    # the collection served (a Parquet alias is a link, possibly to a folder elsewhere: its name keys a resume)
-    served = Path((store.alias_target(store.collection) if store.supports_alias else None) or store.collection).name
+    served = Path(read).name  # a Parquet alias is a link, possibly to a folder elsewhere: its name keys a resume
     total, dim = store.count(), store.dim()
     if total == 0 or not dim:
         raise ImportDataError(uri, "the collection holds no points")

@@ -74,8 +74,11 @@ def space_names(transform: StoreTransform) -> dict[str, str]:
             "old": transform.old_space}
 
 
+BATCH_POINTS = 4096  # points read, transformed and written at a time unless --batch says otherwise
+
+
 def migrate_store(bundle: str | Path, source_uri: str, target_uri: str, *, order: str = "random",
-                  switch: bool = False, alias: str | None = None, batch_size: int = 4096,
+                  switch: bool = False, alias: str | None = None, batch_size: int = BATCH_POINTS,
                   new_vectors: str | Path | None = None, backfill: int | None = None, seed: int | None = None,
                   on_progress: ProgressFn | None = None, should_stop: StopFn | None = None) -> MigrationResult:
     """See the module docstring; raises EmbridgeError subclasses naming the option or store at fault."""
@@ -156,7 +159,7 @@ def _run(transform: StoreTransform, source: Connector, target: Connector, new: N
          report: ProgressFn, should_stop: StopFn | None) -> MigrationResult:
     if not source.exists():
         raise missing_error(source, "--from")
-    unfinished = unfinished_served(source)
+    unfinished = unfinished_served(source, collection_read(source))
     if unfinished is not None:  # a shadow still being written: its migration would serve part of a gallery
         raise VectorStoreError(f"{unfinished}; nothing was written")
     source.check_carried()  # before any checkpoint or shadow: vectors the shadow would lose are refused

@@ -32,7 +32,7 @@ from embridge.core.connectors.migration import (
 from embridge.core.connectors.migration_checkpoint import other_engines_shadow, resumable_state
 from embridge.core.connectors.migration_fingerprint import comparable
 from embridge.core.connectors.source_checks import SeenIds, check_source_spaces
-from embridge.core.connectors.store_pair import open_pair, state_key
+from embridge.core.connectors.store_pair import collection_read, open_pair, state_key
 from embridge.core.connectors.targets import alias_to_switch, writable_target_alias
 from embridge.core.connectors.transform import load_transform
 from embridge.core.errors import InputError
@@ -74,7 +74,7 @@ def migrate_on_ray(bundle: str | Path, source_uri: str, target_uri: str, *, swit
         data = dataset_uri(source)
         if not source.exists():
             raise missing_error(source, "--from")
-        unfinished = unfinished_served(source)
+        unfinished = unfinished_served(source, collection_read(source))
         if unfinished is not None:  # a shadow still being written: its migration would serve part of a gallery
             raise VectorStoreError(f"{unfinished}; nothing was written")
         made = check_source_spaces(source, transform)
@@ -88,10 +88,9 @@ def migrate_on_ray(bundle: str | Path, source_uri: str, target_uri: str, *, swit
         key, total = f"ray-migrate-{target.collection}", source.count()
         # one lock for both engines: a second migration into this target, on either, is refused while this one runs
         with job_lock(target, state_key(target)):
-            partitions = open_source(data)  # a partition changed in place since the start is another migration
+            # a partition changed in place since the start is another migration
             fingerprint = {"layer": layer_fingerprint(bundle), "source": data, "target": target.collection,
-                           "source_count": total, "source_version": partitions.version,
-                           "source_partitions": partition_stamps(partitions)}
+                           "source_count": total, **_source_stamps(data)}
             other_engines_shadow(target, state_key(target), "local")
             staging = Path(state_dir) / f".embridge-ray-{target.collection}"
             earlier = target.load_state(key)
@@ -139,11 +138,16 @@ def migrate_on_ray(bundle: str | Path, source_uri: str, target_uri: str, *, swit
         source.close()
 
 
+def _source_stamps(data: str) -> dict[str, Any]:
+    """The dataset's version and its partitions' stamps: any write to it changes one of them."""
+    partitions = open_source(data)
+    return {"source_version": partitions.version, "source_partitions": partition_stamps(partitions)}
+
+
 def _unchanged_since_start(data: str, fingerprint: dict[str, Any], target: Connector) -> None:
     """Refuse to move an alias onto a shadow whose source was written since the migration started (a partition
     changed, added or removed, or a new Lance version): the shadow would serve what the source no longer holds."""
-    now = open_source(data)
-    if now.version != fingerprint["source_version"] or partition_stamps(now) != fingerprint["source_partitions"]:
+    if any(fingerprint[key] != value for key, value in _source_stamps(data).items()):
         raise VectorStoreError(f"{target.describe()}: the source {data} was written since the migration started, "
                                "so the shadow may not hold what it holds now; the alias was not moved: drop "
                                f"'{target.collection}' and migrate again")
