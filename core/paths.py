@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from embridge.core.errors import InputError
+from embridge.core.errors import InputError, UsageError
 
 DB_NAME = "embridge.db"
 STORE_FOLDERS = ("vectors", "models", "adapters", "reports", "bundles")  # what every workspace holds
@@ -154,11 +154,12 @@ def check_input_outside(given: str | Path, workspace: str | Path, label: str = "
 
 
 def check_name(name: object, what: str = "model name") -> str:
-    """A name that becomes a file name: letters, digits, ``.``, ``_``, ``-``; at most 64; no path parts."""
+    """A name that becomes a file name: letters, digits, ``.``, ``_``, ``-``; at most 64; no path parts.
+    Refused as a usage error (exit status 2) when ``what`` is an option (``--name``), as argparse refuses."""
     text = name if isinstance(name, str) else ""
     if (not _NAME.fullmatch(text) or text.endswith(".") or ".." in text
             or text.split(".")[0].lower() in _WINDOWS_RESERVED):
-        raise InputError(f"{what} {name!r}", "use 1 to 64 letters, digits, '.', '_' or '-', starting with a letter "
+        raise (UsageError if what.startswith("--") else InputError)(f"{what} {name!r}", "use 1 to 64 letters, digits, '.', '_' or '-', starting with a letter "
                          "or digit (it becomes a file name, so no '/', '\\', '..' or spaces)")
     return text
 

@@ -177,17 +177,17 @@ INPUT_CASES = [
        r"must be a number in \[0, 1000\]", code=2),
 ]
 
-# -- names that would become paths -----------------------------------------------------------------
+# -- names that would become paths (an option's value refused before any work: exit status 2) ------------
 _BAD_NAMES = {"dotdot": "../../x", "slash": "a/b", "absolute": "/tmp/x", "empty": "", "space": "my model",
               "hidden": ".hidden", "backslash": "a\\b", "reserved": "CON", "trailing-dot": "v.",
               "too-long": "m" * 65, "newline": "a\nb", "dotdot-inside": "a..b"}
 NAME_CASES = [
     _c(f"name-model-add-{label}", lambda e: "--name", (*MODEL_ADD, "{in}/m.pt", "--name", name),
-       "it becomes a file name")
+       "it becomes a file name", code=2)
     for label, name in _BAD_NAMES.items()
 ] + [
     _c(f"name-model-rename-{label}", lambda e: "--to", ("model", "rename", *WS, "--name", "v1", "--to", name),
-       "it becomes a file name")
+       "it becomes a file name", code=2)
     for label, name in _BAD_NAMES.items() if name
 ] + [
     _c("name-stored-model-escapes", cb.renamed_model("../../evil"),

@@ -115,7 +115,15 @@ def test_new_vectors_that_are_a_fifo_or_empty_are_one_line(fct_bundle: Path, tmp
     (["model", "add", "-w", "{tmp}/ws", "--name", "m", "--path", "{tmp}/m.pt", "--kind", ""], 2,
      "argument --kind: is empty"),
     (["model", "add", "-w", "{tmp}/ws", "--name", "m", "--path", "{tmp}/m.pt", "--arch", "mlp", "--arch-config",
-      "[" * 5000 + "]" * 5000], 1, "--arch-config: nested too deeply to be read as JSON"),
+      "[" * 5000 + "]" * 5000], 2, "--arch-config: nested too deeply to be read as JSON"),
+    (["model", "add", "-w", "{tmp}/ws", "--name", "m", "--path", "{tmp}/m.pt", "--arch", "mlp", "--arch-config",
+      "[]"], 2, "--arch-config: expected a JSON object"),
+    (["model", "add", "-w", "{tmp}/ws", "--name", "m", "--path", "{tmp}/m.pt", "--input-shape", "0"], 2,
+     "--input-shape: expected positive integers like 1,28,28, got '0'"),
+    (["model", "add", "-w", "{tmp}/ws", "--name", "m", "--path", "{tmp}/m.pt", "--input-shape", "\uff14"], 2,
+     "--input-shape: expected integers like 1,28,28, got '\uff14'"),  # a full-width 4, which int() reads
+    (["model", "add", "-w", "{tmp}/ws", "--name", "a/b", "--path", "{tmp}/m.pt"], 2, "--name 'a/b': use 1 to 64"),
+    (["train", "-w", "{tmp}/ws", "--method", "0"], 2, "error: --method: unknown method '0'; choose one of"),
     (["backfill", "-w", "{tmp}/ws", "--model", "m", "--order", "planner", "--fraction", "0"], 2,
      "argument --fraction: expected a number above 0"),
     (["transform", "--bundle", "{tmp}/b.zip", "--from", "parquet://{tmp}/in", "--to", "parquet:{tmp}/out"], 1,
@@ -125,7 +133,7 @@ def test_odd_values_of_dataset_and_model_options_are_one_line(argv: list[str], c
                                                               monkeypatch: pytest.MonkeyPatch,
                                                               capsys: pytest.CaptureFixture[str]) -> None:
     """Each was a traceback-class error (EOFError, TypeError, RecursionError: exit 3), a refusal after work,
-    or a folder named 'parquet:' made in the current one."""
+    a folder named 'parquet:' made in the current one, or an option's refusal with exit status 1, not 2."""
     from embridge.core.models.builtin import build_model, save_checkpoint
 
     module, _ = build_model("mlp", {"input_dim": 4, "out_dim": 2})

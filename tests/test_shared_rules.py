@@ -22,9 +22,9 @@ __all__ = ["no_threads_left", "window"]
 PREFIX = "embridge: error: "
 
 
-def cli_error(capsys: pytest.CaptureFixture[str], *args: str) -> str:
-    """The one error line of a refused command (exit status 1), without the program's prefix."""
-    assert main(list(args)) == 1
+def cli_error(capsys: pytest.CaptureFixture[str], *args: str, code: int = 1) -> str:
+    """The one error line of a refused command (exit status ``code``), without the program's prefix."""
+    assert main(list(args)) == code
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith(PREFIX)
     return err[len(PREFIX):]
@@ -56,8 +56,9 @@ def test_a_zero_input_dimension_is_refused_alike_by_the_command_and_the_models_p
     checkpoint = tmp_path / "net.pt"
     torch.jit.script(torch.nn.Linear(4, 3)).save(str(checkpoint))
     refused = cli_error(capsys, "model", "add", "-w", str(ws), "--name", "net", "--path", str(checkpoint),
-                        "--input-shape", "0,28,28")
-    assert refused == "--input-shape: expected positive integers like 1,28,28, got '0,28,28'"
+                        "--input-shape", "0,28,28", code=2)
+    rule = "--input-shape: expected positive integers like 1,28,28, got '0,28,28'"
+    assert refused == f"{rule} (see 'embridge model add --help')"  # a usage error, exit status 2
     assert window.ctx.open_workspace(ws)
     page = window.show_page("models")
     page.path.setText(str(checkpoint))
@@ -67,7 +68,7 @@ def test_a_zero_input_dimension_is_refused_alike_by_the_command_and_the_models_p
     qtbot.waitUntil(lambda: bool(error_dialogs()), timeout=10_000)
     wait_for_jobs(qtbot, window)
     (dialog,) = error_dialogs()
-    assert dialog.message == refused.replace("--input-shape", "Input shape")  # the same rule, the form's field
+    assert dialog.message == rule.replace("--input-shape", "Input shape")  # the same rule, the form's field
     close_error_dialogs()
     assert [m["name"] for m in window.ctx.ws.models()] == ["old", "new"]  # nothing was added by either
 

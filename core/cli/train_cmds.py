@@ -125,7 +125,7 @@ def cmd_train(args: argparse.Namespace) -> Result:
 
     settings = parse_settings(args)  # a refused option or setting before the workspace is opened
     check_device_option(args.device)
-    resolve_config(args.method, settings, OWN_OPTIONS)
+    resolve_config(args.method, settings, OWN_OPTIONS, "--method")
     with Workspace.open(args.workspace) as ws:
         out = train_run(ws, args.method, args.old, args.new, device=args.device, config=settings,
                         seed=args.seed, pairs=args.pairs, on_progress=StderrProgress(f"train {args.method}"))

@@ -237,18 +237,18 @@ def cmd_model_add(args: argparse.Namespace) -> Result:
 def _json_object(raw: str | None, flag: str) -> dict[str, Any] | None:
     import json
 
-    from embridge.core.errors import InputError
+    from embridge.core.errors import UsageError
 
     if raw is None:
         return None
     try:
         value = json.loads(raw)
     except json.JSONDecodeError as exc:
-        raise InputError(flag, f"not valid JSON ({exc.msg})") from exc
+        raise UsageError(flag, f"not valid JSON ({exc.msg})") from exc
     except RecursionError:  # arrays nested thousands deep
-        raise InputError(flag, "nested too deeply to be read as JSON") from None
+        raise UsageError(flag, "nested too deeply to be read as JSON") from None
     if not isinstance(value, dict):
-        raise InputError(flag, "expected a JSON object such as '{\"input_dim\": 64, \"out_dim\": 32}'")
+        raise UsageError(flag, "expected a JSON object such as '{\"input_dim\": 64, \"out_dim\": 32}'")
     return value
 
 

@@ -8,23 +8,26 @@ same way wherever it is typed.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from embridge.core.errors import CheckpointError, InputError
+from embridge.core.errors import CheckpointError, InputError, UsageError
 from embridge.core.paths import irregular_kind
 from embridge.core.progress import ProgressFn, no_progress
 from embridge.core.store import Workspace
 
 SHAPE_OPTION = "--input-shape"
+_SIGNED_DIGITS = re.compile(r"[+-]?[0-9]+")  # what int() reads, in ASCII digits only
 
 
 def parse_input_shape(raw: str | None, option: str = SHAPE_OPTION) -> tuple[int, ...] | None:
     """'1,28,28', '1x28x28' or '(1, 28, 28)' -> (1, 28, 28); empty or None -> None (inferred later).
 
-    Every dimension must be a positive integer: a zero or negative size is refused, naming ``option``.
+    Every dimension must be a positive integer in ASCII digits (``int`` would read full-width or Arabic-Indic
+    digits too): anything else is refused before any work, naming ``option`` (exit status 2 on the command line).
     """
     if raw is None:
         return None
@@ -34,12 +37,11 @@ def parse_input_shape(raw: str | None, option: str = SHAPE_OPTION) -> tuple[int,
     parts = text.split(",")
     if len(parts) > 1 and not parts[-1].strip():  # a tuple's trailing comma: '(8,)'
         parts = parts[:-1]
-    try:
-        shape = tuple(int(part) for part in parts)  # an empty part ('1,,16') is a missing size, not none
-    except ValueError as exc:
-        raise InputError(option, f"expected integers like 1,28,28, got '{raw.strip()}'") from exc
+    if not all(_SIGNED_DIGITS.fullmatch(part.strip()) for part in parts):  # '1,,16' is a missing size, not none
+        raise UsageError(option, f"expected integers like 1,28,28, got '{raw.strip()}'")
+    shape = tuple(int(part) for part in parts)
     if not shape or min(shape) <= 0:
-        raise InputError(option, f"expected positive integers like 1,28,28, got '{raw.strip()}'")
+        raise UsageError(option, f"expected positive integers like 1,28,28, got '{raw.strip()}'")
     return shape
 
 

@@ -131,13 +131,15 @@ def unused_settings(kind: str, given: dict[str, Any]) -> list[UnusedSettings]:
 
 
 def resolve_config(kind: str, config: FitConfig | dict[str, Any] | None,
-                   own_options: Mapping[str, str] | None = None) -> tuple[str, dict[str, Any]]:
+                   own_options: Mapping[str, str] | None = None,
+                   method_option: str = "method") -> tuple[str, dict[str, Any]]:
     """(canonical kind, full settings) after checking names and values. ``own_options`` maps the settings a
     caller gives through options of their own (the command line's ``--epochs``) to them, so that an unknown
-    name's list of known ones offers the option instead of a setting the caller would refuse."""
+    name's list of known ones offers the option instead of a setting the caller would refuse;
+    ``method_option`` names where the method was given (``--method``) in an unknown method's refusal."""
     name = canonical_kind(kind)
     if name not in known_kinds():
-        raise UsageError("method", f"unknown method '{kind}'; choose one of {', '.join(known_kinds())}")
+        raise UsageError(method_option, f"unknown method '{kind}'; choose one of {', '.join(known_kinds())}")
     user = config.to_dict() if isinstance(config, FitConfig) else dict(config or {})
     if isinstance(user.get("base"), str):  # a method name is read in any case, the base's as --method's
         user["base"] = canonical_kind(user["base"])
