@@ -17,13 +17,17 @@ from pathlib import Path
 
 
 def _writable(folder: Path) -> bool:
-    """Whether ``folder`` exists as a writable folder, or could be made under its nearest existing parent."""
+    """Whether ``folder`` exists as a writable folder, or could be made under its nearest existing parent.
+    A parent the user may not even look into (``sudo -u`` keeps root's ``HOME``) is not writable."""
     probe = folder
-    while not probe.exists():
-        if probe.parent == probe:
-            return False
-        probe = probe.parent
-    return probe.is_dir() and os.access(probe, os.W_OK | os.X_OK)
+    try:
+        while not probe.exists():
+            if probe.parent == probe:
+                return False
+            probe = probe.parent
+        return probe.is_dir() and os.access(probe, os.W_OK | os.X_OK)
+    except OSError:  # Python 3.11's exists() raises on a parent without search permission
+        return False
 
 
 def use_writable_matplotlib_config() -> None:

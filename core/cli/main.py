@@ -144,11 +144,31 @@ def _missing_package_line(module: str | None) -> str:
             "with its dependencies (an install without them runs only bundle verify, inspect and apply)")
 
 
+def _read_only_workspace(exc: OSError, args: argparse.Namespace) -> str:
+    """'; the workspace folder is read-only …' when a write inside the workspace was refused because it is (the
+    words a refused database write gives, for the folders a command writes before it reaches the database)."""
+    import errno
+
+    from embridge.core.store.sqlite_errors import read_only_folder
+
+    workspace = getattr(args, "workspace", None)
+    if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS) or not workspace:
+        return ""
+    try:
+        target, root = Path(os.fsdecode(exc.filename)).absolute(), Path(workspace).absolute()
+        folder = target if target.is_dir() else target.parent
+        if not target.is_relative_to(root) or not read_only_folder(folder):
+            return ""
+    except (OSError, ValueError):
+        return ""
+    return "; the workspace folder is read-only to this user; copy the workspace to a writable folder"
+
+
 def _os_error_line(exc: OSError, args: argparse.Namespace) -> str:
     from embridge.core.paths import shown_path
 
     if exc.filename:
-        return f"{shown_path(exc.filename)}: {exc.strerror or exc}"
+        return f"{shown_path(exc.filename)}: {exc.strerror or exc}{_read_only_workspace(exc, args)}"
     written = next(((flag, value) for key, flag in _OUTPUTS if (value := getattr(args, key, None))), None)
     where = f"{written[0]} {written[1]}" if written else "a file"
     text = exc.strerror or str(exc)
