@@ -15,7 +15,7 @@ from embridge.core.formatting import format_bytes, format_share, sample_floor_te
 from embridge.core.json_values import json_safe
 from embridge.core.progress import StderrProgress
 from embridge.core.report.limits import MAX_BOOTSTRAP, MIN_BOOTSTRAP
-from embridge.core.report.report_record import CASCADE_CURVES
+from embridge.core.report.report_record import CASCADE_CURVES, curve_metric
 from embridge.core.run_choice import pair_arrow
 from embridge.core.run_record import OLD_OLD, measured_on_lines
 from embridge.core.store import Workspace
@@ -259,10 +259,13 @@ def report_data(report: Report) -> dict[str, Any]:
         "report_id": report.report_id, "run_id": report.run_id, "adapter_id": report.adapter_id,
         "method": report.method, "upgraded_cell": report.upgraded_cell, "ceiling_cell": report.ceiling_cell,
         "old_model": _model_name(report, "old"), "new_model": _model_name(report, "new"),
-        "cells": {name: values | {"n_queries": report.cells[name]["n_queries"]}
+        "cells": {name: values | report.recall_fractions(name) | {"n_queries": report.cells[name]["n_queries"]}
                   for name, values in report.table().items()},
         **report.headline_numbers(),
-        "backfill_areas": report.backfill_areas,
+        "backfill_areas": report.backfill_areas,  # top-1; every metric's, and the metric that decides, below
+        "backfill_areas_by_metric": report.backfill_areas_by_metric,
+        "backfill_metric": curve_metric(report.backfill) if report.backfill.get("policies") else None,
+        "backfill_best_policy": report.backfill.get("best_policy"),
         # the partial-backfill curves themselves: per policy, the share backfilled and each metric there
         "backfill_curves": {policy: {"betas": curve.get("betas"), "values": curve.get("values")}
                             for policy, curve in (report.backfill.get("policies") or {}).items()},
@@ -320,13 +323,12 @@ def _report_text(report: Report) -> str:
             lines.append(f"{name}: old/old {format_share(h.get(f'old_old_{key}'))}, new/new "
                          f"{format_share(h.get(f'new_new_{key}'))}, {report.upgraded_cell} {format_share(h[key])}"
                          f"{sample_floor_text(h.get(f'old_old_sample_{key}'), h.get(f'upgraded_sample_{key}'))}; "
-                         f"gain retained {gain_text(h.get(f'gain_retained_{key}'), h.get(f'gain_retained_{key}_note'))}")
+                         f"gain retained {gain_text(h.get(f'gain_retained_{key}'), h.get(f'gain_retained_{key}_note'))}"
+                         + (" (on the evaluation sample)" if h.get(f"old_old_sample_{key}") is not None else ""))
     lines += measured_on_lines(h)  # old/old and the upgraded cell may search more than new/new's sample
     lines += _rollback_lines(report)
     lines += served_lines(report.served)
     lines += [*report.verdicts, report.search["statement"]]
-    from embridge.core.report.report_record import curve_metric
-
     curve = curve_metric(report.backfill)  # the curves' deciding metric first, as the HTML ranks them
     for policy, c in (report.backfill.get("policies") or {}).items():
         areas = [f"area under the {metric_label(m)} curve {c['areas'][m]:.3f}" for m in dict.fromkeys((curve, "top1"))

@@ -22,8 +22,9 @@ NOT_BETTER = "the new model is not better than the old one on this metric here"
 
 
 def criterion(upgraded: float, old_old: float) -> bool:
-    """BCT's empirical compatibility criterion for one metric: M(upgraded) > M(old, old)."""
-    return bool(upgraded > old_old)
+    """BCT's empirical compatibility criterion for one metric: M(upgraded) > M(old, old), by more than float
+    noise (two equal means can differ in their last bit by the order they were summed in)."""
+    return bool(upgraded - old_old >= _EPS)
 
 
 def gain_retained(upgraded: float, old_old: float, new_new: float) -> float | None:
@@ -35,7 +36,9 @@ def gain_retained(upgraded: float, old_old: float, new_new: float) -> float | No
     denom = new_new - old_old
     if not np.isfinite(denom) or denom < _EPS or not np.isfinite(upgraded):
         return None
-    return float((upgraded - old_old) / denom)
+    kept = upgraded - old_old
+    # two means that differ only by their summation order (2e-16 apart) are equal: no gain either way
+    return 0.0 if abs(kept) < _EPS else float(kept / denom)
 
 
 IMPROVEMENT_BOOT, IMPROVEMENT_LEVEL = 1000, 0.95  # fixed, so training and every report state the same interval

@@ -27,7 +27,7 @@ from embridge.core.adapters.adapt_arrays import (
 )
 from embridge.core.adapters.adapter import Adapter
 from embridge.core.adapters.cascade import cascade_rank
-from embridge.core.evaluation.compat import NOT_BETTER, gain_note, gain_retained, improvement_ci
+from embridge.core.evaluation.compat import NOT_BETTER, criterion, gain_note, gain_retained, improvement_ci
 from embridge.core.evaluation.gather import MatrixMaker
 from embridge.core.evaluation.relevance import OWN_ITEM
 from embridge.core.evaluation.scoring import (
@@ -172,7 +172,7 @@ class UpgradeResults:
             "upgraded_sample_top1": None if us is None else us["top1"],
             "upgraded_top1": up["top1"], "gain_retained": None if by_item else gain("top1"),
             "gain_retained_note": None if by_item else note("top1"),
-            "compatible": None if by_item else bool(up["top1"] > oo["top1"]),
+            "compatible": None if by_item else criterion(up["top1"], oo["top1"]),
             "n_queries": self.cells[OLD_OLD].cell.n_queries,
             "relevance": self.tasks.full.rule.describe(),
             "protocols": {name: r.protocol.to_dict() for name, r in self.cells.items()},
@@ -187,7 +187,7 @@ class UpgradeResults:
                 out[f"old_old_{key}"], out[f"new_new_{key}"], out[f"ceiling_{key}"] = oo[key], nn[key], cc[key]
                 out[f"old_old_sample_{key}"] = None if bf is None else bf[key]
                 out[f"upgraded_sample_{key}"] = None if us is None else us[key]
-                out[f"compatible_{key}"] = bool(up[key] > oo[key])
+                out[f"compatible_{key}"] = criterion(up[key], oo[key])
                 out[f"gain_retained_{key}"] = gain(key)
                 if out[f"gain_retained_{key}"] is None and note(key):
                     out[f"gain_retained_{key}_note"] = NOT_BETTER

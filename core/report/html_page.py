@@ -94,12 +94,12 @@ def _headline(report: Mapping[str, Any]) -> str:
     if decided.compatible is False and ties(h):  # the criterion asks for more than today's system; the table: 'equal'
         verdict += f" (the upgraded system equals old/old, {float(decided.old_old or 0):.3f}: no better than today)"
     top1_gain = "gain retained (top-1)" if decided.name != "top-1" else "gain retained"
+    sample = " on the evaluation sample" if h.get("old_old_sample_top1") is not None else ""  # new/new's gallery
     rows = [("old/old top-1 (today)", h.get("old_old_top1")), (f"{cc} top-1 (full backfill)", h.get("ceiling_top1")),
             (f"{up} top-1 (upgraded)", h.get("upgraded_top1")),
-            (top1_gain + _ci(h.get("gain_retained_ci")),
+            (top1_gain + sample + _ci(h.get("gain_retained_ci")),
              h.get("gain_retained") if h.get("gain_retained") is not None else h.get("gain_retained_note")),
-            (f"ARR (recall@{h.get('arr_k')})" + (" on the evaluation sample" if h.get("old_old_sample_top1") is not None
-                                                  else ""), h.get("arr")),
+            (f"ARR (recall@{h.get('arr_k')}){sample}", h.get("arr")),
             ("negative flip rate" + _ci(h.get("negative_flip_rate_ci")), h.get("negative_flip_rate")),
             ("positive flip rate" + _ci(h.get("positive_flip_rate_ci")), h.get("positive_flip_rate")),
             ("relative NFR" + _ci(h.get("relative_nfr_ci")), h.get("relative_nfr")),
@@ -113,12 +113,14 @@ def _headline(report: Mapping[str, Any]) -> str:
         name = metric_label(key)
         if key in h:
             gain = h.get(f"gain_retained_{key}")
+            judged_sample = h.get(f"old_old_sample_{key}") is not None
             on_sample = ([(f"old/old {name} on the evaluation sample", h[f"old_old_sample_{key}"]),
                           (f"{up} {name} on the evaluation sample", h.get(f"upgraded_sample_{key}"))]
-                         if h.get(f"old_old_sample_{key}") is not None else [])
+                         if judged_sample else [])
             rows[at:at] = [(f"old/old {name}", h.get(f"old_old_{key}")), (f"new/new {name}", h.get(f"new_new_{key}")),
                            (f"{up} {name} (upgraded)", h.get(key)), *on_sample,
-                           (f"gain retained ({name})", gain if gain is not None else h.get(f"gain_retained_{key}_note"))]
+                           (f"gain retained ({name})" + (" on the evaluation sample" if judged_sample else ""),
+                            gain if gain is not None else h.get(f"gain_retained_{key}_note"))]
     return (f"<p>Compatibility criterion ({escape(decided.name)}): the upgrade {verdict}.</p>"
             + _list(report.get("verdicts") or [])
             + _table(["number", "value"], rows))

@@ -164,10 +164,26 @@ class Report:
         """Each cell's table metrics, as the command line and the app list them."""
         return {name: {m: c["metrics"].get(m) for m in self.table_metrics(c)} for name, c in self.cells.items()}
 
+    def recall_fractions(self, name: str) -> dict[str, Any]:
+        """One cell's information-retrieval recall, ``recall_frac@k`` for each k the cell has (its table keeps
+        the re-identification ``recall@k``)."""
+        values = self.cells[name].get("metrics") or {}
+        return {m: v for m, v in values.items() if m.startswith("recall_frac@")}
+
     @property
     def backfill_areas(self) -> dict[str, float]:
         """Area under each partial-backfill policy's top-1 curve."""
         return {p: c["areas"]["top1"] for p, c in (self.backfill.get("policies") or {}).items()}
+
+    @property
+    def backfill_areas_by_metric(self) -> dict[str, dict[str, float]]:
+        """{metric: {policy: area under its curve}} for every metric the curves were measured on; the best
+        policy is chosen on :func:`curve_metric`'s."""
+        out: dict[str, dict[str, float]] = {}
+        for policy, curve in (self.backfill.get("policies") or {}).items():
+            for metric, area in (curve.get("areas") or {}).items():
+                out.setdefault(metric, {})[policy] = area
+        return out
 
     def summary(self) -> dict[str, Any]:
         """The scalar numbers stored with the report's row (and carried by bundles)."""

@@ -13,7 +13,7 @@ import numpy as np
 
 from embridge.core.adapters.registry import METHODS
 from embridge.core.cascade_rerank import reranks_by_new_vectors
-from embridge.core.evaluation.compat import NOT_BETTER, arr, compare, gain_retained
+from embridge.core.evaluation.compat import NOT_BETTER, arr, compare, criterion, gain_retained
 from embridge.core.evaluation.headline import headline_metrics as plan_headline_metrics
 from embridge.core.evaluation.headline import metric_label, noise_words, weighed
 from embridge.core.evaluation.metrics import bootstrap_ci, bootstrap_statistic_ci, per_label
@@ -88,7 +88,7 @@ def headline(cells: dict[str, CellResult], upgraded: str, ceiling: str, plan: Sc
         "old_old_top1": s_oo["top1"], "new_new_top1": cells[NEW_NEW].metrics.summary()["top1"],
         "ceiling_top1": s_cc["top1"], "upgraded_top1": s_up["top1"],
         "gain_retained_ci": list(gr_ci), "arr": arr(us.summary()[rk], s_cc[rk]), "arr_k": plan.recall_k,
-        "compatible": bool(s_up["top1"] > s_oo["top1"]) if relevance != "item" else None,
+        "compatible": criterion(s_up["top1"], s_oo["top1"]) if relevance != "item" else None,
         "negative_flip_rate": flips.negative_rate, "positive_flip_rate": flips.positive_rate,
         "relative_nfr": flips.relative_nfr,
         "negative_flip_rate_ci": list(fci["negative_flip_rate"]),

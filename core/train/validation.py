@@ -16,7 +16,7 @@ import numpy as np
 from embridge.core.adapters.adapt_arrays import HEAD_KINDS, adapt_gallery, adapt_queries, new_space_vectors
 from embridge.core.adapters.adapter import Adapter
 from embridge.core.errors import InputError
-from embridge.core.evaluation.compat import gain_note, gain_retained
+from embridge.core.evaluation.compat import criterion, gain_note, gain_retained
 from embridge.core.evaluation.scoring import score, selection_plan
 from embridge.core.evaluation.selection import array_validator
 from embridge.core.l2 import l2_normalize
@@ -89,7 +89,7 @@ def evaluate_heldout(
         "upgraded_top1": up,
         "gain_retained": gain_retained(up, oo, nn),
         "gain_retained_note": gain_note(oo, nn),
-        "compatible": bool(up > oo),
+        "compatible": criterion(up, oo),
         "upgraded_pair_top1": pair_top1(queries, gallery),
     }
     if adapter.kind in HEAD_KINDS:
