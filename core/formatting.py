@@ -34,9 +34,16 @@ def format_share(value: Any, digits: int = 1) -> str:
 
 
 def format_beta(beta: float) -> str:
-    """A backfilled share β to two decimals, or to two significant digits below 0.01 (never "0.00" for a
-    share that re-embeds some items)."""
-    return f"{beta:.2g}" if 0 < beta < 0.01 else f"{beta:.2f}"
+    """A backfilled share β to two decimals, with as many more as it takes for a share strictly between 0 and 1
+    never to read "0.00" or "1.00" (a partial backfill that re-embeds some items, or leaves some out)."""
+    if 0 < beta < 0.01:
+        return f"{beta:.2g}"
+    if 0.995 <= beta < 1:  # '0.999', '0.9999': never the full backfill's 1.00
+        digits = 3
+        while f"{beta:.{digits}f}" == f"{1:.{digits}f}" and digits < 12:
+            digits += 1
+        return f"{beta:.{digits}f}"
+    return f"{beta:.2f}"
 
 
 def format_duration(seconds: float | None) -> str:

@@ -585,6 +585,14 @@ def test_a_small_backfilled_share_is_not_shown_as_zero() -> None:
                                                                             "0.01", "1.00"]
 
 
+def test_a_share_just_below_one_is_not_shown_as_the_full_backfill() -> None:
+    """``--fraction 0.999`` (996 of 997 items) read "β = 1.00", the full backfill's share."""
+    from embridge.core.formatting import format_beta
+
+    assert [format_beta(b) for b in (0.994, 0.995, 0.999, 0.9996, 1.0)] == ["0.99", "0.995", "0.999", "0.9996",
+                                                                           "1.00"]
+
+
 def test_an_option_enough_by_its_own_full_backfill_names_that_backfill() -> None:
     """An fct layer (its own new/new 0.995) listed in a bt2 plan (head/head 0.975) was accepted by the target
     share of 0.995, which the reason called "the full backfill's", a number the plan's full-backfill row

@@ -137,11 +137,13 @@ def test_after_a_full_backfill_the_plan_recommends_what_is_served_not_a_partial_
     plan, backfill_run = _planned_after_a_full_backfill(demo_copy, "procrustes")
     assert plan.reason.startswith(f"Backfill run #{backfill_run} already re-embedded all {plan.gallery_full} gallery items")
     assert any(note.startswith("Served now") for note in plan.notes)
+    # part of the work already done costs nothing (it was priced at 698 items, more than the whole job left);
     # following the plan's partial option now would record fewer new vectors than are served: refused
     partial = plan.option("partial_backfill")
-    assert partial is not None and 0 < partial["items_embedded"] < plan.gallery_full
+    assert partial is not None and partial["items_embedded"] == 0 and partial["time_s"] == 0.0
     assert any(f"Backfill run #{backfill_run} already gives {plan.gallery_full} gallery items" in n
                for n in partial["notes"])
+    assert any(n.startswith(f"Done: backfill run #{backfill_run} already embedded all") for n in partial["notes"])
     err = io.StringIO()
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
         assert main(["backfill", "-w", str(demo_copy), "--model", "new-cnn", "--order", "planner"]) == 1

@@ -105,9 +105,11 @@ def _with_backfill_done(plan: Plan, served: Mapping[str, Any] | None) -> Plan:
     if not served or full is None or int(served["new_vectors"]) < int(served["protocol"]["n_gallery"]):
         return plan
     run, n = served["backfill"]["run_id"], int(served["protocol"]["n_gallery"])
-    full.update(time_s=0.0, items_embedded=0)
-    full["notes"].append(f"Done: backfill run #{run} already embedded all {n} gallery items with the new model; "
-                         "nothing is left to embed.")
+    for option in (full, partial):  # every item has its new vector: part of the work done costs nothing either
+        if option is not None:
+            option.update(time_s=0.0, items_embedded=0)
+            option["notes"].append(f"Done: backfill run #{run} already embedded all {n} gallery items with the new "
+                                   "model; nothing is left to embed.")
     if plan.new_better is False:
         return plan
     now = _served_now(plan.metric, (served.get("metrics") or {}).get(plan.metric),
