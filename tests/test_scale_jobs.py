@@ -162,6 +162,15 @@ def test_unknown_order_and_bad_detach_are_one_line(ws_path: Path, capsys: pytest
         assert cli(["backfill", "-w", str(ws_path), "--model", NEW, *option]) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and f"{option[0]}: " in err and "it needs --engine ray" in err, err
+    # a share that rounds to no item was refused only after the plan had measured and recorded a report
+    with Workspace.open(ws_path) as ws:
+        reports = len(ws.runs("report"))
+    for share in ("1e-300", "0.0004"):
+        assert cli(["backfill", "-w", str(ws_path), "--model", NEW, "--order", "planner", "--fraction", share]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and f"--fraction: {share} of the " in err and "is no item" in err, err
+    with Workspace.open(ws_path) as ws:
+        assert len(ws.runs("report")) == reports
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     assert cli(["backfill", "-w", str(ws_path), "--model", NEW, "--engine", "ray", "--detach"]) == 1
     err = capsys.readouterr().err.strip()

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from embridge.core.credentials import hidden
-from embridge.core.errors import InputError, StoreError, VectorFileError, WorkspaceBusyError
+from embridge.core.errors import InputError, StoreError, UsageError, VectorFileError, WorkspaceBusyError
 from embridge.core.paths import STAGE_FOLDER
 from embridge.core.plan.plan_record import Plan
 from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
@@ -124,6 +124,8 @@ def backfill_ids(ws: Any, order: str, *, run_id: int | None = None, fraction: fl
     if order == "stored":
         ids = ws.gallery_ids()
     else:
+        if fraction is not None:  # before the plan measures its report: a share of no item is refused as it is
+            _refuse_a_share_of_nothing(fraction, len(ws.gallery_ids()))
         if plan is None:
             from embridge.core.plan import plan_upgrade
 
@@ -134,6 +136,12 @@ def backfill_ids(ws: Any, order: str, *, run_id: int | None = None, fraction: fl
     if len(ids) == 0:
         raise InputError("--order", "no gallery items to backfill")
     return ids
+
+
+def _refuse_a_share_of_nothing(fraction: float, gallery: int) -> None:
+    if gallery and int(round(fraction * gallery)) == 0:
+        raise UsageError("--fraction", f"{fraction:g} of the {gallery} gallery items is no item; ask for at least "
+                         f"{1 / gallery:.2g} (one item)")
 
 
 def _refuse_a_step_back(ws: Any, model: str, ids: np.ndarray) -> None:
