@@ -23,8 +23,9 @@ HEADER_HELP: dict[str, str] = {
     "Storage": "Extra storage the option needs (new vectors, adapter).",
     "Items re-embedded": "How many gallery items this option embeds again with the new model.",
     "Top-1": "Top-1 of this option on the report's queries and gallery.",
-    "Metric": "top-k: share of queries whose first relevant item is in the top k; recall@k: share of relevant "
-              "items found in the top k; mAP: mean average precision.",
+    "Metric": "top-k: share of queries whose first result is relevant (top-1) or with a relevant item in the top k; "
+              "recall@k: share of queries with a relevant item in the top k (success@k; the share of relevant items "
+              "found is recall_frac@k in report.json); mAP: mean average precision.",
 }
 
 GUIDE_HTML = """

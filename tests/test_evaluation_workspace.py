@@ -295,7 +295,7 @@ def test_a_judged_report_measures_backfill_curves_that_end_at_the_full_backfill_
     text = _report_text(report)
     area = policies["random"]["areas"]["ndcg@10"]
     assert f"partial backfill (random): area under the nDCG@10 curve {area:.3f}, area under the top-1 curve" in text
-    assert f"best policy by area under the nDCG@10 curve: {report.backfill['best_policy']}" in text
+    assert f"best policy by area under the nDCG@10 curve (on the evaluation sample): {report.backfill['best_policy']}" in text
 
 
 def test_every_number_of_a_judged_report_is_one_a_release_gate_accepts(judged: dict[str, Any]) -> None:

@@ -47,7 +47,8 @@ def test_the_json_names_the_metric_that_ranks_the_backfill_policies(reported: tu
     assert data["backfill_areas"] == by_metric["top1"]  # the top-1 areas, as before
     areas = by_metric[metric]
     assert data["backfill_best_policy"] == max(areas, key=areas.__getitem__)
-    assert f"best policy by area under the nDCG@10 curve: {data['backfill_best_policy']}" in text
+    assert ("best policy by area under the nDCG@10 curve (on the evaluation sample): "
+            f"{data['backfill_best_policy']}") in text
     stored = json.loads(Path(data["report_json"]).read_text())
     for policy, curve in stored["backfill"]["policies"].items():
         assert by_metric[metric][policy] == curve["areas"][metric]

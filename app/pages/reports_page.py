@@ -44,7 +44,7 @@ from embridge.core.report.chain_text import (
     scores_line,
 )
 from embridge.core.report.limits import MAX_BOOTSTRAP, MIN_BOOTSTRAP
-from embridge.core.report.number_source import served_lines, source_of_report
+from embridge.core.report.number_source import backfill_lines, served_lines, source_of_report
 from embridge.core.report.report_record import Report
 from embridge.core.report.wording import verdict_tone
 from embridge.core.store import Workspace
@@ -86,8 +86,9 @@ def headline_text(report: Report) -> str:
                          f"{where(key)}")
     if "negative_flip_rate" in head:  # the release gate's metric, as `embridge report` prints it
         parts.append(flips_text(head))
-    if isinstance(head.get("arr"), int | float):
-        parts.append(f"ARR@{head.get('arr_k')} {format_share(head['arr'])}")
+    if isinstance(head.get("arr"), int | float):  # measured where gain retained is: new/new's gallery
+        on_sample = " (on the evaluation sample)" if head.get("old_old_sample_top1") is not None else ""
+        parts.append(f"ARR@{head.get('arr_k')} {format_share(head['arr'])}{on_sample}")
     return "; ".join(parts)
 
 
@@ -306,7 +307,8 @@ class ReportsPage(Page):
                 f"{html.escape(str(chain.get('metric')))}: {html.escape(scores_line(chain))}</p>{said}"
                 f"<p style='color:#555'>{html.escape(facts)} {html.escape(statement)}</p>")
             return
-        served = "".join(f"<p>{html.escape(capitalised(line))}</p>" for line in served_lines(report.served))
+        served = "".join(f"<p>{html.escape(capitalised(line))}</p>"
+                         for line in [*served_lines(report.served), *backfill_lines(report)])
         self.verdict.setText(f"<p><b>Measured on: {html.escape(source_of_report(report).label())}</b></p>{warning}"
                              f"<p>{html.escape(headline_text(report))}</p>{lines}{served}"
                              f"<p style='color:#555'>{html.escape(facts)} {html.escape(statement)}</p>")

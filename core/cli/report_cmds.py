@@ -15,7 +15,7 @@ from embridge.core.formatting import format_bytes, format_share, sample_floor_te
 from embridge.core.json_values import json_safe
 from embridge.core.progress import StderrProgress
 from embridge.core.report.limits import MAX_BOOTSTRAP, MIN_BOOTSTRAP
-from embridge.core.report.report_record import CASCADE_CURVES, curve_metric
+from embridge.core.report.report_record import curve_metric
 from embridge.core.run_choice import pair_arrow
 from embridge.core.run_record import OLD_OLD, measured_on_lines
 from embridge.core.store import Workspace
@@ -303,7 +303,7 @@ def _rollback_lines(report: Report) -> list[str]:
 
 
 def _report_text(report: Report) -> str:
-    from embridge.core.report.number_source import flips_text, gain_text, served_lines
+    from embridge.core.report.number_source import backfill_lines, flips_text, gain_text, served_lines
 
     h, s = report.headline, report.sizes
     pair = pair_arrow(_model_name(report, "old"), _model_name(report, "new"), report.method)
@@ -329,16 +329,7 @@ def _report_text(report: Report) -> str:
     lines += _rollback_lines(report)
     lines += served_lines(report.served)
     lines += [*report.verdicts, report.search["statement"]]
-    curve = curve_metric(report.backfill)  # the curves' deciding metric first, as the HTML ranks them
-    for policy, c in (report.backfill.get("policies") or {}).items():
-        areas = [f"area under the {metric_label(m)} curve {c['areas'][m]:.3f}" for m in dict.fromkeys((curve, "top1"))
-                 if isinstance(c["areas"].get(m), int | float)]
-        lines.append(f"partial backfill ({policy}): {', '.join(areas)}")
-    if report.backfill.get("policies") and (report.adapter or {}).get("kind") == "cascade":
-        lines.append(f"partial backfill: {CASCADE_CURVES}")
-    if report.backfill.get("best_policy"):
-        lines.append(f"partial backfill: best policy by area under the {metric_label(curve)} curve: "
-                     f"{report.backfill['best_policy']}")
+    lines += backfill_lines(report)
     if report.files:
         lines += [f"json: {report.json_file}", f"html: {report.html_file}"]
     return "\n".join(lines)

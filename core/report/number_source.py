@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from embridge.core.evaluation.task import Protocol
-from embridge.core.report.report_record import Report, as_report
+from embridge.core.report.report_record import CASCADE_CURVES, Report, as_report, curve_metric
 
 UNRECORDED = "protocol not recorded (made by an older Embridge)"
 PROTOCOL_CELLS = ("new→old", "new/fct(old)", "old/old")  # the upgraded cells share old/old's task
@@ -118,3 +118,26 @@ def served_lines(served: Mapping[str, Any] | None) -> list[str]:
     return [f"served now (after backfill run #{run}: {served['new_vectors']} of the "
             f"{served['protocol']['n_gallery']} gallery items by their new vectors): top-1 {format_share(m['top1'])}"
             f"{judged}", f"served now measured on {served['protocol']['text']}"]
+
+
+def backfill_lines(report: Report) -> list[str]:
+    """Each partial-backfill policy's areas (the deciding metric's first) and the policy they rank first,
+    named with the gallery the curves ran on: lines the command line and the app's Reports page share."""
+    from embridge.core.evaluation.headline import metric_label
+
+    policies = report.backfill.get("policies") or {}
+    if not policies:
+        return []
+    curve = curve_metric(report.backfill)  # the curves' deciding metric first, as the HTML ranks them
+    lines = []
+    for policy, c in policies.items():
+        areas = [f"area under the {metric_label(m)} curve {c['areas'][m]:.3f}" for m in dict.fromkeys((curve, "top1"))
+                 if isinstance(c["areas"].get(m), int | float)]
+        lines.append(f"partial backfill ({policy}): {', '.join(areas)}")
+    if (report.adapter or {}).get("kind") == "cascade":
+        lines.append(f"partial backfill: {CASCADE_CURVES}")
+    if report.backfill.get("best_policy"):
+        sample = report.headline.get("old_old_sample_top1") is not None  # new/new's sample, not the whole gallery
+        lines.append(f"partial backfill: best policy by area under the {metric_label(curve)} curve"
+                     f"{' (on the evaluation sample)' if sample else ''}: {report.backfill['best_policy']}")
+    return lines
