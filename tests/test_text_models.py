@@ -480,7 +480,7 @@ def test_the_tiny_models_tokenize_their_words(tmp_path: Path) -> None:
     assert tokenizer("the cat sat")["input_ids"] == [VOCAB.index(t) for t in ("[CLS]", "the", "cat", "sat", "[SEP]")]
 
 
-@pytest.mark.parametrize("name", ["bert", "onnx", "st"])
+@pytest.mark.parametrize("name", ["bert", "onnx", "st", "st_prompts"])
 def test_embed_says_how_many_texts_the_tokenizer_read_as_unknown_only(folders: dict[str, Path], tmp_path: Path,
                                                                        capsys: pytest.CaptureFixture[str],
                                                                        name: str) -> None:
@@ -493,3 +493,35 @@ def test_embed_says_how_many_texts_the_tokenizer_read_as_unknown_only(folders: d
     data = json.loads(out)  # a script sees the count, and a person the warning on stderr
     assert (data["unknown_only"], data["unknown_example"]) == (2, "zebra quokka"), data
     assert "the tokenizer knew no word of 2 texts (e.g. 'zebra quokka': unknown tokens only)" in err, err
+
+
+def test_a_prompt_of_known_words_does_not_hide_texts_the_tokenizer_cannot_read(folders: dict[str, Path],
+                                                                              tmp_path: Path,
+                                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """The count ran on the prompted tokens: 'passage:' is in the vocabulary, so no text of a model with a
+    prompt (e5, bge) was ever counted ("st_prompts" above is the sentence-transformers case)."""
+    texts = [*TEXTS[:3], "zebra quokka", "xylophone"]
+    w = _gallery_with_model(tmp_path, texts, "plain", folders["bert"], capsys)
+    assert main(["model", "add", *w, "--name", "prompted", "--path", str(folders["bert"]), "--document-prompt",
+                 "passage: "]) == 0
+    capsys.readouterr()
+    assert main(["embed", *w, "--model", "prompted", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert (data["unknown_only"], data["unknown_example"]) == (2, "zebra quokka"), data
+
+
+def test_a_sentence_transformers_text_that_gives_no_tokens_is_refused_at_any_batch_size(tmp_path: Path) -> None:
+    """Beside other texts it got the pad's state as its vector; alone in its batch, 'unexpected RuntimeError'
+    (exit 3). The transformers and ONNX paths already refused it."""
+    from sentence_transformers import SentenceTransformer
+
+    from embridge.core.demo_text import st_modules
+
+    models = st_modules()
+    transformer = models.Transformer(str(tiny_gpt2(tmp_path / "gpt2", padding_side="right")))
+    folder = tmp_path / "st-gpt2"
+    SentenceTransformer(modules=[transformer, models.Pooling(16, "lasttoken")], device="cpu").save(str(folder))
+    spec = describe_model(folder)
+    for batch_size in (1, 8):
+        with pytest.raises(CheckpointError, match=r"the text '   ' gives no tokens with this tokenizer \(1 such"):
+            embed_array(spec, [*TEXTS[:3], "   "], batch_size=batch_size, device="cpu")

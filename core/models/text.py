@@ -22,6 +22,7 @@ from embridge.core.models.text_batches import CHAR_BUDGET, char_lengths, length_
 from embridge.core.models.text_cuts import clipped
 from embridge.core.models.text_encoders import (
     BatchDone,
+    refuse_tokenless,
     scatter_rows,
     unknown_only_rows,
 )
@@ -50,11 +51,18 @@ class SentenceTransformerEncoder:
         self.unknown_only = 0  # texts its tokenizer read as unknown tokens only (as the other text encoders count)
         self.unknown_example = ""
 
-    def _count_unknown_only(self, texts: Sequence[str], prompt: str) -> None:
+    def _check_tokens(self, texts: Sequence[str], prompt: str) -> None:
+        """Refuse texts that give no token (as the other text encoders do), and count those read as unknown
+        tokens only: by their own tokens, as a prompt's known words would hide them."""
         tokenizer = getattr(self.model[0], "tokenizer", None) if len(self.model) else None
-        if getattr(tokenizer, "unk_token_id", None) is None:  # a byte-level or word-embedding module
+        if tokenizer is None or not callable(tokenizer):  # a word-embedding module: nothing to count
             return
         ids = tokenizer([prompt + t for t in texts], truncation=True, max_length=self.max_length)["input_ids"]
+        refuse_tokenless(self.source, texts, ids)
+        if getattr(tokenizer, "unk_token_id", None) is None:  # a byte-level tokenizer knows every text
+            return
+        if prompt:
+            ids = tokenizer(list(texts), truncation=True, max_length=self.max_length)["input_ids"]
         blind = unknown_only_rows(tokenizer, ids)
         if blind and not self.unknown_only:
             self.unknown_example = texts[blind[0]][:60]
@@ -84,7 +92,7 @@ class SentenceTransformerEncoder:
                     on_batch: BatchDone | None = None) -> np.ndarray:
         """Rows in input order; batches of similar length; ``prompt=""`` also overrides a default prompt."""
         texts = clipped(texts, self.max_length)
-        self._count_unknown_only(texts, prompt)
+        self._check_tokens(texts, prompt)
         parts = []  # lengths in characters: tokenizing twice to count tokens costs more than it saves
         for idx in length_batches(char_lengths(texts, prompt, self.max_length), batch_size, CHAR_BUDGET):
             with torch.inference_mode():

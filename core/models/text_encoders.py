@@ -123,6 +123,15 @@ def _onnx_positions(folder: Path) -> int | None:
     return config_positions({**(config if isinstance(config, dict) else {}), "max_position_embeddings": rows})
 
 
+def refuse_tokenless(source: Path, texts: Sequence[str], ids: Sequence[Sequence[int]]) -> None:
+    """Refuse texts that give no token (with their prompt): nothing to pool, so a pad's state that depends on the
+    batch, or a failed reshape when such a text is alone in its batch."""
+    empty = [i for i, row in enumerate(ids) if len(row) == 0]
+    if empty:
+        raise CheckpointError(source, f"the text {texts[empty[0]][:60]!r} gives no tokens with this tokenizer "
+                              f"({len(empty)} such texts); give those items text it reads, or a prompt")
+
+
 def unknown_only_rows(tokenizer: Any, ids: Sequence[Sequence[int]]) -> list[int]:
     """Rows read as nothing but unknown (and special) tokens: a tokenizer that does not match the model
     (a vocabulary of a handful of tokens) gives every text nearly the same vector, without an error."""
@@ -200,12 +209,11 @@ class _TokenizedEncoder:
                                  max_length=self.max_length)
         keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in encoded]
         self._count_truncated(texts, prompt, encoded["input_ids"])
-        self._count_unknown_only(texts, encoded["input_ids"])
-        empty = [i for i, ids in enumerate(encoded["input_ids"]) if len(ids) == 0]
-        if empty:  # no token to pool: a pad's state (batch-dependent) or a failed reshape
-            raise CheckpointError(self.source, f"the text {texts[empty[0]][:60]!r} gives no tokens with this "
-                                  f"tokenizer ({len(empty)} such texts); give those items text it reads, or a "
-                                  "prompt")
+        # the texts' own tokens: a prompt's known words would hide a text the tokenizer cannot read
+        own = self.tokenizer(clipped(texts, self.max_length), truncation=True, max_length=self.max_length)[
+            "input_ids"] if prompt else encoded["input_ids"]
+        self._count_unknown_only(texts, own)
+        refuse_tokenless(self.source, texts, encoded["input_ids"])
         parts = []
         for idx in length_batches([len(ids) for ids in encoded["input_ids"]], batch_size, TOKEN_BUDGET):
             batch = self.tokenizer.pad({k: [encoded[k][i] for i in idx] for k in keys}, return_tensors="pt")
