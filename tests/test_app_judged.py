@@ -112,6 +112,9 @@ def test_train_page_pairs_protocol_and_judged_report(qtbot: QtBot, window: MainW
     text = html.unescape(reports.verdict.text())
     assert f"nDCG@10 {pct(head['ndcg@10'])} (old/old {pct(head['old_old_ndcg@10'])})" in text
     assert f"MRR@10 {pct(head['mrr@10'])}" in text
+    # the policies' ranking, as the command line prints it (the page showed only the figure, unnamed)
+    best = report.backfill["best_policy"]
+    assert f"Partial backfill: best policy by area under the nDCG@10 curve: {best}" in text
     rows = [reports.metrics.item(r, 0).text() for r in range(reports.metrics.rowCount())]
     assert "ndcg@10" in rows and "mrr@10" in rows
     column = [reports.metrics.horizontalHeaderItem(c).text()
