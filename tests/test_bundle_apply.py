@@ -204,6 +204,10 @@ def test_an_existing_output_is_replaced_only_with_overwrite_and_only_if_npy(
     line = _one_line(capsys, [*apply, "--out", str(notes), "--overwrite"])
     assert f"--out {notes}: is not a .npy file" in line
     assert notes.read_text() == "important\n" and sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+    # an .npz name got a plain .npy matrix, which np.load and zipfile then read as neither
+    assert main([*apply, "--out", str(tmp_path / "out.npz")]) == 2
+    assert f"--out {tmp_path / 'out.npz'}: the output is one .npy matrix; name it .npy" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
 
     np.save(out, np.zeros((2, 2), np.float32))
     before = out.read_bytes()

@@ -25,7 +25,7 @@ from embridge.core.bundle.archive import BundleLimits
 from embridge.core.bundle.fingerprint import layer_fingerprint
 from embridge.core.bundle.matrix_out import MatrixFile
 from embridge.core.bundle.runtime import LoadedBundle, load_bundle
-from embridge.core.errors import BundleError, InputError, VectorFileError
+from embridge.core.errors import BundleError, InputError, UsageError, VectorFileError
 from embridge.core.formatting import counted
 from embridge.core.l2 import zero_rows
 from embridge.core.paths import check_folder_target, check_output, check_regular
@@ -127,7 +127,10 @@ def apply_bundle(bundle: str | Path | LoadedBundle, vectors: str | Path, out: st
 
 
 def check_replaceable(out: Path, overwrite: bool) -> None:
-    """``out`` is new, or (with ``overwrite``) an existing ``.npy`` file: never a folder, link, other file."""
+    """``out`` is new, or (with ``overwrite``) an existing ``.npy`` file: never a folder, link, other file; and
+    named ``.npy`` (an ``.npz`` name on a plain matrix would be read as neither)."""
+    if out.suffix.lower() in (".npz", ".zip"):
+        raise UsageError(f"--out {out}", "the output is one .npy matrix; name it .npy")
     if out.is_dir() or out.is_symlink():
         raise BundleError(f"{out}: is {'a symbolic link' if out.is_symlink() else 'a folder'}; --out must be "
                           "a new or existing .npy file")
