@@ -157,7 +157,8 @@ def test_backfill_refuses_a_bad_target_before_embedding(ws_and_model: tuple[Path
     ws_path, model = ws_and_model
     before = _state(ws_path)
     args = [a.format(ws=ws_path, tmp=tmp_path) for a in option]
-    assert main(["backfill", "-w", str(ws_path), "--model", model, *args]) == 1
+    # a name refused by its format is a usage error (exit status 2), a store the target cannot be is not
+    assert main(["backfill", "-w", str(ws_path), "--model", model, *args]) == (2 if option[0] == "--name" else 1)
     err = one_line_error(capsys)
     assert option[0] in err
     assert _state(ws_path) == before

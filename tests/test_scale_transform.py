@@ -268,7 +268,7 @@ def test_a_bad_row_on_ray_is_the_local_engines_one_line(ray_cluster: Any, bundle
         assert code == 1 and len(err) == 1, err
         lines[engine] = err[0].replace(str(tmp_path / engine), "OUT")
     assert lines["ray"] == lines["local"]
-    assert "part-002.parquet: row 5 of column 'vector' holds NaN or inf values" in lines["ray"]
+    assert "part-002.parquet: row 5 of column 'vector' (id 25) holds NaN or inf values" in lines["ray"]
     # Ray Data's own log of the failure was silenced for the pipeline only, not for the host program
     assert logging.getLogger("ray.data").level == level
 

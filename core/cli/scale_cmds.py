@@ -69,7 +69,8 @@ def cmd_transform(args: argparse.Namespace) -> Result:
             f"runtime {', '.join(r.runtimes) or '-'}); {r.skipped} partitions were already done; output: {r.target}"
             + (f" (Lance version {r.dataset_version})" if r.dataset_version is not None else "")
             + (f"; redone or dropped because their source file changed or went away: {', '.join(r.replaced)}"
-               if r.replaced else ""))
+               if r.replaced else "")
+            + (f"\n{r.note}" if r.note else ""))
     return r.to_dict(), text
 
 

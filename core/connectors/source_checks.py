@@ -32,8 +32,13 @@ def check_source_spaces(source: Connector, transform: StoreTransform) -> str | N
     Returns a note when some points are old-version vectors an earlier bundle made (not the real ones
     the bundle's numbers were measured on), else None.
     """
+    return check_space_counts(source.space_counts(), source.describe(), transform)
+
+
+def check_space_counts(counts: dict[str, int], where: str, transform: StoreTransform) -> str | None:
+    """:func:`check_source_spaces` on the points per space value (``''`` unmarked) of the data ``where`` names
+    (a store, or the dataset a transform reads)."""
     mapping = f"this bundle maps {transform.old_space} to {transform.new_space}"
-    counts = source.space_counts()
     made: dict[str, int] = {}
     for value, n in sorted(counts.items()):
         if not value:
@@ -42,7 +47,7 @@ def check_source_spaces(source: Connector, transform: StoreTransform) -> str | N
         version = value.rsplit("@bundle:", 1)[0] if marker else value
         ours = marker and value.endswith(f"@bundle:{transform.adapter_sha256[:12]}")  # this very layer wrote it
         if transform.new_version(version) and transform.old_version(version) and not ours:
-            raise VectorStoreError(f"{source.describe()}: {n} points say {value!r} (field '{SPACE_FIELD}'), and "
+            raise VectorStoreError(f"{where}: {n} points say {value!r} (field '{SPACE_FIELD}'), and "
                                    f"{version!r} names both this bundle's new model and an earlier name of its old "
                                    f"model ({mapping}), so which space they are in cannot be told; migrate a "
                                    "collection that is not marked so, or rename one of the models")
@@ -51,15 +56,15 @@ def check_source_spaces(source: Connector, transform: StoreTransform) -> str | N
                 made[value] = n
             continue
         if transform.new_version(version) or ours:
-            raise VectorStoreError(f"{source.describe()}: {n} points are already in {transform.new_space} (field "
+            raise VectorStoreError(f"{where}: {n} points are already in {transform.new_space} (field "
                                    f"'{SPACE_FIELD}' = {value!r}); this bundle would transform them a second time: "
                                    f"migrate the collection of {transform.old_space} vectors they came from")
         if marker:
-            raise VectorStoreError(f"{source.describe()}: {n} points are in {version} (field '{SPACE_FIELD}' = "
+            raise VectorStoreError(f"{where}: {n} points are in {version} (field '{SPACE_FIELD}' = "
                                    f"{value!r}, transformed there by another bundle), but {mapping}: it would read "
                                    f"them as {transform.old_space} vectors; migrate them with a bundle whose old "
                                    f"model is {version} (or a chain starting there)")
-        raise VectorStoreError(f"{source.describe()}: the field '{SPACE_FIELD}' holds {value!r} ({n} points), which "
+        raise VectorStoreError(f"{where}: the field '{SPACE_FIELD}' holds {value!r} ({n} points), which "
                                f"is not an Embridge space marker of {transform.old_space}: vectors of another model "
                                f"version, or a field Embridge did not write, and {mapping}; migrate a collection of "
                                f"{transform.old_space} points (or unmarked ones), or use a bundle whose old model is "

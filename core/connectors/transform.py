@@ -75,10 +75,10 @@ def load_transform(bundle: str | Path) -> StoreTransform:
     return StoreTransform(Path(bundle), adapter["direction"], str(models.get("old", {}).get("name") or "old"),
                           str(models.get("new", {}).get("name") or "new"), loaded.in_dim, loaded.out_dim,
                           layer_fingerprint(loaded), loaded.probe_check, loaded,
-                          _earlier_names(models.get("old")), _earlier_names(models.get("new")))
+                          earlier_names(models.get("old")), earlier_names(models.get("new")))
 
 
-def _earlier_names(entry: Any) -> tuple[str, ...]:
+def earlier_names(entry: Any) -> tuple[str, ...]:
     """The names a model had before ``model rename`` (its spec keeps them), as its bundle entry records."""
     spec = entry.get("spec") if isinstance(entry, dict) else None
     names = spec.get("earlier_names") if isinstance(spec, dict) else None

@@ -45,6 +45,12 @@ from embridge.core.scale.partitions import (
     read_partition,
 )
 from embridge.core.scale.partitions import read_schema as partition_schema
+from embridge.core.scale.transform_spaces import (
+    check_input_spaces,
+    layer_spaces,
+    output_marker,
+    with_output_marker,
+)
 
 
 @dataclass(frozen=True)
@@ -74,6 +80,7 @@ class TransformResult:
     output: str = "parquet"  # parquet (a folder of files) or lance (a dataset)
     dataset_version: int | None = None  # the Lance version the output was committed as
     replaced: list[str] = field(default_factory=list)  # partitions redone: their source file changed or went away
+    note: str | None = None  # some input rows are vectors an earlier bundle made (their embridge_space says so)
 
     @property
     def rows_per_s(self) -> float:
@@ -105,8 +112,10 @@ def finished_rows(target: str, output: str = "parquet") -> int:
 
 
 def transform_partition(bundle: str, part: Partition | dict[str, Any], target: str, id_col: str = "id",
-                        vec_col: str = "vector", batch: int = 65_536, output: str = "parquet") -> PartitionResult:
-    """Map one partition's vector column through the layer and write it.
+                        vec_col: str = "vector", batch: int = 65_536, output: str = "parquet",
+                        marker: str | None = None) -> PartitionResult:
+    """Map one partition's vector column through the layer and write it, every row's ``embridge_space`` saying
+    ``marker`` (:mod:`embridge.core.scale.transform_spaces`) when one is given.
 
     ``output`` ``parquet``: ``target`` is the partition's output file (temporary name, then rename);
     ``lance``: ``target`` is its marker in the output Lance dataset (:mod:`embridge.core.scale.lance_output`).
@@ -146,8 +155,8 @@ def transform_partition(bundle: str, part: Partition | dict[str, Any], target: s
                        f"{part.path}: column '{vec_col}'", table.column(id_col).to_pylist(), 0)
     bad = np.flatnonzero(~np.isfinite(old).all(axis=1))
     if len(bad):
-        raise InputError(part.where, f"row {int(bad[0])} of column '{vec_col}' holds NaN or inf values "
-                         f"({len(bad)} such rows)")
+        raise InputError(part.where, f"row {int(bad[0])} of column '{vec_col}' (id "
+                         f"{table.column(id_col)[int(bad[0])].as_py()!r}) holds NaN or inf values ({len(bad)} such rows)")
     zero = zero_rows(old)
     if len(zero):  # as a migration refuses such points: no direction, the output would be the layer's bias
         raise InputError(part.where, f"row {int(zero[0])} of column '{vec_col}' (id "
@@ -159,6 +168,8 @@ def transform_partition(bundle: str, part: Partition | dict[str, Any], target: s
     new = np.ascontiguousarray(np.concatenate(parts), dtype=np.float32)
     out = table.set_column(table.column_names.index(vec_col), pa.field(vec_col, vector_array(new).type),
                            vector_array(new))
+    if marker is not None:
+        out = with_output_marker(out, marker)
     if output == "lance":
         from embridge.core.scale.lance_output import write_partition
 
@@ -284,8 +295,11 @@ def transform_gallery(bundle: str | Path, source: str, target: str, *, engine: s
     check_database_folder(target, "--to")  # a LanceDB database folder holding a workspace, as migrate refuses it
     check_folder_target(dst, "--to")
     layer = loaded_layer(bundle_path)  # verify the bundle here, with one clear line, before any worker starts
+    spaces = layer_spaces(bundle_path)  # rows already mapped, or another model's, named before their widths
+    note = check_input_spaces(src.partitions, spaces, str(src.root))
     _check_schemas(src, id_col, vec_col, one_schema=output == "lance", layer_in=(bundle_path.name, layer.in_dim))
     _check_ids(src, id_col)
+    marker = output_marker(spaces)
     state = {"layer_sha256": layer_fingerprint(bundle_path), "source": str(src.root.resolve()),
              "inputs": partition_stamps(src), "id": id_col, "vector": vec_col}
     if src.kind != "parquet":
@@ -300,14 +314,15 @@ def transform_gallery(bundle: str | Path, source: str, target: str, *, engine: s
     if output == "lance":
         lance_output.prepare(dst)
     targets = [str(output_of(name)) for name in names]
-    jobs = [(str(bundle_path.resolve()), p, t, id_col, vec_col) for p, t in zip(src.partitions, targets, strict=True)]
+    jobs = [(str(bundle_path.resolve()), p, t, id_col, vec_col, marker)
+            for p, t in zip(src.partitions, targets, strict=True)]
     began = time.perf_counter()
     try:
         if engine == "local":
             results = []
             for i, job in enumerate(jobs):
                 check_stop(should_stop)
-                results.append(transform_partition(*job, output=output))
+                results.append(transform_partition(*job[:5], output=output, marker=job[5]))
                 on_progress(i + 1, len(jobs), {"stage": "transform"})
         else:
             from embridge.core.scale.ray_transform import transform_on_ray
@@ -327,4 +342,4 @@ def transform_gallery(bundle: str | Path, source: str, target: str, *, engine: s
     return TransformResult(engine, str(src.root), str(dst), len(jobs), len(written), len(results) - len(written),
                            sum(r.rows for r in written), time.perf_counter() - began,
                            sorted({r.runtime for r in written if r.runtime}), any(r.torch_loaded for r in written),
-                           output, version, replaced)
+                           output, version, replaced, note)

@@ -49,10 +49,11 @@ def quiet_ray_data_errors() -> Iterator[None]:
 class PartitionMapper:
     """Ray Data actor body: transforms each partition of a batch and returns one result row each."""
 
-    def __init__(self, bundle: str, id_col: str, vec_col: str, output: str = "parquet") -> None:
+    def __init__(self, bundle: str, id_col: str, vec_col: str, output: str = "parquet",
+                 marker: str | None = None) -> None:
         from embridge.core.scale.layer import loaded_layer
 
-        self.bundle, self.id_col, self.vec_col, self.output = bundle, id_col, vec_col, output
+        self.bundle, self.id_col, self.vec_col, self.output, self.marker = bundle, id_col, vec_col, output, marker
         loaded_layer(bundle)  # load and verify once per actor, before the first partition
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -61,20 +62,20 @@ class PartitionMapper:
             part = {k: batch[k][i].item() if hasattr(batch[k][i], "item") else batch[k][i]
                     for k in ("name", "kind", "path", "fragment")}
             results.append(transform_partition(self.bundle, part, str(batch["target"][i]), self.id_col,
-                                               self.vec_col, output=self.output))
+                                               self.vec_col, output=self.output, marker=self.marker))
         return {f: np.asarray([getattr(r, f) for r in results]) for f in RESULT_FIELDS}
 
 
 def transform_on_ray(jobs: list[tuple], address: str | None, num_cpus: int | None, on_progress: ProgressFn,
                      should_stop: StopFn | None, output: str = "parquet") -> list[PartitionResult]:
-    """Run ``jobs`` (bundle, partition, target, id, vector) writing ``output`` (parquet or lance) as a Ray
+    """Run ``jobs`` (bundle, partition, target, id, vector, space marker) writing ``output`` (parquet or lance) as a Ray
     Data pipeline; results by partition."""
     ray = import_ray(address)
     done = [PartitionResult(job[1].name, 0, 0.0, skipped=True) for job in jobs if os.path.exists(job[2])]
     todo = [job for job in jobs if not os.path.exists(job[2])]
     if not todo:
         return done
-    bundle, id_col, vec_col = todo[0][0], todo[0][3], todo[0][4]
+    bundle, id_col, vec_col, marker = todo[0][0], todo[0][3], todo[0][4], todo[0][5]
     if (address or "").strip().startswith("ray://"):  # Ray Data cannot run through Ray Client: plain tasks
         with ray_session(address, num_cpus):
             return _in_job_order(done + _with_tasks(ray, todo, on_progress, len(jobs), len(done), should_stop,
@@ -93,7 +94,7 @@ def transform_on_ray(jobs: list[tuple], address: str | None, num_cpus: int | Non
         # partition that kills its worker every time, one too big for its memory, would never end the job)
         with warnings.catch_warnings():  # Ray 2.60 warns that such options will move; none other sets them yet
             warnings.simplefilter("ignore", DeprecationWarning)
-            mapped = ds.map_batches(PartitionMapper, fn_constructor_args=(bundle, id_col, vec_col, output),
+            mapped = ds.map_batches(PartitionMapper, fn_constructor_args=(bundle, id_col, vec_col, output, marker),
                                     batch_size=1, compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=1,
                                     zero_copy_batch=True, max_restarts=MAX_RESTARTS, max_task_retries=MAX_RESTARTS)
         results = list(done)
@@ -128,7 +129,8 @@ def _with_tasks(ray: Any, todo: list[tuple], on_progress: ProgressFn, total: int
     partition under a temporary name and renames it, as the pipeline's actors do, so a retried task
     writes the same bytes; a stop cancels the tasks not yet finished."""
     task = ray.remote(num_cpus=1, max_retries=3)(transform_partition)
-    pending = {task.remote(job[0], job[1].to_row(), job[2], job[3], job[4], output=output): job for job in todo}
+    pending = {task.remote(job[0], job[1].to_row(), job[2], job[3], job[4], output=output, marker=job[5]): job
+               for job in todo}
     results: list[PartitionResult] = []
     try:
         while pending:
