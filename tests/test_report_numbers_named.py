@@ -14,6 +14,7 @@ import io
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from judged_fixtures import build_judged_workspace
 
@@ -79,3 +80,12 @@ def test_means_equal_but_for_their_summation_order_are_no_gain_and_do_not_pass()
     assert gain_retained(same, old, 0.4) == 0.0
     assert criterion(same, old) is False
     assert criterion(old + 0.005, old) is True  # one query in two hundred better is a gain
+    # the plan's rows, a chain's pairs and the verdicts' "equal" apply the same margin as the report
+    from embridge.core.evaluation.compat import matrix_scores
+    from embridge.core.evaluation.headline import ties
+    from embridge.core.plan.option_row import option_row
+
+    row = option_row("layer", "Layer", 0.0, 0, 0, {"top1": same}, old, 0.4, [])
+    assert (row["passes_criterion"], row["gain_retained"]) == (False, 0.0)
+    assert matrix_scores(np.array([[old, np.nan], [same, 0.4]]))["ac"] == 0
+    assert ties({"upgraded_top1": same, "old_old_top1": old, "compatible": False})

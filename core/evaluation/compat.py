@@ -14,10 +14,11 @@ from typing import Any
 import numpy as np
 
 from embridge.core.errors import InputError
+from embridge.core.evaluation.headline import METRIC_NOISE
 from embridge.core.evaluation.metrics import CellMetrics, bootstrap_ci
 from embridge.core.l2 import l2_normalize
 
-_EPS = 1e-9  # metric differences below this are float noise (a mean over fewer than a billion queries moves by more)
+_EPS = METRIC_NOISE  # metric differences below this are float noise, as the verdicts' 'equal' reads them
 NOT_BETTER = "the new model is not better than the old one on this metric here"
 
 
@@ -114,7 +115,7 @@ def matrix_scores(matrix: Any) -> dict[str, float | int]:
     if not np.isfinite(c[lower]).all():
         raise InputError("compatibility matrix", "entries on or below the diagonal must be finite")
     below = np.tril_indices(t, k=-1)
-    wins = c[below] > np.diag(c)[below[1]]
+    wins = c[below] - np.diag(c)[below[1]] >= _EPS  # the criterion's margin, as criterion() tests it
     return {"versions": t, "ac": float(2.0 * wins.sum() / (t * (t - 1))), "am": float(c[lower].mean())}
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 HEADLINE = ("old_old_top1", "new_new_top1", "upgraded_top1", "gain_retained")
+METRIC_NOISE = 1e-9  # metric differences below this are float noise (a mean over < 1e9 queries moves by more)
 JUDGED_METRICS = ("ndcg@10", "mrr@10")  # present when relevance comes from judgments
 METRIC_LABELS = {"top1": "top-1", "ndcg@10": "nDCG@10", "mrr@10": "MRR@10"}  # as sentences name them
 
@@ -173,7 +174,7 @@ def ties(values: Mapping[str, Any]) -> bool:
     w = weighed(values)
     numbers = (w.upgraded, w.old_old)
     return all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in numbers) \
-        and abs(float(w.upgraded) - float(w.old_old)) <= 1e-12
+        and abs(float(w.upgraded) - float(w.old_old)) < METRIC_NOISE  # what the criterion cannot tell apart
 
 
 def upgraded_text(values: Mapping[str, Any]) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from embridge.core.evaluation.compat import gain_note, gain_retained
+from embridge.core.evaluation.compat import criterion, gain_note, gain_retained
 from embridge.core.evaluation.headline import reaches_zero
 from embridge.core.report.report_record import Report
 
@@ -51,7 +51,7 @@ def option_row(name: str, title: str, time_s: float | None, storage: int, embedd
         measured = sample_quality.get(metric)
         row["gain_retained"] = None if unmeasured or measured is None else gain_retained(measured, sample_floor, ceiling)
         row["gain_retained_note"] = gain_note(sample_floor, ceiling)
-    return {**row, "passes_criterion": None if unmeasured else bool(value > floor), "notes": notes, **extra}
+    return {**row, "passes_criterion": None if unmeasured else criterion(value, floor), "notes": notes, **extra}
 
 
 def curve_floor(report: Report, n_sample: int, n: int, floor: float, metric: str = "top1") -> float | None:

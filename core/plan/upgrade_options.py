@@ -29,6 +29,7 @@ import numpy as np
 
 from embridge.core.cascade_rerank import reranks_by_new_vectors
 from embridge.core.errors import InputError
+from embridge.core.evaluation.compat import criterion
 from embridge.core.evaluation.headline import metric_label
 from embridge.core.formatting import format_beta, format_share, sample_words
 from embridge.core.plan.decision import decision_metric
@@ -324,7 +325,7 @@ def plan_from_report(source: Report | Mapping[str, Any], throughput: Throughput,
                                "cell of this report."], metric))
     name_galleries(options, report, up_cell, ceil_cell)
     by_item = report.sizes.get("relevance") == "item"
-    new_better = True if by_item else ceiling > new_floor  # without labels: the premise of the upgrade
+    new_better = True if by_item else criterion(ceiling, new_floor)  # without labels: the premise of the upgrade
     for opt in options:
         if by_item:
             opt["passes_criterion"] = opt["gain_retained"] = opt["gain_retained_note"] = None

@@ -23,7 +23,7 @@ from embridge.core.adapters import adapt_gallery, adapt_queries, load_adapter
 from embridge.core.adapters.adapt_arrays import HEAD_KINDS
 from embridge.core.adapters.adapter import Adapter
 from embridge.core.errors import InputError, UsageError
-from embridge.core.evaluation.compat import matrix_scores
+from embridge.core.evaluation.compat import criterion, matrix_scores
 from embridge.core.evaluation.gather import MatrixMaker
 from embridge.core.evaluation.headline import JUDGED_METRICS, headline_metrics
 from embridge.core.evaluation.scoring import scoring_plan
@@ -185,7 +185,7 @@ def chain_report(ws: Workspace, models: Sequence[str], runs: Sequence[int], *, m
         scores = matrix_scores(matrices[metric])
         below = [{"query": models[i], "gallery": models[j], "value": float(matrices[metric][i, j]),
                   "reference": float(matrices[metric][j, j]),
-                  "passes": bool(matrices[metric][i, j] > matrices[metric][j, j])}
+                  "passes": criterion(float(matrices[metric][i, j]), float(matrices[metric][j, j]))}
                  for i, j in pairs if i > j]
         chain = {"versions": models, "runs": [int(r) for r in runs], "direction": direction, "metric": metric,
                  "matrix": matrices[metric].tolist(), "matrices": {m: v.tolist() for m, v in matrices.items()},
