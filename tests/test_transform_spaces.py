@@ -70,3 +70,37 @@ def test_rows_another_model_version_says_it_holds_are_refused(upgrade: dict[str,
                                          "an Embridge space marker of v1"):
         transform_gallery(upgrade["bundle"], f"parquet://{folder}", f"parquet://{tmp_path / 'out'}")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_nested_space_column_is_refused_as_a_store_would_refuse_it(upgrade: dict[str, Any], tmp_path: Path) -> None:
+    """A list column had no counting kernel: 'unexpected ArrowNotImplementedError' (exit 3)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    v1 = upgrade["vectors"]["v1"].astype(np.float32)
+    folder = tmp_path / "listed"
+    folder.mkdir()
+    pq.write_table(pa.table({"id": pa.array(range(len(v1)), pa.int64()),
+                             "vector": pa.FixedSizeListArray.from_arrays(pa.array(v1.ravel()), v1.shape[1]),
+                             SPACE_FIELD: [["v1"]] * len(v1)}), folder / "part-0.parquet")
+    with pytest.raises(VectorStoreError, match=rf"the field '{SPACE_FIELD}' holds \"\['v1'\]\" \({len(v1)} points\)"):
+        transform_gallery(upgrade["bundle"], f"parquet://{folder}", f"parquet://{tmp_path / 'out'}")
+
+
+def test_an_output_begun_by_a_version_that_marked_no_rows_is_not_resumed(upgrade: dict[str, Any],
+                                                                         tmp_path: Path) -> None:
+    """Its finished partitions were kept beside marked ones: a dataset read as one lost the column."""
+    import json
+
+    from embridge.core.scale.output_folder import STATE_FILE
+
+    v1 = upgrade["vectors"]["v1"]
+    case = fill_source("parquet", tmp_path, list(range(len(v1))), v1, upgrade["labels"])
+    out = tmp_path / "out"
+    transform_gallery(upgrade["bundle"], case.source, f"parquet://{out}")
+    state = json.loads((out / STATE_FILE).read_text())
+    del state["marks"]  # what an earlier version recorded
+    (out / STATE_FILE).write_text(json.dumps(state))
+    with pytest.raises(InputError, match=r"holds the output of another transform \(other Embridge version \(its output "
+                                         r"rows carry no embridge_space\)\); choose a new folder"):
+        transform_gallery(upgrade["bundle"], case.source, f"parquet://{out}")

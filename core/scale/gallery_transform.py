@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from embridge.core.connectors.arrow_common import id_kind, non_numeric_values
+from embridge.core.connectors.connector import SPACE_FIELD
 from embridge.core.connectors.parquet import plain_vectors
 from embridge.core.connectors.targets import check_database_folder
 from embridge.core.errors import InputError
@@ -301,7 +302,8 @@ def transform_gallery(bundle: str | Path, source: str, target: str, *, engine: s
     _check_ids(src, id_col)
     marker = output_marker(spaces)
     state = {"layer_sha256": layer_fingerprint(bundle_path), "source": str(src.root.resolve()),
-             "inputs": partition_stamps(src), "id": id_col, "vector": vec_col}
+             "inputs": partition_stamps(src), "id": id_col, "vector": vec_col,
+             "marks": SPACE_FIELD}  # outputs of a version that wrote no embridge_space are another job's
     if src.kind != "parquet":
         state["source_version"] = src.version
     if output == "lance":

@@ -23,7 +23,8 @@ from embridge.core.scale.partitions import SourceDataset
 STATE_FILE = "_embridge_transform.json"
 _INPUT_KEYS = ("inputs", "partitions")  # "partitions": the name list older markers kept
 _WHAT = {"layer_sha256": "layer", "bundle_sha256": "bundle (an older Embridge's marker)", "source": "source folder", "source_version": "source version",
-         "id": "id column", "vector": "vector column", "output": "output kind"}
+         "id": "id column", "vector": "vector column", "output": "output kind",
+         "marks": "Embridge version (its output rows carry no embridge_space)"}
 
 
 def partition_stamps(source: SourceDataset) -> dict[str, list[int] | None]:

@@ -47,10 +47,20 @@ def check_input_spaces(partitions: list[Partition], spaces: StoreTransform, wher
     for part in partitions:
         if SPACE_FIELD not in partition_schema(part).names:
             continue
-        for entry in read_partition(part, [SPACE_FIELD]).column(SPACE_FIELD).value_counts().to_pylist():
-            value = entry["values"]
-            counts["" if value is None else str(value)] += int(entry["counts"])
+        column = read_partition(part, [SPACE_FIELD]).column(SPACE_FIELD)
+        if _countable(column.type):
+            for entry in column.value_counts().to_pylist():
+                value = entry["values"]
+                counts["" if value is None else str(value)] += int(entry["counts"])
+        else:  # a list or struct: no Arrow kernel counts it; its values read as a store's would (str)
+            counts.update("" if value is None else str(value) for value in column.to_pylist())
     return check_space_counts(dict(counts), where, spaces) if counts else None
+
+
+def _countable(kind: Any) -> bool:
+    import pyarrow as pa
+
+    return not (pa.types.is_nested(kind) or pa.types.is_dictionary(kind) and pa.types.is_nested(kind.value_type))
 
 
 def with_output_marker(table: Any, marker: str) -> Any:
