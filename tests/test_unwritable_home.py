@@ -56,3 +56,19 @@ def test_a_refused_folder_in_a_read_only_workspace_says_what_to_do(tmp_path: Pat
     assert cli_main._os_error_line(outside, args) == f"{tmp_path / 'elsewhere.zip'}: Permission denied"
     monkeypatch.setattr(sqlite_errors, "read_only_folder", lambda folder: False)  # refused for another reason
     assert cli_main._os_error_line(refused, args) == f"{ws / 'adapters'}: Permission denied"
+
+
+def test_a_refused_write_the_store_wraps_says_its_folder_is_read_only(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """report, embed and backfill said only 'cannot finish the report run (Permission denied)'."""
+    from embridge.core.store import files, sqlite_errors
+
+    reports = tmp_path / "ws" / "reports"
+    reports.mkdir(parents=True)
+    refused = PermissionError(13, "Permission denied", str(reports))
+    monkeypatch.setattr(sqlite_errors, "read_only_folder", lambda folder: Path(folder) == reports)
+    assert str(files.disk_error(refused, reports, "finish the report run")) == (
+        f"{reports}: cannot finish the report run (Permission denied); {reports} is read-only to this user")
+    monkeypatch.setattr(sqlite_errors, "read_only_folder", lambda folder: False)
+    assert str(files.disk_error(refused, reports, "finish the report run")) == (
+        f"{reports}: cannot finish the report run (Permission denied)")

@@ -36,7 +36,18 @@ def disk_error(exc: OSError, path: Path, action: str) -> StoreError:
         return DiskFullError(f"{path}: not enough disk space to {action} ({exc.strerror})")
     if exc.errno is None and _SHORT_WRITE.fullmatch(str(exc)):  # numpy's tofile on a full disk: no errno
         return DiskFullError(f"{path}: not enough disk space to {action} (the disk filled during the write)")
-    return StoreError(f"{path}: cannot {action} ({exc.strerror or exc})")
+    return StoreError(f"{path}: cannot {action} ({exc.strerror or exc}){_read_only_words(exc, Path(path))}")
+
+
+def _read_only_words(exc: OSError, path: Path) -> str:
+    """'; <folder> is read-only to this user' where a refused write is explained by that (a workspace copied
+    from another user, a read-only mount), so the line says what to change."""
+    from embridge.core.store.sqlite_errors import read_only_folder
+
+    if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return ""
+    folder = path if path.is_dir() else path.parent
+    return f"; {folder} is read-only to this user" if read_only_folder(folder) else ""
 
 
 def save_npy_once(path: Path, array: np.ndarray) -> None:
