@@ -124,6 +124,10 @@ def test_new_vectors_that_are_a_fifo_or_empty_are_one_line(fct_bundle: Path, tmp
      "--input-shape: expected integers like 1,28,28, got '\uff14'"),  # a full-width 4, which int() reads
     (["model", "add", "-w", "{tmp}/ws", "--name", "a/b", "--path", "{tmp}/m.pt"], 2, "--name 'a/b': use 1 to 64"),
     (["train", "-w", "{tmp}/ws", "--method", "0"], 2, "error: --method: unknown method '0'; choose one of"),
+    # an alias's form is refused before the store is opened: opening a LanceDB one made its folder
+    (["migrate", "--bundle", "{tmp}/b.zip", "--from", "parquet://{tmp}/in", "--to", "lancedb://{tmp}/out?table=x",
+      "--switch", "--alias", "a/b"], 2, "--alias 'a/b': use 1 to 64"),
+    (["rollback", "--to", "lancedb://{tmp}/out?table=x", "--alias", "a/b"], 2, "--alias 'a/b': use 1 to 64"),
     (["backfill", "-w", "{tmp}/ws", "--model", "m", "--order", "planner", "--fraction", "0"], 2,
      "argument --fraction: expected a number above 0"),
     (["transform", "--bundle", "{tmp}/b.zip", "--from", "parquet://{tmp}/in", "--to", "parquet:{tmp}/out"], 1,

@@ -23,9 +23,10 @@ from embridge.core.connectors.check import (
     switched_from,
     unfinished_migration,
 )
-from embridge.core.connectors.connector import Connector, VectorStoreError
+from embridge.core.connectors.connector import Connector, StoreURI, VectorStoreError
 from embridge.core.connectors.targets import check_alias, named_alias
 from embridge.core.errors import InputError
+from embridge.core.paths import check_name
 
 
 def switch_alias(store: Connector, alias: str, target: str) -> str | None:
@@ -53,11 +54,13 @@ def rollback_store(uri: str, alias: str | None = None) -> dict[str, Any]:
 
 
 def _rollback(uri: str, alias: str | None) -> dict[str, Any]:
+    # the alias named and of a valid form before the store is opened (opening a LanceDB one makes its folder)
+    alias = named_alias(alias, StoreURI.parse(uri, "--to"), "--to")
+    if not alias:
+        raise InputError("--alias", "name the alias to switch back (--alias NAME, or &alias=NAME in --to)")
+    check_name(alias, "--alias")
     store = open_store(uri, "--to")
     try:
-        alias = named_alias(alias, store.uri, "--to")
-        if not alias:
-            raise InputError("--alias", "name the alias to switch back (--alias NAME, or &alias=NAME in --to)")
         check_alias(store, alias, store.collection)
         if not store.exists():
             raise VectorStoreError(f"{store.describe()}: {store.missing()}; nothing to switch back to")
