@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from embridge.core.errors import ImportDataError, StoreError
+from embridge.core.errors import ImportDataError, StoreError, UsageError
 from embridge.core.formatting import counted, for_example
 from embridge.core.keys import bad_char
 from embridge.core.store.id_sets import intersect_ids, unique_ids
@@ -43,23 +43,24 @@ def check_split(split: object, source: str | Path | None = "--split") -> str | N
     """
     if split is None:
         return None
+    refuse = UsageError if str(source).startswith("--") else ImportDataError  # an option's value: exit status 2
     if not isinstance(split, str):
-        raise ImportDataError(source, f"a split name must be text, got {type(split).__name__}")
+        raise refuse(source, f"a split name must be text, got {type(split).__name__}")
     shown = repr(split)  # escapes newlines and terminal escapes, so the one-line error stays one line
     if not split.strip():
-        raise ImportDataError(source, f"the split name {shown} is blank; name a split (such as "
+        raise refuse(source, f"the split name {shown} is blank; name a split (such as "
                               f"'{GALLERY_SPLIT}' or '{QUERY_SPLIT}') or leave the split out")
     bad = bad_char(split)
     if bad:
-        raise ImportDataError(source, f"the split name {shown} holds the {bad}; split names are one line of "
+        raise refuse(source, f"the split name {shown} holds the {bad}; split names are one line of "
                               "printable text")
     if split != split.strip():
-        raise ImportDataError(source, f"the split name {shown} has spaces at its start or end; "
+        raise refuse(source, f"the split name {shown} has spaces at its start or end; "
                               f"write {split.strip()!r}")
     for reserved in (QUERY_SPLIT, GALLERY_SPLIT):
         if split != reserved and split.casefold() == reserved:
             role = "queries" if reserved == QUERY_SPLIT else "documents"
-            raise ImportDataError(source, f"the split name {shown} differs from '{reserved}' only in case; "
+            raise refuse(source, f"the split name {shown} differs from '{reserved}' only in case; "
                                   f"write '{reserved}' for {role} (split names are compared exactly, and only "
                                   f"'{QUERY_SPLIT}' makes items queries)")
     return split
