@@ -76,6 +76,11 @@ CASES = [
     # a value as typed is shown, not obeyed by the terminal
     (["report", "--bootstrap", "1\x1b[2J"], "report", "got '1\\x1b[2J'"),
     (["report", "--search", "\x1b]0;title\x07"], "report", "invalid choice: '\\x1b]0;title\\x07'"),
+    # an option another command has: the hint named the top-level help, which lists no command's options
+    (["migrate", "--bundle", "{tmp}/b.zip", "--from", "parquet:///{tmp}/a", "--to", "parquet:///{tmp}/b",
+      "--num-cpus", "1"], "migrate", "unrecognized arguments: --num-cpus 1"),
+    (["model", "add", "--name", "m", "--path", "{tmp}/m.pt", "--seed", "1"], "model add",
+     "unrecognized arguments: --seed 1"),
 ]
 
 

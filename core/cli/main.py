@@ -212,7 +212,9 @@ def _main(argv: Sequence[str] | None, program: bool) -> int:
         _error(str(exc))
         return 130
     except UsageError as exc:  # as argparse's own refusals: one line naming the option, status 2
-        _error(f"{exc} (see 'embridge {_command_words(args)} --help')")
+        from embridge.core.cli.option_types import command_words
+
+        _error(f"{exc} (see 'embridge {command_words(args)} --help')")
         return 2
     except EmbridgeError as exc:
         _error(str(raised_remotely(exc)))
@@ -263,12 +265,6 @@ def _quiet_stdout() -> None:
         os.close(devnull)
     except (OSError, ValueError, AttributeError):  # in-process callers' stdout may have no file descriptor
         pass
-
-
-def _command_words(args: argparse.Namespace) -> str:
-    """'model add' for ``embridge model add``: the command whose help names the refused option."""
-    action = getattr(args, f"{args.command}_command", None)
-    return f"{args.command} {action}" if isinstance(action, str) else str(args.command)
 
 
 def run_program() -> None:

@@ -56,14 +56,35 @@ class OneLineParser(argparse.ArgumentParser):
         parsed.__dict__.pop(_GIVEN, None)
         return parsed, rest
 
+    def parse_args(self, args: object = None, namespace: argparse.Namespace | None = None  # type: ignore[override]
+                   ) -> argparse.Namespace:
+        parsed, rest = self.parse_known_args(args, namespace)
+        if rest:  # refused by the command they were given to, whose help lists its options
+            words = command_words(parsed)
+            self._refuse(f"{self.prog} {words}" if words else self.prog, f"unrecognized arguments: {' '.join(rest)}")
+        return parsed
+
     def error(self, message: str) -> NoReturn:
+        self._refuse(self.prog, message)
+
+    @staticmethod
+    def _refuse(prog: str, message: str) -> NoReturn:
         # a value as typed is shown, not obeyed: an escape sequence must not reach the terminal
         from embridge.core.cli.main import one_line  # its long values cut in the middle, as every error line
 
         OneLineParser.last_error = " ".join(printable(message).split())
         if sys.stderr is not None:
-            sys.stderr.write(f"embridge: error: {one_line(OneLineParser.last_error)} (see '{self.prog} --help')\n")
+            sys.stderr.write(f"embridge: error: {one_line(OneLineParser.last_error)} (see '{prog} --help')\n")
         raise SystemExit(2)
+
+
+def command_words(args: argparse.Namespace) -> str:
+    """'model add' for ``embridge model add``: the command whose help lists its options ('' before one)."""
+    command = getattr(args, "command", None)
+    if not isinstance(command, str):
+        return ""
+    action = getattr(args, f"{command}_command", None)
+    return f"{command} {action}" if isinstance(action, str) else command
 
 
 def number(kind: type = int, *, low: float | None = None, high: float | None = None,
