@@ -525,3 +525,9 @@ def test_a_sentence_transformers_text_that_gives_no_tokens_is_refused_at_any_bat
     for batch_size in (1, 8):
         with pytest.raises(CheckpointError, match=r"the text '   ' gives no tokens with this tokenizer \(1 such"):
             embed_array(spec, [*TEXTS[:3], "   "], batch_size=batch_size, device="cpu")
+    # a prompt gives tokens, but a pooling that leaves it out pools the text's own: none, an all-zero vector
+    prompted = tmp_path / "st-gpt2-prompted"
+    SentenceTransformer(modules=[transformer, models.Pooling(16, "mean", include_prompt=False)], device="cpu",
+                        prompts={"query": "query: ", "document": "passage: "}).save(str(prompted))
+    with pytest.raises(CheckpointError, match=r"the text '' gives no tokens with this tokenizer \(1 such"):
+        embed_array(describe_model(prompted), [*TEXTS[:3], ""], batch_size=1, device="cpu", role="document")

@@ -58,15 +58,18 @@ class SentenceTransformerEncoder:
         if tokenizer is None or not callable(tokenizer):  # a word-embedding module: nothing to count
             return
         ids = tokenizer([prompt + t for t in texts], truncation=True, max_length=self.max_length)["input_ids"]
-        refuse_tokenless(self.source, texts, ids)
+        own = tokenizer(list(texts), truncation=True, max_length=self.max_length)["input_ids"] if prompt else ids
+        # a pooling that leaves the prompt out (include_prompt false) pools the text's own tokens alone
+        refuse_tokenless(self.source, texts, own if prompt and not self._pools_prompt() else ids)
         if getattr(tokenizer, "unk_token_id", None) is None:  # a byte-level tokenizer knows every text
             return
-        if prompt:
-            ids = tokenizer(list(texts), truncation=True, max_length=self.max_length)["input_ids"]
-        blind = unknown_only_rows(tokenizer, ids)
+        blind = unknown_only_rows(tokenizer, own)
         if blind and not self.unknown_only:
             self.unknown_example = texts[blind[0]][:60]
         self.unknown_only += len(blind)
+
+    def _pools_prompt(self) -> bool:
+        return all(getattr(module, "include_prompt", True) for module in self.model)
 
     @property
     def max_length(self) -> int:
