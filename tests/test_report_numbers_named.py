@@ -89,3 +89,8 @@ def test_means_equal_but_for_their_summation_order_are_no_gain_and_do_not_pass()
     assert (row["passes_criterion"], row["gain_retained"]) == (False, 0.0)
     assert matrix_scores(np.array([[old, np.nan], [same, 0.4]]))["ac"] == 0
     assert ties({"upgraded_top1": same, "old_old_top1": old, "compatible": False})
+    from embridge.core.evaluation.headline import weighed
+    from embridge.core.report.wording import comparison_word
+
+    assert weighed({"ceiling_top1": same, "old_old_top1": old}).new_better is False  # the verdicts' "new is better"
+    assert comparison_word({"upgraded": old + 1e-10, "old_old": old, "passes": False}) == "equal"

@@ -101,7 +101,7 @@ class Weighed:
         floor = self.new_floor
         if not isinstance(self.ceiling, int | float) or not isinstance(floor, int | float):
             return None
-        return bool(self.ceiling > floor)
+        return float(self.ceiling) - float(floor) >= METRIC_NOISE  # the criterion's margin: noise is no gain
 
 
 def decides_on_ndcg(values: Mapping[str, Any]) -> bool:

@@ -10,16 +10,18 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
+from embridge.core.evaluation.headline import METRIC_NOISE
+
 Word = Literal["pass", "fail", "equal", ""]
 Tone = Literal["pass", "fail", "caution", "info"]
-TIE_TOLERANCE = 1e-12
+TIE_TOLERANCE = METRIC_NOISE  # what the criterion cannot tell apart reads 'equal'
 
 
 def comparison_word(row: dict[str, Any]) -> Word:
     """'pass', 'fail' or 'equal' for one metric row of ``embridge.core.evaluation.compat.compare``."""
     up, oo = row.get("upgraded"), row.get("old_old")
     if isinstance(up, int | float) and isinstance(oo, int | float) and math.isfinite(up) and math.isfinite(oo) \
-            and abs(float(up) - float(oo)) <= TIE_TOLERANCE:
+            and abs(float(up) - float(oo)) < TIE_TOLERANCE:
         return "equal"
     passes = row.get("passes")
     if passes is None:
