@@ -128,6 +128,7 @@ def test_new_vectors_that_are_a_fifo_or_empty_are_one_line(fct_bundle: Path, tmp
     (["migrate", "--bundle", "{tmp}/b.zip", "--from", "parquet://{tmp}/in", "--to", "lancedb://{tmp}/out?table=x",
       "--switch", "--alias", "a/b"], 2, "--alias 'a/b': use 1 to 64"),
     (["rollback", "--to", "lancedb://{tmp}/out?table=x", "--alias", "a/b"], 2, "--alias 'a/b': use 1 to 64"),
+    (["rollback", "--to", "lancedb://{tmp}/out?table=x&alias=" + "a" * 70], 2, "--to '" + "a" * 70 + "': use 1 to 64"),
     (["backfill", "-w", "{tmp}/ws", "--model", "m", "--order", "planner", "--fraction", "0"], 2,
      "argument --fraction: expected a number above 0"),
     (["transform", "--bundle", "{tmp}/b.zip", "--from", "parquet://{tmp}/in", "--to", "parquet:{tmp}/out"], 1,

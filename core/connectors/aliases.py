@@ -55,10 +55,11 @@ def rollback_store(uri: str, alias: str | None = None) -> dict[str, Any]:
 
 def _rollback(uri: str, alias: str | None) -> dict[str, Any]:
     # the alias named and of a valid form before the store is opened (opening a LanceDB one makes its folder)
+    given = alias
     alias = named_alias(alias, StoreURI.parse(uri, "--to"), "--to")
     if not alias:
         raise InputError("--alias", "name the alias to switch back (--alias NAME, or &alias=NAME in --to)")
-    check_name(alias, "--alias")
+    check_name(alias, "--alias" if given else "--to")
     store = open_store(uri, "--to")
     try:
         check_alias(store, alias, store.collection)

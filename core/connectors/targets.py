@@ -152,7 +152,8 @@ def alias_to_switch(alias: str | None, uri: str | StoreURI, switch: bool) -> str
         option, what, part = ("--alias", f"'{named}'", "--alias") if alias else ("--to", f"?alias={named}", "?alias=")
         raise UsageError(option, f"{what} is the alias a switch moves, and has no effect without --switch: give "
                          f"that too (it moves the alias once the new collection is verified), or leave {part} out")
-    return check_name(named, "--alias") if named else named  # its form, before opening a store makes its folder
+    # its form, before opening a store makes its folder; named by where it was given (--alias, or ?alias= in --to)
+    return check_name(named, "--alias" if alias else "--to") if named else named
 
 
 def writable_target_alias(target: Connector, alias: str | None) -> str | None:
