@@ -69,6 +69,10 @@ def test_a_refused_write_the_store_wraps_says_its_folder_is_read_only(tmp_path: 
     monkeypatch.setattr(sqlite_errors, "read_only_folder", lambda folder: Path(folder) == reports)
     assert str(files.disk_error(refused, reports, "finish the report run")) == (
         f"{reports}: cannot finish the report run (Permission denied); {reports} is read-only to this user")
+    out = reports / "out.npy"  # bundle apply names the option before the path, and the folder is still found
+    assert str(files.disk_error(PermissionError(13, "Permission denied", str(out)), out, "write the output",
+                                option="--out")) == (
+        f"--out {out}: cannot write the output (Permission denied); {reports} is read-only to this user")
     monkeypatch.setattr(sqlite_errors, "read_only_folder", lambda folder: False)
     assert str(files.disk_error(refused, reports, "finish the report run")) == (
         f"{reports}: cannot finish the report run (Permission denied)")

@@ -123,7 +123,7 @@ def apply_bundle(bundle: str | Path | LoadedBundle, vectors: str | Path, out: st
             return _apply(loaded, src, x, out, old_vectors, normalise_output, chunk_rows, overwrite,
                           on_progress, should_stop)
     except OSError as exc:  # a full disk (ENOSPC, or EFBIG over a file-size limit): one line naming --out
-        raise disk_error(exc, f"--out {out}", "write the output") from exc
+        raise disk_error(exc, out, "write the output", option="--out") from exc
 
 
 def check_replaceable(out: Path, overwrite: bool) -> None:

@@ -28,15 +28,17 @@ DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 _SHORT_WRITE = re.compile(r"\d+ requested and \d+ written")
 
 
-def disk_error(exc: OSError, path: Path, action: str) -> StoreError:
+def disk_error(exc: OSError, path: Path, action: str, option: str | None = None) -> StoreError:
     """A readable StoreError for a failed file operation (a full disk named as such). A temp file the
-    user never sees is named by its folder, the place a permission or the space is missing."""
-    path = shown_path(path)
+    user never sees is named by its folder, the place a permission or the space is missing; ``option``
+    (``--out``) is named before the path where the path was given as one."""
+    folder_of = Path(path)
+    path = f"{option} {shown_path(path)}" if option else shown_path(path)
     if exc.errno in DISK_FULL:
         return DiskFullError(f"{path}: not enough disk space to {action} ({exc.strerror})")
     if exc.errno is None and _SHORT_WRITE.fullmatch(str(exc)):  # numpy's tofile on a full disk: no errno
         return DiskFullError(f"{path}: not enough disk space to {action} (the disk filled during the write)")
-    return StoreError(f"{path}: cannot {action} ({exc.strerror or exc}){_read_only_words(exc, Path(path))}")
+    return StoreError(f"{path}: cannot {action} ({exc.strerror or exc}){_read_only_words(exc, folder_of)}")
 
 
 def _read_only_words(exc: OSError, path: Path) -> str:
