@@ -332,3 +332,21 @@ def test_a_ray_migration_stopped_while_transforming_keeps_its_staged_partitions(
     assert {name: (staging / name).stat().st_mtime_ns for name in staged} == staged  # not transformed again
     done = migrate_on_ray(fct["bundle"], src, dst)
     assert done.status == "completed" and done.verification.ok and collection(dst)[0] == list(range(len(v1)))
+
+
+def test_a_ray_migration_resumes_over_staging_an_earlier_version_began(ray_cluster: Any, fct: dict,
+                                                                       tmp_path: Path) -> None:
+    """Staging whose job marker predates the space marker was refused as another transform, naming the hidden
+    staging folder as --to, on every rerun; it is this job's intermediate files, so they are made again."""
+    import json
+
+    from embridge.core.scale.output_folder import STATE_FILE
+
+    v1, src, dst = _stopped_after_one_partition(fct, tmp_path)
+    marker = tmp_path / "db" / ".embridge-ray-shadow" / STATE_FILE
+    state = json.loads(marker.read_text())
+    del state["marks"]  # what the earlier version recorded
+    marker.write_text(json.dumps(state))
+    done = migrate_on_ray(fct["bundle"], src, dst)
+    assert done.status == "completed" and done.verification.ok
+    assert collection(dst)[0] == list(range(len(v1)))  # every point once: those loaded before are not loaded twice

@@ -105,6 +105,7 @@ def migrate_on_ray(bundle: str | Path, source_uri: str, target_uri: str, *, swit
             resumed_from = int(state["written"])
             status = "already complete"
             if state["status"] == "running":
+                _drop_unmarked_staging(staging)
                 transform_gallery(bundle, data, str(staging), engine="ray", ray_address=ray_address, num_cpus=num_cpus,
                                   id_col=source.id_col, vec_col=source.vec_col,  # type: ignore[attr-defined]
                                   on_progress=lambda i, n, info: report(i, 2 * n, {"stage": "transforming"}),
@@ -151,6 +152,18 @@ def _unchanged_since_start(data: str, fingerprint: dict[str, Any], target: Conne
         raise VectorStoreError(f"{target.describe()}: the source {data} was written since the migration started, "
                                "so the shadow may not hold what it holds now; the alias was not moved: drop "
                                f"'{target.collection}' and migrate again")
+
+
+def _drop_unmarked_staging(staging: Path) -> None:
+    """Staging an earlier version began records no space marker, which a transform now refuses to resume as
+    another job's: it is only this job's intermediate files, so it is transformed again (the points already
+    loaded stay, and are not loaded twice)."""
+    from embridge.core.scale.output_folder import STATE_FILE, read_marker
+
+    marker = staging / STATE_FILE
+    before = read_marker(marker) if marker.exists() else None
+    if before is not None and (not isinstance(before, dict) or "marks" not in before):
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _load(source: Connector, target: Connector, staging: Path, space: str, dim: int, state: dict[str, Any],
