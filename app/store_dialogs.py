@@ -39,6 +39,7 @@ from embridge.core.errors import InputError
 from embridge.core.jobs import JobOutcome
 from embridge.core.progress import ProgressFn, StopFn
 from embridge.core.store import Workspace
+from embridge.core.store.items import GALLERY_SPLIT
 
 BUSY = "Wait for the job this dialog runs to end (or cancel it)."
 
@@ -238,7 +239,7 @@ class StoreImportDialog(_JobDialog):
             return
         model = self.model.text().strip() or None
         label, text = self.label_field.text().strip() or None, self.text_field.text().strip() or None
-        split = self.split.currentText().strip() or None
+        split = self.split.currentText().strip() or GALLERY_SPLIT  # as the command line's default: the gallery
 
         def job(ws: Workspace, on_progress: ProgressFn, should_stop: StopFn) -> dict[str, Any]:
             from embridge.core.connectors.gallery_import import import_from_store
@@ -328,8 +329,11 @@ class StoreMigrateDialog(_JobDialog):
             return migrate_store(bundle, source, target, on_progress=on_progress, should_stop=should_stop,
                                  **options).to_dict()
 
+        unused = self.alias.text().strip() if not switch else ""  # typed for a switch that was not asked for
+
         def done(out: dict[str, Any]) -> None:  # the result's own text, as the command line prints it
-            self.show_result(out["text"])
+            self.show_result(out["text"] + (f"\nThe alias '{unused}' was not moved: 'Move the alias to the new "
+                                            "collection once verified' was not ticked." if unused else ""))
 
         self._started(self.ctx.run_plain(f"Migrate {hidden(source)}", self.in_form_terms(job, self.fields), done,
                                          on_progress=self._progressed),

@@ -283,3 +283,32 @@ def test_an_import_that_ends_after_another_workspace_opened_says_where_it_went(
     assert dialog.progress.value() == 0 and not error_dialogs()
     with Workspace.open(upgrade["path"]) as ws:
         assert len(ws.vector_sets("store-v1")) == 1
+
+
+def test_a_blank_split_imports_into_the_gallery_and_an_unticked_alias_is_said_unmoved(
+        qtbot: QtBot, window: MainWindow, upgrade: dict, tmp_path: Path) -> None:
+    """A blank Split stored the points as unassigned items (the command line's default is the gallery); an
+    Alias typed without 'Move the alias' ticked was dropped without a word (the command line refuses it)."""
+    v1 = upgrade["vectors"]["v1"]
+    case, gallery, dialog = _import_dialog_on_a_parquet_store(qtbot, window, upgrade, tmp_path)
+    dialog.split.setCurrentText("")
+    click(qtbot, dialog.import_button)
+    wait_for_jobs(qtbot, window)
+    assert not error_dialogs()
+    with Workspace.open(upgrade["path"]) as ws:
+        ids = ws.ids_for_keys([str(i) for i in range(len(v1))])
+        assert {item["split"] for item in ws.items(ids=ids.tolist())} == {"gallery"}
+    export = window.show_page("export")
+    export.refresh()
+    click(qtbot, export.migrate_store_button)
+    migrate = export.store_dialog
+    migrate.source.setText(case.source)
+    migrate.target.setText(case.target)
+    migrate.alias.setText("docs")
+    migrate.switch.setChecked(False)
+    click(qtbot, migrate.migrate_button)
+    wait_for_jobs(qtbot, window)
+    assert not error_dialogs()
+    text = migrate.result.toPlainText()
+    assert "Migration completed" in text and text.endswith(
+        "The alias 'docs' was not moved: 'Move the alias to the new collection once verified' was not ticked.")
