@@ -186,9 +186,10 @@ def unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
-def one_line(code: int, err: str, *needles: str) -> None:
-    """Exit 1 and one error line (besides progress lines) holding every needle."""
+def one_line(code: int, err: str, *needles: str, status: int = 1) -> None:
+    """Exit ``status`` (2: an option's value refused by its form) and one error line (besides progress lines)
+    holding every needle."""
     lines = [line for line in err.splitlines() if not re.match(r"\S+: \d+/\d+ ", line)]
-    assert code == 1 and len(lines) == 1 and lines[0].startswith("embridge: error: "), err
+    assert code == status and len(lines) == 1 and lines[0].startswith("embridge: error: "), err
     for needle in needles:
         assert needle in err, (needle, err)

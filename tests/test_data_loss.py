@@ -288,7 +288,7 @@ def test_model_add_with_any_name_writes_only_inside_the_workspace(name: str, tmp
     Workspace.create(ws_root).close()
     outside_before = sorted(p for p in root.rglob("*") if not is_within(p, ws_root))
     code = main(["model", "add", "-w", str(ws_root), "--name", name, "--path", str(ckpt)])
-    assert code in (0, 1)
+    assert code in (0, 1, 2)  # 2: a name refused by its form, as argparse refuses an option's value
     assert sorted(p for p in root.rglob("*") if not is_within(p, ws_root)) == outside_before
     stored = [p for p in (ws_root / "models").rglob("*") if p.is_file()]
     assert len(stored) == (1 if code == 0 else 0)

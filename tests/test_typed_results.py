@@ -65,8 +65,10 @@ def test_every_surface_shows_the_same_headline(case: DemoCase, capsys: pytest.Ca
     # the command line's report JSON: the headline numbers at top level, every headline metric per cell
     cli = json_safe(report_data(report))
     assert {k: cli[k] for k in HEADLINE} == {k: report.headline[k] for k in HEADLINE}
-    for name, cell in cli["cells"].items():
-        assert [m for m in cell if m != "n_queries"] == report.table_metrics(report.cells[name])
+    for name, cell in cli["cells"].items():  # the table's metrics, and the information-retrieval recall beside them
+        assert [m for m in cell if m != "n_queries" and not m.startswith("recall_frac@")] == report.table_metrics(
+            report.cells[name])
+        assert {m: v for m, v in cell.items() if m.startswith("recall_frac@")} == report.recall_fractions(name) != {}
         assert {m: cell[m] for m in metrics} == {m: report.cells[name]["metrics"][m] for m in metrics}
 
     # report.json: the same headline, CIs for exactly the headline metrics; the stored summary and report.html
@@ -104,7 +106,7 @@ def test_reports_page_table_lists_the_headline_metrics(case: DemoCase, qtbot: Qt
     reports.show_report(case.report)
     rows = [reports.metrics.item(r, 0).text() for r in range(reports.metrics.rowCount())]
     cli_cells = report_data(case.report)["cells"]
-    assert rows == [m for m in next(iter(cli_cells.values())) if m != "n_queries"]
+    assert rows == [m for m in next(iter(cli_cells.values())) if m != "n_queries" and not m.startswith("recall_frac@")]
     assert set(case.report.headline_metrics) <= set(rows)
     assert f"upgraded top-1 {format_share(case.report.headline['upgraded_top1'])}" in reports.verdict.text()
 

@@ -137,6 +137,7 @@ def _missing_package_line(module: str | None) -> str:
     """The package, and the extra that brings it; else a bundle-only install (numpy alone) is the likely cause."""
     from embridge.core.extras import extra_for, install_hint
 
+    module = module.split(".")[0] if module else module  # 'pyarrow.parquet' is installed with 'pyarrow'
     extra = extra_for(module)
     if extra is not None:
         return f"this command needs the Python package '{module}' of the {extra} extra; {install_hint(extra)}"
