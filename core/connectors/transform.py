@@ -71,11 +71,19 @@ def load_transform(bundle: str | Path) -> StoreTransform:
     if loaded.inputs != ["old"]:
         raise BundleError(f"{bundle}: this layer needs inputs {loaded.inputs}; a store migration can feed it only "
                           "the stored old vectors")
-    models = m.get("models", {})
-    return StoreTransform(Path(bundle), adapter["direction"], str(models.get("old", {}).get("name") or "old"),
-                          str(models.get("new", {}).get("name") or "new"), loaded.in_dim, loaded.out_dim,
-                          layer_fingerprint(loaded), loaded.probe_check, loaded,
-                          earlier_names(models.get("old")), earlier_names(models.get("new")))
+    return spaces_of(bundle, loaded, layer_fingerprint(loaded), loaded.probe_check)
+
+
+def spaces_of(bundle: str | Path, loaded: Any, fingerprint: str, probes: dict[str, Any] | None = None) -> StoreTransform:
+    """The loaded bundle as a map from the space its input is in to the space its output is in: the old model's
+    to the new one's for a forward layer, the reverse for a backward one (a query-side layer)."""
+    models = loaded.manifest.get("models", {})
+    direction = str(loaded.manifest["adapter"]["direction"])
+    ends = [(models.get(side) or {}, side) for side in ("old", "new")]
+    (source, source_side), (output, output_side) = ends if direction == "forward" else ends[::-1]
+    return StoreTransform(Path(bundle), direction, str(source.get("name") or source_side),
+                          str(output.get("name") or output_side), loaded.in_dim, loaded.out_dim, fingerprint, probes,
+                          loaded, earlier_names(source), earlier_names(output))
 
 
 def earlier_names(entry: Any) -> tuple[str, ...]:

@@ -16,23 +16,15 @@ from typing import Any
 
 from embridge.core.connectors.connector import SPACE_FIELD
 from embridge.core.connectors.source_checks import check_space_counts
-from embridge.core.connectors.transform import StoreTransform, earlier_names
+from embridge.core.connectors.transform import StoreTransform, spaces_of
 from embridge.core.scale.layer import layer_fingerprint, loaded_layer
 from embridge.core.scale.partitions import Partition, read_partition
 from embridge.core.scale.partitions import read_schema as partition_schema
 
 
 def layer_spaces(bundle: str | Path) -> StoreTransform:
-    """The layer seen as a map from the space its input is in to the space its output is in: the old model's
-    to the new one's for a forward layer, the reverse for a backward one (a query-side layer)."""
-    loaded = loaded_layer(bundle)
-    models = loaded.manifest.get("models", {})
-    old, new = (models.get(side) or {} for side in ("old", "new"))
-    source, output = (old, new) if loaded.manifest["adapter"]["direction"] == "forward" else (new, old)
-    names = [str(entry.get("name") or side) for entry, side in ((source, "old"), (output, "new"))]
-    return StoreTransform(Path(bundle), str(loaded.manifest["adapter"]["direction"]), names[0], names[1],
-                          loaded.in_dim, loaded.out_dim, layer_fingerprint(bundle), None, loaded,
-                          earlier_names(source), earlier_names(output))
+    """The layer seen as a map between spaces (:func:`embridge.core.connectors.transform.spaces_of`)."""
+    return spaces_of(bundle, loaded_layer(bundle), layer_fingerprint(bundle))
 
 
 def output_marker(spaces: StoreTransform) -> str:
