@@ -32,7 +32,9 @@ def _one_line(err: str, option: str) -> None:
 
 
 @pytest.mark.parametrize(("metric", "code", "said"), [
-    ("bogus", 2, "argument --metric: unknown metric 'bogus'"),  # not a metric name at all: a usage error
+    # not a metric name at all: a usage error, naming the judged metrics too (a judged chain's default is nDCG@10)
+    ("bogus", 2, "argument --metric: unknown metric 'bogus'; use top1, top5, recall@10, mAP or mAP@R, or with "
+                 "relevance judgments ndcg@10 or mrr@10"),
     # known names the chain's sample does not report: usage errors too (exit 2, as documented)
     ("recall@5", 2, "--metric: recall@5 is not measured on this chain's sample of "),  # the sample's is recall@10
     ("mAP@R", 2, "--metric: mAP@R is not measured on this chain's sample of "),  # a sample this small reports mAP

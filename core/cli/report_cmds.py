@@ -85,7 +85,8 @@ def _chain_metric(raw: str) -> str:
     known = {*CHAIN_METRICS, *JUDGED_METRICS, *(f"recall@{k}" for k in RECALL_KS if k <= 10)}
     if raw.strip() not in known:
         raise argparse.ArgumentTypeError(f"unknown metric '{raw}'; use {', '.join(CHAIN_METRICS[:-1])} or "
-                                         f"{CHAIN_METRICS[-1]}")
+                                         f"{CHAIN_METRICS[-1]}, or with relevance judgments "
+                                         f"{' or '.join(JUDGED_METRICS)}")
     return raw.strip()
 
 
