@@ -55,3 +55,23 @@ def test_affine_fit_picks_lambda_on_validation_and_maps_held_out_pairs() -> None
     # the chosen λ is a small one: heavy ridge shrinks the map (measured MSE grows ~100x at λ=1)
     assert best["ridge"] <= 1e-2
     assert pair_top1(adapt_queries(result.adapter, te.new), te.old) > 0.99
+
+
+def test_an_affine_tie_is_said_to_go_to_the_lower_validation_mse() -> None:
+    """The λ kept among equal validation scores was the lowest-MSE one, but the sentence named the earliest as
+    the winner ("a tie goes to the earlier candidate")."""
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(12, 8))
+    lt, lv = rng.integers(0, 4, 40), rng.integers(0, 4, 30)
+    centres = rng.normal(size=(4, 12)) * 1.5
+    nt, nv = centres[lt] + rng.normal(size=(40, 12)), centres[lv] + rng.normal(size=(30, 12))
+    ot, ov = nt @ w + rng.normal(size=(40, 8)) * 2, nv @ w + rng.normal(size=(30, 8)) * 2
+    data = PairData(ot.astype("f4"), nt.astype("f4"), ov.astype("f4"), nv.astype("f4"), lt, lv)
+    result = fit_adapter("affine", data, {})
+    scores = [m["val_metric"] for m in result.metrics]
+    tied = [i for i, v in enumerate(scores) if v == max(scores)]
+    kept = min(tied, key=lambda i: result.metrics[i]["val_mse"])
+    assert len(tied) > 1 and kept != tied[0]  # the case: the earliest of the tied is not the lowest MSE
+    assert result.choice["index"] == kept and result.adapter.ridge == result.metrics[kept]["ridge"]
+    assert result.choice["reason"].startswith(f"λ {result.metrics[kept]['ridge']:g} won with validation")
+    assert "a tie goes to the lower validation MSE" in result.choice["reason"]

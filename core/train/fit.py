@@ -166,7 +166,13 @@ def _fit_affine(data: PairData, s: dict[str, Any], progress: ProgressFn, stop: S
     if choice.decided:  # among equal best retrieval scores, the lower MSE
         best = max(scores)
         tied = [i for i, v in enumerate(scores) if v >= best - 1e-12]
-        choice = Choice(min(tied, key=lambda i: mses[i]), True, choice.reason)
+        kept = min(tied, key=lambda i: mses[i])
+        if len(tied) > 1:  # the sentence names the one kept and the rule that kept it
+            other = min((i for i in tied if i != kept), key=lambda i: mses[i])
+            metric = data.validation().metric_label
+            choice = Choice(kept, True, f"{names[kept]} won with validation {metric} {best:.3f}, level with "
+                            f"{names[other]}: a tie goes to the lower validation MSE ({mses[kept]:.4g} against "
+                            f"{mses[other]:.4g}), on {data.validation().protocol}")
     result.adapter, result.best_val_metric, result.best_epoch = adapters[choice.index], scores[choice.index], 0
     if len(adapters) > 1:
         _record(result, choice, "ridge λ")
