@@ -36,8 +36,8 @@ SETTING_HELP: dict[str, str] = {
     "extra_dims": "Extra dimensions the head adds to the new model's (at least old minus new dimensions: "
                   "raised to that when the old model is wider).",
     "time_budget": "Automatic choice only: closed forms run first, then the trained layers, then fusion and cascade "
-                   "over them; once this many seconds are spent the rest are skipped, and a training candidate "
-                   "stops at the end of its epoch.",
+                   "over them; once this many seconds of fitting are spent the rest are skipped, and a training "
+                   "candidate stops at the end of its epoch (reading the pairs and the held-out scoring come on top).",
 }
 
 
