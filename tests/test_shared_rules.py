@@ -86,8 +86,9 @@ def test_a_method_the_pair_cannot_train_is_refused_alike_by_the_command_and_the_
     assert bridges["fusion"].startswith("models: Fusion (old + mapped new query) chooses its α on dev queries with "
                                         "judged documents or labels, and this workspace has neither")
     assert "chooses its K on dev queries" in bridges["cascade"]
-    same = cli_error(capsys, "train", "-w", str(ws), "--method", "affine", "--old", "new", "--new", "new")
-    assert same == "models: old and new model are both 'new'; choose two different models"
+    same = cli_error(capsys, "train", "-w", str(ws), "--method", "affine", "--old", "new", "--new", "new", code=2)
+    assert same == ("--old/--new: old and new model are both 'new'; choose two different models (see 'embridge "
+                    "train --help')")
     with Workspace.open(ws) as opened:
         assert opened.runs("train") == []  # refused before any run was recorded
     assert window.ctx.open_workspace(ws)
@@ -102,7 +103,8 @@ def test_a_method_the_pair_cannot_train_is_refused_alike_by_the_command_and_the_
     train.new_model.setCurrentText("new")
     train.old_model.setCurrentText("new")
     train.select_method("affine")
-    assert train.requirement_problems("affine") == [same.removeprefix("models: ")]
+    assert train.requirement_problems("affine") == [
+        same.removeprefix("--old/--new: ").removesuffix(" (see 'embridge train --help')")]
     assert not train.train_button.isEnabled()
     train.old_model.setCurrentText("old")
     train.select_method("affine")

@@ -173,24 +173,28 @@ def test_a_setting_given_twice_or_a_batch_of_one_is_refused_naming_it(
     assert capsys.readouterr().err.strip().splitlines()[-1] == line
 
 
-@pytest.mark.parametrize(("judged", "argv", "said"), [
+@pytest.mark.parametrize(("judged", "argv", "said", "code"), [
+    # no workspace could take these: usage errors, as a bad setting is
     (False, ["--method", "auto", "--set", 'candidates=["fusion", "cascade"]'],
-     "models: auto's candidates (fusion, cascade) are bridges only, which build on a fitted new->old layer"),
+     "--set: auto's candidates (fusion, cascade) are bridges only, which build on a fitted new->old layer", 2),
+    (False, ["--method", "affine", "--old", "old-mlp", "--new", "old-mlp"],
+     "--old/--new: old and new model are both 'old-mlp'; choose two different models", 2),
+    # this workspace cannot: its models or labels are what is missing
     (True, ["--method", "auto", "--set", 'candidates=["bct", "bt2"]'],
-     "models: no candidate of auto can run: bct: BCT head needs labelled items; this workspace has none; bt2: "),
+     "models: no candidate of auto can run: bct: BCT head needs labelled items; this workspace has none; bt2: ", 1),
     (True, ["--method", "cascade", "--set", "base=bct"],
-     "models: its base, bct: BCT head needs labelled items; this workspace has none"),
+     "models: its base, bct: BCT head needs labelled items; this workspace has none", 1),
 ])
 def test_settings_no_run_could_take_are_refused_before_a_run_is_recorded(
         demo_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], judged: bool, argv: list[str],
-        said: str) -> None:
+        said: str, code: int) -> None:
     """Each left a failed run behind, auto's saying "every candidate failed" when none had run (they were
     skipped: no base layer, or no labels)."""
     from judged_fixtures import build_judged_workspace
 
     ws = build_judged_workspace(tmp_path / "judged")["path"] if judged else demo_copy
     capsys.readouterr()
-    assert main(["train", "-w", str(ws), *argv, "--device", "cpu"]) == 1
+    assert main(["train", "-w", str(ws), *argv, "--device", "cpu"]) == code
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and said in err, err
     with Workspace.open(ws) as w:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from embridge.core.errors import InputError
+from embridge.core.errors import InputError, UsageError
 from embridge.core.store import Workspace
 
 MODELS_SOURCE = "models"  # what a refusal names: the chosen old/new pair
@@ -29,7 +29,7 @@ def requirement_problems(method: str, old: Mapping[str, Any] | None, new: Mappin
     if old is None or new is None:
         problems.append("choose an old and a new model (add them with 'embridge model add' or on the Models page)")
     elif old["name"] == new["name"]:
-        problems.append(f"old and new model are both '{old['name']}'; choose two different models")
+        problems.append(same_models(old["name"]))
     if info is not None and info.needs_labels and not labelled_items:
         problems.append(f"{info.title} needs labelled items; this workspace has none")
     elif info is not None and info.needs_labels and label_classes is not None and label_classes < 2:
@@ -44,6 +44,10 @@ def requirement_problems(method: str, old: Mapping[str, Any] | None, new: Mappin
     return problems
 
 
+def same_models(name: str) -> str:
+    return f"old and new model are both '{name}'; choose two different models"
+
+
 def check_requirements(ws: Workspace, method: str, old: str, new: str,
                        config: Mapping[str, Any] | None = None) -> None:
     """Refuse (:class:`InputError` naming the models) a method this pair cannot train: also a fusion or
@@ -52,21 +56,23 @@ def check_requirements(ws: Workspace, method: str, old: str, new: str,
     from embridge.core.adapters.registry import canonical_kind
     from embridge.core.train.config import AUTO_CANDIDATES
 
+    kind, settings = canonical_kind(method), dict(config or {})
+    if old == new:  # no workspace could take these: usage errors (exit status 2), as a bad setting is
+        raise UsageError("--old/--new", same_models(old))
+    if kind == "auto" and settings.get("candidates") and all(
+            canonical_kind(str(c)) in BRIDGE_SETTING for c in settings["candidates"]):
+        asked = ", ".join(canonical_kind(str(c)) for c in settings["candidates"])
+        raise UsageError("--set", f"auto's candidates ({asked}) are bridges only, which build on a fitted new->old "
+                         "layer; name one among them too (e.g. procrustes)")
     facts = (ws.model(old), ws.model(new), ws.labelled_count(), ws.has_judgments(), ws.label_classes())
     problems = requirement_problems(method, *facts)
-    kind, settings = canonical_kind(method), dict(config or {})
     if not problems and kind in BRIDGE_SETTING and settings.get("base") is not None:
         base = canonical_kind(str(settings["base"]))
         problems = [f"its base, {base}: {p}" for p in requirement_problems(base, *facts)]
     if not problems and kind == "auto":
         asked = [canonical_kind(str(c)) for c in settings.get("candidates") or AUTO_CANDIDATES]
-        layers = [c for c in asked if c not in BRIDGE_SETTING]
-        if not layers:
-            problems = [f"auto's candidates ({', '.join(asked)}) are bridges only, which build on a fitted new->old "
-                        "layer; name one among them too (e.g. procrustes)"]
-        else:
-            blocked = {c: requirement_problems(c, *facts) for c in layers}
-            if all(blocked.values()):
-                problems = ["no candidate of auto can run: " + "; ".join(f"{c}: {p[0]}" for c, p in blocked.items())]
+        blocked = {c: requirement_problems(c, *facts) for c in asked if c not in BRIDGE_SETTING}
+        if blocked and all(blocked.values()):
+            problems = ["no candidate of auto can run: " + "; ".join(f"{c}: {p[0]}" for c, p in blocked.items())]
     if problems:
         raise InputError(MODELS_SOURCE, "; ".join(problems))
