@@ -137,8 +137,12 @@ def test_a_heads_printed_numbers_give_its_printed_gain(demo_copy: Path, capsys: 
     gain = float(re.search(r"gain_retained=(-?\d+\.\d)%", line).group(1)) / 100  # a share, as train prints it
     assert abs((up_sr - oo_sr) / (cc_r - oo_sr) - gain) < 0.002, line
     assert main(["runs", "-w", str(demo_copy), "--json"]) == 0
-    metrics = json.loads(capsys.readouterr().out)["runs"][-1]["metrics"]
+    listed = json.loads(capsys.readouterr().out)["runs"][-1]
+    metrics = listed["metrics"]
     assert metrics["ceiling_cell"] == "head/head" and metrics["ceiling_top1"] == pytest.approx(cc)
+    # the validation the record keeps, as train --json gave it (runs --json left it out)
+    assert listed["validation"] == {k: data[k] for k in ("val_metric", "val_metric_name", "val_protocol",
+                                                         "best_epoch", "epochs_run", "reason")}
     assert main(["report", "-w", str(demo_copy), "--json"]) == 0  # its report run lists the same cell
     reported = json.loads(capsys.readouterr().out)
     assert main(["runs", "-w", str(demo_copy), "--kind", "report", "--json"]) == 0

@@ -221,7 +221,8 @@ def cmd_runs(args: argparse.Namespace) -> Result:
     rows = [{k: r.get(k) for k in ("id", "kind", "method", "status", "device", "started", "duration_s", "error")}
             | {"chosen": run_choice(r).method_text() if r.get("kind") == "train" else r.get("method"),
                "models": pairs.models(r), "metrics": _run_metrics(r.get("metrics") or {}),
-               "criterion": criterion(r.get("metrics") or {}), "stale": r["stale"]}
+               "criterion": criterion(r.get("metrics") or {}), "stale": r["stale"],
+               "validation": _validation(r.get("metrics") or {})}
             for r in runs]
     text = "\n".join(
         f"#{r['id']:<4} {r['kind']:<7} {str(r['chosen']):<11} {r['status']:<11} "
@@ -296,6 +297,16 @@ def _outcome_words(run: dict[str, Any]) -> str:
                     if metrics.get("embedded") is not None else "")
         return f"{metrics.get('count')} items -> vector set {metrics['vector_set']}{embedded}"
     return ""
+
+
+VALIDATION = ("val_metric", "val_metric_name", "val_protocol", "best_epoch", "epochs_run", "reason")
+
+
+def _validation(metrics: dict[str, Any]) -> dict[str, Any] | None:
+    """A training run's validation as its record keeps it (the score the choice compared, where it was measured,
+    the epoch kept and why), for ``runs --json``; None for other runs."""
+    found = {k: metrics[k] for k in VALIDATION if k in metrics}
+    return found or None
 
 
 def _run_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
