@@ -44,11 +44,14 @@ def test_the_output_is_marked_as_a_migration_marks_it_and_is_not_mapped_twice(up
     assert marker.startswith("v3@bundle:")
     assert _spaces(out) == {marker: len(v1)}  # the value the migration writes, on every row
     stored = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
-    for again in (lambda: transform_gallery(upgrade["bundle"], f"parquet://{out}", f"parquet://{tmp_path / 'twice'}"),
-                  lambda: migrate_store(upgrade["bundle"], f"parquet://{out}", f"parquet://{tmp_path / 'twice-m'}")):
+    for again, advice in (
+            (lambda: transform_gallery(upgrade["bundle"], f"parquet://{out}", f"parquet://{tmp_path / 'twice'}"),
+             "transform the dataset of v1 vectors they came from"),
+            (lambda: migrate_store(upgrade["bundle"], f"parquet://{out}", f"parquet://{tmp_path / 'twice-m'}"),
+             "migrate the collection of v1 vectors they came from")):
         with pytest.raises((InputError, VectorStoreError), match=rf"{len(v1)} points are already in v3 \(field "
                                                                  rf"'{SPACE_FIELD}' = '{marker}'\); this bundle would "
-                                                                 "transform them a second time"):
+                                                                 f"transform them a second time: {advice}"):
             again()
     assert not (tmp_path / "twice").exists() and not (tmp_path / "twice-m").exists()
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == stored

@@ -35,9 +35,11 @@ def check_source_spaces(source: Connector, transform: StoreTransform) -> str | N
     return check_space_counts(source.space_counts(), source.describe(), transform)
 
 
-def check_space_counts(counts: dict[str, int], where: str, transform: StoreTransform) -> str | None:
+def check_space_counts(counts: dict[str, int], where: str, transform: StoreTransform, verb: str = "migrate",
+                       noun: str = "collection") -> str | None:
     """:func:`check_source_spaces` on the points per space value (``''`` unmarked) of the data ``where`` names
-    (a store, or the dataset a transform reads)."""
+    (a store, or the dataset a transform reads: ``verb`` and ``noun`` then word the advice as 'transform a
+    dataset')."""
     mapping = f"this bundle maps {transform.old_space} to {transform.new_space}"
     made: dict[str, int] = {}
     for value, n in sorted(counts.items()):
@@ -49,8 +51,8 @@ def check_space_counts(counts: dict[str, int], where: str, transform: StoreTrans
         if transform.new_version(version) and transform.old_version(version) and not ours:
             raise VectorStoreError(f"{where}: {n} points say {value!r} (field '{SPACE_FIELD}'), and "
                                    f"{version!r} names both this bundle's new model and an earlier name of its old "
-                                   f"model ({mapping}), so which space they are in cannot be told; migrate a "
-                                   "collection that is not marked so, or rename one of the models")
+                                   f"model ({mapping}), so which space they are in cannot be told; {verb} a "
+                                   f"{noun} that is not marked so, or rename one of the models")
         if transform.old_version(version) and not ours:
             if marker:
                 made[value] = n
@@ -58,15 +60,15 @@ def check_space_counts(counts: dict[str, int], where: str, transform: StoreTrans
         if transform.new_version(version) or ours:
             raise VectorStoreError(f"{where}: {n} points are already in {transform.new_space} (field "
                                    f"'{SPACE_FIELD}' = {value!r}); this bundle would transform them a second time: "
-                                   f"migrate the collection of {transform.old_space} vectors they came from")
+                                   f"{verb} the {noun} of {transform.old_space} vectors they came from")
         if marker:
             raise VectorStoreError(f"{where}: {n} points are in {version} (field '{SPACE_FIELD}' = "
                                    f"{value!r}, transformed there by another bundle), but {mapping}: it would read "
-                                   f"them as {transform.old_space} vectors; migrate them with a bundle whose old "
+                                   f"them as {transform.old_space} vectors; {verb} them with a bundle whose old "
                                    f"model is {version} (or a chain starting there)")
         raise VectorStoreError(f"{where}: the field '{SPACE_FIELD}' holds {value!r} ({n} points), which "
                                f"is not an Embridge space marker of {transform.old_space}: vectors of another model "
-                               f"version, or a field Embridge did not write, and {mapping}; migrate a collection of "
+                               f"version, or a field Embridge did not write, and {mapping}; {verb} a {noun} of "
                                f"{transform.old_space} points (or unmarked ones), or use a bundle whose old model is "
                                f"{version}")
     if not made:

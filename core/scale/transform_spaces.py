@@ -46,7 +46,7 @@ def check_input_spaces(partitions: list[Partition], spaces: StoreTransform, wher
                 counts["" if value is None else str(value)] += int(entry["counts"])
         else:  # a list or struct: no Arrow kernel counts it; its values read as a store's would (str)
             counts.update("" if value is None else str(value) for value in column.to_pylist())
-    return check_space_counts(dict(counts), where, spaces) if counts else None
+    return check_space_counts(dict(counts), where, spaces, "transform", "dataset") if counts else None
 
 
 def _countable(kind: Any) -> bool:
