@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from embridge.core.evaluation.headline import BACKFILL_AREA, METRIC_NOISE, weighed
+from embridge.core.evaluation.headline import BACKFILL_AREA, exceeds, weighed
 from embridge.core.formatting import format_share
 from embridge.core.report.report_record import CASCADE_CURVES
 from embridge.core.run_record import SAMPLE_NUMBERS, RunRecord, other_cells_note, stated_protocol
@@ -278,7 +278,7 @@ def _failure(values: dict[str, Any], kind: str = "") -> tuple[str, str, str] | N
         return None
     numbers = (f": upgraded {name} {up:.3f} is not above old/old {old:.3f}"
                if isinstance(up, int | float) and isinstance(old, int | float) else "")
-    worse = ("finds no more than today's system does" if numbers and old - up < METRIC_NOISE
+    worse = ("finds no more than today's system does" if numbers and not exceeds(old, up)
              else "makes search worse than today")
     advice = f"Consider {bridge_alternatives(kind, short=True)} instead (the plan, `embridge plan` or the Plan page, weighs the backfills)"
     if w.new_better is False:

@@ -14,18 +14,17 @@ from typing import Any
 import numpy as np
 
 from embridge.core.errors import InputError
-from embridge.core.evaluation.headline import METRIC_NOISE
+from embridge.core.evaluation.headline import METRIC_NOISE, exceeds
 from embridge.core.evaluation.metrics import CellMetrics, bootstrap_ci
 from embridge.core.l2 import l2_normalize
 
-_EPS = METRIC_NOISE  # metric differences below this are float noise, as the verdicts' 'equal' reads them
 NOT_BETTER = "the new model is not better than the old one on this metric here"
 
 
 def criterion(upgraded: float, old_old: float) -> bool:
     """BCT's empirical compatibility criterion for one metric: M(upgraded) > M(old, old), by more than float
     noise (two equal means can differ in their last bit by the order they were summed in)."""
-    return bool(upgraded - old_old >= _EPS)
+    return exceeds(upgraded, old_old)
 
 
 def gain_retained(upgraded: float, old_old: float, new_new: float) -> float | None:
@@ -35,11 +34,11 @@ def gain_retained(upgraded: float, old_old: float, new_new: float) -> float | No
     if upgraded is None or old_old is None or new_new is None:
         return None
     denom = new_new - old_old
-    if not np.isfinite(denom) or denom < _EPS or not np.isfinite(upgraded):
+    if not np.isfinite(denom) or denom < METRIC_NOISE or not np.isfinite(upgraded):
         return None
     kept = upgraded - old_old
     # two means that differ only by their summation order (2e-16 apart) are equal: no gain either way
-    return 0.0 if abs(kept) < _EPS else float(kept / denom)
+    return 0.0 if abs(kept) < METRIC_NOISE else float(kept / denom)
 
 
 IMPROVEMENT_BOOT, IMPROVEMENT_LEVEL = 1000, 0.95  # fixed, so training and every report state the same interval
@@ -63,12 +62,12 @@ def gain_note(old_old: float | None, new_new: float | None) -> str | None:
     """:data:`NOT_BETTER` when gain retained is undefined because new/new is not above old/old."""
     if old_old is None or new_new is None or not np.isfinite(new_new - old_old):
         return None
-    return NOT_BETTER if new_new - old_old < _EPS else None
+    return NOT_BETTER if new_new - old_old < METRIC_NOISE else None
 
 
 def arr(recall_upgraded: float, recall_new_new: float) -> float | None:
     """Drift-Adapter's ARR = recall@k(upgraded) / recall@k(new, new); None when the latter is 0."""
-    if not np.isfinite(recall_new_new) or recall_new_new < _EPS:
+    if not np.isfinite(recall_new_new) or recall_new_new < METRIC_NOISE:
         return None
     return float(recall_upgraded / recall_new_new)
 
@@ -115,7 +114,7 @@ def matrix_scores(matrix: Any) -> dict[str, float | int]:
     if not np.isfinite(c[lower]).all():
         raise InputError("compatibility matrix", "entries on or below the diagonal must be finite")
     below = np.tril_indices(t, k=-1)
-    wins = c[below] - np.diag(c)[below[1]] >= _EPS  # the criterion's margin, as criterion() tests it
+    wins = c[below] - np.diag(c)[below[1]] >= METRIC_NOISE  # the criterion's margin, as criterion() tests it
     return {"versions": t, "ac": float(2.0 * wins.sum() / (t * (t - 1))), "am": float(c[lower].mean())}
 
 

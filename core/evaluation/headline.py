@@ -23,6 +23,13 @@ JUDGED_METRICS = ("ndcg@10", "mrr@10")  # present when relevance comes from judg
 METRIC_LABELS = {"top1": "top-1", "ndcg@10": "nDCG@10", "mrr@10": "MRR@10"}  # as sentences name them
 
 
+def exceeds(value: float, floor: float) -> bool:
+    """Whether metric ``value`` is above ``floor`` by more than float noise (:data:`METRIC_NOISE`): two equal means
+    summed in another order differ in their last bit. The compatibility criterion, "the new model is better" and
+    "worse than today" all ask this."""
+    return bool(value - floor >= METRIC_NOISE)
+
+
 def metric_label(metric: str) -> str:
     """'top-1', 'nDCG@10', ... for a metric key (the key itself when it has no label)."""
     return METRIC_LABELS.get(metric, metric)
@@ -101,7 +108,7 @@ class Weighed:
         floor = self.new_floor
         if not isinstance(self.ceiling, int | float) or not isinstance(floor, int | float):
             return None
-        return float(self.ceiling) - float(floor) >= METRIC_NOISE  # the criterion's margin: noise is no gain
+        return exceeds(float(self.ceiling), float(floor))
 
 
 def decides_on_ndcg(values: Mapping[str, Any]) -> bool:

@@ -14,7 +14,7 @@ import numpy as np
 from embridge.core.adapters.registry import METHODS
 from embridge.core.cascade_rerank import reranks_by_new_vectors
 from embridge.core.evaluation.compat import NOT_BETTER, arr, compare, criterion, gain_retained
-from embridge.core.evaluation.headline import METRIC_NOISE, metric_label, noise_words, weighed
+from embridge.core.evaluation.headline import exceeds, metric_label, noise_words, weighed
 from embridge.core.evaluation.headline import headline_metrics as plan_headline_metrics
 from embridge.core.evaluation.metrics import bootstrap_ci, bootstrap_statistic_ci, per_label
 from embridge.core.evaluation.scoring import EvalResult
@@ -243,7 +243,7 @@ def verdicts(head: dict[str, Any], upgraded: str, ceiling: str, kind: str, relev
                          "part or all of the gallery buys.")
     else:
         instead = bridge_alternatives(kind)
-        worse = ("makes search worse than today" if oo - up >= METRIC_NOISE else
+        worse = ("makes search worse than today" if exceeds(oo, up) else
                  "finds no more than today's system does")
         advice = (f"Bridging alone is not enough here: consider {instead}." if better else
                   "With the new model itself no better, stay on the old model.")
