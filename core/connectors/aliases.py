@@ -24,9 +24,8 @@ from embridge.core.connectors.check import (
     unfinished_migration,
 )
 from embridge.core.connectors.connector import Connector, StoreURI, VectorStoreError
-from embridge.core.connectors.targets import check_alias, named_alias
+from embridge.core.connectors.targets import alias_form, check_alias, named_alias
 from embridge.core.errors import InputError
-from embridge.core.paths import check_name
 
 
 def switch_alias(store: Connector, alias: str, target: str) -> str | None:
@@ -55,11 +54,10 @@ def rollback_store(uri: str, alias: str | None = None) -> dict[str, Any]:
 
 def _rollback(uri: str, alias: str | None) -> dict[str, Any]:
     # the alias named and of a valid form before the store is opened (opening a LanceDB one makes its folder)
-    given = alias
-    alias = named_alias(alias, StoreURI.parse(uri, "--to"), "--to")
-    if not alias:
+    named = named_alias(alias, StoreURI.parse(uri, "--to"), "--to")
+    if not named:
         raise InputError("--alias", "name the alias to switch back (--alias NAME, or &alias=NAME in --to)")
-    check_name(alias, "--alias" if given else "--to")
+    alias = alias_form(named, alias)
     store = open_store(uri, "--to")
     try:
         check_alias(store, alias, store.collection)

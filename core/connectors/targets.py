@@ -152,8 +152,13 @@ def alias_to_switch(alias: str | None, uri: str | StoreURI, switch: bool) -> str
         option, what, part = ("--alias", f"'{named}'", "--alias") if alias else ("--to", f"?alias={named}", "?alias=")
         raise UsageError(option, f"{what} is the alias a switch moves, and has no effect without --switch: give "
                          f"that too (it moves the alias once the new collection is verified), or leave {part} out")
-    # its form, before opening a store makes its folder; named by where it was given (--alias, or ?alias= in --to)
-    return check_name(named, "--alias" if alias else "--to") if named else named
+    return alias_form(named, alias) if named else named  # before opening a store makes its folder
+
+
+def alias_form(named: str, given: str | None) -> str:
+    """``named`` checked as a name (it becomes a link or object name), refused naming where it was given: ``--alias``
+    (``given``), or ``?alias=`` in ``--to``."""
+    return check_name(named, "--alias" if given else "--to")
 
 
 def writable_target_alias(target: Connector, alias: str | None) -> str | None:
