@@ -32,8 +32,8 @@ from embridge.core.paths import check_folder_target, check_output
 from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
 from embridge.core.scale.engine import check_engine
 from embridge.core.scale.item_checks import missing_columns
-from embridge.core.scale.layer import layer_fingerprint, loaded_layer
-from embridge.core.scale.output_folder import partition_stamps, prepare_target, take_back
+from embridge.core.scale.layer import loaded_layer
+from embridge.core.scale.output_folder import MARKS_KEY, partition_stamps, prepare_target, take_back
 from embridge.core.scale.partitions import (
     Partition,
     SourceDataset,
@@ -301,9 +301,9 @@ def transform_gallery(bundle: str | Path, source: str, target: str, *, engine: s
     _check_schemas(src, id_col, vec_col, one_schema=output == "lance", layer_in=(bundle_path.name, layer.in_dim))
     _check_ids(src, id_col)
     marker = output_marker(spaces)
-    state = {"layer_sha256": layer_fingerprint(bundle_path), "source": str(src.root.resolve()),
+    state = {"layer_sha256": spaces.adapter_sha256, "source": str(src.root.resolve()),
              "inputs": partition_stamps(src), "id": id_col, "vector": vec_col,
-             "marks": SPACE_FIELD}  # outputs of a version that wrote no embridge_space are another job's
+             MARKS_KEY: SPACE_FIELD}  # outputs of a version that wrote no embridge_space are another job's
     if src.kind != "parquet":
         state["source_version"] = src.version
     if output == "lance":

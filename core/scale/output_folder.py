@@ -21,10 +21,11 @@ from embridge.core.paths import remove_no_follow
 from embridge.core.scale.partitions import SourceDataset
 
 STATE_FILE = "_embridge_transform.json"
+MARKS_KEY = "marks"  # in a job's state: its output rows say their space (an earlier version's did not)
 _INPUT_KEYS = ("inputs", "partitions")  # "partitions": the name list older markers kept
 _WHAT = {"layer_sha256": "layer", "bundle_sha256": "bundle (an older Embridge's marker)", "source": "source folder", "source_version": "source version",
          "id": "id column", "vector": "vector column", "output": "output kind",
-         "marks": "Embridge version (its output rows carry no embridge_space)"}
+         MARKS_KEY: "Embridge version (its output rows carry no embridge_space)"}
 
 
 def partition_stamps(source: SourceDataset) -> dict[str, list[int] | None]:
@@ -101,6 +102,14 @@ def read_marker(marker: Path) -> Any:
         return json.loads(marker.read_text())
     except (OSError, ValueError) as exc:
         raise InputError(marker, f"unreadable job marker ({exc}); choose a new folder") from exc
+
+
+def begun_unmarked(folder: Path) -> bool:
+    """Whether an output ``folder`` holds a job an earlier version began, whose rows carry no space marker (or a
+    marker that is no job at all): :func:`prepare_target` refuses to resume it as another job's."""
+    marker = folder / STATE_FILE
+    before = read_marker(marker) if marker.exists() else None
+    return before is not None and (not isinstance(before, dict) or MARKS_KEY not in before)
 
 
 def write_marker(marker: Path, state: dict[str, Any]) -> None:

@@ -158,11 +158,9 @@ def _drop_unmarked_staging(staging: Path) -> None:
     """Staging an earlier version began records no space marker, which a transform now refuses to resume as
     another job's: it is only this job's intermediate files, so it is transformed again (the points already
     loaded stay, and are not loaded twice)."""
-    from embridge.core.scale.output_folder import STATE_FILE, read_marker
+    from embridge.core.scale.output_folder import begun_unmarked
 
-    marker = staging / STATE_FILE
-    before = read_marker(marker) if marker.exists() else None
-    if before is not None and (not isinstance(before, dict) or "marks" not in before):
+    if begun_unmarked(staging):
         shutil.rmtree(staging, ignore_errors=True)
 
 
