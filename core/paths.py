@@ -159,8 +159,9 @@ def check_name(name: object, what: str = "model name") -> str:
     text = name if isinstance(name, str) else ""
     if (not _NAME.fullmatch(text) or text.endswith(".") or ".." in text
             or text.split(".")[0].lower() in _WINDOWS_RESERVED):
-        raise (UsageError if what.startswith("--") else InputError)(f"{what} {name!r}", "use 1 to 64 letters, digits, '.', '_' or '-', starting with a letter "
-                         "or digit (it becomes a file name, so no '/', '\\', '..' or spaces)")
+        refuse = UsageError if what.startswith("--") else InputError
+        raise refuse(f"{what} {name!r}", "use 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit "
+                     "(it becomes a file name, so no '/', '\\', '..' or spaces)")
     return text
 
 

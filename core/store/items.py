@@ -49,20 +49,20 @@ def check_split(split: object, source: str | Path | None = "--split") -> str | N
     shown = repr(split)  # escapes newlines and terminal escapes, so the one-line error stays one line
     if not split.strip():
         raise refuse(source, f"the split name {shown} is blank; name a split (such as "
-                              f"'{GALLERY_SPLIT}' or '{QUERY_SPLIT}') or leave the split out")
+                     f"'{GALLERY_SPLIT}' or '{QUERY_SPLIT}') or leave the split out")
     bad = bad_char(split)
     if bad:
         raise refuse(source, f"the split name {shown} holds the {bad}; split names are one line of "
-                              "printable text")
+                     "printable text")
     if split != split.strip():
         raise refuse(source, f"the split name {shown} has spaces at its start or end; "
-                              f"write {split.strip()!r}")
+                     f"write {split.strip()!r}")
     for reserved in (QUERY_SPLIT, GALLERY_SPLIT):
         if split != reserved and split.casefold() == reserved:
             role = "queries" if reserved == QUERY_SPLIT else "documents"
             raise refuse(source, f"the split name {shown} differs from '{reserved}' only in case; "
-                                  f"write '{reserved}' for {role} (split names are compared exactly, and only "
-                                  f"'{QUERY_SPLIT}' makes items queries)")
+                         f"write '{reserved}' for {role} (split names are compared exactly, and only "
+                         f"'{QUERY_SPLIT}' makes items queries)")
     return split
 
 
