@@ -83,11 +83,12 @@ def check_device_option(device: str | None, option: str = "--device") -> None:
         raise UsageError(option, f"unknown device '{device}': use auto, cpu, cuda, cuda:N or mps") from None
 
 
-def _finish_quietly(ws: Any, run_id: int, status: str, error: str, record: dict[str, Any]) -> None:
+def _finish_quietly(ws: Any, run_id: int, status: str, error: str, record: dict[str, Any], began: float) -> None:
     """Record how a run ended without hiding why: if even that write fails (a full disk), the run
     stays 'running' and reads as interrupted once this process is gone."""
     try:
-        ws.finish_run(run_id, status, error=error, metrics=record.get("metrics"))
+        ws.finish_run(run_id, status, error=error, metrics=record.get("metrics"),
+                      duration_s=round(time.perf_counter() - began, 3))
     except EmbridgeError:
         pass
 
@@ -132,10 +133,10 @@ def _recorded(ws: Any, kind: str, method: str | None, config: dict | None) -> It
     try:
         yield record
     except Cancelled as exc:
-        _finish_quietly(ws, run_id, "cancelled", str(exc), record)
+        _finish_quietly(ws, run_id, "cancelled", str(exc), record, began)
         raise
     except KeyboardInterrupt as exc:  # Ctrl-C (SIGINT) is the user stopping the job, as the app's Cancel is
-        _finish_quietly(ws, run_id, "cancelled", TERMINATED_RUN if str(exc) == TERMINATED else INTERRUPTED, record)
+        _finish_quietly(ws, run_id, "cancelled", TERMINATED_RUN if str(exc) == TERMINATED else INTERRUPTED, record, began)
         raise
     except OSError as exc:  # a full disk or an unwritable folder: a user-facing error naming the file
         from pathlib import Path
@@ -143,10 +144,10 @@ def _recorded(ws: Any, kind: str, method: str | None, config: dict | None) -> It
         from embridge.core.store.files import disk_error
 
         error = disk_error(exc, Path(exc.filename or ws.root), f"finish the {kind} run")
-        _finish_quietly(ws, run_id, "failed", str(error), record)
+        _finish_quietly(ws, run_id, "failed", str(error), record, began)
         raise error from exc
     except BaseException as exc:
-        _finish_quietly(ws, run_id, "failed", f"{exc}" or type(exc).__name__, record)
+        _finish_quietly(ws, run_id, "failed", f"{exc}" or type(exc).__name__, record, began)
         raise
     if not record.completed:
         record.complete()

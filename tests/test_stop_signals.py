@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from embridge.core.errors import Cancelled
 from embridge.core.jobs import recorded_run
 from embridge.core.store import Workspace
 
@@ -51,5 +52,21 @@ def test_ctrl_c_before_the_result_commit_cancels_and_stores_nothing(tmp_path: Pa
         with pytest.raises(KeyboardInterrupt):  # outside a job nothing is held back
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(0.2)
+    finally:
+        ws.close()
+
+
+@pytest.mark.parametrize("raised", [Cancelled("stopped by the user"), RuntimeError("boom")])
+def test_a_run_that_ends_early_records_its_duration_to_the_millisecond(tmp_path: Path, raised: Exception) -> None:
+    """A cancelled or failed run's duration was the difference of two whole-second timestamps."""
+    ws, _ = _workspace(tmp_path / "ws")
+    try:
+        with pytest.raises(type(raised)):
+            with recorded_run(ws, "embed", "m"):
+                time.sleep(0.25)
+                raise raised
+        (run,) = ws.runs("embed")
+        assert run["status"] in ("cancelled", "failed") and 0.25 <= run["duration_s"] < 5.0
+        assert run["duration_s"] != round(run["duration_s"])
     finally:
         ws.close()

@@ -36,6 +36,16 @@ def test_a_spent_budget_skips_every_later_candidate_with_the_reason(data: PairDa
     assert budget["spent_s"] >= budget["candidates_s"] == pytest.approx(ran["duration_s"], abs=1e-3)
 
 
+def test_the_candidate_table_keeps_the_run_order_whatever_the_reason_a_row_was_skipped(data: PairData) -> None:
+    """Rows skipped because the data has no labels were listed before rows the budget skipped later."""
+    unlabelled = PairData(data.old_train, data.new_train, data.old_val, data.new_val)
+    result = fit_adapter("auto", unlabelled, {"candidates": ["bct", "mlp", "procrustes"], "time_budget": 1e-6,
+                                              "device": "cpu"})
+    assert [(c["kind"], c["status"]) for c in result.candidates] == [
+        ("procrustes", "completed"), ("mlp", "skipped"), ("bct", "skipped")]
+    assert result.candidates[1]["reason"].startswith("time budget") and result.candidates[2]["reason"] == "needs labels"
+
+
 def test_a_training_candidate_stops_at_an_epochs_end_in_its_best_state(data: PairData) -> None:
     """Tolerance: the budget is checked after each validated epoch, so the run ends within one epoch of it."""
     settings = {"candidates": ["mlp"], "epochs": 400, "patience": 400, "hidden": 64, "time_budget": 0.5,

@@ -106,6 +106,11 @@ def _fit_candidate(fit_one: Callable[..., FitResult], kind: str, *args: Any) -> 
                          duration_s=time.perf_counter() - start)
 
 
+def cancelled_in(results: list[FitResult]) -> bool:
+    """Whether the user stopped one of these candidates (the run then starts no other)."""
+    return any(r.status == "cancelled" for r in results)
+
+
 def _warm_optimiser() -> None:
     """Build one optimiser before any candidate's clock starts: torch imports its compiler stack on the first
     AdamW (about 1 s), which was charged to the first trainable candidate's recorded time and budget."""
@@ -132,15 +137,21 @@ def fit_auto(
     layers = [c for c in wanted if c not in BRIDGES]
     bridges = [c for c in wanted if c in BRIDGES]
     runnable = [c for c in layers if data.has_labels or not METHODS[c].needs_labels]
-    skipped = [_skipped(c, "needs labels") for c in layers if c not in runnable]
     results: list[FitResult] = []
+    table: list[dict[str, Any]] = []  # every candidate's row, in the order the run took them
     steps = len(runnable) + len(bridges)
-    for i, cand in enumerate(runnable):
+    for cand in layers:
+        if cand not in runnable:
+            table.append(_skipped(cand, "needs labels"))
+            continue
+        if cancelled_in(results):
+            continue
+        i = runnable.index(cand)
         if results and budget.over():
-            skipped.append(budget.skip(cand))
+            table.append(budget.skip(cand))
             continue
         if (reason := _ceiling_reason(results)) is not None:
-            skipped.append(_skipped(cand, reason))
+            table.append(_skipped(cand, reason))
             continue
         keys = allowed_settings(cand)
         cfg = {k: v for k, v in user.items() if k in keys}
@@ -150,11 +161,9 @@ def fit_auto(
             progress(i * UNITS + share, steps * UNITS, {**info, "candidate": cand})
 
         results.append(_fit_candidate(fit_one, cand, data, cfg, sub, stop, budget.over))
-        if results[-1].status == "cancelled":
-            break
-    cancelled = any(r.status == "cancelled" for r in results)
+        table.append(_row(results[-1]))
+    cancelled = cancelled_in(results)
     usable = [r for r in results if r.status != "failed" and r.best_val_metric is not None]
-    table = [_row(r) for r in results] + skipped
     if not cancelled:
         for j, bridge in enumerate(bridges):
             if budget.over():
