@@ -37,7 +37,7 @@ from embridge.core.errors import EmbridgeError, first_line
 
 log = logging.getLogger("embridge.app")
 WATCH_MS = 1500  # how often the workspace database is checked for changes made outside the app
-MIN_SIZE = QSize(1024, 700)  # every page fits (the screenshots show it); smaller would clip forms
+MIN_SIZE = QSize(1024, 700)  # no page clips a form at this size (wide tables scroll); smaller would
 JOBS_WIDTH = 270  # the jobs dock's width at start and its floor after a restore
 
 

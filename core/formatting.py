@@ -7,7 +7,9 @@ from typing import Any
 
 
 def format_seconds(seconds: float) -> str:
-    """'4.2 s', '3 min 05 s' or '1 h 02 min': short enough for a status line."""
+    """'4.2 s', '40 ms', '3 min 05 s' or '1 h 02 min': short enough for a status line."""
+    if seconds < 0.1:
+        return _short(seconds)
     if seconds < 60:
         return f"{seconds:.1f} s"
     minutes, secs = divmod(int(round(seconds)), 60)
@@ -15,6 +17,13 @@ def format_seconds(seconds: float) -> str:
         return f"{minutes} min {secs:02d} s"
     hours, minutes = divmod(minutes, 60)
     return f"{hours} h {minutes:02d} min"
+
+
+def _short(seconds: float) -> str:
+    """Under a tenth of a second in milliseconds: '0.0 s' read as free (a re-embedding of 40 ms)."""
+    if seconds <= 0:
+        return "0 s"
+    return f"{seconds * 1000:.0f} ms" if seconds >= 0.0005 else "under 1 ms"
 
 
 def format_bytes(count: float) -> str:
@@ -50,6 +59,8 @@ def format_duration(seconds: float | None) -> str:
     """An estimate in words for sentences: 'about 4.2 s', 'about 12 min', 'about 3.5 h'."""
     if seconds is None:
         return "an unmeasured time"
+    if seconds < 0.1:
+        return f"about {_short(seconds)}"
     if seconds < 120:
         return f"about {seconds:.1f} s"
     return f"about {seconds / 60:.0f} min" if seconds < 7200 else f"about {seconds / 3600:.1f} h"

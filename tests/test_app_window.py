@@ -140,6 +140,28 @@ def test_pages_without_a_workspace_say_how_to_open_one(qtbot: QtBot, window: Mai
     assert window.show_page("workspace").body.isVisible()
 
 
+def test_remove_from_list_is_offered_only_for_a_selected_workspace(qtbot: QtBot, window: MainWindow,
+                                                                    tmp_path: Path) -> None:
+    """The button stayed enabled with nothing listed or selected, and its click did nothing."""
+    page = window.show_page("workspace")
+    for name in ("a", "b"):
+        window.ctx.settings.remove_recent(str((tmp_path / name).resolve()))
+    page.refresh()
+    listed = page.recent.count()
+    assert not page.forget_button.isEnabled()
+    for name in ("a", "b"):
+        window.ctx.settings.add_recent(tmp_path / name)
+    page.refresh()
+    assert page.recent.count() == listed + 2 and not page.forget_button.isEnabled()
+    assert page.forget_button.toolTip() == "Select a workspace in the list first."
+    page.recent.item(0).setSelected(True)
+    assert page.forget_button.isEnabled()
+    gone = page.recent.item(0).text()
+    page.forget_button.click()
+    assert gone not in window.ctx.settings.recent_workspaces and page.recent.count() == listed + 1
+    assert not page.forget_button.isEnabled()
+
+
 def test_recent_workspaces_live_in_a_readable_json_file(tmp_path: Path) -> None:
     settings = Settings(tmp_path / "settings.json")
     for name in ("a", "b", "a"):

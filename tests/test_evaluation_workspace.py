@@ -287,7 +287,8 @@ def test_a_judged_report_measures_backfill_curves_that_end_at_the_full_backfill_
     assert report.backfill["best_policy"] == max(policies, key=lambda p: policies[p]["areas"]["ndcg@10"])
     assert "Best policy by area under the nDCG@10 curve" in section and "area nDCG@10" in section
     (ax,) = report_figures(report)["backfill"].axes
-    assert ax.get_ylabel() == "nDCG@10" and ax.get_title() == "Partial backfill: nDCG@10"
+    assert ax.get_ylabel() == "nDCG@10"
+    assert ax.get_title() == "Partial backfill: nDCG@10\non the evaluation sample (400 items)"  # not the gallery's 800
     first = policies["random"]["values"]["ndcg@10"]
     assert list(ax.get_lines()[0].get_ydata()) == pytest.approx(first)
     from embridge.core.cli.report_cmds import _report_text  # the command line names the area's metric too
@@ -296,6 +297,25 @@ def test_a_judged_report_measures_backfill_curves_that_end_at_the_full_backfill_
     area = policies["random"]["areas"]["ndcg@10"]
     assert f"partial backfill (random): area under the nDCG@10 curve {area:.3f}, area under the top-1 curve" in text
     assert f"best policy by area under the nDCG@10 curve (on the evaluation sample): {report.backfill['best_policy']}" in text
+
+
+def test_the_cells_figure_shows_the_judged_metrics_and_names_the_sample_new_new_searched(
+        judged: dict[str, Any]) -> None:
+    """Its bars had top-1, top-5, recall@10 and mAP only, and new/new's bar on the 400-item sample beside bars
+    on the 800-item gallery, under the same kind of name."""
+    from embridge.core.report.report_export import report_figures
+
+    report = judged["report"]
+    (ax,) = report_figures(report)["cells"].axes
+    ticks = [t.get_text() for t in ax.get_xticklabels()]
+    assert ticks[-2:] == ["nDCG@10", "MRR@10"] and ticks[0] == "top-1"
+    names = [t.get_text() for t in report_figures(report)["cells"].legends[0].get_texts()]
+    assert names == ["old/old", "new/new (on the sample, 400 items)", "new→old"]
+    from matplotlib.container import BarContainer
+
+    bars = [c for c in ax.containers if isinstance(c, BarContainer)][2]  # new→old's, the report's own values
+    ndcg = bars[ticks.index("nDCG@10")].get_height()
+    assert ndcg == pytest.approx(report.cells["new→old"]["metrics"]["ndcg@10"])
 
 
 def test_every_number_of_a_judged_report_is_one_a_release_gate_accepts(judged: dict[str, Any]) -> None:

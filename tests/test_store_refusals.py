@@ -99,7 +99,8 @@ def test_a_refused_store_import_stores_nothing(upgrade: dict, tmp_path: Path,
 def test_store_ids_and_fields_are_held_to_the_importers_rules(upgrade: dict, tmp_path: Path,
                                                              capsys: pytest.CaptureFixture[str]) -> None:
     """An id another importer would store differently (NFD, a byte-order mark, a control character),
-    a label that is an object and a text field that is not text are refused with one line; nothing is stored."""
+    a label that is an object and a text field that is not text or holds a NUL (which a JSONL import refuses) are
+    refused with one line; nothing is stored."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -112,7 +113,8 @@ def test_store_ids_and_fields_are_held_to_the_importers_rules(upgrade: dict, tmp
         one_line(code, err, uri, repr(odd) if name != "control" else "control character")
         assert snapshot(ws) == before
     for name, column, value, needle in (("label", "label", pa.array([{"a": 1}] * 3), "a label must be text"),
-                                        ("text", "body", pa.array([[1, 2]] * 3), "not text")):
+                                        ("text", "body", pa.array([[1, 2]] * 3), "not text"),
+                                        ("nul", "body", pa.array(["a\x00b"] * 3), "control character U+0000")):
         folder = tmp_path / "pq" / f"field-{name}"
         folder.mkdir(parents=True)
         flat = pa.array(v1[:3].astype(np.float32).ravel())
@@ -124,6 +126,25 @@ def test_store_ids_and_fields_are_held_to_the_importers_rules(upgrade: dict, tmp
                            "--model", "vf" + name, option, column)
         one_line(code, err, "'a'", option, needle)
         assert snapshot(ws) == before
+
+
+@pytest.mark.parametrize("option", ["--label-field", "--text-field"])
+def test_a_field_asked_of_a_faiss_index_is_refused_before_anything_is_stored(
+        upgrade: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str], option: str) -> None:
+    """An index holds no fields: the import stored every item, then took them back, leaving the database file
+    with free pages (its content as before, its bytes not)."""
+    import faiss
+
+    v1 = upgrade["vectors"]["v1"][:50].astype(np.float32)
+    index = faiss.IndexFlatIP(v1.shape[1])
+    index.add(v1)
+    faiss.write_index(index, str(tmp_path / "x.faiss"))
+    ws = fresh_workspace(tmp_path / "ws", capsys)
+    before = {p: p.read_bytes() for p in ws.rglob("*") if p.is_file()}
+    code, _, err = cli(capsys, "import", "--workspace", str(ws), "--from", f"faiss://{tmp_path / 'x.faiss'}",
+                       option, "label")
+    one_line(code, err, "holds vectors only, no fields", f"{option} names nothing")
+    assert {p: p.read_bytes() for p in ws.rglob("*") if p.is_file()} == before
 
 
 def test_store_vectors_are_not_attached_to_a_model_that_embeds_raw_inputs(

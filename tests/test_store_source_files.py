@@ -199,3 +199,20 @@ def test_a_float64_value_beyond_the_float32_range_is_named(upgrade: dict, tmp_pa
     assert "NaN" not in line and "RuntimeWarning" not in err
     assert not [w for w in caught if issubclass(w.category, RuntimeWarning)], [str(w.message) for w in caught]
     assert tree_snapshot(root) == before and workspace_state(ws) == ws_before
+
+
+def test_a_float64_row_too_small_for_float32_is_named_not_called_all_zero(upgrade: dict, tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """A row of 1e-50s rounds to zeros in float32: it was refused as 'an all-zero vector', which it is not."""
+    import pyarrow as pa
+
+    vectors = upgrade["vectors"]["v1"][:30].astype(np.float64)
+    vectors[7] = 1e-50
+    folder = tmp_path / "pq" / "tiny"
+    folder.mkdir(parents=True)
+    write_part(folder / "part-0.parquet", range(30), vectors, pa.float64())
+    ws = new_workspace(capsys, tmp_path / "ws")
+    ws_before = workspace_state(ws)
+    code, _, err = cli(capsys, "import", "--workspace", str(ws), "--from", f"parquet://{folder}", "--model", "m")
+    line = one_line(code, err, "row 7: point 7 holds values of at most 1e-50, too small for float32")
+    assert "all-zero" not in line and workspace_state(ws) == ws_before

@@ -22,7 +22,7 @@ from PySide6.QtWidgets import (
 from embridge.app import dialogs
 from embridge.app.context import AppContext
 from embridge.app.pages.page import Page, fill_table, make_table
-from embridge.app.pages.why_disabled import BUILDING_DEMO, VERIFYING, JobButton
+from embridge.app.pages.why_disabled import BUILDING_DEMO, VERIFYING, JobButton, enable
 from embridge.core.overview import overview_text, workspace_overview
 from embridge.core.progress import ProgressFn, StopFn
 
@@ -61,6 +61,7 @@ class WorkspacePage(Page):
         self.recent.itemActivated.connect(lambda item: self.ctx.open_workspace(item.text()))
         self.forget_button = QPushButton("Re&move from list")
         self.forget_button.clicked.connect(self.forget_selected)
+        self.recent.itemSelectionChanged.connect(self._offer_forget)
         recent_layout = QVBoxLayout(recent_box)
         recent_layout.addWidget(QLabel("Enter or double-click opens a workspace."))
         recent_layout.addWidget(self.recent)
@@ -156,10 +157,16 @@ class WorkspacePage(Page):
         self.verifying.forget()  # a check of the last workspace still running leaves this one's button free
 
     def forget_selected(self) -> None:
-        item = self.recent.currentItem()
+        item = next(iter(self.recent.selectedItems()), None)
         if item is not None:
             self.ctx.settings.remove_recent(item.text())
             self.refresh()
+
+    def _offer_forget(self) -> None:
+        """'Remove from list' only where a listed workspace is selected (it did nothing otherwise)."""
+        why = None if self.recent.selectedItems() else (
+            "Select a workspace in the list first." if self.recent.count() else "No recent workspaces.")
+        enable(self.forget_button, why)
 
     # -- state ------------------------------------------------------------------------------
     def refresh(self) -> None:
@@ -169,6 +176,7 @@ class WorkspacePage(Page):
             if not (Path(path) / "embridge.db").is_file():
                 item.setToolTip("This folder no longer holds a workspace")
             self.recent.addItem(item)
+        self._offer_forget()
         self.verifying.show()
         ws = self.ctx.ws
         if ws is None:

@@ -362,6 +362,12 @@ def float32_rows(flat: np.ndarray, rows: int, width: int, where: str, ids: list[
             raise VectorStoreError(f"{where} row {first_row + row}: point {ids[row]!r} holds "
                                    f"{float(flat[row * width + col]):g}, a value beyond the float32 range "
                                    f"(±{float(np.finfo(np.float32).max):.4g}) vectors are stored in")
+        lost = ~vectors.any(axis=1) & flat.reshape(rows, width).any(axis=1)  # every value rounds to zero
+        if lost.any():
+            row = int(np.flatnonzero(lost)[0])
+            top = float(np.abs(flat.reshape(rows, width)[row]).max())
+            raise VectorStoreError(f"{where} row {first_row + row}: point {ids[row]!r} holds values of at most "
+                                   f"{top:g}, too small for float32 (they would all round to zero)")
     return vectors
 
 

@@ -83,6 +83,7 @@ class Connector(ABC):
     # an alias here is a view or a symbolic link, which a user may have made for ends of their own
     aliases_may_be_users: bool = False
     single_client: bool = True  # one open client per store (embedded stores lock their folder)
+    has_payload: bool = True  # points may carry fields beside the vector (a FAISS index holds none)
     one_id_type: bool = False  # a table whose id column holds integers or text, not both
     even_batches: bool = True  # a read from a cursor comes in the asked sizes, as one from the start does
     snapshot_reads: bool = True  # a read sees one state of the collection (or pages by key): no point skipped

@@ -21,6 +21,7 @@ class FaissConnector(Connector):
     scheme = "faiss"
     writable = False
     supports_alias = False
+    has_payload = False
 
     def __init__(self, uri: StoreURI) -> None:
         self.path = Path(uri.path)

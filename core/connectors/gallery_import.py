@@ -32,7 +32,7 @@ from embridge.core.connectors.connector import SPACE_FIELD, Batch, Connector, Ve
 from embridge.core.connectors.import_lock import one_import_of
 from embridge.core.connectors.store_pair import collection_read
 from embridge.core.errors import ImportDataError, InputError, StoreError
-from embridge.core.keys import normalise_key, normalise_label
+from embridge.core.keys import char_name, normalise_key, normalise_label, odd_text_char
 from embridge.core.l2 import zero_rows
 from embridge.core.paths import check_name, name_from
 from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
@@ -93,6 +93,9 @@ def _records(batch: Batch, source: str, split: str | None, label_field: str | No
         if text is not None and not isinstance(text, str):
             raise ImportDataError(named, f"{where}: its '{text_field}' field (--text-field) holds "
                                   f"{type(text).__name__} {text!r}, not text")
+        if text is not None and (odd := odd_text_char(text)) is not None:  # as a JSONL or CSV text is checked
+            raise ImportDataError(named, f"{where}: its '{text_field}' field (--text-field) holds the "
+                                  f"{char_name(odd)}")
         label = normalise_label(payload.get(label_field), named, f"{where}, field '{label_field}' (--label-field)") \
             if label_field else None
         skip = {label_field, text_field}
@@ -287,6 +290,9 @@ def _import(ws: Workspace, store: Connector, uri: str, model: str | None, label_
             should_stop: StopFn | None) -> StoreImportResult:
     if not store.exists():
         raise VectorStoreError(f"{store.describe()}: {store.missing()}")
+    named = [o for o, f in (("--label-field", label_field), ("--text-field", text_field)) if f]
+    if named and not store.has_payload:  # refused before a point is read: no point could have the field
+        raise ImportDataError(uri, f"{store.describe()} holds vectors only, no fields: {named[0]} names nothing")
     read = collection_read(store)
     unfinished = unfinished_served(store, read)
     if unfinished is not None:  # a shadow still being written holds part of the gallery, in two spaces

@@ -17,6 +17,8 @@ from matplotlib import rc_context, rcParams
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter, NullLocator
 
+from embridge.core.evaluation.headline import metric_label
+
 # A font cache built without matplotlib's own fonts (shared by another installation) makes every report
 # log twenty "findfont: Font family ... not found" lines; the fallback font draws the same figures.
 logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
@@ -56,8 +58,10 @@ def metric_bars(
     metrics: Sequence[str] | None = None,
     cis: Mapping[str, Mapping[str, tuple[float, float]]] | None = None,
     title: str = "Retrieval quality per cell",
+    labels: Mapping[str, str] | None = None,
 ) -> Figure:
-    """Grouped bars: one group per metric, one bar per cell, optional CI whiskers."""
+    """Grouped bars: one group per metric, one bar per cell, optional CI whiskers; ``labels`` names a cell in the
+    legend (its gallery, where it differs), its colour stays the cell's."""
     names = list(cells)
     metrics = list(metrics or next(iter(cells.values()), {}).keys())
     fig = _figure()
@@ -72,8 +76,8 @@ def metric_bars(
             err = np.array([[v - lo, hi - v] for v, (lo, hi) in zip(values, lo_hi, strict=True)]).T
             err = np.nan_to_num(np.maximum(err, 0.0))  # an interval may miss its estimate; whiskers stay >= 0
         ax.bar(x + (i - (len(names) - 1) / 2) * width, values, width, yerr=err, capsize=2,
-               label=cell, color=_colour(cell, i))  # fmt: skip
-    ax.set_xticks(x, metrics)
+               label=(labels or {}).get(cell, cell), color=_colour(cell, i))  # fmt: skip
+    ax.set_xticks(x, [metric_label(m) for m in metrics])
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("value")
     ax.set_title(title)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from embridge.core.errors import StoreError
-from embridge.core.evaluation.headline import metric_label
+from embridge.core.evaluation.headline import JUDGED_METRICS, metric_label
 from embridge.core.jobs import JobRecord
 from embridge.core.json_values import json_safe
 from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
@@ -53,11 +53,12 @@ def report_figure_recipes(report: Report | Mapping[str, Any]) -> dict[str, Calla
     r = as_report(report)
     out: dict[str, Callable[[], Any]] = {}
     if r.cells:
-        shown = r.headline_metrics
+        present = {m for c in r.cells.values() for m, v in (c.get("metrics") or {}).items() if v is not None}
+        shown = r.headline_metrics + [m for m in JUDGED_METRICS if m in present]  # nDCG@10, MRR@10 on judged data
         values = {n: {m: _num(c["metrics"].get(m)) for m in shown} for n, c in r.cells.items()}
         cis = {n: {m: tuple(c["ci"][m]) for m in shown if m in (c.get("ci") or {})
                    and None not in c["ci"][m]} for n, c in r.cells.items()}
-        out["cells"] = partial(figures.metric_bars, values, shown, cis)
+        out["cells"] = partial(figures.metric_bars, values, shown, cis, labels=_cell_labels(r))
         out["recall"] = partial(figures.recall_curves,
                                 {n: {int(k): _num(v) for k, v in c["recall_curve"].items()} for n, c in r.cells.items()})
     if r.flips:
@@ -77,7 +78,8 @@ def report_figure_recipes(report: Report | Mapping[str, Any]) -> dict[str, Calla
             figures.backfill_curves,
             {p: {"betas": c["betas"], "values": [_num(v) for v in c["values"][m]], "area": c["areas"][m]}
              for p, c in r.backfill["policies"].items()}, metric=metric_label(m),
-            references={k: float(v) for k, v in refs.items() if isinstance(v, int | float)})
+            references={k: float(v) for k, v in refs.items() if isinstance(v, int | float)},
+            title=_curves_title(r.backfill, metric_label(m)))
     epochs = r.run.get("epochs") or []
     if any(isinstance(v, int | float) for row in epochs for k, v in row.items() if k != "epoch"):
         axis = _epoch_axis(epochs)
@@ -89,6 +91,29 @@ def report_figure_recipes(report: Report | Mapping[str, Any]) -> dict[str, Calla
             figures.compatibility_heatmap, np.array(chain["matrix"], dtype=np.float64), chain["versions"],
             chain.get("ac"), chain.get("am"), chain.get("metric", "top1"))
     return out
+
+
+def _cell_labels(r: Report) -> dict[str, str]:
+    """Each cell's name in a figure, with the gallery it searched where that is not the upgraded cell's (new/new
+    searches the evaluation sample when only the sample has new vectors): bars side by side look alike."""
+    base = (r.cells.get(r.upgraded_cell or "") or {}).get("gallery")
+    out = {}
+    for name, cell in r.cells.items():
+        protocol = cell.get("protocol") or {}
+        size = protocol.get("n_gallery")
+        if base is None or cell.get("gallery") == base or not isinstance(size, int):
+            out[name] = name
+        else:
+            out[name] = f"{name} (on the sample, {size:,} items)" if cell.get("gallery") == "sample" \
+                else f"{name} ({size:,} items)"
+    return out
+
+
+def _curves_title(backfill: Mapping[str, Any], metric: str) -> str:
+    """The partial-backfill figure's title, naming the gallery its curves ran on (the evaluation sample)."""
+    size = ((backfill.get("old_old") or {}).get("protocol") or {}).get("n_gallery")
+    where = f"\non the evaluation sample ({size:,} items)" if isinstance(size, int) else ""
+    return f"Partial backfill: {metric}{where}"
 
 
 def _epoch_axis(epochs: list[dict[str, Any]]) -> str:
