@@ -119,24 +119,35 @@ def test_a_swapped_adapter_with_rewritten_hashes_fails_the_probes(folder: Path, 
 
 def test_a_changed_checkpoint_with_rewritten_hashes_is_caught(folder: Path, exported: dict) -> None:
     """adapter_state.pt is what Embridge loads (and training continues from); no runtime ran it, so one edited
-    with every hash rewritten passed verify."""
+    with every hash rewritten passed verify. A one-layer bundle's checkpoint is the workspace's file, whose
+    sha256 the manifest records."""
     state = torch.load(folder / "adapter_state.pt", map_location="cpu", weights_only=True)
     verify_bundle(folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["chain"][0]["adapter_sha256"] == sha256_file(folder / "adapter_state.pt")
     for name, value in state["state_dict"].items():
         if value.is_floating_point():
             state["state_dict"][name] = value * 1.01
     (folder / "adapter_state.pt").write_bytes(torch_bytes(state))
-    manifest = json.loads((folder / "manifest.json").read_text())
     manifest["files"]["adapter_state.pt"] = {"sha256": sha256_file(folder / "adapter_state.pt"),
                                              "bytes": (folder / "adapter_state.pt").stat().st_size}
     _rewrite_checksums(folder, manifest)
-    with pytest.raises(BundleError, match=r"adapter_state\.pt is not the layer adapter\.pt runs"):
+    with pytest.raises(BundleError, match=r"adapter_state\.pt is not the layer the manifest describes"):
         verify_bundle(folder)
-    shutil.copyfile(exported["other"] / "adapter_state.pt", folder / "adapter_state.pt")  # another layer's
-    manifest["files"]["adapter_state.pt"] = {"sha256": sha256_file(folder / "adapter_state.pt"),
-                                             "bytes": (folder / "adapter_state.pt").stat().st_size}
+
+
+def test_another_runs_whole_layer_with_rewritten_hashes_is_caught(folder: Path, exported: dict) -> None:
+    """Every file of another run's layer (runtime files, checkpoint, probe outputs) copied in with the hashes
+    rewritten reproduced its own probes and passed, under the first run's id, metrics and report."""
+    manifest = json.loads((folder / "manifest.json").read_text())
+    layer_files = [n for n in manifest["files"] if n.startswith("adapter") or n == "probes/outputs.npy"]
+    assert "adapter_state.pt" in layer_files and "adapter.pt" in layer_files
+    for name in layer_files:
+        shutil.copyfile(exported["other"] / name, folder / name)
+        manifest["files"][name] = {"sha256": sha256_file(folder / name), "bytes": (folder / name).stat().st_size}
     _rewrite_checksums(folder, manifest)
-    with pytest.raises(BundleError, match=r"adapter_state\.pt is not the layer adapter\.pt runs"):
+    with pytest.raises(BundleError, match=r"adapter_state\.pt is not the layer the manifest describes .*run "
+                                          rf"{manifest['chain'][0]['run_id']}'s layer"):
         verify_bundle(folder)
 
 

@@ -418,3 +418,32 @@ def test_a_workspace_the_clusters_workers_cannot_see_is_named(ws_path: Path, ray
     with Workspace.open(ws_path) as ws:
         run = ws.runs("backfill")[-1]
         assert run["status"] == "failed" and "cannot read the stage folder" in run["error"]
+
+
+def test_a_job_that_never_reported_and_whose_cluster_is_gone_is_lost_not_followed_for_ever(ws_path: Path) -> None:
+    """Without its status file a job read 'submitted' for ever: `jobs attach` polled it until killed."""
+    import os
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{probe.getsockname()[1]}"
+    with Workspace.open(ws_path) as ws:
+        job_id = "backfill-silent-0001"
+        stage = Path(ws.root) / detached_jobs.STAGE_DIR / job_id
+        run_id = ws.start_run("backfill", NEW, {"engine": "ray", "detached": True, "job_id": job_id, "address": address,
+                                                "namespace": "embridge-test", "items": 10,
+                                                "stage": stage.relative_to(ws.root).as_posix()})
+        stage.mkdir(parents=True)
+        job = detached_jobs.find_job(ws, run_id)
+        assert detached_jobs.read_status(job).state == "submitted"  # just submitted: it may wait for resources
+        past = time.time() - detached_jobs.LOST_AFTER_S - 5
+        os.utime(stage, (past, past))
+        assert detached_jobs.read_status(job).state == "lost"
+    done = subprocess.run([sys.executable, "-m", "embridge.core.cli.main", "jobs", "attach", "-w", str(ws_path),
+                           "--run", str(run_id)], capture_output=True, text=True, timeout=90)
+    errors = [line for line in done.stderr.splitlines() if line.startswith("embridge: error:")]
+    assert done.returncode == 1 and len(errors) == 1, done.stderr
+    assert "the Ray job failed: the job never reported in" in errors[0] and "no Ray cluster answers" in errors[0]
+    with Workspace.open(ws_path) as ws:
+        assert ws.run(run_id)["status"] == "failed" and not stage.exists()

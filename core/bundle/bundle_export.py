@@ -51,7 +51,7 @@ from embridge.core.bundle.runtime import (
     verify_bundle,
 )
 from embridge.core.data_state import report_stale_note, stale_note
-from embridge.core.errors import BundleError, InputError
+from embridge.core.errors import BundleError, InputError, IntegrityError
 from embridge.core.jobs import recorded_run
 from embridge.core.l2 import prepare_input
 from embridge.core.paths import absolute, check_folder_target, check_output, remove_no_follow
@@ -182,6 +182,17 @@ def _check_gallery_wanted(first: contents.Step, gallery: bool | None) -> None:
                          f"information; run {first.run['id']}'s {adapter.kind} layer {why}")
 
 
+def _stored_layer_bytes(ws: Workspace, row: dict[str, Any]) -> bytes:
+    """The bytes of a layer's file as the workspace stored it, refused if they changed since."""
+    import hashlib
+
+    path = ws.adapter_path(int(row["id"]), verify=False)
+    data = path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != row["sha256"]:
+        raise IntegrityError(f"{path}: adapter file is missing or changed since it was stored")
+    return data
+
+
 def _fill(ws: Workspace, root: Path, steps: list[contents.Step], report: dict | None, gallery: bool | None,
           probe_count: int, seed: int, on_progress: ProgressFn | None, should_stop: StopFn | None) -> dict:
     """Write every file of the bundle into ``root``; returns the manifest (also written)."""
@@ -190,10 +201,12 @@ def _fill(ws: Workspace, root: Path, steps: list[contents.Step], report: dict | 
     for step in steps[1:]:
         module = compose_adapters(module, step.adapter, normalise_between=step.input_normalised)
     (root / ADAPTER_FILE).write_bytes(torch_bytes(script(module), jit=True))
-    state = adapter_payload(first.adapter) if len(steps) == 1 else {
-        "format": 1, "kind": "chain", "steps": [adapter_payload(s.adapter) for s in steps],
-        "normalise_between": [s.input_normalised for s in steps[1:]]}
-    (root / STATE_FILE).write_bytes(torch_bytes(state))
+    if len(steps) == 1:  # the workspace's own file, whose sha256 the manifest records and verify compares
+        (root / STATE_FILE).write_bytes(_stored_layer_bytes(ws, first.row))
+    else:
+        (root / STATE_FILE).write_bytes(torch_bytes({
+            "format": 1, "kind": "chain", "steps": [adapter_payload(s.adapter) for s in steps],
+            "normalise_between": [s.input_normalised for s in steps[1:]]}))
 
     reports = {s.run["id"]: contents.report_for(ws, s) for s in steps}
     report_entry: dict[str, Any] = {"id": None, "files": [], "note": "no report for this run"}

@@ -138,7 +138,20 @@ def check_integrity(src: BundleSource, on_progress: ProgressFn | None = None,
         done += src.size(name)
         report(done, total, {"stage": "hashing", "file": name})
     check_report(src, manifest)
+    check_state_identity(src, manifest, listed)
     return manifest
+
+
+def check_state_identity(src: BundleSource, manifest: dict[str, Any], listed: dict[str, str]) -> None:
+    """A one-layer bundle's checkpoint must be the layer its manifest (and report) describe: export copies the
+    workspace's file, whose sha256 the manifest records. Another run's layer, with every file's hash rewritten,
+    reproduced its own probes and passed, under the first layer's run, metrics and report."""
+    steps = [s for s in manifest.get("chain", []) if isinstance(s, dict)]
+    recorded = steps[0].get("adapter_sha256") if len(steps) == 1 else None
+    if isinstance(recorded, str) and STATE_FILE in listed and listed[STATE_FILE] != recorded:
+        raise BundleError(f"{src.path}: {STATE_FILE} is not the layer the manifest describes (its sha256 "
+                          f"{listed[STATE_FILE][:12]}, run {steps[0].get('run_id')}'s layer {recorded[:12]}): "
+                          "the layer was swapped after export")
 
 
 def check_report(src: BundleSource, manifest: dict[str, Any]) -> None:

@@ -206,7 +206,7 @@ def read_status(job: RayJob) -> JobStatus:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        return JobStatus("submitted", 0, job.items)
+        return _unreported(job)
     except (OSError, ValueError) as exc:
         return JobStatus("running", 0, job.items, error=f"{path}: unreadable ({exc})")
     state = str(data.get("state", "running"))
@@ -215,6 +215,25 @@ def read_status(job: RayJob) -> JobStatus:
         state, error = "lost", f"the job stopped reporting for over {LOST_AFTER_S:.0f} s (is the cluster at {job.address} still up?)"
     return JobStatus(state, int(data.get("done", 0)), int(data.get("total", job.items)), data.get("items_per_s"),
                      data.get("eta_s"), error)
+
+
+def _unreported(job: RayJob) -> JobStatus:
+    """A job whose actor has not written its status yet: submitted, while it may still be waiting for the
+    cluster's resources; lost once its stage folder is gone, or once it has been silent for
+    ``LOST_AFTER_S`` and nothing answers at its address (``attach`` waited for ever, ``status`` said
+    'submitted')."""
+    stage = Path(job.stage)
+    try:
+        silent = time.time() - stage.stat().st_mtime
+    except OSError:
+        return JobStatus("lost", 0, job.items, error=f"{stage}: the job's stage folder is gone, so it cannot "
+                         "report or deliver its vectors")
+    if silent > LOST_AFTER_S:
+        try:
+            check_reachable(job.address)
+        except EngineError as exc:
+            return JobStatus("lost", 0, job.items, error=f"the job never reported in {silent:.0f} s, and {exc}")
+    return JobStatus("submitted", 0, job.items)
 
 
 def status(ws: Any, job: RayJob) -> JobStatus:
