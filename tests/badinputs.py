@@ -84,8 +84,6 @@ CORPUS: list[Case] = [
     _c("ckpt-missing-file", lambda e: e.inputs / "absent.pt", MODEL_ADD, "file not found"),
     _c("ckpt-wrong-input-shape", lambda e: mk.state_checkpoint(e.inputs / "shape.pt"),
        (*MODEL_ADD, "--input-shape", "1,28,28"), r"takes input shape \(8,\), not \(1, 28, 28\)"),
-    _c("ckpt-unknown-kind", lambda e: mk.state_checkpoint(e.inputs / "kind.pt"), (*MODEL_ADD, "--kind", "tflite"),
-       "unknown model kind 'tflite'"),
     _c("ckpt-not-a-weights-dict", mk.list_payload, MODEL_ADD, "expected a dict of weights, found list"),
     _c("ckpt-vectors-duplicate-ids", lambda e: mk.npz(e.inputs / "dup.npz", np.zeros((3, 4)), ["a", "b", "a"]),
        MODEL_ADD, "duplicate ids"),

@@ -153,6 +153,9 @@ INPUT_CASES = [
     _c("in-apply-vectors-folder", lambda e: (cb.bundle_copy(e), cb.user_folder(e))[1],
        ("bundle", "apply", "{in}/b.zip", "--vectors", "{bad}", "--out", "{in}/o.npy"), "is a folder"),
     _c("in-model-fifo", cb.fifo, (*MODEL_ADD, "{bad}", "--name", "piped"), "is a FIFO"),
+    # an unknown kind is the option's mistake, not the file's: a usage error naming --kind (it named the file, exit 1)
+    _c("in-model-unknown-kind", lambda e: "--kind", (*MODEL_ADD, "{in}/kind.pt", "--name", "k", "--kind", "tflite"),
+       "argument --kind: invalid choice: 'tflite'", code=2),
     _c("in-model-device", lambda e: "/dev/zero", (*MODEL_ADD, "{bad}", "--name", "zeros"), "is a device"),
     _c("in-model-text-file", cb.text_file, (*MODEL_ADD, "{bad}", "--name", "notes"),
        "not a valid PyTorch checkpoint", app="model"),

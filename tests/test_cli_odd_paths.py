@@ -131,6 +131,8 @@ def test_new_vectors_that_are_a_fifo_or_empty_are_one_line(fct_bundle: Path, tmp
     (["rollback", "--to", "lancedb://{tmp}/out?table=x&alias=" + "a" * 70], 2, "--to '" + "a" * 70 + "': use 1 to 64"),
     (["backfill", "-w", "{tmp}/ws", "--model", "m", "--order", "planner", "--fraction", "0"], 2,
      "argument --fraction: expected a number above 0"),
+    # the plan accepted 0 and left its partial-backfill option out without a word
+    (["plan", "-w", "{tmp}/ws", "--fraction", "0"], 2, "argument --fraction: expected a number above 0"),
     (["transform", "--bundle", "{tmp}/b.zip", "--from", "parquet://{tmp}/in", "--to", "parquet:{tmp}/out"], 1,
      "a dataset URI needs '://' after its scheme (did you mean parquet:///"),
 ])

@@ -60,7 +60,7 @@ def test_report_and_plan_on_a_demo_copy(demo_copy: Path, capsys: pytest.CaptureF
     assert half["fraction"] == 0.5 and half["items_embedded"] == round(0.5 * 997)
 
     code, text, err = run_cli(capsys, "report", "--workspace", ws, "--run", "999")
-    assert code == 1 and "no run with id 999" in err
+    assert code == 1 and "error: --run: names run 999, which the workspace does not hold" in err
     # new/new searched the 600-item sample: gain retained and ARR are that sample's, and the text says so
     assert rep["old_old_sample_top1"] is not None
     code, text, err = run_cli(capsys, "report", "--workspace", ws, "--bootstrap", "50")

@@ -186,11 +186,11 @@ def test_a_report_that_cannot_be_built_replaces_an_earlier_junit_result(demo_cop
     capsys.readouterr()
     code = main([*_report_args(ws, junit)[:4], "7", *_report_args(ws, junit)[5:]])  # run 7 does not exist
     err = capsys.readouterr().err
-    assert code == 1 and "no run with id 7" in err
+    assert code == 1 and "--run: names run 7, which the workspace does not hold" in err
     root = ET.parse(junit).getroot()
     assert root.get("errors") == "1" and root.get("failures") == "0"
     assert "the report could not be built: " in root.find("testsuite/testcase/error").get("message")
-    assert "no run with id 7" in root.find("testsuite/testcase/error").get("message")
+    assert "names run 7, which the workspace does not hold" in root.find("testsuite/testcase/error").get("message")
 
 
 def test_a_refused_gate_or_option_replaces_an_earlier_junit_result(demo_copy: Path, tmp_path: Path,

@@ -447,3 +447,14 @@ def test_a_job_that_never_reported_and_whose_cluster_is_gone_is_lost_not_followe
     assert "the Ray job failed: the job never reported in" in errors[0] and "no Ray cluster answers" in errors[0]
     with Workspace.open(ws_path) as ws:
         assert ws.run(run_id)["status"] == "failed" and not stage.exists()
+
+
+def test_a_run_id_the_workspace_lacks_is_named_as_the_options_mistake(ws_path: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in (["jobs", "status", "-w", str(ws_path), "--run", "99"], ["report", "-w", str(ws_path), "--run", "99"],
+                 ["bundle", "export", "-w", str(ws_path), "--run", "99", "--out", str(ws_path.parent / "b.zip")]):
+        assert cli(argv) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [f"embridge: error: --run: names run 99, which the workspace does not hold (see 'embridge "
+                       f"{'jobs list' if argv[0] == 'jobs' else 'runs'}')"], err  # it named the workspace folder
+    assert not (ws_path.parent / "b.zip").exists()

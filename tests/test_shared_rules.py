@@ -137,8 +137,10 @@ def test_model_list_and_the_models_page_give_the_same_pair_warnings(
         qtbot: QtBot, window: MainWindow, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     ws = _unlabelled_workspace(tmp_path / "ws")
     assert main(["model", "list", "-w", str(ws), "--json"]) == 0
-    warnings = json.loads(capsys.readouterr().out)["warnings"]
+    out, err = capsys.readouterr()
+    warnings = json.loads(out)["warnings"]
     assert len(warnings) == 1 and warnings[0].startswith("Dimensions differ: old gives 8-d vectors, new 12-d.")
+    assert err == f"warning: {warnings[0]}\n"  # with --json a person still sees it (it reached only the JSON)
     assert warnings[0].endswith("every training method learns a layer between the two widths.")  # not "the Train page"
     from embridge.core.adapters.registry import METHODS
 

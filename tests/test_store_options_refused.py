@@ -196,6 +196,9 @@ def test_an_alias_named_twice_with_two_names_is_refused_naming_both(
     code, _, err = migrate(capsys, upgrade, source.source, source.target, "--alias", "", "--switch")
     refused(code, err, "--alias: is empty", status=2)  # never read as no alias at all
     assert tree_snapshot(tmp_path) == before
+    code, _, err = cli(capsys, "rollback", "--to", source.source)  # no alias at all: a usage error, as for migrate
+    refused(code, err, "--alias: name the alias to switch back", status=2)
+    assert tree_snapshot(tmp_path) == before
 
 
 @pytest.mark.parametrize("form", ["--alias", "?alias="])

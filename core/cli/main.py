@@ -69,15 +69,19 @@ PLAIN_SIGNS = str.maketrans({"→": "->", "←": "<-", "β": "beta", "≥": ">="
 
 
 def emit(data: dict[str, Any], text: str, as_json: bool) -> None:
-    """The command's result on stdout; with ``--json`` its WARNING lines (``warning``, which the text
-    shows first or last) go to stderr too, so a person still sees them when the JSON goes to a program."""
+    """The command's result on stdout; with ``--json`` its WARNING lines (``warning``, or each of a
+    ``warnings`` list, which the text shows first or last) go to stderr too, so a person still sees them
+    when the JSON goes to a program."""
     if as_json:
         from embridge.core.json_values import dumps  # numpy: loaded once a command has run, not at start-up
 
         out = dumps(data, indent=None) + "\n"
         warning = data.get("warning")
-        if isinstance(warning, str) and warning and sys.stderr is not None:
-            sys.stderr.write(warning.rstrip() + "\n")
+        listed = data.get("warnings")
+        lines = [warning.rstrip()] if isinstance(warning, str) and warning else []
+        lines += [f"warning: {w}" for w in listed if isinstance(w, str)] if isinstance(listed, list) else []
+        if lines and sys.stderr is not None:
+            sys.stderr.write("\n".join(lines) + "\n")
     else:  # names and paths in the text are the user's: their control characters are shown, not obeyed
         text = _arguments_shown(text)  # a line break inside a path given is part of the path, not a line
         out = "\n".join(printable(line, keep="\t") for line in text.rstrip().split("\n")) + "\n"

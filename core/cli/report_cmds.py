@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from embridge.core.cli.main import add_common
-from embridge.core.cli.option_types import NON_BLANK, PATH, RUN_ID, SHARE, number, run_id_list
+from embridge.core.cli.option_types import BACKFILL_SHARE, NON_BLANK, PATH, RUN_ID, SHARE, number, run_id_list
 from embridge.core.errors import EmbridgeError, InputError, UsageError, first_line
 from embridge.core.evaluation.headline import JUDGED_METRICS, metric_label
 from embridge.core.formatting import format_bytes, format_share, sample_floor_text
@@ -49,7 +49,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("plan", help="upgrade options with time, storage and quality, and a recommendation")
     add_common(p)
     p.add_argument("--run", type=RUN_ID, help="training run (default: the latest completed one)")
-    p.add_argument("--fraction", type=SHARE, help="plan the partial backfill at this fraction of the gallery")
+    p.add_argument("--fraction", type=BACKFILL_SHARE,
+                   help="plan the partial backfill at this fraction of the gallery (above 0, at most 1)")
     p.add_argument("--device", type=NON_BLANK, default="auto",
                    help="device to time re-embedding on (auto, cpu, cuda, cuda:N or mps)")
     from embridge.core.plan.option_choice import GAIN_THRESHOLD_HELP, TARGET_SHARE_HELP

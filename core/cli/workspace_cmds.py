@@ -10,6 +10,7 @@ from embridge.core.cli.main import add_common
 from embridge.core.cli.option_types import BATCH_SIZE, NON_BLANK, PATH, POSITIVE_COUNT, SEED
 from embridge.core.errors import EmbridgeError, UsageError
 from embridge.core.import_summary import items_import_text, qrels_text
+from embridge.core.models.spec import KINDS as MODEL_KINDS
 from embridge.core.progress import StderrProgress
 from embridge.core.store import Workspace
 
@@ -58,8 +59,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_common(p)
     p.add_argument("--name", required=True, help="the model's name in the workspace (unique)")
     p.add_argument("--path", type=PATH, required=True, help="checkpoint file or model folder")
-    p.add_argument("--kind", type=NON_BLANK, help="torchscript, export, state_dict, vectors, sentence_transformers, transformers, "
-                   "onnx (default: from the path)")
+    p.add_argument("--kind", type=NON_BLANK, choices=MODEL_KINDS, metavar="KIND",
+                   help=f"{', '.join(MODEL_KINDS)} (default: from the path)")
     p.add_argument("--role", choices=["old", "new", "other"], default="other",
                    help="old: the model the gallery was embedded by; new: the upgrade (default other)")
     p.add_argument("--arch", help="built-in architecture for a bare state_dict (mlp, small_cnn)")

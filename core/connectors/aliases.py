@@ -25,7 +25,7 @@ from embridge.core.connectors.check import (
 )
 from embridge.core.connectors.connector import Connector, StoreURI, VectorStoreError
 from embridge.core.connectors.targets import alias_form, check_alias, named_alias
-from embridge.core.errors import InputError
+from embridge.core.errors import InputError, UsageError
 
 
 def switch_alias(store: Connector, alias: str, target: str) -> str | None:
@@ -56,7 +56,7 @@ def _rollback(uri: str, alias: str | None) -> dict[str, Any]:
     # the alias named and of a valid form before the store is opened (opening a LanceDB one makes its folder)
     named = named_alias(alias, StoreURI.parse(uri, "--to"), "--to")
     if not named:
-        raise InputError("--alias", "name the alias to switch back (--alias NAME, or &alias=NAME in --to)")
+        raise UsageError("--alias", "name the alias to switch back (--alias NAME, or &alias=NAME in --to)")
     alias = alias_form(named, alias)
     store = open_store(uri, "--to")
     try:

@@ -99,6 +99,8 @@ def resolve_train_run(ws: Workspace, run_id: int | None) -> RunRecord:
         if row is None:
             raise InputError(str(ws.root), "no completed training run; fit a layer first with 'embridge train'")
         return RunRecord.from_row(row)
+    if not ws.has_run(int(run_id)):  # the option's mistake: it named the workspace
+        raise InputError("--run", f"names run {run_id}, which the workspace does not hold (see 'embridge runs')")
     run = RunRecord.from_row(ws.run(int(run_id)))
     if run.kind != "train":
         article = "an" if run.kind[:1] in "aeiou" else "a"

@@ -194,6 +194,8 @@ def ray_jobs(ws: Any, active_only: bool = False) -> list[tuple[RayJob, dict[str,
 
 
 def find_job(ws: Any, run_id: int) -> RayJob:
+    if not ws.has_run(run_id):
+        raise InputError("--run", f"names run {run_id}, which the workspace does not hold (see 'embridge jobs list')")
     job = job_of_run(ws, ws.run(run_id))
     if job is None:
         raise InputError("--run", f"run {run_id} is not a job submitted to Ray")

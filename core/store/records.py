@@ -63,6 +63,9 @@ class RecordsMixin:
             update["metrics"] = metrics
         self.update_run(run_id, **update)
 
+    def has_run(self, run_id: int) -> bool:
+        return self.db.execute("select 1 from runs where id = ?", [run_id]).fetchone() is not None
+
     def run(self, run_id: int) -> dict[str, Any]:
         rows = list(self.db.query("select * from runs where id = ?", [run_id]))
         if not rows:
