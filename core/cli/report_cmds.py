@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from embridge.core.cli.main import add_common
 from embridge.core.cli.option_types import BACKFILL_SHARE, NON_BLANK, PATH, RUN_ID, SHARE, number, run_id_list
-from embridge.core.errors import EmbridgeError, InputError, UsageError, first_line
+from embridge.core.errors import EmbridgeError, InputError, UsageError
 from embridge.core.evaluation.headline import JUDGED_METRICS, metric_label
 from embridge.core.formatting import format_bytes, format_share, sample_floor_text
 from embridge.core.json_values import json_safe
@@ -157,7 +157,7 @@ def cmd_report(args: argparse.Namespace) -> Result:
         if args.junit is not None:
             from embridge.core.report.gate import write_junit
 
-            write_junit(args.junit, f"the report could not be built: {first_line(exc)}")
+            write_junit(args.junit, "the report could not be built: " + " ".join(str(exc).split()))  # whole
         raise
     data, text = json_safe(report_data(report)), _report_text(report)
     if args.fail_under:
