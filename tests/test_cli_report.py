@@ -28,6 +28,8 @@ def test_report_and_plan_on_a_demo_copy(demo_copy: Path, capsys: pytest.CaptureF
     assert code == 0, err
     assert "report:" in err  # progress on stderr, one JSON object on stdout
     assert rep["run_id"] == trained["run_id"] and set(rep["cells"]) == {"old/old", "new/new", "new→old"}
+    for key in ("relative_nfr_ci_defined", "gain_retained_ci_defined"):  # the intervals' resamples where defined
+        assert 0.0 <= rep[key] <= 1.0, key
     assert (rep["old_model"], rep["new_model"]) == (trained["old"], trained["new"])  # which pair it compares
     for cell in rep["cells"].values():
         assert {"top1", "top5", "recall@10", "mAP"} <= set(cell) and 0 <= cell["top1"] <= 1

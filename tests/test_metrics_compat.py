@@ -56,8 +56,34 @@ def test_flip_confidence_intervals() -> None:
     assert cis == flip_cis(before, after, n_boot=300, seed=4)
     for name, value in (("negative_flip_rate", f.negative_rate), ("positive_flip_rate", f.positive_rate),
                         ("relative_nfr", f.relative_nfr)):  # fmt: skip
-        lo, hi = cis[name]
+        lo, hi = cis.intervals[name]
         assert lo < value < hi, name
+    assert cis.relative_nfr_defined == 1.0  # 500 queries: every resample holds errors of both systems
+
+
+def test_a_relative_nfr_interval_says_over_how_many_resamples_it_is_defined() -> None:
+    """Where the one flip is the new system's only error, resamples without it have no relative NFR: the
+    interval came from the rest, which the report did not say."""
+    before = np.ones(20, dtype=bool)
+    before[:3] = False  # old misses 3
+    after = np.ones(20, dtype=bool)
+    after[5] = False  # new misses one query old got right: its only error, and the only negative flip
+    cis = flip_cis(before, after, n_boot=400, seed=1)
+    relative = [flips(before[r], after[r]).relative_nfr for r in _rows(20, 400, 1)]
+    defined = np.mean([v is not None for v in relative])
+    assert 0.5 < cis.relative_nfr_defined < 1.0 and cis.relative_nfr_defined == pytest.approx(defined)
+    from embridge.core.report.html_page import _ci  # the HTML headline table says so beside the interval
+
+    lo, hi = cis.intervals["relative_nfr"]
+    assert _ci([lo, hi], cis.relative_nfr_defined) == \
+        f" [{lo:.3f}, {hi:.3f} over the {cis.relative_nfr_defined:.0%} of resamples where it is defined]"
+    assert _ci([lo, hi], 1.0) == f" [{lo:.3f}, {hi:.3f}]"
+
+
+def _rows(n: int, n_boot: int, seed: int) -> list[np.ndarray]:
+    from embridge.core.evaluation.metrics import _resample_indices
+
+    return [row for block in _resample_indices(n, n_boot, seed) for row in block]
 
 
 def test_criterion_gain_and_arr() -> None:

@@ -193,7 +193,7 @@ def _resample_indices(n: int, n_boot: int, seed: int, chunk_elems: int = 2_000_0
         yield rng.integers(0, n, size=(min(per_chunk, n_boot - start), n))
 
 
-def _percentiles(stats: np.ndarray, level: float) -> tuple[float, float]:
+def percentile_ci(stats: np.ndarray, level: float) -> tuple[float, float]:
     if not 0 < level < 1:
         raise InputError("confidence level", f"must lie in (0, 1), got {level}")
     if np.isnan(stats).all():  # undefined in every resample (e.g. a ratio over a zero gain): no interval
@@ -211,7 +211,7 @@ def bootstrap_ci(
     if v.size == 0:
         return float("nan"), float("nan")
     means = np.concatenate([v[idx].mean(axis=1) for idx in _resample_indices(v.size, n_boot, seed)])
-    return _percentiles(means, level)
+    return percentile_ci(means, level)
 
 
 def bootstrap_statistic_ci(
@@ -222,16 +222,29 @@ def bootstrap_statistic_ci(
     seed: int = 0,
 ) -> tuple[float, float]:
     """Percentile bootstrap CI of ``statistic(*arrays)``, resampling queries jointly (paired)."""
+    stats = bootstrap_statistics(statistic, arrays, n_boot, seed)
+    return (float("nan"), float("nan")) if stats.size == 0 else percentile_ci(stats, level)
+
+
+def bootstrap_statistics(statistic: Callable[..., float], arrays: Sequence[np.ndarray], n_boot: int = 1000,
+                         seed: int = 0) -> np.ndarray:
+    """``statistic`` of each paired resample (NaN where it is undefined there); empty for no queries."""
     n = len(arrays[0])
+    stats: list[float] = []
     if n == 0:
-        return float("nan"), float("nan")
-    stats = []
+        return np.zeros(0, dtype=np.float64)
     for idx in _resample_indices(n, n_boot, seed):
         for i, row in enumerate(idx):
             if i % 512 == 511:  # one statistic a resample: a block can hold thousands
                 check_ambient_stop()
             stats.append(statistic(*(np.asarray(a)[row] for a in arrays)))
-    return _percentiles(np.asarray(stats, dtype=np.float64), level)
+    return np.asarray(stats, dtype=np.float64)
+
+
+def defined_share(stats: np.ndarray) -> float | None:
+    """The share of resamples whose statistic is defined (a ratio over a gain or an error rate that a resample
+    can lack): an interval taken over the rest says less than its width suggests. None without resamples."""
+    return float(np.mean(~np.isnan(stats))) if stats.size else None
 
 
 def summary_with_ci(

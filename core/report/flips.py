@@ -17,7 +17,13 @@ from typing import Any
 import numpy as np
 
 from embridge.core.errors import InputError
-from embridge.core.evaluation.metrics import CellMetrics, bootstrap_ci, bootstrap_statistic_ci
+from embridge.core.evaluation.metrics import (
+    CellMetrics,
+    bootstrap_ci,
+    bootstrap_statistics,
+    defined_share,
+    percentile_ci,
+)
 
 
 @dataclass(frozen=True)
@@ -106,14 +112,22 @@ def _relative_nfr_stat(old: np.ndarray, new: np.ndarray) -> float:
     return float("nan") if value is None else value
 
 
-def flip_cis(
-    correct_old: Any, correct_new: Any, n_boot: int = 1000, level: float = 0.95, seed: int = 0
-) -> dict[str, tuple[float, float]]:
+@dataclass(frozen=True)
+class FlipCIs:
+    """Bootstrap intervals of NFR, PFR and relative NFR, and the share of resamples where the relative NFR is
+    defined (it is not where a resample holds no error of one system): its interval is over those only."""
+
+    intervals: dict[str, tuple[float, float]]
+    relative_nfr_defined: float | None
+
+
+def flip_cis(correct_old: Any, correct_new: Any, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> FlipCIs:
     """Percentile bootstrap CIs of NFR, PFR and relative NFR (queries resampled jointly)."""
     negative, positive = flip_indicators(correct_old, correct_new)
     old, new = np.asarray(correct_old, bool), np.asarray(correct_new, bool)
-    return {
+    relative = bootstrap_statistics(_relative_nfr_stat, [old, new], n_boot, seed)
+    return FlipCIs({
         "negative_flip_rate": bootstrap_ci(negative, n_boot, level, seed),
         "positive_flip_rate": bootstrap_ci(positive, n_boot, level, seed),
-        "relative_nfr": bootstrap_statistic_ci(_relative_nfr_stat, [old, new], n_boot, level, seed),
-    }
+        "relative_nfr": (float("nan"), float("nan")) if relative.size == 0 else percentile_ci(relative, level),
+    }, defined_share(relative))

@@ -45,7 +45,8 @@ from embridge.core.paths import (
 JUNIT = "--junit"
 PROBE_BYTES = 64 * 1024  # room the JUnit file needs (about 300 bytes a check), tried before the report is built
 
-NOT_METRICS = frozenset({"report_id", "run_id", "adapter_id", "arr_k", "recall_k"})
+NOT_METRICS = frozenset({"report_id", "run_id", "adapter_id", "arr_k", "recall_k",
+                         "gain_retained_ci_defined", "relative_nfr_ci_defined"})  # about an interval, not the upgrade
 DECIDED = ("compatible", "gain_retained")  # the criterion's numbers: on nDCG@10 where judgments decide
 TOP1_NAMES = {f"{name}_top1": name for name in DECIDED}  # top-1's own criterion, by name, whatever decides
 _DECIMAL = re.compile(r"^[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$")

@@ -39,10 +39,13 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def _ci(pair: Sequence[Any] | None) -> str:
+def _ci(pair: Sequence[Any] | None, defined: Any = None) -> str:
+    """' [lo, hi]', with the share of resamples it came from where the number is undefined in some."""
     if not pair or None in pair:
         return ""
-    return f" [{pair[0]:.3f}, {pair[1]:.3f}]"
+    over = f" over the {defined:.0%} of resamples where it is defined" \
+        if isinstance(defined, float) and defined < 1.0 else ""
+    return f" [{pair[0]:.3f}, {pair[1]:.3f}{over}]"
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -97,12 +100,12 @@ def _headline(report: Mapping[str, Any]) -> str:
     sample = " on the evaluation sample" if h.get("old_old_sample_top1") is not None else ""  # new/new's gallery
     rows = [("old/old top-1 (today)", h.get("old_old_top1")), (f"{cc} top-1 (full backfill)", h.get("ceiling_top1")),
             (f"{up} top-1 (upgraded)", h.get("upgraded_top1")),
-            (top1_gain + sample + _ci(h.get("gain_retained_ci")),
+            (top1_gain + sample + _ci(h.get("gain_retained_ci"), h.get("gain_retained_ci_defined")),
              h.get("gain_retained") if h.get("gain_retained") is not None else h.get("gain_retained_note")),
             (f"ARR (recall@{h.get('arr_k')}){sample}", h.get("arr")),
             ("negative flip rate" + _ci(h.get("negative_flip_rate_ci")), h.get("negative_flip_rate")),
             ("positive flip rate" + _ci(h.get("positive_flip_rate_ci")), h.get("positive_flip_rate")),
-            ("relative NFR" + _ci(h.get("relative_nfr_ci")), h.get("relative_nfr")),
+            ("relative NFR" + _ci(h.get("relative_nfr_ci"), h.get("relative_nfr_ci_defined")), h.get("relative_nfr")),
             ("queries scored", h.get("n_queries"))]
     at = 3  # after the upgraded row
     if h.get("old_old_sample_top1") is not None:  # on new/new's gallery, where gain retained is measured

@@ -16,12 +16,18 @@ from embridge.core.cascade_rerank import reranks_by_new_vectors
 from embridge.core.evaluation.compat import NOT_BETTER, arr, compare, criterion, gain_retained
 from embridge.core.evaluation.headline import exceeds, metric_label, noise_words, weighed
 from embridge.core.evaluation.headline import headline_metrics as plan_headline_metrics
-from embridge.core.evaluation.metrics import bootstrap_ci, bootstrap_statistic_ci, per_label
+from embridge.core.evaluation.metrics import (
+    bootstrap_ci,
+    bootstrap_statistics,
+    defined_share,
+    per_label,
+    percentile_ci,
+)
 from embridge.core.evaluation.scoring import EvalResult
 from embridge.core.evaluation.served import Backfilled
 from embridge.core.formatting import format_share, sample_words
 from embridge.core.report.cells import NEW_NEW, OLD_OLD, CellResult, ScoringPlan
-from embridge.core.report.flips import cell_flips, flip_cis
+from embridge.core.report.flips import FlipCIs, cell_flips, flip_cis
 from embridge.core.report.report_record import curve_metric
 from embridge.core.report.sample import EvalSample
 from embridge.core.upgrade_advice import bridge_alternatives
@@ -54,7 +60,7 @@ def _gain_stat(oo: np.ndarray, nn: np.ndarray, up: np.ndarray) -> float:
     return float("nan") if value is None else value
 
 
-def quiet_flip_cis(correct_old: np.ndarray, correct_new: np.ndarray, n_boot: int, seed: int) -> dict[str, Any]:
+def quiet_flip_cis(correct_old: np.ndarray, correct_new: np.ndarray, n_boot: int, seed: int) -> FlipCIs:
     """Flip CIs without numpy's all-NaN warnings (relative NFR is undefined when nothing can flip)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -81,19 +87,22 @@ def headline(cells: dict[str, CellResult], upgraded: str, ceiling: str, plan: Sc
     bf, us = (oo, up) if on_sample is None else (on_sample[0].metrics, on_sample[1].metrics)
     top1 = [c.per_query["top1"][valid] for c in (bf, cc, us)]
     gr_ci: tuple[Any, Any] = (None, None)
+    gr_defined: float | None = None
     defined = not np.isnan(_gain_stat(*top1))  # the point itself is defined (the new model is better)
     if relevance != "item" and valid.any() and defined:  # else resamples where it happens to be would give one
-        gr_ci = bootstrap_statistic_ci(_gain_stat, top1, n_boot, seed=seed)
+        stats = bootstrap_statistics(_gain_stat, top1, n_boot, seed=seed)
+        gr_ci, gr_defined = percentile_ci(stats, 0.95), defined_share(stats)
     return {
         "old_old_top1": s_oo["top1"], "new_new_top1": cells[NEW_NEW].metrics.summary()["top1"],
         "ceiling_top1": s_cc["top1"], "upgraded_top1": s_up["top1"],
-        "gain_retained_ci": list(gr_ci), "arr": arr(us.summary()[rk], s_cc[rk]), "arr_k": plan.recall_k,
+        "gain_retained_ci": list(gr_ci), "gain_retained_ci_defined": gr_defined, "arr": arr(us.summary()[rk], s_cc[rk]), "arr_k": plan.recall_k,
         "compatible": criterion(s_up["top1"], s_oo["top1"]) if relevance != "item" else None,
         "negative_flip_rate": flips.negative_rate, "positive_flip_rate": flips.positive_rate,
         "relative_nfr": flips.relative_nfr,
-        "negative_flip_rate_ci": list(fci["negative_flip_rate"]),
-        "positive_flip_rate_ci": list(fci["positive_flip_rate"]),
-        "relative_nfr_ci": list(fci["relative_nfr"]), "n_queries": oo.n_queries,
+        "negative_flip_rate_ci": list(fci.intervals["negative_flip_rate"]),
+        "positive_flip_rate_ci": list(fci.intervals["positive_flip_rate"]),
+        "relative_nfr_ci": list(fci.intervals["relative_nfr"]), "relative_nfr_ci_defined": fci.relative_nfr_defined,
+        "n_queries": oo.n_queries,
     }
 
 
@@ -134,7 +143,8 @@ def flips_section(cells: dict[str, CellResult], n_boot: int, seed: int,
         row.pop("negative"), row.pop("positive")
         both = base.valid & cell.metrics.valid
         cis = quiet_flip_cis(base.correct()[both], cell.metrics.correct()[both], n_boot, seed)
-        row["ci"] = {k: list(v) for k, v in cis.items()}
+        row["ci"] = {k: list(v) for k, v in cis.intervals.items()}
+        row["relative_nfr_ci_defined"] = cis.relative_nfr_defined
         row["against"] = "old/old on the evaluation sample" if on_sample else "old/old"
         out[name] = row
     return out
