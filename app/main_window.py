@@ -13,6 +13,7 @@ from pathlib import Path
 from PySide6.QtCore import QByteArray, QSize, Qt, QTimer
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import (
+    QDialog,
     QDockWidget,
     QHBoxLayout,
     QLabel,
@@ -312,6 +313,8 @@ class MainWindow(QMainWindow):
         settings.setValue("geometry", self.saveGeometry())
         settings.setValue("state", self.saveState())
         settings.sync()
+        for dialog in self.findChildren(QDialog):  # a store dialog stayed on screen until Qt quit
+            dialog.close()
         self.ctx.close_workspace(emit=False)
         self.log_view.detach()
         event.accept()

@@ -312,3 +312,14 @@ def test_a_blank_split_imports_into_the_gallery_and_an_unticked_alias_is_said_un
     text = migrate.result.toPlainText()
     assert "Migration completed" in text and text.endswith(
         "The alias 'docs' was not moved: 'Move the alias to the new collection once verified' was not ticked.")
+
+
+def test_closing_the_window_closes_the_store_dialogs(qtbot: QtBot, window: MainWindow, tmp_path: Path) -> None:
+    """The migration dialog stayed on screen after the main window closed, until Qt quit."""
+    assert window.ctx.open_workspace(tmp_path / "ws", create=True)
+    window.show_page("gallery").open_store_import()
+    window.show_page("export").open_store_migration()
+    shown = [window.show_page("gallery").store_dialog, window.show_page("export").store_dialog]
+    assert all(d.isVisible() for d in shown)
+    window.close()
+    assert not any(d.isVisible() for d in shown)
