@@ -116,8 +116,9 @@ class AppContext(QObject):
         ``on_end`` sees every outcome, a failed or cancelled one too."""
 
         def finished(outcome: JobOutcome) -> None:
-            if outcome.status == "failed":
-                self.reporter.report(f"{title} failed", outcome.error or "unknown error", outcome.details)
+            if outcome.status == "failed":  # with the damaged sets passed over, which may be why (only in the log)
+                notes = "".join(f"\nWARNING: {n}" for n in damage_log.current()) if changes_workspace else ""
+                self.reporter.report(f"{title} failed", (outcome.error or "unknown error") + notes, outcome.details)
             elif outcome.status == "completed" and on_done is not None:
                 on_done(outcome.result)
             if changes_workspace and self.ws is not None:

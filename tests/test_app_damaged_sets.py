@@ -89,3 +89,25 @@ def test_the_gallery_table_marks_a_damaged_set_as_info_does(qtbot: QtBot, window
     paths = [page.sets_table.item(row, 6).text() for row in range(page.sets_table.rowCount())]
     assert paths[0].startswith("MISSING: ") and paths[1] == f"DAMAGED: {second}", paths
     assert not error_dialogs(window)
+
+
+def test_a_failed_jobs_error_dialog_repeats_the_sets_passed_over(qtbot: QtBot, window: MainWindow,  # noqa: F811
+                                                                  tmp_path: Path) -> None:
+    """A job failing for want of the vectors a damaged set held gave its error alone: the set's warning, which
+    may be why, was only in the log (the command line prints it after its error line)."""
+    from embridge.core.errors import InputError
+
+    ws_path = _workspace_with_a_damaged_id_list(tmp_path)
+    assert window.ctx.open_workspace(ws_path)
+
+    def job(ws: Workspace, on_progress: object, should_stop: object) -> None:
+        if ws.ids_with_vectors("new").size == 0:  # the damaged set is passed over: no item has new's vectors
+            raise InputError("--new", "no item has vectors of model 'new'")
+
+    window.ctx.run("Train", job)
+    wait_for_jobs(qtbot, window)
+    qtbot.waitUntil(lambda: bool(error_dialogs(window)), timeout=5_000)
+    (dialog,) = error_dialogs(window)
+    assert dialog.headline.startswith("--new: no item has vectors of model 'new' WARNING: vector set 1 of model "
+                                      "'new' was passed over: its items count as holding none"), dialog.headline
+    dialog.close()

@@ -28,6 +28,12 @@ def line(what: str, problem: str) -> str:
     return f"{what} was passed over: {problem}"
 
 
+def current() -> list[str]:
+    """The notes so far, as lines, kept (the app repeats them beside a failed job's error, as the command
+    line prints them after its error line)."""
+    return [line(what, problem) for what, problem in _notes.items()]
+
+
 def take() -> list[str]:
     """The notes so far, as lines, and forget them."""
     lines = [line(what, problem) for what, problem in _notes.items()]
