@@ -175,6 +175,47 @@ def test_a_partition_a_retried_worker_had_finished_counts_as_written_with_its_ro
         (n, r, False) for n, r in zip(names[1:], rows[1:], strict=True)]
 
 
+def test_a_partition_rewritten_at_its_size_with_its_time_restored_is_transformed_again(upgrade: dict,
+                                                                                       tmp_path: Path) -> None:
+    """Resume compared a partition's size and mtime: new rows written at the same size, the mtime put back
+    (``touch -r``, ``cp -p``), kept the output of the rows that were there before."""
+    import os
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    v1, bundle = upgrade["vectors"]["v1"][:40], upgrade["bundle"]
+    src, dst = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+
+    def write(vectors: np.ndarray) -> Path:
+        flat = pa.array(vectors.astype(np.float32).ravel())
+        table = pa.table({"id": pa.array(np.arange(len(vectors)), pa.int64()),
+                          "vector": pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1]),
+                          "label": pa.array(["l"] * len(vectors))})
+        pq.write_table(table, src / "part-000.parquet", compression="none", use_dictionary=False)
+        return src / "part-000.parquet"
+
+    part = write(v1)
+    transform_gallery(bundle, str(src), str(dst))
+    before = part.stat()
+    write(-v1)  # other rows, the same bytes in number
+    os.utime(part, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert (part.stat().st_size, part.stat().st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    again = transform_gallery(bundle, str(src), str(dst))
+    assert again.replaced == [part.name] and again.written == 1
+    np.testing.assert_allclose(read_partitions(dst)[part.name][1], load_bundle(bundle)(-v1, normalise_output=True),
+                               atol=1e-6, rtol=0)
+    from embridge.core.scale.output_folder import STATE_FILE  # a marker an older version wrote: (size, mtime)
+
+    state = json.loads((dst / STATE_FILE).read_text())
+    assert len(state["inputs"][part.name]) == 3
+    state["inputs"][part.name] = state["inputs"][part.name][:2]
+    (dst / STATE_FILE).write_text(json.dumps(state))
+    resumed = transform_gallery(bundle, str(src), str(dst))
+    assert (resumed.replaced, resumed.skipped, resumed.written) == ([], 1, 0)  # resumed, not all done again
+
+
 def test_rerun_after_the_source_changed_redoes_only_what_changed(upgrade: dict, tmp_path: Path) -> None:
     """A bad partition stops the run midway; once it is fixed, a finished one edited and another
     removed, the rerun keeps the untouched outputs, redoes the changed ones, drops the removed one,

@@ -29,14 +29,25 @@ _WHAT = {"layer_sha256": "layer", "bundle_sha256": "bundle (an older Embridge's 
 
 
 def partition_stamps(source: SourceDataset) -> dict[str, list[int] | None]:
-    """Each partition's (size, mtime in ns); a Lance source's fragments are pinned by its version instead."""
+    """Each partition's (size, mtime, ctime in ns); a Lance source's fragments are pinned by its version instead.
+
+    The ctime, which no user tool sets back, tells a file rewritten at its size with its mtime restored
+    (``cp -p``, ``touch -r``) from the one transformed before."""
     if source.kind != "parquet":
         return {p.name: None for p in source.partitions}
     stamps: dict[str, list[int] | None] = {}
     for part in source.partitions:
         st = os.stat(part.path)
-        stamps[part.name] = [st.st_size, st.st_mtime_ns]
+        stamps[part.name] = [st.st_size, st.st_mtime_ns, st.st_ctime_ns]
     return stamps
+
+
+def stamps_like(now: dict[str, Any], recorded: Any) -> dict[str, Any]:
+    """``now``'s partition stamps in the form ``recorded`` (an earlier run's) has them: an older Embridge
+    stamped (size, mtime) only, and its job must still resume, not read every partition as changed."""
+    recorded = recorded if isinstance(recorded, dict) else {}
+    return {name: stamp[:len(recorded[name])] if isinstance(stamp, list) and isinstance(recorded.get(name), list)
+            else stamp for name, stamp in now.items()}
 
 
 def _job(state: dict[str, Any]) -> dict[str, Any]:
@@ -51,8 +62,9 @@ def _recorded_inputs(state: dict[str, Any]) -> dict[str, Any]:
 
 def stale_partitions(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
     """Partitions an earlier run recorded whose source file has since changed or gone away."""
-    current = now["inputs"]
-    return sorted(name for name, stamp in _recorded_inputs(before).items()
+    recorded = _recorded_inputs(before)
+    current = stamps_like(now["inputs"], recorded)
+    return sorted(name for name, stamp in recorded.items()
                   if name not in current or (stamp is not None and stamp != current[name]))
 
 

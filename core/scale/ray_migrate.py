@@ -38,7 +38,7 @@ from embridge.core.connectors.transform import load_transform
 from embridge.core.errors import InputError
 from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
 from embridge.core.scale.layer import layer_fingerprint
-from embridge.core.scale.output_folder import partition_stamps
+from embridge.core.scale.output_folder import partition_stamps, stamps_like
 from embridge.core.scale.partitions import open_source
 
 PARTITIONED = ("lancedb", "parquet")
@@ -89,11 +89,12 @@ def migrate_on_ray(bundle: str | Path, source_uri: str, target_uri: str, *, swit
         # one lock for both engines: a second migration into this target, on either, is refused while this one runs
         with job_lock(target, state_key(target)):
             # a partition changed in place since the start is another migration
+            earlier = target.load_state(key)
+            recorded = (earlier or {}).get("fingerprint") or {}
             fingerprint = {"layer": layer_fingerprint(bundle), "source": data, "target": target.collection,
-                           "source_count": total, **_source_stamps(data)}
+                           "source_count": total, **_source_stamps(data, recorded)}
             other_engines_shadow(target, state_key(target), "local")
             staging = Path(state_dir) / f".embridge-ray-{target.collection}"
-            earlier = target.load_state(key)
             state = resumable_state(target, key, fingerprint)
             if state is None:  # a fresh start: partitions staged by another job (a changed source, a lost record) go
                 if earlier is None or comparable(earlier.get("fingerprint")) != fingerprint:
@@ -139,16 +140,19 @@ def migrate_on_ray(bundle: str | Path, source_uri: str, target_uri: str, *, swit
         source.close()
 
 
-def _source_stamps(data: str) -> dict[str, Any]:
-    """The dataset's version and its partitions' stamps: any write to it changes one of them."""
+def _source_stamps(data: str, recorded: Any = None) -> dict[str, Any]:
+    """The dataset's version and its partitions' stamps: any write to it changes one of them (in the form of
+    the ``recorded`` fingerprint's stamps, where an earlier version began the migration)."""
     partitions = open_source(data)
-    return {"source_version": partitions.version, "source_partitions": partition_stamps(partitions)}
+    recorded = recorded.get("source_partitions") if isinstance(recorded, dict) else None
+    return {"source_version": partitions.version,
+            "source_partitions": stamps_like(partition_stamps(partitions), recorded)}
 
 
 def _unchanged_since_start(data: str, fingerprint: dict[str, Any], target: Connector) -> None:
     """Refuse to move an alias onto a shadow whose source was written since the migration started (a partition
     changed, added or removed, or a new Lance version): the shadow would serve what the source no longer holds."""
-    if any(fingerprint[key] != value for key, value in _source_stamps(data).items()):
+    if any(fingerprint[key] != value for key, value in _source_stamps(data, fingerprint).items()):
         raise VectorStoreError(f"{target.describe()}: the source {data} was written since the migration started, "
                                "so the shadow may not hold what it holds now; the alias was not moved: drop "
                                f"'{target.collection}' and migrate again")
