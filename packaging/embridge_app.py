@@ -19,10 +19,23 @@ def _guard_streams() -> None:
         sys.stderr = open(os.devnull, "w", encoding="utf-8")
 
 
+USAGE = """usage: embridge [--workspace DIR]                      start the desktop app
+       embridge cli COMMAND ...                        the command line ('embridge cli --help' lists the commands)
+       embridge --self-test [--self-test-out FILE]     headless check of the engine: exit status 0 or 1
+"""
+
+
 def main() -> int:
     multiprocessing.freeze_support()
     _guard_streams()
     argv = sys.argv[1:]
+    if argv[:1] in (["-h"], ["--help"]):  # the app's own parser named only its options, as embridge-gui
+        sys.stdout.write(USAGE)
+        return 0
+    if argv and not argv[0].startswith("-") and argv[0] != "cli":  # a command given without the 'cli' word
+        sys.stderr.write(f"embridge: error: '{argv[0]}' is not an option of the desktop app; run a command as "
+                         f"'embridge cli {argv[0]} ...'\n")
+        return 2
     if "--self-test" in argv:
         from embridge.core.selftest import self_test_main
 

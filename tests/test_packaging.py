@@ -114,3 +114,15 @@ def test_module_file_names_are_unique() -> None:
             if path.name != "__init__.py":
                 seen.setdefault(path.name, []).append(str(path.relative_to(ROOT)))
     assert {name: paths for name, paths in seen.items() if len(paths) > 1} == {}
+
+
+def test_the_packaged_entry_point_names_its_three_modes_and_hints_at_cli() -> None:
+    """The frozen executable's --help was the desktop app's own (as embridge-gui, without 'cli'), and a command
+    given without 'cli' was an unrecognized argument."""
+    entry = ROOT / "packaging" / "embridge_app.py"
+    shown = subprocess.run([sys.executable, str(entry), "--help"], capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0 and "embridge cli COMMAND" in shown.stdout and "--self-test" in shown.stdout
+    wrong = subprocess.run([sys.executable, str(entry), "demo", "--workspace", "x"], capture_output=True, text=True,
+                           timeout=60)
+    assert wrong.returncode == 2 and wrong.stderr == ("embridge: error: 'demo' is not an option of the desktop app; "
+                                                      "run a command as 'embridge cli demo ...'\n")

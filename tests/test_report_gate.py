@@ -73,7 +73,8 @@ def test_gate_on_a_real_report(demo_copy: Path, tmp_path: Path, capsys: pytest.C
     assert code == 1
     gate_lines = [line for line in err.splitlines() if line.startswith("embridge: gate failed")]
     assert len(gate_lines) == 2
-    assert "upgraded_top1" in gate_lines[0] and "ndcg@10: no such metric in the report" in gate_lines[1]
+    assert "upgraded_top1" in gate_lines[0]  # and why nDCG@10 is missing: not a misspelling, no judgments
+    assert "ndcg@10: it is measured only with relevance judgments (import them with --qrels)" in gate_lines[1]
     with Workspace.open(ws) as opened:  # each number with the cell and the queries and gallery it was measured on
         stored = json.loads((Path(ws) / opened.report(data["report_id"])["json_file"]).read_text())
     upgraded = stored["cells"][data["upgraded_cell"]]["protocol"]["text"]

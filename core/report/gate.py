@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from embridge.core.errors import InputError, StoreError, UsageError, printable
-from embridge.core.evaluation.headline import decides_on_ndcg
+from embridge.core.evaluation.headline import JUDGED_METRICS, decides_on_ndcg
 from embridge.core.paths import (
     absolute,
     check_output,
@@ -147,8 +147,9 @@ def evaluate(checks: list[Check], values: dict[str, Any]) -> list[CheckResult]:
             label = f"{check.metric} (top-1's criterion: {name})"
         if name not in values:
             known = ", ".join(sorted(k for k, v in values.items() if _number(v) is not None))
-            results.append(CheckResult(check, None, False, f"{label}: no such metric in the report "
-                                       f"(known: {known})", name))
+            why = "it is measured only with relevance judgments (import them with --qrels), and this report has none" \
+                if any(j in name for j in JUDGED_METRICS) else "no such metric in the report"
+            results.append(CheckResult(check, None, False, f"{label}: {why} (known: {known})", name))
             continue
         value = _number(values[name])
         if value is None:
