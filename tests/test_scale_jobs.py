@@ -348,23 +348,29 @@ def test_cancel_stops_the_ray_job_and_records_it(ws_path: Path, ray_head: str,  
     assert not actor_alive(job.address, job.namespace, job.job_id)  # the job is gone from the cluster
 
 
-def test_cancel_of_a_job_whose_cluster_is_gone_records_it_at_once(ws_path: Path) -> None:
-    """With the cluster dead, `jobs cancel` waited its grace, then 180 s for the cluster, failed, and left
-    the run 'running'. It asks the address first: nothing answers, so the run is recorded as cancelled."""
+def _job_on_a_gone_cluster(ws_path: Path, job_id: str) -> tuple[int, Path]:
+    """A detached backfill run of 10 items recorded as submitted to an address where nothing listens any more
+    (the cluster that was there is gone), with its empty stage folder: its run id and stage."""
     import socket
 
-    with socket.socket() as probe:  # a port nothing listens on: the cluster that was there is gone
+    with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         address = f"127.0.0.1:{probe.getsockname()[1]}"
     with Workspace.open(ws_path) as ws:
-        job_id = "backfill-gone-0001"
         stage = Path(ws.root) / detached_jobs.STAGE_DIR / job_id
         run_id = ws.start_run("backfill", NEW, {"engine": "ray", "detached": True, "job_id": job_id, "address": address,
                                                 "namespace": "embridge-test", "items": 10,
                                                 "stage": stage.relative_to(ws.root).as_posix()})
-        stage.mkdir(parents=True)
-        (stage / "status.json").write_text(json.dumps({"state": "running", "done": 3, "total": 10,
-                                                       "heartbeat": time.time()}))
+    stage.mkdir(parents=True)
+    return run_id, stage
+
+
+def test_cancel_of_a_job_whose_cluster_is_gone_records_it_at_once(ws_path: Path) -> None:
+    """With the cluster dead, `jobs cancel` waited its grace, then 180 s for the cluster, failed, and left
+    the run 'running'. It asks the address first: nothing answers, so the run is recorded as cancelled."""
+    run_id, stage = _job_on_a_gone_cluster(ws_path, "backfill-gone-0001")
+    (stage / "status.json").write_text(json.dumps({"state": "running", "done": 3, "total": 10,  # its last report
+                                                   "heartbeat": time.time()}))
     done = subprocess.run([sys.executable, "-m", "embridge.core.cli.main", "jobs", "cancel", "-w", str(ws_path),
                            "--run", str(run_id), "--json"], capture_output=True, text=True, timeout=90)
     assert done.returncode == 0, done.stderr
@@ -423,18 +429,9 @@ def test_a_workspace_the_clusters_workers_cannot_see_is_named(ws_path: Path, ray
 def test_a_job_that_never_reported_and_whose_cluster_is_gone_is_lost_not_followed_for_ever(ws_path: Path) -> None:
     """Without its status file a job read 'submitted' for ever: `jobs attach` polled it until killed."""
     import os
-    import socket
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        address = f"127.0.0.1:{probe.getsockname()[1]}"
+    run_id, stage = _job_on_a_gone_cluster(ws_path, "backfill-silent-0001")
     with Workspace.open(ws_path) as ws:
-        job_id = "backfill-silent-0001"
-        stage = Path(ws.root) / detached_jobs.STAGE_DIR / job_id
-        run_id = ws.start_run("backfill", NEW, {"engine": "ray", "detached": True, "job_id": job_id, "address": address,
-                                                "namespace": "embridge-test", "items": 10,
-                                                "stage": stage.relative_to(ws.root).as_posix()})
-        stage.mkdir(parents=True)
         job = detached_jobs.find_job(ws, run_id)
         assert detached_jobs.read_status(job).state == "submitted"  # just submitted: it may wait for resources
         past = time.time() - detached_jobs.LOST_AFTER_S - 5
