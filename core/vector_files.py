@@ -310,8 +310,17 @@ def npy_header(src: Path) -> tuple[tuple[int, ...], np.dtype]:
     return shape, dtype
 
 
+_READABLE_COMPRESSION = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA)
+
+
 def _check_member_sizes(src: Path, info: zipfile.ZipInfo) -> None:
-    """Sizes a zip member declares, checked before anything is read or allocated for it."""
+    """Sizes a zip member declares, checked before anything is read or allocated for it (and that the zip module
+    can read it at all: an encrypted member or another compression raised errors no reader expects)."""
+    if info.flag_bits & 0x1:
+        raise VectorFileError(src, f"member {info.filename} is encrypted; save the arrays with np.savez")
+    if info.compress_type not in _READABLE_COMPRESSION:
+        raise VectorFileError(src, f"member {info.filename} uses zip compression method {info.compress_type}, "
+                              "which cannot be read here; save the arrays with np.savez or np.savez_compressed")
     if info.compress_type == zipfile.ZIP_STORED and info.file_size != info.compress_size:
         raise VectorFileError(src, f"member {info.filename} claims {info.file_size} bytes but stores "
                               f"{info.compress_size} (forged sizes)")
@@ -371,6 +380,12 @@ def _keys(src: Path, zf: zipfile.ZipFile, name: str, rows: int) -> list[str]:
         raise VectorFileError(src, f"all {shape[0]} {what} are empty strings (dtype {dtype})")
     with zf.open(info) as fh:
         values = np.lib.format.read_array(fh, allow_pickle=False)
+    if dtype.kind == "U" and values.size and dtype.itemsize:  # UCS-4 code units beyond Unicode: no text at all
+        units = np.ascontiguousarray(values, dtype=dtype.newbyteorder("=")).view(np.uint32).reshape(len(values), -1)
+        beyond = np.flatnonzero((units > 0x10FFFF).any(axis=1))
+        if beyond.size:
+            raise VectorFileError(src, f"{noun} {int(beyond[0]) + 1} is not Unicode text (it holds code point "
+                                  f"0x{int(units[beyond[0]].max()):X}, beyond U+10FFFF)")
     raw: list[str | int] = []
     for n, value in enumerate(values.tolist(), start=1):
         if isinstance(value, bytes):

@@ -127,6 +127,35 @@ def npz(path: Path, vectors: np.ndarray, ids: list[str] | None = None, **extra: 
     return path
 
 
+def npz_with_edited_ids(path: Path, edit: str) -> Path:
+    """A valid 2 x 16 ``.npz`` whose ``ids`` member is then edited: ``codepoint`` (its text holds a code unit
+    beyond U+10FFFF), ``method`` (a zip compression method Python cannot read) or ``encrypted`` (the flag set)."""
+    import struct
+
+    if edit == "codepoint":
+        ids = np.array(["a", "b"])
+        raw = bytearray(ids.tobytes())
+        raw[4:8] = struct.pack("<I", 0x110000)
+        ids = np.frombuffer(bytes(raw), dtype=ids.dtype)
+    else:
+        ids = np.array(["a", "b"])
+    np.savez(path, ids=ids, vectors=np.ones((2, 16), dtype=np.float32))
+    if edit in ("method", "encrypted"):
+        data = bytearray(path.read_bytes())
+        name = b"ids.npy"
+        for sig, flag_at, method_at, name_at in ((b"PK\x03\x04", 6, 8, 30), (b"PK\x01\x02", 8, 10, 46)):
+            at = data.find(sig)
+            while at >= 0:
+                if data[at + name_at:at + name_at + len(name)] == name:
+                    if edit == "method":
+                        data[at + method_at:at + method_at + 2] = struct.pack("<H", 93)
+                    else:
+                        data[at + flag_at] |= 0x1
+                at = data.find(sig, at + 4)
+        path.write_bytes(bytes(data))
+    return path
+
+
 def bad_values(value: float) -> np.ndarray:
     vectors = np.ones((4, 16), dtype=np.float32)
     vectors[2, 5] = value

@@ -115,6 +115,13 @@ CORPUS: list[Case] = [
         ids=np.array(["fresh-1"]), vectors=np.ones((1, 16)), query_ids=np.array(["qa", "qb", "qc"]),
         query_vectors=np.vstack([np.ones((2, 16)), np.full((1, 16), np.nan)]))), IMPORT_V1,
        "query_vectors row 2 holds NaN or inf values"),
+    # a zip member the zip module cannot read, and text beyond Unicode: each raised an error no reader expected
+    _c("vectors-ids-beyond-unicode", lambda e: mk.npz_with_edited_ids(e.inputs / "u.npz", "codepoint"), IMPORT_V1,
+       r"id 2 is not Unicode text \(it holds code point 0x110000"),
+    _c("vectors-unreadable-compression", lambda e: mk.npz_with_edited_ids(e.inputs / "m.npz", "method"), IMPORT_V1,
+       "member ids.npy uses zip compression method 93"),
+    _c("ckpt-vectors-encrypted-member", lambda e: mk.npz_with_edited_ids(e.inputs / "enc.npz", "encrypted"),
+       MODEL_ADD, "member ids.npy is encrypted"),
     _c("vectors-empty-file", lambda e: mk.write(e.inputs / "empty.npz", b""), IMPORT_V1, "unreadable vector file"),
     _c("vectors-no-rows", lambda e: mk.npz(e.inputs / "none.npz", np.ones((0, 16)), []), IMPORT_V1,
        "holds no vectors"),
