@@ -126,6 +126,8 @@ def validate_npy_image(path: str | Path) -> None:
         raise ImportDataError(path, f"a .npy image must hold numbers, got dtype {dtype}")
     if len(shape) not in (1, 2, 3):
         raise ImportDataError(path, f"a .npy image must be 1-, 2- or 3-D, got shape {shape}")
+    if 0 in shape:  # stored, it failed only when a model embedded it
+        raise ImportDataError(path, f"a .npy image holds no values (shape {shape})")
     check_pixel_count(path, int(np.prod(shape, dtype=np.float64)), "x".join(map(str, shape)) + " values")
 
 

@@ -439,6 +439,8 @@ CORPUS += [
        _import("npy4d"), r"1-, 2- or 3-D, got shape \(1, 2, 2, 2\)"),
     _c("images-npy-header-claims-huge", _npy_image("npybig", lambda: ib.header_only((10**6, 10**6), "|u1")),
        _import("npybig"), "the header claims 1000000000000 bytes of data but the file holds 0"),
+    _c("images-npy-empty", _npy_image("npyempty", lambda: ib.npy_bytes(np.ones((0, 4), np.float32))),
+       _import("npyempty"), r"a \.npy image holds no values \(shape \(0, 4\)\)"),  # stored, refused at embed
     _c("images-npy-strings", _npy_image("npystr", lambda: ib.npy_bytes(np.array([["a", "b"]]))),
        _import("npystr"), "must hold numbers, got dtype <U1"),
     _c("images-npy-random-bytes", _npy_image("npyjunk", lambda: np.random.default_rng(6).bytes(256)),

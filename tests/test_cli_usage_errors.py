@@ -142,3 +142,13 @@ def test_a_bad_ray_address_from_the_environment_is_named_as_such(monkeypatch: py
         address_parts("garbage")
     with pytest.raises(UsageError, match=r"^--ray-address: 'other:x' is not HOST:PORT"):
         address_parts("other:x")
+
+
+def test_a_folder_named_like_a_vector_file_is_said_to_be_a_folder(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """It read 'a images import has no vectors to store', naming neither the folder nor what it was read as."""
+    (tmp_path / "v.npz").mkdir()
+    assert main(["import", "--workspace", str(tmp_path / "ws"), "--path", str(tmp_path / "v.npz"), "--model", "m"]) == 2
+    err = capsys.readouterr().err
+    assert (f"--model: describes a vector file (--format vectors); this import reads an image folder "
+            f"({tmp_path / 'v.npz'} is a folder), which has no vectors to store") in err

@@ -205,8 +205,12 @@ def _check_format_options(args: argparse.Namespace) -> None:
     if args.path is not None and fmt not in (None, "vectors"):
         given = [flag for flag, value in (("--model", args.model), ("--ids", args.ids)) if value is not None]
         if given:
+            what = {"images": "an image folder", "csv": "a CSV file", "jsonl": "a JSONL file",
+                    "beir": "a BEIR folder"}.get(fmt, f"a {fmt} import")
+            named = Path(args.path).suffix.lower() in (".npz", ".npy") and Path(args.path).is_dir()  # like a file
+            read = f" ({args.path} is a folder)" if named else ""
             raise UsageError(", ".join(given), f"describe{'s' if len(given) == 1 else ''} a vector file "
-                             f"(--format vectors); a {fmt} import has no vectors to store")
+                             f"(--format vectors); this import reads {what}{read}, which has no vectors to store")
 
 
 def _import_from_store(args: argparse.Namespace) -> Result:
