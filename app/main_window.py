@@ -84,6 +84,7 @@ class MainWindow(QMainWindow):
         self.watch.setInterval(WATCH_MS)
         self.watch.timeout.connect(self._check_workspace)
         self._db_seen: tuple[object, ...] | None = None
+        self._db_opened: tuple[int, int] | None = None  # the database file the open workspace read
         self._build_menus()
         ctx.workspace_changed.connect(self._on_workspace_changed)
         ctx.devices_changed.connect(lambda: self.device_label.setText(f"Device: {ctx.device_label}"))
@@ -257,6 +258,14 @@ class MainWindow(QMainWindow):
         if self.ctx.jobs.running():
             return
         state = self._db_state()
+        identity = self._db_identity()
+        if identity is not None and self._db_opened is not None and identity != self._db_opened:
+            root = Path(self.ctx.ws.root)  # deleted and made again: this handle still read the deleted file
+            if self.ctx.open_workspace(root):
+                self.ctx.reporter.report("Workspace reopened", f"{root}: the workspace there was replaced by another "
+                                         "(deleted and made again), so it was opened afresh: its runs, models and "
+                                         "ids are the new workspace's")
+            return
         if state is not None and state[0] is None:  # its database is gone from where it was opened
             root = Path(self.ctx.ws.root)
             self.ctx.close_workspace()
@@ -273,9 +282,21 @@ class MainWindow(QMainWindow):
                 return
             self.refresh_pages()
 
+    def _db_identity(self) -> tuple[int, int] | None:
+        """The workspace database file's device and inode (None: no file there now)."""
+        from embridge.core.paths import DB_NAME
+
+        ws = self.ctx.ws
+        try:
+            info = (Path(ws.root) / DB_NAME).stat() if ws is not None else None
+        except OSError:
+            return None
+        return None if info is None else (info.st_dev, info.st_ino)
+
     def _on_workspace_changed(self) -> None:
         ws = self.ctx.ws
         self._db_seen = self._db_state()
+        self._db_opened = self._db_identity()
         if ws is None:
             self.watch.stop()
         else:

@@ -279,3 +279,28 @@ def test_a_workspace_moved_away_while_open_is_closed_with_a_notice(qtbot: QtBot,
     assert "is no longer there" in dialog.message and str(demo_copy) in dialog.message
     close_error_dialogs()
     assert not demo_copy.exists() and (moved / "embridge.db").is_file()  # nothing made at the old path
+
+
+def test_a_workspace_deleted_and_made_again_at_its_path_is_reopened(qtbot: QtBot, window: MainWindow,
+                                                                    demo_copy: Path, tmp_path: Path) -> None:
+    """Deleted and rebuilt between two watch ticks: the pages read the deleted database through the open handle
+    while jobs opened the new one by path, so a run picked in the app was another run of the new workspace."""
+    import shutil
+
+    from app_fixtures import close_error_dialogs, error_dialogs
+
+    assert window.ctx.open_workspace(demo_copy)
+    with Workspace.open(demo_copy) as ws:
+        train_run(ws, "procrustes", device="cpu")
+    window._check_workspace()
+    assert [r["method"] for r in window.ctx.ws.runs("train")] == ["procrustes"]
+    fresh = tmp_path / "fresh"
+    Workspace.create(fresh).close()
+    shutil.rmtree(demo_copy)
+    shutil.copytree(fresh, demo_copy)  # a new database file at the same path, with no run
+    window._check_workspace()
+    assert window.ctx.ws is not None and window.ctx.ws.runs("train") == []
+    qtbot.waitUntil(lambda: bool(error_dialogs()), timeout=5_000)
+    (dialog,) = error_dialogs()
+    assert "was replaced by another" in dialog.message and str(demo_copy) in dialog.message
+    close_error_dialogs()
