@@ -83,3 +83,23 @@ def test_the_text_demo_is_greyed_out_with_the_reason_where_it_cannot_be_built(
     assert not item.isEnabled() and item.toolTip().lower() in refused.lower()
     assert page.demo_kind.model().item(page.demo_kind.findData("digits")).isEnabled()
     assert not (tmp_path / "ws").exists()
+
+
+@pytest.mark.parametrize("detach", [False, True])
+def test_a_ray_backfill_where_ray_is_left_out_records_no_run(demo_copy: Path, detach: bool) -> None:
+    """In the packaged build (no Ray) a backfill recorded a failed run, and a detached one staged its items and
+    started the program again as 'python -m', which the frozen executable took for the app's arguments."""
+    argv = ["backfill", "-w", str(demo_copy), "--model", "new-cnn", "--engine", "ray"]
+    argv += ["--detach", "--ray-address", "127.0.0.1:1"] if detach else []
+    probe = ("import sys\nsys.modules['ray'] = None\nsys.frozen = True\nfrom embridge.core.cli.main import main\n"
+             f"sys.exit(main({argv!r}))\n")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.strip().splitlines() == ["embridge: error: --engine ray needs Ray; this packaged desktop build "
+                                                "leaves the ray extra out; use Embridge installed with pip install "
+                                                "'embridge[ray]'"]
+    from embridge.core.store import Workspace
+
+    with Workspace.open(demo_copy) as ws:
+        assert ws.runs("backfill") == []
+    assert not (demo_copy / "scale-jobs").exists() or not any((demo_copy / "scale-jobs").iterdir())

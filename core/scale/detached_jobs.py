@@ -45,7 +45,7 @@ from embridge.core.scale.backfill_workspace import (
     text_role,
     workspace_model_spec,
 )
-from embridge.core.scale.engine import EngineError, check_reachable
+from embridge.core.scale.engine import EngineError, check_reachable, require_ray
 
 TERMINAL = ("completed", "failed", "cancelled", "lost")
 LOST_AFTER_S = 60.0  # a running job whose heartbeat is older than this is lost (cluster gone)
@@ -101,6 +101,7 @@ def namespace_for(ws: Any) -> str:
 
 def cluster_address(address: str | None) -> str:
     """A detached job needs a running cluster to outlive this process: --ray-address or RAY_ADDRESS."""
+    require_ray()
     address = address or os.environ.get("RAY_ADDRESS") or None
     if not address or address in ("local", "auto"):
         raise InputError("--ray-address", "a detached job needs a running Ray cluster: give its address "

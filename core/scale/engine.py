@@ -47,6 +47,15 @@ def check_engine(engine: str) -> str:
     return engine
 
 
+def require_ray() -> None:
+    """Refuse ``--engine ray`` at once where Ray is not installed (or a packaged build leaves it out), before a
+    job stages items or records a run; a detached job's child process ran the program again and failed there."""
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:
+        raise EngineError(f"--engine ray needs Ray; {install_hint('ray')}")
+
+
 def import_ray(address: str | None = None) -> Any:
     """Ray itself, or one line saying how to get it. To attach to a cluster (``address``, else
     ``RAY_ADDRESS``), the token of one `ray start` began with it is first set to be sent: Ray reads that
