@@ -453,6 +453,25 @@ def test_a_checkpoint_copy_no_model_names_is_swept_and_nothing_else(tmp_path: Pa
     assert src.read_bytes() == b"weights"
 
 
+def test_a_layer_file_no_layer_row_names_is_swept_and_a_registered_one_is_kept(tmp_path: Path,
+                                                                                sweep_everything: None) -> None:
+    """A training killed between copying its layer into adapters/ and registering it left the file for good:
+    no sweep looked there, and `info --verify` said nothing of it."""
+    root = tmp_path / "ws"
+    src = tmp_path / "layer.pt"
+    src.write_bytes(b"a trained layer")
+    with Workspace.create(root) as ws:
+        ws.add_model("old", "old", {"kind": "vectors", "dim": DIM, "sha256": "a" * 64}, None)
+        ws.add_model("new", "new", {"kind": "vectors", "dim": DIM, "sha256": "b" * 64}, None)
+        run = ws.start_run("train", "procrustes", {})
+        kept = ws.add_adapter(run, "procrustes", "backward", DIM, DIM, "new", "old", src, {})
+    lost = f"procrustes-run2-{hashlib.sha256(b'another layer').hexdigest()[:12]}.pt"  # as add_adapter names it
+    (root / "adapters" / lost).write_bytes(b"another layer")
+    (root / "adapters" / "notes.pt").write_bytes(b"not a name Embridge gives")
+    Workspace.open(root).close()
+    assert sorted(p.name for p in (root / "adapters").iterdir()) == sorted([Path(kept["file"]).name, "notes.pt"])
+
+
 @pytest.mark.parametrize("change", ["rename", "replace"])
 def test_a_layer_whose_model_was_renamed_or_replaced_while_it_trained_is_not_stored(
         demo_copy: Path, monkeypatch: pytest.MonkeyPatch, change: str) -> None:

@@ -46,7 +46,8 @@ STORED_COPY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*-(?P<sha>[0-9a-f]{12})(\.[A
 
 def sweep_model_orphans(models_dir: Path, registered: set[str], cutoff: float,
                         referenced: frozenset[Path] = frozenset()) -> int:
-    """Remove stored checkpoint copies no model names, unchanged since ``cutoff``; returns how many.
+    """Remove stored checkpoint copies no model names (or layer files no layer row names, ``adapters/``),
+    unchanged since ``cutoff``; returns how many.
 
     A ``model remove`` killed between its commit and the unlink left its copy behind for good. Only
     entries with the names :meth:`add_model` gives are candidates, and no link is followed. A file a
@@ -246,8 +247,8 @@ def _demo_kind(marker: Path) -> str | None:
 
 
 def sweep_leftovers(root: Path, conn: Any) -> None:
-    """Remove temp files, unregistered vector files, stored checkpoint copies and report folders a crashed
-    writer left behind.
+    """Remove temp files, unregistered vector files, stored checkpoint copies, trained layers and report
+    folders a crashed writer left behind.
 
     Only names this program gives its own files are removed, in the workspace's own folders, after an
     hour untouched, and no symbolic link is ever followed (a linked folder is left alone entirely).
@@ -266,3 +267,6 @@ def sweep_leftovers(root: Path, conn: Any) -> None:
         sweep_orphans(root / "vectors", registered, cutoff, models)
     reports = {str(r[0]) for r in conn.execute("select id from reports")}
     sweep_report_orphans(root / "reports", reports, cutoff)
+    # a trained layer copied in but never registered (killed between its copy and its row): named by its sha too
+    layers = {str(r[0]).split("/", 1)[-1] for r in conn.execute("select file from adapters") if r[0]}
+    sweep_model_orphans(root / "adapters", layers, cutoff)
