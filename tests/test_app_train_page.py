@@ -380,3 +380,25 @@ def test_the_protocol_of_another_pair_is_never_left_on_show(qtbot: QtBot, window
     assert train.protocol_label.text() and not train.protocol_label.text().startswith("Working out")
     assert train.protocol_label.text() != first or train.pairs.count() > 0
     wait_for_jobs(qtbot, window)
+
+
+def test_the_page_keeps_describing_its_own_run_when_the_command_line_records_another(
+        qtbot: QtBot, window: MainWindow, demo_copy: Path) -> None:
+    """A run the command line recorded while the page trained took over its sentence at the next refresh
+    (the latest run), though the page had just trained another."""
+    from embridge.core.store import Workspace
+    from embridge.core.train.runs import train_run
+
+    window.ctx.open_workspace(demo_copy)
+    train = window.show_page("train")
+    train.select_method("procrustes")
+    train.train_from_form()
+    wait_for_jobs(qtbot, window, timeout_ms=120_000)
+    own = train.result_label.text()
+    (ours,) = window.ctx.ws.runs("train")
+    with Workspace.open(demo_copy) as ws:  # the command line, meanwhile
+        train_run(ws, "affine", device="cpu")
+    train.refresh()  # what the database watch does
+    assert train._current_run()["id"] == ours["id"] and train.result_label.text() == own
+    train.runs_table.selectRow(0)  # the user picks the newer run: it is described
+    assert train._current_run()["method"] == "affine" and train.result_label.text() != own

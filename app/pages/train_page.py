@@ -51,8 +51,6 @@ AUTO_NOTE = ("Each candidate uses its own defaults; the values shown are the com
              "you change here is passed, to every candidate that has it.")
 LIVE_REDRAW_MS = 800  # at most one live-plot redraw per this many ms while training
 __all__ = ["RUN_COLUMNS", "TrainPage", "result_text", "run_row"]
-
-
 TRAIN_FIELDS = {"--old": "Old model", "--new": "New model", "--device": "Device", "--pairs": "Pairs",
                 "--time-budget": "Time budget"}  # the form's fields for the options core's refusals name
 
@@ -69,6 +67,7 @@ class TrainPage(Page):
         self._overview: dict[str, Any] = {}
         self._table_runs: list[dict[str, Any]] = []  # the runs table's runs, row by row (latest first)
         self._shown: tuple[int, str, str | None] | None = None  # (run id, status, stale note) the text describes
+        self._claimed: int | None = None  # the run this page trained last: described until another is picked
 
         chooser = QGroupBox("&Method")
         self.methods = QListWidget()
@@ -294,9 +293,9 @@ class TrainPage(Page):
             self._claim_text(result.get("run_id"))
         self.job = None
         enable(self.cancel_button, NO_TRAINING)
-        if outcome.status == "completed" and self.ctx.ws is not None:
-            # the run's recorded curves replace the live points (a closed-form sweep's last one is not its score)
-            self._show_recorded((self.ctx.ws.runs("train") or [None])[-1])
+        if outcome.status == "completed" and self.ctx.ws is not None:  # its recorded curves replace the live
+            runs = self.ctx.ws.runs("train")  # points; its own run, not one the command line recorded meanwhile
+            self._show_recorded(next((r for r in runs if r["id"] == self._claimed), runs[-1] if runs else None))
         self._models_changed()
 
     def _models_changed(self, *_args: object) -> None:
@@ -316,7 +315,7 @@ class TrainPage(Page):
         self.job = None  # a training still running trains the other workspace (the jobs panel shows it)
         enable(self.cancel_button, NO_TRAINING)
         self.live = LiveCurves()
-        self._table_runs, self._shown = [], None  # before the table empties: its selection signal reads them
+        self._table_runs, self._shown, self._claimed = [], None, None  # before the table empties (its signal reads)
         with QSignalBlocker(self.runs_table):
             self.runs_table.setRowCount(0)
         self.plot.clear("The loss and validation metric appear here while a method trains.")
@@ -360,13 +359,13 @@ class TrainPage(Page):
         return self._table_runs[row] if 0 <= row < len(self._table_runs) else None
 
     def _current_run(self) -> dict[str, Any] | None:
-        """The run the page describes outside a live one: the selected run, else the latest."""
-        return self._selected_run() or (self._table_runs or [None])[0]
+        """The run the page describes outside a live one: the selected run, else its own last, else the latest."""
+        claimed = next((r for r in self._table_runs if r["id"] == self._claimed), None)
+        return self._selected_run() or claimed or (self._table_runs or [None])[0]
 
     def _show_run_text(self) -> None:
-        """Outside a live run, the selected run's sentence (else the latest's), built from its stored
-        record: a run trained by ``embridge train`` reads as one trained here. A sentence already shown
-        for that run (as this page ended it) stays until the run's status changes."""
+        """Outside a live run, :meth:`_current_run`'s sentence from its stored record (as for one ``embridge train``
+        made); a sentence already shown for that run (as this page ended it) stays until its status changes."""
         run = self._current_run()
         if self.job is not None or run is None:
             return
@@ -383,6 +382,7 @@ class TrainPage(Page):
         runs = self.ctx.ws.runs("train") if self.ctx.ws is not None else []
         run = next((r for r in runs if r["id"] == run_id), runs[-1] if runs else None)
         self._shown = (int(run["id"]), str(run["status"]), None) if run is not None else None  # just run: current
+        self._claimed = None if run is None else int(run["id"])
 
     def _show_run(self) -> None:
         """The selected run (else the latest): its sentence and its recorded curves, never another run's."""
