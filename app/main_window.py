@@ -255,8 +255,8 @@ class MainWindow(QMainWindow):
         if self.ctx.ws is None:
             self.watch.stop()
             return
-        if self.ctx.jobs.running():
-            return
+        if any(not self.ray_jobs.is_watcher(j) for j in self.ctx.jobs.running()):  # a Ray watcher writes only
+            return  # when its job ends (then refreshing), and may run for hours: it does not hold the pages back
         state = self._db_state()
         identity = self._db_identity()
         if identity is not None and self._db_opened is not None and identity != self._db_opened:

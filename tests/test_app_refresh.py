@@ -304,3 +304,27 @@ def test_a_workspace_deleted_and_made_again_at_its_path_is_reopened(qtbot: QtBot
     (dialog,) = error_dialogs()
     assert "was replaced by another" in dialog.message and str(demo_copy) in dialog.message
     close_error_dialogs()
+
+
+def test_a_ray_watcher_running_does_not_hold_back_changes_made_outside(qtbot: QtBot, window: MainWindow,
+                                                                       demo_copy: Path) -> None:
+    """The watch skipped every tick while any job ran, and the watcher of a detached Ray backfill runs for
+    as long as the backfill does: the pages showed nothing of what the command line changed meanwhile."""
+    import threading
+
+    from app_fixtures import wait_for_jobs
+
+    window.ctx.open_workspace(demo_copy)
+    models = window.show_page("models")
+    release = threading.Event()
+    watcher = window.ctx.run_plain("Backfill on Ray (watching)", lambda on_progress, should_stop: release.wait(60))
+    window.ray_jobs._ray_job_ids.add(watcher.id)  # as RayJobs._watch registers the job following one
+    try:
+        with Workspace.open(demo_copy) as ws:
+            rename_model(ws, "new-cnn", "new-cnn-v2")
+        window._check_workspace()  # what the watch's next tick does
+        names = [models.table.item(r, 0).text() for r in range(models.table.rowCount())]
+        assert names == ["old-mlp", "new-cnn-v2"] and watcher.running
+    finally:
+        release.set()
+        wait_for_jobs(qtbot, window)
