@@ -4,6 +4,8 @@
 from PyInstaller.utils.hooks import collect_data_files, collect_submodules
 
 _USED = ("chromadb.api", "chromadb.auth", "chromadb.execution", "chromadb.telemetry", "chromadb.utils")
-hiddenimports = collect_submodules("chromadb", filter=lambda name: name == "chromadb" or name.startswith(_USED))
+_SERVER = ("chromadb.auth.simple_rbac_authz",)  # the server's authorisation (it needs fastapi): never used here
+hiddenimports = collect_submodules("chromadb", filter=lambda name: name == "chromadb" or (
+    name.startswith(_USED) and not name.startswith(_SERVER)))
 hiddenimports += collect_submodules("chromadb_rust_bindings")
 datas = collect_data_files("chromadb")
