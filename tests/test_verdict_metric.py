@@ -134,11 +134,22 @@ def test_a_backfill_whose_middle_serves_worse_than_today_says_so() -> None:
                                                                             "top1": values}}},
                 "old_old": {"metrics": {metric: floor, "top1": floor}}, "metric": metric}
 
+    passing = {"old_old_ndcg@10": 0.119, "ndcg@10": 0.221, "ceiling_ndcg@10": 0.370, "compatible_ndcg@10": True,
+               "old_old_top1": 0.119, "upgraded_top1": 0.221, "ceiling_top1": 0.370, "compatible": True}
     dipping = curves([0.221, 0.18, 0.12, 0.087, 0.069, 0.370], 0.119)
-    line = backfill_dip(dipping)
+    line = backfill_dip(dipping, passing)
     assert line.startswith("Part of the way through a backfill the gallery serves worse than today's system: "
                            "at β = 0.80 (random order) nDCG@10 is 0.069, below old/old 0.119")
+    assert line.endswith("serve through the layer while the backfill runs, and switch to the new vectors once it is "
+                         "complete.")
     assert verdict_tone(line) == "caution"
-    assert backfill_dip(curves([0.221, 0.25, 0.3, 0.33, 0.35, 0.370], 0.119)) == ""  # rising all the way
-    assert backfill_dip(curves([0.221, 0.115, 0.3, 0.33, 0.35, 0.370], 0.119)) == ""  # within the curve's noise
-    assert "top-1 is 0.069" in backfill_dip(curves([0.221, 0.18, 0.12, 0.087, 0.069, 0.370], 0.119, "top1"))
+    assert backfill_dip(curves([0.221, 0.25, 0.3, 0.33, 0.35, 0.370], 0.119), passing) == ""  # rising all the way
+    assert backfill_dip(curves([0.221, 0.115, 0.3, 0.33, 0.35, 0.370], 0.119), passing) == ""  # within the noise
+    top1 = {k: v for k, v in passing.items() if "ndcg" not in k}
+    assert "top-1 is 0.069" in backfill_dip(curves([0.221, 0.18, 0.12, 0.087, 0.069, 0.370], 0.119, "top1"), top1)
+    # a layer that fails the criterion is no way to serve meanwhile; a new model no better leaves no backfill to run
+    failing = {**passing, "ndcg@10": 0.10, "compatible_ndcg@10": False}
+    assert backfill_dip(dipping, failing).endswith("serve the old model (old queries against the old gallery) while "
+                                                   "the backfill runs, and switch to the new vectors once it is complete.")
+    worse = {**passing, "ceiling_ndcg@10": 0.09}
+    assert backfill_dip(dipping, worse) == ""

@@ -236,7 +236,7 @@ def assemble(ws: Workspace, run: RunRecord, row: dict[str, Any], adapter: Adapte
         report.backfill["old_old"] = _curve_floor(floor, report.backfill["policies"])
         # finding an item's own vector is no measure of the service; with every item new, no backfill is left
         if sample.relevance != "item" and not _every_item_new(cells[upgraded].protocol):
-            report.verdicts += [line for line in [sections.backfill_dip(report.backfill)] if line]
+            report.verdicts += [line for line in [sections.backfill_dip(report.backfill, head)] if line]
     for policy, curve in report.backfill["policies"].items():
         head[f"backfill_area_{policy}"] = curve["areas"]["top1"]
         if "ndcg@10" in curve["areas"]:  # with judgments the best policy is chosen on nDCG@10: bundles carry it too

@@ -293,10 +293,15 @@ def served_section(backfilled: Backfilled, result: EvalResult, plan: ScoringPlan
 DIP_MARGIN = 0.01  # a dip below old/old smaller than this is within a curve's sampling noise
 
 
-def backfill_dip(backfill: dict[str, Any]) -> str:
+def backfill_dip(backfill: dict[str, Any], head: dict[str, Any]) -> str:
     """A sentence when part of the way through a backfill the gallery serves worse than today's system: the
     merged ranking puts backfilled items' new/new scores beside the layer's scores of the rest, and where the
-    two run on different scales the backfilled items sink (or crowd out the rest) until nearly all are done."""
+    two run on different scales the backfilled items sink (or crowd out the rest) until nearly all are done.
+    None where the new model is no better (the verdict is to stay: no backfill to run); where the layer fails
+    the criterion, the old system, not the layer, serves while the backfill runs."""
+    decided = weighed(head)
+    if decided.new_better is not True:
+        return ""
     policies = backfill.get("policies") or {}
     metric = curve_metric(backfill)
     base = ((backfill.get("old_old") or {}).get("metrics") or {}).get(metric)
@@ -308,9 +313,10 @@ def backfill_dip(backfill: dict[str, Any]) -> str:
     if worst is None or worst[0] > base - DIP_MARGIN:
         return ""
     value, beta, name = worst
+    serve = "through the layer" if decided.compatible else "the old model (old queries against the old gallery)"
     return (f"Part of the way through a backfill the gallery serves worse than today's system: at β = {beta:.2f} "
             f"({name.replace('_', ' ')} order) {metric_label(metric)} is {value:.3f}, below old/old {base:.3f} on the evaluation "
             "sample. Backfilled items are ranked by their new-model scores and the rest by the layer's, and here the "
-            "two do not run on one scale: serve through the layer while the backfill runs, and switch to the new "
-            "vectors once it is complete.")
+            f"two do not run on one scale: serve {serve} while the backfill runs, and switch to the new vectors once "
+            "it is complete.")
 
