@@ -190,7 +190,8 @@ def duplicates_note(validator: Validator) -> str:
     if not count:
         return ""
     return (f"note: {count} of {len(validator.q_old)} dev queries have an exact copy of their old vector in the "
-            "gallery under another id; old queries find that copy first, so validation favours the old query "
+            "gallery under another id (the same direction to float32 precision: a duplicate item, or vectors too "
+            "nearly parallel to tell apart); old queries find that copy first, so validation favours the old query "
             "(fusion's α, today's system): remove duplicate items, and trust the held-out numbers over validation")
 
 
