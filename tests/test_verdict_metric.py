@@ -34,6 +34,15 @@ def test_a_worse_new_model_is_not_answered_with_a_backfill() -> None:
     assert "new→old top-1 40.0% is not above old/old 50.0%" in line and "a full backfill" in line
 
 
+def test_a_layer_that_cannot_pass_because_old_old_is_perfect_says_so() -> None:
+    """Every system at top-1 100%: 'FAILS ... finds no more than today's system does' read as the layer's fault."""
+    head = {"old_old_top1": 1.0, "ceiling_top1": 1.0, "upgraded_top1": 1.0, "gain_retained": None, "compatible": False}
+    line = " ".join(verdicts(head, "new→old", "new/new", "fct", "label"))
+    assert "finds no more than today's system does, which already scores the maximum: no layer can be above it" in line
+    head = {**head, "old_old_top1": 0.9, "upgraded_top1": 0.9}
+    assert "already scores the maximum" not in " ".join(verdicts(head, "new→old", "new/new", "fct", "label"))
+
+
 def manifest(values: dict[str, Any]) -> dict[str, Any]:
     return {"metrics": {"source": "report 1", "protocol": "26 test queries", "values": values}}
 

@@ -254,7 +254,9 @@ def verdicts(head: dict[str, Any], upgraded: str, ceiling: str, kind: str, relev
     else:
         instead = bridge_alternatives(kind)
         worse = ("makes search worse than today" if exceeds(oo, up) else
-                 "finds no more than today's system does")
+                 "finds no more than today's system does" + (
+                     ", which already scores the maximum: no layer can be above it here"
+                     if isinstance(oo, int | float) and not exceeds(1.0, float(oo)) else ""))
         advice = (f"Bridging alone is not enough here: consider {instead}." if better else
                   "With the new model itself no better, stay on the old model.")
         lines.append(f"The {kind} layer FAILS the compatibility criterion: {upgraded} {name} {format_share(up)} is not "
