@@ -17,6 +17,7 @@ import numpy as np
 
 from embridge.core.errors import InputError
 from embridge.core.evaluation.relevance import judgments_of
+from embridge.core.formatting import counted
 from embridge.core.store import Workspace
 from embridge.core.store.id_sets import intersect_ids
 from embridge.core.store.workspace import QUERY_SPLIT
@@ -109,7 +110,7 @@ def assign_folds(ws: Workspace, old: str, new: str, seed: int = 0,
                for f in FOLDS}
     for fold in FOLDS:
         if len(by_fold[fold]) < 2:
-            raise InputError(f"models '{old}' and '{new}'", f"the {fold} split has {len(by_fold[fold])} pairs; "
+            raise InputError(f"models '{old}' and '{new}'", f"the {fold} split has {counted(len(by_fold[fold]), 'pair')}; "
                              "embed more items with both models")
     if fresh and persist:  # kept only for a split that can be used: a refusal leaves the workspace as it was
         ws.set_folds(fresh, seed)
