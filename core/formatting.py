@@ -23,7 +23,7 @@ def _short(seconds: float) -> str:
     """Under a tenth of a second in milliseconds: '0.0 s' read as free (a re-embedding of 40 ms)."""
     if seconds <= 0:
         return "0 s"
-    return f"{seconds * 1000:.0f} ms" if seconds >= 0.0005 else "under 1 ms"
+    return f"{int(seconds * 1000 + 0.5)} ms" if seconds >= 0.0005 else "under 1 ms"  # half a ms reads 1, not 0
 
 
 def format_bytes(count: float) -> str:
@@ -60,7 +60,7 @@ def format_duration(seconds: float | None) -> str:
     if seconds is None:
         return "an unmeasured time"
     if seconds < 0.1:
-        return f"about {_short(seconds)}"
+        return _short(seconds) if seconds < 0.0005 else f"about {_short(seconds)}"
     if seconds < 120:
         return f"about {seconds:.1f} s"
     return f"about {seconds / 60:.0f} min" if seconds < 7200 else f"about {seconds / 3600:.1f} h"

@@ -144,7 +144,7 @@ def test_an_unknown_input_normalisation_is_refused_naming_the_field(
     assert not out.exists()
 
 
-def _drop(*path: str) -> Callable[[dict], None]:
+def _drop(*path: str | int) -> Callable[[dict], None]:
     def edit(m: dict) -> None:
         node = m
         for key in path[:-1]:
@@ -199,6 +199,10 @@ FORGED = [
     # adapter_state.pt passed
     ("state-file-renamed", _put("none.pt", "adapter", "state_file"), "adapter.state_file"),
     ("state-file-missing", _drop("adapter", "state_file"), "adapter.state_file"),
+    # without the step's layer sha256, the checkpoint's identity went unchecked: another run's layer passed
+    ("layer-sha-missing", _drop("chain", 0, "adapter_sha256"), "chain.0.adapter_sha256"),
+    ("layer-sha-null", _put(None, "chain", 0, "adapter_sha256"), "chain.0.adapter_sha256"),
+    ("layer-sha-short", _put("abc", "chain", 0, "adapter_sha256"), "chain.0.adapter_sha256"),
 ]
 
 

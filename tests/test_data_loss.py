@@ -468,8 +468,13 @@ def test_a_layer_file_no_layer_row_names_is_swept_and_a_registered_one_is_kept(t
     lost = f"procrustes-run2-{hashlib.sha256(b'another layer').hexdigest()[:12]}.pt"  # as add_adapter names it
     (root / "adapters" / lost).write_bytes(b"another layer")
     (root / "adapters" / "notes.pt").write_bytes(b"not a name Embridge gives")
+    kept_name = Path(kept["file"]).name
+    backups = [kept_name + ".bak", kept_name.replace(".pt", ".orig.pt"),  # a user's copies of a layer: they hash
+               f"backup-{kept['sha256'][:12]}.pt"]  # to their names, but are not names a layer gets
+    for name in backups:
+        shutil.copyfile(root / "adapters" / kept_name, root / "adapters" / name)
     Workspace.open(root).close()
-    assert sorted(p.name for p in (root / "adapters").iterdir()) == sorted([Path(kept["file"]).name, "notes.pt"])
+    assert sorted(p.name for p in (root / "adapters").iterdir()) == sorted([kept_name, "notes.pt", *backups])
 
 
 @pytest.mark.parametrize("change", ["rename", "replace"])

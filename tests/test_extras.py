@@ -103,3 +103,24 @@ def test_a_ray_backfill_where_ray_is_left_out_records_no_run(demo_copy: Path, de
     with Workspace.open(demo_copy) as ws:
         assert ws.runs("backfill") == []
     assert not (demo_copy / "scale-jobs").exists() or not any((demo_copy / "scale-jobs").iterdir())
+
+
+def test_a_ray_that_is_installed_but_broken_is_named_so_before_a_run_is_recorded(demo_copy: Path,
+                                                                                   tmp_path: Path) -> None:
+    """A Ray that fails to import (a library mismatch) was told to be installed, after a failed run was recorded."""
+    broken = tmp_path / "site" / "ray"
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text("raise ImportError('simulated: grpc mismatch')\n")
+    import os
+
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
+    done = subprocess.run([sys.executable, "-m", "embridge.core.cli.main", "backfill", "-w", str(demo_copy),
+                           "--model", "new-cnn", "--engine", "ray"], capture_output=True, text=True, timeout=300,
+                          env=env)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.strip().splitlines() == ["embridge: error: --engine ray: Ray is installed but cannot be "
+                                                "imported (simulated: grpc mismatch)"]
+    from embridge.core.store import Workspace
+
+    with Workspace.open(demo_copy) as ws:
+        assert ws.runs("backfill") == []

@@ -33,7 +33,8 @@ def test_parse_and_evaluate_checks() -> None:
     for raw in ("1_0", "\u0665", "\uff15", "nan", "0x10", "1e999"):  # float() took the first three
         with pytest.raises(InputError, match="--fail-under"):
             parse_check(f"gain_retained={raw}")
-    for raw in ("1e-400", "5e-320"):  # read as 0, or a subnormal: the check named a bound nobody typed
+    assert parse_check("a>=1e-310").threshold == 1e-310  # a subnormal double is still not 0
+    for raw in ("1e-400", "3e-330"):  # read as 0: the check named a bound nobody typed
         with pytest.raises(InputError, match=f"the threshold {raw} is too small to be held apart from 0"):
             parse_check(f"negative_flip_rate<={raw}")
     assert parse_check("negative_flip_rate<=0e-400").threshold == 0 and parse_check("a>=2e-300").threshold == 2e-300

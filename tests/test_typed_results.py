@@ -152,6 +152,6 @@ def test_times_under_a_tenth_of_a_second_do_not_read_as_free() -> None:
     """A 43 ms re-embedding read '0.0 s' in the plan's table and 'about 0.0 s' in its recommendation."""
     from embridge.core.formatting import format_seconds
 
-    assert [format_seconds(s) for s in (0.0428, 0.0001, 0.0, 0.25, 61)] == \
-        ["43 ms", "under 1 ms", "0 s", "0.2 s", "1 min 01 s"]
-    assert [format_duration(s) for s in (0.0428, 0.1)] == ["about 43 ms", "about 0.1 s"]
+    assert [format_seconds(s) for s in (0.0428, 0.0001, 0.0005, 0.0, 0.25, 61)] == \
+        ["43 ms", "under 1 ms", "1 ms", "0 s", "0.2 s", "1 min 01 s"]
+    assert [format_duration(s) for s in (0.0428, 0.1, 1e-5)] == ["about 43 ms", "about 0.1 s", "under 1 ms"]

@@ -53,6 +53,9 @@ def _shown(value: Any) -> str:
     return repr(str(value)[:40])
 
 
+HEX = "0123456789abcdef"
+
+
 class _Checker:
     """Raises BundleError ``WHERE: manifest.json field 'F' PROBLEM`` for the first bad field."""
 
@@ -91,7 +94,7 @@ def check_fields(where: object, m: dict[str, Any]) -> None:
     c.one_of(norm.get("output"), "normalisation.output", OUTPUT_NORMALISATIONS)
     c.obj(m.get("probes"), "probes")
     _models(c, m.get("models"))
-    _chain(c, m.get("chain", []))
+    _chain(c, m.get("chain", []), m["format_version"] >= 2)
     if m["format_version"] >= 2 and not m.get("chain"):  # every export lists its steps: none is a forgery
         c.fail("chain", "lists no step; a bundle names the run of each of its layers")
     _kind_matches_chain(c, m["adapter"]["kind"], m.get("chain", []))
@@ -177,7 +180,10 @@ def _model(c: _Checker, entry: Any, field: str) -> None:
     c.obj(entry.get("spec"), f"{field}.spec", optional=True)
 
 
-def _chain(c: _Checker, chain: Any) -> None:
+def _chain(c: _Checker, chain: Any, layer_sha_required: bool) -> None:
+    """Each step's run, kind, direction and models; with ``layer_sha_required`` (every export that writes
+    ``adapter_state.pt`` records it) its layer's sha256, which ties the checkpoint to the run the step names:
+    left out, another run's layer with every hash rewritten passed."""
     if not isinstance(chain, list):
         c.fail("chain", "must be a list of steps (objects with run_id, kind and direction)")
     for i, step in enumerate(chain):
@@ -187,6 +193,9 @@ def _chain(c: _Checker, chain: Any) -> None:
         for key in ("old_model", "new_model"):
             c.text(step.get(key), f"chain.{i}.{key}")
         c.one_of(step["kind"], f"chain.{i}.kind", KINDS[:-1])
+        sha = step.get("adapter_sha256")
+        if layer_sha_required and not (isinstance(sha, str) and len(sha) == 64 and set(sha) <= set(HEX)):
+            c.fail(f"chain.{i}.adapter_sha256", "must be the sha256 (64 hex digits) of the step's layer file")
 
 
 def _models_match_chain(c: _Checker, m: dict[str, Any]) -> None:

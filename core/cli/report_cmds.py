@@ -11,7 +11,7 @@ from embridge.core.cli.main import add_common
 from embridge.core.cli.option_types import BACKFILL_SHARE, NON_BLANK, PATH, RUN_ID, SHARE, number, run_id_list
 from embridge.core.errors import EmbridgeError, InputError, UsageError
 from embridge.core.evaluation.headline import JUDGED_METRICS, metric_label
-from embridge.core.formatting import format_bytes, format_share, sample_floor_text
+from embridge.core.formatting import format_bytes, format_seconds, format_share, sample_floor_text
 from embridge.core.json_values import json_safe
 from embridge.core.progress import StderrProgress
 from embridge.core.report.limits import MAX_BOOTSTRAP, MIN_BOOTSTRAP
@@ -352,7 +352,7 @@ def _plan_text(plan: Plan) -> str:
     lines = [f"plan for run {plan.run_id} ({plan.adapter_kind}{pair}), full gallery {plan.gallery_full} items:"]
     for o in plan.options:
         mark = "*" if o["name"] == plan.recommendation else " "
-        time_s = "unknown" if o["time_s"] is None else f"{o['time_s']:.2f}s"
+        time_s = "unknown" if o["time_s"] is None else format_seconds(o["time_s"])  # as the Plan page shows it
         lines.append(f"{mark} {o['title']:<44} time {time_s:>10}  storage {format_bytes(o['storage_bytes']):>10}  "
                      f"top-1 {format_share(o['quality'].get('top1'))}"
                      + (f"  nDCG@10 {format_share(o['quality']['ndcg@10'])}" if "ndcg@10" in o["quality"] else "")

@@ -25,7 +25,6 @@ import math
 import os
 import re
 import stat
-import sys
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,7 +87,7 @@ def parse_check(text: str, option: str = "--fail-under") -> Check:
     if not math.isfinite(threshold):
         raise InputError(option, f"{text!r}: the threshold must be a finite number")
     digits = raw.lower().split("e")[0]
-    if (threshold == 0 and any(c in "123456789" for c in digits)) or 0 < abs(threshold) < sys.float_info.min:
+    if threshold == 0 and any(c in "123456789" for c in digits):
         raise InputError(option, f"{text!r}: the threshold {raw} is too small to be held apart from 0 (it would "
                          "check against 0); write 0 if that is meant")
     return Check(metric, ">=" if op == "=" else op, threshold)

@@ -278,7 +278,7 @@ def backfill(ws: Any, model: str, ids: np.ndarray, *, engine: str = "local", ord
     check_targets(ws, store, name, model, ids, embed_ids=todo)
     address = ray_address or os.environ.get("RAY_ADDRESS")
     if engine == "ray":  # refused before any item is staged or a run recorded, as other commands do
-        require_ray()
+        require_ray(address)
     if engine == "ray" and address:
         check_reachable(address)
     stage = stage_folder(ws, stage_key(model, todo, spec))

@@ -101,7 +101,7 @@ def namespace_for(ws: Any) -> str:
 
 def cluster_address(address: str | None) -> str:
     """A detached job needs a running cluster to outlive this process: --ray-address or RAY_ADDRESS."""
-    require_ray()
+    require_ray(address)
     address = address or os.environ.get("RAY_ADDRESS") or None
     if not address or address in ("local", "auto"):
         raise InputError("--ray-address", "a detached job needs a running Ray cluster: give its address "

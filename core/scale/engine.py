@@ -47,13 +47,11 @@ def check_engine(engine: str) -> str:
     return engine
 
 
-def require_ray() -> None:
-    """Refuse ``--engine ray`` at once where Ray is not installed (or a packaged build leaves it out), before a
-    job stages items or records a run; a detached job's child process ran the program again and failed there."""
-    import importlib.util
-
-    if importlib.util.find_spec("ray") is None:
-        raise EngineError(f"--engine ray needs Ray; {install_hint('ray')}")
+def require_ray(address: str | None = None) -> None:
+    """Refuse ``--engine ray`` at once where Ray cannot be imported (not installed, left out of a packaged build,
+    or broken), before a job stages items or records a run; a detached job's child process ran the program
+    again and failed there."""
+    import_ray(address)
 
 
 def import_ray(address: str | None = None) -> Any:
@@ -65,6 +63,10 @@ def import_ray(address: str | None = None) -> Any:
     try:
         import ray
     except ImportError as exc:
+        import importlib.util
+
+        if sys.modules.get("ray", False) is not None and importlib.util.find_spec("ray") is not None:
+            raise EngineError(f"--engine ray: Ray is installed but cannot be imported ({first_line(exc)})") from exc
         raise EngineError(f"--engine ray needs Ray; {install_hint('ray')}") from exc
     return ray
 

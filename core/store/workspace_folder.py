@@ -42,10 +42,11 @@ def make_store_folders(root: Path) -> None:
 
 
 STORED_COPY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*-(?P<sha>[0-9a-f]{12})(\.[A-Za-z0-9]+)*")  # <model>-<sha12><suffix>
+STORED_LAYER = re.compile(r"[a-z0-9_]+-run(\d+|None)-(?P<sha>[0-9a-f]{12})\.pt")  # as add_adapter names a layer
 
 
 def sweep_model_orphans(models_dir: Path, registered: set[str], cutoff: float,
-                        referenced: frozenset[Path] = frozenset()) -> int:
+                        referenced: frozenset[Path] = frozenset(), named: re.Pattern[str] = STORED_COPY) -> int:
     """Remove stored checkpoint copies no model names (or layer files no layer row names, ``adapters/``),
     unchanged since ``cutoff``; returns how many.
 
@@ -58,11 +59,11 @@ def sweep_model_orphans(models_dir: Path, registered: set[str], cutoff: float,
     removed = 0
     with os.scandir(models_dir) as entries:
         for entry in entries:
-            if entry.name in registered or not STORED_COPY.fullmatch(entry.name) or entry.is_symlink():
+            if entry.name in registered or not named.fullmatch(entry.name) or entry.is_symlink():
                 continue
             if referenced and Path(entry.path).resolve() in referenced:
                 continue
-            if _holds_its_name(Path(entry.path), cutoff):
+            if _holds_its_name(Path(entry.path), cutoff, named):
                 removed += remove_if_untouched(Path(entry.path), cutoff)
     return removed
 
@@ -102,7 +103,7 @@ def sweep_report_orphans(reports_dir: Path, registered: set[str], cutoff: float)
     return removed
 
 
-def _holds_its_name(path: Path, cutoff: float) -> bool:
+def _holds_its_name(path: Path, cutoff: float, pattern: re.Pattern[str] = STORED_COPY) -> bool:
     """A copy ``add_model`` made is named by its content's sha256; a user's file that merely looks so (a
     timestamp of 12 digits) does not hash to its name, and is never ours to remove."""
     try:
@@ -112,7 +113,7 @@ def _holds_its_name(path: Path, cutoff: float) -> bool:
         sha = sha256_tree(path) if stat.S_ISDIR(st.st_mode) else sha256_file(path) if stat.S_ISREG(st.st_mode) else ""
     except OSError:
         return False
-    named = STORED_COPY.fullmatch(path.name)
+    named = pattern.fullmatch(path.name)
     return bool(sha and named and named["sha"] == sha[:12])
 
 
@@ -269,4 +270,4 @@ def sweep_leftovers(root: Path, conn: Any) -> None:
     sweep_report_orphans(root / "reports", reports, cutoff)
     # a trained layer copied in but never registered (killed between its copy and its row): named by its sha too
     layers = {str(r[0]).split("/", 1)[-1] for r in conn.execute("select file from adapters") if r[0]}
-    sweep_model_orphans(root / "adapters", layers, cutoff)
+    sweep_model_orphans(root / "adapters", layers, cutoff, named=STORED_LAYER)  # only names a layer gets
