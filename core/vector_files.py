@@ -26,6 +26,7 @@ from embridge.core.keys import check_input_file, normalise_keys
 from embridge.core.store.vector_matrix import as_storage_dtype, finite_rows, release_pages
 from embridge.core.text_files import utf8_problem
 from embridge.core.vector_spread import blocks_problem
+from embridge.core.zip_member_checks import check_member
 from embridge.core.zip_member_crc import MemberCrc
 
 BLOCK_ROWS = 4096  # 6 MB of 384-d float32 rows
@@ -38,7 +39,6 @@ def rows_per_block(dim: int, rows: int = BLOCK_ROWS) -> int:
     return max(1, min(rows, BLOCK_VALUES // max(int(dim), 1)))
 _PIECE = 1 << 20
 _LOCAL_HEADER = struct.Struct("<4s5H3L2H")  # zip local file header: 30 bytes
-_DEFLATE_MAX_RATIO = 1100  # deflate expands at most about 1032:1; a member claiming more was forged
 
 
 @dataclass(frozen=True)
@@ -310,25 +310,6 @@ def npy_header(src: Path) -> tuple[tuple[int, ...], np.dtype]:
     return shape, dtype
 
 
-_READABLE_COMPRESSION = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA)
-
-
-def _check_member_sizes(src: Path, info: zipfile.ZipInfo) -> None:
-    """Sizes a zip member declares, checked before anything is read or allocated for it (and that the zip module
-    can read it at all: an encrypted member or another compression raised errors no reader expects)."""
-    if info.flag_bits & 0x1:
-        raise VectorFileError(src, f"member {info.filename} is encrypted; save the arrays with np.savez")
-    if info.compress_type not in _READABLE_COMPRESSION:
-        raise VectorFileError(src, f"member {info.filename} uses zip compression method {info.compress_type}, "
-                              "which cannot be read here; save the arrays with np.savez or np.savez_compressed")
-    if info.compress_type == zipfile.ZIP_STORED and info.file_size != info.compress_size:
-        raise VectorFileError(src, f"member {info.filename} claims {info.file_size} bytes but stores "
-                              f"{info.compress_size} (forged sizes)")
-    if info.compress_type == zipfile.ZIP_DEFLATED and info.file_size > _DEFLATE_MAX_RATIO * info.compress_size + 4096:
-        raise VectorFileError(src, f"member {info.filename} claims {info.file_size} bytes from "
-                              f"{info.compress_size} compressed bytes, more than deflate can expand")
-
-
 def _npy_reader(src: Path) -> MatrixReader:
     with open(src, "rb") as fh:
         shape, fortran, dtype, header = _read_header(fh)
@@ -339,7 +320,7 @@ def _npy_reader(src: Path) -> MatrixReader:
 
 def _member_reader(src: Path, zf: zipfile.ZipFile, name: str) -> MatrixReader:
     info = zf.getinfo(name)
-    _check_member_sizes(src, info)
+    check_member(src, info)
     with zf.open(info) as fh:
         shape, fortran, dtype, header = _read_header(fh)
     _validated(src, shape, dtype, info.file_size - header, name)
@@ -360,7 +341,7 @@ def _member_reader(src: Path, zf: zipfile.ZipFile, name: str) -> MatrixReader:
 def _keys(src: Path, zf: zipfile.ZipFile, name: str, rows: int) -> list[str]:
     """Keys of an ids member: a 1-D array of text, UTF-8 bytes or integers, normalised as importers store them."""
     info = zf.getinfo(name)
-    _check_member_sizes(src, info)
+    check_member(src, info)
     what = name.removesuffix(".npy")
     noun = what.replace("_", " ").removesuffix("s")  # "id" or "query id"
     with zf.open(info) as fh:

@@ -62,7 +62,7 @@ _OPTIONS: list[tuple[str, tuple[str, ...], str, list[str], str]] = [
     ("report", ("report", *WS), "--run", ["0", "-2", "x"], "expected an integer from 1 to 9223372036854775807"),
     ("plan", PLAN, "--gain-threshold", ["nan", "1.5", "-0.1", "inf"], "expected a number from 0 to 1"),
     ("plan", PLAN, "--target-share", ["0", "nan"], "expected a number above 0 and at most 1"),
-    ("plan", PLAN, "--fraction", ["2", "-1", "nan"], "expected a number from 0 to 1"),
+    ("plan", PLAN, "--fraction", ["2", "-1", "nan", "0"], "expected a number above 0 and at most 1"),
     ("chain", CHAIN, "--exact-max", ["-1", "nan"], "expected an integer from 0"),
     ("export", (*EXPORT, "--out", "{in}/b.zip"), "--probes", ["0", "-1", "nan"], "expected an integer from 1"),
     ("export", ("bundle", "export", *WS, "--out", "{in}/b.zip"), "--run", ["0"], "expected an integer from 1 to 9223372036854775807"),
