@@ -43,7 +43,7 @@ def main() -> int:
     if argv[:1] == ["cli"]:
         from embridge.core.cli.main import main as cli_main
 
-        return cli_main(argv[1:], program=True)
+        return cli_main(argv[1:], program=True, prog="embridge cli")  # its usage and hints name the 'cli' word
     from embridge.app.launch import main as app_main
 
     return app_main(argv)

@@ -126,3 +126,6 @@ def test_the_packaged_entry_point_names_its_three_modes_and_hints_at_cli() -> No
                            timeout=60)
     assert wrong.returncode == 2 and wrong.stderr == ("embridge: error: 'demo' is not an option of the desktop app; "
                                                       "run a command as 'embridge cli demo ...'\n")
+    hinted = subprocess.run([sys.executable, str(entry), "cli", "plan", "--fraction", "0"], capture_output=True,
+                            text=True, timeout=120)  # its usage hints name the way it is run there
+    assert hinted.returncode == 2 and hinted.stderr.endswith("(see 'embridge cli plan --help')\n"), hinted.stderr

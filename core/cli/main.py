@@ -44,12 +44,12 @@ COMMAND_MODULES = (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "embridge") -> argparse.ArgumentParser:
     import importlib
 
     from embridge.core.cli.option_types import OneLineParser
 
-    parser = OneLineParser(prog="embridge", description="Plan and check embedding model upgrades.")
+    parser = OneLineParser(prog=prog, description="Plan and check embedding model upgrades.")
     parser.add_argument("--version", action="version", version=f"embridge {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
@@ -108,14 +108,16 @@ def _arguments_shown(text: str) -> str:
     return text
 
 
-def main(argv: Sequence[str] | None = None, *, program: bool = False) -> int:
+def main(argv: Sequence[str] | None = None, *, program: bool = False, prog: str = "embridge") -> int:
     """Run one command; its exit status. ``program``: this is the whole process (the ``embridge``
     program), so once the command's work is done a late Ctrl-C or SIGTERM is ignored rather than
-    turning a finished command into a failed one; callers in-process keep their own signal handling."""
+    turning a finished command into a failed one; callers in-process keep their own signal handling.
+    ``prog``: how the user runs the command line, as usage and hints name it (``embridge cli`` in the
+    packaged app)."""
     if program and not os.environ.get("EMBRIDGE_DEBUG"):
         warnings.showwarning = _warning_line  # a library's warning, one line as Embridge's own
     try:
-        return _main(argv, program)
+        return _main(argv, program, prog)
     finally:  # damaged vector sets the command passed over, whatever its outcome
         from embridge.core.store import damage_log
 
@@ -181,9 +183,9 @@ def _os_error_line(exc: OSError, args: argparse.Namespace) -> str:
     return f"{where}: {os.strerror(number) if number is not None else text}"
 
 
-def _main(argv: Sequence[str] | None, program: bool) -> int:
+def _main(argv: Sequence[str] | None, program: bool, prog: str = "embridge") -> int:
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser(prog).parse_args(argv)
     except SystemExit as exc:  # a usage error (already printed as one line), --help or --version
         code = exc.code if isinstance(exc.code, int) else 2
         if code == 2:
@@ -219,7 +221,7 @@ def _main(argv: Sequence[str] | None, program: bool) -> int:
     except UsageError as exc:  # as argparse's own refusals: one line naming the option, status 2
         from embridge.core.cli.option_types import command_words
 
-        _error(f"{exc} (see 'embridge {command_words(args)} --help')")
+        _error(f"{exc} (see '{prog} {command_words(args)} --help')")
         return 2
     except EmbridgeError as exc:
         _error(str(raised_remotely(exc)))
