@@ -155,3 +155,13 @@ def test_times_under_a_tenth_of_a_second_do_not_read_as_free() -> None:
     assert [format_seconds(s) for s in (0.0428, 0.0001, 0.0005, 0.0, 0.25, 61)] == \
         ["43 ms", "under 1 ms", "1 ms", "0 s", "0.2 s", "1 min 01 s"]
     assert [format_duration(s) for s in (0.0428, 0.1, 1e-5)] == ["about 43 ms", "about 0.1 s", "under 1 ms"]
+
+
+def test_a_protocol_of_one_query_says_query() -> None:
+    """'1 test queries (query split)' in every sentence naming where a number was measured."""
+    from embridge.core.evaluation.task import Protocol
+
+    one = Protocol("test queries (query split)", 1, "the whole gallery", 20, "same label")
+    assert one.describe().startswith("1 test query (query split) against the whole gallery (20 items)")
+    two = Protocol("test queries (query split)", 2, "the whole gallery", 20, "same label")
+    assert two.describe().startswith("2 test queries (query split) against")

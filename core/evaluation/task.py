@@ -47,7 +47,8 @@ class Protocol:
     n_unlabelled: int | None = None  # queries with no label (or no judged relevant item) at all
 
     def describe(self) -> str:
-        queries = f"{self.n_queries} {self.query_set}"
+        one = self.query_set.replace("queries", "query", 1) if self.n_queries == 1 else self.query_set
+        queries = f"{self.n_queries} {one}"  # '1 test query (query split)', not '1 test queries'
         if self.n_scored is not None and self.n_scored < self.n_queries:
             queries = f"{self.n_scored} of {self.n_queries} {self.query_set} ({self.unscored_reason()})"
         rest = ", the rest through the layer" if self.new_vectors is not None and self.new_vectors < self.n_gallery else ""
