@@ -29,7 +29,7 @@ def test_metric_bars_with_intervals() -> None:
     fig = figures.metric_bars(CELLS, cis=cis)
     (ax,) = fig.axes
     assert len(ax.patches) == 3 * 4
-    assert [t.get_text() for t in ax.get_xticklabels()] == ["top1", "top5", "recall@10", "mAP"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["top-1", "top5", "recall@10", "mAP"]  # as sentences say
     assert len(fig.legends[0].get_texts()) == 3
     heights = sorted(round(p.get_height(), 2) for p in ax.patches)
     assert heights[0] == 0.41 and heights[-1] == 0.93

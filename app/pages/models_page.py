@@ -260,7 +260,7 @@ class ModelsPage(Page):
     def _show_model_rules(self) -> None:
         """The model kinds and pair warnings of ``embridge.core.models`` (imported by now)."""
         if self.kind.count() == 1:
-            from embridge.core.models.spec import KINDS
+            from embridge.core.model_kinds import KINDS
 
             set_combo_items(self.kind, ["auto", *KINDS])
         from embridge.core.models.manage import pair_warnings

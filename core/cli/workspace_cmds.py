@@ -10,7 +10,7 @@ from embridge.core.cli.main import add_common
 from embridge.core.cli.option_types import BATCH_SIZE, NON_BLANK, PATH, POSITIVE_COUNT, SEED
 from embridge.core.errors import EmbridgeError, UsageError
 from embridge.core.import_summary import items_import_text, qrels_text
-from embridge.core.models.spec import KINDS as MODEL_KINDS
+from embridge.core.model_kinds import KINDS as MODEL_KINDS
 from embridge.core.progress import StderrProgress
 from embridge.core.store import Workspace
 

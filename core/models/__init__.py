@@ -4,10 +4,11 @@ See :mod:`embridge.core.models.loading` for the trust model (TorchScript and exp
 code) and :mod:`embridge.core.models.inputs` for how workspace items become input batches.
 """
 
+from embridge.core.model_kinds import KINDS
 from embridge.core.models.builtin import ARCHITECTURES, build_model, classifier_weights, save_checkpoint
 from embridge.core.models.inputs import make_inputs
 from embridge.core.models.loading import LoadedModel, TextOptions, check_output, describe_model, load_model
-from embridge.core.models.spec import KINDS, MODALITIES, ModelSpec, infer_kind
+from embridge.core.models.spec import MODALITIES, ModelSpec, infer_kind
 from embridge.core.models.text import sentence_transformers_available
 from embridge.core.models.vectors_only import VectorTable, save_vectors_model
 

@@ -21,12 +21,12 @@ import torch
 from embridge.core.device import resolve_device
 from embridge.core.errors import CheckpointError, InputError
 from embridge.core.keys import char_name, odd_text_char
+from embridge.core.model_kinds import KINDS
 from embridge.core.models.builtin import classifier_weights, count_params
 from embridge.core.models.forward_errors import failure_reason, first_layer_hint, first_weight
 from embridge.core.models.openers import Opened, open_model
 from embridge.core.models.probe_checks import same_beside_others, same_twice
 from embridge.core.models.spec import (
-    KINDS,
     MODALITIES,
     ModelSpec,
     check_stored_copy,

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from embridge.core.errors import CheckpointError
+from embridge.core.model_kinds import KINDS
 from embridge.core.models.builtin import build_model
 from embridge.core.models.checkpoint_reader import (
     check_declared_sizes,
@@ -27,7 +28,7 @@ from embridge.core.models.checkpoint_reader import (
     load_weights,
     read_state_checkpoint,
 )
-from embridge.core.models.spec import KINDS, require_exists
+from embridge.core.models.spec import require_exists
 from embridge.core.models.text_folders import TEXT_KINDS
 from embridge.core.models.vectors_only import VectorTable
 

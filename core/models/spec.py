@@ -17,7 +17,6 @@ from embridge.core.errors import CheckpointError, InputError
 from embridge.core.paths import check_regular
 from embridge.core.store.files import sha256_file, sha256_tree
 
-KINDS = ("torchscript", "export", "state_dict", "vectors", "sentence_transformers", "transformers", "onnx")
 MODALITIES = ("image", "text", "vector")
 ROLES_BY_SPLIT = {"query": "query"}  # every other split is embedded as a document
 

@@ -31,7 +31,11 @@ def snapshot(root: Path) -> dict[str, str]:
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         if path.name.endswith("-shm"):
             continue
-        out[path.relative_to(root).as_posix()] = hashlib.sha256(path.read_bytes()).hexdigest()
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:  # gone since it was listed: SQLite removes the -wal when a last connection closes
+            continue
+        out[path.relative_to(root).as_posix()] = hashlib.sha256(data).hexdigest()
     return out
 
 
