@@ -526,7 +526,7 @@ def test_a_ctrl_c_while_the_command_line_loads_is_one_line(monkeypatch: pytest.M
     so the window before that guard is only Python's start."""
     from embridge.core.cli import main as cli
 
-    def stopped() -> None:
+    def stopped(*_args: object) -> None:
         raise KeyboardInterrupt
 
     monkeypatch.setattr(cli, "build_parser", stopped)
