@@ -28,7 +28,7 @@ from embridge.core.paths import STAGE_FOLDER
 from embridge.core.plan.plan_record import Plan
 from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
 from embridge.core.scale.backfill_store import check_store_option, point_ids, write_store
-from embridge.core.scale.engine import check_reachable, require_ray
+from embridge.core.scale.engine import check_reachable, import_ray
 from embridge.core.store.file_lock import exclusive_lock
 from embridge.core.vector_spread import spread_problem
 
@@ -278,9 +278,9 @@ def backfill(ws: Any, model: str, ids: np.ndarray, *, engine: str = "local", ord
     check_targets(ws, store, name, model, ids, embed_ids=todo)
     address = ray_address or os.environ.get("RAY_ADDRESS")
     if engine == "ray":  # refused before any item is staged or a run recorded, as other commands do
-        require_ray(address)
-    if engine == "ray" and address:
-        check_reachable(address)
+        import_ray(address)  # Ray missing or broken
+        if address:
+            check_reachable(address)
     stage = stage_folder(ws, stage_key(model, todo, spec))
     progress = on_progress or no_progress
     config = {"engine": engine, "order": order, "items": int(len(ids)), "chunk": chunk,

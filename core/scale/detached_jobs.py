@@ -45,7 +45,7 @@ from embridge.core.scale.backfill_workspace import (
     text_role,
     workspace_model_spec,
 )
-from embridge.core.scale.engine import EngineError, check_reachable, require_ray
+from embridge.core.scale.engine import EngineError, check_reachable, import_ray
 
 TERMINAL = ("completed", "failed", "cancelled", "lost")
 LOST_AFTER_S = 60.0  # a running job whose heartbeat is older than this is lost (cluster gone)
@@ -101,7 +101,7 @@ def namespace_for(ws: Any) -> str:
 
 def cluster_address(address: str | None) -> str:
     """A detached job needs a running cluster to outlive this process: --ray-address or RAY_ADDRESS."""
-    require_ray(address)
+    import_ray(address)  # refused before a job stages items or records a run: its child process failed there
     address = address or os.environ.get("RAY_ADDRESS") or None
     if not address or address in ("local", "auto"):
         raise InputError("--ray-address", "a detached job needs a running Ray cluster: give its address "

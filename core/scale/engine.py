@@ -47,13 +47,6 @@ def check_engine(engine: str) -> str:
     return engine
 
 
-def require_ray(address: str | None = None) -> None:
-    """Refuse ``--engine ray`` at once where Ray cannot be imported (not installed, left out of a packaged build,
-    or broken), before a job stages items or records a run; a detached job's child process ran the program
-    again and failed there."""
-    import_ray(address)
-
-
 def import_ray(address: str | None = None) -> Any:
     """Ray itself, or one line saying how to get it. To attach to a cluster (``address``, else
     ``RAY_ADDRESS``), the token of one `ray start` began with it is first set to be sent: Ray reads that

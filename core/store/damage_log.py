@@ -36,6 +36,6 @@ def current() -> list[str]:
 
 def take() -> list[str]:
     """The notes so far, as lines, and forget them."""
-    lines = [line(what, problem) for what, problem in _notes.items()]
+    lines = current()
     _notes.clear()
     return lines
