@@ -325,6 +325,25 @@ def test_junit_replaces_only_an_earlier_junit_result(demo_copy: Path, tmp_path: 
         assert ET.parse(junit).getroot().get("failures") == "0"
 
 
+def test_a_check_given_twice_is_one_test_case_and_a_replaced_result_keeps_its_permissions(
+        demo_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import os
+    import stat
+
+    ws = _trained(demo_copy, capsys)
+    junit = tmp_path / "gate.xml"
+    junit.write_text("")
+    os.chmod(junit, 0o640)
+    args = _report_args(ws, junit) + ["--fail-under", "gain_retained=0.1", "--fail-under", "old_old_top1>=0.01",
+                                      "--json"]
+    assert main(args) == 0, capsys.readouterr().err
+    gate = json.loads(capsys.readouterr().out)["gate"]
+    names = [case.get("name") for case in ET.parse(junit).getroot().iter("testcase")]
+    assert names == ["gain_retained>=0.1", "old_old_top1>=0.01"], names
+    assert [check["check"] for check in gate["checks"]] == names
+    assert stat.S_IMODE(os.stat(junit).st_mode) == 0o640
+
+
 def _without_dac_override() -> None:
     """Run as root without the capabilities that ignore file permissions, so a read-only folder is one."""
     import ctypes

@@ -135,6 +135,8 @@ def cmd_report(args: argparse.Namespace) -> Result:
     from embridge.core.report.build import ReportOptions, build_report
     from embridge.core.report.gate import check_junit_target, check_metric_names
 
+    if args.fail_under:  # a check given twice is one check (one line, one JUnit test case)
+        args.fail_under = list(dict.fromkeys(args.fail_under))
     if args.junit is not None:  # before any work: a bad target must not leave a stored report behind
         check_junit_target(args.junit, args.workspace)
         if not args.fail_under:

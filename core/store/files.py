@@ -13,6 +13,7 @@ import io
 import os
 import re
 import shutil
+import stat
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -108,10 +109,22 @@ def _fsync_file(path: Path) -> None:
 
 
 def publish(tmp: Path, final: Path) -> None:
-    """Make a fully written temp file visible under its final name, durably."""
+    """Make a fully written temp file visible under its final name, durably; a file it replaces keeps its
+    permission bits (a report or JUnit file a team made group-readable stays so)."""
     _fsync_file(tmp)
+    _keep_mode(final, tmp)
     os.replace(tmp, final)
     fsync_dir(final.parent)
+
+
+def _keep_mode(final: Path, tmp: Path) -> None:
+    """Give ``tmp`` the permission bits of the regular file ``final`` it is about to replace."""
+    try:
+        mode = os.lstat(final).st_mode
+    except OSError:  # nothing there yet
+        return
+    if stat.S_ISREG(mode) and tmp.is_file():
+        os.chmod(tmp, stat.S_IMODE(mode))
 
 
 def publish_new(tmp: Path, final: Path) -> None:
