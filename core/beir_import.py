@@ -23,7 +23,12 @@ from typing import Any
 
 from embridge.core import stop_signals
 from embridge.core.errors import ImportDataError
-from embridge.core.importers import DuplicateJSONKeyError, json_number_problem, unique_json_object
+from embridge.core.importers import (
+    DuplicateJSONKeyError,
+    json_number_problem,
+    json_syntax_problem,
+    unique_json_object,
+)
 from embridge.core.keys import BOM, char_name, check_input_file, normalise_key, odd_text_char
 from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
 from embridge.core.qrels import QrelLines, read_qrels, seeded_order, store_qrels
@@ -153,12 +158,21 @@ def _dev_from_train(qrels: dict[str, QrelLines], seed: int) -> tuple[dict[str, Q
     return {**qrels, **parts}, len(dev)
 
 
+def _written_apart(raw: str, first: str, key: str) -> str:
+    """Why two ids written differently are one ``key`` (either may be the one written otherwise)."""
+    if raw == first:
+        return ""
+    if {raw.strip().removeprefix(BOM).strip(), first.strip().removeprefix(BOM).strip()} == {key}:
+        return ", written with spaces around it, which are dropped"
+    return ", written in another Unicode form (ids are compared after NFC)"
+
+
 def _records(path: Path, split: str, should_stop: StopFn | None) -> Iterator[dict[str, Any]]:
     """Item records of one BEIR jsonl file, checked line by line."""
     check_input_file(path, f"BEIR file {path.name}")  # a FIFO would block the open, a device never end
     if not path.is_file():
         raise ImportDataError(path, "missing: a BEIR folder holds corpus.jsonl, queries.jsonl and qrels/*.tsv")
-    seen: dict[str, int] = {}  # key -> its line
+    seen: dict[str, tuple[int, str]] = {}  # key -> its line and the id as written there
     try:
         # only '\n' ends a record (a lone '\r' is JSON whitespace, '\r\n' ends a line too)
         with open(path, encoding="utf-8-sig", newline="\n") as fh:
@@ -168,10 +182,9 @@ def _records(path: Path, split: str, should_stop: StopFn | None) -> Iterator[dic
                 if not line.strip():
                     continue
                 try:
-                    row = json.loads(line, object_pairs_hook=unique_json_object)
+                    row = json.loads(line.rstrip("\r\n"), object_pairs_hook=unique_json_object)  # columns in the line
                 except json.JSONDecodeError as exc:
-                    raise ImportDataError(path, f"line {n}: invalid JSON ({exc.msg.removesuffix(' at')} at column "
-                                          f"{exc.colno})") from exc
+                    raise ImportDataError(path, f"line {n}: {json_syntax_problem(exc)}") from exc
                 except DuplicateJSONKeyError as exc:
                     raise ImportDataError(path, f"line {n}: {exc}") from None
                 except RecursionError:
@@ -188,11 +201,10 @@ def _records(path: Path, split: str, should_stop: StopFn | None) -> Iterator[dic
                                           f"{json.dumps(raw)[:40]}")
                 key = normalise_key(raw, path, f"line {n}: '_id'")  # NFC, as every importer stores keys
                 if key in seen:
-                    given = str(raw).strip().removeprefix(BOM).strip()
-                    form = ("" if str(raw) == key else ", written with spaces around it, which are dropped"
-                            if given == key else ", written in another Unicode form (ids are compared after NFC)")
-                    raise ImportDataError(path, f"line {n}: duplicate _id '{key}' (first on line {seen[key]}{form})")
-                seen[key] = n
+                    first_line, first = seen[key]
+                    raise ImportDataError(path, f"line {n}: duplicate _id '{key}' (first on line {first_line}"
+                                          f"{_written_apart(str(raw), first, key)})")
+                seen[key] = (n, str(raw))
                 text, title = row.get("text"), row.get("title")
                 title = "" if title is None else title  # a null title is no title
                 for name, value in (("text", text), ("title", title)):

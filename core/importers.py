@@ -65,6 +65,11 @@ def json_number_problem(exc: ValueError) -> str:
     return f"invalid JSON ({exc})"
 
 
+def json_syntax_problem(exc: json.JSONDecodeError) -> str:
+    """A line's JSON syntax error with the column it points at (the decoder's own message ends "at")."""
+    return f"invalid JSON ({exc.msg.removesuffix(' at')} at column {exc.colno})"
+
+
 def check_link_resolves(entry: Path) -> None:
     """Refuse a symbolic link that is broken or part of a loop: it is neither a file nor a folder,
     so walking past it would silently leave out whatever it was meant to bring in."""
@@ -305,7 +310,7 @@ def read_jsonl_texts(path: Path, key_col: str | None = None, text_col: str = "te
         try:
             row = json.loads(line, object_pairs_hook=unique_json_object)
         except json.JSONDecodeError as exc:
-            raise ImportDataError(path, f"line {n}: invalid JSON ({exc.msg})") from exc
+            raise ImportDataError(path, f"line {n}: {json_syntax_problem(exc)}") from exc
         except DuplicateJSONKeyError as exc:
             raise ImportDataError(path, f"line {n}: {exc}; a JSON reader would keep only the last value") from None
         except RecursionError:

@@ -402,6 +402,8 @@ CORPUS += [
        IMPORT, "line 1: JSON nested too deeply"),
     _c("jsonl-raw-tab-inside-a-string", _text("tab.jsonl", '{"text": "a\tb"}\n'), IMPORT,
        "line 1: invalid JSON .*control character"),
+    _c("jsonl-string-left-open", _text("open.jsonl", '{"key": "a", "text": "ok"}\n{"key": "b", "text": "left open\n'),
+       IMPORT, r"line 2: invalid JSON \(Unterminated string starting at column 22\)"),
     _c("jsonl-not-utf8", _text("latin.jsonl", b'{"text": "caf\xe9"}\n'), IMPORT, "not UTF-8"),
     _c("jsonl-blank-text", _text("bt.jsonl", '{"key": "a", "text": "   "}\n'), IMPORT,
        "line 1: missing or empty 'text'"),

@@ -78,6 +78,9 @@ BAD = [
     ("duplicate document in another Unicode form", dict(corpus=[{"_id": "caf\u00e9", "text": "a"},
                                                                {"_id": "cafe\u0301", "text": "b"}]),
      r"line 2: duplicate _id 'caf\u00e9' \(first on line 1, written in another Unicode form"),
+    ("duplicate document, the first in another Unicode form", dict(corpus=[{"_id": "cafe\u0301", "text": "a"},
+                                                                         {"_id": "caf\u00e9", "text": "b"}]),
+     r"line 2: duplicate _id 'caf\u00e9' \(first on line 1, written in another Unicode form"),
     ("document without text", dict(corpus=[*CORPUS, {"_id": "d9"}]), r"corpus\.jsonl: line 5: 'text' must be a string, got nothing"),
     ("query without id", dict(queries=[*QUERIES, {"text": "x"}]), r"queries\.jsonl: line 5: missing or empty '_id'"),
     ("NUL in a document", dict(corpus=[*CORPUS, {"_id": "d9", "text": "a\u0000b"}]),
@@ -97,6 +100,14 @@ def test_bad_beir_input_is_one_line_and_stores_nothing(ws: Workspace, tmp_path: 
         import_beir(ws, root)
     checkpoint(ws)
     assert snapshot(ws.root) == before
+
+
+def test_a_string_left_open_names_its_column_in_the_line(ws: Workspace, tmp_path: Path) -> None:
+    root = write_beir(tmp_path / "beir")
+    with open(root / "corpus.jsonl", "a", encoding="utf-8") as fh:
+        fh.write('{"_id": "d9", "text": "left open\n')
+    with pytest.raises(ImportDataError, match=r"line 5: invalid JSON \(Unterminated string starting at column 23\)$"):
+        import_beir(ws, root)
 
 
 def test_stopped_import_stores_nothing(ws: Workspace, tmp_path: Path) -> None:
