@@ -42,6 +42,14 @@ def format_share(value: Any, digits: int = 1) -> str:
     return f"{100 * value:.{digits}f}%"
 
 
+def beyond_backfill(gain: Any) -> str:
+    """' (more than the full backfill itself: ...)' for a gain retained above 100%, where the bridge scores
+    above the full backfill it is measured against, so re-embedding would cost quality; '' otherwise."""
+    if isinstance(gain, bool) or not isinstance(gain, int | float) or not math.isfinite(gain) or gain <= 1:
+        return ""
+    return " (more than the full backfill itself: this bridge scores above it, so re-embedding would lose quality)"
+
+
 def format_beta(beta: float) -> str:
     """A backfilled share β to two decimals, with as many more as it takes for a share strictly between 0 and 1
     never to read "0.00" or "1.00" (a partial backfill that re-embeds some items, or leaves some out)."""

@@ -1,10 +1,14 @@
-"""What to weigh instead of a compatibility layer that fails the criterion.
+"""What to weigh instead of a compatibility layer that fails the criterion, or whose gain is not the new model's.
 
 The report's verdict, the plan's note and a bundle's warning give this advice; it lives apart from them
 so that a bundle read without torch (``bundle inspect``, a migration) says the same words.
 """
 
 from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
 
 
 def bridge_alternatives(kind: str, partial: bool = True, short: bool = False) -> str:
@@ -19,3 +23,18 @@ def bridge_alternatives(kind: str, partial: bool = True, short: bool = False) ->
     if len(options) == 1:
         return options[0]
     return f"{options[0]} or {options[1]}" if len(options) == 2 else f"{', '.join(options[:-1])}, or {options[-1]}"
+
+
+def head_gain_words(values: Mapping[str, Any], kind: str, judged: bool, old_old: Any) -> str:
+    """For bct and bt2, whose ceiling is their own head on both sides: a sentence where the new model by
+    itself (new/new, no head) is no better than the old (``old_old`` on new/new's gallery), so what the layer
+    gains comes from the head trained on the labels, which no upgrade is needed for ('' otherwise)."""
+    metric = "nDCG@10" if judged else "top-1"
+    raw = values.get("new_new_ndcg@10" if judged else "new_new_top1")
+    if kind not in ("bct", "bt2") or not all(isinstance(v, int | float) and not isinstance(v, bool) and
+                                             math.isfinite(v) for v in (raw, old_old)) or raw > old_old:
+        return ""
+    return (f"The new model by itself is no better than the old one (new/new {metric} {100 * raw:.1f}% against "
+            f"old/old {100 * old_old:.1f}%): what the {kind} layer gains over today comes from its head trained on "
+            "your labels, not from the new model. Weigh it against training a head for the old model alone before "
+            "paying for the upgrade.")

@@ -670,3 +670,20 @@ def test_a_heads_full_backfill_stores_the_head_it_serves_through() -> None:
     assert full["storage_bytes"] == N * D_OLD * 4 + ADAPTER_BYTES  # the head's outputs (out_dim) and its file
     plain = options(plan_from_report(make_report(0.60, 0.80, 0.70), RATE))["full_backfill"]
     assert plain["storage_bytes"] == N * D_NEW * 4  # no head: the new model's own vectors alone
+
+
+def test_a_head_whose_new_model_is_no_better_is_planned_with_the_reports_caution() -> None:
+    """A bt2 head beats old/old (0.69 > 0.60) while the new model itself does not (new/new 0.59): the plan
+    recommends the layer, as the report passes it, and says as the report does where its gain comes from."""
+    head = make_report(0.60, 0.70, 0.69)
+    head["ceiling_cell"] = "head/head"
+    head["cells"]["head/head"] = head["cells"]["new/new"]
+    head["cells"]["new/new"] = {"metrics": {"top1": 0.59}}
+    head["adapter"]["kind"] = "bt2"
+    head["headline"] = {"old_old_top1": 0.60, "new_new_top1": 0.59, "ceiling_top1": 0.70, "upgraded_top1": 0.69}
+    plan = plan_from_report(head, RATE)
+    assert plan.recommendation == "adapter_only"
+    assert plan.notes[0].startswith("The new model by itself is no better than the old one (new/new top-1 59.0% "
+                                    "against old/old 60.0%): what the bt2 layer gains over today comes from its head")
+    head["headline"]["new_new_top1"] = 0.68
+    assert not any("by itself" in note for note in plan_from_report(head, RATE).notes)

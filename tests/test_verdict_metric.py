@@ -162,3 +162,37 @@ def test_a_backfill_whose_middle_serves_worse_than_today_says_so() -> None:
                                                    "the backfill runs, and switch to the new vectors once it is complete.")
     worse = {**passing, "ceiling_ndcg@10": 0.09}
     assert backfill_dip(dipping, worse) == ""
+
+
+def test_a_drop_the_test_queries_cannot_tell_from_none_is_not_called_worse_than_today() -> None:
+    head = {"old_old_top1": 0.743, "upgraded_top1": 0.740, "new_new_top1": 0.80, "compatible": False,
+            "gain_retained": -0.05, "improvement_ci": {"top1": [-0.020, 0.010]}}
+    line = " ".join(verdicts(head, "new→old", "new/new", "cascade", "label"))
+    assert "scores below today's system, though within noise (the 95% interval of the improvement over old/old " \
+           "is -0.020 to +0.010)" in line and "makes search worse" not in line
+    clear = {**head, "improvement_ci": {"top1": [-0.05, -0.01]}}
+    assert "makes search worse than today" in " ".join(verdicts(clear, "new→old", "new/new", "cascade", "label"))
+
+
+def test_a_bridge_above_the_full_backfill_says_a_backfill_would_lose_quality() -> None:
+    head = {"old_old_top1": 0.2, "upgraded_top1": 0.672, "new_new_top1": 0.565, "compatible": True,
+            "gain_retained": 1.295}
+    line = " ".join(verdicts(head, "new→old", "new/new", "fusion", "label"))
+    assert "keeps 129.5% of the full-backfill gain (more than the full backfill itself: this bridge scores above " \
+           "it, so re-embedding would lose quality)" in line
+    below = " ".join(verdicts({**head, "gain_retained": 0.95, "upgraded_top1": 0.55}, "new→old", "new/new",
+                              "fusion", "label"))
+    assert "more than the full backfill" not in below
+
+
+def test_a_head_whose_new_model_is_no_better_says_the_gain_is_the_heads() -> None:
+    """bt2 on a new model that is a rotation of the old: head/head 0.810 is the ceiling, but new/new 0.740 is
+    no better than old/old 0.743, so the layer's gain is the labels' head, not the upgrade."""
+    head = {"old_old_top1": 0.743, "upgraded_top1": 0.787, "new_new_top1": 0.740, "ceiling_top1": 0.810,
+            "compatible": True, "gain_retained": 0.65}
+    lines = verdicts(head, "new→old", "head/head", "bt2", "label")
+    assert lines[-1].startswith("The new model by itself is no better than the old one (new/new top-1 74.0% against "
+                                "old/old 74.3%): what the bt2 layer gains over today comes from its head")
+    better = verdicts({**head, "new_new_top1": 0.79}, "new→old", "head/head", "bt2", "label")
+    plain = verdicts(head, "new→old", "new/new", "affine", "label")
+    assert not any("by itself" in line for line in better + plain)

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from embridge.core.evaluation.headline import metric_label
-from embridge.core.formatting import format_beta, format_duration, format_share, sample_words
+from embridge.core.formatting import beyond_backfill, format_beta, format_duration, format_share, sample_words
 from embridge.core.plan.option_row import target_value, within_noise
 from embridge.core.report.report_record import Report
 
@@ -103,7 +103,8 @@ def plan_reason(plan: Mapping[str, Any], choice: Mapping[str, Any], report: Repo
             reached = (f", under the {format_share(gain_threshold, 0)} threshold, but reaches {m} {value:.3f}, at "
                        f"least {format_share(target_share, 0)} of {of} (the target share)")
         return (f"{choice['title']}: it passes the compatibility criterion ({m} {choice['quality'][metric]:.3f} > "
-                f"old/old {floor:.3f}) and keeps {format_share(gain)} of the full-backfill gain{sampled}{reached} "
+                f"old/old {floor:.3f}) and keeps {format_share(gain)} of the full-backfill gain{beyond_backfill(gain)}"
+                f"{sampled}{reached} "
                 f"{_embedding(choice)}, in {format_duration(choice['time_s'])}"
                 f"{_bridge_noise(choice, metric, 'new queries may search no better than today until a backfill')}.")
     embedded = int(layer.get("items_embedded") or 0)  # a cascade's number stands on some items' new vectors
@@ -146,3 +147,17 @@ def plan_reason(plan: Mapping[str, Any], choice: Mapping[str, Any], report: Repo
     return (f"Full backfill: {why}, and no partial backfill reaches {format_share(target_share, 0)} of the full backfill's "
             f"{m} ({ceiling:.3f}) short of re-embedding everything; re-embed all {choice['items_embedded']} items "
             f"({format_duration(choice['time_s'])}).")
+
+
+def other_metrics_fall(choice: dict[str, Any], stay: dict[str, Any], metric: str) -> str | None:
+    """A note when the recommended option, chosen on ``metric`` (nDCG@10 with judgments), finds fewer first
+    hits than today's system (top-1, MRR@10 lower than staying): the two measures disagree, and a team
+    serving one answer per query should know."""
+    ours, today = choice.get("quality") or {}, stay.get("quality") or {}
+    falls = [f"{metric_label(m)} {ours[m]:.3f} vs {today[m]:.3f}" for m in ("top1", "mrr@10") if m != metric
+             and isinstance(ours.get(m), float | int) and isinstance(today.get(m), float | int) and ours[m] < today[m]]
+    if not falls:
+        return None
+    return (f"{choice['title']} is recommended on {metric_label(metric)} ({ours[metric]:.3f} vs {today[metric]:.3f} "
+            f"today), but {' and '.join(falls)} fall against staying: it ranks the judged documents better while "
+            "putting a relevant one first less often.")

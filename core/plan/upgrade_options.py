@@ -36,11 +36,11 @@ from embridge.core.plan.decision import decision_metric
 from embridge.core.plan.option_choice import BOTH_ENCODERS, acceptable, best_passing_bridge, choose
 from embridge.core.plan.option_galleries import gallery_words, incomparable_note, name_galleries
 from embridge.core.plan.option_row import ceiling_floor, curve_floor, option_row, sample_numbers
-from embridge.core.plan.plan_reason import LAYER_OPTIONS, plan_reason
+from embridge.core.plan.plan_reason import LAYER_OPTIONS, other_metrics_fall, plan_reason
 from embridge.core.plan.plan_record import Plan
 from embridge.core.plan.throughput import Throughput
 from embridge.core.report.report_record import Report, as_report
-from embridge.core.upgrade_advice import bridge_alternatives
+from embridge.core.upgrade_advice import bridge_alternatives, head_gain_words
 
 ORDERING_IS_FREE = ("random",)
 
@@ -356,7 +356,7 @@ def plan_from_report(source: Report | Mapping[str, Any], throughput: Throughput,
         plan["notes"].insert(0, f"Decided on {label}, the measure of relevance judgments: top-1 rises ({ceil_cell} "
                              f"{ceil_q[other]:.3f} vs old/old {other_floor:.3f}) while {label} falls, so the "
                              "new model ranks the judged documents worse.")
-    if other and choice is not options[0] and (disagree := _other_metrics_fall(choice, options[0], metric)):
+    if other and choice is not options[0] and (disagree := other_metrics_fall(choice, options[0], metric)):
         plan["notes"].insert(0, disagree)
     if 0 < sizes.n_held <= sizes.n and new_better:  # also when it holds them all: nothing is embedded again
         plan["notes"].append(f"Items re-embedded count every gallery item an option needs, the {sizes.n_held} whose "
@@ -375,6 +375,8 @@ def plan_from_report(source: Report | Mapping[str, Any], throughput: Throughput,
     elif plan["adapter_passes"] is False:  # nothing to bridge to: the new model itself is no better
         plan["notes"].insert(0, f"The {kind} layer FAILS the compatibility criterion too ({up_cell} {label} "
                              f"{up_q[metric]:.3f} ≤ old/old {floor:.3f}).")
+    if new_better and (head_note := head_gain_words(report.headline, kind, metric != "top1", new_floor)):
+        plan["notes"].insert(0, head_note)
     if not new_better:
         gains = "a backfill would not gain" if choice["name"] in LAYER_OPTIONS else \
             "neither a layer nor a backfill would gain"
@@ -382,16 +384,3 @@ def plan_from_report(source: Report | Mapping[str, Any], throughput: Throughput,
                              f"({ceil_cell} {label} {ceiling:.3f} vs old/old {new_floor:.3f}): {gains}.")
     return Plan(**plan)
 
-
-def _other_metrics_fall(choice: dict[str, Any], stay: dict[str, Any], metric: str) -> str | None:
-    """A note when the recommended option, chosen on ``metric`` (nDCG@10 with judgments), finds fewer first
-    hits than today's system (top-1, MRR@10 lower than staying): the two measures disagree, and a team
-    serving one answer per query should know."""
-    ours, today = choice.get("quality") or {}, stay.get("quality") or {}
-    falls = [f"{metric_label(m)} {ours[m]:.3f} vs {today[m]:.3f}" for m in ("top1", "mrr@10") if m != metric
-             and isinstance(ours.get(m), float | int) and isinstance(today.get(m), float | int) and ours[m] < today[m]]
-    if not falls:
-        return None
-    return (f"{choice['title']} is recommended on {metric_label(metric)} ({ours[metric]:.3f} vs {today[metric]:.3f} "
-            f"today), but {' and '.join(falls)} fall against staying: it ranks the judged documents better while "
-            "putting a relevant one first less often.")

@@ -14,7 +14,7 @@ import numpy as np
 from embridge.core.adapters.registry import METHODS
 from embridge.core.cascade_rerank import reranks_by_new_vectors
 from embridge.core.evaluation.compat import NOT_BETTER, arr, compare, criterion, gain_retained
-from embridge.core.evaluation.headline import exceeds, metric_label, noise_words, weighed
+from embridge.core.evaluation.headline import exceeds, metric_label, noise_words, reaches_zero, weighed
 from embridge.core.evaluation.headline import headline_metrics as plan_headline_metrics
 from embridge.core.evaluation.metrics import (
     bootstrap_ci,
@@ -25,12 +25,12 @@ from embridge.core.evaluation.metrics import (
 )
 from embridge.core.evaluation.scoring import EvalResult
 from embridge.core.evaluation.served import Backfilled
-from embridge.core.formatting import format_share, sample_words
+from embridge.core.formatting import beyond_backfill, format_share, sample_words
 from embridge.core.report.cells import NEW_NEW, OLD_OLD, CellResult, ScoringPlan
 from embridge.core.report.flips import FlipCIs, cell_flips, flip_cis
 from embridge.core.report.report_record import curve_metric
 from embridge.core.report.sample import EvalSample
-from embridge.core.upgrade_advice import bridge_alternatives
+from embridge.core.upgrade_advice import bridge_alternatives, head_gain_words
 
 MAX_LISTED_FLIPS = 500
 
@@ -238,7 +238,7 @@ def verdicts(head: dict[str, Any], upgraded: str, ceiling: str, kind: str, relev
         where = ("" if w.ceiling_floor is None or w.upgraded_sample is None else
                  f" (measured on the evaluation sample: old/old {format_share(w.ceiling_floor)}, {upgraded} "
                  f"{format_share(w.upgraded_sample)}, {ceiling} {format_share(cc)})")
-        kept = (f"it keeps {format_share(gr)} of the full-backfill gain{where}" if gr is not None
+        kept = (f"it keeps {format_share(gr)} of the full-backfill gain{beyond_backfill(gr)}{where}" if gr is not None
                 else f"gain retained is undefined: {NOT_BETTER}")
         lines.append(f"The {kind} layer passes the compatibility criterion{noise_words(head)}: {upgraded} {name} "
                      f"{format_share(up)} > old/old {format_share(oo)}; {kept}.")
@@ -253,7 +253,7 @@ def verdicts(head: dict[str, Any], upgraded: str, ceiling: str, kind: str, relev
                          "part or all of the gallery buys.")
     else:
         instead = bridge_alternatives(kind)
-        worse = ("makes search worse than today" if exceeds(oo, up) else
+        worse = (_worse_words(head, w.name) if exceeds(oo, up) else
                  "finds no more than today's system does" + (
                      ", which already scores the maximum: no layer can be above it here"
                      if isinstance(oo, int | float) and not exceeds(1.0, float(oo)) else ""))
@@ -261,7 +261,18 @@ def verdicts(head: dict[str, Any], upgraded: str, ceiling: str, kind: str, relev
                   "With the new model itself no better, stay on the old model.")
         lines.append(f"The {kind} layer FAILS the compatibility criterion: {upgraded} {name} {format_share(up)} is not "
                      f"above old/old {format_share(oo)}, so serving new queries through it {worse}. {advice}")
-    return lines
+    note = head_gain_words(head, kind, w.name == "nDCG@10", w.new_floor) if better else ""
+    return lines + ([note] if note else [])
+
+
+def _worse_words(head: dict[str, Any], metric: str) -> str:
+    """'makes search worse than today', softened where the improvement's interval reaches 0 (a drop the
+    test queries cannot tell from none), as a pass within noise is."""
+    ci = (head.get("improvement_ci") or {}).get("ndcg@10" if metric == "nDCG@10" else "top1")
+    if not reaches_zero(ci) or float(ci[1]) < 0:  # an interval wholly below 0 is a drop the queries show
+        return "makes search worse than today"
+    return (f"scores below today's system, though within noise (the 95% interval of the improvement over old/old "
+            f"is {float(ci[0]):+.3f} to {float(ci[1]):+.3f})")
 
 
 def _serving_words(kind: str, method: dict[str, Any]) -> str:
