@@ -201,3 +201,18 @@ def test_a_short_plot_keeps_every_label_inside_its_image() -> None:
     for text in texts:
         box = text.get_window_extent(renderer)
         assert box.x0 >= -1 and box.y0 >= -1 and box.x1 <= 596 and box.y1 <= 111, (text.get_text(), box)
+
+
+def test_a_bridge_runs_recorded_curves_say_they_are_its_base_layers() -> None:
+    """The Train page drew auto's fusion epochs (its mlp base, validation 0.26) as 'Validation', beside a
+    result of 0.656 for the fusion itself."""
+    from embridge.app.pages.live_plot import recorded_curves
+
+    epochs = [{"epoch": e, "train_loss": 1 / e, "val_metric": 0.2 + 0.01 * e} for e in range(1, 4)]
+    for kind, named in (("fusion", True), ("mlp", False)):
+        recipe = recorded_curves({"id": 1, "method": "auto", "epochs": epochs,
+                                  "metrics": {"kind": kind, "val_metric_name": "ndcg@10"}})
+        assert recipe is not None
+        titles = [ax.get_title() for ax in recipe().axes if ax.get_title()]
+        assert titles == (["Training loss (the fusion's base layer)", "Validation (the fusion's base layer)"] if named
+                          else ["Training loss", "Validation"]), titles

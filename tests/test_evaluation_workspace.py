@@ -316,6 +316,10 @@ def test_the_cells_figure_shows_the_judged_metrics_and_names_the_sample_new_new_
     bars = [c for c in ax.containers if isinstance(c, BarContainer)][2]  # new→old's, the report's own values
     ndcg = bars[ticks.index("nDCG@10")].get_height()
     assert ndcg == pytest.approx(report.cells["new→old"]["metrics"]["ndcg@10"])
+    for cell in report.cells.values():  # the judged bars get intervals like the others (they had none)
+        for name in ("ndcg@10", "mrr@10"):
+            low, high = cell["ci"][name]
+            assert low < cell["metrics"][name] < high, (name, cell["ci"][name])
 
 
 def test_every_number_of_a_judged_report_is_one_a_release_gate_accepts(judged: dict[str, Any]) -> None:

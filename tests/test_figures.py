@@ -203,3 +203,52 @@ def test_the_sizes_table_gives_a_group_of_sizes_a_row_each_not_a_python_dict() -
     assert _size_rows(sizes) == [("queries", 250), ("galleries: old", "the whole gallery"),
                                  ("galleries: sample", "the evaluation sample")]
     assert "{" not in _table(["size", "value"], _size_rows(sizes))
+
+
+def _whole_gallery_report() -> dict:
+    """A judged report whose new/new searched 'the sample', which is the whole gallery (every item has both
+    vectors), with the curves' protocol saying so."""
+    whole = {"gallery": "the whole gallery", "n_gallery": 2331}
+    metrics = {"top1": 0.5, "top5": 0.7, "recall@10": 0.8, "mAP": 0.4, "ndcg@10": 0.6, "mrr@10": 0.55}
+    ci = {m: [v - 0.05, v + 0.05] for m, v in metrics.items()}
+    cells = {name: {"gallery": gallery, "protocol": whole, "metrics": metrics, "ci": ci,
+                    "recall_curve": {"10": 0.8}} for name, gallery in
+             (("old/old", "old"), ("new/new", "sample"), ("new→old", "old"))}
+    betas = [0.0, 0.5, 1.0]
+    policy = {"betas": betas, "values": {"ndcg@10": [0.6, 0.7, 0.8], "top1": [0.5, 0.6, 0.7]},
+              "areas": {"ndcg@10": 0.7, "top1": 0.6}}
+    return {"cells": cells, "upgraded_cell": "new→old", "ceiling_cell": "new/new",
+            "backfill": {"policies": {"random": policy}, "metric": "ndcg@10",
+                         "old_old": {"protocol": whole, "metrics": {"ndcg@10": 0.6}}},
+            "adapter": {"kind": "fusion", "config": {"base": {"kind": "mlp"}}},
+            "run": {"epochs": [{"epoch": e, "train_loss": 1 / e, "val_metric": 0.2 + 0.01 * e, "lr": 3e-3 - 1e-11 * e}
+                               for e in range(1, 6)], "heldout": {"val_metric_name": "ndcg@10"}}}
+
+
+def test_a_sample_that_is_the_whole_gallery_is_not_called_a_sample_and_judged_bars_have_whiskers() -> None:
+    from matplotlib.container import ErrorbarContainer
+
+    from embridge.core.report.report_export import report_figures
+
+    made = report_figures(_whole_gallery_report())
+    names = [t.get_text() for t in made["cells"].legends[0].get_texts()]
+    assert names == ["old/old", "new/new", "new→old"]
+    assert made["backfill"].axes[0].get_title() == "Partial backfill: nDCG@10\non the whole gallery (2,331 items)"
+    (ax,) = made["cells"].axes
+    ticks = [t.get_text() for t in ax.get_xticklabels()]
+    bars = [c for c in ax.containers if isinstance(c, ErrorbarContainer)][0]
+    segments = bars.lines[2][0].get_segments()  # one whisker per metric
+    lengths = [abs(seg[1][1] - seg[0][1]) for seg in segments]
+    assert lengths[ticks.index("nDCG@10")] == pytest.approx(0.1) and lengths[ticks.index("MRR@10")] == pytest.approx(0.1)
+
+
+def test_a_bridges_training_panels_name_the_base_layer_and_the_learning_rate_reads_plainly() -> None:
+    from embridge.core.report.report_export import report_figures
+
+    fig = report_figures(_whole_gallery_report())["training"]
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert titles == ["Training loss (mlp, the fusion's base layer)", "Validation (mlp, the fusion's base layer)"]
+    fig.canvas.draw()
+    twin = fig.axes[-1]  # the learning rate's own axis, drawn last
+    assert twin.get_ylabel() == "learning rate" and twin.yaxis.get_offset_text().get_text() == ""
+    assert all(label.get_text().startswith("0.003") for label in twin.get_yticklabels() if label.get_text())

@@ -97,5 +97,7 @@ def recorded_curves(run: dict[str, Any]) -> FigureRecipe | None:
     """The recipe of a training run's recorded curves, as its report draws them (None when it recorded none)."""
     from embridge.core.report.report_export import report_figure_recipes
 
-    heldout = {"val_metric_name": (run.get("metrics") or {}).get("val_metric_name")}
-    return report_figure_recipes({"run": {"epochs": run.get("epochs") or [], "heldout": heldout}}).get("training")
+    metrics = run.get("metrics") or {}
+    heldout = {"val_metric_name": metrics.get("val_metric_name")}
+    return report_figure_recipes({"run": {"epochs": run.get("epochs") or [], "heldout": heldout},
+                                  "adapter": {"kind": metrics.get("kind")}}).get("training")

@@ -249,11 +249,12 @@ def _sweep_panel(ax: Any, key: str, rows: list[Mapping[str, Any]], metric_label:
 
 
 def training_curves(epochs: Sequence[Mapping[str, Any]], x_key: str = "epoch",
-                    metric_name: str | None = None) -> Figure:
+                    metric_name: str | None = None, layer: str | None = None) -> Figure:
     """Per-epoch numbers: the training loss (with the learning rate on its own right axis) and the
     validation metric, named. A fit without a loss (closed form) gets the validation panel only; each
     setting swept (whitening, λ, a fusion's α, a cascade's K) gets a panel of the validation metric per
-    value."""
+    value. ``layer`` names what the epochs trained where that is not the layer kept (a fusion's or
+    cascade's base layer, whose validation scores read low beside the bridge's own)."""
     epochs, sweeps = split_sweeps(epochs)
     keys: list[str] = []
     for row in epochs:
@@ -285,12 +286,13 @@ def training_curves(epochs: Sequence[Mapping[str, Any]], x_key: str = "epoch",
 
     if has_loss:
         draw(axes[0], loss_keys, "training loss")
-        axes[0].set_title("Training loss")
+        axes[0].set_title("Training loss" + (f" ({layer})" if layer else ""))
         if lr_keys:
             twin = axes[0].twinx()
             twin.plot(xs, [_finite(row.get("lr")) for row in epochs], linestyle="--", color="#7f7f7f",
                       label="learning rate")
             twin.set_ylabel("learning rate")
+            twin.yaxis.set_major_formatter(FuncFormatter(lambda value, _pos: f"{value:.3g}"))  # no offset text
             lines = axes[0].get_lines() + twin.get_lines()
             # "best": where it covers the fewest points, recomputed as a live plot's lines grow
             axes[0].legend(lines, [ln.get_label() for ln in lines], fontsize="small", loc="best")
@@ -298,7 +300,7 @@ def training_curves(epochs: Sequence[Mapping[str, Any]], x_key: str = "epoch",
             axes[0].legend(fontsize="small", loc="best")
     if axes:
         draw(axes[-1], other_keys, metric_label)
-        axes[-1].set_title("Validation")
+        axes[-1].set_title("Validation" + (f" ({layer})" if layer else ""))
         if len(other_keys) > 1:
             axes[-1].legend(fontsize="small", loc="best")
     for ax, (key, rows) in zip(sweep_axes, sweeps, strict=True):

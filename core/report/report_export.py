@@ -84,7 +84,8 @@ def report_figure_recipes(report: Report | Mapping[str, Any]) -> dict[str, Calla
     if any(isinstance(v, int | float) for row in epochs for k, v in row.items() if k != "epoch"):
         axis = _epoch_axis(epochs)
         rows = epochs if axis == "epoch" else [{k: v for k, v in row.items() if k != "epoch"} for row in epochs]
-        out["training"] = partial(figures.training_curves, rows, axis, run_heldout(r.run).get("val_metric_name"))
+        out["training"] = partial(figures.training_curves, rows, axis, run_heldout(r.run).get("val_metric_name"),
+                                  trained_layer(r.adapter))
     chain = r.chain
     if chain:
         out["compatibility_matrix"] = partial(
@@ -93,15 +94,28 @@ def report_figure_recipes(report: Report | Mapping[str, Any]) -> dict[str, Calla
     return out
 
 
+def trained_layer(adapter: Mapping[str, Any] | None) -> str | None:
+    """What a bridge's epochs trained: 'mlp, the fusion's base layer' (None for other layers, whose epochs
+    are their own)."""
+    kind = str((adapter or {}).get("kind") or "")
+    if kind not in ("fusion", "cascade"):
+        return None
+    base = ((adapter or {}).get("config") or {}).get("base") or {}
+    name = base.get("kind") if isinstance(base, Mapping) else None
+    return f"{name}, the {kind}'s base layer" if name else f"the {kind}'s base layer"
+
+
 def _cell_labels(r: Report) -> dict[str, str]:
     """Each cell's name in a figure, with the gallery it searched where that is not the upgraded cell's (new/new
     searches the evaluation sample when only the sample has new vectors): bars side by side look alike."""
-    base = (r.cells.get(r.upgraded_cell or "") or {}).get("gallery")
+    upgraded = r.cells.get(r.upgraded_cell or "") or {}
+    base, base_words = upgraded.get("gallery"), (upgraded.get("protocol") or {}).get("gallery")
     out = {}
     for name, cell in r.cells.items():
         protocol = cell.get("protocol") or {}
         size = protocol.get("n_gallery")
-        if base is None or cell.get("gallery") == base or not isinstance(size, int):
+        same = cell.get("gallery") == base or (base_words is not None and protocol.get("gallery") == base_words)
+        if base is None or same or not isinstance(size, int):  # a sample that is the whole gallery is no sample
             out[name] = name
         else:
             out[name] = f"{name} (on the sample, {size:,} items)" if cell.get("gallery") == "sample" \
@@ -110,9 +124,12 @@ def _cell_labels(r: Report) -> dict[str, str]:
 
 
 def _curves_title(backfill: Mapping[str, Any], metric: str) -> str:
-    """The partial-backfill figure's title, naming the gallery its curves ran on (the evaluation sample)."""
-    size = ((backfill.get("old_old") or {}).get("protocol") or {}).get("n_gallery")
-    where = f"\non the evaluation sample ({size:,} items)" if isinstance(size, int) else ""
+    """The partial-backfill figure's title, naming the gallery its curves ran on (the evaluation sample, or
+    the whole gallery where every item has vectors under both models)."""
+    protocol = (backfill.get("old_old") or {}).get("protocol") or {}
+    size = protocol.get("n_gallery")
+    gallery = "the whole gallery" if protocol.get("gallery") == "the whole gallery" else "the evaluation sample"
+    where = f"\non {gallery} ({size:,} items)" if isinstance(size, int) else ""
     return f"Partial backfill: {metric}{where}"
 
 

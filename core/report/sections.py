@@ -14,7 +14,14 @@ import numpy as np
 from embridge.core.adapters.registry import METHODS
 from embridge.core.cascade_rerank import reranks_by_new_vectors
 from embridge.core.evaluation.compat import NOT_BETTER, arr, compare, criterion, gain_retained
-from embridge.core.evaluation.headline import exceeds, metric_label, noise_words, reaches_zero, weighed
+from embridge.core.evaluation.headline import (
+    JUDGED_METRICS,
+    exceeds,
+    metric_label,
+    noise_words,
+    reaches_zero,
+    weighed,
+)
 from embridge.core.evaluation.headline import headline_metrics as plan_headline_metrics
 from embridge.core.evaluation.metrics import (
     bootstrap_ci,
@@ -45,7 +52,8 @@ def cell_section(cell: CellResult, plan: ScoringPlan, n_boot: int, seed: int) ->
     m = cell.metrics
     summary = m.summary()
     cis = {}
-    for name in headline_metrics(plan):
+    judged = [name for name in JUDGED_METRICS if name in m.per_query]  # their bars get whiskers too
+    for name in [*headline_metrics(plan), *judged]:
         lo, hi = bootstrap_ci(m.per_query[name][m.valid], n_boot, seed=seed)
         cis[name] = [lo, hi]
     return {"query_side": cell.query_side, "gallery_side": cell.gallery_side, "gallery": cell.gallery,
