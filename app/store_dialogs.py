@@ -71,6 +71,7 @@ class _JobDialog(QDialog):
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
         self.stage = QLabel("")
+        self.stage.setWordWrap(True)  # a failure's whole sentence, within the dialog's width
         self.cancel_button = QPushButton("&Cancel")
         self.cancel_button.setEnabled(False)
         self.cancel_button.clicked.connect(self.cancel)
@@ -264,9 +265,9 @@ class StoreMigrateDialog(_JobDialog):
         super().__init__(ctx, "Migrate a store", parent)
         self.bundle = PathField("Bundle to migrate with", "Bundles (*.zip);;All files (*)", folder=True)
         self.source = QLineEdit()
-        self.source.setPlaceholderText("collection to read (never changed)")
+        self.source.setPlaceholderText(f"collection to read (never changed), {URI_HINT}")
         self.target = QLineEdit()
-        self.target.setPlaceholderText("new collection to write")
+        self.target.setPlaceholderText(f"new collection to write, {URI_HINT}")
         self.alias = QLineEdit()
         self.alias.setPlaceholderText("alias the application reads (for switch and rollback)")
         self.switch = QCheckBox("Move the alias to the new collection once verified")
@@ -304,6 +305,17 @@ class StoreMigrateDialog(_JobDialog):
 
     def _job_buttons(self) -> list[QPushButton]:
         return [self.migrate_button, self.rollback_button, self.check_button]
+
+    def offer_bundle(self, path: str, manifest: dict[str, Any]) -> None:
+        """Fill in the bundle selected on the Export page, or say why it cannot migrate a store (a layer that
+        maps queries, not the stored gallery) rather than leave it to fail once a migration starts."""
+        from embridge.core.connectors.transform import migration_refusal
+
+        refusal = migration_refusal(manifest)
+        if refusal is None:
+            self.bundle.setText(path)
+        else:
+            self.stage.setText(f"The selected bundle cannot migrate a store: {refusal}.")
 
     def _need(self, *fields: tuple[str, str]) -> bool:
         if not self._can_start():

@@ -323,3 +323,26 @@ def test_closing_the_window_closes_the_store_dialogs(qtbot: QtBot, window: MainW
     assert all(d.isVisible() for d in shown)
     window.close()
     assert not any(d.isVisible() for d in shown)
+
+
+def test_a_bundle_that_cannot_migrate_is_not_offered_to_the_migration(qtbot: QtBot, window: MainWindow,
+                                                                       upgrade: dict, tmp_path: Path) -> None:
+    """The dialog came filled with a query-side (bt2) bundle, which failed only once a migration started."""
+    with Workspace.open(upgrade["path"]) as ws:
+        export_bundle(ws, tmp_path / "bt2.zip", [upgrade["runs"]["bt2"]])
+    assert window.ctx.open_workspace(upgrade["path"])
+    page = window.show_page("export")
+    page.refresh()
+    assert Path(page._bundles[page.table.currentRow()]["path"]).name == "bt2.zip"  # the newest, selected
+    page.open_store_migration()
+    dialog = page.store_dialog
+    assert dialog.bundle.text() == ""
+    assert dialog.stage.text().startswith("The selected bundle cannot migrate a store: a joint (bt2) layer maps new "
+                                          "queries into the old space") and dialog.stage.wordWrap()
+    with Workspace.open(upgrade["path"]) as ws:
+        export_bundle(ws, tmp_path / "fct-again.zip", [upgrade["runs"]["fct"]])
+    dialog.close()
+    page.refresh()
+    page.table.selectRow([Path(b["path"]).name for b in page._bundles].index("fct-again.zip"))
+    page.open_store_migration()
+    assert dialog.bundle.text() == str(tmp_path / "fct-again.zip")

@@ -141,3 +141,17 @@ def test_the_page_says_which_settings_a_run_did_not_use(capsys: pytest.CaptureFi
         run = ws.runs("train")[-1]
     assert recorded_text(run).endswith(". Not used: epochs, patience (affine is a closed-form fit, with no training "
                                        "loop to give them to)")
+
+
+def test_a_gain_measured_against_a_head_or_on_the_sample_says_so_in_its_row() -> None:
+    """The digits demo's bt2 row read New/new 0.995 and gain retained 61.9%, a share of head/head's gain on the
+    evaluation sample that no number in the row gives."""
+    from embridge.app.pages.train_result import RUN_COLUMNS, run_row
+
+    metrics = {"old_old_top1": 0.790, "new_new_top1": 0.995, "upgraded_top1": 0.905, "gain_retained": 0.619,
+               "ceiling_cell": "head/head", "ceiling_top1": 0.975, "old_old_sample_top1": 0.765}
+    run = {"id": 1, "kind": "train", "method": "bt2", "status": "completed", "config": {}, "metrics": metrics}
+    gain = run_row(run)[RUN_COLUMNS.index("Gain retained (top-1)")]
+    assert gain == "61.9% (vs head/head, on the sample)"
+    plain = {**metrics, "ceiling_cell": "new/new", "old_old_sample_top1": None}
+    assert run_row({**run, "metrics": plain})[RUN_COLUMNS.index("Gain retained (top-1)")] == "61.9%"

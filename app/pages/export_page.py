@@ -249,7 +249,7 @@ class ExportPage(Page):
             self.store_dialog = StoreMigrateDialog(self.ctx, self)
         row = self.table.currentRow()
         if 0 <= row < len(self._bundles) and not self.store_dialog.bundle.text():
-            self.store_dialog.bundle.setText(str(self._bundles[row]["path"]))
+            self.store_dialog.offer_bundle(str(self._bundles[row]["path"]), self._bundles[row].get("manifest") or {})
         self.store_dialog.show()
         self.store_dialog.raise_()
 

@@ -73,15 +73,24 @@ def run_row(run: dict[str, Any]) -> list[Any]:
             measured += ", gain retained there"
     note = "; ".join(filter(None, (run.get("stale"), record.error or choice.reason or metrics.get("note"))))
     gain = metrics.get("gain_retained")
+    against = _gain_against(metrics)
     values = [*[metrics.get(k) for k in HEADLINE if k != "gain_retained"],
-              gain_text(gain, metrics.get("gain_retained_note")) if gain is not None or metrics.get("gain_retained_note")
-              else None]
-    judged = [gain_text(metrics[k], None) if k.startswith("gain_retained") and _number(metrics.get(k))
+              gain_text(gain, metrics.get("gain_retained_note")) + (against if _number(gain) else "")
+              if gain is not None or metrics.get("gain_retained_note") else None]
+    judged = [gain_text(metrics[k], None) + against if k.startswith("gain_retained") and _number(metrics.get(k))
               else metrics.get(k) for k in JUDGED_KEYS]  # gains as shares, as everywhere else
     return [record.id, choice.method_text(), record.status, *values, *judged,
             criterion_text(metrics),
             metrics.get("pairs_used") or "", measured,
             choice.candidates_text() if choice.is_auto else "", note]
+
+
+def _gain_against(metrics: dict[str, Any]) -> str:
+    """' (vs head/head, on the sample)': what a gain retained in the row was measured against, where that is not
+    the New/new column beside it (a head's own ceiling, or new/new's evaluation sample)."""
+    parts = [f"vs {metrics['ceiling_cell']}"] if metrics.get("ceiling_cell") not in (None, "new/new") else []
+    parts += ["on the sample"] if _number(metrics.get("old_old_sample_top1")) else []
+    return f" ({', '.join(parts)})" if parts else ""
 
 
 def _number(value: Any) -> bool:

@@ -9,6 +9,7 @@ or an ONNX bundle on a machine without onnxruntime).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,18 +57,26 @@ class StoreTransform:
         return self._loaded(old_vectors, normalise_output=True)
 
 
+def migration_refusal(manifest: Mapping[str, Any]) -> str | None:
+    """Why a bundle's layer cannot migrate a stored gallery (None when it can): only a forward layer maps the
+    stored old vectors; the app checks this before offering a bundle, the migration when it loads one."""
+    adapter = manifest.get("adapter") or {}
+    if adapter.get("direction") == "forward":
+        return None
+    return (f"a {adapter.get('direction')} ({adapter.get('kind')}) layer maps new queries into the old space, so the "
+            "stored gallery stays as it is and there is nothing to migrate; deploy the bundle on the query side, or "
+            "export a forward (fct) layer to migrate a store")
+
+
 def load_transform(bundle: str | Path) -> StoreTransform:
     """Verify the bundle (hashes and probes) and check it maps a stored gallery old -> new."""
     from embridge.core.bundle.fingerprint import layer_fingerprint
     from embridge.core.bundle.runtime import load_bundle
 
     loaded = load_bundle(bundle)
-    m = loaded.manifest
-    adapter = m["adapter"]
-    if adapter["direction"] != "forward":
-        raise BundleError(f"{bundle}: a {adapter['direction']} ({adapter['kind']}) layer maps new queries into the "
-                          "old space, so the stored gallery stays as it is and there is nothing to migrate; deploy "
-                          "the bundle on the query side, or export a forward (fct) layer to migrate a store")
+    refusal = migration_refusal(loaded.manifest)
+    if refusal is not None:
+        raise BundleError(f"{bundle}: {refusal}")
     if loaded.inputs != ["old"]:
         raise BundleError(f"{bundle}: this layer needs inputs {loaded.inputs}; a store migration can feed it only "
                           "the stored old vectors")
