@@ -190,3 +190,27 @@ def test_a_backfill_finishing_while_a_report_runs_is_not_half_in_it(demo_copy: P
     assert report["sizes"]["gallery"] == 600  # the sample it drew then
     with Workspace.open(demo_copy) as ws:  # and the data has moved on since it began
         assert "backfilled (run" in (report_stale_note(ws, report["report_id"]) or "")
+
+
+def test_a_heads_served_gallery_is_searched_by_the_vectors_the_backfill_stored(demo_copy: Path) -> None:
+    """After a backfill of a bt2 run the report scored the backfilled items through the head (head/head: top-1
+    100% on an image upgrade) while the backfill stores the new model's own vectors (92% there): nothing
+    written could serve the number stated. The plan's full backfill says what its head/head cell assumes."""
+    with Workspace.open(demo_copy) as ws:
+        run = train_run(ws, "bt2", device="cpu", config={"epochs": 3})
+    _backfill(demo_copy, "0.3")
+    with Workspace.open(demo_copy) as ws:
+        after = build_report(ws, run["run_id"])
+        backfilled = ws.vector_set_ids(int(ws.runs("backfill")[-1]["metrics"]["vector_set"]))
+        truth = _served_by_brute_force(ws, run["adapter_id"], backfilled)
+        plan = plan_upgrade(ws, run["run_id"])
+    served = after.served
+    assert served is not None and served["new_vectors"] == truth["backfilled_in_gallery"] > 0
+    for metric in ("top1", "top5", "recall@10"):
+        assert served["metrics"][metric] == truth[metric], metric
+    assert "backfilled items by their new vectors as the backfill stored them, not through the bt2 head" in \
+        served["protocol"]["text"]
+    full = plan.option("full_backfill")
+    assert full is not None and any("'embridge backfill' stores the new model's own vectors, which new queries "
+                                    f"search as new/new (top-1 {after.headline['new_new_top1']:.3f})" in note
+                                    for note in full["notes"]), full["notes"]

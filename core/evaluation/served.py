@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from embridge.core.adapters.adapt_arrays import HEAD_KINDS, new_space_vectors
+from embridge.core.adapters.adapt_arrays import HEAD_KINDS
 from embridge.core.adapters.adapter import Adapter
 from embridge.core.evaluation.gather import MatrixMaker
 from embridge.core.evaluation.scoring import EvalResult, ScoringPlan, score_ranking
@@ -104,15 +104,17 @@ class _MixedRows:
 def served_result(task: RetrievalTask, adapter: Adapter, q_up: np.ndarray, q_new: np.ndarray,
                   g_up: np.ndarray, g_new_part: np.ndarray, rows: np.ndarray, plan: ScoringPlan) -> EvalResult:
     """Score the served gallery: rows ``rows`` of ``g_up`` (the upgraded system's gallery) replaced by
-    their new vectors ``g_new_part`` (searched by ``q_new``), every other row searched by ``q_up``."""
+    their new vectors ``g_new_part`` (searched by ``q_new``), every other row searched by ``q_up``.
+
+    The backfilled items are searched by the vectors ``backfill`` stored, the new model's own, for a bct or
+    bt2 layer too: its head/head ceiling indexes the head's output, which no backfill writes."""
     head = adapter.kind in HEAD_KINDS
-    if head:  # bct / bt2: backfilled items and the queries that search them are in the head's own space
-        q_new, g_new_part = new_space_vectors(adapter, q_new), new_space_vectors(adapter, g_new_part)
     queries = np.hstack([l2_normalize(np.asarray(q_up, dtype=np.float32)),
                          l2_normalize(np.asarray(q_new, dtype=np.float32))])
     ranked, _ = exact_topk(queries, _MixedRows(g_up, g_new_part, rows), plan.depth, task.exclude)
-    words = (f"exact cosine search of the served gallery (backfilled items by their {'head' if head else 'new'} "
-             "vectors, the rest as the upgraded system searches them), one ranking merged by score")
+    stored = f" as the backfill stored them, not through the {adapter.kind} head" if head else ""
+    words = (f"exact cosine search of the served gallery (backfilled items by their new vectors{stored}, the rest "
+             "as the upgraded system searches them), one ranking merged by score")
     result = score_ranking(task, ranked, plan, SearchInfo("exact", {}, True, None), words)
     result.protocol = replace(result.protocol, new_vectors=int(len(rows)))
     return result

@@ -40,7 +40,7 @@ from embridge.core.plan.plan_reason import LAYER_OPTIONS, other_metrics_fall, pl
 from embridge.core.plan.plan_record import Plan
 from embridge.core.plan.throughput import Throughput
 from embridge.core.report.report_record import Report, as_report
-from embridge.core.upgrade_advice import bridge_alternatives, head_gain_words
+from embridge.core.upgrade_advice import bridge_alternatives, head_backfill_words, head_gain_words
 
 ORDERING_IS_FREE = ("random",)
 
@@ -322,7 +322,7 @@ def plan_from_report(source: Report | Mapping[str, Any], throughput: Throughput,
                               sizes.n * sizes.d_full * sizes.b_new + (sizes.adapter_bytes if sizes.head else 0),
                               sizes.n, ceil_q, new_floor, ceiling,
                               [f"Re-embeds all {sizes.n} gallery items with the new model; quality is the {ceil_cell} "
-                               "cell of this report."], metric))
+                               "cell of this report." + head_backfill_words(kind, report.headline, metric)], metric))
     name_galleries(options, report, up_cell, ceil_cell)
     by_item = report.sizes.get("relevance") == "item"
     new_better = True if by_item else criterion(ceiling, new_floor)  # without labels: the premise of the upgrade
