@@ -442,3 +442,25 @@ def test_a_judged_chain_reads_ndcg_by_default_and_offers_mrr(tmp_path: Path,
     assert newest[:2] == pytest.approx(new[:2], abs=1e-6) and newest[2] == pytest.approx(new[1], abs=1e-6)
     assert main([*args, "--metric", "mrr@10"]) == 0
     assert json.loads(capsys.readouterr().out)["matrix"] == report["matrices"]["mrr@10"]
+
+
+def test_a_checkpoint_read_at_another_input_shape_is_another_model(demo_copy: Path, tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """A model added with a wrong --input-shape could not be added again with the right one: 'already in the
+    workspace (same sha256 and embedding settings); use that model', which cannot embed the gallery."""
+    import shutil
+
+    with Workspace.open(demo_copy) as ws:
+        stored = Path(ws.model("new-cnn")["path"])
+        shape = ws.model("new-cnn")["spec"]["input_shape"]
+    copy = shutil.copy(stored, tmp_path / "cnn.pt")
+    wider = ",".join(str(s * 2 if i else s) for i, s in enumerate(shape))  # the same channels, twice the side
+    assert main(["model", "add", "-w", str(demo_copy), "--name", "wider", "--path", str(copy), "--input-shape",
+                 wider]) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    assert main(["model", "add", "-w", str(demo_copy), "--name", "wider-again", "--path", str(copy),
+                 "--input-shape", wider]) == 1
+    err = capsys.readouterr().err
+    assert "already in the workspace as model 'wider'" in err and "another --input-shape, --arch or --arch-config" in err
+    with Workspace.open(demo_copy) as ws:
+        assert ws.model("wider")["spec"]["input_shape"] == [int(s) for s in wider.split(",")]

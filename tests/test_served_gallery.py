@@ -214,3 +214,17 @@ def test_a_heads_served_gallery_is_searched_by_the_vectors_the_backfill_stored(d
     assert full is not None and any("'embridge backfill' stores the new model's own vectors, which new queries "
                                     f"search as new/new (top-1 {after.headline['new_new_top1']:.3f})" in note
                                     for note in full["notes"]), full["notes"]
+
+
+def test_a_planner_backfill_with_a_model_the_plan_is_not_for_is_refused(demo_copy: Path, capsys) -> None:
+    """`backfill --model old --order planner` re-embedded the gallery with the old model and recorded it."""
+    with Workspace.open(demo_copy) as ws:
+        train_run(ws, "procrustes", device="cpu")
+        before = len(ws.runs("backfill"))
+    capsys.readouterr()
+    code = main(["backfill", "-w", str(demo_copy), "--model", "old-mlp", "--order", "planner", "--fraction", "0.3"])
+    err = capsys.readouterr().err
+    assert code != 0 and err.count("\n") == 1, err
+    assert "--model: 'old-mlp' is not the new model of the run the plan is for" in err and "-> new-cnn)" in err
+    with Workspace.open(demo_copy) as ws:
+        assert len(ws.runs("backfill")) == before

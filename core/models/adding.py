@@ -70,14 +70,15 @@ class AddedModel:
         return line + (f"; {described}" if described else "")
 
 
-def _check_stored_file(ws: Workspace, path: str | Path, text: Any) -> None:
-    """A file already stored as a model, given without text settings that would make it another one,
-    is refused before it is described: describing may first ask for an input shape it does not need."""
-    from embridge.core.models.manage import EMBEDDING_SETTINGS, check_not_duplicate
+def _check_stored_file(ws: Workspace, path: str | Path, text: Any, reading: bool = False) -> None:
+    """A file already stored as a model, given without settings that would make it another one (text
+    settings; ``reading``: an input shape or architecture given), is refused before it is described:
+    describing may first ask for an input shape it does not need."""
+    from embridge.core.models.manage import TEXT_SETTINGS, check_not_duplicate
     from embridge.core.models.spec import checkpoint_sha256
 
     p = Path(path)
-    if any(getattr(text, key, None) is not None for key in EMBEDDING_SETTINGS) or not p.is_file():
+    if reading or any(getattr(text, key, None) is not None for key in TEXT_SETTINGS) or not p.is_file():
         return
     try:
         size = p.stat().st_size
@@ -89,7 +90,7 @@ def _check_stored_file(ws: Workspace, path: str | Path, text: Any) -> None:
     except OSError:
         return  # describing the checkpoint names what is wrong with it
     plain = [row["spec"] for row in ws.models_with_sha256(sha)
-             if not any((row.get("spec") or {}).get(key) for key in EMBEDDING_SETTINGS)]
+             if not any((row.get("spec") or {}).get(key) for key in TEXT_SETTINGS)]
     if plain:
         check_not_duplicate(ws, plain[0], path)
 
@@ -175,7 +176,7 @@ def add_model(ws: Workspace, path: str | Path, name: str, role: str = "other", *
         if restored is not None:
             return restored
         raise InputError("--name", f"a model named '{name}' already exists; choose another name")
-    _check_stored_file(ws, path, text)
+    _check_stored_file(ws, path, text, reading=any(v is not None for v in (input_shape, arch, arch_config)))
     _refuse_linked_folders(Path(path))
     shape = parse_input_shape(input_shape) if isinstance(input_shape, str) else input_shape
     if shape is not None:

@@ -15,9 +15,16 @@ from embridge.core.paths import check_name
 from embridge.core.store import Workspace
 from embridge.core.store.workspace import ROLES
 
-# how a text model turns a text into a vector besides its weights: the same checkpoint with other
-# prompts or pooling gives other vectors, so it is another model (say, to compare prompt choices)
-EMBEDDING_SETTINGS = ("query_prompt", "document_prompt", "pooling")
+# how a model turns an input into a vector besides its weights: the same checkpoint with other prompts or
+# pooling (text), or read at another input shape or as another architecture (images), gives other vectors or
+# none, so it is another model (to compare prompt choices, or to mend a shape given wrong)
+TEXT_SETTINGS = ("query_prompt", "document_prompt", "pooling")
+EMBEDDING_SETTINGS = (*TEXT_SETTINGS, "input_shape", "arch", "arch_config")
+
+
+def _settings(spec: dict[str, Any]) -> dict[str, Any]:
+    """The embedding settings of a spec, as stored (a shape read back from JSON is a list, given a tuple)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in ((k, spec.get(k)) for k in EMBEDDING_SETTINGS)}
 
 
 def duplicate_of(ws: Workspace, spec: dict[str, Any]) -> str | None:
@@ -25,9 +32,8 @@ def duplicate_of(ws: Workspace, spec: dict[str, Any]) -> str | None:
     sha256 = spec.get("sha256")
     if not sha256:
         return None
-    wanted = {k: spec.get(k) for k in EMBEDDING_SETTINGS}
-    return next((m["name"] for m in ws.models_with_sha256(str(sha256))
-                 if {k: m["spec"].get(k) for k in EMBEDDING_SETTINGS} == wanted), None)
+    wanted = _settings(spec)
+    return next((m["name"] for m in ws.models_with_sha256(str(sha256)) if _settings(m["spec"]) == wanted), None)
 
 
 def check_not_duplicate(ws: Workspace, spec: dict[str, Any], path: str | Path) -> None:
@@ -35,11 +41,14 @@ def check_not_duplicate(ws: Workspace, spec: dict[str, Any], path: str | Path) -
     under two names (its vectors would be the stored model's)."""
     name = duplicate_of(ws, spec)
     if name is not None:
-        options = ("--query-prompt or --document-prompt" if spec.get("kind") == "sentence_transformers"
-                   else "--query-prompt, --document-prompt or --pooling")  # such a folder pools as its modules say
+        if spec.get("modality") == "image":
+            again = "an image model may be added again with another --input-shape, --arch or --arch-config"
+        else:
+            options = ("--query-prompt or --document-prompt" if spec.get("kind") == "sentence_transformers"
+                       else "--query-prompt, --document-prompt or --pooling")  # such a folder pools as its modules say
+            again = f"a text model may be added again with other {options}"
         raise InputError(str(path), f"this checkpoint is already in the workspace as model '{name}' (same "
-                                    "sha256 and embedding settings); use that model (a text model may be added "
-                                    f"again with other {options})")
+                                    f"sha256 and embedding settings); use that model ({again})")
 
 
 def dependants(ws: Workspace, name: str) -> dict[str, int]:

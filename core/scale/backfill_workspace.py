@@ -130,6 +130,10 @@ def backfill_ids(ws: Any, order: str, *, run_id: int | None = None, fraction: fl
             from embridge.core.plan import plan_upgrade
 
             plan = plan_upgrade(ws, run_id, fraction, **plan_options)
+        if model is not None and plan.new_model is not None and model != plan.new_model:
+            raise InputError("--model", f"'{model}' is not the new model of the run the plan is for (run "
+                             f"#{plan.run_id}, {plan.old_model} -> {plan.new_model}); the planner's order re-embeds "
+                             f"the gallery with '{plan.new_model}' (or name another run with --run)")
         ids = planner_order(ws, plan)
         if model is not None and fraction is None:  # the plan's own choice, not a share asked for
             _refuse_a_step_back(ws, model, ids)
