@@ -228,3 +228,33 @@ def test_a_planner_backfill_with_a_model_the_plan_is_not_for_is_refused(demo_cop
     assert "--model: 'old-mlp' is not the new model of the run the plan is for" in err and "-> new-cnn)" in err
     with Workspace.open(demo_copy) as ws:
         assert len(ws.runs("backfill")) == before
+
+
+def test_runs_and_a_bundle_list_the_served_number_with_its_own_protocol(demo_copy: Path, tmp_path: Path,
+                                                                        capsys) -> None:
+    """`runs` never showed a report's served-after-backfill number, so it could not be checked against
+    `report --json`; a bundle of that report carries it apart, with the served gallery's protocol."""
+    with Workspace.open(demo_copy) as ws:
+        run = train_run(ws, "procrustes", device="cpu")
+    _backfill(demo_copy, "0.3")
+    with Workspace.open(demo_copy) as ws:
+        report = build_report(ws, run["run_id"])
+    served = report.served
+    capsys.readouterr()
+    assert main(["runs", "-w", str(demo_copy), "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)["runs"][-1]["metrics"]
+    assert listed["served_top1"] == served["metrics"]["top1"] and listed["served_new_vectors"] == served["new_vectors"]
+    assert listed["served_protocol"] == served["protocol"]["text"]
+    assert main(["runs", "-w", str(demo_copy)]) == 0
+    text = capsys.readouterr().out
+    assert f"served_top1={served['metrics']['top1']:.3f}" in text
+    assert f"served (after backfill run #{served['backfill']['run_id']}: {served['new_vectors']} items by their new " \
+           f"vectors) on {served['protocol']['text']}" in text
+    assert main(["bundle", "export", "-w", str(demo_copy), "--out", str(tmp_path / "b.zip")]) == 0
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "b.zip") as zf:
+        metrics = json.loads(zf.read("manifest.json"))["metrics"]
+    assert not any(k.startswith("served_") for k in metrics["values"])  # not under the upgraded cell's protocol
+    (entry,) = [e for e in metrics["also_measured"] if "served gallery" in e["source"]]
+    assert entry["values"]["served_top1"] == served["metrics"]["top1"] and entry["protocol"] == served["protocol"]["text"]

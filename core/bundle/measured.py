@@ -116,6 +116,7 @@ def metrics_for(ws: Workspace, runs: list[dict[str, Any]], report: dict[str, Any
     if report is not None:
         values = _numbers(report.get("summary") or {})
         areas = {k: values.pop(k) for k in [k for k in values if k.startswith(BACKFILL_AREA)]}
+        served = {k: values.pop(k) for k in [k for k in values if k.startswith("served_")]}
         step = f" (run {report.get('run_id')}, one step of the chain)" if len(runs) > 1 else ""
         out = {"source": f"report {report['id']}{step}", "protocol": report_protocol(ws, report), "values": values,
                "also_measured": []}
@@ -124,6 +125,12 @@ def metrics_for(ws: Workspace, runs: list[dict[str, Any]], report: dict[str, Any
         if areas:  # measured on the evaluation sample, not on the upgraded cell's gallery
             out["also_measured"].append({"source": f"report {report['id']}{step}, partial backfill",
                                          "protocol": backfill_protocol(ws, report), "values": areas})
+        if served:  # the gallery a backfill left, searched as it is served: its own protocol
+            protocol = (report.get("summary") or {}).get("served_protocol")
+            out["also_measured"].append({"source": f"report {report['id']}{step}, the served gallery after backfill "
+                                                   f"run #{served.get('served_backfill_run')}",
+                                         "protocol": protocol if isinstance(protocol, str) else UNRECORDED,
+                                         "values": served})
         return out
     if len(runs) == 1:
         return {**run_measurement(runs[0]), "also_measured": []}

@@ -207,11 +207,14 @@ def ceiling_of(metrics: dict[str, Any]) -> tuple[str, Any]:
 JUDGED_RUN_METRICS = tuple(f"{cell}{key}{tail}" for key in JUDGED_METRICS for cell, tail in (
     ("", ""), ("old_old_", ""), ("new_new_", ""), ("ceiling_", ""), ("old_old_sample_", ""), ("upgraded_sample_", ""),
     ("gain_retained_", ""), ("gain_retained_", "_note")))
+SERVED_METRICS = ("served_top1", *(f"served_{k}" for k in JUDGED_METRICS), "served_backfill_run", "served_new_vectors",
+                  "served_protocol")
 RUNS_METRICS = ("old_old_top1", "new_new_top1", "ceiling_cell", "ceiling_top1", "old_old_sample_top1",
                 "upgraded_sample_top1", "upgraded_top1", "gain_retained", "gain_retained_note", *JUDGED_RUN_METRICS,
                 "kind", "pairs_used", "heldout_protocol", "val_protocol", "protocol",
                 "cell_protocols", "improvement_ci", "report_id", "candidates", "budget",  # auto: each candidate's score and time
-                "vector_set", "count", "embedded", "resumed")  # a backfill: its set, items, how many it embedded
+                "vector_set", "count", "embedded", "resumed",  # a backfill: its set, items, how many it embedded
+                *SERVED_METRICS)  # a report after a backfill: the gallery it left, as served now
 
 
 def cmd_runs(args: argparse.Namespace) -> Result:
@@ -251,8 +254,11 @@ def _measured_on(metrics: dict[str, Any]) -> list[str]:
     """Where a run's listed numbers were measured: its cells grouped by query set and gallery (``protocol_groups``)."""
     groups = [(cells, sentence) for cells, sentence in protocol_groups(metrics) if sentence]
     sampled = sample_numbers_note(metrics) if len(groups) > 1 else ""  # measured on new/new's sample too
+    served = ([f"served (after backfill run #{metrics.get('served_backfill_run')}: {metrics.get('served_new_vectors')} "
+               f"items by their new vectors) on {metrics['served_protocol']}"] if metrics.get("served_protocol") else [])
     if groups:
-        return [f"{', '.join(cells)}{sampled if NEW_NEW in cells else ''} on {sentence}" for cells, sentence in groups]
+        return [f"{', '.join(cells)}{sampled if NEW_NEW in cells else ''} on {sentence}"
+                for cells, sentence in groups] + served
     protocol = metrics.get("protocol") or metrics.get("heldout_protocol")
     return [f"on {protocol}"] if protocol else []
 

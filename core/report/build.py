@@ -147,7 +147,8 @@ def build_report(ws: Workspace, run_id: int | None = None, options: ReportOption
                                   on_progress=on_progress or no_progress, should_stop=should_stop)
         report.report_run_id = record["run_id"]
         # the cell the gain is measured against (head/head for bct and bt2), as a training run records it
-        record["metrics"] = {**report.headline, "ceiling_cell": report.ceiling_cell, **_protocol_of(report)}
+        record["metrics"] = {**report.headline, "ceiling_cell": report.ceiling_cell, **_protocol_of(report),
+                             **report.served_summary()}
         if write:
             from embridge.core.report.report_export import save_report
 

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 from embridge.core.errors import InputError
 from embridge.core.evaluation.headline import (
     BACKFILL_AREA,
+    JUDGED_METRICS,
     JUDGED_SUMMARY,
     REPORT_SUMMARY,
     headline_metrics,
@@ -194,8 +195,21 @@ class Report:
         out = {k: self.headline.get(k) for k in REPORT_SUMMARY}
         out.update({k: self.headline[k] for k in JUDGED_SUMMARY if k in self.headline})
         out.update({k: v for k, v in self.headline.items() if k.startswith(BACKFILL_AREA)})
+        out.update(self.served_summary())
         out["kind"] = "upgrade"
         return json_safe(out)
+
+    def served_summary(self) -> dict[str, Any]:
+        """The served gallery's numbers after the latest backfill, flat (``served_top1``, ...), so ``runs`` lists
+        them with the report's other numbers; empty without a backfill."""
+        if not self.served:
+            return {}
+        metrics = self.served.get("metrics") or {}
+        out = {f"served_{k}": metrics[k] for k in ("top1", *JUDGED_METRICS) if k in metrics}
+        out.update(served_backfill_run=(self.served.get("backfill") or {}).get("run_id"),
+                   served_new_vectors=self.served.get("new_vectors"),
+                   served_protocol=(self.served.get("protocol") or {}).get("text"))
+        return out
 
     def headline_numbers(self) -> dict[str, Any]:
         """The headline dict's scalar numbers (what the command line prints at top level)."""
