@@ -61,7 +61,7 @@ def image_header(path: str | Path) -> tuple[int, int, str, int]:
             with Image.open(path) as im:
                 width, height = im.size
                 kind = "JPEG" if im.format == "MPO" else str(im.format)  # a camera's multi-picture JPEG
-                check_pixel_count(path, width * height, f"{width} x {height}")
+                check_pixel_count(path, width * height, f"{height} high x {width} wide")
                 # a JPEG's EXIF is in its header; other formats may keep it after the pixels (read only by
                 # decoding them), and cameras write JPEG
                 orientation = int(im.getexif().get(ORIENTATION_TAG, 1) or 1) if kind == "JPEG" else 1

@@ -136,7 +136,7 @@ def test_a_label_folder_linking_to_the_root_is_refused_before_anything_is_stored
 def test_a_bomb_already_in_a_workspace_is_refused_at_embed_time_before_decoding(tmp_path: Path) -> None:
     bomb = bomb_png(tmp_path / "b.png", 7000, 7000)
     assert bomb.stat().st_size < 200_000
-    with pytest.raises(ImportDataError, match=r"b\.png: image is 7000 x 7000 \(49000000 pixels\), over the limit"):
+    with pytest.raises(ImportDataError, match=r"b\.png: image is 7000 high x 7000 wide \(49000000 pixels\), over the limit"):
         read_image(bomb)
 
 
@@ -164,7 +164,7 @@ def test_tiny_files_claiming_huge_sizes_are_refused_in_little_memory(tmp_path: P
     bomb = bomb_png(tmp_path / "imgs" / "cat" / "b.png", 20_000, 20_000)
     assert npz.stat().st_size < 1000 and npz2.stat().st_size < 1000 and bomb.stat().st_size < 1_000_000
     for path, message in ((npz, "no values per vector"), (npz2, "2 vectors but 300000000 ids"),
-                          (tmp_path / "imgs", "b.png: image is 20000 x 20000 (400000000 pixels), over the limit of 40000000")):
+                          (tmp_path / "imgs", "b.png: image is 20000 high x 20000 wide (400000000 pixels), over the limit of 40000000")):
         rss, err = _peak_rss_kib(["import", "-w", str(ws), "--path", str(path)], tmp_path)
         assert message in err
         assert rss < 400_000, f"{path}: {rss} KiB"

@@ -47,7 +47,7 @@ def test_npy_images_change_channel_order_and_count(tmp_path: Path) -> None:
 
 def test_other_image_sizes_are_an_error_naming_the_file(tmp_path: Path) -> None:
     np.save(tmp_path / "big.npy", np.zeros((8, 8), dtype=np.float32))
-    with pytest.raises(InputError, match=r"big\.npy: image is 8x8 but model net takes 4x3 images"):
+    with pytest.raises(InputError, match=r"big\.npy: image is 8 high x 8 wide but model net takes 4 high x 3 wide images"):
         make_inputs([_image("big", tmp_path / "big.npy")], _spec((1, 4, 3)))
     with pytest.raises(InputError, match=r"gone\.png: image file not found"):
         make_inputs([_image("gone", tmp_path / "gone.png")], _spec((1, 4, 3)))

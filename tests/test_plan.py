@@ -303,7 +303,7 @@ def test_gallery_items_the_new_model_cannot_embed_leave_re_embedding_untimed(dem
         rate, timed, device, note = embed_rate(ws, new, device="cpu")
     assert (rate, timed, device) == (None, 0, "none")
     assert note.startswith("re-embedding could not be timed: 64 sampled gallery items include some") and \
-        "image is 28x28 but model" in note and "a backfill would stop on them too" in note
+        "image is 28 high x 28 wide but model" in note and "a backfill would stop on them too" in note
 
 
 def test_without_backfill_curves_the_plan_says_they_were_not_measured() -> None:

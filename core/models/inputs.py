@@ -121,8 +121,9 @@ def conform_image(arr: np.ndarray, shape: tuple[int, ...], source: str | Path, m
         return chw.reshape(shape)
     want_c, (h, w) = (1 if len(shape) == 2 else shape[0]), shape[-2:]
     if chw.shape[1:] != (h, w):
-        raise InputError(source, f"image is {chw.shape[1]}x{chw.shape[2]} but model {model} takes {h}x{w} "
-                         "images; resize the images first")
+        raise InputError(source, f"image is {chw.shape[1]} high x {chw.shape[2]} wide but model {model} takes "
+                         f"{h} high x {w} wide images; resize the images first (a model that reads any size may be added again "
+                         f"with --input-shape {want_c},{chw.shape[1]},{chw.shape[2]})")
     return np.ascontiguousarray(_set_channels(chw, want_c, source).reshape(shape))
 
 
