@@ -40,14 +40,16 @@ def head_gain_words(values: Mapping[str, Any], kind: str, judged: bool, old_old:
             "paying for the upgrade.")
 
 
-def head_backfill_words(kind: str, values: Mapping[str, Any], metric: str) -> str:
-    """For bct and bt2, whose full backfill (head/head) indexes the head's output: ' That cell ...' saying that
-    ``embridge backfill`` stores the new model's own vectors, and what they serve (new/new), '' for other kinds."""
+def head_backfill_words(kind: str, values: Mapping[str, Any], metric: str,
+                        lead: str = "That cell indexes every item through the {kind} head") -> str:
+    """For bct and bt2, whose full backfill (head/head) and curves index the head's output: ' ``lead``; ...'
+    saying that ``embridge backfill`` stores the new model's own vectors, and what they serve (new/new); ''
+    for other kinds."""
     if kind not in ("bct", "bt2"):
         return ""
     raw = values.get(f"new_new_{metric}")
     label = "nDCG@10" if metric == "ndcg@10" else "MRR@10" if metric == "mrr@10" else "top-1"
     served = (f" ({label} {raw:.3f})" if isinstance(raw, int | float) and not isinstance(raw, bool)
               and math.isfinite(raw) else "")
-    return (f" That cell indexes every item through the {kind} head; 'embridge backfill' stores the new model's own "
-            f"vectors, which new queries search as new/new{served}.")
+    return (f" {lead.format(kind=kind)}; 'embridge backfill' stores the new model's own vectors, which new queries "
+            f"search as new/new{served}.")

@@ -687,3 +687,21 @@ def test_a_head_whose_new_model_is_no_better_is_planned_with_the_reports_caution
                                     "against old/old 60.0%): what the bt2 layer gains over today comes from its head")
     head["headline"]["new_new_top1"] = 0.68
     assert not any("by itself" in note for note in plan_from_report(head, RATE).notes)
+
+
+def test_a_heads_backfill_options_say_the_backfill_stores_the_new_models_own_vectors() -> None:
+    """A bt2 plan priced its backfills by head/head (the head's output indexed), which no backfill writes."""
+    head = make_report(0.60, 0.90, 0.65, curves={"random": [0.65, 0.86, 0.88, 0.89, 0.90]})
+    head["ceiling_cell"] = "head/head"
+    head["cells"]["head/head"] = head["cells"]["new/new"]
+    head["cells"]["new/new"] = {"metrics": {"top1": 0.80}}
+    head["adapter"]["kind"] = "bt2"
+    head["headline"] = {"old_old_top1": 0.60, "new_new_top1": 0.80, "ceiling_top1": 0.90, "upgraded_top1": 0.65}
+    plan = plan_from_report(head, RATE)
+    said = "'embridge backfill' stores the new model's own vectors, which new queries search as new/new (top-1 0.800)"
+    assert plan.recommendation == "partial_backfill"
+    assert any(note.startswith("The curve scores backfilled items through the bt2 head") and said in note
+               for note in options(plan)["partial_backfill"]["notes"])
+    assert any(f"That cell indexes every item through the bt2 head; {said}" in n for n in options(plan)["full_backfill"]["notes"])
+    head["adapter"]["kind"] = "affine"
+    assert not any("stores the new model's own" in n for o in plan_from_report(head, RATE).options for n in o["notes"])

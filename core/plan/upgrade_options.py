@@ -234,6 +234,10 @@ def partial_option(report: Report, tp: Throughput, sizes: _Sizes, floor: float, 
         opt_notes.append(f"β = {beta:g} was not measured: its quality is interpolated linearly between the curve's "
                          f"points at β = {below:g} and {above:g} ('embridge report --backfill-steps N' measures "
                          "more points).")
+    head = head_backfill_words(str((report.adapter or {}).get("kind")), report.headline, metric,
+                               "The curve scores backfilled items through the {kind} head, as the full backfill does")
+    if head:
+        opt_notes.append(head.lstrip())
     if (report.adapter or {}).get("kind") == "cascade":  # the curve searches one mixed gallery: no re-rank in it
         opt_notes.append("The curve scores the items not yet re-embedded through the cascade's layer alone, "
                          "without its re-rank of the old index's recall, so it can sit below the cascade's own "
