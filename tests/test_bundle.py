@@ -417,3 +417,51 @@ def test_an_export_into_a_bundle_folder_or_onto_a_device_is_refused(upgrade: dic
     verify_bundle(out)
     assert main([*export, "--out", "/dev/null", "--overwrite"]) == 1
     assert "/dev/null: is a device; an export replaces only an earlier bundle" in capsys.readouterr().err
+
+
+def test_a_chain_bundle_ships_its_chain_report_end_to_end_not_one_steps(tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """--report of the chain's own report was refused ('measured for no training run'), while one step's report
+    was taken and headed the bundle as the upgrade's quality (v3->v2 against the v2 gallery)."""
+    up = build_upgrade_workspace(tmp_path / "ws", with_report=True)
+    ws_path, runs = str(up["path"]), up["runs"]
+    chain = f"{runs['v2_to_v1']},{runs['v3_to_v2']}"
+    capsys.readouterr()
+    assert main(["chain", "-w", ws_path, "--models", "v1,v2,v3", "--runs", chain, "--json"]) == 0
+    measured = json.loads(capsys.readouterr().out)
+    matrix, report_id = measured["matrix"], measured["report_id"]
+    with Workspace.open(ws_path) as ws:
+        manifest = export_bundle(ws, tmp_path / "c.zip", [runs["v2_to_v1"], runs["v3_to_v2"]],
+                                 report_id=report_id)["manifest"]
+        from embridge.core.report.build import ReportOptions, build_report
+
+        step_report = build_report(ws, runs["v3_to_v2"], ReportOptions(n_boot=20, backfill_steps=2)).report_id
+        with pytest.raises(InputError, match=rf"--report {step_report}: measured one step of this chain \(run "
+                                             rf"{runs['v3_to_v2']}\), not the chain end to end; give the chain's own "
+                                             rf"report \('embridge chain --runs {chain}' makes one\)"):
+            export_bundle(ws, tmp_path / "step.zip", [runs["v2_to_v1"], runs["v3_to_v2"]], report_id=step_report)
+    metrics = manifest["metrics"]
+    assert metrics["source"] == f"chain report {report_id} (v1 -> v2 -> v3, end to end)"
+    assert metrics["values"]["upgraded_top1"] == matrix[-1][0] and metrics["values"]["old_old_top1"] == matrix[0][0]
+    assert metrics["values"]["new_new_top1"] == matrix[-1][-1] and metrics["values"]["ac"] == measured["ac"]
+    from embridge.core.bundle.readme import readme_text
+
+    text = readme_text(manifest)
+    assert f"upgraded_top1 = {matrix[-1][0]:.4g}" in text and "not measured by any one step" not in text
+    assert verify_bundle(tmp_path / "c.zip") and not (tmp_path / "step.zip").exists()
+
+
+def test_chain_export_refusals_name_the_option_and_the_run(upgrade: dict, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    runs, ws = upgrade["runs"], str(upgrade["path"])
+    a, b = runs["v2_to_v1"], runs["v3_to_v2"]
+    out = ["--out", str(tmp_path / "x.zip")]
+    cases = [(["--chain", f"{a},99"], 1, "--chain: names run 99, which the workspace does not hold"),
+             (["--chain", f"{a},{b}", "--run", str(a)], 2, "--chain: names the chain's runs itself"),
+             (["--run", str(a), "--run", str(a)], 1, f"run {a} is named twice among the bundle's runs ({a}, {a})")]
+    capsys.readouterr()
+    for args, code, said in cases:
+        assert main(["bundle", "export", "-w", ws, *args, *out]) == code, args
+        err = capsys.readouterr().err
+        assert said in err and err.count("\n") == 1, err
+    assert not (tmp_path / "x.zip").exists()

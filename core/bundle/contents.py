@@ -69,7 +69,9 @@ def resolve_steps(ws: Workspace, run_ids: list[int] | None) -> list[Step]:
             raise BundleError(f"{ws.root}: no completed training run to export; run 'embridge train' first")
         run_ids = [int(latest["id"])]
     if len(set(run_ids)) != len(run_ids):
-        raise BundleError(f"runs {run_ids}: a run appears twice")
+        twice = next(r for r in run_ids if run_ids.count(r) > 1)
+        raise BundleError(f"run {twice} is named twice among the bundle's runs ({', '.join(map(str, run_ids))}); "
+                          "name each step once")
     steps = []
     from embridge.core.report.build import resolve_train_run
 
@@ -140,14 +142,35 @@ def chosen_report(ws: Workspace, steps: list[Step], report_id: int | None) -> di
     runs = [int(s.run["id"]) for s in steps]
     adapters = [int(s.row["id"]) for s in steps]
     run_id, adapter_id = report.get("run_id"), report.get("adapter_id")
+    exported = f"run {runs[0]}" if len(runs) == 1 else "runs " + ", ".join(map(str, runs))
+    chain_runs = chain_report_runs(ws, report)
+    if chain_runs is not None:  # a chain's own report: shipped with the chain it measured end to end
+        if len(runs) > 1 and sorted(chain_runs) == sorted(runs):
+            return report
+        raise InputError(f"--report {report_id}", f"is the chain report of runs {', '.join(map(str, chain_runs))}, not "
+                         f"of {exported} (what this bundle exports)")
+    if len(runs) > 1 and run_id in runs:  # one step's numbers are not the chain's: they would head the bundle
+        oldest_first = runs if steps[0].adapter.direction == "forward" else runs[::-1]  # as `chain --runs` takes them
+        raise InputError(f"--report {report_id}", f"measured one step of this chain (run {run_id}), not the chain "
+                         f"end to end; give the chain's own report ('embridge chain --runs "
+                         f"{','.join(map(str, oldest_first))}' makes one), or leave --report out")
     if (run_id is not None or adapter_id is not None) and (run_id is None or run_id in runs) \
             and (adapter_id is None or adapter_id in adapters):
         return report
-    exported = f"run {runs[0]}" if len(runs) == 1 else "runs " + ", ".join(map(str, runs))
     measured = f"run {run_id}" if run_id is not None else (f"adapter {adapter_id}" if adapter_id is not None
                                                            else "no training run")
     raise InputError(f"--report {report_id}", f"was measured for {measured}, not {exported} (what this bundle "
                      "exports); give a report of the exported run, or leave --report out for its latest")
+
+
+def chain_report_runs(ws: Workspace, report: dict[str, Any]) -> list[int] | None:
+    """The runs a chain report measured end to end (its report.json's ``chain.runs``); None for another report."""
+    if (report.get("summary") or {}).get("kind") != "chain":
+        return None
+    from embridge.core.bundle.measured import report_json
+
+    runs = ((report_json(ws, report) or {}).get("chain") or {}).get("runs")
+    return [int(r) for r in runs] if isinstance(runs, list) and all(isinstance(r, int) for r in runs) else []
 
 
 def report_files(ws: Workspace, report: dict[str, Any]) -> dict[str, Path]:

@@ -47,7 +47,8 @@ def run_protocol(run: dict[str, Any]) -> str:
     return label if label else UNRECORDED
 
 
-def _report_json(ws: Workspace, report: dict[str, Any]) -> dict[str, Any] | None:
+def report_json(ws: Workspace, report: dict[str, Any]) -> dict[str, Any] | None:
+    """A report row's report.json, or None where it cannot be read."""
     rel = report.get("json_file")
     if not rel:
         return None
@@ -63,7 +64,7 @@ def report_protocol(ws: Workspace, report: dict[str, Any]) -> str:
     """The query set and gallery of a report's upgraded cell, read from its stored ``report.json``."""
     from embridge.core.report.number_source import source_of_report
 
-    data = _report_json(ws, report)
+    data = report_json(ws, report)
     if data is None:
         return UNRECORDED
     try:
@@ -77,7 +78,7 @@ def report_protocol(ws: Workspace, report: dict[str, Any]) -> str:
 def backfill_protocol(ws: Workspace, report: dict[str, Any]) -> str:
     """Where a report's partial-backfill curves ran: the full-backfill cell's queries against the
     evaluation sample, not the upgraded cell's gallery (their areas start from the layer on the sample)."""
-    data = _report_json(ws, report)
+    data = report_json(ws, report)
     try:
         cell = data["cells"][data["ceiling_cell"]] if data else None
         text = cell["protocol"]["text"] if isinstance(cell, dict) else None
@@ -113,6 +114,8 @@ def metrics_for(ws: Workspace, runs: list[dict[str, Any]], report: dict[str, Any
     ``also_measured`` with their own protocol, so neither appears without the gallery it is from (unless
     the workspace changed since the run and the report measures it as it is now).
     """
+    if report is not None and (report.get("summary") or {}).get("kind") == "chain":
+        return chain_measurement(ws, report)
     if report is not None:
         values = _numbers(report.get("summary") or {})
         areas = {k: values.pop(k) for k in [k for k in values if k.startswith(BACKFILL_AREA)]}
@@ -242,9 +245,10 @@ def chain_step_lines(manifest: dict[str, Any], keys: tuple[str, ...] | None = HE
             protocol = protocol if isinstance(protocol, str) and protocol else UNRECORDED
             out.append(f"Step {i} (training run {step.get('run_id')}, {step.get('kind')}, held-out){on(protocol)}: "
                        f"{_text(shown, sep)}")
-    if out:
+    end_to_end = str((manifest.get("metrics") or {}).get("source") or "").startswith("chain report")
+    if out and not end_to_end:  # a chain report shipped with it measures it (its line comes first)
         out.append("The chain end to end (newest queries against the oldest gallery) is not measured by any "
-                   "one step: run `embridge chain` for its cells")
+                   "one step: run `embridge chain` for its cells, and export it with --report to ship them")
     return out
 
 
@@ -329,3 +333,21 @@ def no_report_warning(result: dict[str, Any]) -> str | None:
     return (f"WARNING: no report of this layer was made, so the bundle carries no report.html or report.json, "
             f"only the training run's held-out numbers; run 'embridge report --run {run}' and export again to "
             "ship its report")
+
+
+def chain_measurement(ws: Workspace, report: dict[str, Any]) -> dict[str, Any]:
+    """A chain report's numbers as the bundle of that chain states them: end to end, the newest version's
+    queries through the chain against the oldest gallery (``upgraded_<metric>``), beside the oldest and newest
+    versions' own systems, with the matrix's AC and AM, on the protocol its cells were measured on."""
+    chain = (report_json(ws, report) or {}).get("chain") or {}
+    matrix, metric = chain.get("matrix") or [], str(chain.get("metric") or "top1")
+    values: dict[str, Any] = {}
+    if matrix and all(isinstance(row, list) and row for row in matrix):
+        values = {f"old_old_{metric}": matrix[0][0], f"upgraded_{metric}": matrix[-1][0],
+                  f"new_new_{metric}": matrix[-1][-1]}
+    values.update(ac=chain.get("ac"), am=chain.get("am"))
+    measured = chain.get("measured_on")
+    versions = chain.get("versions") or []
+    return {"source": f"chain report {report['id']} ({' -> '.join(map(str, versions))}, end to end)",
+            "protocol": "; ".join(map(str, measured)) if isinstance(measured, list) and measured else UNRECORDED,
+            "values": _numbers(values), "also_measured": []}

@@ -82,8 +82,12 @@ def _limits(args: argparse.Namespace) -> Any:
 
 
 def _run_ids(args: argparse.Namespace) -> list[int] | None:
-    ids = [*(args.runs or []), *(args.chain or [])]
-    return ids or None
+    if args.runs and args.chain:  # merged, a run named by both read as "a run appears twice"
+        from embridge.core.errors import UsageError
+
+        raise UsageError("--chain", "names the chain's runs itself; give them with --chain alone, or with --run "
+                                    "once each, not both")
+    return [*(args.runs or []), *(args.chain or [])] or None
 
 
 def cmd_export(args: argparse.Namespace) -> Result:
@@ -91,10 +95,18 @@ def cmd_export(args: argparse.Namespace) -> Result:
     from embridge.core.bundle.measured import export_warnings, no_report_warning, stale_warning
     from embridge.core.store import Workspace
 
+    from embridge.core.errors import InputError
+
+    runs = _run_ids(args)
     with Workspace.open(args.workspace) as ws:
-        result = export_bundle(ws, args.out, _run_ids(args), report_id=args.report, gallery=args.gallery,
-                               probes=args.probes, overwrite=args.overwrite,
-                               on_progress=StderrProgress("export"))
+        try:
+            result = export_bundle(ws, args.out, runs, report_id=args.report, gallery=args.gallery,
+                                   probes=args.probes, overwrite=args.overwrite,
+                                   on_progress=StderrProgress("export"))
+        except InputError as exc:  # a run of the chain is named by the option the user gave it with
+            if args.chain and exc.source == "--run":
+                raise InputError("--chain", exc.problem) from None
+            raise
     stale = stale_warning(result)
     text = (f"exported bundle {result['bundle_id']} to {result['path']} ({result['format']}, "
             f"{result['bytes']} bytes, verified)\n" + bundle_text(result["manifest"], stale_note=not stale)
