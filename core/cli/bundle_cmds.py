@@ -93,9 +93,8 @@ def _run_ids(args: argparse.Namespace) -> list[int] | None:
 def cmd_export(args: argparse.Namespace) -> Result:
     from embridge.core.bundle import bundle_text, export_bundle
     from embridge.core.bundle.measured import export_warnings, no_report_warning, stale_warning
-    from embridge.core.store import Workspace
-
     from embridge.core.errors import InputError
+    from embridge.core.store import Workspace
 
     runs = _run_ids(args)
     with Workspace.open(args.workspace) as ws:
