@@ -199,3 +199,35 @@ def test_check_while_a_migration_writes_reads_its_checkpoint_before_the_points(
     assert checked["count"] == sum(checked["spaces"].values()) == n
     assert checked["migration"] == {"status": "complete", "written": n, "total": n, "source_changed": False} \
         and checked["notes"] == []
+
+
+def test_a_rollback_over_two_migrations_names_the_points_version_as_one_step_does(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """v1 -> v2 -> v3, then the alias straight back to v1: its points were 'unmarked' (from v2 they read v1's),
+    though the store's checkpoints record the migration out of v1."""
+    from bundle_fixtures import build_upgrade_workspace
+
+    from embridge.core.bundle import export_bundle
+    from embridge.core.train.runs import train_run
+
+    up = build_upgrade_workspace(tmp_path / "ws", with_report=False)
+    with Workspace.open(up["path"]) as ws:
+        for old, new in (("v1", "v2"), ("v2", "v3")):
+            run = train_run(ws, "fct", old=old, new=new, device="cpu", config={"epochs": 1})
+            export_bundle(ws, tmp_path / f"{old}{new}.zip", [run["run_id"]])
+        labels = [str(x) for x in ws.labels(up["ids"])]
+    v1 = up["vectors"]["v1"]
+    fill_source("parquet", tmp_path, list(range(len(v1))), v1, labels)
+    base = f"parquet://{tmp_path}/pq"
+    for old, new in (("v1", "v2"), ("v2", "v3")):
+        code, _, err = cli(capsys, "migrate", "--bundle", str(tmp_path / f"{old}{new}.zip"), "--from",
+                           f"{base}/docs_{old}", "--to", f"{base}/docs_{new}?alias=docs", "--switch")
+        assert code == 0, err
+    from embridge.core.cli.main import main
+
+    assert main(["rollback", "--to", f"{base}/docs_v1", "--alias", "docs"]) == 0
+    assert f"its {len(v1)} points are v1's: queries must be embedded by v1 again" in capsys.readouterr().out
+
+    assert main(["check", "--uri", f"{base}/docs"]) == 0
+    said = capsys.readouterr().out
+    assert f"its {len(v1)} unmarked points are read as v1's: the migration from it into 'docs_v2' took them" in said

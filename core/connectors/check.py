@@ -143,16 +143,29 @@ def versions_of(spaces: dict[str, int], unmarked: str) -> dict[str, int]:
 
 
 def unmarked_version(store: Connector, previous: str | None, collection: str | None = None) -> str:
+    """:func:`migration_out_of`'s version alone."""
+    return migration_out_of(store, previous, collection)[0]
+
+
+def migration_out_of(store: Connector, previous: str | None,
+                     collection: str | None = None) -> tuple[str, str | None]:
     """The model version of the points of ``collection`` (the store's own by default) that carry no space
-    marker: the old model of the migration from it into ``previous``, the collection served before, when
-    there was one; else UNMARKED."""
-    if previous:
-        state, _ = migration_state(store, Path(previous).name)  # an alias that is a link: the folder's name
+    marker, and the collection that migration wrote: the old model of the migration from it, found by walking
+    back from ``previous`` (the collection served before) through the sources of the migrations that wrote each
+    collection on the way (v3 was migrated from v2, v2 from this one), so a rollback over two steps names it as
+    one over one step does; else (UNMARKED, None)."""
+    wanted, seen = collection or store.collection, set()
+    step = Path(previous).name if previous else None  # an alias that is a link: the folder's name
+    while step and step not in seen and len(seen) < 64:
+        seen.add(step)
+        state, _ = migration_state(store, step)
         fingerprint = (state or {}).get("fingerprint") or {}
-        if fingerprint.get("source_collection") == (collection or store.collection) and \
-                same_source(fingerprint, store.location()):
-            return str(((state or {}).get("spaces") or {}).get("old") or UNMARKED)
-    return UNMARKED
+        source = fingerprint.get("source_collection")
+        if source == wanted:  # the migration from this collection: its old model, if it read this very store
+            version = ((state or {}).get("spaces") or {}).get("old")
+            return (str(version), step) if version and same_source(fingerprint, store.location()) else (UNMARKED, None)
+        step = str(source) if source else None  # no migration wrote it: nothing further back is known
+    return UNMARKED, None
 
 
 def check_store(uri: str, label_field: str | None = None, served_as: str | None = None,
@@ -274,7 +287,7 @@ def _check(store: Connector, label_field: str | None, served_as: str | None, sam
     check_named_columns(store, count)
     # through an alias moved back to a migration's source: its unmarked points are read as `rollback` reads them
     previous = switched_from(store, store.collection, aliased) if aliased else None
-    unmarked = unmarked_version(store, previous, aliased)
+    unmarked, migrated_into = migration_out_of(store, previous, aliased)
     versions = versions_of(spaces, unmarked)
     if count == 0:
         state = "empty"
@@ -287,7 +300,7 @@ def _check(store: Connector, label_field: str | None, served_as: str | None, sam
     result = StoreCheck(store.describe(), aliased, count, spaces, versions, state)
     if spaces.get("") and UNMARKED not in versions:
         result.notes.append(f"its {spaces['']} unmarked points are read as {next(iter(versions))}'s: the "
-                            f"migration from it into '{previous}' took them as that model version's")
+                            f"migration from it into '{migrated_into}' took them as that model version's")
     if migration:
         result.migration = {"status": migration.get("status"), "written": migration.get("written"),
                             "total": migration.get("fingerprint", {}).get("source_count"),
