@@ -705,3 +705,14 @@ def test_a_heads_backfill_options_say_the_backfill_stores_the_new_models_own_vec
     assert any(f"That cell indexes every item through the bt2 head; {said}" in n for n in options(plan)["full_backfill"]["notes"])
     head["adapter"]["kind"] = "affine"
     assert not any("stores the new model's own" in n for o in plan_from_report(head, RATE).options for n in o["notes"])
+
+
+def test_a_random_partial_backfill_says_what_single_draws_of_its_share_scored() -> None:
+    report = make_report(0.60, 0.90, 0.65, curves={"random": [0.65, 0.86, 0.88, 0.89, 0.90]})
+    curve = report["backfill"]["policies"]["random"]
+    curve.update(draws=8, spread={"top1": [[0.65, 0.65], [0.84, 0.88], [0.86, 0.90], [0.88, 0.90], [0.9, 0.9]]})
+    plan = plan_from_report(report, RATE)
+    partial = options(plan)["partial_backfill"]
+    assert partial["fraction"] == 0.25  # the mean curve's first point at 95% of 0.90
+    assert "The random curve is the mean of 8 random draws of that share of the sample: single draws scored top-1 " \
+           "0.840 to 0.880 there" in " ".join(partial["notes"])

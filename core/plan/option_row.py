@@ -12,8 +12,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
+
 from embridge.core.evaluation.compat import criterion, gain_note, gain_retained
-from embridge.core.evaluation.headline import reaches_zero
+from embridge.core.evaluation.headline import metric_label, reaches_zero
 from embridge.core.report.report_record import Report
 
 SAMPLED = ("top1", "top5", "ndcg@10", "mrr@10")  # metrics a report records on the evaluation sample
@@ -81,3 +83,17 @@ def within_noise(opt: Mapping[str, Any]) -> bool:
     """Whether an option's improvement over old/old has a 95% interval reaching zero (False when unknown: a
     number recorded before intervals were kept)."""
     return reaches_zero(opt.get("improvement_ci"))
+
+
+def draws_note(curve: Mapping[str, Any], metric: str, beta: float) -> str | None:
+    """For a curve averaged over several random orders: what single random backfills of share ``beta``
+    scored on the sample (the lowest and highest draw, read as the curve is at ``beta``), None otherwise."""
+    spread = (curve.get("spread") or {}).get(metric)
+    betas = [float(b) for b in curve.get("betas") or []]
+    if not spread or len(spread) != len(betas):
+        return None
+    low = float(np.interp(beta, betas, [float(s[0]) for s in spread]))
+    high = float(np.interp(beta, betas, [float(s[1]) for s in spread]))
+    return (f"The random curve is the mean of {curve.get('draws')} random draws of that share of the sample: single "
+            f"draws scored {metric_label(metric)} {low:.3f} to {high:.3f} there, so one random backfill may land "
+            "anywhere in that range.")

@@ -35,7 +35,7 @@ from embridge.core.formatting import format_beta, format_share, sample_words
 from embridge.core.plan.decision import decision_metric
 from embridge.core.plan.option_choice import BOTH_ENCODERS, acceptable, best_passing_bridge, choose
 from embridge.core.plan.option_galleries import gallery_words, incomparable_note, name_galleries
-from embridge.core.plan.option_row import ceiling_floor, curve_floor, option_row, sample_numbers
+from embridge.core.plan.option_row import ceiling_floor, curve_floor, draws_note, option_row, sample_numbers
 from embridge.core.plan.plan_reason import LAYER_OPTIONS, other_metrics_fall, plan_reason
 from embridge.core.plan.plan_record import Plan
 from embridge.core.plan.throughput import Throughput
@@ -234,6 +234,8 @@ def partial_option(report: Report, tp: Throughput, sizes: _Sizes, floor: float, 
         opt_notes.append(f"β = {beta:g} was not measured: its quality is interpolated linearly between the curve's "
                          f"points at β = {below:g} and {above:g} ('embridge report --backfill-steps N' measures "
                          "more points).")
+    if (spread := draws_note(policies[policy], metric, beta)) is not None:
+        opt_notes.append(spread)
     head = head_backfill_words(str((report.adapter or {}).get("kind")), report.headline, metric,
                                "The curve scores backfilled items through the {kind} head, as the full backfill does")
     if head:

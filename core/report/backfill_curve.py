@@ -5,7 +5,10 @@ n_g and scored against the raw new query, ⟨n_q, n_g⟩; every other item keeps
 is scored against the adapted query, ⟨h(n_q), o_g⟩. Each query gets one ranking merged by score.
 
 Ordering policies (which items to re-embed first; the backfilled set at β is a prefix of the order):
-- ``random``: a seeded permutation.
+- ``random``: a seeded permutation. One draw of β·n items can score a few points above or below
+  another, and a plan picking the first β whose curve reaches a target would pick a lucky draw; the
+  curve is the mean of ``RANDOM_DRAWS`` draws, with the lowest and highest of them at each β
+  (``spread``), what one random backfill of that share may come to.
 - ``least_confident``: smallest self-retrieval margin first. An item's margin is
   ⟨h(n_g), o_g⟩ − max_{g'≠g} ⟨h(n_g), o_g'⟩: how clearly the bridged system finds the item's own old
   vector when the item itself is the query. Items the bridge confuses are backfilled first.
@@ -47,6 +50,7 @@ RANDOM_STREAM = 0x6261636B
 # candidates kept beyond the deepest cut-off, so that items tied with the k-th are still there to be
 # ranked by gallery row (a running top k keeps whichever tied item it met first)
 TIE_SLACK = 8
+RANDOM_DRAWS = 8  # random orders the random curve averages (each one more pass of the curve's fold)
 
 
 @dataclass
@@ -56,18 +60,33 @@ class BackfillCurve:
     policy: str
     betas: np.ndarray
     values: dict[str, np.ndarray] = field(default_factory=dict)
+    # random orders: per metric, the lowest and highest of the averaged draws at each β (n_betas x 2)
+    spread: dict[str, np.ndarray] = field(default_factory=dict)
+    draws: int = 1
 
     @property
     def areas(self) -> dict[str, float]:
         return {name: float(np.trapezoid(v, self.betas)) for name, v in self.values.items()}
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "policy": self.policy,
             "betas": self.betas.tolist(),
             "values": {name: v.tolist() for name, v in self.values.items()},
             "areas": self.areas,
         }
+        if self.spread:
+            out.update(draws=self.draws, spread={name: v.tolist() for name, v in self.spread.items()})
+        return out
+
+
+def averaged(policy: str, draws: list[BackfillCurve]) -> BackfillCurve:
+    """One curve from several draws of an order: their mean, and their lowest and highest, at each β."""
+    names = list(draws[0].values)
+    stacked = {name: np.stack([d.values[name] for d in draws]) for name in names}
+    return BackfillCurve(policy, draws[0].betas, {name: v.mean(axis=0) for name, v in stacked.items()},
+                         {name: np.stack([v.min(axis=0), v.max(axis=0)], axis=1) for name, v in stacked.items()},
+                         len(draws))
 
 
 @dataclass(frozen=True)
@@ -322,7 +341,10 @@ def partial_backfill(
     for p in opts.policies:  # the least-confident order searches the whole sample against itself
         check_stop(should_stop)
         orders[p] = backfill_order(p, n_g, opts.seed, gallery_adapted, gallery_old, opts.search, should_stop)
-    return backfill_curves(
+    draws = [f"random#{j}" for j in range(1, RANDOM_DRAWS)] if "random" in orders else []
+    for j, name in enumerate(draws, start=1):  # draw 0 is the seed's own order
+        orders[name] = np.random.default_rng([RANDOM_STREAM, opts.seed, j]).permutation(n_g)
+    curves = backfill_curves(
         queries_new,
         queries_adapted,
         gallery_new,
@@ -337,3 +359,6 @@ def partial_backfill(
         should_stop=should_stop,
         judged=judged,
     )
+    if draws:
+        curves["random"] = averaged("random", [curves["random"], *(curves.pop(name) for name in draws)])
+    return curves
