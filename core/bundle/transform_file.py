@@ -177,6 +177,7 @@ def _apply(loaded: LoadedBundle, src: Path, x: np.ndarray, out: Path, old_vector
                 matrix.close()
             _discard(partial, sidecar)
             raise
+    zero_old = 0
     try:
         if done:  # where a resumed run starts; a fresh one reports its first chunk, so a refused row is one line
             report(done, n, {"stage": "applying the bundle"})
@@ -188,8 +189,8 @@ def _apply(loaded: LoadedBundle, src: Path, x: np.ndarray, out: Path, old_vector
                 _refuse_zero_rows(block, src, done)
             old_block = None if old is None else _float32_rows(old[done:end], loaded.normalise_inputs,
                                                                Path(str(old_vectors)), done)
-            if old_block is not None and loaded.normalise_inputs:  # fusion normalises the old query too: a zero one would vanish
-                _refuse_zero_rows(old_block, Path(str(old_vectors)), done)
+            if old_block is not None:  # a zero old query adds nothing to the fusion, as the report scored it
+                zero_old += len(zero_rows(old_block))
             matrix.write(done, loaded(block, old_block, normalise_output))
             matrix.flush()
             done = end
@@ -208,7 +209,15 @@ def _apply(loaded: LoadedBundle, src: Path, x: np.ndarray, out: Path, old_vector
     sidecar.unlink(missing_ok=True)
     return {"path": str(out.resolve()), "rows": n, "dim": loaded.out_dim, "resumed_from": resumed_from,
             "normalised": normalise_output, "bundle": str(loaded.path), "runtime": loaded.runtime,
-            "note": cascade_note(loaded.manifest)}
+            "note": "; ".join(filter(None, (cascade_note(loaded.manifest), _zero_old_note(zero_old)))) or None}
+
+
+def _zero_old_note(count: int) -> str | None:
+    """What a fusion made of old queries that are all zeros (an old model that found nothing in the input)."""
+    if not count:
+        return None
+    return (f"{counted(count, 'old query vector')} {'is' if count == 1 else 'are'} all zeros, so the old query adds "
+            "nothing there: the fused query is the mapped new query alone, as the report scored such queries")
 
 
 def cascade_note(manifest: dict[str, Any]) -> str | None:
