@@ -89,7 +89,9 @@ def embed_rate(ws: Workspace, model: str, sample: int = 64, device: str = "auto"
                                  "vectors costs where they are made.")
     ids = np.sort(np.random.default_rng(seed).choice(gallery, size=min(sample, gallery.size), replace=False))
     items = ws.items(ids=ids.tolist())
+    started = time.perf_counter()
     loaded = load_model(spec, dev, verify=True)  # the stored checkpoint, refused once it changed, as embed does
+    load_s = time.perf_counter() - started
 
     def run() -> None:
         loaded.embed_batch(make_inputs(items, loaded.spec), role="document")
@@ -104,7 +106,8 @@ def embed_rate(ws: Workspace, model: str, sample: int = 64, device: str = "auto"
                                  f"some '{model}' cannot embed ({exc}); a backfill would stop on them too, so "
                                  "its time is not given")
     note = (f"Re-embedding measured on {len(items)} real gallery items on {dev} (reading and preparing the items "
-            "included), extrapolated linearly to the full gallery.")
+            "included), extrapolated linearly to the full gallery; a backfill command also starts Python and torch "
+            f"and loads the model first ({load_s:.1f} s here for the load), a fixed cost these times leave out.")
     return len(items) * reps / seconds, len(items), str(dev), note
 
 
