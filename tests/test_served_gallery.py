@@ -258,3 +258,25 @@ def test_runs_and_a_bundle_list_the_served_number_with_its_own_protocol(demo_cop
     assert not any(k.startswith("served_") for k in metrics["values"])  # not under the upgraded cell's protocol
     (entry,) = [e for e in metrics["also_measured"] if "served gallery" in e["source"]]
     assert entry["values"]["served_top1"] == served["metrics"]["top1"] and entry["protocol"] == served["protocol"]["text"]
+
+
+def test_plan_writes_the_partial_backfills_order_as_the_backfill_takes_it(demo_copy: Path, tmp_path: Path,
+                                                                           capsys) -> None:
+    """No command gave the planner's order as data: a vectors-only new model (whose vectors are made
+    elsewhere) could not carry out the partial backfill the plan recommended."""
+    with Workspace.open(demo_copy) as ws:
+        train_run(ws, "procrustes", device="cpu")
+    out = tmp_path / "order.npy"
+    capsys.readouterr()
+    args = ["plan", "-w", str(demo_copy), "--fraction", "0.3", "--order-out", str(out)]
+    assert main([*args, "--json"]) == 0
+    said = json.loads(capsys.readouterr().out)["order_out"]
+    keys = np.load(out)
+    assert said == {"path": str(out), "items": 299} and len(keys) == 299
+    assert main(args) == 1 and "already exists" in capsys.readouterr().err  # never replaced
+    _backfill(demo_copy, "0.3")
+    with Workspace.open(demo_copy) as ws:
+        backfilled = ws.keys_of(ws.vector_set_ids(int(ws.runs("backfill")[-1]["metrics"]["vector_set"])))
+    assert sorted(keys.tolist()) == sorted(backfilled)  # the very items `backfill --order planner` embedded
+    assert main(["plan", "-w", str(demo_copy), "--order-out", str(demo_copy / "o.npy")]) == 1
+    assert "--order-out" in capsys.readouterr().err and not (demo_copy / "o.npy").exists()

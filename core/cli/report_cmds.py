@@ -58,6 +58,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gain-threshold", type=SHARE, default=0.9, help=f"{GAIN_THRESHOLD_HELP}; default 0.9")
     p.add_argument("--target-share", type=number(float, low=0.0, high=1.0, low_open=True), default=0.95,
                    help=f"{TARGET_SHARE_HELP}; default 0.95")
+    p.add_argument("--order-out", type=PATH, metavar="FILE.npy",
+                   help="also write the keys of the items the partial backfill re-embeds, first first (for "
+                        "embed-dataset --order, or vectors made elsewhere); a new .npy file")
     p.set_defaults(handler=cmd_plan)
 
     p = sub.add_parser("chain", help="compatibility matrix of a chain of model versions, v1 → v2 → … (AC, AM)")
@@ -342,10 +345,20 @@ def _report_text(report: Report) -> str:
 def cmd_plan(args: argparse.Namespace) -> Result:
     from embridge.core.plan import plan_upgrade
 
+    if args.order_out is not None:  # before any work: an output that would replace or land in what is kept
+        from embridge.core.scale.planner_keys import check_order_out
+
+        check_order_out(args.order_out, args.workspace)
     with Workspace.open(args.workspace) as ws:
         plan = plan_upgrade(ws, args.run, args.fraction, device=args.device, gain_threshold=args.gain_threshold,
                             target_share=args.target_share, on_progress=StderrProgress("plan"))
-    return plan.to_json(), _plan_text(plan)
+        if args.order_out is None:
+            return plan.to_json(), _plan_text(plan)
+        from embridge.core.scale.planner_keys import write_planner_keys
+
+        written = write_planner_keys(ws, plan, args.order_out)
+    return ({**plan.to_json(), "order_out": {"path": str(args.order_out), "items": written}},
+            _plan_text(plan) + f"\nwrote the partial backfill's order ({written} item keys) to {args.order_out}")
 
 
 def _plan_text(plan: Plan) -> str:
