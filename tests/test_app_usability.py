@@ -423,7 +423,8 @@ def test_layout_at_the_minimum_size(qtbot: QtBot, window: MainWindow, demo_copy:
     viewport = train.form.parentWidget()
     assert viewport.height() >= 6 * row_height  # several settings rows are visible at once
     plan = window.show_page("plan")
-    assert plan.plot.height() >= 200 and plan.options.height() >= 100
+    assert plan.plot.height() >= 140  # the curves stay legible, and the options table shows three rows at once
+    assert plan.options.viewport().height() >= 3 * plan.options.verticalHeader().defaultSectionSize()
     plan.make_plan(run["run_id"], device="cpu")
     wait_for_jobs(qtbot, window)
     chosen = [r for r in range(plan.options.rowCount()) if plan.options.item(r, 0).background().color() == CHOSEN]

@@ -115,10 +115,10 @@ class PlanPage(Page):
         self.options = make_table(COLUMNS)
         self.options.setMinimumHeight(110)
         self.plot = ImagePlot("The partial-backfill curves of the run's report appear here.")
-        self.plot.setMinimumHeight(200)
+        self.plot.setMinimumHeight(140)  # at the window's minimum size the options table takes the rest
         split.addWidget(self.options)
         split.addWidget(self.plot)
-        split.setSizes([230, 450])
+        split.setSizes([330, 350])  # the options table: its seven rows readable at the window's minimum size
         self.layout_.addWidget(split, 1)
         ctx.focus_run_changed.connect(self.mark_stale)
         self._focus_seen: int | None = None
