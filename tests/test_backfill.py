@@ -297,3 +297,14 @@ def test_the_random_curve_is_the_mean_of_several_draws_with_their_range() -> Non
     assert (np.ptp(each[:, 1:-1], axis=0) > 0).any()  # the draws differ part of the way through
     assert np.ptp(each[:, 0]) == 0 and np.ptp(each[:, -1]) == 0  # but not at β = 0 or 1
     assert curve.to_dict()["spread"]["top1"][2] == [each[:, 2].min(), each[:, 2].max()]
+
+
+def test_a_large_curve_averages_fewer_random_draws(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each draw is a full pass over the queries' scores: a large curve takes fewer, and says how many."""
+    from embridge.core.report import backfill_curve
+
+    monkeypatch.setattr(backfill_curve, "LARGE_CURVE", 60 * 300 - 1)
+    w = _world(300, 60, seed=3)
+    curve = partial_backfill(w["qn"], w["qh"], w["gn"], w["go"], w["qy"], w["gy"],
+                             BackfillOptions(policies=("random",), steps=3, ks=(1,)))["random"]
+    assert curve.draws == backfill_curve.RANDOM_DRAWS_LARGE == curve.to_dict()["draws"] == 3

@@ -7,8 +7,9 @@ is scored against the adapted query, ⟨h(n_q), o_g⟩. Each query gets one rank
 Ordering policies (which items to re-embed first; the backfilled set at β is a prefix of the order):
 - ``random``: a seeded permutation. One draw of β·n items can score a few points above or below
   another, and a plan picking the first β whose curve reaches a target would pick a lucky draw; the
-  curve is the mean of ``RANDOM_DRAWS`` draws, with the lowest and highest of them at each β
-  (``spread``), what one random backfill of that share may come to.
+  curve is the mean of ``RANDOM_DRAWS`` draws (``RANDOM_DRAWS_LARGE`` where a draw's pass is large),
+  with the lowest and highest of them at each β (``spread``), what one random backfill of that share
+  may come to.
 - ``least_confident``: smallest self-retrieval margin first. An item's margin is
   ⟨h(n_g), o_g⟩ − max_{g'≠g} ⟨h(n_g), o_g'⟩: how clearly the bridged system finds the item's own old
   vector when the item itself is the query. Items the bridge confuses are backfilled first.
@@ -51,6 +52,8 @@ RANDOM_STREAM = 0x6261636B
 # ranked by gallery row (a running top k keeps whichever tied item it met first)
 TIE_SLACK = 8
 RANDOM_DRAWS = 8  # random orders the random curve averages (each one more pass of the curve's fold)
+RANDOM_DRAWS_LARGE = 3  # where the queries x sample scores pass LARGE_CURVE: each draw costs a full pass
+LARGE_CURVE = 50_000_000  # 2,500 queries against a 20,000-item sample
 
 
 @dataclass
@@ -341,7 +344,8 @@ def partial_backfill(
     for p in opts.policies:  # the least-confident order searches the whole sample against itself
         check_stop(should_stop)
         orders[p] = backfill_order(p, n_g, opts.seed, gallery_adapted, gallery_old, opts.search, should_stop)
-    draws = [f"random#{j}" for j in range(1, RANDOM_DRAWS)] if "random" in orders else []
+    n_draws = RANDOM_DRAWS if np.asarray(queries_new).shape[0] * n_g <= LARGE_CURVE else RANDOM_DRAWS_LARGE
+    draws = [f"random#{j}" for j in range(1, n_draws)] if "random" in orders else []
     for j, name in enumerate(draws, start=1):  # draw 0 is the seed's own order
         orders[name] = np.random.default_rng([RANDOM_STREAM, opts.seed, j]).permutation(n_g)
     curves = backfill_curves(
