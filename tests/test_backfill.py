@@ -308,3 +308,19 @@ def test_a_large_curve_averages_fewer_random_draws(monkeypatch: pytest.MonkeyPat
     curve = partial_backfill(w["qn"], w["qh"], w["gn"], w["go"], w["qy"], w["gy"],
                              BackfillOptions(policies=("random",), steps=3, ks=(1,)))["random"]
     assert curve.draws == backfill_curve.RANDOM_DRAWS_LARGE == curve.to_dict()["draws"] == 3
+
+
+def test_a_reports_curves_say_how_many_random_orders_the_random_curve_averages(demo_copy) -> None:
+    from embridge.core.report.backfill_curve import RANDOM_DRAWS
+    from embridge.core.report.build import ReportOptions, build_report
+    from embridge.core.store import Workspace
+    from embridge.core.train.runs import train_run
+
+    with Workspace.open(demo_copy) as ws:
+        run = train_run(ws, "procrustes", device="cpu")
+        report = build_report(ws, run["run_id"], ReportOptions(n_boot=20, backfill_steps=3), write=False)
+    curve = report.backfill["policies"]["random"]
+    assert curve["draws"] == RANDOM_DRAWS and len(curve["spread"]["top1"]) == 3
+    assert all(low - 1e-12 <= mean <= high + 1e-12 for (low, high), mean in zip(curve["spread"]["top1"], curve["values"]["top1"],
+                                                                strict=True))
+    assert f"its curve is the mean of {RANDOM_DRAWS} random orders" in " ".join(report.backfill["note"])

@@ -344,9 +344,8 @@ def _curve_floor(floor: CellResult, policies: dict[str, Any]) -> dict[str, Any]:
 
 def _backfill(sides: Sides, sample: EvalSample, plan: Any, steps: int, seed: int,
               should_stop: StopFn | None, kind: str = "") -> dict[str, Any]:
-    judged = None
-    if sample.relevance == "judgments":
-        judged = JudgedRelevance(sample.tasks.sample.rule, sample.query_ids, sample.gallery_ids)
+    judged = JudgedRelevance(sample.tasks.sample.rule, sample.query_ids, sample.gallery_ids) \
+        if sample.relevance == "judgments" else None
     curves = partial_backfill(sides.q_head, sides.q_up, sides.g_head, sides.g_up,
                               sample.query_ids if judged else sample.query_targets,
                               sample.gallery_ids if judged else sample.gallery_targets,
@@ -365,8 +364,9 @@ def _backfill(sides: Sides, sample: EvalSample, plan: Any, steps: int, seed: int
              "the full-backfill cell.",
              "Backfilled items are scored new against new, the rest through the layer; one merged "
              "ranking per query.",
-             "least_confident and largest_residual rank items by their bridged new vectors, so in "
-             "deployment they need every item's new vector first; random needs none."]
+             "least_confident and largest_residual rank items by their bridged new vectors, so in deployment they "
+             f"need every item's new vector first; random needs none, and its curve is the mean of "
+             f"{policies.get('random', {}).get('draws', 1)} random orders (`spread` gives the lowest and highest)."]
     if judged:
         notes.append("Relevance judgments: top-1 and top-5 are success@1 and success@5 (a relevant document "
                      "within the first k); nDCG@10 and MRR@10 are measured on the same merged rankings.")
