@@ -314,6 +314,7 @@ class StoreMigrateDialog(_JobDialog):
         refusal = migration_refusal(manifest)
         if refusal is None:
             self.bundle.setText(path)
+            self.stage.setText("")  # an earlier bundle's refusal no longer applies
         else:
             self.stage.setText(f"The selected bundle cannot migrate a store: {refusal}.")
 

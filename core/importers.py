@@ -308,7 +308,7 @@ def read_jsonl_texts(path: Path, key_col: str | None = None, text_col: str = "te
         if not line.strip():
             continue
         try:
-            row = json.loads(line, object_pairs_hook=unique_json_object)
+            row = json.loads(line.removesuffix("\r"), object_pairs_hook=unique_json_object)  # columns in the line
         except json.JSONDecodeError as exc:
             raise ImportDataError(path, f"line {n}: {json_syntax_problem(exc)}") from exc
         except DuplicateJSONKeyError as exc:

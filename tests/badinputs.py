@@ -404,6 +404,8 @@ CORPUS += [
        "line 1: invalid JSON .*control character"),
     _c("jsonl-string-left-open", _text("open.jsonl", '{"key": "a", "text": "ok"}\n{"key": "b", "text": "left open\n'),
        IMPORT, r"line 2: invalid JSON \(Unterminated string starting at column 22\)"),
+    _c("jsonl-string-left-open-crlf", _text("open.jsonl", '{"key": "a", "text": "ok"}\r\n{"key": "b", "text": "left open\r\n'),
+       IMPORT, r"line 2: invalid JSON \(Unterminated string starting at column 22\)"),
     _c("jsonl-not-utf8", _text("latin.jsonl", b'{"text": "caf\xe9"}\n'), IMPORT, "not UTF-8"),
     _c("jsonl-blank-text", _text("bt.jsonl", '{"key": "a", "text": "   "}\n'), IMPORT,
        "line 1: missing or empty 'text'"),

@@ -346,3 +346,4 @@ def test_a_bundle_that_cannot_migrate_is_not_offered_to_the_migration(qtbot: QtB
     page.table.selectRow([Path(b["path"]).name for b in page._bundles].index("fct-again.zip"))
     page.open_store_migration()
     assert dialog.bundle.text() == str(tmp_path / "fct-again.zip")
+    assert dialog.stage.text() == ""  # the earlier bundle's refusal is not left beside the one filled in

@@ -427,6 +427,7 @@ def test_layout_at_the_minimum_size(qtbot: QtBot, window: MainWindow, demo_copy:
     assert plan.options.viewport().height() >= 3 * plan.options.verticalHeader().defaultSectionSize()
     plan.make_plan(run["run_id"], device="cpu")
     wait_for_jobs(qtbot, window)
+    assert "Full backfill: Re-embeds all" in plan.summary.text()  # the backfill options' own notes, as plan's text
     chosen = [r for r in range(plan.options.rowCount()) if plan.options.item(r, 0).background().color() == CHOSEN]
     assert len(chosen) == 1  # the recommended row is scrolled into view, however few rows the table shows
     assert plan.options.viewport().rect().contains(plan.options.visualItemRect(plan.options.item(chosen[0], 0)))

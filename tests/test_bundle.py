@@ -449,6 +449,12 @@ def test_a_chain_bundle_ships_its_chain_report_end_to_end_not_one_steps(tmp_path
     text = readme_text(manifest)
     assert f"upgraded_top1 = {matrix[-1][0]:.4g}" in text and "not measured by any one step" not in text
     assert verify_bundle(tmp_path / "c.zip") and not (tmp_path / "step.zip").exists()
+    capsys.readouterr()  # a one-step chain's report is that run's too: shipped, not refused as "not of run N"
+    assert main(["chain", "-w", ws_path, "--models", "v1,v3", "--runs", str(runs["v3_to_v1"]), "--json"]) == 0
+    one = json.loads(capsys.readouterr().out)
+    with Workspace.open(ws_path) as ws:
+        single = export_bundle(ws, tmp_path / "one.zip", [runs["v3_to_v1"]], report_id=one["report_id"])["manifest"]
+    assert single["metrics"]["values"]["upgraded_top1"] == one["matrix"][-1][0]
 
 
 def test_chain_export_refusals_name_the_option_and_the_run(upgrade: dict, tmp_path: Path,
@@ -465,3 +471,17 @@ def test_chain_export_refusals_name_the_option_and_the_run(upgrade: dict, tmp_pa
         err = capsys.readouterr().err
         assert said in err and err.count("\n") == 1, err
     assert not (tmp_path / "x.zip").exists()
+
+
+def test_a_bundle_carries_the_improvements_interval_its_warning_reads(upgrade: dict, tmp_path: Path) -> None:
+    """A drop within the noise was 'worse than today' in a bundle's warning while its report said 'within
+    noise': the manifest held no interval to read."""
+    with Workspace.open(upgrade["path"]) as ws:
+        manifest = export_bundle(ws, tmp_path / "b.zip", [upgrade["runs"]["v3_to_v1"]],
+                                 report_id=upgrade["report_id"])["manifest"]
+        report = json.loads((ws.root / ws.report(upgrade["report_id"])["json_file"]).read_text())
+    low, high = report["headline"]["improvement_ci"]["top1"]
+    values = manifest["metrics"]["values"]
+    assert (values["improvement_top1_ci_low"], values["improvement_top1_ci_high"]) == (low, high)
+    (run,) = [e for e in manifest["metrics"]["also_measured"] if e["source"].startswith("training run")]
+    assert "improvement_top1_ci_low" in run["values"]

@@ -461,6 +461,31 @@ def test_a_checkpoint_read_at_another_input_shape_is_another_model(demo_copy: Pa
     assert main(["model", "add", "-w", str(demo_copy), "--name", "wider-again", "--path", str(copy),
                  "--input-shape", wider]) == 1
     err = capsys.readouterr().err
-    assert "already in the workspace as model 'wider'" in err and "another --input-shape, --arch or --arch-config" in err
+    assert "already in the workspace as model 'wider'" in err and "read at another --input-shape, or as another --arch" in err
     with Workspace.open(demo_copy) as ws:
         assert ws.model("wider")["spec"]["input_shape"] == [int(s) for s in wider.split(",")]
+    # a stored shape written without its channel of 1 (the MLP reads 8,8 as 1,8,8), or an empty --arch-config,
+    # reads the same input: the same model
+    with Workspace.open(demo_copy) as ws:
+        mlp, mlp_shape = Path(ws.model("old-mlp")["path"]), ws.model("old-mlp")["spec"]["input_shape"]
+    assert mlp_shape[0] == 1
+    mlp_copy = shutil.copy(mlp, tmp_path / "mlp.pt")
+    for extra in (["--input-shape", ",".join(map(str, mlp_shape[1:]))],
+                  ["--input-shape", ",".join(map(str, mlp_shape)), "--arch-config", "{}"]):
+        assert main(["model", "add", "-w", str(demo_copy), "--name", "same", "--path", str(mlp_copy), *extra]) == 1
+        assert "already in the workspace as model 'old-mlp'" in capsys.readouterr().err, extra
+
+
+def test_a_vector_models_duplicate_is_not_told_to_change_text_settings(tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
+    checkpoint = tmp_path / "flat.pt"
+    torch.jit.script(torch.nn.Linear(16, 8)).save(str(checkpoint))
+    ws = str(tmp_path / "ws")
+    assert main(["init", "-w", ws]) == 0
+    assert main(["model", "add", "-w", ws, "--name", "a", "--path", str(checkpoint)]) == 0
+    capsys.readouterr()
+    assert main(["model", "add", "-w", ws, "--name", "b", "--path", str(checkpoint)]) == 1
+    err = capsys.readouterr().err
+    assert "already in the workspace as model 'a'" in err and "prompt" not in err and "--input-shape" in err, err

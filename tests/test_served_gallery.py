@@ -274,9 +274,31 @@ def test_plan_writes_the_partial_backfills_order_as_the_backfill_takes_it(demo_c
     keys = np.load(out)
     assert said == {"path": str(out), "items": 299} and len(keys) == 299
     assert main(args) == 1 and "already exists" in capsys.readouterr().err  # never replaced
+    assert main(["plan", "-w", str(demo_copy), "--fraction", "0.3"]) == 0
+    text = capsys.readouterr().out  # the backfill options' own notes, as --json and the Plan page give them
+    assert "Partial backfill to β = 0.30 (random order): The random curve is the mean of 8 random draws" in text
+    assert "Full backfill: Re-embeds all 997 gallery items with the new model" in text
     _backfill(demo_copy, "0.3")
     with Workspace.open(demo_copy) as ws:
         backfilled = ws.keys_of(ws.vector_set_ids(int(ws.runs("backfill")[-1]["metrics"]["vector_set"])))
     assert sorted(keys.tolist()) == sorted(backfilled)  # the very items `backfill --order planner` embedded
     assert main(["plan", "-w", str(demo_copy), "--order-out", str(demo_copy / "o.npy")]) == 1
     assert "--order-out" in capsys.readouterr().err and not (demo_copy / "o.npy").exists()
+
+
+def test_order_keys_stay_as_the_items_are_keyed_and_a_plan_without_a_partial_backfill_writes_none() -> None:
+    from types import SimpleNamespace
+
+    import pytest
+
+    from embridge.core.errors import InputError
+    from embridge.core.scale.planner_keys import key_array, planner_keys
+
+    assert key_array(["370", "-5", "12"]).dtype == np.int64
+    assert key_array(["0370", "12"]).tolist() == ["0370", "12"]  # '0370' is no integer key: 370 names no item
+    assert key_array(["12", "a"]).dtype.kind == "U" and key_array(["+7"]).dtype.kind == "U"
+    plan = SimpleNamespace(options=[{"name": "stay"}, {"name": "full_backfill"}], recommendation="full_backfill")
+    with pytest.raises(InputError, match=r"--order-out: the plan recommends full_backfill and has no partial backfill "
+                                         r"to write the order of; nothing was written") as caught:
+        planner_keys(None, plan)
+    assert "--order stored" not in str(caught.value)  # a backfill option, not this command's

@@ -193,6 +193,17 @@ def test_a_head_whose_new_model_is_no_better_says_the_gain_is_the_heads() -> Non
     lines = verdicts(head, "new→old", "head/head", "bt2", "label")
     assert lines[-1].startswith("The new model by itself is no better than the old one (new/new top-1 74.0% against "
                                 "old/old 74.3%): what the bt2 layer gains over today comes from its head")
+    assert not any(line.startswith("Bridging alone leaves much of the gain unused") for line in lines)  # not a backfill's
     better = verdicts({**head, "new_new_top1": 0.79}, "new→old", "head/head", "bt2", "label")
     plain = verdicts(head, "new→old", "new/new", "affine", "label")
     assert not any("by itself" in line for line in better + plain)
+
+
+def test_a_bundle_says_a_drop_within_noise_as_the_report_does() -> None:
+    values = {"old_old_top1": 0.825, "upgraded_top1": 0.775, "new_new_top1": 0.9, "compatible": False,
+              "gain_retained": -0.6, "improvement_top1_ci_low": -0.175, "improvement_top1_ci_high": 0.075}
+    line = verdict_line(manifest(values)) or ""
+    assert "scores below today's system, though within noise (the 95% interval of the improvement over old/old is " \
+           "-0.175 to +0.075)" in line and "makes search worse" not in line, line
+    clear = {**values, "improvement_top1_ci_high": -0.01}
+    assert "makes search worse than today" in (verdict_line(manifest(clear)) or "")

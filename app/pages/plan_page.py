@@ -185,7 +185,7 @@ class PlanPage(Page):
         def text(value: str) -> str:
             return html.escape(value, quote=False)
 
-        notes = "".join(f"<li>{text(n)}</li>" for n in plan.notes)
+        notes = "".join(f"<li>{text(n)}</li>" for n in [*plan.notes, *plan.backfill_note_lines()])
         report = None
         if self.ctx.ws is not None and plan.report_id is not None:
             from embridge.core.report.number_source import source_of_report

@@ -145,7 +145,7 @@ def chosen_report(ws: Workspace, steps: list[Step], report_id: int | None) -> di
     exported = f"run {runs[0]}" if len(runs) == 1 else "runs " + ", ".join(map(str, runs))
     chain_runs = chain_report_runs(ws, report)
     if chain_runs is not None:  # a chain's own report: shipped with the chain it measured end to end
-        if len(runs) > 1 and sorted(chain_runs) == sorted(runs):
+        if sorted(chain_runs) == sorted(runs):
             return report
         raise InputError(f"--report {report_id}", f"is the chain report of runs {', '.join(map(str, chain_runs))}, not "
                          f"of {exported} (what this bundle exports)")

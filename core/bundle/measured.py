@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from embridge.core.evaluation.headline import BACKFILL_AREA, exceeds, weighed
+from embridge.core.evaluation.headline import BACKFILL_AREA, drop_words, exceeds, weighed
 from embridge.core.formatting import format_share
 from embridge.core.report.report_record import CASCADE_CURVES
 from embridge.core.run_record import SAMPLE_NUMBERS, RunRecord, other_cells_note, stated_protocol
@@ -95,8 +95,20 @@ def backfill_protocol(ws: Workspace, report: dict[str, Any]) -> str:
 
 def run_measurement(run: dict[str, Any]) -> dict[str, Any]:
     """A training run's held-out numbers with their protocol."""
+    summary = RunRecord.from_row(run).summary
     return {"source": f"training run {run['id']}, held-out", "protocol": run_protocol(run),
-            "values": _numbers(RunRecord.from_row(run).summary)}
+            "values": {**_numbers(summary), **improvement_bounds((run.get("metrics") or {}).get("improvement_ci"))}}
+
+
+def improvement_bounds(ci: Any) -> dict[str, float]:
+    """The improvement over old/old's 95% interval, flat (``improvement_top1_ci_low``, ...), as a manifest's
+    numbers hold it: a bundle's warning then says a drop within the noise as the report does."""
+    if not isinstance(ci, dict):
+        return {}
+    return {f"improvement_{metric}_ci_{side}": float(bounds[i]) for metric, bounds in ci.items()
+            if isinstance(bounds, list | tuple) and len(bounds) == 2
+            and all(isinstance(b, int | float) and not isinstance(b, bool) for b in bounds)
+            for i, side in enumerate(("low", "high"))}
 
 
 def step_metrics(run: dict[str, Any]) -> dict[str, Any]:
@@ -118,6 +130,7 @@ def metrics_for(ws: Workspace, runs: list[dict[str, Any]], report: dict[str, Any
         return chain_measurement(ws, report)
     if report is not None:
         values = _numbers(report.get("summary") or {})
+        values.update(improvement_bounds(((report_json(ws, report) or {}).get("headline") or {}).get("improvement_ci")))
         areas = {k: values.pop(k) for k in [k for k in values if k.startswith(BACKFILL_AREA)]}
         served = {k: values.pop(k) for k in [k for k in values if k.startswith("served_")]}
         step = f" (run {report.get('run_id')}, one step of the chain)" if len(runs) > 1 else ""
@@ -289,8 +302,10 @@ def _failure(values: dict[str, Any], kind: str = "") -> tuple[str, str, str] | N
         return None
     numbers = (f": upgraded {name} {up:.3f} is not above old/old {old:.3f}"
                if isinstance(up, int | float) and isinstance(old, int | float) else "")
+    metric = "ndcg@10" if name == "nDCG@10" else "top1"
+    low, high = values.get(f"improvement_{metric}_ci_low"), values.get(f"improvement_{metric}_ci_high")
     worse = ("finds no more than today's system does" if numbers and not exceeds(old, up)
-             else "makes search worse than today")
+             else drop_words([low, high]))
     advice = f"Consider {bridge_alternatives(kind, short=True)} instead (the plan, `embridge plan` or the Plan page, weighs the backfills)"
     if w.new_better is False:
         advice = (f"The new model itself is no better ({name} {ceiling:.3f} against old/old {w.new_floor:.3f}): stay on the "

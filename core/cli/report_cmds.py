@@ -374,7 +374,7 @@ def _plan_text(plan: Plan) -> str:
                      + (f"  on {o['measured_gallery']}" if o.get("measured_gallery") else ""))
     lines += plan.measured_on()
     lines += [f"recommendation: {plan.recommendation} (options weighed by {metric_label(plan.metric)})", plan.reason,
-              *plan.notes]
+              *plan.notes, *plan.backfill_note_lines()]
     return "\n".join(lines)
 
 

@@ -168,6 +168,16 @@ def reaches_zero(ci: Any) -> bool:
     return ok and ci[0] <= 0
 
 
+def drop_words(ci: Any) -> str:
+    """How serving through a layer below old/old fares: 'makes search worse than today', or where the
+    improvement's interval ``[low, high]`` holds 0, a drop the test queries cannot tell from none (the report's
+    verdict and a bundle's warning say it alike)."""
+    if not reaches_zero(ci) or float(ci[1]) < 0:
+        return "makes search worse than today"
+    return (f"scores below today's system, though within noise (the 95% interval of the improvement over old/old "
+            f"is {float(ci[0]):+.3f} to {float(ci[1]):+.3f})")
+
+
 def noise_words(values: Mapping[str, Any]) -> str:
     """' (within noise: the 95% interval of the improvement over old/old is -0.022 to +0.043)' for a pass
     that :func:`within_noise` finds; '' otherwise. Train, runs, the report and the plan say it alike."""

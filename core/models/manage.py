@@ -23,8 +23,15 @@ EMBEDDING_SETTINGS = (*TEXT_SETTINGS, "input_shape", "arch", "arch_config")
 
 
 def _settings(spec: dict[str, Any]) -> dict[str, Any]:
-    """The embedding settings of a spec, as stored (a shape read back from JSON is a list, given a tuple)."""
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in ((k, spec.get(k)) for k in EMBEDDING_SETTINGS)}
+    """The embedding settings of a spec, compared as they read the input: a shape without its leading 1s
+    (8,8 is 1,8,8: one channel), no architecture or an empty one alike (a TorchScript file has its own)."""
+    out = {k: spec.get(k) for k in EMBEDDING_SETTINGS}
+    shape = [int(d) for d in out["input_shape"] or []]
+    while len(shape) > 1 and shape[0] == 1:
+        shape = shape[1:]
+    out["input_shape"] = shape
+    out["arch"], out["arch_config"] = out["arch"] or None, out["arch_config"] or None
+    return out
 
 
 def duplicate_of(ws: Workspace, spec: dict[str, Any]) -> str | None:
@@ -41,8 +48,8 @@ def check_not_duplicate(ws: Workspace, spec: dict[str, Any], path: str | Path) -
     under two names (its vectors would be the stored model's)."""
     name = duplicate_of(ws, spec)
     if name is not None:
-        if spec.get("modality") == "image":
-            again = "an image model may be added again with another --input-shape, --arch or --arch-config"
+        if spec.get("modality") != "text":
+            again = "a model may be added again read at another --input-shape, or as another --arch or --arch-config"
         else:
             options = ("--query-prompt or --document-prompt" if spec.get("kind") == "sentence_transformers"
                        else "--query-prompt, --document-prompt or --pooling")  # such a folder pools as its modules say

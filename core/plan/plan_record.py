@@ -83,6 +83,12 @@ class Plan:
                                 "report's queries and gallery, so not weighed against them")))
         return lines
 
+    def backfill_note_lines(self) -> list[str]:
+        """The backfill options' own notes ('Partial backfill ...: note'): what their numbers assume (random
+        draws of a share, a head's output indexed) and what a backfill command writes, beside the plan's notes."""
+        return [f"{o['title']}: {note}" for o in self.options if o["name"] in ("partial_backfill", "full_backfill")
+                for note in o.get("notes") or []]
+
     @property
     def recommended(self) -> dict[str, Any]:
         """The recommended option."""

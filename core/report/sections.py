@@ -16,10 +16,10 @@ from embridge.core.cascade_rerank import reranks_by_new_vectors
 from embridge.core.evaluation.compat import NOT_BETTER, arr, compare, criterion, gain_retained
 from embridge.core.evaluation.headline import (
     JUDGED_METRICS,
+    drop_words,
     exceeds,
     metric_label,
     noise_words,
-    reaches_zero,
     weighed,
 )
 from embridge.core.evaluation.headline import headline_metrics as plan_headline_metrics
@@ -239,6 +239,7 @@ def verdicts(head: dict[str, Any], upgraded: str, ceiling: str, kind: str, relev
                 f"({upgraded} top-1); add labels or ground truth to measure retrieval quality."]
     lines = [serving] if serving else []
     better = w.new_better is not False
+    head_note = head_gain_words(head, kind, w.name == "nDCG@10", w.new_floor) if better else ""
     if not better:
         lines.append(f"The new model is not better than the old one on {sample_words(w.ceiling_floor)}: {ceiling} "
                      f"{name} {format_share(cc)} against old/old {format_share(w.new_floor)}. Upgrading does not pay here.")
@@ -255,13 +256,14 @@ def verdicts(head: dict[str, Any], upgraded: str, ceiling: str, kind: str, relev
                          f"lost in the old index's recall of {int(method.get('k') or 0) or 'its K'} candidates: a "
                          "larger K, or searching the new vectors themselves (the full backfill, already "
                          "embedded), keeps more.")
-        elif gr is not None and gr < 0.9:
+        elif gr is not None and gr < 0.9 and not head_note:  # a head's gain is no backfill's to take further
             curves = "the partial-backfill curves and " if relevance != "judgments" else ""
             lines.append(f"Bridging alone leaves much of the gain unused; see {curves}the plan for what re-embedding "
                          "part or all of the gallery buys.")
     else:
         instead = bridge_alternatives(kind)
-        worse = (_worse_words(head, w.name) if exceeds(oo, up) else
+        ci = (head.get("improvement_ci") or {}).get("ndcg@10" if w.name == "nDCG@10" else "top1")
+        worse = (drop_words(ci) if exceeds(oo, up) else
                  "finds no more than today's system does" + (
                      ", which already scores the maximum: no layer can be above it here"
                      if isinstance(oo, int | float) and not exceeds(1.0, float(oo)) else ""))
@@ -269,18 +271,7 @@ def verdicts(head: dict[str, Any], upgraded: str, ceiling: str, kind: str, relev
                   "With the new model itself no better, stay on the old model.")
         lines.append(f"The {kind} layer FAILS the compatibility criterion: {upgraded} {name} {format_share(up)} is not "
                      f"above old/old {format_share(oo)}, so serving new queries through it {worse}. {advice}")
-    note = head_gain_words(head, kind, w.name == "nDCG@10", w.new_floor) if better else ""
-    return lines + ([note] if note else [])
-
-
-def _worse_words(head: dict[str, Any], metric: str) -> str:
-    """'makes search worse than today', softened where the improvement's interval reaches 0 (a drop the
-    test queries cannot tell from none), as a pass within noise is."""
-    ci = (head.get("improvement_ci") or {}).get("ndcg@10" if metric == "nDCG@10" else "top1")
-    if not reaches_zero(ci) or float(ci[1]) < 0:  # an interval wholly below 0 is a drop the queries show
-        return "makes search worse than today"
-    return (f"scores below today's system, though within noise (the 95% interval of the improvement over old/old "
-            f"is {float(ci[0]):+.3f} to {float(ci[1]):+.3f})")
+    return lines + ([head_note] if head_note else [])
 
 
 def _serving_words(kind: str, method: dict[str, Any]) -> str:

@@ -33,12 +33,21 @@ def check_order_out(out: str | Path, workspace: str | Path) -> None:
 
 def planner_keys(ws: Any, plan: Any) -> np.ndarray:
     """The keys of the items the plan's partial backfill re-embeds, in its order."""
+    if not any(o.get("name") == "partial_backfill" for o in plan.options):
+        raise InputError(OPTION, f"the plan recommends {plan.recommendation} and has no partial backfill to write "
+                                 "the order of; nothing was written (--fraction asks for a partial backfill at a "
+                                 "share of your choosing)")
     try:
         ids = planner_order(ws, plan)
-    except InputError as exc:  # no partial option to take an order from: said as the option asked for it
+    except InputError as exc:  # an order that needs what a plan cannot give: said as the option asked for it
         raise InputError(OPTION, exc.problem) from None
-    keys = ws.keys_of(ids)
-    if keys and all(_INTEGER.fullmatch(k) and -(2**63) <= int(k) < 2**63 for k in keys):
+    return key_array(ws.keys_of(ids))
+
+
+def key_array(keys: list[str]) -> np.ndarray:
+    """Keys as a store's ids are: integers where every key reads back as itself ('0370' stays text, as the
+    item is keyed), text otherwise."""
+    if keys and all(_INTEGER.fullmatch(k) and str(int(k)) == k and -(2**63) <= int(k) < 2**63 for k in keys):
         return np.array([int(k) for k in keys], dtype=np.int64)
     return np.array(keys, dtype=str)
 
