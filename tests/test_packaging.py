@@ -129,3 +129,26 @@ def test_the_packaged_entry_point_names_its_three_modes_and_hints_at_cli() -> No
     hinted = subprocess.run([sys.executable, str(entry), "cli", "plan", "--fraction", "0"], capture_output=True,
                             text=True, timeout=120)  # its usage hints name the way it is run there
     assert hinted.returncode == 2 and hinted.stderr.endswith("(see 'embridge cli plan --help')\n"), hinted.stderr
+
+
+def test_the_packaged_command_lines_hints_name_the_command_as_it_is_run_there(tmp_path: Path) -> None:
+    """Its usage named 'embridge cli', but its other hints told the user to run 'embridge train'."""
+    import contextlib
+    import io
+
+    from embridge.core.cli.main import main
+
+    ws = str(tmp_path / "ws")
+    assert main(["init", "-w", ws]) == 0
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = main(["bundle", "export", "-w", ws, "--out", str(tmp_path / "b.zip")], prog="embridge cli")
+    assert code == 1 and "run 'embridge cli train' first" in err.getvalue(), err.getvalue()
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        assert main(["plan", "-w", ws, "--fraction", "0"], prog="embridge cli") == 2
+    assert err.getvalue().endswith("(see 'embridge cli plan --help')\n"), err.getvalue()  # not 'embridge cli cli'
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        main(["bundle", "export", "-w", ws, "--out", str(tmp_path / "b.zip")])
+    assert "run 'embridge train' first" in err.getvalue()  # the installed program's own words stay

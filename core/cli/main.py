@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import signal
 import sqlite3
 import sys
@@ -83,7 +84,7 @@ def emit(data: dict[str, Any], text: str, as_json: bool) -> None:
         if lines and sys.stderr is not None:
             sys.stderr.write("\n".join(lines) + "\n")
     else:  # names and paths in the text are the user's: their control characters are shown, not obeyed
-        text = _arguments_shown(text)  # a line break inside a path given is part of the path, not a line
+        text = as_typed(_arguments_shown(text))  # a line break inside a path given is part of the path
         out = "\n".join(printable(line, keep="\t") for line in text.rstrip().split("\n")) + "\n"
     try:
         sys.stdout.write(out)
@@ -94,6 +95,18 @@ def emit(data: dict[str, Any], text: str, as_json: bool) -> None:
 
 
 _ARGUMENTS: list[str] = []  # this command's argument values that hold characters shown escaped
+_PROGRAM = ["embridge"]  # how the user runs the command line ('embridge cli' in the packaged app)
+
+
+def as_typed(text: str) -> str:
+    """``text`` with the commands it tells the user to run ("run 'embridge train' first") as this program is
+    run; a hint already written so ('embridge cli plan --help') is left as it is."""
+    prog = _PROGRAM[0]
+    if prog == "embridge":
+        return text
+    rest = prog.removeprefix("embridge").strip()
+    hint = re.compile(r"(['`])embridge " + (rf"(?!{re.escape(rest)}\b)" if rest else "") + r"(?=[a-z])")
+    return hint.sub(lambda m: f"{m.group(1)}{prog} ", text)
 
 
 def _note_arguments(args: argparse.Namespace) -> None:
@@ -123,7 +136,7 @@ def main(argv: Sequence[str] | None = None, *, program: bool = False, prog: str 
 
         for line in damage_log.take():
             if sys.stderr is not None:
-                sys.stderr.write(f"WARNING: {one_line(line)}\n")
+                sys.stderr.write(f"WARNING: {one_line(as_typed(line))}\n")
 
 
 def _warning_line(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None,
@@ -132,7 +145,7 @@ def _warning_line(message: Warning | str, category: type[Warning], filename: str
     stderr, without the file, line and source that Python's own format adds on a second line."""
     out = file or sys.stderr
     if out is not None:
-        out.write(f"WARNING: {one_line(str(message))}\n")
+        out.write(f"WARNING: {one_line(as_typed(str(message)))}\n")
 
 
 # what a command writes, named when the system's error names no file (pyarrow's and Lance's writers do not)
@@ -184,6 +197,7 @@ def _os_error_line(exc: OSError, args: argparse.Namespace) -> str:
 
 
 def _main(argv: Sequence[str] | None, program: bool, prog: str = "embridge") -> int:
+    _PROGRAM[0] = prog
     try:
         args = build_parser(prog).parse_args(argv)
     except SystemExit as exc:  # a usage error (already printed as one line), --help or --version
@@ -326,7 +340,7 @@ def one_line(message: str, most: int = MAX_ERROR_CHARS) -> str:
 
 def _error(message: str) -> None:
     if sys.stderr is not None:
-        sys.stderr.write("embridge: error: " + one_line(message) + "\n")
+        sys.stderr.write("embridge: error: " + one_line(as_typed(message)) + "\n")
 
 
 def add_common(parser: argparse.ArgumentParser, workspace: bool = True) -> None:
