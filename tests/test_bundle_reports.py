@@ -13,7 +13,7 @@ from bundle_fixtures import build_upgrade_workspace
 from embridge.core.bundle import export_bundle, verify_bundle
 from embridge.core.bundle.manifest import checksums_text
 from embridge.core.cli.main import main
-from embridge.core.errors import BundleError
+from embridge.core.errors import BundleError, InputError
 from embridge.core.report.build import ReportOptions, build_report
 from embridge.core.store import Workspace
 from embridge.core.store.files import sha256_file
@@ -51,14 +51,15 @@ def test_a_report_of_another_run_is_refused_before_anything_is_written(
             in captured.err)
     assert not out.exists() and list(tmp_path.iterdir()) == []
     assert _tables(two_reports["path"]) == before
-    # the run's own report is accepted, and a chain takes the report of one of its steps, saying so
+    # the run's own report is accepted; a chain refuses one step's report as its quality (the chain's own
+    # report measures it end to end)
     with Workspace.open(two_reports["path"]) as ws:
         own = export_bundle(ws, tmp_path / "own.zip", [runs["v2_to_v1"]], report_id=other)["manifest"]
-        chain = export_bundle(ws, tmp_path / "chain.zip", [runs["v3_to_v2"], runs["v2_to_v1"]],
-                              report_id=other)["manifest"]
+        with pytest.raises(InputError, match=rf"--report {other}: measured one step of this chain"):
+            export_bundle(ws, tmp_path / "chain.zip", [runs["v3_to_v2"], runs["v2_to_v1"]], report_id=other)
     assert own["report"]["id"] == other and own["report"]["run_id"] == runs["v2_to_v1"]
-    assert chain["metrics"]["source"] == f"report {other} (run {runs['v2_to_v1']}, one step of the chain)"
-    verify_bundle(tmp_path / "chain.zip")
+    verify_bundle(tmp_path / "own.zip")
+    assert not (tmp_path / "chain.zip").exists()
 
 
 def _rewrite_hashes(folder: Path) -> dict[str, Any]:
