@@ -418,3 +418,17 @@ def test_all_zero_vectors_are_said_beside_the_result(tmp_path: Path, capsys: pyt
     assert main([*argv, "--json"]) == 0  # a rerun finds every chunk done, and still counts them
     out = json.loads(capsys.readouterr().out)
     assert (out["written"], out["zero_vectors"], out["zero_vector_example"]) == (0, 2, 1001)
+
+
+def test_a_backfill_pool_the_cluster_cannot_hold_is_refused_before_a_run_or_a_stage(
+        ray_cluster: Any, ws_and_model: tuple[Path, str], capsys: pytest.CaptureFixture[str]) -> None:
+    """Refused only once the job ran: a failed run was recorded and a copy of the gallery's items left staged
+    (and a detached job was submitted, exit 0, to fail on the cluster)."""
+    ws_path, model = ws_and_model
+    cpus = int(ray_cluster.cluster_resources()["CPU"])
+    before = _state(ws_path)
+    for extra in (["--actors", str(cpus + 1)], ["--num-gpus", "1"]):
+        assert main(["backfill", "-w", str(ws_path), "--model", model, "--engine", "ray", *extra]) == 1, extra
+        err = one_line_error(capsys)
+        assert f"{extra[0]} {extra[1]}: the Ray cluster has" in err, err
+        assert _state(ws_path) == before  # no run, no vector set, no scale-jobs folder

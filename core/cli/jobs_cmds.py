@@ -73,7 +73,9 @@ def cmd_backfill(args: argparse.Namespace) -> Result:
                                        store=args.to_store, name=args.name)
         if args.detach and reused is None:
             from embridge.core.scale.detached_jobs import submit_backfill
+            from embridge.core.scale.engine import check_pool_fits
 
+            check_pool_fits(args.ray_address, args.actors, args.num_gpus)  # before the job is submitted
             job = submit_backfill(ws, args.model, ids, address=args.ray_address, **options)
             return job.to_dict(), (f"submitted run {job.run_id} ({job.items} items) to Ray at {job.address} as "
                                    f"{job.job_id}; follow it with: embridge jobs attach -w {args.workspace} "

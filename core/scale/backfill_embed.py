@@ -24,7 +24,13 @@ from embridge.core.errors import InputError
 from embridge.core.models.spec import checkpoint_sha256
 from embridge.core.paths import check_folder_target, check_output, check_regular
 from embridge.core.progress import ProgressFn, StopFn, check_stop, no_progress
-from embridge.core.scale.engine import MAX_RESTARTS, EngineError, check_engine, import_ray, ray_session
+from embridge.core.scale.engine import (
+    MAX_RESTARTS,
+    check_engine,
+    import_ray,
+    pool_fits,
+    ray_session,
+)
 from embridge.core.scale.gallery_transform import list_partitions, parquet_dir
 from embridge.core.scale.item_checks import (
     check_item_schemas,
@@ -351,14 +357,7 @@ def _on_ray(model: ModelRef, jobs: list[tuple], actors: int | None, num_gpus: fl
     from ray.util import ActorPool
 
     with ray_session(address) as session:
-        gpus = float(ray.cluster_resources().get("GPU", 0))
-        if num_gpus and gpus < num_gpus:  # actors asking for more would wait for it forever, saying nothing
-            raise EngineError(f"--num-gpus {num_gpus:g}: the Ray cluster has {gpus:g} GPUs; leave --num-gpus out "
-                              "to embed on its CPUs")
-        cpus = float(ray.cluster_resources().get("CPU", 0))
-        if actors and actors > cpus:  # an actor takes a CPU: the pool's first chunk would wait forever, saying nothing
-            raise EngineError(f"--actors {actors}: the Ray cluster has {cpus:g} CPUs and each actor holds one; give "
-                              f"at most {int(cpus)}, or leave --actors out for one a CPU")
+        pool_fits(ray.cluster_resources(), actors, num_gpus)
         n_actors = max(1, min(actors or session.cpus, len(jobs)))
         actor_cls = ray.remote(num_cpus=1, num_gpus=num_gpus, max_restarts=MAX_RESTARTS, max_task_retries=MAX_RESTARTS)(ChunkEmbedder)
         ref = model if isinstance(model, Mapping) else str(model)

@@ -285,6 +285,9 @@ def backfill(ws: Any, model: str, ids: np.ndarray, *, engine: str = "local", ord
         import_ray(address)  # Ray missing or broken
         if address:
             check_reachable(address)
+        from embridge.core.scale.engine import check_pool_fits
+
+        check_pool_fits(address, actors, num_gpus)  # a pool the cluster cannot hold: before a run is recorded
     stage = stage_folder(ws, stage_key(model, todo, spec))
     progress = on_progress or no_progress
     config = {"engine": engine, "order": order, "items": int(len(ids)), "chunk": chunk,

@@ -14,7 +14,7 @@ import logging
 import os
 import socket
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -294,3 +294,25 @@ def match_cluster_auth() -> None:
         return
     if _token_configured():
         os.environ["RAY_AUTH_MODE"] = "token"
+
+
+def pool_fits(resources: Mapping[str, Any], actors: int | None, num_gpus: float) -> None:
+    """Refuse a pool the cluster cannot hold: actors asking for more GPUs, or more actors than CPUs (each holds
+    one), would wait for them forever, saying nothing."""
+    gpus, cpus = float(resources.get("GPU", 0)), float(resources.get("CPU", 0))
+    if num_gpus and gpus < num_gpus:
+        raise EngineError(f"--num-gpus {num_gpus:g}: the Ray cluster has {gpus:g} GPUs; leave --num-gpus out "
+                          "to embed on its CPUs")
+    if actors and actors > cpus:
+        raise EngineError(f"--actors {actors}: the Ray cluster has {cpus:g} CPUs and each actor holds one; give "
+                          f"at most {int(cpus)}, or leave --actors out for one a CPU")
+
+
+def check_pool_fits(address: str | None, actors: int | None, num_gpus: float) -> None:
+    """:func:`pool_fits` before a run is recorded, items are staged or a job is submitted (a session opened
+    only when --actors or --num-gpus asks for something the cluster may not have)."""
+    if not actors and not num_gpus:
+        return
+    ray = import_ray(address)
+    with ray_session(address):
+        pool_fits(ray.cluster_resources(), actors, num_gpus)
