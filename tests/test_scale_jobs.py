@@ -455,3 +455,17 @@ def test_a_run_id_the_workspace_lacks_is_named_as_the_options_mistake(ws_path: P
         assert err == [f"embridge: error: --run: names run 99, which the workspace does not hold (see 'embridge "
                        f"{'jobs list' if argv[0] == 'jobs' else 'runs'}')"], err  # it named the workspace folder
     assert not (ws_path.parent / "b.zip").exists()
+
+
+def test_a_detached_pool_the_cluster_cannot_hold_is_refused_before_it_is_submitted(
+        ws_path: Path, ray_head: str) -> None:  # noqa: F811
+    """It was submitted (exit 0) and failed on the cluster."""
+    done = subprocess.run([sys.executable, "-m", "embridge.core.cli.main", "backfill", "-w", str(ws_path),
+                           "--model", NEW, "--engine", "ray", "--ray-address", ray_head, "--detach", "--num-gpus",
+                           "1"], capture_output=True, text=True, timeout=300, check=False)
+    err = done.stderr.strip()
+    assert done.returncode == 1 and err.splitlines()[-1].endswith(
+        "--num-gpus 1: the Ray cluster has 0 GPUs; leave --num-gpus out to embed on its CPUs"), err
+    with Workspace.open(ws_path) as ws:
+        assert ws.runs("backfill") == []
+    assert not (ws_path / "scale-jobs").exists() or not any((ws_path / "scale-jobs").iterdir())
