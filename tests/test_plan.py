@@ -676,15 +676,22 @@ def test_a_heads_full_backfill_stores_the_head_it_serves_through() -> None:
     assert plain["storage_bytes"] == N * D_NEW * 4  # no head: the new model's own vectors alone
 
 
+def _bt2_report(oo: float, head_head: float, up: float, new_new: float,
+                curves: dict[str, list[float]] | None = None) -> dict[str, Any]:
+    """A bt2 run's report: its ceiling the head on both sides (``head_head``), the new model's own ``new_new``."""
+    head = make_report(oo, head_head, up, curves)
+    head["ceiling_cell"] = "head/head"
+    head["cells"]["head/head"] = head["cells"]["new/new"]
+    head["cells"]["new/new"] = {"metrics": {"top1": new_new}}
+    head["adapter"]["kind"] = "bt2"
+    head["headline"] = {"old_old_top1": oo, "new_new_top1": new_new, "ceiling_top1": head_head, "upgraded_top1": up}
+    return head
+
+
 def test_a_head_whose_new_model_is_no_better_is_planned_with_the_reports_caution() -> None:
     """A bt2 head beats old/old (0.69 > 0.60) while the new model itself does not (new/new 0.59): the plan
     recommends the layer, as the report passes it, and says as the report does where its gain comes from."""
-    head = make_report(0.60, 0.70, 0.69)
-    head["ceiling_cell"] = "head/head"
-    head["cells"]["head/head"] = head["cells"]["new/new"]
-    head["cells"]["new/new"] = {"metrics": {"top1": 0.59}}
-    head["adapter"]["kind"] = "bt2"
-    head["headline"] = {"old_old_top1": 0.60, "new_new_top1": 0.59, "ceiling_top1": 0.70, "upgraded_top1": 0.69}
+    head = _bt2_report(0.60, 0.70, 0.69, new_new=0.59)
     plan = plan_from_report(head, RATE)
     assert plan.recommendation == "adapter_only"
     assert plan.notes[0].startswith("The new model by itself is no better than the old one (new/new top-1 59.0% "
@@ -695,12 +702,7 @@ def test_a_head_whose_new_model_is_no_better_is_planned_with_the_reports_caution
 
 def test_a_heads_backfill_options_say_the_backfill_stores_the_new_models_own_vectors() -> None:
     """A bt2 plan priced its backfills by head/head (the head's output indexed), which no backfill writes."""
-    head = make_report(0.60, 0.90, 0.65, curves={"random": [0.65, 0.86, 0.88, 0.89, 0.90]})
-    head["ceiling_cell"] = "head/head"
-    head["cells"]["head/head"] = head["cells"]["new/new"]
-    head["cells"]["new/new"] = {"metrics": {"top1": 0.80}}
-    head["adapter"]["kind"] = "bt2"
-    head["headline"] = {"old_old_top1": 0.60, "new_new_top1": 0.80, "ceiling_top1": 0.90, "upgraded_top1": 0.65}
+    head = _bt2_report(0.60, 0.90, 0.65, new_new=0.80, curves={"random": [0.65, 0.86, 0.88, 0.89, 0.90]})
     plan = plan_from_report(head, RATE)
     said = "'embridge backfill' stores the new model's own vectors, which new queries search as new/new (top-1 0.800)"
     assert plan.recommendation == "partial_backfill"
