@@ -184,7 +184,7 @@ def measure(sizes: dict[str, int], work: Path) -> dict[str, Any]:
     out: dict[str, Any] = {"local": {"transform_s": local_t, "search_s": local_s}}
     mm = np.load(work / "g.npy", mmap_mode="r")
     for w in sorted({1, 2, usable_cpus()}):
-        ray.init(num_cpus=w, include_dashboard=False, log_to_driver=False, configure_logging=False,
+        ray.init(address="local", num_cpus=w, include_dashboard=False, log_to_driver=False, configure_logging=False,
                  runtime_env={"env_vars": PINNED, "worker_process_setup_hook": "bench.scale.pin_threads"})
         try:
             task_ms, (start_s, batch_ms) = task_overhead_ms(), batch_overhead(w, sizes["noop_batches"], repeats)
