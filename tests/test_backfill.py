@@ -281,14 +281,13 @@ def test_a_large_sample_is_ordered_least_confident_first_by_an_approximate_self_
 def test_the_random_curve_is_the_mean_of_several_draws_with_their_range() -> None:
     """One seeded draw made the curve: a plan took the first β whose curve reached its target, a lucky draw
     (97.0% planned, 94.0% served on the digits demo, where 500 other draws averaged 94.9%)."""
-    from embridge.core.report.backfill_curve import RANDOM_DRAWS, RANDOM_STREAM
+    from embridge.core.report.backfill_curve import RANDOM_DRAWS
 
     w = _world(300, 60, seed=3)
     options = BackfillOptions(policies=("random",), steps=5, ks=(1,), seed=7)
     curve = partial_backfill(w["qn"], w["qh"], w["gn"], w["go"], w["qy"], w["gy"], options)["random"]
     orders = {"0": backfill_order("random", 300, seed=7)}
-    orders.update({str(j): np.random.default_rng([RANDOM_STREAM, 7, j]).permutation(300)
-                   for j in range(1, RANDOM_DRAWS)})
+    orders.update({str(j): backfill_order("random", 300, seed=7, draw=j) for j in range(1, RANDOM_DRAWS)})
     draws = backfill_curves(w["qn"], w["qh"], w["gn"], w["go"], w["qy"], w["gy"], orders, curve.betas, ks=(1,))
     each = np.stack([c.values["top1"] for c in draws.values()])
     assert curve.draws == RANDOM_DRAWS == len(draws) > 1

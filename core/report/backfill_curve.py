@@ -165,10 +165,12 @@ def backfill_order(
     gallery_old: np.ndarray | None = None,
     search_config: SearchConfig | None = None,
     should_stop: StopFn | None = None,
+    draw: int = 0,
 ) -> np.ndarray:
-    """Gallery rows in the order a policy re-embeds them (first = backfilled first)."""
+    """Gallery rows in the order a policy re-embeds them (first = backfilled first); ``draw``: another random
+    order of the same seed (the random curve averages several; draw 0 is the one a planner backfill takes)."""
     if policy == "random":
-        return np.random.default_rng([RANDOM_STREAM, seed]).permutation(n_gallery)
+        return np.random.default_rng([RANDOM_STREAM, seed, *([draw] if draw else [])]).permutation(n_gallery)
     if policy not in POLICIES:
         raise InputError("backfill policy", f"unknown {policy!r}; choose from {POLICIES}")
     if gallery_adapted is None or gallery_old is None:
@@ -347,7 +349,7 @@ def partial_backfill(
     n_draws = RANDOM_DRAWS if np.asarray(queries_new).shape[0] * n_g <= LARGE_CURVE else RANDOM_DRAWS_LARGE
     draws = [f"random#{j}" for j in range(1, n_draws)] if "random" in orders else []
     for j, name in enumerate(draws, start=1):  # draw 0 is the seed's own order
-        orders[name] = np.random.default_rng([RANDOM_STREAM, opts.seed, j]).permutation(n_g)
+        orders[name] = backfill_order("random", n_g, opts.seed, draw=j)
     curves = backfill_curves(
         queries_new,
         queries_adapted,
