@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import unicodedata
 from typing import Any
 
 
@@ -113,8 +114,19 @@ def counted(count: int, noun: str, plural: str | None = None) -> str:
 
 
 def shown_name(name: str, most: int = 80) -> str:
-    """A key or name as a one-line message shows it: a 10,000-character key is cut, its length said."""
-    return name if len(name) <= most else f"{name[:most - 20]}… ({len(name):,} characters)"
+    """A key or name as a one-line message shows it: a 10,000-character key is cut, its length said, and
+    characters that cannot be seen or look like a plain space (a zero-width space, a no-break space) are
+    written as escapes, since a key that differs from another only by them is what such a message is about.
+    Joiners, which scripts need, stay."""
+    shown = "".join(f"\\u{ord(ch):04x}" if _unseen(ch) else ch for ch in name)
+    return shown if len(shown) <= most else f"{shown[:most - 20]}… ({len(name):,} characters)"
+
+
+def _unseen(ch: str) -> bool:
+    """A format character (other than the joiners) or a space other than U+0020."""
+    if ch in "\u200c\u200d" or ch == " " or ch.isascii():
+        return False
+    return unicodedata.category(ch) in ("Cf", "Zs")
 
 
 def for_example(names: list[str], most: int = 5) -> str:

@@ -295,15 +295,17 @@ def _delimiter(path: Path, first_line: str) -> str:
 
 
 _QUERY_HEADERS = ("query", "qid", "topic")
-_GRADE_HEADERS = ("score", "grade", "rel", "label", "judg")
+_GRADE_HEADERS = frozenset({"score", "grade", "rel", "relevance", "relevancy", "label", "judgment", "judgement",
+                            "judgments", "judgements", "rating", "qrel", "qrels"})
 
 
 def _is_header(cells: list[str]) -> bool:
     """A first line naming columns (BEIR's 'query-id corpus-id score', TREC's 'qid Q0 docno rel'), not a
-    judgment with a bad grade: its first column names the query, a later one the grade."""
+    judgment with a bad grade: its first column names the query, a later one is a grade column's name
+    itself ('relevant' or 'query_12 d1 rel5' stay judgments, refused or stored as such)."""
     return (len(cells) >= 3 and not any(_is_number(c) for c in cells)
             and any(word in cells[0].lower() for word in _QUERY_HEADERS)
-            and any(word in cell.lower() for cell in cells[2:] for word in _GRADE_HEADERS))
+            and any(cell.strip().lower().replace("-", "_").split("_")[-1] in _GRADE_HEADERS for cell in cells[2:]))
 
 
 def _is_number(text: str) -> bool:

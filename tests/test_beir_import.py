@@ -170,11 +170,16 @@ def test_qrels_file_alone_with_given_splits_and_bad_lines(ws: Workspace, tmp_pat
     before = snapshot(ws.root)
     for body, message in [("a\tzz\t1\ttest\n", r"line 1: unknown item key 'zz'"),
                           ("b\ta\t1\ttest\n", r"line 1: unknown query key 'b'"),
+                          # a key that differs by a character no one sees is shown with it escaped
+                          ("a\u200b\ta\t1\ttest\n", r"line 1: unknown query key 'a\\u200b'"),
+                          ("a\ta\u00a0b\t1\ttest\n", r"line 1: unknown item key 'a\\u00a0b'"),
                           ("a\tb\t1\ttest\na\ta\t2\ttest\n",  # the first named by its line
                            r"line 1: query 'a' and item 'b' are already judged in the workspace \(2 pairs of this"),
                           ("a\ta\t2\tholdout\n", r"line 1: unknown split 'holdout'"),
                           ("a\ta\n", r"line 1: expected 3 or 4 columns"),
                           ("a\tb\tx\na\ta\t1\n", r"line 1: grade 'x' is not an integer"),  # not a header
+                          # a query key with 'query' in it and a word for a grade: a bad judgment, not a header
+                          ("query1\ta\trelevant\n", r"line 1: grade 'relevant' is not an integer"),
                           ("a\ta\t1_0\n", r"line 1: grade '1_0' is not an integer"),  # int() reads 10
                           ("a\ta\t\u0661\n", r"line 1: grade '\u0661' is not an integer"),  # an Arabic-Indic 1
                           ("a\ta\t1\ttest\na\tb\t1\n", r"line 2: 3 columns where earlier lines have 4"),
@@ -191,7 +196,8 @@ def test_qrels_file_alone_with_given_splits_and_bad_lines(ws: Workspace, tmp_pat
     assert snapshot(ws.root) == before
 
 
-@pytest.mark.parametrize("header", ["query-id\tcorpus-id\tscore", "qid\tQ0\tdocno\trel", "topic,iter,doc,judgment"])
+@pytest.mark.parametrize("header", ["query-id\tcorpus-id\tscore", "qid\tQ0\tdocno\trel", "topic,iter,doc,judgment",
+                                    "query_id\tdoc_id\trelevance_score"])
 def test_a_header_that_names_query_and_grade_columns_is_skipped(ws: Workspace, tmp_path: Path, header: str) -> None:
     """BEIR's header, TREC's ('qid Q0 docno rel', grade last) and others naming the query first and the
     grade in a later column; the TREC one was refused as "grade 'docno' is not an integer"."""
@@ -269,6 +275,22 @@ def test_a_query_keeps_its_split_across_qrels_imports(tmp_path: Path, capsys: py
         stored = ws.judgments()
         splits = {(key_of[q], s) for q, s in zip(stored.query_ids.tolist(), stored.splits.tolist(), strict=True)}
     assert splits == {("q1", "test"), ("q2", "train")} and len(stored) == 4
+
+
+def test_split_with_a_qrels_file_alone_is_the_judgments_split(tmp_path: Path) -> None:
+    """`import --qrels test.tsv --split test` ignored --split: the held-out judgments were split at random
+    into train and dev, where a layer trains on them."""
+    w = tmp_path / "w"
+    assert main(["init", "-w", str(w)]) == 0
+    with Workspace.open(w) as ws:
+        ws.add_items([{"key": f"d{i}", "split": "gallery"} for i in range(10)])
+        ws.add_items([{"key": f"q{i}", "split": "query"} for i in range(8)])
+    qrels = tmp_path / "test.tsv"
+    qrels.write_text("".join(f"q{i}\td{i}\t1\n" for i in range(7)))
+    assert main(["import", "-w", str(w), "--qrels", str(qrels), "--split", "test"]) == 0
+    with Workspace.open(w) as ws:
+        splits = ws.judgments().splits.tolist()
+    assert splits == ["test"] * 7
 
 
 @pytest.mark.parametrize("grade", ["2147483648", "99999999999999999999", "1000001"])

@@ -35,6 +35,13 @@ CASES = [
     # options the command would ignore, and blank values that would silently mean the default
     (["import", "--path", "{tmp}/x.csv", "--model", "old"], "import", "--model: describes a vector file"),
     (["import", "--path", "{tmp}/x.csv", "--qrels-seed", "7"], "import", "--qrels-seed: seeds the split of --qrels"),
+    # --split with --qrels alone is the judgments' split: 'test' was ignored and the judgments split at random
+    (["import", "--qrels", "{tmp}/j.tsv", "--split", "banana"], "import",
+     "--split: with --qrels alone names the judgments' split (train, dev, test), not 'banana'"),
+    (["import", "--qrels", "{tmp}/j.tsv", "--model", "old", "--format", "csv"], "import",
+     "--format, --model: describe items to import with --path; --qrels alone imports judgments only"),
+    (["import", "--qrels", "{tmp}/j.tsv", "--split", "test", "--qrels-seed", "3"], "import",
+     "--qrels-seed: seeds a random split of the judgments, and --split gives theirs"),
     (["jobs", "list", "--run", "3"], "jobs", "--run: names one job for status, attach or cancel"),
     (["jobs", "status"], "jobs", "--run: jobs status needs the job's run id"),
     (["check", "--uri", "parquet:///{tmp}/s", "--served-as", "v2"], "check", "--served-as: chooses the points"),

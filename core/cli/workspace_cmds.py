@@ -43,7 +43,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--qrels-seed", type=SEED,
                    help="seed of the train/dev/test split of queries when --qrels gives no split, and of the dev "
                         "queries a BEIR folder without dev.tsv holds out of its train queries (default 0)")
-    p.add_argument("--split", type=NON_BLANK, help="split name for the imported items (e.g. gallery, query)")
+    p.add_argument("--split", type=NON_BLANK, help="split name for the imported items (e.g. gallery, query); with "
+                   "--qrels alone, the judgments' split (train, dev or test) for lines that name none")
     p.add_argument("--model", help="for vector files: the (vectors-kind) model these vectors belong to")
     p.add_argument("--ids", type=PATH, help="for .npy vector files: text file with one item key a line")
     p.add_argument("--key-column", type=NON_BLANK, help="CSV/JSONL: the key column (default: 'key' if present, else "
@@ -175,7 +176,7 @@ def cmd_import(args: argparse.Namespace) -> Result:
         from embridge.core.qrels import import_qrels
 
         with Workspace.open(args.workspace) as ws:
-            qrels = import_qrels(ws, args.qrels, seed=seed)
+            qrels = import_qrels(ws, args.qrels, split=args.split, seed=seed)
         return {"qrels": qrels.to_dict(), "count": 0}, qrels_text(qrels.to_dict())
     from embridge.core.importers import import_items
 
@@ -196,6 +197,8 @@ def _check_format_options(args: argparse.Namespace) -> None:
             fmt = detect_format(Path(args.path))
         except EmbridgeError:
             return  # the import itself names the path it cannot tell
+    if args.path is None and args.qrels is not None:
+        _check_qrels_only_options(args)
     if args.qrels_seed is not None and args.qrels is None and fmt != "beir":
         raise UsageError("--qrels-seed", "seeds the split of --qrels judgments, or of a BEIR folder's dev queries; "
                          "give --qrels, or leave it out")
@@ -211,6 +214,28 @@ def _check_format_options(args: argparse.Namespace) -> None:
             read = f" ({args.path} is a folder)" if named else ""
             raise UsageError(", ".join(given), f"describe{'s' if len(given) == 1 else ''} a vector file "
                              f"(--format vectors); this import reads {what}{read}, which has no vectors to store")
+
+
+def _check_qrels_only_options(args: argparse.Namespace) -> None:
+    """With --qrels alone, --split is the judgments' split (for lines that name none); the options that
+    describe items to import would be ignored, so they are refused (--split test was taken for the
+    items' split and the held-out judgments were split at random into train and dev)."""
+    from embridge.core.store.judgments import JUDGMENT_SPLITS
+
+    fmt = None if args.format == "beir" else args.format  # named by the BEIR check, which says what it takes
+    given = [flag for flag, value in (("--format", fmt), ("--model", args.model), ("--ids", args.ids),
+                                      ("--key-column", args.key_column), ("--label-column", args.label_column),
+                                      ("--text-column", None if args.text_column == "text" else args.text_column))
+             if value is not None]
+    if given:
+        raise UsageError(", ".join(given), f"describe{'s' if len(given) == 1 else ''} items to import with "
+                         "--path; --qrels alone imports judgments only")
+    if args.split is not None and args.split not in JUDGMENT_SPLITS:
+        raise UsageError("--split", f"with --qrels alone names the judgments' split ({', '.join(JUDGMENT_SPLITS)}), "
+                         f"not '{args.split}'")
+    if args.split is not None and args.qrels_seed is not None:
+        raise UsageError("--qrels-seed", "seeds a random split of the judgments, and --split gives theirs; "
+                         "give one of them")
 
 
 def _import_from_store(args: argparse.Namespace) -> Result:
