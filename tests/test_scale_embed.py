@@ -70,6 +70,9 @@ def test_backfill_resumes_by_chunk_and_refuses_bad_input(ray_cluster: Any, model
     assert (again.skipped, again.written, again.items) == (4, 0, 0)
     ids, _ = read_chunks(tmp_path / "out")
     np.testing.assert_array_equal(ids, np.arange(700) + 1000)
+    # the finished job in other chunks is said to be complete, not stopped part way
+    with pytest.raises(InputError, match=r"finished in chunks of 200 items; its output is complete"):
+        embed_dataset(m["model"], str(m["items"]), str(tmp_path / "out"), chunk=100)
     # another model saved at the same path is another job: its vectors never join the first model's
     import torch
 
@@ -86,7 +89,7 @@ def test_backfill_resumes_by_chunk_and_refuses_bad_input(ray_cluster: Any, model
     save_checkpoint(m["model"], build_model("mlp", config)[0], "mlp", config)
     with pytest.raises(InputError, match="holds the output of another embedding job"):
         embed_dataset(m["model"], str(m["items"]), str(tmp_path / "swap"), chunk=200)
-    with pytest.raises(InputError, match="not in the dataset"):
+    with pytest.raises(InputError, match="1 id is not in the dataset"):
         embed_dataset(m["model"], str(m["items"]), str(tmp_path / "o2"), order=np.array([5]))
     with pytest.raises(InputError, match="no 'text' column \\(columns: "):
         embed_dataset(m["model"], str(m["items"]), str(tmp_path / "o3"), input_col="text")
@@ -129,6 +132,9 @@ def test_cancel_on_ray_stops_the_pool_and_a_rerun_finishes(ray_cluster: Any, mod
     assert rerun.skipped == finished and rerun.written == 14 - finished
     ids, _ = read_chunks(tmp_path / "out")
     np.testing.assert_array_equal(ids, np.arange(700) + 1000)
+    # the finished job in other chunks is said to be complete, not stopped part way
+    with pytest.raises(InputError, match=r"finished in chunks of 200 items; its output is complete"):
+        embed_dataset(m["model"], str(m["items"]), str(tmp_path / "out"), chunk=100)
 
 
 def test_killed_embedding_actor_is_restarted_and_output_unchanged(ray_cluster: Any, model_and_items: dict,

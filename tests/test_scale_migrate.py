@@ -334,6 +334,26 @@ def test_a_ray_migration_stopped_while_transforming_keeps_its_staged_partitions(
     assert done.status == "completed" and done.verification.ok and collection(dst)[0] == list(range(len(v1)))
 
 
+def test_a_ray_migration_stopped_while_transforming_and_finished_locally_leaves_no_staging(
+        ray_cluster: Any, fct: dict, tmp_path: Path) -> None:
+    """The local engine took over the Ray run's target (nothing written there yet) and removed its checkpoint,
+    but the Ray run's staged partitions stayed in the store folder with nothing to remove them."""
+    from embridge.core.connectors.migration import migrate_store
+
+    v1 = np.tile(fct["vectors"]["v1"], (2, 1))
+    write_lance(tmp_path / "db", "docs", v1, fragments=3)
+    src, dst = f"lancedb://{tmp_path / 'db'}?table=docs", f"lancedb://{tmp_path / 'db'}?table=shadow"
+    staging = tmp_path / "db" / ".embridge-ray-shadow"
+    stages: list[str] = []
+    with pytest.raises(Cancelled):
+        migrate_on_ray(fct["bundle"], src, dst, on_progress=lambda i, n, info: stages.append(info["stage"]),
+                       should_stop=lambda: stages.count("transforming") >= 1)
+    assert list(staging.glob("*.parquet"))
+    done = migrate_store(fct["bundle"], src, dst)
+    assert done.status == "completed" and done.verification.ok and collection(dst)[0] == list(range(len(v1)))
+    assert not staging.exists()
+
+
 def test_a_ray_migration_resumes_over_staging_an_earlier_version_began(ray_cluster: Any, fct: dict,
                                                                        tmp_path: Path) -> None:
     """Staging whose job marker predates the space marker was refused as another transform, naming the hidden

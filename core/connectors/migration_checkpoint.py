@@ -6,6 +6,8 @@ a target one engine wrote is refused to the other rather than appended to or tak
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
 from typing import Any
 
 from embridge.core.connectors.connector import Connector, VectorStoreError
@@ -66,6 +68,16 @@ def other_engines_shadow(target: Connector, other_key: str, engine: str) -> None
         return
     if not target.exists():
         target.save_state(other_key, None)
+        staging = ray_staging(target)
+        if engine == "ray" and staging is not None:  # its partitions, staged before it was stopped, go with it
+            shutil.rmtree(staging, ignore_errors=True)
         return
     raise VectorStoreError(f"{target.describe()}: written by a migration on the {engine} engine; run it with "
                            f"--engine {engine} to finish or verify it, or drop it or choose another target")
+
+
+def ray_staging(target: Connector) -> Path | None:
+    """The folder beside the store where a migration on Ray stages its transformed partitions (None for a
+    store with no local folder, which such a migration refuses)."""
+    state_dir = target.state_dir()
+    return None if state_dir is None else Path(state_dir) / f".embridge-ray-{target.collection}"

@@ -124,7 +124,8 @@ def ordered(ids: np.ndarray, inputs: Any, order: np.ndarray | None) -> tuple[np.
     pos = {v: i for i, v in enumerate(ids.tolist())}
     missing = [v for v in order.tolist() if v not in pos]
     if missing:
-        raise InputError("--order", f"{len(missing)} ids are not in the dataset (first: {missing[0]})")
+        raise InputError("--order", f"{len(missing)} {'id is' if len(missing) == 1 else 'ids are'} not in the "
+                         f"dataset (first: {missing[0]})")
     rows = np.asarray([pos[v] for v in order.tolist()], dtype=np.int64)
     return ids[rows], inputs[rows] if isinstance(inputs, np.ndarray) else [inputs[i] for i in rows]
 
@@ -320,6 +321,11 @@ def _prepare(dst: Path, state: dict[str, Any], files: list[str], role_implied: b
         elif before != state:
             was = _chunk_of(before)
             if was is not None and {**before, "chunk": state["chunk"]} == state:
+                n_chunks = -(-int(state["n"]) // was)
+                if all((dst / f"chunk-{i:05d}.parquet").exists() for i in range(n_chunks)):
+                    raise InputError("--chunk", f"{dst} holds this job, finished in chunks of {was} items; its "
+                                     f"output is complete (run it with --chunk {was} to take it as it is), or "
+                                     f"choose a new --to folder")
                 raise InputError("--chunk", f"{dst} holds this job stopped part way in chunks of {was} items; run it "
                                  f"again with --chunk {was} to resume it, or choose a new --to folder")
             raise InputError("--to", f"{dst}: holds the output of another embedding job; choose a new folder")

@@ -29,7 +29,7 @@ from embridge.core.connectors.migration import (
     switch_alias,
     verify_migration,
 )
-from embridge.core.connectors.migration_checkpoint import other_engines_shadow, resumable_state
+from embridge.core.connectors.migration_checkpoint import other_engines_shadow, ray_staging, resumable_state
 from embridge.core.connectors.migration_fingerprint import comparable
 from embridge.core.connectors.source_checks import SeenIds, check_source_spaces
 from embridge.core.connectors.store_pair import collection_read, open_pair, state_key
@@ -81,8 +81,8 @@ def migrate_on_ray(bundle: str | Path, source_uri: str, target_uri: str, *, swit
         if source.dim() != transform.in_dim:
             raise VectorStoreError(f"{source.describe()}: holds {source.dim()}-d vectors, the bundle "
                                    f"{transform.path} maps {transform.in_dim}-d {transform.old_space} vectors")
-        state_dir = target.state_dir()
-        if state_dir is None:
+        staging = ray_staging(target)
+        if staging is None:
             raise InputError("--to", f"{target.describe()}: --engine ray stages partitions beside the store, "
                              "which needs a local store folder")
         key, total = f"ray-migrate-{target.collection}", source.count()
@@ -94,7 +94,6 @@ def migrate_on_ray(bundle: str | Path, source_uri: str, target_uri: str, *, swit
             fingerprint = {"layer": layer_fingerprint(bundle), "source": data, "target": target.collection,
                            "source_count": total, **_source_stamps(data, recorded)}
             other_engines_shadow(target, state_key(target), "local")
-            staging = Path(state_dir) / f".embridge-ray-{target.collection}"
             state = resumable_state(target, key, fingerprint)
             if state is None:  # a fresh start: partitions staged by another job (a changed source, a lost record) go
                 if earlier is None or comparable(earlier.get("fingerprint")) != fingerprint:
