@@ -235,7 +235,8 @@ def read_csv_texts(path: Path, key_col: str | None = None, text_col: str = "text
             raise ImportDataError(path, f"line {opened}: a quoted field starts here and is never closed (its "
                                   "closing '\"' is missing, so it would take in every later line); if the quote is part of the "
                                   "text, quote the whole field and double the quote inside it, or import JSONL") from None
-        raise ImportDataError(path, f"{line}malformed CSV ({exc})") from None
+        said = str(exc).replace("'\t'", "a tab")  # the tab itself would print as a blank: "(' ' expected after"
+        raise ImportDataError(path, f"{line}malformed {'TSV' if dialect == 'excel-tab' else 'CSV'} ({said})") from None
     where = [f"line {line} (record {n})" for n, line in enumerate(lines, start=1)]
     for row, at in zip(rows, where, strict=True):
         if None in row:  # DictReader files surplus fields under None

@@ -244,7 +244,7 @@ CORPUS += [
     # limits set through the environment
     _c("bundle-size-limit-env-not-a-number", _env("EMBRIDGE_BUNDLE_MAX_MEMBER_MB", "abc", lambda e: e.bundle,
                                                                    "EMBRIDGE_BUNDLE_MAX_MEMBER_MB"),
-       ("bundle", "verify", "{bundle}"), r"EMBRIDGE_BUNDLE_MAX_MEMBER_MB: must be a size in MB \(a number\), got 'abc'"),
+       ("bundle", "verify", "{bundle}"), r"EMBRIDGE_BUNDLE_MAX_MEMBER_MB: must be a size in MiB \(a number\), got 'abc'"),
     _c("bundle-size-limit-env-nan", _env("EMBRIDGE_BUNDLE_MAX_TOTAL_MB", "nan", lambda e: e.bundle,
                                                           "EMBRIDGE_BUNDLE_MAX_TOTAL_MB"),
        ("bundle", "inspect", "{bundle}"), r"EMBRIDGE_BUNDLE_MAX_TOTAL_MB: .* at least .*, got 'nan'"),

@@ -135,6 +135,7 @@ def test_query_pairs_alone_need_queries_judged_in_train(tmp_path: Path) -> None:
     with Workspace.open(case["path"]) as ws:
         run = train_run(ws, "procrustes", device="cpu", pairs="queries")
         assert run["pairs_used"] == "queries" and run["pairs"]["train"] == 30  # the queries judged in train
+        assert run["judged_query_pairs"] == 30  # the number the docs name, in train --json and runs --json
     case = build_judged_workspace(tmp_path / "ws2", n_docs=200, n_queries=60)
     with Workspace.open(case["path"]) as ws:
         with ws.transaction():
@@ -142,7 +143,7 @@ def test_query_pairs_alone_need_queries_judged_in_train(tmp_path: Path) -> None:
         with pytest.raises(InputError, match="query pairs"):
             train_run(ws, "procrustes", device="cpu", pairs="queries")
         run = train_run(ws, "procrustes", device="cpu")
-        assert run["pairs_used"] == "documents"
+        assert run["pairs_used"] == "documents" and run["judged_query_pairs"] == 0
         both = train_run(ws, "procrustes", device="cpu", pairs="both")  # asked for, but only documents exist
         assert both["pairs_used"] == "documents" and both["pairs"] == run["pairs"]
         folds = ws.folds()  # queries without judgments are held out, never fitted on

@@ -106,3 +106,13 @@ def test_a_library_caller_seeds_a_beir_folders_dev_queries(ws: Workspace, tmp_pa
     import_items(ws, write_beir(tmp_path / "beir", corpus=corpus, queries=queries, qrels={"train": train}),
                  qrels_seed=7)
     assert json.loads(ws.meta(DEV_FROM_TRAIN_META))["seed"] == 7
+
+
+def test_a_tsv_quote_error_names_the_tab(ws: Workspace, tmp_path: Path) -> None:
+    """Python's csv message quotes the delimiter, and a tab printed as a blank: "(' ' expected after '\"')"
+    told a TSV user that a space was missing."""
+    path = tmp_path / "x.tsv"
+    path.write_text('key\ttext\nt1\thello\nt2\t"quoted" text\n')
+    with pytest.raises(ImportDataError, match=r"x\.tsv: line 3: malformed TSV \(a tab expected after '\"'\)"):
+        import_items(ws, path, None, "gallery")
+    assert ws.items() == []

@@ -42,7 +42,7 @@ class BundleLimits:
         """Defaults, overridden by ``EMBRIDGE_BUNDLE_MAX_MEMBER_MB`` / ``..._MAX_TOTAL_MB``."""
         base = cls()
         member, total = (env_number(f"EMBRIDGE_BUNDLE_MAX_{which}_MB", default / (1 << 20), float, 1e-3,
-                                    "a size in MB (a number)")
+                                    "a size in MiB (a number)")
                          for which, default in (("MEMBER", base.max_member_bytes), ("TOTAL", base.max_total_bytes)))
         return cls(int(member * (1 << 20)), int(total * (1 << 20)), base.max_read_bytes)
 

@@ -225,7 +225,9 @@ def readme_text(manifest: dict[str, Any]) -> str:
         lines += ["", f"`{g['vectors']}` holds the {g['count']} gallery vectors already transformed "
                   f"(row i belongs to item `{g['keys']}`[i]"
                   + (f", the workspace's item id `{g['ids']}`[i]" if g.get("ids") else "")
-                  + "); they are not normalised."]
+                  + "); they are not normalised: L2-normalise each row before you index it, as `bundle apply` "
+                  "does for the rows it writes (a search by inner product of raw rows ranks longer vectors "
+                  "higher)."]
     measured = measured_lines(manifest) + chain_step_lines(manifest)
     renamed = renamed_line(manifest)
     if renamed:

@@ -211,7 +211,7 @@ SERVED_METRICS = ("served_top1", *(f"served_{k}" for k in JUDGED_METRICS), "serv
                   "served_protocol")
 RUNS_METRICS = ("old_old_top1", "new_new_top1", "ceiling_cell", "ceiling_top1", "old_old_sample_top1",
                 "upgraded_sample_top1", "upgraded_top1", "gain_retained", "gain_retained_note", *JUDGED_RUN_METRICS,
-                "kind", "pairs_used", "heldout_protocol", "val_protocol", "protocol",
+                "kind", "pairs_used", "judged_query_pairs", "heldout_protocol", "val_protocol", "protocol",
                 "cell_protocols", "improvement_ci", "report_id", "candidates", "budget",  # auto: each candidate's score and time
                 "vector_set", "count", "embedded", "resumed",  # a backfill: its set, items, how many it embedded
                 *SERVED_METRICS)  # a report after a backfill: the gallery it left, as served now
