@@ -199,3 +199,16 @@ def test_settings_no_run_could_take_are_refused_before_a_run_is_recorded(
     assert len(err.splitlines()) == 1 and said in err, err
     with Workspace.open(ws) as w:
         assert w.runs("train") == [] and w.adapters() == []
+
+
+def test_train_help_lists_every_methods_settings_with_their_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    """The settings --set takes were listed only by the refusal of a misspelt one."""
+    from embridge.core.adapters.registry import METHODS
+    from embridge.core.train.config import allowed_settings
+
+    assert main(["train", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for kind in METHODS:
+        assert f" {kind}: " in text
+    assert "lowrank: rank=64" in text and f"mlp: hidden={allowed_settings('mlp')['hidden']}" in text
+    assert 'auto: candidates=["procrustes",' in text and "each keep their own default" in text

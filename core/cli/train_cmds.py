@@ -60,13 +60,30 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--time-budget", type=number(float, low=0.0, high=1e7, low_open=True), metavar="SECONDS",
                    help=setting_help("time_budget"))
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="any other setting of the method (value parsed as JSON when it can be)")
+                   help="any other setting of the method (value parsed as JSON when it can be); the settings "
+                        "and their defaults are %(settings)s")
     p.set_defaults(handler=cmd_train)
 
     p = sub.add_parser("runs", help="list recorded runs (training, reports, exports)")
     add_common(p)
     p.add_argument("--kind", choices=RUN_KINDS, help="only runs of this kind")
     p.set_defaults(handler=cmd_runs)
+
+
+def method_settings() -> str:
+    """Each method's own --set settings with their defaults, as ``train --help`` lists them: the full
+    list was said only by the refusal of a misspelt one."""
+    from embridge.core.adapters.registry import METHODS
+    from embridge.core.train.config import COMMON_DEFAULTS, allowed_settings
+
+    def listed(kind: str) -> str:
+        own = {k: v for k, v in allowed_settings(kind).items() if k not in OWN_OPTIONS and k not in COMMON_DEFAULTS}
+        return f"{kind}: " + (", ".join(f"{k}={json.dumps(v)}" for k, v in own.items()) or "none of its own")
+
+    common = ", ".join(f"{k}={json.dumps(v)}" for k, v in COMMON_DEFAULTS.items() if k not in OWN_OPTIONS)
+    auto = ", ".join(f"{k}={json.dumps(allowed_settings('auto')[k])}" for k in ("candidates", "rerank_new_vectors"))
+    return (f"every method: {common}; " + "; ".join(listed(kind) for kind in METHODS)
+            + f"; auto: {auto}, and any setting of its candidates, which each keep their own default otherwise")
 
 
 def method_names() -> str:
@@ -82,6 +99,8 @@ class _MethodsHelp(argparse.HelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = super()._get_help_string(action)
+        if text and "%(settings)s" in text:
+            text = text.replace("%(settings)s", method_settings())
         return text.replace("%(methods)s", method_names()) if text else text
 
 
