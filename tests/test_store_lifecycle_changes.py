@@ -231,3 +231,38 @@ def test_a_rollback_over_two_migrations_names_the_points_version_as_one_step_doe
     assert main(["check", "--uri", f"{base}/docs"]) == 0
     said = capsys.readouterr().out
     assert f"its {len(v1)} unmarked points are read as v1's: the migration from it into 'docs_v2' took them" in said
+
+
+@pytest.mark.parametrize("command", ["migrate", "rollback"])
+def test_a_switch_stopped_between_moving_the_alias_and_recording_it_can_be_finished_and_rolled_back(
+        upgrade: dict, source: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch, command: str) -> None:
+    """Killed there, the link and its record disagreed: the rerun, the rollback and the switch forward were
+    all refused as moving 'a symbolic link ... that Embridge did not make', with no way out but deleting it."""
+    from embridge.core.cli.main import main
+    from embridge.core.connectors.parquet import ParquetConnector
+
+    base = source.target.split("?", 1)[0].rsplit("/", 1)[0]
+    old, new, served = source.source, f"{base}/shadow", f"{base}/docs"
+    switch = ["migrate", "--bundle", upgrade["bundle"], "--from", old, "--to", f"{new}?alias=docs", "--switch"]
+    if command == "rollback":
+        assert main(switch) == 0
+    real_save = ParquetConnector.save_state
+
+    def killed_after_the_move(self: ParquetConnector, key: str, state: Any) -> None:
+        if key.startswith("alias-") and isinstance(state, dict) and "pending" not in state:
+            raise KeyboardInterrupt  # as a kill -9 right after the store moved the alias
+        real_save(self, key, state)
+
+    monkeypatch.setattr(ParquetConnector, "save_state", killed_after_the_move)
+    again = switch if command == "migrate" else ["rollback", "--to", old, "--alias", "docs"]
+    assert main(again) == 130  # stopped as a kill -9 would, with the alias moved and nothing recorded
+    monkeypatch.setattr(ParquetConnector, "save_state", real_save)
+    capsys.readouterr()
+    assert main(again) == 0, capsys.readouterr().err  # the rerun finds the move made and records it
+    assert "already serves" in capsys.readouterr().out
+    back, forward = (old, new) if command == "migrate" else (new, old)
+    assert main(["rollback", "--to", back, "--alias", "docs"]) == 0, capsys.readouterr().err
+    assert Path(_folder(served)).resolve() == Path(_folder(back)).resolve()
+    assert main(["rollback", "--to", forward, "--alias", "docs"]) == 0, capsys.readouterr().err
+    assert Path(_folder(served)).resolve() == Path(_folder(forward)).resolve()

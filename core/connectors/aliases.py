@@ -24,7 +24,7 @@ from embridge.core.connectors.check import (
     unfinished_migration,
 )
 from embridge.core.connectors.connector import Connector, StoreURI, VectorStoreError
-from embridge.core.connectors.targets import alias_form, check_alias, named_alias
+from embridge.core.connectors.targets import PENDING, alias_form, check_alias, named_alias
 from embridge.core.errors import InputError, UsageError
 
 
@@ -33,12 +33,17 @@ def switch_alias(store: Connector, alias: str, target: str) -> str | None:
     previous = store.alias_target(alias)
     if previous == target:  # already so: no move to record (a recorded self-move hid the collection it replaced)
         return previous
+    key = store.alias_key(alias)
+    history = store.load_state(key) or {"history": []}
+    history.pop(PENDING, None)
+    # the move is noted before the store makes it: killed between the two, the alias and its record disagreed,
+    # and every later switch or rollback took the alias for one Embridge did not make
+    store.save_state(key, {**history, PENDING: {"from": previous, "to": target, "at": time.time()}})
     store.set_alias(alias, target)
-    history = store.load_state(store.alias_key(alias)) or {"history": []}
     history["history"] = [*history["history"], {"from": previous, "to": target, "at": time.time(),
                                                  "definition": store.alias_definition(alias),
                                                  "extras": store.alias_extras(alias)}]
-    store.save_state(store.alias_key(alias), history)
+    store.save_state(key, history)
     return previous
 
 

@@ -21,6 +21,7 @@ from embridge.core.paths import check_folder_target, check_name, check_output
 
 _FOLDER_STORES = ("parquet", "lance", "faiss")  # the URI's path is the collection itself
 _ROOT_STORES = ("qdrant", "chroma")  # the URI's path is a store folder, without a host
+PENDING = "pending"  # an alias record's move noted before the store makes it
 
 
 def local_output(uri: str | StoreURI, option: str = "--to") -> Path | None:
@@ -184,6 +185,7 @@ view or link of that name keeps its definition.
                                "serve; choose another alias name")
     if not store.supports_alias:
         return alias
+    settle_pending_move(store, alias)
     current = store.alias_target(alias)
     if current is None and _is_collection(store, alias):
         raise VectorStoreError(f"{store.describe()}: '{alias}' is a collection, not an alias; choose another "
@@ -198,6 +200,26 @@ view or link of that name keeps its definition.
                          "that changed since Embridge moved it; a switch would replace it and lose what it is: "
                          "choose another alias name, or remove it first")
     return alias
+
+
+def settle_pending_move(store: Connector, alias: str) -> None:
+    """Finish the record of a move that a switch noted and was stopped during (killed between moving the
+    alias and recording it): recorded as made where the alias serves its target, dropped where it still
+    serves what it did before; an alias changed to anything else since stays unexplained, so it is refused."""
+    key = store.alias_key(alias)
+    record = store.load_state(key) or {}
+    pending = record.get(PENDING)
+    if not isinstance(pending, dict):
+        return
+    current = store.alias_target(alias)
+    if current == pending.get("to"):
+        record["history"] = [*(record.get("history") or []),
+                             {"from": pending.get("from"), "to": current, "at": pending.get("at"),
+                              "definition": store.alias_definition(alias), "extras": store.alias_extras(alias)}]
+    elif current != pending.get("from"):
+        return
+    record.pop(PENDING)
+    store.save_state(key, record)
 
 
 def made_by_embridge(store: Connector, alias: str) -> bool:
