@@ -109,13 +109,19 @@ def embed_items(workspace: Any, model_name: str, item_ids: Sequence[int] | np.nd
         sets = workspace.vector_sets(model_name)  # the items' vectors may lie in several of them (a backfill's)
         return {**sets[-1], "written": 0, "already_stored": skipped, "held_in": [int(v["id"]) for v in sets]}
     ids = todo
-    model = load_model(spec, device, verify=True)
     # everything that shapes the vectors (prompts, pooling, input shape), not only the weights: a model
     # removed and added again under its name with other settings must not resume the first one's rows
     settings = {k: v for k, v in spec.to_dict().items() if k not in ("name", "path")}
     key_source = f"{model_name}\0{spec.sha256}\0{name or ''}\0{dtype}\0{json.dumps(settings, sort_keys=True)}".encode()
     resume_key = "embed-" + hashlib.sha256(key_source).hexdigest()[:20]
-    writer = workspace.vector_set_writer(model_name, ids, spec.dim, dtype, name=name, resume_key=resume_key)
+    try:
+        model = load_model(spec, device, verify=True)
+        writer = workspace.vector_set_writer(model_name, ids, spec.dim, dtype, name=name, resume_key=resume_key)
+    except Exception:
+        # a `model remove` while the checkpoint loaded took its files and row: said as such, not as a damaged
+        # checkpoint ("modules.json: not valid JSON") or a model never added
+        workspace.check_model_kept(model_name, row)
+        raise
     if not resume and writer.done_rows:
         writer.abort()
         writer = workspace.vector_set_writer(model_name, ids, spec.dim, dtype, name=name, resume_key=resume_key)

@@ -213,6 +213,33 @@ def test_a_stored_checkpoint_that_changed_is_refused(ws: Workspace, model: torch
         embed_items(ws, "old", ids, device="cpu")
 
 
+@pytest.mark.parametrize("load_fails", [True, False], ids=["files-gone-mid-load", "loaded-before"])
+def test_a_model_removed_while_its_checkpoint_loads_is_said_to_be_removed(
+        ws: Workspace, model: torch.nn.Module, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        load_fails: bool) -> None:
+    """`model remove` during an embed's load took the stored checkpoint away: the embed failed with a
+    missing file or "not valid JSON" under models/, which reads as a damaged checkpoint."""
+    import embridge.core.embed as embed_module
+    from embridge.core.errors import StoreError
+    from embridge.core.models.manage import remove_model
+
+    ids = _add_items(ws, _inputs())
+    _add_model(ws, model, tmp_path)
+    real_load = embed_module.load_model
+
+    def removed_meanwhile(spec: object, *args: object, **kwargs: object) -> LoadedModel:
+        with Workspace.open(ws.root) as other:  # another process's `model remove`
+            remove_model(other, "old")
+        if load_fails:  # what a sentence-transformers folder removed under the loader gave
+            raise CheckpointError("models/old/modules.json: not valid JSON (FileNotFoundError)")
+        return real_load(spec, *args, **kwargs)
+
+    monkeypatch.setattr(embed_module, "load_model", removed_meanwhile)
+    with pytest.raises(StoreError, match=r"model 'old' was removed while its vectors were being written"):
+        embed_items(ws, "old", ids, device="cpu")
+    assert ws.vector_sets() == []
+
+
 @pytest.mark.parametrize(("args", "expect"), [
     (("--model", "nosuch"), r"--model: no model named 'nosuch' in the workspace .* \(known: old\)"),
     (("--model", "old", "--device", "banana"), r"--device: unknown device 'banana'"),
