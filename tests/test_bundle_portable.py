@@ -214,8 +214,10 @@ def test_readme_snippet_reproduces_the_probes_without_torch(bundles: dict, tmp_p
     code = ("import sys; sys.modules['torch'] = None\nimport numpy as np\nprobes = np.load('probes/inputs.npy')\n"
             f"snippet = {snippet!r}\n"
             "for scale in (1.0, 1e-14, 1e20):\n"
-            "    x = (probes.astype(np.float64) * scale).astype(np.float32)\n"
+            "  for dtype in (np.float32, np.float64):  # float64 rows: onnxruntime refused them\n"
+            "    x = (probes.astype(np.float64) * scale).astype(np.float32).astype(dtype)\n"
             "    exec(snippet)\n"
+            "    assert y.dtype == np.float32, y.dtype  # as bundle apply writes them\n"
             "    print(float(np.abs(y - unit(np.load('probes/outputs.npy'))).max()))\n")
     done = subprocess.run([sys.executable, "-c", code], cwd=folder, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
@@ -358,3 +360,22 @@ def test_read_only_rows_reach_torch_without_a_warning(tmp_path: Path) -> None:
         warnings.simplefilter("error")
         out = run_module(Fused(), mapped, mapped)
     np.testing.assert_array_equal(out, rows)
+
+
+def test_readme_torch_snippet_gives_numpy_rows(bundles: dict, tmp_path: Path) -> None:
+    """The torch snippet's output tracked gradients through an MLP, so `y.numpy()` raised."""
+    import zipfile
+
+    folder = tmp_path / "b"
+    with zipfile.ZipFile(bundles["paths"]["mlp"]) as zf:
+        zf.extractall(folder)
+    readme = (folder / "README.md").read_text(encoding="utf-8")
+    snippet = re.search(r"## Use with torch\n\n```python\n(.*?)```", readme, re.S).group(1)
+    code = ("import numpy as np, torch\nx = torch.from_numpy(np.load('probes/inputs.npy'))\n"
+            f"exec({snippet!r})\n"
+            "want = np.load('probes/outputs.npy')\n"
+            "want /= np.linalg.norm(want, axis=1, keepdims=True)\n"
+            "print(float(np.abs(y.numpy() - want).max()))\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=folder, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert float(done.stdout) <= 1e-5, done.stdout

@@ -157,6 +157,7 @@ def test_every_number_in_a_bundle_names_its_protocol(upgrade: dict, tmp_path: Pa
     for text in (readme_text(failing), bundle_text(failing)):
         (warning,) = [line for line in text.splitlines() if "FAILS the compatibility criterion" in line]
         assert f"(report {report_id}): upgraded top-1 0.200 is not above old/old 0.500" in warning
+        assert "serving new queries through it" in warning  # a query-side layer
         shown = text.splitlines()
         assert shown.index(warning) < min([n for n, line in enumerate(shown) if line.startswith(("```", "adapter:"))])
     assert bundle_text(failing).splitlines()[0].startswith("WARNING: this layer FAILS")

@@ -58,6 +58,9 @@ def test_a_migration_through_a_failing_layer_warns_first(bundles: dict[str, Any]
         text = capsys.readouterr().out.splitlines()
         if warned:
             assert text[0] == out["warning"] and text[0].startswith("WARNING: this layer FAILS the compatibility")
+            # a forward layer transforms the gallery: no query is served through it
+            assert "searching the gallery it transforms with new queries" in out["warning"]
+            assert "serving new queries through it" not in out["warning"]
             assert out["text"].splitlines()[0] == out["warning"]
             assert main(["bundle", "inspect", str(bundles[name]["bundle"])]) == 0
             assert out["warning"] in capsys.readouterr().out.splitlines()[:2]  # the bundle's own words, after its path

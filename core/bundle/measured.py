@@ -276,8 +276,10 @@ def verdict_line(manifest: dict[str, Any]) -> str | None:
         if failing is None:
             return None
         numbers, worse, advice = failing
-        return (f"WARNING: this layer FAILS the compatibility criterion ({found[0]['source']}){numbers}; serving "
-                f"new queries through it {worse}. {advice}")
+        served = ("searching the gallery it transforms with new queries" if adapter.get("direction") == "forward"
+                  else "serving new queries through it")
+        return (f"WARNING: this layer FAILS the compatibility criterion ({found[0]['source']}){numbers}; "
+                f"{served} {worse}. {advice}")
     steps = manifest.get("chain") if isinstance(manifest.get("chain"), list) else []
     failed = []
     for i, step in enumerate(steps, 1):

@@ -19,7 +19,8 @@ def _usage(manifest: dict[str, Any]) -> list[str]:
         call = f"m({x})"
     return ["import torch, torch.nn.functional as F",
             'm = torch.jit.load("adapter.pt").eval()', *_old_query_note(manifest, "tensor "),
-            f"y = F.normalize({call}, dim=-1)  # x: float32 tensor (n, {adapter['in_dim']})"]
+            "with torch.no_grad():  # y.numpy() needs a tensor that tracks no gradients",
+            f"    y = F.normalize({call}, dim=-1)  # x: float32 tensor (n, {adapter['in_dim']})"]
 
 
 def _old_query_note(manifest: dict[str, Any], kind: str = "") -> list[str]:
@@ -32,7 +33,8 @@ def _old_query_note(manifest: dict[str, Any], kind: str = "") -> list[str]:
 
 # rows to unit length as `bundle apply` makes them: each row first divided by its largest magnitude, so
 # rows of 1e-14 or 1e20 (whose float32 squared length underflows or overflows) keep their direction
-UNIT_DEF = ("def unit(v):  # rows to unit length at any scale, as `embridge bundle apply`; zero rows stay zero",
+UNIT_DEF = ("def unit(v):  # float32 rows to unit length at any scale, as `embridge bundle apply`; zero rows stay zero",
+            "    v = np.asarray(v, dtype=np.float32)",
             "    v = v / np.maximum(np.abs(v).max(axis=1, keepdims=True), np.finfo(np.float32).tiny)",
             "    return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), np.finfo(np.float32).tiny)")
 
@@ -43,7 +45,7 @@ def _portable_usage(manifest: dict[str, Any]) -> tuple[str, list[str]]:
     norm = manifest["normalisation"]["input"] == "l2"
     fusion = manifest["adapter"]["inputs"] == ["new", "old"]
     unit = UNIT_DEF
-    x = "unit(x)" if norm else "x"
+    x = "unit(x)" if norm else "np.asarray(x, np.float32)"  # float64 rows: onnxruntime refuses them
     if entry.get("runtime") == "numpy":
         body = ["import numpy as np",
                 "from safetensors.numpy import load_file",
@@ -52,7 +54,7 @@ def _portable_usage(manifest: dict[str, Any]) -> tuple[str, list[str]]:
         if fusion:
             body.append('y = p["alpha"][0] * unit(old_query) + (1 - p["alpha"][0]) * unit(y)')
         return "## Use with numpy and safetensors (no torch)", [*body, "y = unit(y)"]
-    feed = '{"x": ' + x + (', "old": old_query}' if fusion else "}")
+    feed = '{"x": ' + x + (', "old": np.asarray(old_query, np.float32)}' if fusion else "}")
     return "## Use with onnxruntime only", [
         "import numpy as np, onnxruntime as ort", *unit,
         'session = ort.InferenceSession("adapter.onnx", providers=["CPUExecutionProvider"])',
@@ -73,7 +75,7 @@ def cascade_uses_new_vectors(manifest: dict[str, Any]) -> bool:
 
 def _layer_line(manifest: dict[str, Any]) -> str:
     """The serving snippet's ``layer`` in the bundle's torch-free runtime, inputs normalised as measured."""
-    x = "unit(q)" if manifest["normalisation"]["input"] == "l2" else "q"
+    x = "unit(q)" if manifest["normalisation"]["input"] == "l2" else "np.asarray(q, np.float32)"
     if (manifest.get("portable") or {}).get("runtime") == "numpy":
         return f'layer = lambda q: unit({x} @ p["weight"] + p["bias"])  # the layer above'
     return f'layer = lambda q: unit(session.run(None, {{"x": {x}}})[0])  # the layer above'
@@ -176,13 +178,21 @@ def _code(text: str) -> str:
     return f"`` {text} ``" if "`" in text else f"`{text}`"
 
 
+def _bad_rows_note(manifest: dict[str, Any]) -> str:
+    """What the snippet does not check and `bundle apply` refuses: rows it would pass through silently."""
+    zero = (" and all-zero rows (an empty or failed embedding: it has no direction, and the layer would "
+            "answer it with its bias alone)" if manifest["normalisation"]["input"] == "l2" else "")
+    return (f"Drop rows holding NaN or infinity{zero} before the snippet: `embridge bundle apply` refuses them, "
+            "naming the row, where the snippet passes them through.")
+
+
 def _runtime_sections(manifest: dict[str, Any]) -> list[str]:
     lines = []
     if manifest.get("portable"):
         heading, body = _portable_usage(manifest)
         entry = manifest["portable"]
         check = entry.get("export_check") or {}
-        lines += [heading, "", "```python", *body, "```", "",
+        lines += [heading, "", "```python", *body, "```", "", _bad_rows_note(manifest), "",
                   f"`{entry['file']}` holds the layer's tensors ({', '.join(entry.get('tensors', []))}); "
                   f"the function is `{entry['formula']}`. At export it matched the torch layer on the "
                   f"{check.get('count')} probe vectors to a max abs difference of {check.get('max_abs_diff', 0):.3g} "
@@ -239,7 +249,9 @@ def readme_text(manifest: dict[str, Any]) -> str:
     lines += ["", "## Check before use", "",
               "`embridge bundle verify <bundle>` checks every file's sha256 (`CHECKSUMS` lists each "
               "file's, `manifest.json` included) and re-runs the layer on `probes/`. "
-              "Without Embridge: `sha256sum -c CHECKSUMS` in the bundle folder.",
+              "Without Embridge: `sha256sum -c CHECKSUMS` in the bundle folder. Unpack a zipped bundle into a "
+              "folder of its own (`unzip upgrade.zip -d upgrade`) and keep other files out of it: `verify` and "
+              "`apply` refuse a bundle folder holding a file its manifest does not list.",
               f"`embridge bundle apply <bundle> --vectors in.npy{_old_vectors_flag(manifest)} --out out.npy` "
               "transforms a large vector file in resumable chunks; `--runtime auto` (default) uses the "
               "torch-free runtime above, so torch need not be installed.", ""]
