@@ -45,15 +45,16 @@ def collection(uri: str) -> tuple[list, np.ndarray, list[dict]]:
     return [ids[i] for i in order], np.concatenate(vectors)[order], [payloads[i] for i in order]
 
 
-def _stopped_after_one_partition(fct: dict, tmp_path: Path) -> tuple[np.ndarray, str, str]:
-    """(the source's vectors, its URI, the shadow's URI) of a Ray migration stopped once a partition is written."""
+def _stopped_after_one_partition(fct: dict, tmp_path: Path, stage: str = "writing") -> tuple[np.ndarray, str, str]:
+    """(the source's vectors, its URI, the shadow's URI) of a Ray migration stopped once a partition is written
+    (or, with ``stage="transforming"``, once one is transformed, before the shadow exists)."""
     v1 = np.tile(fct["vectors"]["v1"], (2, 1))
     write_lance(tmp_path / "db", "docs", v1, fragments=3)
     src, dst = f"lancedb://{tmp_path / 'db'}?table=docs", f"lancedb://{tmp_path / 'db'}?table=shadow"
     stages: list[str] = []
     with pytest.raises(Cancelled):
         migrate_on_ray(fct["bundle"], src, dst, on_progress=lambda i, n, info: stages.append(info["stage"]),
-                       should_stop=lambda: stages.count("writing") >= 1)
+                       should_stop=lambda: stages.count(stage) >= 1)
     return v1, src, dst
 
 
@@ -340,15 +341,9 @@ def test_a_ray_migration_stopped_while_transforming_and_finished_locally_leaves_
     but the Ray run's staged partitions stayed in the store folder with nothing to remove them."""
     from embridge.core.connectors.migration import migrate_store
 
-    v1 = np.tile(fct["vectors"]["v1"], (2, 1))
-    write_lance(tmp_path / "db", "docs", v1, fragments=3)
-    src, dst = f"lancedb://{tmp_path / 'db'}?table=docs", f"lancedb://{tmp_path / 'db'}?table=shadow"
+    v1, src, dst = _stopped_after_one_partition(fct, tmp_path, stage="transforming")
     staging = tmp_path / "db" / ".embridge-ray-shadow"
-    stages: list[str] = []
-    with pytest.raises(Cancelled):
-        migrate_on_ray(fct["bundle"], src, dst, on_progress=lambda i, n, info: stages.append(info["stage"]),
-                       should_stop=lambda: stages.count("transforming") >= 1)
-    assert list(staging.glob("*.parquet"))
+    assert list(staging.glob("*.parquet")) and not (tmp_path / "db" / "shadow.lance").exists()
     done = migrate_store(fct["bundle"], src, dst)
     assert done.status == "completed" and done.verification.ok and collection(dst)[0] == list(range(len(v1)))
     assert not staging.exists()
