@@ -381,6 +381,21 @@ def test_cancel_of_a_job_whose_cluster_is_gone_records_it_at_once(ws_path: Path)
     assert not stage.exists()
 
 
+def test_jobs_list_says_an_ended_job_is_not_recorded_yet(ws_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`jobs list` read the cluster's 'completed' while `runs` still said running, and nothing said why."""
+    run_id, stage = _job_on_a_gone_cluster(ws_path, "backfill-ended-0001")
+    (stage / "status.json").write_text(json.dumps({"state": "failed", "done": 3, "total": 10,
+                                                   "heartbeat": time.time(), "error": "an actor died"}))
+    assert cli(["jobs", "list", "-w", str(ws_path)]) == 0
+    said = capsys.readouterr().out
+    assert (f"run {run_id}: backfill-ended-0001 on " in said and ": failed (3/10 items); not recorded in the "
+            f"workspace yet ('runs' lists it as running): 'embridge jobs status --run {run_id}' records it" in said)
+    assert cli(["jobs", "status", "-w", str(ws_path), "--run", str(run_id)]) == 0
+    capsys.readouterr()
+    assert cli(["jobs", "list", "-w", str(ws_path)]) == 0
+    assert "not recorded" not in capsys.readouterr().out  # recorded now: the two agree
+
+
 def test_transform_through_ray_client_equals_the_local_engine(case: DemoCase, ws_path: Path, ray_head: str,  # noqa: F811
                                                               tmp_path: Path,
                                                               capsys: pytest.CaptureFixture[str]) -> None:

@@ -91,6 +91,14 @@ def cmd_backfill(args: argparse.Namespace) -> Result:
     return r.to_dict(), done + (f", and into {r.store}" if r.store else "")
 
 
+def _unrecorded(row: dict[str, Any]) -> str:
+    """A job the cluster reports ended that the workspace has not recorded yet (`runs` still lists it running)."""
+    if row["run_status"] != "running" or row["status"]["state"] in ("submitted", "running"):
+        return ""
+    return (f"; not recorded in the workspace yet ('runs' lists it as running): 'embridge jobs status --run "
+            f"{row['run_id']}' records it")
+
+
 def cmd_jobs(args: argparse.Namespace) -> Result:
     from embridge.core.scale import detached_jobs
 
@@ -103,7 +111,7 @@ def cmd_jobs(args: argparse.Namespace) -> Result:
             rows = [{**job.to_dict(), "status": detached_jobs.status(ws, job).to_dict(), "run_status": run["status"]}
                     for job, run in detached_jobs.ray_jobs(ws)]
             lines = [f"run {r['run_id']}: {r['job_id']} on {r['address']}: {r['status']['state']} "
-                     f"({r['status']['done']}/{r['status']['total']} items)" for r in rows]
+                     f"({r['status']['done']}/{r['status']['total']} items)" + _unrecorded(r) for r in rows]
             return {"jobs": rows}, "\n".join(lines) or "no Ray jobs in this workspace"
         job = detached_jobs.find_job(ws, args.run)
         if args.action == "status":
