@@ -61,7 +61,7 @@ def _ids(ws: Workspace) -> list[int]:
 # -- items ------------------------------------------------------------------------------------
 def test_duplicate_keys_in_input(ws: Workspace) -> None:
     _fails_cleanly(ws, lambda: ws.add_items([{"key": "x"}, {"key": "y"}, {"key": " x "}], source="in.csv"),
-                   ImportDataError, r"^in\.csv: duplicate keys in the input: x$")
+                   ImportDataError, r"^in\.csv: duplicate keys in the input: 'x' \(each item needs a key of its own\)$")
 
 
 def test_keys_already_present(ws: Workspace) -> None:

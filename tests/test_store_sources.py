@@ -323,7 +323,7 @@ def test_a_target_refusing_the_first_batch_leaves_no_collection_and_no_checkpoin
     else:
         ids = list(range(30))
         extra = {"meta": pa.array([{"page": i} for i in range(30)], pa.struct([("page", pa.int64())]))}
-        needle = "Chroma metadata holds plain values only"
+        needle = "point 0: payload field 'meta' holds a nested object, which Chroma metadata would not keep"
     source = _parquet(tmp_path / "pq" / "docs", v1, ids, **extra)
     store = "qdrant" if case.startswith("qdrant") else "chroma"
     target = f"{store}://{tmp_path / store}?collection=docs_v2"

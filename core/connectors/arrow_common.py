@@ -62,7 +62,7 @@ def batch_to_table(batch: Batch, id_col: str, vec_col: str, schema: Any = None, 
         _check_no_shadowed_field(pid, payload, id_col, vec_col)
     known = {f.name: f.type for f in schema} if schema is not None else {}
     try:
-        columns = {id_col: _column(batch.ids, known.get(id_col), id_col, batch.ids),
+        columns = {id_col: _column(batch.ids, known.get(id_col), id_col, batch.ids, what="id column"),
                    vec_col: vector_array(batch.vectors)}
         for name in names:
             columns[name] = _column([p.get(name) for p in batch.payloads], known.get(name), name, batch.ids)
@@ -133,7 +133,16 @@ def _a(noun: str) -> str:
     return f"{'an' if noun[:1] in 'aeiou' else 'a'} {noun}"
 
 
-def _column(values: list[Any], arrow_type: Any, name: str, ids: list[Any]) -> Any:
+def _unsigned(values: list[Any]) -> Any:
+    """The values as a uint64 column when every one is a whole number from 0 to 2^64 - 1 (or null), else None."""
+    import pyarrow as pa
+
+    if all(v is None or (type(v) is int and 0 <= v < 2**64) for v in values):
+        return pa.array(values, pa.uint64())
+    return None
+
+
+def _column(values: list[Any], arrow_type: Any, name: str, ids: list[Any], what: str = "payload field") -> Any:
     """The values in the column's type when known: inferred, then cast safely (an int64 fits an int8 or
     uint32 column, a timestamp[us] one of ms, only when no value changes), else converted straight to it
     (a map, which inference cannot make) when no value changes. Values that fit no type are refused naming
@@ -152,9 +161,10 @@ def _column(values: list[Any], arrow_type: Any, name: str, ids: list[Any]) -> An
         inferred = pa.array(values)
     except (pa.ArrowException, TypeError, ValueError, OverflowError) as exc:
         problem = exc
+        inferred = _unsigned(values)  # integers from 2^63 on (a Qdrant id, a uint64 field): inference stops at int64
     if arrow_type is None or pa.types.is_null(arrow_type) or (inferred is not None and inferred.type == arrow_type):
         if inferred is None:
-            raise VectorStoreError(f"payload field '{name}' holds values of types that no one Arrow column "
+            raise VectorStoreError(f"{what} '{name}' holds values of types that no one Arrow column "
                                    f"holds ({_odd_one(values, ids)}{problem})")
         return inferred  # a null-typed column takes what comes (widen_schema)
     if inferred is not None:
@@ -173,7 +183,7 @@ def _column(values: list[Any], arrow_type: Any, name: str, ids: list[Any]) -> An
         problem = ValueError("a value would change")
     except (pa.ArrowException, TypeError, ValueError, OverflowError) as exc:
         problem = exc
-    raise VectorStoreError(f"payload field '{name}' holds values that do not fit its column's type {arrow_type} "
+    raise VectorStoreError(f"{what} '{name}' holds values that do not fit its column's type {arrow_type} "
                            f"({problem})")
 
 

@@ -29,6 +29,7 @@ from embridge.core.connectors.connector import (
     check_write_batch,
     space_key,
 )
+from embridge.core.connectors.payload_values import check_payloads
 from embridge.core.connectors.store_uri import DEFAULT_PORTS
 from embridge.core.errors import first_line
 
@@ -195,6 +196,7 @@ class ChromaConnector(Connector):
         for pid in batch.ids:
             if (problem := self.id_problem(pid)) is not None:
                 raise VectorStoreError(f"{self.describe()}: point id {pid!r}: {problem}")
+        check_payloads(self.describe(), batch.ids, batch.payloads, nested=False, store="Chroma metadata")
         step = int(self.client.get_max_batch_size())
         col = self.col()
         for start in range(0, len(batch), step):

@@ -85,8 +85,9 @@ def _records(batch: Batch, source: str, split: str | None, label_field: str | No
         where = f"point {pid!r}"
         key = normalise_key(str(pid), named, where)
         if key != str(pid):  # migrations and checks find points by their id as the store spells it
-            raise ImportDataError(named, f"{where}: an item key is NFC text without a byte-order mark or outer "
-                                  f"spaces, and this id would be stored as {key!r}; rename the point")
+            # both spelt out: 'cafe\u0301' and 'caf\xe9' read alike on a terminal
+            raise ImportDataError(named, f"point {ascii(pid)}: an item key is NFC text without a byte-order mark "
+                                  f"or outer spaces, and this id would be stored as {ascii(key)}; rename the point")
         text = payload.get(text_field) if text_field else None
         if text_field and text is None:
             raise ImportDataError(named, f"{where} has no '{text_field}' field (--text-field)")

@@ -38,6 +38,7 @@ from embridge.core.connectors.connector import (
 )
 from embridge.core.connectors.links import link_target, swap_link
 from embridge.core.errors import EmbridgeError, first_line, os_error_number
+from embridge.core.formatting import shown_name
 
 
 def _sql_literal(value: PointId) -> str:
@@ -218,7 +219,16 @@ class LanceDBConnector(Connector):
             schema = pa.schema([pa.field(self.id_col, pa.string()), pa.field(self.vec_col, pa.list_(pa.float32(), dim)),
                                 pa.field(SPACE_FIELD, pa.string())])
         if schema is not None:
+            self._check_names(schema.names)
             self._table = self.db.create_table(self.collection, schema=schema)
+
+    def _check_names(self, names: list[str]) -> None:
+        """Lance reads a '.' in a top-level name as a path into a struct and fails in its own words."""
+        dotted = [n for n in names if "." in n]
+        if dotted:
+            raise VectorStoreError(f"{self.describe()}: column '{shown_name(dotted[0])}': LanceDB column names "
+                                   "cannot contain '.' (it reads one as a path into a struct field); rename the "
+                                   "field in the source, then migrate again")
 
     def arrow_schema(self) -> Any:
         """The table's columns and types, which a migration's shadow keeps."""
@@ -237,11 +247,13 @@ class LanceDBConnector(Connector):
         check_write_batch(self, batch, batch.vectors.shape[1])
         with lance_io(self.describe()):
             if self._table is None and not self.exists():
-                self._table = self.db.create_table(self.collection, data=batch_to_table(
-                    batch, self.id_col, self.vec_col, where=self.uri.raw))
+                data = batch_to_table(batch, self.id_col, self.vec_col, where=self.uri.raw)
+                self._check_names(data.schema.names)
+                self._table = self.db.create_table(self.collection, data=data)
                 return
             table = self.table()
             data = batch_to_table(batch, self.id_col, self.vec_col, table.schema, self.uri.raw)
+            self._check_names(data.schema.names)
             wanted = widen_schema(table.schema, data.schema)
             if wanted != table.schema:
                 self._widen(table, wanted)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +30,7 @@ from embridge.core.connectors.connector import (
     VectorStoreError,
     check_write_batch,
 )
+from embridge.core.connectors.payload_values import check_payloads
 from embridge.core.connectors.qdrant_local import check_local_folder
 from embridge.core.connectors.store_uri import DEFAULT_PORTS
 from embridge.core.errors import EmbridgeError, first_line
@@ -319,6 +321,7 @@ class QdrantConnector(Connector):
         for pid in batch.ids:
             if (problem := self.id_problem(pid)) is not None:  # a negative int too: a server refuses it
                 raise VectorStoreError(f"{self.describe()}: point id {pid!r}: {problem}")
+        check_payloads(self.describe(), batch.ids, batch.payloads, nested=True, store="a Qdrant payload")
         vectors = batch.vectors.tolist()
         if self.vector_name:
             vectors = {self.vector_name: vectors}
@@ -326,7 +329,8 @@ class QdrantConnector(Connector):
             self.client.upsert(self.collection, points=models.Batch(ids=list(batch.ids), vectors=vectors,
                                                                     payloads=batch.payloads), wait=True)
         except ValueError as exc:
-            hint = "; Qdrant ids must be unsigned integers or UUIDs" if "id" in str(exc).lower() else ""
+            hint = ("; Qdrant ids must be unsigned integers or UUIDs"  # the word, not 'invalid utf-8'
+                    if re.search(r"\bids?\b", str(exc), re.IGNORECASE) else "")
             raise VectorStoreError(f"{self.describe()}: cannot write the batch ({first_line(exc)}){hint}") from exc
 
     def id_problem(self, pid: PointId) -> str | None:

@@ -11,6 +11,7 @@ bundles and the overview all search the same gallery. Split names are checked by
 from __future__ import annotations
 
 import sqlite3
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from embridge.core.errors import ImportDataError, StoreError, UsageError
-from embridge.core.formatting import counted, for_example
+from embridge.core.formatting import counted, for_example, shown_name
 from embridge.core.keys import bad_char
 from embridge.core.store.id_sets import intersect_ids, unique_ids
 from embridge.core.store.rows import ITEM_COLUMNS, item_values, now_iso, read_item, relative_item_path
@@ -111,11 +112,8 @@ class ItemsMixin:
 
     # -- writing ----------------------------------------------------------------------------
     def add_items(self, records: Sequence[dict[str, Any]], source: str = "items") -> list[int]:
-        """Insert items all-or-nothing; duplicate or existing keys are an ImportDataError.
-
-        Items of split 'query' are queries and get their own key namespace, so a query key may
-        equal a document key; keys must be unique within each namespace.
-        """
+        """Insert items all-or-nothing; duplicate or existing keys are an ImportDataError. Items of split
+        'query' are queries with a key namespace of their own (a query key may equal a document key)."""
         if not records:
             raise ImportDataError(source, "no items to import")
         for split in {r.get("split") for r in records}:  # the importers check first; any other caller here
@@ -128,9 +126,9 @@ class ItemsMixin:
         for k, ns in zip(keys, spaces, strict=True):
             by_space.setdefault(ns, []).append(k)
         if any(len(set(ks)) != len(ks) for ks in by_space.values()):
-            seen: set[tuple[str, str]] = set()
-            dupes = [k for k, ns in zip(keys, spaces, strict=True) if (ns, k) in seen or seen.add((ns, k))]
-            raise ImportDataError(source, f"duplicate keys in the input: {', '.join(sorted(set(dupes))[:5])}")
+            dupes = [k for (_, k), n in Counter(zip(spaces, keys, strict=True)).items() if n > 1]
+            raise ImportDataError(source, "duplicate keys in the input: " + ", ".join(
+                f"'{shown_name(k)}'" for k in sorted(set(dupes))[:5]) + " (each item needs a key of its own)")
         created = now_iso()
         roots = (self.root.absolute(), self.root.resolve())
         records = [relative_item_path(r, roots) if r.get("path") else r for r in records]  # roots read once
