@@ -37,6 +37,7 @@ from embridge.core.errors import StoreError
 from embridge.core.store import Workspace
 from embridge.core.store import vector_matrix as vectors_module
 from embridge.core.store.files import TMP_PREFIX, sha256_file
+from embridge.core.store.rows import now_iso
 
 CHILD = Path(__file__).parent / "helpers" / "store_child.py"
 ROWS, DIM, CHUNK, SEED = 8000, 64, 400, 0
@@ -242,6 +243,28 @@ def test_run_of_a_killed_process_not_yet_reaped_shows_interrupted(ws_path: Path,
             assert ws.run(run_id)["status"] == "interrupted"
     finally:
         _kill(child)
+
+
+def test_a_running_run_whose_process_id_was_reused_shows_interrupted(ws_path: Path) -> None:
+    """Only signal 0 was asked: after a reboot (or weeks of uptime) another process holding the run's id kept
+    the dead run 'running' for good. A process that began well after the run is not the run's."""
+    import subprocess
+    import sys
+
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # a process alive now
+    try:
+        with Workspace.open(ws_path) as ws:
+            run_id = ws.start_run("train", "mlp", {})
+            with ws.transaction():  # as recorded a day ago by a process whose id the new one reuses
+                ws.db.execute("update runs set pid = ?, started = ? where id = ?",
+                              [other.pid, "2026-01-01T00:00:00+00:00", run_id])
+            assert ws.run(run_id)["status"] == "interrupted"
+            with ws.transaction():  # the same process, recorded as it started: running
+                ws.db.execute("update runs set started = ? where id = ?", [now_iso(), run_id])
+            assert ws.run(run_id)["status"] == "running"
+    finally:
+        other.kill()
+        other.wait()
 
 
 def test_stale_temp_files_are_swept_on_open(ws_path: Path) -> None:

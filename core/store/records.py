@@ -108,7 +108,7 @@ class RecordsMixin:
         return latest
 
     def _with_liveness(self, run: dict[str, Any]) -> dict[str, Any]:
-        if run["status"] == "running" and run.get("host") == socket.gethostname() and not pid_alive(run.get("pid")):
+        if run["status"] == "running" and run.get("host") == socket.gethostname() and not pid_alive(run.get("pid"), run.get("started")):
             run["status"] = "interrupted"
         return run
 

@@ -92,8 +92,14 @@ def decode(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def pid_alive(pid: int | None) -> bool:
-    """Is a process with this id running on this machine?"""
+# a process that began this long after its run was recorded holds a reused id (after a reboot, or a
+# machine running for weeks); the slack covers the wall clock being set after the process began
+REUSED_AFTER_S = 600.0
+
+
+def pid_alive(pid: int | None, started: str | None = None) -> bool:
+    """Is the process with this id that started at ``started`` (its run's start) running on this machine?
+    A process with the id that began well after it is another one (ids are reused), where /proc says so."""
     if not pid:
         return False
     try:
@@ -101,18 +107,38 @@ def pid_alive(pid: int | None) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return not _exited(pid)
+        return not _began_after(pid, started)
+    return not _exited(pid) and not _began_after(pid, started)
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    """The fields of /proc/PID/stat after the name (state first), or None without /proc (macOS, Windows)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat[stat.rfind(")") + 2:].split()  # the name in parentheses may hold spaces or ')'
 
 
 def _exited(pid: int) -> bool:
     """A zombie answers signal 0 until its parent reaps it, yet its run will never finish (Linux's /proc says)."""
+    fields = _proc_stat(pid)
+    return bool(fields) and fields[0] in ("Z", "X")
+
+
+def _began_after(pid: int, started: str | None) -> bool:
+    """Whether the process holding ``pid`` began more than REUSED_AFTER_S after ``started`` (ISO time)."""
+    fields = _proc_stat(pid)
+    if not started or not fields or len(fields) < 20:
+        return False
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False  # no /proc (macOS, Windows): signal 0 is all we know
-    state = stat[stat.rfind(")") + 2:][:1]  # the name in parentheses may hold spaces or ')'
-    return state in ("Z", "X")
+        boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime "))
+        began = boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22, starttime: ticks since boot
+        run_began = datetime.fromisoformat(started).timestamp()
+    except (OSError, ValueError, StopIteration):
+        return False
+    return began > run_began + REUSED_AFTER_S
 
 
 def relative_item_path(record: dict[str, Any], roots: tuple[Path, ...]) -> dict[str, Any]:
