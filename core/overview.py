@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ def workspace_overview(ws: Workspace) -> dict[str, Any]:
     ]
     for v in vector_sets:
         v["replaced"] = bool(v["file_problem"]) and replaced(ws, v)
-    runs = ws.runs()
+    runs = ws.run_summaries()
     return {
         "workspace": str(Path(ws.root).resolve()),
         "schema_version": ws.schema_version(),
@@ -89,9 +90,19 @@ def overview_text(info: dict[str, Any]) -> str:
                         + (SUPERSEDED if v.get("replaced")
                            else damaged_advice(v["model"], int(v["count"]))) if v.get("file_problem") else ""))
     if info["runs"]:
-        lines.append(f"runs: {len(info['runs'])} (" + ", ".join(
-            f"#{r['id']} {r['kind']}/{r['method']} {r['status']}" for r in info["runs"][-5:]) + ")")
+        lines.append(runs_line(info["runs"]))
     return "\n".join(lines)
+
+
+def runs_line(runs: list[dict[str, Any]]) -> str:
+    """'runs: 490 (407 train, 70 report, 13 export; 3 interrupted, 2 cancelled); latest completed training run:
+    #436 mlp': the run that report, plan and bundle export take by default, however many came after it."""
+    kinds = Counter(str(r["kind"]) for r in runs)
+    ended = Counter(str(r["status"]) for r in runs if r["status"] != "completed")
+    text = f"runs: {len(runs)} (" + ", ".join(f"{n} {kind}" for kind, n in kinds.most_common())
+    text += ("; " + ", ".join(f"{n} {status}" for status, n in sorted(ended.items())) if ended else "") + ")"
+    train = [r for r in runs if r["kind"] == "train" and r["status"] == "completed"]
+    return text + (f"; latest completed training run: #{train[-1]['id']} {train[-1]['method']}" if train else "")
 
 
 def damage_mark(vector_set: dict[str, Any]) -> str:

@@ -267,6 +267,29 @@ def test_a_running_run_whose_process_id_was_reused_shows_interrupted(ws_path: Pa
         other.wait()
 
 
+def test_info_counts_runs_by_kind_and_ending_and_names_the_latest_completed_training(
+        ws_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`info` listed the last five run ids, which after a burst of exports named no training run at all."""
+    from embridge.core.cli.main import main
+
+    with Workspace.open(ws_path) as ws:
+        trained = ws.start_run("train", "mlp", {})
+        ws.finish_run(trained, "completed")
+        ws.finish_run(ws.start_run("train", "bct", {}), "cancelled")
+        for _ in range(5):
+            ws.finish_run(ws.start_run("export", "mlp", {}), "completed")
+        dead = ws.start_run("report", "mlp", {})
+        with ws.transaction():  # its process gone
+            ws.db.execute("update runs set pid = 0 where id = ?", [dead])
+        summaries = ws.run_summaries()
+    assert [r["status"] for r in summaries][-1] == "interrupted" and set(summaries[0]) == {
+        "id", "kind", "method", "status", "started"}
+    assert main(["info", "-w", str(ws_path)]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("runs: "))
+    assert line.endswith(f"; latest completed training run: #{trained} mlp")
+    assert "5 export" in line and "2 train" in line and "1 cancelled, 1 interrupted" in line
+
+
 def test_stale_temp_files_are_swept_on_open(ws_path: Path) -> None:
     old, fresh = time.time() - 7200, time.time()
     ours = f"{TMP_PREFIX}0123456789ab-"  # the names temp_path_for gives

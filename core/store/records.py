@@ -78,6 +78,12 @@ class RecordsMixin:
             sql, args = sql + " where kind = ?", [kind]
         return [self._with_liveness(decode(r)) for r in self.db.query(sql + " order by id", args)]
 
+    def run_summaries(self) -> list[dict[str, Any]]:
+        """Every run's id, kind, method, status and start, oldest first: what listings count, read without
+        decoding each run's settings, metrics and epochs (a workspace with a thousand runs)."""
+        rows = self.db.query("select id, kind, method, status, started, pid, host from runs order by id")
+        return [{k: v for k, v in self._with_liveness(dict(r)).items() if k not in ("pid", "host")} for r in rows]
+
     def latest_run(self, kind: str, status: str = "completed") -> dict[str, Any] | None:
         done = [r for r in self.runs(kind) if r["status"] == status]
         return done[-1] if done else None
