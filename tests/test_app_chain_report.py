@@ -30,6 +30,10 @@ def test_the_reports_page_shows_a_chain_reports_matrix_ac_and_am(qtbot: QtBot, w
     window.show_page("reports")
     wait_for_jobs(qtbot, window)
     page = window.pages["reports"]
+    # the run in focus has no report: said as such, with the others on offer (it read "No report yet")
+    run = page._runs[page.run_combo.currentIndex()]["id"]
+    assert page.verdict.text().startswith(f"Run {run} has no report yet: build one for it, or choose one of the ")
+    assert "of other runs in the Report list" in page.verdict.text()
     page.report_combo.setCurrentIndex(0)  # the newest report: the chain's (the focused run has none)
     text = page.verdict.text()
     assert "protocol not recorded" not in text

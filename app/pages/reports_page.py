@@ -260,6 +260,18 @@ class ReportsPage(Page):
             self.show_report(None)
             self.verdict.setText(html.escape(f"Report {report_id} cannot be read: {exc}"))
 
+    def _no_report_text(self) -> str:
+        """Why no report is shown: none at all, or none of the run in focus while others' are in the list."""
+        if not self._runs:
+            return "Train a layer on the Train page, then build its report here."
+        index = self.run_combo.currentIndex()
+        run = self._runs[index]["id"] if 0 <= index < len(self._runs) else None
+        others = sum(1 for r in self._reports if r.get("run_id") != run)
+        if run is None or not others:
+            return "No report yet: build one for a training run."
+        return (f"Run {run} has no report yet: build one for it, or choose one of the {others} "
+                f"report{'s' if others != 1 else ''} of other runs in the Report list.")
+
     def show_report(self, report: Report | None) -> None:
         self.report = report
         self._figures_for = None
@@ -267,8 +279,7 @@ class ReportsPage(Page):
             plot.clear()
         enable(self.html_button, None if report is not None and report.html_file else "Build or choose a report first.")
         if report is None:
-            self.verdict.setText("No report yet: build one for a training run." if self._runs
-                                 else "Train a layer on the Train page, then build its report here.")
+            self.verdict.setText(self._no_report_text())
             self.metrics.clearContents()
             self.metrics.setRowCount(0)
             self.metrics.setColumnCount(1)
