@@ -288,6 +288,12 @@ def test_info_counts_runs_by_kind_and_ending_and_names_the_latest_completed_trai
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("runs: "))
     assert line.endswith(f"; latest completed training run: #{trained} mlp")
     assert "5 export" in line and "2 train" in line and "1 cancelled, 1 interrupted" in line
+    # `runs` narrowed: the newest two exports, and the one cancelled run
+    assert main(["runs", "-w", str(ws_path), "--kind", "export", "--last", "2", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)["runs"]
+    assert [r["id"] for r in listed] == [r["id"] for r in summaries if r["kind"] == "export"][-2:]
+    assert main(["runs", "-w", str(ws_path), "--status", "cancelled", "--json"]) == 0
+    assert [r["method"] for r in json.loads(capsys.readouterr().out)["runs"]] == ["bct"]
 
 
 def test_stale_temp_files_are_swept_on_open(ws_path: Path) -> None:

@@ -36,7 +36,7 @@ from embridge.core.run_record import (
 )
 from embridge.core.setting_help import setting_help
 from embridge.core.store import Workspace
-from embridge.core.store.records import RUN_KINDS
+from embridge.core.store.records import FINAL_STATUSES, RUN_KINDS
 
 Result = tuple[dict[str, Any], str]
 
@@ -67,6 +67,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("runs", help="list recorded runs (training, reports, exports)")
     add_common(p)
     p.add_argument("--kind", choices=RUN_KINDS, help="only runs of this kind")
+    p.add_argument("--status", choices=("running", *FINAL_STATUSES), help="only runs that ended so (or are running)")
+    p.add_argument("--last", type=POSITIVE_COUNT, metavar="N", help="only the newest N runs (after --kind and --status)")
     p.set_defaults(handler=cmd_runs)
 
 
@@ -238,7 +240,8 @@ RUNS_METRICS = ("old_old_top1", "new_new_top1", "ceiling_cell", "ceiling_top1", 
 
 def cmd_runs(args: argparse.Namespace) -> Result:
     with Workspace.open(args.workspace) as ws:
-        runs = with_stale_notes(ws, ws.runs(args.kind))
+        runs = [r for r in ws.runs(args.kind) if args.status is None or r["status"] == args.status]
+        runs = with_stale_notes(ws, runs[-args.last:] if args.last else runs)
         pairs = RunPairs.of(ws)
     rows = [{k: r.get(k) for k in ("id", "kind", "method", "status", "device", "started", "duration_s", "error")}
             | {"chosen": run_choice(r).method_text() if r.get("kind") == "train" else r.get("method"),
