@@ -23,7 +23,7 @@ import torch
 
 from embridge.core.device import resolve_device
 from embridge.core.errors import Cancelled, DiskFullError, InputError
-from embridge.core.l2 import zero_rows, zero_vectors_sentence
+from embridge.core.l2 import zero_rows
 from embridge.core.models import LoadedModel, ModelSpec, load_model, make_inputs
 from embridge.core.models.spec import role_of_split
 from embridge.core.progress import ProgressFn, StopFn, Throughput, check_stop, no_progress
@@ -148,6 +148,8 @@ def embed_items(workspace: Any, model_name: str, item_ids: Sequence[int] | np.nd
             info.update(truncated=int(model.module.truncated), token_limit=int(model.module.max_length))
         if model.is_text and getattr(model.module, "unknown_only", 0):  # every text encoder counts these
             info.update(unknown_only=int(model.module.unknown_only), unknown_example=model.module.unknown_example)
+        if first and ("truncated" in info or "unknown_only" in info):  # the encoder saw this run's texts only
+            info.update(texts_counted=int(total - first))
         return info
     except (Cancelled, KeyboardInterrupt):
         writer.release()
@@ -333,38 +335,6 @@ def embed_recorded(workspace: Any, model_name: str, item_ids: Sequence[int] | np
         info = embed_items(workspace, model_name, item_ids, **options)
         record["metrics"] = {"vector_set": info["id"], "count": info["count"], "dim": info["dim"]}
     return info
-
-
-def embed_warnings(info: dict[str, Any]) -> list[str]:
-    """What an embed stored that no search can use well: texts of unknown tokens only, all-zero vectors."""
-    out = []
-    if info.get("unknown_only"):
-        out.append(f"the tokenizer knew no word of {info['unknown_only']} texts (e.g. {info['unknown_example']!r}: "
-                   "unknown tokens only), so their vectors say nothing of their content: check that the folder's "
-                   "tokenizer is the model's own")
-    if info.get("zero_vectors"):
-        out.append(zero_vectors_sentence(info["zero_vectors"], info["zero_vector_example"]))
-    return out
-
-
-def embed_summary(model: str, info: dict[str, Any]) -> str:
-    """What an embed stored, in one sentence for the command line and the app; a vectors-only model also
-    says which requested items already held its vectors and which its file lacks."""
-    cut = (f"; {info['truncated']} texts were longer than the model reads ({info['token_limit']} tokens) and were cut "
-           "there" if info.get("truncated") else "")
-    cut += "".join(f"; {w}" for w in embed_warnings(info))
-    if info.get("written") == info["count"] and not info.get("already_stored") and "not_covered" not in info:
-        # a model run on the items asked for: every one of them is embedded now
-        return f"embedded {info['count']} items with {model} (dim {info['dim']}) -> {info['path']}{cut}"
-    skipped = [f"{info[k]} {what}" for k, what in (("already_stored", "already held its vectors"),
-                                                    ("not_covered", "are not in its vector file")) if info.get(k)]
-    rest = f"; of the items asked for, {' and '.join(skipped)}" if skipped else ""
-    if not info["written"]:
-        held = info.get("held_in") or [info["id"]]
-        where = (f"its vector set {held[0]} stays as it is" if len(held) == 1 else
-                 f"its vector sets {', '.join(map(str, held))} stay as they are")
-        return f"nothing new stored for {model}: {where}{rest}"
-    return f"stored {info['written']} items' vectors of {model} (dim {info['dim']}) -> {info['path']}{rest}{cut}"
 
 
 def _check_model(workspace: Any, model_name: str) -> None:

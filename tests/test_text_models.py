@@ -389,6 +389,27 @@ def test_embed_says_how_many_texts_reached_the_token_limit(folders: dict[str, Pa
     assert "longer than the model reads" not in capsys.readouterr().out
 
 
+def test_a_resumed_embed_says_its_text_counts_cover_the_rows_it_embedded(
+        folders: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Resumed after the first chunk, the summary said '1 texts were longer than the model reads' for every item,
+    where the interrupted run had cut others; the encoder of this run saw only the rows it embedded."""
+    from embridge.core.embed_summary import embed_summary
+    from embridge.core.errors import Cancelled
+
+    texts = [" ".join(["the cat sat on the mat"] * 17), *TEXTS[:3], " ".join(["a dog ran"] * 34)]
+    w = _gallery_with_model(tmp_path, texts, "bert", folders["bert"], capsys)
+    done: list[int] = [0]
+    with Workspace.open(w[1]) as ws:
+        ids = ws.item_ids()
+        with pytest.raises(Cancelled):  # stopped inside the second chunk: the first chunk's two items are stored
+            embed_items(ws, "bert", ids, chunk_size=2, batch_size=1, device="cpu",
+                        on_progress=lambda n, total, info: done.append(n), should_stop=lambda: done[-1] >= 3)
+        info = embed_items(ws, "bert", ids, chunk_size=2, batch_size=1, device="cpu")
+    assert (info["truncated"], info["texts_counted"]) == (1, 3)  # the first long text was the interrupted run's
+    assert "; 1 texts of the 3 this run embedded (the interrupted run it resumed counted its own) were longer" in (
+        embed_summary("bert", info))
+
+
 def test_nothing_is_downloaded(folders: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("a network connection was attempted")

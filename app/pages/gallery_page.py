@@ -247,7 +247,7 @@ class GalleryPage(Page):
                                on_progress=on_progress, should_stop=should_stop)
 
         def done(info: dict[str, Any]) -> None:
-            from embridge.core.embed import embed_summary
+            from embridge.core.embed_summary import embed_summary
 
             message = embed_summary(model, info)
             log.info("%s", message)

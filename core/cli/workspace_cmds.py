@@ -319,7 +319,8 @@ def cmd_model_set_role(args: argparse.Namespace) -> Result:
 
 
 def cmd_embed(args: argparse.Namespace) -> Result:
-    from embridge.core.embed import embed_split, embed_summary, embed_warnings
+    from embridge.core.embed import embed_split
+    from embridge.core.embed_summary import embed_summary, embed_warnings
 
     with Workspace.open(args.workspace) as ws:
         info = embed_split(ws, args.model, args.split, args.sample, args.seed, batch_size=args.batch_size,
