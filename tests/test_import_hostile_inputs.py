@@ -248,6 +248,7 @@ _BAD_SPLITS = {
     "outer-spaces": (" query", "spaces at its start or end"),
     "query-in-another-case": ("Query", "differs from 'query' only in case"),
     "gallery-in-another-case": ("GALLERY", "differs from 'gallery' only in case"),
+    "queries-for-query": ("queries", "would make these items documents of the gallery; write 'query' for queries"),
 }
 
 

@@ -37,11 +37,9 @@ _CHUNK = 500  # look-ups by key or id go in chunks of this many (SQLite's variab
 def check_split(split: object, source: str | Path | None = "--split") -> str | None:
     """``split`` when it is a usable split name (None: no split), else an ImportDataError naming it.
 
-    A split name is shown by ``embridge info`` and compared exactly, so it may not be blank, hold
-    outer spaces or a character a key may not hold (control characters such as a newline or a
-    terminal escape, line separators), nor differ from ``query`` or ``gallery`` only in case:
-    ``Query`` would make the items documents, not queries, without a word.
-    """
+    A split name is shown by ``embridge info`` and compared exactly, so it may not be blank, hold outer
+    spaces or a character a key may not hold (control characters, line separators), nor differ from
+    ``query`` or ``gallery`` only in case (``Query`` would make the items documents without a word)."""
     if split is None:
         return None
     refuse = UsageError if str(source).startswith("--") else ImportDataError  # an option's value: exit status 2
@@ -64,6 +62,9 @@ def check_split(split: object, source: str | Path | None = "--split") -> str | N
             raise refuse(source, f"the split name {shown} differs from '{reserved}' only in case; "
                          f"write '{reserved}' for {role} (split names are compared exactly, and only "
                          f"'{QUERY_SPLIT}' makes items queries)")
+    if split.casefold() == "queries":  # the likeliest slip: these items would be documents, searched as such
+        raise refuse(source, f"the split name {shown} would make these items documents of the gallery; write "
+                     f"'{QUERY_SPLIT}' for queries (only '{QUERY_SPLIT}' makes items queries)")
     return split
 
 
