@@ -118,15 +118,21 @@ def shown_name(name: str, most: int = 80) -> str:
     characters that cannot be seen or look like a plain space (a zero-width space, a no-break space) are
     written as escapes, since a key that differs from another only by them is what such a message is about.
     Joiners, which scripts need, stay."""
-    shown = "".join(f"\\u{ord(ch):04x}" if _unseen(ch) else ch for ch in name)
-    return shown if len(shown) <= most else f"{shown[:most - 20]}… ({len(name):,} characters)"
+    cut = name if len(name) <= most else name[:most - 20]  # cut before escaping: never inside an escape
+    shown = "".join(_escaped(ch) if _unseen(ch) else ch for ch in cut)
+    return shown if cut == name else f"{shown}… ({len(name):,} characters)"
+
+
+def _escaped(ch: str) -> str:
+    return f"\\u{ord(ch):04x}" if ord(ch) <= 0xFFFF else f"\\U{ord(ch):08x}"
 
 
 def _unseen(ch: str) -> bool:
-    """A format character (other than the joiners) or a space other than U+0020."""
-    if ch in "\u200c\u200d" or ch == " " or ch.isascii():
+    """A format character (other than the joiners and an emoji flag's tags), a combining grapheme joiner, a
+    blank-looking letter, or a space other than U+0020 (variation selectors stay: emoji and keycaps use them)."""
+    if ch in "\u200c\u200d" or ch == " " or ch.isascii() or 0xE0020 <= ord(ch) <= 0xE007F:
         return False
-    return unicodedata.category(ch) in ("Cf", "Zs")
+    return unicodedata.category(ch) in ("Cf", "Zs") or ch in "\u034f\u115f\u1160\u3164\uffa0\u2800"
 
 
 def for_example(names: list[str], most: int = 5) -> str:

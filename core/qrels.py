@@ -294,18 +294,25 @@ def _delimiter(path: Path, first_line: str) -> str:
     return " " if len(fields) in (3, 4) and not comma_list else ","
 
 
-_QUERY_HEADERS = ("query", "qid", "topic")
-_GRADE_HEADERS = frozenset({"score", "grade", "rel", "relevance", "relevancy", "label", "judgment", "judgement",
-                            "judgments", "judgements", "rating", "qrel", "qrels"})
+# a header cell, lower-cased with '-' and spaces as '_': the query column's name, and the grade's last word
+_QUERY_HEADERS = frozenset({"query", "queries", "query_id", "queryid", "qid", "q_id", "qry_id", "topic", "topic_id",
+                            "topicid", "question", "question_id", "query_key"})
+_GRADE_HEADERS = frozenset({"score", "scores", "grade", "grades", "rel", "relevance", "relevancy", "label", "labels",
+                            "judgment", "judgement", "judgments", "judgements", "rating", "ratings", "qrel", "qrels",
+                            "relevant", "relevancescore"})
 
 
 def _is_header(cells: list[str]) -> bool:
     """A first line naming columns (BEIR's 'query-id corpus-id score', TREC's 'qid Q0 docno rel'), not a
     judgment with a bad grade: its first column names the query, a later one is a grade column's name
     itself ('relevant' or 'query_12 d1 rel5' stay judgments, refused or stored as such)."""
-    return (len(cells) >= 3 and not any(_is_number(c) for c in cells)
-            and any(word in cells[0].lower() for word in _QUERY_HEADERS)
-            and any(cell.strip().lower().replace("-", "_").split("_")[-1] in _GRADE_HEADERS for cell in cells[2:]))
+    return (len(cells) >= 3 and not any(_is_number(c) for c in cells) and _header_word(cells[0]) in _QUERY_HEADERS
+            and any(_header_word(cell).split("_")[-1] in _GRADE_HEADERS for cell in cells[2:]))
+
+
+def _header_word(cell: str) -> str:
+    """'Query-ID' -> 'query_id', 'relevanceScore' -> 'relevancescore': a header cell as the lists spell it."""
+    return "_".join(cell.strip().lower().replace("-", " ").replace("_", " ").split())
 
 
 def _is_number(text: str) -> bool:

@@ -180,6 +180,7 @@ def test_qrels_file_alone_with_given_splits_and_bad_lines(ws: Workspace, tmp_pat
                           ("a\tb\tx\na\ta\t1\n", r"line 1: grade 'x' is not an integer"),  # not a header
                           # a query key with 'query' in it and a word for a grade: a bad judgment, not a header
                           ("query1\ta\trelevant\n", r"line 1: grade 'relevant' is not an integer"),
+                          ("query1\ta\trel\n", r"line 1: grade 'rel' is not an integer"),  # 'query1' names no column
                           ("a\ta\t1_0\n", r"line 1: grade '1_0' is not an integer"),  # int() reads 10
                           ("a\ta\t\u0661\n", r"line 1: grade '\u0661' is not an integer"),  # an Arabic-Indic 1
                           ("a\ta\t1\ttest\na\tb\t1\n", r"line 2: 3 columns where earlier lines have 4"),
@@ -197,7 +198,8 @@ def test_qrels_file_alone_with_given_splits_and_bad_lines(ws: Workspace, tmp_pat
 
 
 @pytest.mark.parametrize("header", ["query-id\tcorpus-id\tscore", "qid\tQ0\tdocno\trel", "topic,iter,doc,judgment",
-                                    "query_id\tdoc_id\trelevance_score"])
+                                    "query_id\tdoc_id\trelevance_score", "QID\tDOCID\tRELEVANCE",
+                                    "question-id\tpassage-id\tlabels"])
 def test_a_header_that_names_query_and_grade_columns_is_skipped(ws: Workspace, tmp_path: Path, header: str) -> None:
     """BEIR's header, TREC's ('qid Q0 docno rel', grade last) and others naming the query first and the
     grade in a later column; the TREC one was refused as "grade 'docno' is not an integer"."""

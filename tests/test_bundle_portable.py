@@ -371,11 +371,13 @@ def test_readme_torch_snippet_gives_numpy_rows(bundles: dict, tmp_path: Path) ->
         zf.extractall(folder)
     readme = (folder / "README.md").read_text(encoding="utf-8")
     snippet = re.search(r"## Use with torch\n\n```python\n(.*?)```", readme, re.S).group(1)
-    code = ("import numpy as np, torch\nx = torch.from_numpy(np.load('probes/inputs.npy'))\n"
-            f"exec({snippet!r})\n"
+    code = ("import numpy as np, torch\n"
             "want = np.load('probes/outputs.npy')\n"
             "want /= np.linalg.norm(want, axis=1, keepdims=True)\n"
-            "print(float(np.abs(y.numpy() - want).max()))\n")
+            "for dtype in (np.float32, np.float64):  # float64 rows failed in the TorchScript interpreter\n"
+            "    x = torch.from_numpy(np.load('probes/inputs.npy').astype(dtype))\n"
+            f"    exec({snippet!r})\n"
+            "    print(float(np.abs(y.numpy() - want).max()))\n")
     done = subprocess.run([sys.executable, "-c", code], cwd=folder, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert float(done.stdout) <= 1e-5, done.stdout
+    assert all(float(line) <= 1e-5 for line in done.stdout.split()), done.stdout

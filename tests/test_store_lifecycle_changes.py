@@ -6,6 +6,7 @@ Parquet carries these (real files, fast); the rules are the store-independent co
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -259,6 +260,10 @@ def test_a_switch_stopped_between_moving_the_alias_and_recording_it_can_be_finis
     assert main(again) == 130  # stopped as a kill -9 would, with the alias moved and nothing recorded
     monkeypatch.setattr(ParquetConnector, "save_state", real_save)
     capsys.readouterr()
+    if command == "rollback":  # check, which moves nothing, reads the move made: v1's points, as after a rollback
+        assert main(["check", "--uri", served, "--json"]) == 0
+        checked = json.loads(capsys.readouterr().out)
+        assert checked["state"] == "single" and list(checked["versions"]) == ["v1"], checked
     assert main(again) == 0, capsys.readouterr().err  # the rerun finds the move made and records it
     assert "already serves" in capsys.readouterr().out
     back, forward = (old, new) if command == "migrate" else (new, old)

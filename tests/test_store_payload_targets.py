@@ -48,14 +48,19 @@ def _targets(root: Path) -> dict[str, str]:
     ("qdrant", "when", [datetime.datetime(2024, 1, 1)] * N, "holds a timestamp"),
     ("qdrant", "blob", [b"abc"] * N, "holds a binary value"),
     ("qdrant", "raw", [b"\x80\x81"] * N, "holds a binary value"),
-], ids=["chroma-uint64", "chroma-decimal", "qdrant-timestamp", "qdrant-utf8-bytes", "qdrant-other-bytes"])
+    # Chroma dropped a NaN's key (and failed in its own words on an empty list or a null in one)
+    ("chroma", "share", [float("nan")] * N, "holds the number nan"),
+    ("chroma", "tags", [[]] * N, "holds an empty list"),
+    ("chroma", "tags", [[1, None]] * N, "holds a list holding nulls, lists or objects"),
+], ids=["chroma-uint64", "chroma-decimal", "qdrant-timestamp", "qdrant-utf8-bytes", "qdrant-other-bytes",
+        "chroma-nan", "chroma-empty-list", "chroma-null-in-list"])
 def test_a_value_the_target_would_change_is_refused_naming_point_and_field(
         upgrade: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str], target: str, column: str,
         values: list[Any], said: str) -> None:
     import pyarrow as pa
 
     source = _parquet(tmp_path, upgrade["vectors"]["v1"], pa.array(range(N), pa.int64()),
-                      **{column: pa.array(values, pa.uint64() if column == "big" else None)})
+                      **{column: pa.array(values, {"big": pa.uint64(), "tags": pa.list_(pa.int64())}.get(column))})
     code, _, err = cli(capsys, "migrate", "--bundle", str(upgrade["bundle"]), "--from", source,
                        "--to", _targets(tmp_path)[target])
     one_line(code, err, f"point 0: payload field '{column}' {said}", "would not keep as it is",

@@ -12,15 +12,15 @@ from embridge.core.cascade_rerank import reranks_by_new_vectors
 def _usage(manifest: dict[str, Any]) -> list[str]:
     adapter = manifest["adapter"]
     norm_in = manifest["normalisation"]["input"] == "l2"
-    x = "F.normalize(x, dim=-1)" if norm_in else "x"
+    x = "F.normalize(x.float(), dim=-1)" if norm_in else "x.float()"  # float64 rows fail in TorchScript
     if adapter["inputs"] == ["new", "old"]:
-        call = f"m({x}, old_query)"
+        call = f"m({x}, old_query.float())"
     else:
         call = f"m({x})"
     return ["import torch, torch.nn.functional as F",
             'm = torch.jit.load("adapter.pt").eval()', *_old_query_note(manifest, "tensor "),
             "with torch.no_grad():  # y.numpy() needs a tensor that tracks no gradients",
-            f"    y = F.normalize({call}, dim=-1)  # x: float32 tensor (n, {adapter['in_dim']})"]
+            f"    y = F.normalize({call}, dim=-1)  # x: a tensor (n, {adapter['in_dim']})"]
 
 
 def _old_query_note(manifest: dict[str, Any], kind: str = "") -> list[str]:

@@ -84,7 +84,8 @@ def method_settings() -> str:
 
     common = ", ".join(f"{k}={json.dumps(v)}" for k, v in COMMON_DEFAULTS.items() if k not in OWN_OPTIONS)
     auto = ", ".join(f"{k}={json.dumps(allowed_settings('auto')[k])}" for k in ("candidates", "rerank_new_vectors"))
-    return (f"every method: {common}; " + "; ".join(listed(kind) for kind in METHODS)
+    return (f"every method that trains (not the closed forms procrustes and affine): {common}; "
+            + "; ".join(listed(kind) for kind in METHODS)
             + f"; auto: {auto}, and any setting of its candidates, which each keep their own default otherwise")
 
 

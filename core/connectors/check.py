@@ -27,6 +27,7 @@ from embridge.core.connectors.connector import (
     space_key,
 )
 from embridge.core.connectors.migration_fingerprint import same_source
+from embridge.core.connectors.targets import PENDING
 from embridge.core.errors import EmbridgeError, InputError
 from embridge.core.l2 import l2_normalize
 
@@ -116,7 +117,12 @@ def _unfinished_total(check: StoreCheck) -> int:
 def switched_from(store: Connector, alias: str, collection: str) -> str | None:
     """The collection ``alias`` served before its last recorded move to ``collection``, if any (a move from
     ``collection`` to itself, which earlier versions recorded for a switch already made, is no move)."""
-    history = (store.load_state(store.alias_key(alias)) or {}).get("history") or []
+    record = store.load_state(store.alias_key(alias)) or {}
+    pending = record.get(PENDING)  # a move the store made before its record was finished (killed between)
+    if isinstance(pending, dict) and pending.get("to") == collection != pending.get("from") and (
+            store.alias_target(alias) == collection):
+        return pending.get("from")
+    history = record.get("history") or []
     return next((move.get("from") for move in reversed(history)
                  if move.get("to") == collection and move.get("from") != collection), None)
 

@@ -211,7 +211,7 @@ class ChromaConnector(Connector):
                 col.upsert(ids=[str(i) for i in batch.ids[start:end]], embeddings=batch.vectors[start:end],
                            metadatas=metadatas, documents=documents if any(d is not None for d in documents) else None)
             except ValueError as exc:  # Chroma's own check of a value (a nested or non-plain metadata field)
-                hint = ("; Chroma metadata holds plain values only (text, numbers, booleans)"
+                hint = ("; Chroma metadata holds plain values and flat lists of one type only"
                         if "metadata" in str(exc).lower() else "")
                 raise VectorStoreError(f"{self.describe()}: cannot write the batch ({first_line(exc)}){hint}") from exc
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,22 +23,33 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 def value_problem(value: Any, nested: bool) -> str | None:
     """What is wrong with one payload value for a store of JSON-like values (None: nothing); ``nested``:
     the store holds objects and lists of any depth (Qdrant), else plain values and flat lists (Chroma)."""
-    if value is None or isinstance(value, bool | str | float):
+    if value is None or isinstance(value, bool | str):
         return None
+    if isinstance(value, float):  # Chroma drops a NaN or infinite value's key (and fails on one in a list)
+        return None if nested or math.isfinite(value) else f"the number {value}"
     if isinstance(value, int):
         return None if INT64_MIN <= value <= INT64_MAX else f"the integer {value}, beyond 64 bits"
     if isinstance(value, list):
-        for item in value:
-            if not nested and isinstance(item, list | dict):
-                return "a list holding lists or objects"
-            if (problem := value_problem(item, nested)) is not None:
-                return problem
-        return None
+        if not nested and (problem := _flat_list_problem(value)) is not None:
+            return problem
+        return next((p for item in value if (p := value_problem(item, nested)) is not None), None)
     if isinstance(value, dict):
         if not nested:
             return "a nested object"
         return next((p for v in value.values() if (p := value_problem(v, nested)) is not None), None)
     return f"a {_kind(value)}"
+
+
+def _flat_list_problem(value: list[Any]) -> str | None:
+    """What Chroma refuses in a list (in its own words, naming no point): an empty one, a null or a list or
+    object in it, or values of more than one type."""
+    if not value:
+        return "an empty list"
+    if any(item is None or isinstance(item, list | dict) for item in value):
+        return "a list holding nulls, lists or objects"
+    if len({type(item) for item in value}) > 1:
+        return "a list of values of several types"
+    return None
 
 
 def _kind(value: Any) -> str:
