@@ -132,3 +132,23 @@ def test_a_store_id_that_is_not_nfc_is_refused_with_both_spellings_escaped(
                  "--model", "old"])
     one_line(code, capsys.readouterr().err, "point 'cafe\\u0301': an item key is NFC text",
              "would be stored as 'caf\\xe9'; rename the point")
+
+
+def test_ids_from_2_63_after_smaller_ones_widen_a_parquet_shadow(upgrade: dict, tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """Qdrant reads its ids in order: batches of ids below 2^63 fixed the column as int64, and the first id above
+    failed the migration part way, with advice that could not work."""
+    from qdrant_client import QdrantClient, models
+
+    ids = [*range(1, 11), 2**63 - 1, 2**63, 2**63 + 5, 2**64 - 1]
+    vectors = upgrade["vectors"]["v1"][:len(ids)]
+    client = QdrantClient(path=str(tmp_path / "qd"))
+    client.create_collection("docs", vectors_config=models.VectorParams(size=vectors.shape[1],
+                                                                         distance=models.Distance.COSINE))
+    client.upsert("docs", points=models.Batch(ids=ids, vectors=vectors.tolist()))
+    client.close()
+    shadow = f"parquet://{tmp_path / 'out'}"
+    code, out, err = cli(capsys, "migrate", "--bundle", str(upgrade["bundle"]), "--from",
+                         f"qdrant://{tmp_path / 'qd'}?collection=docs", "--to", shadow, "--batch", "4")
+    assert code == 0 and out["verification"]["ok"], err
+    assert sorted(int(k) for k in read_all(shadow)) == ids

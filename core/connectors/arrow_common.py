@@ -200,6 +200,10 @@ def widen_schema(known: Any, got: Any, promote: bool = False) -> Any:
             other = got.field(field.name).type
             if pa.types.is_null(field.type) and not pa.types.is_null(other):
                 field = field.with_type(other).with_nullable(True)
+            elif promote and pa.types.is_int64(field.type) and pa.types.is_uint64(other):
+                # ids from 2^63 on after smaller ones (a Qdrant collection read in id order): Arrow would keep
+                # int64; the files written so far are rewritten as uint64, which refuses a negative value
+                field = field.with_type(other)
             elif promote and other != field.type and not pa.types.is_null(other):
                 try:
                     field = field.with_type(pa.unify_schemas([pa.schema([field]), pa.schema([got.field(field.name)])],
