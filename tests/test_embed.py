@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -211,6 +212,30 @@ def test_a_stored_checkpoint_that_changed_is_refused(ws: Workspace, model: torch
     save_checkpoint(stored, build_model("mlp", CONFIG)[0], "mlp", CONFIG)
     with pytest.raises(CheckpointError, match="file changed since the model was added"):
         embed_items(ws, "old", ids, device="cpu")
+
+
+def test_model_remove_drops_a_killed_embeds_resumable_rows(ws: Workspace, model: torch.nn.Module,
+                                                             tmp_path: Path) -> None:
+    """They stayed in vectors/.partial (a file the size of the whole set) with nothing left to resume them."""
+    from embridge.core.models.manage import remove_model
+
+    ids = _add_items(ws, _inputs())
+    _add_model(ws, model, tmp_path)
+    (tmp_path / "other").mkdir()
+    _add_model(ws, model, tmp_path / "other", name="kept")
+    calls: list[int] = []
+    for name in ("old", "kept"):
+        with pytest.raises(Cancelled):
+            embed_items(ws, name, ids, batch_size=BATCH, chunk_size=CHUNK, device="cpu",
+                        should_stop=lambda: calls.append(1) or len(calls) % 3 == 0)
+    partial = ws.root / "vectors" / ".partial"
+    owners = sorted(json.loads(p.read_text())["model"] for p in partial.glob("*.json"))
+    assert owners == ["kept", "old"] and len(list(partial.glob("*.npy"))) == 4  # rows and ids of each
+    remove_model(ws, "old")
+    assert [json.loads(p.read_text())["model"] for p in partial.glob("*.json")] == ["kept"]
+    assert len(list(partial.glob("*.npy"))) == 2  # the other model's rows stay for its resume
+    info = embed_items(ws, "kept", ids, batch_size=BATCH, chunk_size=CHUNK, device="cpu")
+    assert info["count"] == N_ITEMS
 
 
 @pytest.mark.parametrize("load_fails", [True, False], ids=["files-gone-mid-load", "loaded-before"])

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from embridge.core.errors import StoreError
 from embridge.core.paths import check_name, child
 from embridge.core.store.files import atomic_copy, atomic_copy_tree
+from embridge.core.store.partial_sets import drop_partials
 from embridge.core.store.rows import decode, encode, now_iso
 
 if TYPE_CHECKING:
@@ -170,6 +171,7 @@ class ModelsMixin:
                 shutil.rmtree(target, ignore_errors=True)
             elif target.exists() or target.is_symlink():
                 target.unlink(missing_ok=True)
+        drop_partials(self.root / "vectors" / ".partial", name)  # a killed embed's rows: nothing can resume them
 
     def _stored_copy(self, name: str, file: Any) -> Path | None:
         """The checkpoint copy a model row names, checked to be an entry of ``models/`` (None: no copy)."""

@@ -159,6 +159,7 @@ class VectorSetWriter:
         label: str,
         final_stem: str = "vectors",
         is_registered: Callable[[Path], bool] | None = None,
+        owner: str | None = None,  # the model whose rows these are: `model remove` drops them with it
     ) -> None:
         if dtype not in SUPPORTED_DTYPES:
             raise VectorFileError(label, f"unsupported dtype {dtype}; use one of {SUPPORTED_DTYPES}")
@@ -178,7 +179,7 @@ class VectorSetWriter:
         self._register = register
         self._is_registered = is_registered
         self._final_dir = final_dir
-        self._final_stem = final_stem
+        self._final_stem, self._owner = final_stem, owner
         self._matrix = partial_dir / f"{resume_key}.npy"
         self._state = partial_dir / f"{resume_key}.json"
         self._ids_file = partial_dir / f"{resume_key}.ids.npy"
@@ -258,7 +259,7 @@ class VectorSetWriter:
                 os.replace(final, partial)
 
     def _save_state(self, done: int, committing: list[str] | None = None) -> None:
-        state: dict[str, Any] = {"fingerprint": self._fingerprint(), "done_rows": done}
+        state: dict[str, Any] = {"fingerprint": self._fingerprint(), "done_rows": done, "model": self._owner}
         if committing:
             state["committing"] = committing
         atomic_write_text(self._state, json.dumps(state))

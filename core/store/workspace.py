@@ -235,7 +235,7 @@ class Workspace(ItemsMixin, ModelsMixin, RecordsMixin, JudgmentsMixin):
 
         return VectorSetWriter(partial_dir, final_dir,
                                key, item_ids, dim, dtype, register, f"vectors of model '{model}'",
-                               final_stem=set_name, is_registered=self.vector_file_registered)
+                               final_stem=set_name, is_registered=self.vector_file_registered, owner=model)
 
     def vector_file_registered(self, path: str | Path) -> bool:
         """Whether a stored vector set uses this file (a path in the workspace, or relative to it)."""
