@@ -64,6 +64,16 @@ def test_gallery_page_imports_a_beir_folder_and_a_qrels_file(qtbot: QtBot, windo
     assert not error_dialogs()
     assert len(ws.judgments("test")) == 2 + 6 and page.import_qrels.text() == ""
 
+    # judgments alone, their split given by the Split field (the form asked for a file to import first)
+    alone = tmp_path / "alone.tsv"
+    alone.write_text("".join(f"m{i}\td{(i + 1) % 4}\t2\n" for i in range(6)))
+    page.import_split.setCurrentText("test")
+    page.import_qrels.edit.setText(str(alone))
+    qtbot.mouseClick(page.import_button, Qt.MouseButton.LeftButton)
+    wait_for_jobs(qtbot, window)
+    assert not error_dialogs()
+    assert len(ws.judgments("test")) == 2 + 6 + 6 and "stored 6 judgments" in page.import_result.text().lower()
+
     # a broken folder is one error and stores nothing
     before = len(ws.items())
     (folder / "qrels" / "dev.tsv").write_text("query-id\tcorpus-id\tscore\nq1\tnope\t1\n")

@@ -164,8 +164,12 @@ class GalleryPage(Page):
 
     def import_from_form(self) -> None:
         path = self.import_path.text()
+        if not path and self.import_qrels.text():  # judgments alone, as `import --qrels FILE [--split S]`
+            self.import_judgments(self.import_qrels.text(), self.import_split.currentText().strip() or None)
+            return
         if not path:
-            self.ctx.reporter.report("Import items", "Choose a file or folder to import first.")
+            self.ctx.reporter.report("Import items", "Choose a file or folder to import first, or judgments "
+                                                     "(qrels) alone.")
             return
         fmt = self.import_format.currentText()
         self.import_items(path, None if fmt == "auto" else fmt, self.import_split.currentText().strip() or None,
@@ -199,6 +203,29 @@ class GalleryPage(Page):
 
         self.import_result.setText("")  # the last import's words, until this one's
         self._started(self.ctx.run(f"Import {path}", job, done))
+
+    def import_judgments(self, qrels: str, split: str | None = None) -> None:
+        """Store a qrels file's judgments alone in the background; ``split`` (train, dev or test) is the split
+        of lines that name none, as `import --qrels FILE --split S` takes it."""
+        if not self._can_start():
+            return
+
+        def job(ws: Workspace, on_progress: ProgressFn, should_stop: StopFn) -> dict[str, Any]:
+            from embridge.core.qrels import import_qrels
+
+            on_progress(0, 1, {"stage": "reading"})
+            return import_qrels(ws, qrels, split=split).to_dict()
+
+        def done(info: dict[str, Any]) -> None:
+            from embridge.core.import_summary import qrels_text
+
+            message = qrels_text(info)
+            log.info("%s", message)
+            self.import_result.setText(capitalised(message))
+            self.import_qrels.setText("")
+
+        self.import_result.setText("")
+        self._started(self.ctx.run(f"Import judgments {qrels}", job, done))
 
     def choose_beir_folder(self) -> None:
         from embridge.app import dialogs
