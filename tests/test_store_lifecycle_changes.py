@@ -267,7 +267,15 @@ def test_a_switch_stopped_between_moving_the_alias_and_recording_it_can_be_finis
     assert main(again) == 0, capsys.readouterr().err  # the rerun finds the move made and records it
     assert "already serves" in capsys.readouterr().out
     back, forward = (old, new) if command == "migrate" else (new, old)
+    import subprocess
+    import sys
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a swap killed before its rename left its temporary link, named by a pid no longer running
+    stale = _folder(served).parent / f".docs.{gone.pid}.tmp-link"
+    stale.symlink_to("docs_v1")
     assert main(["rollback", "--to", back, "--alias", "docs"]) == 0, capsys.readouterr().err
+    assert not stale.is_symlink()
     assert Path(_folder(served)).resolve() == Path(_folder(back)).resolve()
     assert main(["rollback", "--to", forward, "--alias", "docs"]) == 0, capsys.readouterr().err
     assert Path(_folder(served)).resolve() == Path(_folder(forward)).resolve()
