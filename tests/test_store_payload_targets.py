@@ -134,7 +134,7 @@ def test_a_store_id_that_is_not_nfc_is_refused_with_both_spellings_escaped(
              "would be stored as 'caf\\xe9'; rename the point")
 
 
-def test_ids_from_2_63_after_smaller_ones_widen_a_parquet_shadow(upgrade: dict, tmp_path: Path,
+def test_ids_from_2_63_after_smaller_ones_widen_an_arrow_shadow(upgrade: dict, tmp_path: Path,
                                                                 capsys: pytest.CaptureFixture[str]) -> None:
     """Qdrant reads its ids in order: batches of ids below 2^63 fixed the column as int64, and the first id above
     failed the migration part way, with advice that could not work."""
@@ -147,8 +147,10 @@ def test_ids_from_2_63_after_smaller_ones_widen_a_parquet_shadow(upgrade: dict, 
                                                                          distance=models.Distance.COSINE))
     client.upsert("docs", points=models.Batch(ids=ids, vectors=vectors.tolist()))
     client.close()
-    shadow = f"parquet://{tmp_path / 'out'}"
-    code, out, err = cli(capsys, "migrate", "--bundle", str(upgrade["bundle"]), "--from",
-                         f"qdrant://{tmp_path / 'qd'}?collection=docs", "--to", shadow, "--batch", "4")
-    assert code == 0 and out["verification"]["ok"], err
-    assert sorted(int(k) for k in read_all(shadow)) == ids
+    for shadow in (f"parquet://{tmp_path / 'out'}", f"lancedb://{tmp_path / 'lance'}?table=shadow"):
+        code, out, err = cli(capsys, "migrate", "--bundle", str(upgrade["bundle"]), "--from",
+                             f"qdrant://{tmp_path / 'qd'}?collection=docs", "--to", shadow, "--batch", "4")
+        assert code == 0 and out["verification"]["ok"], err
+        points = read_all(shadow)
+        assert sorted(int(k) for k in points) == ids
+        assert all(np.isfinite(v).all() and v.shape == (32,) for v, _ in points.values())

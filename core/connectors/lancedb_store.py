@@ -254,10 +254,23 @@ class LanceDBConnector(Connector):
             table = self.table()
             data = batch_to_table(batch, self.id_col, self.vec_col, table.schema, self.uri.raw)
             self._check_names(data.schema.names)
+            self._unsigned_ids(table, data.schema)
             wanted = widen_schema(table.schema, data.schema)
             if wanted != table.schema:
                 self._widen(table, wanted)
             table.add(fit_table(data, wanted))
+
+    def _unsigned_ids(self, table: Any, got: Any) -> None:
+        """Ids from 2^63 on after smaller ones (a Qdrant collection read in id order): the int64 id column the
+        first batches made becomes uint64 (Lance casts it safely: a negative id refuses)."""
+        import pyarrow as pa
+
+        if pa.types.is_int64(table.schema.field(self.id_col).type) and pa.types.is_uint64(got.field(self.id_col).type):
+            try:
+                table.alter_columns({"path": self.id_col, "data_type": pa.uint64()})
+            except (RuntimeError, ValueError, OSError) as exc:
+                raise VectorStoreError(f"{self.describe()}: ids from 2^63 on need an unsigned id column, and the "
+                                       f"table's cannot become one ({first_line(exc)})") from exc
 
     def _widen(self, table: Any, wanted: Any) -> None:
         """Give a column null in every row so far the type a batch brings, and add the batch's new fields as
