@@ -133,7 +133,7 @@ def test_cancel_on_ray_stops_the_pool_and_a_rerun_finishes(ray_cluster: Any, mod
     ids, _ = read_chunks(tmp_path / "out")
     np.testing.assert_array_equal(ids, np.arange(700) + 1000)
     # the finished job in other chunks is said to be complete, not stopped part way
-    with pytest.raises(InputError, match=r"finished in chunks of 200 items; its output is complete"):
+    with pytest.raises(InputError, match=r"finished in chunks of 50 items; its output is complete"):
         embed_dataset(m["model"], str(m["items"]), str(tmp_path / "out"), chunk=100)
 
 
