@@ -231,6 +231,13 @@ def test_model_remove_drops_a_killed_embeds_resumable_rows(ws: Workspace, model:
     partial = ws.root / "vectors" / ".partial"
     owners = sorted(json.loads(p.read_text())["model"] for p in partial.glob("*.json"))
     assert owners == ["kept", "old"] and len(list(partial.glob("*.npy"))) == 4  # rows and ids of each
+    from embridge.core.store.file_lock import HeldLock
+    from embridge.core.store.partial_sets import drop_partials
+
+    key = next(p.stem for p in partial.glob("*.json") if json.loads(p.read_text())["model"] == "old")
+    held = HeldLock(partial / f"{key}.lock", RuntimeError)  # a writer still at work on them
+    assert drop_partials(partial, "old") == 0 and len(list(partial.glob("*.npy"))) == 4
+    held.release()
     remove_model(ws, "old")
     assert [json.loads(p.read_text())["model"] for p in partial.glob("*.json")] == ["kept"]
     assert len(list(partial.glob("*.npy"))) == 2  # the other model's rows stay for its resume

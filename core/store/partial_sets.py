@@ -8,12 +8,15 @@ in its progress file, and the files of a removed model are deleted, except while
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
 from pathlib import Path
 
 from embridge.core.paths import is_real_dir
+from embridge.core.store.file_lock import exclusive_lock
+
+
+class _Busy(Exception):
+    """A writer holds the rows' lock: they are its to resume."""
 
 
 def drop_partials(partial_dir: Path, model: str) -> int:
@@ -30,18 +33,10 @@ def drop_partials(partial_dir: Path, model: str) -> int:
             continue
         key = state.name[:-len(".json")]
         try:
-            fd = os.open(partial_dir / f"{key}.lock", os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError:
+            with exclusive_lock(partial_dir / f"{key}.lock", _Busy):  # the writer's own lock: one at work keeps them
+                for name in (f"{key}.json", f"{key}.npy", f"{key}.ids.npy"):
+                    (partial_dir / name).unlink(missing_ok=True)
+        except (_Busy, OSError):
             continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a writer still at work keeps its files
-        except BlockingIOError:
-            os.close(fd)
-            continue
-        try:
-            for name in (f"{key}.json", f"{key}.npy", f"{key}.ids.npy"):
-                (partial_dir / name).unlink(missing_ok=True)
-            dropped += 1
-        finally:
-            os.close(fd)
+        dropped += 1
     return dropped
