@@ -24,7 +24,7 @@ from embridge.core.connectors.check import (
     unfinished_migration,
 )
 from embridge.core.connectors.connector import Connector, StoreURI, VectorStoreError
-from embridge.core.connectors.targets import PENDING, alias_form, check_alias, named_alias
+from embridge.core.connectors.targets import PENDING, alias_form, check_alias, named_alias, recorded_move
 from embridge.core.errors import InputError, UsageError
 
 
@@ -40,9 +40,7 @@ def switch_alias(store: Connector, alias: str, target: str) -> str | None:
     # and every later switch or rollback took the alias for one Embridge did not make
     store.save_state(key, {**history, PENDING: {"from": previous, "to": target, "at": time.time()}})
     store.set_alias(alias, target)
-    history["history"] = [*history["history"], {"from": previous, "to": target, "at": time.time(),
-                                                 "definition": store.alias_definition(alias),
-                                                 "extras": store.alias_extras(alias)}]
+    history["history"] = [*history["history"], recorded_move(store, alias, previous, target, time.time())]
     store.save_state(key, history)
     return previous
 

@@ -27,7 +27,7 @@ from embridge.core.connectors.connector import (
     space_key,
 )
 from embridge.core.connectors.migration_fingerprint import same_source
-from embridge.core.connectors.targets import PENDING
+from embridge.core.connectors.targets import made_pending_move
 from embridge.core.errors import EmbridgeError, InputError
 from embridge.core.l2 import l2_normalize
 
@@ -118,10 +118,9 @@ def switched_from(store: Connector, alias: str, collection: str) -> str | None:
     """The collection ``alias`` served before its last recorded move to ``collection``, if any (a move from
     ``collection`` to itself, which earlier versions recorded for a switch already made, is no move)."""
     record = store.load_state(store.alias_key(alias)) or {}
-    pending = record.get(PENDING)  # a move the store made before its record was finished (killed between)
-    if isinstance(pending, dict) and pending.get("to") == collection != pending.get("from") and (
-            store.alias_target(alias) == collection):
-        return pending.get("from")
+    made = made_pending_move(store, alias, record)  # a move the store made before its record was finished
+    if made is not None and made["to"] == collection:
+        return made.get("from")
     history = record.get("history") or []
     return next((move.get("from") for move in reversed(history)
                  if move.get("to") == collection and move.get("from") != collection), None)

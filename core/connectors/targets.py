@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from embridge.core.connectors.connector import Connector, StoreURI, VectorStoreError
 from embridge.core.errors import InputError, UsageError
@@ -211,15 +212,28 @@ def settle_pending_move(store: Connector, alias: str) -> None:
     pending = record.get(PENDING)
     if not isinstance(pending, dict):
         return
-    current = store.alias_target(alias)
-    if current == pending.get("to"):
+    if made_pending_move(store, alias, record) is not None:
         record["history"] = [*(record.get("history") or []),
-                             {"from": pending.get("from"), "to": current, "at": pending.get("at"),
-                              "definition": store.alias_definition(alias), "extras": store.alias_extras(alias)}]
-    elif current != pending.get("from"):
+                             recorded_move(store, alias, pending.get("from"), pending["to"], pending.get("at"))]
+    elif store.alias_target(alias) != pending.get("from"):
         return
     record.pop(PENDING)
     store.save_state(key, record)
+
+
+def made_pending_move(store: Connector, alias: str, record: dict[str, Any]) -> dict[str, Any] | None:
+    """The move an alias record noted before the store made it (``record[PENDING]``), where the alias now
+    serves its target: the store made it, and only its record is missing; else None."""
+    pending = record.get(PENDING)
+    if not isinstance(pending, dict) or pending.get("to") in (None, pending.get("from")):
+        return None
+    return pending if store.alias_target(alias) == pending["to"] else None
+
+
+def recorded_move(store: Connector, alias: str, source: Any, target: str, at: Any) -> dict[str, Any]:
+    """A move as an alias record keeps it: from, to, when, and what the alias is afterwards."""
+    return {"from": source, "to": target, "at": at, "definition": store.alias_definition(alias),
+            "extras": store.alias_extras(alias)}
 
 
 def made_by_embridge(store: Connector, alias: str) -> bool:
